@@ -1,0 +1,231 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+)
+
+// AppendJSON appends the wire form of b to dst. It allocates nothing beyond
+// growing dst, so a caller that reuses its buffer encodes without garbage.
+func (b *Batch) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"schema":"`+SchemaTelemetry+`","gateway":`...)
+	dst = appendString(dst, b.Gateway)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, b.Seq, 10)
+	dst = append(dst, `,"asset":{"id":`...)
+	dst = appendString(dst, b.Asset.ID)
+	dst = append(dst, `,"class":`...)
+	dst = appendString(dst, b.Asset.Class)
+	if len(b.Asset.Path) > 0 {
+		dst = append(dst, `,"path":[`...)
+		for i, p := range b.Asset.Path {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, p)
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `},"ts_gw":`...)
+	dst = strconv.AppendInt(dst, b.TSGW, 10)
+	if b.Historical {
+		dst = append(dst, `,"historical":true`...)
+	}
+	dst = append(dst, `,"readings":[`...)
+	for i := range b.Readings {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = b.Readings[i].appendJSON(dst)
+	}
+	return append(dst, "]}"...)
+}
+
+func (r *Reading) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"signal":`...)
+	dst = appendString(dst, r.Signal)
+	if r.HasValue() {
+		dst = append(dst, `,"value":`...)
+		dst = appendFloat(dst, r.Value)
+	}
+	if r.Text != "" && r.Quality.HasValue() {
+		dst = append(dst, `,"text":`...)
+		dst = appendString(dst, r.Text)
+	}
+	if r.Unit != "" {
+		dst = append(dst, `,"unit":`...)
+		dst = appendString(dst, r.Unit)
+	}
+	dst = append(dst, `,"quality":"`...)
+	dst = append(dst, r.Quality.String()...)
+	dst = append(dst, `","ts":`...)
+	dst = strconv.AppendInt(dst, r.TS, 10)
+	if r.Status != 0 {
+		dst = append(dst, `,"status":`...)
+		dst = strconv.AppendUint(dst, uint64(r.Status), 10)
+	}
+	if r.Src != "" {
+		dst = append(dst, `,"src":`...)
+		dst = appendString(dst, r.Src)
+	}
+	return append(dst, '}')
+}
+
+// appendFloat writes v in the shortest form that round-trips. Non-finite
+// values cannot be represented in JSON; the normalizer never lets them
+// through, and they are written as 0 here rather than as invalid JSON.
+func appendFloat(dst []byte, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(dst, '0')
+	}
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.AppendInt(dst, int64(v), 10)
+	}
+	abs := math.Abs(v)
+	if abs < 1e-6 || abs >= 1e21 {
+		return strconv.AppendFloat(dst, v, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(dst, v, 'f', -1, 64)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaping what JSON requires and
+// replacing invalid UTF-8 with U+FFFD.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// wire types for decoding.
+type batchWire struct {
+	Schema     string        `json:"schema"`
+	Gateway    string        `json:"gateway"`
+	Seq        *uint64       `json:"seq"`
+	Asset      AssetJSON     `json:"asset"`
+	TSGW       int64         `json:"ts_gw"`
+	Historical bool          `json:"historical"`
+	Readings   []readingWire `json:"readings"`
+}
+
+type readingWire struct {
+	Signal  string          `json:"signal"`
+	Value   json.RawMessage `json:"value"`
+	Text    string          `json:"text"`
+	Unit    string          `json:"unit"`
+	Quality string          `json:"quality"`
+	TS      int64           `json:"ts"`
+	Status  uint32          `json:"status"`
+	Src     string          `json:"src"`
+}
+
+// DecodeBatch parses and validates the wire form of a telemetry batch.
+// Errors wrap ErrSchema for a message of another schema or major version and
+// ErrInvalid for anything malformed.
+func DecodeBatch(data []byte) (*Batch, error) {
+	var w batchWire
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&w); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if w.Schema != SchemaTelemetry {
+		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, w.Schema, SchemaTelemetry)
+	}
+	if w.Seq == nil {
+		return nil, fmt.Errorf("%w: seq is missing", ErrInvalid)
+	}
+	b := &Batch{
+		Gateway:    w.Gateway,
+		Seq:        *w.Seq,
+		Asset:      w.Asset.FromJSON(),
+		TSGW:       w.TSGW,
+		Historical: w.Historical,
+		Readings:   make([]Reading, len(w.Readings)),
+	}
+	for i, rw := range w.Readings {
+		q, err := ParseQuality(rw.Quality)
+		if err != nil {
+			return nil, fmt.Errorf("%w: readings[%d]: %v", ErrInvalid, i, err)
+		}
+		r := Reading{Signal: rw.Signal, Text: rw.Text, Unit: rw.Unit, Quality: q, TS: rw.TS, Status: rw.Status, Src: rw.Src}
+		switch {
+		case len(rw.Value) == 0 || string(rw.Value) == "null":
+			r.NoValue = true
+		default:
+			v, err := strconv.ParseFloat(string(rw.Value), 64)
+			if err != nil {
+				return nil, fmt.Errorf("%w: readings[%d].value %s is not a number", ErrInvalid, i, rw.Value)
+			}
+			r.Value = v
+		}
+		if !q.HasValue() {
+			r.NoValue = false
+		}
+		b.Readings[i] = r
+	}
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// MarshalBirth returns the wire form of a birth notice.
+func MarshalBirth(b *Birth) ([]byte, error) {
+	b.Schema = SchemaBirth
+	return json.Marshal(b)
+}
+
+// DecodeBirth parses a birth notice.
+func DecodeBirth(data []byte) (*Birth, error) {
+	var b Birth
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if b.Schema != SchemaBirth {
+		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, b.Schema, SchemaBirth)
+	}
+	if !ValidToken(b.Gateway) || !ValidToken(b.Asset.ID) || !ValidToken(b.Asset.Class) {
+		return nil, fmt.Errorf("%w: birth needs gateway, asset.id and asset.class tokens", ErrInvalid)
+	}
+	return &b, nil
+}
