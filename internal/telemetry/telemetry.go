@@ -216,3 +216,13 @@ func (b *Batch) Validate() error {
 }
 
 const maxFinite = 1.7976931348623157e308
+
+// Envelope is one message ready for a broker: the NATS subject (MQTT topics
+// mirror it with '/'), the deduplication id (JetStream Nats-Msg-Id) and the
+// encoded payload. Retained marks status messages MQTT should retain.
+type Envelope struct {
+	Subject  string
+	MsgID    string
+	Data     []byte
+	Retained bool
+}
