@@ -1,0 +1,222 @@
+// Package confload loads YAML configuration files strictly and reports
+// problems as "file:line: field: reason", the form every Smelter binary uses
+// for configuration errors.
+//
+// A loader decodes the file into its typed struct with unknown fields
+// rejected, keeps the YAML node tree, and lets validation code name a field
+// by its path ("devices[2].points[0].address"); the error then carries the
+// line where that field (or its closest existing parent) sits in the file.
+package confload
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FieldError is one configuration problem.
+type FieldError struct {
+	File   string
+	Line   int
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// Errors is every problem found in one or more files.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Sorted returns the errors ordered by file and line.
+func (es Errors) Sorted() Errors {
+	out := append(Errors(nil), es...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].File != out[j].File {
+			return out[i].File < out[j].File
+		}
+		return out[i].Line < out[j].Line
+	})
+	return out
+}
+
+// AsErrors extracts Errors from err (nil when err holds none).
+func AsErrors(err error) Errors {
+	var es Errors
+	if errors.As(err, &es) {
+		return es
+	}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return Errors{fe}
+	}
+	return nil
+}
+
+// Doc is one decoded file: its name and node tree, used to locate fields.
+type Doc struct {
+	File string
+	root *yaml.Node
+}
+
+// Decode strictly decodes data (named file in messages) into v.
+// Unknown fields and type mismatches are reported with their lines.
+func Decode(file string, data []byte, v any) (*Doc, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlErrors(file, err)
+	}
+	doc := &Doc{File: file, root: &root}
+	if len(root.Content) == 0 {
+		return doc, Errors{{File: file, Reason: "file is empty"}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return doc, yamlErrors(file, err)
+	}
+	return doc, nil
+}
+
+// ReadFile reads and decodes a file.
+func ReadFile(file string, v any) (*Doc, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, Errors{{File: file, Reason: errReason(err)}}
+	}
+	return Decode(file, data, v)
+}
+
+func errReason(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
+}
+
+var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func yamlErrors(file string, err error) Errors {
+	var te *yaml.TypeError
+	var lines []string
+	if errors.As(err, &te) {
+		lines = te.Errors
+	} else {
+		lines = []string{err.Error()}
+	}
+	out := make(Errors, 0, len(lines))
+	for _, l := range lines {
+		fe := &FieldError{File: file, Reason: strings.TrimPrefix(l, "yaml: ")}
+		if m := yamlLineRe.FindStringSubmatch(l); m != nil {
+			fe.Line, _ = strconv.Atoi(m[1])
+			fe.Reason = m[2]
+		}
+		out = append(out, fe)
+	}
+	return out
+}
+
+// Errorf returns a FieldError for the field at path, with the line of that
+// field (or of its closest parent present in the file).
+func (d *Doc) Errorf(path, format string, args ...any) *FieldError {
+	fe := &FieldError{Field: path, Reason: fmt.Sprintf(format, args...)}
+	if d != nil {
+		fe.File = d.File
+		fe.Line = d.Line(path)
+	}
+	return fe
+}
+
+// Line returns the line of the field at path ("a.b[2].c"), or of its
+// closest existing parent, or 0.
+func (d *Doc) Line(path string) int {
+	if d == nil || d.root == nil || len(d.root.Content) == 0 {
+		return 0
+	}
+	n := d.root.Content[0]
+	line := n.Line
+	for _, tok := range splitPath(path) {
+		next, keyLine := step(n, tok)
+		if next == nil {
+			return line
+		}
+		n = next
+		line = keyLine
+	}
+	return line
+}
+
+func step(n *yaml.Node, tok string) (*yaml.Node, int) {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if i, err := strconv.Atoi(tok); err == nil {
+		if n.Kind == yaml.SequenceNode && i >= 0 && i < len(n.Content) {
+			return n.Content[i], n.Content[i].Line
+		}
+		return nil, 0
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, 0
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == tok {
+			return n.Content[i+1], n.Content[i].Line
+		}
+	}
+	return nil, 0
+}
+
+// splitPath turns "a.b[2].c" into [a b 2 c].
+func splitPath(path string) []string {
+	var out []string
+	for _, part := range strings.Split(path, ".") {
+		for part != "" {
+			i := strings.IndexByte(part, '[')
+			if i < 0 {
+				out = append(out, part)
+				break
+			}
+			if i > 0 {
+				out = append(out, part[:i])
+			}
+			j := strings.IndexByte(part[i:], ']')
+			if j < 0 {
+				out = append(out, part[i+1:])
+				break
+			}
+			out = append(out, part[i+1:i+j])
+			part = part[i+j+1:]
+		}
+	}
+	return out
+}
