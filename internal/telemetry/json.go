@@ -140,3 +140,15 @@ func MarshalBirth(b *Birth) ([]byte, error) {
 	b.Schema = SchemaBirth
 	return json.Marshal(b)
 }
+
+// MarshalDeath returns the wire form of a death notice.
+func MarshalDeath(d *Death) ([]byte, error) {
+	d.Schema = SchemaDeath
+	return json.Marshal(d)
+}
+
+// MarshalStatus returns the wire form of a gateway status notice.
+func MarshalStatus(s *Status) ([]byte, error) {
+	s.Schema = SchemaStatus
+	return json.Marshal(s)
+}

@@ -138,6 +138,7 @@ type SignalInfo struct {
 type Birth struct {
 	Schema    string             `json:"schema"`
 	Gateway   string             `json:"gateway"`
+	Seq       uint64             `json:"seq,omitempty"`
 	Asset     AssetJSON          `json:"asset"`
 	TSGW      int64              `json:"ts_gw"`
 	Signals   []SignalInfo       `json:"signals"`
@@ -149,6 +150,7 @@ type Birth struct {
 type Death struct {
 	Schema  string    `json:"schema"`
 	Gateway string    `json:"gateway"`
+	Seq     uint64    `json:"seq,omitempty"`
 	Asset   AssetJSON `json:"asset"`
 	TSGW    int64     `json:"ts_gw"`
 	Reason  string    `json:"reason"`
