@@ -1,0 +1,147 @@
+package natsjs
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/smelterio/smelter/internal/secret"
+)
+
+// Config is the uplinks.nats block of the gateway configuration.
+type Config struct {
+	URL          string        `yaml:"url"`           // nats:// or tls:// (ws:// wss://); comma-separated for a cluster
+	Stream       string        `yaml:"stream"`        // JetStream stream name
+	CreateStream *bool         `yaml:"create_stream"` // create the stream when missing (default true)
+	Replicas     int           `yaml:"replicas"`      // stream replicas when created
+	MaxAge       time.Duration `yaml:"max_age"`       // stream retention when created
+	Username     string        `yaml:"username"`
+	PasswordEnv  string        `yaml:"password_env"`  // environment variable holding the password
+	PasswordFile string        `yaml:"password_file"` // file holding the password
+	TokenFile    string        `yaml:"token_file"`    // file holding an auth token
+	CredsFile    string        `yaml:"creds_file"`    // NATS credentials file (JWT + nkey seed)
+	TLS          secret.TLS    `yaml:"tls"`
+	MaxPending   int           `yaml:"max_pending"` // published and not yet acknowledged
+	Timeout      time.Duration `yaml:"timeout"`     // PubAck timeout, also JetStream API timeout
+
+	// Name is the connection name shown by the server; SetDefaults derives it
+	// from the gateway id.
+	Name string `yaml:"-"`
+}
+
+// Defaults.
+const (
+	DefaultURL        = "nats://127.0.0.1:4222"
+	DefaultStream     = "SMELTER"
+	DefaultReplicas   = 1
+	DefaultMaxAge     = 168 * time.Hour
+	DefaultMaxPending = 256
+	DefaultTimeout    = 5 * time.Second
+
+	// StreamSubjects is what the stream must capture.
+	StreamSubjects = "smelter.v1.>"
+	// DuplicateWindow is the dedup window of a stream the uplink creates.
+	DuplicateWindow = 2 * time.Minute
+)
+
+const field = "uplinks.nats"
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults(gatewayID string) {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.CreateStream == nil {
+		t := true
+		c.CreateStream = &t
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Name == "" && gatewayID != "" {
+		c.Name = "smelter-gateway/" + gatewayID
+	}
+}
+
+// ResolvePaths makes relative secret and TLS file paths absolute against dir
+// (the directory of the configuration file).
+func (c *Config) ResolvePaths(dir string) {
+	c.PasswordFile = secret.Resolve(dir, c.PasswordFile)
+	c.TokenFile = secret.Resolve(dir, c.TokenFile)
+	c.CredsFile = secret.Resolve(dir, c.CredsFile)
+	c.TLS.ResolvePaths(dir)
+}
+
+// Validate checks the configuration without any I/O. Errors name the field.
+func (c *Config) Validate() error {
+	if strings.TrimSpace(c.URL) == "" {
+		return fmt.Errorf("%s.url: required", field)
+	}
+	for _, u := range strings.Split(c.URL, ",") {
+		u = strings.TrimSpace(u)
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			return fmt.Errorf("%s.url: %q is not a URL like nats://host:4222", field, u)
+		}
+		switch p.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("%s.url: scheme %q of %q is not nats, tls, ws or wss", field, p.Scheme, u)
+		}
+		if p.User != nil {
+			return fmt.Errorf("%s.url: credentials in the URL are not allowed; use username and password_env or password_file", field)
+		}
+	}
+	if c.Stream == "" {
+		return fmt.Errorf("%s.stream: required", field)
+	}
+	if strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
+		return fmt.Errorf("%s.stream: %q must not contain spaces, '.', '*', '>', '/' or '\\'", field, c.Stream)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("%s.replicas: %d is outside 1..5", field, c.Replicas)
+	}
+	if c.MaxAge < 0 {
+		return fmt.Errorf("%s.max_age: %v must not be negative", field, c.MaxAge)
+	}
+	if c.MaxAge > 0 && c.MaxAge < DuplicateWindow {
+		return fmt.Errorf("%s.max_age: %v is shorter than the %v deduplication window", field, c.MaxAge, DuplicateWindow)
+	}
+	if c.PasswordEnv != "" && c.PasswordFile != "" {
+		return fmt.Errorf("%s.password_env: set password_env or password_file, not both", field)
+	}
+	hasPass := c.PasswordEnv != "" || c.PasswordFile != ""
+	switch {
+	case c.Username != "" && !hasPass:
+		return fmt.Errorf("%s.username: needs password_env or password_file", field)
+	case c.Username == "" && hasPass:
+		return fmt.Errorf("%s.username: required with password_env or password_file", field)
+	case c.TokenFile != "" && c.Username != "":
+		return fmt.Errorf("%s.token_file: use token_file or username/password, not both", field)
+	case c.CredsFile != "" && (c.Username != "" || c.TokenFile != ""):
+		return fmt.Errorf("%s.creds_file: use creds_file alone, without username or token_file", field)
+	}
+	if err := c.TLS.Validate(field + ".tls"); err != nil {
+		return err
+	}
+	if c.MaxPending < 1 || c.MaxPending > 65536 {
+		return fmt.Errorf("%s.max_pending: %d is outside 1..65536", field, c.MaxPending)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("%s.timeout: %v must be positive", field, c.Timeout)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package natsjs
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/smelterio/smelter/internal/secret"
+)
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+func tlsCA(ca string) secret.TLS { return secret.TLS{CAFile: ca} }
+
+func tlsFiles(ca, cert, key string) secret.TLS {
+	return secret.TLS{CAFile: ca, CertFile: cert, KeyFile: key}
+}
+
+func TestConfigYAMLAndDefaults(t *testing.T) {
+	src := `
+url: tls://a:4222,tls://b:4222
+stream: PLANT
+create_stream: false
+replicas: 3
+max_age: 24h
+username: smelter
+password_env: PW
+tls: {ca_file: ca.pem, server_name: nats.example, insecure_skip_verify: false}
+max_pending: 64
+timeout: 2s
+`
+	var c Config
+	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDefaults("gw-1")
+	c.ResolvePaths("/etc/smelter")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Stream != "PLANT" || *c.CreateStream || c.Replicas != 3 || c.MaxAge != 24*time.Hour ||
+		c.TLS.CAFile != "/etc/smelter/ca.pem" || c.TLS.ServerName != "nats.example" || c.MaxPending != 64 ||
+		c.Timeout != 2*time.Second || c.Name != "smelter-gateway/gw-1" {
+		t.Fatalf("decoded %+v", c)
+	}
+
+	var d Config
+	d.SetDefaults("gw")
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if d.URL != DefaultURL || d.Stream != DefaultStream || !*d.CreateStream || d.Replicas != 1 ||
+		d.MaxAge != DefaultMaxAge || d.MaxPending != 256 || d.Timeout != 5*time.Second {
+		t.Fatalf("defaults %+v", d)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"bad scheme", func(c *Config) { c.URL = "http://x:1" }, `uplinks.nats.url: scheme "http"`},
+		{"not a url", func(c *Config) { c.URL = "nats://" }, "uplinks.nats.url:"},
+		{"creds in url", func(c *Config) { c.URL = "nats://u:p@h:1" }, "uplinks.nats.url: credentials"},
+		{"stream with dot", func(c *Config) { c.Stream = "A.B" }, "uplinks.nats.stream:"},
+		{"replicas", func(c *Config) { c.Replicas = 7 }, "uplinks.nats.replicas: 7"},
+		{"max_age below dedup window", func(c *Config) { c.MaxAge = time.Minute }, "uplinks.nats.max_age: 1m0s is shorter"},
+		{"both password sources", func(c *Config) { c.Username, c.PasswordEnv, c.PasswordFile = "u", "E", "f" }, "uplinks.nats.password_env: set password_env or password_file"},
+		{"user without password", func(c *Config) { c.Username = "u" }, "uplinks.nats.username: needs password_env"},
+		{"password without user", func(c *Config) { c.PasswordEnv = "E" }, "uplinks.nats.username: required"},
+		{"token and user", func(c *Config) { c.Username, c.PasswordEnv, c.TokenFile = "u", "E", "t" }, "uplinks.nats.token_file:"},
+		{"creds and token", func(c *Config) { c.CredsFile, c.TokenFile = "c", "t" }, "uplinks.nats.creds_file:"},
+		{"cert without key", func(c *Config) { c.TLS.CertFile = "c.pem" }, "uplinks.nats.tls.key_file: required"},
+		{"max_pending", func(c *Config) { c.MaxPending = -1 }, "uplinks.nats.max_pending: -1"},
+		{"timeout", func(c *Config) { c.Timeout = -time.Second }, "uplinks.nats.timeout:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var c Config
+			c.SetDefaults("gw")
+			tc.mod(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCovers(t *testing.T) {
+	cases := []struct {
+		filter string
+		want   bool
+	}{
+		{"smelter.v1.>", true},
+		{"smelter.>", true},
+		{">", true},
+		{"*.v1.>", true},
+		{"smelter.*.>", true},
+		{"smelter.v1.*", false},
+		{"smelter.v1.*.*.*.*", false},
+		{"smelter.v1.plant.>", false},
+		{"smelter.v2.>", false},
+		{"smelter", false},
+		{"other.>", false},
+	}
+	for _, tc := range cases {
+		if got := covers(tc.filter, StreamSubjects); got != tc.want {
+			t.Errorf("covers(%q, %q) = %v, want %v", tc.filter, StreamSubjects, got, tc.want)
+		}
+	}
+}

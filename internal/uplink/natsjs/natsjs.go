@@ -1,0 +1,472 @@
+// Package natsjs is the NATS JetStream uplink: it publishes telemetry
+// envelopes to a stream, with Nats-Msg-Id set to the envelope's dedup id,
+// and reports success only when the stream acknowledged every message.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Errors; use errors.Is.
+var (
+	// ErrNotConnected: the uplink has no usable connection (or stream) now;
+	// the message names the last connection error.
+	ErrNotConnected = errors.New("not connected")
+	// ErrStream: the stream is missing (and create_stream is false) or does
+	// not capture the smelter subjects. Run returns it: a configuration
+	// problem, not an outage.
+	ErrStream = errors.New("stream unusable")
+)
+
+// Uplink publishes to NATS JetStream. Create it with New, start it with Run.
+type Uplink struct {
+	cfg  Config
+	log  *slog.Logger
+	m    *Metrics
+	opts []nats.Option
+
+	cur     atomic.Pointer[session] // nil while not ready
+	lastErr atomic.Pointer[error]
+
+	bufPool sync.Pool // *pending
+}
+
+type session struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+	// reconnects is the client's reconnect count when the stream was
+	// checked; after a reconnect the session is not usable until Run has
+	// checked the stream again.
+	reconnects uint64
+}
+
+func (s *session) usable() bool {
+	return s != nil && s.nc.IsConnected() && s.nc.Stats().Reconnects == s.reconnects
+}
+
+// New checks cfg, reads the secrets and TLS files it names and prepares the
+// connection options. It does no network I/O. Errors name the field and the
+// variable or file, never a secret.
+func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	u := &Uplink{cfg: cfg, log: log.With("uplink", "nats"), m: m}
+	u.bufPool.New = func() any { return new(pending) }
+
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.Timeout(cfg.Timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// No buffering while disconnected: a publish then fails at once
+		// instead of waiting in client memory; the spool holds the data.
+		nats.ReconnectBufSize(-1),
+		nats.IgnoreAuthErrorAbort(),
+	}
+	switch {
+	case cfg.Username != "":
+		var pw secret.Secret
+		var err error
+		if cfg.PasswordEnv != "" {
+			pw, err = secret.FromEnv(field+".password_env", cfg.PasswordEnv)
+		} else {
+			pw, err = secret.FromFile(field+".password_file", cfg.PasswordFile)
+		}
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserInfo(cfg.Username, pw.Reveal()))
+	case cfg.TokenFile != "":
+		tok, err := secret.FromFile(field+".token_file", cfg.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Token(tok.Reveal()))
+	case cfg.CredsFile != "":
+		if _, err := secret.FromFile(field+".creds_file", cfg.CredsFile); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLS.Enabled() || hasTLSScheme(cfg.URL) {
+		tc, err := cfg.TLS.Config(field + ".tls")
+		if err != nil {
+			return nil, err
+		}
+		if cfg.TLS.InsecureSkipVerify {
+			u.log.Warn("tls.insecure_skip_verify is set: the broker's certificate is not verified")
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	u.opts = opts
+	return u, nil
+}
+
+func hasTLSScheme(urls string) bool {
+	for _, s := range strings.Split(urls, ",") {
+		s = strings.TrimSpace(s)
+		if strings.HasPrefix(s, "tls://") || strings.HasPrefix(s, "wss://") {
+			return true
+		}
+	}
+	return false
+}
+
+// Name returns "nats".
+func (u *Uplink) Name() string { return "nats" }
+
+// Ready reports whether the uplink is connected and its stream checked.
+func (u *Uplink) Ready() bool {
+	return u.cur.Load().usable()
+}
+
+// LastError returns the most recent connection or stream error (nil when
+// none since the last successful connect).
+func (u *Uplink) LastError() error {
+	if p := u.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (u *Uplink) setErr(err error) {
+	if err == nil {
+		u.lastErr.Store(nil)
+		return
+	}
+	u.lastErr.Store(&err)
+}
+
+// Run connects, ensures the stream, and keeps the connection up (the client
+// reconnects by itself; a closed connection is replaced with backoff) until
+// ctx is done. It returns nil on ctx done and an error wrapping ErrStream when
+// the stream cannot be used as configured.
+func (u *Uplink) Run(ctx context.Context) error {
+	bo := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	for attempt := 0; ; attempt++ {
+		ev := newEvents()
+		opts := append(u.opts[:len(u.opts):len(u.opts)],
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { ev.signal(ev.disconnected, err) }),
+			nats.ReconnectHandler(func(*nats.Conn) { ev.signal(ev.reconnected, nil) }),
+			nats.ClosedHandler(func(*nats.Conn) { ev.signal(ev.closed, nil) }),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				u.log.Warn("nats async error", "err", err)
+			}),
+		)
+		nc, err := nats.Connect(u.cfg.URL, opts...)
+		if err != nil {
+			err = fmt.Errorf("connect: %w", err)
+			u.setErr(err)
+			d := bo.next()
+			u.log.Warn("nats connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
+			if !sleep(ctx, d) {
+				return nil
+			}
+			continue
+		}
+		if attempt > 0 {
+			u.m.Reconnects.Inc()
+		}
+		err = u.serve(ctx, nc, ev)
+		u.cur.Store(nil)
+		u.m.Connected.Set(0)
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrStream) {
+			return err
+		}
+		u.setErr(err)
+		bo.reset()
+		d := bo.next()
+		u.log.Warn("nats connection lost", "err", err, "retry_in", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			return nil
+		}
+	}
+}
+
+// events carries the client's connection callbacks to Run.
+type events struct {
+	disconnected, reconnected, closed chan error
+}
+
+func newEvents() *events {
+	return &events{make(chan error, 1), make(chan error, 1), make(chan error, 1)}
+}
+
+func (e *events) signal(ch chan error, err error) {
+	select {
+	case ch <- err:
+	default:
+	}
+}
+
+// serve runs one connection until ctx is done or the connection closes.
+func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(u.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(u.cfg.Timeout),
+		jetstream.WithDefaultTimeout(u.cfg.Timeout),
+	)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	u.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion(),
+		"server", nc.ConnectedServerName())
+	bo := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	check := true
+	for {
+		if check && nc.IsConnected() {
+			reconnects := nc.Stats().Reconnects
+			if err := u.ensureStream(ctx, js); err != nil {
+				if errors.Is(err, ErrStream) || ctx.Err() != nil {
+					return err
+				}
+				u.setErr(err)
+				d := bo.next()
+				u.log.Warn("nats stream check failed", "stream", u.cfg.Stream, "err", err, "retry_in", d.Round(time.Millisecond))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-ev.closed:
+					return errors.New("connection closed")
+				case <-time.After(d):
+				}
+				continue
+			}
+			check = false
+			bo.reset()
+			u.setErr(nil)
+			u.cur.Store(&session{nc: nc, js: js, reconnects: reconnects})
+			u.m.Connected.Set(1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ev.closed:
+			return errors.New("connection closed")
+		case err := <-ev.disconnected:
+			if err == nil {
+				err = errors.New("disconnected")
+			}
+			u.setErr(err)
+			u.m.Connected.Set(0)
+			u.log.Warn("nats disconnected", "err", err)
+		case <-ev.reconnected:
+			u.m.Reconnects.Inc()
+			u.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			// The server may have lost or changed the stream: check again
+			// before reporting ready.
+			u.cur.Store(nil)
+			check = true
+		}
+	}
+}
+
+func (u *Uplink) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+	defer cancel()
+	s, err := js.Stream(ctx, u.cfg.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if u.cfg.CreateStream != nil && !*u.cfg.CreateStream {
+			return fmt.Errorf("%w: stream %s does not exist and %s.create_stream is false", ErrStream, u.cfg.Stream, field)
+		}
+		_, err = js.CreateStream(ctx, u.streamConfig())
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("stream %s: created concurrently, checking again", u.cfg.Stream)
+		}
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", u.cfg.Stream, err)
+		}
+		u.log.Info("nats stream created", "stream", u.cfg.Stream, "subjects", StreamSubjects,
+			"max_age", u.cfg.MaxAge, "replicas", u.cfg.Replicas, "duplicate_window", DuplicateWindow)
+		return nil
+	case err != nil:
+		return fmt.Errorf("stream %s info: %w", u.cfg.Stream, err)
+	}
+	info := s.CachedInfo()
+	if !anyCovers(info.Config.Subjects, StreamSubjects) {
+		return fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s.stream",
+			ErrStream, u.cfg.Stream, info.Config.Subjects, StreamSubjects, StreamSubjects, field)
+	}
+	if info.Config.Duplicates <= 0 {
+		u.log.Warn("nats stream has no duplicate window: redelivered batches are stored twice", "stream", u.cfg.Stream)
+	}
+	return nil
+}
+
+func (u *Uplink) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        u.cfg.Stream,
+		Description: "Smelter telemetry",
+		Subjects:    []string{StreamSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    u.cfg.Replicas,
+		MaxAge:      u.cfg.MaxAge,
+		Duplicates:  DuplicateWindow,
+	}
+}
+
+// anyCovers reports whether one of the filters matches every subject that
+// subject (which may end in '>') matches.
+func anyCovers(filters []string, subject string) bool {
+	for _, f := range filters {
+		if covers(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+func covers(filter, subject string) bool {
+	ft := strings.Split(filter, ".")
+	st := strings.Split(subject, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return true
+		}
+		if i >= len(st) {
+			return false
+		}
+		s := st[i]
+		switch {
+		case s == ">":
+			return false // the subject has more depths than f matches
+		case f == "*":
+			// matches any single literal or '*'
+		case f != s:
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// pending is the per-call bookkeeping Publish reuses.
+type pending struct {
+	futs []jetstream.PubAckFuture
+	sent []time.Time
+}
+
+// Publish sends every envelope (pipelined, at most max_pending unacknowledged)
+// with Nats-Msg-Id = MsgID and returns nil only when the stream acknowledged
+// all of them. On error some may have been stored: the caller retries the
+// whole slice and the stream's duplicate window drops the repeats.
+func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	s := u.cur.Load()
+	if !s.usable() {
+		u.m.Errors.Inc()
+		if err := u.LastError(); err != nil {
+			return fmt.Errorf("nats uplink: %w: %w", ErrNotConnected, err)
+		}
+		return fmt.Errorf("nats uplink: %w", ErrNotConnected)
+	}
+	p := u.bufPool.Get().(*pending)
+	defer func() {
+		clear(p.futs)
+		p.futs, p.sent = p.futs[:0], p.sent[:0]
+		u.bufPool.Put(p)
+	}()
+	stall := jetstream.WithStallWait(u.cfg.Timeout)
+	for i := range msgs {
+		e := &msgs[i]
+		if err := ctx.Err(); err != nil {
+			u.m.Errors.Inc()
+			return fmt.Errorf("nats uplink: %w", err)
+		}
+		m := &nats.Msg{Subject: e.Subject, Data: e.Data, Header: nats.Header{jetstream.MsgIDHeader: []string{e.MsgID}}}
+		f, err := s.js.PublishMsgAsync(m, stall)
+		if err != nil {
+			u.m.Errors.Inc()
+			return fmt.Errorf("nats uplink: publish %s on %s: %w", e.MsgID, e.Subject, err)
+		}
+		p.futs = append(p.futs, f)
+		p.sent = append(p.sent, time.Now())
+	}
+	timer := time.NewTimer(u.cfg.Timeout)
+	defer timer.Stop()
+	var bytes, dups int
+	for i, f := range p.futs {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				dups++
+			}
+			bytes += len(msgs[i].Data)
+			u.m.Latency.Observe(time.Since(p.sent[i]).Seconds())
+		case err := <-f.Err():
+			u.m.Errors.Inc()
+			return fmt.Errorf("nats uplink: publish %s: no ack: %w", msgs[i].MsgID, err)
+		case <-ctx.Done():
+			u.m.Errors.Inc()
+			return fmt.Errorf("nats uplink: waiting for ack of %s: %w", msgs[i].MsgID, ctx.Err())
+		case <-timer.C:
+			u.m.Errors.Inc()
+			return fmt.Errorf("nats uplink: publish %s: no ack within %v", msgs[i].MsgID, u.cfg.Timeout)
+		}
+	}
+	u.m.Published.Add(float64(len(msgs)))
+	u.m.Bytes.Add(float64(bytes))
+	if dups > 0 {
+		u.m.Duplicates.Add(float64(dups))
+	}
+	return nil
+}
+
+// backoff is exponential with jitter (50-100 % of the step).
+type backoff struct {
+	min, max time.Duration
+	n        int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min << min(b.n, 16)
+	if d > b.max || d <= 0 {
+		d = b.max
+	}
+	b.n++
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
