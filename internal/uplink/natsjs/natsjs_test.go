@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
@@ -196,17 +196,18 @@ func TestPublishCreatesStreamAndStoresExactPayloads(t *testing.T) {
 		c.Duplicates != DuplicateWindow || c.MaxAge != time.Hour {
 		t.Fatalf("stream config = subjects %v storage %v dup %v max_age %v", c.Subjects, c.Storage, c.Duplicates, c.MaxAge)
 	}
-	if got := testutil.ToFloat64(r.m.Published); got != 200 {
+	if got := metricValue(r.m.Published); got != 200 {
 		t.Fatalf("published metric = %v, want 200", got)
 	}
-	if got := testutil.ToFloat64(r.m.Bytes); got != 200*300 {
+	if got := metricValue(r.m.Bytes); got != 200*300 {
 		t.Fatalf("bytes metric = %v, want %d", got, 200*300)
 	}
-	if got := testutil.ToFloat64(r.m.Connected); got != 1 {
+	if got := metricValue(r.m.Connected); got != 1 {
 		t.Fatalf("connected metric = %v", got)
 	}
-	if n := testutil.CollectAndCount(r.m.Latency); n != 1 {
-		t.Fatalf("latency histogram not collected")
+	var h dto.Metric
+	if err := r.m.Latency.Write(&h); err != nil || h.GetHistogram().GetSampleCount() != 200 {
+		t.Fatalf("latency histogram holds %d samples (%v), want 200", h.GetHistogram().GetSampleCount(), err)
 	}
 }
 
@@ -217,12 +218,12 @@ func TestPublishSameMsgIDStoresOnce(t *testing.T) {
 
 	msgs := envelopes("gw-test", 100, 50, 64)
 	publish(t, r.u, msgs)
-	publish(t, r.u, msgs)         // a retry of the whole slice
+	publish(t, r.u, msgs)        // a retry of the whole slice
 	publish(t, r.u, msgs[10:20]) // a partial retry
 
 	_, js := client(t, srv.URL())
 	checkStream(t, readStream(t, js, DefaultStream), msgs)
-	if got := testutil.ToFloat64(r.m.Duplicates); got != 60 {
+	if got := metricValue(r.m.Duplicates); got != 60 {
 		t.Fatalf("duplicates metric = %v, want 60", got)
 	}
 }
@@ -442,10 +443,10 @@ func TestBrokerRestartMidStream(t *testing.T) {
 
 	_, js := client(t, srv.URL())
 	checkStream(t, readStream(t, js, DefaultStream), sent)
-	if got := testutil.ToFloat64(r.m.Reconnects); got < 1 {
+	if got := metricValue(r.m.Reconnects); got < 1 {
 		t.Fatalf("reconnects metric = %v", got)
 	}
-	if got := testutil.ToFloat64(r.m.Errors); got < 1 {
+	if got := metricValue(r.m.Errors); got < 1 {
 		t.Fatalf("errors metric = %v", got)
 	}
 }
@@ -531,4 +532,16 @@ func TestMetricsRegister(t *testing.T) {
 			t.Fatalf("metric %s not registered (have %v)", n, names)
 		}
 	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.GetCounter().GetValue()
+	}
+	return d.GetGauge().GetValue()
 }
