@@ -1,0 +1,633 @@
+// Package rules is the collector's anomaly rule engine: per-asset state fed
+// with decoded telemetry batches, rules configured in YAML with embedded
+// per-class default packs, and alerts as state changes with on/off delays.
+// The engine is pure (no I/O, no goroutines) and not safe for concurrent
+// use; the collector serialises calls.
+package rules
+
+import (
+	"math"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Stats counts the engine's work since it was created.
+type Stats struct {
+	Batches     uint64 // batches evaluated
+	Readings    uint64 // readings in evaluated batches
+	Late        uint64 // batches older than the asset's newest, skipped
+	Bad         uint64 // readings without a usable value (bad, stale, implausible)
+	Evaluations uint64 // rule evaluations
+	Raised      uint64 // alerts raised
+	Cleared     uint64 // alerts cleared
+}
+
+// Options tune an Engine.
+type Options struct {
+	// Now returns the wall clock in Unix ms; it drives asset-silence
+	// detection in Tick. Default: time.Now.
+	Now func() int64
+}
+
+// Engine evaluates a rule Set over the telemetry stream.
+type Engine struct {
+	set     *Set
+	cat     *catalog.Catalog
+	now     func() int64
+	assets  map[[2]string]*assetState
+	order   []*assetState
+	peers   map[peerKey]*peerGroup
+	stats   Stats
+	scratch []float64
+	updated []*signalState
+}
+
+// New returns an engine for set; cat supplies default plausibility ranges.
+func New(set *Set, cat *catalog.Catalog, opts Options) *Engine {
+	if opts.Now == nil {
+		opts.Now = func() int64 { return time.Now().UnixMilli() }
+	}
+	return &Engine{set: set, cat: cat, now: opts.Now, assets: map[[2]string]*assetState{},
+		peers: map[peerKey]*peerGroup{}, scratch: make([]float64, 0, 64)}
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats { return e.stats }
+
+type assetState struct {
+	e         *Engine
+	site, id  string
+	class     string
+	path      []string
+	nameplate map[string]float64
+	birth     map[string]telemetry.SignalInfo
+	sigs      map[string]*signalState
+	list      []*signalState
+	cache     []*signalState // by reading position of the last batch
+	insts     []*inst        // asset-level rules (expr)
+	silence   *inst          // asset-level staleness (silence, death)
+	bindings  []*boundExpr
+	running   bool
+	runExpr   *boundExpr
+	lastTSGW  int64
+	lastTS    int64 // data time of the newest batch
+	lastRecv  int64 // wall time the newest batch was received
+	interval  int64 // observed batch interval, ms
+	batches   uint64
+	dead      string
+}
+
+type signalState struct {
+	a        *assetState
+	name     string
+	slot     int
+	unit     string
+	value    float64
+	text     string
+	quality  telemetry.Quality
+	valid    bool  // the latest reading had a good, plausible value
+	ts       int64 // time of the latest good value
+	seen     int64 // time of the latest reading of any quality
+	first    int64 // time of the first reading
+	birthIV  bool  // interval comes from the birth
+	interval int64 // birth interval or observed interval between readings, ms
+	min, max float64
+	hasMin   bool
+	hasMax   bool
+	stale    *inst
+	plaus    *inst
+	insts    []*inst
+	implaus  bool
+}
+
+type boundExpr struct {
+	e  *Expr
+	bd binding
+}
+
+func (a *assetState) slotValue(slot int) (float64, bool) {
+	s := a.list[slot]
+	if !s.valid {
+		return 0, false
+	}
+	if s.interval > 0 && a.lastTS-s.ts > 3*s.interval {
+		return 0, false
+	}
+	return s.value, true
+}
+
+func (a *assetState) bind(x *Expr) *boundExpr {
+	if x == nil {
+		return nil
+	}
+	b := &boundExpr{e: x}
+	n := len(x.idents)
+	b.bd = binding{slots: make([]int, n), consts: make([]float64, n), okc: make([]bool, n), globs: make([][]int, n)}
+	for i, id := range x.idents {
+		b.bd.slots[i] = -1
+		switch {
+		case strings.HasPrefix(id, "nameplate."):
+		case strings.Contains(id, "*"):
+			for _, s := range a.list {
+				if ok, _ := path.Match(id, s.name); ok {
+					b.bd.globs[i] = append(b.bd.globs[i], s.slot)
+				}
+			}
+		default:
+			b.bd.slots[i] = a.signal(id).slot
+		}
+	}
+	a.refreshConsts(b)
+	a.bindings = append(a.bindings, b)
+	return b
+}
+
+func (a *assetState) refreshConsts(b *boundExpr) {
+	for i, id := range b.e.idents {
+		if k, ok := strings.CutPrefix(id, "nameplate."); ok {
+			b.bd.consts[i], b.bd.okc[i] = a.nameplate[k]
+		}
+	}
+}
+
+func (a *assetState) eval(b *boundExpr) (float64, bool) {
+	return b.e.eval(&b.bd, a, &a.e.scratch)
+}
+
+func (e *Engine) asset(site, id, class string, path []string) *assetState {
+	k := [2]string{site, id}
+	if a, ok := e.assets[k]; ok {
+		if a.class == class {
+			return a
+		}
+		// the asset changed class: start over
+		e.dropAsset(a)
+	}
+	a := &assetState{e: e, site: site, id: id, class: class, path: path, sigs: map[string]*signalState{},
+		nameplate: map[string]float64{}, birth: map[string]telemetry.SignalInfo{}}
+	e.assets[k] = a
+	e.order = append(e.order, a)
+	if x, ok := e.set.Running[class]; ok {
+		a.runExpr = a.bind(x)
+	}
+	for _, r := range e.set.Select(class, id, "") {
+		in := &inst{r: r, a: a}
+		in.when = a.bind(r.When)
+		in.expr = a.bind(r.Expr)
+		in.clear = a.bind(r.ClearWhen)
+		a.insts = append(a.insts, in)
+	}
+	for _, r := range e.set.Select(class, id, "*") {
+		if r.Kind == KindStale {
+			a.silence = &inst{r: r, a: a}
+			break
+		}
+	}
+	return a
+}
+
+func (e *Engine) dropAsset(a *assetState) {
+	delete(e.assets, [2]string{a.site, a.id})
+	for i, x := range e.order {
+		if x == a {
+			e.order = append(e.order[:i], e.order[i+1:]...)
+			break
+		}
+	}
+}
+
+func (a *assetState) signal(name string) *signalState {
+	if s, ok := a.sigs[name]; ok {
+		return s
+	}
+	s := &signalState{a: a, name: name, slot: len(a.list)}
+	a.sigs[name] = s
+	a.list = append(a.list, s)
+	a.applyRange(s)
+	for _, b := range a.bindings {
+		for i, id := range b.e.idents {
+			if strings.Contains(id, "*") {
+				if ok, _ := path.Match(id, name); ok {
+					b.bd.globs[i] = append(b.bd.globs[i], s.slot)
+				}
+			}
+		}
+	}
+	for _, r := range a.e.set.Select(a.class, a.id, name) {
+		in := &inst{r: r, a: a, sig: s}
+		switch r.Kind {
+		case KindStale:
+			s.stale = in
+			continue
+		case KindPlausibility:
+			s.plaus = in
+			a.applyRange(s)
+			continue
+		}
+		in.when = a.bind(r.When)
+		in.impl = newEvaluator(r)
+		s.insts = append(s.insts, in)
+	}
+	return s
+}
+
+// applyRange sets the plausibility range: rule min/max, else birth, else catalog.
+func (a *assetState) applyRange(s *signalState) {
+	s.hasMin, s.hasMax, s.birthIV = false, false, false
+	if cs, err := a.e.cat.Lookup(a.class, s.name); err == nil {
+		if cs.Min != nil {
+			s.min, s.hasMin = *cs.Min, true
+		}
+		if cs.Max != nil {
+			s.max, s.hasMax = *cs.Max, true
+		}
+		if s.unit == "" {
+			s.unit = cs.Unit
+		}
+	}
+	if bi, ok := a.birth[s.name]; ok {
+		if bi.Min != nil {
+			s.min, s.hasMin = *bi.Min, true
+		}
+		if bi.Max != nil {
+			s.max, s.hasMax = *bi.Max, true
+		}
+		if bi.IntervalMS > 0 {
+			s.interval, s.birthIV = bi.IntervalMS, true
+		}
+		if bi.Unit != "" {
+			s.unit = bi.Unit
+		}
+	}
+	if s.plaus != nil {
+		if s.plaus.r.Min != nil {
+			s.min, s.hasMin = *s.plaus.r.Min, true
+		}
+		if s.plaus.r.Max != nil {
+			s.max, s.hasMax = *s.plaus.r.Max, true
+		}
+	}
+}
+
+// Birth records an asset's birth: nameplate, ranges and intervals.
+func (e *Engine) Birth(b *telemetry.Birth) {
+	as := b.Asset.FromJSON()
+	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
+	a.path = as.Path
+	clear(a.nameplate)
+	for k, v := range b.Nameplate {
+		a.nameplate[k] = v
+	}
+	clear(a.birth)
+	for _, si := range b.Signals {
+		a.birth[si.Signal] = si
+		a.signal(si.Signal)
+	}
+	for _, s := range a.list {
+		a.applyRange(s)
+	}
+	for _, bd := range a.bindings {
+		a.refreshConsts(bd)
+	}
+}
+
+// Death records a death notice: the asset's silence alert is raised at once.
+func (e *Engine) Death(d *telemetry.Death, out []alert.Alert) []alert.Alert {
+	as := d.Asset.FromJSON()
+	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
+	a.dead = d.Reason
+	if a.silence == nil {
+		return out
+	}
+	ts := d.TSGW
+	if ts <= 0 {
+		ts = e.now()
+	}
+	return e.step(out, a.silence, a.silence.r.Severity, ts, 0, 0)
+}
+
+// Process evaluates one batch and appends the alert state changes to out.
+func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
+	a := e.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Asset.Path)
+	if b.TSGW < a.lastTSGW {
+		e.stats.Late++
+		return out
+	}
+	e.stats.Batches++
+	e.stats.Readings += uint64(len(b.Readings))
+	if a.lastTSGW > 0 {
+		d := b.TSGW - a.lastTSGW
+		if a.interval == 0 {
+			a.interval = d
+		} else {
+			a.interval += (d - a.interval) / 8
+		}
+	}
+	a.lastTSGW = b.TSGW
+	a.lastRecv = e.now()
+	a.batches++
+	batchTS := b.TSGW
+	if len(a.cache) < len(b.Readings) {
+		a.cache = append(a.cache, make([]*signalState, len(b.Readings)-len(a.cache))...)
+	}
+	e.updated = e.updated[:0]
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		s := a.cache[i]
+		if s == nil || s.name != r.Signal {
+			s = a.signal(r.Signal)
+			a.cache[i] = s
+		}
+		ts := r.TS
+		if ts <= 0 {
+			ts = b.TSGW
+		}
+		if ts > batchTS {
+			batchTS = ts
+		}
+		s.quality = r.Quality
+		if s.seen > 0 && ts > s.seen && !s.birthIV {
+			if gap := ts - s.seen; s.interval == 0 {
+				s.interval = gap
+			} else {
+				s.interval += (gap - s.interval) / 8
+			}
+		}
+		if ts > s.seen {
+			s.seen = ts
+		}
+		if s.first == 0 {
+			s.first = ts
+		}
+		if !r.HasValue() {
+			s.valid = false
+			if r.Quality.HasValue() { // text-only reading
+				s.text = r.Text
+			} else {
+				e.stats.Bad++
+			}
+			continue
+		}
+		s.text = r.Text
+		if r.Unit != "" {
+			s.unit = r.Unit
+		}
+		implaus := s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
+		if s.plaus != nil {
+			tgt := alert.None
+			if implaus {
+				tgt = s.plaus.r.Severity
+				s.value = r.Value // shown in the message
+			}
+			out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
+		} else {
+			implaus = false
+		}
+		if implaus {
+			s.valid = false
+			e.stats.Bad++
+			continue
+		}
+		s.value, s.valid, s.ts = r.Value, true, ts
+		e.updated = append(e.updated, s)
+	}
+	a.lastTS = batchTS
+	a.dead = ""
+	if a.silence != nil && a.silence.latch.Level != alert.None {
+		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
+	}
+	// staleness per signal, relative to the asset's own data time
+	for _, s := range a.list {
+		if s.stale == nil {
+			continue
+		}
+		out = e.checkStale(out, s, batchTS)
+	}
+	if a.runExpr != nil {
+		if v, ok := a.eval(a.runExpr); ok {
+			a.running = v != 0
+		}
+	} else {
+		a.running = true
+	}
+	for _, s := range e.updated {
+		for _, in := range s.insts {
+			tgt := alert.None
+			if in.active() {
+				e.stats.Evaluations++
+				tgt = in.impl.step(in, s.value, s.ts)
+			} else {
+				in.impl.pause()
+			}
+			out = e.step(out, in, tgt, s.ts, in.r.OnDelay, in.r.OffDelay)
+		}
+	}
+	for _, in := range a.insts {
+		tgt := alert.None
+		if in.active() {
+			e.stats.Evaluations++
+			v, ok := a.eval(in.expr)
+			switch {
+			case !ok:
+				tgt = in.latch.Level
+			case v != 0:
+				tgt = in.r.Severity
+			case in.clear != nil && in.latch.Level != alert.None:
+				if c, cok := a.eval(in.clear); !cok || c == 0 {
+					tgt = in.latch.Level
+				}
+			}
+		}
+		out = e.step(out, in, tgt, batchTS, in.r.OnDelay, in.r.OffDelay)
+	}
+	return out
+}
+
+func (e *Engine) checkStale(out []alert.Alert, s *signalState, now int64) []alert.Alert {
+	r := s.stale.r
+	iv := r.Interval
+	if iv == 0 {
+		iv = s.interval
+	}
+	tgt := alert.None
+	switch {
+	case s.quality == telemetry.QualityStale:
+		tgt = r.Severity
+	case iv > 0 && s.seen > 0 && float64(now-max(s.ts, s.first)) > r.K*float64(iv):
+		tgt = r.Severity
+	}
+	return e.step(out, s.stale, tgt, now, r.OnDelay, r.OffDelay)
+}
+
+// Tick raises silence alerts for assets that sent nothing for k x their
+// batch interval of wall time. Call it about once a second.
+func (e *Engine) Tick(out []alert.Alert) []alert.Alert {
+	now := e.now()
+	for _, a := range e.order {
+		if a.silence == nil || a.interval <= 0 || a.lastRecv == 0 {
+			continue
+		}
+		if float64(now-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None {
+			out = e.step(out, a.silence, a.silence.r.Severity, now, 0, 0)
+		}
+	}
+	return out
+}
+
+// inst is one rule applied to one asset (and signal).
+type inst struct {
+	r     *Rule
+	a     *assetState
+	sig   *signalState
+	latch alert.Latch
+	when  *boundExpr
+	expr  *boundExpr
+	clear *boundExpr
+	impl  evaluator
+	key   string
+}
+
+func (in *inst) active() bool {
+	if in.r.Running && !in.a.running {
+		return false
+	}
+	if in.when != nil {
+		v, ok := in.a.eval(in.when)
+		return ok && v != 0
+	}
+	return true
+}
+
+func (in *inst) alertKey() string {
+	if in.key == "" {
+		sig := ""
+		if in.sig != nil {
+			sig = in.sig.name
+		}
+		in.key = alert.MakeKey(in.a.site, in.a.id, in.r.Name, sig)
+	}
+	return in.key
+}
+
+// step feeds a latch and appends an alert when its state changed.
+func (e *Engine) step(out []alert.Alert, in *inst, tgt alert.Severity, ts, on, off int64) []alert.Alert {
+	prev := in.latch.Level
+	if !in.latch.Step(tgt, ts, on, off) {
+		return out
+	}
+	al := alert.Alert{Schema: alert.Schema, Key: in.alertKey(), Site: in.a.site, Class: in.a.class, Asset: in.a.id,
+		Rule: in.r.Name, Kind: string(in.r.Kind), Severity: in.latch.Level, RaisedAt: in.latch.Raised, UpdatedAt: ts}
+	if in.sig != nil {
+		al.Signal = in.sig.name
+	}
+	switch {
+	case in.latch.Level == alert.None:
+		al.State, al.ClearedAt, al.Severity = alert.Cleared, ts, prev
+		e.stats.Cleared++
+	case prev == alert.None:
+		al.State = alert.Raised
+		e.stats.Raised++
+	default:
+		al.State = alert.Updated
+	}
+	al.ID = alert.MakeID(al.Key, al.RaisedAt)
+	al.Message, al.Values = e.describe(in, al.State)
+	return append(out, al)
+}
+
+// Restore puts a persisted active alert back into the engine so that it is
+// not raised again and clears normally. Unknown rules are ignored.
+func (e *Engine) Restore(al alert.Alert) bool {
+	if !al.Active() {
+		return false
+	}
+	a := e.asset(al.Site, al.Asset, al.Class, nil)
+	var cands []*inst
+	if al.Signal != "" {
+		s := a.signal(al.Signal)
+		cands = append(cands, s.insts...)
+		if s.stale != nil {
+			cands = append(cands, s.stale)
+		}
+		if s.plaus != nil {
+			cands = append(cands, s.plaus)
+		}
+	} else {
+		cands = append(cands, a.insts...)
+		if a.silence != nil {
+			cands = append(cands, a.silence)
+		}
+	}
+	for _, in := range cands {
+		if in.r.Name == al.Rule {
+			in.latch.Restore(al.Severity, al.RaisedAt)
+			return true
+		}
+	}
+	return false
+}
+
+// SignalView is the latest state of one signal.
+type SignalView struct {
+	Signal  string  `json:"signal"`
+	Value   float64 `json:"value"`
+	Valid   bool    `json:"valid"`
+	Text    string  `json:"text,omitempty"`
+	Unit    string  `json:"unit,omitempty"`
+	Quality string  `json:"quality"`
+	TS      int64   `json:"ts"`
+}
+
+// AssetView is the latest state of one asset.
+type AssetView struct {
+	Site      string             `json:"site"`
+	ID        string             `json:"id"`
+	Class     string             `json:"class"`
+	Path      []string           `json:"path,omitempty"`
+	Nameplate map[string]float64 `json:"nameplate,omitempty"`
+	Running   bool               `json:"running"`
+	LastTS    int64              `json:"last_ts"`
+	Dead      string             `json:"dead,omitempty"`
+	Signals   []SignalView       `json:"signals"`
+}
+
+// Assets returns a copy of every asset's latest state.
+func (e *Engine) Assets() []AssetView {
+	out := make([]AssetView, 0, len(e.order))
+	for _, a := range e.order {
+		out = append(out, a.view())
+	}
+	return out
+}
+
+// Asset returns one asset's latest state.
+func (e *Engine) Asset(site, id string) (AssetView, bool) {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok {
+		return AssetView{}, false
+	}
+	return a.view(), true
+}
+
+func (a *assetState) view() AssetView {
+	v := AssetView{Site: a.site, ID: a.id, Class: a.class, Path: append([]string(nil), a.path...),
+		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Nameplate: make(map[string]float64, len(a.nameplate))}
+	for k, x := range a.nameplate {
+		v.Nameplate[k] = x
+	}
+	for _, s := range a.list {
+		if s.seen == 0 {
+			continue
+		}
+		v.Signals = append(v.Signals, SignalView{Signal: s.name, Value: s.value, Valid: s.valid, Text: s.text, Unit: s.unit,
+			Quality: s.quality.String(), TS: s.seen})
+	}
+	return v
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }

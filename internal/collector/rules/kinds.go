@@ -1,0 +1,507 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+)
+
+// evaluator is the per-signal state of one rule kind. step consumes one
+// good value and returns the severity the condition asks for now; pause is
+// called for values the rule must not see (asset not running, guard false).
+type evaluator interface {
+	step(in *inst, x float64, ts int64) alert.Severity
+	pause()
+}
+
+func newEvaluator(r *Rule) evaluator {
+	switch r.Kind {
+	case KindThreshold:
+		return &thresholdEval{}
+	case KindRate:
+		return &rateEval{}
+	case KindStuck:
+		return &stuckEval{vals: make([]float64, r.Polls)}
+	case KindEWMA:
+		return &ewmaEval{}
+	case KindZScore:
+		return &zscoreEval{vals: make([]float64, r.N)}
+	case KindCUSUM:
+		return &cusumEval{}
+	case KindPeer:
+		return &peerEval{}
+	}
+	panic("rules: no evaluator for kind " + string(r.Kind)) // Parse rejects unknown kinds
+}
+
+// threshold with deadband: a level is entered at x >= limit (above) and
+// held while x > limit - deadband.
+type thresholdEval struct{ x, limit float64 }
+
+func (t *thresholdEval) step(in *inst, x float64, _ int64) alert.Severity {
+	r := in.r
+	t.x = x
+	for i := len(r.Levels) - 1; i >= 0; i-- {
+		l := r.Levels[i]
+		held := in.latch.Level >= l.Severity
+		var on bool
+		if r.Below {
+			on = x <= l.Limit || held && x < l.Limit+r.Deadband
+		} else {
+			on = x >= l.Limit || held && x > l.Limit-r.Deadband
+		}
+		if on {
+			t.limit = l.Limit
+			return l.Severity
+		}
+	}
+	if len(r.Levels) > 0 {
+		t.limit = r.Levels[0].Limit
+	}
+	return alert.None
+}
+func (t *thresholdEval) pause() {}
+
+// rate of change over a window: samples are kept every window/64, the
+// reference is the newest sample at least one window old.
+const rateCap = 80
+
+type rateEval struct {
+	ts      [rateCap]int64
+	v       [rateCap]float64
+	head, n int
+	delta   float64
+	x       float64
+}
+
+func (re *rateEval) step(in *inst, x float64, ts int64) alert.Severity {
+	r := in.r
+	re.x = x
+	last := (re.head + re.n - 1) % rateCap
+	if re.n == 0 || ts-re.ts[last] >= r.Window/64 {
+		if re.n == rateCap {
+			re.head = (re.head + 1) % rateCap
+			re.n--
+		}
+		i := (re.head + re.n) % rateCap
+		re.ts[i], re.v[i] = ts, x
+		re.n++
+	}
+	ref := -1
+	for k := 0; k < re.n; k++ {
+		i := (re.head + k) % rateCap
+		if ts-re.ts[i] >= r.Window {
+			ref = i
+			continue
+		}
+		break
+	}
+	if ref < 0 {
+		return in.latch.Level // not enough history yet: no change
+	}
+	dt := ts - re.ts[ref]
+	re.delta = (x - re.v[ref]) * float64(r.Window) / float64(dt)
+	switch {
+	case r.Direction != "fall" && re.delta > r.Limit:
+		return r.Severity
+	case r.Direction != "rise" && -re.delta > r.Limit:
+		return r.Severity
+	}
+	return alert.None
+}
+func (re *rateEval) pause() {}
+
+// stuck: max - min over the last Polls values below the resolution.
+type stuckEval struct {
+	vals    []float64
+	head, n int
+	spread  float64
+}
+
+func (s *stuckEval) step(in *inst, x float64, _ int64) alert.Severity {
+	s.vals[s.head] = x
+	s.head = (s.head + 1) % len(s.vals)
+	if s.n < len(s.vals) {
+		s.n++
+		if s.n < len(s.vals) {
+			return alert.None
+		}
+	}
+	lo, hi := s.vals[0], s.vals[0]
+	for _, v := range s.vals[1:] {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	s.spread = hi - lo
+	if s.spread < in.r.Resolution {
+		return in.r.Severity
+	}
+	return alert.None
+}
+func (s *stuckEval) pause() { s.n, s.head = 0, 0 }
+
+// baseline estimates mean and sigma: Welford over the warmup, then either
+// frozen or exponentially forgetting over Baseline samples.
+type baseline struct {
+	n        int
+	mean, m2 float64
+}
+
+func (b *baseline) warm(r *Rule) bool { return b.n >= r.Warmup }
+
+func (b *baseline) add(r *Rule, x float64) {
+	if b.n < r.Warmup {
+		b.n++
+		d := x - b.mean
+		b.mean += d / float64(b.n)
+		b.m2 += d * (x - b.mean)
+		if b.n == r.Warmup && b.n > 1 {
+			b.m2 /= float64(b.n - 1) // m2 holds the variance from here on
+		}
+		return
+	}
+	if r.Baseline > 0 {
+		a := 1 / float64(r.Baseline)
+		d := x - b.mean
+		b.mean += a * d
+		b.m2 = (1 - a) * (b.m2 + a*d*d)
+	}
+}
+
+func (b *baseline) sigma(r *Rule) float64 { return max(math.Sqrt(b.m2), r.MinSigma, 1e-12) }
+
+// EWMA control chart: z = l x + (1-l) z, limits mean +- L sigma sqrt(l/(2-l)).
+type ewmaEval struct {
+	b       baseline
+	z       float64
+	started bool
+	lim     float64
+	x       float64
+}
+
+func (w *ewmaEval) step(in *inst, x float64, _ int64) alert.Severity {
+	r := in.r
+	w.x = x
+	if !w.b.warm(r) {
+		w.b.add(r, x)
+		return alert.None
+	}
+	if !w.started {
+		w.z, w.started = w.b.mean, true
+	}
+	w.z = r.Lambda*x + (1-r.Lambda)*w.z
+	w.lim = r.L * w.b.sigma(r) * math.Sqrt(r.Lambda/(2-r.Lambda))
+	if math.Abs(w.z-w.b.mean) > w.lim {
+		return r.Severity
+	}
+	w.b.add(r, x)
+	return alert.None
+}
+func (w *ewmaEval) pause() {}
+
+// rolling z-score of x against the previous N values.
+type zscoreEval struct {
+	vals    []float64
+	head, n int
+	z       float64
+	mean    float64
+	sd      float64
+}
+
+func (zs *zscoreEval) step(in *inst, x float64, _ int64) alert.Severity {
+	r := in.r
+	tgt := alert.None
+	if zs.n == len(zs.vals) {
+		s, s2 := 0.0, 0.0
+		for _, v := range zs.vals {
+			s += v
+		}
+		m := s / float64(zs.n)
+		for _, v := range zs.vals {
+			s2 += (v - m) * (v - m)
+		}
+		zs.mean = m
+		zs.sd = max(math.Sqrt(s2/float64(zs.n-1)), r.MinSigma, 1e-12)
+		zs.z = (x - m) / zs.sd
+		if math.Abs(zs.z) > r.Limit {
+			tgt = r.Severity
+		}
+	}
+	zs.vals[zs.head] = x
+	zs.head = (zs.head + 1) % len(zs.vals)
+	if zs.n < len(zs.vals) {
+		zs.n++
+	}
+	return tgt
+}
+func (zs *zscoreEval) pause() {}
+
+// tabular CUSUM on standardised values: S+ = max(0, S+ + u - k),
+// S- = max(0, S- - u - k), signal when either exceeds h.
+type cusumEval struct {
+	b         baseline
+	hi, lo, x float64
+}
+
+func (c *cusumEval) step(in *inst, x float64, _ int64) alert.Severity {
+	r := in.r
+	c.x = x
+	if !c.b.warm(r) {
+		c.b.add(r, x)
+		return alert.None
+	}
+	u := (x - c.b.mean) / c.b.sigma(r)
+	c.hi = max(0, c.hi+u-r.CusumK)
+	c.lo = max(0, c.lo-u-r.CusumK)
+	if c.hi > r.CusumH || c.lo > r.CusumH {
+		return r.Severity
+	}
+	if c.hi < r.CusumH/2 && c.lo < r.CusumH/2 {
+		c.b.add(r, x)
+	}
+	return alert.None
+}
+func (c *cusumEval) pause() {}
+
+// peer comparison: the value against the median of the same signal on the
+// other assets that share the group_by nameplate value.
+type peerKey struct {
+	site, class, signal, group string
+	value                      float64
+}
+
+type peerMember struct {
+	v  float64
+	ts int64
+}
+
+type peerGroup struct {
+	members map[string]*peerMember
+}
+
+type peerEval struct {
+	g      *peerGroup
+	gval   float64
+	ok     bool
+	me     *peerMember
+	median float64
+	ratio  float64
+	peers  int
+}
+
+func (p *peerEval) group(in *inst) bool {
+	gv, ok := in.a.nameplate[in.r.GroupBy]
+	if !ok {
+		if p.g != nil {
+			delete(p.g.members, in.a.id)
+			p.g, p.me = nil, nil
+		}
+		return false
+	}
+	if p.g != nil && p.gval == gv {
+		return true
+	}
+	if p.g != nil {
+		delete(p.g.members, in.a.id)
+	}
+	k := peerKey{in.a.site, in.a.class, in.sig.name, in.r.GroupBy, gv}
+	g, ok := in.a.e.peers[k]
+	if !ok {
+		g = &peerGroup{members: map[string]*peerMember{}}
+		in.a.e.peers[k] = g
+	}
+	p.g, p.gval = g, gv
+	p.me = &peerMember{}
+	g.members[in.a.id] = p.me
+	return true
+}
+
+func (p *peerEval) step(in *inst, x float64, ts int64) alert.Severity {
+	if !p.group(in) {
+		return alert.None
+	}
+	p.me.v, p.me.ts = x, ts
+	sc := in.a.e.scratch[:0]
+	for id, m := range p.g.members {
+		if id == in.a.id || m.ts == 0 || ts-m.ts > in.r.MaxAge || m.ts-ts > in.r.MaxAge {
+			continue
+		}
+		sc = append(sc, m.v)
+	}
+	p.peers = len(sc)
+	if len(sc) < in.r.MinPeers {
+		in.a.e.scratch = sc[:0]
+		return in.latch.Level
+	}
+	p.median = median(sc)
+	in.a.e.scratch = sc[:0]
+	if p.median <= 0 {
+		return alert.None
+	}
+	p.ratio = x / p.median
+	if p.ratio < in.r.Ratio {
+		return in.r.Severity
+	}
+	return alert.None
+}
+
+func (p *peerEval) pause() {
+	if p.me != nil {
+		p.me.ts = 0 // not a valid peer while its guard is false
+	}
+}
+
+func fv(x float64) string {
+	if x == math.Trunc(x) && math.Abs(x) < 1e15 {
+		return strconv.FormatInt(int64(x), 10)
+	}
+	return strconv.FormatFloat(x, 'g', 5, 64)
+}
+
+func withUnit(x float64, unit string) string {
+	if unit == "" || unit == "1" {
+		return fv(x)
+	}
+	return fv(x) + " " + unit
+}
+
+func ms(d int64) string { return (fmtDuration(d)) }
+
+func fmtDuration(d int64) string {
+	switch {
+	case d%3600000 == 0 && d >= 3600000:
+		return strconv.FormatInt(d/3600000, 10) + " h"
+	case d%60000 == 0 && d >= 60000:
+		return strconv.FormatInt(d/60000, 10) + " min"
+	default:
+		return strconv.FormatFloat(float64(d)/1000, 'g', 4, 64) + " s"
+	}
+}
+
+// describe builds the human message and the triggering values of an alert.
+func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64) {
+	a, r := in.a, in.r
+	who := a.class + " " + a.id
+	prefix := ""
+	if st == alert.Cleared {
+		prefix = "cleared: "
+	}
+	vals := map[string]float64{}
+	var msg string
+	if in.sig == nil && in.impl == nil && in.expr == nil { // asset silence / death
+		if a.dead != "" {
+			msg = who + " reported dead by its gateway: " + a.dead
+		} else if st == alert.Cleared {
+			msg = who + " sends data again"
+		} else {
+			msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval)", who, ms(e.now()-a.lastRecv), fv(r.K), ms(a.interval))
+		}
+		return prefix + msg, nil
+	}
+	if in.expr != nil { // expr rule
+		for i, id := range in.expr.e.idents {
+			if s := in.expr.bd.slots[i]; s >= 0 {
+				if v, ok := a.slotValue(s); ok {
+					vals[id] = v
+				}
+			} else if in.expr.bd.okc[i] {
+				vals[id] = in.expr.bd.consts[i]
+			} else {
+				for _, s := range in.expr.bd.globs[i] {
+					if v, ok := a.slotValue(s); ok {
+						vals[a.list[s].name] = v
+					}
+				}
+			}
+		}
+		return fmt.Sprintf("%s%s %s: %s (%s)", prefix, who, r.Name, r.Expr.src, fmtVals(vals)), vals
+	}
+	s := in.sig
+	sig := s.name
+	switch r.Kind {
+	case KindStale:
+		iv := r.Interval
+		if iv == 0 {
+			iv = s.interval
+		}
+		if s.quality == 3 {
+			msg = fmt.Sprintf("%s %s reported stale by its gateway", who, sig)
+		} else {
+			msg = fmt.Sprintf("%s %s has no good value for %s (%s x %s interval), last quality %s", who, sig,
+				ms(a.lastTS-max(s.ts, s.first)), fv(r.K), ms(iv), s.quality)
+		}
+		vals["age_ms"] = float64(a.lastTS - max(s.ts, s.first))
+	case KindPlausibility:
+		vals[sig] = s.value
+		msg = fmt.Sprintf("%s %s %s outside its plausible range [%s, %s]", who, sig, withUnit(s.value, s.unit),
+			rangeEnd(s.min, s.hasMin), rangeEnd(s.max, s.hasMax))
+	case KindThreshold:
+		t := in.impl.(*thresholdEval)
+		vals[sig], vals["limit"] = t.x, t.limit
+		rel := "above"
+		if r.Below {
+			rel = "below"
+		}
+		if st == alert.Cleared {
+			msg = fmt.Sprintf("%s %s %s back within limit %s", who, sig, withUnit(t.x, s.unit), fv(t.limit))
+		} else {
+			msg = fmt.Sprintf("%s %s %s %s %s limit %s", who, sig, withUnit(t.x, s.unit), rel, in.latch.Level, withUnit(t.limit, s.unit))
+		}
+	case KindRate:
+		re := in.impl.(*rateEval)
+		vals[sig], vals["change"], vals["limit"] = re.x, re.delta, r.Limit
+		msg = fmt.Sprintf("%s %s changed by %s per %s (limit %s), now %s", who, sig, withUnit(re.delta, s.unit), ms(r.Window), fv(r.Limit), withUnit(re.x, s.unit))
+	case KindStuck:
+		st := in.impl.(*stuckEval)
+		vals[sig], vals["spread"] = s.value, st.spread
+		msg = fmt.Sprintf("%s %s stuck at %s: spread %s over %d polls below resolution %s while running", who, sig, withUnit(s.value, s.unit), fv(st.spread), r.Polls, fv(r.Resolution))
+	case KindEWMA:
+		w := in.impl.(*ewmaEval)
+		vals[sig], vals["ewma"], vals["mean"], vals["limit"] = w.x, w.z, w.b.mean, w.lim
+		msg = fmt.Sprintf("%s %s EWMA %s left the control band %s +- %s (now %s)", who, sig, fv(w.z), fv(w.b.mean), fv(w.lim), withUnit(w.x, s.unit))
+	case KindZScore:
+		z := in.impl.(*zscoreEval)
+		vals[sig], vals["z"], vals["mean"], vals["sd"] = s.value, z.z, z.mean, z.sd
+		msg = fmt.Sprintf("%s %s %s is %s sigma from its rolling mean %s (limit %s)", who, sig, withUnit(s.value, s.unit), fv(z.z), fv(z.mean), fv(r.Limit))
+	case KindCUSUM:
+		c := in.impl.(*cusumEval)
+		vals[sig], vals["cusum_hi"], vals["cusum_lo"], vals["mean"] = c.x, c.hi, c.lo, c.b.mean
+		dir := "upward"
+		if c.lo > c.hi {
+			dir = "downward"
+		}
+		msg = fmt.Sprintf("%s %s shows a sustained %s shift from %s (CUSUM %s > h %s), now %s", who, sig, dir, fv(c.b.mean), fv(max(c.hi, c.lo)), fv(r.CusumH), withUnit(c.x, s.unit))
+	case KindPeer:
+		p := in.impl.(*peerEval)
+		vals[sig], vals["peer_median"], vals["ratio"] = s.value, p.median, p.ratio
+		msg = fmt.Sprintf("%s %s %s is %s x the median %s of %d peers sharing %s %s (limit %s)", who, sig, withUnit(s.value, s.unit), fv(p.ratio), withUnit(p.median, s.unit), p.peers, r.GroupBy, fv(p.gval), fv(r.Ratio))
+	}
+	return prefix + msg, vals
+}
+
+func rangeEnd(v float64, ok bool) string {
+	if !ok {
+		return "-inf"
+	}
+	return fv(v)
+}
+
+func fmtVals(v map[string]float64) string {
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	out := ""
+	for i, k := range keys {
+		if i > 0 {
+			out += ", "
+		}
+		out += k + "=" + fv(v[k])
+	}
+	return out
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
