@@ -1,0 +1,138 @@
+package mqtt
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Config is the uplinks.mqtt block of the gateway configuration.
+type Config struct {
+	URL          string        `yaml:"url"`       // tcp:// ssl:// tls:// ws:// wss://; comma-separated for fail-over
+	ClientID     string        `yaml:"client_id"` // default: the gateway id; keys the persistent session
+	Username     string        `yaml:"username"`
+	PasswordEnv  string        `yaml:"password_env"`
+	PasswordFile string        `yaml:"password_file"`
+	TLS          secret.TLS    `yaml:"tls"`
+	QoS          *int          `yaml:"qos"` // 1 (default) or 0
+	Keepalive    time.Duration `yaml:"keepalive"`
+	MaxInflight  int           `yaml:"max_inflight"` // QoS 1 messages published and not yet acknowledged
+	Timeout      time.Duration `yaml:"timeout"`      // connect timeout and PUBACK wait per message
+
+	// Gateway and Site name the status topic and the LWT payload;
+	// SetDefaults fills them from the gateway section.
+	Gateway string `yaml:"-"`
+	Site    string `yaml:"-"`
+}
+
+// Defaults.
+const (
+	DefaultURL         = "tcp://127.0.0.1:1883"
+	DefaultQoS         = 1
+	DefaultKeepalive   = 30 * time.Second
+	DefaultMaxInflight = 256
+	DefaultTimeout     = 5 * time.Second
+)
+
+const field = "uplinks.mqtt"
+
+// SetDefaults fills unset fields. gatewayID is gateway.id, site gateway.site.
+func (c *Config) SetDefaults(gatewayID, site string) {
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	if c.Gateway == "" {
+		c.Gateway = gatewayID
+	}
+	if c.Site == "" {
+		c.Site = site
+	}
+	if c.ClientID == "" {
+		c.ClientID = c.Gateway
+	}
+	if c.QoS == nil {
+		q := DefaultQoS
+		c.QoS = &q
+	}
+	if c.Keepalive == 0 {
+		c.Keepalive = DefaultKeepalive
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+}
+
+// ResolvePaths makes relative secret and TLS file paths absolute against dir.
+func (c *Config) ResolvePaths(dir string) {
+	c.PasswordFile = secret.Resolve(dir, c.PasswordFile)
+	c.TLS.ResolvePaths(dir)
+}
+
+// StatusTopic is the retained online/offline topic of the gateway (the LWT).
+func (c *Config) StatusTopic() string {
+	return telemetry.Topic(telemetry.StatusSubject(c.Site, c.Gateway))
+}
+
+// Validate checks the configuration without any I/O. Errors name the field.
+func (c *Config) Validate() error {
+	if strings.TrimSpace(c.URL) == "" {
+		return fmt.Errorf("%s.url: required", field)
+	}
+	for _, u := range strings.Split(c.URL, ",") {
+		u = strings.TrimSpace(u)
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			return fmt.Errorf("%s.url: %q is not a URL like tcp://host:1883", field, u)
+		}
+		switch p.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			return fmt.Errorf("%s.url: scheme %q of %q is not tcp, ssl, tls, ws or wss", field, p.Scheme, u)
+		}
+		if p.User != nil {
+			return fmt.Errorf("%s.url: credentials in the URL are not allowed; use username and password_env or password_file", field)
+		}
+	}
+	if c.ClientID == "" || len(c.ClientID) > 65535 {
+		return fmt.Errorf("%s.client_id: required (default: gateway.id)", field)
+	}
+	if !telemetry.ValidToken(c.Gateway) {
+		return fmt.Errorf("%s: gateway id %q is not a valid token", field, c.Gateway)
+	}
+	if !telemetry.ValidToken(c.Site) {
+		return fmt.Errorf("%s: gateway site %q is not a valid token", field, c.Site)
+	}
+	if c.PasswordEnv != "" && c.PasswordFile != "" {
+		return fmt.Errorf("%s.password_env: set password_env or password_file, not both", field)
+	}
+	if c.Username == "" && (c.PasswordEnv != "" || c.PasswordFile != "") {
+		return fmt.Errorf("%s.username: required with password_env or password_file", field)
+	}
+	if err := c.TLS.Validate(field + ".tls"); err != nil {
+		return err
+	}
+	if c.QoS == nil || (*c.QoS != 0 && *c.QoS != 1) {
+		q := "unset"
+		if c.QoS != nil {
+			q = fmt.Sprint(*c.QoS)
+		}
+		return fmt.Errorf("%s.qos: %s is not 0 or 1", field, q)
+	}
+	if c.Keepalive < time.Second || c.Keepalive > 18*time.Hour {
+		return fmt.Errorf("%s.keepalive: %v is outside 1s..18h", field, c.Keepalive)
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		return fmt.Errorf("%s.max_inflight: %d is outside 1..65535", field, c.MaxInflight)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("%s.timeout: %v must be positive", field, c.Timeout)
+	}
+	return nil
+}
