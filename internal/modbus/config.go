@@ -45,9 +45,9 @@ type SerialConfig struct {
 
 // Config is one device's Modbus settings (the `modbus:` block of a device).
 //
-// SetDefaults fills zero fields only. Call it on the zero Config before
-// decoding YAML into it so that an explicit `max_gap: 0` (never bridge gaps)
-// survives; calling it again after decoding is harmless.
+// Call SetDefaults on the zero Config before decoding YAML into it (defaults
+// first, then the file): it fills zero fields, so calling it after decoding
+// would turn an explicit `max_gap: 0` (never bridge gaps) into the default.
 type Config struct {
 	Transport    Transport     `yaml:"transport"`
 	Address      string        `yaml:"address"` // host:port, or a serial device path for rtu / ascii
@@ -78,12 +78,6 @@ const (
 // max_registers 125, max_bits 2000, max_gap 16, serial 19200 8E1, backoff
 // 500ms..30s, quarantine 1m.
 func (c *Config) SetDefaults() {
-	if c.Transport == "" {
-		c.Transport = TCP
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
 	if c.MaxRegisters == 0 {
 		c.MaxRegisters = DefaultMaxRegisters
 	}
@@ -92,6 +86,17 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxGap == 0 {
 		c.MaxGap = DefaultMaxGap
+	}
+	c.runtimeDefaults()
+}
+
+// runtimeDefaults fills the zero fields a Device needs at run time.
+func (c *Config) runtimeDefaults() {
+	if c.Transport == "" {
+		c.Transport = TCP
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
 	}
 	if c.Serial.Baud == 0 {
 		c.Serial.Baud = DefaultBaud

@@ -10,7 +10,9 @@ import (
 func hr(t Type, o Order) Point { return Point{Table: HoldingRegisters, Type: t, Order: o} }
 
 func TestDecodeGolden(t *testing.T) {
-	str := func(n uint16, o Order) Point { return Point{Table: HoldingRegisters, Type: String, Length: n, Order: o} }
+	str := func(n uint16, o Order) Point {
+		return Point{Table: HoldingRegisters, Type: String, Length: n, Order: o}
+	}
 	bit := func(b uint8, o Order) Point { return Point{Table: HoldingRegisters, Type: Bit, Bit: b, Order: o} }
 	cases := []struct {
 		name string

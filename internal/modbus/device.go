@@ -40,7 +40,7 @@ func NewPool(log *slog.Logger, m *Metrics) *Pool {
 // Validate. The first device on a connection sets its serial line, timeout
 // and reconnect backoff; later devices share them.
 func (p *Pool) Device(id string, cfg Config) *Device {
-	cfg.SetDefaults()
+	cfg.runtimeDefaults()
 	p.mu.Lock()
 	l, ok := p.links[cfg.linkKey()]
 	if !ok {
@@ -203,7 +203,8 @@ func (d *Device) Read(ctx context.Context, plan *Plan, out []Value) {
 		return
 	}
 
-	var abort uint32 // a device- or connection-wide failure: the rest fails fast
+	held := sortedKeys(st.quar) // quarantined before this cycle
+	var abort uint32            // a device- or connection-wide failure: the rest fails fast
 	replied := false
 	var firstErr uint32
 	for ri := 0; ri < len(st.reqs); ri++ {
@@ -236,7 +237,7 @@ func (d *Device) Read(ctx context.Context, plan *Plan, out []Value) {
 			firstErr = status
 		}
 	}
-	for _, i := range sortedKeys(st.quar) {
+	for _, i := range held {
 		q := st.quar[i]
 		if abort != 0 {
 			out[i] = badValue(abort)
