@@ -1,0 +1,108 @@
+package spool
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Fsync policies.
+const (
+	FsyncAlways   = "always"   // fsync before Append (and Commit) returns
+	FsyncInterval = "interval" // background fsync every fsync_interval (default)
+	FsyncNever    = "never"    // fsync only on Close; the OS flushes when it likes
+)
+
+// Full policies.
+const (
+	WhenFullDiscardOldest = "discard_oldest" // delete the oldest segment(s) and count what was lost (default)
+	WhenFullBlock         = "block"          // Append waits until readers commit enough to free space
+)
+
+// Defaults.
+const (
+	DefaultMaxBytes      int64 = 1 << 30
+	DefaultMaxAge              = 7 * 24 * time.Hour
+	DefaultSegmentBytes  int64 = 16 << 20
+	DefaultFsyncInterval       = time.Second
+	DefaultCacheBytes    int64 = 16 << 20
+
+	minSegmentBytes int64 = 64 << 10
+	maxSegmentBytes int64 = 1 << 30
+)
+
+// Config is the spool section of the gateway configuration.
+type Config struct {
+	Dir           string        `yaml:"dir"`            // directory of segments and cursors (created if missing)
+	MaxBytes      int64         `yaml:"max_bytes"`      // disk budget (default 1 GiB)
+	MaxAge        time.Duration `yaml:"max_age"`        // records older than this are discarded (default 7 days)
+	SegmentBytes  int64         `yaml:"segment_bytes"`  // a segment is rolled at this size (default 16 MiB)
+	Fsync         string        `yaml:"fsync"`          // always | interval (default) | never
+	FsyncInterval time.Duration `yaml:"fsync_interval"` // default 1s
+	WhenFull      string        `yaml:"when_full"`      // discard_oldest (default) | block
+	ReplayRate    float64       `yaml:"replay_rate"`    // max records/s per reader while it reads a backlog from disk; 0 = unlimited
+	CacheBytes    int64         `yaml:"cache_bytes"`    // in-memory tail cache for live readers (default 16 MiB)
+}
+
+// ConfigError is a configuration problem; Field is the yaml name of the
+// offending field, so the loader can point at its line.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Reason }
+
+// SetDefaults fills every zero field with its default.
+func (c *Config) SetDefaults() {
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	if c.SegmentBytes == 0 {
+		c.SegmentBytes = DefaultSegmentBytes
+	}
+	if c.Fsync == "" {
+		c.Fsync = FsyncInterval
+	}
+	if c.FsyncInterval == 0 {
+		c.FsyncInterval = DefaultFsyncInterval
+	}
+	if c.WhenFull == "" {
+		c.WhenFull = WhenFullDiscardOldest
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultCacheBytes
+	}
+}
+
+// Validate checks a defaulted Config. The error is a *ConfigError naming the
+// yaml field.
+func (c *Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case c.Dir == "":
+		return bad("dir", "is required")
+	case c.SegmentBytes < minSegmentBytes || c.SegmentBytes > maxSegmentBytes:
+		return bad("segment_bytes", "%d is outside [%d, %d]", c.SegmentBytes, minSegmentBytes, maxSegmentBytes)
+	case c.MaxBytes < 2*c.SegmentBytes:
+		return bad("max_bytes", "%d must be at least twice segment_bytes (%d)", c.MaxBytes, c.SegmentBytes)
+	case c.MaxAge < 0:
+		return bad("max_age", "%v must be positive", c.MaxAge)
+	case c.Fsync != FsyncAlways && c.Fsync != FsyncInterval && c.Fsync != FsyncNever:
+		return bad("fsync", "%q is not one of always, interval, never", c.Fsync)
+	case c.FsyncInterval < time.Millisecond:
+		return bad("fsync_interval", "%v must be at least 1ms", c.FsyncInterval)
+	case c.WhenFull != WhenFullDiscardOldest && c.WhenFull != WhenFullBlock:
+		return bad("when_full", "%q is not one of discard_oldest, block", c.WhenFull)
+	case c.ReplayRate < 0 || math.IsNaN(c.ReplayRate) || math.IsInf(c.ReplayRate, 0):
+		return bad("replay_rate", "%v must be a finite number >= 0", c.ReplayRate)
+	case c.CacheBytes < 0:
+		return bad("cache_bytes", "%d must not be negative", c.CacheBytes)
+	}
+	return nil
+}

@@ -1,0 +1,754 @@
+// Package spool is the gateway's durable store-and-forward log: every batch
+// is appended here before any uplink sees it, and each uplink reads with its
+// own durable cursor, committing only after its broker confirmed.
+//
+// The log is a directory of segment files of CRC-framed records (see
+// record.go), written with one write syscall per append and no user-space
+// buffering, so a killed process loses nothing Append returned; fsync
+// follows the configured policy. Recent records are also kept in an
+// in-memory tail cache, so live readers never touch the disk; readers behind
+// the cache read the segment files. See docs/reliability.md.
+package spool
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Errors.
+var (
+	ErrClosed     = errors.New("spool: closed")
+	ErrReaderOpen = errors.New("spool: reader already open")
+)
+
+const (
+	seqReserve  = 1 << 16 // seqs reserved durably ahead of use (see hwm)
+	arenaChunk  = 1 << 20
+	cacheSlots  = 1 << 14
+	hwmFileName = "seq.hwm"
+	lockName    = "LOCK"
+	cursorExt   = ".cursor"
+)
+
+var readerName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Record is one spooled record as a reader sees it.
+type Record struct {
+	Seq      uint64
+	Subject  string
+	Data     []byte
+	Appended int64 // unix ms
+}
+
+// Lag is how far a reader is behind the end of the log (counted from its
+// committed cursor).
+type Lag struct {
+	Records   uint64
+	Bytes     int64
+	OldestAge time.Duration
+}
+
+// Spool is a durable, bounded, ordered log with per-reader cursors.
+type Spool struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *Metrics
+	now    func() time.Time
+	bootID string
+
+	// appendSem serializes appenders (and rolls); it is a channel so that a
+	// waiting appender honours its context.
+	appendSem chan struct{}
+	// Owned by the holder of appendSem.
+	arena      []byte
+	arenaOff   int
+	lastRecLen int
+	hwm        *slotFile
+	reserved   uint64
+
+	mu       sync.Mutex
+	closed   bool
+	closedCh chan struct{}
+	segs     []*segment // oldest first; the last one is active
+	active   *os.File
+	disk     int64
+	last     uint64 // last seq written
+	dirty    bool   // written since the last fsync
+	cache    tailCache
+	readers  map[string]*Reader
+	open     []*Reader
+	spaceCh  chan struct{} // closed when commits may have freed space (block policy)
+
+	lockFile *os.File
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// Open opens (creating if needed) the spool in cfg.Dir and recovers it: every
+// segment is scanned and its CRCs verified, a torn tail is truncated, corrupt
+// records are skipped by resynchronising on the next valid frame, and what
+// was dropped is logged and counted; the rest is kept. cfg is defaulted and
+// validated. m may be nil.
+func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	s := &Spool{
+		cfg:       cfg,
+		log:       log.With("component", "spool"),
+		m:         m,
+		now:       time.Now,
+		bootID:    readBootID(),
+		appendSem: make(chan struct{}, 1),
+		closedCh:  make(chan struct{}),
+		readers:   map[string]*Reader{},
+		stop:      make(chan struct{}),
+	}
+	s.cache.init(cacheSlots, cfg.CacheBytes)
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("spool: create dir: %w", err)
+	}
+	lf, err := lockDir(filepath.Join(cfg.Dir, lockName))
+	if err != nil {
+		return nil, err
+	}
+	s.lockFile = lf
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	m.lag.attach(s)
+	s.wg.Add(1)
+	go s.background()
+	return s, nil
+}
+
+// hwm payload: reserved uint64 | clean uint8 | pad | boot id (up to 36 bytes)
+func (s *Spool) writeHWM(reserved uint64, clean bool) error {
+	var p [slotPayload]byte
+	binary.LittleEndian.PutUint64(p[0:], reserved)
+	if clean {
+		p[8] = 1
+	}
+	copy(p[12:], s.bootID)
+	return s.hwm.write(p[:], true)
+}
+
+func (s *Spool) recover() error {
+	hwm, payload, err := openSlotFile(filepath.Join(s.cfg.Dir, hwmFileName))
+	if err != nil {
+		return err
+	}
+	s.hwm = hwm
+	var hwmSeq uint64
+	var clean, sameBoot bool
+	if payload != nil {
+		hwmSeq = binary.LittleEndian.Uint64(payload)
+		clean = payload[8] == 1
+		boot := string(trimZero(payload[12:]))
+		sameBoot = boot != "" && boot == s.bootID
+	}
+
+	bases, err := listSegments(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	var prevLast, floor uint64
+	var recovered, droppedRecs, droppedBytes int64
+	for i, base := range bases {
+		g := &segment{base: base, path: segPath(s.cfg.Dir, base)}
+		data, err := os.ReadFile(g.path)
+		if err != nil {
+			return fmt.Errorf("spool: read segment: %w", err)
+		}
+		res := scanSegment(data, g, prevLast)
+		if res.droppedBytes > 0 {
+			s.log.Warn("spool recovery dropped corrupt or torn data", "segment", filepath.Base(g.path),
+				"dropped_records", res.droppedRecords, "dropped_bytes", res.droppedBytes, "kept_records", g.count)
+			if err := repairSegment(g.path, data, res); err != nil {
+				return err
+			}
+		}
+		droppedRecs += res.droppedRecords
+		droppedBytes += res.droppedBytes
+		recovered += g.count
+		if base > 0 && base-1 > floor {
+			floor = base - 1
+		}
+		if g.count > 0 {
+			prevLast = g.last
+		}
+		if g.count == 0 && i < len(bases)-1 {
+			_ = os.Remove(g.path) // an empty old segment carries nothing (the newest one keeps the seq floor)
+			continue
+		}
+		s.segs = append(s.segs, g)
+		s.disk += g.size
+	}
+	last := max(prevLast, floor)
+	if clean {
+		last = max(last, hwmSeq)
+	} else if payload != nil && !sameBoot && s.cfg.Fsync != FsyncAlways {
+		// The machine rebooted without a clean close: records appended
+		// after the last fsync may be gone, and their seqs may already sit
+		// at a broker. Never hand them out again: skip past every seq that
+		// could have been used.
+		if hwmSeq > last {
+			s.log.Warn("spool: unclean shutdown across a reboot; skipping possibly used seqs",
+				"from", last+1, "to", hwmSeq)
+			last = hwmSeq
+		}
+	}
+	s.last = last
+	s.m.recoveredRecords.Set(float64(recovered))
+	s.m.droppedRecords.Add(float64(droppedRecs))
+	s.m.droppedBytes.Add(float64(droppedBytes))
+	if droppedBytes > 0 {
+		s.log.Warn("spool recovered with losses", "dropped_records", droppedRecs, "dropped_bytes", droppedBytes, "kept_records", recovered)
+	}
+
+	// The active segment: append to the newest when it ends the log, else
+	// start a new one named after the next seq.
+	reuse := false
+	if n := len(s.segs); n > 0 {
+		g := s.segs[n-1]
+		switch {
+		case g.count > 0 && g.last == last, g.count == 0 && g.base == last+1:
+			reuse = true
+		case g.count == 0:
+			_ = os.Remove(g.path)
+			s.segs = s.segs[:n-1]
+		}
+	}
+	if reuse {
+		g := s.segs[len(s.segs)-1]
+		f, err := os.OpenFile(g.path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return fmt.Errorf("spool: open segment: %w", err)
+		}
+		s.active = f
+	} else if err := s.newSegment(last + 1); err != nil {
+		return err
+	}
+	s.reserved = last + seqReserve
+	if err := s.writeHWM(s.reserved, false); err != nil {
+		return err
+	}
+	if err := s.loadCursors(); err != nil {
+		return err
+	}
+	s.updateDiskMetrics()
+	s.log.Info("spool open", "dir", s.cfg.Dir, "segments", len(s.segs), "records", recovered,
+		"disk_bytes", s.disk, "last_seq", s.last, "readers", len(s.readers))
+	return nil
+}
+
+func trimZero(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+func readBootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	id := string(trimZero(b))
+	for len(id) > 0 && (id[len(id)-1] == '\n' || id[len(id)-1] == ' ') {
+		id = id[:len(id)-1]
+	}
+	if len(id) > 36 {
+		id = id[:36]
+	}
+	return id
+}
+
+// newSegment creates a segment for base and makes it active. Caller holds
+// s.mu (or is in Open).
+func (s *Spool) newSegment(base uint64) error {
+	path := segPath(s.cfg.Dir, base)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: create segment: %w", err)
+	}
+	if s.cfg.Fsync != FsyncNever {
+		if err := syncDir(s.cfg.Dir); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	s.segs = append(s.segs, &segment{base: base, path: path})
+	s.active = f
+	return nil
+}
+
+// rollLocked closes the active segment and starts one for base. Caller holds
+// appendSem and s.mu.
+func (s *Spool) rollLocked(base uint64) error {
+	old := s.active
+	if s.cfg.Fsync != FsyncNever {
+		if err := s.syncFile(old); err != nil {
+			return err
+		}
+	}
+	if err := s.newSegment(base); err != nil {
+		return err
+	}
+	if err := old.Close(); err != nil {
+		s.log.Warn("spool: close segment", "err", err)
+	}
+	s.updateDiskMetrics()
+	return nil
+}
+
+func (s *Spool) syncFile(f *os.File) error {
+	t := time.Now()
+	err := f.Sync()
+	s.m.fsyncSeconds.Observe(time.Since(t).Seconds())
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		s.m.fsyncErrors.Inc()
+		return fmt.Errorf("spool: fsync: %w", err)
+	}
+	return nil
+}
+
+func (s *Spool) loadCursors() error {
+	ents, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("spool: list %s: %w", s.cfg.Dir, err)
+	}
+	for _, e := range ents {
+		name, ok := cutSuffix(e.Name(), cursorExt)
+		if !ok || !readerName.MatchString(name) {
+			continue
+		}
+		if _, err := s.loadReader(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cutSuffix(s, suffix string) (string, bool) {
+	if len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
+		return s[:len(s)-len(suffix)], true
+	}
+	return s, false
+}
+
+// firstAvailLocked is the oldest seq still in the log (last+1 when empty).
+func (s *Spool) firstAvailLocked() uint64 {
+	for _, g := range s.segs {
+		if g.count > 0 {
+			return g.first
+		}
+	}
+	return s.last + 1
+}
+
+// minCommittedLocked is the lowest cursor of all known readers; with no
+// reader nothing counts as committed.
+func (s *Spool) minCommittedLocked() uint64 {
+	if len(s.readers) == 0 {
+		return 0
+	}
+	lo := ^uint64(0)
+	for _, r := range s.readers {
+		lo = min(lo, r.committed)
+	}
+	return lo
+}
+
+// Append assigns the next seq, calls encode(seq, dst) to append the payload
+// to dst (encode must append to dst and return the result, like
+// strconv.AppendInt; dst already holds the framing and must be kept), writes
+// the record with a single write syscall and returns its seq. Seqs are
+// monotonic, persisted across restarts and never reused; seq order is log
+// order. Safe for concurrent use. With when_full: block it waits (honouring
+// ctx) while unacknowledged data fills max_bytes; with discard_oldest it
+// deletes the oldest segments and counts the records lost.
+func (s *Spool) Append(ctx context.Context, subject string, encode func(seq uint64, dst []byte) []byte) (uint64, error) {
+	if len(subject) > maxSubject {
+		return 0, fmt.Errorf("spool: append: subject of %d bytes exceeds %d", len(subject), maxSubject)
+	}
+	select {
+	case s.appendSem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-s.appendSem }()
+	start := time.Now()
+	seq, err := s.appendLocked(ctx, subject, encode, start)
+	if err != nil {
+		s.m.appendErrors.Inc()
+		return 0, err
+	}
+	s.m.appendSeconds.Observe(time.Since(start).Seconds())
+	return seq, nil
+}
+
+func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(uint64, []byte) []byte, start time.Time) (uint64, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, ErrClosed
+	}
+	seq := s.last + 1
+	s.mu.Unlock()
+	now := s.now().UnixMilli()
+	rec, inArena := s.encodeRecord(seq, subject, encode)
+	if len(rec) < headerSize+len(subject) || string(rec[headerSize:headerSize+len(subject)]) != subject {
+		return 0, errors.New("spool: append: encode must append to dst and keep its contents")
+	}
+	if len(rec)-headerSize > maxBody {
+		return 0, fmt.Errorf("%w: %d bytes (max %d)", errTooLarge, len(rec)-headerSize, maxBody)
+	}
+	sealRecord(rec, seq, now, len(subject))
+	if s.cfg.WhenFull == WhenFullBlock {
+		if err := s.waitForRoom(ctx, int64(len(rec))); err != nil {
+			return 0, err
+		}
+	}
+	s.mu.Lock()
+	g := s.segs[len(s.segs)-1]
+	if g.size > 0 && g.size+int64(len(rec)) > s.cfg.SegmentBytes {
+		if err := s.rollLocked(seq); err != nil {
+			s.mu.Unlock()
+			return 0, err
+		}
+		g = s.segs[len(s.segs)-1]
+	}
+	f, off := s.active, g.size
+	s.mu.Unlock()
+
+	if _, err := f.Write(rec); err != nil {
+		_ = f.Truncate(off) // leave no partial record behind
+		return 0, fmt.Errorf("spool: append seq %d: %w", seq, err)
+	}
+	if s.cfg.Fsync == FsyncAlways {
+		if err := s.syncFile(f); err != nil {
+			return 0, err
+		}
+	}
+	if inArena {
+		s.arenaOff += (len(rec) + 7) &^ 7
+	}
+	if seq > s.reserved {
+		s.reserved = seq + seqReserve
+		if err := s.writeHWM(s.reserved, false); err != nil {
+			s.log.Warn("spool: persist seq reservation", "err", err)
+		}
+	}
+
+	s.mu.Lock()
+	g.add(seq, off, len(rec), now)
+	s.disk += int64(len(rec))
+	s.last = seq
+	s.dirty = true
+	s.cache.add(cacheEntry{seq: seq, appended: now, subject: subject, data: rec[headerSize+len(subject):], size: int64(len(rec))})
+	if s.cfg.WhenFull == WhenFullDiscardOldest {
+		for s.disk > s.cfg.MaxBytes && len(s.segs) > 1 {
+			s.removeOldestLocked(true, "max_bytes")
+		}
+	}
+	for _, r := range s.open {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+	s.updateDiskMetrics()
+	s.mu.Unlock()
+	s.m.appendedRecords.Inc()
+	s.m.appendedBytes.Add(float64(len(rec)))
+	return seq, nil
+}
+
+// encodeRecord builds the record for seq in the arena (or wherever encode's
+// append moved it) and reports whether it lives in the arena.
+func (s *Spool) encodeRecord(seq uint64, subject string, encode func(uint64, []byte) []byte) ([]byte, bool) {
+	need := headerSize + len(subject)
+	est := need + s.lastRecLen + s.lastRecLen/4
+	if len(s.arena)-s.arenaOff < est {
+		s.arena = make([]byte, max(arenaChunk, 4*est))
+		s.arenaOff = 0
+	}
+	dst := s.arena[s.arenaOff : s.arenaOff+need : len(s.arena)]
+	copy(dst[headerSize:], subject)
+	rec := encode(seq, dst)
+	s.lastRecLen = len(rec)
+	inArena := len(rec) > 0 && cap(rec) == cap(dst) && &rec[0] == &dst[0]
+	return rec, inArena
+}
+
+// waitForRoom blocks until need more bytes fit in max_bytes (block policy).
+// Caller holds appendSem.
+func (s *Spool) waitForRoom(ctx context.Context, need int64) error {
+	var blocked time.Time
+	defer func() {
+		if !blocked.IsZero() {
+			s.m.blockedSeconds.Add(time.Since(blocked).Seconds())
+		}
+	}()
+	for {
+		s.mu.Lock()
+		s.deleteCommittedLocked()
+		if s.disk+need <= s.cfg.MaxBytes {
+			s.mu.Unlock()
+			return nil
+		}
+		if g := s.segs[len(s.segs)-1]; g.count > 0 && len(s.readers) > 0 && s.minCommittedLocked() >= g.last {
+			// Everything is acknowledged but the active segment: roll it so
+			// it can go.
+			if err := s.rollLocked(s.last + 1); err != nil {
+				s.mu.Unlock()
+				return err
+			}
+			s.mu.Unlock()
+			continue
+		}
+		if s.spaceCh == nil {
+			s.spaceCh = make(chan struct{})
+		}
+		ch := s.spaceCh
+		s.mu.Unlock()
+		if blocked.IsZero() {
+			blocked = time.Now()
+			s.log.Warn("spool full: append blocked until uplinks catch up", "max_bytes", s.cfg.MaxBytes)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closedCh:
+			return ErrClosed
+		}
+	}
+}
+
+// deleteCommittedLocked deletes old segments every reader has committed.
+func (s *Spool) deleteCommittedLocked() {
+	lo := s.minCommittedLocked()
+	for len(s.segs) > 1 && (s.segs[0].count == 0 || s.segs[0].last <= lo) {
+		s.removeOldestLocked(false, "committed")
+	}
+}
+
+// removeOldestLocked deletes the oldest segment. When discard is set, the
+// records in it that some reader had not committed are counted as
+// discarded.
+func (s *Spool) removeOldestLocked(discard bool, reason string) {
+	g := s.segs[0]
+	if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("spool: delete segment", "segment", filepath.Base(g.path), "err", err)
+	}
+	s.segs = s.segs[1:]
+	s.disk -= g.size
+	if discard && g.count > 0 {
+		from := max(g.first, s.minCommittedLocked()+1)
+		if g.last >= from {
+			n := min(g.last-from+1, uint64(g.count))
+			s.m.discarded.Add(float64(n))
+			s.log.Warn("spool: discarded unacknowledged records", "reason", reason, "records", n,
+				"first_seq", from, "last_seq", g.last)
+		}
+	}
+	s.updateDiskMetrics()
+}
+
+func (s *Spool) updateDiskMetrics() {
+	s.m.diskBytes.Set(float64(s.disk))
+	s.m.segments.Set(float64(len(s.segs)))
+}
+
+// background runs the interval fsync and the max_age check until Close.
+func (s *Spool) background() {
+	defer s.wg.Done()
+	var syncC <-chan time.Time
+	if s.cfg.Fsync == FsyncInterval {
+		t := time.NewTicker(s.cfg.FsyncInterval)
+		defer t.Stop()
+		syncC = t.C
+	}
+	ageEvery := min(max(s.cfg.MaxAge/100, time.Second), time.Minute)
+	age := time.NewTicker(ageEvery)
+	defer age.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-syncC:
+			if err := s.syncNow(); err != nil {
+				s.log.Error("spool: background fsync", "err", err)
+			}
+		case <-age.C:
+			s.enforceAge()
+		}
+	}
+}
+
+// syncNow fsyncs the active segment and dirty cursors.
+func (s *Spool) syncNow() error {
+	s.mu.Lock()
+	dirty, f := s.dirty, s.active
+	s.dirty = false
+	readers := append([]*Reader(nil), s.open...)
+	s.mu.Unlock()
+	var err error
+	if dirty {
+		err = s.syncFile(f)
+	}
+	for _, r := range readers {
+		err = errors.Join(err, r.syncCursor())
+	}
+	return err
+}
+
+// enforceAge deletes segments whose newest record is older than max_age,
+// rolling the active segment first when it is that old.
+func (s *Spool) enforceAge() {
+	select {
+	case s.appendSem <- struct{}{}:
+	case <-s.stop:
+		return
+	}
+	defer func() { <-s.appendSem }()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	cutoff := s.now().Add(-s.cfg.MaxAge).UnixMilli()
+	if g := s.segs[len(s.segs)-1]; g.count > 0 && g.lastApp < cutoff {
+		if err := s.rollLocked(s.last + 1); err != nil {
+			s.log.Error("spool: roll for max_age", "err", err)
+			return
+		}
+	}
+	for len(s.segs) > 1 && (s.segs[0].count == 0 || s.segs[0].lastApp < cutoff) {
+		s.removeOldestLocked(true, "max_age")
+	}
+	s.wakeSpaceLocked()
+}
+
+func (s *Spool) wakeSpaceLocked() {
+	if s.spaceCh != nil {
+		close(s.spaceCh)
+		s.spaceCh = nil
+	}
+}
+
+// LastSeq returns the seq of the last appended record (or the persisted
+// floor when nothing was appended since).
+func (s *Spool) LastSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// Close stops the background work, fsyncs the log and the cursors, and
+// releases the directory. Blocked appends and reads return ErrClosed.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.closedCh)
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	s.appendSem <- struct{}{} // wait for an append in flight
+	defer func() { <-s.appendSem }()
+	err := s.syncFile(s.active)
+	s.mu.Lock()
+	readers := make([]*Reader, 0, len(s.readers))
+	for _, r := range s.readers {
+		readers = append(readers, r)
+	}
+	last := s.last
+	s.mu.Unlock()
+	sort.Slice(readers, func(i, j int) bool { return readers[i].name < readers[j].name })
+	for _, r := range readers {
+		err = errors.Join(err, r.closeCursor())
+	}
+	if err == nil {
+		err = s.writeHWM(last, true)
+	}
+	return errors.Join(err, s.closeFiles())
+}
+
+func (s *Spool) closeFiles() error {
+	var err error
+	if s.active != nil {
+		err = errors.Join(err, s.active.Close())
+	}
+	if s.hwm != nil {
+		err = errors.Join(err, s.hwm.f.Close())
+	}
+	if s.lockFile != nil {
+		err = errors.Join(err, s.lockFile.Close())
+	}
+	return err
+}
+
+// lags returns every known reader's lag (for metrics).
+func (s *Spool) lags() map[string]Lag {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Lag, len(s.readers))
+	for name, r := range s.readers {
+		out[name] = s.lagLocked(r)
+	}
+	return out
+}
+
+func (s *Spool) lagLocked(r *Reader) Lag {
+	from := max(r.committed+1, s.firstAvailLocked())
+	if from > s.last {
+		return Lag{}
+	}
+	l := Lag{Records: s.last - from + 1}
+	var app int64
+	found := false
+	for _, g := range s.segs {
+		if found {
+			l.Bytes += g.size
+			continue
+		}
+		if g.count > 0 && g.last >= from {
+			off, a := g.locate(from)
+			l.Bytes += g.size - off
+			app, found = a, true
+		}
+	}
+	if e, ok := s.cache.get(from); ok {
+		app = e.appended
+	}
+	if found {
+		l.OldestAge = max(0, s.now().Sub(time.UnixMilli(app)))
+	}
+	return l
+}
