@@ -1,0 +1,364 @@
+// Package kpi computes the energy-efficiency KPIs of every equipment class
+// over tumbling time windows, from readings plus the nameplate ratings of the
+// asset birth, and raises efficiency alerts when a KPI crosses its limit.
+// Formulas and their sources are documented in docs/rules.md. The package is
+// pure (no I/O) and not safe for concurrent use.
+package kpi
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Schema is the schema identifier of published KPI messages.
+const Schema = "smelter.kpi/1"
+
+// Config sets the windows and limits.
+type Config struct {
+	Window      time.Duration            // default window; 15m when zero
+	Windows     map[string]time.Duration // per class
+	MinCoverage float64                  // fraction of the window that must hold data; default 0.5
+	MaxGap      time.Duration            // longest gap integrated as held data; default 60s
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Window < 0 {
+		return fmt.Errorf("kpi.window: %v must not be negative", c.Window)
+	}
+	for cl, w := range c.Windows {
+		if _, ok := classes[cl]; !ok {
+			return fmt.Errorf("kpi.windows.%s: no KPIs for this class", cl)
+		}
+		if w < time.Minute {
+			return fmt.Errorf("kpi.windows.%s: %v is shorter than 1m", cl, w)
+		}
+	}
+	if c.MinCoverage < 0 || c.MinCoverage > 1 {
+		return fmt.Errorf("kpi.min_coverage: %v must be within 0..1", c.MinCoverage)
+	}
+	return nil
+}
+
+// Status of a KPI against its limit.
+const (
+	StatusOK   = "ok"
+	StatusLow  = "low"  // below its lower limit
+	StatusHigh = "high" // above its upper limit
+	StatusNA   = "n/a"  // not enough data or nameplate to judge
+)
+
+// Value is one KPI of one window.
+type Value struct {
+	Name    string   `json:"name"`
+	Value   float64  `json:"value"`
+	Unit    string   `json:"unit,omitempty"`
+	Ref     *float64 `json:"ref,omitempty"`   // rated or expected value
+	Limit   *float64 `json:"limit,omitempty"` // the limit the status was judged against
+	Status  string   `json:"status"`
+	Message string   `json:"message,omitempty"`
+}
+
+// Result is every KPI of one asset for one window.
+type Result struct {
+	Schema   string  `json:"schema"`
+	Site     string  `json:"site"`
+	Class    string  `json:"class"`
+	Asset    string  `json:"asset"`
+	Start    int64   `json:"start"`
+	End      int64   `json:"end"`
+	Coverage float64 `json:"coverage"`
+	KPIs     []Value `json:"kpis"`
+}
+
+const nAcc = 16
+
+type acc [nAcc]float64
+
+// classDef is one class's KPI definition: which signals it reads, how one
+// held sample is integrated over dt seconds, and how a window is judged.
+type classDef struct {
+	signals []string
+	add     func(v *sample, a *acc, dt float64, np map[string]float64)
+	finish  func(f *finisher, a *acc)
+}
+
+type sample struct {
+	v  []float64
+	ok []bool
+}
+
+func (s *sample) get(i int) (float64, bool) { return s.v[i], s.ok[i] }
+
+// Tracker keeps the per-asset windows.
+type Tracker struct {
+	cfg    Config
+	assets map[[2]string]*assetAcc
+	stats  Stats
+}
+
+// Stats counts computations.
+type Stats struct {
+	Windows uint64 // windows finished with a result
+	Raised  uint64
+	Cleared uint64
+}
+
+type assetAcc struct {
+	site, id, class string
+	def             *classDef
+	idx             map[string]int
+	s               sample
+	np              map[string]float64
+	win             int64
+	start           int64
+	lastTS          int64
+	covered         float64
+	a               acc
+	latches         map[string]*alert.Latch
+	last            *Result
+}
+
+// New returns a tracker.
+func New(cfg Config) *Tracker {
+	if cfg.Window == 0 {
+		cfg.Window = 15 * time.Minute
+	}
+	if cfg.MinCoverage == 0 {
+		cfg.MinCoverage = 0.5
+	}
+	if cfg.MaxGap == 0 {
+		cfg.MaxGap = time.Minute
+	}
+	return &Tracker{cfg: cfg, assets: map[[2]string]*assetAcc{}}
+}
+
+// Stats returns the counters.
+func (t *Tracker) Stats() Stats { return t.stats }
+
+func (t *Tracker) asset(site, id, class string) *assetAcc {
+	k := [2]string{site, id}
+	if a, ok := t.assets[k]; ok && a.class == class {
+		return a
+	}
+	def, ok := classes[class]
+	if !ok {
+		return nil
+	}
+	w := t.cfg.Window
+	if cw, ok := t.cfg.Windows[class]; ok {
+		w = cw
+	}
+	a := &assetAcc{site: site, id: id, class: class, def: def, idx: map[string]int{}, np: map[string]float64{},
+		win: w.Milliseconds(), latches: map[string]*alert.Latch{}}
+	for i, s := range def.signals {
+		a.idx[s] = i
+	}
+	a.s = sample{v: make([]float64, len(def.signals)), ok: make([]bool, len(def.signals))}
+	t.assets[k] = a
+	return a
+}
+
+// Birth records the nameplate of an asset.
+func (t *Tracker) Birth(b *telemetry.Birth) {
+	as := b.Asset.FromJSON()
+	a := t.asset(as.Site(), as.ID, as.Class)
+	if a == nil {
+		return
+	}
+	clear(a.np)
+	for k, v := range b.Nameplate {
+		a.np[k] = v
+	}
+}
+
+// Process integrates one batch. When the batch starts a new window, the
+// finished window's Result and any efficiency alert changes are appended.
+func (t *Tracker) Process(b *telemetry.Batch, results []Result, alerts []alert.Alert) ([]Result, []alert.Alert) {
+	a := t.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class)
+	if a == nil || b.TSGW < a.lastTS {
+		return results, alerts
+	}
+	ts := b.TSGW
+	if a.start == 0 {
+		a.start = ts - ts%a.win
+	}
+	if ts >= a.start+a.win {
+		results, alerts = t.finish(a, results, alerts)
+		a.start = ts - ts%a.win
+		a.lastTS = 0
+	}
+	// integrate the held sample over the gap since the previous batch
+	if a.lastTS > 0 {
+		dtMS := min(ts-a.lastTS, t.cfg.MaxGap.Milliseconds())
+		if dtMS > 0 {
+			a.def.add(&a.s, &a.a, float64(dtMS)/1000, a.np)
+			a.covered += float64(dtMS)
+		}
+	}
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		j, ok := a.idx[r.Signal]
+		if !ok {
+			continue
+		}
+		a.s.ok[j] = r.HasValue()
+		a.s.v[j] = r.Value
+	}
+	a.lastTS = ts
+	return results, alerts
+}
+
+func (t *Tracker) finish(a *assetAcc, results []Result, alerts []alert.Alert) ([]Result, []alert.Alert) {
+	res := Result{Schema: Schema, Site: a.site, Class: a.class, Asset: a.id, Start: a.start, End: a.start + a.win,
+		Coverage: a.covered / float64(a.win)}
+	f := &finisher{a: a, dur: a.covered / 1000}
+	a.def.finish(f, &a.a)
+	res.KPIs = f.vals
+	judge := res.Coverage >= t.cfg.MinCoverage
+	for i := range res.KPIs {
+		v := &res.KPIs[i]
+		if !judge && v.Status != StatusNA {
+			v.Status, v.Message = StatusNA, ""
+		}
+		l := a.latches[v.Name]
+		if l == nil {
+			l = &alert.Latch{}
+			a.latches[v.Name] = l
+		}
+		if v.Status == StatusNA {
+			continue
+		}
+		tgt := alert.None
+		if v.Status == StatusLow || v.Status == StatusHigh {
+			tgt = alert.Warn
+			if f.info[v.Name] {
+				tgt = alert.Info
+			}
+		}
+		prev := l.Level
+		if l.Step(tgt, res.End, 0, 0) {
+			al := alert.Alert{Schema: alert.Schema, Key: alert.MakeKey(a.site, a.id, "kpi_"+v.Name, ""), Site: a.site,
+				Class: a.class, Asset: a.id, Rule: "kpi_" + v.Name, Kind: "kpi", Severity: l.Level, RaisedAt: l.Raised,
+				UpdatedAt: res.End, Values: map[string]float64{v.Name: v.Value}, Message: v.Message}
+			if v.Limit != nil {
+				al.Values["limit"] = *v.Limit
+			}
+			switch {
+			case l.Level == alert.None:
+				al.State, al.Severity, al.ClearedAt = alert.Cleared, prev, res.End
+				al.Message = fmt.Sprintf("cleared: %s %s %s is %s %s again", a.class, a.id, v.Name, fv(v.Value), v.Unit)
+				t.stats.Cleared++
+			case prev == alert.None:
+				al.State = alert.Raised
+				t.stats.Raised++
+			default:
+				al.State = alert.Updated
+			}
+			al.ID = alert.MakeID(al.Key, al.RaisedAt)
+			alerts = append(alerts, al)
+		}
+	}
+	t.stats.Windows++
+	a.last = &res
+	results = append(results, res)
+	a.a = acc{}
+	a.covered = 0
+	return results, alerts
+}
+
+// Restore re-arms a persisted active KPI alert after a restart.
+func (t *Tracker) Restore(al alert.Alert) bool {
+	if al.Kind != "kpi" || !al.Active() {
+		return false
+	}
+	a := t.asset(al.Site, al.Asset, al.Class)
+	if a == nil {
+		return false
+	}
+	name := al.Rule[len("kpi_"):]
+	l := &alert.Latch{}
+	l.Restore(al.Severity, al.RaisedAt)
+	a.latches[name] = l
+	return true
+}
+
+// Last returns the latest finished window of an asset.
+func (t *Tracker) Last(site, id string) (Result, bool) {
+	a, ok := t.assets[[2]string{site, id}]
+	if !ok || a.last == nil {
+		return Result{}, false
+	}
+	r := *a.last
+	r.KPIs = append([]Value(nil), r.KPIs...)
+	return r, true
+}
+
+// finisher collects a window's values.
+type finisher struct {
+	a    *assetAcc
+	dur  float64 // seconds of data
+	vals []Value
+	info map[string]bool
+}
+
+func (f *finisher) np(k string) (float64, bool) {
+	v, ok := f.a.np[k]
+	return v, ok && v != 0
+}
+
+func (f *finisher) who() string { return f.a.class + " " + f.a.id }
+
+// add appends a KPI. lo/hi are limits (nil = none); msg formats the alert
+// message when the value is out of limits.
+func (f *finisher) add(name string, v float64, unit string, ref *float64, lo, hi *float64, msg func() string) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		f.vals = append(f.vals, Value{Name: name, Unit: unit, Status: StatusNA})
+		return
+	}
+	val := Value{Name: name, Value: round(v), Unit: unit, Ref: ref, Status: StatusOK}
+	switch {
+	case lo != nil && v < *lo:
+		val.Status, val.Limit = StatusLow, lo
+	case hi != nil && v > *hi:
+		val.Status, val.Limit = StatusHigh, hi
+	case lo != nil:
+		val.Limit = lo
+	case hi != nil:
+		val.Limit = hi
+	}
+	if val.Status != StatusOK && msg != nil {
+		val.Message = msg()
+	}
+	f.vals = append(f.vals, val)
+}
+
+func (f *finisher) na(name, unit string) {
+	f.vals = append(f.vals, Value{Name: name, Unit: unit, Status: StatusNA})
+}
+
+func (f *finisher) markInfo(name string) {
+	if f.info == nil {
+		f.info = map[string]bool{}
+	}
+	f.info[name] = true
+}
+
+func p(v float64) *float64 { return &v }
+
+func round(v float64) float64 {
+	if v == 0 {
+		return 0
+	}
+	s, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 6, 64), 64)
+	return s
+}
+
+func fv(x float64) string { return strconv.FormatFloat(x, 'g', 3, 64) }
+
+func pct(x float64) string { return strconv.FormatFloat(x*100, 'f', 0, 64) + " %" }
