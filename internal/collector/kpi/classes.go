@@ -221,7 +221,7 @@ var classes = map[string]*classDef{
 					hs = h
 				}
 				a[0] += sf * 1000 / 3600 * (hs - WaterEnthalpy(fw)) * dt // kJ
-				a[1] += ff / 3600 * np["fuel_ncv"] * 1000 * dt          // kJ
+				a[1] += ff / 3600 * np["fuel_ncv"] * 1000 * dt           // kJ
 			}
 			tf, o5 := s.get(4)
 			o2v, o6 := s.get(5)

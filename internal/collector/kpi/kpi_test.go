@@ -57,12 +57,12 @@ func TestFormulas(t *testing.T) {
 }
 
 type feeder struct {
-	tr      *Tracker
-	res     []Result
-	alerts  []alert.Alert
-	class   string
-	asset   string
-	ts      int64
+	tr     *Tracker
+	res    []Result
+	alerts []alert.Alert
+	class  string
+	asset  string
+	ts     int64
 }
 
 const t0 = int64(1_700_000_100_000) // not window aligned
