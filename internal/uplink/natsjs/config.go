@@ -25,6 +25,11 @@ type Config struct {
 	MaxPending   int           `yaml:"max_pending"` // published and not yet acknowledged
 	Timeout      time.Duration `yaml:"timeout"`     // PubAck timeout, also JetStream API timeout
 
+	// Subjects the stream must capture (created with, checked against);
+	// default [StreamSubjects]. Not in the file: tests and deployments that
+	// partition one account per site narrow it, e.g. "smelter.v1.<site>.>".
+	Subjects []string `yaml:"-"`
+
 	// Name is the connection name shown by the server; SetDefaults derives it
 	// from the gateway id.
 	Name string `yaml:"-"`
@@ -71,6 +76,9 @@ func (c *Config) SetDefaults(gatewayID string) {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
+	if len(c.Subjects) == 0 {
+		c.Subjects = []string{StreamSubjects}
+	}
 	if c.Name == "" && gatewayID != "" {
 		c.Name = "smelter-gateway/" + gatewayID
 	}
@@ -110,6 +118,11 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
 		return fmt.Errorf("%s.stream: %q must not contain spaces, '.', '*', '>', '/' or '\\'", field, c.Stream)
+	}
+	for _, s := range c.Subjects {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return fmt.Errorf("%s: stream subject %q is empty or holds white space", field, s)
+		}
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return fmt.Errorf("%s.replicas: %d is outside 1..5", field, c.Replicas)

@@ -303,16 +303,18 @@ func (u *Uplink) ensureStream(ctx context.Context, js jetstream.JetStream) error
 		if err != nil {
 			return fmt.Errorf("create stream %s: %w", u.cfg.Stream, err)
 		}
-		u.log.Info("nats stream created", "stream", u.cfg.Stream, "subjects", StreamSubjects,
+		u.log.Info("nats stream created", "stream", u.cfg.Stream, "subjects", u.cfg.Subjects,
 			"max_age", u.cfg.MaxAge, "replicas", u.cfg.Replicas, "duplicate_window", DuplicateWindow)
 		return nil
 	case err != nil:
 		return fmt.Errorf("stream %s info: %w", u.cfg.Stream, err)
 	}
 	info := s.CachedInfo()
-	if !anyCovers(info.Config.Subjects, StreamSubjects) {
-		return fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s.stream",
-			ErrStream, u.cfg.Stream, info.Config.Subjects, StreamSubjects, StreamSubjects, field)
+	for _, want := range u.cfg.Subjects {
+		if !anyCovers(info.Config.Subjects, want) {
+			return fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s.stream",
+				ErrStream, u.cfg.Stream, info.Config.Subjects, want, want, field)
+		}
 	}
 	if info.Config.Duplicates <= 0 {
 		u.log.Warn("nats stream has no duplicate window: redelivered batches are stored twice", "stream", u.cfg.Stream)
@@ -324,7 +326,7 @@ func (u *Uplink) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        u.cfg.Stream,
 		Description: "Smelter telemetry",
-		Subjects:    []string{StreamSubjects},
+		Subjects:    u.cfg.Subjects,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		Storage:     jetstream.FileStorage,
