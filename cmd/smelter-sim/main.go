@@ -1,0 +1,126 @@
+// Command smelter-sim runs a fleet of simulated industrial devices (see
+// docs/simulators.md).
+//
+//	smelter-sim -fleet configs/sim-fleet.yaml -scenario configs/scenarios/demo.yaml -seed 1 -speed 1 -http 127.0.0.1:0
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/fleet"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "smelter-sim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("smelter-sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fleetPath := fs.String("fleet", "configs/sim-fleet.yaml", "fleet file")
+	scenario := fs.String("scenario", "", "fault scenario file (optional)")
+	seed := fs.Int64("seed", -1, "random seed (default: the fleet file's)")
+	speed := fs.Float64("speed", -1, "simulated seconds per wall second, 0 = manual (default: the fleet file's)")
+	httpAddr := fs.String("http", "127.0.0.1:0", "control API and /metrics address (\"\" disables)")
+	check := fs.Bool("t", false, "check the fleet (and scenario) and exit")
+	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := fleet.Load(*fleetPath)
+	if err != nil {
+		return err
+	}
+	if *seed >= 0 {
+		cfg.Seed = uint64(*seed)
+	}
+	if *speed >= 0 {
+		cfg.Speed = *speed
+	}
+	if *scenario != "" {
+		if cfg.Scenario, err = faults.LoadScenario(*scenario); err != nil {
+			return err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: %d devices OK\n", *fleetPath, len(cfg.Devices))
+		return nil
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := fleet.New(cfg, log, fleet.WithRegisterer(reg))
+	if err := f.Start(ctx); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(f.Wait)
+	if *httpAddr != "" {
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			stop()
+			_ = f.Wait()
+			return fmt.Errorf("-http: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/", f.Handler())
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		fmt.Fprintf(stdout, "control API and /metrics on http://%s\n", ln.Addr())
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	printDevices(stdout, f.Devices())
+	return g.Wait()
+}
+
+func printDevices(w io.Writer, ds []fleet.DeviceInfo) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tTEMPLATE")
+	for _, d := range ds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.Class, d.Transport, d.Addr, d.UnitID, d.Template)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,296 @@
+// Package faults describes the faults a simulated device can suffer — sensor
+// faults on a signal, efficiency degradations of the equipment, and protocol
+// faults of its Modbus front — and schedules them from scenario files.
+//
+// A Spec is plain data (YAML in scenario files, JSON in the control API).
+// Sensor faults are applied to a model's output by SignalFault; degradations
+// are forwarded to the model (model.Model.Degrade); protocol faults are
+// enforced by the protocol front. Times in a Spec are simulated time, except
+// Delay (slow responses), which is wall-clock time on the wire.
+package faults
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Kind names a fault.
+type Kind string
+
+// Sensor faults (need Signal).
+const (
+	Stuck Kind = "stuck" // value frozen (at Value, or the value at onset)
+	Drift Kind = "drift" // offset growing by Rate per simulated hour
+	Spike Kind = "spike" // Magnitude added for Width every Every (or with Probability per step)
+	Noise Kind = "noise" // gaussian noise of deviation Sigma
+)
+
+// Protocol faults.
+const (
+	Exception Kind = "exception" // Modbus exception Code on Signal's registers or Table/Address/Count
+	Slow      Kind = "slow"      // every response delayed by Delay (wall clock)
+	Drop      Kind = "drop"      // connections closed at onset, and every Every while active
+	Silent    Kind = "silent"    // no responses while active; connections reset when it ends
+)
+
+// Class groups kinds by where they act.
+type Class int
+
+// Fault classes.
+const (
+	SensorFault Class = iota
+	ProtocolFault
+	Degradation // any other kind: forwarded to the model
+)
+
+// ClassOf returns where a kind acts.
+func ClassOf(k Kind) Class {
+	switch k {
+	case Stuck, Drift, Spike, Noise:
+		return SensorFault
+	case Exception, Slow, Drop, Silent:
+		return ProtocolFault
+	}
+	return Degradation
+}
+
+// Duration is a time.Duration written as "90s", "1h30m" in YAML and JSON.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts "1m30s" or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var f float64
+		if err2 := json.Unmarshal(b, &f); err2 != nil {
+			return fmt.Errorf("duration: want a string like \"90s\" or seconds, got %s", b)
+		}
+		*d = Duration(f * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalYAML accepts "1m30s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: %w", n.Line, n.Value, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Spec describes one fault.
+type Spec struct {
+	ID       string   `json:"id,omitempty" yaml:"id"`
+	Device   string   `json:"device" yaml:"device"`
+	Kind     Kind     `json:"kind" yaml:"kind"`
+	Signal   string   `json:"signal,omitempty" yaml:"signal"`
+	At       Duration `json:"at,omitempty" yaml:"at"`             // onset: scenario = after simulated start; API = after now
+	Duration Duration `json:"duration,omitempty" yaml:"duration"` // 0 = until cleared
+
+	Value       *float64 `json:"value,omitempty" yaml:"value"`             // stuck
+	Rate        float64  `json:"rate,omitempty" yaml:"rate"`               // drift, canonical units per hour
+	Magnitude   float64  `json:"magnitude,omitempty" yaml:"magnitude"`     // spike, canonical units
+	Every       Duration `json:"every,omitempty" yaml:"every"`             // spike period; drop repeat period
+	Width       Duration `json:"width,omitempty" yaml:"width"`             // spike width (default 5s)
+	Probability float64  `json:"probability,omitempty" yaml:"probability"` // spike chance per step (instead of Every)
+	Sigma       float64  `json:"sigma,omitempty" yaml:"sigma"`             // noise, canonical units
+	Level       float64  `json:"level,omitempty" yaml:"level"`             // degradations
+	Delay       Duration `json:"delay,omitempty" yaml:"delay"`             // slow, wall clock
+	Code        int      `json:"code,omitempty" yaml:"code"`               // exception code (default 2)
+	Table       string   `json:"table,omitempty" yaml:"table"`             // exception target
+	Address     *int     `json:"address,omitempty" yaml:"address"`         // exception target
+	Count       int      `json:"count,omitempty" yaml:"count"`             // exception target (default 1)
+}
+
+// Validate checks the fields every kind needs. Whether the device, signal
+// and degradation exist is checked by the fleet, which knows them.
+func (s *Spec) Validate() error {
+	if s.Device == "" {
+		return fmt.Errorf("device: required")
+	}
+	if s.Kind == "" {
+		return fmt.Errorf("kind: required")
+	}
+	if s.At < 0 || s.Duration < 0 {
+		return fmt.Errorf("at/duration: must not be negative")
+	}
+	bad := func(field, reason string) error { return fmt.Errorf("%s: %s for a %s fault", field, reason, s.Kind) }
+	if ClassOf(s.Kind) == SensorFault && s.Signal == "" {
+		return bad("signal", "required")
+	}
+	switch s.Kind {
+	case Drift:
+		if s.Rate == 0 || math.IsNaN(s.Rate) {
+			return bad("rate", "required (canonical units per hour, non-zero)")
+		}
+	case Spike:
+		if s.Magnitude == 0 {
+			return bad("magnitude", "required (non-zero)")
+		}
+		if s.Probability < 0 || s.Probability > 1 {
+			return bad("probability", "must be within [0, 1]")
+		}
+		if s.Every < 0 || s.Width < 0 {
+			return bad("every/width", "must not be negative")
+		}
+	case Noise:
+		if s.Sigma <= 0 {
+			return bad("sigma", "required (positive)")
+		}
+	case Slow:
+		if s.Delay <= 0 || s.Delay > Duration(time.Minute) {
+			return bad("delay", "required, within (0, 1m]")
+		}
+	case Exception:
+		if s.Code == 0 {
+			s.Code = 2
+		}
+		if s.Code < 1 || s.Code > 255 {
+			return bad("code", "must be a Modbus exception code 1..255")
+		}
+		if s.Signal == "" && s.Address == nil {
+			return bad("signal", "or table/address required")
+		}
+		if s.Address != nil && (*s.Address < 0 || *s.Address > 65535) {
+			return bad("address", "must be within 0..65535")
+		}
+		if s.Count < 0 || s.Count > 125 {
+			return bad("count", "must be within 0..125")
+		}
+	case Drop:
+		if s.Every < 0 {
+			return bad("every", "must not be negative")
+		}
+	case Stuck, Silent:
+	default:
+		if s.Level <= 0 {
+			return bad("level", "required (positive)")
+		}
+	}
+	return nil
+}
+
+// Scenario is a scripted set of faults.
+type Scenario struct {
+	Name   string `yaml:"scenario"`
+	Faults []Spec `yaml:"faults"`
+}
+
+// ParseScenario decodes a scenario document; name is used in errors. Fault
+// ids default to s1, s2, ... in file order.
+func ParseScenario(name string, data []byte) (*Scenario, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var sc Scenario
+	if err := dec.Decode(&sc); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	seen := map[string]bool{}
+	for i := range sc.Faults {
+		f := &sc.Faults[i]
+		if f.ID == "" {
+			f.ID = fmt.Sprintf("s%d", i+1)
+		}
+		if seen[f.ID] {
+			return nil, fmt.Errorf("%s: faults[%d].id: %q used twice", name, i, f.ID)
+		}
+		seen[f.ID] = true
+		if err := f.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: faults[%d] (%s): %w", name, i, f.ID, err)
+		}
+	}
+	return &sc, nil
+}
+
+// LoadScenario reads and parses a scenario file.
+func LoadScenario(path string) (*Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("faults: %w", err)
+	}
+	return ParseScenario(path, data)
+}
+
+// SignalFault applies one sensor fault to a value stream.
+type SignalFault struct {
+	spec    Spec
+	onset   time.Time
+	stuck   float64
+	started bool
+	rng     *rand.Rand
+	spikeTo time.Time
+}
+
+// NewSignalFault prepares a sensor fault that begins at onset; rng drives
+// noise and random spikes.
+func NewSignalFault(s Spec, onset time.Time, rng *rand.Rand) *SignalFault {
+	return &SignalFault{spec: s, onset: onset, rng: rng}
+}
+
+// Apply returns the faulty reading of the true value v at simulated time now.
+func (f *SignalFault) Apply(now time.Time, v float64) float64 {
+	s := &f.spec
+	switch s.Kind {
+	case Stuck:
+		if !f.started {
+			f.started = true
+			f.stuck = v
+			if s.Value != nil {
+				f.stuck = *s.Value
+			}
+		}
+		return f.stuck
+	case Drift:
+		return v + s.Rate*now.Sub(f.onset).Hours()
+	case Noise:
+		return v + s.Sigma*f.rng.NormFloat64()
+	case Spike:
+		width := s.Width.D()
+		if width <= 0 {
+			width = 5 * time.Second
+		}
+		if s.Probability > 0 {
+			if !now.Before(f.spikeTo) && f.rng.Float64() < s.Probability {
+				f.spikeTo = now.Add(width)
+			}
+			if now.Before(f.spikeTo) {
+				return v + s.Magnitude
+			}
+			return v
+		}
+		every := s.Every.D()
+		if every <= 0 {
+			every = 5 * time.Minute
+		}
+		if now.Sub(f.onset)%every < width {
+			return v + s.Magnitude
+		}
+	}
+	return v
+}

@@ -1,0 +1,290 @@
+// Package fleet runs a fleet of simulated devices: equipment models stepped
+// in simulated time, served over Modbus TCP (and RTU framing over TCP), with
+// scripted and run-time faults and a small HTTP control API.
+//
+// Tests and the demo start a fleet in-process:
+//
+//	cfg, err := fleet.Load("configs/sim-fleet.yaml")
+//	f := fleet.New(cfg, logger)
+//	err = f.Start(ctx)          // binds every listener (port 0 = a free port)
+//	for _, d := range f.Devices() { ... d.Addr, d.UnitID, d.Template ... }
+package fleet
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/model"
+	"github.com/smelterio/smelter/simulators/regmap"
+)
+
+// Transports a listener can speak.
+const (
+	TransportTCP        = "tcp"          // Modbus TCP (MBAP)
+	TransportRTUOverTCP = "rtu_over_tcp" // Modbus RTU frames with CRC over a TCP stream
+)
+
+// Config is a fleet file.
+type Config struct {
+	Seed  uint64          `yaml:"seed"`
+	Speed float64         `yaml:"speed"` // simulated seconds per wall second; 0 = manual (Advance)
+	Step  faults.Duration `yaml:"step"`  // simulated step, default 1s
+	Start time.Time       `yaml:"start"` // simulated start, default 2025-06-21T00:00:00Z
+	// Listeners shared by several devices (one port, several unit ids).
+	Listeners map[string]ListenerConfig `yaml:"listeners"`
+	Devices   []DeviceConfig            `yaml:"devices"`
+
+	// Dir resolves relative template paths (the fleet file's directory).
+	Dir string `yaml:"-"`
+	// Scenario, when set, schedules faults from simulated start.
+	Scenario *faults.Scenario `yaml:"-"`
+	// Catalog defaults to the embedded catalog.
+	Catalog *catalog.Catalog `yaml:"-"`
+}
+
+// ListenerConfig is one TCP port.
+type ListenerConfig struct {
+	Address   string `yaml:"address"`   // host:port; port 0 picks a free port
+	Transport string `yaml:"transport"` // tcp (default) | rtu_over_tcp
+}
+
+// DeviceConfig is one simulated asset on one unit id.
+type DeviceConfig struct {
+	ID        string             `yaml:"id"`
+	Class     string             `yaml:"class"`
+	Template  string             `yaml:"template"` // gateway template = register map
+	Nameplate map[string]float64 `yaml:"nameplate"`
+	Modbus    ModbusConfig       `yaml:"modbus"`
+}
+
+// ModbusConfig says where a device answers: a named shared listener, or its
+// own address.
+type ModbusConfig struct {
+	Listener  string `yaml:"listener"`
+	Address   string `yaml:"address"`
+	Transport string `yaml:"transport"`
+	UnitID    int    `yaml:"unit_id"`
+}
+
+// Load reads a fleet file, applies defaults and validates it (templates
+// included). Relative template paths resolve against the file's directory.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("fleet: %w", err)
+	}
+	cfg, err := Parse(path, data)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.Dir = filepath.Dir(path)
+	if _, err := cfg.compile(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Parse decodes a fleet document without reading templates.
+func Parse(name string, data []byte) (Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+func (c *Config) defaults() {
+	if c.Step == 0 {
+		c.Step = faults.Duration(time.Second)
+	}
+	if c.Start.IsZero() {
+		c.Start = time.Date(2025, 6, 21, 0, 0, 0, 0, time.UTC)
+	}
+	if c.Catalog == nil {
+		c.Catalog = catalog.Default()
+	}
+}
+
+// compiled is a validated fleet: each device with its model and register map.
+type compiled struct {
+	devices   []compiledDevice
+	listeners []compiledListener
+}
+
+type compiledListener struct {
+	name      string
+	address   string
+	transport string
+	devices   []int // indexes into devices
+}
+
+type compiledDevice struct {
+	cfg      DeviceConfig
+	template string // resolved path
+	model    model.Model
+	rmap     *regmap.Map
+	listener int
+}
+
+// Validate checks the whole fleet, templates included (it reads them).
+func (c *Config) Validate() error {
+	_, err := c.compile()
+	return err
+}
+
+func (c *Config) compile() (*compiled, error) {
+	c.defaults()
+	var errs []error
+	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if math.IsNaN(c.Speed) || c.Speed < 0 || c.Speed > 1e6 {
+		fail("fleet: speed: %v outside [0, 1e6] (0 = manual stepping)", c.Speed)
+	}
+	if c.Step.D() < time.Millisecond || c.Step.D() > time.Minute {
+		fail("fleet: step: %v outside [1ms, 1m]", c.Step.D())
+	}
+	if len(c.Devices) == 0 {
+		fail("fleet: devices: at least one device required")
+	}
+	out := &compiled{}
+	named := map[string]int{}
+	names := make([]string, 0, len(c.Listeners))
+	for n := range c.Listeners {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		l := c.Listeners[n]
+		if err := checkListener(l.Address, &l.Transport); err != nil {
+			fail("fleet: listeners.%s: %v", n, err)
+			continue
+		}
+		named[n] = len(out.listeners)
+		out.listeners = append(out.listeners, compiledListener{name: n, address: l.Address, transport: l.Transport})
+	}
+	ids := map[string]bool{}
+	for i, d := range c.Devices {
+		where := fmt.Sprintf("fleet: devices[%d]", i)
+		if d.ID != "" {
+			where = fmt.Sprintf("fleet: devices[%d] (%s)", i, d.ID)
+		}
+		if d.ID == "" {
+			fail("%s.id: required", where)
+			continue
+		}
+		if ids[d.ID] {
+			fail("%s.id: %q used twice", where, d.ID)
+			continue
+		}
+		ids[d.ID] = true
+		m, err := model.New(d.Class, model.Options{ID: d.ID, Seed: c.Seed, Nameplate: d.Nameplate, Start: c.Start})
+		if err != nil {
+			fail("%s.class/nameplate: %v", where, err)
+			continue
+		}
+		if d.Template == "" {
+			fail("%s.template: required (the register map)", where)
+			continue
+		}
+		path := d.Template
+		if !filepath.IsAbs(path) && c.Dir != "" {
+			path = filepath.Join(c.Dir, path)
+		}
+		t, err := regmap.LoadTemplate(path)
+		if err != nil {
+			fail("%s.template: %v", where, err)
+			continue
+		}
+		if t.Class != d.Class {
+			fail("%s.template: %s is for class %s, device is %s", where, path, t.Class, d.Class)
+			continue
+		}
+		rm, err := regmap.Compile(t, path, c.Catalog, m.Signals())
+		if err != nil {
+			fail("%s.template: %v", where, err)
+			continue
+		}
+		if d.Modbus.UnitID < 0 || d.Modbus.UnitID > 247 {
+			fail("%s.modbus.unit_id: %d outside 0..247", where, d.Modbus.UnitID)
+			continue
+		}
+		li := -1
+		switch {
+		case d.Modbus.Listener != "" && d.Modbus.Address != "":
+			fail("%s.modbus: give listener or address, not both", where)
+			continue
+		case d.Modbus.Listener != "":
+			n, ok := named[d.Modbus.Listener]
+			if !ok {
+				fail("%s.modbus.listener: %q not defined under listeners", where, d.Modbus.Listener)
+				continue
+			}
+			li = n
+		default:
+			addr, tr := d.Modbus.Address, d.Modbus.Transport
+			if addr == "" {
+				addr = "127.0.0.1:0"
+			}
+			if err := checkListener(addr, &tr); err != nil {
+				fail("%s.modbus: %v", where, err)
+				continue
+			}
+			li = len(out.listeners)
+			out.listeners = append(out.listeners, compiledListener{name: d.ID, address: addr, transport: tr})
+		}
+		for _, other := range out.listeners[li].devices {
+			if out.devices[other].cfg.Modbus.UnitID == d.Modbus.UnitID {
+				fail("%s.modbus.unit_id: %d already used by %s on the same listener", where, d.Modbus.UnitID, out.devices[other].cfg.ID)
+			}
+		}
+		out.listeners[li].devices = append(out.listeners[li].devices, len(out.devices))
+		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li})
+	}
+	for _, l := range out.listeners {
+		if len(l.devices) == 0 {
+			fail("fleet: listeners.%s: no device uses it", l.name)
+		}
+	}
+	if c.Scenario != nil {
+		for i, f := range c.Scenario.Faults {
+			if !ids[f.Device] {
+				fail("scenario %s: faults[%d].device: unknown device %q", c.Scenario.Name, i, f.Device)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func checkListener(addr string, transport *string) error {
+	if *transport == "" {
+		*transport = TransportTCP
+	}
+	if *transport != TransportTCP && *transport != TransportRTUOverTCP {
+		return fmt.Errorf("transport: %q not one of tcp, rtu_over_tcp", *transport)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address: %q: %v", addr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("address: %q: bad port", addr)
+	}
+	_ = host
+	return nil
+}

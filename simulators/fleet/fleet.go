@@ -1,0 +1,346 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/model"
+	"github.com/smelterio/smelter/simulators/regmap"
+)
+
+// DeviceInfo describes a running simulated device.
+type DeviceInfo struct {
+	ID        string             `json:"id"`
+	Class     string             `json:"class"`
+	Protocol  string             `json:"protocol"` // "modbus"
+	Transport string             `json:"transport"`
+	Addr      string             `json:"addr"` // real host:port once started
+	UnitID    uint8              `json:"unit_id"`
+	Template  string             `json:"template"` // path of the gateway template (register map)
+	Nameplate map[string]float64 `json:"nameplate"`
+}
+
+// FaultStatus is a fault known to the fleet.
+type FaultStatus struct {
+	faults.Spec
+	State string    `json:"state"` // pending | active | ended
+	Onset time.Time `json:"onset"` // simulated
+	End   time.Time `json:"end,omitzero"`
+}
+
+// Option configures a Fleet.
+type Option func(*Fleet)
+
+// WithRegisterer registers the fleet's metrics (default: not registered).
+func WithRegisterer(r prometheus.Registerer) Option { return func(f *Fleet) { f.reg = r } }
+
+// Fleet runs simulated devices. Create it with New, then Start.
+type Fleet struct {
+	cfg Config
+	log *slog.Logger
+	reg prometheus.Registerer
+	met *metrics
+
+	mu        sync.Mutex // guards simulation state below and faults
+	started   bool
+	now       time.Time
+	devices   []*device
+	byID      map[string]*device
+	listeners []*listener
+	faults    map[string]*faultRun
+	order     []string // fault ids in creation order
+	nextID    int
+
+	stop context.Context
+	wg   sync.WaitGroup
+	err  atomic.Pointer[error]
+}
+
+// New prepares a fleet; it does no I/O.
+func New(cfg Config, log *slog.Logger, opts ...Option) *Fleet {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Fleet{cfg: cfg, log: log, byID: map[string]*device{}, faults: map[string]*faultRun{}}
+	for _, o := range opts {
+		o(f)
+	}
+	f.met = newMetrics(f.reg)
+	return f
+}
+
+// Start builds the devices, binds every listener and starts the simulation.
+// It returns once every device answers; everything stops when ctx is done
+// (Wait waits for that).
+func (f *Fleet) Start(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started {
+		return errors.New("fleet: already started")
+	}
+	comp, err := f.cfg.compile()
+	if err != nil {
+		return err
+	}
+	f.started = true
+	f.stop = ctx
+	f.now = f.cfg.Start
+	for _, cd := range comp.devices {
+		d := newDevice(cd, f.met, f.log)
+		d.publish(f.now)
+		f.devices = append(f.devices, d)
+		f.byID[d.id] = d
+	}
+	for _, cl := range comp.listeners {
+		l := newListener(cl, f.log)
+		for _, di := range cl.devices {
+			d := f.devices[di]
+			d.lst = l
+			l.units[d.unit] = d
+		}
+		if len(cl.devices) == 1 {
+			l.single = f.devices[cl.devices[0]]
+		}
+		if err := l.start(ctx); err != nil {
+			for _, prev := range f.listeners {
+				prev.close()
+			}
+			return fmt.Errorf("fleet: listener %s (%s): %w", cl.name, cl.address, err)
+		}
+		f.listeners = append(f.listeners, l)
+	}
+	if sc := f.cfg.Scenario; sc != nil {
+		for _, s := range sc.Faults {
+			if _, err := f.addFaultLocked(s, f.cfg.Start.Add(s.At.D())); err != nil {
+				for _, l := range f.listeners {
+					l.close()
+				}
+				return fmt.Errorf("fleet: scenario %s: fault %s: %w", sc.Name, s.ID, err)
+			}
+		}
+		f.applyScheduleLocked()
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.run(ctx)
+	}()
+	f.log.Info("fleet started", "devices", len(f.devices), "listeners", len(f.listeners), "speed", f.cfg.Speed, "seed", f.cfg.Seed)
+	return nil
+}
+
+// Run starts the fleet and blocks until ctx is done and everything stopped.
+func (f *Fleet) Run(ctx context.Context) error {
+	if err := f.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return f.Wait()
+}
+
+// Wait blocks until the fleet has stopped (after the Start context ended).
+func (f *Fleet) Wait() error {
+	f.wg.Wait()
+	if p := f.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// run steps the simulation against the wall clock and closes everything when
+// ctx ends.
+func (f *Fleet) run(ctx context.Context) {
+	defer func() {
+		f.mu.Lock()
+		for _, l := range f.listeners {
+			l.close()
+		}
+		f.mu.Unlock()
+		f.log.Info("fleet stopped")
+	}()
+	if f.cfg.Speed == 0 {
+		<-ctx.Done()
+		return
+	}
+	step := f.cfg.Step.D()
+	tick := time.Duration(float64(step) / f.cfg.Speed)
+	tick = min(max(tick, 10*time.Millisecond), 200*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	wall0 := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		target := f.cfg.Start.Add(time.Duration(float64(time.Since(wall0)) * f.cfg.Speed))
+		f.mu.Lock()
+		n := 0
+		for !f.now.Add(step).After(target) && n < 100000 {
+			f.stepLocked(step)
+			n++
+		}
+		if n > 0 {
+			f.publishLocked()
+		}
+		f.mu.Unlock()
+	}
+}
+
+// stepLocked advances every device by one step and applies the schedule.
+func (f *Fleet) stepLocked(step time.Duration) {
+	f.now = f.now.Add(step)
+	f.applyScheduleLocked()
+	for _, d := range f.devices {
+		d.model.Step(f.now, step)
+	}
+	f.met.steps.Inc()
+}
+
+func (f *Fleet) publishLocked() {
+	for _, d := range f.devices {
+		d.publish(f.now)
+	}
+	f.met.simTime.Set(float64(f.now.UnixMilli()) / 1000)
+}
+
+// Advance steps the simulation by d (rounded up to whole steps) and publishes
+// the new values. It is for manual fleets (speed 0): tests use it to reach a
+// simulated time exactly.
+func (f *Fleet) Advance(d time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.started {
+		return errors.New("fleet: not started")
+	}
+	if f.cfg.Speed != 0 {
+		return fmt.Errorf("fleet: advance needs a manual fleet (speed 0), this one runs at speed %v", f.cfg.Speed)
+	}
+	step := f.cfg.Step.D()
+	for range (d + step - 1) / step {
+		f.stepLocked(step)
+	}
+	f.publishLocked()
+	return nil
+}
+
+// Now returns the current simulated time.
+func (f *Fleet) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+// Devices lists the devices in fleet-file order, with real addresses once
+// started.
+func (f *Fleet) Devices() []DeviceInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]DeviceInfo, 0, len(f.devices))
+	for _, d := range f.devices {
+		out = append(out, d.info())
+	}
+	return out
+}
+
+// Device returns one device's info.
+func (f *Fleet) Device(id string) (DeviceInfo, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.byID[id]
+	if !ok {
+		return DeviceInfo{}, false
+	}
+	return d.info(), true
+}
+
+// Values returns a device's currently published values (canonical units,
+// sensor faults applied) keyed by signal, and their simulated time.
+func (f *Fleet) Values(id string) (map[string]float64, time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.byID[id]
+	if !ok {
+		return nil, time.Time{}, fmt.Errorf("fleet: unknown device %q", id)
+	}
+	out := make(map[string]float64, len(d.out))
+	for i, s := range d.model.Signals() {
+		out[s] = d.out[i]
+	}
+	return out, d.at, nil
+}
+
+// device is one running simulated device.
+type device struct {
+	id       string
+	class    string
+	unit     uint8
+	template string
+	model    model.Model
+	rmap     *regmap.Map
+	lst      *listener
+	log      *slog.Logger
+
+	// owned by the fleet mutex
+	sensors []*faultRun // active sensor faults
+	out     []float64   // published values (faults applied)
+	at      time.Time
+
+	img   atomic.Pointer[regmap.Image]
+	proto atomic.Pointer[protoState] // nil = no protocol fault
+
+	reqs, errs prometheus.Counter
+}
+
+func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
+	return &device{
+		id:       cd.cfg.ID,
+		class:    cd.cfg.Class,
+		unit:     uint8(cd.cfg.Modbus.UnitID),
+		template: cd.template,
+		model:    cd.model,
+		rmap:     cd.rmap,
+		log:      log.With("device", cd.cfg.ID),
+		out:      make([]float64, len(cd.model.Signals())),
+		reqs:     m.requests.WithLabelValues(cd.cfg.ID),
+		errs:     m.exceptions.WithLabelValues(cd.cfg.ID),
+	}
+}
+
+func (d *device) info() DeviceInfo {
+	np := d.model.Nameplate()
+	return DeviceInfo{ID: d.id, Class: d.class, Protocol: "modbus", Transport: d.lst.transport,
+		Addr: d.lst.Addr(), UnitID: d.unit, Template: d.template, Nameplate: maps.Clone(np)}
+}
+
+// publish applies sensor faults to the model's values and swaps in a fresh
+// register image, so a read never mixes two steps.
+func (d *device) publish(now time.Time) {
+	copy(d.out, d.model.Values())
+	for _, fr := range d.sensors {
+		d.out[fr.signal] = fr.sensor.Apply(now, d.out[fr.signal])
+	}
+	d.at = now
+	img := d.rmap.NewImage()
+	d.rmap.Encode(d.out, img)
+	d.img.Store(img)
+}
+
+// sortedFaults returns fault statuses in creation order.
+func (f *Fleet) sortedFaults() []FaultStatus {
+	out := make([]FaultStatus, 0, len(f.order))
+	for _, id := range f.order {
+		out = append(out, f.faults[id].status())
+	}
+	return out
+}

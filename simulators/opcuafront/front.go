@@ -1,0 +1,521 @@
+// Package opcuafront serves simulated assets over OPC UA with the gopcua
+// server: one folder per asset under Objects, one AnalogItem variable per
+// signal with the node id ns=<ns>;s=<asset>.<signal>, EngineeringUnits
+// (UNECE code of the catalog unit) and EURange (catalog range) properties,
+// SourceTimestamp and StatusCode on every value, and fault injection
+// (SetStatus). It offers security policy None plus every signing policy
+// gopcua implements, anonymous, username and X.509 logins, and enforces
+// configurable operation limits the way a strict server does (a request
+// over a limit is answered with the service fault BadTooManyOperations).
+//
+// A Front binds 127.0.0.1 (port 0 picks a free port), reports the real
+// endpoint URL, and can be stopped and started again on the same port.
+//
+// Typical use by the fleet runner (one goroutine owns the models):
+//
+//	f, _ := opcuafront.New(opcuafront.Config{Addr: "127.0.0.1:4840"}, assets, log)
+//	go f.Run(ctx)                  // or f.Start(ctx) ... f.Stop()
+//	for each tick { step models; f.Refresh(now) }
+package opcuafront
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/opcua/uaunits"
+)
+
+// Source produces an asset's values; model.Model satisfies it. Values is
+// indexed like Signals. The Front reads a Source only inside Refresh, so a
+// Source needs no locking as long as Refresh runs on the goroutine that
+// steps it.
+type Source interface {
+	Class() string
+	Signals() []string
+	Values() []float64
+}
+
+// Asset is one served asset.
+type Asset struct {
+	ID     string // folder browse name and node id prefix
+	Source Source
+}
+
+// Security is one offered endpoint: Policy None, Basic256Sha256,
+// Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss; Mode None, Sign or
+// SignAndEncrypt.
+type Security struct {
+	Policy string
+	Mode   string
+}
+
+// Limits are the operation limits the server advertises under
+// Server/ServerCapabilities/OperationLimits and enforces; 0 means no limit.
+type Limits struct {
+	MaxNodesPerRead          uint32
+	MaxNodesPerBrowse        uint32
+	MaxMonitoredItemsPerCall uint32
+}
+
+// Config configures a Front. The zero value serves every asset anonymously
+// on 127.0.0.1 with a free port and every security policy.
+type Config struct {
+	Addr         string // host:port to bind; default 127.0.0.1:0
+	NamespaceURI string // default urn:smelter:sim
+	// CertFile/KeyFile: the server certificate. Empty: generated in memory.
+	// Set but missing: generated and written there.
+	CertFile, KeyFile string
+	Security          []Security        // default: DefaultSecurity()
+	DisableAnonymous  bool              // refuse anonymous logins
+	Users             map[string]string // username -> password
+	UserCerts         [][]byte          // DER certificates accepted for X.509 logins
+	Limits            Limits
+}
+
+// DefaultSecurity is None plus Sign and SignAndEncrypt for every signing
+// policy gopcua's server implements.
+func DefaultSecurity() []Security {
+	out := []Security{{"None", "None"}}
+	for _, p := range []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"} {
+		out = append(out, Security{p, "Sign"}, Security{p, "SignAndEncrypt"})
+	}
+	return out
+}
+
+// Status codes for SetStatus.
+const (
+	StatusGood                  = uint32(ua.StatusGood)
+	StatusUncertainLastUsable   = uint32(ua.StatusUncertainLastUsableValue)
+	StatusBadSensorFailure      = uint32(ua.StatusBadSensorFailure)
+	StatusBadCommunicationError = uint32(ua.StatusBadCommunicationError)
+)
+
+type entry struct {
+	key      string // node id string, the monitored item index key
+	nodeID   *ua.NodeID
+	asset    string
+	signal   string
+	desc     string
+	unit     string
+	euID     int32
+	euCode   string
+	min, max float64
+	hasRange bool
+
+	// guarded by Front.mu
+	value  float64
+	status uint32
+	ts     time.Time
+}
+
+type assetState struct {
+	id      string
+	src     Source
+	class   string
+	entries []*entry
+}
+
+// Front is an OPC UA server front for simulated assets.
+type Front struct {
+	cfg    Config
+	log    *slog.Logger
+	assets []*assetState
+	byKey  map[string]*entry // "asset.signal"
+	cert   []byte
+	key    *rsa.PrivateKey
+	ns     uint16
+
+	runMu sync.Mutex // serialises Start/Stop
+	inst  *instance
+	addr  string // host:port in use once started
+
+	mu    sync.RWMutex // values
+	dirty map[*entry]struct{}
+	kick  chan struct{}
+
+	rejected atomic.Uint64
+	authFail atomic.Uint64
+}
+
+// New checks cfg and the assets and builds the address space description.
+// It does no network I/O; a missing certificate is generated in Start.
+func New(cfg Config, assets []Asset, log *slog.Logger) (*Front, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("opcuafront: addr %q: %w", cfg.Addr, err)
+	}
+	if cfg.NamespaceURI == "" {
+		cfg.NamespaceURI = "urn:smelter:sim"
+	}
+	if len(cfg.Security) == 0 {
+		cfg.Security = DefaultSecurity()
+	}
+	for i, s := range cfg.Security {
+		if _, ok := policyURIs[s.Policy]; !ok {
+			return nil, fmt.Errorf("opcuafront: security[%d].policy %q: want None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss", i, s.Policy)
+		}
+		if _, ok := modes[s.Mode]; !ok {
+			return nil, fmt.Errorf("opcuafront: security[%d].mode %q: want None, Sign or SignAndEncrypt", i, s.Mode)
+		}
+		if (s.Policy == "None") != (s.Mode == "None") {
+			return nil, fmt.Errorf("opcuafront: security[%d]: policy %s cannot use mode %s", i, s.Policy, s.Mode)
+		}
+	}
+	for i, c := range cfg.UserCerts {
+		if _, err := uapki.ParseCertificate(c); err != nil {
+			return nil, fmt.Errorf("opcuafront: user_certs[%d]: %w", i, err)
+		}
+	}
+	f := &Front{cfg: cfg, log: log, byKey: map[string]*entry{}, ns: 1,
+		dirty: map[*entry]struct{}{}, kick: make(chan struct{}, 1)}
+	cat := catalog.Default()
+	seen := map[string]bool{}
+	now := time.Now()
+	for i, a := range assets {
+		if a.ID == "" || a.Source == nil {
+			return nil, fmt.Errorf("opcuafront: assets[%d]: id and source are required", i)
+		}
+		if seen[a.ID] {
+			return nil, fmt.Errorf("opcuafront: assets[%d]: duplicate asset id %q", i, a.ID)
+		}
+		seen[a.ID] = true
+		as := &assetState{id: a.ID, src: a.Source, class: a.Source.Class()}
+		vals := a.Source.Values()
+		for j, sig := range a.Source.Signals() {
+			e := &entry{asset: a.ID, signal: sig, status: StatusGood, ts: now}
+			e.nodeID = ua.NewStringNodeID(f.ns, a.ID+"."+sig)
+			e.key = e.nodeID.String()
+			if j < len(vals) {
+				e.value = vals[j]
+			}
+			if s, err := cat.Lookup(as.class, sig); err == nil {
+				e.desc = s.Description
+				e.unit = s.Unit
+				if s.Min != nil && s.Max != nil {
+					e.min, e.max, e.hasRange = *s.Min, *s.Max, true
+				}
+			}
+			e.euID = -1
+			if code, uid, ok := uaunits.UNECE(e.unit); ok {
+				e.euCode, e.euID = code, uid
+			}
+			as.entries = append(as.entries, e)
+			f.byKey[a.ID+"."+sig] = e
+		}
+		f.assets = append(f.assets, as)
+	}
+	return f, nil
+}
+
+// Endpoint returns the endpoint URL (opc.tcp://127.0.0.1:port) once started.
+func (f *Front) Endpoint() string {
+	f.runMu.Lock()
+	defer f.runMu.Unlock()
+	if f.addr == "" {
+		return ""
+	}
+	return "opc.tcp://" + f.addr
+}
+
+// Certificate returns the server certificate (DER) once started.
+func (f *Front) Certificate() []byte {
+	f.runMu.Lock()
+	defer f.runMu.Unlock()
+	return f.cert
+}
+
+// NodeID returns the node id string of an asset's signal.
+func (f *Front) NodeID(asset, signal string) string {
+	return ua.NewStringNodeID(f.ns, asset+"."+signal).String()
+}
+
+// NamespaceURI is the namespace of the asset nodes (index 1).
+func (f *Front) NamespaceURI() string { return f.cfg.NamespaceURI }
+
+// Rejected counts requests refused for exceeding an operation limit.
+func (f *Front) Rejected() uint64 { return f.rejected.Load() }
+
+// AuthFailures counts refused logins.
+func (f *Front) AuthFailures() uint64 { return f.authFail.Load() }
+
+// Refresh copies every source's current values into the address space,
+// stamped now, and notifies subscribers of the values that changed. Call it
+// on the goroutine that steps the sources.
+func (f *Front) Refresh(now time.Time) {
+	f.mu.Lock()
+	for _, as := range f.assets {
+		vals := as.src.Values()
+		for j, e := range as.entries {
+			if j >= len(vals) {
+				break
+			}
+			if vals[j] != e.value || e.ts.IsZero() {
+				e.value = vals[j]
+				e.ts = now
+				f.dirty[e] = struct{}{}
+			}
+		}
+	}
+	n := len(f.dirty)
+	f.mu.Unlock()
+	if n > 0 {
+		f.signal()
+	}
+}
+
+// Set sets one value (tests and scripted faults) and notifies subscribers.
+func (f *Front) Set(asset, signal string, v float64, ts time.Time) error {
+	e, ok := f.byKey[asset+"."+signal]
+	if !ok {
+		return fmt.Errorf("opcuafront: no node %s.%s", asset, signal)
+	}
+	f.mu.Lock()
+	e.value, e.ts = v, ts
+	f.dirty[e] = struct{}{}
+	f.mu.Unlock()
+	f.signal()
+	return nil
+}
+
+// SetStatus sets the StatusCode of a node (fault injection): a Bad code
+// serves no value, Good restores it. Subscribers are notified.
+func (f *Front) SetStatus(asset, signal string, code uint32) error {
+	e, ok := f.byKey[asset+"."+signal]
+	if !ok {
+		return fmt.Errorf("opcuafront: no node %s.%s", asset, signal)
+	}
+	f.mu.Lock()
+	e.status = code
+	e.ts = time.Now()
+	f.dirty[e] = struct{}{}
+	f.mu.Unlock()
+	f.signal()
+	return nil
+}
+
+func (f *Front) signal() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// dataValue builds the served DataValue of e. Caller holds f.mu (read).
+func (e *entry) dataValue(now time.Time) *ua.DataValue {
+	dv := &ua.DataValue{
+		EncodingMask:    ua.DataValueStatusCode | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
+		Status:          ua.StatusCode(e.status),
+		SourceTimestamp: e.ts,
+		ServerTimestamp: now,
+	}
+	if e.status>>30 != 2 { // Good and Uncertain carry a value, Bad does not
+		dv.EncodingMask |= ua.DataValueValue
+		dv.Value = ua.MustVariant(e.value)
+	}
+	return dv
+}
+
+func (f *Front) read(e *entry) *ua.DataValue {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return e.dataValue(time.Now())
+}
+
+// Run starts the server, serves until ctx ends and stops it.
+func (f *Front) Run(ctx context.Context) error {
+	if err := f.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return f.Stop()
+}
+
+// Start binds the endpoint and starts serving. The first Start resolves
+// port 0 to a free port; later Starts (after Stop) reuse that port.
+func (f *Front) Start(ctx context.Context) error {
+	f.runMu.Lock()
+	defer f.runMu.Unlock()
+	if f.inst != nil {
+		return errors.New("opcuafront: already started")
+	}
+	if f.cert == nil {
+		if err := f.loadCert(); err != nil {
+			return err
+		}
+	}
+	addr := f.addr
+	if addr == "" {
+		addr = f.cfg.Addr
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	if port == "0" || port == "" {
+		// gopcua advertises the configured URL, so pick the port first.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return fmt.Errorf("opcuafront: pick a port on %s: %w", host, err)
+		}
+		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		_ = l.Close()
+	}
+	p, _ := strconv.Atoi(port)
+	in, err := f.newInstance(host, p)
+	if err != nil {
+		return err
+	}
+	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if err := in.srv.Start(ictx); err != nil {
+		cancel()
+		return fmt.Errorf("opcuafront: listen %s: %w", net.JoinHostPort(host, port), err)
+	}
+	in.cancel = cancel
+	in.done = make(chan struct{})
+	go in.notifier(ictx)
+	f.inst = in
+	f.addr = net.JoinHostPort(host, port)
+	f.log.Info("opc ua front listening", "endpoint", "opc.tcp://"+f.addr, "assets", len(f.assets))
+	return nil
+}
+
+// Stop closes every connection and the listener. Start may be called again.
+func (f *Front) Stop() error {
+	f.runMu.Lock()
+	in := f.inst
+	f.inst = nil
+	f.runMu.Unlock()
+	if in == nil {
+		return nil
+	}
+	in.cancel()
+	err := in.srv.Close()
+	<-in.done
+	return err
+}
+
+func (f *Front) loadCert() error {
+	host, _, _ := net.SplitHostPort(f.cfg.Addr)
+	hosts := []string{host, "localhost", "127.0.0.1"}
+	appURI := "urn:smelter:sim:opcuafront"
+	if f.cfg.CertFile != "" || f.cfg.KeyFile != "" {
+		if f.cfg.CertFile == "" || f.cfg.KeyFile == "" {
+			return errors.New("opcuafront: cert_file and key_file go together")
+		}
+		der, key, _, err := uapki.LoadOrCreate(f.cfg.CertFile, f.cfg.KeyFile, "smelter-sim OPC UA front", appURI, hosts)
+		if err != nil {
+			return fmt.Errorf("opcuafront: %w", err)
+		}
+		f.cert, f.key = der, key
+		return nil
+	}
+	der, key, err := uapki.Generate("smelter-sim OPC UA front", appURI, hosts, 365*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("opcuafront: %w", err)
+	}
+	f.cert, f.key = der, key
+	return nil
+}
+
+var policyURIs = map[string]string{
+	"None":                  ua.SecurityPolicyURINone,
+	"Basic256Sha256":        ua.SecurityPolicyURIBasic256Sha256,
+	"Aes128_Sha256_RsaOaep": ua.SecurityPolicyURIAes128Sha256RsaOaep,
+	"Aes256_Sha256_RsaPss":  ua.SecurityPolicyURIAes256Sha256RsaPss,
+}
+
+var modes = map[string]ua.MessageSecurityMode{
+	"None":           ua.MessageSecurityModeNone,
+	"Sign":           ua.MessageSecurityModeSign,
+	"SignAndEncrypt": ua.MessageSecurityModeSignAndEncrypt,
+}
+
+// notifier delivers dirty values to monitored items until ctx ends.
+func (in *instance) notifier(ctx context.Context) {
+	defer close(in.done)
+	f := in.f
+	var batch []*entry
+	var dvs []*ua.DataValue
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		}
+		now := time.Now()
+		f.mu.Lock()
+		batch = batch[:0]
+		dvs = dvs[:0]
+		for e := range f.dirty {
+			batch = append(batch, e)
+			dvs = append(dvs, e.dataValue(now))
+		}
+		clear(f.dirty)
+		f.mu.Unlock()
+		for i, e := range batch {
+			if !in.deliver(ctx, e.key, dvs[i]) {
+				return
+			}
+		}
+	}
+}
+
+// deliver hands a value to every monitored item on the node. It copies the
+// item list under the service lock and sends outside it, with a bound, so a
+// subscription that died without draining its channel cannot wedge the
+// server (gopcua's own ChangeNotification sends while holding the lock).
+func (in *instance) deliver(ctx context.Context, key string, dv *ua.DataValue) bool {
+	mis := in.srv.MonitoredItemService
+	if mis == nil {
+		return true
+	}
+	mis.Mu.Lock()
+	items := append(in.items[:0], mis.Nodes[key]...)
+	mis.Mu.Unlock()
+	in.items = items
+	for _, it := range items {
+		if it == nil || it.Sub == nil || it.Req == nil || it.Req.ItemToMonitor.AttributeID != ua.AttributeIDValue {
+			continue
+		}
+		n := &ua.MonitoredItemNotification{ClientHandle: it.Req.RequestedParameters.ClientHandle, Value: dv}
+		select {
+		case it.Sub.NotifyChannel <- n:
+			continue
+		default:
+		}
+		if in.timer == nil {
+			in.timer = time.NewTimer(time.Second)
+		} else {
+			in.timer.Reset(time.Second)
+		}
+		select {
+		case it.Sub.NotifyChannel <- n:
+			in.timer.Stop()
+		case <-in.timer.C:
+			in.f.log.Debug("dropping notification for a stalled subscription", "node", key, "subscription", it.Sub.ID)
+		case <-ctx.Done():
+			in.timer.Stop()
+			return false
+		}
+	}
+	return true
+}
+
+// ensure interfaces stay as expected at compile time.
+var _ = id.ObjectsFolder
