@@ -42,7 +42,8 @@ type link struct {
 	closed   bool
 	failures int
 	nextDial time.Time
-	downLog  bool // a connection failure has been logged since the last success
+	downLog  bool      // a connection failure has been logged since the last success
+	lastRx   time.Time // serial: end of the last reply, for the inter-frame silence
 
 	// set by the device around one client call
 	ctx context.Context
@@ -242,8 +243,16 @@ func (l *link) Send(adu []byte) ([]byte, error) {
 				}
 			}()
 		}
-	} else if l.dirty {
-		l.drain()
+	} else {
+		if l.dirty {
+			l.drain()
+		}
+		// RTU marks frame ends by 3.5 characters of silence; keep it after
+		// the last reply before talking again (a real bus needs it).
+		if gap := l.silence() - time.Since(l.lastRx); l.transport == RTU && gap > 0 {
+			time.Sleep(gap)
+		}
+		defer func() { l.lastRx = time.Now() }()
 	}
 	rd := func(p []byte) error { return l.read(ctx, deadline, p) }
 	if err := l.write(ctx, deadline, adu); err != nil {
@@ -314,6 +323,15 @@ func (l *link) read(ctx context.Context, deadline time.Time, p []byte) error {
 		}
 	}
 	return nil
+}
+
+// silence returns the RTU inter-frame gap t3.5: 3.5 characters of 11 bits,
+// fixed at 1.75 ms above 19200 baud as the serial-line specification says.
+func (l *link) silence() time.Duration {
+	if l.serial.Baud <= 0 || l.serial.Baud > 19200 {
+		return 1750 * time.Microsecond
+	}
+	return time.Duration(3.5 * 11 * float64(time.Second) / float64(l.serial.Baud))
 }
 
 // drain discards whatever input is pending on a serial line (a late reply).
