@@ -4,79 +4,520 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
-
-// wire types for decoding.
-type batchWire struct {
-	Schema     string        `json:"schema"`
-	Gateway    string        `json:"gateway"`
-	Seq        *uint64       `json:"seq"`
-	Asset      AssetJSON     `json:"asset"`
-	TSGW       int64         `json:"ts_gw"`
-	Historical bool          `json:"historical"`
-	Readings   []readingWire `json:"readings"`
-}
-
-type readingWire struct {
-	Signal  string          `json:"signal"`
-	Value   json.RawMessage `json:"value"`
-	Text    string          `json:"text"`
-	Unit    string          `json:"unit"`
-	Quality string          `json:"quality"`
-	TS      int64           `json:"ts"`
-	Status  uint32          `json:"status"`
-	Src     string          `json:"src"`
-}
 
 // DecodeBatch parses and validates the wire form of a telemetry batch.
 // Errors wrap ErrSchema for a message of another schema or major version and
 // ErrInvalid for anything malformed.
+//
+// It is a hand-written single-pass decoder: the payload is copied once into
+// a string and every name, unit and source without escapes is a substring of
+// it, so a batch costs three allocations whatever its size. It accepts what
+// encoding/json accepts for the batch schema (unknown fields are skipped,
+// null leaves a field empty, invalid UTF-8 becomes U+FFFD), except that
+// field names match exactly and nothing but white space may follow the
+// batch.
 func DecodeBatch(data []byte) (*Batch, error) {
-	var w batchWire
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&w); err != nil {
+	d := batchDecoder{s: string(data)}
+	b := &Batch{}
+	b.Readings = make([]Reading, 0, bytes.Count(data, signalKey))
+	var schema string
+	var haveSeq bool
+	err := d.object(func(key string) error {
+		var err error
+		switch key {
+		case "schema":
+			schema, err = d.str()
+		case "gateway":
+			b.Gateway, err = d.str()
+		case "seq":
+			var ok bool
+			b.Seq, ok, err = d.uint64()
+			haveSeq = ok
+		case "asset":
+			err = d.asset(&b.Asset)
+		case "ts_gw":
+			b.TSGW, err = d.int64()
+		case "historical":
+			b.Historical, err = d.boolean()
+		case "readings":
+			err = d.readings(b)
+		default:
+			err = d.skip()
+		}
+		return err
+	})
+	if err == nil {
+		d.ws()
+		if d.i < len(d.s) {
+			err = d.errf("unexpected data after the batch")
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if w.Schema != SchemaTelemetry {
-		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, w.Schema, SchemaTelemetry)
+	if schema != SchemaTelemetry {
+		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
 	}
-	if w.Seq == nil {
+	if !haveSeq {
 		return nil, fmt.Errorf("%w: seq is missing", ErrInvalid)
 	}
-	b := &Batch{
-		Gateway:    w.Gateway,
-		Seq:        *w.Seq,
-		Asset:      w.Asset.FromJSON(),
-		TSGW:       w.TSGW,
-		Historical: w.Historical,
-		Readings:   make([]Reading, len(w.Readings)),
+	if err := b.Validate(); err != nil {
+		return nil, err
 	}
-	for i, rw := range w.Readings {
-		q, err := ParseQuality(rw.Quality)
-		if err != nil {
-			return nil, fmt.Errorf("%w: readings[%d]: %v", ErrInvalid, i, err)
-		}
-		r := Reading{Signal: rw.Signal, Text: rw.Text, Unit: rw.Unit, Quality: q, TS: rw.TS, Status: rw.Status, Src: rw.Src}
-		switch {
-		case len(rw.Value) == 0 || string(rw.Value) == "null":
-			r.NoValue = true
+	return b, nil
+}
+
+var signalKey = []byte(`"signal"`)
+
+type batchDecoder struct {
+	s string
+	i int
+}
+
+func (d *batchDecoder) errf(format string, a ...any) error {
+	return fmt.Errorf("offset %d: %s", d.i, fmt.Sprintf(format, a...))
+}
+
+func (d *batchDecoder) ws() {
+	for d.i < len(d.s) {
+		switch d.s[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
 		default:
-			v, err := strconv.ParseFloat(string(rw.Value), 64)
+			return
+		}
+	}
+}
+
+// null consumes a literal null and reports whether it was there.
+func (d *batchDecoder) null() bool {
+	d.ws()
+	if strings.HasPrefix(d.s[d.i:], "null") {
+		d.i += 4
+		return true
+	}
+	return false
+}
+
+// object parses {"key": value, ...}, calling field for each key with the
+// position at the value. null is an empty object.
+func (d *batchDecoder) object(field func(key string) error) error {
+	if d.null() {
+		return nil
+	}
+	if d.i >= len(d.s) || d.s[d.i] != '{' {
+		return d.errf("expected an object")
+	}
+	d.i++
+	d.ws()
+	if d.i < len(d.s) && d.s[d.i] == '}' {
+		d.i++
+		return nil
+	}
+	for {
+		d.ws()
+		key, err := d.str()
+		if err != nil {
+			return err
+		}
+		d.ws()
+		if d.i >= len(d.s) || d.s[d.i] != ':' {
+			return d.errf("expected : after object key")
+		}
+		d.i++
+		d.ws()
+		if err := field(key); err != nil {
+			return err
+		}
+		d.ws()
+		if d.i >= len(d.s) {
+			return d.errf("unexpected end of input in object")
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return nil
+		default:
+			return d.errf("expected , or } in object")
+		}
+	}
+}
+
+// array parses [v, ...], calling elem for each element. null is empty.
+func (d *batchDecoder) array(elem func() error) error {
+	if d.null() {
+		return nil
+	}
+	if d.i >= len(d.s) || d.s[d.i] != '[' {
+		return d.errf("expected an array")
+	}
+	d.i++
+	d.ws()
+	if d.i < len(d.s) && d.s[d.i] == ']' {
+		d.i++
+		return nil
+	}
+	for {
+		d.ws()
+		if err := elem(); err != nil {
+			return err
+		}
+		d.ws()
+		if d.i >= len(d.s) {
+			return d.errf("unexpected end of input in array")
+		}
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return nil
+		default:
+			return d.errf("expected , or ] in array")
+		}
+	}
+}
+
+// str parses a JSON string (or null, giving ""). Strings without escapes
+// and with valid UTF-8 are substrings of the input.
+func (d *batchDecoder) str() (string, error) {
+	if d.null() {
+		return "", nil
+	}
+	if d.i >= len(d.s) || d.s[d.i] != '"' {
+		return "", d.errf("expected a string")
+	}
+	start := d.i + 1
+	for j := start; j < len(d.s); j++ {
+		c := d.s[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			return d.s[start:j], nil
+		case c == '\\' || c >= utf8.RuneSelf:
+			return d.strSlow(start)
+		case c < 0x20:
+			d.i = j
+			return "", d.errf("control character in string")
+		}
+	}
+	d.i = len(d.s)
+	return "", d.errf("unterminated string")
+}
+
+func (d *batchDecoder) strSlow(start int) (string, error) {
+	var sb strings.Builder
+	j := start
+	for j < len(d.s) {
+		c := d.s[j]
+		switch {
+		case c == '"':
+			d.i = j + 1
+			return sb.String(), nil
+		case c < 0x20:
+			d.i = j
+			return "", d.errf("control character in string")
+		case c == '\\':
+			if j+1 >= len(d.s) {
+				d.i = j
+				return "", d.errf("unterminated escape")
+			}
+			e := d.s[j+1]
+			j += 2
+			switch e {
+			case '"', '\\', '/':
+				sb.WriteByte(e)
+			case 'b':
+				sb.WriteByte('\b')
+			case 'f':
+				sb.WriteByte('\f')
+			case 'n':
+				sb.WriteByte('\n')
+			case 'r':
+				sb.WriteByte('\r')
+			case 't':
+				sb.WriteByte('\t')
+			case 'u':
+				r, ok := hex4(d.s, j)
+				if !ok {
+					d.i = j
+					return "", d.errf("bad \\u escape")
+				}
+				j += 4
+				if utf16.IsSurrogate(r) {
+					r2, ok := rune(-1), false
+					if j+6 <= len(d.s) && d.s[j] == '\\' && d.s[j+1] == 'u' {
+						r2, ok = hex4(d.s, j+2)
+					}
+					if dec := utf16.DecodeRune(r, r2); ok && dec != utf8.RuneError {
+						j += 6
+						r = dec
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				sb.WriteRune(r)
+			default:
+				d.i = j - 1
+				return "", d.errf("bad escape \\%c", e)
+			}
+		case c < utf8.RuneSelf:
+			sb.WriteByte(c)
+			j++
+		default:
+			r, size := utf8.DecodeRuneInString(d.s[j:])
+			if r == utf8.RuneError && size == 1 {
+				sb.WriteString("\ufffd")
+			} else {
+				sb.WriteString(d.s[j : j+size])
+			}
+			j += size
+		}
+	}
+	d.i = len(d.s)
+	return "", d.errf("unterminated string")
+}
+
+func hex4(s string, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range []byte(s[i : i+4]) {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// number returns the text of a JSON number, checked against the grammar.
+func (d *batchDecoder) number() (string, error) {
+	start := d.i
+	j := d.i
+	if j < len(d.s) && d.s[j] == '-' {
+		j++
+	}
+	switch {
+	case j < len(d.s) && d.s[j] == '0':
+		j++
+	case j < len(d.s) && d.s[j] >= '1' && d.s[j] <= '9':
+		for j < len(d.s) && d.s[j] >= '0' && d.s[j] <= '9' {
+			j++
+		}
+	default:
+		return "", d.errf("expected a number")
+	}
+	if j < len(d.s) && d.s[j] == '.' {
+		j++
+		k := j
+		for j < len(d.s) && d.s[j] >= '0' && d.s[j] <= '9' {
+			j++
+		}
+		if j == k {
+			return "", d.errf("bad number")
+		}
+	}
+	if j < len(d.s) && (d.s[j] == 'e' || d.s[j] == 'E') {
+		j++
+		if j < len(d.s) && (d.s[j] == '+' || d.s[j] == '-') {
+			j++
+		}
+		k := j
+		for j < len(d.s) && d.s[j] >= '0' && d.s[j] <= '9' {
+			j++
+		}
+		if j == k {
+			return "", d.errf("bad number exponent")
+		}
+	}
+	d.i = j
+	return d.s[start:j], nil
+}
+
+func (d *batchDecoder) int64() (int64, error) {
+	if d.null() {
+		return 0, nil
+	}
+	t, err := d.number()
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil {
+		return 0, d.errf("%s is not an int64", t)
+	}
+	return v, nil
+}
+
+func (d *batchDecoder) uint64() (uint64, bool, error) {
+	if d.null() {
+		return 0, false, nil
+	}
+	t, err := d.number()
+	if err != nil {
+		return 0, false, err
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil {
+		return 0, false, d.errf("%s is not a uint64", t)
+	}
+	return v, true, nil
+}
+
+func (d *batchDecoder) boolean() (bool, error) {
+	if d.null() {
+		return false, nil
+	}
+	switch {
+	case strings.HasPrefix(d.s[d.i:], "true"):
+		d.i += 4
+		return true, nil
+	case strings.HasPrefix(d.s[d.i:], "false"):
+		d.i += 5
+		return false, nil
+	}
+	return false, d.errf("expected true or false")
+}
+
+// skip consumes any JSON value.
+func (d *batchDecoder) skip() error {
+	d.ws()
+	if d.i >= len(d.s) {
+		return d.errf("unexpected end of input")
+	}
+	switch c := d.s[d.i]; {
+	case c == '{':
+		return d.object(func(string) error { return d.skip() })
+	case c == '[':
+		return d.array(d.skip)
+	case c == '"':
+		_, err := d.str()
+		return err
+	case c == 't' || c == 'f':
+		_, err := d.boolean()
+		return err
+	case c == 'n':
+		if d.null() {
+			return nil
+		}
+	case c == '-' || c >= '0' && c <= '9':
+		_, err := d.number()
+		return err
+	}
+	return d.errf("unexpected character %q", d.s[d.i])
+}
+
+func (d *batchDecoder) asset(a *Asset) error {
+	return d.object(func(key string) error {
+		var err error
+		switch key {
+		case "id":
+			a.ID, err = d.str()
+		case "class":
+			a.Class, err = d.str()
+		case "path":
+			a.Path = nil
+			if d.null() {
+				return nil
+			}
+			a.Path = make([]string, 0, 5)
+			err = d.array(func() error {
+				p, err := d.str()
+				a.Path = append(a.Path, p)
+				return err
+			})
+		default:
+			err = d.skip()
+		}
+		return err
+	})
+}
+
+func (d *batchDecoder) readings(b *Batch) error {
+	b.Readings = b.Readings[:0]
+	return d.array(func() error {
+		var r Reading
+		var quality string
+		var raw string
+		haveValue := false
+		if d.null() { // a null element is a zero reading, as encoding/json does
+			quality = ""
+		} else if err := d.object(func(key string) error {
+			var err error
+			switch key {
+			case "signal":
+				r.Signal, err = d.str()
+			case "value":
+				if d.null() {
+					haveValue, raw = false, ""
+					return nil
+				}
+				start := d.i
+				if err = d.skip(); err == nil {
+					raw, haveValue = d.s[start:d.i], true
+				}
+			case "text":
+				r.Text, err = d.str()
+			case "unit":
+				r.Unit, err = d.str()
+			case "quality":
+				quality, err = d.str()
+			case "ts":
+				r.TS, err = d.int64()
+			case "status":
+				var v uint64
+				v, _, err = d.uint64()
+				if err == nil && v > math.MaxUint32 {
+					err = d.errf("status %d overflows uint32", v)
+				}
+				r.Status = uint32(v)
+			case "src":
+				r.Src, err = d.str()
+			default:
+				err = d.skip()
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		i := len(b.Readings)
+		q, err := ParseQuality(quality)
+		if err != nil {
+			return fmt.Errorf("readings[%d]: %v", i, err)
+		}
+		r.Quality = q
+		if !haveValue {
+			r.NoValue = true
+		} else {
+			v, err := strconv.ParseFloat(raw, 64)
 			if err != nil {
-				return nil, fmt.Errorf("%w: readings[%d].value %s is not a number", ErrInvalid, i, rw.Value)
+				return fmt.Errorf("readings[%d].value %s is not a number", i, raw)
 			}
 			r.Value = v
 		}
 		if !q.HasValue() {
 			r.NoValue = false
 		}
-		b.Readings[i] = r
-	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
-	return b, nil
+		b.Readings = append(b.Readings, r)
+		return nil
+	})
 }
 
 // DecodeBirth parses a birth notice.
