@@ -79,4 +79,3 @@ func decodeBatchStd(data []byte) (*Batch, error) {
 	}
 	return b, nil
 }
-
