@@ -220,3 +220,19 @@ func splitPath(path string) []string {
 	}
 	return out
 }
+
+// Has reports whether the field at path is present in the file.
+func (d *Doc) Has(path string) bool {
+	if d == nil || d.root == nil || len(d.root.Content) == 0 {
+		return false
+	}
+	n := d.root.Content[0]
+	for _, tok := range splitPath(path) {
+		next, _ := step(n, tok)
+		if next == nil {
+			return false
+		}
+		n = next
+	}
+	return true
+}
