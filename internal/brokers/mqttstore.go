@@ -2,6 +2,7 @@ package brokers
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -83,7 +84,7 @@ func (h *storeHook) updateClient(cl *mqtt.Client) {
 }
 
 func (h *storeHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if !expire || cl.StopCause() == packets.ErrSessionTakenOver {
+	if !expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		return
 	}
 	h.deleteClient(cl.ID)

@@ -68,7 +68,7 @@ func FromFile(field, path string) (Secret, error) {
 		if errors.As(err, &pe) {
 			err = pe.Err // the path is already in our message
 		}
-		return Secret{}, fmt.Errorf("%s: read %s: %v: %w", field, path, err, ErrMissing)
+		return Secret{}, fmt.Errorf("%s: read %s: %w: %w", field, path, err, ErrMissing)
 	}
 	v := strings.TrimRight(string(b), "\r\n")
 	if v == "" {

@@ -1,11 +1,13 @@
 package brokertest
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards TCP connections from a loopback port to a target address.
@@ -24,7 +26,7 @@ type Proxy struct {
 // NewProxy listens on 127.0.0.1:0 and forwards to target until the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("brokertest: proxy listen: %v", err)
 	}
@@ -45,7 +47,7 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
-		u, err := net.Dial("tcp", p.target)
+		u, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(context.Background(), "tcp", p.target)
 		if err != nil {
 			_ = c.Close()
 			continue

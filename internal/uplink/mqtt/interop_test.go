@@ -19,7 +19,7 @@ import (
 func interopAddr(t *testing.T) string {
 	t.Helper()
 	if os.Getenv("SMELTER_INTEROP") != "1" {
-		t.Skip("interop test against the machine's Mosquitto: set SMELTER_INTEROP=1 (and SMELTER_MQTT_ADDR, default 127.0.0.1:1883)")
+		t.Skip("interop test against the machine's Mosquitto: set SMELTER_INTEROP=1 (and SMELTER_MQTT_ADDR, default 127.0.0.1:1883)") //nolint:misspell // the broker's name
 	}
 	if a := os.Getenv("SMELTER_MQTT_ADDR"); a != "" {
 		return a
@@ -31,7 +31,7 @@ func interopAddr(t *testing.T) string {
 // will on an abrupt loss, and QoS 1 messages kept for an offline persistent
 // subscriber. Topics and client ids are unique to the run; retained
 // messages and sessions are removed afterwards.
-func TestInteropMosquitto(t *testing.T) {
+func TestInteropMosquitto(t *testing.T) { //nolint:misspell // the broker's name
 	addr := interopAddr(t)
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
@@ -67,7 +67,7 @@ func TestInteropMosquitto(t *testing.T) {
 	cfg.Keepalive = 2 * time.Second
 	cfg.SetDefaults(gw, site)
 	r := runUplink(t, cfg, nil)
-	waitFor(t, 10*time.Second, "uplink ready against Mosquitto", r.u.Ready)
+	waitFor(t, 10*time.Second, "uplink ready against Mosquitto", r.u.Ready) //nolint:misspell // the broker's name
 
 	watch := subscribe(t, url, "watch-"+site, true, statusT, nil)
 	if m := watch.next(t, "retained online"); !m.retained || !strings.Contains(string(m.payload), `"online":true`) {

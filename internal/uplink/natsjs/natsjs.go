@@ -168,9 +168,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		ev := newEvents()
 		opts := append(u.opts[:len(u.opts):len(u.opts)],
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { ev.signal(ev.disconnected, err) }),
-			nats.ReconnectHandler(func(*nats.Conn) { ev.signal(ev.reconnected, nil) }),
-			nats.ClosedHandler(func(*nats.Conn) { ev.signal(ev.closed, nil) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { signal(ev.disconnected, err) }),
+			nats.ReconnectHandler(func(*nats.Conn) { signal(ev.reconnected, struct{}{}) }),
+			nats.ClosedHandler(func(*nats.Conn) { signal(ev.closed, struct{}{}) }),
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				u.log.Warn("nats async error", "err", err)
 			}),
@@ -182,7 +182,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			d := bo.next()
 			u.log.Warn("nats connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
-				return nil
+				return nil //nolint:nilerr // shutting down; the error was logged and kept for LastError
 			}
 			continue
 		}
@@ -194,7 +194,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		u.m.Connected.Set(0)
 		nc.Close()
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // shutting down is not a failure
 		}
 		if errors.Is(err, ErrStream) {
 			return err
@@ -211,16 +211,17 @@ func (u *Uplink) Run(ctx context.Context) error {
 
 // events carries the client's connection callbacks to Run.
 type events struct {
-	disconnected, reconnected, closed chan error
+	disconnected        chan error
+	reconnected, closed chan struct{}
 }
 
 func newEvents() *events {
-	return &events{make(chan error, 1), make(chan error, 1), make(chan error, 1)}
+	return &events{make(chan error, 1), make(chan struct{}, 1), make(chan struct{}, 1)}
 }
 
-func (e *events) signal(ch chan error, err error) {
+func signal[T any](ch chan T, v T) {
 	select {
-	case ch <- err:
+	case ch <- v:
 	default:
 	}
 }
