@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is the gateway's state as /status reports it.
+type Status struct {
+	Gateway string         `json:"gateway"`
+	Site    string         `json:"site"`
+	Ready   bool           `json:"ready"`
+	Seq     uint64         `json:"seq"`
+	Devices []DeviceStatus `json:"devices"`
+	Uplinks []UplinkStatus `json:"uplinks"`
+}
+
+// DeviceStatus is one device's line in the status page.
+type DeviceStatus struct {
+	ID       string `json:"id"`
+	Class    string `json:"class"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+	deviceState
+}
+
+// UplinkStatus is one uplink's line in the status page.
+type UplinkStatus struct {
+	Name         string  `json:"name"`
+	Connected    bool    `json:"connected"`
+	LagRecords   uint64  `json:"lag_records"`
+	LagBytes     uint64  `json:"lag_bytes"`
+	OldestAgeSec float64 `json:"oldest_age_seconds"`
+	forwarderState
+}
+
+// maxHealthyLag is how far an uplink may be behind before /readyz says degraded.
+const maxHealthyLag = 30 * time.Second
+
+// Status returns a snapshot of the gateway's state.
+func (g *Gateway) Status() Status {
+	st := Status{Gateway: g.cfg.ID, Site: g.cfg.Site}
+	g.mu.Lock()
+	st.Ready = g.ready
+	sp := g.spool
+	fwds := g.fwds
+	g.mu.Unlock()
+	if sp != nil {
+		st.Seq = sp.LastSeq()
+	}
+	for _, d := range g.devices {
+		st.Devices = append(st.Devices, DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class,
+			Address: d.cfg.Modbus.Address, Protocol: "modbus/" + string(d.cfg.Modbus.Transport), deviceState: d.state()})
+	}
+	for _, f := range fwds {
+		lag := f.r.Lag()
+		st.Uplinks = append(st.Uplinks, UplinkStatus{Name: f.up.Name(), Connected: f.up.Ready(),
+			LagRecords: uint64(lag.Records), LagBytes: uint64(lag.Bytes), OldestAgeSec: lag.OldestAge.Seconds(),
+			forwarderState: f.state()})
+	}
+	return st
+}
+
+// readiness says whether the gateway is running with every uplink connected
+// and not far behind.
+func (g *Gateway) readiness() (bool, string) {
+	st := g.Status()
+	if !st.Ready {
+		return false, "not running"
+	}
+	for _, u := range st.Uplinks {
+		if !u.Connected {
+			return false, "uplink " + u.Name + " disconnected (data is spooled)"
+		}
+		if u.OldestAgeSec > maxHealthyLag.Seconds() {
+			return false, "uplink " + u.Name + " behind (data is spooled)"
+		}
+	}
+	return true, "ok"
+}
+
+// Handler returns the gateway's HTTP handler: /metrics, /healthz, /readyz,
+// /status (JSON) and / (a status page).
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := g.readiness()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(g.Status())
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := statusPage.Execute(w, g.Status()); err != nil {
+			g.log.Debug("rendering status page", "err", err)
+		}
+	})
+	return mux
+}
+
+// Serve serves Handler on addr until ctx ends. ready (may be nil) receives
+// the bound address.
+func (g *Gateway) Serve(ctx context.Context, addr string, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>smelter-gateway {{.Gateway}}</title>
+<meta http-equiv="refresh" content="5">
+<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}
+td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.ok{color:#080}.bad{color:#b00}</style></head>
+<body><h1>smelter-gateway {{.Gateway}} <small>site {{.Site}}</small></h1>
+<p>{{if .Ready}}<span class="ok">running</span>{{else}}<span class="bad">not running</span>{{end}} &middot; seq {{.Seq}}
+&middot; <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
+<h2>Uplinks</h2><table><tr><th>uplink</th><th>state</th><th>behind (batches)</th><th>oldest unsent</th><th>last ack</th><th>last error</th></tr>
+{{range .Uplinks}}<tr><td>{{.Name}}</td><td>{{if .Connected}}<span class="ok">connected</span>{{else}}<span class="bad">disconnected</span>{{end}}</td>
+<td>{{.LagRecords}}</td><td>{{printf "%.1f" .OldestAgeSec}} s</td><td>{{.LastAckAt.Format "15:04:05"}}</td><td>{{.LastError}}</td></tr>{{end}}</table>
+<h2>Devices</h2><table><tr><th>device</th><th>class</th><th>protocol</th><th>address</th><th>state</th><th>last poll</th><th>polls / failed</th><th>last error</th></tr>
+{{range .Devices}}<tr><td>{{.ID}}</td><td>{{.Class}}</td><td>{{.Protocol}}</td><td>{{.Address}}</td>
+<td>{{if .Dead}}<span class="bad">stale</span>{{else}}<span class="ok">up</span>{{end}}</td><td>{{.LastPoll.Format "15:04:05"}}</td>
+<td>{{.Polls}} / {{.FailedPolls}}</td><td>{{.LastError}}</td></tr>{{end}}</table></body></html>
+`))
