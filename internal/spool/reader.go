@@ -75,6 +75,10 @@ func (s *Spool) loadReader(name string) (*Reader, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if old, ok := s.readers[name]; ok { // loaded concurrently
+		cf.f.Close()
+		return old, nil
+	}
 	if payload != nil {
 		r.committed = binary.LittleEndian.Uint64(payload)
 		r.persisted = r.committed

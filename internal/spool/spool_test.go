@@ -524,3 +524,59 @@ func TestLagMetrics(t *testing.T) {
 		t.Fatal("no oldest age metric")
 	}
 }
+
+func TestReplayRateCap(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.CacheBytes = 1 << 10
+	cfg.ReplayRate = 2000 // burst: 200 records
+	h := open(t, cfg)
+	r, _ := h.s.Reader("nats")
+	h.appendSubj(600, 500)
+	ctx := context.Background()
+	var got []uint64
+	for len(got) < 600 {
+		recs, err := r.Next(ctx, 1000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) > 200 {
+			t.Fatalf("one Next returned %d backlog records, above the rate cap's burst", len(recs))
+		}
+		for _, rec := range recs {
+			checkRecord(t, rec, 500, true)
+			got = append(got, rec.Seq)
+		}
+	}
+	contiguous(t, got, 1)
+}
+
+func TestSeqSkipsReservationAfterReboot(t *testing.T) {
+	for _, tc := range []struct {
+		fsync string
+		want  uint64
+	}{{FsyncInterval, 5000}, {FsyncAlways, 10}} {
+		t.Run(tc.fsync, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir)
+			cfg.Fsync = tc.fsync
+			h := open(t, cfg)
+			h.appendSubj(10, 100)
+			crash(t, h.s)
+			// The hwm as a previous boot left it: seqs reserved up to 5000,
+			// no clean close.
+			sf, _, err := openSlotFile(filepath.Join(dir, hwmFileName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := &Spool{hwm: sf, bootID: "00000000-previous-boot"}
+			if err := old.writeHWM(5000, false); err != nil {
+				t.Fatal(err)
+			}
+			sf.f.Close()
+			h = open(t, cfg)
+			if got := h.s.LastSeq(); got != tc.want {
+				t.Fatalf("last seq after reboot %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
