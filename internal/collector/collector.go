@@ -1,0 +1,585 @@
+// Package collector is smelter-collector: it ingests the normalized
+// telemetry stream from NATS JetStream (or MQTT), deduplicates it, runs the
+// anomaly rules and energy KPIs, publishes alerts and KPI results back onto
+// the brokers, keeps alert state in a JetStream KV bucket and offers an
+// in-process query API for the HTTP API and dashboard.
+package collector
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/collector/kpi"
+	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// recentCap bounds the recent-alerts history kept for the query API.
+const recentCap = 1000
+
+// Collector is one collector instance.
+type Collector struct {
+	cfg Config
+	log *slog.Logger
+	cat *catalog.Catalog
+
+	mu      sync.Mutex // guards everything below
+	engine  *rules.Engine
+	kpis    *kpi.Tracker
+	dedup   *ingest.Dedup
+	active  map[string]alert.Alert
+	recent  []alert.Alert
+	scratch []alert.Alert
+	results []kpi.Result
+
+	out   chan output
+	ready atomic.Bool
+	url      atomic.Value // string: NATS URL in use
+	httpAddr atomic.Value // string: bound HTTP address
+
+	m   metrics
+	reg *prometheus.Registry
+}
+
+type output struct {
+	subject string
+	data    []byte
+	kvKey   string // set for alerts: put (active) or delete (cleared)
+	kvDel   bool
+}
+
+type metrics struct {
+	ingested   *prometheus.CounterVec
+	duplicates prometheus.Counter
+	late       prometheus.Counter
+	malformed  *prometheus.CounterVec
+	published  *prometheus.CounterVec
+	pubErrors  prometheus.Counter
+}
+
+// New builds a collector from a validated config and rule set. It does no
+// I/O. reg receives the collector's metrics.
+func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if set == nil {
+		return nil, errors.New("collector: rule set is nil")
+	}
+	cat := catalog.Default()
+	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: kpi.New(cfg.kpiConfig()),
+		dedup: ingest.NewDedup(cfg.DedupWindow), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg}
+	c.m = metrics{
+		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq)."}),
+		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_late_beyond_window_total", Help: "Batches older than the dedup window, accepted unchecked."}),
+		malformed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_malformed_total", Help: "Messages rejected, by reason."}, []string{"reason"}),
+		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages published, by kind."}, []string{"kind"}),
+		pubErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_publish_errors_total", Help: "Failed publishes and KV writes."}),
+	}
+	stat := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return f()
+		})
+	}
+	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
+		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func() float64 { return float64(c.engine.Stats().Evaluations) }),
+		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func() float64 { return float64(c.engine.Stats().Late) }),
+		stat("smelter_collector_readings_total", "Readings evaluated.", func() float64 { return float64(c.engine.Stats().Readings) }),
+		stat("smelter_collector_alerts_raised_total", "Alerts raised (rules and KPIs).", func() float64 {
+			return float64(c.engine.Stats().Raised + c.kpis.Stats().Raised)
+		}),
+		stat("smelter_collector_alerts_cleared_total", "Alerts cleared (rules and KPIs).", func() float64 {
+			return float64(c.engine.Stats().Cleared + c.kpis.Stats().Cleared)
+		}),
+		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func() float64 { return float64(c.kpis.Stats().Windows) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(len(c.active))
+		}),
+	}
+	for _, x := range cs {
+		if err := reg.Register(x); err != nil {
+			return nil, fmt.Errorf("collector: metrics: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Handle processes one message from any source. Malformed messages are
+// counted, logged with their subject and skipped (nil error). It is safe
+// for concurrent use; outputs are queued for publishing, and Handle blocks
+// while that bounded queue is full.
+func (c *Collector) Handle(ctx context.Context, subject string, data []byte) error {
+	kind := subject[strings.LastIndexByte(subject, '.')+1:]
+	var outs []output
+	switch telemetry.Kind(kind) {
+	case telemetry.KindData:
+		b, err := telemetry.DecodeBatch(data)
+		if err != nil {
+			return c.malformed(subject, err)
+		}
+		c.mu.Lock()
+		dup, late := c.dedup.Seen(b.Gateway, b.Seq)
+		if dup {
+			c.mu.Unlock()
+			c.m.duplicates.Inc()
+			return nil
+		}
+		if late {
+			c.m.late.Inc()
+		}
+		al := c.engine.Process(b, c.scratch[:0])
+		var res []kpi.Result
+		res, al = c.kpis.Process(b, c.results[:0], al)
+		outs = c.record(al, res, outs)
+		c.scratch, c.results = al[:0], res[:0]
+		c.mu.Unlock()
+	case telemetry.KindBirth:
+		bi, err := telemetry.DecodeBirth(data)
+		if err != nil {
+			return c.malformed(subject, err)
+		}
+		c.mu.Lock()
+		c.engine.Birth(bi)
+		c.kpis.Birth(bi)
+		c.mu.Unlock()
+	case telemetry.KindDeath:
+		var d telemetry.Death
+		if err := json.Unmarshal(data, &d); err != nil {
+			return c.malformed(subject, fmt.Errorf("%w: %v", telemetry.ErrInvalid, err))
+		}
+		if d.Schema != telemetry.SchemaDeath {
+			return c.malformed(subject, fmt.Errorf("%w: %q (want %q)", telemetry.ErrSchema, d.Schema, telemetry.SchemaDeath))
+		}
+		if !telemetry.ValidToken(d.Asset.ID) || !telemetry.ValidToken(d.Asset.Class) {
+			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
+		}
+		c.mu.Lock()
+		al := c.engine.Death(&d, c.scratch[:0])
+		outs = c.record(al, nil, outs)
+		c.scratch = al[:0]
+		c.mu.Unlock()
+	default:
+		return nil // alerts, KPIs and status travel on the same tree
+	}
+	c.m.ingested.WithLabelValues(kind).Inc()
+	return c.enqueue(ctx, outs)
+}
+
+func (c *Collector) malformed(subject string, err error) error {
+	reason := "invalid"
+	if errors.Is(err, telemetry.ErrSchema) {
+		reason = "schema"
+	}
+	c.m.malformed.WithLabelValues(reason).Inc()
+	c.log.Warn("malformed message skipped", "subject", subject, "err", err)
+	return nil
+}
+
+// record updates the alert store and builds outputs; c.mu is held.
+func (c *Collector) record(al []alert.Alert, res []kpi.Result, outs []output) []output {
+	for _, a := range al {
+		if a.Active() {
+			c.active[a.Key] = a
+		} else {
+			delete(c.active, a.Key)
+		}
+		if len(c.recent) == recentCap {
+			copy(c.recent, c.recent[1:])
+			c.recent = c.recent[:recentCap-1]
+		}
+		c.recent = append(c.recent, a)
+		data, err := json.Marshal(a)
+		if err != nil {
+			continue
+		}
+		c.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
+		outs = append(outs, output{subject: telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data: data,
+			kvKey: a.Key, kvDel: !a.Active()})
+	}
+	for _, r := range res {
+		data, err := json.Marshal(r)
+		if err != nil {
+			continue
+		}
+		outs = append(outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data})
+	}
+	return outs
+}
+
+func (c *Collector) enqueue(ctx context.Context, outs []output) error {
+	for _, o := range outs {
+		select {
+		case c.out <- o:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Tick raises silence alerts; Run calls it every second.
+func (c *Collector) Tick(ctx context.Context) error {
+	c.mu.Lock()
+	al := c.engine.Tick(nil)
+	outs := c.record(al, nil, nil)
+	c.mu.Unlock()
+	return c.enqueue(ctx, outs)
+}
+
+// Ready reports whether the collector is connected and consuming.
+func (c *Collector) Ready() bool { return c.ready.Load() }
+
+// NATSURL returns the URL of the NATS server in use (the embedded one when
+// none is configured); empty before Run connected.
+func (c *Collector) NATSURL() string {
+	s, _ := c.url.Load().(string)
+	return s
+}
+
+// HTTPAddr returns the bound HTTP address once Run listens.
+func (c *Collector) HTTPAddr() string {
+	s, _ := c.httpAddr.Load().(string)
+	return s
+}
+
+// Run connects (starting embedded brokers when no URL is configured),
+// restores alert state and consumes until ctx ends.
+func (c *Collector) Run(ctx context.Context) error {
+	url := c.cfg.NATS.URL
+	if url == "" {
+		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("collector: data_dir: %w", err)
+		}
+		ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: dir, Port: c.cfg.NATS.EmbeddedPort})
+		if err != nil {
+			return fmt.Errorf("collector: embedded nats: %w", err)
+		}
+		defer ns.Shutdown()
+		url = ns.URL()
+		c.log.Info("embedded nats-server with JetStream started", "url", url, "store", dir)
+	}
+	opts, err := c.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("collector: nats connect %s: %w", url, err)
+	}
+	defer nc.Close()
+	c.url.Store(url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("collector: jetstream: %w", err)
+	}
+	if c.cfg.NATS.CreateStream {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: c.cfg.NATS.Stream, Subjects: []string{telemetry.SubjectPrefix + ".>"},
+			Storage: jetstream.FileStorage, MaxAge: time.Duration(c.cfg.NATS.MaxAge), Duplicates: 2 * time.Minute})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+		}
+	}
+	kv, err := js.KeyValue(ctx, c.cfg.NATS.KVBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.NATS.KVBucket, Description: "smelter-collector active alerts", Storage: jetstream.FileStorage})
+	}
+	if err != nil {
+		return fmt.Errorf("collector: kv bucket %s: %w", c.cfg.NATS.KVBucket, err)
+	}
+	if err := c.restore(ctx, kv); err != nil {
+		return err
+	}
+	var mq mqtt.Client
+	g, gctx := errgroup.WithContext(ctx)
+	if c.cfg.MQTT.Enabled {
+		mo, stop, err := c.mqttOptions()
+		if err != nil {
+			return err
+		}
+		if stop != nil {
+			defer stop()
+		}
+		pub := mqtt.NewClient(mo.SetClientID(mo.ClientID + "-pub"))
+		if tok := pub.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+			return fmt.Errorf("collector: mqtt connect: %w", tok.Error())
+		}
+		defer pub.Disconnect(250)
+		mq = pub
+		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
+		g.Go(func() error { return src.Run(gctx, c.Handle) })
+	}
+	src := &ingest.JetStream{Conn: nc, Stream: c.cfg.NATS.Stream, Consumer: c.cfg.NATS.Consumer, Log: c.log.With("source", "jetstream")}
+	g.Go(func() error { return src.Run(gctx, c.Handle) })
+	g.Go(func() error { return c.publish(gctx, nc, kv, mq) })
+	g.Go(func() error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := c.Tick(gctx); err != nil {
+					return nil
+				}
+			}
+		}
+	})
+	if c.cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", c.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
+		}
+		c.httpAddr.Store(ln.Addr().String())
+		c.log.Info("http listening", "addr", ln.Addr().String())
+		srv := &http.Server{Handler: c.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	c.ready.Store(true)
+	defer c.ready.Store(false)
+	return g.Wait()
+}
+
+// restore loads persisted active alerts into the engine and KPI tracker.
+func (c *Collector) restore(ctx context.Context, kv jetstream.KeyValue) error {
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("collector: kv list: %w", err)
+	}
+	n := 0
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var a alert.Alert
+		if err := json.Unmarshal(e.Value(), &a); err != nil {
+			c.log.Warn("kv: bad alert record skipped", "key", k, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if a.Kind == "kpi" {
+			c.kpis.Restore(a)
+		} else {
+			c.engine.Restore(a)
+		}
+		c.active[a.Key] = a
+		c.mu.Unlock()
+		n++
+	}
+	c.log.Info("alert state restored", "active", n)
+	return nil
+}
+
+// publish drains the output queue onto NATS (and MQTT) and the KV bucket.
+func (c *Collector) publish(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, mq mqtt.Client) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case o := <-c.out:
+			kind := o.subject[strings.LastIndexByte(o.subject, '.')+1:]
+			if err := nc.Publish(o.subject, o.data); err != nil {
+				c.m.pubErrors.Inc()
+				c.log.Warn("publish", "subject", o.subject, "err", err)
+			} else {
+				c.m.published.WithLabelValues(kind).Inc()
+			}
+			if mq != nil {
+				mq.Publish(telemetry.Topic(o.subject), 1, false, o.data)
+			}
+			if o.kvKey != "" {
+				var err error
+				if o.kvDel {
+					err = kv.Delete(ctx, o.kvKey)
+				} else {
+					_, err = kv.Put(ctx, o.kvKey, o.data)
+				}
+				if err != nil && ctx.Err() == nil {
+					c.m.pubErrors.Inc()
+					c.log.Warn("kv write", "key", o.kvKey, "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (c *Collector) natsOptions() ([]nats.Option, error) {
+	n := c.cfg.NATS
+	opts := []nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	if n.Username != "" {
+		pw := os.Getenv(n.PasswordEnv)
+		if n.PasswordFile != "" {
+			b, err := os.ReadFile(c.cfg.Path(n.PasswordFile))
+			if err != nil {
+				return nil, fmt.Errorf("collector: nats.password_file: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		opts = append(opts, nats.UserInfo(n.Username, pw))
+	}
+	if n.TokenFile != "" {
+		b, err := os.ReadFile(c.cfg.Path(n.TokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("collector: nats.token_file: %w", err)
+		}
+		opts = append(opts, nats.Token(strings.TrimSpace(string(b))))
+	}
+	if n.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.cfg.Path(n.CredsFile)))
+	}
+	if n.TLS != nil {
+		tc, err := c.tlsConfig(n.TLS, "nats.tls")
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	return opts, nil
+}
+
+func (c *Collector) tlsConfig(t *TLSConfig, field string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(c.cfg.Path(t.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("collector: %s.ca_file: %w", field, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("collector: %s.ca_file: no certificate found", field)
+		}
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.cfg.Path(t.CertFile), c.cfg.Path(t.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("collector: %s.cert_file: %w", field, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (c *Collector) mqttOptions() (*mqtt.ClientOptions, func(), error) {
+	m := c.cfg.MQTT
+	url := m.URL
+	var stop func()
+	if url == "" {
+		b, err := brokers.StartMQTT(brokers.MQTTOptions{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("collector: embedded mqtt: %w", err)
+		}
+		url, stop = b.URL(), func() { _ = b.Close() }
+		c.log.Info("embedded MQTT broker started", "url", url)
+	}
+	id := m.ClientID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = "smelter-collector-" + host
+	}
+	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).SetConnectRetry(true)
+	if m.Username != "" {
+		o.SetUsername(m.Username).SetPassword(os.Getenv(m.PasswordEnv))
+	}
+	if m.TLS != nil {
+		tc, err := c.tlsConfig(m.TLS, "mqtt.tls")
+		if err != nil {
+			return nil, stop, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	return o, stop, nil
+}
+
+// Alerts returns the active alerts (sorted by key), or with all the recent
+// alert events too, newest last.
+func (c *Collector) Alerts(activeOnly bool) []alert.Alert {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !activeOnly {
+		return append([]alert.Alert(nil), c.recent...)
+	}
+	out := make([]alert.Alert, 0, len(c.active))
+	for _, a := range c.active {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Assets returns every known asset with its latest values.
+func (c *Collector) Assets() []rules.AssetView {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.engine.Assets()
+}
+
+// Asset returns one asset with its latest values.
+func (c *Collector) Asset(site, id string) (rules.AssetView, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.engine.Asset(site, id)
+}
+
+// KPIs returns the latest finished KPI window of an asset.
+func (c *Collector) KPIs(site, id string) (kpi.Result, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kpis.Last(site, id)
+}
+
+func (c *Collector) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
