@@ -57,8 +57,8 @@ type Collector struct {
 	scratch []alert.Alert
 	results []kpi.Result
 
-	out   chan output
-	ready atomic.Bool
+	out      chan output
+	ready    atomic.Bool
 	url      atomic.Value // string: NATS URL in use
 	httpAddr atomic.Value // string: bound HTTP address
 
