@@ -5,10 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"strings"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,12 +53,12 @@ func setBank(bank *modbustest.Bank) {
 		binary.BigEndian.PutUint32(b, math.Float32bits(v))
 		return b
 	}
-	bank.SetBytes(modbustest.HoldingRegisters, 0, f32(7.25)) // bar ABCD
-	bank.SetRegisters(modbustest.HoldingRegisters, 2, uint16(int16(1940)))    // 194.0 degF
-	bank.SetRegisters(modbustest.InputRegisters, 0, 0x2710, 0x0000)           // 10000 W, CDAB: low word first
-	be := f32(600)                                                           // 600 m3/h, DCBA: fully reversed
+	bank.SetBytes(modbustest.HoldingRegisters, 0, f32(7.25))               // bar ABCD
+	bank.SetRegisters(modbustest.HoldingRegisters, 2, uint16(int16(1940))) // 194.0 degF
+	bank.SetRegisters(modbustest.InputRegisters, 0, 0x2710, 0x0000)        // 10000 W, CDAB: low word first
+	be := f32(600)                                                         // 600 m3/h, DCBA: fully reversed
 	bank.SetBytes(modbustest.InputRegisters, 2, []byte{be[3], be[2], be[1], be[0]})
-	bank.SetRegisters(modbustest.HoldingRegisters, 10, 2)                     // loaded
+	bank.SetRegisters(modbustest.HoldingRegisters, 10, 2)                         // loaded
 	bank.SetRegisters(modbustest.HoldingRegisters, 12, uint16(0xFFFF&int(-2050))) // -20.50 Cel
 }
 
@@ -333,4 +333,3 @@ func TestExceptionOnOneAddressKeepsTheRest(t *testing.T) {
 	batches, _, _ := nc.snapshot()
 	checkBatch(t, "nats", batches[0], expect)
 }
-

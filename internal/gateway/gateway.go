@@ -195,12 +195,6 @@ func (g *Gateway) setReady(v bool) {
 	g.mu.Unlock()
 }
 
-func (g *Gateway) spoolRef() *spool.Spool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.spool
-}
-
 // forwarder moves one uplink's share of the spool to its broker.
 type forwarder struct {
 	g   *Gateway
@@ -231,7 +225,7 @@ func (f *forwarder) run(ctx context.Context) error {
 		recs, err := f.r.Next(ctx, forwardMaxRecords, forwardMaxBytes)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return ctx.Err()
 			}
 			return fmt.Errorf("uplink %s: reading spool: %w", name, err)
 		}
@@ -241,7 +235,7 @@ func (f *forwarder) run(ctx context.Context) error {
 		}
 		if err := f.up.Publish(ctx, envs); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return ctx.Err()
 			}
 			f.g.m.publishErr.WithLabelValues(name).Inc()
 			f.g.m.uplinkReady.WithLabelValues(name).Set(0)

@@ -36,7 +36,7 @@ type UplinkStatus struct {
 	Name         string  `json:"name"`
 	Connected    bool    `json:"connected"`
 	LagRecords   uint64  `json:"lag_records"`
-	LagBytes     uint64  `json:"lag_bytes"`
+	LagBytes     int64   `json:"lag_bytes"`
 	OldestAgeSec float64 `json:"oldest_age_seconds"`
 	forwarderState
 }
@@ -62,7 +62,7 @@ func (g *Gateway) Status() Status {
 	for _, f := range fwds {
 		lag := f.r.Lag()
 		st.Uplinks = append(st.Uplinks, UplinkStatus{Name: f.up.Name(), Connected: f.up.Ready(),
-			LagRecords: uint64(lag.Records), LagBytes: uint64(lag.Bytes), OldestAgeSec: lag.OldestAge.Seconds(),
+			LagRecords: lag.Records, LagBytes: lag.Bytes, OldestAgeSec: lag.OldestAge.Seconds(),
 			forwarderState: f.state()})
 	}
 	return st
@@ -119,7 +119,8 @@ func (g *Gateway) Handler() http.Handler {
 // Serve serves Handler on addr until ctx ends. ready (may be nil) receives
 // the bound address.
 func (g *Gateway) Serve(ctx context.Context, addr string, ready func(net.Addr)) error {
-	ln, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}

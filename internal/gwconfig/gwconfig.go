@@ -476,7 +476,7 @@ func (c *compiler) point(doc *confload.Doc, field string, p *PointFile, d *Devic
 	if err != nil {
 		bad("table", "%v", err)
 	}
-	typ := modbus.Float32
+	var typ modbus.Type
 	if p.Type != "" || !tbl.IsBit() {
 		if typ, err = modbus.ParseType(p.Type); err != nil {
 			bad("type", "%v", err)

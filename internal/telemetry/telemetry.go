@@ -172,10 +172,10 @@ type AssetJSON struct {
 }
 
 // ToJSON converts an Asset to its wire form.
-func (a Asset) ToJSON() AssetJSON { return AssetJSON{ID: a.ID, Class: a.Class, Path: a.Path} }
+func (a Asset) ToJSON() AssetJSON { return AssetJSON(a) }
 
 // FromJSON converts the wire form back.
-func (a AssetJSON) FromJSON() Asset { return Asset{ID: a.ID, Class: a.Class, Path: a.Path} }
+func (a AssetJSON) FromJSON() Asset { return Asset(a) }
 
 // Validation errors; use errors.Is.
 var (
