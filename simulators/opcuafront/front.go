@@ -30,8 +30,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gopcua/opcua/id"
-	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -98,10 +96,10 @@ func DefaultSecurity() []Security {
 
 // Status codes for SetStatus.
 const (
-	StatusGood                  = uint32(ua.StatusGood)
-	StatusUncertainLastUsable   = uint32(ua.StatusUncertainLastUsableValue)
-	StatusBadSensorFailure      = uint32(ua.StatusBadSensorFailure)
-	StatusBadCommunicationError = uint32(ua.StatusBadCommunicationError)
+	StatusGood                  uint32 = 0x00000000 // Good
+	StatusUncertainLastUsable   uint32 = 0x40900000 // UncertainLastUsableValue
+	StatusBadSensorFailure      uint32 = 0x808C0000 // BadSensorFailure
+	StatusBadCommunicationError uint32 = 0x80050000 // BadCommunicationError
 )
 
 type entry struct {
@@ -366,33 +364,59 @@ func (f *Front) Start(ctx context.Context) error {
 	if addr == "" {
 		addr = f.cfg.Addr
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	if port == "0" || port == "" {
-		// gopcua advertises the configured URL, so pick the port first.
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return fmt.Errorf("opcuafront: pick a port on %s: %w", host, err)
-		}
-		port = strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		_ = l.Close()
-	}
-	p, _ := strconv.Atoi(port)
-	in, err := f.newInstance(host, p)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		return fmt.Errorf("opcuafront: listen %s: %w", addr, err)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	pub := ln.Addr().(*net.TCPAddr).Port
+	// gopcua listens on its first endpoint URL; the public one (second) is
+	// what it advertises to clients that dial the proxy.
+	inner, err := freePort(host)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	in, err := f.newInstance(host, inner, pub)
+	if err != nil {
+		_ = ln.Close()
 		return err
 	}
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := in.srv.Start(ictx); err != nil {
 		cancel()
-		return fmt.Errorf("opcuafront: listen %s: %w", net.JoinHostPort(host, port), err)
+		_ = ln.Close()
+		return fmt.Errorf("opcuafront: gopcua listener on %s:%d: %w", host, inner, err)
 	}
 	in.cancel = cancel
 	in.done = make(chan struct{})
+	in.proxy = newProxy(ln, net.JoinHostPort(host, strconv.Itoa(inner)))
 	go in.notifier(ictx)
 	f.inst = in
-	f.addr = net.JoinHostPort(host, port)
+	f.addr = net.JoinHostPort(host, strconv.Itoa(pub))
 	f.log.Info("opc ua front listening", "endpoint", "opc.tcp://"+f.addr, "assets", len(f.assets))
 	return nil
+}
+
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("opcuafront: pick a port on %s: %w", host, err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return p, nil
+}
+
+// DropConnections cuts every client connection while the server and its
+// sessions stay up (a network cut as the clients see it).
+func (f *Front) DropConnections() {
+	f.runMu.Lock()
+	in := f.inst
+	f.runMu.Unlock()
+	if in != nil {
+		in.proxy.drop()
+	}
 }
 
 // Stop closes every connection and the listener. Start may be called again.
@@ -404,8 +428,9 @@ func (f *Front) Stop() error {
 	if in == nil {
 		return nil
 	}
+	in.proxy.close()      // clients see EOF now; gopcua's channels end with them
+	err := in.srv.Close() // while gopcua's dispatcher still drains them
 	in.cancel()
-	err := in.srv.Close()
 	<-in.done
 	return err
 }
@@ -516,6 +541,3 @@ func (in *instance) deliver(ctx context.Context, key string, dv *ua.DataValue) b
 	}
 	return true
 }
-
-// ensure interfaces stay as expected at compile time.
-var _ = id.ObjectsFolder
