@@ -229,4 +229,3 @@ func BenchmarkPipeline(b *testing.B) {
 		b.Logf("wall %v, child cpu %v, published %v batches, stream %d msgs", wall, cpu, res.Published, info.State.Msgs)
 	}
 }
-

@@ -7,7 +7,7 @@ import (
 
 // Boiler: a gas-fired fire-tube/water-tube steam boiler under load following.
 //
-// Steam flow follows the plant load; steam is saturated at the drum pressure
+// Steam flow follows the plant load; drum pressure is held at 1.25 MPa; steam is saturated at the drum pressure
 // (Tsat ~ 100 * p_abs[bar]^0.25). Flue O2 is trimmed around 3 %, flue gas
 // temperature rises with load. Efficiency is computed by the indirect method
 // (stack loss (t_flue - t_air)(A2/(21-O2)+B) with A2 = 0.66, B = 0.009, plus
@@ -22,7 +22,6 @@ var boilerDef = classDef{
 		"rated_steam_flow": 20,   // t/h
 		"fuel_ncv":         35.8, // MJ/m3 (natural gas, normal m3)
 		"fuel_type":        1,    // 1 natural gas
-		"rated_pressure":   1.25, // MPa gauge
 	},
 	degrade: map[string]float64{"fouling": 1},
 	build:   func(b *base) Model { return &boiler{base: b} },
@@ -54,7 +53,7 @@ func satTemp(p float64) float64 {
 func (b *boiler) Step(now time.Time, dt time.Duration) {
 	np := b.np
 	rated := np["rated_steam_flow"]
-	pset := np["rated_pressure"]
+	const pset = 1.25 // MPa gauge, drum pressure setpoint
 	amb := ambient(now, 20, 5)
 	if !b.init {
 		b.init = true

@@ -53,6 +53,11 @@ func TestSignalsMatchCatalog(t *testing.T) {
 				t.Errorf("%s nameplate lacks catalog rating %s", class, k)
 			}
 		}
+		for k := range m.Nameplate() {
+			if !slices.Contains(cl.Nameplate, k) {
+				t.Errorf("%s nameplate rating %s is not in the catalog (the gateway refuses it)", class, k)
+			}
+		}
 	}
 }
 
