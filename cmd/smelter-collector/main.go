@@ -129,4 +129,3 @@ func tail(args []string) error {
 		}
 	}
 }
-
