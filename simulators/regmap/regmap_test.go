@@ -1,0 +1,104 @@
+package regmap
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/smelterio/smelter/internal/catalog"
+)
+
+// TestEncodeGolden checks each type and word order against hand-computed
+// registers.
+func TestEncodeGolden(t *testing.T) {
+	doc := `template: golden
+class: generic
+points:
+  - {signal: f_abcd, table: holding, address: 0,  type: float32, order: ABCD}
+  - {signal: f_cdab, table: holding, address: 2,  type: float32, order: CDAB}
+  - {signal: f_dcba, table: holding, address: 4,  type: float32, order: DCBA}
+  - {signal: f_badc, table: holding, address: 6,  type: float32, order: BADC}
+  - {signal: u32,    table: holding, address: 8,  type: uint32,  order: CDAB}
+  - {signal: i16,    table: input,   address: 0,  type: int16,   scale: 0.1}
+  - {signal: u16off, table: input,   address: 1,  type: uint16,  offset: -40}
+  - {signal: i32,    table: input,   address: 2,  type: int32,   order: DCBA}
+  - {signal: u64,    table: input,   address: 4,  type: uint64,  order: GHEFCDAB}
+  - {signal: f64,    table: input,   address: 8,  type: float64, order: HGFEDCBA}
+  - {signal: b3,     table: holding, address: 10, type: bit, bit: 3}
+  - {signal: b15,    table: holding, address: 10, type: bit, bit: 15}
+  - {signal: sat,    table: holding, address: 11, type: int16}
+  - {signal: on,     table: coil,    address: 2,  type: bool}
+`
+	tp, err := ParseTemplate("golden.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := []string{"f_abcd", "f_cdab", "f_dcba", "f_badc", "u32", "i16", "u16off", "i32", "u64", "f64", "b3", "b15", "sat", "on"}
+	m, err := Compile(tp, "golden.yaml", catalog.Default(), sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := m.NewImage()
+	// 1.5 as float32 = 0x3FC00000; 0x01020304; 1.0 as float64 = 0x3FF0000000000000
+	m.Encode([]float64{1.5, 1.5, 1.5, 1.5, 0x01020304, -12.34, 60, -2, 0x0102030405060000, 1, 1, 1, 1e9, 1}, img)
+	wantH := []uint16{0x3FC0, 0x0000, 0x0000, 0x3FC0, 0x0000, 0xC03F, 0xC03F, 0x0000, 0x0304, 0x0102, 0x8008, 0x7FFF}
+	if !slices.Equal(img.Holding, wantH) {
+		t.Errorf("holding % 04X\n   want % 04X", img.Holding, wantH)
+	}
+	wantI := []uint16{uint16(0xFF85), 100, 0xFEFF, 0xFFFF, 0x0000, 0x0506, 0x0304, 0x0102, 0x0000, 0x0000, 0x0000, 0xF03F}
+	if !slices.Equal(img.Input, wantI) {
+		t.Errorf("input % 04X\n   want % 04X", img.Input, wantI)
+	}
+	if !img.Coils[2] || len(img.Coils) != 3 {
+		t.Errorf("coils %v", img.Coils)
+	}
+}
+
+func TestCompileRejects(t *testing.T) {
+	motor := []string{"power", "frequency", "voltage_a"}
+	for _, tc := range []struct{ points, want string }{
+		{"  - {signal: speed, table: holding, address: 0, type: uint16}", `class motor has no signal "speed"`},
+		{"  - {signal: power, table: holding, address: 0, type: float32, order: ABCC}", `order: "ABCC" is not a permutation`},
+		{"  - {signal: power, table: holding, address: 0, type: float32, order: ABCDEFGH}", `is not a 4-byte order`},
+		{"  - {signal: power, table: holding, address: 0, type: string}", `type: "string" not supported`},
+		{"  - {signal: power, table: coil, address: 0, type: uint16}", "uint16 does not fit table coil"},
+		{"  - {signal: power, table: register, address: 0, type: uint16}", `table: "register" is not one of`},
+		{"  - {signal: power, table: holding, address: 65535, type: float32}", "address: 65535 outside"},
+		{"  - {signal: power, table: holding, address: 0, type: uint16, scale: 0}", "scale: must be non-zero"},
+		{"  - {signal: power, table: holding, address: 0, type: uint16, unit: V}", `cannot convert`},
+		{"  - {signal: voltage_a, table: holding, address: 0, type: uint16}\n  - {signal: frequency, table: holding, address: 0, type: uint16}", "overlaps the point at line 4"},
+	} {
+		tp, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n"+tc.points+"\n"))
+		if err == nil {
+			_, err = Compile(tp, "t.yaml", catalog.Default(), motor)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %q", tc.points, err, tc.want)
+		}
+	}
+	if _, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n  - {signal: power, adress: 3}\n")); err == nil || !strings.Contains(err.Error(), "field adress not found") {
+		t.Errorf("typo: %v", err)
+	}
+}
+
+func FuzzParseTemplate(f *testing.F) {
+	f.Add([]byte("template: t\nclass: motor\npoints:\n  - {signal: power, table: holding, address: 0, type: float32, order: CDAB, unit: W}\n"))
+	f.Add([]byte("template: t\nclass: air_compressor\npoints:\n  - {signal: load_state, table: input, address: 3, type: uint16, enum: {0: off, 1: loaded, 2: unloaded}}\n"))
+	f.Add([]byte("class: [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tp, err := ParseTemplate("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		cl, ok := catalog.Default().Class(tp.Class)
+		if !ok {
+			return
+		}
+		m, err := Compile(tp, "fuzz.yaml", catalog.Default(), cl.SignalNames())
+		if err != nil {
+			return
+		}
+		img := m.NewImage()
+		m.Encode(make([]float64, len(cl.SignalNames())), img) // must not panic
+	})
+}
