@@ -1,0 +1,293 @@
+// Package demo wires the whole of Smelter on one machine: the simulator
+// fleet, embedded NATS (JetStream) and MQTT brokers, a gateway polling every
+// simulated device, and the collector with its dashboard. `make demo` runs it
+// through cmd/smelter-demo; the end-to-end test runs the same wiring
+// headless. Every listener binds 127.0.0.1 on a free port, so nothing assumes
+// standard ports are free.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/gateway"
+	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/fleet"
+)
+
+// Options configure a demo run.
+type Options struct {
+	FleetPath    string // default configs/sim-fleet.yaml
+	ScenarioPath string // optional fault scenario
+	DataDir      string // default a temporary directory, removed at the end
+	Speed        float64
+	Seed         int64 // < 0: the fleet file's
+	Log          *slog.Logger
+	Out          io.Writer // where the URLs are printed; nil: nowhere
+}
+
+// URLs are the addresses a demo run serves.
+type URLs struct {
+	NATS, MQTT string
+	Gateway    string // gateway status page
+	Simulator  string // simulator control API
+	Dashboard  string // collector dashboard ("" when the collector is not wired)
+}
+
+// Demo is one run.
+type Demo struct {
+	opts  Options
+	mu    sync.Mutex
+	urls  URLs
+	fleet *fleet.Fleet
+	gw    *gateway.Gateway
+	col   *collector.Collector
+	ready chan struct{}
+}
+
+// New prepares a demo; it does no I/O.
+func New(opts Options) *Demo {
+	if opts.FleetPath == "" {
+		opts.FleetPath = "configs/sim-fleet.yaml"
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Demo{opts: opts, ready: make(chan struct{})}
+}
+
+// Ready is closed once everything is up.
+func (d *Demo) Ready() <-chan struct{} { return d.ready }
+
+// URLs returns the serving addresses (valid after Ready).
+func (d *Demo) URLs() URLs {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.urls
+}
+
+// Fleet returns the simulator fleet (valid after Ready), for fault injection.
+func (d *Demo) Fleet() *fleet.Fleet { return d.fleet }
+
+// Gateway returns the running gateway (valid after Ready).
+func (d *Demo) Gateway() *gateway.Gateway { return d.gw }
+
+// Collector returns the running collector (valid after Ready).
+func (d *Demo) Collector() *collector.Collector { return d.col }
+
+// waitAddr waits until get returns a non-empty address.
+func waitAddr(ctx context.Context, get func() string) (string, error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	timeout := time.After(30 * time.Second)
+	for {
+		if a := get(); a != "" {
+			return a, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-timeout:
+			return "", errors.New("not listening after 30 s")
+		case <-t.C:
+		}
+	}
+}
+
+// Run starts everything and blocks until ctx ends, then stops it all.
+func (d *Demo) Run(ctx context.Context) error {
+	log := d.opts.Log
+	dataDir := d.opts.DataDir
+	if dataDir == "" {
+		tmp, err := os.MkdirTemp("", "smelter-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dataDir = tmp
+	}
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return err
+	}
+
+	// simulators
+	fcfg, err := fleet.Load(d.opts.FleetPath)
+	if err != nil {
+		return err
+	}
+	if d.opts.Seed >= 0 {
+		fcfg.Seed = uint64(d.opts.Seed)
+	}
+	if d.opts.Speed > 0 {
+		fcfg.Speed = d.opts.Speed
+	}
+	if d.opts.ScenarioPath != "" {
+		if fcfg.Scenario, err = faults.LoadScenario(d.opts.ScenarioPath); err != nil {
+			return err
+		}
+	}
+	if err := fcfg.Validate(); err != nil {
+		return err
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	fl := fleet.New(fcfg, log.With("component", "sim"))
+	if err := fl.Start(ctx); err != nil {
+		return err
+	}
+	d.fleet = fl
+	simURL, err := serveHTTP(ctx, eg, "simulator", fl.Handler())
+	if err != nil {
+		return err
+	}
+
+	// brokers
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dataDir, "nats")})
+	if err != nil {
+		return err
+	}
+	defer nb.Shutdown()
+	mb, err := brokers.StartMQTT(brokers.MQTTOptions{KeepSessions: true})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mb.Close() }()
+
+	// collector on the same broker, with its HTTP API and dashboard
+	ccfg := collector.Defaults()
+	ccfg.DataDir = filepath.Join(dataDir, "collector")
+	ccfg.NATS.URL = nb.URL()
+	ccfg.HTTP.Listen = "127.0.0.1:0"
+	set, err := ccfg.LoadRules(catalog.Default())
+	if err != nil {
+		return err
+	}
+	col, err := collector.New(ccfg, set, log.With("component", "collector"), prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	d.col = col
+	eg.Go(func() error { return col.Run(ctx) })
+
+	// gateway, configured from the fleet's real addresses
+	cfgPath := filepath.Join(dataDir, "gateway.yaml")
+	if err := os.WriteFile(cfgPath, []byte(GatewayConfig(fl.Devices(), nb.URL(), mb.URL())), 0o600); err != nil {
+		return err
+	}
+	gcfg, err := gwconfig.Load(cfgPath)
+	if err != nil {
+		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
+	}
+	gw, err := gateway.New(gcfg, gateway.Options{Logger: log.With("component", "gateway")})
+	if err != nil {
+		return err
+	}
+	d.gw = gw
+	eg.Go(func() error { return gw.Run(ctx) })
+	gwURL, err := serveHTTP(ctx, eg, "gateway", gw.Handler())
+	if err != nil {
+		return err
+	}
+
+	dash, err := waitAddr(ctx, col.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("demo: collector http: %w", err)
+	}
+	d.mu.Lock()
+	d.urls = URLs{NATS: nb.URL(), MQTT: mb.URL(), Gateway: gwURL, Simulator: simURL, Dashboard: "http://" + dash + "/"}
+	urls := d.urls
+	d.mu.Unlock()
+	if d.opts.Out != nil {
+		fmt.Fprintf(d.opts.Out, "\nSmelter demo is running (Ctrl-C stops it):\n")
+		if urls.Dashboard != "" {
+			fmt.Fprintf(d.opts.Out, "  dashboard        %s\n", urls.Dashboard)
+		}
+		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n\n",
+			urls.Gateway, urls.Simulator, urls.NATS, urls.MQTT, cfgPath)
+	}
+	close(d.ready)
+	<-ctx.Done()
+	err = eg.Wait()
+	fl.Wait() //nolint:errcheck // the fleet's own error is logged by it
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// serveHTTP serves h on a free loopback port until ctx ends.
+func serveHTTP(ctx context.Context, eg *errgroup.Group, name string, h http.Handler) (string, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("demo: %s http: %w", name, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	eg.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	eg.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	return "http://" + ln.Addr().String(), nil
+}
+
+// GatewayConfig renders a gateway configuration polling every simulated
+// Modbus device at its real address, publishing to both brokers.
+func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string) string {
+	var b strings.Builder
+	b.WriteString("# generated by smelter-demo from the simulator fleet\n")
+	b.WriteString("gateway: {id: gw-demo-01, enterprise: acme, site: demo, data_dir: ./gateway}\n")
+	b.WriteString("http: {listen: \"off\"}   # the demo serves the status page itself\n")
+	fmt.Fprintf(&b, "uplinks:\n  nats: {url: %q}\n  mqtt: {url: %q}\ndevices:\n", natsURL, mqttURL)
+	for _, d := range devs {
+		if d.Protocol != "modbus" {
+			continue
+		}
+		tpl := d.Template // already resolved against the fleet file
+		if abs, err := filepath.Abs(tpl); err == nil {
+			tpl = abs
+		}
+		fmt.Fprintf(&b, "  - id: %s\n    class: %s\n    poll_interval: 1s\n    template: %q\n", d.ID, d.Class, tpl)
+		if len(d.Nameplate) > 0 {
+			b.WriteString("    nameplate: {")
+			first := true
+			for _, k := range sortedKeys(d.Nameplate) {
+				if !first {
+					b.WriteString(", ")
+				}
+				first = false
+				fmt.Fprintf(&b, "%s: %v", k, d.Nameplate[k])
+			}
+			b.WriteString("}\n")
+		}
+		transport := d.Transport
+		if transport == "" {
+			transport = "tcp"
+		}
+		fmt.Fprintf(&b, "    modbus: {transport: %s, address: %q, unit_id: %d}\n", transport, d.Addr, d.UnitID)
+	}
+	return b.String()
+}
