@@ -40,6 +40,16 @@ type Options struct {
 	Speed        float64
 	Seed         int64         // < 0: the fleet file's
 	PollInterval time.Duration // gateway poll interval (default 1s)
+	// Start overrides the fleet's simulated start time.
+	Start time.Time
+	// SimClock makes the gateway stamp batches with the simulator's clock
+	// instead of the wall clock, so a plant run faster than real time
+	// (Speed > 1) looks to the collector like real hours passing: rule
+	// delays and KPI windows elapse in simulated time. Tests use it.
+	SimClock bool
+	// Collector, when set, adjusts the collector configuration (windows,
+	// rule files) before it starts.
+	Collector func(*collector.Config)
 	Log          *slog.Logger
 	Out          io.Writer // where the URLs are printed; nil: nowhere
 }
@@ -139,6 +149,9 @@ func (d *Demo) Run(ctx context.Context) error {
 	if d.opts.Speed > 0 {
 		fcfg.Speed = d.opts.Speed
 	}
+	if !d.opts.Start.IsZero() {
+		fcfg.Start = d.opts.Start
+	}
 	if d.opts.ScenarioPath != "" {
 		if fcfg.Scenario, err = faults.LoadScenario(d.opts.ScenarioPath); err != nil {
 			return err
@@ -175,6 +188,9 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.DataDir = filepath.Join(dataDir, "collector")
 	ccfg.NATS.URL = nb.URL()
 	ccfg.HTTP.Listen = "127.0.0.1:0"
+	if d.opts.Collector != nil {
+		d.opts.Collector(&ccfg)
+	}
 	set, err := ccfg.LoadRules(catalog.Default())
 	if err != nil {
 		return err
@@ -195,7 +211,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
 	}
-	gw, err := gateway.New(gcfg, gateway.Options{Logger: log.With("component", "gateway")})
+	gopts := gateway.Options{Logger: log.With("component", "gateway")}
+	if d.opts.SimClock {
+		gopts.Now = fl.Now
+	}
+	gw, err := gateway.New(gcfg, gopts)
 	if err != nil {
 		return err
 	}

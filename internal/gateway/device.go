@@ -111,12 +111,13 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 		byQuality[q] = m.readings.WithLabelValues(q.String())
 	}
 	for {
-		start := d.g.now()
+		start := time.Now()              // wall clock: durations, staleness, status
+		stampMS := d.g.now().UnixMilli() // data clock: the readings' timestamps
 		d.dev.Read(ctx, grp.plan, values)
 		if ctx.Err() != nil {
 			return nil
 		}
-		elapsed := d.g.now().Sub(start)
+		elapsed := time.Since(start)
 		pollDur.Observe(elapsed.Seconds())
 		if elapsed > iv {
 			overruns.Inc()
@@ -126,7 +127,7 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 		for i := range values {
 			v := &values[i]
 			r := &raws[i]
-			*r = normalize.Raw{Num: v.Num, Str: v.Str, IsStr: v.IsStr, Status: v.Status}
+			*r = normalize.Raw{Num: v.Num, Str: v.Str, IsStr: v.IsStr, Status: v.Status, TS: stampMS}
 			if v.Err != nil {
 				r.Quality = telemetry.QualityBad
 				if firstErr == nil {
@@ -136,8 +137,7 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 				good++
 			}
 		}
-		nowMS := start.UnixMilli()
-		batch.Readings = grp.norm.Apply(batch.Readings[:0], raws, nowMS)
+		batch.Readings = grp.norm.Apply(batch.Readings[:0], raws, start.UnixMilli())
 		result := "ok"
 		switch {
 		case good == 0:
