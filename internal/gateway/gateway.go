@@ -139,6 +139,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		ug.Go(func() error { return u.Run(ugCtx) })
 		ug.Go(func() error { return f.run(ugCtx) })
 	}
+	if err := g.removeStaleReaders(sp); err != nil {
+		upCancel()
+		return err
+	}
 
 	g.mu.Lock()
 	g.fwds = fwds
@@ -185,6 +189,33 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if uerr != nil && !errors.Is(uerr, context.Canceled) {
 		return uerr
+	}
+	return nil
+}
+
+// removeStaleReaders deletes the spool cursors of uplinks that are no longer
+// configured: every known cursor holds back deletion, so a forgotten one
+// would keep the spool full (and, under when_full: block, stop polling).
+// An uplink configured again later starts at the oldest record still
+// spooled.
+func (g *Gateway) removeStaleReaders(sp *spool.Spool) error {
+	configured := make(map[string]bool, len(g.uplinks))
+	for _, u := range g.uplinks {
+		configured[u.Name()] = true
+	}
+	for _, name := range sp.Readers() {
+		if configured[name] {
+			continue
+		}
+		var lag spool.Lag
+		if r, err := sp.Reader(name); err == nil {
+			lag = r.Lag()
+		}
+		if err := sp.RemoveReader(name); err != nil {
+			return fmt.Errorf("spool: removing the cursor of unconfigured uplink %s: %w", name, err)
+		}
+		g.log.Warn("removed the spool cursor of an uplink that is no longer configured; its unsent data is no longer kept for it",
+			"uplink", name, "unsent_records", lag.Records)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ type Metrics struct {
 	recoveredRecords prometheus.Gauge
 	droppedRecords   prometheus.Counter
 	droppedBytes     prometheus.Counter
+	cursorResets     prometheus.Counter
 	corruptReadBytes prometheus.Counter
 	diskReads        *prometheus.CounterVec
 	cacheReads       *prometheus.CounterVec
@@ -57,6 +58,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		recoveredRecords: gauge("recovered_records", "Records found valid by the recovery scan at open."),
 		droppedRecords:   counter("recovery_dropped_records_total", "Records dropped by recovery at open (corrupt or torn)."),
 		droppedBytes:     counter("recovery_dropped_bytes_total", "Bytes dropped by recovery at open (corrupt or torn)."),
+		cursorResets: counter("recovery_cursor_resets_total",
+			"Reader cursor files found unreadable at open; the reader restarts from the oldest record (re-delivery, no loss)."),
 		corruptReadBytes: counter("read_corrupt_bytes_total", "Corrupt bytes skipped by readers after open."),
 		diskReads:        perReader("reader_disk_records_total", "Records a reader read from segment files (backlog replay); rate() is the replay rate."),
 		cacheReads:       perReader("reader_cache_records_total", "Records a reader read from the in-memory tail cache (live)."),
@@ -68,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.appendedRecords, m.appendedBytes, m.appendSeconds, m.appendErrors, m.blockedSeconds,
 			m.diskBytes, m.segments, m.discarded, m.readerDiscarded, m.recoveredRecords, m.droppedRecords,
-			m.droppedBytes, m.corruptReadBytes, m.diskReads, m.cacheReads, m.fsyncSeconds, m.fsyncErrors, m.lag)
+			m.droppedBytes, m.cursorResets, m.corruptReadBytes, m.diskReads, m.cacheReads, m.fsyncSeconds, m.fsyncErrors, m.lag)
 	}
 	return m
 }

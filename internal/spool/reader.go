@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,7 +59,10 @@ type Reader struct {
 // loadReader registers the cursor stored in dir for name (creating it at
 // the start of the log when absent). Caller is Open or holds nothing.
 func (s *Spool) loadReader(name string) (*Reader, error) {
-	cf, payload, err := openSlotFile(filepath.Join(s.cfg.Dir, name+cursorExt))
+	path := filepath.Join(s.cfg.Dir, name+cursorExt)
+	fi, statErr := os.Stat(path)
+	existed := statErr == nil && fi.Size() > 0
+	cf, payload, err := openSlotFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +87,15 @@ func (s *Spool) loadReader(name string) (*Reader, error) {
 		r.committed = binary.LittleEndian.Uint64(payload)
 		r.persisted = r.committed
 	} else {
-		// A new reader starts at the oldest record still in the log.
+		// A new reader starts at the oldest record still in the log; so
+		// does one whose cursor file is unreadable (re-delivery, never a
+		// skip).
 		r.committed = s.firstAvailLocked() - 1
+		if existed {
+			s.m.cursorResets.Inc()
+			s.log.Warn("spool: reader cursor unreadable; restarting it from the oldest record (data is re-delivered)",
+				"reader", name, "from_seq", r.committed+1)
+		}
 		if err := r.writeCursor(r.committed, true); err != nil {
 			cf.f.Close()
 			return nil, err
@@ -131,6 +142,22 @@ func (s *Spool) Reader(name string) (*Reader, error) {
 	r.opened = true
 	s.open = append(s.open, r)
 	return r, nil
+}
+
+// Readers returns the names of every reader known to the spool, sorted:
+// those opened in this run and those whose cursor file was found in the
+// directory at Open. A gateway compares it with its configured uplinks and
+// removes the rest (RemoveReader), so a cursor left by an uplink that is no
+// longer configured does not hold data back forever.
+func (s *Spool) Readers() []string {
+	s.mu.Lock()
+	out := make([]string, 0, len(s.readers))
+	for name := range s.readers {
+		out = append(out, name)
+	}
+	s.mu.Unlock()
+	sort.Strings(out)
+	return out
 }
 
 // RemoveReader forgets a reader and deletes its cursor, so it no longer

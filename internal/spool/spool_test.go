@@ -580,3 +580,35 @@ func TestSeqSkipsReservationAfterReboot(t *testing.T) {
 		})
 	}
 }
+
+// TestReadersListsCursorsFoundAtOpen: a cursor left in the directory by a
+// reader not opened in this run is listed, so the gateway can remove it.
+func TestReadersListsCursorsFoundAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	s, err := Open(cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nats", "kafka"} {
+		if _, err := s.Reader(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := open(t, cfg)
+	if got := strings.Join(h.s.Readers(), " "); got != "kafka nats" {
+		t.Fatalf("Readers() after reopen = %s", got)
+	}
+	if _, err := h.s.Reader("mqtt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.RemoveReader("kafka"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(h.s.Readers(), " "); got != "mqtt nats" {
+		t.Fatalf("Readers() after RemoveReader = %s", got)
+	}
+}
