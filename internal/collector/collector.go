@@ -36,6 +36,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -56,6 +57,8 @@ type Collector struct {
 	recent  []alert.Alert
 	scratch []alert.Alert
 	results []kpi.Result
+
+	live *dashboard.Live // history, KPI windows, gateway health for the dashboard
 
 	out      chan output
 	ready    atomic.Bool
@@ -93,7 +96,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cat := catalog.Default()
 	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: kpi.New(cfg.kpiConfig()),
-		dedup: ingest.NewDedup(cfg.DedupWindow), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg}
+		dedup: ingest.NewDedup(cfg.DedupWindow), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
+		live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq)."}),
@@ -157,6 +161,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if late {
 			c.m.late.Inc()
 		}
+		c.live.ObserveBatch(b)
 		al := c.engine.Process(b, c.scratch[:0])
 		var res []kpi.Result
 		res, al = c.kpis.Process(b, c.results[:0], al)
@@ -172,6 +177,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		c.engine.Birth(bi)
 		c.kpis.Birth(bi)
 		c.mu.Unlock()
+		c.live.ObserveBirth(bi)
 	case telemetry.KindDeath:
 		var d telemetry.Death
 		if err := json.Unmarshal(data, &d); err != nil {
@@ -184,10 +190,21 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
 		}
 		c.mu.Lock()
+		c.live.ObserveDeath(&d)
 		al := c.engine.Death(&d, c.scratch[:0])
 		outs = c.record(al, nil, outs)
 		c.scratch = al[:0]
 		c.mu.Unlock()
+	case telemetry.KindStatus:
+		var st telemetry.Status
+		if err := json.Unmarshal(data, &st); err != nil {
+			return c.malformed(subject, fmt.Errorf("%w: %v", telemetry.ErrInvalid, err))
+		}
+		ps, err := telemetry.ParseSubject(subject)
+		if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
+			return c.malformed(subject, fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus))
+		}
+		c.live.ObserveStatus(ps.Site, &st)
 	default:
 		return nil // alerts, KPIs and status travel on the same tree
 	}
@@ -207,6 +224,8 @@ func (c *Collector) malformed(subject string, err error) error {
 
 // record updates the alert store and builds outputs; c.mu is held.
 func (c *Collector) record(al []alert.Alert, res []kpi.Result, outs []output) []output {
+	c.live.ObserveAlerts(al)
+	c.live.ObserveKPIs(res)
 	for _, a := range al {
 		if a.Active() {
 			c.active[a.Key] = a
@@ -336,9 +355,19 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		defer pub.Disconnect(250)
 		mq = pub
+		// gateway status (retained LWT messages) for the dashboard's
+		// gateway health; every replica subscribes, not a shared group
+		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
+			_ = c.Handle(gctx, telemetry.SubjectFromTopic(m.Topic()), m.Payload())
+		})
 		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
 		g.Go(func() error { return src.Run(gctx, c.Handle) })
 	}
+	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { _ = c.Handle(gctx, m.Subject, m.Data) })
+	if err != nil {
+		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
+	}
+	defer func() { _ = statusSub.Unsubscribe() }()
 	src := &ingest.JetStream{Conn: nc, Stream: c.cfg.NATS.Stream, Consumer: c.cfg.NATS.Consumer, Log: c.log.With("source", "jetstream")}
 	g.Go(func() error { return src.Run(gctx, c.Handle) })
 	g.Go(func() error { return c.publish(gctx, nc, kv, mq) })
@@ -357,13 +386,20 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 	})
 	if c.cfg.HTTP.Listen != "" {
+		token, err := c.httpToken()
+		if err != nil {
+			return err
+		}
 		ln, err := net.Listen("tcp", c.cfg.HTTP.Listen)
 		if err != nil {
 			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
 		}
 		c.httpAddr.Store(ln.Addr().String())
 		c.log.Info("http listening", "addr", ln.Addr().String())
-		srv := &http.Server{Handler: c.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		// handlers (the SSE stream) end with gctx, so Shutdown does not
+		// wait on open event streams
+		srv := &http.Server{Handler: c.HTTPHandler(token), ReadHeaderTimeout: 5 * time.Second,
+			BaseContext: func(net.Listener) context.Context { return gctx }}
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -570,7 +606,40 @@ func (c *Collector) KPIs(site, id string) (kpi.Result, bool) {
 	return c.kpis.Last(site, id)
 }
 
-func (c *Collector) httpHandler() http.Handler {
+// statusFilter matches every gateway's status subject.
+var statusFilter = telemetry.Subject("*", telemetry.GatewayClass, "*", telemetry.KindStatus)
+
+// httpToken reads the API bearer token from http.token_env or
+// http.token_file ("" when neither is set).
+func (c *Collector) httpToken() (string, error) {
+	switch {
+	case c.cfg.HTTP.TokenEnv != "":
+		t := strings.TrimSpace(os.Getenv(c.cfg.HTTP.TokenEnv))
+		if t == "" {
+			return "", fmt.Errorf("collector: http.token_env: environment variable %s is empty", c.cfg.HTTP.TokenEnv)
+		}
+		return t, nil
+	case c.cfg.HTTP.TokenFile != "":
+		b, err := os.ReadFile(c.cfg.Path(c.cfg.HTTP.TokenFile))
+		if err != nil {
+			return "", fmt.Errorf("collector: http.token_file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("collector: http.token_file: %s is empty", c.cfg.HTTP.TokenFile)
+		}
+		return t, nil
+	}
+	return "", nil
+}
+
+// Live returns the dashboard's store (history, KPI windows, gateways).
+func (c *Collector) Live() *dashboard.Live { return c.live }
+
+// HTTPHandler returns the collector's HTTP handler: /metrics, /healthz,
+// /readyz, the JSON API under /api/v1 and the dashboard at /. A non-empty
+// token is required as a bearer token on /api (never logged).
+func (c *Collector) HTTPHandler(token string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -581,5 +650,6 @@ func (c *Collector) httpHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.Handle("/", dashboard.New(c, c.live, dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard")}))
 	return mux
 }

@@ -88,6 +88,10 @@ type Config struct {
 	DedupWindow int         `yaml:"dedup_window"`
 	HTTP        struct {
 		Listen string `yaml:"listen"`
+		// TokenEnv / TokenFile name where the bearer token of the HTTP API
+		// and dashboard is read from; unset: no authentication.
+		TokenEnv  string `yaml:"token_env"`
+		TokenFile string `yaml:"token_file"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -155,6 +159,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("nats.max_age: must not be negative")
 	case c.MQTT.Enabled && !tokenRe.MatchString(c.MQTT.Group):
 		return fmt.Errorf("mqtt.group: %q must be 1-64 of A-Z a-z 0-9 _ -", c.MQTT.Group)
+	case c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "":
+		return fmt.Errorf("http.token_env: exclusive with http.token_file")
 	case c.DedupWindow < 64 || c.DedupWindow > 1<<22:
 		return fmt.Errorf("dedup_window: %d out of range 64-4194304", c.DedupWindow)
 	}

@@ -1,0 +1,456 @@
+// Package dashboard is the collector's operator view: a JSON HTTP API, a
+// Server-Sent Events stream of live updates and an embedded web dashboard
+// (plain HTML, CSS and JavaScript, no external assets). It reads the
+// collector through the small Source interface and keeps what the
+// collector does not: bounded recent history per asset signal, KPI windows
+// per asset, gateway health, and a bounded log of live events.
+package dashboard
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/kpi"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// History bounds, per asset signal. Memory is about 24 bytes per bucket:
+// (300 + 240) x 24 B = 13 KB per signal once full, 130 KB for a ten-signal
+// asset. Signals appear lazily; rings grow to their capacity and wrap.
+const (
+	FineResolution   = time.Second
+	FineSpan         = 5 * time.Minute
+	CoarseResolution = 15 * time.Second
+	CoarseSpan       = time.Hour
+	// MaxSeries caps the number of asset signals with history; readings of
+	// further signals are counted (LiveStats.SeriesDropped) and not kept.
+	MaxSeries = 200_000
+	// KPIHistory is the number of KPI windows kept per asset (a day of
+	// 15-minute windows).
+	KPIHistory = 96
+	// EventLog is the number of alert and KPI events kept for
+	// SSE clients to catch up from (Last-Event-ID).
+	EventLog = 2048
+)
+
+// Event is one live update in the event log.
+type Event struct {
+	ID   uint64
+	Type string // alert, kpi
+	Data []byte // JSON
+}
+
+type assetKey [2]string // site, id
+
+type assetLive struct {
+	ver     uint64 // Live.ver when the asset last changed
+	recv    int64  // wall ms of the last batch
+	gateway string
+	series  map[string]*series
+	kpis    []kpi.Result // ring, oldest first once rotated
+	kpiHead int
+}
+
+type gatewayLive struct {
+	id, site       string
+	lastSeq        uint64
+	lastTSGW       int64
+	lastRecv       int64 // wall ms of the last message of any kind
+	firstRecv      int64
+	batches        uint64
+	births, deaths uint64
+	assets         map[assetKey]struct{}
+	statusKnown    bool
+	online         bool
+	statusRecv     int64
+	lastDeath      string
+	ver            uint64
+}
+
+// LiveStats counts what the store dropped.
+type LiveStats struct {
+	Series        int
+	SeriesDropped uint64 // readings of signals beyond MaxSeries
+	OutOfOrder    uint64 // readings older than their signal's newest bucket
+}
+
+// Live holds the dashboard's own state. Its Observe methods are called by
+// the collector for every processed message; they are safe for concurrent
+// use and cheap (a map lookup and a bucket update per reading).
+type Live struct {
+	now func() time.Time
+
+	mu       sync.Mutex
+	ver      uint64
+	assets   map[assetKey]*assetLive
+	gateways map[string]*gatewayLive
+	nseries  int
+	stats    LiveStats
+
+	events []Event // ring of EventLog
+	evHead int
+	lastID uint64
+	wake   chan struct{} // closed and replaced on every new event
+}
+
+// NewLive returns an empty store. now is the wall clock (time.Now when nil).
+func NewLive(now func() time.Time) *Live {
+	if now == nil {
+		now = time.Now
+	}
+	return &Live{now: now, assets: map[assetKey]*assetLive{}, gateways: map[string]*gatewayLive{},
+		wake: make(chan struct{})}
+}
+
+func (l *Live) asset(site, id string) *assetLive {
+	k := assetKey{site, id}
+	a := l.assets[k]
+	if a == nil {
+		a = &assetLive{series: map[string]*series{}}
+		l.assets[k] = a
+	}
+	return a
+}
+
+func (l *Live) gateway(id, site string, now int64) *gatewayLive {
+	g := l.gateways[id]
+	if g == nil {
+		g = &gatewayLive{id: id, site: site, firstRecv: now, assets: map[assetKey]struct{}{}}
+		l.gateways[id] = g
+	}
+	if site != "" {
+		g.site = site
+	}
+	g.lastRecv = now
+	l.ver++
+	g.ver = l.ver
+	return g
+}
+
+// ObserveBatch records a processed batch: history of every numeric reading,
+// the asset's change version and its gateway's sequence and age.
+func (l *Live) ObserveBatch(b *telemetry.Batch) {
+	now := l.now().UnixMilli()
+	site := b.Asset.Site()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.asset(site, b.Asset.ID)
+	a.recv, a.gateway = now, b.Gateway
+	g := l.gateway(b.Gateway, site, now)
+	g.batches++
+	if b.Seq > g.lastSeq {
+		g.lastSeq = b.Seq
+	}
+	if b.TSGW > g.lastTSGW {
+		g.lastTSGW = b.TSGW
+	}
+	g.assets[assetKey{site, b.Asset.ID}] = struct{}{}
+	a.ver = l.ver
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		if r.NoValue && r.Quality.HasValue() {
+			continue // text-only signal: no chart
+		}
+		s := a.series[r.Signal]
+		if s == nil {
+			if l.nseries >= MaxSeries {
+				l.stats.SeriesDropped++
+				continue
+			}
+			s = &series{fine: newTier(FineResolution.Milliseconds(), FineSpan.Milliseconds()),
+				coarse: newTier(CoarseResolution.Milliseconds(), CoarseSpan.Milliseconds())}
+			a.series[r.Signal] = s
+			l.nseries++
+		}
+		if r.Unit != "" {
+			s.unit = r.Unit
+		}
+		ts := r.TS
+		if ts <= 0 {
+			ts = b.TSGW
+		}
+		good := r.HasValue()
+		q := uint8(r.Quality)
+		if !s.fine.add(ts, r.Value, good, q) {
+			l.stats.OutOfOrder++
+			continue
+		}
+		s.coarse.add(ts, r.Value, good, q)
+	}
+}
+
+// ObserveBirth records a birth notice for its gateway.
+func (l *Live) ObserveBirth(b *telemetry.Birth) {
+	now := l.now().UnixMilli()
+	site := b.Asset.FromJSON().Site()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.gateway(b.Gateway, site, now)
+	g.births++
+	g.assets[assetKey{site, b.Asset.ID}] = struct{}{}
+	if b.Seq > g.lastSeq {
+		g.lastSeq = b.Seq
+	}
+	l.asset(site, b.Asset.ID).gateway = b.Gateway
+}
+
+// ObserveDeath records a death notice for its gateway.
+func (l *Live) ObserveDeath(d *telemetry.Death) {
+	now := l.now().UnixMilli()
+	site := d.Asset.FromJSON().Site()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.gateway(d.Gateway, site, now)
+	g.deaths++
+	g.lastDeath = d.Asset.ID + ": " + d.Reason
+	if d.Seq > g.lastSeq {
+		g.lastSeq = d.Seq
+	}
+	a := l.asset(site, d.Asset.ID)
+	l.ver++
+	a.ver = l.ver
+}
+
+// ObserveStatus records a gateway's online/offline status message. site is
+// the site token of its subject.
+func (l *Live) ObserveStatus(site string, s *telemetry.Status) {
+	now := l.now().UnixMilli()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.gateway(s.Gateway, site, now)
+	g.statusKnown, g.online, g.statusRecv = true, s.Online, now
+}
+
+// ObserveAlerts appends alert state changes to the event log.
+func (l *Live) ObserveAlerts(al []alert.Alert) {
+	if len(al) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range al {
+		data, err := json.Marshal(&al[i])
+		if err != nil {
+			continue
+		}
+		if a := l.assets[assetKey{al[i].Site, al[i].Asset}]; a != nil {
+			l.ver++
+			a.ver = l.ver
+		}
+		l.appendEvent("alert", data)
+	}
+}
+
+// ObserveKPIs keeps finished KPI windows per asset and logs them as events.
+func (l *Live) ObserveKPIs(res []kpi.Result) {
+	if len(res) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range res {
+		a := l.asset(r.Site, r.Asset)
+		r.KPIs = append([]kpi.Value(nil), r.KPIs...)
+		if len(a.kpis) < KPIHistory {
+			a.kpis = append(a.kpis, r)
+		} else {
+			a.kpis[a.kpiHead] = r
+			a.kpiHead = (a.kpiHead + 1) % KPIHistory
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			continue
+		}
+		l.appendEvent("kpi", data)
+	}
+}
+
+// appendEvent adds to the ring and wakes waiting streams; l.mu is held.
+func (l *Live) appendEvent(typ string, data []byte) {
+	l.lastID++
+	e := Event{ID: l.lastID, Type: typ, Data: data}
+	if len(l.events) < EventLog {
+		l.events = append(l.events, e)
+	} else {
+		l.events[l.evHead] = e
+		l.evHead = (l.evHead + 1) % EventLog
+	}
+	close(l.wake)
+	l.wake = make(chan struct{})
+}
+
+// EventsSince returns the events after id, oldest first, and the channel
+// closed at the next event. lost is true when events after id already left
+// the log (the client must reload its state).
+func (l *Live) EventsSince(id uint64) (evs []Event, wake <-chan struct{}, lost bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.events)
+	if n > 0 {
+		oldest := l.events[0].ID
+		if n == EventLog {
+			oldest = l.events[l.evHead].ID
+		}
+		if id+1 < oldest {
+			lost = true
+		}
+	}
+	for i := range n {
+		j := i
+		if n == EventLog {
+			j = (l.evHead + i) % EventLog
+		}
+		if l.events[j].ID > id {
+			evs = append(evs, l.events[j])
+		}
+	}
+	return evs, l.wake, lost
+}
+
+// LastEventID returns the id of the newest event (0 when none).
+func (l *Live) LastEventID() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastID
+}
+
+// ChangedSince returns the assets changed after version v, whether a
+// gateway changed, and the current version.
+func (l *Live) ChangedSince(v uint64) (keys [][2]string, gateways bool, cur uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, a := range l.assets {
+		if a.ver > v {
+			keys = append(keys, k)
+		}
+	}
+	for _, g := range l.gateways {
+		if g.ver > v {
+			gateways = true
+			break
+		}
+	}
+	return keys, gateways, l.ver
+}
+
+// Received returns the wall time (Unix ms) of the asset's last batch and
+// the gateway it came through.
+func (l *Live) Received(site, id string) (int64, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.assets[assetKey{site, id}]; a != nil {
+		return a.recv, a.gateway
+	}
+	return 0, ""
+}
+
+// SeriesInfo names one signal with history.
+type SeriesInfo struct {
+	Signal string `json:"signal"`
+	Unit   string `json:"unit,omitempty"`
+}
+
+// History returns the points of the asset's signals since (Unix ms); with
+// no signals named, every signal. ok is false when the asset is unknown;
+// missing lists named signals without history.
+func (l *Live) History(site, id string, signals []string, since int64) (out map[string][]Point, units map[string]string, missing []string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.assets[assetKey{site, id}]
+	if a == nil {
+		return nil, nil, nil, false
+	}
+	out, units = map[string][]Point{}, map[string]string{}
+	if len(signals) == 0 {
+		for name := range a.series {
+			signals = append(signals, name)
+		}
+	}
+	for _, name := range signals {
+		s := a.series[name]
+		if s == nil {
+			missing = append(missing, name)
+			continue
+		}
+		out[name] = s.points(since)
+		units[name] = s.unit
+	}
+	return out, units, missing, true
+}
+
+// KPIHistory returns the kept KPI windows of an asset, oldest first.
+func (l *Live) KPIHistory(site, id string) []kpi.Result {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.assets[assetKey{site, id}]
+	if a == nil {
+		return nil
+	}
+	out := make([]kpi.Result, 0, len(a.kpis))
+	out = append(out, a.kpis[a.kpiHead:]...)
+	out = append(out, a.kpis[:a.kpiHead]...)
+	return out
+}
+
+// Stats returns the store's counters.
+func (l *Live) Stats() LiveStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats
+	s.Series = l.nseries
+	return s
+}
+
+// GatewayView is a gateway's health as served by /api/v1/gateways.
+type GatewayView struct {
+	ID        string `json:"id"`
+	Site      string `json:"site"`
+	Status    string `json:"status"` // online, silent, offline
+	Online    *bool  `json:"online_reported,omitempty"`
+	LastSeq   uint64 `json:"last_seq"`
+	LastTSGW  int64  `json:"last_ts_gw,omitempty"`
+	LastRecv  int64  `json:"last_recv"`
+	AgeMS     int64  `json:"age_ms"`
+	Batches   uint64 `json:"batches"`
+	Births    uint64 `json:"births"`
+	Deaths    uint64 `json:"deaths"`
+	Assets    int    `json:"assets"`
+	LastDeath string `json:"last_death,omitempty"`
+}
+
+// SilentAfter is how long a gateway may send nothing before it is shown as
+// silent (its assets' own staleness is judged by the stale rules).
+const SilentAfter = 30 * time.Second
+
+func (g *gatewayLive) view(now int64) GatewayView {
+	v := GatewayView{ID: g.id, Site: g.site, LastSeq: g.lastSeq, LastTSGW: g.lastTSGW, LastRecv: g.lastRecv, AgeMS: now - g.lastRecv,
+		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath, Status: "online"}
+	if g.statusKnown {
+		on := g.online
+		v.Online = &on
+	}
+	switch {
+	case g.statusKnown && !g.online && g.statusRecv >= g.lastRecv:
+		v.Status = "offline"
+	case now-g.lastRecv > SilentAfter.Milliseconds():
+		v.Status = "silent"
+	}
+	return v
+}
+
+// Gateways returns every gateway seen, sorted by id.
+func (l *Live) Gateways() []GatewayView {
+	now := l.now().UnixMilli()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]GatewayView, 0, len(l.gateways))
+	for _, g := range l.gateways {
+		out = append(out, g.view(now))
+	}
+	slices.SortFunc(out, func(a, b GatewayView) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
