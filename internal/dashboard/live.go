@@ -68,7 +68,9 @@ type gatewayLive struct {
 	online         bool
 	statusRecv     int64
 	lastDeath      string
-	ver            uint64
+	ver            uint64 // Live.ver of the last message
+	dataVer        uint64 // ... of the last batch
+	statusVer      uint64 // ... of the last status message
 }
 
 // LiveStats counts what the store dropped.
@@ -142,6 +144,7 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 	a.recv, a.gateway = now, b.Gateway
 	g := l.gateway(b.Gateway, site, now)
 	g.batches++
+	g.dataVer = g.ver
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}
@@ -222,7 +225,7 @@ func (l *Live) ObserveStatus(site string, s *telemetry.Status) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := l.gateway(s.Gateway, site, now)
-	g.statusKnown, g.online, g.statusRecv = true, s.Online, now
+	g.statusKnown, g.online, g.statusRecv, g.statusVer = true, s.Online, now, g.ver
 }
 
 // ObserveAlerts appends alert state changes to the event log.
@@ -434,7 +437,7 @@ func (g *gatewayLive) view(now int64) GatewayView {
 		v.Online = &on
 	}
 	switch {
-	case g.statusKnown && !g.online && g.statusRecv >= g.lastRecv:
+	case g.statusKnown && !g.online && g.statusVer > g.dataVer:
 		v.Status = "offline"
 	case now-g.lastRecv > SilentAfter.Milliseconds():
 		v.Status = "silent"

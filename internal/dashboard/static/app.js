@@ -1,0 +1,659 @@
+// Smelter dashboard: plain JavaScript, no libraries, no build step.
+// Data comes from /api/v1 (docs/api.md); live updates from the
+// /api/v1/events Server-Sent Events stream, read with fetch so that the
+// bearer token travels in a header, never in a URL.
+'use strict';
+
+// ---------- token ----------
+const TOKEN_KEY = 'smelter.token';
+(function takeTokenFromURL() {
+  const u = new URL(location.href);
+  const t = u.searchParams.get('token');
+  if (t) {
+    sessionStorage.setItem(TOKEN_KEY, t);
+    u.searchParams.delete('token');
+    history.replaceState(null, '', u.pathname + u.search + u.hash);
+  }
+})();
+const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
+function headers(extra) {
+  const h = Object.assign({ Accept: 'application/json' }, extra || {});
+  if (token()) h.Authorization = 'Bearer ' + token();
+  return h;
+}
+
+class Unauthorized extends Error {}
+async function api(path) {
+  const r = await fetch(path, { headers: headers(), cache: 'no-store' });
+  if (r.status === 401) { askToken(); throw new Unauthorized('unauthorized'); }
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+}
+
+let loginOpen = false;
+function askToken(rejected) {
+  const dlg = document.getElementById('login');
+  document.getElementById('login-error').hidden = !(rejected || token());
+  if (loginOpen) return;
+  loginOpen = true;
+  dlg.showModal();
+}
+document.getElementById('login-form').addEventListener('submit', () => {
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById('login-token').value.trim());
+  loginOpen = false;
+  start();
+});
+
+// ---------- formatting ----------
+const UNITS = { Cel: '°C', 'm3/min': 'm³/min', '/min': 'rpm', 'kW.h': 'kWh', 'W/m2': 'W/m²', '1': '', 'g/kW.h': 'g/kWh',
+  'kW/(m3/min)': 'kW/(m³/min)', 'm3/h': 'm³/h', 'kg/h': 'kg/h', 'MOhm': 'MΩ', 'deg': '°', 'm/s': 'm/s', 'L/h': 'L/h' };
+const unit = (u) => (u in UNITS ? UNITS[u] : u || '');
+function num(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  const a = Math.abs(v);
+  if (a >= 10000) return Math.round(v).toLocaleString('en-US');
+  if (a >= 1000) return v.toFixed(0);
+  if (a >= 100) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  if (a === 0) return '0';
+  return v.toPrecision(3);
+}
+function ago(ms) {
+  if (ms === null || ms === undefined || ms < 0) return '–';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + ' s ago';
+  if (s < 3600) return Math.round(s / 60) + ' min ago';
+  if (s < 86400) return (s / 3600).toFixed(1) + ' h ago';
+  return Math.round(s / 86400) + ' d ago';
+}
+const pad2 = (n) => String(n).padStart(2, '0');
+function clock(ms) {
+  if (!ms) return '–';
+  const d = new Date(ms);
+  return pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + ':' + pad2(d.getSeconds());
+}
+function dateTime(ms) {
+  if (!ms) return '–';
+  const d = new Date(ms);
+  return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' + clock(ms);
+}
+function dur(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+}
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+const label = (s) => String(s).replace(/_/g, ' ');
+const KPI_FMT = {
+  ie_class: (v) => (v > 0 ? 'IE' + v : 'below IE1'),
+};
+function kpiVal(k) {
+  if (k.status === 'n/a') return 'n/a';
+  if (KPI_FMT[k.name]) return KPI_FMT[k.name](k.value);
+  if (k.unit === '1' && Math.abs(k.value) <= 2) return (k.value * 100).toFixed(1) + ' %';
+  return num(k.value) + ' ' + unit(k.unit);
+}
+
+// ---------- classes ----------
+const CLASS_ORDER = ['blast_furnace', 'boiler', 'air_compressor', 'motor', 'diesel_engine', 'wind_turbine', 'pv_string',
+  'cnc_machine', 'engineering_machine', 'generic'];
+const CLASS_TITLE = { blast_furnace: 'Blast furnaces', boiler: 'Industrial boilers', air_compressor: 'Air compressors',
+  motor: 'Motors', diesel_engine: 'Diesel engines', wind_turbine: 'Wind turbines', pv_string: 'PV strings',
+  cnc_machine: 'CNC machine tools', engineering_machine: 'Engineering machinery', generic: 'Other equipment' };
+const KEY_SIGNALS = {
+  air_compressor: ['discharge_pressure', 'discharge_temp', 'input_power', 'free_air_delivery'],
+  motor: ['power', 'current_a', 'winding_temp', 'vibration'],
+  boiler: ['steam_pressure', 'steam_flow', 'flue_gas_temp', 'flue_o2'],
+  pv_string: ['ac_power', 'string_current', 'irradiance_poa', 'module_temp'],
+  wind_turbine: ['wind_speed', 'power', 'rotor_speed', 'gearbox_temp'],
+  diesel_engine: ['speed', 'load', 'power', 'fuel_rate'],
+  blast_furnace: ['hot_blast_temp', 'blast_volume', 'top_pressure', 'hot_metal_temp'],
+  cnc_machine: ['program_state', 'spindle_speed', 'spindle_load', 'part_count'],
+  engineering_machine: ['engine_hours', 'fuel_used', 'hydraulic_oil_temp', 'fault_code'],
+};
+const classRank = (c) => { const i = CLASS_ORDER.indexOf(c); return i < 0 ? 99 : i; };
+const classTitle = (c) => CLASS_TITLE[c] || label(c);
+
+// ---------- state ----------
+const S = {
+  assets: new Map(), // "site/id" -> AssetOut
+  gateways: [],
+  activeAlerts: 0,
+  catalog: null,
+  view: null, // current page controller {render(), onAssets(list), onAlert(a), onKPI(k), onGateways()}
+};
+const akey = (a) => a.site + '/' + a.id;
+
+async function loadAssets() {
+  const r = await api('/api/v1/assets');
+  S.assets = new Map(r.assets.map((a) => [akey(a), a]));
+}
+async function loadAlertCount() {
+  const r = await api('/api/v1/alerts?active=true&limit=1');
+  setAlertCount(r.total);
+}
+function setAlertCount(n) {
+  S.activeAlerts = n;
+  const el = document.getElementById('nav-alerts');
+  el.hidden = !n;
+  el.textContent = n;
+}
+
+// ---------- live stream ----------
+let streamCtl = null;
+let lastEventID = '';
+function setConn(state, text) {
+  const c = document.getElementById('conn');
+  c.className = 'conn ' + state;
+  document.getElementById('conn-text').textContent = text;
+}
+async function stream() {
+  if (streamCtl) streamCtl.abort();
+  const ctl = new AbortController();
+  streamCtl = ctl;
+  const h = headers({ Accept: 'text/event-stream' });
+  if (lastEventID) h['Last-Event-ID'] = lastEventID;
+  try {
+    const r = await fetch('/api/v1/events', { headers: h, signal: ctl.signal, cache: 'no-store' });
+    if (r.status === 401) { setConn('down', 'signed out'); askToken(); return; }
+    if (!r.ok || !r.body) throw new Error('stream: ' + r.status);
+    setConn('live', 'live');
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        dispatch(block);
+      }
+    }
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+  }
+  if (ctl.signal.aborted) return;
+  setConn('down', 'reconnecting');
+  setTimeout(() => { if (streamCtl === ctl) stream(); }, 2000);
+}
+function dispatch(block) {
+  let type = 'message', data = '', id = '';
+  for (const line of block.split('\n')) {
+    if (line.startsWith(':')) continue;
+    const c = line.indexOf(':');
+    const f = c < 0 ? line : line.slice(0, c);
+    const v = c < 0 ? '' : line.slice(c + 1).replace(/^ /, '');
+    if (f === 'event') type = v; else if (f === 'data') data += v; else if (f === 'id') id = v;
+  }
+  if (id) lastEventID = id;
+  if (!data) return;
+  const msg = JSON.parse(data);
+  switch (type) {
+    case 'assets':
+      for (const a of msg) S.assets.set(akey(a), a);
+      S.view?.onAssets?.(msg);
+      break;
+    case 'gateways':
+      S.gateways = msg;
+      S.view?.onGateways?.();
+      break;
+    case 'alert':
+      setAlertCount(Math.max(0, S.activeAlerts + (msg.state === 'raised' ? 1 : msg.state === 'cleared' ? -1 : 0)));
+      S.view?.onAlert?.(msg);
+      break;
+    case 'kpi':
+      S.view?.onKPI?.(msg);
+      break;
+    case 'resync':
+      loadAssets().then(() => S.view?.render());
+      loadAlertCount();
+      break;
+  }
+}
+
+// ---------- router ----------
+const main = document.getElementById('main');
+function route() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const parts = h.split('/').filter(Boolean).map(decodeURIComponent);
+  let view;
+  switch (parts[0]) {
+    case 'asset': view = assetPage(parts[1], parts[2]); break;
+    case 'alerts': view = alertsPage(); break;
+    case 'energy': view = energyPage(); break;
+    case 'gateways': view = gatewaysPage(); break;
+    default: view = fleetPage();
+  }
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.route === view.name);
+  S.view?.leave?.();
+  S.view = view;
+  view.render();
+}
+window.addEventListener('hashchange', route);
+// keep relative times fresh
+setInterval(() => S.view?.clock?.(), 1000);
+
+// ---------- fleet ----------
+function fleetPage() {
+  return {
+    name: 'fleet',
+    render() {
+      document.title = 'Smelter · Fleet';
+      const assets = [...S.assets.values()];
+      const sites = new Map();
+      for (const a of assets) {
+        if (!sites.has(a.site)) sites.set(a.site, new Map());
+        const cls = sites.get(a.site);
+        if (!cls.has(a.class)) cls.set(a.class, []);
+        cls.get(a.class).push(a);
+      }
+      let html = '<h1>Fleet overview</h1>' + summaryHTML();
+      if (!assets.length) html += '<div class="empty">No asset has reported yet. Point a gateway at this collector\'s broker; assets appear with their first batch.</div>';
+      for (const site of [...sites.keys()].sort()) {
+        const cls = sites.get(site);
+        const count = [...cls.values()].reduce((s, l) => s + l.length, 0);
+        html += `<section class="site" data-site="${esc(site)}"><h2>Site ${esc(site)} <small>${count} assets</small></h2>`;
+        for (const c of [...cls.keys()].sort((a, b) => classRank(a) - classRank(b) || a.localeCompare(b))) {
+          const list = cls.get(c).sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+          html += `<div class="class-group" data-class="${esc(c)}"><h3>${esc(classTitle(c))} <span class="muted">· ${list.length}</span></h3><div class="cards">`;
+          html += list.map(card).join('') + '</div></div>';
+        }
+        html += '</section>';
+      }
+      main.innerHTML = html;
+    },
+    onAssets(list) {
+      let structural = false;
+      for (const a of list) {
+        const el = main.querySelector(`.card[data-asset="${CSS.escape(akey(a))}"]`);
+        if (!el) { structural = true; break; }
+        el.outerHTML = card(a);
+      }
+      if (structural) this.render(); else this.updateSummary();
+    },
+    updateSummary() {
+      const el = main.querySelector('.summary');
+      if (el) el.outerHTML = summaryHTML();
+    },
+    onAlert() { this.updateSummary(); },
+    clock() {
+      for (const el of main.querySelectorAll('.card [data-age]')) {
+        const a = S.assets.get(el.dataset.age);
+        if (a && a.last_ts) el.textContent = 'updated ' + ago(Date.now() - a.last_ts);
+      }
+    },
+  };
+}
+function summaryHTML() {
+  const assets = [...S.assets.values()];
+  const n = { ok: 0, warn: 0, alarm: 0, stale: 0 };
+  for (const a of assets) n[a.status] = (n[a.status] || 0) + 1;
+  return '<div class="summary">' + stat('', assets.length, 'assets', '#/') + stat('ok', n.ok, 'ok', '#/') +
+    stat('warn', n.warn, 'warning', '#/alerts') + stat('alarm', n.alarm, 'alarm', '#/alerts') + stat('stale', n.stale, 'stale', '#/gateways') +
+    stat(S.activeAlerts ? 'alarm' : '', S.activeAlerts, 'active alerts', '#/alerts') + '</div>';
+}
+function stat(cls, n, l, href) {
+  return `<a class="stat ${cls}" href="${href}"><div class="n">${n}</div><div class="l">${esc(l)}</div></a>`;
+}
+function signalValue(s) {
+  if (!s) return '<span class="muted">–</span>';
+  if (s.value === null) return `<span class="q-${esc(s.quality)}">${esc(s.quality)}</span>`;
+  const txt = s.text ? esc(label(s.text)) : esc(num(s.value));
+  const u = s.text ? '' : unit(s.unit);
+  return `<span class="q-${esc(s.quality)}" data-signal="${esc(s.signal)}" data-value="${s.value}">${txt}</span>${u ? `<span class="u">${esc(u)}</span>` : ''}`;
+}
+function card(a) {
+  const sigs = new Map(a.signals.map((s) => [s.signal, s]));
+  let keys = (KEY_SIGNALS[a.class] || []).filter((k) => sigs.has(k));
+  if (keys.length < 4) keys = keys.concat(a.signals.map((s) => s.signal).filter((k) => !keys.includes(k))).slice(0, 4);
+  const vals = keys.map((k) => `<div><div class="k">${esc(label(k))}</div><div class="v">${signalValue(sigs.get(k))}</div></div>`).join('');
+  const st = a.status;
+  const alerts = a.alerts ? `<span class="pill ${esc(a.severity)}">${a.alerts} alert${a.alerts > 1 ? 's' : ''}</span>` : (a.running ? 'running' : 'not running');
+  return `<a class="card ${esc(st)}" href="#/asset/${encodeURIComponent(a.site)}/${encodeURIComponent(a.id)}" data-asset="${esc(akey(a))}" data-status="${esc(st)}">
+    <div class="head"><span class="id">${esc(a.id)}</span><span class="pill ${esc(st)}">${esc(st)}</span></div>
+    <div class="vals">${vals || '<div class="muted">no values yet</div>'}</div>
+    <div class="foot"><span data-age="${esc(akey(a))}">updated ${a.last_ts ? ago(Date.now() - a.last_ts) : '–'}</span><span>${alerts}</span></div></a>`;
+}
+
+// ---------- charts ----------
+// drawChart draws series [{t, v, min, max}] (v null = gap) on a canvas
+// between t0 and t1, with a min/max band, axes and an optional limit line.
+function drawChart(cv, pts, t0, t1, opts) {
+  opts = opts || {};
+  const dpr = window.devicePixelRatio || 1;
+  const W = cv.clientWidth, H = cv.clientHeight;
+  if (!W || !H) return;
+  if (cv.width !== Math.round(W * dpr) || cv.height !== Math.round(H * dpr)) { cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr); }
+  const g = cv.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, W, H);
+  const L = opts.compact ? 4 : 46, R = 6, T = 6, B = opts.compact ? 4 : 18;
+  const vis = pts.filter((p) => p.t >= t0 - 60000 && p.t <= t1);
+  let lo = Infinity, hi = -Infinity;
+  for (const p of vis) {
+    if (p.v === null) continue;
+    lo = Math.min(lo, p.min ?? p.v); hi = Math.max(hi, p.max ?? p.v);
+  }
+  for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
+  g.font = '11px system-ui, sans-serif';
+  g.fillStyle = '#8792a2';
+  if (lo === Infinity) { g.fillText('no data in this window', L + 8, T + 16); return; }
+  if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
+  const padv = (hi - lo) * 0.08; lo -= padv; hi += padv;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  // grid
+  g.strokeStyle = '#edf0f3'; g.lineWidth = 1;
+  if (!opts.compact) {
+    for (let i = 0; i <= 3; i++) {
+      const v = lo + ((hi - lo) * i) / 3, yy = Math.round(y(v)) + 0.5;
+      g.beginPath(); g.moveTo(L, yy); g.lineTo(W - R, yy); g.stroke();
+      g.textAlign = 'right'; g.fillText(num(v), L - 5, yy + 4);
+    }
+    g.textAlign = 'center';
+    const span = t1 - t0, step = span <= 600000 ? 60000 : span <= 1800000 ? 300000 : 900000;
+    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+      const d = new Date(t);
+      g.fillText(pad2(d.getHours()) + ':' + pad2(d.getMinutes()), x(t), H - 4);
+    }
+  }
+  // limit lines
+  for (const l of opts.lines || []) {
+    if (l.v === null || l.v === undefined) continue;
+    g.strokeStyle = l.color || '#c92a2a'; g.setLineDash([4, 3]);
+    g.beginPath(); g.moveTo(L, y(l.v)); g.lineTo(W - R, y(l.v)); g.stroke(); g.setLineDash([]);
+  }
+  const color = opts.color || '#1c6dd0';
+  // min/max band, per contiguous run
+  const runs = [];
+  let run = [];
+  for (const p of vis) { if (p.v === null) { if (run.length) runs.push(run); run = []; } else run.push(p); }
+  if (run.length) runs.push(run);
+  g.fillStyle = color + '22';
+  for (const r of runs) {
+    if (r.length < 2 || r[0].min === undefined) continue;
+    g.beginPath();
+    r.forEach((p, i) => (i ? g.lineTo(x(p.t), y(p.max)) : g.moveTo(x(p.t), y(p.max))));
+    for (let i = r.length - 1; i >= 0; i--) g.lineTo(x(r[i].t), y(r[i].min));
+    g.closePath(); g.fill();
+  }
+  g.strokeStyle = color; g.lineWidth = 1.6; g.lineJoin = 'round';
+  for (const r of runs) {
+    g.beginPath();
+    r.forEach((p, i) => {
+      if (!i) { g.moveTo(x(p.t), y(p.v)); return; }
+      if (opts.step) g.lineTo(x(p.t), y(r[i - 1].v));
+      g.lineTo(x(p.t), y(p.v));
+    });
+    g.stroke();
+    if (r.length === 1) { g.fillStyle = color; g.beginPath(); g.arc(x(r[0].t), y(r[0].v), 2.5, 0, 7); g.fill(); }
+  }
+  // gaps: shade where only bad or stale data arrived
+  g.fillStyle = 'rgba(201, 42, 42, 0.10)';
+  for (const p of vis) if (p.v === null && p.n === 0 && p.bad) g.fillRect(x(p.t), T, Math.max(2, x(p.t + 1000) - x(p.t)), H - T - B);
+}
+
+// ---------- asset page ----------
+function assetPage(site, id) {
+  const key = site + '/' + id;
+  let detail = null, hist = new Map(), kpiWins = [], windowMS = 15 * 60000, timer = null;
+  const v = {
+    name: 'fleet',
+    async render() {
+      document.title = 'Smelter · ' + id;
+      main.innerHTML = '<p class="muted">Loading…</p>';
+      try {
+        const [d, h, k] = await Promise.all([
+          api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}`),
+          api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}/history?since=1h`),
+          api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}/kpis`),
+        ]);
+        detail = d; kpiWins = k.windows;
+        hist = new Map(h.series.map((s) => [s.signal, s.points]));
+      } catch (e) {
+        if (!(e instanceof Unauthorized)) main.innerHTML = `<div class="empty">${esc(e.message)}</div>`;
+        return;
+      }
+      this.layout();
+    },
+    layout() {
+      const a = detail;
+      const np = Object.entries(a.nameplate || {}).map(([k, x]) => `${esc(label(k))} <b>${esc(num(x))}</b>`).join(' · ');
+      let html = `<div class="crumbs"><a href="#/">Fleet</a> / ${esc(a.site)} / ${esc(classTitle(a.class))}</div>
+        <div class="asset-head"><h1>${esc(a.id)}</h1><span class="pill ${esc(a.status)}" id="a-status">${esc(a.status)}</span></div>
+        <div class="facts"><span>class <b>${esc(label(a.class))}</b></span><span>path <b>${esc((a.path || []).filter((p) => p !== '_').join(' / '))}</b></span>
+        <span>gateway <b>${esc(a.gateway || '–')}</b></span><span>state <b id="a-run">${a.running ? 'running' : 'not running'}</b></span>
+        <span>last data <b id="a-age">${ago(Date.now() - a.last_ts)}</b></span>${np ? `<span>${np}</span>` : ''}</div>
+        <div id="a-alerts"></div>
+        <h2>Energy KPIs</h2><div id="a-kpis"></div>
+        <div class="toolbar"><h2 class="flush">Signals</h2><div class="seg" id="a-win">
+          <button data-w="300000">5 min</button><button data-w="900000">15 min</button><button data-w="3600000">1 h</button></div>
+          <span class="muted">band: min–max per bucket · red shade: bad or stale readings</span></div>
+        <div class="charts" id="a-charts"></div>`;
+      main.innerHTML = html;
+      main.querySelector('#a-win').addEventListener('click', (e) => {
+        if (!e.target.dataset.w) return;
+        windowMS = +e.target.dataset.w; this.drawCharts();
+      });
+      this.drawAlerts(); this.drawKPIs();
+      const sigs = a.signals.filter((s) => hist.has(s.signal));
+      main.querySelector('#a-charts').innerHTML = sigs.map((s) => `<div class="chart" data-chart="${esc(s.signal)}">
+        <div class="title"><span class="name">${esc(label(s.signal))}</span><span class="now" data-now="${esc(s.signal)}"></span></div>
+        <canvas></canvas><div class="muted small">${esc(s.description || '')}</div></div>`).join('') ||
+        '<div class="empty">No signal history yet.</div>';
+      this.drawCharts();
+      if (!timer) { timer = new ResizeObserver(() => this.drawCharts()); timer.observe(main); }
+    },
+    drawAlerts() {
+      const al = detail.active_alerts;
+      main.querySelector('#a-alerts').innerHTML = al.length ? `<div class="panel"><h3>Active alerts</h3>${alertTable(al, false)}</div>` : '';
+    },
+    drawKPIs() {
+      const el = main.querySelector('#a-kpis');
+      const last = kpiWins[kpiWins.length - 1];
+      if (!last) { el.innerHTML = '<div class="empty">No KPI window finished yet for this asset. KPIs are computed over tumbling windows (kpi.window, 15 min by default).</div>'; return; }
+      el.innerHTML = `<p class="muted">window ${clock(last.start)}–${clock(last.end)} · coverage ${(last.coverage * 100).toFixed(0)} % · ${kpiWins.length} window(s) kept</p><div class="kpis">` +
+        last.kpis.map((k) => `<div class="kpi" data-kpi="${esc(k.name)}"><div class="title">
+          <span>${esc(label(k.name))}</span><span class="pill ${esc(k.status === 'n/a' ? 'na' : k.status)}">${esc(k.status)}</span></div>
+          <div class="big">${esc(kpiVal(k))}</div>
+          <div class="muted small">${k.ref !== undefined ? 'rated ' + esc(num(k.ref)) + ' · ' : ''}${k.limit !== undefined ? 'limit ' + esc(num(k.limit)) : ''}</div>
+          ${k.message ? `<div class="msg">${esc(k.message)}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
+      for (const box of el.querySelectorAll('.kpi')) {
+        const name = box.dataset.kpi;
+        const pts = kpiWins.map((w) => { const k = w.kpis.find((x) => x.name === name); return { t: w.end, v: k && k.status !== 'n/a' ? k.value : null }; });
+        const lim = last.kpis.find((x) => x.name === name)?.limit;
+        const t1 = last.end, t0 = Math.min(kpiWins[0].start, t1 - 3600000);
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { compact: true, lines: [{ v: lim }], color: '#e8590c' });
+      }
+    },
+    drawCharts() {
+      if (!detail) return;
+      const t1 = Date.now(), t0 = t1 - windowMS;
+      for (const b of main.querySelectorAll('#a-win button')) b.classList.toggle('on', +b.dataset.w === windowMS);
+      const sigs = new Map(detail.signals.map((s) => [s.signal, s]));
+      for (const box of main.querySelectorAll('.chart')) {
+        const name = box.dataset.chart, s = sigs.get(name);
+        box.querySelector('[data-now]').innerHTML = s ? signalValue(s) : '';
+        const pts = (hist.get(name) || []).filter((p) => p.t >= t1 - 3600000);
+        hist.set(name, pts);
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { step: !!(s && s.states) });
+      }
+    },
+    onAssets(list) {
+      const a = list.find((x) => akey(x) === key);
+      if (!a || !detail) return;
+      for (const s of a.signals) {
+        const pts = hist.get(s.signal);
+        if (!pts) continue;
+        const b = s.ts - (s.ts % 1000);
+        const last = pts[pts.length - 1];
+        const p = { t: b, v: s.value, min: s.value, max: s.value, n: s.value === null ? 0 : 1, bad: s.value === null ? 1 : 0 };
+        if (!last || b > last.t) pts.push(p);
+        const d = detail.signals.find((x) => x.signal === s.signal);
+        if (d) Object.assign(d, { value: s.value, text: s.text, quality: s.quality, ts: s.ts });
+      }
+      Object.assign(detail, { status: a.status, running: a.running, last_ts: a.last_ts, alerts: a.alerts });
+      const st = main.querySelector('#a-status');
+      if (st) { st.className = 'pill ' + a.status; st.textContent = a.status; }
+      const run = main.querySelector('#a-run');
+      if (run) run.textContent = a.running ? 'running' : 'not running';
+      this.drawCharts();
+    },
+    async onAlert(al) {
+      if (al.site !== site || al.asset !== id || !detail) return;
+      const d = await api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}`);
+      detail.active_alerts = d.active_alerts;
+      this.drawAlerts();
+    },
+    onKPI(k) {
+      if (k.site !== site || k.asset !== id || !detail) return;
+      kpiWins.push(k);
+      this.drawKPIs();
+    },
+    clock() {
+      const el = main.querySelector('#a-age');
+      if (el && detail) el.textContent = ago(Date.now() - detail.last_ts);
+    },
+    leave() { if (timer) timer.disconnect(); timer = null; },
+  };
+  return v;
+}
+
+// ---------- alerts ----------
+function alertTable(list, withAsset) {
+  if (!list.length) return '<div class="empty">No alerts match.</div>';
+  const now = Date.now();
+  return `<div class="table-wrap"><table><thead><tr><th>Severity</th><th>State</th>${withAsset ? '<th>Asset</th>' : ''}<th>Rule</th><th>Message</th>
+    <th>Raised</th><th>Cleared</th><th class="num">Duration</th></tr></thead><tbody>` +
+    list.map((a) => {
+      const active = a.state !== 'cleared';
+      return `<tr data-alert-key="${esc(a.key)}" data-asset="${esc(a.site + '/' + a.asset)}" data-rule="${esc(a.rule)}" data-state="${esc(a.state)}">
+      <td><span class="pill ${esc(a.severity)}">${esc(a.severity)}</span></td>
+      <td>${active ? '<b>active</b>' : '<span class="pill cleared">cleared</span>'}</td>
+      ${withAsset ? `<td><a href="#/asset/${encodeURIComponent(a.site)}/${encodeURIComponent(a.asset)}">${esc(a.asset)}</a><div class="muted small">${esc(a.site)} · ${esc(label(a.class))}</div></td>` : ''}
+      <td>${esc(a.rule)}${a.signal ? `<div class="muted small">${esc(a.signal)}</div>` : ''}</td>
+      <td>${esc(a.message)}</td>
+      <td title="${esc(dateTime(a.raised_at))}">${esc(clock(a.raised_at))}</td>
+      <td title="${esc(dateTime(a.cleared_at))}">${a.cleared_at ? esc(clock(a.cleared_at)) : '–'}</td>
+      <td class="num">${esc(dur((a.cleared_at || now) - a.raised_at))}</td></tr>`;
+    }).join('') + '</tbody></table></div>';
+}
+function alertsPage() {
+  const f = { active: 'true', severity: '', class: '', site: '' };
+  let pending = null;
+  return {
+    name: 'alerts',
+    async render() {
+      document.title = 'Smelter · Alerts';
+      const sites = [...new Set([...S.assets.values()].map((a) => a.site))].sort();
+      const classes = [...new Set([...S.assets.values()].map((a) => a.class))].sort((a, b) => classRank(a) - classRank(b));
+      const opt = (v, l, cur) => `<option value="${esc(v)}"${v === cur ? ' selected' : ''}>${esc(l)}</option>`;
+      main.innerHTML = `<h1>Alerts</h1><div class="toolbar" id="al-filters">
+        <label>Show <select name="active">${opt('true', 'active', f.active)}${opt('', 'active and recent', f.active)}${opt('false', 'cleared', f.active)}</select></label>
+        <label>Severity <select name="severity">${opt('', 'all', f.severity)}${opt('warn', 'warn and above', f.severity)}${opt('alarm', 'alarm and above', f.severity)}${opt('trip', 'trip', f.severity)}</select></label>
+        <label>Class <select name="class">${opt('', 'all', f.class)}${classes.map((c) => opt(c, classTitle(c), f.class)).join('')}</select></label>
+        <label>Site <select name="site">${opt('', 'all', f.site)}${sites.map((s) => opt(s, s, f.site)).join('')}</select></label>
+        <span class="muted" id="al-count"></span></div><div id="al-list"><p class="muted">Loading…</p></div>`;
+      main.querySelector('#al-filters').addEventListener('change', (e) => { f[e.target.name] = e.target.value; this.load(); });
+      await this.load();
+    },
+    async load() {
+      const q = new URLSearchParams();
+      for (const [k, x] of Object.entries(f)) if (x) q.set(k, x);
+      let r;
+      try { r = await api('/api/v1/alerts?' + q); } catch (e) { return; }
+      if (f.active === 'true' && !f.severity && !f.class && !f.site) setAlertCount(r.total);
+      const list = main.querySelector('#al-list');
+      if (!list) return;
+      main.querySelector('#al-count').textContent = r.total + ' alert' + (r.total === 1 ? '' : 's') + (r.total > r.alerts.length ? ` (showing ${r.alerts.length})` : '');
+      list.innerHTML = alertTable(r.alerts, true);
+    },
+    onAlert() {
+      if (pending) return;
+      pending = setTimeout(() => { pending = null; this.load(); }, 300);
+    },
+    leave() { if (pending) clearTimeout(pending); },
+  };
+}
+
+// ---------- energy ----------
+const FEATURED = { air_compressor: 'specific_power', motor: 'ie_class', pv_string: 'performance_ratio_temp', boiler: 'efficiency_direct',
+  diesel_engine: 'bsfc', wind_turbine: 'power_curve_index', blast_furnace: 'fuel_rate', cnc_machine: 'oee', engineering_machine: 'idle_ratio' };
+function energyPage() {
+  return {
+    name: 'energy',
+    async render() {
+      document.title = 'Smelter · Energy';
+      let r;
+      try { r = await api('/api/v1/kpis/rollup?top=10'); } catch (e) { return; }
+      let html = '<h1>Energy efficiency</h1><p class="muted">Latest finished KPI window per asset, ranked worst first. Red bars are outside their limit (docs/rules.md lists formulas and limits).</p>';
+      if (!r.classes.length) {
+        html += '<div class="empty">No KPI window has finished yet. KPIs are computed over tumbling windows (kpi.window, 15 min by default; PV and wind 1 h in the sample config).</div>';
+      }
+      html += '<div class="energy">';
+      for (const c of r.classes.sort((a, b) => classRank(a.class) - classRank(b.class))) {
+        const feat = FEATURED[c.class];
+        const kpis = c.kpis.slice().sort((a, b) => (b.name === feat) - (a.name === feat));
+        html += `<div class="panel" data-class="${esc(c.class)}"><h2>${esc(classTitle(c.class))}</h2>`;
+        for (const k of kpis) {
+          const maxv = Math.max(...k.ranking.map((e) => Math.abs(e.value)), 1e-9);
+          const fmt = (v) => kpiVal({ name: k.name, value: v, unit: k.unit, status: 'ok' });
+          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
+            ${k.out_of_limit ? `<span class="pill high">${k.out_of_limit} out of limit</span>` : ''}</h3>
+            <div class="stats">${k.count} asset(s) · mean ${esc(fmt(k.mean))} · min ${esc(fmt(k.min))} · max ${esc(fmt(k.max))} · worse when ${esc(k.worse)}</div>
+            <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}">${esc(e.asset)}</a>
+              <div class="bar" title="${esc(e.message || '')}"><span class="${esc(e.status)}" data-w="${Math.max(2, (100 * Math.abs(e.value)) / maxv).toFixed(1)}"></span></div>
+              <span class="val">${esc(fmt(e.value))}</span></li>`).join('')}</ul></div>`;
+        }
+        html += '</div>';
+      }
+      main.innerHTML = html + '</div>';
+      // the CSP forbids style attributes; the CSSOM is allowed
+      for (const s of main.querySelectorAll('.rank .bar span')) s.style.width = s.dataset.w + '%';
+    },
+    onKPI() { this.render(); },
+  };
+}
+
+// ---------- gateways ----------
+function gatewaysPage() {
+  return {
+    name: 'gateways',
+    async render() {
+      document.title = 'Smelter · Gateways';
+      try { S.gateways = (await api('/api/v1/gateways')).gateways; } catch (e) { return; }
+      this.draw();
+    },
+    draw() {
+      const g = S.gateways;
+      main.innerHTML = '<h1>Gateways</h1>' + (g.length ? `<div class="table-wrap"><table><thead><tr><th>Gateway</th><th>Site</th><th>Status</th>
+        <th class="num">Assets</th><th class="num">Last seq</th><th class="num">Batches</th><th class="num">Births</th><th class="num">Deaths</th>
+        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map((x) => `<tr data-gateway="${esc(x.id)}">
+        <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td><span class="pill ${esc(x.status === 'online' ? 'ok' : x.status)}">${esc(x.status)}</span></td>
+        <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
+        <td>${esc(ago(x.age_ms))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`).join('') + '</tbody></table></div>'
+        : '<div class="empty">No gateway has published yet.</div>') +
+        '<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after 30 s without any; <b>offline</b> when the gateway\'s status (MQTT last will) says so.</p>';
+    },
+    onGateways() { this.draw(); },
+  };
+}
+
+// ---------- start ----------
+async function start() {
+  try {
+    const [, , cat] = await Promise.all([loadAssets(), loadAlertCount(), api('/api/v1/catalog')]);
+    S.catalog = cat;
+  } catch (e) {
+    if (!(e instanceof Unauthorized)) main.innerHTML = `<div class="empty">Cannot reach the collector API: ${esc(e.message)}</div>`;
+    return;
+  }
+  route();
+  stream();
+}
+start();
