@@ -6,11 +6,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -134,7 +137,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("spool reader %s: %w", u.Name(), err)
 		}
-		f := &forwarder{g: g, up: u, r: r, log: g.log.With("uplink", u.Name())}
+		f := &forwarder{g: g, up: u, sp: sp, r: r, log: g.log.With("uplink", u.Name()),
+			liveFirst: g.cfg.Raw.Spool.Backlog == spool.BacklogLiveFirst}
 		fwds = append(fwds, f)
 		ug.Go(func() error { return u.Run(ugCtx) })
 		ug.Go(func() error { return f.run(ugCtx) })
@@ -227,32 +231,75 @@ func (g *Gateway) setReady(v bool) {
 }
 
 // forwarder moves one uplink's share of the spool to its broker.
+//
+// With the default backlog policy (oldest_first) it is one lane: the
+// uplink's durable reader, strictly in seq order. With live_first, when the
+// uplink is connected but the durable reader is more than liveLaneAfter
+// behind, a live lane starts at the tail of the spool (a non-durable Tail
+// reader) and publishes new batches at once, while the durable reader keeps
+// draining the backlog (at most replay_rate records/s from disk), marking
+// data batches older than the live lane's start "historical". The durable
+// cursor stays the only persisted state and only ever moves over contiguous
+// confirmed seqs: the backfill lane skips (and commits) what a live lane
+// confirmed, and takes over from the live lane when it reaches it. A crash
+// or a live-lane failure only causes re-delivery, deduplicated downstream
+// on (gateway, seq). See docs/reliability.md.
 type forwarder struct {
-	g   *Gateway
-	up  Uplink
-	r   *spool.Reader
-	log *slog.Logger
-	mu  sync.Mutex
-	st  forwarderState
+	g         *Gateway
+	up        Uplink
+	sp        *spool.Spool
+	r         *spool.Reader
+	log       *slog.Logger
+	liveFirst bool
+	mu        sync.Mutex
+	st        forwarderState
+
+	// Owned by the goroutine running run.
+	live      *liveLane
+	confirmed []seqRange // ranges confirmed by finished live lanes, not yet committed
+	histBelow uint64     // data batches below this seq are marked historical
+	histBuf   []byte
+	sentApp   []int64
 }
+
+// liveLane is one run of the live lane.
+type liveLane struct {
+	from      uint64        // first seq the lane publishes
+	confirmed atomic.Uint64 // last seq the broker confirmed (from-1: none yet)
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+type seqRange struct{ from, to uint64 }
 
 type forwarderState struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	LastAckAt   time.Time `json:"last_ack_at,omitzero"`
 	LastSeq     uint64    `json:"last_seq"`
+	LiveLane    bool      `json:"live_lane,omitempty"`
 }
 
 const (
 	forwardMaxRecords = 512
 	forwardMaxBytes   = 4 << 20
+	// liveLaneAfter is how far behind (oldest unsent batch) the durable
+	// reader must be before live_first starts a live lane.
+	liveLaneAfter = 2 * time.Second
+	// maxConfirmedRanges bounds what finished live lanes leave behind; the
+	// oldest range is forgotten beyond it (its batches are re-sent).
+	maxConfirmedRanges = 64
 )
 
 func (f *forwarder) run(ctx context.Context) error {
+	defer f.stopLive()
 	name := f.up.Name()
 	envs := make([]telemetry.Envelope, 0, forwardMaxRecords)
 	backoff := 100 * time.Millisecond
 	for {
+		if f.liveFirst {
+			f.maybeStartLive(ctx)
+		}
 		recs, err := f.r.Next(ctx, forwardMaxRecords, forwardMaxBytes)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -260,22 +307,23 @@ func (f *forwarder) run(ctx context.Context) error {
 			}
 			return fmt.Errorf("uplink %s: reading spool: %w", name, err)
 		}
-		envs = envs[:0]
-		for _, rec := range recs {
-			envs = append(envs, telemetry.Envelope{Subject: rec.Subject, MsgID: telemetry.MsgID(f.g.cfg.ID, rec.Seq), Data: rec.Data})
+		// Records from the live lane's start on are the live lane's: take
+		// over from it (below) instead of publishing them.
+		cut := len(recs)
+		if f.live != nil {
+			for i, rec := range recs {
+				if rec.Seq >= f.live.from {
+					cut = i
+					break
+				}
+			}
 		}
+		envs = f.envelopes(envs[:0], recs[:cut])
 		if err := f.up.Publish(ctx, envs); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			f.g.m.publishErr.WithLabelValues(name).Inc()
-			f.g.m.uplinkReady.WithLabelValues(name).Set(0)
-			f.mu.Lock()
-			if f.st.LastError != err.Error() {
-				f.log.Warn("publish failed; will retry from the spool", "err", err, "records", len(envs))
-			}
-			f.st.LastError, f.st.LastErrorAt = err.Error(), time.Now()
-			f.mu.Unlock()
+			f.publishFailed(err, len(envs))
 			f.r.Rewind()
 			select {
 			case <-ctx.Done():
@@ -286,26 +334,203 @@ func (f *forwarder) run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		last := recs[len(recs)-1].Seq
+		if cut > 0 {
+			f.acked(f.sentApp, recs[cut-1].Seq, true)
+		}
+		if cut < len(recs) {
+			f.takeOver()
+		}
+	}
+}
+
+// envelopes builds the envelopes of recs, leaving out what a finished live
+// lane confirmed and marking old data batches historical; f.sentApp gets
+// the append times of the records sent. The envelopes are valid until the
+// next call (as the records are).
+func (f *forwarder) envelopes(envs []telemetry.Envelope, recs []spool.Record) []telemetry.Envelope {
+	f.histBuf = f.histBuf[:0]
+	f.sentApp = f.sentApp[:0]
+	for _, rec := range recs {
+		if f.confirmedByLive(rec.Seq) {
+			continue
+		}
+		f.sentApp = append(f.sentApp, rec.Appended)
+		data := rec.Data
+		if rec.Seq < f.histBelow && strings.HasSuffix(rec.Subject, "."+string(telemetry.KindData)) {
+			start := len(f.histBuf)
+			f.histBuf = appendHistorical(f.histBuf, data)
+			data = f.histBuf[start:len(f.histBuf):len(f.histBuf)]
+		}
+		envs = append(envs, telemetry.Envelope{Subject: rec.Subject, MsgID: telemetry.MsgID(f.g.cfg.ID, rec.Seq), Data: data})
+	}
+	return envs
+}
+
+// confirmedByLive reports whether a finished live lane confirmed seq, and
+// drops ranges that lie wholly behind it.
+func (f *forwarder) confirmedByLive(seq uint64) bool {
+	for len(f.confirmed) > 0 && f.confirmed[0].to < seq {
+		f.confirmed = f.confirmed[1:]
+	}
+	return len(f.confirmed) > 0 && seq >= f.confirmed[0].from
+}
+
+// historicalKey is where AppendJSON writes the historical flag: right after
+// ts_gw, before the readings (the key cannot occur earlier unescaped).
+var historicalKey = []byte(`,"readings":[`)
+
+// appendHistorical appends data, a batch as AppendJSON wrote it, with
+// "historical":true added (unchanged when already marked or not a batch).
+func appendHistorical(dst, data []byte) []byte {
+	i := bytes.Index(data, historicalKey)
+	if i < 0 || bytes.Contains(data[:i], []byte(`"historical":`)) {
+		return append(dst, data...)
+	}
+	dst = append(dst, data[:i]...)
+	dst = append(dst, `,"historical":true`...)
+	return append(dst, data[i:]...)
+}
+
+// acked records a confirmed publish of records appended at appended (unix
+// ms); commit moves the durable cursor to last.
+func (f *forwarder) acked(appended []int64, last uint64, commit bool) {
+	name := f.up.Name()
+	if commit {
 		if err := f.r.Commit(last); err != nil {
 			f.log.Error("committing spool cursor", "err", err)
 		}
-		now := time.Now()
-		nowMS := now.UnixMilli()
-		for _, rec := range recs {
-			f.g.m.dataAge.WithLabelValues(name).Observe(float64(nowMS-rec.Appended) / 1000)
-		}
-		f.g.m.published.WithLabelValues(name).Add(float64(len(recs)))
-		f.g.m.uplinkReady.WithLabelValues(name).Set(1)
-		f.mu.Lock()
-		if f.st.LastError != "" {
-			f.log.Info("publishing again", "records", len(recs))
-		}
-		f.st.LastError = ""
-		f.st.LastAckAt = now
+	}
+	now := time.Now()
+	nowMS := now.UnixMilli()
+	for _, a := range appended {
+		f.g.m.dataAge.WithLabelValues(name).Observe(float64(nowMS-a) / 1000)
+	}
+	f.g.m.published.WithLabelValues(name).Add(float64(len(appended)))
+	f.g.m.uplinkReady.WithLabelValues(name).Set(1)
+	f.mu.Lock()
+	if f.st.LastError != "" {
+		f.log.Info("publishing again", "records", len(appended))
+	}
+	f.st.LastError = ""
+	f.st.LastAckAt = now
+	if commit {
 		f.st.LastSeq = last
+	}
+	f.mu.Unlock()
+}
+
+func (f *forwarder) publishFailed(err error, n int) {
+	name := f.up.Name()
+	f.g.m.publishErr.WithLabelValues(name).Inc()
+	f.g.m.uplinkReady.WithLabelValues(name).Set(0)
+	f.mu.Lock()
+	if f.st.LastError != err.Error() {
+		f.log.Warn("publish failed; will retry from the spool", "err", err, "records", n)
+	}
+	f.st.LastError, f.st.LastErrorAt = err.Error(), time.Now()
+	f.mu.Unlock()
+}
+
+// maybeStartLive starts a live lane when none runs, the uplink is connected
+// and the durable reader is far behind.
+func (f *forwarder) maybeStartLive(ctx context.Context) {
+	if f.live != nil || !f.up.Ready() || f.r.Lag().OldestAge < liveLaneAfter {
+		return
+	}
+	tail, err := f.sp.Tail(f.up.Name() + "-live")
+	if err != nil {
+		f.log.Warn("cannot start the live lane", "err", err)
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	lv := &liveLane{from: tail.Committed() + 1, cancel: cancel, done: make(chan struct{})}
+	lv.confirmed.Store(lv.from - 1)
+	f.live = lv
+	f.histBelow = max(f.histBelow, lv.from)
+	f.setLive(true)
+	f.log.Info("backlog: live lane started; the backlog is sent behind it as historical",
+		"from_seq", lv.from, "backlog_records", lv.from-1-f.r.Committed())
+	go f.runLive(lctx, lv, tail)
+}
+
+// runLive publishes the tail of the spool until ctx ends or a publish
+// fails (the backfill lane then re-sends what it did not confirm).
+func (f *forwarder) runLive(ctx context.Context, lv *liveLane, tail *spool.Reader) {
+	defer close(lv.done)
+	defer tail.Close()
+	envs := make([]telemetry.Envelope, 0, forwardMaxRecords)
+	apps := make([]int64, 0, forwardMaxRecords)
+	for {
+		recs, err := tail.Next(ctx, forwardMaxRecords, forwardMaxBytes)
+		if err != nil {
+			return
+		}
+		if recs[0].Seq != lv.confirmed.Load()+1 {
+			// records discarded under the lane (spool full): stop; the
+			// backfill lane sends what follows
+			return
+		}
+		envs = envs[:0]
+		apps = apps[:0]
+		for _, rec := range recs {
+			envs = append(envs, telemetry.Envelope{Subject: rec.Subject, MsgID: telemetry.MsgID(f.g.cfg.ID, rec.Seq), Data: rec.Data})
+			apps = append(apps, rec.Appended)
+		}
+		if err := f.up.Publish(ctx, envs); err != nil {
+			if ctx.Err() == nil {
+				f.publishFailed(err, len(envs))
+				f.log.Info("live lane stopped by a publish failure; the backlog lane will re-send its unconfirmed batches")
+			}
+			return
+		}
+		last := recs[len(recs)-1].Seq
+		_ = tail.Commit(last)
+		lv.confirmed.Store(last)
+		f.acked(apps, last, false)
+	}
+}
+
+// takeOver is called when the backfill lane reached the live lane's start:
+// the live lane stops, its confirmed range is committed, and the durable
+// reader continues from there alone.
+func (f *forwarder) takeOver() {
+	lv := f.live
+	f.stopLive()
+	if to := lv.confirmed.Load(); to >= lv.from {
+		if err := f.r.Commit(to); err != nil {
+			f.log.Error("committing spool cursor", "err", err)
+		}
+		f.mu.Lock()
+		f.st.LastSeq = to
 		f.mu.Unlock()
 	}
+	f.r.Rewind()
+	f.log.Info("backlog: caught up with the live lane; back to one lane", "seq", f.r.Committed())
+}
+
+// stopLive stops the live lane, keeping what it confirmed for the backfill
+// lane to skip.
+func (f *forwarder) stopLive() {
+	lv := f.live
+	if lv == nil {
+		return
+	}
+	lv.cancel()
+	<-lv.done
+	f.live = nil
+	f.setLive(false)
+	if to := lv.confirmed.Load(); to >= lv.from {
+		f.confirmed = append(f.confirmed, seqRange{lv.from, to})
+		if len(f.confirmed) > maxConfirmedRanges {
+			f.confirmed = f.confirmed[1:]
+		}
+	}
+}
+
+func (f *forwarder) setLive(v bool) {
+	f.mu.Lock()
+	f.st.LiveLane = v
+	f.mu.Unlock()
 }
 
 func (f *forwarder) state() forwarderState {

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,7 +52,7 @@ type relRig struct {
 	mqtt   *brokers.MQTT
 }
 
-func newRelRig(t *testing.T, withMQTT bool) *relRig {
+func newRelRig(t testing.TB, withMQTT bool) *relRig {
 	t.Helper()
 	r := &relRig{bank: modbustest.NewBank(), dir: t.TempDir()}
 	setBank(r.bank)
@@ -87,7 +88,7 @@ type relConfig struct {
 // write writes the configuration file and returns its path; data lives in
 // <rig>/data whatever the file is called, so two gateways in sequence share
 // their spool.
-func (r *relRig) write(t *testing.T, c relConfig) string {
+func (r *relRig) write(t testing.TB, c relConfig) string {
 	t.Helper()
 	if c.devices == 0 {
 		c.devices = 1
@@ -229,6 +230,8 @@ type delivered struct {
 	asset   string
 	tsGW    int64
 	at      time.Time // when the consumer received it
+	stored  time.Time // JetStream: when the stream stored it (the PubAck)
+	hist    bool      // marked historical (backfill behind a live lane)
 }
 
 func decodeDelivered(subject string, data []byte) (delivered, error) {
@@ -240,6 +243,7 @@ func decodeDelivered(subject string, data []byte) (delivered, error) {
 		Gateway string `json:"gateway"`
 		Seq     uint64 `json:"seq"`
 		TSGW    int64  `json:"ts_gw"`
+		Hist    bool   `json:"historical"`
 		Asset   struct {
 			ID string `json:"id"`
 		} `json:"asset"`
@@ -247,12 +251,12 @@ func decodeDelivered(subject string, data []byte) (delivered, error) {
 	if err := json.Unmarshal(data, &body); err != nil {
 		return delivered{}, fmt.Errorf("%s: %w", subject, err)
 	}
-	return delivered{kind: string(ps.Kind), gateway: body.Gateway, seq: body.Seq, asset: body.Asset.ID, tsGW: body.TSGW, at: time.Now()}, nil
+	return delivered{kind: string(ps.Kind), gateway: body.Gateway, seq: body.Seq, asset: body.Asset.ID, tsGW: body.TSGW, hist: body.Hist, at: time.Now()}, nil
 }
 
 // readStream reads every message of the SMELTER stream, oldest first, with
 // an ordered consumer: the view of a collector that starts after the fact.
-func readStream(t *testing.T, url string) []delivered {
+func readStream(t testing.TB, url string) []delivered {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -290,6 +294,9 @@ func readStream(t *testing.T, url string) []delivered {
 				t.Fatal(err)
 			}
 			d.msgID = m.Headers().Get(jetstream.MsgIDHeader)
+			if md, err := m.Metadata(); err == nil {
+				d.stored = md.Timestamp
+			}
 			out = append(out, d)
 		}
 		if err := batch.Error(); err != nil && ctx.Err() == nil {
@@ -312,7 +319,8 @@ type report struct {
 
 // checkDelivery checks the consumer's view: every message is this
 // gateway's, carries the dedup id of its seq (NATS), and, after dedup on
-// (gateway, seq), each asset's batches arrived in seq order. It returns the
+// (gateway, seq), each asset's batches arrived in seq order (within each
+// lane: live and historical are checked apart). It returns the
 // counts the test asserts on.
 func checkDelivery(t *testing.T, src string, ds []delivered, checkMsgID bool) report {
 	t.Helper()
@@ -332,6 +340,9 @@ func checkDelivery(t *testing.T, src string, ds []delivered, checkMsgID bool) re
 		}
 		seen[d.seq] = true
 		key := d.asset + "/" + d.kind
+		if d.hist {
+			key += "/historical"
+		}
 		if prev := lastByAsset[key]; d.seq <= prev {
 			t.Errorf("%s: %s seq %d arrived after seq %d", src, key, d.seq, prev)
 		}
@@ -911,5 +922,257 @@ func TestStaleCursorRemovedAtStart(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "uplink=kafka") {
 		t.Error("the removal of the stale cursor is not logged")
+	}
+}
+
+// --- backlog vs live -------------------------------------------------------------
+
+// BenchmarkReplay measures the drain of an uplink backlog against live data:
+// a 20-device fleet polled every second (the demo fleet's rate) has been
+// spooling for SMELTER_REPLAY_MINUTES (default 10) with the uplink down;
+// the uplink comes back and the gateway drains the backlog while it keeps
+// polling. The backlog is written straight into the gateway's spool (the
+// same batch encoding, historical read times one second apart per device)
+// instead of being polled for an hour. Reported: drain time, replay speed
+// as a multiple of real time, and the data age of live batches read during
+// the drain (ts_gw to the JetStream store time, from the stream's message
+// metadata).
+//
+//	SMELTER_REPLAY_MINUTES=60 go test -run '^$' -bench BenchmarkReplay -benchtime 1x ./internal/gateway
+func BenchmarkReplay(b *testing.B) {
+	minutes := envInt("SMELTER_REPLAY_MINUTES", 10)
+	const devices = 20
+	b.ReportAllocs()
+	var res replayResult
+	for b.Loop() {
+		res = runReplay(b, minutes, devices)
+	}
+	b.ReportMetric(res.drain.Seconds(), "drain_s")
+	b.ReportMetric(res.speedup, "x_realtime")
+	b.ReportMetric(float64(res.backlog)/res.drain.Seconds(), "batches/s")
+	b.ReportMetric(res.liveMax.Seconds(), "live_age_max_s")
+	b.ReportMetric(res.liveP50.Seconds(), "live_age_p50_s")
+	b.ReportMetric(float64(res.liveDuring), "live_batches_in_drain")
+	b.Logf("backlog %d batches (%d min x %d devices), drained in %v (%.0fx real time); %d live batches during the drain, age p50 %v max %v",
+		res.backlog, minutes, devices, res.drain.Round(time.Millisecond), res.speedup, res.liveDuring,
+		res.liveP50.Round(time.Millisecond), res.liveMax.Round(time.Millisecond))
+}
+
+type replayResult struct {
+	backlog    int
+	drain      time.Duration
+	speedup    float64
+	liveDuring int
+	liveP50    time.Duration
+	liveMax    time.Duration
+}
+
+func runReplay(b *testing.B, minutes, devices int) replayResult {
+	b.Helper()
+	r := newRelRig(b, false)
+	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true,
+		spool: "{max_bytes: 4294967296, segment_bytes: 67108864}"})
+	cfg, err := gwconfig.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	backlog := minutes * 60 * devices
+	prefill(b, cfg, backlog)
+
+	reg := prometheus.NewRegistry()
+	g, err := New(cfg, Options{Registry: reg, DrainTimeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- g.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var u UplinkStatus
+		for _, x := range g.Status().Uplinks {
+			u = x
+		}
+		if u.LastSeq >= uint64(backlog) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("backlog not drained in 10 minutes (at seq %d of %d)", u.LastSeq, backlog)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// keep polling a little after the drain so live data is seen settling
+	settle := time.Now().Add(2 * time.Second)
+	for time.Now().Before(settle) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+
+	ds := readStream(b, r.nats.URL())
+	res := replayResult{backlog: backlog}
+	var drainEnd time.Time
+	var live []time.Duration
+	for _, d := range ds {
+		if d.seq == uint64(backlog) {
+			drainEnd = d.stored
+		}
+	}
+	if drainEnd.IsZero() {
+		b.Fatalf("backlog seq %d not in the stream", backlog)
+	}
+	for _, d := range ds {
+		if d.seq <= uint64(backlog) || d.kind != string(telemetry.KindData) {
+			continue
+		}
+		read := time.UnixMilli(d.tsGW)
+		if read.After(drainEnd) {
+			continue
+		}
+		live = append(live, d.stored.Sub(read))
+	}
+	res.drain = drainEnd.Sub(start)
+	res.speedup = float64(minutes*60) / res.drain.Seconds()
+	res.liveDuring = len(live)
+	if len(live) > 0 {
+		slices.Sort(live)
+		res.liveP50 = live[len(live)/2]
+		res.liveMax = live[len(live)-1]
+	}
+	return res
+}
+
+// prefill writes n data batches of the configured devices into the
+// gateway's spool, behind a "nats" cursor at the start, as if the uplink
+// had been down while they were polled once a second per device.
+func prefill(b *testing.B, cfg *gwconfig.Config, n int) {
+	b.Helper()
+	sp, err := spool.Open(cfg.Raw.Spool, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := sp.Reader("nats"); err != nil {
+		b.Fatal(err)
+	}
+	devs := cfg.Devices
+	cycles := n / len(devs)
+	t0 := time.Now().Add(-time.Duration(cycles) * time.Second)
+	batch := telemetry.Batch{Gateway: cfg.ID}
+	ctx := context.Background()
+	for i := range n {
+		d := devs[i%len(devs)]
+		ts := t0.Add(time.Duration(i/len(devs)) * time.Second).UnixMilli()
+		batch.Asset = d.Asset
+		batch.TSGW = ts + 3
+		batch.Readings = append(batch.Readings[:0],
+			telemetry.Reading{Signal: "discharge_pressure", Value: 0.725 + float64(i%7)/1000, Unit: "MPa", TS: ts, Src: "modbus:1:hr:0"},
+			telemetry.Reading{Signal: "discharge_temp", Value: 90.1, Unit: "Cel", TS: ts, Src: "modbus:1:hr:2"},
+			telemetry.Reading{Signal: "input_power", Value: 61.25, Unit: "kW", TS: ts, Src: "modbus:1:ir:0"},
+			telemetry.Reading{Signal: "free_air_delivery", Value: 10.5, Unit: "m3/min", TS: ts, Src: "modbus:1:ir:2"},
+			telemetry.Reading{Signal: "load_state", Value: 2, Text: "loaded", TS: ts, Src: "modbus:1:hr:10"},
+			telemetry.Reading{Signal: "dew_point", Value: -20.5, Unit: "Cel", TS: ts, Src: "modbus:1:hr:12"},
+		)
+		subj := telemetry.AssetSubject(d.Asset, telemetry.KindData)
+		if _, err := sp.Append(ctx, subj, func(seq uint64, dst []byte) []byte {
+			batch.Seq = seq
+			return batch.AppendJSON(dst)
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// TestLiveFirstBacklog: with backlog: live_first and a replay_rate cap, a
+// broker outage leaves a backlog; when the broker is back, live batches are
+// delivered while the backlog still drains (a live batch is stored before
+// the last backlog batch), the backlog behind them is marked historical,
+// live (unmarked) data batches arrive in strictly increasing seq order, and
+// in the end every (gateway, seq) is in the stream exactly once and the
+// uplink is back to one lane with nothing unsent.
+func TestLiveFirstBacklog(t *testing.T) {
+	r := newRelRig(t, false)
+	cfg := r.config(t, relConfig{devices: 2, interval: "20ms", nats: true,
+		spool: "{backlog: live_first, replay_rate: 100, cache_bytes: 32768}"})
+	rg := startGateway(t, cfg, nil)
+	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
+	r.nats.Shutdown()
+	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
+	waitFor(t, 20*time.Second, "a backlog older than the live-lane threshold", func() bool {
+		return rg.uplink("nats").OldestAgeSec > (liveLaneAfter + 500*time.Millisecond).Seconds()
+	})
+	if err := r.nats.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the live lane", func() bool { return rg.uplink("nats").LiveLane })
+	waitFor(t, 60*time.Second, "back to one lane with the backlog drained", func() bool {
+		u := rg.uplink("nats")
+		return !u.LiveLane && u.LagRecords < 10
+	})
+	rg.stop(t)
+	last := rg.seq()
+
+	ds := readStream(t, r.nats.URL())
+	rep := checkDelivery(t, "nats", ds, true)
+	if rep.duplicates != 0 || len(rep.missing) != 0 || rep.maxSeq != last {
+		t.Fatalf("stream: %d distinct, %d duplicates, missing %v, max seq %d, last %d",
+			rep.distinct, rep.duplicates, rep.missing, rep.maxSeq, last)
+	}
+	// The consumer's rule: an unmarked batch is never older than anything
+	// it already has; whatever arrives late is marked historical.
+	var hist, liveDuring int
+	var lastHistStored time.Time
+	var maxHist, maxSeen uint64
+	for _, d := range ds {
+		switch {
+		case d.hist:
+			hist++
+			lastHistStored = d.stored
+			maxHist = max(maxHist, d.seq)
+		case d.seq < maxSeen:
+			t.Errorf("unmarked %s seq %d arrived after seq %d", d.kind, d.seq, maxSeen)
+		}
+		maxSeen = max(maxSeen, d.seq)
+	}
+	for _, d := range ds {
+		if d.kind == string(telemetry.KindData) && !d.hist && d.seq > maxHist && d.stored.Before(lastHistStored) {
+			liveDuring++
+		}
+	}
+	if hist == 0 || liveDuring == 0 {
+		t.Fatalf("%d historical batches, %d live batches stored before the last historical one: the live lane did not run beside the backlog", hist, liveDuring)
+	}
+	t.Logf("%d batches exactly once; %d historical (backfill), %d live batches delivered during the drain", rep.distinct, hist, liveDuring)
+}
+
+// TestAppendHistorical: marking a spooled batch historical gives exactly
+// what the encoder writes for a historical batch, and marking is idempotent.
+func TestAppendHistorical(t *testing.T) {
+	for _, id := range []string{"m-1", `odd",readings":[`} {
+		b := telemetry.Batch{Gateway: "gw-1", Seq: 42, TSGW: 1763812345123,
+			Asset:    telemetry.Asset{ID: id, Class: "motor", Path: []string{"acme", "s", "a", "b", "_"}},
+			Readings: []telemetry.Reading{{Signal: "x", Value: 1, Unit: "Cel", TS: 1}}}
+		plain := b.AppendJSON(nil)
+		b.Historical = true
+		want := b.AppendJSON(nil)
+		got := appendHistorical([]byte("prefix"), plain)
+		if string(got) != "prefix"+string(want) {
+			t.Fatalf("marked:\n%s\nwant:\n%s", got[6:], want)
+		}
+		if again := appendHistorical(nil, want); string(again) != string(want) {
+			t.Fatalf("marked twice:\n%s", again)
+		}
+	}
+	b := telemetry.Batch{Gateway: "gw-1", Seq: 42, TSGW: 1763812345123,
+		Asset:    telemetry.Asset{ID: "m-1", Class: "motor", Path: []string{"acme", "s", "a", "b", "_"}},
+		Readings: []telemetry.Reading{{Signal: "x", Value: 1, Unit: "Cel", TS: 1}}}
+	dec, err := telemetry.DecodeBatch(appendHistorical(nil, b.AppendJSON(nil)))
+	if err != nil || !dec.Historical || dec.Seq != 42 {
+		t.Fatalf("decoded %+v, %v", dec, err)
 	}
 }

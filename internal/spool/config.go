@@ -19,6 +19,13 @@ const (
 	WhenFullBlock         = "block"          // Append waits until readers commit enough to free space
 )
 
+// Backlog policies: how an uplink's forwarder orders a backlog and live
+// data (the spool provides the readers; the gateway applies the policy).
+const (
+	BacklogOldestFirst = "oldest_first" // one lane, strict seq order; live data waits behind the backlog (default)
+	BacklogLiveFirst   = "live_first"   // live lane at the tail plus a backfill lane marked historical
+)
+
 // Defaults.
 const (
 	DefaultMaxBytes      int64 = 1 << 30
@@ -42,6 +49,7 @@ type Config struct {
 	WhenFull      string        `yaml:"when_full"`      // discard_oldest (default) | block
 	ReplayRate    float64       `yaml:"replay_rate"`    // max records/s per reader while it reads a backlog from disk; 0 = unlimited
 	CacheBytes    int64         `yaml:"cache_bytes"`    // in-memory tail cache for live readers (default 16 MiB)
+	Backlog       string        `yaml:"backlog"`        // oldest_first (default) | live_first; see docs/reliability.md
 }
 
 // ConfigError is a configuration problem; Field is the yaml name of the
@@ -76,6 +84,9 @@ func (c *Config) SetDefaults() {
 	if c.CacheBytes == 0 {
 		c.CacheBytes = DefaultCacheBytes
 	}
+	if c.Backlog == "" {
+		c.Backlog = BacklogOldestFirst
+	}
 }
 
 // Validate checks a defaulted Config. The error is a *ConfigError naming the
@@ -103,6 +114,8 @@ func (c *Config) Validate() error {
 		return bad("replay_rate", "%v must be a finite number >= 0", c.ReplayRate)
 	case c.CacheBytes < 0:
 		return bad("cache_bytes", "%d must not be negative", c.CacheBytes)
+	case c.Backlog != BacklogOldestFirst && c.Backlog != BacklogLiveFirst:
+		return bad("backlog", "%q is not one of oldest_first, live_first", c.Backlog)
 	}
 	return nil
 }

@@ -28,6 +28,8 @@ type Reader struct {
 	s    *Spool
 	name string
 
+	ephemeral bool // a Tail reader: in-memory cursor, holds nothing back
+
 	// Guarded by s.mu.
 	committed uint64
 	opened    bool
@@ -158,6 +160,56 @@ func (s *Spool) Readers() []string {
 	s.mu.Unlock()
 	sort.Strings(out)
 	return out
+}
+
+// Tail returns a reader that is not durable: it starts after the last
+// record appended, keeps its cursor in memory only, does not hold back
+// deletion and is not listed by Readers or the lag metrics. A gateway uses
+// it for a live lane that runs beside a durable reader draining a backlog.
+// Its metrics carry name as the reader label. Replay_rate does not apply to
+// it. Close it when done, from the goroutine that calls Next.
+func (s *Spool) Tail(name string) (*Reader, error) {
+	if !readerName.MatchString(name) {
+		return nil, fmt.Errorf("spool: reader name %q: want [A-Za-z0-9_-]{1,64}", name)
+	}
+	r := &Reader{
+		s:          s,
+		name:       name,
+		ephemeral:  true,
+		wake:       make(chan struct{}, 1),
+		cmu:        make(chan struct{}, 1),
+		intern:     map[string]string{},
+		lost:       s.m.readerDiscarded.WithLabelValues(name),
+		diskReads:  s.m.diskReads.WithLabelValues(name),
+		cacheReads: s.m.cacheReads.WithLabelValues(name),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	r.committed = s.last
+	r.pos = s.last + 1
+	r.opened = true
+	s.open = append(s.open, r)
+	return r, nil
+}
+
+// Close releases a reader returned by Tail: it is no longer woken by
+// appends and its open segment file is closed. Call it from the goroutine
+// that calls Next, never concurrently with Next. Durable readers need no
+// Close (the spool's Close persists them).
+func (r *Reader) Close() {
+	s := r.s
+	s.mu.Lock()
+	for i, o := range s.open {
+		if o == r {
+			s.open = append(s.open[:i], s.open[i+1:]...)
+			break
+		}
+	}
+	s.mu.Unlock()
+	r.closeFile()
 }
 
 // RemoveReader forgets a reader and deletes its cursor, so it no longer
@@ -303,7 +355,7 @@ func (r *Reader) readCache(maxRecords, maxBytes int) {
 // records may be read now, waiting for at least one token.
 func (r *Reader) replayBudget(ctx context.Context, want int) (int, error) {
 	rate := r.s.cfg.ReplayRate
-	if rate <= 0 {
+	if rate <= 0 || r.ephemeral {
 		return want, nil
 	}
 	burst := max(1, rate/10)

@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"when_full typo", func(c *Config) { c.WhenFull = "drop" }, "when_full"},
 		{"negative replay", func(c *Config) { c.ReplayRate = -1 }, "replay_rate"},
 		{"negative cache", func(c *Config) { c.CacheBytes = -1 }, "cache_bytes"},
+		{"backlog typo", func(c *Config) { c.Backlog = "newest_first" }, "backlog"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,7 +50,8 @@ func TestConfigValidate(t *testing.T) {
 	c := Config{Dir: "x"}
 	c.SetDefaults()
 	if c.MaxBytes != 1<<30 || c.MaxAge != 7*24*time.Hour || c.SegmentBytes != 16<<20 || c.Fsync != "interval" ||
-		c.FsyncInterval != time.Second || c.WhenFull != "discard_oldest" || c.ReplayRate != 0 {
+		c.FsyncInterval != time.Second || c.WhenFull != "discard_oldest" || c.ReplayRate != 0 ||
+		c.Backlog != "oldest_first" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -610,5 +612,40 @@ func TestReadersListsCursorsFoundAtOpen(t *testing.T) {
 	}
 	if got := strings.Join(h.s.Readers(), " "); got != "mqtt nats" {
 		t.Fatalf("Readers() after RemoveReader = %s", got)
+	}
+}
+
+// TestTailReader: a Tail reader starts after the last record, sees only
+// what is appended later, and holds nothing back: segments a durable reader
+// committed are deleted whatever the Tail reader's position, and closing it
+// leaves the spool's readers unchanged.
+func TestTailReader(t *testing.T) {
+	h := open(t, testConfig(t.TempDir()))
+	d, err := h.s.Reader("nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.append(100, 2000)
+	tail, err := h.s.Tail("nats-live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.append(100, 2000)
+	recs := readAll(t, tail, 100, 2000, false)
+	contiguous(t, recs, 101)
+	if strings.Join(h.s.Readers(), " ") != "nats" {
+		t.Fatalf("Readers() lists the tail reader: %v", h.s.Readers())
+	}
+	readAll(t, d, 200, 2000, false)
+	if err := d.Commit(200); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(h.m.segments); n != 1 {
+		t.Fatalf("%v segments after the durable reader committed everything", n)
+	}
+	tail.Close()
+	h.append(1, 2000)
+	if _, ok := gathered(t, h.reg, "smelter_spool_reader_lag_records", "nats-live"); ok {
+		t.Fatal("the tail reader reports a lag metric")
 	}
 }
