@@ -1,0 +1,609 @@
+package opcua
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/opcua/uaunits"
+	"github.com/smelterio/smelter/internal/units"
+)
+
+// NodeUnit is what a node says about its unit and range.
+type NodeUnit struct {
+	Index    int
+	UnitID   int32  // EUInformation.UnitId, -1 when absent
+	UNECE    string // common code, e.g. CEL
+	UCUM     string // UCUM code when known ("" otherwise)
+	Display  string // EUInformation.DisplayName
+	Min, Max float64
+	HasRange bool
+	Err      error // the node or its properties could not be read
+}
+
+// limiter is the part of a session NodeUnits and Browse need.
+type session struct {
+	cl  *opcua.Client
+	cfg *Config
+	lim Limits
+}
+
+// NodeUnits reads EngineeringUnits and EURange of every point over a short
+// session of its own, within the server's operation limits. The lead uses
+// it to convert device units when the configuration names none.
+func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
+	cl, err := connect(ctx, &c.cfg, c.log)
+	if err != nil {
+		return nil, err
+	}
+	defer closeClient(cl)
+	nodes, err := c.resolve(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	lim, err := c.limits(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{cl: cl, cfg: &c.cfg, lim: lim}
+	props, err := s.properties(ctx, nodes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeUnit, len(nodes))
+	for i := range out {
+		out[i] = NodeUnit{Index: i, UnitID: -1}
+	}
+	var reqs []*ua.NodeID
+	var dest []func(*ua.DataValue)
+	for i := range nodes {
+		i := i
+		if p := props[i]["EngineeringUnits"]; p != nil {
+			reqs = append(reqs, p)
+			dest = append(dest, func(dv *ua.DataValue) { out[i].setEU(dv) })
+		}
+		if p := props[i]["EURange"]; p != nil {
+			reqs = append(reqs, p)
+			dest = append(dest, func(dv *ua.DataValue) { out[i].setRange(dv) })
+		}
+	}
+	vals, err := s.read(ctx, reqs, ua.AttributeIDValue)
+	if err != nil {
+		return nil, err
+	}
+	for j, dv := range vals {
+		dest[j](dv)
+	}
+	return out, nil
+}
+
+func (u *NodeUnit) setEU(dv *ua.DataValue) {
+	eu, ok := extObj[*ua.EUInformation](dv)
+	if !ok {
+		u.Err = fmt.Errorf("EngineeringUnits: not an EUInformation (status %v)", statusOf(dv))
+		return
+	}
+	u.UnitID = eu.UnitID
+	u.UNECE = uaunits.Code(eu.UnitID)
+	if eu.DisplayName != nil {
+		u.Display = eu.DisplayName.Text
+	}
+	if ucum, ok := uaunits.UCUM(eu.UnitID); ok {
+		u.UCUM = ucum
+	} else if canon, ok := units.Canonical(u.Display); ok && canon == u.Display {
+		u.UCUM = u.Display
+	}
+}
+
+func (u *NodeUnit) setRange(dv *ua.DataValue) {
+	rg, ok := extObj[*ua.Range](dv)
+	if !ok {
+		u.Err = fmt.Errorf("EURange: not a Range (status %v)", statusOf(dv))
+		return
+	}
+	u.Min, u.Max, u.HasRange = rg.Low, rg.High, true
+}
+
+func statusOf(dv *ua.DataValue) string {
+	if dv == nil {
+		return "missing"
+	}
+	return statusHex(uint32(dv.Status))
+}
+
+func extObj[T any](dv *ua.DataValue) (T, bool) {
+	var zero T
+	if dv == nil || dv.Value == nil || dv.Status>>30 == 2 {
+		return zero, false
+	}
+	eo, ok := dv.Value.Value().(*ua.ExtensionObject)
+	if !ok || eo == nil {
+		return zero, false
+	}
+	v, ok := eo.Value.(T)
+	return v, ok
+}
+
+// properties browses the HasProperty references of nodes (batched).
+func (s *session) properties(ctx context.Context, nodes []*ua.NodeID) ([]map[string]*ua.NodeID, error) {
+	descs := make([]*ua.BrowseDescription, len(nodes))
+	for i, n := range nodes {
+		descs[i] = &ua.BrowseDescription{NodeID: n, BrowseDirection: ua.BrowseDirectionForward,
+			ReferenceTypeID: ua.NewNumericNodeID(0, id.HasProperty), IncludeSubtypes: true,
+			NodeClassMask: uint32(ua.NodeClassVariable), ResultMask: uint32(ua.BrowseResultMaskAll)}
+	}
+	refs, err := s.browse(ctx, descs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]*ua.NodeID, len(nodes))
+	for i, rs := range refs {
+		out[i] = map[string]*ua.NodeID{}
+		for _, r := range rs {
+			if r.BrowseName != nil && r.NodeID != nil {
+				out[i][r.BrowseName.Name] = r.NodeID.NodeID
+			}
+		}
+	}
+	return out, nil
+}
+
+// browse runs Browse (and BrowseNext for continuation points) in batches
+// within MaxNodesPerBrowse and returns the references per description.
+func (s *session) browse(ctx context.Context, descs []*ua.BrowseDescription) ([][]*ua.ReferenceDescription, error) {
+	out := make([][]*ua.ReferenceDescription, len(descs))
+	batch := int(s.lim.MaxNodesPerBrowse)
+	for start := 0; start < len(descs); start += batch {
+		end := min(start+batch, len(descs))
+		bctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		resp, err := s.cl.Browse(bctx, &ua.BrowseRequest{View: &ua.ViewDescription{ViewID: ua.NewTwoByteNodeID(0)},
+			RequestedMaxReferencesPerNode: 1000, NodesToBrowse: descs[start:end]})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("opcua: browse %d nodes: %w", end-start, err)
+		}
+		type pending struct {
+			i  int
+			cp []byte
+		}
+		var cps []pending
+		for j, r := range resp.Results {
+			if start+j >= end || r == nil || r.StatusCode>>30 == 2 {
+				continue
+			}
+			out[start+j] = append(out[start+j], r.References...)
+			if len(r.ContinuationPoint) > 0 {
+				cps = append(cps, pending{start + j, r.ContinuationPoint})
+			}
+		}
+		for len(cps) > 0 {
+			part := cps[:min(batch, len(cps))]
+			cps = cps[len(part):]
+			req := &ua.BrowseNextRequest{}
+			for _, p := range part {
+				req.ContinuationPoints = append(req.ContinuationPoints, p.cp)
+			}
+			bctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			nresp, err := s.cl.BrowseNext(bctx, req)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("opcua: browse next: %w", err)
+			}
+			for j, r := range nresp.Results {
+				if j >= len(part) || r == nil || r.StatusCode>>30 == 2 {
+					continue
+				}
+				out[part[j].i] = append(out[part[j].i], r.References...)
+				if len(r.ContinuationPoint) > 0 {
+					cps = append(cps, pending{part[j].i, r.ContinuationPoint})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// read reads one attribute of nodes in batches within MaxNodesPerRead.
+func (s *session) read(ctx context.Context, nodes []*ua.NodeID, attr ua.AttributeID) ([]*ua.DataValue, error) {
+	out := make([]*ua.DataValue, 0, len(nodes))
+	batch := int(s.lim.MaxNodesPerRead)
+	for start := 0; start < len(nodes); start += batch {
+		end := min(start+batch, len(nodes))
+		req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
+		for _, n := range nodes[start:end] {
+			req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: n, AttributeID: attr})
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		resp, err := s.cl.Read(rctx, req)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("opcua: read %d nodes: %w", end-start, err)
+		}
+		res := resp.Results
+		for len(res) < end-start {
+			res = append(res, nil)
+		}
+		out = append(out, res[:end-start]...)
+	}
+	return out, nil
+}
+
+// BrowseOptions tune Browse.
+type BrowseOptions struct {
+	Root        string    // node id to start from (default i=85, the Objects folder)
+	MaxDepth    int       // levels below Root (default 6)
+	IncludeNS0  bool      // also walk namespace 0 nodes below Root (the Server object and friends)
+	WriteConfig io.Writer // when set, receives a ready-to-edit device point list in the gateway config format
+}
+
+type variable struct {
+	node    *ua.NodeID
+	path    []string
+	parent  string // browse name of the enclosing object
+	props   map[string]*ua.NodeID
+	dtype   string
+	value   string
+	status  uint32
+	unit    NodeUnit
+	hasUnit bool
+}
+
+// Browse walks the address space of endpoint (overriding cfg.Endpoint when
+// not empty) and prints every variable with node id, data type, unit and
+// current value. All requests stay within the server's operation limits.
+func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts BrowseOptions) error {
+	if endpoint != "" {
+		cfg.Endpoint = endpoint
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("opcua: browse: %w", err)
+	}
+	if opts.Root == "" {
+		opts.Root = "i=85"
+	}
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = 6
+	}
+	root, err := ua.ParseNodeID(opts.Root)
+	if err != nil {
+		return fmt.Errorf("opcua: browse root %q: %w", opts.Root, err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	probe := &Client{cfg: cfg, log: log}
+	cl, err := connect(ctx, &cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeClient(cl)
+	lim, err := probe.limits(ctx, cl)
+	if err != nil {
+		return err
+	}
+	s := &session{cl: cl, cfg: &cfg, lim: lim}
+
+	type item struct {
+		node *ua.NodeID
+		path []string
+		v    *variable
+	}
+	var vars []*variable
+	seen := map[string]bool{root.String(): true}
+	level := []item{{node: root}}
+	for depth := 0; depth < opts.MaxDepth && len(level) > 0; depth++ {
+		descs := make([]*ua.BrowseDescription, len(level))
+		for i, it := range level {
+			descs[i] = &ua.BrowseDescription{NodeID: it.node, BrowseDirection: ua.BrowseDirectionForward,
+				ReferenceTypeID: ua.NewNumericNodeID(0, id.HierarchicalReferences), IncludeSubtypes: true,
+				NodeClassMask: uint32(ua.NodeClassObject | ua.NodeClassVariable), ResultMask: uint32(ua.BrowseResultMaskAll)}
+		}
+		refs, err := s.browse(ctx, descs)
+		if err != nil {
+			return err
+		}
+		var next []item
+		for i, rs := range refs {
+			parent := level[i]
+			for _, r := range rs {
+				if r.NodeID == nil || r.NodeID.NodeID == nil || r.BrowseName == nil {
+					continue
+				}
+				n := r.NodeID.NodeID
+				if r.ReferenceTypeID != nil && r.ReferenceTypeID.IntID() == id.HasProperty && r.ReferenceTypeID.Namespace() == 0 {
+					if parent.v != nil {
+						parent.v.props[r.BrowseName.Name] = n
+					}
+					continue
+				}
+				if seen[n.String()] || (n.Namespace() == 0 && !opts.IncludeNS0) {
+					continue
+				}
+				seen[n.String()] = true
+				path := append(append([]string(nil), parent.path...), r.BrowseName.Name)
+				it := item{node: n, path: path}
+				if r.NodeClass == ua.NodeClassVariable {
+					v := &variable{node: n, path: path, props: map[string]*ua.NodeID{}}
+					if len(parent.path) > 0 {
+						v.parent = parent.path[len(parent.path)-1]
+					}
+					vars = append(vars, v)
+					it.v = v
+				}
+				next = append(next, it)
+			}
+		}
+		level = next
+	}
+	if err := s.describe(ctx, vars); err != nil {
+		return err
+	}
+	sort.SliceStable(vars, func(i, j int) bool { return strings.Join(vars[i].path, "/") < strings.Join(vars[j].path, "/") })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE ID\tPATH\tTYPE\tUNIT\tVALUE\tSTATUS")
+	for _, v := range vars {
+		unit := "-"
+		if v.hasUnit {
+			unit = v.unit.UCUM
+			if unit == "" {
+				unit = v.unit.Display + "?"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.node, strings.Join(v.path, "/"), v.dtype, unit, v.value, statusName(v.status))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%d variables (limits: %d nodes per read, %d per browse)\n", len(vars), lim.MaxNodesPerRead, lim.MaxNodesPerBrowse)
+	if opts.WriteConfig != nil {
+		return writeConfig(opts.WriteConfig, &cfg, vars)
+	}
+	return nil
+}
+
+// describe reads data type, value and units of the variables.
+func (s *session) describe(ctx context.Context, vars []*variable) error {
+	nodes := make([]*ua.NodeID, len(vars))
+	for i, v := range vars {
+		nodes[i] = v.node
+	}
+	types, err := s.read(ctx, nodes, ua.AttributeIDDataType)
+	if err != nil {
+		return err
+	}
+	vals, err := s.read(ctx, nodes, ua.AttributeIDValue)
+	if err != nil {
+		return err
+	}
+	var euNodes []*ua.NodeID
+	var euOf []*variable
+	for i, v := range vars {
+		v.dtype = dataTypeName(types[i])
+		v.value, v.status = valueString(vals[i])
+		if p := v.props["EngineeringUnits"]; p != nil {
+			euNodes = append(euNodes, p)
+			euOf = append(euOf, v)
+		}
+	}
+	eus, err := s.read(ctx, euNodes, ua.AttributeIDValue)
+	if err != nil {
+		return err
+	}
+	for i, dv := range eus {
+		euOf[i].unit.setEU(dv)
+		euOf[i].hasUnit = euOf[i].unit.Err == nil
+	}
+	return nil
+}
+
+func dataTypeName(dv *ua.DataValue) string {
+	if dv == nil || dv.Value == nil {
+		return "?"
+	}
+	var n *ua.NodeID
+	switch x := dv.Value.Value().(type) {
+	case *ua.NodeID:
+		n = x
+	case *ua.ExpandedNodeID:
+		if x != nil {
+			n = x.NodeID
+		}
+	}
+	if n == nil {
+		return "?"
+	}
+	if n.Namespace() == 0 && n.Type() == ua.NodeIDTypeNumeric || n.Namespace() == 0 && n.Type() == ua.NodeIDTypeTwoByte || n.Namespace() == 0 && n.Type() == ua.NodeIDTypeFourByte {
+		if name := id.Name(n.IntID()); name != "" {
+			return name
+		}
+	}
+	return n.String()
+}
+
+func valueString(dv *ua.DataValue) (string, uint32) {
+	if dv == nil {
+		return "", statusTypeMismatch
+	}
+	st := uint32(dv.Status)
+	if dv.Value == nil || dv.EncodingMask&ua.DataValueValue == 0 {
+		return "", st
+	}
+	switch x := dv.Value.Value().(type) {
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64), st
+	case float32:
+		return strconv.FormatFloat(float64(x), 'g', -1, 32), st
+	case string:
+		return strconv.Quote(x), st
+	case *ua.LocalizedText:
+		if x != nil {
+			return strconv.Quote(x.Text), st
+		}
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano), st
+	case *ua.ExtensionObject:
+		if x != nil && x.Value != nil {
+			return fmt.Sprintf("%T", x.Value), st
+		}
+	}
+	s := fmt.Sprint(dv.Value.Value())
+	if len(s) > 40 {
+		s = s[:37] + "..."
+	}
+	return s, st
+}
+
+func statusName(code uint32) string {
+	switch Quality(code) {
+	case 0:
+		if code == 0 {
+			return "Good"
+		}
+	}
+	s := ua.StatusCode(code).Error()
+	if i := strings.LastIndex(s, " Status"); i >= 0 {
+		// gopcua's text is "<description>. StatusName (0x...)"
+		f := strings.Fields(s[i+1:])
+		if len(f) > 0 {
+			return strings.TrimPrefix(f[0], "Status")
+		}
+	}
+	return statusHex(code)
+}
+
+var notToken = regexp.MustCompile(`[^a-z0-9_]+`)
+
+// signalName turns a browse name into a snake_case signal name.
+func signalName(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 && s[i-1] >= 'a' && s[i-1] <= 'z' {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	out := strings.Trim(notToken.ReplaceAllString(b.String(), "_"), "_")
+	if out == "" {
+		return "signal"
+	}
+	return out
+}
+
+// writeConfig writes a device list grouping variables by their object.
+func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
+	byDev := map[string][]*variable{}
+	var order []string
+	for _, v := range vars {
+		if v.dtype != "Double" && v.dtype != "Float" && !strings.HasPrefix(v.dtype, "Int") && !strings.HasPrefix(v.dtype, "UInt") &&
+			v.dtype != "Boolean" && v.dtype != "Byte" && v.dtype != "SByte" && v.dtype != "String" {
+			continue
+		}
+		dev := v.parent
+		if dev == "" {
+			dev = "device"
+		}
+		if _, ok := byDev[dev]; !ok {
+			order = append(order, dev)
+		}
+		byDev[dev] = append(byDev[dev], v)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Generated by smelter-gateway browse %s on %s.\n", cfg.Endpoint, time.Now().UTC().Format(time.RFC3339))
+	b.WriteString("# Set each device's class to a catalog class and rename signals to the catalog's names;\n")
+	b.WriteString("# units are the device's (from EngineeringUnits) and are converted to the catalog unit.\n")
+	b.WriteString("devices:\n")
+	for _, dev := range order {
+		fmt.Fprintf(&b, "  - id: %s\n    class: generic\n    opcua:\n      endpoint: %s\n      security_policy: %s\n      security_mode: %s\n",
+			signalName(dev), cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode)
+		if cfg.Auth.Mode != "anonymous" {
+			fmt.Fprintf(&b, "      auth: {mode: %s}\n", cfg.Auth.Mode)
+		}
+		b.WriteString("    points:\n")
+		used := map[string]int{}
+		for _, v := range byDev[dev] {
+			name := signalName(v.path[len(v.path)-1])
+			used[name]++
+			if used[name] > 1 {
+				name += "_" + strconv.Itoa(used[name])
+			}
+			fmt.Fprintf(&b, "      - signal: %s\n        node_id: %q\n", name, v.node.String())
+			switch {
+			case v.hasUnit && v.unit.UCUM != "":
+				fmt.Fprintf(&b, "        unit: %q\n", v.unit.UCUM)
+			case v.hasUnit:
+				fmt.Fprintf(&b, "        # unit: ?  (device reports %q, UNECE %s)\n", v.unit.Display, v.unit.UNECE)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// EndpointInfo is one endpoint a server offers.
+type EndpointInfo struct {
+	URL            string
+	SecurityPolicy string // short name (None, Basic256Sha256, ...)
+	SecurityMode   string // None, Sign, SignAndEncrypt
+	SecurityLevel  uint8
+	UserTokens     []string // anonymous, username (Basic256Sha256), certificate (...)
+	Thumbprint     string   // of the server certificate, "" when none
+	Certificate    []byte   // DER
+}
+
+// Endpoints asks the server which endpoints it offers (GetEndpoints over an
+// unsecured channel, as OPC UA discovery works).
+func Endpoints(ctx context.Context, endpoint string) ([]EndpointInfo, error) {
+	cfg := Config{Endpoint: endpoint}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("opcua: %w", err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	eps, err := opcua.GetEndpoints(gctx, endpoint, opcua.DialTimeout(cfg.RequestTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("opcua: get endpoints of %s: %w", endpoint, err)
+	}
+	out := make([]EndpointInfo, 0, len(eps))
+	for _, ep := range eps {
+		e := EndpointInfo{URL: ep.EndpointURL, SecurityPolicy: policyName(ep.SecurityPolicyURI), SecurityMode: modeName(ep.SecurityMode),
+			SecurityLevel: ep.SecurityLevel, Certificate: ep.ServerCertificate}
+		if len(ep.ServerCertificate) > 0 {
+			e.Thumbprint = uapki.Thumbprint(ep.ServerCertificate)
+		}
+		for _, t := range ep.UserIdentityTokens {
+			name := tokenName(t.TokenType)
+			if t.SecurityPolicyURI != "" && t.SecurityPolicyURI != ua.SecurityPolicyURINone {
+				name += " (" + policyName(t.SecurityPolicyURI) + ")"
+			}
+			e.UserTokens = append(e.UserTokens, name)
+		}
+		out = append(out, e)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].SecurityLevel < out[j].SecurityLevel })
+	return out, nil
+}
+
+// WriteEndpoints prints endpoints as a table.
+func WriteEndpoints(w io.Writer, eps []EndpointInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POLICY\tMODE\tLEVEL\tLOGINS\tURL\tCERT THUMBPRINT")
+	for _, e := range eps {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", e.SecurityPolicy, e.SecurityMode, e.SecurityLevel, strings.Join(e.UserTokens, ", "), e.URL, e.Thumbprint)
+	}
+	return tw.Flush()
+}

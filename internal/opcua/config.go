@@ -1,0 +1,271 @@
+package opcua
+
+import (
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+)
+
+// Defaults.
+const (
+	DefaultSessionTimeout   = 60 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultPublishInterval  = time.Second
+	DefaultWatchdog         = 5 * time.Second
+	DefaultBackoffMin       = 500 * time.Millisecond
+	DefaultBackoffMax       = 30 * time.Second
+	DefaultSamplingInterval = time.Second
+	DefaultQueueSize        = 1
+	// DefaultOperationLimit is the batch size used when a server publishes
+	// no operation limit (0 means "no limit" in OPC UA, but a batch of tens
+	// of thousands of nodes is still a bad idea on small devices).
+	DefaultOperationLimit = 1000
+)
+
+// AuthConfig is the user identity of the session.
+type AuthConfig struct {
+	Mode         string `yaml:"mode"`          // anonymous (default) | username | certificate
+	Username     string `yaml:"username"`      // username mode
+	PasswordEnv  string `yaml:"password_env"`  // username mode: environment variable holding the password
+	PasswordFile string `yaml:"password_file"` // username mode: file holding the password
+	CertFile     string `yaml:"cert_file"`     // certificate mode: user certificate (DER or PEM)
+	KeyFile      string `yaml:"key_file"`      // certificate mode: its RSA key (PEM or DER)
+}
+
+// CertConfig names the application instance certificate and key.
+type CertConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Limits caps the batch sizes below what the server advertises (0: use the
+// server's limit, or DefaultOperationLimit when it advertises none).
+type Limits struct {
+	MaxNodesPerRead          uint32 `yaml:"max_nodes_per_read"`
+	MaxMonitoredItemsPerCall uint32 `yaml:"max_monitored_items_per_call"`
+	MaxNodesPerBrowse        uint32 `yaml:"max_nodes_per_browse"`
+}
+
+// Config is one OPC UA server connection.
+type Config struct {
+	Endpoint        string        `yaml:"endpoint"`         // opc.tcp://host:port[/path]
+	SecurityPolicy  string        `yaml:"security_policy"`  // None (default) | Basic256Sha256 | Aes128_Sha256_RsaOaep | Aes256_Sha256_RsaPss
+	SecurityMode    string        `yaml:"security_mode"`    // None | Sign | SignAndEncrypt (default SignAndEncrypt with a policy)
+	Auth            AuthConfig    `yaml:"auth"`             //
+	Certificate     CertConfig    `yaml:"certificate"`      // application instance certificate; created under data_dir when empty
+	DataDir         string        `yaml:"data_dir"`         // pki/own, pki/rejected live here (the gateway sets <data_dir>/opcua)
+	TrustDir        string        `yaml:"trust_dir"`        // trusted server certificates (default <data_dir>/pki/trusted)
+	AcceptUntrusted bool          `yaml:"accept_untrusted"` // accept any server certificate (testing only)
+	SessionTimeout  time.Duration `yaml:"session_timeout"`
+	RequestTimeout  time.Duration `yaml:"request_timeout"`
+	PublishInterval time.Duration `yaml:"publish_interval"`
+	Watchdog        time.Duration `yaml:"watchdog_interval"` // liveness read of ServerStatus.State while subscribed
+	BackoffMin      time.Duration `yaml:"backoff_min"`
+	BackoffMax      time.Duration `yaml:"backoff_max"`
+	Limits          Limits        `yaml:"limits"`
+}
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.SecurityPolicy == "" {
+		c.SecurityPolicy = "None"
+	}
+	if c.SecurityMode == "" {
+		if c.SecurityPolicy == "None" {
+			c.SecurityMode = "None"
+		} else {
+			c.SecurityMode = "SignAndEncrypt"
+		}
+	}
+	if c.Auth.Mode == "" {
+		c.Auth.Mode = "anonymous"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "opcua"
+	}
+	if c.TrustDir == "" {
+		c.TrustDir = filepath.Join(c.DataDir, "pki", "trusted")
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.PublishInterval == 0 {
+		c.PublishInterval = DefaultPublishInterval
+	}
+	if c.Watchdog == 0 {
+		c.Watchdog = DefaultWatchdog
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+}
+
+var policyURIs = map[string]string{
+	"None":                  ua.SecurityPolicyURINone,
+	"Basic256Sha256":        ua.SecurityPolicyURIBasic256Sha256,
+	"Aes128_Sha256_RsaOaep": ua.SecurityPolicyURIAes128Sha256RsaOaep,
+	"Aes256_Sha256_RsaPss":  ua.SecurityPolicyURIAes256Sha256RsaPss,
+}
+
+var securityModes = map[string]ua.MessageSecurityMode{
+	"None":           ua.MessageSecurityModeNone,
+	"Sign":           ua.MessageSecurityModeSign,
+	"SignAndEncrypt": ua.MessageSecurityModeSignAndEncrypt,
+}
+
+// policyName maps a policy URI back to its short name.
+func policyName(uri string) string {
+	for k, v := range policyURIs {
+		if v == uri {
+			return k
+		}
+	}
+	return strings.TrimPrefix(uri, "http://opcfoundation.org/UA/SecurityPolicy#")
+}
+
+// Validate checks c after SetDefaults; each error names the YAML field.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.Endpoint)
+	if c.Endpoint == "" {
+		return fmt.Errorf("endpoint: missing (opc.tcp://host:port)")
+	}
+	if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
+		return fmt.Errorf("endpoint: %q is not opc.tcp://host:port", c.Endpoint)
+	}
+	if _, ok := policyURIs[c.SecurityPolicy]; !ok {
+		return fmt.Errorf("security_policy: %q is not None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss", c.SecurityPolicy)
+	}
+	if _, ok := securityModes[c.SecurityMode]; !ok {
+		return fmt.Errorf("security_mode: %q is not None, Sign or SignAndEncrypt", c.SecurityMode)
+	}
+	if (c.SecurityPolicy == "None") != (c.SecurityMode == "None") {
+		return fmt.Errorf("security_mode: %s does not go with security_policy %s", c.SecurityMode, c.SecurityPolicy)
+	}
+	switch c.Auth.Mode {
+	case "anonymous":
+	case "username":
+		if c.Auth.Username == "" {
+			return fmt.Errorf("auth.username: missing for auth.mode username")
+		}
+		if (c.Auth.PasswordEnv == "") == (c.Auth.PasswordFile == "") {
+			return fmt.Errorf("auth.password_env: set exactly one of password_env and password_file for auth.mode username")
+		}
+	case "certificate":
+		if c.Auth.CertFile == "" || c.Auth.KeyFile == "" {
+			return fmt.Errorf("auth.cert_file: auth.mode certificate needs cert_file and key_file")
+		}
+	default:
+		return fmt.Errorf("auth.mode: %q is not anonymous, username or certificate", c.Auth.Mode)
+	}
+	if (c.Certificate.CertFile == "") != (c.Certificate.KeyFile == "") {
+		return fmt.Errorf("certificate.cert_file: set both cert_file and key_file, or neither to have one created")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+		max  time.Duration
+	}{
+		{"session_timeout", c.SessionTimeout, time.Second, 24 * time.Hour},
+		{"request_timeout", c.RequestTimeout, 10 * time.Millisecond, 10 * time.Minute},
+		{"publish_interval", c.PublishInterval, 10 * time.Millisecond, time.Hour},
+		{"watchdog_interval", c.Watchdog, 10 * time.Millisecond, time.Hour},
+		{"backoff_min", c.BackoffMin, time.Millisecond, time.Hour},
+		{"backoff_max", c.BackoffMax, time.Millisecond, 24 * time.Hour},
+	} {
+		if d.v < d.min || d.v > d.max {
+			return fmt.Errorf("%s: %v out of range %v..%v", d.name, d.v, d.min, d.max)
+		}
+	}
+	if c.BackoffMax < c.BackoffMin {
+		return fmt.Errorf("backoff_max: %v below backoff_min %v", c.BackoffMax, c.BackoffMin)
+	}
+	return nil
+}
+
+// Point modes.
+const (
+	ModeSubscribe = "subscribe"
+	ModePoll      = "poll"
+)
+
+// Point is one node the driver acquires.
+type Point struct {
+	NodeID           string        `yaml:"node_id"`           // ns=2;s=Line1.Temp, i=2258, ns=1;g=..., nsu=<uri>;s=...
+	Mode             string        `yaml:"mode"`              // subscribe (default) | poll
+	SamplingInterval time.Duration `yaml:"sampling_interval"` // subscribe: server sampling (default 1s)
+	PollInterval     time.Duration `yaml:"poll_interval"`     // poll: read period (default publish_interval)
+	QueueSize        uint32        `yaml:"queue_size"`        // subscribe: server queue (default 1)
+	DeadbandType     string        `yaml:"deadband_type"`     // none (default) | absolute | percent
+	Deadband         float64       `yaml:"deadband"`          // absolute: device units; percent: of EURange
+}
+
+// SetDefaults fills unset point fields from the connection.
+func (p *Point) SetDefaults(c *Config) {
+	if p.Mode == "" {
+		p.Mode = ModeSubscribe
+	}
+	if p.SamplingInterval == 0 {
+		p.SamplingInterval = DefaultSamplingInterval
+	}
+	if p.PollInterval == 0 {
+		p.PollInterval = c.PublishInterval
+	}
+	if p.QueueSize == 0 {
+		p.QueueSize = DefaultQueueSize
+	}
+	if p.DeadbandType == "" {
+		p.DeadbandType = "none"
+	}
+}
+
+// Validate checks p after SetDefaults; errors name the YAML field.
+func (p *Point) Validate() error {
+	if _, err := ua.ParseNodeID(p.NodeID); err != nil && !strings.HasPrefix(p.NodeID, "nsu=") {
+		return fmt.Errorf("node_id: %q: %v", p.NodeID, err)
+	}
+	switch p.Mode {
+	case ModeSubscribe, ModePoll:
+	default:
+		return fmt.Errorf("mode: %q is not subscribe or poll", p.Mode)
+	}
+	if p.SamplingInterval < 0 || p.SamplingInterval > time.Hour {
+		return fmt.Errorf("sampling_interval: %v out of range 0..1h", p.SamplingInterval)
+	}
+	if p.PollInterval < 10*time.Millisecond || p.PollInterval > 24*time.Hour {
+		return fmt.Errorf("poll_interval: %v out of range 10ms..24h", p.PollInterval)
+	}
+	if p.QueueSize > 10000 {
+		return fmt.Errorf("queue_size: %d above the limit 10000", p.QueueSize)
+	}
+	switch p.DeadbandType {
+	case "none":
+		if p.Deadband != 0 {
+			return fmt.Errorf("deadband: %v set but deadband_type is none", p.Deadband)
+		}
+	case "absolute":
+		if p.Deadband < 0 {
+			return fmt.Errorf("deadband: %v must not be negative", p.Deadband)
+		}
+	case "percent":
+		if p.Deadband < 0 || p.Deadband > 100 {
+			return fmt.Errorf("deadband: %v out of range 0..100 percent", p.Deadband)
+		}
+	default:
+		return fmt.Errorf("deadband_type: %q is not none, absolute or percent", p.DeadbandType)
+	}
+	if p.Mode == ModePoll && p.DeadbandType != "none" {
+		return fmt.Errorf("deadband_type: %s needs mode subscribe (a polled point reports every read)", p.DeadbandType)
+	}
+	return nil
+}

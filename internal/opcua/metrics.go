@@ -1,0 +1,100 @@
+package opcua
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Session states reported by smelter_opcua_session_state.
+const (
+	StateDisconnected = 0
+	StateConnecting   = 1
+	StateConnected    = 2
+)
+
+// Metrics are the driver's Prometheus collectors (prefix smelter_opcua_).
+type Metrics struct {
+	notifications  *prometheus.CounterVec   // device
+	publishes      *prometheus.CounterVec   // device
+	reads          *prometheus.CounterVec   // device, result
+	reconnects     *prometheus.CounterVec   // device
+	state          *prometheus.GaugeVec     // device
+	badStatus      *prometheus.CounterVec   // device, code
+	publishLatency *prometheus.HistogramVec // device
+}
+
+// NewMetrics creates the collectors and registers them with reg; a nil reg
+// leaves them unregistered.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_notifications_total",
+			Help: "Monitored item notifications (data changes) received.",
+		}, []string{"device"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_publish_responses_total",
+			Help: "Publish responses carrying data changes.",
+		}, []string{"device"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_reads_total",
+			Help: "Read service calls by result (ok, error); poll points and watchdog.",
+		}, []string{"device", "result"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_reconnects_total",
+			Help: "Sessions lost and re-established attempts started.",
+		}, []string{"device"}),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "smelter_opcua_session_state",
+			Help: "0 disconnected, 1 connecting, 2 connected (session active, subscriptions created).",
+		}, []string{"device"}),
+		badStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_bad_status_total",
+			Help: "Values received with a Bad or Uncertain StatusCode, by code (hex) - including monitored item creation failures.",
+		}, []string{"device", "code"}),
+		publishLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "smelter_opcua_publish_latency_seconds",
+			Help:    "Time from the newest ServerTimestamp in a publish response to its arrival at the gateway.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"device"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency)
+	}
+	return m
+}
+
+type devMetrics struct {
+	m              *Metrics
+	id             string
+	notifications  prometheus.Counter
+	publishes      prometheus.Counter
+	readOK         prometheus.Counter
+	readErr        prometheus.Counter
+	reconnects     prometheus.Counter
+	state          prometheus.Gauge
+	publishLatency prometheus.Observer
+}
+
+func (m *Metrics) device(id string) *devMetrics {
+	return &devMetrics{m: m, id: id,
+		notifications:  m.notifications.WithLabelValues(id),
+		publishes:      m.publishes.WithLabelValues(id),
+		readOK:         m.reads.WithLabelValues(id, "ok"),
+		readErr:        m.reads.WithLabelValues(id, "error"),
+		reconnects:     m.reconnects.WithLabelValues(id),
+		state:          m.state.WithLabelValues(id),
+		publishLatency: m.publishLatency.WithLabelValues(id),
+	}
+}
+
+func (d *devMetrics) bad(code uint32) {
+	d.m.badStatus.WithLabelValues(d.id, statusHex(code)).Inc()
+}
+
+func statusHex(code uint32) string {
+	const hexd = "0123456789ABCDEF"
+	b := []byte("0x00000000")
+	for i := 0; i < 8; i++ {
+		b[9-i] = hexd[code>>(4*i)&0xF]
+	}
+	return string(b)
+}
