@@ -938,14 +938,23 @@ func TestStaleCursorRemovedAtStart(t *testing.T) {
 // the drain (ts_gw to the JetStream store time, from the stream's message
 // metadata).
 //
+// SMELTER_REPLAY_POLICY selects the spool's backlog policy (oldest_first,
+// the default, or live_first) and SMELTER_REPLAY_RATE its replay_rate
+// (records/s, 0 = unlimited).
+//
 //	SMELTER_REPLAY_MINUTES=60 go test -run '^$' -bench BenchmarkReplay -benchtime 1x ./internal/gateway
 func BenchmarkReplay(b *testing.B) {
 	minutes := envInt("SMELTER_REPLAY_MINUTES", 10)
+	policy := os.Getenv("SMELTER_REPLAY_POLICY")
+	if policy == "" {
+		policy = spool.BacklogOldestFirst
+	}
+	rate := envInt("SMELTER_REPLAY_RATE", 0)
 	const devices = 20
 	b.ReportAllocs()
 	var res replayResult
 	for b.Loop() {
-		res = runReplay(b, minutes, devices)
+		res = runReplay(b, minutes, devices, policy, rate)
 	}
 	b.ReportMetric(res.drain.Seconds(), "drain_s")
 	b.ReportMetric(res.speedup, "x_realtime")
@@ -953,8 +962,8 @@ func BenchmarkReplay(b *testing.B) {
 	b.ReportMetric(res.liveMax.Seconds(), "live_age_max_s")
 	b.ReportMetric(res.liveP50.Seconds(), "live_age_p50_s")
 	b.ReportMetric(float64(res.liveDuring), "live_batches_in_drain")
-	b.Logf("backlog %d batches (%d min x %d devices), drained in %v (%.0fx real time); %d live batches during the drain, age p50 %v max %v",
-		res.backlog, minutes, devices, res.drain.Round(time.Millisecond), res.speedup, res.liveDuring,
+	b.Logf("%s, replay_rate %d: backlog %d batches (%d min x %d devices), drained in %v (%.0fx real time); %d live batches during the drain, age p50 %v max %v",
+		policy, rate, res.backlog, minutes, devices, res.drain.Round(time.Millisecond), res.speedup, res.liveDuring,
 		res.liveP50.Round(time.Millisecond), res.liveMax.Round(time.Millisecond))
 }
 
@@ -967,17 +976,23 @@ type replayResult struct {
 	liveMax    time.Duration
 }
 
-func runReplay(b *testing.B, minutes, devices int) replayResult {
+func runReplay(b *testing.B, minutes, devices int, policy string, rate int) replayResult {
 	b.Helper()
 	r := newRelRig(b, false)
 	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true,
-		spool: "{max_bytes: 4294967296, segment_bytes: 67108864}"})
+		spool: fmt.Sprintf("{max_bytes: 4294967296, segment_bytes: 67108864, backlog: %s, replay_rate: %d}", policy, rate)})
 	cfg, err := gwconfig.Load(cfgPath)
 	if err != nil {
 		b.Fatal(err)
 	}
 	backlog := minutes * 60 * devices
-	prefill(b, cfg, backlog)
+	prefilled := time.Now()
+	b.Logf("backlog batches of %d bytes", prefill(b, cfg, backlog))
+	// The spool stamps records with their append time: let the backlog be
+	// older than the live-lane threshold, as a real one would be.
+	for time.Since(prefilled) < liveLaneAfter+500*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	reg := prometheus.NewRegistry()
 	g, err := New(cfg, Options{Registry: reg, DrainTimeout: time.Second})
@@ -1025,7 +1040,7 @@ func runReplay(b *testing.B, minutes, devices int) replayResult {
 		b.Fatalf("backlog seq %d not in the stream", backlog)
 	}
 	for _, d := range ds {
-		if d.seq <= uint64(backlog) || d.kind != string(telemetry.KindData) {
+		if d.seq <= uint64(backlog) || d.kind != string(telemetry.KindData) || d.hist {
 			continue
 		}
 		read := time.UnixMilli(d.tsGW)
@@ -1048,7 +1063,7 @@ func runReplay(b *testing.B, minutes, devices int) replayResult {
 // prefill writes n data batches of the configured devices into the
 // gateway's spool, behind a "nats" cursor at the start, as if the uplink
 // had been down while they were polled once a second per device.
-func prefill(b *testing.B, cfg *gwconfig.Config, n int) {
+func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
 	b.Helper()
 	sp, err := spool.Open(cfg.Raw.Spool, nil, nil)
 	if err != nil {
@@ -1078,7 +1093,9 @@ func prefill(b *testing.B, cfg *gwconfig.Config, n int) {
 		subj := telemetry.AssetSubject(d.Asset, telemetry.KindData)
 		if _, err := sp.Append(ctx, subj, func(seq uint64, dst []byte) []byte {
 			batch.Seq = seq
-			return batch.AppendJSON(dst)
+			out := batch.AppendJSON(dst)
+			avgBytes += len(out) - len(dst)
+			return out
 		}); err != nil {
 			b.Fatal(err)
 		}
@@ -1086,6 +1103,7 @@ func prefill(b *testing.B, cfg *gwconfig.Config, n int) {
 	if err := sp.Close(); err != nil {
 		b.Fatal(err)
 	}
+	return avgBytes / n
 }
 
 // TestLiveFirstBacklog: with backlog: live_first and a replay_rate cap, a
