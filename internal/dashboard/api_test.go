@@ -537,3 +537,8 @@ func TestEventStream(t *testing.T) {
 	for range evs { // the reader ends with the request
 	}
 }
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

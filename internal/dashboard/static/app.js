@@ -257,13 +257,13 @@ function fleetPage() {
       for (const site of [...sites.keys()].sort()) {
         const cls = sites.get(site);
         const count = [...cls.values()].reduce((s, l) => s + l.length, 0);
-        html += `<section class="site" data-site="${esc(site)}"><h2>Site ${esc(site)} <small>${count} assets</small></h2>`;
+        html += `<section class="site" data-site="${esc(site)}"><h2>Site ${esc(site)} <small>${count} assets</small></h2><div class="classes">`;
         for (const c of [...cls.keys()].sort((a, b) => classRank(a) - classRank(b) || a.localeCompare(b))) {
           const list = cls.get(c).sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
           html += `<div class="class-group" data-class="${esc(c)}"><h3>${esc(classTitle(c))} <span class="muted">· ${list.length}</span></h3><div class="cards">`;
           html += list.map(card).join('') + '</div></div>';
         }
-        html += '</section>';
+        html += '</div></section>';
       }
       main.innerHTML = html;
     },
@@ -332,7 +332,10 @@ function drawChart(cv, pts, t0, t1, opts) {
   const g = cv.getContext('2d');
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
-  const L = opts.compact ? 4 : 46, R = 6, T = 6, B = opts.compact ? 4 : 18;
+  g.font = '11px system-ui, sans-serif';
+  let L = opts.compact ? 4 : 46;
+  if (opts.states) L = Math.max(L, 10 + Math.max(...opts.states.map((st) => g.measureText(label(st)).width)));
+  const R = 6, T = 6, B = opts.compact ? 4 : 18;
   const vis = pts.filter((p) => p.t >= t0 - 60000 && p.t <= t1);
   let lo = Infinity, hi = -Infinity;
   for (const p of vis) {
@@ -340,26 +343,27 @@ function drawChart(cv, pts, t0, t1, opts) {
     lo = Math.min(lo, p.min ?? p.v); hi = Math.max(hi, p.max ?? p.v);
   }
   for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
-  g.font = '11px system-ui, sans-serif';
   g.fillStyle = '#8792a2';
   if (lo === Infinity) { g.fillText('no data in this window', L + 8, T + 16); return; }
   if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
-  const padv = (hi - lo) * 0.08; lo -= padv; hi += padv;
+  if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   // grid
   g.strokeStyle = '#edf0f3'; g.lineWidth = 1;
   if (!opts.compact) {
-    for (let i = 0; i <= 3; i++) {
-      const v = lo + ((hi - lo) * i) / 3, yy = Math.round(y(v)) + 0.5;
+    const ticks = opts.states ? opts.states.map((_, i) => i) : niceTicks(lo, hi, 4);
+    for (const v of ticks) {
+      const yy = Math.round(y(v)) + 0.5;
       g.beginPath(); g.moveTo(L, yy); g.lineTo(W - R, yy); g.stroke();
-      g.textAlign = 'right'; g.fillText(num(v), L - 5, yy + 4);
+      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : num(v), L - 5, yy + 4);
     }
     g.textAlign = 'center';
-    const span = t1 - t0, step = span <= 600000 ? 60000 : span <= 1800000 ? 300000 : 900000;
+    const span = t1 - t0;
+    const step = [10000, 30000, 60000, 120000, 300000, 600000, 900000, 1800000].find((st) => span / st <= 7) || 3600000;
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const d = new Date(t);
-      g.fillText(pad2(d.getHours()) + ':' + pad2(d.getMinutes()), x(t), H - 4);
+      g.fillText(pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (step < 60000 ? ':' + pad2(d.getSeconds()) : ''), x(t), H - 4);
     }
   }
   // limit lines
@@ -396,6 +400,15 @@ function drawChart(cv, pts, t0, t1, opts) {
   // gaps: shade where only bad or stale data arrived
   g.fillStyle = 'rgba(201, 42, 42, 0.10)';
   for (const p of vis) if (p.v === null && p.n === 0 && p.bad) g.fillRect(x(p.t), T, Math.max(2, x(p.t + 1000) - x(p.t)), H - T - B);
+}
+
+// niceTicks returns round tick values within [lo, hi].
+function niceTicks(lo, hi, n) {
+  const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => st >= raw) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  return out;
 }
 
 // ---------- asset page ----------
@@ -461,19 +474,23 @@ function assetPage(site, id) {
         last.kpis.map((k) => `<div class="kpi" data-kpi="${esc(k.name)}"><div class="title">
           <span>${esc(label(k.name))}</span><span class="pill ${esc(k.status === 'n/a' ? 'na' : k.status)}">${esc(k.status)}</span></div>
           <div class="big">${esc(kpiVal(k))}</div>
-          <div class="muted small">${k.ref !== undefined ? 'rated ' + esc(num(k.ref)) + ' · ' : ''}${k.limit !== undefined ? 'limit ' + esc(num(k.limit)) : ''}</div>
+          <div class="muted small">${k.ref !== undefined ? 'rated ' + esc(kpiVal({ ...k, value: k.ref })) + ' · ' : ''}${k.limit !== undefined ? 'limit ' + esc(kpiVal({ ...k, value: k.limit })) : ''}</div>
           ${k.message ? `<div class="msg">${esc(k.message)}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
       for (const box of el.querySelectorAll('.kpi')) {
         const name = box.dataset.kpi;
         const pts = kpiWins.map((w) => { const k = w.kpis.find((x) => x.name === name); return { t: w.end, v: k && k.status !== 'n/a' ? k.value : null }; });
         const lim = last.kpis.find((x) => x.name === name)?.limit;
-        const t1 = last.end, t0 = Math.min(kpiWins[0].start, t1 - 3600000);
+        const t1 = last.end, t0 = kpiWins[0].start;
         drawChart(box.querySelector('canvas'), pts, t0, t1, { compact: true, lines: [{ v: lim }], color: '#e8590c' });
       }
     },
     drawCharts() {
       if (!detail) return;
-      const t1 = Date.now(), t0 = t1 - windowMS;
+      // zoom to the data while there is less of it than the window
+      const t1 = Date.now();
+      let first = Infinity;
+      for (const pts of hist.values()) if (pts.length) first = Math.min(first, pts[0].t);
+      const t0 = Math.max(t1 - windowMS, Math.min(first - 5000, t1 - 120000));
       for (const b of main.querySelectorAll('#a-win button')) b.classList.toggle('on', +b.dataset.w === windowMS);
       const sigs = new Map(detail.signals.map((s) => [s.signal, s]));
       for (const box of main.querySelectorAll('.chart')) {
@@ -481,7 +498,7 @@ function assetPage(site, id) {
         box.querySelector('[data-now]').innerHTML = s ? signalValue(s) : '';
         const pts = (hist.get(name) || []).filter((p) => p.t >= t1 - 3600000);
         hist.set(name, pts);
-        drawChart(box.querySelector('canvas'), pts, t0, t1, { step: !!(s && s.states) });
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { step: !!(s && s.states), states: s && s.states });
       }
     },
     onAssets(list) {
@@ -603,12 +620,14 @@ function energyPage() {
         for (const k of kpis) {
           const maxv = Math.max(...k.ranking.map((e) => Math.abs(e.value)), 1e-9);
           const fmt = (v) => kpiVal({ name: k.name, value: v, unit: k.unit, status: 'ok' });
-          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
+          const fmtShort = (v) => (k.unit && k.unit !== '1' ? num(v) : fmt(v));
+          const u = k.unit && k.unit !== '1' ? ` <span class="muted">(${esc(unit(k.unit))})</span>` : '';
+          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
             ${k.out_of_limit ? `<span class="pill high">${k.out_of_limit} out of limit</span>` : ''}</h3>
             <div class="stats">${k.count} asset(s) · mean ${esc(fmt(k.mean))} · min ${esc(fmt(k.min))} · max ${esc(fmt(k.max))} · worse when ${esc(k.worse)}</div>
             <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}">${esc(e.asset)}</a>
               <div class="bar" title="${esc(e.message || '')}"><span class="${esc(e.status)}" data-w="${Math.max(2, (100 * Math.abs(e.value)) / maxv).toFixed(1)}"></span></div>
-              <span class="val">${esc(fmt(e.value))}</span></li>`).join('')}</ul></div>`;
+              <span class="val">${esc(fmtShort(e.value))}</span></li>`).join('')}</ul></div>`;
         }
         html += '</div>';
       }

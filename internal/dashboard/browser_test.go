@@ -1,0 +1,253 @@
+package dashboard_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/demo"
+	"github.com/smelterio/smelter/simulators/faults"
+)
+
+// TestDashboardInBrowser runs the demo wiring (simulator fleet, embedded
+// brokers, gateway, collector) and drives the real dashboard in headless
+// Chromium over the DevTools protocol: every equipment class shows live
+// values, an injected fault appears as an alert. Screenshots go to
+// $SMELTER_SCREENSHOTS (or a temporary directory) and are logged.
+func TestDashboardInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	bin := findChromium()
+	if bin == "" {
+		t.Skip("no chromium binary found (install Debian's chromium package or set SMELTER_CHROMIUM); browser test skipped")
+	}
+	shots := os.Getenv("SMELTER_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d := demo.New(demo.Options{FleetPath: "../../configs/sim-fleet.yaml", DataDir: t.TempDir(), Speed: 1, Seed: 1})
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("demo: %v", err)
+		}
+	})
+	select {
+	case <-d.Ready():
+	case err := <-done:
+		t.Fatalf("demo ended before ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo not ready within 60 s")
+	}
+	url := d.URLs().Dashboard
+	t.Logf("dashboard %s", url)
+	var classes []string
+	for _, dev := range d.Fleet().Devices() {
+		if !slices.Contains(classes, dev.Class) {
+			classes = append(classes, dev.Class)
+		}
+	}
+	sort.Strings(classes)
+
+	b := startBrowser(t, bin)
+	b.navigate(url)
+
+	// every class shows up with a live value on the fleet page
+	type group struct {
+		Class  string `json:"cls"`
+		Cards  int    `json:"cards"`
+		Values int    `json:"values"`
+	}
+	var groups []group
+	poll(t, b, 90*time.Second, "every class with live values on the fleet page", func() bool {
+		groups = nil
+		err := b.eval(`[...document.querySelectorAll('.class-group')].map(g => ({cls: g.dataset.class,
+			cards: g.querySelectorAll('.card').length, values: g.querySelectorAll('.card [data-value]').length}))`, &groups)
+		if err != nil {
+			return false
+		}
+		seen := map[string]bool{}
+		for _, g := range groups {
+			seen[g.Class] = g.Cards > 0 && g.Values >= g.Cards
+		}
+		for _, c := range classes {
+			if !seen[c] {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "groups: " + jsonString(groups) })
+	t.Logf("fleet page: %s", jsonString(groups))
+
+	// the values are live: they change through the event stream, no reload
+	var before string
+	if err := b.eval(`[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &before); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "values updated by the event stream", func() bool {
+		var now, conn string
+		_ = b.eval(`[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &now)
+		_ = b.eval(`document.getElementById('conn').className`, &conn)
+		return now != before && strings.Contains(conn, "live")
+	}, nil)
+	b.screenshot(shots, "01-fleet.png")
+
+	// a stuck discharge temperature at 125 Cel on ac-1: discharge_temp_high
+	// (trip above 118 Cel after 15 s) must show on the alerts page
+	v := 125.0
+	if _, err := d.Fleet().InjectFault(faults.Spec{Device: "ac-1", Kind: faults.Stuck, Signal: "discharge_temp", Value: &v}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.eval(`location.hash = '#/alerts'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	poll(t, b, 90*time.Second, "the injected fault as an alert on the alerts page", func() bool {
+		rows = nil
+		_ = b.eval(`[...document.querySelectorAll('#al-list tr[data-alert-key]')].map(r => r.dataset.asset + ' ' + r.dataset.rule + ' ' + r.dataset.state)`, &rows)
+		for _, r := range rows {
+			if strings.HasSuffix(strings.Fields(r)[0], "/ac-1") && strings.Contains(r, "discharge_temp_high") {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "rows: " + strings.Join(rows, "; ") })
+	b.screenshot(shots, "02-alerts.png")
+
+	// the asset page: status alarm, charts drawn, the alert listed
+	if err := b.eval(`location.hash = '#/asset/demo/ac-1'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 30*time.Second, "ac-1 asset page with charts and its alert", func() bool {
+		var ok bool
+		_ = b.eval(`document.querySelector('#a-status')?.textContent === 'alarm' &&
+			document.querySelectorAll('.chart canvas').length >= 5 &&
+			[...document.querySelectorAll('#a-alerts tr[data-rule]')].some(r => r.dataset.rule === 'discharge_temp_high')`, &ok)
+		return ok
+	}, nil)
+	b.screenshot(shots, "03-asset-ac-1.png")
+
+	if err := b.eval(`location.hash = '#/energy'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "energy page", func() bool {
+		var ok bool
+		_ = b.eval(`document.title === 'Smelter · Energy' && !!document.querySelector('main h1')`, &ok)
+		return ok
+	}, nil)
+	b.screenshot(shots, "04-energy.png")
+
+	if err := b.eval(`location.hash = '#/gateways'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "gateway gw-demo-01 online", func() bool {
+		var st string
+		_ = b.eval(`document.querySelector('tr[data-gateway="gw-demo-01"] .pill')?.textContent || ''`, &st)
+		return st == "online"
+	}, nil)
+	b.screenshot(shots, "05-gateways.png")
+
+	if errs := b.errors(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// poll evaluates cond until it holds or the deadline passes.
+func poll(t *testing.T, b *browser, timeout time.Duration, what string, cond func() bool, detail func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := ""
+			if detail != nil {
+				msg = detail()
+			}
+			if errs := b.errors(); len(errs) > 0 {
+				msg += "; JavaScript exceptions: " + strings.Join(errs, "\n")
+			}
+			t.Fatalf("timed out after %v waiting for %s %s", timeout, what, msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestEnergyAndLoginInBrowser serves a real collector fed with an hour-free
+// history (1-minute KPI windows) behind a token: the first visit passes
+// ?token=, which the page moves to sessionStorage and strips from the URL;
+// the energy page ranks the compressors worst first; a visit without the
+// token gets the login prompt.
+func TestEnergyAndLoginInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	bin := findChromium()
+	if bin == "" {
+		t.Skip("no chromium binary found (install Debian's chromium package or set SMELTER_CHROMIUM); browser test skipped")
+	}
+	shots := os.Getenv("SMELTER_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	f := newFixture(t, "tok-browser")
+	f.feed(300)
+	b := startBrowser(t, bin)
+	b.navigate(f.srv.URL + "/?token=tok-browser#/energy")
+	var ranking []string
+	poll(t, b, 30*time.Second, "specific power ranking on the energy page", func() bool {
+		ranking = nil
+		_ = b.eval(`[...document.querySelectorAll('.panel[data-class="air_compressor"] .kpi-row[data-kpi="specific_power"] li')].map(l => l.dataset.asset)`, &ranking)
+		return len(ranking) == 2
+	}, func() string { return strings.Join(ranking, ",") })
+	if ranking[0] != "site1/ac-2" {
+		t.Errorf("worst compressor by specific power: %s, want site1/ac-2", ranking[0])
+	}
+	var search string
+	if err := b.eval(`location.search + '|' + sessionStorage.getItem('smelter.token')`, &search); err != nil || search != "|tok-browser" {
+		t.Errorf("token in URL after load / in sessionStorage: %q %v", search, err)
+	}
+	b.screenshot(shots, "06-energy.png")
+
+	if err := b.eval(`location.hash = '#/asset/site1/ac-2'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "KPI trends on the asset page", func() bool {
+		var n int
+		_ = b.eval(`document.querySelectorAll('#a-kpis .kpi canvas').length`, &n)
+		return n >= 2
+	}, nil)
+	b.screenshot(shots, "07-asset-kpis.png")
+
+	// without the token: the login prompt, then the fleet after signing in
+	if err := b.eval(`sessionStorage.clear(); location.hash = '#/'; location.reload()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "login prompt", func() bool {
+		var open bool
+		_ = b.eval(`document.getElementById('login').open`, &open)
+		return open
+	}, nil)
+	b.screenshot(shots, "08-login.png")
+	if err := b.eval(`document.getElementById('login-token').value = 'tok-browser'; document.getElementById('login-form').requestSubmit()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, b, 20*time.Second, "fleet after signing in", func() bool {
+		var n int
+		_ = b.eval(`document.querySelectorAll('.card[data-asset]').length`, &n)
+		return n == 2
+	}, nil)
+	if errs := b.errors(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
