@@ -503,6 +503,20 @@ func signalName(s string) string {
 	return out
 }
 
+var notIDChar = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// deviceID turns a browse name into an asset id token.
+func deviceID(s string) string {
+	out := strings.Trim(notIDChar.ReplaceAllString(s, "_"), "_")
+	if out == "" {
+		return "device"
+	}
+	if len(out) > 64 {
+		out = out[:64]
+	}
+	return out
+}
+
 // writeConfig writes a device list grouping variables by their object.
 func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
 	byDev := map[string][]*variable{}
@@ -528,7 +542,7 @@ func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
 	b.WriteString("devices:\n")
 	for _, dev := range order {
 		fmt.Fprintf(&b, "  - id: %s\n    class: generic\n    opcua:\n      endpoint: %s\n      security_policy: %s\n      security_mode: %s\n",
-			signalName(dev), cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode)
+			deviceID(dev), cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode)
 		if cfg.Auth.Mode != "anonymous" {
 			fmt.Fprintf(&b, "      auth: {mode: %s}\n", cfg.Auth.Mode)
 		}

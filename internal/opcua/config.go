@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -193,6 +194,8 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+var nodeIDForm = regexp.MustCompile(`^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=.+)$`)
+
 // Point modes.
 const (
 	ModeSubscribe = "subscribe"
@@ -231,8 +234,13 @@ func (p *Point) SetDefaults(c *Config) {
 
 // Validate checks p after SetDefaults; errors name the YAML field.
 func (p *Point) Validate() error {
-	if _, err := ua.ParseNodeID(p.NodeID); err != nil && !strings.HasPrefix(p.NodeID, "nsu=") {
-		return fmt.Errorf("node_id: %q: %v", p.NodeID, err)
+	if !nodeIDForm.MatchString(p.NodeID) {
+		return fmt.Errorf("node_id: %q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", p.NodeID)
+	}
+	if !strings.HasPrefix(p.NodeID, "nsu=") {
+		if _, err := ua.ParseNodeID(p.NodeID); err != nil {
+			return fmt.Errorf("node_id: %q: %v", p.NodeID, err)
+		}
 	}
 	switch p.Mode {
 	case ModeSubscribe, ModePoll:
