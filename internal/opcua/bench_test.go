@@ -1,0 +1,152 @@
+package opcua
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// TestMain doubles as the benchmark's server process: the OPC UA front runs
+// in a child so that the parent's CPU time is the client's alone.
+func TestMain(m *testing.M) {
+	if n, _ := strconv.Atoi(os.Getenv("SMELTER_OPCUA_BENCH_SERVER")); n > 0 {
+		benchServer(n)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// benchServer serves n signals that all change every second until stdin closes.
+func benchServer(n int) {
+	src := &source{class: "generic"}
+	for i := range n {
+		src.signals = append(src.signals, fmt.Sprintf("s%05d", i))
+		src.values = append(src.values, float64(i))
+	}
+	f, err := opcuafront.New(opcuafront.Config{Limits: opcuafront.Limits{MaxMonitoredItemsPerCall: 1000, MaxNodesPerRead: 1000}},
+		[]opcuafront.Asset{{ID: "bench", Source: src}}, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := f.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(f.Endpoint())
+	go func() {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		cancel()
+	}()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for round := 1.0; ; round++ {
+		select {
+		case <-ctx.Done():
+			_ = f.Stop()
+			return
+		case now := <-t.C:
+			for i := range src.values {
+				src.values[i] = float64(i) + round/1000
+			}
+			f.Refresh(now)
+		}
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSubscribe10k: one client subscribed to 10,000 monitored items that
+// change every second. One iteration is one second of traffic; reported:
+// notifications/s received and the client's CPU in cores.
+func BenchmarkSubscribe10k(b *testing.B) {
+	const n = 10000
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SMELTER_OPCUA_BENCH_SERVER="+strconv.Itoa(n))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	endpoint := line[:len(line)-1]
+	points := make([]Point, n)
+	for i := range points {
+		points[i] = Point{NodeID: fmt.Sprintf("ns=1;s=bench.s%05d", i), SamplingInterval: time.Second}
+	}
+	cfg := Config{Endpoint: endpoint, DataDir: b.TempDir(), PublishInterval: 500 * time.Millisecond, RequestTimeout: 30 * time.Second}
+	c, err := New("bench", cfg, points, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var got atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx, func(us []Update) { got.Add(int64(len(us))) })
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(60 * time.Second)
+	for got.Load() < 2*n { // initial values plus one full change round
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d notifications after 60s", got.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ReportAllocs()
+	start, cpu0, n0 := time.Now(), cpuTime(), got.Load()
+	for b.Loop() {
+		next := time.Now().Add(time.Second)
+		time.Sleep(time.Until(next))
+	}
+	wall := time.Since(start).Seconds()
+	b.ReportMetric(float64(got.Load()-n0)/wall, "notifications/s")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/wall, "cpu-cores")
+}
+
+func BenchmarkToUpdate(b *testing.B) {
+	now := time.Now()
+	dvs := benchDataValues()
+	b.ReportAllocs()
+	var sink Update
+	for b.Loop() {
+		for i, dv := range dvs {
+			sink = toUpdate(i, dv, now)
+		}
+	}
+	_ = sink
+}
+
+func benchDataValues() []*ua.DataValue {
+	out := make([]*ua.DataValue, 100)
+	for i := range out {
+		out[i] = &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
+			Value: ua.MustVariant(float64(i)), SourceTimestamp: time.Now()}
+	}
+	return out
+}
