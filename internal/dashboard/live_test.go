@@ -1,0 +1,91 @@
+package dashboard
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+func batch(seq uint64, ts int64, n int) *telemetry.Batch {
+	b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts, Asset: telemetry.Asset{ID: "m-1", Class: "motor", Path: []string{"acme", "s1", "_", "_", "_"}}}
+	for i := range n {
+		b.Readings = append(b.Readings, telemetry.Reading{Signal: fmt.Sprintf("sig_%02d", i), Value: float64(seq) + float64(i), Unit: "V", TS: ts})
+	}
+	return b
+}
+
+func TestTierWrapOutOfOrderAndGaps(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	l := NewLive(func() time.Time { return now })
+	base := now.UnixMilli() - 1_000_000
+	for i := range 400 { // 400 s at 1 s: the fine ring (300) wraps
+		l.ObserveBatch(batch(uint64(i+1), base+int64(i)*1000, 2))
+	}
+	// older than the newest bucket: dropped and counted
+	l.ObserveBatch(batch(500, base+10_000, 2))
+	if st := l.Stats(); st.OutOfOrder != 2 || st.Series != 2 {
+		t.Fatalf("stats %+v, want 2 out of order readings, 2 series", st)
+	}
+	// a bad reading in a new bucket is a gap, the next good one a value
+	b := batch(401, base+400_000, 1)
+	b.Readings[0].Quality, b.Readings[0].Value = telemetry.QualityBad, 0
+	l.ObserveBatch(b)
+	pts, _, _, ok := l.History("s1", "m-1", []string{"sig_00"}, 0)
+	if !ok {
+		t.Fatal("asset unknown")
+	}
+	p := pts["sig_00"]
+	fine := p[len(p)-300:]
+	if fine[0].T != base+101_000 || *fine[len(fine)-2].V != 400 {
+		t.Errorf("fine ring after wrap: first %d (want %d), last value %v", fine[0].T, base+101_000, *fine[len(fine)-2].V)
+	}
+	if g := fine[len(fine)-1]; g.V != nil || g.Bad != 1 || g.Quality != "bad" {
+		t.Errorf("gap point %+v", g)
+	}
+	// the coarse tier covers what the fine one lost: 15 s buckets up to it
+	if p[0].T != base-base%15_000 || p[0].N == 0 {
+		t.Errorf("first coarse point %+v (base %d)", p[0], base)
+	}
+	for i := 1; i < len(p); i++ {
+		if p[i].T <= p[i-1].T {
+			t.Fatalf("not increasing at %d", i)
+		}
+	}
+}
+
+func TestEventLogLost(t *testing.T) {
+	l := NewLive(nil)
+	for range EventLog + 10 {
+		l.appendEvent("kpi", []byte(`{}`))
+	}
+	if _, _, lost := l.EventsSince(5); !lost {
+		t.Error("events 6..10 left the log: want lost")
+	}
+	evs, _, lost := l.EventsSince(l.LastEventID() - 3)
+	if lost || len(evs) != 3 || evs[2].ID != l.LastEventID() {
+		t.Errorf("last 3 events: %d lost %v", len(evs), lost)
+	}
+}
+
+// BenchmarkObserveBatch is the collector's per-batch cost of keeping the
+// dashboard history (20 readings per batch).
+func BenchmarkObserveBatch(b *testing.B) {
+	l := NewLive(nil)
+	bs := make([]*telemetry.Batch, 1000)
+	for i := range bs {
+		bs[i] = batch(uint64(i+1), 1_800_000_000_000+int64(i)*1000, 20)
+	}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		x := bs[i%len(bs)]
+		x.Readings[0].TS += int64(len(bs)) * 1000 // keep time moving forward
+		for j := range x.Readings {
+			x.Readings[j].TS = x.Readings[0].TS
+		}
+		l.ObserveBatch(x)
+		i++
+	}
+}
