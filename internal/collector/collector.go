@@ -181,7 +181,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 	case telemetry.KindDeath:
 		var d telemetry.Death
 		if err := json.Unmarshal(data, &d); err != nil {
-			return c.malformed(subject, fmt.Errorf("%w: %v", telemetry.ErrInvalid, err))
+			return c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
 		}
 		if d.Schema != telemetry.SchemaDeath {
 			return c.malformed(subject, fmt.Errorf("%w: %q (want %q)", telemetry.ErrSchema, d.Schema, telemetry.SchemaDeath))
@@ -198,7 +198,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 	case telemetry.KindStatus:
 		var st telemetry.Status
 		if err := json.Unmarshal(data, &st); err != nil {
-			return c.malformed(subject, fmt.Errorf("%w: %v", telemetry.ErrInvalid, err))
+			return c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
 		}
 		ps, err := telemetry.ParseSubject(subject)
 		if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
@@ -390,7 +390,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", c.cfg.HTTP.Listen)
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
 		if err != nil {
 			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
 		}

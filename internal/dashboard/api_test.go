@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/dashboard"
@@ -541,4 +542,55 @@ func TestEventStream(t *testing.T) {
 func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestShutdownWithOpenStream: an open event stream must not hold the
+// collector's shutdown (handlers end with Run's context).
+func TestShutdownWithOpenStream(t *testing.T) {
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := collector.Defaults()
+	cfg.DataDir, cfg.NATS.URL, cfg.HTTP.Listen = t.TempDir(), ns.URL(), "127.0.0.1:0"
+	t.Setenv("SMELTER_TEST_HTTP_TOKEN", "tok-shutdown")
+	cfg.HTTP.TokenEnv = "SMELTER_TEST_HTTP_TOKEN"
+	set, err := cfg.LoadRules(catalog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := collector.New(cfg, set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- col.Run(ctx) }()
+	waitFor(t, 10*time.Second, "collector ready", func() bool { return col.Ready() && col.HTTPAddr() != "" })
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+col.HTTPAddr()+"/api/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer tok-shutdown")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("events: %d", resp.StatusCode)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "retry:") {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run with an open stream returned %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s with an open event stream")
+	}
 }
