@@ -514,6 +514,16 @@ func (in *instance) deliver(ctx context.Context, key string, dv *ua.DataValue) b
 	items := append(in.items[:0], mis.Nodes[key]...)
 	mis.Mu.Unlock()
 	in.items = items
+	// Skip items of subscriptions gopcua already dropped (their goroutine no
+	// longer drains the channel). Lock order matches gopcua's: subs, then items.
+	ss := in.srv.SubscriptionService
+	ss.Mu.Lock()
+	for i, it := range items {
+		if it != nil && it.Sub != nil && ss.Subs[it.Sub.ID] != it.Sub {
+			items[i] = nil
+		}
+	}
+	ss.Mu.Unlock()
 	for _, it := range items {
 		if it == nil || it.Sub == nil || it.Req == nil || it.Req.ItemToMonitor.AttributeID != ua.AttributeIDValue {
 			continue
