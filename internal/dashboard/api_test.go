@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -592,5 +593,40 @@ func TestShutdownWithOpenStream(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return within 5 s with an open event stream")
+	}
+}
+
+func TestTokenConfigErrors(t *testing.T) {
+	cfg := collector.Defaults()
+	cfg.HTTP.TokenEnv, cfg.HTTP.TokenFile = "X", "y"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "http.token_env: exclusive with http.token_file") {
+		t.Errorf("both token sources: %v", err)
+	}
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	for _, c := range []struct {
+		env, file, want string
+	}{
+		{env: "SMELTER_TEST_EMPTY_TOKEN", want: "http.token_env: environment variable SMELTER_TEST_EMPTY_TOKEN is empty"},
+		{file: "missing-token", want: "http.token_file: open"},
+	} {
+		cfg := collector.Defaults()
+		cfg.DataDir, cfg.NATS.URL, cfg.HTTP.Listen = t.TempDir(), ns.URL(), "127.0.0.1:0"
+		cfg.HTTP.TokenEnv, cfg.HTTP.TokenFile = c.env, filepath.Join(t.TempDir(), c.file)
+		if c.file == "" {
+			cfg.HTTP.TokenFile = ""
+			t.Setenv(c.env, " ")
+		}
+		set, _ := cfg.LoadRules(catalog.Default())
+		col, err := collector.New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := col.Run(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Run: %v, want %q", err, c.want)
+		}
 	}
 }

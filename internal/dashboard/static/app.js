@@ -363,7 +363,9 @@ function drawChart(cv, pts, t0, t1, opts) {
     const step = [10000, 30000, 60000, 120000, 300000, 600000, 900000, 1800000].find((st) => span / st <= 7) || 3600000;
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const d = new Date(t);
-      g.fillText(pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (step < 60000 ? ':' + pad2(d.getSeconds()) : ''), x(t), H - 4);
+      const txt = pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (step < 60000 ? ':' + pad2(d.getSeconds()) : '');
+      const half = g.measureText(txt).width / 2;
+      if (x(t) - half >= L && x(t) + half <= W) g.fillText(txt, x(t), H - 4);
     }
   }
   // limit lines
@@ -490,7 +492,7 @@ function assetPage(site, id) {
       const t1 = Date.now();
       let first = Infinity;
       for (const pts of hist.values()) if (pts.length) first = Math.min(first, pts[0].t);
-      const t0 = Math.max(t1 - windowMS, Math.min(first - 5000, t1 - 120000));
+      const t0 = Math.max(t1 - windowMS, Math.min(first - 5000, t1 - 60000));
       for (const b of main.querySelectorAll('#a-win button')) b.classList.toggle('on', +b.dataset.w === windowMS);
       const sigs = new Map(detail.signals.map((s) => [s.signal, s]));
       for (const box of main.querySelectorAll('.chart')) {
