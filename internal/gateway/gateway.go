@@ -43,8 +43,14 @@ type Options struct {
 	// DrainTimeout bounds how long shutdown keeps forwarding spooled data
 	// after polling stopped (default 5 s).
 	DrainTimeout time.Duration
-	// Now is the clock (default time.Now); tests may replace it.
+	// Now is the data clock that stamps readings and batches (default
+	// time.Now). Tests and the demo may run a simulated plant faster than
+	// real time and stamp its data with the simulator's clock.
 	Now func() time.Time
+	// ClockRate is how many data-clock seconds pass per wall second
+	// (default 1). Births report signal intervals in data time, so
+	// consumers' staleness rules stay right when Now runs fast.
+	ClockRate float64
 }
 
 // Gateway is one running smelter-gateway.
@@ -54,6 +60,7 @@ type Gateway struct {
 	reg     *prometheus.Registry
 	m       *metrics
 	now     func() time.Time
+	rate    float64
 	drain   time.Duration
 	pool    *modbus.Pool
 	spoolM  *spool.Metrics
@@ -80,7 +87,10 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, reg: opts.Registry, now: opts.Now, drain: opts.DrainTimeout}
+	if opts.ClockRate <= 0 {
+		opts.ClockRate = 1
+	}
+	g := &Gateway{cfg: cfg, log: opts.Logger, reg: opts.Registry, now: opts.Now, rate: opts.ClockRate, drain: opts.DrainTimeout}
 	g.m = newMetrics(opts.Registry)
 	g.spoolM = spool.NewMetrics(opts.Registry)
 	g.pool = modbus.NewPool(opts.Logger.With("component", "modbus"), modbus.NewMetrics(opts.Registry))
@@ -336,6 +346,7 @@ func (f *forwarder) run(ctx context.Context) error {
 		backoff = 100 * time.Millisecond
 		if cut > 0 {
 			f.acked(f.sentApp, recs[cut-1].Seq, true)
+			f.pruneConfirmed(recs[cut-1].Seq)
 		}
 		if cut < len(recs) {
 			f.takeOver()
@@ -366,13 +377,22 @@ func (f *forwarder) envelopes(envs []telemetry.Envelope, recs []spool.Record) []
 	return envs
 }
 
-// confirmedByLive reports whether a finished live lane confirmed seq, and
-// drops ranges that lie wholly behind it.
+// confirmedByLive reports whether a finished live lane confirmed seq.
 func (f *forwarder) confirmedByLive(seq uint64) bool {
-	for len(f.confirmed) > 0 && f.confirmed[0].to < seq {
+	for _, c := range f.confirmed {
+		if seq >= c.from && seq <= c.to {
+			return true
+		}
+	}
+	return false
+}
+
+// pruneConfirmed forgets live-lane ranges the durable cursor has passed (a
+// Rewind never goes back behind the cursor).
+func (f *forwarder) pruneConfirmed(committed uint64) {
+	for len(f.confirmed) > 0 && f.confirmed[0].to <= committed {
 		f.confirmed = f.confirmed[1:]
 	}
-	return len(f.confirmed) > 0 && seq >= f.confirmed[0].from
 }
 
 // historicalKey is where AppendJSON writes the historical flag: right after
@@ -432,9 +452,19 @@ func (f *forwarder) publishFailed(err error, n int) {
 }
 
 // maybeStartLive starts a live lane when none runs, the uplink is connected
-// and the durable reader is far behind.
+// and the durable reader is far behind. A lane that ended on a publish
+// failure is retired first (the backfill lane skips what it confirmed), so
+// after another outage live data again goes first.
 func (f *forwarder) maybeStartLive(ctx context.Context) {
-	if f.live != nil || !f.up.Ready() || f.r.Lag().OldestAge < liveLaneAfter {
+	if f.live != nil {
+		select {
+		case <-f.live.done:
+			f.stopLive()
+		default:
+			return
+		}
+	}
+	if !f.up.Ready() || f.r.Lag().OldestAge < liveLaneAfter {
 		return
 	}
 	tail, err := f.sp.Tail(f.up.Name() + "-live")
@@ -457,6 +487,7 @@ func (f *forwarder) maybeStartLive(ctx context.Context) {
 // fails (the backfill lane then re-sends what it did not confirm).
 func (f *forwarder) runLive(ctx context.Context, lv *liveLane, tail *spool.Reader) {
 	defer close(lv.done)
+	defer f.setLive(false)
 	defer tail.Close()
 	envs := make([]telemetry.Envelope, 0, forwardMaxRecords)
 	apps := make([]int64, 0, forwardMaxRecords)
@@ -504,6 +535,7 @@ func (f *forwarder) takeOver() {
 		f.st.LastSeq = to
 		f.mu.Unlock()
 	}
+	f.pruneConfirmed(f.r.Committed())
 	f.r.Rewind()
 	f.log.Info("backlog: caught up with the live lane; back to one lane", "seq", f.r.Committed())
 }

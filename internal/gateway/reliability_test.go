@@ -423,6 +423,9 @@ func TestUplinkOutageDeliversEveryBatchOnce(t *testing.T) {
 		t.Fatalf("stream: %d distinct, %d duplicates, missing %v, max seq %d; gateway last seq %d",
 			rep.distinct, rep.duplicates, rep.missing, rep.maxSeq, last)
 	}
+	if pub := metric(t, rg.reg, "smelter_gateway_published_total", "uplink", "nats"); pub != float64(rep.distinct) {
+		t.Errorf("published_total %v, %d distinct batches in the stream", pub, rep.distinct)
+	}
 	if n := outageSeqs(ds, down, up); n < 40 {
 		t.Fatalf("only %d delivered batches were read during the outage", n)
 	}
@@ -1139,11 +1142,22 @@ func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
 // live (unmarked) data batches arrive in strictly increasing seq order, and
 // in the end every (gateway, seq) is in the stream exactly once and the
 // uplink is back to one lane with nothing unsent.
+//
+// In the second case the broker goes down again while the backlog drains:
+// the live lane stops at its first failed publish, and when the broker is
+// back a new live lane starts at the new tail; what the first lane
+// confirmed is not sent again.
 func TestLiveFirstBacklog(t *testing.T) {
+	t.Run("one outage", func(t *testing.T) { testLiveFirst(t, false) })
+	t.Run("second outage during the drain", func(t *testing.T) { testLiveFirst(t, true) })
+}
+
+func testLiveFirst(t *testing.T, second bool) {
 	r := newRelRig(t, false)
 	cfg := r.config(t, relConfig{devices: 2, interval: "20ms", nats: true,
 		spool: "{backlog: live_first, replay_rate: 100, cache_bytes: 32768}"})
-	rg := startGateway(t, cfg, nil)
+	log, logs := captureLogger(t)
+	rg := startGateway(t, cfg, log)
 	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
 	r.nats.Shutdown()
 	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
@@ -1154,6 +1168,23 @@ func TestLiveFirstBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the live lane", func() bool { return rg.uplink("nats").LiveLane })
+	lanes := 1
+	if second {
+		waitFor(t, 10*time.Second, "the live lane sends", func() bool {
+			return metric(t, rg.reg, "smelter_spool_reader_cache_records_total", "reader", "nats-live") >= 20
+		})
+		r.nats.Shutdown()
+		waitFor(t, 10*time.Second, "the live lane stops with the second outage", func() bool { return !rg.uplink("nats").LiveLane })
+		atDown := rg.seq()
+		waitFor(t, 10*time.Second, "batches spooled during the second outage", func() bool { return rg.seq() > atDown+30 })
+		if err := r.nats.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "a second live lane", func() bool {
+			return strings.Count(logs.String(), "live lane started") == 2
+		})
+		lanes = 2
+	}
 	waitFor(t, 60*time.Second, "back to one lane with the backlog drained", func() bool {
 		u := rg.uplink("nats")
 		return !u.LiveLane && u.LagRecords < 10
@@ -1187,6 +1218,14 @@ func TestLiveFirstBacklog(t *testing.T) {
 		if d.kind == string(telemetry.KindData) && !d.hist && d.seq > maxHist && d.stored.Before(lastHistStored) {
 			liveDuring++
 		}
+	}
+	// Each batch is counted as published once: the backfill lane does not
+	// re-send what a live lane confirmed.
+	if pub := metric(t, rg.reg, "smelter_gateway_published_total", "uplink", "nats"); pub != float64(rep.distinct) {
+		t.Errorf("published_total %v, %d distinct batches in the stream", pub, rep.distinct)
+	}
+	if n := strings.Count(logs.String(), "live lane started"); n != lanes {
+		t.Errorf("%d live lanes started, want %d", n, lanes)
 	}
 	if hist == 0 || liveDuring == 0 {
 		t.Fatalf("%d historical batches, %d live batches stored before the last historical one: the live lane did not run beside the backlog", hist, liveDuring)
