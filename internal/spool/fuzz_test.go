@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,7 +27,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec, n, err := decodeRecord(b)
 		if err != nil {
-			if err != errShort && err != errCorrupt {
+			if !errors.Is(err, errShort) && !errors.Is(err, errCorrupt) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			off, short := resync(b, 0, true)

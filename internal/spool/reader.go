@@ -432,7 +432,7 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 	for off < p.limit && len(r.out) == 0 {
 		want := int(min(int64(len(r.buf)), p.limit-off))
 		n, err := r.f.ReadAt(r.buf[:want], off)
-		if err != nil && !(errors.Is(err, io.EOF) && n == want) {
+		if err != nil && (!errors.Is(err, io.EOF) || n != want) {
 			if errors.Is(err, io.EOF) {
 				break // shorter than planned: treat the rest as gone
 			}
@@ -445,7 +445,7 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 		for i < len(b) && len(r.out) < maxRecords {
 			rec, size, err := decodeRecord(b[i:])
 			switch {
-			case err == errShort && !atEOF:
+			case errors.Is(err, errShort) && !atEOF:
 				if i == 0 && len(b) >= headerSize {
 					// A record larger than the buffer: grow and re-read.
 					r.buf = make([]byte, headerSize+recordBodyLen(b))

@@ -107,10 +107,10 @@ func resync(b []byte, from int, atEOF bool) (off int, short bool) {
 		}
 		i += j
 		_, _, err := decodeRecord(b[i:])
-		switch err {
-		case nil:
+		switch {
+		case err == nil:
 			return i, false
-		case errShort:
+		case errors.Is(err, errShort):
 			if !atEOF {
 				return i, true
 			}

@@ -131,8 +131,7 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 	}
 	s.lockFile = lf
 	if err := s.recover(); err != nil {
-		s.closeFiles()
-		return nil, err
+		return nil, errors.Join(err, s.closeFiles())
 	}
 	m.lag.attach(s)
 	s.wg.Add(1)

@@ -354,7 +354,6 @@ func TestMaxBytesDiscardOldest(t *testing.T) {
 	}
 	// The reader goes on from where it was: the gap it sees must equal
 	// its discarded counter.
-	var seqs []uint64
 	prev := uint64(20)
 	var gap uint64
 	ctx := context.Background()
@@ -367,7 +366,6 @@ func TestMaxBytesDiscardOldest(t *testing.T) {
 			checkRecord(t, rec, 2000, true)
 			gap += rec.Seq - prev - 1
 			prev = rec.Seq
-			seqs = append(seqs, rec.Seq)
 		}
 	}
 	lost := counter(h.m.readerDiscarded.WithLabelValues("nats"))
