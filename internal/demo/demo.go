@@ -50,8 +50,8 @@ type Options struct {
 	// Collector, when set, adjusts the collector configuration (windows,
 	// rule files) before it starts.
 	Collector func(*collector.Config)
-	Log          *slog.Logger
-	Out          io.Writer // where the URLs are printed; nil: nowhere
+	Log       *slog.Logger
+	Out       io.Writer // where the URLs are printed; nil: nowhere
 }
 
 // URLs are the addresses a demo run serves.
@@ -188,6 +188,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.DataDir = filepath.Join(dataDir, "collector")
 	ccfg.NATS.URL = nb.URL()
 	ccfg.HTTP.Listen = "127.0.0.1:0"
+	// short KPI windows so the energy page fills within the demo's first
+	// minutes; duty-cycle KPIs keep long windows to stay meaningful
+	ccfg.KPI.Window = collector.Duration(2 * time.Minute)
+	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
+		"cnc_machine": collector.Duration(30 * time.Minute)}
 	if d.opts.Collector != nil {
 		d.opts.Collector(&ccfg)
 	}
@@ -214,6 +219,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	gopts := gateway.Options{Logger: log.With("component", "gateway")}
 	if d.opts.SimClock {
 		gopts.Now = fl.Now
+		gopts.ClockRate = fcfg.Speed
 	}
 	gw, err := gateway.New(gcfg, gopts)
 	if err != nil {

@@ -35,11 +35,18 @@ func startDemo(t *testing.T, scenario string, poll time.Duration) *Demo {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
 	d := New(Options{FleetPath: filepath.Join(root, "configs/sim-fleet.yaml"), ScenarioPath: scenario,
 		DataDir: t.TempDir(), Seed: -1, PollInterval: poll, Log: log})
+	startRun(t, d)
+	return d
+}
+
+// startRun runs d until the test ends and waits until it is ready.
+func startRun(t *testing.T, d *Demo) {
+	t.Helper()
+	if d.opts.Log == nil || testing.Verbose() {
+		d.opts.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -61,7 +68,6 @@ func startDemo(t *testing.T, scenario string, poll time.Duration) *Demo {
 	case <-time.After(60 * time.Second):
 		t.Fatal("demo not ready after 60 s")
 	}
-	return d
 }
 
 // TestDemoEndToEnd runs the same wiring as `make demo`: every equipment class

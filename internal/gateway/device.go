@@ -61,8 +61,15 @@ func newDevice(g *Gateway, d *gwconfig.Device) *device {
 
 // birth appends the asset's birth notice to the spool.
 func (d *device) birth(ctx context.Context, sp *spool.Spool) error {
+	signals := d.cfg.Signals
+	if d.g.rate != 1 {
+		signals = append([]telemetry.SignalInfo(nil), signals...)
+		for i := range signals {
+			signals[i].IntervalMS = int64(float64(signals[i].IntervalMS) * d.g.rate)
+		}
+	}
 	b := &telemetry.Birth{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset.ToJSON(), TSGW: d.g.now().UnixMilli(),
-		Signals: d.cfg.Signals, Nameplate: d.cfg.Nameplate, Protocol: "modbus"}
+		Signals: signals, Nameplate: d.cfg.Nameplate, Protocol: "modbus"}
 	_, err := sp.Append(ctx, telemetry.AssetSubject(d.cfg.Asset, telemetry.KindBirth), func(seq uint64, dst []byte) []byte {
 		b.Seq = seq
 		data, _ := telemetry.MarshalBirth(b) // plain struct: cannot fail
