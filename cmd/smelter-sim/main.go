@@ -2,6 +2,9 @@
 // docs/simulators.md).
 //
 //	smelter-sim -fleet configs/sim-fleet.yaml -scenario configs/scenarios/demo.yaml -seed 1 -speed 1 -http 127.0.0.1:0
+//
+// It prints every device with its Modbus address and unit id, and its OPC UA
+// endpoint and node ids (ns=1;s=<device>.<signal>).
 package main
 
 import (
@@ -118,9 +121,24 @@ func run(args []string, stdout, stderr io.Writer) error {
 
 func printDevices(w io.Writer, ds []fleet.DeviceInfo) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tTEMPLATE")
+	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tOPC UA ENDPOINT\tNODE IDS\tTEMPLATE")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
 	for _, d := range ds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.ID, d.Class, d.Transport, d.Addr, d.UnitID, d.Template)
+		nodes := ""
+		if d.NodePrefix != "" {
+			nodes = d.NodePrefix + "<signal>"
+		}
+		unit := "-"
+		if d.Addr != "" {
+			unit = fmt.Sprint(d.UnitID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Class, dash(d.Transport), dash(d.Addr), unit,
+			dash(d.OPCUA), dash(nodes), dash(d.Template))
 	}
 	tw.Flush()
 }

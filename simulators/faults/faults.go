@@ -1,6 +1,6 @@
 // Package faults describes the faults a simulated device can suffer — sensor
 // faults on a signal, efficiency degradations of the equipment, and protocol
-// faults of its Modbus front — and schedules them from scenario files.
+// faults of its Modbus and OPC UA fronts — and schedules them from scenario files.
 //
 // A Spec is plain data (YAML in scenario files, JSON in the control API).
 // Sensor faults are applied to a model's output by SignalFault; degradations
@@ -38,6 +38,7 @@ const (
 	Slow      Kind = "slow"      // every response delayed by Delay (wall clock)
 	Drop      Kind = "drop"      // connections closed at onset, and every Every while active
 	Silent    Kind = "silent"    // no responses while active; connections reset when it ends
+	UAStatus  Kind = "ua_status" // OPC UA StatusCode Code (or Status, a name) on Signal's node, or on every node of the device
 )
 
 // Class groups kinds by where they act.
@@ -55,7 +56,7 @@ func ClassOf(k Kind) Class {
 	switch k {
 	case Stuck, Drift, Spike, Noise:
 		return SensorFault
-	case Exception, Slow, Drop, Silent:
+	case Exception, Slow, Drop, Silent, UAStatus:
 		return ProtocolFault
 	}
 	return Degradation
@@ -122,7 +123,8 @@ type Spec struct {
 	Sigma       float64  `json:"sigma,omitempty" yaml:"sigma"`             // noise, canonical units
 	Level       float64  `json:"level,omitempty" yaml:"level"`             // degradations
 	Delay       Duration `json:"delay,omitempty" yaml:"delay"`             // slow, wall clock
-	Code        int      `json:"code,omitempty" yaml:"code"`               // exception code (default 2)
+	Code        int      `json:"code,omitempty" yaml:"code"`               // exception code (default 2); ua_status: StatusCode (0x808C0000)
+	Status      string   `json:"status,omitempty" yaml:"status"`           // ua_status: StatusCode name (BadSensorFailure) instead of code
 	Table       string   `json:"table,omitempty" yaml:"table"`             // exception target
 	Address     *int     `json:"address,omitempty" yaml:"address"`         // exception target
 	Count       int      `json:"count,omitempty" yaml:"count"`             // exception target (default 1)
@@ -182,6 +184,13 @@ func (s *Spec) Validate() error {
 		}
 		if s.Count < 0 || s.Count > 125 {
 			return bad("count", "must be within 0..125")
+		}
+	case UAStatus:
+		if (s.Code == 0) == (s.Status == "") {
+			return bad("code", "or status required (one of them): an OPC UA StatusCode such as 0x808C0000 or a name such as BadSensorFailure")
+		}
+		if s.Code != 0 && (s.Code < 0 || s.Code > math.MaxUint32 || (s.Code>>30 != 1 && s.Code>>30 != 2)) {
+			return bad("code", fmt.Sprintf("0x%X is not a Bad (0x8...) or Uncertain (0x4...) OPC UA StatusCode", s.Code))
 		}
 	case Drop:
 		if s.Every < 0 {

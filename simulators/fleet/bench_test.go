@@ -17,7 +17,7 @@ func benchFleet(b *testing.B, n int) *Fleet {
 	cfg := Config{Dir: "../../configs", Speed: 0}
 	for i := range n {
 		cfg.Devices = append(cfg.Devices, DeviceConfig{ID: fmt.Sprintf("m%d", i), Class: "motor",
-			Template: "templates/motor-sim.yaml", Modbus: ModbusConfig{Address: "127.0.0.1:0", UnitID: 1}})
+			Template: "templates/motor-sim.yaml", Modbus: &ModbusConfig{Address: "127.0.0.1:0", UnitID: 1}})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := New(cfg, nil)

@@ -1,13 +1,13 @@
 // Package fleet runs a fleet of simulated devices: equipment models stepped
-// in simulated time, served over Modbus TCP (and RTU framing over TCP), with
-// scripted and run-time faults and a small HTTP control API.
+// in simulated time, served over Modbus TCP (and RTU framing over TCP) and
+// OPC UA, with scripted and run-time faults and a small HTTP control API.
 //
 // Tests and the demo start a fleet in-process:
 //
 //	cfg, err := fleet.Load("configs/sim-fleet.yaml")
 //	f := fleet.New(cfg, logger)
 //	err = f.Start(ctx)          // binds every listener (port 0 = a free port)
-//	for _, d := range f.Devices() { ... d.Addr, d.UnitID, d.Template ... }
+//	for _, d := range f.Devices() { ... d.Addr, d.UnitID, d.Template, d.OPCUA, d.NodePrefix ... }
 package fleet
 
 import (
@@ -44,7 +44,9 @@ type Config struct {
 	Start time.Time       `yaml:"start"` // simulated start, default 2025-06-21T00:00:00Z
 	// Listeners shared by several devices (one port, several unit ids).
 	Listeners map[string]ListenerConfig `yaml:"listeners"`
-	Devices   []DeviceConfig            `yaml:"devices"`
+	// OPC UA servers shared by several devices (one folder per device).
+	OPCUA   OPCUAConfig    `yaml:"opcua"`
+	Devices []DeviceConfig `yaml:"devices"`
 
 	// Dir resolves relative template paths (the fleet file's directory).
 	Dir string `yaml:"-"`
@@ -60,14 +62,22 @@ type ListenerConfig struct {
 	Transport string `yaml:"transport"` // tcp (default) | rtu_over_tcp
 }
 
-// DeviceConfig is one simulated asset on one unit id.
+// DeviceConfig is one simulated asset, served over Modbus (one unit id),
+// OPC UA (one folder of a server), or both from the same model and values.
+// Without an opcua section the device is served over Modbus (on its own port
+// when the modbus section is absent too); with an opcua section and no
+// modbus section it is served over OPC UA only.
 type DeviceConfig struct {
 	ID        string             `yaml:"id"`
 	Class     string             `yaml:"class"`
-	Template  string             `yaml:"template"` // gateway template = register map
+	Template  string             `yaml:"template"` // gateway template = register map (required with Modbus)
 	Nameplate map[string]float64 `yaml:"nameplate"`
-	Modbus    ModbusConfig       `yaml:"modbus"`
+	Modbus    *ModbusConfig      `yaml:"modbus"`
+	OPCUA     *DeviceOPCUAConfig `yaml:"opcua"`
 }
+
+// ServesModbus reports whether the device has a Modbus front.
+func (d *DeviceConfig) ServesModbus() bool { return d.Modbus != nil || d.OPCUA == nil }
 
 // ModbusConfig says where a device answers: a named shared listener, or its
 // own address.
@@ -123,6 +133,7 @@ func (c *Config) defaults() {
 type compiled struct {
 	devices   []compiledDevice
 	listeners []compiledListener
+	servers   []compiledServer
 }
 
 type compiledListener struct {
@@ -136,8 +147,9 @@ type compiledDevice struct {
 	cfg      DeviceConfig
 	template string // resolved path
 	model    model.Model
-	rmap     *regmap.Map
-	listener int
+	rmap     *regmap.Map // nil without Modbus and template
+	listener int         // -1: no Modbus
+	server   int         // -1: no OPC UA
 }
 
 // Validate checks the whole fleet, templates included (it reads them).
@@ -175,6 +187,8 @@ func (c *Config) compile() (*compiled, error) {
 		named[n] = len(out.listeners)
 		out.listeners = append(out.listeners, compiledListener{name: n, address: l.Address, transport: l.Transport})
 	}
+	servers := c.compileServers(fail)
+	out.servers = servers.list
 	ids := map[string]bool{}
 	for i, d := range c.Devices {
 		where := fmt.Sprintf("fleet: devices[%d]", i)
@@ -195,28 +209,50 @@ func (c *Config) compile() (*compiled, error) {
 			fail("%s.class/nameplate: %v", where, err)
 			continue
 		}
-		if d.Template == "" {
+		mbCfg := d.Modbus
+		if mbCfg == nil && d.ServesModbus() {
+			mbCfg = &ModbusConfig{}
+		}
+		if d.Template == "" && mbCfg != nil {
 			fail("%s.template: required (the register map)", where)
 			continue
 		}
-		path := d.Template
-		if !filepath.IsAbs(path) && c.Dir != "" {
-			path = filepath.Join(c.Dir, path)
+		var path string
+		var rm *regmap.Map
+		if d.Template != "" {
+			path = d.Template
+			if !filepath.IsAbs(path) && c.Dir != "" {
+				path = filepath.Join(c.Dir, path)
+			}
+			t, err := regmap.LoadTemplate(path)
+			if err != nil {
+				fail("%s.template: %v", where, err)
+				continue
+			}
+			if t.Class != d.Class {
+				fail("%s.template: %s is for class %s, device is %s", where, path, t.Class, d.Class)
+				continue
+			}
+			if rm, err = regmap.Compile(t, path, c.Catalog, m.Signals()); err != nil {
+				fail("%s.template: %v", where, err)
+				continue
+			}
 		}
-		t, err := regmap.LoadTemplate(path)
-		if err != nil {
-			fail("%s.template: %v", where, err)
+		si := -1
+		if d.OPCUA != nil {
+			var ok bool
+			if si, ok = servers.device(c, d, where, fail); !ok {
+				continue
+			}
+		}
+		if mbCfg == nil {
+			if si >= 0 {
+				out.servers[si].devices = append(out.servers[si].devices, len(out.devices))
+			}
+			out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: -1, server: si})
 			continue
 		}
-		if t.Class != d.Class {
-			fail("%s.template: %s is for class %s, device is %s", where, path, t.Class, d.Class)
-			continue
-		}
-		rm, err := regmap.Compile(t, path, c.Catalog, m.Signals())
-		if err != nil {
-			fail("%s.template: %v", where, err)
-			continue
-		}
+		d.Modbus = mbCfg
 		if d.Modbus.UnitID < 0 || d.Modbus.UnitID > 247 {
 			fail("%s.modbus.unit_id: %d outside 0..247", where, d.Modbus.UnitID)
 			continue
@@ -251,17 +287,36 @@ func (c *Config) compile() (*compiled, error) {
 			}
 		}
 		out.listeners[li].devices = append(out.listeners[li].devices, len(out.devices))
-		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li})
+		if si >= 0 {
+			out.servers[si].devices = append(out.servers[si].devices, len(out.devices))
+		}
+		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li, server: si})
 	}
 	for _, l := range out.listeners {
 		if len(l.devices) == 0 {
 			fail("fleet: listeners.%s: no device uses it", l.name)
 		}
 	}
+	for _, s := range out.servers {
+		if len(s.devices) == 0 {
+			fail("fleet: opcua.servers.%s: no device uses it", s.name)
+		}
+	}
 	if c.Scenario != nil {
+		byID := map[string]*compiledDevice{}
+		for i := range out.devices {
+			byID[out.devices[i].cfg.ID] = &out.devices[i]
+		}
 		for i, f := range c.Scenario.Faults {
-			if !ids[f.Device] {
-				fail("scenario %s: faults[%d].device: unknown device %q", c.Scenario.Name, i, f.Device)
+			d, ok := byID[f.Device]
+			if !ok {
+				if !ids[f.Device] {
+					fail("scenario %s: faults[%d].device: unknown device %q", c.Scenario.Name, i, f.Device)
+				}
+				continue
+			}
+			if err := checkFront(f, d.listener >= 0, d.server >= 0); err != nil {
+				fail("scenario %s: faults[%d] (%s): %v", c.Scenario.Name, i, f.ID, err)
 			}
 		}
 	}

@@ -38,6 +38,7 @@ type faultRun struct {
 	signal     int // sensor faults: index of the signal
 	sensor     *faults.SignalFault
 	exc        excRange // exception faults
+	uaCode     uint32   // ua_status faults
 	nextDrop   time.Time
 	wake       chan struct{} // silent faults: closed when the silence ends
 }
@@ -85,7 +86,7 @@ func (f *Fleet) InjectFault(spec faults.Spec) (FaultStatus, error) {
 	f.applyScheduleLocked()
 	if fr.state == stateActive || fr.state == stateEnded {
 		// make the effect visible at once
-		fr.dev.publish(f.now)
+		f.republishLocked(fr.dev)
 	}
 	f.log.Info("fault injected", "id", spec.ID, "device", spec.Device, "kind", spec.Kind, "signal", spec.Signal)
 	return fr.status(), nil
@@ -99,12 +100,12 @@ func (f *Fleet) ClearFault(id string) error {
 	if !ok {
 		return fmt.Errorf("fleet: no fault %q", id)
 	}
-	if fr.state == stateActive {
-		f.deactivateLocked(fr)
-		fr.dev.publish(f.now)
-	}
 	delete(f.faults, id)
 	f.order = slices.DeleteFunc(f.order, func(s string) bool { return s == id })
+	if fr.state == stateActive {
+		f.deactivateLocked(fr)
+		f.republishLocked(fr.dev)
+	}
 	f.met.faults.Set(float64(f.activeCount()))
 	f.log.Info("fault cleared", "id", id, "device", fr.spec.Device)
 	return nil
@@ -157,13 +158,25 @@ func (f *Fleet) addFaultLocked(spec faults.Spec, onset time.Time) (*faultRun, er
 				kinds = append(kinds, k)
 			}
 			sort.Strings(kinds)
-			return nil, fmt.Errorf("fault: kind: %q is not a fault kind, nor a degradation of %s (%s): want stuck, drift, spike, noise, exception, slow, drop, silent or one of %v",
+			return nil, fmt.Errorf("fault: kind: %q is not a fault kind, nor a degradation of %s (%s): want stuck, drift, spike, noise, exception, slow, drop, silent, ua_status or one of %v",
 				spec.Kind, d.id, d.class, kinds)
 		}
 		if spec.Level > limit {
 			return nil, fmt.Errorf("fault: level: %v above the %s limit %v", spec.Level, spec.Kind, limit)
 		}
 	case faults.ProtocolFault:
+		if err := checkFront(spec, d.lst != nil, d.ua != nil); err != nil {
+			return nil, fmt.Errorf("fault: %w", err)
+		}
+		if spec.Kind == faults.UAStatus {
+			fr.uaCode, _ = statusCode(spec) // checked by checkFront
+			if spec.Signal != "" {
+				fr.signal = slices.Index(d.model.Signals(), spec.Signal)
+				if fr.signal < 0 {
+					return nil, fmt.Errorf("fault: signal: %s (%s) has no signal %q", d.id, d.class, spec.Signal)
+				}
+			}
+		}
 		if spec.Kind == faults.Exception {
 			err, ok := exceptionErrors[spec.Code]
 			if !ok {
@@ -209,8 +222,7 @@ func (f *Fleet) applyScheduleLocked() {
 			changed = true
 		}
 		if fr.state == stateActive && fr.spec.Kind == faults.Drop && fr.spec.Every > 0 && !f.now.Before(fr.nextDrop) {
-			fr.dev.lst.drop()
-			f.met.drops.Inc()
+			f.dropLocked(fr.dev)
 			fr.nextDrop = fr.nextDrop.Add(fr.spec.Every.D())
 		}
 	}
@@ -233,8 +245,7 @@ func (f *Fleet) activateLocked(fr *faultRun) {
 	case faults.ProtocolFault:
 		switch fr.spec.Kind {
 		case faults.Drop:
-			d.lst.drop()
-			f.met.drops.Inc()
+			f.dropLocked(d)
 			if fr.spec.Every > 0 {
 				fr.nextDrop = f.now.Add(fr.spec.Every.D())
 			} else if fr.spec.Duration == 0 {
@@ -244,6 +255,7 @@ func (f *Fleet) activateLocked(fr *faultRun) {
 			fr.wake = make(chan struct{})
 		}
 		f.rebuildProtoLocked(d)
+		f.applyUALocked(d)
 	}
 	d.log.Info("fault active", "fault", fr.spec.ID, "kind", fr.spec.Kind, "signal", fr.spec.Signal)
 }
@@ -258,12 +270,44 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 		_ = d.model.Degrade(string(fr.spec.Kind), 0)
 	case faults.ProtocolFault:
 		f.rebuildProtoLocked(d)
+		f.applyUALocked(d)
 		if fr.spec.Kind == faults.Silent {
 			close(fr.wake)
-			d.lst.drop() // the device comes back as after a reboot: stale requests are gone
+			// the device comes back as after a reboot: stale requests are gone
+			if d.lst != nil {
+				d.lst.drop()
+			}
+			if d.ua != nil && d.ua.dedicated() && !f.silentLocked(d) {
+				// its own OPC UA server restarts on the same port: sessions are gone too
+				if err := d.ua.front.Restart(f.stop); err != nil {
+					d.log.Error("opc ua server restart after silence", "err", err)
+				}
+			}
 		}
 	}
 	d.log.Info("fault ended", "fault", fr.spec.ID, "kind", fr.spec.Kind)
+}
+
+// dropLocked closes every connection of the device's Modbus port and OPC UA
+// server.
+func (f *Fleet) dropLocked(d *device) {
+	if d.lst != nil {
+		d.lst.drop()
+	}
+	if d.ua != nil {
+		d.ua.front.DropConnections()
+	}
+	f.met.drops.Inc()
+}
+
+// silentLocked reports whether another silent fault of d is still active.
+func (f *Fleet) silentLocked(d *device) bool {
+	for _, id := range f.order {
+		if fr := f.faults[id]; fr.dev == d && fr.state == stateActive && fr.spec.Kind == faults.Silent {
+			return true
+		}
+	}
+	return false
 }
 
 // rebuildProtoLocked recomputes a device's protocol fault snapshot.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/model"
+	"github.com/smelterio/smelter/simulators/opcuafront"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
 
@@ -21,12 +23,23 @@ import (
 type DeviceInfo struct {
 	ID        string             `json:"id"`
 	Class     string             `json:"class"`
-	Protocol  string             `json:"protocol"` // "modbus"
+	Protocol  string             `json:"protocol"` // "modbus" (also when OPC UA serves it too), "opcua" when served over OPC UA only
 	Transport string             `json:"transport"`
-	Addr      string             `json:"addr"` // real host:port once started
+	Addr      string             `json:"addr"` // real host:port once started; "" without Modbus
 	UnitID    uint8              `json:"unit_id"`
 	Template  string             `json:"template"` // path of the gateway template (register map)
 	Nameplate map[string]float64 `json:"nameplate"`
+
+	// OPC UA (empty when the device has no OPC UA front). A signal's node id
+	// is NodePrefix + signal, e.g. ns=1;s=ac-1.discharge_pressure; values
+	// are in the catalog's canonical unit.
+	OPCUA          string   `json:"opcua,omitempty"`           // endpoint URL, opc.tcp://127.0.0.1:port once started
+	OPCUAServer    string   `json:"opcua_server,omitempty"`    // server name (opcua.servers key, or the device id for its own)
+	NodePrefix     string   `json:"node_prefix,omitempty"`     // ns=1;s=<device>.
+	OPCUANamespace string   `json:"opcua_namespace,omitempty"` // URI of namespace 1
+	OPCUASecurity  []string `json:"opcua_security,omitempty"`  // offered endpoints: None, Basic256Sha256/SignAndEncrypt...
+	OPCUAAnonymous bool     `json:"opcua_anonymous,omitempty"` // anonymous logins accepted
+	OPCUAUsers     []string `json:"opcua_users,omitempty"`     // username logins (passwords: Fleet.OPCUAPassword)
 }
 
 // FaultStatus is a fault known to the fleet.
@@ -56,6 +69,7 @@ type Fleet struct {
 	devices   []*device
 	byID      map[string]*device
 	listeners []*listener
+	servers   []*uaServer
 	faults    map[string]*faultRun
 	order     []string // fault ids in creation order
 	nextID    int
@@ -111,19 +125,36 @@ func (f *Fleet) Start(ctx context.Context) error {
 			l.single = f.devices[cl.devices[0]]
 		}
 		if err := l.start(ctx); err != nil {
-			for _, prev := range f.listeners {
-				prev.close()
-			}
+			f.closeLocked()
 			return fmt.Errorf("fleet: listener %s (%s): %w", cl.name, cl.address, err)
 		}
 		f.listeners = append(f.listeners, l)
 	}
+	for _, cs := range comp.servers {
+		s := &uaServer{name: cs.name, c: cs}
+		assets := make([]opcuafront.Asset, 0, len(cs.devices))
+		for _, di := range cs.devices {
+			d := f.devices[di]
+			d.ua = s
+			d.uaStatus = make([]uint32, len(d.out))
+			s.devices = append(s.devices, d)
+			assets = append(assets, opcuafront.Asset{ID: d.id, Source: source{d}})
+		}
+		fr, err := opcuafront.New(cs.cfg, assets, f.log.With("opcua_server", cs.name))
+		if err == nil {
+			err = fr.Start(ctx)
+		}
+		if err != nil {
+			f.closeLocked()
+			return fmt.Errorf("fleet: opc ua server %s (%s): %w", cs.name, cs.cfg.Addr, err)
+		}
+		s.front = fr
+		f.servers = append(f.servers, s)
+	}
 	if sc := f.cfg.Scenario; sc != nil {
 		for _, s := range sc.Faults {
 			if _, err := f.addFaultLocked(s, f.cfg.Start.Add(s.At.D())); err != nil {
-				for _, l := range f.listeners {
-					l.close()
-				}
+				f.closeLocked()
 				return fmt.Errorf("fleet: scenario %s: fault %s: %w", sc.Name, s.ID, err)
 			}
 		}
@@ -134,7 +165,8 @@ func (f *Fleet) Start(ctx context.Context) error {
 		defer f.wg.Done()
 		f.run(ctx)
 	}()
-	f.log.Info("fleet started", "devices", len(f.devices), "listeners", len(f.listeners), "speed", f.cfg.Speed, "seed", f.cfg.Seed)
+	f.log.Info("fleet started", "devices", len(f.devices), "listeners", len(f.listeners), "opcua_servers", len(f.servers),
+		"speed", f.cfg.Speed, "seed", f.cfg.Seed)
 	return nil
 }
 
@@ -161,9 +193,7 @@ func (f *Fleet) Wait() error {
 func (f *Fleet) run(ctx context.Context) {
 	defer func() {
 		f.mu.Lock()
-		for _, l := range f.listeners {
-			l.close()
-		}
+		f.closeLocked()
 		f.mu.Unlock()
 		f.log.Info("fleet stopped")
 	}()
@@ -197,6 +227,20 @@ func (f *Fleet) run(ctx context.Context) {
 	}
 }
 
+// closeLocked closes every listener and stops every OPC UA server.
+func (f *Fleet) closeLocked() {
+	for _, l := range f.listeners {
+		l.close()
+	}
+	for _, s := range f.servers {
+		if s.front != nil {
+			if err := s.front.Stop(); err != nil {
+				f.log.Debug("opc ua server stop", "server", s.name, "err", err)
+			}
+		}
+	}
+}
+
 // stepLocked advances every device by one step and applies the schedule.
 func (f *Fleet) stepLocked(step time.Duration) {
 	f.now = f.now.Add(step)
@@ -207,9 +251,14 @@ func (f *Fleet) stepLocked(step time.Duration) {
 	f.met.steps.Inc()
 }
 
+// publishLocked publishes every device's values, then refreshes every OPC
+// UA server once: Modbus images and OPC UA nodes show the same step.
 func (f *Fleet) publishLocked() {
 	for _, d := range f.devices {
 		d.publish(f.now)
+	}
+	for _, s := range f.servers {
+		s.front.Refresh(f.now)
 	}
 	f.met.simTime.Set(float64(f.now.UnixMilli()) / 1000)
 }
@@ -288,13 +337,15 @@ type device struct {
 	template string
 	model    model.Model
 	rmap     *regmap.Map
-	lst      *listener
+	lst      *listener // nil without Modbus
+	ua       *uaServer // nil without OPC UA
 	log      *slog.Logger
 
 	// owned by the fleet mutex
-	sensors []*faultRun // active sensor faults
-	out     []float64   // published values (faults applied)
-	at      time.Time
+	sensors  []*faultRun // active sensor faults
+	out      []float64   // published values (faults applied)
+	at       time.Time
+	uaStatus []uint32 // status code each OPC UA node serves
 
 	img   atomic.Pointer[regmap.Image]
 	proto atomic.Pointer[protoState] // nil = no protocol fault
@@ -303,10 +354,14 @@ type device struct {
 }
 
 func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
+	var unit uint8
+	if cd.cfg.Modbus != nil {
+		unit = uint8(cd.cfg.Modbus.UnitID)
+	}
 	return &device{
 		id:       cd.cfg.ID,
 		class:    cd.cfg.Class,
-		unit:     uint8(cd.cfg.Modbus.UnitID),
+		unit:     unit,
 		template: cd.template,
 		model:    cd.model,
 		rmap:     cd.rmap,
@@ -319,18 +374,36 @@ func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
 
 func (d *device) info() DeviceInfo {
 	np := d.model.Nameplate()
-	return DeviceInfo{ID: d.id, Class: d.class, Protocol: "modbus", Transport: d.lst.transport,
-		Addr: d.lst.Addr(), UnitID: d.unit, Template: d.template, Nameplate: maps.Clone(np)}
+	di := DeviceInfo{ID: d.id, Class: d.class, Protocol: "modbus", Template: d.template, Nameplate: maps.Clone(np)}
+	if d.lst != nil {
+		di.Transport, di.Addr, di.UnitID = d.lst.transport, d.lst.Addr(), d.unit
+	} else {
+		di.Protocol = "opcua"
+	}
+	if s := d.ua; s != nil {
+		di.OPCUA = s.front.Endpoint()
+		di.OPCUAServer = s.name
+		di.NodePrefix = s.front.NodeID(d.id, "") // ns=1;s=<device>.
+		di.OPCUANamespace = s.front.NamespaceURI()
+		di.OPCUASecurity = slices.Clone(s.c.security)
+		di.OPCUAAnonymous = s.c.anonymous
+		di.OPCUAUsers = slices.Clone(s.c.users)
+	}
+	return di
 }
 
 // publish applies sensor faults to the model's values and swaps in a fresh
-// register image, so a read never mixes two steps.
+// register image, so a read never mixes two steps. (The OPC UA front copies
+// d.out in its Refresh.)
 func (d *device) publish(now time.Time) {
 	copy(d.out, d.model.Values())
 	for _, fr := range d.sensors {
 		d.out[fr.signal] = fr.sensor.Apply(now, d.out[fr.signal])
 	}
 	d.at = now
+	if d.rmap == nil {
+		return
+	}
 	img := d.rmap.NewImage()
 	d.rmap.Encode(d.out, img)
 	d.img.Store(img)

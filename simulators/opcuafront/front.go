@@ -141,9 +141,16 @@ type Front struct {
 	inst  *instance
 	addr  string // host:port in use once started
 
+	// snap makes every Refresh and SetStatus one snapshot: a Read request
+	// holds it (read) for all its nodes, so it never mixes two refreshes.
+	// Lock order: snap, then mu.
+	snap  sync.RWMutex
 	mu    sync.RWMutex // values
 	dirty map[*entry]struct{}
 	kick  chan struct{}
+
+	gateMu sync.Mutex // serialises SetSilent/SetDelay
+	gate   atomic.Pointer[gate]
 
 	rejected atomic.Uint64
 	authFail atomic.Uint64
@@ -257,8 +264,12 @@ func (f *Front) AuthFailures() uint64 { return f.authFail.Load() }
 
 // Refresh copies every source's current values into the address space,
 // stamped now, and notifies subscribers of the values that changed. Call it
-// on the goroutine that steps the sources.
+// on the goroutine that steps the sources. A node with a Bad status keeps
+// its new value hidden and publishes nothing until its status turns good
+// again (a failed sensor does not flap its notifications).
 func (f *Front) Refresh(now time.Time) {
+	f.snap.Lock()
+	defer f.snap.Unlock()
 	f.mu.Lock()
 	for _, as := range f.assets {
 		vals := as.src.Values()
@@ -268,6 +279,9 @@ func (f *Front) Refresh(now time.Time) {
 			}
 			if vals[j] != e.value || e.ts.IsZero() {
 				e.value = vals[j]
+				if e.status>>30 == 2 {
+					continue
+				}
 				e.ts = now
 				f.dirty[e] = struct{}{}
 			}
@@ -294,20 +308,83 @@ func (f *Front) Set(asset, signal string, v float64, ts time.Time) error {
 	return nil
 }
 
-// SetStatus sets the StatusCode of a node (fault injection): a Bad code
-// serves no value, Good restores it. Subscribers are notified.
+// SetStatus sets the StatusCode of a node (fault injection) stamped with
+// the wall clock: a Bad code serves no value, Good restores it.
+// Subscribers are notified.
 func (f *Front) SetStatus(asset, signal string, code uint32) error {
+	return f.SetStatusAt(asset, signal, code, time.Now())
+}
+
+// SetStatusAt is SetStatus with the SourceTimestamp of the change (the
+// fleet passes simulated time). Setting the status a node already has
+// changes nothing.
+func (f *Front) SetStatusAt(asset, signal string, code uint32, ts time.Time) error {
 	e, ok := f.byKey[asset+"."+signal]
 	if !ok {
 		return fmt.Errorf("opcuafront: no node %s.%s", asset, signal)
 	}
+	f.snap.Lock()
 	f.mu.Lock()
-	e.status = code
-	e.ts = time.Now()
-	f.dirty[e] = struct{}{}
+	changed := e.status != code
+	if changed {
+		e.status = code
+		e.ts = ts
+		f.dirty[e] = struct{}{}
+	}
 	f.mu.Unlock()
-	f.signal()
+	f.snap.Unlock()
+	if changed {
+		f.signal()
+	}
 	return nil
+}
+
+// Status returns the StatusCode a node currently serves.
+func (f *Front) Status(asset, signal string) (uint32, bool) {
+	e, ok := f.byKey[asset+"."+signal]
+	if !ok {
+		return 0, false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return e.status, true
+}
+
+// SetSilent makes the server stop answering (on) or answer again (off).
+// While silent, connections stay open and new ones are accepted, but no byte
+// is forwarded either way: clients see requests time out, as with a hung
+// device or a dead network path. The setting survives Stop/Start.
+func (f *Front) SetSilent(on bool) {
+	f.updateGate(func(g *gate) {
+		switch {
+		case on && g.hold == nil:
+			g.hold = make(chan struct{})
+		case !on && g.hold != nil:
+			close(g.hold) // held chunks go through (or fail on dropped connections)
+			g.hold = nil
+		}
+	})
+}
+
+// SetDelay holds every chunk the server sends for d (0: none), a slow
+// server. The setting survives Stop/Start.
+func (f *Front) SetDelay(d time.Duration) {
+	f.updateGate(func(g *gate) { g.delay = max(d, 0) })
+}
+
+func (f *Front) updateGate(change func(*gate)) {
+	f.gateMu.Lock()
+	defer f.gateMu.Unlock()
+	var g gate
+	if old := f.gate.Load(); old != nil {
+		g = *old
+	}
+	change(&g)
+	if g == (gate{}) {
+		f.gate.Store(nil)
+		return
+	}
+	f.gate.Store(&g)
 }
 
 func (f *Front) signal() {
@@ -390,7 +467,7 @@ func (f *Front) Start(ctx context.Context) error {
 	}
 	in.cancel = cancel
 	in.done = make(chan struct{})
-	in.proxy = newProxy(ln, net.JoinHostPort(host, strconv.Itoa(inner)))
+	in.proxy = newProxy(ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate)
 	go in.notifier(ictx)
 	f.inst = in
 	f.addr = net.JoinHostPort(host, strconv.Itoa(pub))
@@ -417,6 +494,15 @@ func (f *Front) DropConnections() {
 	if in != nil {
 		in.proxy.drop()
 	}
+}
+
+// Restart stops the server and starts it again on the same port: every
+// connection and session is lost, as when a device reboots.
+func (f *Front) Restart(ctx context.Context) error {
+	if err := f.Stop(); err != nil {
+		f.log.Debug("opc ua front stop before restart", "err", err)
+	}
+	return f.Start(ctx)
 }
 
 // Stop closes every connection and the listener. Start may be called again.

@@ -260,6 +260,9 @@ func (in *instance) read(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua
 	if req, ok := r.(*ua.ReadRequest); ok && in.tooMany(in.f.cfg.Limits.MaxNodesPerRead, len(req.NodesToRead)) {
 		return nil, ua.StatusBadTooManyOperations
 	}
+	// one snapshot for every node of the request
+	in.f.snap.RLock()
+	defer in.f.snap.RUnlock()
 	return in.attrs.Read(sc, r, reqID)
 }
 

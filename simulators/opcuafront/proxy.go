@@ -2,9 +2,10 @@ package opcuafront
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // proxy is the public listener. gopcua's server cannot close its client
@@ -16,14 +17,24 @@ import (
 type proxy struct {
 	ln     net.Listener
 	target string
+	gate   *atomic.Pointer[gate] // the Front's: silence and delay, kept across restarts
+	quit   chan struct{}         // closed by close
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
 
-func newProxy(ln net.Listener, target string) *proxy {
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+// gate holds traffic: while hold is open (not closed) nothing is forwarded
+// in either direction (a silent server); delay holds each chunk the server
+// sends (a slow server). Immutable once stored.
+type gate struct {
+	hold  chan struct{} // nil: not silent; closed when the silence ends
+	delay time.Duration
+}
+
+func newProxy(ln net.Listener, target string, g *atomic.Pointer[gate]) *proxy {
+	p := &proxy{ln: ln, target: target, gate: g, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	return p
@@ -78,13 +89,60 @@ func (p *proxy) handle(c net.Conn) {
 	defer d.Close()
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(d, c)
+		p.pipe(d, c, false)
 		_ = d.Close()
 		close(done)
 	}()
-	_, _ = io.Copy(c, d)
+	p.pipe(c, d, true)
 	_ = c.Close()
 	<-done
+}
+
+// pipe copies src to dst through the gate until either side fails.
+func (p *proxy) pipe(dst, src net.Conn, toClient bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !p.pass(toClient) {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pass waits until the gate lets a chunk through; false once the proxy closes.
+func (p *proxy) pass(toClient bool) bool {
+	for {
+		g := p.gate.Load()
+		if g == nil {
+			return true
+		}
+		if g.hold != nil {
+			select {
+			case <-g.hold:
+				continue // silence over: look at the gate again
+			case <-p.quit:
+				return false
+			}
+		}
+		if toClient && g.delay > 0 {
+			t := time.NewTimer(g.delay)
+			select {
+			case <-t.C:
+			case <-p.quit:
+				t.Stop()
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // drop closes every piped connection.
@@ -98,6 +156,7 @@ func (p *proxy) drop() {
 
 // close stops accepting, closes every connection and waits for the pipes.
 func (p *proxy) close() {
+	close(p.quit)
 	_ = p.ln.Close()
 	p.mu.Lock()
 	for c := range p.conns {
