@@ -131,7 +131,7 @@ func (d *Demo) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
+		defer func() { _ = os.RemoveAll(tmp) }()
 		dataDir = tmp
 	}
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {

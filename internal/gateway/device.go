@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,8 +11,10 @@ import (
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/units"
 )
 
 // staleMultiple is DOMAIN.md's "no good read in 3 x interval".
@@ -20,7 +23,9 @@ const staleMultiple = 3
 type device struct {
 	g      *Gateway
 	cfg    *gwconfig.Device
-	dev    *modbus.Device
+	dev    *modbus.Device        // Modbus devices
+	ua     *opcua.Client         // OPC UA devices
+	uaNorm *normalize.Normalizer // OPC UA devices
 	log    *slog.Logger
 	groups []*group
 	subj   string // data subject
@@ -44,9 +49,18 @@ type deviceState struct {
 	Dead        bool      `json:"dead"`
 }
 
-func newDevice(g *Gateway, d *gwconfig.Device) *device {
-	dv := &device{g: g, cfg: d, log: g.log.With("device", d.ID),
-		dev: g.pool.Device(d.ID, d.Modbus), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData)}
+func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
+	dv := &device{g: g, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData)}
+	if d.Protocol == gwconfig.ProtocolOPCUA {
+		c, err := opcua.New(d.ID, d.OPCUA, d.UAPoints, dv.log, g.uaMetrics)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %w", d.ID, err)
+		}
+		dv.ua = c
+		dv.uaNorm = normalize.New(d.UANorm, d.Interval.Milliseconds(), staleMultiple, gwconfigHeartbeat(d))
+		return dv, nil
+	}
+	dv.dev = g.pool.Device(d.ID, d.Modbus)
 	for _, gc := range d.Groups {
 		plan, err := modbus.NewPlan(gc.Points, d.Modbus)
 		if err != nil {
@@ -56,7 +70,14 @@ func newDevice(g *Gateway, d *gwconfig.Device) *device {
 		dv.groups = append(dv.groups, &group{cfg: gc, plan: plan,
 			norm: normalize.New(gc.Norm, gc.Interval.Milliseconds(), staleMultiple, gc.Heartbeat.Milliseconds())})
 	}
-	return dv
+	return dv, nil
+}
+
+func gwconfigHeartbeat(d *gwconfig.Device) int64 {
+	if d.Heartbeat > 0 {
+		return d.Heartbeat.Milliseconds()
+	}
+	return gwconfig.DefaultHeartbeat.Milliseconds()
 }
 
 // birth appends the asset's birth notice to the spool.
@@ -69,7 +90,7 @@ func (d *device) birth(ctx context.Context, sp *spool.Spool) error {
 		}
 	}
 	b := &telemetry.Birth{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset.ToJSON(), TSGW: d.g.now().UnixMilli(),
-		Signals: signals, Nameplate: d.cfg.Nameplate, Protocol: "modbus"}
+		Signals: signals, Nameplate: d.cfg.Nameplate, Protocol: d.cfg.Protocol}
 	_, err := sp.Append(ctx, telemetry.AssetSubject(d.cfg.Asset, telemetry.KindBirth), func(seq uint64, dst []byte) []byte {
 		b.Seq = seq
 		data, _ := telemetry.MarshalBirth(b) // plain struct: cannot fail
@@ -182,6 +203,151 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// runUA runs an OPC UA device: it resolves device units from the nodes'
+// EngineeringUnits where the configuration gives none, then turns every
+// publish response (or poll cycle) into one batch.
+func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
+	if err := d.resolveUnits(ctx); err != nil {
+		return nil //nolint:nilerr // only ctx ends resolveUnits with an error
+	}
+	batch := telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset, Readings: make([]telemetry.Reading, 0, len(d.cfg.UAPoints))}
+	encode := func(seq uint64, dst []byte) []byte {
+		batch.Seq = seq
+		return batch.AppendJSON(dst)
+	}
+	m := d.g.m
+	up := m.deviceUp.WithLabelValues(d.cfg.ID)
+	emit := func(ups []opcua.Update) {
+		now := time.Now()
+		batch.Readings = batch.Readings[:0]
+		good, stale := 0, 0
+		var firstBad uint32
+		for i := range ups {
+			u := &ups[i]
+			raw := normalize.Raw{Num: u.Num, Str: u.Str, IsStr: u.IsStr, Quality: u.Quality, Status: u.Status, TS: u.SourceTS}
+			switch {
+			case u.Quality.HasValue():
+				good++
+			case u.Quality == telemetry.QualityStale:
+				stale++
+			case firstBad == 0:
+				firstBad = u.Status
+			}
+			batch.Readings = d.uaNorm.ApplyOne(batch.Readings, u.Index, &raw, now.UnixMilli())
+		}
+		result := "ok"
+		switch {
+		case good == 0:
+			result = "failed"
+			up.Set(0)
+		case good < len(ups):
+			result = "partial"
+		}
+		if good > 0 {
+			up.Set(1)
+		}
+		m.polls.WithLabelValues(d.cfg.ID, result).Inc()
+		var err error
+		if good == 0 && stale == len(ups) {
+			err = errors.New("opcua: session or subscription lost")
+		} else if good == 0 && firstBad != 0 {
+			err = fmt.Errorf("opcua: status 0x%08X", firstBad)
+		}
+		d.trackUA(ctx, sp, now, good > 0, stale == len(ups) && len(ups) == len(d.cfg.UAPoints), err)
+		if len(batch.Readings) == 0 {
+			return
+		}
+		batch.TSGW = d.g.now().UnixMilli()
+		for i := range batch.Readings {
+			m.readings.WithLabelValues(batch.Readings[i].Quality.String()).Inc()
+		}
+		seq, err := sp.Append(ctx, d.subj, encode)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.spoolErrors.Inc()
+				d.log.Error("spooling batch", "err", err)
+			}
+			return
+		}
+		m.batches.Inc()
+		m.seq.Set(float64(seq))
+	}
+	return d.ua.Run(ctx, emit)
+}
+
+// resolveUnits reads EngineeringUnits and EURange of the points whose unit
+// the configuration does not give, and converts from them. It retries until
+// the server answers: publishing values in a guessed unit would be worse
+// than publishing nothing.
+func (d *device) resolveUnits(ctx context.Context) error {
+	need := false
+	for _, set := range d.cfg.UAUnitSet {
+		need = need || !set
+	}
+	if !need {
+		return nil
+	}
+	backoff := time.Second
+	for {
+		nus, err := d.ua.NodeUnits(ctx)
+		if err == nil {
+			d.applyUnits(nus)
+			return nil
+		}
+		d.log.Warn("reading engineering units; will retry", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (d *device) applyUnits(nus []opcua.NodeUnit) {
+	for _, nu := range nus {
+		i := nu.Index
+		if i < 0 || i >= len(d.cfg.UANorm) || d.cfg.UAUnitSet[i] {
+			continue
+		}
+		p := d.cfg.UANorm[i]
+		if nu.Err != nil || nu.UnitID < 0 || p.Unit == "" {
+			d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
+			continue
+		}
+		if nu.UCUM == "" {
+			d.log.Error("node's engineering unit has no UCUM equivalent; set the point's unit", "signal", p.Signal,
+				"unece", nu.UNECE, "display", nu.Display)
+			continue
+		}
+		conv, err := units.Convert(nu.UCUM, p.Unit)
+		if err != nil {
+			d.log.Error("node's engineering unit does not convert to the catalog unit; set the point's unit", "signal", p.Signal,
+				"node_unit", nu.UCUM, "catalog_unit", p.Unit, "err", err)
+			continue
+		}
+		var lo, hi *float64
+		if nu.HasRange && p.Min == nil && p.Max == nil {
+			a, b := conv.Apply(nu.Min), conv.Apply(nu.Max)
+			lo, hi = &a, &b
+		}
+		d.uaNorm.SetConversion(i, conv, lo, hi)
+	}
+}
+
+// trackUA is track for sources that report changes: losing the session is
+// the asset stopping to answer.
+func (d *device) trackUA(ctx context.Context, sp *spool.Spool, at time.Time, anyGood, lost bool, err error) {
+	if lost {
+		d.mu.Lock()
+		if !d.st.LastGood.IsZero() {
+			d.st.LastGood = at.Add(-time.Duration(staleMultiple) * d.cfg.Interval)
+		}
+		d.mu.Unlock()
+	}
+	d.track(ctx, sp, at, anyGood, err)
 }
 
 // track keeps the device's state and emits death and rebirth notices.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/mqtt"
@@ -55,17 +56,18 @@ type Options struct {
 
 // Gateway is one running smelter-gateway.
 type Gateway struct {
-	cfg     *gwconfig.Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	m       *metrics
-	now     func() time.Time
-	rate    float64
-	drain   time.Duration
-	pool    *modbus.Pool
-	spoolM  *spool.Metrics
-	uplinks []Uplink
-	devices []*device
+	cfg       *gwconfig.Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	m         *metrics
+	now       func() time.Time
+	rate      float64
+	drain     time.Duration
+	pool      *modbus.Pool
+	uaMetrics *opcua.Metrics
+	spoolM    *spool.Metrics
+	uplinks   []Uplink
+	devices   []*device
 
 	mu    sync.Mutex
 	spool *spool.Spool // set while running
@@ -108,8 +110,13 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		}
 		g.uplinks = append(g.uplinks, u)
 	}
+	g.uaMetrics = opcua.NewMetrics(opts.Registry)
 	for _, d := range cfg.Devices {
-		g.devices = append(g.devices, newDevice(g, d))
+		dv, err := newDevice(g, d)
+		if err != nil {
+			return nil, err
+		}
+		g.devices = append(g.devices, dv)
 	}
 	return g, nil
 }
@@ -172,6 +179,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway running", "gateway", g.cfg.ID, "devices", len(g.devices), "uplinks", len(g.uplinks),
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
 	for _, d := range g.devices {
+		if d.ua != nil {
+			pg.Go(func() error { return d.runUA(pctx, sp) })
+			continue
+		}
 		for _, grp := range d.groups {
 			pg.Go(func() error { return d.poll(pctx, sp, grp) })
 		}

@@ -56,8 +56,13 @@ func (g *Gateway) Status() Status {
 		st.Seq = sp.LastSeq()
 	}
 	for _, d := range g.devices {
-		st.Devices = append(st.Devices, DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class,
-			Address: d.cfg.Modbus.Address, Protocol: "modbus/" + string(d.cfg.Modbus.Transport), deviceState: d.state()})
+		ds := DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class, deviceState: d.state()}
+		if d.ua != nil {
+			ds.Address, ds.Protocol = d.cfg.OPCUA.Endpoint, "opcua/"+d.cfg.OPCUA.SecurityPolicy
+		} else {
+			ds.Address, ds.Protocol = d.cfg.Modbus.Address, "modbus/"+string(d.cfg.Modbus.Transport)
+		}
+		st.Devices = append(st.Devices, ds)
 	}
 	for _, f := range fwds {
 		lag := f.r.Lag()

@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
@@ -62,6 +63,7 @@ type DeviceFile struct {
 	Template     string             `yaml:"template"`
 	Disabled     bool               `yaml:"disabled"`
 	Modbus       *modbus.Config     `yaml:"modbus"`
+	OPCUA        *opcua.Config      `yaml:"opcua"`
 	Points       []PointFile        `yaml:"points"`
 }
 
@@ -82,6 +84,13 @@ type PointFile struct {
 	Enum     map[int64]string `yaml:"enum"`
 	Min      *float64         `yaml:"min"`
 	Max      *float64         `yaml:"max"`
+
+	// OPC UA points
+	NodeID           string        `yaml:"node_id"`
+	Mode             string        `yaml:"mode"`              // subscribe (default) | poll
+	SamplingInterval time.Duration `yaml:"sampling_interval"` // subscribe: server sampling interval
+	QueueSize        uint32        `yaml:"queue_size"`
+	DeadbandType     string        `yaml:"deadband_type"` // absolute | percent: the server applies "deadband" (device units / % of EURange)
 }
 
 // TemplateFile is a reusable register map.
@@ -101,13 +110,159 @@ type Config struct {
 	Devices []*Device
 }
 
+// uaDevice compiles an OPC UA device.
+func (c *compiler) uaDevice(field string, d *DeviceFile, f *File, cls *catalog.Class, known, ok bool) *Device {
+	doc := c.doc
+	u := d.OPCUA
+	if u.DataDir == "" {
+		u.DataDir = filepath.Join(c.resolve(f.Gateway.DataDir), "opcua")
+	}
+	for _, p := range []*string{&u.Auth.PasswordFile, &u.Auth.CertFile, &u.Auth.KeyFile, &u.Certificate.CertFile,
+		&u.Certificate.KeyFile, &u.DataDir, &u.TrustDir} {
+		*p = c.resolve(*p)
+	}
+	u.SetDefaults()
+	if err := u.Validate(); err != nil {
+		c.addErr(doc, field+".opcua", err)
+		ok = false
+	}
+	if d.Template != "" {
+		c.add(doc.Errorf(field+".template", "templates are Modbus register maps; list OPC UA points under points"))
+		ok = false
+	}
+	if len(d.Points) == 0 {
+		c.add(doc.Errorf(field+".points", "no points"))
+		ok = false
+	}
+	dev := &Device{ID: d.ID, Protocol: ProtocolOPCUA, Nameplate: d.Nameplate, OPCUA: *u, Interval: d.PollInterval, Heartbeat: d.Heartbeat,
+		Asset: telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
+			orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}}}
+	signals := map[string]int{}
+	for i := range d.Points {
+		pf := &d.Points[i]
+		pfield := fmt.Sprintf("%s.points[%d]", field, i)
+		good := true
+		bad := func(sub, format string, args ...any) {
+			c.add(doc.Errorf(pfield+"."+sub, format, args...))
+			good = false
+		}
+		if pf.Table != "" || pf.Address != nil || pf.Type != "" || pf.Order != "" || pf.Bit != 0 || pf.Length != 0 {
+			bad("table", "table, address, type, order, bit and length are Modbus settings; an OPC UA point has node_id")
+		}
+		if pf.Signal == "" {
+			bad("signal", "missing")
+		}
+		if j, dup := signals[pf.Signal]; dup && pf.Signal != "" {
+			bad("signal", "%s already read by points[%d]", pf.Signal, j)
+		}
+		signals[pf.Signal] = i
+		up := opcua.Point{NodeID: pf.NodeID, Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
+			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
+		if pf.DeadbandType != "" && pf.DeadbandType != "none" {
+			up.Deadband = pf.Deadband
+		}
+		up.SetDefaults(u)
+		if err := up.Validate(); err != nil {
+			c.addErr(doc, pfield, err)
+			good = false
+		}
+		if pf.Scale != nil && (*pf.Scale == 0 || math.IsNaN(*pf.Scale) || math.IsInf(*pf.Scale, 0)) {
+			bad("scale", "%v must be a finite non-zero number", *pf.Scale)
+		}
+		if !good || !known {
+			ok = false
+			continue
+		}
+		sig, err := c.cat.Lookup(cls.Name, pf.Signal)
+		if err != nil {
+			bad("signal", "%v", err)
+			ok = false
+			continue
+		}
+		np := normalize.Point{Signal: pf.Signal, Offset: pf.Offset, Enum: pf.Enum, Src: "opcua:" + pf.NodeID,
+			Min: sig.Min, Max: sig.Max, States: sig.States, Conv: units.Identity}
+		if up.Deadband == 0 {
+			np.Deadband = pf.Deadband // gateway-side report by exception
+		}
+		if pf.Scale != nil {
+			np.Scale = *pf.Scale
+		}
+		if pf.Min != nil {
+			np.Min = pf.Min
+		}
+		if pf.Max != nil {
+			np.Max = pf.Max
+		}
+		unitSet := pf.Unit != ""
+		switch {
+		case sig.IsState():
+			if unitSet {
+				bad("unit", "%s is a state signal (%v); it takes no unit", pf.Signal, sig.States)
+			}
+			unitSet = true
+		case cls.Open && sig.Unit == "":
+			canon, okU := units.Canonical(pf.Unit)
+			if !okU {
+				bad("unit", "unknown unit %q", pf.Unit)
+			}
+			np.Unit = canon
+			unitSet = true
+		default:
+			np.Unit = sig.Unit
+			if unitSet {
+				conv, err := units.Convert(pf.Unit, sig.Unit)
+				if err != nil {
+					bad("unit", "%v (signal %s is in %s)", err, pf.Signal, sig.Unit)
+				}
+				np.Conv = conv
+			}
+		}
+		if !good {
+			ok = false
+			continue
+		}
+		iv := pf.SamplingInterval
+		if up.Mode == opcua.ModePoll {
+			iv = up.PollInterval
+		}
+		info := telemetry.SignalInfo{Signal: np.Signal, Unit: np.Unit, Min: np.Min, Max: np.Max, Src: np.Src,
+			IntervalMS: max(iv, u.PublishInterval).Milliseconds()}
+		if np.Deadband > 0 || up.Deadband > 0 {
+			info.IntervalMS = d.Heartbeat.Milliseconds()
+		}
+		if len(np.States) > 0 {
+			info.Enum = np.States
+		}
+		dev.UAPoints = append(dev.UAPoints, up)
+		dev.UANorm = append(dev.UANorm, np)
+		dev.UAUnitSet = append(dev.UAUnitSet, unitSet)
+		dev.Signals = append(dev.Signals, info)
+	}
+	if !ok || !known {
+		return nil
+	}
+	return dev
+}
+
+// Protocols.
+const (
+	ProtocolModbus = "modbus"
+	ProtocolOPCUA  = "opcua"
+)
+
 // Device is one compiled device: its asset, connection and point groups.
 type Device struct {
 	ID        string
+	Protocol  string // ProtocolModbus or ProtocolOPCUA
 	Asset     telemetry.Asset
 	Nameplate map[string]float64
 	Modbus    modbus.Config
+	OPCUA     opcua.Config
+	UAPoints  []opcua.Point     // OPC UA: every point, one subscription or poll set
+	UANorm    []normalize.Point // OPC UA: normalization, same order as UAPoints
+	UAUnitSet []bool            // OPC UA: the config gave the device unit (else EngineeringUnits decide)
 	Interval  time.Duration
+	Heartbeat time.Duration
 	Groups    []*Group // one per distinct poll interval, fastest first
 	Signals   []telemetry.SignalInfo
 }
@@ -323,9 +478,15 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 			}
 		}
 	}
-	if d.Modbus == nil {
-		bad("modbus", "missing: every device needs a protocol block (modbus)")
+	switch {
+	case d.Modbus == nil && d.OPCUA == nil:
+		bad("modbus", "missing: every device needs a protocol block (modbus or opcua)")
 		return nil
+	case d.Modbus != nil && d.OPCUA != nil:
+		bad("opcua", "a device has one protocol block: modbus or opcua, not both")
+		return nil
+	case d.OPCUA != nil:
+		return c.uaDevice(field, d, f, cls, known, ok)
 	}
 	// SetDefaults fills zero fields; an explicit "max_gap: 0" (never bridge
 	// gaps) must survive it.
@@ -378,9 +539,11 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 		ID: d.ID,
 		Asset: telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
 			orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}},
+		Protocol:  ProtocolModbus,
 		Nameplate: d.Nameplate,
 		Modbus:    *d.Modbus,
 		Interval:  d.PollInterval,
+		Heartbeat: d.Heartbeat,
 	}
 	groups := map[time.Duration]*Group{}
 	signals := map[string]string{}

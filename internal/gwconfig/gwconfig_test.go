@@ -1,6 +1,7 @@
 package gwconfig
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,5 +225,50 @@ devices:
 	}
 	if cfg.Devices[0].Modbus.MaxGap != 0 || cfg.Devices[1].Modbus.MaxGap != modbus.DefaultMaxGap {
 		t.Errorf("max_gap = %d, %d", cfg.Devices[0].Modbus.MaxGap, cfg.Devices[1].Modbus.MaxGap)
+	}
+}
+
+func TestOPCUADevice(t *testing.T) {
+	doc := `gateway: {id: gw, site: s, data_dir: /var/lib/smelter}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: cnc-7
+    class: cnc_machine
+    opcua: {endpoint: "opc.tcp://10.0.0.7:4840", security_policy: Basic256Sha256, auth: {mode: username, username: op, password_env: UA_PW}}
+    points:
+      - {signal: spindle_speed, node_id: "ns=2;s=Spindle.Speed"}
+      - {signal: spindle_load, node_id: "ns=2;s=Spindle.Load", unit: "%", mode: poll, interval: 5s}
+      - {signal: feed_rate, node_id: "ns=2;i=1001", deadband_type: absolute, deadband: 5}
+`
+	cfg, err := LoadBytes("gw.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Devices[0]
+	if d.Protocol != ProtocolOPCUA || d.OPCUA.SecurityMode != "SignAndEncrypt" || d.OPCUA.DataDir != "/var/lib/smelter/opcua" {
+		t.Errorf("device = %+v", d.OPCUA)
+	}
+	if len(d.UAPoints) != 3 || d.UAPoints[1].Mode != "poll" || d.UAPoints[1].PollInterval != 5*time.Second ||
+		d.UAPoints[2].Deadband != 5 || d.UANorm[2].Deadband != 0 {
+		t.Errorf("points = %+v norm = %+v", d.UAPoints, d.UANorm)
+	}
+	if d.UAUnitSet[0] || !d.UAUnitSet[1] || d.UANorm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
+		t.Errorf("unit set = %v, norm = %+v", d.UAUnitSet, d.UANorm[0])
+	}
+}
+
+func TestOPCUADeviceErrors(t *testing.T) {
+	for _, tc := range []struct{ points, opcua, want string }{
+		{`[{signal: spindle_speed, node_id: "ns=2;x=1"}]`, `{endpoint: "opc.tcp://h:4840"}`, "gw.yaml:6: devices[0].points[0].node_id:"},
+		{`[{signal: spindle_speed, node_id: "i=1", table: holding}]`, `{endpoint: "opc.tcp://h:4840"}`, "an OPC UA point has node_id"},
+		{`[{signal: spindle_speed, node_id: "i=1"}]`, `{endpoint: "http://h"}`, "gw.yaml:5: devices[0].opcua.endpoint:"},
+		{`[{signal: spindle_speed, node_id: "i=1", unit: bar}]`, `{endpoint: "opc.tcp://h:4840"}`, `cannot convert "bar"`},
+		{`[{signal: spindle_speed, node_id: "i=1", mode: push}]`, `{endpoint: "opc.tcp://h:4840"}`, "devices[0].points[0].mode:"},
+	} {
+		doc := fmt.Sprintf("gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: cnc-7\n    opcua: %s\n    points: %s\n    class: cnc_machine\n", tc.opcua, tc.points)
+		_, err := LoadBytes("gw.yaml", []byte(doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.points, err, tc.want)
+		}
 	}
 }

@@ -86,31 +86,52 @@ func (n *Normalizer) Points() []Point { return n.points }
 // always reported (without a value), so one bad point never hides another.
 func (n *Normalizer) Apply(dst []telemetry.Reading, raws []Raw, now int64) []telemetry.Reading {
 	for i := range raws {
-		p := &n.points[i]
-		st := &n.state[i]
-		raw := &raws[i]
-		ts := raw.TS
-		if ts == 0 {
-			ts = now
-		}
-		r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: raw.Status, Src: p.Src, Quality: raw.Quality}
-		if raw.Quality.HasValue() {
-			st.lastGood = now
-			n.fillValue(&r, p, raw)
-		} else {
-			r.Quality = telemetry.QualityBad
-			if st.lastGood == 0 {
-				st.lastGood = now // first read failed: start the stale clock
-			} else if now-st.lastGood >= n.staleAfter {
-				r.Quality = telemetry.QualityStale
-			}
-		}
-		if !n.report(st, p, &r, now) {
-			continue
-		}
-		dst = append(dst, r)
+		dst = n.ApplyOne(dst, i, &raws[i], now)
 	}
 	return dst
+}
+
+// ApplyOne normalizes one value of point i and appends it to dst unless its
+// deadband suppresses it. Sources that report changes only (OPC UA
+// subscriptions) call it per notification. A Stale raw value (the source
+// lost its session) stays stale.
+func (n *Normalizer) ApplyOne(dst []telemetry.Reading, i int, raw *Raw, now int64) []telemetry.Reading {
+	p := &n.points[i]
+	st := &n.state[i]
+	ts := raw.TS
+	if ts == 0 {
+		ts = now
+	}
+	r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: raw.Status, Src: p.Src, Quality: raw.Quality}
+	switch {
+	case raw.Quality.HasValue():
+		st.lastGood = now
+		n.fillValue(&r, p, raw)
+	case raw.Quality == telemetry.QualityStale:
+	default:
+		r.Quality = telemetry.QualityBad
+		if st.lastGood == 0 {
+			st.lastGood = now // first read failed: start the stale clock
+		} else if now-st.lastGood >= n.staleAfter {
+			r.Quality = telemetry.QualityStale
+		}
+	}
+	if !n.report(st, p, &r, now) {
+		return dst
+	}
+	return append(dst, r)
+}
+
+// SetConversion replaces point i's unit conversion and plausible range;
+// used when the device reports its own engineering units at connect time.
+func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64) {
+	n.points[i].Conv = c
+	if min != nil {
+		n.points[i].Min = min
+	}
+	if max != nil {
+		n.points[i].Max = max
+	}
 }
 
 func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, raw *Raw) {

@@ -147,3 +147,20 @@ func BenchmarkApply100(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/reading")
 }
+
+func TestApplyOneKeepsStaleAndConverts(t *testing.T) {
+	n := New([]Point{{Signal: "a", Unit: "Cel"}, {Signal: "b", Unit: "kPa"}}, 1000, 3, 0)
+	n.SetConversion(1, conv(t, "bar", "kPa"), nil, fp(500))
+	got := n.ApplyOne(nil, 1, &Raw{Num: 2}, 1000)
+	if len(got) != 1 || got[0].Signal != "b" || got[0].Value != 200 || got[0].Quality != telemetry.QualityGood {
+		t.Fatalf("got %+v", got)
+	}
+	got = n.ApplyOne(nil, 1, &Raw{Num: 6}, 2000)
+	if got[0].Quality != telemetry.QualityUncertain {
+		t.Errorf("above SetConversion max: %+v", got[0])
+	}
+	got = n.ApplyOne(nil, 0, &Raw{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000)
+	if got[0].Quality != telemetry.QualityStale || got[0].Status != 0x80000000 || got[0].HasValue() {
+		t.Errorf("stale: %+v", got[0])
+	}
+}

@@ -1,0 +1,147 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// fixedSource is a value source with fixed values for the OPC UA front.
+type fixedSource struct {
+	class   string
+	signals []string
+	values  []float64
+}
+
+func (s *fixedSource) Class() string     { return s.class }
+func (s *fixedSource) Signals() []string { return s.signals }
+func (s *fixedSource) Values() []float64 { return s.values }
+
+// lastReading returns the newest reading of signal in the collected batches.
+func lastReading(c *collector, signal string) (telemetry.Reading, bool) {
+	batches, _, _ := c.snapshot()
+	for i := len(batches) - 1; i >= 0; i-- {
+		for _, r := range batches[i].Readings {
+			if r.Signal == signal {
+				return r, true
+			}
+		}
+	}
+	return telemetry.Reading{}, false
+}
+
+// TestEndToEndOPCUA subscribes to a real OPC UA server (the simulators'
+// front, gopcua), and checks exact values with units taken from the nodes'
+// EngineeringUnits, a polled point beside subscribed ones, a Bad node amid
+// good ones, and stale marking while the server restarts, with data resuming
+// without any action.
+func TestEndToEndOPCUA(t *testing.T) {
+	src := &fixedSource{class: "boiler", signals: []string{"steam_pressure", "flue_gas_temp", "flue_o2", "steam_flow"},
+		values: []float64{1.25, 142.5, 3.1, 18}}
+	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "boiler-ua", Source: src}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := front.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	front.Refresh(time.Now())
+
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	cfgText := fmt.Sprintf(`gateway: {id: gw-ua, site: plant1, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q}}
+devices:
+  - id: boiler-ua
+    class: boiler
+    poll_interval: 200ms
+    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s}
+    points:
+      - {signal: steam_pressure, node_id: %q}
+      - {signal: flue_gas_temp, node_id: %q, unit: Cel}
+      - {signal: flue_o2, node_id: %q, mode: poll, interval: 200ms}
+      - {signal: steam_flow, node_id: %q, sampling_interval: 100ms}
+`, nb.URL(), front.Endpoint(), front.NodeID("boiler-ua", "steam_pressure"), front.NodeID("boiler-ua", "flue_gas_temp"),
+		front.NodeID("boiler-ua", "flue_o2"), front.NodeID("boiler-ua", "steam_flow"))
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, cfg)
+	nc := subscribeNATS(t, nb.URL())
+
+	want := map[string]struct {
+		v    float64
+		unit string
+	}{"steam_pressure": {1.25, "MPa"}, "flue_gas_temp": {142.5, "Cel"}, "flue_o2": {3.1, "%"}, "steam_flow": {18, "t/h"}}
+	waitFor(t, 20*time.Second, "every OPC UA signal good on NATS", func() bool {
+		for sig := range want {
+			if r, ok := lastReading(nc, sig); !ok || r.Quality != telemetry.QualityGood {
+				return false
+			}
+		}
+		return true
+	})
+	for sig, w := range want {
+		r, _ := lastReading(nc, sig)
+		if math.Abs(r.Value-w.v) > 1e-6 || r.Unit != w.unit || r.Src != "opcua:"+front.NodeID("boiler-ua", sig) || r.TS <= 0 {
+			t.Errorf("%s = %+v, want %v %s", sig, r, w.v, w.unit)
+		}
+	}
+	_, births, _ := nc.snapshot()
+	if len(births) == 0 || births[0].Protocol != "opcua" {
+		t.Errorf("births = %+v", births)
+	}
+
+	// a Bad node amid good ones
+	if err := front.SetStatus("boiler-ua", "flue_gas_temp", opcuafront.StatusBadSensorFailure); err != nil {
+		t.Fatal(err)
+	}
+	src.values[0] = 1.3
+	front.Refresh(time.Now())
+	waitFor(t, 10*time.Second, "flue_gas_temp bad while steam_pressure moves on", func() bool {
+		bad, ok1 := lastReading(nc, "flue_gas_temp")
+		good, ok2 := lastReading(nc, "steam_pressure")
+		return ok1 && ok2 && bad.Quality == telemetry.QualityBad && bad.Status == opcuafront.StatusBadSensorFailure &&
+			!bad.HasValue() && good.Quality == telemetry.QualityGood && math.Abs(good.Value-1.3) < 1e-9
+	})
+
+	// server restart: stale while away, data resumes with no action
+	if err := front.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "stale readings while the server is down", func() bool {
+		r, ok := lastReading(nc, "steam_flow")
+		return ok && r.Quality == telemetry.QualityStale
+	})
+	src.values[3] = 21
+	if err := front.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	front.Refresh(time.Now())
+	waitFor(t, 30*time.Second, "data to resume after the restart", func() bool {
+		r, ok := lastReading(nc, "steam_flow")
+		return ok && r.Quality == telemetry.QualityGood && r.Value == 21
+	})
+}
