@@ -29,13 +29,22 @@ import (
 const usage = `smelter-gateway: industrial telemetry gateway (Modbus -> spool -> NATS JetStream / MQTT)
 
 Commands:
-  run -config FILE        poll devices and publish (SIGINT/SIGTERM: stop polling, flush, exit)
-  validate FILE           check a configuration and its templates; print every error as file:line: field: reason
-  help                    this text
+  run -config FILE          poll devices and publish (SIGINT/SIGTERM: stop polling, flush, exit)
+  validate FILE             check a configuration and its templates; print every error as file:line: field: reason
+  scan modbus ADDRESS       probe which unit ids answer and map their readable registers
+  browse ENDPOINT           walk an OPC UA server's address space; -write-config writes a device config
+  endpoints ENDPOINT        list the security policies and logins an OPC UA server offers
+  help                      this text
+
+Every command takes -h for its flags.
 
 Examples:
-  smelter-gateway validate configs/gateway-demo.yaml
+  smelter-gateway validate configs/gateway.example.yaml
   smelter-gateway run -config /etc/smelter/gateway.yaml
+  smelter-gateway scan modbus 192.168.1.20:502 -units 1-10
+  smelter-gateway scan modbus /dev/ttyUSB0 -transport rtu -baud 9600 -parity N -units 1-32
+  smelter-gateway endpoints opc.tcp://10.0.0.7:4840
+  smelter-gateway browse opc.tcp://10.0.0.7:4840 -depth 4 -write-config cnc-7.yaml
 
 Docs: docs/configuration.md, docs/schema.md, docs/operations.md
 `
@@ -54,6 +63,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "scan":
+		return cmdScan(args[1:], stdout, stderr)
+	case "browse":
+		return cmdBrowse(args[1:], stdout, stderr)
+	case "endpoints":
+		return cmdEndpoints(args[1:], stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+func runCmd(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestConfigsValidate loads every gateway configuration in configs/: the
+// example must pass, every *.bad.yaml must fail with exactly the errors in
+// its .err file.
+func TestConfigsValidate(t *testing.T) {
+	code, out, errs := runCmd("validate", "../../configs/gateway.example.yaml")
+	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 3 devices") {
+		t.Fatalf("example: code %d\n%s%s", code, out, errs)
+	}
+	bads, _ := filepath.Glob("../../configs/gateway*.bad.yaml")
+	if len(bads) == 0 {
+		t.Fatal("no bad configs found")
+	}
+	for _, bad := range bads {
+		want, err := os.ReadFile(strings.TrimSuffix(bad, ".yaml") + ".err")
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := runCmd("validate", bad)
+		if code != 1 {
+			t.Errorf("%s: exit %d, want 1", bad, code)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(want)), "\n") {
+			if !strings.Contains(errs, line) {
+				t.Errorf("%s: missing error %q in:\n%s", bad, line, errs)
+			}
+		}
+	}
+}
+
+func TestRunRefusesInvalidConfig(t *testing.T) {
+	code, _, errs := runCmd("run", "-config", "../../configs/gateway.bad.yaml")
+	if code != 1 || !strings.Contains(errs, "not starting: the configuration is invalid") {
+		t.Fatalf("code %d: %s", code, errs)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, errs := runCmd(); code != 2 || !strings.Contains(errs, "Commands:") {
+		t.Errorf("no args: %d %s", code, errs)
+	}
+	if code, out, _ := runCmd("help"); code != 0 || !strings.Contains(out, "scan modbus ADDRESS") {
+		t.Errorf("help: %d %s", code, out)
+	}
+	if code, _, errs := runCmd("frobnicate"); code != 2 || !strings.Contains(errs, `unknown command "frobnicate"`) {
+		t.Errorf("unknown: %d %s", code, errs)
+	}
+	for _, sub := range [][]string{{"scan"}, {"browse"}, {"endpoints"}, {"validate"}} {
+		if code, _, errs := runCmd(sub...); code != 2 || !strings.Contains(errs, "usage: smelter-gateway") {
+			t.Errorf("%v without args: %d %s", sub, code, errs)
+		}
+	}
+}
+
+func TestScanModbus(t *testing.T) {
+	bank := modbustest.NewBank()
+	bank.SetRegisters(modbustest.HoldingRegisters, 0, 7, 8, 9)
+	srv := modbustest.StartServer(t, bank)
+	code, out, errs := runCmd("scan", "modbus", srv.Addr, "-units", "1", "-count", "16", "-tables", "holding")
+	if code != 0 || !strings.Contains(out, "unit 1 answers") || !strings.Contains(out, "holding") ||
+		!strings.Contains(out, "[7 8 9") {
+		t.Fatalf("code %d\nout:\n%s\nerr:\n%s", code, out, errs)
+	}
+	if code, _, errs := runCmd("scan", "modbus", srv.Addr, "-units", "9-3"); code != 2 || !strings.Contains(errs, "-units") {
+		t.Errorf("bad units: %d %s", code, errs)
+	}
+}
+
+type oneValue struct{}
+
+func (oneValue) Class() string     { return "motor" }
+func (oneValue) Signals() []string { return []string{"winding_temp", "power"} }
+func (oneValue) Values() []float64 { return []float64{81.5, 42} }
+
+func TestBrowseAndEndpoints(t *testing.T) {
+	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "m-1", Source: oneValue{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := front.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	front.Refresh(time.Now())
+
+	code, out, errs := runCmd("endpoints", front.Endpoint())
+	if code != 0 || !strings.Contains(out, "None") {
+		t.Fatalf("endpoints: %d\n%s\n%s", code, out, errs)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "m1.yaml")
+	code, out, errs = runCmd("browse", front.Endpoint(), "-data", dir, "-write-config", cfgPath)
+	if code != 0 || !strings.Contains(out, front.NodeID("m-1", "winding_temp")) || !strings.Contains(out, "81.5") {
+		t.Fatalf("browse: %d\n%s\n%s", code, out, errs)
+	}
+	written, err := os.ReadFile(cfgPath)
+	if err != nil || !strings.Contains(string(written), "node_id:") || !strings.Contains(string(written), "opcua:") {
+		t.Fatalf("written config: %v\n%s", err, written)
+	}
+}
