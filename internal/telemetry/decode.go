@@ -59,7 +59,7 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if schema != SchemaTelemetry {
 		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
@@ -500,7 +500,7 @@ func (d *batchDecoder) readings(b *Batch) error {
 		i := len(b.Readings)
 		q, err := ParseQuality(quality)
 		if err != nil {
-			return fmt.Errorf("readings[%d]: %v", i, err)
+			return fmt.Errorf("readings[%d]: %w", i, err)
 		}
 		r.Quality = q
 		if !haveValue {
@@ -524,7 +524,7 @@ func (d *batchDecoder) readings(b *Batch) error {
 func DecodeBirth(data []byte) (*Birth, error) {
 	var b Birth
 	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if b.Schema != SchemaBirth {
 		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, b.Schema, SchemaBirth)

@@ -37,7 +37,7 @@ func decodeBatchStd(data []byte) (*Batch, error) {
 	var w batchWire
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if w.Schema != SchemaTelemetry {
 		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, w.Schema, SchemaTelemetry)
@@ -56,7 +56,7 @@ func decodeBatchStd(data []byte) (*Batch, error) {
 	for i, rw := range w.Readings {
 		q, err := ParseQuality(rw.Quality)
 		if err != nil {
-			return nil, fmt.Errorf("%w: readings[%d]: %v", ErrInvalid, i, err)
+			return nil, fmt.Errorf("%w: readings[%d]: %w", ErrInvalid, i, err)
 		}
 		r := Reading{Signal: rw.Signal, Text: rw.Text, Unit: rw.Unit, Quality: q, TS: rw.TS, Status: rw.Status, Src: rw.Src}
 		switch {
