@@ -69,7 +69,6 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	var reqs []*ua.NodeID
 	var dest []func(*ua.DataValue)
 	for i := range nodes {
-		i := i
 		if p := props[i]["EngineeringUnits"]; p != nil {
 			reqs = append(reqs, p)
 			dest = append(dest, func(dv *ua.DataValue) { out[i].setEU(dv) })

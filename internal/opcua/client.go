@@ -159,8 +159,12 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 				s.LastError = err.Error()
 			}
 		})
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
+			// The session ended because ctx did: a requested stop, which
+			// Run reports as nil, not as the session's error.
 			return nil
+		default:
 		}
 		if !staleSent {
 			c.emitStale()

@@ -239,7 +239,7 @@ func (p *Point) Validate() error {
 	}
 	if !strings.HasPrefix(p.NodeID, "nsu=") {
 		if _, err := ua.ParseNodeID(p.NodeID); err != nil {
-			return fmt.Errorf("node_id: %q: %v", p.NodeID, err)
+			return fmt.Errorf("node_id: %q: %w", p.NodeID, err)
 		}
 	}
 	switch p.Mode {
