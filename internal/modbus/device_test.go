@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 )
 

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 )
 
 // Frame reading for the transporter. Responses are delimited by their
@@ -19,31 +21,6 @@ const (
 type filler func(p []byte) error
 
 var errFrame = errors.New("malformed frame")
-
-// crc16 is the Modbus RTU CRC (polynomial 0xA001, initial 0xFFFF).
-func crc16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, c := range b {
-		crc ^= uint16(c)
-		for range 8 {
-			if crc&1 != 0 {
-				crc = crc>>1 ^ 0xA001
-			} else {
-				crc >>= 1
-			}
-		}
-	}
-	return crc
-}
-
-// lrc is the Modbus ASCII longitudinal redundancy check.
-func lrc(b []byte) byte {
-	var sum byte
-	for _, c := range b {
-		sum += c
-	}
-	return -sum
-}
 
 // replyLen returns the length of a reply frame (unit, function, ..., without
 // checksum) from its first three bytes.
@@ -89,7 +66,7 @@ func readRTU(rd filler, buf []byte, unit, fc byte) ([]byte, error) {
 		return nil, err
 	}
 	frame := buf[:n+2]
-	if got, want := binary.LittleEndian.Uint16(frame[n:]), crc16(frame[:n]); got != want {
+	if got, want := binary.LittleEndian.Uint16(frame[n:]), checksum.CRC16(frame[:n]); got != want {
 		return nil, fmt.Errorf("%w: crc %04x, want %04x", errFrame, got, want)
 	}
 	if err := checkReply(frame, unit, fc); err != nil {
@@ -165,7 +142,7 @@ func readASCII(rd filler, buf []byte, unit, fc byte) ([]byte, error) {
 	if err := decodeHex(bin, frame[1:total-2]); err != nil {
 		return nil, err
 	}
-	if got, want := bin[n], lrc(bin[:n]); got != want {
+	if got, want := bin[n], checksum.LRC(bin[:n]); got != want {
 		return nil, fmt.Errorf("%w: lrc %02x, want %02x", errFrame, got, want)
 	}
 	if err := checkReply(bin, unit, fc); err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	gmb "github.com/goburrow/modbus"
+
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 )
 
@@ -27,9 +29,6 @@ func TestFrameGolden(t *testing.T) {
 	f, err := readRTU(reader(rtu), buf[:], 1, 3)
 	if err != nil || !bytes.Equal(f, rtu) {
 		t.Fatalf("readRTU = %x, %v", f, err)
-	}
-	if crc16([]byte{0x01, 0x03, 0x00, 0x00, 0x00, 0x0A}) != 0xCDC5 {
-		t.Fatalf("crc16 of the classic example = %04x, want cdc5", crc16([]byte{0x01, 0x03, 0x00, 0x00, 0x00, 0x0A}))
 	}
 	exc := modbustest.EncodeRTU(1, []byte{0x83, 2})
 	if f, err := readRTU(reader(exc), buf[:], 1, 3); err != nil || len(f) != 5 {
@@ -56,9 +55,6 @@ func TestFrameGolden(t *testing.T) {
 	if err != nil || !bytes.Equal(pdu.Data, []byte{4, 0x00, 0x0A, 0x01, 0x02}) {
 		t.Fatalf("goburrow decode of our frame = %+v, %v", pdu, err)
 	}
-	if lrc([]byte{0x01, 0x03, 0x00, 0x00, 0x00, 0x0A}) != 0xF2 {
-		t.Fatal("lrc")
-	}
 }
 
 // FuzzRTUFrame feeds arbitrary byte streams to the RTU reply reader: it must
@@ -77,7 +73,7 @@ func FuzzRTUFrame(f *testing.F) {
 			return
 		}
 		n := len(frame)
-		if n < 5 || crc16(frame[:n-2]) != uint16(frame[n-2])|uint16(frame[n-1])<<8 {
+		if n < 5 || checksum.CRC16(frame[:n-2]) != uint16(frame[n-2])|uint16(frame[n-1])<<8 {
 			t.Fatalf("accepted bad frame %x", frame)
 		}
 		if frame[0] != unit || frame[1]&0x7F != fc&0x7F {

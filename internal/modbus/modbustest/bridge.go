@@ -3,6 +3,7 @@ package modbustest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 )
 
 // Framing is the serial-line framing a bridge speaks.
@@ -28,42 +31,17 @@ const (
 	ASCII
 )
 
-// CRC16 is the Modbus RTU CRC, appended low byte first.
-func CRC16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, c := range b {
-		crc ^= uint16(c)
-		for i := 0; i < 8; i++ {
-			lsb := crc & 1
-			crc >>= 1
-			if lsb != 0 {
-				crc ^= 0xA001
-			}
-		}
-	}
-	return crc
-}
-
-// LRC is the Modbus ASCII checksum: two's complement of the byte sum.
-func LRC(b []byte) byte {
-	var s byte
-	for _, c := range b {
-		s += c
-	}
-	return ^s + 1
-}
-
 // EncodeRTU frames unit and pdu (function code first) with a CRC.
 func EncodeRTU(unit byte, pdu []byte) []byte {
 	f := append([]byte{unit}, pdu...)
-	crc := CRC16(f)
+	crc := checksum.CRC16(f)
 	return append(f, byte(crc), byte(crc>>8))
 }
 
 // EncodeASCII frames unit and pdu as ":" hex LRC CR LF (upper-case hex).
 func EncodeASCII(unit byte, pdu []byte) []byte {
 	bin := append([]byte{unit}, pdu...)
-	bin = append(bin, LRC(bin))
+	bin = append(bin, checksum.LRC(bin))
 	out := make([]byte, 0, 2*len(bin)+3)
 	out = append(out, ':')
 	out = fmt.Appendf(out, "%X", bin)
@@ -95,7 +73,9 @@ func (b *Bridge) Served() int64 { return b.served.Load() }
 // connection with framing, forwarding to the Modbus TCP server at upstream.
 func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ctx := tb.Context()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("modbustest: bridge listen: %v", err)
 	}
@@ -116,7 +96,7 @@ func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 			b.wg.Add(1)
 			go func() {
 				defer b.wg.Done()
-				b.serve(c)
+				b.serve(ctx, c)
 				mu.Lock()
 				delete(conns, c)
 				mu.Unlock()
@@ -148,7 +128,9 @@ func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge 
 	if err != nil {
 		tb.Skip("modbustest: socat not installed; serial tests need `socat` for a pty pair")
 	}
-	cmd := exec.Command(socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0")
+	// socat is killed when the test's context ends, just before cleanup.
+	ctx := tb.Context()
+	cmd := exec.CommandContext(ctx, socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		tb.Fatalf("modbustest: socat pipe: %v", err)
@@ -179,7 +161,7 @@ func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge 
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		b.serve(f)
+		b.serve(ctx, f)
 	}()
 	tb.Cleanup(func() {
 		_ = f.Close()
@@ -191,8 +173,9 @@ func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge 
 }
 
 // serve answers framed requests on rw until it fails.
-func (b *Bridge) serve(rw io.ReadWriter) {
-	up, err := net.Dial("tcp", b.upstream)
+func (b *Bridge) serve(ctx context.Context, rw io.ReadWriter) {
+	var d net.Dialer
+	up, err := d.DialContext(ctx, "tcp", b.upstream)
 	if err != nil {
 		return
 	}
@@ -247,7 +230,7 @@ func (b *Bridge) readRequest(r *bufio.Reader) (byte, []byte, error) {
 		if err != nil || len(bin) < 3 {
 			return 0, nil, errBadFrame
 		}
-		if LRC(bin[:len(bin)-1]) != bin[len(bin)-1] {
+		if checksum.LRC(bin[:len(bin)-1]) != bin[len(bin)-1] {
 			return 0, nil, errBadFrame
 		}
 		return bin[0], bin[1 : len(bin)-1], nil
@@ -278,7 +261,7 @@ func (b *Bridge) readRequest(r *bufio.Reader) (byte, []byte, error) {
 	}
 	f := append(head, body...)
 	n := len(f)
-	if CRC16(f[:n-2]) != binary.LittleEndian.Uint16(f[n-2:]) {
+	if checksum.CRC16(f[:n-2]) != binary.LittleEndian.Uint16(f[n-2:]) {
 		_, _ = r.Discard(r.Buffered())
 		return 0, nil, errBadFrame
 	}

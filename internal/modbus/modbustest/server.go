@@ -4,8 +4,10 @@
 // bridges that speak RTU or ASCII framing over TCP or over a pseudo-terminal
 // pair and forward each request to the server's MBAP side.
 //
-// It deliberately shares no code with the driver it tests: frames, CRC and
-// LRC are implemented here independently.
+// It deliberately shares no framing code with the driver it tests: request
+// parsing, reply framing and the MBAP forwarding are written here
+// independently. Only the checksums come from internal/modbus/checksum,
+// which published vectors pin.
 package modbustest
 
 import (
@@ -249,8 +251,9 @@ type Server struct {
 func StartServer(tb testing.TB, bank *Bank) *Server {
 	tb.Helper()
 	var lastErr error
+	var lc net.ListenConfig
 	for range 10 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := lc.Listen(tb.Context(), "tcp", "127.0.0.1:0")
 		if err != nil {
 			tb.Fatalf("modbustest: listen: %v", err)
 		}
