@@ -188,7 +188,6 @@ func (c *Config) compile() (*compiled, error) {
 		out.listeners = append(out.listeners, compiledListener{name: n, address: l.Address, transport: l.Transport})
 	}
 	servers := c.compileServers(fail)
-	out.servers = servers.list
 	ids := map[string]bool{}
 	for i, d := range c.Devices {
 		where := fmt.Sprintf("fleet: devices[%d]", i)
@@ -247,7 +246,7 @@ func (c *Config) compile() (*compiled, error) {
 		}
 		if mbCfg == nil {
 			if si >= 0 {
-				out.servers[si].devices = append(out.servers[si].devices, len(out.devices))
+				servers.list[si].devices = append(servers.list[si].devices, len(out.devices))
 			}
 			out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: -1, server: si})
 			continue
@@ -288,7 +287,7 @@ func (c *Config) compile() (*compiled, error) {
 		}
 		out.listeners[li].devices = append(out.listeners[li].devices, len(out.devices))
 		if si >= 0 {
-			out.servers[si].devices = append(out.servers[si].devices, len(out.devices))
+			servers.list[si].devices = append(servers.list[si].devices, len(out.devices))
 		}
 		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li, server: si})
 	}
@@ -297,6 +296,7 @@ func (c *Config) compile() (*compiled, error) {
 			fail("fleet: listeners.%s: no device uses it", l.name)
 		}
 	}
+	out.servers = servers.list
 	for _, s := range out.servers {
 		if len(s.devices) == 0 {
 			fail("fleet: opcua.servers.%s: no device uses it", s.name)

@@ -142,6 +142,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 		}
 		fr, err := opcuafront.New(cs.cfg, assets, f.log.With("opcua_server", cs.name))
 		if err == nil {
+			fr.Refresh(f.now) // values and SourceTimestamps of the simulated start
 			err = fr.Start(ctx)
 		}
 		if err != nil {

@@ -284,7 +284,7 @@ func statusCode(s faults.Spec) (uint32, error) {
 		name := strings.TrimPrefix(s.Status, "Status")
 		found := false
 		for c, d := range ua.StatusCodes {
-			if strings.EqualFold(d.Name, name) {
+			if strings.EqualFold(strings.TrimPrefix(d.Name, "Status"), name) {
 				code, found = uint64(c), true
 				break
 			}

@@ -115,9 +115,10 @@ type entry struct {
 	hasRange bool
 
 	// guarded by Front.mu
-	value  float64
-	status uint32
-	ts     time.Time
+	value     float64
+	status    uint32
+	ts        time.Time
+	refreshed bool // set by the first Refresh, which stamps every node
 }
 
 type assetState struct {
@@ -263,7 +264,8 @@ func (f *Front) Rejected() uint64 { return f.rejected.Load() }
 func (f *Front) AuthFailures() uint64 { return f.authFail.Load() }
 
 // Refresh copies every source's current values into the address space,
-// stamped now, and notifies subscribers of the values that changed. Call it
+// stamped now, and notifies subscribers of the values that changed (the
+// first Refresh stamps every node). Call it
 // on the goroutine that steps the sources. A node with a Bad status keeps
 // its new value hidden and publishes nothing until its status turns good
 // again (a failed sensor does not flap its notifications).
@@ -277,8 +279,9 @@ func (f *Front) Refresh(now time.Time) {
 			if j >= len(vals) {
 				break
 			}
-			if vals[j] != e.value || e.ts.IsZero() {
+			if vals[j] != e.value || !e.refreshed {
 				e.value = vals[j]
+				e.refreshed = true
 				if e.status>>30 == 2 {
 					continue
 				}
