@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,10 @@ import (
 )
 
 func main() {
+	// gopcua's server prints start-up chatter ("New Node Set", "doing
+	// objects.") through the standard logger; its real diagnostics reach
+	// slog through the front's logger adapter.
+	stdlog.SetOutput(io.Discard)
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-sim:", err)
 		os.Exit(1)
