@@ -3,6 +3,7 @@ package rules
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func TestParseErrorsNameFileLineReason(t *testing.T) {
 		{"duplicate", "version: 1\nrules:\n  - {name: x, kind: stale, signal: a}\n  - {name: x, kind: stale, signal: a}\n", "r.yaml:4: rules[1]: rule \"x\" duplicates the one on line 3"},
 		{"bad severity", "version: 1\nrules:\n  - {name: x, kind: stale, signal: a, severity: fatal}\n", "unknown severity \"fatal\""},
 		{"lambda range", "version: 1\nrules:\n  - {name: x, kind: ewma, signal: a, lambda: 1.5}\n", "lambda: 1.5 must be in (0, 1]"},
-		{"running class", "version: 1\nclasses:\n  motor:\n    runing: \"power > 1\"\n", "r.yaml:4: classes.motor.runing: unknown field"},
+		{"running class", "version: 1\nclasses:\n  motor:\n    running_when: \"power > 1\"\n", "r.yaml:4: classes.motor.running_when: unknown field"},
 		{"peer glob", "version: 1\nrules:\n  - {name: x, kind: peer, signal: 'a*', group_by: inverter}\n", "a peer rule compares one exact signal"},
 	}
 	for _, tc := range cases {
@@ -122,10 +123,17 @@ func TestSelectMostSpecific(t *testing.T) {
 	if lim != 100 {
 		t.Fatalf("asset override not applied: %v", lim)
 	}
-	for _, r := range s.Select("motor", "m-1", "vibration") {
-		if r.Name == "stale" {
-			t.Fatal("disabled rule selected")
-		}
+	// Disabling stale for motor vibration leaves the other rules on that
+	// signal and stale on the other signals.
+	vib := names(s.Select("motor", "m-1", "vibration"))
+	if slices.Contains(vib, "stale") {
+		t.Fatalf("disabled rule selected: %v", vib)
+	}
+	if !slices.Contains(vib, "plausibility") {
+		t.Fatalf("vibration lost its other rules: %v", vib)
+	}
+	if wt := names(s.Select("motor", "m-1", "winding_temp")); !slices.Contains(wt, "stale") {
+		t.Fatalf("stale disabled beyond vibration: %v", wt)
 	}
 }
 

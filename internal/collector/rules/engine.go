@@ -102,7 +102,7 @@ type signalState struct {
 	stale    *inst
 	plaus    *inst
 	insts    []*inst
-	implaus  bool
+	implaus  bool // the latest reading carried a value outside the range or not finite
 }
 
 type boundExpr struct {
@@ -365,7 +365,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 			s.first = ts
 		}
 		if !r.HasValue() {
-			s.valid = false
+			s.valid, s.implaus = false, false
 			if r.Quality.HasValue() { // text-only reading
 				s.text = r.Text
 			} else {
@@ -377,19 +377,21 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 		if r.Unit != "" {
 			s.unit = r.Unit
 		}
-		implaus := s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
+		// The plausibility gate is built in: an implausible value never
+		// feeds rules or expressions. A plausibility rule only decides
+		// whether it also raises an alert.
+		s.implaus = !finite(r.Value) || s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
+		if s.implaus {
+			s.value, s.valid = r.Value, false // the value is kept for the message and the view
+		}
 		if s.plaus != nil {
 			tgt := alert.None
-			if implaus {
+			if s.implaus {
 				tgt = s.plaus.r.Severity
-				s.value = r.Value // shown in the message
 			}
 			out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
-		} else {
-			implaus = false
 		}
-		if implaus {
-			s.valid = false
+		if s.implaus {
 			e.stats.Bad++
 			continue
 		}
@@ -574,13 +576,16 @@ func (e *Engine) Restore(al alert.Alert) bool {
 
 // SignalView is the latest state of one signal.
 type SignalView struct {
-	Signal  string  `json:"signal"`
-	Value   float64 `json:"value"`
-	Valid   bool    `json:"valid"`
-	Text    string  `json:"text,omitempty"`
-	Unit    string  `json:"unit,omitempty"`
-	Quality string  `json:"quality"`
-	TS      int64   `json:"ts"`
+	Signal string  `json:"signal"`
+	Value  float64 `json:"value"`
+	Valid  bool    `json:"valid"`
+	// Implausible is set when the latest reading's value was outside the
+	// plausible range or not finite; Valid is then false.
+	Implausible bool   `json:"implausible,omitempty"`
+	Text        string `json:"text,omitempty"`
+	Unit        string `json:"unit,omitempty"`
+	Quality     string `json:"quality"`
+	TS          int64  `json:"ts"`
 }
 
 // AssetView is the latest state of one asset.
@@ -624,7 +629,7 @@ func (a *assetState) view() AssetView {
 		if s.seen == 0 {
 			continue
 		}
-		v.Signals = append(v.Signals, SignalView{Signal: s.name, Value: s.value, Valid: s.valid, Text: s.text, Unit: s.unit,
+		v.Signals = append(v.Signals, SignalView{Signal: s.name, Value: s.value, Valid: s.valid, Implausible: s.implaus, Text: s.text, Unit: s.unit,
 			Quality: s.quality.String(), TS: s.seen})
 	}
 	return v

@@ -522,3 +522,80 @@ func TestFaultFreeRunRaisesNothing(t *testing.T) {
 		t.Fatalf("too few evaluations: %+v", h.e.Stats())
 	}
 }
+
+// The plausibility gate is built in (docs/rules.md): without any
+// plausibility rule an out-of-range value still never feeds a rule, and the
+// view says why the value is not valid.
+func TestImplausibleGatedWithoutPlausibilityRule(t *testing.T) {
+	h := newHarness(t, false, strings.ReplaceAll(thresholdRule, "15s", "0s"))
+	// catalog discharge_temp range is 0-130: 500 would be an alarm if it got through
+	none(t, h.feed("air_compressor", "ac-1", sec(0), "discharge_temp", 500.0), "implausible value")
+	if st := h.e.Stats(); st.Bad != 1 || st.Evaluations != 0 {
+		t.Fatalf("stats after implausible value %+v", st)
+	}
+	sv := signalView(t, h, "ac-1", "discharge_temp")
+	if sv.Valid || !sv.Implausible || sv.Value != 500 {
+		t.Fatalf("view of an implausible value %+v", sv)
+	}
+	only(t, h.feed("air_compressor", "ac-1", sec(1), "discharge_temp", 105.0), alert.Raised, alert.Warn)
+	if sv := signalView(t, h, "ac-1", "discharge_temp"); !sv.Valid || sv.Implausible || sv.Value != 105 {
+		t.Fatalf("view of a plausible value %+v", sv)
+	}
+	// a valueless reading is not implausible, just not valid
+	none(t, h.feed("air_compressor", "ac-1", sec(2), "discharge_temp", 600.0), "implausible again")
+	none(t, h.feed("air_compressor", "ac-1", sec(3), "discharge_temp", telemetry.QualityBad), "bad reading")
+	if sv := signalView(t, h, "ac-1", "discharge_temp"); sv.Valid || sv.Implausible {
+		t.Fatalf("view of a bad reading %+v", sv)
+	}
+}
+
+// Non-finite values are implausible whatever the range, and a range with
+// one open end is reported as such.
+func TestNonFiniteImplausible(t *testing.T) {
+	h := newHarness(t, false, `
+version: 1
+rules:
+  - {name: floor, kind: plausibility, class: air_compressor, signal: "*", min: 0, on_delay: 0s, off_delay: 0s}
+  - {name: spare_high, kind: threshold, class: air_compressor, signal: "*", above: 10, on_delay: 0s, off_delay: 0s}
+`)
+	// spare_1 is not in the catalog: its only bound is the rule's min
+	none(t, h.feed("air_compressor", "ac-1", sec(0), "spare_1", 5.0), "in range")
+	a := only(t, h.feed("air_compressor", "ac-1", sec(1), "spare_1", -5.0), alert.Raised, alert.Warn)
+	if a.Rule != "floor" || !strings.Contains(a.Message, "outside its plausible range [0, +inf]") {
+		t.Fatalf("open-ended range alert %+v", a)
+	}
+	only(t, h.feed("air_compressor", "ac-1", sec(2), "spare_1", 5.0), alert.Cleared, alert.Warn)
+	for i, x := range []float64{math.Inf(1), math.NaN(), math.Inf(-1)} {
+		b := &telemetry.Batch{Gateway: "gw", Seq: uint64(100 + i), TSGW: sec(3 + 2*i),
+			Asset:    telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+			Readings: []telemetry.Reading{{Signal: "spare_1", Value: x, TS: sec(3 + 2*i)}}}
+		got := h.e.Process(b, nil)
+		// +Inf would raise spare_high if it got through; every one raises floor
+		a := only(t, got, alert.Raised, alert.Warn)
+		if a.Rule != "floor" {
+			t.Fatalf("%v: alert %+v", x, a)
+		}
+		if sv := signalView(t, h, "ac-1", "spare_1"); sv.Valid || !sv.Implausible {
+			t.Fatalf("%v: view %+v", x, sv)
+		}
+		b.Seq++
+		b.TSGW += 1000
+		b.Readings[0] = telemetry.Reading{Signal: "spare_1", Value: 5, TS: b.TSGW}
+		only(t, h.e.Process(b, nil), alert.Cleared, alert.Warn)
+	}
+}
+
+func signalView(t *testing.T, h *harness, asset, signal string) SignalView {
+	t.Helper()
+	v, ok := h.e.Asset("site1", asset)
+	if !ok {
+		t.Fatalf("asset %s not known", asset)
+	}
+	for _, s := range v.Signals {
+		if s.Signal == signal {
+			return s
+		}
+	}
+	t.Fatalf("asset %s has no signal %s: %+v", asset, signal, v.Signals)
+	return SignalView{}
+}

@@ -284,7 +284,6 @@ type peerGroup struct {
 type peerEval struct {
 	g      *peerGroup
 	gval   float64
-	ok     bool
 	me     *peerMember
 	median float64
 	ratio  float64
@@ -436,7 +435,7 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 	case KindPlausibility:
 		vals[sig] = s.value
 		msg = fmt.Sprintf("%s %s %s outside its plausible range [%s, %s]", who, sig, withUnit(s.value, s.unit),
-			rangeEnd(s.min, s.hasMin), rangeEnd(s.max, s.hasMax))
+			rangeEnd(s.min, s.hasMin, "-inf"), rangeEnd(s.max, s.hasMax, "+inf"))
 	case KindThreshold:
 		t := in.impl.(*thresholdEval)
 		vals[sig], vals["limit"] = t.x, t.limit
@@ -481,9 +480,11 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 	return prefix + msg, vals
 }
 
-func rangeEnd(v float64, ok bool) string {
+// rangeEnd formats one end of a plausible range; open stands for a
+// missing end ("-inf" or "+inf").
+func rangeEnd(v float64, ok bool, open string) string {
 	if !ok {
-		return "-inf"
+		return open
 	}
 	return fv(v)
 }
