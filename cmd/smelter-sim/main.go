@@ -96,7 +96,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(f.Wait)
 	if *httpAddr != "" {
-		ln, err := net.Listen("tcp", *httpAddr)
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", *httpAddr)
 		if err != nil {
 			stop()
 			_ = f.Wait()
@@ -120,11 +121,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	printDevices(stdout, f.Devices())
+	if err := printDevices(stdout, f.Devices()); err != nil {
+		log.Warn("could not print the device table", "err", err)
+	}
 	return g.Wait()
 }
 
-func printDevices(w io.Writer, ds []fleet.DeviceInfo) {
+func printDevices(w io.Writer, ds []fleet.DeviceInfo) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tOPC UA ENDPOINT\tNODE IDS\tTEMPLATE")
 	dash := func(s string) string {
@@ -145,5 +148,5 @@ func printDevices(w io.Writer, ds []fleet.DeviceInfo) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Class, dash(d.Transport), dash(d.Addr), unit,
 			dash(d.OPCUA), dash(nodes), dash(d.Template))
 	}
-	tw.Flush()
+	return tw.Flush()
 }
