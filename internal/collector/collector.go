@@ -8,7 +8,6 @@ package collector
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +36,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -343,11 +343,11 @@ func (c *Collector) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if c.cfg.MQTT.Enabled {
 		mo, stop, err := c.mqttOptions()
+		if stop != nil { // the embedded broker, also when the options failed
+			defer stop()
+		}
 		if err != nil {
 			return err
-		}
-		if stop != nil {
-			defer stop()
 		}
 		pub := mqtt.NewClient(mo.SetClientID(mo.ClientID + "-pub"))
 		if tok := pub.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
@@ -487,22 +487,25 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 	n := c.cfg.NATS
 	opts := []nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
 	if n.Username != "" {
-		pw := os.Getenv(n.PasswordEnv)
-		if n.PasswordFile != "" {
-			b, err := os.ReadFile(c.cfg.Path(n.PasswordFile))
-			if err != nil {
-				return nil, fmt.Errorf("collector: nats.password_file: %w", err)
-			}
-			pw = strings.TrimSpace(string(b))
+		var pw secret.Secret
+		var err error
+		switch {
+		case n.PasswordFile != "":
+			pw, err = secret.FromFile("nats.password_file", c.cfg.Path(n.PasswordFile))
+		case n.PasswordEnv != "":
+			pw, err = secret.FromEnv("nats.password_env", n.PasswordEnv)
 		}
-		opts = append(opts, nats.UserInfo(n.Username, pw))
+		if err != nil {
+			return nil, fmt.Errorf("collector: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(n.Username, pw.Reveal()))
 	}
 	if n.TokenFile != "" {
-		b, err := os.ReadFile(c.cfg.Path(n.TokenFile))
+		tok, err := secret.FromFile("nats.token_file", c.cfg.Path(n.TokenFile))
 		if err != nil {
-			return nil, fmt.Errorf("collector: nats.token_file: %w", err)
+			return nil, fmt.Errorf("collector: %w", err)
 		}
-		opts = append(opts, nats.Token(strings.TrimSpace(string(b))))
+		opts = append(opts, nats.Token(tok.Reveal()))
 	}
 	if n.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(c.cfg.Path(n.CredsFile)))
@@ -517,24 +520,17 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-func (c *Collector) tlsConfig(t *TLSConfig, field string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(c.cfg.Path(t.CAFile))
-		if err != nil {
-			return nil, fmt.Errorf("collector: %s.ca_file: %w", field, err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("collector: %s.ca_file: no certificate found", field)
-		}
+// tlsConfig builds the client TLS configuration of a tls: block, with its
+// files resolved against the config file's directory.
+func (c *Collector) tlsConfig(t *secret.TLS, field string) (*tls.Config, error) {
+	rt := *t
+	rt.ResolvePaths(c.cfg.dir)
+	if rt.InsecureSkipVerify {
+		c.log.Warn("TLS server verification disabled", "field", field+".insecure_skip_verify")
 	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.cfg.Path(t.CertFile), c.cfg.Path(t.KeyFile))
-		if err != nil {
-			return nil, fmt.Errorf("collector: %s.cert_file: %w", field, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := rt.Config(field)
+	if err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
 	}
 	return tc, nil
 }
@@ -558,7 +554,14 @@ func (c *Collector) mqttOptions() (*mqtt.ClientOptions, func(), error) {
 	}
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(id).SetAutoReconnect(true).SetConnectRetry(true)
 	if m.Username != "" {
-		o.SetUsername(m.Username).SetPassword(os.Getenv(m.PasswordEnv))
+		o.SetUsername(m.Username)
+		if m.PasswordEnv != "" {
+			pw, err := secret.FromEnv("mqtt.password_env", m.PasswordEnv)
+			if err != nil {
+				return nil, stop, fmt.Errorf("collector: %w", err)
+			}
+			o.SetPassword(pw.Reveal())
+		}
 	}
 	if m.TLS != nil {
 		tc, err := c.tlsConfig(m.TLS, "mqtt.tls")
@@ -613,25 +616,18 @@ var statusFilter = telemetry.Subject("*", telemetry.GatewayClass, "*", telemetry
 // httpToken reads the API bearer token from http.token_env or
 // http.token_file ("" when neither is set).
 func (c *Collector) httpToken() (string, error) {
+	var tok secret.Secret
+	var err error
 	switch {
 	case c.cfg.HTTP.TokenEnv != "":
-		t := strings.TrimSpace(os.Getenv(c.cfg.HTTP.TokenEnv))
-		if t == "" {
-			return "", fmt.Errorf("collector: http.token_env: environment variable %s is empty", c.cfg.HTTP.TokenEnv)
-		}
-		return t, nil
+		tok, err = secret.FromEnv("http.token_env", c.cfg.HTTP.TokenEnv)
 	case c.cfg.HTTP.TokenFile != "":
-		b, err := os.ReadFile(c.cfg.Path(c.cfg.HTTP.TokenFile))
-		if err != nil {
-			return "", fmt.Errorf("collector: http.token_file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("collector: http.token_file: %s is empty", c.cfg.HTTP.TokenFile)
-		}
-		return t, nil
+		tok, err = secret.FromFile("http.token_file", c.cfg.Path(c.cfg.HTTP.TokenFile))
 	}
-	return "", nil
+	if err != nil {
+		return "", fmt.Errorf("collector: %w", err)
+	}
+	return tok.Reveal(), nil
 }
 
 // Live returns the dashboard's store (history, KPI windows, gateways).

@@ -13,6 +13,7 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/secret"
 )
 
 // Duration is a time.Duration written as "15m" in YAML.
@@ -28,41 +29,33 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// TLSConfig names PEM files.
-type TLSConfig struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	ServerName string `yaml:"server_name"`
-}
-
 // NATSConfig selects the NATS broker. An empty URL starts an embedded
 // nats-server with JetStream.
 type NATSConfig struct {
-	URL          string     `yaml:"url"`
-	Stream       string     `yaml:"stream"`
-	CreateStream bool       `yaml:"create_stream"`
-	MaxAge       Duration   `yaml:"max_age"`
-	Consumer     string     `yaml:"consumer"`
-	KVBucket     string     `yaml:"kv_bucket"`
-	Username     string     `yaml:"username"`
-	PasswordEnv  string     `yaml:"password_env"`
-	PasswordFile string     `yaml:"password_file"`
-	TokenFile    string     `yaml:"token_file"`
-	CredsFile    string     `yaml:"creds_file"`
-	TLS          *TLSConfig `yaml:"tls"`
-	EmbeddedPort int        `yaml:"embedded_port"` // 0: random
+	URL          string      `yaml:"url"`
+	Stream       string      `yaml:"stream"`
+	CreateStream bool        `yaml:"create_stream"`
+	MaxAge       Duration    `yaml:"max_age"`
+	Consumer     string      `yaml:"consumer"`
+	KVBucket     string      `yaml:"kv_bucket"`
+	Username     string      `yaml:"username"`
+	PasswordEnv  string      `yaml:"password_env"`
+	PasswordFile string      `yaml:"password_file"`
+	TokenFile    string      `yaml:"token_file"`
+	CredsFile    string      `yaml:"creds_file"`
+	TLS          *secret.TLS `yaml:"tls"`
+	EmbeddedPort int         `yaml:"embedded_port"` // 0: random
 }
 
 // MQTTConfig enables the MQTT source (and alert/KPI mirroring).
 type MQTTConfig struct {
-	Enabled     bool       `yaml:"enabled"`
-	URL         string     `yaml:"url"` // empty with enabled: embedded broker
-	Group       string     `yaml:"group"`
-	ClientID    string     `yaml:"client_id"`
-	Username    string     `yaml:"username"`
-	PasswordEnv string     `yaml:"password_env"`
-	TLS         *TLSConfig `yaml:"tls"`
+	Enabled     bool        `yaml:"enabled"`
+	URL         string      `yaml:"url"` // empty with enabled: embedded broker
+	Group       string      `yaml:"group"`
+	ClientID    string      `yaml:"client_id"`
+	Username    string      `yaml:"username"`
+	PasswordEnv string      `yaml:"password_env"`
+	TLS         *secret.TLS `yaml:"tls"`
 }
 
 // RulesConfig selects rule files.
@@ -174,6 +167,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format: %q (want auto, text or json)", c.Log.Format)
 	}
+	if c.NATS.TLS != nil {
+		if err := c.NATS.TLS.Validate("nats.tls"); err != nil {
+			return err
+		}
+	}
+	if c.MQTT.TLS != nil {
+		if err := c.MQTT.TLS.Validate("mqtt.tls"); err != nil {
+			return err
+		}
+	}
 	k := c.kpiConfig()
 	if err := k.Validate(); err != nil {
 		return err
@@ -195,12 +198,7 @@ func (c *Config) kpiConfig() kpi.Config {
 }
 
 // Path resolves p against the config file's directory.
-func (c *Config) Path(p string) string {
-	if p == "" || filepath.IsAbs(p) || c.dir == "" {
-		return p
-	}
-	return filepath.Join(c.dir, p)
-}
+func (c *Config) Path(p string) string { return secret.Resolve(c.dir, p) }
 
 // LoadRules reads the default packs and the configured rule files. Errors
 // name the rule file, line and reason.
