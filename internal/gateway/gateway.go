@@ -175,6 +175,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	g.appendStatus(ctx, sp, true)
 	g.setReady(true)
 	g.log.Info("gateway running", "gateway", g.cfg.ID, "devices", len(g.devices), "uplinks", len(g.uplinks),
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
@@ -189,6 +190,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	perr := pg.Wait()
 	g.setReady(false)
+	g.appendStatus(upCtx, sp, false)
 
 	// drain: forward what is spooled, bounded in time
 	deadline := time.Now().Add(g.drain)
@@ -580,4 +582,19 @@ func (f *forwarder) state() forwarderState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.st
+}
+
+// appendStatus spools the gateway's online/offline notice, so consumers of
+// the NATS stream see the gateway come and go (MQTT subscribers also get the
+// uplink's own retained status and Last Will).
+func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool) {
+	st := &telemetry.Status{Gateway: g.cfg.ID, Online: online, TSGW: g.now().UnixMilli()}
+	_, err := sp.Append(ctx, telemetry.StatusSubject(g.cfg.Site, g.cfg.ID), func(seq uint64, dst []byte) []byte {
+		st.Seq = seq
+		data, _ := telemetry.MarshalStatus(st) // plain struct: cannot fail
+		return append(dst, data...)
+	})
+	if err != nil && ctx.Err() == nil {
+		g.log.Warn("spooling gateway status", "err", err)
+	}
 }

@@ -784,10 +784,10 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 	var got []delivered
 	var bad []string
 	handler := func(_ paho.Client, m paho.Message) {
-		if strings.Contains(m.Topic(), "/_gateway/") {
-			return // the uplink's status topic
-		}
 		d, err := decodeDelivered(telemetry.SubjectFromTopic(m.Topic()), m.Payload())
+		if err == nil && strings.Contains(m.Topic(), "/_gateway/") && d.seq == 0 {
+			return // the MQTT uplink's own retained status and Last Will (spooled status notices carry a seq)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {

@@ -160,6 +160,7 @@ type Death struct {
 type Status struct {
 	Schema  string `json:"schema"`
 	Gateway string `json:"gateway"`
+	Seq     uint64 `json:"seq,omitempty"` // set when the notice went through the spool
 	Online  bool   `json:"online"`
 	TSGW    int64  `json:"ts_gw"`
 }
