@@ -248,8 +248,9 @@ func TestConfigFiles(t *testing.T) {
 		{"dedup_window: 5\n", "dedup_window: 5 out of range"},
 		{"kpi: {windows: {toaster: 1h}}\n", "kpi.windows.toaster: no KPIs"},
 		{"log: {level: loud}\n", `log.level: "loud"`},
-		{"nats: {urll: x}\n", "field urll not found"},
-		{"kpi: {window: soon}\n", `"soon" is not a duration`},
+		{"nats: {urll: x}\n", "c.yaml:1: field urll not found"},
+		{"data_dir: x\nkpi:\n  window: soon\n", `c.yaml:3: "soon" is not a duration`},
+		{"", "c.yaml: file is empty"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(p, []byte(tc.doc), 0o600); err != nil {

@@ -1,9 +1,7 @@
 package collector
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/secret"
 )
 
@@ -110,14 +109,8 @@ func Defaults() Config {
 // LoadConfig reads a YAML file over the defaults and validates it.
 func LoadConfig(path string) (Config, error) {
 	c := Defaults()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("collector: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
+	if _, err := confload.ReadFile(path, &c); err != nil {
+		return c, err
 	}
 	c.dir = filepath.Dir(path)
 	if err := c.Validate(); err != nil {

@@ -92,7 +92,7 @@ type Doc struct {
 func Decode(file string, data []byte, v any) (*Doc, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlErrors(file, err)
+		return nil, YAMLErrors(file, err)
 	}
 	doc := &Doc{File: file, root: &root}
 	if len(root.Content) == 0 {
@@ -101,7 +101,7 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil {
-		return doc, yamlErrors(file, err)
+		return doc, YAMLErrors(file, err)
 	}
 	return doc, nil
 }
@@ -125,7 +125,10 @@ func errReason(err error) string {
 
 var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-func yamlErrors(file string, err error) Errors {
+// YAMLErrors turns an error of gopkg.in/yaml.v3 (a syntax error, or a
+// TypeError listing several fields) into Errors with file and line, for
+// loaders that walk the node tree themselves.
+func YAMLErrors(file string, err error) Errors {
 	var te *yaml.TypeError
 	var lines []string
 	if errors.As(err, &te) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Kind is a rule kind.
@@ -267,8 +268,10 @@ type parser struct {
 	cat  *catalog.Catalog
 }
 
+// errf reports a problem at n as a confload.FieldError ("file:line: reason"),
+// the form of every configuration error.
 func (p *parser) errf(n *yaml.Node, format string, a ...any) error {
-	return fmt.Errorf("%s:%d: %s", p.file, n.Line, fmt.Sprintf(format, a...))
+	return &confload.FieldError{File: p.file, Line: n.Line, Reason: fmt.Sprintf(format, a...)}
 }
 
 // Parse decodes a rule file. Errors name the file, the line and the field.
@@ -276,7 +279,7 @@ func Parse(file string, data []byte, cat *catalog.Catalog) (*File, error) {
 	p := &parser{file: file, cat: cat}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, confload.YAMLErrors(file, err)
 	}
 	f := &File{Name: file, Running: map[string]*Expr{}}
 	if len(doc.Content) == 0 {

@@ -33,6 +33,7 @@ func TestParseErrorsNameFileLineReason(t *testing.T) {
 		{"bad severity", "version: 1\nrules:\n  - {name: x, kind: stale, signal: a, severity: fatal}\n", "unknown severity \"fatal\""},
 		{"lambda range", "version: 1\nrules:\n  - {name: x, kind: ewma, signal: a, lambda: 1.5}\n", "lambda: 1.5 must be in (0, 1]"},
 		{"running class", "version: 1\nclasses:\n  motor:\n    running_when: \"power > 1\"\n", "r.yaml:4: classes.motor.running_when: unknown field"},
+		{"yaml syntax", "version: 1\nrules:\n\t- {name: x}\n", "r.yaml:3: found character that cannot start any token"},
 		{"peer glob", "version: 1\nrules:\n  - {name: x, kind: peer, signal: 'a*', group_by: inverter}\n", "a peer rule compares one exact signal"},
 	}
 	for _, tc := range cases {
