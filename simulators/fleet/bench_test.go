@@ -83,3 +83,28 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	_ = img
 }
+
+// BenchmarkStepDemoFleet measures one simulation step of the demo fleet (14
+// devices: model step, publication, and with OPC UA the plant-ua Refresh),
+// with and without its OPC UA server.
+func BenchmarkStepDemoFleet(b *testing.B) {
+	for _, withUA := range []bool{false, true} {
+		b.Run(fmt.Sprintf("opcua=%v", withUA), func(b *testing.B) {
+			f := startFleet(b, func(c *Config) {
+				if !withUA {
+					c.OPCUA = OPCUAConfig{}
+					for i := range c.Devices {
+						c.Devices[i].OPCUA = nil
+					}
+				}
+			})
+			step := f.cfg.Step.D()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := f.Advance(step); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

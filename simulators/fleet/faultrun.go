@@ -277,7 +277,7 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 			if d.lst != nil {
 				d.lst.drop()
 			}
-			if d.ua != nil && d.ua.dedicated() && !f.silentLocked(d) {
+			if d.ua != nil && d.ua.dedicated() && !f.silentLocked(d) && !f.closed {
 				// its own OPC UA server restarts on the same port: sessions are gone too
 				if err := d.ua.front.Restart(f.stop); err != nil {
 					d.log.Error("opc ua server restart after silence", "err", err)

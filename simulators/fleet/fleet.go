@@ -65,6 +65,7 @@ type Fleet struct {
 
 	mu        sync.Mutex // guards simulation state below and faults
 	started   bool
+	closed    bool // listeners and servers closed: nothing may restart
 	now       time.Time
 	devices   []*device
 	byID      map[string]*device
@@ -230,6 +231,7 @@ func (f *Fleet) run(ctx context.Context) {
 
 // closeLocked closes every listener and stops every OPC UA server.
 func (f *Fleet) closeLocked() {
+	f.closed = true
 	for _, l := range f.listeners {
 		l.close()
 	}

@@ -272,3 +272,72 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestFrontStatusHoldsValuesAndSilence(t *testing.T) {
+	src := &fixed{class: "motor", signals: []string{"power", "frequency"}, values: []float64{10, 50}}
+	f := startFront(t, Config{}, []Asset{{ID: "m-1", Source: src}})
+	t0 := time.Date(2025, 6, 21, 6, 0, 0, 0, time.UTC)
+	f.Refresh(t0)
+	ctx := t.Context()
+	c := connect(t, ctx, f.Endpoint())
+	if dv := read(t, ctx, c, "ns=1;s=m-1.power")[0]; !dv.SourceTimestamp.Equal(t0) || dv.Value.Float() != 10 {
+		t.Fatalf("first refresh: %v at %v", dv.Value, dv.SourceTimestamp)
+	}
+	// Bad: the value is hidden and later refreshes are held back
+	if err := f.SetStatusAt("m-1", "power", StatusBadSensorFailure, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	src.values = []float64{11, 51}
+	f.Refresh(t0.Add(2 * time.Second))
+	res := read(t, ctx, c, "ns=1;s=m-1.power", "ns=1;s=m-1.frequency")
+	if res[0].Status != ua.StatusBadSensorFailure || res[0].EncodingMask&ua.DataValueValue != 0 || !res[0].SourceTimestamp.Equal(t0.Add(time.Second)) {
+		t.Errorf("bad node: %v mask %x at %v", res[0].Status, res[0].EncodingMask, res[0].SourceTimestamp)
+	}
+	if res[1].Value.Float() != 51 || !res[1].SourceTimestamp.Equal(t0.Add(2*time.Second)) {
+		t.Errorf("good node: %v at %v", res[1].Value, res[1].SourceTimestamp)
+	}
+	// Good again: the current value, stamped with the change
+	if err := f.SetStatusAt("m-1", "power", StatusGood, t0.Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if dv := read(t, ctx, c, "ns=1;s=m-1.power")[0]; dv.Status != ua.StatusOK || dv.Value.Float() != 11 || !dv.SourceTimestamp.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("restored: %v %v at %v", dv.Status, dv.Value, dv.SourceTimestamp)
+	}
+	if code, ok := f.Status("m-1", "power"); !ok || code != StatusGood {
+		t.Errorf("Status: %x %v", code, ok)
+	}
+
+	// Silent: nothing answers while the silence lasts; afterwards new sessions work.
+	f.SetSilent(true)
+	sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	_, err := c.Read(sctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: ua.MustParseNodeID("ns=1;s=m-1.power"), AttributeID: ua.AttributeIDValue}}})
+	cancel()
+	if err == nil {
+		t.Fatal("silent server answered")
+	}
+	f.SetSilent(false)
+	c2 := connect(t, ctx, f.Endpoint())
+	if dv := read(t, ctx, c2, "ns=1;s=m-1.power")[0]; dv.Value.Float() != 11 {
+		t.Errorf("after silence: %v", dv.Value)
+	}
+	// The setting survives a restart.
+	f.SetSilent(true)
+	if err := f.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := opcua.NewClient(f.Endpoint(), opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false), opcua.DialTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	if err := cl.Connect(cctx); err == nil {
+		t.Error("connected to a silent server after restart")
+		_ = cl.Close(ctx)
+	}
+	ccancel()
+	f.SetSilent(false)
+	c3 := connect(t, ctx, f.Endpoint())
+	if dv := read(t, ctx, c3, "ns=1;s=m-1.frequency")[0]; dv.Value.Float() != 51 {
+		t.Errorf("after restart: %v", dv.Value)
+	}
+}
