@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+// A node-opcua server: the second, independent OPC UA stack that the
+// gateway's driver is proven against (internal/opcua/interop_node_test.go).
+//
+//   node server.js --pki DIR [--port 0] [--user-trust DIR] [--host 127.0.0.1]
+//
+// --pki DIR         this server's own PKI (created on first start; a temp dir in tests):
+//                   DIR/server (application instance certificate, client certificates
+//                   accepted automatically), DIR/user (X.509 user certificates)
+// --port N          TCP port, 0 (default) picks a free one
+// --user-trust DIR  X.509 user certificates (DER or PEM, any name) allowed to log in;
+//                   without it no certificate login succeeds
+// --host ADDR       listen address (default 127.0.0.1)
+//
+// Username login: SMELTER_INTEROP_USER and SMELTER_INTEROP_PASSWORD (both set).
+// Anonymous login is always allowed.
+//
+// Once listening it prints one JSON line on stdout:
+//   {"endpoint":"opc.tcp://127.0.0.1:PORT","port":PORT,"certificate":"DIR/server_cert.der",
+//    "namespace":"urn:smelter:interop","policies":[...]}
+// and stops on SIGTERM, SIGINT or when stdin closes (so it never outlives its parent).
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const {
+    OPCUAServer,
+    OPCUACertificateManager,
+    SecurityPolicy,
+    MessageSecurityMode,
+    DataType,
+    Variant,
+    StatusCodes,
+    standardUnits,
+} = require("node-opcua");
+
+function usage(msg) {
+    process.stderr.write(`server.js: ${msg}\nusage: node server.js --pki DIR [--port 0] [--user-trust DIR] [--host 127.0.0.1]\n`);
+    process.exit(2);
+}
+
+function parseArgs(argv) {
+    const out = { port: 0, host: "127.0.0.1", pki: "", userTrust: "" };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const next = () => {
+            if (i + 1 >= argv.length) usage(`${a}: missing value`);
+            return argv[++i];
+        };
+        switch (a) {
+            case "--port": {
+                const v = next();
+                out.port = Number(v);
+                if (!Number.isInteger(out.port) || out.port < 0 || out.port > 65535) usage(`--port: ${v} is not 0..65535`);
+                break;
+            }
+            case "--host": out.host = next(); break;
+            case "--pki": out.pki = next(); break;
+            case "--user-trust": out.userTrust = next(); break;
+            default: usage(`unknown argument ${a}`);
+        }
+    }
+    if (!out.pki) usage("--pki: missing");
+    return out;
+}
+
+// The variables: one asset folder, AnalogItems with EngineeringUnits (UNECE
+// codes) and EURange. Constant values let a test check exact numbers across
+// an encrypted channel; "tick" and "hot_blast_temp" change every 100 ms.
+const ASSET = "bf-2";
+const VARIABLES = [
+    { name: "hot_blast_temp", unit: standardUnits.degree_celsius, range: [900, 1350], value: (n) => 1183.5 + (n % 20) / 4 },
+    { name: "top_pressure", unit: standardUnits.kilopascal, range: [0, 320], value: () => 210 },
+    { name: "top_gas_co", unit: standardUnits.percent, range: [0, 40], value: () => 22.5 },
+    { name: "tick", unit: standardUnits.second, range: [0, 1e9], value: (n) => n },
+];
+
+function loadCertificates(dir) {
+    if (!dir) return [];
+    const out = [];
+    for (const f of fs.readdirSync(dir)) {
+        const p = path.join(dir, f);
+        if (!fs.statSync(p).isFile()) continue;
+        const data = fs.readFileSync(p);
+        const text = data.toString("latin1");
+        const m = text.match(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/);
+        if (m) {
+            out.push(Buffer.from(m[1].replace(/\s+/g, ""), "base64"));
+        } else if (data[0] === 0x30) {
+            out.push(data); // DER
+        }
+    }
+    return out;
+}
+
+async function main() {
+    const args = parseArgs(process.argv.slice(2));
+    fs.mkdirSync(args.pki, { recursive: true });
+
+    // Client (application instance) certificates are accepted automatically:
+    // this server exists for tests of the client's security.
+    const serverCertificateManager = new OPCUACertificateManager({
+        rootFolder: path.join(args.pki, "server"),
+        automaticallyAcceptUnknownCertificate: true,
+    });
+    // X.509 user certificates: only those from --user-trust.
+    const userCertificateManager = new OPCUACertificateManager({
+        rootFolder: path.join(args.pki, "user"),
+        automaticallyAcceptUnknownCertificate: false,
+    });
+    await serverCertificateManager.initialize();
+    await userCertificateManager.initialize();
+    for (const der of loadCertificates(args.userTrust)) {
+        await userCertificateManager.trustCertificate(der);
+    }
+
+    const user = process.env.SMELTER_INTEROP_USER || "";
+    const password = process.env.SMELTER_INTEROP_PASSWORD || "";
+    const policies = [
+        SecurityPolicy.None,
+        SecurityPolicy.Basic256Sha256,
+        SecurityPolicy.Aes128_Sha256_RsaOaep,
+        SecurityPolicy.Aes256_Sha256_RsaPss,
+    ];
+    const server = new OPCUAServer({
+        host: args.host,
+        hostname: args.host,
+        port: args.port,
+        securityPolicies: policies,
+        securityModes: [MessageSecurityMode.None, MessageSecurityMode.Sign, MessageSecurityMode.SignAndEncrypt],
+        allowAnonymous: true,
+        serverCertificateManager,
+        userCertificateManager,
+        userManager: {
+            isValidUser: (u, p) => user !== "" && password !== "" && u === user && p === password,
+        },
+        serverInfo: { applicationUri: "urn:smelter:interop:node-opcua", productUri: "urn:smelter:interop" },
+        buildInfo: { productName: "smelter-opcua-interop" },
+        disableDiscovery: false,
+    });
+    await server.initialize();
+
+    const addressSpace = server.engine.addressSpace;
+    const ns = addressSpace.registerNamespace("urn:smelter:interop");
+    const folder = ns.addFolder(addressSpace.rootFolder.objects, { browseName: ASSET, nodeId: `s=${ASSET}` });
+    let n = 0;
+    const vars = VARIABLES.map((v) =>
+        ns.addAnalogDataItem({
+            componentOf: folder,
+            browseName: v.name,
+            nodeId: `s=${ASSET}.${v.name}`,
+            dataType: "Double",
+            engineeringUnits: v.unit,
+            engineeringUnitsRange: { low: v.range[0], high: v.range[1] },
+            minimumSamplingInterval: 50,
+            value: new Variant({ dataType: DataType.Double, value: v.value(0) }),
+        }),
+    );
+    const timer = setInterval(() => {
+        n++;
+        VARIABLES.forEach((v, i) => {
+            const value = v.value(n);
+            if (vars[i].readValue().value.value !== value) {
+                vars[i].setValueFromSource(new Variant({ dataType: DataType.Double, value }), StatusCodes.Good, new Date());
+            }
+        });
+    }, 100);
+
+    await server.start();
+
+    const port = server.endpoints[0].port;
+    const certFile = path.join(args.pki, "server_cert.der");
+    fs.writeFileSync(certFile, server.getCertificate());
+    const endpoint = `opc.tcp://${args.host}:${port}`;
+    process.stdout.write(
+        JSON.stringify({
+            endpoint,
+            port,
+            certificate: certFile,
+            namespace: "urn:smelter:interop",
+            nodes: VARIABLES.map((v) => `ns=${ns.index};s=${ASSET}.${v.name}`),
+            policies: policies.map((p) => p.replace(/^.*#/, "")),
+            username: user !== "" && password !== "",
+        }) + "\n",
+    );
+
+    let stopping = false;
+    const stop = async () => {
+        if (stopping) return;
+        stopping = true;
+        clearInterval(timer);
+        try {
+            await server.shutdown(0);
+        } finally {
+            process.exit(0);
+        }
+    };
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
+    process.stdin.on("end", stop);
+    process.stdin.on("error", stop);
+    process.stdin.resume();
+}
+
+main().catch((err) => {
+    process.stderr.write(`server.js: ${err && err.stack ? err.stack : err}\n`);
+    process.exit(1);
+});
