@@ -10,6 +10,8 @@ import (
 	"time"
 
 	gmb "github.com/goburrow/modbus"
+
+	"github.com/smelterio/smelter/internal/backoff"
 )
 
 // Pool owns the connections. Devices with the same transport and address
@@ -292,7 +294,7 @@ func (d *Device) account(now time.Time, replied bool, abort, firstErr uint32) {
 	default:
 		d.failures++
 		if abort == StatusTimeout {
-			d.retryAt = now.Add(backoff(d.failures, d.cfg.BackoffMin, d.cfg.BackoffMax))
+			d.retryAt = now.Add(backoff.Step(d.failures, d.cfg.BackoffMin, d.cfg.BackoffMax))
 		}
 		if d.up || !d.seen {
 			d.log.Warn("modbus device not answering", "error", d.lastErr)

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync/atomic"
 	"time"
 
 	"github.com/goburrow/serial"
+
+	"github.com/smelterio/smelter/internal/backoff"
 )
 
 // serialSlice bounds one blocking read on a serial port, so that a canceled
@@ -85,17 +86,6 @@ func (l *link) acquire(ctx context.Context) error {
 
 func (l *link) release() { <-l.sem }
 
-// backoff returns the jittered wait after n consecutive failures: min doubled
-// per failure up to max, then drawn uniformly from [d/2, d].
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return d/2 + rand.N(d/2+1)
-}
-
 // ensure opens the connection if needed. While backing off after failed
 // attempts it fails at once without I/O. Caller holds sem.
 func (l *link) ensure(ctx context.Context, dev string) uint32 {
@@ -115,7 +105,7 @@ func (l *link) ensure(ctx context.Context, dev string) uint32 {
 			return StatusCanceled
 		}
 		l.failures++
-		wait := backoff(l.failures, l.backMin, l.backMax)
+		wait := backoff.Step(l.failures, l.backMin, l.backMax)
 		l.nextDial = now.Add(wait)
 		l.m.errorsFor(dev, "connection").Inc()
 		if !l.downLog {

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -139,7 +139,7 @@ func (c *Client) emitStale() {
 // once. It returns nil when ctx ends.
 func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 	c.emitFn = emit
-	backoff := c.cfg.BackoffMin
+	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
 	for {
 		c.m.state.Set(StateConnecting)
@@ -147,7 +147,7 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 		err := c.session(ctx, func() {
 			connected = true
 			staleSent = false
-			backoff = c.cfg.BackoffMin
+			bo.Reset()
 		})
 		c.m.state.Set(StateDisconnected)
 		c.setStatus(func(s *Status) {
@@ -171,7 +171,7 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 			staleSent = true
 		}
 		c.m.reconnects.Inc()
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := bo.Next()
 		if connected {
 			c.log.Warn("opc ua session lost; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else if errors.Is(err, ErrUntrusted) {
@@ -179,14 +179,9 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 		} else {
 			c.log.Warn("opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(backoff*2, c.cfg.BackoffMax)
 	}
 }
 
