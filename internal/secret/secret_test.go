@@ -103,3 +103,24 @@ func TestTLSConfigErrors(t *testing.T) {
 		t.Fatal("Enabled")
 	}
 }
+
+func TestTLSNeeded(t *testing.T) {
+	schemes := []string{"tls://", "wss://"}
+	cases := []struct {
+		tls  TLS
+		urls string
+		want bool
+	}{
+		{TLS{}, "nats://a:4222", false},
+		{TLS{}, "nats://a:4222, tls://b:4222", true},
+		{TLS{}, " wss://a/ws", true},
+		{TLS{}, "ws://a/ws,nats://b", false},
+		{TLS{CAFile: "ca.pem"}, "nats://a:4222", true},
+		{TLS{InsecureSkipVerify: true}, "", true},
+	}
+	for _, c := range cases {
+		if got := c.tls.Needed(c.urls, schemes...); got != c.want {
+			t.Errorf("%+v.Needed(%q) = %v, want %v", c.tls, c.urls, got, c.want)
+		}
+	}
+}

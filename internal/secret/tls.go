@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // TLS is the tls: block shared by both uplinks.
@@ -20,6 +21,24 @@ type TLS struct {
 // Enabled reports whether any TLS setting is present.
 func (t *TLS) Enabled() bool {
 	return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// Needed reports whether a connection to urls (comma-separated) needs a
+// TLS configuration: any setting is present, or a URL starts with one of
+// tlsSchemes ("tls://", "wss://", ...).
+func (t *TLS) Needed(urls string, tlsSchemes ...string) bool {
+	if t.Enabled() {
+		return true
+	}
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		for _, s := range tlsSchemes {
+			if strings.HasPrefix(u, s) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ResolvePaths makes the file paths absolute against dir.

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -102,7 +102,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		o.SetPassword(pw.Reveal())
 	}
 	var tc *tls.Config
-	if cfg.TLS.Enabled() || hasTLSScheme(cfg.URL) {
+	if cfg.TLS.Needed(cfg.URL, "ssl://", "tls://", "mqtts://", "wss://") {
 		var err error
 		if tc, err = cfg.TLS.Config(field + ".tls"); err != nil {
 			return nil, err
@@ -133,18 +133,6 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	})
 	u.client = paho.NewClient(o)
 	return u, nil
-}
-
-func hasTLSScheme(urls string) bool {
-	for _, s := range strings.Split(urls, ",") {
-		s = strings.TrimSpace(s)
-		for _, p := range []string{"ssl://", "tls://", "mqtts://", "wss://"} {
-			if strings.HasPrefix(s, p) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func statusPayload(gateway string, online bool) ([]byte, error) {
@@ -211,7 +199,7 @@ func (u *Uplink) setErr(err error) {
 // after a loss, and on ctx done publishes the retained offline status and
 // disconnects. It returns nil on ctx done.
 func (u *Uplink) Run(ctx context.Context) error {
-	bo := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		t := u.client.Connect()
 		select {
@@ -226,9 +214,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		}
 		err = fmt.Errorf("connect: %w", err)
 		u.setErr(err)
-		d := bo.next()
+		d := bo.Next()
 		u.log.Warn("mqtt connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -329,30 +317,4 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	u.m.Published.Add(float64(len(msgs)))
 	u.m.Bytes.Add(float64(bytes))
 	return nil
-}
-
-// backoff is exponential with jitter (50-100 % of the step).
-type backoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min << min(b.n, 16)
-	if d > b.max || d <= 0 {
-		d = b.max
-	}
-	b.n++
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -110,7 +110,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		}
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
-	if cfg.TLS.Enabled() || hasTLSScheme(cfg.URL) {
+	if cfg.TLS.Needed(cfg.URL, "tls://", "wss://") {
 		tc, err := cfg.TLS.Config(field + ".tls")
 		if err != nil {
 			return nil, err
@@ -122,16 +122,6 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	}
 	u.opts = opts
 	return u, nil
-}
-
-func hasTLSScheme(urls string) bool {
-	for _, s := range strings.Split(urls, ",") {
-		s = strings.TrimSpace(s)
-		if strings.HasPrefix(s, "tls://") || strings.HasPrefix(s, "wss://") {
-			return true
-		}
-	}
-	return false
 }
 
 // Name returns "nats".
@@ -164,7 +154,7 @@ func (u *Uplink) setErr(err error) {
 // ctx is done. It returns nil on ctx done and an error wrapping ErrStream when
 // the stream cannot be used as configured.
 func (u *Uplink) Run(ctx context.Context) error {
-	bo := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	for attempt := 0; ; attempt++ {
 		ev := newEvents()
 		opts := append(u.opts[:len(u.opts):len(u.opts)],
@@ -179,9 +169,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 		if err != nil {
 			err = fmt.Errorf("connect: %w", err)
 			u.setErr(err)
-			d := bo.next()
+			d := bo.Next()
 			u.log.Warn("nats connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
-			if !sleep(ctx, d) {
+			if !backoff.Sleep(ctx, d) {
 				return nil //nolint:nilerr // shutting down; the error was logged and kept for LastError
 			}
 			continue
@@ -200,10 +190,10 @@ func (u *Uplink) Run(ctx context.Context) error {
 			return err
 		}
 		u.setErr(err)
-		bo.reset()
-		d := bo.next()
+		bo.Reset()
+		d := bo.Next()
 		u.log.Warn("nats connection lost", "err", err, "retry_in", d.Round(time.Millisecond))
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -238,7 +228,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
 	}
 	u.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion(),
 		"server", nc.ConnectedServerName())
-	bo := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	check := true
 	for {
 		if check && nc.IsConnected() {
@@ -248,7 +238,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
 					return err
 				}
 				u.setErr(err)
-				d := bo.next()
+				d := bo.Next()
 				u.log.Warn("nats stream check failed", "stream", u.cfg.Stream, "err", err, "retry_in", d.Round(time.Millisecond))
 				select {
 				case <-ctx.Done():
@@ -260,7 +250,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
 				continue
 			}
 			check = false
-			bo.reset()
+			bo.Reset()
 			u.setErr(nil)
 			u.cur.Store(&session{nc: nc, js: js, reconnects: reconnects})
 			u.m.Connected.Set(1)
@@ -443,32 +433,4 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 		u.m.Duplicates.Add(float64(dups))
 	}
 	return nil
-}
-
-// backoff is exponential with jitter (50-100 % of the step).
-type backoff struct {
-	min, max time.Duration
-	n        int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min << min(b.n, 16)
-	if d > b.max || d <= 0 {
-		d = b.max
-	}
-	b.n++
-	return d/2 + rand.N(d/2+1)
-}
-
-func (b *backoff) reset() { b.n = 0 }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
