@@ -179,7 +179,10 @@ func exceptionError(code uint8) error {
 // handler adapts the bank to simonvetter's RequestHandler.
 type handler struct{ b *Bank }
 
-func (h handler) bits(t Table, unit uint8, addr, qty uint16, write bool, args []bool) ([]bool, error) {
+// access serves one request on table t: it applies the bank's injected
+// delay and exception, then writes args into src or returns a copy of the
+// requested range.
+func access[T bool | uint16](h handler, t Table, unit uint8, addr, qty uint16, write bool, args []T, src func() []T) ([]T, error) {
 	delay, err := h.b.enter(Request{Unit: unit, Table: t, Address: addr, Quantity: qty, Write: write})
 	if delay > 0 {
 		time.Sleep(delay) // the simulated device is slow
@@ -189,36 +192,30 @@ func (h handler) bits(t Table, unit uint8, addr, qty uint16, write bool, args []
 	}
 	h.b.mu.Lock()
 	defer h.b.mu.Unlock()
-	src := h.b.coils[:]
-	if t == DiscreteInputs {
-		src = h.b.discrete[:]
-	}
+	tab := src()
 	if write {
-		copy(src[addr:], args)
+		copy(tab[addr:], args)
 		return nil, nil
 	}
-	return append([]bool(nil), src[addr:int(addr)+int(qty)]...), nil
+	return append([]T(nil), tab[addr:int(addr)+int(qty)]...), nil
+}
+
+func (h handler) bits(t Table, unit uint8, addr, qty uint16, write bool, args []bool) ([]bool, error) {
+	return access(h, t, unit, addr, qty, write, args, func() []bool {
+		if t == DiscreteInputs {
+			return h.b.discrete[:]
+		}
+		return h.b.coils[:]
+	})
 }
 
 func (h handler) regs(t Table, unit uint8, addr, qty uint16, write bool, args []uint16) ([]uint16, error) {
-	delay, err := h.b.enter(Request{Unit: unit, Table: t, Address: addr, Quantity: qty, Write: write})
-	if delay > 0 {
-		time.Sleep(delay) // the simulated device is slow
-	}
-	if err != nil {
-		return nil, err
-	}
-	h.b.mu.Lock()
-	defer h.b.mu.Unlock()
-	src := h.b.holding[:]
-	if t == InputRegisters {
-		src = h.b.input[:]
-	}
-	if write {
-		copy(src[addr:], args)
-		return nil, nil
-	}
-	return append([]uint16(nil), src[addr:int(addr)+int(qty)]...), nil
+	return access(h, t, unit, addr, qty, write, args, func() []uint16 {
+		if t == InputRegisters {
+			return h.b.input[:]
+		}
+		return h.b.holding[:]
+	})
 }
 
 func (h handler) HandleCoils(r *mbs.CoilsRequest) ([]bool, error) {
