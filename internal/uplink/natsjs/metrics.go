@@ -1,42 +1,28 @@
 package natsjs
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the uplink's self-metrics, labelled uplink="nats". The names
-// and help texts match the MQTT uplink's so both register in one registry.
+	"github.com/smelterio/smelter/internal/uplink/uplinkmetrics"
+)
+
+// Metrics are the uplink's self-metrics, labelled uplink="nats": the set
+// shared with the MQTT uplink (so both register in one registry) and the
+// JetStream duplicate count.
 type Metrics struct {
-	Published  prometheus.Counter
-	Bytes      prometheus.Counter
-	Errors     prometheus.Counter
+	uplinkmetrics.Set
 	Duplicates prometheus.Counter
-	Latency    prometheus.Histogram
-	Connected  prometheus.Gauge
-	Reconnects prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered, for tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	l := prometheus.Labels{"uplink": "nats"}
-	m := &Metrics{
-		Published: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_published_messages_total",
-			Help: "Messages the broker acknowledged.", ConstLabels: l}),
-		Bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_published_bytes_total",
-			Help: "Payload bytes the broker acknowledged.", ConstLabels: l}),
-		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_publish_errors_total",
-			Help: "Publish calls that failed (the caller retries the whole slice).", ConstLabels: l}),
+	m := &Metrics{Set: uplinkmetrics.New("nats"),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_publish_duplicates_total",
-			Help: "Messages the broker acknowledged as duplicates of an earlier one (deduplicated).", ConstLabels: l}),
-		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "smelter_uplink_publish_latency_seconds",
-			Help:        "Time from publish to broker acknowledgement, per message.",
-			ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_uplink_connected",
-			Help: "1 while connected to the broker and ready to publish.", ConstLabels: l}),
-		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_reconnects_total",
-			Help: "Connections re-established after a loss.", ConstLabels: l}),
-	}
+			Help:        "Messages the broker acknowledged as duplicates of an earlier one (deduplicated).",
+			ConstLabels: prometheus.Labels{"uplink": "nats"}})}
 	if reg != nil {
-		reg.MustRegister(m.Published, m.Bytes, m.Errors, m.Duplicates, m.Latency, m.Connected, m.Reconnects)
+		reg.MustRegister(append(m.Collectors(), m.Duplicates)...)
 	}
 	return m
 }
