@@ -18,9 +18,14 @@
 // Once listening it prints one JSON line on stdout:
 //   {"endpoint":"opc.tcp://127.0.0.1:PORT","port":PORT,"certificate":"DIR/server_cert.der",
 //    "namespace":"urn:smelter:interop","policies":[...]}
-// and stops on SIGTERM, SIGINT or when stdin closes (so it never outlives its parent).
+// then one {"event":"session_activated",...} line per activated session, naming the
+// channel's policy and mode as the server sees them and the login (anonymous, username
+// with the user name, certificate with the SHA-1 thumbprint), so a test can check what
+// the server itself negotiated. It stops on SIGTERM, SIGINT or when stdin closes (so it
+// never outlives its parent).
 "use strict";
 
+const crypto = require("crypto");
 const fs = require("fs");
 const path = require("path");
 const {
@@ -165,6 +170,27 @@ async function main() {
             }
         });
     }, 100);
+
+    // Report each activated session as the server sees it: channel policy
+    // and mode, login kind and identity. Passwords are never printed.
+    server.on("session_activated", (session, token) => {
+        const channel = session.channel;
+        const ev = {
+            event: "session_activated",
+            policy: channel ? String(channel.securityPolicy).replace(/^.*#/, "") : "",
+            mode: channel ? MessageSecurityMode[channel.securityMode] : "",
+            login: "anonymous",
+            user: "",
+        };
+        if (token && token.certificateData && token.certificateData.length > 0) {
+            ev.login = "certificate";
+            ev.user = crypto.createHash("sha1").update(token.certificateData).digest("hex");
+        } else if (token && typeof token.userName === "string" && token.userName !== "") {
+            ev.login = "username";
+            ev.user = token.userName;
+        }
+        process.stdout.write(JSON.stringify(ev) + "\n");
+    });
 
     await server.start();
 

@@ -1,0 +1,472 @@
+package opcua
+
+// Security interop against a second, independent OPC UA stack: node-opcua
+// (deploy/opcua-interop/server.js), whose server opens secure channels with
+// every policy the driver supports, which gopcua v0.8.0's server (our
+// simulator front) cannot. Runs with SMELTER_INTEROP=1 (make interop) once
+// `npm ci --prefix deploy/opcua-interop` has installed the server.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+const (
+	interopUser     = "operator"
+	interopPassword = "s3cret!-interop"
+	interopDir      = "../../deploy/opcua-interop"
+)
+
+// nodeServer is a running deploy/opcua-interop/server.js.
+type nodeServer struct {
+	Endpoint    string   `json:"endpoint"`
+	Port        int      `json:"port"`
+	CertFile    string   `json:"certificate"`
+	Namespace   string   `json:"namespace"`
+	Nodes       []string `json:"nodes"` // hot_blast_temp, top_pressure, top_gas_co, tick
+	Policies    []string `json:"policies"`
+	Username    bool     `json:"username"`
+	certificate []byte
+
+	mu       sync.Mutex
+	sessions []serverSession // activated sessions as the server reported them
+}
+
+// serverSession is a session_activated line of server.js: what the server
+// itself negotiated.
+type serverSession struct {
+	Event  string `json:"event"`
+	Policy string `json:"policy"` // short name: None, Basic256Sha256, ...
+	Mode   string `json:"mode"`   // None, Sign, SignAndEncrypt
+	Login  string `json:"login"`  // anonymous, username, certificate
+	User   string `json:"user"`   // user name, or the user certificate's SHA-1 thumbprint
+}
+
+func (s *nodeServer) record(l string) {
+	var ev serverSession
+	if json.Unmarshal([]byte(l), &ev) != nil || ev.Event != "session_activated" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sessions) < 10000 { // bounded
+		s.sessions = append(s.sessions, ev)
+	}
+}
+
+// sessionCount is how many sessions the server has activated so far.
+func (s *nodeServer) sessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// activatedSince reports whether the server activated a session matching
+// want among those after the first `from`.
+func (s *nodeServer) activatedSince(from int, want serverSession) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range s.sessions[min(from, len(s.sessions)):] {
+		if ev.Policy == want.Policy && ev.Mode == want.Mode && ev.Login == want.Login && ev.User == want.User {
+			return true
+		}
+	}
+	return false
+}
+
+// lockedBuffer keeps the child's stderr for failure messages.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil // bounded: keep the start, where startup errors are
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// needNodeServer skips unless the interop run is asked for and node-opcua
+// is installed.
+func needNodeServer(t *testing.T) {
+	t.Helper()
+	const prepare = "prepare it with `npm ci --prefix deploy/opcua-interop` (from the repository root)"
+	if os.Getenv("SMELTER_INTEROP") != "1" {
+		t.Skip("node-opcua security interop runs with SMELTER_INTEROP=1 (make interop); " + prepare)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node-opcua security interop needs node on PATH (Node.js 20 or newer): " + err.Error() + "; then " + prepare)
+	}
+	if _, err := os.Stat(filepath.Join(interopDir, "node_modules", "node-opcua")); err != nil {
+		t.Skip("node-opcua security interop: deploy/opcua-interop/node_modules/node-opcua is missing; " + prepare)
+	}
+}
+
+// startNodeServer starts server.js with its PKI in a temp dir, trusting the
+// X.509 user certificates in userTrust, and stops it at cleanup.
+func startNodeServer(t *testing.T, userTrust string) *nodeServer {
+	t.Helper()
+	pki := t.TempDir()
+	cmd := exec.Command("node", "server.js", "--port", "0", "--pki", pki, "--user-trust", userTrust)
+	cmd.Dir = interopDir
+	cmd.Env = append(os.Environ(), "SMELTER_INTEROP_USER="+interopUser, "SMELTER_INTEROP_PASSWORD="+interopPassword)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe() // the server stops when its stdin closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node server.js: %v", err)
+	}
+	// The reader owns stdout until EOF (the child exited): it hands over
+	// the first JSON line and discards the rest, so node never blocks on a
+	// full pipe.
+	srv := &nodeServer{}
+	lines := make(chan string, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sent := false
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case strings.HasPrefix(l, `{"event"`):
+				srv.record(l)
+			case !sent && strings.HasPrefix(l, "{"):
+				lines <- l
+				sent = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		<-readerDone
+		_ = cmd.Wait()
+	})
+	var start nodeServer
+	select {
+	case l := <-lines:
+		if err := json.Unmarshal([]byte(l), &start); err != nil || start.Endpoint == "" {
+			t.Fatalf("server.js printed %q: %v", l, err)
+		}
+	case <-readerDone:
+		t.Fatalf("server.js exited before printing its endpoint:\n%s", stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("server.js printed no endpoint within 60s:\n%s", stderr.String())
+	}
+	if len(start.Nodes) != 4 || !start.Username {
+		t.Fatalf("server.js: unexpected start line %+v", &start)
+	}
+	srv.Endpoint, srv.Port, srv.CertFile, srv.Namespace = start.Endpoint, start.Port, start.CertFile, start.Namespace
+	srv.Nodes, srv.Policies, srv.Username = start.Nodes, start.Policies, start.Username
+	srv.certificate, err = uapki.LoadCertificate(srv.CertFile)
+	if err != nil {
+		t.Fatalf("server certificate: %v", err)
+	}
+	return srv
+}
+
+// interopConfig is a client configuration for srv with a fresh data dir and
+// srv's certificate in the trust dir.
+func interopConfig(t *testing.T, srv *nodeServer, policy, mode string, auth AuthConfig) Config {
+	t.Helper()
+	cfg := Config{Endpoint: srv.Endpoint, SecurityPolicy: policy, SecurityMode: mode, Auth: auth, DataDir: t.TempDir(),
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		PublishInterval: 100 * time.Millisecond, Watchdog: time.Second, RequestTimeout: 10 * time.Second}
+	cfg.TrustDir = filepath.Join(cfg.DataDir, "trusted")
+	if err := uapki.WriteCertificate(filepath.Join(cfg.TrustDir, "node-opcua.der"), srv.certificate); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// interopPoints subscribes to every variable but polls the constant
+// top_gas_co, so both acquisition paths cross the secured channel.
+func interopPoints(srv *nodeServer) []Point {
+	ps := make([]Point, len(srv.Nodes))
+	for i, n := range srv.Nodes {
+		ps[i] = Point{NodeID: n, SamplingInterval: 50 * time.Millisecond}
+	}
+	ps[2].Mode, ps[2].PollInterval = ModePoll, 100*time.Millisecond
+	return ps
+}
+
+// valuesArrived reports whether every point came through Good with the
+// server's values: exact constants, the changing temperature within its
+// pattern, and the tick counter seen at two different values.
+func valuesArrived(rec *recorder) bool {
+	hot, ok := rec.get(0)
+	if !ok || hot.Quality != telemetry.QualityGood || hot.Num < 1183.5 || hot.Num > 1188.25 {
+		return false
+	}
+	if !rec.has(1, telemetry.QualityGood, 210) || !rec.has(2, telemetry.QualityGood, 22.5) {
+		return false
+	}
+	ticks := map[float64]bool{}
+	rec.count(func(u Update) bool {
+		if u.Index == 3 && u.Quality == telemetry.QualityGood {
+			ticks[u.Num] = true
+		}
+		return false
+	})
+	return len(ticks) >= 2
+}
+
+type secCombo struct{ policy, mode string }
+
+func interopCombos() []secCombo {
+	out := []secCombo{{"None", "None"}}
+	for _, p := range []string{"Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"} {
+		for _, m := range []string{"Sign", "SignAndEncrypt"} {
+			out = append(out, secCombo{p, m})
+		}
+	}
+	return out
+}
+
+func TestInteropNodeOPCUA(t *testing.T) {
+	needNodeServer(t)
+	userDir, userTrust := t.TempDir(), t.TempDir()
+	userCert, userKey := filepath.Join(userDir, "operator.pem"), filepath.Join(userDir, "operator.key")
+	der, _, _, err := uapki.LoadOrCreate(userCert, userKey, "operator", "urn:smelter:test:operator", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := uapki.WriteCertificate(filepath.Join(userTrust, "operator.der"), der); err != nil {
+		t.Fatal(err)
+	}
+	strangerCert, strangerKey := filepath.Join(userDir, "stranger.pem"), filepath.Join(userDir, "stranger.key")
+	if _, _, _, err := uapki.LoadOrCreate(strangerCert, strangerKey, "stranger", "urn:smelter:test:stranger", nil); err != nil {
+		t.Fatal(err)
+	}
+	pwEnv, badEnv := "SMELTER_TEST_INTEROP_PW", "SMELTER_TEST_INTEROP_BAD_PW"
+	t.Setenv(pwEnv, interopPassword)
+	t.Setenv(badEnv, "guess")
+
+	start := time.Now()
+	srv := startNodeServer(t, userTrust)
+	t.Logf("node-opcua server up at %s in %v", srv.Endpoint, time.Since(start).Round(time.Millisecond))
+
+	t.Run("Endpoints", func(t *testing.T) {
+		eps, err := Endpoints(t.Context(), srv.Endpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]EndpointInfo{}
+		for _, e := range eps {
+			seen[e.SecurityPolicy+"/"+e.SecurityMode] = e
+		}
+		for _, c := range interopCombos() {
+			e, ok := seen[c.policy+"/"+c.mode]
+			if !ok {
+				t.Fatalf("no %s/%s endpoint among %d: %v", c.policy, c.mode, len(eps), seen)
+			}
+			if e.Thumbprint != uapki.Thumbprint(srv.certificate) {
+				t.Fatalf("%s/%s: thumbprint %s, want the server certificate's %s", c.policy, c.mode, e.Thumbprint, uapki.Thumbprint(srv.certificate))
+			}
+			logins := strings.Join(e.UserTokens, ",")
+			for _, k := range []string{"anonymous", "username", "certificate"} {
+				if !strings.Contains(logins, k) {
+					t.Fatalf("%s/%s offers logins %q, want %s", c.policy, c.mode, logins, k)
+				}
+			}
+		}
+		var b bytes.Buffer
+		if err := WriteEndpoints(&b, eps); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("node-opcua endpoints:\n%s", b.String())
+	})
+
+	t.Run("Matrix", func(t *testing.T) {
+		for _, c := range interopCombos() {
+			for _, login := range []struct {
+				name string
+				auth AuthConfig
+				ok   bool
+				user string // identity the server must report
+			}{
+				{"anonymous", AuthConfig{}, true, ""},
+				{"username", AuthConfig{Mode: "username", Username: interopUser, PasswordEnv: pwEnv}, true, interopUser},
+				{"username-bad-password", AuthConfig{Mode: "username", Username: interopUser, PasswordEnv: badEnv}, false, ""},
+				{"certificate", AuthConfig{Mode: "certificate", CertFile: userCert, KeyFile: userKey}, true, uapki.Thumbprint(der)},
+			} {
+				t.Run(c.policy+"_"+c.mode+"/"+login.name, func(t *testing.T) {
+					cfg := interopConfig(t, srv, c.policy, c.mode, login.auth)
+					began, sessions := time.Now(), srv.sessionCount()
+					cl, rec := run(t, cfg, interopPoints(srv))
+					if login.ok {
+						waitFor(t, 30*time.Second, "good values over "+c.policy+"/"+c.mode+" with "+login.name, func() bool { return valuesArrived(rec) })
+						if st := cl.Status(); !st.Connected || st.Sessions != 1 {
+							t.Fatalf("status %+v: want one session, connected", st)
+						}
+						// The server's own view: this channel, this login.
+						want := serverSession{Policy: c.policy, Mode: c.mode, Login: strings.TrimSuffix(login.name, "-bad-password"), User: login.user}
+						waitFor(t, 5*time.Second, fmt.Sprintf("server reports a session %+v", want), func() bool { return srv.activatedSince(sessions, want) })
+						t.Logf("values after %v", time.Since(began).Round(time.Millisecond))
+						return
+					}
+					waitRefused(t, cl, rec, "BadUserAccessDenied")
+					if n := srv.sessionCount(); n != sessions {
+						t.Fatalf("server activated %d sessions for a bad password", n-sessions)
+					}
+				})
+			}
+		}
+	})
+
+	t.Run("UnknownUserCertificateRefused", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "Basic256Sha256", "SignAndEncrypt", AuthConfig{Mode: "certificate", CertFile: strangerCert, KeyFile: strangerKey})
+		sessions := srv.sessionCount()
+		cl, rec := run(t, cfg, interopPoints(srv))
+		waitRefused(t, cl, rec, "BadIdentityTokenRejected")
+		if n := srv.sessionCount(); n != sessions {
+			t.Fatalf("server activated %d sessions for an unknown user certificate", n-sessions)
+		}
+	})
+
+	t.Run("UntrustedServerCertificate", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "Aes256_Sha256_RsaPss", "SignAndEncrypt", AuthConfig{})
+		if err := os.RemoveAll(cfg.TrustDir); err != nil {
+			t.Fatal(err)
+		}
+		thumb := uapki.Thumbprint(srv.certificate)
+
+		// The connect path itself returns the typed error.
+		c := cfg
+		c.SetDefaults()
+		_, err := connect(t.Context(), &c, testLogOrDiscard(t))
+		var ue *UntrustedError
+		if !errors.Is(err, ErrUntrusted) || !errors.As(err, &ue) || ue.Thumbprint != thumb || ue.TrustDir != cfg.TrustDir {
+			t.Fatalf("connect with an empty trust dir: %v, want ErrUntrusted for %s", err, thumb)
+		}
+		if !strings.Contains(ue.Subject, "CN=") {
+			t.Fatalf("subject %q does not name the certificate", ue.Subject)
+		}
+
+		// The running driver reports it, sends nothing, then picks the
+		// certificate up from trust_dir without a restart.
+		cl, rec := run(t, cfg, interopPoints(srv))
+		waitFor(t, 20*time.Second, "refusal naming the certificate", func() bool {
+			e := cl.Status().LastError
+			return strings.Contains(e, "is not trusted") && strings.Contains(e, thumb) && strings.Contains(e, cfg.TrustDir) &&
+				strings.Contains(e, "accept_untrusted")
+		})
+		t.Logf("refusal: %s", cl.Status().LastError)
+		if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+			t.Fatalf("%d good updates from an untrusted server", n)
+		}
+		saved, err := os.ReadFile(ue.Saved)
+		if err != nil || !bytes.Equal(saved, srv.certificate) {
+			t.Fatalf("refused certificate copy %q: %v", ue.Saved, err)
+		}
+		if err := os.MkdirAll(cfg.TrustDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.TrustDir, filepath.Base(ue.Saved)), saved, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "values once the certificate is trusted", func() bool { return valuesArrived(rec) })
+	})
+
+	t.Run("BrowseAndUnits", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "Aes128_Sha256_RsaOaep", "SignAndEncrypt", AuthConfig{Mode: "username", Username: interopUser, PasswordEnv: pwEnv})
+		var out, conf bytes.Buffer
+		if err := Browse(t.Context(), "", cfg, &out, BrowseOptions{WriteConfig: &conf}); err != nil {
+			t.Fatal(err)
+		}
+		text := out.String()
+		for _, want := range []string{
+			srv.Nodes[0] + "  ", "bf-2/hot_blast_temp", "Double", "Cel",
+			srv.Nodes[1] + "  ", "kPa", "210",
+			srv.Nodes[2] + "  ", "%", "22.5",
+			srv.Nodes[3] + "  ", "4 variables",
+		} {
+			if !strings.Contains(text, want) {
+				t.Fatalf("browse output lacks %q:\n%s", want, text)
+			}
+		}
+		if !strings.Contains(conf.String(), "node_id: "+srv.Nodes[0]) && !strings.Contains(conf.String(), fmt.Sprintf("node_id: %q", srv.Nodes[0])) {
+			t.Fatalf("generated config lacks %s:\n%s", srv.Nodes[0], conf.String())
+		}
+		t.Logf("browse over Aes128_Sha256_RsaOaep/SignAndEncrypt:\n%s", text)
+
+		// The nsu= form resolves through the namespace array, and the
+		// driver reads EngineeringUnits and EURange over the secure channel.
+		points := []Point{{NodeID: "nsu=" + srv.Namespace + ";s=bf-2.hot_blast_temp"}, {NodeID: srv.Nodes[1]}, {NodeID: srv.Nodes[2]}}
+		c, err := New("bf-2", cfg, points, testLog(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		units, err := c.NodeUnits(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []struct {
+			ucum, code string
+			id         int32
+			min, max   float64
+		}{{"Cel", "CEL", 4408652, 900, 1350}, {"kPa", "KPA", 4935745, 0, 320}, {"%", "P1", 20529, 0, 40}}
+		for i, w := range want {
+			u := units[i]
+			if u.Err != nil || u.UCUM != w.ucum || u.UNECE != w.code || u.UnitID != w.id || !u.HasRange ||
+				math.Abs(u.Min-w.min) > 1e-9 || math.Abs(u.Max-w.max) > 1e-9 {
+				t.Fatalf("units[%d] = %+v, want %+v", i, u, w)
+			}
+		}
+	})
+}
+
+// waitRefused waits until the driver reports a refused login whose error
+// contains want, marks its points stale and delivers no good value.
+func waitRefused(t *testing.T, cl *Client, rec *recorder, want string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "refused login", func() bool {
+		return strings.Contains(cl.Status().LastError, want) && rec.has(0, telemetry.QualityStale, 0)
+	})
+	if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+		t.Fatalf("%d good updates without a valid login", n)
+	}
+	t.Logf("refusal: %s", cl.Status().LastError)
+}
+
+func testLogOrDiscard(t *testing.T) *slog.Logger {
+	if l := testLog(t); l != nil {
+		return l
+	}
+	return slog.New(slog.DiscardHandler)
+}
