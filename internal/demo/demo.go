@@ -47,6 +47,9 @@ type Options struct {
 	// (Speed > 1) looks to the collector like real hours passing: rule
 	// delays and KPI windows elapse in simulated time. Tests use it.
 	SimClock bool
+	// OPCUADevices are read over OPC UA (username login) instead of Modbus
+	// when the fleet serves them over both; nil means DefaultOPCUADevices.
+	OPCUADevices []string
 	// Collector, when set, adjusts the collector configuration (windows,
 	// rule files) before it starts.
 	Collector func(*collector.Config)
@@ -151,6 +154,10 @@ func (d *Demo) Run(ctx context.Context) error {
 	}
 	if !d.opts.Start.IsZero() {
 		fcfg.Start = d.opts.Start
+	} else if !d.opts.SimClock {
+		// the gateway stamps Modbus readings with the wall clock and OPC UA
+		// readings carry the server's SourceTimestamp: keep both clocks together
+		fcfg.Start = time.Now()
 	}
 	if d.opts.ScenarioPath != "" {
 		if fcfg.Scenario, err = faults.LoadScenario(d.opts.ScenarioPath); err != nil {
@@ -209,7 +216,15 @@ func (d *Demo) Run(ctx context.Context) error {
 
 	// gateway, configured from the fleet's real addresses
 	cfgPath := filepath.Join(dataDir, "gateway.yaml")
-	if err := os.WriteFile(cfgPath, []byte(GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), d.opts.PollInterval)), 0o600); err != nil {
+	uaDevs := d.opts.OPCUADevices
+	if uaDevs == nil {
+		uaDevs = DefaultOPCUADevices
+	}
+	ua, err := d.opcuaPoints(fl, uaDevs, dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfgPath, []byte(GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), d.opts.PollInterval, ua)), 0o600); err != nil {
 		return err
 	}
 	gcfg, err := gwconfig.Load(cfgPath)
@@ -281,9 +296,65 @@ func serveHTTP(ctx context.Context, eg *errgroup.Group, name string, h http.Hand
 	return "http://" + ln.Addr().String(), nil
 }
 
+// DefaultOPCUADevices are the demo assets the gateway reads over OPC UA:
+// the machines that typically speak it (CNC, turbine and PV controllers,
+// the furnace's DCS); the rest are read over Modbus.
+var DefaultOPCUADevices = []string{"cnc-1", "wt-1", "bf-1", "pv-1", "pv-2", "pv-3", "pv-4"}
+
+// UADevice is how the generated config reads one device over OPC UA.
+type UADevice struct {
+	Endpoint     string
+	User         string
+	PasswordFile string
+	TrustDir     string // holds the simulator server's certificate
+	Signals      []string
+	NodePrefix   string
+}
+
+// opcuaPoints prepares the OPC UA side of the chosen devices: their signals
+// and a password file for the simulator's demo login.
+func (d *Demo) opcuaPoints(fl *fleet.Fleet, ids []string, dataDir string) (map[string]UADevice, error) {
+	out := map[string]UADevice{}
+	for _, id := range ids {
+		info, ok := fl.Device(id)
+		if !ok || info.OPCUA == "" {
+			continue
+		}
+		vals, _, err := fl.Values(id)
+		if err != nil {
+			return nil, err
+		}
+		ud := UADevice{Endpoint: info.OPCUA, NodePrefix: info.NodePrefix, Signals: sortedKeys(vals),
+			TrustDir: filepath.Join(dataDir, "opcua-trusted")}
+		// trust the simulator's server certificate, as an operator would
+		// after checking its thumbprint
+		if der := fl.OPCUACertificate(id); len(der) > 0 {
+			if err := os.MkdirAll(ud.TrustDir, 0o750); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(ud.TrustDir, info.OPCUAServer+".der"), der, 0o600); err != nil {
+				return nil, err
+			}
+		}
+		if len(info.OPCUAUsers) > 0 {
+			user := info.OPCUAUsers[0]
+			if pw, ok := fl.OPCUAPassword(id, user); ok {
+				ud.User = user
+				ud.PasswordFile = filepath.Join(dataDir, "opcua-"+info.OPCUAServer+".pass")
+				if err := os.WriteFile(ud.PasswordFile, []byte(pw), 0o600); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out[id] = ud
+	}
+	return out, nil
+}
+
 // GatewayConfig renders a gateway configuration polling every simulated
-// Modbus device at its real address, publishing to both brokers.
-func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.Duration) string {
+// device at its real address, over OPC UA for the devices in ua and Modbus
+// for the rest, publishing to both brokers.
+func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.Duration, ua map[string]UADevice) string {
 	if poll <= 0 {
 		poll = time.Second
 	}
@@ -293,7 +364,11 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 	b.WriteString("http: {listen: \"off\"}   # the demo serves the status page itself\n")
 	fmt.Fprintf(&b, "uplinks:\n  nats: {url: %q}\n  mqtt: {url: %q}\ndevices:\n", natsURL, mqttURL)
 	for _, d := range devs {
-		if d.Protocol != "modbus" {
+		if u, ok := ua[d.ID]; ok {
+			writeUADevice(&b, d, u, poll)
+			continue
+		}
+		if d.Addr == "" {
 			continue
 		}
 		tpl := d.Template // already resolved against the fleet file
@@ -301,18 +376,7 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 			tpl = abs
 		}
 		fmt.Fprintf(&b, "  - id: %s\n    class: %s\n    poll_interval: %s\n    template: %q\n", d.ID, d.Class, poll, tpl)
-		if len(d.Nameplate) > 0 {
-			b.WriteString("    nameplate: {")
-			first := true
-			for _, k := range sortedKeys(d.Nameplate) {
-				if !first {
-					b.WriteString(", ")
-				}
-				first = false
-				fmt.Fprintf(&b, "%s: %v", k, d.Nameplate[k])
-			}
-			b.WriteString("}\n")
-		}
+		writeNameplate(&b, d.Nameplate)
 		transport := d.Transport
 		if transport == "" {
 			transport = "tcp"
@@ -320,4 +384,31 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 		fmt.Fprintf(&b, "    modbus: {transport: %s, address: %q, unit_id: %d}\n", transport, d.Addr, d.UnitID)
 	}
 	return b.String()
+}
+
+func writeNameplate(b *strings.Builder, np map[string]float64) {
+	if len(np) == 0 {
+		return
+	}
+	b.WriteString("    nameplate: {")
+	for i, k := range sortedKeys(np) {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(b, "%s: %v", k, np[k])
+	}
+	b.WriteString("}\n")
+}
+
+func writeUADevice(b *strings.Builder, d fleet.DeviceInfo, u UADevice, poll time.Duration) {
+	fmt.Fprintf(b, "  - id: %s\n    class: %s\n    poll_interval: %s\n", d.ID, d.Class, poll)
+	writeNameplate(b, d.Nameplate)
+	fmt.Fprintf(b, "    opcua:\n      endpoint: %q\n      publish_interval: %s\n      trust_dir: %q\n", u.Endpoint, poll, u.TrustDir)
+	if u.User != "" {
+		fmt.Fprintf(b, "      auth: {mode: username, username: %s, password_file: %q}\n", u.User, u.PasswordFile)
+	}
+	b.WriteString("    points:\n")
+	for _, s := range u.Signals {
+		fmt.Fprintf(b, "      - {signal: %s, node_id: %q, sampling_interval: %s}\n", s, u.NodePrefix+s, poll)
+	}
 }

@@ -319,6 +319,11 @@ func (f *forwarder) run(ctx context.Context) error {
 	name := f.up.Name()
 	envs := make([]telemetry.Envelope, 0, forwardMaxRecords)
 	backoff := 100 * time.Millisecond
+	// Before the uplink's first connection there is nothing to retry: wait
+	// for it instead of logging a failed publish per backoff step.
+	if err := waitReady(ctx, f.up, 10*time.Second); err != nil {
+		return err
+	}
 	for {
 		if f.liveFirst {
 			f.maybeStartLive(ctx)
@@ -597,4 +602,22 @@ func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool
 	if err != nil && ctx.Err() == nil {
 		g.log.Warn("spooling gateway status", "err", err)
 	}
+}
+
+// waitReady waits until up is ready, ctx ends (its error is returned) or
+// the timeout passes (then publishing starts anyway and its errors show).
+func waitReady(ctx context.Context, up Uplink, timeout time.Duration) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(timeout)
+	for !up.Ready() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
 }
