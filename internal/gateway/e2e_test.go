@@ -253,7 +253,12 @@ var wantGood = map[string]want{
 
 func checkBatch(t *testing.T, src string, b *telemetry.Batch, expect map[string]want) {
 	t.Helper()
-	if b.Gateway != "gw-e2e" || b.Asset.ID != "ac-1" || b.Asset.Class != "air_compressor" || b.Asset.Site() != "plant1" {
+	checkBatchAt(t, src, "plant1", b, expect)
+}
+
+func checkBatchAt(t *testing.T, src, site string, b *telemetry.Batch, expect map[string]want) {
+	t.Helper()
+	if b.Gateway != "gw-e2e" || b.Asset.ID != "ac-1" || b.Asset.Class != "air_compressor" || b.Asset.Site() != site {
 		t.Errorf("%s: batch identity = %+v", src, b)
 	}
 	if len(b.Readings) != len(expect) {
