@@ -82,8 +82,14 @@ const VARIABLES = [
 
 function loadCertificates(dir) {
     if (!dir) return [];
+    let names;
+    try {
+        names = fs.readdirSync(dir);
+    } catch (err) {
+        usage(`--user-trust: ${err.message}`);
+    }
     const out = [];
-    for (const f of fs.readdirSync(dir)) {
+    for (const f of names) {
         const p = path.join(dir, f);
         if (!fs.statSync(p).isFile()) continue;
         const data = fs.readFileSync(p);
