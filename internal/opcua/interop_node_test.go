@@ -149,8 +149,8 @@ func startNodeServer(t *testing.T, userTrust string) *nodeServer {
 		t.Fatalf("start node server.js: %v", err)
 	}
 	// The reader owns stdout until EOF (the child exited): it hands over
-	// the first JSON line and discards the rest, so node never blocks on a
-	// full pipe.
+	// the start line, records session events and drops anything else, so
+	// node never blocks on a full pipe.
 	srv := &nodeServer{}
 	lines := make(chan string, 1)
 	readerDone := make(chan struct{})
