@@ -614,20 +614,32 @@ func (c *Collector) KPIs(site, id string) (kpi.Result, bool) {
 var statusFilter = telemetry.Subject("*", telemetry.GatewayClass, "*", telemetry.KindStatus)
 
 // httpToken reads the API bearer token from http.token_env or
-// http.token_file ("" when neither is set).
+// http.token_file ("" when neither is set). Surrounding white space is
+// dropped (a bearer token has none); a blank token is an error, never "no
+// authentication".
 func (c *Collector) httpToken() (string, error) {
 	var tok secret.Secret
 	var err error
+	var src string
 	switch {
 	case c.cfg.HTTP.TokenEnv != "":
 		tok, err = secret.FromEnv("http.token_env", c.cfg.HTTP.TokenEnv)
+		src = "http.token_env: environment variable " + c.cfg.HTTP.TokenEnv
 	case c.cfg.HTTP.TokenFile != "":
-		tok, err = secret.FromFile("http.token_file", c.cfg.Path(c.cfg.HTTP.TokenFile))
+		path := c.cfg.Path(c.cfg.HTTP.TokenFile)
+		tok, err = secret.FromFile("http.token_file", path)
+		src = "http.token_file: file " + path
+	default:
+		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("collector: %w", err)
 	}
-	return tok.Reveal(), nil
+	t := strings.TrimSpace(tok.Reveal())
+	if t == "" {
+		return "", fmt.Errorf("collector: %s is empty: %w", src, secret.ErrMissing)
+	}
+	return t, nil
 }
 
 // Live returns the dashboard's store (history, KPI windows, gateways).

@@ -139,7 +139,11 @@ func TestHTTPTokenSources(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "empty.token"), []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("SMELTER_TEST_API_TOKEN", "tok-env")
+	t.Setenv("SMELTER_TEST_API_TOKEN", " tok-env ")
+	t.Setenv("SMELTER_TEST_BLANK_TOKEN", " \t")
+	if err := os.WriteFile(filepath.Join(dir, "blank.token"), []byte("  \n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	head := "data_dir: " + t.TempDir() + "\nrules: {files: []}\n"
 	for _, tc := range []struct{ doc, want, wantErr string }{
 		{"http: {token_file: api.token}\n", "tok-123", ""},
@@ -147,6 +151,8 @@ func TestHTTPTokenSources(t *testing.T) {
 		{"http: {}\n", "", ""},
 		{"http: {token_file: none.token}\n", "", "collector: http.token_file: read " + filepath.Join(dir, "none.token")},
 		{"http: {token_file: empty.token}\n", "", "collector: http.token_file: file " + filepath.Join(dir, "empty.token") + " is empty"},
+		{"http: {token_env: SMELTER_TEST_BLANK_TOKEN}\n", "", "collector: http.token_env: environment variable SMELTER_TEST_BLANK_TOKEN is empty"},
+		{"http: {token_file: blank.token}\n", "", "collector: http.token_file: file " + filepath.Join(dir, "blank.token") + " is empty"},
 		{"http: {token_env: SMELTER_TEST_NO_SUCH_TOKEN}\n", "", "collector: http.token_env: environment variable SMELTER_TEST_NO_SUCH_TOKEN is not set"},
 	} {
 		cfg, err := loadConfigText(t, dir, head+tc.doc)

@@ -611,7 +611,7 @@ func TestTokenConfigErrors(t *testing.T) {
 		env, file, want string
 	}{
 		{env: "SMELTER_TEST_EMPTY_TOKEN", want: "http.token_env: environment variable SMELTER_TEST_EMPTY_TOKEN is empty"},
-		{file: "missing-token", want: "http.token_file: open"},
+		{file: "missing-token", want: "http.token_file: read "},
 	} {
 		cfg := collector.Defaults()
 		cfg.DataDir, cfg.NATS.URL, cfg.HTTP.Listen = t.TempDir(), ns.URL(), "127.0.0.1:0"
@@ -625,7 +625,12 @@ func TestTokenConfigErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := col.Run(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
+		// a token error stops Run at once; the deadline only keeps a
+		// regression (Run serving without a token) from hanging the test
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = col.Run(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Run: %v, want %q", err, c.want)
 		}
 	}
