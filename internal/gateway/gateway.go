@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/opcua"
@@ -318,7 +319,7 @@ func (f *forwarder) run(ctx context.Context) error {
 	defer f.stopLive()
 	name := f.up.Name()
 	envs := make([]telemetry.Envelope, 0, forwardMaxRecords)
-	backoff := 100 * time.Millisecond
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	// Before the uplink's first connection there is nothing to retry: wait
 	// for it instead of logging a failed publish per backoff step.
 	if err := waitReady(ctx, f.up, 10*time.Second); err != nil {
@@ -353,15 +354,12 @@ func (f *forwarder) run(ctx context.Context) error {
 			}
 			f.publishFailed(err, len(envs))
 			f.r.Rewind()
-			select {
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, retry.Next()) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 		if cut > 0 {
 			f.acked(f.sentApp, recs[cut-1].Seq, true)
 			f.pruneConfirmed(recs[cut-1].Seq)
