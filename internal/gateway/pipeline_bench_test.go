@@ -164,7 +164,7 @@ func BenchmarkPipeline(b *testing.B) {
 	defer func() { _ = msrv.Close() }()
 
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "gateway: {id: gw-bench, site: bench, data_dir: ./data}\nhttp: {listen: \"off\"}\nlog: {level: warn}\n")
+	fmt.Fprintf(&cfg, "gateway: {id: gw-bench, site: bench, data_dir: ./data}\nhttp: {listen: \"off\"}\nlog: {level: warn}\n%s", os.Getenv("SMELTER_BENCH_EXTRA"))
 	fmt.Fprintf(&cfg, "uplinks:\n  nats: {url: %q, max_pending: 1024}\n  mqtt: {url: %q, max_inflight: 1024}\ndevices:\n", nsrv.URL(), msrv.URL())
 	for d := range devices {
 		bank := modbustest.NewBank()
