@@ -444,7 +444,8 @@ func (f *Front) Start(ctx context.Context) error {
 	if addr == "" {
 		addr = f.cfg.Addr
 	}
-	ln, err := net.Listen("tcp", addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("opcuafront: listen %s: %w", addr, err)
 	}
@@ -452,7 +453,7 @@ func (f *Front) Start(ctx context.Context) error {
 	pub := ln.Addr().(*net.TCPAddr).Port
 	// gopcua listens on its first endpoint URL; the public one (second) is
 	// what it advertises to clients that dial the proxy.
-	inner, err := freePort(host)
+	inner, err := freePort(ctx, host)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -470,7 +471,7 @@ func (f *Front) Start(ctx context.Context) error {
 	}
 	in.cancel = cancel
 	in.done = make(chan struct{})
-	in.proxy = newProxy(ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate)
+	in.proxy = newProxy(ictx, ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate)
 	go in.notifier(ictx)
 	f.inst = in
 	f.addr = net.JoinHostPort(host, strconv.Itoa(pub))
@@ -478,8 +479,9 @@ func (f *Front) Start(ctx context.Context) error {
 	return nil
 }
 
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+func freePort(ctx context.Context, host string) (int, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("opcuafront: pick a port on %s: %w", host, err)
 	}

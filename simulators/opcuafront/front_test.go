@@ -24,17 +24,6 @@ func (s *fixed) Class() string     { return s.class }
 func (s *fixed) Signals() []string { return s.signals }
 func (s *fixed) Values() []float64 { return s.values }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startFront(t *testing.T, cfg Config, assets []Asset) *Front {
 	t.Helper()
 	f, err := New(cfg, assets, nil)

@@ -178,7 +178,6 @@ func (in *instance) buildAddressSpace() error {
 		ns.AddNode(folder)
 		objects.AddRef(folder, id.Organizes, true)
 		for _, e := range as.entries {
-			e := e
 			v := server.NewNode(e.nodeID, server.Attributes{
 				ua.AttributeIDNodeClass:       server.DataValueFromValue(uint32(ua.NodeClassVariable)),
 				ua.AttributeIDBrowseName:      server.DataValueFromValue(qn(f.ns, e.signal)),

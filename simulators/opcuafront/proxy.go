@@ -1,6 +1,7 @@
 package opcuafront
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -33,14 +34,16 @@ type gate struct {
 	delay time.Duration
 }
 
-func newProxy(ln net.Listener, target string, g *atomic.Pointer[gate]) *proxy {
+// newProxy starts serving ln; ctx bounds the dials to target (the Front's
+// instance context, cancelled when the instance stops).
+func newProxy(ctx context.Context, ln net.Listener, target string, g *atomic.Pointer[gate]) *proxy {
 	p := &proxy{ln: ln, target: target, gate: g, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
-	go p.serve()
+	go p.serve(ctx)
 	return p
 }
 
-func (p *proxy) serve() {
+func (p *proxy) serve(ctx context.Context) {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -51,7 +54,7 @@ func (p *proxy) serve() {
 			continue
 		}
 		p.wg.Add(1)
-		go p.handle(c)
+		go p.handle(ctx, c)
 	}
 }
 
@@ -69,7 +72,7 @@ func (p *proxy) track(c net.Conn, add bool) bool {
 	return true
 }
 
-func (p *proxy) handle(c net.Conn) {
+func (p *proxy) handle(ctx context.Context, c net.Conn) {
 	defer p.wg.Done()
 	if !p.track(c, true) {
 		_ = c.Close()
@@ -77,7 +80,8 @@ func (p *proxy) handle(c net.Conn) {
 	}
 	defer p.track(c, false)
 	defer c.Close()
-	d, err := net.Dial("tcp", p.target)
+	dialer := net.Dialer{Timeout: 5 * time.Second}
+	d, err := dialer.DialContext(ctx, "tcp", p.target)
 	if err != nil {
 		return
 	}
