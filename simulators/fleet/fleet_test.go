@@ -82,7 +82,7 @@ func TestBadFleetConfigs(t *testing.T) {
 		{"devices: []\n", "at least one device"},
 		{"devices:\n  - {class: motor, template: motor.yaml}\n", "devices[0].id: required"},
 		{"devices:\n  - {id: m1, class: furnace, template: motor.yaml}\n", `no model for class "furnace"`},
-		{"devices:\n  - {id: m1, class: motor, template: nope.yaml}\n", "nope.yaml: no such file"},
+		{"devices:\n  - {id: m1, class: motor, template: nope.yaml}\n", "nope.yaml: open: no such file"},
 		{"devices:\n  - {id: m1, class: boiler, template: motor.yaml}\n", "is for class motor, device is boiler"},
 		{"devices:\n  - {id: m1, class: motor, template: bad-unit.yaml}\n", `bad-unit.yaml:4: points[0].unit: cannot convert`},
 		{"devices:\n  - {id: m1, class: motor, template: overlap.yaml}\n", "points[1].address: holding 1 overlaps the point at line 4"},

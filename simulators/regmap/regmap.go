@@ -9,18 +9,14 @@
 package regmap
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/units"
 )
 
@@ -64,47 +60,41 @@ type Template struct {
 	Points []Point `yaml:"points"`
 }
 
-// ParseTemplate decodes a template document; name is used in errors.
+// ParseTemplate decodes a template document strictly (unknown fields
+// rejected); name is used in errors, which are confload errors
+// ("file:line: field: reason").
 func ParseTemplate(name string, data []byte) (*Template, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var t Template
-	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	doc, err := confload.Decode(name, data, &t)
+	if err != nil {
+		return nil, err
 	}
-	// remember each point's line for error messages
-	if len(root.Content) == 1 {
-		m := root.Content[0]
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			if m.Content[i].Value == "points" {
-				for j, p := range m.Content[i+1].Content {
-					if j < len(t.Points) {
-						t.Points[j].Line = p.Line
-					}
-				}
-			}
-		}
-	}
-	if t.Class == "" {
-		return nil, fmt.Errorf("%s: class: required", name)
-	}
-	if len(t.Points) == 0 {
-		return nil, fmt.Errorf("%s: points: at least one point required", name)
-	}
-	return &t, nil
+	return checkTemplate(doc, &t)
 }
 
 // LoadTemplate reads and parses a template file.
 func LoadTemplate(path string) (*Template, error) {
-	data, err := os.ReadFile(path)
+	var t Template
+	doc, err := confload.ReadFile(path, &t)
 	if err != nil {
-		return nil, fmt.Errorf("regmap: %w", err)
+		return nil, err
 	}
-	return ParseTemplate(path, data)
+	return checkTemplate(doc, &t)
+}
+
+// checkTemplate records each point's line (for Compile's messages) and
+// checks the fields every template needs.
+func checkTemplate(doc *confload.Doc, t *Template) (*Template, error) {
+	for i := range t.Points {
+		t.Points[i].Line = doc.Line(fmt.Sprintf("points[%d]", i))
+	}
+	if t.Class == "" {
+		return nil, doc.Errorf("class", "required")
+	}
+	if len(t.Points) == 0 {
+		return nil, doc.Errorf("points", "at least one point required")
+	}
+	return t, nil
 }
 
 type kind uint8
@@ -168,9 +158,9 @@ type Map struct {
 func Compile(t *Template, file string, cat *catalog.Catalog, signals []string) (*Map, error) {
 	m := &Map{Name: t.Name, Class: t.Class}
 	if _, ok := cat.Class(t.Class); !ok {
-		return nil, fmt.Errorf("%s: class: unknown equipment class %q", file, t.Class)
+		return nil, &confload.FieldError{File: file, Field: "class", Reason: fmt.Sprintf("unknown equipment class %q", t.Class)}
 	}
-	var errs []error
+	var errs confload.Errors
 	type span struct {
 		table     Table
 		from, to  int
@@ -179,9 +169,9 @@ func Compile(t *Template, file string, cat *catalog.Catalog, signals []string) (
 	}
 	var spans []span
 	for i, p := range t.Points {
-		where := fmt.Sprintf("%s:%d: points[%d]", file, p.Line, i)
 		fail := func(field, format string, a ...any) {
-			errs = append(errs, fmt.Errorf("%s.%s: %s", where, field, fmt.Sprintf(format, a...)))
+			errs = append(errs, &confload.FieldError{File: file, Line: p.Line,
+				Field: fmt.Sprintf("points[%d].%s", i, field), Reason: fmt.Sprintf(format, a...)})
 		}
 		sig, err := cat.Lookup(t.Class, p.Signal)
 		if err != nil {
@@ -278,7 +268,8 @@ func Compile(t *Template, file string, cat *catalog.Catalog, signals []string) (
 		// overlap check
 		sp := span{c.Table, int(c.Address), int(c.Address) + c.Regs, p.Bit, p.Line, k == kBit}
 		for _, o := range spans {
-			if o.table == sp.table && sp.from < o.to && o.from < sp.to && !(sp.isBit && o.isBit && sp.bit != o.bit) {
+			otherBitOfSameRegister := sp.isBit && o.isBit && sp.bit != o.bit
+			if o.table == sp.table && sp.from < o.to && o.from < sp.to && !otherBitOfSameRegister {
 				fail("address", "%s %d overlaps the point at line %d", p.Table, p.Address, o.line)
 			}
 		}
@@ -289,7 +280,7 @@ func Compile(t *Template, file string, cat *catalog.Catalog, signals []string) (
 		m.Points = append(m.Points, c)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
 	return m, nil
 }

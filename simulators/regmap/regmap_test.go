@@ -1,11 +1,13 @@
 package regmap
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // TestEncodeGolden checks each type and word order against hand-computed
@@ -76,8 +78,54 @@ func TestCompileRejects(t *testing.T) {
 			t.Errorf("%s:\n got %v\nwant %q", tc.points, err, tc.want)
 		}
 	}
-	if _, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n  - {signal: power, adress: 3}\n")); err == nil || !strings.Contains(err.Error(), "field adress not found") {
+	if _, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n  - {signal: power, register: 3}\n")); err == nil || !strings.Contains(err.Error(), "t.yaml:4: field register not found") {
 		t.Errorf("typo: %v", err)
+	}
+}
+
+// TestParseTemplateRejects pins the whole message of each decoding and
+// shape error: file, line, field and reason, in the confload form the
+// gateway's configuration errors use too.
+func TestParseTemplateRejects(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"", "t.yaml: file is empty"},
+		{"class: [\n", "t.yaml:1: did not find expected node content"},
+		{"template: t\npoints:\n  - {signal: power}\n", "t.yaml:1: class: required"},
+		{"template: t\nclass: motor\npoints: []\n", "t.yaml:3: points: at least one point required"},
+		{"class: motor\npoints:\n  - {signal: power, address: x}\n", "t.yaml:3: cannot unmarshal !!str `x` into int"},
+		{"class: motor\n\npoints:\n  - {signal: power, table: holding}\n  - {signal: power, typ: uint16}\n", "t.yaml:5: field typ not found in type regmap.Point"},
+	} {
+		if _, err := ParseTemplate("t.yaml", []byte(tc.doc)); err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got %v\nwant %s", tc.doc, err, tc.want)
+		}
+	}
+	if _, err := LoadTemplate(filepath.Join(t.TempDir(), "nope.yaml")); err == nil || !strings.HasSuffix(err.Error(), "nope.yaml: open: no such file or directory") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestCompileErrorsNameLineAndField checks that Compile reports every bad
+// point (not just the first) with the line of the point in the file.
+func TestCompileErrorsNameLineAndField(t *testing.T) {
+	tp, err := ParseTemplate("t.yaml", []byte("class: motor\npoints:\n  - {signal: power, table: holding, address: 0, type: uint16, unit: V}\n\n  - {signal: speed, table: holding, address: 1, type: uint16}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Compile(tp, "t.yaml", catalog.Default(), []string{"power"})
+	es := confload.AsErrors(err)
+	if len(es) != 2 {
+		t.Fatalf("want 2 field errors, got %v", err)
+	}
+	for i, want := range []struct {
+		line  int
+		field string
+	}{{3, "points[0].unit"}, {5, "points[1].signal"}} {
+		if es[i].File != "t.yaml" || es[i].Line != want.line || es[i].Field != want.field {
+			t.Errorf("error %d: %s:%d %s, want t.yaml:%d %s", i, es[i].File, es[i].Line, es[i].Field, want.line, want.field)
+		}
+	}
+	if !strings.HasPrefix(err.Error(), `t.yaml:3: points[0].unit: cannot convert "kW" (power) to "V"`) {
+		t.Errorf("message: %v", err)
 	}
 }
 
