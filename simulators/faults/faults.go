@@ -10,15 +10,15 @@
 package faults
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Kind names a fault.
@@ -211,15 +211,32 @@ type Scenario struct {
 	Faults []Spec `yaml:"faults"`
 }
 
-// ParseScenario decodes a scenario document; name is used in errors. Fault
-// ids default to s1, s2, ... in file order.
+// ParseScenario decodes a scenario document strictly (unknown fields
+// rejected); name is used in errors, which are confload errors
+// ("file:line: field: reason"). Fault ids default to s1, s2, ... in file
+// order.
 func ParseScenario(name string, data []byte) (*Scenario, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var sc Scenario
-	if err := dec.Decode(&sc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	doc, err := confload.Decode(name, data, &sc)
+	if err != nil {
+		return nil, err
 	}
+	return checkScenario(doc, &sc)
+}
+
+// LoadScenario reads and parses a scenario file.
+func LoadScenario(path string) (*Scenario, error) {
+	var sc Scenario
+	doc, err := confload.ReadFile(path, &sc)
+	if err != nil {
+		return nil, err
+	}
+	return checkScenario(doc, &sc)
+}
+
+// checkScenario gives faults their default ids and validates each one; an
+// error carries the line of the fault in the file.
+func checkScenario(doc *confload.Doc, sc *Scenario) (*Scenario, error) {
 	seen := map[string]bool{}
 	for i := range sc.Faults {
 		f := &sc.Faults[i]
@@ -227,23 +244,17 @@ func ParseScenario(name string, data []byte) (*Scenario, error) {
 			f.ID = fmt.Sprintf("s%d", i+1)
 		}
 		if seen[f.ID] {
-			return nil, fmt.Errorf("%s: faults[%d].id: %q used twice", name, i, f.ID)
+			return nil, doc.Errorf(fmt.Sprintf("faults[%d].id", i), "%q used twice", f.ID)
 		}
 		seen[f.ID] = true
 		if err := f.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: faults[%d] (%s): %w", name, i, f.ID, err)
+			// the field is the fault and its id (the id the control API and
+			// the logs use); Validate's message names the fault's own field
+			return nil, &confload.FieldError{File: doc.File, Line: doc.Line(fmt.Sprintf("faults[%d]", i)),
+				Field: fmt.Sprintf("faults[%d] (%s)", i, f.ID), Reason: err.Error()}
 		}
 	}
-	return &sc, nil
-}
-
-// LoadScenario reads and parses a scenario file.
-func LoadScenario(path string) (*Scenario, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("faults: %w", err)
-	}
-	return ParseScenario(path, data)
+	return sc, nil
 }
 
 // SignalFault applies one sensor fault to a value stream.
