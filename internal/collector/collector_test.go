@@ -19,18 +19,8 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 type running struct {
 	c      *Collector
@@ -48,7 +38,7 @@ func start(t *testing.T, url string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "collector ready", c.Ready)
+	wait.For(t, 10*time.Second, "collector ready", c.Ready)
 	t.Cleanup(r.stop)
 	return r
 }
@@ -119,7 +109,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	for i := range 30 {
 		pub(subj, batchJSON(uint64(i+1), t0+int64(i)*1000, 80))
 	}
-	waitFor(t, 10*time.Second, "alarm published", func() bool {
+	wait.For(t, 10*time.Second, "alarm published", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(alerts) > 0
@@ -139,7 +129,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	waitFor(t, 10*time.Second, "duplicates counted", func() bool {
+	wait.For(t, 10*time.Second, "duplicates counted", func() bool {
 		return strings.Contains(body("/metrics"), "smelter_collector_duplicates_total 30")
 	})
 	m := body("/metrics")
@@ -160,7 +150,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "kv record", func() bool {
+	wait.For(t, 5*time.Second, "kv record", func() bool {
 		_, err := kv.Get(ctx, a.Key)
 		return err == nil
 	})
@@ -177,7 +167,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	for i := 30; i < 100; i++ {
 		pub(subj, batchJSON(uint64(i+1), t0+int64(i)*1000, 80))
 	}
-	waitFor(t, 10*time.Second, "clear published", func() bool {
+	wait.For(t, 10*time.Second, "clear published", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(alerts) > 0
@@ -187,7 +177,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 		t.Fatalf("after restart %+v (raised %s)", alerts[0], a.ID)
 	}
 	mu.Unlock()
-	waitFor(t, 5*time.Second, "kv delete", func() bool {
+	wait.For(t, 5*time.Second, "kv delete", func() bool {
 		_, err := kv.Get(ctx, a.Key)
 		return err != nil
 	})
@@ -201,7 +191,7 @@ func TestEmbeddedBrokerDefault(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "ready", c.Ready)
+	wait.For(t, 10*time.Second, "ready", c.Ready)
 	nc, err := nats.Connect(c.NATSURL())
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +200,7 @@ func TestEmbeddedBrokerDefault(t *testing.T) {
 	if _, err := js.Publish(ctx, subj, batchJSON(1, time.Now().UnixMilli(), 80)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "asset seen", func() bool { return len(c.Assets()) == 1 })
+	wait.For(t, 10*time.Second, "asset seen", func() bool { return len(c.Assets()) == 1 })
 	nc.Close()
 	cancel()
 	if err := <-done; err != nil {

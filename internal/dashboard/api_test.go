@@ -20,18 +20,8 @@ import (
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // fixture is a real collector fed through Handle with encoded messages,
 // served by its own HTTP handler.
@@ -569,7 +559,7 @@ func TestShutdownWithOpenStream(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- col.Run(ctx) }()
-	waitFor(t, 10*time.Second, "collector ready", func() bool { return col.Ready() && col.HTTPAddr() != "" })
+	wait.For(t, 10*time.Second, "collector ready", func() bool { return col.Ready() && col.HTTPAddr() != "" })
 
 	req, _ := http.NewRequest(http.MethodGet, "http://"+col.HTTPAddr()+"/api/v1/events", nil)
 	req.Header.Set("Authorization", "Bearer tok-shutdown")

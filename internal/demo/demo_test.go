@@ -13,18 +13,8 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/gateway"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // startDemo runs the demo wiring headless with the repository's fleet and
 // the given scenario until the test ends.
@@ -84,7 +74,7 @@ func TestDemoEndToEnd(t *testing.T) {
 			classes = append(classes, c)
 		}
 	}
-	waitFor(t, 60*time.Second, "every class with good values at the collector", func() bool {
+	wait.For(t, 60*time.Second, "every class with good values at the collector", func() bool {
 		seen := map[string]bool{}
 		for _, a := range col.Assets() {
 			for _, s := range a.Signals {
@@ -101,7 +91,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		return true
 	})
 	var stuck alert.Alert
-	waitFor(t, 90*time.Second, "the scripted stuck-sensor fault to raise an alert on ac-1", func() bool {
+	wait.For(t, 90*time.Second, "the scripted stuck-sensor fault to raise an alert on ac-1", func() bool {
 		for _, a := range col.Alerts(true) {
 			if a.Asset == "ac-1" && a.Kind == "stuck" && a.Signal == "discharge_pressure" {
 				stuck = a

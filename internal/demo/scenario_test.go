@@ -11,6 +11,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // The scenario tests drive the whole chain (simulator fault -> Modbus ->
@@ -97,7 +98,7 @@ func TestScenarioFaultsRaiseTheExpectedAlerts(t *testing.T) {
 		"motor-1":  func(a alert.Alert) bool { return a.Rule == "current_unbalance" },
 		"boiler-1": func(a alert.Alert) bool { return a.Rule == "flue_gas_temp_high" || strings.HasPrefix(a.Rule, "kpi_") },
 	}
-	waitFor(t, 4*time.Minute, "every expected alert", func() bool {
+	wait.For(t, 4*time.Minute, "every expected alert", func() bool {
 		got := alertsByAsset(col)
 		for asset, match := range expect {
 			found := false
@@ -131,7 +132,7 @@ func TestScenarioFaultFreeRunRaisesNoAlert(t *testing.T) {
 	}
 	d := runScenario(t, "")
 	col := d.Collector()
-	waitFor(t, 5*time.Minute, "the run to cover its span", func() bool { return simElapsed(d) >= scenarioSpan })
+	wait.For(t, 5*time.Minute, "the run to cover its span", func() bool { return simElapsed(d) >= scenarioSpan })
 	if got := alertsByAsset(col); len(got) > 0 {
 		t.Errorf("fault-free run raised alerts:\n%s", describe(got))
 	}

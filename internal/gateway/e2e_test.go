@@ -21,19 +21,8 @@ import (
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 const e2eTemplate = `template: e2e-compressor
 class: air_compressor
@@ -204,7 +193,7 @@ func subscribeNATS(t *testing.T, url string) *collector {
 	}
 	ctx := context.Background()
 	var cons jetstream.Consumer
-	waitFor(t, 10*time.Second, "the gateway to create stream SMELTER", func() bool {
+	wait.For(t, 10*time.Second, "the gateway to create stream SMELTER", func() bool {
 		cons, err = js.OrderedConsumer(ctx, "SMELTER", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.>"}})
 		return err == nil
 	})
@@ -295,7 +284,7 @@ func TestEndToEndModbusToBothUplinks(t *testing.T) {
 	nc := subscribeNATS(t, r.nats.URL()) // an ordered consumer reads the stream from its start
 
 	for name, c := range map[string]*collector{"nats": nc, "mqtt": mc} {
-		waitFor(t, 15*time.Second, name+" batches", func() bool {
+		wait.For(t, 15*time.Second, name+" batches", func() bool {
 			b, births, _ := c.snapshot()
 			return len(b) >= 3 && len(births) >= 1
 		})
@@ -334,7 +323,7 @@ func TestExceptionOnOneAddressKeepsTheRest(t *testing.T) {
 		expect[k] = v
 	}
 	expect["discharge_temp"] = want{unit: "Cel", quality: telemetry.QualityBad, status: 2}
-	waitFor(t, 15*time.Second, "batches", func() bool { b, _, _ := nc.snapshot(); return len(b) >= 1 })
+	wait.For(t, 15*time.Second, "batches", func() bool { b, _, _ := nc.snapshot(); return len(b) >= 1 })
 	batches, _, _ := nc.snapshot()
 	checkBatch(t, "nats", batches[0], expect)
 }

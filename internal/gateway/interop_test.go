@@ -14,6 +14,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // TestInteropGatewayToMachineBrokers runs the gateway against the machine's
@@ -68,7 +69,7 @@ devices:
 	runGateway(t, cfg)
 
 	var cons jetstream.Consumer
-	waitFor(t, 15*time.Second, "the gateway to create its stream on the machine's NATS", func() bool {
+	wait.For(t, 15*time.Second, "the gateway to create its stream on the machine's NATS", func() bool {
 		cons, err = js.OrderedConsumer(context.Background(), stream, jetstream.OrderedConsumerConfig{})
 		return err == nil
 	})
@@ -79,7 +80,7 @@ devices:
 	}
 	t.Cleanup(cc.Stop)
 	for name, c := range map[string]*collector{"nats 2.9": jc, "mosquitto": mc} {
-		waitFor(t, 20*time.Second, name+" batches", func() bool {
+		wait.For(t, 20*time.Second, name+" batches", func() bool {
 			b, _, _ := c.snapshot()
 			n := 0
 			for _, x := range b {

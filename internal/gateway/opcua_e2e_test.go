@@ -12,6 +12,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
@@ -95,7 +96,7 @@ devices:
 		v    float64
 		unit string
 	}{"steam_pressure": {1.25, "MPa"}, "flue_gas_temp": {142.5, "Cel"}, "flue_o2": {3.1, "%"}, "steam_flow": {18, "t/h"}}
-	waitFor(t, 20*time.Second, "every OPC UA signal good on NATS", func() bool {
+	wait.For(t, 20*time.Second, "every OPC UA signal good on NATS", func() bool {
 		for sig := range want {
 			if r, ok := lastReading(nc, sig); !ok || r.Quality != telemetry.QualityGood {
 				return false
@@ -120,7 +121,7 @@ devices:
 	}
 	src.values[0] = 1.3
 	front.Refresh(time.Now())
-	waitFor(t, 10*time.Second, "flue_gas_temp bad while steam_pressure moves on", func() bool {
+	wait.For(t, 10*time.Second, "flue_gas_temp bad while steam_pressure moves on", func() bool {
 		bad, ok1 := lastReading(nc, "flue_gas_temp")
 		good, ok2 := lastReading(nc, "steam_pressure")
 		return ok1 && ok2 && bad.Quality == telemetry.QualityBad && bad.Status == opcuafront.StatusBadSensorFailure &&
@@ -131,7 +132,7 @@ devices:
 	if err := front.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "stale readings while the server is down", func() bool {
+	wait.For(t, 20*time.Second, "stale readings while the server is down", func() bool {
 		r, ok := lastReading(nc, "steam_flow")
 		return ok && r.Quality == telemetry.QualityStale
 	})
@@ -140,7 +141,7 @@ devices:
 		t.Fatal(err)
 	}
 	front.Refresh(time.Now())
-	waitFor(t, 30*time.Second, "data to resume after the restart", func() bool {
+	wait.For(t, 30*time.Second, "data to resume after the restart", func() bool {
 		r, ok := lastReading(nc, "steam_flow")
 		return ok && r.Quality == telemetry.QualityGood && r.Value == 21
 	})

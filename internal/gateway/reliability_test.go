@@ -38,6 +38,7 @@ import (
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 const relGateway = "gw-rel"
@@ -390,13 +391,13 @@ func outageSeqs(ds []delivered, from, to time.Time) int {
 func TestUplinkOutageDeliversEveryBatchOnce(t *testing.T) {
 	r := newRelRig(t, false)
 	rg := startGateway(t, r.config(t, relConfig{devices: 2, interval: "50ms", nats: true}), nil)
-	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
 
 	r.nats.Shutdown()
 	down := time.Now()
-	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
+	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
 	atDown := rg.seq()
-	waitFor(t, 15*time.Second, "batches spooled during the outage", func() bool {
+	wait.For(t, 15*time.Second, "batches spooled during the outage", func() bool {
 		return rg.seq() >= atDown+40 && rg.uplink("nats").LagRecords >= 40
 	})
 	if err := metric(t, rg.reg, "smelter_gateway_publish_errors_total", "uplink", "nats"); err == 0 {
@@ -407,7 +408,7 @@ func TestUplinkOutageDeliversEveryBatchOnce(t *testing.T) {
 	}
 	up := time.Now()
 	atUp := rg.seq()
-	waitFor(t, 30*time.Second, "backlog drained", func() bool {
+	wait.For(t, 30*time.Second, "backlog drained", func() bool {
 		u := rg.uplink("nats")
 		return u.LastSeq > atUp && u.LagRecords < 10
 	})
@@ -515,7 +516,7 @@ func startChild(t *testing.T, cfgPath string) *child {
 			t.Logf("child stderr:\n%s", c.stderr)
 		}
 	})
-	waitFor(t, 30*time.Second, "the child gateway's HTTP address", func() bool {
+	wait.For(t, 30*time.Second, "the child gateway's HTTP address", func() bool {
 		b, err := os.ReadFile(cfgPath + ".addr")
 		c.addr = string(b)
 		return err == nil && c.addr != ""
@@ -572,13 +573,13 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 	r := newRelRig(t, false)
 	cfgPath := r.write(t, relConfig{devices: 2, interval: "50ms", nats: true})
 	c1 := startChild(t, cfgPath)
-	waitFor(t, 20*time.Second, "first batches acknowledged", func() bool {
+	wait.For(t, 20*time.Second, "first batches acknowledged", func() bool {
 		u, ok := uplinkOf(c1.status(t), "nats")
 		return ok && u.LastSeq >= 10
 	})
 	r.nats.Shutdown()
 	var before Status
-	waitFor(t, 20*time.Second, "batches spooled with the uplink down", func() bool {
+	wait.For(t, 20*time.Second, "batches spooled with the uplink down", func() bool {
 		before = c1.status(t)
 		u, ok := uplinkOf(before, "nats")
 		return ok && !u.Connected && u.LagRecords >= 40
@@ -592,7 +593,7 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 	}
 	c2 := startChild(t, cfgPath)
 	var after Status
-	waitFor(t, 30*time.Second, "the second process delivers the backlog", func() bool {
+	wait.For(t, 30*time.Second, "the second process delivers the backlog", func() bool {
 		after = c2.status(t)
 		u, ok := uplinkOf(after, "nats")
 		return ok && u.Connected && after.Seq > before.Seq+20 && u.LastSeq > before.Seq+20
@@ -626,10 +627,10 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	cfg := r.config(t, relConfig{devices: 4, interval: "10ms", nats: true,
 		spool: "{segment_bytes: 65536, max_bytes: 262144}"})
 	rg := startGateway(t, cfg, nil)
-	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
 	r.nats.Shutdown()
-	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
-	waitFor(t, 30*time.Second, "the disk budget to be exceeded", func() bool {
+	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
+	wait.For(t, 30*time.Second, "the disk budget to be exceeded", func() bool {
 		return metric(t, rg.reg, "smelter_spool_discarded_records_total") >= 300
 	})
 	if disk := metric(t, rg.reg, "smelter_spool_disk_bytes"); disk > 262144 {
@@ -639,7 +640,7 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	atUp := rg.seq()
-	waitFor(t, 30*time.Second, "backlog drained", func() bool {
+	wait.For(t, 30*time.Second, "backlog drained", func() bool {
 		u := rg.uplink("nats")
 		return u.LastSeq > atUp && u.LagRecords < 50
 	})
@@ -695,10 +696,10 @@ func TestCorruptSpoolFilesOnStart(t *testing.T) {
 	r := newRelRig(t, false)
 	cfg := r.config(t, relConfig{devices: 4, interval: "10ms", nats: true, spool: "{segment_bytes: 65536}"})
 	rg := startGateway(t, cfg, nil)
-	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
 	r.nats.Shutdown()
-	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
-	waitFor(t, 30*time.Second, "five segments spooled", func() bool {
+	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
+	wait.For(t, 30*time.Second, "five segments spooled", func() bool {
 		return metric(t, rg.reg, "smelter_spool_segments") >= 5
 	})
 	rg.stop(t)
@@ -738,7 +739,7 @@ func TestCorruptSpoolFilesOnStart(t *testing.T) {
 	}
 	log, logs := captureLogger(t)
 	rg2 := startGateway(t, cfg, log)
-	waitFor(t, 30*time.Second, "the second run delivers the spool", func() bool {
+	wait.For(t, 30*time.Second, "the second run delivers the spool", func() bool {
 		u := rg2.uplink("nats")
 		return u.LastSeq > last1+20 && u.LagRecords < 50
 	})
@@ -810,18 +811,18 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 	}
 
 	rg := startGateway(t, r.config(t, relConfig{devices: 2, interval: "50ms", mqtt: true}), nil)
-	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("mqtt").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("mqtt").LastSeq >= 10 })
 	if err := r.mqtt.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("mqtt").Connected })
+	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("mqtt").Connected })
 	atDown := rg.seq()
-	waitFor(t, 15*time.Second, "batches spooled during the outage", func() bool { return rg.seq() >= atDown+40 })
+	wait.For(t, 15*time.Second, "batches spooled during the outage", func() bool { return rg.seq() >= atDown+40 })
 	if err := r.mqtt.Start(); err != nil {
 		t.Fatal(err)
 	}
 	atUp := rg.seq()
-	waitFor(t, 30*time.Second, "backlog drained", func() bool {
+	wait.For(t, 30*time.Second, "backlog drained", func() bool {
 		u := rg.uplink("mqtt")
 		return u.LastSeq > atUp && u.LagRecords < 10
 	})
@@ -833,7 +834,7 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 	var rep report
 	var disorder []string
 	stopped := time.Now()
-	waitFor(t, 60*time.Second, "the subscriber receives every batch", func() bool {
+	wait.For(t, 60*time.Second, "the subscriber receives every batch", func() bool {
 		mu.Lock()
 		ds := append([]delivered(nil), got...)
 		mu.Unlock()
@@ -893,24 +894,24 @@ func TestReadyzFollowsTheUplink(t *testing.T) {
 	}
 	var code int
 	var body string
-	waitFor(t, 15*time.Second, "ready", func() bool { code, body = readyz(); return code == http.StatusOK })
+	wait.For(t, 15*time.Second, "ready", func() bool { code, body = readyz(); return code == http.StatusOK })
 
 	r.nats.Shutdown()
-	waitFor(t, 10*time.Second, "degraded while the broker is down", func() bool {
+	wait.For(t, 10*time.Second, "degraded while the broker is down", func() bool {
 		code, body = readyz()
 		return code == http.StatusServiceUnavailable
 	})
 	if !strings.Contains(body, "nats") {
 		t.Errorf("/readyz body %q does not name the uplink", body)
 	}
-	waitFor(t, 10*time.Second, "a backlog", func() bool { return rg.uplink("nats").LagRecords >= 5 })
+	wait.For(t, 10*time.Second, "a backlog", func() bool { return rg.uplink("nats").LagRecords >= 5 })
 	if code, body = readyz(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz = %d %q with the uplink down and a backlog", code, body)
 	}
 	if err := r.nats.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "ready again", func() bool { code, body = readyz(); return code == http.StatusOK })
+	wait.For(t, 30*time.Second, "ready again", func() bool { code, body = readyz(); return code == http.StatusOK })
 	if lag := rg.uplink("nats").OldestAgeSec; lag > maxHealthyLag.Seconds() {
 		t.Fatalf("ready while %v s behind", lag)
 	}
@@ -937,13 +938,13 @@ func TestStaleCursorRemovedAtStart(t *testing.T) {
 	}
 	log, logs := captureLogger(t)
 	rg := startGateway(t, cfg, log)
-	waitFor(t, 30*time.Second, "six segments' worth appended", func() bool {
+	wait.For(t, 30*time.Second, "six segments' worth appended", func() bool {
 		return metric(t, rg.reg, "smelter_spool_appended_bytes_total") > 6*65536 && rg.uplink("nats").LagRecords < 50
 	})
 	if _, err := os.Stat(filepath.Join(cfg.Raw.Spool.Dir, "kafka.cursor")); !os.IsNotExist(err) {
 		t.Fatalf("the stale cursor is still there: %v", err)
 	}
-	waitFor(t, 10*time.Second, "committed segments deleted", func() bool {
+	wait.For(t, 10*time.Second, "committed segments deleted", func() bool {
 		return metric(t, rg.reg, "smelter_spool_segments") <= 2
 	})
 	if metric(t, rg.reg, "smelter_spool_reader_lag_records", "reader", "kafka") != 0 {
@@ -1158,34 +1159,34 @@ func testLiveFirst(t *testing.T, second bool) {
 		spool: "{backlog: live_first, replay_rate: 100, cache_bytes: 32768}"})
 	log, logs := captureLogger(t)
 	rg := startGateway(t, cfg, log)
-	waitFor(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
 	r.nats.Shutdown()
-	waitFor(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
-	waitFor(t, 20*time.Second, "a backlog older than the live-lane threshold", func() bool {
+	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
+	wait.For(t, 20*time.Second, "a backlog older than the live-lane threshold", func() bool {
 		return rg.uplink("nats").OldestAgeSec > (liveLaneAfter + 500*time.Millisecond).Seconds()
 	})
 	if err := r.nats.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the live lane", func() bool { return rg.uplink("nats").LiveLane })
+	wait.For(t, 20*time.Second, "the live lane", func() bool { return rg.uplink("nats").LiveLane })
 	lanes := 1
 	if second {
-		waitFor(t, 10*time.Second, "the live lane sends", func() bool {
+		wait.For(t, 10*time.Second, "the live lane sends", func() bool {
 			return metric(t, rg.reg, "smelter_spool_reader_cache_records_total", "reader", "nats-live") >= 20
 		})
 		r.nats.Shutdown()
-		waitFor(t, 10*time.Second, "the live lane stops with the second outage", func() bool { return !rg.uplink("nats").LiveLane })
+		wait.For(t, 10*time.Second, "the live lane stops with the second outage", func() bool { return !rg.uplink("nats").LiveLane })
 		atDown := rg.seq()
-		waitFor(t, 10*time.Second, "batches spooled during the second outage", func() bool { return rg.seq() > atDown+30 })
+		wait.For(t, 10*time.Second, "batches spooled during the second outage", func() bool { return rg.seq() > atDown+30 })
 		if err := r.nats.Start(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "a second live lane", func() bool {
+		wait.For(t, 20*time.Second, "a second live lane", func() bool {
 			return strings.Count(logs.String(), "live lane started") == 2
 		})
 		lanes = 2
 	}
-	waitFor(t, 60*time.Second, "back to one lane with the backlog drained", func() bool {
+	wait.For(t, 60*time.Second, "back to one lane with the backlog drained", func() bool {
 		u := rg.uplink("nats")
 		return !u.LiveLane && u.LagRecords < 10
 	})

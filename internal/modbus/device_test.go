@@ -12,19 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -269,12 +258,12 @@ func TestQuarantineRelease(t *testing.T) {
 		t.Fatalf("first read = %+v", out)
 	}
 	// still failing when retried alone: stays bad with the exception code
-	waitFor(t, 2*time.Second, "retry alone", func() bool {
+	wait.For(t, 2*time.Second, "retry alone", func() bool {
 		dev.Read(t.Context(), plan, out)
 		return out[1].Status == 2
 	})
 	bank.SetException(modbustest.InputRegisters, 2, 0)
-	waitFor(t, 5*time.Second, "release", func() bool {
+	wait.For(t, 5*time.Second, "release", func() bool {
 		dev.Read(t.Context(), plan, out)
 		return out[1].Err == nil
 	})
@@ -387,7 +376,7 @@ func TestTimeoutThenRecover(t *testing.T) {
 				t.Fatalf("%d requests after a timeout, want 1 (rest of the cycle fails fast)", n)
 			}
 			// reads resume by themselves, with the right values in the right places
-			waitFor(t, 3*time.Second, "recovery", func() bool {
+			wait.For(t, 3*time.Second, "recovery", func() bool {
 				dev.Read(t.Context(), plan, out)
 				return out[0].Err == nil
 			})
@@ -420,7 +409,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		t.Fatalf("first read = %+v", out[0])
 	}
 	srv.Stop()
-	waitFor(t, 3*time.Second, "connection failure", func() bool {
+	wait.For(t, 3*time.Second, "connection failure", func() bool {
 		dev.Read(t.Context(), plan, out)
 		return out[0].Status == StatusConnection && out[1].Status == StatusConnection
 	})
@@ -430,7 +419,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "reads to resume", func() bool {
+	wait.For(t, 5*time.Second, "reads to resume", func() bool {
 		dev.Read(t.Context(), plan, out)
 		return out[0].Err == nil && out[1].Err == nil
 	})
@@ -483,7 +472,7 @@ func TestReadCanceled(t *testing.T) {
 	bank.SetDelay(3*time.Second, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
-		waitFor(t, 5*time.Second, "request in flight", func() bool { return len(bank.Requests()) > 0 })
+		wait.For(t, 5*time.Second, "request in flight", func() bool { return len(bank.Requests()) > 0 })
 		cancel()
 	}()
 	start := time.Now()

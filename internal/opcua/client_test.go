@@ -14,6 +14,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
@@ -27,17 +28,6 @@ type source struct {
 func (s *source) Class() string     { return s.class }
 func (s *source) Signals() []string { return s.signals }
 func (s *source) Values() []float64 { return s.values }
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // recorder collects emitted batches.
 type recorder struct {
@@ -140,14 +130,14 @@ func TestSubscribeDeliversValuesTimestampsAndUnits(t *testing.T) {
 	cfg := baseConfig(t, f)
 	points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure", "top_gas_co")
 	c, rec := run(t, cfg, points)
-	waitFor(t, 10*time.Second, "initial values", func() bool {
+	wait.For(t, 10*time.Second, "initial values", func() bool {
 		return rec.has(0, telemetry.QualityGood, 1183.5) && rec.has(1, telemetry.QualityGood, 210) && rec.has(2, telemetry.QualityGood, 22.5)
 	})
 	ts := time.UnixMilli(1763812345101)
 	if err := f.Set("bf-2", "top_pressure", 212.25, ts); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "changed value", func() bool { return rec.has(1, telemetry.QualityGood, 212.25) })
+	wait.For(t, 10*time.Second, "changed value", func() bool { return rec.has(1, telemetry.QualityGood, 212.25) })
 	if u, _ := rec.get(1); u.SourceTS != 1763812345101 || u.Status != 0 {
 		t.Fatalf("update %+v: want SourceTS 1763812345101 status 0", u)
 	}
@@ -179,11 +169,11 @@ func TestPollPointsOneBatchPerCycle(t *testing.T) {
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	points := pointsFor(f, "bf-2", ModePoll, "hot_blast_temp", "top_pressure", "top_gas_co")
 	_, rec := run(t, baseConfig(t, f), points)
-	waitFor(t, 10*time.Second, "polled values", func() bool { return rec.has(2, telemetry.QualityGood, 22.5) })
+	wait.For(t, 10*time.Second, "polled values", func() bool { return rec.has(2, telemetry.QualityGood, 22.5) })
 	if err := f.Set("bf-2", "hot_blast_temp", 1201, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "polled change", func() bool { return rec.has(0, telemetry.QualityGood, 1201) })
+	wait.For(t, 10*time.Second, "polled change", func() bool { return rec.has(0, telemetry.QualityGood, 1201) })
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	for _, b := range rec.batches {
@@ -200,7 +190,7 @@ func TestBadNodeNeverStopsTheOthers(t *testing.T) {
 		Point{NodeID: f.NodeID("bf-2", "top_gas_co"), Mode: ModePoll, PollInterval: 50 * time.Millisecond},
 		Point{NodeID: "ns=1;s=bf-2.also_missing", Mode: ModePoll, PollInterval: 50 * time.Millisecond})
 	_, rec := run(t, baseConfig(t, f), points)
-	waitFor(t, 10*time.Second, "good values beside unknown nodes", func() bool {
+	wait.For(t, 10*time.Second, "good values beside unknown nodes", func() bool {
 		return rec.has(0, telemetry.QualityGood, 1183.5) && rec.has(1, telemetry.QualityGood, 210) && rec.has(3, telemetry.QualityGood, 22.5) &&
 			rec.has(2, telemetry.QualityBad, 0) && rec.has(4, telemetry.QualityBad, 0)
 	})
@@ -220,7 +210,7 @@ func TestBadNodeNeverStopsTheOthers(t *testing.T) {
 	if err := f.Set("bf-2", "top_pressure", 215, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "bad nodes reported, good one updated", func() bool {
+	wait.For(t, 10*time.Second, "bad nodes reported, good one updated", func() bool {
 		u0, _ := rec.get(0)
 		u3, _ := rec.get(3)
 		return u0.Quality == telemetry.QualityBad && u0.Status == opcuafront.StatusBadSensorFailure &&
@@ -229,7 +219,7 @@ func TestBadNodeNeverStopsTheOthers(t *testing.T) {
 	if err := f.SetStatus("bf-2", "hot_blast_temp", opcuafront.StatusUncertainLastUsable); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "uncertain", func() bool { return rec.has(0, telemetry.QualityUncertain, 1183.5) })
+	wait.For(t, 10*time.Second, "uncertain", func() bool { return rec.has(0, telemetry.QualityUncertain, 1183.5) })
 }
 
 // gopcua v0.8.0's server cannot open a secure channel (it decodes the
@@ -262,7 +252,7 @@ func TestSecurityPoliciesAndModes(t *testing.T) {
 				}
 			}
 			_, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"))
-			waitFor(t, 20*time.Second, "value over "+sec.Policy+"/"+sec.Mode, func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+			wait.For(t, 20*time.Second, "value over "+sec.Policy+"/"+sec.Mode, func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
 		})
 	}
 }
@@ -318,11 +308,11 @@ func TestLogins(t *testing.T) {
 			before := f.AuthFailures()
 			c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"))
 			if tc.ok {
-				waitFor(t, 20*time.Second, "value after login", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+				wait.For(t, 20*time.Second, "value after login", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
 				return
 			}
-			waitFor(t, 20*time.Second, "refusal", func() bool { return f.AuthFailures() > before && c.Status().LastError != "" })
-			waitFor(t, 5*time.Second, "stale marking", func() bool { return rec.has(0, telemetry.QualityStale, 0) })
+			wait.For(t, 20*time.Second, "refusal", func() bool { return f.AuthFailures() > before && c.Status().LastError != "" })
+			wait.For(t, 5*time.Second, "stale marking", func() bool { return rec.has(0, telemetry.QualityStale, 0) })
 			if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 				t.Fatalf("%d good updates without a login", n)
 			}
@@ -343,7 +333,7 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	cfg.TrustDir = filepath.Join(cfg.DataDir, "trusted")
 	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"))
 	thumb := uapki.Thumbprint(f.Certificate())
-	waitFor(t, 10*time.Second, "refusal naming the certificate", func() bool {
+	wait.For(t, 10*time.Second, "refusal naming the certificate", func() bool {
 		e := c.Status().LastError
 		return strings.Contains(e, thumb) && strings.Contains(e, cfg.TrustDir) && strings.Contains(e, "accept_untrusted")
 	})
@@ -362,7 +352,7 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfg.TrustDir, thumb+".der"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "value once trusted", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+	wait.For(t, 20*time.Second, "value once trusted", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
 
 	var ue *UntrustedError
 	err = checkTrust(&Config{Endpoint: "opc.tcp://x:1", TrustDir: t.TempDir(), DataDir: t.TempDir()}, f.Certificate(), c.log)
@@ -376,7 +366,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 	points := append(pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure"),
 		pointsFor(f, "bf-2", ModePoll, "top_gas_co")...)
 	c, rec := run(t, baseConfig(t, f), points)
-	waitFor(t, 10*time.Second, "initial values", func() bool {
+	wait.For(t, 10*time.Second, "initial values", func() bool {
 		return rec.has(0, telemetry.QualityGood, 1183.5) && rec.has(2, telemetry.QualityGood, 22.5)
 	})
 	for round, outage := range []func(){
@@ -384,7 +374,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 			if err := f.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, "stale while the server is down", func() bool {
+			wait.For(t, 10*time.Second, "stale while the server is down", func() bool {
 				return rec.has(0, telemetry.QualityStale, 0) && rec.has(1, telemetry.QualityStale, 0) && rec.has(2, telemetry.QualityStale, 0)
 			})
 			if err := f.Start(t.Context()); err != nil {
@@ -393,7 +383,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 		},
 		func() { // network cut: connections drop, the server keeps running
 			f.DropConnections()
-			waitFor(t, 10*time.Second, "stale after the cut", func() bool { return rec.has(0, telemetry.QualityStale, 0) })
+			wait.For(t, 10*time.Second, "stale after the cut", func() bool { return rec.has(0, telemetry.QualityStale, 0) })
 		},
 	} {
 		sessions := c.Status().Sessions
@@ -406,7 +396,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 		if err := f.Set("bf-2", "top_gas_co", 30+float64(round), time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, fmt.Sprintf("round %d: data resumes", round), func() bool {
+		wait.For(t, 20*time.Second, fmt.Sprintf("round %d: data resumes", round), func() bool {
 			return rec.has(0, telemetry.QualityGood, v) && rec.has(2, telemetry.QualityGood, 30+float64(round))
 		})
 		if c.Status().Sessions <= sessions || !c.Status().Connected {
@@ -439,7 +429,7 @@ func TestOperationLimitsRespected(t *testing.T) {
 		opcuafront.Asset{ID: "gen-1", Source: src})
 	points := append(pointsFor(f, "gen-1", ModeSubscribe, src.signals[:15]...), pointsFor(f, "gen-1", ModePoll, src.signals[15:]...)...)
 	c, rec := run(t, baseConfig(t, f), points)
-	waitFor(t, 20*time.Second, "all 25 values", func() bool {
+	wait.For(t, 20*time.Second, "all 25 values", func() bool {
 		for i := range points {
 			if !rec.has(i, telemetry.QualityGood, float64(i)+0.5) {
 				return false

@@ -25,6 +25,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 const (
@@ -330,13 +331,13 @@ func TestInteropNodeOPCUA(t *testing.T) {
 					began, sessions := time.Now(), srv.sessionCount()
 					cl, rec := run(t, cfg, interopPoints(srv))
 					if login.ok {
-						waitFor(t, 30*time.Second, "good values over "+c.policy+"/"+c.mode+" with "+login.name, func() bool { return valuesArrived(rec) })
+						wait.For(t, 30*time.Second, "good values over "+c.policy+"/"+c.mode+" with "+login.name, func() bool { return valuesArrived(rec) })
 						if st := cl.Status(); !st.Connected || st.Sessions != 1 {
 							t.Fatalf("status %+v: want one session, connected", st)
 						}
 						// The server's own view: this channel, this login.
 						want := serverSession{Policy: c.policy, Mode: c.mode, Login: strings.TrimSuffix(login.name, "-bad-password"), User: login.user}
-						waitFor(t, 5*time.Second, fmt.Sprintf("server reports a session %+v", want), func() bool { return srv.activatedSince(sessions, want) })
+						wait.For(t, 5*time.Second, fmt.Sprintf("server reports a session %+v", want), func() bool { return srv.activatedSince(sessions, want) })
 						t.Logf("values after %v", time.Since(began).Round(time.Millisecond))
 						return
 					}
@@ -381,7 +382,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 		// The running driver reports it, sends nothing, then picks the
 		// certificate up from trust_dir without a restart.
 		cl, rec := run(t, cfg, interopPoints(srv))
-		waitFor(t, 20*time.Second, "refusal naming the certificate", func() bool {
+		wait.For(t, 20*time.Second, "refusal naming the certificate", func() bool {
 			e := cl.Status().LastError
 			return strings.Contains(e, "is not trusted") && strings.Contains(e, thumb) && strings.Contains(e, cfg.TrustDir) &&
 				strings.Contains(e, "accept_untrusted")
@@ -400,7 +401,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(cfg.TrustDir, filepath.Base(ue.Saved)), saved, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "values once the certificate is trusted", func() bool { return valuesArrived(rec) })
+		wait.For(t, 30*time.Second, "values once the certificate is trusted", func() bool { return valuesArrived(rec) })
 	})
 
 	t.Run("BrowseAndUnits", func(t *testing.T) {
@@ -455,7 +456,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 // contains want, marks its points stale and delivers no good value.
 func waitRefused(t *testing.T, cl *Client, rec *recorder, want string) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "refused login", func() bool {
+	wait.For(t, 30*time.Second, "refused login", func() bool {
 		return strings.Contains(cl.Status().LastError, want) && rec.has(0, telemetry.QualityStale, 0)
 	})
 	if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {

@@ -11,18 +11,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // TestMQTTSharedSubscription runs two collector replicas on one shared
 // subscription group against a real broker: every message is handled by
@@ -65,7 +55,7 @@ func TestMQTTSharedSubscription(t *testing.T) {
 	}
 	defer pub.Disconnect(100)
 	// wait until both replicas subscribed: a probe message reaches one of them
-	waitFor(t, 10*time.Second, "the replicas to subscribe", func() bool {
+	wait.For(t, 10*time.Second, "the replicas to subscribe", func() bool {
 		pub.Publish("smelter/v1/s1/motor/m1/data", 1, false, "probe").WaitTimeout(time.Second)
 		mu.Lock()
 		defer mu.Unlock()
@@ -77,7 +67,7 @@ func TestMQTTSharedSubscription(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	waitFor(t, 20*time.Second, "every message handled", func() bool {
+	wait.For(t, 20*time.Second, "every message handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := range n {

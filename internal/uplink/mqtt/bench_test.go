@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // BenchmarkPublish1000 publishes slices of 1000 envelopes of 10 KB (about a
@@ -14,7 +15,7 @@ import (
 func BenchmarkPublish1000(b *testing.B) {
 	br := startMQTT(b, brokers.MQTTOptions{})
 	r := runUplink(b, Config{URL: br.URL(), Timeout: 30 * time.Second}, nil)
-	waitFor(b, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(b, 10*time.Second, "uplink ready", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 1000, 10*1024)
 	ctx := context.Background()
 	b.SetBytes(int64(len(msgs) * 10 * 1024))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 func interopAddr(t *testing.T) string {
@@ -67,7 +68,7 @@ func TestInteropMosquitto(t *testing.T) { //nolint:misspell // the broker's name
 	cfg.Keepalive = 2 * time.Second
 	cfg.SetDefaults(gw, site)
 	r := runUplink(t, cfg, nil)
-	waitFor(t, 10*time.Second, "uplink ready against Mosquitto", r.u.Ready) //nolint:misspell // the broker's name
+	wait.For(t, 10*time.Second, "uplink ready against Mosquitto", r.u.Ready) //nolint:misspell // the broker's name
 
 	watch := subscribe(t, url, "watch-"+site, true, statusT, nil)
 	if m := watch.next(t, "retained online"); !m.retained || !strings.Contains(string(m.payload), `"online":true`) {

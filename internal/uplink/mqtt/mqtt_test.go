@@ -22,18 +22,8 @@ import (
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func startMQTT(t testing.TB, o brokers.MQTTOptions) *brokers.MQTT {
 	t.Helper()
@@ -222,7 +212,7 @@ func TestPublishDeliversExactPayloadsAtQoS1(t *testing.T) {
 	b := startMQTT(t, brokers.MQTTOptions{})
 	sub := subscribe(t, b.URL(), "sub-1", true, "smelter/v1/plant/motor/#", nil)
 	r := runUplink(t, Config{URL: b.URL(), MaxInflight: 16}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 
 	msgs := envelopes("gw-test", 1, 300, 500)
 	msgs[7].Retained = true
@@ -251,7 +241,7 @@ func TestQoS0(t *testing.T) {
 	sub := subscribe(t, b.URL(), "sub-q0", true, "smelter/v1/plant/motor/#", nil)
 	q := 0
 	r := runUplink(t, Config{URL: b.URL(), QoS: &q}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 20, 50)
 	publish(t, r.u, msgs)
 	for _, want := range msgs {
@@ -265,7 +255,7 @@ func TestStatusOnlineRetainedAndWillOnAbruptLoss(t *testing.T) {
 	b := startMQTT(t, brokers.MQTTOptions{})
 	proxy := brokertest.NewProxy(t, b.Addr())
 	r := runUplink(t, Config{URL: "tcp://" + proxy.Addr(), Keepalive: 2 * time.Second}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 	if r.u.StatusTopic() != statusTopic {
 		t.Fatalf("status topic %s", r.u.StatusTopic())
 	}
@@ -285,7 +275,7 @@ func TestStatusOnlineRetainedAndWillOnAbruptLoss(t *testing.T) {
 	}
 	// The client reconnects by itself and says online again.
 	sub.nextStatus(t, true)
-	waitFor(t, 10*time.Second, "uplink ready again", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready again", r.u.Ready)
 	if got := metricValue(r.m.Reconnects); got != 1 {
 		t.Fatalf("reconnects metric = %v", got)
 	}
@@ -300,7 +290,7 @@ func TestStatusOnlineRetainedAndWillOnAbruptLoss(t *testing.T) {
 func TestShutdownPublishesOfflineStatus(t *testing.T) {
 	b := startMQTT(t, brokers.MQTTOptions{})
 	r := runUplink(t, Config{URL: b.URL()}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 	sub := subscribe(t, b.URL(), "watcher", true, statusTopic, nil)
 	if !status(t, sub.next(t, "online")).Online {
 		t.Fatal("not online")
@@ -326,12 +316,12 @@ func TestUsernamePassword(t *testing.T) {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ok := runUplink(t, Config{URL: b.URL(), Username: "smelter", PasswordFile: dir + "/pw"}, log)
-	waitFor(t, 10*time.Second, "uplink ready", ok.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", ok.u.Ready)
 	publish(t, ok.u, envelopes("gw-test", 1, 3, 10))
 
 	t.Setenv("SMELTER_TEST_MQTT_BAD", "not-the-password")
 	bad := runUplink(t, Config{URL: b.URL(), ClientID: "gw-bad", Username: "smelter", PasswordEnv: "SMELTER_TEST_MQTT_BAD"}, log)
-	waitFor(t, 10*time.Second, "auth error", func() bool { return bad.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "auth error", func() bool { return bad.u.LastError() != nil })
 	err := bad.u.Publish(context.Background(), envelopes("gw-test", 1, 1, 10))
 	if !errors.Is(err, ErrNotConnected) || !strings.Contains(err.Error(), "not Authorized") {
 		t.Fatalf("publish with a wrong password = %v, want not connected: not Authorized", err)
@@ -355,7 +345,7 @@ func TestTLSWithClientCertificate(t *testing.T) {
 	}
 	sub := subscribe(t, b.URL(), "sub-tls", true, "smelter/v1/plant/motor/#", func(o *paho.ClientOptions) { o.SetTLSConfig(pki.ClientTLS()) })
 	r := runUplink(t, Config{URL: b.URL(), TLS: secret.TLS{CAFile: pki.CAFile, CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile}}, nil)
-	waitFor(t, 10*time.Second, "uplink ready over mTLS", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready over mTLS", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 5, 100)
 	publish(t, r.u, msgs)
 	for _, want := range msgs {
@@ -364,13 +354,13 @@ func TestTLSWithClientCertificate(t *testing.T) {
 		}
 	}
 	nocert := runUplink(t, Config{URL: b.URL(), ClientID: "gw-nocert", TLS: secret.TLS{CAFile: pki.CAFile}}, nil)
-	waitFor(t, 10*time.Second, "handshake error", func() bool { return nocert.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "handshake error", func() bool { return nocert.u.LastError() != nil })
 	if nocert.u.Ready() {
 		t.Fatal("ready without client certificate")
 	}
 	other := brokertest.NewPKI(t)
 	wrong := runUplink(t, Config{URL: b.URL(), ClientID: "gw-wrongca", TLS: secret.TLS{CAFile: other.CAFile, CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile}}, nil)
-	waitFor(t, 10*time.Second, "verification error", func() bool { return wrong.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "verification error", func() bool { return wrong.u.LastError() != nil })
 	if !strings.Contains(wrong.u.LastError().Error(), "certificate") {
 		t.Fatalf("error = %v", wrong.u.LastError())
 	}
@@ -385,7 +375,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 		o.SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(50 * time.Millisecond).SetMaxReconnectInterval(100 * time.Millisecond)
 	})
 	r := runUplink(t, Config{URL: b.URL(), Timeout: 2 * time.Second}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 
 	want := map[string]bool{}
 	add := func(ms []telemetry.Envelope) {
@@ -400,7 +390,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "uplink notices the outage", func() bool { return !r.u.Ready() })
+	wait.For(t, 10*time.Second, "uplink notices the outage", func() bool { return !r.u.Ready() })
 	during := envelopes("gw-test", 101, 100, 100)
 	if err := r.u.Publish(context.Background(), during); err == nil {
 		t.Fatal("publish during the outage reported success")
@@ -408,7 +398,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "uplink ready again", r.u.Ready)
+	wait.For(t, 30*time.Second, "uplink ready again", r.u.Ready)
 	publish(t, r.u, during) // the caller's retry
 	add(during)
 	last := envelopes("gw-test", 201, 100, 100)
@@ -434,7 +424,7 @@ func TestPersistentSessionSurvivesBrokerRestart(t *testing.T) {
 	sub.c.Disconnect(100) // offline, session kept
 
 	r := runUplink(t, Config{URL: b.URL()}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 50, 100)
 	publish(t, r.u, msgs)
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // BenchmarkPublish1000 publishes slices of 1000 envelopes of 10 KB (about a
@@ -15,7 +16,7 @@ import (
 func BenchmarkPublish1000(b *testing.B) {
 	srv := startNATS(b, brokers.NATSOptions{})
 	r := runUplink(b, Config{URL: srv.URL(), Timeout: 30 * time.Second}, nil)
-	waitFor(b, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(b, 10*time.Second, "uplink ready", r.u.Ready)
 	ctx := context.Background()
 	b.SetBytes(1000 * 10 * 1024)
 	b.ReportAllocs()

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // interopURL returns the machine's NATS server, or skips.
@@ -52,7 +53,7 @@ func TestInteropJetStream(t *testing.T) {
 		}
 	})
 	r := runUplink(t, Config{URL: url, Stream: stream, Subjects: []string{"smelter.v1." + site + ".>"}, MaxAge: time.Hour}, nil)
-	waitFor(t, 10*time.Second, "uplink ready against the machine's nats-server", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready against the machine's nats-server", r.u.Ready)
 	t.Logf("server version %s", r.u.cur.Load().nc.ConnectedServerVersion())
 
 	msgs := envelopes("gw-"+tok, 1, 300, 2000)

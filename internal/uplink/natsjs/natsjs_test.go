@@ -19,18 +19,8 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
 )
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func startNATS(t testing.TB, o brokers.NATSOptions) *brokers.NATS {
 	t.Helper()
@@ -179,7 +169,7 @@ func publish(t testing.TB, u *Uplink, msgs []telemetry.Envelope) {
 func TestPublishCreatesStreamAndStoresExactPayloads(t *testing.T) {
 	srv := startNATS(t, brokers.NATSOptions{})
 	r := runUplink(t, Config{URL: srv.URL(), MaxAge: time.Hour, MaxPending: 16}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 
 	msgs := envelopes("gw-test", 1, 200, 300) // more than max_pending: exercises the stall path
 	publish(t, r.u, msgs)
@@ -214,7 +204,7 @@ func TestPublishCreatesStreamAndStoresExactPayloads(t *testing.T) {
 func TestPublishSameMsgIDStoresOnce(t *testing.T) {
 	srv := startNATS(t, brokers.NATSOptions{})
 	r := runUplink(t, Config{URL: srv.URL()}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 
 	msgs := envelopes("gw-test", 100, 50, 64)
 	publish(t, r.u, msgs)
@@ -236,7 +226,7 @@ func TestExistingStreamIsChecked(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := runUplink(t, Config{URL: srv.URL(), Stream: "WIDE"}, nil)
-		waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+		wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 		msgs := envelopes("gw-test", 1, 5, 10)
 		publish(t, r.u, msgs)
 		checkStream(t, readStream(t, js, "WIDE"), msgs)
@@ -282,12 +272,12 @@ func TestUserPasswordAuth(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	ok := runUplink(t, Config{URL: srv.URL(), Username: "smelter", PasswordEnv: "SMELTER_TEST_NATS_PW"}, log)
-	waitFor(t, 10*time.Second, "uplink ready", ok.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", ok.u.Ready)
 	publish(t, ok.u, envelopes("gw-test", 1, 3, 10))
 
 	t.Setenv("SMELTER_TEST_NATS_BAD", "wrong-password")
 	bad := runUplink(t, Config{URL: srv.URL(), Username: "smelter", PasswordEnv: "SMELTER_TEST_NATS_BAD"}, log)
-	waitFor(t, 10*time.Second, "auth error recorded", func() bool { return bad.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "auth error recorded", func() bool { return bad.u.LastError() != nil })
 	err := bad.u.Publish(context.Background(), envelopes("gw-test", 1, 1, 10))
 	if !errors.Is(err, ErrNotConnected) || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
 		t.Fatalf("publish with a wrong password = %v, want not connected: authorization violation", err)
@@ -318,13 +308,13 @@ func TestTokenAndPasswordFiles(t *testing.T) {
 	t.Run("token_file", func(t *testing.T) {
 		srv := startNATS(t, brokers.NATSOptions{Token: "tok-123"})
 		r := runUplink(t, Config{URL: srv.URL(), TokenFile: write("token", "tok-123\n")}, nil)
-		waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+		wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 		publish(t, r.u, envelopes("gw-test", 1, 2, 10))
 	})
 	t.Run("password_file", func(t *testing.T) {
 		srv := startNATS(t, brokers.NATSOptions{Username: "u", Password: "pw-file-secret"})
 		r := runUplink(t, Config{URL: srv.URL(), Username: "u", PasswordFile: write("pw", "pw-file-secret\r\n")}, nil)
-		waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+		wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 		publish(t, r.u, envelopes("gw-test", 1, 2, 10))
 	})
 }
@@ -375,7 +365,7 @@ func TestTLSWithClientCertificate(t *testing.T) {
 		t.Fatalf("URL %s", srv.URL())
 	}
 	r := runUplink(t, Config{URL: srv.URL(), TLS: tlsFiles(pki.CAFile, pki.ClientCertFile, pki.ClientKeyFile)}, nil)
-	waitFor(t, 10*time.Second, "uplink ready over mTLS", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready over mTLS", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 10, 100)
 	publish(t, r.u, msgs)
 	_, js := client(t, srv.URL(), nats.Secure(pki.ClientTLS()))
@@ -383,14 +373,14 @@ func TestTLSWithClientCertificate(t *testing.T) {
 
 	// Without the client certificate the server refuses the handshake.
 	nocert := runUplink(t, Config{URL: srv.URL(), TLS: tlsCA(pki.CAFile)}, nil)
-	waitFor(t, 10*time.Second, "handshake error", func() bool { return nocert.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "handshake error", func() bool { return nocert.u.LastError() != nil })
 	if nocert.u.Ready() {
 		t.Fatal("ready without a client certificate")
 	}
 	// A CA that did not sign the server is rejected by the client.
 	other := brokertest.NewPKI(t)
 	wrongCA := runUplink(t, Config{URL: srv.URL(), TLS: tlsFiles(other.CAFile, pki.ClientCertFile, pki.ClientKeyFile)}, nil)
-	waitFor(t, 10*time.Second, "verification error", func() bool { return wrongCA.u.LastError() != nil })
+	wait.For(t, 10*time.Second, "verification error", func() bool { return wrongCA.u.LastError() != nil })
 	if !strings.Contains(wrongCA.u.LastError().Error(), "certificate") {
 		t.Fatalf("error = %v, want a certificate verification error", wrongCA.u.LastError())
 	}
@@ -412,7 +402,7 @@ func TestInsecureSkipVerifyIsLoggedAsWarning(t *testing.T) {
 func TestBrokerRestartMidStream(t *testing.T) {
 	srv := startNATS(t, brokers.NATSOptions{})
 	r := runUplink(t, Config{URL: srv.URL(), Timeout: 2 * time.Second}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 
 	var sent []telemetry.Envelope
 	first := envelopes("gw-test", 1, 100, 200)
@@ -420,7 +410,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	sent = append(sent, first...)
 
 	srv.Shutdown()
-	waitFor(t, 10*time.Second, "uplink notices the outage", func() bool { return !r.u.Ready() })
+	wait.For(t, 10*time.Second, "uplink notices the outage", func() bool { return !r.u.Ready() })
 	during := envelopes("gw-test", 101, 100, 200)
 	err := r.u.Publish(context.Background(), during)
 	if err == nil {
@@ -433,7 +423,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "uplink ready again", r.u.Ready)
+	wait.For(t, 20*time.Second, "uplink ready again", r.u.Ready)
 	// The caller retries the failed slice, then goes on.
 	publish(t, r.u, during)
 	sent = append(sent, during...)
@@ -457,19 +447,19 @@ func TestBrokerRestartMidStream(t *testing.T) {
 func TestOutageWhileAcksPending(t *testing.T) {
 	srv := startNATS(t, brokers.NATSOptions{})
 	r := runUplink(t, Config{URL: srv.URL(), Timeout: 2 * time.Second, MaxPending: 64}, nil)
-	waitFor(t, 10*time.Second, "uplink ready", r.u.Ready)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
 	msgs := envelopes("gw-test", 1, 2000, 1000)
 	errc := make(chan error, 1)
 	go func() { errc <- r.u.Publish(context.Background(), msgs) }()
 	_, probe := client(t, srv.URL())
-	waitFor(t, 10*time.Second, "some messages stored", func() bool { return streamMsgs(probe) > 0 })
+	wait.For(t, 10*time.Second, "some messages stored", func() bool { return streamMsgs(probe) > 0 })
 	srv.Shutdown()
 	err := <-errc
 	t.Logf("publish across the outage: %v", err)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "uplink ready again", r.u.Ready)
+	wait.For(t, 20*time.Second, "uplink ready again", r.u.Ready)
 	if err != nil {
 		publish(t, r.u, msgs)
 	}
