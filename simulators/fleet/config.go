@@ -11,20 +11,17 @@
 package fleet
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/model"
 	"github.com/smelterio/smelter/simulators/regmap"
@@ -91,12 +88,8 @@ type ModbusConfig struct {
 // Load reads a fleet file, applies defaults and validates it (templates
 // included). Relative template paths resolve against the file's directory.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("fleet: %w", err)
-	}
-	cfg, err := Parse(path, data)
-	if err != nil {
+	var cfg Config
+	if _, err := confload.ReadFile(path, &cfg); err != nil {
 		return Config{}, err
 	}
 	cfg.Dir = filepath.Dir(path)
@@ -106,13 +99,12 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes a fleet document without reading templates.
+// Parse decodes a fleet document strictly (unknown fields rejected) without
+// reading templates; name is used in errors ("file:line: reason").
 func Parse(name string, data []byte) (Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var cfg Config
-	if err := dec.Decode(&cfg); err != nil {
-		return Config{}, fmt.Errorf("%s: %w", name, err)
+	if _, err := confload.Decode(name, data, &cfg); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }
@@ -181,7 +173,7 @@ func (c *Config) compile() (*compiled, error) {
 	for _, n := range names {
 		l := c.Listeners[n]
 		if err := checkListener(l.Address, &l.Transport); err != nil {
-			fail("fleet: listeners.%s: %v", n, err)
+			fail("fleet: listeners.%s: %w", n, err)
 			continue
 		}
 		named[n] = len(out.listeners)
@@ -205,7 +197,7 @@ func (c *Config) compile() (*compiled, error) {
 		ids[d.ID] = true
 		m, err := model.New(d.Class, model.Options{ID: d.ID, Seed: c.Seed, Nameplate: d.Nameplate, Start: c.Start})
 		if err != nil {
-			fail("%s.class/nameplate: %v", where, err)
+			fail("%s.class/nameplate: %w", where, err)
 			continue
 		}
 		mbCfg := d.Modbus
@@ -225,7 +217,7 @@ func (c *Config) compile() (*compiled, error) {
 			}
 			t, err := regmap.LoadTemplate(path)
 			if err != nil {
-				fail("%s.template: %v", where, err)
+				fail("%s.template: %w", where, err)
 				continue
 			}
 			if t.Class != d.Class {
@@ -233,7 +225,7 @@ func (c *Config) compile() (*compiled, error) {
 				continue
 			}
 			if rm, err = regmap.Compile(t, path, c.Catalog, m.Signals()); err != nil {
-				fail("%s.template: %v", where, err)
+				fail("%s.template: %w", where, err)
 				continue
 			}
 		}
@@ -256,7 +248,7 @@ func (c *Config) compile() (*compiled, error) {
 			fail("%s.modbus.unit_id: %d outside 0..247", where, d.Modbus.UnitID)
 			continue
 		}
-		li := -1
+		var li int // the device's listener
 		switch {
 		case d.Modbus.Listener != "" && d.Modbus.Address != "":
 			fail("%s.modbus: give listener or address, not both", where)
@@ -274,7 +266,7 @@ func (c *Config) compile() (*compiled, error) {
 				addr = "127.0.0.1:0"
 			}
 			if err := checkListener(addr, &tr); err != nil {
-				fail("%s.modbus: %v", where, err)
+				fail("%s.modbus: %w", where, err)
 				continue
 			}
 			li = len(out.listeners)
@@ -316,7 +308,7 @@ func (c *Config) compile() (*compiled, error) {
 				continue
 			}
 			if err := checkFront(f, d.listener >= 0, d.server >= 0); err != nil {
-				fail("scenario %s: faults[%d] (%s): %v", c.Scenario.Name, i, f.ID, err)
+				fail("scenario %s: faults[%d] (%s): %w", c.Scenario.Name, i, f.ID, err)
 			}
 		}
 	}
@@ -333,13 +325,12 @@ func checkListener(addr string, transport *string) error {
 	if *transport != TransportTCP && *transport != TransportRTUOverTCP {
 		return fmt.Errorf("transport: %q not one of tcp, rtu_over_tcp", *transport)
 	}
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("address: %q: %v", addr, err)
+		return fmt.Errorf("address: %q: %w", addr, err)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("address: %q: bad port", addr)
 	}
-	_ = host
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/model"
 )
@@ -91,7 +92,9 @@ func TestBadFleetConfigs(t *testing.T) {
 		{"devices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {address: 127.0.0.1:0, transport: udp}}\n", `transport: "udp" not one of`},
 		{"listeners: {a: {address: '127.0.0.1:0'}}\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n  - {id: m2, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n", "unit_id: 1 already used by m1"},
 		{"devices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: 300}}\n", "unit_id: 300 outside 0..247"},
-		{"bogus: 1\n" + dev(""), "field bogus not found"},
+		{"bogus: 1\n" + dev(""), "fleet.yaml:1: field bogus not found in type fleet.Config"},
+		{"seed: 1\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: one}}\n", "fleet.yaml:3: cannot unmarshal !!str `one` into int"},
+		{"", "fleet.yaml: file is empty"},
 	} {
 		cfg, err := Parse("fleet.yaml", []byte(tc.doc))
 		if err == nil {
@@ -101,6 +104,16 @@ func TestBadFleetConfigs(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n got %v\nwant %q", tc.doc, err, tc.want)
 		}
+	}
+	// a template's errors stay inspectable through the fleet's context
+	cfg, err := Parse("fleet.yaml", []byte("devices:\n  - {id: m1, class: motor, template: bad-unit.yaml}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dir = dir
+	es := confload.AsErrors(cfg.Validate())
+	if len(es) != 1 || es[0].File != filepath.Join(dir, "bad-unit.yaml") || es[0].Line != 4 || es[0].Field != "points[0].unit" {
+		t.Errorf("template error through the fleet: %v", es)
 	}
 }
 

@@ -49,8 +49,9 @@ func (l *listener) Addr() string {
 
 func (l *listener) start(ctx context.Context) error {
 	l.ctx = ctx
+	var lc net.ListenConfig
 	if l.transport == TransportRTUOverTCP {
-		ln, err := net.Listen("tcp", l.address)
+		ln, err := lc.Listen(ctx, "tcp", l.address)
 		if err != nil {
 			return err
 		}
@@ -66,7 +67,7 @@ func (l *listener) start(ctx context.Context) error {
 	for range 5 {
 		p := port
 		if p == "0" {
-			probe, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+			probe, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 			if err != nil {
 				return err
 			}

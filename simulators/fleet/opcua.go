@@ -98,7 +98,7 @@ func (c *Config) compileServers(fail func(string, ...any)) *serverSet {
 		s := c.OPCUA.Servers[n]
 		cs, err := compileServer(n, s, c.Dir)
 		if err != nil {
-			fail("fleet: opcua.servers.%s.%v", n, err)
+			fail("fleet: opcua.servers.%s.%w", n, err)
 			continue
 		}
 		cs.shared = true
@@ -112,8 +112,9 @@ func (c *Config) compileServers(fail func(string, ...any)) *serverSet {
 // device's own server when it names none).
 func (set *serverSet) device(c *Config, d DeviceConfig, where string, fail func(string, ...any)) (int, bool) {
 	o := d.OPCUA
+	own := &o.OPCUAServerConfig // settings of a server of the device's own
 	if o.Server != "" {
-		if !o.OPCUAServerConfig.isZero() {
+		if !own.isZero() {
 			fail("%s.opcua: give server (a shared server) or the settings of the device's own server, not both", where)
 			return -1, false
 		}
@@ -124,9 +125,9 @@ func (set *serverSet) device(c *Config, d DeviceConfig, where string, fail func(
 		}
 		return i, true
 	}
-	cs, err := compileServer(d.ID, o.OPCUAServerConfig, c.Dir)
+	cs, err := compileServer(d.ID, *own, c.Dir)
 	if err != nil {
-		fail("%s.opcua.%v", where, err)
+		fail("%s.opcua.%w", where, err)
 		return -1, false
 	}
 	set.list = append(set.list, cs)

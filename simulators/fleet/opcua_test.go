@@ -539,10 +539,6 @@ func TestOPCUAThroughGatewayDriver(t *testing.T) {
 	}
 	// a wrong password is refused
 	d := devInfo(t, f, "ac-1")
-	c, err := opcua.NewClient(d.OPCUA, opcua.SecurityMode(ua.MessageSecurityModeNone), opcua.AutoReconnect(false))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	eps, err := opcua.GetEndpoints(ctx, d.OPCUA)
@@ -555,7 +551,7 @@ func TestOPCUAThroughGatewayDriver(t *testing.T) {
 			ep = e
 		}
 	}
-	c, err = opcua.NewClient(d.OPCUA, opcua.SecurityFromEndpoint(ep, ua.UserTokenTypeUserName),
+	c, err := opcua.NewClient(d.OPCUA, opcua.SecurityFromEndpoint(ep, ua.UserTokenTypeUserName),
 		opcua.AuthUsername("operator", "wrong"), opcua.AutoReconnect(false))
 	if err != nil {
 		t.Fatal(err)

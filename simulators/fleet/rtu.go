@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
 
@@ -49,7 +50,7 @@ func parseRTURequest(b []byte) (req rtuRequest, n int, err error) {
 	if len(b) < n {
 		return req, 0, nil
 	}
-	if crc16(b[:n-2]) != uint16(b[n-2])|uint16(b[n-1])<<8 {
+	if checksum.CRC16(b[:n-2]) != uint16(b[n-2])|uint16(b[n-1])<<8 {
 		return req, n, errRTUCRC
 	}
 	req.addr = uint16(b[2])<<8 | uint16(b[3])
@@ -57,33 +58,9 @@ func parseRTURequest(b []byte) (req rtuRequest, n int, err error) {
 	return req, n, nil
 }
 
-var crcTable = func() (t [256]uint16) {
-	for i := range t {
-		c := uint16(i)
-		for range 8 {
-			if c&1 != 0 {
-				c = c>>1 ^ 0xA001
-			} else {
-				c >>= 1
-			}
-		}
-		t[i] = c
-	}
-	return t
-}()
-
-// crc16 is the Modbus CRC (poly 0xA001 reflected, init 0xFFFF); it goes on
-// the wire low byte first.
-func crc16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, x := range b {
-		crc = crc>>8 ^ crcTable[byte(crc)^x]
-	}
-	return crc
-}
-
+// appendCRC appends the Modbus RTU CRC, low byte first.
 func appendCRC(b []byte) []byte {
-	c := crc16(b)
+	c := checksum.CRC16(b)
 	return append(b, byte(c), byte(c>>8))
 }
 

@@ -2,10 +2,13 @@ package fleet
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 )
 
 func TestCRC16KnownVector(t *testing.T) {
@@ -33,7 +36,7 @@ func TestParseRTURequest(t *testing.T) {
 		{"unknown function", []byte{1, 43, 14, 1}, 0, errRTUFunction},
 	} {
 		req, n, err := parseRTURequest(tc.in)
-		if n != tc.n || err != tc.err {
+		if n != tc.n || !errors.Is(err, tc.err) {
 			t.Errorf("%s: n=%d err=%v, want %d %v", tc.name, n, err, tc.n, tc.err)
 		}
 		if tc.name == "good" && (req.unit != 5 || req.fc != 3 || req.addr != 8 || req.qty != 2) {
@@ -53,7 +56,7 @@ func FuzzParseRTURequest(f *testing.F) {
 			t.Fatalf("n=%d for %d bytes", n, len(b))
 		}
 		if err == nil && n > 0 {
-			if req.unit != b[0] || req.fc != b[1] || crc16(b[:n-2]) != uint16(b[n-2])|uint16(b[n-1])<<8 {
+			if req.unit != b[0] || req.fc != b[1] || checksum.CRC16(b[:n-2]) != uint16(b[n-2])|uint16(b[n-1])<<8 {
 				t.Fatalf("accepted a frame with a bad crc: % X", b[:n])
 			}
 		}
@@ -83,7 +86,7 @@ func TestRTUOverTCPFraming(t *testing.T) {
 		if _, err := io.ReadFull(conn, resp); err != nil {
 			t.Fatal(err)
 		}
-		if resp[0] != d.UnitID || resp[1] != 3 || resp[2] != 6 || crc16(resp[:9]) != uint16(resp[9])|uint16(resp[10])<<8 {
+		if resp[0] != d.UnitID || resp[1] != 3 || resp[2] != 6 || checksum.CRC16(resp[:9]) != uint16(resp[9])|uint16(resp[10])<<8 {
 			t.Fatalf("response % X", resp)
 		}
 		v, _, _ := f.Values("motor-2")
