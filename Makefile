@@ -4,7 +4,7 @@ BIN       := bin
 LINT_VER  := v2.15.0
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 LINT      := $(GOBIN)/golangci-lint
-CMDS      := smelter-gateway smelter-collector smelter-sim
+CMDS      := smelter-gateway smelter-collector smelter-sim smelter-demo
 BENCHTIME ?= 1x
 PKGS      := ./...
 
