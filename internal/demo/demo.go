@@ -137,6 +137,12 @@ func (d *Demo) Run(ctx context.Context) error {
 		defer func() { _ = os.RemoveAll(tmp) }()
 		dataDir = tmp
 	}
+	// the generated gateway config lives in dataDir and names files in it:
+	// make them absolute so they resolve the same from there
+	dataDir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return err
 	}

@@ -25,8 +25,10 @@ func startDemo(t *testing.T, scenario string, poll time.Duration) *Demo {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// a relative data directory, as `make demo` uses (.demo)
+	t.Chdir(t.TempDir())
 	d := New(Options{FleetPath: filepath.Join(root, "configs/sim-fleet.yaml"), ScenarioPath: scenario,
-		DataDir: t.TempDir(), Seed: -1, PollInterval: poll, Log: log})
+		DataDir: ".demo", Seed: -1, PollInterval: poll, Log: log})
 	startRun(t, d)
 	return d
 }
