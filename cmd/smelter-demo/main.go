@@ -9,6 +9,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	stdlog "log"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +31,9 @@ func main() {
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	// gopcua's server prints its address-space construction on the standard
+	// logger; Smelter's own logs go through slog
+	stdlog.SetOutput(io.Discard)
 	log, err := logging.New(os.Stderr, *level, "text")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
