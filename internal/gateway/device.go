@@ -219,8 +219,20 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 	}
 	m := d.g.m
 	up := m.deviceUp.WithLabelValues(d.cfg.ID)
-	emit := func(ups []opcua.Update) {
+	// Subscriptions report changes only. The last value of every subscribed
+	// point is kept and re-reported (stamped now) once it has been silent for
+	// a heartbeat, so consumers can tell "unchanged" from "gone" (births
+	// give the heartbeat as the signal's interval).
+	var mu sync.Mutex
+	n := len(d.cfg.UAPoints)
+	last := make([]opcua.Update, n)
+	lastAt := make([]time.Time, n)
+	process := func(ups []opcua.Update) {
 		now := time.Now()
+		for i := range ups {
+			last[ups[i].Index] = ups[i]
+			lastAt[ups[i].Index] = now
+		}
 		batch.Readings = batch.Readings[:0]
 		good, stale := 0, 0
 		var firstBad uint32
@@ -274,6 +286,43 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 		m.batches.Inc()
 		m.seq.Set(float64(seq))
 	}
+	emit := func(ups []opcua.Update) {
+		mu.Lock()
+		defer mu.Unlock()
+		process(ups)
+	}
+	hb := d.cfg.Heartbeat
+	if hb <= 0 {
+		hb = gwconfig.DefaultHeartbeat
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	go func() {
+		t := time.NewTicker(min(hb/4, time.Minute))
+		defer t.Stop()
+		var due []opcua.Update
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			due = due[:0]
+			now := time.Now()
+			for i, p := range d.cfg.UAPoints {
+				if p.Mode == opcua.ModeSubscribe && !lastAt[i].IsZero() && last[i].Quality.HasValue() && now.Sub(lastAt[i]) >= hb {
+					u := last[i]
+					u.SourceTS = d.g.now().UnixMilli()
+					due = append(due, u)
+				}
+			}
+			if len(due) > 0 {
+				process(due)
+			}
+			mu.Unlock()
+		}
+	}()
 	return d.ua.Run(ctx, emit)
 }
 

@@ -73,6 +73,7 @@ devices:
   - id: boiler-ua
     class: boiler
     poll_interval: 200ms
+    heartbeat: 300ms
     opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s}
     points:
       - {signal: steam_pressure, node_id: %q}
@@ -114,6 +115,24 @@ devices:
 	if len(births) == 0 || births[0].Protocol != "opcua" {
 		t.Errorf("births = %+v", births)
 	}
+	for _, si := range births[0].Signals {
+		if si.Signal == "steam_flow" && si.IntervalMS != 300 {
+			t.Errorf("subscribed signal's birth interval = %d ms, want the 300 ms heartbeat", si.IntervalMS)
+		}
+	}
+	// an unchanged subscribed value is re-reported every heartbeat
+	wait.For(t, 10*time.Second, "steam_flow re-reported while unchanged", func() bool {
+		batches, _, _ := nc.snapshot()
+		n := 0
+		for _, b := range batches {
+			for _, r := range b.Readings {
+				if r.Signal == "steam_flow" && r.Value == 18 {
+					n++
+				}
+			}
+		}
+		return n >= 3
+	})
 
 	// a Bad node amid good ones
 	if err := front.SetStatus("boiler-ua", "flue_gas_temp", opcuafront.StatusBadSensorFailure); err != nil {

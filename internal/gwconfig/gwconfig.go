@@ -227,7 +227,9 @@ func (c *compiler) uaDevice(field string, d *DeviceFile, f *File, cls *catalog.C
 		}
 		info := telemetry.SignalInfo{Signal: np.Signal, Unit: np.Unit, Min: np.Min, Max: np.Max, Src: np.Src,
 			IntervalMS: max(iv, u.PublishInterval).Milliseconds()}
-		if np.Deadband > 0 || up.Deadband > 0 {
+		if np.Deadband > 0 || up.Deadband > 0 || up.Mode == opcua.ModeSubscribe {
+			// report by exception: a subscribed node notifies changes only;
+			// the gateway re-reports an unchanged value every heartbeat
 			info.IntervalMS = d.Heartbeat.Milliseconds()
 		}
 		if len(np.States) > 0 {
