@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/smelterio/smelter/internal/gwconfig"
 )
 
 // Status is the gateway's state as /status reports it.
@@ -40,9 +42,6 @@ type UplinkStatus struct {
 	OldestAgeSec float64 `json:"oldest_age_seconds"`
 	forwarderState
 }
-
-// maxHealthyLag is how far an uplink may be behind before /readyz says degraded.
-const maxHealthyLag = 30 * time.Second
 
 // Status returns a snapshot of the gateway's state.
 func (g *Gateway) Status() Status {
@@ -84,7 +83,7 @@ func (g *Gateway) readiness() (bool, string) {
 		if !u.Connected {
 			return false, "uplink " + u.Name + " disconnected (data is spooled)"
 		}
-		if u.OldestAgeSec > maxHealthyLag.Seconds() {
+		if u.OldestAgeSec > g.maxHealthyLag().Seconds() {
 			return false, "uplink " + u.Name + " behind (data is spooled)"
 		}
 	}
@@ -161,3 +160,12 @@ td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.ok{color:#
 <td>{{if .Dead}}<span class="bad">stale</span>{{else}}<span class="ok">up</span>{{end}}</td><td>{{.LastPoll.Format "15:04:05"}}</td>
 <td>{{.Polls}} / {{.FailedPolls}}</td><td>{{.LastError}}</td></tr>{{end}}</table></body></html>
 `))
+
+// maxHealthyLag is how far an uplink may be behind before /readyz says
+// degraded (http.ready_max_lag).
+func (g *Gateway) maxHealthyLag() time.Duration {
+	if l := g.cfg.Raw.HTTP.ReadyMaxLag; l > 0 {
+		return l
+	}
+	return gwconfig.DefaultReadyMaxLag
+}

@@ -912,7 +912,7 @@ func TestReadyzFollowsTheUplink(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 30*time.Second, "ready again", func() bool { code, body = readyz(); return code == http.StatusOK })
-	if lag := rg.uplink("nats").OldestAgeSec; lag > maxHealthyLag.Seconds() {
+	if lag := rg.uplink("nats").OldestAgeSec; lag > gwconfig.DefaultReadyMaxLag.Seconds() {
 		t.Fatalf("ready while %v s behind", lag)
 	}
 }

@@ -37,6 +37,9 @@ type File struct {
 	} `yaml:"gateway"`
 	HTTP struct {
 		Listen string `yaml:"listen"`
+		// ReadyMaxLag: /readyz reports degraded while an uplink's oldest
+		// unsent batch is older than this (default 30s).
+		ReadyMaxLag time.Duration `yaml:"ready_max_lag"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -282,6 +285,7 @@ const (
 	DefaultPollInterval = time.Second
 	DefaultHeartbeat    = 10 * time.Minute
 	DefaultHTTPListen   = "127.0.0.1:9100"
+	DefaultReadyMaxLag  = 30 * time.Second
 	MinPollInterval     = 10 * time.Millisecond
 )
 
@@ -370,6 +374,12 @@ func compile(path string, doc *confload.Doc, f *File) (*Config, error) {
 	}
 	if err := f.Spool.Validate(); err != nil {
 		c.addErr(doc, "spool", err)
+	}
+	if f.HTTP.ReadyMaxLag == 0 {
+		f.HTTP.ReadyMaxLag = DefaultReadyMaxLag
+	}
+	if f.HTTP.ReadyMaxLag < 0 {
+		c.add(doc.Errorf("http.ready_max_lag", "%v is negative", f.HTTP.ReadyMaxLag))
 	}
 	switch f.HTTP.Listen {
 	case "":

@@ -272,3 +272,19 @@ func TestOPCUADeviceErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestReadyMaxLag(t *testing.T) {
+	base := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	cfg, err := LoadBytes("gw.yaml", []byte(base))
+	if err != nil || cfg.Raw.HTTP.ReadyMaxLag != DefaultReadyMaxLag {
+		t.Fatalf("default: %v %v", cfg.Raw.HTTP.ReadyMaxLag, err)
+	}
+	cfg, err = LoadBytes("gw.yaml", []byte("http: {ready_max_lag: 2m}\n"+base))
+	if err != nil || cfg.Raw.HTTP.ReadyMaxLag != 2*time.Minute {
+		t.Fatalf("2m: %v %v", cfg.Raw.HTTP.ReadyMaxLag, err)
+	}
+	_, err = LoadBytes("gw.yaml", []byte("http: {ready_max_lag: -1s}\n"+base))
+	if err == nil || !strings.Contains(err.Error(), "gw.yaml:1: http.ready_max_lag: -1s is negative") {
+		t.Fatalf("negative: %v", err)
+	}
+}
