@@ -416,7 +416,13 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	c.ready.Store(true)
 	defer c.ready.Store(false)
-	return g.Wait()
+	err = g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// a source that was still setting up (e.g. creating its consumer)
+		// when the collector was told to stop: a clean stop, not a failure
+		return nil
+	}
+	return err
 }
 
 // restore loads persisted active alerts into the engine and KPI tracker.
