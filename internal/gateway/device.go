@@ -128,16 +128,7 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 	ticker := time.NewTicker(iv)
 	defer ticker.Stop()
 	m := d.g.m
-	pollDur := m.pollDuration.WithLabelValues(d.cfg.ID)
-	polls := map[string]interface{ Inc() }{
-		"ok": m.polls.WithLabelValues(d.cfg.ID, "ok"), "partial": m.polls.WithLabelValues(d.cfg.ID, "partial"),
-		"failed": m.polls.WithLabelValues(d.cfg.ID, "failed")}
-	overruns := m.overruns.WithLabelValues(d.cfg.ID)
-	up := m.deviceUp.WithLabelValues(d.cfg.ID)
-	byQuality := [4]interface{ Add(float64) }{}
-	for q := telemetry.QualityGood; q <= telemetry.QualityStale; q++ {
-		byQuality[q] = m.readings.WithLabelValues(q.String())
-	}
+	dm := d.metrics()
 	for {
 		start := time.Now()              // wall clock: durations, staleness, status
 		stampMS := d.g.now().UnixMilli() // data clock: the readings' timestamps
@@ -146,9 +137,9 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 			return nil
 		}
 		elapsed := time.Since(start)
-		pollDur.Observe(elapsed.Seconds())
+		dm.pollDur.Observe(elapsed.Seconds())
 		if elapsed > iv {
-			overruns.Inc()
+			dm.overruns.Inc()
 		}
 		good := 0
 		var firstErr error
@@ -166,24 +157,12 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 			}
 		}
 		batch.Readings = grp.norm.Apply(batch.Readings[:0], raws, start.UnixMilli())
-		result := "ok"
-		switch {
-		case good == 0:
-			result = "failed"
-		case good < n:
-			result = "partial"
-		}
-		polls[result].Inc()
-		if good > 0 {
-			up.Set(1)
-		} else {
-			up.Set(0)
-		}
+		dm.poll(good, n)
 		d.track(ctx, sp, start, good > 0, firstErr)
 		if len(batch.Readings) > 0 {
 			batch.TSGW = d.g.now().UnixMilli()
 			for i := range batch.Readings {
-				byQuality[batch.Readings[i].Quality].Add(1)
+				dm.byQuality[batch.Readings[i].Quality].Inc()
 			}
 			seq, err := sp.Append(ctx, d.subj, encode)
 			if err != nil {
@@ -218,7 +197,7 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 		return batch.AppendJSON(dst)
 	}
 	m := d.g.m
-	up := m.deviceUp.WithLabelValues(d.cfg.ID)
+	dm := d.metrics()
 	// Subscriptions report changes only. The last value of every subscribed
 	// point is kept and re-reported (stamped now) once it has been silent for
 	// a heartbeat, so consumers can tell "unchanged" from "gone" (births
@@ -249,18 +228,7 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 			}
 			batch.Readings = d.uaNorm.ApplyOne(batch.Readings, u.Index, &raw, now.UnixMilli())
 		}
-		result := "ok"
-		switch {
-		case good == 0:
-			result = "failed"
-			up.Set(0)
-		case good < len(ups):
-			result = "partial"
-		}
-		if good > 0 {
-			up.Set(1)
-		}
-		m.polls.WithLabelValues(d.cfg.ID, result).Inc()
+		dm.poll(good, len(ups))
 		var err error
 		if good == 0 && stale == len(ups) {
 			err = errors.New("opcua: session or subscription lost")
@@ -273,7 +241,7 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 		}
 		batch.TSGW = d.g.now().UnixMilli()
 		for i := range batch.Readings {
-			m.readings.WithLabelValues(batch.Readings[i].Quality.String()).Inc()
+			dm.byQuality[batch.Readings[i].Quality].Inc()
 		}
 		seq, err := sp.Append(ctx, d.subj, encode)
 		if err != nil {
@@ -448,4 +416,40 @@ func (d *device) state() deviceState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.st
+}
+
+// deviceMetrics are a device's metric children, resolved once so the poll
+// and notification paths do no label lookups.
+type deviceMetrics struct {
+	pollDur             interface{ Observe(float64) }
+	ok, partial, failed interface{ Inc() }
+	overruns            interface{ Inc() }
+	up                  interface{ Set(float64) }
+	byQuality           [telemetry.QualityStale + 1]interface{ Inc() }
+}
+
+func (d *device) metrics() *deviceMetrics {
+	m, id := d.g.m, d.cfg.ID
+	dm := &deviceMetrics{pollDur: m.pollDuration.WithLabelValues(id), ok: m.polls.WithLabelValues(id, "ok"),
+		partial: m.polls.WithLabelValues(id, "partial"), failed: m.polls.WithLabelValues(id, "failed"),
+		overruns: m.overruns.WithLabelValues(id), up: m.deviceUp.WithLabelValues(id)}
+	for q := telemetry.QualityGood; q <= telemetry.QualityStale; q++ {
+		dm.byQuality[q] = m.readings.WithLabelValues(q.String())
+	}
+	return dm
+}
+
+// poll counts one cycle (or notification) in which good of n points read good.
+func (dm *deviceMetrics) poll(good, n int) {
+	switch {
+	case good == 0:
+		dm.failed.Inc()
+		dm.up.Set(0)
+		return
+	case good < n:
+		dm.partial.Inc()
+	default:
+		dm.ok.Inc()
+	}
+	dm.up.Set(1)
 }

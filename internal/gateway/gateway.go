@@ -438,8 +438,9 @@ func (f *forwarder) acked(appended []int64, last uint64, commit bool) {
 	}
 	now := time.Now()
 	nowMS := now.UnixMilli()
+	age := f.g.m.dataAge.WithLabelValues(name)
 	for _, a := range appended {
-		f.g.m.dataAge.WithLabelValues(name).Observe(float64(nowMS-a) / 1000)
+		age.Observe(float64(nowMS-a) / 1000)
 	}
 	f.g.m.published.WithLabelValues(name).Add(float64(len(appended)))
 	f.g.m.uplinkReady.WithLabelValues(name).Set(1)
