@@ -656,8 +656,12 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	if rep.duplicates != 0 || rep.maxSeq != last {
 		t.Fatalf("%d duplicates, max seq %d, last seq %d", rep.duplicates, rep.maxSeq, last)
 	}
-	if len(rep.missing) == 0 || float64(len(rep.missing)) != lostReader || lostReader != lostSpool {
-		t.Fatalf("consumer gap %d, reader discarded %v, spool discarded %v: must be equal and > 0",
+	// The uplink's counter is exactly the gap its consumer sees. The
+	// spool-wide counter counts records deleted before every reader had
+	// committed them; a record in flight at that moment may still be
+	// confirmed, so it is an upper bound.
+	if len(rep.missing) == 0 || float64(len(rep.missing)) != lostReader || lostSpool < lostReader {
+		t.Fatalf("consumer gap %d, reader discarded %v, spool discarded %v: the gap must equal the reader's counter (> 0), the spool's counter must not be below it",
 			len(rep.missing), lostReader, lostSpool)
 	}
 	// One gap, the oldest unsent batches: contiguous, and everything after
