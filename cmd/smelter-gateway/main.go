@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -29,7 +30,7 @@ import (
 const usage = `smelter-gateway: industrial telemetry gateway (Modbus -> spool -> NATS JetStream / MQTT)
 
 Commands:
-  run -config FILE          poll devices and publish (SIGINT/SIGTERM: stop polling, flush, exit)
+  run -config FILE          poll devices and publish (SIGINT/SIGTERM: stop polling, flush, exit; SIGHUP: reload FILE)
   validate FILE             check a configuration and its templates; print every error as file:line: field: reason
   scan modbus ADDRESS       probe which unit ids answer and map their readable registers
   browse ENDPOINT           walk an OPC UA server's address space; -write-config writes a device config
@@ -120,7 +121,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "gateway.yaml", "configuration file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE")
+		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE\n\nSIGINT/SIGTERM stop (polling stops, spooled data is flushed);\nSIGHUP reloads FILE: a valid new configuration replaces the running one\n(the spool and its cursors carry over), an invalid one is refused and the\nrunning configuration stays.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,30 +133,71 @@ func cmdRun(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "smelter-gateway: not starting: the configuration is invalid")
 		return 1
 	}
-	log, err := logging.New(stderr, cfg.Raw.Log.Level, cfg.Raw.Log.Format)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	log = log.With("gateway", cfg.ID)
-	g, err := gateway.New(cfg, gateway.Options{Logger: log})
-	if err != nil {
-		log.Error("not starting", "err", err)
-		return 1
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.Run(ctx) })
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		log, err := logging.New(stderr, cfg.Raw.Log.Level, cfg.Raw.Log.Format)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		log = log.With("gateway", cfg.ID)
+		next, err := runUntilReload(ctx, cfg, log, *config, hup)
+		if err != nil {
+			log.Error("stopped", "err", err)
+			return 1
+		}
+		if next == nil {
+			log.Info("stopped")
+			return 0
+		}
+		log.Info("configuration reloaded: restarting with it", "devices", len(next.Devices))
+		cfg = next
+	}
+}
+
+// runUntilReload runs one gateway until ctx ends (it returns nil, nil) or
+// SIGHUP brings a valid new configuration (it stops this gateway cleanly,
+// flushing what it can, and returns the new one). An invalid configuration
+// is logged and refused; the running gateway goes on.
+func runUntilReload(ctx context.Context, cfg *gwconfig.Config, log *slog.Logger, path string, hup <-chan os.Signal) (*gwconfig.Config, error) {
+	g, err := gateway.New(cfg, gateway.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	eg, egCtx := errgroup.WithContext(runCtx)
+	eg.Go(func() error { return g.Run(egCtx) })
 	if addr := cfg.Raw.HTTP.Listen; addr != "" {
 		eg.Go(func() error {
-			return g.Serve(ctx, addr, func(a net.Addr) { log.Info("http listening", "addr", a.String()) })
+			return g.Serve(egCtx, addr, func(a net.Addr) { log.Info("http listening", "addr", a.String()) })
 		})
 	}
-	if err := eg.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		log.Error("stopped", "err", err)
-		return 1
+	done := make(chan error, 1)
+	go func() { done <- eg.Wait() }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+			return nil, nil
+		case <-hup:
+			next, err := gwconfig.Load(path)
+			if err != nil {
+				log.Error("reload refused: the new configuration is invalid; the running one stays", "file", path,
+					"errors", err.Error())
+				continue
+			}
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+			return next, nil
+		}
 	}
-	log.Info("stopped")
-	return 0
 }

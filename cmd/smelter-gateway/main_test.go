@@ -3,13 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
@@ -118,5 +127,108 @@ func TestBrowseAndEndpoints(t *testing.T) {
 	written, err := os.ReadFile(cfgPath)
 	if err != nil || !strings.Contains(string(written), "node_id:") || !strings.Contains(string(written), "opcua:") {
 		t.Fatalf("written config: %v\n%s", err, written)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRunReloadsOnSIGHUP: SIGHUP with a valid new file restarts the gateway
+// with it (the spool carries over); with an invalid file it is refused and
+// the running configuration stays; SIGTERM stops cleanly.
+func TestRunReloadsOnSIGHUP(t *testing.T) {
+	bank := modbustest.NewBank()
+	bank.SetRegisters(modbustest.HoldingRegisters, 0, 100)
+	srv := modbustest.StartServer(t, bank)
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	_ = ln.Close()
+	device := func(id string, unit int) string {
+		return fmt.Sprintf("  - {id: %s, class: motor, poll_interval: 100ms, modbus: {address: %q, unit_id: %d}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n", id, srv.Addr, unit)
+	}
+	header := fmt.Sprintf("gateway: {id: gw-hup, site: s, data_dir: ./data}\nhttp: {listen: %q}\nlog: {format: text}\nuplinks: {nats: {url: %q}}\ndevices:\n", httpAddr, nb.URL())
+	path := filepath.Join(dir, "gateway.yaml")
+	write := func(text string) {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(header + device("m-1", 1))
+
+	var stderr lockedBuf
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", stderr.String())
+		}
+	})
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"run", "-config", path}, io.Discard, &stderr) }()
+	devices := func() int {
+		resp, err := http.Get("http://" + httpAddr + "/status")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Devices []struct{ ID string } `json:"devices"`
+			Ready   bool                  `json:"ready"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&st) != nil || !st.Ready {
+			return -1
+		}
+		return len(st.Devices)
+	}
+	wait.For(t, 20*time.Second, "the gateway running with one device", func() bool { return devices() == 1 })
+
+	write(header + device("m-1", 1) + device("m-2", 2))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the reloaded gateway with two devices", func() bool { return devices() == 2 })
+
+	write(header + "  - {id: m-1, class: motr}\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the invalid reload refused", func() bool {
+		return strings.Contains(stderr.String(), "reload refused")
+	})
+	if n := devices(); n != 2 {
+		t.Errorf("after a refused reload the gateway runs %d devices, want the 2 it had", n)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop on SIGTERM")
 	}
 }
