@@ -43,6 +43,22 @@ func run() error {
 	fs := flag.NewFlagSet("smelter-collector", flag.ExitOnError)
 	cfgPath := fs.String("config", "configs/collector.yaml", "configuration file")
 	check := fs.Bool("t", false, "check the configuration and rule files, then exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: smelter-collector [-config FILE] [-t]
+       smelter-collector tail [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
+
+Consumes the normalized stream, runs anomaly rules and energy KPIs, publishes alerts and
+KPIs, and serves the HTTP API and dashboard. With nats.url empty it starts an embedded
+NATS server with JetStream.
+
+Examples:
+  smelter-collector -config configs/collector.yaml -t     check the config and rule files
+  smelter-collector -config configs/collector.yaml        run
+  smelter-collector tail -url nats://127.0.0.1:4222 -kind alert,kpi
+
+`)
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(os.Args[1:])
 
 	cfg, err := collector.LoadConfig(*cfgPath)
@@ -92,6 +108,10 @@ func tail(args []string) error {
 	subject := fs.String("subject", "smelter.v1.>", "subject filter")
 	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); empty: all")
 	creds := fs.String("creds", "", "NATS credentials file")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each.\n\nExample:\n  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n\n")
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(args)
 	opts := []nats.Option{nats.Name("smelter-collector-tail")}
 	if *creds != "" {

@@ -46,6 +46,20 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("smelter-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: smelter-sim [flags]
+
+Runs a fleet of simulated industrial devices over Modbus TCP, RTU-over-TCP and OPC UA,
+with scripted and run-time faults, and prints the device table with real addresses.
+
+Examples:
+  smelter-sim -fleet configs/sim-fleet.yaml -t                         check the fleet file
+  smelter-sim -fleet configs/sim-fleet.yaml -scenario configs/scenarios/demo.yaml -http 127.0.0.1:8089
+  curl -X POST 127.0.0.1:8089/faults -d '{"device":"boiler-1","kind":"stuck","signal":"flue_o2"}'
+
+`)
+		fs.PrintDefaults()
+	}
 	fleetPath := fs.String("fleet", "configs/sim-fleet.yaml", "fleet file")
 	scenario := fs.String("scenario", "", "fault scenario file (optional)")
 	seed := fs.Int64("seed", -1, "random seed (default: the fleet file's)")
