@@ -27,7 +27,7 @@ func main() {
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -speed 60 -scenario configs/scenarios/demo.yaml   an hour of plant time per minute\n\n")
+		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
