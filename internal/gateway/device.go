@@ -57,7 +57,7 @@ func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
 			return nil, fmt.Errorf("device %s: %w", d.ID, err)
 		}
 		dv.ua = c
-		dv.uaNorm = normalize.New(d.UANorm, d.Interval.Milliseconds(), staleMultiple, gwconfigHeartbeat(d))
+		dv.uaNorm = normalize.New(d.UANorm, d.Interval.Milliseconds(), staleMultiple, d.Heartbeat.Milliseconds())
 		return dv, nil
 	}
 	dv.dev = g.pool.Device(d.ID, d.Modbus)
@@ -71,13 +71,6 @@ func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
 			norm: normalize.New(gc.Norm, gc.Interval.Milliseconds(), staleMultiple, gc.Heartbeat.Milliseconds())})
 	}
 	return dv, nil
-}
-
-func gwconfigHeartbeat(d *gwconfig.Device) int64 {
-	if d.Heartbeat > 0 {
-		return d.Heartbeat.Milliseconds()
-	}
-	return gwconfig.DefaultHeartbeat.Milliseconds()
 }
 
 // birth appends the asset's birth notice to the spool.
@@ -158,7 +151,7 @@ func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
 		}
 		batch.Readings = grp.norm.Apply(batch.Readings[:0], raws, start.UnixMilli())
 		dm.poll(good, n)
-		d.track(ctx, sp, start, good > 0, firstErr)
+		d.track(ctx, sp, start, good > 0, false, firstErr)
 		if len(batch.Readings) > 0 {
 			batch.TSGW = d.g.now().UnixMilli()
 			for i := range batch.Readings {
@@ -235,7 +228,7 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 		} else if good == 0 && firstBad != 0 {
 			err = fmt.Errorf("opcua: status 0x%08X", firstBad)
 		}
-		d.trackUA(ctx, sp, now, good > 0, stale == len(ups) && len(ups) == len(d.cfg.UAPoints), err)
+		d.track(ctx, sp, now, good > 0, stale == len(ups) && len(ups) == len(d.cfg.UAPoints), err)
 		if len(batch.Readings) == 0 {
 			return
 		}
@@ -259,10 +252,7 @@ func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
 		defer mu.Unlock()
 		process(ups)
 	}
-	hb := d.cfg.Heartbeat
-	if hb <= 0 {
-		hb = gwconfig.DefaultHeartbeat
-	}
+	hb := d.cfg.Heartbeat // > 0: gwconfig defaults it
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	go func() {
@@ -354,21 +344,11 @@ func (d *device) applyUnits(nus []opcua.NodeUnit) {
 	}
 }
 
-// trackUA is track for sources that report changes: losing the session is
-// the asset stopping to answer.
-func (d *device) trackUA(ctx context.Context, sp *spool.Spool, at time.Time, anyGood, lost bool, err error) {
-	if lost {
-		d.mu.Lock()
-		if !d.st.LastGood.IsZero() {
-			d.st.LastGood = at.Add(-time.Duration(staleMultiple) * d.cfg.Interval)
-		}
-		d.mu.Unlock()
-	}
-	d.track(ctx, sp, at, anyGood, err)
-}
-
-// track keeps the device's state and emits death and rebirth notices.
-func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, anyGood bool, err error) {
+// track keeps the device's state and emits death and rebirth notices. lost
+// says the source lost its session (OPC UA): a device that had answered is
+// dead at once instead of after 3 intervals, since a change-reporting source
+// sends nothing more until it is back.
+func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, anyGood, lost bool, err error) {
 	d.mu.Lock()
 	st := &d.st
 	st.LastPoll = at
@@ -389,11 +369,12 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, anyGo
 			}
 			st.LastError = err.Error()
 		}
-		if st.LastGood.IsZero() {
+		hadGood := !st.LastGood.IsZero()
+		if !hadGood {
 			st.LastGood = at // the stale clock starts at the first attempt
 		}
 		staleAfter := time.Duration(staleMultiple) * d.cfg.Interval
-		if !st.Dead && at.Sub(st.LastGood) >= staleAfter {
+		if !st.Dead && ((lost && hadGood) || at.Sub(st.LastGood) >= staleAfter) {
 			st.Dead = true
 			announceDeath = true
 		}

@@ -144,6 +144,7 @@ type collector struct {
 	mu      sync.Mutex
 	batches []*telemetry.Batch
 	births  []*telemetry.Birth
+	deaths  int
 	errs    []error
 }
 
@@ -170,6 +171,8 @@ func (c *collector) add(subject string, data []byte) {
 			return
 		}
 		c.births = append(c.births, b)
+	case telemetry.KindDeath:
+		c.deaths++
 	}
 }
 
@@ -326,4 +329,10 @@ func TestExceptionOnOneAddressKeepsTheRest(t *testing.T) {
 	wait.For(t, 15*time.Second, "batches", func() bool { b, _, _ := nc.snapshot(); return len(b) >= 1 })
 	batches, _, _ := nc.snapshot()
 	checkBatch(t, "nats", batches[0], expect)
+}
+
+func (c *collector) deathCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deaths
 }

@@ -155,6 +155,8 @@ devices:
 		r, ok := lastReading(nc, "steam_flow")
 		return ok && r.Quality == telemetry.QualityStale
 	})
+	// losing the session is the asset stopping to answer: one death notice
+	wait.For(t, 10*time.Second, "a death notice for the asset", func() bool { return nc.deathCount() == 1 })
 	src.values[3] = 21
 	if err := front.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -163,5 +165,10 @@ devices:
 	wait.For(t, 30*time.Second, "data to resume after the restart", func() bool {
 		r, ok := lastReading(nc, "steam_flow")
 		return ok && r.Quality == telemetry.QualityGood && r.Value == 21
+	})
+	// and a birth again once it answers
+	wait.For(t, 10*time.Second, "a rebirth after the restart", func() bool {
+		_, births, _ := nc.snapshot()
+		return len(births) >= 2
 	})
 }

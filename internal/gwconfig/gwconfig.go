@@ -480,8 +480,11 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 	if d.PollInterval < MinPollInterval {
 		bad("poll_interval", "%v below the minimum %v", d.PollInterval, MinPollInterval)
 	}
-	if d.Heartbeat == 0 {
+	switch {
+	case d.Heartbeat == 0:
 		d.Heartbeat = DefaultHeartbeat
+	case d.Heartbeat < 0:
+		bad("heartbeat", "%v is negative", d.Heartbeat)
 	}
 	if known {
 		for k := range d.Nameplate {

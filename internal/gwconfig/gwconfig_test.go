@@ -96,6 +96,8 @@ func TestLoadBad(t *testing.T) {
 			`bad.yaml:2: gateway.id: "gw test" must be 1-64 letters`},
 		{"unknown field", "poll_interval: 500ms", "poll_intervall: 500ms",
 			`bad.yaml:16: field poll_intervall not found`},
+		{"negative heartbeat", "poll_interval: 500ms", "poll_interval: 500ms\n    heartbeat: -1s",
+			`bad.yaml:17: devices[0].heartbeat: -1s is negative`},
 		{"bad duration", "poll_interval: 500ms", "poll_interval: fast",
 			`bad.yaml:16: cannot unmarshal !!str `},
 		{"no uplink", "uplinks:\n  nats:\n    url: nats://127.0.0.1:4222\n", "",

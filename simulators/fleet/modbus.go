@@ -244,16 +244,7 @@ func (h *tcpHandler) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]
 }
 
 func (h *tcpHandler) regs(unit uint8, t regmap.Table, addr, qty uint16, write bool) ([]uint16, error) {
-	d, err := h.device(unit)
-	if err != nil {
-		return nil, err
-	}
-	if write {
-		d.reqs.Inc()
-		d.errs.Inc()
-		return nil, modbus.ErrIllegalFunction
-	}
-	img, _, err := d.access(h.l.ctx, t, addr, qty, true)
+	img, err := h.image(unit, t, addr, qty, write)
 	if err != nil {
 		return nil, err
 	}
@@ -261,6 +252,17 @@ func (h *tcpHandler) regs(unit uint8, t regmap.Table, addr, qty uint16, write bo
 }
 
 func (h *tcpHandler) bits(unit uint8, t regmap.Table, addr, qty uint16, write bool) ([]bool, error) {
+	img, err := h.image(unit, t, addr, qty, write)
+	if err != nil {
+		return nil, err
+	}
+	return bits(img, t, addr, qty), nil
+}
+
+// image is the request path both tables share: find the unit, refuse
+// writes (the simulators are read-only), apply faults and return the
+// device's current register image.
+func (h *tcpHandler) image(unit uint8, t regmap.Table, addr, qty uint16, write bool) (*regmap.Image, error) {
 	d, err := h.device(unit)
 	if err != nil {
 		return nil, err
@@ -271,10 +273,7 @@ func (h *tcpHandler) bits(unit uint8, t regmap.Table, addr, qty uint16, write bo
 		return nil, modbus.ErrIllegalFunction
 	}
 	img, _, err := d.access(h.l.ctx, t, addr, qty, true)
-	if err != nil {
-		return nil, err
-	}
-	return bits(img, t, addr, qty), nil
+	return img, err
 }
 
 // slogWriter routes the server library's log lines to slog at debug level.
