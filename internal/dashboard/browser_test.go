@@ -16,17 +16,11 @@ import (
 
 // TestDashboardInBrowser runs the demo wiring (simulator fleet, embedded
 // brokers, gateway, collector) and drives the real dashboard in headless
-// Chromium over the DevTools protocol: every equipment class shows live
+// Chromium (through chromedp): every equipment class shows live
 // values, an injected fault appears as an alert. Screenshots go to
 // $SMELTER_SCREENSHOTS (or a temporary directory) and are logged.
 func TestDashboardInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
-	bin := findChromium()
-	if bin == "" {
-		t.Skip("no chromium binary found (install Debian's chromium package or set SMELTER_CHROMIUM); browser test skipped")
-	}
+	bin := requireChromium(t)
 	shots := os.Getenv("SMELTER_SCREENSHOTS")
 	if shots == "" {
 		shots = t.TempDir()
@@ -61,8 +55,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	sort.Strings(classes)
 
-	b := startBrowser(t, bin)
-	b.navigate(url)
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, url)
 
 	// every class shows up with a live value on the fleet page
 	type group struct {
@@ -71,9 +65,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		Values int    `json:"values"`
 	}
 	var groups []group
-	poll(t, b, 90*time.Second, "every class with live values on the fleet page", func() bool {
+	poll(t, jsErrs, 90*time.Second, "every class with live values on the fleet page", func() bool {
 		groups = nil
-		err := b.eval(`[...document.querySelectorAll('.class-group')].map(g => ({cls: g.dataset.class,
+		err := eval(tab, `[...document.querySelectorAll('.class-group')].map(g => ({cls: g.dataset.class,
 			cards: g.querySelectorAll('.card').length, values: g.querySelectorAll('.card [data-value]').length}))`, &groups)
 		if err != nil {
 			return false
@@ -93,16 +87,16 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// the values are live: they change through the event stream, no reload
 	var before string
-	if err := b.eval(`[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &before); err != nil {
+	if err := eval(tab, `[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &before); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "values updated by the event stream", func() bool {
+	poll(t, jsErrs, 20*time.Second, "values updated by the event stream", func() bool {
 		var now, conn string
-		_ = b.eval(`[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &now)
-		_ = b.eval(`document.getElementById('conn').className`, &conn)
+		_ = eval(tab, `[...document.querySelectorAll('.card [data-value]')].map(e => e.dataset.value).join(',')`, &now)
+		_ = eval(tab, `document.getElementById('conn').className`, &conn)
 		return now != before && strings.Contains(conn, "live")
 	}, nil)
-	b.screenshot(shots, "01-fleet.png")
+	screenshot(t, tab, shots, "01-fleet.png")
 
 	// a stuck discharge temperature at 125 Cel on ac-1: discharge_temp_high
 	// (trip above 118 Cel after 15 s) must show on the alerts page
@@ -110,13 +104,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if _, err := d.Fleet().InjectFault(faults.Spec{Device: "ac-1", Kind: faults.Stuck, Signal: "discharge_temp", Value: &v}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.eval(`location.hash = '#/alerts'`, nil); err != nil {
+	if err := eval(tab, `location.hash = '#/alerts'`, nil); err != nil {
 		t.Fatal(err)
 	}
 	var rows []string
-	poll(t, b, 90*time.Second, "the injected fault as an alert on the alerts page", func() bool {
+	poll(t, jsErrs, 90*time.Second, "the injected fault as an alert on the alerts page", func() bool {
 		rows = nil
-		_ = b.eval(`[...document.querySelectorAll('#al-list tr[data-alert-key]')].map(r => r.dataset.asset + ' ' + r.dataset.rule + ' ' + r.dataset.state)`, &rows)
+		_ = eval(tab, `[...document.querySelectorAll('#al-list tr[data-alert-key]')].map(r => r.dataset.asset + ' ' + r.dataset.rule + ' ' + r.dataset.state)`, &rows)
 		for _, r := range rows {
 			if strings.HasSuffix(strings.Fields(r)[0], "/ac-1") && strings.Contains(r, "discharge_temp_high") {
 				return true
@@ -124,48 +118,48 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return false
 	}, func() string { return "rows: " + strings.Join(rows, "; ") })
-	b.screenshot(shots, "02-alerts.png")
+	screenshot(t, tab, shots, "02-alerts.png")
 
 	// the asset page: status alarm, charts drawn, the alert listed
-	if err := b.eval(`location.hash = '#/asset/demo/ac-1'`, nil); err != nil {
+	if err := eval(tab, `location.hash = '#/asset/demo/ac-1'`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 30*time.Second, "ac-1 asset page with charts and its alert", func() bool {
+	poll(t, jsErrs, 30*time.Second, "ac-1 asset page with charts and its alert", func() bool {
 		var ok bool
-		_ = b.eval(`document.querySelector('#a-status')?.textContent === 'alarm' &&
+		_ = eval(tab, `document.querySelector('#a-status')?.textContent === 'alarm' &&
 			document.querySelectorAll('.chart canvas').length >= 5 &&
 			[...document.querySelectorAll('#a-alerts tr[data-rule]')].some(r => r.dataset.rule === 'discharge_temp_high')`, &ok)
 		return ok
 	}, nil)
-	b.screenshot(shots, "03-asset-ac-1.png")
+	screenshot(t, tab, shots, "03-asset-ac-1.png")
 
-	if err := b.eval(`location.hash = '#/energy'`, nil); err != nil {
+	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "energy page", func() bool {
+	poll(t, jsErrs, 20*time.Second, "energy page", func() bool {
 		var ok bool
-		_ = b.eval(`document.title === 'Smelter · Energy' && !!document.querySelector('main h1')`, &ok)
+		_ = eval(tab, `document.title === 'Smelter · Energy' && !!document.querySelector('main h1')`, &ok)
 		return ok
 	}, nil)
-	b.screenshot(shots, "04-energy.png")
+	screenshot(t, tab, shots, "04-energy.png")
 
-	if err := b.eval(`location.hash = '#/gateways'`, nil); err != nil {
+	if err := eval(tab, `location.hash = '#/gateways'`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "gateway gw-demo-01 online", func() bool {
+	poll(t, jsErrs, 20*time.Second, "gateway gw-demo-01 online", func() bool {
 		var st string
-		_ = b.eval(`document.querySelector('tr[data-gateway="gw-demo-01"] .pill')?.textContent || ''`, &st)
+		_ = eval(tab, `document.querySelector('tr[data-gateway="gw-demo-01"] .pill')?.textContent || ''`, &st)
 		return st == "online"
 	}, nil)
-	b.screenshot(shots, "05-gateways.png")
+	screenshot(t, tab, shots, "05-gateways.png")
 
-	if errs := b.errors(); len(errs) > 0 {
+	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}
 }
 
 // poll evaluates cond until it holds or the deadline passes.
-func poll(t *testing.T, b *browser, timeout time.Duration, what string, cond func() bool, detail func() string) {
+func poll(t *testing.T, jsErrs *jsErrors, timeout time.Duration, what string, cond func() bool, detail func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -174,7 +168,7 @@ func poll(t *testing.T, b *browser, timeout time.Duration, what string, cond fun
 			if detail != nil {
 				msg = detail()
 			}
-			if errs := b.errors(); len(errs) > 0 {
+			if errs := jsErrs.all(); len(errs) > 0 {
 				msg += "; JavaScript exceptions: " + strings.Join(errs, "\n")
 			}
 			t.Fatalf("timed out after %v waiting for %s %s", timeout, what, msg)
@@ -189,65 +183,78 @@ func poll(t *testing.T, b *browser, timeout time.Duration, what string, cond fun
 // the energy page ranks the compressors worst first; a visit without the
 // token gets the login prompt.
 func TestEnergyAndLoginInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
-	bin := findChromium()
-	if bin == "" {
-		t.Skip("no chromium binary found (install Debian's chromium package or set SMELTER_CHROMIUM); browser test skipped")
-	}
+	bin := requireChromium(t)
 	shots := os.Getenv("SMELTER_SCREENSHOTS")
 	if shots == "" {
 		shots = t.TempDir()
 	}
 	f := newFixture(t, "tok-browser")
 	f.feed(300)
-	b := startBrowser(t, bin)
-	b.navigate(f.srv.URL + "/?token=tok-browser#/energy")
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/?token=tok-browser#/energy")
 	var ranking []string
-	poll(t, b, 30*time.Second, "specific power ranking on the energy page", func() bool {
+	poll(t, jsErrs, 30*time.Second, "specific power ranking on the energy page", func() bool {
 		ranking = nil
-		_ = b.eval(`[...document.querySelectorAll('.panel[data-class="air_compressor"] .kpi-row[data-kpi="specific_power"] li')].map(l => l.dataset.asset)`, &ranking)
+		_ = eval(tab, `[...document.querySelectorAll('.panel[data-class="air_compressor"] .kpi-row[data-kpi="specific_power"] li')].map(l => l.dataset.asset)`, &ranking)
 		return len(ranking) == 2
 	}, func() string { return strings.Join(ranking, ",") })
 	if ranking[0] != "site1/ac-2" {
 		t.Errorf("worst compressor by specific power: %s, want site1/ac-2", ranking[0])
 	}
 	var search string
-	if err := b.eval(`location.search + '|' + sessionStorage.getItem('smelter.token')`, &search); err != nil || search != "|tok-browser" {
+	if err := eval(tab, `location.search + '|' + sessionStorage.getItem('smelter.token')`, &search); err != nil || search != "|tok-browser" {
 		t.Errorf("token in URL after load / in sessionStorage: %q %v", search, err)
 	}
-	b.screenshot(shots, "06-energy.png")
+	screenshot(t, tab, shots, "06-energy.png")
 
-	if err := b.eval(`location.hash = '#/asset/site1/ac-2'`, nil); err != nil {
+	if err := eval(tab, `location.hash = '#/asset/site1/ac-2'`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "KPI trends on the asset page", func() bool {
+	poll(t, jsErrs, 20*time.Second, "KPI trends on the asset page", func() bool {
 		var n int
-		_ = b.eval(`document.querySelectorAll('#a-kpis .kpi canvas').length`, &n)
+		_ = eval(tab, `document.querySelectorAll('#a-kpis .kpi canvas').length`, &n)
 		return n >= 2
 	}, nil)
-	b.screenshot(shots, "07-asset-kpis.png")
+	screenshot(t, tab, shots, "07-asset-kpis.png")
 
 	// without the token: the login prompt, then the fleet after signing in
-	if err := b.eval(`sessionStorage.clear(); location.hash = '#/'; location.reload()`, nil); err != nil {
+	if err := eval(tab, `sessionStorage.clear(); location.hash = '#/'; location.reload()`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "login prompt", func() bool {
+	poll(t, jsErrs, 20*time.Second, "login prompt", func() bool {
 		var open bool
-		_ = b.eval(`document.getElementById('login').open`, &open)
+		_ = eval(tab, `document.getElementById('login').open`, &open)
 		return open
 	}, nil)
-	b.screenshot(shots, "08-login.png")
-	if err := b.eval(`document.getElementById('login-token').value = 'tok-browser'; document.getElementById('login-form').requestSubmit()`, nil); err != nil {
+	screenshot(t, tab, shots, "08-login.png")
+	if err := eval(tab, `document.getElementById('login-token').value = 'tok-browser'; document.getElementById('login-form').requestSubmit()`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, b, 20*time.Second, "fleet after signing in", func() bool {
+	poll(t, jsErrs, 20*time.Second, "fleet after signing in", func() bool {
 		var n int
-		_ = b.eval(`document.querySelectorAll('.card[data-asset]').length`, &n)
+		_ = eval(tab, `document.querySelectorAll('.card[data-asset]').length`, &n)
 		return n == 2
 	}, nil)
-	if errs := b.errors(); len(errs) > 0 {
+	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestBrowserReportsJSExceptions: the exception log the browser tests
+// assert empty does catch an uncaught exception (else their check could
+// never fail).
+func TestBrowserReportsJSExceptions(t *testing.T) {
+	bin := requireChromium(t)
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, `data:text/html,<p id="p">ok</p><script>setTimeout(() => { throw new Error("boom-42") }, 0)</script>`)
+	var text string
+	if err := eval(tab, `document.getElementById('p').textContent`, &text); err != nil || text != "ok" {
+		t.Fatalf("page text %q %v", text, err)
+	}
+	poll(t, &jsErrors{}, 10*time.Second, "the page's exception in the log", func() bool {
+		return slices.ContainsFunc(jsErrs.all(), func(s string) bool { return strings.Contains(s, "boom-42") })
+	}, func() string { return strings.Join(jsErrs.all(), "; ") })
+	if err := eval(tab, `undefinedFunction()`, nil); err == nil {
+		t.Error("eval of a throwing expression returned no error")
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/simonvetter/modbus"
-
 	"github.com/smelterio/smelter/simulators/regmap"
 )
 
@@ -55,20 +53,6 @@ func BenchmarkModbusTCP200Devices(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-}
-
-// BenchmarkHandlerRead measures the simulator's own part of a read (lookup,
-// fault check, image window): no allocation.
-func BenchmarkHandlerRead(b *testing.B) {
-	f := benchFleet(b, 1)
-	h := &tcpHandler{l: f.listeners[0]}
-	req := &modbus.HoldingRegistersRequest{UnitId: 1, Addr: 0, Quantity: 16}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := h.HandleHoldingRegisters(req); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // BenchmarkPublish measures one device's step publication (fault

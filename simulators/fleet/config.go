@@ -23,14 +23,15 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/modbusfront"
 	"github.com/smelterio/smelter/simulators/model"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
 
 // Transports a listener can speak.
 const (
-	TransportTCP        = "tcp"          // Modbus TCP (MBAP)
-	TransportRTUOverTCP = "rtu_over_tcp" // Modbus RTU frames with CRC over a TCP stream
+	TransportTCP        = modbusfront.TCP        // Modbus TCP (MBAP)
+	TransportRTUOverTCP = modbusfront.RTUOverTCP // Modbus RTU frames with CRC over a TCP stream
 )
 
 // Config is a fleet file.

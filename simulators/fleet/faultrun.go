@@ -7,9 +7,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/simonvetter/modbus"
-
 	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/modbusfront"
 	"github.com/smelterio/smelter/simulators/model"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
@@ -21,14 +20,6 @@ const (
 	stateEnded   = "ended"
 )
 
-// exceptionErrors maps Modbus exception codes to the server library's errors
-// (which it maps back to the same codes on the wire).
-var exceptionErrors = map[int]error{
-	1: modbus.ErrIllegalFunction, 2: modbus.ErrIllegalDataAddress, 3: modbus.ErrIllegalDataValue,
-	4: modbus.ErrServerDeviceFailure, 5: modbus.ErrAcknowledge, 6: modbus.ErrServerDeviceBusy,
-	8: modbus.ErrMemoryParityError, 10: modbus.ErrGWPathUnavailable, 11: modbus.ErrGWTargetFailedToRespond,
-}
-
 // faultRun is one fault's life in the fleet.
 type faultRun struct {
 	spec       faults.Spec
@@ -37,28 +28,14 @@ type faultRun struct {
 	state      string
 	signal     int // sensor faults: index of the signal
 	sensor     *faults.SignalFault
-	exc        excRange // exception faults
-	uaCode     uint32   // ua_status faults
+	exc        modbusfront.ExceptionRange // exception faults
+	uaCode     uint32                     // ua_status faults
 	nextDrop   time.Time
 	wake       chan struct{} // silent faults: closed when the silence ends
 }
 
 func (fr *faultRun) status() FaultStatus {
 	return FaultStatus{Spec: fr.spec, State: fr.state, Onset: fr.onset, End: fr.end}
-}
-
-// excRange is a register range answering with an exception.
-type excRange struct {
-	table    regmap.Table
-	from, to int // [from, to)
-	err      error
-}
-
-// protoState is a device's protocol faults; immutable once stored.
-type protoState struct {
-	delay  time.Duration
-	silent chan struct{} // non-nil while silent
-	exc    []excRange
 }
 
 // InjectFault adds a fault at run time. Its onset is now + spec.At
@@ -178,17 +155,17 @@ func (f *Fleet) addFaultLocked(spec faults.Spec, onset time.Time) (*faultRun, er
 			}
 		}
 		if spec.Kind == faults.Exception {
-			err, ok := exceptionErrors[spec.Code]
+			code, ok := modbusfront.ParseException(spec.Code)
 			if !ok {
 				return nil, fmt.Errorf("fault: code: %d not one the front can send (1-6, 8, 10, 11)", spec.Code)
 			}
-			r := excRange{err: err}
+			r := modbusfront.ExceptionRange{Code: code}
 			if spec.Signal != "" {
 				t, a, n, ok := d.rmap.Registers(spec.Signal)
 				if !ok {
 					return nil, fmt.Errorf("fault: signal: %s's register map has no point for %q", d.id, spec.Signal)
 				}
-				r.table, r.from, r.to = t, int(a), int(a)+n
+				r.Table, r.From, r.To = t, int(a), int(a)+n
 			} else {
 				t := regmap.Holding
 				if spec.Table != "" {
@@ -198,7 +175,7 @@ func (f *Fleet) addFaultLocked(spec faults.Spec, onset time.Time) (*faultRun, er
 					}
 				}
 				n := max(spec.Count, 1)
-				r.table, r.from, r.to = t, *spec.Address, *spec.Address+n
+				r.Table, r.From, r.To = t, *spec.Address, *spec.Address+n
 			}
 			fr.exc = r
 		}
@@ -275,7 +252,7 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 			close(fr.wake)
 			// the device comes back as after a reboot: stale requests are gone
 			if d.lst != nil {
-				d.lst.drop()
+				d.lst.DropConnections()
 			}
 			if d.ua != nil && d.ua.dedicated() && !f.silentLocked(d) && !f.closed {
 				// its own OPC UA server restarts on the same port: sessions are gone too
@@ -292,7 +269,7 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 // server.
 func (f *Fleet) dropLocked(d *device) {
 	if d.lst != nil {
-		d.lst.drop()
+		d.lst.DropConnections()
 	}
 	if d.ua != nil {
 		d.ua.front.DropConnections()
@@ -312,7 +289,7 @@ func (f *Fleet) silentLocked(d *device) bool {
 
 // rebuildProtoLocked recomputes a device's protocol fault snapshot.
 func (f *Fleet) rebuildProtoLocked(d *device) {
-	var ps protoState
+	var ps modbusfront.Faults
 	any := false
 	for _, id := range f.order {
 		fr := f.faults[id]
@@ -321,21 +298,21 @@ func (f *Fleet) rebuildProtoLocked(d *device) {
 		}
 		switch fr.spec.Kind {
 		case faults.Slow:
-			ps.delay = max(ps.delay, fr.spec.Delay.D())
+			ps.Delay = max(ps.Delay, fr.spec.Delay.D())
 			any = true
 		case faults.Silent:
-			if ps.silent == nil {
-				ps.silent = fr.wake
+			if ps.Silent == nil {
+				ps.Silent = fr.wake
 			}
 			any = true
 		case faults.Exception:
-			ps.exc = append(ps.exc, fr.exc)
+			ps.Exceptions = append(ps.Exceptions, fr.exc)
 			any = true
 		}
 	}
 	if any {
-		d.proto.Store(&ps)
+		d.mb.SetFaults(&ps)
 	} else {
-		d.proto.Store(nil)
+		d.mb.SetFaults(nil)
 	}
 }

@@ -230,7 +230,7 @@ func TestProtocolFaultsThroughModbus(t *testing.T) {
 			// an established session: one request answered first
 			req := []byte{0, 1, 0, 0, 0, 6, d.UnitID, 3, 0, 0, 0, 2}
 			if d.Transport == TransportRTUOverTCP {
-				req = appendCRC([]byte{d.UnitID, 3, 0, 0, 0, 2})
+				req = rtuFrame([]byte{d.UnitID, 3, 0, 0, 0, 2})
 			}
 			conn.SetDeadline(time.Now().Add(2 * time.Second))
 			if _, err := conn.Write(req); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/modbusfront"
 	"github.com/smelterio/smelter/simulators/model"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 	"github.com/smelterio/smelter/simulators/regmap"
@@ -69,7 +70,7 @@ type Fleet struct {
 	now       time.Time
 	devices   []*device
 	byID      map[string]*device
-	listeners []*listener
+	listeners []*modbusfront.Front
 	servers   []*uaServer
 	faults    map[string]*faultRun
 	order     []string // fault ids in creation order
@@ -116,18 +117,20 @@ func (f *Fleet) Start(ctx context.Context) error {
 		f.byID[d.id] = d
 	}
 	for _, cl := range comp.listeners {
-		l := newListener(cl, f.log)
+		units := make([]modbusfront.Unit, 0, len(cl.devices))
 		for _, di := range cl.devices {
-			d := f.devices[di]
-			d.lst = l
-			l.units[d.unit] = d
+			units = append(units, modbusfront.Unit{ID: f.devices[di].unit, Device: f.devices[di].mb})
 		}
-		if len(cl.devices) == 1 {
-			l.single = f.devices[cl.devices[0]]
+		l, err := modbusfront.New(modbusfront.Config{Name: cl.name, Address: cl.address, Transport: cl.transport}, units, f.log)
+		if err == nil {
+			err = l.Start(ctx)
 		}
-		if err := l.start(ctx); err != nil {
+		if err != nil {
 			f.closeLocked()
 			return fmt.Errorf("fleet: listener %s (%s): %w", cl.name, cl.address, err)
+		}
+		for _, di := range cl.devices {
+			f.devices[di].lst = l
 		}
 		f.listeners = append(f.listeners, l)
 	}
@@ -233,7 +236,7 @@ func (f *Fleet) run(ctx context.Context) {
 func (f *Fleet) closeLocked() {
 	f.closed = true
 	for _, l := range f.listeners {
-		l.close()
+		l.Stop()
 	}
 	for _, s := range f.servers {
 		if s.front != nil {
@@ -340,8 +343,9 @@ type device struct {
 	template string
 	model    model.Model
 	rmap     *regmap.Map
-	lst      *listener // nil without Modbus
-	ua       *uaServer // nil without OPC UA
+	lst      *modbusfront.Front  // nil without Modbus
+	mb       *modbusfront.Device // the device as the Modbus front serves it
+	ua       *uaServer           // nil without OPC UA
 	log      *slog.Logger
 
 	// owned by the fleet mutex
@@ -349,11 +353,6 @@ type device struct {
 	out      []float64   // published values (faults applied)
 	at       time.Time
 	uaStatus []uint32 // status code each OPC UA node serves
-
-	img   atomic.Pointer[regmap.Image]
-	proto atomic.Pointer[protoState] // nil = no protocol fault
-
-	reqs, errs prometheus.Counter
 }
 
 func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
@@ -370,8 +369,7 @@ func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
 		rmap:     cd.rmap,
 		log:      log.With("device", cd.cfg.ID),
 		out:      make([]float64, len(cd.model.Signals())),
-		reqs:     m.requests.WithLabelValues(cd.cfg.ID),
-		errs:     m.exceptions.WithLabelValues(cd.cfg.ID),
+		mb:       modbusfront.NewDevice(m.requests.WithLabelValues(cd.cfg.ID), m.exceptions.WithLabelValues(cd.cfg.ID)),
 	}
 }
 
@@ -379,7 +377,7 @@ func (d *device) info() DeviceInfo {
 	np := d.model.Nameplate()
 	di := DeviceInfo{ID: d.id, Class: d.class, Protocol: "modbus", Template: d.template, Nameplate: maps.Clone(np)}
 	if d.lst != nil {
-		di.Transport, di.Addr, di.UnitID = d.lst.transport, d.lst.Addr(), d.unit
+		di.Transport, di.Addr, di.UnitID = d.lst.Transport(), d.lst.Addr(), d.unit
 	} else {
 		di.Protocol = "opcua"
 	}
@@ -409,7 +407,7 @@ func (d *device) publish(now time.Time) {
 	}
 	img := d.rmap.NewImage()
 	d.rmap.Encode(d.out, img)
-	d.img.Store(img)
+	d.mb.Publish(img)
 }
 
 // sortedFaults returns fault statuses in creation order.

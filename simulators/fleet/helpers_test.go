@@ -16,6 +16,7 @@ import (
 	mb "github.com/goburrow/modbus"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 	"github.com/smelterio/smelter/internal/units"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
@@ -58,6 +59,12 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// rtuFrame appends the Modbus RTU CRC-16 to a request, low byte first.
+func rtuFrame(b []byte) []byte {
+	c := checksum.CRC16(b)
+	return append(b, byte(c), byte(c>>8))
 }
 
 // client is a goburrow Modbus client to one device (TCP or RTU over TCP).

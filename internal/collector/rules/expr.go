@@ -492,13 +492,19 @@ func evalCall(n *exprNode, bd *binding, src valueSource, scratch *[]float64) (fl
 	}
 	vals := (*scratch)[base:]
 	defer func() { *scratch = (*scratch)[:base] }()
-	if n.fn == "count" {
+	return aggregate(n.fn, vals)
+}
+
+// aggregate applies an aggregate function to the defined values (median
+// sorts vals in place). Only count is defined over no value.
+func aggregate(fn string, vals []float64) (float64, bool) {
+	if fn == "count" {
 		return float64(len(vals)), true
 	}
 	if len(vals) == 0 {
 		return 0, false
 	}
-	switch n.fn {
+	switch fn {
 	case "min":
 		return slices.Min(vals), true
 	case "max":
@@ -508,7 +514,7 @@ func evalCall(n *exprNode, bd *binding, src valueSource, scratch *[]float64) (fl
 		for _, v := range vals {
 			s += v
 		}
-		if n.fn == "mean" {
+		if fn == "mean" {
 			s /= float64(len(vals))
 		}
 		return s, true

@@ -1,4 +1,4 @@
-package fleet
+package modbusfront
 
 import (
 	"errors"
@@ -64,26 +64,16 @@ func appendCRC(b []byte) []byte {
 	return append(b, byte(c), byte(c>>8))
 }
 
-// exceptionCode maps a handler error to its Modbus exception code.
-func exceptionCode(err error) byte {
-	for code, e := range exceptionErrors {
-		if errors.Is(err, e) {
-			return byte(code)
-		}
-	}
-	return 4
-}
-
 type rtuServer struct {
 	ln    net.Listener
-	l     *listener
+	f     *Front
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
 
-func newRTUServer(ln net.Listener, l *listener) *rtuServer {
-	return &rtuServer{ln: ln, l: l, conns: map[net.Conn]struct{}{}}
+func newRTUServer(ln net.Listener, f *Front) *rtuServer {
+	return &rtuServer{ln: ln, f: f, conns: map[net.Conn]struct{}{}}
 }
 
 func (s *rtuServer) serve() {
@@ -93,7 +83,7 @@ func (s *rtuServer) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.l.log.Warn("rtu accept", "err", err)
+			s.f.log.Warn("rtu accept", "err", err)
 			continue
 		}
 		s.mu.Lock()
@@ -144,7 +134,7 @@ func (s *rtuServer) handle(c net.Conn) {
 			m, err := c.Read(in[end:])
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					s.l.log.Debug("rtu read", "err", err)
+					s.f.log.Debug("rtu read", "err", err)
 				}
 				return
 			}
@@ -153,7 +143,7 @@ func (s *rtuServer) handle(c net.Conn) {
 		}
 		switch {
 		case errors.Is(err, errRTUCRC):
-			s.l.log.Debug("rtu frame with bad crc skipped", "remote", c.RemoteAddr())
+			s.f.log.Debug("rtu frame with bad crc skipped", "remote", c.RemoteAddr())
 			start += n
 			continue
 		case errors.Is(err, errRTUFunction):
@@ -183,7 +173,7 @@ func (s *rtuServer) respond(out []byte, req rtuRequest) []byte {
 	if req.unit == 0 {
 		return nil // broadcast
 	}
-	d := s.l.units[req.unit]
+	d := s.f.units[req.unit]
 	if d == nil {
 		return nil
 	}
@@ -200,24 +190,22 @@ func (s *rtuServer) respond(out []byte, req rtuRequest) []byte {
 	case 4:
 		t = regmap.Input
 	default: // writes: the simulated devices are read-only
-		d.reqs.Inc()
-		d.errs.Inc()
-		return exc(1)
+		d.refuse()
+		return exc(byte(IllegalFunction))
 	}
 	if req.qty == 0 || req.qty > limit {
-		d.reqs.Inc()
-		d.errs.Inc()
-		return exc(3)
+		d.refuse()
+		return exc(byte(IllegalDataValue))
 	}
 	if int(req.addr)+int(req.qty) > 0x10000 {
-		return exc(2)
+		return exc(byte(IllegalDataAddress))
 	}
-	img, silent, err := d.access(s.l.ctx, t, req.addr, req.qty, false)
+	img, silent, code := d.access(s.f.done, t, req.addr, req.qty, false)
 	if silent {
 		return nil
 	}
-	if err != nil {
-		return exc(exceptionCode(err))
+	if code != 0 {
+		return exc(byte(code))
 	}
 	out = append(out, req.unit, req.fc)
 	if t == regmap.Holding || t == regmap.Input {

@@ -1,4 +1,4 @@
-package fleet
+package modbusfront
 
 import (
 	"bytes"
@@ -63,19 +63,21 @@ func FuzzParseRTURequest(f *testing.F) {
 	})
 }
 
-// TestRTUOverTCPFraming talks raw RTU frames to the RTU listener: a reply
-// with a good CRC, a bad-CRC frame ignored (as a serial slave does), several
-// frames in one TCP segment, and an exception for an unframeable function.
+// TestRTUOverTCPFraming talks raw RTU frames to an RTU-over-TCP front: a
+// reply with a good CRC, a bad-CRC frame ignored (as a serial slave does),
+// several frames in one TCP segment, and an exception for an unframeable
+// function, a write and an oversized read.
 func TestRTUOverTCPFraming(t *testing.T) {
-	f := startFleet(t, nil)
-	d := devInfo(t, f, "motor-2")
-	conn, err := net.Dial("tcp", d.Addr)
+	dev := NewDevice(nil, nil)
+	dev.Publish(testImage())
+	f := startFront(t, Config{Address: "127.0.0.1:0", Transport: RTUOverTCP}, Unit{ID: 7, Device: dev})
+	conn, err := net.Dial("tcp", f.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	req := appendCRC([]byte{d.UnitID, 3, 0, 0, 0, 3})
+	req := appendCRC([]byte{7, 3, 0, 0, 0, 3})
 	bad := append([]byte{}, req...)
 	bad[7] ^= 0xFF
 	other := appendCRC([]byte{9, 3, 0, 0, 0, 3}) // no such unit: silence
@@ -86,15 +88,12 @@ func TestRTUOverTCPFraming(t *testing.T) {
 		if _, err := io.ReadFull(conn, resp); err != nil {
 			t.Fatal(err)
 		}
-		if resp[0] != d.UnitID || resp[1] != 3 || resp[2] != 6 || checksum.CRC16(resp[:9]) != uint16(resp[9])|uint16(resp[10])<<8 {
-			t.Fatalf("response % X", resp)
-		}
-		v, _, _ := f.Values("motor-2")
-		if got := float64(uint16(resp[3])<<8|uint16(resp[4])) * 0.1; got < v["voltage_a"]-0.051 || got > v["voltage_a"]+0.051 {
-			t.Errorf("voltage_a %v, model %v", got, v["voltage_a"])
+		want := appendCRC([]byte{7, 3, 6, 0, 100, 0, 101, 0, 102})
+		if !bytes.Equal(resp, want) {
+			t.Fatalf("response % X, want % X", resp, want)
 		}
 	}
-	conn.Write([]byte{d.UnitID, 43, 14, 1, 0})
+	conn.Write([]byte{7, 43, 14, 1, 0})
 	resp := make([]byte, 5)
 	if _, err := io.ReadFull(conn, resp); err != nil {
 		t.Fatal(err)
@@ -103,14 +102,23 @@ func TestRTUOverTCPFraming(t *testing.T) {
 		t.Errorf("unknown function answered % X", resp)
 	}
 	// a write is refused with illegal function, a huge read with illegal value
-	conn.Write(appendCRC([]byte{d.UnitID, 6, 0, 0, 0, 1}))
+	conn.Write(appendCRC([]byte{7, 6, 0, 0, 0, 1}))
 	io.ReadFull(conn, resp)
 	if resp[1] != 6|0x80 || resp[2] != 1 {
 		t.Errorf("write answered % X", resp)
 	}
-	conn.Write(appendCRC([]byte{d.UnitID, 3, 0, 0, 0, 200}))
+	conn.Write(appendCRC([]byte{7, 3, 0, 0, 0, 200}))
 	io.ReadFull(conn, resp)
 	if resp[1] != 3|0x80 || resp[2] != 3 {
 		t.Errorf("200-register read answered % X", resp)
+	}
+	// coils come packed LSB first: 1 0 1 0 0 0 0 0 | 1
+	conn.Write(appendCRC([]byte{7, 1, 0, 0, 0, 9}))
+	coils := make([]byte, 7)
+	if _, err := io.ReadFull(conn, coils); err != nil {
+		t.Fatal(err)
+	}
+	if want := appendCRC([]byte{7, 1, 2, 0x05, 0x01}); !bytes.Equal(coils, want) {
+		t.Errorf("coils % X, want % X", coils, want)
 	}
 }
