@@ -45,6 +45,10 @@ func DecodeBatch(data []byte) (*Batch, error) {
 			b.TSGW, err = d.int64()
 		case "historical":
 			b.Historical, err = d.boolean()
+		case "part":
+			b.Part, err = d.count()
+		case "parts":
+			b.Parts, err = d.count()
 		case "readings":
 			err = d.readings(b)
 		default:
@@ -364,6 +368,12 @@ func (d *batchDecoder) int64() (int64, error) {
 		return 0, d.errf("%s is not an int64", t)
 	}
 	return v, nil
+}
+
+// count parses an integer into an int (the range is checked by Validate).
+func (d *batchDecoder) count() (int, error) {
+	v, err := d.int64()
+	return int(v), err
 }
 
 func (d *batchDecoder) uint64() (uint64, bool, error) {
