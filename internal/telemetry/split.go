@@ -7,7 +7,7 @@ package telemetry
 // A batch that fits is returned alone and unchanged (Parts 0). Otherwise
 // the readings are packed in order, greedily, into parts that repeat b's
 // header (gateway, seq, asset, ts_gw, historical) with Part 1..Parts set;
-// the parts share b's Readings array, so they are valid while b is. The
+// the parts share b's Readings array (a copy when readings were left out). The
 // split depends only on b and limit: re-sending the same batch under the
 // same limit gives the same parts (and message ids).
 //
@@ -27,30 +27,42 @@ func (b *Batch) Split(limit int, parts []Batch) (out []Batch, dropped []int) {
 	h.Readings = nil
 	h.Part, h.Parts = max(len(b.Readings), 1), max(len(b.Readings), 1)
 	header := len(h.AppendJSON(scratch[:0]))
-	start, size := 0, header
+	sizes := make([]int, len(b.Readings))
 	for i := range b.Readings {
 		scratch = b.Readings[i].appendJSON(scratch[:0])
-		n := len(scratch)
-		if header+n > limit {
-			if i > start {
-				out = appendPart(out, b, start, i)
-			}
+		sizes[i] = len(scratch)
+		if header+sizes[i] > limit {
 			dropped = append(dropped, i)
-			start, size = i+1, header
-			continue
 		}
+	}
+	src := b
+	if len(dropped) > 0 {
+		// Leave out what cannot fit; the rest still packs densely.
+		kept := *b
+		kept.Readings = make([]Reading, 0, len(b.Readings)-len(dropped))
+		ks := sizes[:0:0]
+		for i, r := range b.Readings {
+			if header+sizes[i] <= limit {
+				kept.Readings = append(kept.Readings, r)
+				ks = append(ks, sizes[i])
+			}
+		}
+		src, sizes = &kept, ks
+	}
+	start, size := 0, header
+	for i, n := range sizes {
 		if i > start {
 			n++ // the comma
 		}
 		if size+n > limit {
-			out = appendPart(out, b, start, i)
-			start, size = i, header+n-1
+			out = appendPart(out, src, start, i)
+			start, size = i, header+sizes[i]
 			continue
 		}
 		size += n
 	}
-	if start < len(b.Readings) {
-		out = appendPart(out, b, start, len(b.Readings))
+	if start < len(sizes) {
+		out = appendPart(out, src, start, len(sizes))
 	}
 	for i := range out {
 		out[i].Part, out[i].Parts = i+1, len(out)
