@@ -152,7 +152,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 			return c.malformed(subject, err)
 		}
 		c.mu.Lock()
-		dup, late := c.dedup.Seen(b.Gateway, b.Seq)
+		dup, late := c.dedup.SeenPart(b.Gateway, b.Seq, b.Part, b.Parts)
 		if dup {
 			c.mu.Unlock()
 			c.m.duplicates.Inc()
