@@ -12,11 +12,11 @@ import (
 // ErrRejected is wrapped by every RejectedError; use errors.Is.
 var ErrRejected = errors.New("rejected permanently")
 
-// Rejection reasons (the reason label of the set-aside metric).
-const (
-	ReasonTooLarge = "too_large" // over the broker's message size limit
-	ReasonRefused  = "refused"   // the broker refused it for good (e.g. a stream limit)
-)
+// ReasonTooLarge is the rejection reason (the reason label of the
+// set-aside metric) of a message over the broker's size limit: the
+// server's max_payload, a stream's max_msg_size, the MQTT broker's maximum
+// packet size.
+const ReasonTooLarge = "too_large"
 
 // RejectedError says the broker will never accept the message MsgID as it
 // is: retrying it cannot succeed. Publish returns it for the first such
@@ -24,7 +24,7 @@ const (
 // caller sets that message aside and publishes the rest again.
 type RejectedError struct {
 	MsgID  string
-	Reason string // ReasonTooLarge or ReasonRefused
+	Reason string // ReasonTooLarge
 	Err    error  // the broker's or client's error
 }
 
