@@ -14,6 +14,29 @@ import (
 	"github.com/smelterio/smelter/internal/wait"
 )
 
+// serveHTTP serves g's HTTP handler on a random loopback port until the
+// test ends and returns its address.
+func serveHTTP(t *testing.T, g *Gateway) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no HTTP address")
+	}
+	return addr
+}
+
 // duplicateKeys returns the keys a JSON object (one log line) holds more
 // than once, at any depth.
 func duplicateKeys(t *testing.T, line string) []string {
@@ -68,22 +91,7 @@ func TestStatusAgreesWithReadyzAndLogsAreClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	rg := startGateway(t, r.config(t, relConfig{nats: true, mqtt: true}), log.With("gateway", relGateway))
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- rg.g.Serve(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no HTTP address")
-	}
+	addr := serveHTTP(t, rg.g)
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {

@@ -872,22 +872,7 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 func TestReadyzFollowsTheUplink(t *testing.T) {
 	r := newRelRig(t, false)
 	rg := startGateway(t, r.config(t, relConfig{nats: true}), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- rg.g.Serve(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no HTTP address")
-	}
+	addr := serveHTTP(t, rg.g)
 	readyz := func() (int, string) {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
