@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -212,8 +213,9 @@ func streamMsgs(t *testing.T, url string, n int) []received {
 // TestNATSBatchOverMaxPayloadIsSplit: with a server max_payload of 64 KiB,
 // a 200 KB batch arrives in parts that each fit, complete and in order,
 // with part message ids; a batch holding one reading that can never fit
-// delivers its other readings and counts the one set aside; a birth over
-// the limit is set aside; the batches after them still flow.
+// delivers its other readings and counts the one set aside; a 220 KB birth
+// arrives in parts that merge into it; a death over the limit (never
+// split) is set aside; the batch after them all still arrives whole.
 func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 	const maxPayload = 64 << 10
 	n, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir(), MaxPayload: maxPayload})
@@ -237,7 +239,17 @@ func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 	odd := batch(3)
 	odd.Readings[1].Text = strings.Repeat("x", 70<<10) // one reading over the limit
 	oddSeq := r.appendBatch(t, odd)
-	r.appendRaw(t, telemetry.KindBirth, []byte(`{"schema":"smelter.birth/1","pad":"`+strings.Repeat("y", 70<<10)+`"}`))
+	r.appendRaw(t, telemetry.KindDeath, []byte(`{"schema":"smelter.death/1","pad":"`+strings.Repeat("y", 70<<10)+`"}`))
+	birth := bigBirth(1500)
+	var birthData []byte
+	birthSeq, err := r.sp.Append(context.Background(), telemetry.AssetSubject(asset, telemetry.KindBirth), func(seq uint64, dst []byte) []byte {
+		birth.Seq = seq
+		birthData, _ = telemetry.MarshalBirth(birth)
+		return append(dst, birthData...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	small := batch(5)
 	smallSeq := r.appendBatch(t, small)
 
@@ -245,17 +257,28 @@ func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 	if l := r.f.Lag(); l.Records != 0 {
 		t.Fatalf("lag %+v after the last batch", l)
 	}
-	bigParts := len(big.AppendJSON(nil))/(maxPayload-natsjs.HeaderReserve) + 1
-	msgs := streamMsgs(t, n.URL(), bigParts+2)
-	parts := checkParts(t, msgs, bigSeq, big, maxPayload-natsjs.HeaderReserve)
-	if len(msgs) != parts+2 {
-		t.Fatalf("%d messages in the stream, want %d parts + the odd batch + the small batch", len(msgs), parts)
-	}
+	limit := maxPayload - natsjs.HeaderReserve
+	bigParts := len(big.AppendJSON(nil))/limit + 1
+	birthParts := len(birthData)/limit + 1
+	msgs := streamMsgs(t, n.URL(), bigParts+birthParts+2)
+	parts := checkParts(t, msgs, bigSeq, big, limit)
 	oddGot, err := telemetry.DecodeBatch(msgs[parts].data)
 	if err != nil || oddGot.Seq != oddSeq || len(oddGot.Readings) != 2 || oddGot.Readings[1].Signal != odd.Readings[2].Signal {
 		t.Fatalf("odd batch arrived as %+v (%v), want its two readings that fit", oddGot, err)
 	}
-	last, err := telemetry.DecodeBatch(msgs[parts+1].data)
+	var births []*telemetry.Birth
+	for _, m := range msgs[parts+1 : len(msgs)-1] {
+		b, err := telemetry.DecodeBirth(m.data)
+		if err != nil || b.Seq != birthSeq || len(m.data) > limit || m.id != telemetry.PartMsgID(gw, birthSeq, b.Part, b.Parts) {
+			t.Fatalf("birth part: %v, %d bytes, id %s", err, len(m.data), m.id)
+		}
+		births = append(births, b)
+	}
+	merged, err := telemetry.MergeBirth(births)
+	if err != nil || len(births) < 2 || !reflect.DeepEqual(merged, birth) {
+		t.Fatalf("%d birth parts merged into a different birth (%v)", len(births), err)
+	}
+	last, err := telemetry.DecodeBatch(msgs[len(msgs)-1].data)
 	if err != nil || last.Seq != smallSeq || last.Parts != 0 || len(last.Readings) != 5 {
 		t.Fatalf("last message %+v (%v), want the small batch whole", last, err)
 	}
@@ -263,10 +286,10 @@ func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 		t.Errorf("set aside readings %v, want 1", v)
 	}
 	if v := value(r.f.m.setAside.WithLabelValues("nats", "too_large")); v != 1 {
-		t.Errorf("set aside messages %v, want 1 (the birth)", v)
+		t.Errorf("set aside messages %v, want 1 (the death)", v)
 	}
-	if v := value(r.f.m.split.WithLabelValues("nats")); v != 1 {
-		t.Errorf("split batches %v, want 1", v)
+	if v := value(r.f.m.split.WithLabelValues("nats")); v != 2 {
+		t.Errorf("split messages %v, want 2 (the batch and the birth)", v)
 	}
 	if st := r.f.State(); st.SetAside != 2 || !strings.Contains(st.LastSetAside, "too_large") {
 		t.Errorf("state %+v", st)
@@ -274,6 +297,18 @@ func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 	if c := strings.Count(r.logs(), "message set aside"); c < 1 || c > 2 {
 		t.Errorf("%d set-aside lines logged:\n%s", c, r.logs())
 	}
+}
+
+// bigBirth is a birth of n signals (about n*150 bytes).
+func bigBirth(n int) *telemetry.Birth {
+	b := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: gw, Asset: asset.ToJSON(), TSGW: 1763812345000, Protocol: "opcua",
+		Nameplate: map[string]float64{"rated_power": 75}}
+	for i := range n {
+		lo, hi := -10.0, 150.0
+		b.Signals = append(b.Signals, telemetry.SignalInfo{Signal: fmt.Sprintf("sig_%05d", i), Unit: "Cel", Min: &lo, Max: &hi,
+			IntervalMS: 1000, Src: fmt.Sprintf("opcua:ns=2;s=Plant.Area1.Line7.Device%05d.Temperature", i)})
+	}
+	return b
 }
 
 // TestMQTTBatchOverMaxPacketSizeIsSplit: a mochi broker that accepts

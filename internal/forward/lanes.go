@@ -126,6 +126,10 @@ func (l *lanes) confirmedByLive(seq uint64) bool {
 	return false
 }
 
-var dataSuffix = "." + string(telemetry.KindData)
+var (
+	dataSuffix  = "." + string(telemetry.KindData)
+	birthSuffix = "." + string(telemetry.KindBirth)
+)
 
-func isData(subject string) bool { return strings.HasSuffix(subject, dataSuffix) }
+func isData(subject string) bool  { return strings.HasSuffix(subject, dataSuffix) }
+func isBirth(subject string) bool { return strings.HasSuffix(subject, birthSuffix) }

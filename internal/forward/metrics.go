@@ -29,10 +29,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		uplinkReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_uplink_ready",
 			Help: "1 while the uplink is connected."}, []string{"uplink"}),
 		setAside: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_set_aside_total",
-			Help: "Messages (reason too_large) and single readings (reason reading_too_large) the uplink's broker can never accept: logged with their seq and skipped, never retried."},
+			Help: "Messages (reason too_large), single readings (reading_too_large) and birth signals (signal_too_large) the uplink's broker can never accept: logged with their seq and skipped, never retried."},
 			[]string{"uplink", "reason"}),
 		split: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_split_batches_total",
-			Help: "Batches over the uplink's message size limit sent as several parts."}, []string{"uplink"}),
+			Help: "Batches and births over the uplink's message size limit sent as several parts."}, []string{"uplink"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.published, m.publishErr, m.dataAge, m.uplinkReady, m.setAside, m.split)

@@ -76,6 +76,8 @@ func (s *sender) build(recs []spool.Record, items []item) {
 		switch {
 		case isData(rec.Subject) && (it.hist || over):
 			s.batch(rec, id, it.hist, limit)
+		case over && isBirth(rec.Subject):
+			s.birth(rec, id, limit)
 		case over:
 			f.setAside(rec.Seq, id, uplink.ReasonTooLarge, 1,
 				fmt.Errorf("a %d-byte %s message is over the uplink's %d-byte limit and cannot be split", len(rec.Data), kindOf(rec.Subject), limit))
@@ -134,13 +136,58 @@ func (s *sender) batch(rec *spool.Record, id string, hist bool, limit int) {
 	}
 }
 
+// birth adds the envelopes of the birth rec, split by signals to fit
+// limit (a 10,000-signal birth is over 1 MiB).
+func (s *sender) birth(rec *spool.Record, id string, limit int) {
+	f := s.f
+	b, err := telemetry.DecodeBirth(rec.Data)
+	if err != nil {
+		f.setAside(rec.Seq, id, uplink.ReasonTooLarge, 1, fmt.Errorf("cannot split an undecodable birth: %w", err))
+		return
+	}
+	parts, dropped, err := telemetry.SplitBirth(b, limit)
+	if err != nil {
+		f.setAside(rec.Seq, id, uplink.ReasonTooLarge, 1, fmt.Errorf("cannot split the birth: %w", err))
+		return
+	}
+	if len(dropped) > 0 {
+		f.setAside(rec.Seq, id, reasonSignal, len(dropped),
+			fmt.Errorf("%d signals (the first: %s) are each over the uplink's %d-byte limit", len(dropped), b.Signals[dropped[0]].Signal, limit))
+	}
+	if len(parts) == 0 {
+		if len(dropped) == 0 {
+			f.setAside(rec.Seq, id, uplink.ReasonTooLarge, 1, fmt.Errorf("the birth header alone is over the uplink's %d-byte limit", limit))
+		}
+		return
+	}
+	if len(parts) > 1 {
+		f.m.split.WithLabelValues(f.up.Name()).Inc()
+	}
+	for i := range parts {
+		p := &parts[i]
+		pid := telemetry.PartMsgID(f.gateway, rec.Seq, p.Part, p.Parts)
+		if f.isAside(pid) {
+			continue
+		}
+		data, err := telemetry.MarshalBirth(p)
+		if err != nil {
+			f.setAside(rec.Seq, pid, uplink.ReasonTooLarge, 1, err)
+			continue
+		}
+		s.add(rec.Subject, pid, rec.Seq, data)
+	}
+}
+
 func (s *sender) add(subject, id string, seq uint64, data []byte) {
 	s.envs = append(s.envs, telemetry.Envelope{Subject: subject, MsgID: id, Data: data})
 	s.seqs = append(s.seqs, seq)
 }
 
-// reasonReading labels readings left out of a split batch.
-const reasonReading = "reading_too_large"
+// Reasons for what is left out of a split batch or birth.
+const (
+	reasonReading = "reading_too_large"
+	reasonSignal  = "signal_too_large"
+)
 
 // setAside records that message id (of record seq) will never be accepted:
 // counted (n: messages or readings), logged (at most one line per 10 s,
@@ -148,8 +195,8 @@ const reasonReading = "reading_too_large"
 // seq, so that a retry of its slice leaves it out and counts it once.
 func (f *Forwarder) setAside(seq uint64, id, reason string, n int, err error) {
 	key := id
-	if reason == reasonReading {
-		key += "/readings" // the batch's other readings still go
+	if reason == reasonReading || reason == reasonSignal {
+		key += "/" + reason // the other readings or signals still go
 	}
 	f.asideMu.Lock()
 	if _, seen := f.aside[key]; seen {

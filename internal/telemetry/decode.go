@@ -542,5 +542,8 @@ func DecodeBirth(data []byte) (*Birth, error) {
 	if !ValidToken(b.Gateway) || !ValidToken(b.Asset.ID) || !ValidToken(b.Asset.Class) {
 		return nil, fmt.Errorf("%w: birth needs gateway, asset.id and asset.class tokens", ErrInvalid)
 	}
+	if b.Parts < 0 || b.Parts > MaxParts || (b.Parts == 0) != (b.Part == 0) || b.Part > b.Parts {
+		return nil, fmt.Errorf("%w: birth part %d of %d", ErrInvalid, b.Part, b.Parts)
+	}
 	return &b, nil
 }

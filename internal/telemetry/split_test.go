@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -87,5 +88,62 @@ func TestPartFieldsValidated(t *testing.T) {
 		if _, err := DecodeBatch([]byte(in)); err == nil {
 			t.Errorf("accepted %s", in)
 		}
+	}
+}
+
+func sampleBirth(n int) *Birth {
+	b := &Birth{Gateway: "gw-1", Seq: 9, TSGW: 5, Asset: AssetJSON{ID: "ua-1", Class: "motor"}, Protocol: "opcua",
+		Nameplate: map[string]float64{"rated_power": 75}}
+	for i := range n {
+		lo, hi := 0.0, 100.0
+		b.Signals = append(b.Signals, SignalInfo{Signal: fmt.Sprintf("sig_%05d", i), Unit: "Cel", Min: &lo, Max: &hi,
+			IntervalMS: 1000, Src: fmt.Sprintf("opcua:ns=2;s=Plant.Device%05d.Temperature", i)})
+	}
+	return b
+}
+
+// TestSplitBirth: a birth over the limit is split into parts that each fit
+// and decode; merged, they give back the birth.
+func TestSplitBirth(t *testing.T) {
+	b := sampleBirth(500)
+	parts, dropped, err := SplitBirth(b, 8192)
+	if err != nil || len(dropped) != 0 || len(parts) < 2 {
+		t.Fatalf("%d parts, dropped %v, %v", len(parts), dropped, err)
+	}
+	var decoded []*Birth
+	for i := range parts {
+		data, err := MarshalBirth(&parts[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) > 8192 {
+			t.Fatalf("part %d is %d bytes", i+1, len(data))
+		}
+		d, err := DecodeBirth(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Part != i+1 || d.Parts != len(parts) || d.Nameplate["rated_power"] != 75 {
+			t.Fatalf("part %d decoded as %d/%d", i+1, d.Part, d.Parts)
+		}
+		decoded = append(decoded, d)
+	}
+	decoded[0], decoded[1] = decoded[1], decoded[0] // any order
+	m, err := MergeBirth(decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m, b) {
+		t.Fatal("merged birth differs from the original")
+	}
+	if _, err := MergeBirth(decoded[1:]); err == nil {
+		t.Fatal("merged with a part missing")
+	}
+	decoded[1] = decoded[0]
+	if _, err := MergeBirth(decoded); err == nil {
+		t.Fatal("merged with a part twice")
+	}
+	if one, _, _ := SplitBirth(b, 0); len(one) != 1 || one[0].Parts != 0 {
+		t.Fatal("split without a limit")
 	}
 }

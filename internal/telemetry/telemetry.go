@@ -163,6 +163,12 @@ type Birth struct {
 	Signals   []SignalInfo       `json:"signals"`
 	Nameplate map[string]float64 `json:"nameplate,omitempty"`
 	Protocol  string             `json:"protocol,omitempty"`
+	// Part and Parts are set when the birth was split to fit a broker's
+	// message size limit: part Part (1-based) of Parts, each with the same
+	// header and nameplate and a share of the signals. See SplitBirth and
+	// MergeBirth.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
 }
 
 // Death says an asset stopped answering (or the gateway stopped polling it).
