@@ -35,6 +35,10 @@ type MQTTOptions struct {
 	KeepSessions bool
 
 	Log *slog.Logger // broker log; nil discards it
+
+	// MaxPacketSize is the largest packet the broker accepts (bytes; 0: no
+	// limit). A client that sends a larger one is disconnected.
+	MaxPacketSize uint32
 }
 
 // MQTT is a running (or stopped) embedded mochi broker.
@@ -76,7 +80,12 @@ func (m *MQTT) Start() error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := mqtt.New(&mqtt.Options{Logger: log.With("broker", "mqtt"), InlineClient: true})
+	mo := &mqtt.Options{Logger: log.With("broker", "mqtt"), InlineClient: true}
+	if m.opts.MaxPacketSize > 0 {
+		mo.Capabilities = mqtt.NewDefaultServerCapabilities()
+		mo.Capabilities.MaximumPacketSize = m.opts.MaxPacketSize
+	}
+	s := mqtt.New(mo)
 	var auth mqtt.Hook = &allowAll{}
 	if m.opts.Username != "" {
 		auth = &passwordAuth{user: []byte(m.opts.Username), pass: []byte(m.opts.Password)}

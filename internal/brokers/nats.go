@@ -34,6 +34,8 @@ type NATSOptions struct {
 
 	Log *slog.Logger // server log (notices, warnings, errors); nil discards it
 
+	MaxPayload int32 // max_payload in bytes; 0: the server's default (1 MiB)
+
 	ReadyTimeout time.Duration // how long Start waits for the listener; default 10s
 }
 
@@ -94,6 +96,7 @@ func (n *NATS) Start() error {
 		Authorization: n.opts.Token,
 		NoSigs:        true,
 		NoLog:         n.opts.Log == nil,
+		MaxPayload:    n.opts.MaxPayload,
 		// HTTP monitoring stays off; clients reconnect quickly in tests.
 	}
 	if n.opts.TLS != nil {

@@ -53,6 +53,7 @@ type Collector struct {
 	engine  *rules.Engine
 	kpis    *kpi.Tracker
 	dedup   *ingest.Dedup
+	births  *ingest.BirthParts
 	active  map[string]alert.Alert
 	recent  []alert.Alert
 	scratch []alert.Alert
@@ -96,7 +97,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cat := catalog.Default()
 	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: kpi.New(cfg.kpiConfig()),
-		dedup: ingest.NewDedup(cfg.DedupWindow), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
+		dedup: ingest.NewDedup(cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
 		live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
@@ -152,7 +153,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 			return c.malformed(subject, err)
 		}
 		c.mu.Lock()
-		dup, late := c.dedup.Seen(b.Gateway, b.Seq)
+		dup, late := c.dedup.SeenPart(b.Gateway, b.Seq, b.Part, b.Parts)
 		if dup {
 			c.mu.Unlock()
 			c.m.duplicates.Inc()
@@ -174,6 +175,16 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 			return c.malformed(subject, err)
 		}
 		c.mu.Lock()
+		if bi.Parts > 0 { // a part of a split birth: wait for the others
+			bi, err = c.births.Add(bi)
+			if err != nil || bi == nil {
+				c.mu.Unlock()
+				if err != nil {
+					return c.malformed(subject, err)
+				}
+				return nil
+			}
+		}
 		c.engine.Birth(bi)
 		c.kpis.Birth(bi)
 		c.mu.Unlock()

@@ -11,17 +11,22 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/smelterio/smelter/internal/forward"
 	"github.com/smelterio/smelter/internal/gwconfig"
 )
 
-// Status is the gateway's state as /status reports it.
+// Status is the gateway's state as /status reports it. Ready and
+// ReadyReason are what /readyz answers; Running says the gateway is
+// polling (it may be running and not ready: an uplink down or behind).
 type Status struct {
-	Gateway string         `json:"gateway"`
-	Site    string         `json:"site"`
-	Ready   bool           `json:"ready"`
-	Seq     uint64         `json:"seq"`
-	Devices []DeviceStatus `json:"devices"`
-	Uplinks []UplinkStatus `json:"uplinks"`
+	Gateway     string         `json:"gateway"`
+	Site        string         `json:"site"`
+	Ready       bool           `json:"ready"`
+	ReadyReason string         `json:"ready_reason"`
+	Running     bool           `json:"running"`
+	Seq         uint64         `json:"seq"`
+	Devices     []DeviceStatus `json:"devices"`
+	Uplinks     []UplinkStatus `json:"uplinks"`
 }
 
 // DeviceStatus is one device's line in the status page.
@@ -40,14 +45,14 @@ type UplinkStatus struct {
 	LagRecords   uint64  `json:"lag_records"`
 	LagBytes     int64   `json:"lag_bytes"`
 	OldestAgeSec float64 `json:"oldest_age_seconds"`
-	forwarderState
+	forward.State
 }
 
 // Status returns a snapshot of the gateway's state.
 func (g *Gateway) Status() Status {
 	st := Status{Gateway: g.cfg.ID, Site: g.cfg.Site}
 	g.mu.Lock()
-	st.Ready = g.ready
+	st.Running = g.ready
 	sp := g.spool
 	fwds := g.fwds
 	g.mu.Unlock()
@@ -64,19 +69,19 @@ func (g *Gateway) Status() Status {
 		st.Devices = append(st.Devices, ds)
 	}
 	for _, f := range fwds {
-		lag := f.r.Lag()
-		st.Uplinks = append(st.Uplinks, UplinkStatus{Name: f.up.Name(), Connected: f.up.Ready(),
+		lag := f.Lag()
+		st.Uplinks = append(st.Uplinks, UplinkStatus{Name: f.Name(), Connected: f.Ready(),
 			LagRecords: lag.Records, LagBytes: lag.Bytes, OldestAgeSec: lag.OldestAge.Seconds(),
-			forwarderState: f.state()})
+			State: f.State()})
 	}
+	st.Ready, st.ReadyReason = g.readiness(&st)
 	return st
 }
 
 // readiness says whether the gateway is running with every uplink connected
-// and not far behind.
-func (g *Gateway) readiness() (bool, string) {
-	st := g.Status()
-	if !st.Ready {
+// and not far behind, judged on one snapshot (so /status and /readyz agree).
+func (g *Gateway) readiness(st *Status) (bool, string) {
+	if !st.Running {
 		return false, "not running"
 	}
 	for _, u := range st.Uplinks {
@@ -99,7 +104,8 @@ func (g *Gateway) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := g.readiness()
+		st := g.Status()
+		ok, why := st.Ready, st.ReadyReason
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
@@ -150,7 +156,7 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.ok{color:#080}.bad{color:#b00}</style></head>
 <body><h1>smelter-gateway {{.Gateway}} <small>site {{.Site}}</small></h1>
-<p>{{if .Ready}}<span class="ok">running</span>{{else}}<span class="bad">not running</span>{{end}} &middot; seq {{.Seq}}
+<p>{{if .Ready}}<span class="ok">ready</span>{{else if .Running}}<span class="bad">running, not ready: {{.ReadyReason}}</span>{{else}}<span class="bad">not running</span>{{end}} &middot; seq {{.Seq}}
 &middot; <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
 <h2>Uplinks</h2><table><tr><th>uplink</th><th>state</th><th>behind (batches)</th><th>oldest unsent</th><th>last ack</th><th>last error</th></tr>
 {{range .Uplinks}}<tr><td>{{.Name}}</td><td>{{if .Connected}}<span class="ok">connected</span>{{else}}<span class="bad">disconnected</span>{{end}}</td>

@@ -4,7 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the gateway pipeline's own self-metrics (prefix smelter_gateway_).
+// metrics are the gateway pipeline's own self-metrics (prefix
+// smelter_gateway_); the delivery metrics are the forwarders'
+// (forward.Metrics).
 type metrics struct {
 	polls        *prometheus.CounterVec
 	pollDuration *prometheus.HistogramVec
@@ -13,10 +15,6 @@ type metrics struct {
 	batches      prometheus.Counter
 	spoolErrors  prometheus.Counter
 	deviceUp     *prometheus.GaugeVec
-	published    *prometheus.CounterVec
-	publishErr   *prometheus.CounterVec
-	dataAge      *prometheus.HistogramVec
-	uplinkReady  *prometheus.GaugeVec
 	seq          prometheus.Gauge
 }
 
@@ -38,22 +36,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Batches that could not be written to the spool."}),
 		deviceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_device_up",
 			Help: "1 while the device's last cycle had at least one good reading."}, []string{"device"}),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_published_total",
-			Help: "Spooled messages confirmed by the broker, per uplink."}, []string{"uplink"}),
-		publishErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_publish_errors_total",
-			Help: "Failed publish attempts per uplink (the messages are retried)."}, []string{"uplink"}),
-		dataAge: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "smelter_gateway_data_age_seconds",
-			Help:    "End-to-end data age: from the read (spool append) to the broker's acknowledgement.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600}},
-			[]string{"uplink"}),
-		uplinkReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_uplink_ready",
-			Help: "1 while the uplink is connected."}, []string{"uplink"}),
 		seq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
 			Help: "Last sequence number assigned to a batch."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.readings, m.batches, m.spoolErrors, m.deviceUp,
-			m.published, m.publishErr, m.dataAge, m.uplinkReady, m.seq)
+		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.readings, m.batches, m.spoolErrors, m.deviceUp, m.seq)
 	}
 	return m
 }

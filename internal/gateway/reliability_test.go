@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/forward"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/spool"
@@ -871,22 +872,7 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 func TestReadyzFollowsTheUplink(t *testing.T) {
 	r := newRelRig(t, false)
 	rg := startGateway(t, r.config(t, relConfig{nats: true}), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- rg.g.Serve(ctx, "127.0.0.1:0", func(a net.Addr) { addrc <- a.String() }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no HTTP address")
-	}
+	addr := serveHTTP(t, rg.g)
 	readyz := func() (int, string) {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
@@ -1024,7 +1010,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	b.Logf("backlog batches of %d bytes", prefill(b, cfg, backlog))
 	// The spool stamps records with their append time: let the backlog be
 	// older than the live-lane threshold, as a real one would be.
-	for time.Since(prefilled) < liveLaneAfter+500*time.Millisecond {
+	for time.Since(prefilled) < forward.DefaultLiveAfter+500*time.Millisecond {
 		time.Sleep(20 * time.Millisecond)
 	}
 
@@ -1167,7 +1153,7 @@ func testLiveFirst(t *testing.T, second bool) {
 	r.nats.Shutdown()
 	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
 	wait.For(t, 20*time.Second, "a backlog older than the live-lane threshold", func() bool {
-		return rg.uplink("nats").OldestAgeSec > (liveLaneAfter + 500*time.Millisecond).Seconds()
+		return rg.uplink("nats").OldestAgeSec > (forward.DefaultLiveAfter + 500*time.Millisecond).Seconds()
 	})
 	if err := r.nats.Start(); err != nil {
 		t.Fatal(err)
@@ -1236,31 +1222,4 @@ func testLiveFirst(t *testing.T, second bool) {
 		t.Fatalf("%d historical batches, %d live batches stored before the last historical one: the live lane did not run beside the backlog", hist, liveDuring)
 	}
 	t.Logf("%d batches exactly once; %d historical (backfill), %d live batches delivered during the drain", rep.distinct, hist, liveDuring)
-}
-
-// TestAppendHistorical: marking a spooled batch historical gives exactly
-// what the encoder writes for a historical batch, and marking is idempotent.
-func TestAppendHistorical(t *testing.T) {
-	for _, id := range []string{"m-1", `odd",readings":[`} {
-		b := telemetry.Batch{Gateway: "gw-1", Seq: 42, TSGW: 1763812345123,
-			Asset:    telemetry.Asset{ID: id, Class: "motor", Path: []string{"acme", "s", "a", "b", "_"}},
-			Readings: []telemetry.Reading{{Signal: "x", Value: 1, Unit: "Cel", TS: 1}}}
-		plain := b.AppendJSON(nil)
-		b.Historical = true
-		want := b.AppendJSON(nil)
-		got := appendHistorical([]byte("prefix"), plain)
-		if string(got) != "prefix"+string(want) {
-			t.Fatalf("marked:\n%s\nwant:\n%s", got[6:], want)
-		}
-		if again := appendHistorical(nil, want); string(again) != string(want) {
-			t.Fatalf("marked twice:\n%s", again)
-		}
-	}
-	b := telemetry.Batch{Gateway: "gw-1", Seq: 42, TSGW: 1763812345123,
-		Asset:    telemetry.Asset{ID: "m-1", Class: "motor", Path: []string{"acme", "s", "a", "b", "_"}},
-		Readings: []telemetry.Reading{{Signal: "x", Value: 1, Unit: "Cel", TS: 1}}}
-	dec, err := telemetry.DecodeBatch(appendHistorical(nil, b.AppendJSON(nil)))
-	if err != nil || !dec.Historical || dec.Seq != 42 {
-		t.Fatalf("decoded %+v, %v", dec, err)
-	}
 }

@@ -8,6 +8,7 @@ type cacheEntry struct {
 	subject  string
 	data     []byte
 	size     int64
+	lost     bool // a seq used up by a failed append: no record
 }
 
 // tailCache holds the most recent records (contiguous seqs) within a record

@@ -12,6 +12,7 @@ type Metrics struct {
 	appendedBytes    prometheus.Counter
 	appendSeconds    prometheus.Histogram
 	appendErrors     prometheus.Counter
+	lostAppends      prometheus.Counter
 	blockedSeconds   prometheus.Counter
 	diskBytes        prometheus.Gauge
 	segments         prometheus.Gauge
@@ -49,7 +50,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "append_seconds",
 			Help:    "Append latency, including any fsync and any time blocked on a full spool.",
 			Buckets: []float64{2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02, 0.1, 1}}),
-		appendErrors:     counter("append_errors_total", "Appends that failed (write error, closed spool, cancelled while blocked)."),
+		appendErrors: counter("append_errors_total", "Appends that failed (write error, closed spool, cancelled while blocked)."),
+		lostAppends: counter("append_lost_records_total",
+			"Records lost because writing them failed (disk full, I/O error); each cost its seq, so consumers see the gap."),
 		blockedSeconds:   counter("append_blocked_seconds_total", "Time appends spent blocked on a full spool (when_full: block)."),
 		diskBytes:        gauge("disk_bytes", "Bytes of all segment files."),
 		segments:         gauge("segments", "Number of segment files."),
@@ -69,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lag:         newLagCollector(ns, sub),
 	}
 	if reg != nil {
-		reg.MustRegister(m.appendedRecords, m.appendedBytes, m.appendSeconds, m.appendErrors, m.blockedSeconds,
+		reg.MustRegister(m.appendedRecords, m.appendedBytes, m.appendSeconds, m.appendErrors, m.lostAppends, m.blockedSeconds,
 			m.diskBytes, m.segments, m.discarded, m.readerDiscarded, m.recoveredRecords, m.droppedRecords,
 			m.droppedBytes, m.cursorResets, m.corruptReadBytes, m.diskReads, m.cacheReads, m.fsyncSeconds, m.fsyncErrors, m.lag)
 	}

@@ -305,6 +305,9 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 			if err := r.persistIf(persist); err != nil {
 				return nil, err
 			}
+			if len(r.out) == 0 {
+				continue // only lost seqs: skipped
+			}
 			return r.out, nil
 		}
 		plan, ok := r.planLocked()
@@ -340,6 +343,10 @@ func (r *Reader) readCache(maxRecords, maxBytes int) {
 		e, ok := c.get(r.pos)
 		if !ok {
 			break
+		}
+		if e.lost {
+			r.pos++
+			continue
 		}
 		if len(r.out) > 0 && total+len(e.data) > maxBytes {
 			break
@@ -405,6 +412,9 @@ func (r *Reader) planLocked() (diskPlan, bool) {
 		}
 		return p, true
 	}
+	// No record from r.pos on: the seqs up to the last one were lost by
+	// failed appends. Skip them.
+	r.pos = r.s.last + 1
 	return diskPlan{}, false
 }
 
@@ -536,6 +546,15 @@ func (r *Reader) Commit(seq uint64) error {
 	if seq <= r.committed {
 		s.mu.Unlock()
 		return nil
+	}
+	// Seqs right after seq that failed appends used up hold nothing to
+	// confirm: commit over them too.
+	for {
+		e, ok := s.cache.get(seq + 1)
+		if !ok || !e.lost {
+			break
+		}
+		seq++
 	}
 	r.committed = seq
 	s.deleteCommittedLocked()

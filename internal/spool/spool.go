@@ -23,12 +23,20 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/smelterio/smelter/internal/logging"
 )
 
 // Errors.
 var (
 	ErrClosed     = errors.New("spool: closed")
 	ErrReaderOpen = errors.New("spool: reader already open")
+	// ErrLost: writing the record failed (disk full, I/O error); it is not
+	// in the spool and its seq is used up, so consumers see a gap. The
+	// spool counts (smelter_spool_append_lost_records_total) and logs it,
+	// at most one line per interval with the count of the others: a
+	// caller need not log it again.
+	ErrLost = errors.New("spool: record lost")
 )
 
 const (
@@ -75,6 +83,14 @@ type Spool struct {
 	lastRecLen int
 	hwm        *slotFile
 	reserved   uint64
+	// write writes a record to the active segment (f.Write; tests inject
+	// failures here).
+	write func(f *os.File, rec []byte) (int, error)
+	// lostLog rate-limits the log of lost appends; lostRun counts the
+	// current run of them (first and last seq).
+	lostLog             logging.Limiter
+	lostRun             uint64
+	lostFirst, lostLast uint64
 
 	mu       sync.Mutex
 	closed   bool
@@ -120,6 +136,7 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 		closedCh:  make(chan struct{}),
 		readers:   map[string]*Reader{},
 		stop:      make(chan struct{}),
+		write:     (*os.File).Write,
 	}
 	s.cache.init(cacheSlots, cfg.CacheBytes)
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
@@ -434,31 +451,28 @@ func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(ui
 	if g.size > 0 && g.size+int64(len(rec)) > s.cfg.SegmentBytes {
 		if err := s.rollLocked(seq); err != nil {
 			s.mu.Unlock()
-			return 0, err
+			return 0, s.lost(ctx, seq, err)
 		}
 		g = s.segs[len(s.segs)-1]
 	}
 	f, off := s.active, g.size
 	s.mu.Unlock()
 
-	if _, err := f.Write(rec); err != nil {
+	if _, err := s.write(f, rec); err != nil {
 		_ = f.Truncate(off) // leave no partial record behind
-		return 0, fmt.Errorf("spool: append seq %d: %w", seq, err)
+		return 0, s.lost(ctx, seq, err)
 	}
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.syncFile(f); err != nil {
-			return 0, err
+			_ = f.Truncate(off) // not known to be durable: not appended
+			return 0, s.lost(ctx, seq, err)
 		}
 	}
 	if inArena {
 		s.arenaOff += (len(rec) + 7) &^ 7
 	}
-	if seq > s.reserved {
-		s.reserved = seq + seqReserve
-		if err := s.writeHWM(s.reserved, false); err != nil {
-			s.log.Warn("spool: persist seq reservation", "err", err)
-		}
-	}
+	s.reserve(seq)
+	s.recovered(ctx, seq)
 
 	s.mu.Lock()
 	g.add(seq, off, len(rec), now)
@@ -482,6 +496,51 @@ func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(ui
 	s.m.appendedRecords.Inc()
 	s.m.appendedBytes.Add(float64(len(rec)))
 	return seq, nil
+}
+
+// reserve persists a new seq reservation when seq reaches the current one.
+// Caller holds appendSem.
+func (s *Spool) reserve(seq uint64) {
+	if seq > s.reserved {
+		s.reserved = seq + seqReserve
+		if err := s.writeHWM(s.reserved, false); err != nil {
+			s.log.Warn("spool: persist seq reservation", "err", err)
+		}
+	}
+}
+
+// lost handles a record that could not be written: its seq is used up (the
+// next append gets the next one, so consumers see the gap), a burned slot
+// keeps the tail cache contiguous, and the loss is counted and logged at
+// most once per interval. Caller holds appendSem. It returns the error for
+// Append, wrapping ErrLost and cause.
+func (s *Spool) lost(ctx context.Context, seq uint64, cause error) error {
+	s.reserve(seq)
+	s.mu.Lock()
+	s.last = seq
+	s.cache.add(cacheEntry{seq: seq, lost: true})
+	s.mu.Unlock()
+	s.m.lostAppends.Inc()
+	if s.lostRun == 0 {
+		s.lostFirst = seq
+	}
+	s.lostRun++
+	s.lostLast = seq
+	s.lostLog.Log(ctx, s.log, slog.LevelError, "spool: append failed; the record is lost and its seq skipped",
+		"seq", seq, "err", cause, "lost_in_run", s.lostRun)
+	return fmt.Errorf("%w: append seq %d: %w", ErrLost, seq, cause)
+}
+
+// recovered logs the end of a run of lost appends. Caller holds appendSem.
+func (s *Spool) recovered(ctx context.Context, seq uint64) {
+	if s.lostRun == 0 {
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, "spool: appends succeed again",
+		slog.Uint64("lost_records", s.lostRun), slog.Uint64("first_lost_seq", s.lostFirst),
+		slog.Uint64("last_lost_seq", s.lostLast), slog.Uint64("seq", seq))
+	s.lostRun = 0
+	s.lostLog = logging.Limiter{Every: s.lostLog.Every, Now: s.lostLog.Now}
 }
 
 // encodeRecord builds the record for seq in the arena (or wherever encode's
@@ -726,6 +785,12 @@ func (s *Spool) lags() map[string]Lag {
 
 func (s *Spool) lagLocked(r *Reader) Lag {
 	from := max(r.committed+1, s.firstAvailLocked())
+	for from <= s.last {
+		if e, ok := s.cache.get(from); !ok || !e.lost {
+			break
+		}
+		from++ // lost by a failed append: nothing to send
+	}
 	if from > s.last {
 		return Lag{}
 	}
@@ -743,7 +808,7 @@ func (s *Spool) lagLocked(r *Reader) Lag {
 			app, found = a, true
 		}
 	}
-	if e, ok := s.cache.get(from); ok {
+	if e, ok := s.cache.get(from); ok && !e.lost {
 		app = e.appended
 	}
 	if found {

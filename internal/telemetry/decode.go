@@ -45,6 +45,10 @@ func DecodeBatch(data []byte) (*Batch, error) {
 			b.TSGW, err = d.int64()
 		case "historical":
 			b.Historical, err = d.boolean()
+		case "part":
+			b.Part, err = d.count()
+		case "parts":
+			b.Parts, err = d.count()
 		case "readings":
 			err = d.readings(b)
 		default:
@@ -366,6 +370,12 @@ func (d *batchDecoder) int64() (int64, error) {
 	return v, nil
 }
 
+// count parses an integer into an int (the range is checked by Validate).
+func (d *batchDecoder) count() (int, error) {
+	v, err := d.int64()
+	return int(v), err
+}
+
 func (d *batchDecoder) uint64() (uint64, bool, error) {
 	if d.null() {
 		return 0, false, nil
@@ -531,6 +541,9 @@ func DecodeBirth(data []byte) (*Birth, error) {
 	}
 	if !ValidToken(b.Gateway) || !ValidToken(b.Asset.ID) || !ValidToken(b.Asset.Class) {
 		return nil, fmt.Errorf("%w: birth needs gateway, asset.id and asset.class tokens", ErrInvalid)
+	}
+	if b.Parts < 0 || b.Parts > MaxParts || (b.Parts == 0) != (b.Part == 0) || b.Part > b.Parts {
+		return nil, fmt.Errorf("%w: birth part %d of %d", ErrInvalid, b.Part, b.Parts)
 	}
 	return &b, nil
 }

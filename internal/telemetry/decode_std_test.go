@@ -15,6 +15,8 @@ type batchWire struct {
 	Asset      AssetJSON     `json:"asset"`
 	TSGW       int64         `json:"ts_gw"`
 	Historical bool          `json:"historical"`
+	Part       int           `json:"part"`
+	Parts      int           `json:"parts"`
 	Readings   []readingWire `json:"readings"`
 }
 
@@ -51,6 +53,8 @@ func decodeBatchStd(data []byte) (*Batch, error) {
 		Asset:      w.Asset.FromJSON(),
 		TSGW:       w.TSGW,
 		Historical: w.Historical,
+		Part:       w.Part,
+		Parts:      w.Parts,
 		Readings:   make([]Reading, len(w.Readings)),
 	}
 	for i, rw := range w.Readings {

@@ -47,6 +47,8 @@ var decodeCorpus = []string{
 	`{"schema":"smelter.telemetry/1","gateway":"gw","seq":1,"asset":{"id":"a","class":"motor"},"ts_gw":1,"readings":[{"signal":"x\u0000","value":01,"quality":"good"}]}`,
 	`{"schema":"smelter.telemetry/1","gateway":"gw","seq":1,"asset":{"id":"a","class":"motor"},"ts_gw":1,"readings":[{"signal":"x","value":1,"quality":"good"}`,
 	`{"schema":"smelter.telemetry/1","gateway":"gw","seq":1,"asset":{"id":"a","class":"motor"},"ts_gw":1,"readings":{}}`,
+	`{"schema":"smelter.telemetry/1","gateway":"gw","seq":7,"asset":{"id":"a","class":"motor"},"ts_gw":5,"historical":true,"part":2,"parts":3,"readings":[]}`,
+	`{"schema":"smelter.telemetry/1","gateway":"gw","seq":7,"asset":{"id":"a","class":"motor"},"ts_gw":5,"part":4,"parts":3,"readings":[]}`,
 	`[]`, `null`, ``, `{"schema":1}`, `{"schema":"smelter.telemetry/1",}`,
 }
 

@@ -33,6 +33,12 @@ func (b *Batch) AppendJSON(dst []byte) []byte {
 	if b.Historical {
 		dst = append(dst, `,"historical":true`...)
 	}
+	if b.Parts > 0 {
+		dst = append(dst, `,"part":`...)
+		dst = strconv.AppendInt(dst, int64(b.Part), 10)
+		dst = append(dst, `,"parts":`...)
+		dst = strconv.AppendInt(dst, int64(b.Parts), 10)
+	}
 	dst = append(dst, `,"readings":[`...)
 	for i := range b.Readings {
 		if i > 0 {

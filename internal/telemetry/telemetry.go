@@ -96,15 +96,34 @@ type Batch struct {
 	Asset      Asset
 	TSGW       int64 // gateway time, Unix ms UTC
 	Historical bool  // replayed from the spool behind live data
-	Readings   []Reading
+	// Part and Parts are set when the batch was split to fit a broker's
+	// message size limit: part Part (1-based) of Parts messages that carry
+	// the same gateway, seq, asset and ts_gw and together hold the
+	// readings, in order. Both are 0 for a whole batch. See Split.
+	Part, Parts int
+	Readings    []Reading
 }
 
-// MsgID is the deduplication identity of the batch: "<gateway>-<seq>".
-func (b *Batch) MsgID() string { return MsgID(b.Gateway, b.Seq) }
+// MsgID is the deduplication identity of the batch: "<gateway>-<seq>", and
+// for a part of a split batch "<gateway>-<seq>-p<part>of<parts>".
+func (b *Batch) MsgID() string {
+	if b.Parts > 0 {
+		return PartMsgID(b.Gateway, b.Seq, b.Part, b.Parts)
+	}
+	return MsgID(b.Gateway, b.Seq)
+}
 
 // MsgID formats a deduplication identity.
 func MsgID(gateway string, seq uint64) string {
 	return gateway + "-" + itoa(seq)
+}
+
+// PartMsgID formats the deduplication identity of part (1-based) of parts
+// of a split batch: "<gateway>-<seq>-p<part>of<parts>". The count is part of
+// the identity, so parts of two different splits of one batch (after the
+// broker's limit changed) are never taken for each other.
+func PartMsgID(gateway string, seq uint64, part, parts int) string {
+	return MsgID(gateway, seq) + "-p" + itoa(uint64(part)) + "of" + itoa(uint64(parts))
 }
 
 func itoa(u uint64) string {
@@ -144,6 +163,12 @@ type Birth struct {
 	Signals   []SignalInfo       `json:"signals"`
 	Nameplate map[string]float64 `json:"nameplate,omitempty"`
 	Protocol  string             `json:"protocol,omitempty"`
+	// Part and Parts are set when the birth was split to fit a broker's
+	// message size limit: part Part (1-based) of Parts, each with the same
+	// header and nameplate and a share of the signals. See SplitBirth and
+	// MergeBirth.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
 }
 
 // Death says an asset stopped answering (or the gateway stopped polling it).
@@ -202,6 +227,12 @@ func (b *Batch) Validate() error {
 		return fmt.Errorf("%w: asset.class %q is not a valid token", ErrInvalid, b.Asset.Class)
 	case b.TSGW <= 0:
 		return fmt.Errorf("%w: ts_gw must be positive", ErrInvalid)
+	case b.Parts < 0 || b.Parts > MaxParts:
+		return fmt.Errorf("%w: parts %d is outside 0..%d", ErrInvalid, b.Parts, MaxParts)
+	case b.Parts == 0 && b.Part != 0:
+		return fmt.Errorf("%w: part %d without parts", ErrInvalid, b.Part)
+	case b.Parts > 0 && (b.Part < 1 || b.Part > b.Parts):
+		return fmt.Errorf("%w: part %d is outside 1..%d", ErrInvalid, b.Part, b.Parts)
 	}
 	for i := range b.Readings {
 		r := &b.Readings[i]
@@ -219,6 +250,9 @@ func (b *Batch) Validate() error {
 }
 
 const maxFinite = 1.7976931348623157e308
+
+// MaxParts bounds how many parts one batch may be split into.
+const MaxParts = 1 << 20
 
 // Envelope is one message ready for a broker: the NATS subject (MQTT topics
 // mirror it with '/'), the deduplication id (JetStream Nats-Msg-Id) and the

@@ -11,6 +11,17 @@ package ingest
 type Dedup struct {
 	window uint64
 	gws    map[string]*seqWindow
+
+	// Parts of split batches (docs/schema.md), by (gateway, seq, part,
+	// parts), the last window of them in arrival order.
+	parts     map[partKey]struct{}
+	partOrder []partKey
+}
+
+type partKey struct {
+	gateway     string
+	seq         uint64
+	part, parts int
 }
 
 type seqWindow struct {
@@ -23,7 +34,29 @@ type seqWindow struct {
 func NewDedup(window int) *Dedup {
 	w := uint64(max(window, 64))
 	w = (w + 63) / 64 * 64
-	return &Dedup{window: w, gws: map[string]*seqWindow{}}
+	return &Dedup{window: w, gws: map[string]*seqWindow{}, parts: map[partKey]struct{}{}}
+}
+
+// SeenPart is Seen for a batch that may be one part of a split batch (part
+// of parts, 1-based; parts 0 for a whole batch): each part is identified by
+// (gateway, seq, part, parts), so the parts of one seq are not taken for
+// duplicates of each other, and a part delivered twice is.
+func (d *Dedup) SeenPart(gateway string, seq uint64, part, parts int) (dup, late bool) {
+	if parts == 0 {
+		return d.Seen(gateway, seq)
+	}
+	k := partKey{gateway, seq, part, parts}
+	if _, ok := d.parts[k]; ok {
+		return true, false
+	}
+	_, late = d.Seen(gateway, seq) // moves the window; the seq is seen from its first part on
+	d.parts[k] = struct{}{}
+	d.partOrder = append(d.partOrder, k)
+	if uint64(len(d.partOrder)) > d.window {
+		delete(d.parts, d.partOrder[0])
+		d.partOrder = d.partOrder[1:]
+	}
+	return false, late
 }
 
 // Seen records (gateway, seq) and reports whether it was seen before (dup)

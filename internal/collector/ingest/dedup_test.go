@@ -26,6 +26,31 @@ func TestDedup(t *testing.T) {
 	}
 }
 
+// TestDedupParts: the parts of a split batch are each accepted once; a
+// part sent again is a duplicate; a whole batch keeps its seq rule.
+func TestDedupParts(t *testing.T) {
+	d := NewDedup(64)
+	for i, s := range []struct {
+		seq         uint64
+		part, parts int
+		dup         bool
+	}{
+		{5, 1, 3, false}, {5, 2, 3, false}, {5, 2, 3, true}, {5, 3, 3, false}, {5, 1, 3, true},
+		{5, 1, 2, false}, // another split of the same batch (the limit changed): its own parts
+		{6, 0, 0, false}, {6, 0, 0, true}, {5, 0, 0, true},
+	} {
+		if dup, _ := d.SeenPart("a", s.seq, s.part, s.parts); dup != s.dup {
+			t.Errorf("step %d seq %d part %d/%d: dup %v, want %v", i, s.seq, s.part, s.parts, dup, s.dup)
+		}
+	}
+	for i := range uint64(200) {
+		d.SeenPart("a", 100+i, 1, 2)
+	}
+	if len(d.parts) != 64 || len(d.partOrder) != 64 {
+		t.Fatalf("%d parts remembered, want the window of 64", len(d.parts))
+	}
+}
+
 func TestTopicsAndVersions(t *testing.T) {
 	got := Topics("g1")
 	if got[0] != "$share/g1/smelter/v1/+/+/+/data" || len(got) != 3 {

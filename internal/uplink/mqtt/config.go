@@ -22,6 +22,14 @@ type Config struct {
 	Keepalive    time.Duration `yaml:"keepalive"`
 	MaxInflight  int           `yaml:"max_inflight"` // QoS 1 messages published and not yet acknowledged
 	Timeout      time.Duration `yaml:"timeout"`      // connect timeout and PUBACK wait per message
+	// MaxPacketSize is the largest MQTT packet the broker accepts (bytes,
+	// the whole PUBLISH packet: header, topic and payload). MQTT 3.1.1,
+	// which the client speaks, has no way to learn it from the broker
+	// (MQTT 5 sends it in CONNACK), so it is configured: Mosquitto's
+	// max_packet_size / message_size_limit, EMQX's mqtt.max_packet_size
+	// (1 MiB by default), AWS IoT Core's 128 KiB. Larger batches are split
+	// to fit; default DefaultMaxPacketSize.
+	MaxPacketSize int `yaml:"max_packet_size"`
 
 	// Gateway and Site name the status topic and the LWT payload;
 	// SetDefaults fills them from the gateway section.
@@ -36,6 +44,16 @@ const (
 	DefaultKeepalive   = 30 * time.Second
 	DefaultMaxInflight = 256
 	DefaultTimeout     = 5 * time.Second
+	// DefaultMaxPacketSize is 1 MiB: EMQX's default and NATS's default
+	// max_payload, so a batch splits the same way on both uplinks. A broker
+	// that takes more (Mosquitto: unlimited by default) only sees batches
+	// over 1 MiB in parts.
+	DefaultMaxPacketSize = 1 << 20
+	// MaxPacketSizeLimit is the largest packet MQTT can frame: a 1-byte
+	// fixed header, a 4-byte remaining length of at most 268,435,455
+	// (MQTT 3.1.1 section 2.2.3).
+	MaxPacketSizeLimit = 1 + 4 + 268435455
+	minPacketSize      = 1024
 )
 
 const field = "uplinks.mqtt"
@@ -66,6 +84,9 @@ func (c *Config) SetDefaults(gatewayID, site string) {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = DefaultMaxPacketSize
 	}
 }
 
@@ -133,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("%s.timeout: %v must be positive", field, c.Timeout)
+	}
+	if c.MaxPacketSize < minPacketSize || c.MaxPacketSize > MaxPacketSizeLimit {
+		return fmt.Errorf("%s.max_packet_size: %d is outside %d..%d bytes", field, c.MaxPacketSize, minPacketSize, MaxPacketSizeLimit)
 	}
 	return nil
 }

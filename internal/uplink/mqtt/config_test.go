@@ -19,6 +19,7 @@ qos: 0
 keepalive: 10s
 max_inflight: 32
 timeout: 3s
+max_packet_size: 131072
 `
 	var c Config
 	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
@@ -30,7 +31,7 @@ timeout: 3s
 		t.Fatal(err)
 	}
 	if c.ClientID != "edge-7" || *c.QoS != 0 || c.Keepalive != 10*time.Second || c.MaxInflight != 32 ||
-		c.Timeout != 3*time.Second || c.TLS.CAFile != "/etc/smelter/certs/ca.pem" {
+		c.Timeout != 3*time.Second || c.TLS.CAFile != "/etc/smelter/certs/ca.pem" || c.MaxPacketSize != 131072 {
 		t.Fatalf("decoded %+v", c)
 	}
 	if c.StatusTopic() != "smelter/v1/plant/_gateway/gw-1/status" {
@@ -42,7 +43,7 @@ timeout: 3s
 		t.Fatal(err)
 	}
 	if d.URL != DefaultURL || d.ClientID != "gw-1" || *d.QoS != 1 || d.Keepalive != 30*time.Second ||
-		d.MaxInflight != 256 || d.Timeout != 5*time.Second {
+		d.MaxInflight != 256 || d.Timeout != 5*time.Second || d.MaxPacketSize != DefaultMaxPacketSize {
 		t.Fatalf("defaults %+v", d)
 	}
 }
@@ -55,6 +56,8 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"bad scheme", func(c *Config) { c.URL = "nats://x:1" }, `uplinks.mqtt.url: scheme "nats"`},
+		{"tiny packets", func(c *Config) { c.MaxPacketSize = 100 }, "uplinks.mqtt.max_packet_size: 100 is outside 1024..268435460 bytes"},
+		{"packets over the protocol's", func(c *Config) { c.MaxPacketSize = MaxPacketSizeLimit + 1 }, "uplinks.mqtt.max_packet_size:"},
 		{"no host", func(c *Config) { c.URL = "tcp://" }, "uplinks.mqtt.url:"},
 		{"creds in url", func(c *Config) { c.URL = "tcp://u:p@h:1" }, "uplinks.mqtt.url: credentials"},
 		{"bad site", func(c *Config) { c.Site = "a/b" }, "uplinks.mqtt: gateway site"},

@@ -22,6 +22,7 @@ import (
 	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/uplink"
 )
 
 // ErrNotConnected: the uplink has no open connection now; the message names
@@ -170,6 +171,31 @@ func (u *Uplink) onConnect(c paho.Client) {
 	}
 }
 
+// TopicReserve is what MaxPayload keeps free of max_packet_size for a
+// PUBLISH packet's framing: the fixed header (at most 5 bytes), the packet
+// id (2) and the topic with its length (2 + at most 6 tokens of 64 bytes
+// and their separators: well under 512).
+const TopicReserve = 512
+
+// MaxPayload returns how many payload bytes one message may carry:
+// max_packet_size less TopicReserve. Publish checks each packet's exact
+// size as well.
+func (u *Uplink) MaxPayload() int { return u.cfg.MaxPacketSize - TopicReserve }
+
+// packetSize is the size of the PUBLISH packet carrying payload on topic at
+// qos (MQTT 3.1.1 section 3.3).
+func packetSize(topic string, payload int, qos byte) int {
+	rem := 2 + len(topic) + payload
+	if qos > 0 {
+		rem += 2
+	}
+	n := 1 + 1
+	for v := rem; v > 127; v >>= 7 {
+		n++
+	}
+	return n + rem
+}
+
 // Name returns "mqtt".
 func (u *Uplink) Name() string { return "mqtt" }
 
@@ -243,7 +269,11 @@ type window struct {
 // Envelope.Retained) with at most max_inflight unacknowledged, and returns
 // nil only when every PUBACK arrived (QoS 1; at QoS 0 when every message was
 // written). On error the caller retries the whole slice; consumers drop
-// duplicates by (gateway, seq).
+// duplicates by (gateway, seq). A message whose packet would exceed
+// max_packet_size is never sent (a broker disconnects a client that sends
+// one, and the persistent session would resend it after every reconnect):
+// Publish fails with a *uplink.RejectedError naming it, before sending
+// anything after it.
 func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	if len(msgs) == 0 {
 		return nil
@@ -301,8 +331,14 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 			return fmt.Errorf("mqtt uplink: publish %s: %w", msgs[i].MsgID, ErrNotConnected)
 		}
 		e := &msgs[i]
+		topic := telemetry.Topic(e.Subject)
+		if n := packetSize(topic, len(e.Data), u.qos); n > u.cfg.MaxPacketSize {
+			u.m.Errors.Inc()
+			return fmt.Errorf("mqtt uplink: publish %s: %w", e.MsgID, &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge,
+				Err: fmt.Errorf("a %d-byte packet exceeds max_packet_size %d", n, u.cfg.MaxPacketSize)})
+		}
 		w.sent = append(w.sent, time.Now())
-		w.toks = append(w.toks, u.client.Publish(telemetry.Topic(e.Subject), u.qos, e.Retained, e.Data))
+		w.toks = append(w.toks, u.client.Publish(topic, u.qos, e.Retained, e.Data))
 	}
 	for done < len(w.toks) {
 		if err := wait(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/uplink"
 )
 
 // Errors; use errors.Is.
@@ -60,7 +61,8 @@ func (s *session) usable() bool {
 
 // New checks cfg, reads the secrets and TLS files it names and prepares the
 // connection options. It does no network I/O. Errors name the field and the
-// variable or file, never a secret.
+// variable or file, never a secret. The uplink scopes log with
+// uplink=nats itself: pass an unscoped logger.
 func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -122,6 +124,27 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	}
 	u.opts = opts
 	return u, nil
+}
+
+// HeaderReserve is what MaxPayload keeps free of max_payload for the
+// message's headers: NATS counts headers against max_payload, and a
+// Nats-Msg-Id header ("NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n", the id at
+// most 64+1+20 bytes plus a part suffix of at most 18) stays far below it.
+const HeaderReserve = 256
+
+// MaxPayload returns how many payload bytes one message may carry: the
+// connected server's max_payload (learned from its INFO at every connect;
+// 1 MiB by default in nats-server) less HeaderReserve. It returns 0 while
+// not connected (no limit known).
+func (u *Uplink) MaxPayload() int {
+	s := u.cur.Load()
+	if s == nil {
+		return 0
+	}
+	if mp := s.nc.MaxPayload(); mp > HeaderReserve {
+		return int(mp) - HeaderReserve
+	}
+	return 0
 }
 
 // Name returns "nats".
@@ -370,7 +393,9 @@ type pending struct {
 // Publish sends every envelope (pipelined, at most max_pending unacknowledged)
 // with Nats-Msg-Id = MsgID and returns nil only when the stream acknowledged
 // all of them. On error some may have been stored: the caller retries the
-// whole slice and the stream's duplicate window drops the repeats.
+// whole slice and the stream's duplicate window drops the repeats. A
+// message the server can never take (over max_payload, or over the
+// stream's max_msg_size) fails with a *uplink.RejectedError naming it.
 func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	if len(msgs) == 0 {
 		return nil
@@ -400,6 +425,10 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 		f, err := s.js.PublishMsgAsync(m, stall)
 		if err != nil {
 			u.m.Errors.Inc()
+			if errors.Is(err, nats.ErrMaxPayload) {
+				err = &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge,
+					Err: fmt.Errorf("%d bytes over the server's max_payload of %d: %w", len(e.Data), s.nc.MaxPayload(), err)}
+			}
 			return fmt.Errorf("nats uplink: publish %s on %s: %w", e.MsgID, e.Subject, err)
 		}
 		p.futs = append(p.futs, f)
@@ -418,6 +447,9 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 			u.m.Latency.Observe(time.Since(p.sent[i]).Seconds())
 		case err := <-f.Err():
 			u.m.Errors.Inc()
+			if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+				err = &uplink.RejectedError{MsgID: msgs[i].MsgID, Reason: uplink.ReasonTooLarge, Err: err}
+			}
 			return fmt.Errorf("nats uplink: publish %s: no ack: %w", msgs[i].MsgID, err)
 		case <-ctx.Done():
 			u.m.Errors.Inc()

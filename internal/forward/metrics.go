@@ -1,0 +1,41 @@
+package forward
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the forwarders' self-metrics, labelled by uplink (prefix
+// smelter_gateway_: they describe the gateway's delivery, whatever the
+// uplink).
+type Metrics struct {
+	published   *prometheus.CounterVec
+	publishErr  *prometheus.CounterVec
+	dataAge     *prometheus.HistogramVec
+	uplinkReady *prometheus.GaugeVec
+	setAside    *prometheus.CounterVec
+	split       *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_published_total",
+			Help: "Spooled messages confirmed by the broker, per uplink (a batch sent in parts counts once)."}, []string{"uplink"}),
+		publishErr: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_publish_errors_total",
+			Help: "Failed publish attempts per uplink (the messages are retried)."}, []string{"uplink"}),
+		dataAge: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "smelter_gateway_data_age_seconds",
+			Help:    "End-to-end data age: from the read (spool append) to the broker's acknowledgement.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600}},
+			[]string{"uplink"}),
+		uplinkReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_uplink_ready",
+			Help: "1 while the uplink is connected."}, []string{"uplink"}),
+		setAside: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_set_aside_total",
+			Help: "Messages (reason too_large), single readings (reading_too_large) and birth signals (signal_too_large) the uplink's broker can never accept: logged with their seq and skipped, never retried."},
+			[]string{"uplink", "reason"}),
+		split: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_split_batches_total",
+			Help: "Batches and births over the uplink's message size limit sent as several parts."}, []string{"uplink"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.published, m.publishErr, m.dataAge, m.uplinkReady, m.setAside, m.split)
+	}
+	return m
+}
