@@ -123,6 +123,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		stat("smelter_collector_alerts_cleared_total", "Alerts cleared (rules and KPIs).", func() float64 {
 			return float64(c.engine.Stats().Cleared + c.kpis.Stats().Cleared)
 		}),
+		stat("smelter_collector_seq_jumps_total", "Batches whose seq jumped more than the dedup window ahead of every tracked run of their gateway (a new run started).", func() float64 { return float64(c.dedup.Stats().Jumps) }),
 		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func() float64 { return float64(c.kpis.Stats().Windows) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			c.mu.Lock()
@@ -150,6 +151,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		b, err := telemetry.DecodeBatch(data)
 		if err != nil {
 			return c.malformed(subject, err)
+		}
+		if err := ingest.Check(b, c.cat); err != nil {
+			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
 		dup, late := c.dedup.Seen(b.Gateway, b.Seq)
