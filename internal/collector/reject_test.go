@@ -22,7 +22,7 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 	handle := func(seq uint64, class, id string) {
 		t.Helper()
 		b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: 1_763_812_345_000 + int64(seq%1000)*1000,
-			Asset: telemetry.Asset{ID: id, Class: class, Path: []string{"acme", "site1", "_", "_", "_"}},
+			Asset:    telemetry.Asset{ID: id, Class: class, Path: []string{"acme", "site1", "_", "_", "_"}},
 			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel"}}}
 		if err := c.Handle(ctx, "smelter.v1.site1."+class+"."+id+".data", b.AppendJSON(nil)); err != nil {
 			t.Fatal(err)
