@@ -95,7 +95,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		return nil, errors.New("collector: rule set is nil")
 	}
 	cat := catalog.Default()
-	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: kpi.New(cfg.kpiConfig()),
+	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: cfg.kpiTracker(set, cat),
 		dedup: ingest.NewDedup(cfg.DedupWindow), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
 		live: dashboard.NewLive(nil)}
 	c.m = metrics{

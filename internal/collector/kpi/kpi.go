@@ -8,9 +8,12 @@
 package kpi
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -37,23 +40,43 @@ type Config struct {
 	Range func(class, asset, signal string) (lo, hi *float64, ok bool)
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration. The error lists every problem, one
+// "field: reason" per line (errors.Join), fields named as in the
+// collector's kpi: block.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.Window < 0 {
-		return fmt.Errorf("kpi.window: %v must not be negative", c.Window)
+		errs = append(errs, fmt.Errorf("kpi.window: %v must not be negative", c.Window))
 	}
-	for cl, w := range c.Windows {
+	names := make([]string, 0, len(c.Windows))
+	for cl := range c.Windows {
+		names = append(names, cl)
+	}
+	sort.Strings(names)
+	for _, cl := range names {
+		w := c.Windows[cl]
 		if _, ok := classes[cl]; !ok {
-			return fmt.Errorf("kpi.windows.%s: no KPIs for this class", cl)
+			errs = append(errs, fmt.Errorf("kpi.windows.%s: no KPIs for this class (KPI classes: %s)", cl, strings.Join(Classes(), ", ")))
+			continue
 		}
 		if w < time.Minute {
-			return fmt.Errorf("kpi.windows.%s: %v is shorter than 1m", cl, w)
+			errs = append(errs, fmt.Errorf("kpi.windows.%s: %v is shorter than 1m", cl, w))
 		}
 	}
 	if c.MinCoverage < 0 || c.MinCoverage > 1 {
-		return fmt.Errorf("kpi.min_coverage: %v must be within 0..1", c.MinCoverage)
+		errs = append(errs, fmt.Errorf("kpi.min_coverage: %v must be within 0..1", c.MinCoverage))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// Classes returns the equipment classes with KPIs, sorted.
+func Classes() []string {
+	out := make([]string, 0, len(classes))
+	for cl := range classes {
+		out = append(out, cl)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Status of a KPI against its limit.
