@@ -177,6 +177,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if err != nil {
 			return c.malformed(subject, err)
 		}
+		if err := ingest.CheckClass(bi.Gateway, bi.Asset.ID, bi.Asset.Class, c.cat); err != nil {
+			return c.rejected(subject, err)
+		}
 		c.mu.Lock()
 		c.engine.Birth(bi)
 		c.kpis.Birth(bi)
@@ -192,6 +195,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		}
 		if !telemetry.ValidToken(d.Asset.ID) || !telemetry.ValidToken(d.Asset.Class) {
 			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
+		}
+		if err := ingest.CheckClass(d.Gateway, d.Asset.ID, d.Asset.Class, c.cat); err != nil {
+			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
 		c.live.ObserveDeath(&d)

@@ -18,7 +18,7 @@ import (
 // configuration error names the field by its path and says what is wanted,
 // so decodeError rewrites them with the field path found in the node tree.
 var (
-	unknownRe = regexp.MustCompile("^field (\\S+) not found in type .+$")
+	unknownRe = regexp.MustCompile(`^field (\S+) not found in type .+$`)
 	typeRe    = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
 )
 

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -32,11 +33,21 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 	handle(math.MaxUint64, "air_compressor", "ac-1")
 	handle(0, "air_compressor", "ac-1")
 	handle(11, "foo_class", "x-1")
+	// births and deaths of an unknown class create no asset either
+	bi := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-1", Asset: telemetry.AssetJSON{ID: "x-2", Class: "foo_class", Path: []string{"acme", "site1"}},
+		TSGW: 1, Signals: []telemetry.SignalInfo{{Signal: "power", Unit: "kW"}}}
+	if err := c.Handle(ctx, "smelter.v1.site1.foo_class.x-2.birth", mustJSON(t, bi)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Handle(ctx, "smelter.v1.site1.foo_class.x-3.death",
+		[]byte(`{"schema":"smelter.death/1","gateway":"gw-1","asset":{"id":"x-3","class":"foo_class","path":["acme","site1"]},"ts_gw":1,"reason":"timeout"}`)); err != nil {
+		t.Fatal(err)
+	}
 	for s := uint64(11); s < 40; s++ {
 		handle(s, "air_compressor", "ac-1")
 		handle(s, "air_compressor", "ac-1") // redelivered: a duplicate
 	}
-	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 1} {
+	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 3} {
 		if got := counterValue(t, c.m.malformed.WithLabelValues(reason)); got != want {
 			t.Errorf("malformed{reason=%s} = %v, want %v", reason, got, want)
 		}
@@ -64,4 +75,13 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

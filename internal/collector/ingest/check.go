@@ -69,9 +69,15 @@ func Check(b *telemetry.Batch, cat *catalog.Catalog) error {
 		return &RejectError{Reason: ReasonSeqRange,
 			Detail: fmt.Sprintf("gateway %s: seq %d outside 1..%d", b.Gateway, b.Seq, uint64(MaxSeq))}
 	}
-	if _, ok := cat.Class(b.Asset.Class); !ok {
+	return CheckClass(b.Gateway, b.Asset.ID, b.Asset.Class, cat)
+}
+
+// CheckClass refuses an asset whose class is not in cat (ReasonUnknownClass);
+// births and deaths go through it before they create any asset state.
+func CheckClass(gateway, asset, class string, cat *catalog.Catalog) error {
+	if _, ok := cat.Class(class); !ok {
 		return &RejectError{Reason: ReasonUnknownClass,
-			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", b.Gateway, b.Asset.ID, b.Asset.Class)}
+			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", gateway, asset, class)}
 	}
 	return nil
 }

@@ -40,7 +40,7 @@ func TestCheck(t *testing.T) {
 				t.Errorf("%v is not %v", err, tc.is)
 			}
 			for _, other := range []error{ErrSeqRange, ErrUnknownClass} {
-				if other != tc.is && errors.Is(err, other) {
+				if !errors.Is(other, tc.is) && errors.Is(err, other) {
 					t.Errorf("%v also matches %v", err, other)
 				}
 			}

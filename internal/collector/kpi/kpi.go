@@ -10,8 +10,9 @@ package kpi
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,12 +49,7 @@ func (c *Config) Validate() error {
 	if c.Window < 0 {
 		errs = append(errs, fmt.Errorf("kpi.window: %v must not be negative", c.Window))
 	}
-	names := make([]string, 0, len(c.Windows))
-	for cl := range c.Windows {
-		names = append(names, cl)
-	}
-	sort.Strings(names)
-	for _, cl := range names {
+	for _, cl := range slices.Sorted(maps.Keys(c.Windows)) {
 		w := c.Windows[cl]
 		if _, ok := classes[cl]; !ok {
 			errs = append(errs, fmt.Errorf("kpi.windows.%s: no KPIs for this class (KPI classes: %s)", cl, strings.Join(Classes(), ", ")))
@@ -70,14 +66,7 @@ func (c *Config) Validate() error {
 }
 
 // Classes returns the equipment classes with KPIs, sorted.
-func Classes() []string {
-	out := make([]string, 0, len(classes))
-	for cl := range classes {
-		out = append(out, cl)
-	}
-	sort.Strings(out)
-	return out
-}
+func Classes() []string { return slices.Sorted(maps.Keys(classes)) }
 
 // Status of a KPI against its limit.
 const (
