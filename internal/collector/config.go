@@ -116,13 +116,19 @@ func Defaults() Config {
 // values of the wrong type are named by their field path, and validation
 // runs on what decoded.
 func LoadConfig(path string) (Config, error) {
-	c := Defaults()
-	c.dir = filepath.Dir(path)
 	data, err := os.ReadFile(path)
 	if err != nil {
+		c := Defaults()
 		_, err = confload.ReadFile(path, &c) // the read error, worded as every loader's
 		return c, err
 	}
+	return loadConfig(path, data)
+}
+
+// loadConfig is LoadConfig for the contents data of file path.
+func loadConfig(path string, data []byte) (Config, error) {
+	c := Defaults()
+	c.dir = filepath.Dir(path)
 	doc, err := confload.Decode(path, data, &c)
 	if doc == nil {
 		return c, err // not YAML: nothing else can be checked

@@ -71,3 +71,35 @@ func TestExampleConfigAndValidate(t *testing.T) {
 		t.Fatalf("Validate = %v, want\n%s", err, want)
 	}
 }
+
+// FuzzLoadConfig: any document gives a config or errors that each name the
+// file, never a panic and never the decoder's Go wording.
+func FuzzLoadConfig(f *testing.F) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	files = append(files, "../../configs/collector.yaml", "../../configs/collector.bad.yaml")
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := loadConfig("c.yaml", data)
+		if err == nil {
+			return
+		}
+		es := confload.AsErrors(err)
+		if es == nil {
+			t.Fatalf("not a confload error: %v", err)
+		}
+		for _, e := range es {
+			if e.File != "c.yaml" {
+				t.Fatalf("error without the file: %q", e.Error())
+			}
+			if strings.Contains(e.Reason, "not found in type collector.") {
+				t.Fatalf("Go wording left: %q", e.Error())
+			}
+		}
+	})
+}

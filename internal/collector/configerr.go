@@ -18,7 +18,7 @@ import (
 // configuration error names the field by its path and says what is wanted,
 // so decodeError rewrites them with the field path found in the node tree.
 var (
-	unknownRe = regexp.MustCompile(`^field (\S+) not found in type .+$`)
+	unknownRe = regexp.MustCompile(`^field (.+?) not found in type .+$`)
 	typeRe    = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (\\S+)$")
 )
 
@@ -36,6 +36,7 @@ func decodeError(root *yaml.Node, fe *confload.FieldError) *confload.FieldError 
 			}
 			return &confload.FieldError{File: fe.File, Line: fe.Line, Field: path, Reason: reason}
 		}
+		return &confload.FieldError{File: fe.File, Line: fe.Line, Reason: fmt.Sprintf("unknown field %q", m[1])}
 	}
 	if m := typeRe.FindStringSubmatch(fe.Reason); m != nil {
 		tag, val, goType := m[1], m[2], m[3]
