@@ -152,7 +152,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if err != nil {
 			return c.malformed(subject, err)
 		}
-		if err := ingest.Check(b, c.cat); err != nil {
+		if err := ingest.Check(subject, b, c.cat); err != nil {
 			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
@@ -177,7 +177,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if err != nil {
 			return c.malformed(subject, err)
 		}
-		if err := ingest.CheckClass(bi.Gateway, bi.Asset.ID, bi.Asset.Class, c.cat); err != nil {
+		if err := ingest.CheckAsset(subject, bi.Gateway, bi.Asset.FromJSON(), c.cat); err != nil {
 			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
@@ -196,7 +196,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if !telemetry.ValidToken(d.Asset.ID) || !telemetry.ValidToken(d.Asset.Class) {
 			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
 		}
-		if err := ingest.CheckClass(d.Gateway, d.Asset.ID, d.Asset.Class, c.cat); err != nil {
+		if err := ingest.CheckAsset(subject, d.Gateway, d.Asset.FromJSON(), c.cat); err != nil {
 			return c.rejected(subject, err)
 		}
 		c.mu.Lock()

@@ -33,6 +33,13 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 	handle(math.MaxUint64, "air_compressor", "ac-1")
 	handle(0, "air_compressor", "ac-1")
 	handle(11, "foo_class", "x-1")
+	// a batch whose payload speaks for another site than its subject
+	forged := &telemetry.Batch{Gateway: "gw-1", Seq: 12, TSGW: 1_763_812_345_000,
+		Asset:    telemetry.Asset{ID: "ac-9", Class: "air_compressor", Path: []string{"acme", "site2", "_", "_", "_"}},
+		Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel"}}}
+	if err := c.Handle(ctx, "smelter.v1.site1.air_compressor.ac-9.data", forged.AppendJSON(nil)); err != nil {
+		t.Fatal(err)
+	}
 	// births and deaths of an unknown class create no asset either
 	bi := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-1", Asset: telemetry.AssetJSON{ID: "x-2", Class: "foo_class", Path: []string{"acme", "site1"}},
 		TSGW: 1, Signals: []telemetry.SignalInfo{{Signal: "power", Unit: "kW"}}}
@@ -47,7 +54,7 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 		handle(s, "air_compressor", "ac-1")
 		handle(s, "air_compressor", "ac-1") // redelivered: a duplicate
 	}
-	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 3} {
+	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 3, "subject": 1} {
 		if got := counterValue(t, c.m.malformed.WithLabelValues(reason)); got != want {
 			t.Errorf("malformed{reason=%s} = %v, want %v", reason, got, want)
 		}
@@ -62,8 +69,8 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 		t.Errorf("ingested data = %v, want 30", got)
 	}
 	for _, a := range c.Assets() {
-		if a.Class == "foo_class" {
-			t.Errorf("asset of an unknown class tracked: %+v", a)
+		if a.Class == "foo_class" || a.ID == "ac-9" {
+			t.Errorf("asset of a refused message tracked: %+v", a)
 		}
 	}
 }

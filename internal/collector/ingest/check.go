@@ -23,16 +23,18 @@ type Reason string
 const (
 	ReasonSeqRange     Reason = "seq_range"     // seq outside 1..MaxSeq
 	ReasonUnknownClass Reason = "unknown_class" // asset.class not in the catalog
+	ReasonSubject      Reason = "subject"       // site, class or asset id differ from the subject's
 )
 
 // Rejections; use errors.Is.
 var (
 	ErrSeqRange     = errors.New("seq out of range")
 	ErrUnknownClass = errors.New("unknown equipment class")
+	ErrSubject      = errors.New("payload does not match its subject")
 )
 
-// RejectError is a batch Check refused. It matches ErrSeqRange or
-// ErrUnknownClass with errors.Is.
+// RejectError is a message Check or CheckAsset refused. It matches
+// ErrSeqRange, ErrUnknownClass or ErrSubject with errors.Is.
 type RejectError struct {
 	Reason Reason
 	Detail string
@@ -47,6 +49,8 @@ func (e *RejectError) Is(target error) bool {
 		return target == ErrSeqRange
 	case ReasonUnknownClass:
 		return target == ErrUnknownClass
+	case ReasonSubject:
+		return target == ErrSubject
 	}
 	return false
 }
@@ -60,24 +64,34 @@ func ReasonOf(err error) Reason {
 	return ""
 }
 
-// Check decides whether a decoded batch may enter the collector: its seq
-// must lie in 1..MaxSeq and its asset class must be in cat. It runs before
-// deduplication, so a rejected batch never touches the dedup state, the
-// rules or the KPIs. The error is a *RejectError.
-func Check(b *telemetry.Batch, cat *catalog.Catalog) error {
+// Check decides whether a decoded batch received on subject may enter the
+// collector: its seq must lie in 1..MaxSeq, and its asset must pass
+// CheckAsset. It runs before deduplication, so a refused batch never
+// touches the dedup state, the rules or the KPIs. The error is a
+// *RejectError.
+func Check(subject string, b *telemetry.Batch, cat *catalog.Catalog) error {
 	if b.Seq == 0 || b.Seq > MaxSeq {
 		return &RejectError{Reason: ReasonSeqRange,
 			Detail: fmt.Sprintf("gateway %s: seq %d outside 1..%d", b.Gateway, b.Seq, uint64(MaxSeq))}
 	}
-	return CheckClass(b.Gateway, b.Asset.ID, b.Asset.Class, cat)
+	return CheckAsset(subject, b.Gateway, b.Asset, cat)
 }
 
-// CheckClass refuses an asset whose class is not in cat (ReasonUnknownClass);
-// births and deaths go through it before they create any asset state.
-func CheckClass(gateway, asset, class string, cat *catalog.Catalog) error {
-	if _, ok := cat.Class(class); !ok {
+// CheckAsset decides whether a message about asset a (a batch, birth or
+// death) received on subject may enter the collector: the class must be in
+// cat (ReasonUnknownClass), and the site, class and asset id must be those
+// of the subject (ReasonSubject). Subject permissions confine a gateway to
+// its site's subjects (deploy/nats); this holds the payload to the subject,
+// so a gateway cannot speak for another site's assets either.
+func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog) error {
+	if _, ok := cat.Class(a.Class); !ok {
 		return &RejectError{Reason: ReasonUnknownClass,
-			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", gateway, asset, class)}
+			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", gateway, a.ID, a.Class)}
+	}
+	ps, err := telemetry.ParseSubject(subject)
+	if err != nil || ps.Site != a.Site() || ps.Class != a.Class || ps.Asset != a.ID {
+		return &RejectError{Reason: ReasonSubject,
+			Detail: fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)}
 	}
 	return nil
 }
