@@ -124,6 +124,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			return float64(c.engine.Stats().Cleared + c.kpis.Stats().Cleared)
 		}),
 		stat("smelter_collector_seq_jumps_total", "Batches whose seq jumped more than the dedup window ahead of every tracked run of their gateway (a new run started).", func() float64 { return float64(c.dedup.Stats().Jumps) }),
+		stat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.", func() float64 { return float64(c.dedup.Stats().GatewaysEvicted) }),
 		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func() float64 { return float64(c.kpis.Stats().Windows) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			c.mu.Lock()

@@ -11,6 +11,14 @@ package ingest
 // displacing the runs in use. See docs/collector.md, "Deduplication".
 const MaxRuns = 4
 
+// MaxGateways bounds how many gateways Dedup tracks: the gateway id is
+// the payload's, so whoever may publish can invent any number of them. At
+// the limit a new gateway replaces one tracked gateway taken at random,
+// whose next batch then starts a new run (counted in
+// DedupStats.GatewaysEvicted). With the default window of 16384 a
+// gateway's first run takes 2 KiB, so the bound is 64 MiB of first runs.
+const MaxGateways = 1 << 15
+
 // Dedup remembers, per gateway, which sequence numbers were seen, in up to
 // MaxRuns runs of Window consecutive numbers each. A seq within a run's
 // window (behind its highest, or at most Window ahead of it) is checked and
@@ -19,9 +27,11 @@ const MaxRuns = 4
 // behind every run, and counted as a jump when it lies ahead. A bogus seq far
 // ahead therefore costs one run and never moves the window the gateway's
 // real batches are checked against. Memory: Window/8 bytes per run, at most
-// MaxRuns runs per gateway. Not safe for concurrent use.
+// MaxRuns runs per gateway and MaxGateways gateways. Not safe for
+// concurrent use.
 type Dedup struct {
 	window uint64
+	maxGW  int
 	gws    map[string]*gwRuns
 	stats  DedupStats
 }
@@ -31,6 +41,8 @@ type DedupStats struct {
 	Jumps   uint64 // a seq ahead of every run by more than the window started a new run
 	Late    uint64 // a seq behind every run by more than the window started a new run
 	Evicted uint64 // runs dropped to make room for a new one
+
+	GatewaysEvicted uint64 // gateways dropped at MaxGateways to make room for a new one
 }
 
 type gwRuns struct {
@@ -47,7 +59,7 @@ type seqRun struct {
 func NewDedup(window int) *Dedup {
 	w := uint64(max(window, 64))
 	w = (w + 63) / 64 * 64
-	return &Dedup{window: w, gws: map[string]*gwRuns{}}
+	return &Dedup{window: w, maxGW: MaxGateways, gws: map[string]*gwRuns{}}
 }
 
 // Seen records (gateway, seq) and reports whether it was seen before (dup)
@@ -57,6 +69,13 @@ func NewDedup(window int) *Dedup {
 func (d *Dedup) Seen(gateway string, seq uint64) (dup, late bool) {
 	g := d.gws[gateway]
 	if g == nil {
+		if len(d.gws) >= d.maxGW {
+			for k := range d.gws { // map order: a gateway taken at random
+				delete(d.gws, k)
+				d.stats.GatewaysEvicted++
+				break
+			}
+		}
 		g = &gwRuns{}
 		d.gws[gateway] = g
 		d.start(g, seq)

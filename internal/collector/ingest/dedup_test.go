@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"math"
+	"strconv"
 	"testing"
 )
 
@@ -87,5 +88,24 @@ func TestDedupLiveAndHistoricalLanes(t *testing.T) {
 	}
 	if st := d.Stats(); st.Evicted == 0 {
 		t.Fatalf("stats %+v: the bogus runs should have been evicted", st)
+	}
+}
+
+// Invented gateway ids cannot grow Dedup without bound: at the limit a new
+// gateway replaces one at random, and what is tracked still deduplicates.
+func TestDedupGatewayBound(t *testing.T) {
+	d := NewDedup(64)
+	d.maxGW = 100
+	for i := range 10_000 {
+		d.Seen("gw-"+strconv.Itoa(i), 1)
+	}
+	if d.Gateways() != 100 || d.Stats().GatewaysEvicted != 9_900 {
+		t.Fatalf("%d gateways tracked, %d evicted", d.Gateways(), d.Stats().GatewaysEvicted)
+	}
+	if dup, _ := d.Seen("gw-9999", 1); !dup {
+		t.Fatal("the newest gateway lost its state")
+	}
+	if NewDedup(64).maxGW != MaxGateways {
+		t.Fatal("default bound")
 	}
 }
