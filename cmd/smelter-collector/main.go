@@ -36,7 +36,10 @@ func main() {
 // usage).
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "tail" {
-		if err := tail(args[1:]); err != nil {
+		if err := tail(args[1:], stdout, stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
 			fmt.Fprintln(stderr, "smelter-collector tail:", err)
 			return 1
 		}
@@ -119,8 +122,9 @@ func printConfigErrors(w io.Writer, err error) {
 }
 
 // tail prints every message on the subject filter, one line each.
-func tail(args []string) error {
-	fs := flag.NewFlagSet("tail", flag.ExitOnError)
+func tail(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	url := fs.String("url", nats.DefaultURL, "NATS server URL")
 	subject := fs.String("subject", "smelter.v1.>", "subject filter")
 	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); empty: all")
@@ -129,7 +133,9 @@ func tail(args []string) error {
 		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each.\n\nExample:\n  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n\n")
 		fs.PrintDefaults()
 	}
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	opts := []nats.Option{nats.Name("smelter-collector-tail")}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
@@ -162,7 +168,7 @@ func tail(args []string) error {
 			if len(want) > 0 && !want[kind] {
 				continue
 			}
-			fmt.Printf("%s %s %s\n", time.Now().Format("15:04:05.000"), m.Subject, m.Data)
+			fmt.Fprintf(stdout, "%s %s %s\n", time.Now().Format("15:04:05.000"), m.Subject, m.Data)
 		}
 	}
 }

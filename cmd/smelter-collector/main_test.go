@@ -64,4 +64,10 @@ func TestRunRefusesInvalidConfig(t *testing.T) {
 	if code, _, _ := runCmd("-bogus"); code != 2 {
 		t.Fatalf("bad flag: code %d", code)
 	}
+	if code, _, errs := runCmd("-h"); code != 0 || !strings.Contains(errs, "Examples:") {
+		t.Fatalf("-h: code %d: %s", code, errs)
+	}
+	if code, _, errs := runCmd("tail", "-bogus"); code != 1 || !strings.Contains(errs, "flag provided but not defined: -bogus") {
+		t.Fatalf("tail bad flag: code %d: %s", code, errs)
+	}
 }
