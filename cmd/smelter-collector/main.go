@@ -8,9 +8,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,26 +24,31 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/logging"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "tail" {
-		if err := tail(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "smelter-collector tail:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "smelter-collector:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() error {
-	fs := flag.NewFlagSet("smelter-collector", flag.ExitOnError)
+// run is the command line: it returns the exit code (0 ok, 1 failure, 2
+// usage).
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "tail" {
+		if err := tail(args[1:], stdout, stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintln(stderr, "smelter-collector tail:", err)
+			return 1
+		}
+		return 0
+	}
+	fs := flag.NewFlagSet("smelter-collector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "configs/collector.yaml", "configuration file")
-	check := fs.Bool("t", false, "check the configuration and rule files, then exit")
+	check := fs.Bool("t", false, "check the configuration and rule files, print every error as file:line: field: reason, then exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: smelter-collector [-config FILE] [-t]
        smelter-collector tail [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
@@ -59,51 +65,66 @@ Examples:
 `)
 		fs.PrintDefaults()
 	}
-	_ = fs.Parse(os.Args[1:])
-
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
 	cfg, err := collector.LoadConfig(*cfgPath)
 	if err != nil {
-		return err
+		printConfigErrors(stderr, err)
+		return 1
 	}
 	set, err := cfg.LoadRules(catalog.Default())
 	if err != nil {
-		return err
+		printConfigErrors(stderr, err)
+		return 1
 	}
 	if *check {
-		fmt.Printf("%s: ok (%d rules)\n", *cfgPath, len(set.Rules))
-		return nil
+		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *cfgPath, len(set.Rules))
+		return 0
 	}
-	log := newLogger(cfg.Log.Level, cfg.Log.Format)
+	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		fmt.Fprintln(stderr, "smelter-collector:", err)
+		return 1
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c, err := collector.New(cfg, set, log, reg)
 	if err != nil {
-		return err
+		fmt.Fprintln(stderr, "smelter-collector:", err)
+		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("smelter-collector starting", "rules", len(set.Rules))
-	return c.Run(ctx)
-}
-
-func newLogger(level, format string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" || format == "auto" && !isTerminal() {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	if err := c.Run(ctx); err != nil {
+		log.Error("smelter-collector stopped", "err", err)
+		return 1
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return 0
 }
 
-func isTerminal() bool {
-	fi, err := os.Stderr.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+// printConfigErrors writes every configuration error on a line of its own
+// (file:line: field: reason) and their count, then the verdict.
+func printConfigErrors(w io.Writer, err error) {
+	es := confload.AsErrors(err)
+	if es == nil {
+		fmt.Fprintln(w, "smelter-collector:", err)
+		return
+	}
+	for _, e := range es {
+		fmt.Fprintln(w, e.Error())
+	}
+	fmt.Fprintf(w, "%d error(s): the configuration is invalid\n", len(es))
 }
 
 // tail prints every message on the subject filter, one line each.
-func tail(args []string) error {
-	fs := flag.NewFlagSet("tail", flag.ExitOnError)
+func tail(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	url := fs.String("url", nats.DefaultURL, "NATS server URL")
 	subject := fs.String("subject", "smelter.v1.>", "subject filter")
 	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); empty: all")
@@ -112,7 +133,9 @@ func tail(args []string) error {
 		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each.\n\nExample:\n  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n\n")
 		fs.PrintDefaults()
 	}
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	opts := []nats.Option{nats.Name("smelter-collector-tail")}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
@@ -145,7 +168,7 @@ func tail(args []string) error {
 			if len(want) > 0 && !want[kind] {
 				continue
 			}
-			fmt.Printf("%s %s %s\n", time.Now().Format("15:04:05.000"), m.Subject, m.Data)
+			fmt.Fprintf(stdout, "%s %s %s\n", time.Now().Format("15:04:05.000"), m.Subject, m.Data)
 		}
 	}
 }

@@ -96,7 +96,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		return nil, errors.New("collector: rule set is nil")
 	}
 	cat := catalog.Default()
-	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: kpi.New(cfg.kpiConfig()),
+	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: cfg.kpiTracker(set, cat),
 		dedup: ingest.NewDedup(cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
 		live: dashboard.NewLive(nil)}
 	c.m = metrics{
@@ -124,6 +124,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		stat("smelter_collector_alerts_cleared_total", "Alerts cleared (rules and KPIs).", func() float64 {
 			return float64(c.engine.Stats().Cleared + c.kpis.Stats().Cleared)
 		}),
+		stat("smelter_collector_seq_jumps_total", "Batches whose seq jumped more than the dedup window ahead of every tracked run of their gateway (a new run started).", func() float64 { return float64(c.dedup.Stats().Jumps) }),
+		stat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.", func() float64 { return float64(c.dedup.Stats().GatewaysEvicted) }),
 		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func() float64 { return float64(c.kpis.Stats().Windows) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			c.mu.Lock()
@@ -152,6 +154,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		if err != nil {
 			return c.malformed(subject, err)
 		}
+		if err := ingest.Check(subject, b, c.cat); err != nil {
+			return c.rejected(subject, err)
+		}
 		c.mu.Lock()
 		dup, late := c.dedup.SeenPart(b.Gateway, b.Seq, b.Part, b.Parts)
 		if dup {
@@ -173,6 +178,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		bi, err := telemetry.DecodeBirth(data)
 		if err != nil {
 			return c.malformed(subject, err)
+		}
+		if err := ingest.CheckAsset(subject, bi.Gateway, bi.Asset.FromJSON(), c.cat); err != nil {
+			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
 		if bi.Parts > 0 { // a part of a split birth: wait for the others
@@ -199,6 +207,9 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		}
 		if !telemetry.ValidToken(d.Asset.ID) || !telemetry.ValidToken(d.Asset.Class) {
 			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
+		}
+		if err := ingest.CheckAsset(subject, d.Gateway, d.Asset.FromJSON(), c.cat); err != nil {
+			return c.rejected(subject, err)
 		}
 		c.mu.Lock()
 		c.live.ObserveDeath(&d)

@@ -1,9 +1,12 @@
 package collector
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -18,11 +21,12 @@ import (
 // Duration is a time.Duration written as "15m" in YAML.
 type Duration time.Duration
 
-// UnmarshalYAML parses a Go duration string.
+// UnmarshalYAML parses a Go duration string. A bad value is a
+// *yaml.TypeError, so decoding goes on and every bad field is reported.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 30s or 15m", n.Line, n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal %s `%s` into collector.Duration", n.Line, n.ShortTag(), n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -106,15 +110,51 @@ func Defaults() Config {
 	return c
 }
 
-// LoadConfig reads a YAML file over the defaults and validates it.
+// LoadConfig reads a YAML file over the defaults and validates it. The
+// error, if any, is a confload.Errors listing every problem at once as
+// "file:line: field: reason" (docs/configuration.md): unknown fields and
+// values of the wrong type are named by their field path, and validation
+// runs on what decoded.
 func LoadConfig(path string) (Config, error) {
-	c := Defaults()
-	if _, err := confload.ReadFile(path, &c); err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		c := Defaults()
+		_, err = confload.ReadFile(path, &c) // the read error, worded as every loader's
 		return c, err
 	}
+	return loadConfig(path, data)
+}
+
+// loadConfig is LoadConfig for the contents data of file path.
+func loadConfig(path string, data []byte) (Config, error) {
+	c := Defaults()
 	c.dir = filepath.Dir(path)
-	if err := c.Validate(); err != nil {
-		return c, fmt.Errorf("%s: %w", path, err)
+	doc, err := confload.Decode(path, data, &c)
+	if doc == nil {
+		return c, err // not YAML: nothing else can be checked
+	}
+	var errs confload.Errors
+	bad := map[string]bool{}
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // Decode parsed it already
+	if err != nil {
+		for _, fe := range confload.AsErrors(err) {
+			fe = decodeError(&root, fe)
+			bad[fe.Field] = true
+			errs = append(errs, fe)
+		}
+	}
+	for _, p := range fractions(&root) {
+		bad[p.field] = true
+		errs = append(errs, doc.Errorf(p.field, "%s", p.reason))
+	}
+	for _, p := range c.problems() {
+		if !bad[p.field] {
+			errs = append(errs, doc.Errorf(p.field, "%s", p.reason))
+		}
+	}
+	if len(errs) > 0 {
+		return c, errs.Sorted()
 	}
 	return c, nil
 }
@@ -124,62 +164,107 @@ var (
 	bucketRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 )
 
-// Validate checks every field; errors name the field.
+// problem is one invalid field: its path ("nats.tls.key_file") and why.
+type problem struct{ field, reason string }
+
+// Validate checks every field. The error lists every problem, one
+// "field: reason" per line (LoadConfig adds file and line).
 func (c *Config) Validate() error {
-	switch {
-	case c.DataDir == "":
-		return fmt.Errorf("data_dir: must not be empty")
-	case !tokenRe.MatchString(c.NATS.Stream):
-		return fmt.Errorf("nats.stream: %q must be 1-64 of A-Z a-z 0-9 _ -", c.NATS.Stream)
-	case !tokenRe.MatchString(c.NATS.Consumer):
-		return fmt.Errorf("nats.consumer: %q must be 1-64 of A-Z a-z 0-9 _ -", c.NATS.Consumer)
-	case !bucketRe.MatchString(c.NATS.KVBucket):
-		return fmt.Errorf("nats.kv_bucket: %q must be 1-64 of A-Z a-z 0-9 _ -", c.NATS.KVBucket)
-	case c.NATS.EmbeddedPort < 0 || c.NATS.EmbeddedPort > 65535:
-		return fmt.Errorf("nats.embedded_port: %d out of range 0-65535", c.NATS.EmbeddedPort)
-	case c.NATS.TokenFile != "" && c.NATS.Username != "":
-		return fmt.Errorf("nats.token_file: exclusive with nats.username")
-	case c.NATS.PasswordEnv != "" && c.NATS.PasswordFile != "":
-		return fmt.Errorf("nats.password_env: exclusive with nats.password_file")
-	case c.NATS.MaxAge < 0:
-		return fmt.Errorf("nats.max_age: must not be negative")
-	case c.MQTT.Enabled && !tokenRe.MatchString(c.MQTT.Group):
-		return fmt.Errorf("mqtt.group: %q must be 1-64 of A-Z a-z 0-9 _ -", c.MQTT.Group)
-	case c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "":
-		return fmt.Errorf("http.token_env: exclusive with http.token_file")
-	case c.DedupWindow < 64 || c.DedupWindow > 1<<22:
-		return fmt.Errorf("dedup_window: %d out of range 64-4194304", c.DedupWindow)
+	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, fmt.Errorf("%s: %s", p.field, p.reason))
+	}
+	return errors.Join(errs...)
+}
+
+// problems returns every invalid field, in the order of the file.
+func (c *Config) problems() []problem {
+	var ps []problem
+	bad := func(field, format string, args ...any) {
+		ps = append(ps, problem{field, fmt.Sprintf(format, args...)})
+	}
+	token := func(field, v string) {
+		if !tokenRe.MatchString(v) {
+			bad(field, "%q must be 1-64 of A-Z a-z 0-9 _ -", v)
+		}
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	n := &c.NATS
+	token("nats.stream", n.Stream)
+	token("nats.consumer", n.Consumer)
+	if !bucketRe.MatchString(n.KVBucket) {
+		bad("nats.kv_bucket", "%q must be 1-64 of A-Z a-z 0-9 _ -", n.KVBucket)
+	}
+	if n.MaxAge < 0 {
+		bad("nats.max_age", "%v must not be negative", time.Duration(n.MaxAge))
+	}
+	if n.TokenFile != "" && n.Username != "" {
+		bad("nats.token_file", "exclusive with nats.username")
+	}
+	if n.PasswordEnv != "" && n.PasswordFile != "" {
+		bad("nats.password_env", "exclusive with nats.password_file")
+	}
+	if n.TLS != nil {
+		ps = appendErr(ps, "nats.tls", n.TLS.Validate("nats.tls"))
+	}
+	if n.EmbeddedPort < 0 || n.EmbeddedPort > 65535 {
+		bad("nats.embedded_port", "%d out of range 0-65535", n.EmbeddedPort)
+	}
+	if c.MQTT.Enabled {
+		token("mqtt.group", c.MQTT.Group)
+	}
+	if c.MQTT.TLS != nil {
+		ps = appendErr(ps, "mqtt.tls", c.MQTT.TLS.Validate("mqtt.tls"))
+	}
+	for i, f := range c.Rules.Files {
+		if f == "" {
+			bad(fmt.Sprintf("rules.files[%d]", i), "empty path")
+		}
+	}
+	k := c.kpiConfig()
+	ps = appendErr(ps, "kpi", k.Validate())
+	if c.DedupWindow < 64 || c.DedupWindow > 1<<22 {
+		bad("dedup_window", "%d out of range 64-4194304", c.DedupWindow)
+	}
+	if c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "" {
+		bad("http.token_env", "exclusive with http.token_file")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q (want debug, info, warn or error)", c.Log.Level)
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "auto", "text", "json":
 	default:
-		return fmt.Errorf("log.format: %q (want auto, text or json)", c.Log.Format)
+		bad("log.format", "%q is not auto, text or json", c.Log.Format)
 	}
-	if c.NATS.TLS != nil {
-		if err := c.NATS.TLS.Validate("nats.tls"); err != nil {
-			return err
+	return ps
+}
+
+var fieldRe = regexp.MustCompile(`^[a-z_][a-z0-9_]*(\[[0-9]+\])?(\.[a-z0-9_]+(\[[0-9]+\])?)*$`)
+
+// appendErr adds the problems of a package's Validate error: every line of
+// it (errors.Join) that reads "field.path: reason" names its field, any
+// other is reported against field.
+func appendErr(ps []problem, field string, err error) []problem {
+	if err == nil {
+		return ps
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		head, reason, ok := strings.Cut(e.Error(), ": ")
+		if !ok || !fieldRe.MatchString(head) {
+			head, reason = field, e.Error()
 		}
+		ps = append(ps, problem{head, reason})
 	}
-	if c.MQTT.TLS != nil {
-		if err := c.MQTT.TLS.Validate("mqtt.tls"); err != nil {
-			return err
-		}
-	}
-	k := c.kpiConfig()
-	if err := k.Validate(); err != nil {
-		return err
-	}
-	for i, f := range c.Rules.Files {
-		if f == "" {
-			return fmt.Errorf("rules.files[%d]: empty path", i)
-		}
-	}
-	return nil
+	return ps
 }
 
 func (c *Config) kpiConfig() kpi.Config {
@@ -188,6 +273,24 @@ func (c *Config) kpiConfig() kpi.Config {
 		k.Windows[cl] = time.Duration(w)
 	}
 	return k
+}
+
+// kpiTracker returns the KPI tracker: the configured windows, and the
+// rules' plausibility gate on every input (the catalog's range, the
+// birth's, then the plausibility rule of set that applies to the signal, as
+// the rules engine resolves it).
+func (c *Config) kpiTracker(set *rules.Set, cat *catalog.Catalog) *kpi.Tracker {
+	k := c.kpiConfig()
+	k.Catalog = cat
+	k.Range = func(class, asset, signal string) (lo, hi *float64, ok bool) {
+		for _, r := range set.Select(class, asset, signal) {
+			if r.Kind == rules.KindPlausibility { // the last one wins, as in the engine
+				lo, hi, ok = r.Min, r.Max, true
+			}
+		}
+		return lo, hi, ok
+	}
+	return kpi.New(k)
 }
 
 // Path resolves p against the config file's directory.

@@ -5,20 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/smelterio/smelter/internal/telemetry"
 )
-
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
 
 // TestSplitBirthAndBatchParts: a birth split into parts reaches the rules
 // engine once, whole, when its last part arrives; the parts of a split

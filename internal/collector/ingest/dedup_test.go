@@ -1,28 +1,112 @@
 package ingest
 
-import "testing"
+import (
+	"math"
+	"strconv"
+	"testing"
+)
 
-func TestDedup(t *testing.T) {
-	d := NewDedup(128)
-	type step struct {
-		gw        string
-		seq       uint64
-		dup, late bool
-	}
-	for i, s := range []step{
-		{"a", 10, false, false}, {"a", 10, true, false}, {"a", 12, false, false}, {"a", 11, false, false}, // reordered
-		{"a", 11, true, false}, {"b", 10, false, false}, // another gateway, same seq
-		{"a", 300, false, false}, {"a", 12, false, true}, // beyond the window: late, accepted
-		{"a", 200, false, false}, {"a", 200, true, false}, {"a", 172, false, true}, {"a", 174, false, false},
-		{"a", 1000, false, false}, {"a", 999, false, false}, {"a", 1000, true, false},
-	} {
+type dedupStep struct {
+	gw        string
+	seq       uint64
+	dup, late bool
+}
+
+func runSteps(t *testing.T, d *Dedup, steps []dedupStep) {
+	t.Helper()
+	for i, s := range steps {
 		dup, late := d.Seen(s.gw, s.seq)
 		if dup != s.dup || late != s.late {
 			t.Errorf("step %d %s/%d: dup %v late %v, want %v %v", i, s.gw, s.seq, dup, late, s.dup, s.late)
 		}
 	}
-	if d.Gateways() != 2 {
+}
+
+func TestDedup(t *testing.T) {
+	d := NewDedup(128)
+	runSteps(t, d, []dedupStep{
+		{"a", 10, false, false}, {"a", 10, true, false}, {"a", 12, false, false}, {"a", 11, false, false}, // reordered
+		{"a", 11, true, false}, {"b", 10, false, false}, // another gateway, same seq
+		// a jump beyond the window opens a second run; the first still
+		// checks its seqs (before runs, 12 here was accepted unchecked)
+		{"a", 300, false, false}, {"a", 12, true, false},
+		{"a", 200, false, false}, {"a", 200, true, false},
+		{"a", 172, false, false}, {"a", 172, true, false}, {"a", 174, false, false},
+		{"a", 1000, false, false}, {"a", 999, false, false}, {"a", 1000, true, false},
+		{"a", 5000, false, false}, // a fifth run: the least recently used (10-12) goes
+		{"a", 12, false, true}, {"a", 1000, true, false},
+		{"c", 1000, false, false}, {"c", 5, false, true}, // behind every run: late, unchecked, a run of its own
+		{"c", 6, false, false}, {"c", 5, true, false},
+	})
+	if d.Gateways() != 3 {
 		t.Fatal(d.Gateways())
+	}
+	if st := d.Stats(); st.Jumps != 4 || st.Late != 2 || st.Evicted != 2 {
+		t.Fatalf("stats %+v, want 4 jumps, 2 late, 2 evictions", st)
+	}
+}
+
+// A seq at the top of the uint64 range (or any bogus jump far ahead) costs
+// one run: the gateway's next, normal seqs are still deduplicated. Before
+// runs, every later batch of that gateway was "late beyond the window" and
+// no duplicate was caught again.
+func TestDedupJumpDoesNotPoison(t *testing.T) {
+	for _, bogus := range []uint64{math.MaxUint64, MaxSeq, 1 << 40, 5000} {
+		d := NewDedup(128)
+		steps := []dedupStep{{"gw", 100, false, false}, {"gw", 101, false, false}, {"gw", bogus, false, false}}
+		for s := uint64(102); s < 400; s++ {
+			steps = append(steps, dedupStep{"gw", s, false, false}, dedupStep{"gw", s, true, false}, dedupStep{"gw", s - 1, true, false})
+		}
+		steps = append(steps, dedupStep{"gw", bogus, true, false}) // its run is still tracked
+		runSteps(t, d, steps)
+		if st := d.Stats(); st.Jumps != 1 || st.Late != 0 {
+			t.Errorf("bogus %d: stats %+v, want one jump", bogus, st)
+		}
+	}
+}
+
+// A live lane at the head and a historical lane replaying far behind are
+// both deduplicated, each in its own run; further jumps evict only the run
+// used least recently, never the two in use.
+func TestDedupLiveAndHistoricalLanes(t *testing.T) {
+	d := NewDedup(64)
+	live, hist := uint64(1_000_000), uint64(10)
+	for i := range 500 {
+		for _, s := range []uint64{live, hist} {
+			if dup, _ := d.Seen("gw", s); dup {
+				t.Fatalf("round %d: %d reported duplicate", i, s)
+			}
+			if dup, _ := d.Seen("gw", s); !dup {
+				t.Fatalf("round %d: redelivered %d not caught", i, s)
+			}
+		}
+		if i%50 == 0 { // a bogus seq now and then
+			d.Seen("gw", 1<<50+uint64(i)*1000)
+		}
+		live++
+		hist++
+	}
+	if st := d.Stats(); st.Evicted == 0 {
+		t.Fatalf("stats %+v: the bogus runs should have been evicted", st)
+	}
+}
+
+// Invented gateway ids cannot grow Dedup without bound: at the limit a new
+// gateway replaces one at random, and what is tracked still deduplicates.
+func TestDedupGatewayBound(t *testing.T) {
+	d := NewDedup(64)
+	d.maxGW = 100
+	for i := range 10_000 {
+		d.Seen("gw-"+strconv.Itoa(i), 1)
+	}
+	if d.Gateways() != 100 || d.Stats().GatewaysEvicted != 9_900 {
+		t.Fatalf("%d gateways tracked, %d evicted", d.Gateways(), d.Stats().GatewaysEvicted)
+	}
+	if dup, _ := d.Seen("gw-9999", 1); !dup {
+		t.Fatal("the newest gateway lost its state")
+	}
+	if NewDedup(64).maxGW != MaxGateways {
+		t.Fatal("default bound")
 	}
 }
 
@@ -48,17 +132,5 @@ func TestDedupParts(t *testing.T) {
 	}
 	if len(d.parts) != 64 || len(d.partOrder) != 64 {
 		t.Fatalf("%d parts remembered, want the window of 64", len(d.parts))
-	}
-}
-
-func TestTopicsAndVersions(t *testing.T) {
-	got := Topics("g1")
-	if got[0] != "$share/g1/smelter/v1/+/+/+/data" || len(got) != 3 {
-		t.Fatal(got)
-	}
-	for v, want := range map[string]bool{"2.9.25": false, "2.10.0": true, "2.15.2": true, "3.0.0": true, "": false} {
-		if supportsFilterSubjects(v) != want {
-			t.Errorf("%s", v)
-		}
 	}
 }

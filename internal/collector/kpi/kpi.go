@@ -1,16 +1,23 @@
 // Package kpi computes the energy-efficiency KPIs of every equipment class
 // over tumbling time windows, from readings plus the nameplate ratings of the
 // asset birth, and raises efficiency alerts when a KPI crosses its limit.
-// Formulas and their sources are documented in docs/rules.md. The package is
-// pure (no I/O) and not safe for concurrent use.
+// Formulas and their sources are documented in docs/rules.md. A KPI takes
+// only values the rules accept: good quality, finite and inside the
+// signal's plausible range (see Config.Range). The package is pure (no I/O)
+// and not safe for concurrent use.
 package kpi
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -24,26 +31,42 @@ type Config struct {
 	Windows     map[string]time.Duration // per class
 	MinCoverage float64                  // fraction of the window that must hold data; default 0.5
 	MaxGap      time.Duration            // longest gap integrated as held data; default 60s
+
+	// Catalog gives the plausible range of every signal (the catalog's
+	// min/max, overridden by the asset birth's); nil: catalog.Default().
+	Catalog *catalog.Catalog
+	// Range, when set, overrides the plausible range of a signal of an
+	// asset where it returns ok (the rules' plausibility rule min/max; a
+	// nil end is open), so KPIs gate values exactly as the rules do.
+	Range func(class, asset, signal string) (lo, hi *float64, ok bool)
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration. The error lists every problem, one
+// "field: reason" per line (errors.Join), fields named as in the
+// collector's kpi: block.
 func (c *Config) Validate() error {
+	var errs []error
 	if c.Window < 0 {
-		return fmt.Errorf("kpi.window: %v must not be negative", c.Window)
+		errs = append(errs, fmt.Errorf("kpi.window: %v must not be negative", c.Window))
 	}
-	for cl, w := range c.Windows {
+	for _, cl := range slices.Sorted(maps.Keys(c.Windows)) {
+		w := c.Windows[cl]
 		if _, ok := classes[cl]; !ok {
-			return fmt.Errorf("kpi.windows.%s: no KPIs for this class", cl)
+			errs = append(errs, fmt.Errorf("kpi.windows.%s: no KPIs for this class (KPI classes: %s)", cl, strings.Join(Classes(), ", ")))
+			continue
 		}
 		if w < time.Minute {
-			return fmt.Errorf("kpi.windows.%s: %v is shorter than 1m", cl, w)
+			errs = append(errs, fmt.Errorf("kpi.windows.%s: %v is shorter than 1m", cl, w))
 		}
 	}
 	if c.MinCoverage < 0 || c.MinCoverage > 1 {
-		return fmt.Errorf("kpi.min_coverage: %v must be within 0..1", c.MinCoverage)
+		errs = append(errs, fmt.Errorf("kpi.min_coverage: %v must be within 0..1", c.MinCoverage))
 	}
-	return nil
+	return errors.Join(errs...)
 }
+
+// Classes returns the equipment classes with KPIs, sorted.
+func Classes() []string { return slices.Sorted(maps.Keys(classes)) }
 
 // Status of a KPI against its limit.
 const (
@@ -104,9 +127,10 @@ type Tracker struct {
 
 // Stats counts computations.
 type Stats struct {
-	Windows uint64 // windows finished with a result
-	Raised  uint64
-	Cleared uint64
+	Windows  uint64 // windows finished with a result
+	Rejected uint64 // readings of KPI inputs not taken (not good, not finite or implausible)
+	Raised   uint64
+	Cleared  uint64
 }
 
 type assetAcc struct {
@@ -114,6 +138,7 @@ type assetAcc struct {
 	def             *classDef
 	idx             map[string]int
 	s               sample
+	lo, hi          []*float64 // plausible range per signal, nil: open
 	np              map[string]float64
 	win             int64
 	start           int64
@@ -134,6 +159,9 @@ func New(cfg Config) *Tracker {
 	}
 	if cfg.MaxGap == 0 {
 		cfg.MaxGap = time.Minute
+	}
+	if cfg.Catalog == nil {
+		cfg.Catalog = catalog.Default()
 	}
 	return &Tracker{cfg: cfg, assets: map[[2]string]*assetAcc{}}
 }
@@ -160,8 +188,54 @@ func (t *Tracker) asset(site, id, class string) *assetAcc {
 		a.idx[s] = i
 	}
 	a.s = sample{v: make([]float64, len(def.signals)), ok: make([]bool, len(def.signals))}
+	a.lo, a.hi = make([]*float64, len(def.signals)), make([]*float64, len(def.signals))
+	t.ranges(a, nil)
 	t.assets[k] = a
 	return a
+}
+
+// ranges sets the plausible range of every KPI input of a, in the order
+// the rules engine applies them: the catalog, then the birth (when given),
+// then Config.Range.
+func (t *Tracker) ranges(a *assetAcc, birth []telemetry.SignalInfo) {
+	for i, name := range a.def.signals {
+		a.lo[i], a.hi[i] = nil, nil
+		if cs, err := t.cfg.Catalog.Lookup(a.class, name); err == nil {
+			a.lo[i], a.hi[i] = cs.Min, cs.Max
+		}
+	}
+	for _, si := range birth {
+		if i, ok := a.idx[si.Signal]; ok {
+			if si.Min != nil {
+				a.lo[i] = si.Min
+			}
+			if si.Max != nil {
+				a.hi[i] = si.Max
+			}
+		}
+	}
+	if t.cfg.Range == nil {
+		return
+	}
+	for i, name := range a.def.signals {
+		if lo, hi, ok := t.cfg.Range(a.class, a.id, name); ok {
+			if lo != nil {
+				a.lo[i] = lo
+			}
+			if hi != nil {
+				a.hi[i] = hi
+			}
+		}
+	}
+}
+
+// accept reports whether reading r may feed input i of a: good quality
+// (uncertain, bad and stale never do), a numeric value, finite and inside
+// the plausible range.
+func (a *assetAcc) accept(i int, r *telemetry.Reading) bool {
+	v := r.Value
+	return r.Quality == telemetry.QualityGood && !r.NoValue && !math.IsNaN(v) && !math.IsInf(v, 0) &&
+		(a.lo[i] == nil || v >= *a.lo[i]) && (a.hi[i] == nil || v <= *a.hi[i])
 }
 
 // Birth records the nameplate of an asset.
@@ -175,6 +249,7 @@ func (t *Tracker) Birth(b *telemetry.Birth) {
 	for k, v := range b.Nameplate {
 		a.np[k] = v
 	}
+	t.ranges(a, b.Signals)
 }
 
 // Process integrates one batch. When the batch starts a new window, the
@@ -207,8 +282,13 @@ func (t *Tracker) Process(b *telemetry.Batch, results []Result, alerts []alert.A
 		if !ok {
 			continue
 		}
-		a.s.ok[j] = r.HasValue()
+		// a value the rules would not take replaces the held one by "no
+		// value": it never enters a KPI
+		a.s.ok[j] = a.accept(j, r)
 		a.s.v[j] = r.Value
+		if !a.s.ok[j] {
+			t.stats.Rejected++
+		}
 	}
 	a.lastTS = ts
 	return results, alerts

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCmd(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestConfigsValidate loads every collector configuration in configs/: the
+// example must pass -t with its rule files, every collector*.bad.yaml must
+// fail with exactly the errors in its .err file, in order.
+func TestConfigsValidate(t *testing.T) {
+	code, out, errs := runCmd("-t", "-config", "../../configs/collector.yaml")
+	if code != 0 || !strings.Contains(out, "collector.yaml: ok (") {
+		t.Fatalf("example: code %d\n%s%s", code, out, errs)
+	}
+	bads, _ := filepath.Glob("../../configs/collector*.bad.yaml")
+	if len(bads) == 0 {
+		t.Fatal("no bad configs found")
+	}
+	for _, bad := range bads {
+		want, err := os.ReadFile(strings.TrimSuffix(bad, ".yaml") + ".err")
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := runCmd("-t", "-config", bad)
+		if code != 1 {
+			t.Errorf("%s: exit %d, want 1", bad, code)
+		}
+		lines := strings.Split(strings.TrimSpace(string(want)), "\n")
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(errs), "\n") {
+			if strings.Contains(l, "collector") && strings.Contains(l, ".bad.yaml:") {
+				got = append(got, l[strings.Index(l, "collector"):])
+			}
+		}
+		if strings.Join(got, "\n") != strings.Join(lines, "\n") {
+			t.Errorf("%s: errors\n%s\nwant\n%s", bad, strings.Join(got, "\n"), strings.Join(lines, "\n"))
+		}
+		if !strings.Contains(errs, fmt.Sprintf("%d error(s): the configuration is invalid", len(lines))) {
+			t.Errorf("%s: no verdict in\n%s", bad, errs)
+		}
+	}
+}
+
+// Running refuses an invalid configuration before anything starts.
+func TestRunRefusesInvalidConfig(t *testing.T) {
+	code, _, errs := runCmd("-config", "../../configs/collector.bad.yaml")
+	if code != 1 || !strings.Contains(errs, "the configuration is invalid") || !strings.Contains(errs, "nats.embeded_port: unknown field") {
+		t.Fatalf("code %d: %s", code, errs)
+	}
+	if code, _, errs := runCmd("-config", filepath.Join(t.TempDir(), "none.yaml")); code != 1 || !strings.Contains(errs, "none.yaml: open: no such file or directory") {
+		t.Fatalf("missing file: code %d: %s", code, errs)
+	}
+	if code, _, _ := runCmd("-bogus"); code != 2 {
+		t.Fatalf("bad flag: code %d", code)
+	}
+	if code, _, errs := runCmd("-h"); code != 0 || !strings.Contains(errs, "Examples:") {
+		t.Fatalf("-h: code %d: %s", code, errs)
+	}
+	if code, _, errs := runCmd("tail", "-bogus"); code != 1 || !strings.Contains(errs, "flag provided but not defined: -bogus") {
+		t.Fatalf("tail bad flag: code %d: %s", code, errs)
+	}
+}

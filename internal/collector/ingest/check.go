@@ -1,0 +1,97 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// MaxSeq is the highest seq a batch may carry: 2^53-1, the largest integer
+// every JSON implementation reads exactly (RFC 7493, I-JSON, section 2.2),
+// so the seq a gateway wrote is the seq every consumer reads. A gateway
+// numbering 10^6 batches a second reaches it after 285 years. Gateways
+// start at 1 (the spool's first record), so 0 is out of range too.
+const MaxSeq = 1<<53 - 1
+
+// Reason is why Check rejected a batch; it is the value of the reason label
+// of the collector's smelter_collector_malformed_total counter.
+type Reason string
+
+// Reasons.
+const (
+	ReasonSeqRange     Reason = "seq_range"     // seq outside 1..MaxSeq
+	ReasonUnknownClass Reason = "unknown_class" // asset.class not in the catalog
+	ReasonSubject      Reason = "subject"       // site, class or asset id differ from the subject's
+)
+
+// Rejections; use errors.Is.
+var (
+	ErrSeqRange     = errors.New("seq out of range")
+	ErrUnknownClass = errors.New("unknown equipment class")
+	ErrSubject      = errors.New("payload does not match its subject")
+)
+
+// RejectError is a message Check or CheckAsset refused. It matches
+// ErrSeqRange, ErrUnknownClass or ErrSubject with errors.Is.
+type RejectError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *RejectError) Error() string { return "ingest: " + e.Detail }
+
+// Is makes errors.Is match the sentinel of the reason.
+func (e *RejectError) Is(target error) bool {
+	switch e.Reason {
+	case ReasonSeqRange:
+		return target == ErrSeqRange
+	case ReasonUnknownClass:
+		return target == ErrUnknownClass
+	case ReasonSubject:
+		return target == ErrSubject
+	}
+	return false
+}
+
+// ReasonOf returns the reason of a Check error ("" when err is not one).
+func ReasonOf(err error) Reason {
+	var re *RejectError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	return ""
+}
+
+// Check decides whether a decoded batch received on subject may enter the
+// collector: its seq must lie in 1..MaxSeq, and its asset must pass
+// CheckAsset. It runs before deduplication, so a refused batch never
+// touches the dedup state, the rules or the KPIs. The error is a
+// *RejectError.
+func Check(subject string, b *telemetry.Batch, cat *catalog.Catalog) error {
+	if b.Seq == 0 || b.Seq > MaxSeq {
+		return &RejectError{Reason: ReasonSeqRange,
+			Detail: fmt.Sprintf("gateway %s: seq %d outside 1..%d", b.Gateway, b.Seq, uint64(MaxSeq))}
+	}
+	return CheckAsset(subject, b.Gateway, b.Asset, cat)
+}
+
+// CheckAsset decides whether a message about asset a (a batch, birth or
+// death) received on subject may enter the collector: the class must be in
+// cat (ReasonUnknownClass), and the site, class and asset id must be those
+// of the subject (ReasonSubject). Subject permissions confine a gateway to
+// its site's subjects (deploy/nats); this holds the payload to the subject,
+// so a gateway cannot speak for another site's assets either.
+func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog) error {
+	if _, ok := cat.Class(a.Class); !ok {
+		return &RejectError{Reason: ReasonUnknownClass,
+			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", gateway, a.ID, a.Class)}
+	}
+	ps, err := telemetry.ParseSubject(subject)
+	if err != nil || ps.Site != a.Site() || ps.Class != a.Class || ps.Asset != a.ID {
+		return &RejectError{Reason: ReasonSubject,
+			Detail: fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)}
+	}
+	return nil
+}
