@@ -23,9 +23,13 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/version"
 )
 
 func main() {
+	if version.Command("smelter-collector", os.Args[1:], os.Stdout) {
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "tail" {
 		if err := tail(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "smelter-collector tail:", err)
@@ -46,6 +50,7 @@ func run() error {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: smelter-collector [-config FILE] [-t]
        smelter-collector tail [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
+       smelter-collector version
 
 Consumes the normalized stream, runs anomaly rules and energy KPIs, publishes alerts and
 KPIs, and serves the HTTP API and dashboard. With nats.url empty it starts an embedded
