@@ -3,7 +3,9 @@
 # machine's own tools: dpkg-deb --info/--contents, lintian (when installed),
 # an install into a scratch root (dpkg -x) whose binaries must report the
 # stamped version and accept the packaged configuration, and
-# systemd-analyze verify on the unit files (when systemd-analyze exists).
+# systemd-analyze verify on the unit files (when systemd-analyze exists);
+# promtool and docker compose check the alert rules and the compose file where
+# they are installed.
 # Optional tools that are missing are skipped with a message, never a failure.
 # Run from the repository root: bash deploy/package/check.sh
 set -euo pipefail
@@ -69,6 +71,13 @@ if command -v systemd-analyze >/dev/null; then
 	echo "units verify"
 else
 	echo "== systemd-analyze not installed: unit files not verified"
+fi
+
+if command -v promtool >/dev/null; then
+	echo "== promtool check rules"
+	promtool check rules deploy/prometheus/smelter-alerts.yaml
+else
+	echo "== promtool not installed: alert rules checked by the Go tests in deploy/ only"
 fi
 
 if docker compose version >/dev/null 2>&1; then
