@@ -13,6 +13,10 @@ cd "$(dirname "$0")/../.."
 
 fail() { echo "package check: $*" >&2; exit 1; }
 
+for s in deploy/package/postinstall.sh deploy/package/preremove.sh deploy/package/postremove.sh deploy/package/pkgversion.sh; do
+	sh -n "$s" || fail "$s: shell syntax"
+done
+
 version=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
 rm -f dist/smelter_*.deb dist/smelter-*.rpm
 make --no-print-directory package PLATFORMS=linux/amd64 CMDS="smelter-gateway smelter-collector smelter-sim" VERSION="$version"
@@ -44,6 +48,17 @@ if command -v lintian >/dev/null; then
 	! grep -q '^E: ' <<<"$out" || fail "lintian reported errors"
 else
 	echo "== lintian not installed: skipped"
+fi
+
+rpmfile=$(ls dist/smelter-*.x86_64.rpm)
+if command -v rpm >/dev/null; then
+	echo "== rpm -qip $rpmfile"
+	rpm -qip "$rpmfile"
+	rpm -qpl "$rpmfile" | grep -qx /usr/lib/systemd/system/smelter-gateway.service || fail "rpm: no gateway unit under /usr/lib/systemd/system"
+	rpm -qpc "$rpmfile" | grep -qx /etc/smelter/gateway.yaml || fail "rpm: /etc/smelter/gateway.yaml is not %config"
+	rpm -qp --scripts "$rpmfile" | grep -q 'useradd --system' || fail "rpm: the postinstall scriptlet does not create the smelter user"
+else
+	echo "== rpm not installed: the .rpm is built but not inspected"
 fi
 
 root=$(mktemp -d)
