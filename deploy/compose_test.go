@@ -74,8 +74,20 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("service %s missing", name)
 		}
 	}
+	gomod, err := os.ReadFile(filepath.Join(repo, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverVersion := ""
+	if m := regexp.MustCompile(`github.com/nats-io/nats-server/v2 v([0-9.]+)`).FindSubmatch(gomod); m != nil {
+		serverVersion = string(m[1])
+	}
 	for _, name := range []string{"nats-1", "nats-2", "nats-3"} {
 		s := svcs[name]
+		// the image runs the nats-server release whose parser TestNATSClusterConfigParses uses
+		if serverVersion == "" || !strings.HasPrefix(s.Image, "nats:"+serverVersion+"-") {
+			t.Errorf("%s: image %q, want nats:%s-* (the nats-server version in go.mod)", name, s.Image, serverVersion)
+		}
 		conf := arg(t, s.Command, "--config")
 		root := serviceRoot(t, s)
 		got, err := os.ReadFile(filepath.Join(root, conf))

@@ -54,9 +54,11 @@ rpmfile=$(ls dist/smelter-*.x86_64.rpm)
 if command -v rpm >/dev/null; then
 	echo "== rpm -qip $rpmfile"
 	rpm -qip "$rpmfile"
-	rpm -qpl "$rpmfile" | grep -qx /usr/lib/systemd/system/smelter-gateway.service || fail "rpm: no gateway unit under /usr/lib/systemd/system"
-	rpm -qpc "$rpmfile" | grep -qx /etc/smelter/gateway.yaml || fail "rpm: /etc/smelter/gateway.yaml is not %config"
-	rpm -qp --scripts "$rpmfile" | grep -q 'useradd --system' || fail "rpm: the postinstall scriptlet does not create the smelter user"
+	# outputs captured first: grep -q would end a pipe early under pipefail
+	files=$(rpm -qpl "$rpmfile") configs=$(rpm -qpc "$rpmfile") scripts=$(rpm -qp --scripts "$rpmfile")
+	grep -qx /usr/lib/systemd/system/smelter-gateway.service <<<"$files" || fail "rpm: no gateway unit under /usr/lib/systemd/system"
+	grep -qx /etc/smelter/gateway.yaml <<<"$configs" || fail "rpm: /etc/smelter/gateway.yaml is not %config"
+	grep -q 'useradd --system' <<<"$scripts" || fail "rpm: the postinstall scriptlet does not create the smelter user"
 else
 	echo "== rpm not installed: the .rpm is built but not inspected"
 fi
@@ -84,6 +86,12 @@ if command -v systemd-analyze >/dev/null; then
 	out=$(systemd-analyze verify "$units"/*.service 2>&1) || { echo "$out"; fail "systemd-analyze verify failed"; }
 	[ -z "$out" ] || { echo "$out"; fail "systemd-analyze verify printed warnings"; }
 	echo "units verify"
+	# hardening: the exposure level (0 best .. 10) must stay at 3.0 or below
+	for u in "$units"/*.service; do
+		out=$(systemd-analyze security --offline=true --threshold=30 "$u" 2>&1) ||
+			{ echo "$out"; fail "$(basename "$u"): systemd exposure level above 3.0"; }
+		tail -1 <<<"$out"
+	done
 else
 	echo "== systemd-analyze not installed: unit files not verified"
 fi
