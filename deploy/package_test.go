@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -159,5 +160,68 @@ func TestSystemdUnits(t *testing.T) {
 				t.Errorf("collector ExecReload = %q: the collector has no reload", reload)
 			}
 		})
+	}
+}
+
+// TestPackageVersion runs deploy/package/pkgversion.sh in a scratch git
+// repository: tags, commits after a tag, uncommitted changes and an
+// untagged history each map to a version dpkg and rpm order correctly.
+func TestPackageVersion(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	script, err := filepath.Abs("package/pkgversion.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.invalid", "GIT_COMMITTER_NAME=t",
+			"GIT_COMMITTER_EMAIL=t@example.invalid", "GIT_COMMITTER_DATE=2026-11-30T01:00:00Z", "GIT_AUTHOR_DATE=2026-11-30T01:00:00Z")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	commit := func(content string) {
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run("git", "add", "f")
+		run("git", "commit", "-q", "-m", content)
+	}
+	run("git", "init", "-q")
+	commit("1")
+	hash := run("git", "rev-parse", "--short=7", "HEAD")
+	if got, want := run("sh", script), "0.0.0+git20261130."+hash; got != want {
+		t.Errorf("untagged: %q, want %q", got, want)
+	}
+	run("git", "tag", "v0.4.0")
+	if got := run("sh", script); got != "0.4.0" {
+		t.Errorf("on tag v0.4.0: %q", got)
+	}
+	commit("2")
+	commit("3")
+	hash = run("git", "rev-parse", "--short", "HEAD")
+	if got, want := run("sh", script), "0.4.0+2.g"+hash; got != want {
+		t.Errorf("two commits after v0.4.0: %q, want %q", got, want)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := run("sh", script), "0.4.0+2.g"+hash+".dirty"; got != want {
+		t.Errorf("dirty tree: %q, want %q", got, want)
+	}
+	// dpkg orders them as releases go: tag < commits after it < next tag
+	if _, err := exec.LookPath("dpkg"); err == nil {
+		for _, pair := range [][2]string{{"0.0.0+git20261130." + hash, "0.4.0"}, {"0.4.0", "0.4.0+2.g" + hash}, {"0.4.0+2.g" + hash, "0.4.1"}} {
+			if out, err := exec.Command("dpkg", "--compare-versions", pair[0], "lt", pair[1]).CombinedOutput(); err != nil {
+				t.Errorf("dpkg: %s is not lower than %s (%v %s)", pair[0], pair[1], err, out)
+			}
+		}
 	}
 }
