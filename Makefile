@@ -31,30 +31,31 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-## dist: static binaries (CGO_ENABLED=0) for every platform in dist/<os>_<arch>[v<arm>]/.
-dist:
-	@set -e; for p in $(PLATFORMS); do \
-		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=; \
-		if [ "$$rest" != "$$arch" ]; then arm=$${rest#*/}; fi; \
-		dir=$(DIST)/$${os}_$${arch}$${arm:+v$$arm}; mkdir -p $$dir; \
-		echo "== $$dir"; \
-		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" \
-			-o $$dir/ $(addprefix ./cmd/,$(CMDS)); \
-	done
-
-$(NFPM):
-	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VER)
-
-## package: .deb and .rpm (FORMATS) for every platform of dist, into dist/.
-package: dist $(NFPM)
+# each_platform runs the shell commands $(1) once per platform of PLATFORMS with
+# $$os, $$arch, $$arm (the GOARM level, empty off ARM) and $$dir (its dist/ folder).
+define each_platform
 	@set -e; for p in $(PLATFORMS); do \
 		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=; \
 		if [ "$$rest" != "$$arch" ]; then arm=$${rest#*/}; fi; \
 		dir=$(DIST)/$${os}_$${arch}$${arm:+v$$arm}; \
-		sed -e "s|\$${SMELTER_PKG_VERSION}|$(PKG_VERSION)|" -e "s|\$${SMELTER_PKG_ARCH}|$$arch$$arm|" \
-			-e "s|\$${SMELTER_DIST}|$$dir|" deploy/package/nfpm.yaml > $$dir/nfpm.yaml; \
-		for f in $(FORMATS); do $(NFPM) package -f $$dir/nfpm.yaml -p $$f -t $(DIST)/; done; \
+		$(1) \
 	done
+endef
+
+## dist: static binaries (CGO_ENABLED=0) for every platform in dist/<os>_<arch>[v<arm>]/.
+dist:
+	$(call each_platform, mkdir -p $$dir; echo "== $$dir"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" \
+			-o $$dir/ $(addprefix ./cmd/,$(CMDS));)
+
+$(NFPM):
+	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VER)
+
+## package: .deb and .rpm (FORMATS) for every platform of dist, into dist/ (nfpm arch: amd64, arm64, arm7).
+package: dist $(NFPM)
+	$(call each_platform, sed -e "s|\$${SMELTER_PKG_VERSION}|$(PKG_VERSION)|" -e "s|\$${SMELTER_PKG_ARCH}|$$arch$$arm|" \
+			-e "s|\$${SMELTER_DIST}|$$dir|" deploy/package/nfpm.yaml > $$dir/nfpm.yaml; \
+		for f in $(FORMATS); do $(NFPM) package -f $$dir/nfpm.yaml -p $$f -t $(DIST)/; done;)
 
 ## test: the README's test command: every unit and integration test, with the race detector.
 test:
