@@ -8,13 +8,54 @@ CMDS      := smelter-gateway smelter-collector smelter-sim smelter-demo
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: all build test race check fmt vet lint bench bench-pipeline demo interop clean tools
+# Version stamps (internal/version): `smelter-gateway version` prints them.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE      ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VPKG      := github.com/smelterio/smelter/internal/version
+LDFLAGS   := -X $(VPKG).version=$(VERSION) -X $(VPKG).commit=$(COMMIT) -X $(VPKG).date=$(DATE)
+
+# Cross builds and packages (docs/install.md). PLATFORMS: GOOS/GOARCH[/GOARM].
+DIST      := dist
+PLATFORMS ?= linux/amd64 linux/arm64 linux/arm/7
+FORMATS   ?= deb rpm
+NFPM_VER  := v2.45.2
+NFPM      := $(CURDIR)/.tools/nfpm-$(NFPM_VER)/nfpm
+PKG_VERSION ?= $(shell sh deploy/package/pkgversion.sh)
+
+.PHONY: all build test race check fmt vet lint bench bench-pipeline demo interop clean tools dist package
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+# each_platform runs the shell commands $(1) once per platform of PLATFORMS with
+# $$os, $$arch, $$arm (the GOARM level, empty off ARM) and $$dir (its dist/ folder).
+define each_platform
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=; \
+		if [ "$$rest" != "$$arch" ]; then arm=$${rest#*/}; fi; \
+		dir=$(DIST)/$${os}_$${arch}$${arm:+v$$arm}; \
+		$(1) \
+	done
+endef
+
+## dist: static binaries (CGO_ENABLED=0) for every platform in dist/<os>_<arch>[v<arm>]/.
+dist:
+	$(call each_platform, mkdir -p $$dir; echo "== $$dir"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" \
+			-o $$dir/ $(addprefix ./cmd/,$(CMDS));)
+
+$(NFPM):
+	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VER)
+
+## package: .deb and .rpm (FORMATS) for every platform of dist, into dist/ (nfpm arch: amd64, arm64, arm7).
+package: dist $(NFPM)
+	$(call each_platform, sed -e "s|\$${SMELTER_PKG_VERSION}|$(PKG_VERSION)|" -e "s|\$${SMELTER_PKG_ARCH}|$$arch$$arm|" \
+			-e "s|\$${SMELTER_DIST}|$$dir|" deploy/package/nfpm.yaml > $$dir/nfpm.yaml; \
+		for f in $(FORMATS); do $(NFPM) package -f $$dir/nfpm.yaml -p $$f -t $(DIST)/; done;)
 
 ## test: the README's test command: every unit and integration test, with the race detector.
 test:
@@ -50,4 +91,4 @@ demo: build
 	$(BIN)/smelter-demo
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo $(DIST)

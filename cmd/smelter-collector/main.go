@@ -26,9 +26,13 @@ import (
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/version"
 )
 
 func main() {
+	if version.Command("smelter-collector", os.Args[1:], os.Stdout) {
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -52,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: smelter-collector [-config FILE] [-t]
        smelter-collector tail [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
+       smelter-collector version
 
 Consumes the normalized stream, runs anomaly rules and energy KPIs, publishes alerts and
 KPIs, and serves the HTTP API and dashboard. With nats.url empty it starts an embedded

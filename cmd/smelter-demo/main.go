@@ -17,9 +17,13 @@ import (
 
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/version"
 )
 
 func main() {
+	if version.Command("smelter-demo", os.Args[1:], os.Stdout) {
+		return
+	}
 	fs := flag.NewFlagSet("smelter-demo", flag.ExitOnError)
 	fleetPath := fs.String("fleet", "configs/sim-fleet.yaml", "simulator fleet file")
 	scenario := fs.String("scenario", "configs/scenarios/demo.yaml", "fault scenario (\"\" for none)")
@@ -27,7 +31,7 @@ func main() {
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n\n")
+		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n       smelter-demo version\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])

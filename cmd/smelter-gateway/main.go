@@ -25,6 +25,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/version"
 )
 
 const usage = `smelter-gateway: industrial telemetry gateway (Modbus -> spool -> NATS JetStream / MQTT)
@@ -35,6 +36,7 @@ Commands:
   scan modbus ADDRESS       probe which unit ids answer and map their readable registers
   browse ENDPOINT           walk an OPC UA server's address space; -write-config writes a device config
   endpoints ENDPOINT        list the security policies and logins an OPC UA server offers
+  version                   print the version, commit, build date and Go version
   help                      this text
 
 Every command takes -h for its flags.
@@ -58,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if version.Command("smelter-gateway", args, stdout) {
+		return 0
 	}
 	switch args[0] {
 	case "run":

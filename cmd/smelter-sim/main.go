@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/smelterio/smelter/internal/version"
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
@@ -37,6 +38,9 @@ func main() {
 	// objects.") through the standard logger; its real diagnostics reach
 	// slog through the front's logger adapter.
 	stdlog.SetOutput(io.Discard)
+	if version.Command("smelter-sim", os.Args[1:], os.Stdout) {
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-sim:", err)
 		os.Exit(1)
@@ -48,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: smelter-sim [flags]
+       smelter-sim version
 
 Runs a fleet of simulated industrial devices over Modbus TCP, RTU-over-TCP and OPC UA,
 with scripted and run-time faults, and prints the device table with real addresses.

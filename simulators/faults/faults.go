@@ -189,7 +189,7 @@ func (s *Spec) Validate() error {
 		if (s.Code == 0) == (s.Status == "") {
 			return bad("code", "or status required (one of them): an OPC UA StatusCode such as 0x808C0000 or a name such as BadSensorFailure")
 		}
-		if s.Code != 0 && (s.Code < 0 || s.Code > math.MaxUint32 || (s.Code>>30 != 1 && s.Code>>30 != 2)) {
+		if s.Code != 0 && (s.Code < 0 || int64(s.Code) > math.MaxUint32 || (s.Code>>30 != 1 && s.Code>>30 != 2)) {
 			return bad("code", fmt.Sprintf("0x%X is not a Bad (0x8...) or Uncertain (0x4...) OPC UA StatusCode", s.Code))
 		}
 	case Drop:
