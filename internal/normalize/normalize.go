@@ -95,19 +95,21 @@ func (n *Normalizer) Points() []Point { return n.points }
 
 // Apply normalizes one cycle's samples (each names its point by Index) and
 // appends the readings to report to dst, which it returns. now is the read
-// time in Unix ms. Points suppressed by their deadband are left out; a bad or
+// time in Unix ms on the wall clock (staleness, deadband heartbeat), read the
+// time stamped on samples without a source time (the gateway's data clock,
+// Unix ms). Points suppressed by their deadband are left out; a bad or
 // stale point is always reported (without a value), so one bad point never
 // hides another. A sample whose Index is out of range is skipped.
-func (n *Normalizer) Apply(dst []telemetry.Reading, samples []sample.Sample, now int64) []telemetry.Reading {
+func (n *Normalizer) Apply(dst []telemetry.Reading, samples []sample.Sample, now, read int64) []telemetry.Reading {
 	for i := range samples {
-		dst = n.ApplyOne(dst, &samples[i], now)
+		dst = n.ApplyOne(dst, &samples[i], now, read)
 	}
 	return dst
 }
 
 // ApplyOne normalizes one sample and appends it to dst unless its deadband
 // suppresses it (or its Index is out of range).
-func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now int64) []telemetry.Reading {
+func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, read int64) []telemetry.Reading {
 	i := s.Index
 	if i < 0 || i >= len(n.points) {
 		return dst
@@ -116,7 +118,7 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now int
 	st := &n.state[i]
 	ts := s.TS
 	if ts == 0 {
-		ts = now
+		ts = read
 	}
 	r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality}
 	switch {
@@ -155,6 +157,13 @@ func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64)
 	if max != nil {
 		n.points[i].Max = max
 	}
+}
+
+// SetUnit sets point i's canonical unit (a class without catalog unit,
+// whose unit the device reported) and clears its NoUnit mark.
+func (n *Normalizer) SetUnit(i int, unit string) {
+	n.points[i].Unit = unit
+	n.points[i].NoUnit = false
 }
 
 // SetNoUnit marks point i as having no known unit: its numeric values are

@@ -39,7 +39,7 @@ func TestApplyScalesConvertsAndLabels(t *testing.T) {
 	n := New(pts, 3, 0)
 	raws := cycle(sample.Sample{Num: 725}, sample.Sample{Num: 212}, sample.Sample{Num: 2}, sample.Sample{Num: 55010},
 		sample.Sample{Num: 7}, sample.Sample{Str: "SN-1", IsStr: true})
-	got := n.Apply(nil, raws, 1_000)
+	got := n.Apply(nil, raws, 1_000, 1_000)
 	if len(got) != 6 {
 		t.Fatalf("got %d readings", len(got))
 	}
@@ -73,9 +73,9 @@ func abs(x float64) float64 {
 // long as it lasts; it never turns stale by time (issue 16).
 func TestAnsweredBadStaysBad(t *testing.T) {
 	n := New([]Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}, {Signal: "b", Unit: "kW", IntervalMS: 1000}}, 3, 0)
-	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000)
+	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000, 1000)
 	for now := int64(2000); now <= 60_000; now += 1000 {
-		got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 2, Num: 99}, sample.Sample{Num: 5}), now)
+		got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 2, Num: 99}, sample.Sample{Num: 5}), now, now)
 		if len(got) != 2 {
 			t.Fatalf("at %d: %d readings, one bad point must not drop the other", now, len(got))
 		}
@@ -94,7 +94,7 @@ func TestAnsweredBadStaysBad(t *testing.T) {
 func TestSilentTurnsStaleAfterKIntervals(t *testing.T) {
 	n := New([]Point{{Signal: "fast", Unit: "kW", IntervalMS: 1000}, {Signal: "slow", Unit: "kW", IntervalMS: 5000}}, 3, 0)
 	silent := sample.Sample{Quality: telemetry.QualityBad, Silent: true, Status: 0x100}
-	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000)
+	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000, 1000)
 	for _, tc := range []struct {
 		now        int64
 		fast, slow telemetry.Quality
@@ -105,7 +105,7 @@ func TestSilentTurnsStaleAfterKIntervals(t *testing.T) {
 		{15000, telemetry.QualityStale, telemetry.QualityBad},
 		{16000, telemetry.QualityStale, telemetry.QualityStale}, // 3 x 5 s
 	} {
-		got := n.Apply(nil, cycle(silent, silent), tc.now)
+		got := n.Apply(nil, cycle(silent, silent), tc.now, tc.now)
 		if len(got) != 2 || got[0].Quality != tc.fast || got[1].Quality != tc.slow {
 			t.Fatalf("at %d: %+v, want fast %v slow %v", tc.now, got, tc.fast, tc.slow)
 		}
@@ -114,16 +114,16 @@ func TestSilentTurnsStaleAfterKIntervals(t *testing.T) {
 		}
 	}
 	// an exception is an answer: bad, not stale, and the silence clock restarts
-	got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 4}, silent), 17000)
+	got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 4}, silent), 17000, 17000)
 	if got[0].Quality != telemetry.QualityBad || got[0].Status != 4 {
 		t.Errorf("answered after silence: %+v", got[0])
 	}
-	got = n.Apply(nil, cycle(silent, silent), 19000)
+	got = n.Apply(nil, cycle(silent, silent), 19000, 19000)
 	if got[0].Quality != telemetry.QualityBad {
 		t.Errorf("2 s after an answer: %+v, want bad", got[0])
 	}
 	// recovery
-	got = n.Apply(nil, cycle(sample.Sample{Num: 3}, sample.Sample{Num: 5}), 20000)
+	got = n.Apply(nil, cycle(sample.Sample{Num: 3}, sample.Sample{Num: 5}), 20000, 20000)
 	if got[0].Quality != telemetry.QualityGood || got[0].Value != 3 || got[1].Quality != telemetry.QualityGood {
 		t.Errorf("after recovery: %+v", got)
 	}
@@ -136,7 +136,7 @@ func TestFirstSilentCycleStartsTheClock(t *testing.T) {
 		now  int64
 		want telemetry.Quality
 	}{{1000, telemetry.QualityBad}, {3000, telemetry.QualityBad}, {4000, telemetry.QualityStale}} {
-		if got := n.Apply(nil, silent, tc.now); got[0].Quality != tc.want {
+		if got := n.Apply(nil, silent, tc.now, tc.now); got[0].Quality != tc.want {
 			t.Errorf("at %d: %v, want %v", tc.now, got[0].Quality, tc.want)
 		}
 	}
@@ -144,7 +144,7 @@ func TestFirstSilentCycleStartsTheClock(t *testing.T) {
 
 func TestNoUnitIsBadNotUnitless(t *testing.T) {
 	n := New([]Point{{Signal: "a", Unit: "", NoUnit: true, IntervalMS: 1000}, {Signal: "s", States: []string{"off", "on"}}}, 3, 0)
-	got := n.Apply(nil, cycle(sample.Sample{Num: 12}, sample.Sample{Num: 1}), 1000)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 12}, sample.Sample{Num: 1}), 1000, 1000)
 	if got[0].Quality != telemetry.QualityBad || got[0].Status != StatusNoUnit || got[0].HasValue() {
 		t.Errorf("no unit: %+v, want bad with status %#x and no value", got[0], StatusNoUnit)
 	}
@@ -152,7 +152,7 @@ func TestNoUnitIsBadNotUnitless(t *testing.T) {
 		t.Errorf("state point: %+v", got[1])
 	}
 	n.SetConversion(0, conv(t, "kW", "kW"), nil, nil)
-	if got := n.Apply(nil, cycle(sample.Sample{Num: 12}), 2000); got[0].Quality != telemetry.QualityGood || got[0].Value != 12 {
+	if got := n.Apply(nil, cycle(sample.Sample{Num: 12}), 2000, 2000); got[0].Quality != telemetry.QualityGood || got[0].Value != 12 {
 		t.Errorf("after SetConversion: %+v", got[0])
 	}
 }
@@ -162,7 +162,7 @@ func TestDeadbandAndHeartbeat(t *testing.T) {
 	var counts []int
 	vals := []float64{20, 20.2, 20.4, 20.6, 20.7, 20.7}
 	for i, v := range vals {
-		got := n.Apply(nil, cycle(sample.Sample{Num: v}, sample.Sample{Num: 1}), int64(1000*(i+1)))
+		got := n.Apply(nil, cycle(sample.Sample{Num: v}, sample.Sample{Num: 1}), int64(1000*(i+1)), int64(1000*(i+1)))
 		c := 0
 		for _, r := range got {
 			if r.Signal == "t" {
@@ -178,13 +178,13 @@ func TestDeadbandAndHeartbeat(t *testing.T) {
 		}
 	}
 	// heartbeat: unchanged value is re-sent after 10 s
-	got := n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 14_000)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 14_000, 14_000)
 	if len(got) != 2 {
 		t.Errorf("heartbeat: got %d readings, want 2", len(got))
 	}
 	// a quality change is always reported
-	n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 15_000)
-	got = n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad}, sample.Sample{Num: 1}), 16_000)
+	n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 15_000, 15_000)
+	got = n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad}, sample.Sample{Num: 1}), 16_000, 16_000)
 	if len(got) != 2 || got[0].Quality != telemetry.QualityBad {
 		t.Errorf("quality change: %+v", got)
 	}
@@ -192,7 +192,7 @@ func TestDeadbandAndHeartbeat(t *testing.T) {
 
 func TestOutOfRangeIsUncertainAndNaNIsBad(t *testing.T) {
 	n := New([]Point{{Signal: "a", Min: fp(0), Max: fp(10)}, {Signal: "b"}}, 3, 0)
-	got := n.Apply(nil, cycle(sample.Sample{Num: 11}, sample.Sample{Num: nan()}), 1000)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 11}, sample.Sample{Num: nan()}), 1000, 1000)
 	if got[0].Quality != telemetry.QualityUncertain || got[0].Value != 11 {
 		t.Errorf("out of range: %+v", got[0])
 	}
@@ -217,7 +217,7 @@ func BenchmarkApply100(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		now += 1000
-		dst = n.Apply(dst[:0], raws, now)
+		dst = n.Apply(dst[:0], raws, now, now)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/reading")
 }
@@ -225,15 +225,15 @@ func BenchmarkApply100(b *testing.B) {
 func TestApplyOneKeepsStaleAndConverts(t *testing.T) {
 	n := New([]Point{{Signal: "a", Unit: "Cel"}, {Signal: "b", Unit: "kPa"}}, 3, 0)
 	n.SetConversion(1, conv(t, "bar", "kPa"), nil, fp(500))
-	got := n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 2}, 1000)
+	got := n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 2}, 1000, 1000)
 	if len(got) != 1 || got[0].Signal != "b" || got[0].Value != 200 || got[0].Quality != telemetry.QualityGood {
 		t.Fatalf("got %+v", got)
 	}
-	got = n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 6}, 2000)
+	got = n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 6}, 2000, 2000)
 	if got[0].Quality != telemetry.QualityUncertain {
 		t.Errorf("above SetConversion max: %+v", got[0])
 	}
-	got = n.ApplyOne(nil, &sample.Sample{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000)
+	got = n.ApplyOne(nil, &sample.Sample{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000, 3000)
 	if got[0].Quality != telemetry.QualityStale || got[0].Status != 0x80000000 || got[0].HasValue() {
 		t.Errorf("stale: %+v", got[0])
 	}
