@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -238,5 +240,46 @@ func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
 	}
 	if q := got.batches[1].Readings[0].Quality; q != telemetry.QualityStale {
 		t.Errorf("reading on a lost link = %v, want stale", q)
+	}
+}
+
+// TestUnitsFromTheNode: a point whose unit neither the configuration nor
+// the catalog gives takes its node's EngineeringUnits (announced in a new
+// birth); while the node gives none its readings are bad with
+// normalize.StatusNoUnit, never unit-less.
+func TestUnitsFromTheNode(t *testing.T) {
+	dir := t.TempDir()
+	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n" +
+		"  - {id: g-1, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [{signal: level, node_id: \"i=1\"}, {signal: flow, node_id: \"i=2\"}]}\n"
+	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(cfg.Raw.Spool, g.log, spool.NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	rd, err := sp.Reader("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &loopRig{d: g.devices[0], sp: sp, rd: rd}
+	r.d.applyUnits([]opcua.NodeUnit{{Index: 0, UnitID: 4408652, UCUM: "m", UNECE: "MTR"}, {Index: 1, UnitID: -1, Err: errors.New("BadAttributeIdInvalid")}})
+	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}, {Index: 1, Num: 7}}})
+	got := r.spooled(t)
+	if got.kinds != "bd" {
+		t.Fatalf("spooled %s, want a birth with the new unit then the batch", got.kinds)
+	}
+	level, flow := got.batches[0].Readings[0], got.batches[0].Readings[1]
+	if level.Quality != telemetry.QualityGood || level.Unit != "m" || level.Value != 2.5 {
+		t.Errorf("level = %+v", level)
+	}
+	if flow.Quality != telemetry.QualityBad || flow.Status != normalize.StatusNoUnit || flow.HasValue() {
+		t.Errorf("flow = %+v, want bad with status %#x and no value", flow, normalize.StatusNoUnit)
 	}
 }

@@ -27,11 +27,7 @@ func (g *Gateway) opcuaSource(d *device, drv *gwconfig.OPCUADevice) (Source, err
 		return nil, err
 	}
 	s := &compatUA{c: c, drv: drv, hb: d.cfg.Heartbeat, iv: drv.Config.PublishInterval, now: g.now}
-	s.onUnits = func(nus []opcua.NodeUnit) {
-		if d.applyUnits(nus) {
-			d.unitsChanged.Store(true)
-		}
-	}
+	s.onUnits = d.applyUnits
 	return s, nil
 }
 

@@ -130,11 +130,11 @@ func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
 // through the driver's OnUnits). A point of a class without catalog unit
 // takes the node's unit as its own (the birth is re-announced); one whose
 // node gives no usable unit stays NoUnit, published bad with
-// normalize.StatusNoUnit. It returns whether a signal's unit changed.
-func (d *device) applyUnits(nus []opcua.NodeUnit) bool {
+// normalize.StatusNoUnit. A changed unit is announced in a birth before the
+// next batch. It is the OPC UA driver's OnUnits callback.
+func (d *device) applyUnits(nus []opcua.NodeUnit) {
 	d.normMu.Lock()
 	defer d.normMu.Unlock()
-	changed := false
 	for _, nu := range nus {
 		i := nu.Index
 		if i < 0 || i >= len(d.cfg.Norm) {
@@ -181,11 +181,10 @@ func (d *device) applyUnits(nus []opcua.NodeUnit) bool {
 			d.norm.SetUnit(i, to)
 			if d.signals[i].Unit != to {
 				d.signals[i].Unit = to
-				changed = true
+				d.unitsChanged.Store(true)
 			}
 		}
 	}
-	return changed
 }
 
 func (d *device) state() deviceState {

@@ -43,10 +43,6 @@ func (g *Gateway) opcuaSource(d *device, drv *gwconfig.OPCUADevice) (Source, err
 	if err != nil {
 		return nil, err
 	}
-	c.OnUnits(func(nus []opcua.NodeUnit) {
-		if d.applyUnits(nus) {
-			d.unitsChanged.Store(true)
-		}
-	})
+	c.OnUnits(d.applyUnits)
 	return c, nil
 }
