@@ -40,11 +40,15 @@ type loopRig struct {
 	rd *spool.Reader
 }
 
-func newLoopRig(t *testing.T, points string) *loopRig {
+// newLoopRig loads a configuration with the one device dev (a flow
+// mapping); the Modbus motor m-1 with points when dev is "".
+func newLoopRig(t *testing.T, points, dev string) *loopRig {
 	t.Helper()
 	dir := t.TempDir()
-	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n" +
-		"  - {id: m-1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\"}, points: " + points + "}\n"
+	if dev == "" {
+		dev = "{id: m-1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\"}, points: " + points + "}"
+	}
+	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n  - " + dev + "\n"
 	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +136,7 @@ var errException = errors.New("modbus: exception 2 (illegal data address)")
 // exceptions and whose other group reads fine is alive all along: no death,
 // no rebirth, and the exception points stay bad with their code (issue 16).
 func TestAnsweringDeviceNeverDies(t *testing.T) {
-	r := newLoopRig(t, twoPoints)
+	r := newLoopRig(t, twoPoints, "")
 	var cycles []sample.Cycle
 	for i := range 30 {
 		// group A every second: exception only; group B every 5 s: good
@@ -165,7 +169,7 @@ func TestAnsweringDeviceNeverDies(t *testing.T) {
 // after 3 x the interval without any reply, with the real cause as its
 // reason and last_error; any answer (even an exception) is a rebirth.
 func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
-	r := newLoopRig(t, twoPoints)
+	r := newLoopRig(t, twoPoints, "")
 	timeout := errors.New("modbus: read holding 0 unit 1: transaction id mismatch: sent 7, got 8")
 	silent := func(s float64) sample.Cycle {
 		return sample.Cycle{Start: at(s), Interval: time.Second, Err: timeout, Samples: []sample.Sample{
@@ -214,7 +218,7 @@ func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
 // TestNeverAnsweringDeviceDiesFromItsFirstAttempt and a Lost link is death
 // at once.
 func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
-	r := newLoopRig(t, twoPoints)
+	r := newLoopRig(t, twoPoints, "")
 	refused := errors.New("modbus: dial tcp 127.0.0.1:1: connection refused")
 	c := func(s float64) sample.Cycle {
 		return sample.Cycle{Start: at(s), Interval: time.Second, Err: refused,
@@ -229,7 +233,7 @@ func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
 		t.Fatalf("deaths = %+v", got.deaths)
 	}
 
-	r = newLoopRig(t, twoPoints)
+	r = newLoopRig(t, twoPoints, "")
 	lost := errors.New("opcua: session lost: EOF")
 	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1}}},
 		sample.Cycle{Start: at(0.1), Interval: time.Second, Lost: true, Err: lost,
@@ -248,27 +252,7 @@ func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
 // birth); while the node gives none its readings are bad with
 // normalize.StatusNoUnit, never unit-less.
 func TestUnitsFromTheNode(t *testing.T) {
-	dir := t.TempDir()
-	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n" +
-		"  - {id: g-1, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [{signal: level, node_id: \"i=1\"}, {signal: flow, node_id: \"i=2\"}]}\n"
-	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := spool.Open(cfg.Raw.Spool, g.log, spool.NewMetrics(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sp.Close() })
-	rd, err := sp.Reader("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &loopRig{d: g.devices[0], sp: sp, rd: rd}
+	r := newLoopRig(t, "", `{id: g-1, class: generic, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2"}]}`)
 	r.d.applyUnits([]opcua.NodeUnit{{Index: 0, UnitID: 4408652, UCUM: "m", UNECE: "MTR"}, {Index: 1, UnitID: -1, Err: errors.New("BadAttributeIdInvalid")}})
 	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}, {Index: 1, Num: 7}}})
 	got := r.spooled(t)
