@@ -91,11 +91,11 @@ func TestDecodeReportsEveryErrorAndKeepsTheRest(t *testing.T) {
 		Name  string        `yaml:"name"`
 	}
 	var v small
-	doc, err := Decode("c.yaml", []byte("unit: 300\nevery: fast\nname: ok\nnmae: x\n"), &v)
+	doc, err := Decode("c.yaml", []byte("unit: 300\nevery: fast\nname: ok\nnme: x\n"), &v)
 	want := []string{
 		`c.yaml:1: unit: "300" is not a whole number in 0..255`,
 		`c.yaml:2: every: "fast" is not a duration (e.g. 500ms, 10s, 2m)`,
-		`c.yaml:4: nmae: unknown field (did you mean name?)`,
+		`c.yaml:4: nme: unknown field (did you mean name?)`,
 	}
 	if err == nil || strings.Count(err.Error(), "\n")+1 != len(want) {
 		t.Fatalf("got %v, want %d errors", err, len(want))

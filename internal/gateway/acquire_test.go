@@ -23,10 +23,7 @@ import (
 type scripted []sample.Cycle
 
 func (s scripted) Run(ctx context.Context, emit func(*sample.Cycle)) error {
-	for i := range s {
-		if ctx.Err() != nil {
-			return nil
-		}
+	for i := 0; i < len(s) && ctx.Err() == nil; i++ {
 		emit(&s[i])
 	}
 	return nil
