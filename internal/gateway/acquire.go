@@ -64,7 +64,11 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 		}
 	}
 	a.dm.poll(good, len(c.Samples))
-	d.track(ctx, a.sp, at, c, good > 0)
+	if d.track(ctx, a.sp, at, c, good > 0) {
+		a.dm.up.Set(1)
+	} else {
+		a.dm.up.Set(0)
+	}
 	if len(a.batch.Readings) == 0 {
 		return
 	}
@@ -94,8 +98,9 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 // A device is dead once it has been silent for k x the cycle's interval
 // (counted from the first attempt when it never answered), or at once when
 // its source reports the link Lost. The death reason and last_error are the
-// text of the cycle's Err: the real cause.
-func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sample.Cycle, anyGood bool) {
+// text of the cycle's Err: the real cause. It returns whether the device
+// is alive.
+func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sample.Cycle, anyGood bool) bool {
 	iv := c.Interval
 	if iv <= 0 {
 		iv = d.cfg.Interval
@@ -154,6 +159,7 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 			}
 		}
 	}
+	alive := !st.Dead
 	d.mu.Unlock()
 	if announceDeath {
 		d.log.Warn("device silent: publishing death notice", "reason", reason)
@@ -165,4 +171,5 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 			d.log.Error("spooling birth", "err", err)
 		}
 	}
+	return alive
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/opcua"
@@ -196,6 +198,9 @@ func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
 	if !st.Dead || st.LastError != timeout.Error() {
 		t.Errorf("state = %+v", st)
 	}
+	if up := gaugeValue(t, r.d.g.m.deviceUp.WithLabelValues("m-1")); up != 0 {
+		t.Errorf("device_up = %v after the death", up)
+	}
 	r.run(t, silent(4), silent(10))
 	if got := r.spooled(t); len(got.deaths) != 0 {
 		t.Fatalf("a second death while dead: %s", got.kinds)
@@ -206,6 +211,9 @@ func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
 	got = r.spooled(t)
 	if got.kinds != "bd" || r.d.state().Dead {
 		t.Fatalf("after an exception reply: %s, state %+v; want a birth then the batch", got.kinds, r.d.state())
+	}
+	if up := gaugeValue(t, r.d.g.m.deviceUp.WithLabelValues("m-1")); up != 1 {
+		t.Errorf("device_up = %v for a device answering with exceptions", up)
 	}
 	if q := got.batches[0].Readings[0]; q.Quality != telemetry.QualityBad || q.Status != 2 {
 		t.Errorf("answered point = %+v", q)
@@ -263,4 +271,13 @@ func TestUnitsFromTheNode(t *testing.T) {
 	if flow.Quality != telemetry.QualityBad || flow.Status != normalize.StatusNoUnit || flow.HasValue() {
 		t.Errorf("flow = %+v, want bad with status %#x and no value", flow, normalize.StatusNoUnit)
 	}
+}
+
+func gaugeValue(t *testing.T, g interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }

@@ -219,12 +219,9 @@ func (dm *deviceMetrics) poll(good, n int) {
 	switch {
 	case good == 0:
 		dm.failed.Inc()
-		dm.up.Set(0)
-		return
 	case good < n:
 		dm.partial.Inc()
 	default:
 		dm.ok.Inc()
 	}
-	dm.up.Set(1)
 }
