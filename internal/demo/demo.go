@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
@@ -433,7 +432,7 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 
 // MarshalGatewayConfig writes f as the YAML file the gateway loads.
 func MarshalGatewayConfig(f *gwconfig.File) ([]byte, error) {
-	data, err := yaml.Marshal(f)
+	data, err := gwconfig.Marshal(f)
 	if err != nil {
 		return nil, fmt.Errorf("demo: gateway config: %w", err)
 	}

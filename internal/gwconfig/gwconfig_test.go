@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/opcua"
@@ -422,7 +420,7 @@ func TestGeneratedFileRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Devices = []DeviceFile{d, u}
-	data, err := yaml.Marshal(&f)
+	data, err := Marshal(&f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,5 +436,8 @@ func TestGeneratedFileRoundTrips(t *testing.T) {
 	ud := cfg.Devices[1].Driver.(*OPCUADevice)
 	if ud.Points[0].NodeID != "ns=2;s=S" || ud.Config.Endpoint != "opc.tcp://127.0.0.1:4840" {
 		t.Errorf("opcua device = %+v\n%s", ud, data)
+	}
+	if strings.Contains(string(data), ": 0") || strings.Contains(string(data), `""`) || strings.Contains(string(data), "null") {
+		t.Errorf("zero values written:\n%s", data)
 	}
 }

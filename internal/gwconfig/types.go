@@ -59,6 +59,21 @@ func (d *DeviceFile) AddPoint(p any) error {
 	return nil
 }
 
+// Marshal writes f as YAML without its zero-valued fields (so every
+// default applies as if the field were not written); Load reads it back.
+func Marshal(f *File) ([]byte, error) {
+	var n yaml.Node
+	if err := n.Encode(f); err != nil {
+		return nil, fmt.Errorf("gwconfig: marshal: %w", err)
+	}
+	dropZero(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return nil, fmt.Errorf("gwconfig: marshal: %w", err)
+	}
+	return out, nil
+}
+
 // node encodes v as a flow-style YAML node without its zero-valued fields.
 func node(v any) (*yaml.Node, error) {
 	var n yaml.Node
