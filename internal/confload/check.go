@@ -163,6 +163,9 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 		fields, inlineMap := structFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if c.merge(k, v, t, path) {
+				continue
+			}
 			ft, ok := fields[k.Value]
 			if !ok {
 				if inlineMap != nil {
@@ -181,6 +184,9 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if c.merge(k, v, t, path) {
+				continue
+			}
 			c.check(k, t.Key(), Join(path, k.Value))
 			c.check(v, t.Elem(), Join(path, k.Value))
 		}
@@ -203,6 +209,22 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 	}
 }
 
+// merge checks a YAML merge key ("<<: *defaults", or a list of aliases)
+// as part of the mapping at path; it reports whether k is one.
+func (c *checker) merge(k, v *yaml.Node, t reflect.Type, path string) bool {
+	if k.Kind != yaml.ScalarNode || k.Tag != "!!merge" {
+		return false
+	}
+	if v.Kind == yaml.SequenceNode {
+		for _, e := range v.Content {
+			c.check(e, t, path)
+		}
+		return true
+	}
+	c.check(v, t, path)
+	return true
+}
+
 // structFields maps the YAML keys of t (inline structs flattened) to their
 // types; inlineMap is the value type of an inline map catching other keys.
 func structFields(t reflect.Type) (map[string]reflect.Type, reflect.Type) {
@@ -210,7 +232,7 @@ func structFields(t reflect.Type) (map[string]reflect.Type, reflect.Type) {
 	var inlineMap reflect.Type
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		if !f.IsExported() && !f.Anonymous {
 			continue
 		}
 		tag := f.Tag.Get("yaml")

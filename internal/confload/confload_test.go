@@ -132,3 +132,19 @@ func TestReportPlacesProblems(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeKeysAreFields(t *testing.T) {
+	var c testCfg
+	_, err := Decode("m.yaml", []byte("name: gw\ndefaults: &d {id: a}\ndevices:\n  - {<<: *d}\n"), &c)
+	if err == nil || !strings.Contains(err.Error(), "m.yaml:2: defaults: unknown field") || strings.Contains(err.Error(), "<<") {
+		t.Errorf("got %v", err)
+	}
+	type withDefaults struct {
+		testCfg  `yaml:",inline"`
+		Defaults map[string]string `yaml:"defaults"`
+	}
+	var w withDefaults
+	if _, err := Decode("m.yaml", []byte("name: gw\ndefaults: &d {id: a}\ndevices:\n  - {<<: *d, points: []}\n"), &w); err != nil || w.Devices[0].ID != "a" {
+		t.Errorf("merge key: %v %+v", err, w)
+	}
+}
