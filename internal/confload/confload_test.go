@@ -148,3 +148,24 @@ func TestMergeKeysAreFields(t *testing.T) {
 		t.Errorf("merge key: %v %+v", err, w)
 	}
 }
+
+// FuzzDecode: any input gives a decoded value or errors that carry the file
+// name, never a panic and never a Go type name.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(doc))
+	f.Add([]byte("name: [\n"))
+	f.Add([]byte("devices: {id: [a]}\nbogus: 1\n"))
+	f.Add([]byte("d: &d {id: a}\ndevices:\n  - {<<: *d}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c testCfg
+		_, err := Decode("f.yaml", data, &c)
+		for _, e := range AsErrors(err) {
+			if e.File != "f.yaml" {
+				t.Fatalf("error without its file: %v", e)
+			}
+			if strings.Contains(e.Reason, "confload.") {
+				t.Fatalf("error names a Go type: %v", e)
+			}
+		}
+	})
+}
