@@ -48,3 +48,35 @@ func TestExceptionOnlyDeviceIsAliveAndBad(t *testing.T) {
 		t.Errorf("device status = %+v", st)
 	}
 }
+
+// TestSilentModbusDeviceDiesAndComesBack: when the server goes away the
+// readings turn bad then stale, one death is published and /status names
+// the cause; when it is back, a birth and good readings follow.
+func TestSilentModbusDeviceDiesAndComesBack(t *testing.T) {
+	r := newRig(t, "")
+	g := runGateway(t, r.cfg)
+	nc := subscribeNATS(t, r.nats.URL())
+	wait.For(t, 15*time.Second, "good batches", func() bool { b, _, _ := nc.snapshot(); return len(b) >= 2 })
+	r.server.Stop()
+	wait.For(t, 15*time.Second, "a death notice", func() bool { return nc.deathCount() == 1 })
+	wait.For(t, 15*time.Second, "stale readings", func() bool {
+		b, _, _ := nc.snapshot()
+		last := b[len(b)-1]
+		return last.Readings[0].Quality == telemetry.QualityStale
+	})
+	st := g.Status().Devices[0]
+	if !st.Dead || st.LastError == "" {
+		t.Errorf("status after the server stopped = %+v", st)
+	}
+	_, births, _ := nc.snapshot()
+	if err := r.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "a birth and good readings again", func() bool {
+		b, bs, _ := nc.snapshot()
+		return len(bs) > len(births) && b[len(b)-1].Readings[0].Quality == telemetry.QualityGood
+	})
+	if nc.deathCount() != 1 || g.Status().Devices[0].Dead {
+		t.Errorf("deaths %d, status %+v", nc.deathCount(), g.Status().Devices[0])
+	}
+}
