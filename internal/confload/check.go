@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -367,4 +368,20 @@ func Unknown(name string, known []string) string {
 		m[k] = nil
 	}
 	return "unknown field" + suggest(name, m)
+}
+
+// Fields returns the YAML keys of the struct v (inline structs flattened),
+// sorted: the known keys for Unknown.
+func Fields(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	fields, _ := structFields(t)
+	out := make([]string, 0, len(fields))
+	for k := range fields {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -297,7 +297,7 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 	var name string
 	for _, k := range slices.Sorted(maps.Keys(d.Blocks)) {
 		if _, isDriver := c.drivers[k]; !isDriver {
-			dc.bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), deviceKeys...)))
+			dc.bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
 			continue
 		}
 		if name != "" {
@@ -323,9 +323,6 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 	dc.dev.Driver = drv
 	return dc.dev
 }
-
-// deviceKeys are DeviceFile's own keys, for suggestions.
-var deviceKeys = []string{"id", "class", "area", "line", "cell", "nameplate", "poll_interval", "heartbeat", "template", "disabled", "points"}
 
 func orList(xs []string) string {
 	switch len(xs) {
