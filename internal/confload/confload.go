@@ -94,7 +94,8 @@ type Doc struct {
 // of the file ("devices[0].modbus.unit_id: \"300\" is not a whole number in
 // 0..255"), never a Go type. Only a YAML syntax error stops the decoding.
 //
-// When the only errors are such field errors, the returned Doc is non-nil
+// A syntax error or an empty file returns a nil Doc. When the only errors
+// are field errors, the returned Doc is non-nil
 // and v holds every value that did decode (the broken ones are left at
 // their zero or default value): a loader may go on validating v and report
 // its own errors with the decoding ones, skipping fields that are Broken.
@@ -103,10 +104,10 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, YAMLErrors(file, err)
 	}
-	doc := &Doc{File: file, root: &root}
 	if len(root.Content) == 0 {
-		return doc, Errors{{File: file, Reason: "file is empty"}}
+		return nil, Errors{{File: file, Reason: "file is empty"}}
 	}
+	doc := &Doc{File: file, root: &root}
 	return doc, doc.DecodeNode(&root, "", v)
 }
 

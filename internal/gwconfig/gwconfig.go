@@ -63,7 +63,7 @@ func Load(path string) (*Config, error) {
 	var f File
 	f.Spool.SetDefaults()
 	doc, err := confload.ReadFile(path, &f)
-	if doc == nil || len(confload.AsErrors(err)) == 0 && err != nil {
+	if doc == nil {
 		return nil, err
 	}
 	return compile(path, doc, &f, err)

@@ -441,3 +441,10 @@ func TestGeneratedFileRoundTrips(t *testing.T) {
 		t.Errorf("zero values written:\n%s", data)
 	}
 }
+
+func TestEmptyFileIsOneError(t *testing.T) {
+	_, err := LoadBytes("gw.yaml", []byte("# nothing yet\n"))
+	if err == nil || err.Error() != "gw.yaml: file is empty" {
+		t.Errorf("got %v", err)
+	}
+}
