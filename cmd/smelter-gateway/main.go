@@ -106,7 +106,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, d := range cfg.Devices {
 		points += len(d.Signals)
 	}
-	fmt.Fprintf(stdout, "%s: ok (gateway %s, %d devices, %d points)\n", fs.Arg(0), cfg.ID, len(cfg.Devices), points)
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "warning: %v\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: ok (gateway %s, %d devices, %d points, %d warning(s))\n", fs.Arg(0), cfg.ID, len(cfg.Devices), points, len(cfg.Warnings))
 	return 0
 }
 

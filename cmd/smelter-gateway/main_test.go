@@ -49,10 +49,47 @@ func TestConfigsValidate(t *testing.T) {
 		if code != 1 {
 			t.Errorf("%s: exit %d, want 1", bad, code)
 		}
-		for _, line := range strings.Split(strings.TrimSpace(string(want)), "\n") {
+		lines := strings.Split(strings.TrimSpace(string(want)), "\n")
+		for _, line := range lines {
 			if !strings.Contains(errs, line) {
 				t.Errorf("%s: missing error %q in:\n%s", bad, line, errs)
 			}
+		}
+		if count := fmt.Sprintf("\n%d error(s)\n", len(lines)); !strings.Contains(errs, count) {
+			t.Errorf("%s: want exactly the %d errors of its .err file, got:\n%s", bad, len(lines), errs)
+		}
+	}
+}
+
+// TestValidatePrintsWarnings: overlapping Modbus points and a unit left to
+// an OPC UA node do not stop the gateway, but validate names them.
+func TestValidatePrintsWarnings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: m-1
+    class: motor
+    modbus: {address: "127.0.0.1:1502"}
+    points:
+      - {signal: power, table: holding, address: 0, type: float32, unit: kW}
+      - {signal: frequency, table: holding, address: 1, type: uint16, unit: Hz}
+  - id: g-1
+    class: generic
+    opcua: {endpoint: "opc.tcp://127.0.0.1:4840"}
+    points: [{signal: level, node_id: "ns=2;s=Level"}]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd("validate", path)
+	if code != 0 || !strings.Contains(out, "2 warning(s)") {
+		t.Fatalf("code %d\n%s%s", code, out, errs)
+	}
+	for _, w := range []string{"warning: " + path + ":9: devices[0].points[1].address: holding 1..1 overlaps devices[0].points[0] (holding 0..1)",
+		"warning: " + path + ":13: devices[1].points[0].unit: not given and class generic has no catalog unit for level"} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("missing %q in:\n%s", w, errs)
 		}
 	}
 }

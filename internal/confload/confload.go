@@ -9,10 +9,10 @@
 package confload
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -83,27 +83,73 @@ func AsErrors(err error) Errors {
 
 // Doc is one decoded file: its name and node tree, used to locate fields.
 type Doc struct {
-	File string
-	root *yaml.Node
+	File   string
+	root   *yaml.Node
+	broken []string // field paths whose values did not decode
 }
 
-// Decode strictly decodes data (named file in messages) into v.
-// Unknown fields and type mismatches are reported with their lines.
+// Decode strictly decodes data (named file in messages) into v and reports
+// every problem at once: each unknown key and each value that does not fit
+// its field is an error naming the field's path and its line, in the words
+// of the file ("devices[0].modbus.unit_id: \"300\" is not a whole number in
+// 0..255"), never a Go type. Only a YAML syntax error stops the decoding.
+//
+// A syntax error or an empty file returns a nil Doc. When the only errors
+// are field errors, the returned Doc is non-nil
+// and v holds every value that did decode (the broken ones are left at
+// their zero or default value): a loader may go on validating v and report
+// its own errors with the decoding ones, skipping fields that are Broken.
 func Decode(file string, data []byte, v any) (*Doc, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, YAMLErrors(file, err)
 	}
-	doc := &Doc{File: file, root: &root}
 	if len(root.Content) == 0 {
-		return doc, Errors{{File: file, Reason: "file is empty"}}
+		return nil, Errors{{File: file, Reason: "file is empty"}}
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return doc, YAMLErrors(file, err)
+	doc := &Doc{File: file, root: &root}
+	return doc, doc.DecodeNode(&root, "", v)
+}
+
+// DecodeNode decodes n, the node at path in d (a driver's block, say), into
+// v as Decode does, recording broken fields in d. path prefixes every
+// field named in the errors.
+func (d *Doc) DecodeNode(n *yaml.Node, path string, v any) error {
+	c := &checker{file: d.File}
+	c.check(n, reflect.TypeOf(v), path)
+	d.broken = append(d.broken, c.broken...)
+	// the checker found every unknown key and misfit value; the decoder
+	// fills v with the rest (it stops at nothing it can skip)
+	derr := n.Decode(v)
+	if len(c.errs) > 0 {
+		return c.errs
 	}
-	return doc, nil
+	if derr != nil {
+		d.broken = append(d.broken, path)
+		es := YAMLErrors(d.File, derr)
+		for _, e := range es {
+			if e.Field == "" {
+				e.Field = path
+			}
+		}
+		return es
+	}
+	return nil
+}
+
+// Broken reports whether the field at path, or a field it is part of or
+// holds, did not decode: a validation error about it would only repeat (or
+// contradict) the decoding error.
+func (d *Doc) Broken(path string) bool {
+	if d == nil {
+		return false
+	}
+	for _, b := range d.broken {
+		if b == "" || path == b || strings.HasPrefix(path, b+".") || strings.HasPrefix(path, b+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadFile reads and decodes a file.

@@ -1,8 +1,11 @@
 package confload
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 type testCfg struct {
@@ -54,8 +57,12 @@ func TestLineOfPath(t *testing.T) {
 
 func TestDecodeErrorsCarryLines(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
-		{"name: gw\nbogus: 1\n", "gw.yaml:2: field bogus not found in type confload.testCfg"},
-		{"name: gw\ndevices:\n  - points:\n      - address: x\n", "gw.yaml:4: cannot unmarshal !!str `x` into int"},
+		{"name: gw\nbogus: 1\n", "gw.yaml:2: bogus: unknown field"},
+		{"name: gw\ndevices:\n  - idd: a\n", "gw.yaml:3: devices[0].idd: unknown field (did you mean id?)"},
+		{"name: gw\ndevices:\n  - points:\n      - address: x\n", `gw.yaml:4: devices[0].points[0].address: "x" is not an integer`},
+		{"name: gw\ndevices:\n  - {id: [a]}\n", "gw.yaml:3: devices[0].id: a list is not a text value"},
+		{"name: gw\ndevices: {id: a}\n", "gw.yaml:2: devices: a mapping is not a list"},
+		{"name: [gw]\n", "gw.yaml:1: name: a list is not a text value"},
 		{"name: [\n", "gw.yaml:1: did not find expected node content"},
 		{"", "gw.yaml: file is empty"},
 	} {
@@ -73,4 +80,92 @@ func TestReadFileMissing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/gw.yaml: open: no such file or directory") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// TestDecodeReportsEveryErrorAndKeepsTheRest: one bad value hides neither
+// the other errors nor the values that decoded; no Go type is named.
+func TestDecodeReportsEveryErrorAndKeepsTheRest(t *testing.T) {
+	type small struct {
+		Unit  uint8         `yaml:"unit"`
+		Every time.Duration `yaml:"every"`
+		Name  string        `yaml:"name"`
+	}
+	var v small
+	doc, err := Decode("c.yaml", []byte("unit: 300\nevery: fast\nname: ok\nnme: x\n"), &v)
+	want := []string{
+		`c.yaml:1: unit: "300" is not a whole number in 0..255`,
+		`c.yaml:2: every: "fast" is not a duration (e.g. 500ms, 10s, 2m)`,
+		`c.yaml:4: nme: unknown field (did you mean name?)`,
+	}
+	if err == nil || strings.Count(err.Error(), "\n")+1 != len(want) {
+		t.Fatalf("got %v, want %d errors", err, len(want))
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	if strings.Contains(err.Error(), "uint8") || strings.Contains(err.Error(), "Duration") || strings.Contains(err.Error(), "small") {
+		t.Errorf("error names a Go type: %v", err)
+	}
+	if v.Name != "ok" {
+		t.Errorf("the good value was not kept: %+v", v)
+	}
+	if !doc.Broken("unit") || !doc.Broken("every") || doc.Broken("name") {
+		t.Errorf("Broken: unit %v every %v name %v", doc.Broken("unit"), doc.Broken("every"), doc.Broken("name"))
+	}
+}
+
+func TestReportPlacesProblems(t *testing.T) {
+	var c testCfg
+	d, err := Decode("gw.yaml", []byte(doc), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verr := errors.Join(Problemf("points[1].address", "too big"), fmt.Errorf("checking: %w", Problemf("id", "bad")),
+		errors.New("legacy_field: old style"), errors.New("Something went wrong: badly"))
+	got := d.Report("devices[0]", verr).Error()
+	for _, w := range []string{"gw.yaml:6: devices[0].points[1].address: too big", "gw.yaml:3: devices[0].id: bad",
+		"gw.yaml:3: devices[0].legacy_field: old style", "gw.yaml:3: devices[0]: Something went wrong: badly"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in:\n%s", w, got)
+		}
+	}
+}
+
+func TestMergeKeysAreFields(t *testing.T) {
+	var c testCfg
+	_, err := Decode("m.yaml", []byte("name: gw\ndefaults: &d {id: a}\ndevices:\n  - {<<: *d}\n"), &c)
+	if err == nil || !strings.Contains(err.Error(), "m.yaml:2: defaults: unknown field") || strings.Contains(err.Error(), "<<") {
+		t.Errorf("got %v", err)
+	}
+	type withDefaults struct {
+		testCfg  `yaml:",inline"`
+		Defaults map[string]string `yaml:"defaults"`
+	}
+	var w withDefaults
+	if _, err := Decode("m.yaml", []byte("name: gw\ndefaults: &d {id: a}\ndevices:\n  - {<<: *d, points: []}\n"), &w); err != nil || w.Devices[0].ID != "a" {
+		t.Errorf("merge key: %v %+v", err, w)
+	}
+}
+
+// FuzzDecode: any input gives a decoded value or errors that carry the file
+// name, never a panic and never a Go type name.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(doc))
+	f.Add([]byte("name: [\n"))
+	f.Add([]byte("devices: {id: [a]}\nbogus: 1\n"))
+	f.Add([]byte("d: &d {id: a}\ndevices:\n  - {<<: *d}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c testCfg
+		_, err := Decode("f.yaml", data, &c)
+		for _, e := range AsErrors(err) {
+			if e.File != "f.yaml" {
+				t.Fatalf("error without its file: %v", e)
+			}
+			if strings.Contains(e.Reason, "confload.") {
+				t.Fatalf("error names a Go type: %v", e)
+			}
+		}
+	})
 }

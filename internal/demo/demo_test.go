@@ -4,16 +4,22 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/gateway"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 // startDemo runs the demo wiring headless with the repository's fleet and
@@ -116,5 +122,79 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if !slices.ContainsFunc(st.Devices, func(ds gateway.DeviceStatus) bool { return ds.Protocol == "modbus/rtu_over_tcp" }) {
 		t.Errorf("no RTU-over-TCP device in the demo: %+v", st.Devices)
+	}
+}
+
+// TestSetupFailureStopsEverything: when the setup fails half way (here the
+// collector's rule file is missing, after the simulators, their HTTP API
+// and the brokers started), Run returns the error and every goroutine and
+// listener it started is gone.
+func TestSetupFailureStopsEverything(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	before := runtime.NumGoroutine()
+	d := New(Options{FleetPath: filepath.Join(root, "configs/sim-fleet.yaml"), DataDir: ".demo", Seed: -1,
+		Collector: func(c *collector.Config) { c.Rules.Files = []string{"no-such-rules.yaml"} }})
+	err = d.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no-such-rules.yaml") {
+		t.Fatalf("Run = %v, want the missing rule file's error", err)
+	}
+	devs := d.Fleet().Devices()
+	if len(devs) == 0 {
+		t.Fatal("the fleet did not start: the setup failed too early to test anything")
+	}
+	for _, dev := range devs {
+		if dev.Addr == "" {
+			continue
+		}
+		if c, err := net.DialTimeout("tcp", dev.Addr, time.Second); err == nil {
+			_ = c.Close()
+			t.Errorf("simulator %s still listening on %s after Run returned", dev.ID, dev.Addr)
+		}
+	}
+	wait.For(t, 10*time.Second, "the goroutines started by Run to end", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
+}
+
+// TestGatewayConfigIsTheGatewaysOwnStructs: the generated configuration
+// marshals from gwconfig.File and loads back with every device.
+func TestGatewayConfigIsTheGatewaysOwnStructs(t *testing.T) {
+	devs := []fleet.DeviceInfo{
+		{ID: "ac-1", Class: "air_compressor", Transport: "tcp", Addr: "127.0.0.1:1502", UnitID: 1,
+			Template: "../../configs/templates/air_compressor-sim-a.yaml", Nameplate: map[string]float64{"rated_power": 75}},
+		{ID: "m-2", Class: "motor", Transport: "rtu_over_tcp", Addr: "127.0.0.1:1503", UnitID: 5, Template: "../../configs/templates/motor-sim.yaml"},
+		{ID: "cnc-1", Class: "cnc_machine", OPCUA: "opc.tcp://127.0.0.1:4840"},
+	}
+	ua := map[string]UADevice{"cnc-1": {Endpoint: "opc.tcp://127.0.0.1:4840", User: "op", PasswordFile: "/tmp/pw",
+		Signals: []string{"spindle_speed", "feed_rate"}, NodePrefix: "ns=1;s=cnc-1."}}
+	f, err := GatewayConfig(devs, "nats://127.0.0.1:4222", "mqtt://127.0.0.1:1883", 250*time.Millisecond, ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := MarshalGatewayConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(path)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if len(cfg.Devices) != 3 || cfg.Devices[1].Protocol != "modbus" || cfg.Devices[2].Protocol != "opcua" {
+		t.Fatalf("devices = %+v\n%s", cfg.Devices, data)
+	}
+	if tr, addr := cfg.Devices[1].Driver.Endpoint(); tr != "modbus/rtu_over_tcp" || addr != "127.0.0.1:1503" {
+		t.Errorf("m-2 endpoint = %s %s", tr, addr)
+	}
+	ud := cfg.Devices[2].Driver.(*gwconfig.OPCUADevice)
+	if ud.Config.Auth.Username != "op" || len(ud.Points) != 2 || ud.Points[0].SamplingInterval != 250*time.Millisecond {
+		t.Errorf("cnc-1 = %+v\n%s", ud, data)
 	}
 }

@@ -2,82 +2,100 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smelterio/smelter/internal/gwconfig"
-	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
 
-// staleMultiple is DOMAIN.md's "no good read in 3 x interval".
+// Source is what the gateway needs of an acquisition driver (Modbus,
+// OPC UA, and the drivers to come): one device's cycles of samples.
+type Source interface {
+	// Run acquires until ctx ends and calls emit once per cycle. Calls to
+	// emit never overlap; the Cycle and its Samples are valid only during
+	// the call. Run returns nil when ctx ends.
+	Run(ctx context.Context, emit func(*sample.Cycle)) error
+}
+
+// staleMultiple is DOMAIN.md's k = 3: a device silent for k x its interval
+// is dead, a silent point stale.
 const staleMultiple = 3
 
+// newSource returns the acquisition source of a device: one line per
+// driver. The driver constructors live in wire.go.
+func (g *Gateway) newSource(d *device) (Source, error) {
+	switch drv := d.cfg.Driver.(type) {
+	case *gwconfig.ModbusDevice:
+		return g.modbusSource(d, drv)
+	case *gwconfig.OPCUADevice:
+		return g.opcuaSource(d, drv)
+	}
+	return nil, fmt.Errorf("device %s: no driver for protocol %s", d.cfg.ID, d.cfg.Protocol)
+}
+
+// device is one configured device: its source and the state the
+// acquisition loop keeps for it.
 type device struct {
-	g      *Gateway
-	cfg    *gwconfig.Device
-	dev    *modbus.Device        // Modbus devices
-	ua     *opcua.Client         // OPC UA devices
-	uaNorm *normalize.Normalizer // OPC UA devices
-	log    *slog.Logger
-	groups []*group
-	subj   string // data subject
+	g    *Gateway
+	cfg  *gwconfig.Device
+	src  Source
+	log  *slog.Logger
+	subj string // data subject
+
+	// normMu guards norm and signals: the loop normalizes under it, and a
+	// driver may report device units (OnUnits) from its own goroutine.
+	normMu  sync.Mutex
+	norm    *normalize.Normalizer
+	signals []telemetry.SignalInfo // as announced in births
+	// unitsChanged: applyUnits changed a signal's unit; the loop announces
+	// a new birth before the next batch.
+	unitsChanged atomic.Bool
 
 	mu sync.Mutex
 	st deviceState
 }
 
-type group struct {
-	cfg  *gwconfig.Group
-	plan *modbus.Plan
-	norm *normalize.Normalizer
-}
-
+// deviceState is a device's line in /status.
 type deviceState struct {
 	LastPoll    time.Time `json:"last_poll,omitzero"`
-	LastGood    time.Time `json:"last_good,omitzero"`
+	LastGood    time.Time `json:"last_good,omitzero"`  // last cycle with a good or uncertain value
+	LastReply   time.Time `json:"last_reply,omitzero"` // last cycle the device answered (even with an exception)
 	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Polls       uint64    `json:"polls"`
 	FailedPolls uint64    `json:"failed_polls"`
 	Dead        bool      `json:"dead"`
+
+	silentSince time.Time // start of the current silence (first cycle when the device never answered)
 }
 
 func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
-	dv := &device{g: g, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData)}
-	if d.Protocol == gwconfig.ProtocolOPCUA {
-		c, err := opcua.New(d.ID, d.OPCUA, d.UAPoints, dv.log, g.uaMetrics)
-		if err != nil {
-			return nil, fmt.Errorf("device %s: %w", d.ID, err)
-		}
-		dv.ua = c
-		dv.uaNorm = normalize.New(d.UANorm, d.Interval.Milliseconds(), staleMultiple, d.Heartbeat.Milliseconds())
-		return dv, nil
+	dv := &device{g: g, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
+		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds()), signals: slices.Clone(d.Signals)}
+	src, err := g.newSource(dv)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", d.ID, err)
 	}
-	dv.dev = g.pool.Device(d.ID, d.Modbus)
-	for _, gc := range d.Groups {
-		plan, err := modbus.NewPlan(gc.Points, d.Modbus)
-		if err != nil {
-			// gwconfig already built every plan once; this cannot fail for a loaded config
-			panic(fmt.Sprintf("device %s: %v", d.ID, err))
-		}
-		dv.groups = append(dv.groups, &group{cfg: gc, plan: plan,
-			norm: normalize.New(gc.Norm, gc.Interval.Milliseconds(), staleMultiple, gc.Heartbeat.Milliseconds())})
-	}
+	dv.src = src
 	return dv, nil
 }
 
 // birth appends the asset's birth notice to the spool.
 func (d *device) birth(ctx context.Context, sp *spool.Spool) error {
-	signals := d.cfg.Signals
+	d.normMu.Lock()
+	signals := slices.Clone(d.signals)
+	d.normMu.Unlock()
 	if d.g.rate != 1 {
-		signals = append([]telemetry.SignalInfo(nil), signals...)
 		for i := range signals {
 			signals[i].IntervalMS = int64(float64(signals[i].IntervalMS) * d.g.rate)
 		}
@@ -107,231 +125,49 @@ func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
 	}
 }
 
-// poll runs one acquisition group until ctx ends.
-func (d *device) poll(ctx context.Context, sp *spool.Spool, grp *group) error {
-	n := len(grp.cfg.Points)
-	values := make([]modbus.Value, n)
-	raws := make([]normalize.Raw, n)
-	batch := telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset, Readings: make([]telemetry.Reading, 0, n)}
-	encode := func(seq uint64, dst []byte) []byte {
-		batch.Seq = seq
-		return batch.AppendJSON(dst)
-	}
-	iv := grp.cfg.Interval
-	ticker := time.NewTicker(iv)
-	defer ticker.Stop()
-	m := d.g.m
-	dm := d.metrics()
-	for {
-		start := time.Now()              // wall clock: durations, staleness, status
-		stampMS := d.g.now().UnixMilli() // data clock: the readings' timestamps
-		d.dev.Read(ctx, grp.plan, values)
-		if ctx.Err() != nil {
-			return nil
-		}
-		elapsed := time.Since(start)
-		dm.pollDur.Observe(elapsed.Seconds())
-		if elapsed > iv {
-			dm.overruns.Inc()
-		}
-		good := 0
-		var firstErr error
-		for i := range values {
-			v := &values[i]
-			r := &raws[i]
-			*r = normalize.Raw{Num: v.Num, Str: v.Str, IsStr: v.IsStr, Status: v.Status, TS: stampMS}
-			if v.Err != nil {
-				r.Quality = telemetry.QualityBad
-				if firstErr == nil {
-					firstErr = v.Err
-				}
-			} else {
-				good++
-			}
-		}
-		batch.Readings = grp.norm.Apply(batch.Readings[:0], raws, start.UnixMilli())
-		dm.poll(good, n)
-		d.track(ctx, sp, start, good > 0, false, firstErr)
-		if len(batch.Readings) > 0 {
-			batch.TSGW = d.g.now().UnixMilli()
-			for i := range batch.Readings {
-				dm.byQuality[batch.Readings[i].Quality].Inc()
-			}
-			seq, err := sp.Append(ctx, d.subj, encode)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				m.spoolErrors.Inc()
-				d.log.Error("spooling batch", "err", err)
-			} else {
-				m.batches.Inc()
-				m.seq.Set(float64(seq))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
-}
-
-// runUA runs an OPC UA device: it resolves device units from the nodes'
-// EngineeringUnits where the configuration gives none, then turns every
-// publish response (or poll cycle) into one batch.
-func (d *device) runUA(ctx context.Context, sp *spool.Spool) error {
-	if err := d.resolveUnits(ctx); err != nil {
-		return nil //nolint:nilerr // only ctx ends resolveUnits with an error
-	}
-	batch := telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset, Readings: make([]telemetry.Reading, 0, len(d.cfg.UAPoints))}
-	encode := func(seq uint64, dst []byte) []byte {
-		batch.Seq = seq
-		return batch.AppendJSON(dst)
-	}
-	m := d.g.m
-	dm := d.metrics()
-	// Subscriptions report changes only. The last value of every subscribed
-	// point is kept and re-reported (stamped now) once it has been silent for
-	// a heartbeat, so consumers can tell "unchanged" from "gone" (births
-	// give the heartbeat as the signal's interval).
-	var mu sync.Mutex
-	n := len(d.cfg.UAPoints)
-	last := make([]opcua.Update, n)
-	lastAt := make([]time.Time, n)
-	process := func(ups []opcua.Update) {
-		now := time.Now()
-		for i := range ups {
-			last[ups[i].Index] = ups[i]
-			lastAt[ups[i].Index] = now
-		}
-		batch.Readings = batch.Readings[:0]
-		good, stale := 0, 0
-		var firstBad uint32
-		for i := range ups {
-			u := &ups[i]
-			raw := normalize.Raw{Num: u.Num, Str: u.Str, IsStr: u.IsStr, Quality: u.Quality, Status: u.Status, TS: u.SourceTS}
-			switch {
-			case u.Quality.HasValue():
-				good++
-			case u.Quality == telemetry.QualityStale:
-				stale++
-			case firstBad == 0:
-				firstBad = u.Status
-			}
-			batch.Readings = d.uaNorm.ApplyOne(batch.Readings, u.Index, &raw, now.UnixMilli())
-		}
-		dm.poll(good, len(ups))
-		var err error
-		if good == 0 && stale == len(ups) {
-			err = errors.New("opcua: session or subscription lost")
-		} else if good == 0 && firstBad != 0 {
-			err = fmt.Errorf("opcua: status 0x%08X", firstBad)
-		}
-		d.track(ctx, sp, now, good > 0, stale == len(ups) && len(ups) == len(d.cfg.UAPoints), err)
-		if len(batch.Readings) == 0 {
-			return
-		}
-		batch.TSGW = d.g.now().UnixMilli()
-		for i := range batch.Readings {
-			dm.byQuality[batch.Readings[i].Quality].Inc()
-		}
-		seq, err := sp.Append(ctx, d.subj, encode)
-		if err != nil {
-			if ctx.Err() == nil {
-				m.spoolErrors.Inc()
-				d.log.Error("spooling batch", "err", err)
-			}
-			return
-		}
-		m.batches.Inc()
-		m.seq.Set(float64(seq))
-	}
-	emit := func(ups []opcua.Update) {
-		mu.Lock()
-		defer mu.Unlock()
-		process(ups)
-	}
-	hb := d.cfg.Heartbeat // > 0: gwconfig defaults it
-	hbCtx, stopHB := context.WithCancel(ctx)
-	defer stopHB()
-	go func() {
-		t := time.NewTicker(min(hb/4, time.Minute))
-		defer t.Stop()
-		var due []opcua.Update
-		for {
-			select {
-			case <-hbCtx.Done():
-				return
-			case <-t.C:
-			}
-			mu.Lock()
-			due = due[:0]
-			now := time.Now()
-			for i, p := range d.cfg.UAPoints {
-				if p.Mode == opcua.ModeSubscribe && !lastAt[i].IsZero() && last[i].Quality.HasValue() && now.Sub(lastAt[i]) >= hb {
-					u := last[i]
-					u.SourceTS = d.g.now().UnixMilli()
-					due = append(due, u)
-				}
-			}
-			if len(due) > 0 {
-				process(due)
-			}
-			mu.Unlock()
-		}
-	}()
-	return d.ua.Run(ctx, emit)
-}
-
-// resolveUnits reads EngineeringUnits and EURange of the points whose unit
-// the configuration does not give, and converts from them. It retries until
-// the server answers: publishing values in a guessed unit would be worse
-// than publishing nothing.
-func (d *device) resolveUnits(ctx context.Context) error {
-	need := false
-	for _, set := range d.cfg.UAUnitSet {
-		need = need || !set
-	}
-	if !need {
-		return nil
-	}
-	backoff := time.Second
-	for {
-		nus, err := d.ua.NodeUnits(ctx)
-		if err == nil {
-			d.applyUnits(nus)
-			return nil
-		}
-		d.log.Warn("reading engineering units; will retry", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
-}
-
+// applyUnits converts from the units the device reports for the points
+// whose configuration gives none (OPC UA EngineeringUnits, delivered
+// through the driver's OnUnits). A point of a class without catalog unit
+// takes the node's unit as its own (the birth is re-announced); one whose
+// node gives no usable unit stays NoUnit, published bad with
+// normalize.StatusNoUnit. A changed unit is announced in a birth before the
+// next batch. It is the OPC UA driver's OnUnits callback.
 func (d *device) applyUnits(nus []opcua.NodeUnit) {
+	d.normMu.Lock()
+	defer d.normMu.Unlock()
 	for _, nu := range nus {
 		i := nu.Index
-		if i < 0 || i >= len(d.cfg.UANorm) || d.cfg.UAUnitSet[i] {
+		if i < 0 || i >= len(d.cfg.Norm) {
 			continue
 		}
-		p := d.cfg.UANorm[i]
-		if nu.Err != nil || nu.UnitID < 0 || p.Unit == "" {
+		p := d.cfg.Norm[i]
+		noCatalogUnit := p.NoUnit
+		usable := nu.Err == nil && nu.UnitID >= 0 && nu.UCUM != ""
+		switch {
+		case !usable && noCatalogUnit:
+			d.log.Error("no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
+				"signal", p.Signal, "unece", nu.UNECE, "display", nu.Display, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+			continue
+		case nu.Err != nil || nu.UnitID < 0:
 			d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
 			continue
-		}
-		if nu.UCUM == "" {
-			d.log.Error("node's engineering unit has no UCUM equivalent; set the point's unit", "signal", p.Signal,
-				"unece", nu.UNECE, "display", nu.Display)
+		case nu.UCUM == "":
+			d.log.Error("node's engineering unit has no UCUM equivalent; values taken as the catalog unit; set the point's unit", "signal", p.Signal,
+				"unece", nu.UNECE, "display", nu.Display, "unit", p.Unit)
 			continue
 		}
-		conv, err := units.Convert(nu.UCUM, p.Unit)
+		to := p.Unit
+		if noCatalogUnit {
+			canon, ok := units.Canonical(nu.UCUM)
+			if !ok {
+				d.log.Error("node's engineering unit is not a known unit; its readings are published bad; set the point's unit", "signal", p.Signal, "node_unit", nu.UCUM)
+				continue
+			}
+			to = canon
+		}
+		conv, err := units.Convert(nu.UCUM, to)
 		if err != nil {
-			d.log.Error("node's engineering unit does not convert to the catalog unit; set the point's unit", "signal", p.Signal,
+			d.log.Error("node's engineering unit does not convert to the catalog unit; values taken as the catalog unit; set the point's unit", "signal", p.Signal,
 				"node_unit", nu.UCUM, "catalog_unit", p.Unit, "err", err)
 			continue
 		}
@@ -340,55 +176,13 @@ func (d *device) applyUnits(nus []opcua.NodeUnit) {
 			a, b := conv.Apply(nu.Min), conv.Apply(nu.Max)
 			lo, hi = &a, &b
 		}
-		d.uaNorm.SetConversion(i, conv, lo, hi)
-	}
-}
-
-// track keeps the device's state and emits death and rebirth notices. lost
-// says the source lost its session (OPC UA): a device that had answered is
-// dead at once instead of after 3 intervals, since a change-reporting source
-// sends nothing more until it is back.
-func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, anyGood, lost bool, err error) {
-	d.mu.Lock()
-	st := &d.st
-	st.LastPoll = at
-	st.Polls++
-	var announceDeath, announceBirth bool
-	if anyGood {
-		if st.Dead {
-			st.Dead = false
-			announceBirth = true
-		}
-		st.LastGood = at
-		st.LastError = ""
-	} else {
-		st.FailedPolls++
-		if err != nil {
-			if st.LastError != err.Error() {
-				d.log.Warn("device not answering", "err", err)
+		d.norm.SetConversion(i, conv, lo, hi)
+		if noCatalogUnit {
+			d.norm.SetUnit(i, to)
+			if d.signals[i].Unit != to {
+				d.signals[i].Unit = to
+				d.unitsChanged.Store(true)
 			}
-			st.LastError = err.Error()
-		}
-		hadGood := !st.LastGood.IsZero()
-		if !hadGood {
-			st.LastGood = at // the stale clock starts at the first attempt
-		}
-		staleAfter := time.Duration(staleMultiple) * d.cfg.Interval
-		if !st.Dead && ((lost && hadGood) || at.Sub(st.LastGood) >= staleAfter) {
-			st.Dead = true
-			announceDeath = true
-		}
-	}
-	reason := st.LastError
-	d.mu.Unlock()
-	if announceDeath {
-		d.log.Warn("device stale: publishing death notice", "reason", reason)
-		d.death(ctx, sp, "no good read for "+(time.Duration(staleMultiple)*d.cfg.Interval).String()+": "+reason)
-	}
-	if announceBirth {
-		d.log.Info("device answering again: publishing birth")
-		if err := d.birth(ctx, sp); err != nil && ctx.Err() == nil {
-			d.log.Error("spooling birth", "err", err)
 		}
 	}
 }
@@ -399,8 +193,8 @@ func (d *device) state() deviceState {
 	return d.st
 }
 
-// deviceMetrics are a device's metric children, resolved once so the poll
-// and notification paths do no label lookups.
+// deviceMetrics are a device's metric children, resolved once so the
+// acquisition loop does no label lookups.
 type deviceMetrics struct {
 	pollDur             interface{ Observe(float64) }
 	ok, partial, failed interface{ Inc() }
@@ -420,17 +214,14 @@ func (d *device) metrics() *deviceMetrics {
 	return dm
 }
 
-// poll counts one cycle (or notification) in which good of n points read good.
+// poll counts one cycle in which good of n points read good.
 func (dm *deviceMetrics) poll(good, n int) {
 	switch {
 	case good == 0:
 		dm.failed.Inc()
-		dm.up.Set(0)
-		return
 	case good < n:
 		dm.partial.Inc()
 	default:
 		dm.ok.Inc()
 	}
-	dm.up.Set(1)
 }

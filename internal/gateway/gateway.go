@@ -1,5 +1,6 @@
-// Package gateway wires smelter-gateway together: Modbus devices are polled,
-// their readings normalized into batches, every batch appended to the
+// Package gateway wires smelter-gateway together: every device's driver
+// (a Source: Modbus, OPC UA) delivers cycles of samples to one acquisition
+// loop that normalizes them into batches, every batch appended to the
 // durable spool, and each uplink forwards the spool to its broker, committing
 // its cursor only after the broker confirmed. It is the only package that
 // knows the drivers, the spool and the uplinks.
@@ -111,6 +112,9 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		g.uplinks = append(g.uplinks, u)
 	}
 	g.uaMetrics = opcua.NewMetrics(opts.Registry)
+	for _, w := range cfg.Warnings {
+		g.log.Warn("configuration", "warning", w.Error())
+	}
 	for _, d := range cfg.Devices {
 		dv, err := newDevice(g, d)
 		if err != nil {
@@ -180,13 +184,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway running", "gateway", g.cfg.ID, "devices", len(g.devices), "uplinks", len(g.uplinks),
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
 	for _, d := range g.devices {
-		if d.ua != nil {
-			pg.Go(func() error { return d.runUA(pctx, sp) })
-			continue
-		}
-		for _, grp := range d.groups {
-			pg.Go(func() error { return d.poll(pctx, sp, grp) })
-		}
+		pg.Go(func() error { return d.run(pctx, sp) })
 	}
 	perr := pg.Wait()
 	g.setReady(false)

@@ -61,11 +61,7 @@ func (g *Gateway) Status() Status {
 	}
 	for _, d := range g.devices {
 		ds := DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class, deviceState: d.state()}
-		if d.ua != nil {
-			ds.Address, ds.Protocol = d.cfg.OPCUA.Endpoint, "opcua/"+d.cfg.OPCUA.SecurityPolicy
-		} else {
-			ds.Address, ds.Protocol = d.cfg.Modbus.Address, "modbus/"+string(d.cfg.Modbus.Transport)
-		}
+		ds.Protocol, ds.Address = d.cfg.Driver.Endpoint()
 		st.Devices = append(st.Devices, ds)
 	}
 	for _, f := range fwds {

@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		spoolErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_spool_errors_total",
 			Help: "Batches that could not be written to the spool."}),
 		deviceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_device_up",
-			Help: "1 while the device's last cycle had at least one good reading."}, []string{"device"}),
+			Help: "1 while the device is alive: it answered (even with exceptions) within 3 x its interval."}, []string{"device"}),
 		seq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
 			Help: "Last sequence number assigned to a batch."}),
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/uplink/natsjs"
 )
 
 func TestLoadGood(t *testing.T) {
@@ -29,26 +32,34 @@ func TestLoadGood(t *testing.T) {
 	if got := strings.Join(d.Asset.Path, "/"); got != "acme/plant1/utilities/_/_" {
 		t.Errorf("asset path = %s", got)
 	}
-	if len(d.Groups) != 2 || d.Groups[0].Interval != 500*time.Millisecond || d.Groups[1].Interval != 5*time.Second {
-		t.Fatalf("groups = %+v", d.Groups)
+	md := d.Driver.(*ModbusDevice)
+	if len(md.Groups) != 2 || md.Groups[0].Interval != 500*time.Millisecond || md.Groups[1].Interval != 5*time.Second {
+		t.Fatalf("groups = %+v", md.Groups)
 	}
-	fast := d.Groups[0]
-	if len(fast.Points) != 5 {
-		t.Fatalf("fast group has %d points", len(fast.Points))
+	fast := md.Groups[0]
+	if len(fast.Points) != 5 || len(fast.Index) != 5 || len(d.Norm) != 6 || len(d.Signals) != 6 {
+		t.Fatalf("fast group has %d points, device %d", len(fast.Points), len(d.Norm))
 	}
-	byName := map[string]int{}
-	for i, p := range fast.Norm {
-		byName[p.Signal] = i
+	byName := map[string]int{} // signal -> index in the fast group
+	for j, i := range fast.Index {
+		byName[d.Norm[i].Signal] = j
+		if d.Signals[i].Signal != d.Norm[i].Signal {
+			t.Errorf("signals and norm not aligned at %d", i)
+		}
 	}
-	dp := fast.Norm[byName["discharge_pressure"]]
+	norm := func(sig string) normalize.Point { return d.Norm[fast.Index[byName[sig]]] }
+	dp := norm("discharge_pressure")
 	if dp.Unit != "MPa" || dp.Conv.Apply(7) < 0.6999 || dp.Conv.Apply(7) > 0.7001 || dp.Src != "modbus:1:hr:0" {
 		t.Errorf("discharge_pressure = %+v", dp)
 	}
-	dt := fast.Norm[byName["discharge_temp"]]
+	if dp.IntervalMS != 500 {
+		t.Errorf("discharge_pressure interval = %d ms", dp.IntervalMS)
+	}
+	dt := norm("discharge_temp")
 	if dt.Scale != 0.1 || dt.Unit != "Cel" {
 		t.Errorf("discharge_temp = %+v", dt)
 	}
-	ls := fast.Norm[byName["load_state"]]
+	ls := norm("load_state")
 	if len(ls.States) != 3 || ls.Unit != "" {
 		t.Errorf("load_state = %+v", ls)
 	}
@@ -56,9 +67,9 @@ func TestLoadGood(t *testing.T) {
 	if ip.Table != modbus.InputRegisters || ip.Type != modbus.Uint32 {
 		t.Errorf("input_power point = %+v", ip)
 	}
-	slow := d.Groups[1]
-	if slow.Norm[0].Signal != "dew_point" || slow.Norm[0].Deadband != 0.5 {
-		t.Errorf("slow group = %+v", slow.Norm)
+	slow := md.Groups[1]
+	if dew := d.Norm[slow.Index[0]]; dew.Signal != "dew_point" || dew.Deadband != 0.5 || dew.IntervalMS != 5000 {
+		t.Errorf("slow group = %+v", dew)
 	}
 	var dpInfo, dewInfo bool
 	for _, s := range d.Signals {
@@ -95,11 +106,17 @@ func TestLoadBad(t *testing.T) {
 		{"bad gateway id", "id: gw-test-01", "id: gw test",
 			`bad.yaml:2: gateway.id: "gw test" must be 1-64 letters`},
 		{"unknown field", "poll_interval: 500ms", "poll_intervall: 500ms",
-			`bad.yaml:16: field poll_intervall not found`},
+			`bad.yaml:16: devices[0].poll_intervall: unknown field (did you mean poll_interval?)`},
+		{"unknown point field", "interval: 5s, deadband", "intervall: 5s, deadband",
+			`bad.yaml:20: devices[0].points[0].intervall: unknown field (did you mean interval?)`},
+		{"unknown modbus field", "unit_id: 1", "unit: 1",
+			`bad.yaml:18: devices[0].modbus.unit: unknown field (did you mean unit_id?)`},
+		{"min above max", "deadband: 0.5}", "deadband: 0.5, min: 10, max: 5}",
+			`bad.yaml:20: devices[0].points[0].min: 10 above max 5`},
 		{"negative heartbeat", "poll_interval: 500ms", "poll_interval: 500ms\n    heartbeat: -1s",
 			`bad.yaml:17: devices[0].heartbeat: -1s is negative`},
 		{"bad duration", "poll_interval: 500ms", "poll_interval: fast",
-			`bad.yaml:16: cannot unmarshal !!str `},
+			`bad.yaml:16: devices[0].poll_interval: "fast" is not a duration (e.g. 500ms, 10s, 2m)`},
 		{"no uplink", "uplinks:\n  nats:\n    url: nats://127.0.0.1:4222\n", "",
 			`uplinks: no uplink configured`},
 		{"bad table", "table: holding, address: 20", "table: register, address: 20",
@@ -113,7 +130,7 @@ func TestLoadBad(t *testing.T) {
 		{"missing template", "templates/compressor.yaml", "templates/nope.yaml",
 			`devices[0].template: cannot read template`},
 		{"modbus unit id", "unit_id: 1", "unit_id: 300",
-			`bad.yaml:18: cannot unmarshal !!int `},
+			`bad.yaml:18: devices[0].modbus.unit_id: "300" is not a whole number in 0..255`},
 		{"bad nameplate", "rated_fad: 12.5", "rated_fadd: 12.5",
 			`devices[0].nameplate.rated_fadd: unknown nameplate rating for class air_compressor`},
 		{"missing modbus", "    modbus: {transport: tcp, address: \"127.0.0.1:5020\", unit_id: 1}\n", "",
@@ -225,8 +242,9 @@ devices:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Devices[0].Modbus.MaxGap != 0 || cfg.Devices[1].Modbus.MaxGap != modbus.DefaultMaxGap {
-		t.Errorf("max_gap = %d, %d", cfg.Devices[0].Modbus.MaxGap, cfg.Devices[1].Modbus.MaxGap)
+	a, b := cfg.Devices[0].Driver.(*ModbusDevice), cfg.Devices[1].Driver.(*ModbusDevice)
+	if a.Config.MaxGap != 0 || b.Config.MaxGap != modbus.DefaultMaxGap {
+		t.Errorf("max_gap = %d, %d", a.Config.MaxGap, b.Config.MaxGap)
 	}
 }
 
@@ -247,22 +265,23 @@ devices:
 		t.Fatal(err)
 	}
 	d := cfg.Devices[0]
-	if d.Protocol != ProtocolOPCUA || d.OPCUA.SecurityMode != "SignAndEncrypt" || d.OPCUA.DataDir != "/var/lib/smelter/opcua" {
-		t.Errorf("device = %+v", d.OPCUA)
+	ud := d.Driver.(*OPCUADevice)
+	if d.Protocol != "opcua" || ud.Config.SecurityMode != "SignAndEncrypt" || ud.Config.DataDir != "/var/lib/smelter/opcua" {
+		t.Errorf("device = %+v", ud.Config)
 	}
-	if len(d.UAPoints) != 3 || d.UAPoints[1].Mode != "poll" || d.UAPoints[1].PollInterval != 5*time.Second ||
-		d.UAPoints[2].Deadband != 5 || d.UANorm[2].Deadband != 0 {
-		t.Errorf("points = %+v norm = %+v", d.UAPoints, d.UANorm)
+	if len(ud.Points) != 3 || ud.Points[1].Mode != "poll" || ud.Points[1].PollInterval != 5*time.Second ||
+		ud.Points[2].Deadband != 5 || d.Norm[2].Deadband != 0 {
+		t.Errorf("points = %+v norm = %+v", ud.Points, d.Norm)
 	}
-	if d.UAUnitSet[0] || !d.UAUnitSet[1] || d.UANorm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
-		t.Errorf("unit set = %v, norm = %+v", d.UAUnitSet, d.UANorm[0])
+	if !ud.UnitFromNode[0] || ud.UnitFromNode[1] || d.Norm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
+		t.Errorf("unit from node = %v, norm = %+v", ud.UnitFromNode, d.Norm[0])
 	}
 }
 
 func TestOPCUADeviceErrors(t *testing.T) {
 	for _, tc := range []struct{ points, opcua, want string }{
 		{`[{signal: spindle_speed, node_id: "ns=2;x=1"}]`, `{endpoint: "opc.tcp://h:4840"}`, "gw.yaml:6: devices[0].points[0].node_id:"},
-		{`[{signal: spindle_speed, node_id: "i=1", table: holding}]`, `{endpoint: "opc.tcp://h:4840"}`, "an OPC UA point has node_id"},
+		{`[{signal: spindle_speed, node_id: "i=1", table: holding}]`, `{endpoint: "opc.tcp://h:4840"}`, "gw.yaml:6: devices[0].points[0].table: unknown field"},
 		{`[{signal: spindle_speed, node_id: "i=1"}]`, `{endpoint: "http://h"}`, "gw.yaml:5: devices[0].opcua.endpoint:"},
 		{`[{signal: spindle_speed, node_id: "i=1", unit: bar}]`, `{endpoint: "opc.tcp://h:4840"}`, `cannot convert "bar"`},
 		{`[{signal: spindle_speed, node_id: "i=1", mode: push}]`, `{endpoint: "opc.tcp://h:4840"}`, "devices[0].points[0].mode:"},
@@ -288,5 +307,144 @@ func TestReadyMaxLag(t *testing.T) {
 	_, err = LoadBytes("gw.yaml", []byte("http: {ready_max_lag: -1s}\n"+base))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:1: http.ready_max_lag: -1s is negative") {
 		t.Fatalf("negative: %v", err)
+	}
+}
+
+// TestDecodeErrorsDoNotHideTheOthers: a value that does not decode is
+// reported with every validation error of the rest of the file, and no
+// Go type is named.
+func TestDecodeErrorsDoNotHideTheOthers(t *testing.T) {
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: a
+    class: motor
+    poll_interval: fast
+    modbus: {address: "127.0.0.1:1", unit_id: 300}
+    points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
+  - id: b
+    class: motr
+    modbus: {address: "127.0.0.1:2"}
+    points: [{signal: power, table: holding, address: x, type: float32, unit: kW}]
+`
+	_, err := LoadBytes("gw.yaml", []byte(doc))
+	want := []string{
+		`gw.yaml:6: devices[0].poll_interval: "fast" is not a duration`,
+		`gw.yaml:7: devices[0].modbus.unit_id: "300" is not a whole number in 0..255`,
+		`gw.yaml:10: devices[1].class: unknown equipment class "motr"`,
+		`gw.yaml:12: devices[1].points[0].address: "x" is not an integer`,
+	}
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	if n := len(strings.Split(err.Error(), "\n")); n != len(want) {
+		t.Errorf("%d errors, want %d (no follow-on errors about broken fields):\n%v", n, len(want), err)
+	}
+	for _, gotype := range []string{"uint8", "time.Duration", "gwconfig.", "modbus.Config", "not found in type", "cannot unmarshal"} {
+		if strings.Contains(err.Error(), gotype) {
+			t.Errorf("error names a Go type (%s): %v", gotype, err)
+		}
+	}
+}
+
+// TestUnitsAreNeverMissing: a numeric point of a class without catalog unit
+// needs a unit in the configuration, unless the device gives it (OPC UA
+// EngineeringUnits: then a warning says so and the point is NoUnit until it
+// does).
+func TestUnitsAreNeverMissing(t *testing.T) {
+	base := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n"
+	_, err := LoadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, modbus: {address: "127.0.0.1:1"}, points: [{signal: level, table: holding, address: 0, type: uint16}]}`+"\n"))
+	if err == nil || !strings.Contains(err.Error(), "gw.yaml:4: devices[0].points[0].unit: missing: class generic has no catalog unit for level") {
+		t.Errorf("modbus without unit: %v", err)
+	}
+	cfg, err := LoadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, opcua: {endpoint: "opc.tcp://h:4840"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2", unit: "m3/h"}]}`+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Devices[0]
+	if !d.Norm[0].NoUnit || !d.Driver.(*OPCUADevice).UnitFromNode[0] || d.Norm[1].NoUnit || d.Norm[1].Unit == "" {
+		t.Errorf("norm = %+v", d.Norm)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "gw.yaml:4: devices[0].points[0].unit: not given and class generic has no catalog unit for level") ||
+		!strings.Contains(cfg.Warnings[0].Error(), "0x80890000") {
+		t.Errorf("warnings = %v", cfg.Warnings)
+	}
+}
+
+func TestOverlappingModbusPointsWarn(t *testing.T) {
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: m
+    class: motor
+    modbus: {address: "127.0.0.1:1"}
+    points:
+      - {signal: power, table: holding, address: 0, type: float32, unit: kW}
+      - {signal: current_a, table: holding, address: 1, type: uint16, unit: A}
+      - {signal: current_b, table: input, address: 1, type: uint16, unit: A}
+      - {signal: current_c, table: holding, address: 2, type: uint16, unit: A}
+`
+	cfg, err := LoadBytes("gw.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Error() != "gw.yaml:9: devices[0].points[1].address: holding 1..1 overlaps devices[0].points[0] (holding 0..1)" {
+		t.Errorf("warnings = %v", cfg.Warnings)
+	}
+}
+
+// TestGeneratedFileRoundTrips: a File built from the config structs (as the
+// demo does) marshals to YAML that loads back to the same devices.
+func TestGeneratedFileRoundTrips(t *testing.T) {
+	var f File
+	f.Gateway.ID, f.Gateway.Site = "gw", "s"
+	f.Uplinks.NATS = &natsjs.Config{URL: "nats://127.0.0.1:4222"}
+	d := DeviceFile{ID: "m", Class: "motor", PollInterval: 250 * time.Millisecond}
+	addr := 4
+	if err := d.SetBlock("modbus", modbus.Config{Transport: modbus.TCP, Address: "127.0.0.1:1502", UnitID: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddPoint(ModbusPoint{PointFile: PointFile{Signal: "power", Unit: "W"}, Table: "holding", Address: &addr, Type: "float32"}); err != nil {
+		t.Fatal(err)
+	}
+	u := DeviceFile{ID: "c", Class: "cnc_machine"}
+	if err := u.SetBlock("opcua", opcua.Config{Endpoint: "opc.tcp://127.0.0.1:4840"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.AddPoint(OPCUAPoint{PointFile: PointFile{Signal: "spindle_speed"}, NodeID: "ns=2;s=S", SamplingInterval: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	f.Devices = []DeviceFile{d, u}
+	data, err := Marshal(&f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadBytes("gen.yaml", data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	md := cfg.Devices[0].Driver.(*ModbusDevice)
+	if md.Config.UnitID != 3 || md.Config.MaxGap != modbus.DefaultMaxGap || md.Groups[0].Interval != 250*time.Millisecond ||
+		md.Groups[0].Points[0].Address != 4 || cfg.Devices[0].Norm[0].Unit != "kW" {
+		t.Errorf("modbus device = %+v %+v\n%s", md, cfg.Devices[0].Norm, data)
+	}
+	ud := cfg.Devices[1].Driver.(*OPCUADevice)
+	if ud.Points[0].NodeID != "ns=2;s=S" || ud.Config.Endpoint != "opc.tcp://127.0.0.1:4840" {
+		t.Errorf("opcua device = %+v\n%s", ud, data)
+	}
+	if strings.Contains(string(data), ": 0") || strings.Contains(string(data), `""`) || strings.Contains(string(data), "null") {
+		t.Errorf("zero values written:\n%s", data)
+	}
+}
+
+func TestEmptyFileIsOneError(t *testing.T) {
+	_, err := LoadBytes("gw.yaml", []byte("# nothing yet\n"))
+	if err == nil || err.Error() != "gw.yaml: file is empty" {
+		t.Errorf("got %v", err)
 	}
 }

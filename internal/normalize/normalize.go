@@ -2,17 +2,32 @@
 // scale and offset, conversion to the catalog's canonical unit, state labels,
 // quality and staleness, timestamps, and report-by-exception deadbands.
 //
-// A Normalizer belongs to one acquisition group (the points one device reads
-// in one cycle) and is used by one goroutine; it allocates nothing per
-// reading once its output slice has grown.
+// A Normalizer belongs to one device (every point it reads, indexed as the
+// driver's sample.Sample.Index) and is used by one goroutine at a time; it
+// allocates nothing per reading once its output slice has grown.
+//
+// Quality rule (docs/schema.md, "bad vs stale"): a sample that carries a
+// value is good or uncertain; a Bad sample the device answered (an exception,
+// a Bad StatusCode) stays bad with its status on every batch; a Bad sample
+// that is Silent (nothing heard: timeout, connection lost) is bad until the
+// point has been silent for k x its interval (DOMAIN.md: k = 3), then stale;
+// a Stale sample (the driver lost its session) passes through.
 package normalize
 
 import (
 	"math"
 
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
+
+// StatusNoUnit is the status of a numeric reading published bad because
+// neither the configuration nor the device gives its unit: the OPC UA
+// StatusCode Bad_ConfigurationError (0x80890000, "there is a problem with
+// the configuration that affects the usefulness of the value"). A value
+// without a unit is never published (docs/schema.md).
+const StatusNoUnit uint32 = 0x80890000
 
 // Point is the compiled description of one configured point.
 type Point struct {
@@ -26,20 +41,18 @@ type Point struct {
 	Enum     map[int64]string // device code -> label, overrides States lookup
 	Min, Max *float64         // plausible range; values outside are reported "uncertain"
 	Src      string
-}
-
-// Raw is one value as a driver produced it.
-type Raw struct {
-	Num     float64
-	Str     string
-	IsStr   bool
-	Quality telemetry.Quality // Good, Uncertain or Bad from the driver
-	Status  uint32            // raw protocol code
-	TS      int64             // source time (Unix ms); 0 means "read time" (now)
+	// IntervalMS is the point's nominal period (poll interval, or the
+	// subscription's sampling/publishing period): a silent point turns
+	// stale after k x IntervalMS without anything heard.
+	IntervalMS int64
+	// NoUnit marks a numeric point whose unit nobody gives (neither the
+	// configuration nor the device): its values are reported bad with
+	// StatusNoUnit instead of unit-less.
+	NoUnit bool
 }
 
 type pointState struct {
-	lastGood     int64 // ms of the last good or uncertain read
+	lastHeard    int64 // ms of the last sample the device answered (anything but Silent or Stale)
 	lastSent     float64
 	lastSentText string
 	lastQuality  telemetry.Quality
@@ -47,19 +60,20 @@ type pointState struct {
 	sentAt       int64
 }
 
-// Normalizer normalizes the readings of one group of points.
+// Normalizer normalizes the readings of one device's points.
 type Normalizer struct {
-	points     []Point
-	state      []pointState
-	staleAfter int64 // ms without a good read before failures are reported stale
-	heartbeat  int64 // ms: a deadbanded point is reported at least this often
+	points    []Point
+	state     []pointState
+	k         int64 // a silent point is stale after k x its interval
+	heartbeat int64 // ms: a deadbanded point is reported at least this often
 }
 
-// New returns a normalizer for points read every interval (ms). Failed reads
-// turn from bad to stale after staleMultiple intervals without a good read
-// (DOMAIN.md: 3). heartbeat (ms, 0 = never) forces a deadbanded point to be
-// reported even if unchanged.
-func New(points []Point, intervalMS int64, staleMultiple int, heartbeatMS int64) *Normalizer {
+// New returns a normalizer for points (sample.Sample.Index i is points[i]).
+// Silent samples turn from bad to stale after staleMultiple x the point's
+// IntervalMS without anything heard (DOMAIN.md: 3; <= 0 means 3).
+// heartbeat (ms, 0 = never) forces a deadbanded point to be reported even if
+// unchanged.
+func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
 	}
@@ -73,46 +87,55 @@ func New(points []Point, intervalMS int64, staleMultiple int, heartbeatMS int64)
 			ps[i].Conv = units.Identity
 		}
 	}
-	return &Normalizer{points: ps, state: make([]pointState, len(ps)),
-		staleAfter: int64(staleMultiple) * intervalMS, heartbeat: heartbeatMS}
+	return &Normalizer{points: ps, state: make([]pointState, len(ps)), k: int64(staleMultiple), heartbeat: heartbeatMS}
 }
 
 // Points returns the compiled points (read-only).
 func (n *Normalizer) Points() []Point { return n.points }
 
-// Apply normalizes one cycle: raws[i] belongs to point i. It appends the
-// readings to report to dst and returns it. now is the read time in Unix ms.
-// Points suppressed by their deadband are left out; a bad or stale point is
-// always reported (without a value), so one bad point never hides another.
-func (n *Normalizer) Apply(dst []telemetry.Reading, raws []Raw, now int64) []telemetry.Reading {
-	for i := range raws {
-		dst = n.ApplyOne(dst, i, &raws[i], now)
+// Apply normalizes one cycle's samples (each names its point by Index) and
+// appends the readings to report to dst, which it returns. now is the read
+// time in Unix ms on the wall clock (staleness, deadband heartbeat), read the
+// time stamped on samples without a source time (the gateway's data clock,
+// Unix ms). Points suppressed by their deadband are left out; a bad or
+// stale point is always reported (without a value), so one bad point never
+// hides another. A sample whose Index is out of range is skipped.
+func (n *Normalizer) Apply(dst []telemetry.Reading, samples []sample.Sample, now, read int64) []telemetry.Reading {
+	for i := range samples {
+		dst = n.ApplyOne(dst, &samples[i], now, read)
 	}
 	return dst
 }
 
-// ApplyOne normalizes one value of point i and appends it to dst unless its
-// deadband suppresses it. Sources that report changes only (OPC UA
-// subscriptions) call it per notification. A Stale raw value (the source
-// lost its session) stays stale.
-func (n *Normalizer) ApplyOne(dst []telemetry.Reading, i int, raw *Raw, now int64) []telemetry.Reading {
+// ApplyOne normalizes one sample and appends it to dst unless its deadband
+// suppresses it (or its Index is out of range).
+func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, read int64) []telemetry.Reading {
+	i := s.Index
+	if i < 0 || i >= len(n.points) {
+		return dst
+	}
 	p := &n.points[i]
 	st := &n.state[i]
-	ts := raw.TS
+	ts := s.TS
 	if ts == 0 {
-		ts = now
+		ts = read
 	}
-	r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: raw.Status, Src: p.Src, Quality: raw.Quality}
+	r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality}
 	switch {
-	case raw.Quality.HasValue():
-		st.lastGood = now
-		n.fillValue(&r, p, raw)
-	case raw.Quality == telemetry.QualityStale:
+	case s.Quality.HasValue():
+		st.lastHeard = now
+		n.fillValue(&r, p, s)
+	case s.Quality == telemetry.QualityStale:
+		// the driver knows nothing can be heard: stale at once
+	case !s.Silent:
+		// the device answered about the point, negatively: bad, every batch
+		r.Quality = telemetry.QualityBad
+		st.lastHeard = now
 	default:
 		r.Quality = telemetry.QualityBad
-		if st.lastGood == 0 {
-			st.lastGood = now // first read failed: start the stale clock
-		} else if now-st.lastGood >= n.staleAfter {
+		if st.lastHeard == 0 {
+			st.lastHeard = now // first attempt unanswered: start the silence clock
+		} else if now-st.lastHeard >= n.k*p.IntervalMS {
 			r.Quality = telemetry.QualityStale
 		}
 	}
@@ -124,8 +147,10 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, i int, raw *Raw, now int6
 
 // SetConversion replaces point i's unit conversion and plausible range;
 // used when the device reports its own engineering units at connect time.
+// It clears the point's NoUnit mark.
 func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64) {
 	n.points[i].Conv = c
+	n.points[i].NoUnit = false
 	if min != nil {
 		n.points[i].Min = min
 	}
@@ -134,13 +159,24 @@ func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64)
 	}
 }
 
-func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, raw *Raw) {
-	if raw.IsStr {
-		r.Text = raw.Str
+// SetUnit sets point i's canonical unit (a class without catalog unit,
+// whose unit the device reported) and clears its NoUnit mark.
+func (n *Normalizer) SetUnit(i int, unit string) {
+	n.points[i].Unit = unit
+	n.points[i].NoUnit = false
+}
+
+// SetNoUnit marks point i as having no known unit: its numeric values are
+// reported bad with StatusNoUnit until SetConversion gives one.
+func (n *Normalizer) SetNoUnit(i int) { n.points[i].NoUnit = true }
+
+func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample) {
+	if s.IsStr {
+		r.Text = s.Str
 		r.NoValue = true
 		return
 	}
-	v := raw.Num*p.Scale + p.Offset
+	v := s.Num*p.Scale + p.Offset
 	if p.Enum != nil || p.States != nil {
 		code := int64(math.Round(v))
 		r.Value = float64(code)
@@ -154,6 +190,11 @@ func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, raw *Raw) {
 		} else {
 			r.Quality = telemetry.QualityUncertain
 		}
+		return
+	}
+	if p.NoUnit {
+		r.Quality = telemetry.QualityBad
+		r.Status = StatusNoUnit
 		return
 	}
 	v = p.Conv.Apply(v)

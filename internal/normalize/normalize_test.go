@@ -3,6 +3,7 @@ package normalize
 import (
 	"testing"
 
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
@@ -18,6 +19,14 @@ func conv(t *testing.T, from, to string) units.Conversion {
 
 func fp(v float64) *float64 { return &v }
 
+// cycle numbers samples as the points they belong to, in order.
+func cycle(ss ...sample.Sample) []sample.Sample {
+	for i := range ss {
+		ss[i].Index = i
+	}
+	return ss
+}
+
 func TestApplyScalesConvertsAndLabels(t *testing.T) {
 	pts := []Point{
 		{Signal: "discharge_pressure", Unit: "MPa", Scale: 0.01, Conv: conv(t, "bar", "MPa"), Src: "modbus:1:hr:0"},
@@ -27,9 +36,10 @@ func TestApplyScalesConvertsAndLabels(t *testing.T) {
 		{Signal: "mode", Enum: map[int64]string{7: "loaded"}, States: []string{"off", "unloaded", "loaded"}},
 		{Signal: "serial"},
 	}
-	n := New(pts, 1000, 3, 0)
-	raws := []Raw{{Num: 725}, {Num: 212}, {Num: 2}, {Num: 55010}, {Num: 7}, {Str: "SN-1", IsStr: true}}
-	got := n.Apply(nil, raws, 1_000)
+	n := New(pts, 3, 0)
+	raws := cycle(sample.Sample{Num: 725}, sample.Sample{Num: 212}, sample.Sample{Num: 2}, sample.Sample{Num: 55010},
+		sample.Sample{Num: 7}, sample.Sample{Str: "SN-1", IsStr: true})
+	got := n.Apply(nil, raws, 1_000, 1_000)
 	if len(got) != 6 {
 		t.Fatalf("got %d readings", len(got))
 	}
@@ -58,37 +68,101 @@ func abs(x float64) float64 {
 	return x
 }
 
-func TestBadThenStaleKeepsStatusAndNoValue(t *testing.T) {
-	n := New([]Point{{Signal: "a", Unit: "kW"}, {Signal: "b", Unit: "kW"}}, 1000, 3, 0)
-	n.Apply(nil, []Raw{{Num: 1}, {Num: 2}}, 1000)
+// TestAnsweredBadStaysBad: a point the device answers about negatively (an
+// exception, a Bad StatusCode) is bad with its status on every batch, for as
+// long as it lasts; it never turns stale by time (issue 16).
+func TestAnsweredBadStaysBad(t *testing.T) {
+	n := New([]Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}, {Signal: "b", Unit: "kW", IntervalMS: 1000}}, 3, 0)
+	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000, 1000)
+	for now := int64(2000); now <= 60_000; now += 1000 {
+		got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 2, Num: 99}, sample.Sample{Num: 5}), now, now)
+		if len(got) != 2 {
+			t.Fatalf("at %d: %d readings, one bad point must not drop the other", now, len(got))
+		}
+		if got[0].Quality != telemetry.QualityBad || got[0].Status != 2 || got[0].HasValue() {
+			t.Fatalf("at %d: %+v, want bad with status 2 and no value", now, got[0])
+		}
+		if got[1].Quality != telemetry.QualityGood || got[1].Value != 5 {
+			t.Fatalf("at %d: good point = %+v", now, got[1])
+		}
+	}
+}
+
+// TestSilentTurnsStaleAfterKIntervals: a point the device says nothing about
+// (timeout, connection lost) is bad, then stale once nothing has been heard
+// for 3 x its own interval; an answer (even an exception) resets the clock.
+func TestSilentTurnsStaleAfterKIntervals(t *testing.T) {
+	n := New([]Point{{Signal: "fast", Unit: "kW", IntervalMS: 1000}, {Signal: "slow", Unit: "kW", IntervalMS: 5000}}, 3, 0)
+	silent := sample.Sample{Quality: telemetry.QualityBad, Silent: true, Status: 0x100}
+	n.Apply(nil, cycle(sample.Sample{Num: 1}, sample.Sample{Num: 2}), 1000, 1000)
+	for _, tc := range []struct {
+		now        int64
+		fast, slow telemetry.Quality
+	}{
+		{2000, telemetry.QualityBad, telemetry.QualityBad},
+		{3000, telemetry.QualityBad, telemetry.QualityBad},
+		{4000, telemetry.QualityStale, telemetry.QualityBad}, // 3 x 1 s since the last answer
+		{15000, telemetry.QualityStale, telemetry.QualityBad},
+		{16000, telemetry.QualityStale, telemetry.QualityStale}, // 3 x 5 s
+	} {
+		got := n.Apply(nil, cycle(silent, silent), tc.now, tc.now)
+		if len(got) != 2 || got[0].Quality != tc.fast || got[1].Quality != tc.slow {
+			t.Fatalf("at %d: %+v, want fast %v slow %v", tc.now, got, tc.fast, tc.slow)
+		}
+		if got[0].Status != 0x100 || got[0].HasValue() {
+			t.Errorf("at %d: %+v keeps no status or has a value", tc.now, got[0])
+		}
+	}
+	// an exception is an answer: bad, not stale, and the silence clock restarts
+	got := n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad, Status: 4}, silent), 17000, 17000)
+	if got[0].Quality != telemetry.QualityBad || got[0].Status != 4 {
+		t.Errorf("answered after silence: %+v", got[0])
+	}
+	got = n.Apply(nil, cycle(silent, silent), 19000, 19000)
+	if got[0].Quality != telemetry.QualityBad {
+		t.Errorf("2 s after an answer: %+v, want bad", got[0])
+	}
+	// recovery
+	got = n.Apply(nil, cycle(sample.Sample{Num: 3}, sample.Sample{Num: 5}), 20000, 20000)
+	if got[0].Quality != telemetry.QualityGood || got[0].Value != 3 || got[1].Quality != telemetry.QualityGood {
+		t.Errorf("after recovery: %+v", got)
+	}
+}
+
+func TestFirstSilentCycleStartsTheClock(t *testing.T) {
+	n := New([]Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}}, 3, 0)
+	silent := cycle(sample.Sample{Quality: telemetry.QualityBad, Silent: true, Status: 0x101})
 	for _, tc := range []struct {
 		now  int64
 		want telemetry.Quality
-	}{{2000, telemetry.QualityBad}, {3000, telemetry.QualityBad}, {4000, telemetry.QualityStale}, {9000, telemetry.QualityStale}} {
-		got := n.Apply(nil, []Raw{{Quality: telemetry.QualityBad, Status: 2, Num: 99}, {Num: 5}}, tc.now)
-		if len(got) != 2 {
-			t.Fatalf("at %d: %d readings, one bad point must not drop the other", tc.now, len(got))
-		}
-		if got[0].Quality != tc.want || got[0].Status != 2 || got[0].HasValue() {
-			t.Errorf("at %d: %+v, want %v with status 2 and no value", tc.now, got[0], tc.want)
-		}
-		if got[1].Quality != telemetry.QualityGood || got[1].Value != 5 {
-			t.Errorf("at %d: good point = %+v", tc.now, got[1])
+	}{{1000, telemetry.QualityBad}, {3000, telemetry.QualityBad}, {4000, telemetry.QualityStale}} {
+		if got := n.Apply(nil, silent, tc.now, tc.now); got[0].Quality != tc.want {
+			t.Errorf("at %d: %v, want %v", tc.now, got[0].Quality, tc.want)
 		}
 	}
-	// recovery
-	got := n.Apply(nil, []Raw{{Num: 3}, {Num: 5}}, 10000)
-	if got[0].Quality != telemetry.QualityGood || got[0].Value != 3 {
-		t.Errorf("after recovery: %+v", got[0])
+}
+
+func TestNoUnitIsBadNotUnitless(t *testing.T) {
+	n := New([]Point{{Signal: "a", Unit: "", NoUnit: true, IntervalMS: 1000}, {Signal: "s", States: []string{"off", "on"}}}, 3, 0)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 12}, sample.Sample{Num: 1}), 1000, 1000)
+	if got[0].Quality != telemetry.QualityBad || got[0].Status != StatusNoUnit || got[0].HasValue() {
+		t.Errorf("no unit: %+v, want bad with status %#x and no value", got[0], StatusNoUnit)
+	}
+	if got[1].Quality != telemetry.QualityGood || got[1].Text != "on" {
+		t.Errorf("state point: %+v", got[1])
+	}
+	n.SetConversion(0, conv(t, "kW", "kW"), nil, nil)
+	if got := n.Apply(nil, cycle(sample.Sample{Num: 12}), 2000, 2000); got[0].Quality != telemetry.QualityGood || got[0].Value != 12 {
+		t.Errorf("after SetConversion: %+v", got[0])
 	}
 }
 
 func TestDeadbandAndHeartbeat(t *testing.T) {
-	n := New([]Point{{Signal: "t", Unit: "Cel", Deadband: 0.5}, {Signal: "p", Unit: "kW"}}, 1000, 3, 10_000)
+	n := New([]Point{{Signal: "t", Unit: "Cel", Deadband: 0.5}, {Signal: "p", Unit: "kW"}}, 3, 10_000)
 	var counts []int
 	vals := []float64{20, 20.2, 20.4, 20.6, 20.7, 20.7}
 	for i, v := range vals {
-		got := n.Apply(nil, []Raw{{Num: v}, {Num: 1}}, int64(1000*(i+1)))
+		got := n.Apply(nil, cycle(sample.Sample{Num: v}, sample.Sample{Num: 1}), int64(1000*(i+1)), int64(1000*(i+1)))
 		c := 0
 		for _, r := range got {
 			if r.Signal == "t" {
@@ -104,21 +178,21 @@ func TestDeadbandAndHeartbeat(t *testing.T) {
 		}
 	}
 	// heartbeat: unchanged value is re-sent after 10 s
-	got := n.Apply(nil, []Raw{{Num: 20.6}, {Num: 1}}, 14_000)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 14_000, 14_000)
 	if len(got) != 2 {
 		t.Errorf("heartbeat: got %d readings, want 2", len(got))
 	}
 	// a quality change is always reported
-	n.Apply(nil, []Raw{{Num: 20.6}, {Num: 1}}, 15_000)
-	got = n.Apply(nil, []Raw{{Quality: telemetry.QualityBad}, {Num: 1}}, 16_000)
+	n.Apply(nil, cycle(sample.Sample{Num: 20.6}, sample.Sample{Num: 1}), 15_000, 15_000)
+	got = n.Apply(nil, cycle(sample.Sample{Quality: telemetry.QualityBad}, sample.Sample{Num: 1}), 16_000, 16_000)
 	if len(got) != 2 || got[0].Quality != telemetry.QualityBad {
 		t.Errorf("quality change: %+v", got)
 	}
 }
 
 func TestOutOfRangeIsUncertainAndNaNIsBad(t *testing.T) {
-	n := New([]Point{{Signal: "a", Min: fp(0), Max: fp(10)}, {Signal: "b"}}, 1000, 3, 0)
-	got := n.Apply(nil, []Raw{{Num: 11}, {Num: nan()}}, 1000)
+	n := New([]Point{{Signal: "a", Min: fp(0), Max: fp(10)}, {Signal: "b"}}, 3, 0)
+	got := n.Apply(nil, cycle(sample.Sample{Num: 11}, sample.Sample{Num: nan()}), 1000, 1000)
 	if got[0].Quality != telemetry.QualityUncertain || got[0].Value != 11 {
 		t.Errorf("out of range: %+v", got[0])
 	}
@@ -131,35 +205,35 @@ func nan() float64 { z := 0.0; return z / z }
 
 func BenchmarkApply100(b *testing.B) {
 	pts := make([]Point, 100)
-	raws := make([]Raw, 100)
+	raws := make([]sample.Sample, 100)
 	c, _ := units.Convert("bar", "MPa")
 	for i := range pts {
-		pts[i] = Point{Signal: "s", Unit: "MPa", Scale: 0.1, Conv: c, Src: "modbus:1:hr:0"}
-		raws[i] = Raw{Num: float64(i)}
+		pts[i] = Point{Signal: "s", Unit: "MPa", Scale: 0.1, Conv: c, Src: "modbus:1:hr:0", IntervalMS: 1000}
+		raws[i] = sample.Sample{Index: i, Num: float64(i)}
 	}
-	n := New(pts, 1000, 3, 0)
+	n := New(pts, 3, 0)
 	dst := make([]telemetry.Reading, 0, 100)
 	now := int64(0)
 	b.ReportAllocs()
 	for b.Loop() {
 		now += 1000
-		dst = n.Apply(dst[:0], raws, now)
+		dst = n.Apply(dst[:0], raws, now, now)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/reading")
 }
 
 func TestApplyOneKeepsStaleAndConverts(t *testing.T) {
-	n := New([]Point{{Signal: "a", Unit: "Cel"}, {Signal: "b", Unit: "kPa"}}, 1000, 3, 0)
+	n := New([]Point{{Signal: "a", Unit: "Cel"}, {Signal: "b", Unit: "kPa"}}, 3, 0)
 	n.SetConversion(1, conv(t, "bar", "kPa"), nil, fp(500))
-	got := n.ApplyOne(nil, 1, &Raw{Num: 2}, 1000)
+	got := n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 2}, 1000, 1000)
 	if len(got) != 1 || got[0].Signal != "b" || got[0].Value != 200 || got[0].Quality != telemetry.QualityGood {
 		t.Fatalf("got %+v", got)
 	}
-	got = n.ApplyOne(nil, 1, &Raw{Num: 6}, 2000)
+	got = n.ApplyOne(nil, &sample.Sample{Index: 1, Num: 6}, 2000, 2000)
 	if got[0].Quality != telemetry.QualityUncertain {
 		t.Errorf("above SetConversion max: %+v", got[0])
 	}
-	got = n.ApplyOne(nil, 0, &Raw{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000)
+	got = n.ApplyOne(nil, &sample.Sample{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000, 3000)
 	if got[0].Quality != telemetry.QualityStale || got[0].Status != 0x80000000 || got[0].HasValue() {
 		t.Errorf("stale: %+v", got[0])
 	}

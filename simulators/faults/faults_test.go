@@ -14,7 +14,7 @@ func TestParseScenarioMessages(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"", "s.yaml: file is empty"},
 		{"faults: [\n", "s.yaml:1: did not find expected node content"},
-		{"scenario: x\nfaults:\n  - {device: a, kind: silent, colour: red}\n", "s.yaml:3: field colour not found in type faults.Spec"},
+		{"scenario: x\nfaults:\n  - {device: a, kind: silent, colour: red}\n", "s.yaml:3: faults[0].colour: unknown field"},
 		{"faults:\n  - {device: a, kind: stuck, signal: x, at: soon}\n", `s.yaml:2: duration "soon": time: invalid duration "soon"`},
 		{"faults:\n  - {device: a, kind: silent}\n\n  - {device: a, kind: noise, signal: x}\n", "s.yaml:4: faults[1] (s2): sigma: required (positive) for a noise fault"},
 		{"faults:\n  - {id: x, device: a, kind: silent}\n  - {id: x, device: a, kind: silent}\n", `s.yaml:3: faults[1].id: "x" used twice`},

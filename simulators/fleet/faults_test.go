@@ -338,7 +338,7 @@ func TestParseScenarioRejects(t *testing.T) {
 		{"faults:\n  - {device: a, kind: leak}\n", "level: required"},
 		{"faults:\n  - {id: x, device: a, kind: silent}\n  - {id: x, device: a, kind: silent}\n", `faults[1].id: "x" used twice`},
 		{"faults:\n  - {device: a, kind: slow, delay: 5m}\n", "delay: required, within (0, 1m]"},
-		{"faults:\n  - {device: a, kind: silent, colour: red}\n", "field colour not found"},
+		{"faults:\n  - {device: a, kind: silent, colour: red}\n", "faults[0].colour: unknown field"},
 	} {
 		if _, err := faults.ParseScenario("s.yaml", []byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.doc, err, tc.want)

@@ -92,8 +92,8 @@ func TestBadFleetConfigs(t *testing.T) {
 		{"devices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {address: 127.0.0.1:0, transport: udp}}\n", `transport: "udp" not one of`},
 		{"listeners: {a: {address: '127.0.0.1:0'}}\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n  - {id: m2, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n", "unit_id: 1 already used by m1"},
 		{"devices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: 300}}\n", "unit_id: 300 outside 0..247"},
-		{"bogus: 1\n" + dev(""), "fleet.yaml:1: field bogus not found in type fleet.Config"},
-		{"seed: 1\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: one}}\n", "fleet.yaml:3: cannot unmarshal !!str `one` into int"},
+		{"bogus: 1\n" + dev(""), "fleet.yaml:1: bogus: unknown field"},
+		{"seed: 1\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: one}}\n", `fleet.yaml:3: devices[0].modbus.unit_id: "one" is not an integer`},
 		{"", "fleet.yaml: file is empty"},
 	} {
 		cfg, err := Parse("fleet.yaml", []byte(tc.doc))

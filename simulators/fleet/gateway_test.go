@@ -44,10 +44,7 @@ func TestGatewayAcceptsFleetTemplates(t *testing.T) {
 		t.Fatalf("gateway loaded %d devices, fleet has %d", len(cfg.Devices), len(f.Devices()))
 	}
 	for _, gd := range cfg.Devices {
-		n := 0
-		for _, g := range gd.Groups {
-			n += len(g.Points)
-		}
+		n := len(gd.Norm)
 		d := devInfo(t, f, gd.ID)
 		if want := len(template(t, d).Points); n != want {
 			t.Errorf("%s: gateway compiled %d points, template has %d", gd.ID, n, want)

@@ -658,7 +658,7 @@ func TestBadOPCUAConfigs(t *testing.T) {
 		{"opcua: {servers: {ua: {users: {op: {password_file: nope.txt}}}}}\n" + dev(", opcua: {server: ua}"), "users.op.password_file:"},
 		{"opcua: {servers: {ua: {cert_file: c.der}}}\n" + dev(", opcua: {server: ua}"), "cert_file: set both"},
 		{"devices:\n  - {id: m1, class: motor, modbus: {unit_id: 1}, opcua: {}}\n", "template: required"},
-		{dev(", opcua: {bogus: 1}"), "field bogus not found"},
+		{dev(", opcua: {bogus: 1}"), "devices[0].opcua.bogus: unknown field"},
 	} {
 		cfg, err := Parse("fleet.yaml", []byte(tc.doc))
 		if err == nil {

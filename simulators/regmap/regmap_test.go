@@ -78,7 +78,7 @@ func TestCompileRejects(t *testing.T) {
 			t.Errorf("%s:\n got %v\nwant %q", tc.points, err, tc.want)
 		}
 	}
-	if _, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n  - {signal: power, register: 3}\n")); err == nil || !strings.Contains(err.Error(), "t.yaml:4: field register not found") {
+	if _, err := ParseTemplate("t.yaml", []byte("template: t\nclass: motor\npoints:\n  - {signal: power, register: 3}\n")); err == nil || !strings.Contains(err.Error(), "t.yaml:4: points[0].register: unknown field") {
 		t.Errorf("typo: %v", err)
 	}
 }
@@ -92,8 +92,8 @@ func TestParseTemplateRejects(t *testing.T) {
 		{"class: [\n", "t.yaml:1: did not find expected node content"},
 		{"template: t\npoints:\n  - {signal: power}\n", "t.yaml:1: class: required"},
 		{"template: t\nclass: motor\npoints: []\n", "t.yaml:3: points: at least one point required"},
-		{"class: motor\npoints:\n  - {signal: power, address: x}\n", "t.yaml:3: cannot unmarshal !!str `x` into int"},
-		{"class: motor\n\npoints:\n  - {signal: power, table: holding}\n  - {signal: power, typ: uint16}\n", "t.yaml:5: field typ not found in type regmap.Point"},
+		{"class: motor\npoints:\n  - {signal: power, address: x}\n", `t.yaml:3: points[0].address: "x" is not an integer`},
+		{"class: motor\n\npoints:\n  - {signal: power, table: holding}\n  - {signal: power, typ: uint16}\n", "t.yaml:5: points[1].typ: unknown field (did you mean type?)"},
 	} {
 		if _, err := ParseTemplate("t.yaml", []byte(tc.doc)); err == nil || err.Error() != tc.want {
 			t.Errorf("%q:\n got %v\nwant %s", tc.doc, err, tc.want)

@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/spool"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// acquisition is the one loop every driver feeds: it turns a device's
+// cycles into normalized batches in the spool, metrics, the device's state
+// and its death and birth notices. Its methods run on the source's emit
+// calls, which never overlap.
+type acquisition struct {
+	d     *device
+	sp    *spool.Spool
+	dm    *deviceMetrics
+	batch telemetry.Batch
+}
+
+// run acquires from the device's source until ctx ends.
+func (d *device) run(ctx context.Context, sp *spool.Spool) error {
+	a := &acquisition{d: d, sp: sp, dm: d.metrics(),
+		batch: telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset, Readings: make([]telemetry.Reading, 0, len(d.cfg.Norm))}}
+	return d.src.Run(ctx, func(c *sample.Cycle) { a.cycle(ctx, c) })
+}
+
+func (a *acquisition) encode(seq uint64, dst []byte) []byte {
+	a.batch.Seq = seq
+	return a.batch.AppendJSON(dst)
+}
+
+// cycle handles one cycle of the source.
+func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
+	d := a.d
+	if ctx.Err() != nil {
+		return
+	}
+	if d.unitsChanged.Swap(false) {
+		// the device reported a unit the catalog does not give: announce it
+		if err := d.birth(ctx, a.sp); err != nil && ctx.Err() == nil {
+			d.log.Error("spooling birth", "err", err)
+		}
+	}
+	at := c.Start
+	if at.IsZero() {
+		at = time.Now()
+	}
+	d.normMu.Lock()
+	a.batch.Readings = d.norm.Apply(a.batch.Readings[:0], c.Samples, at.UnixMilli(), d.g.now().UnixMilli())
+	d.normMu.Unlock()
+	good := 0
+	for i := range c.Samples {
+		if c.Samples[i].Quality.HasValue() {
+			good++
+		}
+	}
+	if c.Duration > 0 {
+		a.dm.pollDur.Observe(c.Duration.Seconds())
+		if c.Interval > 0 && c.Duration > c.Interval {
+			a.dm.overruns.Inc()
+		}
+	}
+	a.dm.poll(good, len(c.Samples))
+	if d.track(ctx, a.sp, at, c, good > 0) {
+		a.dm.up.Set(1)
+	} else {
+		a.dm.up.Set(0)
+	}
+	if len(a.batch.Readings) == 0 {
+		return
+	}
+	a.batch.TSGW = d.g.now().UnixMilli()
+	for i := range a.batch.Readings {
+		a.dm.byQuality[a.batch.Readings[i].Quality].Inc()
+	}
+	m := d.g.m
+	seq, err := a.sp.Append(ctx, d.subj, a.encode)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.spoolErrors.Inc()
+			d.log.Error("spooling batch", "err", err)
+		}
+		return
+	}
+	m.batches.Inc()
+	m.seq.Set(float64(seq))
+}
+
+// track keeps the device's state and announces its death and rebirth.
+//
+// Liveness (docs/architecture.md): a device that answers is alive, even
+// when every answer is an exception or a Bad status; only silence is
+// death. Any cycle with Replied, from any of the device's groups, is life,
+// so a device with an exception-only group and a good group never flaps.
+// A device is dead once it has been silent for k x the cycle's interval
+// (counted from the first attempt when it never answered), or at once when
+// its source reports the link Lost. The death reason and last_error are the
+// text of the cycle's Err: the real cause. It returns whether the device
+// is alive.
+func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sample.Cycle, anyGood bool) bool {
+	iv := c.Interval
+	if iv <= 0 {
+		iv = d.cfg.Interval
+	}
+	d.mu.Lock()
+	st := &d.st
+	st.LastPoll = at
+	st.Polls++
+	if !anyGood {
+		st.FailedPolls++
+	} else {
+		st.LastGood = at
+	}
+	if c.Err != nil {
+		if msg := c.Err.Error(); msg != st.LastError {
+			st.LastError = msg
+			if c.Replied {
+				d.log.Warn("device answers with errors", "err", msg)
+			} else {
+				d.log.Warn("device not answering", "err", msg)
+			}
+		}
+		st.LastErrorAt = at
+	}
+	var announceDeath, announceBirth bool
+	var reason string
+	if c.Replied && !c.Lost {
+		st.LastReply = at
+		st.silentSince = time.Time{}
+		if st.Dead {
+			st.Dead = false
+			announceBirth = true
+		}
+	} else {
+		if st.silentSince.IsZero() {
+			st.silentSince = at
+			if !st.LastReply.IsZero() {
+				st.silentSince = st.LastReply
+			}
+		}
+		silent := at.Sub(st.silentSince)
+		if !st.Dead && (c.Lost || silent >= staleMultiple*iv) {
+			st.Dead = true
+			announceDeath = true
+			cause := st.LastError
+			if c.Err != nil {
+				cause = c.Err.Error()
+			}
+			if c.Lost {
+				reason = "link lost"
+			} else {
+				reason = "no reply for " + (staleMultiple * iv).String()
+			}
+			if cause != "" {
+				reason += ": " + cause
+			}
+		}
+	}
+	alive := !st.Dead
+	d.mu.Unlock()
+	if announceDeath {
+		d.log.Warn("device silent: publishing death notice", "reason", reason)
+		d.death(ctx, sp, reason)
+	}
+	if announceBirth {
+		d.log.Info("device answering again: publishing birth")
+		if err := d.birth(ctx, sp); err != nil && ctx.Err() == nil {
+			d.log.Error("spooling birth", "err", err)
+		}
+	}
+	return alive
+}

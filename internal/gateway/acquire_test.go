@@ -1,0 +1,283 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/spool"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// scripted is a fake Source for the acquisition loop's own tests: it emits
+// its cycles in order and returns, so every test is deterministic (the
+// cycles carry their own Start times; nothing sleeps).
+type scripted []sample.Cycle
+
+func (s scripted) Run(ctx context.Context, emit func(*sample.Cycle)) error {
+	for i := 0; i < len(s) && ctx.Err() == nil; i++ {
+		emit(&s[i])
+	}
+	return nil
+}
+
+// loopRig is one device of a loaded configuration, its source replaced by
+// a script, writing into a real spool.
+type loopRig struct {
+	d  *device
+	sp *spool.Spool
+	rd *spool.Reader
+}
+
+// newLoopRig loads a configuration with the one device dev (a flow
+// mapping); the Modbus motor m-1 with points when dev is "".
+func newLoopRig(t *testing.T, points, dev string) *loopRig {
+	t.Helper()
+	dir := t.TempDir()
+	if dev == "" {
+		dev = "{id: m-1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\"}, points: " + points + "}"
+	}
+	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n  - " + dev + "\n"
+	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(cfg.Raw.Spool, g.log, spool.NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sp.Close() })
+	rd, err := sp.Reader("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &loopRig{d: g.devices[0], sp: sp, rd: rd}
+}
+
+func (r *loopRig) run(t *testing.T, cycles ...sample.Cycle) {
+	t.Helper()
+	r.d.src = scripted(cycles)
+	if err := r.d.run(context.Background(), r.sp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// spooled is what the loop wrote, in order.
+type spooled struct {
+	batches []*telemetry.Batch
+	deaths  []telemetry.Death
+	births  int
+	kinds   string // one letter per record: d(ata), b(irth), x (death)
+}
+
+func (r *loopRig) spooled(t *testing.T) spooled {
+	t.Helper()
+	rd := r.rd
+	var out spooled
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for r.sp.LastSeq() > 0 && rd.Committed() < r.sp.LastSeq() {
+		recs, err := rd.Next(ctx, 1000, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs {
+			switch {
+			case strings.HasSuffix(rec.Subject, ".data"):
+				b, err := telemetry.DecodeBatch(rec.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out.batches = append(out.batches, b)
+				out.kinds += "d"
+			case strings.HasSuffix(rec.Subject, ".birth"):
+				out.births++
+				out.kinds += "b"
+			case strings.HasSuffix(rec.Subject, ".death"):
+				var d telemetry.Death
+				if err := json.Unmarshal(rec.Data, &d); err != nil {
+					t.Fatal(err)
+				}
+				out.deaths = append(out.deaths, d)
+				out.kinds += "x"
+			}
+		}
+		if err := rd.Commit(recs[len(recs)-1].Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+const twoPoints = `[{signal: power, table: holding, address: 0, type: uint16, unit: kW}, {signal: frequency, table: holding, address: 1, type: uint16, unit: Hz}]`
+
+var t0 = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+var errException = errors.New("modbus: exception 2 (illegal data address)")
+
+// TestAnsweringDeviceNeverDies: a device whose one group answers only with
+// exceptions and whose other group reads fine is alive all along: no death,
+// no rebirth, and the exception points stay bad with their code (issue 16).
+func TestAnsweringDeviceNeverDies(t *testing.T) {
+	r := newLoopRig(t, twoPoints, "")
+	var cycles []sample.Cycle
+	for i := range 30 {
+		// group A every second: exception only; group B every 5 s: good
+		cycles = append(cycles, sample.Cycle{Start: at(float64(i)), Interval: time.Second, Replied: true, Err: errException,
+			Samples: []sample.Sample{{Index: 0, Quality: telemetry.QualityBad, Status: 2}}})
+		if i%5 == 0 {
+			cycles = append(cycles, sample.Cycle{Start: at(float64(i) + 0.5), Interval: 5 * time.Second, Replied: true,
+				Samples: []sample.Sample{{Index: 1, Num: 50}}})
+		}
+	}
+	r.run(t, cycles...)
+	got := r.spooled(t)
+	if len(got.deaths) != 0 || got.births != 0 {
+		t.Fatalf("an answering device died or was reborn: %d deaths, %d births (%s)", len(got.deaths), got.births, got.kinds)
+	}
+	for _, b := range got.batches {
+		for _, rd := range b.Readings {
+			if rd.Signal == "power" && (rd.Quality != telemetry.QualityBad || rd.Status != 2) {
+				t.Fatalf("exception point = %+v, want bad with status 2 on every batch", rd)
+			}
+		}
+	}
+	st := r.d.state()
+	if st.Dead || st.LastError != errException.Error() || st.LastReply != at(29) {
+		t.Errorf("state = %+v", st)
+	}
+}
+
+// TestSilenceIsDeathAfterKIntervals: only silence kills: the death comes
+// after 3 x the interval without any reply, with the real cause as its
+// reason and last_error; any answer (even an exception) is a rebirth.
+func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
+	r := newLoopRig(t, twoPoints, "")
+	timeout := errors.New("modbus: read holding 0 unit 1: transaction id mismatch: sent 7, got 8")
+	silent := func(s float64) sample.Cycle {
+		return sample.Cycle{Start: at(s), Interval: time.Second, Err: timeout, Samples: []sample.Sample{
+			{Index: 0, Quality: telemetry.QualityBad, Silent: true, Status: 0x100},
+			{Index: 1, Quality: telemetry.QualityBad, Silent: true, Status: 0x100}}}
+	}
+	good := sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 7}, {Index: 1, Num: 50}}}
+	r.run(t, good, silent(1), silent(2))
+	first := r.spooled(t)
+	if len(first.deaths) != 0 {
+		t.Fatalf("dead after 2 s of silence: %s", first.kinds)
+	}
+	if q := first.batches[2].Readings[0]; q.Quality != telemetry.QualityBad || q.Status != 0x100 {
+		t.Errorf("after 2 s of silence: %+v, want bad", q)
+	}
+	r.run(t, silent(3))
+	got := r.spooled(t)
+	if len(got.deaths) != 1 || got.deaths[0].Reason != "no reply for 3s: "+timeout.Error() {
+		t.Fatalf("deaths = %+v (%s)", got.deaths, got.kinds)
+	}
+	// the readings: bad while silent, stale once silent for 3 intervals
+	last := got.batches[len(got.batches)-1]
+	if last.Readings[0].Quality != telemetry.QualityStale || last.Readings[0].Status != 0x100 {
+		t.Errorf("after 3 s of silence: %+v", last.Readings[0])
+	}
+	st := r.d.state()
+	if !st.Dead || st.LastError != timeout.Error() {
+		t.Errorf("state = %+v", st)
+	}
+	if up := gaugeValue(t, r.d.g.m.deviceUp.WithLabelValues("m-1")); up != 0 {
+		t.Errorf("device_up = %v after the death", up)
+	}
+	r.run(t, silent(4), silent(10))
+	if got := r.spooled(t); len(got.deaths) != 0 {
+		t.Fatalf("a second death while dead: %s", got.kinds)
+	}
+	// an exception is an answer: rebirth, then the batch
+	r.run(t, sample.Cycle{Start: at(11), Interval: time.Second, Replied: true, Err: errException,
+		Samples: []sample.Sample{{Index: 0, Quality: telemetry.QualityBad, Status: 2}, {Index: 1, Quality: telemetry.QualityBad, Status: 2}}})
+	got = r.spooled(t)
+	if got.kinds != "bd" || r.d.state().Dead {
+		t.Fatalf("after an exception reply: %s, state %+v; want a birth then the batch", got.kinds, r.d.state())
+	}
+	if up := gaugeValue(t, r.d.g.m.deviceUp.WithLabelValues("m-1")); up != 1 {
+		t.Errorf("device_up = %v for a device answering with exceptions", up)
+	}
+	if q := got.batches[0].Readings[0]; q.Quality != telemetry.QualityBad || q.Status != 2 {
+		t.Errorf("answered point = %+v", q)
+	}
+}
+
+// TestNeverAnsweringDeviceDiesFromItsFirstAttempt and a Lost link is death
+// at once.
+func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
+	r := newLoopRig(t, twoPoints, "")
+	refused := errors.New("modbus: dial tcp 127.0.0.1:1: connection refused")
+	c := func(s float64) sample.Cycle {
+		return sample.Cycle{Start: at(s), Interval: time.Second, Err: refused,
+			Samples: []sample.Sample{{Index: 0, Quality: telemetry.QualityBad, Silent: true, Status: 0x101}}}
+	}
+	r.run(t, c(0), c(1), c(2))
+	if got := r.spooled(t); len(got.deaths) != 0 {
+		t.Fatalf("dead too early: %s", got.kinds)
+	}
+	r.run(t, c(3))
+	if got := r.spooled(t); len(got.deaths) != 1 || !strings.HasSuffix(got.deaths[0].Reason, refused.Error()) {
+		t.Fatalf("deaths = %+v", got.deaths)
+	}
+
+	r = newLoopRig(t, twoPoints, "")
+	lost := errors.New("opcua: session lost: EOF")
+	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1}}},
+		sample.Cycle{Start: at(0.1), Interval: time.Second, Lost: true, Err: lost,
+			Samples: []sample.Sample{{Index: 0, Quality: telemetry.QualityStale}, {Index: 1, Quality: telemetry.QualityStale}}})
+	got := r.spooled(t)
+	if got.kinds != "dxd" || got.deaths[0].Reason != "link lost: "+lost.Error() {
+		t.Fatalf("lost link: %s %+v", got.kinds, got.deaths)
+	}
+	if q := got.batches[1].Readings[0].Quality; q != telemetry.QualityStale {
+		t.Errorf("reading on a lost link = %v, want stale", q)
+	}
+}
+
+// TestUnitsFromTheNode: a point whose unit neither the configuration nor
+// the catalog gives takes its node's EngineeringUnits (announced in a new
+// birth); while the node gives none its readings are bad with
+// normalize.StatusNoUnit, never unit-less.
+func TestUnitsFromTheNode(t *testing.T) {
+	r := newLoopRig(t, "", `{id: g-1, class: generic, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2"}]}`)
+	r.d.applyUnits([]opcua.NodeUnit{{Index: 0, UnitID: 4408652, UCUM: "m", UNECE: "MTR"}, {Index: 1, UnitID: -1, Err: errors.New("BadAttributeIdInvalid")}})
+	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}, {Index: 1, Num: 7}}})
+	got := r.spooled(t)
+	if got.kinds != "bd" {
+		t.Fatalf("spooled %s, want a birth with the new unit then the batch", got.kinds)
+	}
+	level, flow := got.batches[0].Readings[0], got.batches[0].Readings[1]
+	if level.Quality != telemetry.QualityGood || level.Unit != "m" || level.Value != 2.5 {
+		t.Errorf("level = %+v", level)
+	}
+	if flow.Quality != telemetry.QualityBad || flow.Status != normalize.StatusNoUnit || flow.HasValue() {
+		t.Errorf("flow = %+v, want bad with status %#x and no value", flow, normalize.StatusNoUnit)
+	}
+}
+
+func gaugeValue(t *testing.T, g interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
+}

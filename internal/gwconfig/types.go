@@ -1,0 +1,184 @@
+package gwconfig
+
+import (
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// DeviceFile is one device entry: the settings every device has, its
+// protocol block and its points. The protocol block (exactly one: the key
+// is the driver's name, modbus or opcua) and the points are decoded by that
+// protocol's driver (modbus.go, opcua.go): each point is the common
+// PointFile fields plus the driver's address fields.
+type DeviceFile struct {
+	ID           string             `yaml:"id"`
+	Class        string             `yaml:"class"`
+	Area         string             `yaml:"area,omitempty"`
+	Line         string             `yaml:"line,omitempty"`
+	Cell         string             `yaml:"cell,omitempty"`
+	Nameplate    map[string]float64 `yaml:"nameplate,omitempty,flow"`
+	PollInterval time.Duration      `yaml:"poll_interval,omitempty"`
+	Heartbeat    time.Duration      `yaml:"heartbeat,omitempty"`
+	Template     string             `yaml:"template,omitempty"`
+	Disabled     bool               `yaml:"disabled,omitempty"`
+	// Blocks holds the protocol block by driver name, as written.
+	Blocks map[string]yaml.Node `yaml:",inline"`
+	// Points are the device's own points, as written.
+	Points []yaml.Node `yaml:"points,omitempty"`
+}
+
+// SetBlock sets the device's protocol block from a driver's config struct
+// (modbus.Config, opcua.Config); zero fields are left out so the driver's
+// defaults apply. Used by generators (the demo) that write a file.
+func (d *DeviceFile) SetBlock(driver string, v any) error {
+	n, err := node(v)
+	if err != nil {
+		return fmt.Errorf("device %s: %s block: %w", d.ID, driver, err)
+	}
+	if d.Blocks == nil {
+		d.Blocks = map[string]yaml.Node{}
+	}
+	d.Blocks[driver] = *n
+	return nil
+}
+
+// AddPoint appends a point given as a driver's point struct (ModbusPoint,
+// OPCUAPoint); zero fields are left out.
+func (d *DeviceFile) AddPoint(p any) error {
+	n, err := node(p)
+	if err != nil {
+		return fmt.Errorf("device %s: point: %w", d.ID, err)
+	}
+	d.Points = append(d.Points, *n)
+	return nil
+}
+
+// Marshal writes f as YAML without its zero-valued fields (so every
+// default applies as if the field were not written); Load reads it back.
+func Marshal(f *File) ([]byte, error) {
+	var n yaml.Node
+	if err := n.Encode(f); err != nil {
+		return nil, fmt.Errorf("gwconfig: marshal: %w", err)
+	}
+	dropZero(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return nil, fmt.Errorf("gwconfig: marshal: %w", err)
+	}
+	return out, nil
+}
+
+// node encodes v as a flow-style YAML node without its zero-valued fields.
+func node(v any) (*yaml.Node, error) {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		return nil, err
+	}
+	dropZero(&n)
+	n.Style = yaml.FlowStyle
+	return &n, nil
+}
+
+// dropZero removes mapping entries whose value is zero, empty or null and
+// reports whether n itself is empty.
+func dropZero(n *yaml.Node) bool {
+	switch n.Kind {
+	case yaml.MappingNode:
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if !dropZero(n.Content[i+1]) {
+				kept = append(kept, n.Content[i], n.Content[i+1])
+			}
+		}
+		n.Content = kept
+		return len(kept) == 0
+	case yaml.SequenceNode:
+		return len(n.Content) == 0
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return true
+		case "!!str":
+			return n.Value == "" || n.Value == "0s"
+		case "!!int", "!!float":
+			return n.Value == "0"
+		case "!!bool":
+			return n.Value == "false"
+		}
+	}
+	return false
+}
+
+// PointFile holds the fields every point has, whatever its protocol: what
+// the point means (signal) and how its value is normalized.
+type PointFile struct {
+	Signal   string           `yaml:"signal"`
+	Unit     string           `yaml:"unit,omitempty"`
+	Scale    *float64         `yaml:"scale,omitempty"`
+	Offset   float64          `yaml:"offset,omitempty"`
+	Interval time.Duration    `yaml:"interval,omitempty"`
+	Deadband float64          `yaml:"deadband,omitempty"`
+	Enum     map[int64]string `yaml:"enum,omitempty"`
+	Min      *float64         `yaml:"min,omitempty"`
+	Max      *float64         `yaml:"max,omitempty"`
+}
+
+// Config is a loaded, validated, compiled configuration.
+type Config struct {
+	File    string // path of the main file
+	Raw     File
+	ID      string
+	Site    string
+	DataDir string
+	Devices []*Device
+	// Warnings are problems that do not stop the gateway (overlapping
+	// Modbus points, units left to the device): validate prints them and
+	// the gateway logs them at start.
+	Warnings confload.Errors
+}
+
+// Device is one compiled device: its asset, its points' normalization and
+// its driver's settings. Norm and Signals are index-aligned: index i is the
+// device's point i, the sample.Sample.Index its driver reports.
+type Device struct {
+	ID        string
+	Protocol  string // the driver's name: modbus, opcua
+	Asset     telemetry.Asset
+	Nameplate map[string]float64
+	Interval  time.Duration // the device's poll_interval
+	Heartbeat time.Duration
+	Norm      []normalize.Point
+	Signals   []telemetry.SignalInfo
+	// Driver is the protocol's compiled settings: *ModbusDevice or
+	// *OPCUADevice.
+	Driver DriverConfig
+}
+
+// DriverConfig is a driver's compiled settings of one device.
+type DriverConfig interface {
+	// Endpoint is what the status page shows: the transport
+	// ("modbus/tcp", "opcua/None") and the address.
+	Endpoint() (transport, address string)
+}
+
+// driver compiles the devices of one protocol. A new protocol is one
+// implementation and one entry in drivers.
+type driver interface {
+	// compile decodes the device's protocol block and points (appending
+	// the common part of each point to dc.dev) and returns the driver's
+	// settings, nil when invalid (the errors are recorded on dc).
+	compile(dc *deviceCompiler, block *yaml.Node) DriverConfig
+	// finish runs checks across every device of the protocol.
+	finish(c *compiler)
+}
+
+// drivers returns a fresh set of the protocol drivers, by block name.
+func drivers() map[string]driver {
+	return map[string]driver{"modbus": &modbusDriver{}, "opcua": opcuaDriver{}}
+}
