@@ -41,10 +41,11 @@ type session struct {
 }
 
 // NodeUnits reads EngineeringUnits and EURange of every point over a short
-// session of its own, within the server's operation limits. The lead uses
-// it to convert device units when the configuration names none.
+// session of its own, within the server's operation limits (the operator
+// tools use it; Run reads the units of UnitFromNode points itself and hands
+// them to OnUnits).
 func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
-	cl, err := connect(ctx, &c.cfg, c.log)
+	cl, err := connect(ctx, &c.cfg, c.log, c.cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +58,11 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{cl: cl, cfg: &c.cfg, lim: lim}
+	return readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, nodes)
+}
+
+// readUnits reads EngineeringUnits and EURange of nodes; out[i].Index = i.
+func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit, error) {
 	props, err := s.properties(ctx, nodes)
 	if err != nil {
 		return nil, err
@@ -282,7 +287,7 @@ func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts 
 	}
 	log := slog.New(slog.DiscardHandler)
 	probe := &Client{cfg: cfg, log: log}
-	cl, err := connect(ctx, &cfg, log)
+	cl, err := connect(ctx, &cfg, log, cfg.RequestTimeout)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"gopkg.in/yaml.v3"
 
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -157,8 +158,7 @@ func TestPointValidate(t *testing.T) {
 	}
 }
 
-func TestToUpdate(t *testing.T) {
-	now := time.UnixMilli(5000)
+func TestToSample(t *testing.T) {
 	src := time.UnixMilli(1234)
 	dv := func(v any, st ua.StatusCode, ts bool) *ua.DataValue {
 		d := &ua.DataValue{EncodingMask: ua.DataValueStatusCode, Status: st}
@@ -175,33 +175,33 @@ func TestToUpdate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   *ua.DataValue
-		want Update
+		want sample.Sample
 	}{
-		{"double", dv(12.5, 0, true), Update{Num: 12.5, SourceTS: 1234}},
-		{"int16", dv(int16(-3), 0, false), Update{Num: -3, SourceTS: 5000}},
-		{"uint64", dv(uint64(7), 0, true), Update{Num: 7, SourceTS: 1234}},
-		{"bool", dv(true, 0, true), Update{Num: 1, SourceTS: 1234}},
-		{"string", dv("running", 0, true), Update{Str: "running", IsStr: true, SourceTS: 1234}},
-		{"text", dv(ua.NewLocalizedText("idle"), 0, true), Update{Str: "idle", IsStr: true, SourceTS: 1234}},
-		{"uncertain", dv(1.5, ua.StatusUncertainLastUsableValue, true), Update{Num: 1.5, Status: 0x40900000, Quality: telemetry.QualityUncertain, SourceTS: 1234}},
-		{"bad keeps code, drops value", dv(9.0, ua.StatusBadSensorFailure, true), Update{Status: 0x808C0000, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"nan", dv(math.NaN(), 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"array", dv([]float64{1, 2}, 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"good without value", dv(nil, 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"nil", nil, Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 5000}},
+		{"double", dv(12.5, 0, true), sample.Sample{Num: 12.5, TS: 1234}},
+		{"int16", dv(int16(-3), 0, false), sample.Sample{Num: -3}},
+		{"uint64", dv(uint64(7), 0, true), sample.Sample{Num: 7, TS: 1234}},
+		{"bool", dv(true, 0, true), sample.Sample{Num: 1, TS: 1234}},
+		{"string", dv("running", 0, true), sample.Sample{Str: "running", IsStr: true, TS: 1234}},
+		{"text", dv(ua.NewLocalizedText("idle"), 0, true), sample.Sample{Str: "idle", IsStr: true, TS: 1234}},
+		{"uncertain", dv(1.5, ua.StatusUncertainLastUsableValue, true), sample.Sample{Num: 1.5, Status: 0x40900000, Quality: telemetry.QualityUncertain, TS: 1234}},
+		{"bad keeps code, drops value", dv(9.0, ua.StatusBadSensorFailure, true), sample.Sample{Status: 0x808C0000, Quality: telemetry.QualityBad, TS: 1234}},
+		{"nan", dv(math.NaN(), 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"array", dv([]float64{1, 2}, 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"good without value", dv(nil, 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"nil", nil, sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.want.Index = 3
-			if got := toUpdate(3, tc.in, now); got != tc.want {
+			if got := toSample(3, tc.in); got != tc.want {
 				t.Fatalf("got %+v want %+v", got, tc.want)
 			}
 		})
 	}
 }
 
-// FuzzToUpdate feeds arbitrary encoded DataValues through the gopcua
+// FuzzToSample feeds arbitrary encoded DataValues through the gopcua
 // decoder and the conversion: nothing panics, quality and status agree.
-func FuzzToUpdate(f *testing.F) {
+func FuzzToSample(f *testing.F) {
 	for _, v := range []any{1.5, int32(-4), "x", true, []byte{1}, []float64{1}} {
 		b, err := (&ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
 			Value: ua.MustVariant(v), Status: ua.StatusBadSensorFailure, SourceTimestamp: time.Unix(1, 0)}).Encode()
@@ -215,7 +215,7 @@ func FuzzToUpdate(f *testing.F) {
 		if !ok {
 			return
 		}
-		u := toUpdate(0, dv, time.Unix(2, 0))
+		u := toSample(0, dv)
 		if u.Quality != Quality(u.Status) {
 			t.Fatalf("quality %v for status %#x", u.Quality, u.Status)
 		}

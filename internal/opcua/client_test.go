@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
@@ -29,39 +30,45 @@ func (s *source) Class() string     { return s.class }
 func (s *source) Signals() []string { return s.signals }
 func (s *source) Values() []float64 { return s.values }
 
-// recorder collects emitted batches.
+// recorder collects emitted cycles.
 type recorder struct {
 	mu      sync.Mutex
-	latest  map[int]Update
-	batches [][]Update
+	latest  map[int]sample.Sample
+	batches [][]sample.Sample
+	cycles  []sample.Cycle // without Samples
 }
 
-func newRecorder() *recorder { return &recorder{latest: map[int]Update{}} }
+func newRecorder() *recorder { return &recorder{latest: map[int]sample.Sample{}} }
 
-func (r *recorder) emit(us []Update) {
+func (r *recorder) emit(cyc *sample.Cycle) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.batches = append(r.batches, append([]Update(nil), us...))
-	for _, u := range us {
+	meta := *cyc
+	meta.Samples = nil
+	r.cycles = append(r.cycles, meta)
+	if len(cyc.Samples) > 0 {
+		r.batches = append(r.batches, append([]sample.Sample(nil), cyc.Samples...))
+	}
+	for _, u := range cyc.Samples {
 		r.latest[u.Index] = u
 	}
 }
 
-func (r *recorder) get(i int) (Update, bool) {
+func (r *recorder) get(i int) (sample.Sample, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	u, ok := r.latest[i]
 	return u, ok
 }
 
-// has reports whether point i's latest update has quality q and (for
+// has reports whether point i's latest sample has quality q and (for
 // values) value v.
 func (r *recorder) has(i int, q telemetry.Quality, v float64) bool {
 	u, ok := r.get(i)
 	return ok && u.Quality == q && (!q.HasValue() || u.Num == v)
 }
 
-func (r *recorder) count(f func(Update) bool) int {
+func (r *recorder) count(f func(sample.Sample) bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -70,6 +77,19 @@ func (r *recorder) count(f func(Update) bool) int {
 			if f(u) {
 				n++
 			}
+		}
+	}
+	return n
+}
+
+// countCycles counts the recorded cycles (without their samples) matching f.
+func (r *recorder) countCycles(f func(sample.Cycle) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.cycles {
+		if f(c) {
+			n++
 		}
 	}
 	return n
@@ -138,8 +158,8 @@ func TestSubscribeDeliversValuesTimestampsAndUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 10*time.Second, "changed value", func() bool { return rec.has(1, telemetry.QualityGood, 212.25) })
-	if u, _ := rec.get(1); u.SourceTS != 1763812345101 || u.Status != 0 {
-		t.Fatalf("update %+v: want SourceTS 1763812345101 status 0", u)
+	if u, _ := rec.get(1); u.TS != 1763812345101 || u.Status != 0 {
+		t.Fatalf("update %+v: want TS 1763812345101 status 0", u)
 	}
 	if !c.Status().Connected || c.Status().Limits.MaxNodesPerRead != DefaultOperationLimit {
 		t.Fatalf("status %+v", c.Status())
@@ -239,8 +259,8 @@ func TestSecurityPoliciesAndModes(t *testing.T) {
 			if err := cfg.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			opts, err := options(t.Context(), &cfg, slog.New(slog.DiscardHandler))
-			if err != nil || len(opts) == 0 {
+			plan, err := options(t.Context(), &cfg, slog.New(slog.DiscardHandler), cfg.RequestTimeout)
+			if err != nil || len(plan.opts) == 0 {
 				t.Fatalf("options: %v", err)
 			}
 			if sec.Policy != "None" {
@@ -311,9 +331,14 @@ func TestLogins(t *testing.T) {
 				wait.For(t, 20*time.Second, "value after login", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
 				return
 			}
-			wait.For(t, 20*time.Second, "refusal", func() bool { return f.AuthFailures() > before && c.Status().LastError != "" })
+			// The server refuses the login, or (anonymous on a server that
+			// offers no anonymous token) the driver refuses to try.
+			wait.For(t, 20*time.Second, "refusal", func() bool {
+				e := c.Status().LastError
+				return e != "" && (f.AuthFailures() > before || strings.Contains(e, "auth.mode anonymous"))
+			})
 			wait.For(t, 5*time.Second, "stale marking", func() bool { return rec.has(0, telemetry.QualityStale, 0) })
-			if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+			if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 				t.Fatalf("%d good updates without a login", n)
 			}
 		})
@@ -342,7 +367,7 @@ func TestUntrustedServerCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("refused certificate not saved: %v", err)
 	}
-	if rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }) != 0 {
+	if rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }) != 0 {
 		t.Fatal("data from an untrusted server")
 	}
 	// The operator trusts it: the running driver picks it up on its next attempt.
@@ -387,7 +412,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 		},
 	} {
 		sessions := c.Status().Sessions
-		staleBefore := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityStale })
+		staleBefore := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityStale })
 		outage()
 		v := 1300.0 + float64(round)
 		if err := f.Set("bf-2", "hot_blast_temp", v, time.Now()); err != nil {
@@ -403,7 +428,7 @@ func TestRecoveryAfterServerRestartAndNetworkCut(t *testing.T) {
 			t.Fatalf("round %d: status %+v", round, c.Status())
 		}
 		// Stale is emitted once per outage: one update per point.
-		if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityStale }) - staleBefore; n != len(points) {
+		if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityStale }) - staleBefore; n != len(points) {
 			t.Fatalf("round %d: %d stale updates, want %d (once per point)", round, n, len(points))
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -238,7 +239,7 @@ func valuesArrived(rec *recorder) bool {
 		return false
 	}
 	ticks := map[float64]bool{}
-	rec.count(func(u Update) bool {
+	rec.count(func(u sample.Sample) bool {
 		if u.Index == 3 && u.Quality == telemetry.QualityGood {
 			ticks[u.Num] = true
 		}
@@ -370,7 +371,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 		// The connect path itself returns the typed error.
 		c := cfg
 		c.SetDefaults()
-		_, err := connect(t.Context(), &c, testLogOrDiscard(t))
+		_, err := connect(t.Context(), &c, testLogOrDiscard(t), c.RequestTimeout)
 		var ue *UntrustedError
 		if !errors.Is(err, ErrUntrusted) || !errors.As(err, &ue) || ue.Thumbprint != thumb || ue.TrustDir != cfg.TrustDir {
 			t.Fatalf("connect with an empty trust dir: %v, want ErrUntrusted for %s", err, thumb)
@@ -388,7 +389,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 				strings.Contains(e, "accept_untrusted")
 		})
 		t.Logf("refusal: %s", cl.Status().LastError)
-		if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+		if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 			t.Fatalf("%d good updates from an untrusted server", n)
 		}
 		saved, err := os.ReadFile(ue.Saved)
@@ -459,7 +460,7 @@ func waitRefused(t *testing.T, cl *Client, rec *recorder, want string) {
 	wait.For(t, 30*time.Second, "refused login", func() bool {
 		return strings.Contains(cl.Status().LastError, want) && rec.has(0, telemetry.QualityStale, 0)
 	})
-	if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+	if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 		t.Fatalf("%d good updates without a valid login", n)
 	}
 	t.Logf("refusal: %s", cl.Status().LastError)
