@@ -1,7 +1,6 @@
 package opcua
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +35,9 @@ type recorder struct {
 	latest  map[int]sample.Sample
 	batches [][]sample.Sample
 	cycles  []sample.Cycle // without Samples
+	// staleOutsideLost collects Stale samples of cycles not marked Lost:
+	// the driver may only call a point stale when its session is gone.
+	staleOutsideLost []sample.Sample
 }
 
 func newRecorder() *recorder { return &recorder{latest: map[int]sample.Sample{}} }
@@ -51,6 +53,9 @@ func (r *recorder) emit(cyc *sample.Cycle) {
 	}
 	for _, u := range cyc.Samples {
 		r.latest[u.Index] = u
+		if u.Quality == telemetry.QualityStale && !cyc.Lost {
+			r.staleOutsideLost = append(r.staleOutsideLost, u)
+		}
 	}
 }
 
@@ -125,15 +130,7 @@ func run(t *testing.T, cfg Config, points []Point) (*Client, *recorder) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, rec.emit) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runClient(t, c, rec)
 	return c, rec
 }
 

@@ -48,6 +48,36 @@ type nodeServer struct {
 
 	mu       sync.Mutex
 	sessions []serverSession // activated sessions as the server reported them
+
+	stdin io.Writer        // test control commands (server.js: "Test control")
+	acks  chan controlEvent // their answers
+}
+
+// controlEvent answers one control command.
+type controlEvent struct {
+	Event string `json:"event"` // done | error
+	Cmd   string `json:"cmd"`
+	Error string `json:"error"`
+}
+
+// command sends one control command to server.js and waits for its answer.
+func (s *nodeServer) command(t *testing.T, cmd map[string]any) {
+	t.Helper()
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.stdin.Write(append(b, '\n')); err != nil {
+		t.Fatalf("server.js control %s: %v", b, err)
+	}
+	select {
+	case ev := <-s.acks:
+		if ev.Event != "done" {
+			t.Fatalf("server.js control %s: %s", b, ev.Error)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server.js control %s: no answer within 10s", b)
+	}
 }
 
 // serverSession is a session_activated line of server.js: what the server
@@ -61,6 +91,14 @@ type serverSession struct {
 }
 
 func (s *nodeServer) record(l string) {
+	var ce controlEvent
+	if json.Unmarshal([]byte(l), &ce) == nil && (ce.Event == "done" || ce.Event == "error") {
+		select {
+		case s.acks <- ce:
+		default: // nobody asked; dropped
+		}
+		return
+	}
 	var ev serverSession
 	if json.Unmarshal([]byte(l), &ev) != nil || ev.Event != "session_activated" {
 		return
@@ -153,7 +191,7 @@ func startNodeServer(t *testing.T, userTrust string) *nodeServer {
 	// The reader owns stdout until EOF (the child exited): it hands over
 	// the start line, records session events and drops anything else, so
 	// node never blocks on a full pipe.
-	srv := &nodeServer{}
+	srv := &nodeServer{stdin: stdin, acks: make(chan controlEvent, 1)}
 	lines := make(chan string, 1)
 	readerDone := make(chan struct{})
 	go func() {
