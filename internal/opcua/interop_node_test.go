@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
+
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -49,7 +51,7 @@ type nodeServer struct {
 	mu       sync.Mutex
 	sessions []serverSession // activated sessions as the server reported them
 
-	stdin io.Writer        // test control commands (server.js: "Test control")
+	stdin io.Writer         // test control commands (server.js: "Test control")
 	acks  chan controlEvent // their answers
 }
 
@@ -509,4 +511,111 @@ func testLogOrDiscard(t *testing.T) *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// TestInteropSessionTiming holds constant subscribed nodes on node-opcua
+// for 100 keep-alive periods (fastTiming: about 25 s of wall time for what
+// a default configuration sees in about 8 minutes) and checks, from both
+// sides, that exactly one session served them. Then it forces the trap
+// the driver's timing avoids (a publish timeout below the keep-alive
+// period, so node-opcua answers Publish with a BadTimeout service fault)
+// and checks the session survives those faults.
+func TestInteropSessionTiming(t *testing.T) {
+	needNodeServer(t)
+	srv := startNodeServer(t, t.TempDir())
+	constant := []Point{{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond}, {NodeID: srv.Nodes[2], SamplingInterval: 50 * time.Millisecond}}
+
+	t.Run("ConstantValuesOneSession", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+		fastTiming(&cfg)
+		cfg.PublishInterval = 100 * time.Millisecond // node-opcua's minimum publishing interval
+		cfg.KeepAlive = 200 * time.Millisecond
+		sessions := srv.sessionCount()
+		c, rec := run(t, cfg, constant)
+		wait.For(t, 20*time.Second, "initial values", func() bool {
+			return rec.has(0, telemetry.QualityGood, 210) && rec.has(1, telemetry.QualityGood, 22.5)
+		})
+		wait.For(t, 90*time.Second, "100 keep-alive periods", func() bool { return keepAlives(rec) >= 100 })
+		st := c.Status()
+		if st.Sessions != 1 || lostCycles(rec) != 0 || st.ServiceFaults != 0 {
+			t.Fatalf("status %+v, %d lost cycles: want one session and no fault", st, lostCycles(rec))
+		}
+		if n := srv.sessionCount() - sessions; n != 1 {
+			t.Fatalf("node-opcua activated %d sessions, want 1", n)
+		}
+		t.Logf("subscription as revised by node-opcua: %+v", st.Subscription)
+	})
+
+	t.Run("PublishBadTimeoutSurvived", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+		cfg.PublishInterval, cfg.KeepAlive, cfg.RequestTimeout = 100*time.Millisecond, 2*time.Second, 5*time.Second
+		c, err := New("dev-1", cfg, constant, testLog(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The trap: a Publish request that times out (1 s) before the
+		// keep-alive (2.1 s) is due. node-opcua answers it BadTimeout.
+		c.timing.publish = time.Second
+		sessions := srv.sessionCount()
+		rec := newRecorder()
+		runClient(t, c, rec)
+		wait.For(t, 30*time.Second, "five BadTimeout faults survived", func() bool { return c.Status().ServiceFaults >= 5 })
+		if st := c.Status(); st.Sessions != 1 || lostCycles(rec) != 0 || !st.Connected {
+			t.Fatalf("status %+v, %d lost cycles: a service fault cost the session", st, lostCycles(rec))
+		}
+		if n := srv.sessionCount() - sessions; n != 1 {
+			t.Fatalf("node-opcua activated %d sessions, want 1", n)
+		}
+		if !rec.has(0, telemetry.QualityGood, 210) || !rec.has(1, telemetry.QualityGood, 22.5) {
+			t.Fatal("values not good")
+		}
+	})
+}
+
+// TestInteropRefusedItemRetried subscribes to a node the server does not
+// have yet (as after a restart, while it loads its address space): the
+// point is Bad with BadNodeIdUnknown (not Silent, the server answered)
+// until the node appears, then its value arrives on the same session.
+// Bad StatusCodes set on a live node stay Bad with their code.
+func TestInteropRefusedItemRetried(t *testing.T) {
+	needNodeServer(t)
+	srv := startNodeServer(t, t.TempDir())
+	cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+	cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 400*time.Millisecond
+	ns := strings.SplitN(srv.Nodes[0], ";", 2)[0]
+	points := []Point{
+		{NodeID: ns + ";s=bf-2.late", SamplingInterval: 50 * time.Millisecond},
+		{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond},
+		{NodeID: srv.Nodes[2], Mode: ModePoll, PollInterval: 100 * time.Millisecond},
+	}
+	c, rec := run(t, cfg, points)
+	wait.For(t, 20*time.Second, "refused item reported bad", func() bool {
+		s, ok := rec.get(0)
+		return ok && s.Quality == telemetry.QualityBad && s.Status == uint32(ua.StatusBadNodeIDUnknown) && !s.Silent &&
+			rec.has(1, telemetry.QualityGood, 210) && c.Status().Refused == 1
+	})
+	// Retried with backoff: reported Bad on every refusal.
+	wait.For(t, 20*time.Second, "retries", func() bool {
+		return rec.count(func(s sample.Sample) bool { return s.Index == 0 && s.Quality == telemetry.QualityBad }) >= 3
+	})
+	srv.command(t, map[string]any{"cmd": "add", "name": "late", "value": 42})
+	wait.For(t, 20*time.Second, "value of the node added later", func() bool { return rec.has(0, telemetry.QualityGood, 42) })
+	if st := c.Status(); st.Sessions != 1 || st.Refused != 0 {
+		t.Fatalf("status %+v: want the same session, nothing refused", st)
+	}
+
+	// A Bad value on a subscribed and on a polled node: Bad with its code.
+	srv.command(t, map[string]any{"cmd": "status", "name": "top_pressure", "status": "BadSensorFailure"})
+	srv.command(t, map[string]any{"cmd": "status", "name": "top_gas_co", "status": "BadDeviceFailure"})
+	wait.For(t, 20*time.Second, "bad with the server's codes", func() bool {
+		s1, _ := rec.get(1)
+		s2, _ := rec.get(2)
+		return s1.Quality == telemetry.QualityBad && s1.Status == uint32(ua.StatusBadSensorFailure) && !s1.Silent &&
+			s2.Quality == telemetry.QualityBad && s2.Status == uint32(ua.StatusBadDeviceFailure) && !s2.Silent
+	})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.staleOutsideLost) > 0 || lostCyclesLocked(rec) != 0 {
+		t.Fatalf("stale while the server answers: %+v", rec.staleOutsideLost)
+	}
 }

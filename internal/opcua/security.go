@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -203,6 +204,11 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger, requestTimeout 
 			return nil, err
 		}
 		opts = append(opts, opcua.Certificate(der), opcua.PrivateKey(key))
+		// The ApplicationDescription must name the certificate's URI
+		// (Part 4, 5.6.2: BadCertificateUriInvalid otherwise).
+		if c, err := x509.ParseCertificate(der); err == nil && len(c.URIs) > 0 {
+			sess.ClientDescription.ApplicationURI = c.URIs[0].String()
+		}
 	}
 	// The identity token names the policy id the server gave the token
 	// type on this endpoint (Part 4, 7.41), as SecurityFromEndpoint does.
