@@ -10,6 +10,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"gopkg.in/yaml.v3"
 
+	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/opcuafront"
@@ -44,7 +45,9 @@ func TestBrowseAndWriteConfig(t *testing.T) {
 			Points []struct {
 				Signal string `yaml:"signal"`
 				NodeID string `yaml:"node_id"`
-				Unit   string `yaml:"unit"`
+				Unit   string   `yaml:"unit"`
+				Min    *float64 `yaml:"min"`
+				Max    *float64 `yaml:"max"`
 			} `yaml:"points"`
 		} `yaml:"devices"`
 	}
@@ -55,7 +58,8 @@ func TestBrowseAndWriteConfig(t *testing.T) {
 		t.Fatalf("devices %+v\n%s", doc.Devices, conf.String())
 	}
 	p := doc.Devices[0].Points[0]
-	if p.Signal != "hot_blast_temp" || p.NodeID != "ns=1;s=bf-2.hot_blast_temp" || p.Unit != "Cel" || doc.Devices[0].OPCUA.Endpoint != f.Endpoint() {
+	if p.Signal != "hot_blast_temp" || p.NodeID != "ns=1;s=bf-2.hot_blast_temp" || p.Unit != "Cel" || doc.Devices[0].OPCUA.Endpoint != f.Endpoint() ||
+		p.Min == nil || *p.Min != 900 || p.Max == nil || *p.Max != 1350 {
 		t.Fatalf("point %+v", p)
 	}
 	if f.Rejected() != 0 {
@@ -237,4 +241,59 @@ func decodeDataValue(data []byte) (dv *ua.DataValue, ok bool) {
 	dv = new(ua.DataValue)
 	_, err := dv.Decode(data)
 	return dv, err == nil
+}
+
+// With a class, the generated config names it and writes each point's
+// range in the catalog unit the reading is published in; a unit that does
+// not convert, a missing unit and a name the class lacks are flagged.
+func TestWriteConfigConvertsRangesToTheCatalogUnit(t *testing.T) {
+	cl, ok := catalog.Default().Class("blast_furnace")
+	if !ok {
+		t.Fatal("no blast_furnace class")
+	}
+	v := func(name, ucum string, lo, hi float64, hasUnit bool) *variable {
+		return &variable{node: ua.NewStringNodeID(2, "bf."+name), path: []string{"bf", name}, parent: "bf", dtype: "Double",
+			unit: NodeUnit{UCUM: ucum, Min: lo, Max: hi, HasRange: true}, hasUnit: hasUnit}
+	}
+	vars := []*variable{
+		v("hot_blast_temp", "[degF]", 1652, 2462, true), // 900..1350 Cel
+		v("top_pressure", "bar", 0, 3.2, true),          // 0..320 kPa
+		v("top_gas_co", "Cel", 0, 40, true),             // does not convert to %
+		v("blast_volume", "", 0, 1, false),              // no unit on the node
+		v("spindle_speed", "/min", 0, 1, true),          // not a blast furnace signal
+	}
+	var b bytes.Buffer
+	if err := writeConfig(&b, &Config{Endpoint: "opc.tcp://x:4840", SecurityPolicy: "None", SecurityMode: "None", Auth: AuthConfig{Mode: "anonymous"}}, cl, vars); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Devices []struct {
+			Class  string `yaml:"class"`
+			Points []struct {
+				Signal string   `yaml:"signal"`
+				Unit   string   `yaml:"unit"`
+				Min    *float64 `yaml:"min"`
+				Max    *float64 `yaml:"max"`
+			} `yaml:"points"`
+		} `yaml:"devices"`
+	}
+	if err := yaml.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatalf("not YAML: %v\n%s", err, b.String())
+	}
+	text := b.String()
+	ps := doc.Devices[0].Points
+	near := func(p *float64, want float64) bool { return p != nil && math.Abs(*p-want) < 1e-9 }
+	if doc.Devices[0].Class != "blast_furnace" || ps[0].Unit != "[degF]" || !near(ps[0].Min, 900) || !near(ps[0].Max, 1350) ||
+		ps[1].Unit != "bar" || !near(ps[1].Min, 0) || !near(ps[1].Max, 320) {
+		t.Fatalf("points %+v\n%s", ps, text)
+	}
+	if ps[2].Min != nil || !strings.Contains(text, "does not convert to the catalog unit %") {
+		t.Fatalf("a non-converting unit got a range or no note:\n%s", text)
+	}
+	if ps[3].Unit != "" || !strings.Contains(text, "the node has no EngineeringUnits") {
+		t.Fatalf("missing unit not flagged:\n%s", text)
+	}
+	if !strings.Contains(text, "not a blast_furnace signal") {
+		t.Fatalf("foreign signal not flagged:\n%s", text)
+	}
 }
