@@ -43,8 +43,8 @@ func TestBrowseAndWriteConfig(t *testing.T) {
 			Class  string `yaml:"class"`
 			OPCUA  Config `yaml:"opcua"`
 			Points []struct {
-				Signal string `yaml:"signal"`
-				NodeID string `yaml:"node_id"`
+				Signal string   `yaml:"signal"`
+				NodeID string   `yaml:"node_id"`
 				Unit   string   `yaml:"unit"`
 				Min    *float64 `yaml:"min"`
 				Max    *float64 `yaml:"max"`
