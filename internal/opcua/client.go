@@ -210,7 +210,7 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 				s.LastError = err.Error()
 			}
 		})
-		if ctx.Err() != nil {
+		if stopped(ctx) {
 			// The session ended because ctx did: a requested stop, which
 			// Run reports as nil, not as the session's error.
 			return nil
@@ -230,6 +230,17 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
+	}
+}
+
+// stopped reports whether ctx has ended: the driver's loops then return
+// nil, whatever error the interrupted request gave.
+func stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
 	}
 }
 

@@ -224,10 +224,7 @@ func (s *subSession) retryRefused(ctx context.Context) error {
 				idx = append(idx, i)
 			}
 		}
-		if err := s.monitor(ctx, idx, true); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		if err := s.monitor(ctx, idx, true); err != nil && !stopped(ctx) {
 			return err
 		}
 	}
@@ -253,7 +250,7 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, s.sub.PublishTimeout+time.Second)
 		resp, answered, err := send[*ua.PublishResponse](pctx, s.cl, req)
 		cancel()
-		if ctx.Err() != nil {
+		if stopped(ctx) {
 			return nil
 		}
 		switch {
