@@ -36,6 +36,9 @@ const (
 	// subscription outlives this many keep-alive periods without a Publish
 	// request (the specification's minimum is 3).
 	LifetimeFactor = 10
+	// MaxNotificationsPerPublish caps one publish response (gopcua's
+	// default too); the server sends the rest in the next responses.
+	MaxNotificationsPerPublish = 10000
 	// maxSilentPublishes is how many Publish requests in a row may time out
 	// (no answer, not even a keep-alive) before the session counts as lost.
 	maxSilentPublishes = 3
@@ -101,6 +104,7 @@ func (c *Client) subscribe(ctx context.Context, cl *opcua.Client) (*subscription
 		RequestedPublishingInterval: float64(t.interval) / float64(time.Millisecond),
 		RequestedLifetimeCount:      t.lifetime,
 		RequestedMaxKeepAliveCount:  t.keepAlive,
+		MaxNotificationsPerPublish:  MaxNotificationsPerPublish,
 		PublishingEnabled:           true,
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -322,9 +326,12 @@ func (s *subSession) notifications(msg *ua.NotificationMessage) error {
 				ss = append(ss, smp)
 			}
 		case *ua.StatusChangeNotification:
-			// The server ended the subscription (BadTimeout: its lifetime
-			// ran out); nothing more comes on it.
-			return fmt.Errorf("opcua: subscription %d status change: %w", s.sub.id, n.Status)
+			// A Bad status ends the subscription (BadTimeout: its
+			// lifetime ran out); nothing more comes on it.
+			if n.Status>>30 == 2 {
+				return fmt.Errorf("opcua: subscription %d status change: %w", s.sub.id, n.Status)
+			}
+			c.log.Info("subscription status change", "status", n.Status.Error())
 		}
 	}
 	c.m.notifications.Add(float64(len(ss)))
