@@ -3,8 +3,11 @@ package opcua
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -293,41 +296,93 @@ func TestPanicInSessionBecomesSessionError(t *testing.T) {
 	}
 }
 
-// Several devices with the same data dir start at once: one application
-// certificate is created and all use it.
+// Several devices with the same data dir start at once over a secured
+// channel: one application certificate is created, all of them use it and
+// all of them read values.
 func TestConcurrentDevicesShareOneCertificate(t *testing.T) {
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	dataDir := t.TempDir()
-	const n = 8
-	thumbs := make([]string, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
+	const n = 6
+	created := &createdLog{}
+	log := slog.New(created)
+	recs := make([]*recorder, n)
+	clients := make([]*Client, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := Config{Endpoint: f.Endpoint(), DataDir: dataDir, SecurityPolicy: "Basic256Sha256", SecurityMode: "SignAndEncrypt", AcceptUntrusted: true}
-			cfg.SetDefaults()
-			<-start
-			der, _, err := appCert(&cfg, testLogOrDiscard(t))
-			if err != nil {
-				t.Errorf("device %d: %v", i, err)
-				return
-			}
-			thumbs[i] = uapki.Thumbprint(der)
-		}()
+		cfg := baseConfig(t, f)
+		cfg.DataDir, cfg.SecurityPolicy, cfg.SecurityMode = dataDir, "Basic256Sha256", "SignAndEncrypt"
+		trust(t, &cfg, f)
+		c, err := New("dev-"+strconv.Itoa(i), cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"), log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i], recs[i] = c, newRecorder()
 	}
-	close(start)
-	wg.Wait()
-	for i := range thumbs {
-		if thumbs[i] != thumbs[0] {
-			t.Fatalf("device %d uses certificate %s, device 0 %s", i, thumbs[i], thumbs[0])
+	for i := range n { // started back to back: their first connects overlap
+		runClient(t, clients[i], recs[i])
+	}
+	wait.For(t, 30*time.Second, "values on every device", func() bool {
+		for _, r := range recs {
+			if !r.has(0, telemetry.QualityGood, 1183.5) {
+				return false
+			}
+		}
+		return true
+	})
+	for i, c := range clients {
+		if st := c.Status(); st.Sessions != 1 {
+			t.Fatalf("device %d: status %+v: a certificate mix-up cost sessions", i, st)
 		}
 	}
-	der, err := uapki.LoadCertificate(filepath.Join(dataDir, "pki", "own", "cert.der"))
-	if err != nil || uapki.Thumbprint(der) != thumbs[0] {
-		t.Fatalf("cert.der on disk: %v", err)
+	own := filepath.Join(dataDir, "pki", "own")
+	entries, err := os.ReadDir(own)
+	if err != nil {
+		t.Fatal(err)
 	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != 2 || names[0] != "cert.der" || names[1] != "key.pem" {
+		t.Fatalf("%s holds %v, want exactly cert.der and key.pem", own, names)
+	}
+	der, err := uapki.LoadCertificate(filepath.Join(own, "cert.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if th := created.thumbprints(); len(th) != 1 || th[0] != uapki.Thumbprint(der) {
+		t.Fatalf("certificates created %v, want exactly one, cert.der's %s", th, uapki.Thumbprint(der))
+	}
+}
+
+// createdLog records the thumbprints of "created the application instance
+// certificate" log records.
+type createdLog struct {
+	mu sync.Mutex
+	th []string
+}
+
+func (h *createdLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *createdLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *createdLog) WithGroup(string) slog.Handler            { return h }
+func (h *createdLog) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, "created the application instance certificate") {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "thumbprint" {
+			h.mu.Lock()
+			h.th = append(h.th, a.Value.String())
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (h *createdLog) thumbprints() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.th...)
 }
 
 // runClient runs c until the test ends.
