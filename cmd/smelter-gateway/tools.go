@@ -137,6 +137,7 @@ func cmdBrowse(args []string, stdout, stderr io.Writer) int {
 	depth := fs.Int("depth", 6, "levels to walk below the root")
 	ns0 := fs.Bool("ns0", false, "also walk namespace 0 (the Server object)")
 	writeCfg := fs.String("write-config", "", "write a ready-to-edit device config for the variables found to this file")
+	class := fs.String("class", "generic", "catalog class of the devices in -write-config (ranges are written in the class's units)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: smelter-gateway browse ENDPOINT [flags]
 
@@ -146,6 +147,7 @@ data type, unit and current value.
 Examples:
   smelter-gateway browse opc.tcp://10.0.0.7:4840
   smelter-gateway browse opc.tcp://10.0.0.7:4840 -policy Basic256Sha256 -auth username -user op -password-env UA_PW -write-config cnc.yaml
+  smelter-gateway browse opc.tcp://10.0.0.9:4840 -write-config bf.yaml -class blast_furnace
 
 `)
 		fs.PrintDefaults()
@@ -158,7 +160,7 @@ Examples:
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	opts := opcua.BrowseOptions{Root: *root, MaxDepth: *depth, IncludeNS0: *ns0}
+	opts := opcua.BrowseOptions{Root: *root, MaxDepth: *depth, IncludeNS0: *ns0, Class: *class}
 	var f *os.File
 	if *writeCfg != "" {
 		var err error

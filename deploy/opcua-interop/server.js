@@ -23,6 +23,12 @@
 // with the user name, certificate with the SHA-1 thumbprint), so a test can check what
 // the server itself negotiated. It stops on SIGTERM, SIGINT or when stdin closes (so it
 // never outlives its parent).
+//
+// Test control: one JSON command per stdin line, each answered by
+// {"event":"done","cmd":...} (or {"event":"error",...}) on stdout:
+//   {"cmd":"add","name":"late","value":42}            adds the Double AnalogItem ns;s=bf-2.late
+//   {"cmd":"status","name":"top_pressure","status":"BadSensorFailure"}  sets a node's StatusCode
+//   {"cmd":"status","name":"top_pressure","status":"Good","value":211}  and back, with a value
 "use strict";
 
 const crypto = require("crypto");
@@ -229,6 +235,62 @@ async function main() {
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
+    const reply = (ev) => process.stdout.write(JSON.stringify(ev) + "\n");
+    const byName = new Map(VARIABLES.map((v, i) => [v.name, vars[i]]));
+    const control = (line) => {
+        let c;
+        try {
+            c = JSON.parse(line);
+        } catch (err) {
+            reply({ event: "error", error: `not JSON: ${err.message}` });
+            return;
+        }
+        try {
+            switch (c.cmd) {
+                case "add": {
+                    if (byName.has(c.name)) throw new Error(`${c.name} exists`);
+                    const v = ns.addAnalogDataItem({
+                        componentOf: folder,
+                        browseName: c.name,
+                        nodeId: `s=${ASSET}.${c.name}`,
+                        dataType: "Double",
+                        engineeringUnits: standardUnits.kilowatt,
+                        engineeringUnitsRange: { low: 0, high: 1e6 },
+                        minimumSamplingInterval: 50,
+                        value: new Variant({ dataType: DataType.Double, value: Number(c.value) }),
+                    });
+                    byName.set(c.name, v);
+                    break;
+                }
+                case "status": {
+                    const v = byName.get(c.name);
+                    if (!v) throw new Error(`no variable ${c.name}`);
+                    const code = StatusCodes[c.status];
+                    if (!code) throw new Error(`no status ${c.status}`);
+                    const cur = v.readValue().value.value;
+                    const value = c.value === undefined ? cur : Number(c.value);
+                    v.setValueFromSource(new Variant({ dataType: DataType.Double, value }), code, new Date());
+                    break;
+                }
+                default:
+                    throw new Error(`unknown cmd ${c.cmd}`);
+            }
+            reply({ event: "done", cmd: c.cmd, name: c.name });
+        } catch (err) {
+            reply({ event: "error", cmd: c.cmd, error: err.message });
+        }
+    };
+    let pending = "";
+    process.stdin.setEncoding("utf8");
+    process.stdin.on("data", (chunk) => {
+        pending += chunk;
+        let i;
+        while ((i = pending.indexOf("\n")) >= 0) {
+            const line = pending.slice(0, i).trim();
+            pending = pending.slice(i + 1);
+            if (line) control(line);
+        }
+    });
     process.stdin.on("end", stop);
     process.stdin.on("error", stop);
     process.stdin.resume();

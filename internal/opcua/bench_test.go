@@ -14,6 +14,7 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
@@ -108,7 +109,7 @@ func BenchmarkSubscribe10k(b *testing.B) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = c.Run(ctx, func(us []Update) { got.Add(int64(len(us))) })
+		_ = c.Run(ctx, func(cyc *sample.Cycle) { got.Add(int64(len(cyc.Samples))) })
 	}()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(60 * time.Second)
@@ -129,14 +130,13 @@ func BenchmarkSubscribe10k(b *testing.B) {
 	b.ReportMetric((cpuTime()-cpu0).Seconds()/wall, "cpu-cores")
 }
 
-func BenchmarkToUpdate(b *testing.B) {
-	now := time.Now()
+func BenchmarkToSample(b *testing.B) {
 	dvs := benchDataValues()
 	b.ReportAllocs()
-	var sink Update
+	var sink sample.Sample
 	for b.Loop() {
 		for i, dv := range dvs {
-			sink = toUpdate(i, dv, now)
+			sink = toSample(i, dv)
 		}
 	}
 	_ = sink

@@ -16,6 +16,7 @@ import (
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/opcua/uaunits"
 	"github.com/smelterio/smelter/internal/units"
@@ -41,10 +42,11 @@ type session struct {
 }
 
 // NodeUnits reads EngineeringUnits and EURange of every point over a short
-// session of its own, within the server's operation limits. The lead uses
-// it to convert device units when the configuration names none.
+// session of its own, within the server's operation limits (the operator
+// tools use it; Run reads the units of UnitFromNode points itself and hands
+// them to OnUnits).
 func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
-	cl, err := connect(ctx, &c.cfg, c.log)
+	cl, err := connect(ctx, &c.cfg, c.log, c.cfg.RequestTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +59,11 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{cl: cl, cfg: &c.cfg, lim: lim}
+	return readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, nodes)
+}
+
+// readUnits reads EngineeringUnits and EURange of nodes; out[i].Index = i.
+func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit, error) {
 	props, err := s.properties(ctx, nodes)
 	if err != nil {
 		return nil, err
@@ -101,8 +107,8 @@ func (u *NodeUnit) setEU(dv *ua.DataValue) {
 	}
 	if ucum, ok := uaunits.UCUM(eu.UnitID); ok {
 		u.UCUM = ucum
-	} else if canon, ok := units.Canonical(u.Display); ok && canon == u.Display {
-		u.UCUM = u.Display
+	} else if canon, ok := units.Canonical(u.Display); ok && canon != "" {
+		u.UCUM = canon // a display name that is a unit or a known alias (°C -> Cel)
 	}
 }
 
@@ -245,6 +251,11 @@ type BrowseOptions struct {
 	MaxDepth    int       // levels below Root (default 6)
 	IncludeNS0  bool      // also walk namespace 0 nodes below Root (the Server object and friends)
 	WriteConfig io.Writer // when set, receives a ready-to-edit device point list in the gateway config format
+	// Class is the catalog class written into the generated config
+	// (default generic). With a class, points whose name is one of the
+	// class's signals get their EURange converted into the catalog unit
+	// and a note when the node's unit does not convert to it.
+	Class string
 }
 
 type variable struct {
@@ -263,6 +274,14 @@ type variable struct {
 // not empty) and prints every variable with node id, data type, unit and
 // current value. All requests stay within the server's operation limits.
 func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts BrowseOptions) error {
+	var class *catalog.Class
+	if opts.Class != "" && opts.Class != "generic" {
+		cl, ok := catalog.Default().Class(opts.Class)
+		if !ok {
+			return fmt.Errorf("opcua: class %q is not in the catalog (known: %s)", opts.Class, strings.Join(catalog.Default().ClassNames(), ", "))
+		}
+		class = cl
+	}
 	if endpoint != "" {
 		cfg.Endpoint = endpoint
 	}
@@ -282,7 +301,7 @@ func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts 
 	}
 	log := slog.New(slog.DiscardHandler)
 	probe := &Client{cfg: cfg, log: log}
-	cl, err := connect(ctx, &cfg, log)
+	cl, err := connect(ctx, &cfg, log, cfg.RequestTimeout)
 	if err != nil {
 		return err
 	}
@@ -366,7 +385,7 @@ func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts 
 	}
 	fmt.Fprintf(w, "%d variables (limits: %d nodes per read, %d per browse)\n", len(vars), lim.MaxNodesPerRead, lim.MaxNodesPerBrowse)
 	if opts.WriteConfig != nil {
-		return writeConfig(opts.WriteConfig, &cfg, vars)
+		return writeConfig(opts.WriteConfig, &cfg, class, vars)
 	}
 	return nil
 }
@@ -385,23 +404,34 @@ func (s *session) describe(ctx context.Context, vars []*variable) error {
 	if err != nil {
 		return err
 	}
-	var euNodes []*ua.NodeID
-	var euOf []*variable
+	var propNodes []*ua.NodeID
+	var dest []func(*ua.DataValue)
 	for i, v := range vars {
 		v.dtype = dataTypeName(types[i])
 		v.value, v.status = valueString(vals[i])
 		if p := v.props["EngineeringUnits"]; p != nil {
-			euNodes = append(euNodes, p)
-			euOf = append(euOf, v)
+			propNodes = append(propNodes, p)
+			dest = append(dest, func(dv *ua.DataValue) {
+				v.unit.setEU(dv)
+				v.hasUnit = v.unit.Err == nil
+			})
+		}
+		if p := v.props["EURange"]; p != nil {
+			propNodes = append(propNodes, p)
+			dest = append(dest, func(dv *ua.DataValue) {
+				var r NodeUnit
+				if r.setRange(dv); r.Err == nil {
+					v.unit.Min, v.unit.Max, v.unit.HasRange = r.Min, r.Max, true
+				}
+			})
 		}
 	}
-	eus, err := s.read(ctx, euNodes, ua.AttributeIDValue)
+	props, err := s.read(ctx, propNodes, ua.AttributeIDValue)
 	if err != nil {
 		return err
 	}
-	for i, dv := range eus {
-		euOf[i].unit.setEU(dv)
-		euOf[i].hasUnit = euOf[i].unit.Err == nil
+	for i, dv := range props {
+		dest[i](dv)
 	}
 	return nil
 }
@@ -517,7 +547,16 @@ func deviceID(s string) string {
 }
 
 // writeConfig writes a device list grouping variables by their object.
-func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
+//
+// Each numeric point gets the unit its node reports (EngineeringUnits,
+// UNECE code mapped to UCUM, or its display name when that is a known unit
+// or alias) as `unit`: the device's unit, which the gateway converts to the
+// catalog unit of the signal. Its EURange becomes `min`/`max`, expressed in
+// the unit the reading is published in: the catalog unit when the class
+// has the signal, the device's unit otherwise. A node without a usable unit
+// gets a comment asking for one (a numeric reading is never published
+// without a unit).
+func writeConfig(w io.Writer, cfg *Config, class *catalog.Class, vars []*variable) error {
 	byDev := map[string][]*variable{}
 	var order []string
 	for _, v := range vars {
@@ -534,14 +573,18 @@ func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
 		}
 		byDev[dev] = append(byDev[dev], v)
 	}
+	className := "generic"
+	if class != nil {
+		className = class.Name
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Generated by smelter-gateway browse %s on %s.\n", cfg.Endpoint, time.Now().UTC().Format(time.RFC3339))
-	b.WriteString("# Set each device's class to a catalog class and rename signals to the catalog's names;\n")
-	b.WriteString("# units are the device's (from EngineeringUnits) and are converted to the catalog unit.\n")
+	b.WriteString("# Rename signals to the catalog's names of the class; each unit is the device's (from its\n")
+	b.WriteString("# EngineeringUnits) and the gateway converts it to the catalog unit; min/max are in the published unit.\n")
 	b.WriteString("devices:\n")
 	for _, dev := range order {
-		fmt.Fprintf(&b, "  - id: %s\n    class: generic\n    opcua:\n      endpoint: %s\n      security_policy: %s\n      security_mode: %s\n",
-			deviceID(dev), cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode)
+		fmt.Fprintf(&b, "  - id: %s\n    class: %s\n    opcua:\n      endpoint: %s\n      security_policy: %s\n      security_mode: %s\n",
+			deviceID(dev), className, cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode)
 		if cfg.Auth.Mode != "anonymous" {
 			fmt.Fprintf(&b, "      auth: {mode: %s}\n", cfg.Auth.Mode)
 		}
@@ -554,17 +597,53 @@ func writeConfig(w io.Writer, cfg *Config, vars []*variable) error {
 				name += "_" + strconv.Itoa(used[name])
 			}
 			fmt.Fprintf(&b, "      - signal: %s\n        node_id: %q\n", name, v.node.String())
-			switch {
-			case v.hasUnit && v.unit.UCUM != "":
-				fmt.Fprintf(&b, "        unit: %q\n", v.unit.UCUM)
-			case v.hasUnit:
-				fmt.Fprintf(&b, "        # unit: ?  (device reports %q, UNECE %s)\n", v.unit.Display, v.unit.UNECE)
-			}
+			writePointUnit(&b, v, class, name)
 		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// writePointUnit writes the unit and range lines of one generated point.
+func writePointUnit(b *strings.Builder, v *variable, class *catalog.Class, name string) {
+	if v.dtype == "Boolean" || v.dtype == "String" {
+		return
+	}
+	var sig *catalog.Signal
+	if class != nil {
+		sig = class.Signals[name]
+		if sig == nil && !class.Open {
+			fmt.Fprintf(b, "        # not a %s signal: rename it to one of %s\n", class.Name, strings.Join(class.SignalNames(), ", "))
+		}
+	}
+	switch {
+	case !v.hasUnit:
+		b.WriteString("        # unit: ?  (the node has no EngineeringUnits: set the device's unit)\n")
+		return
+	case v.unit.UCUM == "":
+		fmt.Fprintf(b, "        # unit: ?  (device reports %q, UNECE %s: no UCUM equivalent known, set it)\n", v.unit.Display, v.unit.UNECE)
+		return
+	}
+	fmt.Fprintf(b, "        unit: %q\n", v.unit.UCUM)
+	conv := units.Identity
+	if sig != nil && sig.Unit != "" {
+		c, err := units.Convert(v.unit.UCUM, sig.Unit)
+		if err != nil {
+			fmt.Fprintf(b, "        # the device's unit %s does not convert to the catalog unit %s of %s.%s: check the node or the signal\n",
+				v.unit.UCUM, sig.Unit, class.Name, name)
+			return
+		}
+		if !c.IsIdentity() {
+			fmt.Fprintf(b, "        # published in the catalog unit %s\n", sig.Unit)
+		}
+		conv = c
+	}
+	if v.unit.HasRange {
+		fmt.Fprintf(b, "        min: %s\n        max: %s\n", fmtFloat(conv.Apply(v.unit.Min)), fmtFloat(conv.Apply(v.unit.Max)))
+	}
+}
+
+func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'g', 10, 64) }
 
 // EndpointInfo is one endpoint a server offers.
 type EndpointInfo struct {

@@ -10,6 +10,8 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"gopkg.in/yaml.v3"
 
+	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -41,9 +43,11 @@ func TestBrowseAndWriteConfig(t *testing.T) {
 			Class  string `yaml:"class"`
 			OPCUA  Config `yaml:"opcua"`
 			Points []struct {
-				Signal string `yaml:"signal"`
-				NodeID string `yaml:"node_id"`
-				Unit   string `yaml:"unit"`
+				Signal string   `yaml:"signal"`
+				NodeID string   `yaml:"node_id"`
+				Unit   string   `yaml:"unit"`
+				Min    *float64 `yaml:"min"`
+				Max    *float64 `yaml:"max"`
 			} `yaml:"points"`
 		} `yaml:"devices"`
 	}
@@ -54,7 +58,8 @@ func TestBrowseAndWriteConfig(t *testing.T) {
 		t.Fatalf("devices %+v\n%s", doc.Devices, conf.String())
 	}
 	p := doc.Devices[0].Points[0]
-	if p.Signal != "hot_blast_temp" || p.NodeID != "ns=1;s=bf-2.hot_blast_temp" || p.Unit != "Cel" || doc.Devices[0].OPCUA.Endpoint != f.Endpoint() {
+	if p.Signal != "hot_blast_temp" || p.NodeID != "ns=1;s=bf-2.hot_blast_temp" || p.Unit != "Cel" || doc.Devices[0].OPCUA.Endpoint != f.Endpoint() ||
+		p.Min == nil || *p.Min != 900 || p.Max == nil || *p.Max != 1350 {
 		t.Fatalf("point %+v", p)
 	}
 	if f.Rejected() != 0 {
@@ -157,8 +162,7 @@ func TestPointValidate(t *testing.T) {
 	}
 }
 
-func TestToUpdate(t *testing.T) {
-	now := time.UnixMilli(5000)
+func TestToSample(t *testing.T) {
 	src := time.UnixMilli(1234)
 	dv := func(v any, st ua.StatusCode, ts bool) *ua.DataValue {
 		d := &ua.DataValue{EncodingMask: ua.DataValueStatusCode, Status: st}
@@ -175,33 +179,33 @@ func TestToUpdate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   *ua.DataValue
-		want Update
+		want sample.Sample
 	}{
-		{"double", dv(12.5, 0, true), Update{Num: 12.5, SourceTS: 1234}},
-		{"int16", dv(int16(-3), 0, false), Update{Num: -3, SourceTS: 5000}},
-		{"uint64", dv(uint64(7), 0, true), Update{Num: 7, SourceTS: 1234}},
-		{"bool", dv(true, 0, true), Update{Num: 1, SourceTS: 1234}},
-		{"string", dv("running", 0, true), Update{Str: "running", IsStr: true, SourceTS: 1234}},
-		{"text", dv(ua.NewLocalizedText("idle"), 0, true), Update{Str: "idle", IsStr: true, SourceTS: 1234}},
-		{"uncertain", dv(1.5, ua.StatusUncertainLastUsableValue, true), Update{Num: 1.5, Status: 0x40900000, Quality: telemetry.QualityUncertain, SourceTS: 1234}},
-		{"bad keeps code, drops value", dv(9.0, ua.StatusBadSensorFailure, true), Update{Status: 0x808C0000, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"nan", dv(math.NaN(), 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"array", dv([]float64{1, 2}, 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"good without value", dv(nil, 0, true), Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 1234}},
-		{"nil", nil, Update{Status: statusTypeMismatch, Quality: telemetry.QualityBad, SourceTS: 5000}},
+		{"double", dv(12.5, 0, true), sample.Sample{Num: 12.5, TS: 1234}},
+		{"int16", dv(int16(-3), 0, false), sample.Sample{Num: -3}},
+		{"uint64", dv(uint64(7), 0, true), sample.Sample{Num: 7, TS: 1234}},
+		{"bool", dv(true, 0, true), sample.Sample{Num: 1, TS: 1234}},
+		{"string", dv("running", 0, true), sample.Sample{Str: "running", IsStr: true, TS: 1234}},
+		{"text", dv(ua.NewLocalizedText("idle"), 0, true), sample.Sample{Str: "idle", IsStr: true, TS: 1234}},
+		{"uncertain", dv(1.5, ua.StatusUncertainLastUsableValue, true), sample.Sample{Num: 1.5, Status: 0x40900000, Quality: telemetry.QualityUncertain, TS: 1234}},
+		{"bad keeps code, drops value", dv(9.0, ua.StatusBadSensorFailure, true), sample.Sample{Status: 0x808C0000, Quality: telemetry.QualityBad, TS: 1234}},
+		{"nan", dv(math.NaN(), 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"array", dv([]float64{1, 2}, 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"good without value", dv(nil, 0, true), sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad, TS: 1234}},
+		{"nil", nil, sample.Sample{Status: statusTypeMismatch, Quality: telemetry.QualityBad}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.want.Index = 3
-			if got := toUpdate(3, tc.in, now); got != tc.want {
+			if got := toSample(3, tc.in); got != tc.want {
 				t.Fatalf("got %+v want %+v", got, tc.want)
 			}
 		})
 	}
 }
 
-// FuzzToUpdate feeds arbitrary encoded DataValues through the gopcua
+// FuzzToSample feeds arbitrary encoded DataValues through the gopcua
 // decoder and the conversion: nothing panics, quality and status agree.
-func FuzzToUpdate(f *testing.F) {
+func FuzzToSample(f *testing.F) {
 	for _, v := range []any{1.5, int32(-4), "x", true, []byte{1}, []float64{1}} {
 		b, err := (&ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
 			Value: ua.MustVariant(v), Status: ua.StatusBadSensorFailure, SourceTimestamp: time.Unix(1, 0)}).Encode()
@@ -215,7 +219,7 @@ func FuzzToUpdate(f *testing.F) {
 		if !ok {
 			return
 		}
-		u := toUpdate(0, dv, time.Unix(2, 0))
+		u := toSample(0, dv)
 		if u.Quality != Quality(u.Status) {
 			t.Fatalf("quality %v for status %#x", u.Quality, u.Status)
 		}
@@ -237,4 +241,59 @@ func decodeDataValue(data []byte) (dv *ua.DataValue, ok bool) {
 	dv = new(ua.DataValue)
 	_, err := dv.Decode(data)
 	return dv, err == nil
+}
+
+// With a class, the generated config names it and writes each point's
+// range in the catalog unit the reading is published in; a unit that does
+// not convert, a missing unit and a name the class lacks are flagged.
+func TestWriteConfigConvertsRangesToTheCatalogUnit(t *testing.T) {
+	cl, ok := catalog.Default().Class("blast_furnace")
+	if !ok {
+		t.Fatal("no blast_furnace class")
+	}
+	v := func(name, ucum string, lo, hi float64, hasUnit bool) *variable {
+		return &variable{node: ua.NewStringNodeID(2, "bf."+name), path: []string{"bf", name}, parent: "bf", dtype: "Double",
+			unit: NodeUnit{UCUM: ucum, Min: lo, Max: hi, HasRange: true}, hasUnit: hasUnit}
+	}
+	vars := []*variable{
+		v("hot_blast_temp", "[degF]", 1652, 2462, true), // 900..1350 Cel
+		v("top_pressure", "bar", 0, 3.2, true),          // 0..320 kPa
+		v("top_gas_co", "Cel", 0, 40, true),             // does not convert to %
+		v("blast_volume", "", 0, 1, false),              // no unit on the node
+		v("spindle_speed", "/min", 0, 1, true),          // not a blast furnace signal
+	}
+	var b bytes.Buffer
+	if err := writeConfig(&b, &Config{Endpoint: "opc.tcp://x:4840", SecurityPolicy: "None", SecurityMode: "None", Auth: AuthConfig{Mode: "anonymous"}}, cl, vars); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Devices []struct {
+			Class  string `yaml:"class"`
+			Points []struct {
+				Signal string   `yaml:"signal"`
+				Unit   string   `yaml:"unit"`
+				Min    *float64 `yaml:"min"`
+				Max    *float64 `yaml:"max"`
+			} `yaml:"points"`
+		} `yaml:"devices"`
+	}
+	if err := yaml.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatalf("not YAML: %v\n%s", err, b.String())
+	}
+	text := b.String()
+	ps := doc.Devices[0].Points
+	near := func(p *float64, want float64) bool { return p != nil && math.Abs(*p-want) < 1e-9 }
+	if doc.Devices[0].Class != "blast_furnace" || ps[0].Unit != "[degF]" || !near(ps[0].Min, 900) || !near(ps[0].Max, 1350) ||
+		ps[1].Unit != "bar" || !near(ps[1].Min, 0) || !near(ps[1].Max, 320) {
+		t.Fatalf("points %+v\n%s", ps, text)
+	}
+	if ps[2].Min != nil || !strings.Contains(text, "does not convert to the catalog unit %") {
+		t.Fatalf("a non-converting unit got a range or no note:\n%s", text)
+	}
+	if ps[3].Unit != "" || !strings.Contains(text, "the node has no EngineeringUnits") {
+		t.Fatalf("missing unit not flagged:\n%s", text)
+	}
+	if !strings.Contains(text, "not a blast_furnace signal") {
+		t.Fatalf("foreign signal not flagged:\n%s", text)
+	}
 }

@@ -5,10 +5,12 @@
 // subscription. It also browses address spaces and lists endpoints for the
 // operator tools.
 //
-// gopcua v0.8.0 treats a service fault (BadTooManyOperations and friends)
-// as a lost connection and tears the secure channel down, so the driver
-// reads the operation limits first and never sends a larger request; if a
-// server still refuses a batch, the next session halves that batch size.
+// The driver uses gopcua for the secure channel, the session services and
+// the codec, but runs the subscription itself (subscription.go): gopcua's
+// connection monitor treats any service fault as a lost connection (v0.8.0
+// and v0.9.0, upstream PR #904), so one BadTimeout answer to a Publish
+// request would cost every node on the session. See docs/opcua.md,
+// "Session timing".
 package opcua
 
 import (
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,31 +31,28 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
-// Update is one node's new value.
-type Update struct {
-	Index    int // into the points slice given to New
-	Num      float64
-	Str      string
-	IsStr    bool
-	Status   uint32            // raw OPC UA StatusCode (kept when Stale)
-	Quality  telemetry.Quality // from the StatusCode's top bits; Stale while the session is lost
-	SourceTS int64             // unix ms: SourceTimestamp, else the time it was received
-}
+// ErrPanic is wrapped by the session error when decoding or handling a
+// server's answer panicked: the session is dropped and re-established with
+// backoff, the gateway keeps running.
+var ErrPanic = errors.New("opcua: panic in session")
+
+// ErrSessionLost is wrapped by the error of a Lost cycle whose cause is not
+// more specific (the server closed the connection, the session expired).
+var ErrSessionLost = errors.New("opcua: session lost")
 
 // Client acquires one device's points over one session at a time.
 type Client struct {
-	id     string
-	cfg    Config
-	points []Point
-	log    *slog.Logger
-	m      *devMetrics
-
-	emitMu     sync.Mutex
-	emitFn     func([]Update)
-	lastStatus []uint32
+	id      string
+	cfg     Config
+	points  []Point
+	log     *slog.Logger
+	m       *devMetrics
+	timing  timing
+	onUnits func([]NodeUnit)
 
 	mu      sync.Mutex
 	status  Status
@@ -66,6 +66,15 @@ type Status struct {
 	LastError string    `json:"last_error,omitempty"`
 	Sessions  uint64    `json:"sessions"`
 	Limits    Limits    `json:"limits"` // effective batch sizes of the current session
+	// Subscription is the server's revision of the subscription timing
+	// (zero while not subscribed).
+	Subscription SubscriptionTiming `json:"subscription,omitzero"`
+	// ServiceFaults counts service faults the session survived (a Publish
+	// answered BadTimeout, say) since Run started.
+	ServiceFaults uint64 `json:"service_faults"`
+	// Refused is how many monitored items the server currently refuses
+	// (retried with backoff).
+	Refused int `json:"refused_items"`
 }
 
 // New checks the configuration and points (after their defaults) and
@@ -89,9 +98,14 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), m: m.device(id),
-		lastStatus: make([]uint32, len(ps))}, nil
+	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), m: m.device(id), timing: deriveTiming(&cfg)}, nil
 }
+
+// OnUnits registers f, called from Run's goroutine before the first cycle
+// that carries values (and again after a reconnect if the units changed),
+// with the EngineeringUnits/EURange of the points whose Point.UnitFromNode
+// is set. Set it before Run; it does no I/O.
+func (c *Client) OnUnits(f func([]NodeUnit)) { c.onUnits = f }
 
 // Status returns a snapshot of the connection state.
 func (c *Client) Status() Status {
@@ -106,48 +120,83 @@ func (c *Client) setStatus(f func(*Status)) {
 	c.mu.Unlock()
 }
 
-// emit hands a batch to the caller; calls never overlap.
-func (c *Client) emit(us []Update) {
-	if len(us) == 0 {
-		return
-	}
-	c.emitMu.Lock()
-	defer c.emitMu.Unlock()
-	for i := range us {
-		if us[i].Quality != telemetry.QualityStale {
-			c.lastStatus[us[i].Index] = us[i].Status
+// runState is what Run keeps across sessions: the last sample reported per
+// point (for heartbeats and for the status code a Stale sample keeps) and
+// the units handed to OnUnits. mu serialises emission.
+type runState struct {
+	c      *Client
+	emitFn func(*sample.Cycle)
+
+	mu     sync.Mutex
+	last   []sample.Sample
+	lastAt []time.Time // when last reported; zero: nothing reported this session
+	units  []NodeUnit  // nil until read
+}
+
+// emit hands a cycle to the caller; calls never overlap.
+func (r *runState) emit(cyc *sample.Cycle) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.emitLocked(cyc)
+}
+
+func (r *runState) emitLocked(cyc *sample.Cycle) {
+	now := time.Now()
+	for _, s := range cyc.Samples {
+		if s.Quality != telemetry.QualityStale {
+			r.last[s.Index] = s
+			r.lastAt[s.Index] = now
 		}
 	}
-	c.emitFn(us)
+	r.emitFn(cyc)
 }
 
-func (c *Client) emitStale() {
-	now := time.Now().UnixMilli()
-	us := make([]Update, len(c.points))
-	c.emitMu.Lock()
-	for i := range us {
-		us[i] = Update{Index: i, Status: c.lastStatus[i], Quality: telemetry.QualityStale, SourceTS: now}
+// lost emits a Lost cycle: every point Stale (keeping its last status) on
+// the first loss of an outage, only the cause on later failed attempts.
+func (r *runState) lost(err error, withSamples bool) {
+	if err == nil {
+		err = ErrSessionLost
 	}
-	c.emitMu.Unlock()
-	c.emit(us)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cyc := &sample.Cycle{Start: time.Now(), Interval: r.c.cfg.PublishInterval, Lost: true, Err: err}
+	if withSamples {
+		cyc.Samples = make([]sample.Sample, len(r.last))
+		for i := range r.last {
+			cyc.Samples[i] = sample.Sample{Index: i, Quality: telemetry.QualityStale, Status: r.last[i].Status}
+		}
+	}
+	for i := range r.lastAt {
+		r.lastAt[i] = time.Time{}
+	}
+	r.emitFn(cyc)
 }
 
-// Run acquires until ctx ends. emit receives one call per publish response
-// or poll cycle (one snapshot), never concurrently; the slice is only valid
-// during the call. After any outage Run reconnects with backoff and
-// recreates its subscription; while away it emits Stale for every point
-// once. It returns nil when ctx ends.
-func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
-	c.emitFn = emit
+// Run acquires until ctx ends and calls emit once per cycle: a publish
+// response (data change or keep-alive), a poll of one group, a heartbeat
+// re-report of unchanged subscribed values, a retry of refused monitored
+// items, or a lost session. Calls never overlap; the Cycle is only valid
+// during the call. After any outage (including a failed engineering-unit
+// lookup or a panic while decoding a server's answer) Run emits a Lost
+// cycle with the cause, then reconnects with backoff (backoff_min ..
+// backoff_max) and recreates its subscription. It returns nil when ctx
+// ends.
+func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]time.Time, len(c.points))}
+	for i := range r.last {
+		r.last[i].Index = i
+	}
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
 	for {
 		c.m.state.Set(StateConnecting)
 		connected := false
-		err := c.session(ctx, func() {
-			connected = true
-			staleSent = false
-			bo.Reset()
+		err := c.guarded(ctx, "session", func() error {
+			return c.session(ctx, r, func() {
+				connected = true
+				staleSent = false
+				bo.Reset()
+			})
 		})
 		c.m.state.Set(StateDisconnected)
 		c.setStatus(func(s *Status) {
@@ -155,28 +204,27 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 				s.Since = time.Now()
 			}
 			s.Connected = false
+			s.Refused = 0
+			s.Subscription = SubscriptionTiming{}
 			if err != nil {
 				s.LastError = err.Error()
 			}
 		})
-		select {
-		case <-ctx.Done():
+		if stopped(ctx) {
 			// The session ended because ctx did: a requested stop, which
 			// Run reports as nil, not as the session's error.
 			return nil
-		default:
 		}
-		if !staleSent {
-			c.emitStale()
-			staleSent = true
-		}
+		r.lost(err, !staleSent)
+		staleSent = true
 		c.m.reconnects.Inc()
 		wait := bo.Next()
-		if connected {
+		switch {
+		case connected:
 			c.log.Warn("opc ua session lost; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
-		} else if errors.Is(err, ErrUntrusted) {
+		case errors.Is(err, ErrUntrusted):
 			c.log.Error(err.Error(), "retry_in", wait.Round(time.Millisecond))
-		} else {
+		default:
 			c.log.Warn("opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if !backoff.Sleep(ctx, wait) {
@@ -185,59 +233,47 @@ func (c *Client) Run(ctx context.Context, emit func(updates []Update)) error {
 	}
 }
 
-// connect opens a session with the configuration's security and identity.
-func connect(ctx context.Context, cfg *Config, log *slog.Logger, extra ...opcua.Option) (*opcua.Client, error) {
-	opts, err := options(ctx, cfg, log)
-	if err != nil {
-		return nil, err
+// stopped reports whether ctx has ended: the driver's loops then return
+// nil, whatever error the interrupted request gave.
+func stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
 	}
-	cl, err := opcua.NewClient(cfg.Endpoint, append(opts, extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("opcua: client options: %w", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-	defer cancel()
-	if err := cl.Connect(cctx); err != nil {
-		closeClient(cl)
-		return nil, fmt.Errorf("opcua: connect %s (%s/%s, auth %s): %w", cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode, cfg.Auth.Mode, err)
-	}
-	return cl, nil
 }
 
-func closeClient(cl *opcua.Client) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = cl.Close(ctx)
+// guarded runs f and turns a panic in it into an error wrapping ErrPanic,
+// counted in smelter_opcua_session_panics_total and logged with its stack.
+//
+// It covers every goroutine the driver owns (the session, its publish
+// loop, poll loops, watchdog, item retries), where gopcua hands responses
+// to the driver and where the driver decodes values. It cannot cover
+// gopcua's own secure-channel dispatcher goroutine, which decodes each
+// message before handing it over (uasc.SecureChannel.dispatcher ->
+// Receive -> ua.DecodeService) and has no recover: a message that makes
+// gopcua's decoder panic there ends the process. docs/opcua.md,
+// "Hostile servers", says which inputs reach that path.
+func (c *Client) guarded(ctx context.Context, name string, f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.m.panics.Inc()
+			err = fmt.Errorf("%w: %s: %v", ErrPanic, name, p)
+			c.log.Error("panic in the opc ua session; dropping the session", "part", name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	return f()
 }
 
 // session runs one connection: it returns when the connection is lost or
 // ctx ends. up is called once the session is acquiring.
-func (c *Client) session(ctx context.Context, up func()) error {
-	stateCh := make(chan opcua.ConnState, 16)
-	cl, err := connect(ctx, &c.cfg, c.log, opcua.StateChangedCh(stateCh))
+func (c *Client) session(ctx context.Context, r *runState, up func()) error {
+	cl, err := connect(ctx, &c.cfg, c.log, c.timing.publish)
 	if err != nil {
 		return err
 	}
-	closed := make(chan struct{})
-	defer func() {
-		closeClient(cl)
-		close(closed)
-	}()
-	// gopcua blocks on the state channel; keep it drained until closed.
-	lost := make(chan struct{})
-	go func() {
-		var once sync.Once
-		for {
-			select {
-			case <-closed:
-				return
-			case s := <-stateCh:
-				if s == opcua.Disconnected || s == opcua.Closed {
-					once.Do(func() { close(lost) })
-				}
-			}
-		}
-	}()
+	defer closeClient(cl)
 
 	nodes, err := c.resolve(ctx, cl)
 	if err != nil {
@@ -248,6 +284,9 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return err
 	}
 	c.setStatus(func(s *Status) { s.Limits = lim })
+	if err := c.units(ctx, cl, nodes, lim, r); err != nil {
+		return err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	var subIdx, pollIdx []int
@@ -259,32 +298,32 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		}
 	}
 	if len(subIdx) > 0 {
-		notify := make(chan *opcua.PublishNotificationData, 64)
-		sub, err := cl.Subscribe(ctx, c.subscriptionParams(), notify)
+		sub, err := c.subscribe(ctx, cl)
 		if err != nil {
-			return fmt.Errorf("opcua: create subscription: %w", err)
-		}
-		if err := c.monitor(ctx, sub, nodes, subIdx, lim); err != nil {
 			return err
 		}
-		g.Go(func() error { return c.notifications(gctx, notify) })
+		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}}
+		if err := s.monitor(ctx, subIdx, true); err != nil {
+			return err
+		}
+		g.Go(func() error { return c.guarded(gctx, "publish", func() error { return s.publishLoop(gctx) }) })
+		g.Go(func() error {
+			return c.guarded(gctx, "monitored item retry", func() error { return s.retryRefused(gctx) })
+		})
+		if c.cfg.Heartbeat > 0 {
+			g.Go(func() error { return c.guarded(gctx, "heartbeat", func() error { return c.heartbeat(gctx, r, sub) }) })
+		}
 	}
 	groups := map[time.Duration][]int{}
 	for _, i := range pollIdx {
 		groups[c.points[i].PollInterval] = append(groups[c.points[i].PollInterval], i)
 	}
 	for iv, idx := range groups {
-		g.Go(func() error { return c.poll(gctx, cl, nodes, idx, iv, lim) })
+		g.Go(func() error {
+			return c.guarded(gctx, "poll", func() error { return c.poll(gctx, cl, r, nodes, idx, iv, lim) })
+		})
 	}
-	g.Go(func() error { return c.watchdog(gctx, cl) })
-	g.Go(func() error {
-		select {
-		case <-lost:
-			return errors.New("opcua: connection lost")
-		case <-gctx.Done():
-			return nil
-		}
-	})
+	g.Go(func() error { return c.guarded(gctx, "watchdog", func() error { return c.watchdog(gctx, cl) }) })
 	c.m.state.Set(StateConnected)
 	c.setStatus(func(s *Status) {
 		s.Connected, s.Since, s.LastError = true, time.Now(), ""
@@ -299,6 +338,60 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return nil
 	}
 	return err
+}
+
+// units reads the engineering units of the points that take them from
+// their node, once per session, and hands them to OnUnits when they are
+// new or changed. A failure fails the session: values in a guessed unit
+// would be worse than none, and Run reports the device lost meanwhile.
+func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, lim Limits, r *runState) error {
+	var idx []int
+	for i, p := range c.points {
+		if p.UnitFromNode {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	sub := make([]*ua.NodeID, len(idx))
+	for j, i := range idx {
+		sub[j] = nodes[i]
+	}
+	got, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, sub)
+	if err != nil {
+		return fmt.Errorf("opcua: read engineering units: %w", err)
+	}
+	for j := range got {
+		got[j].Index = idx[j]
+	}
+	r.mu.Lock()
+	changed := !sameUnits(r.units, got)
+	if changed {
+		r.units = got
+	}
+	r.mu.Unlock()
+	if changed && c.onUnits != nil {
+		c.onUnits(got)
+	}
+	return nil
+}
+
+func sameUnits(a, b []NodeUnit) bool {
+	if a == nil || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if (x.Err == nil) != (y.Err == nil) || (x.Err != nil && x.Err.Error() != y.Err.Error()) {
+			return false
+		}
+		x.Err, y.Err = nil, nil
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // resolve parses node ids, resolving nsu=<uri>; forms with the namespace array.
@@ -434,159 +527,57 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 	c.log.Warn("server refused a batch despite its advertised limit; using a smaller batch from the next session", "limit", name, "batch", n, "next", v)
 }
 
-func (c *Client) subscriptionParams() *opcua.SubscriptionParameters {
-	iv := c.cfg.PublishInterval
-	keep := uint32(max(1, int(10*time.Second/iv)))
-	return &opcua.SubscriptionParameters{Interval: iv, MaxKeepAliveCount: keep, LifetimeCount: 3 * keep * 10}
-}
-
-// monitor creates the monitored items in batches within the server limit.
-// Items the server refuses are emitted Bad; items refused for their filter
-// are retried once without it.
-func (c *Client) monitor(ctx context.Context, sub *opcua.Subscription, nodes []*ua.NodeID, idx []int, lim Limits) error {
-	batch := int(lim.MaxMonitoredItemsPerCall)
-	var bad []Update
-	var retry []int
-	create := func(items []int, filters bool) error {
-		for start := 0; start < len(items); start += batch {
-			part := items[start:min(start+batch, len(items))]
-			reqs := make([]*ua.MonitoredItemCreateRequest, len(part))
-			for j, i := range part {
-				reqs[j] = c.itemRequest(nodes[i], i, filters)
-			}
-			mctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-			resp, err := sub.Monitor(mctx, ua.TimestampsToReturnBoth, reqs...)
-			cancel()
-			if err == nil && resp.ResponseHeader != nil && resp.ResponseHeader.ServiceResult != ua.StatusOK {
-				err = resp.ResponseHeader.ServiceResult
-			}
-			if err != nil {
-				c.mu.Lock()
-				field := &c.learned.MaxMonitoredItemsPerCall
-				c.mu.Unlock()
-				c.learn(err, len(part), field, "max_monitored_items_per_call")
-				return fmt.Errorf("opcua: create %d monitored items: %w", len(part), err)
-			}
-			now := time.Now().UnixMilli()
-			for j, r := range resp.Results {
-				if j >= len(part) || r == nil || r.StatusCode == ua.StatusOK || r.StatusCode>>30 == 0 {
-					continue
-				}
-				i := part[j]
-				if filters && c.points[i].DeadbandType != "none" && isFilterError(r.StatusCode) {
-					c.log.Warn("server refused the deadband filter; monitoring without it", "node", c.points[i].NodeID, "status", r.StatusCode.Error())
-					retry = append(retry, i)
-					continue
-				}
-				c.log.Warn("monitored item refused", "node", c.points[i].NodeID, "status", r.StatusCode.Error())
-				c.m.bad(uint32(r.StatusCode))
-				bad = append(bad, Update{Index: i, Status: uint32(r.StatusCode), Quality: telemetry.QualityBad, SourceTS: now})
-			}
-		}
-		return nil
-	}
-	if err := create(idx, true); err != nil {
-		return err
-	}
-	if len(retry) > 0 {
-		if err := create(retry, false); err != nil {
-			return err
-		}
-	}
-	c.emit(bad)
-	return nil
-}
-
-func isFilterError(s ua.StatusCode) bool {
-	return s == ua.StatusBadFilterNotAllowed || s == ua.StatusBadMonitoredItemFilterUnsupported ||
-		s == ua.StatusBadMonitoredItemFilterInvalid || s == ua.StatusBadDeadbandFilterInvalid
-}
-
-func (c *Client) itemRequest(n *ua.NodeID, i int, filters bool) *ua.MonitoredItemCreateRequest {
-	p := c.points[i]
-	params := &ua.MonitoringParameters{
-		ClientHandle:     uint32(i),
-		SamplingInterval: float64(p.SamplingInterval) / float64(time.Millisecond),
-		QueueSize:        p.QueueSize,
-		DiscardOldest:    true,
-	}
-	if filters && p.DeadbandType != "none" {
-		dt := uint32(ua.DeadbandTypeAbsolute)
-		if p.DeadbandType == "percent" {
-			dt = uint32(ua.DeadbandTypePercent)
-		}
-		params.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: dt, DeadbandValue: p.Deadband})
-	}
-	return &ua.MonitoredItemCreateRequest{
-		// gopcua cannot encode a nil DataEncoding: send the empty name.
-		ItemToMonitor:       &ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDValue, DataEncoding: &ua.QualifiedName{}},
-		MonitoringMode:      ua.MonitoringModeReporting,
-		RequestedParameters: params,
-	}
-}
-
-// notifications turns publish responses into emitted batches.
-func (c *Client) notifications(ctx context.Context, ch <-chan *opcua.PublishNotificationData) error {
-	var us []Update
+// heartbeat re-reports the unchanged subscribed points every Heartbeat
+// (stamped now), so consumers can tell "unchanged" from "gone": a
+// subscription reports changes only. A point's last Good, Uncertain or Bad
+// answer is repeated; nothing is invented for a point never heard from.
+func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) error {
+	hb := c.cfg.Heartbeat
+	t := time.NewTicker(max(min(hb/4, time.Minute), time.Millisecond))
+	defer t.Stop()
+	var due []sample.Sample
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case n := <-ch:
-			if n == nil {
-				continue
-			}
-			if n.Error != nil {
-				return fmt.Errorf("opcua: subscription: %w", n.Error)
-			}
-			dc, ok := n.Value.(*ua.DataChangeNotification)
-			if !ok {
-				continue
-			}
-			now := time.Now()
-			us = us[:0]
-			var newest time.Time
-			for _, it := range dc.MonitoredItems {
-				if it == nil || int(it.ClientHandle) >= len(c.points) {
-					continue
-				}
-				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
-					newest = it.Value.ServerTimestamp
-				}
-				u := toUpdate(int(it.ClientHandle), it.Value, now)
-				if u.Quality != telemetry.QualityGood {
-					c.m.bad(u.Status)
-				}
-				us = append(us, u)
-			}
-			c.m.notifications.Add(float64(len(us)))
-			c.m.publishes.Inc()
-			if !newest.IsZero() {
-				c.m.publishLatency.Observe(max(0, now.Sub(newest).Seconds()))
-			}
-			c.emit(us)
+		case <-t.C:
 		}
+		r.mu.Lock()
+		due = due[:0]
+		now := time.Now()
+		for i, p := range c.points {
+			if p.Mode == ModeSubscribe && !r.lastAt[i].IsZero() && now.Sub(r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
+				s := r.last[i]
+				s.TS = now.UnixMilli()
+				due = append(due, s)
+			}
+		}
+		if len(due) > 0 {
+			r.emitLocked(&sample.Cycle{Samples: due, Start: now, Interval: sub.cycleInterval(), Replied: true, Err: firstBad(due)})
+		}
+		r.mu.Unlock()
 	}
 }
 
-// poll reads a group of points every interval, one emitted batch per cycle.
-func (c *Client) poll(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, idx []int, iv time.Duration, lim Limits) error {
+// poll reads a group of points every interval, one cycle per read.
+func (c *Client) poll(ctx context.Context, cl *opcua.Client, r *runState, nodes []*ua.NodeID, idx []int, iv time.Duration, lim Limits) error {
 	t := time.NewTicker(iv)
 	defer t.Stop()
-	us := make([]Update, len(idx))
+	ss := make([]sample.Sample, len(idx))
 	batch := int(lim.MaxNodesPerRead)
 	reqs := make([]*ua.ReadValueID, len(idx))
 	for j, i := range idx {
 		reqs[j] = &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
 	}
 	for {
-		for start := 0; start < len(idx); start += batch {
-			end := min(start+batch, len(idx))
+		start := time.Now()
+		for from := 0; from < len(idx); from += batch {
+			to := min(from+batch, len(idx))
 			rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-			resp, err := cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: reqs[start:end]})
+			resp, err := cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: reqs[from:to]})
 			cancel()
-			if err == nil && len(resp.Results) != end-start {
-				err = fmt.Errorf("%d results for %d nodes", len(resp.Results), end-start)
+			if err == nil && len(resp.Results) != to-from {
+				err = fmt.Errorf("%d results for %d nodes", len(resp.Results), to-from)
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -596,20 +587,19 @@ func (c *Client) poll(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID,
 				c.mu.Lock()
 				field := &c.learned.MaxNodesPerRead
 				c.mu.Unlock()
-				c.learn(err, end-start, field, "max_nodes_per_read")
-				return fmt.Errorf("opcua: poll read of %d nodes: %w", end-start, err)
+				c.learn(err, to-from, field, "max_nodes_per_read")
+				return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
 			}
 			c.m.readOK.Inc()
-			now := time.Now()
 			for j, dv := range resp.Results {
-				u := toUpdate(idx[start+j], dv, now)
-				if u.Quality != telemetry.QualityGood {
-					c.m.bad(u.Status)
+				s := toSample(idx[from+j], dv)
+				if s.Quality != telemetry.QualityGood {
+					c.m.bad(s.Status)
 				}
-				us[start+j] = u
+				ss[from+j] = s
 			}
 		}
-		c.emit(us)
+		r.emit(&sample.Cycle{Samples: ss, Start: start, Duration: time.Since(start), Interval: iv, Replied: true, Err: firstBad(ss)})
 		select {
 		case <-ctx.Done():
 			return nil
@@ -649,6 +639,31 @@ func (c *Client) watchdog(ctx context.Context, cl *opcua.Client) error {
 	}
 }
 
+// StatusError is a Bad or Uncertain StatusCode a device gave for a point:
+// the Err of a cycle in which no point was Good. errors.Is matches the
+// ua.StatusCode.
+type StatusError struct {
+	Index  int
+	Status ua.StatusCode
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("opcua: point %d: status %s (0x%08X)", e.Index, e.Status.Error(), uint32(e.Status))
+}
+
+func (e *StatusError) Unwrap() error { return e.Status }
+
+// firstBad is a cycle's Err: the first Bad sample's status, nil when no
+// sample is Bad (Uncertain carries a value).
+func firstBad(ss []sample.Sample) error {
+	for i := range ss {
+		if ss[i].Quality == telemetry.QualityBad {
+			return &StatusError{Index: ss[i].Index, Status: ua.StatusCode(ss[i].Status)}
+		}
+	}
+	return nil
+}
+
 // Quality maps a StatusCode's severity bits to a quality.
 func Quality(status uint32) telemetry.Quality {
 	switch status >> 30 {
@@ -665,9 +680,10 @@ func Quality(status uint32) telemetry.Quality {
 // structures) or a Good status without a value.
 const statusTypeMismatch = uint32(0x80740000) // BadTypeMismatch
 
-// toUpdate converts a DataValue.
-func toUpdate(i int, dv *ua.DataValue, now time.Time) Update {
-	u := Update{Index: i, SourceTS: now.UnixMilli()}
+// toSample converts a DataValue; TS is 0 (the cycle's start) without a
+// SourceTimestamp.
+func toSample(i int, dv *ua.DataValue) sample.Sample {
+	u := sample.Sample{Index: i}
 	if dv == nil {
 		u.Status, u.Quality = statusTypeMismatch, telemetry.QualityBad
 		return u
@@ -675,7 +691,7 @@ func toUpdate(i int, dv *ua.DataValue, now time.Time) Update {
 	u.Status = uint32(dv.Status)
 	u.Quality = Quality(u.Status)
 	if dv.EncodingMask&ua.DataValueSourceTimestamp != 0 && !dv.SourceTimestamp.IsZero() {
-		u.SourceTS = dv.SourceTimestamp.UnixMilli()
+		u.TS = dv.SourceTimestamp.UnixMilli()
 	}
 	if !u.Quality.HasValue() {
 		return u

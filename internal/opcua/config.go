@@ -16,6 +16,7 @@ const (
 	DefaultSessionTimeout   = 60 * time.Second
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultPublishInterval  = time.Second
+	DefaultKeepAlive        = 5 * time.Second
 	DefaultWatchdog         = 5 * time.Second
 	DefaultBackoffMin       = 500 * time.Millisecond
 	DefaultBackoffMax       = 30 * time.Second
@@ -64,10 +65,18 @@ type Config struct {
 	SessionTimeout  time.Duration `yaml:"session_timeout"`
 	RequestTimeout  time.Duration `yaml:"request_timeout"`
 	PublishInterval time.Duration `yaml:"publish_interval"`
-	Watchdog        time.Duration `yaml:"watchdog_interval"` // liveness read of ServerStatus.State while subscribed
-	BackoffMin      time.Duration `yaml:"backoff_min"`
-	BackoffMax      time.Duration `yaml:"backoff_max"`
-	Limits          Limits        `yaml:"limits"`
+	// KeepAlive is the target keep-alive period of the subscription: the
+	// server sends a keep-alive after this long without a change. The
+	// publish request timeout is derived from it (subscription.go).
+	KeepAlive  time.Duration `yaml:"keep_alive"`
+	Watchdog   time.Duration `yaml:"watchdog_interval"` // liveness read of ServerStatus.State while subscribed
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	BackoffMax time.Duration `yaml:"backoff_max"`
+	Limits     Limits        `yaml:"limits"`
+	// Heartbeat re-reports unchanged subscribed values (stamped now) after
+	// this long without a change; 0 disables it. The gateway sets it from
+	// the device's heartbeat.
+	Heartbeat time.Duration `yaml:"-"`
 }
 
 // SetDefaults fills unset fields.
@@ -99,6 +108,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.PublishInterval == 0 {
 		c.PublishInterval = DefaultPublishInterval
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
 	}
 	if c.Watchdog == 0 {
 		c.Watchdog = DefaultWatchdog
@@ -180,6 +192,7 @@ func (c *Config) Validate() error {
 		{"session_timeout", c.SessionTimeout, time.Second, 24 * time.Hour},
 		{"request_timeout", c.RequestTimeout, 10 * time.Millisecond, 10 * time.Minute},
 		{"publish_interval", c.PublishInterval, 10 * time.Millisecond, time.Hour},
+		{"keep_alive", c.KeepAlive, 10 * time.Millisecond, time.Hour},
 		{"watchdog_interval", c.Watchdog, 10 * time.Millisecond, time.Hour},
 		{"backoff_min", c.BackoffMin, time.Millisecond, time.Hour},
 		{"backoff_max", c.BackoffMax, time.Millisecond, 24 * time.Hour},
@@ -187,6 +200,9 @@ func (c *Config) Validate() error {
 		if d.v < d.min || d.v > d.max {
 			return fmt.Errorf("%s: %v out of range %v..%v", d.name, d.v, d.min, d.max)
 		}
+	}
+	if c.Heartbeat < 0 {
+		return fmt.Errorf("heartbeat: %v must not be negative", c.Heartbeat)
 	}
 	if c.BackoffMax < c.BackoffMin {
 		return fmt.Errorf("backoff_max: %v below backoff_min %v", c.BackoffMax, c.BackoffMin)
@@ -211,6 +227,10 @@ type Point struct {
 	QueueSize        uint32        `yaml:"queue_size"`        // subscribe: server queue (default 1)
 	DeadbandType     string        `yaml:"deadband_type"`     // none (default) | absolute | percent
 	Deadband         float64       `yaml:"deadband"`          // absolute: device units; percent: of EURange
+	// UnitFromNode asks the driver to read the node's EngineeringUnits and
+	// EURange (handed over through Client.OnUnits): the gateway sets it
+	// where the configuration gives no unit.
+	UnitFromNode bool `yaml:"-"`
 }
 
 // SetDefaults fills unset point fields from the connection.

@@ -23,7 +23,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
+
 	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -47,6 +50,36 @@ type nodeServer struct {
 
 	mu       sync.Mutex
 	sessions []serverSession // activated sessions as the server reported them
+
+	stdin io.Writer         // test control commands (server.js: "Test control")
+	acks  chan controlEvent // their answers
+}
+
+// controlEvent answers one control command.
+type controlEvent struct {
+	Event string `json:"event"` // done | error
+	Cmd   string `json:"cmd"`
+	Error string `json:"error"`
+}
+
+// command sends one control command to server.js and waits for its answer.
+func (s *nodeServer) command(t *testing.T, cmd map[string]any) {
+	t.Helper()
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.stdin.Write(append(b, '\n')); err != nil {
+		t.Fatalf("server.js control %s: %v", b, err)
+	}
+	select {
+	case ev := <-s.acks:
+		if ev.Event != "done" {
+			t.Fatalf("server.js control %s: %s", b, ev.Error)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server.js control %s: no answer within 10s", b)
+	}
 }
 
 // serverSession is a session_activated line of server.js: what the server
@@ -60,6 +93,14 @@ type serverSession struct {
 }
 
 func (s *nodeServer) record(l string) {
+	var ce controlEvent
+	if json.Unmarshal([]byte(l), &ce) == nil && (ce.Event == "done" || ce.Event == "error") {
+		select {
+		case s.acks <- ce:
+		default: // nobody asked; dropped
+		}
+		return
+	}
 	var ev serverSession
 	if json.Unmarshal([]byte(l), &ev) != nil || ev.Event != "session_activated" {
 		return
@@ -152,7 +193,7 @@ func startNodeServer(t *testing.T, userTrust string) *nodeServer {
 	// The reader owns stdout until EOF (the child exited): it hands over
 	// the start line, records session events and drops anything else, so
 	// node never blocks on a full pipe.
-	srv := &nodeServer{}
+	srv := &nodeServer{stdin: stdin, acks: make(chan controlEvent, 1)}
 	lines := make(chan string, 1)
 	readerDone := make(chan struct{})
 	go func() {
@@ -238,7 +279,7 @@ func valuesArrived(rec *recorder) bool {
 		return false
 	}
 	ticks := map[float64]bool{}
-	rec.count(func(u Update) bool {
+	rec.count(func(u sample.Sample) bool {
 		if u.Index == 3 && u.Quality == telemetry.QualityGood {
 			ticks[u.Num] = true
 		}
@@ -370,7 +411,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 		// The connect path itself returns the typed error.
 		c := cfg
 		c.SetDefaults()
-		_, err := connect(t.Context(), &c, testLogOrDiscard(t))
+		_, err := connect(t.Context(), &c, testLogOrDiscard(t), c.RequestTimeout)
 		var ue *UntrustedError
 		if !errors.Is(err, ErrUntrusted) || !errors.As(err, &ue) || ue.Thumbprint != thumb || ue.TrustDir != cfg.TrustDir {
 			t.Fatalf("connect with an empty trust dir: %v, want ErrUntrusted for %s", err, thumb)
@@ -388,7 +429,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 				strings.Contains(e, "accept_untrusted")
 		})
 		t.Logf("refusal: %s", cl.Status().LastError)
-		if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+		if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 			t.Fatalf("%d good updates from an untrusted server", n)
 		}
 		saved, err := os.ReadFile(ue.Saved)
@@ -459,7 +500,7 @@ func waitRefused(t *testing.T, cl *Client, rec *recorder, want string) {
 	wait.For(t, 30*time.Second, "refused login", func() bool {
 		return strings.Contains(cl.Status().LastError, want) && rec.has(0, telemetry.QualityStale, 0)
 	})
-	if n := rec.count(func(u Update) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
+	if n := rec.count(func(u sample.Sample) bool { return u.Quality == telemetry.QualityGood }); n != 0 {
 		t.Fatalf("%d good updates without a valid login", n)
 	}
 	t.Logf("refusal: %s", cl.Status().LastError)
@@ -470,4 +511,111 @@ func testLogOrDiscard(t *testing.T) *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// TestInteropSessionTiming holds constant subscribed nodes on node-opcua
+// for 100 keep-alive periods (fastTiming: about 25 s of wall time for what
+// a default configuration sees in about 8 minutes) and checks, from both
+// sides, that exactly one session served them. Then it forces the trap
+// the driver's timing avoids (a publish timeout below the keep-alive
+// period, so node-opcua answers Publish with a BadTimeout service fault)
+// and checks the session survives those faults.
+func TestInteropSessionTiming(t *testing.T) {
+	needNodeServer(t)
+	srv := startNodeServer(t, t.TempDir())
+	constant := []Point{{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond}, {NodeID: srv.Nodes[2], SamplingInterval: 50 * time.Millisecond}}
+
+	t.Run("ConstantValuesOneSession", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+		fastTiming(&cfg)
+		cfg.PublishInterval = 100 * time.Millisecond // node-opcua's minimum publishing interval
+		cfg.KeepAlive = 200 * time.Millisecond
+		sessions := srv.sessionCount()
+		c, rec := run(t, cfg, constant)
+		wait.For(t, 20*time.Second, "initial values", func() bool {
+			return rec.has(0, telemetry.QualityGood, 210) && rec.has(1, telemetry.QualityGood, 22.5)
+		})
+		wait.For(t, 90*time.Second, "100 keep-alive periods", func() bool { return keepAlives(rec) >= 100 })
+		st := c.Status()
+		if st.Sessions != 1 || lostCycles(rec) != 0 || st.ServiceFaults != 0 {
+			t.Fatalf("status %+v, %d lost cycles: want one session and no fault", st, lostCycles(rec))
+		}
+		if n := srv.sessionCount() - sessions; n != 1 {
+			t.Fatalf("node-opcua activated %d sessions, want 1", n)
+		}
+		t.Logf("subscription as revised by node-opcua: %+v", st.Subscription)
+	})
+
+	t.Run("PublishBadTimeoutSurvived", func(t *testing.T) {
+		cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+		cfg.PublishInterval, cfg.KeepAlive, cfg.RequestTimeout = 100*time.Millisecond, 2*time.Second, 5*time.Second
+		c, err := New("dev-1", cfg, constant, testLog(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The trap: a Publish request that times out (1 s) before the
+		// keep-alive (2.1 s) is due. node-opcua answers it BadTimeout.
+		c.timing.publish = time.Second
+		sessions := srv.sessionCount()
+		rec := newRecorder()
+		runClient(t, c, rec)
+		wait.For(t, 30*time.Second, "five BadTimeout faults survived", func() bool { return c.Status().ServiceFaults >= 5 })
+		if st := c.Status(); st.Sessions != 1 || lostCycles(rec) != 0 || !st.Connected {
+			t.Fatalf("status %+v, %d lost cycles: a service fault cost the session", st, lostCycles(rec))
+		}
+		if n := srv.sessionCount() - sessions; n != 1 {
+			t.Fatalf("node-opcua activated %d sessions, want 1", n)
+		}
+		if !rec.has(0, telemetry.QualityGood, 210) || !rec.has(1, telemetry.QualityGood, 22.5) {
+			t.Fatal("values not good")
+		}
+	})
+}
+
+// TestInteropRefusedItemRetried subscribes to a node the server does not
+// have yet (as after a restart, while it loads its address space): the
+// point is Bad with BadNodeIdUnknown (not Silent, the server answered)
+// until the node appears, then its value arrives on the same session.
+// Bad StatusCodes set on a live node stay Bad with their code.
+func TestInteropRefusedItemRetried(t *testing.T) {
+	needNodeServer(t)
+	srv := startNodeServer(t, t.TempDir())
+	cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+	cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 400*time.Millisecond
+	ns := strings.SplitN(srv.Nodes[0], ";", 2)[0]
+	points := []Point{
+		{NodeID: ns + ";s=bf-2.late", SamplingInterval: 50 * time.Millisecond},
+		{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond},
+		{NodeID: srv.Nodes[2], Mode: ModePoll, PollInterval: 100 * time.Millisecond},
+	}
+	c, rec := run(t, cfg, points)
+	wait.For(t, 20*time.Second, "refused item reported bad", func() bool {
+		s, ok := rec.get(0)
+		return ok && s.Quality == telemetry.QualityBad && s.Status == uint32(ua.StatusBadNodeIDUnknown) && !s.Silent &&
+			rec.has(1, telemetry.QualityGood, 210) && c.Status().Refused == 1
+	})
+	// Retried with backoff: reported Bad on every refusal.
+	wait.For(t, 20*time.Second, "retries", func() bool {
+		return rec.count(func(s sample.Sample) bool { return s.Index == 0 && s.Quality == telemetry.QualityBad }) >= 3
+	})
+	srv.command(t, map[string]any{"cmd": "add", "name": "late", "value": 42})
+	wait.For(t, 20*time.Second, "value of the node added later", func() bool { return rec.has(0, telemetry.QualityGood, 42) })
+	if st := c.Status(); st.Sessions != 1 || st.Refused != 0 {
+		t.Fatalf("status %+v: want the same session, nothing refused", st)
+	}
+
+	// A Bad value on a subscribed and on a polled node: Bad with its code.
+	srv.command(t, map[string]any{"cmd": "status", "name": "top_pressure", "status": "BadSensorFailure"})
+	srv.command(t, map[string]any{"cmd": "status", "name": "top_gas_co", "status": "BadDeviceFailure"})
+	wait.For(t, 20*time.Second, "bad with the server's codes", func() bool {
+		s1, _ := rec.get(1)
+		s2, _ := rec.get(2)
+		return s1.Quality == telemetry.QualityBad && s1.Status == uint32(ua.StatusBadSensorFailure) && !s1.Silent &&
+			s2.Quality == telemetry.QualityBad && s2.Status == uint32(ua.StatusBadDeviceFailure) && !s2.Silent
+	})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.staleOutsideLost) > 0 || lostCyclesLocked(rec) != 0 {
+		t.Fatalf("stale while the server answers: %+v", rec.staleOutsideLost)
+	}
 }

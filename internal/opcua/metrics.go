@@ -20,6 +20,8 @@ type Metrics struct {
 	state          *prometheus.GaugeVec     // device
 	badStatus      *prometheus.CounterVec   // device, code
 	publishLatency *prometheus.HistogramVec // device
+	panics         *prometheus.CounterVec   // device
+	faults         *prometheus.CounterVec   // device, service, status
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -55,9 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from the newest ServerTimestamp in a publish response to its arrival at the gateway.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"device"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_session_panics_total",
+			Help: "Sessions dropped because handling a server's answer panicked (a hostile or broken server); the driver reconnects with backoff.",
+		}, []string{"device"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_service_faults_total",
+			Help: "Service faults the session survived, by service and status (e.g. Publish BadTimeout).",
+		}, []string{"device", "service", "status"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults)
 	}
 	return m
 }
@@ -72,6 +82,8 @@ type devMetrics struct {
 	reconnects     prometheus.Counter
 	state          prometheus.Gauge
 	publishLatency prometheus.Observer
+	panics         prometheus.Counter
+	faults         *prometheus.CounterVec
 }
 
 func (m *Metrics) device(id string) *devMetrics {
@@ -83,6 +95,8 @@ func (m *Metrics) device(id string) *devMetrics {
 		reconnects:     m.reconnects.WithLabelValues(id),
 		state:          m.state.WithLabelValues(id),
 		publishLatency: m.publishLatency.WithLabelValues(id),
+		panics:         m.panics.WithLabelValues(id),
+		faults:         m.faults,
 	}
 }
 

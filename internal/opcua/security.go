@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,9 +12,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
+	"github.com/gopcua/opcua/uasc"
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/secret"
@@ -116,21 +119,36 @@ var tokenTypes = map[string]ua.UserTokenType{
 	"certificate": ua.UserTokenTypeCertificate,
 }
 
-// options resolves everything a connection needs: the endpoint (from
-// GetEndpoints when a certificate is involved), trust, the application
-// certificate and the user identity. It does network I/O.
-func options(ctx context.Context, cfg *Config, log *slog.Logger) ([]opcua.Option, error) {
+// dialPlan is everything a connection needs, resolved before dialing: the
+// client options (channel security, application certificate, timeouts) and
+// the session configuration (identity token for the chosen endpoint).
+type dialPlan struct {
+	opts    []opcua.Option
+	session *uasc.SessionConfig
+}
+
+// options resolves everything a connection needs: the endpoint (always from
+// GetEndpoints, so the identity token carries the server's policy id),
+// trust, the application certificate and the user identity. It does
+// network I/O. requestTimeout is the secure channel's default request
+// timeout (the driver raises it above the keep-alive interval, see timing).
+func options(ctx context.Context, cfg *Config, log *slog.Logger, requestTimeout time.Duration) (*dialPlan, error) {
 	policy := policyURIs[cfg.SecurityPolicy]
 	mode := securityModes[cfg.SecurityMode]
 	opts := []opcua.Option{
 		opcua.AutoReconnect(false),
-		opcua.RequestTimeout(cfg.RequestTimeout),
+		opcua.RequestTimeout(requestTimeout),
 		opcua.DialTimeout(cfg.RequestTimeout),
 		opcua.SessionTimeout(cfg.SessionTimeout),
 		opcua.ApplicationName("smelter-gateway"),
 		opcua.ProductURI("urn:smelter"),
 		opcua.SessionName("smelter-gateway"),
 	}
+	sess := opcua.DefaultSessionConfig()
+	sess.SessionName = "smelter-gateway"
+	sess.SessionTimeout = cfg.SessionTimeout
+	sess.ClientDescription.ApplicationName = ua.NewLocalizedText("smelter-gateway")
+	sess.ClientDescription.ProductURI = "urn:smelter"
 	switch cfg.Auth.Mode {
 	case "username":
 		var pw secret.Secret
@@ -144,6 +162,8 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger) ([]opcua.Option
 			return nil, fmt.Errorf("opcua: %w", err)
 		}
 		opts = append(opts, opcua.AuthUsername(cfg.Auth.Username, pw.Reveal()))
+		sess.UserIdentityToken = &ua.UserNameIdentityToken{UserName: cfg.Auth.Username}
+		sess.AuthPassword = pw.Reveal()
 	case "certificate":
 		der, err := uapki.LoadCertificate(cfg.Auth.CertFile)
 		if err != nil {
@@ -154,11 +174,10 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger) ([]opcua.Option
 			return nil, fmt.Errorf("opcua: auth.key_file: %w", err)
 		}
 		opts = append(opts, opcua.AuthCertificate(der), opcua.AuthPrivateKey(key))
+		sess.UserIdentityToken = &ua.X509IdentityToken{CertificateData: der}
 	default:
 		opts = append(opts, opcua.AuthAnonymous())
-	}
-	if policy == ua.SecurityPolicyURINone && cfg.Auth.Mode == "anonymous" {
-		return append(opts, opcua.SecurityPolicy(policy), opcua.SecurityMode(mode)), nil
+		sess.UserIdentityToken = &ua.AnonymousIdentityToken{}
 	}
 	gctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
@@ -166,13 +185,18 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger) ([]opcua.Option
 	if err != nil {
 		return nil, fmt.Errorf("opcua: get endpoints of %s: %w", cfg.Endpoint, err)
 	}
-	ep := selectEndpoint(eps, policy, mode, tokenTypes[cfg.Auth.Mode])
+	tok := tokenTypes[cfg.Auth.Mode]
+	ep := selectEndpoint(eps, policy, mode, tok)
 	if ep == nil {
 		return nil, fmt.Errorf("opcua: %s offers no endpoint with security_policy %s, security_mode %s and auth.mode %s (offered: %s)",
 			cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode, cfg.Auth.Mode, describeEndpoints(eps))
 	}
-	if err := checkTrust(cfg, ep.ServerCertificate, log); err != nil {
-		return nil, err
+	// The server certificate matters whenever something is encrypted with
+	// it: the channel, or a password on a None channel.
+	if policy != ua.SecurityPolicyURINone || cfg.Auth.Mode != "anonymous" {
+		if err := checkTrust(cfg, ep.ServerCertificate, log); err != nil {
+			return nil, err
+		}
 	}
 	if policy != ua.SecurityPolicyURINone {
 		der, key, err := appCert(cfg, log)
@@ -180,10 +204,83 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger) ([]opcua.Option
 			return nil, err
 		}
 		opts = append(opts, opcua.Certificate(der), opcua.PrivateKey(key))
+		// The ApplicationDescription must name the certificate's URI
+		// (Part 4, 5.6.2: BadCertificateUriInvalid otherwise).
+		if c, err := x509.ParseCertificate(der); err == nil && len(c.URIs) > 0 {
+			sess.ClientDescription.ApplicationURI = c.URIs[0].String()
+		}
+	}
+	// The identity token names the policy id the server gave the token
+	// type on this endpoint (Part 4, 7.41), as SecurityFromEndpoint does.
+	for _, t := range ep.UserIdentityTokens {
+		if t.TokenType != tok {
+			continue
+		}
+		switch it := sess.UserIdentityToken.(type) {
+		case *ua.AnonymousIdentityToken:
+			it.PolicyID = t.PolicyID
+		case *ua.UserNameIdentityToken:
+			it.PolicyID = t.PolicyID
+		case *ua.X509IdentityToken:
+			it.PolicyID = t.PolicyID
+		}
+		sess.AuthPolicyURI = t.SecurityPolicyURI
+		if sess.AuthPolicyURI == "" {
+			sess.AuthPolicyURI = ep.SecurityPolicyURI
+		}
+		break
 	}
 	opts = append(opts, opcua.SecurityPolicy(policy), opcua.SecurityMode(mode),
-		opcua.SecurityFromEndpoint(ep, tokenTypes[cfg.Auth.Mode]))
-	return opts, nil
+		opcua.SecurityFromEndpoint(ep, tok))
+	return &dialPlan{opts: opts, session: sess}, nil
+}
+
+// connect opens a session with the configuration's security and identity.
+//
+// It dials, creates and activates the session itself instead of calling
+// gopcua's Client.Connect: Connect also starts gopcua's connection monitor
+// and publish loop, and that monitor treats every service fault the secure
+// channel reports (BadTimeout on a Publish, BadTooManyOperations on a Read)
+// as a lost connection and tears the session down (v0.8.0 and v0.9.0 alike,
+// upstream PR #904). Without them, a service fault is the error of the one
+// request it answers; the driver runs its own publish loop (subscription.go)
+// and judges the connection by its own requests.
+func connect(ctx context.Context, cfg *Config, log *slog.Logger, requestTimeout time.Duration) (*opcua.Client, error) {
+	plan, err := options(ctx, cfg, log, requestTimeout)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := opcua.NewClient(cfg.Endpoint, plan.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("opcua: client options: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
+	fail := func(step string, err error) error {
+		closeClient(cl)
+		return fmt.Errorf("opcua: %s %s (%s/%s, auth %s): %w", step, cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode, cfg.Auth.Mode, err)
+	}
+	if err := cl.Dial(cctx); err != nil {
+		return nil, fail("connect", err)
+	}
+	s, err := cl.CreateSession(cctx, plan.session)
+	if err == nil && s == nil {
+		// gopcua logs a bad server signature and returns neither.
+		err = errors.New("the server's session signature does not verify")
+	}
+	if err != nil {
+		return nil, fail("create session on", err)
+	}
+	if err := cl.ActivateSession(cctx, s); err != nil {
+		return nil, fail("activate session on", err)
+	}
+	return cl, nil
+}
+
+func closeClient(cl *opcua.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = cl.Close(ctx)
 }
 
 // selectEndpoint picks the endpoint with the policy and mode that offers the

@@ -124,9 +124,54 @@ func LoadKey(path string) (*rsa.PrivateKey, error) {
 	return rk, nil
 }
 
+// lockWait bounds how long LoadOrCreate waits for another process's lock
+// file before declaring it stale (left by a process killed mid-creation).
+const lockWait = 30 * time.Second
+
 // LoadOrCreate loads the certificate and key at certPath/keyPath, or creates
 // both (PEM, key mode 0600) when neither exists. It reports whether it created them.
+//
+// Creation happens once per pair even when many devices of one gateway, or
+// several processes sharing the data dir, start at the same moment: an
+// exclusively created lock file (certPath + ".lock", O_CREATE|O_EXCL)
+// orders every caller, goroutine or process, and whoever comes second
+// loads what the first wrote. The certificate and key
+// are written to temporary files and renamed into place, so no caller ever
+// reads a half-written pair.
 func LoadOrCreate(certPath, keyPath, commonName, appURI string, hosts []string) ([]byte, *rsa.PrivateKey, bool, error) {
+	if der, key, ok, err := loadPair(certPath, keyPath); ok || err != nil {
+		return der, key, false, err
+	}
+	unlock, err := lockFile(certPath + ".lock")
+	if err != nil {
+		return nil, nil, false, err
+	}
+	defer unlock()
+	// Another process may have created the pair while we waited.
+	if der, key, ok, err := loadPair(certPath, keyPath); ok || err != nil {
+		return der, key, false, err
+	}
+	der, key, err := Generate(commonName, appURI, hosts, 10*365*24*time.Hour)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return nil, nil, false, fmt.Errorf("uapki: %w", err)
+	}
+	kb := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	// The key first: a certificate on disk always has its key beside it.
+	if err := writeAtomic(keyPath, kb, 0o600); err != nil {
+		return nil, nil, false, fmt.Errorf("uapki: write key: %w", err)
+	}
+	if err := WriteCertificate(certPath, der); err != nil {
+		return nil, nil, false, err
+	}
+	return der, key, true, nil
+}
+
+// loadPair loads an existing pair: ok is false (and err nil) when neither
+// file exists yet.
+func loadPair(certPath, keyPath string) ([]byte, *rsa.PrivateKey, bool, error) {
 	_, errC := os.Stat(certPath)
 	_, errK := os.Stat(keyPath)
 	if errC == nil && errK == nil {
@@ -138,26 +183,64 @@ func LoadOrCreate(certPath, keyPath, commonName, appURI string, hosts []string) 
 		if err != nil {
 			return nil, nil, false, err
 		}
-		return der, key, false, nil
+		return der, key, true, nil
 	}
-	if !errors.Is(errC, os.ErrNotExist) || !errors.Is(errK, os.ErrNotExist) {
-		return nil, nil, false, fmt.Errorf("uapki: only one of %s and %s exists; provide both or neither", certPath, keyPath)
+	if errors.Is(errC, os.ErrNotExist) && errors.Is(errK, os.ErrNotExist) {
+		return nil, nil, false, nil
 	}
-	der, key, err := Generate(commonName, appURI, hosts, 10*365*24*time.Hour)
+	if errors.Is(errC, os.ErrNotExist) {
+		// A creator writes the key first; a key alone is either being
+		// completed right now (we hold or waited for the lock) or left by
+		// a crash: never guess, name both files.
+		return nil, nil, false, fmt.Errorf("uapki: %s exists without %s; remove it to have a new pair created, or provide both", keyPath, certPath)
+	}
+	return nil, nil, false, fmt.Errorf("uapki: only one of %s and %s exists; provide both or neither", certPath, keyPath)
+}
+
+// lockFile creates path exclusively, waiting (polling) while another
+// process holds it; a lock older than lockWait is taken as stale and
+// removed. unlock removes it.
+func lockFile(path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("uapki: %w", err)
+	}
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
+			_ = f.Close()
+			return func() { _ = os.Remove(path) }, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("uapki: lock %s: %w", path, err)
+		}
+		if st, serr := os.Stat(path); serr == nil && time.Since(st.ModTime()) > lockWait {
+			_ = os.Remove(path) // stale: its creator died mid-creation
+			continue
+		}
+		time.Sleep(20 * time.Millisecond) // another caller is creating the pair; no event to wait on
+	}
+}
+
+// writeAtomic writes data to a temporary file beside path and renames it
+// into place.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return nil, nil, false, err
+		return err
 	}
-	if err := WriteCertificate(certPath, der); err != nil {
-		return nil, nil, false, err
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode)); err != nil {
+		_ = os.Remove(tmp)
+		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
-		return nil, nil, false, fmt.Errorf("uapki: %w", err)
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
 	}
-	kb := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	if err := os.WriteFile(keyPath, kb, 0o600); err != nil {
-		return nil, nil, false, fmt.Errorf("uapki: write key: %w", err)
-	}
-	return der, key, true, nil
+	return nil
 }
 
 // WriteCertificate writes a DER certificate as PEM when path ends in .pem or
@@ -170,7 +253,7 @@ func WriteCertificate(path string, der []byte) error {
 	if ext := strings.ToLower(filepath.Ext(path)); ext == ".pem" || ext == ".crt" {
 		data = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	if err := writeAtomic(path, data, 0o644); err != nil {
 		return fmt.Errorf("uapki: write certificate: %w", err)
 	}
 	return nil

@@ -1,0 +1,371 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// The subscription timing (OPC UA Part 4, 5.13.1 and 5.13.5).
+//
+// A server answers a Publish request with a keep-alive after MaxKeepAliveCount
+// publishing intervals without a notification; it answers BadTimeout when the
+// request's TimeoutHint runs out first. With a keep-alive interval equal to
+// the publish request timeout (gopcua's default: 10 s and 10 s) the two race
+// on every quiet period. The driver therefore derives:
+//
+//	keep-alive count  k = max(1, keep_alive / publish_interval)
+//	keep-alive period   (k+1) x publish_interval  (the +1: gopcua's server sends it one interval late)
+//	publish timeout     max(request_timeout, PublishTimeoutFactor x keep-alive period)
+//	lifetime count      LifetimeFactor x k        (>= 3 x k, Part 4, 5.13.2)
+//
+// so a keep-alive always arrives well within the publish request's timeout.
+const (
+	// PublishTimeoutFactor is how many keep-alive periods a Publish request
+	// outlives.
+	PublishTimeoutFactor = 3
+	// LifetimeFactor is the lifetime count in keep-alive counts: the
+	// subscription outlives this many keep-alive periods without a Publish
+	// request (the specification's minimum is 3).
+	LifetimeFactor = 10
+	// MaxNotificationsPerPublish caps one publish response (gopcua's
+	// default too); the server sends the rest in the next responses.
+	MaxNotificationsPerPublish = 10000
+	// maxSilentPublishes is how many Publish requests in a row may time out
+	// (no answer, not even a keep-alive) before the session counts as lost.
+	maxSilentPublishes = 3
+)
+
+// timing is the requested subscription timing and the publish timeout.
+type timing struct {
+	interval  time.Duration
+	keepAlive uint32
+	lifetime  uint32
+	publish   time.Duration
+}
+
+func deriveTiming(cfg *Config) timing {
+	iv := cfg.PublishInterval
+	k := uint32(max(1, int64(cfg.KeepAlive/iv)))
+	ka := time.Duration(k+1) * iv
+	return timing{interval: iv, keepAlive: k, lifetime: LifetimeFactor * k,
+		publish: max(cfg.RequestTimeout, PublishTimeoutFactor*ka)}
+}
+
+// SubscriptionTiming is the subscription timing the server revised.
+type SubscriptionTiming struct {
+	PublishingInterval time.Duration `json:"publishing_interval"`
+	MaxKeepAliveCount  uint32        `json:"max_keep_alive_count"`
+	LifetimeCount      uint32        `json:"lifetime_count"`
+	PublishTimeout     time.Duration `json:"publish_timeout"`
+}
+
+// subscription is one created subscription as the server revised it.
+type subscription struct {
+	id uint32
+	SubscriptionTiming
+}
+
+// cycleInterval is the longest gap between two cycles of a healthy
+// subscription: one keep-alive period.
+func (s *subscription) cycleInterval() time.Duration {
+	return time.Duration(s.MaxKeepAliveCount+1) * s.PublishingInterval
+}
+
+// send calls one service and reports whether the server itself answered
+// (a service fault is an answer; a client-side timeout is not).
+func send[T ua.Response](ctx context.Context, cl *opcua.Client, req ua.Request) (T, bool, error) {
+	var resp T
+	answered := false
+	err := cl.Send(ctx, req, func(v ua.Response) error {
+		answered = true
+		r, ok := v.(T)
+		if !ok {
+			return fmt.Errorf("unexpected response %T", v)
+		}
+		resp = r
+		return nil
+	})
+	return resp, answered, err
+}
+
+// subscribe creates the subscription with the derived timing.
+func (c *Client) subscribe(ctx context.Context, cl *opcua.Client) (*subscription, error) {
+	t := c.timing
+	req := &ua.CreateSubscriptionRequest{
+		RequestedPublishingInterval: float64(t.interval) / float64(time.Millisecond),
+		RequestedLifetimeCount:      t.lifetime,
+		RequestedMaxKeepAliveCount:  t.keepAlive,
+		MaxNotificationsPerPublish:  MaxNotificationsPerPublish,
+		PublishingEnabled:           true,
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	resp, _, err := send[*ua.CreateSubscriptionResponse](sctx, cl, req)
+	if err != nil {
+		return nil, fmt.Errorf("opcua: create subscription: %w", err)
+	}
+	s := &subscription{id: resp.SubscriptionID, SubscriptionTiming: SubscriptionTiming{
+		PublishingInterval: time.Duration(resp.RevisedPublishingInterval * float64(time.Millisecond)),
+		MaxKeepAliveCount:  resp.RevisedMaxKeepAliveCount,
+		LifetimeCount:      resp.RevisedLifetimeCount,
+		PublishTimeout:     t.publish,
+	}}
+	if s.PublishingInterval <= 0 {
+		s.PublishingInterval = t.interval
+	}
+	if ka := s.cycleInterval(); PublishTimeoutFactor*ka > t.publish {
+		c.log.Warn("the server revised the subscription's keep-alive period close to the publish timeout; expect BadTimeout answers (survived, counted)",
+			"keep_alive_period", ka, "publish_timeout", t.publish, "publishing_interval", s.PublishingInterval, "max_keep_alive_count", s.MaxKeepAliveCount)
+	}
+	c.setStatus(func(st *Status) { st.Subscription = s.SubscriptionTiming })
+	return s, nil
+}
+
+// subSession is the subscription part of one session.
+type subSession struct {
+	c     *Client
+	cl    *opcua.Client
+	r     *runState
+	sub   *subscription
+	nodes []*ua.NodeID
+	lim   Limits
+
+	// refused holds the items the server refused, by point index; only the
+	// monitor pass and retryRefused touch it, never concurrently.
+	refused map[int]ua.StatusCode
+}
+
+// monitor creates the monitored items of idx in batches within the server
+// limit. Items the server refuses are emitted Bad (not Silent: the server
+// answered) with its StatusCode and kept for retryRefused; items refused
+// for their deadband filter are created again without it.
+func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error {
+	c := s.c
+	batch := int(s.lim.MaxMonitoredItemsPerCall)
+	var bad []sample.Sample
+	var unfiltered []int
+	for from := 0; from < len(idx); from += batch {
+		part := idx[from:min(from+batch, len(idx))]
+		reqs := make([]*ua.MonitoredItemCreateRequest, len(part))
+		for j, i := range part {
+			reqs[j] = c.itemRequest(s.nodes[i], i, filters)
+		}
+		mctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		resp, _, err := send[*ua.CreateMonitoredItemsResponse](mctx, s.cl, &ua.CreateMonitoredItemsRequest{
+			SubscriptionID: s.sub.id, TimestampsToReturn: ua.TimestampsToReturnBoth, ItemsToCreate: reqs})
+		cancel()
+		if err == nil && len(resp.Results) != len(part) {
+			err = fmt.Errorf("%d results for %d items", len(resp.Results), len(part))
+		}
+		if err != nil {
+			c.mu.Lock()
+			field := &c.learned.MaxMonitoredItemsPerCall
+			c.mu.Unlock()
+			c.learn(err, len(part), field, "max_monitored_items_per_call")
+			return fmt.Errorf("opcua: create %d monitored items: %w", len(part), err)
+		}
+		for j, res := range resp.Results {
+			i := part[j]
+			st := ua.StatusBadUnexpectedError
+			if res != nil {
+				st = res.StatusCode
+			}
+			if st>>30 != 2 {
+				if prev, ok := s.refused[i]; ok {
+					c.log.Info("monitored item accepted after a refusal", "node", c.points[i].NodeID, "was", prev.Error())
+					delete(s.refused, i)
+				}
+				continue
+			}
+			if filters && c.points[i].DeadbandType != "none" && isFilterError(st) {
+				c.log.Warn("server refused the deadband filter; monitoring without it", "node", c.points[i].NodeID, "status", st.Error())
+				unfiltered = append(unfiltered, i)
+				continue
+			}
+			if prev, ok := s.refused[i]; !ok || prev != st {
+				c.log.Warn("monitored item refused; retrying with backoff", "node", c.points[i].NodeID, "status", st.Error())
+			}
+			s.refused[i] = st
+			c.m.bad(uint32(st))
+			bad = append(bad, sample.Sample{Index: i, Quality: telemetry.QualityBad, Status: uint32(st)})
+		}
+	}
+	if len(unfiltered) > 0 {
+		if err := s.monitor(ctx, unfiltered, false); err != nil {
+			return err
+		}
+	}
+	n := len(s.refused)
+	c.setStatus(func(st *Status) { st.Refused = n })
+	if len(bad) > 0 {
+		s.r.emit(&sample.Cycle{Samples: bad, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(bad)})
+	}
+	return nil
+}
+
+// retryRefused creates the refused monitored items again with backoff
+// (backoff_min doubling to backoff_max) until the server accepts them: a
+// server still loading its address space after a restart answers
+// BadNodeIdUnknown for nodes that appear seconds later.
+func (s *subSession) retryRefused(ctx context.Context) error {
+	bo := backoff.Backoff{Min: s.c.cfg.BackoffMin, Max: s.c.cfg.BackoffMax}
+	for len(s.refused) > 0 {
+		if !backoff.Sleep(ctx, bo.Next()) {
+			return nil
+		}
+		idx := make([]int, 0, len(s.refused))
+		for i := range s.c.points {
+			if _, ok := s.refused[i]; ok {
+				idx = append(idx, i)
+			}
+		}
+		if err := s.monitor(ctx, idx, true); err != nil && !stopped(ctx) {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishLoop keeps one Publish request outstanding, acknowledges what it
+// received, and turns each response into a cycle: data changes into
+// samples, a keep-alive into an empty cycle that says the server is there.
+// A BadTimeout answer (the server's TimeoutHint ran out before a keep-alive)
+// is counted and survived: the session and subscription are intact.
+func (s *subSession) publishLoop(ctx context.Context) error {
+	c := s.c
+	var acks []*ua.SubscriptionAcknowledgement
+	silent := 0
+	for {
+		req := &ua.PublishRequest{SubscriptionAcknowledgements: acks}
+		if req.SubscriptionAcknowledgements == nil {
+			req.SubscriptionAcknowledgements = []*ua.SubscriptionAcknowledgement{}
+		}
+		// gopcua gives up on the request timeout (the publish timeout
+		// here) plus 250 ms; the context is only a backstop.
+		pctx, cancel := context.WithTimeout(ctx, s.sub.PublishTimeout+time.Second)
+		resp, answered, err := send[*ua.PublishResponse](pctx, s.cl, req)
+		cancel()
+		if stopped(ctx) {
+			return nil
+		}
+		switch {
+		case err == nil:
+			silent = 0
+		case errors.Is(err, ua.StatusBadTimeout) && answered:
+			// The server answered the request with a timeout fault: it is
+			// there, the subscription is intact; ask again.
+			silent = 0
+			c.m.faults.WithLabelValues(c.id, "Publish", "BadTimeout").Inc()
+			c.setStatus(func(st *Status) { st.ServiceFaults++ })
+			c.log.Debug("publish request answered BadTimeout; continuing", "publish_timeout", s.sub.PublishTimeout)
+			continue
+		case errors.Is(err, ua.StatusBadTooManyPublishRequests) && answered:
+			c.m.faults.WithLabelValues(c.id, "Publish", "BadTooManyPublishRequests").Inc()
+			c.setStatus(func(st *Status) { st.ServiceFaults++ })
+			if !backoff.Sleep(ctx, s.sub.PublishingInterval) {
+				return nil
+			}
+			continue
+		case errors.Is(err, ua.StatusBadTimeout) || errors.Is(err, context.DeadlineExceeded):
+			// No answer at all within the publish timeout: not even a
+			// keep-alive. A few in a row mean the server is gone.
+			silent++
+			if silent >= maxSilentPublishes {
+				return fmt.Errorf("opcua: publish: no answer to %d publish requests in a row (timeout %v): %w", silent, s.sub.PublishTimeout, err)
+			}
+			continue
+		default:
+			return fmt.Errorf("opcua: publish: %w", err)
+		}
+		acks = nil
+		msg := resp.NotificationMessage
+		if msg == nil || len(msg.NotificationData) == 0 {
+			// keep-alive
+			s.r.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
+			continue
+		}
+		acks = []*ua.SubscriptionAcknowledgement{{SubscriptionID: resp.SubscriptionID, SequenceNumber: msg.SequenceNumber}}
+		if err := s.notifications(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// notifications turns one NotificationMessage into a cycle.
+func (s *subSession) notifications(msg *ua.NotificationMessage) error {
+	c := s.c
+	now := time.Now()
+	var ss []sample.Sample
+	var newest time.Time
+	for _, eo := range msg.NotificationData {
+		if eo == nil {
+			continue
+		}
+		switch n := eo.Value.(type) {
+		case *ua.DataChangeNotification:
+			for _, it := range n.MonitoredItems {
+				if it == nil || int(it.ClientHandle) >= len(c.points) {
+					continue
+				}
+				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
+					newest = it.Value.ServerTimestamp
+				}
+				smp := toSample(int(it.ClientHandle), it.Value)
+				if smp.Quality != telemetry.QualityGood {
+					c.m.bad(smp.Status)
+				}
+				ss = append(ss, smp)
+			}
+		case *ua.StatusChangeNotification:
+			// A Bad status ends the subscription (BadTimeout: its
+			// lifetime ran out); nothing more comes on it.
+			if n.Status>>30 == 2 {
+				return fmt.Errorf("opcua: subscription %d status change: %w", s.sub.id, n.Status)
+			}
+			c.log.Info("subscription status change", "status", n.Status.Error())
+		}
+	}
+	c.m.notifications.Add(float64(len(ss)))
+	c.m.publishes.Inc()
+	if !newest.IsZero() {
+		c.m.publishLatency.Observe(max(0, now.Sub(newest).Seconds()))
+	}
+	s.r.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
+	return nil
+}
+func isFilterError(s ua.StatusCode) bool {
+	return s == ua.StatusBadFilterNotAllowed || s == ua.StatusBadMonitoredItemFilterUnsupported ||
+		s == ua.StatusBadMonitoredItemFilterInvalid || s == ua.StatusBadDeadbandFilterInvalid
+}
+
+func (c *Client) itemRequest(n *ua.NodeID, i int, filters bool) *ua.MonitoredItemCreateRequest {
+	p := c.points[i]
+	params := &ua.MonitoringParameters{
+		ClientHandle:     uint32(i),
+		SamplingInterval: float64(p.SamplingInterval) / float64(time.Millisecond),
+		QueueSize:        p.QueueSize,
+		DiscardOldest:    true,
+	}
+	if filters && p.DeadbandType != "none" {
+		dt := uint32(ua.DeadbandTypeAbsolute)
+		if p.DeadbandType == "percent" {
+			dt = uint32(ua.DeadbandTypePercent)
+		}
+		params.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: dt, DeadbandValue: p.Deadband})
+	}
+	return &ua.MonitoredItemCreateRequest{
+		// gopcua cannot encode a nil DataEncoding: send the empty name.
+		ItemToMonitor:       &ua.ReadValueID{NodeID: n, AttributeID: ua.AttributeIDValue, DataEncoding: &ua.QualifiedName{}},
+		MonitoringMode:      ua.MonitoringModeReporting,
+		RequestedParameters: params,
+	}
+}
