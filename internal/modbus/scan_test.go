@@ -3,6 +3,7 @@ package modbus
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestScanNothingAnswers(t *testing.T) {
 	srv.Stop()
 	cfg := Config{Transport: TCP, Address: srv.Addr, Timeout: 200 * time.Millisecond}
 	units, err := Scan(context.Background(), cfg, ScanOptions{Units: []uint8{1, 2}, Count: 10}, nil)
-	if err != nil || len(units) != 0 {
-		t.Fatalf("units = %+v, err = %v", units, err)
+	if !errors.Is(err, StatusConnection) || !strings.Contains(err.Error(), "connection refused") || len(units) != 0 {
+		t.Fatalf("units = %+v, err = %v; want the refused connection", units, err)
 	}
 }
