@@ -81,6 +81,7 @@ type Hostile struct {
 	mu        sync.Mutex
 	fault     Fault
 	faultN    int
+	faultAt   int // request start address the fault applies to; -1: any
 	late      time.Duration
 	wrongUnit uint8
 	busyUntil time.Time
@@ -95,7 +96,14 @@ type Hostile struct {
 func (h *Hostile) Inject(f Fault, n int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.fault, h.faultN = f, n
+	h.fault, h.faultN, h.faultAt = f, n, -1
+}
+
+// InjectAt is Inject for the replies to requests that start at addr only.
+func (h *Hostile) InjectAt(f Fault, n int, addr uint16) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fault, h.faultN, h.faultAt = f, n, int(addr)
 }
 
 // SetLate sets how late a Late reply comes (default 1.5 s).
@@ -118,11 +126,11 @@ func (h *Hostile) Ignored() int64 { return h.ignored.Load() }
 // Replies counts replies (or misbehaviours) sent.
 func (h *Hostile) Replies() int64 { return h.replies.Load() }
 
-func (h *Hostile) next() (Fault, time.Duration, uint8) {
+func (h *Hostile) next(pdu []byte) (Fault, time.Duration, uint8) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f := Honest
-	if h.faultN != 0 {
+	if h.faultN != 0 && (h.faultAt < 0 || len(pdu) >= 3 && int(binary.BigEndian.Uint16(pdu[1:])) == h.faultAt) {
 		f = h.fault
 		if h.faultN > 0 {
 			h.faultN--
@@ -136,7 +144,7 @@ func (h *Hostile) next() (Fault, time.Duration, uint8) {
 }
 
 func newHostile(bank *Bank, unit uint8, framing Framing) *Hostile {
-	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond}
+	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond, faultAt: -1}
 }
 
 // answer computes the honest reply PDU of a read request PDU from the bank.
@@ -250,7 +258,7 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 		if q.unit != h.unit {
 			continue // another slave's request: a real bus stays quiet
 		}
-		f, late, wu := h.next()
+		f, late, wu := h.next(q.pdu)
 		reply := h.answer(q.unit, q.pdu)
 		var out []byte
 		switch f {
@@ -510,7 +518,7 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		if unit != h.unit {
 			continue
 		}
-		f, late, wu := h.next()
+		f, late, wu := h.next(pdu)
 		reply := misbehave(f, h.answer(unit, pdu))
 		switch f {
 		case WrongTransaction:
