@@ -283,3 +283,61 @@ func TestHostileDevices(t *testing.T) {
 func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
 	return context.WithCancel(t.Context())
 }
+
+// TestConverterQueueSurvivesReconnect: the gateway reloads (a new pool, a
+// new connection) while a late reply is on its way; the converter forwards
+// it to the new connection, which must not take it for its first request.
+func TestConverterQueueSurvivesReconnect(t *testing.T) {
+	const unit = 3
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileConverter(t, bank, unit, modbustest.RTU, nil)
+	h.SetLate(300 * time.Millisecond) // 1.5 x the timeout
+	h.InjectAt(modbustest.Late, 1, 100)
+	cfg := testConfig(RTUOverTCP, h.Addr, unit)
+	cfg.Timeout = 200 * time.Millisecond
+	groups, want := shiftGroups(20 * time.Millisecond)
+
+	poolA := NewPool(testLogger(t), nil)
+	srcA, err := poolA.Source("before-reload", cfg, groups[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	recA := &recorder{t: t, want: want}
+	stopA := recA.run(srcA)
+	wait.For(t, 5*time.Second, "the request that will be answered late", func() bool {
+		for _, r := range bank.Requests() {
+			if r.Address == 100 {
+				return true
+			}
+		}
+		return false
+	})
+	stopA()
+	if err := poolA.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h.Replies() != 1 {
+		t.Fatalf("%d replies sent before the reload, want only the one before the late request", h.Replies())
+	}
+
+	reg := prometheus.NewRegistry()
+	poolB := NewPool(testLogger(t), NewMetrics(reg))
+	t.Cleanup(func() { _ = poolB.Close() })
+	srcB, err := poolB.Source("after-reload", cfg, groups[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	recB := &recorder{t: t, want: want}
+	stopB := recB.run(srcB)
+	wait.For(t, 5*time.Second, "good cycles after the reload", func() bool {
+		return causeThenGood(recB.snapshot(), nil, 1, 3)
+	})
+	stopB()
+	if h.Replies() < 2 {
+		t.Fatal("the late reply was never sent")
+	}
+	if n := counter(t, reg, "smelter_modbus_discarded_bytes_total", "connection", cfg.linkKey()); n < 13 {
+		t.Fatalf("%v bytes discarded after the reload, want the late reply's 13", n)
+	}
+}

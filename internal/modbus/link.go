@@ -194,10 +194,12 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 	// an earlier session (ours, restarted, or another client's) does not
 	// carry the id of our first request.
 	l.tid = uint16(0x1000 + rand.IntN(0xE000))
-	l.lastRx = time.Now()
 	// A converter keeps forwarding what its serial side receives across
-	// our reconnects, and a serial line may carry a reply from before the
-	// port was opened: listen for silence before the first request.
+	// reconnects, and a serial line may carry a reply from before the port
+	// was opened: a request sent just before (by us before a reload, or by
+	// another master) may still be answered. Treat the connect as such a
+	// request timing out now: the line must be silent for timeout + silence.
+	l.lastRx = time.Now().Add(l.timeout)
 	l.quiet = l.framed()
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
