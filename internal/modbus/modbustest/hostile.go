@@ -84,6 +84,7 @@ type Hostile struct {
 	faultAt   int // request start address the fault applies to; -1: any
 	late      time.Duration
 	wrongUnit uint8
+	absent    uint8 // exception for requests to other units (a TCP-to-RTU gateway's 10 or 11); 0: silence
 	busyUntil time.Time
 
 	ignored atomic.Int64
@@ -118,6 +119,22 @@ func (h *Hostile) SetWrongUnit(u uint8) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.wrongUnit = u
+}
+
+// SetAbsentReply makes the device answer requests for any other unit with
+// exception code, as a TCP-to-serial gateway does for a unit that is not
+// on its bus (10 gateway path unavailable, 11 gateway target failed to
+// respond); 0, the default, stays silent as a serial bus does.
+func (h *Hostile) SetAbsentReply(code uint8) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.absent = code
+}
+
+func (h *Hostile) absentReply() uint8 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.absent
 }
 
 // Ignored counts requests dropped because the slave was busy with a late reply.
@@ -256,6 +273,9 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 			continue
 		}
 		if q.unit != h.unit {
+			if code := h.absentReply(); code != 0 && len(q.pdu) > 0 {
+				h.out(h.frameOut(q.unit, []byte{q.pdu[0] | 0x80, code}))
+			}
 			continue // another slave's request: a real bus stays quiet
 		}
 		f, late, wu := h.next(q.pdu)
@@ -516,6 +536,11 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		}
 		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if unit != h.unit {
+			if code := h.absentReply(); code != 0 {
+				if _, err := c.Write(MBAPReply(tid, unit, []byte{pdu[0] | 0x80, code})); err != nil {
+					return
+				}
+			}
 			continue
 		}
 		f, late, wu := h.next(pdu)
