@@ -202,17 +202,17 @@ func TestStatusError(t *testing.T) {
 	cases := []struct {
 		s      Status
 		text   string
-		is     []error
-		isNot  []error
+		is     []Status
+		isNot  []Status
 		kind   string
 		silent bool
 	}{
-		{Status(2), "modbus: exception 2 (illegal data address)", []error{Status(2)}, []error{StatusQuarantined, Status(3)}, "exception", false},
-		{q, "modbus: exception 2 (illegal data address), address quarantined", []error{Status(2), StatusQuarantined, q}, []error{Status(3), StatusTimeout}, "exception", false},
-		{StatusTimeout, "modbus: timeout", []error{StatusTimeout}, []error{StatusConnection, StatusQuarantined}, "timeout", true},
-		{StatusTransactionMismatch, "modbus: transaction id mismatch", []error{StatusTransactionMismatch}, nil, "transaction_mismatch", true},
-		{StatusNotFinite, "modbus: value is NaN or infinite", []error{StatusNotFinite}, nil, "not_finite", false},
-		{Status(42), "modbus: exception 42 (unknown exception)", []error{Status(42)}, nil, "exception", false},
+		{Status(2), "modbus: exception 2 (illegal data address)", []Status{Status(2)}, []Status{StatusQuarantined, Status(3)}, "exception", false},
+		{q, "modbus: exception 2 (illegal data address), address quarantined", []Status{Status(2), StatusQuarantined, q}, []Status{Status(3), StatusTimeout}, "exception", false},
+		{StatusTimeout, "modbus: timeout", []Status{StatusTimeout}, []Status{StatusConnection, StatusQuarantined}, "timeout", true},
+		{StatusTransactionMismatch, "modbus: transaction id mismatch", []Status{StatusTransactionMismatch}, nil, "transaction_mismatch", true},
+		{StatusNotFinite, "modbus: value is NaN or infinite", []Status{StatusNotFinite}, nil, "not_finite", false},
+		{Status(42), "modbus: exception 42 (unknown exception)", []Status{Status(42)}, nil, "exception", false},
 	}
 	for _, c := range cases {
 		if c.s.Error() != c.text {
@@ -221,12 +221,12 @@ func TestStatusError(t *testing.T) {
 		wrapped := fmt.Errorf("read holding 0+1 unit 1: %w", c.s)
 		for _, target := range c.is {
 			if !errors.Is(wrapped, target) {
-				t.Errorf("%#x: errors.Is(%#x) false", uint32(c.s), uint32(target.(Status)))
+				t.Errorf("%#x: errors.Is(%#x) false", uint32(c.s), uint32(target))
 			}
 		}
 		for _, target := range c.isNot {
 			if errors.Is(wrapped, target) {
-				t.Errorf("%#x: errors.Is(%#x) true", uint32(c.s), uint32(target.(Status)))
+				t.Errorf("%#x: errors.Is(%#x) true", uint32(c.s), uint32(target))
 			}
 		}
 		if c.s.Kind() != c.kind || c.s.Silent() != c.silent || StatusOf(wrapped) != c.s {

@@ -73,18 +73,25 @@ func (b *Bridge) Served() int64 { return b.served.Load() }
 // connection with framing, forwarding to the Modbus TCP server at upstream.
 func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 	tb.Helper()
+	b := &Bridge{framing: framing, upstream: upstream}
+	b.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) { b.serve(ctx, c) })
+	return b
+}
+
+// serveConns listens on a random loopback port and runs serve for each
+// connection (closed when serve returns) until the test ends, when the
+// listener and every connection are closed and the goroutines waited for.
+// It returns the listen address.
+func serveConns(tb testing.TB, serve func(ctx context.Context, c net.Conn)) string {
+	tb.Helper()
 	ctx := tb.Context()
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("modbustest: bridge listen: %v", err)
-	}
-	b := &Bridge{Addr: ln.Addr().String(), framing: framing, upstream: upstream}
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	ln := listen(tb)
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -93,17 +100,15 @@ func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				b.serve(ctx, c)
+			wg.Go(func() {
+				serve(ctx, c)
 				mu.Lock()
 				delete(conns, c)
 				mu.Unlock()
 				_ = c.Close()
-			}()
+			})
 		}
-	}()
+	})
 	tb.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
@@ -111,9 +116,9 @@ func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 			_ = c.Close()
 		}
 		mu.Unlock()
-		b.wg.Wait()
+		wg.Wait()
 	})
-	return b
+	return ln.Addr().String()
 }
 
 var ptyLine = regexp.MustCompile(`PTY is (\S+)`)

@@ -473,48 +473,12 @@ func StartHostileSerial(tb testing.TB, bank *Bank, unit uint8, framing Framing, 
 // connects.
 func StartHostileTCP(tb testing.TB, bank *Bank, unit uint8, leftover []byte) *Hostile {
 	tb.Helper()
-	ctx := tb.Context()
-	ln := listen(tb)
 	h := newHostile(bank, unit, 0)
-	h.Addr = ln.Addr().String()
-	var (
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if len(leftover) > 0 {
-					_, _ = c.Write(leftover)
-				}
-				h.serveMBAP(ctx, c)
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-				_ = c.Close()
-			}()
+	h.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) {
+		if len(leftover) > 0 {
+			_, _ = c.Write(leftover)
 		}
-	}()
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		h.serveMBAP(ctx, c)
 	})
 	return h
 }
