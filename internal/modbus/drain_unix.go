@@ -8,32 +8,48 @@ import (
 	"syscall"
 )
 
-// drainNow reads and discards whatever input is already pending on p,
-// without waiting, and returns how many bytes it discarded. p's descriptor
-// is non-blocking (sockets, and serial lines from openSerial).
-func drainNow(p port, buf []byte) (int, error) {
+// drainer reads and discards whatever input is already pending on a port,
+// without waiting. The port's descriptor is non-blocking (sockets, and
+// serial lines from openSerial). Made once per connection: drain allocates
+// nothing.
+type drainer struct {
+	rc  syscall.RawConn
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func newDrainer(p port) (*drainer, error) {
 	rc, err := p.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	d := &drainer{rc: rc, buf: make([]byte, 256)}
+	d.fn = func(fd uintptr) bool {
+		d.n, d.err = syscall.Read(int(fd), d.buf)
+		return true
+	}
+	return d, nil
+}
+
+// drain returns how many bytes it discarded; io.EOF when the peer closed.
+func (d *drainer) drain() (int, error) {
 	total := 0
 	for {
-		var n int
-		var rerr error
-		if err := rc.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), buf)
-			return true
-		}); err != nil {
+		if err := d.rc.Read(d.fn); err != nil {
 			return total, err
 		}
 		switch {
-		case errors.Is(rerr, syscall.EAGAIN), errors.Is(rerr, syscall.EINTR):
+		case errors.Is(d.err, syscall.EAGAIN):
 			return total, nil
-		case rerr != nil:
-			return total, rerr
-		case n == 0:
+		case errors.Is(d.err, syscall.EINTR):
+			continue
+		case d.err != nil:
+			return total, d.err
+		case d.n == 0:
 			return total, io.EOF
 		}
-		total += n
+		total += d.n
 	}
 }

@@ -114,14 +114,13 @@ func (r *recorder) run(src *Source) func() {
 	return stop
 }
 
-// causeThenGood reports whether some cycle's Err matches cause and, after
-// the first such cycle, every group has had n cycles in a row with every
-// sample good.
+// causeThenGood reports whether some cycle's Err matches cause (nil: the
+// first cycle counts) and, after the first such cycle, each of groups groups
+// (told apart by their first Sample.Index) has ended with n cycles in a row
+// with every sample good.
 func causeThenGood(cycles []sample.Cycle, cause error, groups, n int) bool {
 	seen := false
-	streak := map[time.Duration]int{}
-	_ = groups
-	byGroup := map[int]int{} // first index of the group -> good streak
+	streak := map[int]int{} // first index of the group -> good cycles in a row
 	for _, c := range cycles {
 		if !seen {
 			seen = cause == nil || errors.Is(c.Err, cause)
@@ -133,16 +132,15 @@ func causeThenGood(cycles []sample.Cycle, cause error, groups, n int) bool {
 			allGood = allGood && s.Quality == telemetry.QualityGood
 		}
 		if allGood {
-			byGroup[key]++
+			streak[key]++
 		} else {
-			byGroup[key] = 0
+			streak[key] = 0
 		}
 	}
-	_ = streak
-	if !seen || len(byGroup) < groups {
+	if !seen || len(streak) < groups {
 		return false
 	}
-	for _, k := range byGroup {
+	for _, k := range streak {
 		if k < n {
 			return false
 		}

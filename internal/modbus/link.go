@@ -20,7 +20,7 @@ import (
 
 // port is an open connection: a TCP socket or a serial line opened
 // non-blocking (openSerial). Both honour deadlines and expose their
-// descriptor for drainNow.
+// descriptor for the drainer.
 type port interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
@@ -73,6 +73,7 @@ type link struct {
 	m         *Metrics
 
 	p           port
+	drainer     *drainer
 	closed      bool
 	failures    int
 	nextDial    time.Time
@@ -172,6 +173,12 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 		return linkErr(StatusConnection, "reconnecting in %v after: %w", l.nextDial.Sub(now).Round(time.Millisecond), l.lastDialErr)
 	}
 	p, err := l.dial(ctx)
+	var dr *drainer
+	if err == nil {
+		if dr, err = newDrainer(p); err != nil {
+			_ = p.Close()
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return &linkError{StatusCanceled, ctx.Err()}
@@ -189,7 +196,7 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 		}
 		return &linkError{StatusConnection, err}
 	}
-	l.p = p
+	l.p, l.drainer = p, dr
 	// A random first transaction id per connection: a reply left over from
 	// an earlier session (ours, restarted, or another client's) does not
 	// carry the id of our first request.
@@ -233,7 +240,7 @@ func (l *link) dial(ctx context.Context) (port, error) {
 func (l *link) drop() {
 	if l.p != nil {
 		_ = l.p.Close()
-		l.p = nil
+		l.p, l.drainer = nil, nil
 		l.connected.Store(false)
 		l.m.connUp.WithLabelValues(l.key).Set(0)
 	}
@@ -344,7 +351,7 @@ func (l *link) prepare(ctx context.Context) error {
 	if err := l.setDeadline(ctx, time.Time{}); err != nil {
 		return err
 	}
-	n, err := drainNow(l.p, l.junk[:])
+	n, err := l.drainer.drain()
 	if n > 0 {
 		l.discard(n)
 		l.lastRx = time.Now()
@@ -383,7 +390,7 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			if err := l.setDeadline(ctx, time.Time{}); err != nil {
 				return err
 			}
-			n, err := drainNow(l.p, l.junk[:])
+			n, err := l.drainer.drain()
 			if err != nil {
 				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
 			}

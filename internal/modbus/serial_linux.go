@@ -14,7 +14,7 @@ var bauds = map[int]uint32{1200: unix.B1200, 2400: unix.B2400, 4800: unix.B4800,
 // openSerial opens a serial line raw (no echo, no line discipline, no flow
 // control) with s's settings. The descriptor is non-blocking, so the
 // returned file is pollable: deadlines bound every read and a canceled
-// context interrupts it, and drainNow can read what is pending without
+// context interrupts it, and the drainer can read what is pending without
 // waiting. Input already queued is left for the caller to drain and count.
 func openSerial(path string, s SerialConfig) (*os.File, error) {
 	rate, ok := bauds[s.Baud]
