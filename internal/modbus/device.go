@@ -94,6 +94,7 @@ type device struct {
 	lastErrAt   time.Time
 	lastOK      time.Time
 	quarantined int
+	loggedKind  string // error kind last logged ("" after good cycles), so a persistent cause logs once
 }
 
 // DeviceState is a device's health for the status page.
@@ -325,8 +326,19 @@ func pointName(p Point, unit uint8) string {
 func (d *device) account(now time.Time, c cycle, abort error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if c.err != nil && !errors.Is(c.err, StatusCanceled) {
+	if errors.Is(c.err, StatusCanceled) || errors.Is(abort, StatusCanceled) {
+		return
+	}
+	if c.err != nil {
 		d.lastErr, d.lastErrAt = c.err, now
+		if kind := StatusOf(c.err).Kind(); kind != d.loggedKind && c.replied {
+			// the device answers, but not everything is good: say why, once per kind
+			d.log.Warn("modbus read failed", "error", c.err)
+			d.loggedKind = kind
+		}
+	} else if d.loggedKind != "" {
+		d.log.Info("modbus reads good again")
+		d.loggedKind = ""
 	}
 	switch {
 	case c.replied:
@@ -337,15 +349,16 @@ func (d *device) account(now time.Time, c cycle, abort error) {
 			d.log.Info("modbus device answering")
 		}
 		d.up, d.seen = true, true
-	case errors.Is(abort, StatusCanceled) || c.err == nil:
-		// nothing learned (canceled, or an empty plan)
+	case c.err == nil:
+		// nothing learned (an empty plan)
 	default:
 		d.failures++
 		if errors.Is(abort, StatusTimeout) {
 			d.retryAt = now.Add(backoff.Step(d.failures, d.cfg.BackoffMin, d.cfg.BackoffMax))
 		}
-		if d.up || !d.seen {
+		if kind := StatusOf(c.err).Kind(); d.up || !d.seen || kind != d.loggedKind {
 			d.log.Warn("modbus device not answering", "error", c.err)
+			d.loggedKind = kind
 		}
 		d.up, d.seen = false, true
 	}

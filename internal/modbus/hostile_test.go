@@ -1,9 +1,11 @@
 package modbus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -235,7 +237,8 @@ func TestHostileDevices(t *testing.T) {
 				}
 				groups, want := shiftGroups(20 * time.Millisecond)
 				reg := prometheus.NewRegistry()
-				pool := NewPool(testLogger(t), NewMetrics(reg))
+				logs := &syncBuffer{}
+				pool := NewPool(slog.New(slog.NewTextHandler(logs, nil)), NewMetrics(reg))
 				t.Cleanup(func() { _ = pool.Close() })
 				src, err := pool.Source("hostile", cfg, groups)
 				if err != nil {
@@ -273,9 +276,30 @@ func TestHostileDevices(t *testing.T) {
 				if st := src.State(); !errors.Is(st.LastError, c.cause) || !strings.Contains(st.LastError.Error(), c.text) {
 					t.Errorf("State().LastError = %v, want %v saying %q", st.LastError, c.cause, c.text)
 				}
+				if !strings.Contains(logs.String(), c.text) {
+					t.Errorf("the log does not say %q:\n%s", c.text, logs.String())
+				}
 			})
 		}
 	}
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {
