@@ -383,7 +383,12 @@ func (l *link) prepare(ctx context.Context) error {
 // waitQuiet returns once nothing has arrived on the line for l.silence,
 // discarding (and counting) what does arrive meanwhile.
 func (l *link) waitQuiet(ctx context.Context) error {
-	limit := time.Now().Add(quietLimit * l.silence)
+	// the wait may start in the future (a fresh connection); bound it from there
+	limit := l.lastRx
+	if now := time.Now(); now.After(limit) {
+		limit = now
+	}
+	limit = limit.Add(quietLimit * l.silence)
 	for {
 		until := l.lastRx.Add(l.silence)
 		if !time.Now().Before(until) {

@@ -83,6 +83,7 @@ func (s *Source) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 		})
 	}
 	wg.Wait()
+	<-ctx.Done() // a device without groups still runs until ctx ends
 	return nil
 }
 

@@ -261,3 +261,25 @@ func TestPersistentMismatches(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectWaitWithShortSilence: a silence much shorter than the timeout
+// still lets a fresh connection through (the connect wait is timeout +
+// silence and must not be taken for a line that never falls quiet).
+func TestConnectWaitWithShortSilence(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
+	cfg := testConfig(RTUOverTCP, h.Addr, 3)
+	cfg.Timeout = time.Second
+	cfg.Silence = 20 * time.Millisecond
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	plan, err := NewPlan(regs(Uint16, 0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(pool, "short", cfg, plan)
+	if out := r.Read(t.Context()); !isGood(out[0]) || out[0].Num != holdingValue(0) {
+		t.Fatalf("first read = %+v: %v", out[0], r.res.err)
+	}
+}
