@@ -166,13 +166,19 @@ func newHostile(bank *Bank, unit uint8, framing Framing) *Hostile {
 
 // answer computes the honest reply PDU of a read request PDU from the bank.
 func (h *Hostile) answer(unit uint8, pdu []byte) []byte {
+	if len(pdu) == 0 {
+		return []byte{0x80, 1}
+	}
 	if len(pdu) < 5 || pdu[0] < 1 || pdu[0] > 4 {
 		return []byte{pdu[0] | 0x80, 1}
 	}
 	t := [...]Table{1: Coils, 2: DiscreteInputs, 3: HoldingRegisters, 4: InputRegisters}[pdu[0]]
 	addr := binary.BigEndian.Uint16(pdu[1:])
 	qty := binary.BigEndian.Uint16(pdu[3:])
-	if qty == 0 || int(addr)+int(qty) > 65536 {
+	if qty == 0 || qty > 125 && pdu[0] >= 3 || qty > 2000 {
+		return []byte{pdu[0] | 0x80, 3} // illegal data value: quantity out of range
+	}
+	if int(addr)+int(qty) > 65536 {
 		return []byte{pdu[0] | 0x80, 2}
 	}
 	_, err := h.Bank.enter(Request{Unit: unit, Table: t, Address: addr, Quantity: qty})
