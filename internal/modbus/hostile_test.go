@@ -167,7 +167,7 @@ func TestHostileDevices(t *testing.T) {
 		switch tr {
 		case TCP:
 			return modbustest.MBAPReply(1, unit, pdu)
-		case ASCIIOverTCP:
+		case ASCIIOverTCP, ASCII:
 			return modbustest.EncodeASCII(unit, pdu)
 		}
 		return modbustest.EncodeRTU(unit, pdu)
@@ -191,14 +191,16 @@ func TestHostileDevices(t *testing.T) {
 		RTU: append([]hostileCase{
 			{modbustest.Garbage, 1, StatusChecksum, "checksum mismatch"},
 		}, common...),
-		ASCIIOverTCP: {
-			{modbustest.Late, 1, StatusTimeout, "no reply within"},
-			{modbustest.WrongUnit, 2, StatusWrongUnit, "reply from unit 4"},
-			{modbustest.Garbage, 1, StatusFraming, "incomplete reply: 8 bytes"}, // no colon: noise, then silence
-			{0xFF, 0, 0, ""},
-		},
 	}
-	for _, tr := range []Transport{TCP, RTUOverTCP, RTU, ASCIIOverTCP} {
+	transports[ASCIIOverTCP] = []hostileCase{
+		{modbustest.Late, 1, StatusTimeout, "no reply within"},
+		{modbustest.WrongUnit, 2, StatusWrongUnit, "reply from unit 4"},
+		{modbustest.WrongByteCount, 2, StatusBadLength, "request wants 8"},
+		{modbustest.Garbage, 1, StatusFraming, "incomplete reply: 8 bytes"}, // no colon: noise, then silence
+		{0xFF, 0, 0, ""},
+	}
+	transports[ASCII] = transports[ASCIIOverTCP]
+	for _, tr := range []Transport{TCP, RTUOverTCP, RTU, ASCIIOverTCP, ASCII} {
 		for _, c := range transports[tr] {
 			name := c.fault.String()
 			if c.fault == 0xFF {
@@ -222,6 +224,8 @@ func TestHostileDevices(t *testing.T) {
 					h = modbustest.StartHostileConverter(t, bank, unit, modbustest.ASCII, left)
 				case RTU:
 					h = modbustest.StartHostileSerial(t, bank, unit, modbustest.RTU, left)
+				case ASCII:
+					h = modbustest.StartHostileSerial(t, bank, unit, modbustest.ASCII, left)
 				}
 				cfg := testConfig(tr, h.Addr, unit)
 				cfg.Timeout = 200 * time.Millisecond
