@@ -130,8 +130,9 @@ func TestComposeFile(t *testing.T) {
 			served[d.ID] = "sim:" + port
 		}
 	}
-	for _, d := range cfg.Raw.Devices {
-		if d.Modbus == nil || served[d.ID] != d.Modbus.Address {
+	for _, d := range cfg.Devices {
+		mb, ok := d.Driver.(*gwconfig.ModbusDevice)
+		if !ok || served[d.ID] != mb.Config.Address {
 			t.Errorf("gateway device %s is not served by the sim service (sim serves %v)", d.ID, served)
 		}
 	}

@@ -50,9 +50,13 @@ func TestPackagedConfigsLoad(t *testing.T) {
 		t.Fatalf("packaged sim-quickstart.yaml: %v", err)
 	}
 	// the quickstart's gateway polls the quickstart's simulator
-	if len(sim.Devices) != 1 || len(gw.Raw.Devices) != 1 || gw.Raw.Devices[0].Modbus == nil ||
-		sim.Devices[0].ID != gw.Raw.Devices[0].ID || sim.Devices[0].Modbus.Address != gw.Raw.Devices[0].Modbus.Address ||
-		sim.Devices[0].Modbus.UnitID != int(gw.Raw.Devices[0].Modbus.UnitID) || sim.Devices[0].Template != gw.Raw.Devices[0].Template {
+	var mb *gwconfig.ModbusDevice
+	if len(gw.Devices) == 1 {
+		mb, _ = gw.Devices[0].Driver.(*gwconfig.ModbusDevice)
+	}
+	if len(sim.Devices) != 1 || len(gw.Raw.Devices) != 1 || mb == nil ||
+		sim.Devices[0].ID != gw.Raw.Devices[0].ID || sim.Devices[0].Modbus.Address != mb.Config.Address ||
+		sim.Devices[0].Modbus.UnitID != int(mb.Config.UnitID) || sim.Devices[0].Template != gw.Raw.Devices[0].Template {
 		t.Errorf("the packaged gateway.yaml does not poll the device sim-quickstart.yaml serves")
 	}
 	for _, env := range []string{"gateway.env", "collector.env"} {

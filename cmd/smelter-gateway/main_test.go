@@ -132,6 +132,61 @@ func TestScanModbus(t *testing.T) {
 	}
 }
 
+// TestScanModbusRTU scans units 1-4 of an RTU bus behind a converter (and on
+// a serial line) where only unit 3 answers.
+func TestScanModbusRTU(t *testing.T) {
+	for _, tr := range []string{"rtu_over_tcp", "rtu"} {
+		t.Run(tr, func(t *testing.T) {
+			bank := modbustest.NewBank()
+			bank.SetRegisters(modbustest.HoldingRegisters, 0, 7, 8, 9)
+			var h *modbustest.Hostile
+			if tr == "rtu" {
+				h = modbustest.StartHostileSerial(t, bank, 3, modbustest.RTU, nil)
+			} else {
+				h = modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
+			}
+			code, out, errs := runCmd("scan", "modbus", h.Addr, "-transport", tr, "-baud", "115200", "-units", "1-4",
+				"-count", "8", "-tables", "holding", "-timeout", "100ms", "-silence", "50ms")
+			if code != 0 || !strings.Contains(out, "unit 3 answers") || strings.Count(out, "answers") != 1 ||
+				!strings.Contains(out, "[7 8 9") {
+				t.Fatalf("code %d\nout:\n%s\nerr:\n%s", code, out, errs)
+			}
+		})
+	}
+}
+
+// TestScanModbusAbsentUnits: a TCP gateway answering exception 11 for units
+// that are not on its bus; they are absent.
+func TestScanModbusAbsentUnits(t *testing.T) {
+	bank := modbustest.NewBank()
+	h := modbustest.StartHostileTCP(t, bank, 2, nil)
+	h.SetAbsentReply(11)
+	code, out, errs := runCmd("scan", "modbus", h.Addr, "-units", "1-3", "-count", "4", "-tables", "holding")
+	if code != 0 || !strings.Contains(out, "unit 2 answers") || strings.Count(out, "answers") != 1 {
+		t.Fatalf("code %d\nout:\n%s\nerr:\n%s", code, out, errs)
+	}
+}
+
+func TestScanModbusHelpAndRefused(t *testing.T) {
+	for _, args := range [][]string{{"scan", "-h"}, {"scan", "modbus", "-h"}, {"scan", "modbus", "127.0.0.1:502", "--help"}} {
+		if code, out, errs := runCmd(args...); code != 0 || !strings.Contains(out, "usage: smelter-gateway scan modbus") ||
+			!strings.Contains(out, "-transport") {
+			t.Errorf("%v: code %d\nout:\n%s\nerr:\n%s", args, code, out, errs)
+		}
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	code, out, errs := runCmd("scan", "modbus", addr, "-units", "1-3")
+	if code != 1 || !strings.Contains(errs, "connection refused") || strings.Contains(out, "answers") {
+		t.Fatalf("refused: code %d\nout:\n%s\nerr:\n%s", code, out, errs)
+	}
+}
+
 type oneValue struct{}
 
 func (oneValue) Class() string     { return "motor" }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,27 +50,36 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	transport := fs.String("transport", "tcp", "tcp | rtu | rtu_over_tcp | ascii | ascii_over_tcp")
-	units := fs.String("units", "1-247", "unit ids to probe, e.g. 1-10,17")
+	units := fs.String("units", "1-247", "unit ids to probe, e.g. 1-10,17 (0 and 248-255 on tcp only)")
 	tables := fs.String("tables", "holding,input", "tables to map: coil, discrete, holding, input")
 	start := fs.Int("start", 0, "first address to map (0-based)")
 	count := fs.Int("count", 1000, "addresses to map per table")
 	timeout := fs.Duration("timeout", 300*time.Millisecond, "reply timeout per request")
+	silence := fs.Duration("silence", 0, "rtu/ascii: quiet line needed after a timeout before the next request (0: timeout + one maximum frame at -baud)")
 	maxRegs := fs.Int("max-registers", 125, "registers per request (lower for quirky devices)")
 	baud := fs.Int("baud", 19200, "serial: baud rate")
 	parity := fs.String("parity", "E", "serial: N, E or O")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: smelter-gateway scan modbus ADDRESS [flags]
+		fmt.Fprint(fs.Output(), `usage: smelter-gateway scan modbus ADDRESS [flags]
 
 Probes which unit ids answer at ADDRESS (host:port, or a serial device for rtu/ascii)
-and maps the readable registers of each. It only reads. A unit that returns an
-exception answers too; a timeout means nothing is there.
+and maps the readable registers of each. It only reads. A unit that returns data or
+an exception about its registers is present; a timeout, another unit's reply, and a
+TCP gateway's exceptions 10 and 11 (path unavailable, target failed to respond) mean
+absent. Exits 1 when the connection cannot be opened.
 
 Examples:
   smelter-gateway scan modbus 192.168.1.20:502 -units 1
   smelter-gateway scan modbus 10.0.0.5:4001 -transport rtu_over_tcp -units 1-32 -count 200
+  smelter-gateway scan modbus /dev/ttyUSB0 -transport rtu -baud 9600 -parity N -units 1-10
 
 `)
 		fs.PrintDefaults()
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0
 	}
 	if len(args) < 2 || args[0] != "modbus" {
 		fs.Usage()
@@ -76,6 +87,9 @@ Examples:
 	}
 	addr := args[1]
 	if err := fs.Parse(args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	us, err := parseUnits(*units)
@@ -96,8 +110,8 @@ Examples:
 		fmt.Fprintln(stderr, "-start: out of range 0..65535")
 		return 2
 	}
-	cfg := modbus.Config{Transport: modbus.Transport(*transport), Address: addr, Timeout: *timeout, MaxRegisters: *maxRegs,
-		Serial: modbus.SerialConfig{Baud: *baud, Parity: *parity}}
+	cfg := modbus.Config{Transport: modbus.Transport(*transport), Address: addr, Timeout: *timeout, Silence: *silence,
+		MaxRegisters: *maxRegs, Serial: modbus.SerialConfig{Baud: *baud, Parity: *parity}}
 	log, _ := logging.New(stderr, "error", "text")
 	ctx, stop := interruptible()
 	defer stop()
@@ -105,6 +119,9 @@ Examples:
 		Progress: func(msg string) { fmt.Fprintf(stderr, "\rscanning %-60s", msg) }}, log)
 	fmt.Fprintf(stderr, "\r%-70s\r", "")
 	if err != nil && ctx.Err() == nil {
+		if len(found) > 0 {
+			_ = modbus.WriteScan(stdout, found)
+		}
 		fmt.Fprintln(stderr, "scan:", err)
 		return 1
 	}

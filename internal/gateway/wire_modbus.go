@@ -1,5 +1,3 @@
-//go:build smelter_contract
-
 package gateway
 
 import (

@@ -60,6 +60,14 @@ type Config struct {
 	BackoffMin   time.Duration `yaml:"backoff_min"` // reconnect backoff, doubled per failure with jitter
 	BackoffMax   time.Duration `yaml:"backoff_max"`
 	Quarantine   time.Duration `yaml:"quarantine"` // first retry of an address that raised an exception; doubles up to 16x
+	// Silence is how long an RTU or ASCII line (serial or over TCP) must
+	// have carried nothing before a request is sent after a timeout, a
+	// broken or foreign reply, a reconnect, or bytes that arrived while no
+	// request was outstanding: a late reply must have come and gone. 0 means
+	// the default, timeout + the time of a maximum frame (256 characters of
+	// 11 bits) at serial.baud: a reply up to twice the timeout late is
+	// caught. Ignored on tcp, whose transaction ids tie replies to requests.
+	Silence time.Duration `yaml:"silence"`
 }
 
 // Defaults.
@@ -179,6 +187,12 @@ func (c *Config) Validate() error {
 	if c.Quarantine <= 0 {
 		return fmt.Errorf("quarantine: %v must be positive", c.Quarantine)
 	}
+	if c.Silence < 0 {
+		return fmt.Errorf("silence: %v must not be negative (0 derives it from timeout and baud)", c.Silence)
+	}
+	if c.Silence > time.Minute {
+		return fmt.Errorf("silence: %v above the limit 1m", c.Silence)
+	}
 	return nil
 }
 
@@ -190,6 +204,19 @@ func limit(field string, n, max int) error {
 		return fmt.Errorf("%s: %d above the protocol limit %d", field, n, max)
 	}
 	return nil
+}
+
+// silence returns Silence, or its default derived from the timeout and the
+// line speed (see Config.Silence).
+func (c *Config) silence() time.Duration {
+	if c.Silence > 0 {
+		return c.Silence
+	}
+	baud := c.Serial.Baud
+	if baud <= 0 {
+		baud = DefaultBaud
+	}
+	return c.Timeout + time.Duration(256*11*float64(time.Second)/float64(baud))
 }
 
 // linkKey identifies a shared connection.

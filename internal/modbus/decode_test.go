@@ -2,9 +2,12 @@ package modbus
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 func hr(t Type, o Order) Point { return Point{Table: HoldingRegisters, Type: t, Order: o} }
@@ -71,7 +74,7 @@ func TestDecodeGolden(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			v := Decode(c.p, c.data)
-			if v.Err != nil || v.Status != StatusGood {
+			if v.Quality != telemetry.QualityGood || v.Status != 0 {
 				t.Fatalf("Decode = %+v, want good", v)
 			}
 			if c.p.Type == String {
@@ -92,24 +95,26 @@ func TestDecodeBad(t *testing.T) {
 		name   string
 		p      Point
 		data   []byte
-		status uint32
-		err    error
+		status Status
 	}{
-		{"float32 NaN", hr(Float32, ABCD), []byte{0x7F, 0xC0, 0, 0}, StatusNotFinite, ErrNotFinite},
-		{"float32 +Inf", hr(Float32, ABCD), []byte{0x7F, 0x80, 0, 0}, StatusNotFinite, ErrNotFinite},
-		{"float32 -Inf swapped", hr(Float32, CDAB), []byte{0, 0, 0xFF, 0x80}, StatusNotFinite, ErrNotFinite},
-		{"float64 NaN", hr(Float64, ABCD), []byte{0x7F, 0xF8, 0, 0, 0, 0, 0, 1}, StatusNotFinite, ErrNotFinite},
-		{"float64 -Inf", hr(Float64, ABCD), []byte{0xFF, 0xF0, 0, 0, 0, 0, 0, 0}, StatusNotFinite, ErrNotFinite},
-		{"int32 short", hr(Int32, ABCD), []byte{1, 2}, StatusBadLength, ErrBadLength},
-		{"int16 long", hr(Int16, ABCD), []byte{1, 2, 3}, StatusBadLength, ErrBadLength},
-		{"coil empty", Point{Table: Coils, Type: Bool}, nil, StatusBadLength, ErrBadLength},
-		{"string length 0", Point{Table: HoldingRegisters, Type: String}, nil, StatusBadLength, ErrBadLength},
+		{"float32 NaN", hr(Float32, ABCD), []byte{0x7F, 0xC0, 0, 0}, StatusNotFinite},
+		{"float32 +Inf", hr(Float32, ABCD), []byte{0x7F, 0x80, 0, 0}, StatusNotFinite},
+		{"float32 -Inf swapped", hr(Float32, CDAB), []byte{0, 0, 0xFF, 0x80}, StatusNotFinite},
+		{"float64 NaN", hr(Float64, ABCD), []byte{0x7F, 0xF8, 0, 0, 0, 0, 0, 1}, StatusNotFinite},
+		{"float64 -Inf", hr(Float64, ABCD), []byte{0xFF, 0xF0, 0, 0, 0, 0, 0, 0}, StatusNotFinite},
+		{"int32 short", hr(Int32, ABCD), []byte{1, 2}, StatusBadLength},
+		{"int16 long", hr(Int16, ABCD), []byte{1, 2, 3}, StatusBadLength},
+		{"coil empty", Point{Table: Coils, Type: Bool}, nil, StatusBadLength},
+		{"string length 0", Point{Table: HoldingRegisters, Type: String}, nil, StatusBadLength},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			v := Decode(c.p, c.data)
-			if v.Status != c.status || !errors.Is(v.Err, c.err) {
-				t.Fatalf("Decode = status %d err %v, want %d %v", v.Status, v.Err, c.status, c.err)
+			if Status(v.Status) != c.status || v.Quality != telemetry.QualityBad {
+				t.Fatalf("Decode = %+v, want bad with %v", v, c.status)
+			}
+			if c.status == StatusNotFinite && v.Silent {
+				t.Fatal("a non-finite value is the device's answer, not silence")
 			}
 			if v.Num != 0 || v.Str != "" {
 				t.Fatalf("bad value carries a value: %+v", v)
@@ -192,14 +197,49 @@ func TestPointValidate(t *testing.T) {
 	}
 }
 
-func TestExceptionError(t *testing.T) {
-	v := badValue(2)
-	var e Exception
-	if !errors.As(v.Err, &e) || e != 2 || !strings.Contains(v.Err.Error(), "illegal data address") {
-		t.Fatalf("exception value = %+v", v)
+func TestStatusError(t *testing.T) {
+	q := Status(2) | StatusQuarantined
+	cases := []struct {
+		s      Status
+		text   string
+		is     []Status
+		isNot  []Status
+		kind   string
+		silent bool
+	}{
+		{Status(2), "modbus: exception 2 (illegal data address)", []Status{Status(2)}, []Status{StatusQuarantined, Status(3)}, "exception", false},
+		{q, "modbus: exception 2 (illegal data address), address quarantined", []Status{Status(2), StatusQuarantined, q}, []Status{Status(3), StatusTimeout}, "exception", false},
+		{StatusTimeout, "modbus: timeout", []Status{StatusTimeout}, []Status{StatusConnection, StatusQuarantined}, "timeout", true},
+		{StatusTransactionMismatch, "modbus: transaction id mismatch", []Status{StatusTransactionMismatch}, nil, "transaction_mismatch", true},
+		{StatusNotFinite, "modbus: value is NaN or infinite", []Status{StatusNotFinite}, nil, "not_finite", false},
+		{Status(42), "modbus: exception 42 (unknown exception)", []Status{Status(42)}, nil, "exception", false},
 	}
-	if math.IsNaN(v.Num) {
-		t.Fatal("bad value is NaN")
+	for _, c := range cases {
+		if c.s.Error() != c.text {
+			t.Errorf("%#x: %q, want %q", uint32(c.s), c.s.Error(), c.text)
+		}
+		wrapped := fmt.Errorf("read holding 0+1 unit 1: %w", c.s)
+		for _, target := range c.is {
+			if !errors.Is(wrapped, target) {
+				t.Errorf("%#x: errors.Is(%#x) false", uint32(c.s), uint32(target))
+			}
+		}
+		for _, target := range c.isNot {
+			if errors.Is(wrapped, target) {
+				t.Errorf("%#x: errors.Is(%#x) true", uint32(c.s), uint32(target))
+			}
+		}
+		if c.s.Kind() != c.kind || c.s.Silent() != c.silent || StatusOf(wrapped) != c.s {
+			t.Errorf("%#x: kind %s silent %v StatusOf %#x", uint32(c.s), c.s.Kind(), c.s.Silent(), uint32(StatusOf(wrapped)))
+		}
+	}
+	if uint32(q) != 0x10002 {
+		t.Fatalf("quarantined exception 2 = %#x, want 0x10002 (docs/schema.md)", uint32(q))
+	}
+	re := fmt.Errorf("read holding 0+4 unit 3: %w", &ReplyError{Status: StatusWrongUnit, Want: 3, Got: 1})
+	if !errors.Is(re, StatusWrongUnit) || StatusOf(re) != StatusWrongUnit ||
+		re.Error() != "read holding 0+4 unit 3: modbus: reply from unit 1 to a request for unit 3" {
+		t.Fatalf("reply error: %v", re)
 	}
 }
 
@@ -214,18 +254,18 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, table, typ, order, bit uint8, length uint16, data []byte) {
 		p := Point{Table: Table(table), Type: Type(typ), Order: Order(order), Bit: bit, Length: length}
 		v := Decode(p, data)
-		if v.Err == nil {
+		if v.Quality == telemetry.QualityGood {
 			if math.IsNaN(v.Num) || math.IsInf(v.Num, 0) {
 				t.Fatalf("good non-finite value %v", v.Num)
 			}
-			if v.Status != StatusGood {
+			if v.Status != 0 {
 				t.Fatalf("good value with status %d", v.Status)
 			}
 			if p.Validate() == nil && !p.Table.IsBit() && len(data) != 2*p.Registers() {
 				t.Fatalf("good value from %d bytes for %d registers", len(data), p.Registers())
 			}
-		} else if v.Status == StatusGood {
-			t.Fatalf("error %v with good status", v.Err)
+		} else if v.Status == 0 || v.Quality != telemetry.QualityBad {
+			t.Fatalf("not good but %+v", v)
 		}
 	})
 }

@@ -3,15 +3,16 @@ package modbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
-	gmb "github.com/goburrow/modbus"
-
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // Pool owns the connections. Devices with the same transport and address
@@ -37,11 +38,10 @@ func NewPool(log *slog.Logger, m *Metrics) *Pool {
 	return &Pool{log: log, m: m, links: map[string]*link{}}
 }
 
-// Device returns a device reading unit cfg.UnitID over the pool's connection
-// for cfg's transport and address; it does no I/O. cfg must have passed
-// Validate. The first device on a connection sets its serial line, timeout
-// and reconnect backoff; later devices share them.
-func (p *Pool) Device(id string, cfg Config) *Device {
+// device returns the reader of unit cfg.UnitID over the pool's connection
+// for cfg's transport and address; no I/O. The first device on a connection
+// sets its serial line, timeout, silence and reconnect backoff.
+func (p *Pool) device(id string, cfg Config) *device {
 	cfg.runtimeDefaults()
 	p.mu.Lock()
 	l, ok := p.links[cfg.linkKey()]
@@ -56,31 +56,7 @@ func (p *Pool) Device(id string, cfg Config) *Device {
 			"device", id, "connection", l.key)
 	}
 	p.mu.Unlock()
-
-	var pk gmb.Packager
-	switch cfg.Transport {
-	case TCP:
-		h := &gmb.TCPClientHandler{}
-		h.SlaveId = cfg.UnitID
-		pk = h
-	case RTU, RTUOverTCP:
-		h := &gmb.RTUClientHandler{}
-		h.SlaveId = cfg.UnitID
-		pk = h
-	default:
-		h := &gmb.ASCIIClientHandler{}
-		h.SlaveId = cfg.UnitID
-		pk = h
-	}
-	return &Device{
-		id:     id,
-		cfg:    cfg,
-		link:   l,
-		client: gmb.NewClient2(pk, l),
-		log:    p.log.With("device", id),
-		m:      p.m.device(id),
-		plans:  map[*Plan]*planState{},
-	}
+	return &device{id: id, cfg: cfg, link: l, log: p.log.With("device", id), m: p.m.device(id)}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
@@ -100,20 +76,17 @@ func (p *Pool) Close() error {
 	return errors.Join(errs...)
 }
 
-// Device reads one unit. Read may be called from one goroutine per plan;
-// calls are serialised.
-type Device struct {
-	id     string
-	cfg    Config
-	link   *link
-	client gmb.Client
-	log    *slog.Logger
-	m      devMetrics
+// device reads one unit. Its groups read concurrently (the link serialises
+// their requests); the health fields are under mu.
+type device struct {
+	id   string
+	cfg  Config
+	link *link
+	log  *slog.Logger
+	m    devMetrics
 
 	mu          sync.Mutex
-	plans       map[*Plan]*planState
-	scratch     []byte
-	up          bool // last cycle had a good reply (for logging changes)
+	up          bool // last cycle got an answer (for logging changes)
 	seen        bool
 	failures    int
 	retryAt     time.Time
@@ -121,21 +94,21 @@ type Device struct {
 	lastErrAt   time.Time
 	lastOK      time.Time
 	quarantined int
+	loggedKind  string // error kind last logged ("" after good cycles), so a persistent cause logs once
 }
 
 // DeviceState is a device's health for the status page.
 type DeviceState struct {
 	Connected           bool      // the shared connection is open
-	LastError           error     // most recent failure (nil if none yet)
+	LastError           error     // most recent failure, the cause as Cycle.Err gives it (nil if none yet)
 	LastErrorTime       time.Time // when it happened
-	LastSuccess         time.Time // last reply (good or exception) from the device
-	ConsecutiveFailures int       // reads in a row with no reply at all
+	LastSuccess         time.Time // last answer (data or exception) from the device
+	ConsecutiveFailures int       // cycles in a row without any answer
 	BackoffUntil        time.Time // reads before this fail fast after timeouts
 	Quarantined         int       // points currently quarantined
 }
 
-// State returns d's current health.
-func (d *Device) State() DeviceState {
+func (d *device) state() DeviceState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return DeviceState{
@@ -149,139 +122,226 @@ func (d *Device) State() DeviceState {
 	}
 }
 
-// planState is a device's mutable view of one plan: the requests currently
-// issued (merged requests split where an exception was found) and the
-// quarantined points.
-type planState struct {
+// groupState is one group's mutable view of its plan: the requests
+// currently issued (merged requests split where an exception was found) and
+// the quarantined points. Owned by the group's poller.
+type groupState struct {
+	plan  *Plan
+	index []int // Sample.Index of each plan point
 	reqs  []request
 	quar  map[int]*quarantine
 	dirty bool // rebuild reqs from the plan minus quarantined points
+	buf   []byte
+	pdu   []byte
 }
 
 type quarantine struct {
 	until time.Time
 	wait  time.Duration
-	code  uint32
+	code  uint8 // last exception code
 }
 
-func (d *Device) stateFor(p *Plan) *planState {
-	st, ok := d.plans[p]
-	if !ok {
-		st = &planState{reqs: p.reqs, quar: map[int]*quarantine{}}
-		d.plans[p] = st
-	}
-	if st.dirty {
-		keep := make([]int, 0, len(p.points))
-		for i := range p.points {
-			if st.quar[i] == nil {
-				keep = append(keep, i)
-			}
+func newGroupState(p *Plan, index []int) *groupState {
+	if index == nil {
+		index = make([]int, len(p.points))
+		for i := range index {
+			index[i] = i
 		}
-		st.reqs = p.merge(keep)
-		st.dirty = false
 	}
-	return st
+	return &groupState{plan: p, index: index, reqs: p.reqs, quar: map[int]*quarantine{}}
+}
+
+func (g *groupState) rebuild() {
+	if !g.dirty {
+		return
+	}
+	keep := make([]int, 0, len(g.plan.points))
+	for i := range g.plan.points {
+		if g.quar[i] == nil {
+			keep = append(keep, i)
+		}
+	}
+	g.reqs = g.plan.merge(keep)
+	g.dirty = false
 }
 
 // isolating reports whether an exception is about addresses (worth bisecting
-// a merged request) rather than about the device as a whole.
-func isolating(status uint32) bool { return status == 2 || status == 3 }
+// a merged request) rather than about the device as a whole: 2 illegal data
+// address, 3 illegal data value.
+func isolating(err error) bool { return errors.Is(err, Status(2)) || errors.Is(err, Status(3)) }
 
-// Read reads every point of plan into out[i] (len(out) >= plan.Len()); every
-// entry is set, good or bad. It returns promptly when ctx ends; points not
-// read by then are StatusCanceled.
-func (d *Device) Read(ctx context.Context, plan *Plan, out []Value) {
-	if len(out) < len(plan.points) {
-		panic("modbus: Read: out shorter than plan")
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	st := d.stateFor(plan)
-	now := time.Now()
-	if now.Before(d.retryAt) {
-		for i := range plan.points {
-			out[i] = badValue(StatusTimeout)
+// silent reports whether err means the device was not heard at all and the
+// rest of the device's requests this cycle would fail the same way.
+func silent(err error) bool {
+	return errors.Is(err, StatusTimeout) || errors.Is(err, StatusConnection) || errors.Is(err, StatusCanceled)
+}
+
+// cycle is the outcome of one read of a group.
+type cycle struct {
+	replied bool  // some request got an answer (data or exception)
+	err     error // first cause of a bad sample
+}
+
+// read reads every point of g into out[0:len(points)] (every entry set, good
+// or bad, Index from g.index). It returns promptly when ctx ends.
+func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) cycle {
+	plan := g.plan
+	out = out[:len(plan.points)]
+	defer func() {
+		for i := range out {
+			out[i].Index = g.index[i]
 		}
-		return
+	}()
+	g.rebuild()
+	now := time.Now()
+	d.mu.Lock()
+	retryAt := d.retryAt
+	d.mu.Unlock()
+	if now.Before(retryAt) {
+		err := fmt.Errorf("unit %d: %w", d.cfg.UnitID, linkErr(StatusTimeout, "not answering; next try in %v",
+			retryAt.Sub(now).Round(time.Millisecond)))
+		for i := range out {
+			out[i] = bad(StatusTimeout)
+		}
+		return cycle{err: err}
 	}
 
-	held := sortedKeys(st.quar) // quarantined before this cycle
-	var abort uint32            // a device- or connection-wide failure: the rest fails fast
-	replied := false
-	var firstErr uint32
-	for ri := 0; ri < len(st.reqs); ri++ {
-		r := &st.reqs[ri]
-		if abort != 0 {
-			fill(out, r.points, abort)
+	var c cycle
+	note := func(err error) {
+		if c.err == nil {
+			c.err = err
+		}
+	}
+	held := sortedKeys(g.quar) // quarantined before this cycle
+	var abort error            // a device- or connection-wide silence: the rest fails fast
+	requests := 0
+	for ri := 0; ri < len(g.reqs); ri++ {
+		r := &g.reqs[ri]
+		if abort != nil {
+			fill(out, r.points, StatusOf(abort))
 			continue
 		}
-		data, status := d.do(ctx, r)
+		requests++
+		data, err := d.do(ctx, g, r)
 		switch {
-		case status == StatusGood:
-			replied = true
+		case err == nil:
+			c.replied = true
 			plan.decodeInto(r, data, out)
-		case status < 0x100:
-			replied = true
-			if isolating(status) {
-				good := d.isolate(ctx, plan, st, *r, status, out, now)
-				st.reqs = slices.Replace(slices.Clone(st.reqs), ri, ri+1, good...)
-				ri += len(good) - 1
-			} else {
-				fill(out, r.points, status)
+		case isolating(err):
+			c.replied = true
+			keep := d.isolate(ctx, g, *r, err, out, now, note)
+			g.reqs = slices.Replace(slices.Clone(g.reqs), ri, ri+1, keep...)
+			ri += len(keep) - 1
+		default:
+			if _, exc := StatusOf(err).Exception(); exc {
+				c.replied = true
 			}
-		case status == StatusTimeout || status == StatusConnection || status == StatusCanceled:
-			fill(out, r.points, status)
-			abort = status
-		default: // framing, bad length: this reply was bad, the next may be fine
-			fill(out, r.points, status)
+			fill(out, r.points, StatusOf(err))
+			note(err)
+			if silent(err) {
+				abort = err
+			}
 		}
-		if status != StatusGood && firstErr == 0 {
-			firstErr = status
+	}
+	// Quarantined points: re-probed alone when due. A group whose points are
+	// all quarantined probes the one due soonest every cycle, so that the
+	// device's liveness is always known.
+	var waiting []int
+	force := -1
+	if requests == 0 && len(held) > 0 {
+		force = held[0]
+		for _, i := range held {
+			if g.quar[i].until.Before(g.quar[force].until) {
+				force = i
+			}
 		}
 	}
 	for _, i := range held {
-		q := st.quar[i]
-		if abort != 0 {
-			out[i] = badValue(abort)
+		q := g.quar[i]
+		if abort != nil {
+			out[i] = bad(StatusOf(abort))
 			continue
 		}
-		if now.Before(q.until) {
-			out[i] = badValue(StatusQuarantined)
+		if now.Before(q.until) && i != force {
+			waiting = append(waiting, i)
 			continue
 		}
 		r := plan.single(i)
-		data, status := d.do(ctx, &r)
-		switch {
-		case status == StatusGood:
-			replied = true
+		data, err := d.do(ctx, g, &r)
+		switch _, exc := StatusOf(err).Exception(); {
+		case err == nil:
+			c.replied = true
 			out[i] = plan.decodeOne(&r, i, data)
-			delete(st.quar, i)
-			st.dirty = true
-			d.setQuarantined(d.quarantined - 1)
+			delete(g.quar, i)
+			g.dirty = true
+			d.addQuarantined(-1)
 			d.log.Info("modbus point released from quarantine", "table", plan.points[i].Table.String(), "address", plan.points[i].Address)
-		case status < 0x100:
-			replied = true
-			out[i] = badValue(status)
-			q.code = status
+		case exc:
+			c.replied = true
+			q.code, _ = StatusOf(err).Exception()
 			q.wait = min(2*q.wait, 16*d.cfg.Quarantine)
 			q.until = now.Add(q.wait)
+			out[i] = bad(Status(q.code) | StatusQuarantined)
+			note(fmt.Errorf("%s: %w", pointName(plan.points[i], d.cfg.UnitID), Status(q.code)|StatusQuarantined))
 		default:
-			out[i] = badValue(status)
-			if status == StatusTimeout || status == StatusConnection || status == StatusCanceled {
-				abort = status
+			out[i] = bad(StatusOf(err))
+			note(err)
+			if silent(err) {
+				abort = err
 			}
 		}
 	}
-	d.account(now, replied, abort, firstErr)
+	// Points waiting in quarantine carry their last exception while the
+	// device answers; in a cycle without any answer they are as silent as
+	// the rest.
+	for _, i := range waiting {
+		switch {
+		case abort != nil:
+			out[i] = bad(StatusOf(abort))
+		case !c.replied && c.err != nil:
+			out[i] = bad(StatusOf(c.err))
+		default:
+			s := Status(g.quar[i].code) | StatusQuarantined
+			out[i] = bad(s)
+			note(fmt.Errorf("%s: %w", pointName(plan.points[i], d.cfg.UnitID), s))
+		}
+	}
+	if c.err == nil {
+		for i := range out {
+			if out[i].Quality != telemetry.QualityGood {
+				note(fmt.Errorf("%s: %w", pointName(plan.points[i], d.cfg.UnitID), Status(out[i].Status)))
+				break
+			}
+		}
+	}
+	d.account(now, c, abort)
+	return c
+}
+
+func pointName(p Point, unit uint8) string {
+	return fmt.Sprintf("%s %d unit %d", p.Table, p.Address, unit)
 }
 
 // account updates the device's health after a read and logs changes.
-func (d *Device) account(now time.Time, replied bool, abort, firstErr uint32) {
-	if firstErr != 0 && firstErr != StatusCanceled {
-		d.lastErr, d.lastErrAt = statusError(firstErr), now
+func (d *device) account(now time.Time, c cycle, abort error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if errors.Is(c.err, StatusCanceled) || errors.Is(abort, StatusCanceled) {
+		return
+	}
+	if c.err != nil {
+		d.lastErr, d.lastErrAt = c.err, now
+		if kind := StatusOf(c.err).Kind(); kind != d.loggedKind && c.replied {
+			// the device answers, but not everything is good: say why, once per kind
+			d.log.Warn("modbus read failed", "error", c.err)
+			d.loggedKind = kind
+		}
+	} else if d.loggedKind != "" {
+		d.log.Info("modbus reads good again")
+		d.loggedKind = ""
 	}
 	switch {
-	case replied:
+	case c.replied:
 		d.lastOK = now
 		d.failures = 0
 		d.retryAt = time.Time{}
@@ -289,15 +349,16 @@ func (d *Device) account(now time.Time, replied bool, abort, firstErr uint32) {
 			d.log.Info("modbus device answering")
 		}
 		d.up, d.seen = true, true
-	case abort == StatusCanceled || abort == 0 && firstErr == 0:
-		// nothing learned (canceled, or an empty plan)
+	case c.err == nil:
+		// nothing learned (an empty plan)
 	default:
 		d.failures++
-		if abort == StatusTimeout {
+		if errors.Is(abort, StatusTimeout) {
 			d.retryAt = now.Add(backoff.Step(d.failures, d.cfg.BackoffMin, d.cfg.BackoffMax))
 		}
-		if d.up || !d.seen {
-			d.log.Warn("modbus device not answering", "error", d.lastErr)
+		if kind := StatusOf(c.err).Kind(); d.up || !d.seen || kind != d.loggedKind {
+			d.log.Warn("modbus device not answering", "error", c.err)
+			d.loggedKind = kind
 		}
 		d.up, d.seen = false, true
 	}
@@ -306,125 +367,71 @@ func (d *Device) account(now time.Time, replied bool, abort, firstErr uint32) {
 // isolate bisects a merged request that raised an address exception. Points
 // that fail alone are quarantined; the others are read in this same call. It
 // returns the requests that now stand in for r.
-func (d *Device) isolate(ctx context.Context, plan *Plan, st *planState, r request, code uint32, out []Value, now time.Time) []request {
+func (d *device) isolate(ctx context.Context, g *groupState, r request, cause error, out []sample.Sample, now time.Time, note func(error)) []request {
+	plan := g.plan
 	if len(r.points) == 1 {
 		i := r.points[0]
-		out[i] = badValue(code)
-		d.quarantine(plan, st, i, code, now)
+		code, _ := StatusOf(cause).Exception()
+		out[i] = bad(Status(code))
+		note(cause)
+		d.quarantine(g, i, code, now)
 		return nil
 	}
 	var keep []request
 	halves := [2][]int{r.points[:len(r.points)/2], r.points[len(r.points)/2:]}
 	for _, h := range halves {
 		sub := plan.cover(slices.Clone(h))
-		data, status := d.do(ctx, &sub)
+		data, err := d.do(ctx, g, &sub)
 		switch {
-		case status == StatusGood:
+		case err == nil:
 			plan.decodeInto(&sub, data, out)
 			keep = append(keep, sub)
-		case isolating(status):
-			keep = append(keep, d.isolate(ctx, plan, st, sub, status, out, now)...)
+		case isolating(err):
+			keep = append(keep, d.isolate(ctx, g, sub, err, out, now, note)...)
 		default:
-			fill(out, sub.points, status)
+			fill(out, sub.points, StatusOf(err))
+			note(err)
 			keep = append(keep, sub)
 		}
 	}
 	return keep
 }
 
-func (d *Device) quarantine(plan *Plan, st *planState, i int, code uint32, now time.Time) {
-	st.quar[i] = &quarantine{until: now.Add(d.cfg.Quarantine), wait: d.cfg.Quarantine, code: code}
-	d.setQuarantined(d.quarantined + 1)
-	pt := plan.points[i]
+func (d *device) quarantine(g *groupState, i int, code uint8, now time.Time) {
+	g.quar[i] = &quarantine{until: now.Add(d.cfg.Quarantine), wait: d.cfg.Quarantine, code: code}
+	d.addQuarantined(1)
+	pt := g.plan.points[i]
 	d.log.Warn("modbus point quarantined", "table", pt.Table.String(), "address", pt.Address,
-		"error", Exception(code).Error(), "retry_in", d.cfg.Quarantine)
+		"error", Status(code).Error(), "retry_in", d.cfg.Quarantine)
 }
 
-func (d *Device) setQuarantined(n int) {
-	d.quarantined = n
-	d.m.quarantined.Set(float64(n))
+func (d *device) addQuarantined(n int) {
+	d.mu.Lock()
+	d.quarantined += n
+	d.m.quarantined.Set(float64(d.quarantined))
+	d.mu.Unlock()
 }
 
-// do performs one request on the shared connection and returns the reply
-// data (valid until the next do) or a failure status.
-func (d *Device) do(ctx context.Context, r *request) ([]byte, uint32) {
-	if ctx.Err() != nil {
-		return nil, StatusCanceled
+// do performs one read request and returns its data (the bytes after the
+// byte count, valid until the group's next do) or the cause of failure,
+// wrapped with the request ("read holding 100+10 unit 3: ...").
+func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, error) {
+	g.pdu = readPDU(g.pdu[:0], r.table, r.start, r.count)
+	reply, err := d.link.exchange(ctx, d.m, d.cfg.UnitID, g.pdu, g.buf[:0])
+	if err != nil {
+		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)
 	}
-	start := time.Now()
-	if err := d.link.acquire(ctx); err != nil {
-		return nil, StatusCanceled
-	}
-	defer d.link.release()
-	if st := d.link.ensure(ctx, d.id); st != StatusGood {
-		return nil, st
-	}
-	d.link.ctx = ctx
-	var (
-		res []byte
-		err error
-	)
-	switch r.table {
-	case Coils:
-		res, err = d.client.ReadCoils(r.start, r.count)
-	case DiscreteInputs:
-		res, err = d.client.ReadDiscreteInputs(r.start, r.count)
-	case HoldingRegisters:
-		res, err = d.client.ReadHoldingRegisters(r.start, r.count)
-	default:
-		res, err = d.client.ReadInputRegisters(r.start, r.count)
-	}
-	d.link.ctx = nil
-	status := classify(err)
-	want := 2 * int(r.count)
-	if r.table.IsBit() {
-		want = (int(r.count) + 7) / 8
-	}
-	if status == StatusGood && len(res) != want {
-		status = StatusBadLength
-	}
-	d.link.settle(status)
-	d.m.duration.Observe(time.Since(start).Seconds())
-	res0 := resultOf(status)
-	d.m.result[res0].Inc()
-	if c := d.m.errKind[res0]; c != nil {
-		c.Inc()
-	}
-	if status != StatusGood {
-		return nil, status
-	}
+	g.buf = reply
 	if r.table.IsBit() {
 		d.m.bits.Add(float64(r.count))
 	} else {
 		d.m.registers.Add(float64(r.count))
 	}
-	d.scratch = append(d.scratch[:0], res...)
-	return d.scratch, StatusGood
+	return reply[2:], nil // function code, byte count, data
 }
 
-// classify maps an error from goburrow's client to a status.
-func classify(err error) uint32 {
-	if err == nil {
-		return StatusGood
-	}
-	var me *gmb.ModbusError
-	if errors.As(err, &me) {
-		if me.ExceptionCode == 0 {
-			return StatusFraming
-		}
-		return uint32(me.ExceptionCode)
-	}
-	var le *linkError
-	if errors.As(err, &le) {
-		return le.status
-	}
-	// goburrow's own checks after our transporter verified the frame:
-	// byte count and data size disagreeing, empty data.
-	return StatusBadLength
-}
-
-func fill(out []Value, idx []int, status uint32) {
-	v := badValue(status)
+func fill(out []sample.Sample, idx []int, s Status) {
+	v := bad(s)
 	for _, i := range idx {
 		out[i] = v
 	}

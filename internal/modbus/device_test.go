@@ -3,6 +3,7 @@ package modbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -12,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -53,15 +56,37 @@ func endpoint(t *testing.T, tr Transport, srv *modbustest.Server) (string, *modb
 	return "", nil
 }
 
-type expect struct {
+type want struct {
 	num    float64
 	str    string
-	status uint32
+	status Status
 }
+
+// reader reads one plan on one device, as a group's poller does.
+type reader struct {
+	d   *device
+	g   *groupState
+	out []sample.Sample
+	res cycle
+}
+
+func newReader(pool *Pool, id string, cfg Config, plan *Plan) *reader {
+	return &reader{d: pool.device(id, cfg), g: newGroupState(plan, nil), out: make([]sample.Sample, plan.Len())}
+}
+
+// Read reads the plan once and returns the samples.
+func (r *reader) Read(ctx context.Context) []sample.Sample {
+	r.res = r.d.read(ctx, r.g, r.out)
+	return r.out
+}
+
+func (r *reader) State() DeviceState { return r.d.state() }
+
+func isGood(v sample.Sample) bool { return v.Quality == telemetry.QualityGood }
 
 // allTypes loads the bank with one point of every type and order and returns
 // the points with the values they must decode to.
-func allTypes(bank *modbustest.Bank) ([]Point, []expect) {
+func allTypes(bank *modbustest.Bank) ([]Point, []want) {
 	h := modbustest.HoldingRegisters
 	bank.SetBytes(h, 0, []byte{0x42, 0xF6, 0xE9, 0x79})
 	bank.SetBytes(h, 2, []byte{0xE9, 0x79, 0x42, 0xF6})
@@ -94,25 +119,25 @@ func allTypes(bank *modbustest.Bank) ([]Point, []expect) {
 		{Table: Coils, Address: 4, Type: Bool},
 		{Table: DiscreteInputs, Address: 10, Type: Bool},
 	}
-	want := []expect{
+	wants := []want{
 		{num: float64(float32(123.456))}, {num: float64(float32(123.456))}, {num: -200}, {num: 65336},
 		{num: -123456789}, {num: 0x0102030405060708}, {num: 1234.5678}, {str: "PUMP-7"}, {num: 1}, {num: -2},
 		{status: StatusNotFinite}, {num: 16909060}, {num: 1}, {num: 0}, {num: 1},
 	}
-	return points, want
+	return points, wants
 }
 
-func check(t *testing.T, out []Value, want []expect) {
+func check(t *testing.T, out []sample.Sample, wants []want) {
 	t.Helper()
-	for i, w := range want {
+	for i, w := range wants {
 		v := out[i]
 		switch {
 		case w.status != 0:
-			if v.Status != w.status || v.Err == nil {
+			if Status(v.Status) != w.status || isGood(v) {
 				t.Errorf("point %d: %+v, want status %d", i, v, w.status)
 			}
-		case v.Err != nil:
-			t.Errorf("point %d: %v (status %d), want good", i, v.Err, v.Status)
+		case !isGood(v):
+			t.Errorf("point %d: status %v, want good", i, Status(v.Status))
 		case w.str != "":
 			if v.Str != w.str || !v.IsStr {
 				t.Errorf("point %d: %q, want %q", i, v.Str, w.str)
@@ -140,10 +165,10 @@ func TestReadTransports(t *testing.T) {
 			}
 			pool := NewPool(testLogger(t), nil)
 			t.Cleanup(func() { _ = pool.Close() })
-			dev := pool.Device("dev-"+string(tr), cfg)
-			out := make([]Value, plan.Len())
+			dev := newReader(pool, "dev-"+string(tr), cfg, plan)
+			out := dev.out
 			for range 3 {
-				dev.Read(t.Context(), plan, out)
+				dev.Read(t.Context())
 				check(t, out, want)
 			}
 			reqs := bank.Requests()
@@ -186,19 +211,18 @@ func TestExceptionIsolation(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
-			dev := pool.Device("iso", cfg)
-			out := make([]Value, plan.Len())
+			dev := newReader(pool, "iso", cfg, plan)
+			out := dev.out
 
-			dev.Read(t.Context(), plan, out)
+			dev.Read(t.Context())
 			for i, v := range out {
 				if i == 6 {
-					var e Exception
-					if v.Status != 2 || !errors.As(v.Err, &e) || e != 2 {
+					if v.Status != 2 || v.Silent {
 						t.Fatalf("point 6 = %+v, want exception 2", v)
 					}
 					continue
 				}
-				if v.Err != nil || v.Num != float64(100+i) {
+				if !isGood(v) || v.Num != float64(100+i) {
 					t.Fatalf("point %d = %+v, want %d", i, v, 100+i)
 				}
 			}
@@ -211,13 +235,13 @@ func TestExceptionIsolation(t *testing.T) {
 
 			// next cycle: the bad address is left out, everything else good, no exception raised
 			bank.ResetRequests()
-			dev.Read(t.Context(), plan, out)
+			dev.Read(t.Context())
 			for i, v := range out {
 				if i == 6 {
-					if v.Status != StatusQuarantined || !errors.Is(v.Err, ErrQuarantined) {
+					if Status(v.Status) != Status(2)|StatusQuarantined || v.Silent || v.Quality != telemetry.QualityBad {
 						t.Fatalf("point 6 = %+v, want quarantined", v)
 					}
-				} else if v.Err != nil || v.Num != float64(100+i) {
+				} else if !isGood(v) || v.Num != float64(100+i) {
 					t.Fatalf("cycle 2 point %d = %+v", i, v)
 				}
 			}
@@ -251,21 +275,21 @@ func TestQuarantineRelease(t *testing.T) {
 	}
 	pool := NewPool(testLogger(t), nil)
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("rel", cfg)
-	out := make([]Value, plan.Len())
-	dev.Read(t.Context(), plan, out)
+	dev := newReader(pool, "rel", cfg, plan)
+	out := dev.out
+	dev.Read(t.Context())
 	if out[1].Status != 2 || out[0].Num != 1 || out[2].Num != 3 {
 		t.Fatalf("first read = %+v", out)
 	}
 	// still failing when retried alone: stays bad with the exception code
 	wait.For(t, 2*time.Second, "retry alone", func() bool {
-		dev.Read(t.Context(), plan, out)
-		return out[1].Status == 2
+		dev.Read(t.Context())
+		return Status(out[1].Status) == Status(2)|StatusQuarantined && !out[1].Silent
 	})
 	bank.SetException(modbustest.InputRegisters, 2, 0)
 	wait.For(t, 5*time.Second, "release", func() bool {
-		dev.Read(t.Context(), plan, out)
-		return out[1].Err == nil
+		dev.Read(t.Context())
+		return isGood(out[1])
 	})
 	if got := out[1].Num; math.Abs(got-math.Pi) > 1e-6 {
 		t.Fatalf("released point = %v", got)
@@ -274,7 +298,7 @@ func TestQuarantineRelease(t *testing.T) {
 		t.Fatalf("quarantined = %d after release", st.Quarantined)
 	}
 	bank.ResetRequests()
-	dev.Read(t.Context(), plan, out)
+	dev.Read(t.Context())
 	if reqs := bank.Requests(); len(reqs) != 1 || reqs[0].Quantity != 4 {
 		t.Fatalf("after release requests = %+v, want one merged read of 4", reqs)
 	}
@@ -299,13 +323,13 @@ func TestExceptionInGap(t *testing.T) {
 	}
 	pool := NewPool(testLogger(t), nil)
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("gap", cfg)
-	out := make([]Value, plan.Len())
+	dev := newReader(pool, "gap", cfg, plan)
+	out := dev.out
 	for cycle := range 2 {
 		bank.ResetRequests()
-		dev.Read(t.Context(), plan, out)
+		dev.Read(t.Context())
 		for i, w := range []float64{5, 6, 7, 8} {
-			if out[i].Err != nil || out[i].Num != w {
+			if !isGood(out[i]) || out[i].Num != w {
 				t.Fatalf("cycle %d point %d = %+v", cycle, i, out[i])
 			}
 		}
@@ -327,9 +351,9 @@ func TestDeviceWideException(t *testing.T) {
 	plan, _ := NewPlan(points, cfg)
 	pool := NewPool(testLogger(t), nil)
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("busy", cfg)
-	out := make([]Value, plan.Len())
-	dev.Read(t.Context(), plan, out)
+	dev := newReader(pool, "busy", cfg, plan)
+	out := dev.out
+	dev.Read(t.Context())
 	for i, v := range out {
 		if v.Status != 6 {
 			t.Fatalf("point %d = %+v, want exception 6", i, v)
@@ -361,14 +385,14 @@ func TestTimeoutThenRecover(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
-			dev := pool.Device("slow", cfg)
-			out := make([]Value, plan.Len())
+			dev := newReader(pool, "slow", cfg, plan)
+			out := dev.out
 
 			// the first reply comes late: a stale answer is on its way when the next request goes out
 			bank.SetDelay(250*time.Millisecond, 1)
-			dev.Read(t.Context(), plan, out)
+			dev.Read(t.Context())
 			for i, v := range out {
-				if v.Status != StatusTimeout || !errors.Is(v.Err, ErrTimeout) {
+				if Status(v.Status) != StatusTimeout || !v.Silent {
 					t.Fatalf("point %d = %+v, want timeout", i, v)
 				}
 			}
@@ -377,12 +401,12 @@ func TestTimeoutThenRecover(t *testing.T) {
 			}
 			// reads resume by themselves, with the right values in the right places
 			wait.For(t, 3*time.Second, "recovery", func() bool {
-				dev.Read(t.Context(), plan, out)
-				return out[0].Err == nil
+				dev.Read(t.Context())
+				return isGood(out[0])
 			})
 			for range 5 {
-				dev.Read(t.Context(), plan, out)
-				if out[0].Num != 11 || out[1].Num != 22 || out[0].Err != nil || out[1].Err != nil {
+				dev.Read(t.Context())
+				if out[0].Num != 11 || out[1].Num != 22 || !isGood(out[0]) || !isGood(out[1]) {
 					t.Fatalf("after recovery = %+v", out)
 				}
 			}
@@ -402,16 +426,16 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	pool := NewPool(testLogger(t), NewMetrics(reg))
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("restart", cfg)
-	out := make([]Value, plan.Len())
-	dev.Read(t.Context(), plan, out)
-	if out[0].Err != nil || out[0].Num != 42 {
+	dev := newReader(pool, "restart", cfg, plan)
+	out := dev.out
+	dev.Read(t.Context())
+	if !isGood(out[0]) || out[0].Num != 42 {
 		t.Fatalf("first read = %+v", out[0])
 	}
 	srv.Stop()
 	wait.For(t, 3*time.Second, "connection failure", func() bool {
-		dev.Read(t.Context(), plan, out)
-		return out[0].Status == StatusConnection && out[1].Status == StatusConnection
+		dev.Read(t.Context())
+		return Status(out[0].Status) == StatusConnection && Status(out[1].Status) == StatusConnection
 	})
 	if dev.State().Connected {
 		t.Fatal("state says connected while the server is down")
@@ -420,8 +444,8 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 5*time.Second, "reads to resume", func() bool {
-		dev.Read(t.Context(), plan, out)
-		return out[0].Err == nil && out[1].Err == nil
+		dev.Read(t.Context())
+		return isGood(out[0]) && isGood(out[1])
 	})
 	if out[0].Num != 42 {
 		t.Fatalf("after restart = %+v", out[0])
@@ -441,12 +465,12 @@ func TestBackoffFailsFastWithoutIO(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	pool := NewPool(testLogger(t), NewMetrics(reg))
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("down", cfg)
-	out := make([]Value, plan.Len())
+	dev := newReader(pool, "down", cfg, plan)
+	out := dev.out
 	for range 50 {
-		dev.Read(t.Context(), plan, out)
+		dev.Read(t.Context())
 		for i, v := range out {
-			if v.Status != StatusConnection || !errors.Is(v.Err, ErrConnection) {
+			if Status(v.Status) != StatusConnection || !v.Silent {
 				t.Fatalf("point %d = %+v", i, v)
 			}
 		}
@@ -454,7 +478,7 @@ func TestBackoffFailsFastWithoutIO(t *testing.T) {
 	if n := counter(t, reg, "smelter_modbus_errors_total", "kind", "connection"); n != 1 {
 		t.Fatalf("%v connection attempts in 50 reads during backoff, want 1", n)
 	}
-	if st := dev.State(); st.ConsecutiveFailures != 50 || !errors.Is(st.LastError, ErrConnection) {
+	if st := dev.State(); st.ConsecutiveFailures != 50 || !errors.Is(st.LastError, StatusConnection) {
 		t.Fatalf("state = %+v", st)
 	}
 }
@@ -467,8 +491,8 @@ func TestReadCanceled(t *testing.T) {
 	plan, _ := NewPlan(regs(Uint16, 0, 300), cfg)
 	pool := NewPool(testLogger(t), nil)
 	t.Cleanup(func() { _ = pool.Close() })
-	dev := pool.Device("cancel", cfg)
-	out := make([]Value, plan.Len())
+	dev := newReader(pool, "cancel", cfg, plan)
+	out := dev.out
 	bank.SetDelay(3*time.Second, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
@@ -476,18 +500,18 @@ func TestReadCanceled(t *testing.T) {
 		cancel()
 	}()
 	start := time.Now()
-	dev.Read(ctx, plan, out)
+	dev.Read(ctx)
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Fatalf("Read took %v after cancel", elapsed)
 	}
 	for i, v := range out {
-		if v.Status != StatusCanceled || !errors.Is(v.Err, ErrCanceled) {
+		if Status(v.Status) != StatusCanceled {
 			t.Fatalf("point %d = %+v", i, v)
 		}
 	}
 	// the device is fine afterwards
-	dev.Read(t.Context(), plan, out)
-	if out[0].Err != nil || out[1].Err != nil {
+	dev.Read(t.Context())
+	if !isGood(out[0]) || !isGood(out[1]) {
 		t.Fatalf("after cancel = %+v", out)
 	}
 }
@@ -504,18 +528,18 @@ func TestFramingErrorRecovers(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
-			dev := pool.Device("crc", cfg)
-			out := make([]Value, 1)
+			dev := newReader(pool, "crc", cfg, plan)
+			out := dev.out
 			br.CorruptReplies(1)
-			dev.Read(t.Context(), plan, out)
-			if out[0].Status != StatusFraming || !errors.Is(out[0].Err, ErrFraming) {
+			dev.Read(t.Context())
+			if Status(out[0].Status) != StatusChecksum || !out[0].Silent || !errors.Is(dev.res.err, StatusChecksum) {
 				t.Fatalf("corrupt reply = %+v", out[0])
 			}
-			dev.Read(t.Context(), plan, out)
-			if out[0].Err != nil || out[0].Num != 9 {
+			dev.Read(t.Context())
+			if !isGood(out[0]) || out[0].Num != 9 {
 				t.Fatalf("next read = %+v", out[0])
 			}
-			if n := counter(t, reg, "smelter_modbus_errors_total", "kind", "framing"); n != 1 {
+			if n := counter(t, reg, "smelter_modbus_errors_total", "kind", "checksum"); n != 1 {
 				t.Fatalf("framing errors = %v", n)
 			}
 		})
@@ -534,16 +558,15 @@ func TestSharedConnection(t *testing.T) {
 	for unit := uint8(1); unit <= 4; unit++ {
 		cfg := testConfig(RTUOverTCP, br.Addr, unit)
 		plan, _ := NewPlan(regs(Uint16, 0, 1, 2), cfg)
-		dev := pool.Device("unit", cfg)
+		dev := newReader(pool, "unit", cfg, plan)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out := make([]Value, plan.Len())
 			for range 25 {
-				dev.Read(t.Context(), plan, out)
+				out := dev.Read(t.Context())
 				for i, v := range out {
-					if v.Err != nil || v.Num != float64(i+1) {
-						errs <- v.Err.Error()
+					if !isGood(v) || v.Num != float64(i+1) {
+						errs <- fmt.Sprintf("unit %d point %d = %+v", dev.d.cfg.UnitID, i, v)
 						return
 					}
 				}
@@ -573,17 +596,17 @@ func TestPoolClose(t *testing.T) {
 	pool := NewPool(nil, nil)
 	cfg := testConfig(TCP, srv.Addr, 1)
 	plan, _ := NewPlan(regs(Uint16, 0), cfg)
-	dev := pool.Device("c", cfg)
-	out := make([]Value, 1)
-	dev.Read(t.Context(), plan, out)
-	if out[0].Err != nil {
-		t.Fatal(out[0].Err)
+	dev := newReader(pool, "c", cfg, plan)
+	out := dev.out
+	dev.Read(t.Context())
+	if !isGood(out[0]) {
+		t.Fatal(dev.res.err)
 	}
 	if err := pool.Close(); err != nil {
 		t.Fatal(err)
 	}
-	dev.Read(t.Context(), plan, out)
-	if out[0].Status != StatusConnection {
+	dev.Read(t.Context())
+	if Status(out[0].Status) != StatusConnection {
 		t.Fatalf("after Close = %+v", out[0])
 	}
 }

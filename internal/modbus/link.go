@@ -2,160 +2,245 @@ package modbus
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/goburrow/serial"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/backoff"
 )
 
-// serialSlice bounds one blocking read on a serial port, so that a canceled
-// context is noticed within this time.
-const serialSlice = 50 * time.Millisecond
+// port is an open connection: a TCP socket or a serial line opened
+// non-blocking (openSerial). Both honour deadlines and expose their
+// descriptor for the drainer.
+type port interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// linkError is a failure of the link itself: its Status (timeout,
+// connection, canceled) and the cause, both visible to errors.Is/As.
+type linkError struct {
+	status Status
+	err    error
+}
+
+func (e *linkError) Error() string   { return e.status.Error() + ": " + e.err.Error() }
+func (e *linkError) Unwrap() []error { return []error{e.status, e.err} }
+
+func linkErr(s Status, format string, args ...any) error {
+	return &linkError{status: s, err: fmt.Errorf(format, args...)}
+}
+
+// quietLimit bounds one wait for a silent line, in multiples of the
+// silence: a line that keeps talking longer fails the request as framing.
+const quietLimit = 10
 
 // link is one connection (TCP socket or serial port) shared by every device
-// on the same transport and address. Its semaphore keeps exactly one request
-// in flight; all fields below sem are owned by the holder of sem.
+// on the same transport and address. Its semaphore keeps exactly one
+// request in flight; all fields below sem are owned by the holder of sem.
+//
+// The "never guess an RTU reply" rule lives here, in exchange: RTU and
+// ASCII carry no transaction id, so before a request the link discards any
+// input already pending (a reply to nobody), and after anything but a
+// well-formed answer (a timeout, a broken or foreign frame, a cancellation,
+// a fresh connection, unsolicited bytes) it first waits until the line has
+// been silent for `silence`, discarding and counting what arrives, so that
+// a late reply has come and gone before the next request is sent.
 type link struct {
 	key       string
 	transport Transport
 	address   string
 	serial    SerialConfig
 	timeout   time.Duration
+	silence   time.Duration
 	backMin   time.Duration
 	backMax   time.Duration
 	log       *slog.Logger
-	m         *Metrics
+	discarded prometheus.Counter
 
 	sem       chan struct{}
 	connected atomic.Bool
+	m         *Metrics
 
-	rw       io.ReadWriteCloser
-	nc       net.Conn // rw as a net.Conn, nil for a serial port
-	dirty    bool     // serial: stale input may be pending; drain before the next request
-	closed   bool
-	failures int
-	nextDial time.Time
-	downLog  bool      // a connection failure has been logged since the last success
-	lastRx   time.Time // serial: end of the last reply, for the inter-frame silence
-
-	// set by the device around one client call
-	ctx context.Context
-	buf [maxADU]byte
+	p           port
+	drainer     *drainer
+	closed      bool
+	failures    int
+	nextDial    time.Time
+	lastDialErr error
+	downLog     bool
+	tid         uint16
+	quiet       bool      // framed-serial encodings: wait for a silent line before the next request
+	lastRx      time.Time // last byte received or end of the last exchange
+	lastWarn    time.Time // last discard warning (rate-limited to one a minute)
+	got         int       // bytes received in the current exchange
+	buf         [maxADU]byte
+	junk        [256]byte
+	req         []byte
 }
-
-// linkError carries the status of a failed exchange through goburrow's client.
-type linkError struct {
-	status uint32
-	err    error
-}
-
-func (e *linkError) Error() string { return e.err.Error() }
-func (e *linkError) Unwrap() error { return e.err }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
+	key := cfg.linkKey()
 	return &link{
-		key:       cfg.linkKey(),
+		key:       key,
 		transport: cfg.Transport,
 		address:   cfg.Address,
 		serial:    cfg.Serial,
 		timeout:   cfg.Timeout,
+		silence:   cfg.silence(),
 		backMin:   cfg.BackoffMin,
 		backMax:   cfg.BackoffMax,
-		log:       log.With("connection", cfg.linkKey()),
+		log:       log.With("connection", key),
 		m:         m,
+		discarded: m.discarded.WithLabelValues(key),
 		sem:       make(chan struct{}, 1),
 	}
 }
+
+// framed reports whether the encoding carries no transaction id (RTU or
+// ASCII, on a serial line or tunnelled over TCP).
+func (l *link) framed() bool { return l.transport != TCP }
 
 func (l *link) acquire(ctx context.Context) error {
 	select {
 	case l.sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return &linkError{StatusCanceled, ctx.Err()}
 	}
 }
 
 func (l *link) release() { <-l.sem }
 
+// exchange sends one request PDU (function code first) to unit and appends
+// the reply's PDU to dst. It opens the connection if needed (failing at
+// once while backing off after failed attempts), keeps one request in
+// flight per link, and returns:
+//   - a Status error for an exception reply (errors.Is(err, Status(2)));
+//   - a *ReplyError for a reply that does not answer the request (wrong
+//     transaction id, unit, function, byte count or checksum; malformed);
+//   - a *linkError with StatusTimeout, StatusConnection or StatusCanceled.
+//
+// dev holds the requesting device's metrics: every request sent is counted
+// by result and error kind, every failed connect attempt as a connection
+// error (a request failing fast during reconnect backoff is not counted).
+func (l *link) exchange(ctx context.Context, dev devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer l.release()
+	if err := l.ensure(ctx, dev); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	reply, err := l.roundTrip(ctx, unit, pdu)
+	l.settle(err)
+	dev.duration.Observe(time.Since(start).Seconds())
+	k := StatusOf(err).kind()
+	if c := dev.result[k]; c != nil {
+		c.Inc()
+	}
+	if c := dev.errKind[k]; c != nil {
+		c.Inc()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, reply...), nil
+}
+
 // ensure opens the connection if needed. While backing off after failed
 // attempts it fails at once without I/O. Caller holds sem.
-func (l *link) ensure(ctx context.Context, dev string) uint32 {
+func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 	if l.closed {
-		return StatusConnection
+		return linkErr(StatusConnection, "connection pool closed")
 	}
-	if l.rw != nil {
-		return StatusGood
+	if l.p != nil {
+		return nil
 	}
 	now := time.Now()
 	if now.Before(l.nextDial) {
-		return StatusConnection
+		return linkErr(StatusConnection, "reconnecting in %v after: %w", l.nextDial.Sub(now).Round(time.Millisecond), l.lastDialErr)
 	}
-	err := l.dial(ctx)
+	p, err := l.dial(ctx)
+	var dr *drainer
+	if err == nil {
+		if dr, err = newDrainer(p); err != nil {
+			_ = p.Close()
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return StatusCanceled
+			return &linkError{StatusCanceled, ctx.Err()}
 		}
 		l.failures++
 		wait := backoff.Step(l.failures, l.backMin, l.backMax)
 		l.nextDial = now.Add(wait)
-		l.m.errorsFor(dev, "connection").Inc()
+		l.lastDialErr = err
+		dev.errKind[kindConnection].Inc()
 		if !l.downLog {
 			l.log.Warn("modbus connection failed", "error", err, "retry_in", wait.Round(time.Millisecond))
 			l.downLog = true
 		} else {
 			l.log.Debug("modbus connection retry failed", "error", err, "failures", l.failures, "retry_in", wait.Round(time.Millisecond))
 		}
-		return StatusConnection
+		return &linkError{StatusConnection, err}
 	}
+	l.p, l.drainer = p, dr
+	// A random first transaction id per connection: a reply left over from
+	// an earlier session (ours, restarted, or another client's) does not
+	// carry the id of our first request.
+	l.tid = uint16(0x1000 + rand.IntN(0xE000))
+	// A converter keeps forwarding what its serial side receives across
+	// reconnects, and a serial line may carry a reply from before the port
+	// was opened: a request sent just before (by us before a reload, or by
+	// another master) may still be answered. Treat the connect as such a
+	// request timing out now: the line must be silent for timeout + silence.
+	l.lastRx = time.Now().Add(l.timeout)
+	l.quiet = l.framed()
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
 	l.log.Info("modbus connected")
-	return StatusGood
+	return nil
 }
 
-func (l *link) dial(ctx context.Context) error {
+func (l *link) dial(ctx context.Context) (port, error) {
 	if l.transport.Serial() {
-		p, err := serial.Open(&serial.Config{
-			Address:  l.address,
-			BaudRate: l.serial.Baud,
-			DataBits: l.serial.DataBits,
-			StopBits: l.serial.StopBits,
-			Parity:   l.serial.Parity,
-			Timeout:  min(serialSlice, l.timeout),
-		})
+		f, err := openSerial(l.address, l.serial)
 		if err != nil {
-			return fmt.Errorf("modbus: open %s: %w", l.address, err)
+			return nil, err
 		}
-		l.rw, l.nc = p, nil
-		return nil
+		return f, nil
 	}
 	d := net.Dialer{Timeout: l.timeout}
 	c, err := d.DialContext(ctx, "tcp", l.address)
 	if err != nil {
-		return fmt.Errorf("modbus: dial %s: %w", l.address, err)
+		return nil, fmt.Errorf("dial %s: %w", l.address, err)
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("dial %s: not a TCP connection", l.address)
 	}
-	l.rw, l.nc = c, c
-	return nil
+	_ = tc.SetNoDelay(true)
+	return tc, nil
 }
 
 // drop closes the connection; the next request reconnects.
 func (l *link) drop() {
-	if l.rw != nil {
-		_ = l.rw.Close()
-		l.rw, l.nc = nil, nil
-		l.dirty = false
+	if l.p != nil {
+		_ = l.p.Close()
+		l.p, l.drainer = nil, nil
 		l.connected.Store(false)
 		l.m.connUp.WithLabelValues(l.key).Set(0)
 	}
@@ -166,183 +251,224 @@ func (l *link) close() error {
 	l.sem <- struct{}{}
 	defer l.release()
 	var err error
-	if l.rw != nil {
-		err = l.rw.Close()
-		l.rw, l.nc = nil, nil
+	if l.p != nil {
+		err = l.p.Close()
+		l.p = nil
 		l.connected.Store(false)
 	}
 	l.closed = true
 	return err
 }
 
-// settle updates the link after one exchange that ended with status.
-// A TCP stream cannot be trusted after a timeout, cancellation or framing
-// error (a late reply would be taken for the next one), so it is dropped
-// and reopened; a serial line is drained instead.
-func (l *link) settle(status uint32) {
-	switch status {
-	case StatusGood, StatusBadLength:
+// settle updates the link after one exchange that ended with err. An
+// answer (data or exception) resets the failure count. A lost connection is
+// dropped. Anything else leaves the stream in doubt: a Modbus TCP socket is
+// dropped and reopened (its transaction ids no longer tell us anything the
+// new socket would not); an RTU or ASCII line is kept, because a serial line
+// or converter keeps its queue across reconnects, and must fall silent
+// before the next request.
+func (l *link) settle(err error) {
+	s := StatusOf(err)
+	if _, exc := s.Exception(); err == nil || exc {
 		l.failures = 0
 		l.downLog = false
 		return
-	case StatusConnection:
+	}
+	if s == StatusConnection || !l.framed() {
 		l.drop()
 		return
-	case StatusTimeout, StatusCanceled, StatusFraming:
-		if l.nc != nil {
-			l.drop()
-		} else {
-			l.dirty = true
-		}
-		return
 	}
-	if status < 0x100 { // exception: a well-formed reply
-		l.failures = 0
-		l.downLog = false
-	}
+	l.quiet = true
+	l.lastRx = time.Now()
 }
 
-// Send implements goburrow's Transporter: write one request ADU and read the
-// reply, within the request timeout and the context set by the caller.
-func (l *link) Send(adu []byte) ([]byte, error) {
-	ctx := l.ctx
-	if ctx == nil {
-		ctx = context.Background()
-	}
+// roundTrip writes one request and reads its reply. Caller holds sem and
+// the connection is open.
+func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &linkError{StatusCanceled, err}
 	}
-	if l.rw == nil {
-		return nil, &linkError{StatusConnection, errors.New("not connected")}
+	p := l.p
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = p.SetDeadline(time.Unix(1, 0)) })
+		defer func() {
+			if !stop() && l.p == p {
+				// the abort ran or is running: this port's deadline is no longer ours
+				l.drop()
+			}
+		}()
+	}
+	if err := l.prepare(ctx); err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(l.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if l.nc != nil {
-		if err := l.nc.SetDeadline(deadline); err != nil {
-			return nil, &linkError{StatusConnection, err}
-		}
-		if ctx.Done() != nil {
-			nc := l.nc
-			stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-			defer func() {
-				if !stop() && l.nc == nc {
-					// the abort ran or is running: this socket's deadline is no longer ours
-					l.drop()
-				}
-			}()
-		}
-	} else {
-		if l.dirty {
-			l.drain()
-		}
-		// RTU marks frame ends by 3.5 characters of silence; keep it after
-		// the last reply before talking again (a real bus needs it).
-		if gap := l.silence() - time.Since(l.lastRx); l.transport == RTU && gap > 0 {
-			time.Sleep(gap)
-		}
-		defer func() { l.lastRx = time.Now() }()
-	}
-	rd := func(p []byte) error { return l.read(ctx, deadline, p) }
-	if err := l.write(ctx, deadline, adu); err != nil {
+	if err := l.setDeadline(ctx, deadline); err != nil {
 		return nil, err
 	}
+	l.tid++
+	l.req = appendRequest(l.req[:0], l.transport, l.tid, unit, pdu)
+	want := expectFor(unit, pdu)
+	want.tid = l.tid
+	if _, err := p.Write(l.req); err != nil {
+		return nil, l.ioError(ctx, err, "write")
+	}
+	l.got = 0
+	rd := func(b []byte) error {
+		n, err := io.ReadFull(p, b)
+		l.got += n
+		if err != nil {
+			return l.ioError(ctx, err, "read")
+		}
+		return nil
+	}
 	var (
-		frame []byte
+		reply []byte
 		err   error
 	)
 	switch l.transport {
 	case TCP:
-		frame, err = readMBAP(rd, l.buf[:], binary.BigEndian.Uint16(adu), adu[6], adu[7])
+		reply, err = readMBAP(rd, l.buf[:], want, l.discard)
 	case RTU, RTUOverTCP:
-		frame, err = readRTU(rd, l.buf[:], adu[0], adu[1])
+		reply, err = readRTU(rd, l.buf[:], want)
 	default:
-		var head [2]byte
-		if err = decodeHex(head[:], adu[1:5]); err == nil {
-			frame, err = readASCII(rd, l.buf[:], head[0], head[1])
-		}
+		reply, err = readASCII(rd, l.buf[:], want)
+	}
+	l.lastRx = time.Now()
+	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
+		err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
+	}
+	return reply, err
+}
+
+// prepare makes the line fit for a request: pending input is discarded
+// (a reply that arrived while no request was outstanding answers nothing);
+// on an RTU or ASCII line in doubt it waits for silence; serial RTU keeps
+// its 3.5-character gap.
+func (l *link) prepare(ctx context.Context) error {
+	if err := l.setDeadline(ctx, time.Time{}); err != nil {
+		return err
+	}
+	n, err := l.drainer.drain()
+	if n > 0 {
+		l.discard(n)
+		l.lastRx = time.Now()
+		l.quiet = l.framed()
 	}
 	if err != nil {
-		var le *linkError
-		if !errors.As(err, &le) {
-			err = &linkError{StatusFraming, err}
-		}
-		return nil, err
+		return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
 	}
-	return frame, nil
+	if l.quiet {
+		if err := l.waitQuiet(ctx); err != nil {
+			return err
+		}
+		l.quiet = false
+	}
+	if l.transport == RTU {
+		if gap := t35(l.serial.Baud) - time.Since(l.lastRx); gap > 0 {
+			t := time.NewTimer(gap)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return &linkError{StatusCanceled, ctx.Err()}
+			}
+		}
+	}
+	return nil
 }
 
-func (l *link) write(ctx context.Context, deadline time.Time, p []byte) error {
-	for len(p) > 0 {
-		n, err := l.rw.Write(p)
-		p = p[n:]
+// waitQuiet returns once nothing has arrived on the line for l.silence,
+// discarding (and counting) what does arrive meanwhile.
+func (l *link) waitQuiet(ctx context.Context) error {
+	// the wait may start in the future (a fresh connection); bound it from there
+	limit := l.lastRx
+	if now := time.Now(); now.After(limit) {
+		limit = now
+	}
+	limit = limit.Add(quietLimit * l.silence)
+	for {
+		until := l.lastRx.Add(l.silence)
+		if !time.Now().Before(until) {
+			if err := l.setDeadline(ctx, time.Time{}); err != nil {
+				return err
+			}
+			n, err := l.drainer.drain()
+			if err != nil {
+				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+			}
+			if n == 0 {
+				return nil
+			}
+			l.discard(n)
+			l.lastRx = time.Now()
+			continue
+		}
+		if until.After(limit) {
+			return malformed(fmt.Sprintf("line at %s never fell silent for %v", l.address, l.silence))
+		}
+		if err := l.setDeadline(ctx, until); err != nil {
+			return err
+		}
+		n, err := l.p.Read(l.junk[:])
+		if n > 0 {
+			l.discard(n)
+			l.lastRx = time.Now()
+		}
 		if err != nil {
-			return l.ioError(ctx, err)
+			if ctx.Err() != nil {
+				return &linkError{StatusCanceled, ctx.Err()}
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+			}
 		}
-		if n == 0 && time.Now().After(deadline) {
-			return &linkError{StatusTimeout, errors.New("write timed out")}
-		}
+	}
+}
+
+// setDeadline bounds the next reads and writes. A context that ended
+// before (its abort may have run already and been overwritten) cancels.
+func (l *link) setDeadline(ctx context.Context, t time.Time) error {
+	if err := l.p.SetDeadline(t); err != nil {
+		return &linkError{StatusConnection, err}
+	}
+	if err := ctx.Err(); err != nil {
+		return &linkError{StatusCanceled, err}
 	}
 	return nil
 }
 
-// read fills p from the connection by the deadline.
-func (l *link) read(ctx context.Context, deadline time.Time, p []byte) error {
-	if l.nc != nil {
-		if _, err := io.ReadFull(l.nc, p); err != nil {
-			return l.ioError(ctx, err)
-		}
-		return nil
+// discard counts n bytes received that answer no request (a late reply,
+// leftovers from before the port opened, noise).
+func (l *link) discard(n int) {
+	l.discarded.Add(float64(n))
+	if time.Since(l.lastWarn) >= time.Minute {
+		l.lastWarn = time.Now()
+		l.log.Warn("modbus discarded bytes that answer no request (late reply, leftovers or noise)", "bytes", n)
+	} else {
+		l.log.Debug("modbus discarded bytes", "bytes", n)
 	}
-	for len(p) > 0 {
-		if err := ctx.Err(); err != nil {
-			return &linkError{StatusCanceled, err}
-		}
-		if time.Now().After(deadline) {
-			return &linkError{StatusTimeout, errors.New("serial read timed out")}
-		}
-		n, err := l.rw.Read(p)
-		p = p[n:]
-		switch {
-		case errors.Is(err, serial.ErrTimeout):
-		case err != nil:
-			return l.ioError(ctx, err)
-		case n == 0:
-			return &linkError{StatusConnection, io.ErrUnexpectedEOF}
-		}
-	}
-	return nil
 }
 
-// silence returns the RTU inter-frame gap t3.5: 3.5 characters of 11 bits,
-// fixed at 1.75 ms above 19200 baud as the serial-line specification says.
-func (l *link) silence() time.Duration {
-	if l.serial.Baud <= 0 || l.serial.Baud > 19200 {
+// t35 returns the RTU inter-frame gap t3.5: 3.5 characters of 11 bits,
+// fixed at 1.75 ms above 19200 baud (Modbus over Serial Line V1.02, 2.5.1.1).
+func t35(baud int) time.Duration {
+	if baud <= 0 || baud > 19200 {
 		return 1750 * time.Microsecond
 	}
-	return time.Duration(3.5 * 11 * float64(time.Second) / float64(l.serial.Baud))
+	return time.Duration(3.5 * 11 * float64(time.Second) / float64(baud))
 }
 
-// drain discards whatever input is pending on a serial line (a late reply).
-func (l *link) drain() {
-	var junk [64]byte
-	for range 64 {
-		n, err := l.rw.Read(junk[:])
-		if err != nil || n == 0 {
-			break
-		}
+func (l *link) ioError(ctx context.Context, err error, op string) error {
+	if ctx.Err() != nil {
+		return &linkError{StatusCanceled, ctx.Err()}
 	}
-	l.dirty = false
-}
-
-func (l *link) ioError(ctx context.Context, err error) error {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		if ctx.Err() != nil {
-			return &linkError{StatusCanceled, ctx.Err()}
-		}
-		return &linkError{StatusTimeout, err}
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
-	return &linkError{StatusConnection, err}
+	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}
 }

@@ -13,6 +13,7 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec // device
 	quarantined *prometheus.GaugeVec     // device
 	connUp      *prometheus.GaugeVec     // connection
+	discarded   *prometheus.CounterVec   // connection
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -21,11 +22,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_requests_total",
-			Help: "Modbus read requests sent, by device and result (ok, exception, timeout, connection, framing, bad_length, canceled).",
+			Help: "Modbus read requests sent, by device and result (ok, exception, timeout, connection, framing, bad_length, checksum, transaction_mismatch, wrong_unit, wrong_function, canceled).",
 		}, []string{"device", "result"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_errors_total",
-			Help: "Modbus errors by device and kind (exception, timeout, connection, framing); connection counts failed connects and lost connections.",
+			Help: "Modbus errors by device and kind (exception, timeout, connection, framing, bad_length, checksum, transaction_mismatch, wrong_unit, wrong_function, not_finite); connection counts failed connects and lost connections.",
 		}, []string{"device", "kind"}),
 		registers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_registers_read_total",
@@ -37,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "smelter_modbus_request_duration_seconds",
-			Help:    "Time from sending a Modbus request to its reply or failure, including waiting for the shared connection.",
+			Help:    "Time from sending a Modbus request to its reply or failure, including waiting for a silent line.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"device"}),
 		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -48,47 +49,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_modbus_connection_up",
 			Help: "1 while the shared connection (transport|address) is open.",
 		}, []string{"connection"}),
+		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_discarded_bytes_total",
+			Help: "Bytes received on a connection that answer no request (late replies, leftovers on the line, noise), discarded before a request or while waiting for a silent line.",
+		}, []string{"connection"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp)
+		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded)
 	}
 	return m
 }
 
-func (m *Metrics) errorsFor(dev, kind string) prometheus.Counter {
-	return m.errors.WithLabelValues(dev, kind)
-}
-
 // devMetrics holds one device's children so the read path does no label lookups.
 type devMetrics struct {
-	result      [resultCount]prometheus.Counter
-	errKind     [resultCount]prometheus.Counter
+	result      [kindCount]prometheus.Counter
+	errKind     [kindCount]prometheus.Counter // nil for ok and canceled
 	registers   prometheus.Counter
 	bits        prometheus.Counter
 	duration    prometheus.Observer
 	quarantined prometheus.Gauge
 }
 
-const (
-	resOK = iota
-	resException
-	resTimeout
-	resConnection
-	resFraming
-	resBadLength
-	resCanceled
-	resultCount
-)
-
-var resultNames = [resultCount]string{"ok", "exception", "timeout", "connection", "framing", "bad_length", "canceled"}
-var kindNames = [resultCount]string{"", "exception", "timeout", "connection", "framing", "framing", ""}
-
 func (m *Metrics) device(id string) devMetrics {
 	var d devMetrics
-	for i := range resultCount {
-		d.result[i] = m.requests.WithLabelValues(id, resultNames[i])
-		if kindNames[i] != "" {
-			d.errKind[i] = m.errors.WithLabelValues(id, kindNames[i])
+	for k := range kindCount {
+		if k != kindNotFinite {
+			d.result[k] = m.requests.WithLabelValues(id, kindNames[k])
+		}
+		if k != kindOK && k != kindCanceled {
+			d.errKind[k] = m.errors.WithLabelValues(id, kindNames[k])
 		}
 	}
 	d.registers = m.registers.WithLabelValues(id)
@@ -96,22 +85,4 @@ func (m *Metrics) device(id string) devMetrics {
 	d.duration = m.duration.WithLabelValues(id)
 	d.quarantined = m.quarantined.WithLabelValues(id)
 	return d
-}
-
-func resultOf(status uint32) int {
-	switch status {
-	case StatusGood:
-		return resOK
-	case StatusTimeout:
-		return resTimeout
-	case StatusConnection:
-		return resConnection
-	case StatusFraming:
-		return resFraming
-	case StatusBadLength:
-		return resBadLength
-	case StatusCanceled:
-		return resCanceled
-	}
-	return resException
 }

@@ -3,10 +3,13 @@ package modbus
 import (
 	"fmt"
 	"slices"
+
+	"github.com/smelterio/smelter/internal/sample"
 )
 
-// Plan is the set of read requests that covers a list of points. Build it
-// once per device (or per poll group) and pass it to Device.Read every cycle.
+// Plan is the set of read requests that covers a list of points, one per
+// poll group (Pool.Source builds them; NewPlan also checks a group at
+// configuration time).
 type Plan struct {
 	points  []Point
 	reqs    []request
@@ -70,7 +73,7 @@ func NewPlan(points []Point, cfg Config) (*Plan, error) {
 	return p, nil
 }
 
-// Len returns the number of points; Read fills out[0:Len()].
+// Len returns the number of points.
 func (p *Plan) Len() int { return len(p.points) }
 
 // Points returns a copy of the plan's points, in the order given to NewPlan.
@@ -151,25 +154,25 @@ func (p *Plan) cover(idx []int) request {
 }
 
 // decodeInto decodes every point of r from data, the reply to r.
-func (p *Plan) decodeInto(r *request, data []byte, out []Value) {
+func (p *Plan) decodeInto(r *request, data []byte, out []sample.Sample) {
 	for _, i := range r.points {
 		out[i] = p.decodeOne(r, i, data)
 	}
 }
 
-func (p *Plan) decodeOne(r *request, i int, data []byte) Value {
+func (p *Plan) decodeOne(r *request, i int, data []byte) sample.Sample {
 	pt := p.points[i]
 	off := int(pt.Address) - int(r.start)
 	if pt.Table.IsBit() {
 		if off/8 >= len(data) {
-			return badValue(StatusBadLength)
+			return bad(StatusBadLength)
 		}
 		b := [1]byte{data[off/8] >> (off % 8) & 1}
 		return Decode(pt, b[:])
 	}
 	n := pt.Registers()
 	if 2*(off+n) > len(data) {
-		return badValue(StatusBadLength)
+		return bad(StatusBadLength)
 	}
 	return Decode(pt, data[2*off:2*(off+n)])
 }

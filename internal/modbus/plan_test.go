@@ -150,6 +150,8 @@ func TestConfigValidate(t *testing.T) {
 		{"gap", base(func(c *Config) { c.MaxGap = 300 }), "max_gap: 300 out of range 0..125"},
 		{"timeout", base(func(c *Config) { c.Timeout = -1 }), "timeout: -1ns must be positive"},
 		{"backoff", base(func(c *Config) { c.BackoffMax = c.BackoffMin / 2 }), "backoff_max: 250ms below backoff_min 500ms"},
+		{"silence negative", base(func(c *Config) { c.Silence = -time.Second }), "silence: -1s must not be negative"},
+		{"silence above", base(func(c *Config) { c.Silence = 2 * time.Minute }), "silence: 2m0s above the limit 1m"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -179,6 +181,14 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if c.MaxGap != 0 || c.Timeout != 250*time.Millisecond || c.Serial != (SerialConfig{9600, 8, "E", 1}) || c.UnitID != 7 || c.Transport != RTUOverTCP {
 		t.Fatalf("decoded = %+v", c)
+	}
+	// silence 0 derives: timeout + 256 characters of 11 bits at 9600 baud
+	if got, want := c.silence(), 250*time.Millisecond+293333333*time.Nanosecond; got != want {
+		t.Fatalf("derived silence = %v, want %v", got, want)
+	}
+	c.Silence = 3 * time.Second
+	if c.silence() != 3*time.Second {
+		t.Fatalf("explicit silence = %v", c.silence())
 	}
 }
 

@@ -1,12 +1,14 @@
 // Package modbus is the gateway's Modbus client driver: point definitions,
 // register decoding, a request planner that merges points into few requests,
-// and devices that read a plan over TCP, RTU or ASCII (serial or tunnelled over
-// TCP) with one request in flight per connection, reconnect with backoff, and
-// isolation of addresses that raise exceptions.
+// and sources (Pool.Source) that poll groups of points over TCP, RTU or
+// ASCII (serial or tunnelled over TCP) with one request in flight per
+// connection, reconnect with backoff, isolation and quarantine of addresses
+// that raise exceptions, and typed statuses (Status, *ReplyError).
 //
-// The protocol layer is github.com/goburrow/modbus: its client and packagers
-// build and check the frames, this package supplies the transporter that moves
-// them over a shared, context-aware connection.
+// The package frames requests and replies itself (frame.go, after the Modbus
+// Application Protocol V1.1b3 and Modbus over Serial Line V1.02) and owns
+// the rule that a reply without a transaction id is trusted only when the
+// line was silent before the request (link.go).
 package modbus
 
 import (

@@ -7,11 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // ScanOptions say what Scan probes.
 type ScanOptions struct {
-	Units  []uint8 // unit ids to probe (default 1..247; on tcp also 0 and 255)
+	Units  []uint8 // unit ids to probe (default 1..247); 0 and 248..255 only on tcp
 	Tables []Table // tables to map on every unit that answers (default holding and input registers)
 	Start  uint16  // first address mapped
 	Count  int     // addresses mapped per table (default 1000)
@@ -33,16 +36,26 @@ type ScanRange struct {
 }
 
 // Scan probes which unit ids answer at cfg's address and maps the readable
-// register ranges of each. A unit "answers" when it returns data or a Modbus
-// exception; a timeout means nothing is there. Scan reads only; it never writes.
+// register ranges of each. A unit is present when it returns data or a
+// Modbus exception about its own registers; a timeout, a reply that is not
+// its own (another unit's, a broken frame) and the gateway exceptions 10
+// (gateway path unavailable) and 11 (gateway target failed to respond),
+// which a TCP-to-RTU gateway sends for a unit that is not there, mean
+// absent. Scan reads only; it never writes. It stops with an error when the
+// connection cannot be opened (refused, no such serial port), returning the
+// units found so far.
 func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) ([]ScanUnit, error) {
 	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if len(opts.Units) == 0 {
 		for u := 1; u <= 247; u++ {
 			opts.Units = append(opts.Units, uint8(u))
+		}
+	}
+	for _, u := range opts.Units {
+		c := cfg
+		c.UnitID = u
+		if err := c.Validate(); err != nil {
+			return nil, err
 		}
 	}
 	if len(opts.Tables) == 0 {
@@ -69,9 +82,13 @@ func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) (
 		progress(fmt.Sprintf("unit %d (%d/%d)", unit, i+1, len(opts.Units)))
 		c := cfg
 		c.UnitID = unit
-		c.BackoffMin, c.BackoffMax = 1, 1 // a scan moves on; no reconnect pause between units
-		dev := pool.Device(fmt.Sprintf("scan-%d", unit), c)
-		if !answers(ctx, dev, c) {
+		c.BackoffMin, c.BackoffMax = 1, 1 // a scan moves on; no pause between units
+		dev := pool.device(fmt.Sprintf("scan-%d", unit), c)
+		present, err := answers(ctx, dev, c)
+		if err != nil {
+			return out, err
+		}
+		if !present {
 			continue
 		}
 		su := ScanUnit{Unit: unit}
@@ -84,8 +101,13 @@ func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) (
 	return out, nil
 }
 
-// answers reports whether a unit replies at all (data or exception).
-func answers(ctx context.Context, dev *Device, c Config) bool {
+// absent reports whether an answer says the unit is not there: a TCP-to-RTU
+// gateway's exception 10 or 11.
+func absent(err error) bool { return errors.Is(err, Status(10)) || errors.Is(err, Status(11)) }
+
+// answers reports whether a unit replies at all (data or an exception of
+// its own). It fails only when the connection cannot be opened.
+func answers(ctx context.Context, dev *device, c Config) (bool, error) {
 	for _, t := range []Table{HoldingRegisters, InputRegisters, Coils} {
 		typ := Uint16
 		if t.IsBit() {
@@ -93,24 +115,27 @@ func answers(ctx context.Context, dev *Device, c Config) bool {
 		}
 		plan, err := NewPlan([]Point{{Table: t, Address: 0, Type: typ}}, c)
 		if err != nil {
-			return false
+			return false, err
 		}
-		v := make([]Value, 1)
-		dev.Read(ctx, plan, v)
-		var exc Exception
+		out := make([]sample.Sample, 1)
+		res := dev.read(ctx, newGroupState(plan, nil), out)
 		switch {
-		case v[0].Err == nil, errors.As(v[0].Err, &exc), errors.Is(v[0].Err, ErrQuarantined):
-			return true
-		case errors.Is(v[0].Err, ErrTimeout), errors.Is(v[0].Err, ErrConnection):
-			return false
+		case absent(res.err):
+			return false, nil
+		case res.replied:
+			return true, nil
+		case errors.Is(res.err, StatusConnection):
+			return false, fmt.Errorf("scan %s: %w", c.Address, res.err)
+		case errors.Is(res.err, StatusTimeout), errors.Is(res.err, StatusCanceled):
+			return false, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // mapTable reads a table in blocks; the planner's bisection isolates
 // addresses that raise exceptions, so what reads good is what exists.
-func mapTable(ctx context.Context, dev *Device, c Config, t Table, start uint16, count int) []ScanRange {
+func mapTable(ctx context.Context, dev *device, c Config, t Table, start uint16, count int) []ScanRange {
 	typ := Uint16
 	if t.IsBit() {
 		typ = Bool
@@ -131,10 +156,10 @@ func mapTable(ctx context.Context, dev *Device, c Config, t Table, start uint16,
 		if err != nil {
 			return out
 		}
-		vals := make([]Value, n)
-		dev.Read(ctx, plan, vals)
+		vals := make([]sample.Sample, n)
+		dev.read(ctx, newGroupState(plan, nil), vals)
 		for i, v := range vals {
-			if v.Err != nil {
+			if v.Quality != telemetry.QualityGood {
 				cur = nil
 				continue
 			}

@@ -3,6 +3,7 @@ package modbus
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,59 @@ func TestScanNothingAnswers(t *testing.T) {
 	srv.Stop()
 	cfg := Config{Transport: TCP, Address: srv.Addr, Timeout: 200 * time.Millisecond}
 	units, err := Scan(context.Background(), cfg, ScanOptions{Units: []uint8{1, 2}, Count: 10}, nil)
-	if err != nil || len(units) != 0 {
-		t.Fatalf("units = %+v, err = %v", units, err)
+	if !errors.Is(err, StatusConnection) || !strings.Contains(err.Error(), "connection refused") || len(units) != 0 {
+		t.Fatalf("units = %+v, err = %v; want the refused connection", units, err)
+	}
+}
+
+// TestScanOnlyUnitsThatAnswer scans units 1..4 where only unit 3 exists:
+// behind a TCP gateway that answers the others with exception 10 or 11 (they
+// are absent, not present), on an RTU converter and on a serial line (a
+// unit id other than 0 must not stop the scan before it starts).
+func TestScanOnlyUnitsThatAnswer(t *testing.T) {
+	cases := []struct {
+		name   string
+		tr     Transport
+		absent uint8
+	}{
+		{"tcp gateway exception 11", TCP, 11},
+		{"tcp gateway exception 10", TCP, 10},
+		{"rtu_over_tcp", RTUOverTCP, 0},
+		{"rtu serial", RTU, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			bank := modbustest.NewBank()
+			bank.SetRegisters(modbustest.HoldingRegisters, 0, 7, 8, 9)
+			var h *modbustest.Hostile
+			switch c.tr {
+			case TCP:
+				h = modbustest.StartHostileTCP(t, bank, 3, nil)
+			case RTUOverTCP:
+				h = modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
+			default:
+				h = modbustest.StartHostileSerial(t, bank, 3, modbustest.RTU, nil)
+			}
+			h.SetAbsentReply(c.absent)
+			cfg := Config{Transport: c.tr, Address: h.Addr, Timeout: 100 * time.Millisecond, Silence: 50 * time.Millisecond}
+			cfg.Serial.Baud = 115200
+			units, err := Scan(t.Context(), cfg, ScanOptions{Units: []uint8{1, 2, 3, 4}, Count: 8,
+				Tables: []Table{HoldingRegisters}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(units) != 1 || units[0].Unit != 3 || len(units[0].Ranges) != 1 || units[0].Ranges[0].Values[2] != 9 {
+				t.Fatalf("units = %+v, want unit 3 alone with holding 0..7", units)
+			}
+		})
+	}
+}
+
+func TestScanRejectsUnitsOutOfRange(t *testing.T) {
+	cfg := Config{Transport: RTUOverTCP, Address: "127.0.0.1:1"}
+	_, err := Scan(t.Context(), cfg, ScanOptions{Units: []uint8{0, 1}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unit_id: 0 out of range") {
+		t.Fatalf("err = %v", err)
 	}
 }

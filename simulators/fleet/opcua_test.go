@@ -20,6 +20,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	uadriver "github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/faults"
 )
@@ -510,13 +511,13 @@ func TestOPCUAThroughGatewayDriver(t *testing.T) {
 			t.Fatal(err)
 		}
 		var mu sync.Mutex
-		got := map[int]uadriver.Update{}
+		got := map[int]sample.Sample{}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() {
-			done <- cl.Run(ctx, func(us []uadriver.Update) {
+			done <- cl.Run(ctx, func(c *sample.Cycle) {
 				mu.Lock()
-				for _, u := range us {
+				for _, u := range c.Samples {
 					got[u.Index] = u
 				}
 				mu.Unlock()
@@ -532,7 +533,7 @@ func TestOPCUAThroughGatewayDriver(t *testing.T) {
 		vals, at, _ := f.Values(id)
 		for i, s := range sigs {
 			u := got[i]
-			if u.Quality != telemetry.QualityGood || u.Num != vals[s] || u.SourceTS > at.UnixMilli() {
+			if u.Quality != telemetry.QualityGood || u.Num != vals[s] || u.TS > at.UnixMilli() {
 				t.Errorf("%s.%s: driver %+v, fleet %v at %v", id, s, u, vals[s], at)
 			}
 		}

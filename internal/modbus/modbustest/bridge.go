@@ -73,18 +73,25 @@ func (b *Bridge) Served() int64 { return b.served.Load() }
 // connection with framing, forwarding to the Modbus TCP server at upstream.
 func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 	tb.Helper()
+	b := &Bridge{framing: framing, upstream: upstream}
+	b.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) { b.serve(ctx, c) })
+	return b
+}
+
+// serveConns listens on a random loopback port and runs serve for each
+// connection (closed when serve returns) until the test ends, when the
+// listener and every connection are closed and the goroutines waited for.
+// It returns the listen address.
+func serveConns(tb testing.TB, serve func(ctx context.Context, c net.Conn)) string {
+	tb.Helper()
 	ctx := tb.Context()
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("modbustest: bridge listen: %v", err)
-	}
-	b := &Bridge{Addr: ln.Addr().String(), framing: framing, upstream: upstream}
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	ln := listen(tb)
+	var (
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+		wg    sync.WaitGroup
+	)
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -93,17 +100,15 @@ func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				b.serve(ctx, c)
+			wg.Go(func() {
+				serve(ctx, c)
 				mu.Lock()
 				delete(conns, c)
 				mu.Unlock()
 				_ = c.Close()
-			}()
+			})
 		}
-	}()
+	})
 	tb.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
@@ -111,26 +116,28 @@ func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 			_ = c.Close()
 		}
 		mu.Unlock()
-		b.wg.Wait()
+		wg.Wait()
 	})
-	return b
+	return ln.Addr().String()
 }
 
 var ptyLine = regexp.MustCompile(`PTY is (\S+)`)
 
-// StartSerialBridge creates a pseudo-terminal pair with socat, serves one end
-// with framing (forwarding to upstream) and returns the bridge with Addr set
-// to the other end's path for the client. The test is skipped when socat is
-// not installed.
-func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
+// noctty keeps a test's pty from becoming its controlling terminal.
+const noctty = syscall.O_NOCTTY
+
+// PtyPair creates a pseudo-terminal pair with socat (`socat -d -d
+// pty,raw,echo=0 pty,raw,echo=0`) that lives until the test ends, and
+// returns the paths of its two ends: one for the client under test, one for
+// the device. The test is skipped, saying so, when socat is not installed.
+func PtyPair(tb testing.TB) (client, device string) {
 	tb.Helper()
 	socat, err := exec.LookPath("socat")
 	if err != nil {
-		tb.Skip("modbustest: socat not installed; serial tests need `socat` for a pty pair")
+		tb.Skip("modbustest: socat not installed; serial tests need `socat` for a pty pair (apt-get install socat)")
 	}
 	// socat is killed when the test's context ends, just before cleanup.
-	ctx := tb.Context()
-	cmd := exec.CommandContext(ctx, socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0")
+	cmd := exec.CommandContext(tb.Context(), socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		tb.Fatalf("modbustest: socat pipe: %v", err)
@@ -151,13 +158,26 @@ func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge 
 		_ = cmd.Wait()
 		tb.Fatalf("modbustest: socat did not report two ptys (%v)", sc.Err())
 	}
-	f, err := os.OpenFile(paths[1], os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
+	tb.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		tb.Fatalf("modbustest: open %s: %v", paths[1], err)
+	})
+	return paths[0], paths[1]
+}
+
+// StartSerialBridge creates a pseudo-terminal pair with socat, serves one end
+// with framing (forwarding to upstream) and returns the bridge with Addr set
+// to the other end's path for the client. The test is skipped when socat is
+// not installed.
+func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
+	tb.Helper()
+	client, dev := PtyPair(tb)
+	f, err := os.OpenFile(dev, os.O_RDWR|noctty, 0)
+	if err != nil {
+		tb.Fatalf("modbustest: open %s: %v", dev, err)
 	}
-	b := &Bridge{Addr: paths[0], framing: framing, upstream: upstream}
+	b := &Bridge{Addr: client, framing: framing, upstream: upstream}
+	ctx := tb.Context()
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -165,8 +185,6 @@ func StartSerialBridge(tb testing.TB, upstream string, framing Framing) *Bridge 
 	}()
 	tb.Cleanup(func() {
 		_ = f.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
 		b.wg.Wait()
 	})
 	return b

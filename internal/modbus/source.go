@@ -1,0 +1,115 @@
+package modbus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/smelterio/smelter/internal/sample"
+)
+
+// Group is a set of points of one device polled together at one interval.
+type Group struct {
+	Interval time.Duration // poll period of these points
+	Points   []Point       // the points read together
+	Index    []int         // Index[j] = device-wide point index of Points[j] (becomes Sample.Index)
+}
+
+// Source acquires one device (one unit on a shared link): one poller per
+// group, each reading its plan every Interval and handing the gateway one
+// sample.Cycle per read.
+type Source struct {
+	dev    *device
+	groups []*sourceGroup
+}
+
+type sourceGroup struct {
+	interval time.Duration
+	st       *groupState
+	samples  []sample.Sample
+}
+
+// Source returns the acquisition source of one device (unit cfg.UnitID on
+// the pool's shared link for cfg's transport and address). cfg must have
+// passed Validate. No I/O; it fails only for an unplannable group (a point
+// that does not validate or exceeds the request caps, an Index whose length
+// is not the number of points, a non-positive interval), naming the group.
+func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
+	s := &Source{}
+	for gi, g := range groups {
+		if g.Interval <= 0 {
+			return nil, fmt.Errorf("group %d: interval %v must be positive", gi, g.Interval)
+		}
+		if len(g.Index) != len(g.Points) {
+			return nil, fmt.Errorf("group %d: %d indexes for %d points", gi, len(g.Index), len(g.Points))
+		}
+		plan, err := NewPlan(g.Points, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("group %d: %w", gi, err)
+		}
+		s.groups = append(s.groups, &sourceGroup{interval: g.Interval, st: newGroupState(plan, append([]int(nil), g.Index...)),
+			samples: make([]sample.Sample, len(g.Points))})
+	}
+	s.dev = p.device(id, cfg)
+	return s, nil
+}
+
+// Run polls every group until ctx ends and calls emit once per group read,
+// never two calls at once. A group is read at once, then every Interval
+// (a read longer than the interval skips the ticks it overran). The Cycle
+// and its Samples are valid only during the call:
+//   - Samples: every point of the group, Index from Group.Index; Good with
+//     the value, or Bad with the Status (sample.Sample's doc: an exception
+//     or quarantined address is the device's answer, not Silent; timeouts,
+//     connection failures and replies that cannot be tied to the request
+//     are Silent).
+//   - Replied: some request of the cycle got an answer, data or exception.
+//   - Err: the first cause of a bad sample, typed (errors.Is with a Status,
+//     errors.As with *ReplyError), wrapped with the request it concerns.
+//   - Lost is never set: a Modbus link is reopened on the next request.
+//
+// A cycle cut short by ctx is not emitted. Run returns nil when ctx ends.
+func (s *Source) Run(ctx context.Context, emit func(*sample.Cycle)) error {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, g := range s.groups {
+		wg.Go(func() {
+			s.poll(ctx, g, func(c *sample.Cycle) {
+				mu.Lock()
+				defer mu.Unlock()
+				emit(c)
+			})
+		})
+	}
+	wg.Wait()
+	<-ctx.Done() // a device without groups still runs until ctx ends
+	return nil
+}
+
+func (s *Source) poll(ctx context.Context, g *sourceGroup, emit func(*sample.Cycle)) {
+	ticker := time.NewTicker(g.interval)
+	defer ticker.Stop()
+	c := sample.Cycle{Interval: g.interval}
+	for {
+		start := time.Now()
+		res := s.dev.read(ctx, g.st, g.samples)
+		if ctx.Err() != nil {
+			return
+		}
+		c.Samples = g.samples
+		c.Start = start
+		c.Duration = time.Since(start)
+		c.Replied = res.replied
+		c.Err = res.err
+		emit(&c)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// State returns the device's health for /status.
+func (s *Source) State() DeviceState { return s.dev.state() }
