@@ -255,8 +255,10 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 			c.mismatch(n, t, path)
 			return
 		}
-		// the decoder truncates 1.5 into an integer field silently
-		if isInteger(t) && n.ShortTag() == "!!float" {
+		// the decoder truncates 1.5 into an integer field silently (1.0
+		// and 1e3 are whole numbers and kept)
+		var f float64
+		if isInteger(t) && n.ShortTag() == "!!float" && (n.Decode(&f) != nil || f != math.Trunc(f)) {
 			c.mismatch(n, t, path)
 		}
 	}
@@ -298,11 +300,7 @@ func (c *checker) decodeSelf(n *yaml.Node, t reflect.Type, path string) {
 	if err == nil {
 		return
 	}
-	if w, ok := p.Interface().(Wanter); ok {
-		c.fail(n, t, path, "want %s, got %s", w.Want(), show(n))
-		return
-	}
-	if t == timeType {
+	if _, ok := p.Interface().(Wanter); ok || t == timeType {
 		c.mismatch(n, t, path)
 		return
 	}
@@ -476,6 +474,9 @@ func isInteger(t reflect.Type) bool {
 
 // want describes what a Go type accepts, in the words of the file.
 func want(t reflect.Type) string {
+	if w, ok := reflect.New(t).Interface().(Wanter); ok {
+		return w.Want()
+	}
 	switch t {
 	case durationType:
 		return WantDuration
