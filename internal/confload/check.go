@@ -314,7 +314,8 @@ func (c *checker) decodeSelf(n *yaml.Node, t reflect.Type, path string) {
 
 // prune returns n without the nodes in bad: a mapping pair whose key or
 // value is bad is left out, a bad list item becomes the zero value of its
-// type (so the indexes of the others hold). Unchanged subtrees are shared, n itself is not changed.
+// type (so the indexes of the others hold). Unchanged subtrees are shared;
+// n itself is not changed.
 func prune(n *yaml.Node, bad map[*yaml.Node]reflect.Type, done map[*yaml.Node]*yaml.Node) *yaml.Node {
 	if out, ok := done[n]; ok {
 		return out

@@ -189,3 +189,19 @@ func TestAliasesAreCheckedOnce(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestBadListItemKeepsIndexes: a bad item stays in its place as a zero
+// value, so the items after it keep their indexes (and their field paths
+// in validation errors).
+func TestBadListItemKeepsIndexes(t *testing.T) {
+	var c testCfg
+	_, err := Decode("l.yaml", []byte("devices:\n  - x\n  - {id: b, points: [{address: 1}, {address: y}, {address: 3}]}\n"), &c)
+	want := "l.yaml:2: devices[0]: want a mapping, got \"x\"\n" +
+		"l.yaml:3: devices[1].points[1].address: want a whole number, got \"y\""
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if len(c.Devices) != 2 || c.Devices[1].ID != "b" || len(c.Devices[1].Points) != 3 || c.Devices[1].Points[2].Address != 3 {
+		t.Errorf("indexes moved: %+v", c.Devices)
+	}
+}
