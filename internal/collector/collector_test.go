@@ -223,7 +223,7 @@ func TestConfigFiles(t *testing.T) {
 		{"kpi: {windows: {toaster: 1h}}\n", "kpi.windows.toaster: no KPIs"},
 		{"log: {level: loud}\n", `log.level: "loud"`},
 		{"nats: {urll: x}\n", "c.yaml:1: nats.urll: unknown field (did you mean url?)"},
-		{"data_dir: x\nkpi:\n  window: soon\n", `c.yaml:3: kpi.window: want a duration such as 30s or 15m, got "soon"`},
+		{"data_dir: x\nkpi:\n  window: soon\n", `c.yaml:3: kpi.window: want a duration such as 500ms, 30s or 15m, got "soon"`},
 		{"", "c.yaml: file is empty"},
 	} {
 		p := filepath.Join(dir, "c.yaml")

@@ -26,11 +26,14 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal %s `%s` into collector.Duration", n.Line, n.ShortTag(), n.Value)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want %s, got %q", n.Line, confload.WantDuration, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
 }
+
+// Want says what a Duration field takes, for confload's errors.
+func (Duration) Want() string { return confload.WantDuration }
 
 // NATSConfig selects the NATS broker. An empty URL starts an embedded
 // nats-server with JetStream.
@@ -133,23 +136,9 @@ func loadConfig(path string, data []byte) (Config, error) {
 	if doc == nil {
 		return c, err // not YAML: nothing else can be checked
 	}
-	var errs confload.Errors
-	bad := map[string]bool{}
-	var root yaml.Node
-	_ = yaml.Unmarshal(data, &root) // Decode parsed it already
-	if err != nil {
-		for _, fe := range confload.AsErrors(err) {
-			fe = decodeError(&root, fe)
-			bad[fe.Field] = true
-			errs = append(errs, fe)
-		}
-	}
-	for _, p := range fractions(&root) {
-		bad[p.field] = true
-		errs = append(errs, doc.Errorf(p.field, "%s", p.reason))
-	}
+	errs := confload.AsErrors(err)
 	for _, p := range c.problems() {
-		if !bad[p.field] {
+		if !doc.Broken(p.field) { // a value that did not decode is reported once
 			errs = append(errs, doc.Errorf(p.field, "%s", p.reason))
 		}
 	}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -124,18 +126,58 @@ var (
 	timeType        = reflect.TypeFor[time.Time]()
 )
 
+// Wanter is implemented by a type that decodes itself (a yaml.Unmarshaler
+// or encoding.TextUnmarshaler, such as a duration type) to say, in the
+// words of the file, what it takes: "a duration such as 500ms, 30s or
+// 15m". A value it rejects is then reported as "want <Want()>, got
+// <value>", the wording of every other type error. Without it the error
+// reads "<value> is not valid: <the decoder's error>" (or only "<value> is
+// not valid" when that error is a *yaml.TypeError, which is worded after Go
+// types).
+type Wanter interface {
+	Want() string
+}
+
+// WantDuration is what a duration field takes, for Wanter implementations
+// of duration types (the syntax of time.ParseDuration).
+const WantDuration = "a duration such as 500ms, 30s or 15m"
+
+// maxKnown is the most known field names an unknown-field error lists.
+const maxKnown = 8
+
 // checker walks a YAML node tree against a Go type and reports every
 // unknown key and every value that does not fit its field, by field path,
-// in words a user of the file understands (never a Go type name).
+// in words a user of the file understands (never a Go type name). Values of
+// types that decode themselves are decoded one by one, so their errors are
+// placed and none stops the walk. The nodes in bad are left out of the
+// final decoding (prune).
 type checker struct {
 	file   string
 	errs   Errors
 	broken []string
+	bad    map[*yaml.Node]reflect.Type // bad nodes: the Go type wanted, nil for a key
+	seen   map[seenKey]bool
 }
 
-func (c *checker) fail(n *yaml.Node, path, format string, args ...any) {
+type seenKey struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+func newChecker(file string) *checker {
+	return &checker{file: file, bad: map[*yaml.Node]reflect.Type{}, seen: map[seenKey]bool{}}
+}
+
+// fail reports the node n at path, a value of Go type t (nil for a key).
+func (c *checker) fail(n *yaml.Node, t reflect.Type, path, format string, args ...any) {
 	c.errs = append(c.errs, &FieldError{File: c.file, Line: n.Line, Field: path, Reason: fmt.Sprintf(format, args...)})
 	c.broken = append(c.broken, path)
+	c.bad[n] = t
+}
+
+// mismatch reports that n at path is not what a field of type t takes.
+func (c *checker) mismatch(n *yaml.Node, t reflect.Type, path string) {
+	c.fail(n, t, path, "want %s, got %s", want(t), show(n))
 }
 
 func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
@@ -148,82 +190,212 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == nodeType || t.Kind() == reflect.Interface || reflect.PointerTo(t).Implements(unmarshalerType) {
+	// a node reached again through an alias is checked once per type: its
+	// errors are at its own line, and a document of aliases of aliases
+	// does not multiply the work
+	k := seenKey{n, t}
+	if c.seen[k] {
 		return
 	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+	c.seen[k] = true
+	if t == nodeType || t.Kind() == reflect.Interface {
 		return
 	}
-	scalar := t == timeType || reflect.PointerTo(t).Implements(textType)
-	switch {
-	case t.Kind() == reflect.Struct && !scalar:
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return
+	}
+	pt := reflect.PointerTo(t)
+	if pt.Implements(unmarshalerType) || pt.Implements(textType) || t == timeType {
+		c.decodeSelf(n, t, path)
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			c.fail(n, path, "%s is not a mapping (key: value, ...)", show(n))
+			c.mismatch(n, t, path)
 			return
 		}
 		fields, inlineMap := structFields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if c.merge(k, v, t, path) {
-				continue
-			}
+		c.mapping(n, t, path, func(k, v *yaml.Node) {
 			ft, ok := fields[k.Value]
-			if !ok {
-				if inlineMap != nil {
-					c.check(v, inlineMap, Join(path, k.Value))
-					continue
-				}
-				c.fail(k, Join(path, k.Value), "unknown field%s", suggest(k.Value, fields))
-				continue
+			switch {
+			case ok:
+				c.check(v, ft, Join(path, k.Value))
+			case inlineMap != nil:
+				c.check(v, inlineMap, Join(path, k.Value))
+			case k.Kind != yaml.ScalarNode:
+				c.fail(k, nil, path, "want a field name, got %s", show(k))
+			default:
+				c.fail(k, nil, Join(path, k.Value), "%s", unknown(k.Value, fields))
 			}
-			c.check(v, ft, Join(path, k.Value))
-		}
-	case t.Kind() == reflect.Map && !scalar:
+		})
+	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			c.fail(n, path, "%s is not a mapping (key: value, ...)", show(n))
+			c.mismatch(n, t, path)
 			return
 		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if c.merge(k, v, t, path) {
-				continue
-			}
+		c.mapping(n, t, path, func(k, v *yaml.Node) {
 			c.check(k, t.Key(), Join(path, k.Value))
 			c.check(v, t.Elem(), Join(path, k.Value))
-		}
-	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && !scalar:
+		})
+	case reflect.Slice, reflect.Array:
 		if n.Kind != yaml.SequenceNode {
-			c.fail(n, path, "%s is not a list", show(n))
+			c.mismatch(n, t, path)
+			return
+		}
+		if t.Kind() == reflect.Array && len(n.Content) != t.Len() {
+			c.fail(n, t, path, "want a list of %d, got %d", t.Len(), len(n.Content))
 			return
 		}
 		for i, e := range n.Content {
 			c.check(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 		}
 	default:
-		if n.Kind != yaml.ScalarNode {
-			c.fail(n, path, "a %s is not %s", kindName(n), want(t))
+		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+			c.mismatch(n, t, path)
 			return
 		}
-		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			c.fail(n, path, "%s is not %s", show(n), want(t))
+		// the decoder truncates 1.5 into an integer field silently (1.0
+		// and 1e3 are whole numbers and kept)
+		var f float64
+		if isInteger(t) && n.ShortTag() == "!!float" && (n.Decode(&f) != nil || f != math.Trunc(f)) {
+			c.mismatch(n, t, path)
 		}
 	}
 }
 
-// merge checks a YAML merge key ("<<: *defaults", or a list of aliases)
-// as part of the mapping at path; it reports whether k is one.
-func (c *checker) merge(k, v *yaml.Node, t reflect.Type, path string) bool {
-	if k.Kind != yaml.ScalarNode || k.Tag != "!!merge" {
-		return false
-	}
-	if v.Kind == yaml.SequenceNode {
-		for _, e := range v.Content {
-			c.check(e, t, path)
+// mapping calls each for every key and value of the mapping n at path,
+// after reporting a key given twice and expanding merge keys ("<<: *d",
+// or a list of aliases) as part of the mapping.
+func (c *checker) mapping(n *yaml.Node, t reflect.Type, path string, each func(k, v *yaml.Node)) {
+	first := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			if v.Kind == yaml.SequenceNode {
+				for _, e := range v.Content {
+					c.check(e, t, path)
+				}
+			} else {
+				c.check(v, t, path)
+			}
+			continue
 		}
-		return true
+		if k.Kind == yaml.ScalarNode {
+			if line, dup := first[k.Value]; dup {
+				c.fail(k, nil, Join(path, k.Value), "given twice (first at line %d)", line)
+				continue
+			}
+			first[k.Value] = k.Line
+		}
+		each(k, v)
 	}
-	c.check(v, t, path)
-	return true
+}
+
+// decodeSelf decodes n into a new value of t, a type that decodes itself,
+// and reports its error at path.
+func (c *checker) decodeSelf(n *yaml.Node, t reflect.Type, path string) {
+	p := reflect.New(t)
+	err := n.Decode(p.Interface())
+	if err == nil {
+		return
+	}
+	if _, ok := p.Interface().(Wanter); ok || t == timeType {
+		c.mismatch(n, t, path)
+		return
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		c.fail(n, t, path, "%s is not valid", show(n))
+		return
+	}
+	c.fail(n, t, path, "%s is not valid: %v", show(n), err)
+}
+
+// prune returns n without the nodes in bad: a mapping pair whose key or
+// value is bad is left out, a bad list item becomes the zero value of its
+// type (so the indexes of the others hold). Unchanged subtrees are shared;
+// n itself is not changed.
+func prune(n *yaml.Node, bad map[*yaml.Node]reflect.Type, done map[*yaml.Node]*yaml.Node) *yaml.Node {
+	if out, ok := done[n]; ok {
+		return out
+	}
+	done[n] = n // an alias cycle (the parser rejects them) ends here
+	badType := func(x *yaml.Node) (reflect.Type, bool) {
+		if x.Kind == yaml.AliasNode && x.Alias != nil {
+			x = x.Alias
+		}
+		t, ok := bad[x]
+		return t, ok
+	}
+	isBad := func(x *yaml.Node) bool {
+		_, ok := badType(x)
+		return ok
+	}
+	out := n
+	switch n.Kind {
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			if a := prune(n.Alias, bad, done); a != n.Alias {
+				cp := *n
+				cp.Alias = a
+				out = &cp
+			}
+		}
+	case yaml.MappingNode:
+		content := make([]*yaml.Node, 0, len(n.Content))
+		changed := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if isBad(k) || isBad(v) {
+				changed = true
+				continue
+			}
+			pv := prune(v, bad, done)
+			changed = changed || pv != v
+			content = append(content, k, pv)
+		}
+		if changed {
+			cp := *n
+			cp.Content = content
+			out = &cp
+		}
+	case yaml.SequenceNode, yaml.DocumentNode:
+		content := make([]*yaml.Node, len(n.Content))
+		changed := false
+		for i, e := range n.Content {
+			if t, ok := badType(e); ok {
+				content[i] = zeroNode(t)
+			} else {
+				content[i] = prune(e, bad, done)
+			}
+			changed = changed || content[i] != e
+		}
+		if changed {
+			cp := *n
+			cp.Content = content
+			out = &cp
+		}
+	}
+	done[n] = out
+	return out
+}
+
+// zeroNode returns a node that decodes into the zero value of t, to stand
+// in for a bad list item; null (which drops the item) when none does.
+func zeroNode(t reflect.Type) *yaml.Node {
+	null := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+	if t == nil {
+		return null
+	}
+	if t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(unmarshalerType) {
+		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	}
+	var z yaml.Node
+	if z.Encode(reflect.Zero(t).Interface()) != nil || z.Decode(reflect.New(t).Interface()) != nil {
+		return null
+	}
+	return &z
 }
 
 // structFields maps the YAML keys of t (inline structs flattened) to their
@@ -267,10 +439,23 @@ func structFields(t reflect.Type) (map[string]reflect.Type, reflect.Type) {
 	return out, inlineMap
 }
 
+// maxShown is the longest value quoted in an error, in bytes.
+const maxShown = 60
+
+// show names what the file gives: a quoted value (shortened when long),
+// "a list" or "a mapping".
 func show(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+		v := n.Value
+		if len(v) > maxShown {
+			cut := maxShown
+			for cut > 0 && !utf8.RuneStart(v[cut]) {
+				cut--
+			}
+			v = v[:cut] + "..."
+		}
+		return strconv.Quote(v)
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.MappingNode:
@@ -279,59 +464,81 @@ func show(n *yaml.Node) string {
 	return "the value"
 }
 
-func kindName(n *yaml.Node) string {
-	if n.Kind == yaml.SequenceNode {
-		return "list"
+func isInteger(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return true
 	}
-	return "mapping"
+	return false
 }
 
 // want describes what a Go type accepts, in the words of the file.
 func want(t reflect.Type) string {
-	if t == durationType {
-		return "a duration (e.g. 500ms, 10s, 2m)"
+	if w, ok := reflect.New(t).Interface().(Wanter); ok {
+		return w.Want()
 	}
-	if t == timeType {
-		return "a time (RFC 3339, e.g. 2025-06-21T06:00:00Z)"
+	switch t {
+	case durationType:
+		return WantDuration
+	case timeType:
+		return "a time such as 2025-06-21T06:00:00Z (RFC 3339)"
 	}
 	switch t.Kind() {
 	case reflect.Bool:
 		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+	case reflect.Int, reflect.Int64:
+		return "a whole number"
+	case reflect.Int8, reflect.Int16, reflect.Int32:
 		bits := t.Bits()
-		if bits == 64 {
-			return "an integer"
-		}
-		return fmt.Sprintf("an integer in %d..%d", int64(-1)<<(bits-1), int64(1)<<(bits-1)-1)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if t.Bits() == 64 {
-			return "a whole number >= 0"
-		}
+		return fmt.Sprintf("a whole number in %d..%d", int64(-1)<<(bits-1), int64(1)<<(bits-1)-1)
+	case reflect.Uint, reflect.Uint64, reflect.Uintptr:
+		return "a whole number >= 0"
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
 		return fmt.Sprintf("a whole number in 0..%d", uint64(math.MaxUint64)>>(64-t.Bits()))
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.String:
-		return "a text value"
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Array:
+		return fmt.Sprintf("a list of %d", t.Len())
+	case reflect.Struct, reflect.Map:
+		return "a mapping"
 	}
 	return "a valid value"
 }
 
-// suggest names the known field closest to an unknown one, if close.
-func suggest(name string, fields map[string]reflect.Type) string {
-	best, bestD := "", 3
+// unknown is the reason for the unknown key name among the fields of a
+// struct.
+func unknown(name string, fields map[string]reflect.Type) string {
+	known := make([]string, 0, len(fields))
 	for k := range fields {
+		known = append(known, k)
+	}
+	return Unknown(name, known)
+}
+
+// nearest returns the known name closest to name when it is a likely
+// misspelling, else "": at most 2 edits (a prefix, as unit for unit_id,
+// counts as 2) and no more than half the known name's length, so that a
+// short key is not "corrected" into an unrelated one.
+func nearest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
 		d := editDistance(name, k)
 		if len(name) >= 3 && (strings.HasPrefix(k, name) || strings.HasPrefix(name, k)) {
-			d = min(d, 2) // unit -> unit_id
+			d = min(d, 2)
+		}
+		if 2*d > len(k) {
+			continue
 		}
 		if d < bestD || d == bestD && k < best {
 			best, bestD = k, d
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return " (did you mean " + best + "?)"
+	return best
 }
 
 // editDistance is the optimal string alignment distance: insertions,
@@ -360,14 +567,19 @@ func editDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
-// Unknown is the reason for an unknown key among known ones:
-// "unknown field (did you mean poll_interval?)".
+// Unknown is the reason for the unknown key name among the known ones:
+// "unknown field (did you mean poll_interval?)" when one is close, else
+// "unknown field (known: format, level)" when there are at most 8 of them,
+// else "unknown field".
 func Unknown(name string, known []string) string {
-	m := make(map[string]reflect.Type, len(known))
-	for _, k := range known {
-		m[k] = nil
+	if near := nearest(name, known); near != "" {
+		return "unknown field (did you mean " + near + "?)"
 	}
-	return "unknown field" + suggest(name, m)
+	if len(known) > 0 && len(known) <= maxKnown {
+		sorted := slices.Sorted(slices.Values(known))
+		return "unknown field (known: " + strings.Join(sorted, ", ") + ")"
+	}
+	return "unknown field"
 }
 
 // Fields returns the YAML keys of the struct v (inline structs flattened),

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,12 +90,15 @@ type Doc struct {
 // Decode strictly decodes data (named file in messages) into v and reports
 // every problem at once: each unknown key and each value that does not fit
 // its field is an error naming the field's path and its line, in the words
-// of the file ("devices[0].modbus.unit_id: \"300\" is not a whole number in
-// 0..255"), never a Go type. Only a YAML syntax error stops the decoding.
+// of the file ("devices[0].modbus.unit_id: want a whole number in 0..255, got
+// \"300\""), never a Go type; a value of a type that decodes itself (a
+// yaml.Unmarshaler such as a duration type, an encoding.TextUnmarshaler)
+// is decoded on its own, so its error is placed too (see Wanter). A
+// number with a fraction in a whole-number field is an error, not
+// truncated. Only a YAML syntax error stops the decoding.
 //
 // A syntax error or an empty file returns a nil Doc. When the only errors
-// are field errors, the returned Doc is non-nil
-// and v holds every value that did decode (the broken ones are left at
+// are field errors, the returned Doc is non-nil and v holds every value that did decode (the broken ones are left at
 // their zero or default value): a loader may go on validating v and report
 // its own errors with the decoding ones, skipping fields that are Broken.
 func Decode(file string, data []byte, v any) (*Doc, error) {
@@ -115,26 +117,39 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 // v as Decode does, recording broken fields in d. path prefixes every
 // field named in the errors.
 func (d *Doc) DecodeNode(n *yaml.Node, path string, v any) error {
-	c := &checker{file: d.File}
+	c := newChecker(d.File)
 	c.check(n, reflect.TypeOf(v), path)
 	d.broken = append(d.broken, c.broken...)
 	// the checker found every unknown key and misfit value; the decoder
-	// fills v with the rest (it stops at nothing it can skip)
-	derr := n.Decode(v)
-	if len(c.errs) > 0 {
+	// fills v with the rest, the bad nodes left out (a TextUnmarshaler's
+	// error would stop it halfway)
+	root := n
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.AliasNode && root.Alias != nil {
+		root = root.Alias
+	}
+	if _, bad := c.bad[root]; bad {
 		return c.errs
 	}
-	if derr != nil {
-		d.broken = append(d.broken, path)
-		es := YAMLErrors(d.File, derr)
-		for _, e := range es {
-			if e.Field == "" {
-				e.Field = path
-			}
+	derr := prune(n, c.bad, map[*yaml.Node]*yaml.Node{}).Decode(v)
+	if derr == nil {
+		if len(c.errs) > 0 {
+			return c.errs
 		}
-		return es
+		return nil
 	}
-	return nil
+	// a value the checker let through and the decoder refused: reported,
+	// in the decoder's words, rather than lost
+	d.broken = append(d.broken, path)
+	es := YAMLErrors(d.File, derr)
+	for _, e := range es {
+		if e.Field == "" {
+			e.Field = path
+		}
+	}
+	return append(c.errs, es...)
 }
 
 // Broken reports whether the field at path, or a field it is part of or
@@ -169,11 +184,13 @@ func errReason(err error) string {
 	return err.Error()
 }
 
-var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-
 // YAMLErrors turns an error of gopkg.in/yaml.v3 (a syntax error, or a
 // TypeError listing several fields) into Errors with file and line, for
-// loaders that walk the node tree themselves.
+// loaders that walk the node tree themselves. yaml.v3 has no error type
+// carrying the line of a syntax error; its messages read "yaml: line N:
+// reason" (TypeError lines "line N: reason"), and that prefix is taken
+// apart here. Decode never passes field errors through it: they are
+// found on the node tree.
 func YAMLErrors(file string, err error) Errors {
 	var te *yaml.TypeError
 	var lines []string
@@ -185,9 +202,12 @@ func YAMLErrors(file string, err error) Errors {
 	out := make(Errors, 0, len(lines))
 	for _, l := range lines {
 		fe := &FieldError{File: file, Reason: strings.TrimPrefix(l, "yaml: ")}
-		if m := yamlLineRe.FindStringSubmatch(l); m != nil {
-			fe.Line, _ = strconv.Atoi(m[1])
-			fe.Reason = m[2]
+		if rest, ok := strings.CutPrefix(fe.Reason, "line "); ok {
+			if num, reason, ok := strings.Cut(rest, ": "); ok {
+				if n, err := strconv.Atoi(num); err == nil && n > 0 {
+					fe.Line, fe.Reason = n, reason
+				}
+			}
 		}
 		out = append(out, fe)
 	}

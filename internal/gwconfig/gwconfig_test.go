@@ -116,7 +116,7 @@ func TestLoadBad(t *testing.T) {
 		{"negative heartbeat", "poll_interval: 500ms", "poll_interval: 500ms\n    heartbeat: -1s",
 			`bad.yaml:17: devices[0].heartbeat: -1s is negative`},
 		{"bad duration", "poll_interval: 500ms", "poll_interval: fast",
-			`bad.yaml:16: devices[0].poll_interval: "fast" is not a duration (e.g. 500ms, 10s, 2m)`},
+			`bad.yaml:16: devices[0].poll_interval: want a duration such as 500ms, 30s or 15m, got "fast"`},
 		{"no uplink", "uplinks:\n  nats:\n    url: nats://127.0.0.1:4222\n", "",
 			`uplinks: no uplink configured`},
 		{"bad table", "table: holding, address: 20", "table: register, address: 20",
@@ -130,7 +130,7 @@ func TestLoadBad(t *testing.T) {
 		{"missing template", "templates/compressor.yaml", "templates/nope.yaml",
 			`devices[0].template: cannot read template`},
 		{"modbus unit id", "unit_id: 1", "unit_id: 300",
-			`bad.yaml:18: devices[0].modbus.unit_id: "300" is not a whole number in 0..255`},
+			`bad.yaml:18: devices[0].modbus.unit_id: want a whole number in 0..255, got "300"`},
 		{"bad nameplate", "rated_fad: 12.5", "rated_fadd: 12.5",
 			`devices[0].nameplate.rated_fadd: unknown nameplate rating for class air_compressor`},
 		{"missing modbus", "    modbus: {transport: tcp, address: \"127.0.0.1:5020\", unit_id: 1}\n", "",
@@ -329,10 +329,10 @@ devices:
 `
 	_, err := LoadBytes("gw.yaml", []byte(doc))
 	want := []string{
-		`gw.yaml:6: devices[0].poll_interval: "fast" is not a duration`,
-		`gw.yaml:7: devices[0].modbus.unit_id: "300" is not a whole number in 0..255`,
+		`gw.yaml:6: devices[0].poll_interval: want a duration such as 500ms, 30s or 15m, got "fast"`,
+		`gw.yaml:7: devices[0].modbus.unit_id: want a whole number in 0..255, got "300"`,
 		`gw.yaml:10: devices[1].class: unknown equipment class "motr"`,
-		`gw.yaml:12: devices[1].points[0].address: "x" is not an integer`,
+		`gw.yaml:12: devices[1].points[0].address: want a whole number, got "x"`,
 	}
 	if err == nil {
 		t.Fatal("accepted")

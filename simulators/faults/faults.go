@@ -102,6 +102,9 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// Want says what a Duration field takes, for confload's errors.
+func (Duration) Want() string { return confload.WantDuration }
+
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 

@@ -15,7 +15,7 @@ func TestParseScenarioMessages(t *testing.T) {
 		{"", "s.yaml: file is empty"},
 		{"faults: [\n", "s.yaml:1: did not find expected node content"},
 		{"scenario: x\nfaults:\n  - {device: a, kind: silent, colour: red}\n", "s.yaml:3: faults[0].colour: unknown field"},
-		{"faults:\n  - {device: a, kind: stuck, signal: x, at: soon}\n", `s.yaml:2: duration "soon": time: invalid duration "soon"`},
+		{"faults:\n  - {device: a, kind: stuck, signal: x, at: soon}\n", `s.yaml:2: faults[0].at: want a duration such as 500ms, 30s or 15m, got "soon"`},
 		{"faults:\n  - {device: a, kind: silent}\n\n  - {device: a, kind: noise, signal: x}\n", "s.yaml:4: faults[1] (s2): sigma: required (positive) for a noise fault"},
 		{"faults:\n  - {id: x, device: a, kind: silent}\n  - {id: x, device: a, kind: silent}\n", `s.yaml:3: faults[1].id: "x" used twice`},
 		{"faults:\n  - kind: silent\n", "s.yaml:2: faults[0] (s1): device: required"},

@@ -334,7 +334,7 @@ faults:
 func TestParseScenarioRejects(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"faults:\n  - {device: a, kind: noise, signal: x}\n", "faults[0] (s1): sigma: required"},
-		{"faults:\n  - {device: a, kind: stuck, signal: x, at: soon}\n", `duration "soon"`},
+		{"faults:\n  - {device: a, kind: stuck, signal: x, at: soon}\n", `faults[0].at: want a duration such as 500ms, 30s or 15m, got "soon"`},
 		{"faults:\n  - {device: a, kind: leak}\n", "level: required"},
 		{"faults:\n  - {id: x, device: a, kind: silent}\n  - {id: x, device: a, kind: silent}\n", `faults[1].id: "x" used twice`},
 		{"faults:\n  - {device: a, kind: slow, delay: 5m}\n", "delay: required, within (0, 1m]"},

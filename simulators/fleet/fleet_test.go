@@ -93,7 +93,7 @@ func TestBadFleetConfigs(t *testing.T) {
 		{"listeners: {a: {address: '127.0.0.1:0'}}\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n  - {id: m2, class: motor, template: motor.yaml, modbus: {listener: a, unit_id: 1}}\n", "unit_id: 1 already used by m1"},
 		{"devices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: 300}}\n", "unit_id: 300 outside 0..247"},
 		{"bogus: 1\n" + dev(""), "fleet.yaml:1: bogus: unknown field"},
-		{"seed: 1\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: one}}\n", `fleet.yaml:3: devices[0].modbus.unit_id: "one" is not an integer`},
+		{"seed: 1\ndevices:\n  - {id: m1, class: motor, template: motor.yaml, modbus: {unit_id: one}}\n", `fleet.yaml:3: devices[0].modbus.unit_id: want a whole number, got "one"`},
 		{"", "fleet.yaml: file is empty"},
 	} {
 		cfg, err := Parse("fleet.yaml", []byte(tc.doc))

@@ -92,7 +92,7 @@ func TestParseTemplateRejects(t *testing.T) {
 		{"class: [\n", "t.yaml:1: did not find expected node content"},
 		{"template: t\npoints:\n  - {signal: power}\n", "t.yaml:1: class: required"},
 		{"template: t\nclass: motor\npoints: []\n", "t.yaml:3: points: at least one point required"},
-		{"class: motor\npoints:\n  - {signal: power, address: x}\n", `t.yaml:3: points[0].address: "x" is not an integer`},
+		{"class: motor\npoints:\n  - {signal: power, address: x}\n", `t.yaml:3: points[0].address: want a whole number, got "x"`},
 		{"class: motor\n\npoints:\n  - {signal: power, table: holding}\n  - {signal: power, typ: uint16}\n", "t.yaml:5: points[1].typ: unknown field (did you mean type?)"},
 	} {
 		if _, err := ParseTemplate("t.yaml", []byte(tc.doc)); err == nil || err.Error() != tc.want {
