@@ -37,11 +37,25 @@ func main() {
 	// objects.") through the standard logger; its real diagnostics reach
 	// slog through the front's logger adapter.
 	stdlog.SetOutput(io.Discard)
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "smelter-sim:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
+
+// exitCode maps run's result to the process status: 0 for success and for
+// -h/--help (the usage was printed, as the other binaries do), 2 for a bad
+// flag (already reported by the flag package), 1 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errFlags):
+		return 2
+	}
+	fmt.Fprintln(stderr, "smelter-sim:", err)
+	return 1
+}
+
+// errFlags marks a command line the flag package rejected (and reported).
+var errFlags = errors.New("bad command line")
 
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("smelter-sim", flag.ContinueOnError)
@@ -68,7 +82,10 @@ Examples:
 	check := fs.Bool("t", false, "check the fleet (and scenario) and exit")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errFlags, err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

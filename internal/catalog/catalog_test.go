@@ -50,3 +50,48 @@ func TestParseRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestParseIsStrict: an unknown key is an error with its line, such as the
+// "vol)" key a description cut at a comma in a flow mapping produced.
+func TestParseIsStrict(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: \"%\", description: O2 in flue gas (dry, vol)}\n",
+			`catalog.yaml:5: field vol) not found`},
+		{"version: 1\nclasses:\n  x:\n    descripton: typo\n", `catalog.yaml:4: field descripton not found`},
+		{"version: 1\nfuels:\n  0: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3}\n", "fuels.0: codes start at 1"},
+		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009}\n", "excess_air_max > 1"},
+		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3, colour: blue}\n", "field colour not found"},
+	} {
+		_, err := Parse([]byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+// TestFuelCodes: the catalog is the one definition of fuel_type codes; 1 is
+// natural gas (the simulators' boilers and the demo fleet burn it), 2 fuel
+// oil, with the Siegert coefficients of each.
+func TestFuelCodes(t *testing.T) {
+	c := Default()
+	gas, ok := c.Fuel(1)
+	if !ok || gas.Name != "natural_gas" || gas.SiegertA2 != 0.66 || gas.SiegertB != 0.009 || gas.ExcessAirMax != 1.3 {
+		t.Errorf("fuel 1 = %+v, %v", gas, ok)
+	}
+	oil, ok := c.Fuel(2)
+	if !ok || oil.Name != "fuel_oil" || oil.SiegertA2 != 0.68 || oil.SiegertB != 0.007 {
+		t.Errorf("fuel 2 = %+v, %v", oil, ok)
+	}
+	for _, bad := range []float64{0, 1.5, 99} {
+		if f, ok := c.Fuel(bad); ok {
+			t.Errorf("Fuel(%v) = %+v", bad, f)
+		}
+	}
+	if code, ok := c.FuelCode("natural_gas"); !ok || code != 1 {
+		t.Errorf("FuelCode(natural_gas) = %d, %v", code, ok)
+	}
+	s, _ := c.Lookup("boiler", "flue_o2")
+	if s.Description != "O2 in flue gas (dry, by volume)" {
+		t.Errorf("flue_o2 description %q", s.Description)
+	}
+}
