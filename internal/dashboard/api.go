@@ -222,14 +222,24 @@ type SignalOut struct {
 
 // AssetOut is one asset as served by the API.
 type AssetOut struct {
-	Site      string             `json:"site"`
-	ID        string             `json:"id"`
-	Class     string             `json:"class"`
-	Path      []string           `json:"path,omitempty"`
-	Status    string             `json:"status"` // ok, warn, alarm, stale
-	Running   bool               `json:"running"`
-	LastTS    int64              `json:"last_ts"`
-	AgeMS     int64              `json:"age_ms"`
+	Site    string   `json:"site"`
+	ID      string   `json:"id"`
+	Class   string   `json:"class"`
+	Path    []string `json:"path,omitempty"`
+	Status  string   `json:"status"` // ok, warn, alarm, stale
+	Running bool     `json:"running"`
+	LastTS  int64    `json:"last_ts"`
+	AgeMS   int64    `json:"age_ms"` // on the data clock (DataNow - LastTS)
+	// DataNow is the asset's data clock (Unix ms) when served, and
+	// ClockRate how many data ms pass per wall ms (1 for real equipment,
+	// the speed of a simulated plant): a page ages values as
+	// DataNow + (wall elapsed) x ClockRate - ts.
+	DataNow   int64   `json:"data_now,omitempty"`
+	ClockRate float64 `json:"clock_rate,omitempty"`
+	// Silent is set when the asset sent nothing for longer than
+	// SilentAssetAfter of data time: its status is stale whatever its
+	// alerts say.
+	Silent    bool               `json:"silent,omitempty"`
 	Gateway   string             `json:"gateway,omitempty"`
 	Dead      string             `json:"dead,omitempty"`
 	Alerts    int                `json:"alerts"`
@@ -280,11 +290,26 @@ func statusOf(v *rules.AssetView, s alertSummary) string {
 	return StatusOK
 }
 
-func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, now int64, detail bool) AssetOut {
+// SilentAssetAfter is how long (data time) an asset may send nothing before
+// it is shown as stale even without a stale alert: at least two minutes,
+// and at least 3 s of wall time at the gateway's clock rate.
+const SilentAssetAfter = 2 * time.Minute
+
+func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, wallNow int64, detail bool) AssetOut {
 	o := AssetOut{Site: v.Site, ID: v.ID, Class: v.Class, Path: v.Path, Running: v.Running, LastTS: v.LastTS, Dead: v.Dead,
 		Alerts: sum.n, Status: statusOf(v, sum), Signals: make([]SignalOut, 0, len(v.Signals))}
+	now := wallNow
+	if s.live != nil {
+		if dn, rate, ok := s.live.DataClock(v.Site, v.ID, wallNow); ok {
+			now, o.DataNow, o.ClockRate = dn, dn, rate
+		}
+	}
 	if v.LastTS > 0 {
-		o.AgeMS = now - v.LastTS
+		o.AgeMS = max(0, now-v.LastTS)
+		limit := max(SilentAssetAfter.Milliseconds(), int64(3000*o.ClockRate))
+		if o.AgeMS > limit {
+			o.Silent, o.Status = true, StatusStale
+		}
 	}
 	if sum.max > alert.None {
 		o.Severity = sum.max.String()
@@ -294,7 +319,7 @@ func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, now int64, detai
 	}
 	cl, _ := s.opts.Catalog.Class(v.Class)
 	for _, sv := range v.Signals {
-		so := SignalOut{Signal: sv.Signal, Text: sv.Text, Unit: sv.Unit, Quality: sv.Quality, TS: sv.TS, AgeMS: now - sv.TS}
+		so := SignalOut{Signal: sv.Signal, Text: sv.Text, Unit: sv.Unit, Quality: sv.Quality, TS: sv.TS, AgeMS: max(0, now-sv.TS)}
 		if sv.Valid && !math.IsNaN(sv.Value) && !math.IsInf(sv.Value, 0) {
 			x := sv.Value
 			so.Value = &x
@@ -449,7 +474,11 @@ type SeriesPoints struct {
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	q := newQuery(r, "signal", "since")
+	// "since=15m" counts back on the asset's data clock (see DataClock)
 	now := s.now()
+	if dn, _, ok := s.live.DataClock(r.PathValue("site"), r.PathValue("id"), now); ok {
+		now = dn
+	}
 	since := now - CoarseSpan.Milliseconds()
 	if v := q.v.Get("since"); v != "" {
 		t, err := parseSince(v, now)

@@ -163,8 +163,13 @@ func TestAssetsAndDetail(t *testing.T) {
 		sig[s.Signal] = s
 	}
 	dt := sig["discharge_temp"]
-	if dt.Value == nil || *dt.Value != 125 || dt.Unit != "Cel" || dt.Quality != "good" || dt.AgeMS < 1000 {
+	if dt.Value == nil || *dt.Value != 125 || dt.Unit != "Cel" || dt.Quality != "good" {
 		t.Errorf("discharge_temp %+v", dt)
+	}
+	// ages run on the data clock: the newest ts_gw (now - 1 s) plus the wall
+	// time since it arrived, never wall clock minus source time
+	if a1.DataNow < f.now-1000 || dt.AgeMS != a1.DataNow-dt.TS || a1.ClockRate != 1 || a1.Silent {
+		t.Errorf("data clock %d (rate %v, silent %v), discharge_temp ts %d age %d", a1.DataNow, a1.ClockRate, a1.Silent, dt.TS, dt.AgeMS)
 	}
 	if ls := sig["load_state"]; ls.Text != "loaded" {
 		t.Errorf("load_state label %q, want loaded (catalog state 2)", ls.Text)

@@ -40,12 +40,16 @@ type Options struct {
 	Speed        float64
 	Seed         int64         // < 0: the fleet file's
 	PollInterval time.Duration // gateway poll interval (default 1s)
-	// Start overrides the fleet's simulated start time.
+	// Start overrides the fleet's simulated start time (the plant clock;
+	// ParseStart reads the -start flag). The models read its time of day in
+	// Start's location: production shifts, PV daylight.
 	Start time.Time
-	// SimClock makes the gateway stamp batches with the simulator's clock
-	// instead of the wall clock, so a plant run faster than real time
-	// (Speed > 1) looks to the collector like real hours passing: rule
-	// delays and KPI windows elapse in simulated time. Tests use it.
+	// SimClock keeps the fleet file's start when Start is zero; otherwise
+	// the plant clock starts at the wall clock's now. Either way the
+	// gateway stamps batches with the plant clock and reports its rate, so
+	// a plant run faster than real time (Speed > 1) looks to the collector
+	// like real hours passing: OPC UA source times and gateway times come
+	// from one clock, rule delays and KPI windows elapse in plant time.
 	SimClock bool
 	// OPCUADevices are read over OPC UA (username login) instead of Modbus
 	// when the fleet serves them over both; nil means DefaultOPCUADevices.
@@ -203,7 +207,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.HTTP.Listen = "127.0.0.1:0"
 	// short KPI windows so the energy page fills within the demo's first
 	// minutes; duty-cycle KPIs keep long windows to stay meaningful
-	ccfg.KPI.Window = collector.Duration(2 * time.Minute)
+	ccfg.KPI.Window = collector.Duration(kpiWindow(fcfg.Speed))
 	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
 		"cnc_machine": collector.Duration(30 * time.Minute)}
 	if d.opts.Collector != nil {
@@ -230,18 +234,22 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(cfgPath, []byte(GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), d.opts.PollInterval, ua)), 0o600); err != nil {
+	poll := d.opts.PollInterval
+	if poll <= 0 {
+		poll = pollInterval(fcfg.Speed)
+	}
+	if err := os.WriteFile(cfgPath, []byte(GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), poll, ua)), 0o600); err != nil {
 		return err
 	}
 	gcfg, err := gwconfig.Load(cfgPath)
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
 	}
-	gopts := gateway.Options{Logger: log.With("component", "gateway")}
-	if d.opts.SimClock {
-		gopts.Now = fl.Now
-		gopts.ClockRate = fcfg.Speed
-	}
+	// one data clock: the OPC UA front stamps SourceTimestamps with the
+	// plant clock, so the gateway must too (issue 11: at -speed 10 a wall
+	// clock here put OPC UA readings hours in the future and made every
+	// change-only signal look stale)
+	gopts := gateway.Options{Logger: log.With("component", "gateway"), Now: fl.Now, ClockRate: fcfg.Speed}
 	gw, err := gateway.New(gcfg, gopts)
 	if err != nil {
 		return err
