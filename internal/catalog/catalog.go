@@ -55,6 +55,15 @@ type Catalog struct {
 	// Fuels maps the nameplate code fuel_type (boilers) to its fuel: the
 	// one definition the simulators, the KPIs and the docs share.
 	Fuels map[int]*Fuel
+	// Ratings gives the unit and meaning of every nameplate rating.
+	Ratings map[string]*Rating
+}
+
+// Rating is one nameplate rating (rated_power, poles ...).
+type Rating struct {
+	Name        string
+	Unit        string // UCUM code; "1" for counts and codes
+	Description string
 }
 
 // Fuel is one fuel a combustion asset may burn, with the coefficients its
@@ -128,10 +137,16 @@ type fuelYAML struct {
 	ExcessAirMax float64 `yaml:"excess_air_max"`
 }
 
+type ratingYAML struct {
+	Unit        string `yaml:"unit"`
+	Description string `yaml:"description"`
+}
+
 type catalogFile struct {
-	Version int                  `yaml:"version"`
-	Fuels   map[int]fuelYAML     `yaml:"fuels"`
-	Classes map[string]classYAML `yaml:"classes"`
+	Version int                   `yaml:"version"`
+	Fuels   map[int]fuelYAML      `yaml:"fuels"`
+	Ratings map[string]ratingYAML `yaml:"ratings"`
+	Classes map[string]classYAML  `yaml:"classes"`
 }
 
 // Parse decodes and checks a catalog document. Decoding is strict: an
@@ -162,7 +177,19 @@ func Parse(data []byte) (*Catalog, error) {
 		c.Fuels[code] = &Fuel{Code: code, Name: fy.Name, Description: fy.Description, SiegertA2: fy.SiegertA2,
 			SiegertB: fy.SiegertB, ExcessAirMax: fy.ExcessAirMax}
 	}
+	c.Ratings = make(map[string]*Rating, len(f.Ratings))
+	for name, ry := range f.Ratings {
+		if ry.Unit == "" {
+			return nil, fmt.Errorf("catalog: ratings.%s.unit: missing (\"1\" for a count or a code)", name)
+		}
+		c.Ratings[name] = &Rating{Name: name, Unit: ry.Unit, Description: ry.Description}
+	}
 	for name, cy := range f.Classes {
+		for _, r := range cy.Nameplate {
+			if _, ok := c.Ratings[r]; !ok {
+				return nil, fmt.Errorf("catalog: classes.%s.nameplate: rating %q is not listed under ratings", name, r)
+			}
+		}
 		cl := &Class{Name: name, Description: cy.Description, Nameplate: cy.Nameplate, Open: cy.Open,
 			Signals: make(map[string]*Signal, len(cy.Signals))}
 		for sn, sy := range cy.Signals {

@@ -95,3 +95,24 @@ func TestFuelCodes(t *testing.T) {
 		t.Errorf("flue_o2 description %q", s.Description)
 	}
 }
+
+// TestRatingsHaveUnits: every nameplate rating of every class has a unit,
+// so the dashboard never shows a bare "poles 4.00".
+func TestRatingsHaveUnits(t *testing.T) {
+	c := Default()
+	for _, name := range c.ClassNames() {
+		cl, _ := c.Class(name)
+		for _, r := range cl.Nameplate {
+			if rt, ok := c.Ratings[r]; !ok || rt.Unit == "" || rt.Description == "" {
+				t.Errorf("%s nameplate %s: rating %+v", name, r, rt)
+			}
+		}
+	}
+	if c.Ratings["poles"].Unit != "1" || c.Ratings["rated_power"].Unit != "kW" {
+		t.Errorf("poles %+v, rated_power %+v", c.Ratings["poles"], c.Ratings["rated_power"])
+	}
+	_, err := Parse([]byte("version: 1\nclasses:\n  x:\n    nameplate: [size]\n"))
+	if err == nil || !strings.Contains(err.Error(), `classes.x.nameplate: rating "size" is not listed under ratings`) {
+		t.Errorf("unlisted rating: %v", err)
+	}
+}

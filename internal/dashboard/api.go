@@ -38,6 +38,9 @@ type Options struct {
 	Log     *slog.Logger
 	// Tick is the SSE coalescing period for asset values (default 1s).
 	Tick time.Duration
+	// KPI is the collector's KPI configuration; the energy page tells
+	// which windows are configured and when the first one ends.
+	KPI kpi.Config
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -649,7 +652,7 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 
 // higherIsWorse says which way each KPI gets worse, for rankings.
 var higherIsWorse = map[string]bool{
-	"specific_power": true, "loaded_ratio": false,
+	"specific_power": true, "system_specific_power": true, "loaded_ratio": false,
 	"load_factor": false, "ie_class": false, "current_unbalance": true,
 	"efficiency_direct": false, "stack_loss": true, "efficiency_indirect": false, "excess_air": true,
 	"fuel_rate": true, "co_utilisation": false,
@@ -689,6 +692,9 @@ type RankEntry struct {
 	Limit   *float64 `json:"limit,omitempty"`
 	Message string   `json:"message,omitempty"`
 	End     int64    `json:"end"`
+	// Coverage is the fraction of the window that held data: below 1 the
+	// window was partial (the first one after a start, or a data gap).
+	Coverage float64 `json:"coverage"`
 }
 
 func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
@@ -728,7 +734,7 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 				ro.OutOfLimit++
 			}
 			ro.Ranking = append(ro.Ranking, RankEntry{Site: res.Site, Asset: res.Asset, Value: k.Value, Status: k.Status,
-				Ref: k.Ref, Limit: k.Limit, Message: k.Message, End: res.End})
+				Ref: k.Ref, Limit: k.Limit, Message: k.Message, End: res.End, Coverage: res.Coverage})
 		}
 	}
 	byClass := map[string]*Rollup{}
@@ -757,7 +763,32 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 		out = append(out, *c)
 	}
 	slices.SortFunc(out, func(a, b Rollup) int { return strings.Compare(a.Class, b.Class) })
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "classes": out})
+	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "classes": out, "windows": s.kpiWindows()})
+}
+
+// KPIWindows tells a page the configured KPI windows.
+type KPIWindows struct {
+	DefaultMS   int64            `json:"default_ms"`
+	ByClass     map[string]int64 `json:"by_class,omitempty"`
+	MinCoverage float64          `json:"min_coverage"`
+}
+
+func (s *Server) kpiWindows() KPIWindows {
+	k := s.opts.KPI
+	out := KPIWindows{DefaultMS: k.Window.Milliseconds(), MinCoverage: k.MinCoverage}
+	if out.DefaultMS == 0 {
+		out.DefaultMS = (15 * time.Minute).Milliseconds() // kpi.Config's default
+	}
+	if out.MinCoverage == 0 {
+		out.MinCoverage = 0.5
+	}
+	for c, w := range k.Windows {
+		if out.ByClass == nil {
+			out.ByClass = map[string]int64{}
+		}
+		out.ByClass[c] = w.Milliseconds()
+	}
+	return out
 }
 
 func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
@@ -774,6 +805,12 @@ type ClassOut struct {
 	Description string      `json:"description"`
 	Nameplate   []string    `json:"nameplate,omitempty"`
 	Signals     []SignalDef `json:"signals"`
+}
+
+// RatingDef is a nameplate rating's unit and meaning.
+type RatingDef struct {
+	Unit        string `json:"unit"`
+	Description string `json:"description,omitempty"`
 }
 
 // SignalDef is a catalog signal.
@@ -802,5 +839,13 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, co)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"classes": out})
+	ratings := make(map[string]RatingDef, len(cat.Ratings))
+	for n, r := range cat.Ratings {
+		ratings[n] = RatingDef{Unit: r.Unit, Description: r.Description}
+	}
+	fuels := make(map[string]string, len(cat.Fuels))
+	for code, f := range cat.Fuels {
+		fuels[strconv.Itoa(code)] = f.Name
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"classes": out, "ratings": ratings, "fuels": fuels, "kpi_windows": s.kpiWindows()})
 }

@@ -630,3 +630,42 @@ func TestTokenConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentAssetIsNotOK: an asset that stopped reporting while its gateway
+// goes on (the data clock advances) is shown as stale and silent once it
+// has sent nothing for SilentAssetAfter, not as plain OK.
+func TestSilentAssetIsNotOK(t *testing.T) {
+	f := newFixture(t, "")
+	f.birth("site1", "ac-1", "air_compressor", nil)
+	f.birth("site1", "ac-2", "air_compressor", nil)
+	base := f.now - 600_000
+	for i := range 60 { // both report for a minute
+		ts := base + int64(i)*1000
+		f.compressor("site1", "ac-1", ts, 80, 60, 10, telemetry.QualityGood)
+		f.compressor("site1", "ac-2", ts, 80, 60, 10, telemetry.QualityGood)
+	}
+	status := func() map[string]dashboard.AssetOut {
+		var r struct {
+			Assets []dashboard.AssetOut `json:"assets"`
+		}
+		f.getJSON("/api/v1/assets", &r)
+		out := map[string]dashboard.AssetOut{}
+		for _, a := range r.Assets {
+			out[a.ID] = a
+		}
+		return out
+	}
+	if a := status()["ac-1"]; a.Status == dashboard.StatusStale || a.Silent {
+		t.Fatalf("reporting ac-1: status %q silent %v", a.Status, a.Silent)
+	}
+	for i := 60; i < 60+int(dashboard.SilentAssetAfter/time.Second)+30; i++ { // then only ac-2
+		f.compressor("site1", "ac-2", base+int64(i)*1000, 80, 60, 10, telemetry.QualityGood)
+	}
+	st := status()
+	if a := st["ac-1"]; a.Status != dashboard.StatusStale || !a.Silent || a.AgeMS < dashboard.SilentAssetAfter.Milliseconds() {
+		t.Errorf("ac-1 silent for %d ms: status %q silent %v", a.AgeMS, a.Status, a.Silent)
+	}
+	if a := st["ac-2"]; a.Status == dashboard.StatusStale || a.Silent {
+		t.Errorf("ac-2 still reporting: status %q silent %v", a.Status, a.Silent)
+	}
+}
