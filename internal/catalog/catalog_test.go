@@ -57,7 +57,7 @@ func TestParseIsStrict(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: \"%\", description: O2 in flue gas (dry, vol)}\n",
 			`catalog.yaml:5: field vol) not found`},
-		{"version: 1\nclasses:\n  x:\n    descripton: typo\n", `catalog.yaml:4: field descripton not found`},
+		{"version: 1\nclasses:\n  x:\n    summary: typo\n", `catalog.yaml:4: field summary not found`},
 		{"version: 1\nfuels:\n  0: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3}\n", "fuels.0: codes start at 1"},
 		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009}\n", "excess_air_max > 1"},
 		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3, colour: blue}\n", "field colour not found"},
