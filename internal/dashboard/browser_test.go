@@ -169,15 +169,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, tab, shots, "04-asset-boiler-1.png")
 
 	// an OPC UA asset (change-only subscriptions) and a motor's nameplate
-	if err := eval(tab, `location.hash = '#/asset/demo/cnc-1'`, nil); err != nil {
-		t.Fatal(err)
+	assetCharts := func(id, shot string) {
+		t.Helper()
+		if err := eval(tab, `location.hash = '#/asset/demo/`+id+`'`, nil); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, jsErrs, 30*time.Second, id+" charts", func() bool {
+			var n int
+			_ = eval(tab, `document.querySelectorAll('.chart canvas').length`, &n)
+			return n >= 5
+		}, nil)
+		screenshot(t, tab, shots, shot)
 	}
-	poll(t, jsErrs, 30*time.Second, "cnc-1 charts", func() bool {
-		var n int
-		_ = eval(tab, `document.querySelectorAll('.chart canvas').length`, &n)
-		return n >= 5
-	}, nil)
-	screenshot(t, tab, shots, "05-asset-cnc-1.png")
+	assetCharts("cnc-1", "05-asset-cnc-1.png")
 	if err := eval(tab, `location.hash = '#/asset/demo/motor-1'`, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -187,15 +191,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		return strings.Contains(facts, "poles 4") && strings.Contains(facts, "rated power 160.0 kW") && strings.Contains(facts, "rated voltage 400 V")
 	}, func() string { return facts })
 	screenshot(t, tab, shots, "06-asset-motor-1.png")
-	if err := eval(tab, `location.hash = '#/asset/demo/pv-1'`, nil); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, jsErrs, 30*time.Second, "pv-1 charts", func() bool {
-		var n int
-		_ = eval(tab, `document.querySelectorAll('.chart canvas').length`, &n)
-		return n >= 5
-	}, nil)
-	screenshot(t, tab, shots, "07-asset-pv-1.png")
+	assetCharts("pv-1", "07-asset-pv-1.png")
 
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
 		t.Fatal(err)
