@@ -209,7 +209,10 @@ func (d *Demo) Run(ctx context.Context) error {
 	// minutes; duty-cycle KPIs keep long windows to stay meaningful
 	ccfg.KPI.Window = collector.Duration(kpiWindow(fcfg.Speed))
 	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
-		"cnc_machine": collector.Duration(30 * time.Minute)}
+		"cnc_machine": collector.Duration(30 * time.Minute),
+		// a performance ratio needs >= 0.02 kWh/m2 of irradiation per window:
+		// 2 minutes of a winter morning's ~500 W/m2 hold 0.017
+		"pv_string": collector.Duration(max(kpiWindow(fcfg.Speed), 10*time.Minute))}
 	if d.opts.Collector != nil {
 		d.opts.Collector(&ccfg)
 	}

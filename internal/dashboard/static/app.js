@@ -581,7 +581,7 @@ function assetPage(site, id) {
       if (last.kpis.every((k) => k.status === 'n/a')) {
         const why = partial
           ? `was partial (${cov} % covered${kpiWins.length === 1 ? ': the collector started in the middle of it' : ': readings were missing'})`
-          : 'held no readings these KPIs can use (the asset was not running, or its readings were not good)';
+          : 'held too little usable data to judge (the asset was not running, its readings were not good, or, for a PV string, less than 0.02 kWh/m² of sunlight)';
         el.innerHTML = `<div class="empty" id="a-kpi-empty">The window ${esc(clock(last.start))}–${esc(clock(last.end))} ${esc(why)}: nothing to judge yet. The next window ends at ${esc(clock(last.end + w))}.</div>`;
         return;
       }
