@@ -18,6 +18,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 func main() {
@@ -47,7 +48,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	plantStart, err := demo.ParseStart(*start, time.Now(), time.Local)
+	plantStart, err := fleet.ParseStart(*start, time.Now(), time.Local)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
 		os.Exit(2)

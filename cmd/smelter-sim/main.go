@@ -79,6 +79,7 @@ Examples:
 	seed := fs.Int64("seed", -1, "random seed (default: the fleet file's)")
 	speed := fs.Float64("speed", -1, "simulated seconds per wall second, 0 = manual (default: the fleet file's)")
 	httpAddr := fs.String("http", "127.0.0.1:0", "control API and /metrics address (\"\" disables)")
+	start := fs.String("start", "", "simulated start: a time of day today (10:00), an RFC 3339 time, or now (default: the fleet file's)")
 	check := fs.Bool("t", false, "check the fleet (and scenario) and exit")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
 	if err := fs.Parse(args); err != nil {
@@ -102,6 +103,11 @@ Examples:
 	}
 	if *speed >= 0 {
 		cfg.Speed = *speed
+	}
+	if *start != "" {
+		if cfg.Start, err = fleet.ParseStart(*start, time.Now(), time.Local); err != nil {
+			return err
+		}
 	}
 	if *scenario != "" {
 		if cfg.Scenario, err = faults.LoadScenario(*scenario); err != nil {

@@ -44,3 +44,15 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Errorf("missing fleet: exit %d, want 1", code)
 	}
 }
+
+// TestStartFlag: -start sets the simulated start; a bad value names the flag.
+func TestStartFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run([]string{"-t", "-fleet", "../../configs/sim-fleet.yaml", "-start", "10:00"}, &out, &errb); err != nil {
+		t.Errorf("-start 10:00: %v", err)
+	}
+	err := run([]string{"-t", "-fleet", "../../configs/sim-fleet.yaml", "-start", "teatime"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), `-start "teatime"`) {
+		t.Errorf("-start teatime: %v", err)
+	}
+}

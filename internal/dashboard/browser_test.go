@@ -13,6 +13,7 @@ import (
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 // TestDashboardInBrowser runs the demo wiring (simulator fleet, embedded
@@ -32,7 +33,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	// as `smelter-demo -speed 10` runs it: a working morning on the plant
 	// clock whatever the wall clock says, ten times faster than real time
-	start, err := demo.ParseStart(demo.DefaultStart, time.Now(), time.Local)
+	start, err := fleet.ParseStart(demo.DefaultStart, time.Now(), time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,6 @@
 package demo
 
-import (
-	"fmt"
-	"strings"
-	"time"
-)
+import "time"
 
 // DefaultStart is the plant clock's time of day when smelter-demo starts
 // without -start: a working morning, so shifts are on (diesel set, CNC,
@@ -12,23 +8,7 @@ import (
 // the wall clock says.
 const DefaultStart = "10:00"
 
-// ParseStart reads smelter-demo's -start flag: "HH:MM" (today at that time
-// of day in loc), an RFC 3339 time, or "now" (the wall clock: the plant
-// shows real time of day).
-func ParseStart(s string, now time.Time, loc *time.Location) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "now" {
-		return now.In(loc), nil
-	}
-	if t, err := time.ParseInLocation("15:04", s, loc); err == nil {
-		y, m, d := now.In(loc).Date()
-		return time.Date(y, m, d, t.Hour(), t.Minute(), 0, 0, loc), nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("-start %q: want a time of day (09:00), an RFC 3339 time (2025-06-21T10:00:00+08:00) or now", s)
-}
+// the -start flag itself is read by fleet.ParseStart
 
 // pollInterval is the gateway's poll interval (wall time) for a plant run at
 // speed: one poll per simulated second up to the 250 ms floor, so at -speed

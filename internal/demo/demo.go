@@ -41,7 +41,7 @@ type Options struct {
 	Seed         int64         // < 0: the fleet file's
 	PollInterval time.Duration // gateway poll interval (default 1s)
 	// Start overrides the fleet's simulated start time (the plant clock;
-	// ParseStart reads the -start flag). The models read its time of day in
+	// fleet.ParseStart reads the -start flag). The models read its time of day in
 	// Start's location: production shifts, PV daylight.
 	Start time.Time
 	// SimClock keeps the fleet file's start when Start is zero; otherwise

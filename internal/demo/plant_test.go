@@ -12,6 +12,7 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 // TestFaultFreeHourAtSpeed60 runs the demo as `smelter-demo -speed 60
@@ -23,7 +24,7 @@ func TestFaultFreeHourAtSpeed60(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a simulated hour takes about a minute")
 	}
-	start, err := ParseStart(DefaultStart, time.Now(), time.Local)
+	start, err := fleet.ParseStart(DefaultStart, time.Now(), time.Local)
 	if err != nil {
 		t.Fatal(err)
 	}
