@@ -187,9 +187,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	var facts string
-	poll(t, jsErrs, 30*time.Second, "motor-1 nameplate with units", func() bool {
-		_ = eval(tab, `document.querySelector('.facts')?.textContent || ''`, &facts)
-		return strings.Contains(facts, "poles 4") && strings.Contains(facts, "rated power 160.0 kW") && strings.Contains(facts, "rated voltage 400 V")
+	poll(t, jsErrs, 30*time.Second, "motor-1 nameplate with units, power factor as a ratio", func() bool {
+		_ = eval(tab, `(document.querySelector('.facts')?.textContent || '') + ' | pf ' + (document.querySelector('[data-now="power_factor"]')?.textContent || '')`, &facts)
+		return strings.Contains(facts, "poles 4") && strings.Contains(facts, "rated power 160.0 kW") && strings.Contains(facts, "rated voltage 400 V") &&
+			strings.Contains(facts, "pf 0.")
 	}, func() string { return facts })
 	screenshot(t, tab, shots, "06-asset-motor-1.png")
 	assetCharts("pv-1", "07-asset-pv-1.png")

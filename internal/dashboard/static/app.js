@@ -64,8 +64,9 @@ const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%'
   A: 1, V: 0, Hz: 2, 'mm/s': 2, 't/h': 1, '[ppm]': 0, 'kg/t': 0, 'kg/h': 0, mm: 0, 'W/m2': 0, 'kW.h': 0, MOhm: 1, deg: 1,
   'm/s': 1, h: 1, L: 0, 'L/h': 1, 'g/kW.h': 0, 'kW/(m3/min)': 2, 'mm/min': 0, m: 1, s: 0, 'MJ/m3': 1, '%/K': 2, m3: 0, '1': 0 };
 // position is the one exception: a tenth of a degree is 11 km
-// and a wind turbine's rotor turns at 10-20 rpm
-const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1 };
+// and a wind turbine's rotor turns at 10-20 rpm; unit "1" is a count or a
+// code (0 decimals) except for the power factor, a ratio
+const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2 };
 function fmt(v, u, signal) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   const d = SIGNAL_DECIMALS[signal] ?? DECIMALS[u];
