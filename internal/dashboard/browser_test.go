@@ -126,6 +126,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return false
 	}, func() string { return "rows: " + strings.Join(rows, "; ") })
+	var msg string
+	_ = eval(tab, `[...document.querySelectorAll('#al-list tr[data-rule="discharge_temp_high"] td')].map(td => td.textContent).join(' | ')`, &msg)
+	if !strings.Contains(msg, "125 °C") || strings.Contains(msg, " Cel") {
+		t.Errorf("alert row %q: want the unit written °C, not the UCUM code Cel", msg)
+	}
 	screenshot(t, tab, shots, "02-alerts.png")
 
 	// the asset page: status alarm, charts drawn, the alert listed

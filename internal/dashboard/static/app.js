@@ -58,6 +58,11 @@ function unit(u) {
   return u.replace(/\{([^}]*)\}/g, ' $1').replace(/\[([^\]_]+)(_[a-z]+)?\]/g, '$1')
     .replace(/m3/g, 'm³').replace(/m2/g, 'm²').replace(/\./g, '·').trim();
 }
+// Messages come from the collector with UCUM codes after numbers ("125 Cel
+// above trip limit 118 Cel"); show those codes as units too.
+const UNIT_IN_TEXT = new RegExp('(\\d) (' + Object.keys(UNITS).filter((u) => u !== '1' && u !== '%')
+  .sort((a, b) => b.length - a.length).map((u) => u.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|') + ')(?=[\\s,;:)]|$)', 'g');
+const prettyUnits = (msg) => String(msg ?? '').replace(UNIT_IN_TEXT, (_, d, u) => d + ' ' + unit(u));
 // One number format per unit: the decimals an operator reads that unit
 // with. Units not listed fall back to num() (three significant digits).
 const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%': 1, 'm3/min': 2, 'm3/h': 0, '/min': 0,
@@ -592,7 +597,7 @@ function assetPage(site, id) {
           <div class="big">${esc(kpiVal(k))}</div>
           <div class="muted small">${[KPI_NOTE[k.name] && k.status !== 'n/a' ? KPI_NOTE[k.name](k.value) : '', k.ref !== undefined ? 'rated ' + kpiVal({ ...k, value: k.ref }) : '',
             k.limit !== undefined ? 'limit ' + kpiVal({ ...k, value: k.limit }) : ''].filter(Boolean).map(esc).join(' · ')}</div>
-          ${k.message ? `<div class="msg">${esc(k.message)}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
+          ${k.message ? `<div class="msg">${esc(prettyUnits(k.message))}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
       for (const box of el.querySelectorAll('.kpi')) {
         const name = box.dataset.kpi;
         const pts = kpiWins.map((w) => { const k = w.kpis.find((x) => x.name === name); return { t: w.end, v: k && k.status !== 'n/a' ? k.value : null }; });
@@ -679,7 +684,7 @@ function alertTable(list, withAsset) {
       <td>${active ? '<b>active</b>' : '<span class="pill cleared">cleared</span>'}</td>
       ${withAsset ? `<td><a href="#/asset/${encodeURIComponent(a.site)}/${encodeURIComponent(a.asset)}">${esc(a.asset)}</a><div class="muted small">${esc(a.site)} · ${esc(label(a.class))}</div></td>` : ''}
       <td>${esc(a.rule)}${a.signal ? `<div class="muted small">${esc(a.signal)}</div>` : ''}</td>
-      <td>${esc(a.message)}</td>
+      <td>${esc(prettyUnits(a.message))}</td>
       <td title="${esc(dateTime(a.raised_at))}">${esc(clock(a.raised_at))}</td>
       <td title="${esc(dateTime(a.cleared_at))}">${a.cleared_at ? esc(clock(a.cleared_at)) : '–'}</td>
       <td class="num">${esc(dur((a.cleared_at || now) - a.raised_at))}</td></tr>`;
