@@ -337,3 +337,34 @@ func TestBrowserReportsJSExceptions(t *testing.T) {
 		t.Error("eval of a throwing expression returned no error")
 	}
 }
+
+// TestEnergyEmptyStateInBrowser: before the first KPI window finishes the
+// energy page names the configured windows (this collector: 1 min) and when
+// the first window of each class with assets ends, instead of a generic text.
+func TestEnergyEmptyStateInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	shots := os.Getenv("SMELTER_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	f := newFixture(t, "")
+	f.birth("site1", "ac-1", "air_compressor", nil)
+	// two samples, 1 s apart, inside one window: nothing finished yet
+	start := f.now - f.now%60_000 + 10_000
+	f.compressor("site1", "ac-1", start, 80, 60, 10, telemetry.QualityGood)
+	f.compressor("site1", "ac-1", start+1000, 80, 60, 10, telemetry.QualityGood)
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/#/energy")
+	var text string
+	poll(t, jsErrs, 20*time.Second, "the energy page's empty state", func() bool {
+		_ = eval(tab, `document.getElementById('energy-empty')?.textContent || ''`, &text)
+		return text != ""
+	}, nil)
+	if !strings.Contains(text, "tumbling windows of plant time: 1 min") || !strings.Contains(text, "Air compressors (1 min, ends ") {
+		t.Errorf("empty state %q: want the configured 1 min window and when the compressors' first one ends", text)
+	}
+	screenshot(t, tab, shots, "13-energy-empty.png")
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
