@@ -277,8 +277,9 @@ func (d *Demo) Run(ctx context.Context) error {
 		if urls.Dashboard != "" {
 			fmt.Fprintf(d.opts.Out, "  dashboard        %s\n", urls.Dashboard)
 		}
-		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n\n",
+		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n",
 			urls.Gateway, urls.Simulator, urls.NATS, urls.MQTT, cfgPath)
+		fmt.Fprintf(d.opts.Out, "  plant clock      started %s, %gx real time\n\n", fcfg.Start.Format("2006-01-02 15:04 MST"), fcfg.Speed)
 	}
 	close(d.ready)
 	<-ctx.Done()
