@@ -23,12 +23,7 @@ import (
 // $SMELTER_SCREENSHOTS (or a temporary directory) and are logged.
 func TestDashboardInBrowser(t *testing.T) {
 	bin := requireChromium(t)
-	shots := os.Getenv("SMELTER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	shots := shotsDir(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	// as `smelter-demo -speed 10` runs it: a working morning on the plant
@@ -232,6 +227,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 }
 
+// shotsDir is where screenshots go: $SMELTER_SCREENSHOTS (created when
+// missing) or a temporary directory.
+func shotsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SMELTER_SCREENSHOTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // poll evaluates cond until it holds or the deadline passes.
 func poll(t *testing.T, jsErrs *jsErrors, timeout time.Duration, what string, cond func() bool, detail func() string) {
 	t.Helper()
@@ -258,10 +267,7 @@ func poll(t *testing.T, jsErrs *jsErrors, timeout time.Duration, what string, co
 // token gets the login prompt.
 func TestEnergyAndLoginInBrowser(t *testing.T) {
 	bin := requireChromium(t)
-	shots := os.Getenv("SMELTER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := shotsDir(t)
 	f := newFixture(t, "tok-browser")
 	f.feed(300)
 	// the same asset id at another site: rankings must tell them apart
@@ -343,10 +349,7 @@ func TestBrowserReportsJSExceptions(t *testing.T) {
 // the first window of each class with assets ends, instead of a generic text.
 func TestEnergyEmptyStateInBrowser(t *testing.T) {
 	bin := requireChromium(t)
-	shots := os.Getenv("SMELTER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := shotsDir(t)
 	f := newFixture(t, "")
 	f.birth("site1", "ac-1", "air_compressor", nil)
 	// two samples, 1 s apart, inside one window: nothing finished yet
