@@ -14,10 +14,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/version"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 func main() {
@@ -29,9 +31,10 @@ func main() {
 	scenario := fs.String("scenario", "configs/scenarios/demo.yaml", "fault scenario (\"\" for none)")
 	dataDir := fs.String("data", ".demo", "data directory (spool, broker store, generated gateway config)")
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
+	start := fs.String("start", demo.DefaultStart, "plant clock at start: a time of day today (09:00), an RFC 3339 time, or now")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n       smelter-demo version\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n\n")
+		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n       smelter-demo version\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n  smelter-demo -start 14:00 -speed 10                    an afternoon, ten times faster than real time\n\nThe plant has its own clock: shifts, daylight and timestamps follow -start, not the wall clock.\n\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
@@ -49,10 +52,15 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	plantStart, err := fleet.ParseStart(*start, time.Now(), time.Local)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := demo.New(demo.Options{FleetPath: *fleetPath, ScenarioPath: *scenario, DataDir: *dataDir, Speed: *speed,
-		Seed: -1, Log: log, Out: os.Stdout})
+		Start: plantStart, Seed: -1, Log: log, Out: os.Stdout})
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
 		os.Exit(1)

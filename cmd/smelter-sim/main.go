@@ -41,11 +41,25 @@ func main() {
 	if version.Command("smelter-sim", os.Args[1:], os.Stdout) {
 		return
 	}
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "smelter-sim:", err)
-		os.Exit(1)
-	}
+	os.Exit(exitCode(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
+
+// exitCode maps run's result to the process status: 0 for success and for
+// -h/--help (the usage was printed, as the other binaries do), 2 for a bad
+// flag (already reported by the flag package), 1 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errFlags):
+		return 2
+	}
+	fmt.Fprintln(stderr, "smelter-sim:", err)
+	return 1
+}
+
+// errFlags marks a command line the flag package rejected (and reported).
+var errFlags = errors.New("bad command line")
 
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("smelter-sim", flag.ContinueOnError)
@@ -70,10 +84,14 @@ Examples:
 	seed := fs.Int64("seed", -1, "random seed (default: the fleet file's)")
 	speed := fs.Float64("speed", -1, "simulated seconds per wall second, 0 = manual (default: the fleet file's)")
 	httpAddr := fs.String("http", "127.0.0.1:0", "control API and /metrics address (\"\" disables)")
+	start := fs.String("start", "", "simulated start: a time of day today (10:00), an RFC 3339 time, or now (default: the fleet file's)")
 	check := fs.Bool("t", false, "check the fleet (and scenario) and exit")
 	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errFlags, err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -90,6 +108,11 @@ Examples:
 	}
 	if *speed >= 0 {
 		cfg.Speed = *speed
+	}
+	if *start != "" {
+		if cfg.Start, err = fleet.ParseStart(*start, time.Now(), time.Local); err != nil {
+			return err
+		}
 	}
 	if *scenario != "" {
 		if cfg.Scenario, err = faults.LoadScenario(*scenario); err != nil {

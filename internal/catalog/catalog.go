@@ -10,8 +10,7 @@ import (
 	"sort"
 	"sync"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/units"
 )
 
@@ -53,6 +52,50 @@ func (c *Class) SignalNames() []string {
 type Catalog struct {
 	Version int
 	Classes map[string]*Class
+	// Fuels maps the nameplate code fuel_type (boilers) to its fuel: the
+	// one definition the simulators, the KPIs and the docs share.
+	Fuels map[int]*Fuel
+	// Ratings gives the unit and meaning of every nameplate rating.
+	Ratings map[string]*Rating
+}
+
+// Rating is one nameplate rating (rated_power, poles ...).
+type Rating struct {
+	Name        string
+	Unit        string // UCUM code; "1" for counts and codes
+	Description string
+}
+
+// Fuel is one fuel a combustion asset may burn, with the coefficients its
+// KPIs need.
+type Fuel struct {
+	Code        int
+	Name        string // natural_gas, fuel_oil
+	Description string
+	// SiegertA2 and SiegertB are the coefficients of the Siegert stack loss
+	// q_A = (t_flue - t_air) (A2 / (21 - O2) + B) in % of fuel input.
+	SiegertA2, SiegertB float64
+	// ExcessAirMax is the air ratio lambda above which the KPI warns.
+	ExcessAirMax float64
+}
+
+// Fuel returns the fuel of a fuel_type code.
+func (c *Catalog) Fuel(code float64) (*Fuel, bool) {
+	if code != float64(int(code)) {
+		return nil, false
+	}
+	f, ok := c.Fuels[int(code)]
+	return f, ok
+}
+
+// FuelCode returns the fuel_type code of a fuel name.
+func (c *Catalog) FuelCode(name string) (int, bool) {
+	for code, f := range c.Fuels {
+		if f.Name == name {
+			return code, true
+		}
+	}
+	return 0, false
 }
 
 // Class returns a class by name.
@@ -86,22 +129,67 @@ type classYAML struct {
 	Signals     map[string]signalYAML `yaml:"signals"`
 }
 
-type catalogFile struct {
-	Version int                  `yaml:"version"`
-	Classes map[string]classYAML `yaml:"classes"`
+type fuelYAML struct {
+	Name         string  `yaml:"name"`
+	Description  string  `yaml:"description"`
+	SiegertA2    float64 `yaml:"siegert_a2"`
+	SiegertB     float64 `yaml:"siegert_b"`
+	ExcessAirMax float64 `yaml:"excess_air_max"`
 }
 
-// Parse decodes and checks a catalog document.
+type ratingYAML struct {
+	Unit        string `yaml:"unit"`
+	Description string `yaml:"description"`
+}
+
+type catalogFile struct {
+	Version int                   `yaml:"version"`
+	Fuels   map[int]fuelYAML      `yaml:"fuels"`
+	Ratings map[string]ratingYAML `yaml:"ratings"`
+	Classes map[string]classYAML  `yaml:"classes"`
+}
+
+// Parse decodes and checks a catalog document. Decoding is strict: an
+// unknown key (a typo, or a description cut at a comma in a flow mapping)
+// is an error naming its line.
 func Parse(data []byte) (*Catalog, error) {
 	var f catalogFile
-	if err := yaml.Unmarshal(data, &f); err != nil {
+	if _, err := confload.Decode("catalog.yaml", data, &f); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
 	if f.Version != 1 {
 		return nil, fmt.Errorf("catalog: version %d not supported (want 1)", f.Version)
 	}
-	c := &Catalog{Version: f.Version, Classes: make(map[string]*Class, len(f.Classes))}
+	c := &Catalog{Version: f.Version, Classes: make(map[string]*Class, len(f.Classes)), Fuels: make(map[int]*Fuel, len(f.Fuels))}
+	names := map[string]int{}
+	for code, fy := range f.Fuels {
+		switch {
+		case code < 1:
+			return nil, fmt.Errorf("catalog: fuels.%d: codes start at 1 (nameplate ratings are positive)", code)
+		case fy.Name == "":
+			return nil, fmt.Errorf("catalog: fuels.%d.name: missing", code)
+		case names[fy.Name] != 0:
+			return nil, fmt.Errorf("catalog: fuels.%d.name: %q is also code %d", code, fy.Name, names[fy.Name])
+		case fy.SiegertA2 <= 0 || fy.SiegertB < 0 || fy.ExcessAirMax <= 1:
+			return nil, fmt.Errorf("catalog: fuels.%d: siegert_a2 > 0, siegert_b >= 0 and excess_air_max > 1 are required", code)
+		}
+		names[fy.Name] = code
+		c.Fuels[code] = &Fuel{Code: code, Name: fy.Name, Description: fy.Description, SiegertA2: fy.SiegertA2,
+			SiegertB: fy.SiegertB, ExcessAirMax: fy.ExcessAirMax}
+	}
+	c.Ratings = make(map[string]*Rating, len(f.Ratings))
+	for name, ry := range f.Ratings {
+		if ry.Unit == "" {
+			return nil, fmt.Errorf("catalog: ratings.%s.unit: missing (\"1\" for a count or a code)", name)
+		}
+		c.Ratings[name] = &Rating{Name: name, Unit: ry.Unit, Description: ry.Description}
+	}
 	for name, cy := range f.Classes {
+		for _, r := range cy.Nameplate {
+			if _, ok := c.Ratings[r]; !ok {
+				return nil, fmt.Errorf("catalog: classes.%s.nameplate: rating %q is not listed under ratings", name, r)
+			}
+		}
 		cl := &Class{Name: name, Description: cy.Description, Nameplate: cy.Nameplate, Open: cy.Open,
 			Signals: make(map[string]*Signal, len(cy.Signals))}
 		for sn, sy := range cy.Signals {

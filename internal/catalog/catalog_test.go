@@ -36,9 +36,19 @@ func TestLookupErrors(t *testing.T) {
 	}
 }
 
+// TestParseRejects: bad catalogs fail with the field and reason. Decoding
+// is strict: an unknown key is an error with its line, such as the "vol)"
+// key a description cut at a comma in a flow mapping once produced.
 func TestParseRejects(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"version: 2\n", "version 2 not supported"},
+		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: \"%\", description: O2 in flue gas (dry, vol)}\n",
+			`catalog.yaml:5: classes.x.signals.a.vol): unknown field`},
+		{"version: 1\nclasses:\n  x:\n    summary: typo\n", `catalog.yaml:4: classes.x.summary: unknown field`},
+		{"version: 1\nfuels:\n  0: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3}\n", "fuels.0: codes start at 1"},
+		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009}\n", "excess_air_max > 1"},
+		{"version: 1\nfuels:\n  1: {name: gas, siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3, colour: blue}\n", "fuels.1.colour: unknown field"},
+		{"version: 1\nclasses:\n  x:\n    nameplate: [size]\n", `classes.x.nameplate: rating "size" is not listed under ratings`},
 		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: furlong}\n", `classes.x.signals.a.unit: "furlong" is not a known UCUM code`},
 		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: degC}\n", `"degC" is not a known UCUM code`},
 		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {min: 5, max: 1}\n", "min 5 above max 1"},
@@ -48,5 +58,49 @@ func TestParseRejects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q) = %v, want %q", tc.doc, err, tc.want)
 		}
+	}
+}
+
+// TestFuelCodes: the catalog is the one definition of fuel_type codes; 1 is
+// natural gas (the simulators' boilers and the demo fleet burn it), 2 fuel
+// oil, with the Siegert coefficients of each.
+func TestFuelCodes(t *testing.T) {
+	c := Default()
+	gas, ok := c.Fuel(1)
+	if !ok || gas.Name != "natural_gas" || gas.SiegertA2 != 0.66 || gas.SiegertB != 0.009 || gas.ExcessAirMax != 1.3 {
+		t.Errorf("fuel 1 = %+v, %v", gas, ok)
+	}
+	oil, ok := c.Fuel(2)
+	if !ok || oil.Name != "fuel_oil" || oil.SiegertA2 != 0.68 || oil.SiegertB != 0.007 {
+		t.Errorf("fuel 2 = %+v, %v", oil, ok)
+	}
+	for _, bad := range []float64{0, 1.5, 99} {
+		if f, ok := c.Fuel(bad); ok {
+			t.Errorf("Fuel(%v) = %+v", bad, f)
+		}
+	}
+	if code, ok := c.FuelCode("natural_gas"); !ok || code != 1 {
+		t.Errorf("FuelCode(natural_gas) = %d, %v", code, ok)
+	}
+	s, _ := c.Lookup("boiler", "flue_o2")
+	if s.Description != "O2 in flue gas (dry, by volume)" {
+		t.Errorf("flue_o2 description %q", s.Description)
+	}
+}
+
+// TestRatingsHaveUnits: every nameplate rating of every class has a unit,
+// so the dashboard never shows a bare "poles 4.00".
+func TestRatingsHaveUnits(t *testing.T) {
+	c := Default()
+	for _, name := range c.ClassNames() {
+		cl, _ := c.Class(name)
+		for _, r := range cl.Nameplate {
+			if rt, ok := c.Ratings[r]; !ok || rt.Unit == "" || rt.Description == "" {
+				t.Errorf("%s nameplate %s: rating %+v", name, r, rt)
+			}
+		}
+	}
+	if c.Ratings["poles"].Unit != "1" || c.Ratings["rated_power"].Unit != "kW" {
+		t.Errorf("poles %+v, rated_power %+v", c.Ratings["poles"], c.Ratings["rated_power"])
 	}
 }

@@ -687,6 +687,6 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("/", dashboard.New(c, c.live, dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard")}))
+	mux.Handle("/", dashboard.New(c, c.live, dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig()}))
 	return mux
 }

@@ -38,6 +38,9 @@ type Options struct {
 	Log     *slog.Logger
 	// Tick is the SSE coalescing period for asset values (default 1s).
 	Tick time.Duration
+	// KPI is the collector's KPI configuration; the energy page tells
+	// which windows are configured and when the first one ends.
+	KPI kpi.Config
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -222,14 +225,24 @@ type SignalOut struct {
 
 // AssetOut is one asset as served by the API.
 type AssetOut struct {
-	Site      string             `json:"site"`
-	ID        string             `json:"id"`
-	Class     string             `json:"class"`
-	Path      []string           `json:"path,omitempty"`
-	Status    string             `json:"status"` // ok, warn, alarm, stale
-	Running   bool               `json:"running"`
-	LastTS    int64              `json:"last_ts"`
-	AgeMS     int64              `json:"age_ms"`
+	Site    string   `json:"site"`
+	ID      string   `json:"id"`
+	Class   string   `json:"class"`
+	Path    []string `json:"path,omitempty"`
+	Status  string   `json:"status"` // ok, warn, alarm, stale
+	Running bool     `json:"running"`
+	LastTS  int64    `json:"last_ts"`
+	AgeMS   int64    `json:"age_ms"` // on the data clock (DataNow - LastTS)
+	// DataNow is the asset's data clock (Unix ms) when served, and
+	// ClockRate how many data ms pass per wall ms (1 for real equipment,
+	// the speed of a simulated plant): a page ages values as
+	// DataNow + (wall elapsed) x ClockRate - ts.
+	DataNow   int64   `json:"data_now,omitempty"`
+	ClockRate float64 `json:"clock_rate,omitempty"`
+	// Silent is set when the asset sent nothing for longer than
+	// SilentAssetAfter of data time: its status is stale whatever its
+	// alerts say.
+	Silent    bool               `json:"silent,omitempty"`
 	Gateway   string             `json:"gateway,omitempty"`
 	Dead      string             `json:"dead,omitempty"`
 	Alerts    int                `json:"alerts"`
@@ -280,11 +293,26 @@ func statusOf(v *rules.AssetView, s alertSummary) string {
 	return StatusOK
 }
 
-func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, now int64, detail bool) AssetOut {
+// SilentAssetAfter is how long (data time) an asset may send nothing before
+// it is shown as stale even without a stale alert: at least two minutes,
+// and at least 3 s of wall time at the gateway's clock rate.
+const SilentAssetAfter = 2 * time.Minute
+
+func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, wallNow int64, detail bool) AssetOut {
 	o := AssetOut{Site: v.Site, ID: v.ID, Class: v.Class, Path: v.Path, Running: v.Running, LastTS: v.LastTS, Dead: v.Dead,
 		Alerts: sum.n, Status: statusOf(v, sum), Signals: make([]SignalOut, 0, len(v.Signals))}
+	now := wallNow
+	if s.live != nil {
+		if dn, rate, ok := s.live.DataClock(v.Site, v.ID, wallNow); ok {
+			now, o.DataNow, o.ClockRate = dn, dn, rate
+		}
+	}
 	if v.LastTS > 0 {
-		o.AgeMS = now - v.LastTS
+		o.AgeMS = max(0, now-v.LastTS)
+		limit := max(SilentAssetAfter.Milliseconds(), int64(3000*o.ClockRate))
+		if o.AgeMS > limit {
+			o.Silent, o.Status = true, StatusStale
+		}
 	}
 	if sum.max > alert.None {
 		o.Severity = sum.max.String()
@@ -294,7 +322,7 @@ func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, now int64, detai
 	}
 	cl, _ := s.opts.Catalog.Class(v.Class)
 	for _, sv := range v.Signals {
-		so := SignalOut{Signal: sv.Signal, Text: sv.Text, Unit: sv.Unit, Quality: sv.Quality, TS: sv.TS, AgeMS: now - sv.TS}
+		so := SignalOut{Signal: sv.Signal, Text: sv.Text, Unit: sv.Unit, Quality: sv.Quality, TS: sv.TS, AgeMS: max(0, now-sv.TS)}
 		if sv.Valid && !math.IsNaN(sv.Value) && !math.IsInf(sv.Value, 0) {
 			x := sv.Value
 			so.Value = &x
@@ -449,7 +477,11 @@ type SeriesPoints struct {
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	q := newQuery(r, "signal", "since")
+	// "since=15m" counts back on the asset's data clock (see DataClock)
 	now := s.now()
+	if dn, _, ok := s.live.DataClock(r.PathValue("site"), r.PathValue("id"), now); ok {
+		now = dn
+	}
 	since := now - CoarseSpan.Milliseconds()
 	if v := q.v.Get("since"); v != "" {
 		t, err := parseSince(v, now)
@@ -620,7 +652,7 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 
 // higherIsWorse says which way each KPI gets worse, for rankings.
 var higherIsWorse = map[string]bool{
-	"specific_power": true, "loaded_ratio": false,
+	"specific_power": true, "system_specific_power": true, "loaded_ratio": false,
 	"load_factor": false, "ie_class": false, "current_unbalance": true,
 	"efficiency_direct": false, "stack_loss": true, "efficiency_indirect": false, "excess_air": true,
 	"fuel_rate": true, "co_utilisation": false,
@@ -660,6 +692,9 @@ type RankEntry struct {
 	Limit   *float64 `json:"limit,omitempty"`
 	Message string   `json:"message,omitempty"`
 	End     int64    `json:"end"`
+	// Coverage is the fraction of the window that held data: below 1 the
+	// window was partial (the first one after a start, or a data gap).
+	Coverage float64 `json:"coverage"`
 }
 
 func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
@@ -699,7 +734,7 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 				ro.OutOfLimit++
 			}
 			ro.Ranking = append(ro.Ranking, RankEntry{Site: res.Site, Asset: res.Asset, Value: k.Value, Status: k.Status,
-				Ref: k.Ref, Limit: k.Limit, Message: k.Message, End: res.End})
+				Ref: k.Ref, Limit: k.Limit, Message: k.Message, End: res.End, Coverage: res.Coverage})
 		}
 	}
 	byClass := map[string]*Rollup{}
@@ -728,7 +763,32 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 		out = append(out, *c)
 	}
 	slices.SortFunc(out, func(a, b Rollup) int { return strings.Compare(a.Class, b.Class) })
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "classes": out})
+	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "classes": out, "windows": s.kpiWindows()})
+}
+
+// KPIWindows tells a page the configured KPI windows.
+type KPIWindows struct {
+	DefaultMS   int64            `json:"default_ms"`
+	ByClass     map[string]int64 `json:"by_class,omitempty"`
+	MinCoverage float64          `json:"min_coverage"`
+}
+
+func (s *Server) kpiWindows() KPIWindows {
+	k := s.opts.KPI
+	out := KPIWindows{DefaultMS: k.Window.Milliseconds(), MinCoverage: k.MinCoverage}
+	if out.DefaultMS == 0 {
+		out.DefaultMS = (15 * time.Minute).Milliseconds() // kpi.Config's default
+	}
+	if out.MinCoverage == 0 {
+		out.MinCoverage = 0.5
+	}
+	for c, w := range k.Windows {
+		if out.ByClass == nil {
+			out.ByClass = map[string]int64{}
+		}
+		out.ByClass[c] = w.Milliseconds()
+	}
+	return out
 }
 
 func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
@@ -745,6 +805,12 @@ type ClassOut struct {
 	Description string      `json:"description"`
 	Nameplate   []string    `json:"nameplate,omitempty"`
 	Signals     []SignalDef `json:"signals"`
+}
+
+// RatingDef is a nameplate rating's unit and meaning.
+type RatingDef struct {
+	Unit        string `json:"unit"`
+	Description string `json:"description,omitempty"`
 }
 
 // SignalDef is a catalog signal.
@@ -773,5 +839,13 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, co)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"classes": out})
+	ratings := make(map[string]RatingDef, len(cat.Ratings))
+	for n, r := range cat.Ratings {
+		ratings[n] = RatingDef{Unit: r.Unit, Description: r.Description}
+	}
+	fuels := make(map[string]string, len(cat.Fuels))
+	for code, f := range cat.Fuels {
+		fuels[strconv.Itoa(code)] = f.Name
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"classes": out, "ratings": ratings, "fuels": fuels, "kpi_windows": s.kpiWindows()})
 }

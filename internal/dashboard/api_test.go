@@ -163,8 +163,13 @@ func TestAssetsAndDetail(t *testing.T) {
 		sig[s.Signal] = s
 	}
 	dt := sig["discharge_temp"]
-	if dt.Value == nil || *dt.Value != 125 || dt.Unit != "Cel" || dt.Quality != "good" || dt.AgeMS < 1000 {
+	if dt.Value == nil || *dt.Value != 125 || dt.Unit != "Cel" || dt.Quality != "good" {
 		t.Errorf("discharge_temp %+v", dt)
+	}
+	// ages run on the data clock: the newest ts_gw (now - 1 s) plus the wall
+	// time since it arrived, never wall clock minus source time
+	if a1.DataNow < f.now-1000 || dt.AgeMS != a1.DataNow-dt.TS || a1.ClockRate != 1 || a1.Silent {
+		t.Errorf("data clock %d (rate %v, silent %v), discharge_temp ts %d age %d", a1.DataNow, a1.ClockRate, a1.Silent, dt.TS, dt.AgeMS)
 	}
 	if ls := sig["load_state"]; ls.Text != "loaded" {
 		t.Errorf("load_state label %q, want loaded (catalog state 2)", ls.Text)
@@ -623,5 +628,44 @@ func TestTokenConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Run: %v, want %q", err, c.want)
 		}
+	}
+}
+
+// TestSilentAssetIsNotOK: an asset that stopped reporting while its gateway
+// goes on (the data clock advances) is shown as stale and silent once it
+// has sent nothing for SilentAssetAfter, not as plain OK.
+func TestSilentAssetIsNotOK(t *testing.T) {
+	f := newFixture(t, "")
+	f.birth("site1", "ac-1", "air_compressor", nil)
+	f.birth("site1", "ac-2", "air_compressor", nil)
+	base := f.now - 600_000
+	for i := range 60 { // both report for a minute
+		ts := base + int64(i)*1000
+		f.compressor("site1", "ac-1", ts, 80, 60, 10, telemetry.QualityGood)
+		f.compressor("site1", "ac-2", ts, 80, 60, 10, telemetry.QualityGood)
+	}
+	status := func() map[string]dashboard.AssetOut {
+		var r struct {
+			Assets []dashboard.AssetOut `json:"assets"`
+		}
+		f.getJSON("/api/v1/assets", &r)
+		out := map[string]dashboard.AssetOut{}
+		for _, a := range r.Assets {
+			out[a.ID] = a
+		}
+		return out
+	}
+	if a := status()["ac-1"]; a.Status == dashboard.StatusStale || a.Silent {
+		t.Fatalf("reporting ac-1: status %q silent %v", a.Status, a.Silent)
+	}
+	for i := 60; i < 60+int(dashboard.SilentAssetAfter/time.Second)+30; i++ { // then only ac-2
+		f.compressor("site1", "ac-2", base+int64(i)*1000, 80, 60, 10, telemetry.QualityGood)
+	}
+	st := status()
+	if a := st["ac-1"]; a.Status != dashboard.StatusStale || !a.Silent || a.AgeMS < dashboard.SilentAssetAfter.Milliseconds() {
+		t.Errorf("ac-1 silent for %d ms: status %q silent %v", a.AgeMS, a.Status, a.Silent)
+	}
+	if a := st["ac-2"]; a.Status == dashboard.StatusStale || a.Silent {
+		t.Errorf("ac-2 still reporting: status %q silent %v", a.Status, a.Silent)
 	}
 }

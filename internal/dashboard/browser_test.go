@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/demo"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/faults"
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 // TestDashboardInBrowser runs the demo wiring (simulator fleet, embedded
@@ -21,15 +23,16 @@ import (
 // $SMELTER_SCREENSHOTS (or a temporary directory) and are logged.
 func TestDashboardInBrowser(t *testing.T) {
 	bin := requireChromium(t)
-	shots := os.Getenv("SMELTER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	} else if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	shots := shotsDir(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	d := demo.New(demo.Options{FleetPath: "../../configs/sim-fleet.yaml", DataDir: t.TempDir(), Speed: 1, Seed: 1})
+	// as `smelter-demo -speed 10` runs it: a working morning on the plant
+	// clock whatever the wall clock says, ten times faster than real time
+	start, err := fleet.ParseStart(demo.DefaultStart, time.Now(), time.Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := demo.New(demo.Options{FleetPath: "../../configs/sim-fleet.yaml", DataDir: t.TempDir(), Speed: 10, Seed: 1, Start: start})
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	t.Cleanup(func() {
@@ -118,6 +121,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return false
 	}, func() string { return "rows: " + strings.Join(rows, "; ") })
+	var msg string
+	_ = eval(tab, `[...document.querySelectorAll('#al-list tr[data-rule="discharge_temp_high"] td')].map(td => td.textContent).join(' | ')`, &msg)
+	if !strings.Contains(msg, "125 °C") || strings.Contains(msg, " Cel") {
+		t.Errorf("alert row %q: want the unit written °C, not the UCUM code Cel", msg)
+	}
 	screenshot(t, tab, shots, "02-alerts.png")
 
 	// the asset page: status alarm, charts drawn, the alert listed
@@ -133,15 +141,76 @@ func TestDashboardInBrowser(t *testing.T) {
 	}, nil)
 	screenshot(t, tab, shots, "03-asset-ac-1.png")
 
+	// the boiler: units shown properly (CO in ppm, never a raw UCUM
+	// "[ppm]"), nameplate ratings with units and the fuel by name, excess
+	// air as a percentage that agrees with its name, the air ratio beside it
+	if err := eval(tab, `location.hash = '#/asset/demo/boiler-1'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var boiler struct {
+		Facts, CO, Excess, Note, Text string
+	}
+	poll(t, jsErrs, 60*time.Second, "boiler-1 with its KPIs", func() bool {
+		_ = eval(tab, `({facts: document.querySelector('.facts')?.textContent || '',
+			co: document.querySelector('[data-now="flue_co"]')?.textContent || '',
+			excess: document.querySelector('.kpi[data-kpi="excess_air"] .big')?.textContent || '',
+			note: document.querySelector('.kpi[data-kpi="excess_air"] .small')?.textContent || '',
+			text: document.querySelector('main').textContent})`, &boiler)
+		return boiler.Excess != ""
+	}, func() string { return jsonString(boiler) })
+	if strings.Contains(boiler.Text, "[ppm]") || !strings.HasSuffix(boiler.CO, "ppm") {
+		t.Errorf("flue CO shown as %q (raw UCUM in page: %v)", boiler.CO, strings.Contains(boiler.Text, "[ppm]"))
+	}
+	if !strings.Contains(boiler.Facts, "fuel type natural gas") || !strings.Contains(boiler.Facts, "rated steam flow 20.0 t/h") {
+		t.Errorf("boiler nameplate %q", boiler.Facts)
+	}
+	if !strings.HasSuffix(boiler.Excess, " %") || !strings.Contains(boiler.Note, "air ratio λ 1.") {
+		t.Errorf("excess air %q (%q): want excess air in %% with the air ratio beside it", boiler.Excess, boiler.Note)
+	}
+	screenshot(t, tab, shots, "04-asset-boiler-1.png")
+
+	// an OPC UA asset (change-only subscriptions) and a motor's nameplate
+	assetCharts := func(id, shot string) {
+		t.Helper()
+		if err := eval(tab, `location.hash = '#/asset/demo/`+id+`'`, nil); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, jsErrs, 30*time.Second, id+" charts", func() bool {
+			var n int
+			_ = eval(tab, `document.querySelectorAll('.chart canvas').length`, &n)
+			return n >= 5
+		}, nil)
+		screenshot(t, tab, shots, shot)
+	}
+	assetCharts("cnc-1", "05-asset-cnc-1.png")
+	if err := eval(tab, `location.hash = '#/asset/demo/motor-1'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var facts string
+	poll(t, jsErrs, 30*time.Second, "motor-1 nameplate with units, power factor as a ratio", func() bool {
+		_ = eval(tab, `(document.querySelector('.facts')?.textContent || '') + ' | pf ' + (document.querySelector('[data-now="power_factor"]')?.textContent || '')`, &facts)
+		return strings.Contains(facts, "poles 4") && strings.Contains(facts, "rated power 160.0 kW") && strings.Contains(facts, "rated voltage 400 V") &&
+			strings.Contains(facts, "pf 0.")
+	}, func() string { return facts })
+	screenshot(t, tab, shots, "06-asset-motor-1.png")
+	assetCharts("pv-1", "07-asset-pv-1.png")
+
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, jsErrs, 20*time.Second, "energy page", func() bool {
-		var ok bool
-		_ = eval(tab, `document.title === 'Smelter · Energy' && !!document.querySelector('main h1')`, &ok)
-		return ok
+	var ranked []string
+	poll(t, jsErrs, 60*time.Second, "energy page rankings naming the site", func() bool {
+		ranked = nil
+		_ = eval(tab, `[...document.querySelectorAll('.rank li a')].map(a => a.textContent)`, &ranked)
+		return len(ranked) > 0
 	}, nil)
-	screenshot(t, tab, shots, "04-energy.png")
+	for _, r := range ranked {
+		if !strings.HasPrefix(r, "demo/") {
+			t.Errorf("ranking entry %q does not name its site", r)
+			break
+		}
+	}
+	screenshot(t, tab, shots, "08-energy.png")
 
 	if err := eval(tab, `location.hash = '#/gateways'`, nil); err != nil {
 		t.Fatal(err)
@@ -151,11 +220,25 @@ func TestDashboardInBrowser(t *testing.T) {
 		_ = eval(tab, `document.querySelector('tr[data-gateway="gw-demo-01"] .pill')?.textContent || ''`, &st)
 		return st == "online"
 	}, nil)
-	screenshot(t, tab, shots, "05-gateways.png")
+	screenshot(t, tab, shots, "09-gateways.png")
 
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}
+}
+
+// shotsDir is where screenshots go: $SMELTER_SCREENSHOTS (created when
+// missing) or a temporary directory.
+func shotsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SMELTER_SCREENSHOTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // poll evaluates cond until it holds or the deadline passes.
@@ -184,28 +267,30 @@ func poll(t *testing.T, jsErrs *jsErrors, timeout time.Duration, what string, co
 // token gets the login prompt.
 func TestEnergyAndLoginInBrowser(t *testing.T) {
 	bin := requireChromium(t)
-	shots := os.Getenv("SMELTER_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
+	shots := shotsDir(t)
 	f := newFixture(t, "tok-browser")
 	f.feed(300)
+	// the same asset id at another site: rankings must tell them apart
+	f.birth("lab", "ac-2", "air_compressor", map[string]float64{"rated_specific_power": 6.2})
+	for i := 300; i > 0; i-- {
+		f.compressor("lab", "ac-2", f.now-int64(i)*1000, 80, 62, 10, telemetry.QualityGood)
+	}
 	tab, jsErrs := startBrowser(t, bin)
 	navigate(t, tab, f.srv.URL+"/?token=tok-browser#/energy")
 	var ranking []string
 	poll(t, jsErrs, 30*time.Second, "specific power ranking on the energy page", func() bool {
 		ranking = nil
-		_ = eval(tab, `[...document.querySelectorAll('.panel[data-class="air_compressor"] .kpi-row[data-kpi="specific_power"] li')].map(l => l.dataset.asset)`, &ranking)
-		return len(ranking) == 2
+		_ = eval(tab, `[...document.querySelectorAll('.panel[data-class="air_compressor"] .kpi-row[data-kpi="specific_power"] li')].map(l => l.dataset.asset + '=' + l.querySelector('a').textContent)`, &ranking)
+		return len(ranking) == 3
 	}, func() string { return strings.Join(ranking, ",") })
-	if ranking[0] != "site1/ac-2" {
-		t.Errorf("worst compressor by specific power: %s, want site1/ac-2", ranking[0])
+	if ranking[0] != "site1/ac-2=site1/ac-2" || !slices.Contains(ranking, "lab/ac-2=lab/ac-2") {
+		t.Errorf("specific power ranking %v: want site1/ac-2 worst, each entry named with its site", ranking)
 	}
 	var search string
 	if err := eval(tab, `location.search + '|' + sessionStorage.getItem('smelter.token')`, &search); err != nil || search != "|tok-browser" {
 		t.Errorf("token in URL after load / in sessionStorage: %q %v", search, err)
 	}
-	screenshot(t, tab, shots, "06-energy.png")
+	screenshot(t, tab, shots, "10-energy-sites.png")
 
 	if err := eval(tab, `location.hash = '#/asset/site1/ac-2'`, nil); err != nil {
 		t.Fatal(err)
@@ -215,7 +300,7 @@ func TestEnergyAndLoginInBrowser(t *testing.T) {
 		_ = eval(tab, `document.querySelectorAll('#a-kpis .kpi canvas').length`, &n)
 		return n >= 2
 	}, nil)
-	screenshot(t, tab, shots, "07-asset-kpis.png")
+	screenshot(t, tab, shots, "11-asset-kpis.png")
 
 	// without the token: the login prompt, then the fleet after signing in
 	if err := eval(tab, `sessionStorage.clear(); location.hash = '#/'; location.reload()`, nil); err != nil {
@@ -226,14 +311,14 @@ func TestEnergyAndLoginInBrowser(t *testing.T) {
 		_ = eval(tab, `document.getElementById('login').open`, &open)
 		return open
 	}, nil)
-	screenshot(t, tab, shots, "08-login.png")
+	screenshot(t, tab, shots, "12-login.png")
 	if err := eval(tab, `document.getElementById('login-token').value = 'tok-browser'; document.getElementById('login-form').requestSubmit()`, nil); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, jsErrs, 20*time.Second, "fleet after signing in", func() bool {
 		var n int
 		_ = eval(tab, `document.querySelectorAll('.card[data-asset]').length`, &n)
-		return n == 2
+		return n == 3
 	}, nil)
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
@@ -256,5 +341,33 @@ func TestBrowserReportsJSExceptions(t *testing.T) {
 	}, func() string { return strings.Join(jsErrs.all(), "; ") })
 	if err := eval(tab, `undefinedFunction()`, nil); err == nil {
 		t.Error("eval of a throwing expression returned no error")
+	}
+}
+
+// TestEnergyEmptyStateInBrowser: before the first KPI window finishes the
+// energy page names the configured windows (this collector: 1 min) and when
+// the first window of each class with assets ends, instead of a generic text.
+func TestEnergyEmptyStateInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	shots := shotsDir(t)
+	f := newFixture(t, "")
+	f.birth("site1", "ac-1", "air_compressor", nil)
+	// two samples, 1 s apart, inside one window: nothing finished yet
+	start := f.now - f.now%60_000 + 10_000
+	f.compressor("site1", "ac-1", start, 80, 60, 10, telemetry.QualityGood)
+	f.compressor("site1", "ac-1", start+1000, 80, 60, 10, telemetry.QualityGood)
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/#/energy")
+	var text string
+	poll(t, jsErrs, 20*time.Second, "the energy page's empty state", func() bool {
+		_ = eval(tab, `document.getElementById('energy-empty')?.textContent || ''`, &text)
+		return text != ""
+	}, nil)
+	if !strings.Contains(text, "tumbling windows of plant time: 1 min") || !strings.Contains(text, "Air compressors (1 min, ends ") {
+		t.Errorf("empty state %q: want the configured 1 min window and when the compressors' first one ends", text)
+	}
+	screenshot(t, tab, shots, "13-energy-empty.png")
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}
 }

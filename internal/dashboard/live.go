@@ -59,7 +59,10 @@ type gatewayLive struct {
 	id, site       string
 	lastSeq        uint64
 	lastTSGW       int64
-	lastRecv       int64 // wall ms of the last message of any kind
+	tsgwRecv       int64   // wall ms when lastTSGW arrived
+	rate           float64 // data-clock ms per wall ms (> 1 for a plant simulated faster than real time)
+	rateTS, rateAt int64   // ts_gw and wall ms the current rate measurement started from
+	lastRecv       int64   // wall ms of the last message of any kind
 	firstRecv      int64
 	batches        uint64
 	births, deaths uint64
@@ -149,7 +152,8 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		g.lastSeq = b.Seq
 	}
 	if b.TSGW > g.lastTSGW {
-		g.lastTSGW = b.TSGW
+		g.lastTSGW, g.tsgwRecv = b.TSGW, now
+		g.measureRate(b.TSGW, now)
 	}
 	g.assets[assetKey{site, b.Asset.ID}] = struct{}{}
 	a.ver = l.ver
@@ -184,6 +188,54 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		}
 		s.coarse.add(ts, r.Value, good, q)
 	}
+}
+
+// rateSpan is the wall time one clock-rate measurement spans.
+const rateSpan = 2000 // ms
+
+// measureRate updates the gateway's clock rate: how fast its data clock
+// (ts_gw) runs against the wall clock. A real gateway runs at 1; the demo
+// at -speed 60 stamps its batches with the simulated plant clock and runs
+// at 60.
+func (g *gatewayLive) measureRate(tsgw, now int64) {
+	if g.rateAt == 0 {
+		g.rateTS, g.rateAt = tsgw, now
+		return
+	}
+	if now-g.rateAt < rateSpan {
+		return
+	}
+	r := min(max(float64(tsgw-g.rateTS)/float64(now-g.rateAt), 0.01), 1e4)
+	if g.rate == 0 {
+		g.rate = r
+	} else {
+		g.rate += (r - g.rate) / 2
+	}
+	g.rateTS, g.rateAt = tsgw, now
+}
+
+// DataClock is the data-clock time (Unix ms) of the asset's gateway at wall
+// time wallNow: its newest ts_gw advanced by the wall time since it arrived
+// at the gateway's measured clock rate. Ages of readings are judged on this
+// clock, never on the wall clock against source time, so a plant clock set
+// to another time of day or run faster than real time still shows true
+// ages. ok is false for an asset no batch was seen of.
+func (l *Live) DataClock(site, id string, wallNow int64) (now int64, rate float64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.assets[assetKey{site, id}]
+	if a == nil || a.gateway == "" {
+		return 0, 0, false
+	}
+	g := l.gateways[a.gateway]
+	if g == nil || g.lastTSGW == 0 {
+		return 0, 0, false
+	}
+	rate = g.rate
+	if rate == 0 {
+		rate = 1
+	}
+	return g.lastTSGW + int64(float64(wallNow-g.tsgwRecv)*rate), rate, true
 }
 
 // ObserveBirth records a birth notice for its gateway.

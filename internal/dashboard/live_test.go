@@ -89,3 +89,32 @@ func BenchmarkObserveBatch(b *testing.B) {
 		i++
 	}
 }
+
+// TestDataClockFollowsTheGateway: a demo plant clock set to 09:00 while the
+// wall says 23:00, running 60 times faster than real time. Ages are judged
+// on the gateway's data clock (its newest ts_gw advanced at its measured
+// rate), so they are neither negative nor hours off.
+func TestDataClockFollowsTheGateway(t *testing.T) {
+	wall := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	plant := time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC).UnixMilli()
+	seq := uint64(0)
+	for range 40 { // 10 s of wall time, a batch every 250 ms: 15 s of plant time each
+		seq++
+		l.ObserveBatch(batch(seq, plant, 1))
+		plant += 15_000
+		wall = wall.Add(250 * time.Millisecond)
+	}
+	last := plant - 15_000
+	dn, rate, ok := l.DataClock("s1", "m-1", wall.UnixMilli())
+	if !ok || rate < 59 || rate > 61 {
+		t.Fatalf("rate %v (ok %v), want 60", rate, ok)
+	}
+	// 250 ms of wall time since the last batch = 15 s of plant time
+	if d := dn - last; d < 14_000 || d > 16_000 {
+		t.Errorf("data clock %d ms after the last batch, want ~15000", d)
+	}
+	if _, _, ok := l.DataClock("s1", "nope", wall.UnixMilli()); ok {
+		t.Error("unknown asset has a data clock")
+	}
+}

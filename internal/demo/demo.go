@@ -43,12 +43,16 @@ type Options struct {
 	Speed        float64
 	Seed         int64         // < 0: the fleet file's
 	PollInterval time.Duration // gateway poll interval (default 1s)
-	// Start overrides the fleet's simulated start time.
+	// Start overrides the fleet's simulated start time (the plant clock;
+	// fleet.ParseStart reads the -start flag). The models read its time of day in
+	// Start's location: production shifts, PV daylight.
 	Start time.Time
-	// SimClock makes the gateway stamp batches with the simulator's clock
-	// instead of the wall clock, so a plant run faster than real time
-	// (Speed > 1) looks to the collector like real hours passing: rule
-	// delays and KPI windows elapse in simulated time. Tests use it.
+	// SimClock keeps the fleet file's start when Start is zero; otherwise
+	// the plant clock starts at the wall clock's now. Either way the
+	// gateway stamps batches with the plant clock and reports its rate, so
+	// a plant run faster than real time (Speed > 1) looks to the collector
+	// like real hours passing: OPC UA source times and gateway times come
+	// from one clock, rule delays and KPI windows elapse in plant time.
 	SimClock bool
 	// OPCUADevices are read over OPC UA (username login) instead of Modbus
 	// when the fleet serves them over both; nil means DefaultOPCUADevices.
@@ -218,9 +222,12 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.HTTP.Listen = "127.0.0.1:0"
 	// short KPI windows so the energy page fills within the demo's first
 	// minutes; duty-cycle KPIs keep long windows to stay meaningful
-	ccfg.KPI.Window = collector.Duration(2 * time.Minute)
+	ccfg.KPI.Window = collector.Duration(kpiWindow(fcfg.Speed))
 	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
-		"cnc_machine": collector.Duration(30 * time.Minute)}
+		"cnc_machine": collector.Duration(30 * time.Minute),
+		// a performance ratio needs >= 0.02 kWh/m2 of irradiation per window:
+		// 2 minutes of a winter morning's ~500 W/m2 hold 0.017
+		"pv_string": collector.Duration(max(kpiWindow(fcfg.Speed), 10*time.Minute))}
 	if d.opts.Collector != nil {
 		d.opts.Collector(&ccfg)
 	}
@@ -245,7 +252,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gfile, err := GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), d.opts.PollInterval, ua)
+	poll := d.opts.PollInterval
+	if poll <= 0 {
+		poll = pollInterval(fcfg.Speed)
+	}
+	gfile, err := GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), poll, ua)
 	if err != nil {
 		return err
 	}
@@ -260,11 +271,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
 	}
-	gopts := gateway.Options{Logger: log.With("component", "gateway")}
-	if d.opts.SimClock {
-		gopts.Now = fl.Now
-		gopts.ClockRate = fcfg.Speed
-	}
+	// one data clock: the OPC UA front stamps SourceTimestamps with the
+	// plant clock, so the gateway must too (issue 11: at -speed 10 a wall
+	// clock here put OPC UA readings hours in the future and made every
+	// change-only signal look stale)
+	gopts := gateway.Options{Logger: log.With("component", "gateway"), Now: fl.Now, ClockRate: fcfg.Speed}
 	gw, err := gateway.New(gcfg, gopts)
 	if err != nil {
 		return err
@@ -289,8 +300,9 @@ func (d *Demo) Run(ctx context.Context) error {
 		if urls.Dashboard != "" {
 			fmt.Fprintf(d.opts.Out, "  dashboard        %s\n", urls.Dashboard)
 		}
-		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n\n",
+		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n",
 			urls.Gateway, urls.Simulator, urls.NATS, urls.MQTT, cfgPath)
+		fmt.Fprintf(d.opts.Out, "  plant clock      started %s, %gx real time\n\n", fcfg.Start.Format("2006-01-02 15:04 MST"), fcfg.Speed)
 	}
 	close(d.ready)
 	<-ctx.Done()

@@ -3,6 +3,8 @@ package model
 import (
 	"math"
 	"time"
+
+	"github.com/smelterio/smelter/internal/catalog"
 )
 
 // Boiler: a gas-fired fire-tube/water-tube steam boiler under load following.
@@ -10,18 +12,24 @@ import (
 // Steam flow follows the plant load; drum pressure is held at 1.25 MPa; steam is saturated at the drum pressure
 // (Tsat ~ 100 * p_abs[bar]^0.25). Flue O2 is trimmed around 3 %, flue gas
 // temperature rises with load. Efficiency is computed by the indirect method
-// (stack loss (t_flue - t_air)(A2/(21-O2)+B) with A2 = 0.66, B = 0.009, plus
+// (stack loss (t_flue - t_air)(A2/(21-O2)+B) with the fuel's A2 and B from the
+// catalog's fuel codes (fuel_type 1 natural gas: A2 = 0.66, B = 0.009), plus
 // 2.5 % radiation and other losses) and fuel flow = useful heat /
 // (efficiency x NCV), so the direct and indirect efficiencies agree.
-// Degradation "fouling" (level 0-1) raises flue temperature by up to 60 K
-// (fouled heat transfer surfaces) and with it the fuel flow.
+// Degradation "fouling" (level 0-1) raises flue temperature by up to 80 K
+// (fouled heat transfer surfaces) and with it the fuel flow. Real fouling
+// builds over weeks; the fault is a time-lapse, so the fouled share of the
+// flue temperature settles with the gas side's short time constant (2 min;
+// the gas passes the boiler in seconds) rather than the 8 min of the
+// water-side heat capacity that governs load changes: level 1 crosses the
+// 200 Cel warning of the default pack within about 5 minutes at any load.
 var boilerDef = classDef{
 	signals: []string{"steam_pressure", "steam_temp", "steam_flow", "feedwater_temp", "drum_level",
 		"flue_gas_temp", "flue_o2", "flue_co", "fuel_flow", "ambient_temp"},
 	nameplate: map[string]float64{
 		"rated_steam_flow": 20,   // t/h
 		"fuel_ncv":         35.8, // MJ/m3 (natural gas, normal m3)
-		"fuel_type":        1,    // 1 natural gas
+		"fuel_type":        1,    // catalog fuel code: 1 natural gas
 	},
 	degrade: map[string]float64{"fouling": 1},
 	build:   func(b *base) Model { return &boiler{base: b} },
@@ -32,16 +40,18 @@ type boiler struct {
 	init  bool
 	flow  float64
 	p     float64
-	flue  float64
+	flue  float64 // clean-surface flue gas temperature
+	foul  float64 // flue temperature added by fouling, K
 	o2    ou
 	loadN ou
 	level float64
 	prevF float64
 }
 
-// boilerEfficiency returns the indirect-method efficiency (fraction).
-func boilerEfficiency(flue, air, o2 float64) float64 {
-	stack := (flue - air) * (0.66/(21-o2) + 0.009) / 100
+// boilerEfficiency returns the indirect-method efficiency (fraction) for a
+// fuel's Siegert coefficients a2 and b.
+func boilerEfficiency(flue, air, o2, a2, b float64) float64 {
+	stack := (flue - air) * (a2/(21-o2) + b) / 100
 	return 1 - stack - 0.025
 }
 
@@ -78,8 +88,14 @@ func (b *boiler) Step(now time.Time, dt time.Duration) {
 	b.level = lag(b.level, 2000*df/rated, dt, 3*time.Minute)
 	o2 := clamp(3.0+0.35*b.o2.step(b.rng, dt)+0.6*(1-load), 1.2, 8)
 	foul := b.deg("fouling")
-	b.flue = lag(b.flue, 118+30*load+60*foul+0.3*(amb-20), dt, 8*time.Minute)
-	eta := boilerEfficiency(b.flue, amb, o2)
+	b.flue = lag(b.flue, 118+30*load+0.3*(amb-20), dt, 8*time.Minute)
+	b.foul = lag(b.foul, 80*foul, dt, 2*time.Minute)
+	flue := b.flue + b.foul
+	a2, bb := 0.66, 0.009 // natural gas
+	if f, ok := catalog.Default().Fuel(np["fuel_type"]); ok {
+		a2, bb = f.SiegertA2, f.SiegertB
+	}
+	eta := boilerEfficiency(flue, amb, o2, a2, bb)
 	tfw := 105.0
 	hSteam := 2778 + 0.01*(satTemp(b.p)-190)
 	heat := b.flow * 1000 / 3600 * (hSteam - 4.19*tfw)  // kW
@@ -91,7 +107,7 @@ func (b *boiler) Step(now time.Time, dt time.Duration) {
 	v[2] = math.Max(0, b.flow+b.noise(0.003*rated))
 	v[3] = tfw + b.noise(0.3)
 	v[4] = clamp(b.level+b.noise(4), -280, 280)
-	v[5] = b.flue + b.noise(0.3)
+	v[5] = flue + b.noise(0.3)
 	v[6] = o2
 	v[7] = math.Max(0, co+b.noise(2))
 	v[8] = math.Max(0, fuel*(1+b.noise(0.004)))

@@ -15,7 +15,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/smelterio/smelter/internal/catalog"
 )
 
 // Model is one simulated asset.
@@ -112,6 +115,11 @@ func New(class string, opt Options) (Model, error) {
 		if math.IsNaN(v) || math.IsInf(v, 0) || (v <= 0 && k != "gamma") {
 			return nil, fmt.Errorf("model: %s nameplate.%s: %v must be a positive number", class, k, v)
 		}
+		if k == "fuel_type" {
+			if _, ok := catalog.Default().Fuel(v); !ok {
+				return nil, fmt.Errorf("model: %s nameplate.fuel_type: %v is not a fuel code of the catalog (%s)", class, v, fuelCodes())
+			}
+		}
 		np[k] = v
 	}
 	start := opt.Start
@@ -200,6 +208,21 @@ func (b *base) norm() float64 { return b.rng.NormFloat64() }
 
 // noise returns a zero-mean normal with deviation sigma.
 func (b *base) noise(sigma float64) float64 { return sigma * b.rng.NormFloat64() }
+
+// fuelCodes lists the catalog's fuel codes as "1 natural_gas, 2 fuel_oil".
+func fuelCodes() string {
+	fuels := catalog.Default().Fuels
+	codes := make([]int, 0, len(fuels))
+	for c := range fuels {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	parts := make([]string, len(codes))
+	for i, c := range codes {
+		parts[i] = fmt.Sprintf("%d %s", c, fuels[c].Name)
+	}
+	return strings.Join(parts, ", ")
+}
 
 func sortedKeys(m map[string]float64) []string {
 	out := make([]string, 0, len(m))

@@ -337,3 +337,50 @@ func TestMotorUnbalanceAndWind(t *testing.T) {
 		t.Errorf("producing only %.2f of the time", prod/n)
 	}
 }
+
+// TestBoilerFuelTypeIsACatalogCode: the boiler's fuel_type uses the
+// catalog's fuel codes, so the simulator and the collector's KPIs agree on
+// what the demo boiler burns.
+func TestBoilerFuelTypeIsACatalogCode(t *testing.T) {
+	np, err := DefaultNameplate("boiler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := catalog.Default().Fuel(np["fuel_type"]); !ok || f.Name != "natural_gas" {
+		t.Errorf("default boiler fuel_type %v = %+v: want the catalog's natural_gas", np["fuel_type"], f)
+	}
+	_, err = New("boiler", Options{ID: "b", Nameplate: map[string]float64{"fuel_type": 7}})
+	if err == nil || !strings.Contains(err.Error(), "fuel_type: 7 is not a fuel code of the catalog (1 natural_gas, 2 fuel_oil)") {
+		t.Errorf("unknown fuel code: %v", err)
+	}
+}
+
+// TestBoilerFoulingShowsWithinMinutes: fouling level 1 lifts the flue gas
+// above the default pack's 200 Cel warning within 5 simulated minutes even
+// at night-time load, so an injected fault shows in a demo.
+func TestBoilerFoulingShowsWithinMinutes(t *testing.T) {
+	start := time.Date(2025, 6, 21, 3, 0, 0, 0, time.UTC) // low load
+	m, err := New("boiler", Options{ID: "b", Seed: 1, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := start
+	flue := slices.Index(m.Signals(), "flue_gas_temp")
+	for range 30 * 60 {
+		now = now.Add(time.Second)
+		m.Step(now, time.Second)
+	}
+	if v := m.Values()[flue]; v > 180 {
+		t.Fatalf("clean boiler flue %v Cel", v)
+	}
+	if err := m.Degrade("fouling", 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 * 60 {
+		now = now.Add(time.Second)
+		m.Step(now, time.Second)
+	}
+	if v := m.Values()[flue]; v <= 205 {
+		t.Errorf("fouled boiler flue %v Cel after 5 min, want > 205", v)
+	}
+}

@@ -3,6 +3,8 @@ package kpi
 import (
 	"fmt"
 	"math"
+
+	"github.com/smelterio/smelter/internal/catalog"
 )
 
 // IEC 60034-30-1 efficiency limits, 4-pole 50 Hz, 0.75-200 kW:
@@ -43,9 +45,6 @@ func IEClass(eta, kw float64) (int, bool) {
 	}
 	return 2, true
 }
-
-// Siegert stack-loss coefficients: natural gas and fuel oil.
-var siegert = map[float64][2]float64{0: {0.66, 0.009}, 1: {0.68, 0.007}}
 
 // StackLoss is the Siegert flue gas loss in % of fuel input:
 // (t_flue - t_air) (A2 / (21 - O2) + B).
@@ -118,6 +117,12 @@ var classes = map[string]*classDef{
 			if okP && okF {
 				a[0] += pw * dt
 				a[1] += fad * dt
+				// loaded operation only: the package specific power that the
+				// rated value (ISO 1217 Annex C, CAGI data sheet) describes
+				if okS && st >= 2 {
+					a[4] += pw * dt
+					a[5] += fad * dt
+				}
 			}
 			if okS && st >= 1 {
 				a[3] += dt
@@ -135,7 +140,18 @@ var classes = map[string]*classDef{
 					rated, ok = rp/rf, true
 				}
 			}
-			sp := ratio(a[0], a[1])
+			// specific_power compares like with like: power and delivery
+			// while loaded against the rated full-load value. A load/unload
+			// unit also draws 25-35 % of its loaded power while unloaded;
+			// that part-load cost is real but belongs to loaded_ratio and
+			// system_specific_power (all running energy over all air), not
+			// to a fault limit, or every healthy unit at part load warns.
+			// Without load_state, every sample counts as loaded.
+			sp := ratio(a[4], a[5])
+			if a[5] == 0 && a[3] == 0 {
+				sp = ratio(a[0], a[1])
+			}
+			sys := ratio(a[0], a[1])
 			if ok {
 				f.add("specific_power", sp, "kW/(m3/min)", p(rated), nil, p(rated*1.15), func() string {
 					return fmt.Sprintf("%s needs %s kW per m3/min, %s above its rated %s", f.who(), fv(sp), pct(sp/rated-1), fv(rated))
@@ -143,6 +159,8 @@ var classes = map[string]*classDef{
 			} else {
 				f.add("specific_power", sp, "kW/(m3/min)", nil, nil, nil, nil)
 			}
+			f.add("system_specific_power", sys, "kW/(m3/min)", nil, nil, nil, nil)
+			f.markInfo("system_specific_power")
 			lr := ratio(a[2], a[3])
 			f.add("loaded_ratio", lr, "1", nil, p(0.5), nil, func() string {
 				return fmt.Sprintf("%s runs loaded only %s of its running time: oversized or poorly sequenced", f.who(), pct(lr))
@@ -250,10 +268,10 @@ var classes = map[string]*classDef{
 				return
 			}
 			dT, o2 := a[2]/a[4], a[3]/a[4]
-			ft := f.a.np["fuel_type"]
-			co, ok := siegert[ft]
+			// fuel_type codes and their coefficients are defined once, in the catalog
+			fuel, ok := catalog.Default().Fuel(f.a.np["fuel_type"])
 			if ok && o2 < 21 {
-				q := StackLoss(dT, 0, o2, co[0], co[1])
+				q := StackLoss(dT, 0, o2, fuel.SiegertA2, fuel.SiegertB)
 				f.add("stack_loss", q, "%", nil, nil, p(8), func() string {
 					return fmt.Sprintf("%s loses %s %% of its fuel heat up the stack (flue %s K above air, O2 %s %%): fouling or excess air",
 						f.who(), fv(q), fv(dT), fv(o2))
@@ -262,9 +280,9 @@ var classes = map[string]*classDef{
 			} else {
 				f.na("stack_loss", "%")
 			}
-			lim := 1.3
-			if ft == 1 {
-				lim = 1.35
+			lim := 1.3 // natural gas when the fuel is unknown
+			if ok {
+				lim = fuel.ExcessAirMax
 			}
 			ea := ExcessAir(o2)
 			f.add("excess_air", ea, "1", nil, nil, p(lim), func() string {

@@ -46,9 +46,39 @@ document.getElementById('login-form').addEventListener('submit', () => {
 });
 
 // ---------- formatting ----------
+// Units are UCUM codes (docs/schema.md); UNITS spells the common ones the
+// way operators write them, unit() the rest: [..] marks a special unit
+// ([ppm], [in_i]) and {..} an annotation, neither is shown raw.
 const UNITS = { Cel: '°C', 'm3/min': 'm³/min', '/min': 'rpm', 'kW.h': 'kWh', 'W/m2': 'W/m²', '1': '', 'g/kW.h': 'g/kWh',
-  'kW/(m3/min)': 'kW/(m³/min)', 'm3/h': 'm³/h', 'kg/h': 'kg/h', 'MOhm': 'MΩ', 'deg': '°', 'm/s': 'm/s', 'L/h': 'L/h' };
-const unit = (u) => (u in UNITS ? UNITS[u] : u || '');
+  'kW/(m3/min)': 'kW/(m³/min)', 'm3/h': 'm³/h', 'kg/h': 'kg/h', 'MOhm': 'MΩ', 'deg': '°', 'm/s': 'm/s', 'L/h': 'L/h',
+  '[ppm]': 'ppm', 'MJ/m3': 'MJ/m³', m3: 'm³', '%/K': '%/K', 'kV.A': 'kVA' };
+function unit(u) {
+  if (!u) return '';
+  if (u in UNITS) return UNITS[u];
+  return u.replace(/\{([^}]*)\}/g, ' $1').replace(/\[([^\]_]+)(_[a-z]+)?\]/g, '$1')
+    .replace(/m3/g, 'm³').replace(/m2/g, 'm²').replace(/\./g, '·').trim();
+}
+// Messages come from the collector with UCUM codes after numbers ("125 Cel
+// above trip limit 118 Cel"); show those codes as units too.
+const UNIT_IN_TEXT = new RegExp('(\\d) (' + Object.keys(UNITS).filter((u) => u !== '1' && u !== '%')
+  .sort((a, b) => b.length - a.length).map((u) => u.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|') + ')(?=[\\s,;:)]|$)', 'g');
+const prettyUnits = (msg) => String(msg ?? '').replace(UNIT_IN_TEXT, (_, d, u) => d + ' ' + unit(u));
+// One number format per unit: the decimals an operator reads that unit
+// with. Units not listed fall back to num() (three significant digits).
+const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%': 1, 'm3/min': 2, 'm3/h': 0, '/min': 0,
+  A: 1, V: 0, Hz: 2, 'mm/s': 2, 't/h': 1, '[ppm]': 0, 'kg/t': 0, 'kg/h': 0, mm: 0, 'W/m2': 0, 'kW.h': 0, MOhm: 1, deg: 1,
+  'm/s': 1, h: 1, L: 0, 'L/h': 1, 'g/kW.h': 0, 'kW/(m3/min)': 2, 'mm/min': 0, m: 1, s: 0, 'MJ/m3': 1, '%/K': 2, m3: 0, '1': 0 };
+// position is the one exception: a tenth of a degree is 11 km
+// and a wind turbine's rotor turns at 10-20 rpm; unit "1" is a count or a
+// code (0 decimals) except for the power factor, a ratio
+const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2 };
+function fmt(v, u, signal) {
+  if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  const d = SIGNAL_DECIMALS[signal] ?? DECIMALS[u];
+  if (d === undefined) return num(v);
+  return v.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d, useGrouping: Math.abs(v) >= 10000 });
+}
+const withUnit = (v, u, signal) => { const x = fmt(v, u, signal), uu = unit(u); return uu ? x + ' ' + uu : x; };
 function num(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   const a = Math.abs(v);
@@ -86,15 +116,44 @@ function dur(ms) {
 }
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 const label = (s) => String(s).replace(/_/g, ' ');
+// KPI values: a ratio (unit "1") reads as a percentage; excess_air is the
+// air ratio lambda = 21/(21 - O2) and reads as excess air (lambda - 1) in %,
+// so the name and the unit agree (lambda 1.195 = excess air 19.5 %).
 const KPI_FMT = {
   ie_class: (v) => (v > 0 ? 'IE' + v : 'below IE1'),
+  excess_air: (v) => ((v - 1) * 100).toFixed(1) + ' %',
 };
+const KPI_NOTE = { excess_air: (v) => 'air ratio λ ' + v.toFixed(2) };
 function kpiVal(k) {
   if (k.status === 'n/a') return 'n/a';
   if (KPI_FMT[k.name]) return KPI_FMT[k.name](k.value);
-  if (k.unit === '1' && Math.abs(k.value) <= 2) return (k.value * 100).toFixed(1) + ' %';
-  return num(k.value) + ' ' + unit(k.unit);
+  if (k.unit === '1') return (k.value * 100).toFixed(1) + ' %';
+  return withUnit(k.value, k.unit);
 }
+
+// nameplate ratings with the catalog's units; fuel_type names its fuel
+function rating(k, x) {
+  const fuel = k === 'fuel_type' && S.catalog?.fuels?.[String(x)];
+  if (fuel) return label(fuel);
+  const r = S.catalog?.ratings?.[k];
+  return r ? withUnit(x, r.unit) : num(x);
+}
+
+// ---------- KPI windows ----------
+// Windows are tumbling, aligned to the epoch, in plant time (kpi.window and
+// kpi.windows of the collector's configuration).
+function windowOf(cls) {
+  const w = S.catalog?.kpi_windows;
+  if (!w) return 15 * 60000;
+  return (w.by_class && w.by_class[cls]) || w.default_ms;
+}
+const nextWindowEnd = (cls, t) => Math.floor(t / windowOf(cls)) * windowOf(cls) + windowOf(cls);
+function durShort(ms) {
+  if (ms % 3600000 === 0) return ms / 3600000 + ' h';
+  if (ms % 60000 === 0) return ms / 60000 + ' min';
+  return Math.round(ms / 1000) + ' s';
+}
+const PARTIAL = 0.95; // a window covered less than this is shown as partial
 
 // ---------- classes ----------
 const CLASS_ORDER = ['blast_furnace', 'boiler', 'air_compressor', 'motor', 'diesel_engine', 'wind_turbine', 'pv_string',
@@ -126,9 +185,29 @@ const S = {
 };
 const akey = (a) => a.site + '/' + a.id;
 
+// Data clock. Readings carry the time of the plant that produced them: a
+// demo plant may run at another time of day or faster than real time. The
+// API serves each asset's data clock (data_now, clock_rate); ages and chart
+// ends run on it, never on this browser's clock against source time.
+function stamp(a) { a._got = Date.now(); return a; }
+function dataNow(a) {
+  if (!a || !a.data_now) return Date.now();
+  return a.data_now + (Date.now() - a._got) * (a.clock_rate || 1);
+}
+const ageOf = (a) => (a && a.last_ts ? dataNow(a) - a.last_ts : null);
+function plantNow() {
+  let t = 0;
+  for (const a of S.assets.values()) if (a.data_now) t = Math.max(t, dataNow(a));
+  return t || Date.now();
+}
+function freshness(a) {
+  if (!a.last_ts) return 'no data yet';
+  return a.silent ? 'no data for ' + dur(ageOf(a)) : 'updated ' + ago(ageOf(a));
+}
+
 async function loadAssets() {
   const r = await api('/api/v1/assets');
-  S.assets = new Map(r.assets.map((a) => [akey(a), a]));
+  S.assets = new Map(r.assets.map((a) => [akey(a), stamp(a)]));
 }
 async function loadAlertCount() {
   const r = await api('/api/v1/alerts?active=true&limit=1');
@@ -195,7 +274,7 @@ function dispatch(block) {
   const msg = JSON.parse(data);
   switch (type) {
     case 'assets':
-      for (const a of msg) S.assets.set(akey(a), a);
+      for (const a of msg) S.assets.set(akey(a), stamp(a));
       S.view?.onAssets?.(msg);
       break;
     case 'gateways':
@@ -284,7 +363,7 @@ function fleetPage() {
     clock() {
       for (const el of main.querySelectorAll('.card [data-age]')) {
         const a = S.assets.get(el.dataset.age);
-        if (a && a.last_ts) el.textContent = 'updated ' + ago(Date.now() - a.last_ts);
+        if (a) el.textContent = freshness(a);
       }
     },
   };
@@ -303,7 +382,7 @@ function stat(cls, n, l, href) {
 function signalValue(s) {
   if (!s) return '<span class="muted">–</span>';
   if (s.value === null) return `<span class="q-${esc(s.quality)}">${esc(s.quality)}</span>`;
-  const txt = s.text ? esc(label(s.text)) : esc(num(s.value));
+  const txt = s.text ? esc(label(s.text)) : esc(fmt(s.value, s.unit, s.signal));
   const u = s.text ? '' : unit(s.unit);
   return `<span class="q-${esc(s.quality)}" data-signal="${esc(s.signal)}" data-value="${s.value}">${txt}</span>${u ? `<span class="u">${esc(u)}</span>` : ''}`;
 }
@@ -313,16 +392,22 @@ function card(a) {
   if (keys.length < 4) keys = keys.concat(a.signals.map((s) => s.signal).filter((k) => !keys.includes(k))).slice(0, 4);
   const vals = keys.map((k) => `<div><div class="k">${esc(label(k))}</div><div class="v">${signalValue(sigs.get(k))}</div></div>`).join('');
   const st = a.status;
-  const alerts = a.alerts ? `<span class="pill ${esc(a.severity)}">${a.alerts} alert${a.alerts > 1 ? 's' : ''}</span>` : (a.running ? 'running' : 'not running');
+  const alerts = a.alerts ? `<span class="pill ${esc(a.severity)}">${a.alerts} alert${a.alerts > 1 ? 's' : ''}</span>` : (a.silent ? 'silent' : a.running ? 'running' : 'not running');
   return `<a class="card ${esc(st)}" href="#/asset/${encodeURIComponent(a.site)}/${encodeURIComponent(a.id)}" data-asset="${esc(akey(a))}" data-status="${esc(st)}">
     <div class="head"><span class="id">${esc(a.id)}</span><span class="pill ${esc(st)}">${esc(st)}</span></div>
     <div class="vals">${vals || '<div class="muted">no values yet</div>'}</div>
-    <div class="foot"><span data-age="${esc(akey(a))}">updated ${a.last_ts ? ago(Date.now() - a.last_ts) : '–'}</span><span>${alerts}</span></div></a>`;
+    <div class="foot"><span data-age="${esc(akey(a))}"${a.silent ? ' class="silent"' : ''}>${esc(freshness(a))}</span><span>${alerts}</span></div></a>`;
 }
 
 // ---------- charts ----------
 // drawChart draws series [{t, v, min, max}] (v null = gap) on a canvas
 // between t0 and t1, with a min/max band, axes and an optional limit line.
+// Telemetry is sampled and held: a reading stands until the next one, so
+// values are drawn as steps (report-by-exception and OPC UA change-only
+// signals send nothing while unchanged: a sloped line between two far
+// samples would invent values). opts.holdTo extends the newest value to
+// that time while the signal is good; opts.line draws straight segments
+// (KPI trends, one point per window); a lone sample shows as its value.
 function drawChart(cv, pts, t0, t1, opts) {
   opts = opts || {};
   const dpr = window.devicePixelRatio || 1;
@@ -356,7 +441,7 @@ function drawChart(cv, pts, t0, t1, opts) {
     for (const v of ticks) {
       const yy = Math.round(y(v)) + 0.5;
       g.beginPath(); g.moveTo(L, yy); g.lineTo(W - R, yy); g.stroke();
-      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : num(v), L - 5, yy + 4);
+      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : tickLabel(v, ticks), L - 5, yy + 4);
     }
     g.textAlign = 'center';
     const span = t1 - t0;
@@ -389,19 +474,40 @@ function drawChart(cv, pts, t0, t1, opts) {
     g.closePath(); g.fill();
   }
   g.strokeStyle = color; g.lineWidth = 1.6; g.lineJoin = 'round';
-  for (const r of runs) {
+  runs.forEach((r, ri) => {
     g.beginPath();
     r.forEach((p, i) => {
       if (!i) { g.moveTo(x(p.t), y(p.v)); return; }
-      if (opts.step) g.lineTo(x(p.t), y(r[i - 1].v));
+      if (!opts.line) g.lineTo(x(p.t), y(r[i - 1].v));
       g.lineTo(x(p.t), y(p.v));
     });
+    const lastP = r[r.length - 1];
+    const newest = ri === runs.length - 1 && lastP === vis[vis.length - 1];
+    const hold = newest && opts.holdTo && opts.holdTo > lastP.t;
+    if (hold) g.lineTo(x(opts.holdTo), y(lastP.v));
     g.stroke();
-    if (r.length === 1) { g.fillStyle = color; g.beginPath(); g.arc(x(r[0].t), y(r[0].v), 2.5, 0, 7); g.fill(); }
-  }
+    if (r.length === 1 && !hold) {
+      // a lone sample: a short level mark and its value, not a dot
+      const xx = x(r[0].t), yy = y(r[0].v);
+      g.beginPath(); g.moveTo(Math.max(L, xx - 6), yy); g.lineTo(Math.min(W - R, xx + 6), yy); g.stroke();
+      if (!opts.compact && opts.fmt) {
+        g.fillStyle = color; g.textAlign = xx > W - 80 ? 'right' : 'left';
+        g.fillText(opts.fmt(r[0].v), xx + (xx > W - 80 ? -9 : 9), yy - 5);
+      }
+    }
+  });
   // gaps: shade where only bad or stale data arrived
   g.fillStyle = 'rgba(201, 42, 42, 0.10)';
   for (const p of vis) if (p.v === null && p.n === 0 && p.bad) g.fillRect(x(p.t), T, Math.max(2, x(p.t + 1000) - x(p.t)), H - T - B);
+}
+
+// tickLabel writes every tick of one axis with the same decimals, those its
+// step needs (900, 1000, 1100; 3.0, 3.2, 3.4).
+function tickLabel(v, ticks) {
+  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 1;
+  let d = 0;
+  while (d < 6 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6 * 10 ** d) d++;
+  return v.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d, useGrouping: Math.abs(v) >= 10000 });
 }
 
 // niceTicks returns round tick values within [lo, hi].
@@ -428,7 +534,7 @@ function assetPage(site, id) {
           api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}/history?since=1h`),
           api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}/kpis`),
         ]);
-        detail = d; kpiWins = k.windows;
+        detail = stamp(d); kpiWins = k.windows;
         hist = new Map(h.series.map((s) => [s.signal, s.points]));
       } catch (e) {
         if (!(e instanceof Unauthorized)) main.innerHTML = `<div class="empty">${esc(e.message)}</div>`;
@@ -438,17 +544,17 @@ function assetPage(site, id) {
     },
     layout() {
       const a = detail;
-      const np = Object.entries(a.nameplate || {}).map(([k, x]) => `${esc(label(k))} <b>${esc(num(x))}</b>`).join(' · ');
+      const np = Object.entries(a.nameplate || {}).map(([k, x]) => `${esc(label(k))} <b>${esc(rating(k, x))}</b>`).join(' · ');
       let html = `<div class="crumbs"><a href="#/">Fleet</a> / ${esc(a.site)} / ${esc(classTitle(a.class))}</div>
         <div class="asset-head"><h1>${esc(a.id)}</h1><span class="pill ${esc(a.status)}" id="a-status">${esc(a.status)}</span></div>
         <div class="facts"><span>class <b>${esc(label(a.class))}</b></span><span>path <b>${esc((a.path || []).filter((p) => p !== '_').join(' / '))}</b></span>
         <span>gateway <b>${esc(a.gateway || '–')}</b></span><span>state <b id="a-run">${a.running ? 'running' : 'not running'}</b></span>
-        <span>last data <b id="a-age">${ago(Date.now() - a.last_ts)}</b></span>${np ? `<span>${np}</span>` : ''}</div>
+        <span>last data <b id="a-age">${esc(ago(ageOf(a)))}</b></span>${np ? `<span>${np}</span>` : ''}</div>
         <div id="a-alerts"></div>
         <h2>Energy KPIs</h2><div id="a-kpis"></div>
         <div class="toolbar"><h2 class="flush">Signals</h2><div class="seg" id="a-win">
           <button data-w="300000">5 min</button><button data-w="900000">15 min</button><button data-w="3600000">1 h</button></div>
-          <span class="muted">band: min–max per bucket · red shade: bad or stale readings</span></div>
+          <span class="muted">values hold until the next reading (steps) · band: min–max per bucket · red shade: bad or stale readings</span></div>
         <div class="charts" id="a-charts"></div>`;
       main.innerHTML = html;
       main.querySelector('#a-win').addEventListener('click', (e) => {
@@ -471,25 +577,44 @@ function assetPage(site, id) {
     drawKPIs() {
       const el = main.querySelector('#a-kpis');
       const last = kpiWins[kpiWins.length - 1];
-      if (!last) { el.innerHTML = '<div class="empty">No KPI window finished yet for this asset. KPIs are computed over tumbling windows (kpi.window, 15 min by default).</div>'; return; }
-      el.innerHTML = `<p class="muted">window ${clock(last.start)}–${clock(last.end)} · coverage ${(last.coverage * 100).toFixed(0)} % · ${kpiWins.length} window(s) kept</p><div class="kpis">` +
+      const w = windowOf(detail.class);
+      if (!last) {
+        el.innerHTML = `<div class="empty" id="a-kpi-empty">No KPI window finished yet for this asset. Its KPIs are computed over ${esc(durShort(w))} windows of plant time; the first ends at ${esc(clock(nextWindowEnd(detail.class, dataNow(detail))))}.</div>`;
+        return;
+      }
+      const cov = (last.coverage * 100).toFixed(0);
+      const partial = last.coverage < PARTIAL;
+      if (last.kpis.every((k) => k.status === 'n/a')) {
+        const why = partial
+          ? `was partial (${cov} % covered${kpiWins.length === 1 ? ': the collector started in the middle of it' : ': readings were missing'})`
+          : 'held too little usable data to judge (the asset was not running, its readings were not good, or, for a PV string, less than 0.02 kWh/m² of sunlight)';
+        el.innerHTML = `<div class="empty" id="a-kpi-empty">The window ${esc(clock(last.start))}–${esc(clock(last.end))} ${esc(why)}: nothing to judge yet. The next window ends at ${esc(clock(last.end + w))}.</div>`;
+        return;
+      }
+      el.innerHTML = `<p class="muted">window ${clock(last.start)}–${clock(last.end)} (${esc(durShort(w))}) · coverage ${cov} %${partial ? ' <span class="pill na">partial window</span>' : ''} · ${kpiWins.length} window(s) kept</p><div class="kpis">` +
         last.kpis.map((k) => `<div class="kpi" data-kpi="${esc(k.name)}"><div class="title">
           <span>${esc(label(k.name))}</span><span class="pill ${esc(k.status === 'n/a' ? 'na' : k.status)}">${esc(k.status)}</span></div>
           <div class="big">${esc(kpiVal(k))}</div>
-          <div class="muted small">${k.ref !== undefined ? 'rated ' + esc(kpiVal({ ...k, value: k.ref })) + ' · ' : ''}${k.limit !== undefined ? 'limit ' + esc(kpiVal({ ...k, value: k.limit })) : ''}</div>
-          ${k.message ? `<div class="msg">${esc(k.message)}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
+          <div class="muted small">${[KPI_NOTE[k.name] && k.status !== 'n/a' ? KPI_NOTE[k.name](k.value) : '', k.ref !== undefined ? 'rated ' + kpiVal({ ...k, value: k.ref }) : '',
+            k.limit !== undefined ? 'limit ' + kpiVal({ ...k, value: k.limit }) : ''].filter(Boolean).map(esc).join(' · ')}</div>
+          ${k.message ? `<div class="msg">${esc(prettyUnits(k.message))}</div>` : ''}<canvas></canvas></div>`).join('') + '</div>';
       for (const box of el.querySelectorAll('.kpi')) {
         const name = box.dataset.kpi;
         const pts = kpiWins.map((w) => { const k = w.kpis.find((x) => x.name === name); return { t: w.end, v: k && k.status !== 'n/a' ? k.value : null }; });
         const lim = last.kpis.find((x) => x.name === name)?.limit;
         const t1 = last.end, t0 = kpiWins[0].start;
-        drawChart(box.querySelector('canvas'), pts, t0, t1, { compact: true, lines: [{ v: lim }], color: '#e8590c' });
+        if (pts.filter((p) => p.v !== null).length < 2) {
+          // one window is its big number above, not a trend
+          box.querySelector('canvas').replaceWith(Object.assign(document.createElement('div'), { className: 'muted small', textContent: 'trend after the next window' }));
+          continue;
+        }
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { compact: true, line: true, lines: [{ v: lim }], color: '#e8590c' });
       }
     },
     drawCharts() {
       if (!detail) return;
       // zoom to the data while there is less of it than the window
-      const t1 = Date.now();
+      const t1 = dataNow(detail);
       let first = Infinity;
       for (const pts of hist.values()) if (pts.length) first = Math.min(first, pts[0].t);
       const t0 = Math.max(t1 - windowMS, Math.min(first - 5000, t1 - 60000));
@@ -500,7 +625,9 @@ function assetPage(site, id) {
         box.querySelector('[data-now]').innerHTML = s ? signalValue(s) : '';
         const pts = (hist.get(name) || []).filter((p) => p.t >= t1 - 3600000);
         hist.set(name, pts);
-        drawChart(box.querySelector('canvas'), pts, t0, t1, { step: !!(s && s.states), states: s && s.states });
+        const holdTo = s && s.quality === 'good' && !detail.silent ? t1 : 0;
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { states: s && s.states, holdTo,
+          fmt: (x) => (s && s.states ? label(s.states[x] ?? x) : withUnit(x, s && s.unit, name)) });
       }
     },
     onAssets(list) {
@@ -516,7 +643,8 @@ function assetPage(site, id) {
         const d = detail.signals.find((x) => x.signal === s.signal);
         if (d) Object.assign(d, { value: s.value, text: s.text, quality: s.quality, ts: s.ts });
       }
-      Object.assign(detail, { status: a.status, running: a.running, last_ts: a.last_ts, alerts: a.alerts });
+      Object.assign(detail, { status: a.status, running: a.running, last_ts: a.last_ts, alerts: a.alerts, silent: a.silent,
+        data_now: a.data_now, clock_rate: a.clock_rate, _got: a._got });
       const st = main.querySelector('#a-status');
       if (st) { st.className = 'pill ' + a.status; st.textContent = a.status; }
       const run = main.querySelector('#a-run');
@@ -536,7 +664,7 @@ function assetPage(site, id) {
     },
     clock() {
       const el = main.querySelector('#a-age');
-      if (el && detail) el.textContent = ago(Date.now() - detail.last_ts);
+      if (el && detail) el.textContent = detail.silent ? 'none for ' + dur(ageOf(detail)) : ago(ageOf(detail));
     },
     leave() { if (timer) timer.disconnect(); timer = null; },
   };
@@ -546,7 +674,7 @@ function assetPage(site, id) {
 // ---------- alerts ----------
 function alertTable(list, withAsset) {
   if (!list.length) return '<div class="empty">No alerts match.</div>';
-  const now = Date.now();
+  const now = plantNow();
   return `<div class="table-wrap"><table><thead><tr><th>Severity</th><th>State</th>${withAsset ? '<th>Asset</th>' : ''}<th>Rule</th><th>Message</th>
     <th>Raised</th><th>Cleared</th><th class="num">Duration</th></tr></thead><tbody>` +
     list.map((a) => {
@@ -556,7 +684,7 @@ function alertTable(list, withAsset) {
       <td>${active ? '<b>active</b>' : '<span class="pill cleared">cleared</span>'}</td>
       ${withAsset ? `<td><a href="#/asset/${encodeURIComponent(a.site)}/${encodeURIComponent(a.asset)}">${esc(a.asset)}</a><div class="muted small">${esc(a.site)} · ${esc(label(a.class))}</div></td>` : ''}
       <td>${esc(a.rule)}${a.signal ? `<div class="muted small">${esc(a.signal)}</div>` : ''}</td>
-      <td>${esc(a.message)}</td>
+      <td>${esc(prettyUnits(a.message))}</td>
       <td title="${esc(dateTime(a.raised_at))}">${esc(clock(a.raised_at))}</td>
       <td title="${esc(dateTime(a.cleared_at))}">${a.cleared_at ? esc(clock(a.cleared_at)) : '–'}</td>
       <td class="num">${esc(dur((a.cleared_at || now) - a.raised_at))}</td></tr>`;
@@ -611,8 +739,16 @@ function energyPage() {
       let r;
       try { r = await api('/api/v1/kpis/rollup?top=10'); } catch (e) { return; }
       let html = '<h1>Energy efficiency</h1><p class="muted">Latest finished KPI window per asset, ranked worst first. Red bars are outside their limit (docs/rules.md lists formulas and limits).</p>';
+      const wins = r.windows || S.catalog?.kpi_windows;
+      const pending = [...new Set([...S.assets.values()].map((a) => a.class))]
+        .filter((c) => c !== 'generic' && !r.classes.some((x) => x.class === c)).sort((a, b) => classRank(a) - classRank(b));
+      const t = plantNow();
+      const pendingList = pending.map((c) => `${esc(classTitle(c))} (${esc(durShort(windowOf(c)))}, ends ${esc(clock(nextWindowEnd(c, t)))})`).join(' · ');
       if (!r.classes.length) {
-        html += '<div class="empty">No KPI window has finished yet. KPIs are computed over tumbling windows (kpi.window, 15 min by default; PV and wind 1 h in the sample config).</div>';
+        const by = Object.entries(wins?.by_class || {}).map(([c, ms]) => `${esc(classTitle(c))} ${esc(durShort(ms))}`).join(', ');
+        html += `<div class="empty" id="energy-empty">No KPI window has finished yet. KPIs are computed over tumbling windows of plant time: ${esc(durShort(wins?.default_ms || 900000))}${by ? ' (' + by + ')' : ''}.${pendingList ? ' First windows end: ' + pendingList + '.' : ''}</div>`;
+      } else if (pending.length) {
+        html += `<p class="muted" id="energy-pending">Waiting for a first window with usable data: ${pendingList}.</p>`;
       }
       html += '<div class="energy">';
       for (const c of r.classes.sort((a, b) => classRank(a.class) - classRank(b.class))) {
@@ -621,15 +757,16 @@ function energyPage() {
         html += `<div class="panel" data-class="${esc(c.class)}"><h2>${esc(classTitle(c.class))}</h2>`;
         for (const k of kpis) {
           const maxv = Math.max(...k.ranking.map((e) => Math.abs(e.value)), 1e-9);
-          const fmt = (v) => kpiVal({ name: k.name, value: v, unit: k.unit, status: 'ok' });
-          const fmtShort = (v) => (k.unit && k.unit !== '1' ? num(v) : fmt(v));
-          const u = k.unit && k.unit !== '1' ? ` <span class="muted">(${esc(unit(k.unit))})</span>` : '';
+          const fmtv = (v) => kpiVal({ name: k.name, value: v, unit: k.unit, status: 'ok' });
+          // long units sit in the heading; % and ratios keep their sign
+          const fmtShort = (v) => (k.unit && k.unit !== '1' && k.unit !== '%' ? fmtv(v).replace(' ' + unit(k.unit), '') : fmtv(v));
+          const u = k.unit && k.unit !== '1' && k.unit !== '%' ? ` <span class="muted">(${esc(unit(k.unit))})</span>` : '';
           html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
             ${k.out_of_limit ? `<span class="pill high">${k.out_of_limit} out of limit</span>` : ''}</h3>
-            <div class="stats">${k.count} asset(s) · mean ${esc(fmt(k.mean))} · min ${esc(fmt(k.min))} · max ${esc(fmt(k.max))} · worse when ${esc(k.worse)}</div>
-            <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}">${esc(e.asset)}</a>
+            <div class="stats">${k.count} asset(s) · mean ${esc(fmtv(k.mean))} · min ${esc(fmtv(k.min))} · max ${esc(fmtv(k.max))} · worse when ${esc(k.worse)}</div>
+            <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}"><span class="site">${esc(e.site)}/</span>${esc(e.asset)}</a>
               <div class="bar" title="${esc(e.message || '')}"><span class="${esc(e.status)}" data-w="${Math.max(2, (100 * Math.abs(e.value)) / maxv).toFixed(1)}"></span></div>
-              <span class="val">${esc(fmtShort(e.value))}</span></li>`).join('')}</ul></div>`;
+              <span class="val">${esc(fmtShort(e.value))}${e.coverage < PARTIAL ? ` <span class="pill na" title="window ${esc(clock(e.end - windowOf(c.class)))}–${esc(clock(e.end))} covered ${(e.coverage * 100).toFixed(0)} %">partial</span>` : ''}</span></li>`).join('')}</ul></div>`;
         }
         html += '</div>';
       }
