@@ -7,6 +7,7 @@ package catalog
 import (
 	_ "embed"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -52,8 +53,9 @@ func (c *Class) SignalNames() []string {
 type Catalog struct {
 	Version int
 	Classes map[string]*Class
-	// Fuels maps the nameplate code fuel_type (boilers) to its fuel: the
-	// one definition the simulators, the KPIs and the docs share.
+	// Fuels maps a fuel code (the boiler nameplate rating fuel_type, the
+	// ship signals *_fuel_type) to its fuel: the one definition the
+	// simulators, the KPIs and the docs share.
 	Fuels map[int]*Fuel
 	// Ratings gives the unit and meaning of every nameplate rating.
 	Ratings map[string]*Rating
@@ -66,18 +68,40 @@ type Rating struct {
 	Description string
 }
 
+// Fuel uses: what a fuel's coefficients serve. A fuel lists its uses and
+// carries the fields each use needs; the loader checks them per use.
+const (
+	// UseBoiler: burnt in a boiler, judged by the Siegert stack loss
+	// (siegert_a2, siegert_b, excess_air_max).
+	UseBoiler = "boiler"
+	// UseShip: burnt on board, counted as CO2 with the IMO carbon factor
+	// (carbon_factor, lcv).
+	UseShip = "ship"
+)
+
 // Fuel is one fuel a combustion asset may burn, with the coefficients its
 // KPIs need.
 type Fuel struct {
 	Code        int
-	Name        string // natural_gas, fuel_oil
+	Name        string // natural_gas, fuel_oil, hfo, ...
 	Description string
+	Uses        []string // UseBoiler, UseShip
 	// SiegertA2 and SiegertB are the coefficients of the Siegert stack loss
-	// q_A = (t_flue - t_air) (A2 / (21 - O2) + B) in % of fuel input.
+	// q_A = (t_flue - t_air) (A2 / (21 - O2) + B) in % of fuel input
+	// (UseBoiler).
 	SiegertA2, SiegertB float64
-	// ExcessAirMax is the air ratio lambda above which the KPI warns.
+	// ExcessAirMax is the air ratio lambda above which the KPI warns
+	// (UseBoiler).
 	ExcessAirMax float64
+	// CarbonFactor C_F is the mass of CO2 per mass of fuel burnt, t CO2/t
+	// fuel (UseShip; IMO MEPC.308(73) and MEPC.364(79), 2.2.1).
+	CarbonFactor float64
+	// LCV is the lower calorific value in MJ/kg (UseShip; same source).
+	LCV float64
 }
+
+// Has reports whether the fuel serves use (UseBoiler, UseShip).
+func (f *Fuel) Has(use string) bool { return slices.Contains(f.Uses, use) }
 
 // Fuel returns the fuel of a fuel_type code.
 func (c *Catalog) Fuel(code float64) (*Fuel, bool) {
@@ -130,11 +154,43 @@ type classYAML struct {
 }
 
 type fuelYAML struct {
-	Name         string  `yaml:"name"`
-	Description  string  `yaml:"description"`
-	SiegertA2    float64 `yaml:"siegert_a2"`
-	SiegertB     float64 `yaml:"siegert_b"`
-	ExcessAirMax float64 `yaml:"excess_air_max"`
+	Name         string   `yaml:"name"`
+	Description  string   `yaml:"description"`
+	Uses         []string `yaml:"uses"`
+	SiegertA2    float64  `yaml:"siegert_a2"`
+	SiegertB     float64  `yaml:"siegert_b"`
+	ExcessAirMax float64  `yaml:"excess_air_max"`
+	CarbonFactor float64  `yaml:"carbon_factor"`
+	LCV          float64  `yaml:"lcv"`
+}
+
+// check validates a fuel per use: the fields of every listed use are
+// required and the fields of an unlisted use must be absent.
+func (fy *fuelYAML) check(code int) error {
+	boiler, ship := false, false
+	for _, u := range fy.Uses {
+		switch u {
+		case UseBoiler:
+			boiler = true
+		case UseShip:
+			ship = true
+		default:
+			return fmt.Errorf("catalog: fuels.%d.uses: unknown use %q (want %s or %s)", code, u, UseBoiler, UseShip)
+		}
+	}
+	switch {
+	case !boiler && !ship:
+		return fmt.Errorf("catalog: fuels.%d.uses: missing (%s, %s or both)", code, UseBoiler, UseShip)
+	case boiler && (fy.SiegertA2 <= 0 || fy.SiegertB < 0 || fy.ExcessAirMax <= 1):
+		return fmt.Errorf("catalog: fuels.%d: use %s: siegert_a2 > 0, siegert_b >= 0 and excess_air_max > 1 are required", code, UseBoiler)
+	case !boiler && (fy.SiegertA2 != 0 || fy.SiegertB != 0 || fy.ExcessAirMax != 0):
+		return fmt.Errorf("catalog: fuels.%d: siegert_a2, siegert_b and excess_air_max need use %s", code, UseBoiler)
+	case ship && (fy.CarbonFactor <= 0 || fy.CarbonFactor > 4 || fy.LCV <= 0 || fy.LCV > 130):
+		return fmt.Errorf("catalog: fuels.%d: use %s: carbon_factor (t CO2/t fuel, 0..4) and lcv (MJ/kg, 0..130) are required", code, UseShip)
+	case !ship && (fy.CarbonFactor != 0 || fy.LCV != 0):
+		return fmt.Errorf("catalog: fuels.%d: carbon_factor and lcv need use %s", code, UseShip)
+	}
+	return nil
 }
 
 type ratingYAML struct {
@@ -170,12 +226,13 @@ func Parse(data []byte) (*Catalog, error) {
 			return nil, fmt.Errorf("catalog: fuels.%d.name: missing", code)
 		case names[fy.Name] != 0:
 			return nil, fmt.Errorf("catalog: fuels.%d.name: %q is also code %d", code, fy.Name, names[fy.Name])
-		case fy.SiegertA2 <= 0 || fy.SiegertB < 0 || fy.ExcessAirMax <= 1:
-			return nil, fmt.Errorf("catalog: fuels.%d: siegert_a2 > 0, siegert_b >= 0 and excess_air_max > 1 are required", code)
+		}
+		if err := fy.check(code); err != nil {
+			return nil, err
 		}
 		names[fy.Name] = code
-		c.Fuels[code] = &Fuel{Code: code, Name: fy.Name, Description: fy.Description, SiegertA2: fy.SiegertA2,
-			SiegertB: fy.SiegertB, ExcessAirMax: fy.ExcessAirMax}
+		c.Fuels[code] = &Fuel{Code: code, Name: fy.Name, Description: fy.Description, Uses: fy.Uses, SiegertA2: fy.SiegertA2,
+			SiegertB: fy.SiegertB, ExcessAirMax: fy.ExcessAirMax, CarbonFactor: fy.CarbonFactor, LCV: fy.LCV}
 	}
 	c.Ratings = make(map[string]*Rating, len(f.Ratings))
 	for name, ry := range f.Ratings {

@@ -92,7 +92,7 @@ func (b *boiler) Step(now time.Time, dt time.Duration) {
 	b.foul = lag(b.foul, 80*foul, dt, 2*time.Minute)
 	flue := b.flue + b.foul
 	a2, bb := 0.66, 0.009 // natural gas
-	if f, ok := catalog.Default().Fuel(np["fuel_type"]); ok {
+	if f, ok := catalog.Default().Fuel(np["fuel_type"]); ok && f.Has(catalog.UseBoiler) {
 		a2, bb = f.SiegertA2, f.SiegertB
 	}
 	eta := boilerEfficiency(flue, amb, o2, a2, bb)

@@ -116,7 +116,7 @@ func New(class string, opt Options) (Model, error) {
 			return nil, fmt.Errorf("model: %s nameplate.%s: %v must be a positive number", class, k, v)
 		}
 		if k == "fuel_type" {
-			if _, ok := catalog.Default().Fuel(v); !ok {
+			if f, ok := catalog.Default().Fuel(v); !ok || !f.Has(catalog.UseBoiler) {
 				return nil, fmt.Errorf("model: %s nameplate.fuel_type: %v is not a fuel code of the catalog (%s)", class, v, fuelCodes())
 			}
 		}
@@ -209,12 +209,14 @@ func (b *base) norm() float64 { return b.rng.NormFloat64() }
 // noise returns a zero-mean normal with deviation sigma.
 func (b *base) noise(sigma float64) float64 { return sigma * b.rng.NormFloat64() }
 
-// fuelCodes lists the catalog's fuel codes as "1 natural_gas, 2 fuel_oil".
+// fuelCodes lists the catalog's boiler fuel codes as "1 natural_gas, 2 fuel_oil".
 func fuelCodes() string {
 	fuels := catalog.Default().Fuels
 	codes := make([]int, 0, len(fuels))
-	for c := range fuels {
-		codes = append(codes, c)
+	for c, f := range fuels {
+		if f.Has(catalog.UseBoiler) {
+			codes = append(codes, c)
+		}
 	}
 	slices.Sort(codes)
 	parts := make([]string, len(codes))

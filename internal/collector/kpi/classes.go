@@ -270,6 +270,7 @@ var classes = map[string]*classDef{
 			dT, o2 := a[2]/a[4], a[3]/a[4]
 			// fuel_type codes and their coefficients are defined once, in the catalog
 			fuel, ok := catalog.Default().Fuel(f.a.np["fuel_type"])
+			ok = ok && fuel.Has(catalog.UseBoiler)
 			if ok && o2 < 21 {
 				q := StackLoss(dT, 0, o2, fuel.SiegertA2, fuel.SiegertB)
 				f.add("stack_loss", q, "%", nil, nil, p(8), func() string {
