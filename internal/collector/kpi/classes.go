@@ -108,6 +108,7 @@ func ratio(a, b float64) float64 {
 }
 
 var classes = map[string]*classDef{
+	"ship": shipClass,
 	"air_compressor": {
 		signals: []string{"input_power", "free_air_delivery", "load_state"},
 		add: func(s *sample, a *acc, dt float64, _ map[string]float64) {

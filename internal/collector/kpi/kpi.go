@@ -109,6 +109,10 @@ type classDef struct {
 	signals []string
 	add     func(v *sample, a *acc, dt float64, np map[string]float64)
 	finish  func(f *finisher, a *acc)
+	// keep, when above 0, is the first accumulator slot that carries over
+	// from one window to the next (state longer than a window, such as a
+	// ship's voyage leg); slots below it start every window at zero.
+	keep int
 }
 
 type sample struct {
@@ -347,7 +351,13 @@ func (t *Tracker) finish(a *assetAcc, results []Result, alerts []alert.Alert) ([
 	t.stats.Windows++
 	a.last = &res
 	results = append(results, res)
-	a.a = acc{}
+	if k := a.def.keep; k > 0 {
+		var next acc
+		copy(next[k:], a.a[k:])
+		a.a = next
+	} else {
+		a.a = acc{}
+	}
 	a.covered = 0
 	return results, alerts
 }
