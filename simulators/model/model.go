@@ -71,6 +71,7 @@ func classes() map[string]classDef {
 		"blast_furnace":       furnaceDef,
 		"cnc_machine":         cncDef,
 		"engineering_machine": machineDef,
+		"ship":                shipDef,
 	}
 }
 
