@@ -128,20 +128,20 @@ const (
 
 // ship accumulator slots: 0-7 per window, 8-15 per leg (kept across windows).
 const (
-	sMEFuel    = iota // ME fuel x dt while loaded, kg/h s
-	sMEPower          // shaft power x dt while loaded, kW s
-	sMEFuelLCV        // ME fuel x LCV x dt while loaded
-	sCO2              // CO2 x dt, kg/h s
-	sSeaFuel          // all fuel x dt at sea, kg/h s
-	sSeaDist          // SOG x dt at sea, kn s
-	sFuelType         // seconds with a fuel flow but no known ship fuel type
-	sMETime           // seconds while loaded (SFOC samples)
-	sLegCO2      // CO2 x dt over the leg, kg/h s
-	sLegDist     // SOG x dt over the leg, kn s
-	sLegCargoNM  // cargo x SOG x dt over the leg, t kn s
-	sLegInPort   // 1 after a stay long enough to end the leg at departure
-	sLegStopped  // seconds below legStopKn in a row
-	sLegUnknownF // seconds of the leg with a fuel flow of unknown type
+	sMEFuel      = iota // ME fuel x dt while loaded, kg/h s
+	sMEPower            // shaft power x dt while loaded, kW s
+	sMEFuelLCV          // ME fuel x LCV x dt while loaded
+	sCO2                // CO2 x dt, kg/h s
+	sSeaFuel            // all fuel x dt at sea, kg/h s
+	sSeaDist            // SOG x dt at sea, kn s
+	sFuelType           // seconds with a fuel flow but no known ship fuel type
+	sMETime             // seconds while loaded (SFOC samples)
+	sLegCO2             // CO2 x dt over the leg, kg/h s
+	sLegDist            // SOG x dt over the leg, kn s
+	sLegCargoNM         // cargo x SOG x dt over the leg, t kn s
+	sLegInPort          // 1 after a stay long enough to end the leg at departure
+	sLegStopped         // seconds below legStopKn in a row
+	sLegUnknownF        // seconds of the leg with a fuel flow of unknown type
 )
 
 var shipClass = &classDef{
