@@ -25,6 +25,7 @@ import (
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/modbusfront"
 	"github.com/smelterio/smelter/simulators/model"
+	"github.com/smelterio/smelter/simulators/nmeafront"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
 
@@ -72,6 +73,17 @@ type DeviceConfig struct {
 	Nameplate map[string]float64 `yaml:"nameplate"`
 	Modbus    *ModbusConfig      `yaml:"modbus"`
 	OPCUA     *DeviceOPCUAConfig `yaml:"opcua"`
+	// NMEA, for ships, also sends the navigation signals as NMEA 0183
+	// sentences (simulators/nmeafront).
+	NMEA *NMEAConfig `yaml:"nmea"`
+}
+
+// NMEAConfig is a device's NMEA 0183 talker.
+type NMEAConfig struct {
+	Transport string          `yaml:"transport"` // tcp (default: a server the gateway connects to) | udp (datagrams to address)
+	Address   string          `yaml:"address"`   // tcp: listen address (port 0 = free port); udp: destination
+	Interval  faults.Duration `yaml:"interval"`  // wall-clock time between bursts, default 1s
+	Corrupt   float64         `yaml:"corrupt"`   // fraction of sentences sent with a bad checksum
 }
 
 // ServesModbus reports whether the device has a Modbus front.
@@ -143,6 +155,7 @@ type compiledDevice struct {
 	rmap     *regmap.Map // nil without Modbus and template
 	listener int         // -1: no Modbus
 	server   int         // -1: no OPC UA
+	nmea     *nmeafront.Config
 }
 
 // Validate checks the whole fleet, templates included (it reads them).
@@ -230,6 +243,29 @@ func (c *Config) compile() (*compiled, error) {
 				continue
 			}
 		}
+		var nm *nmeafront.Config
+		if d.NMEA != nil {
+			nc := nmeafront.Config{Name: d.ID, Transport: d.NMEA.Transport, Address: d.NMEA.Address,
+				Interval: d.NMEA.Interval.D(), Corrupt: d.NMEA.Corrupt, Seed: c.Seed}
+			if nc.Transport == "" {
+				nc.Transport = nmeafront.TCP
+			}
+			if nc.Address == "" && nc.Transport == nmeafront.TCP {
+				nc.Address = "127.0.0.1:0"
+			}
+			if nc.Interval == 0 {
+				nc.Interval = time.Second
+			}
+			if !slices.Contains(m.Signals(), "latitude") || !slices.Contains(m.Signals(), "sog") {
+				fail("%s.nmea: the %s model has no navigation signals (latitude, sog) to send", where, d.Class)
+				continue
+			}
+			if err := nc.Validate(); err != nil {
+				fail("%s.nmea.%w", where, err)
+				continue
+			}
+			nm = &nc
+		}
 		si := -1
 		if d.OPCUA != nil {
 			var ok bool
@@ -241,7 +277,7 @@ func (c *Config) compile() (*compiled, error) {
 			if si >= 0 {
 				servers.list[si].devices = append(servers.list[si].devices, len(out.devices))
 			}
-			out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: -1, server: si})
+			out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: -1, server: si, nmea: nm})
 			continue
 		}
 		d.Modbus = mbCfg
@@ -282,7 +318,7 @@ func (c *Config) compile() (*compiled, error) {
 		if si >= 0 {
 			servers.list[si].devices = append(servers.list[si].devices, len(out.devices))
 		}
-		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li, server: si})
+		out.devices = append(out.devices, compiledDevice{cfg: d, template: path, model: m, rmap: rm, listener: li, server: si, nmea: nm})
 	}
 	for _, l := range out.listeners {
 		if len(l.devices) == 0 {

@@ -366,7 +366,7 @@ func TestControlAPI(t *testing.T) {
 		return b
 	}
 	var devs []deviceView
-	if err := json.Unmarshal(call("GET", "/devices", "", 200), &devs); err != nil || len(devs) != 14 {
+	if err := json.Unmarshal(call("GET", "/devices", "", 200), &devs); err != nil || len(devs) != 15 {
 		t.Fatalf("devices: %v %d", err, len(devs))
 	}
 	if devs[0].Addr == "" || len(devs[0].Values) == 0 || devs[0].Nameplate["rated_fad"] != 13 {

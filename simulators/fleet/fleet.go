@@ -16,6 +16,7 @@ import (
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/modbusfront"
 	"github.com/smelterio/smelter/simulators/model"
+	"github.com/smelterio/smelter/simulators/nmeafront"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 	"github.com/smelterio/smelter/simulators/regmap"
 )
@@ -41,6 +42,11 @@ type DeviceInfo struct {
 	OPCUASecurity  []string `json:"opcua_security,omitempty"`  // offered endpoints: None, Basic256Sha256/SignAndEncrypt...
 	OPCUAAnonymous bool     `json:"opcua_anonymous,omitempty"` // anonymous logins accepted
 	OPCUAUsers     []string `json:"opcua_users,omitempty"`     // username logins (passwords: Fleet.OPCUAPassword)
+
+	// NMEA 0183 (ships; empty without): the talker's address (tcp: where
+	// it listens for the gateway, udp: where it sends) and transport.
+	NMEA          string `json:"nmea,omitempty"`
+	NMEATransport string `json:"nmea_transport,omitempty"`
 }
 
 // FaultStatus is a fault known to the fleet.
@@ -156,6 +162,21 @@ func (f *Fleet) Start(ctx context.Context) error {
 		s.front = fr
 		f.servers = append(f.servers, s)
 	}
+	for _, d := range f.devices {
+		if d.nmCfg == nil {
+			continue
+		}
+		fr, err := nmeafront.New(*d.nmCfg, f.log)
+		if err == nil {
+			err = fr.Start(ctx)
+		}
+		if err != nil {
+			f.closeLocked()
+			return fmt.Errorf("fleet: nmea talker of %s (%s): %w", d.id, d.nmCfg.Address, err)
+		}
+		d.nm = fr
+		d.publish(f.now)
+	}
 	if sc := f.cfg.Scenario; sc != nil {
 		for _, s := range sc.Faults {
 			if _, err := f.addFaultLocked(s, f.cfg.Start.Add(s.At.D())); err != nil {
@@ -235,6 +256,11 @@ func (f *Fleet) run(ctx context.Context) {
 // closeLocked closes every listener and stops every OPC UA server.
 func (f *Fleet) closeLocked() {
 	f.closed = true
+	for _, d := range f.devices {
+		if d.nm != nil {
+			d.nm.Stop()
+		}
+	}
 	for _, l := range f.listeners {
 		l.Stop()
 	}
@@ -346,6 +372,8 @@ type device struct {
 	lst      *modbusfront.Front  // nil without Modbus
 	mb       *modbusfront.Device // the device as the Modbus front serves it
 	ua       *uaServer           // nil without OPC UA
+	nm       *nmeafront.Front    // nil without NMEA
+	nmCfg    *nmeafront.Config
 	log      *slog.Logger
 
 	// owned by the fleet mutex
@@ -368,6 +396,7 @@ func newDevice(cd compiledDevice, m *metrics, log *slog.Logger) *device {
 		model:    cd.model,
 		rmap:     cd.rmap,
 		log:      log.With("device", cd.cfg.ID),
+		nmCfg:    cd.nmea,
 		out:      make([]float64, len(cd.model.Signals())),
 		mb:       modbusfront.NewDevice(m.requests.WithLabelValues(cd.cfg.ID), m.exceptions.WithLabelValues(cd.cfg.ID)),
 	}
@@ -390,6 +419,9 @@ func (d *device) info() DeviceInfo {
 		di.OPCUAAnonymous = s.c.anonymous
 		di.OPCUAUsers = slices.Clone(s.c.users)
 	}
+	if d.nm != nil {
+		di.NMEA, di.NMEATransport = d.nm.Addr(), d.nmCfg.Transport
+	}
 	return di
 }
 
@@ -402,6 +434,13 @@ func (d *device) publish(now time.Time) {
 		d.out[fr.signal] = fr.sensor.Apply(now, d.out[fr.signal])
 	}
 	d.at = now
+	if d.nm != nil {
+		vals := make(map[string]float64, len(d.out))
+		for i, s := range d.model.Signals() {
+			vals[s] = d.out[i]
+		}
+		d.nm.Update(vals, now)
+	}
 	if d.rmap == nil {
 		return
 	}
