@@ -11,7 +11,7 @@ func TestCheckMode(t *testing.T) {
 	if err := run([]string{"-t", "-fleet", "../../configs/sim-fleet.yaml", "-scenario", "../../configs/scenarios/demo.yaml"}, &out, &errb); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "14 devices OK") {
+	if !strings.Contains(out.String(), "15 devices OK") {
 		t.Errorf("output %q", out.String())
 	}
 	err := run([]string{"-t", "-fleet", "../../configs/sim-fleet.yaml", "-speed", "-5"}, &out, &errb)
