@@ -89,6 +89,7 @@ func TestScenarioFaultsRaiseTheExpectedAlerts(t *testing.T) {
   - {device: pv-3,     kind: soiling,   at: 5m, level: 0.3}
   - {device: motor-1,  kind: unbalance, at: 5m, level: 0.2}
   - {device: boiler-1, kind: fouling,   at: 5m, level: 1}
+  - {device: ship-1,   kind: drift,     at: 5m, signal: exhaust_temp_cyl_4, rate: 300}
 `)
 	col := d.Collector()
 	expect := map[string]func(alert.Alert) bool{
@@ -97,6 +98,7 @@ func TestScenarioFaultsRaiseTheExpectedAlerts(t *testing.T) {
 		"pv-3":     func(a alert.Alert) bool { return a.Rule == "string_underperformance" },
 		"motor-1":  func(a alert.Alert) bool { return a.Rule == "current_unbalance" },
 		"boiler-1": func(a alert.Alert) bool { return a.Rule == "flue_gas_temp_high" || strings.HasPrefix(a.Rule, "kpi_") },
+		"ship-1":   func(a alert.Alert) bool { return a.Rule == "exhaust_cylinder_deviation" },
 	}
 	wait.For(t, 4*time.Minute, "every expected alert", func() bool {
 		got := alertsByAsset(col)
