@@ -12,7 +12,9 @@
 // frame of a type this package does not decode (GGA, GSV, proprietary
 // $P..., AIS !AIVDM), which a caller skips without counting it as bad.
 //
-// The package is pure: no I/O, no state.
+// Parse, the decoders and Values are pure (no I/O, no state). Source is
+// the gateway's acquisition of one NMEA device over TCP or UDP, and
+// Driver (driver.go) its configuration block and points.
 package nmea
 
 import (

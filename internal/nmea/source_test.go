@@ -1,0 +1,170 @@
+package nmea_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/nmea"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/nmeafront"
+)
+
+// recorder keeps copies of the emitted cycles.
+type recorder struct {
+	mu     sync.Mutex
+	cycles []sample.Cycle
+}
+
+func (r *recorder) emit(c *sample.Cycle) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cc := *c
+	cc.Samples = append([]sample.Sample(nil), c.Samples...)
+	r.cycles = append(r.cycles, cc)
+}
+
+func (r *recorder) last() (sample.Cycle, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cycles) == 0 {
+		return sample.Cycle{}, 0
+	}
+	return r.cycles[len(r.cycles)-1], len(r.cycles)
+}
+
+var points = []nmea.Point{{Quantity: "RMC.sog"}, {Quantity: "RMC.latitude"}, {Quantity: "HDT.heading"},
+	{Quantity: "VHW.stw"}, {Quantity: "DPT.depth_below_keel"}, {Quantity: "VTG.sog", Talker: "GN"}}
+
+func runSource(t *testing.T, cfg nmea.Config) (*nmea.Source, *recorder) {
+	t.Helper()
+	s, err := nmea.New("ship-1", cfg, points, 50*time.Millisecond, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &recorder{}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, rec.emit) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, rec
+}
+
+// TestSourceTCP: over a real TCP talker (the simulators' NMEA front) the
+// source emits the values it heard, good; a point whose talker never
+// speaks is silent; when the talker goes quiet every point is silent and
+// the cycle says nobody replied; when it stops, the cycle is lost.
+func TestSourceTCP(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	front, err := nmeafront.New(nmeafront.Config{Name: "bridge", Transport: nmeafront.TCP, Address: "127.0.0.1:0", Interval: 20 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	front.Update(map[string]float64{"latitude": 36.25, "longitude": 121.5, "sog": 13.4, "cog": 90, "heading": 88.5,
+		"stw": 13.1, "water_depth": 61, "draught": 12}, time.Now())
+	src, rec := runSource(t, nmea.Config{Address: front.Addr(), ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	var c sample.Cycle
+	wait.For(t, 10*time.Second, "a cycle with every GP/HE/VW/SD point good", func() bool {
+		c, _ = rec.last()
+		if !c.Replied || len(c.Samples) != len(points) {
+			return false
+		}
+		for _, s := range c.Samples[:5] {
+			if s.Quality != telemetry.QualityGood {
+				return false
+			}
+		}
+		return true
+	})
+	want := []float64{13.4, 36.25, 88.5, 13.1, 61}
+	for i, w := range want {
+		if got := c.Samples[i].Num; got < w-0.06 || got > w+0.06 {
+			t.Errorf("point %s = %v, want %v", points[i].Quantity, got, w)
+		}
+	}
+	// VTG comes from talker GP; the point wants GN only
+	if s := c.Samples[5]; s.Quality != telemetry.QualityBad || !s.Silent {
+		t.Errorf("VTG from another talker: %+v", s)
+	}
+	if st := src.Stats(); st.OK == 0 || st.Checksum != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	front.SetSilent(true)
+	wait.For(t, 10*time.Second, "a silent cycle", func() bool {
+		c, _ = rec.last()
+		return !c.Replied && len(c.Samples) > 0 && c.Samples[0].Silent && c.Err != nil
+	})
+	front.Stop()
+	wait.For(t, 10*time.Second, "a lost cycle", func() bool {
+		c, _ = rec.last()
+		return c.Lost
+	})
+}
+
+// TestSourceUDPCountsBadSentences: sentences with a bad checksum or a
+// malformed field are counted and skipped; the good ones still arrive.
+func TestSourceUDPCountsBadSentences(t *testing.T) {
+	src, rec := runSource(t, nmea.Config{Transport: nmea.UDP, Address: "127.0.0.1:0"})
+	wait.For(t, 10*time.Second, "the UDP listener", func() bool { return src.LocalAddr() != "" })
+	conn, err := net.Dial("udp", src.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	send := func(lines ...string) {
+		for _, l := range lines {
+			if _, err := conn.Write([]byte(l + "\r\n")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wait.For(t, 10*time.Second, "good and bad sentences counted", func() bool {
+		send("$GPHDT,123.456,T*32",
+			"$GPHDT,123.456,T*33",                                               // bad checksum
+			string(nmea.Append(nil, "GP", "HDT", "x", "T")),                     // malformed heading
+			"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47", // unsupported
+			"$GPRMC,123519,V,4807.038,N,01131.000,E,0.0,,230394,,,N*46")         // void fix
+		st := src.Stats()
+		return st.OK >= 2 && st.Checksum >= 1 && st.Malformed >= 1 && st.Unsupported >= 1
+	})
+	var c sample.Cycle
+	wait.For(t, 10*time.Second, "heading good and position void in one cycle", func() bool {
+		c, _ = rec.last()
+		return len(c.Samples) == len(points) && c.Samples[2].Quality == telemetry.QualityGood && c.Samples[2].Num == 123.456 &&
+			c.Samples[1].Quality == telemetry.QualityBad && c.Samples[1].Status == nmea.StatusVoid && !c.Samples[1].Silent
+	})
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  nmea.Config
+		pts  []nmea.Point
+		want string
+	}{
+		{nmea.Config{Transport: "serial", Address: "x:1"}, nil, `transport: "serial" is not tcp or udp`},
+		{nmea.Config{Address: "nowhere"}, nil, `address: "nowhere" is not host:port`},
+		{nmea.Config{Address: "h:1", Talkers: []string{"GPS"}}, nil, `talkers[0]: "GPS"`},
+		{nmea.Config{Address: "h:1"}, []nmea.Point{{Quantity: "GGA.altitude"}}, `quantity "GGA.altitude" is not one of`},
+	} {
+		_, err := nmea.New("d", tc.cfg, tc.pts, time.Second, nil, nil)
+		if err == nil || !contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
