@@ -335,8 +335,10 @@ func setValue(dm *sppb.Payload_Metric, m *metric, r *telemetry.Reading) {
 		ps = addProp(ps, PropUncertain, strProp("uncertain"))
 	}
 	if r.Status != 0 {
-		ps = addProp(ps, PropStatus, &sppb.Payload_PropertyValue{Type: proto.Uint32(uint32(sppb.DataType_UInt32)),
-			Value: &sppb.Payload_PropertyValue_IntValue{IntValue: r.Status}})
+		// UInt64 in long_value: what the specification says, and what
+		// Tahu's JavaScript decoder reads (it takes UInt32 from long_value)
+		ps = addProp(ps, PropStatus, &sppb.Payload_PropertyValue{Type: proto.Uint32(uint32(sppb.DataType_UInt64)),
+			Value: &sppb.Payload_PropertyValue_LongValue{LongValue: uint64(r.Status)}})
 	}
 	dm.Properties = ps
 }

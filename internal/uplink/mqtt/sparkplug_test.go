@@ -398,7 +398,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 		if q == nil || q.GetType() != uint32(sppb.DataType_Int32) || q.GetIntValue() != 0 || !m.GetIsNull() {
 			t.Fatalf("bad reading: quality %v null %v", q, m.GetIsNull())
 		}
-		if s, _ := sparkplug.Property(m, "statusCode"); s == nil || s.GetIntValue() != 2 {
+		if s, _ := sparkplug.Property(m, "statusCode"); s == nil || s.GetLongValue() != 2 {
 			t.Fatalf("raw status %v", s)
 		}
 	})
