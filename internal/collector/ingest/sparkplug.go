@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -120,8 +121,14 @@ type MappedMetric struct {
 	// Unit is the metric's unit when its birth has no engUnit property
 	// (or to override it); values are converted to the catalog's unit.
 	Unit string `yaml:"unit"`
+	// States maps the metric's integer (or boolean: 0, 1) values to the
+	// labels of a state signal, e.g. {0: unloaded, 1: loaded}; the reading
+	// then carries the catalog's index of that label. A value not listed
+	// gives a bad reading.
+	States map[int64]string `yaml:"states"`
 
-	target string // the catalog's unit
+	target string        // the catalog's unit
+	index  map[int64]int // States as catalog indexes
 }
 
 // LoadMapping reads and checks a mapping file against the catalog. Errors
@@ -197,6 +204,19 @@ func LoadMapping(file string, cat *catalog.Catalog) (*Mapping, error) {
 					continue
 				}
 				mm.target = sig.Unit
+				if len(mm.States) > 0 {
+					if !sig.IsState() {
+						bad(mp+".states", "signal %s is not a state signal", mm.Signal)
+					}
+					mm.index = map[int64]int{}
+					for v, label := range mm.States {
+						i := slices.Index(sig.States, label)
+						if i < 0 && sig.IsState() {
+							bad(mp+".states", "%q is not a state of %s (states: %v)", label, mm.Signal, sig.States)
+						}
+						mm.index[v] = i
+					}
+				}
 				if mm.Unit != "" && sig.Unit != "" {
 					if _, err := units.Convert(mm.Unit, sig.Unit); err != nil {
 						bad(mp+".unit", "%v", err)
@@ -757,6 +777,15 @@ func reading(m *sppb.Payload_Metric, sm *spMetric, p *sppb.Payload) telemetry.Re
 		return r
 	}
 	if f, ok := sparkplug.MetricNumber(m); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
+		if sm.mapped.index != nil {
+			i, ok := sm.mapped.index[int64(f)]
+			if !ok || f != math.Trunc(f) {
+				r.Quality = telemetry.QualityBad
+				return r
+			}
+			r.Value, r.Text, r.Unit = float64(i), sm.mapped.States[int64(f)], ""
+			return r
+		}
 		r.Value = sm.conv.Apply(f)
 		return r
 	}

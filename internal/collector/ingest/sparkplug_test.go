@@ -34,13 +34,14 @@ func TestLoadMappingErrors(t *testing.T) {
 		`testdata/sparkplug/bad.yaml:7: nodes[0].devices[0].class: unknown equipment class "air_compresser"`,
 		`testdata/sparkplug/bad.yaml:12: nodes[0].devices[1].metrics[0].unit: cannot convert "degF"`,
 		`testdata/sparkplug/bad.yaml:13: nodes[0].devices[1].metrics[1].signal: class air_compressor has no signal "flow"`,
+		`testdata/sparkplug/bad.yaml:14: nodes[0].devices[1].metrics[2].states: "running" is not a state of load_state`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q; got:\n%s", want, got)
 		}
 	}
-	if len(es) != 5 {
-		t.Errorf("%d errors, want 5:\n%s", len(es), got)
+	if len(es) != 6 {
+		t.Errorf("%d errors, want 6:\n%s", len(es), got)
 	}
 	if _, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default()); err != nil {
 		t.Fatal(err)
@@ -317,7 +318,7 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 	t.Run("units convert through the mapping and engUnit", func(t *testing.T) {
 		rs := got.batches("ac-9")[0].Readings
 		if len(rs) != 3 || rs[0].Signal != "discharge_pressure" || math.Abs(rs[0].Value-0.7) > 1e-9 || rs[0].Unit != "MPa" ||
-			rs[1].Signal != "discharge_temp" || math.Abs(rs[1].Value-100) > 1e-9 || rs[2].Value != 1 {
+			rs[1].Signal != "discharge_temp" || math.Abs(rs[1].Value-100) > 1e-9 || rs[2].Value != 2 || rs[2].Text != "loaded" {
 			t.Fatalf("readings %+v", rs)
 		}
 		if bi := got.births("ac-9")[0]; bi.Gateway != "tahu-edge-1" || len(bi.Signals) != 3 {
@@ -436,4 +437,16 @@ func FuzzSparkplugHandle(f *testing.F) {
 		s.Handle(context.Background(), "spBv1.0/plant/DBIRTH/tahu-edge-1/compressor-9", good, h)
 		s.Handle(context.Background(), topic, payload, h)
 	})
+}
+
+// TestSparkplugMappingExample loads configs/sparkplug/mapping.yaml.
+func TestSparkplugMappingExample(t *testing.T) {
+	m, err := LoadMapping("../../../configs/sparkplug/mapping.yaml", catalog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := m.Node("plant1", "line4-plc")
+	if !ok || n.devices["Compressor 9"] == nil || n.devices[""] == nil || n.devices["Compressor 9"].metrics["Outputs/Loaded"].index[1] != 2 {
+		t.Fatalf("mapping %+v", n)
+	}
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/sparkplug"
@@ -564,4 +567,54 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 		})
 		publishOK(t, r.u, batchEnv(ac1, 4, telemetry.Reading{Signal: "discharge_pressure", Value: 1, TS: 4}))
 	})
+}
+
+// TestSparkplugConfig loads configs/sparkplug/gateway-uplink.yaml and checks
+// the encoding's validation.
+func TestSparkplugConfig(t *testing.T) {
+	data, err := os.ReadFile("../../../configs/sparkplug/gateway-uplink.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		MQTT Config `yaml:"mqtt"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	f.MQTT.SetDefaults("gw-jinan-01", "jinan")
+	if err := f.MQTT.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if f.MQTT.Encoding != EncodingSparkplug || f.MQTT.Sparkplug.PrimaryHostID != "scada-primary" {
+		t.Fatalf("decoded %+v", f.MQTT)
+	}
+	var d Config
+	d.Encoding = EncodingSparkplug
+	d.SetDefaults("gw-1", "plant")
+	if d.Sparkplug.GroupID != "plant" || d.Sparkplug.EdgeNodeID != "gw-1" {
+		t.Fatalf("defaults %+v", d.Sparkplug)
+	}
+	var j Config
+	j.SetDefaults("gw-1", "plant")
+	if j.Encoding != EncodingJSON {
+		t.Fatalf("default encoding %q", j.Encoding)
+	}
+	for _, c := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Encoding = "xml" }, `uplinks.mqtt.encoding: "xml" is not json or sparkplug_b`},
+		{func(c *Config) { c.Sparkplug.GroupID = "a/b" }, `uplinks.mqtt.sparkplug.group_id: "a/b"`},
+		{func(c *Config) { c.Sparkplug.EdgeNodeID = "n#" }, `uplinks.mqtt.sparkplug.edge_node_id: "n#"`},
+		{func(c *Config) { c.Sparkplug.PrimaryHostID = "h+" }, `uplinks.mqtt.sparkplug.primary_host_id: "h+"`},
+	} {
+		x := d
+		c.mod(&x)
+		if err := x.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v, want %q", err, c.want)
+		}
+	}
 }
