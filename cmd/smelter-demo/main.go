@@ -30,6 +30,7 @@ func main() {
 	dataDir := fs.String("data", ".demo", "data directory (spool, broker store, generated gateway config)")
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")
+	sp := fs.Bool("sparkplug", false, "the gateway's MQTT uplink speaks Sparkplug B; the collector also ingests it (docs/sparkplug.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n       smelter-demo version\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n\n")
 		fs.PrintDefaults()
@@ -52,7 +53,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := demo.New(demo.Options{FleetPath: *fleetPath, ScenarioPath: *scenario, DataDir: *dataDir, Speed: *speed,
-		Seed: -1, Log: log, Out: os.Stdout})
+		Seed: -1, Sparkplug: *sp, Log: log, Out: os.Stdout})
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
 		os.Exit(1)

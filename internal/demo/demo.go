@@ -50,6 +50,9 @@ type Options struct {
 	// OPCUADevices are read over OPC UA (username login) instead of Modbus
 	// when the fleet serves them over both; nil means DefaultOPCUADevices.
 	OPCUADevices []string
+	// Sparkplug makes the gateway's MQTT uplink speak Sparkplug B and adds
+	// the collector's Sparkplug source (sparkplug.go, docs/sparkplug.md).
+	Sparkplug bool
 	// Collector, when set, adjusts the collector configuration (windows,
 	// rule files) before it starts.
 	Collector func(*collector.Config)
@@ -206,6 +209,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.KPI.Window = collector.Duration(2 * time.Minute)
 	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
 		"cnc_machine": collector.Duration(30 * time.Minute)}
+	if d.opts.Sparkplug { // sparkplug.go
+		if err := sparkplugCollector(&ccfg, fl.Devices(), mb.URL(), dataDir); err != nil {
+			return err
+		}
+	}
 	if d.opts.Collector != nil {
 		d.opts.Collector(&ccfg)
 	}
@@ -236,6 +244,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	gcfg, err := gwconfig.Load(cfgPath)
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
+	}
+	if d.opts.Sparkplug { // sparkplug.go
+		if err := sparkplugGateway(gcfg); err != nil {
+			return err
+		}
 	}
 	gopts := gateway.Options{Logger: log.With("component", "gateway")}
 	if d.opts.SimClock {
