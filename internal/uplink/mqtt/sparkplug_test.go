@@ -31,6 +31,7 @@ type packet struct {
 	retain  bool
 	payload []byte
 	connect packets.ConnectParams
+	filters packets.Subscriptions
 }
 
 // recorder is a mochi hook recording every packet clients send, in order.
@@ -48,6 +49,9 @@ func (r *recorder) Provides(b byte) bool {
 func (r *recorder) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	p := packet{client: cl.ID, typ: pk.FixedHeader.Type, topic: pk.TopicName, qos: pk.FixedHeader.Qos,
 		retain: pk.FixedHeader.Retain, payload: bytes.Clone(pk.Payload)}
+	if pk.FixedHeader.Type == packets.Subscribe {
+		p.filters = append(p.filters, pk.Filters...)
+	}
 	if pk.FixedHeader.Type == packets.Connect {
 		p.client = pk.Connect.ClientIdentifier
 		p.connect = pk.Connect
@@ -59,8 +63,22 @@ func (r *recorder) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Pa
 	return pk, nil
 }
 
-// sparkplug returns the PUBLISH packets of client on spBv1.0 topics and
-// its CONNECT packets, in order.
+// subscriptions returns the filters client subscribed to, with their QoS.
+func (r *recorder) subscriptions(client string) map[string]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]byte{}
+	for _, p := range r.pkts {
+		if p.client == client && p.typ == packets.Subscribe {
+			for _, f := range p.filters {
+				out[f.Filter] = f.Qos
+			}
+		}
+	}
+	return out
+}
+
+// of returns the CONNECT and PUBLISH packets of client, in order.
 func (r *recorder) of(client string) []packet {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -306,6 +324,81 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatal("seq never wrapped")
 		}
 	})
+	// Statements the specification repeats per message type: each id runs
+	// the check on the messages of its type.
+	perType := []struct {
+		ids []string
+		typ sparkplug.MessageType
+	}{
+		{[]string{"tck-id-payloads-nbirth-qos", "tck-id-payloads-nbirth-retain", "tck-id-message-flow-edge-node-birth-publish-nbirth-qos",
+			"tck-id-message-flow-edge-node-birth-publish-nbirth-retained", "tck-id-message-flow-edge-node-birth-publish-nbirth-topic",
+			"tck-id-payloads-nbirth-timestamp", "tck-id-payloads-nbirth-seq", "tck-id-message-flow-edge-node-birth-publish-nbirth-payload-seq",
+			"tck-id-message-flow-edge-node-birth-publish-nbirth-payload"}, sparkplug.NBIRTH},
+		{[]string{"tck-id-payloads-dbirth-qos", "tck-id-payloads-dbirth-retain", "tck-id-message-flow-device-birth-publish-dbirth-qos",
+			"tck-id-message-flow-device-birth-publish-dbirth-retained", "tck-id-topics-dbirth-topic", "tck-id-message-flow-device-birth-publish-dbirth-topic",
+			"tck-id-message-flow-device-birth-publish-dbirth-match-edge-node-topic", "tck-id-message-flow-device-birth-publish-dbirth-payload",
+			"tck-id-topics-dbirth-timestamp", "tck-id-payloads-dbirth-timestamp", "tck-id-topics-dbirth-seq", "tck-id-payloads-dbirth-seq",
+			"tck-id-payloads-dbirth-seq-inc", "tck-id-message-flow-device-birth-publish-dbirth-payload-seq"}, sparkplug.DBIRTH},
+		{[]string{"tck-id-payloads-ddata-qos", "tck-id-payloads-ddata-retain", "tck-id-topics-ddata-topic", "tck-id-topics-ddata-timestamp",
+			"tck-id-payloads-ddata-timestamp", "tck-id-topics-ddata-seq-num", "tck-id-payloads-ddata-seq", "tck-id-payloads-ddata-seq-inc"}, sparkplug.DDATA},
+		{[]string{"tck-id-payloads-ddeath-qos", "tck-id-topics-ddeath-topic", "tck-id-payloads-ddeath-timestamp", "tck-id-topics-ddeath-seq-num",
+			"tck-id-payloads-ddeath-seq", "tck-id-payloads-ddeath-seq-inc", "tck-id-payloads-ddeath-seq-number"}, sparkplug.DDEATH},
+	}
+	for _, pt := range perType {
+		for _, id := range pt.ids {
+			t.Run(id, func(t *testing.T) {
+				n := 0
+				for i, p := range pubs {
+					if ts[i] != pt.typ {
+						continue
+					}
+					n++
+					tp, _ := sparkplug.ParseTopic(p.topic)
+					pl := decode(t, p.payload)
+					switch {
+					case p.qos != 0 || p.retain:
+						t.Fatalf("%s at QoS %d retain %v", p.topic, p.qos, p.retain)
+					case tp.Group != "plant" || tp.Node != "gw-test" || tp.Type.DeviceLevel() != (tp.Device != ""):
+						t.Fatalf("topic %s", p.topic)
+					case pl.Timestamp == nil || time.Since(time.UnixMilli(int64(*pl.Timestamp))) > time.Minute:
+						t.Fatalf("%s payload timestamp %v", p.topic, pl.Timestamp)
+					case pl.Seq == nil || *pl.Seq > 255:
+						t.Fatalf("%s seq %v", p.topic, pl.Seq)
+					case i == 0 && *pl.Seq != 0:
+						t.Fatalf("NBIRTH seq %d", *pl.Seq)
+					case i > 0 && *pl.Seq != sparkplug.NextSeq(*decode(t, pubs[i-1].payload).Seq):
+						t.Fatalf("%s seq %d does not follow the previous message's", p.topic, *pl.Seq)
+					}
+				}
+				if n == 0 {
+					t.Fatalf("no %s published", pt.typ)
+				}
+			})
+		}
+	}
+	t.Run("tck-id-message-flow-device-birth-publish-nbirth-wait", func(t *testing.T) {
+		if i := slices.Index(ts, sparkplug.DBIRTH); i < slices.Index(ts, sparkplug.NBIRTH) {
+			t.Fatal("DBIRTH before NBIRTH")
+		}
+	})
+	t.Run("tck-id-message-flow-edge-node-ncmd-subscribe", func(t *testing.T) {
+		if q, ok := rec.subscriptions(client)["spBv1.0/plant/NCMD/gw-test"]; !ok || q != 1 {
+			t.Fatalf("NCMD subscription %v QoS %d", ok, q)
+		}
+	})
+	t.Run("tck-id-payloads-ndeath-bdseq", func(t *testing.T) {
+		bd, _ := sparkplug.BdSeq(nbirth)
+		if wbd, ok := sparkplug.BdSeq(will); !ok || wbd != bd {
+			t.Fatalf("will bdSeq %d, NBIRTH %d", wbd, bd)
+		}
+	})
+	t.Run("tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq", func(t *testing.T) {
+		m := will.Metrics[0]
+		if m.GetDatatype() != uint32(sppb.DataType_Int64) || m.GetLongValue() != 0 {
+			t.Fatalf("will bdSeq %v", m)
+		}
+	})
+
 	dbirth1 := -1
 	for i, p := range pubs {
 		if ts[i] == sparkplug.DBIRTH && p.topic == "spBv1.0/plant/DBIRTH/gw-test/ac-1" {
