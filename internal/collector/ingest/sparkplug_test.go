@@ -203,6 +203,18 @@ func TestSparkplugFromSmelterEdgeNode(t *testing.T) {
 	d, _ := telemetry.MarshalDeath(&telemetry.Death{Schema: telemetry.SchemaDeath, Gateway: "gw-test", Seq: 1000, Asset: a.ToJSON(), TSGW: 3, Reason: "x"})
 	send(telemetry.Envelope{Subject: telemetry.AssetSubject(a, telemetry.KindDeath), MsgID: "gw-test-1000", Data: d})
 	wait.For(t, 10*time.Second, "death", func() bool { return got.deaths("ac-1") == 1 })
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale", func(t *testing.T) {
+		bs := got.batches("ac-1")
+		stale := bs[len(bs)-1]
+		if len(stale.Readings) != 2 {
+			t.Fatalf("after DDEATH: %+v", stale.Readings)
+		}
+		for _, r := range stale.Readings {
+			if r.Quality != telemetry.QualityStale {
+				t.Fatalf("after DDEATH: %+v", r)
+			}
+		}
+	})
 }
 
 // edge is a hand-driven Sparkplug edge node for the host tests.

@@ -216,38 +216,38 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatal("CONNECT without Clean Session")
 		}
 	})
-	t.Run("tck-id-message-flow-edge-node-birth-publish-will-message", func(t *testing.T) {
+	runAll(t, []string{"tck-id-message-flow-edge-node-birth-publish-will-message", "tck-id-payloads-ndeath-will-message"}, func(t *testing.T) {
 		if !conn.WillFlag {
 			t.Fatal("CONNECT without a will")
 		}
 	})
-	t.Run("tck-id-message-flow-edge-node-birth-publish-will-message-topic", func(t *testing.T) {
+	runAll(t, []string{"tck-id-message-flow-edge-node-birth-publish-will-message-topic", "tck-id-topics-ndeath-topic"}, func(t *testing.T) {
 		if conn.WillTopic != "spBv1.0/plant/NDEATH/gw-test" {
 			t.Fatalf("will topic %q", conn.WillTopic)
 		}
 	})
 	will := decode(t, conn.WillPayload)
-	t.Run("tck-id-payloads-ndeath-will-message-qos", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-ndeath-will-message-qos", "tck-id-message-flow-edge-node-birth-publish-will-message-qos"}, func(t *testing.T) {
 		if conn.WillQos != 1 {
 			t.Fatalf("will QoS %d", conn.WillQos)
 		}
 	})
-	t.Run("tck-id-payloads-ndeath-will-message-retain", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-ndeath-will-message-retain", "tck-id-message-flow-edge-node-birth-publish-will-message-will-retained"}, func(t *testing.T) {
 		if conn.WillRetain {
 			t.Fatal("will retained")
 		}
 	})
-	t.Run("tck-id-topics-ndeath-payload", func(t *testing.T) {
+	runAll(t, []string{"tck-id-topics-ndeath-payload", "tck-id-message-flow-edge-node-birth-publish-will-message-payload"}, func(t *testing.T) {
 		if len(will.Metrics) != 1 || will.Metrics[0].GetName() != "bdSeq" || will.Metrics[0].GetDatatype() != uint32(sppb.DataType_Int64) {
 			t.Fatalf("NDEATH metrics %v", will.Metrics)
 		}
 	})
-	t.Run("tck-id-topics-ndeath-seq", func(t *testing.T) {
+	runAll(t, []string{"tck-id-topics-ndeath-seq", "tck-id-payloads-ndeath-seq"}, func(t *testing.T) {
 		if will.Seq != nil {
 			t.Fatal("NDEATH has a seq")
 		}
 	})
-	t.Run("tck-id-principles-birth-certificates-order", func(t *testing.T) {
+	runAll(t, []string{"tck-id-principles-birth-certificates-order", "tck-id-message-flow-edge-node-birth-publish-connect"}, func(t *testing.T) {
 		if ts[0] != sparkplug.NBIRTH {
 			t.Fatalf("first message %s", ts[0])
 		}
@@ -258,7 +258,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("topic %q", pubs[0].topic)
 		}
 	})
-	t.Run("tck-id-topics-nbirth-seq-num", func(t *testing.T) {
+	runAll(t, []string{"tck-id-topics-nbirth-seq-num", "tck-id-payloads-sequence-num-req-nbirth"}, func(t *testing.T) {
 		if nbirth.Seq == nil || *nbirth.Seq != 0 {
 			t.Fatalf("NBIRTH seq %v", nbirth.Seq)
 		}
@@ -268,14 +268,14 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("NBIRTH timestamp %d is %v from now", nbirth.GetTimestamp(), d)
 		}
 	})
-	t.Run("tck-id-topics-nbirth-bdseq-matching", func(t *testing.T) {
+	runAll(t, []string{"tck-id-topics-nbirth-bdseq-matching", "tck-id-topics-nbirth-bdseq-included", "tck-id-message-flow-edge-node-birth-publish-nbirth-payload-bdSeq", "tck-id-payloads-nbirth-bdseq-repeat"}, func(t *testing.T) {
 		bd, ok := sparkplug.BdSeq(nbirth)
 		wbd, _ := sparkplug.BdSeq(will)
 		if !ok || bd != wbd || bd != 0 {
 			t.Fatalf("NBIRTH bdSeq %d (%v), will's %d; the first connection's must be 0", bd, ok, wbd)
 		}
 	})
-	t.Run("tck-id-topics-nbirth-rebirth-metric", func(t *testing.T) {
+	runAll(t, []string{"tck-id-topics-nbirth-rebirth-metric", "tck-id-operational-behavior-data-commands-rebirth-name", "tck-id-operational-behavior-data-commands-rebirth-datatype", "tck-id-operational-behavior-data-commands-rebirth-value", "tck-id-payloads-nbirth-rebirth-req"}, func(t *testing.T) {
 		m := metricByName(nbirth, "Node Control/Rebirth")
 		if m == nil || m.GetDatatype() != uint32(sppb.DataType_Boolean) || m.GetBooleanValue() || m.IsNull != nil && *m.IsNull {
 			t.Fatalf("rebirth metric %v", m)
@@ -304,7 +304,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 		})
 	}
 	// seq: 0 at NBIRTH, then +1 per message, 255 -> 0
-	t.Run("tck-id-payloads-sequence-num-incrementing", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-sequence-num-incrementing", "tck-id-payloads-sequence-num-always-included"}, func(t *testing.T) {
 		var prev uint64
 		wrapped := false
 		for i, p := range pubs {
@@ -341,7 +341,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			"tck-id-payloads-dbirth-seq-inc", "tck-id-message-flow-device-birth-publish-dbirth-payload-seq"}, sparkplug.DBIRTH},
 		{[]string{"tck-id-payloads-ddata-qos", "tck-id-payloads-ddata-retain", "tck-id-topics-ddata-topic", "tck-id-topics-ddata-timestamp",
 			"tck-id-payloads-ddata-timestamp", "tck-id-topics-ddata-seq-num", "tck-id-payloads-ddata-seq", "tck-id-payloads-ddata-seq-inc"}, sparkplug.DDATA},
-		{[]string{"tck-id-payloads-ddeath-qos", "tck-id-topics-ddeath-topic", "tck-id-payloads-ddeath-timestamp", "tck-id-topics-ddeath-seq-num",
+		{[]string{"tck-id-topics-ddeath-topic", "tck-id-payloads-ddeath-timestamp", "tck-id-topics-ddeath-seq-num",
 			"tck-id-payloads-ddeath-seq", "tck-id-payloads-ddeath-seq-inc", "tck-id-payloads-ddeath-seq-number"}, sparkplug.DDEATH},
 	}
 	for _, pt := range perType {
@@ -399,6 +399,44 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 		}
 	})
 
+	runAll(t, []string{"tck-id-topics-nbirth-metrics", "tck-id-topics-nbirth-metric-reqs", "tck-id-operational-behavior-data-publish-nbirth",
+		"tck-id-operational-behavior-data-publish-nbirth-values"}, func(t *testing.T) {
+		for _, m := range nbirth.Metrics {
+			if m.Name == nil || m.Datatype == nil || (m.Value == nil) != m.GetIsNull() {
+				t.Fatalf("NBIRTH metric %v: name, datatype and a value (or is_null) required", m)
+			}
+		}
+		if len(nbirth.Metrics) != 2 {
+			t.Fatalf("NBIRTH has %d metrics; the node has bdSeq and Node Control/Rebirth", len(nbirth.Metrics))
+		}
+	})
+	runAll(t, []string{"tck-id-topic-structure"}, func(t *testing.T) {
+		for _, p := range pubs {
+			if _, err := sparkplug.ParseTopic(p.topic); err != nil || !strings.HasPrefix(p.topic, "spBv1.0/plant/") {
+				t.Fatalf("topic %q: %v", p.topic, err)
+			}
+		}
+	})
+	runAll(t, []string{"tck-id-payloads-metric-propertyvalue-type-req", "tck-id-payloads-metric-propertyvalue-type-type",
+		"tck-id-payloads-metric-propertyvalue-type-value"}, func(t *testing.T) {
+		n := 0
+		for i, p := range pubs {
+			if ts[i] != sparkplug.DBIRTH {
+				continue
+			}
+			for _, m := range decode(t, p.payload).Metrics {
+				for _, v := range m.GetProperties().GetValues() {
+					n++
+					if v.Type == nil || v.GetType() < 1 || v.GetType() > uint32(sppb.DataType_PropertySetList) {
+						t.Fatalf("%s property type %v", m.GetName(), v.Type)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			t.Fatal("no DBIRTH properties")
+		}
+	})
 	dbirth1 := -1
 	for i, p := range pubs {
 		if ts[i] == sparkplug.DBIRTH && p.topic == "spBv1.0/plant/DBIRTH/gw-test/ac-1" {
@@ -432,10 +470,10 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			}
 		}
 	})
-	t.Run("tck-id-payloads-metric-datatype-req", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-metric-datatype-req", "tck-id-payloads-metric-datatype-value-type", "tck-id-payloads-metric-datatype-value"}, func(t *testing.T) {
 		for _, m := range db.Metrics {
-			if m.Datatype == nil {
-				t.Fatalf("DBIRTH metric %s without datatype", m.GetName())
+			if m.Datatype == nil || m.GetDatatype() < 1 || m.GetDatatype() > uint32(sppb.DataType_DateTimeArray) {
+				t.Fatalf("DBIRTH metric %s datatype %v", m.GetName(), m.Datatype)
 			}
 		}
 	})
@@ -468,7 +506,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 	})
 	// the DDATA that follows ac-1's DBIRTH
 	dd := decode(t, pubs[dbirth1+1].payload)
-	t.Run("tck-id-payloads-alias-data-cmd-requirement", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-alias-data-cmd-requirement", "tck-id-payloads-name-requirement"}, func(t *testing.T) {
 		if ts[dbirth1+1] != sparkplug.DDATA || len(dd.Metrics) != 2 {
 			t.Fatalf("after DBIRTH: %s with %d metrics", ts[dbirth1+1], len(dd.Metrics))
 		}
@@ -498,7 +536,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("raw status %v", s)
 		}
 	})
-	t.Run("tck-id-payloads-timestamp-in-UTC", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-timestamp-in-UTC", "tck-id-payloads-metric-timestamp-in-UTC"}, func(t *testing.T) {
 		if dd.Metrics[0].GetTimestamp() != 1700000000100 {
 			t.Fatalf("metric timestamp %d, want the reading's UTC ms", dd.Metrics[0].GetTimestamp())
 		}
@@ -514,7 +552,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("stale reading quality %d", q)
 		}
 	})
-	t.Run("tck-id-operational-behavior-data-publish-dbirth", func(t *testing.T) {
+	runAll(t, []string{"tck-id-operational-behavior-data-publish-dbirth", "tck-id-topics-dbirth-metric-reqs"}, func(t *testing.T) {
 		// ac-2 sent data without a birth: a DBIRTH listing its metric comes first
 		i := slices.IndexFunc(pubs, func(p packet) bool { return p.topic == "spBv1.0/plant/DBIRTH/gw-test/ac-2" })
 		j := slices.IndexFunc(pubs, func(p packet) bool { return p.topic == "spBv1.0/plant/DDATA/gw-test/ac-2" })
@@ -535,7 +573,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 	pk = rec.of(client)
 	re := pk[n0+1:]
 	rts := types(re)
-	t.Run("tck-id-operational-behavior-data-commands-rebirth-action-2", func(t *testing.T) {
+	runAll(t, []string{"tck-id-operational-behavior-data-commands-rebirth-action-2", "tck-id-operational-behavior-data-commands-rebirth-action-1"}, func(t *testing.T) {
 		if rts[0] != sparkplug.NBIRTH || rts[1] != sparkplug.DBIRTH || re[1].topic != "spBv1.0/plant/DBIRTH/gw-test/ac-2" {
 			t.Fatalf("after NCMD: %v", rts)
 		}
@@ -575,7 +613,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("second CONNECT's bdSeq %d", bd)
 		}
 	})
-	t.Run("tck-id-payloads-dbirth-order", func(t *testing.T) {
+	runAll(t, []string{"tck-id-payloads-dbirth-order", "tck-id-payloads-ddata-order"}, func(t *testing.T) {
 		at := types(after[ci+1:])
 		if len(at) < 3 || at[0] != sparkplug.NBIRTH || at[1] != sparkplug.DBIRTH || at[len(at)-1] != sparkplug.DDATA {
 			t.Fatalf("after reconnect: %v", at)
@@ -589,7 +627,7 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 	// Intentional disconnect: NDEATH before DISCONNECT.
 	r.shutdown(t)()
 	pk = rec.of(client)
-	t.Run("tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath", func(t *testing.T) {
+	runAll(t, []string{"tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath", "tck-id-payloads-ndeath-will-message-publisher", "tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt311", "tck-id-operational-behavior-edge-node-intentional-disconnect-packet"}, func(t *testing.T) {
 		last := pk[len(pk)-1]
 		if last.topic != "spBv1.0/plant/NDEATH/gw-test" {
 			t.Fatalf("last message %q", last.topic)
@@ -599,6 +637,15 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("NDEATH bdSeq %d", bd)
 		}
 	})
+}
+
+// runAll runs f as a subtest under each TCK assertion id the specification
+// states the checked behaviour with (it repeats statements per section).
+func runAll(t *testing.T, ids []string, f func(t *testing.T)) {
+	t.Helper()
+	for _, id := range ids {
+		t.Run(id, f)
+	}
 }
 
 func upper(s string) string { return string(bytes.ToUpper([]byte(s))) }
