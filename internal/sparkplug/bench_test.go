@@ -33,6 +33,16 @@ func BenchmarkEncodePerReading(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(buf))/20, "wire-bytes/reading")
 	})
+	// the part of sparkplug_ddata that reads the spooled JSON batch
+	b.Run("json_decode", func(b *testing.B) {
+		data := batch.AppendJSON(nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := telemetry.DecodeBatch(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("sparkplug_ddata", func(b *testing.B) {
 		n, _ := NewNode("plant", "gw-jinan-01")
 		if _, err := n.Birth(0, 1); err != nil {
