@@ -376,17 +376,14 @@ func (s *Sparkplug) Run(ctx context.Context, h Handler) error {
 		o.SetTLSConfig(tc)
 	}
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
-	for {
-		err := s.session(ctx, *o, h)
-		if ctx.Err() != nil {
-			return nil
-		}
-		d := bo.Next()
-		s.log.Warn("sparkplug connection", "err", err, "retry_in", d.Round(time.Millisecond))
-		if !backoff.Sleep(ctx, d) {
-			return nil
+	for ctx.Err() == nil {
+		if err := s.session(ctx, *o, h); err != nil && ctx.Err() == nil {
+			d := bo.Next()
+			s.log.Warn("sparkplug connection", "err", err, "retry_in", d.Round(time.Millisecond))
+			backoff.Sleep(ctx, d)
 		}
 	}
+	return nil
 }
 
 // session serves one connection until it is lost or ctx ends.

@@ -31,7 +31,7 @@ func TestLoadMappingErrors(t *testing.T) {
 	for _, want := range []string{
 		`testdata/sparkplug/bad.yaml:2: nodes[0].group: "plant/1" must be non-empty UTF-8 without '+', '/' or '#'`,
 		`testdata/sparkplug/bad.yaml:6: nodes[0].devices[0].asset: "ac 9" is not a token`,
-		`testdata/sparkplug/bad.yaml:7: nodes[0].devices[0].class: unknown equipment class "air_compresser"`,
+		`testdata/sparkplug/bad.yaml:7: nodes[0].devices[0].class: unknown equipment class "aircompressor"`,
 		`testdata/sparkplug/bad.yaml:12: nodes[0].devices[1].metrics[0].unit: cannot convert "degF"`,
 		`testdata/sparkplug/bad.yaml:13: nodes[0].devices[1].metrics[1].signal: class air_compressor has no signal "flow"`,
 		`testdata/sparkplug/bad.yaml:14: nodes[0].devices[1].metrics[2].states: "running" is not a state of load_state`,
@@ -66,44 +66,31 @@ func (c *capture) handle(_ context.Context, subject string, data []byte) error {
 	return nil
 }
 
-func (c *capture) batches(asset string) []*telemetry.Batch {
+// decoded returns the messages of kind for asset that dec accepts.
+func decoded[T any](c *capture, asset string, kind telemetry.Kind, dec func([]byte) (T, error)) []T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []*telemetry.Batch
+	var out []T
 	for _, m := range c.msgs {
-		if strings.HasSuffix(m.subject, "."+asset+".data") {
-			if b, err := telemetry.DecodeBatch(m.data); err == nil {
-				out = append(out, b)
+		if strings.HasSuffix(m.subject, "."+asset+"."+string(kind)) {
+			if v, err := dec(m.data); err == nil {
+				out = append(out, v)
 			}
 		}
 	}
 	return out
+}
+
+func (c *capture) batches(asset string) []*telemetry.Batch {
+	return decoded(c, asset, telemetry.KindData, telemetry.DecodeBatch)
 }
 
 func (c *capture) births(asset string) []*telemetry.Birth {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []*telemetry.Birth
-	for _, m := range c.msgs {
-		if strings.HasSuffix(m.subject, "."+asset+".birth") {
-			if b, err := telemetry.DecodeBirth(m.data); err == nil {
-				out = append(out, b)
-			}
-		}
-	}
-	return out
+	return decoded(c, asset, telemetry.KindBirth, telemetry.DecodeBirth)
 }
 
 func (c *capture) deaths(asset string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, m := range c.msgs {
-		if strings.HasSuffix(m.subject, "."+asset+".death") {
-			n++
-		}
-	}
-	return n
+	return len(decoded(c, asset, telemetry.KindDeath, func(b []byte) ([]byte, error) { return b, nil }))
 }
 
 func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capture) {

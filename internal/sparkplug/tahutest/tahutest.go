@@ -7,6 +7,7 @@ package tahutest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -55,7 +56,7 @@ type Proc struct {
 // then killing it) at cleanup.
 func Start(t *testing.T, script string, args ...string) *Proc {
 	t.Helper()
-	cmd := exec.Command("node", append([]string{script}, args...)...)
+	cmd := exec.CommandContext(context.Background(), "node", append([]string{script}, args...)...)
 	cmd.Dir = Dir()
 	p := &Proc{lines: make(chan string, 100000)}
 	var err error

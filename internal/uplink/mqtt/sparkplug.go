@@ -91,38 +91,39 @@ func signal(c chan struct{}) {
 func (s *spUplink) run(ctx context.Context) error {
 	u := s.u
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
-	for {
+	for ctx.Err() == nil {
 		lost := make(chan struct{})
 		c, err := s.connect(ctx, lost)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
+		switch {
+		case err == nil:
+			bo.Reset()
+			s.serve(ctx, c, lost)
+		case ctx.Err() == nil: // not merely stopped while connecting
 			u.setErr(err)
 			d := bo.Next()
 			u.log.Warn("mqtt connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
-			if !backoff.Sleep(ctx, d) {
-				return nil
-			}
-			continue
+			backoff.Sleep(ctx, d)
 		}
-		bo.Reset()
-		if s.host == "" {
-			s.birth(c)
-		}
-		restart := s.session1(ctx, c, lost)
-		s.mu.Lock()
-		s.client = nil
-		s.conn.Store(false)
-		u.m.Connected.Set(0)
-		s.node.EndSession()
-		s.mu.Unlock()
-		if ctx.Err() != nil || restart {
-			s.goodbye(c)
-			if ctx.Err() != nil {
-				return nil
-			}
-		}
+	}
+	return nil
+}
+
+// serve runs one connection until it is lost, ctx ends or the primary
+// host goes offline, then forgets it; on ctx done or a host gone offline
+// it publishes the NDEATH and disconnects.
+func (s *spUplink) serve(ctx context.Context, c paho.Client, lost chan struct{}) {
+	if s.host == "" {
+		s.birth(c)
+	}
+	restart := s.session1(ctx, c, lost)
+	s.mu.Lock()
+	s.client = nil
+	s.conn.Store(false)
+	s.u.m.Connected.Set(0)
+	s.node.EndSession()
+	s.mu.Unlock()
+	if ctx.Err() != nil || restart {
+		s.goodbye(c)
 	}
 }
 
