@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -756,5 +757,52 @@ func TestSparkplugConfig(t *testing.T) {
 		if err := x.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v, want %q", err, c.want)
 		}
+	}
+}
+
+// dropper makes the broker discard every PUBLISH it reads (and drop the
+// connection) while on.
+type dropper struct {
+	mochi.HookBase
+	on atomic.Bool
+}
+
+func (d *dropper) ID() string           { return "dropper" }
+func (d *dropper) Provides(b byte) bool { return b == mochi.OnPacketRead }
+func (d *dropper) OnPacketRead(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if d.on.Load() && pk.FixedHeader.Type == packets.Publish {
+		return pk, packets.ErrRejectPacket // mochi then drops the connection
+	}
+	return pk, nil
+}
+
+// TestSparkplugPublishConfirmsDelivery: QoS 0 has no PUBACK, so Publish
+// must not report success for messages the broker never processed: with a
+// broker that discards them it fails, and the retry after the reconnect
+// delivers the data behind a new birth sequence (at least once).
+func TestSparkplugPublishConfirmsDelivery(t *testing.T) {
+	b, rec := startRecorded(t)
+	drop := &dropper{}
+	if err := b.Server().AddHook(drop, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := spConfig(b.URL())
+	cfg.Timeout = time.Second
+	r := runUplink(t, cfg, nil)
+	wait.For(t, 10*time.Second, "connected", r.u.Ready)
+	env := batchEnv(ac1, 7, telemetry.Reading{Signal: "discharge_pressure", Value: 0.9, TS: 7})
+	drop.on.Store(true)
+	if err := r.u.Publish(context.Background(), []telemetry.Envelope{env}); err == nil {
+		t.Fatal("Publish reported success for messages the broker discarded")
+	}
+	drop.on.Store(false)
+	publishOK(t, r.u, env)
+	pk := rec.of("gw-test")
+	last := pk[len(pk)-1]
+	if last.topic != "spBv1.0/plant/DDATA/gw-test/ac-1" || decode(t, last.payload).Metrics[0].GetDoubleValue() != 0.9 {
+		t.Fatalf("last message %s", last.topic)
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(pk), func(p packet) bool { return p.typ != packets.Connect })); n < 2 {
+		t.Fatal("no reconnect")
 	}
 }
