@@ -263,11 +263,13 @@ func (s *spUplink) onMessage(_ paho.Client, m paho.Message) {
 	}
 }
 
-// birth publishes the birth sequence on c.
+// birth publishes the birth sequence on c unless a Publish already did in
+// this session (rebirth requests and the host's return end the session's
+// birth first).
 func (s *spUplink) birth(c paho.Client) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.client != c {
+	if s.client != c || s.node.Born() {
 		return
 	}
 	if err := s.birthLocked(context.Background()); err != nil {
