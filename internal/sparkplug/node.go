@@ -285,12 +285,23 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 	}
 	p := &sppb.Payload{Timestamp: proto.Uint64(uint64(nowMS)), Seq: proto.Uint64(n.seq.Next()),
 		Metrics: make([]*sppb.Payload_Metric, 0, len(b.Readings))}
+	// one allocation per field kind for the whole message, not per metric
+	dms := make([]sppb.Payload_Metric, len(b.Readings))
+	nums := make([]uint64, 2*len(b.Readings)) // alias, timestamp
+	vals := make([]sppb.Payload_Metric_DoubleValue, len(b.Readings))
+	historical := true
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		m := d.index[r.Signal]
-		dm := &sppb.Payload_Metric{Alias: proto.Uint64(m.alias), Timestamp: proto.Uint64(uint64(r.TS))}
+		dm := &dms[i]
+		nums[2*i], nums[2*i+1] = m.alias, uint64(r.TS)
+		dm.Alias, dm.Timestamp = &nums[2*i], &nums[2*i+1]
 		if b.Historical {
-			dm.IsHistorical = proto.Bool(true)
+			dm.IsHistorical = &historical
+		}
+		if r.HasValue() && !m.text {
+			vals[i].DoubleValue = r.Value
+			dm.Value = &vals[i]
 		}
 		setValue(dm, m, r)
 		p.Metrics = append(p.Metrics, dm)
@@ -322,7 +333,7 @@ func setValue(dm *sppb.Payload_Metric, m *metric, r *telemetry.Reading) {
 		}
 	case r.NoValue:
 		dm.IsNull = proto.Bool(true)
-	default:
+	case dm.Value == nil: // data() may have set it from its own storage
 		dm.Value = &sppb.Payload_Metric_DoubleValue{DoubleValue: r.Value}
 	}
 	switch r.Quality {
