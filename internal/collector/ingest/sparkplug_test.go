@@ -93,6 +93,23 @@ func (c *capture) deaths(asset string) int {
 	return len(decoded(c, asset, telemetry.KindDeath, func(b []byte) ([]byte, error) { return b, nil }))
 }
 
+// lastAllStale checks that the last batch has n readings, all stale.
+func lastAllStale(t *testing.T, bs []*telemetry.Batch, n int) {
+	t.Helper()
+	if len(bs) == 0 {
+		t.Fatal("no batches")
+	}
+	rs := bs[len(bs)-1].Readings
+	if len(rs) != n {
+		t.Fatalf("last batch %+v, want %d stale readings", rs, n)
+	}
+	for _, r := range rs {
+		if r.Quality != telemetry.QualityStale {
+			t.Fatalf("not stale: %+v", r)
+		}
+	}
+}
+
 func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capture) {
 	t.Helper()
 	mp, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default())
@@ -191,16 +208,7 @@ func TestSparkplugFromSmelterEdgeNode(t *testing.T) {
 	send(telemetry.Envelope{Subject: telemetry.AssetSubject(a, telemetry.KindDeath), MsgID: "gw-test-1000", Data: d})
 	wait.For(t, 10*time.Second, "death", func() bool { return got.deaths("ac-1") == 1 })
 	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale", func(t *testing.T) {
-		bs := got.batches("ac-1")
-		stale := bs[len(bs)-1]
-		if len(stale.Readings) != 2 {
-			t.Fatalf("after DDEATH: %+v", stale.Readings)
-		}
-		for _, r := range stale.Readings {
-			if r.Quality != telemetry.QualityStale {
-				t.Fatalf("after DDEATH: %+v", r)
-			}
-		}
+		lastAllStale(t, got.batches("ac-1"), 2)
 	})
 }
 
@@ -361,16 +369,7 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 		e.pub(topic(node, "NDEATH"), old) // an older session's will: ignored
 		e.pub(topic(node, "NDEATH"), &sppb.Payload{Metrics: []*sppb.Payload_Metric{bd}})
 		wait.For(t, 10*time.Second, "death", func() bool { return got.deaths("ac-9") == 1 })
-		bs := got.batches("ac-9")
-		stale := bs[len(bs)-1]
-		if len(stale.Readings) != 3 {
-			t.Fatalf("stale batch %+v", stale.Readings)
-		}
-		for _, r := range stale.Readings {
-			if r.Quality != telemetry.QualityStale {
-				t.Fatalf("after NDEATH: %+v", r)
-			}
-		}
+		lastAllStale(t, got.batches("ac-9"), 3)
 	})
 }
 
