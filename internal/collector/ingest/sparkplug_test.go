@@ -314,7 +314,7 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 	bd := &sppb.Payload_Metric{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sppb.DataType_Int64)), Value: &sppb.Payload_Metric_LongValue{LongValue: 3}}
 	e.seq = 0
 	e.pub(topic(node, "NBIRTH"), &sppb.Payload{Timestamp: proto.Uint64(1700000000000), Seq: proto.Uint64(0), Metrics: []*sppb.Payload_Metric{bd,
-		dmetric("Node Control/Rebirth", 0, sppb.DataType_Boolean, 0)}})
+		dmetric("Node Control/Rebirth", 0, sppb.DataType_Boolean, 0), dmetric("Header/Pressure", 10, sppb.DataType_Double, 100)}})
 	e.pub(topic(dev, "DBIRTH"), &sppb.Payload{Timestamp: proto.Uint64(1700000000000), Seq: e.next(), Metrics: []*sppb.Payload_Metric{
 		dmetric("Outputs/Pressure", 1, sppb.DataType_Double, 7), // bar per the mapping
 		dmetric("Outputs/Temperature", 2, sppb.DataType_Float, 212, "engUnit", "degF"),
@@ -330,6 +330,15 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 		}
 		if bi := got.births("ac-9")[0]; bi.Gateway != "tahu-edge-1" || len(bi.Signals) != 3 {
 			t.Fatalf("birth %+v", bi)
+		}
+	})
+	t.Run("node-level metrics map to the device \"\" asset", func(t *testing.T) {
+		e.pub(topic(node, "NDATA"), &sppb.Payload{Timestamp: proto.Uint64(2), Seq: e.next(), Metrics: []*sppb.Payload_Metric{dmetric("", 10, 0, 50)}})
+		wait.For(t, 10*time.Second, "NDATA batch", func() bool { return len(got.batches("header-1")) == 2 })
+		bs := got.batches("header-1")
+		// 100 psi and 50 psi in MPa (1 psi = 0.00689476 MPa)
+		if len(got.births("header-1")) != 1 || math.Abs(bs[0].Readings[0].Value-0.689476) > 1e-5 || math.Abs(bs[1].Readings[0].Value-0.344738) > 1e-5 {
+			t.Fatalf("header batches %+v %+v", bs[0].Readings, bs[1].Readings)
 		}
 	})
 	t.Run("malformed payload counted", func(t *testing.T) {
@@ -368,7 +377,8 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 		old := &sppb.Payload{Metrics: []*sppb.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sppb.DataType_Int64)), Value: &sppb.Payload_Metric_LongValue{LongValue: 2}}}}
 		e.pub(topic(node, "NDEATH"), old) // an older session's will: ignored
 		e.pub(topic(node, "NDEATH"), &sppb.Payload{Metrics: []*sppb.Payload_Metric{bd}})
-		wait.For(t, 10*time.Second, "death", func() bool { return got.deaths("ac-9") == 1 })
+		wait.For(t, 10*time.Second, "deaths", func() bool { return got.deaths("ac-9") == 1 && got.deaths("header-1") == 1 })
+		lastAllStale(t, got.batches("header-1"), 1)
 		lastAllStale(t, got.batches("ac-9"), 3)
 	})
 }
