@@ -129,7 +129,7 @@ func (r *relRig) write(t testing.TB, c relConfig) string {
 
 func (r *relRig) config(t *testing.T, c relConfig) *gwconfig.Config {
 	t.Helper()
-	cfg, err := gwconfig.Load(r.write(t, c))
+	cfg, err := gwconfig.Load(r.write(t, c), Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +446,7 @@ func TestReliabilityChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of TestKill9WhileUplinkDown only")
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1001,7 +1001,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	r := newRelRig(b, false)
 	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true,
 		spool: fmt.Sprintf("{max_bytes: 4294967296, segment_bytes: 67108864, backlog: %s, replay_rate: %d}", policy, rate)})
-	cfg, err := gwconfig.Load(cfgPath)
+	cfg, err := gwconfig.Load(cfgPath, Drivers()...)
 	if err != nil {
 		b.Fatal(err)
 	}
