@@ -52,7 +52,13 @@ func newLoopRig(t *testing.T, points, dev string) *loopRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(cfg, Options{})
+	return newGatewayRig(t, cfg, Options{})
+}
+
+// newGatewayRig builds the gateway of cfg and a spool for its first device.
+func newGatewayRig(t *testing.T, cfg *gwconfig.Config, opts Options) *loopRig {
+	t.Helper()
+	g, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

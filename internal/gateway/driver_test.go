@@ -10,7 +10,6 @@ import (
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/sample"
-	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -71,24 +70,11 @@ func TestDriverBuildsTheSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(cfg, Options{Drivers: drivers})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newGatewayRig(t, cfg, Options{Drivers: drivers})
 	if len(built) != 1 || built[0].Config.ID != "s-1" || built[0].Log == nil || built[0].Units == nil {
 		t.Fatalf("sources built for %+v", built)
 	}
-	sp, err := spool.Open(cfg.Raw.Spool, g.log, spool.NewMetrics(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sp.Close() })
-	rd, err := sp.Reader("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &loopRig{d: g.devices[0], sp: sp, rd: rd}
-	if err := r.d.run(context.Background(), sp); err != nil {
+	if err := r.d.run(context.Background(), r.sp); err != nil {
 		t.Fatal(err)
 	}
 	got := r.spooled(t)
@@ -99,7 +85,7 @@ func TestDriverBuildsTheSource(t *testing.T) {
 	if rd0.Signal != "level" || rd0.Value != 5 || rd0.Unit != "m" || rd0.Src != "script" {
 		t.Errorf("reading = %+v", rd0)
 	}
-	if tr, _ := g.cfg.Devices[0].Driver.Endpoint(); tr != "script" {
+	if tr, _ := r.d.cfg.Driver.Endpoint(); tr != "script" {
 		t.Errorf("endpoint %s", tr)
 	}
 }

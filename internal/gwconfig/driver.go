@@ -76,9 +76,6 @@ func (b *Block) BlockField() string { return b.field + "." + b.name }
 // only their syntax is.
 func (b *Block) Checked() bool { return b.cls != nil }
 
-// Class is the device's equipment class as written.
-func (b *Block) Class() string { return b.d.Class }
-
 // OK reports whether no problem was recorded on the device so far.
 func (b *Block) OK() bool { return b.ok }
 

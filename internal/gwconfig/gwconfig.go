@@ -2,6 +2,11 @@
 // and the device templates it names, and compiles them into the typed
 // settings the gateway runs with. Every problem is reported with file, line,
 // field and reason before anything starts (see docs/configuration.md).
+//
+// Each device's protocol block and points are compiled by the Driver of
+// that protocol, from the list Load is given (gateway.Drivers()); gwconfig
+// imports no driver. A Driver works through a Block: strict decoding with
+// field-path errors, and Point for the fields every point has.
 package gwconfig
 
 import (
