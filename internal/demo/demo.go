@@ -275,7 +275,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err := os.WriteFile(cfgPath, gdata, 0o600); err != nil {
 		return err
 	}
-	gcfg, err := gwconfig.Load(cfgPath)
+	gcfg, err := gwconfig.Load(cfgPath, gateway.Drivers()...)
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
 	}
@@ -428,7 +428,7 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 				return nil, err
 			}
 			for _, sig := range u.Signals {
-				p := gwconfig.OPCUAPoint{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
+				p := opcua.PointFile{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
 				if err := dev.AddPoint(p); err != nil {
 					return nil, err
 				}

@@ -97,7 +97,7 @@ devices:
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.cfg, err = gwconfig.Load(path)
+	r.cfg, err = gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
