@@ -233,38 +233,7 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nb.Shutdown)
-	var y strings.Builder
-	fmt.Fprintf(&y, "gateway: {id: gw-truth, enterprise: acme, site: plant1, data_dir: %q}\n", filepath.Join(dir, "data"))
-	fmt.Fprintf(&y, "http: {listen: \"off\"}\nuplinks:\n  nats: {url: %q, timeout: 2s}\ndevices:\n", nb.URL())
-	for _, d := range devs {
-		serial := ""
-		if tr == modbus.RTU {
-			serial = ", serial: {baud: 115200}"
-		}
-		fmt.Fprintf(&y, "  - id: %s\n    class: generic\n    poll_interval: 100ms\n", d.id)
-		fmt.Fprintf(&y, "    modbus: {transport: %s, address: %q, unit_id: %d, timeout: 200ms, backoff_min: 20ms, backoff_max: 100ms, quarantine: 200ms%s}\n",
-			tr, d.h.Addr, truthUnit, serial)
-		y.WriteString("    points:\n")
-		for _, p := range truthPoints {
-			tbl := "holding"
-			if p.table == modbustest.InputRegisters {
-				tbl = "input"
-			}
-			iv := ""
-			if p.interval != "" {
-				iv = ", interval: " + p.interval
-			}
-			fmt.Fprintf(&y, "      - {signal: %s, table: %s, address: %d, type: uint16, unit: kW%s}\n", p.signal, tbl, p.address, iv)
-		}
-	}
-	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := gwconfig.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := truthConfig(t, dir, nb.URL(), "", devs...)
 	logs := &lockedBuffer{}
 	rg := startGateway(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	web := serveHTTP(t, rg.g)
@@ -294,6 +263,46 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 	if errs := col.errors(); len(errs) > 0 {
 		t.Errorf("undecodable messages: %v", errs)
 	}
+}
+
+// truthConfig writes and loads the configuration of a gateway polling devs
+// (every device: the truthPoints, unit truthUnit, timeout 200 ms, short
+// backoff and quarantine; extra is appended to each modbus block).
+func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice) *gwconfig.Config {
+	t.Helper()
+	var y strings.Builder
+	fmt.Fprintf(&y, "gateway: {id: gw-truth, enterprise: acme, site: plant1, data_dir: %q}\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&y, "http: {listen: \"off\"}\nuplinks:\n  nats: {url: %q, timeout: 2s}\ndevices:\n", natsURL)
+	for _, d := range devs {
+		more := extra
+		if d.tr == modbus.RTU {
+			more += ", serial: {baud: 115200}"
+		}
+		fmt.Fprintf(&y, "  - id: %s\n    class: generic\n    poll_interval: 100ms\n", d.id)
+		fmt.Fprintf(&y, "    modbus: {transport: %s, address: %q, unit_id: %d, timeout: 200ms, backoff_min: 20ms, backoff_max: 100ms, quarantine: 200ms%s}\n",
+			d.tr, d.h.Addr, truthUnit, more)
+		y.WriteString("    points:\n")
+		for _, p := range truthPoints {
+			tbl := "holding"
+			if p.table == modbustest.InputRegisters {
+				tbl = "input"
+			}
+			iv := ""
+			if p.interval != "" {
+				iv = ", interval: " + p.interval
+			}
+			fmt.Fprintf(&y, "      - {signal: %s, table: %s, address: %d, type: uint16, unit: kW%s}\n", p.signal, tbl, p.address, iv)
+		}
+	}
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // checkFault: while the fault lasts its cause is published in the readings'
@@ -711,4 +720,53 @@ func consumeTruth(t *testing.T, url string) *truthCollector {
 	}
 	t.Cleanup(cc.Stop)
 	return c
+}
+
+// TestEdgeTruthConverterReload: the gateway is restarted (a reload: a new
+// spool session, a new connection) while a slave behind a serial-to-TCP
+// converter still owes a late reply to the old gateway's request for
+// holding 100+4. The converter keeps those bytes and hands them to the new
+// connection, whose first request (holding 0+4 or 50+4, same size) must
+// not take them for its own: they are counted as discarded and every value
+// published by either gateway is its register's.
+func TestEdgeTruthConverterReload(t *testing.T) {
+	bank := truthBank()
+	d := &truthDevice{tr: modbus.RTUOverTCP, id: "conv-reload",
+		h: modbustest.StartHostileConverter(t, bank, truthUnit, modbustest.RTU, nil)}
+	d.h.SetLate(600 * time.Millisecond) // 3 x the timeout, within the 1 s silence
+	d.h.InjectAt(modbustest.Late, 1, 100)
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	cfg := truthConfig(t, dir, nb.URL(), ", silence: 1s", d)
+
+	first := startGateway(t, cfg, testLogger(t))
+	var answered int64 // honest replies sent before the request that is answered late
+	wait.For(t, 10*time.Second, "the request that will be answered late", func() bool {
+		for i, r := range bank.Requests() {
+			if r.Table == modbustest.HoldingRegisters && r.Address == 100 {
+				answered = int64(i)
+				return true
+			}
+		}
+		return false
+	})
+	first.stop(t)
+	if n := d.h.Replies(); n != answered {
+		t.Skipf("the late reply went out before the first gateway closed its connection (%d replies, %d before the late one): nothing left for the reload to meet", n, answered)
+	}
+
+	second := startGateway(t, cfg, testLogger(t))
+	web := serveHTTP(t, second.g)
+	col := consumeTruth(t, nb.URL())
+	defer func() { checkNoShift(t, d.id, col.events(d.id)) }()
+	wait.For(t, 10*time.Second, "the late reply sent into the converter's queue", func() bool { return d.h.Replies() > answered })
+	wait.For(t, 15*time.Second, "good batches of both groups from the second gateway", func() bool { return healed(col.events(d.id)) })
+	conn := string(d.tr) + "|" + d.h.Addr
+	if n := scrape(t, web, "smelter_modbus_discarded_bytes_total", "connection", conn); n < 13 {
+		t.Errorf("smelter_modbus_discarded_bytes_total{connection=%q} = %v after the reload, want the late reply's 13 bytes", conn, n)
+	}
 }
