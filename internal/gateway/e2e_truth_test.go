@@ -12,7 +12,6 @@ package gateway
 // faults at the driver; these tests pin what the gateway makes of them.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,9 +25,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/gwconfig"
@@ -695,30 +691,11 @@ func (c *truthCollector) errors() []error {
 	return append([]error(nil), c.errs...)
 }
 
-// consumeTruth reads the SMELTER stream from its start with an ordered
-// consumer until the test ends.
+// consumeTruth reads the SMELTER stream from its start until the test ends.
 func consumeTruth(t *testing.T, url string) *truthCollector {
 	t.Helper()
 	c := &truthCollector{evs: map[string][]truthEvent{}}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cons jetstream.Consumer
-	wait.For(t, 10*time.Second, "the gateway to create stream SMELTER", func() bool {
-		cons, err = js.OrderedConsumer(context.Background(), "SMELTER", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.>"}})
-		return err == nil
-	})
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.add(m.Subject(), m.Data()) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cc.Stop)
+	consumeStream(t, url, c.add)
 	return c
 }
 
