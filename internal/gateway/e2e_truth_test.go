@@ -38,6 +38,15 @@ import (
 // claims truthUnit+1.
 const truthUnit = 3
 
+// Timing of the truth gateways: short enough for a quick test, long enough
+// that a loaded machine running -race rarely turns an honest reply into a
+// timeout (a device dies after 3 x truthInterval of silence).
+const (
+	truthTimeout   = 400 * time.Millisecond
+	truthInterval  = 200 * time.Millisecond // group 1
+	truthInterval2 = 300 * time.Millisecond // group 2
+)
+
 // truthPoint is one configured point: its register and the value the
 // device holds there, derived from the address and distinct across tables
 // (holding a: 1000+a, input a: 30000+a), so a reply taken for another
@@ -66,9 +75,9 @@ func (p truthPoint) src() string {
 
 // truthPoints: two groups whose four requests all read 4 registers (the
 // planner does not bridge the gap of 96 between holding 0..3 and 100..103),
-// so any reply answers any request with a plausible value. Group 1 (100 ms)
-// reads holding 0..3 and 100..103, group 2 (150 ms) holding 50..53 and input
-// 0..3.
+// so any reply answers any request with a plausible value. Group 1
+// (truthInterval) reads holding 0..3 and 100..103, group 2 (truthInterval2)
+// holding 50..53 and input 0..3.
 var truthPoints = func() []truthPoint {
 	var ps []truthPoint
 	add := func(t modbustest.Table, name string, iv string, addrs ...uint16) {
@@ -77,8 +86,8 @@ var truthPoints = func() []truthPoint {
 		}
 	}
 	add(modbustest.HoldingRegisters, "hr", "", 0, 1, 2, 3, 100, 101, 102, 103)
-	add(modbustest.HoldingRegisters, "hr", "150ms", 50, 51, 52, 53)
-	add(modbustest.InputRegisters, "ir", "150ms", 0, 1, 2, 3)
+	add(modbustest.HoldingRegisters, "hr", truthInterval2.String(), 50, 51, 52, 53)
+	add(modbustest.InputRegisters, "ir", truthInterval2.String(), 0, 1, 2, 3)
 	return ps
 }()
 
@@ -121,9 +130,9 @@ type truthCase struct {
 // id reported as a timeout, a wrong unit as a framing error, exception-only
 // groups declared dead.
 func truthCases(tr modbus.Transport) []truthCase {
-	timeout := `modbus: timeout: (no reply within 200ms|not answering)`
+	timeout := `modbus: timeout: (no reply within ` + truthTimeout.String() + `|not answering)`
 	cs := []truthCase{
-		// the reply to holding 100+4 comes 250 ms late (timeout 200 ms), the
+		// the reply to holding 100+4 comes 1.25 x the timeout late, the
 		// slave ignoring requests meanwhile: the next request (holding 0+4,
 		// 50+4 or input 0+4, all 4 registers) must never take it as its own
 		{name: "late", fault: modbustest.Late, at: 100, cause: modbus.StatusTimeout, text: timeout},
@@ -158,6 +167,7 @@ type truthDevice struct {
 	tr   modbus.Transport
 	c    truthCase
 	id   string
+	bank *modbustest.Bank
 	h    *modbustest.Hostile
 	left []byte
 	re   *regexp.Regexp
@@ -184,6 +194,7 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 			d.re = regexp.MustCompile(c.text)
 		}
 		bank := truthBank()
+		d.bank = bank
 		if c.leftover {
 			// a reply to "read holding 100+4" from before a restart: taken for
 			// the first request it would publish register 100's value as 0's
@@ -210,7 +221,7 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 		case modbus.RTU:
 			d.h = modbustest.StartHostileSerial(t, bank, truthUnit, modbustest.RTU, d.left) // skips without socat
 		}
-		d.h.SetLate(250 * time.Millisecond) // 1.25 x the timeout: lands while the next request would be on the line
+		d.h.SetLate(truthTimeout * 5 / 4) // lands while the next request would be on the line
 		switch {
 		case c.silent:
 			d.h.SetLate(time.Hour)
@@ -262,7 +273,7 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 }
 
 // truthConfig writes and loads the configuration of a gateway polling devs
-// (every device: the truthPoints, unit truthUnit, timeout 200 ms, short
+// (every device: the truthPoints, unit truthUnit, truthTimeout, short
 // backoff and quarantine; extra is appended to each modbus block).
 func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice) *gwconfig.Config {
 	t.Helper()
@@ -274,9 +285,9 @@ func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice)
 		if d.tr == modbus.RTU {
 			more += ", serial: {baud: 115200}"
 		}
-		fmt.Fprintf(&y, "  - id: %s\n    class: generic\n    poll_interval: 100ms\n", d.id)
-		fmt.Fprintf(&y, "    modbus: {transport: %s, address: %q, unit_id: %d, timeout: 200ms, backoff_min: 20ms, backoff_max: 100ms, quarantine: 200ms%s}\n",
-			d.tr, d.h.Addr, truthUnit, more)
+		fmt.Fprintf(&y, "  - id: %s\n    class: generic\n    poll_interval: %v\n", d.id, truthInterval)
+		fmt.Fprintf(&y, "    modbus: {transport: %s, address: %q, unit_id: %d, timeout: %v, backoff_min: 20ms, backoff_max: 100ms, quarantine: 200ms%s}\n",
+			d.tr, d.h.Addr, truthUnit, truthTimeout, more)
 		y.WriteString("    points:\n")
 		for _, p := range truthPoints {
 			tbl := "holding"
@@ -348,8 +359,17 @@ func checkCause(t *testing.T, d *truthDevice, col *truthCollector, web string, l
 			t.Errorf("/status says alive after a death notice: %+v", st)
 		}
 	}
-	if n := scrape(t, web, "smelter_modbus_errors_total", "device", d.id, "kind", d.c.cause.Kind()); n < 1 {
-		t.Errorf(`smelter_modbus_errors_total{device=%q,kind=%q} = %v`, d.id, d.c.cause.Kind(), n)
+	causes := scrape(t, web, "smelter_modbus_errors_total", "device", d.id, "kind", d.c.cause.Kind())
+	if causes < 1 {
+		t.Errorf(`smelter_modbus_errors_total{device=%q,kind=%q} = %v`, d.id, d.c.cause.Kind(), causes)
+	}
+	// the cause is what the device is counted for, not something else (a
+	// wrong transaction id as a timeout, a wrong unit as a framing error);
+	// a loaded machine may add the odd real timeout
+	for _, k := range errorKinds {
+		if n := scrape(t, web, "smelter_modbus_errors_total", "device", d.id, "kind", k); k != d.c.cause.Kind() && n >= causes {
+			t.Errorf(`smelter_modbus_errors_total{device=%q,kind=%q} = %v, not below the cause's (%s) %v`, d.id, k, n, d.c.cause.Kind(), causes)
+		}
 	}
 	if log := deviceLog(logs.String(), d.id); !d.re.MatchString(log) {
 		t.Errorf("the log never names the cause /%s/", d.c.text)
@@ -361,6 +381,11 @@ func checkCause(t *testing.T, d *truthDevice, col *truthCollector, web string, l
 		}
 	}
 }
+
+// errorKinds are the kind labels of smelter_modbus_errors_total
+// (internal/modbus/metrics.go).
+var errorKinds = []string{"exception", "timeout", "connection", "framing", "bad_length", "not_finite",
+	"transaction_mismatch", "wrong_unit", "wrong_function", "checksum"}
 
 // checkLeftover: a reply on the line before the gateway connects is counted
 // as discarded and never decoded; the device never dies.
@@ -418,6 +443,16 @@ func checkExceptions(t *testing.T, d *truthDevice, col *truthCollector, web stri
 			seen[r.Signal] = true
 		}
 	}
+	// a quarantined address is re-probed alone (quarantine: 200ms, doubling)
+	probes := 0
+	for _, r := range d.bank.Requests() {
+		if r.Table == modbustest.HoldingRegisters && r.Address == 100 && r.Quantity == 1 {
+			probes++
+		}
+	}
+	if probes < 2 {
+		t.Errorf("holding 100 probed alone %d times, want its first isolation and at least one re-probe", probes)
+	}
 	st := deviceStatus(t, web, d.id)
 	if st.Dead || !d.re.MatchString(st.LastError) {
 		t.Errorf("/status = %+v, want alive with last_error /%s/", st, d.c.text)
@@ -435,7 +470,7 @@ func checkSilent(t *testing.T, d *truthDevice, col *truthCollector, web string, 
 	if st := deviceStatus(t, web, d.id); !st.Dead {
 		t.Errorf("/status of a silent device = %+v, want dead", st)
 	}
-	if !strings.Contains(deviceLog(logs.String(), d.id), "no reply within 200ms") {
+	if !strings.Contains(deviceLog(logs.String(), d.id), "no reply within "+truthTimeout.String()) {
 		t.Error("the log never says the device did not reply within the timeout")
 	}
 	for _, e := range col.events(d.id) {
@@ -462,6 +497,9 @@ func checkNoShift(t *testing.T, id string, evs []truthEvent) {
 	for _, e := range evs {
 		if e.batch == nil {
 			continue
+		}
+		if len(e.batch.Readings) != 8 {
+			t.Errorf("seq %d: %d readings, want the group's 8", e.batch.Seq, len(e.batch.Readings))
 		}
 		for _, r := range e.batch.Readings {
 			p, ok := want[r.Signal]
@@ -710,7 +748,7 @@ func TestEdgeTruthConverterReload(t *testing.T) {
 	bank := truthBank()
 	d := &truthDevice{tr: modbus.RTUOverTCP, id: "conv-reload",
 		h: modbustest.StartHostileConverter(t, bank, truthUnit, modbustest.RTU, nil)}
-	d.h.SetLate(600 * time.Millisecond) // 3 x the timeout, within the 1 s silence
+	d.h.SetLate(2 * truthTimeout) // within the 1 s silence
 	d.h.InjectAt(modbustest.Late, 1, 100)
 	dir := t.TempDir()
 	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
