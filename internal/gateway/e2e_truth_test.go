@@ -8,8 +8,16 @@ package gateway
 // that no reading is ever published good with another point's value, and
 // that each fault's cause reaches /status last_error, the error-kind label
 // of smelter_modbus_errors_total, the log and, when the device falls
-// silent, its death notice. internal/modbus/hostile_test.go pins the same
-// faults at the driver; these tests pin what the gateway makes of them.
+// silent, its death notice.
+//
+// internal/modbus/hostile_test.go already pins, at the driver, that the late
+// reply, leftover bytes, wrong transaction id, unit, function and byte count,
+// garbage and partial frames never yield a good sample for the wrong point
+// and keep their cause in Cycle.Err, the metric, State and the log. New
+// here: what the gateway publishes and reports of them (readings on the
+// stream, /status and /metrics over HTTP, the death reason), the liveness
+// of exception-only devices, the death of a silent one, and a converter's
+// queued late reply across a gateway restart.
 
 import (
 	"encoding/json"
