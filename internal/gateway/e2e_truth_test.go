@@ -36,6 +36,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -249,7 +250,7 @@ func runTruth(t *testing.T, tr modbus.Transport) {
 	}
 	t.Cleanup(nb.Shutdown)
 	cfg := truthConfig(t, dir, nb.URL(), "", devs...)
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	rg := startGateway(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	web := serveHTTP(t, rg.g)
 	col := consumeTruth(t, nb.URL())
@@ -313,7 +314,7 @@ func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice)
 	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +325,7 @@ func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice)
 // status and reaches /status, the metric, the log and (for a device whose
 // every reply is faulty) the death reason; once healed the device is reborn
 // and publishes the right values.
-func checkFault(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *lockedBuffer) {
+func checkFault(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *logtest.Buffer) {
 	// three faulty cycles at least: three chances to take a reply for
 	// another request
 	wait.For(t, 15*time.Second, "three published batches with a reading bad or stale with status "+d.c.cause.Error(), func() bool {
@@ -344,7 +345,7 @@ func checkFault(t *testing.T, d *truthDevice, col *truthCollector, web string, l
 }
 
 // checkCause checks where the cause of d's fault must be seen.
-func checkCause(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *lockedBuffer) {
+func checkCause(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *logtest.Buffer) {
 	t.Helper()
 	// /status last_error: the last distinct error; a persistent fault keeps
 	// it on the cause
@@ -395,7 +396,7 @@ var errorKinds = []string{"exception", "timeout", "connection", "framing", "bad_
 
 // checkLeftover: a reply on the line before the gateway connects is counted
 // as discarded and never decoded; the device never dies.
-func checkLeftover(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *lockedBuffer) {
+func checkLeftover(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *logtest.Buffer) {
 	wait.For(t, 15*time.Second, "good batches of both groups", func() bool { return healed(col.events(d.id)) })
 	conn := string(d.tr) + "|" + d.h.Addr // the shared connection's label
 	if n := scrape(t, web, "smelter_modbus_discarded_bytes_total", "connection", conn); n < float64(len(d.left)) {
@@ -470,7 +471,7 @@ func checkExceptions(t *testing.T, d *truthDevice, col *truthCollector, web stri
 
 // checkSilent: a device that never answers dies with the timeout as the
 // reason and never publishes a good reading.
-func checkSilent(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *lockedBuffer) {
+func checkSilent(t *testing.T, d *truthDevice, col *truthCollector, web string, logs *logtest.Buffer) {
 	wait.For(t, 15*time.Second, "a death notice", func() bool { return len(deaths(col.events(d.id))) > 0 })
 	checkCause(t, d, col, web, logs)
 	if st := deviceStatus(t, web, d.id); !st.Dead {
