@@ -88,7 +88,7 @@ bench:
 
 ## demo: simulators (Modbus + OPC UA), gateway, collector with embedded brokers and dashboard.
 demo: build
-	$(BIN)/smelter-demo
+	$(BIN)/smelter-demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(BIN) .demo $(DIST)

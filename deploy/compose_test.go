@@ -14,7 +14,9 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
 
@@ -105,7 +107,7 @@ func TestComposeFile(t *testing.T) {
 
 	gw := svcs["gateway"]
 	root := serviceRoot(t, gw)
-	cfg, err := gwconfig.Load(filepath.Join(root, arg(t, gw.Command, "-config")))
+	cfg, err := gwconfig.Load(filepath.Join(root, arg(t, gw.Command, "-config")), gateway.Drivers()...)
 	if err != nil {
 		t.Fatalf("gateway config: %v", err)
 	}
@@ -131,7 +133,7 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 	for _, d := range cfg.Devices {
-		mb, ok := d.Driver.(*gwconfig.ModbusDevice)
+		mb, ok := d.Driver.(*modbus.DeviceConfig)
 		if !ok || served[d.ID] != mb.Config.Address {
 			t.Errorf("gateway device %s is not served by the sim service (sim serves %v)", d.ID, served)
 		}

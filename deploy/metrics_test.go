@@ -26,7 +26,7 @@ func registries(t *testing.T) []*prometheus.Registry {
 	root := serviceRoot(t, readCompose(t)["gateway"]) // NATS and MQTT uplinks
 	t.Setenv("SMELTER_NATS_GATEWAY_PASSWORD", "test")
 	t.Setenv("SMELTER_MQTT_GATEWAY_PASSWORD", "test")
-	cfg, err := gwconfig.Load(filepath.Join(root, "etc/smelter/gateway.yaml"))
+	cfg, err := gwconfig.Load(filepath.Join(root, "etc/smelter/gateway.yaml"), gateway.Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,9 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
 
@@ -28,7 +30,7 @@ func TestPackagedConfigsLoad(t *testing.T) {
 		}
 	}
 	etc := filepath.Join(root, "etc/smelter")
-	gw, err := gwconfig.Load(filepath.Join(etc, "gateway.yaml"))
+	gw, err := gwconfig.Load(filepath.Join(etc, "gateway.yaml"), gateway.Drivers()...)
 	if err != nil {
 		t.Fatalf("packaged gateway.yaml: %v", err)
 	}
@@ -50,9 +52,9 @@ func TestPackagedConfigsLoad(t *testing.T) {
 		t.Fatalf("packaged sim-quickstart.yaml: %v", err)
 	}
 	// the quickstart's gateway polls the quickstart's simulator
-	var mb *gwconfig.ModbusDevice
+	var mb *modbus.DeviceConfig
 	if len(gw.Devices) == 1 {
-		mb, _ = gw.Devices[0].Driver.(*gwconfig.ModbusDevice)
+		mb, _ = gw.Devices[0].Driver.(*modbus.DeviceConfig)
 	}
 	if len(sim.Devices) != 1 || len(gw.Raw.Devices) != 1 || mb == nil ||
 		sim.Devices[0].ID != gw.Raw.Devices[0].ID || sim.Devices[0].Modbus.Address != mb.Config.Address ||

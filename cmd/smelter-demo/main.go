@@ -33,6 +33,7 @@ func main() {
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
 	start := fs.String("start", demo.DefaultStart, "plant clock at start: a time of day today (09:00), an RFC 3339 time, or now")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")
+	sp := fs.Bool("sparkplug", false, "the gateway's MQTT uplink speaks Sparkplug B; the collector also ingests it (docs/sparkplug.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: smelter-demo [flags]\n       smelter-demo version\n\nRuns simulators, gateway, collector and dashboard with embedded brokers.\n\nExamples:\n  smelter-demo                      (what make demo runs)\n  smelter-demo -scenario configs/scenarios/opcua.yaml   OPC UA faults instead of the demo script\n  smelter-demo -start 14:00 -speed 10                    an afternoon, ten times faster than real time\n\nThe plant has its own clock: shifts, daylight and timestamps follow -start, not the wall clock.\n\n")
 		fs.PrintDefaults()
@@ -60,7 +61,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := demo.New(demo.Options{FleetPath: *fleetPath, ScenarioPath: *scenario, DataDir: *dataDir, Speed: *speed,
-		Start: plantStart, Seed: -1, Log: log, Out: os.Stdout})
+		Start: plantStart, Seed: -1, Sparkplug: *sp, Log: log, Out: os.Stdout})
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
 		os.Exit(1)

@@ -97,7 +97,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := gwconfig.Load(fs.Arg(0))
+	cfg, err := gwconfig.Load(fs.Arg(0), gateway.Drivers()...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
@@ -135,7 +135,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := gwconfig.Load(*config)
+	cfg, err := gwconfig.Load(*config, gateway.Drivers()...)
 	if err != nil {
 		printConfigErrors(stderr, err)
 		fmt.Fprintln(stderr, "smelter-gateway: not starting: the configuration is invalid")
@@ -195,7 +195,7 @@ func runUntilReload(ctx context.Context, cfg *gwconfig.Config, log *slog.Logger,
 			}
 			return nil, nil
 		case <-hup:
-			next, err := gwconfig.Load(path)
+			next, err := gwconfig.Load(path, gateway.Drivers()...)
 			if err != nil {
 				log.Error("reload refused: the new configuration is invalid; the running one stays", "file", path,
 					"errors", err.Error())

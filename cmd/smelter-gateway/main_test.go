@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
@@ -222,23 +222,6 @@ func TestBrowseAndEndpoints(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRunReloadsOnSIGHUP: SIGHUP with a valid new file restarts the gateway
 // with it (the spool carries over); with an invalid file it is refused and
 // the running configuration stays; SIGTERM stops cleanly.
@@ -271,7 +254,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	}
 	write(header + device("m-1", 1))
 
-	var stderr lockedBuf
+	var stderr logtest.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", stderr.String())

@@ -385,6 +385,13 @@ func (c *Collector) Run(ctx context.Context) error {
 		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
 		g.Go(func() error { return src.Run(gctx, c.Handle) })
 	}
+	if c.cfg.Sparkplug != nil { // Sparkplug B source (sparkplug.go, docs/sparkplug.md)
+		src, err := c.sparkplugSource()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return src.Run(gctx, c.Handle) })
+	}
 	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { _ = c.Handle(gctx, m.Subject, m.Data) })
 	if err != nil {
 		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)

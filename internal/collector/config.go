@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/confload"
@@ -97,6 +98,9 @@ type Config struct {
 		Format string `yaml:"format"`
 	} `yaml:"log"`
 
+	// Sparkplug, when set, adds a Sparkplug B source (docs/sparkplug.md).
+	Sparkplug *ingest.SparkplugConfig `yaml:"sparkplug"`
+
 	dir string // directory of the config file, for relative paths
 }
 
@@ -179,6 +183,13 @@ func (c *Config) problems() []problem {
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty")
+	}
+	if c.Sparkplug != nil { // Sparkplug B source (docs/sparkplug.md)
+		for _, e := range strings.Split(fmt.Sprint(c.Sparkplug.Validate("sparkplug")), "\n") {
+			if f, r, ok := strings.Cut(e, ": "); ok {
+				bad(f, "%s", r)
+			}
+		}
 	}
 	n := &c.NATS
 	token("nats.stream", n.Stream)

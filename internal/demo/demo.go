@@ -57,6 +57,9 @@ type Options struct {
 	// OPCUADevices are read over OPC UA (username login) instead of Modbus
 	// when the fleet serves them over both; nil means DefaultOPCUADevices.
 	OPCUADevices []string
+	// Sparkplug makes the gateway's MQTT uplink speak Sparkplug B and adds
+	// the collector's Sparkplug source (sparkplug.go, docs/sparkplug.md).
+	Sparkplug bool
 	// Collector, when set, adjusts the collector configuration (windows,
 	// rule files) before it starts.
 	Collector func(*collector.Config)
@@ -228,6 +231,11 @@ func (d *Demo) Run(ctx context.Context) error {
 		// a performance ratio needs >= 0.02 kWh/m2 of irradiation per window:
 		// 2 minutes of a winter morning's ~500 W/m2 hold 0.017
 		"pv_string": collector.Duration(max(kpiWindow(fcfg.Speed), 10*time.Minute))}
+	if d.opts.Sparkplug { // sparkplug.go
+		if err := sparkplugCollector(&ccfg, fl.Devices(), mb.URL(), dataDir); err != nil {
+			return err
+		}
+	}
 	if d.opts.Collector != nil {
 		d.opts.Collector(&ccfg)
 	}
@@ -267,9 +275,14 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err := os.WriteFile(cfgPath, gdata, 0o600); err != nil {
 		return err
 	}
-	gcfg, err := gwconfig.Load(cfgPath)
+	gcfg, err := gwconfig.Load(cfgPath, gateway.Drivers()...)
 	if err != nil {
 		return fmt.Errorf("demo: generated gateway config %s: %w", cfgPath, err)
+	}
+	if d.opts.Sparkplug { // sparkplug.go
+		if err := sparkplugGateway(gcfg); err != nil {
+			return err
+		}
 	}
 	// one data clock: the OPC UA front stamps SourceTimestamps with the
 	// plant clock, so the gateway must too (issue 11: at -speed 10 a wall
@@ -415,7 +428,7 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 				return nil, err
 			}
 			for _, sig := range u.Signals {
-				p := gwconfig.OPCUAPoint{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
+				p := opcua.PointFile{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
 				if err := dev.AddPoint(p); err != nil {
 					return nil, err
 				}

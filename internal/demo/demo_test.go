@@ -18,6 +18,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
@@ -183,7 +184,7 @@ func TestGatewayConfigIsTheGatewaysOwnStructs(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
 	}
@@ -193,7 +194,7 @@ func TestGatewayConfigIsTheGatewaysOwnStructs(t *testing.T) {
 	if tr, addr := cfg.Devices[1].Driver.Endpoint(); tr != "modbus/rtu_over_tcp" || addr != "127.0.0.1:1503" {
 		t.Errorf("m-2 endpoint = %s %s", tr, addr)
 	}
-	ud := cfg.Devices[2].Driver.(*gwconfig.OPCUADevice)
+	ud := cfg.Devices[2].Driver.(*opcua.DeviceConfig)
 	if ud.Config.Auth.Username != "op" || len(ud.Points) != 2 || ud.Points[0].SamplingInterval != 250*time.Millisecond {
 		t.Errorf("cnc-1 = %+v\n%s", ud, data)
 	}

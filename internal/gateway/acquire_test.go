@@ -11,9 +11,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/normalize"
-	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -48,11 +48,17 @@ func newLoopRig(t *testing.T, points, dev string) *loopRig {
 		dev = "{id: m-1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\"}, points: " + points + "}"
 	}
 	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n  - " + dev + "\n"
-	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc))
+	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc), Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(cfg, Options{})
+	return newGatewayRig(t, cfg, Options{})
+}
+
+// newGatewayRig builds the gateway of cfg and a spool for its first device.
+func newGatewayRig(t *testing.T, cfg *gwconfig.Config, opts Options) *loopRig {
+	t.Helper()
+	g, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +264,7 @@ func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {
 // normalize.StatusNoUnit, never unit-less.
 func TestUnitsFromTheNode(t *testing.T) {
 	r := newLoopRig(t, "", `{id: g-1, class: generic, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2"}]}`)
-	r.d.applyUnits([]opcua.NodeUnit{{Index: 0, UnitID: 4408652, UCUM: "m", UNECE: "MTR"}, {Index: 1, UnitID: -1, Err: errors.New("BadAttributeIdInvalid")}})
+	r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "m", UNECE: "MTR"}, {Index: 1, Absent: true, Err: errors.New("BadAttributeIdInvalid")}})
 	r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}, {Index: 1, Num: 7}}})
 	got := r.spooled(t)
 	if got.kinds != "bd" {

@@ -9,38 +9,32 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/normalize"
-	"github.com/smelterio/smelter/internal/opcua"
-	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
 
 // Source is what the gateway needs of an acquisition driver (Modbus,
-// OPC UA, and the drivers to come): one device's cycles of samples.
-type Source interface {
-	// Run acquires until ctx ends and calls emit once per cycle. Calls to
-	// emit never overlap; the Cycle and its Samples are valid only during
-	// the call. Run returns nil when ctx ends.
-	Run(ctx context.Context, emit func(*sample.Cycle)) error
-}
+// OPC UA, and the drivers to come): one device's cycles of samples. It is
+// declared in the gateway's driver contract (driver.Source) so drivers
+// need not import the gateway.
+type Source = driver.Source
 
 // staleMultiple is DOMAIN.md's k = 3: a device silent for k x its interval
 // is dead, a silent point stale.
 const staleMultiple = 3
 
-// newSource returns the acquisition source of a device: one line per
-// driver. The driver constructors live in wire.go.
+// newSource returns the acquisition source of a device, built by the
+// driver of its protocol.
 func (g *Gateway) newSource(d *device) (Source, error) {
-	switch drv := d.cfg.Driver.(type) {
-	case *gwconfig.ModbusDevice:
-		return g.modbusSource(d, drv)
-	case *gwconfig.OPCUADevice:
-		return g.opcuaSource(d, drv)
+	srcs, ok := g.sources[d.cfg.Protocol]
+	if !ok {
+		return nil, fmt.Errorf("no driver for protocol %s", d.cfg.Protocol)
 	}
-	return nil, fmt.Errorf("device %s: no driver for protocol %s", d.cfg.ID, d.cfg.Protocol)
+	return srcs.Source(driver.Device{Config: d.cfg, Log: d.log, Units: d.applyUnits})
 }
 
 // device is one configured device: its source and the state the
@@ -127,12 +121,12 @@ func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
 
 // applyUnits converts from the units the device reports for the points
 // whose configuration gives none (OPC UA EngineeringUnits, delivered
-// through the driver's OnUnits). A point of a class without catalog unit
+// through driver.Device.Units). A point of a class without catalog unit
 // takes the node's unit as its own (the birth is re-announced); one whose
 // node gives no usable unit stays NoUnit, published bad with
 // normalize.StatusNoUnit. A changed unit is announced in a birth before the
-// next batch. It is the OPC UA driver's OnUnits callback.
-func (d *device) applyUnits(nus []opcua.NodeUnit) {
+// next batch. It is the device's driver.Device.Units.
+func (d *device) applyUnits(nus []driver.Unit) {
 	d.normMu.Lock()
 	defer d.normMu.Unlock()
 	for _, nu := range nus {
@@ -142,13 +136,13 @@ func (d *device) applyUnits(nus []opcua.NodeUnit) {
 		}
 		p := d.cfg.Norm[i]
 		noCatalogUnit := p.NoUnit
-		usable := nu.Err == nil && nu.UnitID >= 0 && nu.UCUM != ""
+		usable := nu.Err == nil && !nu.Absent && nu.UCUM != ""
 		switch {
 		case !usable && noCatalogUnit:
 			d.log.Error("no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
 				"signal", p.Signal, "unece", nu.UNECE, "display", nu.Display, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
 			continue
-		case nu.Err != nil || nu.UnitID < 0:
+		case nu.Err != nil || nu.Absent:
 			d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
 			continue
 		case nu.UCUM == "":

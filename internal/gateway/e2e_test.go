@@ -97,7 +97,7 @@ devices:
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.cfg, err = gwconfig.Load(path)
+	r.cfg, err = gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +185,14 @@ func (c *collector) snapshot() ([]*telemetry.Batch, []*telemetry.Birth, []error)
 func subscribeNATS(t *testing.T, url string) *collector {
 	t.Helper()
 	c := &collector{}
+	consumeStream(t, url, c.add)
+	return c
+}
+
+// consumeStream hands every message of the SMELTER stream, from its start,
+// to fn (an ordered consumer, stopped when the test ends).
+func consumeStream(t *testing.T, url string, fn func(subject string, data []byte)) {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -200,12 +208,11 @@ func subscribeNATS(t *testing.T, url string) *collector {
 		cons, err = js.OrderedConsumer(ctx, "SMELTER", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.>"}})
 		return err == nil
 	})
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.add(m.Subject(), m.Data()) })
+	cc, err := cons.Consume(func(m jetstream.Msg) { fn(m.Subject(), m.Data()) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Stop)
-	return c
 }
 
 func subscribeMQTT(t *testing.T, url string) *collector {

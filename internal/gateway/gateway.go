@@ -1,6 +1,6 @@
 // Package gateway wires smelter-gateway together: every device's driver
-// (a Source: Modbus, OPC UA) delivers cycles of samples to one acquisition
-// loop that normalizes them into batches, every batch appended to the
+// (a Source built by its driver.Driver: Modbus, OPC UA, listed in Drivers)
+// delivers cycles of samples to one acquisition loop that normalizes them into batches, every batch appended to the
 // durable spool, and each uplink forwards the spool to its broker, committing
 // its cursor only after the broker confirmed. It is the only package that
 // knows the drivers, the spool and the uplinks.
@@ -18,9 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smelterio/smelter/internal/forward"
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
-	"github.com/smelterio/smelter/internal/modbus"
-	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/mqtt"
@@ -51,23 +50,26 @@ type Options struct {
 	// (default 1). Births report signal intervals in data time, so
 	// consumers' staleness rules stay right when Now runs fast.
 	ClockRate float64
+	// Drivers build the devices' sources, by protocol name (default
+	// Drivers(): the list the configuration was loaded with).
+	Drivers []driver.Driver
 }
 
 // Gateway is one running smelter-gateway.
 type Gateway struct {
-	cfg       *gwconfig.Config
-	log       *slog.Logger
-	reg       *prometheus.Registry
-	m         *metrics
-	now       func() time.Time
-	rate      float64
-	drain     time.Duration
-	pool      *modbus.Pool
-	uaMetrics *opcua.Metrics
-	spoolM    *spool.Metrics
-	fwdM      *forward.Metrics
-	uplinks   []Uplink
-	devices   []*device
+	cfg      *gwconfig.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics
+	now      func() time.Time
+	rate     float64
+	drain    time.Duration
+	sources  map[string]driver.Sources // by protocol
+	srcNames []string                  // protocols in Options.Drivers order, to close
+	spoolM   *spool.Metrics
+	fwdM     *forward.Metrics
+	uplinks  []Uplink
+	devices  []*device
 
 	mu    sync.Mutex
 	spool *spool.Spool // set while running
@@ -96,7 +98,17 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	g.m = newMetrics(opts.Registry)
 	g.spoolM = spool.NewMetrics(opts.Registry)
 	g.fwdM = forward.NewMetrics(opts.Registry)
-	g.pool = modbus.NewPool(opts.Logger.With("component", "modbus"), modbus.NewMetrics(opts.Registry))
+	if opts.Drivers == nil {
+		opts.Drivers = Drivers()
+	}
+	g.sources = make(map[string]driver.Sources, len(opts.Drivers))
+	for _, drv := range opts.Drivers {
+		if _, dup := g.sources[drv.Name()]; dup {
+			return nil, fmt.Errorf("two drivers named %s", drv.Name())
+		}
+		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: opts.Registry})
+		g.srcNames = append(g.srcNames, drv.Name())
+	}
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
 		u, err := natsjs.New(*c, opts.Logger, natsjs.NewMetrics(opts.Registry))
 		if err != nil {
@@ -111,7 +123,6 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		}
 		g.uplinks = append(g.uplinks, u)
 	}
-	g.uaMetrics = opcua.NewMetrics(opts.Registry)
 	for _, w := range cfg.Warnings {
 		g.log.Warn("configuration", "warning", w.Error())
 	}
@@ -143,8 +154,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err := sp.Close(); err != nil {
 			g.log.Error("closing spool", "err", err)
 		}
-		if err := g.pool.Close(); err != nil {
-			g.log.Debug("closing modbus connections", "err", err)
+		for _, name := range g.srcNames {
+			if err := g.sources[name].Close(); err != nil {
+				g.log.Debug("closing driver connections", "driver", name, "err", err)
+			}
 		}
 	}()
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -85,7 +86,7 @@ func duplicateKeys(t *testing.T, line string) []string {
 // gateway as smelter-gateway does) has no line with a repeated key.
 func TestStatusAgreesWithReadyzAndLogsAreClean(t *testing.T) {
 	r := newRelRig(t, true)
-	buf := &lockedBuffer{}
+	buf := &logtest.Buffer{}
 	log, err := logging.New(io.MultiWriter(buf, testWriter{t}), "debug", "json")
 	if err != nil {
 		t.Fatal(err)

@@ -86,7 +86,7 @@ devices:
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}

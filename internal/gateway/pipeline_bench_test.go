@@ -58,7 +58,7 @@ func TestPipelineChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of BenchmarkPipeline only")
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/forward"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -129,7 +130,7 @@ func (r *relRig) write(t testing.TB, c relConfig) string {
 
 func (r *relRig) config(t *testing.T, c relConfig) *gwconfig.Config {
 	t.Helper()
-	cfg, err := gwconfig.Load(r.write(t, c))
+	cfg, err := gwconfig.Load(r.write(t, c), Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +447,7 @@ func TestReliabilityChild(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of TestKill9WhileUplinkDown only")
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, Drivers()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,29 +473,11 @@ func TestReliabilityChild(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // child is a gateway in a child process.
 type child struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *lockedBuffer
+	stderr *logtest.Buffer
 	done   chan struct{}
 }
 
@@ -503,7 +486,7 @@ func startChild(t *testing.T, cfgPath string) *child {
 	_ = os.Remove(cfgPath + ".addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestReliabilityChild$", "-test.v")
 	cmd.Env = append(os.Environ(), relChildEnv+"="+cfgPath)
-	c := &child{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{cmd: cmd, stderr: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout = io.Discard
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
@@ -676,8 +659,8 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 // --- corrupt spool files -----------------------------------------------------------
 
 // captureLogger logs to the test and keeps a copy to search.
-func captureLogger(t *testing.T) (*slog.Logger, *lockedBuffer) {
-	buf := &lockedBuffer{}
+func captureLogger(t *testing.T) (*slog.Logger, *logtest.Buffer) {
+	buf := &logtest.Buffer{}
 	h := slog.NewTextHandler(io.MultiWriter(testWriter{t}, buf), &slog.HandlerOptions{Level: slog.LevelInfo})
 	return slog.New(h), buf
 }
@@ -1001,7 +984,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	r := newRelRig(b, false)
 	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true,
 		spool: fmt.Sprintf("{max_bytes: 4294967296, segment_bytes: 67108864, backlog: %s, replay_rate: %d}", policy, rate)})
-	cfg, err := gwconfig.Load(cfgPath)
+	cfg, err := gwconfig.Load(cfgPath, Drivers()...)
 	if err != nil {
 		b.Fatal(err)
 	}

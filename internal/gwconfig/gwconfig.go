@@ -2,6 +2,11 @@
 // and the device templates it names, and compiles them into the typed
 // settings the gateway runs with. Every problem is reported with file, line,
 // field and reason before anything starts (see docs/configuration.md).
+//
+// Each device's protocol block and points are compiled by the Driver of
+// that protocol, from the list Load is given (gateway.Drivers()); gwconfig
+// imports no driver. A Driver works through a Block: strict decoding with
+// field-path errors, and Point for the fields every point has.
 package gwconfig
 
 import (
@@ -57,28 +62,43 @@ const (
 	MinPollInterval     = 10 * time.Millisecond
 )
 
-// Load reads, validates and compiles a configuration file and its templates.
-// The returned error, if any, is a confload.Errors listing every problem.
-func Load(path string) (*Config, error) {
+// Load reads, validates and compiles a configuration file and its
+// templates, each device's protocol block by the driver of that name among
+// drivers (smelter-gateway passes gateway.Drivers()). The returned error,
+// if any, is a confload.Errors listing every problem.
+//
+// D is any interface or type that is a Driver, so a list of a wider
+// driver interface (gateway's driver.Driver) is passed as it is.
+func Load[D Driver](path string, drivers ...D) (*Config, error) {
 	var f File
 	f.Spool.SetDefaults()
 	doc, err := confload.ReadFile(path, &f)
 	if doc == nil {
 		return nil, err
 	}
-	return compile(path, doc, &f, err)
+	return compile(path, doc, &f, err, byName(drivers))
 }
 
-// LoadBytes is Load for a document already in memory; templates are
-// resolved relative to dir.
-func LoadBytes(name string, data []byte) (*Config, error) {
+// LoadBytes is Load for a document already in memory named name;
+// templates are resolved relative to name's directory.
+func LoadBytes[D Driver](name string, data []byte, drivers ...D) (*Config, error) {
 	var f File
 	f.Spool.SetDefaults()
 	doc, err := confload.Decode(name, data, &f)
 	if doc == nil {
 		return nil, err
 	}
-	return compile(name, doc, &f, err)
+	return compile(name, doc, &f, err, byName(drivers))
+}
+
+// byName indexes drivers by block name; a later driver of the same name
+// replaces an earlier one.
+func byName[D Driver](drivers []D) map[string]Driver {
+	m := make(map[string]Driver, len(drivers))
+	for _, d := range drivers {
+		m[d.Name()] = d
+	}
+	return m
 }
 
 type compiler struct {
@@ -89,14 +109,8 @@ type compiler struct {
 	dir       string
 	cat       *catalog.Catalog
 	templates map[string]*loadedTemplate
-	drivers   map[string]driver
+	drivers   map[string]Driver
 	dataDir   string // gateway.data_dir as written
-}
-
-type loadedTemplate struct {
-	t   TemplateFile
-	doc *confload.Doc
-	err error
 }
 
 // add records errors, leaving out those about a field that did not decode
@@ -125,9 +139,9 @@ func (c *compiler) warn(e *confload.FieldError) { c.warns = append(c.warns, e) }
 
 // compile validates and compiles f; decodeErr holds the errors of
 // decoding it (reported with the rest; the fields concerned are skipped).
-func compile(path string, doc *confload.Doc, f *File, decodeErr error) (*Config, error) {
+func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers map[string]Driver) (*Config, error) {
 	c := &compiler{doc: doc, docs: map[string]*confload.Doc{doc.File: doc}, dir: filepath.Dir(path), cat: catalog.Default(),
-		templates: map[string]*loadedTemplate{}, drivers: drivers()}
+		templates: map[string]*loadedTemplate{}, drivers: drivers}
 	c.errs = append(c.errs, confload.AsErrors(decodeErr)...)
 	out := &Config{File: path, Raw: *f, ID: f.Gateway.ID, Site: f.Gateway.Site}
 
@@ -223,7 +237,13 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error) (*Config,
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.drivers)) {
-		c.drivers[name].finish(c)
+		var devs []*Device
+		for _, d := range out.Devices {
+			if d.Protocol == name {
+				devs = append(devs, d)
+			}
+		}
+		c.drivers[name].Check(&Checks{c: c}, devs)
 	}
 	out.Raw = *f
 	out.Warnings = c.warns.Sorted()
@@ -240,83 +260,66 @@ func (c *compiler) resolve(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
-// deviceCompiler compiles one device.
-type deviceCompiler struct {
-	c     *compiler
-	doc   *confload.Doc
-	field string // "devices[3]"
-	d     *DeviceFile
-	cls   *catalog.Class // nil when the class is unknown: points are checked for syntax only
-	dev   *Device
-	ok    bool
-	names map[string]string // signal -> where it is read
-}
-
-// bad records an error about the device's field sub.
-func (dc *deviceCompiler) bad(sub, format string, args ...any) {
-	dc.c.add(dc.doc.Errorf(confload.Join(dc.field, sub), format, args...))
-	dc.ok = false
-}
-
 func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 	doc := c.doc
-	dc := &deviceCompiler{c: c, doc: doc, field: field, d: d, ok: true, names: map[string]string{}}
+	dc := &Block{c: c, doc: doc, field: field, d: d, ok: true, names: map[string]string{}}
 	if !telemetry.ValidToken(d.ID) {
-		dc.bad("id", "%q must be 1-64 letters, digits, '_' or '-'", d.ID)
+		dc.Bad("id", "%q must be 1-64 letters, digits, '_' or '-'", d.ID)
 	}
 	cls, known := c.cat.Class(d.Class)
 	if known {
 		dc.cls = cls
 	} else {
-		dc.bad("class", "unknown equipment class %q (known: %v)", d.Class, c.cat.ClassNames())
+		dc.Bad("class", "unknown equipment class %q (known: %v)", d.Class, c.cat.ClassNames())
 	}
 	for _, lv := range []struct{ name, v string }{{"area", d.Area}, {"line", d.Line}, {"cell", d.Cell}} {
 		if lv.v != "" && !telemetry.ValidToken(lv.v) {
-			dc.bad(lv.name, "%q must be 1-64 letters, digits, '_' or '-'", lv.v)
+			dc.Bad(lv.name, "%q must be 1-64 letters, digits, '_' or '-'", lv.v)
 		}
 	}
 	if d.PollInterval == 0 {
 		d.PollInterval = DefaultPollInterval
 	}
 	if d.PollInterval < MinPollInterval {
-		dc.bad("poll_interval", "%v below the minimum %v", d.PollInterval, MinPollInterval)
+		dc.Bad("poll_interval", "%v below the minimum %v", d.PollInterval, MinPollInterval)
 	}
 	switch {
 	case d.Heartbeat == 0:
 		d.Heartbeat = DefaultHeartbeat
 	case d.Heartbeat < 0:
-		dc.bad("heartbeat", "%v is negative", d.Heartbeat)
+		dc.Bad("heartbeat", "%v is negative", d.Heartbeat)
 	}
 	if known {
 		for k := range d.Nameplate {
 			if !slices.Contains(cls.Nameplate, k) && !cls.Open {
-				dc.bad("nameplate."+k, "unknown nameplate rating for class %s (known: %v)", d.Class, cls.Nameplate)
+				dc.Bad("nameplate."+k, "unknown nameplate rating for class %s (known: %v)", d.Class, cls.Nameplate)
 			}
 		}
 	}
 	var name string
 	for _, k := range slices.Sorted(maps.Keys(d.Blocks)) {
 		if _, isDriver := c.drivers[k]; !isDriver {
-			dc.bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
+			dc.Bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
 			continue
 		}
 		if name != "" {
-			dc.bad(k, "a device has one protocol block: %s or %s, not both", name, k)
+			dc.Bad(k, "a device has one protocol block: %s or %s, not both", name, k)
 			return nil
 		}
 		name = k
 	}
 	if name == "" {
-		if dc.ok && !doc.Broken(field) {
-			dc.bad("modbus", "missing: every device needs a protocol block (%s)", orList(slices.Sorted(maps.Keys(c.drivers))))
+		if names := slices.Sorted(maps.Keys(c.drivers)); dc.ok && !doc.Broken(field) && len(names) > 0 {
+			dc.Bad(names[0], "missing: every device needs a protocol block (%s)", orList(names))
 		}
 		return nil
 	}
-	dc.dev = &Device{ID: d.ID, Protocol: name, Nameplate: d.Nameplate, Interval: d.PollInterval, Heartbeat: d.Heartbeat,
+	dc.dev = &Device{ID: d.ID, Field: field, Protocol: name, Nameplate: d.Nameplate, Interval: d.PollInterval, Heartbeat: d.Heartbeat,
 		Asset: telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
 			orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}}}
 	block := d.Blocks[name]
-	drv := c.drivers[name].compile(dc, &block)
+	dc.name, dc.node = name, &block
+	drv := c.drivers[name].Compile(dc)
 	if drv == nil || !dc.ok || dc.cls == nil {
 		return nil
 	}
@@ -352,30 +355,18 @@ func orUnderscore(s string) string {
 	return s
 }
 
-// pointSpec is what a driver knows about one point when it hands it to
-// the common compilation.
-type pointSpec struct {
-	doc   *confload.Doc
-	field string // path of the point in doc
-	p     *PointFile
-	src   string // telemetry.Reading.Src
-	text  bool   // the driver reads text (Modbus string): no unit, no scale
-	// unitFromDevice: when the configuration gives no unit, the device
-	// reports it at run time (OPC UA EngineeringUnits).
-	unitFromDevice bool
-	interval       time.Duration // nominal period (staleness)
-	birthInterval  time.Duration // what the birth announces as the signal's interval
-}
-
-// point checks and compiles the common part of one point and appends it to
-// the device. It returns the point's device-wide index, whether its unit is
-// left to the device, and false when the point is invalid (errors
-// recorded). With an unknown class only the syntax is checked.
-func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
-	c, p, doc := dc.c, ps.p, ps.doc
+// Point checks and compiles the common part of one point (its signal,
+// unit, scale, range, deadband) and appends it to the device's
+// normalization and signals. It returns the point's device-wide index (the
+// sample.Sample.Index the driver reports for it), whether its unit is left
+// to the device (ps.UnitFromDevice and no unit given), and false when the
+// point is invalid (errors recorded). With an unknown class only the syntax
+// is checked and the index is -1.
+func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
+	c, p, doc := dc.c, ps.Point, ps.Doc
 	ok := true
 	bad := func(sub, format string, args ...any) {
-		c.add(doc.Errorf(confload.Join(ps.field, sub), format, args...))
+		c.add(doc.Errorf(confload.Join(ps.Field, sub), format, args...))
 		ok = false
 	}
 	if p.Signal == "" {
@@ -404,8 +395,8 @@ func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
 		dc.ok = false
 		return -1, false, false
 	}
-	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Enum: p.Enum, Src: ps.src,
-		Min: sig.Min, Max: sig.Max, States: sig.States, Conv: units.Identity, IntervalMS: ps.interval.Milliseconds()}
+	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Enum: p.Enum, Src: ps.Src,
+		Min: sig.Min, Max: sig.Max, States: sig.States, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
 	if p.Scale != nil {
 		np.Scale = *p.Scale
 	}
@@ -429,7 +420,7 @@ func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
 				bad(fmt.Sprintf("enum.%d", code), "%q is not a state of %s (%v)", lbl, p.Signal, sig.States)
 			}
 		}
-	case ps.text:
+	case ps.Text:
 		np.Unit = ""
 	case sig.Unit == "" && cls.Open:
 		// no catalog unit: the configuration or the device must give it
@@ -440,10 +431,10 @@ func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
 				bad("unit", "unknown unit %q", p.Unit)
 			}
 			np.Unit = canon
-		case ps.unitFromDevice:
+		case ps.UnitFromDevice:
 			fromDevice = true
 			np.NoUnit = true
-			c.warn(doc.Errorf(confload.Join(ps.field, "unit"), "not given and class %s has no catalog unit for %s: taken from the node's EngineeringUnits at run time; readings are bad (status 0x%08X) if the node has none",
+			c.warn(doc.Errorf(confload.Join(ps.Field, "unit"), "not given and class %s has no catalog unit for %s: taken from the node's EngineeringUnits at run time; readings are bad (status 0x%08X) if the node has none",
 				cls.Name, p.Signal, normalize.StatusNoUnit))
 		default:
 			bad("unit", "missing: class %s has no catalog unit for %s; give the unit the device reports in", cls.Name, p.Signal)
@@ -457,7 +448,7 @@ func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
 				bad("unit", "%v (signal %s is in %s)", err, p.Signal, sig.Unit)
 			}
 			np.Conv = conv
-		case ps.unitFromDevice:
+		case ps.UnitFromDevice:
 			fromDevice = true // converted from the node's unit; the catalog unit if it has none
 		}
 	}
@@ -468,13 +459,13 @@ func (dc *deviceCompiler) point(ps pointSpec) (int, bool, bool) {
 		dc.ok = false
 		return -1, false, false
 	}
-	where := ps.field
+	where := ps.Field
 	if doc != dc.doc {
-		where = doc.File + ":" + ps.field
+		where = doc.File + ":" + ps.Field
 	}
 	dc.names[p.Signal] = where
 	info := telemetry.SignalInfo{Signal: np.Signal, Unit: np.Unit, Min: np.Min, Max: np.Max, Src: np.Src,
-		IntervalMS: ps.birthInterval.Milliseconds()}
+		IntervalMS: ps.BirthInterval.Milliseconds()}
 	if len(np.States) > 0 {
 		info.Enum = np.States
 	}

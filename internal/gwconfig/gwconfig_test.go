@@ -1,4 +1,4 @@
-package gwconfig
+package gwconfig_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/opcua"
@@ -15,7 +16,7 @@ import (
 )
 
 func TestLoadGood(t *testing.T) {
-	cfg, err := Load("testdata/good.yaml")
+	cfg, err := load("testdata/good.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func TestLoadGood(t *testing.T) {
 	if got := strings.Join(d.Asset.Path, "/"); got != "acme/plant1/utilities/_/_" {
 		t.Errorf("asset path = %s", got)
 	}
-	md := d.Driver.(*ModbusDevice)
+	md := d.Driver.(*modbus.DeviceConfig)
 	if len(md.Groups) != 2 || md.Groups[0].Interval != 500*time.Millisecond || md.Groups[1].Interval != 5*time.Second {
 		t.Fatalf("groups = %+v", md.Groups)
 	}
@@ -76,7 +77,7 @@ func TestLoadGood(t *testing.T) {
 		if s.Signal == "discharge_pressure" && s.IntervalMS == 500 && s.Unit == "MPa" {
 			dpInfo = true
 		}
-		if s.Signal == "dew_point" && s.IntervalMS == DefaultHeartbeat.Milliseconds() {
+		if s.Signal == "dew_point" && s.IntervalMS == gwconfig.DefaultHeartbeat.Milliseconds() {
 			dewInfo = true
 		}
 	}
@@ -151,7 +152,7 @@ func TestLoadBad(t *testing.T) {
 			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Load(path)
+			_, err := load(path)
 			if err == nil {
 				t.Fatalf("Load accepted the config; want error %q", tc.want)
 			}
@@ -176,7 +177,7 @@ func TestLoadBadTemplateReportsTemplateFileAndLine(t *testing.T) {
 	if err := os.WriteFile(tpl, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Load(filepath.Join(dir, "good.yaml"))
+	_, err := load(filepath.Join(dir, "good.yaml"))
 	if err == nil || !strings.Contains(err.Error(), tpl+":6: points[2].order:") {
 		t.Fatalf("got %v", err)
 	}
@@ -193,7 +194,7 @@ devices:
     modbus: {address: "127.0.0.1:1"}
     points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
 `
-	_, err := LoadBytes("gw.yaml", []byte(doc))
+	_, err := loadBytes("gw.yaml", []byte(doc))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:4: uplinks.mqtt.url: ") {
 		t.Fatalf("got %v", err)
 	}
@@ -216,7 +217,7 @@ devices:
     modbus: {transport: rtu_over_tcp, address: "127.0.0.1:1", unit_id: 3, timeout: 5s}
     points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
 `
-	_, err := LoadBytes("gw.yaml", []byte(doc))
+	_, err := loadBytes("gw.yaml", []byte(doc))
 	for _, want := range []string{"gw.yaml:10: devices[1].modbus.unit_id: b and devices[0] both read unit 1",
 		"gw.yaml:14: devices[2].modbus.timeout: c shares connection 127.0.0.1:1 with devices[0] but sets timeout 5s, not 1s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -238,11 +239,11 @@ devices:
     modbus: {address: "127.0.0.1:2"}
     points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
 `
-	cfg, err := LoadBytes("gw.yaml", []byte(doc))
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := cfg.Devices[0].Driver.(*ModbusDevice), cfg.Devices[1].Driver.(*ModbusDevice)
+	a, b := cfg.Devices[0].Driver.(*modbus.DeviceConfig), cfg.Devices[1].Driver.(*modbus.DeviceConfig)
 	if a.Config.MaxGap != 0 || b.Config.MaxGap != modbus.DefaultMaxGap {
 		t.Errorf("max_gap = %d, %d", a.Config.MaxGap, b.Config.MaxGap)
 	}
@@ -260,12 +261,12 @@ devices:
       - {signal: spindle_load, node_id: "ns=2;s=Spindle.Load", unit: "%", mode: poll, interval: 5s}
       - {signal: feed_rate, node_id: "ns=2;i=1001", deadband_type: absolute, deadband: 5}
 `
-	cfg, err := LoadBytes("gw.yaml", []byte(doc))
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := cfg.Devices[0]
-	ud := d.Driver.(*OPCUADevice)
+	ud := d.Driver.(*opcua.DeviceConfig)
 	if d.Protocol != "opcua" || ud.Config.SecurityMode != "SignAndEncrypt" || ud.Config.DataDir != "/var/lib/smelter/opcua" {
 		t.Errorf("device = %+v", ud.Config)
 	}
@@ -273,8 +274,8 @@ devices:
 		ud.Points[2].Deadband != 5 || d.Norm[2].Deadband != 0 {
 		t.Errorf("points = %+v norm = %+v", ud.Points, d.Norm)
 	}
-	if !ud.UnitFromNode[0] || ud.UnitFromNode[1] || d.Norm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
-		t.Errorf("unit from node = %v, norm = %+v", ud.UnitFromNode, d.Norm[0])
+	if !ud.Points[0].UnitFromNode || ud.Points[1].UnitFromNode || d.Norm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
+		t.Errorf("unit from node = %v %v, norm = %+v", ud.Points[0].UnitFromNode, ud.Points[1].UnitFromNode, d.Norm[0])
 	}
 }
 
@@ -287,7 +288,7 @@ func TestOPCUADeviceErrors(t *testing.T) {
 		{`[{signal: spindle_speed, node_id: "i=1", mode: push}]`, `{endpoint: "opc.tcp://h:4840"}`, "devices[0].points[0].mode:"},
 	} {
 		doc := fmt.Sprintf("gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: cnc-7\n    opcua: %s\n    points: %s\n    class: cnc_machine\n", tc.opcua, tc.points)
-		_, err := LoadBytes("gw.yaml", []byte(doc))
+		_, err := loadBytes("gw.yaml", []byte(doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.points, err, tc.want)
 		}
@@ -296,15 +297,15 @@ func TestOPCUADeviceErrors(t *testing.T) {
 
 func TestReadyMaxLag(t *testing.T) {
 	base := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
-	cfg, err := LoadBytes("gw.yaml", []byte(base))
-	if err != nil || cfg.Raw.HTTP.ReadyMaxLag != DefaultReadyMaxLag {
+	cfg, err := loadBytes("gw.yaml", []byte(base))
+	if err != nil || cfg.Raw.HTTP.ReadyMaxLag != gwconfig.DefaultReadyMaxLag {
 		t.Fatalf("default: %v %v", cfg.Raw.HTTP.ReadyMaxLag, err)
 	}
-	cfg, err = LoadBytes("gw.yaml", []byte("http: {ready_max_lag: 2m}\n"+base))
+	cfg, err = loadBytes("gw.yaml", []byte("http: {ready_max_lag: 2m}\n"+base))
 	if err != nil || cfg.Raw.HTTP.ReadyMaxLag != 2*time.Minute {
 		t.Fatalf("2m: %v %v", cfg.Raw.HTTP.ReadyMaxLag, err)
 	}
-	_, err = LoadBytes("gw.yaml", []byte("http: {ready_max_lag: -1s}\n"+base))
+	_, err = loadBytes("gw.yaml", []byte("http: {ready_max_lag: -1s}\n"+base))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:1: http.ready_max_lag: -1s is negative") {
 		t.Fatalf("negative: %v", err)
 	}
@@ -327,7 +328,7 @@ devices:
     modbus: {address: "127.0.0.1:2"}
     points: [{signal: power, table: holding, address: x, type: float32, unit: kW}]
 `
-	_, err := LoadBytes("gw.yaml", []byte(doc))
+	_, err := loadBytes("gw.yaml", []byte(doc))
 	want := []string{
 		`gw.yaml:6: devices[0].poll_interval: want a duration such as 500ms, 30s or 15m, got "fast"`,
 		`gw.yaml:7: devices[0].modbus.unit_id: want a whole number in 0..255, got "300"`,
@@ -358,16 +359,16 @@ devices:
 // does).
 func TestUnitsAreNeverMissing(t *testing.T) {
 	base := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n"
-	_, err := LoadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, modbus: {address: "127.0.0.1:1"}, points: [{signal: level, table: holding, address: 0, type: uint16}]}`+"\n"))
+	_, err := loadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, modbus: {address: "127.0.0.1:1"}, points: [{signal: level, table: holding, address: 0, type: uint16}]}`+"\n"))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:4: devices[0].points[0].unit: missing: class generic has no catalog unit for level") {
 		t.Errorf("modbus without unit: %v", err)
 	}
-	cfg, err := LoadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, opcua: {endpoint: "opc.tcp://h:4840"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2", unit: "m3/h"}]}`+"\n"))
+	cfg, err := loadBytes("gw.yaml", []byte(base+`  - {id: g, class: generic, opcua: {endpoint: "opc.tcp://h:4840"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2", unit: "m3/h"}]}`+"\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := cfg.Devices[0]
-	if !d.Norm[0].NoUnit || !d.Driver.(*OPCUADevice).UnitFromNode[0] || d.Norm[1].NoUnit || d.Norm[1].Unit == "" {
+	if !d.Norm[0].NoUnit || !d.Driver.(*opcua.DeviceConfig).Points[0].UnitFromNode || d.Norm[1].NoUnit || d.Norm[1].Unit == "" {
 		t.Errorf("norm = %+v", d.Norm)
 	}
 	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "gw.yaml:4: devices[0].points[0].unit: not given and class generic has no catalog unit for level") ||
@@ -389,7 +390,7 @@ devices:
       - {signal: current_b, table: input, address: 1, type: uint16, unit: A}
       - {signal: current_c, table: holding, address: 2, type: uint16, unit: A}
 `
-	cfg, err := LoadBytes("gw.yaml", []byte(doc))
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,39 +402,39 @@ devices:
 // TestGeneratedFileRoundTrips: a File built from the config structs (as the
 // demo does) marshals to YAML that loads back to the same devices.
 func TestGeneratedFileRoundTrips(t *testing.T) {
-	var f File
+	var f gwconfig.File
 	f.Gateway.ID, f.Gateway.Site = "gw", "s"
 	f.Uplinks.NATS = &natsjs.Config{URL: "nats://127.0.0.1:4222"}
-	d := DeviceFile{ID: "m", Class: "motor", PollInterval: 250 * time.Millisecond}
+	d := gwconfig.DeviceFile{ID: "m", Class: "motor", PollInterval: 250 * time.Millisecond}
 	addr := 4
 	if err := d.SetBlock("modbus", modbus.Config{Transport: modbus.TCP, Address: "127.0.0.1:1502", UnitID: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AddPoint(ModbusPoint{PointFile: PointFile{Signal: "power", Unit: "W"}, Table: "holding", Address: &addr, Type: "float32"}); err != nil {
+	if err := d.AddPoint(modbus.PointFile{PointFile: gwconfig.PointFile{Signal: "power", Unit: "W"}, Table: "holding", Address: &addr, Type: "float32"}); err != nil {
 		t.Fatal(err)
 	}
-	u := DeviceFile{ID: "c", Class: "cnc_machine"}
+	u := gwconfig.DeviceFile{ID: "c", Class: "cnc_machine"}
 	if err := u.SetBlock("opcua", opcua.Config{Endpoint: "opc.tcp://127.0.0.1:4840"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.AddPoint(OPCUAPoint{PointFile: PointFile{Signal: "spindle_speed"}, NodeID: "ns=2;s=S", SamplingInterval: time.Second}); err != nil {
+	if err := u.AddPoint(opcua.PointFile{PointFile: gwconfig.PointFile{Signal: "spindle_speed"}, NodeID: "ns=2;s=S", SamplingInterval: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	f.Devices = []DeviceFile{d, u}
-	data, err := Marshal(&f)
+	f.Devices = []gwconfig.DeviceFile{d, u}
+	data, err := gwconfig.Marshal(&f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadBytes("gen.yaml", data)
+	cfg, err := loadBytes("gen.yaml", data)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
 	}
-	md := cfg.Devices[0].Driver.(*ModbusDevice)
+	md := cfg.Devices[0].Driver.(*modbus.DeviceConfig)
 	if md.Config.UnitID != 3 || md.Config.MaxGap != modbus.DefaultMaxGap || md.Groups[0].Interval != 250*time.Millisecond ||
 		md.Groups[0].Points[0].Address != 4 || cfg.Devices[0].Norm[0].Unit != "kW" {
 		t.Errorf("modbus device = %+v %+v\n%s", md, cfg.Devices[0].Norm, data)
 	}
-	ud := cfg.Devices[1].Driver.(*OPCUADevice)
+	ud := cfg.Devices[1].Driver.(*opcua.DeviceConfig)
 	if ud.Points[0].NodeID != "ns=2;s=S" || ud.Config.Endpoint != "opc.tcp://127.0.0.1:4840" {
 		t.Errorf("opcua device = %+v\n%s", ud, data)
 	}
@@ -443,8 +444,17 @@ func TestGeneratedFileRoundTrips(t *testing.T) {
 }
 
 func TestEmptyFileIsOneError(t *testing.T) {
-	_, err := LoadBytes("gw.yaml", []byte("# nothing yet\n"))
+	_, err := loadBytes("gw.yaml", []byte("# nothing yet\n"))
 	if err == nil || err.Error() != "gw.yaml: file is empty" {
 		t.Errorf("got %v", err)
 	}
+}
+
+// drivers are the protocol drivers gwconfig is tested with: the real ones.
+func drivers() []gwconfig.Driver { return []gwconfig.Driver{modbus.Driver{}, opcua.Driver{}} }
+
+func load(path string) (*gwconfig.Config, error) { return gwconfig.Load(path, drivers()...) }
+
+func loadBytes(name string, data []byte) (*gwconfig.Config, error) {
+	return gwconfig.LoadBytes(name, data, drivers()...)
 }

@@ -14,8 +14,9 @@ import (
 // DeviceFile is one device entry: the settings every device has, its
 // protocol block and its points. The protocol block (exactly one: the key
 // is the driver's name, modbus or opcua) and the points are decoded by that
-// protocol's driver (modbus.go, opcua.go): each point is the common
-// PointFile fields plus the driver's address fields.
+// protocol's Driver (in its own package, internal/modbus, internal/opcua):
+// each point is the common PointFile fields plus the driver's address
+// fields.
 type DeviceFile struct {
 	ID           string             `yaml:"id"`
 	Class        string             `yaml:"class"`
@@ -48,8 +49,8 @@ func (d *DeviceFile) SetBlock(driver string, v any) error {
 	return nil
 }
 
-// AddPoint appends a point given as a driver's point struct (ModbusPoint,
-// OPCUAPoint); zero fields are left out.
+// AddPoint appends a point given as a driver's point struct
+// (modbus.PointFile, opcua.PointFile); zero fields are left out.
 func (d *DeviceFile) AddPoint(p any) error {
 	n, err := node(p)
 	if err != nil {
@@ -148,6 +149,7 @@ type Config struct {
 // device's point i, the sample.Sample.Index its driver reports.
 type Device struct {
 	ID        string
+	Field     string // where the device is written: "devices[3]"
 	Protocol  string // the driver's name: modbus, opcua
 	Asset     telemetry.Asset
 	Nameplate map[string]float64
@@ -155,30 +157,7 @@ type Device struct {
 	Heartbeat time.Duration
 	Norm      []normalize.Point
 	Signals   []telemetry.SignalInfo
-	// Driver is the protocol's compiled settings: *ModbusDevice or
-	// *OPCUADevice.
+	// Driver is the protocol's compiled settings, of its driver's own
+	// type (*modbus.DeviceConfig, *opcua.DeviceConfig).
 	Driver DriverConfig
-}
-
-// DriverConfig is a driver's compiled settings of one device.
-type DriverConfig interface {
-	// Endpoint is what the status page shows: the transport
-	// ("modbus/tcp", "opcua/None") and the address.
-	Endpoint() (transport, address string)
-}
-
-// driver compiles the devices of one protocol. A new protocol is one
-// implementation and one entry in drivers.
-type driver interface {
-	// compile decodes the device's protocol block and points (appending
-	// the common part of each point to dc.dev) and returns the driver's
-	// settings, nil when invalid (the errors are recorded on dc).
-	compile(dc *deviceCompiler, block *yaml.Node) DriverConfig
-	// finish runs checks across every device of the protocol.
-	finish(c *compiler)
-}
-
-// drivers returns a fresh set of the protocol drivers, by block name.
-func drivers() map[string]driver {
-	return map[string]driver{"modbus": &modbusDriver{}, "opcua": opcuaDriver{}}
 }

@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -241,8 +241,8 @@ func TestHostileDevices(t *testing.T) {
 				}
 				groups, want := shiftGroups(20 * time.Millisecond)
 				reg := prometheus.NewRegistry()
-				logs := &syncBuffer{}
-				pool := NewPool(slog.New(slog.NewTextHandler(logs, nil)), NewMetrics(reg))
+				logs := &logtest.Buffer{}
+				pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
 				t.Cleanup(func() { _ = pool.Close() })
 				src, err := pool.Source("hostile", cfg, groups)
 				if err != nil {
@@ -286,24 +286,6 @@ func TestHostileDevices(t *testing.T) {
 			})
 		}
 	}
-}
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func contextWithCancel(t *testing.T) (context.Context, context.CancelFunc) {

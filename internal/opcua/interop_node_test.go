@@ -25,6 +25,7 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -132,27 +133,6 @@ func (s *nodeServer) activatedSince(from int, want serverSession) bool {
 	return false
 }
 
-// lockedBuffer keeps the child's stderr for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
-		return len(p), nil // bounded: keep the start, where startup errors are
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // needNodeServer skips unless the interop run is asked for and node-opcua
 // is installed.
 func needNodeServer(t *testing.T) {
@@ -177,7 +157,7 @@ func startNodeServer(t *testing.T, userTrust string) *nodeServer {
 	cmd := exec.Command("node", "server.js", "--port", "0", "--pki", pki, "--user-trust", userTrust)
 	cmd.Dir = interopDir
 	cmd.Env = append(os.Environ(), "SMELTER_INTEROP_USER="+interopUser, "SMELTER_INTEROP_PASSWORD="+interopPassword)
-	stderr := &lockedBuffer{}
+	stderr := &logtest.Buffer{Max: 1 << 20} // bounded: keep the start, where startup errors are
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe() // the server stops when its stdin closes
 	if err != nil {

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,27 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/smelterio/smelter/internal/logging/logtest"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // readSeqs reads every record available to r (n of them) and returns their
 // seqs.
@@ -56,7 +39,7 @@ func readSeqs(t *testing.T, r *Reader, n int) []uint64 {
 // re-used after a restart.
 func TestFailedAppendCostsItsSeq(t *testing.T) {
 	dir := t.TempDir()
-	var logs lockedBuf
+	var logs logtest.Buffer
 	s, err := Open(testConfig(dir), slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +120,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
-	var logs lockedBuf
+	var logs logtest.Buffer
 	s, err := Open(testConfig(dir), slog.New(slog.NewJSONHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 )
 
@@ -36,7 +37,7 @@ func TestGatewayAcceptsFleetTemplates(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := gwconfig.Load(path)
+	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
 	if err != nil {
 		t.Fatalf("gateway rejects the simulator's config:\n%v\n%s", err, b.String())
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -30,12 +31,35 @@ type Config struct {
 	// (1 MiB by default), AWS IoT Core's 128 KiB. Larger batches are split
 	// to fit; default DefaultMaxPacketSize.
 	MaxPacketSize int `yaml:"max_packet_size"`
+	// Encoding is the payload format: "json" (default, the topics and
+	// payloads of docs/schema.md) or "sparkplug_b" (Eclipse Sparkplug B
+	// 3.0: the gateway is an edge node, each asset a device; see
+	// docs/sparkplug.md).
+	Encoding  string    `yaml:"encoding"`
+	Sparkplug Sparkplug `yaml:"sparkplug"` // used with encoding sparkplug_b
 
 	// Gateway and Site name the status topic and the LWT payload;
 	// SetDefaults fills them from the gateway section.
 	Gateway string `yaml:"-"`
 	Site    string `yaml:"-"`
 }
+
+// Sparkplug is the uplinks.mqtt.sparkplug block.
+type Sparkplug struct {
+	GroupID    string `yaml:"group_id"`     // default: gateway.site
+	EdgeNodeID string `yaml:"edge_node_id"` // default: gateway.id
+	// PrimaryHostID, when set, makes the edge node wait until the host
+	// application of that id reports online on spBv1.0/STATE/<id> before
+	// it publishes births and data, and end its session (NDEATH,
+	// disconnect, reconnect) when that host reports offline.
+	PrimaryHostID string `yaml:"primary_host_id"`
+}
+
+// Encodings.
+const (
+	EncodingJSON      = "json"
+	EncodingSparkplug = "sparkplug_b"
+)
 
 // Defaults.
 const (
@@ -87,6 +111,17 @@ func (c *Config) SetDefaults(gatewayID, site string) {
 	}
 	if c.MaxPacketSize == 0 {
 		c.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if c.Encoding == "" {
+		c.Encoding = EncodingJSON
+	}
+	if c.Encoding == EncodingSparkplug {
+		if c.Sparkplug.GroupID == "" {
+			c.Sparkplug.GroupID = c.Site
+		}
+		if c.Sparkplug.EdgeNodeID == "" {
+			c.Sparkplug.EdgeNodeID = c.Gateway
+		}
 	}
 }
 
@@ -157,6 +192,20 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPacketSize < minPacketSize || c.MaxPacketSize > MaxPacketSizeLimit {
 		return fmt.Errorf("%s.max_packet_size: %d is outside %d..%d bytes", field, c.MaxPacketSize, minPacketSize, MaxPacketSizeLimit)
+	}
+	switch c.Encoding {
+	case "", EncodingJSON:
+	case EncodingSparkplug:
+		for _, f := range []struct{ name, v string }{{"group_id", c.Sparkplug.GroupID}, {"edge_node_id", c.Sparkplug.EdgeNodeID}} {
+			if !sparkplug.ValidID(f.v) {
+				return fmt.Errorf("%s.sparkplug.%s: %q must be non-empty UTF-8 without '+', '/' or '#'", field, f.name, f.v)
+			}
+		}
+		if h := c.Sparkplug.PrimaryHostID; h != "" && !sparkplug.ValidID(h) {
+			return fmt.Errorf("%s.sparkplug.primary_host_id: %q must be UTF-8 without '+', '/' or '#'", field, h)
+		}
+	default:
+		return fmt.Errorf("%s.encoding: %q is not json or sparkplug_b", field, c.Encoding)
 	}
 	return nil
 }

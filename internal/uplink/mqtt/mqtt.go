@@ -51,6 +51,8 @@ type Uplink struct {
 	lastErr   atomic.Pointer[error]
 
 	pool sync.Pool // *window
+
+	sp *spUplink // set with encoding sparkplug_b
 }
 
 // New checks cfg, reads the password and TLS files it names and prepares the
@@ -69,24 +71,61 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	u := &Uplink{cfg: cfg, qos: byte(*cfg.QoS), log: log.With("uplink", "mqtt"), m: m, topic: cfg.StatusTopic()}
 	u.pool.New = func() any { return new(window) }
 
-	o := paho.NewClientOptions()
-	for _, b := range strings.Split(cfg.URL, ",") {
-		o.AddBroker(strings.TrimSpace(b))
+	o, err := u.clientOptions()
+	if err != nil {
+		return nil, err
 	}
-	o.SetClientID(cfg.ClientID)
+	if cfg.Encoding == EncodingSparkplug {
+		if u.sp, err = newSparkplug(u, o); err != nil {
+			return nil, err
+		}
+		return u, nil
+	}
 	o.SetCleanSession(false)
-	o.SetKeepAlive(cfg.Keepalive)
-	o.SetPingTimeout(cfg.Timeout)
-	o.SetConnectTimeout(cfg.Timeout)
-	o.SetWriteTimeout(cfg.Timeout)
 	o.SetAutoReconnect(true)
-	o.SetConnectRetry(false) // Run retries the first connection itself
 	o.SetMaxReconnectInterval(30 * time.Second)
 	// Not SetMaxResumePubInFlight: in paho v1.5.1 its helper goroutine races
 	// with reconnect (go test -race). Publish never has more than
 	// max_inflight messages outstanding, so a resume resends at most that.
 	o.SetOrderMatters(false)
 	o.SetStore(newCopyStore())
+	will, err := statusPayload(cfg.Gateway, false)
+	if err != nil {
+		return nil, err
+	}
+	o.SetBinaryWill(u.topic, will, 1, true)
+	o.SetConnectionAttemptHandler(func(_ *url.URL, c *tls.Config) *tls.Config {
+		u.attempts.Add(1)
+		return c
+	})
+	o.SetOnConnectHandler(u.onConnect)
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		u.connected.Store(false)
+		u.m.Connected.Set(0)
+		u.setErr(fmt.Errorf("connection lost: %w", err))
+		u.log.Warn("mqtt connection lost", "err", err)
+	})
+	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+		u.log.Debug("mqtt reconnecting")
+	})
+	u.client = paho.NewClient(o)
+	return u, nil
+}
+
+// clientOptions are the connection options both encodings share: brokers,
+// client id, timeouts, credentials and TLS.
+func (u *Uplink) clientOptions() (*paho.ClientOptions, error) {
+	cfg := u.cfg
+	o := paho.NewClientOptions()
+	for _, b := range strings.Split(cfg.URL, ",") {
+		o.AddBroker(strings.TrimSpace(b))
+	}
+	o.SetClientID(cfg.ClientID)
+	o.SetKeepAlive(cfg.Keepalive)
+	o.SetPingTimeout(cfg.Timeout)
+	o.SetConnectTimeout(cfg.Timeout)
+	o.SetWriteTimeout(cfg.Timeout)
+	o.SetConnectRetry(false) // Run retries the first connection itself
 	if cfg.Username != "" {
 		o.SetUsername(cfg.Username)
 		var pw secret.Secret
@@ -113,27 +152,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		}
 		o.SetTLSConfig(tc)
 	}
-	will, err := statusPayload(cfg.Gateway, false)
-	if err != nil {
-		return nil, err
-	}
-	o.SetBinaryWill(u.topic, will, 1, true)
-	o.SetConnectionAttemptHandler(func(_ *url.URL, c *tls.Config) *tls.Config {
-		u.attempts.Add(1)
-		return c
-	})
-	o.SetOnConnectHandler(u.onConnect)
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		u.connected.Store(false)
-		u.m.Connected.Set(0)
-		u.setErr(fmt.Errorf("connection lost: %w", err))
-		u.log.Warn("mqtt connection lost", "err", err)
-	})
-	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-		u.log.Debug("mqtt reconnecting")
-	})
-	u.client = paho.NewClient(o)
-	return u, nil
+	return o, nil
 }
 
 func statusPayload(gateway string, online bool) ([]byte, error) {
@@ -200,7 +219,12 @@ func packetSize(topic string, payload int, qos byte) int {
 func (u *Uplink) Name() string { return "mqtt" }
 
 // Ready reports whether the connection is open.
-func (u *Uplink) Ready() bool { return u.connected.Load() && u.client.IsConnectionOpen() }
+func (u *Uplink) Ready() bool {
+	if u.sp != nil {
+		return u.sp.ready()
+	}
+	return u.connected.Load() && u.client.IsConnectionOpen()
+}
 
 // StatusTopic is the retained online/offline topic.
 func (u *Uplink) StatusTopic() string { return u.topic }
@@ -225,6 +249,9 @@ func (u *Uplink) setErr(err error) {
 // after a loss, and on ctx done publishes the retained offline status and
 // disconnects. It returns nil on ctx done.
 func (u *Uplink) Run(ctx context.Context) error {
+	if u.sp != nil {
+		return u.sp.run(ctx)
+	}
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		t := u.client.Connect()
@@ -277,6 +304,9 @@ type window struct {
 func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	if len(msgs) == 0 {
 		return nil
+	}
+	if u.sp != nil {
+		return u.sp.publish(ctx, msgs)
 	}
 	if !u.Ready() {
 		u.m.Errors.Inc()

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
@@ -33,23 +33,6 @@ func startMQTT(t testing.TB, o brokers.MQTTOptions) *brokers.MQTT {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return b
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type running struct {
@@ -313,8 +296,8 @@ func TestUsernamePassword(t *testing.T) {
 	if err := os.WriteFile(dir+"/pw", []byte(pass+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &logtest.Buffer{}
+	log := logs.Logger(slog.LevelDebug)
 	ok := runUplink(t, Config{URL: b.URL(), Username: "smelter", PasswordFile: dir + "/pw"}, log)
 	wait.For(t, 10*time.Second, "uplink ready", ok.u.Ready)
 	publish(t, ok.u, envelopes("gw-test", 1, 3, 10))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -33,24 +33,6 @@ func startNATS(t testing.TB, o brokers.NATSOptions) *brokers.NATS {
 	}
 	t.Cleanup(n.Shutdown)
 	return n
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type running struct {
@@ -268,8 +250,8 @@ func TestUserPasswordAuth(t *testing.T) {
 	const pass = "s3cr3t-Pa55word"
 	srv := startNATS(t, brokers.NATSOptions{Username: "smelter", Password: pass})
 	t.Setenv("SMELTER_TEST_NATS_PW", pass)
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &logtest.Buffer{}
+	log := logs.Logger(slog.LevelDebug)
 
 	ok := runUplink(t, Config{URL: srv.URL(), Username: "smelter", PasswordEnv: "SMELTER_TEST_NATS_PW"}, log)
 	wait.For(t, 10*time.Second, "uplink ready", ok.u.Ready)
@@ -387,11 +369,11 @@ func TestTLSWithClientCertificate(t *testing.T) {
 }
 
 func TestInsecureSkipVerifyIsLoggedAsWarning(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := Config{URL: "tls://127.0.0.1:1"}
 	cfg.TLS.InsecureSkipVerify = true
 	cfg.SetDefaults("gw")
-	if _, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil); err != nil {
+	if _, err := New(cfg, logs.Logger(slog.LevelInfo), nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "insecure_skip_verify") {

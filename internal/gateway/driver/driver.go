@@ -1,0 +1,84 @@
+// Package driver declares what smelter-gateway needs of a protocol driver:
+// its configuration part (gwconfig.Driver) and the Sources of samples it
+// builds for the gateway's acquisition loop. It is the contract between
+// internal/gateway, which consumes it, and the driver packages
+// (internal/modbus, internal/opcua), which implement it; it is its own
+// package, as database/sql/driver is, so that drivers need not import the
+// gateway (which imports them in its one registration list,
+// gateway.Drivers) and the gateway's tests may import drivers.
+//
+// It depends on internal/gwconfig and internal/sample only (and slog,
+// Prometheus' Registerer).
+package driver
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/sample"
+)
+
+// Driver is one protocol: its configuration block and its sources. A new
+// protocol is a package implementing it plus one line in gateway.Drivers.
+type Driver interface {
+	gwconfig.Driver
+	// Sources returns what builds the driver's sources inside one gateway,
+	// sharing what its devices share (connections to one serial line or
+	// RTU gateway, metrics registered once in env.Registry). It does no
+	// I/O.
+	Sources(env Env) Sources
+}
+
+// Env is what the gateway gives a driver once.
+type Env struct {
+	Log      *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Sources builds the sources of one driver's devices in one gateway.
+type Sources interface {
+	// Source returns the source of one device whose configuration the
+	// driver compiled (dev.Config.Driver is the driver's own type). It does
+	// no I/O: connecting is Run's work.
+	Source(dev Device) (Source, error)
+	// Close releases what the sources share (open connections); the gateway
+	// calls it once, after every source's Run returned.
+	Close() error
+}
+
+// Device is what the gateway gives a driver for one device.
+type Device struct {
+	Config *gwconfig.Device
+	Log    *slog.Logger // scoped with the device's id
+	// Units receives the units the device reports for its points, for
+	// drivers whose devices describe their points (OPC UA
+	// EngineeringUnits and EURange). The driver may call it from any of its
+	// goroutines, never concurrently; nil means nobody listens.
+	Units func([]Unit)
+}
+
+// Source is one device's acquisition: the one interface every driver
+// implements for the gateway's acquisition loop.
+type Source interface {
+	// Run acquires until ctx ends and calls emit once per cycle. Calls to
+	// emit never overlap; the Cycle and its Samples are valid only during
+	// the call. Run returns nil when ctx ends.
+	Run(ctx context.Context, emit func(*sample.Cycle)) error
+}
+
+// Unit is what a device says about one point's unit and range.
+type Unit struct {
+	Index   int    // the point's device-wide index (sample.Sample.Index)
+	Absent  bool   // the device gives no unit for the point
+	UCUM    string // UCUM code when known ("" otherwise)
+	UNECE   string // UN/ECE Rec. 20 common code as the device gave it (CEL)
+	Display string // the device's display name of the unit
+	// Min, Max: the point's engineering range, in the device's unit, when
+	// HasRange.
+	Min, Max float64
+	HasRange bool
+	Err      error // the point's unit could not be read
+}

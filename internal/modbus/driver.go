@@ -1,0 +1,294 @@
+package modbus
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/gateway/driver"
+	"github.com/smelterio/smelter/internal/gwconfig"
+)
+
+// Driver is the Modbus protocol for smelter-gateway: it compiles a
+// device's modbus block and register points (gwconfig.Driver) and builds
+// its Source on a Pool shared by the gateway's devices (driver.Driver).
+type Driver struct{}
+
+var _ driver.Driver = Driver{}
+
+// PointFile is one Modbus point as written: the common fields and the
+// register it is read from.
+type PointFile struct {
+	gwconfig.PointFile `yaml:",inline"`
+	Table              string `yaml:"table"`
+	Address            *int   `yaml:"address"`
+	Type               string `yaml:"type,omitempty"`
+	Order              string `yaml:"order,omitempty"`
+	Bit                int    `yaml:"bit,omitempty"`
+	Length             int    `yaml:"length,omitempty"`
+}
+
+// TemplateFile is a reusable register map: the file a device's template
+// field names.
+type TemplateFile struct {
+	Template string      `yaml:"template"`
+	Class    string      `yaml:"class"`
+	Points   []PointFile `yaml:"points"`
+}
+
+// DeviceConfig is a compiled Modbus device: its connection and its points
+// in groups polled together (gwconfig.Device.Driver).
+type DeviceConfig struct {
+	Config Config
+	Groups []Group // one per distinct interval, fastest first
+}
+
+// Endpoint implements gwconfig.DriverConfig.
+func (m *DeviceConfig) Endpoint() (string, string) {
+	return "modbus/" + string(m.Config.Transport), m.Config.Address
+}
+
+// Name implements gwconfig.Driver: the block key.
+func (Driver) Name() string { return "modbus" }
+
+// Compile implements gwconfig.Driver: the modbus block is a Config, the
+// points are the template's (a TemplateFile) then the device's own
+// PointFiles, grouped by interval; each group must make a valid Plan.
+func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
+	d, doc := b.Device(), b.Doc()
+	var cfg Config
+	b.Decode(&cfg)
+	// SetDefaults fills zero fields; an explicit "max_gap: 0" (never
+	// bridge gaps) must survive it.
+	explicitNoGap := cfg.MaxGap == 0 && b.Has("max_gap")
+	cfg.SetDefaults()
+	if explicitNoGap {
+		cfg.MaxGap = 0
+	}
+	if err := cfg.Validate(); err != nil {
+		b.Report(doc, b.BlockField(), err)
+	}
+
+	// points: the template's first, then the device's own
+	type src struct {
+		doc   *confload.Doc
+		field string
+		p     *PointFile
+	}
+	var pts []src
+	if d.Template != "" {
+		t, tdoc, err := gwconfig.Template[TemplateFile](b, d.Template)
+		switch {
+		case err != nil:
+			b.Bad("template", "%v", err)
+		default:
+			if b.Checked() && t.Class != "" && t.Class != d.Class {
+				b.Bad("template", "template %s is for class %s, device is %s", d.Template, t.Class, d.Class)
+			}
+			for i := range t.Points {
+				pts = append(pts, src{tdoc, fmt.Sprintf("points[%d]", i), &t.Points[i]})
+			}
+		}
+	}
+	for i := range b.Points() {
+		var p PointFile
+		b.DecodePoint(i, &p)
+		pts = append(pts, src{doc, b.PointField(i), &p})
+	}
+	if len(pts) == 0 && d.Template == "" {
+		b.Bad("points", "no points: give a template or points")
+	}
+	groups := map[time.Duration]*Group{}
+	var all []Point
+	var where []loc
+	for _, s := range pts {
+		mp, pok := compilePoint(b, s.doc, s.field, s.p)
+		if !pok {
+			continue
+		}
+		iv := s.p.Interval
+		if iv == 0 {
+			iv = d.PollInterval
+		}
+		birth := iv
+		if s.p.Deadband > 0 {
+			birth = d.Heartbeat // report by exception: at least every heartbeat
+		}
+		idx, _, pok := b.Point(gwconfig.PointSpec{Doc: s.doc, Field: s.field, Point: &s.p.PointFile, Src: mp.Src(cfg.UnitID),
+			Text: mp.Type == String, Interval: iv, BirthInterval: birth})
+		if !pok || idx < 0 {
+			continue
+		}
+		g := groups[iv]
+		if g == nil {
+			g = &Group{Interval: iv}
+			groups[iv] = g
+		}
+		g.Points = append(g.Points, mp)
+		g.Index = append(g.Index, idx)
+		all = append(all, mp)
+		where = append(where, loc{s.doc, s.field})
+	}
+	if !b.OK() || !b.Checked() {
+		return nil
+	}
+	warnOverlaps(b, all, where)
+	out := &DeviceConfig{Config: cfg}
+	for _, g := range groups {
+		if _, err := NewPlan(g.Points, cfg); err != nil {
+			b.Report(doc, b.Field()+".points", err)
+			return nil
+		}
+		out.Groups = append(out.Groups, *g)
+	}
+	sort.Slice(out.Groups, func(i, j int) bool { return out.Groups[i].Interval < out.Groups[j].Interval })
+	return out
+}
+
+// compilePoint checks and compiles one point's register address.
+func compilePoint(b *gwconfig.Block, doc *confload.Doc, field string, p *PointFile) (Point, bool) {
+	ok := true
+	bad := func(sub, format string, args ...any) {
+		b.Errorf(doc, confload.Join(field, sub), format, args...)
+		ok = false
+	}
+	var mp Point
+	tbl, err := ParseTable(p.Table)
+	if err != nil {
+		bad("table", "%v", err)
+	}
+	var typ Type
+	if p.Type != "" || !tbl.IsBit() {
+		if typ, err = ParseType(p.Type); err != nil {
+			bad("type", "%v", err)
+		}
+	} else {
+		typ = Bool
+	}
+	ord, err := ParseOrder(p.Order)
+	if err != nil {
+		bad("order", "%v", err)
+	}
+	switch {
+	case p.Address == nil:
+		bad("address", "missing (0-based protocol address)")
+	case *p.Address < 0 || *p.Address > 65535:
+		bad("address", "%d out of range 0..65535", *p.Address)
+	}
+	if p.Bit < 0 || p.Bit > 15 {
+		bad("bit", "%d out of range 0..15", p.Bit)
+	}
+	if p.Length < 0 || p.Length > 125 {
+		bad("length", "%d out of range 0..125", p.Length)
+	}
+	if !ok {
+		return mp, false
+	}
+	mp = Point{Table: tbl, Address: uint16(*p.Address), Type: typ, Order: ord, Bit: uint8(p.Bit), Length: uint16(p.Length)}
+	if err := mp.Validate(); err != nil {
+		b.Report(doc, field, err)
+		return mp, false
+	}
+	return mp, true
+}
+
+// loc is where a point is written.
+type loc struct {
+	doc   *confload.Doc
+	field string
+}
+
+// warnOverlaps warns about points of one device whose registers overlap
+// (type bit points on different bits of one register do not): often a
+// copied line whose address was not changed, sometimes deliberate (a
+// register read both as a word and as bits).
+func warnOverlaps(b *gwconfig.Block, pts []Point, where []loc) {
+	order := make([]int, len(pts))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		pa, pb := pts[order[a]], pts[order[b]]
+		if pa.Table != pb.Table {
+			return pa.Table < pb.Table
+		}
+		return pa.Address < pb.Address
+	})
+	for k := 1; k < len(order); k++ {
+		pb := pts[order[k]]
+		for j := k - 1; j >= 0; j-- {
+			pa := pts[order[j]]
+			if pa.Table != pb.Table {
+				break
+			}
+			if int(pa.Address)+pa.Registers() <= int(pb.Address) {
+				continue
+			}
+			if pa.Type == Bit && pb.Type == Bit && pa.Address == pb.Address && pa.Bit != pb.Bit {
+				continue
+			}
+			wa, wb := where[order[j]], where[order[k]]
+			other := wa.field
+			if wa.doc != wb.doc {
+				other = wa.doc.File + ":" + wa.field
+			}
+			b.Warn(wb.doc, wb.field+".address", "%s %d..%d overlaps %s (%s %d..%d)",
+				pb.Table, pb.Address, int(pb.Address)+pb.Registers()-1, other, pa.Table, pa.Address, int(pa.Address)+pa.Registers()-1)
+		}
+	}
+}
+
+// Check implements gwconfig.Driver: it rejects devices that share one
+// connection (same transport and address: an RTU gateway or a serial bus)
+// but disagree on its settings; the first device's settings would silently
+// win otherwise.
+func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
+	first := map[string]int{}
+	for i, d := range devs {
+		l := d.Driver.(*DeviceConfig).Config
+		key := string(l.Transport) + "|" + l.Address
+		j, ok := first[key]
+		if !ok {
+			first[key] = i
+			continue
+		}
+		o := devs[j]
+		ocfg := o.Driver.(*DeviceConfig).Config
+		switch {
+		case l.Transport.Serial() && l.Serial != ocfg.Serial:
+			c.Errorf(d.Field+".modbus.serial",
+				"%s shares serial line %s with %s but sets different line settings", d.ID, l.Address, o.Field)
+		case l.Timeout != ocfg.Timeout:
+			c.Errorf(d.Field+".modbus.timeout",
+				"%s shares connection %s with %s but sets timeout %v, not %v", d.ID, l.Address, o.Field, l.Timeout, ocfg.Timeout)
+		case l.UnitID == ocfg.UnitID:
+			c.Errorf(d.Field+".modbus.unit_id",
+				"%s and %s both read unit %d at %s", d.ID, o.Field, l.UnitID, l.Address)
+		}
+	}
+}
+
+// Sources implements driver.Driver: one Pool per gateway, so devices on
+// one connection share its link.
+func (Driver) Sources(env driver.Env) driver.Sources {
+	return poolSources{NewPool(env.Log.With("component", "modbus"), NewMetrics(env.Registry))}
+}
+
+type poolSources struct{ pool *Pool }
+
+// Source returns the device's unit on the pool's shared link, one poller
+// per group.
+func (s poolSources) Source(dev driver.Device) (driver.Source, error) {
+	cfg, ok := dev.Config.Driver.(*DeviceConfig)
+	if !ok {
+		return nil, fmt.Errorf("modbus: device %s: compiled settings are %T, not modbus", dev.Config.ID, dev.Config.Driver)
+	}
+	src, err := s.pool.Source(dev.Config.ID, cfg.Config, cfg.Groups)
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+func (s poolSources) Close() error { return s.pool.Close() }

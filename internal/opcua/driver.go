@@ -1,0 +1,155 @@
+package opcua
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/smelterio/smelter/internal/gateway/driver"
+	"github.com/smelterio/smelter/internal/gwconfig"
+)
+
+// Driver is the OPC UA protocol for smelter-gateway: it compiles a
+// device's opcua block and node points (gwconfig.Driver) and builds its
+// Source, a Client (driver.Driver).
+type Driver struct{}
+
+var _ driver.Driver = Driver{}
+
+// PointFile is one OPC UA point as written: the common fields and the node
+// it is acquired from.
+type PointFile struct {
+	gwconfig.PointFile `yaml:",inline"`
+	NodeID             string        `yaml:"node_id"`
+	Mode               string        `yaml:"mode,omitempty"`              // subscribe (default) | poll
+	SamplingInterval   time.Duration `yaml:"sampling_interval,omitempty"` // subscribe: server sampling interval
+	QueueSize          uint32        `yaml:"queue_size,omitempty"`
+	DeadbandType       string        `yaml:"deadband_type,omitempty"` // absolute | percent: the server applies "deadband" (device units / % of EURange)
+}
+
+// DeviceConfig is a compiled OPC UA device: its session and every point,
+// in the device's point order (gwconfig.Device.Driver). A point whose
+// configuration gives no unit has Point.UnitFromNode set: its node's
+// EngineeringUnits decide.
+type DeviceConfig struct {
+	Config Config
+	Points []Point
+}
+
+// Endpoint implements gwconfig.DriverConfig.
+func (u *DeviceConfig) Endpoint() (string, string) {
+	return "opcua/" + u.Config.SecurityPolicy, u.Config.Endpoint
+}
+
+// Name implements gwconfig.Driver: the block key.
+func (Driver) Name() string { return "opcua" }
+
+// Check implements gwconfig.Driver: OPC UA devices share nothing.
+func (Driver) Check(*gwconfig.Checks, []*gwconfig.Device) {}
+
+// Compile implements gwconfig.Driver: the opcua block is a Config (its
+// paths relative to the configuration file, its data_dir by default
+// gateway.data_dir/opcua), the points are PointFiles listed on the device
+// (templates are Modbus register maps).
+func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
+	d, doc := b.Device(), b.Doc()
+	var u Config
+	b.Decode(&u)
+	if u.DataDir == "" {
+		u.DataDir = filepath.Join(b.DataDir(), "opcua")
+	}
+	for _, p := range []*string{&u.Auth.PasswordFile, &u.Auth.CertFile, &u.Auth.KeyFile, &u.Certificate.CertFile,
+		&u.Certificate.KeyFile, &u.DataDir, &u.TrustDir} {
+		*p = b.Resolve(*p)
+	}
+	u.SetDefaults()
+	if err := u.Validate(); err != nil {
+		b.Report(doc, b.BlockField(), err)
+	}
+	if d.Template != "" {
+		b.Bad("template", "templates are Modbus register maps; list OPC UA points under points")
+	}
+	if b.Points() == 0 {
+		b.Bad("points", "no points")
+	}
+	out := &DeviceConfig{Config: u}
+	for i := range b.Points() {
+		field := b.PointField(i)
+		var pf PointFile
+		if !b.DecodePoint(i, &pf) {
+			continue
+		}
+		up := Point{NodeID: pf.NodeID, Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
+			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
+		server := pf.DeadbandType != "" && pf.DeadbandType != "none"
+		if server {
+			up.Deadband = pf.Deadband
+		}
+		up.SetDefaults(&u)
+		if err := up.Validate(); err != nil {
+			b.Report(doc, field, err)
+			continue
+		}
+		common := pf.PointFile
+		if server {
+			common.Deadband = 0 // the server applies it
+		}
+		iv := max(pf.SamplingInterval, u.PublishInterval)
+		if up.Mode == ModePoll {
+			iv = up.PollInterval
+		}
+		birth := max(iv, u.PublishInterval)
+		if common.Deadband > 0 || server || up.Mode == ModeSubscribe {
+			// report by exception: a subscribed node notifies changes
+			// only; the driver re-reports an unchanged value every heartbeat
+			birth = d.Heartbeat
+		}
+		idx, fromNode, ok := b.Point(gwconfig.PointSpec{Doc: doc, Field: field, Point: &common, Src: "opcua:" + pf.NodeID,
+			UnitFromDevice: true, Interval: iv, BirthInterval: birth})
+		if !ok || idx < 0 {
+			continue
+		}
+		up.UnitFromNode = fromNode
+		out.Points = append(out.Points, up)
+	}
+	if !b.OK() {
+		return nil
+	}
+	return out
+}
+
+// Sources implements driver.Driver: the client metrics, registered once
+// per gateway.
+func (Driver) Sources(env driver.Env) driver.Sources { return clientSources{NewMetrics(env.Registry)} }
+
+type clientSources struct{ m *Metrics }
+
+// Source returns the device's Client: it re-reports unchanged subscribed
+// values every heartbeat and hands the units of the points whose
+// configuration gives none to dev.Units.
+func (s clientSources) Source(dev driver.Device) (driver.Source, error) {
+	cfg, ok := dev.Config.Driver.(*DeviceConfig)
+	if !ok {
+		return nil, fmt.Errorf("opcua: device %s: compiled settings are %T, not opcua", dev.Config.ID, dev.Config.Driver)
+	}
+	c := cfg.Config
+	c.Heartbeat = dev.Config.Heartbeat
+	cl, err := New(dev.Config.ID, c, slices.Clone(cfg.Points), dev.Log, s.m)
+	if err != nil {
+		return nil, err
+	}
+	if dev.Units != nil {
+		cl.OnUnits(func(nus []NodeUnit) {
+			out := make([]driver.Unit, len(nus))
+			for i, nu := range nus {
+				out[i] = driver.Unit{Index: nu.Index, Absent: nu.UnitID < 0, UCUM: nu.UCUM, UNECE: nu.UNECE, Display: nu.Display,
+					Min: nu.Min, Max: nu.Max, HasRange: nu.HasRange, Err: nu.Err}
+			}
+			dev.Units(out)
+		})
+	}
+	return cl, nil
+}
+
+func (clientSources) Close() error { return nil }
