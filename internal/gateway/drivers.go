@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/nmea"
 	"github.com/smelterio/smelter/internal/opcua"
 )
 
@@ -12,5 +13,5 @@ import (
 // driver"). Pass the list to gwconfig.Load; New uses it unless
 // Options.Drivers says otherwise.
 func Drivers() []driver.Driver {
-	return []driver.Driver{modbus.Driver{}, opcua.Driver{}}
+	return []driver.Driver{modbus.Driver{}, opcua.Driver{}, nmea.Driver{}}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -60,22 +61,26 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// Validate checks the configuration; each problem names its field.
+// Validate checks the configuration; each problem is a confload.Problem
+// naming its field.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Transport != TCP && c.Transport != UDP {
-		errs = append(errs, fmt.Errorf("transport: %q is not tcp or udp", c.Transport))
+		errs = append(errs, confload.Problemf("transport", "%q is not tcp or udp", c.Transport))
 	}
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
-		errs = append(errs, fmt.Errorf("address: %q is not host:port", c.Address))
+		errs = append(errs, confload.Problemf("address", "%q is not host:port", c.Address))
 	}
 	for i, t := range c.Talkers {
 		if len(t) != 2 || !isAlnum(t) {
-			errs = append(errs, fmt.Errorf("talkers[%d]: %q is not a two-character talker id", i, t))
+			errs = append(errs, confload.Problemf(fmt.Sprintf("talkers[%d]", i), "%q is not a two-character talker id", t))
 		}
 	}
-	if c.DialTime < 0 || c.ReconnectMin < 0 || c.ReconnectMax < c.ReconnectMin {
-		errs = append(errs, fmt.Errorf("reconnect_max: %v must not be below reconnect_min %v (and no duration negative)", c.ReconnectMax, c.ReconnectMin))
+	if c.DialTime < 0 {
+		errs = append(errs, confload.Problemf("dial_timeout", "%v must not be negative", c.DialTime))
+	}
+	if c.ReconnectMin < 0 || c.ReconnectMax < c.ReconnectMin {
+		errs = append(errs, confload.Problemf("reconnect_max", "%v must not be below reconnect_min %v (nor negative)", c.ReconnectMax, c.ReconnectMin))
 	}
 	return errors.Join(errs...)
 }
