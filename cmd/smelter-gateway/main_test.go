@@ -33,7 +33,7 @@ func runCmd(args ...string) (int, string, string) {
 // its .err file.
 func TestConfigsValidate(t *testing.T) {
 	code, out, errs := runCmd("validate", "../../configs/gateway.example.yaml")
-	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 3 devices") {
+	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 4 devices") {
 		t.Fatalf("example: code %d\n%s%s", code, out, errs)
 	}
 	bads, _ := filepath.Glob("../../configs/gateway*.bad.yaml")
