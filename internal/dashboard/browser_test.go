@@ -195,6 +195,25 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, tab, shots, "06-asset-motor-1.png")
 	assetCharts("pv-1", "07-asset-pv-1.png")
 
+	// the ship reads like a voyage report: position in degrees and
+	// minutes, speeds in knots, engine load against its MCR and load
+	// diagram, fuel per consumer with the fuel's name, the leg's EEOI/CII
+	if err := eval(tab, `location.hash = '#/asset/demo/ship-1'`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var voyage map[string]string
+	poll(t, jsErrs, 60*time.Second, "ship-1 voyage report", func() bool {
+		voyage = nil
+		_ = eval(tab, `Object.fromEntries([...document.querySelectorAll('#a-voyage [data-voyage]')].map(e => [e.dataset.voyage, e.textContent]))`, &voyage)
+		return strings.Contains(voyage["position"], "′ N") && strings.Contains(voyage["speed"], " kn") &&
+			strings.Contains(voyage["load"], " %") && strings.Contains(voyage["fuel-total"], "t/day") &&
+			strings.Contains(voyage["cylinders"], "cyl 6")
+	}, func() string { return jsonString(voyage) })
+	if strings.Contains(voyage["speed"], "[kn_i]") || !strings.Contains(voyage["diagram"], "inside") {
+		t.Errorf("voyage report %s", jsonString(voyage))
+	}
+	screenshot(t, tab, shots, "12-voyage-ship-1.png")
+
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,7 @@ func (s *ship) Step(now time.Time, dt time.Duration) {
 		s.rpm = serviceRPM
 		s.stw = 15.5 * serviceRPM / np["rated_speed"] * 0.99
 		s.jw, s.lo = 82, 45
+		s.aeKW = 450
 		for i := range s.exh {
 			s.exh[i] = 330
 		}

@@ -51,7 +51,8 @@ document.getElementById('login-form').addEventListener('submit', () => {
 // ([ppm], [in_i]) and {..} an annotation, neither is shown raw.
 const UNITS = { Cel: '°C', 'm3/min': 'm³/min', '/min': 'rpm', 'kW.h': 'kWh', 'W/m2': 'W/m²', '1': '', 'g/kW.h': 'g/kWh',
   'kW/(m3/min)': 'kW/(m³/min)', 'm3/h': 'm³/h', 'kg/h': 'kg/h', 'MOhm': 'MΩ', 'deg': '°', 'm/s': 'm/s', 'L/h': 'L/h',
-  '[ppm]': 'ppm', 'MJ/m3': 'MJ/m³', m3: 'm³', '%/K': '%/K', 'kV.A': 'kVA' };
+  '[ppm]': 'ppm', 'MJ/m3': 'MJ/m³', m3: 'm³', '%/K': '%/K', 'kV.A': 'kVA', '[kn_i]': 'kn', '[nmi_i]': 'nm',
+  'kg/[nmi_i]': 'kg/nm', 'g/(t.[nmi_i])': 'g/(t·nm)', 'g/(kW.h)': 'g/kWh', t: 't' };
 function unit(u) {
   if (!u) return '';
   if (u in UNITS) return UNITS[u];
@@ -67,11 +68,12 @@ const prettyUnits = (msg) => String(msg ?? '').replace(UNIT_IN_TEXT, (_, d, u) =
 // with. Units not listed fall back to num() (three significant digits).
 const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%': 1, 'm3/min': 2, 'm3/h': 0, '/min': 0,
   A: 1, V: 0, Hz: 2, 'mm/s': 2, 't/h': 1, '[ppm]': 0, 'kg/t': 0, 'kg/h': 0, mm: 0, 'W/m2': 0, 'kW.h': 0, MOhm: 1, deg: 1,
-  'm/s': 1, h: 1, L: 0, 'L/h': 1, 'g/kW.h': 0, 'kW/(m3/min)': 2, 'mm/min': 0, m: 1, s: 0, 'MJ/m3': 1, '%/K': 2, m3: 0, '1': 0 };
+  'm/s': 1, h: 1, L: 0, 'L/h': 1, 'g/kW.h': 0, 'kW/(m3/min)': 2, 'mm/min': 0, m: 1, s: 0, 'MJ/m3': 1, '%/K': 2, m3: 0, '1': 0,
+  '[kn_i]': 1, '[nmi_i]': 1, 'kg/[nmi_i]': 1, 'g/(t.[nmi_i])': 2, 'g/(kW.h)': 1, t: 2 };
 // position is the one exception: a tenth of a degree is 11 km
 // and a wind turbine's rotor turns at 10-20 rpm; unit "1" is a count or a
 // code (0 decimals) except for the power factor, a ratio
-const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2 };
+const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2, draught: 2, cargo: 0 };
 function fmt(v, u, signal) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   const d = SIGNAL_DECIMALS[signal] ?? DECIMALS[u];
@@ -131,10 +133,15 @@ function kpiVal(k) {
   return withUnit(k.value, k.unit);
 }
 
-// nameplate ratings with the catalog's units; fuel_type names its fuel
+// nameplate ratings with the catalog's units; fuel_type names its fuel,
+// ship_type the CII ship type (MEPC.353(78))
+const FUEL_NAME = { hfo: 'HFO', lfo: 'LFO', mdo_mgo: 'MDO/MGO', lng: 'LNG' };
+const fuelName = (n) => FUEL_NAME[n] || label(n);
+const SHIP_TYPE = { 1: 'bulk carrier', 2: 'tanker', 3: 'container ship' };
 function rating(k, x) {
   const fuel = k === 'fuel_type' && S.catalog?.fuels?.[String(x)];
-  if (fuel) return label(fuel);
+  if (fuel) return fuelName(fuel);
+  if (k === 'ship_type' && SHIP_TYPE[x]) return SHIP_TYPE[x];
   const r = S.catalog?.ratings?.[k];
   return r ? withUnit(x, r.unit) : num(x);
 }
@@ -157,10 +164,10 @@ const PARTIAL = 0.95; // a window covered less than this is shown as partial
 
 // ---------- classes ----------
 const CLASS_ORDER = ['blast_furnace', 'boiler', 'air_compressor', 'motor', 'diesel_engine', 'wind_turbine', 'pv_string',
-  'cnc_machine', 'engineering_machine', 'generic'];
+  'cnc_machine', 'engineering_machine', 'ship', 'generic'];
 const CLASS_TITLE = { blast_furnace: 'Blast furnaces', boiler: 'Industrial boilers', air_compressor: 'Air compressors',
   motor: 'Motors', diesel_engine: 'Diesel engines', wind_turbine: 'Wind turbines', pv_string: 'PV strings',
-  cnc_machine: 'CNC machine tools', engineering_machine: 'Engineering machinery', generic: 'Other equipment' };
+  cnc_machine: 'CNC machine tools', engineering_machine: 'Engineering machinery', ship: 'Ships', generic: 'Other equipment' };
 const KEY_SIGNALS = {
   air_compressor: ['discharge_pressure', 'discharge_temp', 'input_power', 'free_air_delivery'],
   motor: ['power', 'current_a', 'winding_temp', 'vibration'],
@@ -171,6 +178,7 @@ const KEY_SIGNALS = {
   blast_furnace: ['hot_blast_temp', 'blast_volume', 'top_pressure', 'hot_metal_temp'],
   cnc_machine: ['program_state', 'spindle_speed', 'spindle_load', 'part_count'],
   engineering_machine: ['engine_hours', 'fuel_used', 'hydraulic_oil_temp', 'fault_code'],
+  ship: ['sog', 'me_speed', 'shaft_power', 'me_fuel_flow'],
 };
 const classRank = (c) => { const i = CLASS_ORDER.indexOf(c); return i < 0 ? 99 : i; };
 const classTitle = (c) => CLASS_TITLE[c] || label(c);
@@ -551,6 +559,7 @@ function assetPage(site, id) {
         <span>gateway <b>${esc(a.gateway || '–')}</b></span><span>state <b id="a-run">${a.running ? 'running' : 'not running'}</b></span>
         <span>last data <b id="a-age">${esc(ago(ageOf(a)))}</b></span>${np ? `<span>${np}</span>` : ''}</div>
         <div id="a-alerts"></div>
+        ${a.class === 'ship' ? '<h2>Voyage report</h2><div id="a-voyage"></div>' : ''}
         <h2>Energy KPIs</h2><div id="a-kpis"></div>
         <div class="toolbar"><h2 class="flush">Signals</h2><div class="seg" id="a-win">
           <button data-w="300000">5 min</button><button data-w="900000">15 min</button><button data-w="3600000">1 h</button></div>
@@ -561,7 +570,7 @@ function assetPage(site, id) {
         if (!e.target.dataset.w) return;
         windowMS = +e.target.dataset.w; this.drawCharts();
       });
-      this.drawAlerts(); this.drawKPIs();
+      this.drawAlerts(); this.drawKPIs(); this.drawVoyage();
       const sigs = a.signals.filter((s) => hist.has(s.signal));
       main.querySelector('#a-charts').innerHTML = sigs.map((s) => `<div class="chart" data-chart="${esc(s.signal)}">
         <div class="title"><span class="name">${esc(label(s.signal))}</span><span class="now" data-now="${esc(s.signal)}"></span></div>
@@ -611,6 +620,10 @@ function assetPage(site, id) {
         drawChart(box.querySelector('canvas'), pts, t0, t1, { compact: true, line: true, lines: [{ v: lim }], color: '#e8590c' });
       }
     },
+    drawVoyage() {
+      const el = main.querySelector('#a-voyage');
+      if (el) voyageReport(el, detail, kpiWins);
+    },
     drawCharts() {
       if (!detail) return;
       // zoom to the data while there is less of it than the window
@@ -649,6 +662,7 @@ function assetPage(site, id) {
       if (st) { st.className = 'pill ' + a.status; st.textContent = a.status; }
       const run = main.querySelector('#a-run');
       if (run) run.textContent = a.running ? 'running' : 'not running';
+      this.drawVoyage();
       this.drawCharts();
     },
     async onAlert(al) {
@@ -660,7 +674,7 @@ function assetPage(site, id) {
     onKPI(k) {
       if (k.site !== site || k.asset !== id || !detail) return;
       kpiWins.push(k);
-      this.drawKPIs();
+      this.drawKPIs(); this.drawVoyage();
     },
     clock() {
       const el = main.querySelector('#a-age');
@@ -669,6 +683,71 @@ function assetPage(site, id) {
     leave() { if (timer) timer.disconnect(); timer = null; },
   };
   return v;
+}
+
+// ---------- voyage report (class ship) ----------
+// A ship's page reads like a noon report: where she is and how she goes,
+// what the main engine does against its load diagram, what she burns and
+// emits, and the current voyage leg's EEOI and CII (docs/rules.md).
+function dm(deg, pos, neg) {
+  if (deg === null || deg === undefined) return '–';
+  const h = deg < 0 ? neg : pos, a = Math.abs(deg), d = Math.floor(a), m = (a - d) * 60;
+  return `${d}° ${m.toFixed(2).padStart(5, '0')}′ ${h}`;
+}
+function voyageReport(el, a, wins) {
+  const sig = new Map(a.signals.map((s) => [s.signal, s]));
+  const val = (n) => { const s = sig.get(n); return s && s.quality === 'good' ? s.value : null; };
+  const show = (n) => { const s = sig.get(n); return s ? withUnit(val(n), s.unit, n) : '–'; };
+  const last = wins[wins.length - 1];
+  const kpi = (n) => last?.kpis.find((k) => k.name === n && k.status !== 'n/a');
+  const fuel = (code) => (code === null ? '–' : fuelName(S.catalog?.fuels?.[String(code)] || 'fuel ' + code));
+  const np = a.nameplate || {}, mcr = np.rated_power, nmcr = np.rated_speed;
+  const rpm = val('me_speed'), pw = val('shaft_power');
+  const load = mcr && pw !== null ? pw / mcr : null;
+  // load diagram: line 4 (torque/speed limit) P = MCR (n/n_MCR)^2, line 7 100 % MCR
+  const lim4 = mcr && nmcr && rpm !== null ? Math.min(mcr, mcr * (rpm / nmcr) ** 2) : null;
+  const sog = val('sog');
+  let phase = 'at sea';
+  if (sog !== null && sog < 1) phase = rpm ? 'stopped, engine turning' : 'at berth or anchor';
+  else if (sog !== null && sog < 8) phase = 'manoeuvring';
+  const consumers = [['main engine', 'me_fuel_flow', 'me_fuel_type'], ['auxiliary engines', 'ae_fuel_flow', 'ae_fuel_type'], ['boiler', 'boiler_fuel_flow', 'boiler_fuel_type']];
+  const total = consumers.reduce((t, c) => t + (val(c[1]) || 0), 0);
+  const exh = [1, 2, 3, 4, 5, 6].map((i) => val('exhaust_temp_cyl_' + i));
+  const good = exh.filter((x) => x !== null), mean = good.length ? good.reduce((x, y) => x + y, 0) / good.length : null;
+  const cii = kpi('cii'), eeoi = kpi('eeoi'), leg = kpi('leg_distance'), sfoc = kpi('sfoc'), fpm = kpi('fuel_per_nm'), co2 = kpi('co2');
+  const kv = (k) => (k ? kpiVal(k) : 'n/a');
+  const row = (l, v, id) => `<tr${id ? ` data-voyage="${esc(id)}"` : ''}><th>${esc(l)}</th><td>${v}</td></tr>`;
+  el.innerHTML = `<div class="voyage">
+    <div class="panel"><h3>Position and passage</h3><table class="kv">
+      ${row('state', esc(phase), 'phase')}
+      ${row('position', esc(dm(val('latitude'), 'N', 'S') + '  ' + dm(val('longitude'), 'E', 'W')), 'position')}
+      ${row('speed over ground / through water', esc(show('sog') + ' / ' + show('stw')), 'speed')}
+      ${row('heading / course over ground', esc(show('heading') + ' / ' + show('cog')))}
+      ${row('draught · depth below keel', esc(show('draught') + ' · ' + show('water_depth')))}
+      ${row('cargo on board', esc(show('cargo')), 'cargo')}</table></div>
+    <div class="panel"><h3>Main engine</h3><table class="kv">
+      ${row('speed · shaft power', esc(show('me_speed') + ' · ' + show('shaft_power')))}
+      ${row('load (of MCR ' + (mcr ? withUnit(mcr, 'kW') : '–') + ')', esc(load === null ? '–' : (load * 100).toFixed(1) + ' %'), 'load')}
+      ${row('load diagram limit at this speed', esc(lim4 === null ? '–' : withUnit(lim4, 'kW') + (pw !== null && pw > lim4 ? ' — overload' : ' — inside')), 'diagram')}
+      ${row('SFOC (last window)', esc(kv(sfoc)) + (sfoc?.ref !== undefined ? ` <span class="muted small">shop test on this fuel ${esc(kpiVal({ ...sfoc, value: sfoc.ref }))}</span>` : ''), 'sfoc')}
+      ${row('scavenge air · jacket water · lube oil', esc(show('scavenge_air_pressure') + ' · ' + show('jacket_water_temp') + ' · ' + show('lube_oil_pressure')))}
+      </table>
+      <div class="cyl" data-voyage="cylinders">${exh.map((x, i) => {
+        const dev = x !== null && mean !== null ? x - mean : null;
+        return `<div class="${dev !== null && Math.abs(dev) > 40 ? 'off' : ''}"><span class="muted small">cyl ${i + 1}</span><b>${esc(fmt(x, 'Cel'))}</b><span class="small">${dev === null ? '' : (dev >= 0 ? '+' : '') + dev.toFixed(0) + ' K'}</span></div>`;
+      }).join('')}</div></div>
+    <div class="panel"><h3>Fuel and emissions</h3><table class="kv">
+      ${consumers.map(([l, f, ty]) => row(l, esc(show(f) + ' · ' + fuel(val(ty))))).join('')}
+      ${row('total · per day', esc(withUnit(total, 'kg/h') + ' · ' + (total * 24 / 1000).toFixed(1) + ' t/day'), 'fuel-total')}
+      ${row('fuel per nautical mile (last window)', esc(kv(fpm)), 'fuel-per-nm')}
+      ${row('CO2 (last window, IMO C_F)', esc(kv(co2)), 'co2')}</table></div>
+    <div class="panel"><h3>Voyage leg</h3><table class="kv">
+      ${row('distance sailed this leg', esc(kv(leg)), 'leg')}
+      ${row('EEOI (MEPC.1/Circ.684)', esc(eeoi ? kv(eeoi) : 'n/a (in ballast, or no cargo figure)'), 'eeoi')}
+      ${row('attained CII of the leg (MEPC.352(78))', esc(cii ? kv(cii) : 'n/a (from 20 nm of leg)') +
+        (cii && cii.ref ? ` <span class="muted small">${esc((cii.value / cii.ref).toFixed(2))} × required ${esc(kpiVal({ ...cii, value: cii.ref }))}</span>` : ''), 'cii')}
+      </table><p class="muted small">A leg runs from one departure to the next (passage, manoeuvring and port stay); its CII is not the regulatory annual rating.</p></div>
+  </div>`;
 }
 
 // ---------- alerts ----------
