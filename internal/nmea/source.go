@@ -277,9 +277,9 @@ func (s *Source) session(ctx context.Context, b *backoff.Backoff) error {
 		if err != nil {
 			return fmt.Errorf("nmea: listen udp %s: %w", s.cfg.Address, err)
 		}
-		stop := context.AfterFunc(ctx, func() { pc.Close() })
+		stop := context.AfterFunc(ctx, func() { _ = pc.Close() })
 		defer stop()
-		defer pc.Close()
+		defer func() { _ = pc.Close() }()
 		s.mu.Lock()
 		s.local = pc.LocalAddr().String()
 		s.mu.Unlock()

@@ -52,7 +52,8 @@ func shipRun(t *testing.T, m Model, from time.Time, d time.Duration) shipStats {
 			st.seaS += 5
 			st.fuelSea += (v[i("me_fuel_flow")] + v[i("ae_fuel_flow")] + v[i("boiler_fuel_flow")]) * 5 / 3600
 			st.distSea += sog * 5 / 3600
-			pl := pw / math.Pow(rpm/np["rated_speed"], 3) / np["rated_power"]
+			n := rpm / np["rated_speed"]
+			pl := pw / (n * n * n) / np["rated_power"]
 			st.propellerLawMin, st.propellerLawMax = math.Min(st.propellerLawMin, pl), math.Max(st.propellerLawMax, pl)
 		}
 		if x > 0.25 {

@@ -215,7 +215,7 @@ func (f *Front) closeAll() {
 		f.ln.Close()
 	}
 	if f.pc != nil {
-		f.pc.Close()
+		_ = f.pc.Close()
 	}
 	for c := range f.clients {
 		c.Close()
