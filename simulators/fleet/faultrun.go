@@ -274,6 +274,9 @@ func (f *Fleet) dropLocked(d *device) {
 	if d.ua != nil {
 		d.ua.front.DropConnections()
 	}
+	if d.nm != nil {
+		d.nm.DropConnections()
+	}
 	f.met.drops.Inc()
 }
 
@@ -314,5 +317,8 @@ func (f *Fleet) rebuildProtoLocked(d *device) {
 		d.mb.SetFaults(&ps)
 	} else {
 		d.mb.SetFaults(nil)
+	}
+	if d.nm != nil {
+		d.nm.SetSilent(ps.Silent != nil) // the NMEA talker falls quiet too
 	}
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bufio"
+	"errors"
 	"math"
 	"net"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/nmea"
+	"github.com/smelterio/smelter/simulators/faults"
 )
 
 // TestShipNMEA: the demo fleet's ship talks NMEA 0183 over TCP; the
@@ -57,5 +59,45 @@ func TestShipNMEA(t *testing.T) {
 		if math.Abs(got[q]-vals[sig]) > 0.06 {
 			t.Errorf("%s = %v, fleet %s = %v", q, got[q], sig, vals[sig])
 		}
+	}
+}
+
+// TestShipNMEAFaults: a drop fault closes the NMEA clients' connections;
+// a silent fault stops the sentences.
+func TestShipNMEAFaults(t *testing.T) {
+	f := startFleet(t, nil)
+	d, _ := f.Device("ship-1")
+	c, err := net.Dial("tcp", d.NMEA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatalf("first sentence: %v", err)
+	}
+	if _, err := f.InjectFault(faults.Spec{Device: "ship-1", Kind: faults.Drop}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := r.ReadString('\n'); err != nil {
+			break // closed by the drop (EOF or reset), not the deadline
+		}
+	}
+	if _, err := f.InjectFault(faults.Spec{Device: "ship-1", Kind: faults.Silent}); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := net.Dial("tcp", d.NMEA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	// three intervals (1 s) with no sentence
+	_ = c2.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c2.Read(make([]byte, 128))
+	var ne net.Error
+	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("silent talker sent %d bytes, err %v", n, err)
 	}
 }

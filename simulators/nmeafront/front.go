@@ -173,6 +173,17 @@ func (f *Front) SetSilent(s bool) {
 	f.silent = s
 }
 
+// DropConnections closes every TCP client's connection (a drop fault);
+// clients may connect again.
+func (f *Front) DropConnections() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.clients {
+		_ = c.Close()
+		delete(f.clients, c)
+	}
+}
+
 // Stop closes the front and waits for its goroutines.
 func (f *Front) Stop() {
 	if f.cancel != nil {
