@@ -277,3 +277,21 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseValues: one RMC sentence through Parse and Values, the
+// per-sentence work of the gateway's NMEA source.
+func BenchmarkParseValues(b *testing.B) {
+	line := "$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W*6A\r\n"
+	var sum float64
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Parse(line)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Values(&s, func(_ string, v float64) { sum += v }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = sum
+}
