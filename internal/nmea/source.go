@@ -212,13 +212,14 @@ func (s *Source) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 	defer t.Stop()
 	samples := make([]sample.Sample, len(s.points))
 	for {
-		start := time.Now()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		emit(s.cycle(start, samples))
+		// stamped at the interval's end: the latest value of each point
+		// arrived within the interval before it
+		emit(s.cycle(time.Now(), samples))
 	}
 }
 
