@@ -60,10 +60,12 @@ func TestSentencesRoundTrip(t *testing.T) {
 	}
 }
 
-func TestTCPClientReceives(t *testing.T) {
+// startFront starts a front until the test ends.
+func startFront(t *testing.T, cfg Config) *Front {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f, err := New(Config{Name: "bridge", Transport: TCP, Address: "127.0.0.1:0", Interval: 20 * time.Millisecond}, nil)
+	t.Cleanup(cancel)
+	f, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +73,11 @@ func TestTCPClientReceives(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Stop)
+	return f
+}
+
+func TestTCPClientReceives(t *testing.T) {
+	f := startFront(t, Config{Name: "bridge", Transport: TCP, Address: "127.0.0.1:0", Interval: 20 * time.Millisecond})
 	f.Update(shipVals, at)
 	c, err := net.Dial("tcp", f.Addr())
 	if err != nil {
@@ -95,16 +102,7 @@ func TestUDPCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f, err := New(Config{Name: "bridge", Transport: UDP, Address: pc.LocalAddr().String(), Interval: 10 * time.Millisecond, Corrupt: 0.5, Seed: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Stop)
+	f := startFront(t, Config{Name: "bridge", Transport: UDP, Address: pc.LocalAddr().String(), Interval: 10 * time.Millisecond, Corrupt: 0.5, Seed: 1})
 	f.Update(shipVals, at)
 	buf := make([]byte, 512)
 	good, bad := 0, 0
