@@ -145,22 +145,34 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	if av, ok := r.c.Asset("site1", "ac-1"); !ok || len(av.Signals) != 3 || !av.Running {
 		t.Fatalf("asset view %+v", av)
 	}
-	// the active alert is in the KV bucket
-	kv, err := js.KeyValue(ctx, "smelter_alerts")
+	// the active alert is in the asset's record in the group's state bucket
+	kv, err := js.KeyValue(ctx, "smelter-collector_state")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 5*time.Second, "kv record", func() bool {
-		_, err := kv.Get(ctx, a.Key)
-		return err == nil
+	stateAlerts := func() []alert.Alert {
+		e, err := kv.Get(ctx, "p0.site1.ac-1")
+		if err != nil {
+			return nil
+		}
+		var rec record
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Alerts
+	}
+	wait.For(t, 5*time.Second, "alert checkpointed", func() bool {
+		got := stateAlerts()
+		return len(got) == 1 && got[0].Key == a.Key
 	})
 
 	// restart: the new instance restores the alert, does not raise it again, and clears it
 	r.stop()
 	r2 := start(t, ns.URL())
-	if got := r2.c.Alerts(true); len(got) != 1 || got[0].Key != a.Key {
-		t.Fatalf("restored %+v", got)
-	}
+	wait.For(t, 5*time.Second, "alert restored", func() bool {
+		got := r2.c.Alerts(true)
+		return len(got) == 1 && got[0].Key == a.Key
+	})
 	mu.Lock()
 	alerts = nil
 	mu.Unlock()
@@ -177,10 +189,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 		t.Fatalf("after restart %+v (raised %s)", alerts[0], a.ID)
 	}
 	mu.Unlock()
-	wait.For(t, 5*time.Second, "kv delete", func() bool {
-		_, err := kv.Get(ctx, a.Key)
-		return err != nil
-	})
+	wait.For(t, 5*time.Second, "cleared alert gone from the checkpoint", func() bool { return len(stateAlerts()) == 0 })
 }
 
 func TestEmbeddedBrokerDefault(t *testing.T) {

@@ -1,0 +1,425 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/nats-io/nats.go"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// members tracks the live replicas of a group through a KV bucket: each
+// replica puts its key every timeout/4; a replica not heard of for timeout
+// (local clock for updates, the server's stamp for values found at start)
+// is gone. A graceful stop deletes the key.
+type members struct {
+	kv      jetstream.KeyValue
+	self    string
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+type memberRecord struct {
+	Replica string `json:"replica"`
+	Started int64  `json:"started"`
+}
+
+// join announces this replica. single: refuse when another live replica of
+// the group exists (joining a group is explicit: cluster.partitions on
+// every replica), so a second collector with copied defaults never splits
+// the first one's stream.
+func (m *members) join(ctx context.Context, single bool) error {
+	m.seen = map[string]time.Time{}
+	if single {
+		keys, err := m.kv.ListKeys(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			return fmt.Errorf("collector: members: %w", err)
+		}
+		if err == nil {
+			for k := range keys.Keys() {
+				if k == m.self {
+					continue
+				}
+				e, err := m.kv.Get(ctx, k)
+				if err != nil {
+					continue
+				}
+				if time.Since(e.Created()) < m.timeout {
+					return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
+						"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
+				}
+			}
+		}
+	}
+	return m.beat(ctx)
+}
+
+func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket(), "_members") }
+
+func (m *members) beat(ctx context.Context) error {
+	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: time.Now().UnixMilli()})
+	if _, err := m.kv.Put(ctx, m.self, data); err != nil {
+		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)
+	}
+	return nil
+}
+
+// run heartbeats and watches the group until ctx ends, then leaves.
+func (m *members) run(ctx context.Context) error {
+	w, err := m.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("collector: members watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	t := time.NewTicker(m.timeout / 4)
+	defer t.Stop()
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = m.kv.Delete(lctx, m.self)
+			cancel()
+			return nil
+		case <-t.C:
+			if err := m.beat(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("member heartbeat", "err", err)
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("collector: members watch ended")
+			}
+			if e == nil {
+				initial = false
+				continue
+			}
+			m.mu.Lock()
+			switch {
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(m.seen, e.Key())
+			case initial:
+				m.seen[e.Key()] = e.Created()
+			default:
+				m.seen[e.Key()] = time.Now()
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// live returns the live members, sorted, self included.
+func (m *members) live() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []string{m.self}
+	for id, t := range m.seen {
+		if id != m.self && time.Since(t) < m.timeout {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// owner assigns partition p to one of the live members by rendezvous
+// hashing: every replica computes the same owner from the same member
+// list, and a join or leave moves only the partitions it must.
+func owner(live []string, p int) string {
+	var best string
+	var bh uint64
+	for _, m := range live {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(m))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(strconv.Itoa(p)))
+		if v := h.Sum64(); best == "" || v > bh {
+			best, bh = m, v
+		}
+	}
+	return best
+}
+
+// supervise runs one worker per owned partition (partition 0 alone in
+// single replica mode) and moves partitions as members come and go.
+func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, partitioned bool) error {
+	type running struct {
+		stop context.CancelFunc
+		done chan error
+	}
+	workers := map[int]*running{}
+	backoff := map[int]time.Time{}
+	defer func() {
+		for _, w := range workers {
+			w.stop()
+		}
+		for _, w := range workers {
+			<-w.done
+		}
+	}()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	parts := c.cfg.Cluster.Partitions
+	for {
+		want := map[int]bool{}
+		if parts == 0 {
+			want[0] = true
+		} else {
+			live := mem.live()
+			for p := range parts {
+				if owner(live, p) == mem.self {
+					want[p] = true
+				}
+			}
+		}
+		for p, w := range workers {
+			select {
+			case err := <-w.done:
+				delete(workers, p)
+				if err != nil && ctx.Err() == nil {
+					c.log.Warn("partition worker stopped", "partition", p, "err", err)
+					backoff[p] = time.Now().Add(time.Second)
+				}
+				continue
+			default:
+			}
+			if !want[p] {
+				w.stop() // finishes its cycle, releases the pin; reaped above
+			}
+		}
+		for p := range want {
+			if _, ok := workers[p]; ok || time.Now().Before(backoff[p]) {
+				continue
+			}
+			wctx, stop := context.WithCancel(ctx)
+			w := &running{stop: stop, done: make(chan error, 1)}
+			workers[p] = w
+			go func() { w.done <- c.work(ctx, wctx, io, p, partitioned) }()
+		}
+		c.m.owned.Set(float64(len(workers)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// work consumes one partition while stop is live. Each cycle fetches up to
+// cluster.fetch messages, evaluates them in stream order, commits (outputs
+// PubAcked, state checkpointed) and only then acknowledges them. On the
+// first messages after acquiring the partition it restores the partition's
+// state and first evaluates the messages a previous owner received but
+// never acknowledged, so per-asset order holds across a takeover.
+func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partitioned bool) error {
+	parts := c.cfg.Cluster.Partitions
+	name := c.cfg.consumerName(-1)
+	if parts > 0 {
+		name = c.cfg.consumerName(p)
+	}
+	cc := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Duration(c.cfg.Cluster.AckWait),
+		MaxAckPending: 4 * c.cfg.Cluster.Fetch, DeliverPolicy: jetstream.DeliverAllPolicy}
+	suffix := ""
+	if partitioned {
+		suffix = ".*"
+		if parts > 0 {
+			suffix = "." + strconv.Itoa(p)
+		}
+	}
+	if parts > 0 {
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{c.cfg.Group}, time.Duration(c.cfg.Cluster.PinnedTTL)
+	}
+	if versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
+		for _, s := range ingest.Subjects {
+			cc.FilterSubjects = append(cc.FilterSubjects, s+suffix)
+		}
+	} else {
+		cc.FilterSubject = telemetry.SubjectPrefix + ".>" // 2.9: one filter; other kinds skipped
+	}
+	cons, err := io.js.CreateOrUpdateConsumer(ctx, c.cfg.NATS.Stream, cc)
+	if err != nil {
+		return fmt.Errorf("collector: consumer %s on stream %s: %w", name, c.cfg.NATS.Stream, err)
+	}
+	var fopts []jetstream.FetchOpt
+	if parts > 0 {
+		fopts = append(fopts, jetstream.FetchPriorityGroup(c.cfg.Group))
+	}
+	log := c.log.With("partition", p, "consumer", name)
+	sh := c.shard(p)
+	defer func() {
+		// whatever happens next, the bucket is the truth for this partition
+		c.dropShard(sh)
+		if parts > 0 && ctx.Err() == nil {
+			uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if s, err := io.js.Stream(uctx, c.cfg.NATS.Stream); err == nil {
+				_ = s.UnpinConsumer(uctx, name, c.cfg.Group)
+			}
+			cancel()
+		}
+	}()
+	if parts == 0 { // the only consumer of its group: restore at once, for the API
+		if err := c.load(ctx, io.kv, sh); err != nil {
+			return err
+		}
+	}
+	fresh := true
+	lastTick := time.Now()
+	var cy cycle
+	for stop.Err() == nil {
+		msgs, err := fetch(cons, c.cfg.Cluster.Fetch, time.Second, fopts...)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Debug("fetch", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return err
+			}
+		}
+		if len(msgs) > 0 && fresh {
+			if msgs, err = c.acquire(ctx, io, cons, sh, msgs, fopts, log); err != nil {
+				return err
+			}
+			fresh = false
+		}
+		if len(msgs) > 0 {
+			if err := c.cycle(ctx, io, sh, msgs, &cy, partitioned); err != nil {
+				return err
+			}
+		}
+		if !fresh && time.Since(lastTick) >= time.Second {
+			lastTick = time.Now()
+			if err := c.tick(ctx, sh); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fetch pulls up to n messages, waiting at most wait for the first.
+func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream.FetchOpt) ([]jetstream.Msg, error) {
+	b, err := cons.Fetch(n, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range b.Messages() {
+		out = append(out, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return out, err
+	}
+	return out, nil
+}
+
+// acquire runs on the first messages after this worker started: it
+// restores the partition's state and, when a previous owner left messages
+// delivered but unacknowledged (they come back after ack_wait), holds the
+// new ones until those arrived, so they are evaluated first, in stream
+// order.
+func (c *Collector) acquire(ctx context.Context, io *natsIO, cons jetstream.Consumer, sh *shard, msgs []jetstream.Msg,
+	fopts []jetstream.FetchOpt, log *slog.Logger) ([]jetstream.Msg, error) {
+	c.m.takeovers.Inc()
+	if err := c.load(ctx, io.kv, sh); err != nil {
+		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("collector: consumer info: %w", err)
+	}
+	orphans := info.NumAckPending - len(msgs)
+	if orphans <= 0 {
+		return msgs, nil
+	}
+	log.Info("partition acquired with unacknowledged messages of its previous owner; evaluating those first", "orphans", orphans)
+	held := map[uint64]jetstream.Msg{}
+	mine := map[uint64]bool{}
+	for _, m := range msgs {
+		if md, err := m.Metadata(); err == nil {
+			held[md.Sequence.Stream] = m
+			mine[md.Sequence.Stream] = true
+		}
+	}
+	got := 0
+	deadline := time.Now().Add(2 * time.Duration(c.cfg.Cluster.AckWait))
+	for got < orphans && time.Now().Before(deadline) && ctx.Err() == nil {
+		for _, m := range held {
+			_ = m.InProgress()
+		}
+		more, _ := fetch(cons, c.cfg.Cluster.Fetch, 500*time.Millisecond, fopts...)
+		for _, m := range more {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if _, dup := held[md.Sequence.Stream]; dup {
+				continue
+			}
+			held[md.Sequence.Stream] = m
+			if md.NumDelivered > 1 && !mine[md.Sequence.Stream] {
+				got++
+			}
+		}
+	}
+	if got < orphans {
+		log.Warn("previous owner's messages did not all come back in time; continuing", "missing", orphans-got)
+	}
+	seqs := make([]uint64, 0, len(held))
+	for s := range held {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	out := make([]jetstream.Msg, 0, len(seqs))
+	for _, s := range seqs {
+		out = append(out, held[s])
+	}
+	return out, nil
+}
+
+// cycle evaluates msgs in order, commits and acknowledges them.
+func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jetstream.Msg, cy *cycle, partitioned bool) error {
+	sh.cycle.Lock()
+	defer sh.cycle.Unlock()
+	cy.reset()
+	for _, m := range msgs {
+		subj := m.Subject()
+		if partitioned { // drop the partition token
+			subj = subj[:strings.LastIndexByte(subj, '.')]
+		}
+		c.process(sh, subj, m.Data(), cy)
+	}
+	if err := c.commit(ctx, io, sh, cy); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		var err error
+		if i == len(msgs)-1 {
+			err = m.DoubleAck(ctx) // the last one confirmed: the cycle is through
+		} else {
+			err = m.Ack()
+		}
+		if err != nil {
+			return fmt.Errorf("collector: ack: %w", err)
+		}
+	}
+	return nil
+}
