@@ -34,6 +34,11 @@ func start(t *testing.T, url string) *running {
 	cfg.NATS.URL = url
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	return startCfg(t, cfg)
+}
+
+func startCfg(t *testing.T, cfg Config) *running {
+	t.Helper()
 	c := newCollector(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}

@@ -85,17 +85,17 @@ type assetState struct {
 }
 
 type signalState struct {
-	a        *assetState
-	name     string
-	slot     int
-	unit     string
-	value    float64
-	text     string
-	quality  telemetry.Quality
-	valid    bool  // the latest reading had a good, plausible value
-	ts       int64 // source time of the latest good value
-	seen     int64 // source time of the latest reading of any quality
-	first    int64 // source time of the first reading
+	a       *assetState
+	name    string
+	slot    int
+	unit    string
+	value   float64
+	text    string
+	quality telemetry.Quality
+	valid   bool  // the latest reading had a good, plausible value
+	ts      int64 // source time of the latest good value
+	seen    int64 // source time of the latest reading of any quality
+	first   int64 // source time of the first reading
 	// Arrival times (the batch's ts_gw): staleness and the age of a value
 	// are judged on these, never on source time alone, because a constant
 	// OPC UA value keeps an old SourceTimestamp (docs/rules.md).
