@@ -75,14 +75,26 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 		futs = append(futs, f)
 	}
 	revs, err := awaitAcks(ctx, futs)
+	durable := make(map[[2]string]bool, len(writes))
 	sh.mu.Lock()
 	for i, w := range writes {
 		if revs[i] > 0 {
 			sh.rev[w.asset] = revs[i]
+			durable[w.asset] = true
 		}
 	}
 	sh.mu.Unlock()
 	if err != nil {
+		// the assets whose record was written are committed all the same:
+		// their batches count as evaluated (a redelivery is a duplicate)
+		kept := cy.batches[:0]
+		for _, b := range cy.batches {
+			if durable[[2]string{b.Site, b.Asset}] {
+				kept = append(kept, b)
+			}
+		}
+		cy.batches = kept
+		c.committed(sh, cy)
 		var ae *jetstream.APIError
 		if errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			c.m.fenced.Inc()

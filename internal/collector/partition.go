@@ -140,30 +140,58 @@ func (m *members) live() []string {
 	return out
 }
 
-// owner assigns partition p to one of the live members by rendezvous
-// hashing: every replica computes the same owner from the same member
-// list, and a join or leave moves only the partitions it must.
-func owner(live []string, p int) string {
-	var best string
-	var bh uint64
-	for _, m := range live {
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(m))
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write([]byte(strconv.Itoa(p)))
-		if v := h.Sum64(); best == "" || v > bh {
-			best, bh = m, v
+// assign gives every partition to one live member: rendezvous hashing
+// (each partition ranks the members by a hash of (member, partition))
+// bounded to ceil(partitions/members) per member, so every replica
+// computes the same assignment from the same member list, the load is
+// even, and a join or leave moves few partitions.
+func assign(live []string, parts int) map[int]string {
+	out := make(map[int]string, parts)
+	if len(live) == 0 {
+		return out
+	}
+	capacity := (parts + len(live) - 1) / len(live)
+	load := map[string]int{}
+	for p := range parts {
+		ranked := slices.Clone(live)
+		sort.Slice(ranked, func(i, j int) bool { return score(ranked[i], p) > score(ranked[j], p) })
+		for _, m := range ranked {
+			if load[m] < capacity {
+				out[p] = m
+				load[m]++
+				break
+			}
 		}
 	}
-	return best
+	return out
 }
+
+// score is a well-mixed 64-bit hash of (member, partition): FNV-1a
+// followed by the splitmix64 finaliser (FNV alone barely mixes the last
+// bytes of short names).
+func score(member string, p int) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(member))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(strconv.Itoa(p)))
+	z := h.Sum64() + 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+// priorityGroup is the pinned-client priority group on every partition
+// consumer (the consumer names carry the collector group; the server
+// limits this name to 16 characters).
+const priorityGroup = "smelter"
 
 // supervise runs one worker per owned partition (partition 0 alone in
 // single replica mode) and moves partitions as members come and go.
 func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, partitioned bool) error {
 	type running struct {
-		stop context.CancelFunc
-		done chan error
+		stop     context.CancelFunc
+		done     chan error
+		stopping bool
 	}
 	workers := map[int]*running{}
 	backoff := map[int]time.Time{}
@@ -178,14 +206,19 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	parts := c.cfg.Cluster.Partitions
+	var lastLive string
 	for {
 		want := map[int]bool{}
 		if parts == 0 {
 			want[0] = true
 		} else {
 			live := mem.live()
-			for p := range parts {
-				if owner(live, p) == mem.self {
+			if l := strings.Join(live, ","); l != lastLive {
+				c.log.Info("group members", "group", c.cfg.Group, "live", l)
+				lastLive = l
+			}
+			for p, m := range assign(live, parts) {
+				if m == mem.self {
 					want[p] = true
 				}
 			}
@@ -201,14 +234,17 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 				continue
 			default:
 			}
-			if !want[p] {
-				w.stop() // finishes its cycle, releases the pin; reaped above
+			if !want[p] && !w.stopping {
+				c.log.Debug("partition released", "partition", p)
+				w.stopping = true
+				w.stop() // finishes its cycle and stops pulling; reaped above
 			}
 		}
 		for p := range want {
 			if _, ok := workers[p]; ok || time.Now().Before(backoff[p]) {
 				continue
 			}
+			c.log.Debug("partition wanted", "partition", p)
 			wctx, stop := context.WithCancel(ctx)
 			w := &running{stop: stop, done: make(chan error, 1)}
 			workers[p] = w
@@ -245,7 +281,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 		}
 	}
 	if parts > 0 {
-		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{c.cfg.Group}, time.Duration(c.cfg.Cluster.PinnedTTL)
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{priorityGroup}, time.Duration(c.cfg.Cluster.PinnedTTL)
 	}
 	if versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
 		for _, s := range ingest.Subjects {
@@ -260,27 +296,22 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	}
 	var fopts []jetstream.FetchOpt
 	if parts > 0 {
-		fopts = append(fopts, jetstream.FetchPriorityGroup(c.cfg.Group))
+		fopts = append(fopts, jetstream.FetchPriorityGroup(priorityGroup))
 	}
 	log := c.log.With("partition", p, "consumer", name)
 	sh := c.shard(p)
-	defer func() {
-		// whatever happens next, the bucket is the truth for this partition
-		c.dropShard(sh)
-		if parts > 0 && ctx.Err() == nil {
-			uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if s, err := io.js.Stream(uctx, c.cfg.NATS.Stream); err == nil {
-				_ = s.UnpinConsumer(uctx, name, c.cfg.Group)
-			}
-			cancel()
-		}
-	}()
+	// Whatever ends the worker, the bucket is the truth for this partition
+	// from now on. The pin is not released explicitly: an unpin cannot
+	// tell whose pin it removes (a replica whose member view lags could
+	// yank a rightful owner's), so the next owner waits out pinned_ttl.
+	defer c.dropShard(sh)
 	if parts == 0 { // the only consumer of its group: restore at once, for the API
 		if err := c.load(ctx, io.kv, sh); err != nil {
 			return err
 		}
 	}
 	fresh := true
+	var lastDSeq uint64 // consumer sequence of the newest delivery seen
 	lastTick := time.Now()
 	var cy cycle
 	for stop.Err() == nil {
@@ -293,12 +324,30 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 				return err
 			}
+			select { // a broker that refuses at once must not spin this loop
+			case <-stop.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
-		if len(msgs) > 0 && fresh {
-			if msgs, err = c.acquire(ctx, io, cons, sh, msgs, fopts, log); err != nil {
+		if len(msgs) > 0 && (fresh || gap(msgs, lastDSeq)) {
+			// the first messages of this worker, or some delivered to it
+			// were lost in transit (a reconnect): messages delivered but not
+			// acknowledged come back after ack_wait and go first
+			if fresh {
+				c.m.takeovers.Inc()
+				if err := c.load(ctx, io.kv, sh); err != nil {
+					return err
+				}
+			}
+			if msgs, err = c.recoverOrder(ctx, cons, msgs, fopts, log); err != nil {
 				return err
 			}
 			fresh = false
+		}
+		for _, m := range msgs {
+			if md, err := m.Metadata(); err == nil {
+				lastDSeq = max(lastDSeq, md.Sequence.Consumer)
+			}
 		}
 		if len(msgs) > 0 {
 			if err := c.cycle(ctx, io, sh, msgs, &cy, partitioned); err != nil {
@@ -331,17 +380,20 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 	return out, nil
 }
 
-// acquire runs on the first messages after this worker started: it
-// restores the partition's state and, when a previous owner left messages
-// delivered but unacknowledged (they come back after ack_wait), holds the
-// new ones until those arrived, so they are evaluated first, in stream
-// order.
-func (c *Collector) acquire(ctx context.Context, io *natsIO, cons jetstream.Consumer, sh *shard, msgs []jetstream.Msg,
+// gap reports whether deliveries were lost before msgs: every delivery
+// takes the next consumer sequence, so one missing means a message
+// reached no one and is pending its redelivery.
+func gap(msgs []jetstream.Msg, last uint64) bool {
+	md, err := msgs[0].Metadata()
+	return err == nil && md.Sequence.Consumer != last+1
+}
+
+// recoverOrder holds msgs while messages delivered earlier but not
+// acknowledged (to a previous owner, or to this worker and lost in
+// transit) are redelivered, and returns all of them in stream order, so
+// per-asset order holds across a takeover or reconnect.
+func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, msgs []jetstream.Msg,
 	fopts []jetstream.FetchOpt, log *slog.Logger) ([]jetstream.Msg, error) {
-	c.m.takeovers.Inc()
-	if err := c.load(ctx, io.kv, sh); err != nil {
-		return nil, err
-	}
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("collector: consumer info: %w", err)
@@ -350,7 +402,7 @@ func (c *Collector) acquire(ctx context.Context, io *natsIO, cons jetstream.Cons
 	if orphans <= 0 {
 		return msgs, nil
 	}
-	log.Info("partition acquired with unacknowledged messages of its previous owner; evaluating those first", "orphans", orphans)
+	log.Info("unacknowledged earlier deliveries pending; evaluating those first", "orphans", orphans)
 	held := map[uint64]jetstream.Msg{}
 	mine := map[uint64]bool{}
 	for _, m := range msgs {

@@ -86,6 +86,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		return err
 	}
 	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log}
+	c.log = c.log.With("replica", mem.self)
 	if err := mem.join(ctx, parts == 0); err != nil {
 		return err
 	}
