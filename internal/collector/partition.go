@@ -93,9 +93,7 @@ func (m *members) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = m.kv.Delete(lctx, m.self)
-			cancel()
+			m.leave(ctx)
 			return nil
 		case <-t.C:
 			if err := m.beat(ctx); err != nil && ctx.Err() == nil {
@@ -124,6 +122,14 @@ func (m *members) run(ctx context.Context) error {
 			m.mu.Unlock()
 		}
 	}
+}
+
+// leave deletes this replica's key (a graceful stop; after kill -9 the
+// key ages out instead).
+func (m *members) leave(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = m.kv.Delete(lctx, m.self)
 }
 
 // live returns the live members, sorted, self included.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -137,4 +139,14 @@ func TestKill9RestartKeepsActiveAlerts(t *testing.T) {
 			t.Fatalf("%s raised_at %d after restart, %d before", a.Key, a.RaisedAt, want)
 		}
 	}
+}
+
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func counterVec(c *prometheus.CounterVec, label string) float64 {
+	return counter(c.WithLabelValues(label))
 }

@@ -38,6 +38,10 @@ const minPartitionVersion = "2.11.0"
 // the group's live members assign to it and takes over those of a replica
 // that died.
 func (c *Collector) Run(ctx context.Context) error {
+	token, err := c.httpToken() // configuration errors before any I/O
+	if err != nil {
+		return err
+	}
 	url := c.cfg.NATS.URL
 	if url == "" {
 		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
@@ -90,6 +94,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err := mem.join(ctx, parts == 0); err != nil {
 		return err
 	}
+	defer mem.leave(ctx)
 	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
 	g, gctx := errgroup.WithContext(ctx)
 	if c.cfg.MQTT.Enabled {
@@ -124,7 +129,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, io, mem, partitioned) })
 	if c.cfg.HTTP.Listen != "" {
-		if err := c.serveHTTP(ctx, gctx, g); err != nil {
+		if err := c.serveHTTP(ctx, gctx, g, token); err != nil {
 			return err
 		}
 	}
@@ -137,11 +142,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	return err
 }
 
-func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group) error {
-	token, err := c.httpToken()
-	if err != nil {
-		return err
-	}
+func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, token string) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
 	if err != nil {
