@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +150,36 @@ func counter(c prometheus.Counter) float64 {
 
 func counterVec(c *prometheus.CounterVec, label string) float64 {
 	return counter(c.WithLabelValues(label))
+}
+
+// A second collector with copied defaults on the same NATS does not
+// silently share the first one's consumer: single replica mode refuses a
+// group with another live member; its own group runs independently.
+func TestSecondCollectorNeedsItsOwnGroup(t *testing.T) {
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	start(t, ns.URL())
+	cfg := Defaults()
+	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir = ns.URL(), "", t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := newCollector(t, cfg).Run(ctx); err == nil || !strings.Contains(err.Error(), `group "smelter-collector" already has a live collector`) {
+		t.Fatalf("second collector in the same group: %v", err)
+	}
+	cfg.Group = "quickstart"
+	r := startCfg(t, cfg)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	wait.For(t, 10*time.Second, "its own consumer and bucket", func() bool {
+		_, err := js.Consumer(ctx, "SMELTER", "quickstart")
+		_, kerr := js.KeyValue(ctx, "quickstart_state")
+		return err == nil && kerr == nil && r.c.Ready()
+	})
 }
