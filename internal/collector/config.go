@@ -139,8 +139,8 @@ func Defaults() Config {
 	c.NATS.Stream, c.NATS.CreateStream = "SMELTER", true
 	// distributed engine (issue 10): consumer and buckets derive from group
 	c.Group, c.MaxAssets = "smelter-collector", 20000
-	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(30 * time.Second), PinnedTTL: Duration(5 * time.Second),
-		MemberTimeout: Duration(4 * time.Second), Fetch: 512}
+	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
+		MemberTimeout: Duration(4 * time.Second), Fetch: 2048}
 	c.NATS.MaxAge = Duration(168 * time.Hour)
 	c.MQTT.Group = "smelter-collector"
 	c.KPI.Window = Duration(15 * time.Minute)

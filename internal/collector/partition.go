@@ -33,6 +33,8 @@ type members struct {
 
 	mu   sync.Mutex
 	seen map[string]time.Time
+
+	known chan struct{} // closed once the current members were read
 }
 
 type memberRecord struct {
@@ -45,7 +47,7 @@ type memberRecord struct {
 // every replica), so a second collector with copied defaults never splits
 // the first one's stream.
 func (m *members) join(ctx context.Context, single bool) error {
-	m.seen = map[string]time.Time{}
+	m.seen, m.known = map[string]time.Time{}, make(chan struct{})
 	if single {
 		keys, err := m.kv.ListKeys(ctx)
 		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -107,6 +109,9 @@ func (m *members) run(ctx context.Context) error {
 				return errors.New("collector: members watch ended")
 			}
 			if e == nil {
+				if initial {
+					close(m.known)
+				}
 				initial = false
 				continue
 			}
@@ -209,6 +214,13 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			<-w.done
 		}
 	}()
+	// assign only once the group's current members are known, so replicas
+	// starting together do not all pull (and pin) every partition first
+	select {
+	case <-mem.known:
+	case <-ctx.Done():
+		return nil
+	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	parts := c.cfg.Cluster.Partitions
@@ -304,6 +316,14 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	if parts > 0 {
 		fopts = append(fopts, jetstream.FetchPriorityGroup(priorityGroup))
 	}
+	fetchN := c.cfg.Cluster.Fetch
+	// Fetch, not a continuous Messages pull: nothing is ever buffered in
+	// the client beyond the cycle being evaluated, so a release leaves no
+	// delivered-but-unseen messages and the pending count of the consumer
+	// tells exactly what a previous owner left.
+	more := func(wait time.Duration) ([]jetstream.Msg, error) {
+		return fetch(cons, fetchN, wait, fopts...)
+	}
 	log := c.log.With("partition", p, "consumer", name)
 	sh := c.shard(p)
 	// Whatever ends the worker, the bucket is the truth for this partition
@@ -321,7 +341,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	lastTick := time.Now()
 	var cy cycle
 	for stop.Err() == nil {
-		msgs, err := fetch(cons, c.cfg.Cluster.Fetch, time.Second, fopts...)
+		// a partial batch waits at most 100 ms; a backlog fills it at once
+		msgs, err := more(100 * time.Millisecond)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -345,7 +366,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 					return err
 				}
 			}
-			if msgs, err = c.recoverOrder(ctx, cons, msgs, fopts, log); err != nil {
+			if msgs, err = c.recoverOrder(ctx, cons, msgs, more, log); err != nil {
 				return err
 			}
 			fresh = false
@@ -370,7 +391,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	return nil
 }
 
-// fetch pulls up to n messages, waiting at most wait for the first.
+// fetch pulls up to n messages, waiting at most wait for a full batch.
 func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream.FetchOpt) ([]jetstream.Msg, error) {
 	b, err := cons.Fetch(n, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, opts...)...)
 	if err != nil {
@@ -386,12 +407,21 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 	return out, nil
 }
 
-// gap reports whether deliveries were lost before msgs: every delivery
-// takes the next consumer sequence, so one missing means a message
-// reached no one and is pending its redelivery.
+// gap reports whether deliveries were lost before or among msgs: every
+// delivery takes the next consumer sequence, so one missing means a
+// message reached no one and is pending its redelivery.
 func gap(msgs []jetstream.Msg, last uint64) bool {
-	md, err := msgs[0].Metadata()
-	return err == nil && md.Sequence.Consumer != last+1
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		if md.Sequence.Consumer != last+1 {
+			return true
+		}
+		last = md.Sequence.Consumer
+	}
+	return false
 }
 
 // recoverOrder holds msgs while messages delivered earlier but not
@@ -399,7 +429,7 @@ func gap(msgs []jetstream.Msg, last uint64) bool {
 // transit) are redelivered, and returns all of them in stream order, so
 // per-asset order holds across a takeover or reconnect.
 func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, msgs []jetstream.Msg,
-	fopts []jetstream.FetchOpt, log *slog.Logger) ([]jetstream.Msg, error) {
+	more func(time.Duration) ([]jetstream.Msg, error), log *slog.Logger) ([]jetstream.Msg, error) {
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("collector: consumer info: %w", err)
@@ -419,12 +449,19 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 	}
 	got := 0
 	deadline := time.Now().Add(2 * time.Duration(c.cfg.Cluster.AckWait))
+	lastProgress := time.Now()
 	for got < orphans && time.Now().Before(deadline) && ctx.Err() == nil {
-		for _, m := range held {
-			_ = m.InProgress()
+		if time.Since(lastProgress) > time.Duration(c.cfg.Cluster.AckWait)/2 {
+			for _, m := range held { // keep the held ones from being redelivered
+				_ = m.InProgress()
+			}
+			lastProgress = time.Now()
 		}
-		more, _ := fetch(cons, c.cfg.Cluster.Fetch, 500*time.Millisecond, fopts...)
-		for _, m := range more {
+		ms, err := more(200 * time.Millisecond)
+		if err != nil {
+			log.Debug("fetch", "err", err)
+		}
+		for _, m := range ms {
 			md, err := m.Metadata()
 			if err != nil {
 				continue
@@ -439,7 +476,7 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 		}
 	}
 	if got < orphans {
-		log.Warn("previous owner's messages did not all come back in time; continuing", "missing", orphans-got)
+		log.Warn("earlier deliveries did not all come back in time; continuing", "missing", orphans-got)
 	}
 	seqs := make([]uint64, 0, len(held))
 	for s := range held {
