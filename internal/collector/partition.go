@@ -440,18 +440,26 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 	}
 	log.Info("unacknowledged earlier deliveries pending; evaluating those first", "orphans", orphans)
 	held := map[uint64]jetstream.Msg{}
-	mine := map[uint64]bool{}
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil {
 			held[md.Sequence.Stream] = m
-			mine[md.Sequence.Stream] = true
 		}
 	}
-	got := 0
-	deadline := time.Now().Add(2 * time.Duration(c.cfg.Cluster.AckWait))
-	lastProgress := time.Now()
-	for got < orphans && time.Now().Before(deadline) && ctx.Err() == nil {
-		if time.Since(lastProgress) > time.Duration(c.cfg.Cluster.AckWait)/2 {
+	// wait until nothing is pending but what is held: the orphans either
+	// came back (redelivered after ack_wait) or were acknowledged after all
+	// (a previous owner that was only slow); never go on out of order
+	ackWait := time.Duration(c.cfg.Cluster.AckWait)
+	deadline := time.Now().Add(5 * ackWait)
+	lastProgress, lastInfo := time.Now(), time.Now()
+	initial, came := orphans, 0
+	for orphans > 0 {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("collector: %d earlier deliveries did not come back within %v", orphans, 5*ackWait)
+		}
+		if time.Since(lastProgress) > ackWait/2 {
 			for _, m := range held { // keep the held ones from being redelivered
 				_ = m.InProgress()
 			}
@@ -462,21 +470,29 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 			log.Debug("fetch", "err", err)
 		}
 		for _, m := range ms {
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			if _, dup := held[md.Sequence.Stream]; dup {
-				continue
-			}
-			held[md.Sequence.Stream] = m
-			if md.NumDelivered > 1 && !mine[md.Sequence.Stream] {
-				got++
+			if md, err := m.Metadata(); err == nil {
+				if _, dup := held[md.Sequence.Stream]; !dup {
+					held[md.Sequence.Stream] = m
+					if md.NumDelivered > 1 {
+						came++
+					}
+				}
 			}
 		}
+		if len(ms) > 0 || time.Since(lastInfo) > 500*time.Millisecond {
+			lastInfo = time.Now()
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("collector: consumer info: %w", err)
+			}
+			orphans = info.NumAckPending - len(held)
+		}
 	}
-	if got < orphans {
-		log.Warn("earlier deliveries did not all come back in time; continuing", "missing", orphans-got)
+	if came < initial {
+		// some were acknowledged by their first receiver, a replica that
+		// still owned the partition a moment ago: its checkpoint may be
+		// newer than the state this worker read, so start over from it
+		return nil, fmt.Errorf("collector: %w: %d earlier deliveries were acknowledged by another replica", errFenced, initial-came)
 	}
 	seqs := make([]uint64, 0, len(held))
 	for s := range held {
