@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nats-io/nats.go"
 	"hash/fnv"
 	"log/slog"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/collector/ingest"
@@ -211,7 +211,9 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			w.stop()
 		}
 		for _, w := range workers {
-			<-w.done
+			if err := <-w.done; err != nil {
+				c.log.Debug("partition worker stopped", "err", err)
+			}
 		}
 	}()
 	// assign only once the group's current members are known, so replicas

@@ -34,8 +34,8 @@ func newCollector(t *testing.T, cfg Config) *Collector {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lw io.Writer = io.Discard
-	if os.Getenv("SMELTER_TEST_LOG") != "" {
+	lw := io.Discard
+	if os.Getenv("SMELTER_TEST_LOG") != "" { // SMELTER_TEST_LOG=1: the collectors' logs on stderr
 		lw = os.Stderr
 	}
 	c, err := New(cfg, set, slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})), prometheus.NewRegistry())
