@@ -33,3 +33,14 @@ func TestAssignBalancedAndStable(t *testing.T) {
 		t.Fatal("not deterministic")
 	}
 }
+
+func TestVersionAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		have string
+		ok   bool
+	}{{"2.9.10", false}, {"2.10.22", false}, {"2.11.0", true}, {"2.11.0-beta.1", true}, {"2.15.2", true}, {"3.0.0", true}, {"", false}} {
+		if got := versionAtLeast(c.have, minPartitionVersion); got != c.ok {
+			t.Errorf("%q >= %s: %v", c.have, minPartitionVersion, got)
+		}
+	}
+}

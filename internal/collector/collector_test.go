@@ -239,6 +239,13 @@ func TestConfigFiles(t *testing.T) {
 		{"nats: {urll: x}\n", "c.yaml:1: field urll not found"},
 		{"data_dir: x\nkpi:\n  window: soon\n", `c.yaml:3: "soon" is not a duration`},
 		{"", "c.yaml: file is empty"},
+		// distributed engine (issue 10)
+		{"group: 'a.b'\n", `group: "a.b" must be 1-48`},
+		{"max_assets: 0\n", "max_assets: 0 out of range"},
+		{"cluster: {partitions: -1}\n", "cluster.partitions: -1 out of range"},
+		{"cluster: {replicas: 2}\n", "cluster.replicas: 2 (want 1, 3 or 5)"},
+		{"cluster: {pinned_ttl: 100ms}\n", "cluster.pinned_ttl: 100ms shorter than 1s"},
+		{"cluster: {partitions: 4}\nmqtt: {enabled: true}\n", "mqtt.enabled: the MQTT source has no per-asset affinity"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(p, []byte(tc.doc), 0o600); err != nil {
