@@ -96,6 +96,8 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	defer mem.leave(ctx)
 	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
+	c.js.Store(io) // before any source: Handle commits through it
+	defer c.js.Store(nil)
 	g, gctx := errgroup.WithContext(ctx)
 	if c.cfg.MQTT.Enabled {
 		mo, stop, err := c.mqttOptions()
@@ -110,7 +112,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			return fmt.Errorf("collector: mqtt connect: %w", tok.Error())
 		}
 		defer pub.Disconnect(250)
-		io.mq = pub
+		c.js.Store(&natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket(), mq: pub})
 		// gateway status (retained LWT messages) for the dashboard's
 		// gateway health; every replica subscribes, not a shared group
 		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
@@ -119,15 +121,13 @@ func (c *Collector) Run(ctx context.Context) error {
 		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
 		g.Go(func() error { return src.Run(gctx, c.Handle) })
 	}
-	c.js.Store(io)
-	defer c.js.Store(nil)
 	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { c.observeStatus(m.Subject, m.Data) })
 	if err != nil {
 		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
 	}
 	defer func() { _ = statusSub.Unsubscribe() }()
 	g.Go(func() error { return mem.run(gctx) })
-	g.Go(func() error { return c.supervise(gctx, io, mem, partitioned) })
+	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
 	if c.cfg.HTTP.Listen != "" {
 		if err := c.serveHTTP(ctx, gctx, g, token); err != nil {
 			return err
