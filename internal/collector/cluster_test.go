@@ -282,6 +282,13 @@ func TestClusterReplicasFailover(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("assets behind: %v", lag)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range msgs {
+				if seen[m.id] == 0 {
+					t.Logf("never committed by a hook: %s (%s ts %d)", m.id, m.asset, m.ts)
+				}
+			}
 		}
 	})
 	wait.For(t, 90*time.Second, "every batch evaluated and checkpointed", func() bool {

@@ -274,18 +274,24 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 		defer c.count(sh, sh.engine.Len())
 		if sh.engine.Duplicate(b) {
 			c.m.duplicates.Inc()
+			c.log.Debug("batch already evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			return
 		}
 		dup, late := sh.dedup.Seen(b.Gateway, b.Seq)
 		if dup {
 			c.m.duplicates.Inc()
+			c.log.Debug("duplicate batch", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			return
 		}
 		if late {
 			c.m.late.Inc()
 		}
 		c.live.ObserveBatch(b)
+		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, sh.scratch[:0])
+		if sh.engine.Stats().Late != late0 {
+			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+		}
 		var res []kpi.Result
 		res, al = sh.kpis.Process(b, sh.results[:0], al)
 		c.record(sh, al, res, cy)

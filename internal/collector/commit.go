@@ -82,6 +82,7 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 			sh.rev[w.asset] = revs[i]
 			durable[w.asset] = true
 		}
+		c.log.Debug("checkpoint", "key", w.key, "expected_rev", w.rev, "rev", revs[i])
 	}
 	sh.mu.Unlock()
 	if err != nil {

@@ -310,6 +310,10 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	} else {
 		cc.FilterSubject = telemetry.SubjectPrefix + ".>" // 2.9: one filter; other kinds skipped
 	}
+	filters := cc.FilterSubjects
+	if cc.FilterSubject != "" {
+		filters = []string{cc.FilterSubject}
+	}
 	cons, err := io.js.CreateOrUpdateConsumer(ctx, c.cfg.NATS.Stream, cc)
 	if err != nil {
 		return fmt.Errorf("collector: consumer %s on stream %s: %w", name, c.cfg.NATS.Stream, err)
@@ -368,7 +372,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 					return err
 				}
 			}
-			if msgs, err = c.recoverOrder(ctx, cons, msgs, more, log); err != nil {
+			if msgs, err = c.recoverOrder(ctx, io, cons, filters, msgs, more, log); err != nil {
 				return err
 			}
 			fresh = false
@@ -426,40 +430,57 @@ func gap(msgs []jetstream.Msg, last uint64) bool {
 	return false
 }
 
-// recoverOrder holds msgs while messages delivered earlier but not
-// acknowledged (to a previous owner, or to this worker and lost in
-// transit) are redelivered, and returns all of them in stream order, so
-// per-asset order holds across a takeover or reconnect.
-func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, msgs []jetstream.Msg,
+// recoverOrder makes sure msgs are not evaluated before earlier messages
+// of the partition that are not acknowledged yet (delivered to a previous
+// owner, or to this worker and lost in transit, or forgotten by a consumer
+// leader that changed): it lists the stream's messages matching the
+// consumer's filters between the ack floor and the first message held,
+// waits until they are redelivered (after ack_wait), and returns all in
+// stream order. If some of them get acknowledged meanwhile by their first
+// receiver, a replica that still owned the partition, its checkpoint may
+// be newer than the state read here: errFenced, the partition starts over.
+func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []jetstream.Msg,
 	more func(time.Duration) ([]jetstream.Msg, error), log *slog.Logger) ([]jetstream.Msg, error) {
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("collector: consumer info: %w", err)
-	}
-	orphans := info.NumAckPending - len(msgs)
-	if orphans <= 0 {
-		return msgs, nil
-	}
-	log.Info("unacknowledged earlier deliveries pending; evaluating those first", "orphans", orphans)
 	held := map[uint64]jetstream.Msg{}
+	first := uint64(0)
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil {
 			held[md.Sequence.Stream] = m
+			if first == 0 || md.Sequence.Stream < first {
+				first = md.Sequence.Stream
+			}
 		}
 	}
-	// wait until nothing is pending but what is held: the orphans either
-	// came back (redelivered after ack_wait) or were acknowledged after all
-	// (a previous owner that was only slow); never go on out of order
 	ackWait := time.Duration(c.cfg.Cluster.AckWait)
 	deadline := time.Now().Add(5 * ackWait)
-	lastProgress, lastInfo := time.Now(), time.Now()
-	initial, came := orphans, 0
-	for orphans > 0 {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	lastProgress := time.Now()
+	var expected []uint64
+	initial, came := -1, 0
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("collector: consumer info: %w", err)
+		}
+		// two signs of earlier messages: stream messages of this partition
+		// between the ack floor and the first held one that are not held,
+		// and more messages pending (delivered, unacknowledged) than held
+		missing, err := c.earlier(ctx, io, filters, info.AckFloor.Stream, first, held)
+		if err != nil {
+			return nil, err
+		}
+		orphans := info.NumAckPending - len(held)
+		if initial < 0 {
+			log.Debug("order check", "ack_floor", info.AckFloor.Stream, "pending", info.NumAckPending, "first", first, "held", len(held), "missing", len(missing))
+			expected, initial = append([]uint64{}, missing...), max(orphans, 0)
+			if len(missing) > 0 || orphans > 0 {
+				log.Info("earlier messages not acknowledged yet; evaluating those first", "pending_elsewhere", orphans, "missing_before", len(missing))
+			}
+		}
+		if len(missing) == 0 && orphans <= 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("collector: %d earlier deliveries did not come back within %v", orphans, 5*ackWait)
+			return nil, fmt.Errorf("collector: %d earlier messages did not come back within %v", len(missing), 5*ackWait)
 		}
 		if time.Since(lastProgress) > ackWait/2 {
 			for _, m := range held { // keep the held ones from being redelivered
@@ -481,20 +502,14 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 				}
 			}
 		}
-		if len(ms) > 0 || time.Since(lastInfo) > 500*time.Millisecond {
-			lastInfo = time.Now()
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("collector: consumer info: %w", err)
-			}
-			orphans = info.NumAckPending - len(held)
-		}
 	}
 	if came < initial {
-		// some were acknowledged by their first receiver, a replica that
-		// still owned the partition a moment ago: its checkpoint may be
-		// newer than the state this worker read, so start over from it
 		return nil, fmt.Errorf("collector: %w: %d earlier deliveries were acknowledged by another replica", errFenced, initial-came)
+	}
+	for _, s := range expected {
+		if _, ok := held[s]; !ok {
+			return nil, fmt.Errorf("collector: %w: earlier message %d was acknowledged by another replica", errFenced, s)
+		}
 	}
 	seqs := make([]uint64, 0, len(held))
 	for s := range held {
@@ -504,6 +519,45 @@ func (c *Collector) recoverOrder(ctx context.Context, cons jetstream.Consumer, m
 	out := make([]jetstream.Msg, 0, len(seqs))
 	for _, s := range seqs {
 		out = append(out, held[s])
+	}
+	return out, nil
+}
+
+// earlier lists the stream sequences matching filters in (floor, first)
+// that are not held (at most 4 x fetch of them).
+func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, floor, first uint64, held map[uint64]jetstream.Msg) ([]uint64, error) {
+	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+	}
+	var out []uint64
+	next := make([]uint64, len(filters)) // per filter: the next matching seq at or after the cursor
+	cursor := floor + 1
+	for cursor < first && len(out) < 4*c.cfg.Cluster.Fetch {
+		best := uint64(0)
+		for i, f := range filters {
+			if next[i] < cursor && next[i] != ^uint64(0) {
+				m, err := s.GetMsg(ctx, cursor, jetstream.WithGetMsgSubject(f))
+				switch {
+				case errors.Is(err, jetstream.ErrMsgNotFound):
+					next[i] = ^uint64(0)
+				case err != nil:
+					return nil, fmt.Errorf("collector: stream %s: next %s after %d: %w", c.cfg.NATS.Stream, f, cursor, err)
+				default:
+					next[i] = m.Sequence
+				}
+			}
+			if next[i] != ^uint64(0) && (best == 0 || next[i] < best) {
+				best = next[i]
+			}
+		}
+		if best == 0 || best >= first {
+			break
+		}
+		if _, ok := held[best]; !ok {
+			out = append(out, best)
+		}
+		cursor = best + 1
 	}
 	return out, nil
 }

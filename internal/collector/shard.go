@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,6 +149,10 @@ func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) 
 			}
 			before := sh.engine.Len()
 			err := sh.restore(e.Value(), e.Revision())
+			if c.log.Enabled(ctx, slog.LevelDebug) {
+				st, _ := sh.engine.Snapshot(siteID(e.Key()))
+				c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)
+			}
 			c.count(sh, before)
 			sh.mu.Unlock()
 			if err != nil {
