@@ -55,8 +55,14 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 			io.mq.Publish(telemetry.Topic(o.subject), 1, false, o.data)
 		}
 	}
+	limit := int(io.nc.MaxPayload()) - 1024 // headers and subject
 	sh.mu.Lock()
-	writes, err := sh.snapshot(cy.kv[:0])
+	writes, err := sh.snapshot(cy.kv[:0], limit, func(key string, n int) {
+		// an asset too large to checkpoint keeps working from memory; a
+		// restart or takeover starts it afresh
+		c.m.pubErrors.Inc()
+		c.log.Warn("asset state larger than the server's max_payload: not checkpointed", "key", key, "bytes", n, "max_payload", limit+1024)
+	})
 	sh.mu.Unlock()
 	cy.kv = writes
 	if err != nil {

@@ -62,8 +62,10 @@ func stateKey(p int, site, id string) string {
 	return "p" + strconv.Itoa(p) + "." + site + "." + id
 }
 
-// snapshot encodes the dirty assets' records; sh.mu is held.
-func (sh *shard) snapshot(dst []kvWrite) ([]kvWrite, error) {
+// snapshot encodes the dirty assets' records; sh.mu is held. Records
+// longer than limit bytes (the server's max_payload; 0: no limit) are not
+// returned but listed in tooBig: they cannot be stored.
+func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n int)) ([]kvWrite, error) {
 	for k := range sh.dirty {
 		st, ok := sh.engine.Snapshot(k[0], k[1])
 		if !ok {
@@ -83,7 +85,12 @@ func (sh *shard) snapshot(dst []kvWrite) ([]kvWrite, error) {
 		if err != nil {
 			return dst, fmt.Errorf("collector: encode state of %s.%s: %w", k[0], k[1], err)
 		}
-		dst = append(dst, kvWrite{asset: k, key: stateKey(sh.p, k[0], k[1]), data: data, rev: sh.rev[k]})
+		key := stateKey(sh.p, k[0], k[1])
+		if limit > 0 && len(data) > limit {
+			tooBig(key, len(data))
+			continue
+		}
+		dst = append(dst, kvWrite{asset: k, key: key, data: data, rev: sh.rev[k]})
 	}
 	clear(sh.dirty)
 	return dst, nil
