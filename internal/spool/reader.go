@@ -297,6 +297,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 			case <-r.wake:
 				continue
 			case <-ctx.Done():
+				r.closeFile() // the caller stops reading: the segment file must not outlive the spool
 				return nil, ctx.Err()
 			case <-s.closedCh:
 				continue
@@ -323,6 +324,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 		}
 		n, err := r.replayBudget(ctx, maxRecords)
 		if err != nil {
+			r.closeFile()
 			return nil, err
 		}
 		recs, err := r.readDisk(plan, n, maxBytes)
