@@ -22,13 +22,13 @@ import (
 
 // fullConfig is the rig's one compressor polled every 50 ms, its data in
 // dataDir, published to natsURL.
-func (r *relRig) fullConfig(t *testing.T, dataDir, natsURL string) *gwconfig.Config {
+func (r *relRig) fullConfig(t *testing.T, dataDir, natsURL string, natsExtra ...string) *gwconfig.Config {
 	t.Helper()
 	doc := fmt.Sprintf(`gateway: {id: %s, enterprise: acme, site: plant1, data_dir: %q}
 http: {listen: "off"}
 spool: {segment_bytes: 65536}
 uplinks:
-  nats: {url: %q, timeout: 1s}
+  nats: {url: %q, timeout: 1s%s}
 devices:
   - id: ac-1
     class: air_compressor
@@ -36,7 +36,7 @@ devices:
     poll_interval: 50ms
     template: %s
     modbus: {address: %q, unit_id: 1, timeout: 500ms}
-`, relGateway, dataDir, natsURL, filepath.Join(r.dir, "compressor.yaml"), r.server.Addr)
+`, relGateway, dataDir, natsURL, strings.Join(natsExtra, ""), filepath.Join(r.dir, "compressor.yaml"), r.server.Addr)
 	path := filepath.Join(t.TempDir(), "gateway.yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -219,4 +219,25 @@ func (c *subjectLog) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return strings.Join(c.subjs, " ")
+}
+
+// TestUnusableStreamIsReportedAtOnce: a stream that does not exist (and
+// create_stream is false) is in /status's uplink last_error and the
+// /readyz reason, and logged as an error at once, while the gateway runs.
+func TestUnusableStreamIsReportedAtOnce(t *testing.T) {
+	r := newRelRig(t, false)
+	var logs logtest.Buffer
+	rg := startWith(t, r.fullConfig(t, filepath.Join(r.dir, "data"), r.nats.URL(), ", stream: NOPE_STREAM, create_stream: false"),
+		Options{Logger: logs.Logger(0)})
+	wait.For(t, 10*time.Second, "the stream error in /status", func() bool {
+		return strings.Contains(rg.uplink("nats").LastError, "stream NOPE_STREAM does not exist")
+	})
+	st := rg.g.Status()
+	if st.Ready || !strings.Contains(st.ReadyReason, "uplink nats not ready") || !strings.Contains(st.ReadyReason, "create_stream is false") {
+		t.Errorf("readyz reason %q", st.ReadyReason)
+	}
+	if !strings.Contains(logs.String(), `level=ERROR msg="nats stream check failed"`) {
+		t.Errorf("no error logged:\n%s", logs.String())
+	}
+	rg.alive(t)
 }
