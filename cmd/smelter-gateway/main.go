@@ -276,7 +276,9 @@ func (gen *generation) runUntilReload(ctx context.Context, path string, stderr i
 			return nil, nil
 		case err := <-httpDone:
 			cancel()
-			<-done
+			if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
+				gen.log.Error("gateway stopped", "err", rerr)
+			}
 			return nil, fmt.Errorf("http: %w", err)
 		case <-hup:
 			cfg, err := gwconfig.Load(path, gateway.Drivers()...)

@@ -174,13 +174,7 @@ func TestScanModbusHelpAndRefused(t *testing.T) {
 			t.Errorf("%v: code %d\nout:\n%s\nerr:\n%s", args, code, out, errs)
 		}
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := freeAddr(t)
 	code, out, errs := runCmd("scan", "modbus", addr, "-units", "1-3")
 	if code != 1 || !strings.Contains(errs, "connection refused") || strings.Contains(out, "answers") {
 		t.Fatalf("refused: code %d\nout:\n%s\nerr:\n%s", code, out, errs)
@@ -235,13 +229,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nb.Shutdown)
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	_ = ln.Close()
+	httpAddr := freeAddr(t)
 	device := func(id string, unit int) string {
 		return fmt.Sprintf("  - {id: %s, class: motor, poll_interval: 100ms, modbus: {address: %q, unit_id: %d}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n", id, srv.Addr, unit)
 	}
@@ -294,6 +282,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	// Refused, the running gateway untouched: a file that does not load;
 	// one that loads but cannot run (a missing password file, a missing
 	// TLS CA file, an http.listen address taken).
+	var lc net.ListenConfig
 	taken, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -383,13 +372,7 @@ func TestSecondInstanceFailsBeforeConnecting(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = mb.Close() })
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	_ = ln.Close()
+	httpAddr := freeAddr(t)
 	conf := func(name, dataDir, listen string) string {
 		text := fmt.Sprintf("gateway: {id: gw-twin, site: s, data_dir: %q}\nhttp: {listen: %q}\nlog: {format: text, level: debug}\nuplinks: {mqtt: {url: %q}}\ndevices:\n"+
 			"  - {id: m-1, class: motor, poll_interval: 100ms, modbus: {address: %q, unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
@@ -445,4 +428,18 @@ func TestSecondInstanceFailsBeforeConnecting(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not stop on SIGTERM")
 	}
+}
+
+// freeAddr returns a loopback address nothing listens on (bound and
+// released).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }

@@ -265,7 +265,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 			reconnects := nc.Stats().Reconnects
 			if err := u.ensureStream(ctx, js); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return nil //nolint:nilerr // shutting down: the check was interrupted, not failed
 				}
 				u.setErr(err)
 				u.m.StreamCheckFailures.Inc()
