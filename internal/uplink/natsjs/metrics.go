@@ -24,8 +24,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_publish_duplicates_total",
 			Help:        "Messages the broker acknowledged as duplicates of an earlier one (deduplicated).",
 			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
-		StreamCheckFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_nats_stream_check_failures_total",
-			Help: "Failed checks of the JetStream stream (missing, not covering the subjects, or no answer); each is retried with backoff."})}
+		StreamCheckFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_stream_check_failures_total",
+			Help:        "Failed checks of the JetStream stream (missing, not covering the subjects, or no answer); each is retried with backoff.",
+			ConstLabels: prometheus.Labels{"uplink": "nats"}})}
 	if reg != nil {
 		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures)...)
 	}
