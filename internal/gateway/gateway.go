@@ -184,9 +184,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.drvReg != nil {
 		g.mx.drivers.Store(g.drvReg)
 	}
-	for _, d := range g.devices {
-		g.m.deviceUp.DeleteLabelValues(d.cfg.ID) // no value until its first cycle
-	}
+	// Only this configuration's devices, each without a value until its
+	// first cycle (the metrics outlive a reload that removed devices).
+	g.m.deviceUp.Reset()
 	defer func() {
 		if err := sp.Close(); err != nil {
 			g.log.Error("closing spool", "err", err)
