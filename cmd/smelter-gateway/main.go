@@ -131,7 +131,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "gateway.yaml", "configuration file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE\n\nSIGINT/SIGTERM stop (polling stops, spooled data is flushed);\nSIGHUP reloads FILE: a valid new configuration replaces the running one\n(the spool and its cursors carry over), an invalid one is refused and the\nrunning configuration stays.")
+		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE\n\nSIGINT/SIGTERM stop (polling stops, spooled data is flushed);\nSIGHUP reloads FILE: the new configuration is validated and checked\n(secrets and TLS files read, http.listen bound) before the running one\nstops; one that passes replaces it (the spool, its cursors and the metrics\ncarry over), one that fails is refused and the running configuration stays.\n\nhttp.listen is bound and the data directory locked before any uplink connects.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
