@@ -174,7 +174,13 @@ func TestScanModbusHelpAndRefused(t *testing.T) {
 			t.Errorf("%v: code %d\nout:\n%s\nerr:\n%s", args, code, out, errs)
 		}
 	}
-	addr := freeAddr(t)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
 	code, out, errs := runCmd("scan", "modbus", addr, "-units", "1-3")
 	if code != 1 || !strings.Contains(errs, "connection refused") || strings.Contains(out, "answers") {
 		t.Fatalf("refused: code %d\nout:\n%s\nerr:\n%s", code, out, errs)
