@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -188,6 +189,9 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 	}
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
+	// connectLog: a server that stays unreachable costs one line per
+	// minute (with the count of the retries not logged), not one per retry.
+	connectLog := logging.Limiter{Every: ConnectLogEvery}
 	for {
 		c.m.state.Set(StateConnecting)
 		connected := false
@@ -198,6 +202,9 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 				bo.Reset()
 			})
 		})
+		if connected {
+			connectLog = logging.Limiter{Every: ConnectLogEvery} // a new outage logs at once
+		}
 		c.m.state.Set(StateDisconnected)
 		c.setStatus(func(s *Status) {
 			if s.Connected {
@@ -223,15 +230,19 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 		case connected:
 			c.log.Warn("opc ua session lost; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		case errors.Is(err, ErrUntrusted):
-			c.log.Error(err.Error(), "retry_in", wait.Round(time.Millisecond))
+			connectLog.Log(ctx, c.log, slog.LevelError, err.Error(), "retry_in", wait.Round(time.Millisecond))
 		default:
-			c.log.Warn("opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+			connectLog.Log(ctx, c.log, slog.LevelWarn, "opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
 	}
 }
+
+// ConnectLogEvery is how often a failing connect is logged at most; the
+// line then carries how many failures were not logged.
+const ConnectLogEvery = time.Minute
 
 // stopped reports whether ctx has ended: the driver's loops then return
 // nil, whatever error the interrupted request gave.
