@@ -65,8 +65,10 @@ type Config struct {
 	// broken or foreign reply, a reconnect, or bytes that arrived while no
 	// request was outstanding: a late reply must have come and gone. 0 means
 	// the default, timeout + the time of a maximum frame (256 characters of
-	// 11 bits) at serial.baud: a reply up to twice the timeout late is
-	// caught. Ignored on tcp, whose transaction ids tie replies to requests.
+	// 11 bits) at serial.baud. A reply is trusted only if every late reply
+	// arrives within timeout + silence after its own request; a later one
+	// may be taken for the next request's answer (README, "Transports
+	// and the never guess a reply rule"). Ignored on tcp, whose transaction ids tie replies to requests.
 	Silence time.Duration `yaml:"silence"`
 }
 
