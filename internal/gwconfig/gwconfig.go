@@ -297,7 +297,12 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 		}
 	}
 	var name string
+	var odd []string
 	for _, k := range slices.Sorted(maps.Keys(d.Blocks)) {
+		if !confload.PlausibleKey(k) {
+			odd = append(odd, k) // never echoed: may be a secret pasted by mistake
+			continue
+		}
 		if _, isDriver := c.drivers[k]; !isDriver {
 			dc.Bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
 			continue
@@ -307,6 +312,10 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 			return nil
 		}
 		name = k
+	}
+	if len(odd) > 0 {
+		c.add(doc.OddKeys(field, odd))
+		dc.ok = false
 	}
 	if name == "" {
 		if names := slices.Sorted(maps.Keys(c.drivers)); dc.ok && !doc.Broken(field) && len(names) > 0 {
