@@ -65,7 +65,7 @@ func (d *Doc) Report(base string, err error) Errors {
 	var out Errors
 	var walk func(error)
 	walk = func(err error) {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if j, ok := err.(interface{ Unwrap() []error }); ok && isJoin(err, j.Unwrap()) {
 			for _, e := range j.Unwrap() {
 				walk(e)
 			}
@@ -73,7 +73,11 @@ func (d *Doc) Report(base string, err error) Errors {
 		}
 		var p *Problem
 		if errors.As(err, &p) {
-			out = append(out, d.Errorf(Join(base, p.Field), "%s", p.Reason))
+			field := p.Field
+			if base == "" || field != base && !strings.HasPrefix(field, base+".") && !strings.HasPrefix(field, base+"[") {
+				field = Join(base, field) // relative to base, not already under it
+			}
+			out = append(out, d.Errorf(field, "%s", p.Reason))
 			return
 		}
 		var fe *FieldError
@@ -83,13 +87,29 @@ func (d *Doc) Report(base string, err error) Errors {
 		}
 		msg := err.Error()
 		if head, reason, ok := strings.Cut(msg, ": "); ok && isFieldPath(head) {
-			out = append(out, d.Errorf(Join(base, strings.TrimPrefix(head, base+".")), "%s", reason))
+			if head != base && !strings.HasPrefix(head, base+".") {
+				head = Join(base, head)
+			}
+			out = append(out, d.Errorf(head, "%s", reason))
 			return
 		}
 		out = append(out, d.Errorf(base, "%s", msg))
 	}
 	walk(err)
 	return out
+}
+
+// isJoin reports whether err, which wraps errs, is a list of them (as
+// errors.Join makes: their messages one a line) rather than one error
+// wrapping several causes (fmt.Errorf with two %w), which is one problem.
+func isJoin(err error, errs []error) bool {
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		if e != nil {
+			msgs = append(msgs, e.Error())
+		}
+	}
+	return err.Error() == strings.Join(msgs, "\n")
 }
 
 // isFieldPath reports whether s looks like a YAML field path of ours:

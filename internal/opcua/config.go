@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Defaults.
@@ -148,40 +151,43 @@ func policyName(uri string) string {
 
 // Validate checks c after SetDefaults; each error names the YAML field.
 func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, confload.Problemf(field, format, args...))
+	}
 	u, err := url.Parse(c.Endpoint)
 	if c.Endpoint == "" {
-		return fmt.Errorf("endpoint: missing (opc.tcp://host:port)")
-	}
-	if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
-		return fmt.Errorf("endpoint: %q is not opc.tcp://host:port", c.Endpoint)
+		bad("endpoint", "missing (opc.tcp://host:port)")
+	} else if err != nil || u.Scheme != "opc.tcp" || u.Host == "" {
+		bad("endpoint", "%q is not opc.tcp://host:port", c.Endpoint)
 	}
 	if _, ok := policyURIs[c.SecurityPolicy]; !ok {
-		return fmt.Errorf("security_policy: %q is not None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss", c.SecurityPolicy)
+		bad("security_policy", "%q is not None, Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss", c.SecurityPolicy)
 	}
 	if _, ok := securityModes[c.SecurityMode]; !ok {
-		return fmt.Errorf("security_mode: %q is not None, Sign or SignAndEncrypt", c.SecurityMode)
+		bad("security_mode", "%q is not None, Sign or SignAndEncrypt", c.SecurityMode)
 	}
 	if (c.SecurityPolicy == "None") != (c.SecurityMode == "None") {
-		return fmt.Errorf("security_mode: %s does not go with security_policy %s", c.SecurityMode, c.SecurityPolicy)
+		bad("security_mode", "%s does not go with security_policy %s", c.SecurityMode, c.SecurityPolicy)
 	}
 	switch c.Auth.Mode {
 	case "anonymous":
 	case "username":
 		if c.Auth.Username == "" {
-			return fmt.Errorf("auth.username: missing for auth.mode username")
+			bad("auth.username", "missing for auth.mode username")
 		}
 		if (c.Auth.PasswordEnv == "") == (c.Auth.PasswordFile == "") {
-			return fmt.Errorf("auth.password_env: set exactly one of password_env and password_file for auth.mode username")
+			bad("auth.password_env", "set exactly one of password_env and password_file for auth.mode username")
 		}
 	case "certificate":
 		if c.Auth.CertFile == "" || c.Auth.KeyFile == "" {
-			return fmt.Errorf("auth.cert_file: auth.mode certificate needs cert_file and key_file")
+			bad("auth.cert_file", "auth.mode certificate needs cert_file and key_file")
 		}
 	default:
-		return fmt.Errorf("auth.mode: %q is not anonymous, username or certificate", c.Auth.Mode)
+		bad("auth.mode", "%q is not anonymous, username or certificate", c.Auth.Mode)
 	}
 	if (c.Certificate.CertFile == "") != (c.Certificate.KeyFile == "") {
-		return fmt.Errorf("certificate.cert_file: set both cert_file and key_file, or neither to have one created")
+		bad("certificate.cert_file", "set both cert_file and key_file, or neither to have one created")
 	}
 	for _, d := range []struct {
 		name string
@@ -198,16 +204,16 @@ func (c *Config) Validate() error {
 		{"backoff_max", c.BackoffMax, time.Millisecond, 24 * time.Hour},
 	} {
 		if d.v < d.min || d.v > d.max {
-			return fmt.Errorf("%s: %v out of range %v..%v", d.name, d.v, d.min, d.max)
+			bad(d.name, "%v out of range %v..%v", d.v, d.min, d.max)
 		}
 	}
 	if c.Heartbeat < 0 {
-		return fmt.Errorf("heartbeat: %v must not be negative", c.Heartbeat)
+		bad("heartbeat", "%v must not be negative", c.Heartbeat)
 	}
 	if c.BackoffMax < c.BackoffMin {
-		return fmt.Errorf("backoff_max: %v below backoff_min %v", c.BackoffMax, c.BackoffMin)
+		bad("backoff_max", "%v below backoff_min %v", c.BackoffMax, c.BackoffMin)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 var nodeIDForm = regexp.MustCompile(`^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=.+)$`)
