@@ -14,9 +14,9 @@ import (
 	"maps"
 	"math"
 	"net"
-	"strconv"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
