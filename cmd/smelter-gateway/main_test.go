@@ -188,6 +188,31 @@ func TestScanModbusHelpAndRefused(t *testing.T) {
 	}
 }
 
+// TestScanFlags: -count 0 is an error, not the default; -parity takes
+// lower case; serial settings on a socket transport are refused rather than
+// ignored; bad serial settings are named by their flag (review finding 11).
+func TestScanFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"127.0.0.1:502", "-count", "0"}, 2, "-count: 0 out of range 1..65536"},
+		{[]string{"127.0.0.1:502", "-start", "65000", "-count", "1000"}, 2, "-count: 1000 out of range 1..536"},
+		{[]string{"127.0.0.1:502", "-baud", "9600"}, 2, "-baud: serial line settings apply to -transport rtu and ascii only"},
+		{[]string{"127.0.0.1:502", "-transport", "rtu_over_tcp", "-parity", "N"}, 2, "-parity: serial line settings apply"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, "-baud: -5 is not a standard rate"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},
+		// lower case parity passes the checks; the scan then fails on the missing port
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-parity", "n", "-units", "1"}, 1, "/nonexistent/tty"},
+	} {
+		code, _, errs := runCmd(append([]string{"scan", "modbus"}, c.args...)...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, want %d with %q:\n%s", c.args, code, c.code, c.want, errs)
+		}
+	}
+}
+
 type oneValue struct{}
 
 func (oneValue) Class() string     { return "motor" }
