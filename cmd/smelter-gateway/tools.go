@@ -66,7 +66,8 @@ Probes which unit ids answer at ADDRESS (host:port, or a serial device for rtu/a
 and maps the readable registers of each. It only reads. A unit that returns data or
 an exception about its registers is present; a timeout, another unit's reply, and a
 TCP gateway's exceptions 10 and 11 (path unavailable, target failed to respond) mean
-absent. Exits 1 when the connection cannot be opened.
+absent. Exits 1 when the connection cannot be opened, or when no unit is present and
+what replied is not Modbus (a wrong port or -transport); 2 on a bad flag.
 
 Examples:
   smelter-gateway scan modbus 192.168.1.20:502 -units 1
