@@ -261,8 +261,8 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 }
 
 // checkListen checks an http.listen address as net.Listen("tcp") takes it:
-// host:port (host may be empty or an IP or a name), port a number 0..65535
-// or a service name, without binding it.
+// host:port (host may be empty or an IP or a name), port a number
+// 0..65535, without binding it.
 func checkListen(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -271,14 +271,12 @@ func checkListen(addr string) error {
 	if port == "" {
 		return fmt.Errorf("has no port")
 	}
-	if n, err := strconv.Atoi(port); err == nil {
-		if n < 0 || n > 65535 {
-			return fmt.Errorf("port %d is outside 0..65535", n)
-		}
-		return nil
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("port %q is not a number", port)
 	}
-	if _, err := net.LookupPort("tcp", port); err != nil {
-		return fmt.Errorf("port %q is neither a number nor a known service", port)
+	if n < 0 || n > 65535 {
+		return fmt.Errorf("port %d is outside 0..65535", n)
 	}
 	return nil
 }
