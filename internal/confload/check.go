@@ -210,19 +210,19 @@ func (c *checker) mismatch(n *yaml.Node, t reflect.Type, path string) {
 // maxKeyShown is the longest key quoted in an error, in bytes.
 const maxKeyShown = 64
 
-// PlausibleKey reports whether s looks like a field name someone typed:
-// 1 to maxKeyShown letters, digits, '_', '-' or '.', starting with a
-// letter or '_'. Anything else (a line of /etc/shadow, a JWT, a key with
-// spaces, colons or '=') is never echoed: an error about it says where it
-// is, not what it says, since errors go to logs shipped off the machine.
+// PlausibleKey reports whether s looks like a field name or map key
+// someone typed: 1 to maxKeyShown letters, digits, '_', '-' or '.'
+// (numeric map keys such as a fuel code included). Anything else (a line
+// of /etc/shadow, a JWT, a key with spaces, colons, '$', '=' or brackets)
+// is never echoed: an error about it says where it is, not what it says,
+// since errors go to logs shipped off the machine.
 func PlausibleKey(s string) bool {
 	if s == "" || len(s) > maxKeyShown {
 		return false
 	}
-	for i, r := range s {
+	for _, r := range s {
 		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
-		case i > 0 && (r >= '0' && r <= '9' || r == '-' || r == '.'):
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
 		default:
 			return false
 		}
