@@ -2,7 +2,6 @@ package opcua
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -260,46 +259,49 @@ func (p *Point) SetDefaults(c *Config) {
 
 // Validate checks p after SetDefaults; errors name the YAML field.
 func (p *Point) Validate() error {
-	if !nodeIDForm.MatchString(p.NodeID) {
-		return fmt.Errorf("node_id: %q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", p.NodeID)
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	if !strings.HasPrefix(p.NodeID, "nsu=") {
+	if !nodeIDForm.MatchString(p.NodeID) {
+		bad("node_id", "%q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", p.NodeID)
+	} else if !strings.HasPrefix(p.NodeID, "nsu=") {
 		if _, err := ua.ParseNodeID(p.NodeID); err != nil {
-			return fmt.Errorf("node_id: %q: %w", p.NodeID, err)
+			bad("node_id", "%q: %v", p.NodeID, err)
 		}
 	}
 	switch p.Mode {
 	case ModeSubscribe, ModePoll:
 	default:
-		return fmt.Errorf("mode: %q is not subscribe or poll", p.Mode)
+		bad("mode", "%q is not subscribe or poll", p.Mode)
 	}
 	if p.SamplingInterval < 0 || p.SamplingInterval > time.Hour {
-		return fmt.Errorf("sampling_interval: %v out of range 0..1h", p.SamplingInterval)
+		bad("sampling_interval", "%v out of range 0..1h", p.SamplingInterval)
 	}
 	if p.PollInterval < 10*time.Millisecond || p.PollInterval > 24*time.Hour {
-		return fmt.Errorf("poll_interval: %v out of range 10ms..24h", p.PollInterval)
+		bad("poll_interval", "%v out of range 10ms..24h", p.PollInterval)
 	}
 	if p.QueueSize > 10000 {
-		return fmt.Errorf("queue_size: %d above the limit 10000", p.QueueSize)
+		bad("queue_size", "%d above the limit 10000", p.QueueSize)
 	}
 	switch p.DeadbandType {
 	case "none":
 		if p.Deadband != 0 {
-			return fmt.Errorf("deadband: %v set but deadband_type is none", p.Deadband)
+			bad("deadband", "%v set but deadband_type is none", p.Deadband)
 		}
 	case "absolute":
 		if p.Deadband < 0 {
-			return fmt.Errorf("deadband: %v must not be negative", p.Deadband)
+			bad("deadband", "%v must not be negative", p.Deadband)
 		}
 	case "percent":
 		if p.Deadband < 0 || p.Deadband > 100 {
-			return fmt.Errorf("deadband: %v out of range 0..100 percent", p.Deadband)
+			bad("deadband", "%v out of range 0..100 percent", p.Deadband)
 		}
 	default:
-		return fmt.Errorf("deadband_type: %q is not none, absolute or percent", p.DeadbandType)
+		bad("deadband_type", "%q is not none, absolute or percent", p.DeadbandType)
 	}
 	if p.Mode == ModePoll && p.DeadbandType != "none" {
-		return fmt.Errorf("deadband_type: %s needs mode subscribe (a polled point reports every read)", p.DeadbandType)
+		bad("deadband_type", "%s needs mode subscribe (a polled point reports every read)", p.DeadbandType)
 	}
-	return nil
+	return errors.Join(errs...)
 }
