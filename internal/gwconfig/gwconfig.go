@@ -283,7 +283,9 @@ func checkListen(addr string) error {
 
 // CheckLocal checks what the configuration names on this machine and
 // what Load does not touch: the uplinks' password variables and files,
-// token, creds and TLS files (readable; TLS files PEM). Nothing connects
+// token, creds and TLS files (readable; TLS files PEM), and what a device's
+// driver names (its DriverConfig's optional CheckLocal() error method: the
+// OPC UA password and certificate files). Nothing connects
 // and nothing is bound. It returns confload.Errors placed at the fields'
 // lines, or nil; the gateway would fail to start on any of them.
 // `smelter-gateway validate` runs it unless given -offline.
@@ -301,6 +303,12 @@ func (cfg *Config) CheckLocal() error {
 	}
 	if u := cfg.Raw.Uplinks.MQTT; u != nil {
 		add("uplinks.mqtt", u.CheckLocal())
+	}
+	for _, d := range cfg.Devices {
+		// a driver whose block names secrets or files says so by this method
+		if lc, ok := d.Driver.(interface{ CheckLocal() error }); ok {
+			add(d.Field+"."+d.Protocol, lc.CheckLocal())
+		}
 	}
 	if len(es) > 0 {
 		return es.Sorted()

@@ -3,6 +3,7 @@ package opcua
 import (
 	"errors"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/secret"
 )
 
 // Defaults.
@@ -305,3 +307,46 @@ func (p *Point) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// CheckLocal reads what c names on this machine, without connecting: the
+// auth password variable or file (username mode) and the auth and
+// application certificate and key files (readable). It returns every
+// problem, each naming its field relative to the opcua block
+// ("auth.password_env: environment variable X is not set"), never a
+// secret's value.
+func (c *Config) CheckLocal() error {
+	var errs []error
+	if c.Auth.Mode == "username" {
+		var err error
+		switch {
+		case c.Auth.PasswordEnv != "":
+			_, err = secret.FromEnv("auth.password_env", c.Auth.PasswordEnv)
+		case c.Auth.PasswordFile != "":
+			_, err = secret.FromFile("auth.password_file", c.Auth.PasswordFile)
+		}
+		errs = append(errs, err)
+	}
+	for _, f := range []struct{ field, path string }{
+		{"auth.cert_file", c.Auth.CertFile}, {"auth.key_file", c.Auth.KeyFile},
+		{"certificate.cert_file", c.Certificate.CertFile}, {"certificate.key_file", c.Certificate.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			errs = append(errs, confload.Problemf(f.field, "read %s: %v", f.path, err))
+			continue
+		}
+		_ = fh.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// CheckLocal is Config.CheckLocal of the device's block, for gwconfig's
+// Config.CheckLocal.
+func (u *DeviceConfig) CheckLocal() error { return u.Config.CheckLocal() }
