@@ -89,8 +89,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	offline := fs.Bool("offline", false, "skip the checks of this machine: secrets (password_env variables, password, token and creds files) and TLS files")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smelter-gateway validate FILE\n\nChecks FILE and every template it names; exits 1 on any error.")
+		fmt.Fprintln(stderr, "usage: smelter-gateway validate [-offline] FILE\n\nChecks FILE and every template it names, and (unless -offline) the secrets\nand TLS files it names on this machine, without connecting anything;\nexits 1 on any error.")
+		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -100,6 +102,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg, err := gwconfig.Load(fs.Arg(0), gateway.Drivers()...)
+	if cfg != nil && !*offline {
+		if lerr := cfg.CheckLocal(); lerr != nil {
+			err = append(confload.AsErrors(err), confload.AsErrors(lerr)...).Sorted()
+		}
+	}
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1

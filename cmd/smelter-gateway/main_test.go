@@ -32,7 +32,8 @@ func runCmd(args ...string) (int, string, string) {
 // example must pass, every *.bad.yaml must fail with exactly the errors in
 // its .err file.
 func TestConfigsValidate(t *testing.T) {
-	code, out, errs := runCmd("validate", "../../configs/gateway.example.yaml")
+	// the example names secrets and TLS files of its production machine
+	code, out, errs := runCmd("validate", "-offline", "../../configs/gateway.example.yaml")
 	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 3 devices") {
 		t.Fatalf("example: code %d\n%s%s", code, out, errs)
 	}
@@ -184,6 +185,31 @@ func TestScanModbusHelpAndRefused(t *testing.T) {
 	code, out, errs := runCmd("scan", "modbus", addr, "-units", "1-3")
 	if code != 1 || !strings.Contains(errs, "connection refused") || strings.Contains(out, "answers") {
 		t.Fatalf("refused: code %d\nout:\n%s\nerr:\n%s", code, out, errs)
+	}
+}
+
+// TestScanFlags: -count 0 is an error, not the default; -parity takes
+// lower case; serial settings on a socket transport are refused rather than
+// ignored; bad serial settings are named by their flag (review finding 11).
+func TestScanFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"127.0.0.1:502", "-count", "0"}, 2, "-count: 0 out of range 1..65536"},
+		{[]string{"127.0.0.1:502", "-start", "65000", "-count", "1000"}, 2, "-count: 1000 out of range 1..536"},
+		{[]string{"127.0.0.1:502", "-baud", "9600"}, 2, "-baud: serial line settings apply to -transport rtu and ascii only"},
+		{[]string{"127.0.0.1:502", "-transport", "rtu_over_tcp", "-parity", "N"}, 2, "-parity: serial line settings apply"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, "-baud: -5 is not a standard rate"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},
+		// lower case parity passes the checks; the scan then fails on the missing port
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-parity", "n", "-units", "1"}, 1, "/nonexistent/tty"},
+	} {
+		code, _, errs := runCmd(append([]string{"scan", "modbus"}, c.args...)...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, want %d with %q:\n%s", c.args, code, c.code, c.want, errs)
+		}
 	}
 }
 
