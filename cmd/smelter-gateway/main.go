@@ -294,6 +294,11 @@ func (gen *generation) runUntilReload(ctx context.Context, path string, stderr i
 					"errors", err.Error())
 				continue
 			}
+			if err := cfg.CheckLocal(); err != nil { // secrets, TLS and password files, as validate checks them
+				gen.log.Error("reload refused: the new configuration names files or variables that cannot be read; the running one stays",
+					"file", path, "errors", err.Error())
+				continue
+			}
 			next, err := build(ctx, cfg, stderr, mx, gen)
 			if err != nil {
 				gen.log.Error("reload refused: the new configuration cannot run; the running one stays", "file", path,
