@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,8 +97,10 @@ func (c *Client) runIsolated(ctx context.Context, emit func(*sample.Cycle)) erro
 			return nil
 		}
 		if res.noWorker && testing.Testing() {
+			// only a test binary may lack the worker's entry point
+			// (smelter-gateway and smelter-demo have it): its sessions run
+			// in process rather than not at all.
 			c.log.Warn("this test binary does not serve opc ua session workers (no TestMain hook); running the sessions in process", "err", res.err)
-			c.cfg.Isolation = IsolationNone
 			return c.runInProcess(ctx, emit)
 		}
 		c.m.state.Set(StateDisconnected)
@@ -139,6 +142,9 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), WorkerEnv+"=1")
+	// its own process group: a terminal's Ctrl-C reaches the gateway,
+	// which stops its workers by closing their stdin.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err1 := cmd.StdinPipe()
 	stdout, err2 := cmd.StdoutPipe()
 	stderr, err3 := cmd.StderrPipe()
@@ -208,6 +214,8 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 
 	panicLine, stack := st.report()
 	switch {
+	case res.noWorker:
+		res.err = fmt.Errorf("%w: %w (%v; does %s serve %q?)", ErrWorkerExited, errNoHello, werr, exe, WorkerCommand)
 	case panicLine != "":
 		res.panicked = true
 		res.err = fmt.Errorf("%w: %w: %s", ErrWorkerExited, ErrPanic, panicLine)
@@ -218,7 +226,7 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	default:
 		res.err = fmt.Errorf("%w: exit status 0", ErrWorkerExited)
 	}
-	if !stopped(ctx) && !res.noWorker {
+	if !stopped(ctx) && (!res.noWorker || !testing.Testing()) {
 		log.Error("opc ua session worker died", "err", res.err, "stack", stack)
 	}
 	return res

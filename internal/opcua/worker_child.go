@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,13 +47,18 @@ const ppidPoll = 500 * time.Millisecond
 //
 // A panic in gopcua's own goroutines ends this process, not the gateway:
 // the parent reports it as a Lost cycle and restarts the worker.
+//
+// WorkerMain is a process's main: once configured it ignores SIGINT and SIGTERM (a
+// service manager signalling the whole group, a terminal's Ctrl-C), so
+// that the gateway decides when its workers stop.
 func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: durationText}))
 	var m wireMsg
 	if err := readFrame(stdin, &m); err != nil || m.Kind != msgConfig || m.Config == nil {
 		fmt.Fprintf(stderr, "opcua worker: no configuration on stdin (kind %q, err %v); this command is started by the gateway\n", m.Kind, err)
 		return 2
 	}
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	wc := m.Config
 	wc.Config.Isolation = IsolationNone // the worker is the isolation
 	reg := prometheus.NewRegistry()
@@ -140,6 +147,15 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 1
 	}
 	return 0
+}
+
+// durationText writes durations as text ("345ms"): the parent re-logs the
+// JSON values, in which a duration would be a bare count of nanoseconds.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // watchParent cancels when the process's parent changes from ppid (the
