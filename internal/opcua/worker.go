@@ -30,6 +30,10 @@ import (
 // also wraps ErrPanic and carries the panic's first line.
 var ErrWorkerExited = errors.New("opcua: session worker exited")
 
+// errExitedZero is the exit "error" of a worker that ended with status 0
+// without being asked to.
+var errExitedZero = errors.New("exit status 0")
+
 // Isolation modes (Config.Isolation).
 const (
 	// IsolationProcess runs the device's sessions in a worker process of
@@ -140,7 +144,10 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	if err != nil {
 		return workerRun{err: fmt.Errorf("%w: %w", ErrWorkerExited, err)}
 	}
-	cmd := exec.Command(exe, args...)
+	// Not CommandContext: ctx's end must close the worker's stdin (a
+	// clean stop) and kill it only after workerStopGrace, also while
+	// its stdout is still being read, which the stopper below does.
+	cmd := exec.Command(exe, args...) //nolint:noctx // see above
 	cmd.Env = append(os.Environ(), WorkerEnv+"=1")
 	// its own process group: a terminal's Ctrl-C reaches the gateway,
 	// which stops its workers by closing their stdin.
@@ -213,18 +220,19 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	_ = stdin.Close()
 
 	panicLine, stack := st.report()
+	if werr == nil {
+		werr = errExitedZero
+	}
 	switch {
 	case res.noWorker:
-		res.err = fmt.Errorf("%w: %w (%v; does %s serve %q?)", ErrWorkerExited, errNoHello, werr, exe, WorkerCommand)
+		res.err = fmt.Errorf("%w: %w (%w; does %s serve %q?)", ErrWorkerExited, errNoHello, werr, exe, WorkerCommand)
 	case panicLine != "":
 		res.panicked = true
 		res.err = fmt.Errorf("%w: %w: %s", ErrWorkerExited, ErrPanic, panicLine)
 	case res.err != nil:
-		res.err = fmt.Errorf("%w: %w (%v)", ErrWorkerExited, res.err, werr)
-	case werr != nil:
-		res.err = fmt.Errorf("%w: %v", ErrWorkerExited, werr)
+		res.err = fmt.Errorf("%w: %w (%w)", ErrWorkerExited, res.err, werr)
 	default:
-		res.err = fmt.Errorf("%w: exit status 0", ErrWorkerExited)
+		res.err = fmt.Errorf("%w: %w", ErrWorkerExited, werr)
 	}
 	if !stopped(ctx) && (!res.noWorker || !testing.Testing()) {
 		log.Error("opc ua session worker died", "err", res.err, "stack", stack)
