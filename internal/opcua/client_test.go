@@ -145,9 +145,18 @@ func pointsFor(f *opcuafront.Front, asset string, mode string, signals ...string
 	return ps
 }
 
+// TestSubscribeDeliversValuesTimestampsAndUnits runs in process and
+// through a session worker (isolation process): the same samples.
 func TestSubscribeDeliversValuesTimestampsAndUnits(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) { testSubscribeDeliversValuesTimestampsAndUnits(t, iso) })
+	}
+}
+
+func testSubscribeDeliversValuesTimestampsAndUnits(t *testing.T, isolation string) {
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	cfg := baseConfig(t, f)
+	cfg.Isolation = isolation
 	points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure", "top_gas_co")
 	c, rec := run(t, cfg, points)
 	wait.For(t, 10*time.Second, "initial values", func() bool {

@@ -131,12 +131,13 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		}
 	}()
 
+	// each cycle goes after the status it happened in: the parent's
+	// Status is current when its emit sees the cycle.
 	runErr := c.Run(ctx, func(cyc *sample.Cycle) {
-		if out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
+		st := c.Status()
+		if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil || out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
 			cancel()
 		}
-		st := c.Status()
-		_ = out.send(&wireMsg{Kind: msgStatus, Status: &st})
 	})
 	cancel()
 	wg.Wait()
