@@ -354,3 +354,19 @@ func vmRSS(pid int) (int, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
+
+// TestWatchParentCancelsWhenReparented: the worker's second line of
+// defence, for a parent that died while the worker's stdin stayed open.
+func TestWatchParentCancelsWhenReparented(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchParent(ctx, cancel, os.Getppid()+1, time.Millisecond) // not our parent: as if re-parented
+	}()
+	<-done
+	if ctx.Err() == nil {
+		t.Fatal("watchParent returned without cancelling")
+	}
+}
