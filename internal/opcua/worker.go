@@ -204,7 +204,7 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	if err := writeFrame(stdin, &wireMsg{Kind: msgConfig, Config: wc}); err != nil {
 		res.err = fmt.Errorf("send the configuration: %w", err)
 	} else {
-		res.err = iso.forward(ctx, bufio.NewReaderSize(stdout, 64<<10), &res)
+		res.err = iso.forward(bufio.NewReaderSize(stdout, 64<<10), &res)
 	}
 	if res.err != nil && !errors.Is(res.err, io.EOF) {
 		// a protocol error: the worker cannot be trusted to go on
@@ -242,7 +242,7 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 
 // forward reads the worker's frames until its stdout ends (io.EOF) or a
 // frame is bad, handing cycles and units on; calls never overlap.
-func (iso *isolated) forward(ctx context.Context, rd io.Reader, res *workerRun) error {
+func (iso *isolated) forward(rd io.Reader, res *workerRun) error {
 	c := iso.c
 	var m wireMsg
 	if err := readFrame(rd, &m); err != nil || m.Kind != msgHello {
@@ -303,11 +303,8 @@ func (iso *isolated) forward(ctx context.Context, rd io.Reader, res *workerRun) 
 				c.m.apply(m.Metrics, seen)
 			}
 		}
-		if stopped(ctx) {
-			// keep reading: the worker stops on its closed stdin and ends
-			// its stdout.
-			continue
-		}
+		// after ctx ends, reading goes on: the worker stops on its closed
+		// stdin and ends its stdout.
 	}
 }
 
