@@ -27,6 +27,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/version"
 )
 
@@ -77,6 +78,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBrowse(args[1:], stdout, stderr)
 	case "endpoints":
 		return cmdEndpoints(args[1:], stdout, stderr)
+	case opcua.WorkerCommand:
+		// hidden: an OPC UA session worker, started by this binary itself
+		// for each device with isolation process (docs/opcua.md)
+		return opcua.WorkerMain(context.Background(), os.Stdin, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

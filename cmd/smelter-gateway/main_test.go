@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -474,4 +477,86 @@ func freeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return addr
+}
+
+// TestMain serves the OPC UA session workers the gateway starts by
+// re-executing this test binary (isolation process): through run and its
+// hidden opcua-worker command, the path smelter-gateway takes.
+func TestMain(m *testing.M) {
+	if os.Getenv(opcua.WorkerEnv) == "1" {
+		os.Exit(run([]string{opcua.WorkerCommand}, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestOPCUAWorkerCommandIsHidden: the worker's command is not in the help,
+// and started by hand (no configuration on stdin) it says what it is and
+// exits 2.
+func TestOPCUAWorkerCommandIsHidden(t *testing.T) {
+	if _, out, _ := runCmd("help"); strings.Contains(out, opcua.WorkerCommand) {
+		t.Errorf("help lists %s:\n%s", opcua.WorkerCommand, out)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), opcua.WorkerEnv+"=1")
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "started by the gateway") {
+		t.Fatalf("worker without configuration: %v\n%s", err, out)
+	}
+}
+
+// TestRunOPCUADeviceThroughWorker runs the gateway with an OPC UA device
+// (isolation process by default): its session runs in a worker started
+// through the hidden command, whose logs come back through the gateway's
+// log with the device and the worker's pid, and whose values reach
+// /status.
+func TestRunOPCUADeviceThroughWorker(t *testing.T) {
+	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "m-1", Source: oneValue{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	path := filepath.Join(dir, "gateway.yaml")
+	conf := fmt.Sprintf("gateway: {id: gw-ua, site: s, data_dir: ./data}\nhttp: {listen: \"127.0.0.1:0\"}\nlog: {format: text, level: info}\nuplinks: {nats: {url: %q}}\ndevices:\n"+
+		"  - {id: ua-1, class: motor, opcua: {endpoint: %q}, points: [{signal: power, node_id: %q, unit: kW}]}\n",
+		nb.URL(), front.Endpoint(), front.NodeID("m-1", oneValue{}.Signals()[0]))
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr logtest.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"run", "-config", path}, io.Discard, &stderr) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", stderr.String())
+		}
+	})
+	wait.For(t, 30*time.Second, "the worker's session up, logged through the gateway", func() bool {
+		s := stderr.String()
+		return strings.Contains(s, "opc ua session up") && strings.Contains(s, "worker_pid=") && strings.Contains(s, "device=ua-1")
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop on SIGTERM")
+	}
+	if strings.Contains(stderr.String(), "session worker died") {
+		t.Fatalf("a worker died:\n%s", stderr.String())
+	}
 }

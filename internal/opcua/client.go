@@ -76,6 +76,12 @@ type Status struct {
 	// Refused is how many monitored items the server currently refuses
 	// (retried with backoff).
 	Refused int `json:"refused_items"`
+	// WorkerPID is the pid of the device's session worker (isolation
+	// process; 0 while none runs); WorkerStarts and WorkerExits count the
+	// workers started and those that ended on their own since Run started.
+	WorkerPID    int    `json:"worker_pid,omitempty"`
+	WorkerStarts uint64 `json:"worker_starts,omitempty"`
+	WorkerExits  uint64 `json:"worker_exits,omitempty"`
 }
 
 // New checks the configuration and points (after their defaults) and
@@ -182,11 +188,29 @@ func (r *runState) lost(err error, withSamples bool) {
 // cycle with the cause, then reconnects with backoff (backoff_min ..
 // backoff_max) and recreates its subscription. It returns nil when ctx
 // ends.
+//
+// With isolation process (the default) the sessions run in a worker
+// process (worker.go) and Run forwards what it reports; a worker that dies
+// costs a Lost cycle wrapping ErrWorkerExited (and ErrPanic after a panic)
+// and is restarted with the same backoff.
 func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
+	if c.cfg.Isolation == IsolationProcess {
+		return c.runIsolated(ctx, emit)
+	}
+	return c.runInProcess(ctx, emit)
+}
+
+func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
 	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]time.Time, len(c.points))}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
+	return r
+}
+
+// runInProcess is Run with isolation none, and the worker's own Run.
+func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) error {
+	r := newRunState(c, emit)
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
 	// connectLog: a server that stays unreachable costs one line per
