@@ -18,11 +18,17 @@ import (
 
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/version"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == opcua.WorkerCommand {
+		// hidden: the embedded gateway's OPC UA session worker
+		// (isolation process, docs/opcua.md)
+		os.Exit(opcua.WorkerMain(context.Background(), os.Stdin, os.Stdout, os.Stderr))
+	}
 	if version.Command("smelter-demo", os.Args[1:], os.Stdout) {
 		return
 	}

@@ -15,16 +15,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/version"
 )
 
@@ -75,6 +78,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBrowse(args[1:], stdout, stderr)
 	case "endpoints":
 		return cmdEndpoints(args[1:], stdout, stderr)
+	case opcua.WorkerCommand:
+		// hidden: an OPC UA session worker, started by this binary itself
+		// for each device with isolation process (docs/opcua.md)
+		return opcua.WorkerMain(context.Background(), os.Stdin, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -87,8 +94,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	offline := fs.Bool("offline", false, "skip the checks of this machine: secrets (password_env variables, password, token and creds files) and TLS files")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smelter-gateway validate FILE\n\nChecks FILE and every template it names; exits 1 on any error.")
+		fmt.Fprintln(stderr, "usage: smelter-gateway validate [-offline] FILE\n\nChecks FILE and every template it names, and (unless -offline) the secrets\nand TLS files it names on this machine, without connecting anything;\nexits 1 on any error.")
+		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -98,6 +107,11 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg, err := gwconfig.Load(fs.Arg(0), gateway.Drivers()...)
+	if cfg != nil && !*offline {
+		if lerr := cfg.CheckLocal(); lerr != nil {
+			err = append(confload.AsErrors(err), confload.AsErrors(lerr)...).Sorted()
+		}
+	}
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
@@ -129,7 +143,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "gateway.yaml", "configuration file")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE\n\nSIGINT/SIGTERM stop (polling stops, spooled data is flushed);\nSIGHUP reloads FILE: a valid new configuration replaces the running one\n(the spool and its cursors carry over), an invalid one is refused and the\nrunning configuration stays.")
+		fmt.Fprintln(stderr, "usage: smelter-gateway run -config FILE\n\nSIGINT/SIGTERM stop (polling stops, spooled data is flushed);\nSIGHUP reloads FILE: the new configuration is validated and checked\n(secrets and TLS files read, http.listen bound) before the running one\nstops; one that passes replaces it (the spool, its cursors and the metrics\ncarry over), one that fails is refused and the running configuration stays.\n\nhttp.listen is bound and the data directory locked before any uplink connects.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -146,63 +160,165 @@ func cmdRun(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// One metrics registry for the process: counters survive reloads.
+	mx := gateway.NewMetrics(prometheus.NewRegistry())
+	gen, err := build(ctx, cfg, stderr, mx, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "smelter-gateway: not starting:", err)
+		return 1
+	}
 	for {
-		log, err := logging.New(stderr, cfg.Raw.Log.Level, cfg.Raw.Log.Format)
+		next, err := gen.runUntilReload(ctx, *config, stderr, mx, hup)
 		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		log = log.With("gateway", cfg.ID)
-		next, err := runUntilReload(ctx, cfg, log, *config, hup)
-		if err != nil {
-			log.Error("stopped", "err", err)
+			gen.log.Error("stopped", "err", err)
 			return 1
 		}
 		if next == nil {
-			log.Info("stopped")
+			gen.log.Info("stopped")
 			return 0
 		}
-		log.Info("configuration reloaded: restarting with it", "devices", len(next.Devices))
-		cfg = next
+		next.log.Info("configuration reloaded: running it", "devices", len(next.cfg.Devices))
+		gen = next
 	}
 }
 
-// runUntilReload runs one gateway until ctx ends (it returns nil, nil) or
-// SIGHUP brings a valid new configuration (it stops this gateway cleanly,
-// flushing what it can, and returns the new one). An invalid configuration
-// is logged and refused; the running gateway goes on.
-func runUntilReload(ctx context.Context, cfg *gwconfig.Config, log *slog.Logger, path string, hup <-chan os.Signal) (*gwconfig.Config, error) {
-	g, err := gateway.New(cfg, gateway.Options{Logger: log})
+// generation is one configuration's gateway, built and checked before it
+// runs: its logger, and the HTTP front it serves on (bound before any
+// uplink connects; kept across a reload that keeps http.listen).
+type generation struct {
+	cfg   *gwconfig.Config
+	log   *slog.Logger
+	g     *gateway.Gateway
+	front *front // nil without http.listen
+}
+
+// front is a bound HTTP listener serving the running generation's handler.
+type front struct {
+	ln      net.Listener
+	h       atomic.Pointer[http.Handler]
+	started bool
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) { (*f.h.Load()).ServeHTTP(w, r) }
+
+// serve points the front at h and starts serving when not yet started.
+func (f *front) serve(ctx context.Context, h http.Handler, log *slog.Logger) {
+	f.h.Store(&h)
+	if f.started {
+		return
+	}
+	f.started = true
+	log.Info("http listening", "addr", f.ln.Addr().String())
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel, f.done = cancel, make(chan error, 1)
+	go func() { f.done <- gateway.ServeListener(sctx, f.ln, f) }()
+}
+
+// stop shuts the server down (or closes a listener never served).
+func (f *front) stop() error {
+	if !f.started {
+		return f.ln.Close()
+	}
+	f.cancel()
+	return <-f.done
+}
+
+// build makes the gateway of cfg and fully checks it before anything runs:
+// the secrets and TLS files are read (gateway.New) and http.listen is bound
+// (or taken over from prev when unchanged). It connects nothing; on error
+// it leaves prev untouched.
+func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gateway.Metrics, prev *generation) (*generation, error) {
+	log, err := logging.New(stderr, cfg.Raw.Log.Level, cfg.Raw.Log.Format)
 	if err != nil {
 		return nil, err
 	}
+	log = log.With("gateway", cfg.ID)
+	g, err := gateway.New(cfg, gateway.Options{Logger: log, Metrics: mx})
+	if err != nil {
+		return nil, err
+	}
+	gen := &generation{cfg: cfg, log: log, g: g}
+	addr := cfg.Raw.HTTP.Listen
+	switch {
+	case addr == "":
+	case prev != nil && prev.front != nil && prev.cfg.Raw.HTTP.Listen == addr:
+		gen.front = prev.front // the same address: the running listener carries over
+	default:
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("http.listen: %w", err)
+		}
+		gen.front = &front{ln: ln}
+	}
+	return gen, nil
+}
+
+// runUntilReload runs the generation until ctx ends (it returns nil, nil)
+// or SIGHUP brings a new configuration that builds and checks (it stops
+// this gateway cleanly, flushing what it can, and returns the new one). A
+// configuration that fails to load or build is logged and refused; the
+// running gateway goes on.
+func (gen *generation) runUntilReload(ctx context.Context, path string, stderr io.Writer, mx *gateway.Metrics, hup <-chan os.Signal) (*generation, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	eg, egCtx := errgroup.WithContext(runCtx)
-	eg.Go(func() error { return g.Run(egCtx) })
-	if addr := cfg.Raw.HTTP.Listen; addr != "" {
-		eg.Go(func() error {
-			return g.Serve(egCtx, addr, func(a net.Addr) { log.Info("http listening", "addr", a.String()) })
-		})
+	var httpDone <-chan error
+	if gen.front != nil {
+		gen.front.serve(ctx, gen.g.Handler(), gen.log)
+		httpDone = gen.front.done
+	}
+	stopHTTP := func() {
+		if gen.front != nil {
+			if err := gen.front.stop(); err != nil {
+				gen.log.Warn("http server", "err", err)
+			}
+		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- eg.Wait() }()
+	go func() { done <- gen.g.Run(runCtx) }()
 	for {
 		select {
 		case err := <-done:
+			stopHTTP()
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return nil, err
 			}
 			return nil, nil
+		case err := <-httpDone:
+			cancel()
+			if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
+				gen.log.Error("gateway stopped", "err", rerr)
+			}
+			return nil, fmt.Errorf("http: %w", err)
 		case <-hup:
-			next, err := gwconfig.Load(path, gateway.Drivers()...)
+			cfg, err := gwconfig.Load(path, gateway.Drivers()...)
 			if err != nil {
-				log.Error("reload refused: the new configuration is invalid; the running one stays", "file", path,
+				gen.log.Error("reload refused: the new configuration is invalid; the running one stays", "file", path,
 					"errors", err.Error())
 				continue
 			}
+			if err := cfg.CheckLocal(); err != nil { // secrets, TLS and password files, as validate checks them
+				gen.log.Error("reload refused: the new configuration names files or variables that cannot be read; the running one stays",
+					"file", path, "errors", err.Error())
+				continue
+			}
+			next, err := build(ctx, cfg, stderr, mx, gen)
+			if err != nil {
+				gen.log.Error("reload refused: the new configuration cannot run; the running one stays", "file", path,
+					"err", err.Error())
+				continue
+			}
 			cancel()
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			err = <-done
+			if next.front != gen.front {
+				stopHTTP()
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				if next.front != nil && next.front != gen.front {
+					_ = next.front.stop()
+				}
 				return nil, err
 			}
 			return next, nil

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -32,7 +35,8 @@ func runCmd(args ...string) (int, string, string) {
 // example must pass, every *.bad.yaml must fail with exactly the errors in
 // its .err file.
 func TestConfigsValidate(t *testing.T) {
-	code, out, errs := runCmd("validate", "../../configs/gateway.example.yaml")
+	// the example names secrets and TLS files of its production machine
+	code, out, errs := runCmd("validate", "-offline", "../../configs/gateway.example.yaml")
 	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 4 devices") {
 		t.Fatalf("example: code %d\n%s%s", code, out, errs)
 	}
@@ -187,6 +191,31 @@ func TestScanModbusHelpAndRefused(t *testing.T) {
 	}
 }
 
+// TestScanFlags: -count 0 is an error, not the default; -parity takes
+// lower case; serial settings on a socket transport are refused rather than
+// ignored; bad serial settings are named by their flag (review finding 11).
+func TestScanFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"127.0.0.1:502", "-count", "0"}, 2, "-count: 0 out of range 1..65536"},
+		{[]string{"127.0.0.1:502", "-start", "65000", "-count", "1000"}, 2, "-count: 1000 out of range 1..536"},
+		{[]string{"127.0.0.1:502", "-baud", "9600"}, 2, "-baud: serial line settings apply to -transport rtu and ascii only"},
+		{[]string{"127.0.0.1:502", "-transport", "rtu_over_tcp", "-parity", "N"}, 2, "-parity: serial line settings apply"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, "-baud: -5 is not a standard rate"},
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},
+		// lower case parity passes the checks; the scan then fails on the missing port
+		{[]string{"/nonexistent/tty", "-transport", "rtu", "-parity", "n", "-units", "1"}, 1, "/nonexistent/tty"},
+	} {
+		code, _, errs := runCmd(append([]string{"scan", "modbus"}, c.args...)...)
+		if code != c.code || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: code %d, want %d with %q:\n%s", c.args, code, c.code, c.want, errs)
+		}
+	}
+}
+
 type oneValue struct{}
 
 func (oneValue) Class() string     { return "motor" }
@@ -235,13 +264,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nb.Shutdown)
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr := ln.Addr().String()
-	_ = ln.Close()
+	httpAddr := freeAddr(t)
 	device := func(id string, unit int) string {
 		return fmt.Sprintf("  - {id: %s, class: motor, poll_interval: 100ms, modbus: {address: %q, unit_id: %d}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n", id, srv.Addr, unit)
 	}
@@ -278,22 +301,56 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		return len(st.Devices)
 	}
 	wait.For(t, 20*time.Second, "the gateway running with one device", func() bool { return devices() == 1 })
+	batches := func() float64 { return scrapeMetric(t, httpAddr, "smelter_gateway_batches_total") }
+	wait.For(t, 20*time.Second, "thirty batches", func() bool { return batches() >= 30 })
+	before := batches()
 
 	write(header + device("m-1", 1) + device("m-2", 2))
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	wait.For(t, 20*time.Second, "the reloaded gateway with two devices", func() bool { return devices() == 2 })
+	if after := batches(); after < before {
+		t.Errorf("smelter_gateway_batches_total %v after the reload, %v before: the counters restarted", after, before)
+	}
 
-	write(header + "  - {id: m-1, class: motr}\n")
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+	// Refused, the running gateway untouched: a file that does not load;
+	// one that loads but cannot run (a missing password file, a missing
+	// TLS CA file, an http.listen address taken).
+	var lc net.ListenConfig
+	taken, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, "the invalid reload refused", func() bool {
-		return strings.Contains(stderr.String(), "reload refused")
-	})
-	if n := devices(); n != 2 {
-		t.Errorf("after a refused reload the gateway runs %d devices, want the 2 it had", n)
+	defer taken.Close()
+	two := device("m-1", 1) + device("m-2", 2)
+	bad := []string{
+		header + "  - {id: m-1, class: motr}\n",
+		strings.Replace(header, "uplinks: {nats: {url: "+fmt.Sprintf("%q", nb.URL())+"}}",
+			fmt.Sprintf("uplinks: {nats: {url: %q, username: smelter, password_file: %q}}", nb.URL(), filepath.Join(dir, "missing.pw")), 1) + two,
+		strings.Replace(header, "uplinks: {nats: {url: "+fmt.Sprintf("%q", nb.URL())+"}}",
+			fmt.Sprintf("uplinks: {nats: {url: %q, tls: {ca_file: %q}}}", strings.Replace(nb.URL(), "nats://", "tls://", 1), filepath.Join(dir, "missing-ca.pem")), 1) + two,
+		strings.Replace(header, fmt.Sprintf("listen: %q", httpAddr), fmt.Sprintf("listen: %q", taken.Addr().String()), 1) + two,
+	}
+	for i, text := range bad {
+		if text == header+two {
+			t.Fatalf("bad config %d is not changed", i)
+		}
+		write(text)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 10*time.Second, fmt.Sprintf("reload %d refused", i), func() bool {
+			return strings.Count(stderr.String(), "reload refused") == i+1
+		})
+		if n := devices(); n != 2 {
+			t.Fatalf("after refused reload %d the gateway runs %d devices, want the 2 it had\n%s", i, n, stderr.String())
+		}
+	}
+	for _, want := range []string{"missing.pw", "missing-ca.pem", "address already in use"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("no refusal naming %q:\n%s", want, stderr.String())
+		}
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -305,5 +362,201 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not stop on SIGTERM")
+	}
+}
+
+// scrapeMetric returns the sum of a metric's samples on /metrics (-1 when
+// the page cannot be read).
+func scrapeMetric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// TestSecondInstanceFailsBeforeConnecting: a copy started with the same
+// gateway id and http.listen (another data_dir) fails on the taken address
+// before it connects any uplink, so the running gateway keeps its MQTT
+// session (same client id); a copy on the same data_dir fails on its lock,
+// also before connecting.
+func TestSecondInstanceFailsBeforeConnecting(t *testing.T) {
+	bank := modbustest.NewBank()
+	bank.SetRegisters(modbustest.HoldingRegisters, 0, 100)
+	srv := modbustest.StartServer(t, bank)
+	dir := t.TempDir()
+	mb, err := brokers.StartMQTT(brokers.MQTTOptions{KeepSessions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mb.Close() })
+	httpAddr := freeAddr(t)
+	conf := func(name, dataDir, listen string) string {
+		text := fmt.Sprintf("gateway: {id: gw-twin, site: s, data_dir: %q}\nhttp: {listen: %q}\nlog: {format: text, level: debug}\nuplinks: {mqtt: {url: %q}}\ndevices:\n"+
+			"  - {id: m-1, class: motor, poll_interval: 100ms, modbus: {address: %q, unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
+			dataDir, listen, mb.URL(), srv.Addr)
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var first logtest.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("first gateway's log:\n%s", first.String())
+		}
+	})
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"run", "-config", conf("a.yaml", filepath.Join(dir, "a"), httpAddr)}, io.Discard, &first)
+	}()
+	wait.For(t, 20*time.Second, "the first gateway ready", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	for _, c := range []struct{ name, path, want string }{
+		{"same http.listen", conf("b.yaml", filepath.Join(dir, "b"), httpAddr), "address already in use"},
+		{"same data_dir", conf("c.yaml", filepath.Join(dir, "a"), "127.0.0.1:0"), "lock"},
+	} {
+		code, _, errs := runCmd("run", "-config", c.path)
+		if code != 1 || !strings.Contains(errs, c.want) {
+			t.Errorf("%s: exit %d, want 1 naming %q:\n%s", c.name, code, c.want, errs)
+		}
+		if strings.Contains(errs, "mqtt") {
+			t.Errorf("%s: the copy touched MQTT before failing:\n%s", c.name, errs)
+		}
+	}
+	if strings.Contains(first.String(), "connection lost") {
+		t.Errorf("the first gateway lost its MQTT session to the copy:\n%s", first.String())
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("first gateway exit code %d", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop on SIGTERM")
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on (bound and
+// released).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// TestMain serves the OPC UA session workers the gateway starts by
+// re-executing this test binary (isolation process): through run and its
+// hidden opcua-worker command, the path smelter-gateway takes.
+func TestMain(m *testing.M) {
+	if os.Getenv(opcua.WorkerEnv) == "1" {
+		os.Exit(run([]string{opcua.WorkerCommand}, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestOPCUAWorkerCommandIsHidden: the worker's command is not in the help,
+// and started by hand (no configuration on stdin) it says what it is and
+// exits 2.
+func TestOPCUAWorkerCommandIsHidden(t *testing.T) {
+	if _, out, _ := runCmd("help"); strings.Contains(out, opcua.WorkerCommand) {
+		t.Errorf("help lists %s:\n%s", opcua.WorkerCommand, out)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), opcua.WorkerEnv+"=1")
+	cmd.Stdin = strings.NewReader("")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "started by the gateway") {
+		t.Fatalf("worker without configuration: %v\n%s", err, out)
+	}
+}
+
+// TestRunOPCUADeviceThroughWorker runs the gateway with an OPC UA device
+// (isolation process by default): its session runs in a worker started
+// through the hidden command, whose logs come back through the gateway's
+// log with the device and the worker's pid, and whose values reach
+// /status.
+func TestRunOPCUADeviceThroughWorker(t *testing.T) {
+	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "m-1", Source: oneValue{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	path := filepath.Join(dir, "gateway.yaml")
+	conf := fmt.Sprintf("gateway: {id: gw-ua, site: s, data_dir: ./data}\nhttp: {listen: \"127.0.0.1:0\"}\nlog: {format: text, level: info}\nuplinks: {nats: {url: %q}}\ndevices:\n"+
+		"  - {id: ua-1, class: motor, opcua: {endpoint: %q}, points: [{signal: power, node_id: %q, unit: kW}]}\n",
+		nb.URL(), front.Endpoint(), front.NodeID("m-1", oneValue{}.Signals()[0]))
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr logtest.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"run", "-config", path}, io.Discard, &stderr) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", stderr.String())
+		}
+	})
+	wait.For(t, 30*time.Second, "the worker's session up, logged through the gateway", func() bool {
+		s := stderr.String()
+		return strings.Contains(s, "opc ua session up") && strings.Contains(s, "worker_pid=") && strings.Contains(s, "device=ua-1")
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop on SIGTERM")
+	}
+	if strings.Contains(stderr.String(), "session worker died") {
+		t.Fatalf("a worker died:\n%s", stderr.String())
 	}
 }

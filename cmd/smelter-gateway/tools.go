@@ -57,8 +57,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 300*time.Millisecond, "reply timeout per request")
 	silence := fs.Duration("silence", 0, "rtu/ascii: quiet line needed after a timeout before the next request (0: timeout + one maximum frame at -baud)")
 	maxRegs := fs.Int("max-registers", 125, "registers per request (lower for quirky devices)")
-	baud := fs.Int("baud", 19200, "serial: baud rate")
-	parity := fs.String("parity", "E", "serial: N, E or O")
+	baud := fs.Int("baud", 19200, "serial: baud rate (rtu/ascii over TCP: the line's rate behind the converter, for the default -silence)")
+	parity := fs.String("parity", "E", "serial: N, E or O (either case)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: smelter-gateway scan modbus ADDRESS [flags]
 
@@ -66,7 +66,8 @@ Probes which unit ids answer at ADDRESS (host:port, or a serial device for rtu/a
 and maps the readable registers of each. It only reads. A unit that returns data or
 an exception about its registers is present; a timeout, another unit's reply, and a
 TCP gateway's exceptions 10 and 11 (path unavailable, target failed to respond) mean
-absent. Exits 1 when the connection cannot be opened.
+absent. Exits 1 when the connection cannot be opened, or when no unit is present and
+what replied is not Modbus (a wrong port or -transport); 2 on a bad flag.
 
 Examples:
   smelter-gateway scan modbus 192.168.1.20:502 -units 1
@@ -110,8 +111,32 @@ Examples:
 		fmt.Fprintln(stderr, "-start: out of range 0..65535")
 		return 2
 	}
-	cfg := modbus.Config{Transport: modbus.Transport(*transport), Address: addr, Timeout: *timeout, Silence: *silence,
-		MaxRegisters: *maxRegs, Serial: modbus.SerialConfig{Baud: *baud, Parity: *parity}}
+	if *count < 1 || *start+*count > 65536 {
+		fmt.Fprintf(stderr, "-count: %d out of range 1..%d (from -start %d)\n", *count, 65536-*start, *start)
+		return 2
+	}
+	tr := modbus.Transport(*transport)
+	if !tr.Serial() {
+		// a serial setting on a socket would be silently ignored; -baud
+		// still sizes the default -silence of rtu/ascii over TCP
+		var misplaced []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "parity" || f.Name == "baud" && tr == modbus.TCP {
+				misplaced = append(misplaced, "-"+f.Name)
+			}
+		})
+		if len(misplaced) > 0 {
+			fmt.Fprintf(stderr, "%s: serial line settings apply to -transport rtu and ascii only (-baud also to the default -silence over TCP), not %s\n",
+				strings.Join(misplaced, ", "), tr)
+			return 2
+		}
+	}
+	cfg := modbus.Config{Transport: tr, Address: addr, Timeout: *timeout, Silence: *silence,
+		MaxRegisters: *maxRegs, Serial: modbus.SerialConfig{Baud: *baud, Parity: strings.ToUpper(*parity)}}
+	if err := checkScanConfig(cfg); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	log, _ := logging.New(stderr, "error", "text")
 	ctx, stop := interruptible()
 	defer stop()
@@ -131,6 +156,29 @@ Examples:
 		return 1
 	}
 	return 0
+}
+
+// checkScanConfig validates the connection settings of a scan (unit 1
+// stands in for the units probed), naming the flags rather than YAML
+// fields.
+func checkScanConfig(cfg modbus.Config) error {
+	cfg.UnitID = 1
+	cfg.SetDefaults()
+	err := cfg.Validate()
+	if err == nil {
+		return nil
+	}
+	flags := map[string]string{"transport": "-transport", "timeout": "-timeout", "silence": "-silence",
+		"max_registers": "-max-registers", "serial.baud": "-baud", "serial.parity": "-parity", "address": "ADDRESS"}
+	var msgs []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		field, reason, ok := strings.Cut(line, ": ")
+		if f, known := flags[field]; ok && known {
+			line = f + ": " + reason
+		}
+		msgs = append(msgs, line)
+	}
+	return errors.New(strings.Join(msgs, "\n"))
 }
 
 // uaFlags are the connection flags browse and endpoints share.

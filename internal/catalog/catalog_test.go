@@ -46,7 +46,8 @@ func TestParseRejects(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"version: 2\n", "version 2 not supported"},
 		{"version: 1\nclasses:\n  x:\n    signals:\n      a: {unit: \"%\", description: O2 in flue gas (dry, vol)}\n",
-			`catalog.yaml:5: classes.x.signals.a.vol): unknown field`},
+			// "vol)" is not a field name: reported by line, its text not echoed
+			`catalog.yaml:5: classes.x.signals.a: unknown field at line 5 that is not a field name`},
 		{"version: 1\nclasses:\n  x:\n    summary: typo\n", `catalog.yaml:4: classes.x.summary: unknown field`},
 		{"version: 1\nfuels:\n  0: {name: gas, uses: [boiler], siegert_a2: 0.66, siegert_b: 0.009, excess_air_max: 1.3}\n", "fuels.0: codes start at 1"},
 		{"version: 1\nfuels:\n  1: {name: gas, uses: [boiler], siegert_a2: 0.66, siegert_b: 0.009}\n", "fuels.1: use boiler: siegert_a2 > 0, siegert_b >= 0 and excess_air_max > 1 are required"},

@@ -12,11 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +26,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
@@ -43,38 +41,78 @@ import (
 // recentCap bounds the recent-alerts history kept for the query API.
 const recentCap = 1000
 
-// Collector is one collector instance.
+// Collector is one collector instance: a replica of its group.
 type Collector struct {
 	cfg Config
 	log *slog.Logger
 	cat *catalog.Catalog
+	set *rules.Set
 
-	mu      sync.Mutex // guards everything below
-	engine  *rules.Engine
-	kpis    *kpi.Tracker
-	dedup   *ingest.Dedup
-	births  *ingest.BirthParts
-	active  map[string]alert.Alert
-	recent  []alert.Alert
-	scratch []alert.Alert
-	results []kpi.Result
+	mu     sync.Mutex // guards shards and recent
+	shards map[int]*shard
+	recent []alert.Alert
+
+	tracked atomic.Int64 // assets tracked over all shards (MaxAssets)
+	full    atomic.Int64 // Unix s of the last "limit reached" log
 
 	live *dashboard.Live // history, KPI windows, gateway health for the dashboard
 
-	out      chan output
 	ready    atomic.Bool
 	url      atomic.Value // string: NATS URL in use
 	httpAddr atomic.Value // string: bound HTTP address
+	js       atomic.Pointer[natsIO]
+
+	// onCommit, when set (tests), is called with the batches whose effects
+	// were published and checkpointed, before they are acknowledged.
+	onCommit func(p int, batches []BatchRef)
 
 	m   metrics
 	reg *prometheus.Registry
 }
 
+// BatchRef identifies one evaluated batch.
+type BatchRef struct {
+	Gateway string
+	Seq     uint64
+	Site    string
+	Asset   string
+	TSGW    int64
+}
+
+// natsIO is what the commit path needs of a running connection.
+type natsIO struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket string
+	mq     mqtt.Client
+}
+
+// output is one alert or KPI message; msgID deduplicates a re-publish
+// after a takeover (JetStream Nats-Msg-Id).
 type output struct {
 	subject string
 	data    []byte
-	kvKey   string // set for alerts: put (active) or delete (cleared)
-	kvDel   bool
+	msgID   string
+}
+
+// kvWrite is one asset record to checkpoint, expected at revision rev.
+type kvWrite struct {
+	asset [2]string
+	key   string
+	data  []byte
+	rev   uint64
+}
+
+// cycle collects what one evaluate-publish-checkpoint cycle produced.
+type cycle struct {
+	outs    []output
+	kv      []kvWrite
+	batches []BatchRef
+}
+
+func (cy *cycle) reset() {
+	cy.outs, cy.kv, cy.batches = cy.outs[:0], cy.kv[:0], cy.batches[:0]
 }
 
 type metrics struct {
@@ -84,6 +122,11 @@ type metrics struct {
 	malformed  *prometheus.CounterVec
 	published  *prometheus.CounterVec
 	pubErrors  prometheus.Counter
+	rejected   prometheus.Counter
+	takeovers  prometheus.Counter
+	fenced     prometheus.Counter
+	checkpts   prometheus.Counter
+	owned      prometheus.Gauge
 }
 
 // New builds a collector from a validated config and rule set. It does no
@@ -95,42 +138,68 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	if set == nil {
 		return nil, errors.New("collector: rule set is nil")
 	}
-	cat := catalog.Default()
-	c := &Collector{cfg: cfg, log: log, cat: cat, engine: rules.New(set, cat, rules.Options{}), kpis: cfg.kpiTracker(set, cat),
-		dedup: ingest.NewDedup(cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, out: make(chan output, 4096), reg: reg,
-		live: dashboard.NewLive(nil)}
+	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq)."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches."}),
 		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_late_beyond_window_total", Help: "Batches older than the dedup window, accepted unchecked."}),
 		malformed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_malformed_total", Help: "Messages rejected, by reason."}, []string{"reason"}),
-		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages published, by kind."}, []string{"kind"}),
-		pubErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_publish_errors_total", Help: "Failed publishes and KV writes."}),
+		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages accepted by JetStream, by kind."}, []string{"kind"}),
+		pubErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_publish_errors_total", Help: "Failed publishes and KV writes (the input is then not acknowledged)."}),
+		rejected:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_assets_rejected_total", Help: "Messages of new assets skipped because max_assets assets are tracked."}),
+		takeovers:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_acquired_total", Help: "Partitions this replica started to own."}),
+		fenced:     prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
+		checkpts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
+		owned:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
 	}
-	stat := func(name, help string, f func() float64) prometheus.Collector {
+	stat := func(name, help string, f func(rules.Stats, kpi.Stats) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return f()
+			var r rules.Stats
+			var k kpi.Stats
+			for _, sh := range c.shardList() {
+				sh.mu.Lock()
+				rs, ks := sh.engine.Stats(), sh.kpis.Stats()
+				sh.mu.Unlock()
+				r.Evaluations += rs.Evaluations
+				r.Late += rs.Late
+				r.Readings += rs.Readings
+				r.Raised += rs.Raised
+				r.Cleared += rs.Cleared
+				k.Raised += ks.Raised
+				k.Cleared += ks.Cleared
+				k.Windows += ks.Windows
+			}
+			return f(r, k)
+		})
+	}
+	dedupStat := func(name, help string, f func(ingest.DedupStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			var n uint64
+			for _, sh := range c.shardList() {
+				sh.mu.Lock()
+				n += f(sh.dedup.Stats())
+				sh.mu.Unlock()
+			}
+			return float64(n)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func() float64 { return float64(c.engine.Stats().Evaluations) }),
-		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func() float64 { return float64(c.engine.Stats().Late) }),
-		stat("smelter_collector_readings_total", "Readings evaluated.", func() float64 { return float64(c.engine.Stats().Readings) }),
-		stat("smelter_collector_alerts_raised_total", "Alerts raised (rules and KPIs).", func() float64 {
-			return float64(c.engine.Stats().Raised + c.kpis.Stats().Raised)
-		}),
-		stat("smelter_collector_alerts_cleared_total", "Alerts cleared (rules and KPIs).", func() float64 {
-			return float64(c.engine.Stats().Cleared + c.kpis.Stats().Cleared)
-		}),
-		stat("smelter_collector_seq_jumps_total", "Batches whose seq jumped more than the dedup window ahead of every tracked run of their gateway (a new run started).", func() float64 { return float64(c.dedup.Stats().Jumps) }),
-		stat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.", func() float64 { return float64(c.dedup.Stats().GatewaysEvicted) }),
-		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func() float64 { return float64(c.kpis.Stats().Windows) }),
+		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned,
+		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
+		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
+		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
+		stat("smelter_collector_alerts_raised_total", "Alerts raised (rules and KPIs).", func(r rules.Stats, k kpi.Stats) float64 { return float64(r.Raised + k.Raised) }),
+		stat("smelter_collector_alerts_cleared_total", "Alerts cleared (rules and KPIs).", func(r rules.Stats, k kpi.Stats) float64 { return float64(r.Cleared + k.Cleared) }),
+		stat("smelter_collector_kpi_computations_total", "KPI windows computed.", func(_ rules.Stats, k kpi.Stats) float64 { return float64(k.Windows) }),
+		dedupStat("smelter_collector_seq_jumps_total", "Batches whose seq jumped more than the dedup window ahead of every tracked run of their gateway (a new run started).",
+			func(d ingest.DedupStats) uint64 { return d.Jumps }),
+		dedupStat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.",
+			func(d ingest.DedupStats) uint64 { return d.GatewaysEvicted }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return float64(len(c.active))
+			return float64(len(c.Alerts(true)))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_assets_tracked", Help: "Assets tracked (limit max_assets)."}, func() float64 {
+			return float64(c.tracked.Load())
 		}),
 	}
 	for _, x := range cs {
@@ -141,160 +210,299 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	return c, nil
 }
 
-// Handle processes one message from any source. Malformed messages are
-// counted, logged with their subject and skipped (nil error). It is safe
-// for concurrent use; outputs are queued for publishing, and Handle blocks
-// while that bounded queue is full.
+// shard returns the shard of partition p, creating it.
+func (c *Collector) shard(p int) *shard {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sh, ok := c.shards[p]
+	if !ok {
+		sh = c.newShard(p)
+		c.shards[p] = sh
+	}
+	return sh
+}
+
+// dropShard forgets a partition's state (released, or its checkpoint
+// failed and the bucket is the truth again).
+func (c *Collector) dropShard(sh *shard) {
+	c.mu.Lock()
+	if c.shards[sh.p] == sh {
+		delete(c.shards, sh.p)
+	}
+	c.mu.Unlock()
+	sh.mu.Lock()
+	c.tracked.Add(-int64(sh.engine.Len()))
+	sh.mu.Unlock()
+}
+
+// Handle processes one message from any source on partition 0 (single
+// replica mode: the MQTT source, tests) and, when the collector runs,
+// publishes its outputs and checkpoints the state it changed before it
+// returns. Malformed messages are counted, logged with their subject and
+// skipped (nil error). An error means the message must be redelivered.
 func (c *Collector) Handle(ctx context.Context, subject string, data []byte) error {
+	sh := c.shard(0)
+	sh.cycle.Lock()
+	defer sh.cycle.Unlock()
+	io := c.js.Load()
+	if io != nil && !c.ensureLoaded(ctx, io, sh) {
+		return errors.New("collector: partition state not loaded")
+	}
+	var cy cycle
+	c.process(sh, subject, data, &cy)
+	if err := c.commit(ctx, io, sh, &cy); err != nil {
+		c.dropShard(sh)
+		return err
+	}
+	return nil
+}
+
+// ensureLoaded restores the shard from the bucket once.
+func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) bool {
+	sh.mu.Lock()
+	ok := sh.loaded
+	sh.mu.Unlock()
+	if ok {
+		return true
+	}
+	if err := c.load(ctx, io.kv, sh); err != nil {
+		c.log.Warn("partition state", "partition", sh.p, "err", err)
+		return false
+	}
+	return true
+}
+
+// process evaluates one message into cy; it takes sh.mu.
+func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
-	var outs []output
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
 		b, err := telemetry.DecodeBatch(data)
 		if err != nil {
-			return c.malformed(subject, err)
+			c.malformed(subject, err)
+			return
 		}
 		if err := ingest.Check(subject, b, c.cat); err != nil {
-			return c.rejected(subject, err)
+			c.rejected(subject, err)
+			return
 		}
-		c.mu.Lock()
-		dup, late := c.dedup.SeenPart(b.Gateway, b.Seq, b.Part, b.Parts)
-		if dup {
-			c.mu.Unlock()
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
+			return
+		}
+		defer c.count(sh, sh.engine.Len())
+		if sh.engine.Duplicate(b) {
 			c.m.duplicates.Inc()
-			return nil
+			c.log.Debug("batch already evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+			return
+		}
+		dup, late := sh.dedup.SeenPart(b.Gateway, b.Seq, b.Part, b.Parts)
+		if dup {
+			c.m.duplicates.Inc()
+			c.log.Debug("duplicate batch", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+			return
 		}
 		if late {
 			c.m.late.Inc()
 		}
 		c.live.ObserveBatch(b)
-		al := c.engine.Process(b, c.scratch[:0])
+		late0 := sh.engine.Stats().Late
+		al := sh.engine.Process(b, sh.scratch[:0])
+		if sh.engine.Stats().Late != late0 {
+			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+		}
 		var res []kpi.Result
-		res, al = c.kpis.Process(b, c.results[:0], al)
-		outs = c.record(al, res, outs)
-		c.scratch, c.results = al[:0], res[:0]
-		c.mu.Unlock()
+		res, al = sh.kpis.Process(b, sh.results[:0], al)
+		c.record(sh, al, res, cy)
+		sh.scratch, sh.results = al[:0], res[:0]
+		sh.dirty[[2]string{b.Asset.Site(), b.Asset.ID}] = struct{}{}
+		cy.batches = append(cy.batches, BatchRef{Gateway: b.Gateway, Seq: b.Seq, Site: b.Asset.Site(), Asset: b.Asset.ID, TSGW: b.TSGW})
 	case telemetry.KindBirth:
 		bi, err := telemetry.DecodeBirth(data)
 		if err != nil {
-			return c.malformed(subject, err)
+			c.malformed(subject, err)
+			return
 		}
-		if err := ingest.CheckAsset(subject, bi.Gateway, bi.Asset.FromJSON(), c.cat); err != nil {
-			return c.rejected(subject, err)
+		as := bi.Asset.FromJSON()
+		if err := ingest.CheckAsset(subject, bi.Gateway, as, c.cat); err != nil {
+			c.rejected(subject, err)
+			return
 		}
-		c.mu.Lock()
+		sh.mu.Lock()
+		if !c.admit(sh, as.Site(), as.ID) {
+			sh.mu.Unlock()
+			return
+		}
 		if bi.Parts > 0 { // a part of a split birth: wait for the others
-			bi, err = c.births.Add(bi)
+			bi, err = sh.births.Add(bi)
 			if err != nil || bi == nil {
-				c.mu.Unlock()
+				sh.mu.Unlock()
 				if err != nil {
-					return c.malformed(subject, err)
+					c.malformed(subject, err)
 				}
-				return nil
+				return
 			}
 		}
-		c.engine.Birth(bi)
-		c.kpis.Birth(bi)
-		c.mu.Unlock()
+		n := sh.engine.Len()
+		sh.engine.Birth(bi)
+		sh.kpis.Birth(bi)
+		c.count(sh, n)
+		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
+		sh.mu.Unlock()
 		c.live.ObserveBirth(bi)
 	case telemetry.KindDeath:
 		var d telemetry.Death
 		if err := json.Unmarshal(data, &d); err != nil {
-			return c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
+			c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
+			return
 		}
 		if d.Schema != telemetry.SchemaDeath {
-			return c.malformed(subject, fmt.Errorf("%w: %q (want %q)", telemetry.ErrSchema, d.Schema, telemetry.SchemaDeath))
+			c.malformed(subject, fmt.Errorf("%w: %q (want %q)", telemetry.ErrSchema, d.Schema, telemetry.SchemaDeath))
+			return
 		}
 		if !telemetry.ValidToken(d.Asset.ID) || !telemetry.ValidToken(d.Asset.Class) {
-			return c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
+			c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
+			return
 		}
-		if err := ingest.CheckAsset(subject, d.Gateway, d.Asset.FromJSON(), c.cat); err != nil {
-			return c.rejected(subject, err)
+		as := d.Asset.FromJSON()
+		if err := ingest.CheckAsset(subject, d.Gateway, as, c.cat); err != nil {
+			c.rejected(subject, err)
+			return
 		}
-		c.mu.Lock()
+		sh.mu.Lock()
+		if !c.admit(sh, as.Site(), as.ID) {
+			sh.mu.Unlock()
+			return
+		}
 		c.live.ObserveDeath(&d)
-		al := c.engine.Death(&d, c.scratch[:0])
-		outs = c.record(al, nil, outs)
-		c.scratch = al[:0]
-		c.mu.Unlock()
+		n := sh.engine.Len()
+		al := sh.engine.Death(&d, sh.scratch[:0])
+		c.count(sh, n)
+		c.record(sh, al, nil, cy)
+		sh.scratch = al[:0]
+		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
+		sh.mu.Unlock()
 	case telemetry.KindStatus:
-		var st telemetry.Status
-		if err := json.Unmarshal(data, &st); err != nil {
-			return c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
+		if !c.observeStatus(subject, data) {
+			return
 		}
-		ps, err := telemetry.ParseSubject(subject)
-		if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
-			return c.malformed(subject, fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus))
-		}
-		c.live.ObserveStatus(ps.Site, &st)
 	default:
-		return nil // alerts, KPIs and status travel on the same tree
+		return // alerts, KPIs and status travel on the same tree
 	}
 	c.m.ingested.WithLabelValues(kind).Inc()
-	return c.enqueue(ctx, outs)
 }
 
-func (c *Collector) malformed(subject string, err error) error {
+// observeStatus feeds a gateway status message to the dashboard.
+func (c *Collector) observeStatus(subject string, data []byte) bool {
+	var st telemetry.Status
+	if err := json.Unmarshal(data, &st); err != nil {
+		c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
+		return false
+	}
+	ps, err := telemetry.ParseSubject(subject)
+	if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
+		c.malformed(subject, fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus))
+		return false
+	}
+	c.live.ObserveStatus(ps.Site, &st)
+	return true
+}
+
+// admit reports whether the asset is tracked or may be added under
+// max_assets; sh.mu is held. A rejection is counted, and logged at most
+// once a minute.
+func (c *Collector) admit(sh *shard, site, id string) bool {
+	if sh.engine.Has(site, id) {
+		return true
+	}
+	if c.tracked.Load() >= int64(c.cfg.MaxAssets) {
+		c.m.rejected.Inc()
+		now := time.Now().Unix()
+		if last := c.full.Load(); now-last >= 60 && c.full.CompareAndSwap(last, now) {
+			c.log.Error("asset limit reached: messages of new assets are skipped", "max_assets", c.cfg.MaxAssets,
+				"rejected_site", site, "rejected_asset", id)
+		}
+		return false
+	}
+	return true
+}
+
+// count adds the assets the engine gained since it held before; sh.mu is held.
+func (c *Collector) count(sh *shard, before int) { c.tracked.Add(int64(sh.engine.Len() - before)) }
+
+func (c *Collector) malformed(subject string, err error) {
 	reason := "invalid"
 	if errors.Is(err, telemetry.ErrSchema) {
 		reason = "schema"
 	}
 	c.m.malformed.WithLabelValues(reason).Inc()
 	c.log.Warn("malformed message skipped", "subject", subject, "err", err)
-	return nil
 }
 
-// record updates the alert store and builds outputs; c.mu is held.
-func (c *Collector) record(al []alert.Alert, res []kpi.Result, outs []output) []output {
+// record updates the shard's alert store and builds outputs; sh.mu is held.
+func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cycle) {
+	if len(al) == 0 && len(res) == 0 {
+		return
+	}
 	c.live.ObserveAlerts(al)
 	c.live.ObserveKPIs(res)
 	for _, a := range al {
 		if a.Active() {
-			c.active[a.Key] = a
+			sh.active[a.Key] = a
 		} else {
-			delete(c.active, a.Key)
+			delete(sh.active, a.Key)
 		}
+		c.mu.Lock()
 		if len(c.recent) == recentCap {
 			copy(c.recent, c.recent[1:])
 			c.recent = c.recent[:recentCap-1]
 		}
 		c.recent = append(c.recent, a)
+		c.mu.Unlock()
+		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
 		data, err := json.Marshal(a)
 		if err != nil {
 			continue
 		}
 		c.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
-		outs = append(outs, output{subject: telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data: data,
-			kvKey: a.Key, kvDel: !a.Active()})
+		cy.outs = append(cy.outs, output{subject: telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data: data,
+			msgID: a.ID + ":" + string(a.State) + ":" + strconv.FormatInt(a.UpdatedAt, 10) + ":" + a.Severity.String()})
 	}
 	for _, r := range res {
 		data, err := json.Marshal(r)
 		if err != nil {
 			continue
 		}
-		outs = append(outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data})
+		cy.outs = append(cy.outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data,
+			msgID: "kpi:" + r.Site + "." + r.Asset + ":" + strconv.FormatInt(r.Start, 10)})
 	}
-	return outs
 }
 
-func (c *Collector) enqueue(ctx context.Context, outs []output) error {
-	for _, o := range outs {
-		select {
-		case c.out <- o:
-		case <-ctx.Done():
-			return ctx.Err()
+// Tick raises silence alerts on every partition this replica owns and
+// commits them; Run does it every second.
+func (c *Collector) Tick(ctx context.Context) error {
+	for _, sh := range c.shardList() {
+		if err := c.tick(ctx, sh); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Tick raises silence alerts; Run calls it every second.
-func (c *Collector) Tick(ctx context.Context) error {
-	c.mu.Lock()
-	al := c.engine.Tick(nil)
-	outs := c.record(al, nil, nil)
-	c.mu.Unlock()
-	return c.enqueue(ctx, outs)
+func (c *Collector) tick(ctx context.Context, sh *shard) error {
+	sh.cycle.Lock()
+	defer sh.cycle.Unlock()
+	var cy cycle
+	sh.mu.Lock()
+	al := sh.engine.Tick(nil)
+	c.record(sh, al, nil, &cy)
+	sh.mu.Unlock()
+	if err := c.commit(ctx, c.js.Load(), sh, &cy); err != nil {
+		c.dropShard(sh)
+		return err
+	}
+	return nil
 }
 
 // Ready reports whether the collector is connected and consuming.
@@ -311,211 +519,6 @@ func (c *Collector) NATSURL() string {
 func (c *Collector) HTTPAddr() string {
 	s, _ := c.httpAddr.Load().(string)
 	return s
-}
-
-// Run connects (starting embedded brokers when no URL is configured),
-// restores alert state and consumes until ctx ends.
-func (c *Collector) Run(ctx context.Context) error {
-	url := c.cfg.NATS.URL
-	if url == "" {
-		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("collector: data_dir: %w", err)
-		}
-		ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: dir, Port: c.cfg.NATS.EmbeddedPort})
-		if err != nil {
-			return fmt.Errorf("collector: embedded nats: %w", err)
-		}
-		defer ns.Shutdown()
-		url = ns.URL()
-		c.log.Info("embedded nats-server with JetStream started", "url", url, "store", dir)
-	}
-	opts, err := c.natsOptions()
-	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fmt.Errorf("collector: nats connect %s: %w", url, err)
-	}
-	defer nc.Close()
-	c.url.Store(url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("collector: jetstream: %w", err)
-	}
-	if c.cfg.NATS.CreateStream {
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: c.cfg.NATS.Stream, Subjects: []string{telemetry.SubjectPrefix + ".>"},
-			Storage: jetstream.FileStorage, MaxAge: time.Duration(c.cfg.NATS.MaxAge), Duplicates: 2 * time.Minute})
-		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
-		}
-	}
-	kv, err := js.KeyValue(ctx, c.cfg.NATS.KVBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.NATS.KVBucket, Description: "smelter-collector active alerts", Storage: jetstream.FileStorage})
-	}
-	if err != nil {
-		return fmt.Errorf("collector: kv bucket %s: %w", c.cfg.NATS.KVBucket, err)
-	}
-	if err := c.restore(ctx, kv); err != nil {
-		return err
-	}
-	var mq mqtt.Client
-	g, gctx := errgroup.WithContext(ctx)
-	if c.cfg.MQTT.Enabled {
-		mo, stop, err := c.mqttOptions()
-		if stop != nil { // the embedded broker, also when the options failed
-			defer stop()
-		}
-		if err != nil {
-			return err
-		}
-		pub := mqtt.NewClient(mo.SetClientID(mo.ClientID + "-pub"))
-		if tok := pub.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-			return fmt.Errorf("collector: mqtt connect: %w", tok.Error())
-		}
-		defer pub.Disconnect(250)
-		mq = pub
-		// gateway status (retained LWT messages) for the dashboard's
-		// gateway health; every replica subscribes, not a shared group
-		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
-			_ = c.Handle(gctx, telemetry.SubjectFromTopic(m.Topic()), m.Payload())
-		})
-		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
-		g.Go(func() error { return src.Run(gctx, c.Handle) })
-	}
-	if c.cfg.Sparkplug != nil { // Sparkplug B source (sparkplug.go, docs/sparkplug.md)
-		src, err := c.sparkplugSource()
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return src.Run(gctx, c.Handle) })
-	}
-	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { _ = c.Handle(gctx, m.Subject, m.Data) })
-	if err != nil {
-		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
-	}
-	defer func() { _ = statusSub.Unsubscribe() }()
-	src := &ingest.JetStream{Conn: nc, Stream: c.cfg.NATS.Stream, Consumer: c.cfg.NATS.Consumer, Log: c.log.With("source", "jetstream")}
-	g.Go(func() error { return src.Run(gctx, c.Handle) })
-	g.Go(func() error { return c.publish(gctx, nc, kv, mq) })
-	g.Go(func() error {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-				if err := c.Tick(gctx); err != nil {
-					return nil
-				}
-			}
-		}
-	})
-	if c.cfg.HTTP.Listen != "" {
-		token, err := c.httpToken()
-		if err != nil {
-			return err
-		}
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
-		}
-		c.httpAddr.Store(ln.Addr().String())
-		c.log.Info("http listening", "addr", ln.Addr().String())
-		// handlers (the SSE stream) end with gctx, so Shutdown does not
-		// wait on open event streams
-		srv := &http.Server{Handler: c.HTTPHandler(token), ReadHeaderTimeout: 5 * time.Second,
-			BaseContext: func(net.Listener) context.Context { return gctx }}
-		g.Go(func() error {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
-	}
-	c.ready.Store(true)
-	defer c.ready.Store(false)
-	err = g.Wait()
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// a source that was still setting up (e.g. creating its consumer)
-		// when the collector was told to stop: a clean stop, not a failure
-		return nil
-	}
-	return err
-}
-
-// restore loads persisted active alerts into the engine and KPI tracker.
-func (c *Collector) restore(ctx context.Context, kv jetstream.KeyValue) error {
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("collector: kv list: %w", err)
-	}
-	n := 0
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var a alert.Alert
-		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			c.log.Warn("kv: bad alert record skipped", "key", k, "err", err)
-			continue
-		}
-		c.mu.Lock()
-		if a.Kind == "kpi" {
-			c.kpis.Restore(a)
-		} else {
-			c.engine.Restore(a)
-		}
-		c.active[a.Key] = a
-		c.mu.Unlock()
-		n++
-	}
-	c.log.Info("alert state restored", "active", n)
-	return nil
-}
-
-// publish drains the output queue onto NATS (and MQTT) and the KV bucket.
-func (c *Collector) publish(ctx context.Context, nc *nats.Conn, kv jetstream.KeyValue, mq mqtt.Client) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case o := <-c.out:
-			kind := o.subject[strings.LastIndexByte(o.subject, '.')+1:]
-			if err := nc.Publish(o.subject, o.data); err != nil {
-				c.m.pubErrors.Inc()
-				c.log.Warn("publish", "subject", o.subject, "err", err)
-			} else {
-				c.m.published.WithLabelValues(kind).Inc()
-			}
-			if mq != nil {
-				mq.Publish(telemetry.Topic(o.subject), 1, false, o.data)
-			}
-			if o.kvKey != "" {
-				var err error
-				if o.kvDel {
-					err = kv.Delete(ctx, o.kvKey)
-				} else {
-					_, err = kv.Put(ctx, o.kvKey, o.data)
-				}
-				if err != nil && ctx.Err() == nil {
-					c.m.pubErrors.Inc()
-					c.log.Warn("kv write", "key", o.kvKey, "err", err)
-				}
-			}
-		}
-	}
 }
 
 func (c *Collector) natsOptions() ([]nats.Option, error) {
@@ -608,41 +611,73 @@ func (c *Collector) mqttOptions() (*mqtt.ClientOptions, func(), error) {
 	return o, stop, nil
 }
 
-// Alerts returns the active alerts (sorted by key), or with all the recent
-// alert events too, newest last.
+// Alerts returns the active alerts of the partitions this replica owns
+// (sorted by key), or with all the recent alert events too, newest last.
 func (c *Collector) Alerts(activeOnly bool) []alert.Alert {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !activeOnly {
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		return append([]alert.Alert(nil), c.recent...)
 	}
-	out := make([]alert.Alert, 0, len(c.active))
-	for _, a := range c.active {
-		out = append(out, a)
+	var out []alert.Alert
+	for _, sh := range c.shardList() {
+		sh.mu.Lock()
+		for _, a := range sh.active {
+			out = append(out, a)
+		}
+		sh.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
 }
 
-// Assets returns every known asset with its latest values.
+// Assets returns every asset this replica tracks with its latest values.
 func (c *Collector) Assets() []rules.AssetView {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.engine.Assets()
+	var out []rules.AssetView
+	for _, sh := range c.shardList() {
+		sh.mu.Lock()
+		out = append(out, sh.engine.Assets()...)
+		sh.mu.Unlock()
+	}
+	return out
 }
 
 // Asset returns one asset with its latest values.
 func (c *Collector) Asset(site, id string) (rules.AssetView, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.engine.Asset(site, id)
+	for _, sh := range c.shardList() {
+		sh.mu.Lock()
+		v, ok := sh.engine.Asset(site, id)
+		sh.mu.Unlock()
+		if ok {
+			return v, true
+		}
+	}
+	return rules.AssetView{}, false
 }
 
 // KPIs returns the latest finished KPI window of an asset.
 func (c *Collector) KPIs(site, id string) (kpi.Result, bool) {
+	for _, sh := range c.shardList() {
+		sh.mu.Lock()
+		r, ok := sh.kpis.Last(site, id)
+		sh.mu.Unlock()
+		if ok {
+			return r, true
+		}
+	}
+	return kpi.Result{}, false
+}
+
+// shardList returns the shards this replica holds, by partition.
+func (c *Collector) shardList() []*shard {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.kpis.Last(site, id)
+	out := make([]*shard, 0, len(c.shards))
+	for _, sh := range c.shards {
+		out = append(out, sh)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].p < out[j].p })
+	return out
 }
 
 // statusFilter matches every gateway's status subject.

@@ -34,6 +34,11 @@ func start(t *testing.T, url string) *running {
 	cfg.NATS.URL = url
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	return startCfg(t, cfg)
+}
+
+func startCfg(t *testing.T, cfg Config) *running {
+	t.Helper()
 	c := newCollector(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
@@ -145,22 +150,34 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	if av, ok := r.c.Asset("site1", "ac-1"); !ok || len(av.Signals) != 3 || !av.Running {
 		t.Fatalf("asset view %+v", av)
 	}
-	// the active alert is in the KV bucket
-	kv, err := js.KeyValue(ctx, "smelter_alerts")
+	// the active alert is in the asset's record in the group's state bucket
+	kv, err := js.KeyValue(ctx, "smelter-collector_state")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 5*time.Second, "kv record", func() bool {
-		_, err := kv.Get(ctx, a.Key)
-		return err == nil
+	stateAlerts := func() []alert.Alert {
+		e, err := kv.Get(ctx, "p0.site1.ac-1")
+		if err != nil {
+			return nil
+		}
+		var rec record
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Alerts
+	}
+	wait.For(t, 5*time.Second, "alert checkpointed", func() bool {
+		got := stateAlerts()
+		return len(got) == 1 && got[0].Key == a.Key
 	})
 
 	// restart: the new instance restores the alert, does not raise it again, and clears it
 	r.stop()
 	r2 := start(t, ns.URL())
-	if got := r2.c.Alerts(true); len(got) != 1 || got[0].Key != a.Key {
-		t.Fatalf("restored %+v", got)
-	}
+	wait.For(t, 5*time.Second, "alert restored", func() bool {
+		got := r2.c.Alerts(true)
+		return len(got) == 1 && got[0].Key == a.Key
+	})
 	mu.Lock()
 	alerts = nil
 	mu.Unlock()
@@ -177,10 +194,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 		t.Fatalf("after restart %+v (raised %s)", alerts[0], a.ID)
 	}
 	mu.Unlock()
-	wait.For(t, 5*time.Second, "kv delete", func() bool {
-		_, err := kv.Get(ctx, a.Key)
-		return err != nil
-	})
+	wait.For(t, 5*time.Second, "cleared alert gone from the checkpoint", func() bool { return len(stateAlerts()) == 0 })
 }
 
 func TestEmbeddedBrokerDefault(t *testing.T) {
@@ -225,6 +239,13 @@ func TestConfigFiles(t *testing.T) {
 		{"nats: {urll: x}\n", "c.yaml:1: nats.urll: unknown field (did you mean url?)"},
 		{"data_dir: x\nkpi:\n  window: soon\n", `c.yaml:3: kpi.window: want a duration such as 500ms, 30s or 15m, got "soon"`},
 		{"", "c.yaml: file is empty"},
+		// distributed engine (issue 10)
+		{"group: 'a.b'\n", `group: "a.b" must be 1-48`},
+		{"max_assets: 0\n", "max_assets: 0 out of range"},
+		{"cluster: {partitions: -1}\n", "cluster.partitions: -1 out of range"},
+		{"cluster: {replicas: 2}\n", "cluster.replicas: 2 (want 1, 3 or 5)"},
+		{"cluster: {pinned_ttl: 100ms}\n", "cluster.pinned_ttl: 100ms shorter than 1s"},
+		{"cluster: {partitions: 4}\nmqtt: {enabled: true}\n", "mqtt.enabled: the MQTT source has no per-asset affinity"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(p, []byte(tc.doc), 0o600); err != nil {

@@ -101,13 +101,57 @@ type Config struct {
 	// Sparkplug, when set, adds a Sparkplug B source (docs/sparkplug.md).
 	Sparkplug *ingest.SparkplugConfig `yaml:"sparkplug"`
 
+	// ---- distributed engine (issue 10; docs/collector.md) ----
+
+	// Group names this collector's consumers and KV buckets: "<group>" (or
+	// "<group>-p<N>" per partition), "<group>_state", "<group>_members".
+	// Collectors of one group are replicas of each other; a second group on
+	// the same NATS consumes everything independently.
+	Group string `yaml:"group"`
+	// Replica is this instance's member id in its group; default the host
+	// name plus a hash of data_dir (stable across restarts).
+	Replica string `yaml:"replica"`
+	// MaxAssets bounds the assets one collector tracks (rules, KPIs and the
+	// dashboard's live store); batches of further assets are counted in
+	// smelter_collector_assets_rejected_total and skipped.
+	MaxAssets int           `yaml:"max_assets"`
+	Cluster   ClusterConfig `yaml:"cluster"`
+	// ---- end distributed engine ----
+
 	dir string // directory of the config file, for relative paths
+}
+
+// ClusterConfig runs a collector as one of several replicas of its group.
+type ClusterConfig struct {
+	// Partitions splits the stream into N subject-mapped partitions with
+	// one pinned-client consumer each (nats-server >= 2.11); 0 runs the
+	// group as a single replica on one durable consumer (any JetStream).
+	Partitions int `yaml:"partitions"`
+	// Replicas of the stream and KV buckets the collector creates (1 or 3
+	// on a cluster).
+	Replicas int `yaml:"replicas"`
+	// AckWait of the consumers: a batch delivered to a replica that died is
+	// redelivered after it.
+	AckWait Duration `yaml:"ack_wait"`
+	// PinnedTTL: a partition whose replica stopped pulling is handed to
+	// another after it (the takeover time).
+	PinnedTTL Duration `yaml:"pinned_ttl"`
+	// MemberTimeout: a replica not heard of for this long leaves the
+	// partition assignment.
+	MemberTimeout Duration `yaml:"member_timeout"`
+	// Fetch is the pull batch: messages handled, published and checkpointed
+	// together before they are acknowledged.
+	Fetch int `yaml:"fetch"`
 }
 
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
-	c.NATS.Stream, c.NATS.CreateStream, c.NATS.Consumer, c.NATS.KVBucket = "SMELTER", true, "smelter-collector", "smelter_alerts"
+	c.NATS.Stream, c.NATS.CreateStream = "SMELTER", true
+	// distributed engine (issue 10): consumer and buckets derive from group
+	c.Group, c.MaxAssets = "smelter-collector", 20000
+	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
+		MemberTimeout: Duration(4 * time.Second), Fetch: 2048}
 	c.NATS.MaxAge = Duration(168 * time.Hour)
 	c.MQTT.Group = "smelter-collector"
 	c.KPI.Window = Duration(15 * time.Minute)
@@ -193,8 +237,10 @@ func (c *Config) problems() []problem {
 	}
 	n := &c.NATS
 	token("nats.stream", n.Stream)
-	token("nats.consumer", n.Consumer)
-	if !bucketRe.MatchString(n.KVBucket) {
+	if n.Consumer != "" {
+		token("nats.consumer", n.Consumer)
+	}
+	if n.KVBucket != "" && !bucketRe.MatchString(n.KVBucket) {
 		bad("nats.kv_bucket", "%q must be 1-64 of A-Z a-z 0-9 _ -", n.KVBucket)
 	}
 	if n.MaxAge < 0 {
@@ -241,8 +287,71 @@ func (c *Config) problems() []problem {
 	default:
 		bad("log.format", "%q is not auto, text or json", c.Log.Format)
 	}
+	return c.clusterProblems(ps)
+}
+
+// clusterProblems checks the distributed-engine block (issue 10).
+func (c *Config) clusterProblems(ps []problem) []problem {
+	bad := func(field, format string, args ...any) {
+		ps = append(ps, problem{field, fmt.Sprintf(format, args...)})
+	}
+	k := c.Cluster
+	if !groupRe.MatchString(c.Group) {
+		bad("group", "%q must be 1-48 of A-Z a-z 0-9 _ - (it prefixes consumer and bucket names)", c.Group)
+	}
+	if c.Replica != "" && !tokenRe.MatchString(c.Replica) {
+		bad("replica", "%q must be 1-64 of A-Z a-z 0-9 _ -", c.Replica)
+	}
+	if c.MaxAssets < 1 || c.MaxAssets > 10_000_000 {
+		bad("max_assets", "%d out of range 1-10000000", c.MaxAssets)
+	}
+	if k.Partitions < 0 || k.Partitions > 1024 {
+		bad("cluster.partitions", "%d out of range 0-1024 (0: single replica)", k.Partitions)
+	}
+	if k.Replicas != 1 && k.Replicas != 3 && k.Replicas != 5 {
+		bad("cluster.replicas", "%d (want 1, 3 or 5)", k.Replicas)
+	}
+	if k.AckWait < Duration(time.Second) {
+		bad("cluster.ack_wait", "%v shorter than 1s", time.Duration(k.AckWait))
+	}
+	if k.PinnedTTL < Duration(time.Second) {
+		bad("cluster.pinned_ttl", "%v shorter than 1s", time.Duration(k.PinnedTTL))
+	}
+	if k.MemberTimeout < Duration(time.Second) {
+		bad("cluster.member_timeout", "%v shorter than 1s", time.Duration(k.MemberTimeout))
+	}
+	if k.Fetch < 1 || k.Fetch > 10000 {
+		bad("cluster.fetch", "%d out of range 1-10000", k.Fetch)
+	}
+	if k.Partitions > 0 && c.MQTT.Enabled {
+		bad("mqtt.enabled", "the MQTT source has no per-asset affinity; not allowed with cluster.partitions")
+	}
 	return ps
 }
+
+var groupRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,48}$`)
+
+// consumerName is the durable consumer of partition p (-1: single replica).
+func (c *Config) consumerName(p int) string {
+	if p < 0 {
+		if c.NATS.Consumer != "" {
+			return c.NATS.Consumer
+		}
+		return c.Group
+	}
+	return fmt.Sprintf("%s-p%d", c.Group, p)
+}
+
+// stateBucket is the KV bucket of per-asset rule and KPI state.
+func (c *Config) stateBucket() string {
+	if c.NATS.KVBucket != "" {
+		return c.NATS.KVBucket
+	}
+	return c.Group + "_state"
+}
+
+// membersBucket is the KV bucket replicas announce themselves in.
+func (c *Config) membersBucket() string { return c.Group + "_members" }
 
 var fieldRe = regexp.MustCompile(`^[a-z_][a-z0-9_]*(\[[0-9]+\])?(\.[a-z0-9_]+(\[[0-9]+\])?)*$`)
 

@@ -178,13 +178,14 @@ func TestNATSPermissionsExample(t *testing.T) {
 		t.Fatalf("gateway publish of its own site: %v", err)
 	}
 	wait.For(t, 10*time.Second, "the collector's alerts on the gateway's data", func() bool { return len(col.Alerts(true)) > 0 })
-	key := col.Alerts(true)[0].Key
+	a := col.Alerts(true)[0]
+	key := stateKey(0, a.Site, a.Asset) // the asset's checkpoint, which holds its active alerts
 	coll := connect(t, url, pki, "collector", pw["COLLECTOR"])
-	kv, err := coll.js.KeyValue(ctx, "smelter_alerts")
+	kv, err := coll.js.KeyValue(ctx, cfg.stateBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, "the alert in the collector's bucket", func() bool {
+	wait.For(t, 10*time.Second, "the asset's state with its alert in the collector's bucket", func() bool {
 		_, err := kv.Get(ctx, key)
 		return err == nil
 	})
@@ -208,7 +209,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 		gw.denied(t, "subscribe to the JetStream API", "$JS.API.>", func() error { _, err := gw.nc.SubscribeSync("$JS.API.>"); return err })
 		gw.denied(t, "create a consumer", "$JS.API.CONSUMER.CREATE.SMELTER.spy", gw.request("$JS.API.CONSUMER.CREATE.SMELTER.spy"))
 		gw.denied(t, "delete the stream", "$JS.API.STREAM.DELETE.SMELTER", gw.request("$JS.API.STREAM.DELETE.SMELTER"))
-		gw.denied(t, "read the alert bucket", "$KV.smelter_alerts.x", pub("$KV.smelter_alerts.x"))
+		gw.denied(t, "read the alert bucket", "$KV.smelter-collector_state.x", pub("$KV.smelter-collector_state.x"))
 	})
 
 	t.Run("other site's gateway", func(t *testing.T) {
@@ -236,6 +237,6 @@ func TestNATSPermissionsExample(t *testing.T) {
 		c.denied(t, "create another stream", "$JS.API.STREAM.CREATE.OTHER", c.request("$JS.API.STREAM.CREATE.OTHER"))
 		c.denied(t, "delete its consumer", "$JS.API.CONSUMER.DELETE.SMELTER.smelter-collector", c.request("$JS.API.CONSUMER.DELETE.SMELTER.smelter-collector"))
 		c.denied(t, "write another bucket", "$KV.other.x", pub("$KV.other.x"))
-		c.denied(t, "delete its bucket", "$JS.API.STREAM.DELETE.KV_smelter_alerts", c.request("$JS.API.STREAM.DELETE.KV_smelter_alerts"))
+		c.denied(t, "delete its bucket", "$JS.API.STREAM.DELETE.KV_smelter-collector_state", c.request("$JS.API.STREAM.DELETE.KV_smelter-collector_state"))
 	})
 }

@@ -34,7 +34,11 @@ func newCollector(t *testing.T, cfg Config) *Collector {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(cfg, set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	lw := io.Discard
+	if os.Getenv("SMELTER_TEST_LOG") != "" { // SMELTER_TEST_LOG=1: the collectors' logs on stderr
+		lw = os.Stderr
+	}
+	c, err := New(cfg, set, slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func (d *Doc) Report(base string, err error) Errors {
 	var out Errors
 	var walk func(error)
 	walk = func(err error) {
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if j, ok := err.(interface{ Unwrap() []error }); ok && isJoin(err, j.Unwrap()) {
 			for _, e := range j.Unwrap() {
 				walk(e)
 			}
@@ -73,7 +73,11 @@ func (d *Doc) Report(base string, err error) Errors {
 		}
 		var p *Problem
 		if errors.As(err, &p) {
-			out = append(out, d.Errorf(Join(base, p.Field), "%s", p.Reason))
+			field := p.Field
+			if base == "" || field != base && !strings.HasPrefix(field, base+".") && !strings.HasPrefix(field, base+"[") {
+				field = Join(base, field) // relative to base, not already under it
+			}
+			out = append(out, d.Errorf(field, "%s", p.Reason))
 			return
 		}
 		var fe *FieldError
@@ -83,13 +87,29 @@ func (d *Doc) Report(base string, err error) Errors {
 		}
 		msg := err.Error()
 		if head, reason, ok := strings.Cut(msg, ": "); ok && isFieldPath(head) {
-			out = append(out, d.Errorf(Join(base, strings.TrimPrefix(head, base+".")), "%s", reason))
+			if head != base && !strings.HasPrefix(head, base+".") {
+				head = Join(base, head)
+			}
+			out = append(out, d.Errorf(head, "%s", reason))
 			return
 		}
 		out = append(out, d.Errorf(base, "%s", msg))
 	}
 	walk(err)
 	return out
+}
+
+// isJoin reports whether err, which wraps errs, is a list of them (as
+// errors.Join makes: their messages one a line) rather than one error
+// wrapping several causes (fmt.Errorf with two %w), which is one problem.
+func isJoin(err error, errs []error) bool {
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		if e != nil {
+			msgs = append(msgs, e.Error())
+		}
+	}
+	return err.Error() == strings.Join(msgs, "\n")
 }
 
 // isFieldPath reports whether s looks like a YAML field path of ours:
@@ -175,9 +195,108 @@ func (c *checker) fail(n *yaml.Node, t reflect.Type, path, format string, args .
 	c.bad[n] = t
 }
 
-// mismatch reports that n at path is not what a field of type t takes.
+// mismatch reports that n at path is not what a field of type t takes. At
+// the top of a file the text is not quoted: a file that is not YAML fields
+// at all (a key file, /etc/passwd) parses as one long scalar, and its first
+// characters may be a secret.
 func (c *checker) mismatch(n *yaml.Node, t reflect.Type, path string) {
+	if path == "" && n.Kind == yaml.ScalarNode {
+		c.fail(n, t, path, "want %s of fields, got plain text (not shown): not a configuration file?", want(t))
+		return
+	}
 	c.fail(n, t, path, "want %s, got %s", want(t), show(n))
+}
+
+// maxKeyShown is the longest key quoted in an error, in bytes.
+const maxKeyShown = 64
+
+// PlausibleKey reports whether s looks like a field name or map key
+// someone typed: 1 to maxKeyShown letters, digits, '_', '-' or '.'
+// (numeric map keys such as a fuel code included). Anything else (a line
+// of /etc/shadow, a JWT, a key with spaces, colons, '$', '=' or brackets)
+// is never echoed: an error about it says where it is, not what it says,
+// since errors go to logs shipped off the machine.
+func PlausibleKey(s string) bool {
+	if s == "" || len(s) > maxKeyShown {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// keyName is k's text for a field path when it is a plausible key, else
+// "(key at line N)".
+func keyName(k *yaml.Node) string {
+	if k.Kind == yaml.ScalarNode && PlausibleKey(k.Value) {
+		return k.Value
+	}
+	return fmt.Sprintf("(key at line %d)", k.Line)
+}
+
+// oddKeys reports the keys of the mapping at path that are not field names
+// at all, once for the mapping, by line only.
+func (c *checker) oddKeys(path string, odd []*yaml.Node) {
+	if len(odd) == 0 {
+		return
+	}
+	lines := make([]int, len(odd))
+	for i, k := range odd {
+		c.bad[k] = nil
+		lines[i] = k.Line
+	}
+	c.errs = append(c.errs, &FieldError{File: c.file, Line: lines[0], Field: path, Reason: oddKeysReason(lines)})
+}
+
+// oddKeysReason says that keys at lines are no field names, without their text.
+func oddKeysReason(lines []int) string {
+	shown := make([]string, 0, 6)
+	for _, l := range lines[:min(len(lines), 5)] {
+		shown = append(shown, strconv.Itoa(l))
+	}
+	if len(lines) > 5 {
+		shown = append(shown, "...")
+	}
+	if len(lines) == 1 {
+		return fmt.Sprintf("unknown field at line %s that is not a field name (text not shown)", shown[0])
+	}
+	return fmt.Sprintf("%d keys that are not field names, at lines %s (text not shown): not the right kind of file?",
+		len(lines), strings.Join(shown, ", "))
+}
+
+// OddKeys returns the error for keys of the mapping at path that are not
+// PlausibleKey: placed at the first one's line, naming their lines, never
+// their text. For loaders that report unknown keys of an inline map
+// themselves.
+func (d *Doc) OddKeys(path string, keys []string) *FieldError {
+	var lines []int
+	if d != nil && d.root != nil && len(d.root.Content) > 0 {
+		n := d.root.Content[0]
+		for _, tok := range splitPath(path) {
+			if n, _ = step(n, tok); n == nil {
+				break
+			}
+		}
+		if n != nil && n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if slices.Contains(keys, n.Content[i].Value) {
+					lines = append(lines, n.Content[i].Line)
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		fe := d.Errorf(path, "%d keys that are not field names (text not shown)", len(keys))
+		return fe
+	}
+	fe := d.Errorf(path, "%s", oddKeysReason(lines))
+	fe.Line = lines[0]
+	return fe
 }
 
 func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
@@ -216,27 +335,29 @@ func (c *checker) check(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		fields, inlineMap := structFields(t)
+		var odd []*yaml.Node // keys that are no field name: never echoed
 		c.mapping(n, t, path, func(k, v *yaml.Node) {
 			ft, ok := fields[k.Value]
 			switch {
 			case ok:
 				c.check(v, ft, Join(path, k.Value))
 			case inlineMap != nil:
-				c.check(v, inlineMap, Join(path, k.Value))
-			case k.Kind != yaml.ScalarNode:
-				c.fail(k, nil, path, "want a field name, got %s", show(k))
+				c.check(v, inlineMap, Join(path, keyName(k)))
+			case k.Kind != yaml.ScalarNode || !PlausibleKey(k.Value):
+				odd = append(odd, k)
 			default:
 				c.fail(k, nil, Join(path, k.Value), "%s", unknown(k.Value, fields))
 			}
 		})
+		c.oddKeys(path, odd)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			c.mismatch(n, t, path)
 			return
 		}
 		c.mapping(n, t, path, func(k, v *yaml.Node) {
-			c.check(k, t.Key(), Join(path, k.Value))
-			c.check(v, t.Elem(), Join(path, k.Value))
+			c.check(k, t.Key(), Join(path, keyName(k)))
+			c.check(v, t.Elem(), Join(path, keyName(k)))
 		})
 	case reflect.Slice, reflect.Array:
 		if n.Kind != yaml.SequenceNode {
@@ -283,7 +404,7 @@ func (c *checker) mapping(n *yaml.Node, t reflect.Type, path string, each func(k
 		}
 		if k.Kind == yaml.ScalarNode {
 			if line, dup := first[k.Value]; dup {
-				c.fail(k, nil, Join(path, k.Value), "given twice (first at line %d)", line)
+				c.fail(k, nil, Join(path, keyName(k)), "given twice (first at line %d)", line)
 				continue
 			}
 			first[k.Value] = k.Line

@@ -11,6 +11,7 @@ package confload
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
@@ -102,9 +103,12 @@ type Doc struct {
 // their zero or default value): a loader may go on validating v and report
 // its own errors with the decoding ones, skipping fields that are Broken.
 func Decode(file string, data []byte, v any) (*Doc, error) {
+	if len(data) > MaxFileSize {
+		return nil, Errors{tooBig(file, int64(len(data)))}
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, YAMLErrors(file, err)
+		return nil, placeTabs(data, YAMLErrors(file, err))
 	}
 	if len(root.Content) == 0 {
 		return nil, Errors{{File: file, Reason: "file is empty"}}
@@ -167,13 +171,72 @@ func (d *Doc) Broken(path string) bool {
 	return false
 }
 
-// ReadFile reads and decodes a file.
+// ReadFile reads and decodes a file; a file larger than MaxFileSize is
+// refused before it is read whole or parsed (see Read).
 func ReadFile(file string, v any) (*Doc, error) {
-	data, err := os.ReadFile(file)
+	data, err := Read(file)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(file, data, v)
+}
+
+// MaxFileSize is the largest configuration or template file accepted, in
+// bytes (16 MiB): a gateway's configuration with thousands of points is a
+// few hundred KiB, and parsing YAML takes several times a file's size in
+// memory, so a file past this is a mistake (a log or a dump named by
+// accident) that must fail at once rather than exhaust the machine.
+const MaxFileSize = 16 << 20
+
+// Read reads a configuration file of at most MaxFileSize bytes. Its errors
+// are Errors naming the file: the read error, or "file is N bytes, above the
+// 16 MiB limit of a configuration file" (without reading more than the
+// limit).
+func Read(file string) ([]byte, error) {
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, Errors{{File: file, Reason: errReason(err)}}
 	}
-	return Decode(file, data, v)
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
+		return nil, Errors{tooBig(file, fi.Size())}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, Errors{{File: file, Reason: errReason(err)}}
+	}
+	if len(data) > MaxFileSize {
+		// not a regular file (a pipe): at least this much
+		return nil, Errors{{File: file, Reason: fmt.Sprintf("file is over the %d MiB limit of a configuration file", MaxFileSize>>20)}}
+	}
+	return data, nil
+}
+
+func tooBig(file string, size int64) *FieldError {
+	return &FieldError{File: file, Reason: fmt.Sprintf("file is %d bytes, above the %d MiB limit of a configuration file", size, MaxFileSize>>20)}
+}
+
+// placeTabs moves a "tab character" syntax error to the line of the tab.
+// yaml.v3 reports it at the line where the scanner's context began (the
+// mapping the tab interrupts, possibly lines earlier); the first line at or
+// after that one whose indentation holds a tab is where the user must look.
+func placeTabs(data []byte, es Errors) Errors {
+	for _, e := range es {
+		if !strings.Contains(e.Reason, "tab character") {
+			continue
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if i+1 < e.Line {
+				continue
+			}
+			indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+			if strings.Contains(indent, "\t") {
+				e.Line = i + 1
+				break
+			}
+		}
+	}
+	return es
 }
 
 func errReason(err error) string {

@@ -3,6 +3,7 @@ package confload
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +173,50 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTabErrorAtTheTabLine: yaml.v3 reports a tab in the indentation at the
+// line where the enclosing mapping began; the error must name the tab's
+// line (review finding 12).
+func TestTabErrorAtTheTabLine(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		line int
+	}{
+		{"gateway:\n  id: x\n  site: y\n\n\n\tdata_dir: z\n", 6},
+		{"gateway:\n  id: x\n\tsite: y\n", 3},
+		{"a: 1\nb:\n  c: 2\n  d:\n    e: 3\n \tf: 4\n", 6},
+	} {
+		var v map[string]any
+		_, err := Decode("tab.yaml", []byte(c.text), &v)
+		es := AsErrors(err)
+		if len(es) != 1 || es[0].Line != c.line || !strings.Contains(es[0].Reason, "tab character") {
+			t.Errorf("%q: got %v, want the tab error at line %d", c.text, err, c.line)
+		}
+	}
+}
+
+// TestFileSizeCap: a file above MaxFileSize is refused before parsing, by
+// Read and by Decode, with a clear reason; a file at the cap is parsed.
+func TestFileSizeCap(t *testing.T) {
+	path := t.TempDir() + "/big.yaml"
+	big := make([]byte, MaxFileSize+1)
+	for i := range big {
+		big[i] = ' '
+	}
+	copy(big, "name: x\n#")
+	if err := os.WriteFile(path, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c testCfg
+	_, err := ReadFile(path, &c)
+	if err == nil || err.Error() != path+": file is 16777217 bytes, above the 16 MiB limit of a configuration file" {
+		t.Fatalf("ReadFile: %v", err)
+	}
+	if _, err := Decode("big.yaml", big, &c); err == nil || !strings.Contains(err.Error(), "above the 16 MiB limit") {
+		t.Fatalf("Decode: %v", err)
+	}
+	if _, err := Decode("ok.yaml", big[:MaxFileSize], &c); err != nil || c.Name != "x" {
+		t.Fatalf("Decode at the cap: %v, name %q", err, c.Name)
+	}
 }

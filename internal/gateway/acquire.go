@@ -38,12 +38,6 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	if ctx.Err() != nil {
 		return
 	}
-	if d.unitsChanged.Swap(false) {
-		// the device reported a unit the catalog does not give: announce it
-		if err := d.birth(ctx, a.sp); err != nil && ctx.Err() == nil {
-			d.log.Error("spooling birth", "err", err)
-		}
-	}
 	at := c.Start
 	if at.IsZero() {
 		at = time.Now()
@@ -69,6 +63,20 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	} else {
 		a.dm.up.Set(0)
 	}
+	if d.unitsChanged.Swap(false) {
+		// the device reported a unit the catalog does not give: announce it
+		d.birthDue.Store(true)
+	}
+	m := d.g.m
+	if d.birthDue.Load() && !d.spoolBirth(ctx, a.sp) {
+		// The spool failed (disk full): the birth stays due and this
+		// batch is not appended (consumers get no data before its birth);
+		// the attempt cost one seq, as the batch would have.
+		if len(a.batch.Readings) > 0 && ctx.Err() == nil {
+			m.spoolErrors.Inc()
+		}
+		return
+	}
 	if len(a.batch.Readings) == 0 {
 		return
 	}
@@ -76,17 +84,15 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	for i := range a.batch.Readings {
 		a.dm.byQuality[a.batch.Readings[i].Quality].Inc()
 	}
-	m := d.g.m
-	seq, err := a.sp.Append(ctx, d.subj, a.encode)
-	if err != nil {
+	if _, err := a.sp.Append(ctx, d.subj, a.encode); err != nil {
 		if ctx.Err() == nil {
 			m.spoolErrors.Inc()
-			d.log.Error("spooling batch", "err", err)
+			d.g.spoolFailed(ctx, d.log, "spooling batch", err)
 		}
 		return
 	}
 	m.batches.Inc()
-	m.seq.Set(float64(seq))
+	d.g.retryStatus(ctx, a.sp)
 }
 
 // track keeps the device's state and announces its death and rebirth.
@@ -143,6 +149,8 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 		}
 		silent := at.Sub(st.silentSince)
 		if !st.Dead && (c.Lost || silent >= staleMultiple*iv) {
+			// The real silence, not the threshold: a slow cycle (an RTU
+			// line, a long timeout) sees it well past k x interval.
 			st.Dead = true
 			announceDeath = true
 			cause := st.LastError
@@ -152,7 +160,7 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 			if c.Lost {
 				reason = "link lost"
 			} else {
-				reason = "no reply for " + (staleMultiple * iv).String()
+				reason = "no reply for " + silent.Round(time.Millisecond).String()
 			}
 			if cause != "" {
 				reason += ": " + cause
@@ -167,9 +175,7 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 	}
 	if announceBirth {
 		d.log.Info("device answering again: publishing birth")
-		if err := d.birth(ctx, sp); err != nil && ctx.Err() == nil {
-			d.log.Error("spooling birth", "err", err)
-		}
+		d.birthDue.Store(true) // spooled by the loop before the next batch
 	}
 	return alive
 }

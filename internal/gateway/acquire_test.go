@@ -226,6 +226,25 @@ func TestSilenceIsDeathAfterKIntervals(t *testing.T) {
 	}
 }
 
+// TestDeathStatesTheRealSilence: slow cycles (an RTU line with long
+// timeouts: 2.6 s per cycle for a 1 s interval) see the silence well past
+// 3 x the interval; the death reason says how long the device was really
+// silent, counted from its last reply, not the threshold.
+func TestDeathStatesTheRealSilence(t *testing.T) {
+	r := newLoopRig(t, twoPoints, "")
+	timeout := errors.New("modbus: read holding 0 unit 1: timeout")
+	silent := func(s float64) sample.Cycle {
+		return sample.Cycle{Start: at(s), Interval: time.Second, Err: timeout, Samples: []sample.Sample{
+			{Index: 0, Quality: telemetry.QualityBad, Silent: true, Status: 0x100}}}
+	}
+	good := sample.Cycle{Start: at(0.5), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 7}}}
+	r.run(t, good, silent(3.1), silent(5.7))
+	got := r.spooled(t)
+	if len(got.deaths) != 1 || got.deaths[0].Reason != "no reply for 5.2s: "+timeout.Error() {
+		t.Fatalf("deaths = %+v, want one saying 5.2s of silence", got.deaths)
+	}
+}
+
 // TestNeverAnsweringDeviceDiesFromItsFirstAttempt and a Lost link is death
 // at once.
 func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {

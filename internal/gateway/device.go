@@ -54,6 +54,10 @@ type device struct {
 	// unitsChanged: applyUnits changed a signal's unit; the loop announces
 	// a new birth before the next batch.
 	unitsChanged atomic.Bool
+	// birthDue: the device's birth is not spooled yet (at start, after a
+	// unit change or a rebirth, or because the spool failed); the loop
+	// spools it before the next batch.
+	birthDue atomic.Bool
 
 	mu sync.Mutex
 	st deviceState
@@ -107,6 +111,21 @@ func (d *device) birth(ctx context.Context, sp *spool.Spool) error {
 	return nil
 }
 
+// spoolBirth spools the device's birth and reports whether it did; on
+// failure the birth stays due, is counted and retried later.
+func (d *device) spoolBirth(ctx context.Context, sp *spool.Spool) bool {
+	if err := d.birth(ctx, sp); err != nil {
+		d.birthDue.Store(true)
+		if ctx.Err() == nil {
+			d.g.m.notices.WithLabelValues("birth").Inc()
+			d.g.spoolFailed(ctx, d.log, "spooling birth; retried before the next batch", err)
+		}
+		return false
+	}
+	d.birthDue.Store(false)
+	return true
+}
+
 func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
 	msg := &telemetry.Death{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset.ToJSON(), TSGW: d.g.now().UnixMilli(), Reason: reason}
 	_, err := sp.Append(ctx, telemetry.AssetSubject(d.cfg.Asset, telemetry.KindDeath), func(seq uint64, dst []byte) []byte {
@@ -114,8 +133,8 @@ func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
 		data, _ := telemetry.MarshalDeath(msg)
 		return append(dst, data...)
 	})
-	if err != nil && ctx.Err() == nil {
-		d.log.Error("spooling death notice", "err", err)
+	if err != nil {
+		d.g.spoolFailed(ctx, d.log, "spooling death notice", err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,7 @@ import (
 	"github.com/smelterio/smelter/internal/forward"
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/mqtt"
@@ -38,7 +40,12 @@ type Uplink interface {
 // Options tune a Gateway beyond its configuration file.
 type Options struct {
 	Logger   *slog.Logger
-	Registry *prometheus.Registry // nil: a private registry
+	Registry *prometheus.Registry // nil: a private registry (ignored when Metrics is set)
+	// Metrics, when set, are the process's metrics kept across reloads:
+	// build them once with NewMetrics and give them to every Gateway the
+	// process builds, so counters survive a reload. Nil: NewMetrics on
+	// Registry, with the drivers registering there too.
+	Metrics *Metrics
 	// DrainTimeout bounds how long shutdown keeps forwarding spooled data
 	// after polling stopped (default 5 s).
 	DrainTimeout time.Duration
@@ -53,28 +60,39 @@ type Options struct {
 	// Drivers build the devices' sources, by protocol name (default
 	// Drivers(): the list the configuration was loaded with).
 	Drivers []driver.Driver
+	// OnSpool, when set, is called with the spool right after Run opened
+	// it (tests inject write failures with spool.FailWrites).
+	OnSpool func(*spool.Spool)
 }
 
 // Gateway is one running smelter-gateway.
 type Gateway struct {
 	cfg      *gwconfig.Config
 	log      *slog.Logger
-	reg      *prometheus.Registry
+	mx       *Metrics
 	m        *metrics
+	drvReg   *prometheus.Registry // this gateway's driver metrics (nil: in mx's registry)
 	now      func() time.Time
 	rate     float64
 	drain    time.Duration
 	sources  map[string]driver.Sources // by protocol
 	srcNames []string                  // protocols in Options.Drivers order, to close
-	spoolM   *spool.Metrics
-	fwdM     *forward.Metrics
 	uplinks  []Uplink
 	devices  []*device
+
+	// statusDue: the online status notice is not spooled yet (the spool
+	// failed); it is retried after the next successful append.
+	statusDue atomic.Bool
+	// spoolLog rate-limits the gateway's own logs of spool failures other
+	// than ErrLost (which the spool logs itself).
+	spoolLog logging.Limiter
 
 	mu    sync.Mutex
 	spool *spool.Spool // set while running
 	fwds  []*forward.Forwarder
 	ready bool
+
+	onSpool func(*spool.Spool)
 }
 
 // New builds a gateway from a loaded configuration. It does no I/O.
@@ -82,8 +100,12 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
+	shared := opts.Metrics != nil
+	if !shared {
+		if opts.Registry == nil {
+			opts.Registry = prometheus.NewRegistry()
+		}
+		opts.Metrics = NewMetrics(opts.Registry)
 	}
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 5 * time.Second
@@ -94,10 +116,15 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	if opts.ClockRate <= 0 {
 		opts.ClockRate = 1
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, reg: opts.Registry, now: opts.Now, rate: opts.ClockRate, drain: opts.DrainTimeout}
-	g.m = newMetrics(opts.Registry)
-	g.spoolM = spool.NewMetrics(opts.Registry)
-	g.fwdM = forward.NewMetrics(opts.Registry)
+	g := &Gateway{cfg: cfg, log: opts.Logger, mx: opts.Metrics, m: opts.Metrics.gw, now: opts.Now, rate: opts.ClockRate, drain: opts.DrainTimeout,
+		onSpool: opts.OnSpool}
+	drvReg := prometheus.Registerer(g.mx.reg)
+	if shared {
+		// Drivers register their metrics once per gateway: a gateway
+		// built for a reload gets its own registry for them.
+		g.drvReg = prometheus.NewRegistry()
+		drvReg = g.drvReg
+	}
 	if opts.Drivers == nil {
 		opts.Drivers = Drivers()
 	}
@@ -106,18 +133,18 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		if _, dup := g.sources[drv.Name()]; dup {
 			return nil, fmt.Errorf("two drivers named %s", drv.Name())
 		}
-		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: opts.Registry})
+		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: drvReg})
 		g.srcNames = append(g.srcNames, drv.Name())
 	}
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
-		u, err := natsjs.New(*c, opts.Logger, natsjs.NewMetrics(opts.Registry))
+		u, err := natsjs.New(*c, opts.Logger, g.mx.natsMetrics())
 		if err != nil {
 			return nil, fmt.Errorf("uplinks.nats: %w", err)
 		}
 		g.uplinks = append(g.uplinks, u)
 	}
 	if c := cfg.Raw.Uplinks.MQTT; c != nil {
-		u, err := mqtt.New(*c, opts.Logger, mqtt.NewMetrics(opts.Registry))
+		u, err := mqtt.New(*c, opts.Logger, g.mx.mqttMetrics())
 		if err != nil {
 			return nil, fmt.Errorf("uplinks.mqtt: %w", err)
 		}
@@ -137,19 +164,29 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 }
 
 // Registry returns the metrics registry the gateway reports into.
-func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+func (g *Gateway) Registry() *prometheus.Registry { return g.mx.reg }
 
 // Run opens the spool, starts the uplinks, publishes births and polls until
 // ctx is cancelled; then it stops polling, keeps forwarding spooled data for
 // up to the drain timeout, and closes the spool.
 func (g *Gateway) Run(ctx context.Context) error {
-	sp, err := spool.Open(g.cfg.Raw.Spool, g.log, g.spoolM)
+	sp, err := spool.Open(g.cfg.Raw.Spool, g.log, g.mx.spool)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
+	}
+	if g.onSpool != nil {
+		g.onSpool(sp)
 	}
 	g.mu.Lock()
 	g.spool = sp
 	g.mu.Unlock()
+	g.mx.cur.Store(sp)
+	if g.drvReg != nil {
+		g.mx.drivers.Store(g.drvReg)
+	}
+	// Only this configuration's devices, each without a value until its
+	// first cycle (the metrics outlive a reload that removed devices).
+	g.m.deviceUp.Reset()
 	defer func() {
 		if err := sp.Close(); err != nil {
 			g.log.Error("closing spool", "err", err)
@@ -171,7 +208,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("spool reader %s: %w", u.Name(), err)
 		}
-		f := forward.New(u, sp, r, forward.Options{Gateway: g.cfg.ID, Log: g.log.With("uplink", u.Name()), Metrics: g.fwdM,
+		f := forward.New(u, sp, r, forward.Options{Gateway: g.cfg.ID, Log: g.log.With("uplink", u.Name()), Metrics: g.mx.fwd,
 			LiveFirst: g.cfg.Raw.Spool.Backlog == spool.BacklogLiveFirst})
 		fwds = append(fwds, f)
 		ug.Go(func() error { return u.Run(ugCtx) })
@@ -186,13 +223,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.fwds = fwds
 	g.mu.Unlock()
 	pg, pctx := errgroup.WithContext(ctx)
+	// Births, then the online status. A notice the spool cannot take (disk
+	// full) is not fatal: it stays due and is retried later (a device's
+	// birth before its next batch, the status after the next successful
+	// append). The first failure stops the round, so a full disk costs
+	// one seq here, not one per notice.
+	g.statusDue.Store(true)
 	for _, d := range g.devices {
-		if err := d.birth(pctx, sp); err != nil {
-			upCancel()
-			return err
-		}
+		d.birthDue.Store(true)
 	}
-	g.appendStatus(ctx, sp, true)
+	g.spoolNotices(pctx, sp)
 	g.setReady(true)
 	g.log.Info("gateway running", "gateway", g.cfg.ID, "devices", len(g.devices), "uplinks", len(g.uplinks),
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
@@ -201,7 +241,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	perr := pg.Wait()
 	g.setReady(false)
-	g.appendStatus(upCtx, sp, false)
+	if !g.statusDue.Load() { // no offline notice for an online one never spooled
+		_ = g.appendStatus(upCtx, sp, false)
+	}
 
 	// drain: forward what is spooled, bounded in time
 	deadline := time.Now().Add(g.drain)
@@ -267,7 +309,7 @@ func (g *Gateway) setReady(v bool) {
 // appendStatus spools the gateway's online/offline notice, so consumers of
 // the NATS stream see the gateway come and go (MQTT subscribers also get the
 // uplink's own retained status and Last Will).
-func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool) {
+func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool) error {
 	st := &telemetry.Status{Gateway: g.cfg.ID, Online: online, TSGW: g.now().UnixMilli()}
 	_, err := sp.Append(ctx, telemetry.StatusSubject(g.cfg.Site, g.cfg.ID), func(seq uint64, dst []byte) []byte {
 		st.Seq = seq
@@ -275,6 +317,40 @@ func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool
 		return append(dst, data...)
 	})
 	if err != nil && ctx.Err() == nil {
-		g.log.Warn("spooling gateway status", "err", err)
+		g.m.notices.WithLabelValues("status").Inc()
+		g.spoolFailed(ctx, g.log, "spooling gateway status; retried after the next successful append", err)
 	}
+	return err
+}
+
+// spoolNotices spools the notices that are due at start: every device's
+// birth, then the online status, stopping at the first failure (the rest
+// stay due).
+func (g *Gateway) spoolNotices(ctx context.Context, sp *spool.Spool) {
+	for _, d := range g.devices {
+		if !d.spoolBirth(ctx, sp) {
+			return
+		}
+	}
+	g.retryStatus(ctx, sp)
+}
+
+// retryStatus spools the online status when it is due. Any acquisition
+// loop calls it after a successful append.
+func (g *Gateway) retryStatus(ctx context.Context, sp *spool.Spool) {
+	if g.statusDue.CompareAndSwap(true, false) {
+		if err := g.appendStatus(ctx, sp, true); err != nil {
+			g.statusDue.Store(true)
+		}
+	}
+}
+
+// spoolFailed logs a failed append, except a lost record (spool.ErrLost):
+// the spool counts and logs those itself, rate-limited. Other errors are
+// rate-limited here.
+func (g *Gateway) spoolFailed(ctx context.Context, log *slog.Logger, msg string, err error) {
+	if errors.Is(err, spool.ErrLost) || ctx.Err() != nil {
+		return
+	}
+	g.spoolLog.Log(ctx, log, slog.LevelError, msg, "err", err)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/forward"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/spool"
 )
 
 // Status is the gateway's state as /status reports it. Ready and
@@ -25,6 +26,7 @@ type Status struct {
 	ReadyReason string         `json:"ready_reason"`
 	Running     bool           `json:"running"`
 	Seq         uint64         `json:"seq"`
+	Spool       spool.Health   `json:"spool"`
 	Devices     []DeviceStatus `json:"devices"`
 	Uplinks     []UplinkStatus `json:"uplinks"`
 }
@@ -58,6 +60,7 @@ func (g *Gateway) Status() Status {
 	g.mu.Unlock()
 	if sp != nil {
 		st.Seq = sp.LastSeq()
+		st.Spool = sp.Health()
 	}
 	for _, d := range g.devices {
 		ds := DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class, deviceState: d.state()}
@@ -66,9 +69,15 @@ func (g *Gateway) Status() Status {
 	}
 	for _, f := range fwds {
 		lag := f.Lag()
-		st.Uplinks = append(st.Uplinks, UplinkStatus{Name: f.Name(), Connected: f.Ready(),
+		us := UplinkStatus{Name: f.Name(), Connected: f.Ready(),
 			LagRecords: lag.Records, LagBytes: lag.Bytes, OldestAgeSec: lag.OldestAge.Seconds(),
-			State: f.State()})
+			State: f.State()}
+		if us.LastError == "" && !us.Connected {
+			// no publish error: say why the uplink is not ready (a failed
+			// connect, a stream check)
+			us.LastError = g.uplinkError(f.Name())
+		}
+		st.Uplinks = append(st.Uplinks, us)
 	}
 	st.Ready, st.ReadyReason = g.readiness(&st)
 	return st
@@ -80,9 +89,16 @@ func (g *Gateway) readiness(st *Status) (bool, string) {
 	if !st.Running {
 		return false, "not running"
 	}
+	if st.Spool.Failing {
+		return false, "spool appends failing: data is being lost (" + st.Spool.LastError + ")"
+	}
 	for _, u := range st.Uplinks {
 		if !u.Connected {
-			return false, "uplink " + u.Name + " disconnected (data is spooled)"
+			why := "uplink " + u.Name + " disconnected (data is spooled)"
+			if u.LastError != "" {
+				why = "uplink " + u.Name + " not ready (data is spooled): " + u.LastError
+			}
+			return false, why
 		}
 		if u.OldestAgeSec > g.maxHealthyLag().Seconds() {
 			return false, "uplink " + u.Name + " behind (data is spooled)"
@@ -91,11 +107,27 @@ func (g *Gateway) readiness(st *Status) (bool, string) {
 	return true, "ok"
 }
 
+// uplinkError is the uplink's own last error (connect, stream check), when
+// it reports one.
+func (g *Gateway) uplinkError(name string) string {
+	for _, u := range g.uplinks {
+		if u.Name() != name {
+			continue
+		}
+		if le, ok := u.(interface{ LastError() error }); ok {
+			if err := le.LastError(); err != nil {
+				return err.Error()
+			}
+		}
+	}
+	return ""
+}
+
 // Handler returns the gateway's HTTP handler: /metrics, /healthz, /readyz,
 // /status (JSON) and / (a status page).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.mx.Gatherer(), promhttp.HandlerOpts{Registry: g.mx.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -133,7 +165,15 @@ func (g *Gateway) Serve(ctx context.Context, addr string, ready func(net.Addr)) 
 	if ready != nil {
 		ready(ln.Addr())
 	}
-	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	return ServeListener(ctx, ln, g.Handler())
+}
+
+// ServeListener serves h on ln until ctx ends, then shuts down (up to 2 s
+// for requests in flight) and closes ln. Binding first and serving later
+// lets smelter-gateway fail on a taken address before it connects any
+// uplink.
+func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -152,6 +192,7 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.ok{color:#080}.bad{color:#b00}</style></head>
 <body><h1>smelter-gateway {{.Gateway}} <small>site {{.Site}}</small></h1>
+{{if .Spool.Failing}}<p class="bad">spool appends failing since {{.Spool.FailingSince.Format "15:04:05"}}: {{.Spool.LostRecords}} records lost; {{.Spool.LastError}}</p>{{end}}
 <p>{{if .Ready}}<span class="ok">ready</span>{{else if .Running}}<span class="bad">running, not ready: {{.ReadyReason}}</span>{{else}}<span class="bad">not running</span>{{end}} &middot; seq {{.Seq}}
 &middot; <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
 <h2>Uplinks</h2><table><tr><th>uplink</th><th>state</th><th>behind (batches)</th><th>oldest unsent</th><th>last ack</th><th>last error</th></tr>
@@ -159,7 +200,7 @@ td,th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}.ok{color:#
 <td>{{.LagRecords}}</td><td>{{printf "%.1f" .OldestAgeSec}} s</td><td>{{.LastAckAt.Format "15:04:05"}}</td><td>{{.LastError}}</td></tr>{{end}}</table>
 <h2>Devices</h2><table><tr><th>device</th><th>class</th><th>protocol</th><th>address</th><th>state</th><th>last poll</th><th>polls / failed</th><th>last error</th></tr>
 {{range .Devices}}<tr><td>{{.ID}}</td><td>{{.Class}}</td><td>{{.Protocol}}</td><td>{{.Address}}</td>
-<td>{{if .Dead}}<span class="bad">stale</span>{{else}}<span class="ok">up</span>{{end}}</td><td>{{.LastPoll.Format "15:04:05"}}</td>
+<td>{{if .Dead}}<span class="bad">dead</span>{{else}}<span class="ok">up</span>{{end}}</td><td>{{.LastPoll.Format "15:04:05"}}</td>
 <td>{{.Polls}} / {{.FailedPolls}}</td><td>{{.LastError}}</td></tr>{{end}}</table></body></html>
 `))
 

@@ -1,8 +1,81 @@
 package gateway
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/smelterio/smelter/internal/forward"
+	"github.com/smelterio/smelter/internal/spool"
+	"github.com/smelterio/smelter/internal/uplink/mqtt"
+	"github.com/smelterio/smelter/internal/uplink/natsjs"
 )
+
+// Metrics are a gateway process's metrics, registered once and kept
+// across reloads: pass the same Metrics to every Gateway the process
+// builds (Options.Metrics) and counters go on counting through SIGHUP.
+// The drivers' own metrics (modbus, opcua) are registered by each
+// gateway's drivers in a registry of that gateway, which Gatherer adds
+// while it runs: they start again from zero after a reload.
+type Metrics struct {
+	reg   *prometheus.Registry
+	gw    *metrics
+	spool *spool.Metrics
+	fwd   *forward.Metrics
+
+	mu   sync.Mutex
+	nats *natsjs.Metrics // registered at the first gateway with that uplink
+	mqtt *mqtt.Metrics
+
+	drivers atomic.Pointer[prometheus.Registry] // the running gateway's driver metrics
+	cur     atomic.Pointer[spool.Spool]         // the running gateway's spool (smelter_gateway_seq)
+}
+
+// NewMetrics registers the gateway's metrics in reg.
+func NewMetrics(reg *prometheus.Registry) *Metrics {
+	mx := &Metrics{reg: reg, spool: spool.NewMetrics(reg), fwd: forward.NewMetrics(reg)}
+	mx.gw = newMetrics(reg, func() float64 {
+		if sp := mx.cur.Load(); sp != nil {
+			return float64(sp.LastSeq())
+		}
+		return 0
+	})
+	return mx
+}
+
+// Registry returns the registry the metrics are registered in.
+func (mx *Metrics) Registry() *prometheus.Registry { return mx.reg }
+
+// Gatherer gathers the registry and the running gateway's driver metrics.
+func (mx *Metrics) Gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		gs := prometheus.Gatherers{mx.reg}
+		if d := mx.drivers.Load(); d != nil && d != mx.reg {
+			gs = append(gs, d)
+		}
+		return gs.Gather()
+	})
+}
+
+func (mx *Metrics) natsMetrics() *natsjs.Metrics {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	if mx.nats == nil {
+		mx.nats = natsjs.NewMetrics(mx.reg)
+	}
+	return mx.nats
+}
+
+func (mx *Metrics) mqttMetrics() *mqtt.Metrics {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	if mx.mqtt == nil {
+		mx.mqtt = mqtt.NewMetrics(mx.reg)
+	}
+	return mx.mqtt
+}
 
 // metrics are the gateway pipeline's own self-metrics (prefix
 // smelter_gateway_); the delivery metrics are the forwarders'
@@ -14,11 +87,11 @@ type metrics struct {
 	readings     *prometheus.CounterVec
 	batches      prometheus.Counter
 	spoolErrors  prometheus.Counter
+	notices      *prometheus.CounterVec
 	deviceUp     *prometheus.GaugeVec
-	seq          prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
 	m := &metrics{
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_polls_total",
 			Help: "Acquisition cycles by device and result (ok: every point good; partial: some bad; failed: none good)."},
@@ -33,14 +106,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_batches_total",
 			Help: "Batches written to the spool."}),
 		spoolErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_spool_errors_total",
-			Help: "Batches that could not be written to the spool."}),
+			Help: "Batches that could not be written to the spool (lost; while a birth is pending after a failed one, the cycle's batch is counted here without an append)."}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_notice_failures_total",
+			Help: "Birth and status notices that could not be spooled (kind: birth, status); each is retried later."},
+			[]string{"kind"}),
 		deviceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_device_up",
 			Help: "1 while the device is alive: it answered (even with exceptions) within 3 x its interval."}, []string{"device"}),
-		seq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
-			Help: "Last sequence number assigned to a batch."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.readings, m.batches, m.spoolErrors, m.deviceUp, m.seq)
+		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.readings, m.batches, m.spoolErrors, m.notices, m.deviceUp,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
+				Help: "Last sequence number the spool assigned (batches, notices and lost appends alike): the seq /status shows."}, seq))
 	}
 	return m
 }

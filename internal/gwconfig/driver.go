@@ -2,7 +2,6 @@ package gwconfig
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -170,9 +169,9 @@ func Template[T any](b *Block, name string) (*T, *confload.Doc, error) {
 
 func loadTemplate[T any](c *compiler, path, name string) *loadedTemplate {
 	lt := &loadedTemplate{}
-	data, err := os.ReadFile(path)
+	data, err := confload.Read(path)
 	if err != nil {
-		lt.err = fmt.Errorf("cannot read template: %w", err)
+		lt.err = fmt.Errorf("cannot read template: %s", confload.AsErrors(err)[0].Reason)
 		return lt
 	}
 	v := new(T)

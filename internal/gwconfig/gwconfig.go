@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -182,6 +184,10 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		f.HTTP.Listen = DefaultHTTPListen
 	case "off":
 		f.HTTP.Listen = ""
+	default:
+		if err := checkListen(f.HTTP.Listen); err != nil {
+			c.add(doc.Errorf("http.listen", "%q %v", f.HTTP.Listen, err))
+		}
 	}
 	switch f.Log.Level {
 	case "":
@@ -246,11 +252,68 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		c.drivers[name].Check(&Checks{c: c}, devs)
 	}
 	out.Raw = *f
+	out.doc = doc
 	out.Warnings = c.warns.Sorted()
 	if len(c.errs) > 0 {
 		return out, c.errs.Sorted()
 	}
 	return out, nil
+}
+
+// checkListen checks an http.listen address as net.Listen("tcp") takes it:
+// host:port (host may be empty or an IP or a name), port a number
+// 0..65535, without binding it.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("is not host:port (127.0.0.1:9100, [::1]:9100, :9100) or off")
+	}
+	if port == "" {
+		return fmt.Errorf("has no port")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("port %q is not a number", port)
+	}
+	if n < 0 || n > 65535 {
+		return fmt.Errorf("port %d is outside 0..65535", n)
+	}
+	return nil
+}
+
+// CheckLocal checks what the configuration names on this machine and
+// what Load does not touch: the uplinks' password variables and files,
+// token, creds and TLS files (readable; TLS files PEM), and what a device's
+// driver names (its DriverConfig's optional CheckLocal() error method: the
+// OPC UA password and certificate files). Nothing connects
+// and nothing is bound. It returns confload.Errors placed at the fields'
+// lines, or nil; the gateway would fail to start on any of them.
+// `smelter-gateway validate` runs it unless given -offline.
+func (cfg *Config) CheckLocal() error {
+	var es confload.Errors
+	add := func(base string, err error) {
+		for _, e := range cfg.doc.Report(base, err) {
+			if !cfg.doc.Broken(e.Field) { // its decoding error says it already
+				es = append(es, e)
+			}
+		}
+	}
+	if u := cfg.Raw.Uplinks.NATS; u != nil {
+		add("uplinks.nats", u.CheckLocal())
+	}
+	if u := cfg.Raw.Uplinks.MQTT; u != nil {
+		add("uplinks.mqtt", u.CheckLocal())
+	}
+	for _, d := range cfg.Devices {
+		// a driver whose block names secrets or files says so by this method
+		if lc, ok := d.Driver.(interface{ CheckLocal() error }); ok {
+			add(d.Field+"."+d.Protocol, lc.CheckLocal())
+		}
+	}
+	if len(es) > 0 {
+		return es.Sorted()
+	}
+	return nil
 }
 
 func (c *compiler) resolve(p string) string {
@@ -284,6 +347,9 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 		dc.Bad("poll_interval", "%v below the minimum %v", d.PollInterval, MinPollInterval)
 	}
 	switch {
+	case d.Heartbeat == 0 && doc.Has(field+".heartbeat") && !doc.Broken(field+".heartbeat"):
+		// "never" or "the default"? Neither is safe to guess.
+		dc.Bad("heartbeat", "0s is not allowed: give a positive duration, or leave heartbeat out for the default %v", DefaultHeartbeat)
 	case d.Heartbeat == 0:
 		d.Heartbeat = DefaultHeartbeat
 	case d.Heartbeat < 0:
@@ -297,7 +363,12 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 		}
 	}
 	var name string
+	var odd []string
 	for _, k := range slices.Sorted(maps.Keys(d.Blocks)) {
+		if !confload.PlausibleKey(k) {
+			odd = append(odd, k) // never echoed: may be a secret pasted by mistake
+			continue
+		}
 		if _, isDriver := c.drivers[k]; !isDriver {
 			dc.Bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
 			continue
@@ -307,6 +378,10 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 			return nil
 		}
 		name = k
+	}
+	if len(odd) > 0 {
+		c.add(doc.OddKeys(field, odd))
+		dc.ok = false
 	}
 	if name == "" {
 		if names := slices.Sorted(maps.Keys(c.drivers)); dc.ok && !doc.Broken(field) && len(names) > 0 {
@@ -380,6 +455,14 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	if p.Scale != nil && (*p.Scale == 0 || math.IsNaN(*p.Scale) || math.IsInf(*p.Scale, 0)) {
 		bad("scale", "%v must be a finite non-zero number", *p.Scale)
+	}
+	for _, b := range []struct {
+		name string
+		v    *float64
+	}{{"min", p.Min}, {"max", p.Max}} {
+		if b.v != nil && (math.IsNaN(*b.v) || math.IsInf(*b.v, 0)) {
+			bad(b.name, "%v must be a finite number (leave it out for no bound)", *b.v)
+		}
 	}
 	if p.Min != nil && p.Max != nil && *p.Min > *p.Max {
 		bad("min", "%v above max %v", *p.Min, *p.Max)

@@ -142,6 +142,8 @@ type Config struct {
 	// Modbus points, units left to the device): validate prints them and
 	// the gateway logs them at start.
 	Warnings confload.Errors
+
+	doc *confload.Doc // the main file, to place CheckLocal's errors
 }
 
 // Device is one compiled device: its asset, its points' normalization and

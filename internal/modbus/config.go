@@ -1,9 +1,11 @@
 package modbus
 
 import (
-	"fmt"
+	"errors"
 	"net"
 	"time"
+
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Protocol limits of one read request.
@@ -65,8 +67,10 @@ type Config struct {
 	// broken or foreign reply, a reconnect, or bytes that arrived while no
 	// request was outstanding: a late reply must have come and gone. 0 means
 	// the default, timeout + the time of a maximum frame (256 characters of
-	// 11 bits) at serial.baud: a reply up to twice the timeout late is
-	// caught. Ignored on tcp, whose transaction ids tie replies to requests.
+	// 11 bits) at serial.baud. A reply is trusted only if every late reply
+	// arrives within timeout + silence after its own request; a later one
+	// may be taken for the next request's answer (README, "Transports
+	// and the never guess a reply rule"). Ignored on tcp, whose transaction ids tie replies to requests.
 	Silence time.Duration `yaml:"silence"`
 }
 
@@ -134,76 +138,73 @@ var serialBauds = map[int]bool{1200: true, 2400: true, 4800: true, 9600: true, 1
 
 // Validate checks c after SetDefaults; each error names the YAML field.
 func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, confload.Problemf(field, format, args...))
+	}
 	if !c.Transport.valid() {
-		return fmt.Errorf("transport: %q is not tcp, rtu, rtu_over_tcp, ascii or ascii_over_tcp", c.Transport)
+		bad("transport", "%q is not tcp, rtu, rtu_over_tcp, ascii or ascii_over_tcp", c.Transport)
 	}
 	if c.Address == "" {
-		return fmt.Errorf("address: missing (host:port, or a serial device path for %s)", c.Transport)
-	}
-	if !c.Transport.Serial() {
+		bad("address", "missing (host:port, or a serial device path for %s)", c.Transport)
+	} else if !c.Transport.Serial() {
 		if _, port, err := net.SplitHostPort(c.Address); err != nil || port == "" {
-			return fmt.Errorf("address: %q is not host:port", c.Address)
+			bad("address", "%q is not host:port", c.Address)
 		}
 	}
 	if c.Transport != TCP && (c.UnitID == 0 || c.UnitID > 247) {
-		return fmt.Errorf("unit_id: %d out of range 1..247 for %s (0 is broadcast, which never answers)", c.UnitID, c.Transport)
+		bad("unit_id", "%d out of range 1..247 for %s (0 is broadcast, which never answers)", c.UnitID, c.Transport)
 	}
 	if c.Timeout <= 0 {
-		return fmt.Errorf("timeout: %v must be positive", c.Timeout)
+		bad("timeout", "%v must be positive", c.Timeout)
+	} else if c.Timeout > time.Minute {
+		bad("timeout", "%v above the limit 1m", c.Timeout)
 	}
-	if c.Timeout > time.Minute {
-		return fmt.Errorf("timeout: %v above the limit 1m", c.Timeout)
-	}
-	if err := limit("max_registers", c.MaxRegisters, maxRegisters); err != nil {
-		return err
-	}
-	if err := limit("max_bits", c.MaxBits, maxBits); err != nil {
-		return err
-	}
+	limit(bad, "max_registers", c.MaxRegisters, maxRegisters)
+	limit(bad, "max_bits", c.MaxBits, maxBits)
 	if c.MaxGap < 0 || c.MaxGap > maxRegisters {
-		return fmt.Errorf("max_gap: %d out of range 0..%d", c.MaxGap, maxRegisters)
+		bad("max_gap", "%d out of range 0..%d", c.MaxGap, maxRegisters)
 	}
 	if c.Transport.Serial() {
 		s := c.Serial
 		if !serialBauds[s.Baud] {
-			return fmt.Errorf("serial.baud: %d is not a standard rate (1200 .. 921600)", s.Baud)
+			bad("serial.baud", "%d is not a standard rate (1200 .. 921600)", s.Baud)
 		}
 		if s.DataBits != 7 && s.DataBits != 8 {
-			return fmt.Errorf("serial.data_bits: %d must be 7 or 8", s.DataBits)
+			bad("serial.data_bits", "%d must be 7 or 8", s.DataBits)
 		}
 		if s.Parity != "N" && s.Parity != "E" && s.Parity != "O" {
-			return fmt.Errorf("serial.parity: %q must be N, E or O", s.Parity)
+			bad("serial.parity", "%q must be N, E or O", s.Parity)
 		}
 		if s.StopBits != 1 && s.StopBits != 2 {
-			return fmt.Errorf("serial.stop_bits: %d must be 1 or 2", s.StopBits)
+			bad("serial.stop_bits", "%d must be 1 or 2", s.StopBits)
 		}
 	}
 	if c.BackoffMin <= 0 {
-		return fmt.Errorf("backoff_min: %v must be positive", c.BackoffMin)
+		bad("backoff_min", "%v must be positive", c.BackoffMin)
 	}
-	if c.BackoffMax < c.BackoffMin {
-		return fmt.Errorf("backoff_max: %v below backoff_min %v", c.BackoffMax, c.BackoffMin)
+	if c.BackoffMax < c.BackoffMin && c.BackoffMin > 0 {
+		bad("backoff_max", "%v below backoff_min %v", c.BackoffMax, c.BackoffMin)
 	}
 	if c.Quarantine <= 0 {
-		return fmt.Errorf("quarantine: %v must be positive", c.Quarantine)
+		bad("quarantine", "%v must be positive", c.Quarantine)
 	}
 	if c.Silence < 0 {
-		return fmt.Errorf("silence: %v must not be negative (0 derives it from timeout and baud)", c.Silence)
+		bad("silence", "%v must not be negative (0 derives it from timeout and baud)", c.Silence)
 	}
 	if c.Silence > time.Minute {
-		return fmt.Errorf("silence: %v above the limit 1m", c.Silence)
+		bad("silence", "%v above the limit 1m", c.Silence)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-func limit(field string, n, max int) error {
+func limit(bad func(field, format string, args ...any), field string, n, max int) {
 	if n < 1 {
-		return fmt.Errorf("%s: %d must be at least 1", field, n)
+		bad(field, "%d must be at least 1", n)
 	}
 	if n > max {
-		return fmt.Errorf("%s: %d above the protocol limit %d", field, n, max)
+		bad(field, "%d above the protocol limit %d", n, max)
 	}
-	return nil
 }
 
 // silence returns Silence, or its default derived from the timeout and the

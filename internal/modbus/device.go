@@ -171,9 +171,20 @@ func (g *groupState) rebuild() {
 func isolating(err error) bool { return errors.Is(err, Status(2)) || errors.Is(err, Status(3)) }
 
 // silent reports whether err means the device was not heard at all and the
-// rest of the device's requests this cycle would fail the same way.
+// rest of the device's requests this cycle would fail the same way: a
+// timeout, a connection failure, a cancellation, or a Modbus gateway's
+// exception 10 or 11 (Status.TargetSilent).
 func silent(err error) bool {
-	return errors.Is(err, StatusTimeout) || errors.Is(err, StatusConnection) || errors.Is(err, StatusCanceled)
+	return errors.Is(err, StatusTimeout) || errors.Is(err, StatusConnection) || errors.Is(err, StatusCanceled) ||
+		StatusOf(err).TargetSilent()
+}
+
+// answered reports whether err is the device's own answer: nil (data) or an
+// exception other than a gateway's 10 or 11.
+func answered(err error) bool {
+	s := StatusOf(err)
+	_, exc := s.Exception()
+	return err == nil || exc && !s.TargetSilent()
 }
 
 // cycle is the outcome of one read of a group.
@@ -233,7 +244,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 			g.reqs = slices.Replace(slices.Clone(g.reqs), ri, ri+1, keep...)
 			ri += len(keep) - 1
 		default:
-			if _, exc := StatusOf(err).Exception(); exc {
+			if answered(err) {
 				c.replied = true
 			}
 			fill(out, r.points, StatusOf(err))
@@ -268,7 +279,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		}
 		r := plan.single(i)
 		data, err := d.do(ctx, g, &r)
-		switch _, exc := StatusOf(err).Exception(); {
+		switch exc := answered(err); {
 		case err == nil:
 			c.replied = true
 			out[i] = plan.decodeOne(&r, i, data)

@@ -82,10 +82,10 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		switch {
 		case err != nil:
 			b.Bad("template", "%v", err)
+		case b.Checked() && t.Class != "" && t.Class != d.Class:
+			// one error: its points would each fail against the wrong class
+			b.Bad("template", "template %s is for class %s, device is %s", d.Template, t.Class, d.Class)
 		default:
-			if b.Checked() && t.Class != "" && t.Class != d.Class {
-				b.Bad("template", "template %s is for class %s, device is %s", d.Template, t.Class, d.Class)
-			}
 			for i := range t.Points {
 				pts = append(pts, src{tdoc, fmt.Sprintf("points[%d]", i), &t.Points[i]})
 			}
@@ -244,27 +244,33 @@ func warnOverlaps(b *gwconfig.Block, pts []Point, where []loc) {
 // but disagree on its settings; the first device's settings would silently
 // win otherwise.
 func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
-	first := map[string]int{}
+	first := map[string]int{}           // connection -> first device on it
+	units := map[string]map[uint8]int{} // connection -> unit -> first device reading it
 	for i, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
 		key := string(l.Transport) + "|" + l.Address
 		j, ok := first[key]
 		if !ok {
 			first[key] = i
+			units[key] = map[uint8]int{l.UnitID: i}
 			continue
 		}
+		// every mismatch at once, each against the device that set the connection
 		o := devs[j]
 		ocfg := o.Driver.(*DeviceConfig).Config
-		switch {
-		case l.Transport.Serial() && l.Serial != ocfg.Serial:
+		if l.Transport.Serial() && l.Serial != ocfg.Serial {
 			c.Errorf(d.Field+".modbus.serial",
 				"%s shares serial line %s with %s but sets different line settings", d.ID, l.Address, o.Field)
-		case l.Timeout != ocfg.Timeout:
+		}
+		if l.Timeout != ocfg.Timeout {
 			c.Errorf(d.Field+".modbus.timeout",
 				"%s shares connection %s with %s but sets timeout %v, not %v", d.ID, l.Address, o.Field, l.Timeout, ocfg.Timeout)
-		case l.UnitID == ocfg.UnitID:
+		}
+		if k, dup := units[key][l.UnitID]; dup {
 			c.Errorf(d.Field+".modbus.unit_id",
-				"%s and %s both read unit %d at %s", d.ID, o.Field, l.UnitID, l.Address)
+				"%s and %s both read unit %d at %s", d.ID, devs[k].Field, l.UnitID, l.Address)
+		} else {
+			units[key][l.UnitID] = i
 		}
 	}
 }

@@ -67,6 +67,8 @@ type link struct {
 	backMax   time.Duration
 	log       *slog.Logger
 	discarded prometheus.Counter
+	suspect   prometheus.Counter // unsolicited bytes after an accepted reply (framed encodings)
+	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
 
 	sem       chan struct{}
 	connected atomic.Bool
@@ -79,10 +81,13 @@ type link struct {
 	nextDial    time.Time
 	lastDialErr error
 	downLog     bool
+	announce    bool // log the next successful connect at INFO: the first one, or after a failure or loss
 	tid         uint16
 	quiet       bool      // framed-serial encodings: wait for a silent line before the next request
 	lastRx      time.Time // last byte received or end of the last exchange
 	lastWarn    time.Time // last discard warning (rate-limited to one a minute)
+	accepted    bool      // the last exchange ended with an accepted reply (data or exception)
+	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
 	buf         [maxADU]byte
 	junk        [256]byte
@@ -103,7 +108,10 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		log:       log.With("connection", key),
 		m:         m,
 		discarded: m.discarded.WithLabelValues(key),
+		suspect:   m.suspect.WithLabelValues(key),
+		reopened:  m.reopened.WithLabelValues(key),
 		sem:       make(chan struct{}, 1),
+		announce:  true,
 	}
 }
 
@@ -188,6 +196,7 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 		l.nextDial = now.Add(wait)
 		l.lastDialErr = err
 		dev.errKind[kindConnection].Inc()
+		l.announce = true
 		if !l.downLog {
 			l.log.Warn("modbus connection failed", "error", err, "retry_in", wait.Round(time.Millisecond))
 			l.downLog = true
@@ -210,7 +219,17 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 	l.quiet = l.framed()
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
-	l.log.Info("modbus connected")
+	l.accepted = false
+	if l.announce {
+		l.log.Info("modbus connected")
+		l.announce = false
+	} else {
+		// reopened after a reply in doubt (settle): a device with a
+		// persistent reply error does this every poll; its cause is logged
+		// by the device once per kind, the reconnects are counted
+		l.reopened.Inc()
+		l.log.Debug("modbus reconnected after a reply in doubt")
+	}
 	return nil
 }
 
@@ -269,10 +288,15 @@ func (l *link) close() error {
 // before the next request.
 func (l *link) settle(err error) {
 	s := StatusOf(err)
+	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
 		l.failures = 0
 		l.downLog = false
+		l.accepted = true
 		return
+	}
+	if s == StatusConnection {
+		l.announce = true // a lost connection: say so when it is back
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -353,10 +377,14 @@ func (l *link) prepare(ctx context.Context) error {
 	}
 	n, err := l.drainer.drain()
 	if n > 0 {
+		if l.accepted && l.framed() {
+			l.suspectReply(n)
+		}
 		l.discard(n)
 		l.lastRx = time.Now()
 		l.quiet = l.framed()
 	}
+	l.accepted = false
 	if err != nil {
 		return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
 	}
@@ -451,6 +479,22 @@ func (l *link) discard(n int) {
 	} else {
 		l.log.Debug("modbus discarded bytes", "bytes", n)
 	}
+}
+
+// suspectReply counts and reports (at most once a minute) n bytes found on
+// an RTU or ASCII line between an accepted reply and the next request. A
+// reply carries no transaction id there, so these bytes are most likely the
+// real answer to the request whose "reply" was accepted: that one was a late
+// reply to an earlier request, which the silence wait did not catch because
+// it came more than timeout + silence after its own request.
+func (l *link) suspectReply(n int) {
+	l.suspect.Inc()
+	if time.Since(l.lastSuspect) < time.Minute {
+		return
+	}
+	l.lastSuspect = time.Now()
+	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
+		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
 }
 
 // t35 returns the RTU inter-frame gap t3.5: 3.5 characters of 11 bits,

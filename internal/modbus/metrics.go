@@ -14,6 +14,8 @@ type Metrics struct {
 	quarantined *prometheus.GaugeVec     // device
 	connUp      *prometheus.GaugeVec     // connection
 	discarded   *prometheus.CounterVec   // connection
+	suspect     *prometheus.CounterVec   // connection
+	reopened    *prometheus.CounterVec   // connection
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -53,9 +55,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_modbus_discarded_bytes_total",
 			Help: "Bytes received on a connection that answer no request (late replies, leftovers on the line, noise), discarded before a request or while waiting for a silent line.",
 		}, []string{"connection"}),
+		suspect: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_suspect_replies_total",
+			Help: "Times bytes arrived on an RTU or ASCII connection between an accepted reply and the next request: a late reply may have been taken for another request's answer (raise silence).",
+		}, []string{"connection"}),
+		reopened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_reconnects_total",
+			Help: "Modbus TCP connections reopened after a reply that left the stream in doubt (wrong transaction id, unit, function, length, malformed, timeout); logged at debug level only.",
+		}, []string{"connection"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded)
+		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded,
+			m.suspect, m.reopened)
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -48,10 +49,13 @@ func NewPlan(points []Point, cfg Config) (*Plan, error) {
 	if p.maxBits == 0 {
 		p.maxBits = maxBits
 	}
-	if err := limit("max_registers", p.maxRegs, maxRegisters); err != nil {
-		return nil, err
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
 	}
-	if err := limit("max_bits", p.maxBits, maxBits); err != nil {
+	limit(bad, "max_registers", p.maxRegs, maxRegisters)
+	limit(bad, "max_bits", p.maxBits, maxBits)
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if p.maxGap < 0 {

@@ -206,3 +206,23 @@ func BenchmarkPlanBuild(b *testing.B) {
 		}
 	}
 }
+
+// TestConfigValidateEveryProblem: every problem of a modbus block at once
+// (review finding 4).
+func TestConfigValidateEveryProblem(t *testing.T) {
+	c := Config{Address: "127.0.0.1:502", UnitID: 1}
+	c.SetDefaults()
+	c.Timeout = -time.Second
+	c.MaxGap = -3
+	c.BackoffMin, c.BackoffMax = 2*time.Second, time.Second
+	c.Quarantine = -5 * time.Second
+	c.Silence = 2 * time.Minute
+	c.MaxRegisters = 200
+	err := c.Validate()
+	for _, want := range []string{"timeout: -1s", "max_gap: -3", "backoff_max: 1s below backoff_min 2s", "quarantine: -5s",
+		"silence: 2m0s", "max_registers: 200"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}

@@ -42,8 +42,13 @@ type ScanRange struct {
 // (gateway path unavailable) and 11 (gateway target failed to respond),
 // which a TCP-to-RTU gateway sends for a unit that is not there, mean
 // absent. Scan reads only; it never writes. It stops with an error when the
-// connection cannot be opened (refused, no such serial port), returning the
-// units found so far.
+// connection cannot be opened (refused, unreachable, no such serial port),
+// returning the units found so far. When no unit is present and something
+// at the address did reply, but never with a Modbus reply (an HTTP server,
+// a proxy, the wrong transport: malformed frames, bad checksums, foreign
+// transaction ids), it returns ErrNotModbus with the last such reply's
+// cause, so that a wrong address or transport is not reported as an empty
+// bus.
 func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) ([]ScanUnit, error) {
 	cfg.SetDefaults()
 	if len(opts.Units) == 0 {
@@ -75,6 +80,7 @@ func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) (
 	defer func() { _ = pool.Close() }()
 
 	var out []ScanUnit
+	var foreign error // last reply that was no Modbus answer at all
 	for i, unit := range opts.Units {
 		if ctx.Err() != nil {
 			return out, ctx.Err()
@@ -84,11 +90,14 @@ func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) (
 		c.UnitID = unit
 		c.BackoffMin, c.BackoffMax = 1, 1 // a scan moves on; no pause between units
 		dev := pool.device(fmt.Sprintf("scan-%d", unit), c)
-		present, err := answers(ctx, dev, c)
+		present, why, err := answers(ctx, dev, c)
 		if err != nil {
 			return out, err
 		}
 		if !present {
+			if why != nil {
+				foreign = why
+			}
 			continue
 		}
 		su := ScanUnit{Unit: unit}
@@ -98,16 +107,26 @@ func Scan(ctx context.Context, cfg Config, opts ScanOptions, log *slog.Logger) (
 		}
 		out = append(out, su)
 	}
+	if len(out) == 0 && foreign != nil {
+		return nil, fmt.Errorf("scan %s: %w: %w", cfg.Address, ErrNotModbus, foreign)
+	}
 	return out, nil
 }
+
+// ErrNotModbus is Scan's error when no unit is present and the replies
+// that came were not Modbus (see Scan).
+var ErrNotModbus = errors.New("no unit answered, and what replied does not speak Modbus " +
+	"with this transport (check the address, port and -transport)")
 
 // absent reports whether an answer says the unit is not there: a TCP-to-RTU
 // gateway's exception 10 or 11.
 func absent(err error) bool { return errors.Is(err, Status(10)) || errors.Is(err, Status(11)) }
 
 // answers reports whether a unit replies at all (data or an exception of
-// its own). It fails only when the connection cannot be opened.
-func answers(ctx context.Context, dev *device, c Config) (bool, error) {
+// its own); when it does not, why is the cause if something replied that is
+// no Modbus answer (malformed, bad checksum, wrong transaction id). It fails
+// only when the connection cannot be opened.
+func answers(ctx context.Context, dev *device, c Config) (present bool, why error, err error) {
 	for _, t := range []Table{HoldingRegisters, InputRegisters, Coils} {
 		typ := Uint16
 		if t.IsBit() {
@@ -115,22 +134,26 @@ func answers(ctx context.Context, dev *device, c Config) (bool, error) {
 		}
 		plan, err := NewPlan([]Point{{Table: t, Address: 0, Type: typ}}, c)
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		out := make([]sample.Sample, 1)
 		res := dev.read(ctx, newGroupState(plan, nil), out)
 		switch {
 		case absent(res.err):
-			return false, nil
+			return false, nil, nil
 		case res.replied:
-			return true, nil
+			return true, nil, nil
 		case errors.Is(res.err, StatusConnection):
-			return false, fmt.Errorf("scan %s: %w", c.Address, res.err)
+			return false, nil, fmt.Errorf("scan %s: %w", c.Address, res.err)
 		case errors.Is(res.err, StatusTimeout), errors.Is(res.err, StatusCanceled):
-			return false, nil
+			return false, why, nil
+		case errors.Is(res.err, StatusWrongUnit):
+			// another unit's reply: a real bus, this unit is not on it
+		default:
+			why = res.err
 		}
 	}
-	return false, nil
+	return false, why, nil
 }
 
 // mapTable reads a table in blocks; the planner's bisection isolates

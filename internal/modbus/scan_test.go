@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +115,42 @@ func TestScanRejectsUnitsOutOfRange(t *testing.T) {
 	_, err := Scan(t.Context(), cfg, ScanOptions{Units: []uint8{0, 1}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "unit_id: 0 out of range") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestScanNotModbus: a peer that accepts the connection and answers with
+// something that is not Modbus (an HTTP server, a proxy) is not reported as
+// an empty bus: Scan fails with ErrNotModbus and the cause (review finding
+// 11).
+func TestScanNotModbus(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 256)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	cfg := Config{Transport: TCP, Address: ln.Addr().String(), Timeout: 200 * time.Millisecond}
+	units, err := Scan(t.Context(), cfg, ScanOptions{Units: []uint8{1, 2}, Count: 4}, nil)
+	if !errors.Is(err, ErrNotModbus) || !errors.Is(err, StatusFraming) || len(units) != 0 {
+		t.Fatalf("Scan = %v, %v; want ErrNotModbus with the framing cause", units, err)
 	}
 }

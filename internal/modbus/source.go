@@ -62,9 +62,10 @@ func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
 //   - Samples: every point of the group, Index from Group.Index; Good with
 //     the value, or Bad with the Status (sample.Sample's doc: an exception
 //     or quarantined address is the device's answer, not Silent; timeouts,
-//     connection failures and replies that cannot be tied to the request
-//     are Silent).
-//   - Replied: some request of the cycle got an answer, data or exception.
+//     connection failures, replies that cannot be tied to the request and
+//     a gateway's exceptions 10 and 11 are Silent).
+//   - Replied: some request of the cycle got an answer, data or an
+//     exception other than 10 or 11 (Status.TargetSilent).
 //   - Err: the first cause of a bad sample, typed (errors.Is with a Status,
 //     errors.As with *ReplyError), wrapped with the request it concerns.
 //   - Lost is never set: a Modbus link is reopened on the next request.

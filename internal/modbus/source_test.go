@@ -2,12 +2,14 @@ package modbus
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -282,5 +284,169 @@ func TestConnectWaitWithShortSilence(t *testing.T) {
 	r := newReader(pool, "short", cfg, plan)
 	if out := r.Read(t.Context()); !isGood(out[0]) || out[0].Num != holdingValue(0) {
 		t.Fatalf("first read = %+v: %v", out[0], r.res.err)
+	}
+}
+
+// TestGatewayTargetExceptionsAreSilence: a Modbus TCP gateway answering
+// exception 10 (path unavailable) or 11 (target failed to respond) for a
+// unit is the gateway saying that device is silent: the cycles are not
+// Replied, the samples are Bad and Silent with the exception code, and the
+// cause stays in Cycle.Err and the device state (review finding 2). The
+// gateway itself answered, so the connection is not reopened.
+func TestGatewayTargetExceptionsAreSilence(t *testing.T) {
+	for _, code := range []uint8{10, 11} {
+		t.Run(Status(code).Error(), func(t *testing.T) {
+			bank := modbustest.NewBank()
+			fillBank(bank)
+			h := modbustest.StartHostileTCP(t, bank, 3, nil) // unit 3 lives; unit 5 is absent
+			h.SetAbsentReply(code)
+			reg := prometheus.NewRegistry()
+			pool := NewPool(testLogger(t), NewMetrics(reg))
+			t.Cleanup(func() { _ = pool.Close() })
+			groups, _ := shiftGroups(20 * time.Millisecond)
+			src, err := pool.Source("behind-gw", testConfig(TCP, h.Addr, 5), groups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{t: t}
+			stop := rec.run(src)
+			wait.For(t, 5*time.Second, "6 cycles", func() bool { return len(rec.snapshot()) >= 6 })
+			stop()
+			for _, c := range rec.snapshot() {
+				if c.Replied || !errors.Is(c.Err, Status(code)) || !strings.Contains(c.Err.Error(), "unit 5") {
+					t.Fatalf("cycle Replied %v Err %v, want not replied with exception %d", c.Replied, c.Err, code)
+				}
+				for _, s := range c.Samples {
+					if s.Quality != telemetry.QualityBad || !s.Silent || Status(s.Status) != Status(code) {
+						t.Fatalf("sample %+v, want bad, silent, status %d", s, code)
+					}
+				}
+			}
+			st := src.State()
+			if !errors.Is(st.LastError, Status(code)) || st.ConsecutiveFailures < 6 || !st.LastSuccess.IsZero() {
+				t.Fatalf("state %+v", st)
+			}
+			if n := counter(t, reg, "smelter_modbus_reconnects_total", "connection", "tcp|"+h.Addr); n != 0 {
+				t.Fatalf("%v reconnects: the gateway answered, its connection is fine", n)
+			}
+		})
+	}
+	for _, s := range []Status{2, 4, 6, 10 | StatusQuarantined, 11} {
+		if want := s.Code() == 10 || s.Code() == 11; s.Silent() != want || s.TargetSilent() != want {
+			t.Errorf("%v: Silent %v TargetSilent %v, want %v", s, s.Silent(), s.TargetSilent(), want)
+		}
+	}
+}
+
+// TestPersistentReplyErrorLogsOnce: a Modbus TCP device answering every
+// request with a wrong transaction id makes the link reopen its socket every
+// poll; that is counted (smelter_modbus_reconnects_total), not logged as
+// "modbus connected" each time, and the device logs "not answering" once
+// for the persistent cause (review finding 8).
+func TestPersistentReplyErrorLogsOnce(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileTCP(t, bank, 3, nil)
+	h.Inject(modbustest.WrongTransaction, -1)
+	reg := prometheus.NewRegistry()
+	logs := &logtest.Buffer{}
+	pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	groups, _ := shiftGroups(10 * time.Millisecond)
+	src, err := pool.Source("liar", testConfig(TCP, h.Addr, 3), groups[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{t: t}
+	stop := rec.run(src)
+	wait.For(t, 10*time.Second, "10 reconnects", func() bool {
+		return counter(t, reg, "smelter_modbus_reconnects_total", "connection", "tcp|"+h.Addr) >= 10
+	})
+	stop()
+	out := logs.String()
+	if n := strings.Count(out, "modbus connected"); n != 1 {
+		t.Errorf("%d \"modbus connected\" lines, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "modbus device not answering"); n != 1 {
+		t.Errorf("%d \"modbus device not answering\" lines, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "transaction id mismatch") {
+		t.Errorf("the log does not give the cause:\n%s", out)
+	}
+}
+
+// TestSuspectLateReplyWarns: on RTU over TCP, a reply that comes later than
+// timeout + silence is taken for the next request's answer (nothing tells
+// them apart: same unit, function and byte count); the real answer then
+// arrives between that accepted reply and the following request. The link
+// counts it (smelter_modbus_suspect_replies_total) and warns once, telling
+// to raise silence (review finding 3).
+func TestSuspectLateReplyWarns(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
+	cfg := testConfig(RTUOverTCP, h.Addr, 3)
+	cfg.Timeout = 100 * time.Millisecond
+	cfg.Silence = 20 * time.Millisecond
+	// late by 200ms > timeout + silence (120ms): caught by nothing
+	h.SetLate(200 * time.Millisecond)
+	h.SetQueueWhileLate(true)
+	reg := prometheus.NewRegistry()
+	logs := &logtest.Buffer{}
+	pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	plan, err := NewPlan(regs(Uint16, 0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(pool, "late", cfg, plan)
+	if out := r.Read(t.Context()); !isGood(out[0]) {
+		t.Fatalf("first read = %+v: %v", out[0], r.res.err)
+	}
+	h.Inject(modbustest.Late, 1)
+	if out := r.Read(t.Context()); !errors.Is(Status(out[0].Status), StatusTimeout) {
+		t.Fatalf("late read = %+v, want a timeout", out[0])
+	}
+	// the next request goes out after the silence; the late reply comes
+	// while it is outstanding and is accepted in its place
+	if out := r.Read(t.Context()); !isGood(out[0]) {
+		t.Fatalf("read after the timeout = %+v: %v", out[0], r.res.err)
+	}
+	key := cfg.linkKey()
+	wait.For(t, 5*time.Second, "a suspect reply", func() bool {
+		r.Read(t.Context())
+		return counter(t, reg, "smelter_modbus_suspect_replies_total", "connection", key) >= 1
+	})
+	if out := logs.String(); strings.Count(out, "a late reply may have been taken") != 1 || !strings.Contains(out, "raise silence") {
+		t.Errorf("want one warning to raise silence:\n%s", out)
+	}
+}
+
+// TestNoSuspectOnCleanLine: honest replies on RTU over TCP raise no
+// suspect-reply count and no warning.
+func TestNoSuspectOnCleanLine(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
+	cfg := testConfig(RTUOverTCP, h.Addr, 3)
+	reg := prometheus.NewRegistry()
+	logs := &logtest.Buffer{}
+	pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	plan, err := NewPlan(regs(Uint16, 0, 1), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(pool, "clean", cfg, plan)
+	for range 20 {
+		if out := r.Read(t.Context()); !isGood(out[0]) {
+			t.Fatalf("read = %+v: %v", out[0], r.res.err)
+		}
+	}
+	if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "connection", cfg.linkKey()); n != 0 {
+		t.Fatalf("suspect replies = %v on a clean line", n)
+	}
+	if strings.Contains(logs.String(), "late reply may have been taken") {
+		t.Fatalf("warning on a clean line:\n%s", logs.String())
 	}
 }

@@ -106,15 +106,28 @@ func (s Status) Is(target error) bool {
 }
 
 // Silent reports whether s means the device said nothing this cycle (its
-// samples are Bad + Silent): a timeout, a connection failure, or a reply that
+// samples are Bad + Silent): a timeout, a connection failure, a reply that
 // cannot be tied to the request (wrong transaction id, unit, function, byte
-// count, checksum, malformed). An exception, a quarantined address and a
-// non-finite value are answers.
+// count, checksum, malformed), or exception 10 or 11, a Modbus gateway
+// saying that its target is unreachable or did not respond (TargetSilent).
+// Any other exception, a quarantined address and a non-finite value are
+// answers.
 func (s Status) Silent() bool {
 	if _, ok := s.Exception(); ok {
-		return false
+		return s.TargetSilent()
 	}
 	return s != StatusGood && s != StatusNotFinite
+}
+
+// TargetSilent reports whether s is exception 10 (gateway path unavailable)
+// or 11 (gateway target device failed to respond), with or without the
+// quarantine flag: the reply comes from a Modbus gateway (a TCP-to-RTU
+// converter), not from the device, and says the device was not heard
+// (MODBUS Application Protocol Specification V1.1b3, section 7). The
+// gateway is alive; the device is silent.
+func (s Status) TargetSilent() bool {
+	c, ok := s.Exception()
+	return ok && (c == 10 || c == 11)
 }
 
 var exceptionNames = [...]string{1: "illegal function", 2: "illegal data address", 3: "illegal data value",

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -75,6 +76,12 @@ type Status struct {
 	// Refused is how many monitored items the server currently refuses
 	// (retried with backoff).
 	Refused int `json:"refused_items"`
+	// WorkerPID is the pid of the device's session worker (isolation
+	// process; 0 while none runs); WorkerStarts and WorkerExits count the
+	// workers started and those that ended on their own since Run started.
+	WorkerPID    int    `json:"worker_pid,omitempty"`
+	WorkerStarts uint64 `json:"worker_starts,omitempty"`
+	WorkerExits  uint64 `json:"worker_exits,omitempty"`
 }
 
 // New checks the configuration and points (after their defaults) and
@@ -181,13 +188,34 @@ func (r *runState) lost(err error, withSamples bool) {
 // cycle with the cause, then reconnects with backoff (backoff_min ..
 // backoff_max) and recreates its subscription. It returns nil when ctx
 // ends.
+//
+// With isolation process (the default) the sessions run in a worker
+// process (worker.go) and Run forwards what it reports; a worker that dies
+// costs a Lost cycle wrapping ErrWorkerExited (and ErrPanic after a panic)
+// and is restarted with the same backoff.
 func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
+	if c.cfg.Isolation == IsolationProcess {
+		return c.runIsolated(ctx, emit)
+	}
+	return c.runInProcess(ctx, emit)
+}
+
+func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
 	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]time.Time, len(c.points))}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
+	return r
+}
+
+// runInProcess is Run with isolation none, and the worker's own Run.
+func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) error {
+	r := newRunState(c, emit)
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
+	// connectLog: a server that stays unreachable costs one line per
+	// minute (with the count of the retries not logged), not one per retry.
+	connectLog := logging.Limiter{Every: ConnectLogEvery}
 	for {
 		c.m.state.Set(StateConnecting)
 		connected := false
@@ -198,6 +226,9 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 				bo.Reset()
 			})
 		})
+		if connected {
+			connectLog = logging.Limiter{Every: ConnectLogEvery} // a new outage logs at once
+		}
 		c.m.state.Set(StateDisconnected)
 		c.setStatus(func(s *Status) {
 			if s.Connected {
@@ -223,15 +254,19 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 		case connected:
 			c.log.Warn("opc ua session lost; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		case errors.Is(err, ErrUntrusted):
-			c.log.Error(err.Error(), "retry_in", wait.Round(time.Millisecond))
+			connectLog.Log(ctx, c.log, slog.LevelError, err.Error(), "retry_in", wait.Round(time.Millisecond))
 		default:
-			c.log.Warn("opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+			connectLog.Log(ctx, c.log, slog.LevelWarn, "opc ua connect failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
 	}
 }
+
+// ConnectLogEvery is how often a failing connect is logged at most; the
+// line then carries how many failures were not logged.
+const ConnectLogEvery = time.Minute
 
 // stopped reports whether ctx has ended: the driver's loops then return
 // nil, whatever error the interrupted request gave.

@@ -117,9 +117,12 @@ func furnace() *source {
 	return &source{class: "blast_furnace", signals: []string{"hot_blast_temp", "top_pressure", "top_gas_co"}, values: []float64{1183.5, 210, 22.5}}
 }
 
+// baseConfig runs the sessions in process: the driver's own tests look
+// inside the Client; worker_test.go runs the same scenarios through a
+// session worker.
 func baseConfig(t *testing.T, f *opcuafront.Front) Config {
 	return Config{Endpoint: f.Endpoint(), DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		PublishInterval: 50 * time.Millisecond, Watchdog: 200 * time.Millisecond, RequestTimeout: 3 * time.Second}
+		PublishInterval: 50 * time.Millisecond, Watchdog: 200 * time.Millisecond, RequestTimeout: 3 * time.Second, Isolation: IsolationNone}
 }
 
 // run starts a client and stops it at cleanup.
@@ -142,9 +145,18 @@ func pointsFor(f *opcuafront.Front, asset string, mode string, signals ...string
 	return ps
 }
 
+// TestSubscribeDeliversValuesTimestampsAndUnits runs in process and
+// through a session worker (isolation process): the same samples.
 func TestSubscribeDeliversValuesTimestampsAndUnits(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) { testSubscribeDeliversValuesTimestampsAndUnits(t, iso) })
+	}
+}
+
+func testSubscribeDeliversValuesTimestampsAndUnits(t *testing.T, isolation string) {
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	cfg := baseConfig(t, f)
+	cfg.Isolation = isolation
 	points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure", "top_gas_co")
 	c, rec := run(t, cfg, points)
 	wait.For(t, 10*time.Second, "initial values", func() bool {

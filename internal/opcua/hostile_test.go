@@ -2,13 +2,11 @@ package opcua
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua/ua"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -70,7 +70,7 @@ func TestCraftedArrayLengthPanicsGopcuaDecoder(t *testing.T) {
 	}()
 	if p == nil || !strings.Contains(strings.ToLower(stringOf(p)), "negative") {
 		t.Fatalf("gopcua decoded the crafted response without panicking (%v): the decoder was fixed, "+
-			"TestHostileServerArrayLength can assert that the driver survives", p)
+			"TestHostileServerArrayLength can also run with isolation none", p)
 	}
 }
 
@@ -173,33 +173,60 @@ func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 // TestHostileServerArrayLength puts a server that answers a Read with a
 // crafted Variant array length in front of the driver. The decode runs in
 // gopcua's secure-channel dispatcher goroutine (uasc.SecureChannel.dispatcher
-// -> Receive -> ua.DecodeService), which the driver does not own and which
-// has no recover, so the panic ends the process: the test runs the driver
-// in a child process and pins exactly that, stack and all. When gopcua
-// guards its decoder, the child survives and this test fails, asking for
-// the assertion to become "the session fails, the driver reconnects".
+// -> Receive -> ua.DecodeService), which has no recover: the panic ends the
+// process it runs in. With isolation process (the default) that process is
+// the device's session worker, not the gateway: the Source emits a Lost
+// cycle whose error wraps ErrWorkerExited and ErrPanic and carries the
+// panic's line, counts it, keeps running and starts a new worker, which
+// reads good values (the proxy crafts one answer only).
 func TestHostileServerArrayLength(t *testing.T) {
-	if os.Getenv("SMELTER_HOSTILE_CHILD") == "1" {
-		hostileChild(t)
-		return
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	cfg.Isolation = IsolationProcess
+	reg := prometheus.NewRegistry()
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModePoll, "hot_blast_temp"), log, NewMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if testing.Short() {
-		t.Skip("runs a child process")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHostileServerArrayLength$", "-test.v")
-	cmd.Env = append(os.Environ(), "SMELTER_HOSTILE_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	text := string(out)
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("child survived the crafted response (err %v): gopcua now guards its decoder; assert the reconnect instead.\n%s", err, tail(text))
-	}
-	for _, want := range []string{"negative len", "uasc.(*SecureChannel).dispatcher", "ua.DecodeService"} {
-		if !strings.Contains(text, want) {
-			t.Fatalf("child failed without %q in its output:\n%s", want, tail(text))
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 30*time.Second, "the crafted response sent", func() bool { return p.crafted.Load() > 0 })
+	wait.For(t, 30*time.Second, "good values from a new worker after the hostile answer", func() bool {
+		return rec.has(0, telemetry.QualityGood, 1183.5) && rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }) > 0
+	})
+	var lost *sample.Cycle
+	rec.mu.Lock()
+	for i := range rec.cycles {
+		if rec.cycles[i].Lost && errors.Is(rec.cycles[i].Err, ErrPanic) {
+			lost = &rec.cycles[i]
+			break
 		}
 	}
-	t.Logf("as documented in docs/opcua.md (Hostile servers): the crafted array length panics in gopcua's dispatcher goroutine, out of the driver's reach")
+	rec.mu.Unlock()
+	if lost == nil {
+		t.Fatalf("no Lost cycle wrapping ErrPanic; cycles: %v", rec.lostErrors())
+	}
+	if !errors.Is(lost.Err, ErrWorkerExited) || !strings.Contains(lost.Err.Error(), "negative len") {
+		t.Fatalf("lost cause %q: want ErrWorkerExited, ErrPanic and the panic line (negative len)", lost.Err)
+	}
+	st := c.Status()
+	if st.WorkerStarts < 2 || st.WorkerExits < 1 || !st.Connected {
+		t.Fatalf("status %+v: want a second worker started and connected after the first died", st)
+	}
+	if n := testutil.ToFloat64(c.m.panics); n < 1 {
+		t.Fatalf("smelter_opcua_session_panics_total = %v, want >= 1", n)
+	}
+	if n := testutil.ToFloat64(c.m.m.workerExits.WithLabelValues("dev-1", "panic")); n != 1 {
+		t.Fatalf("smelter_opcua_worker_exits_total{cause=panic} = %v, want 1", n)
+	}
+	text := logs.String()
+	if strings.Count(text, "opc ua session worker died") != 1 || !strings.Contains(text, "uasc.(*SecureChannel).dispatcher") {
+		t.Fatalf("want one death log with the dispatcher in its stack excerpt:\n%s", tail(text))
+	}
 }
 
 func tail(s string) string {
@@ -207,26 +234,4 @@ func tail(s string) string {
 		return s[len(s)-4000:]
 	}
 	return s
-}
-
-func hostileChild(t *testing.T) {
-	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
-	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
-	cfg := baseConfig(t, f)
-	cfg.Endpoint = p.endpoint()
-	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModePoll, "hot_blast_temp"), testLog(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := newRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = c.Run(ctx, rec.emit) }()
-	wait.For(t, 20*time.Second, "the crafted response sent", func() bool { return p.crafted.Load() > 0 })
-	// Survived the crafted response: the session must fail and the driver
-	// reconnect to read good values.
-	wait.For(t, 20*time.Second, "good values after the hostile answer", func() bool {
-		return rec.has(0, telemetry.QualityGood, 1183.5) &&
-			rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }) > 0
-	})
 }

@@ -22,6 +22,7 @@ type Metrics struct {
 	publishLatency *prometheus.HistogramVec // device
 	panics         *prometheus.CounterVec   // device
 	faults         *prometheus.CounterVec   // device, service, status
+	workerExits    *prometheus.CounterVec   // device, cause
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -65,9 +66,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_service_faults_total",
 			Help: "Service faults the session survived, by service and status (e.g. Publish BadTimeout).",
 		}, []string{"device", "service", "status"}),
+		workerExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_worker_exits_total",
+			Help: "Session worker processes (isolation: process) that ended on their own, by cause (panic, exit: killed, crashed or exited); each is restarted with backoff.",
+		}, []string{"device", "cause"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits)
 	}
 	return m
 }
@@ -111,4 +116,34 @@ func statusHex(code uint32) string {
 		b[9-i] = hexd[code>>(4*i)&0xF]
 	}
 	return string(b)
+}
+
+// counterVec is the counter family named name (a session worker's metrics
+// are applied to the gateway's by name), nil when there is none.
+func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
+	switch name {
+	case "smelter_opcua_notifications_total":
+		return m.notifications
+	case "smelter_opcua_publish_responses_total":
+		return m.publishes
+	case "smelter_opcua_reads_total":
+		return m.reads
+	case "smelter_opcua_reconnects_total":
+		return m.reconnects
+	case "smelter_opcua_bad_status_total":
+		return m.badStatus
+	case "smelter_opcua_session_panics_total":
+		return m.panics
+	case "smelter_opcua_service_faults_total":
+		return m.faults
+	}
+	return nil
+}
+
+// gaugeVec is the gauge family named name, nil when there is none.
+func (m *Metrics) gaugeVec(name string) *prometheus.GaugeVec {
+	if name == "smelter_opcua_session_state" {
+		return m.state
+	}
+	return nil
 }

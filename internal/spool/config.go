@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -89,33 +90,46 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// Validate checks a defaulted Config. The error is a *ConfigError naming the
-// yaml field.
+// Validate checks a defaulted Config and returns every problem: one
+// *ConfigError per field (naming its yaml field), joined with errors.Join.
 func (c *Config) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if c.Dir == "" {
+		bad("dir", "is required")
+	}
+	segOK := c.SegmentBytes >= minSegmentBytes && c.SegmentBytes <= maxSegmentBytes
+	if !segOK {
+		bad("segment_bytes", "%d is outside [%d, %d]", c.SegmentBytes, minSegmentBytes, maxSegmentBytes)
 	}
 	switch {
-	case c.Dir == "":
-		return bad("dir", "is required")
-	case c.SegmentBytes < minSegmentBytes || c.SegmentBytes > maxSegmentBytes:
-		return bad("segment_bytes", "%d is outside [%d, %d]", c.SegmentBytes, minSegmentBytes, maxSegmentBytes)
-	case c.MaxBytes < 2*c.SegmentBytes:
-		return bad("max_bytes", "%d must be at least twice segment_bytes (%d)", c.MaxBytes, c.SegmentBytes)
-	case c.MaxAge < 0:
-		return bad("max_age", "%v must be positive", c.MaxAge)
-	case c.Fsync != FsyncAlways && c.Fsync != FsyncInterval && c.Fsync != FsyncNever:
-		return bad("fsync", "%q is not one of always, interval, never", c.Fsync)
-	case c.FsyncInterval < time.Millisecond:
-		return bad("fsync_interval", "%v must be at least 1ms", c.FsyncInterval)
-	case c.WhenFull != WhenFullDiscardOldest && c.WhenFull != WhenFullBlock:
-		return bad("when_full", "%q is not one of discard_oldest, block", c.WhenFull)
-	case c.ReplayRate < 0 || math.IsNaN(c.ReplayRate) || math.IsInf(c.ReplayRate, 0):
-		return bad("replay_rate", "%v must be a finite number >= 0", c.ReplayRate)
-	case c.CacheBytes < 0:
-		return bad("cache_bytes", "%d must not be negative", c.CacheBytes)
-	case c.Backlog != BacklogOldestFirst && c.Backlog != BacklogLiveFirst:
-		return bad("backlog", "%q is not one of oldest_first, live_first", c.Backlog)
+	case c.MaxBytes <= 0:
+		bad("max_bytes", "%d must be positive", c.MaxBytes)
+	case segOK && c.MaxBytes < 2*c.SegmentBytes:
+		bad("max_bytes", "%d must be at least twice segment_bytes (%d)", c.MaxBytes, c.SegmentBytes)
 	}
-	return nil
+	if c.MaxAge < 0 {
+		bad("max_age", "%v must be positive", c.MaxAge)
+	}
+	if c.Fsync != FsyncAlways && c.Fsync != FsyncInterval && c.Fsync != FsyncNever {
+		bad("fsync", "%q is not one of always, interval, never", c.Fsync)
+	}
+	if c.FsyncInterval < time.Millisecond {
+		bad("fsync_interval", "%v must be at least 1ms", c.FsyncInterval)
+	}
+	if c.WhenFull != WhenFullDiscardOldest && c.WhenFull != WhenFullBlock {
+		bad("when_full", "%q is not one of discard_oldest, block", c.WhenFull)
+	}
+	if c.ReplayRate < 0 || math.IsNaN(c.ReplayRate) || math.IsInf(c.ReplayRate, 0) {
+		bad("replay_rate", "%v must be a finite number >= 0", c.ReplayRate)
+	}
+	if c.CacheBytes < 0 {
+		bad("cache_bytes", "%d must not be negative", c.CacheBytes)
+	}
+	if c.Backlog != BacklogOldestFirst && c.Backlog != BacklogLiveFirst {
+		bad("backlog", "%q is not one of oldest_first, live_first", c.Backlog)
+	}
+	return errors.Join(errs...)
 }

@@ -67,6 +67,9 @@ func TestFailedAppendCostsItsSeq(t *testing.T) {
 	if s.LastSeq() != 1003 {
 		t.Fatalf("last seq %d after 1000 failed appends, want 1003", s.LastSeq())
 	}
+	if h := s.Health(); !h.Failing || h.LostRecords != 1000 || !strings.Contains(h.LastError, "no space left") || h.FailingSince.IsZero() {
+		t.Fatalf("health while appends fail: %+v", h)
+	}
 	if l := r.Lag(); l.Records != 0 {
 		t.Fatalf("lag %+v: lost records counted as unsent", l)
 	}
@@ -76,6 +79,9 @@ func TestFailedAppendCostsItsSeq(t *testing.T) {
 	}
 	if got := readSeqs(t, r, 2); fmt.Sprint(got) != "[1004 1005]" {
 		t.Fatalf("the reader got %v after the gap", got)
+	}
+	if h := s.Health(); h.Failing || h.LostRecords != 1000 {
+		t.Fatalf("health once appends succeed again: %+v", h)
 	}
 	if v := counter(s.m.lostAppends); v != 1000 {
 		t.Fatalf("lost records counter %v, want 1000", v)
@@ -152,6 +158,20 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(written) {
 		t.Fatalf("read %d records, wrote %d", len(got), len(written))
 	}
+	// A fresh spool on the full filesystem opens (seq.hwm and its
+	// cursor cannot be written yet) and counts its appends lost.
+	fresh, err := Open(testConfig(filepath.Join(dir, "fresh")), nil, nil)
+	if err != nil {
+		t.Fatalf("open on a full filesystem: %v", err)
+	}
+	if _, err := fresh.Reader("up"); err != nil {
+		t.Fatalf("a new reader on a full filesystem: %v", err)
+	}
+	if _, err := fresh.Append(context.Background(), "x.data", func(seq uint64, dst []byte) []byte { return payload(dst, seq, 1000) }); !errors.Is(err, ErrLost) {
+		t.Fatalf("append on the full filesystem: %v", err)
+	}
+	_ = fresh.Close() // its clean mark cannot be written either
+
 	if err := r.Commit(got[len(got)-1]); err != nil {
 		t.Fatal(err)
 	}

@@ -99,10 +99,13 @@ func (s *Spool) loadReader(name string) (*Reader, error) {
 				"reader", name, "from_seq", r.committed+1)
 		}
 		if err := r.writeCursor(r.committed, true); err != nil {
-			cf.f.Close()
-			return nil, err
+			// Disk full: the cursor lives in memory and is persisted at
+			// its first commit; until then a restart starts it at the
+			// oldest record again (re-delivery, never a skip).
+			s.log.Warn("spool: cannot persist a new reader cursor yet; keeping it in memory", "reader", name, "err", err)
+		} else {
+			r.persisted = r.committed
 		}
-		r.persisted = r.committed
 	}
 	if r.committed > s.last {
 		s.log.Warn("spool: reader cursor beyond the end of the log; clamped", "reader", name,
@@ -294,6 +297,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 			case <-r.wake:
 				continue
 			case <-ctx.Done():
+				r.closeFile() // the caller stops reading: the segment file must not outlive the spool
 				return nil, ctx.Err()
 			case <-s.closedCh:
 				continue
@@ -320,6 +324,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 		}
 		n, err := r.replayBudget(ctx, maxRecords)
 		if err != nil {
+			r.closeFile()
 			return nil, err
 		}
 		recs, err := r.readDisk(plan, n, maxBytes)

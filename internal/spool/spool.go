@@ -91,6 +91,9 @@ type Spool struct {
 	lostLog             logging.Limiter
 	lostRun             uint64
 	lostFirst, lostLast uint64
+	// hwmFailed: the last seq reservation could not be persisted (disk
+	// full); reserve retries it at every append until it succeeds.
+	hwmFailed bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -103,6 +106,7 @@ type Spool struct {
 	cache    tailCache
 	readers  map[string]*Reader
 	open     []*Reader
+	health   Health
 	spaceCh  chan struct{} // closed when commits may have freed space (block policy)
 
 	lockFile *os.File
@@ -263,10 +267,14 @@ func (s *Spool) recover() error {
 	} else if err := s.newSegment(last + 1); err != nil {
 		return err
 	}
-	s.reserved = last + seqReserve
-	if err := s.writeHWM(s.reserved, false); err != nil {
-		return err
-	}
+	// The reservation is persisted before any seq is handed out. On a full
+	// disk (a fresh seq.hwm has no block yet) that write fails: the spool
+	// still opens, so the gateway runs and drains its backlog, and
+	// reserve retries at every append. Meanwhile the reservation on disk
+	// (or none) is older than the seqs used, so an unclean reboot in that
+	// window relies on the records themselves for the floor.
+	s.reserved = last
+	s.reserve(last + 1)
 	if err := s.loadCursors(); err != nil {
 		return err
 	}
@@ -500,13 +508,24 @@ func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(ui
 
 // reserve persists a new seq reservation when seq reaches the current one.
 // Caller holds appendSem.
+// A failed write (disk full) is retried at the next append; it is logged
+// when it starts failing and when it succeeds again.
 func (s *Spool) reserve(seq uint64) {
-	if seq > s.reserved {
-		s.reserved = seq + seqReserve
-		if err := s.writeHWM(s.reserved, false); err != nil {
-			s.log.Warn("spool: persist seq reservation", "err", err)
-		}
+	if seq <= s.reserved {
+		return
 	}
+	if err := s.writeHWM(seq+seqReserve, false); err != nil {
+		if !s.hwmFailed {
+			s.log.Warn("spool: cannot persist the seq reservation; retrying at every append", "err", err)
+		}
+		s.hwmFailed = true
+		return
+	}
+	if s.hwmFailed {
+		s.log.Info("spool: seq reservation persisted again")
+	}
+	s.hwmFailed = false
+	s.reserved = seq + seqReserve
 }
 
 // lost handles a record that could not be written: its seq is used up (the
@@ -519,6 +538,13 @@ func (s *Spool) lost(ctx context.Context, seq uint64, cause error) error {
 	s.mu.Lock()
 	s.last = seq
 	s.cache.add(cacheEntry{seq: seq, lost: true})
+	if !s.health.Failing {
+		s.health.FailingSince = s.now()
+	}
+	s.health.Failing = true
+	s.health.LostRecords++
+	s.health.LastError = cause.Error()
+	s.health.LastErrorAt = s.now()
 	s.mu.Unlock()
 	s.m.lostAppends.Inc()
 	if s.lostRun == 0 {
@@ -536,6 +562,10 @@ func (s *Spool) recovered(ctx context.Context, seq uint64) {
 	if s.lostRun == 0 {
 		return
 	}
+	s.mu.Lock()
+	s.health.Failing = false
+	s.health.FailingSince = time.Time{}
+	s.mu.Unlock()
 	s.log.LogAttrs(ctx, slog.LevelWarn, "spool: appends succeed again",
 		slog.Uint64("lost_records", s.lostRun), slog.Uint64("first_lost_seq", s.lostFirst),
 		slog.Uint64("last_lost_seq", s.lostLast), slog.Uint64("seq", seq))
@@ -715,6 +745,40 @@ func (s *Spool) wakeSpaceLocked() {
 		close(s.spaceCh)
 		s.spaceCh = nil
 	}
+}
+
+// Health is the state of the spool's appends, for a status page.
+type Health struct {
+	// Failing: the last append failed (ErrLost: disk full, I/O error);
+	// data is being lost until an append succeeds again.
+	Failing      bool      `json:"appends_failing"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// LostRecords counts the appends lost since Open (the counter
+	// smelter_spool_append_lost_records_total counts them over the
+	// metrics registry's life).
+	LostRecords uint64    `json:"lost_records"`
+	LastError   string    `json:"last_error,omitempty"` // the cause of the newest lost append
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Health returns the state of the appends.
+func (s *Spool) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// FailWrites makes every record write fail with err (nil: write again).
+// It lets callers' tests simulate a full disk without filling one; the
+// failure takes the same path as a real one (ErrLost, the seq used up).
+func (s *Spool) FailWrites(err error) {
+	s.appendSem <- struct{}{}
+	defer func() { <-s.appendSem }()
+	if err == nil {
+		s.write = (*os.File).Write
+		return
+	}
+	s.write = func(*os.File, []byte) (int, error) { return 0, err }
 }
 
 // LastSeq returns the seq of the last appended record (or the persisted

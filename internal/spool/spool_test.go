@@ -647,3 +647,15 @@ func TestTailReader(t *testing.T) {
 		t.Fatal("the tail reader reports a lag metric")
 	}
 }
+
+// TestValidateEveryProblem: every bad field at once (review finding 4).
+func TestValidateEveryProblem(t *testing.T) {
+	c := Config{Dir: "x", MaxBytes: -5, Fsync: "sometimes", WhenFull: "explode"}
+	c.SetDefaults()
+	err := c.Validate()
+	for _, want := range []string{"max_bytes: -5 must be positive", `fsync: "sometimes"`, `when_full: "explode"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}

@@ -155,3 +155,28 @@ func (l *Latch) Step(target Severity, ts, onDelay, offDelay int64) bool {
 func (l *Latch) Restore(level Severity, raised int64) {
 	l.Level, l.Raised, l.since, l.dir = level, raised, 0, 0
 }
+
+// LatchState is the persisted form of a Latch (JetStream KV checkpoint): the
+// level, the pending move and when it started, so an on/off delay that was
+// running when a collector stopped keeps running in the one that takes over.
+type LatchState struct {
+	Level   Severity `json:"l,omitempty"`
+	Pending Severity `json:"p,omitempty"`
+	Since   int64    `json:"s,omitempty"` // ms; 0: no move in progress
+	Dir     int8     `json:"d,omitempty"`
+	Raised  int64    `json:"r,omitempty"` // raise time of the active occurrence, ms
+}
+
+// State returns the latch's persisted form.
+func (l *Latch) State() LatchState {
+	return LatchState{Level: l.Level, Pending: l.pending, Since: l.since, Dir: l.dir, Raised: l.Raised}
+}
+
+// SetState restores a latch from its persisted form, without an event.
+func (l *Latch) SetState(s LatchState) {
+	l.Level, l.pending, l.since, l.dir, l.Raised = s.Level, s.Pending, s.Since, s.Dir, s.Raised
+}
+
+// Zero reports whether the latch is clear with no move in progress (nothing
+// worth persisting).
+func (l *Latch) Zero() bool { return l.Level == None && l.since == 0 }

@@ -80,22 +80,31 @@ type assetState struct {
 	interval  int64 // observed batch interval, ms
 	batches   uint64
 	dead      string
+	gateway   string // gateway and seq of the newest evaluated batch, for
+	seq       uint64 // redelivery detection after a restart or takeover
+	part      int    // part of the newest batch when it was split (docs/schema.md), else 0
 }
 
 type signalState struct {
-	a        *assetState
-	name     string
-	slot     int
-	unit     string
-	value    float64
-	text     string
-	quality  telemetry.Quality
-	valid    bool  // the latest reading had a good, plausible value
-	ts       int64 // time of the latest good value
-	seen     int64 // time of the latest reading of any quality
-	first    int64 // time of the first reading
+	a       *assetState
+	name    string
+	slot    int
+	unit    string
+	value   float64
+	text    string
+	quality telemetry.Quality
+	valid   bool  // the latest reading had a good, plausible value
+	ts      int64 // source time of the latest good value
+	seen    int64 // source time of the latest reading of any quality
+	first   int64 // source time of the first reading
+	// Arrival times (the batch's ts_gw): staleness and the age of a value
+	// are judged on these, never on source time alone, because a constant
+	// OPC UA value keeps an old SourceTimestamp (docs/rules.md).
+	arr      int64 // ts_gw of the latest reading of any quality
+	good     int64 // ts_gw of the latest good value
+	firstArr int64 // ts_gw of the first reading
 	birthIV  bool  // interval comes from the birth
-	interval int64 // birth interval or observed interval between readings, ms
+	interval int64 // birth interval or observed interval between arrivals, ms
 	min, max float64
 	hasMin   bool
 	hasMax   bool
@@ -115,7 +124,7 @@ func (a *assetState) slotValue(slot int) (float64, bool) {
 	if !s.valid {
 		return 0, false
 	}
-	if s.interval > 0 && a.lastTS-s.ts > 3*s.interval {
+	if s.interval > 0 && a.lastTSGW-s.good > 3*s.interval {
 		return 0, false
 	}
 	return s.value, true
@@ -351,12 +360,18 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 			batchTS = ts
 		}
 		s.quality = r.Quality
-		if s.seen > 0 && ts > s.seen && !s.birthIV {
-			if gap := ts - s.seen; s.interval == 0 {
+		if s.arr > 0 && b.TSGW > s.arr && !s.birthIV {
+			if gap := b.TSGW - s.arr; s.interval == 0 {
 				s.interval = gap
 			} else {
 				s.interval += (gap - s.interval) / 8
 			}
+		}
+		if b.TSGW > s.arr {
+			s.arr = b.TSGW
+		}
+		if s.firstArr == 0 {
+			s.firstArr = b.TSGW
 		}
 		if ts > s.seen {
 			s.seen = ts
@@ -395,20 +410,22 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 			e.stats.Bad++
 			continue
 		}
-		s.value, s.valid, s.ts = r.Value, true, ts
+		s.value, s.valid, s.ts, s.good = r.Value, true, ts, b.TSGW
 		e.updated = append(e.updated, s)
 	}
 	a.lastTS = batchTS
 	a.dead = ""
+	a.gateway, a.seq, a.part = b.Gateway, b.Seq, b.Part
 	if a.silence != nil && a.silence.latch.Level != alert.None {
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
-	// staleness per signal, relative to the asset's own data time
+	// staleness per signal, on arrival (gateway) time: a signal is stale
+	// when no good value arrived for k x its interval of ts_gw
 	for _, s := range a.list {
 		if s.stale == nil {
 			continue
 		}
-		out = e.checkStale(out, s, batchTS)
+		out = e.checkStale(out, s, b.TSGW, batchTS)
 	}
 	if a.runExpr != nil {
 		if v, ok := a.eval(a.runExpr); ok {
@@ -450,7 +467,9 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	return out
 }
 
-func (e *Engine) checkStale(out []alert.Alert, s *signalState, now int64) []alert.Alert {
+// checkStale judges one signal's staleness at arrival time gw (the batch's
+// ts_gw); at is the alert's event time.
+func (e *Engine) checkStale(out []alert.Alert, s *signalState, gw, at int64) []alert.Alert {
 	r := s.stale.r
 	iv := r.Interval
 	if iv == 0 {
@@ -460,10 +479,10 @@ func (e *Engine) checkStale(out []alert.Alert, s *signalState, now int64) []aler
 	switch {
 	case s.quality == telemetry.QualityStale:
 		tgt = r.Severity
-	case iv > 0 && s.seen > 0 && float64(now-max(s.ts, s.first)) > r.K*float64(iv):
+	case iv > 0 && s.arr > 0 && float64(gw-max(s.good, s.firstArr)) > r.K*float64(iv):
 		tgt = r.Severity
 	}
-	return e.step(out, s.stale, tgt, now, r.OnDelay, r.OffDelay)
+	return e.step(out, s.stale, tgt, at, r.OnDelay, r.OffDelay)
 }
 
 // Tick raises silence alerts for assets that sent nothing for k x their

@@ -599,3 +599,39 @@ func signalView(t *testing.T, h *harness, asset, signal string) SignalView {
 	t.Fatalf("asset %s has no signal %s: %+v", asset, signal, v.Signals)
 	return SignalView{}
 }
+
+// A constant OPC UA value keeps its old SourceTimestamp while it arrives
+// good every second: staleness is judged on arrival (ts_gw), so no alert.
+// A signal that stops arriving while others keep coming is still stale.
+func TestStaleByArrivalNotSourceTime(t *testing.T) {
+	h := newHarness(t, true, "")
+	b := func(gw int64, withTemp bool) []alert.Alert {
+		bt := &telemetry.Batch{Gateway: "gw", Seq: uint64(gw), TSGW: gw, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+			Readings: []telemetry.Reading{{Signal: "load_state", Value: 2, TS: gw}}}
+		if withTemp { // source time frozen at the server's start, an hour ago
+			bt.Readings = append(bt.Readings, telemetry.Reading{Signal: "discharge_temp", Value: 80, TS: t0 - 3600_000})
+		}
+		h.now = gw
+		return h.e.Process(bt, nil)
+	}
+	stale := func(al []alert.Alert) []alert.Alert { // the stuck rule rightly fires on a constant value
+		var out []alert.Alert
+		for _, a := range al {
+			if a.Rule == "stale" {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	for i := range 30 {
+		none(t, stale(b(sec(i), true)), fmt.Sprintf("constant value arriving at %d s", i))
+	}
+	var got []alert.Alert
+	for i := 30; i < 40 && len(got) == 0; i++ {
+		got = stale(b(sec(i), false))
+	}
+	a := only(t, got, alert.Raised, alert.Warn)
+	if a.Rule != "stale" || a.Signal != "discharge_temp" {
+		t.Fatalf("stale alert %+v", a)
+	}
+}

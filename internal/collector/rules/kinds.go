@@ -429,9 +429,9 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 			msg = fmt.Sprintf("%s %s reported stale by its gateway", who, sig)
 		} else {
 			msg = fmt.Sprintf("%s %s has no good value for %s (%s x %s interval), last quality %s", who, sig,
-				ms(a.lastTS-max(s.ts, s.first)), fv(r.K), ms(iv), s.quality)
+				ms(a.lastTSGW-max(s.good, s.firstArr)), fv(r.K), ms(iv), s.quality)
 		}
-		vals["age_ms"] = float64(a.lastTS - max(s.ts, s.first))
+		vals["age_ms"] = float64(a.lastTSGW - max(s.good, s.firstArr))
 	case KindPlausibility:
 		vals[sig] = s.value
 		msg = fmt.Sprintf("%s %s %s outside its plausible range [%s, %s]", who, sig, withUnit(s.value, s.unit),

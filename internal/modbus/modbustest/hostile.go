@@ -86,6 +86,7 @@ type Hostile struct {
 	wrongUnit uint8
 	absent    uint8 // exception for requests to other units (a TCP-to-RTU gateway's 10 or 11); 0: silence
 	busyUntil time.Time
+	queue     bool // requests arriving during a late reply are answered after it, not ignored
 
 	ignored atomic.Int64
 	replies atomic.Int64
@@ -112,6 +113,15 @@ func (h *Hostile) SetLate(d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.late = d
+}
+
+// SetQueueWhileLate makes a serial slave answer the requests that arrive
+// while it is late (Late) in turn after the late reply, as a slave with an
+// input queue does, instead of ignoring them as a busy slave does.
+func (h *Hostile) SetQueueWhileLate(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.queue = on
 }
 
 // SetWrongUnit sets the unit a WrongUnit reply claims to come from.
@@ -272,7 +282,7 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 	}()
 	for q := range reqs {
 		h.mu.Lock()
-		busy := q.at.Before(h.busyUntil)
+		busy := q.at.Before(h.busyUntil) && !h.queue
 		h.mu.Unlock()
 		if busy {
 			h.ignored.Add(1)

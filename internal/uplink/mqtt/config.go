@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/telemetry"
+
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Config is the uplinks.mqtt block of the gateway configuration.
@@ -138,74 +141,103 @@ func (c *Config) StatusTopic() string {
 
 // Validate checks the configuration without any I/O. Errors name the field.
 func (c *Config) Validate() error {
-	if strings.TrimSpace(c.URL) == "" {
-		return fmt.Errorf("%s.url: required", field)
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	for _, u := range strings.Split(c.URL, ",") {
+	urls := strings.Split(c.URL, ",")
+	if strings.TrimSpace(c.URL) == "" {
+		bad(field+".url", "required")
+		urls = nil
+	}
+	for _, u := range urls {
 		u = strings.TrimSpace(u)
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" {
-			return fmt.Errorf("%s.url: %q is not a URL like tcp://host:1883", field, u)
+			bad(field+".url", "%q is not a URL like tcp://host:1883", u)
+			continue
 		}
 		switch p.Scheme {
 		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
 		default:
-			return fmt.Errorf("%s.url: scheme %q of %q is not tcp, ssl, tls, ws or wss", field, p.Scheme, u)
+			bad(field+".url", "scheme %q of %q is not tcp, ssl, tls, ws or wss", p.Scheme, u)
 		}
 		if p.User != nil {
-			return fmt.Errorf("%s.url: credentials in the URL are not allowed; use username and password_env or password_file", field)
+			bad(field+".url", "credentials in the URL are not allowed; use username and password_env or password_file")
 		}
 	}
 	if c.ClientID == "" || len(c.ClientID) > 65535 {
-		return fmt.Errorf("%s.client_id: required (default: gateway.id)", field)
+		bad(field+".client_id", "required (default: gateway.id)")
 	}
 	if !telemetry.ValidToken(c.Gateway) {
-		return fmt.Errorf("%s: gateway id %q is not a valid token", field, c.Gateway)
+		bad(field, "gateway id %q is not a valid token", c.Gateway)
 	}
 	if !telemetry.ValidToken(c.Site) {
-		return fmt.Errorf("%s: gateway site %q is not a valid token", field, c.Site)
+		bad(field, "gateway site %q is not a valid token", c.Site)
 	}
 	if c.PasswordEnv != "" && c.PasswordFile != "" {
-		return fmt.Errorf("%s.password_env: set password_env or password_file, not both", field)
+		bad(field+".password_env", "set password_env or password_file, not both")
 	}
 	if c.Username == "" && (c.PasswordEnv != "" || c.PasswordFile != "") {
-		return fmt.Errorf("%s.username: required with password_env or password_file", field)
+		bad(field+".username", "required with password_env or password_file")
 	}
 	if err := c.TLS.Validate(field + ".tls"); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if c.QoS == nil || (*c.QoS != 0 && *c.QoS != 1) {
 		q := "unset"
 		if c.QoS != nil {
 			q = fmt.Sprint(*c.QoS)
 		}
-		return fmt.Errorf("%s.qos: %s is not 0 or 1", field, q)
+		bad(field+".qos", "%s is not 0 or 1", q)
 	}
 	if c.Keepalive < time.Second || c.Keepalive > 18*time.Hour {
-		return fmt.Errorf("%s.keepalive: %v is outside 1s..18h", field, c.Keepalive)
+		bad(field+".keepalive", "%v is outside 1s..18h", c.Keepalive)
 	}
 	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
-		return fmt.Errorf("%s.max_inflight: %d is outside 1..65535", field, c.MaxInflight)
+		bad(field+".max_inflight", "%d is outside 1..65535", c.MaxInflight)
 	}
 	if c.Timeout <= 0 {
-		return fmt.Errorf("%s.timeout: %v must be positive", field, c.Timeout)
+		bad(field+".timeout", "%v must be positive", c.Timeout)
 	}
 	if c.MaxPacketSize < minPacketSize || c.MaxPacketSize > MaxPacketSizeLimit {
-		return fmt.Errorf("%s.max_packet_size: %d is outside %d..%d bytes", field, c.MaxPacketSize, minPacketSize, MaxPacketSizeLimit)
+		bad(field+".max_packet_size", "%d is outside %d..%d bytes", c.MaxPacketSize, minPacketSize, MaxPacketSizeLimit)
 	}
 	switch c.Encoding {
 	case "", EncodingJSON:
 	case EncodingSparkplug:
 		for _, f := range []struct{ name, v string }{{"group_id", c.Sparkplug.GroupID}, {"edge_node_id", c.Sparkplug.EdgeNodeID}} {
 			if !sparkplug.ValidID(f.v) {
-				return fmt.Errorf("%s.sparkplug.%s: %q must be non-empty UTF-8 without '+', '/' or '#'", field, f.name, f.v)
+				bad(field+".sparkplug."+f.name, "%q must be non-empty UTF-8 without '+', '/' or '#'", f.v)
 			}
 		}
 		if h := c.Sparkplug.PrimaryHostID; h != "" && !sparkplug.ValidID(h) {
-			return fmt.Errorf("%s.sparkplug.primary_host_id: %q must be UTF-8 without '+', '/' or '#'", field, h)
+			bad(field+".sparkplug.primary_host_id", "%q must be UTF-8 without '+', '/' or '#'", h)
 		}
 	default:
-		return fmt.Errorf("%s.encoding: %q is not json or sparkplug_b", field, c.Encoding)
+		bad(field+".encoding", "%q is not json or sparkplug_b", c.Encoding)
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// CheckLocal reads what the configuration names on this machine, without
+// connecting anything: the password variable or file and the TLS files
+// (readable, PEM). It returns every problem, each naming its field, never a
+// secret's value. New fails on the same problems.
+func (c *Config) CheckLocal() error {
+	var errs []error
+	switch {
+	case c.Username == "":
+	case c.PasswordEnv != "":
+		_, err := secret.FromEnv(field+".password_env", c.PasswordEnv)
+		errs = append(errs, err)
+	case c.PasswordFile != "":
+		_, err := secret.FromFile(field+".password_file", c.PasswordFile)
+		errs = append(errs, err)
+	}
+	if c.TLS.Needed(c.URL, "ssl://", "tls://", "mqtts://", "wss://") {
+		_, err := c.TLS.Config(field + ".tls")
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

@@ -112,3 +112,33 @@ func TestSecretErrorsNameFieldNotValue(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateReportsEveryProblem: Validate returns every problem, not the
+// first (review finding 4); a bad gateway id is named once, not under a
+// doubled path.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	var c Config
+	c.URL = "tcp://x:1883"
+	c.SetDefaults("gw bad", "s")
+	two := 2
+	c.QoS = &two
+	c.Keepalive = -time.Second
+	c.MaxPacketSize = 10
+	err := c.Validate()
+	for _, want := range []string{`uplinks.mqtt: gateway id "gw bad"`, "uplinks.mqtt.qos: 2", "uplinks.mqtt.keepalive: -1s",
+		"uplinks.mqtt.max_packet_size: 10"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestCheckLocal(t *testing.T) {
+	c := Config{URL: "ssl://h:8883", Username: "u", PasswordEnv: "SMELTER_TEST_SURELY_UNSET"}
+	c.TLS.CAFile = t.TempDir() + "/none.pem"
+	err := c.CheckLocal()
+	if err == nil || !strings.Contains(err.Error(), "uplinks.mqtt.password_env: environment variable SMELTER_TEST_SURELY_UNSET is not set") ||
+		!strings.Contains(err.Error(), "uplinks.mqtt.tls.ca_file: read "+c.TLS.CAFile) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,12 +1,14 @@
 package natsjs
 
 import (
-	"fmt"
+	"errors"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/smelterio/smelter/internal/secret"
+
+	"github.com/smelterio/smelter/internal/confload"
 )
 
 // Config is the uplinks.nats block of the gateway configuration.
@@ -95,66 +97,101 @@ func (c *Config) ResolvePaths(dir string) {
 
 // Validate checks the configuration without any I/O. Errors name the field.
 func (c *Config) Validate() error {
-	if strings.TrimSpace(c.URL) == "" {
-		return fmt.Errorf("%s.url: required", field)
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	for _, u := range strings.Split(c.URL, ",") {
+	urls := strings.Split(c.URL, ",")
+	if strings.TrimSpace(c.URL) == "" {
+		bad(field+".url", "required")
+		urls = nil
+	}
+	for _, u := range urls {
 		u = strings.TrimSpace(u)
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" {
-			return fmt.Errorf("%s.url: %q is not a URL like nats://host:4222", field, u)
+			bad(field+".url", "%q is not a URL like nats://host:4222", u)
+			continue
 		}
 		switch p.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return fmt.Errorf("%s.url: scheme %q of %q is not nats, tls, ws or wss", field, p.Scheme, u)
+			bad(field+".url", "scheme %q of %q is not nats, tls, ws or wss", p.Scheme, u)
 		}
 		if p.User != nil {
-			return fmt.Errorf("%s.url: credentials in the URL are not allowed; use username and password_env or password_file", field)
+			bad(field+".url", "credentials in the URL are not allowed; use username and password_env or password_file")
 		}
 	}
 	if c.Stream == "" {
-		return fmt.Errorf("%s.stream: required", field)
+		bad(field+".stream", "required")
 	}
 	if strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
-		return fmt.Errorf("%s.stream: %q must not contain spaces, '.', '*', '>', '/' or '\\'", field, c.Stream)
+		bad(field+".stream", "%q must not contain spaces, '.', '*', '>', '/' or '\\'", c.Stream)
 	}
 	for _, s := range c.Subjects {
 		if s == "" || strings.ContainsAny(s, " \t\r\n") {
-			return fmt.Errorf("%s: stream subject %q is empty or holds white space", field, s)
+			bad(field, "stream subject %q is empty or holds white space", s)
 		}
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
-		return fmt.Errorf("%s.replicas: %d is outside 1..5", field, c.Replicas)
+		bad(field+".replicas", "%d is outside 1..5", c.Replicas)
 	}
 	if c.MaxAge < 0 {
-		return fmt.Errorf("%s.max_age: %v must not be negative", field, c.MaxAge)
+		bad(field+".max_age", "%v must not be negative", c.MaxAge)
 	}
 	if c.MaxAge > 0 && c.MaxAge < DuplicateWindow {
-		return fmt.Errorf("%s.max_age: %v is shorter than the %v deduplication window", field, c.MaxAge, DuplicateWindow)
+		bad(field+".max_age", "%v is shorter than the %v deduplication window", c.MaxAge, DuplicateWindow)
 	}
 	if c.PasswordEnv != "" && c.PasswordFile != "" {
-		return fmt.Errorf("%s.password_env: set password_env or password_file, not both", field)
+		bad(field+".password_env", "set password_env or password_file, not both")
 	}
 	hasPass := c.PasswordEnv != "" || c.PasswordFile != ""
 	switch {
 	case c.Username != "" && !hasPass:
-		return fmt.Errorf("%s.username: needs password_env or password_file", field)
+		bad(field+".username", "needs password_env or password_file")
 	case c.Username == "" && hasPass:
-		return fmt.Errorf("%s.username: required with password_env or password_file", field)
+		bad(field+".username", "required with password_env or password_file")
 	case c.TokenFile != "" && c.Username != "":
-		return fmt.Errorf("%s.token_file: use token_file or username/password, not both", field)
+		bad(field+".token_file", "use token_file or username/password, not both")
 	case c.CredsFile != "" && (c.Username != "" || c.TokenFile != ""):
-		return fmt.Errorf("%s.creds_file: use creds_file alone, without username or token_file", field)
+		bad(field+".creds_file", "use creds_file alone, without username or token_file")
 	}
 	if err := c.TLS.Validate(field + ".tls"); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if c.MaxPending < 1 || c.MaxPending > 65536 {
-		return fmt.Errorf("%s.max_pending: %d is outside 1..65536", field, c.MaxPending)
+		bad(field+".max_pending", "%d is outside 1..65536", c.MaxPending)
 	}
 	if c.Timeout <= 0 {
-		return fmt.Errorf("%s.timeout: %v must be positive", field, c.Timeout)
+		bad(field+".timeout", "%v must be positive", c.Timeout)
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// CheckLocal reads what the configuration names on this machine, without
+// connecting anything: the password variable or file, the token and creds
+// files, and the TLS files (readable, PEM). It returns every problem, each
+// naming its field ("uplinks.nats.password_file: read /x: no such file or
+// directory"), never a secret's value. New fails on the same problems.
+func (c *Config) CheckLocal() error {
+	var errs []error
+	switch {
+	case c.Username != "" && c.PasswordEnv != "":
+		_, err := secret.FromEnv(field+".password_env", c.PasswordEnv)
+		errs = append(errs, err)
+	case c.Username != "" && c.PasswordFile != "":
+		_, err := secret.FromFile(field+".password_file", c.PasswordFile)
+		errs = append(errs, err)
+	case c.TokenFile != "":
+		_, err := secret.FromFile(field+".token_file", c.TokenFile)
+		errs = append(errs, err)
+	case c.CredsFile != "":
+		_, err := secret.FromFile(field+".creds_file", c.CredsFile)
+		errs = append(errs, err)
+	}
+	if c.TLS.Needed(c.URL, "tls://", "wss://") {
+		_, err := c.TLS.Config(field + ".tls")
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

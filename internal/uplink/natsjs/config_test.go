@@ -115,3 +115,53 @@ func TestCovers(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateReportsEveryProblem: Validate returns every problem, not the
+// first (review finding 4), each a field of its own.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	var c Config
+	c.URL = "http://x:1"
+	c.SetDefaults("gw")
+	c.MaxAge = time.Minute
+	c.Replicas = 9
+	c.Username = "u"
+	c.Timeout = -time.Second
+	err := c.Validate()
+	for _, want := range []string{"uplinks.nats.url: scheme", "uplinks.nats.max_age: 1m0s is shorter", "uplinks.nats.replicas: 9",
+		"uplinks.nats.username: needs password_env", "uplinks.nats.timeout: -1s"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
+// TestCheckLocal: the secrets and TLS files a configuration names are read
+// (no connection): a missing password file, an unset variable, a CA file
+// that is not PEM are reported with their field, never a value.
+func TestCheckLocal(t *testing.T) {
+	dir := t.TempDir()
+	pw, ca := dir+"/pw", dir+"/ca.pem"
+	if err := writeFile(pw, "s3cret-value\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(ca, "not a certificate s3cret-value"); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{URL: "tls://h:4222", Username: "u", PasswordFile: pw, TLS: tlsCA(ca)}
+	err := c.CheckLocal()
+	if err == nil || !strings.Contains(err.Error(), "uplinks.nats.tls.ca_file: "+ca+" holds no PEM certificate") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("got %v", err)
+	}
+	c = Config{URL: "nats://h:4222", Username: "u", PasswordFile: dir + "/missing"}
+	if err := c.CheckLocal(); err == nil || !strings.Contains(err.Error(), "uplinks.nats.password_file: read "+dir+"/missing") {
+		t.Fatalf("got %v", err)
+	}
+	c = Config{URL: "nats://h:4222", Username: "u", PasswordEnv: "SMELTER_TEST_SURELY_UNSET"}
+	if err := c.CheckLocal(); err == nil || !strings.Contains(err.Error(), "uplinks.nats.password_env: environment variable SMELTER_TEST_SURELY_UNSET is not set") {
+		t.Fatalf("got %v", err)
+	}
+	c = Config{URL: "nats://h:4222", Username: "u", PasswordFile: pw}
+	if err := c.CheckLocal(); err != nil {
+		t.Fatalf("readable password file: %v", err)
+	}
+}

@@ -12,6 +12,9 @@ import (
 type Metrics struct {
 	uplinkmetrics.Set
 	Duplicates prometheus.Counter
+	// StreamCheckFailures counts failed stream checks (each retry), which
+	// the log reports at most once per ConnectLogEvery.
+	StreamCheckFailures prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -20,9 +23,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{Set: uplinkmetrics.New("nats"),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_publish_duplicates_total",
 			Help:        "Messages the broker acknowledged as duplicates of an earlier one (deduplicated).",
+			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
+		StreamCheckFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_stream_check_failures_total",
+			Help:        "Failed checks of the JetStream stream (missing, not covering the subjects, or no answer); each is retried with backoff.",
 			ConstLabels: prometheus.Labels{"uplink": "nats"}})}
 	if reg != nil {
-		reg.MustRegister(append(m.Collectors(), m.Duplicates)...)
+		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures)...)
 	}
 	return m
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink"
@@ -28,8 +29,10 @@ var (
 	// the message names the last connection error.
 	ErrNotConnected = errors.New("not connected")
 	// ErrStream: the stream is missing (and create_stream is false) or does
-	// not capture the smelter subjects. Run returns it: a configuration
-	// problem, not an outage.
+	// not capture the smelter subjects: a configuration problem, not an
+	// outage. Run logs it at once as an error, keeps it for LastError and
+	// checks again with backoff (up to 30 s), so the uplink becomes ready
+	// when the stream is fixed on the server and other uplinks go on.
 	ErrStream = errors.New("stream unusable")
 )
 
@@ -147,6 +150,10 @@ func (u *Uplink) MaxPayload() int {
 	return 0
 }
 
+// ConnectLogEvery is how often Run logs a repeating connect or stream check
+// failure at most.
+const ConnectLogEvery = time.Minute
+
 // Name returns "nats".
 func (u *Uplink) Name() string { return "nats" }
 
@@ -174,10 +181,13 @@ func (u *Uplink) setErr(err error) {
 
 // Run connects, ensures the stream, and keeps the connection up (the client
 // reconnects by itself; a closed connection is replaced with backoff) until
-// ctx is done. It returns nil on ctx done and an error wrapping ErrStream when
-// the stream cannot be used as configured.
+// ctx is done. It returns nil on ctx done. Connect and stream-check
+// failures are logged at most once per ConnectLogEvery with the count of
+// the others (a new outage logs at once) and kept for LastError.
 func (u *Uplink) Run(ctx context.Context) error {
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
+	var failLog logging.Limiter // connect and stream check failures
+	failLog.Every = ConnectLogEvery
 	for attempt := 0; ; attempt++ {
 		ev := newEvents()
 		opts := append(u.opts[:len(u.opts):len(u.opts)],
@@ -193,7 +203,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 			err = fmt.Errorf("connect: %w", err)
 			u.setErr(err)
 			d := bo.Next()
-			u.log.Warn("nats connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
+			failLog.Log(ctx, u.log, slog.LevelWarn, "nats connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
 			if !backoff.Sleep(ctx, d) {
 				return nil //nolint:nilerr // shutting down; the error was logged and kept for LastError
 			}
@@ -202,15 +212,12 @@ func (u *Uplink) Run(ctx context.Context) error {
 		if attempt > 0 {
 			u.m.Reconnects.Inc()
 		}
-		err = u.serve(ctx, nc, ev)
+		err = u.serve(ctx, nc, ev, &failLog)
 		u.cur.Store(nil)
 		u.m.Connected.Set(0)
 		nc.Close()
 		if ctx.Err() != nil {
 			return nil //nolint:nilerr // shutting down is not a failure
-		}
-		if errors.Is(err, ErrStream) {
-			return err
 		}
 		u.setErr(err)
 		bo.Reset()
@@ -240,7 +247,7 @@ func signal[T any](ch chan T, v T) {
 }
 
 // serve runs one connection until ctx is done or the connection closes.
-func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
+func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *logging.Limiter) error {
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(u.cfg.MaxPending),
 		jetstream.WithPublishAsyncTimeout(u.cfg.Timeout),
@@ -257,12 +264,17 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
 		if check && nc.IsConnected() {
 			reconnects := nc.Stats().Reconnects
 			if err := u.ensureStream(ctx, js); err != nil {
-				if errors.Is(err, ErrStream) || ctx.Err() != nil {
-					return err
+				if ctx.Err() != nil {
+					return nil //nolint:nilerr // shutting down: the check was interrupted, not failed
 				}
 				u.setErr(err)
+				u.m.StreamCheckFailures.Inc()
 				d := bo.Next()
-				u.log.Warn("nats stream check failed", "stream", u.cfg.Stream, "err", err, "retry_in", d.Round(time.Millisecond))
+				lvl := slog.LevelWarn
+				if errors.Is(err, ErrStream) {
+					lvl = slog.LevelError // configuration: it will not go away by itself
+				}
+				failLog.Log(ctx, u.log, lvl, "nats stream check failed", "stream", u.cfg.Stream, "err", err, "retry_in", d.Round(time.Millisecond))
 				select {
 				case <-ctx.Done():
 					return nil
@@ -274,6 +286,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events) error {
 			}
 			check = false
 			bo.Reset()
+			*failLog = logging.Limiter{Every: ConnectLogEvery} // a new failure logs at once
 			u.setErr(nil)
 			u.cur.Store(&session{nc: nc, js: js, reconnects: reconnects})
 			u.m.Connected.Set(1)

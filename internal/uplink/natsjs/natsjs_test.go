@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/smelterio/smelter/internal/brokers"
@@ -213,36 +214,62 @@ func TestExistingStreamIsChecked(t *testing.T) {
 		publish(t, r.u, msgs)
 		checkStream(t, readStream(t, js, "WIDE"), msgs)
 	})
+	// A stream that cannot be used is a configuration error: logged at once
+	// as an error (once, however often the check is retried), kept for
+	// LastError (which /status and /readyz show), Run keeps going and the
+	// uplink becomes ready once the stream is fixed on the server.
+	unusable := func(t *testing.T, srv *brokers.NATS, cfg Config, want string, fix func(jetstream.JetStream) error) {
+		t.Helper()
+		cfg.URL = srv.URL()
+		_, js := client(t, srv.URL())
+		var logs logtest.Buffer
+		r := runUplink(t, cfg, logs.Logger(slog.LevelDebug))
+		wait.For(t, 10*time.Second, "the stream error kept for LastError", func() bool {
+			err := r.u.LastError()
+			return errors.Is(err, ErrStream) && strings.Contains(err.Error(), want)
+		})
+		wait.For(t, 10*time.Second, "the stream error logged", func() bool {
+			return strings.Contains(logs.String(), `level=ERROR msg="nats stream check failed"`)
+		})
+		if r.u.Ready() {
+			t.Fatal("ready with an unusable stream")
+		}
+		// the check is retried (backoff from 250 ms) without another line
+		wait.For(t, 10*time.Second, "three checks", func() bool { return testutil.ToFloat64(r.m.StreamCheckFailures) >= 3 })
+		if n := strings.Count(logs.String(), "nats stream check failed"); n != 1 {
+			t.Fatalf("%d stream check lines, want 1 (rate-limited):\n%s", n, logs.String())
+		}
+		select {
+		case err := <-r.done:
+			r.done <- err
+			t.Fatalf("Run returned %v on an unusable stream; it must keep checking", err)
+		default:
+		}
+		if err := fix(js); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 40*time.Second, "ready once the stream is fixed", r.u.Ready)
+		if err := r.u.LastError(); err != nil {
+			t.Fatalf("LastError %v once ready", err)
+		}
+	}
 	t.Run("stream not covering the subjects is an error", func(t *testing.T) {
 		srv := startNATS(t, brokers.NATSOptions{})
 		_, js := client(t, srv.URL())
 		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "NARROW", Subjects: []string{"smelter.v1.plant.>"}}); err != nil {
 			t.Fatal(err)
 		}
-		r := runUplink(t, Config{URL: srv.URL(), Stream: "NARROW"}, nil)
-		select {
-		case err := <-r.done:
-			r.done <- err // for cleanup
-			if !errors.Is(err, ErrStream) || !strings.Contains(err.Error(), "does not cover smelter.v1.>") {
-				t.Fatalf("Run = %v, want ErrStream naming the subjects", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not fail on a stream that does not cover the subjects")
-		}
+		unusable(t, srv, Config{Stream: "NARROW"}, "does not cover smelter.v1.>", func(js jetstream.JetStream) error {
+			_, err := js.UpdateStream(context.Background(), jetstream.StreamConfig{Name: "NARROW", Subjects: []string{"smelter.>"}})
+			return err
+		})
 	})
 	t.Run("missing stream with create_stream false", func(t *testing.T) {
-		srv := startNATS(t, brokers.NATSOptions{})
 		f := false
-		r := runUplink(t, Config{URL: srv.URL(), Stream: "ABSENT", CreateStream: &f}, nil)
-		select {
-		case err := <-r.done:
-			r.done <- err
-			if !errors.Is(err, ErrStream) || !strings.Contains(err.Error(), "create_stream is false") {
-				t.Fatalf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not fail on a missing stream")
-		}
+		unusable(t, startNATS(t, brokers.NATSOptions{}), Config{Stream: "ABSENT", CreateStream: &f}, "create_stream is false", func(js jetstream.JetStream) error {
+			_, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ABSENT", Subjects: []string{"smelter.>"}})
+			return err
+		})
 	})
 }
 

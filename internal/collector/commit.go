@@ -1,0 +1,142 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// errFenced: another replica checkpointed one of the assets since this one
+// loaded it (it took the partition over); this replica's view is stale.
+var errFenced = errors.New("collector: asset state was written by another replica")
+
+// commit makes one cycle safe before its input is acknowledged: the alert
+// and KPI messages are published to JetStream with a Nats-Msg-Id (so a
+// replay after a takeover is deduplicated by the stream) and their PubAcks
+// awaited, then every asset record the cycle changed is written to the
+// state bucket with the revision it was read at (compare-and-set), and
+// only then the commit hook runs. Without a connection (Handle before Run)
+// nothing leaves the process. An error means nothing of the cycle may be
+// acknowledged and the shard's memory must be dropped.
+func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	if io == nil {
+		sh.mu.Lock()
+		clear(sh.dirty)
+		sh.mu.Unlock()
+		c.committed(sh, cy)
+		return nil
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(cy.outs))
+	for _, o := range cy.outs {
+		m := nats.NewMsg(o.subject)
+		m.Data = o.data
+		m.Header.Set(jetstream.MsgIDHeader, o.msgID)
+		f, err := io.js.PublishMsgAsync(m)
+		if err != nil {
+			c.m.pubErrors.Inc()
+			return fmt.Errorf("collector: publish %s: %w", o.subject, err)
+		}
+		futs = append(futs, f)
+	}
+	if _, err := awaitAcks(ctx, futs); err != nil {
+		c.m.pubErrors.Inc()
+		return fmt.Errorf("collector: publish outputs: %w", err)
+	}
+	for _, o := range cy.outs {
+		c.m.published.WithLabelValues(o.subject[strings.LastIndexByte(o.subject, '.')+1:]).Inc()
+		if io.mq != nil {
+			io.mq.Publish(telemetry.Topic(o.subject), 1, false, o.data)
+		}
+	}
+	limit := int(io.nc.MaxPayload()) - 1024 // headers and subject
+	sh.mu.Lock()
+	writes, err := sh.snapshot(cy.kv[:0], limit, func(key string, n int) {
+		// an asset too large to checkpoint keeps working from memory; a
+		// restart or takeover starts it afresh
+		c.m.pubErrors.Inc()
+		c.log.Warn("asset state larger than the server's max_payload: not checkpointed", "key", key, "bytes", n, "max_payload", limit+1024)
+	})
+	sh.mu.Unlock()
+	cy.kv = writes
+	if err != nil {
+		return err
+	}
+	futs = futs[:0]
+	for _, w := range writes {
+		m := nats.NewMsg("$KV." + io.bucket + "." + w.key)
+		m.Data = w.data
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.rev, 10))
+		f, err := io.js.PublishMsgAsync(m)
+		if err != nil {
+			c.m.pubErrors.Inc()
+			return fmt.Errorf("collector: checkpoint %s: %w", w.key, err)
+		}
+		futs = append(futs, f)
+	}
+	revs, err := awaitAcks(ctx, futs)
+	durable := make(map[[2]string]bool, len(writes))
+	sh.mu.Lock()
+	for i, w := range writes {
+		if revs[i] > 0 {
+			sh.rev[w.asset] = revs[i]
+			durable[w.asset] = true
+		}
+		c.log.Debug("checkpoint", "key", w.key, "expected_rev", w.rev, "rev", revs[i])
+	}
+	sh.mu.Unlock()
+	if err != nil {
+		// the assets whose record was written are committed all the same:
+		// their batches count as evaluated (a redelivery is a duplicate)
+		kept := cy.batches[:0]
+		for _, b := range cy.batches {
+			if durable[[2]string{b.Site, b.Asset}] {
+				kept = append(kept, b)
+			}
+		}
+		cy.batches = kept
+		c.committed(sh, cy)
+		var ae *jetstream.APIError
+		if errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			c.m.fenced.Inc()
+			return fmt.Errorf("%w: %w", errFenced, err)
+		}
+		c.m.pubErrors.Inc()
+		return fmt.Errorf("collector: checkpoint: %w", err)
+	}
+	c.m.checkpts.Add(float64(len(writes)))
+	c.committed(sh, cy)
+	return nil
+}
+
+func (c *Collector) committed(sh *shard, cy *cycle) {
+	if c.onCommit != nil && len(cy.batches) > 0 {
+		c.onCommit(sh.p, cy.batches)
+	}
+}
+
+// awaitAcks waits for every PubAck and returns their stream sequences (0
+// where it failed) and the first error.
+func awaitAcks(ctx context.Context, futs []jetstream.PubAckFuture) ([]uint64, error) {
+	seqs := make([]uint64, len(futs))
+	var first error
+	for i, f := range futs {
+		select {
+		case a := <-f.Ok():
+			seqs[i] = a.Sequence
+		case err := <-f.Err():
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return seqs, ctx.Err()
+		}
+	}
+	return seqs, first
+}

@@ -1,0 +1,592 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// members tracks the live replicas of a group through a KV bucket: each
+// replica puts its key every timeout/4; a replica not heard of for timeout
+// (local clock for updates, the server's stamp for values found at start)
+// is gone. A graceful stop deletes the key.
+type members struct {
+	kv      jetstream.KeyValue
+	self    string
+	timeout time.Duration
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	seen map[string]time.Time
+
+	known chan struct{} // closed once the current members were read
+}
+
+type memberRecord struct {
+	Replica string `json:"replica"`
+	Started int64  `json:"started"`
+}
+
+// join announces this replica. single: refuse when another live replica of
+// the group exists (joining a group is explicit: cluster.partitions on
+// every replica), so a second collector with copied defaults never splits
+// the first one's stream.
+func (m *members) join(ctx context.Context, single bool) error {
+	m.seen, m.known = map[string]time.Time{}, make(chan struct{})
+	if single {
+		keys, err := m.kv.ListKeys(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			return fmt.Errorf("collector: members: %w", err)
+		}
+		if err == nil {
+			for k := range keys.Keys() {
+				if k == m.self {
+					continue
+				}
+				e, err := m.kv.Get(ctx, k)
+				if err != nil {
+					continue
+				}
+				if time.Since(e.Created()) < m.timeout {
+					return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
+						"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
+				}
+			}
+		}
+	}
+	return m.beat(ctx)
+}
+
+func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket(), "_members") }
+
+func (m *members) beat(ctx context.Context) error {
+	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: time.Now().UnixMilli()})
+	if _, err := m.kv.Put(ctx, m.self, data); err != nil {
+		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)
+	}
+	return nil
+}
+
+// run heartbeats and watches the group until ctx ends, then leaves.
+func (m *members) run(ctx context.Context) error {
+	w, err := m.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("collector: members watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	t := time.NewTicker(m.timeout / 4)
+	defer t.Stop()
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			m.leave(ctx)
+			return nil
+		case <-t.C:
+			if err := m.beat(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("member heartbeat", "err", err)
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("collector: members watch ended")
+			}
+			if e == nil {
+				if initial {
+					close(m.known)
+				}
+				initial = false
+				continue
+			}
+			m.mu.Lock()
+			switch {
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(m.seen, e.Key())
+			case initial:
+				m.seen[e.Key()] = e.Created()
+			default:
+				m.seen[e.Key()] = time.Now()
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// leave deletes this replica's key (a graceful stop; after kill -9 the
+// key ages out instead).
+func (m *members) leave(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = m.kv.Delete(lctx, m.self)
+}
+
+// live returns the live members, sorted, self included.
+func (m *members) live() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []string{m.self}
+	for id, t := range m.seen {
+		if id != m.self && time.Since(t) < m.timeout {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// assign gives every partition to one live member: rendezvous hashing
+// (each partition ranks the members by a hash of (member, partition))
+// bounded to ceil(partitions/members) per member, so every replica
+// computes the same assignment from the same member list, the load is
+// even, and a join or leave moves few partitions.
+func assign(live []string, parts int) map[int]string {
+	out := make(map[int]string, parts)
+	if len(live) == 0 {
+		return out
+	}
+	capacity := (parts + len(live) - 1) / len(live)
+	load := map[string]int{}
+	for p := range parts {
+		ranked := slices.Clone(live)
+		sort.Slice(ranked, func(i, j int) bool { return score(ranked[i], p) > score(ranked[j], p) })
+		for _, m := range ranked {
+			if load[m] < capacity {
+				out[p] = m
+				load[m]++
+				break
+			}
+		}
+	}
+	return out
+}
+
+// score is a well-mixed 64-bit hash of (member, partition): FNV-1a
+// followed by the splitmix64 finaliser (FNV alone barely mixes the last
+// bytes of short names).
+func score(member string, p int) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(member))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(strconv.Itoa(p)))
+	z := h.Sum64() + 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+// priorityGroup is the pinned-client priority group on every partition
+// consumer (the consumer names carry the collector group; the server
+// limits this name to 16 characters).
+const priorityGroup = "smelter"
+
+// supervise runs one worker per owned partition (partition 0 alone in
+// single replica mode) and moves partitions as members come and go.
+func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, partitioned bool) error {
+	type running struct {
+		stop     context.CancelFunc
+		done     chan error
+		stopping bool
+	}
+	workers := map[int]*running{}
+	backoff := map[int]time.Time{}
+	defer func() {
+		for _, w := range workers {
+			w.stop()
+		}
+		for _, w := range workers {
+			if err := <-w.done; err != nil {
+				c.log.Debug("partition worker stopped", "err", err)
+			}
+		}
+	}()
+	// assign only once the group's current members are known, so replicas
+	// starting together do not all pull (and pin) every partition first
+	select {
+	case <-mem.known:
+	case <-ctx.Done():
+		return nil
+	}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	parts := c.cfg.Cluster.Partitions
+	var lastLive string
+	for {
+		want := map[int]bool{}
+		if parts == 0 {
+			want[0] = true
+		} else {
+			live := mem.live()
+			if l := strings.Join(live, ","); l != lastLive {
+				c.log.Info("group members", "group", c.cfg.Group, "live", l)
+				lastLive = l
+			}
+			for p, m := range assign(live, parts) {
+				if m == mem.self {
+					want[p] = true
+				}
+			}
+		}
+		for p, w := range workers {
+			select {
+			case err := <-w.done:
+				delete(workers, p)
+				if err != nil && ctx.Err() == nil {
+					c.log.Warn("partition worker stopped", "partition", p, "err", err)
+					backoff[p] = time.Now().Add(time.Second)
+				}
+				continue
+			default:
+			}
+			if !want[p] && !w.stopping {
+				c.log.Debug("partition released", "partition", p)
+				w.stopping = true
+				w.stop() // finishes its cycle and stops pulling; reaped above
+			}
+		}
+		for p := range want {
+			if _, ok := workers[p]; ok || time.Now().Before(backoff[p]) {
+				continue
+			}
+			c.log.Debug("partition wanted", "partition", p)
+			wctx, stop := context.WithCancel(ctx)
+			w := &running{stop: stop, done: make(chan error, 1)}
+			workers[p] = w
+			go func() { w.done <- c.work(ctx, wctx, io, p, partitioned) }()
+		}
+		c.m.owned.Set(float64(len(workers)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// work consumes one partition while stop is live. Each cycle fetches up to
+// cluster.fetch messages, evaluates them in stream order, commits (outputs
+// PubAcked, state checkpointed) and only then acknowledges them. On the
+// first messages after acquiring the partition it restores the partition's
+// state and first evaluates the messages a previous owner received but
+// never acknowledged, so per-asset order holds across a takeover.
+func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partitioned bool) error {
+	parts := c.cfg.Cluster.Partitions
+	name := c.cfg.consumerName(-1)
+	if parts > 0 {
+		name = c.cfg.consumerName(p)
+	}
+	cc := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Duration(c.cfg.Cluster.AckWait),
+		MaxAckPending: 4 * c.cfg.Cluster.Fetch, DeliverPolicy: jetstream.DeliverAllPolicy}
+	suffix := ""
+	if partitioned {
+		suffix = ".*"
+		if parts > 0 {
+			suffix = "." + strconv.Itoa(p)
+		}
+	}
+	if parts > 0 {
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{priorityGroup}, time.Duration(c.cfg.Cluster.PinnedTTL)
+	}
+	if versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
+		for _, s := range ingest.Subjects {
+			cc.FilterSubjects = append(cc.FilterSubjects, s+suffix)
+		}
+	} else {
+		cc.FilterSubject = telemetry.SubjectPrefix + ".>" // 2.9: one filter; other kinds skipped
+	}
+	filters := cc.FilterSubjects
+	if cc.FilterSubject != "" {
+		filters = []string{cc.FilterSubject}
+	}
+	cons, err := io.js.CreateOrUpdateConsumer(ctx, c.cfg.NATS.Stream, cc)
+	if err != nil {
+		return fmt.Errorf("collector: consumer %s on stream %s: %w", name, c.cfg.NATS.Stream, err)
+	}
+	var fopts []jetstream.FetchOpt
+	if parts > 0 {
+		fopts = append(fopts, jetstream.FetchPriorityGroup(priorityGroup))
+	}
+	fetchN := c.cfg.Cluster.Fetch
+	// Fetch, not a continuous Messages pull: nothing is ever buffered in
+	// the client beyond the cycle being evaluated, so a release leaves no
+	// delivered-but-unseen messages and the pending count of the consumer
+	// tells exactly what a previous owner left.
+	more := func(wait time.Duration) ([]jetstream.Msg, error) {
+		return fetch(cons, fetchN, wait, fopts...)
+	}
+	log := c.log.With("partition", p, "consumer", name)
+	sh := c.shard(p)
+	// Whatever ends the worker, the bucket is the truth for this partition
+	// from now on. The pin is not released explicitly: an unpin cannot
+	// tell whose pin it removes (a replica whose member view lags could
+	// yank a rightful owner's), so the next owner waits out pinned_ttl.
+	defer c.dropShard(sh)
+	if parts == 0 { // the only consumer of its group: restore at once, for the API
+		if err := c.load(ctx, io.kv, sh); err != nil {
+			return err
+		}
+	}
+	fresh := true
+	var lastDSeq uint64 // consumer sequence of the newest delivery seen
+	lastTick := time.Now()
+	var cy cycle
+	for stop.Err() == nil {
+		// a partial batch waits at most 100 ms; a backlog fills it at once
+		msgs, err := more(100 * time.Millisecond)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Debug("fetch", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return err
+			}
+			select { // a broker that refuses at once must not spin this loop
+			case <-stop.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if len(msgs) > 0 && (fresh || gap(msgs, lastDSeq)) {
+			// the first messages of this worker, or some delivered to it
+			// were lost in transit (a reconnect): messages delivered but not
+			// acknowledged come back after ack_wait and go first
+			if fresh {
+				c.m.takeovers.Inc()
+				if err := c.load(ctx, io.kv, sh); err != nil {
+					return err
+				}
+			}
+			if msgs, err = c.recoverOrder(ctx, io, cons, filters, msgs, more, log); err != nil {
+				return err
+			}
+			fresh = false
+		}
+		for _, m := range msgs {
+			if md, err := m.Metadata(); err == nil {
+				lastDSeq = max(lastDSeq, md.Sequence.Consumer)
+			}
+		}
+		if len(msgs) > 0 {
+			if err := c.cycle(ctx, io, sh, msgs, &cy, partitioned); err != nil {
+				return err
+			}
+		}
+		if !fresh && time.Since(lastTick) >= time.Second {
+			lastTick = time.Now()
+			if err := c.tick(ctx, sh); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fetch pulls up to n messages, waiting at most wait for a full batch.
+func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream.FetchOpt) ([]jetstream.Msg, error) {
+	b, err := cons.Fetch(n, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range b.Messages() {
+		out = append(out, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+		return out, err
+	}
+	return out, nil
+}
+
+// gap reports whether deliveries were lost before or among msgs: every
+// delivery takes the next consumer sequence, so one missing means a
+// message reached no one and is pending its redelivery.
+func gap(msgs []jetstream.Msg, last uint64) bool {
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		if md.Sequence.Consumer != last+1 {
+			return true
+		}
+		last = md.Sequence.Consumer
+	}
+	return false
+}
+
+// recoverOrder makes sure msgs are not evaluated before earlier messages
+// of the partition that are not acknowledged yet (delivered to a previous
+// owner, or to this worker and lost in transit, or forgotten by a consumer
+// leader that changed): it lists the stream's messages matching the
+// consumer's filters between the ack floor and the first message held,
+// waits until they are redelivered (after ack_wait), and returns all in
+// stream order. If some of them get acknowledged meanwhile by their first
+// receiver, a replica that still owned the partition, its checkpoint may
+// be newer than the state read here: errFenced, the partition starts over.
+func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []jetstream.Msg,
+	more func(time.Duration) ([]jetstream.Msg, error), log *slog.Logger) ([]jetstream.Msg, error) {
+	held := map[uint64]jetstream.Msg{}
+	first := uint64(0)
+	for _, m := range msgs {
+		if md, err := m.Metadata(); err == nil {
+			held[md.Sequence.Stream] = m
+			if first == 0 || md.Sequence.Stream < first {
+				first = md.Sequence.Stream
+			}
+		}
+	}
+	ackWait := time.Duration(c.cfg.Cluster.AckWait)
+	deadline := time.Now().Add(5 * ackWait)
+	lastProgress := time.Now()
+	var expected []uint64
+	initial, came := -1, 0
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("collector: consumer info: %w", err)
+		}
+		// two signs of earlier messages: stream messages of this partition
+		// between the ack floor and the first held one that are not held,
+		// and more messages pending (delivered, unacknowledged) than held
+		missing, err := c.earlier(ctx, io, filters, info.AckFloor.Stream, first, held)
+		if err != nil {
+			return nil, err
+		}
+		orphans := info.NumAckPending - len(held)
+		if initial < 0 {
+			log.Debug("order check", "ack_floor", info.AckFloor.Stream, "pending", info.NumAckPending, "first", first, "held", len(held), "missing", len(missing))
+			expected, initial = append([]uint64{}, missing...), max(orphans, 0)
+			if len(missing) > 0 || orphans > 0 {
+				log.Info("earlier messages not acknowledged yet; evaluating those first", "pending_elsewhere", orphans, "missing_before", len(missing))
+			}
+		}
+		if len(missing) == 0 && orphans <= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("collector: %d earlier messages did not come back within %v", len(missing), 5*ackWait)
+		}
+		if time.Since(lastProgress) > ackWait/2 {
+			for _, m := range held { // keep the held ones from being redelivered
+				_ = m.InProgress()
+			}
+			lastProgress = time.Now()
+		}
+		ms, err := more(200 * time.Millisecond)
+		if err != nil {
+			log.Debug("fetch", "err", err)
+		}
+		for _, m := range ms {
+			if md, err := m.Metadata(); err == nil {
+				if _, dup := held[md.Sequence.Stream]; !dup {
+					held[md.Sequence.Stream] = m
+					if md.NumDelivered > 1 {
+						came++
+					}
+				}
+			}
+		}
+	}
+	if came < initial {
+		return nil, fmt.Errorf("collector: %w: %d earlier deliveries were acknowledged by another replica", errFenced, initial-came)
+	}
+	for _, s := range expected {
+		if _, ok := held[s]; !ok {
+			return nil, fmt.Errorf("collector: %w: earlier message %d was acknowledged by another replica", errFenced, s)
+		}
+	}
+	seqs := make([]uint64, 0, len(held))
+	for s := range held {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	out := make([]jetstream.Msg, 0, len(seqs))
+	for _, s := range seqs {
+		out = append(out, held[s])
+	}
+	return out, nil
+}
+
+// earlier lists the stream sequences matching filters in (floor, first)
+// that are not held (at most 4 x fetch of them).
+func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, floor, first uint64, held map[uint64]jetstream.Msg) ([]uint64, error) {
+	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+	}
+	var out []uint64
+	next := make([]uint64, len(filters)) // per filter: the next matching seq at or after the cursor
+	cursor := floor + 1
+	for cursor < first && len(out) < 4*c.cfg.Cluster.Fetch {
+		best := uint64(0)
+		for i, f := range filters {
+			if next[i] < cursor && next[i] != ^uint64(0) {
+				m, err := s.GetMsg(ctx, cursor, jetstream.WithGetMsgSubject(f))
+				switch {
+				case errors.Is(err, jetstream.ErrMsgNotFound):
+					next[i] = ^uint64(0)
+				case err != nil:
+					return nil, fmt.Errorf("collector: stream %s: next %s after %d: %w", c.cfg.NATS.Stream, f, cursor, err)
+				default:
+					next[i] = m.Sequence
+				}
+			}
+			if next[i] != ^uint64(0) && (best == 0 || next[i] < best) {
+				best = next[i]
+			}
+		}
+		if best == 0 || best >= first {
+			break
+		}
+		if _, ok := held[best]; !ok {
+			out = append(out, best)
+		}
+		cursor = best + 1
+	}
+	return out, nil
+}
+
+// cycle evaluates msgs in order, commits and acknowledges them.
+func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jetstream.Msg, cy *cycle, partitioned bool) error {
+	sh.cycle.Lock()
+	defer sh.cycle.Unlock()
+	cy.reset()
+	for _, m := range msgs {
+		subj := m.Subject()
+		if partitioned { // drop the partition token
+			subj = subj[:strings.LastIndexByte(subj, '.')]
+		}
+		c.process(sh, subj, m.Data(), cy)
+	}
+	if err := c.commit(ctx, io, sh, cy); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		var err error
+		if i == len(msgs)-1 {
+			err = m.DoubleAck(ctx) // the last one confirmed: the cycle is through
+		} else {
+			err = m.Ack()
+		}
+		if err != nil {
+			return fmt.Errorf("collector: ack: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// kill stops a collector the way kill -9 does: its connection drops at
+// once, nothing is flushed, acknowledged, unpinned or announced.
+func (r *running) kill() {
+	if io := r.c.js.Load(); io != nil {
+		io.nc.Close()
+	}
+	r.stop()
+}
+
+// alertLog records alert messages from the stream (what consumers see).
+type alertLog struct {
+	mu  sync.Mutex
+	all []alert.Alert
+}
+
+func (l *alertLog) subscribe(t *testing.T, nc *nats.Conn) {
+	t.Helper()
+	sub, err := nc.Subscribe("smelter.v1.*.*.*.alert", func(m *nats.Msg) {
+		var a alert.Alert
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			t.Errorf("alert json: %v", err)
+		}
+		l.mu.Lock()
+		l.all = append(l.all, a)
+		l.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+}
+
+func (l *alertLog) byKey(key string) []alert.Alert {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []alert.Alert
+	for _, a := range l.all {
+		if a.Key == key {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// The issue's reproduction: a collector killed (-9) while an alert whose
+// condition still holds is active. The restarted collector must keep it
+// as one occurrence: no clear, no second raise, the same raised_at. Here
+// two alerts: the discharge_temp alarm (threshold) and stale on dew_point
+// (bad every batch), whose restore needs the signal's arrival times.
+func TestKill9RestartKeepsActiveAlerts(t *testing.T) {
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	dir := t.TempDir()
+	startKill := func() *running {
+		cfg := Defaults()
+		cfg.NATS.URL = ns.URL()
+		cfg.HTTP.Listen = ""
+		cfg.DataDir = dir // the same replica restarting
+		cfg.Cluster.AckWait = Duration(2 * time.Second)
+		return startCfg(t, cfg)
+	}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var log alertLog
+	log.subscribe(t, nc)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	t0 := time.Now().UnixMilli() - 600_000
+	batch := func(seq int) []byte {
+		ts := t0 + int64(seq)*1000
+		b := &telemetry.Batch{Gateway: "gw-1", Seq: uint64(seq), TSGW: ts, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 115 + float64(seq%3)*0.1, Unit: "Cel", TS: ts}, {Signal: "load_state", Value: 2, TS: ts},
+				{Signal: "discharge_pressure", Value: 0.7 + float64(seq%7)*0.001, Unit: "MPa", TS: ts}, {Signal: "dew_point", Quality: telemetry.QualityBad, Status: 2, TS: ts}}}
+		if seq < 3 {
+			b.Readings[3] = telemetry.Reading{Signal: "dew_point", Value: 3, Unit: "Cel", TS: ts}
+		}
+		return b.AppendJSON(nil)
+	}
+	pub := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := js.Publish(ctx, subj, batch(i), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := startKill()
+	pub(1, 40)
+	const hot, stale = "site1.ac-1.discharge_temp_high.discharge_temp", "site1.ac-1.stale.dew_point"
+	wait.For(t, 10*time.Second, "both alerts raised and checkpointed", func() bool {
+		return len(log.byKey(hot)) == 1 && len(log.byKey(stale)) == 1 && len(r.c.Alerts(true)) == 2
+	})
+	pub(40, 60)
+	r.kill()
+	r2 := startKill()
+	pub(60, 90)
+	wait.For(t, 15*time.Second, "restarted collector evaluated everything", func() bool {
+		av, ok := r2.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+89*1000
+	})
+	for _, key := range []string{hot, stale} {
+		got := log.byKey(key)
+		if len(got) != 1 || got[0].State != alert.Raised {
+			t.Fatalf("%s: want one raise and nothing else across the kill, got %+v", key, got)
+		}
+	}
+	act := r2.c.Alerts(true)
+	if len(act) != 2 {
+		t.Fatalf("active after restart: %+v", act)
+	}
+	for _, a := range act {
+		if want := log.byKey(a.Key)[0].RaisedAt; a.RaisedAt != want {
+			t.Fatalf("%s raised_at %d after restart, %d before", a.Key, a.RaisedAt, want)
+		}
+	}
+}
+
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func counterVec(c *prometheus.CounterVec, label string) float64 {
+	return counter(c.WithLabelValues(label))
+}
+
+// A second collector with copied defaults on the same NATS does not
+// silently share the first one's consumer: single replica mode refuses a
+// group with another live member; its own group runs independently.
+func TestSecondCollectorNeedsItsOwnGroup(t *testing.T) {
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	start(t, ns.URL())
+	cfg := Defaults()
+	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir = ns.URL(), "", t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := newCollector(t, cfg).Run(ctx); err == nil || !strings.Contains(err.Error(), `group "smelter-collector" already has a live collector`) {
+		t.Fatalf("second collector in the same group: %v", err)
+	}
+	cfg.Group = "quickstart"
+	r := startCfg(t, cfg)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	wait.For(t, 10*time.Second, "its own consumer and bucket", func() bool {
+		_, err := js.Consumer(ctx, "SMELTER", "quickstart")
+		_, kerr := js.KeyValue(ctx, "quickstart_state")
+		return err == nil && kerr == nil && r.c.Ready()
+	})
+}

@@ -1,0 +1,308 @@
+package rules
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// AssetState is everything the engine knows about one asset, in a form the
+// collector checkpoints (JSON in JetStream KV) so that a restart or another
+// replica continues the same alerts: the birth, per-signal values and
+// arrival times, every rule's latch (level, running on/off delay, raise time)
+// and evaluator memory (EWMA baseline, z-score and stuck windows, rate
+// history, CUSUM sums). Peer-rule group membership is not kept: it is
+// rebuilt from the next values of the peers.
+type AssetState struct {
+	Site      string                 `json:"site"`
+	ID        string                 `json:"id"`
+	Class     string                 `json:"class"`
+	Path      []string               `json:"path,omitempty"`
+	Nameplate map[string]float64     `json:"np,omitempty"`
+	Birth     []telemetry.SignalInfo `json:"birth,omitempty"`
+	LastTSGW  int64                  `json:"ts_gw,omitempty"`
+	LastTS    int64                  `json:"ts,omitempty"`
+	Interval  int64                  `json:"iv,omitempty"`
+	Batches   uint64                 `json:"n,omitempty"`
+	Dead      string                 `json:"dead,omitempty"`
+	Running   bool                   `json:"run,omitempty"`
+	Gateway   string                 `json:"gw,omitempty"`
+	Seq       uint64                 `json:"seq,omitempty"`
+	Part      int                    `json:"part,omitempty"`
+	Signals   []SignalState          `json:"sigs,omitempty"`
+	Rules     []RuleState            `json:"rules,omitempty"` // asset-level rules and silence
+}
+
+// SignalState is one signal of an AssetState. Times are Unix ms.
+type SignalState struct {
+	Name     string            `json:"s"`
+	Unit     string            `json:"u,omitempty"`
+	Value    float64           `json:"v,omitempty"`
+	Text     string            `json:"t,omitempty"`
+	Quality  telemetry.Quality `json:"q,omitempty"`
+	Valid    bool              `json:"ok,omitempty"`
+	Implaus  bool              `json:"ip,omitempty"`
+	TS       int64             `json:"ts,omitempty"`
+	Seen     int64             `json:"seen,omitempty"`
+	First    int64             `json:"first,omitempty"`
+	Arr      int64             `json:"arr,omitempty"`
+	Good     int64             `json:"good,omitempty"`
+	FirstArr int64             `json:"farr,omitempty"`
+	Interval int64             `json:"iv,omitempty"`
+	Rules    []RuleState       `json:"rules,omitempty"`
+}
+
+// RuleState is one rule instance: its latch and evaluator memory.
+type RuleState struct {
+	Rule  string           `json:"r"`
+	Latch alert.LatchState `json:"l"`
+	Eval  Floats           `json:"e,omitempty"`
+}
+
+// Floats is evaluator memory; in JSON it is the base64 of the
+// little-endian IEEE 754 values (exact, and an order of magnitude cheaper
+// to write than decimal numbers: the checkpoint is on the hot path).
+type Floats []float64
+
+// MarshalJSON writes the base64 string.
+func (f Floats) MarshalJSON() ([]byte, error) {
+	raw := make([]byte, 8*len(f))
+	for i, x := range f {
+		binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
+	}
+	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
+	out = append(out, '"')
+	out = base64.StdEncoding.AppendEncode(out, raw)
+	return append(out, '"'), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (f *Floats) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(raw)%8 != 0 {
+		return fmt.Errorf("rules: evaluator state: not base64 of float64s")
+	}
+	*f = make(Floats, len(raw)/8)
+	for i := range *f {
+		(*f)[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+	}
+	return nil
+}
+
+// Has reports whether the engine tracks the asset.
+func (e *Engine) Has(site, id string) bool {
+	_, ok := e.assets[[2]string{site, id}]
+	return ok
+}
+
+// Len returns how many assets the engine tracks.
+func (e *Engine) Len() int { return len(e.assets) }
+
+// Duplicate reports whether b was already evaluated: same gateway as the
+// asset's newest batch and a seq not above it (for the parts of a split
+// batch, which share their seq: a part not above the newest part). Batches of one asset are
+// evaluated in order, so this recognises a batch redelivered after a
+// restart or takeover whose effects were already checkpointed.
+func (e *Engine) Duplicate(b *telemetry.Batch) bool {
+	a, ok := e.assets[[2]string{b.Asset.Site(), b.Asset.ID}]
+	if !ok || a.batches == 0 || a.gateway != b.Gateway {
+		return false
+	}
+	if b.Seq == a.seq && b.Parts > 0 {
+		return b.Part <= a.part
+	}
+	return b.Seq <= a.seq
+}
+
+// Snapshot returns the state of one asset; false when it is not tracked.
+func (e *Engine) Snapshot(site, id string) (AssetState, bool) {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok {
+		return AssetState{}, false
+	}
+	st := AssetState{Site: a.site, ID: a.id, Class: a.class, Path: a.path, Nameplate: a.nameplate, LastTSGW: a.lastTSGW,
+		LastTS: a.lastTS, Interval: a.interval, Batches: a.batches, Dead: a.dead, Running: a.running, Gateway: a.gateway, Seq: a.seq, Part: a.part}
+	for _, bi := range a.birth {
+		st.Birth = append(st.Birth, bi)
+	}
+	for _, s := range a.list {
+		ss := SignalState{Name: s.name, Unit: s.unit, Value: s.value, Text: s.text, Quality: s.quality, Valid: s.valid, Implaus: s.implaus,
+			TS: s.ts, Seen: s.seen, First: s.first, Arr: s.arr, Good: s.good, FirstArr: s.firstArr}
+		if !s.birthIV {
+			ss.Interval = s.interval
+		}
+		for _, in := range s.all() {
+			ss.Rules = appendRule(ss.Rules, in)
+		}
+		st.Signals = append(st.Signals, ss)
+	}
+	for _, in := range a.all() {
+		st.Rules = appendRule(st.Rules, in)
+	}
+	return st, true
+}
+
+func appendRule(out []RuleState, in *inst) []RuleState {
+	var ev []float64
+	if in.impl != nil {
+		ev = saveEval(in.impl)
+	}
+	if in.latch.Zero() && ev == nil {
+		return out
+	}
+	return append(out, RuleState{Rule: in.r.Name, Latch: in.latch.State(), Eval: ev})
+}
+
+func (s *signalState) all() []*inst {
+	out := s.insts
+	if s.stale != nil {
+		out = append(out[:len(out):len(out)], s.stale)
+	}
+	if s.plaus != nil {
+		out = append(out[:len(out):len(out)], s.plaus)
+	}
+	return out
+}
+
+func (a *assetState) all() []*inst {
+	out := a.insts
+	if a.silence != nil {
+		out = append(out[:len(out):len(out)], a.silence)
+	}
+	return out
+}
+
+// RestoreAsset puts a checkpointed asset back, replacing what the engine
+// knew about it. Rules that no longer exist are ignored; evaluator memory
+// whose shape no longer fits its rule (the rule changed) starts afresh.
+// The asset's silence clock restarts now, so a takeover never raises a
+// silence alert for the time no replica was reading.
+func (e *Engine) RestoreAsset(st *AssetState) {
+	if a, ok := e.assets[[2]string{st.Site, st.ID}]; ok {
+		e.dropAsset(a)
+	}
+	a := e.asset(st.Site, st.ID, st.Class, st.Path)
+	for k, v := range st.Nameplate {
+		a.nameplate[k] = v
+	}
+	for _, bi := range st.Birth {
+		a.birth[bi.Signal] = bi
+		a.signal(bi.Signal)
+	}
+	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
+	a.gateway, a.seq, a.part = st.Gateway, st.Seq, st.Part
+	if a.batches > 0 {
+		a.lastRecv = e.now()
+	}
+	for i := range st.Signals {
+		ss := &st.Signals[i]
+		s := a.signal(ss.Name)
+		s.unit, s.value, s.text, s.quality, s.valid, s.implaus = ss.Unit, ss.Value, ss.Text, ss.Quality, ss.Valid, ss.Implaus
+		s.ts, s.seen, s.first, s.arr, s.good, s.firstArr = ss.TS, ss.Seen, ss.First, ss.Arr, ss.Good, ss.FirstArr
+		a.applyRange(s)
+		if !s.birthIV {
+			s.interval = ss.Interval
+		}
+		restoreRules(s.all(), ss.Rules)
+	}
+	for _, s := range a.list {
+		a.applyRange(s)
+	}
+	for _, bd := range a.bindings {
+		a.refreshConsts(bd)
+	}
+	restoreRules(a.all(), st.Rules)
+}
+
+func restoreRules(insts []*inst, rs []RuleState) {
+	for _, r := range rs {
+		for _, in := range insts {
+			if in.r.Name != r.Rule {
+				continue
+			}
+			in.latch.SetState(r.Latch)
+			if in.impl != nil && r.Eval != nil {
+				loadEval(in.impl, in.r, r.Eval)
+			}
+			break
+		}
+	}
+}
+
+// saveEval returns an evaluator's memory as numbers (nil: nothing to keep).
+func saveEval(ev evaluator) []float64 {
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	switch x := ev.(type) {
+	case *thresholdEval:
+		return []float64{x.x, x.limit}
+	case *rateEval:
+		out := []float64{x.delta, x.x}
+		for k := 0; k < x.n; k++ {
+			i := (x.head + k) % rateCap
+			out = append(out, float64(x.ts[i]), x.v[i])
+		}
+		return out
+	case *stuckEval:
+		return append([]float64{float64(x.head), float64(x.n), x.spread}, x.vals...)
+	case *ewmaEval:
+		return []float64{float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x}
+	case *zscoreEval:
+		return append([]float64{float64(x.head), float64(x.n), x.z, x.mean, x.sd}, x.vals...)
+	case *cusumEval:
+		return []float64{float64(x.b.n), x.b.mean, x.b.m2, x.hi, x.lo, x.x}
+	}
+	return nil // peer: rebuilt from live values
+}
+
+// loadEval restores what saveEval returned; a shape that does not fit the
+// rule (its window changed) is ignored.
+func loadEval(ev evaluator, r *Rule, f []float64) {
+	switch x := ev.(type) {
+	case *thresholdEval:
+		if len(f) == 2 {
+			x.x, x.limit = f[0], f[1]
+		}
+	case *rateEval:
+		if len(f) < 2 || (len(f)-2)%2 != 0 || (len(f)-2)/2 > rateCap {
+			return
+		}
+		x.delta, x.x, x.head, x.n = f[0], f[1], 0, (len(f)-2)/2
+		for k := 0; k < x.n; k++ {
+			x.ts[k], x.v[k] = int64(f[2+2*k]), f[3+2*k]
+		}
+	case *stuckEval:
+		if len(f) != 3+r.Polls || int(f[0]) >= r.Polls {
+			return
+		}
+		x.head, x.n, x.spread = int(f[0]), int(f[1]), f[2]
+		copy(x.vals, f[3:])
+	case *ewmaEval:
+		if len(f) == 7 {
+			x.b.n, x.b.mean, x.b.m2, x.z, x.started, x.lim, x.x = int(f[0]), f[1], f[2], f[3], f[4] != 0, f[5], f[6]
+		}
+	case *zscoreEval:
+		if len(f) != 5+r.N || int(f[0]) >= r.N {
+			return
+		}
+		x.head, x.n, x.z, x.mean, x.sd = int(f[0]), int(f[1]), f[2], f[3], f[4]
+		copy(x.vals, f[5:])
+	case *cusumEval:
+		if len(f) == 6 {
+			x.b.n, x.b.mean, x.b.m2, x.hi, x.lo, x.x = int(f[0]), f[1], f[2], f[3], f[4], f[5]
+		}
+	}
+}

@@ -1,0 +1,287 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// ErrServerTooOld is returned by Run when cluster.partitions is set and the
+// NATS server lacks pinned-client priority groups.
+var ErrServerTooOld = errors.New("nats-server too old")
+
+// minPartitionVersion is the first nats-server with pinned_client priority
+// groups on pull consumers (ADR-42).
+const minPartitionVersion = "2.11.0"
+
+// Run connects (starting embedded brokers when no URL is configured),
+// joins its group and consumes until ctx ends. In single replica mode
+// (cluster.partitions 0) it refuses to start while another live collector
+// of the same group exists; with partitions it consumes the partitions
+// the group's live members assign to it and takes over those of a replica
+// that died.
+func (c *Collector) Run(ctx context.Context) error {
+	token, err := c.httpToken() // configuration errors before any I/O
+	if err != nil {
+		return err
+	}
+	url := c.cfg.NATS.URL
+	if url == "" {
+		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("collector: data_dir: %w", err)
+		}
+		ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: dir, Port: c.cfg.NATS.EmbeddedPort})
+		if err != nil {
+			return fmt.Errorf("collector: embedded nats: %w", err)
+		}
+		defer ns.Shutdown()
+		url = ns.URL()
+		c.log.Info("embedded nats-server with JetStream started", "url", url, "store", dir)
+	}
+	opts, err := c.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("collector: nats connect %s: %w", url, err)
+	}
+	defer nc.Close()
+	c.url.Store(url)
+	parts := c.cfg.Cluster.Partitions
+	if parts > 0 && !versionAtLeast(nc.ConnectedServerVersion(), minPartitionVersion) {
+		return fmt.Errorf("collector: cluster.partitions needs nats-server >= %s (pinned_client priority groups); %s runs %s: %w",
+			minPartitionVersion, url, nc.ConnectedServerVersion(), ErrServerTooOld)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<15), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("collector: jetstream: %w", err)
+	}
+	partitioned, err := c.ensureStream(ctx, js)
+	if err != nil {
+		return err
+	}
+	kv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
+		Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
+	if err != nil {
+		return err
+	}
+	mkv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
+		Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
+	if err != nil {
+		return err
+	}
+	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log}
+	c.log = c.log.With("replica", mem.self)
+	if err := mem.join(ctx, parts == 0); err != nil {
+		return err
+	}
+	defer mem.leave(ctx)
+	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
+	c.js.Store(io) // before any source: Handle commits through it
+	defer c.js.Store(nil)
+	g, gctx := errgroup.WithContext(ctx)
+	if c.cfg.MQTT.Enabled {
+		mo, stop, err := c.mqttOptions()
+		if stop != nil { // the embedded broker, also when the options failed
+			defer stop()
+		}
+		if err != nil {
+			return err
+		}
+		pub := mqtt.NewClient(mo.SetClientID(mo.ClientID + "-pub"))
+		if tok := pub.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+			return fmt.Errorf("collector: mqtt connect: %w", tok.Error())
+		}
+		defer pub.Disconnect(250)
+		c.js.Store(&natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket(), mq: pub})
+		// gateway status (retained LWT messages) for the dashboard's
+		// gateway health; every replica subscribes, not a shared group
+		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
+			c.observeStatus(telemetry.SubjectFromTopic(m.Topic()), m.Payload())
+		})
+		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
+		g.Go(func() error { return src.Run(gctx, c.Handle) })
+	}
+	if c.cfg.Sparkplug != nil { // Sparkplug B source (sparkplug.go, docs/sparkplug.md)
+		src, err := c.sparkplugSource()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return src.Run(gctx, c.Handle) })
+	}
+	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { c.observeStatus(m.Subject, m.Data) })
+	if err != nil {
+		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
+	}
+	defer func() { _ = statusSub.Unsubscribe() }()
+	g.Go(func() error { return mem.run(gctx) })
+	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
+	if c.cfg.HTTP.Listen != "" {
+		if err := c.serveHTTP(ctx, gctx, g, token); err != nil {
+			return err
+		}
+	}
+	c.ready.Store(true)
+	defer c.ready.Store(false)
+	err = g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, token string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
+	}
+	c.httpAddr.Store(ln.Addr().String())
+	c.log.Info("http listening", "addr", ln.Addr().String())
+	// handlers (the SSE stream) end with gctx, so Shutdown does not
+	// wait on open event streams
+	srv := &http.Server{Handler: c.HTTPHandler(token), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return gctx }}
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return nil
+}
+
+// partitionTransform is the stream's subject transform for n partitions:
+// smelter.v1.<site>.<class>.<asset>.<kind> is stored with a seventh token,
+// the partition of (site, asset) (FNV-1a, the server's partition()).
+func partitionTransform(n int) *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{Source: telemetry.SubjectPrefix + ".*.*.*.*",
+		Destination: telemetry.SubjectPrefix + ".{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}.{{partition(" + strconv.Itoa(n) + ",1,3)}}"}
+}
+
+// ensureStream creates the stream (create_stream) and, with partitions,
+// sets its partition transform. It reports whether the stream stores
+// partitioned subjects.
+func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (bool, error) {
+	n := c.cfg.NATS
+	parts := c.cfg.Cluster.Partitions
+	want := jetstream.StreamConfig{Name: n.Stream, Subjects: []string{telemetry.SubjectPrefix + ".>"},
+		Storage: jetstream.FileStorage, MaxAge: time.Duration(n.MaxAge), Duplicates: 2 * time.Minute, Replicas: c.cfg.Cluster.Replicas}
+	if parts > 0 {
+		want.SubjectTransform = partitionTransform(parts)
+	}
+	s, err := js.Stream(ctx, n.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound) && n.CreateStream:
+		if _, err := js.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
+		}
+		return parts > 0, nil
+	case err != nil:
+		return false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
+	}
+	have := s.CachedInfo().Config
+	if parts == 0 {
+		return have.SubjectTransform != nil, nil
+	}
+	if have.SubjectTransform != nil && *have.SubjectTransform == *want.SubjectTransform {
+		return true, nil
+	}
+	if !n.CreateStream {
+		return false, fmt.Errorf("collector: stream %s has no %d-partition transform (want %s -> %s) and nats.create_stream is off",
+			n.Stream, parts, want.SubjectTransform.Source, want.SubjectTransform.Destination)
+	}
+	if have.SubjectTransform != nil && have.SubjectTransform.Source != want.SubjectTransform.Source {
+		return false, fmt.Errorf("collector: stream %s already transforms %s -> %s", n.Stream, have.SubjectTransform.Source, have.SubjectTransform.Destination)
+	}
+	have.SubjectTransform = want.SubjectTransform
+	if _, err := js.UpdateStream(ctx, have); err != nil {
+		return false, fmt.Errorf("collector: stream %s: set partition transform: %w", n.Stream, err)
+	}
+	c.log.Warn("stream re-partitioned: messages stored before keep their subjects and are not consumed by the partitions",
+		"stream", n.Stream, "partitions", parts)
+	return true, nil
+}
+
+func (c *Collector) bucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("collector: kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// replicaID is the member id: replica, else host name and a hash of the
+// absolute data_dir.
+func (c *Collector) replicaID() string {
+	if c.cfg.Replica != "" {
+		return c.cfg.Replica
+	}
+	host, _ := os.Hostname()
+	dir, err := filepath.Abs(c.cfg.Path(c.cfg.DataDir))
+	if err != nil {
+		dir = c.cfg.DataDir
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(dir))
+	id := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(id) > 48 {
+		id = id[:48]
+	}
+	return fmt.Sprintf("%s-%08x", id, h.Sum32())
+}
+
+// versionAtLeast compares dotted versions (a "-beta" suffix is ignored).
+func versionAtLeast(have, want string) bool {
+	p := func(v string) [3]int {
+		var out [3]int
+		v, _, _ = strings.Cut(v, "-")
+		for i, s := range strings.SplitN(v, ".", 3) {
+			out[i], _ = strconv.Atoi(s)
+		}
+		return out
+	}
+	h, w := p(have), p(want)
+	for i := range h {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}

@@ -1,0 +1,181 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/collector/kpi"
+	"github.com/smelterio/smelter/internal/collector/rules"
+)
+
+// shard is the rule and KPI state of one partition (partition 0 in single
+// replica mode). Only the replica that owns the partition evaluates it, in
+// stream order; its state is checkpointed per asset in the state bucket
+// under "p<partition>.<site>.<asset>".
+type shard struct {
+	p int
+
+	// cycle serialises evaluate-publish-checkpoint-ack cycles (the
+	// partition's worker, Tick, Handle); held across I/O.
+	cycle sync.Mutex
+
+	mu      sync.Mutex // guards everything below; never held across I/O
+	engine  *rules.Engine
+	kpis    *kpi.Tracker
+	dedup   *ingest.Dedup
+	births  *ingest.BirthParts // parts of split births (docs/schema.md) until complete
+	active  map[string]alert.Alert
+	dirty   map[[2]string]struct{}
+	rev     map[[2]string]uint64 // KV revision of each asset's record
+	loaded  bool                 // state restored from the bucket
+	scratch []alert.Alert
+	results []kpi.Result
+}
+
+func (c *Collector) newShard(p int) *shard {
+	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{}), kpis: c.cfg.kpiTracker(c.set, c.cat),
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, dirty: map[[2]string]struct{}{},
+		rev: map[[2]string]uint64{}}
+}
+
+// record is the checkpoint of one asset in the state bucket.
+type record struct {
+	V      int              `json:"v"`
+	Rules  rules.AssetState `json:"rules"`
+	KPI    *kpi.AssetState  `json:"kpi,omitempty"`
+	Alerts []alert.Alert    `json:"alerts,omitempty"` // active ones, for the API after a takeover
+}
+
+const recordVersion = 1
+
+// stateKey is the KV key of an asset's record.
+func stateKey(p int, site, id string) string {
+	return "p" + strconv.Itoa(p) + "." + site + "." + id
+}
+
+// snapshot encodes the dirty assets' records; sh.mu is held. Records
+// longer than limit bytes (the server's max_payload; 0: no limit) are not
+// returned but listed in tooBig: they cannot be stored.
+func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n int)) ([]kvWrite, error) {
+	for k := range sh.dirty {
+		st, ok := sh.engine.Snapshot(k[0], k[1])
+		if !ok {
+			continue
+		}
+		r := record{V: recordVersion, Rules: st}
+		if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
+			r.KPI = &ks
+		}
+		prefix := k[0] + "." + k[1] + "."
+		for key, a := range sh.active {
+			if strings.HasPrefix(key, prefix) {
+				r.Alerts = append(r.Alerts, a)
+			}
+		}
+		data, err := json.Marshal(&r)
+		if err != nil {
+			return dst, fmt.Errorf("collector: encode state of %s.%s: %w", k[0], k[1], err)
+		}
+		key := stateKey(sh.p, k[0], k[1])
+		if limit > 0 && len(data) > limit {
+			tooBig(key, len(data))
+			continue
+		}
+		dst = append(dst, kvWrite{asset: k, key: key, data: data, rev: sh.rev[k]})
+	}
+	clear(sh.dirty)
+	return dst, nil
+}
+
+// restore applies one record read from the bucket; sh.mu is held.
+func (sh *shard) restore(data []byte, rev uint64) error {
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return err
+	}
+	if r.V != recordVersion || r.Rules.Site == "" || r.Rules.ID == "" {
+		return fmt.Errorf("record version %d without site/id", r.V)
+	}
+	sh.engine.RestoreAsset(&r.Rules)
+	if r.KPI != nil {
+		sh.kpis.RestoreAsset(r.KPI)
+	}
+	for _, a := range r.Alerts {
+		if a.Active() {
+			sh.active[a.Key] = a
+		}
+	}
+	sh.rev[[2]string{r.Rules.Site, r.Rules.ID}] = rev
+	return nil
+}
+
+// load restores every record of the shard's partition from the bucket.
+func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) error {
+	sh.mu.Lock()
+	done := sh.loaded
+	sh.mu.Unlock()
+	if done {
+		return nil
+	}
+	w, err := kv.Watch(ctx, "p"+strconv.Itoa(sh.p)+".>", jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("collector: state bucket watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	n, alerts := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("collector: state bucket watch ended early")
+			}
+			if e == nil { // every current value delivered
+				sh.mu.Lock()
+				sh.loaded = true
+				alerts = len(sh.active)
+				sh.mu.Unlock()
+				c.log.Info("partition state restored", "partition", sh.p, "assets", n, "active_alerts", alerts)
+				return nil
+			}
+			sh.mu.Lock()
+			if !sh.engine.Has(siteID(e.Key())) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
+				sh.mu.Unlock()
+				c.m.rejected.Inc()
+				continue
+			}
+			before := sh.engine.Len()
+			err := sh.restore(e.Value(), e.Revision())
+			if c.log.Enabled(ctx, slog.LevelDebug) {
+				st, _ := sh.engine.Snapshot(siteID(e.Key()))
+				c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)
+			}
+			c.count(sh, before)
+			sh.mu.Unlock()
+			if err != nil {
+				c.log.Warn("state record skipped", "key", e.Key(), "err", err)
+				continue
+			}
+			n++
+		}
+	}
+}
+
+func siteID(key string) (string, string) {
+	parts := strings.SplitN(key, ".", 3)
+	if len(parts) != 3 {
+		return "", ""
+	}
+	return parts[1], parts[2]
+}

@@ -1,0 +1,294 @@
+package opcua
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/smelterio/smelter/internal/sample"
+)
+
+// WorkerCommand is the hidden subcommand of a binary that hosts OPC UA
+// session workers (smelter-gateway opcua-worker); WorkerEnv is set to "1"
+// in every worker's environment, which is how a test binary's TestMain
+// recognises that it was started as a worker (docs/opcua.md, "Session
+// isolation").
+const (
+	WorkerCommand = "opcua-worker"
+	WorkerEnv     = "SMELTER_OPCUA_WORKER"
+)
+
+// workerFlush is how often the worker sends its status and metrics when
+// they changed.
+const workerFlush = 250 * time.Millisecond
+
+// ppidPoll is how often the worker checks that its parent is still alive
+// (besides noticing its stdin close).
+const ppidPoll = 500 * time.Millisecond
+
+// WorkerMain is the session worker's entry point: it reads one device's
+// configuration from stdin, runs the device's Client in this process and
+// writes its cycles, units, status and metrics to stdout as frames; its
+// logs go to stderr as slog JSON lines. It returns when stdin closes, when
+// the parent process is gone, or when ctx ends, with the process exit
+// code: 0 after a clean stop, 2 for a bad start (no or bad
+// configuration), 1 when stdout is gone.
+//
+// A panic in gopcua's own goroutines ends this process, not the gateway:
+// the parent reports it as a Lost cycle and restarts the worker.
+//
+// WorkerMain is a process's main: once configured it ignores SIGINT and SIGTERM (a
+// service manager signalling the whole group, a terminal's Ctrl-C), so
+// that the gateway decides when its workers stop.
+func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: durationText}))
+	var m wireMsg
+	if err := readFrame(stdin, &m); err != nil || m.Kind != msgConfig || m.Config == nil {
+		fmt.Fprintf(stderr, "opcua worker: no configuration on stdin (kind %q, err %v); this command is started by the gateway\n", m.Kind, err)
+		return 2
+	}
+	signal.Ignore(os.Interrupt, syscall.SIGTERM)
+	wc := m.Config
+	wc.Config.Isolation = IsolationNone // the worker is the isolation
+	reg := prometheus.NewRegistry()
+	c, err := New(wc.ID, wc.Config, wc.Points, log, NewMetrics(reg))
+	if err != nil {
+		fmt.Fprintf(stderr, "opcua worker: %v\n", err)
+		return 2
+	}
+	lat := &latencyBuffer{}
+	c.m.publishLatency = lat
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10)}
+	if err := out.send(&wireMsg{Kind: msgHello, PID: os.Getpid()}); err != nil {
+		return 1
+	}
+	if wc.WantUnits {
+		c.OnUnits(func(us []NodeUnit) {
+			ws := make([]wireUnit, len(us))
+			for i, u := range us {
+				ws[i] = wireUnit{NodeUnit: u, Err: encodeErr(u.Err)}
+				ws[i].NodeUnit.Err = nil
+			}
+			if out.send(&wireMsg{Kind: msgUnits, Units: ws}) != nil {
+				cancel()
+			}
+		})
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// stdin: its end (EOF or error) is the parent's request to stop, or
+	// the parent's death (the kernel closes its end of the pipe).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		_, _ = io.Copy(io.Discard, stdin)
+	}()
+	// the parent's pid: a second line of defence should stdin stay open
+	// (an inherited descriptor), so that no worker outlives its gateway.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchParent(ctx, cancel, os.Getppid(), ppidPoll)
+	}()
+	// status and metrics, sent when changed.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(workerFlush)
+		defer t.Stop()
+		var last Status
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if st := c.Status(); !sameStatus(st, last) {
+				last = st
+				if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil {
+					cancel()
+				}
+			}
+			if wm := gatherMetrics(reg, lat); wm != nil && out.send(&wireMsg{Kind: msgMetrics, Metrics: wm}) != nil {
+				cancel()
+			}
+		}
+	}()
+
+	// each cycle goes after the status it happened in: the parent's
+	// Status is current when its emit sees the cycle.
+	runErr := c.Run(ctx, func(cyc *sample.Cycle) {
+		st := c.Status()
+		if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil || out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
+			cancel()
+		}
+	})
+	cancel()
+	wg.Wait()
+	if wm := gatherMetrics(reg, lat); wm != nil {
+		_ = out.send(&wireMsg{Kind: msgMetrics, Metrics: wm})
+	}
+	if runErr != nil || out.failed() {
+		return 1
+	}
+	return 0
+}
+
+// durationText writes durations as text ("345ms"): the parent re-logs the
+// JSON values, in which a duration would be a bare count of nanoseconds.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
+}
+
+// watchParent cancels when the process's parent changes from ppid (the
+// parent died and the worker was re-parented).
+func watchParent(ctx context.Context, cancel func(), ppid int, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if os.Getppid() != ppid {
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func sameStatus(a, b Status) bool {
+	return a.Connected == b.Connected && a.Since.Equal(b.Since) && a.LastError == b.LastError && a.Sessions == b.Sessions &&
+		a.Limits == b.Limits && a.Subscription == b.Subscription && a.ServiceFaults == b.ServiceFaults && a.Refused == b.Refused
+}
+
+// frameWriter serialises frames from the worker's goroutines and flushes
+// each one.
+type frameWriter struct {
+	mu  sync.Mutex
+	w   *bufio.Writer
+	err error
+}
+
+func (f *frameWriter) send(m *wireMsg) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if err := writeFrame(f.w, m); err != nil {
+		f.err = err
+		return err
+	}
+	f.err = f.w.Flush()
+	return f.err
+}
+
+func (f *frameWriter) failed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err != nil
+}
+
+// latencyBuffer records the worker's publish latency observations for the
+// parent's histogram: at most maxLatencyObs per flush (the rest are
+// counted as dropped, a bound on the frame, not on the histogram's truth
+// for any realistic publish rate: 4,000 publish responses a second).
+type latencyBuffer struct {
+	mu      sync.Mutex
+	obs     []float64
+	dropped int
+}
+
+const maxLatencyObs = 1000
+
+func (l *latencyBuffer) Observe(v float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.obs) >= maxLatencyObs {
+		l.dropped++
+		return
+	}
+	l.obs = append(l.obs, v)
+}
+
+func (l *latencyBuffer) take() []float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	o := l.obs
+	l.obs = nil
+	return o
+}
+
+// wireMetrics is the worker's metrics: the current value of every counter
+// and gauge series of its private registry (the parent applies the
+// deltas) and the publish latencies observed since the last frame.
+type wireMetrics struct {
+	Values  []metricValue `json:"values,omitempty"`
+	Latency []float64     `json:"latency,omitempty"`
+}
+
+type metricValue struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"` // without "device"
+	Gauge  bool              `json:"gauge,omitempty"`
+	Value  float64           `json:"value"`
+}
+
+func gatherMetrics(reg *prometheus.Registry, lat *latencyBuffer) *wireMetrics {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil
+	}
+	wm := &wireMetrics{Latency: lat.take()}
+	for _, mf := range mfs {
+		t := mf.GetType()
+		if t != dto.MetricType_COUNTER && t != dto.MetricType_GAUGE {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			v := metricValue{Name: mf.GetName(), Gauge: t == dto.MetricType_GAUGE}
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() == "device" {
+					continue
+				}
+				if v.Labels == nil {
+					v.Labels = map[string]string{}
+				}
+				v.Labels[lp.GetName()] = lp.GetValue()
+			}
+			if v.Gauge {
+				v.Value = mt.GetGauge().GetValue()
+			} else {
+				v.Value = mt.GetCounter().GetValue()
+			}
+			wm.Values = append(wm.Values, v)
+		}
+	}
+	if len(wm.Values) == 0 && len(wm.Latency) == 0 {
+		return nil
+	}
+	return wm
+}
+
+var errNoHello = errors.New("opcua: the worker did not introduce itself")

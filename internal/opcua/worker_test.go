@@ -1,0 +1,372 @@
+package opcua
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// lockedBuffer is a log sink for tests.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (r *recorder) lostErrors() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.cycles {
+		if c.Lost {
+			out = append(out, fmt.Sprint(c.Err))
+		}
+	}
+	return out
+}
+
+// processAlive reports whether pid names a live (not zombie) process.
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestWorkerDeliversSameSamplesAsInProcess runs the subscribe-and-poll
+// scenario of client_test.go both ways: the samples, source timestamps,
+// units, status and metrics the Source gives must not depend on where the
+// session runs.
+func TestWorkerDeliversSameSamplesAsInProcess(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) {
+			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+			cfg := baseConfig(t, f)
+			cfg.Isolation = iso
+			points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure")
+			points = append(points, pointsFor(f, "bf-2", ModePoll, "top_gas_co")...)
+			for i := range points {
+				points[i].UnitFromNode = true
+			}
+			reg := prometheus.NewRegistry()
+			c, err := New("dev-1", cfg, points, testLog(t), NewMetrics(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var umu sync.Mutex
+			var units []NodeUnit
+			c.OnUnits(func(us []NodeUnit) {
+				umu.Lock()
+				units = us
+				umu.Unlock()
+			})
+			rec := newRecorder()
+			runClient(t, c, rec)
+			wait.For(t, 20*time.Second, "initial values", func() bool {
+				return rec.has(0, telemetry.QualityGood, 1183.5) && rec.has(1, telemetry.QualityGood, 210) && rec.has(2, telemetry.QualityGood, 22.5)
+			})
+			if err := f.Set("bf-2", "top_pressure", 212.25, time.UnixMilli(1763812345101)); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 10*time.Second, "changed value", func() bool { return rec.has(1, telemetry.QualityGood, 212.25) })
+			if u, _ := rec.get(1); u.TS != 1763812345101 || u.Status != 0 {
+				t.Fatalf("update %+v: want TS 1763812345101 status 0", u)
+			}
+			umu.Lock()
+			got := units
+			umu.Unlock()
+			if len(got) != 3 || got[0].UCUM != "Cel" || got[1].UCUM != "kPa" || got[2].UCUM != "%" || !got[0].HasRange || got[0].Max != 1350 {
+				t.Fatalf("units %+v", got)
+			}
+			wait.For(t, 10*time.Second, "status and metrics forwarded", func() bool {
+				st := c.Status()
+				return st.Connected && st.Sessions == 1 && st.Limits.MaxNodesPerRead == DefaultOperationLimit &&
+					testutil.ToFloat64(c.m.readOK) > 0 && testutil.ToFloat64(c.m.notifications) > 0 &&
+					testutil.ToFloat64(c.m.state) == StateConnected
+			})
+			if st := c.Status(); (iso == IsolationProcess) != (st.WorkerPID > 0 && st.WorkerPID != os.Getpid()) {
+				t.Fatalf("isolation %s: worker pid %d (this process %d)", iso, st.WorkerPID, os.Getpid())
+			}
+			if n := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+				t.Fatalf("%d Lost cycles: %v", n, rec.lostErrors())
+			}
+		})
+	}
+}
+
+// TestWorkerKilledMidRunIsLostAndRestarted kills the worker with SIGKILL
+// (what the OOM killer does): a Lost cycle with every point Stale and an
+// error wrapping ErrWorkerExited, then a new worker and good values.
+func TestWorkerKilledMidRunIsLostAndRestarted(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationProcess
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 20*time.Second, "values", func() bool { return rec.has(1, telemetry.QualityGood, 210) })
+	pid := c.Status().WorkerPID
+	if pid <= 0 {
+		t.Fatalf("no worker pid in %+v", c.Status())
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "a Lost cycle for the killed worker", func() bool {
+		return rec.countCycles(func(cy sample.Cycle) bool {
+			return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && !errors.Is(cy.Err, ErrPanic) && strings.Contains(cy.Err.Error(), "killed")
+		}) == 1
+	})
+	if rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }) < 2 {
+		t.Fatal("the Lost cycle did not mark both points stale")
+	}
+	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "values from a new worker", func() bool {
+		st := c.Status()
+		return rec.has(1, telemetry.QualityGood, 214.5) && st.WorkerStarts == 2 && st.WorkerPID != pid && st.Connected
+	})
+	if n := testutil.ToFloat64(c.m.m.workerExits.WithLabelValues("dev-1", "exit")); n != 1 {
+		t.Fatalf("worker exits (cause exit) = %v, want 1", n)
+	}
+	if processAlive(pid) {
+		t.Fatalf("killed worker %d still alive", pid)
+	}
+}
+
+// TestWorkerStopsWithRun: when Run's ctx ends the worker is gone before
+// Run returns.
+func TestWorkerStopsWithRun(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationProcess
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModePoll, "hot_blast_temp"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, rec.emit) }()
+	wait.For(t, 20*time.Second, "values", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+	pid := c.Status().WorkerPID
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if processAlive(pid) {
+		t.Fatalf("worker %d outlived Run", pid)
+	}
+	if n := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+		t.Fatalf("a requested stop emitted %d Lost cycles: %v", n, rec.lostErrors())
+	}
+}
+
+// TestWorkerDiesWithItsParent kills (SIGKILL, no cleanup) a helper process
+// that runs a device with isolation process: its worker must be gone
+// within a deadline, no orphan left.
+func TestWorkerDiesWithItsParent(t *testing.T) {
+	if os.Getenv("SMELTER_WORKER_PARENT") != "" {
+		workerParent(t, os.Getenv("SMELTER_WORKER_PARENT"))
+		return
+	}
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestWorkerDiesWithItsParent$")
+	cmd.Env = append(os.Environ(), "SMELTER_WORKER_PARENT="+f.Endpoint()+" "+f.NodeID("bf-2", "hot_blast_temp"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(out)
+	pid := 0
+	for pid == 0 && sc.Scan() {
+		if s, ok := strings.CutPrefix(sc.Text(), "WORKER "); ok {
+			pid, _ = strconv.Atoi(s)
+		}
+	}
+	if pid <= 0 || !processAlive(pid) {
+		t.Fatalf("helper reported no live worker (pid %d, scan err %v)", pid, sc.Err())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	wait.For(t, 10*time.Second, "the orphaned worker gone", func() bool { return !processAlive(pid) })
+}
+
+// workerParent runs one device through a worker and prints the worker's
+// pid once values arrive, then waits to be killed.
+func workerParent(t *testing.T, arg string) {
+	endpoint, node, _ := strings.Cut(arg, " ")
+	cfg := Config{Endpoint: endpoint, DataDir: t.TempDir(), PublishInterval: 50 * time.Millisecond, Isolation: IsolationProcess}
+	c, err := New("dev-1", cfg, []Point{{NodeID: node, Mode: ModePoll, PollInterval: 50 * time.Millisecond}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	go func() { _ = c.Run(t.Context(), rec.emit) }()
+	wait.For(t, 20*time.Second, "values", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+	fmt.Printf("WORKER %d\n", c.Status().WorkerPID)
+	<-t.Context().Done() // until killed
+}
+
+// TestWorkerErrorsKeepTheirIdentity: the errors a worker reports answer
+// errors.Is and errors.As in the parent as they did in the worker.
+func TestWorkerErrorsKeepTheirIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		is   []error
+	}{
+		{"session lost", fmt.Errorf("opcua: watchdog read: %w", ErrSessionLost), []error{ErrSessionLost}},
+		{"panic", fmt.Errorf("%w: poll: boom", ErrPanic), []error{ErrPanic}},
+		{"untrusted", fmt.Errorf("connect: %w", ErrUntrusted), []error{ErrUntrusted}},
+		{"status code", fmt.Errorf("opcua: poll read of 3 nodes: %w", ua.StatusBadTooManyOperations), []error{ua.StatusBadTooManyOperations}},
+		{"point status", &StatusError{Index: 4, Status: ua.StatusBadNodeIDUnknown}, []error{ua.StatusBadNodeIDUnknown}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := writeFrame(&b, &wireMsg{Kind: msgCycle, Cycle: toWireCycle(&sample.Cycle{Lost: true, Err: tc.err})}); err != nil {
+				t.Fatal(err)
+			}
+			var m wireMsg
+			if err := readFrame(&b, &m); err != nil {
+				t.Fatal(err)
+			}
+			got := m.Cycle.cycle().Err
+			if got.Error() != tc.err.Error() {
+				t.Fatalf("text %q, want %q", got, tc.err)
+			}
+			for _, want := range tc.is {
+				if !errors.Is(got, want) {
+					t.Fatalf("%v does not match %v", got, want)
+				}
+			}
+			if errors.Is(got, ErrWorkerExited) {
+				t.Fatalf("%v matches ErrWorkerExited", got)
+			}
+			var se *StatusError
+			if errors.As(tc.err, &se) {
+				var gse *StatusError
+				if !errors.As(got, &gse) || *gse != *se {
+					t.Fatalf("StatusError lost: %#v", got)
+				}
+			}
+		})
+	}
+}
+
+// TestWorkerRefusesBadFrames: a frame length out of range is an error
+// naming the header, not an allocation.
+func TestWorkerRefusesBadFrames(t *testing.T) {
+	var m wireMsg
+	err := readFrame(strings.NewReader("=== RUN   TestX\n"), &m)
+	if err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("err %v", err)
+	}
+	if code := WorkerMain(t.Context(), strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}); code != 2 {
+		t.Fatalf("WorkerMain without configuration: exit %d, want 2", code)
+	}
+}
+
+// TestIdleWorkerRSS measures the resident memory of one idle worker (a
+// session up, one subscribed node) for docs/benchmarks.md: the test
+// binary carries more code than smelter-gateway, so this is an upper
+// bound.
+func TestIdleWorkerRSS(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationProcess
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 20*time.Second, "values", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+	rss, err := vmRSS(c.Status().WorkerPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss <= 0 {
+		t.Fatalf("VmRSS %d kB", rss)
+	}
+	t.Logf("idle worker VmRSS: %d kB", rss)
+}
+
+// vmRSS reads VmRSS (kB) from /proc/<pid>/status.
+func vmRSS(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// TestWatchParentCancelsWhenReparented: the worker's second line of
+// defence, for a parent that died while the worker's stdin stayed open.
+func TestWatchParentCancelsWhenReparented(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchParent(ctx, cancel, os.Getppid()+1, time.Millisecond) // not our parent: as if re-parented
+	}()
+	<-done
+	if ctx.Err() == nil {
+		t.Fatal("watchParent returned without cancelling")
+	}
+}
