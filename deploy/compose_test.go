@@ -166,7 +166,7 @@ func TestComposeFile(t *testing.T) {
 			example[k] = true
 		}
 	}
-	ref := regexp.MustCompile(`\$\{([A-Z_]+)(:?[?-][^}]*)?\}`)
+	ref := regexp.MustCompile(`\$\{([A-Z0-9_]+)(:?[?-][^}]*)?\}`)
 	for name, s := range svcs {
 		for k, v := range s.Environment {
 			if strings.Contains(k, "PASSWORD") && !ref.MatchString(v) {

@@ -24,7 +24,7 @@ import (
 func registries(t *testing.T) []*prometheus.Registry {
 	t.Helper()
 	root := serviceRoot(t, readCompose(t)["gateway"]) // NATS and MQTT uplinks
-	t.Setenv("SMELTER_NATS_GATEWAY_PASSWORD", "test")
+	t.Setenv("SMELTER_NATS_GW_SITE1_PASSWORD", "test")
 	t.Setenv("SMELTER_MQTT_GATEWAY_PASSWORD", "test")
 	cfg, err := gwconfig.Load(filepath.Join(root, "etc/smelter/gateway.yaml"), gateway.Drivers()...)
 	if err != nil {
