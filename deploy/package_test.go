@@ -162,6 +162,15 @@ func TestSystemdUnits(t *testing.T) {
 			if name == "smelter-gateway" && reload != "/bin/kill -HUP $MAINPID" {
 				t.Errorf("gateway ExecReload = %q: SIGHUP reloads its configuration", reload)
 			}
+			// ProtectClock=yes on systemd < 252 implies DeviceAllow=char-rtc r:
+			// the device policy becomes an allow-list and serial ports fail EPERM
+			if name == "smelter-gateway" && u.get("Service", "ProtectClock") == "yes" {
+				for _, dev := range []string{"char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw"} {
+					if !slices.Contains(u["Service"]["DeviceAllow"], dev) {
+						t.Errorf("ProtectClock=yes without DeviceAllow=%s: Modbus RTU ports fail EPERM on systemd < 252", dev)
+					}
+				}
+			}
 			if name == "smelter-collector" && reload != "" {
 				t.Errorf("collector ExecReload = %q: the collector has no reload", reload)
 			}
