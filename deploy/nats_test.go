@@ -370,6 +370,12 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 	}
 }
 
+// helmTLS is the NATS chart's TLS block of a port.
+type helmTLS struct {
+	Enabled    bool   `yaml:"enabled"`
+	SecretName string `yaml:"secretName"`
+}
+
 // TestHelmValuesIncludeTheAccounts checks that the Kubernetes NATS cluster
 // includes the same accounts file Compose uses and passes every password it
 // reads.
@@ -377,19 +383,38 @@ func TestHelmValuesIncludeTheAccounts(t *testing.T) {
 	var v struct {
 		Config struct {
 			Cluster struct {
-				Enabled  bool `yaml:"enabled"`
-				Replicas int  `yaml:"replicas"`
+				Enabled  bool    `yaml:"enabled"`
+				Replicas int     `yaml:"replicas"`
+				TLS      helmTLS `yaml:"tls"`
 			} `yaml:"cluster"`
+			NATS struct {
+				TLS helmTLS `yaml:"tls"`
+			} `yaml:"nats"`
 			JetStream struct {
 				Enabled bool `yaml:"enabled"`
 			} `yaml:"jetstream"`
 			Merge map[string]any `yaml:"merge"`
 		} `yaml:"config"`
+		TLSCA struct {
+			Enabled    bool   `yaml:"enabled"`
+			SecretName string `yaml:"secretName"`
+			Key        string `yaml:"key"`
+		} `yaml:"tlsCA"`
 		Container struct {
 			Env map[string]any `yaml:"env"`
 		} `yaml:"container"`
 	}
 	readYAML(t, "kubernetes/nats-values.yaml", &v)
+	// TLS on every hop (docs/install.md): client connections and routes,
+	// verified against the CA
+	for what, tls := range map[string]helmTLS{"config.cluster.tls (routes)": v.Config.Cluster.TLS, "config.nats.tls (clients)": v.Config.NATS.TLS} {
+		if !tls.Enabled || tls.SecretName == "" {
+			t.Errorf("%s = %+v: want enabled with a secretName", what, tls)
+		}
+	}
+	if !v.TLSCA.Enabled || v.TLSCA.SecretName == "" || v.TLSCA.Key == "" {
+		t.Errorf("tlsCA = %+v: the routes and clients verify against no CA", v.TLSCA)
+	}
 	if !v.Config.Cluster.Enabled || v.Config.Cluster.Replicas != 3 || !v.Config.JetStream.Enabled {
 		t.Errorf("cluster %+v jetstream %v: want 3 JetStream replicas", v.Config.Cluster, v.Config.JetStream.Enabled)
 	}
