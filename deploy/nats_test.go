@@ -338,6 +338,15 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 		m, _ := inbox.NextMsg(0)
 		t.Errorf("a site2 gateway received %d messages on _INBOX.> (first on %s): the collector's JetStream replies leak", n, m.Subject)
 	}
+	// the subscription does receive what is meant for its account: its own
+	// stream-info reply (so the zero above is not a dead subscription)
+	if _, err := spy.Request("$JS.API.STREAM.INFO."+natsjs.DefaultStream, nil, 5*time.Second); err != nil {
+		t.Fatalf("gw-site2 stream info: %v", err)
+	}
+	wait.For(t, 5*time.Second, "gw-site2's own reply on its _INBOX.> subscription", func() bool {
+		n, _, _ := inbox.Pending()
+		return n > 0
+	})
 
 	var gwErrs violations
 	gw, err := nats.Connect(url, nats.UserInfo(ucfg.Username, env[ucfg.PasswordEnv]), nats.ErrorHandler(gwErrs.handler))
