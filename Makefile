@@ -51,9 +51,12 @@ dist:
 $(NFPM):
 	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VER)
 
-## package: .deb and .rpm (FORMATS) for every platform of dist, into dist/ (nfpm arch: amd64, arm64, arm7).
+## package: .deb and .rpm (FORMATS) for every platform of dist, into dist/ (nfpm arch: amd64, arm64, arm7);
+## the manual pages of deploy/package/man are gzipped (-n: reproducible) next to the binaries.
 package: dist $(NFPM)
-	$(call each_platform, sed -e "s|\$${SMELTER_PKG_VERSION}|$(PKG_VERSION)|" -e "s|\$${SMELTER_PKG_ARCH}|$$arch$$arm|" \
+	$(call each_platform, mkdir -p $$dir/man; \
+		for m in deploy/package/man/*.1; do gzip -9nc $$m > $$dir/man/$$(basename $$m).gz; done; \
+		sed -e "s|\$${SMELTER_PKG_VERSION}|$(PKG_VERSION)|" -e "s|\$${SMELTER_PKG_ARCH}|$$arch$$arm|" \
 			-e "s|\$${SMELTER_DIST}|$$dir|" deploy/package/nfpm.yaml > $$dir/nfpm.yaml; \
 		for f in $(FORMATS); do $(NFPM) package -f $$dir/nfpm.yaml -p $$f -t $(DIST)/; done;)
 

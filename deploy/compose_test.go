@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -166,7 +167,7 @@ func TestComposeFile(t *testing.T) {
 			example[k] = true
 		}
 	}
-	ref := regexp.MustCompile(`\$\{([A-Z_]+)(:?[?-][^}]*)?\}`)
+	ref := regexp.MustCompile(`\$\{([A-Z0-9_]+)(:?[?-][^}]*)?\}`)
 	for name, s := range svcs {
 		for k, v := range s.Environment {
 			if strings.Contains(k, "PASSWORD") && !ref.MatchString(v) {
@@ -257,14 +258,29 @@ func TestKubernetesCollector(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ConfigMap collector.yaml: %v", err)
 	}
-	secret, _ := get(docs["Secret"], "stringData").(map[string]any)
-	if _, ok := secret[cfg.NATS.PasswordEnv]; !ok {
-		t.Errorf("Secret lacks %s, which the configuration reads", cfg.NATS.PasswordEnv)
+	// the secrets are created by the header's kubectl command, never applied
+	// from this file (an applied empty Secret would overwrite them)
+	if _, ok := docs["Secret"]; ok {
+		t.Error("collector.yaml ships a Secret: kubectl apply would overwrite the one created by the header's command")
 	}
-	for k, v := range secret {
-		if v != "" {
-			t.Errorf("Secret ships a value for %s", k)
+	raw, err := os.ReadFile("kubernetes/collector.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := map[string]bool{}
+	for _, m := range regexp.MustCompile(`--from-literal=([A-Z0-9_]+)=`).FindAllStringSubmatch(string(raw), -1) {
+		created[m[1]] = true
+	}
+	if cfg.HTTP.TokenEnv == "" && cfg.HTTP.TokenFile == "" {
+		t.Error("the collector's API and dashboard have no bearer token (http.token_env)")
+	}
+	for _, env := range []string{cfg.NATS.PasswordEnv, cfg.HTTP.TokenEnv} {
+		if env != "" && !created[env] {
+			t.Errorf("the header's kubectl create secret does not set %s, which the configuration reads", env)
 		}
+	}
+	if !strings.HasPrefix(cfg.NATS.URL, "tls://") || cfg.NATS.TLS == nil || cfg.NATS.TLS.CAFile == "" {
+		t.Errorf("nats.url %q, tls %+v: the collector must reach NATS over TLS with the cluster's CA", cfg.NATS.URL, cfg.NATS.TLS)
 	}
 	dep := docs["Deployment"]
 	if r, _ := get(dep, "spec", "replicas").(int); r < 2 {
@@ -280,8 +296,51 @@ func TestKubernetesCollector(t *testing.T) {
 			t.Errorf("%s path = %v, want %s", probe, got, want)
 		}
 	}
-	if got := get(c, "envFrom", 0, "secretRef", "name"); got != get(docs["Secret"], "metadata", "name") {
-		t.Errorf("envFrom secret %v", got)
+	if got := get(c, "envFrom", 0, "secretRef", "name"); got != "smelter-collector" || !strings.Contains(string(raw), "create secret generic smelter-collector") {
+		t.Errorf("envFrom secret %v is not the one the header creates", got)
+	}
+	mounted := false
+	mounts, _ := get(c, "volumeMounts").([]any)
+	for _, m := range mounts {
+		if p, _ := get(m, "mountPath").(string); p != "" && cfg.NATS.TLS != nil && strings.HasPrefix(cfg.NATS.TLS.CAFile, p+"/") {
+			mounted = true
+		}
+	}
+	if !mounted && cfg.NATS.TLS != nil {
+		t.Errorf("nats.tls.ca_file %s is in no mounted volume", cfg.NATS.TLS.CAFile)
+	}
+
+	// the NetworkPolicy selects the collector's pods and admits only its port
+	np := docs["NetworkPolicy"]
+	if np == nil {
+		t.Fatal("no NetworkPolicy: the API port is open to every pod")
+	}
+	podLabels, _ := get(dep, "spec", "template", "metadata", "labels").(map[string]any)
+	sel, _ := get(np, "spec", "podSelector", "matchLabels").(map[string]any)
+	if len(sel) == 0 {
+		t.Error("NetworkPolicy selects every pod")
+	}
+	for k, v := range sel {
+		if podLabels[k] != v {
+			t.Errorf("NetworkPolicy selector %s=%v does not match the collector's pods %v", k, v, podLabels)
+		}
+	}
+	types := fmt.Sprint(get(np, "spec", "policyTypes"))
+	if !strings.Contains(types, "Ingress") || !strings.Contains(types, "Egress") {
+		t.Errorf("policyTypes %s: want Ingress and Egress", types)
+	}
+	ingress, _ := get(np, "spec", "ingress").([]any)
+	for i, rule := range ingress {
+		if len(fmt.Sprint(get(rule, "from"))) <= 2 {
+			t.Errorf("ingress rule %d admits every source", i)
+		}
+		ports, _ := get(rule, "ports").([]any)
+		if len(ports) != 1 || itoa(get(ports[0], "port")) != port {
+			t.Errorf("ingress rule %d ports %v: want only %s", i, ports, port)
+		}
+	}
+	if len(ingress) == 0 {
+		t.Error("NetworkPolicy admits nothing: Prometheus and API clients need port " + port)
 	}
 	if got := get(c, "volumeMounts", 0, "mountPath"); got != "/etc/smelter" || get(c, "args", 1) != "/etc/smelter/collector.yaml" {
 		t.Errorf("the ConfigMap is mounted at %v, the collector reads %v", got, get(c, "args", 1))

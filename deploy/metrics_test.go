@@ -14,6 +14,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 )
@@ -24,7 +25,7 @@ import (
 func registries(t *testing.T) []*prometheus.Registry {
 	t.Helper()
 	root := serviceRoot(t, readCompose(t)["gateway"]) // NATS and MQTT uplinks
-	t.Setenv("SMELTER_NATS_GATEWAY_PASSWORD", "test")
+	t.Setenv("SMELTER_NATS_GW_SITE1_PASSWORD", "test")
 	t.Setenv("SMELTER_MQTT_GATEWAY_PASSWORD", "test")
 	cfg, err := gwconfig.Load(filepath.Join(root, "etc/smelter/gateway.yaml"), gateway.Drivers()...)
 	if err != nil {
@@ -46,7 +47,11 @@ func registries(t *testing.T) []*prometheus.Registry {
 	if _, err := collector.New(ccfg, set, slog.New(slog.DiscardHandler), col); err != nil {
 		t.Fatal(err)
 	}
-	return []*prometheus.Registry{gw, col}
+	// the collector's Sparkplug B source registers its counters when it
+	// starts (a configured sparkplug section); these are its own constructor's
+	sp := prometheus.NewRegistry()
+	ingest.NewSparkplugMetrics(sp)
+	return []*prometheus.Registry{gw, col, sp}
 }
 
 // registered reports whether a metric family called name is registered in reg.
@@ -158,7 +163,8 @@ func TestAlertRules(t *testing.T) {
 	}
 	// the alerts docs/operations.md tells operators to set
 	for _, m := range []string{"smelter_gateway_device_up", "smelter_gateway_uplink_ready", "smelter_spool_reader_lag_oldest_age_seconds",
-		"smelter_spool_reader_discarded_records_total", "smelter_gateway_data_age_seconds_bucket", "smelter_collector_ingested_total"} {
+		"smelter_spool_reader_discarded_records_total", "smelter_gateway_data_age_seconds_bucket", "smelter_collector_ingested_total",
+		"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total"} {
 		if !strings.Contains(exprs, m) {
 			t.Errorf("no alert on %s", m)
 		}
@@ -193,6 +199,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	ids := map[int]bool{}
 	families := map[string]bool{}
+	shown := map[string]bool{}
 	for _, p := range d.Panels {
 		if ids[p.ID] {
 			t.Errorf("panel id %d repeated", p.ID)
@@ -208,12 +215,20 @@ func TestGrafanaDashboard(t *testing.T) {
 			checkExpr(t, regs, "panel "+p.Title, q.Expr)
 			for _, m := range smelterMetric.FindAllString(q.Expr, -1) {
 				families[strings.SplitN(m, "_", 3)[1]] = true
+				shown[m] = true
 			}
 		}
 	}
 	for _, f := range []string{"gateway", "spool", "modbus", "opcua", "collector"} {
 		if !families[f] {
 			t.Errorf("the dashboard shows no smelter_%s_* metric", f)
+		}
+	}
+	// records skipped for good and the Sparkplug B source (review finding 13)
+	for _, m := range []string{"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_messages_total",
+		"smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total"} {
+		if !shown[m] {
+			t.Errorf("the dashboard shows no %s", m)
 		}
 	}
 }

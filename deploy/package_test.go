@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -162,6 +163,15 @@ func TestSystemdUnits(t *testing.T) {
 			if name == "smelter-gateway" && reload != "/bin/kill -HUP $MAINPID" {
 				t.Errorf("gateway ExecReload = %q: SIGHUP reloads its configuration", reload)
 			}
+			// ProtectClock=yes on systemd < 252 implies DeviceAllow=char-rtc r:
+			// the device policy becomes an allow-list and serial ports fail EPERM
+			if name == "smelter-gateway" && u.get("Service", "ProtectClock") == "yes" {
+				for _, dev := range []string{"char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw"} {
+					if !slices.Contains(u["Service"]["DeviceAllow"], dev) {
+						t.Errorf("ProtectClock=yes without DeviceAllow=%s: Modbus RTU ports fail EPERM on systemd < 252", dev)
+					}
+				}
+			}
 			if name == "smelter-collector" && reload != "" {
 				t.Errorf("collector ExecReload = %q: the collector has no reload", reload)
 			}
@@ -227,6 +237,87 @@ func TestPackageVersion(t *testing.T) {
 		for _, pair := range [][2]string{{"0.0.0+git20261130." + hash, "0.4.0"}, {"0.4.0", "0.4.0+2.g" + hash}, {"0.4.0+2.g" + hash, "0.4.1"}} {
 			if out, err := exec.Command("dpkg", "--compare-versions", pair[0], "lt", pair[1]).CombinedOutput(); err != nil {
 				t.Errorf("dpkg: %s is not lower than %s (%v %s)", pair[0], pair[1], err, out)
+			}
+		}
+	}
+}
+
+// TestPackageDocs checks what lintian and a new user look for in the .deb:
+// a manual page for every binary (gzipped by make package from
+// deploy/package/man), a copyright file with a notice lintian recognises,
+// and every documentation page and example the shipped docs send the reader
+// to for Sparkplug B.
+func TestPackageDocs(t *testing.T) {
+	root, _ := packagedRoot(t)
+	var c nfpmConfig
+	readYAML(t, filepath.Join(repo, "deploy/package/nfpm.yaml"), &c)
+	dsts := map[string]string{}
+	for _, e := range c.Contents {
+		dsts[e.Dst] = e.Src
+	}
+	for dst := range dsts {
+		bin, ok := strings.CutPrefix(dst, "/usr/bin/")
+		if !ok {
+			continue
+		}
+		page := "/usr/share/man/man1/" + bin + ".1.gz"
+		if src := dsts[page]; src != "${SMELTER_DIST}/man/"+bin+".1.gz" {
+			t.Errorf("%s: no manual page %s built by make package (src %q)", bin, page, src)
+		}
+		data, err := os.ReadFile(filepath.Join(repo, "deploy/package/man", bin+".1"))
+		if err != nil {
+			t.Errorf("%s: %v", bin, err)
+			continue
+		}
+		if !strings.HasPrefix(string(data), ".TH "+strings.ToUpper(bin)+" 1 ") || !strings.Contains(string(data), "\n.SH NAME\n"+bin+` \- `) {
+			t.Errorf("%s.1: want .TH %s 1 and a NAME section naming %s", bin, strings.ToUpper(bin), bin)
+		}
+	}
+	mk, err := os.ReadFile(filepath.Join(repo, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "deploy/package/man/*.1; do gzip -9nc") {
+		t.Error("make package does not gzip deploy/package/man/*.1 into the platform's man directory")
+	}
+
+	// lintian's copyright-without-copyright-notice: a "Copyright ... <year>" line
+	cp, err := os.ReadFile(filepath.Join(root, "usr/share/doc/smelter/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?i)(Copyright|Copr\.|©)(.*|[(C):\s]+)\b\d{4}\b`).Match(cp) {
+		t.Error("the copyright file has no copyright notice with a year (lintian: copyright-without-copyright-notice)")
+	}
+
+	for _, want := range []string{"usr/share/doc/smelter/sparkplug.md"} {
+		if _, err := os.Stat(filepath.Join(root, want)); err != nil {
+			t.Errorf("/%s is not packaged", want)
+		}
+	}
+	examples, _ := filepath.Glob(filepath.Join(repo, "configs/sparkplug/*.yaml"))
+	if len(examples) == 0 {
+		t.Fatal("no configs/sparkplug/*.yaml")
+	}
+	for _, ex := range examples {
+		if _, err := os.Stat(filepath.Join(root, "usr/share/doc/smelter/examples/sparkplug", filepath.Base(ex))); err != nil {
+			t.Errorf("%s is not packaged under /usr/share/doc/smelter/examples/sparkplug", ex)
+		}
+	}
+
+	// maintainer scripts: Debian's helpers first (lintian
+	// maintainer-script-calls-systemctl); systemctl only for daemon-reload or
+	// where they are missing (RPM)
+	for _, s := range []string{"postinstall.sh", "preremove.sh", "postremove.sh"} {
+		data, err := os.ReadFile(filepath.Join(repo, "deploy/package", s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		calls := regexp.MustCompile(`(?m)^(?:.+;)?\s*systemctl\b.*$`).FindAllString(text, -1)
+		for _, l := range calls {
+			if !strings.Contains(l, "daemon-reload") && !strings.Contains(text, "command -v deb-systemd-") {
+				t.Errorf("%s calls systemctl without preferring Debian's deb-systemd-invoke/helper: %q", s, strings.TrimSpace(l))
 			}
 		}
 	}

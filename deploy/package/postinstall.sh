@@ -29,7 +29,13 @@ if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	# an upgrade restarts running services: the gateway flushes its spool on
 	# SIGTERM and resumes from it; a fresh install starts nothing (edit
-	# /etc/smelter first, then systemctl enable --now smelter-gateway)
-	systemctl try-restart smelter-gateway.service smelter-collector.service >/dev/null 2>&1 || true
+	# /etc/smelter first, then systemctl enable --now smelter-gateway).
+	# Debian's deb-systemd-invoke honours policy-rc.d (chroots, image builds);
+	# systemctl is the RPM distributions' way.
+	if command -v deb-systemd-invoke >/dev/null 2>&1; then
+		deb-systemd-invoke try-restart smelter-gateway.service smelter-collector.service >/dev/null 2>&1 || true
+	else
+		systemctl try-restart smelter-gateway.service smelter-collector.service >/dev/null 2>&1 || true
+	fi
 fi
 exit 0
