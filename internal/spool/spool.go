@@ -151,6 +151,9 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 		return nil, err
 	}
 	s.lockFile = lf
+	if err := checkFormat(cfg.Dir, s.log); err != nil {
+		return nil, errors.Join(fmt.Errorf("spool: %w", err), s.closeFiles())
+	}
 	if err := s.recover(); err != nil {
 		return nil, errors.Join(err, s.closeFiles())
 	}
