@@ -39,7 +39,7 @@ type Node struct {
 	liveSince int64
 	// fits reports whether a message of topic with an n-byte payload
 	// fits the transport (nil: everything fits).
-	fits func(topic string, n int) bool
+	fits  func(topic string, n int) bool
 	aside []SetAside // devices set aside since the last TakeSetAside
 }
 

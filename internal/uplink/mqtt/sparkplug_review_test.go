@@ -129,3 +129,25 @@ func (l *lockedBuf) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// The spooled backlog (batches from before the connection came up) goes
+// out with is_historical; data from after it is live.
+func TestSparkplugBacklogHistorical(t *testing.T) {
+	b, rec := startRecorded(t)
+	before := time.Now().Add(-time.Hour).UnixMilli()
+	r := runUplink(t, spConfig(b.URL()), nil)
+	wait.For(t, 10*time.Second, "connected", r.u.Ready)
+	old := telemetry.Batch{Gateway: "gw-test", Seq: 1, Asset: ac1, TSGW: before,
+		Readings: []telemetry.Reading{{Signal: "discharge_pressure", Value: 0.5, Unit: "MPa", TS: before}}}
+	publishOK(t, r.u, telemetry.Envelope{Subject: telemetry.AssetSubject(ac1, telemetry.KindData), MsgID: old.MsgID(), Data: old.AppendJSON(nil)},
+		batchEnv(ac1, 2, telemetry.Reading{Signal: "discharge_pressure", Value: 0.6, Unit: "MPa", TS: time.Now().UnixMilli()}))
+	var hist []bool
+	for _, p := range rec.of("gw-test") {
+		if p.typ == packets.Publish && strings.HasSuffix(p.topic, "/DDATA/gw-test/ac-1") {
+			hist = append(hist, decode(t, p.payload).Metrics[0].GetIsHistorical())
+		}
+	}
+	if fmt.Sprint(hist) != "[true false]" {
+		t.Fatalf("is_historical of the DDATA %v, want [true false]", hist)
+	}
+}
