@@ -91,6 +91,16 @@ func TestExtremeValuesAndFutureTimestamps(t *testing.T) {
 	if got := testutil.ToFloat64(c.m.future); got != 1 {
 		t.Errorf("future timestamps %v, want 1", got)
 	}
+	// every other answer stays valid JSON too (rules and KPIs saw the values)
+	for _, path := range []string{"/api/v1/assets", "/api/v1/alerts", "/api/v1/kpis", "/api/v1/assets/site1/ac-1/kpis", "/api/v1/gateways"} {
+		var v any
+		get(path, &v)
+	}
+	for _, al := range c.Alerts(false) {
+		if _, err := json.Marshal(al); err != nil {
+			t.Errorf("alert %+v does not encode: %v", al, err)
+		}
+	}
 }
 
 // TestClampFuture: within the tolerance a source time is kept.

@@ -298,6 +298,9 @@ func NewSparkplugMetrics(reg prometheus.Registerer) *SparkplugMetrics {
 	for _, r := range []string{SPUnmappedNode, SPUnmappedDevice} {
 		m.Ignored.WithLabelValues(r)
 	}
+	for _, t := range []sparkplug.MessageType{sparkplug.NBIRTH, sparkplug.NDATA, sparkplug.NDEATH, sparkplug.DBIRTH, sparkplug.DDATA, sparkplug.DDEATH} {
+		m.Messages.WithLabelValues(string(t)) // present (0) before the first message
+	}
 	if reg != nil {
 		reg.MustRegister(m.Messages, m.Errors, m.Rebirths, m.Ignored, m.Nodes)
 	}

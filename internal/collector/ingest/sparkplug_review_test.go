@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 
@@ -207,5 +208,18 @@ func TestLoadMappingDuplicateSignal(t *testing.T) {
 	want := `testdata/sparkplug/dupsignal.yaml:10: nodes[0].devices[0].metrics[1].signal: "discharge_pressure" is already the signal of nodes[0].devices[0].metrics[0]`
 	if len(es) != 1 || es[0].Error() != want {
 		t.Fatalf("errors %v, want %q", err, want)
+	}
+}
+
+// TestSparkplugMetricsPresentFromStart: every reason and message type
+// reads 0 before the first message, so dashboards and alerts see them.
+func TestSparkplugMetricsPresentFromStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewSparkplugMetrics(reg)
+	for name, want := range map[string]int{"smelter_collector_sparkplug_errors_total": 6, "smelter_collector_sparkplug_ignored_total": 2,
+		"smelter_collector_sparkplug_messages_total": 6, "smelter_collector_sparkplug_nodes": 1, "smelter_collector_sparkplug_rebirth_requests_total": 1} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != want {
+			t.Errorf("%s: %d series (%v), want %d", name, n, err, want)
+		}
 	}
 }
