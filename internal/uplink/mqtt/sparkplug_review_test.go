@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink"
 	"github.com/smelterio/smelter/internal/wait"
@@ -149,5 +151,35 @@ func TestSparkplugBacklogHistorical(t *testing.T) {
 	}
 	if fmt.Sprint(hist) != "[true false]" {
 		t.Fatalf("is_historical of the DDATA %v, want [true false]", hist)
+	}
+}
+
+// The edge node's Sparkplug metrics: births, rebirth requests, NCMD that
+// do not decode, and the connection's bdSeq.
+func TestSparkplugGatewayMetrics(t *testing.T) {
+	b, _ := startRecorded(t)
+	r := runUplink(t, spConfig(b.URL()), nil)
+	wait.For(t, 10*time.Second, "connected", r.u.Ready)
+	publishOK(t, r.u, birthEnv(t, ac1, 1))
+	cmd := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("host"))
+	if tok := cmd.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() { cmd.Disconnect(0) })
+	rebirth, err := sparkplug.Encode(sparkplug.RebirthRequest(time.Now().UnixMilli()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][]byte{{0xff, 0xff, 0xff}, rebirth} {
+		if tok := cmd.Publish("spBv1.0/plant/NCMD/gw-test", 0, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	sp := &r.m.Sparkplug
+	wait.For(t, 10*time.Second, "rebirth counted and published", func() bool {
+		return metricValue(sp.RebirthRequests) == 1 && metricValue(sp.Births) == 2
+	})
+	if metricValue(sp.NCMDErrors) != 1 || metricValue(sp.BdSeq) != 0 {
+		t.Fatalf("ncmd errors %v (want 1), bdSeq %v (want 0)", metricValue(sp.NCMDErrors), metricValue(sp.BdSeq))
 	}
 }
