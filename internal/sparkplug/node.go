@@ -188,8 +188,12 @@ var ErrNotBorn = fmt.Errorf("sparkplug: edge node not born in this session")
 // DBIRTH when the device is new, was dead, or reports a metric its DBIRTH
 // did not list (tck-id-operational-behavior-data-publish-dbirth); a death
 // a DDEATH (tck-id-operational-behavior-device-ddeath); the gateway status
-// nothing (NBIRTH and NDEATH say it). Errors: ErrNotBorn, or the message
-// does not decode (then it can never be sent: the caller sets it aside).
+// nothing (NBIRTH and NDEATH say it). A batch of only stale readings of a
+// dead device gives nothing (it stays dead until it has real data). A
+// batch whose ts_gw is before SetLiveSince's time is sent as historical.
+// Errors: ErrNotBorn; ErrBirthTooLarge (the device is set aside, the node
+// goes on); or the message does not decode (then it can never be sent:
+// the caller sets it aside).
 func (n *Node) Translate(e *telemetry.Envelope, nowMS int64) ([]Message, error) {
 	if !n.born {
 		return nil, ErrNotBorn
