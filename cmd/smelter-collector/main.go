@@ -86,6 +86,11 @@ Examples:
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	// the Sparkplug mapping is checked here too, so -t finds its errors
+	if _, err := cfg.LoadSparkplugMapping(catalog.Default()); err != nil {
+		printConfigErrors(stderr, err)
+		return 1
+	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *cfgPath, len(set.Rules))
 		return 0

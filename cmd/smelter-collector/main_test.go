@@ -71,3 +71,25 @@ func TestRunRefusesInvalidConfig(t *testing.T) {
 		t.Fatalf("tail bad flag: code %d: %s", code, errs)
 	}
 }
+
+// TestCheckSparkplugMapping: -t loads the Sparkplug mapping file and
+// prints its errors as file:line: field: reason.
+func TestCheckSparkplugMapping(t *testing.T) {
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "mapping.yaml")
+	if err := os.WriteFile(mapping, []byte("nodes:\n  - group: plant\n    edge_node: n1\n    devices:\n      - {device: d1, asset: ac-1, class: aircompressor}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: ./d\nsparkplug:\n  url: tcp://127.0.0.1:1883\n  client_id: x\n  groups: [plant]\n  mapping: mapping.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd("-t", "-config", cfg)
+	if code != 1 || !strings.Contains(errs, mapping+":5: nodes[0].devices[0].class: unknown equipment class \"aircompressor\"") ||
+		!strings.Contains(errs, "1 error(s): the configuration is invalid") {
+		t.Fatalf("code %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs := runCmd("-t", "-config", "../../configs/sparkplug/collector.yaml"); code != 0 {
+		t.Fatalf("example: code %d\n%s%s", code, out, errs)
+	}
+}

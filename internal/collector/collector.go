@@ -127,6 +127,7 @@ type metrics struct {
 	fenced     prometheus.Counter
 	checkpts   prometheus.Counter
 	owned      prometheus.Gauge
+	future     prometheus.Counter
 }
 
 // New builds a collector from a validated config and rule set. It does no
@@ -151,6 +152,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		fenced:     prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
 		checkpts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
 		owned:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
+		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
+			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 	}
 	stat := func(name, help string, f func(rules.Stats, kpi.Stats) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
@@ -184,7 +187,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned,
+		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -285,6 +288,11 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 		if err := ingest.Check(subject, b, c.cat); err != nil {
 			c.rejected(subject, err)
 			return
+		}
+		if n := ingest.ClampFuture(b, time.Now()); n > 0 {
+			c.m.future.Add(float64(n))
+			c.log.Warn("readings timestamped in the future: replaced by the arrival time", "subject", subject,
+				"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", ingest.MaxFuture)
 		}
 		sh.mu.Lock()
 		defer sh.mu.Unlock()

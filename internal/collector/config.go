@@ -323,6 +323,12 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 	if k.Fetch < 1 || k.Fetch > 10000 {
 		bad("cluster.fetch", "%d out of range 1-10000", k.Fetch)
 	}
+	if k.Partitions > 0 && c.Sparkplug != nil {
+		// one MQTT client id and one STATE per host application: replicas
+		// would take each other's session, flip the STATE and ingest (and
+		// alert) every message once each (docs/sparkplug.md "One replica")
+		bad("sparkplug", "the Sparkplug source runs in a single collector (cluster.partitions 0); not allowed with cluster.partitions")
+	}
 	if k.Partitions > 0 && c.MQTT.Enabled {
 		bad("mqtt.enabled", "the MQTT source has no per-asset affinity; not allowed with cluster.partitions")
 	}

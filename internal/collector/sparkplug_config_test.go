@@ -32,3 +32,17 @@ func TestSparkplugConfigExample(t *testing.T) {
 		t.Fatalf("bad sparkplug block: %v", err)
 	}
 }
+
+// TestSparkplugOneReplica: the Sparkplug source is refused with
+// cluster.partitions > 0 (replicas would share its client id and STATE
+// and ingest everything once each).
+func TestSparkplugOneReplica(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("data_dir: ./d\ncluster:\n  partitions: 4\nsparkplug:\n  url: tcp://127.0.0.1:1883\n  client_id: x\n  groups: [plant]\n  mapping: m.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(f)
+	if err == nil || !strings.Contains(err.Error(), f+":4: sparkplug: the Sparkplug source runs in a single collector (cluster.partitions 0)") {
+		t.Fatalf("got %v", err)
+	}
+}

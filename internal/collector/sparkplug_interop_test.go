@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/sparkplug/tahutest"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -53,6 +56,9 @@ func TestInteropSparkplugTahuEdgeToAlerts(t *testing.T) {
 	cfg.Sparkplug = &ingest.SparkplugConfig{URL: "tcp://127.0.0.1:1883", ClientID: group + "-collector", Groups: []string{group},
 		Mapping: mapping, HostID: group + "-host", RebirthInterval: time.Second}
 	c := newCollector(t, cfg)
+	// runs after the collector stopped (cleanups run last first): the
+	// host's retained STATE must not stay on the shared broker
+	t.Cleanup(func() { clearRetained(t, "tcp://127.0.0.1:1883", sparkplug.StateTopic(cfg.Sparkplug.HostID)) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -83,4 +89,19 @@ func TestInteropSparkplugTahuEdgeToAlerts(t *testing.T) {
 	})
 	v, _ := c.Asset("site1", "ac-9")
 	t.Logf("asset view: %+v", v)
+}
+
+// clearRetained removes the retained message of topic from the broker at
+// url (an empty retained publish, MQTT 3.1.1 section 3.3.1.3).
+func clearRetained(t *testing.T, url, topic string) {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("smelter-interop-%d-cleanup", os.Getpid())))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Errorf("clear retained %s: connect: %v", topic, tok.Error())
+		return
+	}
+	defer c.Disconnect(250)
+	if tok := c.Publish(topic, 1, true, []byte{}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Errorf("clear retained %s: %v", topic, tok.Error())
+	}
 }

@@ -5,11 +5,14 @@ import "math"
 // point is one downsampled bucket of a signal: the mean, minimum and
 // maximum of the good readings whose source time fell into the bucket. A
 // bucket that saw only bad or stale readings has n == 0 and is drawn as a
-// gap: bad values are never interpolated.
+// gap: bad values are never interpolated. The mean is kept as a running
+// mean (Welford), not a sum, and min and max as float64, so any finite
+// reading (up to ±math.MaxFloat64) keeps every field finite and the
+// history JSON-encodable.
 type point struct {
 	t            int64 // bucket start, Unix ms
-	sum          float64
-	min, max     float32
+	mean         float64
+	min, max     float64
 	n, bad       uint16
 	qualityWorst uint8
 }
@@ -70,16 +73,25 @@ func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
 		}
 		return true
 	}
-	f := float32(v)
-	if lp.n == 0 || f < lp.min {
-		lp.min = f
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		// not a number: counted as bad, never averaged (ingest gives such
+		// readings bad quality already)
+		if lp.bad < math.MaxUint16 {
+			lp.bad++
+		}
+		return true
 	}
-	if lp.n == 0 || f > lp.max {
-		lp.max = f
+	if lp.n == 0 || v < lp.min {
+		lp.min = v
+	}
+	if lp.n == 0 || v > lp.max {
+		lp.max = v
 	}
 	if lp.n < math.MaxUint16 {
-		lp.sum += v
 		lp.n++
+		// v/n - mean/n rather than (v-mean)/n: the difference of two
+		// finite values can overflow, the scaled terms cannot
+		lp.mean += v/float64(lp.n) - lp.mean/float64(lp.n)
 	}
 	return true
 }
@@ -148,8 +160,8 @@ func (p *point) export() Point {
 		out.Quality = qualityNames[p.qualityWorst]
 	}
 	if p.n > 0 {
-		avg := roundSig(p.sum / float64(p.n))
-		lo, hi := roundSig(float64(p.min)), roundSig(float64(p.max))
+		avg := roundSig(p.mean)
+		lo, hi := roundSig(p.min), roundSig(p.max)
 		out.V, out.Min, out.Max = &avg, &lo, &hi
 	}
 	return out
@@ -178,11 +190,17 @@ func (s *series) points(since int64) []Point {
 }
 
 // roundSig rounds to 6 significant digits, enough for any display and
-// compact in JSON (float32 buckets carry about 7).
+// compact in JSON. A finite v gives a finite result: where the scaling
+// would overflow (|v| near math.MaxFloat64, or subnormal) v is returned
+// as it is.
 func roundSig(v float64) float64 {
 	if v == 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		return v
 	}
 	e := math.Pow(10, 5-math.Floor(math.Log10(math.Abs(v))))
-	return math.Round(v*e) / e
+	r := math.Round(v*e) / e
+	if math.IsNaN(r) || math.IsInf(r, 0) || math.IsInf(e, 0) || e == 0 {
+		return v
+	}
+	return r
 }

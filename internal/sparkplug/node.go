@@ -2,6 +2,7 @@ package sparkplug
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,7 +34,27 @@ type Node struct {
 	devices     map[string]*device
 	order       []*device // in first-seen order, for the birth sequence
 	born        bool      // NBIRTH sent in this session
+	// liveSince is when the current session began to publish (Unix ms):
+	// batches from before it are backlog, sent as historical.
+	liveSince int64
+	// fits reports whether a message of topic with an n-byte payload
+	// fits the transport (nil: everything fits).
+	fits  func(topic string, n int) bool
+	aside []SetAside // devices set aside since the last TakeSetAside
 }
+
+// SetAside is a device whose DBIRTH cannot fit the transport's packet
+// limit: it is not born and its messages are refused with
+// ErrBirthTooLarge until a new birth of it fits.
+type SetAside struct {
+	Device string
+	Bytes  int // the DBIRTH payload's size
+}
+
+// ErrBirthTooLarge: the device's DBIRTH does not fit the transport's
+// packet limit (SetLimit), so neither it nor the device's data can be
+// sent. The rest of the node is unaffected. Use errors.Is.
+var ErrBirthTooLarge = errors.New("sparkplug: the device's DBIRTH exceeds the packet limit")
 
 type device struct {
 	id      string
@@ -42,6 +63,7 @@ type device struct {
 	parts   map[uint64][]*telemetry.Birth // birth parts by the birth's seq
 	born    bool                          // DBIRTH sent in this session
 	dead    bool                          // DDEATH sent, no data since
+	tooBig  int                           // size of its last DBIRTH that did not fit; 0: fits
 }
 
 type metric struct {
@@ -61,6 +83,26 @@ func NewNode(group, node string) (*Node, error) {
 		return nil, fmt.Errorf("sparkplug: edge node id %q is empty or has '+', '/' or '#'", node)
 	}
 	return &Node{group: group, node: node, aliases: NewAliases(), devices: map[string]*device{}}, nil
+}
+
+// SetLimit makes the node check every message against fits (the
+// transport's packet limit): a device whose DBIRTH does not fit is set
+// aside alone (SetAside, ErrBirthTooLarge) instead of failing the whole
+// birth sequence.
+func (n *Node) SetLimit(fits func(topic string, payloadBytes int) bool) { n.fits = fits }
+
+// SetLiveSince records when the current session began to publish (Unix
+// ms). Data batches with a gateway time before it are backlog stored
+// while the node was offline, and are sent with is_historical (a host
+// stores them but keeps its current values).
+func (n *Node) SetLiveSince(ms int64) { n.liveSince = ms }
+
+// TakeSetAside returns the devices set aside since its last call (each
+// once per transition).
+func (n *Node) TakeSetAside() []SetAside {
+	out := n.aside
+	n.aside = nil
+	return out
 }
 
 // Group returns the group id.
@@ -115,10 +157,10 @@ func (n *Node) Birth(bdSeq uint64, nowMS int64) ([]Message, error) {
 	}
 	n.born = true
 	for _, d := range n.order {
-		if d.dead || len(d.signals) == 0 {
+		if d.dead || len(d.signals) == 0 || d.tooBig > 0 {
 			continue
 		}
-		if out, err = n.deviceBirth(out, d, nowMS); err != nil {
+		if out, err = n.deviceBirth(out, d, nowMS); err != nil && !errors.Is(err, ErrBirthTooLarge) {
 			return nil, err
 		}
 	}
@@ -146,8 +188,12 @@ var ErrNotBorn = fmt.Errorf("sparkplug: edge node not born in this session")
 // DBIRTH when the device is new, was dead, or reports a metric its DBIRTH
 // did not list (tck-id-operational-behavior-data-publish-dbirth); a death
 // a DDEATH (tck-id-operational-behavior-device-ddeath); the gateway status
-// nothing (NBIRTH and NDEATH say it). Errors: ErrNotBorn, or the message
-// does not decode (then it can never be sent: the caller sets it aside).
+// nothing (NBIRTH and NDEATH say it). A batch of only stale readings of a
+// dead device gives nothing (it stays dead until it has real data). A
+// batch whose ts_gw is before SetLiveSince's time is sent as historical.
+// Errors: ErrNotBorn; ErrBirthTooLarge (the device is set aside, the node
+// goes on); or the message does not decode (then it can never be sent:
+// the caller sets it aside).
 func (n *Node) Translate(e *telemetry.Envelope, nowMS int64) ([]Message, error) {
 	if !n.born {
 		return nil, ErrNotBorn
@@ -229,18 +275,34 @@ func (n *Node) birth(bi *telemetry.Birth, nowMS int64) ([]Message, error) {
 		}
 		n.addSignal(d, si)
 	}
-	d.dead = false
+	d.dead, d.tooBig = false, 0 // a new birth may fit
 	return n.deviceBirth(nil, d, nowMS)
 }
 
+// deviceBirth appends d's DBIRTH to out. When it does not fit, d is set
+// aside (not born, no seq used) and the error is ErrBirthTooLarge.
 func (n *Node) deviceBirth(out []Message, d *device, nowMS int64) ([]Message, error) {
-	p := &sppb.Payload{Timestamp: proto.Uint64(uint64(nowMS)), Seq: proto.Uint64(n.seq.Next()),
+	p := &sppb.Payload{Timestamp: proto.Uint64(uint64(nowMS)), Seq: proto.Uint64(uint64(n.seq.next)),
 		Metrics: make([]*sppb.Payload_Metric, 0, len(d.signals))}
 	for _, m := range d.signals {
 		p.Metrics = append(p.Metrics, birthMetric(m, nowMS))
 	}
-	d.born = true
-	return n.emit(out, DBIRTH, d.id, p)
+	b, err := Encode(p)
+	if err != nil {
+		return out, err
+	}
+	topic := DeviceTopic(n.group, DBIRTH, n.node, d.id)
+	if n.fits != nil && !n.fits(topic, len(b)) {
+		d.born = false
+		if d.tooBig == 0 {
+			n.aside = append(n.aside, SetAside{Device: d.id, Bytes: len(b)})
+		}
+		d.tooBig = len(b)
+		return out, fmt.Errorf("%w: device %s, %d bytes", ErrBirthTooLarge, d.id, len(b))
+	}
+	n.seq.Next()
+	d.born, d.tooBig = true, 0
+	return append(out, Message{Type: DBIRTH, Topic: topic, Payload: b}), nil
 }
 
 func (n *Node) death(dt *telemetry.Death, nowMS int64) ([]Message, error) {
@@ -248,7 +310,7 @@ func (n *Node) death(dt *telemetry.Death, nowMS int64) ([]Message, error) {
 	if d == nil || d.dead {
 		return nil, nil
 	}
-	d.dead = true
+	d.dead, d.tooBig = true, 0
 	if !d.born {
 		return nil, nil
 	}
@@ -262,18 +324,28 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 		return nil, fmt.Errorf("%w: asset id %q", telemetry.ErrInvalid, b.Asset.ID)
 	}
 	d := n.dev(b.Asset.ID)
+	if d.dead && allStale(b.Readings) {
+		// stale readings of a dead device say nothing new: it stays dead
+		// until it has real data again (good, uncertain or bad answers)
+		return nil, nil
+	}
 	rebirth := !d.born || d.dead
+	grown := false
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		m := d.index[r.Signal]
 		if m == nil {
 			m = n.addSignal(d, telemetry.SignalInfo{Signal: r.Signal, Unit: r.Unit, Src: r.Src})
-			rebirth = true
+			rebirth, grown = true, true
 		}
 		if text := r.NoValue && r.Text != ""; text && !m.text {
 			m.text = true // a datatype change needs a new DBIRTH
-			rebirth = true
+			rebirth, grown = true, true
 		}
+	}
+	if d.tooBig > 0 && !grown {
+		// set aside until a birth of it fits: no DBIRTH to re-encode
+		return nil, fmt.Errorf("%w: device %s, %d bytes", ErrBirthTooLarge, d.id, d.tooBig)
 	}
 	var out []Message
 	var err error
@@ -283,6 +355,7 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 			return nil, err
 		}
 	}
+	hist := b.Historical || b.TSGW < n.liveSince // backlog stored while offline
 	p := &sppb.Payload{Timestamp: proto.Uint64(uint64(nowMS)), Seq: proto.Uint64(n.seq.Next()),
 		Metrics: make([]*sppb.Payload_Metric, 0, len(b.Readings))}
 	// one allocation per field kind for the whole message, not per metric
@@ -296,7 +369,7 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 		dm := &dms[i]
 		nums[2*i], nums[2*i+1] = m.alias, uint64(r.TS)
 		dm.Alias, dm.Timestamp = &nums[2*i], &nums[2*i+1]
-		if b.Historical {
+		if hist {
 			dm.IsHistorical = &historical
 		}
 		if r.HasValue() && !m.text {
@@ -305,11 +378,21 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 		}
 		setValue(dm, m, r)
 		p.Metrics = append(p.Metrics, dm)
-		if !b.Historical && (!m.have || r.TS >= m.last.TS) {
+		if !hist && (!m.have || r.TS >= m.last.TS) {
 			m.last, m.have = *r, true
 		}
 	}
 	return n.emit(out, DDATA, d.id, p)
+}
+
+// allStale reports whether every reading is stale (and there is one).
+func allStale(rs []telemetry.Reading) bool {
+	for i := range rs {
+		if rs[i].Quality != telemetry.QualityStale {
+			return false
+		}
+	}
+	return len(rs) > 0
 }
 
 func (m *metric) datatype() sppb.DataType {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -94,4 +95,29 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 			Detail: fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)}
 	}
 	return nil
+}
+
+// MaxFuture is how far a timestamp may lie ahead of the collector's clock:
+// 5 minutes, for clock skew between a gateway or edge node and the
+// collector (NTP keeps it far smaller). A later source time would pin its
+// signal: it could never be superseded and never age into staleness.
+const MaxFuture = 5 * time.Minute
+
+// ClampFuture replaces every source time of b's readings, and b's gateway
+// time, later than now + MaxFuture by now (the arrival time), and returns
+// how many readings it changed. It runs at ingest for every source (JSON
+// and Sparkplug alike).
+func ClampFuture(b *telemetry.Batch, now time.Time) (n int) {
+	nowMS := now.UnixMilli()
+	limit := now.Add(MaxFuture).UnixMilli()
+	if b.TSGW > limit {
+		b.TSGW = nowMS
+	}
+	for i := range b.Readings {
+		if b.Readings[i].TS > limit {
+			b.Readings[i].TS = nowMS
+			n++
+		}
+	}
+	return n
 }

@@ -188,6 +188,7 @@ func LoadMapping(file string, cat *catalog.Catalog) (*Mapping, error) {
 				continue
 			}
 			d.metrics = map[string]*MappedMetric{}
+			signals := map[string]int{} // signal -> metrics index
 			for k := range d.Metrics {
 				mm := &d.Metrics[k]
 				mp := fmt.Sprintf("%s.metrics[%d]", dp, k)
@@ -198,6 +199,12 @@ func LoadMapping(file string, cat *catalog.Catalog) (*Mapping, error) {
 					bad(mp+".name", "%q is mapped twice", mm.Name)
 				}
 				d.metrics[mm.Name] = mm
+				if first, dup := signals[mm.Signal]; dup && mm.Signal != "" {
+					// two metrics feeding one signal would alternate its value
+					bad(mp+".signal", "%q is already the signal of %s.metrics[%d]", mm.Signal, dp, first)
+				} else {
+					signals[mm.Signal] = k
+				}
 				sig, err := cat.Lookup(d.Class, mm.Signal)
 				if err != nil {
 					bad(mp+".signal", "%v", err)
@@ -246,7 +253,19 @@ type SparkplugMetrics struct {
 	Messages *prometheus.CounterVec // by Sparkplug message type
 	Errors   *prometheus.CounterVec // by reason
 	Rebirths prometheus.Counter
+	// Ignored counts messages of edge nodes and devices the mapping does
+	// not name, by reason (unmapped_node, unmapped_device): they are not
+	// tracked, so invented ids cost no memory.
+	Ignored *prometheus.CounterVec
+	// Nodes is the number of edge nodes tracked now: at most the mapping's.
+	Nodes prometheus.Gauge
 }
+
+// Reasons counted in smelter_collector_sparkplug_ignored_total.
+const (
+	SPUnmappedNode   = "unmapped_node"
+	SPUnmappedDevice = "unmapped_device"
+)
 
 // Reasons counted in smelter_collector_sparkplug_errors_total.
 const (
@@ -269,8 +288,21 @@ func NewSparkplugMetrics(reg prometheus.Registerer) *SparkplugMetrics {
 		Rebirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_sparkplug_rebirth_requests_total",
 			Help: "NCMD Node Control/Rebirth requests sent to edge nodes (after a seq gap, an unknown alias or a message without a birth)."}),
 	}
+	m.Ignored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_sparkplug_ignored_total",
+		Help: "Sparkplug B messages of edge nodes or devices not in the mapping (not tracked), by reason: unmapped_node, unmapped_device."}, []string{"reason"})
+	m.Nodes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_sparkplug_nodes",
+		Help: "Sparkplug B edge nodes tracked now (at most the mapping's)."})
+	for _, r := range []string{SPMalformed, SPUnknownAlias, SPOutOfOrder, SPNotBorn, SPUnit, SPHandler} {
+		m.Errors.WithLabelValues(r)
+	}
+	for _, r := range []string{SPUnmappedNode, SPUnmappedDevice} {
+		m.Ignored.WithLabelValues(r)
+	}
+	for _, t := range []sparkplug.MessageType{sparkplug.NBIRTH, sparkplug.NDATA, sparkplug.NDEATH, sparkplug.DBIRTH, sparkplug.DDATA, sparkplug.DDEATH} {
+		m.Messages.WithLabelValues(string(t)) // present (0) before the first message
+	}
 	if reg != nil {
-		reg.MustRegister(m.Messages, m.Errors, m.Rebirths)
+		reg.MustRegister(m.Messages, m.Errors, m.Rebirths, m.Ignored, m.Nodes)
 	}
 	return m
 }
@@ -409,6 +441,7 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 	// a new session knows no births: every node is asked again
 	s.mu.Lock()
 	clear(s.nodes)
+	s.m.Nodes.Set(0)
 	s.mu.Unlock()
 	subs := map[string]byte{}
 	for _, g := range s.cfg.Groups {
@@ -483,14 +516,23 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 	key := tp.Group + "/" + tp.Node
 	n := s.nodes[key]
 	if n == nil {
-		mn, _ := s.mapping.Node(tp.Group, tp.Node)
+		mn, ok := s.mapping.Node(tp.Group, tp.Node)
+		if !ok {
+			// not tracked: the nodes kept are bounded by the mapping, and
+			// the host commands no edge node it does not map
+			s.m.Ignored.WithLabelValues(SPUnmappedNode).Inc()
+			return nil
+		}
 		n = &spNode{group: tp.Group, id: tp.Node, mapped: mn}
 		s.nodes[key] = n
+		s.m.Nodes.Set(float64(len(s.nodes)))
 	}
 	ask := false
 	switch tp.Type {
 	case sparkplug.NBIRTH:
-		s.nodeBirth(ctx, n, p, h)
+		if !s.nodeBirth(ctx, n, topic, p, h) {
+			return s.ask(n)
+		}
 		return nil
 	case sparkplug.NDEATH:
 		bd, ok := sparkplug.BdSeq(p)
@@ -514,16 +556,21 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 	} else {
 		n.seq = *p.Seq
 	}
+	if tp.Type.DeviceLevel() && n.mapped.devices[tp.Device] == nil {
+		// the seq above still counts; the device itself is not tracked
+		s.m.Ignored.WithLabelValues(SPUnmappedDevice).Inc()
+		tp.Type = ""
+	}
 	switch tp.Type {
 	case sparkplug.DBIRTH:
-		s.deviceBirth(ctx, n, tp.Device, p, h)
+		ask = !s.deviceBirth(ctx, n, tp.Device, topic, p, h) || ask
 	case sparkplug.DDEATH:
 		if d := n.devices[tp.Device]; d != nil && d.born {
 			d.born = false
 			s.deviceDeath(ctx, n, d, "sparkplug DDEATH", h)
 		}
 	case sparkplug.NDATA:
-		ask = s.data(ctx, n, nil, p, h) || ask
+		ask = s.data(ctx, n, nil, topic, p, h) || ask
 	case sparkplug.DDATA:
 		d := n.devices[tp.Device]
 		if d == nil || !d.born {
@@ -531,7 +578,7 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 			ask = true
 			break
 		}
-		ask = s.data(ctx, n, d, p, h) || ask
+		ask = s.data(ctx, n, d, topic, p, h) || ask
 	}
 	if ask {
 		return s.ask(n)
@@ -556,39 +603,63 @@ func (s *Sparkplug) ask(n *spNode) []string {
 	return []string{sparkplug.NodeTopic(n.group, sparkplug.NCMD, n.id)}
 }
 
-func (s *Sparkplug) nodeBirth(ctx context.Context, n *spNode, p *sppb.Payload, h Handler) {
+// nodeBirth takes an NBIRTH; false: it is refused (counted, logged), the
+// node is not born and a rebirth is due.
+func (s *Sparkplug) nodeBirth(ctx context.Context, n *spNode, topic string, p *sppb.Payload, h Handler) bool {
+	n.born = false
 	bd, ok := sparkplug.BdSeq(p)
 	if !ok || p.Seq == nil || *p.Seq > 255 {
-		s.bad(SPMalformed, sparkplug.NodeTopic(n.group, sparkplug.NBIRTH, n.id), errors.New("NBIRTH without bdSeq or with a seq outside 0..255"))
-		return
+		s.bad(SPMalformed, topic, errors.New("NBIRTH without bdSeq or with a seq outside 0..255"))
+		return true // a rebirth would bring the same
+	}
+	md := n.mapped.devices[""]
+	aliases, names, err := s.metricTable(topic, p, md)
+	if err != nil {
+		s.bad(SPMalformed, topic, err)
+		return false
 	}
 	n.born, n.bdSeq, n.seq = true, bd, *p.Seq
 	n.devices = map[string]*spDevice{} // devices re-birth after an NBIRTH
-	var md *MappedDevice
-	if n.mapped != nil {
-		md = n.mapped.devices[""]
-	}
-	n.aliases, n.names = s.metricTable(p, md)
+	n.aliases, n.names = aliases, names
 	if md != nil {
 		s.emitBirth(ctx, n, md, n.names, p, h)
 	}
+	return true
 }
 
-func (s *Sparkplug) deviceBirth(ctx context.Context, n *spNode, id string, p *sppb.Payload, h Handler) {
-	var md *MappedDevice
-	if n.mapped != nil {
-		md = n.mapped.devices[id]
+// deviceBirth takes a DBIRTH of a mapped device; false: it is refused
+// (counted, logged), the device is not born and a rebirth is due.
+func (s *Sparkplug) deviceBirth(ctx context.Context, n *spNode, id, topic string, p *sppb.Payload, h Handler) bool {
+	md := n.mapped.devices[id]
+	aliases, names, err := s.metricTable(topic, p, md)
+	if err != nil {
+		s.bad(SPMalformed, topic, err)
+		delete(n.devices, id)
+		return false
 	}
-	d := &spDevice{id: id, mapped: md, born: true}
-	d.aliases, d.names = s.metricTable(p, md)
-	n.devices[id] = d
-	if md != nil {
-		s.emitBirth(ctx, n, md, d.names, p, h)
-	}
+	n.devices[id] = &spDevice{id: id, mapped: md, born: true, aliases: aliases, names: names}
+	s.emitBirth(ctx, n, md, names, p, h)
+	return true
 }
 
-// metricTable reads the metric definitions of a birth.
-func (s *Sparkplug) metricTable(p *sppb.Payload, md *MappedDevice) (map[uint64]*spMetric, map[string]*spMetric) {
+// metricTable reads the metric definitions of a birth. A name or an alias
+// defined twice is an error (tck-id-payloads-alias-uniqueness): data by
+// that alias could not tell its metrics apart.
+func (s *Sparkplug) metricTable(topic string, p *sppb.Payload, md *MappedDevice) (map[uint64]*spMetric, map[string]*spMetric, error) {
+	seenName, seenAlias := make(map[string]bool, len(p.Metrics)), make(map[uint64]string, len(p.Metrics))
+	for _, m := range p.Metrics {
+		if seenName[m.GetName()] {
+			return nil, nil, fmt.Errorf("metric %q is defined twice in the birth", m.GetName())
+		}
+		seenName[m.GetName()] = true
+		if m.Alias == nil {
+			continue
+		}
+		if other, dup := seenAlias[*m.Alias]; dup {
+			return nil, nil, fmt.Errorf("alias %d is defined twice in the birth (metrics %q and %q)", *m.Alias, other, m.GetName())
+		}
+		seenAlias[*m.Alias] = m.GetName()
+	}
 	aliases, names := map[uint64]*spMetric{}, map[string]*spMetric{}
 	for _, m := range p.Metrics {
 		sm := &spMetric{name: m.GetName(), datatype: m.GetDatatype()}
@@ -606,7 +677,7 @@ func (s *Sparkplug) metricTable(p *sppb.Payload, md *MappedDevice) (map[uint64]*
 			if from != "" && sm.mapped.target != "" {
 				c, err := units.Convert(from, sm.mapped.target)
 				if err != nil {
-					s.bad(SPUnit, sm.name, err)
+					s.bad(SPUnit, topic, fmt.Errorf("metric %q: %w", sm.name, err))
 					sm.unitOK = false
 				}
 				sm.conv = c
@@ -617,7 +688,7 @@ func (s *Sparkplug) metricTable(p *sppb.Payload, md *MappedDevice) (map[uint64]*
 			aliases[*m.Alias] = sm
 		}
 	}
-	return aliases, names
+	return aliases, names, nil
 }
 
 func (s *Sparkplug) asset(n *spNode, md *MappedDevice) telemetry.Asset {
@@ -690,7 +761,7 @@ func src(n *spNode, md *MappedDevice, metric string) string {
 
 // data handles NDATA (d nil) and DDATA; it reports whether an unknown alias
 // calls for a rebirth.
-func (s *Sparkplug) data(ctx context.Context, n *spNode, d *spDevice, p *sppb.Payload, h Handler) (ask bool) {
+func (s *Sparkplug) data(ctx context.Context, n *spNode, d *spDevice, topic string, p *sppb.Payload, h Handler) (ask bool) {
 	aliases, names := n.aliases, n.names
 	var md *MappedDevice
 	if n.mapped != nil {
@@ -701,7 +772,7 @@ func (s *Sparkplug) data(ctx context.Context, n *spNode, d *spDevice, p *sppb.Pa
 	}
 	for _, m := range p.Metrics {
 		if m.Name == nil && aliases[m.GetAlias()] == nil || m.Name != nil && names[m.GetName()] == nil {
-			s.bad(SPUnknownAlias, sparkplug.NodeTopic(n.group, sparkplug.NDATA, n.id), fmt.Errorf("metric %q alias %d is in no birth", m.GetName(), m.GetAlias()))
+			s.bad(SPUnknownAlias, topic, fmt.Errorf("metric %q alias %d is in no birth", m.GetName(), m.GetAlias()))
 			ask = true
 		}
 	}

@@ -70,6 +70,8 @@ func newSparkplug(u *Uplink, o *paho.ClientOptions) (*spUplink, error) {
 	o.SetCleanSession(true)
 	o.SetAutoReconnect(false)
 	o.SetOrderMatters(false)
+	maxPacket := u.cfg.MaxPacketSize
+	node.SetLimit(func(topic string, n int) bool { return packetSize(topic, n, 0) <= maxPacket })
 	return &spUplink{u: u, opts: *o, host: c.PrimaryHostID, node: node,
 		rebirth: make(chan struct{}, 1), restart: make(chan struct{}, 1)}, nil
 }
@@ -204,7 +206,11 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	s.hostUp = false
 	s.hostSeen.Store(false)
 	s.node.EndSession()
+	if s.host == "" { // live from now; with a primary host, from its STATE online
+		s.node.SetLiveSince(time.Now().UnixMilli())
+	}
 	s.mu.Unlock()
+	u.m.Sparkplug.BdSeq.Set(float64(bd))
 	st := c.SubscribeMultiple(subs, s.onMessage)
 	if !st.WaitTimeout(u.cfg.Timeout) || st.Error() != nil {
 		c.Disconnect(0)
@@ -225,10 +231,12 @@ func (s *spUplink) onMessage(_ paho.Client, m paho.Message) {
 	if m.Topic() == s.node.CommandTopic() {
 		p, err := sparkplug.Decode(m.Payload())
 		if err != nil {
+			s.u.m.Sparkplug.NCMDErrors.Inc()
 			s.u.log.Warn("sparkplug NCMD", "err", err)
 			return
 		}
 		if sparkplug.RebirthRequested(p) { // tck-id-operational-behavior-data-commands-rebirth-action-1
+			s.u.m.Sparkplug.RebirthRequests.Inc()
 			s.u.log.Info("sparkplug rebirth requested")
 			s.mu.Lock()
 			s.node.EndSession()
@@ -255,6 +263,7 @@ func (s *spUplink) onMessage(_ paho.Client, m paho.Message) {
 		s.hostUp = true
 		s.hostSeen.Store(true)
 		s.node.EndSession()
+		s.node.SetLiveSince(time.Now().UnixMilli()) // what was spooled before is backlog
 		signal(s.rebirth)
 	case !st.Online && s.hostUp:
 		s.hostUp = false
@@ -279,6 +288,7 @@ func (s *spUplink) birth(c paho.Client) {
 
 func (s *spUplink) birthLocked(ctx context.Context) error {
 	msgs, err := s.node.Birth(s.bdSeq, time.Now().UnixMilli())
+	s.logSetAside()
 	if err != nil {
 		return err
 	}
@@ -286,7 +296,21 @@ func (s *spUplink) birthLocked(ctx context.Context) error {
 		s.node.EndSession()
 		return err
 	}
-	return s.confirm(ctx, s.client)
+	if err := s.confirm(ctx, s.client); err != nil {
+		return err
+	}
+	s.u.m.Sparkplug.Births.Inc()
+	return nil
+}
+
+// logSetAside logs and counts, once each, the devices the node set aside
+// because their DBIRTH does not fit max_packet_size.
+func (s *spUplink) logSetAside() {
+	for _, a := range s.node.TakeSetAside() {
+		s.u.m.Sparkplug.SetAside.Inc()
+		s.u.log.Error("sparkplug device set aside: its DBIRTH exceeds max_packet_size; its messages are set aside until a birth of it fits",
+			"device", a.Device, "dbirth_bytes", a.Bytes, "max_packet_size", s.u.cfg.MaxPacketSize)
+	}
 }
 
 // send publishes msgs at QoS 0, not retained, waiting until each is
@@ -362,6 +386,12 @@ func (s *spUplink) publish(ctx context.Context, msgs []telemetry.Envelope) error
 	for i := range msgs {
 		e := &msgs[i]
 		out, err := s.node.Translate(e, now)
+		s.logSetAside()
+		if errors.Is(err, sparkplug.ErrBirthTooLarge) {
+			// this device alone: nothing of it was sent, the session
+			// goes on (the forwarder sets the message aside)
+			return fail(fmt.Errorf("publish %s: %w", e.MsgID, &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge, Err: err}))
+		}
 		if err != nil {
 			s.node.EndSession() // the next attempt starts with a birth sequence
 			return fail(fmt.Errorf("publish %s: %w", e.MsgID, &uplink.RejectedError{MsgID: e.MsgID, Reason: ReasonUntranslatable, Err: err}))

@@ -131,7 +131,8 @@ func birthEnv(t *testing.T, a telemetry.Asset, seq uint64) telemetry.Envelope {
 }
 
 func batchEnv(a telemetry.Asset, seq uint64, rs ...telemetry.Reading) telemetry.Envelope {
-	b := telemetry.Batch{Gateway: "gw-test", Seq: seq, Asset: a, TSGW: 1700000000000 + int64(seq), Readings: rs}
+	// gateway time now: a batch from before the session began is backlog (historical)
+	b := telemetry.Batch{Gateway: "gw-test", Seq: seq, Asset: a, TSGW: time.Now().UnixMilli(), Readings: rs}
 	return telemetry.Envelope{Subject: telemetry.AssetSubject(a, telemetry.KindData), MsgID: b.MsgID(), Data: b.AppendJSON(nil)}
 }
 
