@@ -289,10 +289,12 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 			c.rejected(subject, err)
 			return
 		}
-		if n := ingest.ClampFuture(b, time.Now()); n > 0 {
-			c.m.future.Add(float64(n))
-			c.log.Warn("readings timestamped in the future: replaced by the arrival time", "subject", subject,
-				"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", ingest.MaxFuture)
+		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
+			if n := ingest.ClampFutureBy(b, time.Now(), tol); n > 0 {
+				c.m.future.Add(float64(n))
+				c.log.Warn("readings timestamped in the future: replaced by the arrival time", "subject", subject,
+					"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", tol)
+			}
 		}
 		sh.mu.Lock()
 		defer sh.mu.Unlock()

@@ -101,6 +101,12 @@ type Config struct {
 	// Sparkplug, when set, adds a Sparkplug B source (docs/sparkplug.md).
 	Sparkplug *ingest.SparkplugConfig `yaml:"sparkplug"`
 
+	// MaxFuture is how far a reading's time (or a batch's ts_gw) may lie
+	// ahead of the collector's clock before it is replaced by the arrival
+	// time and counted (default 5m, ingest.MaxFuture); 0 turns the check
+	// off, for simulations whose plant clock runs ahead (smelter-demo).
+	MaxFuture Duration `yaml:"max_future"`
+
 	// ---- distributed engine (issue 10; docs/collector.md) ----
 
 	// Group names this collector's consumers and KV buckets: "<group>" (or
@@ -148,6 +154,7 @@ type ClusterConfig struct {
 func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
 	c.NATS.Stream, c.NATS.CreateStream = "SMELTER", true
+	c.MaxFuture = Duration(ingest.MaxFuture)
 	// distributed engine (issue 10): consumer and buckets derive from group
 	c.Group, c.MaxAssets = "smelter-collector", 20000
 	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
@@ -286,6 +293,9 @@ func (c *Config) problems() []problem {
 	case "auto", "text", "json":
 	default:
 		bad("log.format", "%q is not auto, text or json", c.Log.Format)
+	}
+	if c.MaxFuture < 0 {
+		ps = append(ps, problem{"max_future", fmt.Sprintf("%v must not be negative (0 turns the check off)", time.Duration(c.MaxFuture))})
 	}
 	return c.clusterProblems(ps)
 }

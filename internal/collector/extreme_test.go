@@ -113,3 +113,16 @@ func TestClampFuture(t *testing.T) {
 		t.Fatalf("n %d, batch %+v", n, b)
 	}
 }
+
+// TestClampFutureBy: the tolerance is the caller's (the collector's
+// max_future); a time within it is kept, one beyond it replaced.
+func TestClampFutureBy(t *testing.T) {
+	now := time.Now()
+	b := &telemetry.Batch{TSGW: now.Add(2 * time.Hour).UnixMilli(), Readings: []telemetry.Reading{
+		{TS: now.Add(2 * time.Hour).UnixMilli()}, {TS: now.Add(4 * time.Hour).UnixMilli()}}}
+	if n := ingest.ClampFutureBy(b, now, 3*time.Hour); n != 1 || b.Readings[0].TS != now.Add(2*time.Hour).UnixMilli() ||
+		b.Readings[1].TS != now.UnixMilli() || b.TSGW != now.Add(2*time.Hour).UnixMilli() {
+		t.Fatalf("clamped %d: %+v", n, b)
+	}
+}
+

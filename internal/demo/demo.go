@@ -225,6 +225,10 @@ func (d *Demo) Run(ctx context.Context) error {
 	ccfg.HTTP.Listen = "127.0.0.1:0"
 	// short KPI windows so the energy page fills within the demo's first
 	// minutes; duty-cycle KPIs keep long windows to stay meaningful
+	// the plant clock runs ahead of the wall clock (-start, -speed): the
+	// collector's future-timestamp check would replace every time by the
+	// arrival time
+	ccfg.MaxFuture = 0
 	ccfg.KPI.Window = collector.Duration(kpiWindow(fcfg.Speed))
 	ccfg.KPI.Windows = map[string]collector.Duration{"engineering_machine": collector.Duration(time.Hour),
 		"cnc_machine": collector.Duration(30 * time.Minute),

@@ -97,10 +97,11 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 	return nil
 }
 
-// MaxFuture is how far a timestamp may lie ahead of the collector's clock:
-// 5 minutes, for clock skew between a gateway or edge node and the
-// collector (NTP keeps it far smaller). A later source time would pin its
-// signal: it could never be superseded and never age into staleness.
+// MaxFuture is the default of how far a timestamp may lie ahead of the
+// collector's clock (the collector's max_future): 5 minutes, for clock skew
+// between a gateway or edge node and the collector (NTP keeps it far
+// smaller). A later source time would pin its signal: it could never be
+// superseded and never age into staleness.
 const MaxFuture = 5 * time.Minute
 
 // ClampFuture replaces every source time of b's readings, and b's gateway
@@ -108,8 +109,13 @@ const MaxFuture = 5 * time.Minute
 // how many readings it changed. It runs at ingest for every source (JSON
 // and Sparkplug alike).
 func ClampFuture(b *telemetry.Batch, now time.Time) (n int) {
+	return ClampFutureBy(b, now, MaxFuture)
+}
+
+// ClampFutureBy is ClampFuture with the tolerance tol (> 0).
+func ClampFutureBy(b *telemetry.Batch, now time.Time, tol time.Duration) (n int) {
 	nowMS := now.UnixMilli()
-	limit := now.Add(MaxFuture).UnixMilli()
+	limit := now.Add(tol).UnixMilli()
 	if b.TSGW > limit {
 		b.TSGW = nowMS
 	}
