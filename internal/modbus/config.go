@@ -68,6 +68,11 @@ type Config struct {
 	// 11 bits) at serial.baud: a reply up to twice the timeout late is
 	// caught. Ignored on tcp, whose transaction ids tie replies to requests.
 	Silence time.Duration `yaml:"silence"`
+	// WriteMultiple makes writes of one coil or one register use FC15 or
+	// FC16 instead of FC5 or FC6, for devices that implement only the
+	// multiple forms. Only points with a write block are ever written
+	// (docs/commands.md).
+	WriteMultiple bool `yaml:"write_multiple"`
 }
 
 // Defaults.
