@@ -455,6 +455,10 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	if prev, dup := dc.names[p.Signal]; dup {
 		bad("signal", "%s already read by %s", p.Signal, prev)
 	}
+	var wr *Write
+	if p.Write != nil {
+		wr = compileWrite(p.Write, np.States, ps.Text, bad)
+	}
 	if !ok {
 		dc.ok = false
 		return -1, false, false
@@ -471,5 +475,6 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	dc.dev.Norm = append(dc.dev.Norm, np)
 	dc.dev.Signals = append(dc.dev.Signals, info)
+	dc.dev.Writes = append(dc.dev.Writes, wr)
 	return len(dc.dev.Norm) - 1, fromDevice, true
 }
