@@ -6,7 +6,8 @@
 //
 // It is shared by the edge (smelter-gateway verifies and executes) and by
 // whatever sends commands (smelter-gateway command today, the collector
-// later): it imports no driver, uplink or broker client.
+// later): it imports no driver or uplink; Send is the one use of a NATS
+// connection.
 package command
 
 import (

@@ -70,6 +70,7 @@ type Gateway struct {
 	fwdM     *forward.Metrics
 	uplinks  []Uplink
 	devices  []*device
+	cmd      *commander // nil without a commands block (docs/commands.md)
 
 	mu    sync.Mutex
 	spool *spool.Spool // set while running
@@ -109,12 +110,14 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: opts.Registry})
 		g.srcNames = append(g.srcNames, drv.Name())
 	}
+	var natsUp *natsjs.Uplink
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
 		u, err := natsjs.New(*c, opts.Logger, natsjs.NewMetrics(opts.Registry))
 		if err != nil {
 			return nil, fmt.Errorf("uplinks.nats: %w", err)
 		}
 		g.uplinks = append(g.uplinks, u)
+		natsUp = u
 	}
 	if c := cfg.Raw.Uplinks.MQTT; c != nil {
 		u, err := mqtt.New(*c, opts.Logger, mqtt.NewMetrics(opts.Registry))
@@ -132,6 +135,13 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 		g.devices = append(g.devices, dv)
+	}
+	if cfg.Raw.Commands != nil && natsUp != nil {
+		cmd, err := newCommander(g, natsUp)
+		if err != nil {
+			return nil, err
+		}
+		g.cmd = cmd
 	}
 	return g, nil
 }
@@ -198,6 +208,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
 	for _, d := range g.devices {
 		pg.Go(func() error { return d.run(pctx, sp) })
+	}
+	if g.cmd != nil {
+		pg.Go(func() error { return g.cmd.Run(pctx) })
 	}
 	perr := pg.Wait()
 	g.setReady(false)

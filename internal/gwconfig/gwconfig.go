@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/spool"
@@ -50,7 +51,10 @@ type File struct {
 		NATS *natsjs.Config `yaml:"nats,omitempty"`
 		MQTT *mqtt.Config   `yaml:"mqtt,omitempty"`
 	} `yaml:"uplinks"`
-	Devices []DeviceFile `yaml:"devices"`
+	// Commands enables authorized writes (docs/commands.md); absent: the
+	// gateway does not listen for commands.
+	Commands *command.Config `yaml:"commands,omitempty"`
+	Devices  []DeviceFile    `yaml:"devices"`
 }
 
 // Defaults.
@@ -214,6 +218,16 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		u.ResolvePaths(c.dir)
 		if err := u.Validate(); err != nil {
 			c.report(doc, "uplinks.mqtt", err)
+		}
+	}
+
+	if cm := f.Commands; cm != nil {
+		cm.SetDefaults()
+		if err := cm.Validate(); err != nil {
+			c.report(doc, "commands", err)
+		}
+		if f.Uplinks.NATS == nil {
+			c.add(doc.Errorf("commands", "commands arrive over NATS: set uplinks.nats"))
 		}
 	}
 

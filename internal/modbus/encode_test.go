@@ -233,8 +233,8 @@ func TestWritePoint(t *testing.T) {
 		r := rand.New(rand.NewPCG(3, 4))
 		for i, p := range pts[:len(pts)-1] {
 			v := sampleFor(r, p.Type)
-			if err := src.WritePoint(ctx, idx[i], v); err != nil {
-				t.Fatalf("write %s %s: %v", p.Type, p.Order, err)
+			if w, err := src.WritePoint(ctx, idx[i], v); err != nil || w != v {
+				t.Fatalf("write %s %s: %v returned %v (%v)", p.Type, p.Order, v, w, err)
 			}
 			got, err := src.ReadPoint(ctx, idx[i])
 			if err != nil || got.Num != v {
@@ -242,17 +242,17 @@ func TestWritePoint(t *testing.T) {
 			}
 		}
 		bank.ResetRequests()
-		if err := src.WritePoint(ctx, idx[len(idx)-1], 1); !errors.Is(err, ErrNotWritable) {
+		if _, err := src.WritePoint(ctx, idx[len(idx)-1], 1); !errors.Is(err, ErrNotWritable) {
 			t.Errorf("input register: %v", err)
 		}
-		if err := src.WritePoint(ctx, 5, 1); err == nil {
+		if _, err := src.WritePoint(ctx, 5, 1); err == nil {
 			t.Error("unknown index written")
 		}
 		if n := len(bank.Requests()); n != 0 {
 			t.Errorf("%d requests for refused writes", n)
 		}
 		bank.SetException(modbustest.HoldingRegisters, 0, 3)
-		err = src.WritePoint(ctx, idx[0], 1)
+		_, err = src.WritePoint(ctx, idx[0], 1)
 		if !errors.Is(err, Status(3)) {
 			t.Errorf("exception: %v, want exception 3", err)
 		}

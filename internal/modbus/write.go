@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
+
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
+
+var _ driver.Writer = (*Source)(nil)
 
 // find returns the point with device-wide index idx.
 func (s *Source) find(idx int) (Point, error) {
@@ -29,10 +33,13 @@ func (s *Source) find(idx int) (Point, error) {
 // *ReplyError for a reply that is not the answer (StatusBadEcho for a write
 // reply that does not echo the request); link failures as their Status.
 // All wrapped with the request: "write holding 100 unit 3: ...".
-func (s *Source) WritePoint(ctx context.Context, idx int, v float64) error {
+//
+// It returns the device value a read gives back, Decode(Encode(v)): v
+// rounded to the point's integer type, to float32, or 0/1.
+func (s *Source) WritePoint(ctx context.Context, idx int, v float64) (float64, error) {
 	p, err := s.find(idx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return s.dev.write(ctx, p, v)
 }
@@ -48,16 +55,16 @@ func (s *Source) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	return s.dev.readPoint(ctx, p)
 }
 
-func (d *device) write(ctx context.Context, p Point, v float64) error {
+func (d *device) write(ctx context.Context, p Point, v float64) (float64, error) {
 	data, err := Encode(p, v)
 	if err != nil {
-		return fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
+		return 0, fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
 	}
 	pdu := writePDU(make([]byte, 0, 16), p, data, d.cfg.WriteMultiple)
 	if _, err := d.link.exchange(ctx, d.m, d.cfg.UnitID, pdu, nil); err != nil {
-		return fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
+		return 0, fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
 	}
-	return nil
+	return Decode(p, data).Num, nil
 }
 
 func (d *device) readPoint(ctx context.Context, p Point) (sample.Sample, error) {
