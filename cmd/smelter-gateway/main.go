@@ -36,6 +36,7 @@ Commands:
   scan modbus ADDRESS       probe which unit ids answer and map their readable registers
   browse ENDPOINT           walk an OPC UA server's address space; -write-config writes a device config
   endpoints ENDPOINT        list the security policies and logins an OPC UA server offers
+  command keygen|send       create a command signing key; sign and send a command (docs/commands.md)
   version                   print the version, commit, build date and Go version
   help                      this text
 
@@ -75,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBrowse(args[1:], stdout, stderr)
 	case "endpoints":
 		return cmdEndpoints(args[1:], stdout, stderr)
+	case "command":
+		return cmdCommand(args[1:], stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
