@@ -112,6 +112,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 	f.now = f.cfg.Start
 	for _, cd := range comp.devices {
 		d := newDevice(cd, f.met, f.log)
+		f.setWriter(d)
 		d.publish(f.now)
 		f.devices = append(f.devices, d)
 		f.byID[d.id] = d
@@ -417,4 +418,43 @@ func (f *Fleet) sortedFaults() []FaultStatus {
 		out = append(out, f.faults[id].status())
 	}
 	return out
+}
+
+// setWriter routes Modbus writes of the device's writable points (template
+// points with a write block) to its model's setpoints (model.Setter), so a
+// command changes what the model does; the new value shows at once.
+// Values the model refuses answer exception 3 (illegal data value).
+func (f *Fleet) setWriter(d *device) {
+	st, ok := d.model.(model.Setter)
+	if !ok || d.rmap == nil {
+		return
+	}
+	d.mb.SetWriter(func(addr uint16, vals []uint16) modbusfront.Exception {
+		idx, v, ok := d.rmap.Decode(regmap.Holding, addr, vals)
+		if !ok {
+			return modbusfront.IllegalDataAddress
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		sig := d.model.Signals()[idx]
+		if err := st.Set(sig, v); err != nil {
+			d.log.Info("simulated device refused a write", "signal", sig, "value", v, "err", err)
+			return modbusfront.IllegalDataValue
+		}
+		d.log.Info("simulated setpoint written", "signal", sig, "value", v)
+		d.publish(f.now)
+		return 0
+	})
+}
+
+// Writes returns how many Modbus write requests device id received
+// (applied or refused), and false for an unknown device.
+func (f *Fleet) Writes(id string) (int64, bool) {
+	f.mu.Lock()
+	d := f.byID[id]
+	f.mu.Unlock()
+	if d == nil {
+		return 0, false
+	}
+	return d.mb.Writes(), true
 }

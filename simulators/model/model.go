@@ -9,6 +9,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -40,6 +41,23 @@ type Model interface {
 	// Degrade sets the level of a degradation kind (0 clears it).
 	Degrade(kind string, level float64) error
 }
+
+// Setter is implemented by models with setpoints a command may change
+// (docs/commands.md): the compressor's unload pressure.
+type Setter interface {
+	// Setpoints lists the signals Set accepts.
+	Setpoints() []string
+	// Set changes a setpoint, in canonical units, from the next step on
+	// (the value itself shows at once). Errors: ErrNotSettable,
+	// ErrSetpointRange.
+	Set(signal string, v float64) error
+}
+
+// Errors of Setter.Set.
+var (
+	ErrNotSettable   = errors.New("model: signal is not a setpoint")
+	ErrSetpointRange = errors.New("model: setpoint out of range")
+)
 
 // Options parameterise a model.
 type Options struct {
