@@ -55,7 +55,7 @@ const cmdDevices = `devices:
       - {signal: load_state, table: holding, address: 30, type: uint16, write: {allowed: [off, loaded]}}
 `
 
-func newCmdRig(t *testing.T, trusted string) *cmdRig {
+func newCmdRig(t testing.TB, trusted string) *cmdRig {
 	t.Helper()
 	dir := t.TempDir()
 	r := &cmdRig{bank: modbustest.NewBank()}
@@ -102,7 +102,7 @@ func (r *cmdRig) cmd(id, asset, signal string, v command.Value, unit string) *co
 		Requester: "test@plant1", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
 }
 
-func (r *cmdRig) signed(t *testing.T, c *command.Command) *command.Command {
+func (r *cmdRig) signed(t testing.TB, c *command.Command) *command.Command {
 	t.Helper()
 	if err := c.Sign(r.op); err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func (r *cmdRig) signed(t *testing.T, c *command.Command) *command.Command {
 	return c
 }
 
-func (r *cmdRig) send(t *testing.T, c *command.Command) *command.Result {
+func (r *cmdRig) send(t testing.TB, c *command.Command) *command.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -123,7 +123,7 @@ func (r *cmdRig) send(t *testing.T, c *command.Command) *command.Result {
 
 // waitListening waits until the gateway answers commands (its uplink is
 // ready and it subscribed).
-func (r *cmdRig) waitListening(t *testing.T) {
+func (r *cmdRig) waitListening(t testing.TB) {
 	t.Helper()
 	wait.For(t, 10*time.Second, "the gateway to listen for commands", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
