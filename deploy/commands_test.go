@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/smelterio/smelter/internal/command"
-	"github.com/smelterio/smelter/internal/gateway"
-	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -54,7 +51,6 @@ func TestCommandPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub, _ := op.PublicKey()
-	dir := t.TempDir()
 	cfgText := fmt.Sprintf(`gateway: {id: gw-perm, site: jinan, data_dir: ./data}
 http: {listen: "off"}
 uplinks: {nats: {url: %q, username: gateway, password_env: SMELTER_NATS_GATEWAY_PASSWORD}}
@@ -66,22 +62,7 @@ devices:
     points:
       - {signal: pressure_setpoint, table: holding, address: 0, type: uint16, scale: 0.001, unit: MPa, write: {min: 0.6, max: 0.9}}
 `, url, pub, mb.Addr)
-	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(cfg, gateway.Options{DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	gatewaytest.Run(t, cfgText)
 
 	conn := func(user string) (*nats.Conn, chan error) {
 		perm := make(chan error, 8)

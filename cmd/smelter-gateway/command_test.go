@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,8 +11,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
-	"github.com/smelterio/smelter/internal/gateway"
-	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -55,22 +53,7 @@ devices:
     points:
       - {signal: pressure_setpoint, table: holding, address: 20, type: uint16, scale: 0.001, unit: MPa, write: {min: 0.6, max: 0.9}}
 `, ns.URL(), pub, srv.Addr)
-	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(cfg, gateway.Options{DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	gatewaytest.Run(t, cfgText)
 
 	send := func(value, id string) (int, string, string) {
 		return runCmd("command", "send", "-url", ns.URL(), "-seed", seed, "-asset", "plant1.generic.sp-1",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,8 +15,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
-	"github.com/smelterio/smelter/internal/gateway"
-	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -57,22 +55,7 @@ devices:
     nameplate: {rated_power: 75, rated_fad: 13, rated_specific_power: 6.2, rated_pressure: 0.75}
     modbus: {address: %q, unit_id: %d}
 `, ns.URL(), pub, tpl, d.Addr, d.UnitID)
-	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(cfg, gateway.Options{DrainTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	gatewaytest.Run(t, cfgText)
 
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
