@@ -294,7 +294,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 			conv = cv
 		}
 		canon = conv.Apply(cmd.Value.Num)
-		if canon < wr.Min || canon > wr.Max {
+		if below(canon, wr.Min) || below(wr.Max, canon) {
 			return c.reject(res, "%g %s is outside the write limits %g..%g %s", canon, np.Unit, wr.Min, wr.Max, np.Unit), false
 		}
 	}
@@ -314,7 +314,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	res.Old = &old
 	if len(wr.States) > 0 {
 		res.OldLabel = stateLabel(np, smp.Num)
-	} else if wr.MaxStep > 0 && math.Abs(canon-old) > wr.MaxStep {
+	} else if wr.MaxStep > 0 && below(wr.MaxStep, math.Abs(canon-old)) {
 		return c.reject(res, "a change of %g %s from %g exceeds write.max_step %g", canon-old, np.Unit, old, wr.MaxStep), false
 	}
 	res.New = &canon
@@ -377,6 +377,12 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 		c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", err)
 	}
 	return res
+}
+
+// below reports a < b beyond float64 rounding (a relative 1e-9): a limit
+// of 0.1 admits a step of 0.8 - 0.7 = 0.10000000000000009.
+func below(a, b float64) bool {
+	return b-a > 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }
 
 func exceptionCode(err error) int {

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
 )
@@ -90,11 +89,6 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		up.SetDefaults(&u)
 		if err := up.Validate(); err != nil {
 			b.Report(doc, field, err)
-			continue
-		}
-		if pf.Write != nil {
-			// OPC UA Write is not implemented yet (docs/commands.md)
-			b.Errorf(doc, confload.Join(field, "write"), "OPC UA points cannot be written yet; only Modbus points take a write block")
 			continue
 		}
 		common := pf.PointFile

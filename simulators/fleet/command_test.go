@@ -173,3 +173,81 @@ devices:
 		t.Errorf("%d writes for four written commands", n)
 	}
 }
+
+// TestCommandOverOPCUA: the same command path over the fleet's OPC UA
+// server: the gateway writes the node with its DataType (Double), the
+// model's setpoint follows, a value the model refuses fails with the
+// server's status, an unauthorized command never reaches the server.
+func TestCommandOverOPCUA(t *testing.T) {
+	f := startFleet(t, nil)
+	d := devInfo(t, f, "ac-1")
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(t.TempDir(), "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	op, _ := nkeys.CreateUser()
+	pub, _ := op.PublicKey()
+	gatewaytest.Run(t, fmt.Sprintf(`gateway: {id: gw-fleet-ua, site: sim, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q}}
+commands: {trusted_keys: [%s]}
+devices:
+  - id: ac-1
+    class: air_compressor
+    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s}
+    points:
+      - {signal: discharge_pressure, node_id: "%sdischarge_pressure"}
+      - {signal: unload_pressure_setpoint, node_id: "%sunload_pressure_setpoint", write: {min: 0.6, max: 0.9, max_step: 0.1}}
+`, ns.URL(), pub, d.OPCUA, d.NodePrefix, d.NodePrefix))
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	mk := func(id string, v float64) *command.Command {
+		now := time.Now()
+		c := &command.Command{Schema: command.Schema, ID: id, Asset: "sim.air_compressor.ac-1", Signal: "unload_pressure_setpoint",
+			Value: command.Num(v), Unit: "MPa", Requester: "fleet-test", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := c.Sign(op); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var res *command.Result
+	attempt := 0
+	waitFor(t, 15*time.Second, "the first command over OPC UA", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		attempt++ // until the session is up the gateway refuses (no session): a new id each time
+		res, err = command.Send(ctx, nc, mk(fmt.Sprintf("ua-lower-%d", attempt), 0.7))
+		return err == nil && res.Verdict == command.Verified
+	})
+	vals, _, err := f.Values("ac-1")
+	if err != nil || vals["unload_pressure_setpoint"] != 0.7 {
+		t.Fatalf("model setpoint %v %v", vals["unload_pressure_setpoint"], err)
+	}
+	writes := f.UAWrites()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, v := range []float64{0.8} {
+		if res, err := command.Send(ctx, nc, mk("ua-raise", v)); err != nil || res.Verdict != command.Verified {
+			t.Fatalf("raise to %v: %+v %v", v, res, err)
+		}
+	}
+	res, err = command.Send(ctx, nc, mk("ua-too-high", 0.9))
+	if err != nil || res.Verdict != command.Failed || !strings.Contains(res.Reason, "BadOutOfRange") {
+		t.Fatalf("model refusal: %+v %v", res, err)
+	}
+	stranger, _ := nkeys.CreateUser()
+	c := mk("ua-stranger", 0.75)
+	if err := c.Sign(stranger); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := command.Send(ctx, nc, c); err != nil || res.Verdict != command.Rejected {
+		t.Fatalf("stranger: %+v %v", res, err)
+	}
+	if n := f.UAWrites() - writes; n != 2 {
+		t.Errorf("%d OPC UA writes for two written commands", n)
+	}
+}

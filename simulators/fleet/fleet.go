@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/simulators/faults"
@@ -147,6 +148,12 @@ func (f *Fleet) Start(ctx context.Context) error {
 		}
 		fr, err := opcuafront.New(cs.cfg, assets, f.log.With("opcua_server", cs.name))
 		if err == nil {
+			fr.SetWriter(func(asset, sig string, v float64) ua.StatusCode {
+				if err := f.setpoint(f.byID[asset], sig, v); err != nil {
+					return ua.StatusBadOutOfRange
+				}
+				return ua.StatusOK
+			})
 			fr.Refresh(f.now) // values and SourceTimestamps of the simulated start
 			err = fr.Start(ctx)
 		}
@@ -422,11 +429,11 @@ func (f *Fleet) sortedFaults() []FaultStatus {
 
 // setWriter routes Modbus writes of the device's writable points (template
 // points with a write block) to its model's setpoints (model.Setter), so a
-// command changes what the model does; the new value shows at once.
-// Values the model refuses answer exception 3 (illegal data value).
+// command changes what the model does; the new value shows at once on
+// both fronts. Values the model refuses answer exception 3 (illegal data
+// value).
 func (f *Fleet) setWriter(d *device) {
-	st, ok := d.model.(model.Setter)
-	if !ok || d.rmap == nil {
+	if _, ok := d.model.(model.Setter); !ok || d.rmap == nil {
 		return
 	}
 	d.mb.SetWriter(func(addr uint16, vals []uint16) modbusfront.Exception {
@@ -434,17 +441,29 @@ func (f *Fleet) setWriter(d *device) {
 		if !ok {
 			return modbusfront.IllegalDataAddress
 		}
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		sig := d.model.Signals()[idx]
-		if err := st.Set(sig, v); err != nil {
-			d.log.Info("simulated device refused a write", "signal", sig, "value", v, "err", err)
+		if err := f.setpoint(d, d.model.Signals()[idx], v); err != nil {
 			return modbusfront.IllegalDataValue
 		}
-		d.log.Info("simulated setpoint written", "signal", sig, "value", v)
-		d.publish(f.now)
 		return 0
 	})
+}
+
+// setpoint applies a write to the device's model and republishes the
+// device on every front.
+func (f *Fleet) setpoint(d *device, sig string, v float64) error {
+	st, ok := d.model.(model.Setter)
+	if !ok {
+		return model.ErrNotSettable
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := st.Set(sig, v); err != nil {
+		d.log.Info("simulated device refused a write", "signal", sig, "value", v, "err", err)
+		return err
+	}
+	d.log.Info("simulated setpoint written", "signal", sig, "value", v)
+	f.republishLocked(d)
+	return nil
 }
 
 // Writes returns how many Modbus write requests device id received
@@ -457,4 +476,16 @@ func (f *Fleet) Writes(id string) (int64, bool) {
 		return 0, false
 	}
 	return d.mb.Writes(), true
+}
+
+// UAWrites returns how many node writes the fleet's OPC UA servers
+// received (applied or refused).
+func (f *Fleet) UAWrites() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n uint64
+	for _, s := range f.servers {
+		n += s.front.Writes()
+	}
+	return n
 }
