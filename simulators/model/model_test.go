@@ -421,3 +421,32 @@ func TestCompressorSetpoint(t *testing.T) {
 		t.Errorf("discharge_pressure: %v", err)
 	}
 }
+
+// TestBoilerO2Setpoint: a higher O2 trim raises flue O2 and lowers CO
+// within minutes; the efficiency cost shows as more fuel for the same
+// steam.
+func TestBoilerO2Setpoint(t *testing.T) {
+	m := newModel(t, "boiler", nil)
+	o2, co := idx(m, "flue_o2"), idx(m, "flue_co")
+	mean := func(from time.Time, sig int) float64 {
+		sum, n := 0.0, 0
+		run(m, from, 30*time.Minute, 2*time.Second, func(_ time.Time, v []float64) { sum += v[sig]; n++ })
+		return sum / float64(n)
+	}
+	run(m, t0, time.Hour, 2*time.Second, nil)
+	o2Before := mean(t0.Add(time.Hour), o2)
+	if err := m.(Setter).Set("o2_setpoint", 5); err != nil {
+		t.Fatal(err)
+	}
+	run(m, t0.Add(90*time.Minute), 10*time.Minute, 2*time.Second, nil)
+	o2After := mean(t0.Add(100*time.Minute), o2)
+	if o2After < o2Before+1.5 {
+		t.Errorf("flue O2 %v before, %v after raising the trim from 3 to 5 %%", o2Before, o2After)
+	}
+	if c := m.Values()[co]; c > 40 {
+		t.Errorf("CO %v ppm at 5 %% O2", c)
+	}
+	if err := m.(Setter).Set("o2_setpoint", 9); !errors.Is(err, ErrSetpointRange) {
+		t.Errorf("9 %%: %v", err)
+	}
+}
