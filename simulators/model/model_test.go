@@ -450,3 +450,26 @@ func TestBoilerO2Setpoint(t *testing.T) {
 		t.Errorf("9 %%: %v", err)
 	}
 }
+
+// TestMotorSpeedReference: a lower speed reference lowers the frequency
+// at once and the power by about the cube of the speed.
+func TestMotorSpeedReference(t *testing.T) {
+	m := newModel(t, "motor", nil)
+	pw, fq := idx(m, "power"), idx(m, "frequency")
+	run(m, t0, time.Hour, 2*time.Second, nil)
+	before := m.Values()[pw]
+	if err := m.(Setter).Set("speed_reference", 80); err != nil {
+		t.Fatal(err)
+	}
+	run(m, t0.Add(time.Hour), 2*time.Minute, 2*time.Second, nil)
+	after := m.Values()
+	if math.Abs(after[fq]-40) > 0.1 {
+		t.Errorf("frequency %v Hz at 80 %%", after[fq])
+	}
+	if r := after[pw] / before; r < 0.35 || r > 0.7 {
+		t.Errorf("power %v -> %v kW (x%.2f) at 80 %% speed, want about 0.8^3", before, after[pw], r)
+	}
+	if err := m.(Setter).Set("speed_reference", 120); !errors.Is(err, ErrSetpointRange) {
+		t.Errorf("120 %%: %v", err)
+	}
+}
