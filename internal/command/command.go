@@ -216,9 +216,10 @@ func (c *Command) Verify(trusted []nkeys.KeyPair) (string, error) {
 // Verdict is where a command ended (or stands, in the audit).
 type Verdict string
 
-// Verdicts. The reply carries the last one; the audit stream records
-// "accepted" at first contact and then the outcome.
+// Verdicts. The reply carries the final one; the audit stream records
+// "received" at first contact, "accepted" before a write, then the outcome.
 const (
+	Received Verdict = "received" // first contact, before any check (audit only)
 	Accepted Verdict = "accepted" // checks passed; about to write (audit only)
 	Rejected Verdict = "rejected" // refused before anything was written (Reason)
 	Written  Verdict = "written"  // the device took the write, the read-back differs or failed (Reason)
@@ -259,5 +260,6 @@ type Result struct {
 	At        time.Time `json:"at"` // when the gateway reached this verdict
 }
 
-// Final reports whether v ends a command (everything but Accepted).
-func (v Verdict) Final() bool { return v != Accepted }
+// Final reports whether v ends a command (everything but Received and
+// Accepted).
+func (v Verdict) Final() bool { return v != Accepted && v != Received }

@@ -163,7 +163,7 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		res.IssuedAt, res.ExpiresAt = cmd.IssuedAt, cmd.ExpiresAt
 	}
 	first := res
-	first.Verdict = "received"
+	first.Verdict = command.Received
 	if derr != nil {
 		first.Reason = derr.Error()
 	}

@@ -323,7 +323,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	})
 	for _, id := range ids {
 		recs := audit.of(id)
-		if recs[0].Verdict != "received" || recs[0].Gateway != "gw-cmd" || recs[0].Requester != "test@plant1" {
+		if recs[0].Verdict != command.Received || recs[0].Gateway != "gw-cmd" || recs[0].Requester != "test@plant1" {
 			t.Errorf("%s: first audit record %+v", id, recs[0])
 		}
 	}
