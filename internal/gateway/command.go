@@ -35,6 +35,19 @@ type conner interface {
 	Conn() (*nats.Conn, jetstream.JetStream)
 }
 
+// mirror is what the command server needs of the MQTT uplink for the
+// command mirror topics (mqtt.Uplink).
+type mirror interface {
+	Subscribe(topic string, handler func(topic string, payload []byte))
+	PublishOne(ctx context.Context, topic string, payload []byte) error
+}
+
+// mqttMsg is a command that arrived on an MQTT mirror topic.
+type mqttMsg struct {
+	topic string
+	data  []byte
+}
+
 // commander executes commands (docs/commands.md): it listens on each
 // device's smelter.v1.<site>.<class>.<asset>.cmd subject over the NATS
 // uplink's connection, checks each command (signature against the trusted
@@ -48,6 +61,7 @@ type commander struct {
 	keys  []nkeys.KeyPair
 	log   *slog.Logger
 	up    conner
+	mq    mirror           // nil without an MQTT uplink
 	now   func() time.Time // wall clock: expiry and min_interval
 	path  string           // id store file
 	byKey map[string]*device
@@ -63,13 +77,13 @@ type pointRef struct {
 	idx int
 }
 
-func newCommander(g *Gateway, up conner) (*commander, error) {
+func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 	cfg := *g.cfg.Raw.Commands
 	keys, err := cfg.Keys()
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
-	c := &commander{gw: g.cfg.ID, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, now: time.Now,
+	c := &commander{gw: g.cfg.ID, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
 		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{},
 		lastWrite: map[pointRef]time.Time{}}
 	for _, d := range g.devices {
@@ -94,6 +108,18 @@ func (c *commander) Run(ctx context.Context) error {
 		c.log.Warn("commands: no trusted keys: every command is rejected")
 	}
 	msgs := make(chan *nats.Msg, 64)
+	mqMsgs := make(chan mqttMsg, 64)
+	if c.mq != nil {
+		for _, d := range c.byKey {
+			c.mq.Subscribe(telemetry.Topic(telemetry.AssetSubject(d.cfg.Asset, kindCommand)), func(topic string, payload []byte) {
+				select {
+				case mqMsgs <- mqttMsg{topic, payload}:
+				default:
+					c.log.Warn("commands: queue full, MQTT command dropped", "topic", topic)
+				}
+			})
+		}
+	}
 	var (
 		cur  *nats.Conn
 		subs []*nats.Subscription
@@ -140,6 +166,14 @@ func (c *commander) Run(ctx context.Context) error {
 					c.log.Warn("commands: reply failed", "id", res.ID, "err", err)
 				}
 			}
+		case m := <-mqMsgs:
+			res := c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data)
+			data, _ := json.Marshal(res) // plain struct: cannot fail
+			pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+			if err := c.mq.PublishOne(pctx, m.topic+"/result", data); err != nil {
+				c.log.Warn("commands: MQTT result not delivered", "id", res.ID, "err", err)
+			}
+			cancel()
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -55,7 +56,7 @@ const cmdDevices = `devices:
       - {signal: load_state, table: holding, address: 30, type: uint16, write: {allowed: [off, loaded]}}
 `
 
-func newCmdRig(t testing.TB, trusted string) *cmdRig {
+func newCmdRig(t testing.TB, trusted string, extraUplinks ...string) *cmdRig {
 	t.Helper()
 	dir := t.TempDir()
 	r := &cmdRig{bank: modbustest.NewBank()}
@@ -77,7 +78,7 @@ func newCmdRig(t testing.TB, trusted string) *cmdRig {
 		trusted = "[" + pub + "]"
 	}
 	text := fmt.Sprintf("gateway: {id: gw-cmd, enterprise: acme, site: plant1, data_dir: ./data}\nhttp: {listen: \"off\"}\n"+
-		"uplinks:\n  nats: {url: %q}\ncommands: {trusted_keys: %s, timeout: 2s}\n", r.nats.URL(), trusted) +
+		"uplinks:\n  nats: {url: %q}\n%scommands: {trusted_keys: %s, timeout: 2s}\n", r.nats.URL(), strings.Join(extraUplinks, ""), trusted) +
 		fmt.Sprintf(cmdDevices, srv.Addr)
 	r.path = filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(r.path, []byte(text), 0o600); err != nil {
@@ -393,4 +394,68 @@ func TestCommandIDsSurviveRestart(t *testing.T) {
 	if n := r.bank.Writes() - writes; n != 0 {
 		t.Errorf("retry after restart wrote %d times", n)
 	}
+}
+
+// TestCommandsOverMQTTMirror: the same signed command on the MQTT mirror
+// topic is checked, audited and written like one over NATS; its result
+// comes back on <topic>/result; an unsigned one is refused there too.
+func TestCommandsOverMQTTMirror(t *testing.T) {
+	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mq.Close() })
+	r := newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL()))
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	audit := r.audit(t)
+
+	results := make(chan command.Result, 16)
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("mirror-test").SetCleanSession(true))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(100) })
+	const topic = "smelter/v1/plant1/generic/sp-1/cmd"
+	if tok := cl.Subscribe(topic+"/result", 1, func(_ paho.Client, m paho.Message) {
+		var res command.Result
+		if json.Unmarshal(m.Payload(), &res) == nil {
+			results <- res
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	publish := func(c *command.Command) command.Result {
+		t.Helper()
+		data, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res command.Result
+		wait.For(t, 10*time.Second, "a result on the mirror topic", func() bool {
+			// the gateway subscribes once its MQTT uplink is up: resend (same id) until answered
+			if tok := cl.Publish(topic, 1, false, data); !tok.WaitTimeout(time.Second) {
+				return false
+			}
+			select {
+			case res = <-results:
+				return res.ID == c.ID
+			case <-time.After(300 * time.Millisecond):
+				return false
+			}
+		})
+		return res
+	}
+	writes := r.bank.Writes()
+	if res := publish(r.cmd("mq-unsigned", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")); res.Verdict != command.Rejected {
+		t.Errorf("unsigned over MQTT: %+v", res)
+	}
+	res := publish(r.signed(t, r.cmd("mq-ok", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")))
+	if res.Verdict != command.Verified && !(res.Duplicate && res.Verdict == command.Verified) {
+		t.Fatalf("signed over MQTT: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 1 {
+		t.Errorf("%d writes for one command (resent until answered)", n)
+	}
+	wait.For(t, 10*time.Second, "the MQTT command in the audit stream", func() bool { return len(audit.of("mq-ok")) >= 3 })
 }

@@ -111,6 +111,7 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		g.srcNames = append(g.srcNames, drv.Name())
 	}
 	var natsUp *natsjs.Uplink
+	var mqttUp *mqtt.Uplink
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
 		u, err := natsjs.New(*c, opts.Logger, natsjs.NewMetrics(opts.Registry))
 		if err != nil {
@@ -125,6 +126,7 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("uplinks.mqtt: %w", err)
 		}
 		g.uplinks = append(g.uplinks, u)
+		mqttUp = u
 	}
 	for _, w := range cfg.Warnings {
 		g.log.Warn("configuration", "warning", w.Error())
@@ -137,7 +139,11 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		g.devices = append(g.devices, dv)
 	}
 	if cfg.Raw.Commands != nil && natsUp != nil {
-		cmd, err := newCommander(g, natsUp)
+		var mq mirror
+		if mqttUp != nil {
+			mq = mqttUp
+		}
+		cmd, err := newCommander(g, natsUp, mq)
 		if err != nil {
 			return nil, err
 		}
