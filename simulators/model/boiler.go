@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 	"time"
 
@@ -127,13 +126,5 @@ func (b *boiler) Setpoints() []string { return []string{"o2_setpoint"} }
 // steeply; above, the stack loss does): flue O2, CO and fuel flow follow
 // from the next step.
 func (b *boiler) Set(signal string, v float64) error {
-	if signal != "o2_setpoint" {
-		return fmt.Errorf("%w: %s", ErrNotSettable, signal)
-	}
-	if math.IsNaN(v) || v < 1.5 || v > 6 {
-		return fmt.Errorf("%w: o2_setpoint %v outside 1.5..6 %%", ErrSetpointRange, v)
-	}
-	b.o2sp = v
-	b.v[10] = v
-	return nil
+	return setpoint(signal, "o2_setpoint", v, 1.5, 6, "%", &b.o2sp, &b.v[10])
 }

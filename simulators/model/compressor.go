@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 	"time"
 )
@@ -141,13 +140,5 @@ func (c *compressor) Setpoints() []string { return []string{"unload_pressure_set
 // rated_pressure + 0.1 MPa (the receiver's safety margin); the controller
 // follows from the next step. The value is visible at once.
 func (c *compressor) Set(signal string, v float64) error {
-	if signal != "unload_pressure_setpoint" {
-		return fmt.Errorf("%w: %s", ErrNotSettable, signal)
-	}
-	if hi := c.np["rated_pressure"] + 0.1; math.IsNaN(v) || v < 0.3 || v > hi {
-		return fmt.Errorf("%w: unload_pressure_setpoint %v outside 0.3..%v MPa", ErrSetpointRange, v, hi)
-	}
-	c.sp = v
-	c.v[6] = v
-	return nil
+	return setpoint(signal, "unload_pressure_setpoint", v, 0.3, c.np["rated_pressure"]+0.1, "MPa", &c.sp, &c.v[6])
 }

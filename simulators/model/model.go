@@ -59,6 +59,21 @@ var (
 	ErrSetpointRange = errors.New("model: setpoint out of range")
 )
 
+// setpoint is the one check of every model's Set: signal must be the
+// model's setpoint name and v within lo..hi (unit for the message). On
+// success it stores v in *dst and shows it at once in the model's output
+// slot out.
+func setpoint(signal, name string, v, lo, hi float64, unit string, dst *float64, out *float64) error {
+	if signal != name {
+		return fmt.Errorf("%w: %s", ErrNotSettable, signal)
+	}
+	if math.IsNaN(v) || v < lo || v > hi {
+		return fmt.Errorf("%w: %s %v outside %v..%v %s", ErrSetpointRange, name, v, lo, hi, unit)
+	}
+	*dst, *out = v, v
+	return nil
+}
+
 // Options parameterise a model.
 type Options struct {
 	ID        string             // asset id; part of the random stream's identity

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"fmt"
 	"math"
 	"time"
 )
@@ -123,13 +122,5 @@ func (m *motor) Setpoints() []string { return []string{"speed_reference"} }
 // speed; frequency at once from the next step, load and power within the
 // load's 20 s lag.
 func (m *motor) Set(signal string, v float64) error {
-	if signal != "speed_reference" {
-		return fmt.Errorf("%w: %s", ErrNotSettable, signal)
-	}
-	if math.IsNaN(v) || v < 30 || v > 100 {
-		return fmt.Errorf("%w: speed_reference %v outside 30..100 %%", ErrSetpointRange, v)
-	}
-	m.ref = v
-	m.v[12] = v
-	return nil
+	return setpoint(signal, "speed_reference", v, 30, 100, "%", &m.ref, &m.v[12])
 }
