@@ -192,7 +192,11 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.TrustedKeys = append(c.TrustedKeys, "SUAseed")
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "trusted_keys[1]") {
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "trusted_keys[1]") || strings.Contains(err.Error(), "SUAseed") {
+		t.Errorf("seed in the keys: %v (must not echo it)", err)
+	}
+	c.TrustedKeys[1] = "UNOTAKEY"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "UNOTAKEY") {
 		t.Errorf("bad key: %v", err)
 	}
 }

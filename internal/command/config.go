@@ -2,6 +2,7 @@ package command
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -57,6 +58,10 @@ func (c *Config) SetDefaults() {
 // (confload.Problem).
 func (c *Config) Validate() error {
 	for i, k := range c.TrustedKeys {
+		if strings.HasPrefix(k, "S") {
+			// never echo what may be a secret
+			return confload.Problemf(fmt.Sprintf("trusted_keys[%d]", i), "looks like a seed (S..., a secret): remove it from this file and give its public key (U...)")
+		}
 		if !nkeys.IsValidPublicUserKey(k) {
 			return confload.Problemf(fmt.Sprintf("trusted_keys[%d]", i), "%q is not a public user nkey (U..., as `nk -gen user -pubout` prints)", k)
 		}
