@@ -39,6 +39,7 @@ Commands:
   scan modbus ADDRESS       probe which unit ids answer and map their readable registers
   browse ENDPOINT           walk an OPC UA server's address space; -write-config writes a device config
   endpoints ENDPOINT        list the security policies and logins an OPC UA server offers
+  command keygen|send       create a command signing key; sign and send a command (docs/commands.md)
   version                   print the version, commit, build date and Go version
   help                      this text
 
@@ -82,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// hidden: an OPC UA session worker, started by this binary itself
 		// for each device with isolation process (docs/opcua.md)
 		return opcua.WorkerMain(context.Background(), os.Stdin, stdout, stderr)
+	case "command":
+		return cmdCommand(args[1:], stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -79,6 +79,7 @@ type Gateway struct {
 	srcNames []string                  // protocols in Options.Drivers order, to close
 	uplinks  []Uplink
 	devices  []*device
+	cmd      *commander // nil without a commands block (docs/commands.md)
 
 	// statusDue: the online status notice is not spooled yet (the spool
 	// failed); it is retried after the next successful append.
@@ -136,12 +137,15 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: drvReg})
 		g.srcNames = append(g.srcNames, drv.Name())
 	}
+	var natsUp *natsjs.Uplink
+	var mqttUp *mqtt.Uplink
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
 		u, err := natsjs.New(*c, opts.Logger, g.mx.natsMetrics())
 		if err != nil {
 			return nil, fmt.Errorf("uplinks.nats: %w", err)
 		}
 		g.uplinks = append(g.uplinks, u)
+		natsUp = u
 	}
 	if c := cfg.Raw.Uplinks.MQTT; c != nil {
 		u, err := mqtt.New(*c, opts.Logger, g.mx.mqttMetrics())
@@ -149,6 +153,7 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 			return nil, fmt.Errorf("uplinks.mqtt: %w", err)
 		}
 		g.uplinks = append(g.uplinks, u)
+		mqttUp = u
 	}
 	for _, w := range cfg.Warnings {
 		g.log.Warn("configuration", "warning", w.Error())
@@ -159,6 +164,17 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 			return nil, err
 		}
 		g.devices = append(g.devices, dv)
+	}
+	if cfg.Raw.Commands != nil && natsUp != nil {
+		var mq mirror
+		if mqttUp != nil {
+			mq = mqttUp
+		}
+		cmd, err := newCommander(g, natsUp, mq)
+		if err != nil {
+			return nil, err
+		}
+		g.cmd = cmd
 	}
 	return g, nil
 }
@@ -238,6 +254,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		"spool", g.cfg.Raw.Spool.Dir, "seq", sp.LastSeq())
 	for _, d := range g.devices {
 		pg.Go(func() error { return d.run(pctx, sp) })
+	}
+	if g.cmd != nil {
+		pg.Go(func() error { return g.cmd.Run(pctx) })
 	}
 	perr := pg.Wait()
 	g.setReady(false)

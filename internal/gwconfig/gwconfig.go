@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/spool"
@@ -52,7 +53,10 @@ type File struct {
 		NATS *natsjs.Config `yaml:"nats,omitempty"`
 		MQTT *mqtt.Config   `yaml:"mqtt,omitempty"`
 	} `yaml:"uplinks"`
-	Devices []DeviceFile `yaml:"devices"`
+	// Commands enables authorized writes (docs/commands.md); absent: the
+	// gateway does not listen for commands.
+	Commands *command.Config `yaml:"commands,omitempty"`
+	Devices  []DeviceFile    `yaml:"devices"`
 }
 
 // Defaults.
@@ -220,6 +224,16 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		u.ResolvePaths(c.dir)
 		if err := u.Validate(); err != nil {
 			c.report(doc, "uplinks.mqtt", err)
+		}
+	}
+
+	if cm := f.Commands; cm != nil {
+		cm.SetDefaults()
+		if err := cm.Validate(); err != nil {
+			c.report(doc, "commands", err)
+		}
+		if f.Uplinks.NATS == nil {
+			c.add(doc.Errorf("commands", "commands arrive over NATS: set uplinks.nats"))
 		}
 	}
 
@@ -538,6 +552,10 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	if prev, dup := dc.names[p.Signal]; dup {
 		bad("signal", "%s already read by %s", p.Signal, prev)
 	}
+	var wr *Write
+	if p.Write != nil {
+		wr = compileWrite(p.Write, np.States, ps.Text, bad)
+	}
 	if !ok {
 		dc.ok = false
 		return -1, false, false
@@ -554,5 +572,6 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	dc.dev.Norm = append(dc.dev.Norm, np)
 	dc.dev.Signals = append(dc.dev.Signals, info)
+	dc.dev.Writes = append(dc.dev.Writes, wr)
 	return len(dc.dev.Norm) - 1, fromDevice, true
 }

@@ -128,6 +128,9 @@ type PointFile struct {
 	Enum     map[int64]string `yaml:"enum,omitempty"`
 	Min      *float64         `yaml:"min,omitempty"`
 	Max      *float64         `yaml:"max,omitempty"`
+	// Write makes the point writable by commands, within its limits
+	// (write.go, docs/commands.md).
+	Write *WriteFile `yaml:"write,omitempty"`
 }
 
 // Config is a loaded, validated, compiled configuration.
@@ -162,4 +165,7 @@ type Device struct {
 	// Driver is the protocol's compiled settings, of its driver's own
 	// type (*modbus.DeviceConfig, *opcua.DeviceConfig).
 	Driver DriverConfig
+	// Writes is index-aligned with Norm: the point's compiled write block,
+	// nil when commands may not write it.
+	Writes []*Write
 }

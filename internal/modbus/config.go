@@ -72,6 +72,11 @@ type Config struct {
 	// may be taken for the next request's answer (README, "Transports
 	// and the never guess a reply rule"). Ignored on tcp, whose transaction ids tie replies to requests.
 	Silence time.Duration `yaml:"silence"`
+	// WriteMultiple makes writes of one coil or one register use FC15 or
+	// FC16 instead of FC5 or FC6, for devices that implement only the
+	// multiple forms. Only points with a write block are ever written
+	// (docs/commands.md).
+	WriteMultiple bool `yaml:"write_multiple"`
 }
 
 // Defaults.

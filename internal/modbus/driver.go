@@ -190,6 +190,10 @@ func compilePoint(b *gwconfig.Block, doc *confload.Doc, field string, p *PointFi
 		b.Report(doc, field, err)
 		return mp, false
 	}
+	if p.Write != nil && (tbl == DiscreteInputs || tbl == InputRegisters || typ == String) {
+		bad("write", "a %s %s point cannot be written (only coils and holding registers, not strings)", typ, tbl)
+		return mp, false
+	}
 	return mp, true
 }
 

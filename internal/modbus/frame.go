@@ -1,8 +1,10 @@
 package modbus
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/smelterio/smelter/internal/modbus/checksum"
@@ -30,12 +32,13 @@ type expect struct {
 	tid   uint16 // MBAP transaction id
 	unit  byte
 	fc    byte
-	count int // byte count of a read reply (functions 1-4); -1 when not checked
+	count int    // byte count of a read reply (functions 1-4); -1 when not checked
+	echo  []byte // what a write reply's PDU must be (echoOf); nil for reads
 }
 
 // expectFor derives the expected reply of a request PDU.
 func expectFor(unit byte, pdu []byte) expect {
-	e := expect{unit: unit, fc: pdu[0], count: -1}
+	e := expect{unit: unit, fc: pdu[0], count: -1, echo: echoOf(pdu)}
 	if len(pdu) >= 5 {
 		qty := int(binary.BigEndian.Uint16(pdu[3:]))
 		switch pdu[0] {
@@ -119,6 +122,9 @@ func checkReply(frame []byte, want expect) ([]byte, error) {
 			got = int(pdu[1])
 		}
 		return nil, &ReplyError{Status: StatusBadLength, Want: want.count, Got: got}
+	}
+	if want.echo != nil && !bytes.Equal(pdu, want.echo) {
+		return nil, &ReplyError{Status: StatusBadEcho, Detail: fmt.Sprintf("reply % X to request % X", pdu, want.echo)}
 	}
 	return pdu, nil
 }

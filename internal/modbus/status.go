@@ -57,6 +57,9 @@ const (
 	// StatusChecksum: the reply's CRC (RTU) or LRC (ASCII) is wrong
 	// (ReplyError gives the received and the computed value).
 	StatusChecksum Status = 0x10A
+	// StatusBadEcho: a write reply (FC5, 6, 15, 16, 22) does not echo the
+	// request's address, value or quantity (ReplyError.Detail gives both).
+	StatusBadEcho Status = 0x10B
 
 	// StatusQuarantined is the flag bit (0x10000) of a quarantined
 	// address; the low byte keeps the address's last exception code, so a
@@ -146,6 +149,7 @@ var codeText = map[Status]string{
 	StatusWrongUnit:           "reply from the wrong unit",
 	StatusWrongFunction:       "wrong function code in reply",
 	StatusChecksum:            "checksum mismatch",
+	StatusBadEcho:             "write reply does not echo the request",
 }
 
 // Error returns "modbus: timeout", "modbus: exception 2 (illegal data
@@ -172,7 +176,7 @@ func (s Status) Error() string {
 // Kind is the error-kind label of s in smelter_modbus_errors_total and
 // smelter_modbus_requests_total: ok, exception, timeout, connection,
 // framing, bad_length, not_finite, canceled, transaction_mismatch,
-// wrong_unit, wrong_function, checksum.
+// wrong_unit, wrong_function, checksum, bad_echo.
 func (s Status) Kind() string { return kindNames[s.kind()] }
 
 // kind is s's index into kindNames.
@@ -201,6 +205,8 @@ func (s Status) kind() int {
 		return kindWrongFunction
 	case StatusChecksum:
 		return kindChecksum
+	case StatusBadEcho:
+		return kindBadEcho
 	}
 	return kindFraming
 }
@@ -218,11 +224,12 @@ const (
 	kindWrongUnit
 	kindWrongFunction
 	kindChecksum
+	kindBadEcho
 	kindCount
 )
 
 var kindNames = [kindCount]string{"ok", "exception", "timeout", "connection", "framing", "bad_length", "not_finite",
-	"canceled", "transaction_mismatch", "wrong_unit", "wrong_function", "checksum"}
+	"canceled", "transaction_mismatch", "wrong_unit", "wrong_function", "checksum", "bad_echo"}
 
 // StatusOf returns the Status carried by err: StatusGood for nil, the Status
 // in err's chain, StatusCanceled for a context error, otherwise
@@ -261,6 +268,8 @@ func (e *ReplyError) Error() string {
 		return "modbus: reply function " + strconv.Itoa(e.Got) + " to request function " + strconv.Itoa(e.Want)
 	case StatusBadLength:
 		return "modbus: reply byte count " + strconv.Itoa(e.Got) + ", request wants " + strconv.Itoa(e.Want)
+	case StatusBadEcho:
+		return "modbus: write reply does not echo the request: " + e.Detail
 	case StatusChecksum:
 		return "modbus: checksum mismatch: received " + strconv.FormatUint(uint64(e.Got), 16) +
 			", computed " + strconv.FormatUint(uint64(e.Want), 16)

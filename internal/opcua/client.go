@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -58,6 +59,8 @@ type Client struct {
 	mu      sync.Mutex
 	status  Status
 	learned Limits // caps learned from refused batches
+
+	live atomic.Pointer[live] // the session commands use (write.go)
 }
 
 // Status is the driver's state for status pages.
@@ -314,6 +317,8 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	if err != nil {
 		return err
 	}
+	c.live.Store(&live{cl: cl, nodes: nodes})
+	defer c.live.Store(nil)
 	lim, err := c.limits(ctx, cl)
 	if err != nil {
 		return err

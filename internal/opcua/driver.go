@@ -46,7 +46,24 @@ func (u *DeviceConfig) Endpoint() (string, string) {
 func (Driver) Name() string { return "opcua" }
 
 // Check implements gwconfig.Driver: OPC UA devices share nothing.
-func (Driver) Check(*gwconfig.Checks, []*gwconfig.Device) {}
+//
+// A device with writable points (a write block, docs/commands.md) must run
+// its session in process (isolation: none): commands reach the session the
+// gateway holds, and a worker process has no command channel yet.
+func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
+	for _, d := range devs {
+		cfg, ok := d.Driver.(*DeviceConfig)
+		if !ok || cfg.Config.Isolation != IsolationProcess {
+			continue
+		}
+		for _, w := range d.Writes {
+			if w != nil {
+				c.Errorf(d.Field+".opcua.isolation", "%s has writable points: set isolation: none (commands do not reach a session worker yet, docs/commands.md)", d.ID)
+				break
+			}
+		}
+	}
+}
 
 // Compile implements gwconfig.Driver: the opcua block is a Config (its
 // paths relative to the configuration file, its data_dir by default

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/simulators/faults"
@@ -118,6 +119,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 	f.now = f.cfg.Start
 	for _, cd := range comp.devices {
 		d := newDevice(cd, f.met, f.log)
+		f.setWriter(d)
 		d.publish(f.now)
 		f.devices = append(f.devices, d)
 		f.byID[d.id] = d
@@ -152,6 +154,12 @@ func (f *Fleet) Start(ctx context.Context) error {
 		}
 		fr, err := opcuafront.New(cs.cfg, assets, f.log.With("opcua_server", cs.name))
 		if err == nil {
+			fr.SetWriter(func(asset, sig string, v float64) ua.StatusCode {
+				if err := f.setpoint(f.byID[asset], sig, v); err != nil {
+					return ua.StatusBadOutOfRange
+				}
+				return ua.StatusOK
+			})
 			fr.Refresh(f.now) // values and SourceTimestamps of the simulated start
 			err = fr.Start(ctx)
 		}
@@ -456,4 +464,67 @@ func (f *Fleet) sortedFaults() []FaultStatus {
 		out = append(out, f.faults[id].status())
 	}
 	return out
+}
+
+// setWriter routes Modbus writes of the device's writable points (template
+// points with a write block) to its model's setpoints (model.Setter), so a
+// command changes what the model does; the new value shows at once on
+// both fronts. Values the model refuses answer exception 3 (illegal data
+// value).
+func (f *Fleet) setWriter(d *device) {
+	if _, ok := d.model.(model.Setter); !ok || d.rmap == nil {
+		return
+	}
+	d.mb.SetWriter(func(addr uint16, vals []uint16) modbusfront.Exception {
+		idx, v, ok := d.rmap.Decode(regmap.Holding, addr, vals)
+		if !ok {
+			return modbusfront.IllegalDataAddress
+		}
+		if err := f.setpoint(d, d.model.Signals()[idx], v); err != nil {
+			return modbusfront.IllegalDataValue
+		}
+		return 0
+	})
+}
+
+// setpoint applies a write to the device's model and republishes the
+// device on every front.
+func (f *Fleet) setpoint(d *device, sig string, v float64) error {
+	st, ok := d.model.(model.Setter)
+	if !ok {
+		return model.ErrNotSettable
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := st.Set(sig, v); err != nil {
+		d.log.Info("simulated device refused a write", "signal", sig, "value", v, "err", err)
+		return err
+	}
+	d.log.Info("simulated setpoint written", "signal", sig, "value", v)
+	f.republishLocked(d)
+	return nil
+}
+
+// Writes returns how many Modbus write requests device id received
+// (applied or refused), and false for an unknown device.
+func (f *Fleet) Writes(id string) (int64, bool) {
+	f.mu.Lock()
+	d := f.byID[id]
+	f.mu.Unlock()
+	if d == nil {
+		return 0, false
+	}
+	return d.mb.Writes(), true
+}
+
+// UAWrites returns how many node writes the fleet's OPC UA servers
+// received (applied or refused).
+func (f *Fleet) UAWrites() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n uint64
+	for _, s := range f.servers {
+		n += s.front.Writes()
+	}
+	return n
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/simulators/model"
+
 	"github.com/smelterio/smelter/simulators/faults"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -319,6 +321,15 @@ type source struct{ d *device }
 func (s source) Class() string     { return s.d.class }
 func (s source) Signals() []string { return s.d.model.Signals() }
 func (s source) Values() []float64 { return s.d.out }
+
+// Setpoints lists the model's writable signals (model.Setter), which the
+// OPC UA front serves with write access.
+func (s source) Setpoints() []string {
+	if st, ok := s.d.model.(model.Setter); ok {
+		return st.Setpoints()
+	}
+	return nil
+}
 
 // republishLocked publishes a device's values at once (after a fault
 // change) to every front.

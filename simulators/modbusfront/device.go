@@ -64,7 +64,49 @@ func (noCounter) Inc() {}
 type Device struct {
 	img                  atomic.Pointer[regmap.Image]
 	faults               atomic.Pointer[Faults]
+	writer               atomic.Pointer[WriteFunc]
+	writes               atomic.Int64
 	requests, exceptions Counter
+}
+
+// WriteFunc applies a write of holding registers vals (wire order) at addr
+// and returns 0, or the exception to answer (IllegalDataAddress: no
+// writable point there; IllegalDataValue: the model refused the value).
+// The image a read-back sees must already show the new value when it
+// returns.
+type WriteFunc func(addr uint16, vals []uint16) Exception
+
+// SetWriter makes holding-register writes (FC6, FC16) reach w; nil (the
+// default) refuses every write with IllegalFunction, a read-only device.
+func (d *Device) SetWriter(w WriteFunc) {
+	if w == nil {
+		d.writer.Store(nil)
+		return
+	}
+	d.writer.Store(&w)
+}
+
+// Writes counts the write requests the device received, applied or
+// refused: tests prove with it that nothing reached the device.
+func (d *Device) Writes() int64 { return d.writes.Load() }
+
+// write serves one holding-register write: protocol faults first (a silent
+// device stays silent), then the writer.
+func (d *Device) write(done <-chan struct{}, addr uint16, vals []uint16) (silent bool, exc Exception) {
+	d.writes.Add(1)
+	_, silent, exc = d.access(done, regmap.Holding, addr, uint16(len(vals)), true)
+	if silent || (exc != 0 && exc != IllegalDataAddress) {
+		return silent, exc
+	}
+	w := d.writer.Load()
+	if w == nil {
+		d.exceptions.Inc()
+		return false, IllegalFunction
+	}
+	if exc = (*w)(addr, vals); exc != 0 {
+		d.exceptions.Inc()
+	}
+	return false, exc
 }
 
 // NewDevice returns a device with no image yet (every read answers

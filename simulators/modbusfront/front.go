@@ -1,9 +1,12 @@
 // Package modbusfront serves simulated devices over Modbus: Modbus TCP
 // (MBAP, through the simonvetter server) or RTU frames with CRC-16 over a
 // TCP stream (as serial-to-Ethernet converters carry them), one or more
-// devices per port, each under its unit id. Devices are read-only (writes
-// answer exception 1, illegal function); reads are served from the device's
-// current register image with no copy.
+// devices per port, each under its unit id. Reads are served from the
+// device's current register image with no copy. Writes of holding registers
+// over Modbus TCP (FC6, FC16) reach the device's WriteFunc (SetWriter; the
+// fleet hands them to the model's setpoints), and Device.Writes counts them;
+// every other write, and every write over RTU, answers exception 1
+// (illegal function).
 //
 // The front injects the protocol faults a device's Faults describe: a
 // delay before every reply, silence (Modbus TCP: the request blocks until

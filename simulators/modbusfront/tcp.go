@@ -30,7 +30,17 @@ func (h *tcpHandler) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]
 }
 
 func (h *tcpHandler) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]uint16, error) {
-	return h.regs(req.UnitId, regmap.Holding, req.Addr, req.Quantity, req.IsWrite)
+	if req.IsWrite {
+		d := h.f.lookup(req.UnitId)
+		if d == nil {
+			return nil, modbus.ErrGWTargetFailedToRespond
+		}
+		if _, exc := d.write(h.f.done, req.Addr, req.Args); exc != 0 {
+			return nil, exceptionErrors[exc]
+		}
+		return nil, nil
+	}
+	return h.regs(req.UnitId, regmap.Holding, req.Addr, req.Quantity, false)
 }
 
 func (h *tcpHandler) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
@@ -54,7 +64,7 @@ func (h *tcpHandler) bits(unit uint8, t regmap.Table, addr, qty uint16, write bo
 }
 
 // image is the request path both tables share: find the unit, refuse
-// writes (the simulators are read-only), apply faults and return the
+// writes (coils are read-only; holding writes go to Device.write), apply faults and return the
 // device's current register image.
 func (h *tcpHandler) image(unit uint8, t regmap.Table, addr, qty uint16, write bool) (*regmap.Image, error) {
 	d := h.f.lookup(unit)

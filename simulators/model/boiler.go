@@ -25,7 +25,7 @@ import (
 // 200 Cel warning of the default pack within about 5 minutes at any load.
 var boilerDef = classDef{
 	signals: []string{"steam_pressure", "steam_temp", "steam_flow", "feedwater_temp", "drum_level",
-		"flue_gas_temp", "flue_o2", "flue_co", "fuel_flow", "ambient_temp"},
+		"flue_gas_temp", "flue_o2", "flue_co", "fuel_flow", "ambient_temp", "o2_setpoint"},
 	nameplate: map[string]float64{
 		"rated_steam_flow": 20,   // t/h
 		"fuel_ncv":         35.8, // MJ/m3 (natural gas, normal m3)
@@ -43,6 +43,7 @@ type boiler struct {
 	flue  float64 // clean-surface flue gas temperature
 	foul  float64 // flue temperature added by fouling, K
 	o2    ou
+	o2sp  float64 // O2 trim setpoint, % (3 until a command sets it)
 	loadN ou
 	level float64
 	prevF float64
@@ -86,7 +87,10 @@ func (b *boiler) Step(now time.Time, dt time.Duration) {
 	b.p = clamp(b.p, 0.5*pset, 1.1*pset)
 	// drum level: swell on rising demand, controller brings it back
 	b.level = lag(b.level, 2000*df/rated, dt, 3*time.Minute)
-	o2 := clamp(3.0+0.35*b.o2.step(b.rng, dt)+0.6*(1-load), 1.2, 8)
+	if b.o2sp == 0 {
+		b.o2sp = 3
+	}
+	o2 := clamp(b.o2sp+0.35*b.o2.step(b.rng, dt)+0.6*(1-load), 1.2, 8)
 	foul := b.deg("fouling")
 	b.flue = lag(b.flue, 118+30*load+0.3*(amb-20), dt, 8*time.Minute)
 	b.foul = lag(b.foul, 80*foul, dt, 2*time.Minute)
@@ -112,4 +116,15 @@ func (b *boiler) Step(now time.Time, dt time.Duration) {
 	v[7] = math.Max(0, co+b.noise(2))
 	v[8] = math.Max(0, fuel*(1+b.noise(0.004)))
 	v[9] = amb + b.noise(0.1)
+	v[10] = b.o2sp
+}
+
+// Setpoints implements Setter.
+func (b *boiler) Setpoints() []string { return []string{"o2_setpoint"} }
+
+// Set implements Setter: the O2 trim setpoint, 1.5 to 6 % (below, CO rises
+// steeply; above, the stack loss does): flue O2, CO and fuel flow follow
+// from the next step.
+func (b *boiler) Set(signal string, v float64) error {
+	return setpoint(signal, "o2_setpoint", v, 1.5, 6, "%", &b.o2sp, &b.v[10])
 }

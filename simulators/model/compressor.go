@@ -9,7 +9,9 @@ import (
 // feeding an air receiver.
 //
 // The receiver pressure integrates delivered air minus plant demand. The
-// controller loads below rated_pressure-0.1 MPa and unloads at rated_pressure;
+// controller loads below sp-0.1 MPa and unloads at sp, the unload pressure
+// setpoint (unload_pressure_setpoint; rated_pressure until a command sets it,
+// Set accepts 0.3 MPa up to rated_pressure + 0.1 MPa);
 // after 10 minutes unloaded the motor stops, and it restarts when pressure
 // falls to the load point. Input power when loaded follows the nameplate
 // specific power and rises slightly with pressure; unloaded power is 25 % of
@@ -18,7 +20,8 @@ import (
 // cuts measured FAD at unchanged power, so specific power rises by 1/(1-level)
 // and the loaded ratio grows.
 var compressorDef = classDef{
-	signals: []string{"discharge_pressure", "discharge_temp", "input_power", "free_air_delivery", "load_state", "dew_point"},
+	signals: []string{"discharge_pressure", "discharge_temp", "input_power", "free_air_delivery", "load_state", "dew_point",
+		"unload_pressure_setpoint"},
 	nameplate: map[string]float64{
 		"rated_power":          75,   // kW shaft
 		"rated_fad":            13,   // m3/min at rated pressure
@@ -38,6 +41,7 @@ const (
 type compressor struct {
 	*base
 	init     bool
+	sp       float64 // unload pressure setpoint, MPa gauge
 	p        float64 // receiver pressure, MPa gauge
 	state    int
 	unloaded time.Duration // time spent unloaded
@@ -49,7 +53,11 @@ type compressor struct {
 
 func (c *compressor) Step(now time.Time, dt time.Duration) {
 	np := c.np
-	pr, fad := np["rated_pressure"], np["rated_fad"]
+	fad := np["rated_fad"]
+	if c.sp == 0 {
+		c.sp = np["rated_pressure"]
+	}
+	pr := c.sp
 	pLoad := pr - 0.1
 	amb := ambient(now, 22, 5)
 	if !c.init {
@@ -122,4 +130,15 @@ func (c *compressor) Step(now time.Time, dt time.Duration) {
 	v[3] = math.Max(0, delivered+c.noise(0.002*delivered))
 	v[4] = float64(c.state)
 	v[5] = c.dew + c.noise(0.05)
+	v[6] = c.sp
+}
+
+// Setpoints implements Setter.
+func (c *compressor) Setpoints() []string { return []string{"unload_pressure_setpoint"} }
+
+// Set implements Setter: the unload pressure setpoint, 0.3 MPa up to
+// rated_pressure + 0.1 MPa (the receiver's safety margin); the controller
+// follows from the next step. The value is visible at once.
+func (c *compressor) Set(signal string, v float64) error {
+	return setpoint(signal, "unload_pressure_setpoint", v, 0.3, c.np["rated_pressure"]+0.1, "MPa", &c.sp, &c.v[6])
 }

@@ -9,6 +9,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -39,6 +40,38 @@ type Model interface {
 	Degradations() map[string]float64
 	// Degrade sets the level of a degradation kind (0 clears it).
 	Degrade(kind string, level float64) error
+}
+
+// Setter is implemented by models with setpoints a command may change
+// (docs/commands.md): the compressor's unload pressure.
+type Setter interface {
+	// Setpoints lists the signals Set accepts.
+	Setpoints() []string
+	// Set changes a setpoint, in canonical units, from the next step on
+	// (the value itself shows at once). Errors: ErrNotSettable,
+	// ErrSetpointRange.
+	Set(signal string, v float64) error
+}
+
+// Errors of Setter.Set.
+var (
+	ErrNotSettable   = errors.New("model: signal is not a setpoint")
+	ErrSetpointRange = errors.New("model: setpoint out of range")
+)
+
+// setpoint is the one check of every model's Set: signal must be the
+// model's setpoint name and v within lo..hi (unit for the message). On
+// success it stores v in *dst and shows it at once in the model's output
+// slot out.
+func setpoint(signal, name string, v, lo, hi float64, unit string, dst *float64, out *float64) error {
+	if signal != name {
+		return fmt.Errorf("%w: %s", ErrNotSettable, signal)
+	}
+	if math.IsNaN(v) || v < lo || v > hi {
+		return fmt.Errorf("%w: %s %v outside %v..%v %s", ErrSetpointRange, name, v, lo, hi, unit)
+	}
+	*dst, *out = v, v
+	return nil
 }
 
 // Options parameterise a model.

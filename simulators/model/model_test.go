@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"math"
 	"slices"
 	"strings"
@@ -94,8 +95,12 @@ func TestModelsStayInCatalogRanges(t *testing.T) {
 					}
 				}
 			})
+			var setpoints []string // held until a command changes them
+			if st, ok := m.(Setter); ok {
+				setpoints = st.Setpoints()
+			}
 			for i, s := range sigs {
-				if lo[i] == hi[i] && s.Name != "nut_coke_rate" && s.Name != "feedwater_temp" {
+				if lo[i] == hi[i] && s.Name != "nut_coke_rate" && s.Name != "feedwater_temp" && !slices.Contains(setpoints, s.Name) {
 					t.Errorf("%s.%s never changed over two days (%v)", class, s.Name, lo[i])
 				}
 			}
@@ -382,5 +387,89 @@ func TestBoilerFoulingShowsWithinMinutes(t *testing.T) {
 	}
 	if v := m.Values()[flue]; v <= 205 {
 		t.Errorf("fouled boiler flue %v Cel after 5 min, want > 205", v)
+	}
+}
+
+// TestCompressorSetpoint: a lower unload setpoint moves the pressure band
+// down within minutes and shows at once; out-of-range values and other
+// signals are refused.
+func TestCompressorSetpoint(t *testing.T) {
+	m := newModel(t, "air_compressor", nil)
+	st := m.(Setter)
+	p, sp := idx(m, "discharge_pressure"), idx(m, "unload_pressure_setpoint")
+	maxOver := func(d time.Duration, from time.Time) float64 {
+		hi := 0.0
+		run(m, from, d, 2*time.Second, func(_ time.Time, v []float64) { hi = math.Max(hi, v[p]) })
+		return hi
+	}
+	before := maxOver(time.Hour, t0)
+	if err := st.Set("unload_pressure_setpoint", 0.6); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Values()[sp]; got != 0.6 {
+		t.Errorf("setpoint reads %v at once, want 0.6", got)
+	}
+	maxOver(10*time.Minute, t0.Add(time.Hour)) // the receiver drains to the new band
+	after := maxOver(time.Hour, t0.Add(time.Hour+10*time.Minute))
+	if before < 0.74 || after > 0.6+0.02+0.01 {
+		t.Errorf("discharge pressure peaks %v before, %v after setting 0.6 MPa", before, after)
+	}
+	if err := st.Set("unload_pressure_setpoint", 0.9); !errors.Is(err, ErrSetpointRange) {
+		t.Errorf("0.9 MPa on a 0.75 MPa machine: %v", err)
+	}
+	if err := st.Set("discharge_pressure", 0.5); !errors.Is(err, ErrNotSettable) {
+		t.Errorf("discharge_pressure: %v", err)
+	}
+}
+
+// TestBoilerO2Setpoint: a higher O2 trim raises flue O2 and lowers CO
+// within minutes; the efficiency cost shows as more fuel for the same
+// steam.
+func TestBoilerO2Setpoint(t *testing.T) {
+	m := newModel(t, "boiler", nil)
+	o2, co := idx(m, "flue_o2"), idx(m, "flue_co")
+	mean := func(from time.Time, sig int) float64 {
+		sum, n := 0.0, 0
+		run(m, from, 30*time.Minute, 2*time.Second, func(_ time.Time, v []float64) { sum += v[sig]; n++ })
+		return sum / float64(n)
+	}
+	run(m, t0, time.Hour, 2*time.Second, nil)
+	o2Before := mean(t0.Add(time.Hour), o2)
+	if err := m.(Setter).Set("o2_setpoint", 5); err != nil {
+		t.Fatal(err)
+	}
+	run(m, t0.Add(90*time.Minute), 10*time.Minute, 2*time.Second, nil)
+	o2After := mean(t0.Add(100*time.Minute), o2)
+	if o2After < o2Before+1.5 {
+		t.Errorf("flue O2 %v before, %v after raising the trim from 3 to 5 %%", o2Before, o2After)
+	}
+	if c := m.Values()[co]; c > 40 {
+		t.Errorf("CO %v ppm at 5 %% O2", c)
+	}
+	if err := m.(Setter).Set("o2_setpoint", 9); !errors.Is(err, ErrSetpointRange) {
+		t.Errorf("9 %%: %v", err)
+	}
+}
+
+// TestMotorSpeedReference: a lower speed reference lowers the frequency
+// at once and the power by about the cube of the speed.
+func TestMotorSpeedReference(t *testing.T) {
+	m := newModel(t, "motor", nil)
+	pw, fq := idx(m, "power"), idx(m, "frequency")
+	run(m, t0, time.Hour, 2*time.Second, nil)
+	before := m.Values()[pw]
+	if err := m.(Setter).Set("speed_reference", 80); err != nil {
+		t.Fatal(err)
+	}
+	run(m, t0.Add(time.Hour), 2*time.Minute, 2*time.Second, nil)
+	after := m.Values()
+	if math.Abs(after[fq]-40) > 0.1 {
+		t.Errorf("frequency %v Hz at 80 %%", after[fq])
+	}
+	if r := after[pw] / before; r < 0.35 || r > 0.7 {
+		t.Errorf("power %v -> %v kW (x%.2f) at 80 %% speed, want about 0.8^3", before, after[pw], r)
+	}
+	if err := m.(Setter).Set("speed_reference", 120); !errors.Is(err, ErrSetpointRange) {
+		t.Errorf("120 %%: %v", err)
 	}
 }

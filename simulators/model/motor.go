@@ -5,7 +5,9 @@ import (
 	"time"
 )
 
-// Motor: a three-phase induction motor driving a process load (pump or fan).
+// Motor: a three-phase induction motor on a variable-speed drive driving a
+// process load (pump or fan); speed_reference (100 % until a command sets
+// it) sets the drive frequency and, by the affinity laws, the load.
 //
 // Shaft load follows the plant shift profile. Efficiency follows a part-load
 // curve anchored at the nameplate efficiency, power factor falls at part load,
@@ -17,7 +19,7 @@ import (
 // friction losses up to +1.5 % of rated power).
 var motorDef = classDef{
 	signals: []string{"voltage_a", "voltage_b", "voltage_c", "current_a", "current_b", "current_c",
-		"power_factor", "power", "frequency", "winding_temp", "bearing_temp", "vibration"},
+		"power_factor", "power", "frequency", "winding_temp", "bearing_temp", "vibration", "speed_reference"},
 	nameplate: map[string]float64{
 		"rated_power":      160,  // kW shaft
 		"rated_efficiency": 95.8, // % (IE3, 4-pole 160 kW)
@@ -38,6 +40,7 @@ type motor struct {
 	loadN   ou
 	winding float64
 	bearing float64
+	ref     float64 // drive speed reference, % of rated speed (100 until a command sets it)
 }
 
 // motorEfficiency is the part-load efficiency curve (fraction) for load x.
@@ -74,7 +77,13 @@ func (m *motor) Step(now time.Time, dt time.Duration) {
 		m.bearing = amb + 20
 	}
 	amb := ambient(now, 25, 4)
-	target := clamp(0.45+0.4*shiftDemand(now)+0.04*m.loadN.step(m.rng, dt), 0.2, 1.05)
+	if m.ref == 0 {
+		m.ref = 100
+	}
+	speed := m.ref / 100
+	// a centrifugal load on a variable-speed drive: power goes with speed
+	// cubed (affinity laws), the drive's output frequency with speed
+	target := clamp(0.45+0.4*shiftDemand(now)+0.04*m.loadN.step(m.rng, dt), 0.2, 1.05) * speed * speed * speed
 	m.load = lag(m.load, target, dt, 20*time.Second)
 	x := m.load
 	wear := m.deg("bearing_wear")
@@ -99,8 +108,19 @@ func (m *motor) Step(now time.Time, dt time.Duration) {
 	v[5] = ic * (1 + m.noise(0.003))
 	v[6] = pf
 	v[7] = pin
-	v[8] = 50 + m.noise(0.01)
+	v[8] = 50*speed + m.noise(0.01)
 	v[9] = m.winding + m.noise(0.1)
 	v[10] = m.bearing + m.noise(0.1)
 	v[11] = math.Max(0.1, 1.2+0.6*x+8*wear*wear+m.noise(0.05))
+	v[12] = m.ref
+}
+
+// Setpoints implements Setter.
+func (m *motor) Setpoints() []string { return []string{"speed_reference"} }
+
+// Set implements Setter: the drive's speed reference, 30 to 100 % of rated
+// speed; frequency at once from the next step, load and power within the
+// load's 20 s lag.
+func (m *motor) Set(signal string, v float64) error {
+	return setpoint(signal, "speed_reference", v, 30, 100, "%", &m.ref, &m.v[12])
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,16 @@ type Source interface {
 	Signals() []string
 	Values() []float64
 }
+
+// setpointer is a Source with writable signals (model.Setter): their
+// nodes are served with write access (Front.SetWriter).
+type setpointer interface{ Setpoints() []string }
+
+// WriteFunc applies a client's write of v (the node's Double value,
+// canonical units) to asset's signal and returns ua.StatusOK, or the
+// status to answer (BadOutOfRange for a value the model refuses). It must
+// show the new value (Front.Set) before it returns, for a read-back.
+type WriteFunc func(asset, signal string, v float64) ua.StatusCode
 
 // Asset is one served asset.
 type Asset struct {
@@ -113,6 +124,7 @@ type entry struct {
 	euCode   string
 	min, max float64
 	hasRange bool
+	writable bool // the source lists the signal among its setpoints
 
 	// guarded by Front.mu
 	value     float64
@@ -134,6 +146,8 @@ type Front struct {
 	log    *slog.Logger
 	assets []*assetState
 	byKey  map[string]*entry // "asset.signal"
+	writer atomic.Pointer[WriteFunc]
+	writes atomic.Uint64
 	cert   []byte
 	key    *rsa.PrivateKey
 	ns     uint16
@@ -206,8 +220,12 @@ func New(cfg Config, assets []Asset, log *slog.Logger) (*Front, error) {
 		seen[a.ID] = true
 		as := &assetState{id: a.ID, src: a.Source, class: a.Source.Class()}
 		vals := a.Source.Values()
+		var setpoints []string
+		if sp, ok := a.Source.(setpointer); ok {
+			setpoints = sp.Setpoints()
+		}
 		for j, sig := range a.Source.Signals() {
-			e := &entry{asset: a.ID, signal: sig, status: StatusGood, ts: now}
+			e := &entry{asset: a.ID, signal: sig, status: StatusGood, ts: now, writable: slices.Contains(setpoints, sig)}
 			e.nodeID = ua.NewStringNodeID(f.ns, a.ID+"."+sig)
 			e.key = e.nodeID.String()
 			if j < len(vals) {
@@ -295,6 +313,55 @@ func (f *Front) Refresh(now time.Time) {
 	if n > 0 {
 		f.signal()
 	}
+}
+
+// SetWriter makes writes of the writable nodes (the sources' setpoints)
+// reach w; nil (the default) answers every write BadNotWritable.
+func (f *Front) SetWriter(w WriteFunc) {
+	if w == nil {
+		f.writer.Store(nil)
+		return
+	}
+	f.writer.Store(&w)
+}
+
+// Writes counts the node writes clients asked for, applied or refused:
+// tests prove with it that nothing reached the server.
+func (f *Front) Writes() uint64 { return f.writes.Load() }
+
+// writeValue serves one WriteValue: the Value attribute of a writable
+// node, a Double (the node's DataType), through the writer.
+func (f *Front) writeValue(wv *ua.WriteValue) ua.StatusCode {
+	f.writes.Add(1)
+	if wv == nil || wv.NodeID == nil {
+		return ua.StatusBadNodeIDInvalid
+	}
+	var e *entry
+	for _, x := range f.byKey {
+		if x.key == wv.NodeID.String() {
+			e = x
+			break
+		}
+	}
+	switch {
+	case e == nil:
+		return ua.StatusBadNodeIDUnknown
+	case wv.AttributeID != ua.AttributeIDValue:
+		return ua.StatusBadNotWritable
+	case !e.writable:
+		return ua.StatusBadNotWritable
+	case wv.Value == nil || wv.Value.Value == nil:
+		return ua.StatusBadTypeMismatch
+	}
+	v, ok := wv.Value.Value.Value().(float64)
+	if !ok {
+		return ua.StatusBadTypeMismatch
+	}
+	w := f.writer.Load()
+	if w == nil {
+		return ua.StatusBadNotWritable
+	}
+	return (*w)(e.asset, e.signal, v)
 }
 
 // Set sets one value (tests and scripted faults) and notifies subscribers.

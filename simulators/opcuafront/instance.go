@@ -120,6 +120,7 @@ func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
 	srv.RegisterHandler(id.ActivateSessionRequest_Encoding_DefaultBinary, in.activateSession)
 	srv.RegisterHandler(id.GetEndpointsRequest_Encoding_DefaultBinary, in.getEndpoints)
 	srv.RegisterHandler(id.ReadRequest_Encoding_DefaultBinary, in.read)
+	srv.RegisterHandler(id.WriteRequest_Encoding_DefaultBinary, in.write)
 	srv.RegisterHandler(id.BrowseRequest_Encoding_DefaultBinary, in.browse)
 	srv.RegisterHandler(id.CreateMonitoredItemsRequest_Encoding_DefaultBinary, in.createMonitoredItems)
 	if err := in.buildAddressSpace(); err != nil {
@@ -166,6 +167,7 @@ func (in *instance) buildAddressSpace() error {
 		return fmt.Errorf("opcuafront: gopcua namespace 0 lacks Objects or standard types")
 	}
 	readOnly := server.DataValueFromValue(byte(ua.AccessLevelTypeCurrentRead))
+	readWrite := server.DataValueFromValue(byte(ua.AccessLevelTypeCurrentRead | ua.AccessLevelTypeCurrentWrite))
 	for _, as := range f.assets {
 		folder := server.NewNode(ua.NewStringNodeID(f.ns, as.id), server.Attributes{
 			ua.AttributeIDNodeClass:     server.DataValueFromValue(uint32(ua.NodeClassObject)),
@@ -178,6 +180,10 @@ func (in *instance) buildAddressSpace() error {
 		ns.AddNode(folder)
 		objects.AddRef(folder, id.Organizes, true)
 		for _, e := range as.entries {
+			access := readOnly
+			if e.writable {
+				access = readWrite
+			}
 			v := server.NewNode(e.nodeID, server.Attributes{
 				ua.AttributeIDNodeClass:       server.DataValueFromValue(uint32(ua.NodeClassVariable)),
 				ua.AttributeIDBrowseName:      server.DataValueFromValue(qn(f.ns, e.signal)),
@@ -185,8 +191,8 @@ func (in *instance) buildAddressSpace() error {
 				ua.AttributeIDDescription:     server.DataValueFromValue(lt(e.desc)),
 				ua.AttributeIDDataType:        server.DataValueFromValue(ua.NewNumericExpandedNodeID(0, id.Double)),
 				ua.AttributeIDValueRank:       server.DataValueFromValue(int32(-1)),
-				ua.AttributeIDAccessLevel:     readOnly,
-				ua.AttributeIDUserAccessLevel: readOnly,
+				ua.AttributeIDAccessLevel:     access,
+				ua.AttributeIDUserAccessLevel: access,
 				ua.AttributeIDHistorizing:     server.DataValueFromValue(false),
 			}, nil, func() *ua.DataValue { return f.read(e) })
 			v.AddRef(analogType, id.HasTypeDefinition, true)
@@ -253,6 +259,28 @@ func (in *instance) tooMany(limit uint32, n int) bool {
 		return true
 	}
 	return false
+}
+
+// write serves the Write service itself (gopcua's would write the node's
+// stored attribute, not the model): each value through Front.writeValue.
+func (in *instance) write(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
+	req, ok := r.(*ua.WriteRequest)
+	if !ok {
+		return nil, ua.StatusBadRequestTypeInvalid
+	}
+	if in.tooMany(in.f.cfg.Limits.MaxNodesPerRead, len(req.NodesToWrite)) { // writes share the read limit
+		return nil, ua.StatusBadTooManyOperations
+	}
+	res := make([]ua.StatusCode, len(req.NodesToWrite))
+	for i, wv := range req.NodesToWrite {
+		res[i] = in.f.writeValue(wv)
+	}
+	return &ua.WriteResponse{
+		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
+			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
+			AdditionalHeader: ua.NewExtensionObject(nil)},
+		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
+	}, nil
 }
 
 func (in *instance) read(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/units"
 )
 
@@ -50,7 +51,10 @@ type Point struct {
 	Interval string         `yaml:"interval"`
 	Deadband float64        `yaml:"deadband"`
 	Enum     map[int]string `yaml:"enum"`
-	Line     int            `yaml:"-"`
+	// Write: the gateway's write block (docs/commands.md); on the
+	// simulator it makes the point's registers writable (Map.Decode).
+	Write *gwconfig.WriteFile `yaml:"write"`
+	Line  int                 `yaml:"-"`
 }
 
 // Template is a device template.
@@ -136,12 +140,15 @@ type Compiled struct {
 	Address uint16
 	Regs    int // registers (1 for bit/bool)
 	Bit     int
-	kind    kind
-	perm    []byte // output byte i = big-endian byte perm[i]
-	conv    units.Conversion
-	scale   float64
-	offset  float64
-	codes   []float64 // state index -> device code (nil = identity)
+	// Writable: the template gives the point a write block; a write of
+	// exactly its registers reaches the model (Map.Decode).
+	Writable bool
+	kind     kind
+	perm     []byte // output byte i = big-endian byte perm[i]
+	conv     units.Conversion
+	scale    float64
+	offset   float64
+	codes    []float64 // state index -> device code (nil = identity)
 }
 
 // Map is a compiled register map for one device.
@@ -228,6 +235,12 @@ func Compile(t *Template, file string, cat *catalog.Catalog, signals []string) (
 			c.perm = perm
 		} else if p.Order != "" && p.Order != "ABCD" && p.Order != "AB" {
 			fail("order", "%q: 16-bit and bit types take no word order", p.Order)
+		}
+		if p.Write != nil {
+			if sig.IsState() || c.Regs < 1 || k == kBit || k == kBool {
+				fail("write", "the simulator writes numeric register points only")
+			}
+			c.Writable = true
 		}
 		if sig.IsState() {
 			if p.Unit != "" {
@@ -412,6 +425,53 @@ func (p *Compiled) put(dst []uint16, raw float64) {
 	for r := range n / 2 {
 		dst[r] = uint16(out[2*r])<<8 | uint16(out[2*r+1])
 	}
+}
+
+// Decode turns a write of vals (registers in wire order) at addr of table
+// back into the value of a writable point, in the signal's canonical unit:
+// the inverse of Encode. ok is false when no writable point spans exactly
+// those registers.
+func (m *Map) Decode(table Table, addr uint16, vals []uint16) (index int, v float64, ok bool) {
+	for i := range m.Points {
+		p := &m.Points[i]
+		if !p.Writable || p.Table != table || p.Address != addr || p.Regs != len(vals) {
+			continue
+		}
+		var raw float64
+		switch p.kind {
+		case kInt16:
+			raw = float64(int16(vals[0]))
+		case kUint16:
+			raw = float64(vals[0])
+		default:
+			var out, be [8]byte
+			for r, w := range vals {
+				out[2*r], out[2*r+1] = byte(w>>8), byte(w)
+			}
+			for j := range len(p.perm) {
+				be[p.perm[j]] = out[j]
+			}
+			switch p.kind {
+			case kInt32:
+				raw = float64(int32(binary.BigEndian.Uint32(be[:])))
+			case kUint32:
+				raw = float64(binary.BigEndian.Uint32(be[:]))
+			case kFloat32:
+				raw = float64(math.Float32frombits(binary.BigEndian.Uint32(be[:])))
+			case kInt64:
+				raw = float64(int64(binary.BigEndian.Uint64(be[:])))
+			case kUint64:
+				raw = float64(binary.BigEndian.Uint64(be[:]))
+			case kFloat64:
+				raw = math.Float64frombits(binary.BigEndian.Uint64(be[:]))
+			default:
+				return 0, 0, false
+			}
+		}
+		dev := raw*p.scale + p.offset
+		return p.Index, (dev - p.conv.Offset) / p.conv.Scale, true
+	}
+	return 0, 0, false
 }
 
 // Registers returns the addresses a point occupies, for faults that target a

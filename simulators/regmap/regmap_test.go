@@ -1,6 +1,7 @@
 package regmap
 
 import (
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -149,4 +150,45 @@ func FuzzParseTemplate(f *testing.F) {
 		img := m.NewImage()
 		m.Encode(make([]float64, len(cl.SignalNames())), img) // must not panic
 	})
+}
+
+// TestDecodeInvertsEncode: a write of a writable point's registers decodes
+// to the value Encode wrote, through word order, scale, offset and unit;
+// points without a write block, and partial writes, do not decode.
+func TestDecodeInvertsEncode(t *testing.T) {
+	doc := `template: writable
+class: air_compressor
+points:
+  - {signal: unload_pressure_setpoint, table: holding, address: 0, type: float32, order: CDAB, unit: bar, write: {min: 0.5, max: 0.9}}
+  - {signal: discharge_temp, table: holding, address: 2, type: int16, scale: 0.1, unit: degF, write: {min: 0, max: 100}}
+  - {signal: input_power, table: holding, address: 3, type: uint32, order: DCBA, unit: W, write: {min: 0, max: 500}}
+  - {signal: dew_point, table: holding, address: 5, type: int16}
+`
+	tp, err := ParseTemplate("w.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := []string{"unload_pressure_setpoint", "discharge_temp", "input_power", "dew_point"}
+	m, err := Compile(tp, "w.yaml", catalog.Default(), sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := []float64{0.65, 80, 75, 3}
+	img := m.NewImage()
+	m.Encode(vals, img)
+	for i, p := range m.Points {
+		idx, v, ok := m.Decode(p.Table, p.Address, img.Holding[p.Address:int(p.Address)+p.Regs])
+		if p.Signal == "dew_point" {
+			if ok {
+				t.Errorf("dew_point has no write block but decoded")
+			}
+			continue
+		}
+		if !ok || idx != i || math.Abs(v-vals[i]) > 1e-3*math.Abs(vals[i]) {
+			t.Errorf("%s: Decode = %d %v %v, want %v", p.Signal, idx, v, ok, vals[i])
+		}
+	}
+	if _, _, ok := m.Decode(Holding, 0, img.Holding[0:1]); ok {
+		t.Error("half a float32 decoded")
+	}
 }

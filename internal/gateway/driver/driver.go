@@ -69,6 +69,29 @@ type Source interface {
 	Run(ctx context.Context, emit func(*sample.Cycle)) error
 }
 
+// Writer is implemented by the Source of a driver that can write points
+// (Modbus); the gateway's command path (docs/commands.md) type-asserts a
+// Source to it. Values are device values: what the driver reports as
+// sample.Sample.Num, before the point's scale, offset and unit conversion.
+// Calls may come from any goroutine, concurrently with Run; the driver
+// serialises them with its reads.
+type Writer interface {
+	// ReadPoint reads point index (device-wide, as Sample.Index) now.
+	ReadPoint(ctx context.Context, index int) (sample.Sample, error)
+	// WritePoint writes v to point index and returns the device value a
+	// read gives back when the device keeps it (v as the point's type
+	// holds it: rounded to an integer, to float32). A device's refusal
+	// carries its code: errors.As(err, &e) with e an Exception.
+	WritePoint(ctx context.Context, index int, v float64) (float64, error)
+}
+
+// Exception is implemented by a driver's error that carries a code the
+// device sent (a Modbus exception code) and the driver's full status.
+type Exception interface {
+	error
+	Exception() (uint8, bool)
+}
+
 // Unit is what a device says about one point's unit and range.
 type Unit struct {
 	Index   int    // the point's device-wide index (sample.Sample.Index)

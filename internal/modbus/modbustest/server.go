@@ -58,13 +58,14 @@ type Bank struct {
 	coils      [65536]bool
 	discrete   [65536]bool
 	exceptions map[key]uint8
+	writeExc   map[key]uint8 // raised by writes only
 	delay      time.Duration
 	delayNext  int
 	log        []Request
 }
 
 // NewBank returns an all-zero bank.
-func NewBank() *Bank { return &Bank{exceptions: map[key]uint8{}} }
+func NewBank() *Bank { return &Bank{exceptions: map[key]uint8{}, writeExc: map[key]uint8{}} }
 
 // SetRegisters writes holding or input registers from addr on.
 func (b *Bank) SetRegisters(t Table, addr uint16, vals ...uint16) {
@@ -113,6 +114,32 @@ func (b *Bank) SetException(t Table, addr uint16, code uint8) {
 	b.exceptions[key{t, addr}] = code
 }
 
+// SetWriteException makes every write covering (t, addr) fail with code
+// (0 clears it); reads still succeed, as on a device that refuses a
+// setpoint it can report (code 3, illegal data value, or 4, device failure).
+func (b *Bank) SetWriteException(t Table, addr uint16, code uint8) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if code == 0 {
+		delete(b.writeExc, key{t, addr})
+		return
+	}
+	b.writeExc[key{t, addr}] = code
+}
+
+// Writes returns how many write requests the server received.
+func (b *Bank) Writes() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, r := range b.log {
+		if r.Write {
+			n++
+		}
+	}
+	return n
+}
+
 // SetDelay delays the next n replies by d (n < 0: every reply).
 func (b *Bank) SetDelay(d time.Duration, n int) {
 	b.mu.Lock()
@@ -148,6 +175,9 @@ func (b *Bank) enter(r Request) (time.Duration, error) {
 	}
 	for a := int(r.Address); a < int(r.Address)+int(r.Quantity); a++ {
 		if code, ok := b.exceptions[key{r.Table, uint16(a)}]; ok {
+			return delay, exceptionError(code)
+		}
+		if code, ok := b.writeExc[key{r.Table, uint16(a)}]; ok && r.Write {
 			return delay, exceptionError(code)
 		}
 	}

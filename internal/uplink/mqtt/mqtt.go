@@ -53,6 +53,9 @@ type Uplink struct {
 	pool sync.Pool // *window
 
 	sp *spUplink // set with encoding sparkplug_b
+
+	subMu sync.Mutex
+	subs  map[string]func(topic string, payload []byte) // Subscribe's, renewed on every connect
 }
 
 // New checks cfg, reads the password and TLS files it names and prepares the
@@ -175,6 +178,7 @@ func (u *Uplink) onConnect(c paho.Client) {
 	u.m.Connected.Set(1)
 	r := c.OptionsReader()
 	u.log.Info("mqtt connected", "client_id", r.ClientID(), "status_topic", u.topic)
+	u.subscribeAll(c)
 	p, err := statusPayload(u.cfg.Gateway, true)
 	if err != nil {
 		u.log.Error("mqtt online status", "err", err)
@@ -187,6 +191,54 @@ func (u *Uplink) onConnect(c paho.Client) {
 	}
 	if err := t.Error(); err != nil {
 		u.log.Warn("mqtt online status", "err", err)
+	}
+}
+
+// Subscribe asks for the messages on topic, now when connected and again
+// after every reconnect, at QoS 0: a broker never keeps them for a
+// disconnected gateway (commands are never delivered late,
+// docs/commands.md). handler runs on the client's goroutine: it must hand
+// the message off at once.
+//
+// With encoding sparkplug_b it does nothing (Sparkplug commands are DCMD).
+func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []byte)) {
+	if u.sp != nil {
+		return
+	}
+	u.subMu.Lock()
+	if u.subs == nil {
+		u.subs = map[string]func(string, []byte){}
+	}
+	u.subs[topic] = handler
+	u.subMu.Unlock()
+	if u.connected.Load() {
+		u.subscribeAll(u.client)
+	}
+}
+
+func (u *Uplink) subscribeAll(c paho.Client) {
+	u.subMu.Lock()
+	defer u.subMu.Unlock()
+	for topic, h := range u.subs {
+		t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload()) })
+		if !t.WaitTimeout(u.cfg.Timeout) || t.Error() != nil {
+			u.log.Warn("mqtt subscribe failed", "topic", topic, "err", t.Error())
+		}
+	}
+}
+
+// PublishOne publishes payload on topic at QoS 1, not retained, and waits
+// for the broker's acknowledgement until ctx ends (a command's result).
+func (u *Uplink) PublishOne(ctx context.Context, topic string, payload []byte) error {
+	if u.sp != nil {
+		return fmt.Errorf("mqtt: publish %s: not with encoding sparkplug_b", topic)
+	}
+	t := u.client.Publish(topic, 1, false, payload)
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt: publish %s: %w", topic, ctx.Err())
 	}
 }
 

@@ -154,6 +154,21 @@ func (u *Uplink) MaxPayload() int {
 // failure at most.
 const ConnectLogEvery = time.Minute
 
+// Conn returns the uplink's current connection and its JetStream context
+// while the uplink is ready (connected, stream checked), and nil, nil
+// otherwise. The gateway's other users of the broker (the command server,
+// docs/commands.md) share the uplink's one connection through it; they
+// must not close it. A later call may return another connection (after the
+// uplink replaced a closed one): subscriptions belong to the connection
+// they were made on.
+func (u *Uplink) Conn() (*nats.Conn, jetstream.JetStream) {
+	s := u.cur.Load()
+	if s == nil {
+		return nil, nil
+	}
+	return s.nc, s.js
+}
+
 // Name returns "nats".
 func (u *Uplink) Name() string { return "nats" }
 

@@ -1,0 +1,119 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// TestCommandPermissions runs nats-server with nats/commands-permissions.conf
+// and a real gateway as user gateway: user commander's signed command is
+// written; the same signed command published by user viewer or user gateway
+// is refused by the broker and never reaches the device.
+func TestCommandPermissions(t *testing.T) {
+	pw := map[string]string{"gateway": "gw-test-pw", "commander": "cmd-test-pw", "viewer": "view-test-pw"}
+	for u, p := range pw {
+		t.Setenv("SMELTER_NATS_"+strings.ToUpper(u)+"_PASSWORD", p)
+	}
+	opts, err := server.ProcessConfigFile("nats/commands-permissions.conf")
+	if err != nil {
+		t.Fatalf("nats-server rejects nats/commands-permissions.conf: %v", err)
+	}
+	opts.Port, opts.StoreDir, opts.NoSigs, opts.NoLog = -1, t.TempDir(), true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := srv.ClientURL()
+
+	bank := modbustest.NewBank()
+	bank.SetRegisters(modbustest.HoldingRegisters, 0, 700)
+	mb := modbustest.StartServer(t, bank)
+	op, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := op.PublicKey()
+	cfgText := fmt.Sprintf(`gateway: {id: gw-perm, site: jinan, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q, username: gateway, password_env: SMELTER_NATS_GATEWAY_PASSWORD}}
+commands: {trusted_keys: [%s]}
+devices:
+  - id: sp-1
+    class: generic
+    modbus: {address: %q, unit_id: 1}
+    points:
+      - {signal: pressure_setpoint, table: holding, address: 0, type: uint16, scale: 0.001, unit: MPa, write: {min: 0.6, max: 0.9}}
+`, url, pub, mb.Addr)
+	gatewaytest.Run(t, cfgText)
+
+	conn := func(user string) (*nats.Conn, chan error) {
+		perm := make(chan error, 8)
+		nc, err := nats.Connect(url, nats.UserInfo(user, pw[user]),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { perm <- err }))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc, perm
+	}
+	n := 0
+	mk := func(v float64) *command.Command {
+		n++
+		now := time.Now()
+		c := &command.Command{Schema: command.Schema, ID: fmt.Sprintf("perm-%d", n), Asset: "jinan.generic.sp-1",
+			Signal: "pressure_setpoint", Value: command.Num(v), Unit: "MPa", Requester: "perm-test", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := c.Sign(op); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	commander, _ := conn("commander")
+	var res *command.Result
+	wait.For(t, 15*time.Second, "the gateway to answer user commander", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		res, err = command.Send(ctx, commander, mk(0.75))
+		return err == nil
+	})
+	if res.Verdict != command.Verified || bank.Writes() != 1 {
+		t.Fatalf("commander: %+v, %d writes", res, bank.Writes())
+	}
+	for _, user := range []string{"viewer", "gateway"} {
+		nc, perm := conn(user)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := command.Send(ctx, nc, mk(0.8))
+		cancel()
+		if err == nil {
+			t.Errorf("user %s commanded", user)
+		}
+		select {
+		case err := <-perm:
+			if !errors.Is(err, nats.ErrPermissionViolation) && !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				t.Errorf("user %s: %v, want a permissions violation", user, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("user %s: no permissions violation publishing on .cmd", user)
+		}
+	}
+	if bank.Writes() != 1 {
+		t.Errorf("%d writes: a refused publisher reached the device", bank.Writes())
+	}
+}

@@ -1,0 +1,219 @@
+package command
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+)
+
+func newUser(t testing.TB) (nkeys.KeyPair, nkeys.KeyPair) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp, v
+}
+
+func testCommand() *Command {
+	at := time.Date(2026, 11, 30, 2, 0, 0, 123, time.UTC)
+	return &Command{Schema: Schema, ID: "c-1", Asset: "jinan.air_compressor.ac-1", Signal: "unload_pressure_setpoint",
+		Value: Num(7.2), Unit: "bar", Requester: "alice@plant", IssuedAt: at, ExpiresAt: at.Add(time.Minute)}
+}
+
+// TestCanonicalGolden pins the signed bytes: a change here breaks every
+// signer.
+func TestCanonicalGolden(t *testing.T) {
+	want := "17:smelter.command/1;3:c-1;25:jinan.air_compressor.ac-1;24:unload_pressure_setpoint;5:n:7.2;3:bar;" +
+		"11:alice@plant;30:2026-11-30T02:00:00.000000123Z;30:2026-11-30T02:01:00.000000123Z;"
+	if got := string(testCommand().Canonical()); got != want {
+		t.Errorf("canonical\n got %s\nwant %s", got, want)
+	}
+	c := testCommand()
+	c.Value = Label("loaded")
+	if got := string(c.Canonical()); !strings.Contains(got, ";8:s:loaded;") {
+		t.Errorf("label canonical %s", got)
+	}
+}
+
+// TestSignVerify: a signed command verifies with its key only; any changed
+// field, an unsigned command or an empty trust list does not.
+func TestSignVerify(t *testing.T) {
+	kp, v := newUser(t)
+	_, other := newUser(t)
+	c := testCommand()
+	if _, err := c.Verify([]nkeys.KeyPair{v}); !errors.Is(err, ErrUnsigned) {
+		t.Errorf("unsigned: %v", err)
+	}
+	if err := c.Sign(kp); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	if got, err := c.Verify([]nkeys.KeyPair{other, v}); err != nil || got != pub {
+		t.Fatalf("verify: %q %v", got, err)
+	}
+	if _, err := c.Verify([]nkeys.KeyPair{other}); !errors.Is(err, ErrSignature) {
+		t.Errorf("unknown key: %v", err)
+	}
+	if _, err := c.Verify(nil); !errors.Is(err, ErrSignature) {
+		t.Errorf("no trusted keys: %v", err)
+	}
+	// survives the wire
+	data, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := back.Verify([]nkeys.KeyPair{v}); err != nil {
+		t.Errorf("after JSON: %v", err)
+	}
+	tamper := []func(c *Command){
+		func(c *Command) { c.ID = "c-2" },
+		func(c *Command) { c.Asset = "jinan.air_compressor.ac-2" },
+		func(c *Command) { c.Signal = "discharge_pressure" },
+		func(c *Command) { c.Value = Num(7.3) },
+		func(c *Command) { c.Value = Label("7.2") },
+		func(c *Command) { c.Unit = "MPa" },
+		func(c *Command) { c.Requester = "mallory" },
+		func(c *Command) { c.IssuedAt = c.IssuedAt.Add(time.Nanosecond) },
+		func(c *Command) { c.ExpiresAt = c.ExpiresAt.Add(time.Hour) },
+	}
+	for i, f := range tamper {
+		cc := *back
+		f(&cc)
+		if _, err := cc.Verify([]nkeys.KeyPair{v}); !errors.Is(err, ErrSignature) {
+			t.Errorf("tamper %d verified: %v", i, err)
+		}
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	good := `{"schema":"smelter.command/1","id":"x","asset":"s.c.a","signal":"p","value":1,"unit":"","requester":"r",` +
+		`"issued_at":"2026-11-30T02:00:00Z","expires_at":"2026-11-30T02:01:00Z","signature":""}`
+	if _, err := Decode([]byte(good)); err != nil {
+		t.Fatalf("good: %v", err)
+	}
+	cases := map[string]string{
+		"schema":    strings.Replace(good, "command/1", "command/2", 1),
+		"unknown":   strings.Replace(good, `"unit":""`, `"unit":"","extra":1`, 1),
+		"id":        strings.Replace(good, `"id":"x"`, `"id":"a b"`, 1),
+		"asset":     strings.Replace(good, `"s.c.a"`, `"a"`, 1),
+		"signal":    strings.Replace(good, `"signal":"p"`, `"signal":""`, 1),
+		"requester": strings.Replace(good, `"requester":"r"`, `"requester":""`, 1),
+		"order":     strings.Replace(good, `02:01:00Z`, `01:59:00Z`, 1),
+		"value":     strings.Replace(good, `"value":1`, `"value":[1]`, 1),
+		"json":      good[:40],
+	}
+	for name, doc := range cases {
+		if _, err := Decode([]byte(doc)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestStorePersists: results survive reopening, the latest per id wins,
+// the oldest ids are forgotten beyond max, and a torn last line is skipped.
+func TestStorePersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "commands", "ids.jsonl")
+	s, err := OpenStore(path, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range []string{"a", "b", "c", "d"} {
+		if err := s.Put(Result{ID: id, Verdict: Accepted}); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := s.Put(Result{ID: id, Verdict: Verified}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"id":"e","verd`)
+	_ = f.Close()
+	s, err = OpenStore(path, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.Get("a"); ok {
+		t.Error("a remembered beyond max")
+	}
+	want := map[string]Verdict{"b": Accepted, "c": Verified, "d": Accepted}
+	for id, v := range want {
+		if r, ok := s.Get(id); !ok || r.Verdict != v {
+			t.Errorf("%s: %+v %v, want %s", id, r, ok, v)
+		}
+	}
+	if _, ok := s.Get("e"); ok {
+		t.Error("torn line read")
+	}
+	for i := range 10 {
+		if err := s.Put(Result{ID: string(rune('f' + i)), Verdict: Rejected}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, _ := os.ReadFile(path)
+	if n := strings.Count(string(data), "\n"); n > 6 {
+		t.Errorf("file holds %d lines for 3 ids: not compacted", n)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	_, v := newUser(t)
+	pub, _ := v.PublicKey()
+	c := Config{TrustedKeys: []string{pub}}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.TrustedKeys = append(c.TrustedKeys, "SUAseed")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "trusted_keys[1]") || strings.Contains(err.Error(), "SUAseed") {
+		t.Errorf("seed in the keys: %v (must not echo it)", err)
+	}
+	c.TrustedKeys[1] = "UNOTAKEY"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "UNOTAKEY") {
+		t.Errorf("bad key: %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"schema":"smelter.command/1","id":"x","asset":"s.c.a","signal":"p","value":"on","unit":"","requester":"r","issued_at":"2026-11-30T02:00:00Z","expires_at":"2026-11-30T02:01:00Z","signature":"AA"}`))
+	_, v := newUser(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if _, err := c.Verify([]nkeys.KeyPair{v}); err == nil {
+			t.Fatal("random command verified")
+		}
+	})
+}

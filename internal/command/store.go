@@ -1,0 +1,166 @@
+package command
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Store remembers the latest Result of the most recent command ids, at
+// most max of them, in an append-only JSON-lines file synced on every Put,
+// so that a retried command (same id) gets its earlier outcome and is never
+// written twice, across gateway restarts too. An id is recorded as Accepted
+// before its write starts: after a crash between the two, the id's outcome
+// is unknown and a retry is not written again.
+//
+// The file is rewritten with only the remembered ids when it holds more
+// than 2 x max lines. A torn last line (a crash mid-append) is ignored.
+// Safe for concurrent use.
+type Store struct {
+	path string
+	max  int
+
+	mu    sync.Mutex
+	f     *os.File
+	byID  map[string]Result
+	order []string // ids, oldest first
+	lines int
+}
+
+// OpenStore opens (creating it and its directory) the store file at path
+// remembering max ids (max >= 1).
+func OpenStore(path string, max int) (*Store, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("command store: remember %d ids: want at least 1", max)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("command store: %w", err)
+	}
+	s := &Store{path: path, max: max, byID: map[string]Result{}}
+	data, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("command store: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var r Result
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.ID == "" {
+			continue // a torn line
+		}
+		s.remember(r)
+		s.lines++
+	}
+	if err := s.rewrite(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// remember records r in memory, evicting the oldest id beyond max.
+func (s *Store) remember(r Result) {
+	if _, ok := s.byID[r.ID]; !ok {
+		s.order = append(s.order, r.ID)
+	}
+	s.byID[r.ID] = r
+	for len(s.order) > s.max {
+		delete(s.byID, s.order[0])
+		s.order = s.order[1:]
+	}
+}
+
+// rewrite replaces the file with the remembered results and reopens it
+// for appending.
+func (s *Store) rewrite() error {
+	tmp := s.path + ".tmp"
+	var buf bytes.Buffer
+	for _, id := range s.order {
+		line, err := json.Marshal(s.byID[id])
+		if err != nil {
+			return fmt.Errorf("command store: %w", err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	if err := writeSync(tmp, buf.Bytes()); err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	if s.f != nil {
+		_ = s.f.Close()
+	}
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	s.f, s.lines = f, len(s.order)
+	return nil
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Get returns the latest result recorded for id.
+func (s *Store) Get(id string) (Result, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID[id]
+	return r, ok
+}
+
+// Put records r as its id's latest result and syncs it to disk before
+// returning.
+func (s *Store) Put(r Result) error {
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return fmt.Errorf("command store: closed")
+	}
+	if _, err := s.f.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("command store: %w", err)
+	}
+	s.remember(r)
+	s.lines++
+	if s.lines > 2*s.max {
+		return s.rewrite()
+	}
+	return nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f = nil
+	return err
+}

@@ -1,0 +1,477 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/gateway/driver"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/units"
+)
+
+// Subject kinds of the command path (docs/commands.md).
+const (
+	kindCommand telemetry.Kind = "cmd"
+	kindAudit   telemetry.Kind = "audit"
+)
+
+// conner is what the command server needs of the NATS uplink: its current
+// connection (natsjs.Uplink.Conn).
+type conner interface {
+	Conn() (*nats.Conn, jetstream.JetStream)
+}
+
+// mirror is what the command server needs of the MQTT uplink for the
+// command mirror topics (mqtt.Uplink).
+type mirror interface {
+	Subscribe(topic string, handler func(topic string, payload []byte))
+	PublishOne(ctx context.Context, topic string, payload []byte) error
+}
+
+// mqttMsg is a command that arrived on an MQTT mirror topic.
+type mqttMsg struct {
+	topic string
+	data  []byte
+}
+
+// commander executes commands (docs/commands.md): it listens on each
+// device's smelter.v1.<site>.<class>.<asset>.cmd subject over the NATS
+// uplink's connection, checks each command (signature against the trusted
+// keys, expiry, idempotency, the point's write block), audits it to
+// JetStream at first contact, writes through the device's driver, reads
+// back, and answers with a command.Result. Commands run one at a time, in
+// Run's goroutine.
+type commander struct {
+	gw    string // gateway id
+	cfg   command.Config
+	keys  []nkeys.KeyPair
+	log   *slog.Logger
+	up    conner
+	mq    mirror           // nil without an MQTT uplink
+	now   func() time.Time // wall clock: expiry and min_interval
+	path  string           // id store file
+	byKey map[string]*device
+
+	// owned by Run
+	store     *command.Store
+	lastWrite map[pointRef]time.Time
+	publish   func(ctx context.Context, subject string, data []byte) error
+}
+
+type pointRef struct {
+	dev *device
+	idx int
+}
+
+func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
+	cfg := *g.cfg.Raw.Commands
+	keys, err := cfg.Keys()
+	if err != nil {
+		return nil, fmt.Errorf("commands: %w", err)
+	}
+	c := &commander{gw: g.cfg.ID, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
+		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{},
+		lastWrite: map[pointRef]time.Time{}}
+	for _, d := range g.devices {
+		c.byKey[assetKey(d.cfg.Asset)] = d
+	}
+	return c, nil
+}
+
+// assetKey is a command's asset field for a: "<site>.<class>.<asset>".
+func assetKey(a telemetry.Asset) string { return a.Site() + "." + a.Class + "." + a.ID }
+
+// Run serves commands until ctx ends. It follows the uplink's connection:
+// it subscribes when the uplink is ready and again on a new connection.
+func (c *commander) Run(ctx context.Context) error {
+	st, err := command.OpenStore(c.path, c.cfg.Remember)
+	if err != nil {
+		return err
+	}
+	c.store = st
+	defer func() { _ = st.Close() }()
+	if len(c.keys) == 0 {
+		c.log.Warn("commands: no trusted keys: every command is rejected")
+	}
+	msgs := make(chan *nats.Msg, 64)
+	mqMsgs := make(chan mqttMsg, 64)
+	if c.mq != nil {
+		for _, d := range c.byKey {
+			c.mq.Subscribe(telemetry.Topic(telemetry.AssetSubject(d.cfg.Asset, kindCommand)), func(topic string, payload []byte) {
+				select {
+				case mqMsgs <- mqttMsg{topic, payload}:
+				default:
+					c.log.Warn("commands: queue full, MQTT command dropped", "topic", topic)
+				}
+			})
+		}
+	}
+	var (
+		cur  *nats.Conn
+		subs []*nats.Subscription
+	)
+	unsubscribe := func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+		subs = nil
+	}
+	defer unsubscribe()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if nc, js := c.up.Conn(); nc != nil && nc != cur {
+			unsubscribe()
+			cur = nc
+			c.publish = func(ctx context.Context, subject string, data []byte) error {
+				_, err := js.Publish(ctx, subject, data)
+				return err
+			}
+			for key := range c.byKey {
+				d := c.byKey[key]
+				subj := telemetry.AssetSubject(d.cfg.Asset, kindCommand)
+				s, err := nc.ChanSubscribe(subj, msgs)
+				if err != nil {
+					c.log.Warn("commands: subscribe failed", "subject", subj, "err", err)
+					cur = nil
+					continue
+				}
+				subs = append(subs, s)
+			}
+			c.log.Info("commands: listening", "assets", len(subs))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case m := <-msgs:
+			res := c.handle(ctx, m.Subject, m.Data)
+			data, _ := json.Marshal(res) // plain struct: cannot fail
+			if m.Reply != "" {
+				if err := m.Respond(data); err != nil {
+					c.log.Warn("commands: reply failed", "id", res.ID, "err", err)
+				}
+			}
+		case m := <-mqMsgs:
+			res := c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data)
+			data, _ := json.Marshal(res) // plain struct: cannot fail
+			pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+			if err := c.mq.PublishOne(pctx, m.topic+"/result", data); err != nil {
+				c.log.Warn("commands: MQTT result not delivered", "id", res.ID, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// handle runs one command to its final result. Every step's record goes
+// to the audit stream; the first (verdict "received") before anything
+// else is done, so a command the gateway cannot audit is rejected.
+func (c *commander) handle(ctx context.Context, subject string, data []byte) command.Result {
+	now := c.now()
+	res := command.Result{Schema: command.ResultSchema, Gateway: c.gw, At: now}
+	target := ""
+	if p, err := telemetry.ParseSubject(subject); err == nil {
+		target = p.Site + "." + p.Class + "." + p.Asset
+	}
+	res.Asset = target
+	auditSubj := strings.TrimSuffix(subject, "."+string(kindCommand)) + "." + string(kindAudit)
+	cmd, derr := command.Decode(data)
+	if cmd != nil {
+		res.ID, res.Signal, res.Requester = cmd.ID, cmd.Signal, cmd.Requester
+		res.Requested, res.RequestedUnit = cmd.Value.String(), cmd.Unit
+		res.IssuedAt, res.ExpiresAt = cmd.IssuedAt, cmd.ExpiresAt
+	}
+	first := res
+	first.Verdict = command.Received
+	if derr != nil {
+		first.Reason = derr.Error()
+	}
+	if err := c.audit(ctx, auditSubj, first); err != nil {
+		return c.reject(res, "audit unavailable, nothing done: %v", err)
+	}
+	final := func(r command.Result) command.Result {
+		r.At = c.now()
+		if err := c.audit(ctx, auditSubj, r); err != nil {
+			c.log.Error("commands: audit of the outcome failed", "id", r.ID, "verdict", r.Verdict, "err", err)
+		}
+		c.log.Info("command", "id", r.ID, "asset", r.Asset, "signal", r.Signal, "requester", r.Requester,
+			"verdict", r.Verdict, "reason", r.Reason)
+		return r
+	}
+	if derr != nil {
+		return final(c.reject(res, "%v", derr))
+	}
+	// who: only a trusted signature makes a command (and its id) count
+	signer, err := cmd.Verify(c.keys)
+	switch {
+	case errors.Is(err, command.ErrUnsigned):
+		return final(c.reject(res, "unsigned: commands must be signed with a trusted key"))
+	case len(c.keys) == 0:
+		return final(c.reject(res, "this gateway trusts no keys (commands.trusted_keys): it accepts no commands"))
+	case err != nil:
+		return final(c.reject(res, "%v", err))
+	}
+	res.Signer = signer
+	// idempotency: a known id gets its earlier outcome, never a new write
+	if prev, ok := c.store.Get(cmd.ID); ok {
+		prev.Duplicate = true
+		if prev.Verdict == command.Accepted {
+			prev.Verdict = command.Failed
+			prev.Reason = "outcome unknown: the gateway stopped between accepting this command and its outcome; " +
+				"read the point and send a new command (new id) if needed"
+		}
+		return final(prev)
+	}
+	res, ok := c.check(ctx, cmd, target, res, now)
+	if !ok {
+		if err := c.store.Put(res); err != nil {
+			c.log.Error("commands: recording the id failed", "id", cmd.ID, "err", err)
+		}
+		return final(res)
+	}
+	return final(c.execute(ctx, cmd, res))
+}
+
+func (c *commander) reject(res command.Result, format string, args ...any) command.Result {
+	res.Verdict = command.Rejected
+	res.Reason = fmt.Sprintf(format, args...)
+	return res
+}
+
+func (c *commander) audit(ctx context.Context, subject string, r command.Result) error {
+	if c.publish == nil {
+		return errors.New("no NATS connection")
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	return c.publish(actx, subject, data)
+}
+
+// check applies every static check (time, target, limits) and reads the
+// current value for max_step. It returns the result so far and whether the
+// command may be written; a refused result is final.
+func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget string, res command.Result, now time.Time) (command.Result, bool) {
+	switch {
+	case !now.Before(cmd.ExpiresAt):
+		return c.reject(res, "expired at %s (gateway time %s)", cmd.ExpiresAt.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano)), false
+	case cmd.ExpiresAt.Sub(cmd.IssuedAt) > c.cfg.MaxLifetime:
+		return c.reject(res, "valid for %v, more than commands.max_lifetime %v", cmd.ExpiresAt.Sub(cmd.IssuedAt), c.cfg.MaxLifetime), false
+	case cmd.IssuedAt.After(now.Add(c.cfg.MaxSkew)):
+		return c.reject(res, "issued at %s, in the future beyond commands.max_skew %v", cmd.IssuedAt.UTC().Format(time.RFC3339Nano), c.cfg.MaxSkew), false
+	case cmd.Asset != subjTarget:
+		return c.reject(res, "asset %s is not the subject's asset %s", cmd.Asset, subjTarget), false
+	}
+	d := c.byKey[cmd.Asset]
+	if d == nil {
+		return c.reject(res, "asset %s is not on this gateway", cmd.Asset), false
+	}
+	idx := slices.IndexFunc(d.cfg.Norm, func(p normPoint) bool { return p.Signal == cmd.Signal })
+	if idx < 0 {
+		return c.reject(res, "asset %s has no signal %s", cmd.Asset, cmd.Signal), false
+	}
+	wr := d.cfg.Writes[idx]
+	if wr == nil {
+		return c.reject(res, "signal %s of %s is not writable (no write block in the gateway's configuration)", cmd.Signal, cmd.Asset), false
+	}
+	w, ok := d.src.(driver.Writer)
+	if !ok {
+		return c.reject(res, "the %s driver cannot write", d.cfg.Protocol), false
+	}
+	np := d.cfg.Norm[idx]
+	res.Unit = np.Unit
+	if last, ok := c.lastWrite[pointRef{d, idx}]; ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
+		return c.reject(res, "written %v ago; write.min_interval is %v", now.Sub(last).Round(time.Millisecond), wr.MinInterval), false
+	}
+	var canon float64
+	if len(wr.States) > 0 {
+		if !cmd.Value.IsLabel {
+			return c.reject(res, "signal %s is a state: send one of %v", cmd.Signal, wr.Allowed), false
+		}
+		if !slices.Contains(wr.Allowed, cmd.Value.Label) {
+			return c.reject(res, "state %q is not allowed (write.allowed %v)", cmd.Value.Label, wr.Allowed), false
+		}
+		code, ok := stateCode(np, cmd.Value.Label)
+		if !ok {
+			return c.reject(res, "state %q has no device code", cmd.Value.Label), false
+		}
+		canon = code
+		res.NewLabel = cmd.Value.Label
+	} else {
+		if cmd.Value.IsLabel {
+			return c.reject(res, "signal %s takes a number, not %q", cmd.Signal, cmd.Value.Label), false
+		}
+		conv := units.Identity
+		if cmd.Unit != "" && cmd.Unit != np.Unit {
+			cv, err := units.Convert(cmd.Unit, np.Unit)
+			if err != nil {
+				return c.reject(res, "unit: %v (signal %s is in %s)", err, cmd.Signal, np.Unit), false
+			}
+			conv = cv
+		}
+		canon = conv.Apply(cmd.Value.Num)
+		if below(canon, wr.Min) || below(wr.Max, canon) {
+			return c.reject(res, "%g %s is outside the write limits %g..%g %s", canon, np.Unit, wr.Min, wr.Max, np.Unit), false
+		}
+	}
+	// the current value: the audit's old value and max_step's reference
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	smp, err := w.ReadPoint(rctx, idx)
+	if err != nil {
+		res = c.reject(res, "cannot read the current value before writing: %v", err)
+		res.Code = exceptionCode(err)
+		return res, false
+	}
+	old := toCanonical(np, smp.Num)
+	if len(wr.States) > 0 {
+		old = smp.Num // a state's value is its code
+	}
+	res.Old = &old
+	if len(wr.States) > 0 {
+		res.OldLabel = stateLabel(np, smp.Num)
+	} else if wr.MaxStep > 0 && below(wr.MaxStep, math.Abs(canon-old)) {
+		return c.reject(res, "a change of %g %s from %g exceeds write.max_step %g", canon-old, np.Unit, old, wr.MaxStep), false
+	}
+	res.New = &canon
+	return res, true
+}
+
+// execute writes a checked command and reads it back.
+func (c *commander) execute(ctx context.Context, cmd *command.Command, res command.Result) command.Result {
+	d := c.byKey[cmd.Asset]
+	idx := slices.IndexFunc(d.cfg.Norm, func(p normPoint) bool { return p.Signal == cmd.Signal })
+	np := d.cfg.Norm[idx]
+	w := d.src.(driver.Writer)
+	acc := res
+	acc.Verdict = command.Accepted
+	acc.At = c.now()
+	auditSubj := telemetry.AssetSubject(d.cfg.Asset, kindAudit)
+	if err := c.audit(ctx, auditSubj, acc); err != nil {
+		return c.reject(res, "audit unavailable, nothing written: %v", err)
+	}
+	if err := c.store.Put(acc); err != nil {
+		return c.reject(res, "cannot record the command id, nothing written: %v", err)
+	}
+	state := len(d.cfg.Writes[idx].States) > 0
+	raw := *res.New
+	if !state {
+		raw = fromCanonical(np, raw)
+	}
+	canon := func(v float64) float64 {
+		if state {
+			return v
+		}
+		return toCanonical(np, v)
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	written, err := w.WritePoint(wctx, idx, raw)
+	c.lastWrite[pointRef{d, idx}] = c.now()
+	if err != nil {
+		res.Verdict = command.Failed
+		res.Reason = err.Error()
+		res.Code = exceptionCode(err)
+	} else {
+		nv := canon(written)
+		res.New = &nv
+		smp, rerr := w.ReadPoint(wctx, idx)
+		switch {
+		case rerr != nil:
+			res.Verdict, res.Reason = command.Written, "read-back failed: "+rerr.Error()
+		case smp.Num != written:
+			rb := canon(smp.Num)
+			res.ReadBack = &rb
+			res.Verdict, res.Reason = command.Written, fmt.Sprintf("read back %g %s, not %g", rb, np.Unit, nv)
+		default:
+			rb := canon(smp.Num)
+			res.ReadBack = &rb
+			res.Verdict = command.Verified
+		}
+	}
+	if err := c.store.Put(res); err != nil {
+		c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", err)
+	}
+	return res
+}
+
+// below reports a < b beyond float64 rounding (a relative 1e-9): a limit
+// of 0.1 admits a step of 0.8 - 0.7 = 0.10000000000000009.
+func below(a, b float64) bool {
+	return b-a > 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
+
+func exceptionCode(err error) int {
+	var e driver.Exception
+	if errors.As(err, &e) {
+		if code, ok := e.Exception(); ok {
+			return int(code)
+		}
+	}
+	return 0
+}
+
+type normPoint = normalize.Point
+
+// toCanonical turns a device value into the signal's canonical unit as
+// the normalizer does: raw*scale + offset, then the unit conversion.
+func toCanonical(np normPoint, raw float64) float64 {
+	s := np.Scale
+	if s == 0 {
+		s = 1
+	}
+	return np.Conv.Apply(raw*s + np.Offset)
+}
+
+// fromCanonical is toCanonical's inverse: the device value to write.
+func fromCanonical(np normPoint, v float64) float64 {
+	s := np.Scale
+	if s == 0 {
+		s = 1
+	}
+	return ((v-np.Conv.Offset)/np.Conv.Scale - np.Offset) / s
+}
+
+// stateCode returns the device code of a state label: the point's enum
+// code for it, else the label's index among the signal's states.
+func stateCode(np normPoint, label string) (float64, bool) {
+	for code, l := range np.Enum {
+		if l == label {
+			return float64(code), true
+		}
+	}
+	if len(np.Enum) > 0 {
+		return 0, false
+	}
+	i := slices.Index(np.States, label)
+	return float64(i), i >= 0
+}
+
+// stateLabel returns the label of a device code ("" when unknown).
+func stateLabel(np normPoint, code float64) string {
+	if l, ok := np.Enum[int64(code)]; ok {
+		return l
+	}
+	if i := int(code); float64(i) == code && i >= 0 && i < len(np.States) {
+		return np.States[i]
+	}
+	return ""
+}
