@@ -125,4 +125,3 @@ func TestClampFutureBy(t *testing.T) {
 		t.Fatalf("clamped %d: %+v", n, b)
 	}
 }
-
