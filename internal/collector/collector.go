@@ -292,7 +292,7 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 			return
 		}
 		defer c.count(sh, sh.engine.Len())
-		if sh.engine.Duplicate(b) {
+		if sh.engine.Duplicate(b, uint64(c.cfg.DedupWindow)) {
 			c.m.duplicates.Inc()
 			c.log.Debug("batch already evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			return
