@@ -3,9 +3,11 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -273,6 +275,13 @@ func (c *Config) problems() []problem {
 	ps = appendErr(ps, "kpi", k.Validate())
 	if c.DedupWindow < 64 || c.DedupWindow > 1<<22 {
 		bad("dedup_window", "%d out of range 64-4194304", c.DedupWindow)
+	}
+	if l := c.HTTP.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil {
+			bad("http.listen", "%q is not host:port (\"127.0.0.1:9200\", \":9200\"; empty: no HTTP)", l)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad("http.listen", "%q: port %q is not a number 0-65535", l, port)
+		}
 	}
 	if c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "" {
 		bad("http.token_env", "exclusive with http.token_file")

@@ -42,6 +42,14 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var ln net.Listener // bound first: an unusable http.listen fails before anything runs
+	if c.cfg.HTTP.Listen != "" {
+		var lc net.ListenConfig
+		if ln, err = lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
+		}
+		defer ln.Close() // served below (Serve closes it too)
+	}
 	url := c.cfg.NATS.URL
 	if url == "" {
 		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
@@ -98,7 +106,18 @@ func (c *Collector) Run(ctx context.Context) error {
 	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
 	c.js.Store(io) // before any source: Handle commits through it
 	defer c.js.Store(nil)
-	g, gctx := errgroup.WithContext(ctx)
+	// every goroutine of g ends before Run returns, whichever way: on an
+	// early return below they are cancelled and awaited before the NATS
+	// connection, c.js and the embedded server go (deferred before this)
+	rctx, cancelRun := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(rctx)
+	waited := false
+	defer func() {
+		cancelRun()
+		if !waited {
+			_ = g.Wait()
+		}
+	}()
 	if c.cfg.MQTT.Enabled {
 		mo, stop, err := c.mqttOptions()
 		if stop != nil { // the embedded broker, also when the options failed
@@ -135,26 +154,21 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer func() { _ = statusSub.Unsubscribe() }()
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
-	if c.cfg.HTTP.Listen != "" {
-		if err := c.serveHTTP(ctx, gctx, g, token); err != nil {
-			return err
-		}
+	if ln != nil {
+		c.serveHTTP(gctx, g, ln, token)
 	}
 	c.ready.Store(true)
 	defer c.ready.Store(false)
 	err = g.Wait()
+	waited = true
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, token string) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
-	}
+// serveHTTP serves the API on ln in g until gctx ends.
+func (c *Collector) serveHTTP(gctx context.Context, g *errgroup.Group, ln net.Listener, token string) {
 	c.httpAddr.Store(ln.Addr().String())
 	c.log.Info("http listening", "addr", ln.Addr().String())
 	// handlers (the SSE stream) end with gctx, so Shutdown does not
@@ -173,7 +187,6 @@ func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, toke
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	return nil
 }
 
 // partitionTransform is the stream's subject transform for n partitions:
