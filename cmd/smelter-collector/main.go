@@ -81,14 +81,13 @@ Examples:
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	if *check {
+		return checkConfig(cfg, *cfgPath, stdout, stderr)
+	}
 	set, err := cfg.LoadRules(catalog.Default())
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
-	}
-	if *check {
-		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *cfgPath, len(set.Rules))
-		return 0
 	}
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -110,6 +109,33 @@ Examples:
 		return 1
 	}
 	return 0
+}
+
+// checkConfig is -t: every local problem at once (secrets, TLS and rule
+// files, Config.CheckLocal), then the rules; a missing rule file is said
+// once, at its line.
+func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) int {
+	local := cfg.CheckLocal()
+	set, err := cfg.LoadRules(catalog.Default())
+	if local == nil && err == nil {
+		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", path, len(set.Rules))
+		return 0
+	}
+	var all confload.Errors
+	for _, e := range []error{local, err} {
+		if e == nil || e == err && local != nil && strings.Contains(local.Error(), "rules.files[") {
+			continue
+		}
+		if es := confload.AsErrors(e); es != nil {
+			all = append(all, es...)
+		} else {
+			fmt.Fprintln(stderr, "smelter-collector:", e)
+		}
+	}
+	if len(all) > 0 {
+		printConfigErrors(stderr, all)
+	}
+	return 1
 }
 
 // printConfigErrors writes every configuration error on a line of its own
