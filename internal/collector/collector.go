@@ -199,7 +199,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			return float64(len(c.Alerts(true)))
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_assets_tracked", Help: "Assets tracked (limit max_assets)."}, func() float64 {
-			return float64(c.tracked.Load())
+			return float64(c.trackedAssets()) // from the shards, never an incremental count
 		}),
 	}
 	for _, x := range cs {
@@ -223,16 +223,28 @@ func (c *Collector) shard(p int) *shard {
 }
 
 // dropShard forgets a partition's state (released, or its checkpoint
-// failed and the bucket is the truth again).
+// failed and the bucket is the truth again). Idempotent: a failed commit
+// and the end of its worker both drop the same shard. The asset count used
+// for max_assets is then recomputed from the shards that remain, so no
+// order of drops and late cycles can leave it off (it used to go negative).
 func (c *Collector) dropShard(sh *shard) {
 	c.mu.Lock()
 	if c.shards[sh.p] == sh {
 		delete(c.shards, sh.p)
 	}
 	c.mu.Unlock()
-	sh.mu.Lock()
-	c.tracked.Add(-int64(sh.engine.Len()))
-	sh.mu.Unlock()
+	c.tracked.Store(int64(c.trackedAssets()))
+}
+
+// trackedAssets counts the assets of the shards this replica holds now.
+func (c *Collector) trackedAssets() int {
+	n := 0
+	for _, s := range c.shardList() {
+		s.mu.Lock()
+		n += s.engine.Len()
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Handle processes one message from any source on partition 0 (single

@@ -270,7 +270,13 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			workers[p] = w
 			go func() { w.done <- c.work(ctx, wctx, io, p, partitioned) }()
 		}
-		c.m.owned.Set(float64(len(workers)))
+		owned := 0 // released workers finishing their cycle are no longer owned
+		for _, w := range workers {
+			if !w.stopping {
+				owned++
+			}
+		}
+		c.m.owned.Set(float64(owned))
 		select {
 		case <-ctx.Done():
 			return nil
