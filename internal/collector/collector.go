@@ -65,6 +65,8 @@ type Collector struct {
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
 	onCommit func(p int, batches []BatchRef)
+	// onStartRetry, when set (tests), is called on every retried start step.
+	onStartRetry func(err error)
 
 	m   metrics
 	reg *prometheus.Registry

@@ -83,17 +83,26 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: jetstream: %w", err)
 	}
-	partitioned, err := c.ensureStream(ctx, js)
-	if err != nil {
+	var partitioned bool
+	var kv, mkv jetstream.KeyValue
+	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+		partitioned, err = c.ensureStream(ctx, js)
 		return err
+	})
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			kv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
+				Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
+			return err
+		})
 	}
-	kv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
-		Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
-	if err != nil {
-		return err
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			mkv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
+				Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
+			return err
+		})
 	}
-	mkv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
-		Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
 	if err != nil {
 		return err
 	}
@@ -187,6 +196,53 @@ func (c *Collector) serveHTTP(gctx context.Context, g *errgroup.Group, ln net.Li
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+}
+
+// StartTimeout bounds how long Run retries creating or updating the
+// stream and the buckets while JetStream is not ready (a cluster still
+// electing its meta leader or placing replicas, replicas starting at the
+// same moment); each attempt waits at most startAttempt.
+const (
+	StartTimeout = 60 * time.Second
+	startAttempt = 5 * time.Second
+)
+
+// startRetry runs op until it succeeds, fails with an error retrying
+// cannot fix (a configuration conflict), ctx ends or StartTimeout passes
+// (then the last error), with a backoff of 250 ms doubling to 4 s.
+func (c *Collector) startRetry(ctx context.Context, op func(context.Context) error) error {
+	deadline := time.Now().Add(StartTimeout)
+	wait := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, startAttempt)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		c.log.Warn("JetStream not ready, retrying", "err", err, "in", wait)
+		if c.onStartRetry != nil {
+			c.onStartRetry(err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 4*time.Second)
+	}
+}
+
+// transient reports whether a JetStream API error may go away by itself:
+// a timeout, no responders, or a server-side (5xx) API error such as
+// "JetStream system temporarily unavailable" or no suitable peers yet.
+func transient(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.Code >= 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // partitionTransform is the stream's subject transform for n partitions:
