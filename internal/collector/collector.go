@@ -343,6 +343,10 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 			c.rejected(subject, err)
 			return
 		}
+		if err := ingest.CheckBirth(bi, c.cat); err != nil {
+			c.rejected(subject, err)
+			return
+		}
 		sh.mu.Lock()
 		if !c.admit(sh, as.Site(), as.ID) {
 			sh.mu.Unlock()
