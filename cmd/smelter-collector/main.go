@@ -121,9 +121,12 @@ func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", path, len(set.Rules))
 		return 0
 	}
+	if local != nil && strings.Contains(local.Error(), "rules.files[") {
+		err = nil // a missing rule file is said once, at its line
+	}
 	var all confload.Errors
 	for _, e := range []error{local, err} {
-		if e == nil || e == err && local != nil && strings.Contains(local.Error(), "rules.files[") {
+		if e == nil {
 			continue
 		}
 		if es := confload.AsErrors(e); es != nil {
