@@ -2,8 +2,6 @@ package collector
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,25 +16,7 @@ import (
 // instead of exiting, and becomes ready once the other nodes join.
 func TestRunRetriesStreamUntilClusterReady(t *testing.T) {
 	ports := freePorts(t, 3)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
-	}
-	node := func(i int) *server.Server {
-		o := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "smelter-retry", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true}
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("node %d not ready", i+1)
-		}
-		t.Cleanup(s.Shutdown)
-		return s
-	}
+	node := func(i int) *server.Server { return startNode(t, "smelter-retry", ports, i) }
 	first := node(0)
 
 	cfg := Defaults()
