@@ -365,7 +365,17 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 	if err := gw.Publish(other, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	for _, subj := range []string{alert, "smelter.v1.>", other} {
+	// 7 tokens: the partitioned stream stores them as sent, so they would
+	// name a partition of the publisher's choosing or pass for the
+	// collector's stored alerts and KPIs (...alert.<p>)
+	seven := []string{telemetry.Subject(site, "air_compressor", "ac-1", telemetry.KindData) + ".0", alert + ".3",
+		telemetry.Subject(site, "air_compressor", "ac-1", "kpi") + ".x"}
+	for _, subj := range seven {
+		if err := gw.Publish(subj, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range append([]string{alert, "smelter.v1.>", other}, seven...) {
 		wait.For(t, 5*time.Second, ucfg.Username+": permissions violation for "+subj, func() bool { return gwErrs.saw(subj) })
 	}
 	gjs, err := jetstream.New(gw)

@@ -81,19 +81,18 @@ Examples:
 		printConfigErrors(stderr, err)
 		return 1
 	}
+	if *check {
+		return checkConfig(cfg, *cfgPath, stdout, stderr)
+	}
 	set, err := cfg.LoadRules(catalog.Default())
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
 	}
-	// the Sparkplug mapping is checked here too, so -t finds its errors
+	// the Sparkplug mapping is checked before anything starts
 	if _, err := cfg.LoadSparkplugMapping(catalog.Default()); err != nil {
 		printConfigErrors(stderr, err)
 		return 1
-	}
-	if *check {
-		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *cfgPath, len(set.Rules))
-		return 0
 	}
 	log, err := logging.New(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -115,6 +114,37 @@ Examples:
 		return 1
 	}
 	return 0
+}
+
+// checkConfig is -t: every local problem at once (secrets, TLS and rule
+// files, Config.CheckLocal), then the rules; a missing rule file is said
+// once, at its line.
+func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) int {
+	local := cfg.CheckLocal()
+	set, err := cfg.LoadRules(catalog.Default())
+	_, merr := cfg.LoadSparkplugMapping(catalog.Default()) // the Sparkplug mapping file, if any
+	if local == nil && err == nil && merr == nil {
+		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", path, len(set.Rules))
+		return 0
+	}
+	if local != nil && strings.Contains(local.Error(), "rules.files[") {
+		err = nil // a missing rule file is said once, at its line
+	}
+	var all confload.Errors
+	for _, e := range []error{local, err, merr} {
+		if e == nil {
+			continue
+		}
+		if es := confload.AsErrors(e); es != nil {
+			all = append(all, es...)
+		} else {
+			fmt.Fprintln(stderr, "smelter-collector:", e)
+		}
+	}
+	if len(all) > 0 {
+		printConfigErrors(stderr, all)
+	}
+	return 1
 }
 
 // printConfigErrors writes every configuration error on a line of its own

@@ -45,25 +45,9 @@ func freePorts(t *testing.T, n int) []int {
 func startCluster(t *testing.T, n int) []*server.Server {
 	t.Helper()
 	ports := freePorts(t, n)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
-	}
 	var nodes []*server.Server
 	for i := range n {
-		o := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "smelter-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true}
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("node %d not ready", i+1)
-		}
-		nodes = append(nodes, s)
-		t.Cleanup(s.Shutdown)
+		nodes = append(nodes, startNode(t, "smelter-test", ports, i))
 	}
 	wait.For(t, 30*time.Second, "JetStream cluster formed", func() bool {
 		leaders := 0
@@ -78,6 +62,29 @@ func startCluster(t *testing.T, n int) []*server.Server {
 		return leaders == 1
 	})
 	return nodes
+}
+
+// startNode runs node i of a cluster whose nodes route on ports (the
+// others need not run yet) and waits until it accepts clients.
+func startNode(t *testing.T, cluster string, ports []int, i int) *server.Server {
+	t.Helper()
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	o := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		Cluster: server.ClusterOpts{Name: cluster, Host: "127.0.0.1", Port: ports[i]},
+		Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true}
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("node %d not ready", i+1)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
 }
 
 func clusterURL(nodes []*server.Server) string {

@@ -65,6 +65,8 @@ type Collector struct {
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
 	onCommit func(p int, batches []BatchRef)
+	// onStartRetry, when set (tests), is called on every retried start step.
+	onStartRetry func(err error)
 
 	m   metrics
 	reg *prometheus.Registry
@@ -202,7 +204,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			return float64(len(c.Alerts(true)))
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_assets_tracked", Help: "Assets tracked (limit max_assets)."}, func() float64 {
-			return float64(c.tracked.Load())
+			return float64(c.trackedAssets()) // from the shards, never an incremental count
 		}),
 	}
 	for _, x := range cs {
@@ -226,16 +228,28 @@ func (c *Collector) shard(p int) *shard {
 }
 
 // dropShard forgets a partition's state (released, or its checkpoint
-// failed and the bucket is the truth again).
+// failed and the bucket is the truth again). Idempotent: a failed commit
+// and the end of its worker both drop the same shard. The asset count used
+// for max_assets is then recomputed from the shards that remain, so no
+// order of drops and late cycles can leave it off (it used to go negative).
 func (c *Collector) dropShard(sh *shard) {
 	c.mu.Lock()
 	if c.shards[sh.p] == sh {
 		delete(c.shards, sh.p)
 	}
 	c.mu.Unlock()
-	sh.mu.Lock()
-	c.tracked.Add(-int64(sh.engine.Len()))
-	sh.mu.Unlock()
+	c.tracked.Store(int64(c.trackedAssets()))
+}
+
+// trackedAssets counts the assets of the shards this replica holds now.
+func (c *Collector) trackedAssets() int {
+	n := 0
+	for _, s := range c.shardList() {
+		s.mu.Lock()
+		n += s.engine.Len()
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Handle processes one message from any source on partition 0 (single
@@ -302,7 +316,7 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 			return
 		}
 		defer c.count(sh, sh.engine.Len())
-		if sh.engine.Duplicate(b) {
+		if sh.engine.Duplicate(b, uint64(c.cfg.DedupWindow)) {
 			c.m.duplicates.Inc()
 			c.log.Debug("batch already evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			return
@@ -336,6 +350,10 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 		}
 		as := bi.Asset.FromJSON()
 		if err := ingest.CheckAsset(subject, bi.Gateway, as, c.cat); err != nil {
+			c.rejected(subject, err)
+			return
+		}
+		if err := ingest.CheckBirth(bi, c.cat); err != nil {
 			c.rejected(subject, err)
 			return
 		}
@@ -397,8 +415,17 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 		if !c.observeStatus(subject, data) {
 			return
 		}
+	case telemetry.KindAlert, telemetry.KindKPI:
+		if strings.Count(subject, ".") == 5 {
+			return // the collector's outputs travel on the same tree
+		}
+		fallthrough
 	default:
-		return // alerts, KPIs and status travel on the same tree
+		// a subject of another length or kind, such as a 7-token
+		// ...data.3 a 2.9 consumer (one filter, smelter.v1.>) receives
+		c.m.malformed.WithLabelValues(string(ingest.ReasonSubject)).Inc()
+		c.log.Warn("message on a subject of no known kind skipped", "subject", subject)
+		return
 	}
 	c.m.ingested.WithLabelValues(kind).Inc()
 }

@@ -3,9 +3,11 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,7 +126,93 @@ type Config struct {
 	Cluster   ClusterConfig `yaml:"cluster"`
 	// ---- end distributed engine ----
 
-	dir string // directory of the config file, for relative paths
+	dir string        // directory of the config file, for relative paths
+	doc *confload.Doc // the decoded file, to place CheckLocal's problems; nil when built in code
+}
+
+// CheckLocal reads what the configuration names on this machine, without
+// connecting or binding anything: the NATS password variable or file,
+// token and creds files, the MQTT password variable, the HTTP token
+// variable or file (set and not blank), the TLS files (readable, PEM) and
+// the rule files (present). It returns every problem at once, placed at
+// its field's line (file:line: field: reason) when the config was loaded
+// from a file, never a secret's value; nil when all is there. Run fails on
+// the same problems, one at a time; `smelter-collector -t` runs this.
+func (c *Config) CheckLocal() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n := c.NATS
+	if n.Username != "" {
+		switch {
+		case n.PasswordFile != "":
+			_, err := secret.FromFile("nats.password_file", c.Path(n.PasswordFile))
+			add(err)
+		case n.PasswordEnv != "":
+			_, err := secret.FromEnv("nats.password_env", n.PasswordEnv)
+			add(err)
+		}
+	}
+	if n.TokenFile != "" {
+		_, err := secret.FromFile("nats.token_file", c.Path(n.TokenFile))
+		add(err)
+	}
+	if n.CredsFile != "" {
+		_, err := secret.FromFile("nats.creds_file", c.Path(n.CredsFile))
+		add(err)
+	}
+	tlsCheck := func(t *secret.TLS, field string) {
+		if t != nil {
+			rt := *t
+			rt.ResolvePaths(c.dir)
+			_, err := rt.Config(field)
+			add(err)
+		}
+	}
+	tlsCheck(n.TLS, "nats.tls")
+	if m := c.MQTT; m.Enabled {
+		if m.Username != "" && m.PasswordEnv != "" {
+			_, err := secret.FromEnv("mqtt.password_env", m.PasswordEnv)
+			add(err)
+		}
+		tlsCheck(m.TLS, "mqtt.tls")
+	}
+	switch h := c.HTTP; {
+	case h.TokenEnv != "":
+		tok, err := secret.FromEnv("http.token_env", h.TokenEnv)
+		if err == nil && strings.TrimSpace(tok.Reveal()) == "" {
+			err = fmt.Errorf("http.token_env: environment variable %s is blank", h.TokenEnv)
+		}
+		add(err)
+	case h.TokenFile != "":
+		tok, err := secret.FromFile("http.token_file", c.Path(h.TokenFile))
+		if err == nil && strings.TrimSpace(tok.Reveal()) == "" {
+			err = fmt.Errorf("http.token_file: file %s is blank", c.Path(h.TokenFile))
+		}
+		add(err)
+	}
+	for i, f := range c.Rules.Files {
+		if f == "" {
+			continue // Validate says so
+		}
+		if _, err := os.Stat(c.Path(f)); err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			add(fmt.Errorf("rules.files[%d]: %s: %w", i, c.Path(f), err))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	if c.doc == nil {
+		return errors.Join(errs...)
+	}
+	return c.doc.Report("", errors.Join(errs...)).Sorted()
 }
 
 // ClusterConfig runs a collector as one of several replicas of its group.
@@ -191,6 +279,7 @@ func loadConfig(path string, data []byte) (Config, error) {
 	if doc == nil {
 		return c, err // not YAML: nothing else can be checked
 	}
+	c.doc = doc
 	errs := confload.AsErrors(err)
 	for _, p := range c.problems() {
 		if !doc.Broken(p.field) { // a value that did not decode is reported once
@@ -280,6 +369,13 @@ func (c *Config) problems() []problem {
 	ps = appendErr(ps, "kpi", k.Validate())
 	if c.DedupWindow < 64 || c.DedupWindow > 1<<22 {
 		bad("dedup_window", "%d out of range 64-4194304", c.DedupWindow)
+	}
+	if l := c.HTTP.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil {
+			bad("http.listen", "%q is not host:port (\"127.0.0.1:9200\", \":9200\"; empty: no HTTP)", l)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad("http.listen", "%q: port %q is not a number 0-65535", l, port)
+		}
 	}
 	if c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "" {
 		bad("http.token_env", "exclusive with http.token_file")

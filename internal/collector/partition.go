@@ -270,7 +270,13 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			workers[p] = w
 			go func() { w.done <- c.work(ctx, wctx, io, p, partitioned) }()
 		}
-		c.m.owned.Set(float64(len(workers)))
+		owned := 0 // released workers finishing their cycle are no longer owned
+		for _, w := range workers {
+			if !w.stopping {
+				owned++
+			}
+		}
+		c.m.owned.Set(float64(owned))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -570,7 +576,15 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 	for _, m := range msgs {
 		subj := m.Subject()
 		if partitioned { // drop the partition token
-			subj = subj[:strings.LastIndexByte(subj, '.')]
+			i := strings.LastIndexByte(subj, '.')
+			tok := subj[i+1:]
+			subj = subj[:i]
+			if parts := c.cfg.Cluster.Partitions; parts > 0 && !ownPartition(subj, tok, parts) {
+				c.m.malformed.WithLabelValues("partition").Inc()
+				c.log.Warn("message in a partition not its asset's skipped (published with a partition token)",
+					"subject", m.Subject(), "partition", sh.p)
+				continue
+			}
 		}
 		c.process(sh, subj, m.Data(), cy)
 	}
@@ -589,4 +603,29 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 		}
 	}
 	return nil
+}
+
+// partitionOf is the partition the stream's transform (partitionTransform,
+// nats-server's partition(n,1,3)) gives the asset id of a site: FNV-1a
+// 32-bit of the site and asset tokens concatenated, modulo n
+// (nats-server server/subject_transform.go, getHashPartition).
+func partitionOf(site, asset string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(site))
+	_, _ = h.Write([]byte(asset))
+	return int(h.Sum32() % uint32(n))
+}
+
+// ownPartition reports whether tok, the partition token a stored message
+// carries after subject (smelter.v1.<site>.<class>.<asset>.<kind>), is the
+// one the transform gives its (site, asset). A publisher may send a
+// 7-token subject itself: the transform only rewrites 6-token subjects, so
+// such a message is stored in the partition it names, and would give its
+// asset a second owner with separate state.
+func ownPartition(subject, tok string, n int) bool {
+	t := strings.Split(subject, ".")
+	if len(t) != 6 {
+		return false
+	}
+	return tok == strconv.Itoa(partitionOf(t[2], t[4], n))
 }

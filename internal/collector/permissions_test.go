@@ -205,6 +205,13 @@ func TestNATSPermissionsExample(t *testing.T) {
 		gw.denied(t, "publish another site's data", "smelter.v1.site2.air_compressor.ac-1.data", pub("smelter.v1.site2.air_compressor.ac-1.data"))
 		gw.denied(t, "publish an alert of its own site", "smelter.v1.site1.air_compressor.ac-1.alert", pub("smelter.v1.site1.air_compressor.ac-1.alert"))
 		gw.denied(t, "publish a KPI of its own site", "smelter.v1.site1.motor.m-1.kpi", pub("smelter.v1.site1.motor.m-1.kpi"))
+		// 7 tokens: stored as sent by a partitioned stream, so a gateway could
+		// name a partition or forge an alert/KPI as the collector stores them
+		for _, s := range []string{"smelter.v1.site1.air_compressor.ac-1.data.3", "smelter.v1.site1.air_compressor.ac-1.birth.0",
+			"smelter.v1.site1.air_compressor.ac-1.alert.3", "smelter.v1.site1.air_compressor.ac-1.kpi.x",
+			"smelter.v1.site1._gateway.gw-site1.status.1", "smelter.v1.site1.air_compressor.ac-1.other"} {
+			gw.denied(t, "publish "+s, s, pub(s))
+		}
 		gw.denied(t, "subscribe to the telemetry", "smelter.>", func() error { _, err := gw.nc.SubscribeSync("smelter.>"); return err })
 		gw.denied(t, "subscribe to the JetStream API", "$JS.API.>", func() error { _, err := gw.nc.SubscribeSync("$JS.API.>"); return err })
 		gw.denied(t, "create a consumer", "$JS.API.CONSUMER.CREATE.SMELTER.spy", gw.request("$JS.API.CONSUMER.CREATE.SMELTER.spy"))

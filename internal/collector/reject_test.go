@@ -50,11 +50,19 @@ func TestHandleRejectsSeqAndClass(t *testing.T) {
 		[]byte(`{"schema":"smelter.death/1","gateway":"gw-1","asset":{"id":"x-3","class":"foo_class","path":["acme","site1"]},"ts_gw":1,"reason":"timeout"}`)); err != nil {
 		t.Fatal(err)
 	}
+	// a 7-token subject (a 2.9 consumer's single filter receives it): counted, not ignored
+	if err := c.Handle(ctx, "smelter.v1.site1.air_compressor.ac-1.data.3", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// the collector's own outputs on the same tree are not errors
+	if err := c.Handle(ctx, "smelter.v1.site1.air_compressor.ac-1.alert", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
 	for s := uint64(11); s < 40; s++ {
 		handle(s, "air_compressor", "ac-1")
 		handle(s, "air_compressor", "ac-1") // redelivered: a duplicate
 	}
-	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 3, "subject": 1} {
+	for reason, want := range map[string]float64{"seq_range": 2, "unknown_class": 3, "subject": 2} {
 		if got := counterValue(t, c.m.malformed.WithLabelValues(reason)); got != want {
 			t.Errorf("malformed{reason=%s} = %v, want %v", reason, got, want)
 		}

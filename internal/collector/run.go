@@ -42,6 +42,14 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var ln net.Listener // bound first: an unusable http.listen fails before anything runs
+	if c.cfg.HTTP.Listen != "" {
+		var lc net.ListenConfig
+		if ln, err = lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
+		}
+		defer ln.Close() // served below (Serve closes it too)
+	}
 	url := c.cfg.NATS.URL
 	if url == "" {
 		dir := filepath.Join(c.cfg.Path(c.cfg.DataDir), "nats")
@@ -75,17 +83,26 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: jetstream: %w", err)
 	}
-	partitioned, err := c.ensureStream(ctx, js)
-	if err != nil {
+	var partitioned bool
+	var kv, mkv jetstream.KeyValue
+	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+		partitioned, err = c.ensureStream(ctx, js)
 		return err
+	})
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			kv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
+				Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
+			return err
+		})
 	}
-	kv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
-		Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
-	if err != nil {
-		return err
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			mkv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
+				Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
+			return err
+		})
 	}
-	mkv, err := c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
-		Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
 	if err != nil {
 		return err
 	}
@@ -98,7 +115,18 @@ func (c *Collector) Run(ctx context.Context) error {
 	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
 	c.js.Store(io) // before any source: Handle commits through it
 	defer c.js.Store(nil)
-	g, gctx := errgroup.WithContext(ctx)
+	// every goroutine of g ends before Run returns, whichever way: on an
+	// early return below they are cancelled and awaited before the NATS
+	// connection, c.js and the embedded server go (deferred before this)
+	rctx, cancelRun := context.WithCancel(ctx)
+	g, gctx := errgroup.WithContext(rctx)
+	waited := false
+	defer func() {
+		cancelRun()
+		if !waited {
+			_ = g.Wait()
+		}
+	}()
 	if c.cfg.MQTT.Enabled {
 		mo, stop, err := c.mqttOptions()
 		if stop != nil { // the embedded broker, also when the options failed
@@ -135,26 +163,21 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer func() { _ = statusSub.Unsubscribe() }()
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
-	if c.cfg.HTTP.Listen != "" {
-		if err := c.serveHTTP(ctx, gctx, g, token); err != nil {
-			return err
-		}
+	if ln != nil {
+		c.serveHTTP(gctx, g, ln, token)
 	}
 	c.ready.Store(true)
 	defer c.ready.Store(false)
 	err = g.Wait()
+	waited = true
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, token string) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", c.cfg.HTTP.Listen)
-	if err != nil {
-		return fmt.Errorf("collector: http.listen %s: %w", c.cfg.HTTP.Listen, err)
-	}
+// serveHTTP serves the API on ln in g until gctx ends.
+func (c *Collector) serveHTTP(gctx context.Context, g *errgroup.Group, ln net.Listener, token string) {
 	c.httpAddr.Store(ln.Addr().String())
 	c.log.Info("http listening", "addr", ln.Addr().String())
 	// handlers (the SSE stream) end with gctx, so Shutdown does not
@@ -173,7 +196,53 @@ func (c *Collector) serveHTTP(ctx, gctx context.Context, g *errgroup.Group, toke
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	return nil
+}
+
+// StartTimeout bounds how long Run retries creating or updating the
+// stream and the buckets while JetStream is not ready (a cluster still
+// electing its meta leader or placing replicas, replicas starting at the
+// same moment); each attempt waits at most startAttempt.
+const (
+	StartTimeout = 60 * time.Second
+	startAttempt = 5 * time.Second
+)
+
+// startRetry runs op until it succeeds, fails with an error retrying
+// cannot fix (a configuration conflict), ctx ends or StartTimeout passes
+// (then the last error), with a backoff of 250 ms doubling to 4 s.
+func (c *Collector) startRetry(ctx context.Context, op func(context.Context) error) error {
+	deadline := time.Now().Add(StartTimeout)
+	wait := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, startAttempt)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		c.log.Warn("JetStream not ready, retrying", "err", err, "in", wait)
+		if c.onStartRetry != nil {
+			c.onStartRetry(err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 4*time.Second)
+	}
+}
+
+// transient reports whether a JetStream API error may go away by itself:
+// a timeout, no responders, or a server-side (5xx) API error such as
+// "JetStream system temporarily unavailable" or no suitable peers yet.
+func transient(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.Code >= 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // partitionTransform is the stream's subject transform for n partitions:

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -110,7 +111,25 @@ type apiError struct {
 	Field string `json:"field,omitempty"`
 }
 
+// maxEcho bounds what an error answer repeats of the request: a field name
+// and a message (which quotes the value) are cut there, so a 100 KB query
+// value is not echoed back.
+const maxEcho = 256
+
+// clip cuts s to n bytes at a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + fmt.Sprintf("… (%d bytes)", len(s))
+}
+
 func writeErr(w http.ResponseWriter, code int, field, msg string) {
+	field, msg = clip(field, 64), clip(msg, maxEcho)
 	if field != "" {
 		msg = field + ": " + msg
 	}
@@ -147,9 +166,11 @@ type query struct {
 
 func newQuery(r *http.Request, allowed ...string) *query {
 	q := &query{v: r.URL.Query()}
-	for k := range q.v {
+	for k, vs := range q.v {
 		if !slices.Contains(allowed, k) {
 			q.fail(k, fmt.Sprintf("unknown parameter (allowed: %s)", strings.Join(allowed, ", ")))
+		} else if len(vs) > 1 {
+			q.fail(k, fmt.Sprintf("given %d times; give it once", len(vs)))
 		}
 	}
 	return q
@@ -450,6 +471,9 @@ func parseSince(s string, now int64) (int64, error) {
 	if d, err := time.ParseDuration(s); err == nil {
 		if d < 0 {
 			return 0, fmt.Errorf("%q: a duration back from now must be positive", s)
+		}
+		if d.Milliseconds() > now {
+			return 0, fmt.Errorf("%q: reaches back before 1970", s)
 		}
 		return now - d.Milliseconds(), nil
 	}

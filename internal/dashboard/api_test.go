@@ -196,12 +196,15 @@ func TestAssetsAndDetail(t *testing.T) {
 		{"/api/v1/assets/site1/ac-1/history?signal=nope", "signal", `no history for nope`},
 		{"/api/v1/assets/site1/ac-1/history?signal=a.b", "signal", "not a signal name"},
 		{"/api/v1/kpis/rollup?top=x", "top", "within 1..1000"},
+		{"/api/v1/assets?site=a&site=b", "site", "given 2 times"},
+		{"/api/v1/assets/site1/ac-1/history?since=1000000h", "since", "before 1970"},
+		{"/api/v1/assets?site=" + strings.Repeat("x", 100_000), "site", "bytes)"},
 	} {
 		code, body, _ := f.get(c.path, "")
 		var e struct{ Error, Field string }
 		_ = json.Unmarshal(body, &e)
-		if code != http.StatusBadRequest || e.Field != c.field || !strings.Contains(e.Error, c.want) {
-			t.Errorf("GET %s: %d %s, want 400 field %s containing %q", c.path, code, body, c.field, c.want)
+		if code != http.StatusBadRequest || e.Field != c.field || !strings.Contains(e.Error, c.want) || len(body) > 1024 {
+			t.Errorf("GET %.100s: %d %.300s, want 400 field %s containing %q (at most 1 KiB)", c.path, code, body, c.field, c.want)
 		}
 	}
 	if code, body, _ := f.get("/api/v1/assets/site1/ac-9", ""); code != http.StatusNotFound || !strings.Contains(string(body), "no asset site1/ac-9") {

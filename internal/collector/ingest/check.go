@@ -3,6 +3,8 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -25,6 +27,7 @@ const (
 	ReasonSeqRange     Reason = "seq_range"     // seq outside 1..MaxSeq
 	ReasonUnknownClass Reason = "unknown_class" // asset.class not in the catalog
 	ReasonSubject      Reason = "subject"       // site, class or asset id differ from the subject's
+	ReasonBirth        Reason = "birth"         // a birth's ranges, intervals or nameplate are absurd
 )
 
 // Rejections; use errors.Is.
@@ -32,10 +35,11 @@ var (
 	ErrSeqRange     = errors.New("seq out of range")
 	ErrUnknownClass = errors.New("unknown equipment class")
 	ErrSubject      = errors.New("payload does not match its subject")
+	ErrBirth        = errors.New("implausible birth")
 )
 
 // RejectError is a message Check or CheckAsset refused. It matches
-// ErrSeqRange, ErrUnknownClass or ErrSubject with errors.Is.
+// ErrSeqRange, ErrUnknownClass, ErrSubject or ErrBirth with errors.Is.
 type RejectError struct {
 	Reason Reason
 	Detail string
@@ -52,6 +56,8 @@ func (e *RejectError) Is(target error) bool {
 		return target == ErrUnknownClass
 	case ReasonSubject:
 		return target == ErrSubject
+	case ReasonBirth:
+		return target == ErrBirth
 	}
 	return false
 }
@@ -127,3 +133,48 @@ func ClampFutureBy(b *telemetry.Batch, now time.Time, tol time.Duration) (n int)
 	}
 	return n
 }
+
+// MaxBirthIntervalMS is the longest sampling interval a birth may declare:
+// one day (86,400,000 ms). A longer one would make a signal's staleness
+// limit (k x interval) too long to ever fire.
+const MaxBirthIntervalMS = 86_400_000
+
+// CheckBirth decides whether a birth's declarations are usable (after
+// CheckAsset): every signal's min and max finite with min <= max, its
+// interval_ms 0 (not declared) or 1..MaxBirthIntervalMS, and every
+// nameplate value finite, and above 0 for the ratings the class's catalog
+// entry lists (rated power, flow, speed: a rating of 0 or less is no
+// rating). A refused birth changes nothing the collector knows about the
+// asset. The error is a *RejectError with ReasonBirth naming the field.
+func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
+	bad := func(format string, args ...any) error {
+		return &RejectError{Reason: ReasonBirth,
+			Detail: fmt.Sprintf("gateway %s asset %s birth: ", bi.Gateway, bi.Asset.ID) + fmt.Sprintf(format, args...)}
+	}
+	for _, s := range bi.Signals {
+		if s.Min != nil && !finite(*s.Min) || s.Max != nil && !finite(*s.Max) {
+			return bad("signal %s: min and max must be finite", s.Signal)
+		}
+		if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+			return bad("signal %s: min %g above max %g", s.Signal, *s.Min, *s.Max)
+		}
+		if s.IntervalMS < 0 || s.IntervalMS > MaxBirthIntervalMS {
+			return bad("signal %s: interval_ms %d outside 1..%d (0: not declared)", s.Signal, s.IntervalMS, MaxBirthIntervalMS)
+		}
+	}
+	var ratings []string
+	if cl, ok := cat.Class(bi.Asset.Class); ok {
+		ratings = cl.Nameplate
+	}
+	for k, v := range bi.Nameplate {
+		if !finite(v) {
+			return bad("nameplate %s: %g is not finite", k, v)
+		}
+		if v <= 0 && slices.Contains(ratings, k) {
+			return bad("nameplate %s: %g must be above 0", k, v)
+		}
+	}
+	return nil
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -108,11 +108,17 @@ func (e *Engine) Has(site, id string) bool {
 func (e *Engine) Len() int { return len(e.assets) }
 
 // Duplicate reports whether b was already evaluated: same gateway as the
-// asset's newest batch and a seq not above it (for the parts of a split
-// batch, which share their seq: a part not above the newest part). Batches of one asset are
-// evaluated in order, so this recognises a batch redelivered after a
-// restart or takeover whose effects were already checkpointed.
-func (e *Engine) Duplicate(b *telemetry.Batch) bool {
+// asset's newest batch and a seq not above it but less than window behind
+// it (for the parts of a split batch, which share their seq: a part not
+// above the newest part). Batches of one asset are evaluated in order, so
+// this recognises a batch redelivered after a restart or takeover whose
+// effects were already checkpointed. The window (the collector's
+// dedup_window, in sequence numbers) keeps one bogus seq far ahead from
+// silencing the asset: the gateway's real seqs lie more than window behind
+// it and are evaluated, and the first of them becomes the recorded seq
+// again. A real redelivery lies within the consumer's unacknowledged
+// messages, far less than window behind.
+func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
 	a, ok := e.assets[[2]string{b.Asset.Site(), b.Asset.ID}]
 	if !ok || a.batches == 0 || a.gateway != b.Gateway {
 		return false
@@ -120,7 +126,7 @@ func (e *Engine) Duplicate(b *telemetry.Batch) bool {
 	if b.Seq == a.seq && b.Parts > 0 {
 		return b.Part <= a.part
 	}
-	return b.Seq <= a.seq
+	return b.Seq <= a.seq && a.seq-b.Seq < window
 }
 
 // Snapshot returns the state of one asset; false when it is not tracked.

@@ -55,12 +55,12 @@ rules:
 			}
 			b = newHarness(t, true, rules)
 			b.e.RestoreAsset(&back)
-			if !b.e.Duplicate(batches[i-1]) || b.e.Duplicate(bt) {
+			if !b.e.Duplicate(batches[i-1], 16384) || b.e.Duplicate(bt, 16384) {
 				t.Fatal("restored seq does not recognise the evaluated batch")
 			}
 		}
 		b.now = bt.TSGW
-		if !b.e.Duplicate(bt) {
+		if !b.e.Duplicate(bt, 16384) {
 			got = b.e.Process(bt, got)
 		}
 	}
