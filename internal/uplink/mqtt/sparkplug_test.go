@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -33,6 +34,7 @@ type packet struct {
 	payload []byte
 	connect packets.ConnectParams
 	filters packets.Subscriptions
+	at      time.Time // when the broker read it (monotonic: orders packets across brokers)
 }
 
 // recorder is a mochi hook recording every packet clients send, in order.
@@ -49,7 +51,7 @@ func (r *recorder) Provides(b byte) bool {
 
 func (r *recorder) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	p := packet{client: cl.ID, typ: pk.FixedHeader.Type, topic: pk.TopicName, qos: pk.FixedHeader.Qos,
-		retain: pk.FixedHeader.Retain, payload: bytes.Clone(pk.Payload)}
+		retain: pk.FixedHeader.Retain, payload: bytes.Clone(pk.Payload), at: time.Now()}
 	if pk.FixedHeader.Type == packets.Subscribe {
 		p.filters = append(p.filters, pk.Filters...)
 	}
@@ -465,6 +467,65 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("engLow %v", l)
 		}
 	})
+	// The ids in every topic the node published: UTF-8, no MQTT wildcard
+	// or level separator (the parser splits on '/', so a device id with
+	// one would not come back whole).
+	ids := func(t *testing.T, f func(tp sparkplug.Topic) string) {
+		t.Helper()
+		n := 0
+		for _, p := range pubs {
+			tp, err := sparkplug.ParseTopic(p.topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := f(tp)
+			if id == "" {
+				continue
+			}
+			n++
+			if !utf8.ValidString(id) || strings.ContainsAny(id, "+#/\x00") || !sparkplug.ValidID(id) {
+				t.Fatalf("id %q in topic %q", id, p.topic)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no topic carried the id")
+		}
+	}
+	t.Run("tck-id-intro-group-id-string", func(t *testing.T) { ids(t, func(tp sparkplug.Topic) string { return tp.Group }) })
+	t.Run("tck-id-intro-edge-node-id-string", func(t *testing.T) { ids(t, func(tp sparkplug.Topic) string { return tp.Node }) })
+	runAll(t, []string{"tck-id-intro-device-id-string", "tck-id-intro-device-id-chars"}, func(t *testing.T) {
+		ids(t, func(tp sparkplug.Topic) string { return tp.Device })
+		devs := map[string]bool{}
+		for _, p := range pubs {
+			if tp, _ := sparkplug.ParseTopic(p.topic); tp.Device != "" {
+				devs[tp.Device] = true
+			}
+		}
+		if !devs["ac-1"] || !devs["ac-2"] || len(devs) != 2 {
+			t.Fatalf("device ids %v, want the asset ids ac-1 and ac-2", devs)
+		}
+	})
+	t.Run("tck-id-topics-ddata-payload", func(t *testing.T) {
+		// the first DDATA of ac-1 carries both readings of its first batch
+		// (discharge_pressure and load_state), by their DBIRTH aliases
+		i := slices.IndexFunc(pubs, func(p packet) bool { return p.topic == "spBv1.0/plant/DDATA/gw-test/ac-1" })
+		if i < 0 {
+			t.Fatal("no DDATA for ac-1")
+		}
+		want := map[uint64]bool{metricByName(db, "discharge_pressure").GetAlias(): true, metricByName(db, "load_state").GetAlias(): true}
+		got := map[uint64]bool{}
+		for _, m := range decode(t, pubs[i].payload).Metrics {
+			got[m.GetAlias()] = true
+		}
+		if len(got) != 2 || !got[metricByName(db, "discharge_pressure").GetAlias()] || !got[metricByName(db, "load_state").GetAlias()] {
+			t.Fatalf("DDATA aliases %v, want %v", got, want)
+		}
+		for j, p := range pubs {
+			if ts[j] == sparkplug.DDATA && len(decode(t, p.payload).Metrics) == 0 {
+				t.Fatalf("DDATA %d without metrics", j)
+			}
+		}
+	})
 	t.Run("tck-id-payloads-alias-birth-requirement", func(t *testing.T) {
 		for _, m := range db.Metrics {
 			if m.Name == nil || m.Alias == nil {
@@ -806,4 +867,100 @@ func TestSparkplugPublishConfirmsDelivery(t *testing.T) {
 	if n := len(slices.DeleteFunc(slices.Clone(pk), func(p packet) bool { return p.typ != packets.Connect })); n < 2 {
 		t.Fatal("no reconnect")
 	}
+}
+
+// TestSparkplugPrimaryHostMultipleServers: with two servers in the url list
+// and a primary host online on both, the node holds one session at a time,
+// and when the host goes offline on the current server it ends that session
+// and moves to the next server, where it births once the host is online
+// there (Sparkplug 3.0 section 5.10).
+func TestSparkplugPrimaryHostMultipleServers(t *testing.T) {
+	b1, rec1 := startRecorded(t)
+	b2, rec2 := startRecorded(t)
+	h1 := subscribe(t, b1.URL(), "scada-1", true, "", nil)
+	h2 := subscribe(t, b2.URL(), "scada-2", true, "", nil)
+	state := func(h *subscriber, online bool, ts int64) {
+		t.Helper()
+		p, _ := json.Marshal(sparkplug.State{Online: online, Timestamp: ts})
+		if tok := h.c.Publish(sparkplug.StateTopic("scada"), 1, true, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	// the host's session on server 2 began before its latest STATE on server 1
+	state(h2, true, 1000)
+	state(h1, true, 1500)
+	cfg := spConfig(b1.URL() + "," + b2.URL())
+	cfg.Sparkplug.PrimaryHostID = "scada"
+	runUplink(t, cfg, nil)
+	const client = "gw-test"
+	const nbirth, ndeath = "spBv1.0/plant/NBIRTH/gw-test", "spBv1.0/plant/NDEATH/gw-test"
+	has := func(rec *recorder, topic string) func() bool {
+		return func() bool {
+			return slices.ContainsFunc(rec.of(client), func(p packet) bool { return p.topic == topic })
+		}
+	}
+	count := func(rec *recorder, typ byte, topic string) int {
+		n := 0
+		for _, p := range rec.of(client) {
+			if p.typ == typ && p.topic == topic {
+				n++
+			}
+		}
+		return n
+	}
+	wait.For(t, 10*time.Second, "NBIRTH on server 1", has(rec1, nbirth))
+	if n := len(rec2.of(client)); n != 0 {
+		t.Fatalf("server 2 saw %d packets while the node was in session on server 1", n)
+	}
+
+	state(h1, false, 2000)
+	wait.For(t, 10*time.Second, "NBIRTH on server 2", has(rec2, nbirth))
+	p1, p2 := rec1.of(client), rec2.of(client)
+	d := slices.IndexFunc(p1, func(p packet) bool { return p.topic == ndeath })
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-walk", func(t *testing.T) {
+		if d < 0 {
+			t.Fatal("no NDEATH on server 1 after the host's offline STATE there")
+		}
+		if n := count(rec1, packets.Connect, ""); n != 1 {
+			t.Fatalf("%d CONNECTs on server 1; the node should have moved to server 2", n)
+		}
+		if p2[0].typ != packets.Connect {
+			t.Fatalf("first packet on server 2: type %d", p2[0].typ)
+		}
+	})
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-single-server", func(t *testing.T) {
+		// the NDEATH is QoS 1 and acknowledged before the node moves on
+		if !p1[d].at.Before(p2[0].at) {
+			t.Fatalf("server 1 NDEATH at %v, server 2 CONNECT at %v", p1[d].at, p2[0].at)
+		}
+		if d != len(p1)-1 {
+			t.Fatalf("published %q on server 1 after its NDEATH", p1[len(p1)-1].topic)
+		}
+	})
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-offline-reconnect", func(t *testing.T) {
+		wbd, _ := sparkplug.BdSeq(decode(t, p2[0].connect.WillPayload))
+		i := slices.IndexFunc(p2, func(p packet) bool { return p.topic == nbirth })
+		bd, _ := sparkplug.BdSeq(decode(t, p2[i].payload))
+		if wbd != 1 || bd != 1 {
+			t.Fatalf("server 2 session: will bdSeq %d, NBIRTH bdSeq %d; want the next, 1", wbd, bd)
+		}
+	})
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-state-subs", func(t *testing.T) {
+		for i, rec := range []*recorder{rec1, rec2} {
+			if q, ok := rec.subscriptions(client)[sparkplug.StateTopic("scada")]; !ok || q != 1 {
+				t.Fatalf("server %d: STATE subscription %v QoS %d", i+1, ok, q)
+			}
+		}
+	})
+	t.Run("walk wraps to the first server", func(t *testing.T) {
+		state(h2, false, 3000)
+		wait.For(t, 10*time.Second, "NDEATH on server 2 and a new CONNECT on server 1", func() bool {
+			return count(rec2, packets.Publish, ndeath) == 1 && count(rec1, packets.Connect, "") == 2
+		})
+		if count(rec1, packets.Publish, nbirth) != 1 {
+			t.Fatal("births on server 1 while its retained STATE says the host is offline")
+		}
+		state(h1, true, 4000)
+		wait.For(t, 10*time.Second, "NBIRTH on server 1 again", func() bool { return count(rec1, packets.Publish, nbirth) == 2 })
+	})
 }
