@@ -454,7 +454,8 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 		if m.Topic() == sparkplug.StateTopic(s.cfg.HostID) {
 			// tck-id-message-flow-hid-sparkplug-state-message-delivered
 			var st sparkplug.State
-			if json.Unmarshal(m.Payload(), &st) == nil && !st.Online {
+			// not while stopping: then the offline STATE is the host's own death
+			if json.Unmarshal(m.Payload(), &st) == nil && !st.Online && ctx.Err() == nil {
 				s.publishState(c, true, ts)
 			}
 			return
@@ -476,7 +477,10 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 	select {
 	case <-ctx.Done():
 		if s.cfg.HostID != "" {
-			s.publishState(c, false, s.now().UnixMilli()) // tck-id-operational-behavior-host-application-termination
+			// tck-id-operational-behavior-host-application-termination,
+			// tck-id-host-topic-phid-death-payload-timestamp-disconnect-clean:
+			// the session's timestamp, as its will and birth carry
+			s.publishState(c, false, ts)
 		}
 		return nil
 	case err := <-lost:

@@ -135,6 +135,27 @@ func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capt
 	return s, c
 }
 
+// runHost is startHost with a stop function (it ends Run and waits for it;
+// the cleanup does the same if the test does not).
+func runHost(t *testing.T, url string, cfg SparkplugConfig) (stop func()) {
+	t.Helper()
+	mp, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL, cfg.Mapping, cfg.ClientID, cfg.Groups = url, "testdata/sparkplug/mapping.yaml", "collector-sp", []string{"plant"}
+	s, err := NewSparkplug(cfg, mp, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx, (&capture{}).handle) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
 func startBroker(t *testing.T) *brokers.MQTT {
 	t.Helper()
 	b, err := brokers.StartMQTT(brokers.MQTTOptions{})
