@@ -81,6 +81,19 @@ func (r *recorder) subscriptions(client string) map[string]byte {
 	return out
 }
 
+// count returns how many packets of type typ client sent.
+func (r *recorder) count(client string, typ byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.pkts {
+		if p.client == client && p.typ == typ {
+			n++
+		}
+	}
+	return n
+}
+
 // of returns the CONNECT and PUBLISH packets of client, in order.
 func (r *recorder) of(client string) []packet {
 	r.mu.Lock()
@@ -728,8 +741,46 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	wait.For(t, 10*time.Second, "connected", func() bool { return len(rec.of("gw-test")) > 0 })
+	wait.For(t, 10*time.Second, "subscribed to the host's STATE", func() bool {
+		_, ok := rec.subscriptions("gw-test")[sparkplug.StateTopic("scada")]
+		return ok
+	})
 	ctx := context.Background()
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-id", func(t *testing.T) {
+		// the host is known by the last token of its STATE topic: the node
+		// listens to spBv1.0/STATE/scada alone, so no other host's STATE
+		// reaches it
+		for f := range rec.subscriptions("gw-test") {
+			if strings.HasPrefix(f, "spBv1.0/STATE/") && f != "spBv1.0/STATE/scada" {
+				t.Fatalf("subscribed to %q", f)
+			}
+		}
+	})
+	// handled runs f (a STATE publish) and waits until the node has handled
+	// the message: paho acknowledges a QoS 1 message after its handler
+	// returns, so the node's PUBACK is the sync point
+	handled := func(f func()) {
+		t.Helper()
+		n := rec.count("gw-test", packets.Puback)
+		f()
+		wait.For(t, 10*time.Second, "STATE handled", func() bool { return rec.count("gw-test", packets.Puback) > n })
+	}
+	noBirth := func(t *testing.T) {
+		t.Helper()
+		for _, p := range rec.of("gw-test") {
+			if p.typ == packets.Publish {
+				t.Fatalf("published %s before an online STATE", p.topic)
+			}
+		}
+	}
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-online", func(t *testing.T) {
+		handled(func() { state(false, 500) })
+		noBirth(t)
+	})
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp", func(t *testing.T) {
+		handled(func() { state(true, 400) }) // older than the offline at 500
+		noBirth(t)
+	})
 	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait", func(t *testing.T) {
 		if err := r.u.Publish(ctx, []telemetry.Envelope{batchEnv(ac1, 1, telemetry.Reading{Signal: "x", TS: 1})}); err == nil {
 			t.Fatal("published before the primary host was online")
@@ -753,14 +804,21 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 			t.Fatal("session ended on a stale offline STATE")
 		}
 	})
+	nOff := len(rec.of("gw-test"))
+	endedAfterOffline := func() bool {
+		ps := rec.of("gw-test")[nOff:]
+		i := slices.IndexFunc(ps, func(p packet) bool { return p.topic == "spBv1.0/plant/NDEATH/gw-test" })
+		return i >= 0 && slices.ContainsFunc(ps[i:], func(p packet) bool { return p.typ == packets.Connect })
+	}
 	t.Run("tck-id-operational-behavior-edge-node-termination-host-offline", func(t *testing.T) {
-		n := len(rec.of("gw-test"))
 		state(false, 2000)
-		wait.For(t, 10*time.Second, "NDEATH and reconnect", func() bool {
-			ps := rec.of("gw-test")[n:]
-			i := slices.IndexFunc(ps, func(p packet) bool { return p.topic == "spBv1.0/plant/NDEATH/gw-test" })
-			return i >= 0 && slices.ContainsFunc(ps[i:], func(p packet) bool { return p.typ == packets.Connect })
-		})
+		wait.For(t, 10*time.Second, "NDEATH and reconnect", endedAfterOffline)
+	})
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-offline", func(t *testing.T) {
+		// the same offline STATE: NDEATH, DISCONNECT, a new connection
+		if !endedAfterOffline() {
+			t.Fatal("no NDEATH and reconnect after the offline STATE")
+		}
 	})
 	t.Run("tck-id-operational-behavior-edge-node-birth-sequence-wait", func(t *testing.T) {
 		n := len(rec.of("gw-test"))
