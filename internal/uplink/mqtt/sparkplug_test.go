@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"os"
@@ -198,7 +199,11 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 	good := telemetry.Reading{Signal: "discharge_pressure", Value: 0.71, Unit: "MPa", Quality: telemetry.QualityGood, TS: 1700000000100, Src: "modbus:1:hr:0"}
 	bad := telemetry.Reading{Signal: "load_state", Quality: telemetry.QualityBad, TS: 1700000000100, Status: 2}
 	stale := telemetry.Reading{Signal: "discharge_pressure", Quality: telemetry.QualityStale, TS: 1700000000200}
-	publishOK(t, u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, good, bad), batchEnv(ac2, 3, good), batchEnv(ac1, 4, stale), deathEnv(t, ac1, 5))
+	// two polls of ac-2 in one batch, the later first
+	later, earlier := good, good
+	later.TS, earlier.TS = 1700000000050, 1700000000040
+	publishOK(t, u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, good, bad), batchEnv(ac2, 3, good), batchEnv(ac1, 4, stale), deathEnv(t, ac1, 5),
+		batchEnv(ac2, 6, later, earlier))
 	// enough data for seq to wrap
 	var many []telemetry.Envelope
 	for i := range 300 {
@@ -516,6 +521,22 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 		}
 		if !devs["ac-1"] || !devs["ac-2"] || len(devs) != 2 {
 			t.Fatalf("device ids %v, want the asset ids ac-1 and ac-2", devs)
+		}
+	})
+	runAll(t, []string{"tck-id-operational-behavior-data-publish-dbirth-order", "tck-id-operational-behavior-data-publish-nbirth-order"}, func(t *testing.T) {
+		// metric values in chronological order in every birth and data message
+		n := 0
+		for _, p := range pubs {
+			ms := decode(t, p.payload).Metrics
+			if !slices.IsSortedFunc(ms, func(a, b *sppb.Payload_Metric) int { return cmp.Compare(a.GetTimestamp(), b.GetTimestamp()) }) {
+				t.Fatalf("%s: metric timestamps out of order", p.topic)
+			}
+			if len(ms) > 1 && ms[0].GetTimestamp() != ms[1].GetTimestamp() {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatal("no message with metrics of two instants")
 		}
 	})
 	t.Run("tck-id-topics-ddata-payload", func(t *testing.T) {
