@@ -11,8 +11,10 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/smelterio/smelter/internal/sparkplug"
+	"github.com/smelterio/smelter/internal/sparkplug/sppb"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -222,6 +224,47 @@ func TestSparkplugHostApplicationConformance(t *testing.T) {
 	t.Run("tck-id-operational-behavior-host-application-multi-server-timestamp", func(t *testing.T) {
 		if !second.Online || second.Timestamp < birth.Timestamp {
 			t.Fatalf("new session's STATE %+v after %+v: a new session has a new (not older) timestamp", second, birth)
+		}
+	})
+
+	// Data from an edge node without a birth: the host asks for a rebirth.
+	t0 = time.Now().UnixMilli()
+	data, _ := sparkplug.Encode(&sppb.Payload{Timestamp: proto.Uint64(uint64(t0)), Seq: proto.Uint64(7)})
+	if tok := w.Publish("spBv1.0/plant/NDATA/tahu-edge-1", 0, false, data); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	var ncmd packets.Packet
+	wait.For(t, 10*time.Second, "rebirth NCMD", func() bool {
+		for _, p := range rec.all() {
+			if p.FixedHeader.Type == packets.Publish && p.TopicName == "spBv1.0/plant/NCMD/tahu-edge-1" {
+				ncmd = p
+				return true
+			}
+		}
+		return false
+	})
+	runAll(t, []string{"tck-id-topics-ncmd-mqtt", "tck-id-payloads-ncmd-qos", "tck-id-payloads-ncmd-retain"}, func(t *testing.T) {
+		if ncmd.FixedHeader.Qos != 0 || ncmd.FixedHeader.Retain {
+			t.Fatalf("NCMD QoS %d retain %v, want 0 and not retained", ncmd.FixedHeader.Qos, ncmd.FixedHeader.Retain)
+		}
+	})
+	cmd, err := sparkplug.Decode(ncmd.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, []string{"tck-id-topics-ncmd-timestamp", "tck-id-payloads-ncmd-timestamp"}, func(t *testing.T) {
+		if ts := int64(cmd.GetTimestamp()); ts < t0 || ts > time.Now().UnixMilli() {
+			t.Fatalf("NCMD timestamp %d, want UTC ms now (>= %d)", ts, t0)
+		}
+	})
+	runAll(t, []string{"tck-id-topics-ncmd-payload", "tck-id-operational-behavior-data-commands-ncmd-verb", "tck-id-operational-behavior-data-commands-ncmd-metric-name",
+		"tck-id-operational-behavior-data-commands-ncmd-metric-value", "tck-id-payloads-name-cmd-requirement"}, func(t *testing.T) {
+		if len(cmd.Metrics) != 1 {
+			t.Fatalf("NCMD metrics %v", cmd.Metrics)
+		}
+		m := cmd.Metrics[0]
+		if m.GetName() != "Node Control/Rebirth" || m.Alias != nil || m.GetDatatype() != uint32(sppb.DataType_Boolean) || !m.GetBooleanValue() {
+			t.Fatalf("NCMD metric %v: want Node Control/Rebirth by name, Boolean true", m)
 		}
 	})
 
