@@ -1043,3 +1043,27 @@ func TestSparkplugPrimaryHostMultipleServers(t *testing.T) {
 		wait.For(t, 10*time.Second, "NBIRTH on server 1 again", func() bool { return count(rec1, packets.Publish, nbirth) == 2 })
 	})
 }
+
+// TestSparkplugDuplicateDeviceIDAcrossEdgeNodes: two gateways (edge nodes
+// gw-a and gw-b) with an asset of the same id each publish its device under
+// their own edge node id, on one broker.
+func TestSparkplugDuplicateDeviceIDAcrossEdgeNodes(t *testing.T) {
+	b, rec := startRecorded(t)
+	for _, id := range []string{"gw-a", "gw-b"} {
+		cfg := spConfig(b.URL())
+		cfg.ClientID, cfg.Sparkplug.EdgeNodeID = id, id
+		r := runUplink(t, cfg, nil)
+		wait.For(t, 10*time.Second, id+" connected", r.u.Ready)
+		publishOK(t, r.u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, telemetry.Reading{Signal: "discharge_pressure", Value: 0.5, Quality: telemetry.QualityGood, TS: 1700000000100}))
+	}
+	t.Run("tck-id-topic-structure-namespace-duplicate-device-id-across-edge-node", func(t *testing.T) {
+		for _, id := range []string{"gw-a", "gw-b"} {
+			for _, typ := range []string{"DBIRTH", "DDATA"} {
+				topic := "spBv1.0/plant/" + typ + "/" + id + "/ac-1"
+				if !slices.ContainsFunc(rec.of(id), func(p packet) bool { return p.topic == topic }) {
+					t.Fatalf("no %s from %s", topic, id)
+				}
+			}
+		}
+	})
+}
