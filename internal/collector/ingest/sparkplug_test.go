@@ -402,6 +402,19 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 		lastAllStale(t, got.batches("header-1"), 1)
 		lastAllStale(t, got.batches("ac-9"), 3)
 	})
+	// the edge node's own (NBIRTH) metrics are the mapping's device "" asset
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline", func(t *testing.T) {
+		if got.deaths("header-1") != 1 {
+			t.Fatalf("%d deaths of the node's own asset", got.deaths("header-1"))
+		}
+	})
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-tags-stale", func(t *testing.T) {
+		lastAllStale(t, got.batches("header-1"), 1)
+		// the host's time: the NDEATH carries no timestamp
+		if bs := got.batches("header-1"); time.Since(time.UnixMilli(bs[len(bs)-1].Readings[0].TS)) > time.Minute {
+			t.Fatalf("stale at %d, want the host's time now", bs[len(bs)-1].Readings[0].TS)
+		}
+	})
 }
 
 // TestSparkplugHostState: with host_id the source publishes its STATE
