@@ -470,6 +470,9 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 	defer c.Disconnect(250)
 	// a new session knows no births: every node is asked again
 	s.mu.Lock()
+	for _, n := range s.nodes {
+		s.flush(ctx, n, h) // held through the lost connection: used, not dropped
+	}
 	clear(s.nodes)
 	s.m.Nodes.Set(0)
 	s.mu.Unlock()
