@@ -1,6 +1,7 @@
 package sparkplug
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -382,7 +383,17 @@ func (n *Node) data(b *telemetry.Batch, nowMS int64) ([]Message, error) {
 			m.last, m.have = *r, true
 		}
 	}
+	// tck-id-operational-behavior-data-publish-dbirth-order: metric values
+	// in chronological order (a batch may hold several polls; stable, so
+	// readings of one instant keep the batch's order)
+	if !slices.IsSortedFunc(p.Metrics, byTimestamp) {
+		slices.SortStableFunc(p.Metrics, byTimestamp)
+	}
 	return n.emit(out, DDATA, d.id, p)
+}
+
+func byTimestamp(a, b *sppb.Payload_Metric) int {
+	return cmp.Compare(a.GetTimestamp(), b.GetTimestamp())
 }
 
 // allStale reports whether every reading is stale (and there is one).

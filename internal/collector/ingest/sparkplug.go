@@ -46,7 +46,22 @@ type SparkplugConfig struct {
 	// RebirthInterval is the least time between two rebirth requests to one
 	// edge node (default 5s).
 	RebirthInterval time.Duration `yaml:"rebirth_interval"`
+	// ReorderTimeout is how long a seq gap of an edge node may stay open
+	// before the host asks for a rebirth (the specification's Reorder
+	// Timeout, Sparkplug 3.0 section 5.9; default 2s): the messages after
+	// the gap are held, in arrival order, until the missing one arrives
+	// (then all are handled in seq order) or the timeout elapses (then they
+	// are handled as they came and a rebirth is requested). At most
+	// maxHeld messages per node are held; one more ends the wait early.
+	ReorderTimeout time.Duration `yaml:"reorder_timeout"`
 }
+
+// maxHeld bounds the messages held per edge node during a Reorder
+// Timeout: a full seq cycle (0-255) cannot be told apart from a new one.
+const maxHeld = 255
+
+// DefaultReorderTimeout is ReorderTimeout's default.
+const DefaultReorderTimeout = 2 * time.Second
 
 // Validate checks the block without I/O; errors name the field under
 // prefix (e.g. "sparkplug").
@@ -74,6 +89,9 @@ func (c *SparkplugConfig) Validate(prefix string) error {
 	}
 	if c.PasswordEnv != "" && c.PasswordFile != "" {
 		errs = append(errs, fmt.Errorf("%s.password_env: set password_env or password_file, not both", prefix))
+	}
+	if c.ReorderTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%s.reorder_timeout: %v is negative", prefix, c.ReorderTimeout))
 	}
 	if c.RebirthInterval < 0 {
 		errs = append(errs, fmt.Errorf("%s.rebirth_interval: %v is negative", prefix, c.RebirthInterval))
@@ -334,6 +352,15 @@ type spNode struct {
 	names       map[string]*spMetric
 	devices     map[string]*spDevice
 	lastRebirth time.Time
+	gapSince    time.Time // a seq gap opened then; zero: none
+	held        []heldMsg // messages after the gap, in arrival order
+}
+
+// heldMsg is a message held during a Reorder Timeout.
+type heldMsg struct {
+	tp    sparkplug.Topic
+	topic string
+	p     *sppb.Payload
 }
 
 type spDevice struct {
@@ -366,6 +393,9 @@ func NewSparkplug(cfg SparkplugConfig, mapping *Mapping, log *slog.Logger, m *Sp
 	}
 	if m == nil {
 		m = NewSparkplugMetrics(nil)
+	}
+	if cfg.ReorderTimeout == 0 { // tck-id-operational-behavior-host-reordering-param
+		cfg.ReorderTimeout = DefaultReorderTimeout
 	}
 	if cfg.RebirthInterval == 0 {
 		cfg.RebirthInterval = 5 * time.Second
@@ -440,6 +470,9 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 	defer c.Disconnect(250)
 	// a new session knows no births: every node is asked again
 	s.mu.Lock()
+	for _, n := range s.nodes {
+		s.flush(ctx, n, h) // held through the lost connection: used, not dropped
+	}
 	clear(s.nodes)
 	s.m.Nodes.Set(0)
 	s.mu.Unlock()
@@ -454,17 +487,13 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 		if m.Topic() == sparkplug.StateTopic(s.cfg.HostID) {
 			// tck-id-message-flow-hid-sparkplug-state-message-delivered
 			var st sparkplug.State
-			if json.Unmarshal(m.Payload(), &st) == nil && !st.Online {
+			// not while stopping: then the offline STATE is the host's own death
+			if json.Unmarshal(m.Payload(), &st) == nil && !st.Online && ctx.Err() == nil {
 				s.publishState(c, true, ts)
 			}
 			return
 		}
-		for _, req := range s.Handle(ctx, m.Topic(), m.Payload(), h) {
-			p, err := sparkplug.Encode(sparkplug.RebirthRequest(s.now().UnixMilli()))
-			if err == nil {
-				c.Publish(req, 0, false, p) // tck-id-payloads-ncmd-qos
-			}
-		}
+		s.requestRebirth(c, s.Handle(ctx, m.Topic(), m.Payload(), h))
 	}
 	if st := c.SubscribeMultiple(subs, handle); !st.WaitTimeout(10*time.Second) || st.Error() != nil {
 		return fmt.Errorf("subscribe: %w", errors.Join(st.Error(), errors.New("no SUBACK")))
@@ -473,14 +502,34 @@ func (s *Sparkplug) session(ctx context.Context, o mqtt.ClientOptions, h Handler
 		s.publishState(c, true, ts) // tck-id-host-topic-phid-birth-required
 	}
 	s.log.Info("sparkplug host connected", "groups", s.cfg.Groups, "host_id", s.cfg.HostID)
-	select {
-	case <-ctx.Done():
-		if s.cfg.HostID != "" {
-			s.publishState(c, false, s.now().UnixMilli()) // tck-id-operational-behavior-host-application-termination
+	// Reorder Timeouts are checked four times per timeout
+	tick := time.NewTicker(max(s.cfg.ReorderTimeout/4, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			s.requestRebirth(c, s.Expire(ctx, h))
+		case <-ctx.Done():
+			if s.cfg.HostID != "" {
+				// tck-id-operational-behavior-host-application-termination,
+				// tck-id-host-topic-phid-death-payload-timestamp-disconnect-clean:
+				// the session's timestamp, as its will and birth carry
+				s.publishState(c, false, ts)
+			}
+			return nil
+		case err := <-lost:
+			return fmt.Errorf("connection lost: %w", err)
 		}
-		return nil
-	case err := <-lost:
-		return fmt.Errorf("connection lost: %w", err)
+	}
+}
+
+// requestRebirth publishes a Node Control/Rebirth NCMD on each topic.
+func (s *Sparkplug) requestRebirth(c mqtt.Client, topics []string) {
+	for _, req := range topics {
+		p, err := sparkplug.Encode(sparkplug.RebirthRequest(s.now().UnixMilli()))
+		if err == nil {
+			c.Publish(req, 0, false, p) // tck-id-payloads-ncmd-qos
+		}
 	}
 }
 
@@ -530,6 +579,7 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 	ask := false
 	switch tp.Type {
 	case sparkplug.NBIRTH:
+		s.flush(ctx, n, h) // what the last session sent, before the new one
 		if !s.nodeBirth(ctx, n, topic, p, h) {
 			return s.ask(n)
 		}
@@ -539,6 +589,7 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 		if !ok || !n.born || bd != n.bdSeq {
 			return nil // an old session's will: the current one is alive
 		}
+		s.flush(ctx, n, h)
 		s.nodeDeath(ctx, n, "sparkplug NDEATH: edge node offline", h)
 		return nil
 	}
@@ -550,11 +601,87 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 		s.bad(SPMalformed, topic, errors.New("no seq"))
 		ask = true
 	} else if *p.Seq != sparkplug.NextSeq(n.seq) {
-		s.bad(SPOutOfOrder, topic, fmt.Errorf("seq %d after %d", *p.Seq, n.seq))
-		ask = true
-		n.seq = *p.Seq
-	} else {
-		n.seq = *p.Seq
+		// tck-id-operational-behavior-host-reordering-start: hold it
+		if n.gapSince.IsZero() {
+			n.gapSince = s.now()
+		}
+		n.held = append(n.held, heldMsg{tp: tp, topic: topic, p: p})
+		if len(n.held) > maxHeld {
+			return s.endWait(ctx, n, h)
+		}
+		return nil
+	}
+	if ask { // no seq: handled, and a rebirth is due
+		s.dispatch(ctx, n, tp, topic, p, h)
+		return s.ask(n)
+	}
+	n.seq = *p.Seq
+	ask = s.dispatch(ctx, n, tp, topic, p, h)
+	// tck-id-operational-behavior-host-reordering-success: the held
+	// messages that now follow in seq order are handled; the gap closes
+	// when none is left
+	for progressed := true; progressed && len(n.held) > 0; {
+		progressed = false
+		for i, m := range n.held {
+			if m.p.GetSeq() == sparkplug.NextSeq(n.seq) {
+				n.held = slices.Delete(n.held, i, i+1)
+				n.seq = m.p.GetSeq()
+				ask = s.dispatch(ctx, n, m.tp, m.topic, m.p, h) || ask
+				progressed = true
+				break
+			}
+		}
+	}
+	if len(n.held) == 0 {
+		n.gapSince = time.Time{}
+	}
+	if ask {
+		return s.ask(n)
+	}
+	return nil
+}
+
+// Expire ends the Reorder Timeouts that elapsed: the held messages are
+// handled as they came and the NCMD topics of those edge nodes are
+// returned, to ask for a rebirth
+// (tck-id-operational-behavior-host-reordering-rebirth).
+func (s *Sparkplug) Expire(ctx context.Context, h Handler) (rebirth []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, n := range s.nodes {
+		if !n.gapSince.IsZero() && now.Sub(n.gapSince) >= s.cfg.ReorderTimeout {
+			rebirth = append(rebirth, s.endWait(ctx, n, h)...)
+		}
+	}
+	return rebirth
+}
+
+// endWait handles the held messages of n in arrival order, counts the gap
+// and asks for a rebirth.
+func (s *Sparkplug) endWait(ctx context.Context, n *spNode, h Handler) []string {
+	if len(n.held) > 0 {
+		s.bad(SPOutOfOrder, n.held[0].topic, fmt.Errorf("seq %d after %d: no message in between within %v", n.held[0].p.GetSeq(), n.seq, s.cfg.ReorderTimeout))
+	}
+	s.flush(ctx, n, h)
+	return s.ask(n)
+}
+
+// flush handles the held messages of n in arrival order and closes its gap.
+func (s *Sparkplug) flush(ctx context.Context, n *spNode, h Handler) {
+	held := n.held
+	n.held, n.gapSince = nil, time.Time{}
+	for _, m := range held {
+		n.seq = m.p.GetSeq()
+		s.dispatch(ctx, n, m.tp, m.topic, m.p, h)
+	}
+}
+
+// dispatch handles a data, birth or death message of a born node whose seq
+// has been taken; true: a rebirth is due.
+func (s *Sparkplug) dispatch(ctx context.Context, n *spNode, tp sparkplug.Topic, topic string, p *sppb.Payload, h Handler) (ask bool) {
+	if !n.born {
+		return true // a held message after the node died
 	}
 	if tp.Type.DeviceLevel() && n.mapped.devices[tp.Device] == nil {
 		// the seq above still counts; the device itself is not tracked
@@ -580,10 +707,7 @@ func (s *Sparkplug) Handle(ctx context.Context, topic string, payload []byte, h 
 		}
 		ask = s.data(ctx, n, d, topic, p, h) || ask
 	}
-	if ask {
-		return s.ask(n)
-	}
-	return nil
+	return ask
 }
 
 func (s *Sparkplug) bad(reason, topic string, err error) {

@@ -135,6 +135,27 @@ func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capt
 	return s, c
 }
 
+// runHost is startHost with a stop function (it ends Run and waits for it;
+// the cleanup does the same if the test does not).
+func runHost(t *testing.T, url string, cfg SparkplugConfig) (stop func()) {
+	t.Helper()
+	mp, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL, cfg.Mapping, cfg.ClientID, cfg.Groups = url, "testdata/sparkplug/mapping.yaml", "collector-sp", []string{"plant"}
+	s, err := NewSparkplug(cfg, mp, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx, (&capture{}).handle) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
 func startBroker(t *testing.T) *brokers.MQTT {
 	t.Helper()
 	b, err := brokers.StartMQTT(brokers.MQTTOptions{})
@@ -380,6 +401,19 @@ func TestSparkplugHostTracksSessions(t *testing.T) {
 		wait.For(t, 10*time.Second, "deaths", func() bool { return got.deaths("ac-9") == 1 && got.deaths("header-1") == 1 })
 		lastAllStale(t, got.batches("header-1"), 1)
 		lastAllStale(t, got.batches("ac-9"), 3)
+	})
+	// the edge node's own (NBIRTH) metrics are the mapping's device "" asset
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline", func(t *testing.T) {
+		if got.deaths("header-1") != 1 {
+			t.Fatalf("%d deaths of the node's own asset", got.deaths("header-1"))
+		}
+	})
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-tags-stale", func(t *testing.T) {
+		lastAllStale(t, got.batches("header-1"), 1)
+		// the host's time: the NDEATH carries no timestamp
+		if bs := got.batches("header-1"); time.Since(time.UnixMilli(bs[len(bs)-1].Readings[0].TS)) > time.Minute {
+			t.Fatalf("stale at %d, want the host's time now", bs[len(bs)-1].Readings[0].TS)
+		}
 	})
 }
 

@@ -54,7 +54,9 @@ type Sparkplug struct {
 	// PrimaryHostID, when set, makes the edge node wait until the host
 	// application of that id reports online on spBv1.0/STATE/<id> before
 	// it publishes births and data, and end its session (NDEATH,
-	// disconnect, reconnect) when that host reports offline.
+	// disconnect, reconnect) when that host reports offline. With several
+	// servers in url the reconnect goes to the next server of the list,
+	// wrapping around (Sparkplug 3.0 section 5.10).
 	PrimaryHostID string `yaml:"primary_host_id"`
 }
 

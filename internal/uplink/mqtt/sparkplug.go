@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,7 @@ type spUplink struct {
 	hostTS   int64 // timestamp of the last STATE message accepted from the host
 	conn     atomic.Bool
 	hostSeen atomic.Bool
+	walk     int // servers to skip: one more each time the primary host went offline
 }
 
 func newSparkplug(u *Uplink, o *paho.ClientOptions) (*spUplink, error) {
@@ -127,6 +130,13 @@ func (s *spUplink) serve(ctx context.Context, c paho.Client, lost chan struct{})
 	if ctx.Err() != nil || restart {
 		s.goodbye(c)
 	}
+	if restart {
+		// tck-id-operational-behavior-primary-application-state-with-multiple-servers-walk:
+		// the next session starts at the next server of the url list
+		s.mu.Lock()
+		s.walk++
+		s.mu.Unlock()
+	}
 }
 
 // session1 serves one connection until it is lost, ctx ends or the primary
@@ -170,12 +180,16 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	u := s.u
 	s.mu.Lock()
 	bd := s.bd.Next() // tck-id-topics-nbirth-bdseq-increment
+	walk := s.walk
 	s.mu.Unlock()
 	will, err := s.node.Death(bd, time.Now().UnixMilli())
 	if err != nil {
 		return nil, err
 	}
 	o := s.opts
+	// paho tries the servers in order and holds one connection at a time
+	// (tck-id-operational-behavior-primary-application-state-with-multiple-servers-single-server)
+	o.Servers = walkServers(s.opts.Servers, walk)
 	o.SetBinaryWill(s.node.DeathTopic(), will, 1, false) // tck-id-payloads-ndeath-will-message-qos, -retain
 	var once sync.Once
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
@@ -205,6 +219,10 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	s.session++
 	s.hostUp = false
 	s.hostSeen.Store(false)
+	// the host's STATE timestamps are per server session: the retained STATE
+	// of this server is its latest, even if older than the last one seen on
+	// the server left (the host's session there may have begun earlier)
+	s.hostTS = 0
 	s.node.EndSession()
 	if s.host == "" { // live from now; with a primary host, from its STATE online
 		s.node.SetLiveSince(time.Now().UnixMilli())
@@ -224,6 +242,16 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	u.m.Connected.Set(1)
 	u.log.Info("mqtt connected as sparkplug edge node", "group", s.node.Group(), "edge_node", s.node.ID(), "bdSeq", bd)
 	return c, nil
+}
+
+// walkServers returns servers rotated left by n: the server after the one
+// whose primary host went offline first, the others after it in list order.
+func walkServers(servers []*url.URL, n int) []*url.URL {
+	if len(servers) == 0 {
+		return nil
+	}
+	n %= len(servers)
+	return append(slices.Clone(servers[n:]), servers[:n]...)
 }
 
 // onMessage handles NCMD and the primary host's STATE.

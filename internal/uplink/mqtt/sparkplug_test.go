@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -33,6 +35,7 @@ type packet struct {
 	payload []byte
 	connect packets.ConnectParams
 	filters packets.Subscriptions
+	at      time.Time // when the broker read it (monotonic: orders packets across brokers)
 }
 
 // recorder is a mochi hook recording every packet clients send, in order.
@@ -49,7 +52,7 @@ func (r *recorder) Provides(b byte) bool {
 
 func (r *recorder) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	p := packet{client: cl.ID, typ: pk.FixedHeader.Type, topic: pk.TopicName, qos: pk.FixedHeader.Qos,
-		retain: pk.FixedHeader.Retain, payload: bytes.Clone(pk.Payload)}
+		retain: pk.FixedHeader.Retain, payload: bytes.Clone(pk.Payload), at: time.Now()}
 	if pk.FixedHeader.Type == packets.Subscribe {
 		p.filters = append(p.filters, pk.Filters...)
 	}
@@ -77,6 +80,19 @@ func (r *recorder) subscriptions(client string) map[string]byte {
 		}
 	}
 	return out
+}
+
+// count returns how many packets of type typ client sent.
+func (r *recorder) count(client string, typ byte) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.pkts {
+		if p.client == client && p.typ == typ {
+			n++
+		}
+	}
+	return n
 }
 
 // of returns the CONNECT and PUBLISH packets of client, in order.
@@ -183,7 +199,11 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 	good := telemetry.Reading{Signal: "discharge_pressure", Value: 0.71, Unit: "MPa", Quality: telemetry.QualityGood, TS: 1700000000100, Src: "modbus:1:hr:0"}
 	bad := telemetry.Reading{Signal: "load_state", Quality: telemetry.QualityBad, TS: 1700000000100, Status: 2}
 	stale := telemetry.Reading{Signal: "discharge_pressure", Quality: telemetry.QualityStale, TS: 1700000000200}
-	publishOK(t, u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, good, bad), batchEnv(ac2, 3, good), batchEnv(ac1, 4, stale), deathEnv(t, ac1, 5))
+	// two polls of ac-2 in one batch, the later first
+	later, earlier := good, good
+	later.TS, earlier.TS = 1700000000050, 1700000000040
+	publishOK(t, u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, good, bad), batchEnv(ac2, 3, good), batchEnv(ac1, 4, stale), deathEnv(t, ac1, 5),
+		batchEnv(ac2, 6, later, earlier))
 	// enough data for seq to wrap
 	var many []telemetry.Envelope
 	for i := range 300 {
@@ -465,6 +485,81 @@ func TestSparkplugEdgeNodeConformance(t *testing.T) {
 			t.Fatalf("engLow %v", l)
 		}
 	})
+	// The ids in every topic the node published: UTF-8, no MQTT wildcard
+	// or level separator (the parser splits on '/', so a device id with
+	// one would not come back whole).
+	ids := func(t *testing.T, f func(tp sparkplug.Topic) string) {
+		t.Helper()
+		n := 0
+		for _, p := range pubs {
+			tp, err := sparkplug.ParseTopic(p.topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := f(tp)
+			if id == "" {
+				continue
+			}
+			n++
+			if !utf8.ValidString(id) || strings.ContainsAny(id, "+#/\x00") || !sparkplug.ValidID(id) {
+				t.Fatalf("id %q in topic %q", id, p.topic)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no topic carried the id")
+		}
+	}
+	t.Run("tck-id-intro-group-id-string", func(t *testing.T) { ids(t, func(tp sparkplug.Topic) string { return tp.Group }) })
+	t.Run("tck-id-intro-edge-node-id-string", func(t *testing.T) { ids(t, func(tp sparkplug.Topic) string { return tp.Node }) })
+	runAll(t, []string{"tck-id-intro-device-id-string", "tck-id-intro-device-id-chars"}, func(t *testing.T) {
+		ids(t, func(tp sparkplug.Topic) string { return tp.Device })
+		devs := map[string]bool{}
+		for _, p := range pubs {
+			if tp, _ := sparkplug.ParseTopic(p.topic); tp.Device != "" {
+				devs[tp.Device] = true
+			}
+		}
+		if !devs["ac-1"] || !devs["ac-2"] || len(devs) != 2 {
+			t.Fatalf("device ids %v, want the asset ids ac-1 and ac-2", devs)
+		}
+	})
+	runAll(t, []string{"tck-id-operational-behavior-data-publish-dbirth-order", "tck-id-operational-behavior-data-publish-nbirth-order"}, func(t *testing.T) {
+		// metric values in chronological order in every birth and data message
+		n := 0
+		for _, p := range pubs {
+			ms := decode(t, p.payload).Metrics
+			if !slices.IsSortedFunc(ms, func(a, b *sppb.Payload_Metric) int { return cmp.Compare(a.GetTimestamp(), b.GetTimestamp()) }) {
+				t.Fatalf("%s: metric timestamps out of order", p.topic)
+			}
+			if len(ms) > 1 && ms[0].GetTimestamp() != ms[1].GetTimestamp() {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatal("no message with metrics of two instants")
+		}
+	})
+	t.Run("tck-id-topics-ddata-payload", func(t *testing.T) {
+		// the first DDATA of ac-1 carries both readings of its first batch
+		// (discharge_pressure and load_state), by their DBIRTH aliases
+		i := slices.IndexFunc(pubs, func(p packet) bool { return p.topic == "spBv1.0/plant/DDATA/gw-test/ac-1" })
+		if i < 0 {
+			t.Fatal("no DDATA for ac-1")
+		}
+		want := map[uint64]bool{metricByName(db, "discharge_pressure").GetAlias(): true, metricByName(db, "load_state").GetAlias(): true}
+		got := map[uint64]bool{}
+		for _, m := range decode(t, pubs[i].payload).Metrics {
+			got[m.GetAlias()] = true
+		}
+		if len(got) != 2 || !got[metricByName(db, "discharge_pressure").GetAlias()] || !got[metricByName(db, "load_state").GetAlias()] {
+			t.Fatalf("DDATA aliases %v, want %v", got, want)
+		}
+		for j, p := range pubs {
+			if ts[j] == sparkplug.DDATA && len(decode(t, p.payload).Metrics) == 0 {
+				t.Fatalf("DDATA %d without metrics", j)
+			}
+		}
+	})
 	t.Run("tck-id-payloads-alias-birth-requirement", func(t *testing.T) {
 		for _, m := range db.Metrics {
 			if m.Name == nil || m.Alias == nil {
@@ -667,8 +762,46 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
-	wait.For(t, 10*time.Second, "connected", func() bool { return len(rec.of("gw-test")) > 0 })
+	wait.For(t, 10*time.Second, "subscribed to the host's STATE", func() bool {
+		_, ok := rec.subscriptions("gw-test")[sparkplug.StateTopic("scada")]
+		return ok
+	})
 	ctx := context.Background()
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-id", func(t *testing.T) {
+		// the host is known by the last token of its STATE topic: the node
+		// listens to spBv1.0/STATE/scada alone, so no other host's STATE
+		// reaches it
+		for f := range rec.subscriptions("gw-test") {
+			if strings.HasPrefix(f, "spBv1.0/STATE/") && f != "spBv1.0/STATE/scada" {
+				t.Fatalf("subscribed to %q", f)
+			}
+		}
+	})
+	// handled runs f (a STATE publish) and waits until the node has handled
+	// the message: paho acknowledges a QoS 1 message after its handler
+	// returns, so the node's PUBACK is the sync point
+	handled := func(f func()) {
+		t.Helper()
+		n := rec.count("gw-test", packets.Puback)
+		f()
+		wait.For(t, 10*time.Second, "STATE handled", func() bool { return rec.count("gw-test", packets.Puback) > n })
+	}
+	noBirth := func(t *testing.T) {
+		t.Helper()
+		for _, p := range rec.of("gw-test") {
+			if p.typ == packets.Publish {
+				t.Fatalf("published %s before an online STATE", p.topic)
+			}
+		}
+	}
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-online", func(t *testing.T) {
+		handled(func() { state(false, 500) })
+		noBirth(t)
+	})
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp", func(t *testing.T) {
+		handled(func() { state(true, 400) }) // older than the offline at 500
+		noBirth(t)
+	})
 	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-wait", func(t *testing.T) {
 		if err := r.u.Publish(ctx, []telemetry.Envelope{batchEnv(ac1, 1, telemetry.Reading{Signal: "x", TS: 1})}); err == nil {
 			t.Fatal("published before the primary host was online")
@@ -692,14 +825,21 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 			t.Fatal("session ended on a stale offline STATE")
 		}
 	})
+	nOff := len(rec.of("gw-test"))
+	endedAfterOffline := func() bool {
+		ps := rec.of("gw-test")[nOff:]
+		i := slices.IndexFunc(ps, func(p packet) bool { return p.topic == "spBv1.0/plant/NDEATH/gw-test" })
+		return i >= 0 && slices.ContainsFunc(ps[i:], func(p packet) bool { return p.typ == packets.Connect })
+	}
 	t.Run("tck-id-operational-behavior-edge-node-termination-host-offline", func(t *testing.T) {
-		n := len(rec.of("gw-test"))
 		state(false, 2000)
-		wait.For(t, 10*time.Second, "NDEATH and reconnect", func() bool {
-			ps := rec.of("gw-test")[n:]
-			i := slices.IndexFunc(ps, func(p packet) bool { return p.topic == "spBv1.0/plant/NDEATH/gw-test" })
-			return i >= 0 && slices.ContainsFunc(ps[i:], func(p packet) bool { return p.typ == packets.Connect })
-		})
+		wait.For(t, 10*time.Second, "NDEATH and reconnect", endedAfterOffline)
+	})
+	t.Run("tck-id-message-flow-edge-node-birth-publish-phid-offline", func(t *testing.T) {
+		// the same offline STATE: NDEATH, DISCONNECT, a new connection
+		if !endedAfterOffline() {
+			t.Fatal("no NDEATH and reconnect after the offline STATE")
+		}
 	})
 	t.Run("tck-id-operational-behavior-edge-node-birth-sequence-wait", func(t *testing.T) {
 		n := len(rec.of("gw-test"))
@@ -806,4 +946,124 @@ func TestSparkplugPublishConfirmsDelivery(t *testing.T) {
 	if n := len(slices.DeleteFunc(slices.Clone(pk), func(p packet) bool { return p.typ != packets.Connect })); n < 2 {
 		t.Fatal("no reconnect")
 	}
+}
+
+// TestSparkplugPrimaryHostMultipleServers: with two servers in the url list
+// and a primary host online on both, the node holds one session at a time,
+// and when the host goes offline on the current server it ends that session
+// and moves to the next server, where it births once the host is online
+// there (Sparkplug 3.0 section 5.10).
+func TestSparkplugPrimaryHostMultipleServers(t *testing.T) {
+	b1, rec1 := startRecorded(t)
+	b2, rec2 := startRecorded(t)
+	h1 := subscribe(t, b1.URL(), "scada-1", true, "", nil)
+	h2 := subscribe(t, b2.URL(), "scada-2", true, "", nil)
+	state := func(h *subscriber, online bool, ts int64) {
+		t.Helper()
+		p, _ := json.Marshal(sparkplug.State{Online: online, Timestamp: ts})
+		if tok := h.c.Publish(sparkplug.StateTopic("scada"), 1, true, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	// the host's session on server 2 began before its latest STATE on server 1
+	state(h2, true, 1000)
+	state(h1, true, 1500)
+	cfg := spConfig(b1.URL() + "," + b2.URL())
+	cfg.Sparkplug.PrimaryHostID = "scada"
+	runUplink(t, cfg, nil)
+	const client = "gw-test"
+	const nbirth, ndeath = "spBv1.0/plant/NBIRTH/gw-test", "spBv1.0/plant/NDEATH/gw-test"
+	has := func(rec *recorder, topic string) func() bool {
+		return func() bool {
+			return slices.ContainsFunc(rec.of(client), func(p packet) bool { return p.topic == topic })
+		}
+	}
+	count := func(rec *recorder, typ byte, topic string) int {
+		n := 0
+		for _, p := range rec.of(client) {
+			if p.typ == typ && p.topic == topic {
+				n++
+			}
+		}
+		return n
+	}
+	wait.For(t, 10*time.Second, "NBIRTH on server 1", has(rec1, nbirth))
+	if n := len(rec2.of(client)); n != 0 {
+		t.Fatalf("server 2 saw %d packets while the node was in session on server 1", n)
+	}
+
+	state(h1, false, 2000)
+	wait.For(t, 10*time.Second, "NBIRTH on server 2", has(rec2, nbirth))
+	p1, p2 := rec1.of(client), rec2.of(client)
+	d := slices.IndexFunc(p1, func(p packet) bool { return p.topic == ndeath })
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-walk", func(t *testing.T) {
+		if d < 0 {
+			t.Fatal("no NDEATH on server 1 after the host's offline STATE there")
+		}
+		if n := count(rec1, packets.Connect, ""); n != 1 {
+			t.Fatalf("%d CONNECTs on server 1; the node should have moved to server 2", n)
+		}
+		if p2[0].typ != packets.Connect {
+			t.Fatalf("first packet on server 2: type %d", p2[0].typ)
+		}
+	})
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-single-server", func(t *testing.T) {
+		// the NDEATH is QoS 1 and acknowledged before the node moves on
+		if !p1[d].at.Before(p2[0].at) {
+			t.Fatalf("server 1 NDEATH at %v, server 2 CONNECT at %v", p1[d].at, p2[0].at)
+		}
+		if d != len(p1)-1 {
+			t.Fatalf("published %q on server 1 after its NDEATH", p1[len(p1)-1].topic)
+		}
+	})
+	t.Run("tck-id-operational-behavior-edge-node-termination-host-offline-reconnect", func(t *testing.T) {
+		wbd, _ := sparkplug.BdSeq(decode(t, p2[0].connect.WillPayload))
+		i := slices.IndexFunc(p2, func(p packet) bool { return p.topic == nbirth })
+		bd, _ := sparkplug.BdSeq(decode(t, p2[i].payload))
+		if wbd != 1 || bd != 1 {
+			t.Fatalf("server 2 session: will bdSeq %d, NBIRTH bdSeq %d; want the next, 1", wbd, bd)
+		}
+	})
+	t.Run("tck-id-operational-behavior-primary-application-state-with-multiple-servers-state-subs", func(t *testing.T) {
+		for i, rec := range []*recorder{rec1, rec2} {
+			if q, ok := rec.subscriptions(client)[sparkplug.StateTopic("scada")]; !ok || q != 1 {
+				t.Fatalf("server %d: STATE subscription %v QoS %d", i+1, ok, q)
+			}
+		}
+	})
+	t.Run("walk wraps to the first server", func(t *testing.T) {
+		state(h2, false, 3000)
+		wait.For(t, 10*time.Second, "NDEATH on server 2 and a new CONNECT on server 1", func() bool {
+			return count(rec2, packets.Publish, ndeath) == 1 && count(rec1, packets.Connect, "") == 2
+		})
+		if count(rec1, packets.Publish, nbirth) != 1 {
+			t.Fatal("births on server 1 while its retained STATE says the host is offline")
+		}
+		state(h1, true, 4000)
+		wait.For(t, 10*time.Second, "NBIRTH on server 1 again", func() bool { return count(rec1, packets.Publish, nbirth) == 2 })
+	})
+}
+
+// TestSparkplugDuplicateDeviceIDAcrossEdgeNodes: two gateways (edge nodes
+// gw-a and gw-b) with an asset of the same id each publish its device under
+// their own edge node id, on one broker.
+func TestSparkplugDuplicateDeviceIDAcrossEdgeNodes(t *testing.T) {
+	b, rec := startRecorded(t)
+	for _, id := range []string{"gw-a", "gw-b"} {
+		cfg := spConfig(b.URL())
+		cfg.ClientID, cfg.Sparkplug.EdgeNodeID = id, id
+		r := runUplink(t, cfg, nil)
+		wait.For(t, 10*time.Second, id+" connected", r.u.Ready)
+		publishOK(t, r.u, birthEnv(t, ac1, 1), batchEnv(ac1, 2, telemetry.Reading{Signal: "discharge_pressure", Value: 0.5, Quality: telemetry.QualityGood, TS: 1700000000100}))
+	}
+	t.Run("tck-id-topic-structure-namespace-duplicate-device-id-across-edge-node", func(t *testing.T) {
+		for _, id := range []string{"gw-a", "gw-b"} {
+			for _, typ := range []string{"DBIRTH", "DDATA"} {
+				topic := "spBv1.0/plant/" + typ + "/" + id + "/ac-1"
+				if !slices.ContainsFunc(rec.of(id), func(p packet) bool { return p.topic == topic }) {
+					t.Fatalf("no %s from %s", topic, id)
+				}
+			}
+		}
+	})
 }
