@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -142,9 +143,10 @@ const MaxBirthIntervalMS = 86_400_000
 // CheckBirth decides whether a birth's declarations are usable (after
 // CheckAsset): every signal's min and max finite with min <= max, its
 // interval_ms 0 (not declared) or 1..MaxBirthIntervalMS, and every
-// nameplate value finite, and above 0 for the ratings the class's catalog
-// entry lists (rated power, flow, speed: a rating of 0 or less is no
-// rating). A refused birth changes nothing the collector knows about the
+// nameplate value finite, and above 0 for the class's rated_* ratings
+// (rated power, flow, speed: a rating of 0 or less is no rating; other
+// nameplate values such as a PV module's temperature coefficient gamma are
+// legitimately negative). A refused birth changes nothing the collector knows about the
 // asset. The error is a *RejectError with ReasonBirth naming the field.
 func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 	bad := func(format string, args ...any) error {
@@ -170,7 +172,7 @@ func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 		if !finite(v) {
 			return bad("nameplate %s: %g is not finite", k, v)
 		}
-		if v <= 0 && slices.Contains(ratings, k) {
+		if v <= 0 && strings.HasPrefix(k, "rated_") && slices.Contains(ratings, k) {
 			return bad("nameplate %s: %g must be above 0", k, v)
 		}
 	}
