@@ -66,7 +66,7 @@ test:
 
 ## interop: tests against the machine's Mosquitto (127.0.0.1:1883) and NATS JetStream (127.0.0.1:4222).
 interop:
-	SMELTER_INTEROP=1 $(GO) test -race -count=1 -run Interop -timeout 10m $(PKGS)
+	SMELTER_INTEROP=1 $(GO) test -race -count=1 -p 1 -run Interop -timeout 20m $(PKGS)
 
 fmt:
 	gofmt -l -w cmd internal simulators

@@ -228,7 +228,11 @@ func interopConfig(t *testing.T, srv *nodeServer, policy, mode string, auth Auth
 	t.Helper()
 	cfg := Config{Endpoint: srv.Endpoint, SecurityPolicy: policy, SecurityMode: mode, Auth: auth, DataDir: t.TempDir(),
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-		PublishInterval: 100 * time.Millisecond, Watchdog: time.Second, RequestTimeout: 10 * time.Second}
+		PublishInterval: 100 * time.Millisecond, Watchdog: time.Second, RequestTimeout: 10 * time.Second,
+		// in process: these tests read the session's Status (faults, sessions)
+		// as it changes; a worker forwards it with its cycles only
+		// (worker_test.go runs the isolated path against the simulator)
+		Isolation: IsolationNone}
 	cfg.TrustDir = filepath.Join(cfg.DataDir, "trusted")
 	if err := uapki.WriteCertificate(filepath.Join(cfg.TrustDir, "node-opcua.der"), srv.certificate); err != nil {
 		t.Fatal(err)
