@@ -198,6 +198,12 @@ func (c *Config) CheckLocal() error {
 		if f == "" {
 			continue // Validate says so
 		}
+		if strings.ContainsAny(f, "*?[") { // a glob: may match nothing (LoadRules reads what it matches)
+			if _, err := filepath.Glob(c.Path(f)); err != nil {
+				add(fmt.Errorf("rules.files[%d]: %s: %w", i, c.Path(f), err))
+			}
+			continue
+		}
 		if _, err := os.Stat(c.Path(f)); err != nil {
 			var pe *os.PathError
 			if errors.As(err, &pe) {

@@ -28,7 +28,7 @@ func TestInteropNATS29SingleReplicaAndPartitionsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close) // after the cleanup below deletes what the test created (a defer would close it first)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	group := "it-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
