@@ -65,10 +65,10 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	}
 	if d.unitsChanged.Swap(false) {
 		// the device reported a unit the catalog does not give: announce it
-		d.birthDue.Store(true)
+		d.a.birthDue.Store(true)
 	}
 	m := d.g.m
-	if d.birthDue.Load() && !d.spoolBirth(ctx, a.sp) {
+	if !d.a.spoolBirth(ctx, a.sp) {
 		// The spool failed (disk full): the birth stays due and this
 		// batch is not appended (consumers get no data before its birth);
 		// the attempt cost one seq, as the batch would have.
@@ -95,7 +95,8 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	d.g.retryStatus(ctx, a.sp)
 }
 
-// track keeps the device's state and announces its death and rebirth.
+// track keeps the device's state and tells its asset of its death and
+// rebirth (the asset dies when every source is dead).
 //
 // Liveness (docs/architecture.md): a device that answers is alive, even
 // when every answer is an exception or a Bad status; only silence is
@@ -170,12 +171,10 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 	alive := !st.Dead
 	d.mu.Unlock()
 	if announceDeath {
-		d.log.Warn("device silent: publishing death notice", "reason", reason)
-		d.death(ctx, sp, reason)
+		d.a.sourceDead(ctx, sp, d, reason)
 	}
 	if announceBirth {
-		d.log.Info("device answering again: publishing birth")
-		d.birthDue.Store(true) // spooled by the loop before the next batch
+		d.a.sourceAlive(d)
 	}
 	return alive
 }

@@ -92,6 +92,22 @@ func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 	return c, nil
 }
 
+// source returns the device of asset key that reads signal: of an asset
+// fed by several sources, the one reading it; else the asset's device
+// (nil: no such asset).
+func (c *commander) source(key, signal string) *device {
+	d := c.byKey[key]
+	if d == nil {
+		return nil
+	}
+	for _, o := range d.a.devs {
+		if slices.ContainsFunc(o.cfg.Norm, func(p normPoint) bool { return p.Signal == signal }) {
+			return o
+		}
+	}
+	return d
+}
+
 // assetKey is a command's asset field for a: "<site>.<class>.<asset>".
 func assetKey(a telemetry.Asset) string { return a.Site() + "." + a.Class + "." + a.ID }
 
@@ -280,7 +296,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	case cmd.Asset != subjTarget:
 		return c.reject(res, "asset %s is not the subject's asset %s", cmd.Asset, subjTarget), false
 	}
-	d := c.byKey[cmd.Asset]
+	d := c.source(cmd.Asset, cmd.Signal)
 	if d == nil {
 		return c.reject(res, "asset %s is not on this gateway", cmd.Asset), false
 	}
@@ -357,7 +373,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 
 // execute writes a checked command and reads it back.
 func (c *commander) execute(ctx context.Context, cmd *command.Command, res command.Result) command.Result {
-	d := c.byKey[cmd.Asset]
+	d := c.source(cmd.Asset, cmd.Signal)
 	idx := slices.IndexFunc(d.cfg.Norm, func(p normPoint) bool { return p.Signal == cmd.Signal })
 	np := d.cfg.Norm[idx]
 	w := d.src.(driver.Writer)

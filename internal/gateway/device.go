@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/normalize"
-	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
@@ -41,6 +39,7 @@ func (g *Gateway) newSource(d *device) (Source, error) {
 // acquisition loop keeps for it.
 type device struct {
 	g    *Gateway
+	a    *asset // the asset it feeds (alone or with other sources)
 	cfg  *gwconfig.Device
 	src  Source
 	log  *slog.Logger
@@ -52,12 +51,8 @@ type device struct {
 	norm    *normalize.Normalizer
 	signals []telemetry.SignalInfo // as announced in births
 	// unitsChanged: applyUnits changed a signal's unit; the loop announces
-	// a new birth before the next batch.
+	// a new birth of the asset before the next batch.
 	unitsChanged atomic.Bool
-	// birthDue: the device's birth is not spooled yet (at start, after a
-	// unit change or a rebirth, or because the spool failed); the loop
-	// spools it before the next batch.
-	birthDue atomic.Bool
 
 	mu sync.Mutex
 	st deviceState
@@ -77,8 +72,8 @@ type deviceState struct {
 	silentSince time.Time // start of the current silence (first cycle when the device never answered)
 }
 
-func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
-	dv := &device{g: g, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
+func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
+	dv := &device{g: g, a: a, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
 		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds()), signals: slices.Clone(d.Signals)}
 	src, err := g.newSource(dv)
 	if err != nil {
@@ -86,56 +81,6 @@ func newDevice(g *Gateway, d *gwconfig.Device) (*device, error) {
 	}
 	dv.src = src
 	return dv, nil
-}
-
-// birth appends the asset's birth notice to the spool.
-func (d *device) birth(ctx context.Context, sp *spool.Spool) error {
-	d.normMu.Lock()
-	signals := slices.Clone(d.signals)
-	d.normMu.Unlock()
-	if d.g.rate != 1 {
-		for i := range signals {
-			signals[i].IntervalMS = int64(float64(signals[i].IntervalMS) * d.g.rate)
-		}
-	}
-	b := &telemetry.Birth{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset.ToJSON(), TSGW: d.g.now().UnixMilli(),
-		Signals: signals, Nameplate: d.cfg.Nameplate, Protocol: d.cfg.Protocol}
-	_, err := sp.Append(ctx, telemetry.AssetSubject(d.cfg.Asset, telemetry.KindBirth), func(seq uint64, dst []byte) []byte {
-		b.Seq = seq
-		data, _ := telemetry.MarshalBirth(b) // plain struct: cannot fail
-		return append(dst, data...)
-	})
-	if err != nil {
-		return fmt.Errorf("device %s: spooling birth: %w", d.cfg.ID, err)
-	}
-	return nil
-}
-
-// spoolBirth spools the device's birth and reports whether it did; on
-// failure the birth stays due, is counted and retried later.
-func (d *device) spoolBirth(ctx context.Context, sp *spool.Spool) bool {
-	if err := d.birth(ctx, sp); err != nil {
-		d.birthDue.Store(true)
-		if ctx.Err() == nil {
-			d.g.m.notices.WithLabelValues("birth").Inc()
-			d.g.spoolFailed(ctx, d.log, "spooling birth; retried before the next batch", err)
-		}
-		return false
-	}
-	d.birthDue.Store(false)
-	return true
-}
-
-func (d *device) death(ctx context.Context, sp *spool.Spool, reason string) {
-	msg := &telemetry.Death{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset.ToJSON(), TSGW: d.g.now().UnixMilli(), Reason: reason}
-	_, err := sp.Append(ctx, telemetry.AssetSubject(d.cfg.Asset, telemetry.KindDeath), func(seq uint64, dst []byte) []byte {
-		msg.Seq = seq
-		data, _ := telemetry.MarshalDeath(msg)
-		return append(dst, data...)
-	})
-	if err != nil {
-		d.g.spoolFailed(ctx, d.log, "spooling death notice", err)
-	}
 }
 
 // applyUnits converts from the units the device reports for the points

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +79,8 @@ type Gateway struct {
 	sources  map[string]driver.Sources // by protocol
 	srcNames []string                  // protocols in Options.Drivers order, to close
 	uplinks  []Uplink
-	devices  []*device
+	devices  []*device  // every device, or source of a device with sources
+	assets   []*asset   // what the devices feed, in file order
 	cmd      *commander // nil without a commands block (docs/commands.md)
 
 	// statusDue: the online status notice is not spooled yet (the spool
@@ -158,11 +160,14 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	for _, w := range cfg.Warnings {
 		g.log.Warn("configuration", "warning", w.Error())
 	}
+	g.assets = newAssets(g, cfg.Devices)
 	for _, d := range cfg.Devices {
-		dv, err := newDevice(g, d)
+		a := g.assets[slices.IndexFunc(g.assets, func(a *asset) bool { return a.id.ID == d.Asset.ID })]
+		dv, err := newDevice(g, a, d)
 		if err != nil {
 			return nil, err
 		}
+		a.devs = append(a.devs, dv)
 		g.devices = append(g.devices, dv)
 	}
 	if cfg.Raw.Commands != nil && natsUp != nil {
@@ -245,8 +250,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// append). The first failure stops the round, so a full disk costs
 	// one seq here, not one per notice.
 	g.statusDue.Store(true)
-	for _, d := range g.devices {
-		d.birthDue.Store(true)
+	for _, a := range g.assets {
+		a.birthDue.Store(true)
 	}
 	g.spoolNotices(pctx, sp)
 	g.setReady(true)
@@ -342,12 +347,12 @@ func (g *Gateway) appendStatus(ctx context.Context, sp *spool.Spool, online bool
 	return err
 }
 
-// spoolNotices spools the notices that are due at start: every device's
+// spoolNotices spools the notices that are due at start: every asset's
 // birth, then the online status, stopping at the first failure (the rest
 // stay due).
 func (g *Gateway) spoolNotices(ctx context.Context, sp *spool.Spool) {
-	for _, d := range g.devices {
-		if !d.spoolBirth(ctx, sp) {
+	for _, a := range g.assets {
+		if !a.spoolBirth(ctx, sp) {
 			return
 		}
 	}

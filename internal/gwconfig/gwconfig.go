@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/confload"
@@ -252,9 +254,7 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		if d.Disabled {
 			continue
 		}
-		if dev := c.device(field, d, f); dev != nil {
-			out.Devices = append(out.Devices, dev)
-		}
+		out.Devices = append(out.Devices, c.device(field, d, f)...)
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.drivers)) {
 		var devs []*Device
@@ -337,7 +337,9 @@ func (c *compiler) resolve(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
-func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
+// device checks and compiles one device entry: one Device, or one per
+// source for a device with sources; none when anything is invalid.
+func (c *compiler) device(field string, d *DeviceFile, f *File) []*Device {
 	doc := c.doc
 	dc := &Block{c: c, doc: doc, field: field, d: d, ok: true, names: map[string]string{}}
 	if !telemetry.ValidToken(d.ID) {
@@ -354,21 +356,7 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 			dc.Bad(lv.name, "%q must be 1-64 letters, digits, '_' or '-'", lv.v)
 		}
 	}
-	if d.PollInterval == 0 {
-		d.PollInterval = DefaultPollInterval
-	}
-	if d.PollInterval < MinPollInterval {
-		dc.Bad("poll_interval", "%v below the minimum %v", d.PollInterval, MinPollInterval)
-	}
-	switch {
-	case d.Heartbeat == 0 && doc.Has(field+".heartbeat") && !doc.Broken(field+".heartbeat"):
-		// "never" or "the default"? Neither is safe to guess.
-		dc.Bad("heartbeat", "0s is not allowed: give a positive duration, or leave heartbeat out for the default %v", DefaultHeartbeat)
-	case d.Heartbeat == 0:
-		d.Heartbeat = DefaultHeartbeat
-	case d.Heartbeat < 0:
-		dc.Bad("heartbeat", "%v is negative", d.Heartbeat)
-	}
+	c.timing(dc, &d.PollInterval, &d.Heartbeat, DefaultPollInterval, DefaultHeartbeat)
 	if known {
 		for k := range d.Nameplate {
 			if !slices.Contains(cls.Nameplate, k) && !cls.Open {
@@ -376,19 +364,136 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 			}
 		}
 	}
-	var name string
+	asset := telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
+		orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}}
+	if len(d.Sources) == 0 {
+		dev := c.compileBlock(dc, d.Blocks, asset, "", confload.Fields(DeviceFile{}))
+		if dev == nil || !dc.ok {
+			return nil
+		}
+		return []*Device{dev}
+	}
+	return c.sources(dc, d, asset)
+}
+
+// sources compiles a device with sources: one Device per source, sharing
+// the device's asset and one signal namespace (a signal read by two
+// sources is an error naming both).
+func (c *compiler) sources(dc *Block, d *DeviceFile, asset telemetry.Asset) []*Device {
+	if d.Template != "" {
+		dc.Bad("template", "a device with sources names templates in its sources")
+	}
+	if len(d.Points) > 0 {
+		dc.Bad("points", "a device with sources lists its points in its sources")
+	}
 	var odd []string
 	for _, k := range slices.Sorted(maps.Keys(d.Blocks)) {
+		_, isDriver := c.drivers[k]
+		switch {
+		case !confload.PlausibleKey(k):
+			odd = append(odd, k) // never echoed: may be a secret pasted by mistake
+		case isDriver:
+			dc.Bad(k, "a device with sources has its protocol blocks in its sources")
+		default:
+			dc.Bad(k, "%s", confload.Unknown(k, confload.Fields(DeviceFile{})))
+		}
+	}
+	if len(odd) > 0 {
+		c.add(c.doc.OddKeys(dc.field, odd))
+		dc.ok = false
+	}
+	var devs []*Device
+	valid := dc.ok
+	names := map[string]string{} // source name -> its field
+	for j := range d.Sources {
+		s := &d.Sources[j]
+		field := fmt.Sprintf("%s.sources[%d]", dc.field, j)
+		// the source as a device entry of its own, for its driver
+		sd := &DeviceFile{ID: d.ID, Class: d.Class, Area: d.Area, Line: d.Line, Cell: d.Cell, Nameplate: d.Nameplate,
+			PollInterval: s.PollInterval, Heartbeat: s.Heartbeat, Template: s.Template, Blocks: s.Blocks, Points: s.Points}
+		sb := &Block{c: c, doc: dc.doc, field: field, d: sd, ok: true, cls: dc.cls, names: dc.names}
+		if !c.doc.Has(field + ".poll_interval") {
+			sd.PollInterval = d.PollInterval
+		}
+		if !c.doc.Has(field + ".heartbeat") {
+			sd.Heartbeat = d.Heartbeat
+		}
+		c.timing(sb, &sd.PollInterval, &sd.Heartbeat, d.PollInterval, d.Heartbeat)
+		for _, k := range []string{"id", "class", "area", "line", "cell", "nameplate", "disabled"} {
+			if _, set := s.Blocks[k]; set {
+				delete(sd.Blocks, k)
+				sb.Bad(k, "the asset's %s is written once, on the device (%s.%s), not on a source", k, dc.field, k)
+			}
+		}
+		dev := c.compileBlock(sb, sd.Blocks, asset, s.Name, confload.Fields(SourceFile{}))
+		if dev == nil || !sb.ok {
+			valid = false
+			continue
+		}
+		if dev.Source == "" {
+			dev.Source = dev.Protocol
+		}
+		switch prev, dup := names[dev.Source]; {
+		case !telemetry.ValidToken(dev.Source):
+			sb.Bad("name", "%q must be 1-64 letters, digits, '_' or '-'", dev.Source)
+		case dup && s.Name == "":
+			sb.Bad("name", "missing: %s is already the name of %s (the default is the protocol's name); name the sources", dev.Source, prev)
+		case dup:
+			sb.Bad("name", "%q is already the name of %s", dev.Source, prev)
+		}
+		if !sb.ok {
+			valid = false
+			continue
+		}
+		names[dev.Source] = field
+		dev.ID = d.ID + "/" + dev.Source
+		devs = append(devs, dev)
+	}
+	if !valid || !dc.ok {
+		return nil
+	}
+	return devs
+}
+
+// timing applies the defaults of a device's or source's poll_interval
+// and heartbeat and checks them.
+func (c *compiler) timing(b *Block, poll, heartbeat *time.Duration, defPoll, defHeartbeat time.Duration) {
+	if *poll == 0 {
+		*poll = defPoll
+	}
+	if *poll < MinPollInterval {
+		b.Bad("poll_interval", "%v below the minimum %v", *poll, MinPollInterval)
+	}
+	hbField := b.field + ".heartbeat"
+	switch {
+	case *heartbeat == 0 && c.doc.Has(hbField) && !c.doc.Broken(hbField):
+		// "never" or "the default"? Neither is safe to guess.
+		b.Bad("heartbeat", "0s is not allowed: give a positive duration, or leave heartbeat out for the default %v", DefaultHeartbeat)
+	case *heartbeat == 0:
+		*heartbeat = defHeartbeat
+	case *heartbeat < 0:
+		b.Bad("heartbeat", "%v is negative", *heartbeat)
+	}
+}
+
+// compileBlock finds the one protocol block among blocks (a device's or
+// a source's keys beyond its own fields, known) and has its driver compile
+// it with its points into a Device of asset.
+func (c *compiler) compileBlock(dc *Block, blocks map[string]yaml.Node, asset telemetry.Asset, source string, known []string) *Device {
+	doc, field, d := c.doc, dc.field, dc.d
+	var name string
+	var odd []string
+	for _, k := range slices.Sorted(maps.Keys(blocks)) {
 		if !confload.PlausibleKey(k) {
 			odd = append(odd, k) // never echoed: may be a secret pasted by mistake
 			continue
 		}
 		if _, isDriver := c.drivers[k]; !isDriver {
-			dc.Bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), confload.Fields(DeviceFile{})...)))
+			dc.Bad(k, "%s", confload.Unknown(k, append(slices.Sorted(maps.Keys(c.drivers)), known...)))
 			continue
 		}
 		if name != "" {
-			dc.Bad(k, "a device has one protocol block: %s or %s, not both", name, k)
+			dc.Bad(k, "a device has one protocol block: %s or %s, not both (give each its own source: sources)", name, k)
 			return nil
 		}
 		name = k
@@ -403,10 +508,9 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) *Device {
 		}
 		return nil
 	}
-	dc.dev = &Device{ID: d.ID, Field: field, Protocol: name, Nameplate: d.Nameplate, Interval: d.PollInterval, Heartbeat: d.Heartbeat,
-		Asset: telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
-			orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}}}
-	block := d.Blocks[name]
+	dc.dev = &Device{ID: d.ID, Field: field, Source: source, Protocol: name, Nameplate: d.Nameplate, Interval: d.PollInterval,
+		Heartbeat: d.Heartbeat, Asset: asset}
+	block := blocks[name]
 	dc.name, dc.node = name, &block
 	drv := c.drivers[name].Compile(dc)
 	if drv == nil || !dc.ok || dc.cls == nil {

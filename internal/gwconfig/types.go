@@ -32,31 +32,71 @@ type DeviceFile struct {
 	Blocks map[string]yaml.Node `yaml:",inline"`
 	// Points are the device's own points, as written.
 	Points []yaml.Node `yaml:"points,omitempty"`
+	// Sources, when set, feed the one asset from several connections,
+	// possibly of different protocols (navigation over NMEA 0183, the
+	// main engine over Modbus): each has its protocol block and points;
+	// the device then has neither. Its id, class, place and nameplate are
+	// the asset's, written once here (docs/configuration.md, "One asset,
+	// several sources").
+	Sources []SourceFile `yaml:"sources,omitempty"`
+}
+
+// SourceFile is one source of a device with several (DeviceFile.Sources):
+// one connection of one protocol and the points read over it. Its
+// poll_interval and heartbeat default to the device's.
+type SourceFile struct {
+	// Name identifies the source in logs, metrics and the status page
+	// (device "<id>/<name>"); default the protocol's name.
+	Name         string        `yaml:"name,omitempty"`
+	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
+	Heartbeat    time.Duration `yaml:"heartbeat,omitempty"`
+	Template     string        `yaml:"template,omitempty"`
+	// Blocks holds the protocol block by driver name, as written.
+	Blocks map[string]yaml.Node `yaml:",inline"`
+	Points []yaml.Node          `yaml:"points,omitempty"`
+}
+
+// SetBlock sets the source's protocol block, as DeviceFile.SetBlock.
+func (s *SourceFile) SetBlock(driver string, v any) error {
+	return setBlock(&s.Blocks, "source "+s.Name, driver, v)
+}
+
+// AddPoint appends a point, as DeviceFile.AddPoint.
+func (s *SourceFile) AddPoint(p any) error {
+	return addPoint(&s.Points, "source "+s.Name, p)
 }
 
 // SetBlock sets the device's protocol block from a driver's config struct
 // (modbus.Config, opcua.Config); zero fields are left out so the driver's
 // defaults apply. Used by generators (the demo) that write a file.
 func (d *DeviceFile) SetBlock(driver string, v any) error {
+	return setBlock(&d.Blocks, "device "+d.ID, driver, v)
+}
+
+func setBlock(blocks *map[string]yaml.Node, owner, driver string, v any) error {
 	n, err := node(v)
 	if err != nil {
-		return fmt.Errorf("device %s: %s block: %w", d.ID, driver, err)
+		return fmt.Errorf("%s: %s block: %w", owner, driver, err)
 	}
-	if d.Blocks == nil {
-		d.Blocks = map[string]yaml.Node{}
+	if *blocks == nil {
+		*blocks = map[string]yaml.Node{}
 	}
-	d.Blocks[driver] = *n
+	(*blocks)[driver] = *n
 	return nil
 }
 
 // AddPoint appends a point given as a driver's point struct
 // (modbus.PointFile, opcua.PointFile); zero fields are left out.
 func (d *DeviceFile) AddPoint(p any) error {
+	return addPoint(&d.Points, "device "+d.ID, p)
+}
+
+func addPoint(points *[]yaml.Node, owner string, p any) error {
 	n, err := node(p)
 	if err != nil {
-		return fmt.Errorf("device %s: point: %w", d.ID, err)
+		return fmt.Errorf("%s: point: %w", owner, err)
 	}
-	d.Points = append(d.Points, *n)
+	*points = append(*points, *n)
 	return nil
 }
 
@@ -152,10 +192,17 @@ type Config struct {
 // Device is one compiled device: its asset, its points' normalization and
 // its driver's settings. Norm and Signals are index-aligned: index i is the
 // device's point i, the sample.Sample.Index its driver reports.
+//
+// A device with several sources (DeviceFile.Sources) compiles to one
+// Device per source, all with the same Asset and Nameplate: ID is then
+// "<device id>/<source name>", Source the source's name and Field
+// "devices[3].sources[1]". The gateway publishes one birth per asset with
+// the union of its sources' Signals.
 type Device struct {
 	ID        string
 	Field     string // where the device is written: "devices[3]"
-	Protocol  string // the driver's name: modbus, opcua
+	Source    string // the source's name; "" for a device without sources
+	Protocol  string // the driver's name: modbus, opcua, nmea
 	Asset     telemetry.Asset
 	Nameplate map[string]float64
 	Interval  time.Duration // the device's poll_interval
