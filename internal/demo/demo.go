@@ -12,15 +12,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
@@ -28,6 +31,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/nmea"
 	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/uplink/mqtt"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
@@ -268,7 +272,11 @@ func (d *Demo) Run(ctx context.Context) error {
 	if poll <= 0 {
 		poll = pollInterval(fcfg.Speed)
 	}
-	gfile, err := GatewayConfig(fl.Devices(), nb.URL(), mb.URL(), poll, ua)
+	devs, err := engineTemplates(fl.Devices(), dataDir)
+	if err != nil {
+		return err
+	}
+	gfile, err := GatewayConfig(devs, nb.URL(), mb.URL(), poll, ua)
 	if err != nil {
 		return err
 	}
@@ -423,40 +431,171 @@ func GatewayConfig(devs []fleet.DeviceInfo, natsURL, mqttURL string, poll time.D
 	f.Uplinks.MQTT = &mqtt.Config{URL: mqttURL}
 	for _, d := range devs {
 		dev := gwconfig.DeviceFile{ID: d.ID, Class: d.Class, PollInterval: poll, Nameplate: d.Nameplate}
-		if u, ok := ua[d.ID]; ok {
-			cfg := opcua.Config{Endpoint: u.Endpoint, PublishInterval: poll, TrustDir: u.TrustDir}
-			if u.User != "" {
-				cfg.Auth = opcua.AuthConfig{Mode: "username", Username: u.User, PasswordFile: u.PasswordFile}
-			}
-			if err := dev.SetBlock("opcua", cfg); err != nil {
-				return nil, err
-			}
-			for _, sig := range u.Signals {
-				p := opcua.PointFile{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
-				if err := dev.AddPoint(p); err != nil {
+		if d.NMEA == "" {
+			if ok, err := engineBlock(&dev, d, poll, ua); err != nil || !ok {
+				if err != nil {
 					return nil, err
 				}
+				continue
 			}
 			f.Devices = append(f.Devices, dev)
 			continue
 		}
-		if d.Addr == "" {
-			continue
-		}
-		dev.Template = d.Template // already resolved against the fleet file
-		if abs, err := filepath.Abs(dev.Template); err == nil {
-			dev.Template = abs
-		}
-		transport := modbus.Transport(d.Transport)
-		if transport == "" {
-			transport = modbus.TCP
-		}
-		if err := dev.SetBlock("modbus", modbus.Config{Transport: transport, Address: d.Addr, UnitID: d.UnitID}); err != nil {
+		// a ship: the engine over Modbus or OPC UA, navigation over NMEA
+		// 0183, both feeding the one asset (gwconfig.DeviceFile.Sources)
+		eng := gwconfig.SourceFile{Name: "engine"}
+		ok, err := engineBlock(&eng, d, poll, ua)
+		if err != nil {
 			return nil, err
 		}
+		if ok {
+			dev.Sources = append(dev.Sources, eng)
+		}
+		nav, err := navSource(d, poll)
+		if err != nil {
+			return nil, err
+		}
+		dev.Sources = append(dev.Sources, nav)
 		f.Devices = append(f.Devices, dev)
 	}
 	return &f, nil
+}
+
+// blockTarget is a device entry or one of its sources.
+type blockTarget interface {
+	SetBlock(driver string, v any) error
+	AddPoint(p any) error
+}
+
+// engineBlock sets d's Modbus or OPC UA block and points on t (a device
+// entry, or a ship's engine source, whose template engineTemplates left
+// without the navigation registers): over OPC UA for the devices in ua.
+// It reports false for a device served by neither.
+func engineBlock(t blockTarget, d fleet.DeviceInfo, poll time.Duration, ua map[string]UADevice) (bool, error) {
+	if u, ok := ua[d.ID]; ok {
+		cfg := opcua.Config{Endpoint: u.Endpoint, PublishInterval: poll, TrustDir: u.TrustDir}
+		if u.User != "" {
+			cfg.Auth = opcua.AuthConfig{Mode: "username", Username: u.User, PasswordFile: u.PasswordFile}
+		}
+		if err := t.SetBlock("opcua", cfg); err != nil {
+			return false, err
+		}
+		for _, sig := range u.Signals {
+			if _, nav := navPoints[sig]; nav && d.NMEA != "" {
+				continue // read over NMEA
+			}
+			p := opcua.PointFile{PointFile: gwconfig.PointFile{Signal: sig}, NodeID: u.NodePrefix + sig, SamplingInterval: poll}
+			if err := t.AddPoint(p); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	if d.Addr == "" {
+		return false, nil
+	}
+	tpl := d.Template // already resolved against the fleet file
+	if abs, err := filepath.Abs(tpl); err == nil {
+		tpl = abs
+	}
+	switch t := t.(type) {
+	case *gwconfig.DeviceFile:
+		t.Template = tpl
+	case *gwconfig.SourceFile:
+		t.Template = tpl
+	}
+	transport := modbus.Transport(d.Transport)
+	if transport == "" {
+		transport = modbus.TCP
+	}
+	return true, t.SetBlock("modbus", modbus.Config{Transport: transport, Address: d.Addr, UnitID: d.UnitID})
+}
+
+// navPoints are the ship signals the demo reads over NMEA 0183, by the
+// sentence quantity that carries them (the simulators' talker sends
+// RMC, VTG, VHW, HDT and DPT).
+var navPoints = map[string]string{
+	"latitude": "RMC.latitude", "longitude": "RMC.longitude", "sog": "RMC.sog", "cog": "RMC.cog",
+	"heading": "HDT.heading", "stw": "VHW.stw", "water_depth": "DPT.depth_below_keel",
+}
+
+// navTalkerInterval is the simulators' NMEA talker's default period (wall
+// time); the nav source reports every two, so no cycle falls between two
+// bursts and reads a point as silent.
+const navTalkerInterval = time.Second
+
+// navSource is a ship's navigation source: its NMEA 0183 talker.
+func navSource(d fleet.DeviceInfo, poll time.Duration) (gwconfig.SourceFile, error) {
+	nav := gwconfig.SourceFile{Name: "nav", PollInterval: max(poll, 2*navTalkerInterval)}
+	transport := nmea.TCP
+	if d.NMEATransport == nmea.UDP {
+		transport = nmea.UDP
+	}
+	if err := nav.SetBlock("nmea", nmea.Config{Transport: transport, Address: d.NMEA}); err != nil {
+		return nav, err
+	}
+	for _, sig := range slices.Sorted(maps.Keys(navPoints)) {
+		if err := nav.AddPoint(nmea.PointFile{PointFile: gwconfig.PointFile{Signal: sig}, Sentence: navPoints[sig]}); err != nil {
+			return nav, err
+		}
+	}
+	return nav, nil
+}
+
+// engineTemplates returns devs with each ship's template (the register
+// map its simulator serves, navigation included) replaced by a copy in dir
+// without the navigation registers, which the gateway reads over NMEA
+// 0183 instead: a signal is read by one source only.
+func engineTemplates(devs []fleet.DeviceInfo, dir string) ([]fleet.DeviceInfo, error) {
+	out := slices.Clone(devs)
+	for i := range out {
+		d := &out[i]
+		if d.NMEA == "" || d.Template == "" {
+			continue
+		}
+		data, err := os.ReadFile(d.Template)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %s template: %w", d.ID, err)
+		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("demo: %s template %s: not a mapping: %v", d.ID, d.Template, err)
+		}
+		top := doc.Content[0]
+		for k := 0; k+1 < len(top.Content); k += 2 {
+			if top.Content[k].Value != "points" {
+				continue
+			}
+			pts := top.Content[k+1]
+			kept := pts.Content[:0]
+			for _, p := range pts.Content {
+				if _, nav := navPoints[pointSignal(p)]; !nav {
+					kept = append(kept, p)
+				}
+			}
+			pts.Content = kept
+		}
+		eng, err := yaml.Marshal(&doc)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %s engine template: %w", d.ID, err)
+		}
+		path := filepath.Join(dir, d.ID+"-engine.yaml")
+		if err := os.WriteFile(path, eng, 0o600); err != nil {
+			return nil, err
+		}
+		d.Template = path
+	}
+	return out, nil
+}
+
+// pointSignal is the signal of a template point (a mapping node).
+func pointSignal(p *yaml.Node) string {
+	for k := 0; k+1 < len(p.Content); k += 2 {
+		if p.Content[k].Value == "signal" {
+			return p.Content[k+1].Value
+		}
+	}
+	return ""
 }
 
 // MarshalGatewayConfig writes f as the YAML file the gateway loads.

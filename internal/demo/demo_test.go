@@ -113,8 +113,15 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("alert = %+v", stuck)
 	}
 	st := d.Gateway().Status()
-	if len(st.Devices) != len(d.Fleet().Devices()) {
-		t.Errorf("gateway polls %d devices, fleet has %d", len(st.Devices), len(d.Fleet().Devices()))
+	assets := map[string][]string{}
+	for _, ds := range st.Devices {
+		assets[ds.Asset] = append(assets[ds.Asset], ds.Protocol)
+	}
+	if len(assets) != len(d.Fleet().Devices()) {
+		t.Errorf("gateway polls %d assets, fleet has %d", len(assets), len(d.Fleet().Devices()))
+	}
+	if got := strings.Join(assets["ship-1"], ","); got != "modbus/tcp,nmea/tcp" {
+		t.Errorf("ship-1 is read over %s, want the engine over Modbus and navigation over NMEA", got)
 	}
 	for _, u := range st.Uplinks {
 		if !u.Connected {
@@ -197,5 +204,61 @@ func TestGatewayConfigIsTheGatewaysOwnStructs(t *testing.T) {
 	ud := cfg.Devices[2].Driver.(*opcua.DeviceConfig)
 	if ud.Config.Auth.Username != "op" || len(ud.Points) != 2 || ud.Points[0].SamplingInterval != 250*time.Millisecond {
 		t.Errorf("cnc-1 = %+v\n%s", ud, data)
+	}
+}
+
+// TestGatewayConfigShipSources: the demo's ship is one asset with two
+// sources, the engine over Modbus (the ship's register map without its
+// navigation registers) and navigation over NMEA 0183; every signal of the
+// register map is read, by one source.
+func TestGatewayConfigShipSources(t *testing.T) {
+	tpl, _ := filepath.Abs("../../configs/templates/ship-sim.yaml")
+	devs, err := engineTemplates([]fleet.DeviceInfo{{ID: "ship-1", Class: "ship", Transport: "tcp", Addr: "127.0.0.1:1502", UnitID: 1,
+		Template: tpl, Nameplate: map[string]float64{"rated_power": 8600}, NMEA: "127.0.0.1:10110", NMEATransport: "tcp"}}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := GatewayConfig(devs, "nats://127.0.0.1:4222", "mqtt://127.0.0.1:1883", 250*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := MarshalGatewayConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.LoadBytes(filepath.Join(t.TempDir(), "gateway.yaml"), data, gateway.Drivers()...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if len(cfg.Devices) != 2 {
+		t.Fatalf("%d devices, want the ship's two sources\n%s", len(cfg.Devices), data)
+	}
+	eng, nav := cfg.Devices[0], cfg.Devices[1]
+	if eng.ID != "ship-1/engine" || eng.Protocol != "modbus" || nav.ID != "ship-1/nav" || nav.Protocol != "nmea" ||
+		eng.Asset.ID != "ship-1" || nav.Asset.ID != "ship-1" || nav.Interval != 2*time.Second {
+		t.Fatalf("sources %s %s, %s %s %v", eng.ID, eng.Protocol, nav.ID, nav.Protocol, nav.Interval)
+	}
+	whole, err := gwconfig.LoadBytes(filepath.Join(t.TempDir(), "whole.yaml"), []byte(`gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - {id: ship-1, class: ship, template: `+tpl+`, modbus: {address: "127.0.0.1:1502"}}
+`), gateway.Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]string{}
+	for _, d := range cfg.Devices {
+		for _, s := range d.Signals {
+			read[s.Signal] = d.Protocol
+		}
+	}
+	for _, s := range whole.Devices[0].Signals {
+		want := "modbus"
+		if _, ok := navPoints[s.Signal]; ok {
+			want = "nmea"
+		}
+		if read[s.Signal] != want {
+			t.Errorf("%s read over %q, want %s", s.Signal, read[s.Signal], want)
+		}
 	}
 }

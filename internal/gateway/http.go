@@ -31,9 +31,13 @@ type Status struct {
 	Uplinks     []UplinkStatus `json:"uplinks"`
 }
 
-// DeviceStatus is one device's line in the status page.
+// DeviceStatus is one device's line in the status page: of an asset fed
+// by several sources, one line per source (ID "<asset>/<source>"), each
+// with its own health.
 type DeviceStatus struct {
 	ID       string `json:"id"`
+	Asset    string `json:"asset"`            // the asset it feeds
+	Source   string `json:"source,omitempty"` // the source's name, for a device with sources
 	Class    string `json:"class"`
 	Address  string `json:"address"`
 	Protocol string `json:"protocol"`
@@ -63,7 +67,7 @@ func (g *Gateway) Status() Status {
 		st.Spool = sp.Health()
 	}
 	for _, d := range g.devices {
-		ds := DeviceStatus{ID: d.cfg.ID, Class: d.cfg.Asset.Class, deviceState: d.state()}
+		ds := DeviceStatus{ID: d.cfg.ID, Asset: d.cfg.Asset.ID, Source: d.cfg.Source, Class: d.cfg.Asset.Class, deviceState: d.state()}
 		ds.Protocol, ds.Address = d.cfg.Driver.Endpoint()
 		st.Devices = append(st.Devices, ds)
 	}

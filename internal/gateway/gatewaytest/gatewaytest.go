@@ -21,6 +21,13 @@ import (
 // the loaded configuration.
 func Run(tb testing.TB, cfgYAML string) *gwconfig.Config {
 	tb.Helper()
+	cfg, _ := Start(tb, cfgYAML)
+	return cfg
+}
+
+// Start is Run that also returns the running gateway (its Status).
+func Start(tb testing.TB, cfgYAML string) (*gwconfig.Config, *gateway.Gateway) {
+	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "gateway.yaml")
 	if err := os.WriteFile(path, []byte(cfgYAML), 0o600); err != nil {
 		tb.Fatal(err)
@@ -42,5 +49,5 @@ func Run(tb testing.TB, cfgYAML string) *gwconfig.Config {
 			tb.Errorf("gateway.Run: %v", err)
 		}
 	})
-	return cfg
+	return cfg, g
 }
