@@ -212,7 +212,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(voyage["speed"], "[kn_i]") || !strings.Contains(voyage["diagram"], "inside") {
 		t.Errorf("voyage report %s", jsonString(voyage))
 	}
-	screenshot(t, tab, shots, "12-voyage-ship-1.png")
+	screenshot(t, tab, shots, "14-voyage-ship-1.png")
 
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
 		t.Fatal(err)
