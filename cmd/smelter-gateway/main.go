@@ -120,13 +120,19 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	points := 0
+	assets := map[string]bool{}
 	for _, d := range cfg.Devices {
 		points += len(d.Signals)
+		assets[d.Asset.ID] = true
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "warning: %v\n", w)
 	}
-	fmt.Fprintf(stdout, "%s: ok (gateway %s, %d devices, %d points, %d warning(s))\n", fs.Arg(0), cfg.ID, len(cfg.Devices), points, len(cfg.Warnings))
+	devices := fmt.Sprintf("%d devices", len(assets))
+	if len(assets) != len(cfg.Devices) { // devices with sources
+		devices += fmt.Sprintf(" (%d sources)", len(cfg.Devices))
+	}
+	fmt.Fprintf(stdout, "%s: ok (gateway %s, %s, %d points, %d warning(s))\n", fs.Arg(0), cfg.ID, devices, points, len(cfg.Warnings))
 	return 0
 }
 
