@@ -558,8 +558,11 @@ func engineTemplates(devs []fleet.DeviceInfo, dir string) ([]fleet.DeviceInfo, e
 			return nil, fmt.Errorf("demo: %s template: %w", d.ID, err)
 		}
 		var doc yaml.Node
-		if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-			return nil, fmt.Errorf("demo: %s template %s: not a mapping: %v", d.ID, d.Template, err)
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			return nil, fmt.Errorf("demo: %s template %s: %w", d.ID, d.Template, err)
+		}
+		if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("demo: %s template %s: not a mapping", d.ID, d.Template)
 		}
 		top := doc.Content[0]
 		for k := 0; k+1 < len(top.Content); k += 2 {
