@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
-	"github.com/smelterio/smelter/simulators/nmeafront"
 )
 
 // TestEndToEndNMEA: a ship's navigation talker (the simulators' NMEA
@@ -27,18 +25,7 @@ func TestEndToEndNMEA(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nats.Shutdown)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	front, err := nmeafront.New(nmeafront.Config{Name: "bridge", Transport: nmeafront.TCP, Address: "127.0.0.1:0", Interval: 50 * time.Millisecond}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := front.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(front.Stop)
-	front.Update(map[string]float64{"latitude": 36.25, "longitude": 121.5, "sog": 13.4, "cog": 90, "heading": 88.5,
-		"stw": 13.1, "water_depth": 61, "draught": 12}, time.Now())
+	front := nmeaTalker(t, "bridge")
 	cfgText := fmt.Sprintf(`gateway: {id: gw-nmea, enterprise: acme, site: fleet, data_dir: ./data}
 http: {listen: "off"}
 uplinks:
