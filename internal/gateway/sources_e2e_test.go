@@ -154,3 +154,40 @@ devices:
 		}
 	}
 }
+
+// TestCommandFindsTheSource: a command for an asset with sources goes to
+// the source that reads its signal.
+func TestCommandFindsTheSource(t *testing.T) {
+	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(`gateway: {id: gw, site: fleet}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: mv-1
+    class: ship
+    sources:
+      - name: nav
+        nmea: {transport: udp, address: "127.0.0.1:0"}
+        points: [{signal: sog, sentence: RMC.sog}]
+      - name: engine
+        modbus: {address: "127.0.0.1:1502"}
+        points: [{signal: me_speed, table: holding, address: 0, type: int16, unit: /min}]
+`), Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &commander{byKey: map[string]*device{}}
+	for _, d := range g.devices {
+		c.byKey[assetKey(d.cfg.Asset)] = d
+	}
+	for sig, want := range map[string]string{"me_speed": "mv-1/engine", "sog": "mv-1/nav"} {
+		if d := c.source("fleet.ship.mv-1", sig); d == nil || d.cfg.ID != want {
+			t.Errorf("%s: source %v, want %s", sig, d, want)
+		}
+	}
+	if d := c.source("fleet.ship.mv-2", "sog"); d != nil {
+		t.Errorf("unknown asset: %s", d.cfg.ID)
+	}
+}
