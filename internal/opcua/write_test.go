@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,10 +22,17 @@ type setpointSource struct{ source }
 func (s *setpointSource) Setpoints() []string { return []string{"unload_pressure_setpoint"} }
 
 // TestWritePoint writes a writable node of the simulator's OPC UA front
-// through a running client and reads it back; a read-only node answers
+// through a running client and reads it back, in process and through a
+// session worker (isolation process); a read-only node answers
 // BadNotWritable, a refused value the writer's status, and no session
 // means no write.
 func TestWritePoint(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) { testWritePoint(t, iso) })
+	}
+}
+
+func testWritePoint(t *testing.T, iso string) {
 	src := &setpointSource{source{class: "air_compressor", signals: []string{"discharge_pressure", "unload_pressure_setpoint"},
 		values: []float64{0.7, 0.75}}}
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "ac-1", Source: src})
@@ -43,6 +51,7 @@ func TestWritePoint(t *testing.T) {
 		return ua.StatusOK
 	})
 	cfg := baseConfig(t, f)
+	cfg.Isolation = iso
 	c, err := New("dev-1", cfg, pointsFor(f, "ac-1", ModePoll, "discharge_pressure", "unload_pressure_setpoint"), testLog(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +61,10 @@ func TestWritePoint(t *testing.T) {
 		t.Errorf("write without a session: %v", err)
 	}
 	runClient(t, c, newRecorder())
-	wait.For(t, 10*time.Second, "a session", func() bool { return c.live.Load() != nil })
+	wait.For(t, 10*time.Second, "a session", func() bool { return c.Status().Connected })
+	if iso == IsolationProcess && (c.live.Load() != nil || c.wk.Load() == nil) {
+		t.Fatal("isolation process: commands must go to the worker, not an in-process session")
+	}
 
 	held, err := c.WritePoint(ctx, 1, 0.66)
 	if err != nil || held != 0.66 {
@@ -71,7 +83,9 @@ func TestWritePoint(t *testing.T) {
 	if _, err := c.WritePoint(ctx, 0, 0.5); !errors.Is(err, ua.StatusBadNotWritable) {
 		t.Errorf("read-only node: %v", err)
 	}
-	if _, err := c.WritePoint(ctx, 1, 0.9); !errors.Is(err, ua.StatusBadOutOfRange) {
+	_, err = c.WritePoint(ctx, 1, 0.9)
+	var se *StatusError
+	if !errors.Is(err, ua.StatusBadOutOfRange) || !errors.As(err, &se) || se.Index != 1 || !strings.Contains(err.Error(), "write ns=1;s=ac-1.unload_pressure_setpoint") {
 		t.Errorf("refused value: %v", err)
 	}
 	writes := f.Writes()

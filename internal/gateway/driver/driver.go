@@ -13,6 +13,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,3 +106,9 @@ type Unit struct {
 	HasRange bool
 	Err      error // the point's unit could not be read
 }
+
+// ErrNotReadable is wrapped by a Writer's ReadPoint error for a point that
+// can be written but not read (an OPC UA point that only calls a method):
+// the command path then has no old value and no read-back, and reports a
+// successful write as written.
+var ErrNotReadable = errors.New("driver: the point has no value to read")
