@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,5 +120,82 @@ func TestConvertRefusesMismatch(t *testing.T) {
 	}
 	if _, _, err := convert(ua.NewNumericNodeID(2, id.Double), 1); !errors.Is(err, ErrTypeMismatch) {
 		t.Errorf("vendor data type: %v", err)
+	}
+}
+
+// TestWorkerKilledDuringWrite: the session worker is killed (SIGKILL)
+// while the server holds a write: the write fails at once as "outcome
+// unknown" wrapping ErrWorkerExited, the server saw it exactly once (the
+// driver never sends it again), and the next worker takes commands.
+func TestWorkerKilledDuringWrite(t *testing.T) {
+	src := &setpointSource{source{class: "air_compressor", signals: []string{"discharge_pressure", "unload_pressure_setpoint"},
+		values: []float64{0.7, 0.75}}}
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "ac-1", Source: src})
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(hold) }) })
+	f.SetWriter(func(asset, signal string, v float64) ua.StatusCode {
+		if v == 0.7 { // the write the worker dies in
+			held <- struct{}{}
+			<-hold
+		}
+		if err := f.Set(asset, signal, v, time.Now()); err != nil {
+			return ua.StatusBadInternalError
+		}
+		return ua.StatusOK
+	})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationProcess
+	c, err := New("dev-1", cfg, pointsFor(f, "ac-1", ModePoll, "discharge_pressure", "unload_pressure_setpoint"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, c, newRecorder())
+	wait.For(t, 10*time.Second, "a session", func() bool { return c.Status().Connected })
+	pid := c.Status().WorkerPID
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := c.WritePoint(ctx, 1, 0.7)
+		done <- err
+	}()
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("the write returned before the server held it: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write never reached the server")
+	}
+	writes := f.Writes()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	select {
+	case werr = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the write did not end with its worker")
+	}
+	if !errors.Is(werr, ErrWorkerExited) || !strings.Contains(werr.Error(), "outcome unknown") {
+		t.Fatalf("write in a killed worker: %v", werr)
+	}
+	t.Log(werr)
+	once.Do(func() { close(hold) })
+
+	// a new worker takes commands; the lost write was never sent again
+	wait.For(t, 15*time.Second, "a new worker's session", func() bool {
+		st := c.Status()
+		return st.Connected && st.WorkerPID != pid && st.WorkerPID != 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if v, err := c.WritePoint(ctx, 1, 0.66); err != nil || v != 0.66 {
+		t.Fatalf("write through the new worker: %v %v", v, err)
+	}
+	if n := f.Writes() - writes; n != 1 {
+		t.Errorf("%d writes reached the server after the kill, want the one new write (no resend)", n)
 	}
 }
