@@ -249,7 +249,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"policy":    {Config{Security: []Security{{"Basic128", "Sign"}}}, nil, "security[0].policy"},
 		"mode":      {Config{Security: []Security{{"Basic256Sha256", "Encrypt"}}}, nil, "security[0].mode"},
 		"none-sign": {Config{Security: []Security{{"None", "Sign"}}}, nil, "cannot use mode"},
-		"dup":       {Config{}, []Asset{{"a", src}, {"a", src}}, "duplicate asset id"},
+		"dup":       {Config{}, []Asset{{ID: "a", Source: src}, {ID: "a", Source: src}}, "duplicate asset id"},
 		"addr":      {Config{Addr: "nope"}, nil, "addr"},
 		"usercert":  {Config{UserCerts: [][]byte{[]byte("x")}}, nil, "user_certs[0]"},
 	} {

@@ -123,6 +123,7 @@ func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
 	srv.RegisterHandler(id.WriteRequest_Encoding_DefaultBinary, in.write)
 	srv.RegisterHandler(id.BrowseRequest_Encoding_DefaultBinary, in.browse)
 	srv.RegisterHandler(id.CreateMonitoredItemsRequest_Encoding_DefaultBinary, in.createMonitoredItems)
+	srv.RegisterHandler(id.CallRequest_Encoding_DefaultBinary, in.call)
 	if err := in.buildAddressSpace(); err != nil {
 		return nil, err
 	}
@@ -210,6 +211,7 @@ func (in *instance) buildAddressSpace() error {
 				v.AddRef(in.property(ns, propType, e, "EURange", id.Range, ua.NewExtensionObject(rg)), id.HasProperty, true)
 			}
 		}
+		in.buildMethods(ns, propType, folder, as.id)
 	}
 	return nil
 }
