@@ -246,11 +246,16 @@ func (in *instance) getEndpoints(sc *uasc.SecureChannel, r ua.Request, reqID uin
 		}
 	}
 	return &ua.GetEndpointsResponse{
-		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-			AdditionalHeader: ua.NewExtensionObject(nil)},
+		ResponseHeader: okHeader(req.RequestHeader),
 		Endpoints: eps,
 	}, nil
+}
+
+// okHeader is the header of a successful answer to a request with header h.
+func okHeader(h *ua.RequestHeader) *ua.ResponseHeader {
+	return &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: h.RequestHandle,
+		ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
+		AdditionalHeader: ua.NewExtensionObject(nil)}
 }
 
 // ---- operation limits ----
@@ -278,9 +283,7 @@ func (in *instance) write(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (u
 		res[i] = in.f.writeValue(wv)
 	}
 	return &ua.WriteResponse{
-		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-			AdditionalHeader: ua.NewExtensionObject(nil)},
+		ResponseHeader: okHeader(req.RequestHeader),
 		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
 	}, nil
 }

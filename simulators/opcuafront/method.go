@@ -2,7 +2,6 @@ package opcuafront
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/server"
@@ -130,9 +129,7 @@ func (in *instance) call(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua
 		res[i] = in.f.callMethod(m)
 	}
 	return &ua.CallResponse{
-		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-			AdditionalHeader: ua.NewExtensionObject(nil)},
+		ResponseHeader: okHeader(req.RequestHeader),
 		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
 	}, nil
 }
