@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -175,12 +178,27 @@ devices:
 }
 
 // TestCommandOverOPCUA: the same command path over the fleet's OPC UA
-// server: the gateway writes the node with its DataType (Double), the
-// model's setpoint follows, a value the model refuses fails with the
-// server's status, an unauthorized command never reaches the server.
+// server, through the device's session worker (isolation process, the
+// default) and in process: the gateway writes the node with its DataType
+// (Double), or calls the asset's set_unload_pressure_setpoint method with
+// it, the model's setpoint follows, a value the model refuses fails with
+// the server's status, an unauthorized command never reaches the server.
 func TestCommandOverOPCUA(t *testing.T) {
+	for _, tc := range []struct{ name, isolation, write string }{
+		{"write-worker", "process", ""},
+		{"method-worker", "process", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
+		{"method-in-process", "none", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCommandOverOPCUA(t, tc.isolation, tc.write) })
+	}
+}
+
+func testCommandOverOPCUA(t *testing.T, isolation, method string) {
 	f := startFleet(t, nil)
 	d := devInfo(t, f, "ac-1")
+	if method != "" {
+		method = fmt.Sprintf(method, strings.TrimSuffix(d.NodePrefix, "."))
+	}
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(t.TempDir(), "nats")})
 	if err != nil {
 		t.Fatal(err)
@@ -195,11 +213,11 @@ commands: {trusted_keys: [%s]}
 devices:
   - id: ac-1
     class: air_compressor
-    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s, isolation: none}
+    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s, isolation: %s}
     points:
       - {signal: discharge_pressure, node_id: "%sdischarge_pressure"}
-      - {signal: unload_pressure_setpoint, node_id: "%sunload_pressure_setpoint", write: {min: 0.6, max: 0.9, max_step: 0.1}}
-`, ns.URL(), pub, d.OPCUA, d.NodePrefix, d.NodePrefix))
+      - {signal: unload_pressure_setpoint, node_id: "%sunload_pressure_setpoint", write: {%smin: 0.6, max: 0.9, max_step: 0.1}}
+`, ns.URL(), pub, d.OPCUA, isolation, d.NodePrefix, d.NodePrefix, method))
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +245,9 @@ devices:
 	if err != nil || vals["unload_pressure_setpoint"] != 0.7 {
 		t.Fatalf("model setpoint %v %v", vals["unload_pressure_setpoint"], err)
 	}
+	if n := workerChildren(t); (isolation == "process") != (n > 0) {
+		t.Fatalf("isolation %s: %d session workers run", isolation, n)
+	}
 	writes := f.UAWrites()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -250,4 +271,30 @@ devices:
 	if n := f.UAWrites() - writes; n != 2 {
 		t.Errorf("%d OPC UA writes for two written commands", n)
 	}
+}
+
+// workerChildren counts this process's children that are OPC UA session
+// workers (opcua.WorkerEnv in their environment).
+func workerChildren(t *testing.T) int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	me := strconv.Itoa(os.Getpid())
+	n := 0
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", d.Name(), "status"))
+		if err != nil || !strings.Contains(string(st), "\nPPid:\t"+me+"\n") {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err == nil && strings.Contains("\x00"+string(env), "\x00"+opcua.WorkerEnv+"=1\x00") {
+			n++
+		}
+	}
+	return n
 }

@@ -247,7 +247,7 @@ func (in *instance) getEndpoints(sc *uasc.SecureChannel, r ua.Request, reqID uin
 	}
 	return &ua.GetEndpointsResponse{
 		ResponseHeader: okHeader(req.RequestHeader),
-		Endpoints: eps,
+		Endpoints:      eps,
 	}, nil
 }
 
@@ -284,7 +284,7 @@ func (in *instance) write(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (u
 	}
 	return &ua.WriteResponse{
 		ResponseHeader: okHeader(req.RequestHeader),
-		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
+		Results:        res, DiagnosticInfos: []*ua.DiagnosticInfo{},
 	}, nil
 }
 

@@ -130,7 +130,7 @@ func (in *instance) call(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua
 	}
 	return &ua.CallResponse{
 		ResponseHeader: okHeader(req.RequestHeader),
-		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
+		Results:        res, DiagnosticInfos: []*ua.DiagnosticInfo{},
 	}, nil
 }
 
