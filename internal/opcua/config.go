@@ -332,9 +332,10 @@ func (p *Point) Validate() error {
 		}
 	}
 	if m := p.Method; m != nil {
-		for _, f := range []struct{ field, v string }{{"write.method.object", m.Object}, {"write.method.method", m.Method}} {
+		for _, f := range []struct{ field, v, what string }{{"write.method.object", m.Object, "object the method is called on"},
+			{"write.method.method", m.Method, "method to call"}} {
 			if f.v == "" {
-				bad(f.field, "missing: the node id of the %s to call", strings.TrimPrefix(f.field, "write.method."))
+				bad(f.field, "missing: the node id of the %s", f.what)
 			} else if err := checkNodeID(f.v); err != nil {
 				bad(f.field, "%v", err)
 			}
