@@ -146,7 +146,9 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 	wres, err := s.cl.Write(ctx, &ua.WriteRequest{NodesToWrite: []*ua.WriteValue{{NodeID: n, AttributeID: ua.AttributeIDValue,
 		Value: &ua.DataValue{EncodingMask: ua.DataValueValue, Value: variant}}}})
 	if err != nil {
-		return 0, fmt.Errorf("opcua: write %s: %w", n, err)
+		// no answer (timeout, connection lost): the server may have
+		// applied it
+		return 0, fmt.Errorf("opcua: write %s: outcome unknown: %w", n, err)
 	}
 	if len(wres.Results) != 1 {
 		return 0, fmt.Errorf("opcua: write %s: %d results", n, len(wres.Results))
@@ -219,7 +221,7 @@ func (c *Client) callMethod(ctx context.Context, s *live, idx int, v float64) (f
 	}
 	res, err := s.cl.Call(ctx, &ua.CallMethodRequest{ObjectID: ids.object, MethodID: ids.method, InputArguments: in})
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+		return 0, fmt.Errorf("%s: outcome unknown: %w", what, err)
 	}
 	var argBad []string
 	var first ua.StatusCode

@@ -321,3 +321,49 @@ func TestMethodPointValidate(t *testing.T) {
 		t.Fatalf("action point: %v, argument %q", err, ok.Method.Argument)
 	}
 }
+
+// TestWriteTimeoutIsOutcomeUnknown: a server that holds a write beyond the
+// caller's deadline fails it as "outcome unknown" (it may still apply it),
+// in process and through a worker, which stays up and takes the next one.
+func TestWriteTimeoutIsOutcomeUnknown(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) {
+			src := &setpointSource{source{class: "air_compressor", signals: []string{"unload_pressure_setpoint"}, values: []float64{0.75}}}
+			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "ac-1", Source: src})
+			release := make(chan struct{})
+			var once sync.Once
+			t.Cleanup(func() { once.Do(func() { close(release) }) })
+			f.SetWriter(func(asset, signal string, v float64) ua.StatusCode {
+				if v == 0.7 {
+					<-release
+				}
+				return ua.StatusOK
+			})
+			cfg := baseConfig(t, f)
+			cfg.Isolation = iso
+			c, err := New("dev-1", cfg, pointsFor(f, "ac-1", ModePoll, "unload_pressure_setpoint"), testLog(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runClient(t, c, newRecorder())
+			wait.For(t, 10*time.Second, "a session", func() bool { return c.Status().Connected })
+			pid := c.Status().WorkerPID
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			_, err = c.WritePoint(ctx, 0, 0.7)
+			cancel()
+			if err == nil || !strings.Contains(err.Error(), "outcome unknown") {
+				t.Fatalf("held write: %v", err)
+			}
+			once.Do(func() { close(release) })
+			wait.For(t, 10*time.Second, "the next write", func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, err := c.WritePoint(ctx, 0, 0.66)
+				return err == nil
+			})
+			if c.Status().WorkerPID != pid {
+				t.Errorf("worker %d replaced by %d after a timeout", pid, c.Status().WorkerPID)
+			}
+		})
+	}
+}
