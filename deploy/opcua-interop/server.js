@@ -29,6 +29,13 @@
 //   {"cmd":"add","name":"late","value":42}            adds the Double AnalogItem ns;s=bf-2.late
 //   {"cmd":"status","name":"top_pressure","status":"BadSensorFailure"}  sets a node's StatusCode
 //   {"cmd":"status","name":"top_pressure","status":"Good","value":211}  and back, with a value
+//   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
+//
+// Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
+//   ns;s=bf-2.SetBlastSetpoint(value: Float)  sets the Double variable ns;s=bf-2.blast_setpoint;
+//                                             a value above 1000 answers BadOutOfRange
+//   ns;s=bf-2.AcknowledgeFault()              sets the Double variable ns;s=bf-2.fault to 0
+// and {"event":"called","method":...,"value":...} is printed for each call that ran.
 "use strict";
 
 const crypto = require("crypto");
@@ -173,6 +180,48 @@ async function main() {
             value: new Variant({ dataType: DataType.Double, value: v.value(0) }),
         }),
     );
+    // Commands: a setpoint set by a method with a Float argument (the
+    // driver converts to the argument's DataType) and an action without
+    // argument.
+    const plain = (name, value) =>
+        ns.addVariable({
+            componentOf: folder,
+            browseName: name,
+            nodeId: `s=${ASSET}.${name}`,
+            dataType: "Double",
+            minimumSamplingInterval: 50,
+            value: new Variant({ dataType: DataType.Double, value }),
+        });
+    const setpoint = plain("blast_setpoint", 800);
+    const fault = plain("fault", 1);
+    const setter = ns.addMethod(folder, {
+        browseName: "SetBlastSetpoint",
+        nodeId: `s=${ASSET}.SetBlastSetpoint`,
+        inputArguments: [{ name: "value", dataType: DataType.Float, description: { text: "blast setpoint" } }],
+        outputArguments: [],
+    });
+    setter.bindMethod((inputArguments, context, callback) => {
+        const v = inputArguments[0].value;
+        if (v > 1000) {
+            callback(null, { statusCode: StatusCodes.BadOutOfRange });
+            return;
+        }
+        setpoint.setValueFromSource(new Variant({ dataType: DataType.Double, value: v }), StatusCodes.Good, new Date());
+        process.stdout.write(JSON.stringify({ event: "called", method: "SetBlastSetpoint", value: v }) + "\n");
+        callback(null, { statusCode: StatusCodes.Good, outputArguments: [] });
+    });
+    const ack = ns.addMethod(folder, {
+        browseName: "AcknowledgeFault",
+        nodeId: `s=${ASSET}.AcknowledgeFault`,
+        inputArguments: [],
+        outputArguments: [],
+    });
+    ack.bindMethod((inputArguments, context, callback) => {
+        fault.setValueFromSource(new Variant({ dataType: DataType.Double, value: 0 }), StatusCodes.Good, new Date());
+        process.stdout.write(JSON.stringify({ event: "called", method: "AcknowledgeFault" }) + "\n");
+        callback(null, { statusCode: StatusCodes.Good, outputArguments: [] });
+    });
+
     const timer = setInterval(() => {
         n++;
         VARIABLES.forEach((v, i) => {
@@ -272,6 +321,9 @@ async function main() {
                     v.setValueFromSource(new Variant({ dataType: DataType.Double, value }), code, new Date());
                     break;
                 }
+                case "fault":
+                    fault.setValueFromSource(new Variant({ dataType: DataType.Double, value: 1 }), StatusCodes.Good, new Date());
+                    break;
                 default:
                     throw new Error(`unknown cmd ${c.cmd}`);
             }

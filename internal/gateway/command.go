@@ -352,6 +352,12 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	smp, err := w.ReadPoint(rctx, idx)
+	if errors.Is(err, driver.ErrNotReadable) {
+		// a write-only point (an OPC UA method without a node): no old
+		// value; the configuration refuses max_step there
+		res.New = &canon
+		return res, true
+	}
 	if err != nil {
 		res = c.reject(res, "cannot read the current value before writing: %v", err)
 		res.Code = exceptionCode(err)
@@ -411,6 +417,8 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 		res.New = &nv
 		smp, rerr := w.ReadPoint(wctx, idx)
 		switch {
+		case errors.Is(rerr, driver.ErrNotReadable):
+			res.Verdict, res.Reason = command.Written, "no read-back: the point has nothing to read"
 		case rerr != nil:
 			res.Verdict, res.Reason = command.Written, "read-back failed: "+rerr.Error()
 		case smp.Num != written:

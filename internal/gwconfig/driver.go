@@ -216,6 +216,9 @@ type PointSpec struct {
 	// UnitFromDevice: when the configuration gives no unit, the device
 	// reports it at run time (OPC UA EngineeringUnits).
 	UnitFromDevice bool
-	Interval       time.Duration // nominal period (staleness)
-	BirthInterval  time.Duration // what the birth announces as the signal's interval
+	// Methods: the driver calls methods (OPC UA); write.method is an error
+	// on any other point.
+	Methods       bool
+	Interval      time.Duration // nominal period (staleness)
+	BirthInterval time.Duration // what the birth announces as the signal's interval
 }

@@ -658,7 +658,7 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	var wr *Write
 	if p.Write != nil {
-		wr = compileWrite(p.Write, np.States, ps.Text, bad)
+		wr = compileWrite(p.Write, np.States, ps.Text, ps.Methods, bad)
 	}
 	if !ok {
 		dc.ok = false

@@ -27,6 +27,20 @@ type WriteFile struct {
 	// MinInterval: the least time between two writes of the point (0: no
 	// limit).
 	MinInterval time.Duration `yaml:"min_interval,omitempty"`
+	// Method: a command calls this OPC UA method instead of writing the
+	// point's node (OPC UA points only; the driver checks the node ids).
+	Method *MethodFile `yaml:"method,omitempty"`
+}
+
+// MethodFile is an OPC UA method a command calls (docs/commands.md, "OPC
+// UA method calls").
+type MethodFile struct {
+	Object string `yaml:"object"` // node id of the object the method is called on
+	Method string `yaml:"method"` // node id of the method
+	// Argument: value (default), the command's value is the method's one
+	// input argument; none, the method takes no argument and the command
+	// only triggers it (an action such as a fault acknowledgement).
+	Argument string `yaml:"argument,omitempty"`
 }
 
 // Write is a compiled write block (Device.Writes[i] for point i; nil when
@@ -41,8 +55,9 @@ type Write struct {
 
 // compileWrite checks a point's write block against its signal: a numeric
 // signal needs min <= max (finite), a state signal allowed labels among
-// its states. text: the point reads text, which no command writes.
-func compileWrite(w *WriteFile, states []string, text bool, bad func(sub, format string, args ...any)) *Write {
+// its states. text: the point reads text, which no command writes;
+// methods: the driver calls methods (write.method).
+func compileWrite(w *WriteFile, states []string, text, methods bool, bad func(sub, format string, args ...any)) *Write {
 	out := &Write{MaxStep: w.MaxStep, MinInterval: w.MinInterval, States: states}
 	ok := true
 	fail := func(sub, format string, args ...any) {
@@ -52,6 +67,9 @@ func compileWrite(w *WriteFile, states []string, text bool, bad func(sub, format
 	if text {
 		fail("", "a text point cannot be written")
 		return nil
+	}
+	if w.Method != nil && !methods {
+		fail("method", "only OPC UA points call methods")
 	}
 	if w.MaxStep < 0 || math.IsNaN(w.MaxStep) {
 		fail("max_step", "%v must be zero (no limit) or positive", w.MaxStep)

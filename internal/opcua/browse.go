@@ -51,7 +51,7 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 		return nil, err
 	}
 	defer closeClient(cl)
-	nodes, err := c.resolve(ctx, cl)
+	nodes, _, err := c.resolve(ctx, cl)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +59,27 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, nodes)
+	// an action point (no node, only a method) has no units
+	var with []*ua.NodeID
+	var idx []int
+	for i, n := range nodes {
+		if n != nil {
+			with, idx = append(with, n), append(idx, i)
+		}
+	}
+	got, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, with)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeUnit, len(nodes))
+	for i := range out {
+		out[i] = NodeUnit{Index: i, UnitID: -1}
+	}
+	for j, u := range got {
+		u.Index = idx[j]
+		out[idx[j]] = u
+	}
+	return out, nil
 }
 
 // readUnits reads EngineeringUnits and EURange of nodes; out[i].Index = i.

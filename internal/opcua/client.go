@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +61,8 @@ type Client struct {
 	status  Status
 	learned Limits // caps learned from refused batches
 
-	live atomic.Pointer[live] // the session commands use (write.go)
+	live atomic.Pointer[live]       // the session commands use (write.go)
+	wk   atomic.Pointer[workerConn] // isolation process: the worker commands go to
 }
 
 // Status is the driver's state for status pages.
@@ -171,9 +173,12 @@ func (r *runState) lost(err error, withSamples bool) {
 	defer r.mu.Unlock()
 	cyc := &sample.Cycle{Start: time.Now(), Interval: r.c.cfg.PublishInterval, Lost: true, Err: err}
 	if withSamples {
-		cyc.Samples = make([]sample.Sample, len(r.last))
+		cyc.Samples = make([]sample.Sample, 0, len(r.last))
 		for i := range r.last {
-			cyc.Samples[i] = sample.Sample{Index: i, Quality: telemetry.QualityStale, Status: r.last[i].Status}
+			if r.c.points[i].NodeID == "" {
+				continue // an action point is never acquired
+			}
+			cyc.Samples = append(cyc.Samples, sample.Sample{Index: i, Quality: telemetry.QualityStale, Status: r.last[i].Status})
 		}
 	}
 	for i := range r.lastAt {
@@ -313,11 +318,11 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	}
 	defer closeClient(cl)
 
-	nodes, err := c.resolve(ctx, cl)
+	nodes, methods, err := c.resolve(ctx, cl)
 	if err != nil {
 		return err
 	}
-	c.live.Store(&live{cl: cl, nodes: nodes})
+	c.live.Store(&live{cl: cl, nodes: nodes, methods: methods})
 	defer c.live.Store(nil)
 	lim, err := c.limits(ctx, cl)
 	if err != nil {
@@ -331,6 +336,9 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	g, gctx := errgroup.WithContext(ctx)
 	var subIdx, pollIdx []int
 	for i, p := range c.points {
+		if p.NodeID == "" {
+			continue // an action point: nothing to acquire
+		}
 		if p.Mode == ModePoll {
 			pollIdx = append(pollIdx, i)
 		} else {
@@ -387,7 +395,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, lim Limits, r *runState) error {
 	var idx []int
 	for i, p := range c.points {
-		if p.UnitFromNode {
+		if p.UnitFromNode && p.NodeID != "" {
 			idx = append(idx, i)
 		}
 	}
@@ -434,12 +442,14 @@ func sameUnits(a, b []NodeUnit) bool {
 	return true
 }
 
-// resolve parses node ids, resolving nsu=<uri>; forms with the namespace array.
-func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, error) {
+// resolve parses the points' node ids (nil for a point without a node)
+// and their methods' object and method ids, resolving nsu=<uri>; forms
+// with the namespace array.
+func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, []*methodIDs, error) {
 	out := make([]*ua.NodeID, len(c.points))
+	var methods []*methodIDs
 	var nsArr []string
-	for i, p := range c.points {
-		s := p.NodeID
+	parse := func(field, s string) (*ua.NodeID, error) {
 		if strings.HasPrefix(s, "nsu=") {
 			if nsArr == nil {
 				rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -451,24 +461,43 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, e
 				nsArr = arr
 			}
 			uri, rest, _ := strings.Cut(strings.TrimPrefix(s, "nsu="), ";")
-			idx := -1
-			for j, u := range nsArr {
-				if u == uri {
-					idx = j
-				}
-			}
+			idx := slices.Index(nsArr, uri)
 			if idx < 0 {
-				return nil, fmt.Errorf("opcua: points[%d].node_id: namespace %q not on the server (has %v)", i, uri, nsArr)
+				return nil, fmt.Errorf("opcua: %s: namespace %q not on the server (has %v)", field, uri, nsArr)
 			}
 			s = "ns=" + strconv.Itoa(idx) + ";" + rest
 		}
 		n, err := ua.ParseNodeID(s)
 		if err != nil {
-			return nil, fmt.Errorf("opcua: points[%d].node_id: %w", i, err)
+			return nil, fmt.Errorf("opcua: %s: %w", field, err)
 		}
-		out[i] = n
+		return n, nil
 	}
-	return out, nil
+	for i, p := range c.points {
+		if p.NodeID != "" {
+			n, err := parse(fmt.Sprintf("points[%d].node_id", i), p.NodeID)
+			if err != nil {
+				return nil, nil, err
+			}
+			out[i] = n
+		}
+		if p.Method == nil {
+			continue
+		}
+		if methods == nil {
+			methods = make([]*methodIDs, len(c.points))
+		}
+		obj, err := parse(fmt.Sprintf("points[%d].write.method.object", i), p.Method.Object)
+		if err != nil {
+			return nil, nil, err
+		}
+		meth, err := parse(fmt.Sprintf("points[%d].write.method.method", i), p.Method.Method)
+		if err != nil {
+			return nil, nil, err
+		}
+		methods[i] = &methodIDs{object: obj, method: meth}
+	}
+	return out, methods, nil
 }
 
 // limits reads the server's operation limits and combines them with the

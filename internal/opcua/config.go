@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -250,6 +251,44 @@ type Point struct {
 	// EURange (handed over through Client.OnUnits): the gateway sets it
 	// where the configuration gives no unit.
 	UnitFromNode bool `yaml:"-"`
+	// Method, when set, makes a command call this method instead of
+	// writing the point's node (docs/commands.md, "OPC UA method calls").
+	// NodeID may then be empty: the point is not acquired and a command's
+	// outcome is at best written (nothing to read back).
+	Method *Method `yaml:"-"`
+}
+
+// Method arguments (Method.Argument).
+const (
+	// ArgValue calls the method with the command's value, converted to
+	// the DataType of its one input argument. The default.
+	ArgValue = "value"
+	// ArgNone calls a method that takes no input argument (an action: a
+	// fault acknowledgement): the command's value, within the write
+	// block's limits, only triggers the call.
+	ArgNone = "none"
+)
+
+// Method is an OPC UA method a command calls (the Call service): the
+// object it is called on, the method's node and what it takes.
+type Method struct {
+	Object   string `yaml:"object"`   // node id of the object (ns=2;s=Compressor1)
+	Method   string `yaml:"method"`   // node id of the method (ns=2;s=Compressor1.SetUnloadPressure)
+	Argument string `yaml:"argument"` // value (default) | none
+}
+
+// checkNodeID reports whether s is a node id in the forms the driver
+// reads (nsu= forms are resolved per session).
+func checkNodeID(s string) error {
+	if !nodeIDForm.MatchString(s) {
+		return fmt.Errorf("%q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", s)
+	}
+	if !strings.HasPrefix(s, "nsu=") {
+		if _, err := ua.ParseNodeID(s); err != nil {
+			return fmt.Errorf("%q: %w", s, err)
+		}
+	}
+	return nil
 }
 
 // SetDefaults fills unset point fields from the connection.
@@ -269,6 +308,11 @@ func (p *Point) SetDefaults(c *Config) {
 	if p.DeadbandType == "" {
 		p.DeadbandType = "none"
 	}
+	if p.Method != nil && p.Method.Argument == "" {
+		m := *p.Method
+		m.Argument = ArgValue
+		p.Method = &m
+	}
 }
 
 // Validate checks p after SetDefaults; errors name the YAML field.
@@ -277,11 +321,27 @@ func (p *Point) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	if !nodeIDForm.MatchString(p.NodeID) {
-		bad("node_id", "%q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", p.NodeID)
-	} else if !strings.HasPrefix(p.NodeID, "nsu=") {
-		if _, err := ua.ParseNodeID(p.NodeID); err != nil {
-			bad("node_id", "%q: %v", p.NodeID, err)
+	switch {
+	case p.NodeID == "" && p.Method != nil:
+		// an action point: only its method is called
+	case p.NodeID == "":
+		bad("node_id", "missing (a point without a node needs a write.method to call)")
+	default:
+		if err := checkNodeID(p.NodeID); err != nil {
+			bad("node_id", "%v", err)
+		}
+	}
+	if m := p.Method; m != nil {
+		for _, f := range []struct{ field, v, what string }{{"write.method.object", m.Object, "object the method is called on"},
+			{"write.method.method", m.Method, "method to call"}} {
+			if f.v == "" {
+				bad(f.field, "missing: the node id of the %s", f.what)
+			} else if err := checkNodeID(f.v); err != nil {
+				bad(f.field, "%v", err)
+			}
+		}
+		if m.Argument != ArgValue && m.Argument != ArgNone {
+			bad("write.method.argument", "%q is not value or none", m.Argument)
 		}
 	}
 	switch p.Mode {

@@ -46,24 +46,9 @@ func (u *DeviceConfig) Endpoint() (string, string) {
 func (Driver) Name() string { return "opcua" }
 
 // Check implements gwconfig.Driver: OPC UA devices share nothing.
-//
-// A device with writable points (a write block, docs/commands.md) must run
-// its session in process (isolation: none): commands reach the session the
-// gateway holds, and a worker process has no command channel yet.
-func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
-	for _, d := range devs {
-		cfg, ok := d.Driver.(*DeviceConfig)
-		if !ok || cfg.Config.Isolation != IsolationProcess {
-			continue
-		}
-		for _, w := range d.Writes {
-			if w != nil {
-				c.Errorf(d.Field+".opcua.isolation", "%s has writable points: set isolation: none (commands do not reach a session worker yet, docs/commands.md)", d.ID)
-				break
-			}
-		}
-	}
-}
+// Writable points work with either isolation: with process, commands go
+// to the device's session worker (docs/opcua.md, "Session isolation").
+func (Driver) Check(*gwconfig.Checks, []*gwconfig.Device) {}
 
 // Compile implements gwconfig.Driver: the opcua block is a Config (its
 // paths relative to the configuration file, its data_dir by default
@@ -99,6 +84,16 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		}
 		up := Point{NodeID: pf.NodeID, Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
 			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
+		src := "opcua:" + pf.NodeID
+		if w := pf.Write; w != nil && w.Method != nil {
+			up.Method = &Method{Object: w.Method.Object, Method: w.Method.Method, Argument: w.Method.Argument}
+			if pf.NodeID == "" {
+				src = "opcua:call:" + w.Method.Method
+				if w.MaxStep > 0 {
+					b.Errorf(doc, field+".write.max_step", "needs the point's node_id to read the value before writing (a point without a node only calls write.method)")
+				}
+			}
+		}
 		server := pf.DeadbandType != "" && pf.DeadbandType != "none"
 		if server {
 			up.Deadband = pf.Deadband
@@ -122,8 +117,8 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			// only; the driver re-reports an unchanged value every heartbeat
 			birth = d.Heartbeat
 		}
-		idx, fromNode, ok := b.Point(gwconfig.PointSpec{Doc: doc, Field: field, Point: &common, Src: "opcua:" + pf.NodeID,
-			UnitFromDevice: true, Interval: iv, BirthInterval: birth})
+		idx, fromNode, ok := b.Point(gwconfig.PointSpec{Doc: doc, Field: field, Point: &common, Src: src,
+			UnitFromDevice: pf.NodeID != "", Methods: true, Interval: iv, BirthInterval: birth})
 		if !ok || idx < 0 {
 			continue
 		}

@@ -51,6 +51,7 @@ type nodeServer struct {
 
 	mu       sync.Mutex
 	sessions []serverSession // activated sessions as the server reported them
+	called   []string        // methods that ran, as the server reported them
 
 	stdin io.Writer         // test control commands (server.js: "Test control")
 	acks  chan controlEvent // their answers
@@ -103,11 +104,21 @@ func (s *nodeServer) record(l string) {
 		return
 	}
 	var ev serverSession
-	if json.Unmarshal([]byte(l), &ev) != nil || ev.Event != "session_activated" {
+	if json.Unmarshal([]byte(l), &ev) != nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ev.Event == "called" {
+		var c struct{ Method string }
+		if json.Unmarshal([]byte(l), &c) == nil && len(s.called) < 10000 {
+			s.called = append(s.called, c.Method)
+		}
+		return
+	}
+	if ev.Event != "session_activated" {
+		return
+	}
 	if len(s.sessions) < 10000 { // bounded
 		s.sessions = append(s.sessions, ev)
 	}
@@ -440,7 +451,7 @@ func TestInteropNodeOPCUA(t *testing.T) {
 			srv.Nodes[0] + "  ", "bf-2/hot_blast_temp", "Double", "Cel",
 			srv.Nodes[1] + "  ", "kPa", "210",
 			srv.Nodes[2] + "  ", "%", "22.5",
-			srv.Nodes[3] + "  ", "4 variables",
+			srv.Nodes[3] + "  ", "6 variables", // and blast_setpoint, fault (the methods' variables)
 		} {
 			if !strings.Contains(text, want) {
 				t.Fatalf("browse output lacks %q:\n%s", want, text)
@@ -601,5 +612,67 @@ func TestInteropRefusedItemRetried(t *testing.T) {
 	defer rec.mu.Unlock()
 	if len(rec.staleOutsideLost) > 0 || lostCyclesLocked(rec) != 0 {
 		t.Fatalf("stale while the server answers: %+v", rec.staleOutsideLost)
+	}
+}
+
+// calls returns the methods the server ran, in order.
+func (s *nodeServer) calls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.called...)
+}
+
+// TestInteropMethodCall calls node-opcua methods (server.js, "Methods")
+// over a SignAndEncrypt channel, in process and through a session worker:
+// SetBlastSetpoint with the value converted to its Float argument (read
+// back from its variable), a value the method refuses (BadOutOfRange),
+// AcknowledgeFault without argument from a point without a node, and a
+// configuration that does not match the method's arguments (refused
+// before any call).
+func TestInteropMethodCall(t *testing.T) {
+	needNodeServer(t)
+	srv := startNodeServer(t, t.TempDir())
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) {
+			srv.command(t, map[string]any{"cmd": "fault"})
+			ns := strings.SplitN(srv.Nodes[0], ";", 2)[0]
+			obj := ns + ";s=bf-2"
+			points := []Point{
+				{NodeID: obj + ".blast_setpoint", Mode: ModePoll, PollInterval: 100 * time.Millisecond,
+					Method: &Method{Object: obj, Method: obj + ".SetBlastSetpoint"}},
+				{NodeID: obj + ".fault", SamplingInterval: 50 * time.Millisecond},
+				{Method: &Method{Object: obj, Method: obj + ".AcknowledgeFault", Argument: ArgNone}},
+				{Method: &Method{Object: obj, Method: obj + ".AcknowledgeFault"}}, // value: the method takes none
+			}
+			cfg := interopConfig(t, srv, "Basic256Sha256", "SignAndEncrypt", AuthConfig{})
+			cfg.Isolation = iso
+			c, rec := run(t, cfg, points)
+			wait.For(t, 30*time.Second, "the fault reading", func() bool { return rec.has(1, telemetry.QualityGood, 1) })
+			before := len(srv.calls())
+			ctx := t.Context()
+			held, err := c.WritePoint(ctx, 0, 950.5)
+			if err != nil || held != 950.5 {
+				t.Fatalf("SetBlastSetpoint: %v %v", held, err)
+			}
+			if smp, err := c.ReadPoint(ctx, 0); err != nil || smp.Num != 950.5 {
+				t.Fatalf("read back: %+v %v", smp, err)
+			}
+			if _, err := c.WritePoint(ctx, 0, 1200); !errors.Is(err, ua.StatusBadOutOfRange) {
+				t.Fatalf("refused value: %v", err)
+			}
+			if _, err := c.WritePoint(ctx, 0, 1e39); !errors.Is(err, ErrTypeMismatch) {
+				t.Fatalf("a value no Float holds: %v", err)
+			}
+			if _, err := c.WritePoint(ctx, 2, 1); err != nil {
+				t.Fatalf("AcknowledgeFault: %v", err)
+			}
+			wait.For(t, 20*time.Second, "the fault cleared", func() bool { return rec.has(1, telemetry.QualityGood, 0) })
+			if _, err := c.WritePoint(ctx, 3, 1); !errors.Is(err, ErrTypeMismatch) {
+				t.Fatalf("argument value on a method without arguments: %v", err)
+			}
+			if got := srv.calls()[before:]; strings.Join(got, ",") != "SetBlastSetpoint,AcknowledgeFault" {
+				t.Fatalf("the server ran %v", got)
+			}
+		})
 	}
 }

@@ -201,11 +201,15 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 
 	res := workerRun{}
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
-	if err := writeFrame(stdin, &wireMsg{Kind: msgConfig, Config: wc}); err != nil {
+	conn := newWorkerConn(c, pid, stdin)
+	if err := conn.send(&wireMsg{Kind: msgConfig, Config: wc}); err != nil {
 		res.err = fmt.Errorf("send the configuration: %w", err)
 	} else {
-		res.err = iso.forward(bufio.NewReaderSize(stdout, 64<<10), &res)
+		res.err = iso.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn)
 	}
+	// no new command reaches this worker; those in flight learn its fate
+	// below, once it is known
+	c.wk.CompareAndSwap(conn, nil)
 	if res.err != nil && !errors.Is(res.err, io.EOF) {
 		// a protocol error: the worker cannot be trusted to go on
 		_ = cmd.Process.Kill()
@@ -234,6 +238,7 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	default:
 		res.err = fmt.Errorf("%w: %w", ErrWorkerExited, werr)
 	}
+	conn.fail(res.err)
 	if !stopped(ctx) && (!res.noWorker || !testing.Testing()) {
 		log.Error("opc ua session worker died", "err", res.err, "stack", stack)
 	}
@@ -242,13 +247,14 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 
 // forward reads the worker's frames until its stdout ends (io.EOF) or a
 // frame is bad, handing cycles and units on; calls never overlap.
-func (iso *isolated) forward(rd io.Reader, res *workerRun) error {
+func (iso *isolated) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
 	c := iso.c
 	var m wireMsg
 	if err := readFrame(rd, &m); err != nil || m.Kind != msgHello {
 		res.noWorker = true
 		return errors.Join(errNoHello, err)
 	}
+	c.wk.Store(conn) // commands go to this worker from now on
 	seen := map[string]float64{}
 	for {
 		if err := readFrame(rd, &m); err != nil {
@@ -302,6 +308,10 @@ func (iso *isolated) forward(rd io.Reader, res *workerRun) error {
 			if m.Metrics != nil {
 				c.m.apply(m.Metrics, seen)
 			}
+		case msgResp:
+			if m.Resp != nil {
+				conn.deliver(m.Resp)
+			}
 		}
 		// after ctx ends, reading goes on: the worker stops on its closed
 		// stdin and ends its stdout.
@@ -353,6 +363,112 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 			}
 		}
 	}
+}
+
+// workerConn is the parent's end of one worker's command channel: request
+// frames on the worker's stdin, answers matched by id as forward reads
+// them from its stdout.
+type workerConn struct {
+	c   *Client
+	pid int
+
+	mu      sync.Mutex // serialises frames on stdin; guards what follows
+	w       io.Writer
+	next    uint64
+	pending map[uint64]chan *wireResp
+	dead    chan struct{} // closed by fail
+	err     error         // why the worker ended
+}
+
+func newWorkerConn(c *Client, pid int, w io.Writer) *workerConn {
+	return &workerConn{c: c, pid: pid, w: w, pending: map[uint64]chan *wireResp{}, dead: make(chan struct{})}
+}
+
+// send writes one frame on the worker's stdin.
+func (w *workerConn) send(m *wireMsg) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return writeFrame(w.w, m)
+}
+
+// call sends req and waits for its answer, for ctx's end or for the
+// worker's end. The request carries what is left of ctx's deadline
+// (request_timeout when ctx has none), so the worker gives up when the
+// caller does. sent reports whether the request was handed to the worker
+// (a write may then have happened even when err is set).
+func (w *workerConn) call(ctx context.Context, req *wireReq) (resp *wireResp, sent bool, err error) {
+	req.Timeout = w.c.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		req.Timeout = time.Until(dl)
+	}
+	if req.Timeout <= 0 {
+		return nil, false, fmt.Errorf("no time left: %w", context.DeadlineExceeded)
+	}
+	ch := make(chan *wireResp, 1)
+	w.mu.Lock()
+	select {
+	case <-w.dead:
+		w.mu.Unlock()
+		return nil, false, fmt.Errorf("%w: %w", ErrNoSession, w.err)
+	default:
+	}
+	w.next++
+	req.ID = w.next
+	w.pending[req.ID] = ch
+	err = writeFrame(w.w, &wireMsg{Kind: msgReq, Req: req})
+	if err != nil {
+		// a frame the worker did not get whole is never executed
+		delete(w.pending, req.ID)
+		w.mu.Unlock()
+		return nil, false, fmt.Errorf("%w: send to the session worker: %w", ErrNoSession, err)
+	}
+	w.mu.Unlock()
+	select {
+	case resp := <-ch:
+		return resp, true, nil
+	case <-w.dead:
+		select {
+		case resp := <-ch: // answered just before it ended
+			return resp, true, nil
+		default:
+		}
+		return nil, true, w.err
+	case <-ctx.Done():
+		w.mu.Lock()
+		delete(w.pending, req.ID)
+		w.mu.Unlock()
+		return nil, true, fmt.Errorf("no answer from the session worker (pid %d) in time: %w", w.pid, ctx.Err())
+	}
+}
+
+// deliver hands an answer to its caller; one nobody waits for any more
+// (the caller's time ran out) is dropped.
+func (w *workerConn) deliver(r *wireResp) {
+	w.mu.Lock()
+	ch, ok := w.pending[r.ID]
+	delete(w.pending, r.ID)
+	w.mu.Unlock()
+	if !ok {
+		w.c.log.Debug("late answer from the opc ua session worker dropped", "id", r.ID)
+		return
+	}
+	ch <- r
+}
+
+// fail records why the worker ended and wakes every caller still waiting.
+func (w *workerConn) fail(err error) {
+	if err == nil {
+		err = ErrWorkerExited
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.dead:
+		return
+	default:
+	}
+	w.err = err
+	close(w.dead)
 }
 
 // stderrTail consumes a worker's stderr.

@@ -91,13 +91,15 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// stdin: its end (EOF or error) is the parent's request to stop, or
-	// the parent's death (the kernel closes its end of the pipe).
+	// stdin: command requests, each served on a goroutine of its own and
+	// answered with its id; stdin's end (EOF or error) is the parent's
+	// request to stop, or the parent's death (the kernel closes its end of
+	// the pipe).
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		_, _ = io.Copy(io.Discard, stdin)
+		serveRequests(ctx, c, stdin, out, log)
 	}()
 	// the parent's pid: a second line of defence should stdin stay open
 	// (an inherited descriptor), so that no worker outlives its gateway.
@@ -148,6 +150,68 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 1
 	}
 	return 0
+}
+
+// maxWorkerRequests bounds the requests a worker serves at once (the
+// gateway sends one command at a time; a read and a write overlap at most).
+const maxWorkerRequests = 4
+
+// serveRequests reads request frames from stdin until it ends and answers
+// each with a response frame: the point's read or write on the worker's
+// current session, bounded by the request's timeout and by ctx. A write
+// is attempted once; the worker never retries it. A frame that is not a
+// request is a protocol error: the worker stops.
+func serveRequests(ctx context.Context, c *Client, stdin io.Reader, out *frameWriter, log *slog.Logger) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, maxWorkerRequests)
+	for {
+		var m wireMsg
+		if err := readFrame(stdin, &m); err != nil {
+			if !errors.Is(err, io.EOF) {
+				log.Error("opc ua worker: bad frame on stdin; stopping", "err", err)
+			}
+			return
+		}
+		if m.Kind != msgReq || m.Req == nil {
+			log.Error("opc ua worker: unexpected frame on stdin; stopping", "kind", m.Kind)
+			return
+		}
+		req := *m.Req
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			resp := serveRequest(ctx, c, &req)
+			_ = out.send(&wireMsg{Kind: msgResp, Resp: resp})
+		}()
+	}
+}
+
+func serveRequest(ctx context.Context, c *Client, req *wireReq) *wireResp {
+	resp := &wireResp{ID: req.ID}
+	if req.Timeout <= 0 {
+		resp.Err = encodeErr(fmt.Errorf("opcua: device %s: request %d has no time left", c.id, req.ID))
+		return resp
+	}
+	rctx, cancel := context.WithTimeout(ctx, req.Timeout)
+	defer cancel()
+	var err error
+	switch req.Op {
+	case opRead:
+		resp.Sample, err = c.ReadPoint(rctx, req.Point)
+	case opWrite:
+		resp.Held, err = c.WritePoint(rctx, req.Point, req.Value)
+	default:
+		err = fmt.Errorf("opcua: device %s: unknown request %q", c.id, req.Op)
+	}
+	resp.Err = encodeErr(err)
+	return resp
 }
 
 // durationText writes durations as text ("345ms"): the parent re-logs the

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -257,8 +258,9 @@ func workerParent(t *testing.T, arg string) {
 	<-t.Context().Done() // until killed
 }
 
-// TestWorkerErrorsKeepTheirIdentity: the errors a worker reports answer
-// errors.Is and errors.As in the parent as they did in the worker.
+// TestWorkerErrorsKeepTheirIdentity: the errors a worker reports (a
+// cycle's, a command's) answer errors.Is and errors.As in the parent as
+// they did in the worker, with the worker's text.
 func TestWorkerErrorsKeepTheirIdentity(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -270,6 +272,10 @@ func TestWorkerErrorsKeepTheirIdentity(t *testing.T) {
 		{"untrusted", fmt.Errorf("connect: %w", ErrUntrusted), []error{ErrUntrusted}},
 		{"status code", fmt.Errorf("opcua: poll read of 3 nodes: %w", ua.StatusBadTooManyOperations), []error{ua.StatusBadTooManyOperations}},
 		{"point status", &StatusError{Index: 4, Status: ua.StatusBadNodeIDUnknown}, []error{ua.StatusBadNodeIDUnknown}},
+		{"wrapped point status", fmt.Errorf("opcua: write ns=1;s=x: %w", &StatusError{Index: 1, Status: ua.StatusBadOutOfRange}), []error{ua.StatusBadOutOfRange}},
+		{"no session", fmt.Errorf("opcua: device d: %w", ErrNoSession), []error{ErrNoSession}},
+		{"type mismatch", fmt.Errorf("opcua: write ns=1;s=x: %w: 1.5 is not an integer", ErrTypeMismatch), []error{ErrTypeMismatch}},
+		{"not readable", fmt.Errorf("opcua: point 2: %w", driver.ErrNotReadable), []error{driver.ErrNotReadable}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer

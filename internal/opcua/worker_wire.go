@@ -10,6 +10,7 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/sample"
 )
 
@@ -18,8 +19,11 @@ import (
 // maxFrame) followed by n bytes of JSON encoding one wireMsg. The parent
 // sends one "config" frame on the worker's stdin and keeps stdin open; the
 // worker answers on stdout with "hello", then "cycle", "units", "status"
-// and "metrics" frames. stderr carries the worker's slog JSON lines (and,
-// when it dies of a panic, the runtime's panic text).
+// and "metrics" frames. Commands travel as "req" frames on stdin (a
+// point's read or write, with an id and a timeout), each answered by one
+// "resp" frame with the same id on stdout. stderr carries the worker's
+// slog JSON lines (and, when it dies of a panic, the runtime's panic
+// text).
 
 // maxFrame bounds one frame (a cycle of 10,000 points is about 1.5 MB of
 // JSON): a longer length prefix is a protocol error, not an allocation.
@@ -33,6 +37,14 @@ const (
 	msgUnits   = "units"
 	msgStatus  = "status"
 	msgMetrics = "metrics"
+	msgReq     = "req"
+	msgResp    = "resp"
+)
+
+// Request operations.
+const (
+	opRead  = "read"
+	opWrite = "write"
 )
 
 // wireMsg is one frame's content; Kind says which other field is set.
@@ -44,6 +56,27 @@ type wireMsg struct {
 	Units   []wireUnit    `json:"units,omitempty"`
 	Status  *Status       `json:"status,omitempty"`
 	Metrics *wireMetrics  `json:"metrics,omitempty"`
+	Req     *wireReq      `json:"req,omitempty"`
+	Resp    *wireResp     `json:"resp,omitempty"`
+}
+
+// wireReq asks the worker to read or write one point (driver.Writer) on
+// its current session within Timeout; ID ties the answer to it.
+type wireReq struct {
+	ID      uint64        `json:"id"`
+	Op      string        `json:"op"` // read | write
+	Point   int           `json:"point"`
+	Value   float64       `json:"value,omitempty"`   // write: the device value
+	Timeout time.Duration `json:"timeout,omitempty"` // what is left of the caller's deadline
+}
+
+// wireResp is the worker's answer to the request ID: the sample read, or
+// the value the node holds after a write, or the error.
+type wireResp struct {
+	ID     uint64        `json:"id"`
+	Sample sample.Sample `json:"sample"`
+	Held   float64       `json:"held,omitempty"`
+	Err    *wireErr      `json:"err,omitempty"`
 }
 
 // workerConfig is what the parent tells the worker: the device, its
@@ -86,7 +119,8 @@ type wireErr struct {
 var sentinels = []struct {
 	name string
 	err  error
-}{{"session_lost", ErrSessionLost}, {"panic", ErrPanic}, {"untrusted", ErrUntrusted}, {"worker_exited", ErrWorkerExited}}
+}{{"session_lost", ErrSessionLost}, {"panic", ErrPanic}, {"untrusted", ErrUntrusted}, {"worker_exited", ErrWorkerExited},
+	{"no_session", ErrNoSession}, {"type_mismatch", ErrTypeMismatch}, {"not_readable", driver.ErrNotReadable}}
 
 func encodeErr(err error) *wireErr {
 	if err == nil {
@@ -114,10 +148,14 @@ func (w *wireErr) decode() error {
 	if w == nil {
 		return nil
 	}
-	if w.Point != nil {
-		return &StatusError{Index: *w.Point, Status: ua.StatusCode(w.Status)}
-	}
 	r := &remoteError{text: w.Text}
+	if w.Point != nil {
+		se := &StatusError{Index: *w.Point, Status: ua.StatusCode(w.Status)}
+		if se.Error() == w.Text {
+			return se
+		}
+		r.kinds = append(r.kinds, se) // wrapped: keep the worker's text
+	}
 	for _, k := range w.Kinds {
 		for _, s := range sentinels {
 			if s.name == k {
@@ -125,7 +163,7 @@ func (w *wireErr) decode() error {
 			}
 		}
 	}
-	if w.Status != 0 {
+	if w.Status != 0 && w.Point == nil {
 		r.kinds = append(r.kinds, ua.StatusCode(w.Status))
 	}
 	return r

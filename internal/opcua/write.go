@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
@@ -26,10 +27,18 @@ var ErrNoSession = errors.New("opcua: no session")
 // write); refused before anything is written.
 var ErrTypeMismatch = errors.New("opcua: value does not fit the node's data type")
 
-// live is the session commands use, set while Run holds one.
+// live is the session commands use, set while Run holds one: the points'
+// nodes (nil for a point without one) and their methods (nil when no point
+// calls one).
 type live struct {
-	cl    *opcua.Client
-	nodes []*ua.NodeID
+	cl      *opcua.Client
+	nodes   []*ua.NodeID
+	methods []*methodIDs
+}
+
+// methodIDs is a point's write.method, resolved for the session.
+type methodIDs struct {
+	object, method *ua.NodeID
 }
 
 func (c *Client) liveSession(idx int) (*live, error) {
@@ -44,19 +53,38 @@ func (c *Client) liveSession(idx int) (*live, error) {
 }
 
 // ReadPoint reads point idx's Value attribute now, on the current session
-// (driver.Writer). A Bad status is returned as *StatusError.
+// (driver.Writer); with isolation process, through the device's session
+// worker. A Bad status is returned as *StatusError; a point without a node
+// (it only calls a method) is driver.ErrNotReadable.
 func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) {
+	bad := sample.Sample{Index: idx, Quality: telemetry.QualityBad}
+	if idx < 0 || idx >= len(c.points) {
+		return bad, fmt.Errorf("opcua: device %s has no point %d", c.id, idx)
+	}
+	if c.points[idx].NodeID == "" {
+		return bad, fmt.Errorf("opcua: device %s: point %d has no node_id, only write.method: %w", c.id, idx, driver.ErrNotReadable)
+	}
+	if w := c.wk.Load(); w != nil {
+		resp, _, err := w.call(ctx, &wireReq{Op: opRead, Point: idx})
+		if err != nil {
+			return bad, fmt.Errorf("opcua: device %s: read point %d: %w", c.id, idx, err)
+		}
+		if resp.Err != nil {
+			return resp.Sample, resp.Err.decode()
+		}
+		return resp.Sample, nil
+	}
 	s, err := c.liveSession(idx)
 	if err != nil {
-		return sample.Sample{Index: idx, Quality: telemetry.QualityBad}, err
+		return bad, err
 	}
 	res, err := s.cl.Read(ctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth,
 		NodesToRead: []*ua.ReadValueID{{NodeID: s.nodes[idx], AttributeID: ua.AttributeIDValue}}})
 	if err != nil {
-		return sample.Sample{Index: idx, Quality: telemetry.QualityBad}, fmt.Errorf("opcua: read %s: %w", s.nodes[idx], err)
+		return bad, fmt.Errorf("opcua: read %s: %w", s.nodes[idx], err)
 	}
 	if len(res.Results) != 1 {
-		return sample.Sample{Index: idx, Quality: telemetry.QualityBad}, fmt.Errorf("opcua: read %s: %d results", s.nodes[idx], len(res.Results))
+		return bad, fmt.Errorf("opcua: read %s: %d results", s.nodes[idx], len(res.Results))
 	}
 	smp := toSample(idx, res.Results[0])
 	if smp.Quality == telemetry.QualityBad {
@@ -65,34 +93,47 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	return smp, nil
 }
 
-// WritePoint writes v to point idx's Value attribute with the node's
-// DataType (driver.Writer): it reads the DataType attribute first and
-// converts (Double, Float, the signed and unsigned integers, Boolean); a
-// value that does not fit is ErrTypeMismatch before anything is written.
-// A Bad result is *StatusError (errors.Is with the ua.StatusCode). It
-// returns v as the node's type holds it.
+// WritePoint writes v to point idx (driver.Writer) on the current session;
+// with isolation process, through the device's session worker, which
+// attempts the write once: a worker that ends before it answers fails the
+// write with "outcome unknown" (the write may or may not have reached the
+// server) wrapping ErrWorkerExited, and so does a worker that has not
+// answered when ctx ends.
+//
+// A point with a write.method calls that method (callMethod); any other
+// writes its node's Value attribute with the node's DataType: it reads the
+// DataType attribute first and converts (Double, Float, the signed and
+// unsigned integers, Boolean); a value that does not fit is
+// ErrTypeMismatch before anything is written. A Bad result is
+// *StatusError (errors.Is with the ua.StatusCode). It returns v as the
+// node's type holds it.
 func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, error) {
+	if idx < 0 || idx >= len(c.points) {
+		return 0, fmt.Errorf("opcua: device %s has no point %d", c.id, idx)
+	}
+	if w := c.wk.Load(); w != nil {
+		resp, sent, err := w.call(ctx, &wireReq{Op: opWrite, Point: idx, Value: v})
+		switch {
+		case err != nil && sent:
+			return 0, fmt.Errorf("opcua: device %s: write point %d: outcome unknown, the write may have reached the server: %w", c.id, idx, err)
+		case err != nil:
+			return 0, fmt.Errorf("opcua: device %s: write point %d: nothing written: %w", c.id, idx, err)
+		case resp.Err != nil:
+			return 0, resp.Err.decode()
+		}
+		return resp.Held, nil
+	}
 	s, err := c.liveSession(idx)
 	if err != nil {
 		return 0, err
 	}
+	if c.points[idx].Method != nil {
+		return c.callMethod(ctx, s, idx, v)
+	}
 	n := s.nodes[idx]
-	res, err := s.cl.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: n, AttributeID: ua.AttributeIDDataType}}})
+	dt, err := dataType(ctx, s.cl, n)
 	if err != nil {
-		return 0, fmt.Errorf("opcua: read data type of %s: %w", n, err)
-	}
-	if len(res.Results) != 1 || res.Results[0].Status != ua.StatusOK || res.Results[0].Value == nil {
-		return 0, fmt.Errorf("opcua: read data type of %s: no value", n)
-	}
-	var dt *ua.NodeID
-	switch x := res.Results[0].Value.Value().(type) {
-	case *ua.NodeID:
-		dt = x
-	case *ua.ExpandedNodeID: // some servers (gopcua's) answer the expanded form
-		dt = x.NodeID
-	}
-	if dt == nil {
-		return 0, fmt.Errorf("opcua: data type of %s is %T, not a node id", n, res.Results[0].Value.Value())
+		return 0, err
 	}
 	val, held, err := convert(dt, v)
 	if err != nil {
@@ -105,7 +146,9 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 	wres, err := s.cl.Write(ctx, &ua.WriteRequest{NodesToWrite: []*ua.WriteValue{{NodeID: n, AttributeID: ua.AttributeIDValue,
 		Value: &ua.DataValue{EncodingMask: ua.DataValueValue, Value: variant}}}})
 	if err != nil {
-		return 0, fmt.Errorf("opcua: write %s: %w", n, err)
+		// no answer (timeout, connection lost): the server may have
+		// applied it
+		return 0, fmt.Errorf("opcua: write %s: outcome unknown: %w", n, err)
 	}
 	if len(wres.Results) != 1 {
 		return 0, fmt.Errorf("opcua: write %s: %d results", n, len(wres.Results))
@@ -114,6 +157,134 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 		return 0, fmt.Errorf("opcua: write %s: %w", n, &StatusError{Index: idx, Status: st})
 	}
 	return held, nil
+}
+
+// dataType reads node n's DataType attribute.
+func dataType(ctx context.Context, cl *opcua.Client, n *ua.NodeID) (*ua.NodeID, error) {
+	res, err := cl.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: n, AttributeID: ua.AttributeIDDataType}}})
+	if err != nil {
+		return nil, fmt.Errorf("opcua: read data type of %s: %w", n, err)
+	}
+	if len(res.Results) != 1 || res.Results[0].Status != ua.StatusOK || res.Results[0].Value == nil {
+		return nil, fmt.Errorf("opcua: read data type of %s: no value", n)
+	}
+	switch x := res.Results[0].Value.Value().(type) {
+	case *ua.NodeID:
+		return x, nil
+	case *ua.ExpandedNodeID: // some servers (gopcua's) answer the expanded form
+		return x.NodeID, nil
+	}
+	return nil, fmt.Errorf("opcua: data type of %s is %T, not a node id", n, res.Results[0].Value.Value())
+}
+
+// callMethod calls point idx's write.method with the Call service. With
+// argument value it reads the method's InputArguments property first and
+// converts v to the DataType of its one (scalar) argument, like a Write;
+// with argument none the method must take no argument and v only
+// triggers the call. A method whose arguments do not match is
+// ErrTypeMismatch before anything is called. A Bad or Uncertain result of
+// the call or of its input argument is *StatusError naming the status
+// (BadInvalidArgument, BadOutOfRange, BadUserAccessDenied ...). It returns
+// v as the argument's type holds it.
+func (c *Client) callMethod(ctx context.Context, s *live, idx int, v float64) (float64, error) {
+	m := c.points[idx].Method
+	ids := s.methods[idx]
+	what := fmt.Sprintf("opcua: call %s on %s", ids.method, ids.object)
+	args, err := inputArguments(ctx, s.cl, &c.cfg, ids.method)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	in := []*ua.Variant{}
+	held := v
+	switch m.Argument {
+	case ArgNone:
+		if len(args) != 0 {
+			return 0, fmt.Errorf("%s: %w: the method takes %d input arguments, write.method.argument none calls it with none", what, ErrTypeMismatch, len(args))
+		}
+	default:
+		if len(args) != 1 {
+			return 0, fmt.Errorf("%s: %w: the method takes %d input arguments, write.method.argument value calls it with one", what, ErrTypeMismatch, len(args))
+		}
+		a := args[0]
+		if a.ValueRank != -1 || a.DataType == nil {
+			return 0, fmt.Errorf("%s: %w: input argument %q is not a scalar (value rank %d)", what, ErrTypeMismatch, a.Name, a.ValueRank)
+		}
+		val, h, err := convert(a.DataType, v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: input argument %q: %w", what, a.Name, err)
+		}
+		variant, err := ua.NewVariant(val)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		in, held = []*ua.Variant{variant}, h
+	}
+	res, err := s.cl.Call(ctx, &ua.CallMethodRequest{ObjectID: ids.object, MethodID: ids.method, InputArguments: in})
+	if err != nil {
+		return 0, fmt.Errorf("%s: outcome unknown: %w", what, err)
+	}
+	var argBad []string
+	var first ua.StatusCode
+	for i, st := range res.InputArgumentResults {
+		if st>>30 != 0 {
+			argBad = append(argBad, fmt.Sprintf("input argument %d: %s", i, statusName(uint32(st))))
+			if first == 0 {
+				first = st
+			}
+		}
+	}
+	st := res.StatusCode
+	switch {
+	case st>>30 == 0 && len(argBad) == 0:
+		return held, nil
+	case st>>30 == 0 || (st == ua.StatusBadInvalidArgument && first != 0):
+		// the argument's own status says more than BadInvalidArgument
+		return 0, fmt.Errorf("%s: %s (%s): %w", what, statusName(uint32(st)), strings.Join(argBad, ", "), &StatusError{Index: idx, Status: first})
+	case len(argBad) > 0:
+		return 0, fmt.Errorf("%s (%s): %w", what, strings.Join(argBad, ", "), &StatusError{Index: idx, Status: st})
+	}
+	return 0, fmt.Errorf("%s: %w", what, &StatusError{Index: idx, Status: st})
+}
+
+// inputArguments reads method's InputArguments property (OPC UA Part 3,
+// 5.7): nil when the method has none.
+func inputArguments(ctx context.Context, cl *opcua.Client, cfg *Config, method *ua.NodeID) ([]*ua.Argument, error) {
+	props, err := (&session{cl: cl, cfg: cfg, lim: Limits{MaxNodesPerBrowse: 1}}).properties(ctx, []*ua.NodeID{method})
+	if err != nil {
+		return nil, fmt.Errorf("browse the method's properties: %w", err)
+	}
+	p := props[0]["InputArguments"]
+	if p == nil {
+		return nil, nil
+	}
+	res, err := cl.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: p, AttributeID: ua.AttributeIDValue}}})
+	if err != nil {
+		return nil, fmt.Errorf("read InputArguments: %w", err)
+	}
+	if len(res.Results) != 1 || res.Results[0].Status != ua.StatusOK || res.Results[0].Value == nil {
+		return nil, fmt.Errorf("read InputArguments: no value")
+	}
+	var out []*ua.Argument
+	switch x := res.Results[0].Value.Value().(type) {
+	case []*ua.ExtensionObject:
+		for _, eo := range x {
+			a, ok := eo.Value.(*ua.Argument)
+			if !ok {
+				return nil, fmt.Errorf("InputArguments holds %T, not Argument", eo.Value)
+			}
+			out = append(out, a)
+		}
+	case *ua.ExtensionObject:
+		a, ok := x.Value.(*ua.Argument)
+		if !ok {
+			return nil, fmt.Errorf("InputArguments holds %T, not Argument", x.Value)
+		}
+		out = append(out, a)
+	case nil:
+	default:
+		return nil, fmt.Errorf("InputArguments is %T, not an Argument array", x)
+	}
+	return out, nil
 }
 
 // convert turns v into the Go value of the built-in DataType dt (OPC UA

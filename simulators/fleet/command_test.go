@@ -4,19 +4,24 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/ua"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
+	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
 // TestCommandChangesCompressor runs the real gateway against the simulator
@@ -175,12 +180,27 @@ devices:
 }
 
 // TestCommandOverOPCUA: the same command path over the fleet's OPC UA
-// server: the gateway writes the node with its DataType (Double), the
-// model's setpoint follows, a value the model refuses fails with the
-// server's status, an unauthorized command never reaches the server.
+// server, through the device's session worker (isolation process, the
+// default) and in process: the gateway writes the node with its DataType
+// (Double), or calls the asset's set_unload_pressure_setpoint method with
+// it, the model's setpoint follows, a value the model refuses fails with
+// the server's status, an unauthorized command never reaches the server.
 func TestCommandOverOPCUA(t *testing.T) {
+	for _, tc := range []struct{ name, isolation, write string }{
+		{"write-worker", "process", ""},
+		{"method-worker", "process", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
+		{"method-in-process", "none", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testCommandOverOPCUA(t, tc.isolation, tc.write) })
+	}
+}
+
+func testCommandOverOPCUA(t *testing.T, isolation, method string) {
 	f := startFleet(t, nil)
 	d := devInfo(t, f, "ac-1")
+	if method != "" {
+		method = fmt.Sprintf(method, strings.TrimSuffix(d.NodePrefix, "."))
+	}
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(t.TempDir(), "nats")})
 	if err != nil {
 		t.Fatal(err)
@@ -195,11 +215,11 @@ commands: {trusted_keys: [%s]}
 devices:
   - id: ac-1
     class: air_compressor
-    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s, isolation: none}
+    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s, isolation: %s}
     points:
       - {signal: discharge_pressure, node_id: "%sdischarge_pressure"}
-      - {signal: unload_pressure_setpoint, node_id: "%sunload_pressure_setpoint", write: {min: 0.6, max: 0.9, max_step: 0.1}}
-`, ns.URL(), pub, d.OPCUA, d.NodePrefix, d.NodePrefix))
+      - {signal: unload_pressure_setpoint, node_id: "%sunload_pressure_setpoint", write: {%smin: 0.6, max: 0.9, max_step: 0.1}}
+`, ns.URL(), pub, d.OPCUA, isolation, d.NodePrefix, d.NodePrefix, method))
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +247,9 @@ devices:
 	if err != nil || vals["unload_pressure_setpoint"] != 0.7 {
 		t.Fatalf("model setpoint %v %v", vals["unload_pressure_setpoint"], err)
 	}
+	if n := workerChildren(t); (isolation == "process") != (n > 0) {
+		t.Fatalf("isolation %s: %d session workers run", isolation, n)
+	}
 	writes := f.UAWrites()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -249,5 +272,163 @@ devices:
 	}
 	if n := f.UAWrites() - writes; n != 2 {
 		t.Errorf("%d OPC UA writes for two written commands", n)
+	}
+}
+
+// workerChildren counts this process's children that are OPC UA session
+// workers (opcua.WorkerEnv in their environment).
+func workerChildren(t *testing.T) int {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	me := strconv.Itoa(os.Getpid())
+	n := 0
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", d.Name(), "status"))
+		if err != nil || !strings.Contains(string(st), "\nPPid:\t"+me+"\n") {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err == nil && strings.Contains("\x00"+string(env), "\x00"+opcua.WorkerEnv+"=1\x00") {
+			n++
+		}
+	}
+	return n
+}
+
+// uaDrive is a drive with a fault flag, served by an OPC UA front whose
+// acknowledge_fault method (no argument) clears it.
+type uaDrive struct{ fault []float64 }
+
+func (d *uaDrive) Class() string     { return "generic" }
+func (d *uaDrive) Signals() []string { return []string{"fault_active"} }
+func (d *uaDrive) Values() []float64 { return d.fault }
+
+// TestCommandCallsOPCUAAction: a point without a node whose write block
+// calls a method without argument (a fault acknowledgement), through a
+// session worker and in process: the command's value only triggers the
+// call, the outcome is written (nothing to read back), the drive's fault
+// clears in the readings, and a value outside the write block is refused
+// without a call.
+func TestCommandCallsOPCUAAction(t *testing.T) {
+	for _, iso := range []string{"process", "none"} {
+		t.Run(iso, func(t *testing.T) { testCommandCallsOPCUAAction(t, iso) })
+	}
+}
+
+func testCommandCallsOPCUAAction(t *testing.T, isolation string) {
+	drive := &uaDrive{fault: []float64{1}}
+	var fr *opcuafront.Front
+	fr, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "drive-1", Source: drive, Actions: []opcuafront.Action{{
+		Name: "acknowledge_fault",
+		Do: func() ua.StatusCode {
+			if err := fr.Set("drive-1", "fault_active", 0, time.Now()); err != nil {
+				return ua.StatusBadInternalError
+			}
+			return ua.StatusOK
+		}}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fr.Stop() })
+	fr.Refresh(time.Now())
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(t.TempDir(), "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	op, _ := nkeys.CreateUser()
+	pub, _ := op.PublicKey()
+	gatewaytest.Run(t, fmt.Sprintf(`gateway: {id: gw-fleet-ua-action, site: sim, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q}}
+commands: {trusted_keys: [%s]}
+devices:
+  - id: drive-1
+    class: generic
+    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s, isolation: %s}
+    points:
+      - {signal: fault_active, node_id: %q, unit: "1"}
+      - {signal: fault_reset, unit: "1", write: {min: 1, max: 1, method: {object: %q, method: %q, argument: none}}}
+`, ns.URL(), pub, fr.Endpoint(), isolation, fr.NodeID("drive-1", "fault_active"), fr.ObjectID("drive-1"), fr.MethodID("drive-1", "acknowledge_fault")))
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var mu sync.Mutex
+	last := map[string]telemetry.Reading{}
+	sub, err := nc.Subscribe("smelter.v1.sim.generic.drive-1.data", func(m *nats.Msg) {
+		b, err := telemetry.DecodeBatch(m.Data)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range b.Readings {
+			last[r.Signal] = r
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	mk := func(id string, v float64) *command.Command {
+		now := time.Now()
+		c := &command.Command{Schema: command.Schema, ID: id, Asset: "sim.generic.drive-1", Signal: "fault_reset",
+			Value: command.Num(v), Requester: "fleet-test", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := c.Sign(op); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	waitFor(t, 15*time.Second, "the fault reading", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		r, ok := last["fault_active"]
+		return ok && r.Quality == telemetry.QualityGood && r.Value == 1
+	})
+	waitFor(t, 15*time.Second, "the gateway to answer commands", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		c := mk(fmt.Sprintf("probe-%d", time.Now().UnixNano()), 1)
+		c.Signature = "" // unsigned: rejected, never called
+		res, err := command.Send(ctx, nc, c)
+		return err == nil && res.Verdict == command.Rejected
+	})
+	if fr.Calls() != 0 {
+		t.Fatalf("%d calls before any signed command", fr.Calls())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if res, err := command.Send(ctx, nc, mk("ack-0", 0)); err != nil || res.Verdict != command.Rejected || fr.Calls() != 0 {
+		t.Fatalf("a value outside the write block: %+v %v, %d calls", res, err, fr.Calls())
+	}
+	res, err := command.Send(ctx, nc, mk("ack-1", 1))
+	if err != nil || res.Verdict != command.Written || !strings.Contains(res.Reason, "no read-back") || res.Old != nil {
+		t.Fatalf("acknowledge: %+v %v", res, err)
+	}
+	if fr.Calls() != 1 {
+		t.Errorf("%d calls for one command", fr.Calls())
+	}
+	waitFor(t, 10*time.Second, "the fault to clear in the readings", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		r, ok := last["fault_active"]
+		return ok && r.Quality == telemetry.QualityGood && r.Value == 0
+	})
+	mu.Lock()
+	_, acquired := last["fault_reset"]
+	mu.Unlock()
+	if acquired {
+		t.Error("the action point (no node) appeared in the readings")
 	}
 }

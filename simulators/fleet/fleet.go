@@ -517,14 +517,14 @@ func (f *Fleet) Writes(id string) (int64, bool) {
 	return d.mb.Writes(), true
 }
 
-// UAWrites returns how many node writes the fleet's OPC UA servers
-// received (applied or refused).
+// UAWrites returns how many node writes and method calls the fleet's OPC
+// UA servers received (applied or refused).
 func (f *Fleet) UAWrites() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var n uint64
 	for _, s := range f.servers {
-		n += s.front.Writes()
+		n += s.front.Writes() + s.front.Calls()
 	}
 	return n
 }

@@ -62,6 +62,9 @@ type WriteFunc func(asset, signal string, v float64) ua.StatusCode
 type Asset struct {
 	ID     string // folder browse name and node id prefix
 	Source Source
+	// Actions are methods without arguments on the asset's folder
+	// (method.go); the setters of writable signals are served anyway.
+	Actions []Action
 }
 
 // Security is one offered endpoint: Policy None, Basic256Sha256,
@@ -148,9 +151,12 @@ type Front struct {
 	byKey  map[string]*entry // "asset.signal"
 	writer atomic.Pointer[WriteFunc]
 	writes atomic.Uint64
-	cert   []byte
-	key    *rsa.PrivateKey
-	ns     uint16
+	calls  atomic.Uint64
+	// methods by method node id string (method.go); read-only after New
+	methods map[string]*method
+	cert    []byte
+	key     *rsa.PrivateKey
+	ns      uint16
 
 	runMu sync.Mutex // serialises Start/Stop
 	inst  *instance
@@ -205,7 +211,7 @@ func New(cfg Config, assets []Asset, log *slog.Logger) (*Front, error) {
 			return nil, fmt.Errorf("opcuafront: user_certs[%d]: %w", i, err)
 		}
 	}
-	f := &Front{cfg: cfg, log: log, byKey: map[string]*entry{}, ns: 1,
+	f := &Front{cfg: cfg, log: log, byKey: map[string]*entry{}, ns: 1, methods: map[string]*method{},
 		dirty: map[*entry]struct{}{}, kick: make(chan struct{}, 1)}
 	cat := catalog.Default()
 	seen := map[string]bool{}
@@ -244,6 +250,9 @@ func New(cfg Config, assets []Asset, log *slog.Logger) (*Front, error) {
 			}
 			as.entries = append(as.entries, e)
 			f.byKey[a.ID+"."+sig] = e
+		}
+		if err := f.addMethods(as, a.Actions); err != nil {
+			return nil, err
 		}
 		f.assets = append(f.assets, as)
 	}

@@ -2,7 +2,10 @@ package opcuafront
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,7 +252,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"policy":    {Config{Security: []Security{{"Basic128", "Sign"}}}, nil, "security[0].policy"},
 		"mode":      {Config{Security: []Security{{"Basic256Sha256", "Encrypt"}}}, nil, "security[0].mode"},
 		"none-sign": {Config{Security: []Security{{"None", "Sign"}}}, nil, "cannot use mode"},
-		"dup":       {Config{}, []Asset{{"a", src}, {"a", src}}, "duplicate asset id"},
+		"dup":       {Config{}, []Asset{{ID: "a", Source: src}, {ID: "a", Source: src}}, "duplicate asset id"},
 		"addr":      {Config{Addr: "nope"}, nil, "addr"},
 		"usercert":  {Config{UserCerts: [][]byte{[]byte("x")}}, nil, "user_certs[0]"},
 	} {
@@ -328,5 +331,87 @@ func TestFrontStatusHoldsValuesAndSilence(t *testing.T) {
 	c3 := connect(t, ctx, f.Endpoint())
 	if dv := read(t, ctx, c3, "ns=1;s=m-1.frequency")[0]; dv.Value.Float() != 51 {
 		t.Errorf("after restart: %v", dv.Value)
+	}
+}
+
+// TestFrontMethods calls a model's setter method and an action over a
+// real session: a good value changes the model, and every malformed call
+// is answered with the status a strict server gives, without reaching the
+// model.
+func TestFrontMethods(t *testing.T) {
+	m, err := model.New("air_compressor", model.Options{ID: "ac-1", Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acks, applied atomic.Int32
+	f := startFront(t, Config{}, []Asset{{ID: "ac-1", Source: m, Actions: []Action{{Name: "acknowledge_fault", Do: func() ua.StatusCode {
+		acks.Add(1)
+		return ua.StatusOK
+	}}}}})
+	setter := m.(model.Setter)
+	var mu sync.Mutex // the model is stepped by nobody else; mu orders its use
+	f.SetWriter(func(asset, signal string, v float64) ua.StatusCode {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := setter.Set(signal, v); err != nil {
+			return ua.StatusBadOutOfRange
+		}
+		applied.Add(1)
+		return ua.StatusOK
+	})
+	c := connect(t, t.Context(), f.Endpoint())
+	obj, set := ua.MustParseNodeID(f.ObjectID("ac-1")), ua.MustParseNodeID(f.MethodID("ac-1", "set_unload_pressure_setpoint"))
+	call := func(o, meth *ua.NodeID, args ...any) *ua.CallMethodResult {
+		t.Helper()
+		in := []*ua.Variant{}
+		for _, a := range args {
+			in = append(in, ua.MustVariant(a))
+		}
+		res, err := c.Call(t.Context(), &ua.CallMethodRequest{ObjectID: o, MethodID: meth, InputArguments: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := call(obj, set, 0.7); r.StatusCode != ua.StatusOK {
+		t.Fatalf("set 0.7: %v", r.StatusCode)
+	}
+	mu.Lock()
+	v := m.Values()[slices.Index(m.Signals(), "unload_pressure_setpoint")]
+	mu.Unlock()
+	if v != 0.7 || applied.Load() != 1 {
+		t.Fatalf("setter not applied: setpoint %v, %d applied", v, applied.Load())
+	}
+	for name, tc := range map[string]struct {
+		obj, meth *ua.NodeID
+		args      []any
+		want      ua.StatusCode
+		arg       ua.StatusCode
+	}{
+		"refused value":  {obj, set, []any{5.0}, ua.StatusBadInvalidArgument, ua.StatusBadOutOfRange},
+		"no argument":    {obj, set, nil, ua.StatusBadArgumentsMissing, 0},
+		"two arguments":  {obj, set, []any{0.7, 0.7}, ua.StatusBadTooManyArguments, 0},
+		"wrong type":     {obj, set, []any{"0.7"}, ua.StatusBadInvalidArgument, ua.StatusBadTypeMismatch},
+		"unknown method": {obj, ua.NewStringNodeID(1, "ac-1.nope"), nil, ua.StatusBadMethodInvalid, 0},
+		"unknown object": {ua.NewStringNodeID(1, "nope"), ua.NewStringNodeID(1, "nope.x"), nil, ua.StatusBadNodeIDUnknown, 0},
+		"other object":   {ua.NewStringNodeID(1, "x"), set, []any{0.7}, ua.StatusBadMethodInvalid, 0},
+		"action with an argument": {obj, ua.MustParseNodeID(f.MethodID("ac-1", "acknowledge_fault")), []any{1.0},
+			ua.StatusBadTooManyArguments, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := call(tc.obj, tc.meth, tc.args...)
+			if r.StatusCode != tc.want || (tc.arg != 0 && (len(r.InputArgumentResults) != 1 || r.InputArgumentResults[0] != tc.arg)) {
+				t.Fatalf("status %v, argument results %v; want %v, %v", r.StatusCode, r.InputArgumentResults, tc.want, tc.arg)
+			}
+		})
+	}
+	if applied.Load() != 1 || acks.Load() != 0 {
+		t.Fatalf("malformed calls reached the model: %d applied, %d acks", applied.Load(), acks.Load())
+	}
+	if r := call(obj, ua.MustParseNodeID(f.MethodID("ac-1", "acknowledge_fault"))); r.StatusCode != ua.StatusOK || acks.Load() != 1 {
+		t.Fatalf("action: %v, %d acks", r.StatusCode, acks.Load())
+	}
+	if f.Calls() != 10 || f.Writes() != 0 {
+		t.Fatalf("%d calls, %d writes counted", f.Calls(), f.Writes())
 	}
 }

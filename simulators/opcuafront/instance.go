@@ -123,6 +123,7 @@ func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
 	srv.RegisterHandler(id.WriteRequest_Encoding_DefaultBinary, in.write)
 	srv.RegisterHandler(id.BrowseRequest_Encoding_DefaultBinary, in.browse)
 	srv.RegisterHandler(id.CreateMonitoredItemsRequest_Encoding_DefaultBinary, in.createMonitoredItems)
+	srv.RegisterHandler(id.CallRequest_Encoding_DefaultBinary, in.call)
 	if err := in.buildAddressSpace(); err != nil {
 		return nil, err
 	}
@@ -210,6 +211,7 @@ func (in *instance) buildAddressSpace() error {
 				v.AddRef(in.property(ns, propType, e, "EURange", id.Range, ua.NewExtensionObject(rg)), id.HasProperty, true)
 			}
 		}
+		in.buildMethods(ns, propType, folder, as.id)
 	}
 	return nil
 }
@@ -244,11 +246,16 @@ func (in *instance) getEndpoints(sc *uasc.SecureChannel, r ua.Request, reqID uin
 		}
 	}
 	return &ua.GetEndpointsResponse{
-		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-			AdditionalHeader: ua.NewExtensionObject(nil)},
-		Endpoints: eps,
+		ResponseHeader: okHeader(req.RequestHeader),
+		Endpoints:      eps,
 	}, nil
+}
+
+// okHeader is the header of a successful answer to a request with header h.
+func okHeader(h *ua.RequestHeader) *ua.ResponseHeader {
+	return &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: h.RequestHandle,
+		ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
+		AdditionalHeader: ua.NewExtensionObject(nil)}
 }
 
 // ---- operation limits ----
@@ -276,10 +283,8 @@ func (in *instance) write(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (u
 		res[i] = in.f.writeValue(wv)
 	}
 	return &ua.WriteResponse{
-		ResponseHeader: &ua.ResponseHeader{Timestamp: time.Now(), RequestHandle: req.RequestHeader.RequestHandle,
-			ServiceResult: ua.StatusOK, ServiceDiagnostics: &ua.DiagnosticInfo{}, StringTable: []string{},
-			AdditionalHeader: ua.NewExtensionObject(nil)},
-		Results: res, DiagnosticInfos: []*ua.DiagnosticInfo{},
+		ResponseHeader: okHeader(req.RequestHeader),
+		Results:        res, DiagnosticInfos: []*ua.DiagnosticInfo{},
 	}, nil
 }
 

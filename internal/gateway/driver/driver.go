@@ -13,6 +13,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,13 +71,14 @@ type Source interface {
 }
 
 // Writer is implemented by the Source of a driver that can write points
-// (Modbus); the gateway's command path (docs/commands.md) type-asserts a
+// (Modbus, OPC UA); the gateway's command path (docs/commands.md) type-asserts a
 // Source to it. Values are device values: what the driver reports as
 // sample.Sample.Num, before the point's scale, offset and unit conversion.
 // Calls may come from any goroutine, concurrently with Run; the driver
 // serialises them with its reads.
 type Writer interface {
-	// ReadPoint reads point index (device-wide, as Sample.Index) now.
+	// ReadPoint reads point index (device-wide, as Sample.Index) now; a
+	// point that can be written but not read answers ErrNotReadable.
 	ReadPoint(ctx context.Context, index int) (sample.Sample, error)
 	// WritePoint writes v to point index and returns the device value a
 	// read gives back when the device keeps it (v as the point's type
@@ -105,3 +107,9 @@ type Unit struct {
 	HasRange bool
 	Err      error // the point's unit could not be read
 }
+
+// ErrNotReadable is wrapped by a Writer's ReadPoint error for a point that
+// can be written but not read (an OPC UA point that only calls a method):
+// the command path then has no old value and no read-back, and reports a
+// successful write as written.
+var ErrNotReadable = errors.New("driver: the point has no value to read")
