@@ -297,7 +297,10 @@ func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
 		who = "unknown requester"
 	}
 	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, clipToken(r.ID, 64), orDash(r.Signal), clipToken(who, 64), orDash(r.Gateway), clipToken(r.Reason, 300))
-	return alert.Alert{Schema: alert.Schema, ID: alert.MakeID(key, at), Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
+	// one occurrence per record: two commands refused within a millisecond
+	// are two alerts (the id names the command too)
+	id := alert.MakeID(key, at) + "/" + clipToken(r.ID, 64)
+	return alert.Alert{Schema: alert.Schema, ID: id, Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
 		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at}
 }
 
