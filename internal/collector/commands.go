@@ -117,7 +117,7 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 	pending := info.NumPending
 	// keep the newest limit+1 records below before (the extra one says
 	// whether an older page exists)
-	ring := make([]dashboard.AuditRecord, 0, limit+1)
+	ring := make([]dashboard.AuditRecord, 0, 2*(limit+1))
 	scanned := 0
 	for pending > 0 && scanned < maxAuditScan {
 		batch, err := cons.Fetch(min(int(pending), 256), jetstream.FetchMaxWait(5*time.Second))
@@ -137,15 +137,14 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 				pending = 0 // everything after is newer still
 				continue
 			}
-			var r command.Result
-			if json.Unmarshal(m.Data(), &r) != nil || r.Schema != command.ResultSchema {
+			r, ok := decodeResult(m.Data())
+			if !ok {
 				continue
 			}
-			if len(ring) == limit+1 {
-				copy(ring, ring[1:])
-				ring = ring[:limit]
+			if len(ring) == cap(ring) { // keep the newest limit+1 (amortized)
+				ring = append(ring[:0], ring[len(ring)-limit:]...)
 			}
-			ring = append(ring, dashboard.AuditRecord{Seq: md.Sequence.Stream, Result: r})
+			ring = append(ring, dashboard.AuditRecord{Seq: md.Sequence.Stream, Result: *r})
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
@@ -153,6 +152,9 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 		if n == 0 {
 			break
 		}
+	}
+	if len(ring) > limit+1 {
+		ring = ring[len(ring)-(limit+1):]
 	}
 	if len(ring) == limit+1 {
 		page.Before = ring[1].Seq
@@ -222,10 +224,10 @@ func (s *commandService) runAlerts(ctx context.Context) error {
 // published with a Nats-Msg-Id of the record, before the record is
 // acknowledged. A malformed record is logged and skipped.
 func (s *commandService) auditRecord(ctx context.Context, subject string, data []byte) error {
-	var r command.Result
-	if err := json.Unmarshal(data, &r); err != nil || r.Schema != command.ResultSchema {
+	r, ok := decodeResult(data)
+	if !ok {
 		s.log.Warn("audit record skipped: not a command result", "subject", subject)
-		return nil
+		return nil // malformed: skipped (acknowledged), never redelivered
 	}
 	if r.Verdict != command.Rejected {
 		return nil
@@ -235,12 +237,21 @@ func (s *commandService) auditRecord(ctx context.Context, subject string, data [
 		s.log.Warn("audit record skipped", "subject", subject, "err", err)
 		return nil
 	}
-	a := commandAlert(p.Site, p.Class, p.Asset, &r)
+	a := commandAlert(p.Site, p.Class, p.Asset, r)
 	if err := s.publishAlert(ctx, &a, "audit:"+r.Gateway+":"+r.At.UTC().Format(time.RFC3339Nano)+":"+clipToken(r.ID, 128)); err != nil {
 		return err
 	}
 	s.c.holdCommandAlert(a)
 	return nil
+}
+
+// decodeResult decodes one audit record; false when it is not one.
+func decodeResult(data []byte) (*command.Result, bool) {
+	var r command.Result
+	if json.Unmarshal(data, &r) != nil || r.Schema != command.ResultSchema {
+		return nil, false
+	}
+	return &r, true
 }
 
 // publishAlert publishes one alert event and awaits its PubAck.
