@@ -60,7 +60,8 @@ func call(t *testing.T, method, url, token string, body any, out any) int {
 // TestCommandServiceEndToEnd runs the whole path over real sockets: an
 // in-process NATS JetStream, a simulated compressor over Modbus, a real
 // gateway and the collector's HTTP API. An operator's command changes the
-// unload pressure setpoint and the readings follow; a retry with the same
+// unload pressure setpoint and the readings follow (the setpoint, and the
+// discharge pressure below the new unload point); a retry with the same
 // id writes nothing; a viewer's command is refused (403) and nothing is
 // written (the simulator's write counter); commands published directly on
 // NATS unsigned or signed by an unknown key raise exactly one
@@ -123,6 +124,40 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		return math.NaN()
 	}
 	wait.For(t, 20*time.Second, "the setpoint reading to follow the command", func() bool { return math.Abs(setpoint()-0.7) < 1e-4 })
+	// the compressor follows: once the receiver drained to the new band,
+	// the discharge pressure the collector shows stays below the new
+	// unload point (+0.02 MPa while delivering, + noise)
+	pressure := func() (float64, int64) {
+		var d dashboard.AssetDetail
+		call(t, "GET", assetURL, commandtest.ViewerToken, nil, &d)
+		for _, s := range d.Signals {
+			if s.Signal == "discharge_pressure" && s.Value != nil {
+				return *s.Value, s.TS
+			}
+		}
+		return math.NaN(), 0
+	}
+	if err := r.Fleet.Advance(15 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	peak := 0.0
+	for range 10 {
+		if err := r.Fleet.Advance(time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		step := time.Now().UnixMilli()
+		var p float64
+		wait.For(t, 10*time.Second, "a discharge pressure read after the model stepped", func() bool {
+			var ts int64
+			p, ts = pressure()
+			return ts > step
+		})
+		peak = math.Max(peak, p)
+	}
+	t.Logf("discharge pressure peak %v MPa", peak)
+	if peak < 0.5 || peak > 0.7+0.02+0.01 {
+		t.Errorf("discharge pressure peaked at %v MPa after the unload point was lowered to 0.7", peak)
+	}
 
 	// a retry with the same id: the earlier outcome, nothing written
 	var again command.Result
