@@ -254,7 +254,8 @@ func decodeResult(data []byte) (*command.Result, bool) {
 	return &r, true
 }
 
-// publishAlert publishes one alert event and awaits its PubAck.
+// publishAlert publishes one alert event and awaits its PubAck, then
+// mirrors it to MQTT where the collector mirrors alerts.
 func (s *commandService) publishAlert(ctx context.Context, a *alert.Alert, msgID string) error {
 	data, err := json.Marshal(a)
 	if err != nil {
@@ -267,6 +268,9 @@ func (s *commandService) publishAlert(ctx context.Context, a *alert.Alert, msgID
 		return err
 	}
 	s.c.m.published.WithLabelValues("alert").Inc()
+	if io := s.c.js.Load(); io != nil && io.mq != nil { // mirrored like every alert (mqtt.enabled)
+		io.mq.Publish(telemetry.Topic(telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert)), 1, false, data)
+	}
 	s.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
 	return nil
 }
