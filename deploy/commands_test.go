@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/smelterio/smelter/internal/command"
@@ -115,5 +116,123 @@ devices:
 	}
 	if bank.Writes() != 1 {
 		t.Errorf("%d writes: a refused publisher reached the device", bank.Writes())
+	}
+}
+
+// TestCommandsAcrossAccounts loads nats/nats-cluster.conf (hence
+// smelter-accounts.conf, the layout every deployment includes) on one node
+// and runs a real gateway as gw-site1 in account SITE_site1: user commander
+// of account SMELTER sends a signed command that crosses the site's
+// service export, is written, audited into the SMELTER stream (the
+// gateway's audit publish through its import) and answered; commander may
+// publish nothing but commands, and the collector user cannot command.
+func TestCommandsAcrossAccounts(t *testing.T) {
+	env := natsEnv(t)
+	opts, err := server.ProcessConfigFile(natsClusterConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
+	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+	opts.StoreDir, opts.NoSigs, opts.NoLog = t.TempDir(), true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := srv.ClientURL()
+	conn := func(user, pw string) (*nats.Conn, chan error) {
+		errs := make(chan error, 8)
+		nc, err := nats.Connect(url, nats.UserInfo(user, pw),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc, errs
+	}
+	// the telemetry stream, as the collector creates it
+	col, colErrs := conn("collector", env["SMELTER_NATS_COLLECTOR_PASSWORD"])
+	js, err := jetstream.New(col)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+
+	bank := modbustest.NewBank()
+	bank.SetRegisters(modbustest.HoldingRegisters, 0, 700)
+	mb := modbustest.StartServer(t, bank)
+	op, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := op.PublicKey()
+	gatewaytest.Run(t, fmt.Sprintf(`gateway: {id: gw-site1-cmd, site: site1, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q, username: gw-site1, password_env: SMELTER_NATS_GW_SITE1_PASSWORD, create_stream: false}}
+commands: {trusted_keys: [%s]}
+devices:
+  - id: sp-1
+    class: generic
+    modbus: {address: %q, unit_id: 1}
+    points:
+      - {signal: pressure_setpoint, table: holding, address: 0, type: uint16, scale: 0.001, unit: MPa, write: {min: 0.6, max: 0.9}}
+`, url, pub, mb.Addr))
+
+	mk := func(id string, v float64) *command.Command {
+		now := time.Now()
+		c := &command.Command{Schema: command.Schema, ID: id, Asset: "site1.generic.sp-1", Signal: "pressure_setpoint",
+			Value: command.Num(v), Unit: "MPa", Requester: "accounts-test", IssuedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if err := c.Sign(op); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	commander, cmdErrs := conn("commander", env["SMELTER_NATS_COMMANDER_PASSWORD"])
+	var res *command.Result
+	n := 0
+	wait.For(t, 20*time.Second, "gw-site1 to answer user commander across the accounts", func() bool {
+		n++
+		sctx, scancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer scancel()
+		res, err = command.Send(sctx, commander, mk(fmt.Sprintf("acct-%d", n), 0.75))
+		return err == nil
+	})
+	if res.Verdict != command.Verified || bank.Writes() != 1 {
+		t.Fatalf("commander across accounts: %+v, %d writes", res, bank.Writes())
+	}
+	// audited into the SMELTER stream through the site's import
+	s, err := js.Stream(ctx, "SMELTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLastMsgForSubject(ctx, "smelter.v1.site1.generic.sp-1.audit"); err != nil {
+		t.Errorf("no audit record in SMELTER: %v", err)
+	}
+	// commander publishes commands only; the collector cannot command
+	_ = commander.Publish("smelter.v1.site1.generic.sp-1.data", []byte("{}"))
+	_ = commander.Flush()
+	_ = col.Publish("smelter.v1.site1.generic.sp-1.cmd", []byte("{}"))
+	_ = col.Flush()
+	for who, ch := range map[string]chan error{"commander publishing data": cmdErrs, "collector publishing a command": colErrs} {
+		select {
+		case err := <-ch:
+			if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				t.Errorf("%s: %v, want a permissions violation", who, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: no permissions violation", who)
+		}
+	}
+	if bank.Writes() != 1 {
+		t.Errorf("%d writes", bank.Writes())
 	}
 }

@@ -35,6 +35,7 @@ func natsEnv(t *testing.T) map[string]string {
 	env := map[string]string{
 		"NATS_SERVER_NAME":                "nats-1",
 		"SMELTER_NATS_COLLECTOR_PASSWORD": "collector-test-password",
+		"SMELTER_NATS_COMMANDER_PASSWORD": "commander-test-password",
 		"SMELTER_NATS_GW_SITE1_PASSWORD":  "site1-test-password",
 		"SMELTER_NATS_GW_SITE2_PASSWORD":  "site2-test-password",
 	}
@@ -64,15 +65,15 @@ func TestNATSClusterConfigParses(t *testing.T) {
 	for _, u := range opts.Users {
 		users[u.Username] = u
 	}
-	want := map[string]string{"collector": "SMELTER", "gw-site1": "SITE_site1", "gw-site2": "SITE_site2"}
+	want := map[string]string{"collector": "SMELTER", "commander": "SMELTER", "gw-site1": "SITE_site1", "gw-site2": "SITE_site2"}
 	for name, acc := range want {
 		u := users[name]
 		if u == nil || u.Account == nil || u.Account.Name != acc {
 			t.Errorf("user %s: missing or not in account %s", name, acc)
 			continue
 		}
-		envName := "SMELTER_NATS_COLLECTOR_PASSWORD"
-		if name != "collector" {
+		envName := "SMELTER_NATS_" + strings.ToUpper(name) + "_PASSWORD"
+		if strings.HasPrefix(name, "gw-") {
 			envName = "SMELTER_NATS_GW_" + strings.ToUpper(strings.TrimPrefix(name, "gw-")) + "_PASSWORD"
 		}
 		if u.Password != env[envName] {
@@ -84,7 +85,7 @@ func TestNATSClusterConfigParses(t *testing.T) {
 			t.Errorf("user %s is not in the reviewed layout", name)
 		}
 		// no gateway shares the collector's account: its _INBOX.> would see the collector's replies
-		if name != "collector" && u.Account != nil && u.Account.Name == "SMELTER" {
+		if name != "collector" && name != "commander" && u.Account != nil && u.Account.Name == "SMELTER" {
 			t.Errorf("user %s is in account SMELTER with the collector", name)
 		}
 	}

@@ -111,7 +111,7 @@ fi
 
 if docker compose version >/dev/null 2>&1; then
 	echo "== docker compose config"
-	SMELTER_NATS_COLLECTOR_PASSWORD=x SMELTER_NATS_GW_SITE1_PASSWORD=x SMELTER_NATS_GW_SITE2_PASSWORD=x SMELTER_MQTT_GATEWAY_PASSWORD=x \
+	SMELTER_NATS_COLLECTOR_PASSWORD=x SMELTER_NATS_COMMANDER_PASSWORD=x SMELTER_NATS_GW_SITE1_PASSWORD=x SMELTER_NATS_GW_SITE2_PASSWORD=x SMELTER_MQTT_GATEWAY_PASSWORD=x \
 		docker compose -f deploy/compose/compose.yaml config --quiet
 else
 	echo "== docker compose not available: compose file checked by the Go tests in deploy/ only"

@@ -48,9 +48,14 @@ type Collector struct {
 	cat *catalog.Catalog
 	set *rules.Set
 
-	mu     sync.Mutex // guards shards and recent
+	mu     sync.Mutex // guards shards, recent and cmdAlerts
 	shards map[int]*shard
 	recent []alert.Alert
+	// cmdAlerts: active alerts on rejected commands (commands.go), by id
+	cmdAlerts map[string]alert.Alert
+	// command service and operators' tokens, set by Run before serving
+	cmds      *commandService
+	operators map[string]string
 
 	tracked atomic.Int64 // assets tracked over all shards (MaxAssets)
 	full    atomic.Int64 // Unix s of the last "limit reached" log
@@ -490,13 +495,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 		} else {
 			delete(sh.active, a.Key)
 		}
-		c.mu.Lock()
-		if len(c.recent) == recentCap {
-			copy(c.recent, c.recent[1:])
-			c.recent = c.recent[:recentCap-1]
-		}
-		c.recent = append(c.recent, a)
-		c.mu.Unlock()
+		c.appendRecent(a)
 		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
 		data, err := json.Marshal(a)
 		if err != nil {
@@ -514,6 +513,17 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 		cy.outs = append(cy.outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data,
 			msgID: "kpi:" + r.Site + "." + r.Asset + ":" + strconv.FormatInt(r.Start, 10)})
 	}
+}
+
+// appendRecent adds an alert event to the recent list (bounded).
+func (c *Collector) appendRecent(a alert.Alert) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.recent) == recentCap {
+		copy(c.recent, c.recent[1:])
+		c.recent = c.recent[:recentCap-1]
+	}
+	c.recent = append(c.recent, a)
 }
 
 // Tick raises silence alerts on every partition this replica owns and
@@ -560,39 +570,12 @@ func (c *Collector) HTTPAddr() string {
 
 func (c *Collector) natsOptions() ([]nats.Option, error) {
 	n := c.cfg.NATS
-	opts := []nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
-	if n.Username != "" {
-		var pw secret.Secret
-		var err error
-		switch {
-		case n.PasswordFile != "":
-			pw, err = secret.FromFile("nats.password_file", c.cfg.Path(n.PasswordFile))
-		case n.PasswordEnv != "":
-			pw, err = secret.FromEnv("nats.password_env", n.PasswordEnv)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("collector: %w", err)
-		}
-		opts = append(opts, nats.UserInfo(n.Username, pw.Reveal()))
+	auth, err := c.cfg.authOptions("nats", NATSConn{Username: n.Username, PasswordEnv: n.PasswordEnv, PasswordFile: n.PasswordFile,
+		TokenFile: n.TokenFile, CredsFile: n.CredsFile, TLS: n.TLS}, c.log)
+	if err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
 	}
-	if n.TokenFile != "" {
-		tok, err := secret.FromFile("nats.token_file", c.cfg.Path(n.TokenFile))
-		if err != nil {
-			return nil, fmt.Errorf("collector: %w", err)
-		}
-		opts = append(opts, nats.Token(tok.Reveal()))
-	}
-	if n.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.cfg.Path(n.CredsFile)))
-	}
-	if n.TLS != nil {
-		tc, err := c.tlsConfig(n.TLS, "nats.tls")
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, nats.Secure(tc))
-	}
-	return opts, nil
+	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, auth...), nil
 }
 
 // tlsConfig builds the client TLS configuration of a tls: block, with its
@@ -664,6 +647,7 @@ func (c *Collector) Alerts(activeOnly bool) []alert.Alert {
 		}
 		sh.mu.Unlock()
 	}
+	out = append(out, c.commandAlertsActive()...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
 }
@@ -766,6 +750,11 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("/", dashboard.New(c, c.live, dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig()}))
+	opts := dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig(),
+		Operators: c.operators}
+	if c.cmds != nil {
+		opts.Commands = c.cmds
+	}
+	mux.Handle("/", dashboard.New(c, c.live, opts))
 	return mux
 }

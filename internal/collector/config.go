@@ -100,6 +100,11 @@ type Config struct {
 		Format string `yaml:"format"`
 	} `yaml:"log"`
 
+	// Commands, when set, runs the command service (commands_config.go,
+	// docs/commands.md): audit trail, alerts on rejected commands, and
+	// operators' commands.
+	Commands *CommandsConfig `yaml:"commands"`
+
 	// Sparkplug, when set, adds a Sparkplug B source (docs/sparkplug.md).
 	Sparkplug *ingest.SparkplugConfig `yaml:"sparkplug"`
 
@@ -194,6 +199,7 @@ func (c *Config) CheckLocal() error {
 		}
 		add(err)
 	}
+	c.checkCommandsLocal(add)
 	for i, f := range c.Rules.Files {
 		if f == "" {
 			continue // Validate says so
@@ -399,7 +405,7 @@ func (c *Config) problems() []problem {
 	if c.MaxFuture < 0 {
 		ps = append(ps, problem{"max_future", fmt.Sprintf("%v must not be negative (0 turns the check off)", time.Duration(c.MaxFuture))})
 	}
-	return c.clusterProblems(ps)
+	return c.commandProblems(c.clusterProblems(ps))
 }
 
 // clusterProblems checks the distributed-engine block (issue 10).

@@ -33,7 +33,7 @@ func permServer(t *testing.T) (url string, pki *brokertest.PKI, pw map[string]st
 	t.Setenv("SMELTER_NATS_TLS_CERT", pki.ServerCertFile)
 	t.Setenv("SMELTER_NATS_TLS_KEY", pki.ServerKeyFile)
 	pw = map[string]string{}
-	for _, u := range []string{"COLLECTOR", "GW_SITE1", "GW_SITE2"} {
+	for _, u := range []string{"COLLECTOR", "COMMANDER", "GW_SITE1", "GW_SITE2"} {
 		b := make([]byte, 16)
 		_, _ = rand.Read(b)
 		pw[u] = hex.EncodeToString(b)

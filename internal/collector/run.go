@@ -42,6 +42,10 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kcfg, seed, err := c.commandsLocal(token)
+	if err != nil {
+		return err
+	}
 	var ln net.Listener // bound first: an unusable http.listen fails before anything runs
 	if c.cfg.HTTP.Listen != "" {
 		var lc net.ListenConfig
@@ -161,6 +165,13 @@ func (c *Collector) Run(ctx context.Context) error {
 		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
 	}
 	defer func() { _ = statusSub.Unsubscribe() }()
+	if kcfg != nil {
+		stop, err := c.startCommands(gctx, g, kcfg, seed, url, js)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
 	if ln != nil {

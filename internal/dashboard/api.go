@@ -3,7 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"cmp"
-	"crypto/subtle"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -43,6 +43,11 @@ type Options struct {
 	// KPI is the collector's KPI configuration; the energy page tells
 	// which windows are configured and when the first one ends.
 	KPI kpi.Config
+	// Operators maps operators' bearer tokens to their names: they may
+	// send commands (commands.go); viewers (Token) may not. Never logged.
+	Operators map[string]string
+	// Commands is the command service; nil: no commands, no audit trail.
+	Commands Commander
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -75,6 +80,9 @@ func New(src Source, live *Live, opts Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/gateways", s.gateways)
 	s.mux.HandleFunc("GET /api/v1/catalog", s.catalog)
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
+	s.mux.HandleFunc("GET /api/v1/session", s.session)
+	s.mux.HandleFunc("POST /api/v1/assets/{site}/{id}/commands", s.sendCommand)
+	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.audit)
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "", "no such endpoint "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})
@@ -88,21 +96,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer") // a first visit may carry ?token=
 	h.Set("X-Frame-Options", "DENY")
-	if strings.HasPrefix(r.URL.Path, "/api/") && s.opts.Token != "" && !s.authorized(r) {
-		h.Set("WWW-Authenticate", `Bearer realm="smelter"`)
-		writeErr(w, http.StatusUnauthorized, "Authorization", "missing or wrong bearer token")
-		return
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		who, ok := s.identify(r)
+		if !ok {
+			h.Set("WWW-Authenticate", `Bearer realm="smelter"`)
+			writeErr(w, http.StatusUnauthorized, "Authorization", "missing or wrong bearer token")
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, who))
 	}
 	s.mux.ServeHTTP(w, r)
-}
-
-func (s *Server) authorized(r *http.Request) bool {
-	a := r.Header.Get("Authorization")
-	const p = "Bearer "
-	if len(a) <= len(p) || !strings.EqualFold(a[:len(p)], p) {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(a[len(p):])), []byte(s.opts.Token)) == 1
 }
 
 // apiError is the body of every 4xx/5xx API answer.
@@ -437,6 +440,9 @@ type AssetDetail struct {
 	AssetOut
 	ActiveAlerts []alert.Alert `json:"active_alerts"`
 	KPI          *kpi.Result   `json:"kpi,omitempty"`
+	// Writable: the signals commands may write, with the gateway's limits
+	// (from the birth; docs/commands.md).
+	Writable []rules.WritableView `json:"writable,omitempty"`
 }
 
 func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
@@ -455,7 +461,7 @@ func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sortAlerts(mine)
-	d := AssetDetail{AssetOut: s.assetOut(&v, summarize(mine)[assetKey{v.Site, v.ID}], s.now(), true), ActiveAlerts: mine}
+	d := AssetDetail{AssetOut: s.assetOut(&v, summarize(mine)[assetKey{v.Site, v.ID}], s.now(), true), ActiveAlerts: mine, Writable: v.Writable}
 	if d.ActiveAlerts == nil {
 		d.ActiveAlerts = []alert.Alert{}
 	}

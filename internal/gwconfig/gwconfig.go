@@ -674,6 +674,7 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	if len(np.States) > 0 {
 		info.Enum = np.States
 	}
+	info.Write = wr.Limits()
 	dc.dev.Norm = append(dc.dev.Norm, np)
 	dc.dev.Signals = append(dc.dev.Signals, info)
 	dc.dev.Writes = append(dc.dev.Writes, wr)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // WriteFile is a point's write block: the point is writable by commands
@@ -51,6 +52,20 @@ type Write struct {
 	States      []string // the signal's state labels, index = value (state signals)
 	MaxStep     float64
 	MinInterval time.Duration
+}
+
+// Limits returns the write block as births carry it (nil for nil: the
+// point is not writable).
+func (w *Write) Limits() *telemetry.WriteLimits {
+	if w == nil {
+		return nil
+	}
+	l := &telemetry.WriteLimits{Allowed: w.Allowed, MaxStep: w.MaxStep, MinIntervalMS: w.MinInterval.Milliseconds()}
+	if len(w.States) == 0 {
+		lo, hi := w.Min, w.Max
+		l.Min, l.Max = &lo, &hi
+	}
+	return l
 }
 
 // compileWrite checks a point's write block against its signal: a numeric

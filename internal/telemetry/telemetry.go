@@ -149,6 +149,23 @@ type SignalInfo struct {
 	IntervalMS int64    `json:"interval_ms,omitempty"`
 	Src        string   `json:"src,omitempty"`
 	Enum       []string `json:"enum,omitempty"` // labels for state signals, index = value
+	// Write is set when commands may write the signal (docs/commands.md):
+	// the limits the gateway enforces, in the canonical unit (Unit). Absent
+	// on read-only signals and in births of gateways before it existed.
+	Write *WriteLimits `json:"write,omitempty"`
+}
+
+// WriteLimits are a writable signal's command limits, as the gateway
+// enforces them: Min/Max (canonical units) for a numeric signal, Allowed
+// (state labels) for a state signal; MaxStep is the largest change of one
+// command from the value read before writing (0: none), MinIntervalMS the
+// least time between two writes in ms (0: none).
+type WriteLimits struct {
+	Min           *float64 `json:"min,omitempty"`
+	Max           *float64 `json:"max,omitempty"`
+	Allowed       []string `json:"allowed,omitempty"`
+	MaxStep       float64  `json:"max_step,omitempty"`
+	MinIntervalMS int64    `json:"min_interval_ms,omitempty"`
 }
 
 // Birth announces an asset: its signals, units, ranges and nameplate ratings.

@@ -8,6 +8,7 @@ package rules
 import (
 	"math"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -618,6 +619,18 @@ type AssetView struct {
 	LastTS    int64              `json:"last_ts"`
 	Dead      string             `json:"dead,omitempty"`
 	Signals   []SignalView       `json:"signals"`
+	// Writable lists the signals commands may write, with the limits of
+	// the asset's birth (sorted by signal; empty when none is writable).
+	Writable []WritableView `json:"writable,omitempty"`
+}
+
+// WritableView is one writable signal of an asset's birth: its canonical
+// unit and the gateway's write limits.
+type WritableView struct {
+	Signal string                 `json:"signal"`
+	Unit   string                 `json:"unit,omitempty"`
+	States []string               `json:"states,omitempty"` // labels of a state signal, index = value
+	Write  *telemetry.WriteLimits `json:"write"`
 }
 
 // Assets returns a copy of every asset's latest state.
@@ -651,6 +664,12 @@ func (a *assetState) view() AssetView {
 		v.Signals = append(v.Signals, SignalView{Signal: s.name, Value: s.value, Valid: s.valid, Implausible: s.implaus, Text: s.text, Unit: s.unit,
 			Quality: s.quality.String(), TS: s.seen})
 	}
+	for _, si := range a.birth {
+		if si.Write != nil {
+			v.Writable = append(v.Writable, WritableView{Signal: si.Signal, Unit: si.Unit, States: si.Enum, Write: si.Write})
+		}
+	}
+	slices.SortFunc(v.Writable, func(x, y WritableView) int { return strings.Compare(x.Signal, y.Signal) })
 	return v
 }
 

@@ -31,6 +31,26 @@ async function api(path) {
   return body;
 }
 
+// post sends JSON; the answer's body is returned with its status, so a
+// refusal (403) shows its reason where the command was made.
+async function post(path, body) {
+  const r = await fetch(path, { method: 'POST', headers: headers({ 'Content-Type': 'application/json' }), body: JSON.stringify(body), cache: 'no-store' });
+  if (r.status === 401) { askToken(); throw new Unauthorized('unauthorized'); }
+  let out = {};
+  try { out = await r.json(); } catch (e) { out = { error: r.statusText }; }
+  return { status: r.status, body: out };
+}
+
+// session: who the token is (viewer or operator) and whether this
+// collector serves commands and the audit trail (GET /api/v1/session).
+let sessionCache = null;
+async function session() {
+  if (!sessionCache || sessionCache.token !== token()) {
+    sessionCache = { token: token(), s: await api('/api/v1/session') };
+  }
+  return sessionCache.s;
+}
+
 let loginOpen = false;
 function askToken(rejected) {
   const dlg = document.getElementById('login');
@@ -530,7 +550,8 @@ function niceTicks(lo, hi, n) {
 // ---------- asset page ----------
 function assetPage(site, id) {
   const key = site + '/' + id;
-  let detail = null, hist = new Map(), kpiWins = [], windowMS = 15 * 60000, timer = null;
+  let detail = null, hist = new Map(), kpiWins = [], windowMS = 15 * 60000, timer = null, sess = {};
+  const base = `/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}`;
   const v = {
     name: 'fleet',
     async render() {
@@ -544,6 +565,7 @@ function assetPage(site, id) {
         ]);
         detail = stamp(d); kpiWins = k.windows;
         hist = new Map(h.series.map((s) => [s.signal, s.points]));
+        sess = await session();
       } catch (e) {
         if (!(e instanceof Unauthorized)) main.innerHTML = `<div class="empty">${esc(e.message)}</div>`;
         return;
@@ -559,13 +581,16 @@ function assetPage(site, id) {
         <span>gateway <b>${esc(a.gateway || '–')}</b></span><span>state <b id="a-run">${a.running ? 'running' : 'not running'}</b></span>
         <span>last data <b id="a-age">${esc(ago(ageOf(a)))}</b></span>${np ? `<span>${np}</span>` : ''}</div>
         <div id="a-alerts"></div>
+        ${sess.commands && (a.writable || []).length ? '<h2>Commands</h2><div id="a-commands"></div>' : ''}
         ${a.class === 'ship' ? '<h2>Voyage report</h2><div id="a-voyage"></div>' : ''}
         <h2>Energy KPIs</h2><div id="a-kpis"></div>
         <div class="toolbar"><h2 class="flush">Signals</h2><div class="seg" id="a-win">
           <button data-w="300000">5 min</button><button data-w="900000">15 min</button><button data-w="3600000">1 h</button></div>
           <span class="muted">values hold until the next reading (steps) · band: min–max per bucket · red shade: bad or stale readings</span></div>
-        <div class="charts" id="a-charts"></div>`;
+        <div class="charts" id="a-charts"></div>
+        ${sess.audit ? '<h2>Command audit trail</h2><div id="a-audit"></div>' : ''}`;
       main.innerHTML = html;
+      this.drawCommands(); this.drawAudit();
       main.querySelector('#a-win').addEventListener('click', (e) => {
         if (!e.target.dataset.w) return;
         windowMS = +e.target.dataset.w; this.drawCharts();
@@ -578,6 +603,95 @@ function assetPage(site, id) {
         '<div class="empty">No signal history yet.</div>';
       this.drawCharts();
       if (!timer) { timer = new ResizeObserver(() => this.drawCharts()); timer.observe(main); }
+    },
+    // one form per writable signal (operators only); Review opens the
+    // confirm step with the point's limits and its current value
+    drawCommands() {
+      const el = main.querySelector('#a-commands');
+      if (!el) return;
+      el.innerHTML = `<div class="panel cmds">` + detail.writable.map((w) => {
+        const input = w.states
+          ? `<select name="value">${(w.write.allowed || []).map((x) => `<option>${esc(x)}</option>`).join('')}</select>`
+          : `<input name="value" type="number" step="any" required${w.write.min !== undefined ? ` min="${w.write.min}"` : ''}${w.write.max !== undefined ? ` max="${w.write.max}"` : ''}>`;
+        return `<form class="cmd" data-signal="${esc(w.signal)}"><span class="name">${esc(label(w.signal))}</span>
+          <span class="muted">now <b data-cmd-now="${esc(w.signal)}">${this.currentText(w)}</b></span>
+          <label>new value ${input}${w.states ? '' : ` <span class="u">${esc(unit(w.unit))}</span>`}</label>
+          <button type="submit">Review…</button></form>`;
+      }).join('') + `<div id="cmd-confirm" hidden></div><div id="cmd-result"></div></div>`;
+      for (const f of el.querySelectorAll('form.cmd')) {
+        f.addEventListener('submit', (e) => { e.preventDefault(); this.confirmCommand(f.dataset.signal, f.elements.value.value); });
+      }
+    },
+    currentText(w) {
+      const s = detail.signals.find((x) => x.signal === w.signal);
+      if (!s) return '–';
+      return s.text || (s.states && s.value !== null ? label(s.states[s.value] ?? s.value) : withUnit(s.value, s.unit || w.unit, w.signal));
+    },
+    limitsText(w) {
+      const l = w.write, u = (x) => withUnit(x, w.unit, w.signal), out = [];
+      if (l.min !== undefined) out.push(['min', u(l.min)]);
+      if (l.max !== undefined) out.push(['max', u(l.max)]);
+      if (l.allowed) out.push(['allowed states', l.allowed.map(label).join(', ')]);
+      out.push(['max step', l.max_step ? u(l.max_step) : 'no limit']);
+      out.push(['min interval', l.min_interval_ms ? dur(l.min_interval_ms) : 'no limit']);
+      return out;
+    },
+    confirmCommand(signal, raw) {
+      const w = detail.writable.find((x) => x.signal === signal);
+      const box = main.querySelector('#cmd-confirm');
+      const value = w.states ? raw : Number(raw);
+      const shown = w.states ? label(raw) : withUnit(value, w.unit, w.signal);
+      box.innerHTML = `<div class="confirm" data-signal="${esc(signal)}"><h3>Send this command to ${esc(id)}?</h3>
+        <table class="kv"><tr><th>signal</th><td>${esc(label(signal))}</td></tr>
+        <tr><th>current value</th><td data-confirm-now>${esc(this.currentText(w))}</td></tr>
+        <tr><th>new value</th><td data-confirm-new><b>${esc(shown)}</b></td></tr>
+        ${this.limitsText(w).map(([k, x]) => `<tr><th>${esc(k)}</th><td data-limit="${esc(k)}">${esc(x)}</td></tr>`).join('')}
+        <tr><th>requester</th><td>${esc(sess.name || '')}</td></tr></table>
+        <p class="muted small">The gateway checks the limits again, writes, reads back and audits every step.</p>
+        <div class="actions"><button type="button" data-act="send">Send command</button> <button type="button" data-act="cancel">Cancel</button></div></div>`;
+      box.hidden = false;
+      box.querySelector('[data-act=cancel]').onclick = () => { box.hidden = true; box.innerHTML = ''; };
+      box.querySelector('[data-act=send]').onclick = async (e) => {
+        e.target.disabled = true;
+        const body = { signal, value, unit: w.states ? '' : w.unit };
+        const out = main.querySelector('#cmd-result');
+        out.innerHTML = '<p class="muted">Sending…</p>';
+        let r;
+        try { r = await post(base + '/commands', body); } catch (err) { return; }
+        box.hidden = true; box.innerHTML = '';
+        out.innerHTML = this.resultHTML(r, w);
+        this.drawAudit();
+      };
+    },
+    resultHTML(r, w) {
+      if (r.status !== 200) return `<div class="result" data-verdict="error"><span class="pill alarm">error ${r.status}</span> ${esc(r.body.error || '')}</div>`;
+      const x = r.body, u = (v) => withUnit(v, x.unit || w.unit, w.signal);
+      const cls = { verified: 'ok', written: 'warn', rejected: 'alarm', failed: 'alarm' }[x.verdict] || 'na';
+      const change = x.old !== undefined && x.new !== undefined ? ` · ${esc(u(x.old))} → ${esc(u(x.new))}` : '';
+      return `<div class="result" data-verdict="${esc(x.verdict)}"><span class="pill ${cls}">${esc(x.verdict)}</span>
+        command <code>${esc(x.id)}</code>${change}${x.read_back !== undefined ? ` · read back ${esc(u(x.read_back))}` : ''}${x.duplicate ? ' · earlier outcome (retry)' : ''}
+        ${x.reason ? `<div class="msg">${esc(prettyUnits(x.reason))}</div>` : ''}</div>`;
+    },
+    async drawAudit(before) {
+      const el = main.querySelector('#a-audit');
+      if (!el) return;
+      let page;
+      try { page = await api(base + '/audit?limit=20' + (before ? '&before=' + before : '')); } catch (e) {
+        if (!(e instanceof Unauthorized)) el.innerHTML = `<div class="empty">${esc(e.message)}</div>`;
+        return;
+      }
+      if (!page.records.length && !before) { el.innerHTML = '<div class="empty" id="audit-empty">No command for this asset in the audit stream.</div>'; return; }
+      const cls = { verified: 'ok', written: 'warn', rejected: 'alarm', failed: 'alarm', received: 'na', accepted: 'info' };
+      const val = (r, v) => (v === undefined ? '' : withUnit(v, r.unit, r.signal));
+      el.innerHTML = `<div class="table-wrap"><table class="audit"><thead><tr><th>time</th><th>command</th><th>requester</th><th>signal</th><th>requested</th><th>verdict</th><th>old → new</th><th>reason</th></tr></thead><tbody>` +
+        page.records.map((r) => `<tr data-audit-id="${esc(r.id)}" data-verdict="${esc(r.verdict)}"><td>${esc(dateTime(Date.parse(r.at)))}</td><td><code>${esc(r.id)}</code></td>
+          <td>${esc(r.requester || '')}${r.verdict === 'rejected' && !r.signer ? ' <span class="pill alarm" title="no trusted key signed it">unauthorized</span>' : ''}</td><td>${esc(label(r.signal || ''))}</td>
+          <td>${esc(r.requested || '')} ${esc(unit(r.requested_unit || ''))}</td><td><span class="pill ${cls[r.verdict] || 'na'}">${esc(r.verdict)}</span>${r.duplicate ? ' <span class="muted small">retry</span>' : ''}</td>
+          <td>${r.old !== undefined || r.new !== undefined ? esc(val(r, r.old)) + ' → ' + esc(val(r, r.new)) : (r.old_label ? esc(r.old_label + ' → ' + r.new_label) : '')}</td>
+          <td class="msg">${esc(prettyUnits(r.reason || ''))}</td></tr>`).join('') +
+        `</tbody></table></div>${page.before ? `<div class="actions"><button type="button" id="audit-older" data-before="${page.before}">Older</button></div>` : ''}`;
+      const older = el.querySelector('#audit-older');
+      if (older) older.onclick = () => this.drawAudit(older.dataset.before);
     },
     drawAlerts() {
       const al = detail.active_alerts;
@@ -662,6 +776,10 @@ function assetPage(site, id) {
       if (st) { st.className = 'pill ' + a.status; st.textContent = a.status; }
       const run = main.querySelector('#a-run');
       if (run) run.textContent = a.running ? 'running' : 'not running';
+      for (const w of detail.writable || []) {
+        const n = main.querySelector(`[data-cmd-now="${CSS.escape(w.signal)}"]`);
+        if (n) n.textContent = this.currentText(w);
+      }
       this.drawVoyage();
       this.drawCharts();
     },
@@ -670,6 +788,7 @@ function assetPage(site, id) {
       const d = await api(`/api/v1/assets/${encodeURIComponent(site)}/${encodeURIComponent(id)}`);
       detail.active_alerts = d.active_alerts;
       this.drawAlerts();
+      if (al.kind === 'command') this.drawAudit();
     },
     onKPI(k) {
       if (k.site !== site || k.asset !== id || !detail) return;

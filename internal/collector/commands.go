@@ -1,0 +1,434 @@
+package collector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Alert rules of the command service (docs/commands.md, "Alerts").
+const (
+	// RuleUnauthorizedCommand: a rejected command that no trusted key
+	// signed (unsigned, unknown key, bad signature, undecodable, a gateway
+	// with no trusted keys): alarm.
+	RuleUnauthorizedCommand = "unauthorized_command"
+	// RuleCommandRejected: a signed command refused by the gateway's other
+	// checks (limits, step, interval, expiry, unwritable point): warn.
+	RuleCommandRejected = "command_rejected"
+	// KindCommand is the alert kind of both.
+	KindCommand = "command"
+)
+
+// auditFilter matches every audit subject.
+var auditFilter = telemetry.Subject("*", "*", "*", telemetry.Kind("audit"))
+
+// commandService is the collector's side of commands: it signs and sends
+// operators' commands as the command identity (its own connection), reads
+// an asset's audit trail from the audit stream (every replica, directly),
+// and raises an alert on every rejected audit record (one durable consumer
+// shared by the group's replicas: each record reaches one of them; the
+// alert's Nats-Msg-Id makes a redelivered record's alert a duplicate).
+type commandService struct {
+	cfg  *CommandsConfig
+	kp   nkeys.KeyPair // nil: no sending
+	cmd  *nats.Conn    // the command identity; nil: no sending
+	js   jetstream.JetStream
+	c    *Collector
+	log  *slog.Logger
+	now  func() time.Time
+	held sync.Mutex
+}
+
+// Sends reports whether operators can command through this collector.
+func (s *commandService) Sends() bool { return s.kp != nil && s.cmd != nil }
+
+// newCommandID returns 24 random hex characters.
+func newCommandID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Send signs req (issued now, expiring after commands.lifetime) and sends
+// it with command.Send, waiting up to commands.timeout for the gateway's
+// result. A request with an id reuses it: a retry is answered from the
+// gateway's record and never written twice.
+func (s *commandService) Send(ctx context.Context, req dashboard.CommandRequest) (*command.Result, error) {
+	if !s.Sends() {
+		return nil, errors.New("commands: no seed_file and operators configured")
+	}
+	id := req.ID
+	if id == "" {
+		id = newCommandID()
+	}
+	now := s.now().UTC()
+	c := &command.Command{Schema: command.Schema, ID: id, Asset: req.Site + "." + req.Class + "." + req.Asset, Signal: req.Signal,
+		Value: req.Value, Unit: req.Unit, Requester: req.Requester, IssuedAt: now, ExpiresAt: now.Add(time.Duration(s.cfg.Lifetime))}
+	if err := c.Sign(s.kp); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.cfg.Timeout))
+	defer cancel()
+	res, err := command.Send(ctx, s.cmd, c)
+	if err != nil {
+		return nil, fmt.Errorf("%w; send it again with id %s to learn its outcome without writing twice", err, id)
+	}
+	return res, nil
+}
+
+// maxAuditScan bounds the records one audit page reads from the stream.
+const maxAuditScan = 100_000
+
+// Audit returns up to limit audit records of asset (site, id), newest
+// first, with stream sequence below before (0: from the newest). It reads
+// the stream with an ordered consumer filtered on the asset's audit
+// subject, so it works on every replica whichever owns the asset.
+func (s *commandService) Audit(ctx context.Context, site, asset string, before uint64, limit int) (dashboard.AuditPage, error) {
+	var page dashboard.AuditPage
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	subj := telemetry.Subject(site, "*", asset, telemetry.Kind("audit"))
+	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.AuditStream, oc)
+	if err != nil {
+		return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
+	}
+	pending := info.NumPending
+	// keep the newest limit+1 records below before (the extra one says
+	// whether an older page exists)
+	ring := make([]dashboard.AuditRecord, 0, 2*(limit+1))
+	scanned := 0
+	for pending > 0 && scanned < maxAuditScan {
+		batch, err := cons.Fetch(min(int(pending), 256), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			scanned++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			pending = md.NumPending
+			if before != 0 && md.Sequence.Stream >= before {
+				pending = 0 // everything after is newer still
+				continue
+			}
+			r, ok := decodeResult(m.Data())
+			if !ok {
+				continue
+			}
+			if len(ring) == cap(ring) { // keep the newest limit+1 (amortized)
+				ring = append(ring[:0], ring[len(ring)-limit:]...)
+			}
+			ring = append(ring, dashboard.AuditRecord{Seq: md.Sequence.Stream, Result: *r})
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if len(ring) > limit+1 {
+		ring = ring[len(ring)-(limit+1):]
+	}
+	if len(ring) == limit+1 {
+		page.Before = ring[1].Seq
+		ring = ring[1:]
+	}
+	slices.Reverse(ring)
+	page.Records = ring
+	return page, nil
+}
+
+// runAlerts consumes the audit stream through the group's shared durable
+// consumer and raises an alert on every rejected record, clearing each
+// after commands.alert_hold. It retries while the stream does not exist
+// yet and returns when ctx ends.
+func (s *commandService) runAlerts(ctx context.Context) error {
+	var cons jetstream.Consumer
+	wait := 250 * time.Millisecond
+	for cons == nil {
+		var err error
+		cons, err = s.js.CreateOrUpdateConsumer(ctx, s.cfg.AuditStream, jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer,
+			Description: "smelter-collector: alerts on rejected commands", AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubject: auditFilter})
+		if err != nil {
+			s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+		}
+	}
+	s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Warn("audit stream fetch", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for m := range batch.Messages() {
+			if err := s.auditRecord(ctx, m.Subject(), m.Data()); err != nil {
+				s.log.Warn("alert on a rejected command not published; redelivered later", "subject", m.Subject(), "err", err)
+				_ = m.Nak()
+				continue
+			}
+			_ = m.Ack()
+		}
+		select {
+		case <-tick.C:
+			s.clearHeld(ctx)
+		default:
+		}
+	}
+	return nil
+}
+
+// auditRecord handles one audit record: a rejected one raises its alert,
+// published with a Nats-Msg-Id of the record, before the record is
+// acknowledged. A malformed record is logged and skipped.
+func (s *commandService) auditRecord(ctx context.Context, subject string, data []byte) error {
+	r, ok := decodeResult(data)
+	if !ok {
+		s.log.Warn("audit record skipped: not a command result", "subject", subject)
+		return nil // malformed: skipped (acknowledged), never redelivered
+	}
+	if r.Verdict != command.Rejected {
+		return nil
+	}
+	p, err := telemetry.ParseSubject(subject)
+	if err != nil {
+		s.log.Warn("audit record skipped", "subject", subject, "err", err)
+		return nil
+	}
+	a := commandAlert(p.Site, p.Class, p.Asset, r)
+	if err := s.publishAlert(ctx, &a, "audit:"+r.Gateway+":"+r.At.UTC().Format(time.RFC3339Nano)+":"+clipToken(r.ID, 128)); err != nil {
+		return err
+	}
+	s.c.holdCommandAlert(a)
+	return nil
+}
+
+// decodeResult decodes one audit record; false when it is not one.
+func decodeResult(data []byte) (*command.Result, bool) {
+	var r command.Result
+	if json.Unmarshal(data, &r) != nil || r.Schema != command.ResultSchema {
+		return nil, false
+	}
+	return &r, true
+}
+
+// publishAlert publishes one alert event and awaits its PubAck, then
+// mirrors it to MQTT where the collector mirrors alerts.
+func (s *commandService) publishAlert(ctx context.Context, a *alert.Alert, msgID string) error {
+	data, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := s.js.Publish(pctx, telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data, jetstream.WithMsgID(msgID)); err != nil {
+		s.c.m.pubErrors.Inc()
+		return err
+	}
+	s.c.m.published.WithLabelValues("alert").Inc()
+	if io := s.c.js.Load(); io != nil && io.mq != nil { // mirrored like every alert (mqtt.enabled)
+		io.mq.Publish(telemetry.Topic(telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert)), 1, false, data)
+	}
+	s.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
+	return nil
+}
+
+// clearHeld clears the command alerts held longer than alert_hold.
+func (s *commandService) clearHeld(ctx context.Context) {
+	s.held.Lock()
+	defer s.held.Unlock()
+	for _, a := range s.c.expiredCommandAlerts(s.now().UnixMilli() - time.Duration(s.cfg.AlertHold).Milliseconds()) {
+		a.State, a.ClearedAt, a.UpdatedAt = alert.Cleared, s.now().UnixMilli(), s.now().UnixMilli()
+		if err := s.publishAlert(ctx, &a, a.ID+":cleared"); err != nil {
+			s.log.Warn("clearing a command alert not published", "key", a.Key, "err", err)
+		}
+		s.c.recordAlertEvent(a)
+	}
+}
+
+// unauthorized reports whether a rejected record was refused before a
+// trusted key vouched for it: no signer (unsigned, unknown key, bad
+// signature, undecodable, no trusted keys) or a broker permission refusal.
+func unauthorized(r *command.Result) bool {
+	return r.Signer == "" || strings.Contains(strings.ToLower(r.Reason), "permission")
+}
+
+// commandAlert is the alert of one rejected audit record.
+func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
+	rule, sev, what := RuleCommandRejected, alert.Warn, "command refused"
+	if unauthorized(r) {
+		rule, sev, what = RuleUnauthorizedCommand, alert.Alarm, "unauthorized command"
+	}
+	sig := ""
+	if telemetry.ValidToken(r.Signal) {
+		sig = r.Signal
+	}
+	at := r.At.UnixMilli()
+	key := alert.MakeKey(site, asset, rule, sig)
+	who := r.Requester
+	if who == "" {
+		who = "unknown requester"
+	}
+	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, clipToken(r.ID, 64), orDash(r.Signal), clipToken(who, 64), orDash(r.Gateway), clipToken(r.Reason, 300))
+	// one occurrence per record: two commands refused within a millisecond
+	// are two alerts (the id names the command too)
+	id := alert.MakeID(key, at) + "/" + clipToken(r.ID, 64)
+	return alert.Alert{Schema: alert.Schema, ID: id, Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
+		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return clipToken(s, 64)
+}
+
+// clipToken cuts s to n bytes (at a rune start) for messages and ids.
+func clipToken(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// holdCommandAlert records a raised command alert: active (Alerts(true))
+// until alert_hold passes, in the recent list, on the event stream.
+func (c *Collector) holdCommandAlert(a alert.Alert) {
+	c.mu.Lock()
+	if c.cmdAlerts == nil {
+		c.cmdAlerts = map[string]alert.Alert{}
+	}
+	c.cmdAlerts[a.ID] = a
+	c.mu.Unlock()
+	c.recordAlertEvent(a)
+}
+
+// recordAlertEvent appends an alert event to the recent list and the
+// dashboard's event log.
+func (c *Collector) recordAlertEvent(a alert.Alert) {
+	c.appendRecent(a)
+	c.live.ObserveAlerts([]alert.Alert{a})
+}
+
+// expiredCommandAlerts removes and returns the command alerts raised
+// before cutoff (Unix ms).
+func (c *Collector) expiredCommandAlerts(cutoff int64) []alert.Alert {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []alert.Alert
+	for id, a := range c.cmdAlerts {
+		if a.RaisedAt < cutoff {
+			out = append(out, a)
+			delete(c.cmdAlerts, id)
+		}
+	}
+	return out
+}
+
+// commandAlertsActive returns the held command alerts.
+func (c *Collector) commandAlertsActive() []alert.Alert {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]alert.Alert, 0, len(c.cmdAlerts))
+	for _, a := range c.cmdAlerts {
+		out = append(out, a)
+	}
+	return out
+}
+
+// commandsLocal reads what the commands block names on this machine
+// before any I/O: the seed (mode checked) and the operators' tokens.
+func (c *Collector) commandsLocal(viewer string) (*CommandsConfig, nkeys.KeyPair, error) {
+	k := c.cfg.commands()
+	if k == nil {
+		return nil, nil, nil
+	}
+	var kp nkeys.KeyPair
+	if k.SeedFile != "" {
+		var err error
+		if kp, err = command.LoadSeed("commands.seed_file", c.cfg.Path(k.SeedFile)); err != nil {
+			return nil, nil, fmt.Errorf("collector: %w", err)
+		}
+	}
+	ops, err := c.cfg.operatorTokens(k, viewer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("collector: %w", err)
+	}
+	c.operators = ops
+	return k, kp, nil
+}
+
+// startCommands connects the command identity (when the collector sends
+// commands) and starts the audit alerts in g. url is the collector's NATS
+// URL, used when commands.nats.url is empty; stop closes the connection.
+func (c *Collector) startCommands(ctx context.Context, g interface{ Go(func() error) }, k *CommandsConfig, kp nkeys.KeyPair,
+	url string, js jetstream.JetStream) (stop func(), err error) {
+	s := &commandService{cfg: k, js: js, c: c, log: c.log.With("component", "commands"), now: time.Now}
+	stop = func() {}
+	if kp != nil {
+		if k.NATS.URL != "" {
+			url = k.NATS.URL
+		}
+		auth, err := c.cfg.authOptions("commands.nats", k.NATS, s.log)
+		if err != nil {
+			return stop, fmt.Errorf("collector: %w", err)
+		}
+		opts := append([]nats.Option{nats.Name("smelter-collector-commands"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, auth...)
+		nc, err := nats.Connect(url, opts...)
+		if err != nil {
+			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", url, err)
+		}
+		s.kp, s.cmd, stop = kp, nc, nc.Close
+		pub, _ := kp.PublicKey()
+		s.log.Info("command service ready", "public_key", pub, "operators", len(c.operators))
+	}
+	c.cmds = s
+	g.Go(func() error { return s.runAlerts(ctx) })
+	return stop, nil
+}

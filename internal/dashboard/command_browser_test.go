@@ -1,0 +1,77 @@
+package dashboard_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/collector/commandtest"
+)
+
+// TestCommandInBrowser drives the asset page of the real command path
+// (commandtest: NATS, simulated compressor, gateway, collector) in headless
+// Chromium. An operator gets a form for the writable setpoint; its confirm
+// step shows the current value and the point's write limits (screenshot);
+// sending it gives a verified result, one write on the simulator and a
+// line in the audit trail. A viewer sees the audit trail and no command
+// form.
+func TestCommandInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	shots := shotsDir(t)
+	r := commandtest.Start(t)
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, r.API+"/?token="+commandtest.OperatorToken+"#/asset/sim/ac-1")
+
+	form := `document.querySelector('form.cmd[data-signal="unload_pressure_setpoint"]')`
+	poll(t, jsErrs, 30*time.Second, "the operator's command form", func() bool {
+		var ok bool
+		_ = eval(tab, form+` !== null && !document.querySelector('[data-cmd-now]').textContent.includes('–')`, &ok)
+		return ok
+	}, nil)
+	if err := eval(tab, form+`.elements.value.value = '0.7'; `+form+`.requestSubmit()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var confirm map[string]string
+	poll(t, jsErrs, 10*time.Second, "the confirm step", func() bool {
+		confirm = nil
+		_ = eval(tab, `(() => { const c = document.querySelector('#cmd-confirm:not([hidden]) .confirm'); if (!c) return null;
+			const o = {now: c.querySelector('[data-confirm-now]').textContent, new: c.querySelector('[data-confirm-new]').textContent};
+			for (const l of c.querySelectorAll('[data-limit]')) o[l.dataset.limit] = l.textContent; return o; })()`, &confirm)
+		return confirm != nil
+	}, nil)
+	want := map[string]string{"now": "0.750 MPa", "new": "0.700 MPa", "min": "0.600 MPa", "max": "0.900 MPa", "max step": "0.100 MPa", "min interval": "no limit"}
+	for k, v := range want {
+		if confirm[k] != v {
+			t.Errorf("confirm step %s = %q, want %q (all: %v)", k, confirm[k], v, confirm)
+		}
+	}
+	screenshot(t, tab, shots, "20-command-confirm.png")
+	before, _ := r.Fleet.Writes(commandtest.Asset)
+	if err := eval(tab, `document.querySelector('#cmd-confirm [data-act=send]').click()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var verdict string
+	poll(t, jsErrs, 20*time.Second, "the verified result and its audit line", func() bool {
+		_ = eval(tab, `(document.querySelector('#cmd-result .result')?.dataset.verdict || '') + ' ' +
+			document.querySelectorAll('#a-audit tr[data-verdict="verified"]').length`, &verdict)
+		return verdict == "verified 1"
+	}, func() string { return verdict })
+	if after, _ := r.Fleet.Writes(commandtest.Asset); after != before+1 {
+		t.Errorf("%d writes for one command", after-before)
+	}
+	screenshot(t, tab, shots, "21-command-result.png")
+
+	// a viewer: the audit trail, no command form
+	if err := eval(tab, `sessionStorage.setItem('smelter.token', '`+commandtest.ViewerToken+`'); location.reload()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var seen string
+	poll(t, jsErrs, 20*time.Second, "the viewer's asset page with the audit trail", func() bool {
+		_ = eval(tab, `document.querySelectorAll('#a-audit tr[data-audit-id]').length + ' ' + document.querySelectorAll('form.cmd, #a-commands').length`, &seen)
+		return strings.HasSuffix(seen, " 0") && !strings.HasPrefix(seen, "0 ")
+	}, func() string { return seen })
+	screenshot(t, tab, shots, "22-command-viewer.png")
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}

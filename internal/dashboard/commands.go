@@ -1,0 +1,238 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Commander is the collector's command service as the API uses it
+// (docs/commands.md): Send signs and sends one command and returns the
+// gateway's result (command.ErrNoAnswer when none came); Audit reads an
+// asset's audit records, newest first.
+type Commander interface {
+	Send(ctx context.Context, req CommandRequest) (*command.Result, error)
+	Audit(ctx context.Context, site, asset string, before uint64, limit int) (AuditPage, error)
+	// Sends reports whether the service can send (a seed and operators
+	// are configured); the audit trail is served either way.
+	Sends() bool
+}
+
+// CommandRequest is one operator's command as the API takes it; the
+// service fills the rest (issued_at, expires_at, the signature).
+type CommandRequest struct {
+	ID        string        // "" : the service makes one; a retry passes the id it got
+	Site      string        // asset's site token
+	Class     string        // asset's class token
+	Asset     string        // asset id
+	Signal    string        // catalog signal
+	Value     command.Value // number or state label
+	Unit      string        // UCUM; "" = the signal's canonical unit
+	Requester string        // the operator's name
+}
+
+// AuditRecord is one audit record of the stream with its stream sequence.
+type AuditRecord struct {
+	Seq uint64 `json:"seq"`
+	command.Result
+}
+
+// AuditPage is a page of an asset's audit trail, newest first. Before,
+// when not 0, is the `before` of the next (older) page.
+type AuditPage struct {
+	Records []AuditRecord `json:"records"`
+	Before  uint64        `json:"before,omitempty"`
+}
+
+// Roles of an API caller.
+const (
+	RoleViewer   = "viewer"
+	RoleOperator = "operator"
+)
+
+type ctxKey struct{}
+
+// caller is who made a request: role and, for an operator, the name.
+type caller struct{ role, name string }
+
+func callerOf(r *http.Request) caller {
+	if c, ok := r.Context().Value(ctxKey{}).(caller); ok {
+		return c
+	}
+	return caller{role: RoleViewer}
+}
+
+// identify maps a request's bearer token to a caller: an operator's token
+// (Options.Operators) makes an operator, the viewer token (Options.Token)
+// or, with no viewer token, no token at all a viewer; ok is false for a
+// missing or wrong token where one is required.
+func (s *Server) identify(r *http.Request) (caller, bool) {
+	a := r.Header.Get("Authorization")
+	const p = "Bearer "
+	tok := ""
+	if len(a) > len(p) && strings.EqualFold(a[:len(p)], p) {
+		tok = strings.TrimSpace(a[len(p):])
+	}
+	found := ""
+	for t, name := range s.opts.Operators { // every token compared, in constant time each
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t)) == 1 {
+			found = name
+		}
+	}
+	switch {
+	case tok != "" && found != "":
+		return caller{RoleOperator, found}, true
+	case s.opts.Token == "":
+		return caller{role: RoleViewer}, true
+	case tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) == 1:
+		return caller{role: RoleViewer}, true
+	}
+	return caller{}, false
+}
+
+// SessionOut is GET /api/v1/session: who the caller is and what it may do.
+type SessionOut struct {
+	Role     string `json:"role"`           // viewer or operator
+	Name     string `json:"name,omitempty"` // the operator's name
+	Commands bool   `json:"commands"`       // the caller may send commands now
+	Audit    bool   `json:"audit"`          // the audit trail is served
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	if q := newQuery(r); !q.ok(w) {
+		return
+	}
+	c := callerOf(r)
+	cm := s.opts.Commands
+	writeJSON(w, http.StatusOK, SessionOut{Role: c.role, Name: c.name, Audit: cm != nil,
+		Commands: c.role == RoleOperator && cm != nil && cm.Sends()})
+}
+
+// CommandIn is the body of POST /api/v1/assets/{site}/{id}/commands.
+type CommandIn struct {
+	ID     string          `json:"id,omitempty"`
+	Class  string          `json:"class,omitempty"` // needed only where this replica does not track the asset
+	Signal string          `json:"signal"`
+	Value  json.RawMessage `json:"value"`
+	Unit   string          `json:"unit,omitempty"`
+}
+
+// maxCommandBody bounds a command request's body.
+const maxCommandBody = 4096
+
+func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
+	if q := newQuery(r); !q.ok(w) {
+		return
+	}
+	c := callerOf(r)
+	if c.role != RoleOperator {
+		writeErr(w, http.StatusForbidden, "", "viewers cannot send commands: an operator's token is required (commands.operators in the collector's configuration)")
+		return
+	}
+	cm := s.opts.Commands
+	if cm == nil || !cm.Sends() {
+		writeErr(w, http.StatusServiceUnavailable, "", "this collector sends no commands (no commands.seed_file and commands.operators)")
+		return
+	}
+	site, id := r.PathValue("site"), r.PathValue("id")
+	for _, p := range [][2]string{{"site", site}, {"id", id}} {
+		if !telemetry.ValidToken(p[1]) {
+			writeErr(w, http.StatusBadRequest, p[0], fmt.Sprintf("%q is not a valid token (1-64 of A-Z a-z 0-9 _ -)", p[1]))
+			return
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxCommandBody+1))
+	if err != nil || len(body) > maxCommandBody {
+		writeErr(w, http.StatusBadRequest, "", fmt.Sprintf("the body must be JSON of at most %d bytes", maxCommandBody))
+		return
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	var in CommandIn
+	if err := dec.Decode(&in); err != nil {
+		writeErr(w, http.StatusBadRequest, "", "body: "+err.Error())
+		return
+	}
+	var v command.Value
+	switch {
+	case !telemetry.ValidToken(in.Signal):
+		writeErr(w, http.StatusBadRequest, "signal", fmt.Sprintf("%q is not a signal name", in.Signal))
+		return
+	case len(in.Value) == 0:
+		writeErr(w, http.StatusBadRequest, "value", "missing: a number or a state label")
+		return
+	case v.UnmarshalJSON(in.Value) != nil:
+		writeErr(w, http.StatusBadRequest, "value", "want a number or a state label")
+		return
+	case in.ID != "" && (len(in.ID) > 128 || strings.ContainsFunc(in.ID, func(r rune) bool { return r <= ' ' || r == 0x7f })):
+		writeErr(w, http.StatusBadRequest, "id", "must be 1..128 printable characters without spaces")
+		return
+	case in.Class != "" && !telemetry.ValidToken(in.Class):
+		writeErr(w, http.StatusBadRequest, "class", fmt.Sprintf("%q is not a valid token", in.Class))
+		return
+	}
+	class := in.Class
+	if a, ok := s.src.Asset(site, id); ok {
+		class = a.Class
+	} else if class == "" {
+		writeErr(w, http.StatusNotFound, "", fmt.Sprintf("no asset %s/%s on this collector (give its class to command it anyway)", site, id))
+		return
+	}
+	res, err := cm.Send(r.Context(), CommandRequest{ID: in.ID, Site: site, Class: class, Asset: id, Signal: in.Signal,
+		Value: v, Unit: in.Unit, Requester: c.name})
+	if err != nil {
+		code := http.StatusBadGateway
+		if errors.Is(err, command.ErrNoAnswer) {
+			code = http.StatusGatewayTimeout
+		}
+		writeErr(w, code, "", err.Error())
+		return
+	}
+	s.opts.Log.Info("command", "operator", c.name, "site", site, "asset", id, "signal", in.Signal, "id", res.ID, "verdict", res.Verdict)
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
+	q := newQuery(r, "limit", "before")
+	limit := q.intRange("limit", 50, 1, 500)
+	var before uint64
+	if b := q.v.Get("before"); b != "" {
+		n, err := strconv.ParseUint(b, 10, 64)
+		if err != nil || n == 0 {
+			q.fail("before", fmt.Sprintf("%q is not a stream sequence (a positive integer)", b))
+		}
+		before = n
+	}
+	if !q.ok(w) {
+		return
+	}
+	site, id := r.PathValue("site"), r.PathValue("id")
+	for _, p := range [][2]string{{"site", site}, {"id", id}} {
+		if !telemetry.ValidToken(p[1]) {
+			writeErr(w, http.StatusBadRequest, p[0], fmt.Sprintf("%q is not a valid token (1-64 of A-Z a-z 0-9 _ -)", p[1]))
+			return
+		}
+	}
+	if s.opts.Commands == nil {
+		writeErr(w, http.StatusServiceUnavailable, "", "this collector reads no audit stream (no commands: block in its configuration)")
+		return
+	}
+	page, err := s.opts.Commands.Audit(r.Context(), site, id, before, limit)
+	if err != nil {
+		writeErr(w, http.StatusBadGateway, "", err.Error())
+		return
+	}
+	if page.Records == nil {
+		page.Records = []AuditRecord{}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
