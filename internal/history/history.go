@@ -41,13 +41,13 @@ var ErrNotOpen = errors.New("history: database not connected yet")
 // Readings and rollups are dropped a whole partition (day, month, year) at a
 // time once the partition's end is older than the retention.
 type Retention struct {
-	Readings  time.Duration // raw readings and the batch ledger (default 30 days)
-	Rollup1m  time.Duration // default 365 days
-	Rollup1h  time.Duration // default 10 years
-	Alerts    time.Duration // alerts cleared longer ago than this, with their events
-	KPIs      time.Duration // KPI windows
-	Births    time.Duration
-	Commands  time.Duration // the command audit
+	Readings time.Duration // raw readings and the batch ledger (default 30 days)
+	Rollup1m time.Duration // default 365 days
+	Rollup1h time.Duration // default 10 years
+	Alerts   time.Duration // alerts cleared longer ago than this, with their events
+	KPIs     time.Duration // KPI windows
+	Births   time.Duration
+	Commands time.Duration // the command audit
 	Interval time.Duration // how often retention runs (default 1h)
 }
 
