@@ -34,6 +34,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -70,6 +71,9 @@ type Collector struct {
 
 	m   metrics
 	reg *prometheus.Registry
+
+	hist  atomic.Pointer[history.Store] // set by Run with a history: block
+	histM *history.Metrics
 }
 
 // BatchRef identifies one evaluated batch.
@@ -210,6 +214,12 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	for _, x := range cs {
 		if err := reg.Register(x); err != nil {
 			return nil, fmt.Errorf("collector: metrics: %w", err)
+		}
+	}
+	if cfg.History != nil {
+		var err error
+		if c.histM, err = history.NewMetrics(reg); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil
@@ -766,6 +776,10 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("/", dashboard.New(c, c.live, dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig()}))
+	opts := dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig()}
+	if h := c.hist.Load(); h != nil {
+		opts.History = h
+	}
+	mux.Handle("/", dashboard.New(c, c.live, opts))
 	return mux
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -41,6 +42,16 @@ func (c *Collector) Run(ctx context.Context) error {
 	token, err := c.httpToken() // configuration errors before any I/O
 	if err != nil {
 		return err
+	}
+	if c.cfg.History != nil {
+		if err := c.openHistory(); err != nil {
+			return err
+		}
+		defer func() {
+			if h := c.hist.Swap(nil); h != nil {
+				h.Close()
+			}
+		}()
 	}
 	var ln net.Listener // bound first: an unusable http.listen fails before anything runs
 	if c.cfg.HTTP.Listen != "" {
@@ -161,6 +172,10 @@ func (c *Collector) Run(ctx context.Context) error {
 		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
 	}
 	defer func() { _ = statusSub.Unsubscribe() }()
+	if h := c.hist.Load(); h != nil { // the history sink: its own consumer, acks after the commit
+		sink := history.NewSink(h, js, c.sinkOptions())
+		g.Go(func() error { return sink.Run(gctx) })
+	}
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })
 	if ln != nil {

@@ -43,6 +43,8 @@ type Options struct {
 	// KPI is the collector's KPI configuration; the energy page tells
 	// which windows are configured and when the first one ends.
 	KPI kpi.Config
+	// History, when set, serves /api/v1/history (historyapi.go).
+	History HistoryStore
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -75,6 +77,9 @@ func New(src Source, live *Live, opts Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/gateways", s.gateways)
 	s.mux.HandleFunc("GET /api/v1/catalog", s.catalog)
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
+	if opts.History != nil {
+		s.historyRoutes()
+	}
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "", "no such endpoint "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})

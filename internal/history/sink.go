@@ -29,7 +29,7 @@ type Metrics struct {
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
 // registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		rows:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_rows_total", Help: "Rows stored in the history database, by table."}, []string{"table"}),
 		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_batches_total", Help: "Data batches stored (new in the ledger)."}),
@@ -44,9 +44,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.rows, m.batches, m.writes, m.duplicates, m.expired, m.malformed, m.errors, m.lag, m.up, m.seconds)
+		for _, c := range []prometheus.Collector{m.rows, m.batches, m.writes, m.duplicates, m.expired, m.malformed, m.errors, m.lag, m.up, m.seconds} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("history: metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
 
 // SinkOptions configure a Sink.
@@ -104,7 +108,7 @@ func NewSink(store *Store, js jetstream.JetStream, opts SinkOptions) *Sink {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
+		opts.Metrics, _ = NewMetrics(nil)
 	}
 	return &Sink{store: store, js: js, opts: opts, log: opts.Log, m: opts.Metrics}
 }

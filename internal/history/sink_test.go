@@ -136,7 +136,10 @@ func TestSinkDatabaseOutageLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sink := NewSink(store, js, SinkOptions{Stream: "SMELTER", Consumer: "hist", Batch: 50, Flush: 50 * time.Millisecond, Metrics: m})
 	done := make(chan error, 1)
 	go func() { done <- sink.Run(ctx) }()
