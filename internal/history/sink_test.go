@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -240,4 +242,80 @@ func replaceHost(t *testing.T, dsn, addr string) string {
 		return u.String()
 	}
 	return dsn + " host=" + host + " port=" + port
+}
+
+// TestReplicaSinksShareConsumer: three sinks (as three collector replicas)
+// pull from one durable consumer and write at once; every batch is stored
+// once and the rollups count each reading once.
+func TestReplicaSinksShareConsumer(t *testing.T) {
+	dsn := testDSN(t)
+	first := testStore(t, dsn, nil)
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	sinks := make([]*Sink, 3)
+	done := make(chan struct{}, len(sinks))
+	for i := range sinks {
+		st := first
+		if i > 0 { // a store of its own on the same schema, as another process
+			st, err = New(Options{DSN: secret.New(dsn), Schema: first.Schema(), Retention: DefaultRetention()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(st.Close)
+		}
+		sinks[i] = NewSink(st, js, SinkOptions{Stream: "SMELTER", Consumer: "hist", Batch: 7, Flush: 20 * time.Millisecond})
+		go func() { _ = sinks[i].Run(ctx); done <- struct{}{} }()
+	}
+	t0 := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute).UnixMilli()
+	const n = 600
+	for seq := 1; seq <= n; seq++ {
+		a := testAsset
+		a.ID = fmt.Sprintf("comp_%d", seq%5)
+		b := &telemetry.Batch{Gateway: "gw1", Seq: uint64(seq), Asset: a, TSGW: t0 + int64(seq)*100,
+			Readings: []telemetry.Reading{{Signal: "pressure", Value: 1, TS: t0 + int64(seq)*100}}}
+		if _, err := js.Publish(ctx, telemetry.AssetSubject(a, telemetry.KindData), b.AppendJSON(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if seq%200 == 0 { // some batches twice
+			if _, err := js.Publish(ctx, telemetry.AssetSubject(a, telemetry.KindData), b.AppendJSON(nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "every message stored", 60*time.Second, func() bool {
+		var total int64
+		for _, s := range sinks {
+			total += s.Stored()
+		}
+		return total == n+3
+	})
+	var rows, cnt int64
+	if err := first.db().QueryRow(ctx, "SELECT (SELECT count(*) FROM readings), (SELECT sum(count) FROM rollup_1m)").Scan(&rows, &cnt); err != nil || rows != n || cnt != n {
+		t.Fatalf("readings %d, rollup count %d, %v", rows, cnt, err)
+	}
+	busy := 0
+	for _, s := range sinks {
+		if s.Stored() > 0 {
+			busy++
+		}
+	}
+	t.Logf("%d of %d sinks wrote", busy, len(sinks))
+	cancel()
+	for range sinks {
+		<-done
+	}
 }
