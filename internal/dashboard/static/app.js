@@ -438,7 +438,7 @@ function drawChart(cv, pts, t0, t1, opts) {
   }
   for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
   g.fillStyle = '#8792a2';
-  if (lo === Infinity) { g.fillText('no data in this window', L + 8, T + 16); return; }
+  if (lo === Infinity) { g.textAlign = 'left'; g.fillText('no data in this window', L + 8, T + 16); return; }
   if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
   if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);

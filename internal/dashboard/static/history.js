@@ -133,6 +133,8 @@ function historyPage() {
       q.set('format', 'csv');
       main.querySelector('#ah-csv').innerHTML = csvLink('/api/v1/history/alerts?' + q, 'CSV');
       list.innerHTML = alertTable(r.alerts.map((a) => ({ ...a, severity: a.max_severity })), true);
+      // months apart: raised and cleared with their dates
+      for (const td of list.querySelectorAll('td[title]')) if (td.title !== '–') td.textContent = td.title;
     },
     async loadKPIs() {
       const q = new URLSearchParams({ range: k.range });
