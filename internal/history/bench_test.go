@@ -6,10 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -74,22 +72,9 @@ func BenchmarkWrite(b *testing.B) {
 // readings/s sustained from the stream into PostgreSQL.
 func BenchmarkSinkEndToEnd(b *testing.B) {
 	s := testStore(b, testDSN(b), nil)
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js := startStream(b, jetstream.WithPublishAsyncMaxPending(4096))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
-		b.Fatal(err)
-	}
 	const per = 20
 	t0 := time.Now().Add(-time.Hour).UnixMilli()
 	for i, m := range benchBatches(b, b.N, per, t0, 1) {

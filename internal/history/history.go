@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/smelterio/smelter/internal/secret"
@@ -432,18 +431,4 @@ func (s *Store) ensurePartitions(ctx context.Context, db *pgxpool.Pool, t series
 		s.parts.Store(t.table+"_"+suf, struct{}{})
 	}
 	return nil
-}
-
-// transient reports whether an error may go away on retry: a lost
-// connection, a deadlock or serialization failure, a server shutting down.
-func transient(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code[:2] {
-		case "08", "40", "53", "57":
-			return true
-		}
-		return false
-	}
-	return true // network errors, timeouts
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,20 +124,25 @@ func (k *Sink) retry(ctx context.Context, name string, op func(context.Context) 
 	wait := 250 * time.Millisecond
 	for n := 0; ; n++ {
 		err := op(ctx)
+		db := name != "consumer" // a database operation, else NATS
 		if err == nil {
-			k.m.up.Set(1)
+			if db {
+				k.m.up.Set(1)
+			}
 			if n > 0 {
-				k.log.Info("history database back", "op", name, "attempts", n+1)
+				k.log.Info("history sink: "+name+" succeeded after retries", "attempts", n+1)
 			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		k.m.up.Set(0)
+		if db {
+			k.m.up.Set(0)
+		}
 		k.m.errors.WithLabelValues(name).Inc()
 		if n%10 == 0 {
-			k.log.Warn("history database unavailable, retrying", "op", name, "err", err, "attempt", n+1, "in", wait)
+			k.log.Warn("history sink: "+name+" failed, retrying", "err", err, "attempt", n+1, "in", wait)
 		}
 		if each != nil {
 			each()
@@ -151,39 +157,55 @@ func (k *Sink) retry(ctx context.Context, name string, op func(context.Context) 
 }
 
 // Run opens the store (retrying while the database is down), creates the
-// durable consumer, runs retention every Retention.Interval and writes
-// until ctx ends.
+// durable consumer (again when it is deleted), runs retention every
+// Retention.Interval and writes until ctx ends; it then returns ctx's error
+// or nil.
 func (k *Sink) Run(ctx context.Context) error {
 	if err := k.retry(ctx, "connect", k.store.Open, nil); err != nil {
-		return nil // ctx ended
+		return err // ctx ended
 	}
 	cc := jetstream.ConsumerConfig{Durable: k.opts.Consumer, FilterSubject: k.opts.Filter, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: k.opts.AckWait, MaxAckPending: 4 * k.opts.Batch, DeliverPolicy: jetstream.DeliverAllPolicy,
 		Description: "smelter history sink (PostgreSQL)"}
-	var cons jetstream.Consumer
-	err := k.retry(ctx, "consumer", func(ctx context.Context) (err error) {
-		cons, err = k.js.CreateOrUpdateConsumer(ctx, k.opts.Stream, cc)
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	started := false
+	for ctx.Err() == nil {
+		var cons jetstream.Consumer
+		err := k.retry(ctx, "consumer", func(ctx context.Context) (err error) {
+			cons, err = k.js.CreateOrUpdateConsumer(ctx, k.opts.Stream, cc)
+			if err != nil {
+				return fmt.Errorf("history: consumer %s on stream %s: %w", k.opts.Consumer, k.opts.Stream, err)
+			}
+			return nil
+		}, nil)
 		if err != nil {
-			return fmt.Errorf("history: consumer %s on stream %s: %w", k.opts.Consumer, k.opts.Stream, err)
+			return err // ctx ended
 		}
-		return nil
-	}, nil)
-	if err != nil {
-		return nil
+		if !started {
+			started = true
+			bg.Go(func() { k.background(ctx, k.opts.Consumer) })
+		}
+		if err := k.consume(ctx, cons); err != nil && ctx.Err() == nil {
+			k.log.Warn("history consumer gone, creating it again (a new consumer delivers the whole stream; the ledger skips what is stored)", "err", err)
+		}
 	}
-	go k.background(ctx, cons)
+	return nil
+}
+
+// consume fetches and writes until ctx ends (ctx's error or nil) or the
+// consumer is gone (the error).
+func (k *Sink) consume(ctx context.Context, cons jetstream.Consumer) error {
 	for ctx.Err() == nil {
 		b, err := cons.Fetch(k.opts.Batch, jetstream.FetchMaxWait(k.opts.Flush))
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 				return fmt.Errorf("history: consumer %s: %w", k.opts.Consumer, err)
 			}
-			if ctx.Err() == nil {
-				k.log.Debug("history fetch", "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(250 * time.Millisecond):
-				}
+			k.log.Debug("history fetch", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
 			}
 			continue
 		}
@@ -193,12 +215,15 @@ func (k *Sink) Run(ctx context.Context) error {
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			k.log.Debug("history fetch", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return err
+			}
 		}
 		if len(msgs) == 0 {
 			continue
 		}
 		if err := k.write(ctx, msgs); err != nil {
-			return nil // ctx ended; the held messages are redelivered
+			return err // ctx ended; the held messages are redelivered
 		}
 	}
 	return nil
@@ -247,7 +272,7 @@ func (k *Sink) write(ctx context.Context, msgs []jetstream.Msg) error {
 }
 
 // background updates the lag gauge every 5 s and runs retention.
-func (k *Sink) background(ctx context.Context, cons jetstream.Consumer) {
+func (k *Sink) background(ctx context.Context, name string) {
 	lag := time.NewTicker(5 * time.Second)
 	defer lag.Stop()
 	keep := time.NewTicker(k.store.opts.Retention.Interval)
@@ -259,8 +284,10 @@ func (k *Sink) background(ctx context.Context, cons jetstream.Consumer) {
 			return
 		case <-lag.C:
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if info, err := cons.Info(ictx); err == nil {
-				k.m.lag.Set(float64(info.NumPending) + float64(info.NumAckPending))
+			if cons, err := k.js.Consumer(ictx, k.opts.Stream, name); err == nil {
+				if info, err := cons.Info(ictx); err == nil {
+					k.m.lag.Set(float64(info.NumPending) + float64(info.NumAckPending))
+				}
 			}
 			cancel()
 		case <-keep.C:

@@ -121,22 +121,9 @@ func TestSinkDatabaseOutageLosesNothing(t *testing.T) {
 	}
 	proxy := startProxy(t, cfg)
 	store := testStore(t, replaceHost(t, dsn, proxy.addr), nil)
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js := startStream(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -250,27 +237,15 @@ func replaceHost(t *testing.T, dsn, addr string) string {
 func TestReplicaSinksShareConsumer(t *testing.T) {
 	dsn := testDSN(t)
 	first := testStore(t, dsn, nil)
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js := startStream(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
-		t.Fatal(err)
-	}
 	sinks := make([]*Sink, 3)
 	done := make(chan struct{}, len(sinks))
 	for i := range sinks {
 		st := first
 		if i > 0 { // a store of its own on the same schema, as another process
+			var err error
 			st, err = New(Options{DSN: secret.New(dsn), Schema: first.Schema(), Retention: DefaultRetention()})
 			if err != nil {
 				t.Fatal(err)
@@ -318,4 +293,71 @@ func TestReplicaSinksShareConsumer(t *testing.T) {
 	for range sinks {
 		<-done
 	}
+}
+
+// TestSinkRecreatesDeletedConsumer: an operator deletes the history
+// consumer (to replay the stream after a restore); the sink creates it
+// again, the new consumer delivers the whole stream and the ledger skips
+// what is stored.
+func TestSinkRecreatesDeletedConsumer(t *testing.T) {
+	st := testStore(t, testDSN(t), nil)
+	js := startStream(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, _ := NewMetrics(nil)
+	sink := NewSink(st, js, SinkOptions{Stream: "SMELTER", Consumer: "hist", Batch: 10, Flush: 20 * time.Millisecond, Metrics: m})
+	done := make(chan error, 1)
+	go func() { done <- sink.Run(ctx) }()
+	t0 := time.Now().Add(-time.Hour).UnixMilli()
+	publish := func(from, to int) {
+		for seq := from; seq <= to; seq++ {
+			b := &telemetry.Batch{Gateway: "gw1", Seq: uint64(seq), Asset: testAsset, TSGW: t0 + int64(seq),
+				Readings: []telemetry.Reading{{Signal: "pressure", Value: 1, TS: t0 + int64(seq)}}}
+			if _, err := js.Publish(ctx, telemetry.AssetSubject(testAsset, telemetry.KindData), b.AppendJSON(nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(1, 10)
+	waitFor(t, "10 stored", 30*time.Second, func() bool { return sink.Stored() == 10 })
+	if err := js.DeleteConsumer(ctx, "SMELTER", "hist"); err != nil {
+		t.Fatal(err)
+	}
+	publish(11, 20)
+	waitFor(t, "the whole stream again through a new consumer", 30*time.Second, func() bool { return sink.Stored() == 30 })
+	var n int64
+	if err := st.db().QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil || n != 20 {
+		t.Fatalf("readings %d %v", n, err)
+	}
+	if d := testutil.ToFloat64(m.duplicates); d != 10 {
+		t.Fatalf("duplicates %v", d)
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
+
+// startStream starts an embedded nats-server with JetStream and the stream
+// SMELTER on smelter.v1.>, all closed at the end of the test.
+func startStream(t testing.TB, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
+	t.Helper()
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

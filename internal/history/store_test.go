@@ -104,7 +104,7 @@ func TestWriteExactValuesRoundTrip(t *testing.T) {
 		telemetry.Reading{Signal: "pressure", Value: 5, Quality: telemetry.QualityUncertain, TS: t0 + 61_000, Status: 0x40000000},
 		telemetry.Reading{Signal: "state", Value: 2, Text: "loaded", Quality: telemetry.QualityGood, TS: t0})
 	birth := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw1", Seq: 1, TSGW: t0 - 1000, Protocol: "modbus",
-		Asset:     telemetry.AssetJSON{ID: testAsset.ID, Class: testAsset.Class, Path: testAsset.Path},
+		Asset:     telemetry.AssetJSON(testAsset),
 		Signals:   []telemetry.SignalInfo{{Signal: "pressure", Unit: "bar"}, {Signal: "state", Enum: []string{"off", "idle", "loaded"}}},
 		Nameplate: map[string]float64{"rated_power_kw": 55}}
 	raised := alert.Alert{Schema: alert.Schema, ID: "plant1.comp_1.high@1", Key: "plant1.comp_1.high", State: alert.Raised, Site: "plant1",

@@ -87,21 +87,21 @@ func decode(msgs []Message, res *Result) decoded {
 		case telemetry.KindAlert:
 			var a alert.Alert
 			if err := json.Unmarshal(m.Data, &a); err != nil || a.Schema != alert.Schema || a.ID == "" {
-				bad(m, fmt.Errorf("not a %s alert: %v", alert.Schema, err))
+				bad(m, notA("a "+alert.Schema+" alert", err))
 				continue
 			}
 			d.alerts = append(d.alerts, a)
 		case telemetry.KindKPI:
 			var r kpi.Result
 			if err := json.Unmarshal(m.Data, &r); err != nil || r.Asset == "" {
-				bad(m, fmt.Errorf("not a KPI result: %v", err))
+				bad(m, notA("a KPI result", err))
 				continue
 			}
 			d.kpis = append(d.kpis, r)
 		case "audit":
 			var r command.Result
 			if err := json.Unmarshal(m.Data, &r); err != nil || r.ID == "" || r.Verdict == "" {
-				bad(m, fmt.Errorf("not a command result: %v", err))
+				bad(m, notA("a command result", err))
 				continue
 			}
 			d.audits = append(d.audits, audit{site: site, class: class, asset: asset, r: r, raw: m.Data})
@@ -110,6 +110,14 @@ func decode(msgs []Message, res *Result) decoded {
 		}
 	}
 	return d
+}
+
+// notA says a message is not what its subject announces.
+func notA(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("not %s: %w", what, err)
+	}
+	return errors.New("not " + what + ": a required field is missing")
 }
 
 type batchKey struct {
