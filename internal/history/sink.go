@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,11 +37,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_batches_total", Help: "Data batches stored (new in the ledger)."}),
 		writes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_writes_total", Help: "Transactions committed (one per fetch of messages)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_duplicates_total", Help: "Data batches already stored (redeliveries), skipped."}),
-		expired:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_expired_readings_total", Help: "Readings older than the readings retention, not stored (their rollups are)."}),
-		malformed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_malformed_total", Help: "Messages that do not decode, acknowledged and not stored."}),
-		errors:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_errors_total", Help: "Failed database operations, by operation (connect, write, retention); writes are retried."}, []string{"op"}),
-		lag:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_lag_messages", Help: "Messages in the stream not yet stored: pending on the history consumer plus delivered and not acknowledged."}),
-		up:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_up", Help: "1 while the last database operation succeeded."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_expired_readings_total",
+			Help: "Readings not stored raw: older than the readings retention (their rollups are), or more than a day ahead of the clock."}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_malformed_total", Help: "Messages that do not decode or that the database refuses, acknowledged and not stored."}),
+		errors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_errors_total", Help: "Failed database operations, by operation (connect, write, retention); writes are retried."}, []string{"op"}),
+		lag:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_lag_messages", Help: "Messages in the stream not yet stored: pending on the history consumer plus delivered and not acknowledged."}),
+		up:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_up", Help: "1 while the last database operation succeeded."}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "smelter_history_write_seconds", Help: "Duration of one write transaction.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 	}
@@ -240,6 +242,9 @@ func (k *Sink) write(ctx context.Context, msgs []jetstream.Msg) error {
 	err := k.retry(ctx, "write", func(ctx context.Context) error {
 		start := time.Now()
 		r, err := k.store.Write(ctx, in)
+		if err != nil && permanent(err) && len(in) > 1 {
+			r, err = k.writeEach(ctx, in)
+		}
 		if err == nil {
 			res = r
 			k.m.seconds.Observe(time.Since(start).Seconds())
@@ -263,12 +268,57 @@ func (k *Sink) write(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	k.m.batches.Add(float64(res.Batches))
 	k.m.duplicates.Add(float64(res.Duplicates))
-	k.m.expired.Add(float64(res.Expired))
+	k.m.expired.Add(float64(res.Expired + res.Future))
 	if res.Malformed > 0 {
 		k.m.malformed.Add(float64(res.Malformed))
 		k.log.Warn("history: malformed messages acknowledged and not stored", "count", res.Malformed, "first", res.Errors[0])
 	}
 	return nil
+}
+
+// permanent reports whether a write failed on its data (a value the
+// database refuses, such as a NUL byte in text): retrying the same messages
+// would fail for ever and hold the stream.
+func permanent(err error) bool {
+	var pe *pgconn.PgError
+	if errors.Is(err, ErrPartitionGone) || !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54": // data exception, integrity, program limit
+		return true
+	}
+	return false
+}
+
+// writeEach writes msgs one at a time after a write of all of them failed
+// on its data: a message the database refuses is counted malformed (and
+// acknowledged by the caller), the others are stored. Any other error ends
+// it (the caller retries everything; what was stored is skipped then).
+func (k *Sink) writeEach(ctx context.Context, msgs []Message) (Result, error) {
+	sum := Result{Rows: map[string]int{}}
+	for _, m := range msgs {
+		r, err := k.store.Write(ctx, []Message{m})
+		if err != nil && permanent(err) {
+			sum.Malformed++
+			sum.Errors = append(sum.Errors, fmt.Errorf("%s: refused by the database: %w", m.Subject, err))
+			continue
+		}
+		if err != nil {
+			return sum, err
+		}
+		for t, n := range r.Rows {
+			sum.Rows[t] += n
+		}
+		sum.Batches += r.Batches
+		sum.Duplicates += r.Duplicates
+		sum.Skipped += r.Skipped
+		sum.Expired += r.Expired
+		sum.Future += r.Future
+		sum.Malformed += r.Malformed
+		sum.Errors = append(sum.Errors, r.Errors...)
+	}
+	return sum, nil
 }
 
 // background updates the lag gauge every 5 s and runs retention.

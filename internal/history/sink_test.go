@@ -361,3 +361,48 @@ func startStream(t testing.TB, opts ...jetstream.JetStreamOpt) jetstream.JetStre
 	}
 	return js
 }
+
+// TestSinkSkipsPoisonMessages: a batch the database refuses (a NUL byte in
+// a text value) among good ones is acknowledged and counted, not retried
+// for ever; a reading dated in year 9999 is not stored and creates no
+// partition; the good batches of the same fetch are stored.
+func TestSinkSkipsPoisonMessages(t *testing.T) {
+	st := testStore(t, testDSN(t), nil)
+	js := startStream(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t0 := time.Now().Add(-time.Hour).UnixMilli()
+	for seq := 1; seq <= 7; seq++ {
+		r := telemetry.Reading{Signal: "pressure", Value: float64(seq), TS: t0 + int64(seq)}
+		switch seq {
+		case 3:
+			r = telemetry.Reading{Signal: "label", Text: "a\x00b", NoValue: true, TS: t0 + int64(seq)}
+		case 5:
+			r.TS = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		}
+		b := &telemetry.Batch{Gateway: "gw1", Seq: uint64(seq), Asset: testAsset, TSGW: t0 + int64(seq), Readings: []telemetry.Reading{r}}
+		if _, err := js.Publish(ctx, telemetry.AssetSubject(testAsset, telemetry.KindData), b.AppendJSON(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _ := NewMetrics(nil)
+	sink := NewSink(st, js, SinkOptions{Stream: "SMELTER", Consumer: "hist", Batch: 100, Flush: 50 * time.Millisecond, Metrics: m})
+	done := make(chan error, 1)
+	go func() { done <- sink.Run(ctx) }()
+	waitFor(t, "all 7 acknowledged", 30*time.Second, func() bool { return sink.Stored() == 7 })
+	var n int64
+	if err := st.db().QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil || n != 5 {
+		t.Fatalf("readings %d %v", n, err)
+	}
+	if mal, exp := testutil.ToFloat64(m.malformed), testutil.ToFloat64(m.expired); mal != 1 || exp != 1 {
+		t.Fatalf("malformed %v, expired %v", mal, exp)
+	}
+	parts, _ := st.Partitions(ctx, "readings")
+	for _, p := range parts {
+		if strings.Contains(p, "9999") {
+			t.Fatalf("partition %s created for a year-9999 reading", p)
+		}
+	}
+	cancel()
+	<-done
+}

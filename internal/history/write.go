@@ -36,7 +36,8 @@ type Result struct {
 	Batches    int
 	Duplicates int
 	Skipped    int
-	Expired    int // readings older than the readings retention, not stored
+	Expired    int // readings older than the readings retention, not stored raw
+	Future     int // readings more than MaxFuture ahead of the clock, not stored
 	Malformed  int
 	Errors     []error
 }
@@ -154,6 +155,11 @@ func (a *rollAcc) add(r *telemetry.Reading) {
 	a.count++
 }
 
+// MaxFuture is how far ahead of the store's clock a reading may lie; later
+// ones (a gateway with a wrong clock) are counted in Result.Future and not
+// stored, so a year-9999 time never creates a partition.
+const MaxFuture = 24 * time.Hour
+
 // ErrPartitionGone is wrapped when a row fell outside every partition: a
 // partition dropped by retention under a writer; the store forgets the
 // partitions it knew and the write may be retried.
@@ -176,20 +182,29 @@ func (s *Store) Write(ctx context.Context, msgs []Message) (Result, error) {
 	now := s.opts.Now()
 	rawFloor := floor(now, s.opts.Retention.Readings)
 	// partitions for every row the write may store (cached: usually none)
-	var dayTS, bucketTS []time.Time
+	f1m, f1h, ceil := floor(now, s.opts.Retention.Rollup1m), floor(now, s.opts.Retention.Rollup1h), now.Add(MaxFuture)
+	var dayTS, minTS, hourTS []time.Time
 	for _, b := range d.batches {
 		for i := range b.Readings {
 			t := time.UnixMilli(b.Readings[i].TS).UTC()
+			if t.After(ceil) {
+				continue // not stored (writeBatches counts it)
+			}
 			if !t.Before(rawFloor) {
 				dayTS = append(dayTS, t)
 			}
-			bucketTS = append(bucketTS, t)
+			if !t.Before(f1m) {
+				minTS = append(minTS, t)
+			}
+			if !t.Before(f1h) {
+				hourTS = append(hourTS, t)
+			}
 		}
 	}
 	for _, p := range []struct {
 		t  series
 		ts []time.Time
-	}{{timeSeries[0], dayTS}, {timeSeries[1], bucketTS}, {timeSeries[2], bucketTS}} {
+	}{{timeSeries[0], dayTS}, {timeSeries[1], minTS}, {timeSeries[2], hourTS}} {
 		if err := s.ensurePartitions(ctx, db, p.t, p.ts); err != nil {
 			return res, err
 		}
@@ -202,7 +217,7 @@ func (s *Store) Write(ctx context.Context, msgs []Message) (Result, error) {
 		if err := writeEvents(ctx, tx, d, &r); err != nil {
 			return err
 		}
-		res.Rows, res.Batches, res.Duplicates, res.Expired = r.Rows, r.Batches, r.Duplicates, r.Expired
+		res.Rows, res.Batches, res.Duplicates, res.Expired, res.Future = r.Rows, r.Batches, r.Duplicates, r.Expired, r.Future
 		return nil
 	})
 	if err != nil {
@@ -284,12 +299,16 @@ func (s *Store) writeBatches(ctx context.Context, tx pgx.Tx, batches []*telemetr
 	var copyRows [][]any
 	m1 := map[rollKey]*rollAcc{}
 	h1 := map[rollKey]*rollAcc{}
-	f1m, f1h := floor(now, s.opts.Retention.Rollup1m), floor(now, s.opts.Retention.Rollup1h)
+	f1m, f1h, ceil := floor(now, s.opts.Retention.Rollup1m), floor(now, s.opts.Retention.Rollup1h), now.Add(MaxFuture)
 	for _, b := range fresh {
 		site := b.Asset.Site()
 		for i := range b.Readings {
 			r := &b.Readings[i]
 			t := time.UnixMilli(r.TS).UTC()
+			if t.After(ceil) {
+				res.Future++
+				continue
+			}
 			if t.Before(rawFloor) {
 				res.Expired++
 			} else {
