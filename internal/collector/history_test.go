@@ -62,8 +62,15 @@ func getJSON(t *testing.T, url string, v any) int {
 // TestHistorySinkEndToEnd: a collector with a history block stores the
 // batches it consumes, the alert it raises and serves them on
 // /api/v1/history (JSON and CSV); the same batches published again store
-// nothing twice.
+// nothing twice. Single replica and partitioned (the stream then stores a
+// partition token).
 func TestHistorySinkEndToEnd(t *testing.T) {
+	for _, parts := range []int{0, 2} {
+		t.Run(fmt.Sprintf("partitions=%d", parts), func(t *testing.T) { historyEndToEnd(t, parts) })
+	}
+}
+
+func historyEndToEnd(t *testing.T, parts int) {
 	hc := historyConfig(t)
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
@@ -72,6 +79,7 @@ func TestHistorySinkEndToEnd(t *testing.T) {
 	t.Cleanup(ns.Shutdown)
 	cfg := Defaults()
 	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir, cfg.History = ns.URL(), "127.0.0.1:0", t.TempDir(), hc
+	cfg.Cluster.Partitions = parts
 	r := startCfg(t, cfg)
 	base := "http://" + r.c.HTTPAddr()
 	nc, err := nats.Connect(ns.URL())
