@@ -125,12 +125,15 @@ func TestWriteExactValuesRoundTrip(t *testing.T) {
 		// the cleared event arrives before the raise: order does not matter
 		jsonMsg(t, subj(telemetry.KindAlert), cleared), jsonMsg(t, subj(telemetry.KindAlert), raised), jsonMsg(t, subj(telemetry.KindAlert), updated),
 		jsonMsg(t, subj(telemetry.KindKPI), kr), jsonMsg(t, subj("audit"), cr),
-		{Subject: subj(telemetry.KindDeath), Data: []byte(`{}`)}, {Subject: subj(telemetry.KindData), Data: []byte(`{"nope"`)}}
+		{Subject: subj(telemetry.KindDeath), Data: []byte(`{}`)}, {Subject: subj(telemetry.KindData), Data: []byte(`{"nope"`)},
+		// a batch of another site's asset on this asset's subject is refused
+		{Subject: subj(telemetry.KindData), Data: (&telemetry.Batch{Gateway: "gw9", Seq: 1, TSGW: t0,
+			Asset: telemetry.Asset{ID: testAsset.ID, Class: testAsset.Class, Path: []string{"acme", "plant2"}}}).AppendJSON(nil)}}
 	res, err := s.Write(ctx, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Batches != 1 || res.Rows["readings"] != 9 || res.Skipped != 1 || res.Malformed != 1 || res.Rows["alert_events"] != 3 ||
+	if res.Batches != 1 || res.Rows["readings"] != 9 || res.Skipped != 1 || res.Malformed != 2 || res.Rows["alert_events"] != 3 ||
 		res.Rows["alerts"] != 1 || res.Rows["kpi_windows"] != 1 || res.Rows["births"] != 1 || res.Rows["command_audit"] != 1 {
 		t.Fatalf("result %+v", res)
 	}
@@ -225,7 +228,7 @@ func TestRedeliveryStoresNothingTwice(t *testing.T) {
 		b.Readings = []telemetry.Reading{{Signal: "pressure", Value: float64(seq), TS: t0 + int64(seq)*1000}}
 		msgs = append(msgs, batchMsg(t, b))
 	}
-	a := alert.Alert{Schema: alert.Schema, ID: "x@1", Key: "x", State: alert.Raised, Site: "plant1", Class: "c", Asset: "comp_1", Rule: "r",
+	a := alert.Alert{Schema: alert.Schema, ID: "x@1", Key: "x", State: alert.Raised, Site: "plant1", Class: testAsset.Class, Asset: "comp_1", Rule: "r",
 		Kind: "k", Severity: alert.Warn, RaisedAt: t0, UpdatedAt: t0}
 	msgs = append(msgs, jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindAlert), a))
 	res, err := s.Write(ctx, append(slices.Clone(msgs), msgs[:5]...))

@@ -70,11 +70,24 @@ func decode(msgs []Message, res *Result) decoded {
 			continue
 		}
 		site, class, asset := t[2], t[3], t[4]
+		// the payload must name the subject's site, class and asset: a
+		// publisher allowed on one site's subjects cannot write another's
+		// history (as the collector checks, docs/collector.md)
+		mismatch := func(s, c, a string) bool {
+			if s != site || (c != "" && c != class) || a != asset {
+				bad(m, fmt.Errorf("payload names %s.%s.%s, the subject %s.%s.%s", s, c, a, site, class, asset))
+				return true
+			}
+			return false
+		}
 		switch telemetry.Kind(t[5]) {
 		case telemetry.KindData:
 			b, err := telemetry.DecodeBatch(m.Data)
 			if err != nil {
 				bad(m, err)
+				continue
+			}
+			if mismatch(b.Asset.Site(), b.Asset.Class, b.Asset.ID) {
 				continue
 			}
 			d.batches = append(d.batches, b)
@@ -84,11 +97,17 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, err)
 				continue
 			}
+			if mismatch(telemetry.Asset(b.Asset).Site(), b.Asset.Class, b.Asset.ID) {
+				continue
+			}
 			d.births = append(d.births, b)
 		case telemetry.KindAlert:
 			var a alert.Alert
 			if err := json.Unmarshal(m.Data, &a); err != nil || a.Schema != alert.Schema || a.ID == "" {
 				bad(m, notA("a "+alert.Schema+" alert", err))
+				continue
+			}
+			if mismatch(a.Site, a.Class, a.Asset) {
 				continue
 			}
 			d.alerts = append(d.alerts, a)
@@ -98,11 +117,17 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, notA("a KPI result", err))
 				continue
 			}
+			if mismatch(r.Site, r.Class, r.Asset) {
+				continue
+			}
 			d.kpis = append(d.kpis, r)
 		case "audit":
 			var r command.Result
 			if err := json.Unmarshal(m.Data, &r); err != nil || r.ID == "" || r.Verdict == "" {
 				bad(m, notA("a command result", err))
+				continue
+			}
+			if mismatch(site, "", r.Asset) {
 				continue
 			}
 			d.audits = append(d.audits, audit{site: site, class: class, asset: asset, r: r, raw: m.Data})
@@ -426,7 +451,7 @@ func writeEvents(ctx context.Context, tx pgx.Tx, d decoded, res *Result) error {
 		if len(x.Nameplate) > 0 {
 			np, _ = json.Marshal(x.Nameplate)
 		}
-		a := telemetry.Asset{ID: x.Asset.ID, Class: x.Asset.Class, Path: x.Asset.Path}
+		a := telemetry.Asset(x.Asset)
 		q("births", `INSERT INTO births (site, class, asset, gateway, seq, ts_gw, part, protocol, nameplate, signals)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
 			a.Site(), a.Class, a.ID, x.Gateway, int64(x.Seq), time.UnixMilli(x.TSGW).UTC(), x.Part, x.Protocol, np, sig)
