@@ -261,8 +261,13 @@ func migrations(mode Mode) ([]migration, error) {
 	return out, nil
 }
 
-// migrateLock serializes migrations and partition DDL of every replica.
-const migrateLock = 0x736d656c74 // "smelt"
+// Advisory locks, keyed by (hashtext(schema), kind): migrateLock
+// serializes migrations and partition DDL of every replica writing one
+// schema, retentionLock makes one of them at a time run retention.
+const (
+	migrateLock   = 1
+	retentionLock = 2
+)
 
 // migrate applies the pending migrations in one transaction each, under an
 // advisory lock so replicas starting together apply them once. The storage
@@ -273,10 +278,12 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, schema string, timescale b
 		return "", fmt.Errorf("history: connect: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLock); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext($1), $2)", schema, migrateLock); err != nil {
 		return "", fmt.Errorf("history: migration lock: %w", err)
 	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLock) }()
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext($1), $2)", schema, migrateLock)
+	}()
 	q := pgx.Identifier{schema}.Sanitize()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+q); err != nil {
 		return "", fmt.Errorf("history: create schema %s: %w", schema, err)
@@ -410,7 +417,7 @@ func (s *Store) ensurePartitions(ctx context.Context, db *pgxpool.Pool, t series
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", migrateLock); err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1), $2)", s.opts.Schema, migrateLock); err != nil {
 			return err
 		}
 		for _, x := range todo {

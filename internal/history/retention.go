@@ -9,9 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// retentionLock makes one replica at a time run retention.
-const retentionLock = migrateLock + 1
-
 // Expired is what one retention pass removed: the partitions dropped (or
 // TimescaleDB chunks) and rows deleted, by table.
 type Expired struct {
@@ -37,10 +34,13 @@ func (s *Store) Retain(ctx context.Context) (Expired, error) {
 	}
 	defer conn.Release()
 	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", retentionLock).Scan(&got); err != nil || !got {
+	schema := s.opts.Schema
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1), $2)", schema, retentionLock).Scan(&got); err != nil || !got {
 		return out, err
 	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", retentionLock) }()
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext($1), $2)", schema, retentionLock)
+	}()
 	now, r := s.opts.Now().UTC(), s.opts.Retention
 	for i, keep := range []time.Duration{r.Readings, r.Rollup1m, r.Rollup1h} {
 		if keep <= 0 {
