@@ -178,6 +178,12 @@ func TestHistoryInBrowser(t *testing.T) {
 		t.Errorf("chart note %q", note)
 	}
 	screenshot(t, tab, shots, "20-history-asset-1y.png")
+	// the chart's CSV link answers the same 8,760 hourly points
+	var csvLines int
+	if err := eval(tab, `fetch(document.querySelector('.chart[data-chart="discharge_temp"] a[data-csv]').dataset.csv, {headers: headers()})
+		.then(r => r.text()).then(t => t.trim().split('\n').length)`, &csvLines); err != nil || csvLines != 8761 {
+		t.Errorf("CSV of the year: %d lines, %v (want a header and 8760 points)", csvLines, err)
+	}
 
 	if err := eval(tab, `location.hash = '#/history'`, nil); err != nil {
 		t.Fatal(err)

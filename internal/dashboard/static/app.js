@@ -896,5 +896,6 @@ async function start() {
   }
   route();
   stream();
+  historyAvailable(); // history.js: the History link when there is a database
 }
 start();

@@ -161,4 +161,3 @@ function historyPage() {
     },
   };
 }
-historyAvailable(); // shows the History link when there is a database
