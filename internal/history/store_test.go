@@ -216,8 +216,9 @@ func TestWriteExactValuesRoundTrip(t *testing.T) {
 }
 
 // TestRedeliveryStoresNothingTwice writes the same messages three times
-// (also twice within one call) and over two concurrent writers: rows,
-// rollup counts and events are those of one write.
+// (also twice within one call, and with partitioned subjects) and over two
+// concurrent writers: rows, rollup counts and events are those of one
+// write; the two parts of a split batch are two batches.
 func TestRedeliveryStoresNothingTwice(t *testing.T) {
 	s := testStore(t, testDSN(t), nil)
 	ctx := context.Background()
@@ -228,6 +229,12 @@ func TestRedeliveryStoresNothingTwice(t *testing.T) {
 		b.Readings = []telemetry.Reading{{Signal: "pressure", Value: float64(seq), TS: t0 + int64(seq)*1000}}
 		msgs = append(msgs, batchMsg(t, b))
 	}
+	// a batch split in two parts: same gateway and seq, both kept
+	for part := 1; part <= 2; part++ {
+		b := &telemetry.Batch{Gateway: "gw1", Seq: 100, Part: part, Parts: 2, Asset: testAsset, TSGW: t0,
+			Readings: []telemetry.Reading{{Signal: fmt.Sprintf("s%d", part), Value: 1, TS: t0}}}
+		msgs = append(msgs, batchMsg(t, b))
+	}
 	a := alert.Alert{Schema: alert.Schema, ID: "x@1", Key: "x", State: alert.Raised, Site: "plant1", Class: testAsset.Class, Asset: "comp_1", Rule: "r",
 		Kind: "k", Severity: alert.Warn, RaisedAt: t0, UpdatedAt: t0}
 	msgs = append(msgs, jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindAlert), a))
@@ -235,7 +242,7 @@ func TestRedeliveryStoresNothingTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Batches != 20 || res.Duplicates != 5 || res.Rows["readings"] != 20 {
+	if res.Batches != 22 || res.Duplicates != 5 || res.Rows["readings"] != 22 {
 		t.Fatalf("first write %+v", res)
 	}
 	// the redelivery as a partitioned stream stores it (a 7th token)
@@ -246,7 +253,7 @@ func TestRedeliveryStoresNothingTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Batches != 0 || res.Duplicates != 20 || res.Rows["readings"] != 0 || res.Rows["alert_events"] != 0 {
+	if res.Batches != 0 || res.Duplicates != 22 || res.Rows["readings"] != 0 || res.Rows["alert_events"] != 0 {
 		t.Fatalf("redelivery %+v", res)
 	}
 	// two writers at once with overlapping batches (as two replicas after
@@ -261,10 +268,10 @@ func TestRedeliveryStoresNothingTwice(t *testing.T) {
 		}
 	}
 	var n, cnt int64
-	if err := s.db().QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil || n != 20 {
+	if err := s.db().QueryRow(ctx, "SELECT count(*) FROM readings").Scan(&n); err != nil || n != 22 {
 		t.Fatalf("readings %d %v", n, err)
 	}
-	if err := s.db().QueryRow(ctx, "SELECT sum(count) FROM rollup_1m").Scan(&cnt); err != nil || cnt != 20 {
+	if err := s.db().QueryRow(ctx, "SELECT sum(count) FROM rollup_1m").Scan(&cnt); err != nil || cnt != 22 {
 		t.Fatalf("rollup count %d %v", cnt, err)
 	}
 	if err := s.db().QueryRow(ctx, "SELECT count(*) FROM alert_events").Scan(&n); err != nil || n != 1 {
