@@ -3,12 +3,16 @@ package history
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -93,4 +97,47 @@ func TestInteropPostgresRestart(t *testing.T) {
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
+}
+
+// TestInteropSinkNATS29 runs the sink on the machine's nats-server (2.9 on
+// the CI machine: one filter subject per consumer, no priority groups) on a
+// stream of its own, deleted at the end.
+func TestInteropSinkNATS29(t *testing.T) {
+	if os.Getenv("SMELTER_INTEROP") == "" {
+		t.Skip("interop test: set SMELTER_INTEROP=1")
+	}
+	st := testStore(t, testDSN(t), nil)
+	nc, err := nats.Connect("nats://127.0.0.1:4222", nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("the machine's NATS on 127.0.0.1:4222: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	site := fmt.Sprintf("histinterop%d", os.Getpid())
+	stream := "SMELTER_HIST_INTEROP_" + strconv.Itoa(os.Getpid())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"smelter.v1." + site + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatalf("stream (another stream on smelter.v1.> left behind?): %v", err)
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), stream) }()
+	a := telemetry.Asset{ID: "comp_1", Class: "air_compressor", Path: []string{"acme", site}}
+	t0 := time.Now().Add(-time.Hour).UnixMilli()
+	for seq := 1; seq <= 50; seq++ {
+		b := &telemetry.Batch{Gateway: "gw1", Seq: uint64(seq), Asset: a, TSGW: t0 + int64(seq),
+			Readings: []telemetry.Reading{{Signal: "pressure", Value: float64(seq), TS: t0 + int64(seq)}}}
+		if _, err := js.Publish(ctx, telemetry.AssetSubject(a, telemetry.KindData), b.AppendJSON(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := NewSink(st, js, SinkOptions{Stream: stream, Consumer: "hist", Filter: "smelter.v1." + site + ".>", Batch: 20, Flush: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- sink.Run(ctx) }()
+	waitFor(t, "50 batches stored from NATS "+nc.ConnectedServerVersion(), 30*time.Second, func() bool { return sink.Stored() == 50 })
+	var n int64
+	if err := st.db().QueryRow(ctx, "SELECT count(*) FROM readings WHERE site = $1", site).Scan(&n); err != nil || n != 50 {
+		t.Fatalf("readings %d %v", n, err)
+	}
+	cancel()
+	<-done
 }
