@@ -1,5 +1,6 @@
--- 0001: the history schema (docs/history.md). {{partition "col"}} is
--- "PARTITION BY RANGE (col)" in plain mode and nothing with TimescaleDB,
+-- 0001: the history schema (docs/history.md). The partition placeholder
+-- (a Go template call, internal/history/history.go migrations) becomes a
+-- range partitioning clause in plain mode and nothing with TimescaleDB,
 -- where the tables become hypertables after this file.
 
 -- ledger of stored data batches: a redelivered (gateway, seq, part) is
