@@ -34,6 +34,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -75,6 +76,9 @@ type Collector struct {
 
 	m   metrics
 	reg *prometheus.Registry
+
+	hist  atomic.Pointer[history.Store] // set by Run with a history: block
+	histM *history.Metrics
 }
 
 // BatchRef identifies one evaluated batch.
@@ -215,6 +219,12 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	for _, x := range cs {
 		if err := reg.Register(x); err != nil {
 			return nil, fmt.Errorf("collector: metrics: %w", err)
+		}
+	}
+	if cfg.History != nil {
+		var err error
+		if c.histM, err = history.NewMetrics(reg); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil
@@ -754,6 +764,9 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		Operators: c.operators}
 	if c.cmds != nil {
 		opts.Commands = c.cmds
+	}
+	if h := c.hist.Load(); h != nil {
+		opts.History = h
 	}
 	mux.Handle("/", dashboard.New(c, c.live, opts))
 	return mux

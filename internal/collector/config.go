@@ -108,6 +108,9 @@ type Config struct {
 	// Sparkplug, when set, adds a Sparkplug B source (docs/sparkplug.md).
 	Sparkplug *ingest.SparkplugConfig `yaml:"sparkplug"`
 
+	// History, when set, keeps history in PostgreSQL (docs/history.md).
+	History *HistoryConfig `yaml:"history"`
+
 	// MaxFuture is how far a reading's time (or a batch's ts_gw) may lie
 	// ahead of the collector's clock before it is replaced by the arrival
 	// time and counted (default 5m, ingest.MaxFuture); 0 turns the check
@@ -200,6 +203,10 @@ func (c *Config) CheckLocal() error {
 		add(err)
 	}
 	c.checkCommandsLocal(add)
+	if c.History != nil && (c.History.DSNEnv == "") != (c.History.DSNFile == "") {
+		_, err := c.historyDSN()
+		add(err)
+	}
 	for i, f := range c.Rules.Files {
 		if f == "" {
 			continue // Validate says so
@@ -405,7 +412,7 @@ func (c *Config) problems() []problem {
 	if c.MaxFuture < 0 {
 		ps = append(ps, problem{"max_future", fmt.Sprintf("%v must not be negative (0 turns the check off)", time.Duration(c.MaxFuture))})
 	}
-	return c.commandProblems(c.clusterProblems(ps))
+	return c.historyProblems(c.commandProblems(c.clusterProblems(ps)))
 }
 
 // clusterProblems checks the distributed-engine block (issue 10).

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -45,6 +46,16 @@ func (c *Collector) Run(ctx context.Context) error {
 	kcfg, seed, err := c.commandsLocal(token)
 	if err != nil {
 		return err
+	}
+	if c.cfg.History != nil {
+		if err := c.openHistory(); err != nil {
+			return err
+		}
+		defer func() {
+			if h := c.hist.Swap(nil); h != nil {
+				h.Close()
+			}
+		}()
 	}
 	var ln net.Listener // bound first: an unusable http.listen fails before anything runs
 	if c.cfg.HTTP.Listen != "" {
@@ -171,6 +182,10 @@ func (c *Collector) Run(ctx context.Context) error {
 			return err
 		}
 		defer stop()
+	}
+	if h := c.hist.Load(); h != nil { // the history sink: its own consumer, acks after the commit
+		sink := history.NewSink(h, js, c.sinkOptions())
+		g.Go(func() error { return sink.Run(gctx) })
 	}
 	g.Go(func() error { return mem.run(gctx) })
 	g.Go(func() error { return c.supervise(gctx, c.js.Load(), mem, partitioned) })

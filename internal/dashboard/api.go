@@ -48,6 +48,8 @@ type Options struct {
 	Operators map[string]string
 	// Commands is the command service; nil: no commands, no audit trail.
 	Commands Commander
+	// History, when set, serves /api/v1/history (historyapi.go).
+	History HistoryStore
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -83,6 +85,9 @@ func New(src Source, live *Live, opts Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/session", s.session)
 	s.mux.HandleFunc("POST /api/v1/assets/{site}/{id}/commands", s.sendCommand)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.audit)
+	if opts.History != nil {
+		s.historyRoutes()
+	}
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "", "no such endpoint "+r.Method+" "+r.URL.Path+" (see docs/api.md)")
 	})

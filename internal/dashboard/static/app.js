@@ -334,6 +334,7 @@ function route() {
     case 'alerts': view = alertsPage(); break;
     case 'energy': view = energyPage(); break;
     case 'gateways': view = gatewaysPage(); break;
+    case 'history': view = historyPage(); break; // history.js
     default: view = fleetPage();
   }
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.route === view.name);
@@ -457,7 +458,7 @@ function drawChart(cv, pts, t0, t1, opts) {
   }
   for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
   g.fillStyle = '#8792a2';
-  if (lo === Infinity) { g.fillText('no data in this window', L + 8, T + 16); return; }
+  if (lo === Infinity) { g.textAlign = 'left'; g.fillText('no data in this window', L + 8, T + 16); return; }
   if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
   if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
@@ -473,10 +474,12 @@ function drawChart(cv, pts, t0, t1, opts) {
     }
     g.textAlign = 'center';
     const span = t1 - t0;
-    const step = [10000, 30000, 60000, 120000, 300000, 600000, 900000, 1800000].find((st) => span / st <= 7) || 3600000;
+    const step = [10000, 30000, 60000, 120000, 300000, 600000, 900000, 1800000, 3600000, 3 * 3600000, 6 * 3600000, 12 * 3600000,
+      86400000, 7 * 86400000, 30 * 86400000].find((st) => span / st <= 7) || 61 * 86400000;
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
       const d = new Date(t);
-      const txt = pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (step < 60000 ? ':' + pad2(d.getSeconds()) : '');
+      const txt = step >= 86400000 ? d.getDate() + ' ' + d.toLocaleString('en', { month: 'short' })
+        : pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + (step < 60000 ? ':' + pad2(d.getSeconds()) : '');
       const half = g.measureText(txt).width / 2;
       if (x(t) - half >= L && x(t) + half <= W) g.fillText(txt, x(t), H - 4);
     }
@@ -602,6 +605,7 @@ function assetPage(site, id) {
         <canvas></canvas><div class="muted small">${esc(s.description || '')}</div></div>`).join('') ||
         '<div class="empty">No signal history yet.</div>';
       this.drawCharts();
+      historyAssetHook(main, site, id, () => this.drawCharts()); // history.js: 6h..1y ranges
       if (!timer) { timer = new ResizeObserver(() => this.drawCharts()); timer.observe(main); }
     },
     // one form per writable signal (operators only); Review opens the
@@ -739,7 +743,7 @@ function assetPage(site, id) {
       if (el) voyageReport(el, detail, kpiWins);
     },
     drawCharts() {
-      if (!detail) return;
+      if (!detail || historyActive(main)) return;
       // zoom to the data while there is less of it than the window
       const t1 = dataNow(detail);
       let first = Infinity;
@@ -1011,5 +1015,6 @@ async function start() {
   }
   route();
   stream();
+  historyAvailable(); // history.js: the History link when there is a database
 }
 start();
