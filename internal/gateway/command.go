@@ -25,15 +25,21 @@ import (
 
 // Subject kinds of the command path (docs/commands.md).
 const (
-	kindCommand telemetry.Kind = "cmd"
-	kindAudit   telemetry.Kind = "audit"
+	kindCommand = telemetry.KindCommand
+	kindAudit   = telemetry.KindAudit
 )
 
 // conner is what the command server needs of the NATS uplink: its current
-// connection (natsjs.Uplink.Conn).
+// connection (natsjs.Uplink.Conn) and the audit stream's check
+// (natsjs.Uplink.EnsureAuditStream).
 type conner interface {
 	Conn() (*nats.Conn, jetstream.JetStream)
+	EnsureAuditStream(ctx context.Context) error
 }
+
+// auditRecheck is how often the command server checks an unusable audit
+// stream again.
+const auditRecheck = 5 * time.Second
 
 // mirror is what the command server needs of the MQTT uplink for the
 // command mirror topics (mqtt.Uplink).
@@ -70,6 +76,8 @@ type commander struct {
 	store     *command.Store
 	lastWrite map[pointRef]time.Time
 	publish   func(ctx context.Context, subject string, data []byte) error
+	auditErr  error     // the audit stream's last check failed: commands are refused
+	auditAt   time.Time // when it was checked
 }
 
 type pointRef struct {
@@ -153,11 +161,15 @@ func (c *commander) Run(ctx context.Context) error {
 				subs = append(subs, s)
 			}
 			c.log.Info("commands: listening", "assets", len(subs))
+			c.checkAudit(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			if c.auditErr != nil && time.Since(c.auditAt) >= auditRecheck {
+				c.checkAudit(ctx)
+			}
 		case m := <-msgs:
 			res := c.handle(ctx, m.Subject, m.Data)
 			data, _ := json.Marshal(res) // plain struct: cannot fail
@@ -178,6 +190,20 @@ func (c *commander) Run(ctx context.Context) error {
 	}
 }
 
+// checkAudit checks (or creates) the audit stream; until it passes,
+// every command is refused unaudited (there is nowhere to keep the record).
+func (c *commander) checkAudit(ctx context.Context) {
+	err := c.up.EnsureAuditStream(ctx)
+	c.auditAt = time.Now()
+	switch {
+	case err != nil && (c.auditErr == nil || c.auditErr.Error() != err.Error()):
+		c.log.Error("commands: audit stream unusable: every command is refused", "err", err)
+	case err == nil && c.auditErr != nil:
+		c.log.Info("commands: audit stream usable")
+	}
+	c.auditErr = err
+}
+
 // handle runs one command to its final result. Every step's record goes
 // to the audit stream; the first (verdict "received") before anything
 // else is done, so a command the gateway cannot audit is rejected.
@@ -195,6 +221,10 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		res.ID, res.Signal, res.Requester = cmd.ID, cmd.Signal, cmd.Requester
 		res.Requested, res.RequestedUnit = cmd.Value.String(), cmd.Unit
 		res.IssuedAt, res.ExpiresAt = cmd.IssuedAt, cmd.ExpiresAt
+	}
+	if c.auditErr != nil {
+		c.log.Warn("command refused unaudited: the audit stream is unusable", "id", res.ID, "asset", target, "signal", res.Signal)
+		return c.reject(res, "audit unavailable, nothing done: %v", c.auditErr)
 	}
 	first := res
 	first.Verdict = command.Received
