@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/sparkplug"
+	"github.com/smelterio/smelter/internal/sparkplug/sppb"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// dcmdRig is a commands rig whose MQTT uplink is a Sparkplug edge node
+// (group plant1, edge node gw-cmd) on an embedded mochi broker, with a
+// Sparkplug host client that sends DCMDs and reads the results.
+type dcmdRig struct {
+	*cmdRig
+	cl      paho.Client
+	results chan command.Result
+}
+
+func newDCMDRig(t *testing.T) *dcmdRig {
+	t.Helper()
+	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mq.Close() })
+	r := &dcmdRig{cmdRig: newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q, encoding: sparkplug_b}\n", mq.URL())),
+		results: make(chan command.Result, 64)}
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	r.cl = paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("sparkplug-host").SetCleanSession(true))
+	if tok := r.cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { r.cl.Disconnect(100) })
+	if tok := r.cl.Subscribe("smelter/v1/plant1/+/+/cmd/result", 1, func(_ paho.Client, m paho.Message) {
+		var res command.Result
+		if json.Unmarshal(m.Payload(), &res) == nil {
+			r.results <- res
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return r
+}
+
+// dcmd sends payload as a DCMD to device (QoS 0, as Sparkplug requires)
+// until a result that match accepts arrives: the gateway subscribes once
+// its edge node is connected.
+func (r *dcmdRig) dcmd(t *testing.T, device string, payload []byte, match func(command.Result) bool) command.Result {
+	t.Helper()
+	var res command.Result
+	wait.For(t, 10*time.Second, "a DCMD result", func() bool {
+		if tok := r.cl.Publish(sparkplug.DeviceTopic("plant1", sparkplug.DCMD, "gw-cmd", device), 0, false, payload); !tok.WaitTimeout(time.Second) {
+			return false
+		}
+		for {
+			select {
+			case res = <-r.results:
+				if match(res) {
+					return true
+				}
+			case <-time.After(300 * time.Millisecond):
+				return false
+			}
+		}
+	})
+	return res
+}
+
+func dcmdPayload(t *testing.T, ms ...*sppb.Payload_Metric) []byte {
+	t.Helper()
+	b, err := sparkplug.Encode(&sppb.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())), Metrics: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func signedMetric(t *testing.T, c *command.Command) *sppb.Payload_Metric {
+	t.Helper()
+	data, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sppb.Payload_Metric{Name: proto.String(sparkplug.MetricCommand), Datatype: proto.Uint32(uint32(sppb.DataType_String)),
+		Value: &sppb.Payload_Metric_StringValue{StringValue: string(data)}}
+}
+
+// TestCommandsOverSparkplugDCMD: with encoding sparkplug_b the gateway
+// takes commands as DCMD. A plain DCMD (a Sparkplug host's write of the
+// metric, no signature) is refused as unsigned and audited, nothing is
+// written; a DCMD carrying the signed command as metric smelter/command is
+// checked and executed like a NATS command (verified, once, however often
+// resent); a DCMD to a device the gateway does not have is refused and
+// audited on the gateway's own subject. Results arrive on the MQTT mirror
+// result topic.
+func TestCommandsOverSparkplugDCMD(t *testing.T) {
+	r := newDCMDRig(t)
+	audit := r.audit(t)
+	writes := r.bank.Writes()
+
+	plain := dcmdPayload(t, &sppb.Payload_Metric{Name: proto.String("pressure_setpoint"),
+		Datatype: proto.Uint32(uint32(sppb.DataType_Double)), Value: &sppb.Payload_Metric_DoubleValue{DoubleValue: 0.75}})
+	res := r.dcmd(t, "sp-1", plain, func(res command.Result) bool { return res.Requested == "pressure_setpoint=0.75" })
+	if res.Verdict != command.Rejected || !strings.HasPrefix(res.Reason, "unsigned: a plain Sparkplug DCMD") ||
+		res.Asset != "plant1.generic.sp-1" || res.Signal != "pressure_setpoint" {
+		t.Errorf("plain DCMD: %+v", res)
+	}
+
+	c := r.signed(t, r.cmd("sp-ok", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa"))
+	res = r.dcmd(t, "sp-1", dcmdPayload(t, signedMetric(t, c)), func(res command.Result) bool { return res.ID == "sp-ok" })
+	if res.Verdict != command.Verified {
+		t.Fatalf("signed DCMD: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 1 {
+		t.Errorf("%d writes, want 1 (the signed DCMD only)", n)
+	}
+
+	// signed for sp-1 but sent to ac-1's DCMD topic: the asset is signed
+	moved := r.signed(t, r.cmd("sp-moved", "generic.sp-1", "pressure_setpoint", command.Num(0.8), "MPa"))
+	res = r.dcmd(t, "ac-1", dcmdPayload(t, signedMetric(t, moved)), func(res command.Result) bool { return res.ID == "sp-moved" })
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "is not the subject's asset") {
+		t.Errorf("DCMD to another device: %+v", res)
+	}
+
+	res = r.dcmd(t, "no-such", plain, func(res command.Result) bool { return res.Asset == "plant1._gateway.gw-cmd" })
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "device no-such") {
+		t.Errorf("DCMD to an unknown device: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 1 {
+		t.Errorf("%d writes after the refused DCMDs, want 1", n)
+	}
+
+	wait.For(t, 10*time.Second, "every DCMD in the audit stream", func() bool {
+		var plainRefused, unknown bool
+		for _, a := range audit.of("") { // the refused DCMDs have no command id
+			plainRefused = plainRefused || a.Verdict == command.Rejected && a.Requested == "pressure_setpoint=0.75" && a.Asset == "plant1.generic.sp-1"
+			unknown = unknown || a.Verdict == command.Rejected && a.Asset == "plant1._gateway.gw-cmd"
+		}
+		return plainRefused && unknown && len(audit.of("sp-ok")) >= 3
+	})
+}
