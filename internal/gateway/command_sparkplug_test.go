@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/sparkplug/sppb"
+	"github.com/smelterio/smelter/internal/sparkplug/tahutest"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -26,18 +28,23 @@ type dcmdRig struct {
 	results chan command.Result
 }
 
-func newDCMDRig(t *testing.T) *dcmdRig {
+// newDCMDRig starts the rig on the MQTT broker at url (an embedded mochi
+// broker when "") with Sparkplug group group.
+func newDCMDRig(t *testing.T, url, group string) *dcmdRig {
 	t.Helper()
-	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
-	if err != nil {
-		t.Fatal(err)
+	if url == "" {
+		mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mq.Close() })
+		url = mq.URL()
 	}
-	t.Cleanup(func() { _ = mq.Close() })
-	r := &dcmdRig{cmdRig: newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q, encoding: sparkplug_b}\n", mq.URL())),
-		results: make(chan command.Result, 64)}
+	r := &dcmdRig{cmdRig: newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q, client_id: %q, encoding: sparkplug_b, sparkplug: {group_id: %q}}\n",
+		url, group+"-gw", group)), results: make(chan command.Result, 64)}
 	runGateway(t, r.cfg)
 	r.waitListening(t)
-	r.cl = paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("sparkplug-host").SetCleanSession(true))
+	r.cl = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(group + "-host").SetCleanSession(true))
 	if tok := r.cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
@@ -105,7 +112,7 @@ func signedMetric(t *testing.T, c *command.Command) *sppb.Payload_Metric {
 // audited on the gateway's own subject. Results arrive on the MQTT mirror
 // result topic.
 func TestCommandsOverSparkplugDCMD(t *testing.T) {
-	r := newDCMDRig(t)
+	r := newDCMDRig(t, "", "plant1")
 	audit := r.audit(t)
 	writes := r.bank.Writes()
 
@@ -148,5 +155,46 @@ func TestCommandsOverSparkplugDCMD(t *testing.T) {
 			unknown = unknown || a.Verdict == command.Rejected && a.Asset == "plant1._gateway.gw-cmd"
 		}
 		return plainRefused && unknown && len(audit.of("sp-ok")) >= 3
+	})
+}
+
+// TestInteropSparkplugTahuPlainDCMDRefused: a plain DCMD as Eclipse Tahu's
+// sparkplug-payload encodes it (deploy/sparkplug-interop/dcmd.js, a write
+// of pressure_setpoint = 0.75 such as a Tahu or Ignition host sends),
+// through the machine's Mosquitto, is refused as unsigned, audited, and
+// nothing is written.
+func TestInteropSparkplugTahuPlainDCMDRefused(t *testing.T) {
+	tahutest.Need(t)
+	group := fmt.Sprintf("smelter-dcmd-%d", os.Getpid())
+	r := newDCMDRig(t, "tcp://127.0.0.1:1883", group)
+	audit := r.audit(t)
+	host := tahutest.Start(t, "dcmd.js", "--url", "mqtt://127.0.0.1:1883", "--group", group, "--node", "gw-cmd")
+	if l := host.Next(t, 30*time.Second); !strings.Contains(l, `"ready":true`) {
+		t.Fatalf("dcmd.js: %s (stderr %s)", l, host.Stderr())
+	}
+	writes := r.bank.Writes()
+	var res command.Result
+	wait.For(t, 20*time.Second, "the result of Tahu's DCMD", func() bool {
+		host.Send(t, map[string]any{"device": "sp-1", "metric": "pressure_setpoint", "value": 0.75})
+		select {
+		case res = <-r.results:
+			return res.Requested == "pressure_setpoint=0.75"
+		case <-time.After(500 * time.Millisecond):
+			return false
+		}
+	})
+	if res.Verdict != command.Rejected || !strings.HasPrefix(res.Reason, "unsigned: a plain Sparkplug DCMD") {
+		t.Fatalf("Tahu's DCMD: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Fatalf("%d writes", n)
+	}
+	wait.For(t, 10*time.Second, "Tahu's DCMD in the audit stream", func() bool {
+		for _, a := range audit.of("") {
+			if a.Verdict == command.Rejected && a.Requested == "pressure_setpoint=0.75" {
+				return true
+			}
+		}
+		return false
 	})
 }
