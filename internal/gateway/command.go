@@ -84,6 +84,7 @@ type commander struct {
 	publish   func(ctx context.Context, subject string, data []byte) error
 	auditErr  error     // the audit stream's last check failed: commands are refused
 	auditAt   time.Time // when it was checked
+	recheck   bool      // an audit record failed: check the stream again
 }
 
 type pointRef struct {
@@ -180,7 +181,8 @@ func (c *commander) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			if c.auditErr != nil && time.Since(c.auditAt) >= auditRecheck {
+			if c.recheck || c.auditErr != nil && time.Since(c.auditAt) >= auditRecheck {
+				c.recheck = false
 				c.checkAudit(ctx)
 			}
 		case m := <-msgs:
@@ -302,6 +304,7 @@ func (c *commander) received(ctx context.Context, subject string, res command.Re
 	first.Verdict = command.Received
 	first.Reason = why
 	if err := c.audit(ctx, auditSubj, first); err != nil {
+		c.recheck = true // the stream may be gone (a server lost its store): check it at the next tick
 		r := c.reject(res, "audit unavailable, nothing done: %v", err)
 		return "", &r
 	}

@@ -405,6 +405,22 @@ func TestCommandsNeedTheAuditStream(t *testing.T) {
 	if err != nil || s.CachedInfo().State.Msgs == 0 {
 		t.Fatalf("audit stream: %v, %+v", err, s)
 	}
+	// the audit stream lost behind the gateway's back (same connection):
+	// the next command is refused, and the gateway creates the stream again
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, telemetry.AuditStream); err != nil {
+		t.Fatal(err)
+	}
+	res = r.send(t, r.signed(t, r.cmd("c-lost", "generic.sp-1", "pressure_setpoint", command.Num(0.7), "MPa")))
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "audit unavailable") {
+		t.Fatalf("with the audit stream gone: %+v", res)
+	}
+	wait.For(t, 20*time.Second, "the audit stream created again", func() bool {
+		_, err := js.Stream(ctx, telemetry.AuditStream)
+		return err == nil
+	})
 }
 
 // TestCommandIDsSurviveRestart: a command retried after a gateway restart
