@@ -13,6 +13,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/sparkplug/sppb"
 	"github.com/smelterio/smelter/internal/sparkplug/tahutest"
@@ -29,8 +30,8 @@ type dcmdRig struct {
 }
 
 // newDCMDRig starts the rig on the MQTT broker at url (an embedded mochi
-// broker when "") with Sparkplug group group.
-func newDCMDRig(t *testing.T, url, group string) *dcmdRig {
+// broker when "") with Sparkplug group group; start runs the gateway.
+func newDCMDRig(t testing.TB, url, group string, start func(*gwconfig.Config)) *dcmdRig {
 	t.Helper()
 	if url == "" {
 		mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
@@ -42,7 +43,7 @@ func newDCMDRig(t *testing.T, url, group string) *dcmdRig {
 	}
 	r := &dcmdRig{cmdRig: newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q, client_id: %q, encoding: sparkplug_b, sparkplug: {group_id: %q}}\n",
 		url, group+"-gw", group)), results: make(chan command.Result, 64)}
-	runGateway(t, r.cfg)
+	start(r.cfg)
 	r.waitListening(t)
 	r.cl = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(group + "-host").SetCleanSession(true))
 	if tok := r.cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -63,7 +64,7 @@ func newDCMDRig(t *testing.T, url, group string) *dcmdRig {
 // dcmd sends payload as a DCMD to device (QoS 0, as Sparkplug requires)
 // until a result that match accepts arrives: the gateway subscribes once
 // its edge node is connected.
-func (r *dcmdRig) dcmd(t *testing.T, device string, payload []byte, match func(command.Result) bool) command.Result {
+func (r *dcmdRig) dcmd(t testing.TB, device string, payload []byte, match func(command.Result) bool) command.Result {
 	t.Helper()
 	var res command.Result
 	wait.For(t, 10*time.Second, "a DCMD result", func() bool {
@@ -84,7 +85,7 @@ func (r *dcmdRig) dcmd(t *testing.T, device string, payload []byte, match func(c
 	return res
 }
 
-func dcmdPayload(t *testing.T, ms ...*sppb.Payload_Metric) []byte {
+func dcmdPayload(t testing.TB, ms ...*sppb.Payload_Metric) []byte {
 	t.Helper()
 	b, err := sparkplug.Encode(&sppb.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())), Metrics: ms})
 	if err != nil {
@@ -93,7 +94,7 @@ func dcmdPayload(t *testing.T, ms ...*sppb.Payload_Metric) []byte {
 	return b
 }
 
-func signedMetric(t *testing.T, c *command.Command) *sppb.Payload_Metric {
+func signedMetric(t testing.TB, c *command.Command) *sppb.Payload_Metric {
 	t.Helper()
 	data, err := json.Marshal(c)
 	if err != nil {
@@ -112,7 +113,7 @@ func signedMetric(t *testing.T, c *command.Command) *sppb.Payload_Metric {
 // audited on the gateway's own subject. Results arrive on the MQTT mirror
 // result topic.
 func TestCommandsOverSparkplugDCMD(t *testing.T) {
-	r := newDCMDRig(t, "", "plant1")
+	r := newDCMDRig(t, "", "plant1", func(cfg *gwconfig.Config) { runGateway(t, cfg) })
 	audit := r.audit(t)
 	writes := r.bank.Writes()
 
@@ -166,7 +167,7 @@ func TestCommandsOverSparkplugDCMD(t *testing.T) {
 func TestInteropSparkplugTahuPlainDCMDRefused(t *testing.T) {
 	tahutest.Need(t)
 	group := fmt.Sprintf("smelter-dcmd-%d", os.Getpid())
-	r := newDCMDRig(t, "tcp://127.0.0.1:1883", group)
+	r := newDCMDRig(t, "tcp://127.0.0.1:1883", group, func(cfg *gwconfig.Config) { runGateway(t, cfg) })
 	audit := r.audit(t)
 	host := tahutest.Start(t, "dcmd.js", "--url", "mqtt://127.0.0.1:1883", "--group", group, "--node", "gw-cmd")
 	if l := host.Next(t, 30*time.Second); !strings.Contains(l, `"ready":true`) {
@@ -196,5 +197,19 @@ func TestInteropSparkplugTahuPlainDCMDRefused(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// BenchmarkCommandLatencyDCMD is BenchmarkCommandLatency with the command
+// sent as a Sparkplug DCMD (metric smelter/command, QoS 0) through an
+// embedded mochi broker and answered on the MQTT mirror result topic
+// (QoS 1) instead of a NATS request; the audit still goes to JetStream.
+func BenchmarkCommandLatencyDCMD(b *testing.B) {
+	r := newDCMDRig(b, "", "plant1", func(cfg *gwconfig.Config) { startQuiet(b, cfg) })
+	warm := dcmdPayload(b, &sppb.Payload_Metric{Name: proto.String("tank_level"), Datatype: proto.Uint32(uint32(sppb.DataType_Double)),
+		Value: &sppb.Payload_Metric_DoubleValue{DoubleValue: 1}})
+	r.dcmd(b, "sp-1", warm, func(command.Result) bool { return true }) // subscribed: refused, nothing written
+	benchCommands(b, r.cmdRig, func(c *command.Command) command.Result {
+		return r.dcmd(b, "sp-1", dcmdPayload(b, signedMetric(b, c)), func(res command.Result) bool { return res.ID == c.ID })
 	})
 }
