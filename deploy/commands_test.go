@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/smelterio/smelter/internal/command"
-	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
