@@ -16,6 +16,7 @@ import (
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -116,6 +117,37 @@ devices:
 	}
 	if bank.Writes() != 1 {
 		t.Errorf("%d writes: a refused publisher reached the device", bank.Writes())
+	}
+	// the gateway created the audit stream (its permissions allow it); a
+	// viewer reads its info but can neither delete (permissions) nor purge
+	// (permissions, and the stream's deny_purge) it
+	viewer, _ := conn("viewer")
+	vjs, err := jetstream.New(viewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := vjs.Stream(ctx, telemetry.AuditStream)
+	if err != nil || s.CachedInfo().State.Msgs == 0 {
+		t.Fatalf("viewer: audit stream info: %v", err)
+	}
+	for name, call := range map[string]func(context.Context) error{
+		"delete": func(ctx context.Context) error { return vjs.DeleteStream(ctx, telemetry.AuditStream) },
+		"purge":  func(ctx context.Context) error { return s.Purge(ctx) },
+	} {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second) // a denied request times out
+		err := call(cctx)
+		ccancel()
+		if err == nil {
+			t.Errorf("viewer could %s the audit stream", name)
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	after, err := vjs.Stream(ctx, telemetry.AuditStream)
+	if err != nil || after.CachedInfo().State.Msgs != s.CachedInfo().State.Msgs {
+		t.Fatalf("audit stream after the viewer's attempts: %v, %+v", err, after)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
 
@@ -353,4 +354,21 @@ func itoa(v any) string {
 		return ""
 	}
 	return strconv.Itoa(n)
+}
+
+// TestComposeStreamsMatchTheCode: nats-init creates the streams on the
+// subjects the gateway and collector check (no overlap, .cmd in neither).
+func TestComposeStreamsMatchTheCode(t *testing.T) {
+	b, err := os.ReadFile("compose/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"nats stream add SMELTER --subjects '" + strings.Join(telemetry.TelemetryStreamSubjects("*"), ",") + "'",
+		"nats stream add SMELTER_AUDIT --subjects '" + strings.Join(telemetry.AuditStreamSubjects("*"), ",") + "'",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("compose.yaml lacks %q", want)
+		}
+	}
 }

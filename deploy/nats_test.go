@@ -220,9 +220,13 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ijs.CreateStream(ctx, jetstream.StreamConfig{Name: natsjs.DefaultStream, Subjects: []string{"smelter.v1.>"},
+	if _, err := ijs.CreateStream(ctx, jetstream.StreamConfig{Name: natsjs.DefaultStream, Subjects: telemetry.TelemetryStreamSubjects("*"),
 		Storage: jetstream.FileStorage, MaxAge: 168 * time.Hour, Duplicates: 2 * time.Minute}); err != nil {
 		t.Fatalf("nats-init as collector: %v", err)
+	}
+	if _, err := ijs.CreateStream(ctx, jetstream.StreamConfig{Name: natsjs.DefaultAuditStream, Subjects: telemetry.AuditStreamSubjects("*"),
+		Storage: jetstream.FileStorage, MaxAge: natsjs.DefaultAuditMaxAge, DenyDelete: true, DenyPurge: true}); err != nil {
+		t.Fatalf("nats-init as collector: audit stream: %v", err)
 	}
 
 	// two collector replicas with the Compose configuration

@@ -2,6 +2,8 @@ package collector
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -19,25 +21,22 @@ import (
 // the asset an owner in another partition: those messages are refused and
 // counted with reason "partition"; the 6-token publish, partitioned by the
 // server, is evaluated, which also proves partitionOf matches the server.
+// The stream the collector creates stores exact 6-token subjects only
+// (TestPartitionTokenNotStored); this test runs on a stream from before
+// the audit stream (smelter.v1.>, create_stream off), which still does.
 func TestPartitionTokenOfPublisherRefused(t *testing.T) {
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
+	ns, js := embeddedJS(t)
+	const parts = 4
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"},
+		SubjectTransform: partitionTransform(parts), Duplicates: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ns.Shutdown)
-	const parts = 4
 	cfg := Defaults()
 	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir = ns.URL(), "", t.TempDir()
+	cfg.NATS.CreateStream = false
 	cfg.Cluster.Partitions = parts
 	r := startCfg(t, cfg)
-
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
 	t0 := time.Now().UnixMilli() - 60_000
 	batch := func(seq uint64) []byte {
 		b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: t0 + int64(seq)*1000,
@@ -77,4 +76,74 @@ func TestPartitionTokenOfPublisherRefused(t *testing.T) {
 	if owners != 1 {
 		t.Errorf("asset tracked by %d partitions, want 1", owners)
 	}
+}
+
+// TestPartitionTokenNotStored: the stream the collector creates captures
+// the exact 6-token telemetry kinds only, so a publisher cannot name a
+// partition (a 7th token) at all, and .cmd and .audit are not stored.
+func TestPartitionTokenNotStored(t *testing.T) {
+	ns, js := embeddedJS(t)
+	cfg := Defaults()
+	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir = ns.URL(), "", t.TempDir()
+	cfg.Cluster.Partitions = 4
+	startCfg(t, cfg)
+	var err error
+	ctx := context.Background()
+	var s jetstream.Stream
+	wait.For(t, 10*time.Second, "the stream", func() bool { s, err = js.Stream(ctx, "SMELTER"); return err == nil })
+	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, telemetry.TelemetryStreamSubjects("*")) {
+		t.Fatalf("stream subjects %v", got)
+	}
+	base := telemetry.Subject("s1", "air_compressor", "ac-5", telemetry.KindData)
+	for _, subj := range []string{base + ".2", telemetry.Subject("s1", "air_compressor", "ac-5", telemetry.KindCommand),
+		telemetry.Subject("s1", "air_compressor", "ac-5", telemetry.KindAudit)} {
+		if _, err := js.Publish(ctx, subj, []byte("{}")); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			t.Errorf("publish %s: %v, want no stream", subj, err)
+		}
+	}
+}
+
+// TestLegacyStreamNarrowed: a stream from before the audit stream
+// (smelter.v1.>) is narrowed to the telemetry kinds when create_stream is
+// on, keeping its messages, so that the audit stream can exist.
+func TestLegacyStreamNarrowed(t *testing.T) {
+	ns, js := embeddedJS(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "smelter.v1.s1.motor.m-1.audit", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir = ns.URL(), "", t.TempDir()
+	startCfg(t, cfg)
+	wait.For(t, 10*time.Second, "the stream narrowed", func() bool {
+		s, err := js.Stream(ctx, "SMELTER")
+		return err == nil && slices.Equal(s.CachedInfo().Config.Subjects, telemetry.TelemetryStreamSubjects("*")) &&
+			s.CachedInfo().State.Msgs == 1
+	})
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: telemetry.AuditStream, Subjects: telemetry.AuditStreamSubjects("*")}); err != nil {
+		t.Fatalf("audit stream beside the narrowed stream: %v", err)
+	}
+}
+
+// embeddedJS starts an embedded NATS JetStream server and a client of it.
+func embeddedJS(t *testing.T) (*brokers.NATS, jetstream.JetStream) {
+	t.Helper()
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, js
 }

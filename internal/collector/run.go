@@ -279,13 +279,27 @@ func partitionTransform(n int) *jetstream.SubjectTransformConfig {
 		Destination: telemetry.SubjectPrefix + ".{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}.{{partition(" + strconv.Itoa(n) + ",1,3)}}"}
 }
 
-// ensureStream creates the stream (create_stream) and, with partitions,
-// sets its partition transform. It reports whether the stream stores
+// legacy reports whether a telemetry stream's subjects capture the audit
+// subjects (a stream from before the audit stream, on smelter.v1.>).
+func legacy(subjects []string) bool {
+	for _, s := range subjects {
+		if telemetry.SubjectsCollide(s, telemetry.KindFilter("*", telemetry.KindAudit)) ||
+			telemetry.SubjectsCollide(s, telemetry.KindFilter("*", telemetry.KindCommand)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureStream creates the stream (create_stream) on the telemetry kinds
+// and, with partitions, sets its partition transform. A stream from before
+// the audit stream (capturing .cmd and .audit) is narrowed to the
+// telemetry kinds with create_stream, else reported with the fix. It reports whether the stream stores
 // partitioned subjects.
 func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (bool, error) {
 	n := c.cfg.NATS
 	parts := c.cfg.Cluster.Partitions
-	want := jetstream.StreamConfig{Name: n.Stream, Subjects: []string{telemetry.SubjectPrefix + ".>"},
+	want := jetstream.StreamConfig{Name: n.Stream, Subjects: telemetry.TelemetryStreamSubjects("*"),
 		Storage: jetstream.FileStorage, MaxAge: time.Duration(n.MaxAge), Duplicates: 2 * time.Minute, Replicas: c.cfg.Cluster.Replicas}
 	if parts > 0 {
 		want.SubjectTransform = partitionTransform(parts)
@@ -301,6 +315,24 @@ func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (b
 		return false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
 	}
 	have := s.CachedInfo().Config
+	if legacy(have.Subjects) {
+		if !n.CreateStream {
+			c.log.Error("the stream captures the command subjects (.cmd, .audit): the gateways refuse every command until it is narrowed (docs/operations.md, \"Audit stream\")",
+				"stream", n.Stream, "subjects", have.Subjects,
+				"fix", "nats stream edit "+n.Stream+" --subjects '"+strings.Join(want.Subjects, ",")+"'")
+		} else {
+			old := have.Subjects
+			have.Subjects = want.Subjects
+			info, err := js.UpdateStream(ctx, have)
+			if err != nil {
+				return false, fmt.Errorf("collector: stream %s: narrow %v to the telemetry kinds %v (docs/operations.md, \"Audit stream\"): %w",
+					n.Stream, old, want.Subjects, err)
+			}
+			have = info.CachedInfo().Config
+			c.log.Warn("stream narrowed to the telemetry kinds, so that the command audit stream can exist; commands and audit records stored before stay until max_age",
+				"stream", n.Stream, "was", old, "subjects", have.Subjects)
+		}
+	}
 	if parts == 0 {
 		return have.SubjectTransform != nil, nil
 	}

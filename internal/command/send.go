@@ -21,8 +21,9 @@ var ErrNoAnswer = errors.New("no answer from the gateway")
 
 // Send publishes a signed command as a NATS request and waits for the
 // gateway's Result until ctx ends. Replies that are not a Result are
-// skipped: where a JetStream stream captures smelter.v1.> (the default
-// SMELTER stream), JetStream acknowledges the request to the same inbox
+// skipped: where a JetStream stream captures .cmd subjects (a SMELTER
+// stream from before the audit stream, on smelter.v1.>; the default
+// streams do not), JetStream acknowledges the request to the same inbox
 // before the gateway answers. Commands are never queued: with no gateway
 // listening, Send fails with ErrNoAnswer when ctx ends.
 func Send(ctx context.Context, nc *nats.Conn, c *Command) (*Result, error) {

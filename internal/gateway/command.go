@@ -19,33 +19,44 @@ import (
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
 
 // Subject kinds of the command path (docs/commands.md).
 const (
-	kindCommand telemetry.Kind = "cmd"
-	kindAudit   telemetry.Kind = "audit"
+	kindCommand = telemetry.KindCommand
+	kindAudit   = telemetry.KindAudit
 )
 
 // conner is what the command server needs of the NATS uplink: its current
-// connection (natsjs.Uplink.Conn).
+// connection (natsjs.Uplink.Conn) and the audit stream's check
+// (natsjs.Uplink.EnsureAuditStream).
 type conner interface {
 	Conn() (*nats.Conn, jetstream.JetStream)
+	EnsureAuditStream(ctx context.Context) error
 }
 
+// auditRecheck is how often the command server checks an unusable audit
+// stream again.
+const auditRecheck = 5 * time.Second
+
 // mirror is what the command server needs of the MQTT uplink for the
-// command mirror topics (mqtt.Uplink).
+// command mirror topics and, with encoding sparkplug_b, the Sparkplug DCMD
+// (mqtt.Uplink).
 type mirror interface {
 	Subscribe(topic string, handler func(topic string, payload []byte))
+	SubscribeDCMD(handler func(device string, payload []byte))
 	PublishOne(ctx context.Context, topic string, payload []byte) error
 }
 
-// mqttMsg is a command that arrived on an MQTT mirror topic.
+// mqttMsg is a command that arrived on an MQTT mirror topic, or as a
+// Sparkplug DCMD to device.
 type mqttMsg struct {
-	topic string
-	data  []byte
+	topic  string
+	device string // a DCMD's device id; topic is then ""
+	data   []byte
 }
 
 // commander executes commands (docs/commands.md): it listens on each
@@ -57,6 +68,7 @@ type mqttMsg struct {
 // Run's goroutine.
 type commander struct {
 	gw    string // gateway id
+	site  string // gateway site
 	cfg   command.Config
 	keys  []nkeys.KeyPair
 	log   *slog.Logger
@@ -70,6 +82,9 @@ type commander struct {
 	store     *command.Store
 	lastWrite map[pointRef]time.Time
 	publish   func(ctx context.Context, subject string, data []byte) error
+	auditErr  error     // the audit stream's last check failed: commands are refused
+	auditAt   time.Time // when it was checked
+	recheck   bool      // an audit record failed: check the stream again
 }
 
 type pointRef struct {
@@ -83,7 +98,7 @@ func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
-	c := &commander{gw: g.cfg.ID, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
+	c := &commander{gw: g.cfg.ID, site: g.cfg.Site, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
 		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{},
 		lastWrite: map[pointRef]time.Time{}}
 	for _, d := range g.devices {
@@ -129,12 +144,19 @@ func (c *commander) Run(ctx context.Context) error {
 		for _, d := range c.byKey {
 			c.mq.Subscribe(telemetry.Topic(telemetry.AssetSubject(d.cfg.Asset, kindCommand)), func(topic string, payload []byte) {
 				select {
-				case mqMsgs <- mqttMsg{topic, payload}:
+				case mqMsgs <- mqttMsg{topic: topic, data: payload}:
 				default:
 					c.log.Warn("commands: queue full, MQTT command dropped", "topic", topic)
 				}
 			})
 		}
+		c.mq.SubscribeDCMD(func(device string, payload []byte) {
+			select {
+			case mqMsgs <- mqttMsg{device: device, data: payload}:
+			default:
+				c.log.Warn("commands: queue full, Sparkplug DCMD dropped", "device", device)
+			}
+		})
 	}
 	var (
 		cur  *nats.Conn
@@ -169,11 +191,16 @@ func (c *commander) Run(ctx context.Context) error {
 				subs = append(subs, s)
 			}
 			c.log.Info("commands: listening", "assets", len(subs))
+			c.checkAudit(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			if c.recheck || c.auditErr != nil && time.Since(c.auditAt) >= auditRecheck {
+				c.recheck = false
+				c.checkAudit(ctx)
+			}
 		case m := <-msgs:
 			res := c.handle(ctx, m.Subject, m.Data)
 			data, _ := json.Marshal(res) // plain struct: cannot fail
@@ -183,7 +210,12 @@ func (c *commander) Run(ctx context.Context) error {
 				}
 			}
 		case m := <-mqMsgs:
-			res := c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data)
+			var res command.Result
+			if m.topic == "" {
+				res, m.topic = c.handleDCMD(ctx, m.device, m.data)
+			} else {
+				res = c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data)
+			}
 			data, _ := json.Marshal(res) // plain struct: cannot fail
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 			if err := c.mq.PublishOne(pctx, m.topic+"/result", data); err != nil {
@@ -194,41 +226,42 @@ func (c *commander) Run(ctx context.Context) error {
 	}
 }
 
+// checkAudit checks (or creates) the audit stream; until it passes,
+// every command is refused unaudited (there is nowhere to keep the record).
+func (c *commander) checkAudit(ctx context.Context) {
+	err := c.up.EnsureAuditStream(ctx)
+	c.auditAt = time.Now()
+	switch {
+	case err != nil && (c.auditErr == nil || c.auditErr.Error() != err.Error()):
+		c.log.Error("commands: audit stream unusable: every command is refused", "err", err)
+	case err == nil && c.auditErr != nil:
+		c.log.Info("commands: audit stream usable")
+	}
+	c.auditErr = err
+}
+
 // handle runs one command to its final result. Every step's record goes
 // to the audit stream; the first (verdict "received") before anything
 // else is done, so a command the gateway cannot audit is rejected.
 func (c *commander) handle(ctx context.Context, subject string, data []byte) command.Result {
 	now := c.now()
-	res := command.Result{Schema: command.ResultSchema, Gateway: c.gw, At: now}
-	target := ""
-	if p, err := telemetry.ParseSubject(subject); err == nil {
-		target = p.Site + "." + p.Class + "." + p.Asset
-	}
-	res.Asset = target
-	auditSubj := strings.TrimSuffix(subject, "."+string(kindCommand)) + "." + string(kindAudit)
+	res := c.result(subject, now)
+	target := res.Asset
 	cmd, derr := command.Decode(data)
 	if cmd != nil {
 		res.ID, res.Signal, res.Requester = cmd.ID, cmd.Signal, cmd.Requester
 		res.Requested, res.RequestedUnit = cmd.Value.String(), cmd.Unit
 		res.IssuedAt, res.ExpiresAt = cmd.IssuedAt, cmd.ExpiresAt
 	}
-	first := res
-	first.Verdict = command.Received
+	why := ""
 	if derr != nil {
-		first.Reason = derr.Error()
+		why = derr.Error()
 	}
-	if err := c.audit(ctx, auditSubj, first); err != nil {
-		return c.reject(res, "audit unavailable, nothing done: %v", err)
+	auditSubj, refused := c.received(ctx, subject, res, why)
+	if refused != nil {
+		return *refused
 	}
-	final := func(r command.Result) command.Result {
-		r.At = c.now()
-		if err := c.audit(ctx, auditSubj, r); err != nil {
-			c.log.Error("commands: audit of the outcome failed", "id", r.ID, "verdict", r.Verdict, "err", err)
-		}
-		c.log.Info("command", "id", r.ID, "asset", r.Asset, "signal", r.Signal, "requester", r.Requester,
-			"verdict", r.Verdict, "reason", r.Reason)
-		return r
-	}
+	final := func(r command.Result) command.Result { return c.final(ctx, auditSubj, r) }
 	if derr != nil {
 		return final(c.reject(res, "%v", derr))
 	}
@@ -261,6 +294,87 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		return final(res)
 	}
 	return final(c.execute(ctx, cmd, res))
+}
+
+// result starts the result of a command that arrived on subject
+// (smelter.v1.<site>.<class>.<asset>.cmd).
+func (c *commander) result(subject string, now time.Time) command.Result {
+	res := command.Result{Schema: command.ResultSchema, Gateway: c.gw, At: now}
+	if p, err := telemetry.ParseSubject(subject); err == nil {
+		res.Asset = p.Site + "." + p.Class + "." + p.Asset
+	}
+	return res
+}
+
+// received audits a command's first contact (verdict received, reason
+// why) on the audit subject of subject and returns that subject; when it
+// cannot, it returns the final result: rejected, nothing done.
+func (c *commander) received(ctx context.Context, subject string, res command.Result, why string) (string, *command.Result) {
+	if c.auditErr != nil {
+		c.log.Warn("command refused unaudited: the audit stream is unusable", "id", res.ID, "asset", res.Asset, "signal", res.Signal)
+		r := c.reject(res, "audit unavailable, nothing done: %v", c.auditErr)
+		return "", &r
+	}
+	auditSubj := strings.TrimSuffix(subject, "."+string(kindCommand)) + "." + string(kindAudit)
+	first := res
+	first.Verdict = command.Received
+	first.Reason = why
+	if err := c.audit(ctx, auditSubj, first); err != nil {
+		c.recheck = true // the stream may be gone (a server lost its store): check it at the next tick
+		r := c.reject(res, "audit unavailable, nothing done: %v", err)
+		return "", &r
+	}
+	return auditSubj, nil
+}
+
+// final audits and logs a command's outcome and returns it.
+func (c *commander) final(ctx context.Context, auditSubj string, r command.Result) command.Result {
+	r.At = c.now()
+	if err := c.audit(ctx, auditSubj, r); err != nil {
+		c.log.Error("commands: audit of the outcome failed", "id", r.ID, "verdict", r.Verdict, "err", err)
+	}
+	c.log.Info("command", "id", r.ID, "asset", r.Asset, "signal", r.Signal, "requester", r.Requester,
+		"verdict", r.Verdict, "reason", r.Reason)
+	return r
+}
+
+// handleDCMD runs a Sparkplug DCMD to device (docs/commands.md, "Sparkplug
+// DCMD") and returns its result and the MQTT mirror topic of the asset's
+// commands, whose .../result gets it. A DCMD carrying the signed command
+// as metric smelter/command is handled like any command; a plain DCMD (a
+// Sparkplug host's write, no signature) or a malformed one is refused and
+// audited. A device that is not one of the gateway's assets is audited on
+// the gateway's own subject, smelter.v1.<site>._gateway.<gateway>.audit.
+func (c *commander) handleDCMD(ctx context.Context, device string, payload []byte) (command.Result, string) {
+	var subject string
+	for _, d := range c.byKey {
+		if d.cfg.Asset.ID == device {
+			subject = telemetry.AssetSubject(d.cfg.Asset, kindCommand)
+		}
+	}
+	if subject == "" {
+		subject = telemetry.Subject(c.site, telemetry.GatewayClass, c.gw, kindCommand)
+	}
+	topic := telemetry.Topic(subject)
+	dc, err := sparkplug.ParseDeviceCommand(payload)
+	if err == nil && dc.Signed != nil {
+		return c.handle(ctx, subject, dc.Signed), topic
+	}
+	res := c.result(subject, c.now())
+	var why string
+	if err != nil {
+		why = fmt.Sprintf("Sparkplug DCMD to device %s: %v", device, err)
+	} else {
+		res.Signal = strings.SplitN(dc.Plain[0], "=", 2)[0]
+		res.Requested = strings.Join(dc.Plain, ", ")
+		why = fmt.Sprintf("unsigned: a plain Sparkplug DCMD to device %s carries no signature; commands must be signed with a trusted key "+
+			"and sent as the String metric %s (docs/commands.md)", device, sparkplug.MetricCommand)
+	}
+	auditSubj, refused := c.received(ctx, subject, res, why)
+	if refused != nil {
+		return *refused, topic
+	}
+	return c.final(ctx, auditSubj, c.reject(res, "%s", why)), topic
 }
 
 func (c *commander) reject(res command.Result, format string, args ...any) command.Result {

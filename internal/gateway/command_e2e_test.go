@@ -161,8 +161,8 @@ func (r *cmdRig) audit(t *testing.T) *auditLog {
 	}
 	a := &auditLog{}
 	var cons jetstream.Consumer
-	wait.For(t, 10*time.Second, "the SMELTER stream", func() bool {
-		cons, err = js.OrderedConsumer(context.Background(), "SMELTER",
+	wait.For(t, 10*time.Second, "the SMELTER_AUDIT stream", func() bool {
+		cons, err = js.OrderedConsumer(context.Background(), telemetry.AuditStream,
 			jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.*.*.*.audit"}})
 		return err == nil
 	})
@@ -358,6 +358,69 @@ func TestCommandsNoTrustedKeys(t *testing.T) {
 	if n := r.bank.Writes(); n != 0 {
 		t.Errorf("%d writes", n)
 	}
+}
+
+// TestCommandsNeedTheAuditStream: on a telemetry stream from before the
+// audit stream (SMELTER on smelter.v1.>), the audit stream cannot exist;
+// every command is refused, naming the change, and nothing is written nor
+// stored (not even in SMELTER). Once SMELTER is narrowed (the gateway
+// checks again every few seconds), commands run and are audited in SMELTER_AUDIT.
+func TestCommandsNeedTheAuditStream(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	res := r.send(t, r.signed(t, r.cmd("c-legacy", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")))
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "audit unavailable") ||
+		!strings.Contains(res.Reason, "nats stream edit SMELTER --subjects 'smelter.v1.*.*.*.data,") {
+		t.Fatalf("%+v", res)
+	}
+	if n := r.bank.Writes(); n != 0 {
+		t.Fatalf("%d writes", n)
+	}
+	sub, err := r.nc.SubscribeSync("smelter.v1.*.*.*.audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: telemetry.TelemetryStreamSubjects("*")}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "a verified command once SMELTER is narrowed", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		res, err := command.Send(ctx, r.nc, r.signed(t, r.cmd(fmt.Sprintf("c-%d", time.Now().UnixNano()), "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")))
+		return err == nil && res.Verdict == command.Verified
+	})
+	if _, err := sub.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("no audit record: %v", err)
+	}
+	s, err := js.Stream(ctx, telemetry.AuditStream)
+	if err != nil || s.CachedInfo().State.Msgs == 0 {
+		t.Fatalf("audit stream: %v, %+v", err, s)
+	}
+	// the audit stream lost behind the gateway's back (same connection):
+	// the next command is refused, and the gateway creates the stream again
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, telemetry.AuditStream); err != nil {
+		t.Fatal(err)
+	}
+	res = r.send(t, r.signed(t, r.cmd("c-lost", "generic.sp-1", "pressure_setpoint", command.Num(0.7), "MPa")))
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "audit unavailable") {
+		t.Fatalf("with the audit stream gone: %+v", res)
+	}
+	wait.For(t, 20*time.Second, "the audit stream created again", func() bool {
+		_, err := js.Stream(ctx, telemetry.AuditStream)
+		return err == nil
+	})
 }
 
 // TestCommandIDsSurviveRestart: a command retried after a gateway restart

@@ -14,6 +14,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -56,7 +57,7 @@ devices:
 		t.Fatal(err)
 	}
 	// a stream of our own on the shared server, covering only this run's site
-	cfg.Raw.Uplinks.NATS.Subjects = []string{"smelter.v1." + site + ".>"}
+	cfg.Raw.Uplinks.NATS.Subjects = telemetry.TelemetryStreamSubjects(site)
 	nc, err := nats.Connect("nats://127.0.0.1:4222")
 	if err != nil {
 		t.Fatalf("machine NATS: %v", err)

@@ -69,3 +69,61 @@ func ParseSubject(s string) (ParsedSubject, error) {
 	}
 	return ParsedSubject{Site: t[2], Class: t[3], Asset: t[4], Kind: Kind(t[5])}, nil
 }
+
+// Kinds of the command path (docs/commands.md): a command request and
+// the gateway's audit records of it.
+const (
+	KindCommand Kind = "cmd"
+	KindAudit   Kind = "audit"
+)
+
+// TelemetryKinds are the kinds the telemetry stream stores: everything
+// gateways and collectors publish except commands (never stored) and
+// audit records (stored in the audit stream).
+var TelemetryKinds = []Kind{KindData, KindBirth, KindDeath, KindStatus, KindAlert, KindKPI}
+
+// Default JetStream stream names (docs/operations.md, "Streams").
+const (
+	// TelemetryStream stores TelemetryKinds, on TelemetryStreamSubjects.
+	TelemetryStream = "SMELTER"
+	// AuditStream stores the command audit records, on
+	// AuditStreamSubjects, for years; it must not overlap the telemetry
+	// stream (JetStream refuses overlapping streams).
+	AuditStream = "SMELTER_AUDIT"
+)
+
+// KindFilter returns the subject filter of kind on site ("*" for every
+// site): smelter.v1.<site>.*.*.<kind>.
+func KindFilter(site string, kind Kind) string { return Subject(site, "*", "*", kind) }
+
+// TelemetryStreamSubjects returns the telemetry stream's subjects for site
+// ("*" for every site): one KindFilter per TelemetryKinds entry, so the
+// stream never captures .cmd or .audit.
+func TelemetryStreamSubjects(site string) []string {
+	out := make([]string, len(TelemetryKinds))
+	for i, k := range TelemetryKinds {
+		out[i] = KindFilter(site, k)
+	}
+	return out
+}
+
+// AuditStreamSubjects returns the audit stream's subjects for site ("*"
+// for every site): [smelter.v1.<site>.*.*.audit].
+func AuditStreamSubjects(site string) []string { return []string{KindFilter(site, KindAudit)} }
+
+// SubjectsCollide reports whether some subject matches both filters a and
+// b ('*' one token, '>' the rest): JetStream refuses two streams whose
+// subjects collide.
+func SubjectsCollide(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(at) || i == len(bt):
+			return len(at) == len(bt)
+		case at[i] == ">" || bt[i] == ">":
+			return true
+		case at[i] != "*" && bt[i] != "*" && at[i] != bt[i]:
+			return false
+		}
+	}
+}

@@ -1,5 +1,5 @@
 // Package tahutest runs the Eclipse Tahu JavaScript helpers of
-// deploy/sparkplug-interop (decode.js, edge.js) for Smelter's Sparkplug
+// deploy/sparkplug-interop (decode.js, edge.js, dcmd.js) for Smelter's Sparkplug
 // interop tests. They run with SMELTER_INTEROP=1 once
 // `npm ci --prefix deploy/sparkplug-interop` has installed Tahu's packages,
 // and skip cleanly otherwise.

@@ -200,7 +200,8 @@ func (u *Uplink) onConnect(c paho.Client) {
 // docs/commands.md). handler runs on the client's goroutine: it must hand
 // the message off at once.
 //
-// With encoding sparkplug_b it does nothing (Sparkplug commands are DCMD).
+// With encoding sparkplug_b it does nothing (Sparkplug commands are DCMD:
+// SubscribeDCMD).
 func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []byte)) {
 	if u.sp != nil {
 		return
@@ -227,13 +228,31 @@ func (u *Uplink) subscribeAll(c paho.Client) {
 	}
 }
 
+// SubscribeDCMD makes the Sparkplug edge node (encoding sparkplug_b)
+// subscribe to its devices' commands, spBv1.0/<group>/DCMD/<edge node>/+,
+// at QoS 1 (tck-id-message-flow-device-dcmd-subscribe), now when connected
+// and on every new connection (clean sessions: the broker keeps nothing
+// for a disconnected gateway). handler gets the device id and the payload
+// on the client's goroutine: it must hand them off at once. Without
+// sparkplug_b it does nothing (commands then come by Subscribe).
+func (u *Uplink) SubscribeDCMD(handler func(device string, payload []byte)) {
+	if u.sp != nil {
+		u.sp.subscribeDCMD(handler)
+	}
+}
+
 // PublishOne publishes payload on topic at QoS 1, not retained, and waits
 // for the broker's acknowledgement until ctx ends (a command's result).
+// With encoding sparkplug_b it publishes on the edge node's current
+// connection, outside the Sparkplug namespace and its seq numbers.
 func (u *Uplink) PublishOne(ctx context.Context, topic string, payload []byte) error {
+	c := u.client
 	if u.sp != nil {
-		return fmt.Errorf("mqtt: publish %s: not with encoding sparkplug_b", topic)
+		if c = u.sp.current(); c == nil {
+			return fmt.Errorf("mqtt: publish %s: %w", topic, ErrNotConnected)
+		}
 	}
-	t := u.client.Publish(topic, 1, false, payload)
+	t := c.Publish(topic, 1, false, payload)
 	select {
 	case <-t.Done():
 		return t.Error()

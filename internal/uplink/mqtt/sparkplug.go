@@ -62,6 +62,40 @@ type spUplink struct {
 	conn     atomic.Bool
 	hostSeen atomic.Bool
 	walk     int // servers to skip: one more each time the primary host went offline
+
+	dcmd atomic.Pointer[func(device string, payload []byte)] // SubscribeDCMD's handler
+}
+
+// current returns the connection of the session, nil between sessions.
+func (s *spUplink) current() paho.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.conn.Load() {
+		return nil
+	}
+	return s.client
+}
+
+// dcmdFilter is the topic filter of the node's device commands.
+func (s *spUplink) dcmdFilter() string {
+	return sparkplug.DeviceTopic(s.node.Group(), sparkplug.DCMD, s.node.ID(), "+")
+}
+
+// subscribeDCMD sets the DCMD handler and subscribes on the current
+// connection; connect subscribes on the next ones (and on the one being
+// made, checking the handler again once it counts as connected).
+func (s *spUplink) subscribeDCMD(handler func(device string, payload []byte)) {
+	s.dcmd.Store(&handler)
+	if c := s.current(); c != nil {
+		s.subscribeOn(c)
+	}
+}
+
+func (s *spUplink) subscribeOn(c paho.Client) {
+	t := c.Subscribe(s.dcmdFilter(), 1, s.onMessage)
+	if !t.WaitTimeout(s.u.cfg.Timeout) || t.Error() != nil {
+		s.u.log.Warn("sparkplug DCMD subscribe failed", "topic", s.dcmdFilter(), "err", t.Error())
+	}
 }
 
 func newSparkplug(u *Uplink, o *paho.ClientOptions) (*spUplink, error) {
@@ -214,6 +248,10 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	if s.host != "" {
 		subs[sparkplug.StateTopic(s.host)] = 1
 	}
+	dcmd := s.dcmd.Load() != nil
+	if dcmd {
+		subs[s.dcmdFilter()] = 1 // tck-id-message-flow-device-dcmd-subscribe
+	}
 	s.mu.Lock()
 	s.client, s.bdSeq = c, bd
 	s.session++
@@ -239,6 +277,10 @@ func (s *spUplink) connect(ctx context.Context, lost chan struct{}) (paho.Client
 	}
 	u.setErr(nil)
 	s.conn.Store(true)
+	if !dcmd && s.dcmd.Load() != nil {
+		// SubscribeDCMD came while connecting: it found no connection
+		s.subscribeOn(c)
+	}
 	u.m.Connected.Set(1)
 	u.log.Info("mqtt connected as sparkplug edge node", "group", s.node.Group(), "edge_node", s.node.ID(), "bdSeq", bd)
 	return c, nil
@@ -254,8 +296,14 @@ func walkServers(servers []*url.URL, n int) []*url.URL {
 	return append(slices.Clone(servers[n:]), servers[:n]...)
 }
 
-// onMessage handles NCMD and the primary host's STATE.
+// onMessage handles NCMD, DCMD and the primary host's STATE.
 func (s *spUplink) onMessage(_ paho.Client, m paho.Message) {
+	if t, err := sparkplug.ParseTopic(m.Topic()); err == nil && t.Type == sparkplug.DCMD {
+		if h := s.dcmd.Load(); h != nil && t.Group == s.node.Group() && t.Node == s.node.ID() {
+			(*h)(t.Device, m.Payload())
+		}
+		return
+	}
 	if m.Topic() == s.node.CommandTopic() {
 		p, err := sparkplug.Decode(m.Payload())
 		if err != nil {

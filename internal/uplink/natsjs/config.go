@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/smelterio/smelter/internal/secret"
-
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // Config is the uplinks.nats block of the gateway configuration.
@@ -18,6 +18,8 @@ type Config struct {
 	CreateStream *bool         `yaml:"create_stream"` // create the stream when missing (default true)
 	Replicas     int           `yaml:"replicas"`      // stream replicas when created
 	MaxAge       time.Duration `yaml:"max_age"`       // stream retention when created
+	AuditStream  string        `yaml:"audit_stream"`  // command audit stream (docs/commands.md); checked only with a commands block
+	AuditMaxAge  time.Duration `yaml:"audit_max_age"` // audit stream retention when created
 	Username     string        `yaml:"username"`
 	PasswordEnv  string        `yaml:"password_env"`  // environment variable holding the password
 	PasswordFile string        `yaml:"password_file"` // file holding the password
@@ -28,9 +30,12 @@ type Config struct {
 	Timeout      time.Duration `yaml:"timeout"`     // PubAck timeout, also JetStream API timeout
 
 	// Subjects the stream must capture (created with, checked against);
-	// default [StreamSubjects]. Not in the file: tests and deployments that
-	// partition one account per site narrow it, e.g. "smelter.v1.<site>.>".
+	// default telemetry.TelemetryStreamSubjects("*"). Not in the file:
+	// tests narrow it to one site, e.g. TelemetryStreamSubjects("<site>").
 	Subjects []string `yaml:"-"`
+	// AuditSubjects the audit stream must capture; default
+	// telemetry.AuditStreamSubjects("*"). Not in the file, as Subjects.
+	AuditSubjects []string `yaml:"-"`
 
 	// Name is the connection name shown by the server; SetDefaults derives it
 	// from the gateway id.
@@ -39,15 +44,17 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultURL        = "nats://127.0.0.1:4222"
-	DefaultStream     = "SMELTER"
-	DefaultReplicas   = 1
-	DefaultMaxAge     = 168 * time.Hour
-	DefaultMaxPending = 256
-	DefaultTimeout    = 5 * time.Second
+	DefaultURL    = "nats://127.0.0.1:4222"
+	DefaultStream = telemetry.TelemetryStream
+	// DefaultAuditStream is the command audit stream's name.
+	DefaultAuditStream = telemetry.AuditStream
+	// DefaultAuditMaxAge keeps audit records five years (365-day years).
+	DefaultAuditMaxAge = 5 * 365 * 24 * time.Hour
+	DefaultReplicas    = 1
+	DefaultMaxAge      = 168 * time.Hour
+	DefaultMaxPending  = 256
+	DefaultTimeout     = 5 * time.Second
 
-	// StreamSubjects is what the stream must capture.
-	StreamSubjects = "smelter.v1.>"
 	// DuplicateWindow is the dedup window of a stream the uplink creates.
 	DuplicateWindow = 2 * time.Minute
 )
@@ -61,6 +68,12 @@ func (c *Config) SetDefaults(gatewayID string) {
 	}
 	if c.Stream == "" {
 		c.Stream = DefaultStream
+	}
+	if c.AuditStream == "" {
+		c.AuditStream = DefaultAuditStream
+	}
+	if c.AuditMaxAge == 0 {
+		c.AuditMaxAge = DefaultAuditMaxAge
 	}
 	if c.CreateStream == nil {
 		t := true
@@ -79,7 +92,10 @@ func (c *Config) SetDefaults(gatewayID string) {
 		c.Timeout = DefaultTimeout
 	}
 	if len(c.Subjects) == 0 {
-		c.Subjects = []string{StreamSubjects}
+		c.Subjects = telemetry.TelemetryStreamSubjects("*")
+	}
+	if len(c.AuditSubjects) == 0 {
+		c.AuditSubjects = telemetry.AuditStreamSubjects("*")
 	}
 	if c.Name == "" && gatewayID != "" {
 		c.Name = "smelter-gateway/" + gatewayID
@@ -128,10 +144,19 @@ func (c *Config) Validate() error {
 	if strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
 		bad(field+".stream", "%q must not contain spaces, '.', '*', '>', '/' or '\\'", c.Stream)
 	}
-	for _, s := range c.Subjects {
+	if strings.ContainsAny(c.AuditStream, " \t\r\n.*>/\\") {
+		bad(field+".audit_stream", "%q must not contain spaces, '.', '*', '>', '/' or '\\'", c.AuditStream)
+	}
+	if c.AuditStream != "" && c.AuditStream == c.Stream {
+		bad(field+".audit_stream", "%q is the telemetry stream: the audit stream needs its own (docs/commands.md)", c.AuditStream)
+	}
+	for _, s := range append(c.Subjects[:len(c.Subjects):len(c.Subjects)], c.AuditSubjects...) {
 		if s == "" || strings.ContainsAny(s, " \t\r\n") {
 			bad(field, "stream subject %q is empty or holds white space", s)
 		}
+	}
+	if c.AuditMaxAge < 0 {
+		bad(field+".audit_max_age", "%v must not be negative", c.AuditMaxAge)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		bad(field+".replicas", "%d is outside 1..5", c.Replicas)

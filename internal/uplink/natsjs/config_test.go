@@ -1,6 +1,8 @@
 package natsjs
 
 import (
+	"github.com/smelterio/smelter/internal/telemetry"
+
 	"os"
 	"strings"
 	"testing"
@@ -110,9 +112,17 @@ func TestCovers(t *testing.T) {
 		{"other.>", false},
 	}
 	for _, tc := range cases {
-		if got := covers(tc.filter, StreamSubjects); got != tc.want {
-			t.Errorf("covers(%q, %q) = %v, want %v", tc.filter, StreamSubjects, got, tc.want)
+		if got := covers(tc.filter, "smelter.v1.>"); got != tc.want {
+			t.Errorf("covers(%q, smelter.v1.>) = %v, want %v", tc.filter, got, tc.want)
 		}
+	}
+}
+
+// TestDefaultStreamsDoNotOverlap: the default telemetry and audit
+// subjects never collide (JetStream would refuse the second stream).
+func TestDefaultStreamsDoNotOverlap(t *testing.T) {
+	if over := overlapping(telemetry.TelemetryStreamSubjects("*"), telemetry.AuditStreamSubjects("*")); over != "" {
+		t.Fatalf("default telemetry subject %s overlaps the audit stream", over)
 	}
 }
 

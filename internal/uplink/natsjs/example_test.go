@@ -31,7 +31,7 @@ func Example() {
 	defer srv.Shutdown()
 
 	cfg := natsjs.Config{URL: srv.URL()}
-	cfg.SetDefaults("gw-example") // stream SMELTER on smelter.v1.>, created when missing
+	cfg.SetDefaults("gw-example") // stream SMELTER on the telemetry kinds, created when missing
 	up, err := natsjs.New(cfg, nil, nil)
 	if err != nil {
 		log.Fatal(err)

@@ -45,14 +45,18 @@ func TestInteropJetStream(t *testing.T) {
 	stream := "SMELTER_" + strings.ToUpper(tok)
 	site := tok
 	_, js := client(t, url)
+	audit := stream + "_AUDIT"
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := js.DeleteStream(ctx, stream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			t.Errorf("cleanup: delete stream %s: %v", stream, err)
+		for _, s := range []string{stream, audit} {
+			if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("cleanup: delete stream %s: %v", s, err)
+			}
 		}
 	})
-	r := runUplink(t, Config{URL: url, Stream: stream, Subjects: []string{"smelter.v1." + site + ".>"}, MaxAge: time.Hour}, nil)
+	r := runUplink(t, Config{URL: url, Stream: stream, Subjects: telemetry.TelemetryStreamSubjects(site),
+		AuditStream: audit, AuditSubjects: telemetry.AuditStreamSubjects(site), MaxAge: time.Hour}, nil)
 	wait.For(t, 10*time.Second, "uplink ready against the machine's nats-server", r.u.Ready)
 	t.Logf("server version %s", r.u.cur.Load().nc.ConnectedServerVersion())
 
@@ -72,5 +76,20 @@ func TestInteropJetStream(t *testing.T) {
 	}
 	if c := s.CachedInfo().Config; c.Duplicates != DuplicateWindow || c.Storage != jetstream.FileStorage {
 		t.Fatalf("stream config %+v", c)
+	}
+	// the audit stream beside it (2.9 knows DenyDelete/DenyPurge)
+	if err := r.u.EnsureAuditStream(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.Publish(context.Background(), telemetry.Subject(site, "motor", "m-1", telemetry.KindAudit), []byte(`{}`))
+	if err != nil || ack.Stream != audit {
+		t.Fatalf("audit record: ack %+v, %v; want stored in %s", ack, err, audit)
+	}
+	as, err := js.Stream(context.Background(), audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := as.CachedInfo().Config; !c.DenyDelete || !c.DenyPurge || c.MaxAge != DefaultAuditMaxAge {
+		t.Fatalf("audit stream config %+v", c)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -52,7 +53,7 @@ func TestOverStreamMaxMsgSizeRejected(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{StreamSubjects},
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: telemetry.TelemetryStreamSubjects("*"),
 		MaxMsgSize: 1024, Duplicates: DuplicateWindow}); err != nil {
 		t.Fatal(err)
 	}

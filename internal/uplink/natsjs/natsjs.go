@@ -329,42 +329,100 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 	}
 }
 
+// ensureStream checks (or creates) the telemetry stream.
 func (u *Uplink) ensureStream(ctx context.Context, js jetstream.JetStream) error {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
 	defer cancel()
-	s, err := js.Stream(ctx, u.cfg.Stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if u.cfg.CreateStream != nil && !*u.cfg.CreateStream {
-			return fmt.Errorf("%w: stream %s does not exist and %s.create_stream is false", ErrStream, u.cfg.Stream, field)
-		}
-		_, err = js.CreateStream(ctx, u.streamConfig())
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("stream %s: created concurrently, checking again", u.cfg.Stream)
-		}
-		if err != nil {
-			return fmt.Errorf("create stream %s: %w", u.cfg.Stream, err)
-		}
-		u.log.Info("nats stream created", "stream", u.cfg.Stream, "subjects", u.cfg.Subjects,
-			"max_age", u.cfg.MaxAge, "replicas", u.cfg.Replicas, "duplicate_window", DuplicateWindow)
-		return nil
-	case err != nil:
-		return fmt.Errorf("stream %s info: %w", u.cfg.Stream, err)
-	}
-	info := s.CachedInfo()
-	for _, want := range u.cfg.Subjects {
-		if !anyCovers(info.Config.Subjects, want) {
-			return fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s.stream",
-				ErrStream, u.cfg.Stream, info.Config.Subjects, want, want, field)
-		}
+	info, err := u.stream(ctx, js, u.telemetrySpec())
+	if err != nil {
+		return err
 	}
 	if info.Config.Duplicates <= 0 {
 		u.log.Warn("nats stream has no duplicate window: redelivered batches are stored twice", "stream", u.cfg.Stream)
 	}
+	if over := overlapping(info.Config.Subjects, u.cfg.AuditSubjects); over != "" {
+		u.log.Warn("nats stream also captures the command audit subjects: commands are refused until it is narrowed (docs/operations.md, \"Audit stream\")",
+			"stream", u.cfg.Stream, "subjects", info.Config.Subjects, "audit_subjects", u.cfg.AuditSubjects)
+	}
 	return nil
 }
 
-func (u *Uplink) streamConfig() jetstream.StreamConfig {
+// EnsureAuditStream checks (or, with create_stream, creates) the command
+// audit stream (audit_stream, default SMELTER_AUDIT, on
+// smelter.v1.*.*.*.audit, file storage, audit_max_age) on the uplink's
+// current connection. It fails with ErrNotConnected while the uplink is not
+// ready, and with ErrStream when the stream is missing and may not be
+// created, does not capture the audit subjects, or cannot exist because
+// the telemetry stream overlaps it (a stream from before the audit stream,
+// on smelter.v1.>): the message says what to change. The gateway's command
+// server calls it on every new connection and refuses commands until it
+// succeeds.
+func (u *Uplink) EnsureAuditStream(ctx context.Context) error {
+	s := u.cur.Load()
+	if !s.usable() {
+		return fmt.Errorf("nats uplink: %w", ErrNotConnected)
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+	defer cancel()
+	tel, err := s.js.Stream(ctx, u.cfg.Stream) // again: an operator may have narrowed it since
+	if err != nil {
+		return fmt.Errorf("stream %s info: %w", u.cfg.Stream, err)
+	}
+	if subjects := tel.CachedInfo().Config.Subjects; overlapping(subjects, u.cfg.AuditSubjects) != "" {
+		return fmt.Errorf("%w: stream %s captures %v, which overlaps the audit subjects %v (%s), and JetStream allows no overlapping streams, "+
+			"so audit stream %s cannot exist: narrow %s to the telemetry kinds, e.g. nats stream edit %s --subjects '%s' "+
+			"(docs/operations.md, \"Audit stream\")",
+			ErrStream, u.cfg.Stream, subjects, u.cfg.AuditSubjects, overlapping(subjects, u.cfg.AuditSubjects), u.cfg.AuditStream, u.cfg.Stream, u.cfg.Stream,
+			strings.Join(u.cfg.Subjects, ","))
+	}
+	info, err := u.stream(ctx, s.js, u.auditSpec())
+	if err != nil {
+		return err
+	}
+	if a := info.Config.MaxAge; a > 0 && a < u.cfg.AuditMaxAge {
+		u.log.Warn("nats audit stream keeps records for less than audit_max_age", "stream", u.cfg.AuditStream,
+			"max_age", a, "audit_max_age", u.cfg.AuditMaxAge)
+	}
+	return nil
+}
+
+// stream returns the info of want's stream, creating it (create_stream)
+// when missing; an existing stream must capture want.Subjects.
+func (u *Uplink) stream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, want.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		if u.cfg.CreateStream != nil && !*u.cfg.CreateStream {
+			return nil, fmt.Errorf("%w: stream %s does not exist and %s.create_stream is false", ErrStream, want.Name, field)
+		}
+		s, err = js.CreateStream(ctx, want)
+		var api *jetstream.APIError
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+			return nil, fmt.Errorf("stream %s: created concurrently, checking again", want.Name)
+		case errors.As(err, &api) && api.ErrorCode == errCodeSubjectOverlap:
+			return nil, fmt.Errorf("%w: create stream %s on %v: another stream captures some of these subjects (JetStream allows no overlap): "+
+				"narrow it to its own kinds (docs/operations.md, \"Audit stream\"): %w", ErrStream, want.Name, want.Subjects, err)
+		case err != nil:
+			return nil, fmt.Errorf("create stream %s: %w", want.Name, err)
+		}
+		u.log.Info("nats stream created", "stream", want.Name, "subjects", want.Subjects,
+			"max_age", want.MaxAge, "replicas", want.Replicas, "duplicate_window", want.Duplicates)
+		return s.CachedInfo(), nil
+	case err != nil:
+		return nil, fmt.Errorf("stream %s info: %w", want.Name, err)
+	}
+	info := s.CachedInfo()
+	for _, w := range want.Subjects {
+		if !anyCovers(info.Config.Subjects, w) {
+			return nil, fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s",
+				ErrStream, want.Name, info.Config.Subjects, w, w, field)
+		}
+	}
+	return info, nil
+}
+
+func (u *Uplink) telemetrySpec() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        u.cfg.Stream,
 		Description: "Smelter telemetry",
@@ -376,6 +434,41 @@ func (u *Uplink) streamConfig() jetstream.StreamConfig {
 		MaxAge:      u.cfg.MaxAge,
 		Duplicates:  DuplicateWindow,
 	}
+}
+
+// auditSpec is the audit stream: append only (no message delete, no
+// purge), file storage, audit_max_age.
+func (u *Uplink) auditSpec() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        u.cfg.AuditStream,
+		Description: "Smelter command audit (docs/commands.md)",
+		Subjects:    u.cfg.AuditSubjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    u.cfg.Replicas,
+		MaxAge:      u.cfg.AuditMaxAge,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	}
+}
+
+// errCodeSubjectOverlap is JetStream's "subjects overlap with an existing
+// stream" (JSStreamSubjectOverlapErr); nats.go names no constant for it.
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
+// overlapping returns the first of subjects that a message could match
+// together with one of filters ("" when none): two streams on them would
+// overlap.
+func overlapping(filters, subjects []string) string {
+	for _, s := range subjects {
+		for _, f := range filters {
+			if telemetry.SubjectsCollide(f, s) {
+				return f
+			}
+		}
+	}
+	return ""
 }
 
 // anyCovers reports whether one of the filters matches every subject that

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,7 +166,7 @@ func TestPublishCreatesStreamAndStoresExactPayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := s.CachedInfo().Config
-	if len(c.Subjects) != 1 || c.Subjects[0] != StreamSubjects || c.Storage != jetstream.FileStorage ||
+	if !slices.Equal(c.Subjects, telemetry.TelemetryStreamSubjects("*")) || c.Storage != jetstream.FileStorage ||
 		c.Duplicates != DuplicateWindow || c.MaxAge != time.Hour {
 		t.Fatalf("stream config = subjects %v storage %v dup %v max_age %v", c.Subjects, c.Storage, c.Duplicates, c.MaxAge)
 	}
@@ -259,7 +260,7 @@ func TestExistingStreamIsChecked(t *testing.T) {
 		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "NARROW", Subjects: []string{"smelter.v1.plant.>"}}); err != nil {
 			t.Fatal(err)
 		}
-		unusable(t, srv, Config{Stream: "NARROW"}, "does not cover smelter.v1.>", func(js jetstream.JetStream) error {
+		unusable(t, srv, Config{Stream: "NARROW"}, "does not cover smelter.v1.*.*.*.data", func(js jetstream.JetStream) error {
 			_, err := js.UpdateStream(context.Background(), jetstream.StreamConfig{Name: "NARROW", Subjects: []string{"smelter.>"}})
 			return err
 		})
