@@ -155,7 +155,7 @@ devices:
 // smelter-accounts.conf, the layout every deployment includes) on one node
 // and runs a real gateway as gw-site1 in account SITE_site1: user commander
 // of account SMELTER sends a signed command that crosses the site's
-// service export, is written, audited into the SMELTER stream (the
+// service export, is written, audited into the SMELTER_AUDIT stream (the
 // gateway's audit publish through its import) and answered; commander may
 // publish nothing but commands, and the collector user cannot command.
 func TestCommandsAcrossAccounts(t *testing.T) {
@@ -195,8 +195,11 @@ func TestCommandsAcrossAccounts(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
+	for name, subjects := range map[string][]string{telemetry.TelemetryStream: telemetry.TelemetryStreamSubjects("*"),
+		telemetry.AuditStream: telemetry.AuditStreamSubjects("*")} { // as nats-init creates them
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subjects, Storage: jetstream.FileStorage}); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	bank := modbustest.NewBank()
@@ -241,13 +244,16 @@ devices:
 	if res.Verdict != command.Verified || bank.Writes() != 1 {
 		t.Fatalf("commander across accounts: %+v, %d writes", res, bank.Writes())
 	}
-	// audited into the SMELTER stream through the site's import
-	s, err := js.Stream(ctx, "SMELTER")
+	// audited into the SMELTER_AUDIT stream through the site's import
+	s, err := js.Stream(ctx, telemetry.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetLastMsgForSubject(ctx, "smelter.v1.site1.generic.sp-1.audit"); err != nil {
-		t.Errorf("no audit record in SMELTER: %v", err)
+	// (STREAM.INFO with a subject filter: the collector user reads the
+	// trail through consumers, it has no STREAM.MSG.GET on SMELTER_AUDIT)
+	const auditSubj = "smelter.v1.site1.generic.sp-1.audit"
+	if info, err := s.Info(ctx, jetstream.WithSubjectFilter(auditSubj)); err != nil || info.State.Subjects[auditSubj] == 0 {
+		t.Errorf("no audit record in %s: %v", telemetry.AuditStream, err)
 	}
 	// commander publishes commands only; the collector cannot command
 	_ = commander.Publish("smelter.v1.site1.generic.sp-1.data", []byte("{}"))

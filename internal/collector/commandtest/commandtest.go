@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
@@ -189,11 +189,8 @@ devices:
 const AuditStream = collector.DefaultAuditStream
 
 // EnsureAuditStream makes sure the audit stream exists: left as it is when
-// present (the gateway or an operator created it); created on
-// smelter.v1.*.*.*.audit when no other stream captures those subjects;
-// else, where the telemetry stream still captures smelter.v1.> (JetStream
-// streams may not overlap), created as a stream sourcing the audit
-// subjects from it.
+// present (the gateway or an operator created it), else created on
+// telemetry.AuditStreamSubjects, as nats-init creates it.
 func EnsureAuditStream(tb testing.TB, js jetstream.JetStream) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -202,11 +199,7 @@ func EnsureAuditStream(tb testing.TB, js jetstream.JetStream) {
 		return
 	}
 	cfg := jetstream.StreamConfig{Name: AuditStream, Description: "Smelter command audit (tests)", Storage: jetstream.FileStorage,
-		Subjects: []string{"smelter.v1.*.*.*.audit"}}
-	if name, err := js.StreamNameBySubject(ctx, "smelter.v1.x.y.z.audit"); err == nil && name != "" {
-		cfg.Subjects = nil
-		cfg.Sources = []*jetstream.StreamSource{{Name: name, FilterSubject: "smelter.v1.*.*.*.audit"}}
-	}
+		Subjects: telemetry.AuditStreamSubjects("*")}
 	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		tb.Fatalf("create audit stream %s: %v", AuditStream, err)
 	}
