@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	readBufSize  = 1 << 20
+	readBufSize  = 256 << 10 // grows to hold a larger record
 	maxInterned  = 4096
 	defaultBatch = 1
 )

@@ -237,6 +237,7 @@ loop:
 			}
 			if measuring {
 				steady = append(steady, mb(s.gwRSS+s.workRSS))
+				res.FileMB = mb(s.gwFile)
 				res.CPUSeconds = s.cpu - cpu0
 				res.Seconds = el.Seconds() - wall0
 				res.NATSReadings, res.MQTTReadings = n-nats0, m-mqtt0
@@ -248,6 +249,10 @@ loop:
 	}
 	if o.pprof != "" {
 		if err := fetch("http://"+httpAddr+"/debug/pprof/heap", o.pprof); err != nil {
+			log.Printf("heap profile: %v", err)
+		}
+		// the same with runtime.MemStats, as text
+		if err := fetch("http://"+httpAddr+"/debug/pprof/heap?debug=1", o.pprof+".txt"); err != nil {
 			log.Printf("heap profile: %v", err)
 		}
 	}
@@ -277,6 +282,7 @@ loop:
 	res.Load = loadavg()
 	fmt.Printf("\nsteady RSS (gateway + workers) median %.1f MB, max %.1f MB; peak VmHWM gateway %.1f MB, peak total %.1f MB (workers %d, peak %.1f MB)\n",
 		res.SteadyMedianMB, res.SteadyMaxMB, res.PeakRSSMB, res.PeakTotalMB, res.Workers, res.PeakWorkersMB)
+	fmt.Printf("of the gateway's RSS, %.1f MB is file-backed (its binary's text and data)\n", res.FileMB)
 	fmt.Printf("delivered: NATS %.0f readings/s, MQTT %.0f readings/s (offered %.0f); CPU %.2f s over %.0f s = %.3f core, %.2f CPU-s per million points; load average %s\n",
 		res.NATSPerSec, res.MQTTPerSec, res.Offered, res.CPUSeconds, res.Seconds, res.Cores, res.CPUPerMillion, res.Load)
 	out, _ := json.Marshal(res)
@@ -310,6 +316,7 @@ type result struct {
 	SteadyMaxMB    float64 `json:"steady_rss_max_mb"`
 	PeakRSSMB      float64 `json:"peak_hwm_gateway_mb"`
 	PeakTotalMB    float64 `json:"peak_rss_total_mb"`
+	FileMB         float64 `json:"gateway_rss_file_mb"`
 	Workers        int     `json:"workers"`
 	PeakWorkersMB  float64 `json:"peak_workers_mb"`
 	Load           string  `json:"loadavg"`
@@ -409,16 +416,22 @@ func startServer(ctx context.Context, o options, first, n int) ([]string, error)
 // procSample is one sample of the gateway's process tree.
 type procSample struct {
 	gwRSS, gwHWM, workRSS int64   // KiB
+	gwFile                int64   // KiB of gwRSS that is file-backed (the binary's text and data)
 	cpu                   float64 // seconds, gateway + live children
 	procs                 int
 }
 
 var clkTck = 100.0 // USER_HZ on Linux
 
+// lastRssFile is the RssFile (mapped binary and libraries) of the last
+// process read, KiB.
+var lastRssFile atomic.Int64
+
 // sampleTree reads the gateway pid and its children (session workers).
 func sampleTree(pid int) procSample {
 	var s procSample
 	s.gwRSS, s.gwHWM = statusKB(pid)
+	s.gwFile = lastRssFile.Load()
 	s.cpu = cpuSeconds(pid)
 	s.procs = 1
 	for _, c := range children(pid) {
@@ -450,6 +463,8 @@ func statusKB(pid int) (rss, hwm int64) {
 			rss = n
 		case "VmHWM":
 			hwm = n
+		case "RssFile":
+			lastRssFile.Store(n)
 		}
 	}
 	return rss, hwm
