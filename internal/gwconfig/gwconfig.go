@@ -511,7 +511,8 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Enum: p.Enum, Src: ps.Src,
 		Min: sig.Min, Max: sig.Max, States: sig.States, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
-	if p.Scale != nil {
+	np.Scale = 1
+	if p.Scale != nil && *p.Scale != 0 { // 0 means 1, as normalize reads it
 		np.Scale = *p.Scale
 	}
 	if p.Min != nil {
