@@ -203,7 +203,7 @@ func run(args []string) error {
 	res.Offered = float64(o.devices*o.points) / o.interval.Seconds()
 	res.MemoryLimit, res.Env, res.Config = o.memoryLimit, o.env, o.extra
 	start := time.Now()
-	var steady []float64
+	var steady, pssS, anonS, wanonS []float64
 	var cpu0, wall0 float64
 	var nats0, mqtt0 int64
 	measuring := false
@@ -238,6 +238,9 @@ loop:
 			if measuring {
 				steady = append(steady, mb(s.gwRSS+s.workRSS))
 				res.FileMB = mb(s.gwFile)
+				pssS = append(pssS, mb(s.pss))
+				anonS = append(anonS, mb(s.anon))
+				wanonS = append(wanonS, mb(s.workAnon))
 				res.CPUSeconds = s.cpu - cpu0
 				res.Seconds = el.Seconds() - wall0
 				res.NATSReadings, res.MQTTReadings = n-nats0, m-mqtt0
@@ -271,6 +274,7 @@ loop:
 		res.SteadyMedianMB = steady[len(steady)/2]
 		res.SteadyMaxMB = steady[len(steady)-1]
 	}
+	res.PSSMedianMB, res.AnonMedianMB, res.WorkersAnonMB = median(pssS), median(anonS), median(wanonS)
 	if res.Seconds > 0 {
 		res.NATSPerSec = float64(res.NATSReadings) / res.Seconds
 		res.MQTTPerSec = float64(res.MQTTReadings) / res.Seconds
@@ -282,7 +286,8 @@ loop:
 	res.Load = loadavg()
 	fmt.Printf("\nsteady RSS (gateway + workers) median %.1f MB, max %.1f MB; peak VmHWM gateway %.1f MB, peak total %.1f MB (workers %d, peak %.1f MB)\n",
 		res.SteadyMedianMB, res.SteadyMaxMB, res.PeakRSSMB, res.PeakTotalMB, res.Workers, res.PeakWorkersMB)
-	fmt.Printf("of the gateway's RSS, %.1f MB is file-backed (its binary's text and data)\n", res.FileMB)
+	fmt.Printf("of the gateway's RSS, %.1f MB is file-backed (its binary's text and data); median PSS (gateway + workers) %.1f MB, anonymous %.1f MB (workers %.1f MB)\n",
+		res.FileMB, res.PSSMedianMB, res.AnonMedianMB, res.WorkersAnonMB)
 	fmt.Printf("delivered: NATS %.0f readings/s, MQTT %.0f readings/s (offered %.0f); CPU %.2f s over %.0f s = %.3f core, %.2f CPU-s per million points; load average %s\n",
 		res.NATSPerSec, res.MQTTPerSec, res.Offered, res.CPUSeconds, res.Seconds, res.Cores, res.CPUPerMillion, res.Load)
 	out, _ := json.Marshal(res)
@@ -317,6 +322,9 @@ type result struct {
 	PeakRSSMB      float64 `json:"peak_hwm_gateway_mb"`
 	PeakTotalMB    float64 `json:"peak_rss_total_mb"`
 	FileMB         float64 `json:"gateway_rss_file_mb"`
+	PSSMedianMB    float64 `json:"pss_median_mb"`
+	AnonMedianMB   float64 `json:"anon_median_mb"`
+	WorkersAnonMB  float64 `json:"workers_anon_median_mb"`
 	Workers        int     `json:"workers"`
 	PeakWorkersMB  float64 `json:"peak_workers_mb"`
 	Load           string  `json:"loadavg"`
@@ -417,6 +425,7 @@ func startServer(ctx context.Context, o options, first, n int) ([]string, error)
 type procSample struct {
 	gwRSS, gwHWM, workRSS int64   // KiB
 	gwFile                int64   // KiB of gwRSS that is file-backed (the binary's text and data)
+	pss, anon, workAnon   int64   // KiB, gateway + workers
 	cpu                   float64 // seconds, gateway + live children
 	procs                 int
 }
@@ -434,40 +443,54 @@ func sampleTree(pid int) procSample {
 	s.gwFile = lastRssFile.Load()
 	s.cpu = cpuSeconds(pid)
 	s.procs = 1
+	s.pss, s.anon = rollupKB(pid)
 	for _, c := range children(pid) {
 		rss, _ := statusKB(c)
 		s.workRSS += rss
 		s.cpu += cpuSeconds(c)
 		s.procs++
+		pss, anon := rollupKB(c)
+		s.pss += pss
+		s.anon += anon
+		s.workAnon += anon
 	}
 	return s
 }
 
+// rollupKB returns the Pss (shared pages divided among their users: the
+// workers share the gateway binary's text) and Anonymous (private heap and
+// stacks) of pid, from /proc/<pid>/smaps_rollup.
+func rollupKB(pid int) (pss, anon int64) {
+	v := procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss", "Anonymous")
+	return v[0], v[1]
+}
+
 func statusKB(pid int) (rss, hwm int64) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v := procKB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS", "VmHWM", "RssFile")
+	lastRssFile.Store(v[2])
+	return v[0], v[1]
+}
+
+// procKB reads the "Key: value kB" lines of a /proc file and returns the
+// values of keys, in order (0: absent).
+func procKB(path string, keys ...string) []int64 {
+	out := make([]int64, len(keys))
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
-		case "RssFile":
-			lastRssFile.Store(n)
+		if i := slices.Index(keys, k); i >= 0 {
+			if f := strings.Fields(v); len(f) > 0 {
+				out[i], _ = strconv.ParseInt(f[0], 10, 64)
+			}
 		}
 	}
-	return rss, hwm
+	return out
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command name.
@@ -552,4 +575,13 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
 }
