@@ -339,10 +339,18 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 	}
 }
 
+// dropOut empties r.out for a new Next, clearing the records it held: a
+// stale entry beyond the new length would keep its bytes reachable, and
+// with them the whole arena chunk (or read buffer) they sit in.
+func (r *Reader) dropOut() {
+	clear(r.out)
+	r.out = r.out[:0]
+}
+
 // readCache copies cache entries from r.pos. Caller holds s.mu.
 func (r *Reader) readCache(maxRecords, maxBytes int) {
 	c := &r.s.cache
-	r.out = r.out[:0]
+	r.dropOut()
 	total := 0
 	for len(r.out) < maxRecords {
 		e, ok := c.get(r.pos)
@@ -441,7 +449,7 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 	if len(r.buf) == 0 {
 		r.buf = make([]byte, readBufSize)
 	}
-	r.out = r.out[:0]
+	r.dropOut()
 	off := p.off
 	total := 0
 	for off < p.limit && len(r.out) == 0 {
