@@ -254,8 +254,10 @@ func (r *Reader) Name() string { return r.name }
 // Next returns the records after the read position, oldest first: at most
 // maxRecords and, beyond the first record, at most maxBytes of data
 // (<= 0: no byte limit). It blocks until at least one record is available,
-// ctx is done or the spool is closed. The returned slices are valid until
-// the next call. Recent records come from memory; a reader behind the tail
+// ctx is done or the spool is closed. The returned slice of records is
+// reused by the next call; the bytes of each record's Data are never
+// rewritten, so a holder (an uplink client retrying a message) may keep
+// them. Recent records come from memory; a reader behind the tail
 // cache reads the segment files, at most replay_rate records/s. A reader
 // whose next records were discarded skips to the oldest remaining one and
 // counts the gap (smelter_spool_reader_discarded_records_total).
@@ -447,7 +449,13 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 		r.f, r.fBase = f, p.base
 	}
 	if len(r.buf) == 0 {
-		r.buf = make([]byte, readBufSize)
+		// A fresh buffer after every read that handed records out: their
+		// bytes are never rewritten (an uplink's client may still hold a
+		// message after a failed publish and send it later). Sized to
+		// what is there to read, up to readBufSize: a live reader a few
+		// records behind the cache allocates what it reads, as the
+		// append arena does.
+		r.buf = make([]byte, int(min(int64(readBufSize), max(p.limit-p.off, headerSize))))
 	}
 	r.dropOut()
 	off := p.off
@@ -512,6 +520,9 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 		}
 	}
 	r.nextOff, r.nextSeq = off, r.pos
+	if len(r.out) > 0 {
+		r.buf = nil // handed out: the next read takes a new one
+	}
 	if len(r.out) == 0 && r.pos <= p.last {
 		// Nothing readable from r.pos to the end of this segment.
 		r.pos = p.last + 1

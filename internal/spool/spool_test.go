@@ -692,3 +692,34 @@ func TestNextKeepsNoStaleRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskRecordsAreNeverRewritten: the bytes of a record read from disk
+// stay as they were after later reads. An MQTT client may still hold a
+// message after a publish timed out (paho keeps it queued and in its
+// session store, and sends it later): had the reader reused its buffer,
+// that message would go out carrying another record's bytes.
+func TestDiskRecordsAreNeverRewritten(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.CacheBytes = 1 // every read from disk
+	h := open(t, cfg)
+	r, err := h.s.Reader("up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.append(3, 2000)
+	ctx := context.Background()
+	first, err := r.Next(ctx, 1, 0)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("Next = %d, %v", len(first), err)
+	}
+	held := first[0].Data
+	want := string(held)
+	for range 2 {
+		if _, err := r.Next(ctx, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(held) != want {
+		t.Fatalf("record %d's bytes were rewritten by later reads", first[0].Seq)
+	}
+}
