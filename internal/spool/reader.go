@@ -254,10 +254,11 @@ func (r *Reader) Name() string { return r.name }
 // Next returns the records after the read position, oldest first: at most
 // maxRecords and, beyond the first record, at most maxBytes of data
 // (<= 0: no byte limit). It blocks until at least one record is available,
-// ctx is done or the spool is closed. The returned slice of records is
-// reused by the next call; the bytes of each record's Data are never
-// rewritten, so a holder (an uplink client retrying a message) may keep
-// them. Recent records come from memory; a reader behind the tail
+// ctx is done or the spool is closed. The returned slices are valid until
+// the next call, and after a Rewind for good: a failed publish may leave a
+// message queued in an uplink's client, which sends it later, so Rewind
+// makes the next disk read use a new buffer. Recent records come from
+// memory; a reader behind the tail
 // cache reads the segment files, at most replay_rate records/s. A reader
 // whose next records were discarded skips to the oldest remaining one and
 // counts the gap (smelter_spool_reader_discarded_records_total).
@@ -449,13 +450,7 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 		r.f, r.fBase = f, p.base
 	}
 	if len(r.buf) == 0 {
-		// A fresh buffer after every read that handed records out: their
-		// bytes are never rewritten (an uplink's client may still hold a
-		// message after a failed publish and send it later). Sized to
-		// what is there to read, up to readBufSize: a live reader a few
-		// records behind the cache allocates what it reads, as the
-		// append arena does.
-		r.buf = make([]byte, int(min(int64(readBufSize), max(p.limit-p.off, headerSize))))
+		r.buf = make([]byte, readBufSize)
 	}
 	r.dropOut()
 	off := p.off
@@ -520,9 +515,6 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 		}
 	}
 	r.nextOff, r.nextSeq = off, r.pos
-	if len(r.out) > 0 {
-		r.buf = nil // handed out: the next read takes a new one
-	}
 	if len(r.out) == 0 && r.pos <= p.last {
 		// Nothing readable from r.pos to the end of this segment.
 		r.pos = p.last + 1
@@ -591,6 +583,11 @@ func (r *Reader) Commit(seq uint64) error {
 // read but not confirmed are read again (after an uplink error or
 // reconnect).
 func (r *Reader) Rewind() {
+	// The records handed out may still be held (a failed publish can
+	// leave a message queued in an uplink's client, which sends it
+	// later): the next disk read takes a new buffer, so their bytes are
+	// never rewritten. Records from the tail cache never are.
+	r.buf = nil
 	r.s.mu.Lock()
 	r.pos = r.committed + 1
 	r.s.mu.Unlock()
