@@ -113,7 +113,7 @@ func run(args []string) error {
 		return err
 	}
 	if !o.keep {
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -167,7 +167,7 @@ func run(args []string) error {
 	_ = sub.SetPendingLimits(-1, -1)
 	mc := paho.NewClient(paho.NewClientOptions().AddBroker(msrv.URL()).SetClientID("gwload"))
 	if t := mc.Connect(); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return fmt.Errorf("mqtt connect: %v", t.Error())
+		return fmt.Errorf("mqtt connect: %w", t.Error())
 	}
 	defer mc.Disconnect(100)
 	if t := mc.Subscribe("smelter/v1/#", 0, func(_ paho.Client, m paho.Message) {
@@ -175,10 +175,12 @@ func run(args []string) error {
 			mqttReadings.Add(int64(bytes.Count(m.Payload(), signalKey)))
 		}
 	}); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return fmt.Errorf("mqtt subscribe: %v", t.Error())
+		return fmt.Errorf("mqtt subscribe: %w", t.Error())
 	}
 
-	cmd := exec.Command(gw, "run", "-config", cfgPath)
+	// Not CommandContext: the gateway is stopped with SIGTERM below, so
+	// that it flushes, and its figures are read while it runs.
+	cmd := exec.Command(gw, "run", "-config", cfgPath) //nolint:noctx // see above
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), strings.Fields(o.env)...)
 	logf, err := os.Create(filepath.Join(dir, "gateway.log"))
@@ -218,7 +220,7 @@ loop:
 			runErr = ctx.Err()
 			break loop
 		case err := <-exited:
-			return fmt.Errorf("the gateway exited early: %v (log: %s)", err, filepath.Join(dir, "gateway.log"))
+			return fmt.Errorf("the gateway exited early: %w (log: %s)", err, filepath.Join(dir, "gateway.log"))
 		case now := <-tick.C:
 			s := sampleTree(pid)
 			el := now.Sub(start)
@@ -251,20 +253,23 @@ loop:
 		}
 	}
 	if o.pprof != "" {
-		if err := fetch("http://"+httpAddr+"/debug/pprof/heap", o.pprof); err != nil {
+		if err := fetch(ctx, "http://"+httpAddr+"/debug/pprof/heap", o.pprof); err != nil {
 			log.Printf("heap profile: %v", err)
 		}
 		// the same with runtime.MemStats, as text
-		if err := fetch("http://"+httpAddr+"/debug/pprof/heap?debug=1", o.pprof+".txt"); err != nil {
+		if err := fetch(ctx, "http://"+httpAddr+"/debug/pprof/heap?debug=1", o.pprof+".txt"); err != nil {
 			log.Printf("heap profile: %v", err)
 		}
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-exited:
+	case err := <-exited:
+		if err != nil {
+			log.Printf("gateway stopped: %v", err)
+		}
 	case <-time.After(15 * time.Second):
 		_ = cmd.Process.Kill()
-		<-exited
+		log.Printf("gateway killed after 15 s: %v", <-exited)
 	}
 	if runErr != nil {
 		return runErr
@@ -335,7 +340,7 @@ func mb(kb int64) float64 { return float64(kb) / 1024 }
 // writeConfig writes the gateway's configuration and returns its path and
 // the HTTP address it listens on.
 func writeConfig(dir string, o options, addrs []string, natsURL, mqttURL string) (string, string, error) {
-	httpAddr, err := freeAddr()
+	httpAddr, err := freeAddr(context.Background())
 	if err != nil {
 		return "", "", err
 	}
@@ -547,8 +552,12 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-func fetch(url, path string) error {
-	resp, err := http.Get(url)
+func fetch(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -568,8 +577,9 @@ func fetch(url, path string) error {
 }
 
 // freeAddr returns a loopback address with a port free right now.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func freeAddr(ctx context.Context) (string, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
