@@ -76,6 +76,7 @@ type options struct {
 	env         string
 	pprof       string
 	keep        bool
+	outage      time.Duration
 }
 
 func run(args []string) error {
@@ -95,6 +96,7 @@ func run(args []string) error {
 	fs.StringVar(&o.env, "env", "", "extra environment of the gateway, space separated (e.g. 'GOGC=50 GOMEMLIMIT=30MiB')")
 	fs.StringVar(&o.pprof, "heap-profile", "", "write the gateway's heap profile here at the end (turns http.pprof on)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
+	fs.DurationVar(&o.outage, "outage", 0, "stop the NATS server this long, 5 s into the measured time, then start it again (the spool holds a backlog and replays it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -204,11 +206,15 @@ func run(args []string) error {
 	res.Proto, res.Devices, res.Points, res.Interval = o.proto, o.devices, o.points, o.interval.String()
 	res.Offered = float64(o.devices*o.points) / o.interval.Seconds()
 	res.MemoryLimit, res.Env, res.Config = o.memoryLimit, o.env, o.extra
+	if o.outage > 0 {
+		res.Outage = o.outage.String()
+	}
 	start := time.Now()
 	var steady, pssS, anonS, wanonS []float64
 	var cpu0, wall0 float64
 	var nats0, mqtt0 int64
 	measuring := false
+	outageState := 0 // 1: NATS stopped, 2: started again
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	prevN, prevM := int64(0), int64(0)
@@ -232,6 +238,20 @@ loop:
 			res.PeakTotalMB = max(res.PeakTotalMB, mb(s.gwRSS+s.workRSS))
 			res.PeakWorkersMB = max(res.PeakWorkersMB, mb(s.workRSS))
 			res.Workers = max(res.Workers, s.procs-1)
+			if o.outage > 0 {
+				switch at := o.warmup + 5*time.Second; {
+				case outageState == 0 && el >= at:
+					nsrv.Shutdown()
+					outageState = 1
+					fmt.Printf("gwload: NATS server stopped for %v\n", o.outage)
+				case outageState == 1 && el >= at+o.outage:
+					if err := nsrv.Start(); err != nil {
+						return fmt.Errorf("restarting the NATS server: %w", err)
+					}
+					outageState = 2
+					fmt.Println("gwload: NATS server started again")
+				}
+			}
 			if !measuring && el >= o.warmup {
 				measuring = true
 				cpu0, wall0, nats0, mqtt0 = s.cpu, el.Seconds(), n, m
@@ -314,6 +334,7 @@ type result struct {
 	MemoryLimit    string  `json:"memory_limit,omitempty"`
 	Env            string  `json:"env,omitempty"`
 	Config         string  `json:"config,omitempty"`
+	Outage         string  `json:"nats_outage,omitempty"`
 	Seconds        float64 `json:"seconds"`
 	NATSReadings   int64   `json:"nats_readings"`
 	MQTTReadings   int64   `json:"mqtt_readings"`
