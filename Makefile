@@ -89,6 +89,16 @@ check:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
 
+## bench-gateway: smelter-gateway's RSS and CPU under load, measured from outside (deploy/bench/gwload,
+## docs/benchmarks.md): 100 Modbus TCP devices x 100 registers every 100 ms, both uplinks, the spool on.
+## The gateway is built as `make dist` builds it. GWLOAD_FLAGS adds flags, e.g.
+## GWLOAD_FLAGS='-proto opcua -devices 20 -servers 2 -points 1000' or '-memory-limit 40MiB'.
+.PHONY: bench-gateway
+bench-gateway:
+	@mkdir -p $(BIN)/bench
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/bench/ ./cmd/smelter-gateway ./deploy/bench/gwload
+	$(BIN)/bench/gwload -gateway $(BIN)/bench/smelter-gateway $(GWLOAD_FLAGS)
+
 ## demo: simulators (Modbus + OPC UA), gateway, collector with embedded brokers and dashboard.
 demo: build
 	$(BIN)/smelter-demo $(DEMO_FLAGS)

@@ -27,6 +27,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/version"
 )
@@ -244,6 +245,9 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 		return nil, err
 	}
 	log = log.With("gateway", cfg.ID)
+	if lim, src := memlimit.Apply(cfg.MemoryLimit); lim > 0 {
+		log.Info("memory limit", "limit", memlimit.Format(lim), "from", string(src))
+	}
 	g, err := gateway.New(cfg, gateway.Options{Logger: log, Metrics: mx})
 	if err != nil {
 		return nil, err

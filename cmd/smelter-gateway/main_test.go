@@ -7,17 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/gateway"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/opcua"
@@ -558,5 +564,54 @@ func TestRunOPCUADeviceThroughWorker(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), "session worker died") {
 		t.Fatalf("a worker died:\n%s", stderr.String())
+	}
+}
+
+// TestBuildAppliesMemoryLimit: building a generation sets the runtime's
+// memory limit from gateway.memory_limit and logs it; a configuration
+// without one removes it; the GOMEMLIMIT variable wins over the file.
+func TestBuildAppliesMemoryLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	dir := t.TempDir()
+	load := func(limit string) *gwconfig.Config {
+		t.Helper()
+		text := fmt.Sprintf("gateway: {id: gw-mem, site: s, data_dir: %q, memory_limit: %s}\nhttp: {listen: \"off\"}\nlog: {format: json}\nuplinks: {mqtt: {url: \"tcp://127.0.0.1:1\"}}\ndevices:\n"+
+			"  - {id: m-1, class: motor, modbus: {address: \"127.0.0.1:1\", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
+			dir, limit)
+		path := filepath.Join(dir, "gw.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := gwconfig.Load(path, gateway.Drivers()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	mx := gateway.NewMetrics(prometheus.NewRegistry())
+	var logs bytes.Buffer
+	if _, err := build(context.Background(), load("48MiB"), &logs, mx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 48<<20 {
+		t.Fatalf("limit %d after a 48MiB configuration", got)
+	}
+	if !strings.Contains(logs.String(), `"msg":"memory limit","gateway":"gw-mem","limit":"48MiB","from":"gateway.memory_limit"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+	if _, err := build(context.Background(), load("off"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("limit %d after a configuration without one", got)
+	}
+	t.Setenv("GOMEMLIMIT", "40MiB")
+	debug.SetMemoryLimit(40 << 20) // what the runtime did at start
+	if _, err := build(context.Background(), load("48MiB"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 40<<20 {
+		t.Fatalf("limit %d: GOMEMLIMIT should win", got)
 	}
 }

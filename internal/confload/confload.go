@@ -277,6 +277,16 @@ func YAMLErrors(file string, err error) Errors {
 	return out
 }
 
+// WithoutTree returns d without its parse tree, for a holder that keeps
+// it long after loading: the errors it places name the file and field but
+// no line (the tree of a large file is tens of MB).
+func (d *Doc) WithoutTree() *Doc {
+	if d == nil {
+		return nil
+	}
+	return &Doc{File: d.File, broken: d.broken}
+}
+
 // Errorf returns a FieldError for the field at path, with the line of that
 // field (or of its closest parent present in the file).
 func (d *Doc) Errorf(path, format string, args ...any) *FieldError {

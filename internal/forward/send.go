@@ -63,6 +63,10 @@ func (s *sender) index(msgID string) int {
 // record goes as spooled. What cannot fit is set aside.
 func (s *sender) build(recs []spool.Record, items []item) {
 	f := s.f
+	// cleared, not only emptied: a stale envelope beyond the new length
+	// would keep its record's bytes (and their spool arena chunk) reachable
+	clear(s.envs)
+	clear(s.parts)
 	s.envs, s.seqs, s.apps, s.buf = s.envs[:0], s.seqs[:0], s.apps[:0], s.buf[:0]
 	limit := 0
 	if pl, ok := f.up.(PayloadLimiter); ok {

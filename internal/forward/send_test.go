@@ -87,3 +87,26 @@ func TestBuildSplitsToTheLimit(t *testing.T) {
 		t.Fatal("set-aside id kept after the cursor passed it")
 	}
 }
+
+// TestBuildKeepsNoStaleEnvelopes: a build after a larger one leaves no
+// envelope beyond the new ones in the reused slice: a stale one kept its
+// record's bytes (and the spool arena chunk they sit in) reachable.
+func TestBuildKeepsNoStaleEnvelopes(t *testing.T) {
+	s := newSender(New(limitOnly(0), nil, nil, Options{Gateway: gw}))
+	var recs []spool.Record
+	var items []item
+	for i := range 20 {
+		recs = append(recs, spool.Record{Seq: uint64(i + 1), Subject: birthSubj, Data: []byte(`{"schema":"smelter.birth/1"}`)})
+		items = append(items, item{idx: i})
+	}
+	s.build(recs, items)
+	s.build(recs[:1], items[:1])
+	if len(s.envs) != 1 {
+		t.Fatalf("%d envelopes", len(s.envs))
+	}
+	for i, e := range s.envs[1:cap(s.envs)] {
+		if e.Data != nil || e.MsgID != "" {
+			t.Fatalf("stale envelope %d (%s) still referenced", i+1, e.MsgID)
+		}
+	}
+}

@@ -49,7 +49,10 @@ type device struct {
 	// driver may report device units (OnUnits) from its own goroutine.
 	normMu  sync.Mutex
 	norm    *normalize.Normalizer
-	signals []telemetry.SignalInfo // as announced in births
+	signals []telemetry.SignalInfo // as announced in births; the configuration's until ownSignals
+	// ownSignals: signals is this device's copy (a device-reported unit
+	// changed it); before, it is the configuration's, shared read-only.
+	ownSignals bool
 	// unitsChanged: applyUnits changed a signal's unit; the loop announces
 	// a new birth of the asset before the next batch.
 	unitsChanged atomic.Bool
@@ -74,7 +77,7 @@ type deviceState struct {
 
 func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
 	dv := &device{g: g, a: a, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
-		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds()), signals: slices.Clone(d.Signals)}
+		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds()), signals: d.Signals}
 	src, err := g.newSource(dv)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.ID, err)
@@ -138,6 +141,10 @@ func (d *device) applyUnits(nus []driver.Unit) {
 		if noCatalogUnit {
 			d.norm.SetUnit(i, to)
 			if d.signals[i].Unit != to {
+				if !d.ownSignals {
+					// copy on write: d.signals starts as the configuration's
+					d.signals, d.ownSignals = slices.Clone(d.signals), true
+				}
 				d.signals[i].Unit = to
 				d.unitsChanged.Store(true)
 			}

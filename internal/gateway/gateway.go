@@ -98,8 +98,11 @@ type Gateway struct {
 	onSpool func(*spool.Spool)
 }
 
-// New builds a gateway from a loaded configuration. It does no I/O.
+// New builds a gateway from a loaded configuration. It does no I/O. It
+// compacts cfg (gwconfig.Config.Compact: the gateway keeps cfg while it
+// runs, without its YAML parse tree); run cfg.CheckLocal before New.
 func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
+	cfg.Compact()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

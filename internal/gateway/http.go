@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -128,9 +129,17 @@ func (g *Gateway) uplinkError(name string) string {
 }
 
 // Handler returns the gateway's HTTP handler: /metrics, /healthz, /readyz,
-// /status (JSON) and / (a status page).
+// /status (JSON) and / (a status page); with http.pprof, Go's profiles
+// under /debug/pprof/ (heap, goroutine, profile?seconds=N, ...).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
+	if g.cfg.Raw.HTTP.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.mx.Gatherer(), promhttp.HandlerOpts{Registry: g.mx.reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

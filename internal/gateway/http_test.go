@@ -3,13 +3,18 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/wait"
@@ -136,6 +141,39 @@ func TestStatusAgreesWithReadyzAndLogsAreClean(t *testing.T) {
 		}
 		if strings.Contains(l, `"retry_in":`) && !strings.Contains(l, `"retry_in":"`) {
 			t.Errorf("a duration written as a number: %s", l)
+		}
+	}
+}
+
+// TestPProfOnlyWhenConfigured: /debug/pprof/ answers with http.pprof on
+// and is absent by default.
+func TestPProfOnlyWhenConfigured(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "gw.yaml")
+		doc := fmt.Sprintf("gateway: {id: gw, site: s, data_dir: ./data}\nhttp: {pprof: %v}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\n"+
+			"devices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n", on)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := gwconfig.Load(path, Drivers()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := New(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(g.Handler())
+		resp, err := http.Get(srv.URL + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		got := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "heap profile")
+		if got != on {
+			t.Errorf("pprof %v: /debug/pprof/heap answered %d %.60q", on, resp.StatusCode, body)
 		}
 	}
 }

@@ -458,3 +458,36 @@ func load(path string) (*gwconfig.Config, error) { return gwconfig.Load(path, dr
 func loadBytes(name string, data []byte) (*gwconfig.Config, error) {
 	return gwconfig.LoadBytes(name, data, drivers()...)
 }
+
+func TestMemoryLimit(t *testing.T) {
+	base := "uplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	for _, tc := range []struct {
+		value string
+		want  int64
+		err   string
+	}{
+		{"", 0, ""},
+		{"off", 0, ""},
+		{"48MiB", 48 << 20, ""},
+		{"1GiB", 1 << 30, ""},
+		{"10MiB", 0, `gw.yaml:1: gateway.memory_limit: "10MiB" is below the smallest useful limit, 16MiB`},
+		{"48MB", 0, `gw.yaml:1: gateway.memory_limit: "48MB": want a whole number of bytes`},
+		{"-1", 0, `gw.yaml:1: gateway.memory_limit: "-1": want a whole number of bytes`},
+	} {
+		doc := "gateway: {id: gw, site: s"
+		if tc.value != "" {
+			doc += ", memory_limit: " + tc.value
+		}
+		doc += "}\n" + base
+		cfg, err := loadBytes("gw.yaml", []byte(doc))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || cfg.MemoryLimit != tc.want {
+			t.Errorf("%q: got %v, %v; want %d", tc.value, cfg.MemoryLimit, err, tc.want)
+		}
+	}
+}

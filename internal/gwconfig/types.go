@@ -180,7 +180,9 @@ type Config struct {
 	ID      string
 	Site    string
 	DataDir string
-	Devices []*Device
+	// MemoryLimit is gateway.memory_limit in bytes (0: none).
+	MemoryLimit int64
+	Devices     []*Device
 	// Warnings are problems that do not stop the gateway (overlapping
 	// Modbus points, units left to the device): validate prints them and
 	// the gateway logs them at start.

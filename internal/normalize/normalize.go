@@ -16,6 +16,7 @@ package normalize
 
 import (
 	"math"
+	"slices"
 
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -66,6 +67,7 @@ type Normalizer struct {
 	state     []pointState
 	k         int64 // a silent point is stale after k x its interval
 	heartbeat int64 // ms: a deadbanded point is reported at least this often
+	owned     bool  // points is n's own copy (else the caller's, read-only)
 }
 
 // New returns a normalizer for points (sample.Sample.Index i is points[i]).
@@ -73,21 +75,37 @@ type Normalizer struct {
 // IntervalMS without anything heard (DOMAIN.md: 3; <= 0 means 3).
 // heartbeat (ms, 0 = never) forces a deadbanded point to be reported even if
 // unchanged.
+//
+// The normalizer never modifies points: when every point already has its
+// Scale and Conv.Scale set (a compiled configuration's), it reads them in
+// place, and copies them only when a Set method changes one (a
+// 10,000-point gateway keeps one table, not two); otherwise it works on a
+// copy with the defaults filled in. The caller must not modify points
+// afterwards.
 func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
 	}
-	ps := make([]Point, len(points))
-	copy(ps, points)
-	for i := range ps {
-		if ps[i].Scale == 0 {
-			ps[i].Scale = 1
-		}
-		if ps[i].Conv.Scale == 0 {
-			ps[i].Conv = units.Identity
+	n := &Normalizer{points: points, state: make([]pointState, len(points)), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	if slices.ContainsFunc(points, func(p Point) bool { return p.Scale == 0 || p.Conv.Scale == 0 }) {
+		n.own()
+		for i := range n.points {
+			if n.points[i].Scale == 0 {
+				n.points[i].Scale = 1
+			}
+			if n.points[i].Conv.Scale == 0 {
+				n.points[i].Conv = units.Identity
+			}
 		}
 	}
-	return &Normalizer{points: ps, state: make([]pointState, len(ps)), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	return n
+}
+
+// own makes n.points the normalizer's own copy before a change.
+func (n *Normalizer) own() {
+	if !n.owned {
+		n.points, n.owned = slices.Clone(n.points), true
+	}
 }
 
 // Points returns the compiled points (read-only).
@@ -149,6 +167,7 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 // used when the device reports its own engineering units at connect time.
 // It clears the point's NoUnit mark.
 func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64) {
+	n.own()
 	n.points[i].Conv = c
 	n.points[i].NoUnit = false
 	if min != nil {
@@ -162,13 +181,17 @@ func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64)
 // SetUnit sets point i's canonical unit (a class without catalog unit,
 // whose unit the device reported) and clears its NoUnit mark.
 func (n *Normalizer) SetUnit(i int, unit string) {
+	n.own()
 	n.points[i].Unit = unit
 	n.points[i].NoUnit = false
 }
 
 // SetNoUnit marks point i as having no known unit: its numeric values are
 // reported bad with StatusNoUnit until SetConversion gives one.
-func (n *Normalizer) SetNoUnit(i int) { n.points[i].NoUnit = true }
+func (n *Normalizer) SetNoUnit(i int) {
+	n.own()
+	n.points[i].NoUnit = true
+}
 
 func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample) {
 	if s.IsStr {

@@ -1,6 +1,8 @@
 package normalize
 
 import (
+	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/sample"
@@ -236,5 +238,34 @@ func TestApplyOneKeepsStaleAndConverts(t *testing.T) {
 	got = n.ApplyOne(nil, &sample.Sample{Quality: telemetry.QualityStale, Status: 0x80000000}, 3000, 3000)
 	if got[0].Quality != telemetry.QualityStale || got[0].Status != 0x80000000 || got[0].HasValue() {
 		t.Errorf("stale: %+v", got[0])
+	}
+}
+
+// TestSharedPointsAreNeverModified: a compiled table (Scale and Conv set)
+// is read in place, not copied; the Set methods copy it first, so the
+// caller's table (the configuration's) never changes.
+func TestSharedPointsAreNeverModified(t *testing.T) {
+	lo, hi := 0.0, 10.0
+	table := []Point{{Signal: "a", Unit: "kW", Scale: 1, Conv: units.Identity, IntervalMS: 1000},
+		{Signal: "b", Unit: "Cel", Scale: 0.1, Conv: units.Identity, IntervalMS: 1000, NoUnit: true}}
+	orig := slices.Clone(table)
+	n := New(table, 3, 0)
+	if &n.Points()[0] != &table[0] {
+		t.Fatal("a compiled table was copied")
+	}
+	n.SetConversion(0, units.Conversion{Scale: 1000}, &lo, &hi)
+	n.SetUnit(1, "K")
+	n.SetNoUnit(0)
+	if !reflect.DeepEqual(table, orig) {
+		t.Fatalf("the caller's table changed: %+v", table)
+	}
+	if p := n.Points(); p[0].Conv.Scale != 1000 || *p[0].Max != 10 || !p[0].NoUnit || p[1].Unit != "K" || p[1].NoUnit {
+		t.Fatalf("the normalizer's points: %+v", p)
+	}
+	// A table with defaults left to fill is copied at once.
+	raw := []Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}}
+	n = New(raw, 3, 0)
+	if raw[0].Scale != 0 || n.Points()[0].Scale != 1 || n.Points()[0].Conv.Scale != 1 {
+		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], n.Points()[0])
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,5 +375,18 @@ func TestWatchParentCancelsWhenReparented(t *testing.T) {
 	<-done
 	if ctx.Err() == nil {
 		t.Fatal("watchParent returned without cancelling")
+	}
+}
+
+// TestWorkerEnv: a worker gets WorkerEnv and GOGC=WorkerGOGC, unless the
+// gateway's environment sets GOGC, which it then inherits unchanged.
+func TestWorkerEnv(t *testing.T) {
+	env := workerEnv([]string{"PATH=/bin", "SMELTER_X=1"})
+	if !slices.Contains(env, WorkerEnv+"=1") || !slices.Contains(env, "GOGC="+WorkerGOGC) || !slices.Contains(env, "PATH=/bin") {
+		t.Fatalf("env %v", env)
+	}
+	env = workerEnv([]string{"PATH=/bin", "GOGC=200"})
+	if !slices.Contains(env, "GOGC=200") || slices.Contains(env, "GOGC="+WorkerGOGC) {
+		t.Fatalf("env with GOGC set: %v", env)
 	}
 }

@@ -33,7 +33,7 @@ const (
 	DefaultMaxAge              = 7 * 24 * time.Hour
 	DefaultSegmentBytes  int64 = 16 << 20
 	DefaultFsyncInterval       = time.Second
-	DefaultCacheBytes    int64 = 4 << 20
+	DefaultCacheBytes    int64 = 1 << 20
 
 	minSegmentBytes int64 = 64 << 10
 	maxSegmentBytes int64 = 1 << 30
@@ -49,7 +49,7 @@ type Config struct {
 	FsyncInterval time.Duration `yaml:"fsync_interval"` // default 1s
 	WhenFull      string        `yaml:"when_full"`      // discard_oldest (default) | block
 	ReplayRate    float64       `yaml:"replay_rate"`    // max records/s per reader while it reads a backlog from disk; 0 = unlimited
-	CacheBytes    int64         `yaml:"cache_bytes"`    // in-memory tail cache for live readers (default 4 MiB)
+	CacheBytes    int64         `yaml:"cache_bytes"`    // in-memory tail cache for live readers (default 1 MiB)
 	Backlog       string        `yaml:"backlog"`        // oldest_first (default) | live_first; see docs/reliability.md
 }
 

@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	readBufSize  = 1 << 20
+	readBufSize  = 256 << 10 // grows to hold a larger record
 	maxInterned  = 4096
 	defaultBatch = 1
 )
@@ -255,7 +255,10 @@ func (r *Reader) Name() string { return r.name }
 // maxRecords and, beyond the first record, at most maxBytes of data
 // (<= 0: no byte limit). It blocks until at least one record is available,
 // ctx is done or the spool is closed. The returned slices are valid until
-// the next call. Recent records come from memory; a reader behind the tail
+// the next call, and after a Rewind for good: a failed publish may leave a
+// message queued in an uplink's client, which sends it later, so Rewind
+// makes the next disk read use a new buffer. Recent records come from
+// memory; a reader behind the tail
 // cache reads the segment files, at most replay_rate records/s. A reader
 // whose next records were discarded skips to the oldest remaining one and
 // counts the gap (smelter_spool_reader_discarded_records_total).
@@ -339,10 +342,18 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 	}
 }
 
+// dropOut empties r.out for a new Next, clearing the records it held: a
+// stale entry beyond the new length would keep its bytes reachable, and
+// with them the whole arena chunk (or read buffer) they sit in.
+func (r *Reader) dropOut() {
+	clear(r.out)
+	r.out = r.out[:0]
+}
+
 // readCache copies cache entries from r.pos. Caller holds s.mu.
 func (r *Reader) readCache(maxRecords, maxBytes int) {
 	c := &r.s.cache
-	r.out = r.out[:0]
+	r.dropOut()
 	total := 0
 	for len(r.out) < maxRecords {
 		e, ok := c.get(r.pos)
@@ -441,7 +452,7 @@ func (r *Reader) readDisk(p diskPlan, maxRecords, maxBytes int) ([]Record, error
 	if len(r.buf) == 0 {
 		r.buf = make([]byte, readBufSize)
 	}
-	r.out = r.out[:0]
+	r.dropOut()
 	off := p.off
 	total := 0
 	for off < p.limit && len(r.out) == 0 {
@@ -572,6 +583,11 @@ func (r *Reader) Commit(seq uint64) error {
 // read but not confirmed are read again (after an uplink error or
 // reconnect).
 func (r *Reader) Rewind() {
+	// The records handed out may still be held (a failed publish can
+	// leave a message queued in an uplink's client, which sends it
+	// later): the next disk read takes a new buffer, so their bytes are
+	// never rewritten. Records from the tail cache never are.
+	r.buf = nil
 	r.s.mu.Lock()
 	r.pos = r.committed + 1
 	r.s.mu.Unlock()

@@ -40,12 +40,20 @@ var (
 )
 
 const (
-	seqReserve  = 1 << 16 // seqs reserved durably ahead of use (see hwm)
-	arenaChunk  = 1 << 20
-	cacheSlots  = 1 << 14
-	hwmFileName = "seq.hwm"
-	lockName    = "LOCK"
-	cursorExt   = ".cursor"
+	seqReserve = 1 << 16 // seqs reserved durably ahead of use (see hwm)
+	// Arena chunks are a quarter of the tail cache (within these bounds),
+	// so the chunks the cache keeps alive hold at most about 1.25 times
+	// its budget (a chunk is freed once no cached or read record points
+	// into it).
+	minArenaChunk = 64 << 10
+	maxArenaChunk = 1 << 20
+	// The cache has one slot per 256 bytes of budget (records are larger),
+	// within these bounds.
+	minCacheSlots = 1 << 8
+	maxCacheSlots = 1 << 14
+	hwmFileName   = "seq.hwm"
+	lockName      = "LOCK"
+	cursorExt     = ".cursor"
 )
 
 var readerName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -80,6 +88,7 @@ type Spool struct {
 	// Owned by the holder of appendSem.
 	arena      []byte
 	arenaOff   int
+	arenaChunk int
 	lastRecLen int
 	hwm        *slotFile
 	reserved   uint64
@@ -142,7 +151,8 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 		stop:      make(chan struct{}),
 		write:     (*os.File).Write,
 	}
-	s.cache.init(cacheSlots, cfg.CacheBytes)
+	s.cache.init(int(min(maxCacheSlots, max(minCacheSlots, cfg.CacheBytes/256))), cfg.CacheBytes)
+	s.arenaChunk = int(min(maxArenaChunk, max(minArenaChunk, cfg.CacheBytes/4)))
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
 	}
@@ -582,7 +592,7 @@ func (s *Spool) encodeRecord(seq uint64, subject string, encode func(uint64, []b
 	need := headerSize + len(subject)
 	est := need + s.lastRecLen + s.lastRecLen/4
 	if len(s.arena)-s.arenaOff < est {
-		s.arena = make([]byte, max(arenaChunk, 4*est))
+		s.arena = make([]byte, max(s.arenaChunk, 4*est))
 		s.arenaOff = 0
 	}
 	dst := s.arena[s.arenaOff : s.arenaOff+need : len(s.arena)]

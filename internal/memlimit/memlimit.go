@@ -1,0 +1,107 @@
+// Package memlimit parses and applies the gateway's soft memory limit
+// (gateway.memory_limit): the Go runtime's memory limit
+// (runtime/debug.SetMemoryLimit), written as the GOMEMLIMIT environment
+// variable is: a whole number of bytes with an optional unit suffix B,
+// KiB, MiB, GiB or TiB ("48MiB"), or "off".
+//
+// The limit is soft: the garbage collector runs more often as the Go heap,
+// stacks and runtime data approach it, so a steady load settles under it;
+// it never makes an allocation fail. Memory the runtime does not manage
+// (the binary's mapped text, C libraries) is outside it, so a process's RSS
+// sits a few MB above the limit. See docs/configuration.md.
+package memlimit
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// Min is the smallest limit accepted: below it the runtime would collect
+// garbage continuously (the gateway's own live heap is several MiB).
+const Min = 16 << 20
+
+// EnvVar is the Go runtime's own variable; it takes precedence over the
+// configuration when set.
+const EnvVar = "GOMEMLIMIT"
+
+var units = []struct {
+	suffix string
+	shift  uint
+}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+
+// Parse reads a limit in GOMEMLIMIT syntax and returns it in bytes; "off"
+// (or "") is 0, meaning no limit. A limit below Min, a negative or
+// fractional number, or an unknown suffix is an error naming the reason.
+func Parse(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "off" {
+		return 0, nil
+	}
+	num, shift := s, uint(0)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, shift = n, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a whole number of bytes with an optional suffix B, KiB, MiB, GiB or TiB (48MiB), or off", s)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	v := int64(n) << shift
+	if v < Min {
+		return 0, fmt.Errorf("%q is below the smallest useful limit, 16MiB", s)
+	}
+	return v, nil
+}
+
+// Format writes bytes as Parse reads them, in the largest whole unit.
+func Format(v int64) string {
+	if v <= 0 {
+		return "off"
+	}
+	for _, u := range units {
+		if v%(1<<u.shift) == 0 {
+			return strconv.FormatInt(v>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(v, 10) + "B"
+}
+
+// Source says where the limit in force came from.
+type Source string
+
+// Sources of the limit in force.
+const (
+	FromEnv    Source = "env GOMEMLIMIT"
+	FromConfig Source = "gateway.memory_limit"
+	None       Source = "none"
+)
+
+// Apply sets the runtime's memory limit to limit bytes (from the
+// configuration; 0: none) unless the GOMEMLIMIT environment variable is
+// set, which the runtime applied at start and which wins. It returns the
+// limit in force (0: none) and where it came from. A later Apply with 0
+// removes a limit an earlier one set (a reload that dropped the setting).
+func Apply(limit int64) (int64, Source) {
+	if os.Getenv(EnvVar) != "" {
+		cur := debug.SetMemoryLimit(-1)
+		if cur == math.MaxInt64 {
+			return 0, FromEnv
+		}
+		return cur, FromEnv
+	}
+	if limit <= 0 {
+		debug.SetMemoryLimit(math.MaxInt64)
+		return 0, None
+	}
+	debug.SetMemoryLimit(limit)
+	return limit, FromConfig
+}

@@ -1,0 +1,67 @@
+package memlimit
+
+import (
+	"math"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{"", 0, ""},
+		{"off", 0, ""},
+		{"48MiB", 48 << 20, ""},
+		{"1GiB", 1 << 30, ""},
+		{"16777216", 16 << 20, ""},
+		{"16777216B", 16 << 20, ""},
+		{"20000KiB", 20000 << 10, ""},
+		{"2TiB", 2 << 40, ""},
+		{"15MiB", 0, "below the smallest useful limit, 16MiB"},
+		{"0", 0, "below the smallest useful limit"},
+		{"-48MiB", 0, "want a whole number"},
+		{"48MB", 0, "want a whole number"},
+		{"48 MiB", 0, "want a whole number"},
+		{"1.5GiB", 0, "want a whole number"},
+		{"lots", 0, "want a whole number"},
+		{"9999999999TiB", 0, "too large"},
+	} {
+		got, err := Parse(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Parse(%q) = %d, %v; want error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Parse(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+		if got > 0 {
+			if back, err := Parse(Format(got)); err != nil || back != got {
+				t.Errorf("Parse(Format(%d)=%q) = %d, %v", got, Format(got), back, err)
+			}
+		}
+	}
+}
+
+func TestApplyConfigAndEnv(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv(EnvVar, "")
+	if v, src := Apply(64 << 20); v != 64<<20 || src != FromConfig || debug.SetMemoryLimit(-1) != 64<<20 {
+		t.Fatalf("Apply(64MiB) = %d %s, runtime %d", v, src, debug.SetMemoryLimit(-1))
+	}
+	if v, src := Apply(0); v != 0 || src != None || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		t.Fatalf("Apply(0) = %d %s, runtime %d", v, src, debug.SetMemoryLimit(-1))
+	}
+	// The environment variable wins: the runtime read it at start (here
+	// simulated by setting the limit as the runtime would have).
+	t.Setenv(EnvVar, "40MiB")
+	debug.SetMemoryLimit(40 << 20)
+	if v, src := Apply(64 << 20); v != 40<<20 || src != FromEnv || debug.SetMemoryLimit(-1) != 40<<20 {
+		t.Fatalf("Apply with GOMEMLIMIT = %d %s, runtime %d", v, src, debug.SetMemoryLimit(-1))
+	}
+}
