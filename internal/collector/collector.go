@@ -535,6 +535,9 @@ func (c *Collector) tick(ctx context.Context, sh *shard) error {
 	al := sh.engine.Tick(nil)
 	c.record(sh, al, nil, &cy)
 	sh.mu.Unlock()
+	if len(al) == 0 {
+		return nil // assets changed by held cycles are checkpointed by their worker
+	}
 	if err := c.commit(ctx, c.js.Load(), sh, &cy); err != nil {
 		c.dropShard(sh)
 		return err
