@@ -80,12 +80,20 @@ var benchFleet = []struct {
 // batches per asset (every asset once per round, step apart in time, the
 // last round step before now), as the gateway encodes them.
 func ingestMessages(assets, rounds int, step time.Duration) (subjects []string, data [][]byte, readings int) {
+	readings = genIngest(assets, rounds, step, func(s string, d []byte) {
+		subjects, data = append(subjects, s), append(data, append([]byte(nil), d...))
+	})
+	return subjects, data, readings
+}
+
+// genIngest hands the messages of ingestMessages to add (data valid
+// during the call) and returns the number of readings.
+func genIngest(assets, rounds int, step time.Duration, add func(subject string, data []byte)) (readings int) {
 	cat := catalog.Default()
 	rng := rand.New(rand.NewPCG(3, 4))
 	start := time.Now().Add(-time.Duration(rounds+1) * step).UnixMilli()
 	seq := map[string]uint64{}
 	gw := func(a int) string { return fmt.Sprintf("gw-%03d", a/50) } // 50 assets per gateway
-	add := func(s string, d []byte) { subjects, data = append(subjects, s), append(data, d) }
 	for a := range assets {
 		f := benchFleet[a%len(benchFleet)]
 		cl, _ := cat.Class(f.class)
@@ -128,10 +136,10 @@ func ingestMessages(assets, rounds int, step time.Duration) (subjects []string, 
 			}
 			readings += len(b.Readings)
 			buf = b.AppendJSON(buf[:0])
-			add(telemetry.Subject(as.Site(), as.Class, as.ID, telemetry.KindData), append([]byte(nil), buf...))
+			add(telemetry.Subject(as.Site(), as.Class, as.ID, telemetry.KindData), buf)
 		}
 	}
-	return subjects, data, readings
+	return readings
 }
 
 func benchEnvInt(name string, def int) int {
@@ -350,4 +358,57 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 		b.Fatalf("child reported nothing:\n%s", out.String())
 	}
 	return res
+}
+
+// BenchmarkBytesPerSeries is the heap one asset signal costs with the
+// dashboard's history rings full (rule state, KPI window, history, dedup
+// and checkpoint bookkeeping included): 40 assets of the ingest fleet
+// (SMELTER_BENCH_SERIES_ASSETS) polled every second for 62 minutes
+// (both tiers full: 300 fine buckets of one reading, 240 coarse ones of
+// 15) through the collector's process path, checkpoint records encoded
+// every 2,048 batches; heap after GC over the number of series.
+func BenchmarkBytesPerSeries(b *testing.B) {
+	assets := benchEnvInt("SMELTER_BENCH_SERIES_ASSETS", 40)
+	cfg := Defaults()
+	cfg.MaxFuture = 0
+	set, err := cfg.LoadRules(catalog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var per float64
+	for b.Loop() {
+		before := heapInUse()
+		c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sh := c.shard(0)
+		var cy cycle
+		genIngest(assets, 3720, time.Second, func(subject string, data []byte) {
+			c.process(sh, subject, data, &cy)
+			if len(cy.batches) >= 2048 {
+				sh.mu.Lock()
+				cy.kv, err = sh.snapshot(cy.kv[:0], 0, nil)
+				sh.mu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+				cy.reset()
+			}
+		})
+		cy = cycle{}
+		series := c.live.Stats().Series
+		per = float64(int64(heapInUse())-int64(before)) / float64(series)
+		if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
+			pf, err := os.Create(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.WriteHeapProfile(pf)
+			_ = pf.Close()
+		}
+		runtime.KeepAlive(c)
+	}
+	b.ReportMetric(per, "bytes/series")
+	b.ReportMetric(0, "ns/op")
 }
