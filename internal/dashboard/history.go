@@ -15,26 +15,32 @@ type point struct {
 }
 
 // tier is a fixed-capacity ring of the buckets of one width that received
-// readings, stored column-wise in 12-20 bytes a bucket: the bucket's
-// index from base (uint32), the running mean (Welford: v/n - mean/n, so
-// no sum overflows) as float32, the count of good readings, the count of
-// bad ones (saturating at 16,383) with the worst quality in the top two
-// bits, and min and max as float32 only once a bucket held two good
-// readings (until then they equal the mean). A series whose values leave
-// the float32 range (beyond ±3.4e38) keeps float64 columns instead
-// (wide), so any finite reading up to ±math.MaxFloat64 stays finite and
-// the history JSON-encodable. Slices grow to the capacity, never past it.
+// readings, stored column-wise. Always kept: the running mean (Welford:
+// v/n - mean/n, so no sum overflows) as float32. Kept only once needed,
+// implied until then: the bucket numbers (uint32 from base; implied while
+// the buckets held are consecutive), the count of good readings (implied 1
+// while every bucket held exactly one), the count of bad ones (saturating
+// at 16,383) with the worst quality in the top two bits (implied 0), and
+// min and max (implied equal to the mean while no bucket held two good
+// readings). A signal polled every second without bad readings costs 4
+// bytes a fine bucket and 14 a coarse one; the most any bucket costs is
+// 20. A series whose values leave the float32 range (beyond ±3.4e38)
+// keeps float64 columns instead (wide), so any finite reading up to
+// ±math.MaxFloat64 stays finite and the history JSON-encodable. Columns
+// grow to the capacity, never past it.
 type tier struct {
 	res  int64 // bucket width, ms
-	base int64 // bucket number (start / res) of index 0
 	cap  int
-	head int // index of the oldest bucket once the ring is full
+	n    int   // buckets held
+	head int   // index of the oldest bucket once the ring is full
+	last int64 // bucket number (start / res) of the newest bucket
+	base int64 // bucket number of idx 0
 
-	idx    []uint32 // bucket number - base
-	cnt    []uint16 // good readings, saturating
-	bq     []uint16 // bad readings (low 14 bits, saturating) | worst quality << 14
+	idx    []uint32 // bucket number - base; nil: consecutive up to last
+	cnt    []uint16 // good readings, saturating; nil: 1 each
+	bq     []uint16 // bad readings (low 14 bits, saturating) | worst quality << 14; nil: 0
 	mean   []float32
-	lo, hi []float32 // nil while every bucket held at most one good reading
+	lo, hi []float32 // nil: equal to the mean
 	wide   *wideCols // float64 columns instead of mean, lo, hi
 }
 
@@ -53,18 +59,45 @@ func newTier(res, span int64) tier {
 	return tier{res: res, cap: n}
 }
 
-// last returns the index of the newest bucket, -1 when empty.
-func (t *tier) last() int {
-	if len(t.idx) == 0 {
-		return -1
+// pos returns the index of the bucket of order k (0 the oldest).
+func (t *tier) pos(k int) int {
+	if t.n == t.cap {
+		return (t.head + k) % t.cap
 	}
-	if len(t.idx) == t.cap {
-		return (t.head + t.cap - 1) % t.cap
-	}
-	return len(t.idx) - 1
+	return k
 }
 
-func (t *tier) start(i int) int64 { return (t.base + int64(t.idx[i])) * t.res }
+// order is the inverse of pos.
+func (t *tier) order(i int) int {
+	if t.n == t.cap {
+		return (i - t.head + t.cap) % t.cap
+	}
+	return i
+}
+
+// number is the bucket number of index i.
+func (t *tier) number(i int) int64 {
+	if t.idx != nil {
+		return t.base + int64(t.idx[i])
+	}
+	return t.last - int64(t.n-1-t.order(i))
+}
+
+func (t *tier) start(i int) int64 { return t.number(i) * t.res }
+
+func (t *tier) count(i int) uint16 {
+	if t.cnt == nil {
+		return 1
+	}
+	return t.cnt[i]
+}
+
+func (t *tier) badq(i int) uint16 {
+	if t.bq == nil {
+		return 0
+	}
+	return t.bq[i]
+}
 
 func growTo[T any](s []T, capacity int) []T {
 	if len(s) < cap(s) {
@@ -76,17 +109,39 @@ func growTo[T any](s []T, capacity int) []T {
 	return out
 }
 
-// push starts a new newest bucket of number b.
+// column returns a column of len t.n filled by f, with room to grow.
+func column[T any](t *tier, f func(i int) T) []T {
+	out := make([]T, t.n, max(t.n, min(2*t.n, t.cap), 16))[:t.n]
+	for i := range out {
+		out[i] = f(i)
+	}
+	return out
+}
+
+// push starts a new newest bucket of number b and returns its index.
 func (t *tier) push(b int64) int {
-	if len(t.idx) == 0 || b-t.base > math.MaxUint32 {
+	if t.n > 0 && t.idx == nil && b != t.last+1 { // a gap: numbers kept from now on
+		t.base = t.number(t.pos(0))
+		t.idx = column(t, func(i int) uint32 { return uint32(t.number(i) - t.base) })
+	}
+	if t.n == 0 || (t.idx != nil && b-t.base > math.MaxUint32) {
 		t.reset(b)
 	}
-	if len(t.idx) < t.cap {
-		t.idx = append(growTo(t.idx, t.cap), uint32(b-t.base))
-		t.cnt = append(growTo(t.cnt, t.cap), 0)
-		t.bq = append(growTo(t.bq, t.cap), 0)
-		if t.wide != nil {
-			w := t.wide
+	t.last = b
+	var i int
+	if t.n < t.cap {
+		i = t.n
+		t.n++
+		if t.idx != nil {
+			t.idx = append(growTo(t.idx, t.cap), 0)
+		}
+		if t.cnt != nil {
+			t.cnt = append(growTo(t.cnt, t.cap), 0)
+		}
+		if t.bq != nil {
+			t.bq = append(growTo(t.bq, t.cap), 0)
+		}
+		if w := t.wide; w != nil {
 			w.mean = append(growTo(w.mean, t.cap), 0)
 			if w.lo != nil {
 				w.lo, w.hi = append(growTo(w.lo, t.cap), 0), append(growTo(w.hi, t.cap), 0)
@@ -97,19 +152,28 @@ func (t *tier) push(b int64) int {
 				t.lo, t.hi = append(growTo(t.lo, t.cap), 0), append(growTo(t.hi, t.cap), 0)
 			}
 		}
-		return len(t.idx) - 1
+	} else {
+		i = t.head
+		t.head = (t.head + 1) % t.cap
+		if t.cnt != nil {
+			t.cnt[i] = 0
+		}
+		if t.bq != nil {
+			t.bq[i] = 0
+		}
+		t.set(i, 0, 0, 0)
 	}
-	i := t.head
-	t.head = (t.head + 1) % t.cap
-	t.idx[i], t.cnt[i], t.bq[i] = uint32(b-t.base), 0, 0
-	t.set(i, 0, 0, 0)
+	if t.idx != nil {
+		t.idx[i] = uint32(b - t.base)
+	}
 	return i
 }
 
 // reset empties the tier and numbers buckets from b (the first bucket, or
 // one more than 2^32 buckets after base).
 func (t *tier) reset(b int64) {
-	t.idx, t.cnt, t.bq, t.mean, t.lo, t.hi, t.head, t.base = t.idx[:0], t.cnt[:0], t.bq[:0], t.mean[:0], nil, nil, 0, b
+	t.n, t.head, t.base, t.last = 0, 0, b, b
+	t.idx, t.cnt, t.bq, t.mean, t.lo, t.hi = nil, nil, nil, t.mean[:0], nil, nil
 	if t.wide != nil {
 		t.wide = &wideCols{mean: t.wide.mean[:0]}
 	}
@@ -149,25 +213,24 @@ func (t *tier) set(i int, mean, lo, hi float64) {
 // good reading), filled with the means so far.
 func (t *tier) spread() {
 	if w := t.wide; w != nil {
-		w.lo = append(make([]float64, 0, cap(w.mean)), w.mean...)
-		w.hi = append(make([]float64, 0, cap(w.mean)), w.mean...)
+		if w.lo == nil {
+			w.lo = column(t, func(i int) float64 { return w.mean[i] })
+			w.hi = column(t, func(i int) float64 { return w.mean[i] })
+		}
 		return
 	}
-	t.lo = append(make([]float32, 0, cap(t.mean)), t.mean...)
-	t.hi = append(make([]float32, 0, cap(t.mean)), t.mean...)
+	if t.lo == nil {
+		t.lo = column(t, func(i int) float32 { return t.mean[i] })
+		t.hi = column(t, func(i int) float32 { return t.mean[i] })
+	}
 }
 
 // widen moves the values to float64 columns (a value beyond float32).
 func (t *tier) widen() {
-	w := &wideCols{mean: make([]float64, len(t.mean), cap(t.mean))}
-	for i, v := range t.mean {
-		w.mean[i] = float64(v)
-	}
+	w := &wideCols{mean: column(t, func(i int) float64 { return float64(t.mean[i]) })}
 	if t.lo != nil {
-		w.lo, w.hi = make([]float64, len(t.lo), cap(t.lo)), make([]float64, len(t.hi), cap(t.hi))
-		for i := range t.lo {
-			w.lo[i], w.hi[i] = float64(t.lo[i]), float64(t.hi[i])
-		}
+		w.lo = column(t, func(i int) float64 { return float64(t.lo[i]) })
+		w.hi = column(t, func(i int) float64 { return float64(t.hi[i]) })
 	}
 	t.mean, t.lo, t.hi, t.wide = nil, nil, nil, w
 }
@@ -176,18 +239,30 @@ func (t *tier) widen() {
 // than the newest bucket (out of order), which is dropped.
 func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
 	b := (ts - mod(ts, t.res)) / t.res
-	i := t.last()
-	if i < 0 || b > t.base+int64(t.idx[i]) {
-		i = t.push(b)
-	} else if b < t.base+int64(t.idx[i]) {
+	var i int
+	fresh := false
+	switch {
+	case t.n == 0 || b > t.last:
+		i, fresh = t.push(b), true
+	case b < t.last:
 		return false
+	default:
+		i = t.pos(t.n - 1)
 	}
-	if q > uint8(t.bq[i]>>14) {
-		t.bq[i] = t.bq[i]&badMask | uint16(min(q, 3))<<14
+	bad := !good || math.IsNaN(v) || math.IsInf(v, 0) // not a number: counted as bad, never averaged
+	if bad || q > 0 {
+		if t.bq == nil {
+			t.bq = column(t, func(int) uint16 { return 0 })
+		}
+		if q > uint8(t.bq[i]>>14) {
+			t.bq[i] = t.bq[i]&badMask | uint16(min(q, 3))<<14
+		}
 	}
-	if !good || math.IsNaN(v) || math.IsInf(v, 0) {
-		// not a number: counted as bad, never averaged (ingest gives such
-		// readings bad quality already)
+	if bad {
+		if fresh && t.cnt == nil { // no good reading in this bucket (yet)
+			t.cnt = column(t, func(int) uint16 { return 1 })
+			t.cnt[i] = 0
+		}
 		if t.bq[i]&badMask < badMask {
 			t.bq[i]++
 		}
@@ -195,6 +270,16 @@ func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
 	}
 	if t.wide == nil && math.Abs(v) > f32Max {
 		t.widen()
+	}
+	if fresh {
+		if t.cnt != nil {
+			t.cnt[i] = 1
+		}
+		t.set(i, v, v, v)
+		return true
+	}
+	if t.cnt == nil {
+		t.cnt = column(t, func(int) uint16 { return 1 })
 	}
 	n := t.cnt[i]
 	if n == math.MaxUint16 {
@@ -208,9 +293,7 @@ func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
 		t.set(i, v, v, v)
 		return true
 	}
-	if t.lo == nil && (t.wide == nil || t.wide.lo == nil) {
-		t.spread()
-	}
+	t.spread()
 	mean, lo, hi := t.get(i)
 	// v/n - mean/n rather than (v-mean)/n: the difference of two finite
 	// values can overflow, the scaled terms cannot
@@ -222,19 +305,16 @@ func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
 // at returns bucket i as a point.
 func (t *tier) at(i int) point {
 	mean, lo, hi := t.get(i)
-	return point{t: t.start(i), mean: min(max(mean, lo), hi), min: lo, max: hi, n: int(t.cnt[i]),
-		bad: int(t.bq[i] & badMask), qualityWorst: uint8(t.bq[i] >> 14)}
+	bq := t.badq(i)
+	return point{t: t.start(i), mean: min(max(mean, lo), hi), min: lo, max: hi, n: int(t.count(i)),
+		bad: int(bq & badMask), qualityWorst: uint8(bq >> 14)}
 }
 
 // each calls f for every point with t >= since, oldest first, until f
 // returns false.
 func (t *tier) each(since int64, f func(p *point) bool) {
-	n := len(t.idx)
-	for k := range n {
-		j := k
-		if n == t.cap {
-			j = (t.head + k) % t.cap
-		}
+	for k := range t.n {
+		j := t.pos(k)
 		if t.start(j)+t.res <= since {
 			continue
 		}
@@ -246,13 +326,10 @@ func (t *tier) each(since int64, f func(p *point) bool) {
 }
 
 func (t *tier) oldest() (int64, bool) {
-	if len(t.idx) == 0 {
+	if t.n == 0 {
 		return 0, false
 	}
-	if len(t.idx) == t.cap {
-		return t.start(t.head), true
-	}
-	return t.start(0), true
+	return t.start(t.pos(0)), true
 }
 
 func mod(a, b int64) int64 {
