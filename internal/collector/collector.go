@@ -485,11 +485,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 	c.live.ObserveAlerts(al)
 	c.live.ObserveKPIs(res)
 	for _, a := range al {
-		if a.Active() {
-			sh.active[a.Key] = a
-		} else {
-			delete(sh.active, a.Key)
-		}
+		sh.setAlert(a)
 		c.mu.Lock()
 		if len(c.recent) == recentCap {
 			copy(c.recent, c.recent[1:])

@@ -29,22 +29,23 @@ type shard struct {
 	// partition's worker, Tick, Handle); held across I/O.
 	cycle sync.Mutex
 
-	mu      sync.Mutex // guards everything below; never held across I/O
-	engine  *rules.Engine
-	kpis    *kpi.Tracker
-	dedup   *ingest.Dedup
-	births  *ingest.BirthParts // parts of split births (docs/schema.md) until complete
-	active  map[string]alert.Alert
-	dirty   map[[2]string]struct{}
-	rev     map[[2]string]uint64 // KV revision of each asset's record
-	loaded  bool                 // state restored from the bucket
-	scratch []alert.Alert
-	results []kpi.Result
+	mu       sync.Mutex // guards everything below; never held across I/O
+	engine   *rules.Engine
+	kpis     *kpi.Tracker
+	dedup    *ingest.Dedup
+	births   *ingest.BirthParts // parts of split births (docs/schema.md) until complete
+	active   map[string]alert.Alert
+	activeOf map[[2]string]map[string]struct{} // keys of active, by (site, asset)
+	dirty    map[[2]string]struct{}
+	rev      map[[2]string]uint64 // KV revision of each asset's record
+	loaded   bool                 // state restored from the bucket
+	scratch  []alert.Alert
+	results  []kpi.Result
 }
 
 func (c *Collector) newShard(p int) *shard {
 	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{}), kpis: c.cfg.kpiTracker(c.set, c.cat),
-		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, dirty: map[[2]string]struct{}{},
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }
 
@@ -76,11 +77,8 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n in
 		if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
 			r.KPI = &ks
 		}
-		prefix := k[0] + "." + k[1] + "."
-		for key, a := range sh.active {
-			if strings.HasPrefix(key, prefix) {
-				r.Alerts = append(r.Alerts, a)
-			}
+		for key := range sh.activeOf[k] {
+			r.Alerts = append(r.Alerts, sh.active[key])
 		}
 		data, err := json.Marshal(&r)
 		if err != nil {
@@ -95,6 +93,29 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n in
 	}
 	clear(sh.dirty)
 	return dst, nil
+}
+
+// setAlert records an alert's new state in active (kept while active,
+// indexed by asset for the checkpoint records); sh.mu is held.
+func (sh *shard) setAlert(a alert.Alert) {
+	k := [2]string{a.Site, a.Asset}
+	if !a.Active() {
+		delete(sh.active, a.Key)
+		if m := sh.activeOf[k]; m != nil {
+			delete(m, a.Key)
+			if len(m) == 0 {
+				delete(sh.activeOf, k)
+			}
+		}
+		return
+	}
+	sh.active[a.Key] = a
+	m := sh.activeOf[k]
+	if m == nil {
+		m = map[string]struct{}{}
+		sh.activeOf[k] = m
+	}
+	m[a.Key] = struct{}{}
 }
 
 // restore applies one record read from the bucket; sh.mu is held.
@@ -112,7 +133,7 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	}
 	for _, a := range r.Alerts {
 		if a.Active() {
-			sh.active[a.Key] = a
+			sh.setAlert(a)
 		}
 	}
 	sh.rev[[2]string{r.Rules.Site, r.Rules.ID}] = rev

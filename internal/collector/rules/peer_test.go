@@ -107,7 +107,7 @@ func TestPeerRule2000Strings(t *testing.T) {
 func BenchmarkPeerRule(b *testing.B) {
 	for _, size := range []int{20, 2000} {
 		b.Run(fmt.Sprintf("strings=%d", size), func(b *testing.B) {
-			h := newHarness(&testing.T{}, true, "")
+			h := newHarness(b, true, "")
 			for i := range size {
 				h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("pv-%04d", i), Class: "pv_string", Path: []string{"acme", "site1"}},
 					Nameplate: map[string]float64{"inverter": 1, "rated_power": 5}})

@@ -69,19 +69,20 @@ type RuleState struct {
 // to write than decimal numbers: the checkpoint is on the hot path).
 type Floats []float64
 
-// MarshalJSON writes the base64 string.
-func (f Floats) MarshalJSON() ([]byte, error) {
-	raw := make([]byte, 8*len(f))
-	for i, x := range f {
-		binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
+// MarshalText writes the base64 (encoding/json quotes it: the same bytes
+// a MarshalJSON would give, without its validation pass over them).
+func (f Floats) MarshalText() ([]byte, error) {
+	var raw [8]byte
+	out := make([]byte, 0, base64.StdEncoding.EncodedLen(8*len(f)))
+	enc := make([]byte, 0, 8*len(f))
+	for _, x := range f {
+		binary.LittleEndian.PutUint64(raw[:], math.Float64bits(x))
+		enc = append(enc, raw[:]...)
 	}
-	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
-	out = append(out, '"')
-	out = base64.StdEncoding.AppendEncode(out, raw)
-	return append(out, '"'), nil
+	return base64.StdEncoding.AppendEncode(out, enc), nil
 }
 
-// UnmarshalJSON reads what MarshalJSON wrote.
+// UnmarshalJSON reads what MarshalText wrote (a JSON string).
 func (f *Floats) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
