@@ -23,6 +23,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -360,6 +361,24 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 	return res
 }
 
+// processCollector is a collector with the default config and packs
+// (no future-time clamp: the fleet's data time may run ahead) for feeding
+// through process, without NATS.
+func processCollector(tb testing.TB) *Collector {
+	tb.Helper()
+	cfg := Defaults()
+	cfg.MaxFuture = 0
+	set, err := cfg.LoadRules(catalog.Default())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
 // BenchmarkBytesPerSeries is the heap one asset signal costs with the
 // dashboard's history rings full (rule state, KPI window, history, dedup
 // and checkpoint bookkeeping included): 40 assets of the ingest fleet
@@ -369,20 +388,12 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 // every 2,048 batches; heap after GC over the number of series.
 func BenchmarkBytesPerSeries(b *testing.B) {
 	assets := benchEnvInt("SMELTER_BENCH_SERIES_ASSETS", 40)
-	cfg := Defaults()
-	cfg.MaxFuture = 0
-	set, err := cfg.LoadRules(catalog.Default())
-	if err != nil {
-		b.Fatal(err)
-	}
 	var per float64
 	for b.Loop() {
+		c := processCollector(b)
 		before := heapInUse()
-		c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-		if err != nil {
-			b.Fatal(err)
-		}
 		sh := c.shard(0)
+		var err error
 		var cy cycle
 		genIngest(assets, 3720, time.Second, func(subject string, data []byte) {
 			c.process(sh, subject, data, &cy)
@@ -420,17 +431,9 @@ func BenchmarkBytesPerSeries(b *testing.B) {
 // PubAck come on top). Reports the record's size.
 func BenchmarkCheckpointRecord(b *testing.B) {
 	const assets = 400
-	cfg := Defaults()
-	cfg.MaxFuture = 0
-	set, err := cfg.LoadRules(catalog.Default())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := processCollector(b)
 	sh := c.shard(0)
+	var err error
 	var cy cycle
 	genIngest(assets, 120, time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
 	var keys [][2]string
@@ -460,4 +463,48 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(records), "ns/record")
 	b.ReportMetric(float64(bytes)/float64(records), "B/record")
 	b.ReportMetric(0, "ns/op")
+}
+
+// TestRecordEncodingMatchesMarshal: the checkpoint records of warm assets
+// of every fleet class (rule latches and evaluator memory, KPI windows,
+// active alerts) are byte for byte what json.Marshal writes, so the
+// records written before and after decode alike.
+func TestRecordEncodingMatchesMarshal(t *testing.T) {
+	c := processCollector(t)
+	sh := c.shard(0)
+	var cy cycle
+	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	views := sh.engine.Assets()
+	for i, v := range views[:6] { // active alerts with text that needs escaping
+		sh.setAlert(alert.Alert{Schema: alert.Schema, Key: alert.MakeKey(v.Site, v.ID, "r<"+strconv.Itoa(i)+">", ""), Site: v.Site, Asset: v.ID,
+			State: alert.Raised, Severity: alert.Warn, Message: "ä \"quoted\" & more", RaisedAt: 1})
+	}
+	kpis := 0
+	for _, v := range views {
+		st, ok := sh.engine.Snapshot(v.Site, v.ID)
+		if !ok {
+			t.Fatalf("no state for %s", v.ID)
+		}
+		r := record{V: recordVersion, Rules: st}
+		if ks, ok := sh.kpis.Snapshot(v.Site, v.ID); ok {
+			r.KPI = &ks
+			kpis++
+		}
+		for key := range sh.activeOf[[2]string{v.Site, v.ID}] {
+			r.Alerts = append(r.Alerts, sh.active[key])
+		}
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.encode()
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("%s: %v\n got %s\nwant %s", v.ID, err, got, want)
+		}
+	}
+	if len(views) != 24 || kpis == 0 {
+		t.Fatalf("%d assets, %d with KPI state", len(views), kpis)
+	}
 }

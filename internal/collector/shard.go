@@ -59,6 +59,29 @@ type record struct {
 
 const recordVersion = 1
 
+// encode is json.Marshal(r), with the rule state (most of a record)
+// written by rules.AssetState.AppendJSON instead of reflection: the same
+// bytes (TestRecordEncodingMatchesMarshal).
+func (r *record) encode() ([]byte, error) {
+	rest := *r
+	rest.Rules = rules.AssetState{}
+	tail, err := json.Marshal(&rest)
+	if err != nil {
+		return nil, err
+	}
+	head := `{"v":` + strconv.Itoa(r.V) + `,"rules":`
+	empty := head + `{"site":"","id":"","class":""}`
+	if len(tail) < len(empty) || string(tail[:len(empty)]) != empty { // the record's layout changed: reflection only
+		return json.Marshal(r)
+	}
+	out := make([]byte, 0, len(tail)+4096)
+	out = append(out, head...)
+	if out, err = r.Rules.AppendJSON(out); err != nil {
+		return nil, err
+	}
+	return append(out, tail[len(empty):]...), nil
+}
+
 // stateKey is the KV key of an asset's record.
 func stateKey(p int, site, id string) string {
 	return "p" + strconv.Itoa(p) + "." + site + "." + id
@@ -80,7 +103,7 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n in
 		for key := range sh.activeOf[k] {
 			r.Alerts = append(r.Alerts, sh.active[key])
 		}
-		data, err := json.Marshal(&r)
+		data, err := r.encode()
 		if err != nil {
 			return dst, fmt.Errorf("collector: encode state of %s.%s: %w", k[0], k[1], err)
 		}

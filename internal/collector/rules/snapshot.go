@@ -72,14 +72,7 @@ type Floats []float64
 // MarshalText writes the base64 (encoding/json quotes it: the same bytes
 // a MarshalJSON would give, without its validation pass over them).
 func (f Floats) MarshalText() ([]byte, error) {
-	var raw [8]byte
-	out := make([]byte, 0, base64.StdEncoding.EncodedLen(8*len(f)))
-	enc := make([]byte, 0, 8*len(f))
-	for _, x := range f {
-		binary.LittleEndian.PutUint64(raw[:], math.Float64bits(x))
-		enc = append(enc, raw[:]...)
-	}
-	return base64.StdEncoding.AppendEncode(out, enc), nil
+	return f.appendBase64(make([]byte, 0, base64.StdEncoding.EncodedLen(8*len(f)))), nil
 }
 
 // UnmarshalJSON reads what MarshalText wrote (a JSON string).
