@@ -629,6 +629,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 	}
 	all := h.msgs
 	h.msgs = h.msgs[:0]
+	defer clear(all) // the acknowledged messages' payloads are not kept alive by the reused array
 	cy.reset()
 	for i, m := range all {
 		var err error
