@@ -621,7 +621,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 		return err
 	}
 	h.msgs = append(h.msgs, msgs...)
-	if len(h.msgs) == 0 || !(force || time.Since(h.last) >= time.Duration(c.cfg.Cluster.CheckpointInterval) || len(h.msgs) >= 2*c.cfg.Cluster.Fetch) {
+	due := force || time.Since(h.last) >= time.Duration(c.cfg.Cluster.CheckpointInterval) || len(h.msgs) >= 2*c.cfg.Cluster.Fetch
+	if len(h.msgs) == 0 || !due {
 		return nil
 	}
 	if err := c.checkpoint(ctx, io, sh, cy); err != nil {
