@@ -500,11 +500,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 	c.live.ObserveAlerts(al)
 	c.live.ObserveKPIs(res)
 	for _, a := range al {
-		if a.Active() {
-			sh.active[a.Key] = a
-		} else {
-			delete(sh.active, a.Key)
-		}
+		sh.setAlert(a)
 		c.appendRecent(a)
 		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
 		data, err := json.Marshal(a)
@@ -555,6 +551,9 @@ func (c *Collector) tick(ctx context.Context, sh *shard) error {
 	al := sh.engine.Tick(nil)
 	c.record(sh, al, nil, &cy)
 	sh.mu.Unlock()
+	if len(al) == 0 {
+		return nil // assets changed by held cycles are checkpointed by their worker
+	}
 	if err := c.commit(ctx, c.js.Load(), sh, &cy); err != nil {
 		c.dropShard(sh)
 		return err

@@ -245,6 +245,8 @@ func TestConfigFiles(t *testing.T) {
 		{"cluster: {partitions: -1}\n", "cluster.partitions: -1 out of range"},
 		{"cluster: {replicas: 2}\n", "cluster.replicas: 2 (want 1, 3 or 5)"},
 		{"cluster: {pinned_ttl: 100ms}\n", "cluster.pinned_ttl: 100ms shorter than 1s"},
+		{"cluster: {checkpoint_interval: 3s}\n", "cluster.checkpoint_interval: 3s out of range 0 to ack_wait/2 (2.5s)"},
+		{"cluster: {checkpoint_interval: -1s}\n", "cluster.checkpoint_interval: -1s out of range"},
 		{"cluster: {partitions: 4}\nmqtt: {enabled: true}\n", "mqtt.enabled: the MQTT source has no per-asset affinity"},
 	} {
 		p := filepath.Join(dir, "c.yaml")

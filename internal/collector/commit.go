@@ -26,11 +26,17 @@ var errFenced = errors.New("collector: asset state was written by another replic
 // nothing leaves the process. An error means nothing of the cycle may be
 // acknowledged and the shard's memory must be dropped.
 func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	if err := c.publish(ctx, io, cy); err != nil {
+		return err
+	}
+	return c.checkpoint(ctx, io, sh, cy)
+}
+
+// publish sends the cycle's alert and KPI messages (step 1 of commit) and
+// waits for their PubAcks; cy.outs is emptied.
+func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
 	if io == nil {
-		sh.mu.Lock()
-		clear(sh.dirty)
-		sh.mu.Unlock()
-		c.committed(sh, cy)
+		cy.outs = cy.outs[:0]
 		return nil
 	}
 	futs := make([]jetstream.PubAckFuture, 0, len(cy.outs))
@@ -55,6 +61,22 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 			io.mq.Publish(telemetry.Topic(o.subject), 1, false, o.data)
 		}
 	}
+	cy.outs = cy.outs[:0]
+	return nil
+}
+
+// checkpoint writes the record of every asset changed since the last
+// checkpoint (step 2 of commit) and runs the commit hook for cy.batches.
+// An error means nothing evaluated since the last checkpoint may be
+// acknowledged.
+func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	if io == nil {
+		sh.mu.Lock()
+		clear(sh.dirty)
+		sh.mu.Unlock()
+		c.committed(sh, cy)
+		return nil
+	}
 	limit := int(io.nc.MaxPayload()) - 1024 // headers and subject
 	sh.mu.Lock()
 	writes, err := sh.snapshot(cy.kv[:0], limit, func(key string, n int) {
@@ -68,7 +90,7 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 	if err != nil {
 		return err
 	}
-	futs = futs[:0]
+	futs := make([]jetstream.PubAckFuture, 0, len(writes))
 	for _, w := range writes {
 		m := nats.NewMsg("$KV." + io.bucket + "." + w.key)
 		m.Data = w.data

@@ -255,6 +255,12 @@ type ClusterConfig struct {
 	// Fetch is the pull batch: messages handled, published and checkpointed
 	// together before they are acknowledged.
 	Fetch int `yaml:"fetch"`
+	// CheckpointInterval: a partition's cycles publish their alert and KPI
+	// messages at once, but checkpoint the changed assets and acknowledge
+	// their messages together at most this often (or once 2 x fetch
+	// messages wait); 0 checkpoints and acknowledges every cycle. Below
+	// ack_wait/2, so nothing held is redelivered.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 }
 
 // Defaults returns a configuration with every default set.
@@ -265,7 +271,7 @@ func Defaults() Config {
 	// distributed engine (issue 10): consumer and buckets derive from group
 	c.Group, c.MaxAssets = "smelter-collector", 20000
 	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
-		MemberTimeout: Duration(4 * time.Second), Fetch: 2048}
+		MemberTimeout: Duration(4 * time.Second), Fetch: 2048, CheckpointInterval: Duration(time.Second)}
 	c.NATS.MaxAge = Duration(168 * time.Hour)
 	c.MQTT.Group = "smelter-collector"
 	c.KPI.Window = Duration(15 * time.Minute)
@@ -447,6 +453,10 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 	}
 	if k.Fetch < 1 || k.Fetch > 10000 {
 		bad("cluster.fetch", "%d out of range 1-10000", k.Fetch)
+	}
+	if k.CheckpointInterval < 0 || (k.CheckpointInterval > 0 && 2*k.CheckpointInterval > k.AckWait) {
+		bad("cluster.checkpoint_interval", "%v out of range 0 to ack_wait/2 (%v): held messages would be redelivered",
+			time.Duration(k.CheckpointInterval), time.Duration(k.AckWait)/2)
 	}
 	if k.Partitions > 0 && c.Sparkplug != nil {
 		// one MQTT client id and one STATE per host application: replicas

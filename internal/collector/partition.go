@@ -286,8 +286,10 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 }
 
 // work consumes one partition while stop is live. Each cycle fetches up to
-// cluster.fetch messages, evaluates them in stream order, commits (outputs
-// PubAcked, state checkpointed) and only then acknowledges them. On the
+// cluster.fetch messages, evaluates them in stream order and publishes
+// their outputs (PubAcked); every cluster.checkpoint_interval (0: every
+// cycle) the state of the assets changed since is checkpointed and only
+// then are the messages acknowledged. On the
 // first messages after acquiring the partition it restores the partition's
 // state and first evaluates the messages a previous owner received but
 // never acknowledged, so per-asset order holds across a takeover.
@@ -352,6 +354,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	var lastDSeq uint64 // consumer sequence of the newest delivery seen
 	lastTick := time.Now()
 	var cy cycle
+	var h held
 	for stop.Err() == nil {
 		// a partial batch waits at most 100 ms; a backlog fills it at once
 		msgs, err := more(100 * time.Millisecond)
@@ -369,6 +372,11 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			}
 		}
 		if len(msgs) > 0 && (fresh || gap(msgs, lastDSeq)) {
+			if len(h.msgs) > 0 { // recoverOrder counts what is pending: nothing of ours
+				if err := c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true); err != nil {
+					return err
+				}
+			}
 			// the first messages of this worker, or some delivered to it
 			// were lost in transit (a reconnect): messages delivered but not
 			// acknowledged come back after ack_wait and go first
@@ -388,8 +396,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 				lastDSeq = max(lastDSeq, md.Sequence.Consumer)
 			}
 		}
-		if len(msgs) > 0 {
-			if err := c.cycle(ctx, io, sh, msgs, &cy, partitioned); err != nil {
+		if len(msgs) > 0 || len(h.msgs) > 0 {
+			if err := c.cycle(ctx, io, sh, msgs, &cy, &h, partitioned, false); err != nil {
 				return err
 			}
 		}
@@ -399,6 +407,9 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 				return err
 			}
 		}
+	}
+	if len(h.msgs) > 0 && ctx.Err() == nil { // a graceful stop: checkpoint and acknowledge what is held
+		return c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true)
 	}
 	return nil
 }
@@ -568,11 +579,25 @@ func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, f
 	return out, nil
 }
 
-// cycle evaluates msgs in order, commits and acknowledges them.
-func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jetstream.Msg, cy *cycle, partitioned bool) error {
+// held is what a partition's worker evaluated and published since its last
+// checkpoint: the messages to acknowledge once their assets' state is
+// written (cluster.checkpoint_interval).
+type held struct {
+	msgs []jetstream.Msg
+	last time.Time // of the last checkpoint
+}
+
+// cycle evaluates msgs in order and publishes their alert and KPI
+// messages; it checkpoints and acknowledges everything held when it
+// published any, when cluster.checkpoint_interval has passed since the
+// last checkpoint, when 2 x fetch messages are held, or with force.
+func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jetstream.Msg, cy *cycle, h *held, partitioned, force bool) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
-	cy.reset()
+	if len(h.msgs) == 0 {
+		cy.reset()
+		h.last = time.Now()
+	}
 	for _, m := range msgs {
 		subj := m.Subject()
 		if partitioned { // drop the partition token
@@ -588,12 +613,28 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 		}
 		c.process(sh, subj, m.Data(), cy)
 	}
-	if err := c.commit(ctx, io, sh, cy); err != nil {
+	// a cycle that published alert or KPI messages checkpoints at once, so a
+	// crash never replays a published transition (only cycles without
+	// outputs wait for the interval)
+	force = force || len(cy.outs) > 0
+	if err := c.publish(ctx, io, cy); err != nil {
 		return err
 	}
-	for i, m := range msgs {
+	h.msgs = append(h.msgs, msgs...)
+	due := force || time.Since(h.last) >= time.Duration(c.cfg.Cluster.CheckpointInterval) || len(h.msgs) >= 2*c.cfg.Cluster.Fetch
+	if len(h.msgs) == 0 || !due {
+		return nil
+	}
+	if err := c.checkpoint(ctx, io, sh, cy); err != nil {
+		return err
+	}
+	all := h.msgs
+	h.msgs = h.msgs[:0]
+	defer clear(all) // the acknowledged messages' payloads are not kept alive by the reused array
+	cy.reset()
+	for i, m := range all {
 		var err error
-		if i == len(msgs)-1 {
+		if i == len(all)-1 {
 			err = m.DoubleAck(ctx) // the last one confirmed: the cycle is through
 		} else {
 			err = m.Ack()

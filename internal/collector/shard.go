@@ -29,22 +29,23 @@ type shard struct {
 	// partition's worker, Tick, Handle); held across I/O.
 	cycle sync.Mutex
 
-	mu      sync.Mutex // guards everything below; never held across I/O
-	engine  *rules.Engine
-	kpis    *kpi.Tracker
-	dedup   *ingest.Dedup
-	births  *ingest.BirthParts // parts of split births (docs/schema.md) until complete
-	active  map[string]alert.Alert
-	dirty   map[[2]string]struct{}
-	rev     map[[2]string]uint64 // KV revision of each asset's record
-	loaded  bool                 // state restored from the bucket
-	scratch []alert.Alert
-	results []kpi.Result
+	mu       sync.Mutex // guards everything below; never held across I/O
+	engine   *rules.Engine
+	kpis     *kpi.Tracker
+	dedup    *ingest.Dedup
+	births   *ingest.BirthParts // parts of split births (docs/schema.md) until complete
+	active   map[string]alert.Alert
+	activeOf map[[2]string]map[string]struct{} // keys of active, by (site, asset)
+	dirty    map[[2]string]struct{}
+	rev      map[[2]string]uint64 // KV revision of each asset's record
+	loaded   bool                 // state restored from the bucket
+	scratch  []alert.Alert
+	results  []kpi.Result
 }
 
 func (c *Collector) newShard(p int) *shard {
 	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{}), kpis: c.cfg.kpiTracker(c.set, c.cat),
-		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, dirty: map[[2]string]struct{}{},
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }
 
@@ -57,6 +58,29 @@ type record struct {
 }
 
 const recordVersion = 1
+
+// encode is json.Marshal(r), with the rule state (most of a record)
+// written by rules.AssetState.AppendJSON instead of reflection: the same
+// bytes (TestRecordEncodingMatchesMarshal).
+func (r *record) encode() ([]byte, error) {
+	rest := *r
+	rest.Rules = rules.AssetState{}
+	tail, err := json.Marshal(&rest)
+	if err != nil {
+		return nil, err
+	}
+	head := `{"v":` + strconv.Itoa(r.V) + `,"rules":`
+	empty := head + `{"site":"","id":"","class":""}`
+	if len(tail) < len(empty) || string(tail[:len(empty)]) != empty { // the record's layout changed: reflection only
+		return json.Marshal(r)
+	}
+	out := make([]byte, 0, len(tail)+4096)
+	out = append(out, head...)
+	if out, err = r.Rules.AppendJSON(out); err != nil {
+		return nil, err
+	}
+	return append(out, tail[len(empty):]...), nil
+}
 
 // stateKey is the KV key of an asset's record.
 func stateKey(p int, site, id string) string {
@@ -76,13 +100,10 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n in
 		if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
 			r.KPI = &ks
 		}
-		prefix := k[0] + "." + k[1] + "."
-		for key, a := range sh.active {
-			if strings.HasPrefix(key, prefix) {
-				r.Alerts = append(r.Alerts, a)
-			}
+		for key := range sh.activeOf[k] {
+			r.Alerts = append(r.Alerts, sh.active[key])
 		}
-		data, err := json.Marshal(&r)
+		data, err := r.encode()
 		if err != nil {
 			return dst, fmt.Errorf("collector: encode state of %s.%s: %w", k[0], k[1], err)
 		}
@@ -95,6 +116,29 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n in
 	}
 	clear(sh.dirty)
 	return dst, nil
+}
+
+// setAlert records an alert's new state in active (kept while active,
+// indexed by asset for the checkpoint records); sh.mu is held.
+func (sh *shard) setAlert(a alert.Alert) {
+	k := [2]string{a.Site, a.Asset}
+	if !a.Active() {
+		delete(sh.active, a.Key)
+		if m := sh.activeOf[k]; m != nil {
+			delete(m, a.Key)
+			if len(m) == 0 {
+				delete(sh.activeOf, k)
+			}
+		}
+		return
+	}
+	sh.active[a.Key] = a
+	m := sh.activeOf[k]
+	if m == nil {
+		m = map[string]struct{}{}
+		sh.activeOf[k] = m
+	}
+	m[a.Key] = struct{}{}
 }
 
 // restore applies one record read from the bucket; sh.mu is held.
@@ -112,7 +156,7 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	}
 	for _, a := range r.Alerts {
 		if a.Active() {
-			sh.active[a.Key] = a
+			sh.setAlert(a)
 		}
 	}
 	sh.rev[[2]string{r.Rules.Site, r.Rules.ID}] = rev

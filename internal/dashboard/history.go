@@ -2,28 +2,54 @@ package dashboard
 
 import "math"
 
-// point is one downsampled bucket of a signal: the mean, minimum and
-// maximum of the good readings whose source time fell into the bucket. A
-// bucket that saw only bad or stale readings has n == 0 and is drawn as a
-// gap: bad values are never interpolated. The mean is kept as a running
-// mean (Welford), not a sum, and min and max as float64, so any finite
-// reading (up to ±math.MaxFloat64) keeps every field finite and the
-// history JSON-encodable.
+// point is one downsampled bucket of a signal as the tiers hand it out:
+// the mean, minimum and maximum of the good readings whose source time
+// fell into the bucket. A bucket that saw only bad or stale readings has
+// n == 0 and is drawn as a gap: bad values are never interpolated.
 type point struct {
 	t            int64 // bucket start, Unix ms
 	mean         float64
 	min, max     float64
-	n, bad       uint16
+	n, bad       int
 	qualityWorst uint8
 }
 
-// tier is a fixed-capacity ring of buckets of one width.
+// tier is a fixed-capacity ring of the buckets of one width that received
+// readings, stored column-wise. Always kept: the running mean (Welford:
+// v/n - mean/n, so no sum overflows) as float32. Kept only once needed,
+// implied until then: the bucket numbers (uint32 from base; implied while
+// the buckets held are consecutive), the count of good readings (implied 1
+// while every bucket held exactly one), the count of bad ones (saturating
+// at 16,383) with the worst quality in the top two bits (implied 0), and
+// min and max (implied equal to the mean while no bucket held two good
+// readings). A signal polled every second without bad readings costs 4
+// bytes a fine bucket and 14 a coarse one; the most any bucket costs is
+// 20. A series whose values leave the float32 range (beyond ±3.4e38)
+// keeps float64 columns instead (wide), so any finite reading up to
+// ±math.MaxFloat64 stays finite and the history JSON-encodable. Columns
+// grow to the capacity, never past it.
 type tier struct {
 	res  int64 // bucket width, ms
-	pts  []point
-	head int // index of the oldest point once the ring is full
 	cap  int
+	n    int   // buckets held
+	head int   // index of the oldest bucket once the ring is full
+	last int64 // bucket number (start / res) of the newest bucket
+	base int64 // bucket number of idx 0
+
+	idx    []uint32 // bucket number - base; nil: consecutive up to last
+	cnt    []uint16 // good readings, saturating; nil: 1 each
+	bq     []uint16 // bad readings (low 14 bits, saturating) | worst quality << 14; nil: 0
+	mean   []float32
+	lo, hi []float32 // nil: equal to the mean
+	wide   *wideCols // float64 columns instead of mean, lo, hi
 }
+
+type wideCols struct{ mean, lo, hi []float64 }
+
+const (
+	badMask = 1<<14 - 1
+	f32Max  = math.MaxFloat32
+)
 
 func newTier(res, span int64) tier {
 	n := int(span / res)
@@ -33,95 +59,277 @@ func newTier(res, span int64) tier {
 	return tier{res: res, cap: n}
 }
 
-func (t *tier) last() *point {
-	if len(t.pts) == 0 {
-		return nil
+// pos returns the index of the bucket of order k (0 the oldest).
+func (t *tier) pos(k int) int {
+	if t.n == t.cap {
+		return (t.head + k) % t.cap
 	}
-	i := len(t.pts) - 1
-	if len(t.pts) == t.cap {
-		i = (t.head + t.cap - 1) % t.cap
+	return k
+}
+
+// order is the inverse of pos.
+func (t *tier) order(i int) int {
+	if t.n == t.cap {
+		return (i - t.head + t.cap) % t.cap
 	}
-	return &t.pts[i]
+	return i
+}
+
+// number is the bucket number of index i.
+func (t *tier) number(i int) int64 {
+	if t.idx != nil {
+		return t.base + int64(t.idx[i])
+	}
+	return t.last - int64(t.n-1-t.order(i))
+}
+
+func (t *tier) start(i int) int64 { return t.number(i) * t.res }
+
+func (t *tier) count(i int) uint16 {
+	if t.cnt == nil {
+		return 1
+	}
+	return t.cnt[i]
+}
+
+func (t *tier) badq(i int) uint16 {
+	if t.bq == nil {
+		return 0
+	}
+	return t.bq[i]
+}
+
+func growTo[T any](s []T, capacity int) []T {
+	if len(s) < cap(s) {
+		return s
+	}
+	c := min(max(2*cap(s), 16), capacity)
+	out := make([]T, len(s), c)
+	copy(out, s)
+	return out
+}
+
+// column returns a column of len t.n filled by f, with room to grow.
+func column[T any](t *tier, f func(i int) T) []T {
+	out := make([]T, t.n, max(t.n, min(2*t.n, t.cap), 16))[:t.n]
+	for i := range out {
+		out[i] = f(i)
+	}
+	return out
+}
+
+// push starts a new newest bucket of number b and returns its index.
+func (t *tier) push(b int64) int {
+	if t.n > 0 && t.idx == nil && b != t.last+1 { // a gap: numbers kept from now on
+		t.base = t.number(t.pos(0))
+		t.idx = column(t, func(i int) uint32 { return uint32(t.number(i) - t.base) })
+	}
+	if t.n == 0 || (t.idx != nil && b-t.base > math.MaxUint32) {
+		t.reset(b)
+	}
+	t.last = b
+	var i int
+	if t.n < t.cap {
+		i = t.n
+		t.n++
+		if t.idx != nil {
+			t.idx = append(growTo(t.idx, t.cap), 0)
+		}
+		if t.cnt != nil {
+			t.cnt = append(growTo(t.cnt, t.cap), 0)
+		}
+		if t.bq != nil {
+			t.bq = append(growTo(t.bq, t.cap), 0)
+		}
+		if w := t.wide; w != nil {
+			w.mean = append(growTo(w.mean, t.cap), 0)
+			if w.lo != nil {
+				w.lo, w.hi = append(growTo(w.lo, t.cap), 0), append(growTo(w.hi, t.cap), 0)
+			}
+		} else {
+			t.mean = append(growTo(t.mean, t.cap), 0)
+			if t.lo != nil {
+				t.lo, t.hi = append(growTo(t.lo, t.cap), 0), append(growTo(t.hi, t.cap), 0)
+			}
+		}
+	} else {
+		i = t.head
+		t.head = (t.head + 1) % t.cap
+		if t.cnt != nil {
+			t.cnt[i] = 0
+		}
+		if t.bq != nil {
+			t.bq[i] = 0
+		}
+		t.set(i, 0, 0, 0)
+	}
+	if t.idx != nil {
+		t.idx[i] = uint32(b - t.base)
+	}
+	return i
+}
+
+// reset empties the tier and numbers buckets from b (the first bucket, or
+// one more than 2^32 buckets after base).
+func (t *tier) reset(b int64) {
+	t.n, t.head, t.base, t.last = 0, 0, b, b
+	t.idx, t.cnt, t.bq, t.mean, t.lo, t.hi = nil, nil, nil, t.mean[:0], nil, nil
+	if t.wide != nil {
+		t.wide = &wideCols{mean: t.wide.mean[:0]}
+	}
+}
+
+// get returns bucket i's mean, min and max.
+func (t *tier) get(i int) (mean, lo, hi float64) {
+	if w := t.wide; w != nil {
+		if w.lo == nil {
+			return w.mean[i], w.mean[i], w.mean[i]
+		}
+		return w.mean[i], w.lo[i], w.hi[i]
+	}
+	m := float64(t.mean[i])
+	if t.lo == nil {
+		return m, m, m
+	}
+	return m, float64(t.lo[i]), float64(t.hi[i])
+}
+
+// set stores bucket i's mean, min and max (min and max only where kept).
+func (t *tier) set(i int, mean, lo, hi float64) {
+	if w := t.wide; w != nil {
+		w.mean[i] = mean
+		if w.lo != nil {
+			w.lo[i], w.hi[i] = lo, hi
+		}
+		return
+	}
+	t.mean[i] = float32(mean)
+	if t.lo != nil {
+		t.lo[i], t.hi[i] = float32(lo), float32(hi)
+	}
+}
+
+// spread keeps min and max columns from now on (a bucket got a second
+// good reading), filled with the means so far.
+func (t *tier) spread() {
+	if w := t.wide; w != nil {
+		if w.lo == nil {
+			w.lo = column(t, func(i int) float64 { return w.mean[i] })
+			w.hi = column(t, func(i int) float64 { return w.mean[i] })
+		}
+		return
+	}
+	if t.lo == nil {
+		t.lo = column(t, func(i int) float32 { return t.mean[i] })
+		t.hi = column(t, func(i int) float32 { return t.mean[i] })
+	}
+}
+
+// widen moves the values to float64 columns (a value beyond float32).
+func (t *tier) widen() {
+	w := &wideCols{mean: column(t, func(i int) float64 { return float64(t.mean[i]) })}
+	if t.lo != nil {
+		w.lo = column(t, func(i int) float64 { return float64(t.lo[i]) })
+		w.hi = column(t, func(i int) float64 { return float64(t.hi[i]) })
+	}
+	t.mean, t.lo, t.hi, t.wide = nil, nil, nil, w
 }
 
 // add folds one reading into the tier; it reports false when ts is older
 // than the newest bucket (out of order), which is dropped.
 func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
-	b := ts - mod(ts, t.res)
-	lp := t.last()
-	if lp == nil || b > lp.t {
-		p := point{t: b}
-		if len(t.pts) < t.cap {
-			if t.pts == nil {
-				t.pts = make([]point, 0, min(t.cap, 64))
-			}
-			t.pts = append(t.pts, p)
-		} else {
-			t.pts[t.head] = p
-			t.head = (t.head + 1) % t.cap
-		}
-		lp = t.last()
-	} else if b < lp.t {
+	b := (ts - mod(ts, t.res)) / t.res
+	var i int
+	fresh := false
+	switch {
+	case t.n == 0 || b > t.last:
+		i, fresh = t.push(b), true
+	case b < t.last:
 		return false
+	default:
+		i = t.pos(t.n - 1)
 	}
-	if q > lp.qualityWorst {
-		lp.qualityWorst = q
+	bad := !good || math.IsNaN(v) || math.IsInf(v, 0) // not a number: counted as bad, never averaged
+	if bad || q > 0 {
+		if t.bq == nil {
+			t.bq = column(t, func(int) uint16 { return 0 })
+		}
+		if q > uint8(t.bq[i]>>14) {
+			t.bq[i] = t.bq[i]&badMask | uint16(min(q, 3))<<14
+		}
 	}
-	if !good {
-		if lp.bad < math.MaxUint16 {
-			lp.bad++
+	if bad {
+		if fresh && t.cnt == nil { // no good reading in this bucket (yet)
+			t.cnt = column(t, func(int) uint16 { return 1 })
+			t.cnt[i] = 0
+		}
+		if t.bq[i]&badMask < badMask {
+			t.bq[i]++
 		}
 		return true
 	}
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		// not a number: counted as bad, never averaged (ingest gives such
-		// readings bad quality already)
-		if lp.bad < math.MaxUint16 {
-			lp.bad++
+	if t.wide == nil && math.Abs(v) > f32Max {
+		t.widen()
+	}
+	if fresh {
+		if t.cnt != nil {
+			t.cnt[i] = 1
 		}
+		t.set(i, v, v, v)
 		return true
 	}
-	if lp.n == 0 || v < lp.min {
-		lp.min = v
+	if t.cnt == nil {
+		t.cnt = column(t, func(int) uint16 { return 1 })
 	}
-	if lp.n == 0 || v > lp.max {
-		lp.max = v
+	n := t.cnt[i]
+	if n == math.MaxUint16 {
+		mean, lo, hi := t.get(i)
+		t.set(i, mean, min(lo, v), max(hi, v))
+		return true
 	}
-	if lp.n < math.MaxUint16 {
-		lp.n++
-		// v/n - mean/n rather than (v-mean)/n: the difference of two
-		// finite values can overflow, the scaled terms cannot
-		lp.mean += v/float64(lp.n) - lp.mean/float64(lp.n)
+	n++
+	t.cnt[i] = n
+	if n == 1 {
+		t.set(i, v, v, v)
+		return true
 	}
+	t.spread()
+	mean, lo, hi := t.get(i)
+	// v/n - mean/n rather than (v-mean)/n: the difference of two finite
+	// values can overflow, the scaled terms cannot
+	mean += v/float64(n) - mean/float64(n)
+	t.set(i, mean, min(lo, v), max(hi, v))
 	return true
+}
+
+// at returns bucket i as a point.
+func (t *tier) at(i int) point {
+	mean, lo, hi := t.get(i)
+	bq := t.badq(i)
+	return point{t: t.start(i), mean: min(max(mean, lo), hi), min: lo, max: hi, n: int(t.count(i)),
+		bad: int(bq & badMask), qualityWorst: uint8(bq >> 14)}
 }
 
 // each calls f for every point with t >= since, oldest first, until f
 // returns false.
 func (t *tier) each(since int64, f func(p *point) bool) {
-	n := len(t.pts)
-	for i := range n {
-		j := i
-		if n == t.cap {
-			j = (t.head + i) % t.cap
-		}
-		if t.pts[j].t+t.res <= since {
+	for k := range t.n {
+		j := t.pos(k)
+		if t.start(j)+t.res <= since {
 			continue
 		}
-		if !f(&t.pts[j]) {
+		p := t.at(j)
+		if !f(&p) {
 			return
 		}
 	}
 }
 
 func (t *tier) oldest() (int64, bool) {
-	if len(t.pts) == 0 {
+	if t.n == 0 {
 		return 0, false
 	}
-	if len(t.pts) == t.cap {
-		return t.pts[t.head].t, true
-	}
-	return t.pts[0].t, true
+	return t.start(t.pos(0)), true
 }
 
 func mod(a, b int64) int64 {
@@ -155,7 +363,7 @@ type Point struct {
 var qualityNames = [...]string{"good", "uncertain", "bad", "stale"}
 
 func (p *point) export() Point {
-	out := Point{T: p.t, N: int(p.n), Bad: int(p.bad), Quality: "good"}
+	out := Point{T: p.t, N: p.n, Bad: p.bad, Quality: "good"}
 	if int(p.qualityWorst) < len(qualityNames) {
 		out.Quality = qualityNames[p.qualityWorst]
 	}

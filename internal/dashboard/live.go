@@ -18,9 +18,12 @@ import (
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
-// History bounds, per asset signal. Memory is about 24 bytes per bucket:
-// (300 + 240) x 24 B = 13 KB per signal once full, 130 KB for a ten-signal
-// asset. Signals appear lazily; rings grow to their capacity and wrap.
+// History bounds, per asset signal. Memory is 12 bytes per bucket, 20 in a
+// tier whose buckets hold several readings (min and max kept), float64
+// columns for a series with values beyond ±3.4e38 (see tier): with a 1 s
+// poll (fine buckets of one reading) 300 x 12 + 240 x 20 B = 8.4 KB per
+// signal once full, 10.8 KB at most. Signals appear lazily; rings grow to
+// their capacity and wrap.
 const (
 	FineResolution   = time.Second
 	FineSpan         = 5 * time.Minute
@@ -170,11 +173,11 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 			}
 			s = &series{fine: newTier(FineResolution.Milliseconds(), FineSpan.Milliseconds()),
 				coarse: newTier(CoarseResolution.Milliseconds(), CoarseSpan.Milliseconds())}
-			a.series[r.Signal] = s
+			a.series[strings.Clone(r.Signal)] = s // not a view into the batch's payload
 			l.nseries++
 		}
-		if r.Unit != "" {
-			s.unit = r.Unit
+		if r.Unit != "" && r.Unit != s.unit {
+			s.unit = strings.Clone(r.Unit)
 		}
 		ts := r.TS
 		if ts <= 0 {

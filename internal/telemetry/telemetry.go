@@ -9,7 +9,6 @@ package telemetry
 import (
 	"errors"
 	"fmt"
-	"regexp"
 )
 
 // Schema identifiers. A consumer accepts every message whose schema has the
@@ -226,12 +225,23 @@ var (
 	ErrInvalid = errors.New("invalid message")
 )
 
-var tokenRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // ValidToken reports whether s can be a subject token: 1-64 characters of
-// letters, digits, '_' and '-'. Such tokens are safe in NATS subjects and MQTT
-// topics alike.
-func ValidToken(s string) bool { return tokenRe.MatchString(s) }
+// letters, digits, '_' and '-' (`^[A-Za-z0-9_-]{1,64}$`; a loop, not a
+// regexp: every batch checks several tokens). Such tokens are safe in NATS
+// subjects and MQTT topics alike.
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks the invariants every consumer relies on.
 func (b *Batch) Validate() error {

@@ -44,8 +44,9 @@ func ParseSeverity(s string) (Severity, error) {
 	return None, fmt.Errorf("unknown severity %q (want info, warn, alarm or trip)", s)
 }
 
-// MarshalJSON writes the wire name.
-func (s Severity) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+// MarshalText writes the wire name (a JSON string, as encoding/json
+// quotes it).
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalJSON reads the wire name.
 func (s *Severity) UnmarshalJSON(b []byte) error {

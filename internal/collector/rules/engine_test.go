@@ -13,14 +13,14 @@ import (
 )
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	e    *Engine
 	now  int64
 	out  []alert.Alert
 	seqs map[string]uint64
 }
 
-func newHarness(t *testing.T, defaults bool, ruleYAML string) *harness {
+func newHarness(t testing.TB, defaults bool, ruleYAML string) *harness {
 	t.Helper()
 	cat := catalog.Default()
 	var files []*File

@@ -273,12 +273,143 @@ type peerKey struct {
 }
 
 type peerMember struct {
-	v  float64
-	ts int64
+	v   float64
+	ts  int64 // 0: not a valid peer (paused, or no value yet)
+	uid uint64
+	// nodes in the group's trees while ts != 0
+	byVal, byTS onode
+	in          bool
 }
 
+// peerGroup holds the members of one group in two order-statistic trees,
+// by value and by time, so that the median of the members within max_age
+// of a reading costs O(log n) (plus O(k log n) for k members outside the
+// age window), not a scan and sort of the whole group.
 type peerGroup struct {
 	members map[string]*peerMember
+	byVal   ostree
+	byTS    ostree
+	uids    uint64
+	excl    []int // scratch: ranks of excluded members
+}
+
+func newPeerGroup() *peerGroup {
+	return &peerGroup{members: map[string]*peerMember{},
+		byVal: ostree{less: func(a, b *peerMember) bool { return a.v < b.v || (a.v == b.v && a.uid < b.uid) }},
+		byTS:  ostree{less: func(a, b *peerMember) bool { return a.ts < b.ts || (a.ts == b.ts && a.uid < b.uid) }}}
+}
+
+// join adds a fresh member for id, replacing one it had.
+func (g *peerGroup) join(id string) *peerMember {
+	g.leave(id)
+	g.uids++
+	m := &peerMember{uid: g.uids}
+	m.byVal.m, m.byTS.m = m, m
+	m.byVal.pri, m.byTS.pri = mix(m.uid), mix(m.uid^0x5bd1e995)
+	g.members[id] = m
+	return m
+}
+
+func (g *peerGroup) leave(id string) {
+	if m, ok := g.members[id]; ok {
+		g.set(m, 0, 0)
+		delete(g.members, id)
+	}
+}
+
+// set updates a member's value and time (ts 0: not a valid peer).
+func (g *peerGroup) set(m *peerMember, v float64, ts int64) {
+	if m.in {
+		g.byVal.remove(m)
+		g.byTS.remove(m)
+		m.in = false
+	}
+	m.v, m.ts = v, ts
+	if ts != 0 {
+		g.byVal.insert(&m.byVal)
+		g.byTS.insert(&m.byTS)
+		m.in = true
+	}
+}
+
+// peerScanAbove: with more members outside the age window than this (and
+// than an eighth of the group), the median is taken by a scan instead.
+const peerScanAbove = 64
+
+// median returns the median value of the members other than self whose
+// time is within maxAge of ts, and their count; the median is computed
+// only when there are at least minPeers of them. scratch is for the
+// scan fallback.
+func (g *peerGroup) median(self *peerMember, ts, maxAge int64, minPeers int, scratch *[]float64) (float64, int) {
+	excl := g.excl[:0]
+	if self.in {
+		excl = append(excl, g.byVal.rank(self))
+	}
+	limit := max(peerScanAbove, g.byVal.len()/8)
+	over := false
+	old := func(m *peerMember) bool {
+		if ts-m.ts <= maxAge {
+			return false
+		}
+		if m != self {
+			excl = append(excl, g.byVal.rank(m))
+		}
+		over = len(excl) > limit
+		return !over
+	}
+	g.byTS.ascend(old)
+	if !over {
+		g.byTS.descend(func(m *peerMember) bool {
+			if m.ts-ts <= maxAge {
+				return false
+			}
+			if m != self {
+				excl = append(excl, g.byVal.rank(m))
+			}
+			over = len(excl) > limit
+			return !over
+		})
+	}
+	g.excl = excl[:0]
+	if over { // many silent members: scan, as the tree would skip too many
+		return g.scanMedian(self, ts, maxAge, minPeers, scratch)
+	}
+	n := g.byVal.len() - len(excl)
+	if n < minPeers || n == 0 {
+		return 0, n
+	}
+	slices.Sort(excl)
+	// kth is the value of rank k among the members not excluded
+	kth := func(k int) float64 {
+		for _, e := range excl {
+			if e > k {
+				break
+			}
+			k++
+		}
+		return g.byVal.at(k).v
+	}
+	if n%2 == 1 {
+		return kth(n / 2), n
+	}
+	return (kth(n/2-1) + kth(n/2)) / 2, n
+}
+
+// scanMedian is median by a scan of every member and a sort: the peer
+// rule's median as it was computed before the trees, O(n log n).
+func (g *peerGroup) scanMedian(self *peerMember, ts, maxAge int64, minPeers int, scratch *[]float64) (float64, int) {
+	sc := (*scratch)[:0]
+	for _, m := range g.members {
+		if m == self || m.ts == 0 || ts-m.ts > maxAge || m.ts-ts > maxAge {
+			continue
+		}
+		sc = append(sc, m.v)
+	}
+	*scratch = sc[:0]
+	if len(sc) < minPeers {
+		return 0, len(sc)
+	}
+	return median(sc), len(sc)
 }
 
 type peerEval struct {
@@ -294,7 +425,7 @@ func (p *peerEval) group(in *inst) bool {
 	gv, ok := in.a.nameplate[in.r.GroupBy]
 	if !ok {
 		if p.g != nil {
-			delete(p.g.members, in.a.id)
+			p.g.leave(in.a.id)
 			p.g, p.me = nil, nil
 		}
 		return false
@@ -303,17 +434,16 @@ func (p *peerEval) group(in *inst) bool {
 		return true
 	}
 	if p.g != nil {
-		delete(p.g.members, in.a.id)
+		p.g.leave(in.a.id)
 	}
 	k := peerKey{in.a.site, in.a.class, in.sig.name, in.r.GroupBy, gv}
 	g, ok := in.a.e.peers[k]
 	if !ok {
-		g = &peerGroup{members: map[string]*peerMember{}}
+		g = newPeerGroup()
 		in.a.e.peers[k] = g
 	}
 	p.g, p.gval = g, gv
-	p.me = &peerMember{}
-	g.members[in.a.id] = p.me
+	p.me = g.join(in.a.id)
 	return true
 }
 
@@ -321,21 +451,13 @@ func (p *peerEval) step(in *inst, x float64, ts int64) alert.Severity {
 	if !p.group(in) {
 		return alert.None
 	}
-	p.me.v, p.me.ts = x, ts
-	sc := in.a.e.scratch[:0]
-	for id, m := range p.g.members {
-		if id == in.a.id || m.ts == 0 || ts-m.ts > in.r.MaxAge || m.ts-ts > in.r.MaxAge {
-			continue
-		}
-		sc = append(sc, m.v)
-	}
-	p.peers = len(sc)
-	if len(sc) < in.r.MinPeers {
-		in.a.e.scratch = sc[:0]
+	p.g.set(p.me, x, ts)
+	med, n := p.g.median(p.me, ts, in.r.MaxAge, in.r.MinPeers, &in.a.e.scratch)
+	p.peers = n
+	if n < in.r.MinPeers {
 		return in.latch.Level
 	}
-	p.median = median(sc)
-	in.a.e.scratch = sc[:0]
+	p.median = med
 	if p.median <= 0 {
 		return alert.None
 	}
@@ -348,7 +470,7 @@ func (p *peerEval) step(in *inst, x float64, ts int64) alert.Severity {
 
 func (p *peerEval) pause() {
 	if p.me != nil {
-		p.me.ts = 0 // not a valid peer while its guard is false
+		p.g.set(p.me, p.me.v, 0) // not a valid peer while its guard is false
 	}
 }
 

@@ -69,19 +69,13 @@ type RuleState struct {
 // to write than decimal numbers: the checkpoint is on the hot path).
 type Floats []float64
 
-// MarshalJSON writes the base64 string.
-func (f Floats) MarshalJSON() ([]byte, error) {
-	raw := make([]byte, 8*len(f))
-	for i, x := range f {
-		binary.LittleEndian.PutUint64(raw[8*i:], math.Float64bits(x))
-	}
-	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
-	out = append(out, '"')
-	out = base64.StdEncoding.AppendEncode(out, raw)
-	return append(out, '"'), nil
+// MarshalText writes the base64 (encoding/json quotes it: the same bytes
+// a MarshalJSON would give, without its validation pass over them).
+func (f Floats) MarshalText() ([]byte, error) {
+	return f.appendBase64(make([]byte, 0, base64.StdEncoding.EncodedLen(8*len(f)))), nil
 }
 
-// UnmarshalJSON reads what MarshalJSON wrote.
+// UnmarshalJSON reads what MarshalText wrote (a JSON string).
 func (f *Floats) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -137,30 +131,53 @@ func (e *Engine) Snapshot(site, id string) (AssetState, bool) {
 	}
 	st := AssetState{Site: a.site, ID: a.id, Class: a.class, Path: a.path, Nameplate: a.nameplate, LastTSGW: a.lastTSGW,
 		LastTS: a.lastTS, Interval: a.interval, Batches: a.batches, Dead: a.dead, Running: a.running, Gateway: a.gateway, Seq: a.seq, Part: a.part}
+	if len(a.birth) > 0 {
+		st.Birth = make([]telemetry.SignalInfo, 0, len(a.birth))
+	}
 	for _, bi := range a.birth {
 		st.Birth = append(st.Birth, bi)
 	}
+	// evaluator memory of every rule in one slab: few allocations per record
+	slab := make([]float64, 0, 256)
+	st.Signals = make([]SignalState, 0, len(a.list))
 	for _, s := range a.list {
 		ss := SignalState{Name: s.name, Unit: s.unit, Value: s.value, Text: s.text, Quality: s.quality, Valid: s.valid, Implaus: s.implaus,
 			TS: s.ts, Seen: s.seen, First: s.first, Arr: s.arr, Good: s.good, FirstArr: s.firstArr}
 		if !s.birthIV {
 			ss.Interval = s.interval
 		}
-		for _, in := range s.all() {
-			ss.Rules = appendRule(ss.Rules, in)
+		for _, in := range s.insts {
+			ss.Rules = appendRule(ss.Rules, in, &slab)
+		}
+		for _, in := range [2]*inst{s.stale, s.plaus} { // as all() orders them
+			if in != nil {
+				ss.Rules = appendRule(ss.Rules, in, &slab)
+			}
 		}
 		st.Signals = append(st.Signals, ss)
 	}
-	for _, in := range a.all() {
-		st.Rules = appendRule(st.Rules, in)
+	if len(st.Signals) == 0 {
+		st.Signals = nil // omitted, as before
+	}
+	for _, in := range a.insts {
+		st.Rules = appendRule(st.Rules, in, &slab)
+	}
+	if a.silence != nil {
+		st.Rules = appendRule(st.Rules, a.silence, &slab)
 	}
 	return st, true
 }
 
-func appendRule(out []RuleState, in *inst) []RuleState {
+// appendRule appends in's state unless it has none; its evaluator memory
+// goes to the end of slab.
+func appendRule(out []RuleState, in *inst, slab *[]float64) []RuleState {
 	var ev []float64
 	if in.impl != nil {
-		ev = saveEval(in.impl)
+		start := len(*slab)
+		*slab = appendEval(*slab, in.impl)
+		if end := len(*slab); end > start {
+			ev = (*slab)[start:end:end]
+		}
 	}
 	if in.latch.Zero() && ev == nil {
 		return out
@@ -245,7 +262,9 @@ func restoreRules(insts []*inst, rs []RuleState) {
 }
 
 // saveEval returns an evaluator's memory as numbers (nil: nothing to keep).
-func saveEval(ev evaluator) []float64 {
+// appendEval appends an evaluator's memory to dst (nothing for a peer
+// rule: rebuilt from live values).
+func appendEval(dst []float64, ev evaluator) []float64 {
 	b2f := func(b bool) float64 {
 		if b {
 			return 1
@@ -254,27 +273,27 @@ func saveEval(ev evaluator) []float64 {
 	}
 	switch x := ev.(type) {
 	case *thresholdEval:
-		return []float64{x.x, x.limit}
+		return append(dst, x.x, x.limit)
 	case *rateEval:
-		out := []float64{x.delta, x.x}
+		dst = append(dst, x.delta, x.x)
 		for k := 0; k < x.n; k++ {
 			i := (x.head + k) % rateCap
-			out = append(out, float64(x.ts[i]), x.v[i])
+			dst = append(dst, float64(x.ts[i]), x.v[i])
 		}
-		return out
+		return dst
 	case *stuckEval:
-		return append([]float64{float64(x.head), float64(x.n), x.spread}, x.vals...)
+		return append(append(dst, float64(x.head), float64(x.n), x.spread), x.vals...)
 	case *ewmaEval:
-		return []float64{float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x}
+		return append(dst, float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x)
 	case *zscoreEval:
-		return append([]float64{float64(x.head), float64(x.n), x.z, x.mean, x.sd}, x.vals...)
+		return append(append(dst, float64(x.head), float64(x.n), x.z, x.mean, x.sd), x.vals...)
 	case *cusumEval:
-		return []float64{float64(x.b.n), x.b.mean, x.b.m2, x.hi, x.lo, x.x}
+		return append(dst, float64(x.b.n), x.b.mean, x.b.m2, x.hi, x.lo, x.x)
 	}
-	return nil // peer: rebuilt from live values
+	return dst
 }
 
-// loadEval restores what saveEval returned; a shape that does not fit the
+// loadEval restores what appendEval wrote; a shape that does not fit the
 // rule (its window changed) is ignored.
 func loadEval(ev evaluator, r *Rule, f []float64) {
 	switch x := ev.(type) {

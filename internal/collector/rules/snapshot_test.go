@@ -1,7 +1,10 @@
 package rules
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -69,5 +72,33 @@ rules:
 	}
 	if !reflect.DeepEqual(want, got) {
 		t.Fatalf("restored engine diverged:\nwant %+v\ngot  %+v", want, got)
+	}
+}
+
+// The checkpoint encoding of evaluator memory and severities is unchanged
+// by MarshalText (it was MarshalJSON): a JSON string of the base64 of the
+// little-endian float64s, and the severity's name; records written before
+// still load.
+func TestCheckpointEncodingUnchanged(t *testing.T) {
+	f := Floats{1.5, -2, math.Inf(1), math.SmallestNonzeroFloat64}
+	raw := make([]byte, 0, 32)
+	for _, x := range f {
+		raw = binary.LittleEndian.AppendUint64(raw, math.Float64bits(x))
+	}
+	want := `{"e":"` + base64.StdEncoding.EncodeToString(raw) + `","s":"warn","z":""}`
+	got, err := json.Marshal(struct {
+		E Floats         `json:"e"`
+		S alert.Severity `json:"s"`
+		Z Floats         `json:"z"`
+	}{f, alert.Warn, nil})
+	if err != nil || string(got) != want {
+		t.Fatalf("got %s (%v), want %s", got, err, want)
+	}
+	var back struct {
+		E Floats         `json:"e"`
+		S alert.Severity `json:"s"`
+	}
+	if err := json.Unmarshal(got, &back); err != nil || len(back.E) != 4 || back.E[2] != f[2] || back.E[3] != f[3] || back.S != alert.Warn {
+		t.Fatalf("round trip %+v %v", back, err)
 	}
 }
