@@ -11,8 +11,8 @@ func smelterPoints(msg []byte) int {
 
 // telegrafPoints counts the fields of the metrics in one message of
 // Telegraf's JSON serializer, single ({"fields":{...},"name":...}) or batch
-// ({"metrics":[...]}) format. Field values are numbers here (the bench's
-// fields are numeric); strings with escaped quotes are skipped correctly.
+// ({"metrics":[...]}) format, leaving out the "Quality" field that
+// opcua_listener adds to every value (a status text, not a point).
 func telegrafPoints(msg []byte) int {
 	key := []byte(`"fields":{`)
 	n := 0
@@ -22,44 +22,44 @@ func telegrafPoints(msg []byte) int {
 			return n
 		}
 		msg = msg[i+len(key):]
-		fields, end := countObject(msg)
+		fields, end := countObject(msg, "Quality")
 		n += fields
 		msg = msg[end:]
 	}
 }
 
 // countObject counts the members of a JSON object whose opening brace was
-// just consumed, and returns the offset past its closing brace.
-func countObject(b []byte) (members, end int) {
-	depth, inString, seen := 0, false, false
+// just consumed, except those named skip, and returns the offset past its
+// closing brace.
+func countObject(b []byte, skip string) (members, end int) {
+	depth := 0
+	wantKey := true // the next string at depth 0 is a member's key
 	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+		switch c := b[i]; c {
 		case '"':
-			inString = true
-			seen = true
+			j := i + 1
+			for ; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+			if depth == 0 && wantKey {
+				wantKey = false
+				if string(b[i+1:min(j, len(b))]) != skip {
+					members++
+				}
+			}
+			i = j
 		case '{', '[':
 			depth++
 		case '}', ']':
 			if depth == 0 {
-				if seen {
-					members++
-				}
 				return members, i + 1
 			}
 			depth--
 		case ',':
 			if depth == 0 {
-				members++
+				wantKey = true
 			}
 		}
 	}

@@ -8,7 +8,9 @@
 //
 // Variables: ns=1;s=v00000 .. v<NODES-1>, Double, SecurityPolicy None,
 // anonymous login. On tick n every variable i takes the value (n + i) % 1000,
-// so every tick changes every value. A tick that takes longer than INTERVAL
+// so every tick changes every value. The variables are exception-based
+// (MinimumSamplingInterval 0): node-opcua reports each change, coalesced over
+// the requested sampling interval, instead of running a timer per item. A tick that takes longer than INTERVAL
 // delays the next one: the server's real update rate is what it reports.
 //
 // Stdout, one JSON line each:
@@ -92,7 +94,7 @@ async function main() {
                 browseName: nodeName(i),
                 nodeId: `s=${nodeName(i)}`,
                 dataType: "Double",
-                minimumSamplingInterval: 10,
+                minimumSamplingInterval: 0, // exception-based: no sampling timer per item (node-opcua), changes coalesced over the sampling interval
                 value: new Variant({ dataType: DataType.Double, value: i % 1000 }),
             }),
         );
