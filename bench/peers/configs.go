@@ -17,10 +17,11 @@ type modbusDevice struct {
 	unit int
 }
 
-// opcuaDevice is one OPC UA session: nodes ns=1;s=v00000.. of endpoint.
+// opcuaDevice is one OPC UA session: nodes ns=1;s=v<first>..v<first+nodes-1>
+// of endpoint.
 type opcuaDevice struct {
-	endpoint string
-	nodes    int
+	endpoint     string
+	first, nodes int
 }
 
 // The point and node names both sides use.
@@ -62,14 +63,16 @@ func writeSmelterModbus(dir, natsURL string, devs []modbusDevice, regs int, inte
 
 // writeSmelterOPCUA writes gateway.yaml into dir: one device per session,
 // every node subscribed with a sampling and publishing interval of interval,
-// queue size 1, the gateway's default session isolation (a worker process per
-// device).
-func writeSmelterOPCUA(dir, natsURL string, devs []opcuaDevice, interval time.Duration) (string, error) {
+// queue size 1; isolation is the devices' opcua.isolation (process: a session
+// worker process per device, the gateway's default; none: sessions in the
+// gateway's process, as Telegraf runs them).
+func writeSmelterOPCUA(dir, natsURL string, devs []opcuaDevice, interval time.Duration, isolation string) (string, error) {
 	var b strings.Builder
 	b.WriteString(smelterHead(filepath.Join(dir, "data"), natsURL))
 	for i, d := range devs {
-		fmt.Fprintf(&b, "  - id: ua-%02d\n    class: generic\n    opcua: {endpoint: %q, publish_interval: %s}\n    points:\n", i, d.endpoint, interval)
-		for n := range d.nodes {
+		fmt.Fprintf(&b, "  - id: ua-%02d\n    class: generic\n    opcua: {endpoint: %q, publish_interval: %s, isolation: %s}\n    points:\n",
+			i, d.endpoint, interval, isolation)
+		for n := d.first; n < d.first+d.nodes; n++ {
 			fmt.Fprintf(&b, "      - {signal: %s, node_id: \"ns=1;s=%s\", unit: kW, sampling_interval: %s, queue_size: 1}\n",
 				signalName(n), nodeID(n), interval)
 		}
@@ -158,7 +161,7 @@ func writeTelegrafOPCUA(dir, natsURL, subject string, devs []opcuaDevice, interv
     sampling_interval = %q
     nodes = [
 `, i, d.endpoint, interval.String(), i, interval.String())
-		for n := range d.nodes {
+		for n := d.first; n < d.first+d.nodes; n++ {
 			fmt.Fprintf(&b, "      {name=%q, identifier=%q},\n", signalName(n), nodeID(n))
 		}
 		b.WriteString("    ]\n")

@@ -48,6 +48,8 @@ type options struct {
 	interval                        time.Duration
 	opcua                           bool
 	opcuaNodes, opcuaServers        int
+	opcuaSessions                   int
+	opcuaIsolation                  string
 	warmup, duration                time.Duration
 	sides                           []string
 	out                             string
@@ -67,7 +69,9 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.interval, "interval", 100*time.Millisecond, "poll interval (Modbus) and sampling/publishing interval (OPC UA)")
 	fs.BoolVar(&o.opcua, "opcua", true, "run the OPC UA step too")
 	fs.IntVar(&o.opcuaNodes, "opcua-nodes", 20000, "OPC UA nodes in all, each changing every -interval")
-	fs.IntVar(&o.opcuaServers, "opcua-servers", 2, "node-opcua server processes (one session of nodes/servers items on each, per side)")
+	fs.IntVar(&o.opcuaServers, "opcua-servers", 2, "node-opcua server processes")
+	fs.IntVar(&o.opcuaSessions, "opcua-sessions", 10, "sessions (devices, opcua_listener inputs) per server, each subscribed to its own nodes/servers/sessions of them (node-opcua sends at most 1,000 notifications per publish)")
+	fs.StringVar(&o.opcuaIsolation, "opcua-isolation", "none", "the gateway's opcua.isolation: none (sessions in its process, as Telegraf) or process (a worker process per device, its default)")
 	fs.DurationVar(&o.warmup, "warmup", 10*time.Second, "time after start before measuring")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "measured window per side and step")
 	sides := fs.String("sides", "smelter,telegraf", "which agents, in order")
@@ -100,8 +104,11 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-devices-per-server: %d is not 1..247", o.devicesPerServer)
 	case o.interval < 10*time.Millisecond:
 		return o, fmt.Errorf("-interval: %v is below 10ms", o.interval)
-	case o.opcua && (o.opcuaServers < 1 || o.opcuaNodes < o.opcuaServers || o.opcuaNodes/o.opcuaServers > 100000):
-		return o, fmt.Errorf("-opcua-nodes %d / -opcua-servers %d: want 1..100000 nodes per server", o.opcuaNodes, o.opcuaServers)
+	case o.opcua && (o.opcuaServers < 1 || o.opcuaSessions < 1 || o.opcuaNodes < o.opcuaServers*o.opcuaSessions || o.opcuaNodes/o.opcuaServers > 100000):
+		return o, fmt.Errorf("-opcua-nodes %d / -opcua-servers %d / -opcua-sessions %d: want 1..100000 nodes per server and at least one per session",
+			o.opcuaNodes, o.opcuaServers, o.opcuaSessions)
+	case o.opcuaIsolation != "none" && o.opcuaIsolation != "process":
+		return o, fmt.Errorf("-opcua-isolation: %q is neither none nor process", o.opcuaIsolation)
 	case slices.Contains(o.sides, "telegraf") && o.telegraf == "":
 		return o, errors.New("-telegraf: missing (make bench-peers builds it)")
 	}
@@ -248,9 +255,12 @@ func runOPCUA(ctx context.Context, o options, w workload, dir string) ([]result,
 		return nil, err
 	}
 	defer stopAll(servers)
-	devs := make([]opcuaDevice, len(servers))
-	for i, s := range servers {
-		devs[i] = opcuaDevice{endpoint: s.addr, nodes: per}
+	var devs []opcuaDevice
+	for _, s := range servers {
+		for k := range o.opcuaSessions {
+			first, last := k*per/o.opcuaSessions, (k+1)*per/o.opcuaSessions
+			devs = append(devs, opcuaDevice{endpoint: s.addr, first: first, nodes: last - first})
+		}
 	}
 	// Offered: the values the servers really set in the window (node-opcua
 	// falls behind its interval when the machine is busy).
@@ -264,7 +274,7 @@ func runOPCUA(ctx context.Context, o options, w workload, dir string) ([]result,
 	}
 	return runSides(ctx, o, w, dir, offered, func(side, sdir, url string) (string, error) {
 		if side == "smelter" {
-			return writeSmelterOPCUA(sdir, url, devs, o.interval)
+			return writeSmelterOPCUA(sdir, url, devs, o.interval, o.opcuaIsolation)
 		}
 		return writeTelegrafOPCUA(sdir, url, telegrafSubject, devs, o.interval)
 	})

@@ -122,7 +122,7 @@ func TestSmelterConfigsLoad(t *testing.T) {
 	checkLoads(t, path, 3, 100)
 
 	dir = t.TempDir()
-	path, err = writeSmelterOPCUA(dir, "nats://127.0.0.1:4999", []opcuaDevice{{"opc.tcp://127.0.0.1:4841", 250}, {"opc.tcp://127.0.0.1:4842", 250}}, 100*time.Millisecond)
+	path, err = writeSmelterOPCUA(dir, "nats://127.0.0.1:4999", []opcuaDevice{{"opc.tcp://127.0.0.1:4841", 0, 250}, {"opc.tcp://127.0.0.1:4841", 250, 250}}, 100*time.Millisecond, "process")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +166,13 @@ func TestTelegrafConfigs(t *testing.T) {
 	if err := os.Mkdir(udir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ua, err := writeTelegrafOPCUA(udir, "nats://127.0.0.1:4999", telegrafSubject, []opcuaDevice{{"opc.tcp://127.0.0.1:4841", 30}}, 100*time.Millisecond)
+	ua, err := writeTelegrafOPCUA(udir, "nats://127.0.0.1:4999", telegrafSubject, []opcuaDevice{{"opc.tcp://127.0.0.1:4841", 0, 30}, {"opc.tcp://127.0.0.1:4841", 30, 30}}, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ = os.ReadFile(ua)
-	if n := strings.Count(string(b), "identifier="); n != 30 {
-		t.Fatalf("%d nodes, want 30", n)
+	if n := strings.Count(string(b), "identifier="); n != 60 || !strings.Contains(string(b), `identifier="v00059"`) {
+		t.Fatalf("%d nodes, want 60, v00000..v00059", n)
 	}
 	bins, _ := filepath.Glob(".bin/telegraf-*")
 	if len(bins) == 0 {
