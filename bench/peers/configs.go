@@ -84,8 +84,10 @@ func writeSmelterOPCUA(dir, natsURL string, devs []opcuaDevice, interval time.Du
 // configuration: outputs.nats (core NATS) with the JSON serializer, one
 // message per metric (Telegraf's default), flushed every second or whenever
 // 1,000 metrics are buffered; a 100,000-metric buffer (Telegraf's default is
-// 10,000, too small for 100,000 OPC UA values/s).
+// 10,000, too small for 100,000 OPC UA values/s). PEERS_TELEGRAF_DEBUG=1 in
+// the environment turns Telegraf's debug log on.
 func telegrafHead(natsURL, subject string, interval time.Duration) string {
+	debug := os.Getenv("PEERS_TELEGRAF_DEBUG") != ""
 	return fmt.Sprintf(`[agent]
   interval = %q
   round_interval = true
@@ -95,13 +97,14 @@ func telegrafHead(natsURL, subject string, interval time.Duration) string {
   metric_batch_size = 1000
   metric_buffer_limit = 100000
   omit_hostname = true
-  quiet = true
+  quiet = %t
+  debug = %t
 
 [[outputs.nats]]
   servers = [%q]
   subject = %q
   data_format = "json"
-`, interval.String(), natsURL, subject)
+`, interval.String(), !debug, debug, natsURL, subject)
 }
 
 // writeTelegrafModbus writes telegraf.conf into dir: one inputs.modbus per

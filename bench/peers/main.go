@@ -50,7 +50,7 @@ type options struct {
 	opcuaNodes, opcuaServers        int
 	opcuaSessions                   int
 	opcuaIsolation                  string
-	warmup, duration                time.Duration
+	startTimeout, warmup, duration  time.Duration
 	sides                           []string
 	out                             string
 }
@@ -72,7 +72,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.opcuaServers, "opcua-servers", 2, "node-opcua server processes")
 	fs.IntVar(&o.opcuaSessions, "opcua-sessions", 10, "sessions (devices, opcua_listener inputs) per server, each subscribed to its own nodes/servers/sessions of them (node-opcua sends at most 1,000 notifications per publish)")
 	fs.StringVar(&o.opcuaIsolation, "opcua-isolation", "none", "the gateway's opcua.isolation: none (sessions in its process, as Telegraf) or process (a worker process per device, its default)")
-	fs.DurationVar(&o.warmup, "warmup", 10*time.Second, "time after start before measuring")
+	fs.DurationVar(&o.startTimeout, "start-timeout", 3*time.Minute, "how long an agent may take to deliver its first point")
+	fs.DurationVar(&o.warmup, "warmup", 10*time.Second, "time after the first point delivered before measuring")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "measured window per side and step")
 	sides := fs.String("sides", "smelter,telegraf", "which agents, in order")
 	fs.StringVar(&o.out, "out", "bench/peers/out", "folder for the results (markdown), configs and logs")
@@ -387,11 +388,20 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 			return nil
 		}
 	}
+	// Telegraf starts its service inputs (opcua_listener) one after the
+	// other and writes nothing before all are up: wait for the first point.
+	started := time.Now()
+	for points.Load() == 0 {
+		if time.Since(started) > o.startTimeout {
+			return r, fmt.Errorf("no point delivered within %v of the start; its log: %s", o.startTimeout, logf.Name())
+		}
+		if err := sleep(100 * time.Millisecond); err != nil {
+			return r, err
+		}
+	}
+	r.firstPoint = time.Since(started)
 	if err := sleep(o.warmup); err != nil {
 		return r, err
-	}
-	if points.Load() == 0 {
-		return r, fmt.Errorf("no point delivered after the %v warm-up; its log: %s", o.warmup, logf.Name())
 	}
 	s0, err := sampleTree(cmd.Process.Pid)
 	if err != nil {
