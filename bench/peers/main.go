@@ -183,7 +183,8 @@ func run(ctx context.Context, o options) error {
 	if o.opcua {
 		w := workload{name: fmt.Sprintf("OPC UA %dk nodes", o.opcuaNodes/1000),
 			nominal: float64(o.opcuaNodes) * float64(time.Second) / float64(o.interval),
-			detail:  fmt.Sprintf("%d nodes changing every %v on %d node-opcua servers, one session each", o.opcuaNodes, o.interval, o.opcuaServers)}
+			detail: fmt.Sprintf("%d nodes changing every %v on %d node-opcua servers, %d sessions each; gateway isolation %s",
+				o.opcuaNodes, o.interval, o.opcuaServers, o.opcuaSessions, o.opcuaIsolation)}
 		r, err := runOPCUA(ctx, o, w, filepath.Join(outDir, "opcua"))
 		rows = append(rows, r...)
 		if err != nil {
