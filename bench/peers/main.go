@@ -317,7 +317,7 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(store)
+	defer func() { _ = os.RemoveAll(store) }()
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: store})
 	if err != nil {
 		return r, err
@@ -327,7 +327,8 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(filepath.Join(dir, "data")) // the gateway's spool: gigabytes at 200k points/s
+	// the gateway's spool: gigabytes at 200k points/s
+	defer func() { _ = os.RemoveAll(filepath.Join(dir, "data")) }()
 
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
@@ -360,18 +361,22 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 	defer logf.Close()
 	var cmd *exec.Cmd
 	if side == "smelter" {
-		cmd = exec.Command(o.gateway, "run", "-config", cfg)
+		cmd = exec.CommandContext(ctx, o.gateway, "run", "-config", cfg)
 	} else {
-		cmd = exec.Command(o.telegraf, "--config", cfg)
+		cmd = exec.CommandContext(ctx, o.telegraf, "--config", cfg)
 	}
+	// interrupted: SIGTERM (both flush and exit on it), SIGKILL 20 s later
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{}) // closed when Wait returned waitErr
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	defer func() {
 		if serr := stopAgent(cmd, exited); serr != nil && err == nil {
 			err = serr
@@ -382,9 +387,8 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case e := <-exited:
-			exited <- e
-			return fmt.Errorf("%s exited early (%v); its log: %s", side, e, logf.Name())
+		case <-exited:
+			return fmt.Errorf("%s exited early (%w); its log: %s", side, waitErr, logf.Name())
 		case <-time.After(d):
 			return nil
 		}
@@ -442,7 +446,7 @@ func runSide(ctx context.Context, o options, side, dir string, offered func(time
 
 // stopAgent stops the agent with SIGTERM (both flush and exit on it), and
 // kills its process group if it is still there after 20 s.
-func stopAgent(cmd *exec.Cmd, exited chan error) error {
+func stopAgent(cmd *exec.Cmd, exited <-chan struct{}) error {
 	select {
 	case <-exited:
 		return nil // already gone: reported by the caller
