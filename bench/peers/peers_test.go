@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,10 +86,12 @@ func TestSampleTreeCountsChildren(t *testing.T) {
 		t.Skip("no /proc")
 	}
 	cmd := exec.Command("sh", "-c", "sleep 30 & wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	kill := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() } // sh and its sleep
+	defer kill()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s, err := sampleTree(cmd.Process.Pid)
@@ -103,8 +106,7 @@ func TestSampleTreeCountsChildren(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	kill()
 	if _, err := sampleTree(cmd.Process.Pid); err == nil {
 		t.Fatal("a reaped process sampled")
 	}
