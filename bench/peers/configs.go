@@ -63,7 +63,8 @@ func writeSmelterModbus(dir, natsURL string, devs []modbusDevice, regs int, inte
 
 // writeSmelterOPCUA writes gateway.yaml into dir: one device per session,
 // every node subscribed with a sampling and publishing interval of interval,
-// queue size 1; isolation is the devices' opcua.isolation (process: a session
+// queue size 10 (what Telegraf's opcua_listener asks for: gopcua's default);
+// isolation is the devices' opcua.isolation (process: a session
 // worker process per device, the gateway's default; none: sessions in the
 // gateway's process, as Telegraf runs them).
 func writeSmelterOPCUA(dir, natsURL string, devs []opcuaDevice, interval time.Duration, isolation string) (string, error) {
@@ -73,7 +74,7 @@ func writeSmelterOPCUA(dir, natsURL string, devs []opcuaDevice, interval time.Du
 		fmt.Fprintf(&b, "  - id: ua-%02d\n    class: generic\n    opcua: {endpoint: %q, publish_interval: %s, isolation: %s}\n    points:\n",
 			i, d.endpoint, interval, isolation)
 		for n := d.first; n < d.first+d.nodes; n++ {
-			fmt.Fprintf(&b, "      - {signal: %s, node_id: \"ns=1;s=%s\", unit: kW, sampling_interval: %s, queue_size: 1}\n",
+			fmt.Fprintf(&b, "      - {signal: %s, node_id: \"ns=1;s=%s\", unit: kW, sampling_interval: %s, queue_size: 10}\n",
 				signalName(n), nodeID(n), interval)
 		}
 	}
