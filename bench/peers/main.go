@@ -51,6 +51,7 @@ type options struct {
 	opcuaSessions                   int
 	opcuaIsolation                  string
 	startTimeout, warmup, duration  time.Duration
+	opcuaWarmup, opcuaDuration      time.Duration
 	sides                           []string
 	out                             string
 }
@@ -75,6 +76,8 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.startTimeout, "start-timeout", 3*time.Minute, "how long an agent may take to deliver its first point")
 	fs.DurationVar(&o.warmup, "warmup", 10*time.Second, "time after the first point delivered before measuring")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "measured window per side and step")
+	fs.DurationVar(&o.opcuaWarmup, "opcua-warmup", 30*time.Second, "-warmup of the OPC UA step (Telegraf drains what it buffered while its inputs started)")
+	fs.DurationVar(&o.opcuaDuration, "opcua-duration", 60*time.Second, "-duration of the OPC UA step")
 	sides := fs.String("sides", "smelter,telegraf", "which agents, in order")
 	fs.StringVar(&o.out, "out", "bench/peers/out", "folder for the results (markdown), configs and logs")
 	if err := fs.Parse(args); err != nil {
@@ -274,6 +277,7 @@ func runOPCUA(ctx context.Context, o options, w workload, dir string) ([]result,
 		}
 		return float64(updates(servers)-start.Load()) / window.Seconds()
 	}
+	o.warmup, o.duration = o.opcuaWarmup, o.opcuaDuration
 	return runSides(ctx, o, w, dir, offered, func(side, sdir, url string) (string, error) {
 		if side == "smelter" {
 			return writeSmelterOPCUA(sdir, url, devs, o.interval, o.opcuaIsolation)

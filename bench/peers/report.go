@@ -83,20 +83,22 @@ func thousands(v float64) string {
 
 // env is the machine and the versions a run used.
 type env struct {
-	start                 time.Time
-	cpus                  int
-	cpuModel              string
-	loadStart, loadEnd    string
-	gateway, telegraf     string
-	nodeOPCUA, libmodbus  string
-	natsServer, goVersion string
-	command               string
-	duration, warmup      time.Duration
+	start                      time.Time
+	cpus                       int
+	cpuModel                   string
+	loadStart, loadEnd         string
+	gateway, telegraf          string
+	nodeOPCUA, libmodbus       string
+	natsServer, goVersion      string
+	command                    string
+	duration, warmup           time.Duration
+	opcuaDuration, opcuaWarmup time.Duration
 }
 
 func describeEnv(ctx context.Context, o options) *env {
 	e := &env{start: time.Now().UTC(), cpus: runtime.NumCPU(), cpuModel: cpuModel(), loadStart: loadavg(),
 		natsServer: natsVersion(), goVersion: goVersion(), duration: o.duration, warmup: o.warmup,
+		opcuaDuration: o.opcuaDuration, opcuaWarmup: o.opcuaWarmup,
 		command: "go run ./bench/peers " + strings.Join(os.Args[1:], " ")}
 	e.gateway = firstLine(ctx, o.gateway, "version")
 	if o.telegraf != "" {
@@ -118,7 +120,8 @@ func (e *env) markdown() string {
 	fmt.Fprintf(&b, "- smelter-gateway: %s\n- Telegraf: %s\n", e.gateway, e.telegraf)
 	fmt.Fprintf(&b, "- nats-server %s (embedded, one per run), Go %s, libmodbus %s, node-opcua %s\n",
 		e.natsServer, e.goVersion, e.libmodbus, e.nodeOPCUA)
-	fmt.Fprintf(&b, "- each agent: started, %v of warm-up after its first point delivered, then %v measured\n", e.warmup, e.duration)
+	fmt.Fprintf(&b, "- each agent: started, %v of warm-up after its first point delivered, then %v measured (OPC UA: %v, %v)\n",
+		e.warmup, e.duration, e.opcuaWarmup, e.opcuaDuration)
 	fmt.Fprintf(&b, "- command: `%s`\n", e.command)
 	return b.String()
 }
