@@ -23,7 +23,7 @@ NFPM_VER  := v2.45.2
 NFPM      := $(CURDIR)/.tools/nfpm-$(NFPM_VER)/nfpm
 PKG_VERSION ?= $(shell sh deploy/package/pkgversion.sh)
 
-.PHONY: all build test race check fmt vet lint bench bench-pipeline demo interop clean tools dist package
+.PHONY: all build test race check fmt vet lint bench bench-pipeline bench-peers demo interop clean tools dist package
 
 all: build
 
@@ -98,6 +98,35 @@ bench-gateway:
 	@mkdir -p $(BIN)/bench
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/bench/ ./cmd/smelter-gateway ./deploy/bench/gwload
 	$(BIN)/bench/gwload -gateway $(BIN)/bench/smelter-gateway $(GWLOAD_FLAGS)
+
+## bench-peers: smelter-gateway and Telegraf side by side on the same libmodbus and node-opcua
+## servers (docs/benchmarks.md, "Side by side with Telegraf"); about 10 minutes, never part of
+## test or check. Telegraf is built once from the Go module proxy at the version that
+## bench/peers/telegraf/go.mod pins, with only the plugins used, and kept in bench/peers/.bin.
+## PEERS_FLAGS passes flags to the driver (go run ./bench/peers -h), e.g. PEERS_FLAGS=-steps=10000.
+PEERS         := bench/peers
+PEERS_BIN     := $(PEERS)/.bin
+TELEGRAF_VER  := $(shell awk '$$1 == "require" && $$2 == "github.com/influxdata/telegraf" {print $$3}' $(PEERS)/telegraf/go.mod)
+TELEGRAF      := $(PEERS_BIN)/telegraf-$(TELEGRAF_VER)
+TELEGRAF_TAGS := custom,inputs.modbus,inputs.opcua_listener,outputs.nats,serializers.json
+PEERS_FLAGS   ?=
+
+$(TELEGRAF): $(PEERS)/telegraf/go.mod $(PEERS)/telegraf/go.sum
+	@mkdir -p $(PEERS_BIN)
+	cd $(PEERS)/telegraf && $(GO) build -trimpath -tags $(TELEGRAF_TAGS) \
+		-ldflags "-X github.com/influxdata/telegraf/internal.Version=$(TELEGRAF_VER:v%=%)" \
+		-o $(CURDIR)/$@ github.com/influxdata/telegraf/cmd/telegraf || { \
+		echo "bench-peers: could not build Telegraf $(TELEGRAF_VER) from the Go module proxy (error above): nothing measured"; exit 1; }
+
+$(PEERS_BIN)/modbus-server: $(PEERS)/modbus/server.c
+	@mkdir -p $(PEERS_BIN)
+	@pkg-config --exists libmodbus || { echo "bench-peers: libmodbus is missing (apt-get install -y libmodbus-dev pkg-config)"; exit 1; }
+	gcc -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs libmodbus)
+
+bench-peers: build $(TELEGRAF) $(PEERS_BIN)/modbus-server
+	@command -v node >/dev/null || { echo "bench-peers: node is missing (the OPC UA step runs node-opcua)"; exit 1; }
+	@test -d deploy/opcua-interop/node_modules/node-opcua || npm ci --prefix deploy/opcua-interop --no-audit --no-fund
+	$(GO) run ./$(PEERS) -gateway $(BIN)/smelter-gateway -telegraf $(TELEGRAF) -modbus-server $(PEERS_BIN)/modbus-server $(PEERS_FLAGS)
 
 ## demo: simulators (Modbus + OPC UA), gateway, collector with embedded brokers and dashboard.
 demo: build
