@@ -142,6 +142,16 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64) *kpiLog {
 		pub(1, n)
 	}
 	wait.For(t, 30*time.Second, "the leg evaluated", evaluated(r.c, n))
+	// the asset view follows the data as it arrives; the rule engine of a
+	// restarted collector first waits for the unacknowledged messages of
+	// its predecessor (ack_wait): wait for the last finished window's KPIs
+	win := int64(15 * 60_000)
+	last := t0 + int64(n)*30_000
+	last -= last % win
+	wait.For(t, 60*time.Second, "the last finished window's KPIs", func() bool {
+		_, ok := log.value(last, "leg_distance")
+		return ok
+	})
 	return &log
 }
 
