@@ -298,7 +298,7 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 	if err := up.Publish(ctx, envs); err != nil {
 		t.Fatalf("publish as %s: %v", ucfg.Username, err)
 	}
-	wait.For(t, 30*time.Second, "an alert on each asset from the collector replicas", func() bool {
+	wait.For(t, 90*time.Second, "an alert on each asset from the collector replicas", func() bool {
 		assets := map[string]bool{}
 		for _, r := range reps {
 			for _, a := range r.col.Alerts(true) {
