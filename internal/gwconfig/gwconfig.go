@@ -358,9 +358,16 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) []*Device {
 	}
 	c.timing(dc, &d.PollInterval, &d.Heartbeat, DefaultPollInterval, DefaultHeartbeat)
 	if known {
-		for k := range d.Nameplate {
+		for _, k := range slices.Sorted(maps.Keys(d.Nameplate)) {
+			v := d.Nameplate[k]
 			if !slices.Contains(cls.Nameplate, k) && !cls.Open {
 				dc.Bad("nameplate."+k, "unknown nameplate rating for class %s (known: %v)", d.Class, cls.Nameplate)
+			} else if r, ok := c.cat.Ratings[k]; ok {
+				if err := r.Check(c.cat, v); err != nil {
+					dc.Bad("nameplate."+k, "%v", err)
+				}
+			} else if math.IsNaN(v) || math.IsInf(v, 0) {
+				dc.Bad("nameplate."+k, "%v is not a finite number", v)
 			}
 		}
 	}

@@ -110,3 +110,34 @@ func TestSourcesErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNameplateValuesChecked: every nameplate value is finite, positive
+// where the catalog says, and a code within its set; every error is
+// reported at once, each naming its field and reason.
+func TestNameplateValuesChecked(t *testing.T) {
+	doc := strings.Replace(shipHead+shipSources, "nameplate: {rated_power: 9000}",
+		"nameplate: {rated_power: -5, rated_sfoc: 0, capacity: .inf, ship_type: 9, rated_speed: .nan}", 1)
+	_, err := loadShip(t, doc)
+	if err == nil {
+		t.Fatal("invalid nameplate accepted")
+	}
+	for _, want := range []string{
+		"gw.yaml:6: devices[0].nameplate.capacity: +Inf is not a finite number",
+		"devices[0].nameplate.rated_power: -5 must be > 0 kW",
+		"devices[0].nameplate.rated_sfoc: 0 must be > 0 g/(kW.h)",
+		"devices[0].nameplate.rated_speed: NaN is not a finite number",
+		"devices[0].nameplate.ship_type: 9 is not a code of ship_type (1 bulk carrier, 2 tanker, 3 container ship)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// a boiler's fuel_type is a boiler fuel's code
+	boiler := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n" +
+		"  - id: b\n    class: boiler\n    nameplate: {fuel_type: 3}\n    modbus: {address: \"127.0.0.1:5020\"}\n" +
+		"    points: [{signal: steam_flow, table: holding, address: 0, type: uint16}]\n"
+	if _, err := loadShip(t, boiler); err == nil || !strings.Contains(err.Error(),
+		"devices[0].nameplate.fuel_type: 3 is not a fuel code with use boiler (1 natural_gas, 2 fuel_oil)") {
+		t.Errorf("boiler with a ship fuel: %v", err)
+	}
+}

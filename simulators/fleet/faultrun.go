@@ -265,13 +265,15 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 	d.log.Info("fault ended", "fault", fr.spec.ID, "kind", fr.spec.Kind)
 }
 
-// dropLocked closes every connection of the device's Modbus port and OPC UA
-// server.
+// dropLocked closes every connection of the device's Modbus port, NMEA
+// talker and OPC UA server when the server is its own. A shared OPC UA
+// server (an aggregating server serving several assets) keeps its
+// sessions: a fault on one asset affects only that asset.
 func (f *Fleet) dropLocked(d *device) {
 	if d.lst != nil {
 		d.lst.DropConnections()
 	}
-	if d.ua != nil {
+	if d.ua != nil && d.ua.dedicated() {
 		d.ua.front.DropConnections()
 	}
 	if d.nm != nil {
