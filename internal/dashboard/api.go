@@ -694,19 +694,6 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "kpis": out})
 }
 
-// higherIsWorse says which way each KPI gets worse, for rankings.
-var higherIsWorse = map[string]bool{
-	"specific_power": true, "system_specific_power": true, "loaded_ratio": false,
-	"load_factor": false, "ie_class": false, "current_unbalance": true,
-	"efficiency_direct": false, "stack_loss": true, "efficiency_indirect": false, "excess_air": true,
-	"fuel_rate": true, "co_utilisation": false,
-	"bsfc":              true,
-	"power_curve_index": false,
-	"performance_ratio": false, "performance_ratio_temp": false,
-	"spindle_utilisation": false, "oee": false,
-	"idle_ratio": true, "fuel_per_hour": true,
-}
-
 // Rollup is one class's KPI statistics over the fleet.
 type Rollup struct {
 	Class string      `json:"class"`
@@ -717,7 +704,8 @@ type Rollup struct {
 type KPIRollup struct {
 	Name       string      `json:"name"`
 	Unit       string      `json:"unit,omitempty"`
-	Worse      string      `json:"worse"` // "high" or "low": which way the ranking sorts
+	Worse      string      `json:"worse"`         // kpi.WorseHigh, WorseLow or WorseNone: which way it gets worse; the ranking lists the worst first (highest first for none)
+	Key        bool        `json:"key,omitempty"` // the class's key KPI (kpi.KeyKPI)
 	Count      int         `json:"count"`
 	Mean       float64     `json:"mean"`
 	Min        float64     `json:"min"`
@@ -765,10 +753,8 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 			kk := key{res.Class, k.Name}
 			ro := acc[kk]
 			if ro == nil {
-				ro = &KPIRollup{Name: k.Name, Unit: k.Unit, Worse: "low", Min: k.Value, Max: k.Value}
-				if higherIsWorse[k.Name] {
-					ro.Worse = "high"
-				}
+				ro = &KPIRollup{Name: k.Name, Unit: k.Unit, Worse: kpi.Worse(k.Name), Min: k.Value, Max: k.Value,
+					Key: kpi.KeyKPI(res.Class) == k.Name}
 				acc[kk] = ro
 			}
 			ro.Count++
@@ -786,7 +772,7 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 		ro.Mean = roundSig(ro.Mean / float64(ro.Count))
 		slices.SortFunc(ro.Ranking, func(a, b RankEntry) int {
 			c := cmp.Compare(a.Value, b.Value)
-			if ro.Worse == "high" {
+			if ro.Worse != kpi.WorseLow {
 				c = -c
 			}
 			return cmp.Or(c, cmp.Compare(a.Asset, b.Asset))

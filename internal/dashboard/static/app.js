@@ -931,8 +931,6 @@ function alertsPage() {
 }
 
 // ---------- energy ----------
-const FEATURED = { air_compressor: 'specific_power', motor: 'ie_class', pv_string: 'performance_ratio_temp', boiler: 'efficiency_direct',
-  diesel_engine: 'bsfc', wind_turbine: 'power_curve_index', blast_furnace: 'fuel_rate', cnc_machine: 'oee', engineering_machine: 'idle_ratio' };
 function energyPage() {
   return {
     name: 'energy',
@@ -954,8 +952,8 @@ function energyPage() {
       }
       html += '<div class="energy">';
       for (const c of r.classes.sort((a, b) => classRank(a.class) - classRank(b.class))) {
-        const feat = FEATURED[c.class];
-        const kpis = c.kpis.slice().sort((a, b) => (b.name === feat) - (a.name === feat));
+        // the key KPI (kpi.KeyKPI, sent as key) comes first
+        const kpis = c.kpis.slice().sort((a, b) => !!b.key - !!a.key);
         html += `<div class="panel" data-class="${esc(c.class)}"><h2>${esc(classTitle(c.class))}</h2>`;
         for (const k of kpis) {
           const maxv = Math.max(...k.ranking.map((e) => Math.abs(e.value)), 1e-9);
@@ -963,9 +961,9 @@ function energyPage() {
           // long units sit in the heading; % and ratios keep their sign
           const fmtShort = (v) => (k.unit && k.unit !== '1' && k.unit !== '%' ? fmtv(v).replace(' ' + unit(k.unit), '') : fmtv(v));
           const u = k.unit && k.unit !== '1' && k.unit !== '%' ? ` <span class="muted">(${esc(unit(k.unit))})</span>` : '';
-          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
+          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.key ? '<span class="pill info">key KPI</span>' : ''}
             ${k.out_of_limit ? `<span class="pill high">${k.out_of_limit} out of limit</span>` : ''}</h3>
-            <div class="stats">${k.count} asset(s) · mean ${esc(fmtv(k.mean))} · min ${esc(fmtv(k.min))} · max ${esc(fmtv(k.max))} · worse when ${esc(k.worse)}</div>
+            <div class="stats">${k.count} asset(s) · mean ${esc(fmtv(k.mean))} · min ${esc(fmtv(k.min))} · max ${esc(fmtv(k.max))}${k.worse === 'high' || k.worse === 'low' ? ` · worse when ${esc(k.worse)}` : ''}</div>
             <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}"><span class="site">${esc(e.site)}/</span>${esc(e.asset)}</a>
               <div class="bar" title="${esc(e.message || '')}"><span class="${esc(e.status)}" data-w="${Math.max(2, (100 * Math.abs(e.value)) / maxv).toFixed(1)}"></span></div>
               <span class="val">${esc(fmtShort(e.value))}${e.coverage < PARTIAL ? ` <span class="pill na" title="window ${esc(clock(e.end - windowOf(c.class)))}–${esc(clock(e.end))} covered ${(e.coverage * 100).toFixed(0)} %">partial</span>` : ''}</span></li>`).join('')}</ul></div>`;
