@@ -36,13 +36,13 @@ var ErrSilent = errors.New("nmea: no sentence in the interval")
 
 // Config is an NMEA source's connection.
 type Config struct {
-	Transport string        `yaml:"transport"` // tcp (default) | udp
-	Address   string        `yaml:"address"`   // tcp: host:port to connect to; udp: host:port to listen on
-	Talkers   []string      `yaml:"talkers"`   // accept only these talker ids (GP, GN, HE ...); empty: all
+	Transport string   `yaml:"transport"` // tcp (default) | udp
+	Address   string   `yaml:"address"`   // tcp: host:port to connect to; udp: host:port to listen on
+	Talkers   []string `yaml:"talkers"`   // accept only these talker ids (GP, GN, HE ...); empty: all
 	// MaxLength is the longest sentence accepted, in characters from "$" to
 	// the checksum without CR LF (default MaxLen, 80: NMEA 0183's 82 with
 	// CR LF); raise it only for a talker that sends longer sentences.
-	MaxLength int `yaml:"max_length"`
+	MaxLength int           `yaml:"max_length"`
 	DialTime  time.Duration `yaml:"dial_timeout"`
 	// ReconnectMin and ReconnectMax bound the jittered reconnect backoff.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`
