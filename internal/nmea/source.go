@@ -300,6 +300,7 @@ func (s *Source) session(ctx context.Context, b *backoff.Backoff) error {
 		defer func() { _ = pc.Close() }()
 		s.mu.Lock()
 		s.local = pc.LocalAddr().String()
+		s.lastErr = nil // listening: silence from here on is the talker's, not an old error
 		s.mu.Unlock()
 		buf := make([]byte, 65536)
 		for {
@@ -325,6 +326,9 @@ func (s *Source) session(ctx context.Context, b *backoff.Backoff) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer conn.Close()
+	s.mu.Lock()
+	s.lastErr = nil // connected: a silence from here on is not the old dial error
+	s.mu.Unlock()
 	s.log.Info("nmea connected", "address", s.cfg.Address)
 	r := bufio.NewReaderSize(conn, 4096)
 	skipping := false // inside an overlong line: discard up to its '\n'

@@ -243,3 +243,37 @@ func TestConfigMaxLength(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceSilenceAfterReconnectIsNotTheOldError: once the talker accepts
+// the connection, a silent cycle says nobody spoke, not the refusal of the
+// dial before.
+func TestSourceSilenceAfterReconnectIsNotTheOldError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, rec := runSource(t, nmea.Config{Address: addr, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	wait.For(t, 10*time.Second, "a cycle with the refused dial", func() bool {
+		c, _ := rec.last()
+		return c.Err != nil && contains(c.Err.Error(), "refused")
+	})
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-time.After(time.Minute) // connected, silent
+	}()
+	wait.For(t, 10*time.Second, "a silent cycle without the old error", func() bool {
+		c, _ := rec.last()
+		return c.Err != nil && !contains(c.Err.Error(), "refused") && !c.Lost
+	})
+}

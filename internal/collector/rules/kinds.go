@@ -429,11 +429,17 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 		if iv == 0 {
 			iv = s.interval
 		}
-		if s.quality == 3 {
+		switch age := a.lastTSGW - max(s.good, s.firstArr); {
+		case st == alert.Cleared:
+			msg = fmt.Sprintf("%s %s has a good value again", who, sig)
+		case s.quality == 3:
 			msg = fmt.Sprintf("%s %s reported stale by its gateway", who, sig)
-		} else {
+		case float64(age) <= r.K*float64(iv):
+			// raised for its quality, not its age
+			msg = fmt.Sprintf("%s %s has no good value: its last reading is %s", who, sig, s.quality)
+		default:
 			msg = fmt.Sprintf("%s %s has no good value for %s (%s x %s interval), last quality %s", who, sig,
-				ms(a.lastTSGW-max(s.good, s.firstArr)), fv(r.K), ms(iv), s.quality)
+				ms(age), fv(r.K), ms(iv), s.quality)
 		}
 		vals["age_ms"] = float64(a.lastTSGW - max(s.good, s.firstArr))
 	case KindPlausibility:
