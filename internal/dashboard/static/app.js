@@ -876,7 +876,13 @@ function voyageReport(el, a, wins) {
 // ---------- alerts ----------
 function alertTable(list, withAsset) {
   if (!list.length) return '<div class="empty">No alerts match.</div>';
-  const now = plantNow();
+  // an active alert's duration runs on its own asset's data clock: a
+  // gateway at another speed (or a real-time one beside a fast demo) keeps
+  // its own time
+  const nowOf = (a) => {
+    const as = S.assets.get(a.site + '/' + a.asset);
+    return as && as.data_now ? dataNow(as) : plantNow();
+  };
   return `<div class="table-wrap"><table><thead><tr><th>Severity</th><th>State</th>${withAsset ? '<th>Asset</th>' : ''}<th>Rule</th><th>Message</th>
     <th>Raised</th><th>Cleared</th><th class="num">Duration</th></tr></thead><tbody>` +
     list.map((a) => {
@@ -889,7 +895,7 @@ function alertTable(list, withAsset) {
       <td>${esc(prettyUnits(a.message))}</td>
       <td title="${esc(dateTime(a.raised_at))}">${esc(clock(a.raised_at))}</td>
       <td title="${esc(dateTime(a.cleared_at))}">${a.cleared_at ? esc(clock(a.cleared_at)) : '–'}</td>
-      <td class="num">${esc(dur((a.cleared_at || now) - a.raised_at))}</td></tr>`;
+      <td class="num">${esc(dur((a.cleared_at || nowOf(a)) - a.raised_at))}</td></tr>`;
     }).join('') + '</tbody></table></div>';
 }
 function alertsPage() {
