@@ -839,8 +839,9 @@ type ClassOut struct {
 
 // RatingDef is a nameplate rating's unit and meaning.
 type RatingDef struct {
-	Unit        string `json:"unit"`
-	Description string `json:"description,omitempty"`
+	Unit        string            `json:"unit"`
+	Description string            `json:"description,omitempty"`
+	Codes       map[string]string `json:"codes,omitempty"` // a code rating's values and their meaning ("1": "bulk carrier")
 }
 
 // SignalDef is a catalog signal.
@@ -871,7 +872,14 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 	}
 	ratings := make(map[string]RatingDef, len(cat.Ratings))
 	for n, r := range cat.Ratings {
-		ratings[n] = RatingDef{Unit: r.Unit, Description: r.Description}
+		rd := RatingDef{Unit: r.Unit, Description: r.Description}
+		for code, name := range r.Codes {
+			if rd.Codes == nil {
+				rd.Codes = map[string]string{}
+			}
+			rd.Codes[strconv.Itoa(code)] = name
+		}
+		ratings[n] = rd
 	}
 	fuels := make(map[string]string, len(cat.Fuels))
 	for code, f := range cat.Fuels {

@@ -212,6 +212,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(voyage["speed"], "[kn_i]") || !strings.Contains(voyage["diagram"], "inside") {
 		t.Errorf("voyage report %s", jsonString(voyage))
 	}
+	// one number format per unit (tonnes whole from 100 t), the ship type
+	// by its catalog name, fuel-type signals by the fuel's name
+	var ship struct{ Facts, Fuel string }
+	poll(t, jsErrs, 30*time.Second, "ship-1 nameplate and fuel type", func() bool {
+		_ = eval(tab, `({facts: document.querySelector('.facts')?.textContent || '',
+			fuel: document.querySelector('[data-now="me_fuel_type"]')?.textContent || ''})`, &ship)
+		return ship.Facts != "" && ship.Fuel != ""
+	}, func() string { return jsonString(ship) })
+	if !strings.Contains(ship.Facts, "capacity 63,500 t") || !strings.Contains(ship.Facts, "ship type bulk carrier") {
+		t.Errorf("ship nameplate %q: want capacity 63,500 t and ship type bulk carrier", ship.Facts)
+	}
+	if ship.Fuel != "HFO" && ship.Fuel != "MDO/MGO" && ship.Fuel != "LFO" && ship.Fuel != "LNG" {
+		t.Errorf("main engine fuel type shown as %q, want the fuel's name", ship.Fuel)
+	}
 	screenshot(t, tab, shots, "14-voyage-ship-1.png")
 
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {

@@ -93,10 +93,14 @@ const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%'
 // position is the one exception: a tenth of a degree is 11 km
 // and a wind turbine's rotor turns at 10-20 rpm; unit "1" is a count or a
 // code (0 decimals) except for the power factor, a ratio
-const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2, draught: 2, cargo: 0 };
+const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2, draught: 2 };
+// units whose decimals follow the magnitude, one rule for every value in
+// that unit: tonnes are whole from 100 t (capacity 63,500 t, cargo
+// 58,000 t), with 2 decimals below (a window's CO2, 12.35 t)
+const DECIMALS_BY_SIZE = { t: (v) => (Math.abs(v) >= 100 ? 0 : 2) };
 function fmt(v, u, signal) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
-  const d = SIGNAL_DECIMALS[signal] ?? DECIMALS[u];
+  const d = SIGNAL_DECIMALS[signal] ?? (DECIMALS_BY_SIZE[u] ? DECIMALS_BY_SIZE[u](v) : DECIMALS[u]);
   if (d === undefined) return num(v);
   return v.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d, useGrouping: Math.abs(v) >= 10000 });
 }
@@ -157,13 +161,20 @@ function kpiVal(k) {
 // ship_type the CII ship type (MEPC.353(78))
 const FUEL_NAME = { hfo: 'HFO', lfo: 'LFO', mdo_mgo: 'MDO/MGO', lng: 'LNG' };
 const fuelName = (n) => FUEL_NAME[n] || label(n);
-const SHIP_TYPE = { 1: 'bulk carrier', 2: 'tanker', 3: 'container ship' };
 function rating(k, x) {
   const fuel = k === 'fuel_type' && S.catalog?.fuels?.[String(x)];
   if (fuel) return fuelName(fuel);
-  if (k === 'ship_type' && SHIP_TYPE[x]) return SHIP_TYPE[x];
   const r = S.catalog?.ratings?.[k];
+  if (r && r.codes && r.codes[String(x)]) return r.codes[String(x)]; // ship_type: the catalog's code names
   return r ? withUnit(x, r.unit) : num(x);
+}
+// fuel codes (the catalog's fuels) label the fuel-type signals
+// (me_fuel_type ...) by the fuel's name, in values and on chart axes
+function fuelCodes(signal) {
+  if (!/(^|_)fuel_type$/.test(signal || '') || !S.catalog?.fuels) return null;
+  const out = {};
+  for (const [c, n] of Object.entries(S.catalog.fuels)) out[c] = fuelName(n);
+  return out;
 }
 
 // ---------- KPI windows ----------
@@ -411,8 +422,9 @@ function stat(cls, n, l, href) {
 function signalValue(s) {
   if (!s) return '<span class="muted">–</span>';
   if (s.value === null) return `<span class="q-${esc(s.quality)}">${esc(s.quality)}</span>`;
-  const txt = s.text ? esc(label(s.text)) : esc(fmt(s.value, s.unit, s.signal));
-  const u = s.text ? '' : unit(s.unit);
+  const code = fuelCodes(s.signal)?.[String(s.value)];
+  const txt = s.text ? esc(label(s.text)) : code ? esc(code) : esc(fmt(s.value, s.unit, s.signal));
+  const u = s.text || code ? '' : unit(s.unit);
   return `<span class="q-${esc(s.quality)}" data-signal="${esc(s.signal)}" data-value="${s.value}">${txt}</span>${u ? `<span class="u">${esc(u)}</span>` : ''}`;
 }
 function card(a) {
@@ -449,6 +461,7 @@ function drawChart(cv, pts, t0, t1, opts) {
   g.font = '11px system-ui, sans-serif';
   let L = opts.compact ? 4 : 46;
   if (opts.states) L = Math.max(L, 10 + Math.max(...opts.states.map((st) => g.measureText(label(st)).width)));
+  if (opts.codes) L = Math.max(L, 10 + Math.max(...Object.values(opts.codes).map((c) => g.measureText(c).width)));
   const R = 6, T = 6, B = opts.compact ? 4 : 18;
   const vis = pts.filter((p) => p.t >= t0 - 60000 && p.t <= t1);
   let lo = Infinity, hi = -Infinity;
@@ -456,21 +469,26 @@ function drawChart(cv, pts, t0, t1, opts) {
     if (p.v === null) continue;
     lo = Math.min(lo, p.min ?? p.v); hi = Math.max(hi, p.max ?? p.v);
   }
+  let codeTicks = null;
+  if (opts.codes && lo <= hi) { // the codes the data takes, labelled
+    codeTicks = Object.keys(opts.codes).map(Number).filter((c) => c >= lo && c <= hi).sort((a, b) => a - b);
+    if (!codeTicks.length) codeTicks = null;
+  }
   for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
   g.fillStyle = '#8792a2';
   if (lo === Infinity) { g.textAlign = 'left'; g.fillText('no data in this window', L + 8, T + 16); return; }
   if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
-  if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
+  if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else if (codeTicks) { lo = codeTicks[0] - 0.3; hi = codeTicks[codeTicks.length - 1] + 0.3; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   // grid
   g.strokeStyle = '#edf0f3'; g.lineWidth = 1;
   if (!opts.compact) {
-    const ticks = opts.states ? opts.states.map((_, i) => i) : niceTicks(lo, hi, 4);
+    const ticks = opts.states ? opts.states.map((_, i) => i) : codeTicks || niceTicks(lo, hi, 4);
     for (const v of ticks) {
       const yy = Math.round(y(v)) + 0.5;
       g.beginPath(); g.moveTo(L, yy); g.lineTo(W - R, yy); g.stroke();
-      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : tickLabel(v, ticks), L - 5, yy + 4);
+      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : codeTicks ? opts.codes[v] : tickLabel(v, ticks), L - 5, yy + 4);
     }
     g.textAlign = 'center';
     const span = t1 - t0;
@@ -757,8 +775,9 @@ function assetPage(site, id) {
         const pts = (hist.get(name) || []).filter((p) => p.t >= t1 - 3600000);
         hist.set(name, pts);
         const holdTo = s && s.quality === 'good' && !detail.silent ? t1 : 0;
-        drawChart(box.querySelector('canvas'), pts, t0, t1, { states: s && s.states, holdTo,
-          fmt: (x) => (s && s.states ? label(s.states[x] ?? x) : withUnit(x, s && s.unit, name)) });
+        const codes = fuelCodes(name);
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { states: s && s.states, codes, holdTo,
+          fmt: (x) => (s && s.states ? label(s.states[x] ?? x) : codes && codes[x] ? codes[x] : withUnit(x, s && s.unit, name)) });
       }
     },
     onAssets(list) {
