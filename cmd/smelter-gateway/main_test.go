@@ -105,7 +105,7 @@ devices:
 		t.Fatal(err)
 	}
 	code, out, errs := runCmd("validate", path)
-	if code != 0 || !strings.Contains(out, "2 warning(s)") {
+	if code != 0 || !strings.Contains(out, "2 warnings)") {
 		t.Fatalf("code %d\n%s%s", code, out, errs)
 	}
 	for _, w := range []string{"warning: " + path + ":9: devices[0].points[1].address: holding 1..1 overlaps devices[0].points[0] (holding 0..1)",
