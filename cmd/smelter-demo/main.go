@@ -59,6 +59,10 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if err := demo.CheckSpeed(*speed); err != nil {
+		fmt.Fprintln(os.Stderr, "smelter-demo:", err)
+		os.Exit(2)
+	}
 	plantStart, err := fleet.ParseStart(*start, time.Now(), time.Local)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "smelter-demo:", err)

@@ -129,12 +129,20 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "warning: %v\n", w)
 	}
-	devices := fmt.Sprintf("%d devices", len(assets))
+	devices := plural(len(assets), "device")
 	if len(assets) != len(cfg.Devices) { // devices with sources
-		devices += fmt.Sprintf(" (%d sources)", len(cfg.Devices))
+		devices += " (" + plural(len(cfg.Devices), "source") + ")"
 	}
-	fmt.Fprintf(stdout, "%s: ok (gateway %s, %s, %d points, %d warning(s))\n", fs.Arg(0), cfg.ID, devices, points, len(cfg.Warnings))
+	fmt.Fprintf(stdout, "%s: ok (gateway %s, %s, %s, %s)\n", fs.Arg(0), cfg.ID, devices, plural(points, "point"), plural(len(cfg.Warnings), "warning"))
 	return 0
+}
+
+// plural writes n and the noun, with an s unless n is 1: "1 device", "2 sources".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func printConfigErrors(w io.Writer, err error) {

@@ -46,6 +46,24 @@ func TestConfigsValidate(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "ok (gateway gw-jinan-01, 4 devices") {
 		t.Fatalf("example: code %d\n%s%s", code, out, errs)
 	}
+	// one device with two sources: singular and plural counted right
+	one := filepath.Join(t.TempDir(), "one.yaml")
+	if err := os.WriteFile(one, []byte(`gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: ship-1
+    class: ship
+    sources:
+      - modbus: {address: "127.0.0.1:5020"}
+        points: [{signal: me_speed, table: holding, address: 0, type: int16}]
+      - nmea: {address: "127.0.0.1:10110"}
+        points: [{signal: sog, sentence: RMC.sog}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCmd("validate", "-offline", one); code != 0 || !strings.Contains(out, "1 device (2 sources), 2 points, 0 warnings)") {
+		t.Errorf("one device: code %d\n%s%s", code, out, errs)
+	}
 	bads, _ := filepath.Glob("../../configs/gateway*.bad.yaml")
 	if len(bads) == 0 {
 		t.Fatal("no bad configs found")
@@ -93,7 +111,7 @@ devices:
 		t.Fatal(err)
 	}
 	code, out, errs := runCmd("validate", path)
-	if code != 0 || !strings.Contains(out, "2 warning(s)") {
+	if code != 0 || !strings.Contains(out, "2 warnings)") {
 		t.Fatalf("code %d\n%s%s", code, out, errs)
 	}
 	for _, w := range []string{"warning: " + path + ":9: devices[0].points[1].address: holding 1..1 overlaps devices[0].points[0] (holding 0..1)",

@@ -3,8 +3,9 @@
 //
 //	smelter-sim -fleet configs/sim-fleet.yaml -scenario configs/scenarios/demo.yaml -seed 1 -speed 1 -http 127.0.0.1:0
 //
-// It prints every device with its Modbus address and unit id, and its OPC UA
-// endpoint and node ids (ns=1;s=<device>.<signal>).
+// It prints every device with its Modbus address and unit id, its OPC UA
+// endpoint and node ids (ns=1;s=<device>.<signal>), and a ship's NMEA 0183
+// talker address.
 package main
 
 import (
@@ -68,13 +69,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, `usage: smelter-sim [flags]
        smelter-sim version
 
-Runs a fleet of simulated industrial devices over Modbus TCP, RTU-over-TCP and OPC UA,
-with scripted and run-time faults, and prints the device table with real addresses.
+Runs a fleet of simulated industrial devices over Modbus TCP, RTU-over-TCP and OPC UA, and
+ships' navigation as NMEA 0183 sentences (RMC, VTG, VHW, HDT, DPT over TCP or UDP), with
+scripted and run-time faults, and prints the device table with real addresses.
 
 Examples:
   smelter-sim -fleet configs/sim-fleet.yaml -t                         check the fleet file
   smelter-sim -fleet configs/sim-fleet.yaml -scenario configs/scenarios/demo.yaml -http 127.0.0.1:8089
   curl -X POST 127.0.0.1:8089/faults -d '{"device":"boiler-1","kind":"stuck","signal":"flue_o2"}'
+  curl -X POST 127.0.0.1:8089/faults -d '{"device":"ship-1","kind":"silent","front":"nmea"}'   stop only the NMEA talker
 
 `)
 		fs.PrintDefaults()
@@ -171,7 +174,7 @@ Examples:
 
 func printDevices(w io.Writer, ds []fleet.DeviceInfo) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tOPC UA ENDPOINT\tNODE IDS\tTEMPLATE")
+	fmt.Fprintln(tw, "DEVICE\tCLASS\tTRANSPORT\tADDRESS\tUNIT\tOPC UA ENDPOINT\tNODE IDS\tNMEA 0183\tTEMPLATE")
 	dash := func(s string) string {
 		if s == "" {
 			return "-"
@@ -187,8 +190,12 @@ func printDevices(w io.Writer, ds []fleet.DeviceInfo) error {
 		if d.Addr != "" {
 			unit = fmt.Sprint(d.UnitID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Class, dash(d.Transport), dash(d.Addr), unit,
-			dash(d.OPCUA), dash(nodes), dash(d.Template))
+		nm := ""
+		if d.NMEA != "" {
+			nm = d.NMEATransport + " " + d.NMEA
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Class, dash(d.Transport), dash(d.Addr), unit,
+			dash(d.OPCUA), dash(nodes), dash(nm), dash(d.Template))
 	}
 	return tw.Flush()
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/smelterio/smelter/simulators/fleet"
 )
 
 func TestCheckMode(t *testing.T) {
@@ -32,7 +34,7 @@ func TestHelpExitsZero(t *testing.T) {
 		if code := exitCode(err, &errb); code != 0 {
 			t.Errorf("%s: exit %d (err %v)", arg, code, err)
 		}
-		if !strings.Contains(errb.String(), "usage: smelter-sim") {
+		if !strings.Contains(errb.String(), "usage: smelter-sim") || !strings.Contains(errb.String(), "NMEA 0183") {
 			t.Errorf("%s: no usage printed: %q", arg, errb.String())
 		}
 	}
@@ -54,5 +56,16 @@ func TestStartFlag(t *testing.T) {
 	err := run([]string{"-t", "-fleet", "../../configs/sim-fleet.yaml", "-start", "teatime"}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), `-start "teatime"`) {
 		t.Errorf("-start teatime: %v", err)
+	}
+}
+
+// TestDeviceTableShowsNMEA: the device table names a ship's NMEA talker.
+func TestDeviceTableShowsNMEA(t *testing.T) {
+	var out bytes.Buffer
+	if err := printDevices(&out, []fleet.DeviceInfo{{ID: "ship-1", Class: "ship", NMEA: "127.0.0.1:10110", NMEATransport: "tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "NMEA 0183") || !strings.Contains(out.String(), "tcp 127.0.0.1:10110") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }

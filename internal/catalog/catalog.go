@@ -7,8 +7,11 @@ package catalog
 import (
 	_ "embed"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/smelterio/smelter/internal/confload"
@@ -66,6 +69,44 @@ type Rating struct {
 	Name        string
 	Unit        string // UCUM code; "1" for counts and codes
 	Description string
+	Positive    bool           // the value must be > 0
+	Codes       map[int]string // a code: the value must be one of these (code -> meaning); nil: any
+	FuelUse     string         // a fuel code: the value must be a catalog fuel with this use
+}
+
+// Check reports why v is not a valid value of the rating, or nil: every
+// rating is a finite number; a positive rating is > 0; a code is one of
+// Codes, or a fuel code of a fuel with use FuelUse.
+func (r *Rating) Check(c *Catalog, v float64) error {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return fmt.Errorf("%v is not a finite number", v)
+	case r.Positive && v <= 0:
+		return fmt.Errorf("%v must be > 0 %s", v, r.Unit)
+	case r.Codes != nil:
+		if _, ok := r.Codes[int(v)]; !ok || v != math.Trunc(v) {
+			return fmt.Errorf("%v is not a code of %s (%s)", v, r.Name, r.codeList())
+		}
+	case r.FuelUse != "":
+		if f, ok := c.Fuel(v); !ok || !f.Has(r.FuelUse) {
+			var codes []string
+			for _, code := range slices.Sorted(maps.Keys(c.Fuels)) {
+				if c.Fuels[code].Has(r.FuelUse) {
+					codes = append(codes, fmt.Sprintf("%d %s", code, c.Fuels[code].Name))
+				}
+			}
+			return fmt.Errorf("%v is not a fuel code with use %s (%s)", v, r.FuelUse, strings.Join(codes, ", "))
+		}
+	}
+	return nil
+}
+
+func (r *Rating) codeList() string {
+	var out []string
+	for _, code := range slices.Sorted(maps.Keys(r.Codes)) {
+		out = append(out, fmt.Sprintf("%d %s", code, r.Codes[code]))
+	}
+	return strings.Join(out, ", ")
 }
 
 // Fuel uses: what a fuel's coefficients serve. A fuel lists its uses and
@@ -194,8 +235,11 @@ func (fy *fuelYAML) check(code int) error {
 }
 
 type ratingYAML struct {
-	Unit        string `yaml:"unit"`
-	Description string `yaml:"description"`
+	Unit        string         `yaml:"unit"`
+	Description string         `yaml:"description"`
+	Positive    bool           `yaml:"positive"`
+	Codes       map[int]string `yaml:"codes"`
+	FuelUse     string         `yaml:"fuel_use"`
 }
 
 type catalogFile struct {
@@ -239,7 +283,8 @@ func Parse(data []byte) (*Catalog, error) {
 		if ry.Unit == "" {
 			return nil, fmt.Errorf("catalog: ratings.%s.unit: missing (\"1\" for a count or a code)", name)
 		}
-		c.Ratings[name] = &Rating{Name: name, Unit: ry.Unit, Description: ry.Description}
+		c.Ratings[name] = &Rating{Name: name, Unit: ry.Unit, Description: ry.Description, Positive: ry.Positive,
+			Codes: ry.Codes, FuelUse: ry.FuelUse}
 	}
 	for name, cy := range f.Classes {
 		for _, r := range cy.Nameplate {

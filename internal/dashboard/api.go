@@ -694,19 +694,6 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "kpis": out})
 }
 
-// higherIsWorse says which way each KPI gets worse, for rankings.
-var higherIsWorse = map[string]bool{
-	"specific_power": true, "system_specific_power": true, "loaded_ratio": false,
-	"load_factor": false, "ie_class": false, "current_unbalance": true,
-	"efficiency_direct": false, "stack_loss": true, "efficiency_indirect": false, "excess_air": true,
-	"fuel_rate": true, "co_utilisation": false,
-	"bsfc":              true,
-	"power_curve_index": false,
-	"performance_ratio": false, "performance_ratio_temp": false,
-	"spindle_utilisation": false, "oee": false,
-	"idle_ratio": true, "fuel_per_hour": true,
-}
-
 // Rollup is one class's KPI statistics over the fleet.
 type Rollup struct {
 	Class string      `json:"class"`
@@ -717,7 +704,8 @@ type Rollup struct {
 type KPIRollup struct {
 	Name       string      `json:"name"`
 	Unit       string      `json:"unit,omitempty"`
-	Worse      string      `json:"worse"` // "high" or "low": which way the ranking sorts
+	Worse      string      `json:"worse"`         // kpi.WorseHigh, WorseLow or WorseNone: which way it gets worse; the ranking lists the worst first (highest first for none)
+	Key        bool        `json:"key,omitempty"` // the class's key KPI (kpi.KeyKPI)
 	Count      int         `json:"count"`
 	Mean       float64     `json:"mean"`
 	Min        float64     `json:"min"`
@@ -765,10 +753,8 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 			kk := key{res.Class, k.Name}
 			ro := acc[kk]
 			if ro == nil {
-				ro = &KPIRollup{Name: k.Name, Unit: k.Unit, Worse: "low", Min: k.Value, Max: k.Value}
-				if higherIsWorse[k.Name] {
-					ro.Worse = "high"
-				}
+				ro = &KPIRollup{Name: k.Name, Unit: k.Unit, Worse: kpi.Worse(k.Name), Min: k.Value, Max: k.Value,
+					Key: kpi.KeyKPI(res.Class) == k.Name}
 				acc[kk] = ro
 			}
 			ro.Count++
@@ -786,7 +772,7 @@ func (s *Server) rollup(w http.ResponseWriter, r *http.Request) {
 		ro.Mean = roundSig(ro.Mean / float64(ro.Count))
 		slices.SortFunc(ro.Ranking, func(a, b RankEntry) int {
 			c := cmp.Compare(a.Value, b.Value)
-			if ro.Worse == "high" {
+			if ro.Worse != kpi.WorseLow {
 				c = -c
 			}
 			return cmp.Or(c, cmp.Compare(a.Asset, b.Asset))
@@ -853,8 +839,9 @@ type ClassOut struct {
 
 // RatingDef is a nameplate rating's unit and meaning.
 type RatingDef struct {
-	Unit        string `json:"unit"`
-	Description string `json:"description,omitempty"`
+	Unit        string            `json:"unit"`
+	Description string            `json:"description,omitempty"`
+	Codes       map[string]string `json:"codes,omitempty"` // a code rating's values and their meaning ("1": "bulk carrier")
 }
 
 // SignalDef is a catalog signal.
@@ -885,7 +872,14 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request) {
 	}
 	ratings := make(map[string]RatingDef, len(cat.Ratings))
 	for n, r := range cat.Ratings {
-		ratings[n] = RatingDef{Unit: r.Unit, Description: r.Description}
+		rd := RatingDef{Unit: r.Unit, Description: r.Description}
+		for code, name := range r.Codes {
+			if rd.Codes == nil {
+				rd.Codes = map[string]string{}
+			}
+			rd.Codes[strconv.Itoa(code)] = name
+		}
+		ratings[n] = rd
 	}
 	fuels := make(map[string]string, len(cat.Fuels))
 	for code, f := range cat.Fuels {

@@ -381,7 +381,7 @@ func TestAlertsKPIsRollupGateways(t *testing.T) {
 			sp = &ro.Classes[0].KPIs[i]
 		}
 	}
-	if sp == nil || sp.Count != 2 || sp.Worse != "high" || len(sp.Ranking) != 2 {
+	if sp == nil || sp.Count != 2 || sp.Worse != "high" || !sp.Key || len(sp.Ranking) != 2 {
 		t.Fatalf("specific_power rollup %+v", sp)
 	}
 	// ac-2 needs 110 kW for 13 m3/min (8.46, limit 6.9): worst first

@@ -212,6 +212,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	if strings.Contains(voyage["speed"], "[kn_i]") || !strings.Contains(voyage["diagram"], "inside") {
 		t.Errorf("voyage report %s", jsonString(voyage))
 	}
+	// one number format per unit (tonnes whole from 100 t), the ship type
+	// by its catalog name, fuel-type signals by the fuel's name
+	var ship struct{ Facts, Fuel string }
+	poll(t, jsErrs, 30*time.Second, "ship-1 nameplate and fuel type", func() bool {
+		_ = eval(tab, `({facts: document.querySelector('.facts')?.textContent || '',
+			fuel: document.querySelector('[data-now="me_fuel_type"]')?.textContent || ''})`, &ship)
+		return ship.Facts != "" && ship.Fuel != ""
+	}, func() string { return jsonString(ship) })
+	if !strings.Contains(ship.Facts, "capacity 63,500 t") || !strings.Contains(ship.Facts, "ship type bulk carrier") {
+		t.Errorf("ship nameplate %q: want capacity 63,500 t and ship type bulk carrier", ship.Facts)
+	}
+	if ship.Fuel != "HFO" && ship.Fuel != "MDO/MGO" && ship.Fuel != "LFO" && ship.Fuel != "LNG" {
+		t.Errorf("main engine fuel type shown as %q, want the fuel's name", ship.Fuel)
+	}
 	screenshot(t, tab, shots, "14-voyage-ship-1.png")
 
 	if err := eval(tab, `location.hash = '#/energy'`, nil); err != nil {
@@ -386,6 +400,42 @@ func TestEnergyEmptyStateInBrowser(t *testing.T) {
 		t.Errorf("empty state %q: want the configured 1 min window and when the compressors' first one ends", text)
 	}
 	screenshot(t, tab, shots, "13-energy-empty.png")
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestAlertDurationOnItsAssetsClock: a second plant whose data clock runs
+// 6 h apart (a fast demo beside a real-time gateway) does not stretch the
+// duration of another asset's fresh alert: each active alert's duration
+// runs on its own asset's data clock.
+func TestAlertDurationOnItsAssetsClock(t *testing.T) {
+	bin := requireChromium(t)
+	f := newFixture(t, "tok-clock")
+	// site1's plant clock runs 6 h behind the lab's (the collector takes no
+	// future time, so the lab is the real-time one)
+	real := f.now
+	f.now -= 6 * time.Hour.Milliseconds()
+	f.feed(300) // ac-1 runs at 125 Cel for its last 40 s: discharge_temp_high
+	f.now = real
+	// the lab's own gateway (the data clock is a gateway's)
+	for i := 30; i > 0; i-- {
+		ts := real - int64(i)*1000
+		b := &telemetry.Batch{Gateway: "gw-lab", Seq: uint64(31 - i), TSGW: ts, Asset: telemetry.Asset{ID: "ac-9", Class: "air_compressor", Path: compPath("lab")},
+			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: ts}}}
+		f.handle(telemetry.AssetSubject(b.Asset, telemetry.KindData), b.AppendJSON(nil))
+	}
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/?token=tok-clock#/alerts")
+	var cells []string
+	poll(t, jsErrs, 30*time.Second, "ac-1's alert with its duration", func() bool {
+		cells = nil
+		_ = eval(tab, `[...document.querySelectorAll('#al-list tr[data-rule="discharge_temp_high"][data-asset="site1/ac-1"] td')].map(td => td.textContent)`, &cells)
+		return len(cells) > 0
+	}, nil)
+	if d := cells[len(cells)-1]; strings.Contains(d, "h") {
+		t.Errorf("ac-1's alert raised a minute ago lasts %q: measured on the other plant's clock", d)
+	}
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -139,8 +140,22 @@ func waitAddr(ctx context.Context, get func() string) (string, error) {
 	}
 }
 
+// CheckSpeed reports why v is no -speed for the demo: it must be a finite
+// number from 0 (the fleet file's speed) to 1e6 simulated seconds per wall
+// second.
+func CheckSpeed(v float64) error {
+	if math.IsNaN(v) || v < 0 || v > 1e6 {
+		return fmt.Errorf("speed: %v is not a number from 0 to 1e6 (simulated seconds per wall second; 0: the fleet file's)", v)
+	}
+	return nil
+}
+
 // Run starts everything and blocks until ctx ends, then stops it all.
+// Errors: CheckSpeed's for a bad Options.Speed, and any start-up failure.
 func (d *Demo) Run(ctx context.Context) error {
+	if err := CheckSpeed(d.opts.Speed); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	log := d.opts.Log
 	dataDir := d.opts.DataDir
 	if dataDir == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -260,5 +261,19 @@ devices:
 		if read[s.Signal] != want {
 			t.Errorf("%s read over %q, want %s", s.Signal, read[s.Signal], want)
 		}
+	}
+}
+
+// TestBadSpeedRefused: -speed NaN, negative or infinite is refused with a
+// clear error before anything starts, not run at the fleet file's speed.
+func TestBadSpeedRefused(t *testing.T) {
+	for _, v := range []float64{math.NaN(), -5, math.Inf(1)} {
+		err := New(Options{Speed: v, DataDir: t.TempDir()}).Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "speed: ") || !strings.Contains(err.Error(), "not a number from 0 to 1e6") {
+			t.Errorf("speed %v: %v", v, err)
+		}
+	}
+	if err := CheckSpeed(10); err != nil {
+		t.Error(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -305,4 +306,24 @@ func gaugeValue(t *testing.T, g interface{ Write(*dto.Metric) error }) float64 {
 		t.Fatal(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// TestBirthThatCannotBeEncodedIsAnError: a nameplate value JSON cannot
+// carry (NaN, past the config checks) makes the birth an error, counted and
+// never spooled as an empty message.
+func TestBirthThatCannotBeEncodedIsAnError(t *testing.T) {
+	r := newLoopRig(t, "[{signal: power, table: holding, address: 0, type: uint16}]", "")
+	a := r.d.a
+	a.nameplate = map[string]float64{"rated_power": math.NaN()}
+	err := a.birth(context.Background(), r.sp)
+	if !errors.Is(err, errBirthEncode) {
+		t.Fatalf("birth with a NaN nameplate: %v", err)
+	}
+	a.birthDue.Store(true)
+	if a.spoolBirth(context.Background(), r.sp) || !a.birthDue.Load() {
+		t.Error("an unencodable birth counted as spooled")
+	}
+	if got := r.sp.LastSeq(); got != 0 {
+		t.Errorf("%d records spooled", got)
+	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -64,7 +65,12 @@ func newAssets(g *Gateway, cfgs []*gwconfig.Device) []*asset {
 	return out
 }
 
-// birth appends the asset's birth notice to the spool.
+// errBirthEncode marks a birth that cannot be encoded as JSON.
+var errBirthEncode = errors.New("birth cannot be encoded")
+
+// birth appends the asset's birth notice to the spool. Errors: errBirthEncode
+// (wrapped with the JSON error) when the birth cannot be encoded, nothing
+// spooled; the spool's error otherwise.
 func (a *asset) birth(ctx context.Context, sp *spool.Spool) error {
 	var signals []telemetry.SignalInfo
 	for _, d := range a.devs {
@@ -79,9 +85,14 @@ func (a *asset) birth(ctx context.Context, sp *spool.Spool) error {
 	}
 	b := &telemetry.Birth{Gateway: a.g.cfg.ID, Asset: a.id.ToJSON(), TSGW: a.g.now().UnixMilli(),
 		Signals: signals, Nameplate: a.nameplate, Protocol: a.protocol}
+	// a birth that cannot be encoded (a non-finite nameplate value slipped
+	// past the config checks) is an error, never an empty message
+	if _, err := telemetry.MarshalBirth(b); err != nil {
+		return fmt.Errorf("asset %s: %w: %w", a.id.ID, errBirthEncode, err)
+	}
 	_, err := sp.Append(ctx, telemetry.AssetSubject(a.id, telemetry.KindBirth), func(seq uint64, dst []byte) []byte {
 		b.Seq = seq
-		data, _ := telemetry.MarshalBirth(b) // plain struct: cannot fail
+		data, _ := telemetry.MarshalBirth(b) // encoded above: only Seq changed
 		return append(dst, data...)
 	})
 	if err != nil {
@@ -103,6 +114,11 @@ func (a *asset) spoolBirth(ctx context.Context, sp *spool.Spool) bool {
 		return true
 	}
 	if err := a.birth(ctx, sp); err != nil {
+		if errors.Is(err, errBirthEncode) {
+			a.g.m.notices.WithLabelValues("birth").Inc()
+			a.devs[0].log.Error("birth not published: it cannot be encoded; fix the device's nameplate", "err", err)
+			return false
+		}
 		if ctx.Err() == nil {
 			a.g.m.notices.WithLabelValues("birth").Inc()
 			a.g.spoolFailed(ctx, a.devs[0].log, "spooling birth; retried before the next batch", err)

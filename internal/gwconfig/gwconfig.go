@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -389,14 +390,30 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) []*Device {
 	}
 	c.timing(dc, &d.PollInterval, &d.Heartbeat, DefaultPollInterval, DefaultHeartbeat)
 	if known {
-		for k := range d.Nameplate {
+		for _, k := range slices.Sorted(maps.Keys(d.Nameplate)) {
+			v := d.Nameplate[k]
 			if !slices.Contains(cls.Nameplate, k) && !cls.Open {
 				dc.Bad("nameplate."+k, "unknown nameplate rating for class %s (known: %v)", d.Class, cls.Nameplate)
+			} else if r, ok := c.cat.Ratings[k]; ok {
+				if err := r.Check(c.cat, v); err != nil {
+					dc.Bad("nameplate."+k, "%v", err)
+				}
+			} else if math.IsNaN(v) || math.IsInf(v, 0) {
+				dc.Bad("nameplate."+k, "%v is not a finite number", v)
 			}
 		}
 	}
 	asset := telemetry.Asset{ID: d.ID, Class: d.Class, Path: []string{f.Gateway.Enterprise, f.Gateway.Site,
 		orUnderscore(d.Area), orUnderscore(d.Line), orUnderscore(d.Cell)}}
+	if sf := field + ".sources"; c.doc.Has(sf) {
+		if c.doc.Broken(sf) {
+			return nil // reported where it failed to decode ("want a list")
+		}
+		if len(d.Sources) == 0 {
+			dc.Bad("sources", "empty: list one source per protocol block, or leave sources out and give the device its protocol block")
+			return nil
+		}
+	}
 	if len(d.Sources) == 0 {
 		dev := c.compileBlock(dc, d.Blocks, asset, "", confload.Fields(DeviceFile{}))
 		if dev == nil || !dc.ok {
@@ -456,27 +473,32 @@ func (c *compiler) sources(dc *Block, d *DeviceFile, asset telemetry.Asset) []*D
 				sb.Bad(k, "the asset's %s is written once, on the device (%s.%s), not on a source", k, dc.field, k)
 			}
 		}
+		// a written name is checked before the source compiles, so its
+		// errors come in the same pass as the source's other errors
+		if s.Name != "" {
+			switch prev, dup := names[s.Name]; {
+			case !telemetry.ValidToken(s.Name):
+				sb.Bad("name", "%q must be 1-64 letters, digits, '_' or '-'", s.Name)
+			case dup:
+				sb.Bad("name", "%q is already the name of %s", s.Name, prev)
+			default:
+				names[s.Name] = field
+			}
+		}
 		dev := c.compileBlock(sb, sd.Blocks, asset, s.Name, confload.Fields(SourceFile{}))
 		if dev == nil || !sb.ok {
 			valid = false
 			continue
 		}
-		if dev.Source == "" {
+		if s.Name == "" {
 			dev.Source = dev.Protocol
+			if prev, dup := names[dev.Source]; dup {
+				sb.Bad("name", "missing: %s is already the name of %s (the default is the protocol's name); name the sources", dev.Source, prev)
+				valid = false
+				continue
+			}
+			names[dev.Source] = field
 		}
-		switch prev, dup := names[dev.Source]; {
-		case !telemetry.ValidToken(dev.Source):
-			sb.Bad("name", "%q must be 1-64 letters, digits, '_' or '-'", dev.Source)
-		case dup && s.Name == "":
-			sb.Bad("name", "missing: %s is already the name of %s (the default is the protocol's name); name the sources", dev.Source, prev)
-		case dup:
-			sb.Bad("name", "%q is already the name of %s", dev.Source, prev)
-		}
-		if !sb.ok {
-			valid = false
-			continue
-		}
-		names[dev.Source] = field
 		dev.ID = d.ID + "/" + dev.Source
 		devs = append(devs, dev)
 	}
@@ -535,7 +557,11 @@ func (c *compiler) compileBlock(dc *Block, blocks map[string]yaml.Node, asset te
 	}
 	if name == "" {
 		if names := slices.Sorted(maps.Keys(c.drivers)); dc.ok && !doc.Broken(field) && len(names) > 0 {
-			dc.Bad(names[0], "missing: every device needs a protocol block (%s)", orList(names))
+			if strings.Contains(field, ".sources[") {
+				dc.Errorf(doc, field, "needs one protocol block: %s", orList(names))
+			} else {
+				dc.Bad(names[0], "missing: every device needs a protocol block (%s)", orList(names))
+			}
 		}
 		return nil
 	}

@@ -93,7 +93,9 @@ func TestSourcesErrors(t *testing.T) {
 		{"two protocol blocks in a source", shipHead + strings.Replace(shipSources, "      - nmea:", "      - opcua: {endpoint: \"opc.tcp://h:4840\"}\n        nmea:", 1),
 			"devices[0].sources[1].opcua: a device has one protocol block: nmea or opcua, not both"},
 		{"no protocol block in a source", shipHead + "    sources:\n      - {name: x, points: [{signal: sog, sentence: RMC.sog}]}\n",
-			"gw.yaml:8: devices[0].sources[0].modbus: missing: every device needs a protocol block"},
+			"gw.yaml:8: devices[0].sources[0]: needs one protocol block: modbus, nmea or opcua"},
+		{"empty sources", shipHead + "    sources: []\n",
+			"gw.yaml:7: devices[0].sources: empty: list one source per protocol block"},
 		{"unknown key on a source", shipHead + strings.Replace(shipSources, "        poll_interval: 2s\n", "        pol_interval: 2s\n", 1),
 			"devices[0].sources[1].pol_interval: unknown field"},
 		{"bad source interval", shipHead + strings.Replace(shipSources, "poll_interval: 2s", "poll_interval: 1ms", 1),
@@ -108,5 +110,61 @@ func TestSourcesErrors(t *testing.T) {
 				t.Errorf("%d devices compiled from an invalid entry", len(cfg.Devices))
 			}
 		})
+	}
+}
+
+// TestNameplateValuesChecked: every nameplate value is finite, positive
+// where the catalog says, and a code within its set; every error is
+// reported at once, each naming its field and reason.
+func TestNameplateValuesChecked(t *testing.T) {
+	doc := strings.Replace(shipHead+shipSources, "nameplate: {rated_power: 9000}",
+		"nameplate: {rated_power: -5, rated_sfoc: 0, capacity: .inf, ship_type: 9, rated_speed: .nan}", 1)
+	_, err := loadShip(t, doc)
+	if err == nil {
+		t.Fatal("invalid nameplate accepted")
+	}
+	for _, want := range []string{
+		"gw.yaml:6: devices[0].nameplate.capacity: +Inf is not a finite number",
+		"devices[0].nameplate.rated_power: -5 must be > 0 kW",
+		"devices[0].nameplate.rated_sfoc: 0 must be > 0 g/(kW.h)",
+		"devices[0].nameplate.rated_speed: NaN is not a finite number",
+		"devices[0].nameplate.ship_type: 9 is not a code of ship_type (1 bulk carrier, 2 tanker, 3 container ship)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// a boiler's fuel_type is a boiler fuel's code
+	boiler := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n" +
+		"  - id: b\n    class: boiler\n    nameplate: {fuel_type: 3}\n    modbus: {address: \"127.0.0.1:5020\"}\n" +
+		"    points: [{signal: steam_flow, table: holding, address: 0, type: uint16}]\n"
+	if _, err := loadShip(t, boiler); err == nil || !strings.Contains(err.Error(),
+		"devices[0].nameplate.fuel_type: 3 is not a fuel code with use boiler (1 natural_gas, 2 fuel_oil)") {
+		t.Errorf("boiler with a ship fuel: %v", err)
+	}
+}
+
+// TestSourcesErrorsInOnePass: bad source names are reported beside the
+// sources' other errors (a signal read twice), not only once those are fixed.
+func TestSourcesErrorsInOnePass(t *testing.T) {
+	doc := shipHead + strings.Replace(strings.Replace(shipSources, "name: engine", "name: nav/x", 1),
+		"      - nmea:", "      - name: nav.y z\n        nmea:", 1) + "          - {signal: me_speed, sentence: VTG.sog, unit: /min}\n"
+	_, err := loadShip(t, doc)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`devices[0].sources[0].name: "nav/x" must be 1-64 letters`,
+		`devices[0].sources[1].name: "nav.y z" must be 1-64 letters`,
+		`devices[0].sources[1].points[2].signal: me_speed already read by devices[0].sources[0].points[0]`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// a sources value that is no list is reported once, where it is
+	_, err = loadShip(t, shipHead+"    sources: nav\n")
+	if err == nil || strings.Count(err.Error(), "\n") > 0 || !strings.Contains(err.Error(), "devices[0].sources: want a list") {
+		t.Errorf("sources: nav: %v", err)
 	}
 }

@@ -85,6 +85,10 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			b.Errorf(doc, field+".talker", "%q is not a two-character talker id", pf.Talker)
 			continue
 		}
+		if pf.Talker != "" && len(cfg.Talkers) > 0 && !contains(cfg.Talkers, pf.Talker) {
+			b.Errorf(doc, field+".talker", "%q is not in the device's nmea.talkers %v: its sentences are filtered, the point could never be read", pf.Talker, cfg.Talkers)
+			continue
+		}
 		if pf.Interval != 0 {
 			b.Errorf(doc, field+".interval", "NMEA points share the device's poll_interval")
 			continue

@@ -66,6 +66,10 @@ func TestDriverRejects(t *testing.T) {
   - id: d
     class: ship
     nmea: {address: "127.0.0.1:10111"}
+  - id: e
+    class: ship
+    nmea: {address: "127.0.0.1:10112", talkers: [GP], max_length: 40}
+    points: [{signal: sog, sentence: RMC.sog}, {signal: heading, sentence: HDT.heading, talker: ZZ}]
 `), nmea.Driver{})
 	if err == nil {
 		t.Fatal("no error")
@@ -81,6 +85,8 @@ func TestDriverRejects(t *testing.T) {
 		`devices[0].points[3].unit:`,
 		`devices[2].nmea.address: udp 127.0.0.1:10110 is already the address of device b`,
 		`devices[3].points: no points`,
+		`devices[4].points[1].talker: "ZZ" is not in the device's nmea.talkers [GP]`,
+		`devices[4].nmea.max_length: 40 is outside 80..1024 characters`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

@@ -31,9 +31,14 @@ var (
 	ErrUnsupported = errors.New("nmea: unsupported sentence")
 )
 
-// MaxLen is the longest sentence accepted, without CR LF. NMEA 0183 allows
-// 82 characters with CR LF; some talkers exceed it, so up to 128 pass.
-const MaxLen = 128
+// MaxLen is the longest sentence Parse accepts, from "$" to the checksum
+// without CR LF: NMEA 0183 (IEC 61162-1) allows 82 characters including
+// CR LF. A device's nmea block may raise it (max_length) for a talker that
+// does not conform.
+const MaxLen = 80
+
+// MaxLenLimit is the highest max_length a device may configure.
+const MaxLenLimit = 1024
 
 // Sentence is one framed sentence with a verified checksum.
 type Sentence struct {
@@ -46,11 +51,15 @@ type Sentence struct {
 // "*hh" checksum; trailing CR/LF and surrounding spaces are ignored) and
 // splits its fields. A missing checksum is malformed: IEC 61162-1 requires
 // one on every sentence.
-func Parse(line string) (Sentence, error) {
+func Parse(line string) (Sentence, error) { return ParseMax(line, MaxLen) }
+
+// ParseMax is Parse with another length limit (characters without CR LF);
+// a longer line is ErrMalformed.
+func ParseMax(line string, maxLen int) (Sentence, error) {
 	line = strings.TrimRight(line, "\r\n ")
 	line = strings.TrimLeft(line, " ")
-	if len(line) > MaxLen {
-		return Sentence{}, fmt.Errorf("%w: %d characters, more than %d", ErrMalformed, len(line), MaxLen)
+	if len(line) > maxLen {
+		return Sentence{}, fmt.Errorf("%w: %d characters, more than %d (NMEA 0183 allows 82 with CR LF)", ErrMalformed, len(line), maxLen)
 	}
 	if line == "" {
 		return Sentence{}, fmt.Errorf("%w: empty line", ErrMalformed)

@@ -176,7 +176,7 @@ func TestBad(t *testing.T) {
 		{"$GPHDT,123.456,T*3G", ErrMalformed, "not two hex digits"},
 		{"GPHDT,123.456,T*32", ErrMalformed, "does not start with $"},
 		{"", ErrMalformed, "empty line"},
-		{"$" + strings.Repeat("A", 140) + "*00", ErrMalformed, "more than 128"},
+		{"$" + strings.Repeat("A", 140) + "*00", ErrMalformed, "more than 80"},
 		{string(Append(nil, "GP", "HD", "1")), ErrMalformed, "address field"},
 		{"$PGRME,15.0,M,45.0,M,25.0,M*1C", ErrUnsupported, "proprietary"},
 		{"!AIVDM,1,1,,B,177KQJ5000G?tO`K>RA1wUbN0TKH,0*5C", ErrUnsupported, "encapsulated"},

@@ -36,9 +36,13 @@ var ErrSilent = errors.New("nmea: no sentence in the interval")
 
 // Config is an NMEA source's connection.
 type Config struct {
-	Transport string        `yaml:"transport"` // tcp (default) | udp
-	Address   string        `yaml:"address"`   // tcp: host:port to connect to; udp: host:port to listen on
-	Talkers   []string      `yaml:"talkers"`   // accept only these talker ids (GP, GN, HE ...); empty: all
+	Transport string   `yaml:"transport"` // tcp (default) | udp
+	Address   string   `yaml:"address"`   // tcp: host:port to connect to; udp: host:port to listen on
+	Talkers   []string `yaml:"talkers"`   // accept only these talker ids (GP, GN, HE ...); empty: all
+	// MaxLength is the longest sentence accepted, in characters from "$" to
+	// the checksum without CR LF (default MaxLen, 80: NMEA 0183's 82 with
+	// CR LF); raise it only for a talker that sends longer sentences.
+	MaxLength int           `yaml:"max_length"`
 	DialTime  time.Duration `yaml:"dial_timeout"`
 	// ReconnectMin and ReconnectMax bound the jittered reconnect backoff.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`
@@ -59,6 +63,9 @@ func (c *Config) SetDefaults() {
 	if c.ReconnectMax == 0 {
 		c.ReconnectMax = 30 * time.Second
 	}
+	if c.MaxLength == 0 {
+		c.MaxLength = MaxLen
+	}
 }
 
 // Validate checks the configuration; each problem is a confload.Problem
@@ -75,6 +82,10 @@ func (c *Config) Validate() error {
 		if len(t) != 2 || !isAlnum(t) {
 			errs = append(errs, confload.Problemf(fmt.Sprintf("talkers[%d]", i), "%q is not a two-character talker id", t))
 		}
+	}
+	if c.MaxLength < MaxLen || c.MaxLength > MaxLenLimit {
+		errs = append(errs, confload.Problemf("max_length", "%d is outside %d..%d characters (NMEA 0183 allows %d without CR LF)",
+			c.MaxLength, MaxLen, MaxLenLimit, MaxLen))
 	}
 	if c.DialTime < 0 {
 		errs = append(errs, confload.Problemf("dial_timeout", "%v must not be negative", c.DialTime))
@@ -97,6 +108,7 @@ type Point struct {
 // (a talker not listed).
 type Metrics struct {
 	sentences *prometheus.CounterVec
+	discarded *prometheus.CounterVec
 }
 
 // NewMetrics registers the NMEA metrics on reg (nil: not registered).
@@ -104,9 +116,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{sentences: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "smelter_nmea_sentences_total",
 		Help: "NMEA 0183 sentences received, by device and result (ok, checksum, malformed, unsupported, filtered).",
-	}, []string{"device", "result"})}
+	}, []string{"device", "result"}),
+		discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_nmea_discarded_bytes_total",
+			Help: "Bytes of NMEA 0183 lines longer than 4 KiB, discarded unread (TCP), by device.",
+		}, []string{"device"})}
 	if reg != nil {
-		reg.MustRegister(m.sentences)
+		reg.MustRegister(m.sentences, m.discarded)
 	}
 	return m
 }
@@ -114,6 +130,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Stats are a source's sentence counts.
 type Stats struct {
 	OK, Checksum, Malformed, Unsupported, Filtered uint64
+	Discarded                                      uint64 // bytes of overlong TCP lines discarded unread
 }
 
 // Source acquires one NMEA device: it reads sentences as they come and
@@ -283,6 +300,7 @@ func (s *Source) session(ctx context.Context, b *backoff.Backoff) error {
 		defer func() { _ = pc.Close() }()
 		s.mu.Lock()
 		s.local = pc.LocalAddr().String()
+		s.lastErr = nil // listening: silence from here on is the talker's, not an old error
 		s.mu.Unlock()
 		buf := make([]byte, 65536)
 		for {
@@ -308,40 +326,46 @@ func (s *Source) session(ctx context.Context, b *backoff.Backoff) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer conn.Close()
+	s.mu.Lock()
+	s.lastErr = nil // connected: a silence from here on is not the old dial error
+	s.mu.Unlock()
 	s.log.Info("nmea connected", "address", s.cfg.Address)
 	r := bufio.NewReaderSize(conn, 4096)
+	skipping := false // inside an overlong line: discard up to its '\n'
 	for {
-		line, err := readLine(r)
-		if err != nil {
-			if errors.Is(err, errLineTooLong) {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// a line longer than the buffer is no sentence: counted once as
+			// malformed, its bytes as discarded, even if it never ends
+			s.discard(len(line))
+			if !skipping {
+				skipping = true
 				s.count(func(st *Stats) { st.Malformed++ }, "malformed")
-				continue
+				s.heardSomething()
 			}
+			b.Reset()
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("nmea: read tcp %s: %w", s.cfg.Address, err)
 		}
 		b.Reset()
+		if skipping {
+			skipping = false
+			s.discard(len(line))
+			continue
+		}
 		if len(bytes.TrimSpace(line)) > 0 {
 			s.take(string(line))
 		}
 	}
 }
 
-var errLineTooLong = errors.New("line too long")
-
-// readLine reads up to '\n'; a line longer than 4 KiB is skipped whole and
-// reported as errLineTooLong.
-func readLine(r *bufio.Reader) ([]byte, error) {
-	line, err := r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
-		for errors.Is(err, bufio.ErrBufferFull) {
-			_, err = r.ReadSlice('\n')
-		}
-		if err != nil {
-			return nil, err
-		}
-		return nil, errLineTooLong
-	}
-	return line, err
+func (s *Source) discard(n int) {
+	s.mu.Lock()
+	s.stats.Discarded += uint64(n)
+	s.mu.Unlock()
+	s.met.discarded.WithLabelValues(s.id).Add(float64(n))
 }
 
 func (s *Source) count(f func(*Stats), result string) {
@@ -354,7 +378,7 @@ func (s *Source) count(f func(*Stats), result string) {
 // take parses one line: a bad one is counted and skipped, a good one
 // updates the points it carries.
 func (s *Source) take(line string) {
-	sn, err := Parse(line)
+	sn, err := ParseMax(line, s.cfg.MaxLength)
 	if err == nil && len(s.cfg.Talkers) > 0 && !contains(s.cfg.Talkers, sn.Talker) {
 		s.count(func(st *Stats) { st.Filtered++ }, "filtered")
 		s.heardSomething()

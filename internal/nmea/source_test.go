@@ -168,3 +168,112 @@ func TestNewRejects(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestSourceRejectsOverlongSentences: NMEA 0183 allows 82 characters with
+// CR LF; a longer sentence with a valid checksum is malformed, unless the
+// device's max_length allows it. A TCP stream without line ends is
+// counted (one malformed line, its bytes discarded), not swallowed.
+func TestSourceRejectsOverlongSentences(t *testing.T) {
+	// 81 characters from $ to the checksum: one too many
+	long := string(nmea.Append(nil, "GP", "HDT", "123.456", "T", strings.Repeat("0", 61)))
+	long = strings.TrimRight(long, "\r\n")
+	if len(long) != 81 {
+		t.Fatalf("test sentence has %d characters", len(long))
+	}
+	src, _ := runSource(t, nmea.Config{Transport: nmea.UDP, Address: "127.0.0.1:0"})
+	wait.For(t, 10*time.Second, "the UDP listener", func() bool { return src.LocalAddr() != "" })
+	conn, err := net.Dial("udp", src.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wait.For(t, 10*time.Second, "the overlong sentence counted as malformed", func() bool {
+		_, _ = conn.Write([]byte(long + "\r\n"))
+		return src.Stats().Malformed >= 1
+	})
+	if st := src.Stats(); st.OK != 0 {
+		t.Errorf("overlong sentence accepted: %+v", st)
+	}
+	// a non-conforming talker, allowed by max_length
+	lax, _ := runSource(t, nmea.Config{Transport: nmea.UDP, Address: "127.0.0.1:0", MaxLength: 120})
+	wait.For(t, 10*time.Second, "the UDP listener", func() bool { return lax.LocalAddr() != "" })
+	c2, err := net.Dial("udp", lax.LocalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	wait.For(t, 10*time.Second, "the long sentence accepted with max_length 120", func() bool {
+		_, _ = c2.Write([]byte(long + "\r\n"))
+		return lax.Stats().OK >= 1
+	})
+
+	// TCP: a talker that never ends its line
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		junk := []byte(strings.Repeat("$GPHDT,1", 1024))
+		for range 64 { // 512 KiB without a line end
+			if _, err := c.Write(junk); err != nil {
+				return
+			}
+		}
+		_, _ = c.Write([]byte("\r\n$GPHDT,123.456,T*32\r\n"))
+		<-time.After(time.Minute)
+	}()
+	tcp, _ := runSource(t, nmea.Config{Address: ln.Addr().String()})
+	wait.For(t, 20*time.Second, "the endless line discarded and the next sentence read", func() bool {
+		st := tcp.Stats()
+		return st.OK >= 1 && st.Malformed == 1 && st.Discarded >= 512*1024
+	})
+}
+
+func TestConfigMaxLength(t *testing.T) {
+	for _, n := range []int{79, 2000} {
+		_, err := nmea.New("d", nmea.Config{Address: "h:1", MaxLength: n}, nil, time.Second, nil, nil)
+		if err == nil || !contains(err.Error(), "max_length") {
+			t.Errorf("max_length %d: %v", n, err)
+		}
+	}
+}
+
+// TestSourceSilenceAfterReconnectIsNotTheOldError: once the talker accepts
+// the connection, a silent cycle says nobody spoke, not the refusal of the
+// dial before.
+func TestSourceSilenceAfterReconnectIsNotTheOldError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, rec := runSource(t, nmea.Config{Address: addr, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	wait.For(t, 10*time.Second, "a cycle with the refused dial", func() bool {
+		c, _ := rec.last()
+		return c.Err != nil && contains(c.Err.Error(), "refused")
+	})
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken meanwhile: %v", addr, err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-time.After(time.Minute) // connected, silent
+	}()
+	wait.For(t, 10*time.Second, "a silent cycle without the old error", func() bool {
+		c, _ := rec.last()
+		return c.Err != nil && !contains(c.Err.Error(), "refused") && !c.Lost
+	})
+}

@@ -131,7 +131,20 @@ type Spec struct {
 	Table       string   `json:"table,omitempty" yaml:"table"`             // exception target
 	Address     *int     `json:"address,omitempty" yaml:"address"`         // exception target
 	Count       int      `json:"count,omitempty" yaml:"count"`             // exception target (default 1)
+	// Front limits a silent or drop fault to one of the device's fronts:
+	// modbus, opcua or nmea ("" = every front of the device).
+	Front string `json:"front,omitempty" yaml:"front"`
 }
+
+// Fronts a silent or drop fault may be limited to (Spec.Front).
+const (
+	FrontModbus = "modbus"
+	FrontOPCUA  = "opcua"
+	FrontNMEA   = "nmea"
+)
+
+// On reports whether the fault acts on the named front.
+func (s *Spec) On(front string) bool { return s.Front == "" || s.Front == front }
 
 // Validate checks the fields every kind needs. Whether the device, signal
 // and degradation exist is checked by the fleet, which knows them.
@@ -146,6 +159,14 @@ func (s *Spec) Validate() error {
 		return fmt.Errorf("at/duration: must not be negative")
 	}
 	bad := func(field, reason string) error { return fmt.Errorf("%s: %s for a %s fault", field, reason, s.Kind) }
+	if s.Front != "" {
+		if s.Kind != Silent && s.Kind != Drop {
+			return bad("front", "not allowed (only silent and drop faults take a front)")
+		}
+		if s.Front != FrontModbus && s.Front != FrontOPCUA && s.Front != FrontNMEA {
+			return bad("front", fmt.Sprintf("%q is not modbus, opcua or nmea", s.Front))
+		}
+	}
 	if ClassOf(s.Kind) == SensorFault && s.Signal == "" {
 		return bad("signal", "required")
 	}

@@ -344,7 +344,7 @@ func (c *Config) compile() (*compiled, error) {
 				}
 				continue
 			}
-			if err := checkFront(f, d.listener >= 0, d.server >= 0); err != nil {
+			if err := checkFront(f, d.listener >= 0, d.server >= 0, d.nmea != nil); err != nil {
 				fail("scenario %s: faults[%d] (%s): %w", c.Scenario.Name, i, f.ID, err)
 			}
 		}

@@ -142,7 +142,7 @@ func (f *Fleet) addFaultLocked(spec faults.Spec, onset time.Time) (*faultRun, er
 			return nil, fmt.Errorf("fault: level: %v above the %s limit %v", spec.Level, spec.Kind, limit)
 		}
 	case faults.ProtocolFault:
-		if err := checkFront(spec, d.lst != nil, d.ua != nil); err != nil {
+		if err := checkFront(spec, d.lst != nil, d.ua != nil, d.nmCfg != nil); err != nil {
 			return nil, fmt.Errorf("fault: %w", err)
 		}
 		if spec.Kind == faults.UAStatus {
@@ -199,7 +199,7 @@ func (f *Fleet) applyScheduleLocked() {
 			changed = true
 		}
 		if fr.state == stateActive && fr.spec.Kind == faults.Drop && fr.spec.Every > 0 && !f.now.Before(fr.nextDrop) {
-			f.dropLocked(fr.dev)
+			f.dropLocked(fr.dev, &fr.spec)
 			fr.nextDrop = fr.nextDrop.Add(fr.spec.Every.D())
 		}
 	}
@@ -222,7 +222,7 @@ func (f *Fleet) activateLocked(fr *faultRun) {
 	case faults.ProtocolFault:
 		switch fr.spec.Kind {
 		case faults.Drop:
-			f.dropLocked(d)
+			f.dropLocked(d, &fr.spec)
 			if fr.spec.Every > 0 {
 				fr.nextDrop = f.now.Add(fr.spec.Every.D())
 			} else if fr.spec.Duration == 0 {
@@ -251,10 +251,10 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 		if fr.spec.Kind == faults.Silent {
 			close(fr.wake)
 			// the device comes back as after a reboot: stale requests are gone
-			if d.lst != nil {
+			if d.lst != nil && fr.spec.On(faults.FrontModbus) {
 				d.lst.DropConnections()
 			}
-			if d.ua != nil && d.ua.dedicated() && !f.silentLocked(d) && !f.closed {
+			if d.ua != nil && d.ua.dedicated() && fr.spec.On(faults.FrontOPCUA) && !f.silentLocked(d) && !f.closed {
 				// its own OPC UA server restarts on the same port: sessions are gone too
 				if err := d.ua.front.Restart(f.stop); err != nil {
 					d.log.Error("opc ua server restart after silence", "err", err)
@@ -265,16 +265,19 @@ func (f *Fleet) deactivateLocked(fr *faultRun) {
 	d.log.Info("fault ended", "fault", fr.spec.ID, "kind", fr.spec.Kind)
 }
 
-// dropLocked closes every connection of the device's Modbus port and OPC UA
-// server.
-func (f *Fleet) dropLocked(d *device) {
-	if d.lst != nil {
+// dropLocked closes every connection of the device's Modbus port, NMEA
+// talker and OPC UA server when the server is its own (only the fault's
+// front when it names one). A shared OPC UA
+// server (an aggregating server serving several assets) keeps its
+// sessions: a fault on one asset affects only that asset.
+func (f *Fleet) dropLocked(d *device, spec *faults.Spec) {
+	if d.lst != nil && spec.On(faults.FrontModbus) {
 		d.lst.DropConnections()
 	}
-	if d.ua != nil {
+	if d.ua != nil && d.ua.dedicated() && spec.On(faults.FrontOPCUA) {
 		d.ua.front.DropConnections()
 	}
-	if d.nm != nil {
+	if d.nm != nil && spec.On(faults.FrontNMEA) {
 		d.nm.DropConnections()
 	}
 	f.met.drops.Inc()
@@ -293,6 +296,7 @@ func (f *Fleet) silentLocked(d *device) bool {
 // rebuildProtoLocked recomputes a device's protocol fault snapshot.
 func (f *Fleet) rebuildProtoLocked(d *device) {
 	var ps modbusfront.Faults
+	nmSilent := false
 	any := false
 	for _, id := range f.order {
 		fr := f.faults[id]
@@ -304,6 +308,12 @@ func (f *Fleet) rebuildProtoLocked(d *device) {
 			ps.Delay = max(ps.Delay, fr.spec.Delay.D())
 			any = true
 		case faults.Silent:
+			if fr.spec.On(faults.FrontNMEA) {
+				nmSilent = true
+			}
+			if !fr.spec.On(faults.FrontModbus) {
+				break
+			}
 			if ps.Silent == nil {
 				ps.Silent = fr.wake
 			}
@@ -319,6 +329,6 @@ func (f *Fleet) rebuildProtoLocked(d *device) {
 		d.mb.SetFaults(nil)
 	}
 	if d.nm != nil {
-		d.nm.SetSilent(ps.Silent != nil) // the NMEA talker falls quiet too
+		d.nm.SetSilent(nmSilent) // the NMEA talker falls quiet too
 	}
 }

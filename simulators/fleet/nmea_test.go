@@ -101,3 +101,40 @@ func TestShipNMEAFaults(t *testing.T) {
 		t.Fatalf("silent talker sent %d bytes, err %v", n, err)
 	}
 }
+
+// TestNMEAOnlyFaults: a silent or drop fault with front: nmea stops only
+// the ship's NMEA talker; its Modbus front answers on.
+func TestNMEAOnlyFaults(t *testing.T) {
+	f := startFleet(t, nil)
+	d := devInfo(t, f, "ship-1")
+	mb := dial(t, d, 2*time.Second)
+	readSignal(t, mb, d, "me_speed")
+	if _, err := f.InjectFault(faults.Spec{Device: "ship-1", Kind: faults.Silent, Front: faults.FrontNMEA}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", d.NMEA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.Read(make([]byte, 128))
+	var ne net.Error
+	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("silent talker sent %d bytes, err %v", n, err)
+	}
+	readSignal(t, mb, d, "me_speed") // fails the test if Modbus fell silent too
+	if _, err := f.InjectFault(faults.Spec{Device: "ship-1", Kind: faults.Drop, Front: faults.FrontNMEA}); err != nil {
+		t.Fatal(err)
+	}
+	readSignal(t, mb, d, "me_speed") // the Modbus connection survives the NMEA drop
+	for _, bad := range []faults.Spec{
+		{Device: "ship-1", Kind: faults.Slow, Delay: faults.Duration(time.Second), Front: faults.FrontNMEA},
+		{Device: "ac-1", Kind: faults.Silent, Front: faults.FrontNMEA},
+		{Device: "ship-1", Kind: faults.Silent, Front: "serial"},
+	} {
+		if _, err := f.InjectFault(bad); err == nil || !strings.Contains(err.Error(), "front") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+}

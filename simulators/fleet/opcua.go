@@ -258,7 +258,10 @@ func checkAddr(addr string) error {
 }
 
 // checkFront tells whether a fault can act on the fronts a device has.
-func checkFront(s faults.Spec, modbus, opcua bool) error {
+func checkFront(s faults.Spec, modbus, opcua, nmea bool) error {
+	if has := map[string]bool{faults.FrontModbus: modbus, faults.FrontOPCUA: opcua, faults.FrontNMEA: nmea}; s.Front != "" && !has[s.Front] {
+		return fmt.Errorf("front: device %s has no %s front", s.Device, s.Front)
+	}
 	switch s.Kind {
 	case faults.Exception:
 		if !modbus {
@@ -368,7 +371,7 @@ func (f *Fleet) applyUALocked(d *device) {
 				}
 			}
 		case faults.Silent:
-			silent = true
+			silent = silent || fr.spec.On(faults.FrontOPCUA)
 		case faults.Slow:
 			delay = max(delay, fr.spec.Delay.D())
 		}

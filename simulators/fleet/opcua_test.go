@@ -458,22 +458,39 @@ func TestOPCUASilentAndDrop(t *testing.T) {
 		}
 	})
 
-	t.Run("drop", func(t *testing.T) {
-		ep := devInfo(t, f, "ac-1").OPCUA
+	t.Run("drop on its own server", func(t *testing.T) {
+		ep := devInfo(t, f, "ex-1").OPCUA
 		c := uaConnect(t, ep)
-		mustRead(t, c, "ns=1;s=ac-1.input_power")
-		injectFault(t, f, faults.Spec{Device: "ac-1", Kind: faults.Drop})
+		mustRead(t, c, "ns=1;s=ex-1.engine_speed")
+		injectFault(t, f, faults.Spec{Device: "ex-1", Kind: faults.Drop})
 		waitFor(t, 10*time.Second, "the dropped session to fail", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			_, err := uaRead(ctx, c, "ns=1;s=ac-1.input_power")
+			_, err := uaRead(ctx, c, "ns=1;s=ex-1.engine_speed")
 			return err != nil
 		})
 		// the server stays up: a new connection reads again
 		c2 := uaConnect(t, ep)
-		vals, _, _ := f.Values("ac-1")
-		if dv := mustRead(t, c2, "ns=1;s=ac-1.input_power")[0]; dv.Value.Float() != vals["input_power"] {
-			t.Errorf("after drop: %v, fleet %v", dv.Value, vals["input_power"])
+		vals, _, _ := f.Values("ex-1")
+		if dv := mustRead(t, c2, "ns=1;s=ex-1.engine_speed")[0]; dv.Value.Float() != vals["engine_speed"] {
+			t.Errorf("after drop: %v, fleet %v", dv.Value, vals["engine_speed"])
+		}
+	})
+
+	// a fault on one asset affects only that asset: dropping ac-1's
+	// connections (its Modbus port) leaves the shared plant-ua server's
+	// sessions, which serve every other asset, alone
+	t.Run("drop on a shared server", func(t *testing.T) {
+		c := uaConnect(t, devInfo(t, f, "ac-1").OPCUA)
+		mustRead(t, c, "ns=1;s=bf-1.hot_blast_temp")
+		for range 3 {
+			injectFault(t, f, faults.Spec{Device: "ac-1", Kind: faults.Drop})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := uaRead(ctx, c, "ns=1;s=bf-1.hot_blast_temp", "ns=1;s=ac-1.input_power")
+			cancel()
+			if err != nil {
+				t.Fatalf("ac-1's drop cut the shared server's session: %v", err)
+			}
 		}
 	})
 

@@ -11,18 +11,19 @@ import (
 // the machine alternates between running a program (cycle time 1.05-1.3 x the
 // ideal cycle time, made of roughing, finishing and tool-change segments with
 // matching spindle speed, load and feed) and idle part changes of 30-90 s.
-// Alarms strike at random (about one per 4 planned hours) and hold the machine
-// in alarm 5-20 minutes with an alarm code. part_count increments at the end
-// of each completed cycle. program_state indices: 0 stopped, 1 idle,
-// 2 running, 3 alarm. Degradation "tool_wear" (level 0-1) raises spindle load
-// by up to 40 % and stretches the cycle by up to 20 %.
+// A healthy machine raises no alarm: random alarms are a fault, injected as
+// degradation "alarms" (level 0-4: alarms per running hour, each holding the
+// machine in alarm 5-20 minutes with an alarm code 1000-1390). part_count
+// increments at the end of each completed cycle. program_state indices:
+// 0 stopped, 1 idle, 2 running, 3 alarm. Degradation "tool_wear" (level 0-1)
+// raises spindle load by up to 40 % and stretches the cycle by up to 20 %.
 var cncDef = classDef{
 	signals: []string{"spindle_speed", "spindle_load", "feed_rate", "feed_override", "program_state", "part_count", "alarm_code"},
 	nameplate: map[string]float64{
 		"rated_spindle_speed": 12000, // /min
 		"ideal_cycle_time":    240,   // s per part
 	},
-	degrade: map[string]float64{"tool_wear": 1},
+	degrade: map[string]float64{"tool_wear": 1, "alarms": 4},
 	build:   func(b *base) Model { return &cnc{base: b} },
 }
 
@@ -62,7 +63,7 @@ func (c *cnc) Step(now time.Time, dt time.Duration) {
 		c.state, c.alarm = cncStopped, 0
 	case c.state == cncStopped:
 		c.state, c.left = cncIdle, time.Duration(60+120*c.rng.Float64())*time.Second
-	case c.state == cncRunning && c.rng.Float64() < dt.Hours()/4:
+	case c.state == cncRunning && c.deg("alarms") > 0 && c.rng.Float64() < dt.Hours()*c.deg("alarms"):
 		c.state = cncAlarm
 		c.left = time.Duration(5+15*c.rng.Float64()) * time.Minute
 		c.alarm = float64(1000 + c.rng.IntN(40)*10)

@@ -69,6 +69,11 @@ func TestModelsStayInCatalogRanges(t *testing.T) {
 	for _, class := range Classes() {
 		t.Run(class, func(t *testing.T) {
 			m := newModel(t, class, nil)
+			if class == "cnc_machine" { // a healthy machine has no alarm: inject some to cover alarm_code
+				if err := m.Degrade("alarms", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
 			sigs := make([]*catalog.Signal, len(m.Signals()))
 			for i, s := range m.Signals() {
 				sigs[i], _ = cat.Lookup(class, s)
@@ -471,5 +476,50 @@ func TestMotorSpeedReference(t *testing.T) {
 	}
 	if err := m.(Setter).Set("speed_reference", 120); !errors.Is(err, ErrSetpointRange) {
 		t.Errorf("120 %%: %v", err)
+	}
+}
+
+// TestCNCHealthyRaisesNoAlarm: a healthy machine runs a whole shift day
+// without an alarm; random alarms come only with the "alarms" fault.
+func TestCNCHealthyRaisesNoAlarm(t *testing.T) {
+	day := 24 * time.Hour
+	m := newModel(t, "cnc_machine", nil)
+	st, code := idx(m, "program_state"), idx(m, "alarm_code")
+	run(m, t0, day, time.Second, func(now time.Time, v []float64) {
+		if v[st] == cncAlarm || v[code] != 0 {
+			t.Fatalf("healthy machine in alarm at %s: state %v code %v", now.Format("15:04"), v[st], v[code])
+		}
+	})
+	f := newModel(t, "cnc_machine", nil)
+	if err := f.Degrade("alarms", 4); err != nil {
+		t.Fatal(err)
+	}
+	alarms := 0
+	run(f, t0, day, time.Second, func(_ time.Time, v []float64) {
+		if v[st] == cncAlarm && v[code] >= 1000 {
+			alarms++
+		}
+	})
+	if alarms == 0 {
+		t.Error("alarms fault at 4 per running hour raised no alarm in a day")
+	}
+}
+
+// TestMotorStartsWarm: a motor simulated from a working morning starts at
+// its steady-state temperatures, so the bearing temperature moves by less
+// than the EWMA rule's band (+-4 K) over its first two hours.
+func TestMotorStartsWarm(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	m, err := New("motor", Options{ID: "motor-1", Seed: 7, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := idx(m, "bearing_temp")
+	lo, hi := math.Inf(1), math.Inf(-1)
+	run(m, start, 2*time.Hour, time.Second, func(_ time.Time, v []float64) {
+		lo, hi = min(lo, v[b]), max(hi, v[b])
+	})
+	if hi-lo > 3 {
+		t.Errorf("bearing temperature ranged %.1f-%.1f °C in the first two hours: the motor started cold", lo, hi)
 	}
 }

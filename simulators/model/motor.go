@@ -67,14 +67,11 @@ func motorRatedCurrent(np map[string]float64) float64 {
 
 func (m *motor) Step(now time.Time, dt time.Duration) {
 	np := m.np
-	if !m.init {
+	first := !m.init
+	if first {
 		m.init = true
 		m.np["rated_current"] = motorRatedCurrent(np)
 		m.loadN.tau = 90 * time.Second
-		amb := ambient(now, 25, 4)
-		m.load = 0.7
-		m.winding = amb + 50
-		m.bearing = amb + 20
 	}
 	amb := ambient(now, 25, 4)
 	if m.ref == 0 {
@@ -84,6 +81,12 @@ func (m *motor) Step(now time.Time, dt time.Duration) {
 	// a centrifugal load on a variable-speed drive: power goes with speed
 	// cubed (affinity laws), the drive's output frequency with speed
 	target := clamp(0.45+0.4*shiftDemand(now)+0.04*m.loadN.step(m.rng, dt), 0.2, 1.05) * speed * speed * speed
+	if first {
+		// the simulation starts a motor that has been running for hours:
+		// load and temperatures at their steady state, so an adaptive
+		// rule's warm-up learns the running motor, not one warming up
+		m.load = target
+	}
 	m.load = lag(m.load, target, dt, 20*time.Second)
 	x := m.load
 	wear := m.deg("bearing_wear")
@@ -99,6 +102,9 @@ func (m *motor) Step(now time.Time, dt time.Duration) {
 	ia, ib, ic := i*(1+u), i*(1-u/2), i*(1-u/2)
 	ir := np["rated_current"]
 	rise := 80 * (i / ir) * (i / ir) * (1 + 0.5*u*u)
+	if first {
+		m.winding, m.bearing = amb+rise, amb+12+15*x+30*wear
+	}
 	m.winding = lag(m.winding, amb+rise, dt, 20*time.Minute)
 	m.bearing = lag(m.bearing, amb+12+15*x+30*wear, dt, 30*time.Minute)
 	v := m.v

@@ -72,7 +72,8 @@ type Rule struct {
 	// rate
 	Window    int64
 	Limit     float64
-	Direction string // rise | fall | both
+	Direction string  // rise | fall | both
+	Wrap      float64 // > 0: the signal is an angle modulo Wrap (360 for a longitude): changes are the shortest way round
 	// stuck
 	Polls      int
 	Resolution float64
@@ -254,7 +255,7 @@ var kindFields = map[Kind][]string{
 	KindStale:        {"k", "interval"},
 	KindPlausibility: {"min", "max"},
 	KindThreshold:    {"levels", "above", "below", "deadband"},
-	KindRate:         {"window", "limit", "direction"},
+	KindRate:         {"window", "limit", "direction", "wrap"},
 	KindStuck:        {"polls", "resolution"},
 	KindEWMA:         {"lambda", "l", "warmup", "baseline", "min_sigma"},
 	KindZScore:       {"n", "limit", "min_sigma"},
@@ -595,6 +596,14 @@ func (p *parser) rule(n *yaml.Node, idx int) (*Rule, error) {
 			min  float64
 			excl bool
 		}{"limit", &r.Limit, 0, true})
+	}
+	if kind == KindRate {
+		floats = append(floats, struct {
+			name string
+			dst  *float64
+			min  float64
+			excl bool
+		}{"wrap", &r.Wrap, 0, true})
 	}
 	for _, fl := range floats {
 		if v, ok := fields[fl.name]; ok {

@@ -187,9 +187,14 @@ func TestQualityGateAndStale(t *testing.T) {
 	if a.Rule != "stale" || a.Signal != "discharge_temp" || !strings.Contains(a.Message, "no good value for 4 s") {
 		t.Fatalf("stale alert %+v", a)
 	}
-	only(t, h.feed("air_compressor", "ac-1", sec(6), "discharge_temp", 82.0, "load_state", 2), alert.Cleared, alert.Warn)
+	// a cleared stale alert reads as good news, not as "no good value for 0 s"
+	if c := only(t, h.feed("air_compressor", "ac-1", sec(6), "discharge_temp", 82.0, "load_state", 2), alert.Cleared, alert.Warn); !strings.Contains(c.Message, "discharge_temp has a good value again") {
+		t.Errorf("cleared stale alert: %q", c.Message)
+	}
 	// a reading the gateway itself marks stale raises at once
-	only(t, h.feed("air_compressor", "ac-1", sec(7), "discharge_temp", telemetry.QualityStale, "load_state", 2), alert.Raised, alert.Warn)
+	if r := only(t, h.feed("air_compressor", "ac-1", sec(7), "discharge_temp", telemetry.QualityStale, "load_state", 2), alert.Raised, alert.Warn); !strings.Contains(r.Message, "reported stale by its gateway") {
+		t.Errorf("stale reading: %q", r.Message)
+	}
 	if h.e.Stats().Bad != 5 { // four bad, one stale
 		t.Fatalf("bad count %d", h.e.Stats().Bad)
 	}

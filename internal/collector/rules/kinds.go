@@ -103,7 +103,11 @@ func (re *rateEval) step(in *inst, x float64, ts int64) alert.Severity {
 		return in.latch.Level // not enough history yet: no change
 	}
 	dt := ts - re.ts[ref]
-	re.delta = (x - re.v[ref]) * float64(r.Window) / float64(dt)
+	d := x - re.v[ref]
+	if r.Wrap > 0 { // an angle: the shortest way round (179.999 -> -179.999 is 0.002)
+		d -= r.Wrap * math.Round(d/r.Wrap)
+	}
+	re.delta = d * float64(r.Window) / float64(dt)
 	switch {
 	case r.Direction != "fall" && re.delta > r.Limit:
 		return r.Severity
@@ -547,11 +551,17 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 		if iv == 0 {
 			iv = s.interval
 		}
-		if s.quality == 3 {
+		switch age := a.lastTSGW - max(s.good, s.firstArr); {
+		case st == alert.Cleared:
+			msg = fmt.Sprintf("%s %s has a good value again", who, sig)
+		case s.quality == 3:
 			msg = fmt.Sprintf("%s %s reported stale by its gateway", who, sig)
-		} else {
+		case float64(age) <= r.K*float64(iv):
+			// raised for its quality, not its age
+			msg = fmt.Sprintf("%s %s has no good value: its last reading is %s", who, sig, s.quality)
+		default:
 			msg = fmt.Sprintf("%s %s has no good value for %s (%s x %s interval), last quality %s", who, sig,
-				ms(a.lastTSGW-max(s.good, s.firstArr)), fv(r.K), ms(iv), s.quality)
+				ms(age), fv(r.K), ms(iv), s.quality)
 		}
 		vals["age_ms"] = float64(a.lastTSGW - max(s.good, s.firstArr))
 	case KindPlausibility:
@@ -573,7 +583,11 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 	case KindRate:
 		re := in.impl.(*rateEval)
 		vals[sig], vals["change"], vals["limit"] = re.x, re.delta, r.Limit
-		msg = fmt.Sprintf("%s %s changed by %s per %s (limit %s), now %s", who, sig, withUnit(re.delta, s.unit), ms(r.Window), fv(r.Limit), withUnit(re.x, s.unit))
+		now := withUnit(re.x, s.unit)
+		if r.Wrap > 0 { // a position: enough digits that -179.999 is not shown as -180
+			now = strconv.FormatFloat(re.x, 'f', 4, 64) + " " + s.unit
+		}
+		msg = fmt.Sprintf("%s %s changed by %s per %s (limit %s), now %s", who, sig, withUnit(re.delta, s.unit), ms(r.Window), fv(r.Limit), now)
 	case KindStuck:
 		st := in.impl.(*stuckEval)
 		vals[sig], vals["spread"] = s.value, st.spread

@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -124,4 +125,39 @@ func TestShipPackFaults(t *testing.T) {
 			t.Fatalf("%s not raised within %d s; alerts %+v", tc.rule, tc.within, h.out)
 		})
 	}
+}
+
+// TestShipCrossesTheAntimeridian: sailing east across 180 deg (longitude
+// 179.99 -> -179.99) is no position jump; a real 0.4 deg jump just past the
+// meridian still is, and its message shows the longitude unrounded.
+func TestShipCrossesTheAntimeridian(t *testing.T) {
+	h := shipHarness(t, "mv-1")
+	st := healthyShip(100)
+	lat, lon := 50.0, 179.9
+	var last float64
+	for s := range 1200 {
+		lon += st.sog / 3600 / 60 / math.Cos(lat*math.Pi/180)
+		if lon > 180 {
+			lon -= 360
+		}
+		st.lat, st.lon = lat, lon
+		last = lon
+		none(t, h.feedShip("mv-1", sec(s), st, nil), "crossing the 180th meridian")
+	}
+	if last > 0 {
+		t.Fatalf("the test ship did not cross: longitude %v", last)
+	}
+	// a bad fix about 0.4 deg west, back across the meridian
+	st.lon = 179.8009
+	for s := 1200; s < 1300; s++ {
+		for _, a := range h.feedShip("mv-1", sec(s), st, nil) {
+			if a.Rule == "position_jump_lon" && a.State == alert.Raised {
+				if !strings.Contains(a.Message, "now 179.8009 deg") {
+					t.Errorf("message %q", a.Message)
+				}
+				return
+			}
+		}
+	}
+	t.Error("a 0.4 deg jump across the meridian raised nothing")
 }

@@ -93,10 +93,14 @@ const DECIMALS = { Cel: 1, K: 1, MPa: 3, kPa: 0, bar: 2, kW: 1, MW: 2, W: 0, '%'
 // position is the one exception: a tenth of a degree is 11 km
 // and a wind turbine's rotor turns at 10-20 rpm; unit "1" is a count or a
 // code (0 decimals) except for the power factor, a ratio
-const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2, draught: 2, cargo: 0 };
+const SIGNAL_DECIMALS = { latitude: 5, longitude: 5, rotor_speed: 1, power_factor: 2, draught: 2 };
+// units whose decimals follow the magnitude, one rule for every value in
+// that unit: tonnes are whole from 100 t (capacity 63,500 t, cargo
+// 58,000 t), with 2 decimals below (a window's CO2, 12.35 t)
+const DECIMALS_BY_SIZE = { t: (v) => (Math.abs(v) >= 100 ? 0 : 2) };
 function fmt(v, u, signal) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
-  const d = SIGNAL_DECIMALS[signal] ?? DECIMALS[u];
+  const d = SIGNAL_DECIMALS[signal] ?? (DECIMALS_BY_SIZE[u] ? DECIMALS_BY_SIZE[u](v) : DECIMALS[u]);
   if (d === undefined) return num(v);
   return v.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d, useGrouping: Math.abs(v) >= 10000 });
 }
@@ -157,13 +161,20 @@ function kpiVal(k) {
 // ship_type the CII ship type (MEPC.353(78))
 const FUEL_NAME = { hfo: 'HFO', lfo: 'LFO', mdo_mgo: 'MDO/MGO', lng: 'LNG' };
 const fuelName = (n) => FUEL_NAME[n] || label(n);
-const SHIP_TYPE = { 1: 'bulk carrier', 2: 'tanker', 3: 'container ship' };
 function rating(k, x) {
   const fuel = k === 'fuel_type' && S.catalog?.fuels?.[String(x)];
   if (fuel) return fuelName(fuel);
-  if (k === 'ship_type' && SHIP_TYPE[x]) return SHIP_TYPE[x];
   const r = S.catalog?.ratings?.[k];
+  if (r && r.codes && r.codes[String(x)]) return r.codes[String(x)]; // ship_type: the catalog's code names
   return r ? withUnit(x, r.unit) : num(x);
+}
+// fuel codes (the catalog's fuels) label the fuel-type signals
+// (me_fuel_type ...) by the fuel's name, in values and on chart axes
+function fuelCodes(signal) {
+  if (!/(^|_)fuel_type$/.test(signal || '') || !S.catalog?.fuels) return null;
+  const out = {};
+  for (const [c, n] of Object.entries(S.catalog.fuels)) out[c] = fuelName(n);
+  return out;
 }
 
 // ---------- KPI windows ----------
@@ -411,8 +422,9 @@ function stat(cls, n, l, href) {
 function signalValue(s) {
   if (!s) return '<span class="muted">–</span>';
   if (s.value === null) return `<span class="q-${esc(s.quality)}">${esc(s.quality)}</span>`;
-  const txt = s.text ? esc(label(s.text)) : esc(fmt(s.value, s.unit, s.signal));
-  const u = s.text ? '' : unit(s.unit);
+  const code = fuelCodes(s.signal)?.[String(s.value)];
+  const txt = s.text ? esc(label(s.text)) : code ? esc(code) : esc(fmt(s.value, s.unit, s.signal));
+  const u = s.text || code ? '' : unit(s.unit);
   return `<span class="q-${esc(s.quality)}" data-signal="${esc(s.signal)}" data-value="${s.value}">${txt}</span>${u ? `<span class="u">${esc(u)}</span>` : ''}`;
 }
 function card(a) {
@@ -449,6 +461,7 @@ function drawChart(cv, pts, t0, t1, opts) {
   g.font = '11px system-ui, sans-serif';
   let L = opts.compact ? 4 : 46;
   if (opts.states) L = Math.max(L, 10 + Math.max(...opts.states.map((st) => g.measureText(label(st)).width)));
+  if (opts.codes) L = Math.max(L, 10 + Math.max(...Object.values(opts.codes).map((c) => g.measureText(c).width)));
   const R = 6, T = 6, B = opts.compact ? 4 : 18;
   const vis = pts.filter((p) => p.t >= t0 - 60000 && p.t <= t1);
   let lo = Infinity, hi = -Infinity;
@@ -456,21 +469,26 @@ function drawChart(cv, pts, t0, t1, opts) {
     if (p.v === null) continue;
     lo = Math.min(lo, p.min ?? p.v); hi = Math.max(hi, p.max ?? p.v);
   }
+  let codeTicks = null;
+  if (opts.codes && lo <= hi) { // the codes the data takes, labelled
+    codeTicks = Object.keys(opts.codes).map(Number).filter((c) => c >= lo && c <= hi).sort((a, b) => a - b);
+    if (!codeTicks.length) codeTicks = null;
+  }
   for (const l of opts.lines || []) { if (l.v !== null && l.v !== undefined) { lo = Math.min(lo, l.v); hi = Math.max(hi, l.v); } }
   g.fillStyle = '#8792a2';
   if (lo === Infinity) { g.textAlign = 'left'; g.fillText('no data in this window', L + 8, T + 16); return; }
   if (hi - lo < 1e-9) { const d = Math.abs(hi) * 0.05 || 1; lo -= d; hi += d; }
-  if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
+  if (opts.states) { lo = -0.3; hi = opts.states.length - 0.7; } else if (codeTicks) { lo = codeTicks[0] - 0.3; hi = codeTicks[codeTicks.length - 1] + 0.3; } else { const padv = (hi - lo) * 0.08; lo -= padv; hi += padv; }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
   // grid
   g.strokeStyle = '#edf0f3'; g.lineWidth = 1;
   if (!opts.compact) {
-    const ticks = opts.states ? opts.states.map((_, i) => i) : niceTicks(lo, hi, 4);
+    const ticks = opts.states ? opts.states.map((_, i) => i) : codeTicks || niceTicks(lo, hi, 4);
     for (const v of ticks) {
       const yy = Math.round(y(v)) + 0.5;
       g.beginPath(); g.moveTo(L, yy); g.lineTo(W - R, yy); g.stroke();
-      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : tickLabel(v, ticks), L - 5, yy + 4);
+      g.textAlign = 'right'; g.fillText(opts.states ? label(opts.states[v]) : codeTicks ? opts.codes[v] : tickLabel(v, ticks), L - 5, yy + 4);
     }
     g.textAlign = 'center';
     const span = t1 - t0;
@@ -757,8 +775,9 @@ function assetPage(site, id) {
         const pts = (hist.get(name) || []).filter((p) => p.t >= t1 - 3600000);
         hist.set(name, pts);
         const holdTo = s && s.quality === 'good' && !detail.silent ? t1 : 0;
-        drawChart(box.querySelector('canvas'), pts, t0, t1, { states: s && s.states, holdTo,
-          fmt: (x) => (s && s.states ? label(s.states[x] ?? x) : withUnit(x, s && s.unit, name)) });
+        const codes = fuelCodes(name);
+        drawChart(box.querySelector('canvas'), pts, t0, t1, { states: s && s.states, codes, holdTo,
+          fmt: (x) => (s && s.states ? label(s.states[x] ?? x) : codes && codes[x] ? codes[x] : withUnit(x, s && s.unit, name)) });
       }
     },
     onAssets(list) {
@@ -876,7 +895,13 @@ function voyageReport(el, a, wins) {
 // ---------- alerts ----------
 function alertTable(list, withAsset) {
   if (!list.length) return '<div class="empty">No alerts match.</div>';
-  const now = plantNow();
+  // an active alert's duration runs on its own asset's data clock: a
+  // gateway at another speed (or a real-time one beside a fast demo) keeps
+  // its own time
+  const nowOf = (a) => {
+    const as = S.assets.get(a.site + '/' + a.asset);
+    return as && as.data_now ? dataNow(as) : plantNow();
+  };
   return `<div class="table-wrap"><table><thead><tr><th>Severity</th><th>State</th>${withAsset ? '<th>Asset</th>' : ''}<th>Rule</th><th>Message</th>
     <th>Raised</th><th>Cleared</th><th class="num">Duration</th></tr></thead><tbody>` +
     list.map((a) => {
@@ -889,7 +914,7 @@ function alertTable(list, withAsset) {
       <td>${esc(prettyUnits(a.message))}</td>
       <td title="${esc(dateTime(a.raised_at))}">${esc(clock(a.raised_at))}</td>
       <td title="${esc(dateTime(a.cleared_at))}">${a.cleared_at ? esc(clock(a.cleared_at)) : '–'}</td>
-      <td class="num">${esc(dur((a.cleared_at || now) - a.raised_at))}</td></tr>`;
+      <td class="num">${esc(dur((a.cleared_at || nowOf(a)) - a.raised_at))}</td></tr>`;
     }).join('') + '</tbody></table></div>';
 }
 function alertsPage() {
@@ -931,8 +956,6 @@ function alertsPage() {
 }
 
 // ---------- energy ----------
-const FEATURED = { air_compressor: 'specific_power', motor: 'ie_class', pv_string: 'performance_ratio_temp', boiler: 'efficiency_direct',
-  diesel_engine: 'bsfc', wind_turbine: 'power_curve_index', blast_furnace: 'fuel_rate', cnc_machine: 'oee', engineering_machine: 'idle_ratio' };
 function energyPage() {
   return {
     name: 'energy',
@@ -954,8 +977,8 @@ function energyPage() {
       }
       html += '<div class="energy">';
       for (const c of r.classes.sort((a, b) => classRank(a.class) - classRank(b.class))) {
-        const feat = FEATURED[c.class];
-        const kpis = c.kpis.slice().sort((a, b) => (b.name === feat) - (a.name === feat));
+        // the key KPI (kpi.KeyKPI, sent as key) comes first
+        const kpis = c.kpis.slice().sort((a, b) => !!b.key - !!a.key);
         html += `<div class="panel" data-class="${esc(c.class)}"><h2>${esc(classTitle(c.class))}</h2>`;
         for (const k of kpis) {
           const maxv = Math.max(...k.ranking.map((e) => Math.abs(e.value)), 1e-9);
@@ -963,9 +986,9 @@ function energyPage() {
           // long units sit in the heading; % and ratios keep their sign
           const fmtShort = (v) => (k.unit && k.unit !== '1' && k.unit !== '%' ? fmtv(v).replace(' ' + unit(k.unit), '') : fmtv(v));
           const u = k.unit && k.unit !== '1' && k.unit !== '%' ? ` <span class="muted">(${esc(unit(k.unit))})</span>` : '';
-          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.name === feat ? '<span class="pill info">key KPI</span>' : ''}
+          html += `<div class="kpi-row" data-kpi="${esc(k.name)}"><h3>${esc(label(k.name))}${u} ${k.key ? '<span class="pill info">key KPI</span>' : ''}
             ${k.out_of_limit ? `<span class="pill high">${k.out_of_limit} out of limit</span>` : ''}</h3>
-            <div class="stats">${k.count} asset(s) · mean ${esc(fmtv(k.mean))} · min ${esc(fmtv(k.min))} · max ${esc(fmtv(k.max))} · worse when ${esc(k.worse)}</div>
+            <div class="stats">${k.count} asset(s) · mean ${esc(fmtv(k.mean))} · min ${esc(fmtv(k.min))} · max ${esc(fmtv(k.max))}${k.worse === 'high' || k.worse === 'low' ? ` · worse when ${esc(k.worse)}` : ''}</div>
             <ul class="rank">${k.ranking.map((e) => `<li data-asset="${esc(e.site + '/' + e.asset)}"><a href="#/asset/${encodeURIComponent(e.site)}/${encodeURIComponent(e.asset)}"><span class="site">${esc(e.site)}/</span>${esc(e.asset)}</a>
               <div class="bar" title="${esc(e.message || '')}"><span class="${esc(e.status)}" data-w="${Math.max(2, (100 * Math.abs(e.value)) / maxv).toFixed(1)}"></span></div>
               <span class="val">${esc(fmtShort(e.value))}${e.coverage < PARTIAL ? ` <span class="pill na" title="window ${esc(clock(e.end - windowOf(c.class)))}–${esc(clock(e.end))} covered ${(e.coverage * 100).toFixed(0)} %">partial</span>` : ''}</span></li>`).join('')}</ul></div>`;
