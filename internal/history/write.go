@@ -421,7 +421,11 @@ func upsertRollup(ctx context.Context, tx pgx.Tx, table string, m map[rollKey]*r
 	return n, err
 }
 
-// stateRank orders the events of one alert that share a time.
+// stateRank is an event's place in the lifecycle of its occurrence:
+// raised, then updated, then cleared. Events are ordered by it before their
+// time: the times come from different clocks (a stale alert is raised at
+// detection time and cleared at the time of the fresh reading, which may be
+// earlier), so a cleared occurrence must stay cleared whatever its times.
 func stateRank(s alert.State) int {
 	switch s {
 	case alert.Raised:
@@ -432,9 +436,16 @@ func stateRank(s alert.State) int {
 	return 2
 }
 
+// stateRankSQL is stateRank in SQL, of the column or expression col.
+func stateRankSQL(col string) string {
+	return `(CASE ` + col + ` WHEN 'raised' THEN 0 WHEN 'updated' THEN 1 ELSE 2 END)`
+}
+
 // alertNewer is true when the incoming row (EXCLUDED) is at least as late
-// as the stored one, cleared winning a tie.
-const alertNewer = `(EXCLUDED.updated_at > a.updated_at OR (EXCLUDED.updated_at = a.updated_at AND EXCLUDED.state = 'cleared'))`
+// in the lifecycle as the stored one: a later state (stateRank), or the
+// same state at the same time or later.
+var alertNewer = `(` + stateRankSQL("EXCLUDED.state") + ` > ` + stateRankSQL("a.state") + ` OR (` +
+	stateRankSQL("EXCLUDED.state") + ` = ` + stateRankSQL("a.state") + ` AND EXCLUDED.updated_at >= a.updated_at))`
 
 // writeEvents stores births, alert events and occurrences, KPI windows and
 // command audit records, each keyed so a redelivery stores nothing new.
@@ -456,11 +467,11 @@ func writeEvents(ctx context.Context, tx pgx.Tx, d decoded, res *Result) error {
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
 			a.Site(), a.Class, a.ID, x.Gateway, int64(x.Seq), time.UnixMilli(x.TSGW).UTC(), x.Part, x.Protocol, np, sig)
 	}
-	// alert events in time order; one upsert per occurrence with its latest
-	// state (a statement may not touch a row twice)
+	// alert events in lifecycle order (stateRank, then time); one upsert per
+	// occurrence with its latest state (a statement may not touch a row twice)
 	al := slices.Clone(d.alerts)
 	slices.SortStableFunc(al, func(x, y alert.Alert) int {
-		return cmp.Or(strings.Compare(x.ID, y.ID), cmp.Compare(x.UpdatedAt, y.UpdatedAt), cmp.Compare(stateRank(x.State), stateRank(y.State)))
+		return cmp.Or(strings.Compare(x.ID, y.ID), cmp.Compare(stateRank(x.State), stateRank(y.State)), cmp.Compare(x.UpdatedAt, y.UpdatedAt))
 	})
 	for i, a := range al {
 		var vals []byte
