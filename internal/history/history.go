@@ -16,17 +16,21 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/smelterio/smelter/internal/secret"
@@ -35,6 +39,28 @@ import (
 // ErrNotOpen is returned by queries before Open succeeded (the database was
 // unreachable at start; the sink keeps trying).
 var ErrNotOpen = errors.New("history: database not connected yet")
+
+// Unavailable reports whether err means the database cannot be reached now
+// rather than that a query is wrong: ErrNotOpen, a failed connect, a lost
+// connection (network error, EOF), a timeout, or a server refusing work
+// (SQLSTATE class 08 connection exception, 57P01-57P03 shutting down or
+// starting up, 53300 too many connections).
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, ErrNotOpen), errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		return true
+	case errors.As(err, &pe):
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "53300"
+	}
+	return false
+}
 
 // Retention is how long each table keeps rows; 0 keeps them for ever.
 // Readings and rollups are dropped a whole partition (day, month, year) at a
