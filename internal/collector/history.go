@@ -143,7 +143,7 @@ func (c *Collector) openHistory() error {
 		return fmt.Errorf("collector: %w", err)
 	}
 	o := c.cfg.History.options()
-	o.DSN, o.Log = dsn, c.log.With("component", "history")
+	o.DSN, o.Log, o.Group = dsn, c.log.With("component", "history"), c.cfg.Group
 	h, err := history.New(o)
 	if err != nil {
 		return fmt.Errorf("collector: history: %w", err)

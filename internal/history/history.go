@@ -90,6 +90,11 @@ type Options struct {
 	Log       *slog.Logger
 	// Now is the clock for retention (default time.Now).
 	Now func() time.Time
+	// Group, when set, is the collector group whose alerts and KPI windows
+	// the store keeps: events of another group on the same stream (their
+	// payload's group) are counted in Result.Foreign and not stored; events
+	// without a group (collectors before the field) are stored.
+	Group string
 }
 
 // DefaultRetention returns the default retention.

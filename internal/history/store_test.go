@@ -508,3 +508,29 @@ func TestMigrationClearsStoredOccurrences(t *testing.T) {
 		t.Fatalf("alerts %+v %v", al, err)
 	}
 }
+
+// TestOtherGroupsNotStored: with Options.Group, alerts and KPI results of
+// another collector group are counted foreign and not stored; this group's
+// and those without a group (older collectors) are (review of #14,
+// finding 3).
+func TestOtherGroupsNotStored(t *testing.T) {
+	s := testStore(t, testDSN(t), func(o *Options) { o.Group = "plant" })
+	ctx := context.Background()
+	t0 := time.Now().UTC().Add(-time.Hour).UnixMilli()
+	var msgs []Message
+	for i, g := range []string{"plant", "other", ""} {
+		a := alert.Alert{Schema: alert.Schema, ID: fmt.Sprintf("plant1.comp_1.high@%d", i), Key: "plant1.comp_1.high", State: alert.Raised, Site: "plant1",
+			Class: testAsset.Class, Asset: testAsset.ID, Rule: "high", Kind: "threshold", Severity: alert.Warn, RaisedAt: t0, UpdatedAt: t0, Group: g}
+		k := kpi.Result{Schema: "smelter.kpi/1", Site: "plant1", Class: testAsset.Class, Asset: testAsset.ID, Start: t0 + int64(i)*900_000,
+			End: t0 + int64(i+1)*900_000, KPIs: []kpi.Value{{Name: "specific_power", Value: 6, Status: kpi.StatusOK}}, Group: g}
+		msgs = append(msgs, jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindAlert), a), jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindKPI), k))
+	}
+	res, err := s.Write(ctx, msgs)
+	if err != nil || res.Foreign != 2 || res.Rows["alerts"] != 2 || res.Rows["kpi_windows"] != 2 {
+		t.Fatalf("write %+v %v", res, err)
+	}
+	al, err := s.Alerts(ctx, AlertQuery{Asset: "comp_1"})
+	if err != nil || len(al) != 2 || slices.ContainsFunc(al, func(a AlertRecord) bool { return a.ID == "plant1.comp_1.high@1" }) {
+		t.Fatalf("alerts %+v %v", al, err)
+	}
+}

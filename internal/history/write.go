@@ -38,6 +38,7 @@ type Result struct {
 	Skipped    int
 	Expired    int // readings older than the readings retention, not stored raw
 	Future     int // readings more than MaxFuture ahead of the clock, not stored
+	Foreign    int // alerts and KPI results of another collector group (Options.Group), not stored
 	Malformed  int
 	Errors     []error
 }
@@ -57,7 +58,9 @@ type audit struct {
 	raw                []byte
 }
 
-func decode(msgs []Message, res *Result) decoded {
+// decode sorts msgs by kind; alerts and KPI results of another collector
+// group than group (when both are set) are counted foreign and dropped.
+func decode(msgs []Message, group string, res *Result) decoded {
 	var d decoded
 	bad := func(m Message, err error) {
 		res.Malformed++
@@ -70,6 +73,13 @@ func decode(msgs []Message, res *Result) decoded {
 			continue
 		}
 		site, class, asset := t[2], t[3], t[4]
+		foreign := func(g string) bool {
+			if group != "" && g != "" && g != group {
+				res.Foreign++
+				return true
+			}
+			return false
+		}
 		// the payload must name the subject's site, class and asset: a
 		// publisher allowed on one site's subjects cannot write another's
 		// history (as the collector checks, docs/collector.md)
@@ -107,7 +117,7 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, notA("a "+alert.Schema+" alert", err))
 				continue
 			}
-			if mismatch(a.Site, a.Class, a.Asset) {
+			if mismatch(a.Site, a.Class, a.Asset) || foreign(a.Group) {
 				continue
 			}
 			d.alerts = append(d.alerts, a)
@@ -117,7 +127,7 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, notA("a KPI result", err))
 				continue
 			}
-			if mismatch(r.Site, r.Class, r.Asset) {
+			if mismatch(r.Site, r.Class, r.Asset) || foreign(r.Group) {
 				continue
 			}
 			d.kpis = append(d.kpis, r)
@@ -203,7 +213,7 @@ func (s *Store) Write(ctx context.Context, msgs []Message) (Result, error) {
 	if db == nil {
 		return res, ErrNotOpen
 	}
-	d := decode(msgs, &res)
+	d := decode(msgs, s.opts.Group, &res)
 	now := s.opts.Now()
 	rawFloor := floor(now, s.opts.Retention.Readings)
 	// partitions for every row the write may store (cached: usually none)
