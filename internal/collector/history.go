@@ -103,6 +103,15 @@ func (c *Config) historyProblems(ps []problem) []problem {
 		bad("consumer", "%q must be 1-64 of A-Z a-z 0-9 _ -", h.Consumer)
 	}
 	o := h.options()
+	// the ledger of stored batches follows the readings: a batch the
+	// stream may still redeliver must still be in it, or it is stored twice
+	if r, age := o.Retention.Readings, time.Duration(c.NATS.MaxAge); r >= 24*time.Hour && (age == 0 || r <= age) {
+		stream := "nats.max_age " + age.String()
+		if age == 0 {
+			stream = "nats.max_age 0s (the stream keeps messages for ever; set a max_age or keep readings for ever, 0s)"
+		}
+		bad("retention.readings", "%v not longer than %s: a batch the stream redelivers after its ledger row expired would be stored twice", r, stream)
+	}
 	if err := o.Validate(); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			if f, r, ok := strings.Cut(line, ": "); ok {

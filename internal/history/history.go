@@ -135,7 +135,24 @@ func (o *Options) Validate() error {
 	if r.Interval < 0 {
 		errs = append(errs, fmt.Errorf("retention.interval: %v must not be negative", r.Interval))
 	}
+	// coarser tables are kept at least as long as finer ones (0: for ever)
+	for _, p := range []struct {
+		name, finer string
+		d, f        time.Duration
+	}{{"rollup_1m", "readings", r.Rollup1m, r.Readings}, {"rollup_1h", "rollup_1m", r.Rollup1h, r.Rollup1m}} {
+		if p.d >= 24*time.Hour && p.f >= 0 && (p.f == 0 || p.d < p.f) {
+			errs = append(errs, fmt.Errorf("retention.%s: %v shorter than retention.%s (%s): a coarser table is kept at least as long as a finer one", p.name, p.d, p.finer, keepText(p.f)))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// keepText is a retention as text: "for ever" for 0.
+func keepText(d time.Duration) string {
+	if d == 0 {
+		return "0s, for ever"
+	}
+	return d.String()
 }
 
 // Mode is how time-series tables are stored.
