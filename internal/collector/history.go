@@ -141,7 +141,11 @@ func (c *Config) historyDSN() (secret.Secret, error) {
 	if strings.TrimSpace(dsn.Reveal()) == "" {
 		return dsn, fmt.Errorf("%s is blank: %w", src, secret.ErrMissing)
 	}
-	return secret.New(strings.TrimSpace(dsn.Reveal())), nil
+	dsn = secret.New(strings.TrimSpace(dsn.Reveal()))
+	if err := history.CheckDSN(dsn); err != nil {
+		return dsn, fmt.Errorf("%s: %s", src, strings.TrimPrefix(err.Error(), "history: dsn: "))
+	}
+	return dsn, nil
 }
 
 // openHistory builds the history store (no I/O but reading the DSN; the

@@ -155,6 +155,43 @@ func keepText(d time.Duration) string {
 	return d.String()
 }
 
+// passwordRe finds the password of a key=value connection string.
+var passwordRe = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// CheckDSN parses a PostgreSQL connection string or URL (as Open will,
+// without connecting). The error never holds the DSN: it reads
+// "not a valid PostgreSQL connection string or URL: <reason>" with the
+// parser's reason (bad port, unknown sslmode, ...), and without the reason
+// when that would contain the DSN's user info or password.
+func CheckDSN(dsn secret.Secret) error {
+	d := dsn.Reveal()
+	_, err := pgxpool.ParseConfig(d)
+	if err == nil {
+		return nil
+	}
+	const what = "not a valid PostgreSQL connection string or URL"
+	reason := err.Error()
+	if _, r, ok := strings.Cut(reason, "`: "); ok {
+		reason = r // pgconn prefixes the DSN, password masked: not echoed at all
+	}
+	var secrets []string
+	if _, rest, ok := strings.Cut(d, "://"); ok {
+		if i := strings.LastIndex(rest, "@"); i > 0 {
+			_, pw, _ := strings.Cut(rest[:i], ":")
+			secrets = append(secrets, rest[:i], pw)
+		}
+	}
+	for _, m := range passwordRe.FindAllStringSubmatch(d, -1) {
+		secrets = append(secrets, strings.Trim(m[1], "'"))
+	}
+	for _, s := range secrets {
+		if s != "" && strings.Contains(reason, s) {
+			return errors.New("history: dsn: " + what)
+		}
+	}
+	return errors.New("history: dsn: " + what + ": " + reason)
+}
+
 // Mode is how time-series tables are stored.
 type Mode string
 
@@ -179,6 +216,9 @@ type Store struct {
 // New returns a Store; it does no I/O (Open connects).
 func New(opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := CheckDSN(opts.DSN); err != nil {
 		return nil, err
 	}
 	if opts.Schema == "" {
@@ -229,7 +269,7 @@ func (s *Store) Open(ctx context.Context) error {
 	}
 	cfg, err := pgxpool.ParseConfig(s.opts.DSN.Reveal())
 	if err != nil {
-		return errors.New("history: dsn: not a valid PostgreSQL connection string or URL") // no echo: it may hold a password
+		return CheckDSN(s.opts.DSN) // no echo: it may hold a password
 	}
 	cfg.MaxConns = int32(s.opts.PoolSize)
 	cfg.ConnConfig.RuntimeParams["search_path"] = s.opts.Schema

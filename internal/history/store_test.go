@@ -421,9 +421,33 @@ func TestOptionsValidate(t *testing.T) {
 	if _, err := New(Options{DSN: secret.New("host=/nonexistent user=x password=secretpw")}); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := New(Options{DSN: secret.New("postgres://u:secretpw@[::1")})
-	if err := s.Open(context.Background()); err == nil || strings.Contains(err.Error(), "secretpw") {
-		t.Fatalf("Open with a bad DSN: %v", err)
+	if _, err := New(Options{DSN: secret.New("postgres://u:secretpw@[::1")}); err == nil || strings.Contains(err.Error(), "secretpw") {
+		t.Fatalf("New with a bad DSN: %v", err)
+	}
+}
+
+// TestCheckDSN: an unparsable DSN is refused with the parser's reason and
+// never its password or user info (review of #14, finding 8).
+func TestCheckDSN(t *testing.T) {
+	for dsn, reason := range map[string]string{
+		"postgres://u:secretpw@host:notaport/db":          "invalid port",
+		"host=h password=secretpw sslmode=bogus":          "sslmode is invalid",
+		"host=h password='secret pw' port=abc":            "invalid port",
+		"postgres://u:secretpw@h/db?pool_max_conns=x":     "pool_max_conns",
+		"postgres://secretpw:secretpw@h:secretpw/db":      "",
+		"host=h user=u password=secretpw sslmode=require": "-",
+	} {
+		err := CheckDSN(secret.New(dsn))
+		if reason == "-" {
+			if err != nil {
+				t.Errorf("%s: %v", dsn, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "not a valid PostgreSQL connection string or URL") || !strings.Contains(err.Error(), reason) ||
+			strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: %v, want the reason %q and no secret", dsn, err, reason)
+		}
 	}
 }
 
