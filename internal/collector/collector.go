@@ -503,6 +503,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 		sh.setAlert(a)
 		c.appendRecent(a)
 		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
+		a.Group = c.cfg.Group // published with its group: a history sink keeps its own
 		data, err := json.Marshal(a)
 		if err != nil {
 			continue
@@ -512,6 +513,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 			msgID: a.ID + ":" + string(a.State) + ":" + strconv.FormatInt(a.UpdatedAt, 10) + ":" + a.Severity.String()})
 	}
 	for _, r := range res {
+		r.Group = c.cfg.Group
 		data, err := json.Marshal(r)
 		if err != nil {
 			continue

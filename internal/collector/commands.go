@@ -257,7 +257,9 @@ func decodeResult(data []byte) (*command.Result, bool) {
 // publishAlert publishes one alert event and awaits its PubAck, then
 // mirrors it to MQTT where the collector mirrors alerts.
 func (s *commandService) publishAlert(ctx context.Context, a *alert.Alert, msgID string) error {
-	data, err := json.Marshal(a)
+	pub := *a
+	pub.Group = s.c.cfg.Group // as the engine's alerts (record)
+	data, err := json.Marshal(&pub)
 	if err != nil {
 		return err
 	}

@@ -103,6 +103,15 @@ func (c *Config) historyProblems(ps []problem) []problem {
 		bad("consumer", "%q must be 1-64 of A-Z a-z 0-9 _ -", h.Consumer)
 	}
 	o := h.options()
+	// the ledger of stored batches follows the readings: a batch the
+	// stream may still redeliver must still be in it, or it is stored twice
+	if r, age := o.Retention.Readings, time.Duration(c.NATS.MaxAge); r >= 24*time.Hour && (age == 0 || r <= age) {
+		stream := "nats.max_age " + age.String()
+		if age == 0 {
+			stream = "nats.max_age 0s (the stream keeps messages for ever; set a max_age or keep readings for ever, 0s)"
+		}
+		bad("retention.readings", "%v not longer than %s: a batch the stream redelivers after its ledger row expired would be stored twice", r, stream)
+	}
 	if err := o.Validate(); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			if f, r, ok := strings.Cut(line, ": "); ok {
@@ -132,7 +141,11 @@ func (c *Config) historyDSN() (secret.Secret, error) {
 	if strings.TrimSpace(dsn.Reveal()) == "" {
 		return dsn, fmt.Errorf("%s is blank: %w", src, secret.ErrMissing)
 	}
-	return secret.New(strings.TrimSpace(dsn.Reveal())), nil
+	dsn = secret.New(strings.TrimSpace(dsn.Reveal()))
+	if err := history.CheckDSN(dsn); err != nil {
+		return dsn, fmt.Errorf("%s: %s", src, strings.TrimPrefix(err.Error(), "history: dsn: "))
+	}
+	return dsn, nil
 }
 
 // openHistory builds the history store (no I/O but reading the DSN; the
@@ -143,7 +156,7 @@ func (c *Collector) openHistory() error {
 		return fmt.Errorf("collector: %w", err)
 	}
 	o := c.cfg.History.options()
-	o.DSN, o.Log = dsn, c.log.With("component", "history")
+	o.DSN, o.Log, o.Group = dsn, c.log.With("component", "history"), c.cfg.Group
 	h, err := history.New(o)
 	if err != nil {
 		return fmt.Errorf("collector: history: %w", err)

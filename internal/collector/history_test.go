@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/wait"
@@ -90,6 +91,19 @@ func historyEndToEnd(t *testing.T, parts int) {
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	t0 := time.Now().UnixMilli() - 60000
+	own, err := nc.SubscribeSync("smelter.v1.site1.*.ac-1.alert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// an alert another collector group published on the same stream: not
+	// this group's history (review of #14, finding 3)
+	foreign := alert.Alert{Schema: alert.Schema, ID: "site1.ac-1.other@1", Key: "site1.ac-1.other", State: alert.Raised, Site: "site1",
+		Class: "air_compressor", Asset: "ac-1", Rule: "other", Kind: "threshold", Severity: alert.Alarm, Message: "other group",
+		RaisedAt: t0, UpdatedAt: t0, Group: "other-group"}
+	fdata, _ := json.Marshal(foreign)
+	if _, err := js.Publish(ctx, "smelter.v1.site1.air_compressor.ac-1.alert", fdata); err != nil {
+		t.Fatal(err)
+	}
 	for round := range 2 {
 		for i := range 30 {
 			if _, err := js.Publish(ctx, subj, batchJSON(uint64(i+1), t0+int64(i)*1000, 115)); err != nil {
@@ -114,6 +128,22 @@ func historyEndToEnd(t *testing.T, parts int) {
 	wait.For(t, 30*time.Second, "the republished batches consumed", func() bool {
 		return r.c.histM != nil && metricValue(t, base, "smelter_history_duplicates_total") >= 30
 	})
+	var al dashboard.HistoryAlerts
+	getJSON(t, base+"/api/v1/history/alerts?asset=ac-1", &al)
+	for _, a := range al.Alerts {
+		if a.ID == foreign.ID {
+			t.Fatalf("another group's alert stored: %+v", a)
+		}
+	}
+	for pub := foreign; pub.ID == foreign.ID; {
+		m, err := own.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &pub); err != nil || (pub.ID != foreign.ID && pub.Group != cfg.Group) {
+			t.Fatalf("published alert %s: group %q, want %q (%v)", m.Data, pub.Group, cfg.Group, err)
+		}
+	}
 	var s history.Series
 	getJSON(t, base+"/api/v1/history/series?site=site1&asset=ac-1&signal=discharge_temp&range=1h", &s)
 	if len(s.Points) != 30 || s.Resolution != history.Raw || *s.Points[0].Mean != 115+float64(1%5)*0.1 {

@@ -60,16 +60,35 @@ func (s *Server) historyStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, HistoryStatus{Ready: h.Ready(), Mode: string(h.Mode()), Ranges: []string{"1h", "6h", "24h", "7d", "30d", "90d", "1y"}})
 }
 
-// span reads range, or from and to (Unix ms, RFC 3339, or from as a
-// duration back from now); default the last def.
+// historyTime reads a from or to: Unix milliseconds (a bare integer, 0
+// included: 1970, not a duration of 0), an RFC 3339 time, or a Go duration
+// back from now; never later than history.MaxFuture ahead of now (nothing
+// is stored later).
+func historyTime(v string, now time.Time) (time.Time, error) {
+	var ms int64
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return time.Time{}, fmt.Errorf("%q: Unix milliseconds must not be negative", v)
+		}
+		ms = n
+	} else if ms, err = parseSince(v, now.UnixMilli()); err != nil {
+		return time.Time{}, err
+	}
+	if ms > now.Add(history.MaxFuture).UnixMilli() {
+		return time.Time{}, fmt.Errorf("%q: more than %v ahead of now (nothing is stored later)", v, history.MaxFuture)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// span reads range, or from and to (historyTime); default the last def.
 func (q *query) span(now time.Time, def time.Duration) (from, to time.Time) {
 	to = now
 	if v := q.v.Get("to"); v != "" {
-		t, err := parseSince(v, now.UnixMilli())
+		t, err := historyTime(v, now)
 		if err != nil {
 			q.fail("to", err.Error())
 		}
-		to = time.UnixMilli(t)
+		to = t
 	}
 	from = to.Add(-def)
 	if v := q.v.Get("range"); v != "" {
@@ -83,11 +102,11 @@ func (q *query) span(now time.Time, def time.Duration) (from, to time.Time) {
 		from = to.Add(-d)
 	}
 	if v := q.v.Get("from"); v != "" {
-		t, err := parseSince(v, now.UnixMilli())
+		t, err := historyTime(v, now)
 		if err != nil {
 			q.fail("from", err.Error())
 		}
-		from = time.UnixMilli(t)
+		from = t
 	}
 	if !to.After(from) {
 		q.fail("from", "must be before to")
@@ -95,14 +114,17 @@ func (q *query) span(now time.Time, def time.Duration) (from, to time.Time) {
 	return from, to
 }
 
-// historyErr answers a store error: 503 while the database is unreachable.
+// historyErr answers a store error: 503 "history database unavailable"
+// while the database is unreachable (not connected yet, a lost connection,
+// a server shutting down, a timeout: history.Unavailable); any other error
+// is logged and answered 500.
 func (s *Server) historyErr(w http.ResponseWriter, err error) {
-	if errors.Is(err, history.ErrNotOpen) || errors.Is(err, context.DeadlineExceeded) {
+	if history.Unavailable(err) || errors.Is(err, context.DeadlineExceeded) {
 		writeErr(w, http.StatusServiceUnavailable, "", "history database unavailable")
 		return
 	}
 	s.opts.Log.Warn("history query failed", "err", err)
-	writeErr(w, http.StatusServiceUnavailable, "", "history query failed (logged)")
+	writeErr(w, http.StatusInternalServerError, "", "history query failed (logged)")
 }
 
 func (s *Server) historySeries(w http.ResponseWriter, r *http.Request) {
@@ -163,10 +185,30 @@ func csvFloat(v *float64) string {
 	return strconv.FormatFloat(*v, 'g', -1, 64)
 }
 
-// writeCSV answers rows as a CSV download named name.
+// csvSafe neutralises a cell a spreadsheet would run as a formula: one that
+// starts with = + - @, a tab or a carriage return and is not a number gets
+// a leading apostrophe (text readings, alert messages and names come from
+// devices and rules, not from us).
+func csvSafe(cell string) string {
+	if cell == "" || !strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+		return cell
+	}
+	if _, err := strconv.ParseFloat(cell, 64); err == nil {
+		return cell // -273.15, +Inf: a number, not a formula
+	}
+	return "'" + cell
+}
+
+// writeCSV answers rows as a CSV download named name, every cell through
+// csvSafe.
 func writeCSV(w http.ResponseWriter, name string, rows [][]string) {
 	var b strings.Builder
 	cw := csv.NewWriter(&b)
+	for _, r := range rows {
+		for i := range r {
+			r[i] = csvSafe(r[i])
+		}
+	}
 	_ = cw.WriteAll(rows) // a strings.Builder does not fail
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)

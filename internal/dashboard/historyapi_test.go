@@ -55,6 +55,9 @@ func TestHistoryAPIParams(t *testing.T) {
 		{ok + "&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 400, "from"},
 		{ok + "&resolution=5m", 400, "resolution"},
 		{ok + "&format=xml", 400, "format"},
+		{ok + "&to=99999999999999999", 400, "to"},
+		{ok + "&from=-1", 400, "from"},
+		{ok + "&from=0", 503, ""},
 		{ok + "&bogus=1", 400, "bogus"},
 		{ok + "&range=1y", 503, ""},
 		{"/api/v1/history/alerts?severity=bogus", 400, "severity"},
@@ -68,9 +71,10 @@ func TestHistoryAPIParams(t *testing.T) {
 		code, body, _ := f.get(c.path, "")
 		var e struct {
 			Field string `json:"field"`
+			Error string `json:"error"`
 		}
 		_ = json.Unmarshal(body, &e)
-		if code != c.code || e.Field != c.field {
+		if code != c.code || e.Field != c.field || (code == 503 && e.Error != "history database unavailable") {
 			t.Errorf("GET %s: %d %s, want %d field %q", c.path, code, body, c.code, c.field)
 		}
 	}
@@ -212,5 +216,61 @@ func TestHistoryInBrowser(t *testing.T) {
 	screenshot(t, tab, shots, "24-history-page.png")
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestHistoryAPITimes: from=0 is Unix millisecond 0 (1970), not a duration
+// of 0 back from now; a to far in the future is refused (review of #14,
+// finding 6).
+func TestHistoryAPITimes(t *testing.T) {
+	st := historyStore(t)
+	f := newFixture(t, "")
+	f.withHistory(st)
+	var out dashboard.HistoryAlerts
+	f.getJSON("/api/v1/history/alerts?from=0", &out)
+	if out.From != 0 || out.To < f.now-60_000 {
+		t.Fatalf("from=0: from %d to %d", out.From, out.To)
+	}
+	if code, body, _ := f.get("/api/v1/history/alerts?from=0&to=99999999999999999", ""); code != 400 || !strings.Contains(string(body), `"to"`) {
+		t.Fatalf("to in year 3e6: %d %s", code, body)
+	}
+}
+
+// TestHistoryCSVNeutralisesFormulas: text readings and alert messages that
+// a spreadsheet would run as formulas come out of the CSV export with a
+// leading apostrophe; numbers, negative ones included, come out as they
+// are (review of #14, finding 2).
+func TestHistoryCSVNeutralisesFormulas(t *testing.T) {
+	st := historyStore(t)
+	f := newFixture(t, "")
+	f.withHistory(st)
+	now := time.UnixMilli(f.now).Add(-10 * time.Minute).UnixMilli()
+	a := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: compPath("site1")}
+	evil := []string{`=HYPERLINK("http://evil/","x")`, `+cmd|' /C calc'!A0`, `@SUM(1)`, "-2+3", "\tx", "plain"}
+	b := &telemetry.Batch{Gateway: "gw-csv", Seq: 1, Asset: a, TSGW: now}
+	for i, s := range evil {
+		b.Readings = append(b.Readings, telemetry.Reading{Signal: "mode", Value: -1.5, Text: s, TS: now + int64(i)})
+	}
+	al := alert.Alert{Schema: alert.Schema, ID: "site1.ac-1.x@1", Key: "site1.ac-1.x", State: alert.Raised, Site: "site1", Class: "air_compressor",
+		Asset: "ac-1", Rule: "x", Kind: "threshold", Severity: alert.Warn, Message: "=1+1", RaisedAt: now, UpdatedAt: now}
+	data, _ := json.Marshal(al)
+	if _, err := st.Write(context.Background(), []history.Message{
+		{Subject: telemetry.AssetSubject(a, telemetry.KindData), Data: b.AppendJSON(nil)},
+		{Subject: telemetry.AssetSubject(a, telemetry.KindAlert), Data: data}}); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := f.get("/api/v1/history/series?site=site1&asset=ac-1&signal=mode&range=1h&resolution=raw&format=csv", "")
+	csv := string(body)
+	for _, want := range []string{`"'=HYPERLINK(""http://evil/"",""x"")"`, `'+cmd|' /C calc'!A0`, ",'@SUM(1)", ",'-2+3", ",plain", ",-1.5,-1.5,-1.5,"} {
+		if code != 200 || !strings.Contains(csv, want) {
+			t.Errorf("series CSV lacks %s: %d\n%s", want, code, csv)
+		}
+	}
+	if strings.Contains(csv, ",=") || strings.Contains(csv, ",@") || strings.Contains(csv, ",+") {
+		t.Errorf("a formula left in\n%s", csv)
+	}
+	code, body, _ = f.get("/api/v1/history/alerts?format=csv", "")
+	if code != 200 || !strings.Contains(string(body), ",'=1+1") {
+		t.Errorf("alerts CSV: %d\n%s", code, body)
 	}
 }

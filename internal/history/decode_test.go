@@ -44,7 +44,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add("x.y", "")
 	f.Fuzz(func(t *testing.T, subject, body string) {
 		var res Result
-		d := decode([]Message{{Subject: subject, Data: []byte(body)}}, &res)
+		d := decode([]Message{{Subject: subject, Data: []byte(body)}}, "", &res)
 		n := len(d.batches) + len(d.births) + len(d.alerts) + len(d.kpis) + len(d.audits) + res.Skipped + res.Malformed
 		if n != 1 || len(res.Errors) != res.Malformed {
 			t.Fatalf("%q %q: accounted %d times (%+v)", subject, body, n, res)

@@ -16,17 +16,21 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/template"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/smelterio/smelter/internal/secret"
@@ -35,6 +39,28 @@ import (
 // ErrNotOpen is returned by queries before Open succeeded (the database was
 // unreachable at start; the sink keeps trying).
 var ErrNotOpen = errors.New("history: database not connected yet")
+
+// Unavailable reports whether err means the database cannot be reached now
+// rather than that a query is wrong: ErrNotOpen, a failed connect, a lost
+// connection (network error, EOF), a timeout, or a server refusing work
+// (SQLSTATE class 08 connection exception, 57P01-57P03 shutting down or
+// starting up, 53300 too many connections).
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, ErrNotOpen), errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		return true
+	case errors.As(err, &pe):
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "53300"
+	}
+	return false
+}
 
 // Retention is how long each table keeps rows; 0 keeps them for ever.
 // Readings and rollups are dropped a whole partition (day, month, year) at a
@@ -64,6 +90,11 @@ type Options struct {
 	Log       *slog.Logger
 	// Now is the clock for retention (default time.Now).
 	Now func() time.Time
+	// Group, when set, is the collector group whose alerts and KPI windows
+	// the store keeps: events of another group on the same stream (their
+	// payload's group) are counted in Result.Foreign and not stored; events
+	// without a group (collectors before the field) are stored.
+	Group string
 }
 
 // DefaultRetention returns the default retention.
@@ -104,7 +135,61 @@ func (o *Options) Validate() error {
 	if r.Interval < 0 {
 		errs = append(errs, fmt.Errorf("retention.interval: %v must not be negative", r.Interval))
 	}
+	// coarser tables are kept at least as long as finer ones (0: for ever)
+	for _, p := range []struct {
+		name, finer string
+		d, f        time.Duration
+	}{{"rollup_1m", "readings", r.Rollup1m, r.Readings}, {"rollup_1h", "rollup_1m", r.Rollup1h, r.Rollup1m}} {
+		if p.d >= 24*time.Hour && p.f >= 0 && (p.f == 0 || p.d < p.f) {
+			errs = append(errs, fmt.Errorf("retention.%s: %v shorter than retention.%s (%s): a coarser table is kept at least as long as a finer one", p.name, p.d, p.finer, keepText(p.f)))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// keepText is a retention as text: "for ever" for 0.
+func keepText(d time.Duration) string {
+	if d == 0 {
+		return "0s, for ever"
+	}
+	return d.String()
+}
+
+// passwordRe finds the password of a key=value connection string.
+var passwordRe = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+
+// CheckDSN parses a PostgreSQL connection string or URL (as Open will,
+// without connecting). The error never holds the DSN: it reads
+// "not a valid PostgreSQL connection string or URL: <reason>" with the
+// parser's reason (bad port, unknown sslmode, ...), and without the reason
+// when that would contain the DSN's user info or password.
+func CheckDSN(dsn secret.Secret) error {
+	d := dsn.Reveal()
+	_, err := pgxpool.ParseConfig(d)
+	if err == nil {
+		return nil
+	}
+	const what = "not a valid PostgreSQL connection string or URL"
+	reason := err.Error()
+	if _, r, ok := strings.Cut(reason, "`: "); ok {
+		reason = r // pgconn prefixes the DSN, password masked: not echoed at all
+	}
+	var secrets []string
+	if _, rest, ok := strings.Cut(d, "://"); ok {
+		if i := strings.LastIndex(rest, "@"); i > 0 {
+			_, pw, _ := strings.Cut(rest[:i], ":")
+			secrets = append(secrets, rest[:i], pw)
+		}
+	}
+	for _, m := range passwordRe.FindAllStringSubmatch(d, -1) {
+		secrets = append(secrets, strings.Trim(m[1], "'"))
+	}
+	for _, s := range secrets {
+		if s != "" && strings.Contains(reason, s) {
+			return errors.New("history: dsn: " + what)
+		}
+	}
+	return errors.New("history: dsn: " + what + ": " + reason)
 }
 
 // Mode is how time-series tables are stored.
@@ -131,6 +216,9 @@ type Store struct {
 // New returns a Store; it does no I/O (Open connects).
 func New(opts Options) (*Store, error) {
 	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := CheckDSN(opts.DSN); err != nil {
 		return nil, err
 	}
 	if opts.Schema == "" {
@@ -181,7 +269,7 @@ func (s *Store) Open(ctx context.Context) error {
 	}
 	cfg, err := pgxpool.ParseConfig(s.opts.DSN.Reveal())
 	if err != nil {
-		return errors.New("history: dsn: not a valid PostgreSQL connection string or URL") // no echo: it may hold a password
+		return CheckDSN(s.opts.DSN) // no echo: it may hold a password
 	}
 	cfg.MaxConns = int32(s.opts.PoolSize)
 	cfg.ConnConfig.RuntimeParams["search_path"] = s.opts.Schema

@@ -289,7 +289,7 @@ func (s *Store) Alerts(ctx context.Context, q AlertQuery) ([]AlertRecord, error)
 		ids = append(ids, a.ID)
 	}
 	rows, err = db.Query(ctx, `SELECT id, state, ts, severity, message FROM alert_events WHERE id = ANY($1)
-		ORDER BY id, ts, CASE state WHEN 'raised' THEN 0 WHEN 'updated' THEN 1 ELSE 2 END`, ids)
+		ORDER BY id, `+stateRankSQL("state")+`, ts`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("history: alert events: %w", err)
 	}

@@ -315,6 +315,7 @@ func (k *Sink) writeEach(ctx context.Context, msgs []Message) (Result, error) {
 		sum.Skipped += r.Skipped
 		sum.Expired += r.Expired
 		sum.Future += r.Future
+		sum.Foreign += r.Foreign
 		sum.Malformed += r.Malformed
 		sum.Errors = append(sum.Errors, r.Errors...)
 	}

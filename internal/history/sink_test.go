@@ -48,6 +48,19 @@ func startProxy(t *testing.T, target string) *pgProxy {
 	return p
 }
 
+// proxiedStore opens a test store connected through a proxy to the test
+// database, or skips.
+func proxiedStore(t *testing.T) (*pgProxy, *Store) {
+	t.Helper()
+	dsn := testDSN(t)
+	cfg, err := pgxParse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, cfg)
+	return proxy, testStore(t, replaceHost(t, dsn, proxy.addr), nil)
+}
+
 func (p *pgProxy) serve(ln net.Listener) {
 	p.mu.Lock()
 	p.ln = ln
@@ -114,13 +127,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // published again (a gateway replay with the same Nats-Msg-Id window
 // passed) add nothing.
 func TestSinkDatabaseOutageLosesNothing(t *testing.T) {
-	dsn := testDSN(t)
-	cfg, err := pgxParse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startProxy(t, cfg)
-	store := testStore(t, replaceHost(t, dsn, proxy.addr), nil)
+	proxy, store := proxiedStore(t)
 	js := startStream(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -405,4 +412,28 @@ func TestSinkSkipsPoisonMessages(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestUnavailableWhileDatabaseDown: a query while the database cannot be
+// reached is Unavailable (the API's 503 "history database unavailable"),
+// a query the database refuses is not (review of #14, finding 5).
+func TestUnavailableWhileDatabaseDown(t *testing.T) {
+	proxy, store := proxiedStore(t)
+	ctx := context.Background()
+	q := SeriesQuery{Site: "plant1", Asset: "comp_1", Signal: "pressure", From: time.Now().Add(-time.Hour), To: time.Now()}
+	if _, err := store.Series(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	_, err := store.db().Exec(ctx, "SELECT * FROM no_such_table")
+	if err == nil || Unavailable(err) {
+		t.Fatalf("a refused query: %v, unavailable %v", err, Unavailable(err))
+	}
+	proxy.Down()
+	_, err = store.Series(ctx, q)
+	if err == nil || !Unavailable(err) {
+		t.Fatalf("a query while the database is down: %v, unavailable %v", err, Unavailable(err))
+	}
+	if !Unavailable(ErrNotOpen) || Unavailable(nil) {
+		t.Fatal("ErrNotOpen / nil")
+	}
 }

@@ -421,8 +421,140 @@ func TestOptionsValidate(t *testing.T) {
 	if _, err := New(Options{DSN: secret.New("host=/nonexistent user=x password=secretpw")}); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := New(Options{DSN: secret.New("postgres://u:secretpw@[::1")})
-	if err := s.Open(context.Background()); err == nil || strings.Contains(err.Error(), "secretpw") {
-		t.Fatalf("Open with a bad DSN: %v", err)
+	if _, err := New(Options{DSN: secret.New("postgres://u:secretpw@[::1")}); err == nil || strings.Contains(err.Error(), "secretpw") {
+		t.Fatalf("New with a bad DSN: %v", err)
+	}
+}
+
+// TestCheckDSN: an unparsable DSN is refused with the parser's reason and
+// never its password or user info (review of #14, finding 8).
+func TestCheckDSN(t *testing.T) {
+	for dsn, reason := range map[string]string{
+		"postgres://u:secretpw@host:notaport/db":          "invalid port",
+		"host=h password=secretpw sslmode=bogus":          "sslmode is invalid",
+		"host=h password='secret pw' port=abc":            "invalid port",
+		"postgres://u:secretpw@h/db?pool_max_conns=x":     "pool_max_conns",
+		"postgres://secretpw:secretpw@h:secretpw/db":      "",
+		"host=h user=u password=secretpw sslmode=require": "-",
+	} {
+		err := CheckDSN(secret.New(dsn))
+		if reason == "-" {
+			if err != nil {
+				t.Errorf("%s: %v", dsn, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "not a valid PostgreSQL connection string or URL") || !strings.Contains(err.Error(), reason) ||
+			strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: %v, want the reason %q and no secret", dsn, err, reason)
+		}
+	}
+}
+
+// TestAlertClearedBeforeRaisedTime: a stale alert is raised at detection
+// time and cleared at the fresh reading's time, which may be earlier. The
+// occurrence is cleared whichever write carries which event, and its events
+// come back in lifecycle order (review of #14, finding 1).
+func TestAlertClearedBeforeRaisedTime(t *testing.T) {
+	s := testStore(t, testDSN(t), nil)
+	ctx := context.Background()
+	t0 := time.Now().UTC().Add(-time.Hour).UnixMilli()
+	subj := telemetry.AssetSubject(testAsset, telemetry.KindAlert)
+	occ := func(id string) (raised, cleared alert.Alert) {
+		raised = alert.Alert{Schema: alert.Schema, ID: id, Key: "plant1.comp_1.stale", State: alert.Raised, Site: "plant1", Class: testAsset.Class,
+			Asset: testAsset.ID, Rule: "stale", Kind: "stale", Severity: alert.Warn, Message: "stale", RaisedAt: t0, UpdatedAt: t0}
+		cleared = raised
+		cleared.State, cleared.Message, cleared.UpdatedAt, cleared.ClearedAt = alert.Cleared, "fresh", t0-2600, t0-2600
+		return raised, cleared
+	}
+	write := func(as ...alert.Alert) {
+		t.Helper()
+		var msgs []Message
+		for _, a := range as {
+			msgs = append(msgs, jsonMsg(t, subj, a))
+		}
+		if _, err := s.Write(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1, c1 := occ("plant1.comp_1.stale@1")
+	write(r1, c1) // one write
+	r2, c2 := occ("plant1.comp_1.stale@2")
+	write(r2) // raised, then cleared in a later write
+	write(c2)
+	r3, c3 := occ("plant1.comp_1.stale@3")
+	write(c3) // cleared, then the raise redelivered
+	write(r3)
+	al, err := s.Alerts(ctx, AlertQuery{Asset: "comp_1"})
+	if err != nil || len(al) != 3 {
+		t.Fatalf("alerts %+v %v", al, err)
+	}
+	for _, a := range al {
+		if a.State != "cleared" || a.ClearedAt != t0-2600 || a.Message != "fresh" || len(a.Events) != 2 ||
+			a.Events[0].State != "raised" || a.Events[1].State != "cleared" {
+			t.Errorf("%s: %+v", a.ID, a)
+		}
+	}
+	if al, err := s.Alerts(ctx, AlertQuery{State: "active"}); err != nil || len(al) != 0 {
+		t.Fatalf("active alerts %+v %v", al, err)
+	}
+}
+
+// TestMigrationClearsStoredOccurrences: migration 2 clears occurrences a
+// store of version 1 left raised although their cleared event is stored.
+func TestMigrationClearsStoredOccurrences(t *testing.T) {
+	dsn := testDSN(t)
+	s := testStore(t, dsn, nil)
+	ctx := context.Background()
+	t0 := time.Now().UTC().Add(-time.Hour)
+	db := s.db()
+	if _, err := db.Exec(ctx, `INSERT INTO alerts (id, key, site, class, asset, rule, kind, signal, state, severity, max_severity, message, raised_at, updated_at)
+		VALUES ('k@1', 'k', 'plant1', 'c', 'comp_1', 'stale', 'stale', '', 'raised', 2, 2, 'stale', $1, $1)`, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO alert_events (id, state, ts, severity, message) VALUES ('k@1', 'raised', $1, 2, 'stale'), ('k@1', 'cleared', $2, 2, 'fresh')`,
+		t0, t0.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, "DELETE FROM schema_version WHERE version >= 2"); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := New(Options{DSN: secret.New(dsn), Schema: s.Schema()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	al, err := s2.Alerts(ctx, AlertQuery{Asset: "comp_1"})
+	if err != nil || len(al) != 1 || al[0].State != "cleared" || al[0].ClearedAt != t0.Add(-time.Second).UnixMilli() || al[0].Message != "fresh" {
+		t.Fatalf("alerts %+v %v", al, err)
+	}
+}
+
+// TestOtherGroupsNotStored: with Options.Group, alerts and KPI results of
+// another collector group are counted foreign and not stored; this group's
+// and those without a group (older collectors) are (review of #14,
+// finding 3).
+func TestOtherGroupsNotStored(t *testing.T) {
+	s := testStore(t, testDSN(t), func(o *Options) { o.Group = "plant" })
+	ctx := context.Background()
+	t0 := time.Now().UTC().Add(-time.Hour).UnixMilli()
+	var msgs []Message
+	for i, g := range []string{"plant", "other", ""} {
+		a := alert.Alert{Schema: alert.Schema, ID: fmt.Sprintf("plant1.comp_1.high@%d", i), Key: "plant1.comp_1.high", State: alert.Raised, Site: "plant1",
+			Class: testAsset.Class, Asset: testAsset.ID, Rule: "high", Kind: "threshold", Severity: alert.Warn, RaisedAt: t0, UpdatedAt: t0, Group: g}
+		k := kpi.Result{Schema: "smelter.kpi/1", Site: "plant1", Class: testAsset.Class, Asset: testAsset.ID, Start: t0 + int64(i)*900_000,
+			End: t0 + int64(i+1)*900_000, KPIs: []kpi.Value{{Name: "specific_power", Value: 6, Status: kpi.StatusOK}}, Group: g}
+		msgs = append(msgs, jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindAlert), a), jsonMsg(t, telemetry.AssetSubject(testAsset, telemetry.KindKPI), k))
+	}
+	res, err := s.Write(ctx, msgs)
+	if err != nil || res.Foreign != 2 || res.Rows["alerts"] != 2 || res.Rows["kpi_windows"] != 2 {
+		t.Fatalf("write %+v %v", res, err)
+	}
+	al, err := s.Alerts(ctx, AlertQuery{Asset: "comp_1"})
+	if err != nil || len(al) != 2 || slices.ContainsFunc(al, func(a AlertRecord) bool { return a.ID == "plant1.comp_1.high@1" }) {
+		t.Fatalf("alerts %+v %v", al, err)
 	}
 }

@@ -38,6 +38,7 @@ type Result struct {
 	Skipped    int
 	Expired    int // readings older than the readings retention, not stored raw
 	Future     int // readings more than MaxFuture ahead of the clock, not stored
+	Foreign    int // alerts and KPI results of another collector group (Options.Group), not stored
 	Malformed  int
 	Errors     []error
 }
@@ -57,7 +58,9 @@ type audit struct {
 	raw                []byte
 }
 
-func decode(msgs []Message, res *Result) decoded {
+// decode sorts msgs by kind; alerts and KPI results of another collector
+// group than group (when both are set) are counted foreign and dropped.
+func decode(msgs []Message, group string, res *Result) decoded {
 	var d decoded
 	bad := func(m Message, err error) {
 		res.Malformed++
@@ -70,6 +73,13 @@ func decode(msgs []Message, res *Result) decoded {
 			continue
 		}
 		site, class, asset := t[2], t[3], t[4]
+		foreign := func(g string) bool {
+			if group != "" && g != "" && g != group {
+				res.Foreign++
+				return true
+			}
+			return false
+		}
 		// the payload must name the subject's site, class and asset: a
 		// publisher allowed on one site's subjects cannot write another's
 		// history (as the collector checks, docs/collector.md)
@@ -107,7 +117,7 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, notA("a "+alert.Schema+" alert", err))
 				continue
 			}
-			if mismatch(a.Site, a.Class, a.Asset) {
+			if mismatch(a.Site, a.Class, a.Asset) || foreign(a.Group) {
 				continue
 			}
 			d.alerts = append(d.alerts, a)
@@ -117,7 +127,7 @@ func decode(msgs []Message, res *Result) decoded {
 				bad(m, notA("a KPI result", err))
 				continue
 			}
-			if mismatch(r.Site, r.Class, r.Asset) {
+			if mismatch(r.Site, r.Class, r.Asset) || foreign(r.Group) {
 				continue
 			}
 			d.kpis = append(d.kpis, r)
@@ -203,7 +213,7 @@ func (s *Store) Write(ctx context.Context, msgs []Message) (Result, error) {
 	if db == nil {
 		return res, ErrNotOpen
 	}
-	d := decode(msgs, &res)
+	d := decode(msgs, s.opts.Group, &res)
 	now := s.opts.Now()
 	rawFloor := floor(now, s.opts.Retention.Readings)
 	// partitions for every row the write may store (cached: usually none)
@@ -421,7 +431,11 @@ func upsertRollup(ctx context.Context, tx pgx.Tx, table string, m map[rollKey]*r
 	return n, err
 }
 
-// stateRank orders the events of one alert that share a time.
+// stateRank is an event's place in the lifecycle of its occurrence:
+// raised, then updated, then cleared. Events are ordered by it before their
+// time: the times come from different clocks (a stale alert is raised at
+// detection time and cleared at the time of the fresh reading, which may be
+// earlier), so a cleared occurrence must stay cleared whatever its times.
 func stateRank(s alert.State) int {
 	switch s {
 	case alert.Raised:
@@ -432,9 +446,16 @@ func stateRank(s alert.State) int {
 	return 2
 }
 
+// stateRankSQL is stateRank in SQL, of the column or expression col.
+func stateRankSQL(col string) string {
+	return `(CASE ` + col + ` WHEN 'raised' THEN 0 WHEN 'updated' THEN 1 ELSE 2 END)`
+}
+
 // alertNewer is true when the incoming row (EXCLUDED) is at least as late
-// as the stored one, cleared winning a tie.
-const alertNewer = `(EXCLUDED.updated_at > a.updated_at OR (EXCLUDED.updated_at = a.updated_at AND EXCLUDED.state = 'cleared'))`
+// in the lifecycle as the stored one: a later state (stateRank), or the
+// same state at the same time or later.
+var alertNewer = `(` + stateRankSQL("EXCLUDED.state") + ` > ` + stateRankSQL("a.state") + ` OR (` +
+	stateRankSQL("EXCLUDED.state") + ` = ` + stateRankSQL("a.state") + ` AND EXCLUDED.updated_at >= a.updated_at))`
 
 // writeEvents stores births, alert events and occurrences, KPI windows and
 // command audit records, each keyed so a redelivery stores nothing new.
@@ -456,11 +477,11 @@ func writeEvents(ctx context.Context, tx pgx.Tx, d decoded, res *Result) error {
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
 			a.Site(), a.Class, a.ID, x.Gateway, int64(x.Seq), time.UnixMilli(x.TSGW).UTC(), x.Part, x.Protocol, np, sig)
 	}
-	// alert events in time order; one upsert per occurrence with its latest
-	// state (a statement may not touch a row twice)
+	// alert events in lifecycle order (stateRank, then time); one upsert per
+	// occurrence with its latest state (a statement may not touch a row twice)
 	al := slices.Clone(d.alerts)
 	slices.SortStableFunc(al, func(x, y alert.Alert) int {
-		return cmp.Or(strings.Compare(x.ID, y.ID), cmp.Compare(x.UpdatedAt, y.UpdatedAt), cmp.Compare(stateRank(x.State), stateRank(y.State)))
+		return cmp.Or(strings.Compare(x.ID, y.ID), cmp.Compare(stateRank(x.State), stateRank(y.State)), cmp.Compare(x.UpdatedAt, y.UpdatedAt))
 	})
 	for i, a := range al {
 		var vals []byte

@@ -95,6 +95,10 @@ type Alert struct {
 	RaisedAt  int64              `json:"raised_at"`
 	UpdatedAt int64              `json:"updated_at"`
 	ClearedAt int64              `json:"cleared_at,omitempty"`
+	// Group is the collector group that published the event (set on
+	// publication; absent from collectors before it was added): a history
+	// sink keeps only its own group's (docs/history.md).
+	Group string `json:"group,omitempty"`
 }
 
 // Active reports whether the alert is raised and not cleared.

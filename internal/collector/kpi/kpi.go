@@ -97,6 +97,9 @@ type Result struct {
 	End      int64   `json:"end"`
 	Coverage float64 `json:"coverage"`
 	KPIs     []Value `json:"kpis"`
+	// Group is the collector group that published the result (set on
+	// publication, as alert.Alert.Group).
+	Group string `json:"group,omitempty"`
 }
 
 const nAcc = 16
