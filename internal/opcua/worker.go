@@ -267,15 +267,16 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 // frame is bad, handing cycles and units on; calls never overlap.
 func (iso *isolated) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
 	c := iso.c
+	fr := &frameReader{r: rd}
 	var m wireMsg
-	if err := readFrame(rd, &m); err != nil || m.Kind != msgHello {
+	if err := fr.read(&m); err != nil || m.Kind != msgHello {
 		res.noWorker = true
 		return errors.Join(errNoHello, err)
 	}
 	c.wk.Store(conn) // commands go to this worker from now on
 	seen := map[string]float64{}
 	for {
-		if err := readFrame(rd, &m); err != nil {
+		if err := fr.read(&m); err != nil {
 			return err
 		}
 		switch m.Kind {
@@ -284,6 +285,11 @@ func (iso *isolated) forward(rd io.Reader, res *workerRun, conn *workerConn) err
 				return errors.New("opcua: worker cycle frame without a cycle")
 			}
 			cyc := m.Cycle.cycle()
+			for _, s := range cyc.Samples {
+				if s.Index >= len(c.points) {
+					return fmt.Errorf("opcua: worker cycle frame: sample of point %d, the device has %d", s.Index, len(c.points))
+				}
+			}
 			if cyc.Lost {
 				if len(cyc.Samples) > 0 {
 					iso.staleSent = true

@@ -114,18 +114,14 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		defer wg.Done()
 		t := time.NewTicker(workerFlush)
 		defer t.Stop()
-		var last Status
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
-			if st := c.Status(); !sameStatus(st, last) {
-				last = st
-				if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil {
-					cancel()
-				}
+			if out.sendStatus(c.Status()) != nil {
+				cancel()
 			}
 			if wm := gatherMetrics(reg, lat); wm != nil && out.send(&wireMsg{Kind: msgMetrics, Metrics: wm}) != nil {
 				cancel()
@@ -133,11 +129,11 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		}
 	}()
 
-	// each cycle goes after the status it happened in: the parent's
-	// Status is current when its emit sees the cycle.
+	// each cycle goes after the status it happened in, when that changed
+	// since the last one sent: the parent's Status is current when its
+	// emit sees the cycle.
 	runErr := c.Run(ctx, func(cyc *sample.Cycle) {
-		st := c.Status()
-		if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil || out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
+		if out.sendStatus(c.Status()) != nil || out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
 			cancel()
 		}
 	})
@@ -249,23 +245,46 @@ func sameStatus(a, b Status) bool {
 // frameWriter serialises frames from the worker's goroutines and flushes
 // each one.
 type frameWriter struct {
-	mu  sync.Mutex
-	w   *bufio.Writer
-	err error
+	mu     sync.Mutex
+	w      *bufio.Writer
+	buf    []byte // the frame being written, reused
+	err    error
+	status *Status // the last status sent
 }
 
 func (f *frameWriter) send(m *wireMsg) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.sendLocked(m)
+}
+
+func (f *frameWriter) sendLocked(m *wireMsg) error {
 	if f.err != nil {
 		return f.err
 	}
-	if err := writeFrame(f.w, m); err != nil {
+	var err error
+	f.buf, err = appendFrame(f.buf[:0], m)
+	if err != nil {
+		f.err = err
+		return err
+	}
+	if _, err := f.w.Write(f.buf); err != nil {
 		f.err = err
 		return err
 	}
 	f.err = f.w.Flush()
 	return f.err
+}
+
+// sendStatus sends st unless it is the status sent last.
+func (f *frameWriter) sendStatus(st Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.status != nil && sameStatus(st, *f.status) {
+		return f.err
+	}
+	f.status = &st
+	return f.sendLocked(&wireMsg{Kind: msgStatus, Status: &st})
 }
 
 func (f *frameWriter) failed() bool {
