@@ -20,12 +20,15 @@ import (
 // The session worker's wire (docs/opcua.md, "Session isolation"): every
 // message, both ways, is a frame of a 4-byte big-endian length n (2 ..
 // maxFrame) followed by n bytes: the wire version (wireVersion), the
-// message kind (its code in kinds) and the kind's payload. A cycle's
+// message kind (its code in kinds), the device's slot in the worker
+// (uvarint: a worker hosts the sessions of one device or of every device
+// of one endpoint, docs/opcua.md) and the kind's payload. A cycle's
 // payload is binary (appendCycle: the hot path, one frame per publish
 // response); the other kinds, rare, are JSON encoding one wireMsg. The
 // parent sends one "config" frame on the worker's stdin and keeps stdin
 // open; the worker answers on stdout with "hello", then "cycle", "units",
-// "status" and "metrics" frames. Commands travel as "req" frames on stdin
+// "status" and "metrics" frames. Further "config" frames add devices to
+// the worker, "stop" frames end one device's sessions. Commands travel as "req" frames on stdin
 // (a point's read or write, with an id and a timeout), each answered by
 // one "resp" frame with the same id on stdout. stderr carries the
 // worker's slog JSON lines (and, when it dies of a panic, the runtime's
@@ -53,6 +56,7 @@ const (
 	msgMetrics = "metrics"
 	msgReq     = "req"
 	msgResp    = "resp"
+	msgStop    = "stop"
 )
 
 // Request operations.
@@ -63,7 +67,10 @@ const (
 
 // wireMsg is one frame's content; Kind says which other field is set.
 type wireMsg struct {
-	Kind    string        `json:"k"`
+	Kind string `json:"k"`
+	// Dev is the device's slot in its worker (the frame header carries
+	// it): the parent numbers the devices it configures in a worker.
+	Dev     uint32        `json:"-"`
 	Config  *workerConfig `json:"config,omitempty"`
 	PID     int           `json:"pid,omitempty"`
 	Cycle   *wireCycle    `json:"cycle,omitempty"`
@@ -202,7 +209,7 @@ func (w *wireCycle) cycle() *sample.Cycle {
 }
 
 // kinds maps a message kind to its code on the wire (index+1).
-var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp}
+var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp, msgStop}
 
 func kindCode(kind string) (byte, bool) {
 	for i, k := range kinds {
@@ -222,6 +229,7 @@ func appendFrame(dst []byte, m *wireMsg) ([]byte, error) {
 	}
 	at := len(dst)
 	dst = append(dst, 0, 0, 0, 0, wireVersion, code)
+	dst = binary.AppendUvarint(dst, uint64(m.Dev))
 	var err error
 	if m.Kind == msgCycle {
 		if m.Cycle == nil {
@@ -305,22 +313,28 @@ func (f *frameReader) decode(b []byte, m *wireMsg) error {
 		return fmt.Errorf("opcua: worker frame kind %d unknown (1..%d)", b[1], len(kinds))
 	}
 	kind := kinds[b[1]-1]
+	r := &wireBuf{b: b[2:]}
+	dev := uint32(r.uvarint("device slot", math.MaxUint32))
+	if r.err != nil {
+		return fmt.Errorf("opcua: worker frame %s: %w", kind, r.err)
+	}
 	if kind == msgCycle {
 		var err error
 		f.cyc = wireCycle{}
-		f.samples, err = decodeCycle(b[2:], &f.cyc, f.samples[:0])
+		f.samples, err = decodeCycle(r.b, &f.cyc, f.samples[:0])
 		if err != nil {
 			return fmt.Errorf("opcua: worker frame cycle: %w", err)
 		}
-		m.Kind, m.Cycle = msgCycle, &f.cyc
+		m.Kind, m.Dev, m.Cycle = msgCycle, dev, &f.cyc
 		return nil
 	}
-	if err := json.Unmarshal(b[2:], m); err != nil {
+	if err := json.Unmarshal(r.b, m); err != nil {
 		return fmt.Errorf("opcua: worker frame %s: %w", kind, err)
 	}
 	if m.Kind != kind {
 		return fmt.Errorf("opcua: worker frame of kind %s holds a %q message", kind, m.Kind)
 	}
+	m.Dev = dev
 	return nil
 }
 

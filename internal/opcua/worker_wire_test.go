@@ -100,13 +100,14 @@ func TestWireFrameRejects(t *testing.T) {
 		{"short", frame(wireVersion), "out of range 2.."},
 		{"version", frame(append([]byte{9}, body[1:]...)...), "version 9, this binary speaks 1"},
 		{"kind", frame(wireVersion, 42), "kind 42 unknown"},
+		{"slot", frame(wireVersion, 3, 0x80), "device slot"},
 		{"truncated", frame(body[:len(body)-3]...), "sample 3"},
 		{"trailing", frame(append(append([]byte{}, body...), 0)...), "1 bytes after the last sample"},
-		{"count", frame(wireVersion, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f), "sample count"},
-		{"flags", frame(wireVersion, 3, 0, 0, 0, 0x80, 0), "unknown bits"},
-		{"sample flags", frame(wireVersion, 3, 0, 0, 0, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0), "sample 0: flags"},
-		{"json kind", frame(append([]byte{wireVersion, 5}, `{"k":"cycle"}`...)...), `kind status holds a "cycle" message`},
-		{"json", frame(wireVersion, 5, '{'), "worker frame status"},
+		{"count", frame(wireVersion, 3, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f), "sample count"},
+		{"flags", frame(wireVersion, 3, 0, 0, 0, 0, 0x80, 0), "unknown bits"},
+		{"sample flags", frame(wireVersion, 3, 0, 0, 0, 0, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0), "sample 0: flags"},
+		{"json kind", frame(append([]byte{wireVersion, 5, 0}, `{"k":"cycle"}`...)...), `kind status holds a "cycle" message`},
+		{"json", frame(wireVersion, 5, 0, '{'), "worker frame status"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
