@@ -268,7 +268,9 @@ func (h *workerHost) serve(stdin io.Reader) {
 				h.mu.Lock()
 				delete(h.devs, m.Dev)
 				h.mu.Unlock()
-				h.out.forget(m.Dev)
+				// not inline: a sender blocked on a full stdout holds the
+				// writer, and stdin must keep being read meanwhile
+				go h.out.forget(m.Dev)
 			}
 			continue
 		case m.Kind != msgReq || m.Req == nil:
