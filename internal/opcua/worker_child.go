@@ -230,9 +230,9 @@ func (d *hostedDevice) flush() error {
 	return nil
 }
 
-// maxWorkerRequests bounds the requests a worker serves at once (the
-// gateway sends one command at a time per device; a read and a write
-// overlap at most).
+// maxWorkerRequests bounds the requests a worker serves at once, for all
+// its devices (the gateway sends one command at a time per device; a read
+// and a write overlap at most); more wait their turn.
 const maxWorkerRequests = 4
 
 // serve reads frames from stdin until it ends: a "config" adds a device,
@@ -278,14 +278,17 @@ func (h *workerHost) serve(stdin io.Reader) {
 			return
 		}
 		req, slot := *m.Req, m.Dev
-		select {
-		case slots <- struct{}{}:
-		case <-h.ctx.Done():
-			return
-		}
+		// the request waits for a slot on its own goroutine: stdin is
+		// always read on (a configuration behind it must not wait for
+		// answers stuck behind a full stdout)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+			case <-h.ctx.Done():
+				return
+			}
 			defer func() { <-slots }()
 			var resp *wireResp
 			if d := h.device(slot); d != nil {
