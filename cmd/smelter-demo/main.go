@@ -26,7 +26,7 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == opcua.WorkerCommand {
 		// hidden: the embedded gateway's OPC UA session worker
-		// (isolation process, docs/opcua.md)
+		// (isolation endpoint or process, docs/opcua.md)
 		os.Exit(opcua.WorkerMain(context.Background(), os.Stdin, os.Stdout, os.Stderr))
 	}
 	if version.Command("smelter-demo", os.Args[1:], os.Stdout) {

@@ -82,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdEndpoints(args[1:], stdout, stderr)
 	case opcua.WorkerCommand:
 		// hidden: an OPC UA session worker, started by this binary itself
-		// for each device with isolation process (docs/opcua.md)
+		// per endpoint (isolation endpoint) or device (isolation process), docs/opcua.md
 		return opcua.WorkerMain(context.Background(), os.Stdin, stdout, stderr)
 	case "command":
 		return cmdCommand(args[1:], stdout, stderr)

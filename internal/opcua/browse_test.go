@@ -115,7 +115,7 @@ func TestConfigValidate(t *testing.T) {
 		{"app cert", func(c *Config) { c.Certificate.CertFile = "c" }, "certificate.cert_file:"},
 		{"timeout", func(c *Config) { c.RequestTimeout = time.Hour }, "request_timeout:"},
 		{"backoff", func(c *Config) { c.BackoffMin, c.BackoffMax = time.Second, time.Millisecond }, "backoff_max:"},
-		{"isolation", func(c *Config) { c.Isolation = "thread" }, `isolation: "thread" is not process or none`},
+		{"isolation", func(c *Config) { c.Isolation = "thread" }, `isolation: "thread" is not endpoint, process or none`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{Endpoint: "opc.tcp://127.0.0.1:4840"}

@@ -53,6 +53,7 @@ type Client struct {
 	cfg     Config
 	points  []Point
 	log     *slog.Logger
+	logBase *slog.Logger // log without the device
 	m       *devMetrics
 	timing  timing
 	onUnits func([]NodeUnit)
@@ -61,8 +62,8 @@ type Client struct {
 	status  Status
 	learned Limits // caps learned from refused batches
 
-	live atomic.Pointer[live]       // the session commands use (write.go)
-	wk   atomic.Pointer[workerConn] // isolation process: the worker commands go to
+	live atomic.Pointer[live]      // the session commands use (write.go)
+	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
 }
 
 // Status is the driver's state for status pages.
@@ -110,7 +111,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), m: m.device(id), timing: deriveTiming(&cfg)}, nil
+	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg)}, nil
 }
 
 // OnUnits registers f, called from Run's goroutine before the first cycle
@@ -202,7 +203,7 @@ func (r *runState) lost(err error, withSamples bool) {
 // costs a Lost cycle wrapping ErrWorkerExited (and ErrPanic after a panic)
 // and is restarted with the same backoff.
 func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
-	if c.cfg.Isolation == IsolationProcess {
+	if c.cfg.Isolation != IsolationNone {
 		return c.runIsolated(ctx, emit)
 	}
 	return c.runInProcess(ctx, emit)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,8 +39,14 @@ var errExitedZero = errors.New("exit status 0")
 const (
 	// IsolationProcess runs the device's sessions in a worker process of
 	// their own: a panic anywhere in it (gopcua's goroutines included)
-	// costs that device a reconnect, never the gateway. The default.
+	// costs that device a reconnect, never the gateway nor another
+	// device; about 7.5 MB of private memory per device.
 	IsolationProcess = "process"
+	// IsolationEndpoint runs the sessions of every device of one
+	// endpoint (the same URL and security settings) in one worker
+	// process: a panic costs those devices a reconnect, never the
+	// gateway nor another endpoint's devices. The default.
+	IsolationEndpoint = "endpoint"
 	// IsolationNone runs the sessions in the gateway's process: less
 	// memory, but a panic in gopcua's own goroutines ends the gateway.
 	IsolationNone = "none"
@@ -73,13 +80,12 @@ func workerCommand() (string, []string, error) {
 
 // workerRun is what one worker's life left behind.
 type workerRun struct {
-	err       error
-	connected bool // a session was up at some point
-	noWorker  bool // the binary does not serve the worker (no hello)
-	panicked  bool
+	err      error
+	noWorker bool // the binary does not serve the worker (no hello)
+	panicked bool
 }
 
-// isolated is Run's state across workers.
+// isolated is one device's Run state across workers.
 type isolated struct {
 	c         *Client
 	r         *runState
@@ -87,54 +93,206 @@ type isolated struct {
 	base      Status // sessions and faults of the previous workers
 }
 
-// runIsolated is Run with IsolationProcess: it starts the device's worker,
-// forwards what the worker reports and, when the worker ends on its own,
-// emits a Lost cycle, counts and logs the death once and starts a new
-// worker after backoff (backoff_min .. backoff_max, reset once a worker
-// had a session up).
+// workerGroup is the devices whose sessions share one worker process: a
+// device of its own with IsolationProcess, every device of one endpoint
+// (URL and security settings, groupKey) with IsolationEndpoint. It starts
+// the worker when its first device runs, adds and stops devices in it as
+// they come and go, stops it when its last device stops, and restarts it
+// with backoff when it dies.
+type workerGroup struct {
+	key    string // "" for a group of one (IsolationProcess)
+	log    *slog.Logger
+	bo     backoff.Backoff
+	ctx    context.Context
+	cancel func()
+	done   chan struct{} // closed when run returns
+
+	mu       sync.Mutex // guards what follows; held while a device's frames are handed on
+	members  map[uint32]*member
+	next     uint32      // the next device slot
+	conn     *workerConn // the current worker, nil between workers
+	noWorker bool        // a test binary without the worker's entry point
+}
+
+// member is one device in its group.
+type member struct {
+	slot      uint32
+	iso       *isolated
+	seen      map[string]float64 // the worker's metric values last applied
+	connected bool               // a session was up in the current worker
+	fallback  chan struct{}      // closed when the sessions must run in process (test binaries only)
+}
+
+// groups holds the workerGroups of IsolationEndpoint by key.
+var groups = struct {
+	mu sync.Mutex
+	m  map[string]*workerGroup
+}{m: map[string]*workerGroup{}}
+
+// groupKey is what devices sharing an endpoint's worker have in common:
+// the endpoint URL and every security setting of the session.
+func groupKey(cfg *Config) string {
+	return strings.Join([]string{cfg.Endpoint, cfg.SecurityPolicy, cfg.SecurityMode,
+		cfg.Auth.Mode, cfg.Auth.Username, cfg.Auth.PasswordEnv, cfg.Auth.PasswordFile, cfg.Auth.CertFile, cfg.Auth.KeyFile,
+		cfg.Certificate.CertFile, cfg.Certificate.KeyFile, cfg.DataDir, cfg.TrustDir, strconv.FormatBool(cfg.AcceptUntrusted)}, "\x00")
+}
+
+// join adds c to its group (a new one for IsolationProcess, or when its
+// endpoint has none yet) and configures it in the group's worker if one
+// runs.
+func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
+	key := ""
+	if c.cfg.Isolation == IsolationEndpoint {
+		key = groupKey(&c.cfg)
+	}
+	groups.mu.Lock()
+	defer groups.mu.Unlock()
+	g := groups.m[key]
+	if key == "" || g == nil {
+		g = &workerGroup{key: key, log: c.log, bo: backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
+			done: make(chan struct{}), members: map[uint32]*member{}}
+		if key != "" {
+			g.log = c.logBase.With("endpoint", c.cfg.Endpoint)
+			groups.m[key] = g
+		}
+		g.ctx, g.cancel = context.WithCancel(context.Background())
+		defer func() { go g.run() }()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := &member{slot: g.next, iso: &isolated{c: c, r: newRunState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{})}
+	g.next++
+	g.members[m.slot] = m
+	switch {
+	case g.noWorker:
+		close(m.fallback)
+	case g.conn != nil:
+		g.configure(m)
+	}
+	return g, m
+}
+
+// leave removes m from g: its sessions stop in the worker, and the worker
+// stops when m was the last device. Nothing of m's is emitted after leave.
+func (g *workerGroup) leave(m *member) {
+	groups.mu.Lock()
+	g.mu.Lock()
+	delete(g.members, m.slot)
+	m.iso.c.wk.Store(nil)
+	last := len(g.members) == 0
+	if last && g.key != "" && groups.m[g.key] == g {
+		delete(groups.m, g.key)
+	}
+	if !last && g.conn != nil {
+		_ = g.conn.send(&wireMsg{Kind: msgStop, Dev: m.slot})
+	}
+	g.mu.Unlock()
+	groups.mu.Unlock()
+	if last {
+		g.cancel()
+		<-g.done
+	}
+}
+
+// configure sends m's configuration to the current worker and routes m's
+// commands to it; g.mu is held.
+func (g *workerGroup) configure(m *member) {
+	c := m.iso.c
+	c.m.state.Set(StateConnecting)
+	pid := g.conn.pid
+	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
+	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
+	if err := g.conn.send(&wireMsg{Kind: msgConfig, Dev: m.slot, Config: wc}); err != nil {
+		g.log.Warn("opc ua session worker: send a device's configuration", "device", c.id, "err", err)
+		return // the worker is ending: forward learns it
+	}
+	c.wk.Store(&workerDev{conn: g.conn, slot: m.slot, c: c})
+}
+
+// runIsolated is Run with IsolationProcess or IsolationEndpoint: the
+// device joins its worker group, which forwards what the worker reports
+// and, when the worker ends on its own, emits a Lost cycle for each of its
+// devices, counts and logs the death once and starts a new worker after
+// backoff (backoff_min .. backoff_max of the group's first device, reset
+// once a worker had a session up).
 func (c *Client) runIsolated(ctx context.Context, emit func(*sample.Cycle)) error {
-	iso := &isolated{c: c, r: newRunState(c, emit)}
-	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
+	g, m := join(c, emit)
+	select {
+	case <-ctx.Done():
+		g.leave(m)
+		return nil
+	case <-m.fallback:
+		g.leave(m)
+		// only a test binary may lack the worker's entry point
+		// (smelter-gateway and smelter-demo have it): its sessions run
+		// in process rather than not at all.
+		c.log.Warn("this test binary does not serve opc ua session workers (no TestMain hook); running the sessions in process")
+		return c.runInProcess(ctx, emit)
+	}
+}
+
+// run starts the group's worker and restarts it until the group's last
+// device leaves.
+func (g *workerGroup) run() {
+	defer close(g.done)
 	for {
-		res := iso.once(ctx)
-		if stopped(ctx) {
-			return nil
+		res := g.once()
+		if stopped(g.ctx) {
+			return
 		}
+		g.mu.Lock()
 		if res.noWorker && testing.Testing() {
-			// only a test binary may lack the worker's entry point
-			// (smelter-gateway and smelter-demo have it): its sessions run
-			// in process rather than not at all.
-			c.log.Warn("this test binary does not serve opc ua session workers (no TestMain hook); running the sessions in process", "err", res.err)
-			return c.runInProcess(ctx, emit)
-		}
-		c.m.state.Set(StateDisconnected)
-		cause := "exit"
-		if res.panicked {
-			cause = "panic"
-			c.m.panics.Inc()
-		}
-		c.m.m.workerExits.WithLabelValues(c.id, cause).Inc()
-		c.setStatus(func(s *Status) {
-			if s.Connected {
-				s.Since = time.Now()
+			g.noWorker = true
+			for _, m := range g.members {
+				close(m.fallback)
 			}
-			s.Connected, s.WorkerPID, s.Refused, s.Subscription = false, 0, 0, SubscriptionTiming{}
-			s.WorkerExits++
-			s.LastError = res.err.Error()
-			iso.base.Sessions, iso.base.ServiceFaults = s.Sessions, s.ServiceFaults
-		})
-		iso.r.lost(res.err, !iso.staleSent)
-		iso.staleSent = true
-		c.m.reconnects.Inc()
-		if res.connected {
-			bo.Reset()
+			g.mu.Unlock()
+			<-g.ctx.Done()
+			return
 		}
-		wait := bo.Next()
-		c.log.Warn("opc ua session worker ended; restarting it", "err", res.err, "retry_in", wait.Round(time.Millisecond))
-		if !backoff.Sleep(ctx, wait) {
-			return nil
+		connected := false
+		for _, m := range g.members {
+			connected = m.died(&res) || connected
+		}
+		g.mu.Unlock()
+		if connected {
+			g.bo.Reset()
+		}
+		wait := g.bo.Next()
+		g.log.Warn("opc ua session worker ended; restarting it", "err", res.err, "retry_in", wait.Round(time.Millisecond))
+		if !backoff.Sleep(g.ctx, wait) {
+			return
 		}
 	}
+}
+
+// died reports the worker's death to m's device: a Lost cycle (every
+// point Stale on the first loss of an outage), its status and metrics. It
+// reports whether m had a session up in that worker.
+func (m *member) died(res *workerRun) bool {
+	c, iso := m.iso.c, m.iso
+	c.m.state.Set(StateDisconnected)
+	cause := "exit"
+	if res.panicked {
+		cause = "panic"
+		c.m.panics.Inc()
+	}
+	c.m.m.workerExits.WithLabelValues(c.id, cause).Inc()
+	c.setStatus(func(s *Status) {
+		if s.Connected {
+			s.Since = time.Now()
+		}
+		s.Connected, s.WorkerPID, s.Refused, s.Subscription = false, 0, 0, SubscriptionTiming{}
+		s.WorkerExits++
+		s.LastError = res.err.Error()
+		iso.base.Sessions, iso.base.ServiceFaults = s.Sessions, s.ServiceFaults
+	})
+	iso.r.lost(res.err, !iso.staleSent)
+	iso.staleSent = true
+	c.m.reconnects.Inc()
+	up := m.connected
+	m.connected = false
+	return up
 }
 
 // WorkerGOGC is the GOGC a session worker runs with when the gateway's
@@ -155,9 +313,9 @@ func workerEnv(environ []string) []string {
 	return env
 }
 
-// once runs one worker until it ends or ctx does.
-func (iso *isolated) once(ctx context.Context) workerRun {
-	c := iso.c
+// once runs one worker until it ends or the group does.
+func (g *workerGroup) once() workerRun {
+	ctx := g.ctx
 	exe, args, err := workerCommand()
 	if err != nil {
 		return workerRun{err: fmt.Errorf("%w: %w", ErrWorkerExited, err)}
@@ -176,23 +334,37 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return workerRun{err: fmt.Errorf("%w: pipes: %w", ErrWorkerExited, err)}
 	}
-	c.m.state.Set(StateConnecting)
 	if err := cmd.Start(); err != nil {
 		return workerRun{err: fmt.Errorf("%w: start %s: %w", ErrWorkerExited, exe, err)}
 	}
 	pid := cmd.Process.Pid
-	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
-	log := c.log.With("worker_pid", pid)
+	log := g.log.With("worker_pid", pid)
 	log.Debug("opc ua session worker started", "exe", exe)
+	conn := newWorkerConn(log, pid, stdin)
+	g.mu.Lock()
+	g.conn = conn
+	for _, m := range g.members {
+		g.configure(m)
+	}
+	g.mu.Unlock()
 
-	// stderr: slog JSON lines re-emitted through the device's logger;
+	// stderr: slog JSON lines re-emitted through their device's logger;
 	// anything else (a panic's text) kept for the death report.
 	st := &stderrTail{}
 	var logs sync.WaitGroup
 	logs.Add(1)
 	go func() {
 		defer logs.Done()
-		st.consume(ctx, stderr, log)
+		st.consume(ctx, stderr, func(dev string) *slog.Logger {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			for _, m := range g.members {
+				if m.iso.c.id == dev {
+					return m.iso.c.log.With("worker_pid", pid)
+				}
+			}
+			return log
+		})
 	}()
 
 	// ctx's end: close stdin (the worker's signal to stop), kill it if it
@@ -218,16 +390,17 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	}()
 
 	res := workerRun{}
-	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
-	conn := newWorkerConn(c, pid, stdin)
-	if err := conn.send(&wireMsg{Kind: msgConfig, Config: wc}); err != nil {
-		res.err = fmt.Errorf("send the configuration: %w", err)
-	} else {
-		res.err = iso.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn)
-	}
+	res.err = g.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn)
 	// no new command reaches this worker; those in flight learn its fate
 	// below, once it is known
-	c.wk.CompareAndSwap(conn, nil)
+	g.mu.Lock()
+	g.conn = nil
+	for _, m := range g.members {
+		if w := m.iso.c.wk.Load(); w != nil && w.conn == conn {
+			m.iso.c.wk.CompareAndSwap(w, nil)
+		}
+	}
+	g.mu.Unlock()
 	if res.err != nil && !errors.Is(res.err, io.EOF) {
 		// a protocol error: the worker cannot be trusted to go on
 		_ = cmd.Process.Kill()
@@ -258,82 +431,116 @@ func (iso *isolated) once(ctx context.Context) workerRun {
 	}
 	conn.fail(res.err)
 	if !stopped(ctx) && (!res.noWorker || !testing.Testing()) {
-		log.Error("opc ua session worker died", "err", res.err, "stack", stack)
+		log.Error("opc ua session worker died", "err", res.err, "devices", g.deviceIDs(), "stack", stack)
 	}
 	return res
 }
 
+// deviceIDs lists the group's devices.
+func (g *workerGroup) deviceIDs() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ids := make([]string, 0, len(g.members))
+	for _, m := range g.members {
+		ids = append(ids, m.iso.c.id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // forward reads the worker's frames until its stdout ends (io.EOF) or a
-// frame is bad, handing cycles and units on; calls never overlap.
-func (iso *isolated) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
-	c := iso.c
-	var m wireMsg
-	if err := readFrame(rd, &m); err != nil || m.Kind != msgHello {
+// frame is bad, handing each device's cycles, units, status and metrics
+// on; a frame of a device that left is dropped.
+func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
+	fr := &frameReader{r: rd}
+	var msg wireMsg
+	if err := fr.read(&msg); err != nil || msg.Kind != msgHello {
 		res.noWorker = true
 		return errors.Join(errNoHello, err)
 	}
-	c.wk.Store(conn) // commands go to this worker from now on
-	seen := map[string]float64{}
 	for {
-		if err := readFrame(rd, &m); err != nil {
+		if err := fr.read(&msg); err != nil {
 			return err
 		}
-		switch m.Kind {
-		case msgCycle:
-			if m.Cycle == nil {
-				return errors.New("opcua: worker cycle frame without a cycle")
+		if msg.Kind == msgResp {
+			if msg.Resp != nil {
+				conn.deliver(msg.Resp)
 			}
-			cyc := m.Cycle.cycle()
-			if cyc.Lost {
-				if len(cyc.Samples) > 0 {
-					iso.staleSent = true
-				}
-				iso.r.lostForwarded(cyc)
-				continue
-			}
-			iso.staleSent = false
-			iso.r.emit(cyc)
-		case msgUnits:
-			us := make([]NodeUnit, len(m.Units))
-			for i, w := range m.Units {
-				us[i] = w.NodeUnit
-				us[i].Err = w.Err.decode()
-			}
-			iso.r.mu.Lock()
-			changed := !sameUnits(iso.r.units, us)
-			if changed {
-				iso.r.units = us
-			}
-			iso.r.mu.Unlock()
-			if changed && c.onUnits != nil {
-				c.onUnits(us)
-			}
-		case msgStatus:
-			if m.Status == nil {
-				continue
-			}
-			ws := *m.Status
-			if ws.Connected {
-				res.connected = true
-			}
-			c.setStatus(func(s *Status) {
-				ws.Sessions += iso.base.Sessions
-				ws.ServiceFaults += iso.base.ServiceFaults
-				ws.WorkerPID, ws.WorkerStarts, ws.WorkerExits = s.WorkerPID, s.WorkerStarts, s.WorkerExits
-				*s = ws
-			})
-		case msgMetrics:
-			if m.Metrics != nil {
-				c.m.apply(m.Metrics, seen)
-			}
-		case msgResp:
-			if m.Resp != nil {
-				conn.deliver(m.Resp)
-			}
+			continue
+		}
+		g.mu.Lock()
+		var err error
+		if m := g.members[msg.Dev]; m != nil {
+			err = m.handle(&msg)
+		}
+		g.mu.Unlock()
+		if err != nil {
+			return err
 		}
 		// after ctx ends, reading goes on: the worker stops on its closed
 		// stdin and ends its stdout.
 	}
+}
+
+// handle hands one frame of m's device on; g.mu is held.
+func (m *member) handle(msg *wireMsg) error {
+	iso := m.iso
+	c := iso.c
+	switch msg.Kind {
+	case msgCycle:
+		if msg.Cycle == nil {
+			return errors.New("opcua: worker cycle frame without a cycle")
+		}
+		cyc := msg.Cycle.cycle()
+		for _, s := range cyc.Samples {
+			if s.Index >= len(c.points) {
+				return fmt.Errorf("opcua: worker cycle frame: sample of point %d, device %s has %d", s.Index, c.id, len(c.points))
+			}
+		}
+		if cyc.Lost {
+			if len(cyc.Samples) > 0 {
+				iso.staleSent = true
+			}
+			iso.r.lostForwarded(cyc)
+			return nil
+		}
+		iso.staleSent = false
+		iso.r.emit(cyc)
+	case msgUnits:
+		us := make([]NodeUnit, len(msg.Units))
+		for i, w := range msg.Units {
+			us[i] = w.NodeUnit
+			us[i].Err = w.Err.decode()
+		}
+		iso.r.mu.Lock()
+		changed := !sameUnits(iso.r.units, us)
+		if changed {
+			iso.r.units = us
+		}
+		iso.r.mu.Unlock()
+		if changed && c.onUnits != nil {
+			c.onUnits(us)
+		}
+	case msgStatus:
+		if msg.Status == nil {
+			return nil
+		}
+		ws := *msg.Status
+		if ws.Connected {
+			m.connected = true
+		}
+		c.setStatus(func(s *Status) {
+			ws.Sessions += iso.base.Sessions
+			ws.ServiceFaults += iso.base.ServiceFaults
+			ws.WorkerPID, ws.WorkerStarts, ws.WorkerExits = s.WorkerPID, s.WorkerStarts, s.WorkerExits
+			*s = ws
+		})
+	case msgMetrics:
+		if msg.Metrics != nil {
+			c.m.apply(msg.Metrics, m.seen)
+		}
+	}
+	return nil
 }
 
 // lostForwarded emits a Lost cycle the worker reported, keeping the
@@ -383,11 +590,11 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 	}
 }
 
-// workerConn is the parent's end of one worker's command channel: request
-// frames on the worker's stdin, answers matched by id as forward reads
-// them from its stdout.
+// workerConn is the parent's end of one worker's command channel: frames
+// on the worker's stdin (configurations, stops, requests), answers matched
+// by id as forward reads them from its stdout.
 type workerConn struct {
-	c   *Client
+	log *slog.Logger
 	pid int
 
 	mu      sync.Mutex // serialises frames on stdin; guards what follows
@@ -398,8 +605,15 @@ type workerConn struct {
 	err     error         // why the worker ended
 }
 
-func newWorkerConn(c *Client, pid int, w io.Writer) *workerConn {
-	return &workerConn{c: c, pid: pid, w: w, pending: map[uint64]chan *wireResp{}, dead: make(chan struct{})}
+func newWorkerConn(log *slog.Logger, pid int, w io.Writer) *workerConn {
+	return &workerConn{log: log, pid: pid, w: w, pending: map[uint64]chan *wireResp{}, dead: make(chan struct{})}
+}
+
+// workerDev is where a device's commands go: its slot in a worker.
+type workerDev struct {
+	conn *workerConn
+	slot uint32
+	c    *Client
 }
 
 // send writes one frame on the worker's stdin.
@@ -409,13 +623,15 @@ func (w *workerConn) send(m *wireMsg) error {
 	return writeFrame(w.w, m)
 }
 
-// call sends req and waits for its answer, for ctx's end or for the
-// worker's end. The request carries what is left of ctx's deadline
-// (request_timeout when ctx has none), so the worker gives up when the
-// caller does. sent reports whether the request was handed to the worker
-// (a write may then have happened even when err is set).
-func (w *workerConn) call(ctx context.Context, req *wireReq) (resp *wireResp, sent bool, err error) {
-	req.Timeout = w.c.cfg.RequestTimeout
+// call sends req for the device and waits for its answer, for ctx's end
+// or for the worker's end. The request carries what is left of ctx's
+// deadline (the device's request_timeout when ctx has none), so the
+// worker gives up when the caller does. sent reports whether the request
+// was handed to the worker (a write may then have happened even when err
+// is set).
+func (d *workerDev) call(ctx context.Context, req *wireReq) (resp *wireResp, sent bool, err error) {
+	w := d.conn
+	req.Timeout = d.c.cfg.RequestTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		req.Timeout = time.Until(dl)
 	}
@@ -433,7 +649,7 @@ func (w *workerConn) call(ctx context.Context, req *wireReq) (resp *wireResp, se
 	w.next++
 	req.ID = w.next
 	w.pending[req.ID] = ch
-	err = writeFrame(w.w, &wireMsg{Kind: msgReq, Req: req})
+	err = writeFrame(w.w, &wireMsg{Kind: msgReq, Dev: d.slot, Req: req})
 	if err != nil {
 		// a frame the worker did not get whole is never executed
 		delete(w.pending, req.ID)
@@ -467,7 +683,7 @@ func (w *workerConn) deliver(r *wireResp) {
 	delete(w.pending, r.ID)
 	w.mu.Unlock()
 	if !ok {
-		w.c.log.Debug("late answer from the opc ua session worker dropped", "id", r.ID)
+		w.log.Debug("late answer from the opc ua session worker dropped", "id", r.ID)
 		return
 	}
 	ch <- r
@@ -497,12 +713,14 @@ type stderrTail struct {
 	stack     []string
 }
 
-func (t *stderrTail) consume(ctx context.Context, r io.Reader, log *slog.Logger) {
+// consume reads a worker's stderr: each slog JSON line is re-emitted
+// through the logger pick returns for its device attribute.
+func (t *stderrTail) consume(ctx context.Context, r io.Reader, pick func(device string) *slog.Logger) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if relog(ctx, log, line) {
+		if relog(ctx, pick, line) {
 			continue
 		}
 		t.mu.Lock()
@@ -532,10 +750,11 @@ func (t *stderrTail) report() (string, string) {
 	return "", strings.Join(t.tail, "\n")
 }
 
-// relog re-emits one slog JSON line of the worker through log, with its
-// level, message and attributes (the worker's time and device dropped:
-// log has its own). It reports false for a line that is not such JSON.
-func relog(ctx context.Context, log *slog.Logger, line string) bool {
+// relog re-emits one slog JSON line of the worker through the logger pick
+// returns for the line's device, with its level, message and attributes
+// (the worker's time and device dropped: that logger has its own). It
+// reports false for a line that is not such JSON.
+func relog(ctx context.Context, pick func(device string) *slog.Logger, line string) bool {
 	if !strings.HasPrefix(line, "{") {
 		return false
 	}
@@ -562,6 +781,7 @@ func relog(ctx context.Context, log *slog.Logger, line string) bool {
 	for _, k := range keys {
 		args = append(args, k, rec[k])
 	}
-	log.Log(ctx, lvl, msg, args...)
+	dev, _ := rec["device"].(string)
+	pick(dev).Log(ctx, lvl, msg, args...)
 	return true
 }

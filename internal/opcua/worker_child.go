@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,16 +38,20 @@ const workerFlush = 250 * time.Millisecond
 // (besides noticing its stdin close).
 const ppidPoll = 500 * time.Millisecond
 
-// WorkerMain is the session worker's entry point: it reads one device's
-// configuration from stdin, runs the device's Client in this process and
-// writes its cycles, units, status and metrics to stdout as frames; its
-// logs go to stderr as slog JSON lines. It returns when stdin closes, when
-// the parent process is gone, or when ctx ends, with the process exit
-// code: 0 after a clean stop, 2 for a bad start (no or bad
-// configuration), 1 when stdout is gone.
+// WorkerMain is the session worker's entry point: it reads devices'
+// configurations from stdin (one "config" frame per device, the first
+// before anything else; a worker hosts one device with isolation process,
+// every device of one endpoint with isolation endpoint), runs each
+// device's Client in this process and writes their cycles, units, status
+// and metrics to stdout as frames tagged with the device's slot; its logs
+// go to stderr as slog JSON lines. It returns when stdin closes, when the
+// parent process is gone, or when ctx ends, with the process exit code: 0
+// after a clean stop, 2 for a bad start (no or bad configuration), 1 when
+// stdout is gone.
 //
 // A panic in gopcua's own goroutines ends this process, not the gateway:
-// the parent reports it as a Lost cycle and restarts the worker.
+// the parent reports it as a Lost cycle of every device the worker hosted
+// and restarts the worker.
 //
 // WorkerMain is a process's main: once configured it ignores SIGINT and SIGTERM (a
 // service manager signalling the whole group, a terminal's Ctrl-C), so
@@ -59,47 +64,30 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 2
 	}
 	signal.Ignore(os.Interrupt, syscall.SIGTERM)
-	wc := m.Config
-	wc.Config.Isolation = IsolationNone // the worker is the isolation
-	reg := prometheus.NewRegistry()
-	c, err := New(wc.ID, wc.Config, wc.Points, log, NewMetrics(reg))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10), status: map[uint32]*Status{}}
+	h := &workerHost{ctx: ctx, cancel: cancel, out: out, log: log, devs: map[uint32]*hostedDevice{}}
+	first, err := h.newDevice(m.Dev, m.Config)
 	if err != nil {
 		fmt.Fprintf(stderr, "opcua worker: %v\n", err)
 		return 2
 	}
-	lat := &latencyBuffer{}
-	c.m.publishLatency = lat
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10)}
 	if err := out.send(&wireMsg{Kind: msgHello, PID: os.Getpid()}); err != nil {
 		return 1
 	}
-	if wc.WantUnits {
-		c.OnUnits(func(us []NodeUnit) {
-			ws := make([]wireUnit, len(us))
-			for i, u := range us {
-				ws[i] = wireUnit{NodeUnit: u, Err: encodeErr(u.Err)}
-				ws[i].NodeUnit.Err = nil
-			}
-			if out.send(&wireMsg{Kind: msgUnits, Units: ws}) != nil {
-				cancel()
-			}
-		})
-	}
+	h.start(first)
 
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	// stdin: command requests, each served on a goroutine of its own and
-	// answered with its id; stdin's end (EOF or error) is the parent's
-	// request to stop, or the parent's death (the kernel closes its end of
-	// the pipe).
+	// stdin: devices to add and stop, command requests, each served on a
+	// goroutine of its own and answered with its id; stdin's end (EOF or
+	// error) is the parent's request to stop, or the parent's death (the
+	// kernel closes its end of the pipe).
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer cancel()
-		serveRequests(ctx, c, stdin, out, log)
+		h.serve(stdin)
 	}()
 	// the parent's pid: a second line of defence should stdin stay open
 	// (an inherited descriptor), so that no worker outlives its gateway.
@@ -114,81 +102,201 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		defer wg.Done()
 		t := time.NewTicker(workerFlush)
 		defer t.Stop()
-		var last Status
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
-			if st := c.Status(); !sameStatus(st, last) {
-				last = st
-				if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil {
+			for _, d := range h.devices() {
+				if d.flush() != nil {
 					cancel()
 				}
 			}
-			if wm := gatherMetrics(reg, lat); wm != nil && out.send(&wireMsg{Kind: msgMetrics, Metrics: wm}) != nil {
-				cancel()
-			}
 		}
 	}()
-
-	// each cycle goes after the status it happened in: the parent's
-	// Status is current when its emit sees the cycle.
-	runErr := c.Run(ctx, func(cyc *sample.Cycle) {
-		st := c.Status()
-		if out.send(&wireMsg{Kind: msgStatus, Status: &st}) != nil || out.send(&wireMsg{Kind: msgCycle, Cycle: toWireCycle(cyc)}) != nil {
-			cancel()
-		}
-	})
-	cancel()
+	<-ctx.Done()
 	wg.Wait()
-	if wm := gatherMetrics(reg, lat); wm != nil {
-		_ = out.send(&wireMsg{Kind: msgMetrics, Metrics: wm})
+	h.runs.Wait()
+	for _, d := range h.devices() {
+		if wm := gatherMetrics(d.reg, d.lat); wm != nil {
+			_ = out.send(&wireMsg{Kind: msgMetrics, Dev: d.slot, Metrics: wm})
+		}
 	}
-	if runErr != nil || out.failed() {
+	if h.failed.Load() || out.failed() {
 		return 1
 	}
 	return 0
 }
 
-// maxWorkerRequests bounds the requests a worker serves at once (the
-// gateway sends one command at a time; a read and a write overlap at most).
+// workerHost is a worker's devices.
+type workerHost struct {
+	ctx    context.Context
+	cancel func()
+	out    *frameWriter
+	log    *slog.Logger
+	runs   sync.WaitGroup // the devices' Runs
+	failed atomic.Bool    // a Run returned an error
+
+	mu   sync.Mutex
+	devs map[uint32]*hostedDevice
+}
+
+// hostedDevice is one device's Client in the worker.
+type hostedDevice struct {
+	h      *workerHost
+	slot   uint32
+	c      *Client
+	reg    *prometheus.Registry
+	lat    *latencyBuffer
+	cancel func()
+	ctx    context.Context
+}
+
+func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, error) {
+	wc.Config.Isolation = IsolationNone // the worker is the isolation
+	reg := prometheus.NewRegistry()
+	c, err := New(wc.ID, wc.Config, wc.Points, h.log, NewMetrics(reg))
+	if err != nil {
+		return nil, err
+	}
+	d := &hostedDevice{h: h, slot: slot, c: c, reg: reg, lat: &latencyBuffer{}}
+	c.m.publishLatency = d.lat
+	d.ctx, d.cancel = context.WithCancel(h.ctx)
+	if wc.WantUnits {
+		c.OnUnits(func(us []NodeUnit) {
+			ws := make([]wireUnit, len(us))
+			for i, u := range us {
+				ws[i] = wireUnit{NodeUnit: u, Err: encodeErr(u.Err)}
+				ws[i].NodeUnit.Err = nil
+			}
+			if h.out.send(&wireMsg{Kind: msgUnits, Dev: slot, Units: ws}) != nil {
+				h.cancel()
+			}
+		})
+	}
+	return d, nil
+}
+
+// start runs d's Client until d is stopped or the worker ends.
+func (h *workerHost) start(d *hostedDevice) {
+	h.mu.Lock()
+	if old := h.devs[d.slot]; old != nil {
+		old.cancel()
+	}
+	h.devs[d.slot] = d
+	h.mu.Unlock()
+	h.runs.Add(1)
+	go func() {
+		defer h.runs.Done()
+		// each cycle goes after the status it happened in, when that
+		// changed since the last one sent: the parent's Status is current
+		// when its emit sees the cycle.
+		err := d.c.Run(d.ctx, func(cyc *sample.Cycle) {
+			if h.out.sendStatus(d.slot, d.c.Status()) != nil || h.out.send(&wireMsg{Kind: msgCycle, Dev: d.slot, Cycle: toWireCycle(cyc)}) != nil {
+				h.cancel()
+			}
+		})
+		if err != nil {
+			h.failed.Store(true)
+		}
+	}()
+}
+
+func (h *workerHost) device(slot uint32) *hostedDevice {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.devs[slot]
+}
+
+func (h *workerHost) devices() []*hostedDevice {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ds := make([]*hostedDevice, 0, len(h.devs))
+	for _, d := range h.devs {
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// flush sends d's status and metrics when they changed.
+func (d *hostedDevice) flush() error {
+	if err := d.h.out.sendStatus(d.slot, d.c.Status()); err != nil {
+		return err
+	}
+	if wm := gatherMetrics(d.reg, d.lat); wm != nil {
+		return d.h.out.send(&wireMsg{Kind: msgMetrics, Dev: d.slot, Metrics: wm})
+	}
+	return nil
+}
+
+// maxWorkerRequests bounds the requests a worker serves at once, for all
+// its devices (the gateway sends one command at a time per device; a read
+// and a write overlap at most); more wait their turn.
 const maxWorkerRequests = 4
 
-// serveRequests reads request frames from stdin until it ends and answers
-// each with a response frame: the point's read or write on the worker's
-// current session, bounded by the request's timeout and by ctx. A write
-// is attempted once; the worker never retries it. A frame that is not a
-// request is a protocol error: the worker stops.
-func serveRequests(ctx context.Context, c *Client, stdin io.Reader, out *frameWriter, log *slog.Logger) {
+// serve reads frames from stdin until it ends: a "config" adds a device,
+// a "stop" ends one, a "req" is answered with a response frame: the
+// point's read or write on the device's current session, bounded by the
+// request's timeout and by ctx. A write is attempted once; the worker
+// never retries it. Any other frame is a protocol error: the worker stops.
+func (h *workerHost) serve(stdin io.Reader) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, maxWorkerRequests)
+	fr := &frameReader{r: stdin}
 	for {
 		var m wireMsg
-		if err := readFrame(stdin, &m); err != nil {
+		if err := fr.read(&m); err != nil {
 			if !errors.Is(err, io.EOF) {
-				log.Error("opc ua worker: bad frame on stdin; stopping", "err", err)
+				h.log.Error("opc ua worker: bad frame on stdin; stopping", "err", err)
 			}
 			return
 		}
-		if m.Kind != msgReq || m.Req == nil {
-			log.Error("opc ua worker: unexpected frame on stdin; stopping", "kind", m.Kind)
+		switch {
+		case m.Kind == msgConfig && m.Config != nil:
+			d, err := h.newDevice(m.Dev, m.Config)
+			if err != nil {
+				h.log.Error("opc ua worker: bad device configuration; stopping", "err", err)
+				return
+			}
+			h.start(d)
+			continue
+		case m.Kind == msgStop:
+			if d := h.device(m.Dev); d != nil {
+				d.cancel()
+				h.mu.Lock()
+				delete(h.devs, m.Dev)
+				h.mu.Unlock()
+				// not inline: a sender blocked on a full stdout holds the
+				// writer, and stdin must keep being read meanwhile
+				go h.out.forget(m.Dev)
+			}
+			continue
+		case m.Kind != msgReq || m.Req == nil:
+			h.log.Error("opc ua worker: unexpected frame on stdin; stopping", "kind", m.Kind)
 			return
 		}
-		req := *m.Req
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
+		req, slot := *m.Req, m.Dev
+		// the request waits for a slot on its own goroutine: stdin is
+		// always read on (a configuration behind it must not wait for
+		// answers stuck behind a full stdout)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+			case <-h.ctx.Done():
+				return
+			}
 			defer func() { <-slots }()
-			resp := serveRequest(ctx, c, &req)
-			_ = out.send(&wireMsg{Kind: msgResp, Resp: resp})
+			var resp *wireResp
+			if d := h.device(slot); d != nil {
+				resp = serveRequest(h.ctx, d.c, &req)
+			} else {
+				resp = &wireResp{ID: req.ID, Err: encodeErr(fmt.Errorf("opcua worker: no device in slot %d: %w", slot, ErrNoSession))}
+			}
+			_ = h.out.send(&wireMsg{Kind: msgResp, Dev: slot, Resp: resp})
 		}()
 	}
 }
@@ -249,23 +357,54 @@ func sameStatus(a, b Status) bool {
 // frameWriter serialises frames from the worker's goroutines and flushes
 // each one.
 type frameWriter struct {
-	mu  sync.Mutex
-	w   *bufio.Writer
-	err error
+	mu     sync.Mutex
+	w      *bufio.Writer
+	buf    []byte // the frame being written, reused
+	err    error
+	status map[uint32]*Status // per device slot, the last status sent
 }
 
 func (f *frameWriter) send(m *wireMsg) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.sendLocked(m)
+}
+
+func (f *frameWriter) sendLocked(m *wireMsg) error {
 	if f.err != nil {
 		return f.err
 	}
-	if err := writeFrame(f.w, m); err != nil {
+	var err error
+	f.buf, err = appendFrame(f.buf[:0], m)
+	if err != nil {
+		f.err = err
+		return err
+	}
+	if _, err := f.w.Write(f.buf); err != nil {
 		f.err = err
 		return err
 	}
 	f.err = f.w.Flush()
 	return f.err
+}
+
+// sendStatus sends the status of the device in slot unless it is the one
+// sent last for it.
+func (f *frameWriter) sendStatus(slot uint32, st Status) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if last := f.status[slot]; last != nil && sameStatus(st, *last) {
+		return f.err
+	}
+	f.status[slot] = &st
+	return f.sendLocked(&wireMsg{Kind: msgStatus, Dev: slot, Status: &st})
+}
+
+// forget drops a stopped device's last status.
+func (f *frameWriter) forget(slot uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.status, slot)
 }
 
 func (f *frameWriter) failed() bool {

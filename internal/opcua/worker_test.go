@@ -76,7 +76,7 @@ func processAlive(pid int) bool {
 // units, status and metrics the Source gives must not depend on where the
 // session runs.
 func TestWorkerDeliversSameSamplesAsInProcess(t *testing.T) {
-	for _, iso := range []string{IsolationNone, IsolationProcess} {
+	for _, iso := range []string{IsolationNone, IsolationProcess, IsolationEndpoint} {
 		t.Run(iso, func(t *testing.T) {
 			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 			cfg := baseConfig(t, f)
@@ -122,7 +122,7 @@ func TestWorkerDeliversSameSamplesAsInProcess(t *testing.T) {
 					testutil.ToFloat64(c.m.readOK) > 0 && testutil.ToFloat64(c.m.notifications) > 0 &&
 					testutil.ToFloat64(c.m.state) == StateConnected
 			})
-			if st := c.Status(); (iso == IsolationProcess) != (st.WorkerPID > 0 && st.WorkerPID != os.Getpid()) {
+			if st := c.Status(); (iso != IsolationNone) != (st.WorkerPID > 0 && st.WorkerPID != os.Getpid()) {
 				t.Fatalf("isolation %s: worker pid %d (this process %d)", iso, st.WorkerPID, os.Getpid())
 			}
 			if n := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {

@@ -188,6 +188,7 @@ devices:
 func TestCommandOverOPCUA(t *testing.T) {
 	for _, tc := range []struct{ name, isolation, write string }{
 		{"write-worker", "process", ""},
+		{"write-endpoint-worker", "endpoint", ""},
 		{"method-worker", "process", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
 		{"method-in-process", "none", `method: {object: "%[1]s", method: "%[1]s.set_unload_pressure_setpoint"}, `},
 	} {
@@ -247,7 +248,7 @@ devices:
 	if err != nil || vals["unload_pressure_setpoint"] != 0.7 {
 		t.Fatalf("model setpoint %v %v", vals["unload_pressure_setpoint"], err)
 	}
-	if n := workerChildren(t); (isolation == "process") != (n > 0) {
+	if n := workerChildren(t); (isolation != "none") != (n > 0) {
 		t.Fatalf("isolation %s: %d session workers run", isolation, n)
 	}
 	writes := f.UAWrites()

@@ -91,7 +91,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "measured time after the warm-up")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "time before measuring (RSS peak is over the whole run)")
 	fs.StringVar(&o.memoryLimit, "memory-limit", "", "gateway.memory_limit (e.g. 32MiB; empty: not set)")
-	fs.StringVar(&o.isolation, "isolation", "", "opcua isolation (process | none; empty: the default)")
+	fs.StringVar(&o.isolation, "isolation", "", "opcua isolation (endpoint | process | none; empty: the default)")
 	fs.StringVar(&o.extra, "config", "", "YAML appended to the gateway block's siblings (e.g. 'spool: {cache_bytes: 1048576}')")
 	fs.StringVar(&o.env, "env", "", "extra environment of the gateway, space separated (e.g. 'GOGC=50 GOMEMLIMIT=30MiB')")
 	fs.StringVar(&o.pprof, "heap-profile", "", "write the gateway's heap profile here at the end (turns http.pprof on)")

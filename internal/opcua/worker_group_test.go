@@ -1,0 +1,119 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// groupDevice is one device of TestEndpointWorkerIsSharedByItsDevices.
+type groupDevice struct {
+	c      *Client
+	rec    *recorder
+	cancel func()
+	done   chan error
+}
+
+func startGroupDevice(t *testing.T, id string, cfg Config, points []Point) *groupDevice {
+	t.Helper()
+	c, err := New(id, cfg, points, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &groupDevice{c: c, rec: newRecorder(), done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	go func() { d.done <- c.Run(ctx, d.rec.emit) }()
+	t.Cleanup(func() { d.stop(t) })
+	return d
+}
+
+func (d *groupDevice) stop(t *testing.T) {
+	d.cancel()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		d.done <- nil // stop is idempotent
+	case <-time.After(30 * time.Second):
+		t.Error("Run did not return")
+	}
+}
+
+func lostByWorker(rec *recorder) int {
+	return rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) })
+}
+
+// TestEndpointWorkerIsSharedByItsDevices: with isolation endpoint the two
+// devices of one server share one worker process and the device of
+// another server has its own; killing the shared worker makes both of its
+// devices Lost (every point Stale) and restarts one worker for both, the
+// other server's device untouched; a device that stops leaves the worker
+// running for the other, and the worker ends with its last device.
+func TestEndpointWorkerIsSharedByItsDevices(t *testing.T) {
+	fa := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	fb := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-3", Source: furnace()})
+	cfgA, cfgB := baseConfig(t, fa), baseConfig(t, fb)
+	cfgA.Isolation, cfgB.Isolation = IsolationEndpoint, IsolationEndpoint
+	a1 := startGroupDevice(t, "a1", cfgA, pointsFor(fa, "bf-1", ModeSubscribe, "hot_blast_temp", "top_pressure"))
+	a2 := startGroupDevice(t, "a2", cfgA, pointsFor(fa, "bf-2", ModeSubscribe, "top_pressure"))
+	b := startGroupDevice(t, "b", cfgB, pointsFor(fb, "bf-3", ModeSubscribe, "top_pressure"))
+	wait.For(t, 30*time.Second, "values of every device", func() bool {
+		return a1.rec.has(1, telemetry.QualityGood, 210) && a2.rec.has(0, telemetry.QualityGood, 210) && b.rec.has(0, telemetry.QualityGood, 210) &&
+			a1.c.Status().Connected && a2.c.Status().Connected && b.c.Status().Connected
+	})
+	pa, pb := a1.c.Status().WorkerPID, b.c.Status().WorkerPID
+	if pa <= 0 || pb <= 0 || a2.c.Status().WorkerPID != pa || pa == pb {
+		t.Fatalf("worker pids a1 %d, a2 %d, b %d: want a1 and a2 in one worker, b in another", pa, a2.c.Status().WorkerPID, pb)
+	}
+
+	if err := syscall.Kill(pa, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "a Lost cycle for both devices of the killed worker", func() bool {
+		return lostByWorker(a1.rec) == 1 && lostByWorker(a2.rec) == 1
+	})
+	if a1.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }) < 2 {
+		t.Fatal("a1's Lost cycle did not mark both points stale")
+	}
+	if err := fa.Set("bf-1", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := fa.Set("bf-2", "top_pressure", 215.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "values from one new worker for both", func() bool {
+		s1, s2 := a1.c.Status(), a2.c.Status()
+		return a1.rec.has(1, telemetry.QualityGood, 214.5) && a2.rec.has(0, telemetry.QualityGood, 215.5) &&
+			s1.WorkerStarts == 2 && s1.WorkerPID != pa && s1.WorkerPID == s2.WorkerPID && s1.Connected && s2.Connected
+	})
+	if n := lostByWorker(b.rec); n != 0 || b.c.Status().WorkerPID != pb || b.c.Status().WorkerExits != 0 {
+		t.Fatalf("the other endpoint's device: %d Lost cycles, status %+v", n, b.c.Status())
+	}
+	if processAlive(pa) {
+		t.Fatalf("killed worker %d still alive", pa)
+	}
+
+	// a1 stops: the worker goes on for a2
+	pa = a2.c.Status().WorkerPID
+	a1.stop(t)
+	if err := fa.Set("bf-2", "top_pressure", 216.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "a2's value after a1 stopped", func() bool { return a2.rec.has(0, telemetry.QualityGood, 216.5) })
+	if !processAlive(pa) || a2.c.Status().WorkerPID != pa || lostByWorker(a2.rec) != 1 {
+		t.Fatalf("after a1 stopped: worker %d alive %v, a2 status %+v", pa, processAlive(pa), a2.c.Status())
+	}
+	a2.stop(t)
+	if processAlive(pa) {
+		t.Fatalf("worker %d outlived its last device", pa)
+	}
+}
