@@ -168,54 +168,165 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 // runAlerts consumes the audit stream through the group's shared durable
 // consumer and raises an alert on every rejected record, clearing each
 // after commands.alert_hold. It retries while the stream does not exist
-// yet and returns when ctx ends.
+// yet, creates the consumer again when it is gone (the consumer or the
+// whole stream deleted, docs/commands.md "Alerts") and returns when ctx
+// ends.
 func (s *commandService) runAlerts(ctx context.Context) error {
-	var cons jetstream.Consumer
-	wait := 250 * time.Millisecond
-	for cons == nil {
-		var err error
-		cons, err = s.js.CreateOrUpdateConsumer(ctx, s.cfg.AuditStream, jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer,
-			Description: "smelter-collector: alerts on rejected commands", AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubject: auditFilter})
-		if err != nil {
-			s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 30*time.Second)
-		}
-	}
-	s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
+	var pos auditPosition
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.log.Warn("audit stream fetch", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+		cons := s.auditConsumer(ctx, &pos)
+		if cons == nil {
+			return nil // ctx ended
 		}
-		for m := range batch.Messages() {
-			if err := s.auditRecord(ctx, m.Subject(), m.Data()); err != nil {
-				s.log.Warn("alert on a rejected command not published; redelivered later", "subject", m.Subject(), "err", err)
-				_ = m.Nak()
-				continue
+		err := s.consumeAudit(ctx, cons, &pos, tick.C)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("audit consumer gone, creating it again", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err)
+	}
+	return nil
+}
+
+// auditPosition is what this collector has consumed of the audit stream:
+// the stream's creation time and the newest stream sequence handled.
+type auditPosition struct {
+	created time.Time
+	seq     uint64
+}
+
+// auditConsumer returns the group's durable audit consumer, binding to it
+// when it exists (its position kept) and else creating it: from the start
+// of a stream created since this collector last read it (a stream deleted
+// and created again: every record in it is new), after the last record
+// handled of the same stream, or, at first start, from commands.alert_hold
+// ago. It retries until it succeeds; nil when ctx ends.
+func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) jetstream.Consumer {
+	wait := 250 * time.Millisecond
+	for {
+		cons, err := s.bindAudit(ctx, pos)
+		if err == nil {
+			s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
+			return cons
+		}
+		s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// bindAudit is one attempt of auditConsumer.
+func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(cctx, s.cfg.AuditStream)
+	if err != nil {
+		return nil, err
+	}
+	created := st.CachedInfo().Created
+	if cons, err := st.Consumer(cctx, s.cfg.AuditConsumer); err == nil {
+		if !pos.created.Equal(created) {
+			*pos = auditPosition{created: created}
+		}
+		return cons, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	cc := jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer, Description: "smelter-collector: alerts on rejected commands",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, FilterSubject: auditFilter}
+	switch {
+	case pos.created.IsZero(): // first start: what is still worth an active alert
+		t := s.now().Add(-time.Duration(s.cfg.AlertHold))
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case !pos.created.Equal(created): // a new stream: all of it
+		cc.DeliverPolicy = jetstream.DeliverAllPolicy
+		s.log.Warn("audit stream was created again: alerting on every record in it", "stream", s.cfg.AuditStream, "created", created)
+	default: // the consumer alone was deleted: after what was handled
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos.seq+1
+	}
+	cons, err := st.CreateConsumer(cctx, cc)
+	if errors.Is(err, jetstream.ErrConsumerExists) { // another replica was first
+		cons, err = st.Consumer(cctx, s.cfg.AuditConsumer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	*pos = auditPosition{created: created, seq: pos.seq}
+	if cc.DeliverPolicy == jetstream.DeliverAllPolicy {
+		pos.seq = 0
+	}
+	return cons, nil
+}
+
+// consumeAudit fetches, alerts and acknowledges until ctx ends (nil) or
+// the consumer is gone (the error): a fetch error other than a timeout,
+// or no record for 5 s, asks the server whether the consumer still
+// exists.
+func (s *commandService) consumeAudit(ctx context.Context, cons jetstream.Consumer, pos *auditPosition, tick <-chan time.Time) error {
+	idle := time.Now()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
+		if err == nil {
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				if err := s.auditRecord(ctx, m.Subject(), m.Data()); err != nil {
+					s.log.Warn("alert on a rejected command not published; redelivered later", "subject", m.Subject(), "err", err)
+					_ = m.Nak()
+					continue
+				}
+				if md, err := m.Metadata(); err == nil {
+					pos.seq = max(pos.seq, md.Sequence.Stream)
+				}
+				_ = m.Ack()
 			}
-			_ = m.Ack()
+			if n > 0 {
+				idle = time.Now()
+			}
+			err = batch.Error()
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				err = nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil || time.Since(idle) > 5*time.Second {
+			idle = time.Now()
+			if gone := s.auditGone(ctx, cons); gone != nil {
+				return gone
+			}
+			if err != nil {
+				s.log.Warn("audit stream fetch", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
 		}
 		select {
-		case <-tick.C:
+		case <-tick:
 			s.clearHeld(ctx)
 		default:
 		}
+	}
+	return nil
+}
+
+// auditGone returns an error when the audit consumer or its stream no
+// longer exists, nil while it does (or the server cannot tell now).
+func (s *commandService) auditGone(ctx context.Context, cons jetstream.Consumer) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := cons.Info(cctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return err
 	}
 	return nil
 }
