@@ -132,7 +132,7 @@ func TestDecodeRefuses(t *testing.T) {
 // the oldest ids are forgotten beyond max, and a torn last line is skipped.
 func TestStorePersists(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "commands", "ids.jsonl")
-	s, err := OpenStore(path, 3)
+	s, err := OpenStore(path, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestStorePersists(t *testing.T) {
 	}
 	_, _ = f.WriteString(`{"id":"e","verd`)
 	_ = f.Close()
-	s, err = OpenStore(path, 3)
+	s, err = OpenStore(path, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +198,55 @@ func TestConfigValidate(t *testing.T) {
 	c.TrustedKeys[1] = "UNOTAKEY"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "UNOTAKEY") {
 		t.Errorf("bad key: %v", err)
+	}
+	c.TrustedKeys = c.TrustedKeys[:1]
+	c.MaxSkew = 2 * time.Hour
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_skew") {
+		t.Errorf("max_skew 2h: %v", err)
+	}
+}
+
+// TestStoreKeepsUnexpiredIDs: an id is remembered until its command
+// expires (+ grace) whatever max, across reopening with a smaller max
+// too; Full says when max unexpired ids leave no room; expired ids go.
+func TestStoreKeepsUnexpiredIDs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ids.jsonl")
+	s, err := OpenStore(path, 5, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := time.Now().Add(time.Minute)
+	for _, id := range []string{"a", "b", "c"} {
+		if err := s.Put(Result{ID: id, Verdict: Verified, ExpiresAt: live}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(Result{ID: "old", Verdict: Verified, ExpiresAt: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if s, err = OpenStore(path, 1, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, ok := s.Get(id); !ok {
+			t.Errorf("unexpired id %s forgotten with remember 1", id)
+		}
+	}
+	if _, ok := s.Get("old"); ok {
+		t.Error("an expired id kept beyond max")
+	}
+	if !s.Full() {
+		t.Error("not full with 3 unexpired ids and max 1")
+	}
+	data, _ := os.ReadFile(path)
+	if n := strings.Count(string(data), "\n"); n != 3 {
+		t.Errorf("file holds %d lines, want the 3 unexpired ids", n)
+	}
+	s.now = func() time.Time { return live.Add(2 * time.Second) }
+	if s.Full() {
+		t.Error("full once every id expired")
 	}
 }
 

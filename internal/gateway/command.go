@@ -129,7 +129,7 @@ func assetKey(a telemetry.Asset) string { return a.Site() + "." + a.Class + "." 
 // Run serves commands until ctx ends. It follows the uplink's connection:
 // it subscribes when the uplink is ready and again on a new connection.
 func (c *commander) Run(ctx context.Context) error {
-	st, err := command.OpenStore(c.path, c.cfg.Remember)
+	st, err := command.OpenStore(c.path, c.cfg.Remember, c.cfg.MaxSkew)
 	if err != nil {
 		return err
 	}
@@ -285,6 +285,10 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 				"read the point and send a new command (new id) if needed"
 		}
 		return final(prev)
+	}
+	if c.store.Full() { // never forget an id that may still come back
+		return final(c.reject(res, "too many commands in flight: commands.remember (%d) ids are all within their lifetime; "+
+			"send it again once the oldest expires (within commands.max_lifetime %v)", c.cfg.Remember, c.cfg.MaxLifetime))
 	}
 	res, ok := c.check(ctx, cmd, target, res, now)
 	if !ok {

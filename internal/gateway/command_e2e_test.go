@@ -58,6 +58,13 @@ const cmdDevices = `devices:
 
 func newCmdRig(t testing.TB, trusted string, extraUplinks ...string) *cmdRig {
 	t.Helper()
+	return newCmdRigWith(t, trusted, "", extraUplinks...)
+}
+
+// newCmdRigWith is newCmdRig with more fields of the commands block
+// (commands: "remember: 1, ").
+func newCmdRigWith(t testing.TB, trusted, commands string, extraUplinks ...string) *cmdRig {
+	t.Helper()
 	dir := t.TempDir()
 	r := &cmdRig{bank: modbustest.NewBank()}
 	r.bank.SetRegisters(modbustest.HoldingRegisters, 20, 700, 55, 10, 0)
@@ -78,7 +85,7 @@ func newCmdRig(t testing.TB, trusted string, extraUplinks ...string) *cmdRig {
 		trusted = "[" + pub + "]"
 	}
 	text := fmt.Sprintf("gateway: {id: gw-cmd, enterprise: acme, site: plant1, data_dir: ./data}\nhttp: {listen: \"off\"}\n"+
-		"uplinks:\n  nats: {url: %q}\n%scommands: {trusted_keys: %s, timeout: 2s}\n", r.nats.URL(), strings.Join(extraUplinks, ""), trusted) +
+		"uplinks:\n  nats: {url: %q}\n%scommands: {%strusted_keys: %s, timeout: 2s}\n", r.nats.URL(), strings.Join(extraUplinks, ""), commands, trusted) +
 		fmt.Sprintf(cmdDevices, srv.Addr)
 	r.path = filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(r.path, []byte(text), 0o600); err != nil {
@@ -521,4 +528,30 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 		t.Errorf("%d writes for one command (resent until answered)", n)
 	}
 	wait.For(t, 10*time.Second, "the MQTT command in the audit stream", func() bool { return len(audit.of("mq-ok")) >= 3 })
+}
+
+// TestCommandReplayWithSmallRemember: with commands.remember 1, a second
+// command within the first one's lifetime is refused rather than the
+// first id forgotten, so replaying the first is answered from the record
+// and never written twice.
+func TestCommandReplayWithSmallRemember(t *testing.T) {
+	r := newCmdRigWith(t, "operator", "remember: 1, ")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	a := r.signed(t, r.cmd("c-a", "generic.sp-1", "valve_position", command.Num(40), "%"))
+	if res := r.send(t, a); res.Verdict != command.Verified {
+		t.Fatalf("A: %+v", res)
+	}
+	writes := r.bank.Writes()
+	b := r.send(t, r.signed(t, r.cmd("c-b", "generic.sp-1", "valve_position", command.Num(50), "%")))
+	if b.Verdict != command.Rejected || !strings.Contains(b.Reason, "commands.remember") {
+		t.Errorf("B with remember full: %+v", b)
+	}
+	again := r.send(t, a)
+	if !again.Duplicate || again.Verdict != command.Verified {
+		t.Errorf("A replayed: %+v", again)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("B and A's replay wrote %d times", n)
+	}
 }
