@@ -438,15 +438,7 @@ func orDash(s string) string {
 }
 
 // clipToken cuts s to n bytes (at a rune start) for messages and ids.
-func clipToken(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
-}
+func clipToken(s string, n int) string { return command.Clip(s, n) }
 
 // holdCommandAlert records a raised command alert: active (Alerts(true))
 // until alert_hold passes, in the recent list, on the event stream.

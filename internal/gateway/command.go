@@ -367,12 +367,12 @@ func (c *commander) handleDCMD(ctx context.Context, device string, payload []byt
 	res := c.result(subject, c.now())
 	var why string
 	if err != nil {
-		why = fmt.Sprintf("Sparkplug DCMD to device %s: %v", device, err)
+		why = fmt.Sprintf("Sparkplug DCMD to device %s: %s", command.Clip(device, 64), command.Clip(err.Error(), 200))
 	} else {
-		res.Signal = strings.SplitN(dc.Plain[0], "=", 2)[0]
-		res.Requested = strings.Join(dc.Plain, ", ")
+		res.Signal = command.Clip(strings.SplitN(dc.Plain[0], "=", 2)[0], command.MaxSignal)
+		res.Requested = command.Clip(strings.Join(dc.Plain, ", "), 256)
 		why = fmt.Sprintf("unsigned: a plain Sparkplug DCMD to device %s carries no signature; commands must be signed with a trusted key "+
-			"and sent as the String metric %s (docs/commands.md)", device, sparkplug.MetricCommand)
+			"and sent as the String metric %s (docs/commands.md)", command.Clip(device, 64), sparkplug.MetricCommand)
 	}
 	auditSubj, refused := c.received(ctx, subject, res, why)
 	if refused != nil {

@@ -555,3 +555,56 @@ func TestCommandReplayWithSmallRemember(t *testing.T) {
 		t.Errorf("B and A's replay wrote %d times", n)
 	}
 }
+
+// TestCommandOversizedFieldsBounded: an unsigned sender cannot make the
+// gateway store, answer or log large text: a 900 KB requester (a request
+// beyond command.MaxRequestBytes) and a 2 KB requester within a small
+// request are both refused, and every audit record and reply stays small
+// (the oversized request named by its size and digest, fields clipped).
+func TestCommandOversizedFieldsBounded(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	audit, err := r.nc.SubscribeSync("smelter.v1.*.*.*.audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	doc := func(id, requester string) []byte {
+		return fmt.Appendf(nil, `{"schema":"smelter.command/1","id":%q,"asset":"plant1.generic.sp-1","signal":"valve_position","value":40,"unit":"%%","requester":%q,"issued_at":%q,"expires_at":%q}`,
+			id, requester, now, later)
+	}
+	for _, c := range []struct {
+		data   []byte
+		reason string
+	}{
+		{doc("big-1", strings.Repeat("m", 900_000)), "exceeds 4096"},
+		{doc("big-2", strings.Repeat("m", 2000)), "requester longer than 128"},
+		{append(doc("big-3", "mallory"), `{"x":1}`...), "data after"},
+	} {
+		m, err := r.nc.Request("smelter.v1.plant1.generic.sp-1.cmd", c.data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res command.Result
+		if err := json.Unmarshal(m.Data, &res); err != nil || res.Verdict != command.Rejected || !strings.Contains(res.Reason, c.reason) {
+			t.Errorf("%.40s: %v %.300s, want rejected %q", c.data, err, m.Data, c.reason)
+		}
+		if len(m.Data) > 2048 {
+			t.Errorf("%.40s: a reply of %d bytes", c.data, len(m.Data))
+		}
+		for range 2 { // received, rejected
+			a, err := audit.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(a.Data) > 2048 {
+				t.Errorf("%.40s: an audit record of %d bytes", c.data, len(a.Data))
+			}
+		}
+	}
+	if n := r.bank.Writes(); n != 0 {
+		t.Errorf("%d writes", n)
+	}
+}
