@@ -214,8 +214,8 @@ func (c *Command) check() error {
 // the signature, in a fixed order, each as <length>:<bytes>; (netstring
 // style, so no field can spill into the next): schema, id, asset, signal,
 // value ("n:" and the shortest decimal that round-trips, or "s:" and the
-// label), unit, requester, issued_at and expires_at (RFC 3339 with
-// nanoseconds, UTC).
+// label), unit, requester, issued_at and expires_at (CanonicalTime: UTC,
+// nine fraction digits, trailing zeros kept).
 func (c *Command) Canonical() []byte {
 	var b []byte
 	field := func(s string) {
@@ -235,10 +235,14 @@ func (c *Command) Canonical() []byte {
 	}
 	field(c.Unit)
 	field(c.Requester)
-	field(c.IssuedAt.UTC().Format(time.RFC3339Nano))
-	field(c.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	field(c.IssuedAt.UTC().Format(CanonicalTime))
+	field(c.ExpiresAt.UTC().Format(CanonicalTime))
 	return b
 }
+
+// CanonicalTime is the layout of issued_at and expires_at in the canonical
+// encoding: UTC, always nine fraction digits (trailing zeros kept), "Z".
+const CanonicalTime = "2006-01-02T15:04:05.000000000Z"
 
 // Sign signs the command with kp (a user nkey made from its seed) and sets
 // Signature.

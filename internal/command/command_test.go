@@ -1,7 +1,9 @@
 package command
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"os"
 	"path/filepath"
@@ -47,6 +49,47 @@ func TestCanonicalGolden(t *testing.T) {
 	c.Value = Label("loaded")
 	if got := string(c.Canonical()); !strings.Contains(got, ";8:s:loaded;") {
 		t.Errorf("label canonical %s", got)
+	}
+	// times keep all nine fraction digits: an outside signer writing a
+	// fixed layout agrees whatever the nanoseconds end in
+	c = testCommand()
+	c.IssuedAt = time.Date(2026, 11, 30, 3, 0, 0, 120_000_000, time.FixedZone("CST", 8*3600))
+	c.ExpiresAt = time.Date(2026, 11, 30, 2, 1, 0, 0, time.UTC)
+	if got := string(c.Canonical()); !strings.HasSuffix(got, ";30:2026-11-29T19:00:00.120000000Z;30:2026-11-30T02:01:00.000000000Z;") {
+		t.Errorf("times canonical %s", got)
+	}
+}
+
+// TestOutsideSigner: a signer that builds the canonical bytes by hand
+// (fixed layout, as docs/commands.md describes it) signs commands the
+// gateway's Verify accepts, for times whose nanoseconds end in zeros too.
+func TestOutsideSigner(t *testing.T) {
+	kp, v := newUser(t)
+	for _, ns := range []int{0, 10, 120_000_000, 123_456_780, 999_999_999} {
+		at := time.Date(2026, 11, 30, 2, 0, 0, ns, time.UTC)
+		c := &Command{Schema: Schema, ID: "c-x", Asset: "s.c.a", Signal: "p", Value: Num(0.7), Unit: "MPa", Requester: "ext",
+			IssuedAt: at, ExpiresAt: at.Add(time.Minute)}
+		ts := func(t time.Time) string {
+			return fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond())
+		}
+		var b strings.Builder
+		for _, f := range []string{Schema, c.ID, c.Asset, c.Signal, "n:0.7", c.Unit, c.Requester, ts(at), ts(c.ExpiresAt)} {
+			fmt.Fprintf(&b, "%d:%s;", len(f), f)
+		}
+		sig, err := kp.Sign([]byte(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Signature = base64.RawURLEncoding.EncodeToString(sig)
+		// over the wire and back, as the gateway gets it
+		data, _ := json.Marshal(c)
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := got.Verify([]nkeys.KeyPair{v}); err != nil {
+			t.Errorf("nanoseconds %d: %v", ns, err)
+		}
 	}
 }
 
