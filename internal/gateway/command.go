@@ -80,16 +80,11 @@ type commander struct {
 
 	// owned by Run
 	store     *command.Store
-	lastWrite map[pointRef]time.Time
+	lastWrite *command.LastWrites
 	publish   func(ctx context.Context, subject string, data []byte) error
 	auditErr  error     // the audit stream's last check failed: commands are refused
 	auditAt   time.Time // when it was checked
 	recheck   bool      // an audit record failed: check the stream again
-}
-
-type pointRef struct {
-	dev *device
-	idx int
 }
 
 func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
@@ -99,8 +94,7 @@ func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
 	c := &commander{gw: g.cfg.ID, site: g.cfg.Site, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
-		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{},
-		lastWrite: map[pointRef]time.Time{}}
+		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{}}
 	for _, d := range g.devices {
 		c.byKey[assetKey(d.cfg.Asset)] = d
 	}
@@ -135,6 +129,9 @@ func (c *commander) Run(ctx context.Context) error {
 	}
 	c.store = st
 	defer func() { _ = st.Close() }()
+	if c.lastWrite, err = command.OpenLastWrites(filepath.Join(filepath.Dir(c.path), "last_writes.json")); err != nil {
+		return err
+	}
 	if len(c.keys) == 0 {
 		c.log.Warn("commands: no trusted keys: every command is rejected")
 	}
@@ -432,7 +429,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	}
 	np := d.cfg.Norm[idx]
 	res.Unit = np.Unit
-	if last, ok := c.lastWrite[pointRef{d, idx}]; ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
+	if last, ok := c.lastWrite.Get(cmd.Asset + "/" + cmd.Signal); ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
 		return c.reject(res, "written %v ago; write.min_interval is %v", now.Sub(last).Round(time.Millisecond), wr.MinInterval), false
 	}
 	var canon float64
@@ -511,6 +508,15 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 	if err := c.store.Put(acc); err != nil {
 		return c.reject(res, "cannot record the command id, nothing written: %v", err)
 	}
+	// the write's time, kept across reloads and restarts (min_interval)
+	// before the write starts: unrecorded, nothing is written
+	if err := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); err != nil {
+		res = c.reject(res, "cannot record the write time, nothing written: %v", err)
+		if perr := c.store.Put(res); perr != nil {
+			c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", perr)
+		}
+		return res
+	}
 	state := len(d.cfg.Writes[idx].States) > 0
 	raw := *res.New
 	if !state {
@@ -525,7 +531,9 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	written, err := w.WritePoint(wctx, idx, raw)
-	c.lastWrite[pointRef{d, idx}] = c.now()
+	if serr := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); serr != nil {
+		c.log.Error("commands: recording the write time failed", "id", cmd.ID, "err", serr)
+	}
 	if err != nil {
 		res.Verdict = command.Failed
 		res.Reason = err.Error()

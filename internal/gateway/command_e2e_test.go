@@ -608,3 +608,39 @@ func TestCommandOversizedFieldsBounded(t *testing.T) {
 		t.Errorf("%d writes", n)
 	}
 }
+
+// TestMinIntervalSurvivesRestart: write.min_interval holds across a
+// gateway restart (and so a reload): the point's last write time is kept
+// in <data_dir>/commands/last_writes.json.
+func TestMinIntervalSurvivesRestart(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := New(r.cfg, Options{DrainTimeout: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	r.waitListening(t)
+	if res := r.send(t, r.signed(t, r.cmd("c-trim-1", "generic.sp-1", "trim", command.Num(-2.5), "%"))); res.Verdict != command.Verified {
+		t.Fatalf("trim: %+v", res)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(r.path, Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, cfg)
+	r.waitListening(t)
+	writes := r.bank.Writes()
+	res := r.send(t, r.signed(t, r.cmd("c-trim-2", "generic.sp-1", "trim", command.Num(-2), "%")))
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "min_interval") {
+		t.Errorf("a second write within min_interval after a restart: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("%d writes", n)
+	}
+}
