@@ -52,7 +52,7 @@ type Collector struct {
 	mu     sync.Mutex // guards shards, recent and cmdAlerts
 	shards map[int]*shard
 	recent []alert.Alert
-	// cmdAlerts: active alerts on rejected commands (commands.go), by id
+	// cmdAlerts: active alerts on rejected commands (commands.go), by key
 	cmdAlerts map[string]alert.Alert
 	// command service and operators' tokens, set by Run before serving
 	cmds      *commandService

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,7 +26,7 @@ type auditRig struct {
 	js  jetstream.JetStream
 	col *running
 	mu  sync.Mutex
-	got []alert.Alert // command alerts as published, raised ones
+	got []alert.Alert // command alerts as published, raised and updated
 }
 
 func startAuditRig(t *testing.T) *auditRig {
@@ -52,7 +53,7 @@ func startAuditRig(t *testing.T) *auditRig {
 	r.createAudit(t)
 	sub, err := r.nc.Subscribe("smelter.v1.*.*.*.alert", func(m *nats.Msg) {
 		var a alert.Alert
-		if json.Unmarshal(m.Data, &a) == nil && a.Kind == KindCommand && a.State == alert.Raised {
+		if json.Unmarshal(m.Data, &a) == nil && a.Kind == KindCommand && a.State != alert.Cleared {
 			r.mu.Lock()
 			r.got = append(r.got, a)
 			r.mu.Unlock()
@@ -94,18 +95,24 @@ func (r *auditRig) waitConsumer(t *testing.T) {
 // reject publishes a rejected record of an unsigned command id.
 func (r *auditRig) reject(t *testing.T, id, requester string) {
 	t.Helper()
-	rec := command.Result{Schema: command.ResultSchema, ID: id, Gateway: "gw-1", Asset: "site1.air_compressor.ac-1",
+	r.publish(t, command.Result{Schema: command.ResultSchema, ID: id, Gateway: "gw-1", Asset: "site1.air_compressor.ac-1",
 		Signal: "unload_pressure_setpoint", Requester: requester, Verdict: command.Rejected, At: time.Now().UTC(),
-		Reason: "unsigned: commands must be signed with a trusted key"}
+		Reason: "unsigned: commands must be signed with a trusted key"})
+}
+
+// publish stores an audit record on its asset's audit subject.
+func (r *auditRig) publish(t *testing.T, rec command.Result) {
+	t.Helper()
 	data, _ := json.Marshal(rec)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := r.js.Publish(ctx, "smelter.v1.site1.air_compressor.ac-1.audit", data); err != nil {
+	if _, err := r.js.Publish(ctx, "smelter.v1."+rec.Asset+".audit", data); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// alerted reports whether a raised command alert names s in its message.
+// alerted counts the alert events (raised, updated) naming s in their
+// message.
 func (r *auditRig) alerted(s string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -148,4 +155,51 @@ func TestCommandAlertsSurviveAuditLoss(t *testing.T) {
 	r.reject(t, "after-stream-loss", "mallory-3")
 	wait.For(t, 30*time.Second, "an alarm after the stream was created again", func() bool { return r.alerted("mallory-3") == 1 })
 	r.waitConsumer(t)
+}
+
+// TestCommandAlertFloodAggregated: a flood of refused unsigned commands on
+// one asset, with hostile ids (line feeds, NUL) and changing signals, is
+// one active unauthorized_command alarm whose attempts count them; its id
+// and message carry no raw control characters; a record without id or
+// requester reads cleanly.
+func TestCommandAlertFloodAggregated(t *testing.T) {
+	r := startAuditRig(t)
+	const n = 30
+	for i := range n {
+		rec := command.Result{Schema: command.ResultSchema, ID: fmt.Sprintf("evil\n%d\x00id", i), Gateway: "gw-1", Asset: "site1.air_compressor.ac-1",
+			Signal: fmt.Sprintf("sig_%d", i), Requester: "mallory\r\nforged: line", Verdict: command.Rejected, At: time.Now().UTC(),
+			Reason: "unsigned: commands must be signed with a trusted key"}
+		r.publish(t, rec)
+	}
+	active := func() []alert.Alert {
+		var out []alert.Alert
+		for _, a := range r.col.c.Alerts(true) {
+			if a.Kind == KindCommand {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	wait.For(t, 30*time.Second, "every attempt counted", func() bool {
+		a := active()
+		return len(a) == 1 && a[0].Values[attemptsValue] == n
+	})
+	a := active()[0]
+	if a.Rule != RuleUnauthorizedCommand || a.Key != "site1.ac-1."+RuleUnauthorizedCommand {
+		t.Errorf("alarm %+v", a)
+	}
+	for _, s := range []string{a.ID, a.Message} {
+		if strings.ContainsAny(s, "\n\r\x00") {
+			t.Errorf("raw control characters in %q", s)
+		}
+	}
+	// an undecodable command: no id, no requester
+	r.publish(t, command.Result{Schema: command.ResultSchema, Gateway: "gw-1", Asset: "site1.air_compressor.ac-2", Verdict: command.Rejected,
+		At: time.Now().UTC(), Reason: "invalid command: unexpected EOF"})
+	wait.For(t, 30*time.Second, "the alarm on ac-2", func() bool { return len(active()) == 2 })
+	for _, a := range active() {
+		if a.Asset == "ac-2" && a.Message != "unauthorized command (no id) on - by an unknown requester (gateway gw-1): invalid command: unexpected EOF" {
+			t.Errorf("message %q", a.Message)
+		}
+	}
 }

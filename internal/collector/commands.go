@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -349,12 +351,26 @@ func (s *commandService) auditRecord(ctx context.Context, subject string, data [
 		return nil
 	}
 	a := commandAlert(p.Site, p.Class, p.Asset, r)
-	if err := s.publishAlert(ctx, &a, "audit:"+r.Gateway+":"+r.At.UTC().Format(time.RFC3339Nano)+":"+clipToken(r.ID, 128)); err != nil {
+	// one active alert per condition: a refusal while it is active updates
+	// it (attempts counted) instead of raising another
+	s.held.Lock()
+	defer s.held.Unlock()
+	if prev, ok := s.c.commandAlert(a.Key); ok {
+		n := prev.Values[attemptsValue] + 1
+		a.ID, a.RaisedAt, a.State = prev.ID, prev.RaisedAt, alert.Updated
+		a.Values = map[string]float64{attemptsValue: n}
+		a.Message += fmt.Sprintf(" (%d refused since %s)", int(n), time.UnixMilli(prev.RaisedAt).UTC().Format(time.RFC3339))
+	}
+	if err := s.publishAlert(ctx, &a, "audit:"+command.Digest(append([]byte(subject+"\n"), data...))); err != nil {
 		return err
 	}
 	s.c.holdCommandAlert(a)
 	return nil
 }
+
+// attemptsValue is the Values entry of a command alert counting the
+// refusals it stands for.
+const attemptsValue = "attempts"
 
 // decodeResult decodes one audit record; false when it is not one.
 func decodeResult(data []byte) (*command.Result, bool) {
@@ -406,7 +422,11 @@ func unauthorized(r *command.Result) bool {
 	return r.Signer == "" || strings.Contains(strings.ToLower(r.Reason), "permission")
 }
 
-// commandAlert is the alert of one rejected audit record.
+// commandAlert is the alert of one rejected audit record, raised. Its key
+// is per asset and rule, and per signal for a signed command (an unsigned
+// sender chooses the signal: a flood of them stays one alarm). Untrusted
+// text (id, requester, signal) is quoted and clipped, the reason cleaned of
+// control characters; the id is the key and the record's time.
 func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
 	rule, sev, what := RuleCommandRejected, alert.Warn, "command refused"
 	if unauthorized(r) {
@@ -418,16 +438,38 @@ func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
 	}
 	at := r.At.UnixMilli()
 	key := alert.MakeKey(site, asset, rule, sig)
-	who := r.Requester
-	if who == "" {
-		who = "unknown requester"
+	if rule == RuleUnauthorizedCommand {
+		key = alert.MakeKey(site, asset, rule, "")
 	}
-	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, clipToken(r.ID, 64), orDash(r.Signal), clipToken(who, 64), orDash(r.Gateway), clipToken(r.Reason, 300))
-	// one occurrence per record: two commands refused within a millisecond
-	// are two alerts (the id names the command too)
-	id := alert.MakeID(key, at) + "/" + clipToken(r.ID, 64)
-	return alert.Alert{Schema: alert.Schema, ID: id, Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
-		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at}
+	id := "(no id)"
+	if r.ID != "" {
+		id = strconv.Quote(clipToken(r.ID, 64))
+	}
+	who := "an unknown requester"
+	if r.Requester != "" {
+		who = strconv.Quote(clipToken(r.Requester, 64))
+	}
+	on := "-"
+	if sig != "" {
+		on = sig
+	} else if r.Signal != "" {
+		on = strconv.Quote(clipToken(r.Signal, 64))
+	}
+	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, id, on, who, cleanText(orDash(r.Gateway)), cleanText(clipToken(r.Reason, 300)))
+	return alert.Alert{Schema: alert.Schema, ID: alert.MakeID(key, at), Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
+		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at,
+		Values: map[string]float64{attemptsValue: 1}}
+}
+
+// cleanText replaces control characters (a line feed, NUL) of untrusted
+// text with U+FFFD.
+func cleanText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return unicode.ReplacementChar
+		}
+		return r
+	}, s)
 }
 
 func orDash(s string) string {
@@ -440,16 +482,25 @@ func orDash(s string) string {
 // clipToken cuts s to n bytes (at a rune start) for messages and ids.
 func clipToken(s string, n int) string { return command.Clip(s, n) }
 
-// holdCommandAlert records a raised command alert: active (Alerts(true))
-// until alert_hold passes, in the recent list, on the event stream.
+// holdCommandAlert records a raised or updated command alert: active
+// (Alerts(true)) until alert_hold passes after its last update, in the
+// recent list, on the event stream.
 func (c *Collector) holdCommandAlert(a alert.Alert) {
 	c.mu.Lock()
 	if c.cmdAlerts == nil {
 		c.cmdAlerts = map[string]alert.Alert{}
 	}
-	c.cmdAlerts[a.ID] = a
+	c.cmdAlerts[a.Key] = a
 	c.mu.Unlock()
 	c.recordAlertEvent(a)
+}
+
+// commandAlert returns the active command alert of key.
+func (c *Collector) commandAlert(key string) (alert.Alert, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.cmdAlerts[key]
+	return a, ok
 }
 
 // recordAlertEvent appends an alert event to the recent list and the
@@ -459,16 +510,16 @@ func (c *Collector) recordAlertEvent(a alert.Alert) {
 	c.live.ObserveAlerts([]alert.Alert{a})
 }
 
-// expiredCommandAlerts removes and returns the command alerts raised
-// before cutoff (Unix ms).
+// expiredCommandAlerts removes and returns the command alerts last
+// updated before cutoff (Unix ms).
 func (c *Collector) expiredCommandAlerts(cutoff int64) []alert.Alert {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []alert.Alert
-	for id, a := range c.cmdAlerts {
-		if a.RaisedAt < cutoff {
+	for key, a := range c.cmdAlerts {
+		if a.UpdatedAt < cutoff {
 			out = append(out, a)
-			delete(c.cmdAlerts, id)
+			delete(c.cmdAlerts, key)
 		}
 	}
 	return out
