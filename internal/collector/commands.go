@@ -538,6 +538,7 @@ func (c *Collector) commandAlertsActive() []alert.Alert {
 
 // commandsLocal reads what the commands block names on this machine
 // before any I/O: the seed (mode checked) and the operators' tokens.
+// Errors are placed at their field's line (file:line: field: reason).
 func (c *Collector) commandsLocal(viewer string) (*CommandsConfig, nkeys.KeyPair, error) {
 	k := c.cfg.commands()
 	if k == nil {
@@ -547,12 +548,12 @@ func (c *Collector) commandsLocal(viewer string) (*CommandsConfig, nkeys.KeyPair
 	if k.SeedFile != "" {
 		var err error
 		if kp, err = command.LoadSeed("commands.seed_file", c.cfg.Path(k.SeedFile)); err != nil {
-			return nil, nil, fmt.Errorf("collector: %w", err)
+			return nil, nil, c.cfg.placed(err)
 		}
 	}
 	ops, err := c.cfg.operatorTokens(k, viewer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("collector: %w", err)
+		return nil, nil, c.cfg.placed(err)
 	}
 	c.operators = ops
 	return k, kp, nil
