@@ -273,8 +273,17 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		return final(c.reject(res, "%v", err))
 	}
 	res.Signer = signer
+	// the target before the id: a command sent to another asset's subject
+	// (or a device the gateway does not have) never learns an id's outcome
+	if cmd.Asset != target {
+		return final(c.reject(res, "asset %s is not the subject's asset %s", cmd.Asset, target))
+	}
 	// idempotency: a known id gets its earlier outcome, never a new write
 	if prev, ok := c.store.Get(cmd.ID); ok {
+		if prev.Asset != cmd.Asset || prev.Signal != cmd.Signal {
+			// not recorded: the id keeps its own outcome
+			return final(c.reject(res, "id %s already names a command for %s %s: send this one with a new id", cmd.ID, prev.Asset, prev.Signal))
+		}
 		prev.Duplicate = true
 		if prev.Verdict == command.Accepted {
 			prev.Verdict = command.Failed

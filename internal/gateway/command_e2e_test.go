@@ -644,3 +644,39 @@ func TestMinIntervalSurvivesRestart(t *testing.T) {
 		t.Errorf("%d writes", n)
 	}
 }
+
+// TestDuplicateMustMatchAsset: a command id already used answers its
+// earlier outcome only to the same asset and signal; the same id for
+// another asset, or a command sent on another asset's subject, is refused
+// without learning the outcome, and the id keeps its record.
+func TestDuplicateMustMatchAsset(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	first := r.signed(t, r.cmd("c-dup", "generic.sp-1", "valve_position", command.Num(30), "%"))
+	if res := r.send(t, first); res.Verdict != command.Verified {
+		t.Fatalf("first: %+v", res)
+	}
+	writes := r.bank.Writes()
+	other := r.send(t, r.signed(t, r.cmd("c-dup", "air_compressor.ac-1", "load_state", command.Label("loaded"), "")))
+	if other.Duplicate || other.Verdict != command.Rejected || !strings.Contains(other.Reason, "already names a command for plant1.generic.sp-1") {
+		t.Errorf("same id, another asset: %+v", other)
+	}
+	// the signed sp-1 command sent on ac-1's subject
+	data, _ := json.Marshal(first)
+	m, err := r.nc.Request("smelter.v1.plant1.air_compressor.ac-1.cmd", data, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moved command.Result
+	if err := json.Unmarshal(m.Data, &moved); err != nil || moved.Duplicate || moved.Verdict != command.Rejected ||
+		!strings.Contains(moved.Reason, "is not the subject's asset") {
+		t.Errorf("on another subject: %v %+v", err, moved)
+	}
+	if again := r.send(t, first); !again.Duplicate || again.Verdict != command.Verified {
+		t.Errorf("the id's own retry: %+v", again)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("%d writes", n)
+	}
+}
