@@ -175,6 +175,18 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	if code := call(t, "POST", assetURL+"/commands", "", map[string]any{"signal": "unload_pressure_setpoint", "value": 0.8}, nil); code != 401 {
 		t.Errorf("command without a token: %d", code)
 	}
+	// an operator's body with data after the JSON object: 400, not sent
+	req, _ := http.NewRequest("POST", assetURL+"/commands", strings.NewReader(`{"signal":"unload_pressure_setpoint","value":0.8}{"x":1}`))
+	req.Header.Set("Authorization", "Bearer "+commandtest.OperatorToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), "data after the JSON object") {
+			t.Errorf("trailing data: %d %s", resp.StatusCode, body)
+		}
+	}
 	if writes() != before+1 {
 		t.Fatalf("a refused command wrote: %d writes", writes()-before)
 	}

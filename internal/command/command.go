@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -133,20 +134,29 @@ func Decode(data []byte) (*Command, error) {
 	if len(data) > MaxRequestBytes {
 		return nil, fmt.Errorf("%w: request of %d bytes exceeds %d (sha256 %s)", ErrInvalid, len(data), MaxRequestBytes, Digest(data))
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var c Command
-	if err := dec.Decode(&c); err != nil {
+	if err := DecodeJSON(data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrInvalid, Clip(err.Error(), 200))
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the command's JSON object", ErrInvalid)
 	}
 	if err := c.check(); err != nil {
 		c.clip()
 		return &c, err
 	}
 	return &c, nil
+}
+
+// DecodeJSON decodes data as exactly one JSON value into v: unknown
+// fields and anything but white space after the value are errors.
+func DecodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }
 
 // clip cuts every free-text field to its limit.
