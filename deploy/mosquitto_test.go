@@ -67,7 +67,7 @@ func TestMosquittoCommandACL(t *testing.T) {
 		t.Helper()
 		var cl paho.Client
 		wait.For(t, 10*time.Second, "mosquitto to accept "+user, func() bool {
-			cl = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("acl-"+user).SetUsername(user).
+			cl = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("acl-" + user).SetUsername(user).
 				SetPassword(users[user]).SetCleanSession(true).SetConnectRetry(false))
 			tok := cl.Connect()
 			return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
