@@ -296,7 +296,7 @@ func (s *commandService) consumeAudit(ctx context.Context, cons jetstream.Consum
 			}
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // ctx ended: a fetch error then is no loss of the consumer
 		}
 		if err != nil || time.Since(idle) > 5*time.Second {
 			idle = time.Now()

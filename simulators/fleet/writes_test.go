@@ -74,7 +74,7 @@ func TestWriteCountersOutside(t *testing.T) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	// MBAP (transaction 1, protocol 0, length 6, unit) + FC6 address 0 value 1
-	if _, err := conn.Write([]byte{0, 1, 0, 0, 0, 6, byte(d.UnitID), 6, 0, 0, 0, 1}); err != nil {
+	if _, err := conn.Write([]byte{0, 1, 0, 0, 0, 6, d.UnitID, 6, 0, 0, 0, 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.ReadFull(conn, make([]byte, 9)); err != nil { // an echo or an exception: answered
