@@ -235,6 +235,8 @@ func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jet
 		if !pos.created.Equal(created) {
 			*pos = auditPosition{created: created}
 		}
+		// what the group handled: where to resume should it be deleted
+		pos.seq = max(pos.seq, cons.CachedInfo().AckFloor.Stream)
 		return cons, nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, err
@@ -242,14 +244,14 @@ func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jet
 	cc := jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer, Description: "smelter-collector: alerts on rejected commands",
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, FilterSubject: auditFilter}
 	switch {
-	case pos.created.IsZero(): // first start: what is still worth an active alert
-		t := s.now().Add(-time.Duration(s.cfg.AlertHold))
-		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-	case !pos.created.Equal(created): // a new stream: all of it
+	case !pos.created.IsZero() && !pos.created.Equal(created): // a new stream: all of it
 		cc.DeliverPolicy = jetstream.DeliverAllPolicy
 		s.log.Warn("audit stream was created again: alerting on every record in it", "stream", s.cfg.AuditStream, "created", created)
-	default: // the consumer alone was deleted: after what was handled
+	case pos.seq > 0: // the consumer alone was deleted: after what was handled
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos.seq+1
+	default: // first start, or nothing handled yet: what is still worth an active alert
+		t := s.now().Add(-time.Duration(s.cfg.AlertHold))
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	}
 	cons, err := st.CreateConsumer(cctx, cc)
 	if errors.Is(err, jetstream.ErrConsumerExists) { // another replica was first
