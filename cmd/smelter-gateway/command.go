@@ -41,6 +41,9 @@ func cmdCommand(args []string, stdout, stderr io.Writer) int {
 		return cmdKeygen(args[1:], stdout, stderr)
 	case "send":
 		return cmdSend(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, commandUsage)
+		return 0
 	}
 	fmt.Fprintf(stderr, "smelter-gateway command: unknown subcommand %q\n\n%s", args[0], commandUsage)
 	return 2

@@ -72,3 +72,16 @@ devices:
 		t.Errorf("%d writes", bank.Writes())
 	}
 }
+
+// TestCommandToolHelp: -h prints the usage to stdout and exits 0; an
+// unknown subcommand is still an error.
+func TestCommandToolHelp(t *testing.T) {
+	for _, h := range []string{"-h", "--help", "help"} {
+		if code, out, errs := runCmd("command", h); code != 0 || !strings.Contains(out, "smelter-gateway command keygen") || errs != "" {
+			t.Errorf("command %s: %d %q %q", h, code, out, errs)
+		}
+	}
+	if code, _, errs := runCmd("command", "bogus"); code != 2 || !strings.Contains(errs, `unknown subcommand "bogus"`) {
+		t.Errorf("command bogus: %d %q", code, errs)
+	}
+}

@@ -52,7 +52,7 @@ type Collector struct {
 	mu     sync.Mutex // guards shards, recent and cmdAlerts
 	shards map[int]*shard
 	recent []alert.Alert
-	// cmdAlerts: active alerts on rejected commands (commands.go), by id
+	// cmdAlerts: active alerts on rejected commands (commands.go), by key
 	cmdAlerts map[string]alert.Alert
 	// command service and operators' tokens, set by Run before serving
 	cmds      *commandService
@@ -720,26 +720,36 @@ var statusFilter = telemetry.Subject("*", telemetry.GatewayClass, "*", telemetry
 // dropped (a bearer token has none); a blank token is an error, never "no
 // authentication".
 func (c *Collector) httpToken() (string, error) {
+	t, err := c.cfg.viewerToken()
+	if err != nil {
+		return "", fmt.Errorf("collector: %w", err)
+	}
+	return t, nil
+}
+
+// viewerToken reads the viewers' bearer token (http.token_env or
+// token_file; "" with neither); a blank one is an error.
+func (c *Config) viewerToken() (string, error) {
 	var tok secret.Secret
 	var err error
 	var src string
 	switch {
-	case c.cfg.HTTP.TokenEnv != "":
-		tok, err = secret.FromEnv("http.token_env", c.cfg.HTTP.TokenEnv)
-		src = "http.token_env: environment variable " + c.cfg.HTTP.TokenEnv
-	case c.cfg.HTTP.TokenFile != "":
-		path := c.cfg.Path(c.cfg.HTTP.TokenFile)
+	case c.HTTP.TokenEnv != "":
+		tok, err = secret.FromEnv("http.token_env", c.HTTP.TokenEnv)
+		src = "http.token_env: environment variable " + c.HTTP.TokenEnv
+	case c.HTTP.TokenFile != "":
+		path := c.Path(c.HTTP.TokenFile)
 		tok, err = secret.FromFile("http.token_file", path)
 		src = "http.token_file: file " + path
 	default:
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("collector: %w", err)
+		return "", err
 	}
 	t := strings.TrimSpace(tok.Reveal())
 	if t == "" {
-		return "", fmt.Errorf("collector: %s is empty: %w", src, secret.ErrMissing)
+		return "", fmt.Errorf("%s is empty: %w", src, secret.ErrMissing)
 	}
 	return t, nil
 }

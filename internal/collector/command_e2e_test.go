@@ -175,6 +175,18 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	if code := call(t, "POST", assetURL+"/commands", "", map[string]any{"signal": "unload_pressure_setpoint", "value": 0.8}, nil); code != 401 {
 		t.Errorf("command without a token: %d", code)
 	}
+	// an operator's body with data after the JSON object: 400, not sent
+	req, _ := http.NewRequest("POST", assetURL+"/commands", strings.NewReader(`{"signal":"unload_pressure_setpoint","value":0.8}{"x":1}`))
+	req.Header.Set("Authorization", "Bearer "+commandtest.OperatorToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), "data after the JSON object") {
+			t.Errorf("trailing data: %d %s", resp.StatusCode, body)
+		}
+	}
 	if writes() != before+1 {
 		t.Fatalf("a refused command wrote: %d writes", writes()-before)
 	}
@@ -213,24 +225,35 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		t.Fatalf("refused commands wrote: %d writes", writes()-before)
 	}
 
-	// exactly the alerts: two unauthorized (alarm), one rejected (warn)
-	type want struct{ rule, severity, text string }
-	wantAlerts := []want{
-		{collector.RuleCommandRejected, "warn", "command refused op-over on unload_pressure_setpoint by alice (gateway gw-e2e): 0.95 MPa is outside the write limits 0.6..0.9 MPa"},
-		{collector.RuleUnauthorizedCommand, "alarm", "unauthorized command nats-unsigned on unload_pressure_setpoint by mallory (gateway gw-e2e): unsigned: commands must be signed with a trusted key"},
-		{collector.RuleUnauthorizedCommand, "alarm", "unauthorized command nats-stranger on unload_pressure_setpoint by mallory (gateway gw-e2e): signature does not verify with any trusted key"},
+	// exactly the alerts: one rejected (warn); one unauthorized (alarm),
+	// raised by the first attempt and updated by the second (one active
+	// alarm per asset, attempts counted)
+	type want struct {
+		rule, severity, state, text string
+		attempts                    float64
 	}
+	wantPublished := []want{
+		{collector.RuleCommandRejected, "warn", "raised", `command refused "op-over" on unload_pressure_setpoint by "alice" (gateway gw-e2e): 0.95 MPa is outside the write limits 0.6..0.9 MPa`, 1},
+		{collector.RuleUnauthorizedCommand, "alarm", "raised", `unauthorized command "nats-unsigned" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): unsigned: commands must be signed with a trusted key`, 1},
+		{collector.RuleUnauthorizedCommand, "alarm", "updated", `unauthorized command "nats-stranger" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): signature does not verify with any trusted key (2 refused since `, 2},
+	}
+	wantAlerts := []want{wantPublished[0], wantPublished[2]}
 	got := func(list []alert.Alert) []want {
 		var out []want
 		for _, a := range list {
 			if a.Kind == collector.KindCommand {
-				out = append(out, want{a.Rule, a.Severity.String(), a.Message})
+				text := a.Message
+				if i := strings.Index(text, " since "); i > 0 {
+					text = text[:i+len(" since ")]
+				}
+				out = append(out, want{a.Rule, a.Severity.String(), string(a.State), text, a.Values["attempts"]})
 			}
 		}
 		slices.SortFunc(out, func(x, y want) int { return strings.Compare(x.rule+x.text, y.rule+y.text) })
 		return out
 	}
 	slices.SortFunc(wantAlerts, func(x, y want) int { return strings.Compare(x.rule+x.text, y.rule+y.text) })
+	slices.SortFunc(wantPublished, func(x, y want) int { return strings.Compare(x.rule+x.text, y.rule+y.text) })
 	var listed struct {
 		Alerts []dashboard.AlertOut `json:"alerts"`
 	}
@@ -241,13 +264,14 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		for _, a := range listed.Alerts {
 			al = append(al, a.Alert)
 		}
-		return len(got(al)) >= len(wantAlerts)
+		g := got(al)
+		return len(g) >= len(wantAlerts) && slices.ContainsFunc(g, func(w want) bool { return w.attempts == 2 })
 	})
 	var al []alert.Alert
 	for _, a := range listed.Alerts {
 		al = append(al, a.Alert)
 		if a.Kind == collector.KindCommand && (a.Site != "sim" || a.Class != "air_compressor" || a.Asset != "ac-1" || a.Signal != "unload_pressure_setpoint" ||
-			a.State != alert.Raised || a.Key != alert.MakeKey("sim", "ac-1", a.Rule, "unload_pressure_setpoint")) {
+			a.State == alert.Cleared || a.Key != alert.MakeKey("sim", "ac-1", a.Rule, map[bool]string{true: "unload_pressure_setpoint"}[a.Rule == collector.RuleCommandRejected])) {
 			t.Errorf("alert %s", mustJSON(t, a.Alert))
 		}
 	}
@@ -257,10 +281,10 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	wait.For(t, 10*time.Second, "the alerts published on NATS", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(published) >= len(wantAlerts)
+		return len(published) >= len(wantPublished)
 	})
 	mu.Lock()
-	if g := got(published); !slices.Equal(g, wantAlerts) {
+	if g := got(published); !slices.Equal(g, wantPublished) {
 		t.Errorf("published alerts\n got %+v\nwant %+v", g, wantAlerts)
 	}
 	mu.Unlock()

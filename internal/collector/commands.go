@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -168,54 +170,167 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 // runAlerts consumes the audit stream through the group's shared durable
 // consumer and raises an alert on every rejected record, clearing each
 // after commands.alert_hold. It retries while the stream does not exist
-// yet and returns when ctx ends.
+// yet, creates the consumer again when it is gone (the consumer or the
+// whole stream deleted, docs/commands.md "Alerts") and returns when ctx
+// ends.
 func (s *commandService) runAlerts(ctx context.Context) error {
-	var cons jetstream.Consumer
-	wait := 250 * time.Millisecond
-	for cons == nil {
-		var err error
-		cons, err = s.js.CreateOrUpdateConsumer(ctx, s.cfg.AuditStream, jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer,
-			Description: "smelter-collector: alerts on rejected commands", AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubject: auditFilter})
-		if err != nil {
-			s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 30*time.Second)
-		}
-	}
-	s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
+	var pos auditPosition
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.log.Warn("audit stream fetch", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+		cons := s.auditConsumer(ctx, &pos)
+		if cons == nil {
+			return nil // ctx ended
 		}
-		for m := range batch.Messages() {
-			if err := s.auditRecord(ctx, m.Subject(), m.Data()); err != nil {
-				s.log.Warn("alert on a rejected command not published; redelivered later", "subject", m.Subject(), "err", err)
-				_ = m.Nak()
-				continue
+		err := s.consumeAudit(ctx, cons, &pos, tick.C)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("audit consumer gone, creating it again", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err)
+	}
+	return nil
+}
+
+// auditPosition is what this collector has consumed of the audit stream:
+// the stream's creation time and the newest stream sequence handled.
+type auditPosition struct {
+	created time.Time
+	seq     uint64
+}
+
+// auditConsumer returns the group's durable audit consumer, binding to it
+// when it exists (its position kept) and else creating it: from the start
+// of a stream created since this collector last read it (a stream deleted
+// and created again: every record in it is new), after the last record
+// handled of the same stream, or, at first start, from commands.alert_hold
+// ago. It retries until it succeeds; nil when ctx ends.
+func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) jetstream.Consumer {
+	wait := 250 * time.Millisecond
+	for {
+		cons, err := s.bindAudit(ctx, pos)
+		if err == nil {
+			s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
+			return cons
+		}
+		s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// bindAudit is one attempt of auditConsumer.
+func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(cctx, s.cfg.AuditStream)
+	if err != nil {
+		return nil, err
+	}
+	created := st.CachedInfo().Created
+	if cons, err := st.Consumer(cctx, s.cfg.AuditConsumer); err == nil {
+		if !pos.created.Equal(created) {
+			*pos = auditPosition{created: created}
+		}
+		// what the group handled: where to resume should it be deleted
+		pos.seq = max(pos.seq, cons.CachedInfo().AckFloor.Stream)
+		return cons, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	cc := jetstream.ConsumerConfig{Durable: s.cfg.AuditConsumer, Description: "smelter-collector: alerts on rejected commands",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, FilterSubject: auditFilter}
+	switch {
+	case !pos.created.IsZero() && !pos.created.Equal(created): // a new stream: all of it
+		cc.DeliverPolicy = jetstream.DeliverAllPolicy
+		s.log.Warn("audit stream was created again: alerting on every record in it", "stream", s.cfg.AuditStream, "created", created)
+	case pos.seq > 0: // the consumer alone was deleted: after what was handled
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos.seq+1
+	default: // first start, or nothing handled yet: what is still worth an active alert
+		t := s.now().Add(-time.Duration(s.cfg.AlertHold))
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	cons, err := st.CreateConsumer(cctx, cc)
+	if errors.Is(err, jetstream.ErrConsumerExists) { // another replica was first
+		cons, err = st.Consumer(cctx, s.cfg.AuditConsumer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	*pos = auditPosition{created: created, seq: pos.seq}
+	if cc.DeliverPolicy == jetstream.DeliverAllPolicy {
+		pos.seq = 0
+	}
+	return cons, nil
+}
+
+// consumeAudit fetches, alerts and acknowledges until ctx ends (nil) or
+// the consumer is gone (the error): a fetch error other than a timeout,
+// or no record for 5 s, asks the server whether the consumer still
+// exists.
+func (s *commandService) consumeAudit(ctx context.Context, cons jetstream.Consumer, pos *auditPosition, tick <-chan time.Time) error {
+	idle := time.Now()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(64, jetstream.FetchMaxWait(time.Second))
+		if err == nil {
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				if err := s.auditRecord(ctx, m.Subject(), m.Data()); err != nil {
+					s.log.Warn("alert on a rejected command not published; redelivered later", "subject", m.Subject(), "err", err)
+					_ = m.Nak()
+					continue
+				}
+				if md, err := m.Metadata(); err == nil {
+					pos.seq = max(pos.seq, md.Sequence.Stream)
+				}
+				_ = m.Ack()
 			}
-			_ = m.Ack()
+			if n > 0 {
+				idle = time.Now()
+			}
+			err = batch.Error()
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				err = nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil //nolint:nilerr // ctx ended: a fetch error then is no loss of the consumer
+		}
+		if err != nil || time.Since(idle) > 5*time.Second {
+			idle = time.Now()
+			if gone := s.auditGone(ctx, cons); gone != nil {
+				return gone
+			}
+			if err != nil {
+				s.log.Warn("audit stream fetch", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
 		}
 		select {
-		case <-tick.C:
+		case <-tick:
 			s.clearHeld(ctx)
 		default:
 		}
+	}
+	return nil
+}
+
+// auditGone returns an error when the audit consumer or its stream no
+// longer exists, nil while it does (or the server cannot tell now).
+func (s *commandService) auditGone(ctx context.Context, cons jetstream.Consumer) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := cons.Info(cctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return err
 	}
 	return nil
 }
@@ -238,12 +353,26 @@ func (s *commandService) auditRecord(ctx context.Context, subject string, data [
 		return nil
 	}
 	a := commandAlert(p.Site, p.Class, p.Asset, r)
-	if err := s.publishAlert(ctx, &a, "audit:"+r.Gateway+":"+r.At.UTC().Format(time.RFC3339Nano)+":"+clipToken(r.ID, 128)); err != nil {
+	// one active alert per condition: a refusal while it is active updates
+	// it (attempts counted) instead of raising another
+	s.held.Lock()
+	defer s.held.Unlock()
+	if prev, ok := s.c.commandAlert(a.Key); ok {
+		n := prev.Values[attemptsValue] + 1
+		a.ID, a.RaisedAt, a.State = prev.ID, prev.RaisedAt, alert.Updated
+		a.Values = map[string]float64{attemptsValue: n}
+		a.Message += fmt.Sprintf(" (%d refused since %s)", int(n), time.UnixMilli(prev.RaisedAt).UTC().Format(time.RFC3339))
+	}
+	if err := s.publishAlert(ctx, &a, "audit:"+command.Digest(append([]byte(subject+"\n"), data...))); err != nil {
 		return err
 	}
 	s.c.holdCommandAlert(a)
 	return nil
 }
+
+// attemptsValue is the Values entry of a command alert counting the
+// refusals it stands for.
+const attemptsValue = "attempts"
 
 // decodeResult decodes one audit record; false when it is not one.
 func decodeResult(data []byte) (*command.Result, bool) {
@@ -297,7 +426,11 @@ func unauthorized(r *command.Result) bool {
 	return r.Signer == "" || strings.Contains(strings.ToLower(r.Reason), "permission")
 }
 
-// commandAlert is the alert of one rejected audit record.
+// commandAlert is the alert of one rejected audit record, raised. Its key
+// is per asset and rule, and per signal for a signed command (an unsigned
+// sender chooses the signal: a flood of them stays one alarm). Untrusted
+// text (id, requester, signal) is quoted and clipped, the reason cleaned of
+// control characters; the id is the key and the record's time.
 func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
 	rule, sev, what := RuleCommandRejected, alert.Warn, "command refused"
 	if unauthorized(r) {
@@ -309,16 +442,38 @@ func commandAlert(site, class, asset string, r *command.Result) alert.Alert {
 	}
 	at := r.At.UnixMilli()
 	key := alert.MakeKey(site, asset, rule, sig)
-	who := r.Requester
-	if who == "" {
-		who = "unknown requester"
+	if rule == RuleUnauthorizedCommand {
+		key = alert.MakeKey(site, asset, rule, "")
 	}
-	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, clipToken(r.ID, 64), orDash(r.Signal), clipToken(who, 64), orDash(r.Gateway), clipToken(r.Reason, 300))
-	// one occurrence per record: two commands refused within a millisecond
-	// are two alerts (the id names the command too)
-	id := alert.MakeID(key, at) + "/" + clipToken(r.ID, 64)
-	return alert.Alert{Schema: alert.Schema, ID: id, Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
-		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at}
+	id := "(no id)"
+	if r.ID != "" {
+		id = strconv.Quote(clipToken(r.ID, 64))
+	}
+	who := "an unknown requester"
+	if r.Requester != "" {
+		who = strconv.Quote(clipToken(r.Requester, 64))
+	}
+	on := "-"
+	if sig != "" {
+		on = sig
+	} else if r.Signal != "" {
+		on = strconv.Quote(clipToken(r.Signal, 64))
+	}
+	msg := fmt.Sprintf("%s %s on %s by %s (gateway %s): %s", what, id, on, who, cleanText(orDash(r.Gateway)), cleanText(clipToken(r.Reason, 300)))
+	return alert.Alert{Schema: alert.Schema, ID: alert.MakeID(key, at), Key: key, State: alert.Raised, Site: site, Class: class, Asset: asset,
+		Rule: rule, Kind: KindCommand, Signal: sig, Severity: sev, Message: msg, RaisedAt: at, UpdatedAt: at,
+		Values: map[string]float64{attemptsValue: 1}}
+}
+
+// cleanText replaces control characters (a line feed, NUL) of untrusted
+// text with U+FFFD.
+func cleanText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return unicode.ReplacementChar
+		}
+		return r
+	}, s)
 }
 
 func orDash(s string) string {
@@ -329,26 +484,27 @@ func orDash(s string) string {
 }
 
 // clipToken cuts s to n bytes (at a rune start) for messages and ids.
-func clipToken(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
-}
+func clipToken(s string, n int) string { return command.Clip(s, n) }
 
-// holdCommandAlert records a raised command alert: active (Alerts(true))
-// until alert_hold passes, in the recent list, on the event stream.
+// holdCommandAlert records a raised or updated command alert: active
+// (Alerts(true)) until alert_hold passes after its last update, in the
+// recent list, on the event stream.
 func (c *Collector) holdCommandAlert(a alert.Alert) {
 	c.mu.Lock()
 	if c.cmdAlerts == nil {
 		c.cmdAlerts = map[string]alert.Alert{}
 	}
-	c.cmdAlerts[a.ID] = a
+	c.cmdAlerts[a.Key] = a
 	c.mu.Unlock()
 	c.recordAlertEvent(a)
+}
+
+// commandAlert returns the active command alert of key.
+func (c *Collector) commandAlert(key string) (alert.Alert, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.cmdAlerts[key]
+	return a, ok
 }
 
 // recordAlertEvent appends an alert event to the recent list and the
@@ -358,16 +514,16 @@ func (c *Collector) recordAlertEvent(a alert.Alert) {
 	c.live.ObserveAlerts([]alert.Alert{a})
 }
 
-// expiredCommandAlerts removes and returns the command alerts raised
-// before cutoff (Unix ms).
+// expiredCommandAlerts removes and returns the command alerts last
+// updated before cutoff (Unix ms).
 func (c *Collector) expiredCommandAlerts(cutoff int64) []alert.Alert {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []alert.Alert
-	for id, a := range c.cmdAlerts {
-		if a.RaisedAt < cutoff {
+	for key, a := range c.cmdAlerts {
+		if a.UpdatedAt < cutoff {
 			out = append(out, a)
-			delete(c.cmdAlerts, id)
+			delete(c.cmdAlerts, key)
 		}
 	}
 	return out
@@ -386,6 +542,7 @@ func (c *Collector) commandAlertsActive() []alert.Alert {
 
 // commandsLocal reads what the commands block names on this machine
 // before any I/O: the seed (mode checked) and the operators' tokens.
+// Errors are placed at their field's line (file:line: field: reason).
 func (c *Collector) commandsLocal(viewer string) (*CommandsConfig, nkeys.KeyPair, error) {
 	k := c.cfg.commands()
 	if k == nil {
@@ -395,12 +552,12 @@ func (c *Collector) commandsLocal(viewer string) (*CommandsConfig, nkeys.KeyPair
 	if k.SeedFile != "" {
 		var err error
 		if kp, err = command.LoadSeed("commands.seed_file", c.cfg.Path(k.SeedFile)); err != nil {
-			return nil, nil, fmt.Errorf("collector: %w", err)
+			return nil, nil, c.cfg.placed(err)
 		}
 	}
 	ops, err := c.cfg.operatorTokens(k, viewer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("collector: %w", err)
+		return nil, nil, c.cfg.placed(err)
 	}
 	c.operators = ops
 	return k, kp, nil

@@ -170,8 +170,18 @@ func (c *Config) checkCommandsLocal(add func(error)) {
 	}
 	_, err := c.authOptions("commands.nats", k.NATS, nil)
 	add(err)
-	_, err = c.operatorTokens(k, "")
+	viewer, _ := c.viewerToken() // its own problems are reported by CheckLocal
+	_, err = c.operatorTokens(k, viewer)
 	add(err)
+}
+
+// placed prefixes "collector: " to a field's error and places it at the
+// field's line (file:line) when the config was loaded from a file.
+func (c *Config) placed(err error) error {
+	if c.doc == nil {
+		return fmt.Errorf("collector: %w", err)
+	}
+	return fmt.Errorf("collector: %w", c.doc.Report("", err))
 }
 
 // operatorTokens reads every operator's token: token -> name. A blank
@@ -194,11 +204,11 @@ func (c *Config) operatorTokens(k *CommandsConfig, viewer string) (map[string]st
 		t := strings.TrimSpace(tok.Reveal())
 		switch {
 		case t == "":
-			return nil, fmt.Errorf("%s: the token is blank: %w", f, secret.ErrMissing)
+			return nil, fmt.Errorf("%s: operator %s's token is blank: %w", f, o.Name, secret.ErrMissing)
 		case t == viewer:
-			return nil, fmt.Errorf("%s: the token is the viewers' (http.token_env/http.token_file): give operators tokens of their own", f)
+			return nil, fmt.Errorf("%s: operator %s's token is the viewers' (http.token_env/http.token_file): give operators tokens of their own", f, o.Name)
 		case out[t] != "":
-			return nil, fmt.Errorf("%s: the token is operator %s's too: give each operator a token of its own", f, out[t])
+			return nil, fmt.Errorf("%s: operator %s's token is operator %s's too: give each operator a token of its own", f, o.Name, out[t])
 		}
 		out[t] = o.Name
 	}

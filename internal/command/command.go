@@ -12,10 +12,13 @@ package command
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -106,21 +109,80 @@ var (
 	ErrSignature = errors.New("signature does not verify with any trusted key")
 )
 
+// Size limits of a command (docs/commands.md, "Wire format"): what an
+// unsigned sender can make the gateway store in the audit stream, log and
+// answer is bounded by them.
+const (
+	MaxRequestBytes = 4096 // the whole request, JSON
+	MaxID           = 128
+	MaxAsset        = 200
+	MaxSignal       = 64
+	MaxUnit         = 32
+	MaxRequester    = 128
+	MaxLabel        = 64
+	MaxSignature    = 128
+)
+
 // Decode parses a command strictly (unknown fields are errors) and checks
-// its shape: schema, id (1..128 printable characters), asset with three
-// tokens, signal, requester, issued_at and expires_at set and ordered.
-// Errors wrap ErrInvalid.
+// its shape: at most MaxRequestBytes, schema, id (1..MaxID printable
+// characters), asset with three tokens, signal, unit, requester and label
+// within their limits, issued_at and expires_at set and ordered. Errors
+// wrap ErrInvalid and quote no more than 64 bytes of what was sent; the
+// command returned beside a check error has its fields clipped to their
+// limits (for the audit), nil when it does not parse.
 func Decode(data []byte) (*Command, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if len(data) > MaxRequestBytes {
+		return nil, fmt.Errorf("%w: request of %d bytes exceeds %d (sha256 %s)", ErrInvalid, len(data), MaxRequestBytes, Digest(data))
+	}
 	var c Command
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	if err := DecodeJSON(data, &c); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, Clip(err.Error(), 200))
 	}
 	if err := c.check(); err != nil {
+		c.clip()
 		return &c, err
 	}
 	return &c, nil
+}
+
+// DecodeJSON decodes data as exactly one JSON value into v: unknown
+// fields and anything but white space after the value are errors.
+func DecodeJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// clip cuts every free-text field to its limit.
+func (c *Command) clip() {
+	c.Schema, c.ID, c.Asset = Clip(c.Schema, 32), Clip(c.ID, MaxID), Clip(c.Asset, MaxAsset)
+	c.Signal, c.Unit, c.Requester = Clip(c.Signal, MaxSignal), Clip(c.Unit, MaxUnit), Clip(c.Requester, MaxRequester)
+	c.Value.Label, c.Signature = Clip(c.Value.Label, MaxLabel), Clip(c.Signature, MaxSignature)
+}
+
+// Clip cuts s to at most n bytes (at a rune start), marking a cut with
+// "…", for records, messages and logs of untrusted text.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// Digest is the first 16 hex digits of data's SHA-256: names an oversized
+// request in the audit without storing it.
+func Digest(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:8])
 }
 
 func (c *Command) check() error {
@@ -129,15 +191,25 @@ func (c *Command) check() error {
 	}
 	switch {
 	case c.Schema != Schema:
-		return bad("schema %q, want %q", c.Schema, Schema)
-	case c.ID == "" || len(c.ID) > 128 || strings.ContainsFunc(c.ID, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		return bad("id must be 1..128 printable characters without spaces")
-	case len(strings.Split(c.Asset, ".")) != 3:
-		return bad("asset %q is not <site>.<class>.<asset>", c.Asset)
+		return bad("schema %q, want %q", Clip(c.Schema, 32), Schema)
+	case c.ID == "" || len(c.ID) > MaxID || strings.ContainsFunc(c.ID, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return bad("id must be 1..%d printable characters without spaces", MaxID)
+	case len(c.Asset) > MaxAsset || len(strings.Split(c.Asset, ".")) != 3:
+		return bad("asset %q is not <site>.<class>.<asset> (at most %d bytes)", Clip(c.Asset, 64), MaxAsset)
 	case c.Signal == "":
 		return bad("signal missing")
+	case len(c.Signal) > MaxSignal:
+		return bad("signal longer than %d bytes", MaxSignal)
+	case len(c.Unit) > MaxUnit:
+		return bad("unit longer than %d bytes", MaxUnit)
 	case c.Requester == "":
 		return bad("requester missing")
+	case len(c.Requester) > MaxRequester:
+		return bad("requester longer than %d bytes", MaxRequester)
+	case len(c.Value.Label) > MaxLabel:
+		return bad("state label longer than %d bytes", MaxLabel)
+	case len(c.Signature) > MaxSignature:
+		return bad("signature longer than %d characters", MaxSignature)
 	case c.IssuedAt.IsZero() || c.ExpiresAt.IsZero():
 		return bad("issued_at and expires_at are required")
 	case !c.ExpiresAt.After(c.IssuedAt):
@@ -152,8 +224,8 @@ func (c *Command) check() error {
 // the signature, in a fixed order, each as <length>:<bytes>; (netstring
 // style, so no field can spill into the next): schema, id, asset, signal,
 // value ("n:" and the shortest decimal that round-trips, or "s:" and the
-// label), unit, requester, issued_at and expires_at (RFC 3339 with
-// nanoseconds, UTC).
+// label), unit, requester, issued_at and expires_at (CanonicalTime: UTC,
+// nine fraction digits, trailing zeros kept).
 func (c *Command) Canonical() []byte {
 	var b []byte
 	field := func(s string) {
@@ -173,10 +245,14 @@ func (c *Command) Canonical() []byte {
 	}
 	field(c.Unit)
 	field(c.Requester)
-	field(c.IssuedAt.UTC().Format(time.RFC3339Nano))
-	field(c.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	field(c.IssuedAt.UTC().Format(CanonicalTime))
+	field(c.ExpiresAt.UTC().Format(CanonicalTime))
 	return b
 }
+
+// CanonicalTime is the layout of issued_at and expires_at in the canonical
+// encoding: UTC, always nine fraction digits (trailing zeros kept), "Z".
+const CanonicalTime = "2006-01-02T15:04:05.000000000Z"
 
 // Sign signs the command with kp (a user nkey made from its seed) and sets
 // Signature.

@@ -1,8 +1,10 @@
 package command
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +49,47 @@ func TestCanonicalGolden(t *testing.T) {
 	c.Value = Label("loaded")
 	if got := string(c.Canonical()); !strings.Contains(got, ";8:s:loaded;") {
 		t.Errorf("label canonical %s", got)
+	}
+	// times keep all nine fraction digits: an outside signer writing a
+	// fixed layout agrees whatever the nanoseconds end in
+	c = testCommand()
+	c.IssuedAt = time.Date(2026, 11, 30, 3, 0, 0, 120_000_000, time.FixedZone("CST", 8*3600))
+	c.ExpiresAt = time.Date(2026, 11, 30, 2, 1, 0, 0, time.UTC)
+	if got := string(c.Canonical()); !strings.HasSuffix(got, ";30:2026-11-29T19:00:00.120000000Z;30:2026-11-30T02:01:00.000000000Z;") {
+		t.Errorf("times canonical %s", got)
+	}
+}
+
+// TestOutsideSigner: a signer that builds the canonical bytes by hand
+// (fixed layout, as docs/commands.md describes it) signs commands the
+// gateway's Verify accepts, for times whose nanoseconds end in zeros too.
+func TestOutsideSigner(t *testing.T) {
+	kp, v := newUser(t)
+	for _, ns := range []int{0, 10, 120_000_000, 123_456_780, 999_999_999} {
+		at := time.Date(2026, 11, 30, 2, 0, 0, ns, time.UTC)
+		c := &Command{Schema: Schema, ID: "c-x", Asset: "s.c.a", Signal: "p", Value: Num(0.7), Unit: "MPa", Requester: "ext",
+			IssuedAt: at, ExpiresAt: at.Add(time.Minute)}
+		ts := func(t time.Time) string {
+			return fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond())
+		}
+		var b strings.Builder
+		for _, f := range []string{Schema, c.ID, c.Asset, c.Signal, "n:0.7", c.Unit, c.Requester, ts(at), ts(c.ExpiresAt)} {
+			fmt.Fprintf(&b, "%d:%s;", len(f), f)
+		}
+		sig, err := kp.Sign([]byte(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Signature = base64.RawURLEncoding.EncodeToString(sig)
+		// over the wire and back, as the gateway gets it
+		data, _ := json.Marshal(c)
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := got.Verify([]nkeys.KeyPair{v}); err != nil {
+			t.Errorf("nanoseconds %d: %v", ns, err)
+		}
 	}
 }
 
@@ -132,7 +175,7 @@ func TestDecodeRefuses(t *testing.T) {
 // the oldest ids are forgotten beyond max, and a torn last line is skipped.
 func TestStorePersists(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "commands", "ids.jsonl")
-	s, err := OpenStore(path, 3)
+	s, err := OpenStore(path, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +198,7 @@ func TestStorePersists(t *testing.T) {
 	}
 	_, _ = f.WriteString(`{"id":"e","verd`)
 	_ = f.Close()
-	s, err = OpenStore(path, 3)
+	s, err = OpenStore(path, 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +241,55 @@ func TestConfigValidate(t *testing.T) {
 	c.TrustedKeys[1] = "UNOTAKEY"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "UNOTAKEY") {
 		t.Errorf("bad key: %v", err)
+	}
+	c.TrustedKeys = c.TrustedKeys[:1]
+	c.MaxSkew = 2 * time.Hour
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_skew") {
+		t.Errorf("max_skew 2h: %v", err)
+	}
+}
+
+// TestStoreKeepsUnexpiredIDs: an id is remembered until its command
+// expires (+ grace) whatever max, across reopening with a smaller max
+// too; Full says when max unexpired ids leave no room; expired ids go.
+func TestStoreKeepsUnexpiredIDs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ids.jsonl")
+	s, err := OpenStore(path, 5, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := time.Now().Add(time.Minute)
+	for _, id := range []string{"a", "b", "c"} {
+		if err := s.Put(Result{ID: id, Verdict: Verified, ExpiresAt: live}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(Result{ID: "old", Verdict: Verified, ExpiresAt: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if s, err = OpenStore(path, 1, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, ok := s.Get(id); !ok {
+			t.Errorf("unexpired id %s forgotten with remember 1", id)
+		}
+	}
+	if _, ok := s.Get("old"); ok {
+		t.Error("an expired id kept beyond max")
+	}
+	if !s.Full() {
+		t.Error("not full with 3 unexpired ids and max 1")
+	}
+	data, _ := os.ReadFile(path)
+	if n := strings.Count(string(data), "\n"); n != 3 {
+		t.Errorf("file holds %d lines, want the 3 unexpired ids", n)
+	}
+	s.now = func() time.Time { return live.Add(2 * time.Second) }
+	if s.Full() {
+		t.Error("full once every id expired")
 	}
 }
 

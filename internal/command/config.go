@@ -20,13 +20,16 @@ type Config struct {
 	// played later.
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// MaxSkew is how far issued_at may lie in the gateway's future (clock
-	// skew, default 30s).
+	// skew, default 30s, at most 5m). Ids are also remembered this long
+	// past their expires_at.
 	MaxSkew time.Duration `yaml:"max_skew"`
-	// Remember is how many recent command ids the gateway keeps with their
-	// outcome (default 4096), in <data_dir>/commands/ids.jsonl.
+	// Remember caps the command ids the gateway keeps with their outcome
+	// (default 4096; 0 means the default), in <data_dir>/commands/ids.jsonl.
+	// An id is kept until its command expires (+ max_skew) whatever this
+	// cap; when that many ids are all unexpired, new commands are refused.
 	Remember int `yaml:"remember"`
 	// Timeout bounds one command's device I/O: read, write, read-back
-	// (default 10s).
+	// (default 10s; 0 means the default).
 	Timeout time.Duration `yaml:"timeout"`
 }
 
@@ -36,6 +39,8 @@ const (
 	DefaultMaxSkew     = 30 * time.Second
 	DefaultRemember    = 4096
 	DefaultTimeout     = 10 * time.Second
+	// MaxMaxSkew bounds max_skew.
+	MaxMaxSkew = 5 * time.Minute
 )
 
 // SetDefaults fills zero fields.
@@ -71,6 +76,8 @@ func (c *Config) Validate() error {
 		return confload.Problemf("max_lifetime", "%v below 1s", c.MaxLifetime)
 	case c.MaxSkew < 0:
 		return confload.Problemf("max_skew", "%v is negative", c.MaxSkew)
+	case c.MaxSkew > MaxMaxSkew:
+		return confload.Problemf("max_skew", "%v above %v: a command issued that far in the future could be held back and played later", c.MaxSkew, MaxMaxSkew)
 	case c.Remember < 1:
 		return confload.Problemf("remember", "%d: want at least 1", c.Remember)
 	case c.Timeout <= 0:

@@ -8,21 +8,28 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
-// Store remembers the latest Result of the most recent command ids, at
-// most max of them, in an append-only JSON-lines file synced on every Put,
+// Store remembers the latest Result of command ids in an append-only
+// JSON-lines file synced on every Put,
 // so that a retried command (same id) gets its earlier outcome and is never
 // written twice, across gateway restarts too. An id is recorded as Accepted
 // before its write starts: after a crash between the two, the id's outcome
 // is unknown and a retry is not written again.
 //
-// The file is rewritten with only the remembered ids when it holds more
-// than 2 x max lines. A torn last line (a crash mid-append) is ignored.
+// An id is kept at least until its command's expires_at + grace has
+// passed (a command that may still arrive is never forgotten, whatever
+// max); beyond max ids the oldest expired ones are forgotten, and Full
+// reports when max ids are all unexpired (the gateway then refuses new
+// commands rather than forget one). The file is rewritten with only the
+// remembered ids when it holds more than twice as many lines. A torn last line (a crash mid-append) is ignored.
 // Safe for concurrent use.
 type Store struct {
-	path string
-	max  int
+	path  string
+	max   int
+	grace time.Duration
+	now   func() time.Time
 
 	mu    sync.Mutex
 	f     *os.File
@@ -32,15 +39,16 @@ type Store struct {
 }
 
 // OpenStore opens (creating it and its directory) the store file at path
-// remembering max ids (max >= 1).
-func OpenStore(path string, max int) (*Store, error) {
+// remembering max ids (max >= 1) and every id until its expires_at +
+// grace (commands.max_skew: a gateway clock behind the sender's).
+func OpenStore(path string, max int, grace time.Duration) (*Store, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("command store: remember %d ids: want at least 1", max)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("command store: %w", err)
 	}
-	s := &Store{path: path, max: max, byID: map[string]Result{}}
+	s := &Store{path: path, max: max, grace: grace, now: time.Now, byID: map[string]Result{}}
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("command store: %w", err)
@@ -61,16 +69,49 @@ func OpenStore(path string, max int) (*Store, error) {
 	return s, nil
 }
 
-// remember records r in memory, evicting the oldest id beyond max.
+// remember records r in memory, then forgets expired ids beyond max.
 func (s *Store) remember(r Result) {
 	if _, ok := s.byID[r.ID]; !ok {
 		s.order = append(s.order, r.ID)
 	}
 	s.byID[r.ID] = r
-	for len(s.order) > s.max {
-		delete(s.byID, s.order[0])
-		s.order = s.order[1:]
+	s.evict(s.max)
+}
+
+// live reports whether r's command may still arrive (and so must be
+// remembered): its expires_at + grace has not passed.
+func (s *Store) live(r Result, now time.Time) bool {
+	return !r.ExpiresAt.IsZero() && now.Before(r.ExpiresAt.Add(s.grace))
+}
+
+// evict forgets the oldest expired ids until at most n remain (or none
+// expired is left).
+func (s *Store) evict(n int) {
+	excess := len(s.order) - n
+	if excess <= 0 {
+		return
 	}
+	now := s.now()
+	keep := s.order[:0]
+	for _, id := range s.order {
+		if excess > 0 && !s.live(s.byID[id], now) {
+			delete(s.byID, id)
+			excess--
+			continue
+		}
+		keep = append(keep, id)
+	}
+	clear(s.order[len(keep):])
+	s.order = keep
+}
+
+// Full reports whether a new id cannot be remembered: max ids are
+// remembered and none of them has expired yet.
+func (s *Store) Full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.evict(s.max - 1)
+	return len(s.order) >= s.max
 }
 
 // rewrite replaces the file with the remembered results and reopens it
@@ -147,7 +188,7 @@ func (s *Store) Put(r Result) error {
 	}
 	s.remember(r)
 	s.lines++
-	if s.lines > 2*s.max {
+	if s.lines > 2*max(s.max, len(s.order)) {
 		return s.rewrite()
 	}
 	return nil

@@ -155,10 +155,8 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "", fmt.Sprintf("the body must be JSON of at most %d bytes", maxCommandBody))
 		return
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
 	var in CommandIn
-	if err := dec.Decode(&in); err != nil {
+	if err := command.DecodeJSON(body, &in); err != nil {
 		writeErr(w, http.StatusBadRequest, "", "body: "+err.Error())
 		return
 	}

@@ -80,16 +80,11 @@ type commander struct {
 
 	// owned by Run
 	store     *command.Store
-	lastWrite map[pointRef]time.Time
+	lastWrite *command.LastWrites
 	publish   func(ctx context.Context, subject string, data []byte) error
 	auditErr  error     // the audit stream's last check failed: commands are refused
 	auditAt   time.Time // when it was checked
 	recheck   bool      // an audit record failed: check the stream again
-}
-
-type pointRef struct {
-	dev *device
-	idx int
 }
 
 func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
@@ -99,8 +94,7 @@ func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
 	c := &commander{gw: g.cfg.ID, site: g.cfg.Site, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
-		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{},
-		lastWrite: map[pointRef]time.Time{}}
+		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{}}
 	for _, d := range g.devices {
 		c.byKey[assetKey(d.cfg.Asset)] = d
 	}
@@ -129,12 +123,15 @@ func assetKey(a telemetry.Asset) string { return a.Site() + "." + a.Class + "." 
 // Run serves commands until ctx ends. It follows the uplink's connection:
 // it subscribes when the uplink is ready and again on a new connection.
 func (c *commander) Run(ctx context.Context) error {
-	st, err := command.OpenStore(c.path, c.cfg.Remember)
+	st, err := command.OpenStore(c.path, c.cfg.Remember, c.cfg.MaxSkew)
 	if err != nil {
 		return err
 	}
 	c.store = st
 	defer func() { _ = st.Close() }()
+	if c.lastWrite, err = command.OpenLastWrites(filepath.Join(filepath.Dir(c.path), "last_writes.json")); err != nil {
+		return err
+	}
 	if len(c.keys) == 0 {
 		c.log.Warn("commands: no trusted keys: every command is rejected")
 	}
@@ -276,8 +273,17 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		return final(c.reject(res, "%v", err))
 	}
 	res.Signer = signer
+	// the target before the id: a command sent to another asset's subject
+	// (or a device the gateway does not have) never learns an id's outcome
+	if cmd.Asset != target {
+		return final(c.reject(res, "asset %s is not the subject's asset %s", cmd.Asset, target))
+	}
 	// idempotency: a known id gets its earlier outcome, never a new write
 	if prev, ok := c.store.Get(cmd.ID); ok {
+		if prev.Asset != cmd.Asset || prev.Signal != cmd.Signal {
+			// not recorded: the id keeps its own outcome
+			return final(c.reject(res, "id %s already names a command for %s %s: send this one with a new id", cmd.ID, prev.Asset, prev.Signal))
+		}
 		prev.Duplicate = true
 		if prev.Verdict == command.Accepted {
 			prev.Verdict = command.Failed
@@ -285,6 +291,10 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 				"read the point and send a new command (new id) if needed"
 		}
 		return final(prev)
+	}
+	if c.store.Full() { // never forget an id that may still come back
+		return final(c.reject(res, "too many commands in flight: commands.remember (%d) ids are all within their lifetime; "+
+			"send it again once the oldest expires (within commands.max_lifetime %v)", c.cfg.Remember, c.cfg.MaxLifetime))
 	}
 	res, ok := c.check(ctx, cmd, target, res, now)
 	if !ok {
@@ -363,12 +373,12 @@ func (c *commander) handleDCMD(ctx context.Context, device string, payload []byt
 	res := c.result(subject, c.now())
 	var why string
 	if err != nil {
-		why = fmt.Sprintf("Sparkplug DCMD to device %s: %v", device, err)
+		why = fmt.Sprintf("Sparkplug DCMD to device %s: %s", command.Clip(device, 64), command.Clip(err.Error(), 200))
 	} else {
-		res.Signal = strings.SplitN(dc.Plain[0], "=", 2)[0]
-		res.Requested = strings.Join(dc.Plain, ", ")
+		res.Signal = command.Clip(strings.SplitN(dc.Plain[0], "=", 2)[0], command.MaxSignal)
+		res.Requested = command.Clip(strings.Join(dc.Plain, ", "), 256)
 		why = fmt.Sprintf("unsigned: a plain Sparkplug DCMD to device %s carries no signature; commands must be signed with a trusted key "+
-			"and sent as the String metric %s (docs/commands.md)", device, sparkplug.MetricCommand)
+			"and sent as the String metric %s (docs/commands.md)", command.Clip(device, 64), sparkplug.MetricCommand)
 	}
 	auditSubj, refused := c.received(ctx, subject, res, why)
 	if refused != nil {
@@ -428,7 +438,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	}
 	np := d.cfg.Norm[idx]
 	res.Unit = np.Unit
-	if last, ok := c.lastWrite[pointRef{d, idx}]; ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
+	if last, ok := c.lastWrite.Get(cmd.Asset + "/" + cmd.Signal); ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
 		return c.reject(res, "written %v ago; write.min_interval is %v", now.Sub(last).Round(time.Millisecond), wr.MinInterval), false
 	}
 	var canon float64
@@ -507,6 +517,15 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 	if err := c.store.Put(acc); err != nil {
 		return c.reject(res, "cannot record the command id, nothing written: %v", err)
 	}
+	// the write's time, kept across reloads and restarts (min_interval)
+	// before the write starts: unrecorded, nothing is written
+	if err := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); err != nil {
+		res = c.reject(res, "cannot record the write time, nothing written: %v", err)
+		if perr := c.store.Put(res); perr != nil {
+			c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", perr)
+		}
+		return res
+	}
 	state := len(d.cfg.Writes[idx].States) > 0
 	raw := *res.New
 	if !state {
@@ -521,7 +540,9 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	written, err := w.WritePoint(wctx, idx, raw)
-	c.lastWrite[pointRef{d, idx}] = c.now()
+	if serr := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); serr != nil {
+		c.log.Error("commands: recording the write time failed", "id", cmd.ID, "err", serr)
+	}
 	if err != nil {
 		res.Verdict = command.Failed
 		res.Reason = err.Error()

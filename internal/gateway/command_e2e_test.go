@@ -58,6 +58,13 @@ const cmdDevices = `devices:
 
 func newCmdRig(t testing.TB, trusted string, extraUplinks ...string) *cmdRig {
 	t.Helper()
+	return newCmdRigWith(t, trusted, "", extraUplinks...)
+}
+
+// newCmdRigWith is newCmdRig with more fields of the commands block
+// (commands: "remember: 1, ").
+func newCmdRigWith(t testing.TB, trusted, commands string, extraUplinks ...string) *cmdRig {
+	t.Helper()
 	dir := t.TempDir()
 	r := &cmdRig{bank: modbustest.NewBank()}
 	r.bank.SetRegisters(modbustest.HoldingRegisters, 20, 700, 55, 10, 0)
@@ -78,7 +85,7 @@ func newCmdRig(t testing.TB, trusted string, extraUplinks ...string) *cmdRig {
 		trusted = "[" + pub + "]"
 	}
 	text := fmt.Sprintf("gateway: {id: gw-cmd, enterprise: acme, site: plant1, data_dir: ./data}\nhttp: {listen: \"off\"}\n"+
-		"uplinks:\n  nats: {url: %q}\n%scommands: {trusted_keys: %s, timeout: 2s}\n", r.nats.URL(), strings.Join(extraUplinks, ""), trusted) +
+		"uplinks:\n  nats: {url: %q}\n%scommands: {%strusted_keys: %s, timeout: 2s}\n", r.nats.URL(), strings.Join(extraUplinks, ""), commands, trusted) +
 		fmt.Sprintf(cmdDevices, srv.Addr)
 	r.path = filepath.Join(dir, "gateway.yaml")
 	if err := os.WriteFile(r.path, []byte(text), 0o600); err != nil {
@@ -521,4 +528,155 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 		t.Errorf("%d writes for one command (resent until answered)", n)
 	}
 	wait.For(t, 10*time.Second, "the MQTT command in the audit stream", func() bool { return len(audit.of("mq-ok")) >= 3 })
+}
+
+// TestCommandReplayWithSmallRemember: with commands.remember 1, a second
+// command within the first one's lifetime is refused rather than the
+// first id forgotten, so replaying the first is answered from the record
+// and never written twice.
+func TestCommandReplayWithSmallRemember(t *testing.T) {
+	r := newCmdRigWith(t, "operator", "remember: 1, ")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	a := r.signed(t, r.cmd("c-a", "generic.sp-1", "valve_position", command.Num(40), "%"))
+	if res := r.send(t, a); res.Verdict != command.Verified {
+		t.Fatalf("A: %+v", res)
+	}
+	writes := r.bank.Writes()
+	b := r.send(t, r.signed(t, r.cmd("c-b", "generic.sp-1", "valve_position", command.Num(50), "%")))
+	if b.Verdict != command.Rejected || !strings.Contains(b.Reason, "commands.remember") {
+		t.Errorf("B with remember full: %+v", b)
+	}
+	again := r.send(t, a)
+	if !again.Duplicate || again.Verdict != command.Verified {
+		t.Errorf("A replayed: %+v", again)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("B and A's replay wrote %d times", n)
+	}
+}
+
+// TestCommandOversizedFieldsBounded: an unsigned sender cannot make the
+// gateway store, answer or log large text: a 900 KB requester (a request
+// beyond command.MaxRequestBytes) and a 2 KB requester within a small
+// request are both refused, and every audit record and reply stays small
+// (the oversized request named by its size and digest, fields clipped).
+func TestCommandOversizedFieldsBounded(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	audit, err := r.nc.SubscribeSync("smelter.v1.*.*.*.audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	later := time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	doc := func(id, requester string) []byte {
+		return fmt.Appendf(nil, `{"schema":"smelter.command/1","id":%q,"asset":"plant1.generic.sp-1","signal":"valve_position","value":40,"unit":"%%","requester":%q,"issued_at":%q,"expires_at":%q}`,
+			id, requester, now, later)
+	}
+	for _, c := range []struct {
+		data   []byte
+		reason string
+	}{
+		{doc("big-1", strings.Repeat("m", 900_000)), "exceeds 4096"},
+		{doc("big-2", strings.Repeat("m", 2000)), "requester longer than 128"},
+		{append(doc("big-3", "mallory"), `{"x":1}`...), "data after"},
+	} {
+		m, err := r.nc.Request("smelter.v1.plant1.generic.sp-1.cmd", c.data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res command.Result
+		if err := json.Unmarshal(m.Data, &res); err != nil || res.Verdict != command.Rejected || !strings.Contains(res.Reason, c.reason) {
+			t.Errorf("%.40s: %v %.300s, want rejected %q", c.data, err, m.Data, c.reason)
+		}
+		if len(m.Data) > 2048 {
+			t.Errorf("%.40s: a reply of %d bytes", c.data, len(m.Data))
+		}
+		for range 2 { // received, rejected
+			a, err := audit.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(a.Data) > 2048 {
+				t.Errorf("%.40s: an audit record of %d bytes", c.data, len(a.Data))
+			}
+		}
+	}
+	if n := r.bank.Writes(); n != 0 {
+		t.Errorf("%d writes", n)
+	}
+}
+
+// TestMinIntervalSurvivesRestart: write.min_interval holds across a
+// gateway restart (and so a reload): the point's last write time is kept
+// in <data_dir>/commands/last_writes.json.
+func TestMinIntervalSurvivesRestart(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := New(r.cfg, Options{DrainTimeout: time.Second, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	r.waitListening(t)
+	if res := r.send(t, r.signed(t, r.cmd("c-trim-1", "generic.sp-1", "trim", command.Num(-2.5), "%"))); res.Verdict != command.Verified {
+		t.Fatalf("trim: %+v", res)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(r.path, Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, cfg)
+	r.waitListening(t)
+	writes := r.bank.Writes()
+	res := r.send(t, r.signed(t, r.cmd("c-trim-2", "generic.sp-1", "trim", command.Num(-2), "%")))
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "min_interval") {
+		t.Errorf("a second write within min_interval after a restart: %+v", res)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("%d writes", n)
+	}
+}
+
+// TestDuplicateMustMatchAsset: a command id already used answers its
+// earlier outcome only to the same asset and signal; the same id for
+// another asset, or a command sent on another asset's subject, is refused
+// without learning the outcome, and the id keeps its record.
+func TestDuplicateMustMatchAsset(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	first := r.signed(t, r.cmd("c-dup", "generic.sp-1", "valve_position", command.Num(30), "%"))
+	if res := r.send(t, first); res.Verdict != command.Verified {
+		t.Fatalf("first: %+v", res)
+	}
+	writes := r.bank.Writes()
+	other := r.send(t, r.signed(t, r.cmd("c-dup", "air_compressor.ac-1", "load_state", command.Label("loaded"), "")))
+	if other.Duplicate || other.Verdict != command.Rejected || !strings.Contains(other.Reason, "already names a command for plant1.generic.sp-1") {
+		t.Errorf("same id, another asset: %+v", other)
+	}
+	// the signed sp-1 command sent on ac-1's subject
+	data, _ := json.Marshal(first)
+	m, err := r.nc.Request("smelter.v1.plant1.air_compressor.ac-1.cmd", data, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moved command.Result
+	if err := json.Unmarshal(m.Data, &moved); err != nil || moved.Duplicate || moved.Verdict != command.Rejected ||
+		!strings.Contains(moved.Reason, "is not the subject's asset") {
+		t.Errorf("on another subject: %v %+v", err, moved)
+	}
+	if again := r.send(t, first); !again.Duplicate || again.Verdict != command.Verified {
+		t.Errorf("the id's own retry: %+v", again)
+	}
+	if n := r.bank.Writes() - writes; n != 0 {
+		t.Errorf("%d writes", n)
+	}
 }

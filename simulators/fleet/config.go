@@ -40,7 +40,11 @@ type Config struct {
 	Seed  uint64          `yaml:"seed"`
 	Speed float64         `yaml:"speed"` // simulated seconds per wall second; 0 = manual (Advance)
 	Step  faults.Duration `yaml:"step"`  // simulated step, default 1s
-	Start time.Time       `yaml:"start"` // simulated start, default 2025-06-21T00:00:00Z
+	Start time.Time       `yaml:"-"`     // simulated start, default 2025-06-21T00:00:00Z
+	// StartText is the file's start: as written, read like smelter-sim's
+	// -start (ParseStart: an RFC 3339 time, "HH:MM" today in local time,
+	// or "now") into Start by Load and Parse.
+	StartText string `yaml:"start"`
 	// Listeners shared by several devices (one port, several unit ids).
 	Listeners map[string]ListenerConfig `yaml:"listeners"`
 	// OPC UA servers shared by several devices (one folder per device).
@@ -105,6 +109,9 @@ func Load(path string) (Config, error) {
 	if _, err := confload.ReadFile(path, &cfg); err != nil {
 		return Config{}, err
 	}
+	if err := cfg.parseStart(path); err != nil {
+		return Config{}, err
+	}
 	cfg.Dir = filepath.Dir(path)
 	if _, err := cfg.compile(); err != nil {
 		return Config{}, err
@@ -119,7 +126,23 @@ func Parse(name string, data []byte) (Config, error) {
 	if _, err := confload.Decode(name, data, &cfg); err != nil {
 		return Config{}, err
 	}
+	if err := cfg.parseStart(name); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
+}
+
+// parseStart sets Start from StartText (when given); errors name the file.
+func (c *Config) parseStart(name string) error {
+	if c.StartText == "" {
+		return nil
+	}
+	t, err := ParseStart(c.StartText, time.Now(), time.Local)
+	if err != nil {
+		return fmt.Errorf("%s: start: %q: want an RFC 3339 time (2025-06-21T10:00:00+08:00), a time of day (09:00) or now", name, c.StartText)
+	}
+	c.Start = t
+	return nil
 }
 
 func (c *Config) defaults() {

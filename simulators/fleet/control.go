@@ -12,7 +12,7 @@ import (
 
 // Handler serves the control API (JSON):
 //
-//	GET    /devices           devices with addresses, nameplates and current values
+//	GET    /devices           devices with addresses, nameplates, current values and write counts
 //	GET    /devices/{id}      one device
 //	GET    /faults            every fault with its state
 //	POST   /faults            inject a fault (a faults.Spec); 201 with its status
@@ -83,11 +83,15 @@ type deviceView struct {
 	DeviceInfo
 	Time   time.Time          `json:"time"`
 	Values map[string]float64 `json:"values"`
+	// ModbusWrites: write requests the device's Modbus front received
+	// (applied or refused), as smelter_sim_modbus_writes_total.
+	ModbusWrites int64 `json:"modbus_writes"`
 }
 
 func (f *Fleet) view(d DeviceInfo) deviceView {
 	v, at, _ := f.Values(d.ID)
-	return deviceView{DeviceInfo: d, Time: at, Values: v}
+	n, _ := f.Writes(d.ID)
+	return deviceView{DeviceInfo: d, Time: at, Values: v, ModbusWrites: n}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -98,6 +98,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) *Fleet {
 		o(f)
 	}
 	f.met = newMetrics(f.reg)
+	if f.reg != nil {
+		f.reg.MustRegister(writesCollector{f})
+	}
 	return f
 }
 

@@ -29,3 +29,28 @@ func TestParseStart(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetFileStart: a fleet file's start: takes what -start takes (an
+// RFC 3339 time, as a YAML timestamp too; a time of day; now) and names the
+// file and field when it cannot read it.
+func TestFleetFileStart(t *testing.T) {
+	doc := func(start string) []byte {
+		return []byte("start: " + start + "\ndevices:\n  - {id: ac-1, class: air_compressor, template: t.yaml, modbus: {address: \"127.0.0.1:0\"}}\n")
+	}
+	before := time.Now()
+	cfg, err := Parse("fleet.yaml", doc("now"))
+	if err != nil || cfg.Start.Before(before.Add(-time.Second)) || cfg.Start.After(time.Now()) {
+		t.Errorf("start: now: %v %v", cfg.Start, err)
+	}
+	cfg, err = Parse("fleet.yaml", doc("2025-06-21T06:00:00Z"))
+	if err != nil || !cfg.Start.Equal(time.Date(2025, 6, 21, 6, 0, 0, 0, time.UTC)) {
+		t.Errorf("start: RFC 3339: %v %v", cfg.Start, err)
+	}
+	cfg, err = Parse("fleet.yaml", doc(`"09:00"`))
+	if err != nil || cfg.Start.Hour() != 9 || cfg.Start.Minute() != 0 {
+		t.Errorf("start: 09:00: %v %v", cfg.Start, err)
+	}
+	if _, err := Parse("fleet.yaml", doc("tomorrow")); err == nil || !strings.Contains(err.Error(), `fleet.yaml: start: "tomorrow"`) {
+		t.Errorf("start: tomorrow: %v", err)
+	}
+}
