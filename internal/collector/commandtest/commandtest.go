@@ -223,7 +223,7 @@ func Call(tb testing.TB, method, url, token string, body any, out any) int {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, url, rd)
+	req, err := http.NewRequestWithContext(tb.Context(), method, url, rd)
 	if err != nil {
 		tb.Fatal(err)
 	}
