@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,9 @@ type URLs struct {
 	Gateway    string // gateway status page
 	Simulator  string // simulator control API
 	Dashboard  string // collector dashboard ("" when the collector is not wired)
+	// OperatorTokenFile holds the bearer token of the demo's operator, who
+	// may send commands from the dashboard (commands.go; new every run).
+	OperatorTokenFile string
 }
 
 // Demo is one run.
@@ -254,6 +258,13 @@ func (d *Demo) Run(ctx context.Context) error {
 		// a performance ratio needs >= 0.02 kWh/m2 of irradiation per window:
 		// 2 minutes of a winter morning's ~500 W/m2 hold 0.017
 		"pv_string": collector.Duration(max(kpiWindow(fcfg.Speed), 10*time.Minute))}
+	// commands out of the box: the collector signs operators' commands
+	// with a key the gateway trusts (commands.go)
+	gwCmds, colCmds, err := demoCommands(dataDir)
+	if err != nil {
+		return err
+	}
+	ccfg.Commands = colCmds
 	if d.opts.Sparkplug { // sparkplug.go
 		if err := sparkplugCollector(&ccfg, fl.Devices(), mb.URL(), dataDir); err != nil {
 			return err
@@ -295,6 +306,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	gfile.Commands = gwCmds
 	gdata, err := MarshalGatewayConfig(gfile)
 	if err != nil {
 		return err
@@ -332,13 +344,20 @@ func (d *Demo) Run(ctx context.Context) error {
 		return fmt.Errorf("demo: collector http: %w", err)
 	}
 	d.mu.Lock()
-	d.urls = URLs{NATS: nb.URL(), MQTT: mb.URL(), Gateway: gwURL, Simulator: simURL, Dashboard: "http://" + dash + "/"}
+	d.urls = URLs{NATS: nb.URL(), MQTT: mb.URL(), Gateway: gwURL, Simulator: simURL, Dashboard: "http://" + dash + "/",
+		OperatorTokenFile: colCmds.Operators[0].TokenFile}
 	urls := d.urls
 	d.mu.Unlock()
 	if d.opts.Out != nil {
 		fmt.Fprintf(d.opts.Out, "\nSmelter demo is running (Ctrl-C stops it):\n")
 		if urls.Dashboard != "" {
 			fmt.Fprintf(d.opts.Out, "  dashboard        %s\n", urls.Dashboard)
+			if tok, err := os.ReadFile(urls.OperatorTokenFile); err == nil {
+				// the dashboard listens on loopback only and the token is
+				// new every run: a demo secret, fine to show here
+				fmt.Fprintf(d.opts.Out, "  as operator      %s?token=%s\n", urls.Dashboard, strings.TrimSpace(string(tok)))
+				fmt.Fprintf(d.opts.Out, "                   (sends commands; demo secret, this run and this machine only: %s)\n", urls.OperatorTokenFile)
+			}
 		}
 		fmt.Fprintf(d.opts.Out, "  gateway status   %s\n  simulator API    %s/devices\n  NATS (JetStream) %s\n  MQTT             %s\n  gateway config   %s\n",
 			urls.Gateway, urls.Simulator, urls.NATS, urls.MQTT, cfgPath)

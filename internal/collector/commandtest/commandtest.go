@@ -7,10 +7,14 @@
 package commandtest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -203,6 +207,41 @@ func EnsureAuditStream(tb testing.TB, js jetstream.JetStream) {
 	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		tb.Fatalf("create audit stream %s: %v", AuditStream, err)
 	}
+}
+
+// Call makes one HTTP API request: body (nil: none) sent as JSON, token
+// (empty: none) as the bearer token; the answer's JSON is decoded into out
+// (nil: not decoded). It returns the status code; any transport or decoding
+// failure fails the test.
+func Call(tb testing.TB, method, url, token string, body any, out any) int {
+	tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(tb.Context(), method, url, rd)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			tb.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
 }
 
 // repoRoot finds the module root from the working directory.
