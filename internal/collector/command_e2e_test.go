@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +42,10 @@ func call(t *testing.T, method, url, token string, body any, out any) int {
 // unauthorized_command alarm each, a command beyond the limits a
 // command_rejected warning; the audit API lists every attempt, newest
 // first, paged.
+// collectorRefusalID matches the random id (24 hex digits, quoted) of a
+// record the collector wrote for a command it refused itself.
+var collectorRefusalID = regexp.MustCompile(`"[0-9a-f]{24}"`)
+
 func TestCommandServiceEndToEnd(t *testing.T) {
 	r := commandtest.Start(t)
 	assetURL := r.API + "/api/v1/assets/sim/ac-1"
@@ -207,15 +212,16 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	}
 	wantPublished := []want{
 		{collector.RuleCommandRejected, "warn", "raised", `command refused "op-over" on unload_pressure_setpoint by "alice" (gateway gw-e2e): 0.95 MPa is outside the write limits 0.6..0.9 MPa`, 1},
-		{collector.RuleUnauthorizedCommand, "alarm", "raised", `unauthorized command "nats-unsigned" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): unsigned: commands must be signed with a trusted key`, 1},
-		{collector.RuleUnauthorizedCommand, "alarm", "updated", `unauthorized command "nats-stranger" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): signature does not verify with any trusted key (2 refused since `, 2},
+		{collector.RuleUnauthorizedCommand, "alarm", "raised", `unauthorized command "<id>" on unload_pressure_setpoint by "viewer" (gateway collector/` + collector.Defaults().Group + `): permission denied by the collector: viewers cannot send commands: an operator's token is required (commands.operators in the collector's configuration)`, 1},
+		{collector.RuleUnauthorizedCommand, "alarm", "updated", `unauthorized command "nats-unsigned" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): unsigned: commands must be signed with a trusted key (2 refused since `, 2},
+		{collector.RuleUnauthorizedCommand, "alarm", "updated", `unauthorized command "nats-stranger" on unload_pressure_setpoint by "mallory" (gateway gw-e2e): signature does not verify with any trusted key (3 refused since `, 3},
 	}
-	wantAlerts := []want{wantPublished[0], wantPublished[2]}
+	wantAlerts := []want{wantPublished[0], wantPublished[3]}
 	got := func(list []alert.Alert) []want {
 		var out []want
 		for _, a := range list {
 			if a.Kind == collector.KindCommand {
-				text := a.Message
+				text := collectorRefusalID.ReplaceAllString(a.Message, `"<id>"`)
 				if i := strings.Index(text, " since "); i > 0 {
 					text = text[:i+len(" since ")]
 				}
@@ -238,7 +244,7 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 			al = append(al, a.Alert)
 		}
 		g := got(al)
-		return len(g) >= len(wantAlerts) && slices.ContainsFunc(g, func(w want) bool { return w.attempts == 2 })
+		return len(g) >= len(wantAlerts) && slices.ContainsFunc(g, func(w want) bool { return w.attempts == 3 })
 	})
 	var al []alert.Alert
 	for _, a := range listed.Alerts {
@@ -272,23 +278,24 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		if i > 0 && rec.Seq >= page.Records[i-1].Seq {
 			t.Errorf("audit not newest first: %d after %d", rec.Seq, page.Records[i-1].Seq)
 		}
-		trail = append(trail, fmt.Sprintf("%s:%s", rec.ID, rec.Verdict))
+		trail = append(trail, fmt.Sprintf("%s:%s", strings.Trim(collectorRefusalID.ReplaceAllString(`"`+rec.ID+`"`, "<id>"), `"`), rec.Verdict))
 	}
 	slices.Reverse(trail)
 	wantTrail := []string{"op-1:received", "op-1:accepted", "op-1:verified", "op-1:received", "op-1:verified",
+		"<id>:rejected", // the viewer's attempt, refused and audited by the collector
 		"op-over:received", "op-over:rejected", "nats-unsigned:received", "nats-unsigned:rejected",
 		"nats-stranger:received", "nats-stranger:rejected"}
 	if !slices.Equal(trail, wantTrail) || page.Before != 0 {
 		t.Errorf("audit trail (oldest first)\n got %v\nwant %v (before %d)", trail, wantTrail, page.Before)
 	}
-	// paged: 4 + 4 + 3
+	// paged: 4 + 4 + 4
 	var paged []string
 	cursor := ""
 	for range 3 {
 		var p dashboard.AuditPage
 		call(t, "GET", assetURL+"/audit?limit=4"+cursor, commandtest.ViewerToken, nil, &p)
 		for _, rec := range p.Records {
-			paged = append(paged, fmt.Sprintf("%s:%s", rec.ID, rec.Verdict))
+			paged = append(paged, fmt.Sprintf("%s:%s", strings.Trim(collectorRefusalID.ReplaceAllString(`"`+rec.ID+`"`, "<id>"), `"`), rec.Verdict))
 		}
 		cursor = fmt.Sprintf("&before=%d", p.Before)
 		if p.Before == 0 {

@@ -95,6 +95,28 @@ func (s *commandService) Send(ctx context.Context, req dashboard.CommandRequest)
 	return res, nil
 }
 
+// Refused appends a rejected record for a command the collector's API
+// refused itself (a viewer's) to the asset's audit subject with JetStream,
+// PubAck awaited: the audit stream holds every attempt, and the record
+// raises its alert through the audit consumer like a gateway's refusal
+// (its reason names the permission: unauthorized_command). The record's
+// gateway is "collector/<group>", so it is never taken for a gateway's.
+func (s *commandService) Refused(ctx context.Context, req dashboard.CommandRequest, reason string) error {
+	now := s.now().UTC()
+	r := command.Result{Schema: command.ResultSchema, ID: newCommandID(), Gateway: "collector/" + s.c.cfg.Group,
+		Asset: req.Site + "." + req.Class + "." + req.Asset, Signal: command.Clip(req.Signal, command.MaxSignal),
+		Requester: command.Clip(req.Requester, command.MaxRequester), Verdict: command.Rejected, Reason: reason,
+		Requested: command.Clip(req.Value.String(), command.MaxLabel), RequestedUnit: command.Clip(req.Unit, command.MaxUnit), At: now}
+	data, err := json.Marshal(&r)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = s.js.Publish(pctx, telemetry.Subject(req.Site, req.Class, req.Asset, telemetry.KindAudit), data, jetstream.WithMsgID("collector-refused:"+r.ID))
+	return err
+}
+
 // maxAuditScan bounds the records one audit page reads from the stream.
 const maxAuditScan = 100_000
 

@@ -25,6 +25,10 @@ type Commander interface {
 	// Sends reports whether the service can send (a seed and operators
 	// are configured); the audit trail is served either way.
 	Sends() bool
+	// Refused appends a rejected record for a command the API itself
+	// refused (a viewer's) to the asset's audit subject, so the audit
+	// stream holds every attempt, not only those that reached a gateway.
+	Refused(ctx context.Context, req CommandRequest, reason string) error
 }
 
 // CommandRequest is one operator's command as the API takes it; the
@@ -135,7 +139,9 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	c := callerOf(r)
 	if c.role != RoleOperator {
-		writeErr(w, http.StatusForbidden, "", "viewers cannot send commands: an operator's token is required (commands.operators in the collector's configuration)")
+		const why = "viewers cannot send commands: an operator's token is required (commands.operators in the collector's configuration)"
+		s.auditViewer(r, c, why)
+		writeErr(w, http.StatusForbidden, "", why)
 		return
 	}
 	cm := s.opts.Commands
@@ -233,4 +239,31 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		page.Records = []AuditRecord{}
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// auditViewer records a viewer's command attempt in the audit stream
+// (Commander.Refused) where the request names a known asset and a signal;
+// anything else is only logged. The viewer's attempt is unauthorized
+// activity: the record's reason names the permission, which raises an
+// unauthorized_command alert like a gateway's refusal.
+func (s *Server) auditViewer(r *http.Request, c caller, why string) {
+	cm := s.opts.Commands
+	site, id := r.PathValue("site"), r.PathValue("id")
+	var in CommandIn
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxCommandBody))
+	_ = json.Unmarshal(body, &in)
+	a, known := s.src.Asset(site, id)
+	s.opts.Log.Warn("command refused: viewer", "site", site, "asset", id, "known_asset", known)
+	if cm == nil || !known || !telemetry.ValidToken(in.Signal) {
+		return
+	}
+	var v command.Value
+	_ = v.UnmarshalJSON(in.Value)
+	req := CommandRequest{Site: site, Class: a.Class, Asset: id, Signal: in.Signal, Value: v, Unit: in.Unit, Requester: "viewer"}
+	if c.name != "" {
+		req.Requester = "viewer " + c.name
+	}
+	if err := cm.Refused(r.Context(), req, "permission denied by the collector: "+why); err != nil {
+		s.opts.Log.Error("a viewer's command attempt could not be audited", "site", site, "asset", id, "err", err)
+	}
 }
