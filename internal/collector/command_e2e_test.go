@@ -306,6 +306,15 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	if !slices.Equal(paged, wantTrail) {
 		t.Errorf("paged audit trail %v", paged)
 	}
+	// the pages' ordered consumers are gone: only the group's durable
+	// alert consumer is left on the audit stream
+	as, err := r.JS.Stream(context.Background(), commandtest.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := as.Info(context.Background()); err != nil || info.State.Consumers != 1 {
+		t.Errorf("audit stream consumers after 4 audit pages: %v %+v, want the durable alert consumer only", err, info.State)
+	}
 }
 
 func mustJSON(t *testing.T, v any) string {

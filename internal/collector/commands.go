@@ -117,6 +117,10 @@ func (s *commandService) Refused(ctx context.Context, req dashboard.CommandReque
 	return err
 }
 
+// auditConsumerIdle is the inactivity threshold of an audit page's
+// ordered consumer (deleted after the page anyway).
+const auditConsumerIdle = 10 * time.Second
+
 // maxAuditScan bounds the records one audit page reads from the stream.
 const maxAuditScan = 100_000
 
@@ -129,11 +133,22 @@ func (s *commandService) Audit(ctx context.Context, site, asset string, before u
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	subj := telemetry.Subject(site, "*", asset, telemetry.Kind("audit"))
-	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	// deleted when the page is read; the inactivity threshold is the
+	// backstop for a collector that dies mid-read (review of #13: every
+	// request left a consumer on the server for minutes)
+	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: auditConsumerIdle}
 	cons, err := s.js.OrderedConsumer(ctx, s.cfg.AuditStream, oc)
 	if err != nil {
 		return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)
 	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer dcancel()
+			_ = s.js.DeleteConsumer(dctx, s.cfg.AuditStream, ci.Name)
+		}
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return page, fmt.Errorf("audit stream %s: %w", s.cfg.AuditStream, err)

@@ -175,7 +175,7 @@ func TestDecodeRefuses(t *testing.T) {
 // the oldest ids are forgotten beyond max, and a torn last line is skipped.
 func TestStorePersists(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "commands", "ids.jsonl")
-	s, err := OpenStore(path, 3, 0)
+	s, err := OpenStore(path, 3, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestStorePersists(t *testing.T) {
 	}
 	_, _ = f.WriteString(`{"id":"e","verd`)
 	_ = f.Close()
-	s, err = OpenStore(path, 3, 0)
+	s, err = OpenStore(path, 3, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestConfigValidate(t *testing.T) {
 // too; Full says when max unexpired ids leave no room; expired ids go.
 func TestStoreKeepsUnexpiredIDs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ids.jsonl")
-	s, err := OpenStore(path, 5, time.Second)
+	s, err := OpenStore(path, 5, 5*time.Minute, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestStoreKeepsUnexpiredIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-	if s, err = OpenStore(path, 1, time.Second); err != nil {
+	if s, err = OpenStore(path, 1, 5*time.Minute, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -290,6 +290,38 @@ func TestStoreKeepsUnexpiredIDs(t *testing.T) {
 	s.now = func() time.Time { return live.Add(2 * time.Second) }
 	if s.Full() {
 		t.Error("full once every id expired")
+	}
+}
+
+// TestStoreFarFutureExpiryDoesNotPin: a record whose expires_at lies
+// years ahead (a signer's long TTL, refused as too long-lived) is kept only
+// until it was recorded + max_lifetime + 2 x max_skew: no acceptable
+// command expires later, and such ids cannot fill the store for years
+// (review of #13: 4,096 of them blocked every command).
+func TestStoreFarFutureExpiryDoesNotPin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ids.jsonl")
+	s, err := OpenStore(path, 2, 5*time.Minute, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Now()
+	far := time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+	for _, id := range []string{"fill-1", "fill-2"} {
+		if err := s.Put(Result{ID: id, Verdict: Rejected, ExpiresAt: far, At: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.Full() {
+		t.Fatal("not full with 2 live ids and remember 2")
+	}
+	s.now = func() time.Time { return at.Add(5*time.Minute + 59*time.Second) }
+	if !s.Full() {
+		t.Error("ids forgotten before recorded + max_lifetime + 2 x max_skew")
+	}
+	s.now = func() time.Time { return at.Add(6*time.Minute + time.Second) }
+	if s.Full() {
+		t.Error("ids with a far-future expires_at still pin the store after recorded + max_lifetime + 2 x max_skew")
 	}
 }
 

@@ -20,16 +20,20 @@ import (
 //
 // An id is kept at least until its command's expires_at + grace has
 // passed (a command that may still arrive is never forgotten, whatever
-// max); beyond max ids the oldest expired ones are forgotten, and Full
+// max), but never beyond the time it was recorded + maxLifetime + 2 x
+// grace: no command the gateway can accept expires later (expires_at -
+// issued_at <= max_lifetime, issued_at <= now + max_skew), so a signer's
+// far-future expires_at cannot pin an id, and fill the store, for years; beyond max ids the oldest expired ones are forgotten, and Full
 // reports when max ids are all unexpired (the gateway then refuses new
 // commands rather than forget one). The file is rewritten with only the
 // remembered ids when it holds more than twice as many lines. A torn last line (a crash mid-append) is ignored.
 // Safe for concurrent use.
 type Store struct {
-	path  string
-	max   int
-	grace time.Duration
-	now   func() time.Time
+	path    string
+	max     int
+	maxLife time.Duration // commands.max_lifetime
+	grace   time.Duration
+	now     func() time.Time
 
 	mu    sync.Mutex
 	f     *os.File
@@ -40,15 +44,16 @@ type Store struct {
 
 // OpenStore opens (creating it and its directory) the store file at path
 // remembering max ids (max >= 1) and every id until its expires_at +
-// grace (commands.max_skew: a gateway clock behind the sender's).
-func OpenStore(path string, max int, grace time.Duration) (*Store, error) {
+// grace (commands.max_skew: a gateway clock behind the sender's), at most
+// until it was recorded + maxLifetime (commands.max_lifetime) + 2 x grace.
+func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("command store: remember %d ids: want at least 1", max)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("command store: %w", err)
 	}
-	s := &Store{path: path, max: max, grace: grace, now: time.Now, byID: map[string]Result{}}
+	s := &Store{path: path, max: max, maxLife: maxLifetime, grace: grace, now: time.Now, byID: map[string]Result{}}
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("command store: %w", err)
@@ -79,9 +84,17 @@ func (s *Store) remember(r Result) {
 }
 
 // live reports whether r's command may still arrive (and so must be
-// remembered): its expires_at + grace has not passed.
+// remembered): its expires_at + grace has not passed, nor the time it was
+// recorded + max_lifetime + 2 x grace.
 func (s *Store) live(r Result, now time.Time) bool {
-	return !r.ExpiresAt.IsZero() && now.Before(r.ExpiresAt.Add(s.grace))
+	if r.ExpiresAt.IsZero() {
+		return false
+	}
+	end := r.ExpiresAt.Add(s.grace)
+	if lim := r.At.Add(s.maxLife + 2*s.grace); s.maxLife > 0 && !r.At.IsZero() && lim.Before(end) {
+		end = lim
+	}
+	return now.Before(end)
 }
 
 // evict forgets the oldest expired ids until at most n remain (or none

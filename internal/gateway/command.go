@@ -46,7 +46,7 @@ const auditRecheck = 5 * time.Second
 // command mirror topics and, with encoding sparkplug_b, the Sparkplug DCMD
 // (mqtt.Uplink).
 type mirror interface {
-	Subscribe(topic string, handler func(topic string, payload []byte))
+	Subscribe(topic string, handler func(topic string, payload []byte, retained bool))
 	SubscribeDCMD(handler func(device string, payload []byte))
 	PublishOne(ctx context.Context, topic string, payload []byte) error
 }
@@ -54,9 +54,10 @@ type mirror interface {
 // mqttMsg is a command that arrived on an MQTT mirror topic, or as a
 // Sparkplug DCMD to device.
 type mqttMsg struct {
-	topic  string
-	device string // a DCMD's device id; topic is then ""
-	data   []byte
+	topic    string
+	device   string // a DCMD's device id; topic is then ""
+	data     []byte
+	retained bool // a retained publish: refused (never stored for later)
 }
 
 // commander executes commands (docs/commands.md): it listens on each
@@ -123,7 +124,7 @@ func assetKey(a telemetry.Asset) string { return a.Site() + "." + a.Class + "." 
 // Run serves commands until ctx ends. It follows the uplink's connection:
 // it subscribes when the uplink is ready and again on a new connection.
 func (c *commander) Run(ctx context.Context) error {
-	st, err := command.OpenStore(c.path, c.cfg.Remember, c.cfg.MaxSkew)
+	st, err := command.OpenStore(c.path, c.cfg.Remember, c.cfg.MaxLifetime, c.cfg.MaxSkew)
 	if err != nil {
 		return err
 	}
@@ -139,9 +140,9 @@ func (c *commander) Run(ctx context.Context) error {
 	mqMsgs := make(chan mqttMsg, 64)
 	if c.mq != nil {
 		for _, d := range c.byKey {
-			c.mq.Subscribe(telemetry.Topic(telemetry.AssetSubject(d.cfg.Asset, kindCommand)), func(topic string, payload []byte) {
+			c.mq.Subscribe(telemetry.Topic(telemetry.AssetSubject(d.cfg.Asset, kindCommand)), func(topic string, payload []byte, retained bool) {
 				select {
-				case mqMsgs <- mqttMsg{topic: topic, data: payload}:
+				case mqMsgs <- mqttMsg{topic: topic, data: payload, retained: retained}:
 				default:
 					c.log.Warn("commands: queue full, MQTT command dropped", "topic", topic)
 				}
@@ -199,7 +200,7 @@ func (c *commander) Run(ctx context.Context) error {
 				c.checkAudit(ctx)
 			}
 		case m := <-msgs:
-			res := c.handle(ctx, m.Subject, m.Data)
+			res := c.handle(ctx, m.Subject, m.Data, "")
 			data, _ := json.Marshal(res) // plain struct: cannot fail
 			if m.Reply != "" {
 				if err := m.Respond(data); err != nil {
@@ -211,7 +212,11 @@ func (c *commander) Run(ctx context.Context) error {
 			if m.topic == "" {
 				res, m.topic = c.handleDCMD(ctx, m.device, m.data)
 			} else {
-				res = c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data)
+				refuse := ""
+				if m.retained {
+					refuse = "a retained MQTT message is not a command: commands are never stored for later (publish with retain false)"
+				}
+				res = c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data, refuse)
 			}
 			data, _ := json.Marshal(res) // plain struct: cannot fail
 			pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -239,8 +244,10 @@ func (c *commander) checkAudit(ctx context.Context) {
 
 // handle runs one command to its final result. Every step's record goes
 // to the audit stream; the first (verdict "received") before anything
-// else is done, so a command the gateway cannot audit is rejected.
-func (c *commander) handle(ctx context.Context, subject string, data []byte) command.Result {
+// else is done, so a command the gateway cannot audit is rejected. refuse,
+// when not "", is the transport's reason to reject the command after its
+// first record (a retained MQTT message).
+func (c *commander) handle(ctx context.Context, subject string, data []byte, refuse string) command.Result {
 	now := c.now()
 	res := c.result(subject, now)
 	target := res.Asset
@@ -261,6 +268,9 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 	final := func(r command.Result) command.Result { return c.final(ctx, auditSubj, r) }
 	if derr != nil {
 		return final(c.reject(res, "%v", derr))
+	}
+	if refuse != "" { // the transport's own refusal (a retained MQTT message)
+		return final(c.reject(res, "%s", refuse))
 	}
 	// who: only a trusted signature makes a command (and its id) count
 	signer, err := cmd.Verify(c.keys)
@@ -283,6 +293,13 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte) com
 		if prev.Asset != cmd.Asset || prev.Signal != cmd.Signal {
 			// not recorded: the id keeps its own outcome
 			return final(c.reject(res, "id %s already names a command for %s %s: send this one with a new id", cmd.ID, prev.Asset, prev.Signal))
+		}
+		// a retry is the same command: another value, unit or requester
+		// under a known id is a new command that must not be answered with
+		// the earlier outcome (a "verified" for a write that never happened)
+		if prev.Requested != cmd.Value.String() || prev.RequestedUnit != cmd.Unit || prev.Requester != cmd.Requester {
+			return final(c.reject(res, "id %s already names another command (%s %s by %s): send this one with a new id",
+				cmd.ID, prev.Requested, prev.RequestedUnit, prev.Requester))
 		}
 		prev.Duplicate = true
 		if prev.Verdict == command.Accepted {
@@ -368,7 +385,7 @@ func (c *commander) handleDCMD(ctx context.Context, device string, payload []byt
 	topic := telemetry.Topic(subject)
 	dc, err := sparkplug.ParseDeviceCommand(payload)
 	if err == nil && dc.Signed != nil {
-		return c.handle(ctx, subject, dc.Signed), topic
+		return c.handle(ctx, subject, dc.Signed, ""), topic
 	}
 	res := c.result(subject, c.now())
 	var why string

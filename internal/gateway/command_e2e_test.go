@@ -476,9 +476,6 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = mq.Close() })
 	r := newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL()))
-	runGateway(t, r.cfg)
-	r.waitListening(t)
-	audit := r.audit(t)
 
 	results := make(chan command.Result, 16)
 	cl := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("mirror-test").SetCleanSession(true))
@@ -494,6 +491,38 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 		}
 	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	// a signed command left retained on the broker before the gateway
+	// subscribes: delivered as retained, refused and audited, never
+	// written (a command is never stored for later)
+	before := r.bank.Writes()
+	kept, err := json.Marshal(r.signed(t, r.cmd("mq-retained", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := cl.Publish(topic, 1, true, kept); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("retained publish: %v", tok.Error())
+	}
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	audit := r.audit(t)
+	select {
+	case res := <-results:
+		// refused as retained, or, when MQTT subscribed before the NATS
+		// connection was up, as unauditable (mqtt's TestSubscribeReportsRetained
+		// pins the retained flag itself); never written either way
+		if res.ID != "mq-retained" || res.Verdict != command.Rejected ||
+			(!strings.Contains(res.Reason, "retained MQTT message is not a command") && !strings.Contains(res.Reason, "audit unavailable")) {
+			t.Errorf("retained command: %+v", res)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no result for the retained command")
+	}
+	if tok := cl.Publish(topic, 1, true, []byte{}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil { // clear it
+		t.Fatalf("clear the retained command: %v", tok.Error())
+	}
+	if n := r.bank.Writes() - before; n != 0 {
+		t.Errorf("the retained command wrote %d times", n)
 	}
 	publish := func(c *command.Command) command.Result {
 		t.Helper()
@@ -672,6 +701,13 @@ func TestDuplicateMustMatchAsset(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &moved); err != nil || moved.Duplicate || moved.Verdict != command.Rejected ||
 		!strings.Contains(moved.Reason, "is not the subject's asset") {
 		t.Errorf("on another subject: %v %+v", err, moved)
+	}
+	// the same id, asset and signal with another value (review of #13: it
+	// was answered with the earlier "verified" for a write that never
+	// happened)
+	if other := r.send(t, r.signed(t, r.cmd("c-dup", "generic.sp-1", "valve_position", command.Num(40), "%"))); other.Duplicate ||
+		other.Verdict != command.Rejected || !strings.Contains(other.Reason, "already names another command (30 %") {
+		t.Errorf("same id, another value: %+v", other)
 	}
 	if again := r.send(t, first); !again.Duplicate || again.Verdict != command.Verified {
 		t.Errorf("the id's own retry: %+v", again)

@@ -55,7 +55,7 @@ type Uplink struct {
 	sp *spUplink // set with encoding sparkplug_b
 
 	subMu sync.Mutex
-	subs  map[string]func(topic string, payload []byte) // Subscribe's, renewed on every connect
+	subs  map[string]func(topic string, payload []byte, retained bool) // Subscribe's, renewed on every connect
 }
 
 // New checks cfg, reads the password and TLS files it names and prepares the
@@ -198,17 +198,19 @@ func (u *Uplink) onConnect(c paho.Client) {
 // after every reconnect, at QoS 0: a broker never keeps them for a
 // disconnected gateway (commands are never delivered late,
 // docs/commands.md). handler runs on the client's goroutine: it must hand
-// the message off at once.
+// the message off at once. retained says the broker kept the message (a
+// retained publish): the command server refuses those, a command is never
+// stored for later.
 //
 // With encoding sparkplug_b it does nothing (Sparkplug commands are DCMD:
 // SubscribeDCMD).
-func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []byte)) {
+func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []byte, retained bool)) {
 	if u.sp != nil {
 		return
 	}
 	u.subMu.Lock()
 	if u.subs == nil {
-		u.subs = map[string]func(string, []byte){}
+		u.subs = map[string]func(string, []byte, bool){}
 	}
 	u.subs[topic] = handler
 	u.subMu.Unlock()
@@ -221,7 +223,7 @@ func (u *Uplink) subscribeAll(c paho.Client) {
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
 	for topic, h := range u.subs {
-		t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload()) })
+		t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
 		if !t.WaitTimeout(u.cfg.Timeout) || t.Error() != nil {
 			u.log.Warn("mqtt subscribe failed", "topic", topic, "err", t.Error())
 		}

@@ -459,3 +459,49 @@ func TestMetricsShareRegistryWithNATS(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribeReportsRetained: a message the broker kept (published with
+// retain before the uplink subscribed) reaches the handler flagged
+// retained, a live one not: the command server refuses retained commands
+// (docs/commands.md, "MQTT mirror").
+func TestSubscribeReportsRetained(t *testing.T) {
+	b := startMQTT(t, brokers.MQTTOptions{})
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("retainer").SetCleanSession(true))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+	const topic = "smelter/v1/plant/generic/ac-1/cmd"
+	if tok := pub.Publish(topic, 1, true, []byte("kept")); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	type got struct {
+		payload  string
+		retained bool
+	}
+	ch := make(chan got, 4)
+	r := runUplink(t, Config{URL: b.URL()}, nil)
+	r.u.Subscribe(topic, func(_ string, payload []byte, retained bool) { ch <- got{string(payload), retained} })
+	select {
+	case g := <-ch:
+		if g != (got{"kept", true}) {
+			t.Errorf("the kept message: %+v, want retained", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retained message never arrived")
+	}
+	wait.For(t, 10*time.Second, "a live message", func() bool {
+		if tok := pub.Publish(topic, 1, false, []byte("live")); !tok.WaitTimeout(time.Second) {
+			return false
+		}
+		select {
+		case g := <-ch:
+			if g != (got{"live", false}) {
+				t.Errorf("a live message: %+v, want not retained", g)
+			}
+			return true
+		case <-time.After(300 * time.Millisecond):
+			return false
+		}
+	})
+}
