@@ -315,6 +315,19 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 	if info, err := as.Info(context.Background()); err != nil || info.State.Consumers != 1 {
 		t.Errorf("audit stream consumers after 4 audit pages: %v %+v, want the durable alert consumer only", err, info.State)
 	}
+	// a viewer probing with a signal that cannot be one is audited too
+	if code := call(t, "POST", assetURL+"/commands", commandtest.ViewerToken,
+		map[string]any{"signal": strings.Repeat("s", 100), "value": 0.8}, nil); code != 403 {
+		t.Errorf("viewer's probe: %d", code)
+	}
+	var newest dashboard.AuditPage
+	if code := call(t, "GET", assetURL+"/audit?limit=1", commandtest.ViewerToken, nil, &newest); code != 200 || len(newest.Records) != 1 ||
+		newest.Records[0].Signal != "(invalid)" || newest.Records[0].Requester != "viewer" || newest.Records[0].Verdict != command.Rejected {
+		t.Errorf("the viewer's probe in the audit trail: %d %+v", code, newest.Records)
+	}
+	if n := writes() - before; n != 1 {
+		t.Errorf("%d writes after the refused commands, want the operator's one", n)
+	}
 }
 
 func mustJSON(t *testing.T, v any) string {

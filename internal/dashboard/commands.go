@@ -241,9 +241,9 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// auditViewer records a viewer's command attempt in the audit stream
-// (Commander.Refused) where the request names a known asset and a signal;
-// anything else is only logged. The viewer's attempt is unauthorized
+// auditViewer records a viewer's command attempt on a known asset in the
+// audit stream (Commander.Refused), with signal "(invalid)" where the body
+// names none that could be one; an unknown asset is only logged. The viewer's attempt is unauthorized
 // activity: the record's reason names the permission, which raises an
 // unauthorized_command alert like a gateway's refusal.
 func (s *Server) auditViewer(r *http.Request, c caller, why string) {
@@ -254,8 +254,11 @@ func (s *Server) auditViewer(r *http.Request, c caller, why string) {
 	_ = json.Unmarshal(body, &in)
 	a, known := s.src.Asset(site, id)
 	s.opts.Log.Warn("command refused: viewer", "site", site, "asset", id, "known_asset", known)
-	if cm == nil || !known || !telemetry.ValidToken(in.Signal) {
+	if cm == nil || !known {
 		return
+	}
+	if !telemetry.ValidToken(in.Signal) { // still audited: probing must not stay invisible
+		in.Signal = "(invalid)"
 	}
 	var v command.Value
 	_ = v.UnmarshalJSON(in.Value)
