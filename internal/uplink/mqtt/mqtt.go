@@ -215,7 +215,11 @@ func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []by
 	u.subs[topic] = handler
 	u.subMu.Unlock()
 	if u.connected.Load() {
-		u.subscribeAll(u.client)
+		// this topic only: subscribing the others again would make the
+		// broker send their retained messages again
+		u.subMu.Lock()
+		u.subscribeOne(u.client, topic, handler)
+		u.subMu.Unlock()
 	}
 }
 
@@ -223,10 +227,15 @@ func (u *Uplink) subscribeAll(c paho.Client) {
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
 	for topic, h := range u.subs {
-		t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
-		if !t.WaitTimeout(u.cfg.Timeout) || t.Error() != nil {
-			u.log.Warn("mqtt subscribe failed", "topic", topic, "err", t.Error())
-		}
+		u.subscribeOne(c, topic, h)
+	}
+}
+
+// subscribeOne subscribes topic at QoS 0; the caller holds subMu.
+func (u *Uplink) subscribeOne(c paho.Client, topic string, h func(string, []byte, bool)) {
+	t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
+	if !t.WaitTimeout(u.cfg.Timeout) || t.Error() != nil {
+		u.log.Warn("mqtt subscribe failed", "topic", topic, "err", t.Error())
 	}
 }
 
