@@ -46,6 +46,11 @@ func call(t *testing.T, method, url, token string, body any, out any) int {
 // record the collector wrote for a command it refused itself.
 var collectorRefusalID = regexp.MustCompile(`"[0-9a-f]{24}"`)
 
+// normID is id, or "<id>" for such a random id.
+func normID(id string) string {
+	return strings.Trim(collectorRefusalID.ReplaceAllString(`"`+id+`"`, "<id>"), `"`)
+}
+
 func TestCommandServiceEndToEnd(t *testing.T) {
 	r := commandtest.Start(t)
 	assetURL := r.API + "/api/v1/assets/sim/ac-1"
@@ -278,7 +283,7 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		if i > 0 && rec.Seq >= page.Records[i-1].Seq {
 			t.Errorf("audit not newest first: %d after %d", rec.Seq, page.Records[i-1].Seq)
 		}
-		trail = append(trail, fmt.Sprintf("%s:%s", strings.Trim(collectorRefusalID.ReplaceAllString(`"`+rec.ID+`"`, "<id>"), `"`), rec.Verdict))
+		trail = append(trail, fmt.Sprintf("%s:%s", normID(rec.ID), rec.Verdict))
 	}
 	slices.Reverse(trail)
 	wantTrail := []string{"op-1:received", "op-1:accepted", "op-1:verified", "op-1:received", "op-1:verified",
@@ -295,7 +300,7 @@ func TestCommandServiceEndToEnd(t *testing.T) {
 		var p dashboard.AuditPage
 		call(t, "GET", assetURL+"/audit?limit=4"+cursor, commandtest.ViewerToken, nil, &p)
 		for _, rec := range p.Records {
-			paged = append(paged, fmt.Sprintf("%s:%s", strings.Trim(collectorRefusalID.ReplaceAllString(`"`+rec.ID+`"`, "<id>"), `"`), rec.Verdict))
+			paged = append(paged, fmt.Sprintf("%s:%s", normID(rec.ID), rec.Verdict))
 		}
 		cursor = fmt.Sprintf("&before=%d", p.Before)
 		if p.Before == 0 {

@@ -209,17 +209,17 @@ func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []by
 		return
 	}
 	u.subMu.Lock()
+	defer u.subMu.Unlock()
 	if u.subs == nil {
 		u.subs = map[string]func(string, []byte, bool){}
 	}
 	u.subs[topic] = handler
-	u.subMu.Unlock()
 	if u.connected.Load() {
 		// this topic only: subscribing the others again would make the
-		// broker send their retained messages again
-		u.subMu.Lock()
+		// broker send their retained messages again (one critical section
+		// with the registration: a connect's subscribeAll cannot slip in
+		// between and subscribe it twice)
 		u.subscribeOne(u.client, topic, handler)
-		u.subMu.Unlock()
 	}
 }
 
