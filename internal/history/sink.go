@@ -201,7 +201,7 @@ func (k *Sink) consume(ctx context.Context, cons jetstream.Consumer) error {
 	for ctx.Err() == nil {
 		b, err := cons.Fetch(k.opts.Batch, jetstream.FetchMaxWait(k.opts.Flush))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if consumerGone(ctx, cons, err) {
 				return fmt.Errorf("history: consumer %s: %w", k.opts.Consumer, err)
 			}
 			k.log.Debug("history fetch", "err", err)
@@ -217,7 +217,7 @@ func (k *Sink) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			k.log.Debug("history fetch", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if consumerGone(ctx, cons, err) {
 				return err
 			}
 		}
@@ -229,6 +229,21 @@ func (k *Sink) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 	}
 	return nil
+}
+
+// consumerGone reports whether a fetch's error means the consumer is gone:
+// deleted while a pull waited (409), or, where the pull found nobody to
+// answer it (no responders: deleted between two fetches), the consumer no
+// longer exists.
+func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrConsumerDeleted):
+		return true
+	case errors.Is(err, nats.ErrNoResponders):
+		_, ierr := cons.Info(ctx)
+		return errors.Is(ierr, jetstream.ErrConsumerNotFound)
+	}
+	return false
 }
 
 // write stores msgs, retrying until it commits or ctx ends, then
