@@ -75,6 +75,7 @@ type options struct {
 	extra       string
 	env         string
 	pprof       string
+	cpuProfile  string
 	keep        bool
 	outage      time.Duration
 }
@@ -95,6 +96,7 @@ func run(args []string) error {
 	fs.StringVar(&o.extra, "config", "", "YAML appended to the gateway block's siblings (e.g. 'spool: {cache_bytes: 1048576}')")
 	fs.StringVar(&o.env, "env", "", "extra environment of the gateway, space separated (e.g. 'GOGC=50 GOMEMLIMIT=30MiB')")
 	fs.StringVar(&o.pprof, "heap-profile", "", "write the gateway's heap profile here at the end (turns http.pprof on)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write the gateway's CPU profile over the measured time here (turns http.pprof on)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
 	fs.DurationVar(&o.outage, "outage", 0, "stop the NATS server this long, 5 s into the measured time, then start it again (the spool holds a backlog and replays it)")
 	if err := fs.Parse(args); err != nil {
@@ -254,6 +256,14 @@ loop:
 			}
 			if !measuring && el >= o.warmup {
 				measuring = true
+				if o.cpuProfile != "" {
+					go func(secs int) {
+						u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", httpAddr, secs)
+						if err := fetch(ctx, u, o.cpuProfile); err != nil {
+							log.Printf("cpu profile: %v", err)
+						}
+					}(int(o.duration.Seconds()) - 1)
+				}
 				cpu0, wall0, nats0, mqtt0 = s.cpu, el.Seconds(), n, m
 				continue
 			}
@@ -372,7 +382,7 @@ func writeConfig(dir string, o options, addrs []string, natsURL, mqttURL string)
 	}
 	b.WriteString("}\n")
 	fmt.Fprintf(&b, "http: {listen: %q", httpAddr)
-	if o.pprof != "" {
+	if o.pprof != "" || o.cpuProfile != "" {
 		b.WriteString(", pprof: true")
 	}
 	b.WriteString("}\nlog: {level: warn}\n")
