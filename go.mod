@@ -9,6 +9,7 @@ require (
 	github.com/expr-lang/expr v1.17.8
 	github.com/goburrow/modbus v0.1.0
 	github.com/google/cel-go v0.31.0
+	github.com/gorilla/websocket v1.5.3
 	github.com/gopcua/opcua v0.9.0
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/mochi-mqtt/server/v2 v2.7.9
@@ -34,7 +35,6 @@ require (
 	github.com/goburrow/serial v0.1.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.2 // indirect

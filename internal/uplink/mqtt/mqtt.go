@@ -5,13 +5,13 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +20,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/mqttclient"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink"
@@ -27,21 +28,21 @@ import (
 
 // ErrNotConnected: the uplink has no open connection now; the message names
 // the last connection error. Use errors.Is.
-var ErrNotConnected = errors.New("not connected")
+var ErrNotConnected = mqttclient.ErrNotConnected
 
 // ErrUnconfirmed: the connection was re-established while a Publish waited
-// for acknowledgements, so some PUBACKs may belong to the old connection's
-// resend bookkeeping rather than the broker: the caller retries the slice.
+// for acknowledgements: some messages were resent on the new connection, or
+// dropped by a broker that lost the session: the caller retries the slice.
 var ErrUnconfirmed = errors.New("connection re-established during publish; acknowledgements unconfirmed")
 
 // Uplink publishes to an MQTT broker. Create it with New, start it with Run.
 type Uplink struct {
-	cfg    Config
-	qos    byte
-	log    *slog.Logger
-	m      *Metrics
-	client paho.Client
-	topic  string // status topic
+	cfg   Config
+	qos   byte
+	log   *slog.Logger
+	m     *Metrics
+	mc    *mqttclient.Client // encoding json
+	topic string             // status topic
 
 	// attempts counts connection attempts; Publish compares it before and
 	// after waiting (see ErrUnconfirmed).
@@ -54,9 +55,12 @@ type Uplink struct {
 
 	sp *spUplink // set with encoding sparkplug_b
 
-	subMu sync.Mutex
-	subs  map[string]func(topic string, payload []byte, retained bool) // Subscribe's, renewed on every connect
+	subMu    sync.Mutex                        // Subscribe and the subscriptions of a connect
+	subs     atomic.Pointer[map[string]handler] // Subscribe's, renewed on every connect; copied on write
+	dispatch func(topic string, payload []byte, retained bool)
 }
+
+type handler = func(topic string, payload []byte, retained bool)
 
 // New checks cfg, reads the password and TLS files it names and prepares the
 // client. It does no network I/O. Errors name the field and the variable or
@@ -72,52 +76,75 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		m = NewMetrics(nil)
 	}
 	u := &Uplink{cfg: cfg, qos: byte(*cfg.QoS), log: log.With("uplink", "mqtt"), m: m, topic: cfg.StatusTopic()}
-	u.pool.New = func() any { return new(window) }
-
-	o, err := u.clientOptions()
+	cr, err := u.credentials()
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Encoding == EncodingSparkplug {
-		if u.sp, err = newSparkplug(u, o); err != nil {
+		if u.sp, err = newSparkplug(u, u.clientOptions(cr)); err != nil {
 			return nil, err
 		}
 		return u, nil
 	}
-	o.SetCleanSession(false)
-	o.SetAutoReconnect(true)
-	o.SetMaxReconnectInterval(30 * time.Second)
-	// Not SetMaxResumePubInFlight: in paho v1.5.1 its helper goroutine races
-	// with reconnect (go test -race). Publish never has more than
-	// max_inflight messages outstanding, so a resume resends at most that.
-	o.SetOrderMatters(false)
-	o.SetStore(newCopyStore())
 	will, err := statusPayload(cfg.Gateway, false)
 	if err != nil {
 		return nil, err
 	}
-	o.SetBinaryWill(u.topic, will, 1, true)
-	o.SetConnectionAttemptHandler(func(_ *url.URL, c *tls.Config) *tls.Config {
-		u.attempts.Add(1)
-		return c
-	})
-	o.SetOnConnectHandler(u.onConnect)
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		u.connected.Store(false)
-		u.m.Connected.Set(0)
-		u.setErr(fmt.Errorf("connection lost: %w", err))
-		u.log.Warn("mqtt connection lost", "err", err)
-	})
-	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-		u.log.Debug("mqtt reconnecting")
-	})
-	u.client = paho.NewClient(o)
+	o := mqttclient.Options{
+		ClientID:      cfg.ClientID,
+		Username:      cfg.Username,
+		Password:      []byte(cr.password.Reveal()),
+		HasPassword:   cfg.Username != "" && (cfg.PasswordEnv != "" || cfg.PasswordFile != ""),
+		TLS:           cr.tls,
+		Keepalive:     cfg.Keepalive,
+		Timeout:       cfg.Timeout,
+		MaxPacketSize: cfg.MaxPacketSize,
+		Will:          &mqttclient.Will{Topic: u.topic, Payload: will, QoS: 1, Retain: true},
+		OnMessage:     u.onMessage,
+		Log:           u.log,
+	}
+	for _, b := range strings.Split(cfg.URL, ",") {
+		o.Brokers = append(o.Brokers, strings.TrimSpace(b))
+	}
+	u.mc = mqttclient.New(o)
+	u.pool.New = func() any { return &window{t: u.mc.NewTracker()} }
 	return u, nil
 }
 
-// clientOptions are the connection options both encodings share: brokers,
-// client id, timeouts, credentials and TLS.
-func (u *Uplink) clientOptions() (*paho.ClientOptions, error) {
+// creds are what New reads from the environment and files.
+type creds struct {
+	password secret.Secret
+	tls      *tls.Config
+}
+
+func (u *Uplink) credentials() (creds, error) {
+	cfg := u.cfg
+	var cr creds
+	var err error
+	switch {
+	case cfg.Username == "":
+	case cfg.PasswordEnv != "":
+		cr.password, err = secret.FromEnv(field+".password_env", cfg.PasswordEnv)
+	case cfg.PasswordFile != "":
+		cr.password, err = secret.FromFile(field+".password_file", cfg.PasswordFile)
+	}
+	if err != nil {
+		return creds{}, err
+	}
+	if cfg.TLS.Needed(cfg.URL, "ssl://", "tls://", "mqtts://", "wss://") {
+		if cr.tls, err = cfg.TLS.Config(field + ".tls"); err != nil {
+			return creds{}, err
+		}
+		if cfg.TLS.InsecureSkipVerify {
+			u.log.Warn("tls.insecure_skip_verify is set: the broker's certificate is not verified")
+		}
+	}
+	return cr, nil
+}
+
+// clientOptions are paho's connection options for the Sparkplug edge node:
+// brokers, client id, timeouts, credentials and TLS.
+func (u *Uplink) clientOptions(cr creds) *paho.ClientOptions {
 	cfg := u.cfg
 	o := paho.NewClientOptions()
 	for _, b := range strings.Split(cfg.URL, ",") {
@@ -131,31 +158,12 @@ func (u *Uplink) clientOptions() (*paho.ClientOptions, error) {
 	o.SetConnectRetry(false) // Run retries the first connection itself
 	if cfg.Username != "" {
 		o.SetUsername(cfg.Username)
-		var pw secret.Secret
-		var err error
-		switch {
-		case cfg.PasswordEnv != "":
-			pw, err = secret.FromEnv(field+".password_env", cfg.PasswordEnv)
-		case cfg.PasswordFile != "":
-			pw, err = secret.FromFile(field+".password_file", cfg.PasswordFile)
-		}
-		if err != nil {
-			return nil, err
-		}
-		o.SetPassword(pw.Reveal())
+		o.SetPassword(cr.password.Reveal())
 	}
-	var tc *tls.Config
-	if cfg.TLS.Needed(cfg.URL, "ssl://", "tls://", "mqtts://", "wss://") {
-		var err error
-		if tc, err = cfg.TLS.Config(field + ".tls"); err != nil {
-			return nil, err
-		}
-		if cfg.TLS.InsecureSkipVerify {
-			u.log.Warn("tls.insecure_skip_verify is set: the broker's certificate is not verified")
-		}
-		o.SetTLSConfig(tc)
+	if cr.tls != nil {
+		o.SetTLSConfig(cr.tls)
 	}
-	return o, nil
+	return o
 }
 
 func statusPayload(gateway string, online bool) ([]byte, error) {
@@ -167,30 +175,90 @@ func statusPayload(gateway string, online bool) ([]byte, error) {
 	return b, nil
 }
 
-// onConnect runs (in a goroutine of the client) after every connect and
-// reconnect: it publishes the retained online status.
-func (u *Uplink) onConnect(c paho.Client) {
+// onConnect runs on Run's goroutine after every connect: it renews the
+// subscriptions and publishes the retained online status.
+func (u *Uplink) onConnect(ctx context.Context, cn *mqttclient.Connection) {
 	if u.everUp.Swap(true) {
 		u.m.Reconnects.Inc()
 	}
 	u.setErr(nil)
 	u.connected.Store(true)
 	u.m.Connected.Set(1)
-	r := c.OptionsReader()
-	u.log.Info("mqtt connected", "client_id", r.ClientID(), "status_topic", u.topic)
-	u.subscribeAll(c)
+	u.log.Info("mqtt connected", "broker", cn.Broker, "client_id", u.cfg.ClientID, "session_present", cn.SessionPresent, "status_topic", u.topic)
+	u.subscribeAll(ctx)
 	p, err := statusPayload(u.cfg.Gateway, true)
 	if err != nil {
 		u.log.Error("mqtt online status", "err", err)
 		return
 	}
-	t := c.Publish(u.topic, 1, true, p)
-	if !t.WaitTimeout(u.cfg.Timeout) {
-		u.log.Warn("mqtt online status not acknowledged", "timeout", u.cfg.Timeout)
+	sctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+	defer cancel()
+	if err := u.publishWait(sctx, u.topic, p, true, cn.Done()); err != nil {
+		u.log.Warn("mqtt online status not acknowledged", "err", err)
+	}
+}
+
+// publishWait publishes one QoS 1 message and waits for its PUBACK until
+// ctx ends or lost is closed (nil: wait across reconnects); on return the
+// client holds no reference to payload.
+func (u *Uplink) publishWait(ctx context.Context, topic string, payload []byte, retain bool, lost <-chan struct{}) error {
+	t := u.mc.NewTracker()
+	t.Reset(1)
+	defer t.Release()
+	if err := u.mc.Publish(t, 0, topic, payload, 1, retain); err != nil {
+		return err
+	}
+	if err := u.mc.Flush(); err != nil {
+		return err
+	}
+	for {
+		ok, err := t.Acked(0)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-t.C():
+		case <-lost:
+			return ErrNotConnected
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// onMessage dispatches an incoming PUBLISH to the handler of the matching
+// subscription, on the client's reader goroutine.
+func (u *Uplink) onMessage(topic string, payload []byte, retained bool) {
+	subs := u.subs.Load()
+	if subs == nil {
 		return
 	}
-	if err := t.Error(); err != nil {
-		u.log.Warn("mqtt online status", "err", err)
+	for filter, h := range *subs {
+		if match(filter, topic) {
+			h(topic, bytes.Clone(payload), retained) // the client reuses its read buffer
+		}
+	}
+}
+
+// match reports whether topic matches the subscription filter (MQTT 3.1.1
+// section 4.7: + one level, # the rest).
+func match(filter, topic string) bool {
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		if !fmore || !tmore {
+			return fmore == tmore || (tmore == false && frest == "#")
+		}
+		filter, topic = frest, trest
 	}
 }
 
@@ -204,38 +272,49 @@ func (u *Uplink) onConnect(c paho.Client) {
 //
 // With encoding sparkplug_b it does nothing (Sparkplug commands are DCMD:
 // SubscribeDCMD).
-func (u *Uplink) Subscribe(topic string, handler func(topic string, payload []byte, retained bool)) {
+func (u *Uplink) Subscribe(topic string, h func(topic string, payload []byte, retained bool)) {
 	if u.sp != nil {
 		return
 	}
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
-	if u.subs == nil {
-		u.subs = map[string]func(string, []byte, bool){}
+	subs := map[string]handler{}
+	if old := u.subs.Load(); old != nil {
+		for k, v := range *old {
+			subs[k] = v
+		}
 	}
-	u.subs[topic] = handler
+	subs[topic] = h
+	u.subs.Store(&subs)
 	if u.connected.Load() {
 		// this topic only: subscribing the others again would make the
 		// broker send their retained messages again (one critical section
 		// with the registration: a connect's subscribeAll cannot slip in
 		// between and subscribe it twice)
-		u.subscribeOne(u.client, topic, handler)
+		ctx, cancel := context.WithTimeout(context.Background(), u.cfg.Timeout)
+		defer cancel()
+		u.subscribeOne(ctx, topic)
 	}
 }
 
-func (u *Uplink) subscribeAll(c paho.Client) {
+func (u *Uplink) subscribeAll(ctx context.Context) {
 	u.subMu.Lock()
 	defer u.subMu.Unlock()
-	for topic, h := range u.subs {
-		u.subscribeOne(c, topic, h)
+	subs := u.subs.Load()
+	if subs == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout)
+	defer cancel()
+	for topic := range *subs {
+		u.subscribeOne(ctx, topic)
 	}
 }
 
 // subscribeOne subscribes topic at QoS 0; the caller holds subMu.
-func (u *Uplink) subscribeOne(c paho.Client, topic string, h func(string, []byte, bool)) {
-	t := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
-	if !t.WaitTimeout(u.cfg.Timeout) || t.Error() != nil {
-		u.log.Warn("mqtt subscribe failed", "topic", topic, "err", t.Error())
+func (u *Uplink) subscribeOne(ctx context.Context, topic string) {
+	if err := u.mc.Subscribe(ctx, topic); err != nil {
+		u.log.Warn("mqtt subscribe failed", "topic", topic, "err", err)
 	}
 }
 
@@ -257,19 +336,23 @@ func (u *Uplink) SubscribeDCMD(handler func(device string, payload []byte)) {
 // With encoding sparkplug_b it publishes on the edge node's current
 // connection, outside the Sparkplug namespace and its seq numbers.
 func (u *Uplink) PublishOne(ctx context.Context, topic string, payload []byte) error {
-	c := u.client
 	if u.sp != nil {
-		if c = u.sp.current(); c == nil {
+		c := u.sp.current()
+		if c == nil {
 			return fmt.Errorf("mqtt: publish %s: %w", topic, ErrNotConnected)
 		}
+		t := c.Publish(topic, 1, false, payload)
+		select {
+		case <-t.Done():
+			return t.Error()
+		case <-ctx.Done():
+			return fmt.Errorf("mqtt: publish %s: %w", topic, ctx.Err())
+		}
 	}
-	t := c.Publish(topic, 1, false, payload)
-	select {
-	case <-t.Done():
-		return t.Error()
-	case <-ctx.Done():
-		return fmt.Errorf("mqtt: publish %s: %w", topic, ctx.Err())
+	if err := u.publishWait(ctx, topic, payload, false, nil); err != nil {
+		return fmt.Errorf("mqtt: publish %s: %w", topic, err)
 	}
+	return nil
 }
 
 // TopicReserve is what MaxPayload keeps free of max_packet_size for a
@@ -305,7 +388,7 @@ func (u *Uplink) Ready() bool {
 	if u.sp != nil {
 		return u.sp.ready()
 	}
-	return u.connected.Load() && u.client.IsConnectionOpen()
+	return u.connected.Load() && u.mc.Connected()
 }
 
 // StatusTopic is the retained online/offline topic.
@@ -327,8 +410,9 @@ func (u *Uplink) setErr(err error) {
 	u.lastErr.Store(&err)
 }
 
-// Run connects (retrying with backoff), lets the client reconnect by itself
-// after a loss, and on ctx done publishes the retained offline status and
+// Run connects (retrying with backoff), reconnects after a loss (the
+// client resends unacknowledged QoS 1 messages when the broker kept the
+// session), and on ctx done publishes the retained offline status and
 // disconnects. It returns nil on ctx done.
 func (u *Uplink) Run(ctx context.Context) error {
 	if u.sp != nil {
@@ -336,41 +420,67 @@ func (u *Uplink) Run(ctx context.Context) error {
 	}
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	for {
-		t := u.client.Connect()
+		u.attempts.Add(1)
+		cn, err := u.mc.Connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			err = fmt.Errorf("connect: %w", err)
+			u.setErr(err)
+			d := bo.Next()
+			u.log.Warn("mqtt connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
+			if !backoff.Sleep(ctx, d) {
+				return nil
+			}
+			continue
+		}
+		up := time.Now()
+		u.onConnect(ctx, cn)
 		select {
-		case <-t.Done():
+		case <-cn.Done():
 		case <-ctx.Done():
-			u.client.Disconnect(0)
+			u.goodbye(cn)
 			return nil
 		}
-		err := t.Error()
-		if err == nil {
-			break
+		u.connected.Store(false)
+		u.m.Connected.Set(0)
+		err = cn.Err()
+		u.setErr(fmt.Errorf("connection lost: %w", err))
+		if errors.Is(err, mqttclient.ErrMalformed) || errors.Is(err, mqttclient.ErrTooLarge) {
+			u.m.Errors.Inc()
+			u.log.Error("mqtt protocol error from the broker: connection closed", "err", err)
 		}
-		err = fmt.Errorf("connect: %w", err)
-		u.setErr(err)
+		if time.Since(up) > time.Minute {
+			bo.Reset()
+		}
 		d := bo.Next()
-		u.log.Warn("mqtt connect failed", "err", err, "retry_in", d.Round(time.Millisecond))
+		u.log.Warn("mqtt connection lost", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
-	<-ctx.Done()
-	if u.client.IsConnectionOpen() {
+}
+
+// goodbye publishes the retained offline status and disconnects.
+func (u *Uplink) goodbye(cn *mqttclient.Connection) {
+	if cn.Err() == nil {
 		if p, err := statusPayload(u.cfg.Gateway, false); err == nil {
-			t := u.client.Publish(u.topic, 1, true, p)
-			t.WaitTimeout(u.cfg.Timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), u.cfg.Timeout)
+			if err := u.publishWait(ctx, u.topic, p, true, cn.Done()); err != nil {
+				u.log.Warn("mqtt offline status not acknowledged", "err", err)
+			}
+			cancel()
 		}
 	}
 	u.connected.Store(false)
 	u.m.Connected.Set(0)
-	u.client.Disconnect(250)
-	return nil
+	u.mc.Disconnect()
 }
 
 // window is the per-call bookkeeping Publish reuses.
 type window struct {
-	toks []paho.Token
+	t    *mqttclient.Tracker
 	sent []time.Time
 }
 
@@ -383,6 +493,11 @@ type window struct {
 // one, and the persistent session would resend it after every reconnect):
 // Publish fails with a *uplink.RejectedError naming it, before sending
 // anything after it.
+//
+// When Publish returns the client holds no reference to any envelope's
+// Data: acknowledged messages left the resend store at their PUBACK, the
+// others are dropped from it before Publish returns (they are not resent
+// after a later reconnect; the caller's retry sends them again).
 func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	if len(msgs) == 0 {
 		return nil
@@ -397,72 +512,103 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 		}
 		return fmt.Errorf("mqtt uplink: %w", ErrNotConnected)
 	}
+	err := u.publish(ctx, msgs)
+	if err != nil {
+		u.m.Errors.Inc()
+	}
+	return err
+}
+
+func (u *Uplink) publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	attempts := u.attempts.Load()
 	w := u.pool.Get().(*window)
+	w.t.Reset(len(msgs))
 	defer func() {
-		clear(w.toks)
-		w.toks, w.sent = w.toks[:0], w.sent[:0]
+		w.t.Release()
+		w.sent = w.sent[:0]
 		u.pool.Put(w)
 	}()
 	timer := time.NewTimer(u.cfg.Timeout)
 	defer timer.Stop()
-	done, bytes := 0, 0
-	wait := func() error {
-		i := done
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
+	done, nbytes := 0, 0
+	// advance counts the acknowledged messages from done on.
+	advance := func() error {
+		for done < len(w.sent) {
+			ok, err := w.t.Acked(done)
+			if err != nil {
+				return fmt.Errorf("mqtt uplink: publish %s: %w", msgs[done].MsgID, err)
 			}
+			if !ok {
+				return nil
+			}
+			u.m.Latency.Observe(time.Since(w.sent[done]).Seconds())
+			nbytes += len(msgs[done].Data)
+			done++
 		}
-		timer.Reset(u.cfg.Timeout)
-		select {
-		case <-w.toks[i].Done():
-		case <-ctx.Done():
-			return fmt.Errorf("mqtt uplink: waiting for PUBACK of %s: %w", msgs[i].MsgID, ctx.Err())
-		case <-timer.C:
-			return fmt.Errorf("mqtt uplink: publish %s: no PUBACK within %v", msgs[i].MsgID, u.cfg.Timeout)
-		}
-		if err := w.toks[i].Error(); err != nil {
-			return fmt.Errorf("mqtt uplink: publish %s: %w", msgs[i].MsgID, err)
-		}
-		u.m.Latency.Observe(time.Since(w.sent[i]).Seconds())
-		bytes += len(msgs[i].Data)
-		done++
 		return nil
 	}
-	for i := range msgs {
-		for len(w.toks)-done >= u.cfg.MaxInflight {
-			if err := wait(); err != nil {
-				u.m.Errors.Inc()
+	// wait sends what is buffered and waits until message done is
+	// acknowledged (each message waits at most timeout).
+	wait := func() error {
+		if err := u.mc.Flush(); err != nil {
+			return fmt.Errorf("mqtt uplink: publish %s: %w", msgs[done].MsgID, err)
+		}
+		timer.Reset(u.cfg.Timeout)
+		for i := done; ; {
+			if err := advance(); err != nil {
 				return err
 			}
+			if done > i {
+				return nil
+			}
+			select {
+			case <-w.t.C():
+			case <-ctx.Done():
+				return fmt.Errorf("mqtt uplink: waiting for PUBACK of %s: %w", msgs[i].MsgID, ctx.Err())
+			case <-timer.C:
+				return fmt.Errorf("mqtt uplink: publish %s: no PUBACK within %v", msgs[i].MsgID, u.cfg.Timeout)
+			}
 		}
-		if !u.client.IsConnectionOpen() {
-			u.m.Errors.Inc()
-			return fmt.Errorf("mqtt uplink: publish %s: %w", msgs[i].MsgID, ErrNotConnected)
+	}
+	for i := range msgs {
+		if u.qos > 0 {
+			if err := advance(); err != nil {
+				return err
+			}
+			for len(w.sent)-done >= u.cfg.MaxInflight {
+				if err := wait(); err != nil {
+					return err
+				}
+			}
 		}
 		e := &msgs[i]
 		topic := telemetry.Topic(e.Subject)
 		if n := packetSize(topic, len(e.Data), u.qos); n > u.cfg.MaxPacketSize {
-			u.m.Errors.Inc()
 			return fmt.Errorf("mqtt uplink: publish %s: %w", e.MsgID, &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge,
 				Err: fmt.Errorf("a %d-byte packet exceeds max_packet_size %d", n, u.cfg.MaxPacketSize)})
 		}
 		w.sent = append(w.sent, time.Now())
-		w.toks = append(w.toks, u.client.Publish(topic, u.qos, e.Retained, e.Data))
+		if err := u.mc.Publish(w.t, i, topic, e.Data, u.qos, e.Retained); err != nil {
+			return fmt.Errorf("mqtt uplink: publish %s: %w", e.MsgID, err)
+		}
 	}
-	for done < len(w.toks) {
+	if u.qos == 0 {
+		if err := u.mc.Flush(); err != nil {
+			return fmt.Errorf("mqtt uplink: publish: %w", err)
+		}
+		for i := range msgs {
+			nbytes += len(msgs[i].Data)
+		}
+	}
+	for done < len(w.sent) && u.qos > 0 {
 		if err := wait(); err != nil {
-			u.m.Errors.Inc()
 			return err
 		}
 	}
 	if u.attempts.Load() != attempts {
-		u.m.Errors.Inc()
 		return fmt.Errorf("mqtt uplink: %w", ErrUnconfirmed)
 	}
 	u.m.Published.Add(float64(len(msgs)))
-	u.m.Bytes.Add(float64(bytes))
+	u.m.Bytes.Add(float64(nbytes))
 	return nil
 }

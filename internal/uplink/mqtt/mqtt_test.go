@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/logging/logtest"
+	"github.com/smelterio/smelter/internal/mqttclient"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
@@ -306,8 +307,8 @@ func TestUsernamePassword(t *testing.T) {
 	bad := runUplink(t, Config{URL: b.URL(), ClientID: "gw-bad", Username: "smelter", PasswordEnv: "SMELTER_TEST_MQTT_BAD"}, log)
 	wait.For(t, 10*time.Second, "auth error", func() bool { return bad.u.LastError() != nil })
 	err := bad.u.Publish(context.Background(), envelopes("gw-test", 1, 1, 10))
-	if !errors.Is(err, ErrNotConnected) || !strings.Contains(err.Error(), "not Authorized") {
-		t.Fatalf("publish with a wrong password = %v, want not connected: not Authorized", err)
+	if !errors.Is(err, ErrNotConnected) || !errors.Is(err, mqttclient.RefusedNotAuthorized) || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("publish with a wrong password = %v, want not connected: not authorized", err)
 	}
 	out := logs.String()
 	if !strings.Contains(out, "mqtt connect failed") {
