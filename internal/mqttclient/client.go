@@ -623,11 +623,11 @@ func (c *Client) Subscribe(ctx context.Context, topic string) error {
 // Tracker follows the acknowledgements of a group of QoS 1 messages,
 // numbered by the caller. Reuse it after Release.
 type Tracker struct {
-	c    *Client
-	ch   chan struct{}
-	ack  []bool // under c.mu
-	out  int    // messages in the store, under c.mu
-	err  error  // under c.mu
+	c   *Client
+	ch  chan struct{}
+	ack []bool // under c.mu
+	out int    // messages in the store, under c.mu
+	err error  // under c.mu
 }
 
 // NewTracker returns a Tracker for messages 0..n-1 (grown as needed).

@@ -55,7 +55,7 @@ type Uplink struct {
 
 	sp *spUplink // set with encoding sparkplug_b
 
-	subMu    sync.Mutex                        // Subscribe and the subscriptions of a connect
+	subMu    sync.Mutex                         // Subscribe and the subscriptions of a connect
 	subs     atomic.Pointer[map[string]handler] // Subscribe's, renewed on every connect; copied on write
 	dispatch func(topic string, payload []byte, retained bool)
 }
@@ -256,7 +256,7 @@ func match(filter, topic string) bool {
 			return false
 		}
 		if !fmore || !tmore {
-			return fmore == tmore || (tmore == false && frest == "#")
+			return fmore == tmore || (!tmore && frest == "#")
 		}
 		filter, topic = frest, trest
 	}
