@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -198,6 +199,16 @@ func newHoldProxy(t testing.TB, target string) *holdProxy {
 		}
 	}()
 	return p
+}
+
+// cut closes every connection (the client sees a reset or EOF).
+func (p *holdProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
 }
 
 func (p *holdProxy) hold(on bool) {
@@ -533,5 +544,54 @@ func TestSubscribeRetainedFlag(t *testing.T) {
 	publishAll(t, c, "k/2", "live")
 	if m := next(t, sub); m != (received{"k/2", "live", false}) {
 		t.Fatalf("got %+v", m)
+	}
+}
+
+// TestInteropMosquittoResend: against the machine's Mosquitto
+// (SMELTER_INTEROP=1), messages swallowed before a connection loss are
+// resent on the resumed session and acknowledged, and reach a subscriber.
+func TestInteropMosquittoResend(t *testing.T) { //nolint:misspell // the broker's name
+	if os.Getenv("SMELTER_INTEROP") != "1" {
+		t.Skip("interop test against the machine's Mosquitto: set SMELTER_INTEROP=1 (and SMELTER_MQTT_ADDR, default 127.0.0.1:1883)") //nolint:misspell // the broker's name
+	}
+	addr := os.Getenv("SMELTER_MQTT_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:1883"
+	}
+	id := fmt.Sprintf("smelter-it-%d", time.Now().UnixNano())
+	topic := id + "/data"
+	sub := listen(t, "tcp://"+addr, id+"-sub", topic, nil)
+	p := newHoldProxy(t, addr)
+	c := New(Options{Brokers: []string{p.url()}, ClientID: id, Timeout: 5 * time.Second})
+	t.Cleanup(func() { // end the persistent session
+		e := New(Options{Brokers: []string{"tcp://" + addr}, ClientID: id, CleanSession: true, Timeout: 5 * time.Second})
+		if _, err := e.Connect(context.Background()); err == nil {
+			e.Disconnect()
+		}
+	})
+	cn := connect(t, c)
+	p.hold(true)
+	tr := c.NewTracker()
+	tr.Reset(3)
+	for i, pl := range []string{"one", "two", "three"} {
+		if err := c.Publish(tr, i, topic, []byte(pl), 1, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p.cut()
+	<-cn.Done()
+	p.hold(false)
+	if cn = connect(t, c); !cn.SessionPresent {
+		t.Fatal("Mosquitto did not keep the session") //nolint:misspell // the broker's name
+	}
+	waitAcked(t, tr, 3)
+	tr.Release()
+	for _, want := range []string{"one", "two", "three"} {
+		if m := next(t, sub); m.payload != want {
+			t.Fatalf("got %q, want %q", m.payload, want)
+		}
 	}
 }

@@ -3,10 +3,15 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/uplink"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -35,5 +40,35 @@ func TestOversizedPacketRejectedNotSent(t *testing.T) {
 	publish(t, r.u, fits)
 	if !r.u.Ready() || metricValue(r.m.Reconnects) != 0 {
 		t.Fatal("the connection was lost: the oversized packet reached the broker")
+	}
+}
+
+// TestMalformedIncomingPacketCounted: a packet from the broker that breaks
+// the protocol (here a PUBLISH whose topic is longer than the packet) closes
+// the connection with a logged error and counts as an uplink error.
+func TestMalformedIncomingPacketCounted(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		if _, err := c.Read(buf); err != nil { // the CONNECT
+			return
+		}
+		_, _ = c.Write([]byte{0x20, 2, 0, 0, 0x30, 4, 0, 9, 'a', 'b'})
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	logs := &logtest.Buffer{}
+	r := runUplink(t, Config{URL: "tcp://" + ln.Addr().String()}, logs.Logger(slog.LevelDebug))
+	wait.For(t, 10*time.Second, "the protocol error counted", func() bool { return metricValue(r.m.Errors) >= 1 })
+	if out := logs.String(); !strings.Contains(out, "mqtt protocol error") || !strings.Contains(out, "malformed packet") {
+		t.Fatalf("not logged:\n%s", out)
 	}
 }
