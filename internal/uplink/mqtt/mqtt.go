@@ -55,9 +55,8 @@ type Uplink struct {
 
 	sp *spUplink // set with encoding sparkplug_b
 
-	subMu    sync.Mutex                         // Subscribe and the subscriptions of a connect
-	subs     atomic.Pointer[map[string]handler] // Subscribe's, renewed on every connect; copied on write
-	dispatch func(topic string, payload []byte, retained bool)
+	subMu sync.Mutex                         // Subscribe and the subscriptions of a connect
+	subs  atomic.Pointer[map[string]handler] // Subscribe's, renewed on every connect; copied on write
 }
 
 type handler = func(topic string, payload []byte, retained bool)
@@ -424,7 +423,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		cn, err := u.mc.Connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // shutting down: a connect cut short is no error
 			}
 			err = fmt.Errorf("connect: %w", err)
 			u.setErr(err)
