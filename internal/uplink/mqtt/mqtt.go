@@ -55,6 +55,9 @@ type Uplink struct {
 
 	sp *spUplink // set with encoding sparkplug_b
 
+	topicMu sync.Mutex
+	topics  map[string]string // subject to topic, so Publish converts each subject once
+
 	subMu sync.Mutex                         // Subscribe and the subscriptions of a connect
 	subs  atomic.Pointer[map[string]handler] // Subscribe's, renewed on every connect; copied on write
 }
@@ -477,6 +480,26 @@ func (u *Uplink) goodbye(cn *mqttclient.Connection) {
 	u.mc.Disconnect()
 }
 
+// maxTopics bounds the subject to topic cache (a gateway has a few
+// subjects per asset).
+const maxTopics = 4096
+
+// topicOf returns telemetry.Topic(subject), from a cache: converting
+// allocates a string.
+func (u *Uplink) topicOf(subject string) string {
+	u.topicMu.Lock()
+	defer u.topicMu.Unlock()
+	if t, ok := u.topics[subject]; ok {
+		return t
+	}
+	if u.topics == nil || len(u.topics) >= maxTopics {
+		u.topics = make(map[string]string)
+	}
+	t := telemetry.Topic(subject)
+	u.topics[subject] = t
+	return t
+}
+
 // window is the per-call bookkeeping Publish reuses.
 type window struct {
 	t    *mqttclient.Tracker
@@ -581,7 +604,7 @@ func (u *Uplink) publish(ctx context.Context, msgs []telemetry.Envelope) error {
 			}
 		}
 		e := &msgs[i]
-		topic := telemetry.Topic(e.Subject)
+		topic := u.topicOf(e.Subject)
 		if n := packetSize(topic, len(e.Data), u.qos); n > u.cfg.MaxPacketSize {
 			return fmt.Errorf("mqtt uplink: publish %s: %w", e.MsgID, &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge,
 				Err: fmt.Errorf("a %d-byte packet exceeds max_packet_size %d", n, u.cfg.MaxPacketSize)})
