@@ -72,3 +72,34 @@ func TestMalformedIncomingPacketCounted(t *testing.T) {
 		t.Fatalf("not logged:\n%s", out)
 	}
 }
+
+// TestSubscriptionRenewedAfterReconnect: a command subscription made once
+// works again after a broker restart that lost the session (and with it
+// the subscription): the uplink subscribes again on every connect.
+func TestSubscriptionRenewedAfterReconnect(t *testing.T) {
+	b := startMQTT(t, brokers.MQTTOptions{})
+	r := runUplink(t, Config{URL: b.URL()}, nil)
+	wait.For(t, 10*time.Second, "uplink ready", r.u.Ready)
+	const topic = "smelter/v1/plant/generic/ac-1/cmd"
+	got := make(chan string, 100)
+	r.u.Subscribe(topic, func(_ string, payload []byte, _ bool) { got <- string(payload) })
+	pub := subscribe(t, b.URL(), "commander", true, "", nil)
+	sendUntil := func(what, payload string) {
+		wait.For(t, 10*time.Second, what, func() bool {
+			pub.c.Publish(topic, 0, false, []byte(payload)).WaitTimeout(time.Second)
+			select {
+			case p := <-got:
+				return p == payload
+			case <-time.After(200 * time.Millisecond):
+				return false
+			}
+		})
+	}
+	sendUntil("a command before the restart", "before")
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pub = subscribe(t, b.URL(), "commander-2", true, "", nil)
+	wait.For(t, 10*time.Second, "reconnected", func() bool { return metricValue(r.m.Reconnects) == 1 && r.u.Ready() })
+	sendUntil("a command after the reconnect", "after")
+}
