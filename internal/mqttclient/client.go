@@ -449,7 +449,7 @@ func (c *Client) ack(id uint16) {
 }
 
 func (cn *Connection) keepalive() {
-	ka := cn.c.o.Keepalive
+	ka := max(cn.c.o.Keepalive, 2*time.Millisecond)
 	tick := time.NewTicker(ka / 2)
 	defer tick.Stop()
 	for {

@@ -34,6 +34,12 @@ func startBroker(t testing.TB, o brokers.MQTTOptions) *brokers.MQTT {
 	return b
 }
 
+// closeBroker closes b before the test's cleanups run (call it with defer).
+// mochi v2.7.9 can deadlock in Close when a clean-session client disconnects
+// at the same moment (Clients.GetByListener read-locks twice, a Delete
+// waits between): closed first, the broker ends the connections itself.
+func closeBroker(b *brokers.MQTT) { _ = b.Close() }
+
 func connect(t testing.TB, c *Client) *Connection {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -117,6 +123,7 @@ func next(t testing.TB, ch chan received) received {
 
 func TestPublishQoS1Acknowledged(t *testing.T) {
 	b := startBroker(t, brokers.MQTTOptions{})
+	defer closeBroker(b)
 	sub := listen(t, b.URL(), "sub", "a/#", nil)
 	c := New(Options{Brokers: []string{b.URL()}, ClientID: "pub", Timeout: 5 * time.Second})
 	connect(t, c)
@@ -247,6 +254,7 @@ func TestResendWithDUPAfterRestart(t *testing.T) {
 	for _, release := range []bool{false, true} {
 		t.Run(fmt.Sprintf("release=%v", release), func(t *testing.T) {
 			b := startBroker(t, brokers.MQTTOptions{KeepSessions: true})
+			defer closeBroker(b)
 			p := newHoldProxy(t, b.Addr())
 			c := New(Options{Brokers: []string{p.url()}, ClientID: "resender", Timeout: 5 * time.Second})
 			cn := connect(t, c)
@@ -318,6 +326,7 @@ func TestResendWithDUPAfterRestart(t *testing.T) {
 
 func TestWillOnAbruptLoss(t *testing.T) {
 	b := startBroker(t, brokers.MQTTOptions{})
+	defer closeBroker(b)
 	sub := listen(t, b.URL(), "watch", "status/#", nil)
 	proxy := brokertest.NewProxy(t, b.Addr())
 	c := New(Options{Brokers: []string{"tcp://" + proxy.Addr()}, ClientID: "dying", Timeout: 5 * time.Second,
@@ -427,6 +436,7 @@ func TestConnackRefusals(t *testing.T) {
 		})
 	}
 	b := startBroker(t, brokers.MQTTOptions{Username: "u", Password: "right"})
+	defer closeBroker(b)
 	c := New(Options{Brokers: []string{b.URL()}, ClientID: "bad", Username: "u", Password: []byte("wrong"), HasPassword: true, Timeout: 5 * time.Second})
 	if _, err := c.Connect(context.Background()); !errors.Is(err, RefusedNotAuthorized) {
 		t.Fatalf("mochi with a wrong password: %v", err)
@@ -468,7 +478,9 @@ func TestBadIncomingPacketClosesConnection(t *testing.T) {
 func TestWebsocketAndTLS(t *testing.T) {
 	pki := brokertest.NewPKI(t)
 	plain := startBroker(t, brokers.MQTTOptions{})
+	defer closeBroker(plain)
 	tlsB := startBroker(t, brokers.MQTTOptions{TLS: pki.ServerTLS(true)})
+	defer closeBroker(tlsB)
 	for _, tc := range []struct {
 		name string
 		b    *brokers.MQTT
@@ -527,6 +539,7 @@ func addWebsocket(t testing.TB, b *brokers.MQTT, tc *tls.Config, scheme string) 
 
 func TestSubscribeRetainedFlag(t *testing.T) {
 	b := startBroker(t, brokers.MQTTOptions{})
+	defer closeBroker(b)
 	c := New(Options{Brokers: []string{b.URL()}, ClientID: "keeper", Timeout: 5 * time.Second})
 	connect(t, c)
 	tr := c.NewTracker()
