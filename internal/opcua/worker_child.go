@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +30,15 @@ const (
 	WorkerCommand = "opcua-worker"
 	WorkerEnv     = "SMELTER_OPCUA_WORKER"
 )
+
+// WorkerProfileEnv, set in the gateway's environment (its workers inherit
+// it), is a path prefix under which each session worker writes profiles of
+// itself: <prefix>.<pid>.cpu.pb, a CPU profile of its whole life, and
+// <prefix>.<pid>.heap.pb, its heap profile (as of its last garbage
+// collection under load) when it is asked to stop. For benchmarks and
+// diagnosis (docs/opcua.md, "Profiling the workers"); unset, nothing is
+// written.
+const WorkerProfileEnv = "SMELTER_OPCUA_WORKER_PROFILE"
 
 // workerFlush is how often the worker sends its status and metrics when
 // they changed.
@@ -66,6 +76,7 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	prof := startProfiles(os.Getenv(WorkerProfileEnv), log)
 	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10), status: map[uint32]*Status{}}
 	h := &workerHost{ctx: ctx, cancel: cancel, out: out, log: log, devs: map[uint32]*hostedDevice{}}
 	first, err := h.newDevice(m.Dev, m.Config)
@@ -116,6 +127,8 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		}
 	}()
 	<-ctx.Done()
+	// the heap as of the last collection, still under load
+	prof.stop()
 	wg.Wait()
 	h.runs.Wait()
 	for _, d := range h.devices() {
@@ -127,6 +140,56 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 1
 	}
 	return 0
+}
+
+// profiles is a worker's profiling (WorkerProfileEnv); the zero value
+// profiles nothing.
+type profiles struct {
+	prefix string
+	cpu    *os.File
+	log    *slog.Logger
+}
+
+// startProfiles starts the CPU profile when prefix is set.
+func startProfiles(prefix string, log *slog.Logger) *profiles {
+	p := &profiles{prefix: prefix, log: log}
+	if prefix == "" {
+		return p
+	}
+	path := fmt.Sprintf("%s.%d.cpu.pb", prefix, os.Getpid())
+	f, err := os.Create(path) //nolint:gosec // a path the operator chose
+	if err != nil {
+		log.Warn("opc ua worker: cpu profile", "err", err)
+		return p
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		log.Warn("opc ua worker: cpu profile", "err", err)
+		return p
+	}
+	p.cpu = f
+	return p
+}
+
+// stop ends the CPU profile and writes the heap profile.
+func (p *profiles) stop() {
+	if p.prefix == "" {
+		return
+	}
+	if p.cpu != nil {
+		pprof.StopCPUProfile()
+		_ = p.cpu.Close()
+	}
+	path := fmt.Sprintf("%s.%d.heap.pb", p.prefix, os.Getpid())
+	f, err := os.Create(path) //nolint:gosec // a path the operator chose
+	if err != nil {
+		p.log.Warn("opc ua worker: heap profile", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		p.log.Warn("opc ua worker: heap profile", "err", err)
+	}
 }
 
 // workerHost is a worker's devices.
