@@ -1,7 +1,6 @@
 package opcua
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -77,7 +76,7 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	prof := startProfiles(os.Getenv(WorkerProfileEnv), log)
-	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10), status: map[uint32]*Status{}}
+	out := &frameWriter{w: stdout, status: map[uint32]*Status{}}
 	h := &workerHost{ctx: ctx, cancel: cancel, out: out, log: log, devs: map[uint32]*hostedDevice{}}
 	first, err := h.newDevice(m.Dev, m.Config)
 	if err != nil {
@@ -417,12 +416,13 @@ func sameStatus(a, b Status) bool {
 		a.Limits == b.Limits && a.Subscription == b.Subscription && a.ServiceFaults == b.ServiceFaults && a.Refused == b.Refused
 }
 
-// frameWriter serialises frames from the worker's goroutines and flushes
-// each one.
+// frameWriter serialises frames from the worker's goroutines and writes
+// each one whole (one write: no buffered writer in between, which would
+// copy every frame once more and hold 64 KiB per worker).
 type frameWriter struct {
 	mu     sync.Mutex
-	w      *bufio.Writer
-	buf    []byte // the frame being written, reused
+	w      io.Writer
+	buf    []byte // the frame being written, reused up to maxKeptFrame
 	err    error
 	status map[uint32]*Status // per device slot, the last status sent
 }
@@ -443,13 +443,16 @@ func (f *frameWriter) sendLocked(m *wireMsg) error {
 		f.err = err
 		return err
 	}
-	if _, err := f.w.Write(f.buf); err != nil {
-		f.err = err
-		return err
+	_, f.err = f.w.Write(f.buf)
+	if cap(f.buf) > maxKeptFrame {
+		f.buf = nil // a rare large frame (units of many points) is not kept
 	}
-	f.err = f.w.Flush()
 	return f.err
 }
+
+// maxKeptFrame is the largest frame buffer a worker keeps for the next
+// frame: a cycle of 10,000 samples fits.
+const maxKeptFrame = 256 << 10
 
 // sendStatus sends the status of the device in slot unless it is the one
 // sent last for it.
