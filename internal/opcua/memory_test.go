@@ -53,26 +53,6 @@ func TestNewKeepsDefaultedPoints(t *testing.T) {
 	}
 }
 
-// publishMessage is a NotificationMessage of n data changes: point i has
-// value base+i, status Good (Uncertain for every 7th) and source time ts+i ms.
-func publishMessage(n int, base float64, ts time.Time) *ua.NotificationMessage {
-	items := make([]*ua.MonitoredItemNotification, n)
-	for i := range items {
-		st := ua.StatusOK
-		if i%7 == 0 {
-			st = ua.StatusUncertain
-		}
-		items[i] = &ua.MonitoredItemNotification{ClientHandle: uint32(i), Value: &ua.DataValue{
-			EncodingMask: ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
-			Value:        ua.MustVariant(base + float64(i)), Status: st,
-			SourceTimestamp: ts.Add(time.Duration(i) * time.Millisecond), ServerTimestamp: ts,
-		}}
-	}
-	return &ua.NotificationMessage{SequenceNumber: 1, NotificationData: []*ua.ExtensionObject{
-		ua.NewExtensionObject(&ua.DataChangeNotification{MonitoredItems: items}),
-	}}
-}
-
 // TestNotificationsReuseTheSampleBuffer: a publish response becomes one
 // cycle whose samples are the server's values, statuses and source times,
 // built in a buffer reused from one response to the next (a cycle is
