@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -565,6 +566,10 @@ func (s *Spool) flushPending() {
 		return
 	}
 	s.wsem <- struct{}{}
+	// Let appenders that are ready to run (device goroutines woken by
+	// their replies on the same poll tick) queue their records first:
+	// they leave the write to this one.
+	runtime.Gosched()
 	s.flushWaiting.Store(false) // before taking the queue: records queued after it get a flusher of their own
 	s.commitPending()
 	<-s.wsem
