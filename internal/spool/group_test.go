@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -263,4 +264,95 @@ func TestGroupWriteFailureLosesItsRecords(t *testing.T) {
 	if got := readSeqs(t, r2, 2); got[0] != 1 || got[1] != n+1 {
 		t.Fatalf("after reopen read %v, want [1 %d]", got, n+1)
 	}
+}
+
+// TestGroupCommitRandomFailures: concurrent appenders while random writes
+// fail part way. Every append that returned nil is in the log (read live
+// and after reopening) with its own content; no append that returned
+// ErrLost is; a reader never sees a lost seq.
+func TestGroupCommitRandomFailures(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	h := open(t, cfg)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 17))
+	var rmu sync.Mutex
+	h.s.write = func(f *os.File, b []byte) (int, error) {
+		rmu.Lock()
+		fail, cut := rng.IntN(10) == 0, rng.IntN(len(b))
+		rmu.Unlock()
+		if fail {
+			k, _ := f.Write(b[:cut])
+			return k, syscall.EIO
+		}
+		return f.Write(b)
+	}
+	r, err := h.s.Reader("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const appenders, each = 20, 50
+	var mu sync.Mutex
+	ok, lost := map[uint64]bool{}, map[uint64]bool{}
+	var apps sync.WaitGroup
+	for range appenders {
+		apps.Add(1)
+		go func() {
+			defer apps.Done()
+			for range each {
+				var mine uint64
+				seq, err := h.s.Append(context.Background(), "", func(seq uint64, dst []byte) []byte {
+					mine = seq
+					return payload(dst, seq, 50+int(seq%300))
+				})
+				mu.Lock()
+				switch {
+				case err == nil:
+					ok[seq] = true
+				case errors.Is(err, ErrLost) && errors.Is(err, syscall.EIO):
+					lost[mine] = true
+				default:
+					t.Errorf("append: %v", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	apps.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ok)+len(lost) != appenders*each || len(lost) == 0 {
+		t.Fatalf("%d ok, %d lost of %d appends", len(ok), len(lost), appenders*each)
+	}
+	check := func(r *Reader, stage string) {
+		seen := 0
+		for seen < len(ok) {
+			recs, err := r.Next(context.Background(), 100, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rec := range recs {
+				if !ok[rec.Seq] {
+					t.Fatalf("%s: read seq %d, whose append did not succeed (lost: %v)", stage, rec.Seq, lost[rec.Seq])
+				}
+				if want := payload(nil, rec.Seq, 50+int(rec.Seq%300)); string(rec.Data) != string(want) {
+					t.Fatalf("%s: seq %d carries %q", stage, rec.Seq, trunc(rec.Data))
+				}
+				seen++
+			}
+		}
+	}
+	check(r, "live")
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h2 := open(t, cfg)
+	if v := counter(h2.m.droppedBytes); v != 0 {
+		t.Fatalf("recovery dropped %v bytes: a failed write left a partial record", v)
+	}
+	r2, err := h2.s.Reader("fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(r2, "reopened")
+	t.Logf("%d appended, %d lost, %v writes", len(ok), len(lost), writesOf(h.s))
 }
