@@ -487,8 +487,9 @@ func (s *Spool) Append(ctx context.Context, subject string, encode func(seq uint
 // commitGroup is the records queued for one write, in seq order. done is
 // closed once they are written or lost (each pendingRec's err says which).
 type commitGroup struct {
-	recs []pendingRec
-	done chan struct{}
+	recs  []pendingRec
+	done  chan struct{}
+	first [1]pendingRec // recs' storage while the group holds one record (a lone append)
 }
 
 // pendingRec is a framed record waiting to be written.
@@ -539,6 +540,7 @@ func (s *Spool) enqueue(ctx context.Context, subject string, encode func(uint64,
 	g := s.pend
 	if g == nil {
 		g = &commitGroup{done: make(chan struct{})}
+		g.recs = g.first[:0]
 		s.pend = g
 	}
 	g.recs = append(g.recs, p)
