@@ -5,14 +5,14 @@
 // The log is a directory of segment files of CRC-framed records (see
 // record.go), written without user-space buffering before Append returns,
 // so a killed process loses nothing Append returned; fsync follows the
-// configured policy. Concurrent appends are group-committed: each record
-// is framed in the append arena in seq order, and whichever appender gets
-// to write next writes every record queued by then, contiguous in the
-// arena, with one write syscall (and one fsync with fsync: always); each
-// Append returns once its own record is written, with that write's error.
-// Readers see a record only once it is written. Recent records are also kept in an
-// in-memory tail cache, so live readers never touch the disk; readers behind
-// the cache read the segment files. See docs/reliability.md.
+// configured policy. Concurrent appends are group-committed: records are
+// framed one after the other in the append arena (seq order), queued, and
+// written by the last appender in line, all of them with one write per
+// contiguous arena range (one fsync with fsync: always); each Append
+// returns once its own record is written, with that write's error, and
+// readers see a record only once it is written. Recent records are also
+// kept in an in-memory tail cache, so live readers never touch the disk;
+// readers behind the cache read the segment files. See docs/reliability.md.
 package spool
 
 import (
