@@ -613,7 +613,9 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 // gateway (the publish failed, so the reader rewound over it; it was
 // discarded before it could be sent again). That prefix is at most one
 // publish (forward's 512 records): the gap is not always exactly the
-// counter, which made this test fail once under load, off by one.
+// counter, which made this test fail once under load, off by one. (A
+// publish that fails across a broker shutdown after part of it was
+// stored: natsjs TestOutageWhileAcksPending.)
 func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	r := newRelRig(t, false)
 	cfg := r.config(t, relConfig{devices: 4, interval: "10ms", nats: true,
