@@ -356,3 +356,43 @@ func TestGroupCommitRandomFailures(t *testing.T) {
 	check(r2, "reopened")
 	t.Logf("%d appended, %d lost, %v writes", len(ok), len(lost), writesOf(h.s))
 }
+
+// TestGroupCommitWritesFullQueueWhileLineNeverEmpties: with an appender
+// forever in line (simulated), records are still written once maxGroup of
+// them are queued: a line that never empties does not hold them back.
+func TestGroupCommitWritesFullQueueWhileLineNeverEmpties(t *testing.T) {
+	h := open(t, testConfig(t.TempDir()))
+	h.s.inLine.Add(1) // someone always in line
+	var done atomic.Int64
+	for range maxGroup {
+		go func() {
+			if _, err := h.s.Append(context.Background(), "", func(seq uint64, dst []byte) []byte { return payload(dst, seq, 100) }); err != nil {
+				t.Error(err)
+			}
+			done.Add(1)
+		}()
+	}
+	waitFor(t, 10*time.Second, func() bool { return done.Load() == maxGroup })
+	if w := writesOf(h.s); w > 2 {
+		t.Fatalf("%v writes for one full queue", w)
+	}
+	// Fewer than maxGroup queued behind someone in line wait for that one.
+	var late atomic.Bool
+	go func() {
+		if _, err := h.s.Append(context.Background(), "", func(seq uint64, dst []byte) []byte { return payload(dst, seq, 100) }); err != nil {
+			t.Error(err)
+		}
+		late.Store(true)
+	}()
+	waitFor(t, 10*time.Second, func() bool { return h.s.queued() == 1 })
+	if late.Load() {
+		t.Fatal("an append returned while its record was queued")
+	}
+	if h.s.inLine.Add(-1) == 0 { // the one in line leaves
+		h.s.flushPending()
+	}
+	waitFor(t, 10*time.Second, late.Load)
+	if h.s.LastSeq() != maxGroup+1 {
+		t.Fatalf("last seq %d", h.s.LastSeq())
+	}
+}

@@ -58,9 +58,12 @@ const (
 	// within these bounds.
 	minCacheSlots = 1 << 8
 	maxCacheSlots = 1 << 14
-	hwmFileName   = "seq.hwm"
-	lockName      = "LOCK"
-	cursorExt     = ".cursor"
+	// maxGroup: the appender that queues this many records writes them
+	// even when others are still in line.
+	maxGroup    = 256
+	hwmFileName = "seq.hwm"
+	lockName    = "LOCK"
+	cursorExt   = ".cursor"
 )
 
 var readerName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -97,7 +100,9 @@ type Spool struct {
 	// inLine counts appenders between entering Append and queuing their
 	// record (or failing to). An appender that queues while others are in
 	// line leaves the write to them; the one that empties the line writes
-	// everything queued. So a burst of concurrent appends (the device
+	// everything queued (as does the one that queues the maxGroup-th
+	// record). Every appender leaves the line once, so no queued record is
+	// left unwritten, and a burst of concurrent appends (the device
 	// goroutines on one poll tick) is written together.
 	inLine atomic.Int64
 	// flushWaiting: an appender waits for wsem to write what is queued; it
@@ -465,13 +470,20 @@ func (s *Spool) Append(ctx context.Context, subject string, encode func(seq uint
 	select {
 	case s.appendSem <- struct{}{}:
 	case <-ctx.Done():
-		s.leaveLine()
+		if s.inLine.Add(-1) == 0 {
+			s.flushPending()
+		}
 		return 0, ctx.Err()
 	}
 	start := time.Now()
 	g, i, err := s.enqueue(ctx, subject, encode)
 	<-s.appendSem
-	s.leaveLine()
+	if s.inLine.Add(-1) == 0 || i+1 >= maxGroup {
+		// The line is empty, or the queue is full: a line that never
+		// empties (appenders arriving without pause) must not hold
+		// records back for long.
+		s.flushPending()
+	}
 	if err == nil {
 		<-g.done
 		err = g.recs[i].err
@@ -547,16 +559,6 @@ func (s *Spool) enqueue(ctx context.Context, subject string, encode func(uint64,
 	s.pendSize += int64(len(rec))
 	s.mu.Unlock()
 	return g, len(g.recs) - 1, nil
-}
-
-// leaveLine takes an appender out of the line; when the line is empty, it
-// writes everything queued (records queued while others were in line
-// were left to the last of them). Every appender calls it once, after
-// queuing its record or failing to, so no queued record is left unwritten.
-func (s *Spool) leaveLine() {
-	if s.inLine.Add(-1) == 0 {
-		s.flushPending()
-	}
 }
 
 // flushPending writes the queued records, if any, waiting for a write in
