@@ -1107,6 +1107,9 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	}
 	// Both uplinks drain the backlog at once (a reader each): the drain
 	// ends when the slower one is done.
+	if mqttDrained.IsZero() {
+		b.Fatalf("no uplink called mqtt drained the backlog: %+v", g.Status().Uplinks)
+	}
 	end := drainEnd
 	if mqttDrained.After(end) {
 		end = mqttDrained
