@@ -83,7 +83,7 @@ type device struct {
 	cfg  Config
 	link *link
 	log  *slog.Logger
-	m    devMetrics
+	m    *devMetrics
 
 	mu          sync.Mutex
 	up          bool // last cycle got an answer (for logging changes)
@@ -433,11 +433,7 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)
 	}
 	g.buf = reply
-	if r.table.IsBit() {
-		d.m.bits.Add(float64(r.count))
-	} else {
-		d.m.registers.Add(float64(r.count))
-	}
+	d.m.read(int(r.count), r.table.IsBit())
 	return reply[2:], nil // function code, byte count, data
 }
 
