@@ -21,6 +21,10 @@ import (
 type Pool struct {
 	log *slog.Logger
 	m   *Metrics
+	// samples lends the groups' pollers the samples of one read and its
+	// emit (*[]sample.Sample): a few buffers in use at a time, not one per
+	// group for the gateway's life.
+	samples sync.Pool
 
 	mu     sync.Mutex
 	links  map[string]*link
@@ -193,11 +197,20 @@ type cycle struct {
 	err     error // first cause of a bad sample
 }
 
+// unread is what an entry of a read's output holds until the read sets it.
+var unread = bad(StatusCanceled)
+
 // read reads every point of g into out[0:len(points)] (every entry set, good
 // or bad, Index from g.index). It returns promptly when ctx ends.
 func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) cycle {
 	plan := g.plan
 	out = out[:len(plan.points)]
+	// Every path below sets every entry; should one ever miss one, it
+	// reads bad, never a value left by an earlier read (out is lent by the
+	// pool: it may hold another device's samples).
+	for i := range out {
+		out[i] = unread
+	}
 	defer func() {
 		for i := range out {
 			out[i].Index = g.index[i]
