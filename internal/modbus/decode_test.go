@@ -3,11 +3,11 @@ package modbus
 import (
 	"errors"
 	"fmt"
-	"github.com/smelterio/smelter/internal/sample"
 	"math"
 	"strings"
 	"testing"
 
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
