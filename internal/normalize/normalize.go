@@ -68,9 +68,9 @@ type Normalizer struct {
 	// but Silent or Stale), 0 before.
 	heard []int64
 	// band[bandOf[i]] is the report state of point i when it has a
-	// deadband (bandOf[i] < 0 when not): only those need one, so a
-	// 10,000-point device without deadbands keeps 12 bytes per point
-	// instead of 48.
+	// deadband (bandOf[i] < 0 when not; bandOf is nil when no point has
+	// one): only those need one, so a 10,000-point device without
+	// deadbands keeps 8 bytes per point instead of 48.
 	band      []bandState
 	bandOf    []int32
 	k         int64 // a silent point is stale after k x its interval
@@ -94,18 +94,16 @@ func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
 	}
-	n := &Normalizer{points: points, heard: make([]int64, len(points)), bandOf: make([]int32, len(points)),
-		k: int64(staleMultiple), heartbeat: heartbeatMS}
-	bands := 0
-	for i := range points {
-		n.bandOf[i] = -1
-		if points[i].Deadband > 0 {
-			n.bandOf[i] = int32(bands)
-			bands++
+	n := &Normalizer{points: points, heard: make([]int64, len(points)), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	if bands := count(points, func(p *Point) bool { return p.Deadband > 0 }); bands > 0 {
+		n.band, n.bandOf = make([]bandState, bands), make([]int32, len(points))
+		b := int32(0)
+		for i := range points {
+			n.bandOf[i] = -1
+			if points[i].Deadband > 0 {
+				n.bandOf[i], b = b, b+1
+			}
 		}
-	}
-	if bands > 0 {
-		n.band = make([]bandState, bands)
 	}
 	if slices.ContainsFunc(points, func(p Point) bool { return p.Scale == 0 || p.Conv.Scale == 0 }) {
 		n.own()
@@ -116,6 +114,16 @@ func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 			if n.points[i].Conv.Scale == 0 {
 				n.points[i].Conv = units.Identity
 			}
+		}
+	}
+	return n
+}
+
+func count(points []Point, f func(*Point) bool) int {
+	n := 0
+	for i := range points {
+		if f(&points[i]) {
+			n++
 		}
 	}
 	return n
@@ -179,8 +187,10 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 			r.Quality = telemetry.QualityStale
 		}
 	}
-	if b := n.bandOf[i]; b >= 0 && !n.report(&n.band[b], p, r, now) {
-		return dst[:len(dst)-1]
+	if n.bandOf != nil {
+		if b := n.bandOf[i]; b >= 0 && !n.report(&n.band[b], p, r, now) {
+			return dst[:len(dst)-1]
+		}
 	}
 	return dst
 }

@@ -280,6 +280,9 @@ func TestDeadbandStatePerPoint(t *testing.T) {
 	if len(n.band) != 2 {
 		t.Fatalf("%d band states for 2 deadbanded points", len(n.band))
 	}
+	if plain := New(pts[:1], 3, 0); plain.band != nil || plain.bandOf != nil {
+		t.Fatal("deadband state for a device without deadbands")
+	}
 	cycle := func(now int64, v ...float64) []string {
 		var ss []sample.Sample
 		for i, x := range v {
