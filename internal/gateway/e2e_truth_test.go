@@ -67,6 +67,14 @@ const (
 	truthInterval2 = 300 * time.Millisecond // group 2
 	steadyTimeout  = 5 * time.Second
 	steadySilence  = 100 * time.Millisecond
+	// lateSilence is the silence of the late case on RTU and ASCII lines.
+	// No transaction id tells a late reply from the next request's: the
+	// driver's guarantee is for replies within timeout + silence (the
+	// modbus README), and the simulator's reply, due 1.25 x the timeout
+	// after the request, came more than 0.4 s later than that when four of
+	// these tests ran at once on two cores, and was published as the next
+	// request's values. With lateSilence it has 1.6 s of slack.
+	lateSilence = 2 * time.Second
 )
 
 // truthPoint is one configured point: its register and the value the
@@ -311,6 +319,9 @@ func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice)
 			more += ", serial: {baud: 115200}"
 		}
 		timeout := truthTimeout
+		if d.c.fault == modbustest.Late && d.tr != modbus.TCP && !strings.Contains(extra, "silence") {
+			more += ", silence: " + lateSilence.String()
+		}
 		if d.c.steady {
 			timeout = steadyTimeout
 			if d.tr != modbus.TCP {
