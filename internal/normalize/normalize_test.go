@@ -1,6 +1,7 @@
 package normalize
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -267,5 +268,44 @@ func TestSharedPointsAreNeverModified(t *testing.T) {
 	n = New(raw, 3, 0)
 	if raw[0].Scale != 0 || n.Points()[0].Scale != 1 || n.Points()[0].Conv.Scale != 1 {
 		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], n.Points()[0])
+	}
+}
+
+// TestDeadbandStatePerPoint: only deadbanded points keep report state, each
+// its own, whatever their position among points without a deadband.
+func TestDeadbandStatePerPoint(t *testing.T) {
+	pts := []Point{{Signal: "a", Unit: "kW"}, {Signal: "b", Unit: "kW", Deadband: 1}, {Signal: "c", Unit: "kW"},
+		{Signal: "d", Unit: "kW", Deadband: 10}}
+	n := New(pts, 3, 0)
+	if len(n.band) != 2 {
+		t.Fatalf("%d band states for 2 deadbanded points", len(n.band))
+	}
+	if plain := New(pts[:1], 3, 0); plain.band != nil || plain.bandOf != nil {
+		t.Fatal("deadband state for a device without deadbands")
+	}
+	cycle := func(now int64, v ...float64) []string {
+		var ss []sample.Sample
+		for i, x := range v {
+			ss = append(ss, sample.Sample{Index: i, Num: x})
+		}
+		var out []string
+		for _, r := range n.Apply(nil, ss, now, now) {
+			out = append(out, fmt.Sprintf("%s=%v", r.Signal, r.Value))
+		}
+		return out
+	}
+	steps := []struct {
+		v    []float64
+		want string
+	}{
+		{[]float64{1, 1, 1, 1}, "[a=1 b=1 c=1 d=1]"},
+		{[]float64{2, 1.5, 2, 5}, "[a=2 c=2]"},           // both within their bands
+		{[]float64{2, 2, 2, 10}, "[a=2 b=2 c=2]"},        // b moved 1 from its last report, d 9 < 10
+		{[]float64{3, 2.5, 3, 11.5}, "[a=3 c=3 d=11.5]"}, // d moved 10.5 from 1
+	}
+	for i, s := range steps {
+		if got := fmt.Sprint(cycle(int64(1000*(i+1)), s.v...)); got != s.want {
+			t.Errorf("cycle %d: %s, want %s", i, got, s.want)
+		}
 	}
 }
