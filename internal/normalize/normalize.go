@@ -231,7 +231,7 @@ func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample)
 		r.NoValue = true
 		return
 	}
-	v := s.Num*p.Scale + p.Offset
+	v := scaleRaw(s.Num, p.Scale) + p.Offset
 	if p.Enum != nil || p.States != nil {
 		code := int64(math.Round(v))
 		r.Value = float64(code)
@@ -289,4 +289,28 @@ func (n *Normalizer) report(st *bandState, p *Point, r *telemetry.Reading, now i
 	st.lastSent = r.Value
 	st.lastSentText = r.Text
 	return true
+}
+
+// scaleRaw returns raw x scale. A scale that is exactly 1/10^k for k = 1..6
+// (0.1, 0.01, ... 0.000001: the decimal scales of register maps) divides
+// by 10^k instead: the division is correctly rounded, so the result is the
+// double nearest the exact decimal (register 1001 x 0.1 is 100.1, where the
+// product of 1001 and the double nearest 0.1 is 100.10000000000001, one
+// ulp off). Other scales multiply.
+func scaleRaw(raw, scale float64) float64 {
+	switch scale {
+	case 0.1:
+		return raw / 10
+	case 0.01:
+		return raw / 100
+	case 0.001:
+		return raw / 1000
+	case 0.0001:
+		return raw / 10000
+	case 0.00001:
+		return raw / 100000
+	case 0.000001:
+		return raw / 1000000
+	}
+	return raw * scale
 }

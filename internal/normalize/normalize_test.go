@@ -2,8 +2,10 @@ package normalize
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/sample"
@@ -307,5 +309,34 @@ func TestDeadbandStatePerPoint(t *testing.T) {
 		if got := fmt.Sprint(cycle(int64(1000*(i+1)), s.v...)); got != s.want {
 			t.Errorf("cycle %d: %s, want %s", i, got, s.want)
 		}
+	}
+}
+
+// TestDecimalScaleIsExact: a register scaled by 1/10^k is published as the
+// double nearest the exact decimal (1001 x 0.1 = 100.1), never one ulp off
+// as the product with the double nearest 0.1 is (100.10000000000001), for
+// every 16-bit register value and both signs.
+func TestDecimalScaleIsExact(t *testing.T) {
+	for k, scale := range []float64{0.1, 0.01, 0.001, 0.0001, 0.00001, 0.000001} {
+		pow := math.Pow(10, float64(k+1))
+		n := New([]Point{{Signal: "x", Unit: "Cel", Scale: scale, Conv: units.Identity, IntervalMS: 1000}}, 3, 0)
+		for raw := -65535; raw <= 65535; raw++ {
+			var got []telemetry.Reading
+			got = n.ApplyOne(got, &sample.Sample{Index: 0, Num: float64(raw), Quality: telemetry.QualityGood}, 1, 1)
+			// the exact decimal raw/10^k, parsed: the nearest double
+			want, err := strconv.ParseFloat(strconv.Itoa(raw)+"e-"+strconv.Itoa(k+1), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Value != want {
+				t.Fatalf("raw %d x %v: got %v, want %v (%d/%v)", raw, scale, got, want, raw, pow)
+			}
+		}
+	}
+	// other scales multiply, as before
+	n := New([]Point{{Signal: "x", Unit: "Cel", Scale: 0.5, Offset: -40, Conv: units.Identity, IntervalMS: 1000}}, 3, 0)
+	got := n.ApplyOne(nil, &sample.Sample{Index: 0, Num: 101, Quality: telemetry.QualityGood}, 1, 1)
+	if len(got) != 1 || got[0].Value != 10.5 {
+		t.Fatalf("101 x 0.5 - 40: got %v, want 10.5", got)
 	}
 }
