@@ -71,6 +71,9 @@ type Collector struct {
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
 	onCommit func(p int, batches []BatchRef)
+	// beforeFetch, when set (tests), is called by a partition's worker
+	// before every fetch.
+	beforeFetch func(p int)
 	// onStartRetry, when set (tests), is called on every retried start step.
 	onStartRetry func(err error)
 

@@ -336,6 +336,9 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	// delivered-but-unseen messages and the pending count of the consumer
 	// tells exactly what a previous owner left.
 	more := func(wait time.Duration) ([]jetstream.Msg, error) {
+		if c.beforeFetch != nil {
+			c.beforeFetch(p)
+		}
 		return fetch(cons, fetchN, wait, fopts...)
 	}
 	log := c.log.With("partition", p, "consumer", name)
@@ -363,7 +366,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 				return nil
 			}
 			log.Debug("fetch", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if consumerGone(ctx, cons, err) { // the supervisor starts the worker again, which creates it
 				return err
 			}
 			select { // a broker that refuses at once must not spin this loop
@@ -428,6 +431,21 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 		return out, err
 	}
 	return out, nil
+}
+
+// consumerGone reports whether a fetch's error means the partition's
+// consumer is gone: deleted while a pull waited (409), or, where the pull
+// found nobody to answer it (no responders: deleted between two fetches),
+// the consumer's info says it does not exist.
+func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrConsumerDeleted):
+		return true
+	case errors.Is(err, nats.ErrNoResponders):
+		_, ierr := cons.Info(ctx)
+		return errors.Is(ierr, jetstream.ErrConsumerNotFound)
+	}
+	return false
 }
 
 // gap reports whether deliveries were lost before or among msgs: every
