@@ -79,7 +79,7 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	}
 	limit := int(io.nc.MaxPayload()) - 1024 // headers and subject
 	sh.mu.Lock()
-	writes, err := sh.snapshot(cy.kv[:0], limit, func(key string, n int) {
+	writes, err := sh.snapshot(cy.kv[:0], limit, c.cfg.Cluster.RecordFormat == "json", func(key string, n int) {
 		// an asset too large to checkpoint keeps working from memory; a
 		// restart or takeover starts it afresh
 		c.m.pubErrors.Inc()
