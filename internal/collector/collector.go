@@ -123,6 +123,7 @@ type cycle struct {
 	outs    []output
 	kv      []kvWrite
 	batches []BatchRef
+	batch   telemetry.Batch // decoded into, message after message
 }
 
 func (cy *cycle) reset() {
@@ -312,8 +313,8 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
-		b, err := telemetry.DecodeBatch(data)
-		if err != nil {
+		b := &cy.batch // nothing keeps a batch or its readings past its evaluation
+		if err := telemetry.DecodeBatchInto(b, data); err != nil {
 			c.malformed(subject, err)
 			return
 		}

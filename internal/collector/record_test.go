@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/collector/kpi"
@@ -159,4 +160,48 @@ func recordOf(t *testing.T, st rules.AssetState, k kpi.AssetState) string {
 func sortState(st *rules.AssetState) {
 	slices.SortFunc(st.Birth, func(a, b telemetry.SignalInfo) int { return strings.Compare(a.Signal, b.Signal) })
 	slices.SortFunc(st.Signals, func(a, b rules.SignalState) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// TestRecordChunksReusedOnlyOnceStored: the chunks records are encoded
+// into are reused after a checkpoint whose every record was stored, never
+// after a failed one (a publish in flight may still read them).
+func TestRecordChunksReusedOnlyOnceStored(t *testing.T) {
+	_, sh := warmShard(t)
+	chunkOf := func(recs map[[2]string][]byte) map[*byte]bool {
+		out := map[*byte]bool{}
+		for _, r := range recs {
+			sh.mu.Lock()
+			for _, c := range append(slices.Clone(sh.used), sh.arena) {
+				start := unsafe.SliceData(c[:1])
+				if off := uintptr(unsafe.Pointer(unsafe.SliceData(r))) - uintptr(unsafe.Pointer(start)); off < uintptr(cap(c)) {
+					out[start] = true
+				}
+			}
+			sh.mu.Unlock()
+		}
+		return out
+	}
+	first := chunkOf(records(t, sh, false))
+	sh.mu.Lock()
+	sh.recycle() // every record stored
+	sh.mu.Unlock()
+	recs := records(t, sh, false)
+	second := chunkOf(recs)
+	if !reflect.DeepEqual(first, second) || len(first) == 0 {
+		t.Fatalf("chunks %v, then %v after every record was stored", first, second)
+	}
+	for k, data := range recs {
+		if r, err := decodeRecord(data); err != nil || r.Rules.ID != k[1] {
+			t.Fatalf("%v: record in a reused chunk: %v", k, err)
+		}
+	}
+	sh.mu.Lock()
+	sh.forget() // a failed checkpoint
+	sh.mu.Unlock()
+	third := chunkOf(records(t, sh, false))
+	for c := range third {
+		if second[c] {
+			t.Fatal("a chunk reused after a failed checkpoint")
+		}
+	}
 }

@@ -46,7 +46,51 @@ type shard struct {
 	// the checkpoint's reused snapshot buffers and record arena
 	rst   rules.AssetState
 	kst   kpi.AssetState
-	arena []byte
+	arena []byte   // the chunk records are appended to
+	used  [][]byte // earlier chunks of records not known to be stored yet
+	free  [][]byte // chunks whose records are stored (PubAcked): reused
+}
+
+// recordChunk is the size of the chunks records are encoded into.
+const recordChunk = 256 << 10
+
+// chunk makes room for a record: a new chunk (reused if one is free) when
+// the current one has less than 16 KiB left; sh.mu is held.
+func (sh *shard) chunk() {
+	if cap(sh.arena)-len(sh.arena) >= 16<<10 {
+		return
+	}
+	if sh.arena != nil {
+		sh.used = append(sh.used, sh.arena)
+	}
+	if n := len(sh.free); n > 0 {
+		sh.arena, sh.free = sh.free[n-1][:0], sh.free[:n-1]
+		return
+	}
+	sh.arena = make([]byte, 0, recordChunk)
+}
+
+// recycle frees the chunks of the records snapshot returned once every one
+// of them is stored (a PubAck each: the client neither holds nor resends
+// them); sh.mu is held. After a failed checkpoint the chunks are left to
+// the garbage collector instead (a publish may still be retried).
+func (sh *shard) recycle() {
+	if sh.arena != nil {
+		sh.used = append(sh.used, sh.arena)
+	}
+	for _, c := range sh.used {
+		if cap(c) == recordChunk { // not one grown by a huge record
+			sh.free = append(sh.free, c[:0])
+		}
+	}
+	clear(sh.used)
+	sh.used, sh.arena = sh.used[:0], nil
+}
+
+// forget drops the chunks without reusing them; sh.mu is held.
+func (sh *shard) forget() {
+	clear(sh.used)
+	sh.used, sh.arena = sh.used[:0], nil
 }
 
 func (c *Collector) newShard(p int) *shard {
@@ -181,10 +225,7 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key
 		if asJSON {
 			data, err = r.encode()
 		} else {
-			// records share arenas of 256 KiB: one allocation for many
-			if cap(sh.arena)-len(sh.arena) < 16<<10 {
-				sh.arena = make([]byte, 0, 256<<10)
-			}
+			sh.chunk() // records share chunks: no allocation per record
 			start := len(sh.arena)
 			sh.arena, err = r.appendBinary(sh.arena)
 			data = sh.arena[start:len(sh.arena):len(sh.arena)]

@@ -23,9 +23,25 @@ import (
 // field names match exactly and nothing but white space may follow the
 // batch.
 func DecodeBatch(data []byte) (*Batch, error) {
+	b := &Batch{Readings: make([]Reading, 0, bytes.Count(data, signalKey))}
+	if err := decodeBatch(b, data); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// DecodeBatchInto is DecodeBatch into b, reusing the array of b.Readings
+// (nothing else of b is kept): one allocation per batch, the payload's
+// string, for a caller that decodes one batch after another and keeps
+// neither b nor its readings past the next call. After an error b holds
+// whatever was decoded.
+func DecodeBatchInto(b *Batch, data []byte) error {
+	*b = Batch{Readings: b.Readings[:0]}
+	return decodeBatch(b, data)
+}
+
+func decodeBatch(b *Batch, data []byte) error {
 	d := batchDecoder{s: string(data)}
-	b := &Batch{}
-	b.Readings = make([]Reading, 0, bytes.Count(data, signalKey))
 	var schema string
 	var haveSeq bool
 	err := d.object(func(key string) error {
@@ -63,18 +79,15 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if schema != SchemaTelemetry {
-		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
+		return fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
 	}
 	if !haveSeq {
-		return nil, fmt.Errorf("%w: seq is missing", ErrInvalid)
+		return fmt.Errorf("%w: seq is missing", ErrInvalid)
 	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return b.Validate()
 }
 
 var signalKey = []byte(`"signal"`)
