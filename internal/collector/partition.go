@@ -643,7 +643,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 				continue
 			}
 		}
-		c.process(sh, subj, m.Data(), cy)
+		c.processPayload(sh, subj, m.Data(), true, cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

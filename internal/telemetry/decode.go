@@ -24,7 +24,7 @@ import (
 // batch.
 func DecodeBatch(data []byte) (*Batch, error) {
 	b := &Batch{Readings: make([]Reading, 0, bytes.Count(data, signalKey))}
-	if err := decodeBatch(b, data); err != nil {
+	if err := decodeBatch(b, string(data)); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -36,12 +36,19 @@ func DecodeBatch(data []byte) (*Batch, error) {
 // neither b nor its readings past the next call. After an error b holds
 // whatever was decoded.
 func DecodeBatchInto(b *Batch, data []byte) error {
-	*b = Batch{Readings: b.Readings[:0]}
-	return decodeBatch(b, data)
+	return DecodeBatchStringInto(b, string(data))
 }
 
-func decodeBatch(b *Batch, data []byte) error {
-	d := batchDecoder{s: string(data)}
+// DecodeBatchStringInto is DecodeBatchInto from a string: the batch's
+// strings are substrings of s, so a batch costs no allocation once b's
+// readings array is large enough.
+func DecodeBatchStringInto(b *Batch, s string) error {
+	*b = Batch{Readings: b.Readings[:0]}
+	return decodeBatch(b, s)
+}
+
+func decodeBatch(b *Batch, data string) error {
+	d := batchDecoder{s: data}
 	var schema string
 	var haveSeq bool
 	err := d.object(func(key string) error {
