@@ -54,7 +54,7 @@ func TestSnapshotSkipsRecordsOverTheLimit(t *testing.T) {
 	c.process(sh, subj, batchJSON(1, 1_763_812_345_000, 80), &cy)
 	var big []string
 	sh.mu.Lock()
-	w, err := sh.snapshot(nil, 64, func(key string, n int) { big = append(big, fmt.Sprint(key, n > 64)) })
+	w, err := sh.snapshot(nil, 64, false, func(key string, n int) { big = append(big, fmt.Sprint(key, n > 64)) })
 	sh.mu.Unlock()
 	if err != nil || len(w) != 0 || len(big) != 1 || big[0] != "p0.site1.ac-1true" {
 		t.Fatalf("writes %d, too big %v, err %v", len(w), big, err)

@@ -144,7 +144,7 @@ func BenchmarkPartitionCycle(b *testing.B) {
 					readings += n
 				}
 				sh.mu.Lock()
-				cy.kv, err = sh.snapshot(cy.kv[:0], 0, nil)
+				cy.kv, err = sh.snapshot(cy.kv[:0], 0, false, nil)
 				sh.mu.Unlock()
 				if err != nil {
 					b.Fatal(err)

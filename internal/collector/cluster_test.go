@@ -310,8 +310,8 @@ func TestClusterReplicasFailover(t *testing.T) {
 			if err != nil {
 				return false
 			}
-			var rec record
-			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			rec, err := decodeRecord(e.Value())
+			if err != nil {
 				t.Fatal(err)
 			}
 			a := rec.Rules.Site + "." + rec.Rules.ID

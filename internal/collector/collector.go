@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,9 @@ type Collector struct {
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
 	onCommit func(p int, batches []BatchRef)
+	// beforeFetch, when set (tests), is called by a partition's worker
+	// before every fetch.
+	beforeFetch func(p int)
 	// onStartRetry, when set (tests), is called on every retried start step.
 	onStartRetry func(err error)
 
@@ -120,6 +124,7 @@ type cycle struct {
 	outs    []output
 	kv      []kvWrite
 	batches []BatchRef
+	batch   telemetry.Batch // decoded into, message after message
 }
 
 func (cy *cycle) reset() {
@@ -304,12 +309,28 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 	return true
 }
 
-// process evaluates one message into cy; it takes sh.mu.
+// process evaluates one message into cy; it takes sh.mu. data is the
+// caller's: it may change once process returns.
 func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
+	c.processPayload(sh, subject, data, false, cy)
+}
+
+// processPayload is process; with stable, data never changes (a message
+// payload the NATS client allocated for it alone: the client never reuses
+// it and nothing here writes to it), so a batch's strings are substrings
+// of it instead of a copy. A string kept from a batch (an asset's newest
+// gateway, say) keeps the payload alive as it kept the copy before.
+func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
-		b, err := telemetry.DecodeBatch(data)
+		b := &cy.batch // nothing keeps a batch or its readings past its evaluation
+		var err error
+		if stable {
+			err = telemetry.DecodeBatchStringInto(b, unsafe.String(unsafe.SliceData(data), len(data)))
+		} else {
+			err = telemetry.DecodeBatchInto(b, data)
+		}
 		if err != nil {
 			c.malformed(subject, err)
 			return

@@ -160,8 +160,8 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 		if err != nil {
 			return nil
 		}
-		var rec record
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		rec, err := decodeRecord(e.Value())
+		if err != nil {
 			t.Fatal(err)
 		}
 		return rec.Alerts
@@ -247,6 +247,7 @@ func TestConfigFiles(t *testing.T) {
 		{"cluster: {pinned_ttl: 100ms}\n", "cluster.pinned_ttl: 100ms shorter than 1s"},
 		{"cluster: {checkpoint_interval: 3s}\n", "cluster.checkpoint_interval: 3s out of range 0 to ack_wait/2 (2.5s)"},
 		{"cluster: {checkpoint_interval: -1s}\n", "cluster.checkpoint_interval: -1s out of range"},
+		{"cluster: {record_format: xml}\n", `cluster.record_format: "xml" (want binary or json)`},
 		{"cluster: {partitions: 4}\nmqtt: {enabled: true}\n", "mqtt.enabled: the MQTT source has no per-asset affinity"},
 	} {
 		p := filepath.Join(dir, "c.yaml")

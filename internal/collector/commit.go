@@ -79,7 +79,7 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	}
 	limit := int(io.nc.MaxPayload()) - 1024 // headers and subject
 	sh.mu.Lock()
-	writes, err := sh.snapshot(cy.kv[:0], limit, func(key string, n int) {
+	writes, err := sh.snapshot(cy.kv[:0], limit, c.cfg.Cluster.RecordFormat == "json", func(key string, n int) {
 		// an asset too large to checkpoint keeps working from memory; a
 		// restart or takeover starts it afresh
 		c.m.pubErrors.Inc()
@@ -97,6 +97,9 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.rev, 10))
 		f, err := io.js.PublishMsgAsync(m)
 		if err != nil {
+			sh.mu.Lock()
+			sh.forget() // the records before it may still be in flight
+			sh.mu.Unlock()
 			c.m.pubErrors.Inc()
 			return fmt.Errorf("collector: checkpoint %s: %w", w.key, err)
 		}
@@ -105,6 +108,11 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	revs, err := awaitAcks(ctx, futs)
 	durable := make(map[[2]string]bool, len(writes))
 	sh.mu.Lock()
+	if err == nil {
+		sh.recycle()
+	} else {
+		sh.forget()
+	}
 	for i, w := range writes {
 		if revs[i] > 0 {
 			sh.rev[w.asset] = revs[i]

@@ -261,6 +261,11 @@ type ClusterConfig struct {
 	// messages wait); 0 checkpoints and acknowledges every cycle. Below
 	// ack_wait/2, so nothing held is redelivered.
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// RecordFormat of the asset records in the state bucket: binary
+	// (default) or json (what collectors before the binary form write and
+	// only read: for a group whose replicas are being upgraded one by one).
+	// Either is read whatever this says; empty is binary.
+	RecordFormat string `yaml:"record_format"`
 }
 
 // Defaults returns a configuration with every default set.
@@ -271,7 +276,7 @@ func Defaults() Config {
 	// distributed engine (issue 10): consumer and buckets derive from group
 	c.Group, c.MaxAssets = "smelter-collector", 20000
 	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
-		MemberTimeout: Duration(4 * time.Second), Fetch: 2048, CheckpointInterval: Duration(time.Second)}
+		MemberTimeout: Duration(4 * time.Second), Fetch: 2048, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
 	c.NATS.MaxAge = Duration(168 * time.Hour)
 	c.MQTT.Group = "smelter-collector"
 	c.KPI.Window = Duration(15 * time.Minute)
@@ -457,6 +462,9 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 	if k.CheckpointInterval < 0 || (k.CheckpointInterval > 0 && 2*k.CheckpointInterval > k.AckWait) {
 		bad("cluster.checkpoint_interval", "%v out of range 0 to ack_wait/2 (%v): held messages would be redelivered",
 			time.Duration(k.CheckpointInterval), time.Duration(k.AckWait)/2)
+	}
+	if k.RecordFormat != "" && k.RecordFormat != "binary" && k.RecordFormat != "json" {
+		bad("cluster.record_format", "%q (want binary or json)", k.RecordFormat)
 	}
 	if k.Partitions > 0 && c.Sparkplug != nil {
 		// one MQTT client id and one STATE per host application: replicas

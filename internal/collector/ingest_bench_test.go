@@ -399,7 +399,7 @@ func BenchmarkBytesPerSeries(b *testing.B) {
 			c.process(sh, subject, data, &cy)
 			if len(cy.batches) >= 2048 {
 				sh.mu.Lock()
-				cy.kv, err = sh.snapshot(cy.kv[:0], 0, nil)
+				cy.kv, err = sh.snapshot(cy.kv[:0], 0, false, nil)
 				sh.mu.Unlock()
 				if err != nil {
 					b.Fatal(err)
@@ -433,7 +433,6 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 	const assets = 400
 	c := processCollector(b)
 	sh := c.shard(0)
-	var err error
 	var cy cycle
 	genIngest(assets, 120, time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
 	var keys [][2]string
@@ -443,26 +442,31 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 		keys = append(keys, [2]string{v.Site, v.ID})
 	}
 	sh.mu.Unlock()
-	bytes, records := 0, 0
-	b.ReportAllocs()
-	for b.Loop() {
-		sh.mu.Lock()
-		for _, k := range keys[:64] {
-			sh.dirty[k] = struct{}{}
-		}
-		cy.kv, err = sh.snapshot(cy.kv[:0], 0, nil)
-		sh.mu.Unlock()
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, w := range cy.kv {
-			bytes += len(w.data)
-		}
-		records += len(cy.kv)
+	for _, format := range []string{"binary", "json"} {
+		b.Run("format="+format, func(b *testing.B) {
+			var err error
+			bytes, records := 0, 0
+			b.ReportAllocs()
+			for b.Loop() {
+				sh.mu.Lock()
+				for _, k := range keys[:64] {
+					sh.dirty[k] = struct{}{}
+				}
+				cy.kv, err = sh.snapshot(cy.kv[:0], 0, format == "json", nil)
+				sh.mu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, w := range cy.kv {
+					bytes += len(w.data)
+				}
+				records += len(cy.kv)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(records), "ns/record")
+			b.ReportMetric(float64(bytes)/float64(records), "B/record")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(records), "ns/record")
-	b.ReportMetric(float64(bytes)/float64(records), "B/record")
-	b.ReportMetric(0, "ns/op")
 }
 
 // TestRecordEncodingMatchesMarshal: the checkpoint records of warm assets

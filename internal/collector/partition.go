@@ -336,6 +336,9 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	// delivered-but-unseen messages and the pending count of the consumer
 	// tells exactly what a previous owner left.
 	more := func(wait time.Duration) ([]jetstream.Msg, error) {
+		if c.beforeFetch != nil {
+			c.beforeFetch(p)
+		}
 		return fetch(cons, fetchN, wait, fopts...)
 	}
 	log := c.log.With("partition", p, "consumer", name)
@@ -352,6 +355,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	}
 	fresh := true
 	var lastDSeq uint64 // consumer sequence of the newest delivery seen
+	var cseqs []uint64  // of the messages of a cycle (their metadata parsed once)
 	lastTick := time.Now()
 	var cy cycle
 	var h held
@@ -363,7 +367,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 				return nil
 			}
 			log.Debug("fetch", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if consumerGone(ctx, cons, err) { // the supervisor starts the worker again, which creates it
 				return err
 			}
 			select { // a broker that refuses at once must not spin this loop
@@ -371,7 +375,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		if len(msgs) > 0 && (fresh || gap(msgs, lastDSeq)) {
+		cseqs = consumerSeqs(cseqs[:0], msgs)
+		if len(msgs) > 0 && (fresh || gap(cseqs, lastDSeq)) {
 			if len(h.msgs) > 0 { // recoverOrder counts what is pending: nothing of ours
 				if err := c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true); err != nil {
 					return err
@@ -389,12 +394,11 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			if msgs, err = c.recoverOrder(ctx, io, cons, filters, msgs, more, log); err != nil {
 				return err
 			}
+			cseqs = consumerSeqs(cseqs[:0], msgs)
 			fresh = false
 		}
-		for _, m := range msgs {
-			if md, err := m.Metadata(); err == nil {
-				lastDSeq = max(lastDSeq, md.Sequence.Consumer)
-			}
+		for _, s := range cseqs {
+			lastDSeq = max(lastDSeq, s)
 		}
 		if len(msgs) > 0 || len(h.msgs) > 0 {
 			if err := c.cycle(ctx, io, sh, msgs, &cy, &h, partitioned, false); err != nil {
@@ -430,19 +434,47 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 	return out, nil
 }
 
-// gap reports whether deliveries were lost before or among msgs: every
-// delivery takes the next consumer sequence, so one missing means a
-// message reached no one and is pending its redelivery.
-func gap(msgs []jetstream.Msg, last uint64) bool {
+// consumerGone reports whether a fetch's error means the partition's
+// consumer is gone: deleted while a pull waited (409), or, where the pull
+// found nobody to answer it (no responders: deleted between two fetches),
+// the consumer's info says it does not exist.
+func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrConsumerDeleted):
+		return true
+	case errors.Is(err, nats.ErrNoResponders):
+		_, ierr := cons.Info(ctx)
+		return errors.Is(ierr, jetstream.ErrConsumerNotFound)
+	}
+	return false
+}
+
+// consumerSeqs appends the consumer sequence of every message (0 where
+// its metadata does not parse).
+func consumerSeqs(dst []uint64, msgs []jetstream.Msg) []uint64 {
 	for _, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
+		var s uint64
+		if md, err := m.Metadata(); err == nil {
+			s = md.Sequence.Consumer
+		}
+		dst = append(dst, s)
+	}
+	return dst
+}
+
+// gap reports whether deliveries were lost before or among the messages
+// of consumer sequences seqs (0: unknown, skipped): every delivery takes
+// the next consumer sequence, so one missing means a message reached no
+// one and is pending its redelivery.
+func gap(seqs []uint64, last uint64) bool {
+	for _, s := range seqs {
+		if s == 0 {
 			continue
 		}
-		if md.Sequence.Consumer != last+1 {
+		if s != last+1 {
 			return true
 		}
-		last = md.Sequence.Consumer
+		last = s
 	}
 	return false
 }
@@ -611,7 +643,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 				continue
 			}
 		}
-		c.process(sh, subj, m.Data(), cy)
+		c.processPayload(sh, subj, m.Data(), true, cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

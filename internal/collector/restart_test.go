@@ -69,15 +69,24 @@ func (l *alertLog) byKey(key string) []alert.Alert {
 // as one occurrence: no clear, no second raise, the same raised_at. Here
 // two alerts: the discharge_temp alarm (threshold) and stale on dew_point
 // (bad every batch), whose restore needs the signal's arrival times.
+// It runs with binary records, and as an upgrade: the killed collector
+// wrote JSON records (as every collector before the binary form), the
+// restarted one reads them and writes binary.
 func TestKill9RestartKeepsActiveAlerts(t *testing.T) {
+	t.Run("binary", func(t *testing.T) { kill9Restart(t, "binary", "binary") })
+	t.Run("json then binary", func(t *testing.T) { kill9Restart(t, "json", "binary") })
+}
+
+func kill9Restart(t *testing.T, before, after string) {
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
 	dir := t.TempDir()
-	startKill := func() *running {
+	startKill := func(format string) *running {
 		cfg := Defaults()
+		cfg.Cluster.RecordFormat = format
 		cfg.NATS.URL = ns.URL()
 		cfg.HTTP.Listen = ""
 		cfg.DataDir = dir // the same replica restarting
@@ -111,15 +120,26 @@ func TestKill9RestartKeepsActiveAlerts(t *testing.T) {
 			}
 		}
 	}
-	r := startKill()
+	r := startKill(before)
 	pub(1, 40)
 	const hot, stale = "site1.ac-1.discharge_temp_high.discharge_temp", "site1.ac-1.stale.dew_point"
 	wait.For(t, 10*time.Second, "both alerts raised and checkpointed", func() bool {
 		return len(log.byKey(hot)) == 1 && len(log.byKey(stale)) == 1 && len(r.c.Alerts(true)) == 2
 	})
 	pub(40, 60)
+	kv, err := js.KeyValue(ctx, "smelter-collector_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "p0.site1.ac-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if isJSON := e.Value()[0] == '{'; isJSON != (before == "json") {
+		t.Fatalf("record_format %s wrote a record starting %q", before, e.Value()[0])
+	}
 	r.kill()
-	r2 := startKill()
+	r2 := startKill(after)
 	pub(60, 90)
 	wait.For(t, 15*time.Second, "restarted collector evaluated everything", func() bool {
 		av, ok := r2.c.Asset("site1", "ac-1")

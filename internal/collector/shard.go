@@ -16,6 +16,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/collector/statebin"
 )
 
 // shard is the rule and KPI state of one partition (partition 0 in single
@@ -41,6 +42,55 @@ type shard struct {
 	loaded   bool                 // state restored from the bucket
 	scratch  []alert.Alert
 	results  []kpi.Result
+
+	// the checkpoint's reused snapshot buffers and record arena
+	rst   rules.AssetState
+	kst   kpi.AssetState
+	arena []byte   // the chunk records are appended to
+	used  [][]byte // earlier chunks of records not known to be stored yet
+	free  [][]byte // chunks whose records are stored (PubAcked): reused
+}
+
+// recordChunk is the size of the chunks records are encoded into.
+const recordChunk = 256 << 10
+
+// chunk makes room for a record: a new chunk (reused if one is free) when
+// the current one has less than 16 KiB left; sh.mu is held.
+func (sh *shard) chunk() {
+	if cap(sh.arena)-len(sh.arena) >= 16<<10 {
+		return
+	}
+	if sh.arena != nil {
+		sh.used = append(sh.used, sh.arena)
+	}
+	if n := len(sh.free); n > 0 {
+		sh.arena, sh.free = sh.free[n-1][:0], sh.free[:n-1]
+		return
+	}
+	sh.arena = make([]byte, 0, recordChunk)
+}
+
+// recycle frees the chunks of the records snapshot returned once every one
+// of them is stored (a PubAck each: the client neither holds nor resends
+// them); sh.mu is held. After a failed checkpoint the chunks are left to
+// the garbage collector instead (a publish may still be retried).
+func (sh *shard) recycle() {
+	if sh.arena != nil {
+		sh.used = append(sh.used, sh.arena)
+	}
+	for _, c := range sh.used {
+		if cap(c) == recordChunk { // not one grown by a huge record
+			sh.free = append(sh.free, c[:0])
+		}
+	}
+	clear(sh.used)
+	sh.used, sh.arena = sh.used[:0], nil
+}
+
+// forget drops the chunks without reusing them; sh.mu is held.
+func (sh *shard) forget() {
+	clear(sh.used)
+	sh.used, sh.arena = sh.used[:0], nil
 }
 
 func (c *Collector) newShard(p int) *shard {
@@ -57,7 +107,63 @@ type record struct {
 	Alerts []alert.Alert    `json:"alerts,omitempty"` // active ones, for the API after a takeover
 }
 
-const recordVersion = 1
+const (
+	recordVersion = 1 // a JSON record: {"v":1,...}
+	// recordBinary is the first byte of a binary record (a JSON one
+	// starts with '{'); what follows is statebin: the rule state, a
+	// presence byte and the KPI state, the active alerts as a
+	// length-prefixed JSON array (empty: none).
+	recordBinary = 2
+)
+
+// appendBinary appends the record's binary form.
+func (r *record) appendBinary(b []byte) ([]byte, error) {
+	b = append(b, recordBinary)
+	b = r.Rules.AppendBinary(b)
+	if r.KPI == nil {
+		b = append(b, 0)
+	} else {
+		b = r.KPI.AppendBinary(append(b, 1))
+	}
+	if len(r.Alerts) == 0 {
+		return append(b, 0), nil
+	}
+	al, err := json.Marshal(r.Alerts)
+	if err != nil {
+		return b, err
+	}
+	return append(statebin.AppendUvarint(b, uint64(len(al))), al...), nil
+}
+
+// decodeRecord reads a record of either form: binary (recordBinary) or
+// JSON (version 1, as every collector before the binary form wrote).
+func decodeRecord(data []byte) (record, error) {
+	var r record
+	if len(data) == 0 || data[0] != recordBinary {
+		if err := json.Unmarshal(data, &r); err != nil {
+			return r, err
+		}
+		if r.V != recordVersion {
+			return r, fmt.Errorf("record version %d", r.V)
+		}
+		return r, nil
+	}
+	rd := statebin.NewReader(data[1:])
+	r.V, r.Rules = recordVersion, rules.ReadBinary(rd)
+	if rd.Bool() {
+		k := kpi.ReadBinary(rd)
+		r.KPI = &k
+	}
+	if al := rd.Bytes(); len(al) > 0 && rd.Err() == nil {
+		if err := json.Unmarshal(al, &r.Alerts); err != nil {
+			return r, fmt.Errorf("record alerts: %w", err)
+		}
+	}
+	if err := rd.Done(); err != nil {
+		return r, fmt.Errorf("binary record: %w", err)
+	}
+	return r, nil
+}
 
 // encode is json.Marshal(r), with the rule state (most of a record)
 // written by rules.AssetState.AppendJSON instead of reflection: the same
@@ -87,23 +193,43 @@ func stateKey(p int, site, id string) string {
 	return "p" + strconv.Itoa(p) + "." + site + "." + id
 }
 
-// snapshot encodes the dirty assets' records; sh.mu is held. Records
-// longer than limit bytes (the server's max_payload; 0: no limit) are not
-// returned but listed in tooBig: they cannot be stored.
-func (sh *shard) snapshot(dst []kvWrite, limit int, tooBig func(key string, n int)) ([]kvWrite, error) {
+// snapshot encodes the dirty assets' records (binary unless asJSON); sh.mu
+// is held. Records longer than limit bytes (the server's max_payload; 0:
+// no limit) are not returned but listed in tooBig: they cannot be stored.
+func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key string, n int)) ([]kvWrite, error) {
 	for k := range sh.dirty {
-		st, ok := sh.engine.Snapshot(k[0], k[1])
-		if !ok {
-			continue
-		}
-		r := record{V: recordVersion, Rules: st}
-		if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
-			r.KPI = &ks
+		r := record{V: recordVersion}
+		if asJSON {
+			st, ok := sh.engine.Snapshot(k[0], k[1])
+			if !ok {
+				continue
+			}
+			r.Rules = st
+			if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
+				r.KPI = &ks
+			}
+		} else {
+			if !sh.engine.SnapshotInto(&sh.rst, k[0], k[1]) {
+				continue
+			}
+			r.Rules = sh.rst
+			if sh.kpis.SnapshotInto(&sh.kst, k[0], k[1]) {
+				r.KPI = &sh.kst
+			}
 		}
 		for key := range sh.activeOf[k] {
 			r.Alerts = append(r.Alerts, sh.active[key])
 		}
-		data, err := r.encode()
+		var data []byte
+		var err error
+		if asJSON {
+			data, err = r.encode()
+		} else {
+			sh.chunk() // records share chunks: no allocation per record
+			start := len(sh.arena)
+			sh.arena, err = r.appendBinary(sh.arena)
+			data = sh.arena[start:len(sh.arena):len(sh.arena)]
+		}
 		if err != nil {
 			return dst, fmt.Errorf("collector: encode state of %s.%s: %w", k[0], k[1], err)
 		}
@@ -143,12 +269,12 @@ func (sh *shard) setAlert(a alert.Alert) {
 
 // restore applies one record read from the bucket; sh.mu is held.
 func (sh *shard) restore(data []byte, rev uint64) error {
-	var r record
-	if err := json.Unmarshal(data, &r); err != nil {
+	r, err := decodeRecord(data)
+	if err != nil {
 		return err
 	}
-	if r.V != recordVersion || r.Rules.Site == "" || r.Rules.ID == "" {
-		return fmt.Errorf("record version %d without site/id", r.V)
+	if r.Rules.Site == "" || r.Rules.ID == "" {
+		return errors.New("record without site/id")
 	}
 	sh.engine.RestoreAsset(&r.Rules)
 	if r.KPI != nil {

@@ -17,14 +17,35 @@ type acquisition struct {
 	d     *device
 	sp    *spool.Spool
 	dm    *deviceMetrics
-	batch telemetry.Batch
+	batch telemetry.Batch // Readings: borrowed from the gateway for one cycle
 }
 
 // run acquires from the device's source until ctx ends.
 func (d *device) run(ctx context.Context, sp *spool.Spool) error {
-	a := &acquisition{d: d, sp: sp, dm: d.metrics(),
-		batch: telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset, Readings: make([]telemetry.Reading, 0, len(d.cfg.Norm))}}
-	return d.src.Run(ctx, func(c *sample.Cycle) { a.cycle(ctx, c) })
+	a := &acquisition{d: d, sp: sp, dm: d.metrics(), batch: telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset}}
+	return d.src.Run(ctx, func(c *sample.Cycle) {
+		a.batch.Readings = d.g.borrowReadings(len(c.Samples))
+		a.cycle(ctx, c)
+		d.g.returnReadings(a.batch.Readings)
+		a.batch.Readings = nil
+	})
+}
+
+// borrowReadings returns an empty readings buffer, with room for n when it
+// is new.
+func (g *Gateway) borrowReadings(n int) []telemetry.Reading {
+	if p, ok := g.readings.Get().(*[]telemetry.Reading); ok {
+		return (*p)[:0]
+	}
+	return make([]telemetry.Reading, 0, n)
+}
+
+// returnReadings gives a buffer back to the pool (its readings are
+// overwritten before they are read again).
+func (g *Gateway) returnReadings(rs []telemetry.Reading) {
+	if cap(rs) > 0 {
+		g.readings.Put(&rs)
+	}
 }
 
 func (a *acquisition) encode(seq uint64, dst []byte) []byte {
@@ -54,7 +75,7 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	if c.Duration > 0 {
 		a.dm.pollDur.Observe(c.Duration.Seconds())
 		if c.Interval > 0 && c.Duration > c.Interval {
-			a.dm.overruns.Inc()
+			a.dm.overrun()
 		}
 	}
 	a.dm.poll(good, len(c.Samples))
@@ -81,9 +102,7 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 		return
 	}
 	a.batch.TSGW = d.g.now().UnixMilli()
-	for i := range a.batch.Readings {
-		a.dm.byQuality[a.batch.Readings[i].Quality].Inc()
-	}
+	a.dm.count(a.batch.Readings)
 	if _, err := a.sp.Append(ctx, d.subj, a.encode); err != nil {
 		if ctx.Err() == nil {
 			m.spoolErrors.Inc()

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/normalize"
@@ -159,20 +161,42 @@ func (d *device) state() deviceState {
 }
 
 // deviceMetrics are a device's metric children, resolved once so the
-// acquisition loop does no label lookups.
+// acquisition loop does no label lookups. The children of rare events
+// (partial and failed polls, overruns) are created when first counted: at
+// 100 devices, series that stay at zero cost ~1.5 KB each of live heap.
 type deviceMetrics struct {
-	pollDur             interface{ Observe(float64) }
-	ok, partial, failed interface{ Inc() }
-	overruns            interface{ Inc() }
-	up                  interface{ Set(float64) }
-	byQuality           [telemetry.QualityStale + 1]interface{ Inc() }
+	m                   *metrics
+	id                  string
+	pollDur             prometheus.Observer
+	ok, partial, failed lazyCounter
+	overruns            lazyCounter
+	up                  prometheus.Gauge
+	byQuality           [telemetry.QualityStale + 1]prometheus.Counter
 }
 
-func (d *device) metrics() *deviceMetrics {
-	m, id := d.g.m, d.cfg.ID
-	dm := &deviceMetrics{pollDur: m.pollDuration.WithLabelValues(id), ok: m.polls.WithLabelValues(id, "ok"),
-		partial: m.polls.WithLabelValues(id, "partial"), failed: m.polls.WithLabelValues(id, "failed"),
-		overruns: m.overruns.WithLabelValues(id), up: m.deviceUp.WithLabelValues(id)}
+// lazyCounter is a counter child created on its first use.
+type lazyCounter struct {
+	once sync.Once
+	c    prometheus.Counter
+}
+
+// inc adds one to vec's child with label values device (and result, unless
+// "").
+func (l *lazyCounter) inc(vec *prometheus.CounterVec, device, result string) {
+	l.once.Do(func() {
+		if result == "" {
+			l.c = vec.WithLabelValues(device)
+		} else {
+			l.c = vec.WithLabelValues(device, result)
+		}
+	})
+	l.c.Inc()
+}
+
+func (d *device) metrics() *deviceMetrics { return newDeviceMetrics(d.g.m, d.cfg.ID) }
+
+func newDeviceMetrics(m *metrics, id string) *deviceMetrics {
+	dm := &deviceMetrics{m: m, id: id, pollDur: m.pollDuration.WithLabelValues(id), up: m.deviceUp.WithLabelValues(id)}
 	for q := telemetry.QualityGood; q <= telemetry.QualityStale; q++ {
 		dm.byQuality[q] = m.readings.WithLabelValues(q.String())
 	}
@@ -183,10 +207,29 @@ func (d *device) metrics() *deviceMetrics {
 func (dm *deviceMetrics) poll(good, n int) {
 	switch {
 	case good == 0:
-		dm.failed.Inc()
+		dm.failed.inc(dm.m.polls, dm.id, "failed")
 	case good < n:
-		dm.partial.Inc()
+		dm.partial.inc(dm.m.polls, dm.id, "partial")
 	default:
-		dm.ok.Inc()
+		dm.ok.inc(dm.m.polls, dm.id, "ok")
+	}
+}
+
+// overrun counts a cycle longer than its interval.
+func (dm *deviceMetrics) overrun() { dm.overruns.inc(dm.m.overruns, dm.id, "") }
+
+// count counts a batch's readings by quality: one addition per quality
+// present, not one per reading.
+func (dm *deviceMetrics) count(rs []telemetry.Reading) {
+	var n [telemetry.QualityStale + 1]int
+	for i := range rs {
+		if q := rs[i].Quality; int(q) < len(n) {
+			n[q]++
+		}
+	}
+	for q, k := range n {
+		if k > 0 {
+			dm.byQuality[q].Add(float64(k))
+		}
 	}
 }

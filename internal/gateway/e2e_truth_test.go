@@ -50,10 +50,31 @@ const truthUnit = 3
 // Timing of the truth gateways: short enough for a quick test, long enough
 // that a loaded machine running -race rarely turns an honest reply into a
 // timeout (a device dies after 3 x truthInterval of silence).
+//
+// Rarely is not never: with four of these tests at once on two cores, the
+// device simulators and the gateway are starved for 400 ms now and then,
+// and an honest reply (or the rest of it after its first bytes) misses
+// truthTimeout. Cases whose checks hold only if the device is always heard
+// (the exceptions cases: every batch has the exception statuses and the
+// good values, nothing stale, no death; leftover: no death) are about
+// replies, not timeouts, so their devices get steadyTimeout, which no
+// scheduling hiccup reaches, and a short silence so that their first
+// request after connecting does not wait for timeout + silence more than
+// needed (a framed line waits that long for leftovers to pass).
 const (
 	truthTimeout   = 400 * time.Millisecond
 	truthInterval  = 200 * time.Millisecond // group 1
 	truthInterval2 = 300 * time.Millisecond // group 2
+	steadyTimeout  = 5 * time.Second
+	steadySilence  = 100 * time.Millisecond
+	// lateSilence is the silence of the late case on RTU and ASCII lines.
+	// No transaction id tells a late reply from the next request's: the
+	// driver's guarantee is for replies within timeout + silence (the
+	// modbus README), and the simulator's reply, due 1.25 x the timeout
+	// after the request, came more than 0.4 s later than that when four of
+	// these tests ran at once on two cores, and was published as the next
+	// request's values. With lateSilence it has 1.6 s of slack.
+	lateSilence = 2 * time.Second
 )
 
 // truthPoint is one configured point: its register and the value the
@@ -131,6 +152,9 @@ type truthCase struct {
 	allExceptions bool
 	// silent: the device never answers; it dies with the timeout as cause
 	silent bool
+	// steady: the checks hold only if the device is always heard; its
+	// gateway waits steadyTimeout for a reply (see truthTimeout)
+	steady bool
 }
 
 // truthCases returns the cases of one transport. The faults that the
@@ -153,9 +177,9 @@ func truthCases(tr modbus.Transport) []truthCase {
 			text: `reply byte count 10, request wants 8`},
 		{name: "partial", fault: modbustest.Partial, at: -1, cause: modbus.StatusFraming, dies: true,
 			text: `incomplete reply`},
-		{name: "leftover", leftover: true},
-		{name: "exceptions", exceptions: true, cause: modbus.Status(2), text: `exception 2 \(illegal data address\)`},
-		{name: "exceptions-only", exceptions: true, allExceptions: true, cause: modbus.Status(2), text: `exception 2 \(illegal data address\)`},
+		{name: "leftover", leftover: true, steady: true},
+		{name: "exceptions", exceptions: true, steady: true, cause: modbus.Status(2), text: `exception 2 \(illegal data address\)`},
+		{name: "exceptions-only", exceptions: true, allExceptions: true, steady: true, cause: modbus.Status(2), text: `exception 2 \(illegal data address\)`},
 		{name: "silent", silent: true, cause: modbus.StatusTimeout, dies: true, text: timeout},
 	}
 	if tr == modbus.TCP {
@@ -294,9 +318,19 @@ func truthConfig(t *testing.T, dir, natsURL, extra string, devs ...*truthDevice)
 		if d.tr == modbus.RTU {
 			more += ", serial: {baud: 115200}"
 		}
+		timeout := truthTimeout
+		if d.c.fault == modbustest.Late && d.tr != modbus.TCP && !strings.Contains(extra, "silence") {
+			more += ", silence: " + lateSilence.String()
+		}
+		if d.c.steady {
+			timeout = steadyTimeout
+			if d.tr != modbus.TCP {
+				more += ", silence: " + steadySilence.String()
+			}
+		}
 		fmt.Fprintf(&y, "  - id: %s\n    class: generic\n    poll_interval: %v\n", d.id, truthInterval)
 		fmt.Fprintf(&y, "    modbus: {transport: %s, address: %q, unit_id: %d, timeout: %v, backoff_min: 20ms, backoff_max: 100ms, quarantine: 200ms%s}\n",
-			d.tr, d.h.Addr, truthUnit, truthTimeout, more)
+			d.tr, d.h.Addr, truthUnit, timeout, more)
 		y.WriteString("    points:\n")
 		for _, p := range truthPoints {
 			tbl := "holding"

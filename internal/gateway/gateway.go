@@ -83,6 +83,11 @@ type Gateway struct {
 	assets   []*asset   // what the devices feed, in file order
 	cmd      *commander // nil without a commands block (docs/commands.md)
 
+	// readings lends the acquisition loops the readings of the cycle they
+	// encode (*[]telemetry.Reading): a few buffers in use at a time, not
+	// one per device for the gateway's life.
+	readings sync.Pool
+
 	// statusDue: the online status notice is not spooled yet (the spool
 	// failed); it is retried after the next successful append.
 	statusDue atomic.Bool

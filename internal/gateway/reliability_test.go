@@ -21,7 +21,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -604,13 +606,22 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 
 // TestDiskBudgetDiscardsOldestAndCountsIt: with a small max_bytes and the
 // broker down long enough, the oldest unsent batches are discarded; the
-// consumer then sees exactly one gap, its size equals the gateway's
-// discard counters, and nothing else is missing.
+// consumer then sees exactly one gap and nothing else is missing. The
+// uplink's discard counter counts the seqs its reader skipped, which the
+// spool logs as ranges: those are the gap, except for a prefix the broker
+// stored while the outage began without its confirmation reaching the
+// gateway (the publish failed, so the reader rewound over it; it was
+// discarded before it could be sent again). That prefix is at most one
+// publish (forward's 512 records): the gap is not always exactly the
+// counter, which made this test fail once under load, off by one. (A
+// publish that fails across a broker shutdown after part of it was
+// stored: natsjs TestOutageWhileAcksPending.)
 func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	r := newRelRig(t, false)
 	cfg := r.config(t, relConfig{devices: 4, interval: "10ms", nats: true,
 		spool: "{segment_bytes: 65536, max_bytes: 262144}"})
-	rg := startGateway(t, cfg, nil)
+	log, logs := captureLogger(t)
+	rg := startGateway(t, cfg, log)
 	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
 	r.nats.Shutdown()
 	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
@@ -640,12 +651,11 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	if rep.duplicates != 0 || rep.maxSeq != last {
 		t.Fatalf("%d duplicates, max seq %d, last seq %d", rep.duplicates, rep.maxSeq, last)
 	}
-	// The uplink's counter is exactly the gap its consumer sees. The
-	// spool-wide counter counts records deleted before every reader had
-	// committed them; a record in flight at that moment may still be
+	// The spool-wide counter counts records deleted before every reader
+	// had committed them; a record in flight at that moment may still be
 	// confirmed, so it is an upper bound.
-	if len(rep.missing) == 0 || float64(len(rep.missing)) != lostReader || lostSpool < lostReader {
-		t.Fatalf("consumer gap %d, reader discarded %v, spool discarded %v: the gap must equal the reader's counter (> 0), the spool's counter must not be below it",
+	if len(rep.missing) == 0 || lostSpool < lostReader {
+		t.Fatalf("consumer gap %d, reader discarded %v, spool discarded %v: want a gap, the spool's counter not below the reader's",
 			len(rep.missing), lostReader, lostSpool)
 	}
 	// One gap, the oldest unsent batches: contiguous, and everything after
@@ -654,6 +664,43 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	if lastMissing-first+1 != uint64(len(rep.missing)) {
 		t.Fatalf("the discarded seqs are not one contiguous range: %d..%d holds %d", first, lastMissing, len(rep.missing))
 	}
+	// What the reader skipped, as logged: contiguous ranges adding up to
+	// its counter, ending where the gap ends, starting at most one publish
+	// before it (those were delivered: stored before the outage, their
+	// confirmation lost).
+	from, to, n := skippedRanges(t, logs.String(), "nats")
+	switch {
+	case float64(n) != lostReader:
+		t.Fatalf("the reader logged %d skipped seqs, its counter says %v", n, lostReader)
+	case to != lastMissing || from > first || first-from > 512:
+		t.Fatalf("the reader skipped %d..%d, the consumer misses %d..%d", from, to, first, lastMissing)
+	case first > from:
+		t.Logf("seqs %d..%d were discarded before their confirmation arrived, yet the broker had stored them", from, first-1)
+	}
+}
+
+var skippedLine = regexp.MustCompile(`spool: reader skipped discarded records".* reader=(\S+) from_seq=(\d+) to_seq=(\d+) records=(\d+)`)
+
+// skippedRanges returns the seqs reader skipped as discarded, from the
+// spool's log lines (which must be contiguous), and how many.
+func skippedRanges(t *testing.T, logs, reader string) (from, to, n uint64) {
+	t.Helper()
+	for _, m := range skippedLine.FindAllStringSubmatch(logs, -1) {
+		if m[1] != reader {
+			continue
+		}
+		f, _ := strconv.ParseUint(m[2], 10, 64)
+		l, _ := strconv.ParseUint(m[3], 10, 64)
+		c, _ := strconv.ParseUint(m[4], 10, 64)
+		if c != l-f+1 || (n > 0 && f != to+1) {
+			t.Fatalf("skipped ranges not contiguous: %d..%d (%d records) after ..%d", f, l, c, to)
+		}
+		if n == 0 {
+			from = f
+		}
+		to, n = l, n+c
+	}
+	return from, to, n
 }
 
 // --- corrupt spool files -----------------------------------------------------------
@@ -981,8 +1028,8 @@ type replayResult struct {
 
 func runReplay(b *testing.B, minutes, devices int, policy string, rate int) replayResult {
 	b.Helper()
-	r := newRelRig(b, false)
-	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true,
+	r := newRelRig(b, true)
+	cfgPath := r.write(b, relConfig{devices: devices, interval: "1s", nats: true, mqtt: true,
 		spool: fmt.Sprintf("{max_bytes: 4294967296, segment_bytes: 67108864, backlog: %s, replay_rate: %d}", policy, rate)})
 	cfg, err := gwconfig.Load(cfgPath, Drivers()...)
 	if err != nil {
@@ -1007,16 +1054,22 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	start := time.Now()
 	go func() { done <- g.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Minute)
+	var mqttDrained time.Time // the MQTT uplink committed the backlog (polled every 5 ms)
 	for {
-		var u UplinkStatus
-		for _, x := range g.Status().Uplinks {
-			u = x
+		drained := 0
+		for _, u := range g.Status().Uplinks {
+			if u.LastSeq >= uint64(backlog) {
+				drained++
+				if u.Name == "mqtt" && mqttDrained.IsZero() {
+					mqttDrained = time.Now()
+				}
+			}
 		}
-		if u.LastSeq >= uint64(backlog) {
+		if drained == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("backlog not drained in 10 minutes (at seq %d of %d)", u.LastSeq, backlog)
+			b.Fatalf("backlog of %d not drained by both uplinks in 10 minutes: %+v", backlog, g.Status().Uplinks)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -1052,7 +1105,16 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 		}
 		live = append(live, d.stored.Sub(read))
 	}
-	res.drain = drainEnd.Sub(start)
+	// Both uplinks drain the backlog at once (a reader each): the drain
+	// ends when the slower one is done.
+	if mqttDrained.IsZero() {
+		b.Fatalf("no uplink called mqtt drained the backlog: %+v", g.Status().Uplinks)
+	}
+	end := drainEnd
+	if mqttDrained.After(end) {
+		end = mqttDrained
+	}
+	res.drain = end.Sub(start)
 	res.speedup = float64(minutes*60) / res.drain.Seconds()
 	res.liveDuring = len(live)
 	if len(live) > 0 {
@@ -1064,7 +1126,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 }
 
 // prefill writes n data batches of the configured devices into the
-// gateway's spool, behind a "nats" cursor at the start, as if the uplink
+// gateway's spool, behind "nats" and "mqtt" cursors at the start, as if the uplink
 // had been down while they were polled once a second per device.
 func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
 	b.Helper()
@@ -1072,8 +1134,10 @@ func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := sp.Reader("nats"); err != nil {
-		b.Fatal(err)
+	for _, name := range []string{"nats", "mqtt"} {
+		if _, err := sp.Reader(name); err != nil {
+			b.Fatal(err)
+		}
 	}
 	devs := cfg.Devices
 	cycles := n / len(devs)

@@ -21,6 +21,10 @@ import (
 type Pool struct {
 	log *slog.Logger
 	m   *Metrics
+	// samples lends the groups' pollers the samples of one read and its
+	// emit (*[]sample.Sample): a few buffers in use at a time, not one per
+	// group for the gateway's life.
+	samples sync.Pool
 
 	mu     sync.Mutex
 	links  map[string]*link
@@ -83,7 +87,7 @@ type device struct {
 	cfg  Config
 	link *link
 	log  *slog.Logger
-	m    devMetrics
+	m    *devMetrics
 
 	mu          sync.Mutex
 	up          bool // last cycle got an answer (for logging changes)
@@ -193,11 +197,20 @@ type cycle struct {
 	err     error // first cause of a bad sample
 }
 
+// unread is what an entry of a read's output holds until the read sets it.
+var unread = bad(StatusCanceled)
+
 // read reads every point of g into out[0:len(points)] (every entry set, good
 // or bad, Index from g.index). It returns promptly when ctx ends.
 func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) cycle {
 	plan := g.plan
 	out = out[:len(plan.points)]
+	// Every path below sets every entry; should one ever miss one, it
+	// reads bad, never a value left by an earlier read (out is lent by the
+	// pool: it may hold another device's samples).
+	for i := range out {
+		out[i] = unread
+	}
 	defer func() {
 		for i := range out {
 			out[i].Index = g.index[i]
@@ -433,11 +446,7 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)
 	}
 	g.buf = reply
-	if r.table.IsBit() {
-		d.m.bits.Add(float64(r.count))
-	} else {
-		d.m.registers.Add(float64(r.count))
-	}
+	d.m.read(int(r.count), r.table.IsBit())
 	return reply[2:], nil // function code, byte count, data
 }
 

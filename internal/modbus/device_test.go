@@ -648,3 +648,33 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return metricValue(t, reg, name, func(map[string]string) bool { return true })
 }
+
+// TestReadSetsEveryEntry: a read's output buffer is lent by the pool and
+// may hold another device's samples; whatever the replies (good, address
+// exceptions, quarantine, silence), nothing of it survives the read.
+func TestReadSetsEveryEntry(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	bank.SetException(modbustest.HoldingRegisters, 2, 2)
+	srv := modbustest.StartServer(t, bank)
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	plan, err := NewPlan(regs(Uint16, 0, 1, 2, 3, 10, 11), testConfig(TCP, srv.Addr, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := sample.Sample{Num: 12345, Quality: telemetry.QualityGood, Index: 99}
+	for _, addr := range []string{srv.Addr, "127.0.0.1:1"} {
+		r := newReader(pool, "d-"+addr, testConfig(TCP, addr, 1), plan)
+		for cycle := range 3 { // isolation, then quarantine waiting and re-probes
+			for i := range r.out {
+				r.out[i] = poison
+			}
+			for i, s := range r.Read(t.Context()) {
+				if s.Num == poison.Num || s.Index != i {
+					t.Fatalf("%s cycle %d: entry %d = %+v: left from before the read", addr, cycle, i, s)
+				}
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -140,7 +141,9 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			b.Report(doc, b.Field()+".points", err)
 			return nil
 		}
-		out.Groups = append(out.Groups, *g)
+		// right-sized: the compiled configuration keeps them for the
+		// gateway's life (grown by append they are up to half empty)
+		out.Groups = append(out.Groups, Group{Interval: g.Interval, Points: slices.Clone(g.Points), Index: slices.Clone(g.Index)})
 	}
 	sort.Slice(out.Groups, func(i, j int) bool { return out.Groups[i].Interval < out.Groups[j].Interval })
 	return out

@@ -66,6 +66,9 @@ type link struct {
 	backMin   time.Duration
 	backMax   time.Duration
 	log       *slog.Logger
+	// The connection's counters, created when first counted (a connection
+	// that never discards, never sees a suspect reply and is never
+	// reopened has no series); owned by the holder of sem.
 	discarded prometheus.Counter
 	suspect   prometheus.Counter // unsolicited bytes after an accepted reply (framed encodings)
 	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
@@ -107,9 +110,6 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		backMax:   cfg.BackoffMax,
 		log:       log.With("connection", key),
 		m:         m,
-		discarded: m.discarded.WithLabelValues(key),
-		suspect:   m.suspect.WithLabelValues(key),
-		reopened:  m.reopened.WithLabelValues(key),
 		sem:       make(chan struct{}, 1),
 		announce:  true,
 	}
@@ -142,7 +142,7 @@ func (l *link) release() { <-l.sem }
 // dev holds the requesting device's metrics: every request sent is counted
 // by result and error kind, every failed connect attempt as a connection
 // error (a request failing fast during reconnect backoff is not counted).
-func (l *link) exchange(ctx context.Context, dev devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
+func (l *link) exchange(ctx context.Context, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
 	if err := l.acquire(ctx); err != nil {
 		return nil, err
 	}
@@ -154,13 +154,7 @@ func (l *link) exchange(ctx context.Context, dev devMetrics, unit byte, pdu, dst
 	reply, err := l.roundTrip(ctx, unit, pdu)
 	l.settle(err)
 	dev.duration.Observe(time.Since(start).Seconds())
-	k := StatusOf(err).kind()
-	if c := dev.result[k]; c != nil {
-		c.Inc()
-	}
-	if c := dev.errKind[k]; c != nil {
-		c.Inc()
-	}
+	dev.request(StatusOf(err).kind())
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +163,7 @@ func (l *link) exchange(ctx context.Context, dev devMetrics, unit byte, pdu, dst
 
 // ensure opens the connection if needed. While backing off after failed
 // attempts it fails at once without I/O. Caller holds sem.
-func (l *link) ensure(ctx context.Context, dev devMetrics) error {
+func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 	if l.closed {
 		return linkErr(StatusConnection, "connection pool closed")
 	}
@@ -195,7 +189,7 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 		wait := backoff.Step(l.failures, l.backMin, l.backMax)
 		l.nextDial = now.Add(wait)
 		l.lastDialErr = err
-		dev.errKind[kindConnection].Inc()
+		dev.connectFailed()
 		l.announce = true
 		if !l.downLog {
 			l.log.Warn("modbus connection failed", "error", err, "retry_in", wait.Round(time.Millisecond))
@@ -227,7 +221,7 @@ func (l *link) ensure(ctx context.Context, dev devMetrics) error {
 		// reopened after a reply in doubt (settle): a device with a
 		// persistent reply error does this every poll; its cause is logged
 		// by the device once per kind, the reconnects are counted
-		l.reopened.Inc()
+		l.count(&l.reopened, l.m.reopened, 1)
 		l.log.Debug("modbus reconnected after a reply in doubt")
 	}
 	return nil
@@ -469,10 +463,19 @@ func (l *link) setDeadline(ctx context.Context, t time.Time) error {
 	return nil
 }
 
+// count adds v to the connection's child of vec, kept in *c once created.
+// Caller holds sem.
+func (l *link) count(c *prometheus.Counter, vec *prometheus.CounterVec, v float64) {
+	if *c == nil {
+		*c = vec.WithLabelValues(l.key)
+	}
+	(*c).Add(v)
+}
+
 // discard counts n bytes received that answer no request (a late reply,
 // leftovers from before the port opened, noise).
 func (l *link) discard(n int) {
-	l.discarded.Add(float64(n))
+	l.count(&l.discarded, l.m.discarded, float64(n))
 	if time.Since(l.lastWarn) >= time.Minute {
 		l.lastWarn = time.Now()
 		l.log.Warn("modbus discarded bytes that answer no request (late reply, leftovers or noise)", "bytes", n)
@@ -488,7 +491,7 @@ func (l *link) discard(n int) {
 // reply to an earlier request, which the silence wait did not catch because
 // it came more than timeout + silence after its own request.
 func (l *link) suspectReply(n int) {
-	l.suspect.Inc()
+	l.count(&l.suspect, l.m.suspect, 1)
 	if time.Since(l.lastSuspect) < time.Minute {
 		return
 	}

@@ -20,6 +20,7 @@ type Group struct {
 // group, each reading its plan every Interval and handing the gateway one
 // sample.Cycle per read.
 type Source struct {
+	pool   *Pool
 	dev    *device
 	groups []*sourceGroup
 }
@@ -27,7 +28,7 @@ type Source struct {
 type sourceGroup struct {
 	interval time.Duration
 	st       *groupState
-	samples  []sample.Sample
+	n        int // points
 }
 
 // Source returns the acquisition source of one device (unit cfg.UnitID on
@@ -35,8 +36,10 @@ type sourceGroup struct {
 // passed Validate. No I/O; it fails only for an unplannable group (a point
 // that does not validate or exceeds the request caps, an Index whose length
 // is not the number of points, a non-positive interval), naming the group.
+// The Source keeps each group's Index (read-only: the caller must not
+// change it; a compiled configuration's is never changed).
 func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
-	s := &Source{}
+	s := &Source{pool: p}
 	for gi, g := range groups {
 		if g.Interval <= 0 {
 			return nil, fmt.Errorf("group %d: interval %v must be positive", gi, g.Interval)
@@ -48,8 +51,7 @@ func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("group %d: %w", gi, err)
 		}
-		s.groups = append(s.groups, &sourceGroup{interval: g.Interval, st: newGroupState(plan, append([]int(nil), g.Index...)),
-			samples: make([]sample.Sample, len(g.Points))})
+		s.groups = append(s.groups, &sourceGroup{interval: g.Interval, st: newGroupState(plan, g.Index), n: len(g.Points)})
 	}
 	s.dev = p.device(id, cfg)
 	return s, nil
@@ -94,22 +96,39 @@ func (s *Source) poll(ctx context.Context, g *sourceGroup, emit func(*sample.Cyc
 	c := sample.Cycle{Interval: g.interval}
 	for {
 		start := time.Now()
-		res := s.dev.read(ctx, g.st, g.samples)
+		buf := s.pool.borrowSamples(g.n)
+		res := s.dev.read(ctx, g.st, *buf)
 		if ctx.Err() != nil {
+			s.pool.samples.Put(buf)
 			return
 		}
-		c.Samples = g.samples
+		c.Samples = (*buf)[:g.n]
 		c.Start = start
 		c.Duration = time.Since(start)
 		c.Replied = res.replied
 		c.Err = res.err
 		emit(&c)
+		c.Samples = nil
+		s.pool.samples.Put(buf)
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
 	}
+}
+
+// borrowSamples returns a buffer of at least n samples from the pool's
+// (its contents are another read's: device.read sets every entry).
+func (p *Pool) borrowSamples(n int) *[]sample.Sample {
+	if b, ok := p.samples.Get().(*[]sample.Sample); ok {
+		if cap(*b) >= n {
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	b := make([]sample.Sample, n)
+	return &b
 }
 
 // State returns the device's health for /status.

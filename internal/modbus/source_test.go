@@ -3,6 +3,7 @@ package modbus
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -448,5 +449,81 @@ func TestNoSuspectOnCleanLine(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "late reply may have been taken") {
 		t.Fatalf("warning on a clean line:\n%s", logs.String())
+	}
+}
+
+// TestDeviceSeriesCreatedWhenCounted: a device has request and error series
+// only for the results and kinds it has had, a connection counters only for
+// what happened on it (at 100 devices the ~20 series per device that would
+// stay at zero cost ~1 MB); the duration histogram and the quarantined
+// gauge are there from the start.
+func TestDeviceSeriesCreatedWhenCounted(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	srv := modbustest.StartServer(t, bank)
+	reg := prometheus.NewRegistry()
+	pool := NewPool(testLogger(t), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	groups, _ := shiftGroups(20 * time.Millisecond)
+	good, err := pool.Source("good", testConfig(TCP, srv.Addr, 1), groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// nobody listens on port 1: connection errors only
+	down, err := pool.Source("down", testConfig(TCP, "127.0.0.1:1", 1), groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := func() map[string]bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				s := mf.GetName() + "{"
+				for _, l := range m.GetLabel() {
+					s += l.GetName() + "=" + l.GetValue() + ","
+				}
+				out[s+"}"] = true
+			}
+		}
+		return out
+	}
+	before := series()
+	for _, s := range []string{"smelter_modbus_request_duration_seconds{device=good,}", "smelter_modbus_quarantined_points{device=good,}",
+		"smelter_modbus_quarantined_points{device=down,}"} {
+		if !before[s] {
+			t.Errorf("%s missing before any request: %v", s, before)
+		}
+	}
+	for s := range before {
+		if strings.Contains(s, "_total") {
+			t.Errorf("%s exists before anything was counted", s)
+		}
+	}
+	recGood, recDown := &recorder{t: t}, &recorder{t: t}
+	stopGood, stopDown := recGood.run(good), recDown.run(down)
+	wait.For(t, 5*time.Second, "cycles of both devices", func() bool {
+		return len(recGood.snapshot()) >= 4 && len(recDown.snapshot()) >= 2
+	})
+	stopGood()
+	stopDown()
+	want := []string{"smelter_modbus_requests_total{device=good,result=ok,}", "smelter_modbus_registers_read_total{device=good,}",
+		"smelter_modbus_errors_total{device=down,kind=connection,}"}
+	got := series()
+	for _, s := range want {
+		if !got[s] {
+			t.Errorf("%s missing after counting", s)
+		}
+	}
+	for s := range got {
+		if strings.Contains(s, "_total") && !slices.Contains(want, s) {
+			t.Errorf("%s: a series for something that never happened", s)
+		}
+	}
+	if n := counter(t, reg, "smelter_modbus_errors_total", "device", "down"); n < 1 {
+		t.Errorf("connection errors of down: %v", n)
 	}
 }

@@ -52,8 +52,8 @@ type Point struct {
 	NoUnit bool
 }
 
-type pointState struct {
-	lastHeard    int64 // ms of the last sample the device answered (anything but Silent or Stale)
+// bandState is what a deadbanded point remembers of its last report.
+type bandState struct {
 	lastSent     float64
 	lastSentText string
 	lastQuality  telemetry.Quality
@@ -63,8 +63,16 @@ type pointState struct {
 
 // Normalizer normalizes the readings of one device's points.
 type Normalizer struct {
-	points    []Point
-	state     []pointState
+	points []Point
+	// heard[i]: ms of the last sample point i's device answered (anything
+	// but Silent or Stale), 0 before.
+	heard []int64
+	// band[bandOf[i]] is the report state of point i when it has a
+	// deadband (bandOf[i] < 0 when not; bandOf is nil when no point has
+	// one): only those need one, so a 10,000-point device without
+	// deadbands keeps 8 bytes per point instead of 48.
+	band      []bandState
+	bandOf    []int32
 	k         int64 // a silent point is stale after k x its interval
 	heartbeat int64 // ms: a deadbanded point is reported at least this often
 	owned     bool  // points is n's own copy (else the caller's, read-only)
@@ -86,7 +94,17 @@ func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
 	}
-	n := &Normalizer{points: points, state: make([]pointState, len(points)), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	n := &Normalizer{points: points, heard: make([]int64, len(points)), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	if bands := count(points, func(p *Point) bool { return p.Deadband > 0 }); bands > 0 {
+		n.band, n.bandOf = make([]bandState, bands), make([]int32, len(points))
+		b := int32(0)
+		for i := range points {
+			n.bandOf[i] = -1
+			if points[i].Deadband > 0 {
+				n.bandOf[i], b = b, b+1
+			}
+		}
+	}
 	if slices.ContainsFunc(points, func(p Point) bool { return p.Scale == 0 || p.Conv.Scale == 0 }) {
 		n.own()
 		for i := range n.points {
@@ -96,6 +114,16 @@ func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 			if n.points[i].Conv.Scale == 0 {
 				n.points[i].Conv = units.Identity
 			}
+		}
+	}
+	return n
+}
+
+func count(points []Point, f func(*Point) bool) int {
+	n := 0
+	for i := range points {
+		if f(&points[i]) {
+			n++
 		}
 	}
 	return n
@@ -133,34 +161,38 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 		return dst
 	}
 	p := &n.points[i]
-	st := &n.state[i]
+	heard := &n.heard[i]
 	ts := s.TS
 	if ts == 0 {
 		ts = read
 	}
-	r := telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality}
+	// built in place: a Reading is ~100 bytes, copied once less
+	dst = append(dst, telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality})
+	r := &dst[len(dst)-1]
 	switch {
 	case s.Quality.HasValue():
-		st.lastHeard = now
-		n.fillValue(&r, p, s)
+		*heard = now
+		n.fillValue(r, p, s)
 	case s.Quality == telemetry.QualityStale:
 		// the driver knows nothing can be heard: stale at once
 	case !s.Silent:
 		// the device answered about the point, negatively: bad, every batch
 		r.Quality = telemetry.QualityBad
-		st.lastHeard = now
+		*heard = now
 	default:
 		r.Quality = telemetry.QualityBad
-		if st.lastHeard == 0 {
-			st.lastHeard = now // first attempt unanswered: start the silence clock
-		} else if now-st.lastHeard >= n.k*p.IntervalMS {
+		if *heard == 0 {
+			*heard = now // first attempt unanswered: start the silence clock
+		} else if now-*heard >= n.k*p.IntervalMS {
 			r.Quality = telemetry.QualityStale
 		}
 	}
-	if !n.report(st, p, &r, now) {
-		return dst
+	if n.bandOf != nil {
+		if b := n.bandOf[i]; b >= 0 && !n.report(&n.band[b], p, r, now) {
+			return dst[:len(dst)-1]
+		}
 	}
-	return append(dst, r)
+	return dst
 }
 
 // SetConversion replaces point i's unit conversion and plausible range;
@@ -199,7 +231,7 @@ func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample)
 		r.NoValue = true
 		return
 	}
-	v := s.Num*p.Scale + p.Offset
+	v := scaleRaw(s.Num, p.Scale) + p.Offset
 	if p.Enum != nil || p.States != nil {
 		code := int64(math.Round(v))
 		r.Value = float64(code)
@@ -243,9 +275,10 @@ func indexOf(xs []string, s string) int {
 	return -1
 }
 
-// report applies the deadband and records what was sent.
-func (n *Normalizer) report(st *pointState, p *Point, r *telemetry.Reading, now int64) bool {
-	if st.sent && p.Deadband > 0 && r.Quality == st.lastQuality && r.HasValue() &&
+// report applies the deadband of a point that has one and records what was
+// sent.
+func (n *Normalizer) report(st *bandState, p *Point, r *telemetry.Reading, now int64) bool {
+	if st.sent && r.Quality == st.lastQuality && r.HasValue() &&
 		math.Abs(r.Value-st.lastSent) < p.Deadband && r.Text == st.lastSentText &&
 		(n.heartbeat == 0 || now-st.sentAt < n.heartbeat) {
 		return false
@@ -256,4 +289,28 @@ func (n *Normalizer) report(st *pointState, p *Point, r *telemetry.Reading, now 
 	st.lastSent = r.Value
 	st.lastSentText = r.Text
 	return true
+}
+
+// scaleRaw returns raw x scale. A scale that is exactly 1/10^k for k = 1..6
+// (0.1, 0.01, ... 0.000001: the decimal scales of register maps) divides
+// by 10^k instead: the division is correctly rounded, so the result is the
+// double nearest the exact decimal (register 1001 x 0.1 is 100.1, where the
+// product of 1001 and the double nearest 0.1 is 100.10000000000001, one
+// ulp off). Other scales multiply.
+func scaleRaw(raw, scale float64) float64 {
+	switch scale {
+	case 0.1:
+		return raw / 10
+	case 0.01:
+		return raw / 100
+	case 0.001:
+		return raw / 1000
+	case 0.0001:
+		return raw / 10000
+	case 0.00001:
+		return raw / 100000
+	case 0.000001:
+		return raw / 1000000
+	}
+	return raw * scale
 }

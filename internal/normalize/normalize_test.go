@@ -1,8 +1,11 @@
 package normalize
 
 import (
+	"fmt"
+	"math"
 	"reflect"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/sample"
@@ -267,5 +270,73 @@ func TestSharedPointsAreNeverModified(t *testing.T) {
 	n = New(raw, 3, 0)
 	if raw[0].Scale != 0 || n.Points()[0].Scale != 1 || n.Points()[0].Conv.Scale != 1 {
 		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], n.Points()[0])
+	}
+}
+
+// TestDeadbandStatePerPoint: only deadbanded points keep report state, each
+// its own, whatever their position among points without a deadband.
+func TestDeadbandStatePerPoint(t *testing.T) {
+	pts := []Point{{Signal: "a", Unit: "kW"}, {Signal: "b", Unit: "kW", Deadband: 1}, {Signal: "c", Unit: "kW"},
+		{Signal: "d", Unit: "kW", Deadband: 10}}
+	n := New(pts, 3, 0)
+	if len(n.band) != 2 {
+		t.Fatalf("%d band states for 2 deadbanded points", len(n.band))
+	}
+	if plain := New(pts[:1], 3, 0); plain.band != nil || plain.bandOf != nil {
+		t.Fatal("deadband state for a device without deadbands")
+	}
+	cycle := func(now int64, v ...float64) []string {
+		var ss []sample.Sample
+		for i, x := range v {
+			ss = append(ss, sample.Sample{Index: i, Num: x})
+		}
+		var out []string
+		for _, r := range n.Apply(nil, ss, now, now) {
+			out = append(out, fmt.Sprintf("%s=%v", r.Signal, r.Value))
+		}
+		return out
+	}
+	steps := []struct {
+		v    []float64
+		want string
+	}{
+		{[]float64{1, 1, 1, 1}, "[a=1 b=1 c=1 d=1]"},
+		{[]float64{2, 1.5, 2, 5}, "[a=2 c=2]"},           // both within their bands
+		{[]float64{2, 2, 2, 10}, "[a=2 b=2 c=2]"},        // b moved 1 from its last report, d 9 < 10
+		{[]float64{3, 2.5, 3, 11.5}, "[a=3 c=3 d=11.5]"}, // d moved 10.5 from 1
+	}
+	for i, s := range steps {
+		if got := fmt.Sprint(cycle(int64(1000*(i+1)), s.v...)); got != s.want {
+			t.Errorf("cycle %d: %s, want %s", i, got, s.want)
+		}
+	}
+}
+
+// TestDecimalScaleIsExact: a register scaled by 1/10^k is published as the
+// double nearest the exact decimal (1001 x 0.1 = 100.1), never one ulp off
+// as the product with the double nearest 0.1 is (100.10000000000001), for
+// every 16-bit register value and both signs.
+func TestDecimalScaleIsExact(t *testing.T) {
+	for k, scale := range []float64{0.1, 0.01, 0.001, 0.0001, 0.00001, 0.000001} {
+		pow := math.Pow(10, float64(k+1))
+		n := New([]Point{{Signal: "x", Unit: "Cel", Scale: scale, Conv: units.Identity, IntervalMS: 1000}}, 3, 0)
+		for raw := -65535; raw <= 65535; raw++ {
+			var got []telemetry.Reading
+			got = n.ApplyOne(got, &sample.Sample{Index: 0, Num: float64(raw), Quality: telemetry.QualityGood}, 1, 1)
+			// the exact decimal raw/10^k, parsed: the nearest double
+			want, err := strconv.ParseFloat(strconv.Itoa(raw)+"e-"+strconv.Itoa(k+1), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Value != want {
+				t.Fatalf("raw %d x %v: got %v, want %v (%d/%v)", raw, scale, got, want, raw, pow)
+			}
+		}
+	}
+	// other scales multiply, as before
+	n := New([]Point{{Signal: "x", Unit: "Cel", Scale: 0.5, Offset: -40, Conv: units.Identity, IntervalMS: 1000}}, 3, 0)
+	got := n.ApplyOne(nil, &sample.Sample{Index: 0, Num: 101, Quality: telemetry.QualityGood}, 1, 1)
+	if len(got) != 1 || got[0].Value != 10.5 {
+		t.Fatalf("101 x 0.5 - 40: got %v, want 10.5", got)
 	}
 }

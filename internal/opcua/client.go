@@ -91,19 +91,28 @@ type Status struct {
 }
 
 // New checks the configuration and points (after their defaults) and
-// builds a client; it does no I/O.
+// builds a client; it does no I/O. The client keeps points as they are
+// when every point already has its defaults (as Driver.Compile leaves
+// them), a copy otherwise: the caller must not change them afterwards.
 func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*Client, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("opcua: device %s: %w", id, err)
 	}
-	ps := make([]Point, len(points))
+	// 20,000 points are ~2 MB: shared with the compiled configuration
+	// rather than copied (issue 17).
+	ps := points
 	for i, p := range points {
 		p.SetDefaults(&cfg)
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("opcua: device %s: points[%d].%w", id, i, err)
 		}
-		ps[i] = p
+		if p != points[i] {
+			if &ps[0] == &points[0] {
+				ps = slices.Clone(points)
+			}
+			ps[i] = p
+		}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -136,14 +145,21 @@ func (c *Client) setStatus(f func(*Status)) {
 // runState is what Run keeps across sessions: the last sample reported per
 // point (for heartbeats and for the status code a Stale sample keeps) and
 // the units handed to OnUnits. mu serialises emission.
+//
+// The gateway's side of a session worker (isolation process or endpoint)
+// keeps only the last status per point: the worker runs the heartbeats,
+// and a Lost cycle after the worker's death needs only the statuses (4
+// bytes a point instead of 64, issue 17).
 type runState struct {
 	c      *Client
 	emitFn func(*sample.Cycle)
 
 	mu     sync.Mutex
-	last   []sample.Sample
-	lastAt []time.Time // when last reported; zero: nothing reported this session
-	units  []NodeUnit  // nil until read
+	last   []sample.Sample // nil on the gateway's side of a worker
+	lastAt []int64         // when last reported, ns since epoch + 1; 0: nothing reported this session
+	status []uint32        // the gateway's side of a worker: the last status per point
+	epoch  time.Time       // lastAt's origin (monotonic)
+	units  []NodeUnit      // nil until read
 }
 
 // emit hands a cycle to the caller; calls never overlap.
@@ -154,14 +170,34 @@ func (r *runState) emit(cyc *sample.Cycle) {
 }
 
 func (r *runState) emitLocked(cyc *sample.Cycle) {
-	now := time.Now()
-	for _, s := range cyc.Samples {
-		if s.Quality != telemetry.QualityStale {
-			r.last[s.Index] = s
+	if r.last == nil {
+		for i := range cyc.Samples {
+			if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
+				r.status[s.Index] = s.Status
+			}
+		}
+		r.emitFn(cyc)
+		return
+	}
+	now := r.since()
+	for i := range cyc.Samples {
+		if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
+			r.last[s.Index] = *s
 			r.lastAt[s.Index] = now
 		}
 	}
 	r.emitFn(cyc)
+}
+
+// since is the time since r.epoch in ns, plus 1 so that it is never 0.
+func (r *runState) since() int64 { return int64(time.Since(r.epoch)) + 1 }
+
+// lastStatus is the last status reported for point i.
+func (r *runState) lastStatus(i int) uint32 {
+	if r.last == nil {
+		return r.status[i]
+	}
+	return r.last[i].Status
 }
 
 // lost emits a Lost cycle: every point Stale (keeping its last status) on
@@ -174,17 +210,15 @@ func (r *runState) lost(err error, withSamples bool) {
 	defer r.mu.Unlock()
 	cyc := &sample.Cycle{Start: time.Now(), Interval: r.c.cfg.PublishInterval, Lost: true, Err: err}
 	if withSamples {
-		cyc.Samples = make([]sample.Sample, 0, len(r.last))
-		for i := range r.last {
+		cyc.Samples = make([]sample.Sample, 0, len(r.c.points))
+		for i := range r.c.points {
 			if r.c.points[i].NodeID == "" {
 				continue // an action point is never acquired
 			}
-			cyc.Samples = append(cyc.Samples, sample.Sample{Index: i, Quality: telemetry.QualityStale, Status: r.last[i].Status})
+			cyc.Samples = append(cyc.Samples, sample.Sample{Index: i, Quality: telemetry.QualityStale, Status: r.lastStatus(i)})
 		}
 	}
-	for i := range r.lastAt {
-		r.lastAt[i] = time.Time{}
-	}
+	clear(r.lastAt)
 	r.emitFn(cyc)
 }
 
@@ -209,12 +243,18 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 	return c.runInProcess(ctx, emit)
 }
 
+// newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]time.Time, len(c.points))}
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
 	return r
+}
+
+// newForwardState is the state of the gateway's side of a session worker.
+func newForwardState(c *Client, emit func(*sample.Cycle)) *runState {
+	return &runState{c: c, emitFn: emit, status: make([]uint32, len(c.points))}
 }
 
 // runInProcess is Run with isolation none, and the worker's own Run.
@@ -615,8 +655,9 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		r.mu.Lock()
 		due = due[:0]
 		now := time.Now()
+		since := r.since()
 		for i, p := range c.points {
-			if p.Mode == ModeSubscribe && !r.lastAt[i].IsZero() && now.Sub(r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
+			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
 				s := r.last[i]
 				s.TS = now.UnixMilli()
 				due = append(due, s)

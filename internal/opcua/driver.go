@@ -3,7 +3,6 @@ package opcua
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/smelterio/smelter/internal/gateway/driver"
@@ -147,7 +146,7 @@ func (s clientSources) Source(dev driver.Device) (driver.Source, error) {
 	}
 	c := cfg.Config
 	c.Heartbeat = dev.Config.Heartbeat
-	cl, err := New(dev.Config.ID, c, slices.Clone(cfg.Points), dev.Log, s.m)
+	cl, err := New(dev.Config.ID, c, cfg.Points, dev.Log, s.m) // shared: neither changes them
 	if err != nil {
 		return nil, err
 	}

@@ -160,7 +160,7 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := &member{slot: g.next, iso: &isolated{c: c, r: newRunState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{})}
+	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{})}
 	g.next++
 	g.members[m.slot] = m
 	switch {
@@ -548,9 +548,7 @@ func (m *member) handle(msg *wireMsg) error {
 func (r *runState) lostForwarded(cyc *sample.Cycle) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i := range r.lastAt {
-		r.lastAt[i] = time.Time{}
-	}
+	clear(r.lastAt)
 	r.emitFn(cyc)
 }
 

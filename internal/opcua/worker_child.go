@@ -1,7 +1,6 @@
 package opcua
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +29,15 @@ const (
 	WorkerCommand = "opcua-worker"
 	WorkerEnv     = "SMELTER_OPCUA_WORKER"
 )
+
+// WorkerProfileEnv, set in the gateway's environment (its workers inherit
+// it), is a path prefix under which each session worker writes profiles of
+// itself: <prefix>.<pid>.cpu.pb, a CPU profile of its whole life, and
+// <prefix>.<pid>.heap.pb, its heap profile (as of its last garbage
+// collection under load) when it is asked to stop. For benchmarks and
+// diagnosis (docs/opcua.md, "Profiling the workers"); unset, nothing is
+// written.
+const WorkerProfileEnv = "SMELTER_OPCUA_WORKER_PROFILE"
 
 // workerFlush is how often the worker sends its status and metrics when
 // they changed.
@@ -66,7 +75,8 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 	signal.Ignore(os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := &frameWriter{w: bufio.NewWriterSize(stdout, 64<<10), status: map[uint32]*Status{}}
+	prof := startProfiles(os.Getenv(WorkerProfileEnv), log)
+	out := &frameWriter{w: stdout, status: map[uint32]*Status{}}
 	h := &workerHost{ctx: ctx, cancel: cancel, out: out, log: log, devs: map[uint32]*hostedDevice{}}
 	first, err := h.newDevice(m.Dev, m.Config)
 	if err != nil {
@@ -116,6 +126,8 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		}
 	}()
 	<-ctx.Done()
+	// the heap as of the last collection, still under load
+	prof.stop()
 	wg.Wait()
 	h.runs.Wait()
 	for _, d := range h.devices() {
@@ -127,6 +139,56 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 1
 	}
 	return 0
+}
+
+// profiles is a worker's profiling (WorkerProfileEnv); the zero value
+// profiles nothing.
+type profiles struct {
+	prefix string
+	cpu    *os.File
+	log    *slog.Logger
+}
+
+// startProfiles starts the CPU profile when prefix is set.
+func startProfiles(prefix string, log *slog.Logger) *profiles {
+	p := &profiles{prefix: prefix, log: log}
+	if prefix == "" {
+		return p
+	}
+	path := fmt.Sprintf("%s.%d.cpu.pb", prefix, os.Getpid())
+	f, err := os.Create(path) //nolint:gosec // a path the operator chose
+	if err != nil {
+		log.Warn("opc ua worker: cpu profile", "err", err)
+		return p
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		log.Warn("opc ua worker: cpu profile", "err", err)
+		return p
+	}
+	p.cpu = f
+	return p
+}
+
+// stop ends the CPU profile and writes the heap profile.
+func (p *profiles) stop() {
+	if p.prefix == "" {
+		return
+	}
+	if p.cpu != nil {
+		pprof.StopCPUProfile()
+		_ = p.cpu.Close()
+	}
+	path := fmt.Sprintf("%s.%d.heap.pb", p.prefix, os.Getpid())
+	f, err := os.Create(path) //nolint:gosec // a path the operator chose
+	if err != nil {
+		p.log.Warn("opc ua worker: heap profile", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		p.log.Warn("opc ua worker: heap profile", "err", err)
+	}
 }
 
 // workerHost is a worker's devices.
@@ -354,12 +416,13 @@ func sameStatus(a, b Status) bool {
 		a.Limits == b.Limits && a.Subscription == b.Subscription && a.ServiceFaults == b.ServiceFaults && a.Refused == b.Refused
 }
 
-// frameWriter serialises frames from the worker's goroutines and flushes
-// each one.
+// frameWriter serialises frames from the worker's goroutines and writes
+// each one whole (one write: no buffered writer in between, which would
+// copy every frame once more and hold 64 KiB per worker).
 type frameWriter struct {
 	mu     sync.Mutex
-	w      *bufio.Writer
-	buf    []byte // the frame being written, reused
+	w      io.Writer
+	buf    []byte // the frame being written, reused up to maxKeptFrame
 	err    error
 	status map[uint32]*Status // per device slot, the last status sent
 }
@@ -380,13 +443,16 @@ func (f *frameWriter) sendLocked(m *wireMsg) error {
 		f.err = err
 		return err
 	}
-	if _, err := f.w.Write(f.buf); err != nil {
-		f.err = err
-		return err
+	_, f.err = f.w.Write(f.buf)
+	if cap(f.buf) > maxKeptFrame {
+		f.buf = nil // a rare large frame (units of many points) is not kept
 	}
-	f.err = f.w.Flush()
 	return f.err
 }
+
+// maxKeptFrame is the largest frame buffer a worker keeps for the next
+// frame: a cycle of 10,000 samples fits.
+const maxKeptFrame = 256 << 10
 
 // sendStatus sends the status of the device in slot unless it is the one
 // sent last for it.

@@ -194,3 +194,6 @@ func contiguous(t *testing.T, seqs []uint64, from uint64) {
 		}
 	}
 }
+
+// writesOf returns the write syscalls that appended records.
+func writesOf(s *Spool) float64 { return counter(s.m.appendWrites) }

@@ -12,6 +12,8 @@ type Metrics struct {
 	appendedBytes    prometheus.Counter
 	appendSeconds    prometheus.Histogram
 	appendErrors     prometheus.Counter
+	appendWrites     prometheus.Counter
+	writeRecords     prometheus.Histogram
 	lostAppends      prometheus.Counter
 	blockedSeconds   prometheus.Counter
 	diskBytes        prometheus.Gauge
@@ -51,6 +53,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Append latency, including any fsync and any time blocked on a full spool.",
 			Buckets: []float64{2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02, 0.1, 1}}),
 		appendErrors: counter("append_errors_total", "Appends that failed (write error, closed spool, cancelled while blocked)."),
+		appendWrites: counter("append_writes_total",
+			"Write syscalls that appended records; concurrent appends share one (group commit), so appended_records_total / append_writes_total is the records per write."),
+		writeRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "append_group_records",
+			Help:    "Records written together by one group commit (one fsync with fsync: always; one write per arena chunk they span).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}}),
 		lostAppends: counter("append_lost_records_total",
 			"Records lost because writing them failed (disk full, I/O error); each cost its seq, so consumers see the gap."),
 		blockedSeconds:   counter("append_blocked_seconds_total", "Time appends spent blocked on a full spool (when_full: block)."),
@@ -72,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lag:         newLagCollector(ns, sub),
 	}
 	if reg != nil {
-		reg.MustRegister(m.appendedRecords, m.appendedBytes, m.appendSeconds, m.appendErrors, m.lostAppends, m.blockedSeconds,
+		reg.MustRegister(m.appendedRecords, m.appendedBytes, m.appendSeconds, m.appendErrors, m.appendWrites, m.writeRecords, m.lostAppends, m.blockedSeconds,
 			m.diskBytes, m.segments, m.discarded, m.readerDiscarded, m.recoveredRecords, m.droppedRecords,
 			m.droppedBytes, m.cursorResets, m.corruptReadBytes, m.diskReads, m.cacheReads, m.fsyncSeconds, m.fsyncErrors, m.lag)
 	}

@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -297,9 +299,10 @@ func TestCursorSurvivesTornSlot(t *testing.T) {
 const killChildEnv = "SPOOL_KILL9_CHILD_DIR"
 
 // TestKill9 runs a child process (this test binary) that appends as fast as
-// it can and prints every seq Append returned; the parent SIGKILLs it
-// mid-stream, reopens the spool and checks that every printed seq is there
-// with intact content.
+// it can (one appender, or eight concurrent ones whose appends are
+// group-committed) and prints every seq Append returned; the parent
+// SIGKILLs it mid-stream, reopens the spool and checks that every printed
+// seq is there with intact content.
 func TestKill9(t *testing.T) {
 	if dir := os.Getenv(killChildEnv); dir != "" {
 		kill9Child(dir)
@@ -308,11 +311,16 @@ func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a child process")
 	}
-	for _, policy := range []string{FsyncNever, FsyncInterval} {
-		t.Run(policy, func(t *testing.T) {
+	for _, tc := range []struct {
+		policy    string
+		appenders int
+	}{{FsyncNever, 1}, {FsyncInterval, 1}, {FsyncNever, 8}, {FsyncInterval, 8}} {
+		policy := tc.policy
+		t.Run(fmt.Sprintf("%s/appenders-%d", policy, tc.appenders), func(t *testing.T) {
 			dir := t.TempDir()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$", "-test.count=1")
-			cmd.Env = append(os.Environ(), killChildEnv+"="+dir, "SPOOL_KILL9_FSYNC="+policy)
+			cmd.Env = append(os.Environ(), killChildEnv+"="+dir, "SPOOL_KILL9_FSYNC="+policy,
+				fmt.Sprintf("SPOOL_KILL9_APPENDERS=%d", tc.appenders))
 			out, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -359,7 +367,7 @@ func TestKill9(t *testing.T) {
 			recs := drain(t, h.s, r)
 			have := map[uint64]bool{}
 			for _, rec := range recs {
-				checkRecord(t, rec, 1500, true)
+				checkRecord(t, rec, 1500, tc.appenders == 1)
 				have[rec.Seq] = true
 			}
 			for _, seq := range acked {
@@ -370,7 +378,7 @@ func TestKill9(t *testing.T) {
 			if committed == 0 {
 				t.Fatal("child's commits were not persisted")
 			}
-			last := acked[len(acked)-1]
+			last := slices.Max(acked) // printed in order only with one appender
 			if h.s.LastSeq() < last {
 				t.Fatalf("last seq %d < last acknowledged %d", h.s.LastSeq(), last)
 			}
@@ -398,19 +406,32 @@ func kill9Child(dir string) {
 		os.Exit(2)
 	}
 	w := bufio.NewWriterSize(os.Stdout, 64)
-	for i := 0; ; i++ {
-		next := s.LastSeq() + 1
-		seq, err := s.Append(context.Background(), subjectOf(next), func(seq uint64, dst []byte) []byte {
-			return payload(dst, seq, 1500)
-		})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "child append:", err)
-			os.Exit(2)
-		}
-		fmt.Fprintf(w, "SEQ %d\n", seq)
-		w.Flush()
-		if i%100 == 99 {
-			_ = r.Commit(seq / 2) // an uplink far behind: most of the log stays unconfirmed
+	var wmu sync.Mutex
+	appendLoop := func() {
+		for i := 0; ; i++ {
+			subj := "" // concurrent appenders cannot know their seq in advance
+			if os.Getenv("SPOOL_KILL9_APPENDERS") == "1" {
+				subj = subjectOf(s.LastSeq() + 1)
+			}
+			seq, err := s.Append(context.Background(), subj, func(seq uint64, dst []byte) []byte {
+				return payload(dst, seq, 1500)
+			})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "child append:", err)
+				os.Exit(2)
+			}
+			wmu.Lock()
+			fmt.Fprintf(w, "SEQ %d\n", seq)
+			w.Flush()
+			wmu.Unlock()
+			if i%100 == 99 {
+				_ = r.Commit(seq / 2) // an uplink far behind: most of the log stays unconfirmed
+			}
 		}
 	}
+	n, _ := strconv.Atoi(os.Getenv("SPOOL_KILL9_APPENDERS"))
+	for range max(1, n) - 1 {
+		go appendLoop()
+	}
+	appendLoop()
 }

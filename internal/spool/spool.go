@@ -3,11 +3,16 @@
 // own durable cursor, committing only after its broker confirmed.
 //
 // The log is a directory of segment files of CRC-framed records (see
-// record.go), written with one write syscall per append and no user-space
-// buffering, so a killed process loses nothing Append returned; fsync
-// follows the configured policy. Recent records are also kept in an
-// in-memory tail cache, so live readers never touch the disk; readers behind
-// the cache read the segment files. See docs/reliability.md.
+// record.go), written without user-space buffering before Append returns,
+// so a killed process loses nothing Append returned; fsync follows the
+// configured policy. Concurrent appends are group-committed: records are
+// framed one after the other in the append arena (seq order), queued, and
+// written by the last appender in line, all of them with one write per
+// contiguous arena range (one fsync with fsync: always); each Append
+// returns once its own record is written, with that write's error, and
+// readers see a record only once it is written. Recent records are also
+// kept in an in-memory tail cache, so live readers never touch the disk;
+// readers behind the cache read the segment files. See docs/reliability.md.
 package spool
 
 import (
@@ -20,8 +25,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smelterio/smelter/internal/logging"
@@ -51,9 +58,12 @@ const (
 	// within these bounds.
 	minCacheSlots = 1 << 8
 	maxCacheSlots = 1 << 14
-	hwmFileName   = "seq.hwm"
-	lockName      = "LOCK"
-	cursorExt     = ".cursor"
+	// maxGroup: the appender that queues this many records writes them
+	// even when others are still in line.
+	maxGroup    = 256
+	hwmFileName = "seq.hwm"
+	lockName    = "LOCK"
+	cursorExt   = ".cursor"
 )
 
 var readerName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -82,19 +92,40 @@ type Spool struct {
 	now    func() time.Time
 	bootID string
 
-	// appendSem serializes appenders (and rolls); it is a channel so that a
-	// waiting appender honours its context.
+	// appendSem serializes the framing of records (seq assignment, the
+	// arena, the when_full: block wait); it is a channel so that a waiting
+	// appender honours its context. An appender holds it only until its
+	// record is queued for writing, not during the write.
 	appendSem chan struct{}
+	// inLine counts appenders between entering Append and queuing their
+	// record (or failing to). An appender that queues while others are in
+	// line leaves the write to them; the one that empties the line writes
+	// everything queued (as does the one that queues the maxGroup-th
+	// record). Every appender leaves the line once, so no queued record is
+	// left unwritten, and a burst of concurrent appends (the device
+	// goroutines on one poll tick) is written together.
+	inLine atomic.Int64
+	// flushWaiting: an appender waits for wsem to write what is queued; it
+	// takes the queue only once it has wsem, so others need not wait too.
+	flushWaiting atomic.Bool
 	// Owned by the holder of appendSem.
 	arena      []byte
 	arenaOff   int
 	arenaChunk int
 	lastRecLen int
-	hwm        *slotFile
-	reserved   uint64
-	// write writes a record to the active segment (f.Write; tests inject
-	// failures here).
-	write func(f *os.File, rec []byte) (int, error)
+	assigned   uint64 // the last seq handed out (queued, written or lost)
+
+	// wsem serializes writing to the active segment: the holder writes
+	// every queued record (group commit), rolls segments and does the
+	// bookkeeping of written and lost records. Lock order: appendSem,
+	// wsem, mu.
+	wsem chan struct{}
+	// Owned by the holder of wsem.
+	hwm      *slotFile
+	reserved uint64
+	// write writes records to the active segment (f.Write; tests inject
+	// failures and observe writes here).
+	write func(f *os.File, recs []byte) (int, error)
 	// lostLog rate-limits the log of lost appends; lostRun counts the
 	// current run of them (first and last seq).
 	lostLog             logging.Limiter
@@ -115,6 +146,8 @@ type Spool struct {
 	cache    tailCache
 	readers  map[string]*Reader
 	open     []*Reader
+	pend     *commitGroup // records queued for the next write (nil: none)
+	pendSize int64        // their bytes (when_full: block counts them as on disk)
 	health   Health
 	spaceCh  chan struct{} // closed when commits may have freed space (block policy)
 
@@ -146,6 +179,7 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 		now:       time.Now,
 		bootID:    readBootID(),
 		appendSem: make(chan struct{}, 1),
+		wsem:      make(chan struct{}, 1),
 		closedCh:  make(chan struct{}),
 		readers:   map[string]*Reader{},
 		stop:      make(chan struct{}),
@@ -287,6 +321,7 @@ func (s *Spool) recover() error {
 	// (or none) is older than the seqs used, so an unclean reboot in that
 	// window relies on the records themselves for the floor.
 	s.reserved = last
+	s.assigned = last
 	s.reserve(last + 1)
 	if err := s.loadCursors(); err != nil {
 		return err
@@ -341,7 +376,7 @@ func (s *Spool) newSegment(base uint64) error {
 }
 
 // rollLocked closes the active segment and starts one for base. Caller holds
-// appendSem and s.mu.
+// wsem and s.mu.
 func (s *Spool) rollLocked(base uint64) error {
 	old := s.active
 	if s.cfg.Fsync != FsyncNever {
@@ -420,87 +455,231 @@ func (s *Spool) minCommittedLocked() uint64 {
 // Append assigns the next seq, calls encode(seq, dst) to append the payload
 // to dst (encode must append to dst and return the result, like
 // strconv.AppendInt; dst already holds the framing and must be kept), writes
-// the record with a single write syscall and returns its seq. Seqs are
-// monotonic, persisted across restarts and never reused; seq order is log
-// order. Safe for concurrent use. With when_full: block it waits (honouring
-// ctx) while unacknowledged data fills max_bytes; with discard_oldest it
+// the record and returns its seq once it is written (fsynced with fsync:
+// always). Seqs are monotonic, persisted across restarts and never reused;
+// seq order is log order. Safe for concurrent use: concurrent appends are
+// written together (group commit), each returning the error of the write
+// that carried its record. With when_full: block it waits (honouring ctx)
+// while unacknowledged data fills max_bytes; with discard_oldest it
 // deletes the oldest segments and counts the records lost.
 func (s *Spool) Append(ctx context.Context, subject string, encode func(seq uint64, dst []byte) []byte) (uint64, error) {
 	if len(subject) > maxSubject {
 		return 0, fmt.Errorf("spool: append: subject of %d bytes exceeds %d", len(subject), maxSubject)
 	}
+	s.inLine.Add(1)
 	select {
 	case s.appendSem <- struct{}{}:
 	case <-ctx.Done():
+		if s.inLine.Add(-1) == 0 {
+			s.flushPending()
+		}
 		return 0, ctx.Err()
 	}
-	defer func() { <-s.appendSem }()
 	start := time.Now()
-	seq, err := s.appendLocked(ctx, subject, encode, start)
+	g, i, err := s.enqueue(ctx, subject, encode)
+	<-s.appendSem
+	if s.inLine.Add(-1) == 0 || i+1 >= maxGroup {
+		// The line is empty, or the queue is full: a line that never
+		// empties (appenders arriving without pause) must not hold
+		// records back for long.
+		s.flushPending()
+	}
+	if err == nil {
+		<-g.done
+		err = g.recs[i].err
+	}
 	if err != nil {
 		s.m.appendErrors.Inc()
 		return 0, err
 	}
 	s.m.appendSeconds.Observe(time.Since(start).Seconds())
-	return seq, nil
+	return g.recs[i].seq, nil
 }
 
-func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(uint64, []byte) []byte, start time.Time) (uint64, error) {
+// commitGroup is the records queued for one write, in seq order. done is
+// closed once they are written or lost (each pendingRec's err says which).
+type commitGroup struct {
+	recs  []pendingRec
+	done  chan struct{}
+	first [1]pendingRec // recs' storage while the group holds one record (a lone append)
+}
+
+// pendingRec is a framed record waiting to be written.
+type pendingRec struct {
+	seq      uint64
+	appended int64
+	subject  string
+	rec      []byte
+	chunk    []byte // the arena chunk rec sits in at offset off (nil: outside the arena)
+	off      int
+	err      error // set by the writer
+}
+
+// enqueue frames the record for the next seq in the arena and queues it
+// for writing; it returns the group and index of its pendingRec. Caller
+// holds appendSem. A record that fails here uses up no seq.
+func (s *Spool) enqueue(ctx context.Context, subject string, encode func(uint64, []byte) []byte) (*commitGroup, int, error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return 0, ErrClosed
-	}
-	seq := s.last + 1
+	closed := s.closed
 	s.mu.Unlock()
+	if closed {
+		return nil, 0, ErrClosed
+	}
+	seq := s.assigned + 1
 	now := s.now().UnixMilli()
 	rec, inArena := s.encodeRecord(seq, subject, encode)
 	if len(rec) < headerSize+len(subject) || string(rec[headerSize:headerSize+len(subject)]) != subject {
-		return 0, errors.New("spool: append: encode must append to dst and keep its contents")
+		return nil, 0, errors.New("spool: append: encode must append to dst and keep its contents")
 	}
 	if len(rec)-headerSize > maxBody {
-		return 0, fmt.Errorf("%w: %d bytes (max %d)", errTooLarge, len(rec)-headerSize, maxBody)
+		return nil, 0, fmt.Errorf("%w: %d bytes (max %d)", errTooLarge, len(rec)-headerSize, maxBody)
 	}
 	sealRecord(rec, seq, now, len(subject))
 	if s.cfg.WhenFull == WhenFullBlock {
 		if err := s.waitForRoom(ctx, int64(len(rec))); err != nil {
-			return 0, err
+			return nil, 0, err
 		}
+	}
+	s.assigned = seq
+	p := pendingRec{seq: seq, appended: now, subject: subject, rec: rec}
+	if inArena {
+		// Records are packed back to back, so records queued together
+		// are one contiguous range of the chunk: one write.
+		p.chunk, p.off = s.arena, s.arenaOff
+		s.arenaOff += len(rec)
 	}
 	s.mu.Lock()
-	g := s.segs[len(s.segs)-1]
-	if g.size > 0 && g.size+int64(len(rec)) > s.cfg.SegmentBytes {
-		if err := s.rollLocked(seq); err != nil {
-			s.mu.Unlock()
-			return 0, s.lost(ctx, seq, err)
-		}
-		g = s.segs[len(s.segs)-1]
+	g := s.pend
+	if g == nil {
+		g = &commitGroup{done: make(chan struct{})}
+		g.recs = g.first[:0]
+		s.pend = g
 	}
-	f, off := s.active, g.size
+	g.recs = append(g.recs, p)
+	s.pendSize += int64(len(rec))
 	s.mu.Unlock()
+	return g, len(g.recs) - 1, nil
+}
 
-	if _, err := s.write(f, rec); err != nil {
-		_ = f.Truncate(off) // leave no partial record behind
-		return 0, s.lost(ctx, seq, err)
+// flushPending writes the queued records, if any, waiting for a write in
+// progress first. When another appender already waits to do so, it
+// returns at once: that one takes the queue only after getting wsem, so
+// it writes everything queued by now.
+func (s *Spool) flushPending() {
+	if !s.flushWaiting.CompareAndSwap(false, true) {
+		return
 	}
+	s.wsem <- struct{}{}
+	// Let appenders that are ready to run (device goroutines woken by
+	// their replies on the same poll tick) queue their records first:
+	// they leave the write to this one.
+	runtime.Gosched()
+	s.flushWaiting.Store(false) // before taking the queue: records queued after it get a flusher of their own
+	s.commitPending()
+	<-s.wsem
+}
+
+// commitPending writes the queued group, if any. Caller holds wsem.
+func (s *Spool) commitPending() {
+	s.mu.Lock()
+	g := s.pend
+	s.pend = nil
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	s.writeGroup(g.recs)
+	close(g.done)
+}
+
+// writeGroup writes recs (consecutive seqs) to the active segment, rolling
+// it where the next record would not fit, and then makes them visible to
+// readers. Records whose write (or fsync: always) fails are truncated
+// away and lost (ErrLost, their seqs used up). Caller holds wsem.
+func (s *Spool) writeGroup(recs []pendingRec) {
+	ctx := context.Background()
+	for len(recs) > 0 {
+		s.mu.Lock()
+		g := s.segs[len(s.segs)-1]
+		if g.size > 0 && g.size+int64(len(recs[0].rec)) > s.cfg.SegmentBytes {
+			if err := s.rollLocked(recs[0].seq); err != nil {
+				s.mu.Unlock()
+				recs[0].err = s.lost(ctx, &recs[0], err)
+				recs = recs[1:]
+				continue
+			}
+			g = s.segs[len(s.segs)-1]
+		}
+		f, off := s.active, g.size
+		s.mu.Unlock()
+		n, size := 1, off+int64(len(recs[0].rec))
+		for n < len(recs) && size+int64(len(recs[n].rec)) <= s.cfg.SegmentBytes {
+			size += int64(len(recs[n].rec))
+			n++
+		}
+		batch := recs[:n]
+		recs = recs[n:]
+		if err := s.writeBatch(f, batch); err != nil {
+			_ = f.Truncate(off) // leave no partial record behind
+			for j := range batch {
+				batch[j].err = s.lost(ctx, &batch[j], err)
+			}
+			continue
+		}
+		s.written(ctx, g, off, batch)
+	}
+}
+
+// writeBatch writes batch to f, one write per range of records contiguous
+// in an arena chunk, then fsyncs with fsync: always. Caller holds wsem.
+func (s *Spool) writeBatch(f *os.File, batch []pendingRec) error {
+	for i := 0; i < len(batch); {
+		p := &batch[i]
+		run, j := p.rec, i+1
+		if p.chunk != nil {
+			end := p.off + len(p.rec)
+			for j < len(batch) && batch[j].chunk != nil && &batch[j].chunk[0] == &p.chunk[0] && batch[j].off == end {
+				end += len(batch[j].rec)
+				j++
+			}
+			run = p.chunk[p.off:end]
+		}
+		s.m.appendWrites.Inc()
+		if _, err := s.write(f, run); err != nil {
+			return err
+		}
+		i = j
+	}
+	s.m.writeRecords.Observe(float64(len(batch)))
 	if s.cfg.Fsync == FsyncAlways {
 		if err := s.syncFile(f); err != nil {
-			_ = f.Truncate(off) // not known to be durable: not appended
-			return 0, s.lost(ctx, seq, err)
+			return err // not known to be durable: not appended
 		}
 	}
-	if inArena {
-		s.arenaOff += (len(rec) + 7) &^ 7
-	}
-	s.reserve(seq)
-	s.recovered(ctx, seq)
+	return nil
+}
 
+// written makes batch, just written to segment g at off, visible: index,
+// cache, last seq, readers woken; then applies discard_oldest. Caller
+// holds wsem.
+func (s *Spool) written(ctx context.Context, g *segment, off int64, batch []pendingRec) {
+	last := batch[len(batch)-1].seq
+	s.reserve(last)
+	s.recovered(ctx, batch[0].seq)
+	var total int64
 	s.mu.Lock()
-	g.add(seq, off, len(rec), now)
-	s.disk += int64(len(rec))
-	s.last = seq
+	for i := range batch {
+		p := &batch[i]
+		size := int64(len(p.rec))
+		g.add(p.seq, off, len(p.rec), p.appended)
+		off += size
+		total += size
+		s.cache.add(cacheEntry{seq: p.seq, appended: p.appended, subject: p.subject, data: p.rec[headerSize+len(p.subject):], size: size})
+	}
+	s.disk += total
+	s.pendSize -= total
+	s.last = last
 	s.dirty = true
-	s.cache.add(cacheEntry{seq: seq, appended: now, subject: subject, data: rec[headerSize+len(subject):], size: int64(len(rec))})
 	if s.cfg.WhenFull == WhenFullDiscardOldest {
 		for s.disk > s.cfg.MaxBytes && len(s.segs) > 1 {
 			s.removeOldestLocked(true, "max_bytes")
@@ -514,13 +693,12 @@ func (s *Spool) appendLocked(ctx context.Context, subject string, encode func(ui
 	}
 	s.updateDiskMetrics()
 	s.mu.Unlock()
-	s.m.appendedRecords.Inc()
-	s.m.appendedBytes.Add(float64(len(rec)))
-	return seq, nil
+	s.m.appendedRecords.Add(float64(len(batch)))
+	s.m.appendedBytes.Add(float64(total))
 }
 
 // reserve persists a new seq reservation when seq reaches the current one.
-// Caller holds appendSem.
+// Caller holds wsem (or is in Open).
 // A failed write (disk full) is retried at the next append; it is logged
 // when it starts failing and when it succeeds again.
 func (s *Spool) reserve(seq uint64) {
@@ -544,12 +722,14 @@ func (s *Spool) reserve(seq uint64) {
 // lost handles a record that could not be written: its seq is used up (the
 // next append gets the next one, so consumers see the gap), a burned slot
 // keeps the tail cache contiguous, and the loss is counted and logged at
-// most once per interval. Caller holds appendSem. It returns the error for
+// most once per interval. Caller holds wsem. It returns the error for
 // Append, wrapping ErrLost and cause.
-func (s *Spool) lost(ctx context.Context, seq uint64, cause error) error {
+func (s *Spool) lost(ctx context.Context, p *pendingRec, cause error) error {
+	seq := p.seq
 	s.reserve(seq)
 	s.mu.Lock()
 	s.last = seq
+	s.pendSize -= int64(len(p.rec))
 	s.cache.add(cacheEntry{seq: seq, lost: true})
 	if !s.health.Failing {
 		s.health.FailingSince = s.now()
@@ -570,7 +750,7 @@ func (s *Spool) lost(ctx context.Context, seq uint64, cause error) error {
 	return fmt.Errorf("%w: append seq %d: %w", ErrLost, seq, cause)
 }
 
-// recovered logs the end of a run of lost appends. Caller holds appendSem.
+// recovered logs the end of a run of lost appends. Caller holds wsem.
 func (s *Spool) recovered(ctx context.Context, seq uint64) {
 	if s.lostRun == 0 {
 		return
@@ -615,25 +795,34 @@ func (s *Spool) waitForRoom(ctx context.Context, need int64) error {
 	for {
 		s.mu.Lock()
 		s.deleteCommittedLocked()
-		if s.disk+need <= s.cfg.MaxBytes {
+		if s.disk+s.pendSize+need <= s.cfg.MaxBytes {
 			s.mu.Unlock()
 			return nil
 		}
-		if g := s.segs[len(s.segs)-1]; g.count > 0 && len(s.readers) > 0 && s.minCommittedLocked() >= g.last {
+		if s.activeCommittedLocked() {
 			// Everything is acknowledged but the active segment: roll it so
-			// it can go.
-			if err := s.rollLocked(s.last + 1); err != nil {
-				s.mu.Unlock()
+			// it can go (rolling takes the write semaphore).
+			s.mu.Unlock()
+			if err := s.rollIfCommitted(); err != nil {
 				return err
 			}
-			s.mu.Unlock()
 			continue
 		}
 		if s.spaceCh == nil {
 			s.spaceCh = make(chan struct{})
 		}
 		ch := s.spaceCh
+		pending := s.pend != nil
 		s.mu.Unlock()
+		if pending {
+			// Queued records must be written before readers can commit
+			// them and free room (the queue is complete: appendSem is
+			// held).
+			s.wsem <- struct{}{}
+			s.commitPending()
+			<-s.wsem
+			continue
+		}
 		if blocked.IsZero() {
 			blocked = time.Now()
 			s.log.Warn("spool full: append blocked until uplinks catch up", "max_bytes", s.cfg.MaxBytes)
@@ -646,6 +835,24 @@ func (s *Spool) waitForRoom(ctx context.Context, need int64) error {
 			return ErrClosed
 		}
 	}
+}
+
+func (s *Spool) activeCommittedLocked() bool {
+	g := s.segs[len(s.segs)-1]
+	return g.count > 0 && len(s.readers) > 0 && s.minCommittedLocked() >= g.last
+}
+
+// rollIfCommitted rolls the active segment when every reader committed all
+// of it. Caller holds appendSem.
+func (s *Spool) rollIfCommitted() error {
+	s.wsem <- struct{}{}
+	defer func() { <-s.wsem }()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.activeCommittedLocked() {
+		return nil
+	}
+	return s.rollLocked(s.last + 1)
 }
 
 // deleteCommittedLocked deletes old segments every reader has committed.
@@ -735,6 +942,8 @@ func (s *Spool) enforceAge() {
 		return
 	}
 	defer func() { <-s.appendSem }()
+	s.wsem <- struct{}{}
+	defer func() { <-s.wsem }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -787,6 +996,8 @@ func (s *Spool) Health() Health {
 func (s *Spool) FailWrites(err error) {
 	s.appendSem <- struct{}{}
 	defer func() { <-s.appendSem }()
+	s.wsem <- struct{}{}
+	defer func() { <-s.wsem }()
 	if err == nil {
 		s.write = (*os.File).Write
 		return
@@ -817,6 +1028,9 @@ func (s *Spool) Close() error {
 	s.wg.Wait()
 	s.appendSem <- struct{}{} // wait for an append in flight
 	defer func() { <-s.appendSem }()
+	s.wsem <- struct{}{}
+	defer func() { <-s.wsem }()
+	s.commitPending() // records queued before Close are written
 	err := s.syncFile(s.active)
 	s.mu.Lock()
 	readers := make([]*Reader, 0, len(s.readers))

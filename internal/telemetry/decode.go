@@ -23,9 +23,32 @@ import (
 // field names match exactly and nothing but white space may follow the
 // batch.
 func DecodeBatch(data []byte) (*Batch, error) {
-	d := batchDecoder{s: string(data)}
-	b := &Batch{}
-	b.Readings = make([]Reading, 0, bytes.Count(data, signalKey))
+	b := &Batch{Readings: make([]Reading, 0, bytes.Count(data, signalKey))}
+	if err := decodeBatch(b, string(data)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// DecodeBatchInto is DecodeBatch into b, reusing the array of b.Readings
+// (nothing else of b is kept): one allocation per batch, the payload's
+// string, for a caller that decodes one batch after another and keeps
+// neither b nor its readings past the next call. After an error b holds
+// whatever was decoded.
+func DecodeBatchInto(b *Batch, data []byte) error {
+	return DecodeBatchStringInto(b, string(data))
+}
+
+// DecodeBatchStringInto is DecodeBatchInto from a string: the batch's
+// strings are substrings of s, so a batch costs no allocation once b's
+// readings array is large enough.
+func DecodeBatchStringInto(b *Batch, s string) error {
+	*b = Batch{Readings: b.Readings[:0]}
+	return decodeBatch(b, s)
+}
+
+func decodeBatch(b *Batch, data string) error {
+	d := batchDecoder{s: data}
 	var schema string
 	var haveSeq bool
 	err := d.object(func(key string) error {
@@ -63,18 +86,15 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if schema != SchemaTelemetry {
-		return nil, fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
+		return fmt.Errorf("%w: %q (want %q)", ErrSchema, schema, SchemaTelemetry)
 	}
 	if !haveSeq {
-		return nil, fmt.Errorf("%w: seq is missing", ErrInvalid)
+		return fmt.Errorf("%w: seq is missing", ErrInvalid)
 	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return b.Validate()
 }
 
 var signalKey = []byte(`"signal"`)

@@ -107,6 +107,41 @@ func FuzzDecodeBatch(f *testing.F) {
 	})
 }
 
+// FuzzDecodeBatchInto: decoding into a batch reused across inputs, from
+// bytes or from a string (every
+// field set by the one before, readings of any number) gives exactly what
+// DecodeBatch gives, or the same error.
+func FuzzDecodeBatchInto(f *testing.F) {
+	for _, c := range decodeCorpus {
+		f.Add([]byte(c))
+	}
+	f.Add(sampleBatch(20).AppendJSON(nil))
+	f.Add(sampleBatch(3).AppendJSON(nil))
+	into := sampleBatch(40) // leftovers of an earlier batch
+	f.Fuzz(func(t *testing.T, data []byte) {
+		want, werr := DecodeBatch(data)
+		var gerr error
+		if len(data)%2 == 0 { // both ways into the same batch
+			gerr = DecodeBatchInto(into, data)
+		} else {
+			gerr = DecodeBatchStringInto(into, string(data))
+		}
+		if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+			t.Fatalf("DecodeBatch error %v, DecodeBatchInto error %v", werr, gerr)
+		}
+		if werr != nil {
+			return
+		}
+		got := *into
+		if len(got.Readings) == 0 && len(want.Readings) == 0 {
+			got.Readings, want.Readings = nil, nil
+		}
+		if !reflect.DeepEqual(&got, want) {
+			t.Fatalf("into a reused batch:\n got %+v\nwant %+v", got, *want)
+		}
+	})
+}
+
 func BenchmarkDecodeBatch(b *testing.B) {
 	for _, n := range []int{20, 60, 100} {
 		data := sampleBatch(n).AppendJSON(nil)
@@ -115,6 +150,17 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
 				if _, err := DecodeBatch(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
+		})
+		b.Run(fmt.Sprintf("into/readings=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			var into Batch
+			for b.Loop() {
+				if err := DecodeBatchInto(&into, data); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -89,11 +89,85 @@ func appendFloat(dst []byte, v float64) []byte {
 	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
 		return strconv.AppendInt(dst, int64(v), 10)
 	}
+	if out, ok := appendShortDecimal(dst, v); ok {
+		return out
+	}
 	abs := math.Abs(v)
 	if abs < 1e-6 || abs >= 1e21 {
 		return strconv.AppendFloat(dst, v, 'e', -1, 64)
 	}
 	return strconv.AppendFloat(dst, v, 'f', -1, 64)
+}
+
+// fastDecimals is how many decimal places appendShortDecimal tries; a
+// register scaled by 0.1, 0.01 or 0.001 needs one to three.
+const fastDecimals = 4
+
+var (
+	pow10f = [fastDecimals + 1]float64{1, 1e1, 1e2, 1e3, 1e4}
+	pow10u = [fastDecimals + 1]uint64{1, 1e1, 1e2, 1e3, 1e4}
+	zeros  = [fastDecimals]byte{'0', '0', '0', '0'}
+)
+
+// appendShortDecimal is appendFloat's fast path for a finite, non-integer
+// v whose shortest round-trip form has at most fastDecimals decimal places
+// (1234.5, -0.25, 0.003): it writes exactly what
+// strconv.AppendFloat(dst, v, 'f', -1, 64) writes, and reports false,
+// writing nothing, whenever it cannot be sure of that. Reporting false is
+// always correct (appendFloat then asks strconv), so every shortcut below
+// that gives up is safe; only the case it answers needs the argument.
+//
+// Why the output is strconv's: let a = |v| and m = round(a * 10^d). The
+// check float64(m)/10^d == a holds exactly when the decimal c = m/10^d
+// parses back to a (m < 2^50 and 10^d are exact doubles, so the division
+// is correctly rounded, as ParseFloat is; c is never a tie, for if 5^d
+// divides m then c has at most 50 significant bits and is itself a
+// double). With a*10^d < 2^50 the values that parse to a span less than
+// 10^-d/4, so c is the only decimal with at most d places among them, and
+// every other decimal that parses to a has more places and (the span
+// crossing no power of ten: that power would be such a decimal) more
+// significant digits. If m does not end in 0, c is therefore the unique
+// shortest form, which is what strconv prints. An m that ends in 0 is never
+// written (a shorter decimal might round-trip): the next d is tried, and
+// it costs no division (1001 x 0.1 = 100.10000000000001 fails at d = 1,
+// then skips d = 2..4 at the cost of a multiplication each).
+//
+// The shortcut: a value whose shortest form has at most fastDecimals
+// places is within rounding error (relative 2^-52) of a whole number once
+// scaled by 10^fastDecimals, so a value that is not (most values with 17
+// significant digits) gives up at once.
+func appendShortDecimal(dst []byte, v float64) ([]byte, bool) {
+	a := math.Abs(v)
+	if !(a >= 1e-6) { // below 1e-6 (and NaN) appendFloat uses the e format
+		return dst, false
+	}
+	if x := a * pow10f[fastDecimals]; x < 1<<52 && math.Abs(x-float64(uint64(x+0.5))) > x*(1.0/(1<<50)) {
+		return dst, false
+	}
+	for d := 1; d <= fastDecimals; d++ {
+		x := a * pow10f[d]
+		if x >= 1<<50 {
+			return dst, false
+		}
+		m := uint64(x + 0.5)
+		if m%10 == 0 || float64(m)/pow10f[d] != a {
+			continue
+		}
+		if v < 0 {
+			dst = append(dst, '-')
+		}
+		dst = strconv.AppendUint(dst, m/pow10u[d], 10)
+		dst = append(dst, '.')
+		frac := m % pow10u[d]
+		n := len(dst)
+		dst = append(dst, zeros[:d]...)
+		for i := n + d - 1; frac > 0; i-- {
+			dst[i] = byte('0' + frac%10)
+			frac /= 10
+		}
+		return dst, true
+	}
+	return dst, false
 }
 
 const hexDigits = "0123456789abcdef"

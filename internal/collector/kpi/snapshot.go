@@ -20,6 +20,8 @@ type AssetState struct {
 	SampleOK  []bool                      `json:"ok,omitempty"`
 	Latches   map[string]alert.LatchState `json:"latches,omitempty"`
 	Last      *Result                     `json:"last,omitempty"`
+
+	latchBuf map[string]alert.LatchState // SnapshotInto's, reused
 }
 
 // Snapshot returns the KPI state of one asset; false when its class has no

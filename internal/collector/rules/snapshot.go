@@ -36,6 +36,8 @@ type AssetState struct {
 	Part      int                    `json:"part,omitempty"`
 	Signals   []SignalState          `json:"sigs,omitempty"`
 	Rules     []RuleState            `json:"rules,omitempty"` // asset-level rules and silence
+
+	slab []float64 // SnapshotInto's evaluator memory, reused
 }
 
 // SignalState is one signal of an AssetState. Times are Unix ms.
@@ -125,47 +127,73 @@ func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
 
 // Snapshot returns the state of one asset; false when it is not tracked.
 func (e *Engine) Snapshot(site, id string) (AssetState, bool) {
+	var st AssetState
+	ok := e.SnapshotInto(&st, site, id)
+	return st, ok
+}
+
+// SnapshotInto is Snapshot into st, reusing its lists (and its evaluator
+// memory slab) for a caller that encodes one asset after another: valid
+// until the next call with the same st. Path and Nameplate are the
+// engine's own (read only; valid while the engine's lock is held).
+func (e *Engine) SnapshotInto(st *AssetState, site, id string) bool {
 	a, ok := e.assets[[2]string{site, id}]
 	if !ok {
-		return AssetState{}, false
+		return false
 	}
-	st := AssetState{Site: a.site, ID: a.id, Class: a.class, Path: a.path, Nameplate: a.nameplate, LastTSGW: a.lastTSGW,
+	sigs, birth, rules, slab := st.Signals[:0], st.Birth[:0], st.Rules[:0], st.slab[:0]
+	*st = AssetState{Site: a.site, ID: a.id, Class: a.class, Path: a.path, Nameplate: a.nameplate, LastTSGW: a.lastTSGW,
 		LastTS: a.lastTS, Interval: a.interval, Batches: a.batches, Dead: a.dead, Running: a.running, Gateway: a.gateway, Seq: a.seq, Part: a.part}
 	if len(a.birth) > 0 {
-		st.Birth = make([]telemetry.SignalInfo, 0, len(a.birth))
-	}
-	for _, bi := range a.birth {
-		st.Birth = append(st.Birth, bi)
+		st.Birth = birth
+		for _, bi := range a.birth {
+			st.Birth = append(st.Birth, bi)
+		}
 	}
 	// evaluator memory of every rule in one slab: few allocations per record
-	slab := make([]float64, 0, 256)
-	st.Signals = make([]SignalState, 0, len(a.list))
-	for _, s := range a.list {
+	if slab == nil {
+		slab = make([]float64, 0, 256)
+	}
+	if sigs == nil {
+		sigs = make([]SignalState, 0, len(a.list))
+	}
+	for i, s := range a.list {
+		var rs []RuleState
+		if i < cap(sigs) {
+			rs = sigs[:cap(sigs)][i].Rules[:0]
+		}
 		ss := SignalState{Name: s.name, Unit: s.unit, Value: s.value, Text: s.text, Quality: s.quality, Valid: s.valid, Implaus: s.implaus,
 			TS: s.ts, Seen: s.seen, First: s.first, Arr: s.arr, Good: s.good, FirstArr: s.firstArr}
 		if !s.birthIV {
 			ss.Interval = s.interval
 		}
 		for _, in := range s.insts {
-			ss.Rules = appendRule(ss.Rules, in, &slab)
+			rs = appendRule(rs, in, &slab)
 		}
 		for _, in := range [2]*inst{s.stale, s.plaus} { // as all() orders them
 			if in != nil {
-				ss.Rules = appendRule(ss.Rules, in, &slab)
+				rs = appendRule(rs, in, &slab)
 			}
 		}
-		st.Signals = append(st.Signals, ss)
+		if len(rs) > 0 {
+			ss.Rules = rs
+		}
+		sigs = append(sigs, ss)
 	}
-	if len(st.Signals) == 0 {
-		st.Signals = nil // omitted, as before
+	if len(sigs) > 0 {
+		st.Signals = sigs // else omitted, as before
 	}
 	for _, in := range a.insts {
-		st.Rules = appendRule(st.Rules, in, &slab)
+		rules = appendRule(rules, in, &slab)
 	}
 	if a.silence != nil {
-		st.Rules = appendRule(st.Rules, a.silence, &slab)
+		rules = appendRule(rules, a.silence, &slab)
 	}
-	return st, true
+	if len(rules) > 0 {
+		st.Rules = rules
+	}
+	st.slab = slab
+	return true
 }
 
 // appendRule appends in's state unless it has none; its evaluator memory

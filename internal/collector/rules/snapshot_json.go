@@ -186,6 +186,13 @@ func appendSignalInfo(b []byte, si *telemetry.SignalInfo) ([]byte, error) {
 	b = appendInt(b, `,"interval_ms":`, si.IntervalMS)
 	b = appendOptStr(b, `,"src":`, si.Src)
 	b = appendStrs(b, `,"enum":[`, si.Enum)
+	if si.Write != nil { // rare: through encoding/json
+		w, err := json.Marshal(si.Write)
+		if err != nil {
+			return b, err
+		}
+		b = append(append(b, `,"write":`...), w...)
+	}
 	return append(b, '}'), nil
 }
 

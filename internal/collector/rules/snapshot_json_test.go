@@ -72,6 +72,10 @@ func TestAssetStateAppendJSONMatchesMarshal(t *testing.T) {
 			if rng.IntN(3) == 0 {
 				si.Enum = []string{str(), str()}
 			}
+			if rng.IntN(3) == 0 {
+				v := num()
+				si.Write = &telemetry.WriteLimits{Max: &v, Allowed: []string{str()}, MaxStep: num(), MinIntervalMS: i64()}
+			}
 			s.Birth = append(s.Birth, si)
 		}
 		for range rng.IntN(4) {

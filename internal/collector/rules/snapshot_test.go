@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/statebin"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -17,61 +18,75 @@ import (
 // running, EWMA and z-score baselines warm, a raised alert) emits exactly
 // what the engine that never stopped emits, raised_at included.
 func TestSnapshotRestoreContinuesTheSameAlerts(t *testing.T) {
-	rules := `version: 1
+	for name, roundTrip := range map[string]func(AssetState) (AssetState, error){
+		"json": func(st AssetState) (AssetState, error) {
+			data, err := json.Marshal(st)
+			if err != nil {
+				return st, err
+			}
+			var back AssetState
+			return back, json.Unmarshal(data, &back)
+		},
+		"binary": func(st AssetState) (AssetState, error) {
+			r := statebin.NewReader(st.AppendBinary(nil))
+			back := ReadBinary(r)
+			return back, r.Done()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rules := `version: 1
 rules:
   - {name: temp_ewma, kind: ewma, class: air_compressor, signal: discharge_pressure, lambda: 0.2, l: 3, warmup: 20, severity: warn}
   - {name: temp_z, kind: zscore, class: air_compressor, signal: input_power, n: 20, limit: 4, severity: warn}
 `
-	a := newHarness(t, true, rules)
-	b := newHarness(t, true, rules)
-	rng := rand.New(rand.NewPCG(1, 2))
-	batches := make([]*telemetry.Batch, 200)
-	for i := range batches {
-		temp := 80 + rng.NormFloat64()
-		if i >= 90 && i < 150 {
-			temp = 125 // above the alarm limit: the 15 s on delay runs across the checkpoint
-		}
-		pr := 0.7 + rng.NormFloat64()*0.002
-		if i >= 160 {
-			pr += 0.05
-		}
-		batches[i] = &telemetry.Batch{Gateway: "gw", Seq: uint64(i + 1), TSGW: sec(i), Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
-			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: temp, TS: sec(i)}, {Signal: "load_state", Value: 2, TS: sec(i)},
-				{Signal: "discharge_pressure", Value: pr, TS: sec(i)}, {Signal: "input_power", Value: 70 + rng.NormFloat64(), TS: sec(i)}}}
-	}
-	var want, got []alert.Alert
-	for i, bt := range batches {
-		a.now = bt.TSGW
-		want = a.e.Process(bt, want)
-		if i == 100 || i == 170 { // checkpoint, then continue in a fresh engine
-			st, ok := b.e.Snapshot("site1", "ac-1")
-			if !ok {
-				t.Fatal("no snapshot")
+			a := newHarness(t, true, rules)
+			b := newHarness(t, true, rules)
+			rng := rand.New(rand.NewPCG(1, 2))
+			batches := make([]*telemetry.Batch, 200)
+			for i := range batches {
+				temp := 80 + rng.NormFloat64()
+				if i >= 90 && i < 150 {
+					temp = 125 // above the alarm limit: the 15 s on delay runs across the checkpoint
+				}
+				pr := 0.7 + rng.NormFloat64()*0.002
+				if i >= 160 {
+					pr += 0.05
+				}
+				batches[i] = &telemetry.Batch{Gateway: "gw", Seq: uint64(i + 1), TSGW: sec(i), Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+					Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: temp, TS: sec(i)}, {Signal: "load_state", Value: 2, TS: sec(i)},
+						{Signal: "discharge_pressure", Value: pr, TS: sec(i)}, {Signal: "input_power", Value: 70 + rng.NormFloat64(), TS: sec(i)}}}
 			}
-			data, err := json.Marshal(st)
-			if err != nil {
-				t.Fatal(err)
+			var want, got []alert.Alert
+			for i, bt := range batches {
+				a.now = bt.TSGW
+				want = a.e.Process(bt, want)
+				if i == 100 || i == 170 { // checkpoint, then continue in a fresh engine
+					st, ok := b.e.Snapshot("site1", "ac-1")
+					if !ok {
+						t.Fatal("no snapshot")
+					}
+					back, err := roundTrip(st)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b = newHarness(t, true, rules)
+					b.e.RestoreAsset(&back)
+					if !b.e.Duplicate(batches[i-1], 16384) || b.e.Duplicate(bt, 16384) {
+						t.Fatal("restored seq does not recognise the evaluated batch")
+					}
+				}
+				b.now = bt.TSGW
+				if !b.e.Duplicate(bt, 16384) {
+					got = b.e.Process(bt, got)
+				}
 			}
-			var back AssetState
-			if err := json.Unmarshal(data, &back); err != nil {
-				t.Fatal(err)
+			if len(want) < 2 {
+				t.Fatalf("test data raised too little: %+v", want)
 			}
-			b = newHarness(t, true, rules)
-			b.e.RestoreAsset(&back)
-			if !b.e.Duplicate(batches[i-1], 16384) || b.e.Duplicate(bt, 16384) {
-				t.Fatal("restored seq does not recognise the evaluated batch")
+			if !reflect.DeepEqual(want, got) {
+				t.Fatalf("restored engine diverged:\nwant %+v\ngot  %+v", want, got)
 			}
-		}
-		b.now = bt.TSGW
-		if !b.e.Duplicate(bt, 16384) {
-			got = b.e.Process(bt, got)
-		}
-	}
-	if len(want) < 2 {
-		t.Fatalf("test data raised too little: %+v", want)
-	}
-	if !reflect.DeepEqual(want, got) {
-		t.Fatalf("restored engine diverged:\nwant %+v\ngot  %+v", want, got)
+		})
 	}
 }
 

@@ -1,0 +1,170 @@
+package rules
+
+import (
+	"slices"
+
+	"github.com/smelterio/smelter/internal/collector/statebin"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// AppendBinary appends s in the checkpoint's binary form (statebin):
+// every field in declaration order, numbers exact, the birth's write
+// limits included. ReadBinary reads it back into an equal AssetState.
+func (s *AssetState) AppendBinary(b []byte) []byte {
+	b = statebin.AppendString(b, s.Site)
+	b = statebin.AppendString(b, s.ID)
+	b = statebin.AppendString(b, s.Class)
+	b = statebin.AppendStrings(b, s.Path)
+	b = appendNameplate(b, s.Nameplate)
+	b = statebin.AppendUvarint(b, uint64(len(s.Birth)))
+	for i := range s.Birth {
+		b = appendSignalInfoBinary(b, &s.Birth[i])
+	}
+	b = statebin.AppendVarint(b, s.LastTSGW)
+	b = statebin.AppendVarint(b, s.LastTS)
+	b = statebin.AppendVarint(b, s.Interval)
+	b = statebin.AppendUvarint(b, s.Batches)
+	b = statebin.AppendString(b, s.Dead)
+	b = statebin.AppendBool(b, s.Running)
+	b = statebin.AppendString(b, s.Gateway)
+	b = statebin.AppendUvarint(b, s.Seq)
+	b = statebin.AppendVarint(b, int64(s.Part))
+	b = statebin.AppendUvarint(b, uint64(len(s.Signals)))
+	for i := range s.Signals {
+		ss := &s.Signals[i]
+		b = statebin.AppendString(b, ss.Name)
+		b = statebin.AppendString(b, ss.Unit)
+		b = statebin.AppendFloat(b, ss.Value)
+		b = statebin.AppendString(b, ss.Text)
+		var flags byte
+		if ss.Valid {
+			flags |= 1
+		}
+		if ss.Implaus {
+			flags |= 2
+		}
+		b = append(b, byte(ss.Quality), flags)
+		for _, v := range [...]int64{ss.TS, ss.Seen, ss.First, ss.Arr, ss.Good, ss.FirstArr, ss.Interval} {
+			b = statebin.AppendVarint(b, v)
+		}
+		b = appendRulesBinary(b, ss.Rules)
+	}
+	return appendRulesBinary(b, s.Rules)
+}
+
+// appendNameplate appends a nameplate map, keys sorted (the same state
+// gives the same bytes).
+func appendNameplate(b []byte, np map[string]float64) []byte {
+	b = statebin.AppendUvarint(b, uint64(len(np)))
+	if len(np) == 0 {
+		return b
+	}
+	var arr [16]string
+	keys := arr[:0]
+	for k := range np {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = statebin.AppendString(b, k)
+		b = statebin.AppendFloat(b, np[k])
+	}
+	return b
+}
+
+func readNameplate(r *statebin.Reader) map[string]float64 {
+	n := r.Count(9)
+	if n == 0 {
+		return nil
+	}
+	np := make(map[string]float64, n)
+	for range n {
+		k := r.String()
+		np[k] = r.Float()
+	}
+	return np
+}
+
+func appendRulesBinary(b []byte, rs []RuleState) []byte {
+	b = statebin.AppendUvarint(b, uint64(len(rs)))
+	for i := range rs {
+		b = statebin.AppendString(b, rs[i].Rule)
+		b = statebin.AppendLatch(b, rs[i].Latch)
+		b = statebin.AppendFloats(b, rs[i].Eval)
+	}
+	return b
+}
+
+func readRulesBinary(r *statebin.Reader) []RuleState {
+	n := r.Count(7) // name, latch, eval: at least 7 bytes
+	if n == 0 {
+		return nil
+	}
+	out := make([]RuleState, n)
+	for i := range out {
+		out[i].Rule = r.String()
+		out[i].Latch = r.Latch()
+		out[i].Eval = r.Floats()
+	}
+	return out
+}
+
+func appendSignalInfoBinary(b []byte, si *telemetry.SignalInfo) []byte {
+	b = statebin.AppendString(b, si.Signal)
+	b = statebin.AppendString(b, si.Unit)
+	b = statebin.AppendOptFloat(b, si.Min)
+	b = statebin.AppendOptFloat(b, si.Max)
+	b = statebin.AppendVarint(b, si.IntervalMS)
+	b = statebin.AppendString(b, si.Src)
+	b = statebin.AppendStrings(b, si.Enum)
+	w := si.Write
+	if w == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = statebin.AppendOptFloat(b, w.Min)
+	b = statebin.AppendOptFloat(b, w.Max)
+	b = statebin.AppendStrings(b, w.Allowed)
+	b = statebin.AppendFloat(b, w.MaxStep)
+	return statebin.AppendVarint(b, w.MinIntervalMS)
+}
+
+func readSignalInfoBinary(r *statebin.Reader) telemetry.SignalInfo {
+	si := telemetry.SignalInfo{Signal: r.String(), Unit: r.String(), Min: r.OptFloat(), Max: r.OptFloat(), IntervalMS: r.Varint(),
+		Src: r.String(), Enum: r.Strings()}
+	if r.Bool() {
+		si.Write = &telemetry.WriteLimits{Min: r.OptFloat(), Max: r.OptFloat(), Allowed: r.Strings(), MaxStep: r.Float(), MinIntervalMS: r.Varint()}
+	}
+	return si
+}
+
+// ReadBinary reads an AssetState that AppendBinary wrote from r (absent
+// lists and maps are nil, as encoding/json leaves them).
+func ReadBinary(r *statebin.Reader) AssetState {
+	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String(), Path: r.Strings(), Nameplate: readNameplate(r)}
+	if n := r.Count(8); n > 0 {
+		s.Birth = make([]telemetry.SignalInfo, n)
+		for i := range s.Birth {
+			s.Birth[i] = readSignalInfoBinary(r)
+		}
+	}
+	s.LastTSGW, s.LastTS, s.Interval = r.Varint(), r.Varint(), r.Varint()
+	s.Batches = r.Uvarint()
+	s.Dead, s.Running, s.Gateway = r.String(), r.Bool(), r.String()
+	s.Seq = r.Uvarint()
+	s.Part = int(r.Varint())
+	if n := r.Count(21); n > 0 {
+		s.Signals = make([]SignalState, n)
+		for i := range s.Signals {
+			ss := &s.Signals[i]
+			ss.Name, ss.Unit, ss.Value, ss.Text = r.String(), r.String(), r.Float(), r.String()
+			ss.Quality = telemetry.Quality(r.Byte())
+			flags := r.Byte()
+			ss.Valid, ss.Implaus = flags&1 != 0, flags&2 != 0
+			ss.TS, ss.Seen, ss.First, ss.Arr, ss.Good, ss.FirstArr, ss.Interval = r.Varint(), r.Varint(), r.Varint(), r.Varint(), r.Varint(), r.Varint(), r.Varint()
+			ss.Rules = readRulesBinary(r)
+		}
+	}
+	s.Rules = readRulesBinary(r)
+	return s
+}

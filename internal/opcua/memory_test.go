@@ -1,0 +1,181 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// The per-node state and the per-publish garbage of issue 17 (20 devices x
+// 1,000 nodes changing every 100 ms): docs/benchmarks.md, "OPC UA, 20
+// devices x 1,000 nodes".
+
+// TestNewKeepsDefaultedPoints: the points Driver.Compile leaves (defaults
+// filled) are kept, not copied; points that lack a default are copied,
+// and the caller's slice is left as it was.
+func TestNewKeepsDefaultedPoints(t *testing.T) {
+	cfg := Config{Endpoint: "opc.tcp://127.0.0.1:4840"}
+	cfg.SetDefaults()
+	pts := []Point{{NodeID: "ns=2;s=a"}, {NodeID: "ns=2;s=b", Mode: ModePoll}}
+	for i := range pts {
+		pts[i].SetDefaults(&cfg)
+	}
+	c, err := New("dev-1", cfg, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &c.points[0] != &pts[0] {
+		t.Fatal("New copied points that had their defaults")
+	}
+
+	raw := []Point{{NodeID: "ns=2;s=a"}, {NodeID: "ns=2;s=b", Mode: ModePoll}}
+	c, err = New("dev-1", cfg, raw, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &c.points[0] == &raw[0] {
+		t.Fatal("New filled defaults into the caller's points")
+	}
+	if raw[0].Mode != "" || c.points[0].Mode != ModeSubscribe || c.points[1].PollInterval != cfg.PublishInterval {
+		t.Fatalf("points %+v, caller's %+v", c.points, raw)
+	}
+}
+
+// TestNotificationsReuseTheSampleBuffer: a publish response becomes one
+// cycle whose samples are the server's values, statuses and source times,
+// built in a buffer reused from one response to the next (a cycle is
+// valid only during emit) instead of a slice grown anew per response.
+func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
+	const n = 1000
+	pts := make([]Point, n)
+	for i := range pts {
+		pts[i].NodeID = "ns=2;i=" + string(rune('0'+i%10))
+	}
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []sample.Sample
+	r := newRunState(c, func(cyc *sample.Cycle) { got = append(got[:0], cyc.Samples...) })
+	s := &subSession{c: c, r: r, sub: &subscription{SubscriptionTiming: SubscriptionTiming{PublishingInterval: 100 * time.Millisecond}}}
+	ts := time.UnixMilli(1763812345101)
+	for round, base := range []float64{1000, 5000} {
+		if err := s.notifications(publishMessage(n, base, ts)); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n {
+			t.Fatalf("round %d: %d samples, want %d", round, len(got), n)
+		}
+		for i, smp := range got {
+			q, st := telemetry.QualityGood, uint32(0)
+			if i%7 == 0 {
+				q, st = telemetry.QualityUncertain, uint32(ua.StatusUncertain)
+			}
+			if smp.Index != i || smp.Num != base+float64(i) || smp.Quality != q || smp.Status != st || smp.TS != ts.UnixMilli()+int64(i) {
+				t.Fatalf("round %d: sample %d = %+v", round, i, smp)
+			}
+		}
+	}
+	msg := publishMessage(n, 0, ts)
+	// the Cycle itself; before the buffer, growing the slice by appending
+	// cost ~12 allocations (and ~120 KB) per 1,000-item response
+	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(msg) }); a > 2 {
+		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
+	}
+}
+
+// TestForwardStateKeepsTheLastStatus: the gateway's side of a session
+// worker keeps only the last status per point, and a Lost cycle after the
+// worker's death still carries it on every Stale sample.
+func TestForwardStateKeepsTheLastStatus(t *testing.T) {
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, []Point{{NodeID: "ns=2;s=a"}, {NodeID: "ns=2;s=b"}, {NodeID: "ns=2;s=c"}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cycles []sample.Cycle
+	r := newForwardState(c, func(cyc *sample.Cycle) {
+		cp := *cyc
+		cp.Samples = append([]sample.Sample(nil), cyc.Samples...)
+		cycles = append(cycles, cp)
+	})
+	if r.last != nil || r.lastAt != nil {
+		t.Fatal("the forwarding state keeps whole samples")
+	}
+	bad := uint32(ua.StatusBadNodeIDUnknown)
+	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 0, Num: 1}, {Index: 1, Quality: telemetry.QualityBad, Status: bad}, {Index: 2, Num: 3, Quality: telemetry.QualityUncertain, Status: uint32(ua.StatusUncertain)}}})
+	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 2, Quality: telemetry.QualityStale}}}) // a Stale sample keeps what was
+	r.lost(ErrWorkerExited, true)
+	lost := cycles[len(cycles)-1]
+	if !lost.Lost || !errors.Is(lost.Err, ErrWorkerExited) || len(lost.Samples) != 3 {
+		t.Fatalf("lost cycle %+v", lost)
+	}
+	for i, want := range []uint32{0, bad, uint32(ua.StatusUncertain)} {
+		if s := lost.Samples[i]; s.Index != i || s.Quality != telemetry.QualityStale || s.Status != want {
+			t.Fatalf("stale sample %d = %+v, want status %#x", i, s, want)
+		}
+	}
+}
+
+// TestWorkerWritesProfiles: with WorkerProfileEnv set, a session worker
+// writes its CPU profile and, when asked to stop, its heap profile.
+func TestWorkerWritesProfiles(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "w")
+	t.Setenv(WorkerProfileEnv, prefix)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationProcess
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	stop := runUntilStopped(t, c, rec)
+	wait.For(t, 20*time.Second, "a value through the worker", func() bool { return rec.has(0, telemetry.QualityGood, 1183.5) })
+	pid := c.Status().WorkerPID
+	if pid <= 0 {
+		t.Fatalf("no worker pid in %+v", c.Status())
+	}
+	stop()
+	for _, kind := range []string{"cpu", "heap"} {
+		path := fmt.Sprintf("%s.%d.%s.pb", prefix, pid, kind)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s profile: %v", kind, err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s profile %s is not a gzipped profile (%d bytes)", kind, path, len(b))
+		}
+	}
+}
+
+// runUntilStopped runs c until the returned function is called (or the
+// test ends); the function returns once Run has.
+func runUntilStopped(t *testing.T, c *Client, rec *recorder) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, rec.emit) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
