@@ -9,8 +9,8 @@ require (
 	github.com/expr-lang/expr v1.17.8
 	github.com/goburrow/modbus v0.1.0
 	github.com/google/cel-go v0.31.0
-	github.com/gorilla/websocket v1.5.3
 	github.com/gopcua/opcua v0.9.0
+	github.com/gorilla/websocket v1.5.3
 	github.com/jackc/pgx/v5 v5.7.6
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/nats-io/nats-server/v2 v2.15.2
