@@ -256,6 +256,9 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 	if lim, src := memlimit.Apply(cfg.MemoryLimit); lim > 0 {
 		log.Info("memory limit", "limit", memlimit.Format(lim), "from", string(src))
 	}
+	if pct, src := memlimit.ApplyGCPercent(cfg.GCPercent); src != memlimit.GCFromDefault {
+		log.Info("gc percent", "percent", pct, "from", string(src))
+	}
 	g, err := gateway.New(cfg, gateway.Options{Logger: log, Metrics: mx})
 	if err != nil {
 		return nil, err

@@ -633,3 +633,52 @@ func TestBuildAppliesMemoryLimit(t *testing.T) {
 		t.Fatalf("limit %d: GOMEMLIMIT should win", got)
 	}
 }
+
+// TestBuildAppliesGCPercent: building a generation sets the collector's
+// target from gateway.gc_percent (logged), the default 50 without one, and
+// the GOGC variable wins over the file.
+func TestBuildAppliesGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	cur := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	dir := t.TempDir()
+	load := func(extra string) *gwconfig.Config {
+		t.Helper()
+		text := fmt.Sprintf("gateway: {id: gw-gc, site: s, data_dir: %q%s}\nhttp: {listen: \"off\"}\nlog: {format: json}\nuplinks: {mqtt: {url: \"tcp://127.0.0.1:1\"}}\ndevices:\n"+
+			"  - {id: m-1, class: motor, modbus: {address: \"127.0.0.1:1\", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
+			dir, extra)
+		path := filepath.Join(dir, "gw.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := gwconfig.Load(path, gateway.Drivers()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	var logs bytes.Buffer
+	if _, err := build(context.Background(), load(", gc_percent: 200"), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cur(); got != 200 {
+		t.Fatalf("GC percent %d after gc_percent: 200", got)
+	}
+	if !strings.Contains(logs.String(), `"msg":"gc percent","gateway":"gw-gc","percent":200,"from":"gateway.gc_percent"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+	if _, err := build(context.Background(), load(""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cur(); got != 50 {
+		t.Fatalf("GC percent %d without gc_percent, want the default 50", got)
+	}
+	t.Setenv("GOGC", "80")
+	debug.SetGCPercent(80) // what the runtime did at start
+	if _, err := build(context.Background(), load(", gc_percent: 200"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cur(); got != 80 {
+		t.Fatalf("GC percent %d: GOGC should win", got)
+	}
+}

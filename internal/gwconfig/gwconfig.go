@@ -45,6 +45,10 @@ type File struct {
 		// syntax ("48MiB", "off"; default off); the GOMEMLIMIT
 		// environment variable wins over it (internal/memlimit).
 		MemoryLimit string `yaml:"memory_limit,omitempty"`
+		// GCPercent is the garbage collector's target as GOGC's
+		// percentage (10-1000; 0 or absent: memlimit.DefaultGCPercent,
+		// 50); the GOGC environment variable wins over it.
+		GCPercent int `yaml:"gc_percent,omitempty"`
 	} `yaml:"gateway"`
 	HTTP struct {
 		Listen string `yaml:"listen,omitempty"`
@@ -185,6 +189,10 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 	} else {
 		out.MemoryLimit = v
 	}
+	if err := memlimit.CheckGCPercent(f.Gateway.GCPercent); err != nil {
+		c.add(doc.Errorf("gateway.gc_percent", "%v", err))
+	}
+	out.GCPercent = f.Gateway.GCPercent
 	if f.Spool.Dir == "" {
 		f.Spool.Dir = filepath.Join(out.DataDir, "spool")
 	} else {

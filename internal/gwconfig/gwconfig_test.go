@@ -491,3 +491,35 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestGCPercent(t *testing.T) {
+	base := "uplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	for _, tc := range []struct {
+		value string
+		want  int
+		err   string
+	}{
+		{"", 0, ""},
+		{"50", 50, ""},
+		{"200", 200, ""},
+		{"5", 0, `gw.yaml:1: gateway.gc_percent: 5 out of range 10-1000`},
+		{"5000", 0, `gw.yaml:1: gateway.gc_percent: 5000 out of range 10-1000`},
+		{"half", 0, `gateway.gc_percent`},
+	} {
+		doc := "gateway: {id: gw, site: s"
+		if tc.value != "" {
+			doc += ", gc_percent: " + tc.value
+		}
+		doc += "}\n" + base
+		cfg, err := loadBytes("gw.yaml", []byte(doc))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || cfg.GCPercent != tc.want {
+			t.Errorf("%q: got %v, %v; want %d", tc.value, cfg.GCPercent, err, tc.want)
+		}
+	}
+}

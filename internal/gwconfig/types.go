@@ -182,7 +182,9 @@ type Config struct {
 	DataDir string
 	// MemoryLimit is gateway.memory_limit in bytes (0: none).
 	MemoryLimit int64
-	Devices     []*Device
+	// GCPercent is gateway.gc_percent (0: memlimit.DefaultGCPercent).
+	GCPercent int
+	Devices   []*Device
 	// Warnings are problems that do not stop the gateway (overlapping
 	// Modbus points, units left to the device): validate prints them and
 	// the gateway logs them at start.

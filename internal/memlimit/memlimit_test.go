@@ -65,3 +65,31 @@ func TestApplyConfigAndEnv(t *testing.T) {
 		t.Fatalf("Apply with GOMEMLIMIT = %d %s, runtime %d", v, src, debug.SetMemoryLimit(-1))
 	}
 }
+
+func TestApplyGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv(GCEnvVar, "")
+	cur := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	if v, src := ApplyGCPercent(0); v != DefaultGCPercent || src != GCFromDefault || cur() != DefaultGCPercent {
+		t.Fatalf("ApplyGCPercent(0) = %d %s, runtime %d", v, src, cur())
+	}
+	if v, src := ApplyGCPercent(200); v != 200 || src != GCFromConfig || cur() != 200 {
+		t.Fatalf("ApplyGCPercent(200) = %d %s, runtime %d", v, src, cur())
+	}
+	// GOGC wins: the runtime read it at start (simulated here)
+	t.Setenv(GCEnvVar, "80")
+	debug.SetGCPercent(80)
+	if v, src := ApplyGCPercent(200); v != 80 || src != GCFromEnv || cur() != 80 {
+		t.Fatalf("ApplyGCPercent with GOGC=80 = %d %s, runtime %d", v, src, cur())
+	}
+	for _, bad := range []int{-1, 9, 1001} {
+		if CheckGCPercent(bad) == nil {
+			t.Errorf("CheckGCPercent(%d) = nil", bad)
+		}
+	}
+	for _, ok := range []int{0, 10, 50, 1000} {
+		if err := CheckGCPercent(ok); err != nil {
+			t.Errorf("CheckGCPercent(%d) = %v", ok, err)
+		}
+	}
+}
