@@ -32,3 +32,24 @@ func TestBatchStringsKeptAreCopies(t *testing.T) {
 		t.Fatalf("dashboard gateways %+v", gws)
 	}
 }
+
+// A cycle's batch references are views into their payloads too; a reset
+// (after the checkpoint) must not leave them in the reused array, where they
+// kept up to max_ack_pending payloads per partition alive.
+func TestCycleResetDropsBatchViews(t *testing.T) {
+	c := newCollector(t, Defaults())
+	sh := c.newShard(0)
+	var cy cycle
+	for seq := uint64(1); seq <= 5; seq++ {
+		c.processPayload(sh, subj, batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80), true, &cy)
+	}
+	if len(cy.batches) != 5 {
+		t.Fatalf("%d batches in the cycle, want 5", len(cy.batches))
+	}
+	cy.reset()
+	for i, b := range cy.batches[:cap(cy.batches)] {
+		if b != (BatchRef{}) {
+			t.Fatalf("batch reference %d kept after reset: %+v", i, b)
+		}
+	}
+}
