@@ -128,6 +128,7 @@ type cycle struct {
 }
 
 func (cy *cycle) reset() {
+	clear(cy.batches) // their strings are views into message payloads: do not keep those alive
 	cy.outs, cy.kv, cy.batches = cy.outs[:0], cy.kv[:0], cy.batches[:0]
 }
 

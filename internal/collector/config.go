@@ -257,8 +257,8 @@ type ClusterConfig struct {
 	Fetch int `yaml:"fetch"`
 	// CheckpointInterval: a partition's cycles publish their alert and KPI
 	// messages at once, but checkpoint the changed assets and acknowledge
-	// their messages together at most this often (or once 2 x fetch
-	// messages wait); 0 checkpoints and acknowledges every cycle. Below
+	// their messages together at most this often (or once more than
+	// 6 x fetch messages wait); 0 checkpoints and acknowledges every cycle. Below
 	// ack_wait/2, so nothing held is redelivered.
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 	// RecordFormat of the asset records in the state bucket: binary

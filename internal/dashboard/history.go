@@ -343,6 +343,7 @@ func mod(a, b int64) int64 {
 // series is the recent history of one asset signal in two tiers: fine
 // buckets for the last minutes and coarse ones for the last hour.
 type series struct {
+	name   string // the signal, a key of assetLive.series
 	unit   string
 	fine   tier
 	coarse tier

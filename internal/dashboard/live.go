@@ -50,10 +50,17 @@ type Event struct {
 type assetKey [2]string // site, id
 
 type assetLive struct {
-	ver     uint64 // Live.ver when the asset last changed
-	recv    int64  // wall ms of the last batch
-	gateway string
+	key     assetKey // the map's key: copies, not views into a payload
+	ver     uint64   // Live.ver when the asset last changed
+	recv    int64    // wall ms of the last batch
+	gateway string   // gw.id
+	gw      *gatewayLive
 	series  map[string]*series
+	// last are the series of the asset's last batch by reading index
+	// (nil: none): a batch usually lists the signals of the one before in
+	// the same order, so a reading finds its series by comparing names
+	// instead of hashing into series
+	last    []*series
 	kpis    []kpi.Result // ring, oldest first once rotated
 	kpiHead int
 }
@@ -114,29 +121,47 @@ func NewLive(now func() time.Time) *Live {
 		wake: make(chan struct{})}
 }
 
+// asset returns the asset's entry, created on first use. The strings it
+// keeps are copies: site and id may be views into a message payload that
+// must not stay alive with the store.
 func (l *Live) asset(site, id string) *assetLive {
-	k := assetKey{site, id}
-	a := l.assets[k]
+	a := l.assets[assetKey{site, id}]
 	if a == nil {
-		a = &assetLive{series: map[string]*series{}}
+		k := assetKey{strings.Clone(site), strings.Clone(id)}
+		a = &assetLive{key: k, series: map[string]*series{}}
 		l.assets[k] = a
 	}
 	return a
 }
 
+// gateway returns the gateway's entry (created on first use, strings
+// copied) and records a message from it.
 func (l *Live) gateway(id, site string, now int64) *gatewayLive {
 	g := l.gateways[id]
 	if g == nil {
-		g = &gatewayLive{id: id, site: site, firstRecv: now, assets: map[assetKey]struct{}{}}
-		l.gateways[id] = g
+		g = &gatewayLive{id: strings.Clone(id), firstRecv: now, assets: map[assetKey]struct{}{}}
+		l.gateways[g.id] = g
 	}
-	if site != "" {
-		g.site = site
+	l.touch(g, site, now)
+	return g
+}
+
+func (l *Live) touch(g *gatewayLive, site string, now int64) {
+	if site != "" && site != g.site {
+		g.site = strings.Clone(site)
 	}
 	g.lastRecv = now
 	l.ver++
 	g.ver = l.ver
-	return g
+}
+
+// attach records that asset a's messages come from gateway g.
+func (a *assetLive) attach(g *gatewayLive) {
+	if a.gw == g {
+		return
+	}
+	a.gw, a.gateway = g, g.id
+	g.assets[a.key] = struct{}{}
 }
 
 // ObserveBatch records a processed batch: history of every numeric reading,
@@ -147,8 +172,14 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.asset(site, b.Asset.ID)
-	a.recv, a.gateway = now, b.Gateway
-	g := l.gateway(b.Gateway, site, now)
+	a.recv = now
+	g := a.gw
+	if g != nil && g.id == b.Gateway {
+		l.touch(g, site, now)
+	} else {
+		g = l.gateway(b.Gateway, site, now)
+		a.attach(g)
+	}
 	g.batches++
 	g.dataVer = g.ver
 	if b.Seq > g.lastSeq {
@@ -158,23 +189,34 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		g.lastTSGW, g.tsgwRecv = b.TSGW, now
 		g.measureRate(b.TSGW, now)
 	}
-	g.assets[assetKey{site, b.Asset.ID}] = struct{}{}
 	a.ver = l.ver
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		if r.NoValue && r.Quality.HasValue() {
 			continue // text-only signal: no chart
 		}
-		s := a.series[r.Signal]
-		if s == nil {
-			if l.nseries >= MaxSeries {
-				l.stats.SeriesDropped++
-				continue
+		var s *series
+		if i < len(a.last) && a.last[i] != nil && a.last[i].name == r.Signal {
+			s = a.last[i]
+		} else {
+			s = a.series[r.Signal]
+			if s == nil {
+				if l.nseries >= MaxSeries {
+					l.stats.SeriesDropped++
+					continue
+				}
+				s = &series{name: strings.Clone(r.Signal), // not a view into the batch's payload
+					fine:   newTier(FineResolution.Milliseconds(), FineSpan.Milliseconds()),
+					coarse: newTier(CoarseResolution.Milliseconds(), CoarseSpan.Milliseconds())}
+				a.series[s.name] = s
+				l.nseries++
 			}
-			s = &series{fine: newTier(FineResolution.Milliseconds(), FineSpan.Milliseconds()),
-				coarse: newTier(CoarseResolution.Milliseconds(), CoarseSpan.Milliseconds())}
-			a.series[strings.Clone(r.Signal)] = s // not a view into the batch's payload
-			l.nseries++
+			if i < maxLast {
+				if i >= len(a.last) {
+					a.last = append(a.last, make([]*series, i+1-len(a.last))...)
+				}
+				a.last[i] = s
+			}
 		}
 		if r.Unit != "" && r.Unit != s.unit {
 			s.unit = strings.Clone(r.Unit)
@@ -192,6 +234,10 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		s.coarse.add(ts, r.Value, good, q)
 	}
 }
+
+// maxLast bounds assetLive.last: readings further into a batch find
+// their series in the map.
+const maxLast = 256
 
 // rateSpan is the wall time one clock-rate measurement spans.
 const rateSpan = 2000 // ms
@@ -249,11 +295,10 @@ func (l *Live) ObserveBirth(b *telemetry.Birth) {
 	defer l.mu.Unlock()
 	g := l.gateway(b.Gateway, site, now)
 	g.births++
-	g.assets[assetKey{site, b.Asset.ID}] = struct{}{}
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}
-	l.asset(site, b.Asset.ID).gateway = b.Gateway
+	l.asset(site, b.Asset.ID).attach(g)
 }
 
 // ObserveDeath records a death notice for its gateway.

@@ -4,6 +4,8 @@
 // Handler and acknowledge it only after the handler returned.
 package ingest
 
+import "strings"
+
 // MaxRuns is how many seq runs Dedup tracks per gateway. A gateway has up to
 // two live runs (the live lane at the head of its sequence and the
 // historical lane replaying its spool behind it); the others absorb a jump
@@ -88,7 +90,7 @@ func (d *Dedup) Seen(gateway string, seq uint64) (dup, late bool) {
 			}
 		}
 		g = &gwRuns{}
-		d.gws[gateway] = g
+		d.gws[strings.Clone(gateway)] = g // not a view into a payload
 		d.start(g, seq)
 		return false, false
 	}
@@ -206,6 +208,7 @@ func (d *Dedup) SeenPart(gateway string, seq uint64, part, parts int) (dup, late
 		return true, false
 	}
 	_, late = d.Seen(gateway, seq) // moves the window; the seq is seen from its first part on
+	k.gateway = strings.Clone(gateway)
 	d.parts[k] = struct{}{}
 	d.partOrder = append(d.partOrder, k)
 	if uint64(len(d.partOrder)) > d.window {

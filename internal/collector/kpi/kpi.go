@@ -189,6 +189,8 @@ func (t *Tracker) asset(site, id, class string) *assetAcc {
 	if cw, ok := t.cfg.Windows[class]; ok {
 		w = cw
 	}
+	site, id, class = strings.Clone(site), strings.Clone(id), strings.Clone(class) // not views into a payload
+	k = [2]string{site, id}
 	a := &assetAcc{site: site, id: id, class: class, def: def, idx: map[string]int{}, np: map[string]float64{},
 		win: w.Milliseconds(), latches: map[string]*alert.Latch{}}
 	for i, s := range def.signals {

@@ -178,6 +178,15 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 		// the asset changed class: start over
 		e.dropAsset(a)
 	}
+	// copies: the strings may be views into a message payload
+	site, id, class = strings.Clone(site), strings.Clone(id), strings.Clone(class)
+	if path != nil {
+		path = slices.Clone(path)
+		for i := range path {
+			path[i] = strings.Clone(path[i])
+		}
+	}
+	k = [2]string{site, id}
 	a := &assetState{e: e, site: site, id: id, class: class, path: path, sigs: map[string]*signalState{},
 		nameplate: map[string]float64{}, birth: map[string]telemetry.SignalInfo{}}
 	e.assets[k] = a
@@ -215,6 +224,7 @@ func (a *assetState) signal(name string) *signalState {
 	if s, ok := a.sigs[name]; ok {
 		return s
 	}
+	name = strings.Clone(name) // not a view into a payload
 	s := &signalState{a: a, name: name, slot: len(a.list)}
 	a.sigs[name] = s
 	a.list = append(a.list, s)
@@ -416,7 +426,10 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	}
 	a.lastTS = batchTS
 	a.dead = ""
-	a.gateway, a.seq, a.part = b.Gateway, b.Seq, b.Part
+	if a.gateway != b.Gateway { // a copy: b's strings may be views into a message payload
+		a.gateway = strings.Clone(b.Gateway)
+	}
+	a.seq, a.part = b.Seq, b.Part
 	if a.silence != nil && a.silence.latch.Level != alert.None {
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
