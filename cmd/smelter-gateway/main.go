@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/gateway"
@@ -179,7 +180,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	// One metrics registry for the process: counters survive reloads.
-	mx := gateway.NewMetrics(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	// the Go runtime's and the process's own series (go_gc_duration_seconds,
+	// go_memstats_*, process_cpu_seconds_total, process_resident_memory_bytes):
+	// what tuning gateway.memory_limit and gc_percent watches
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mx := gateway.NewMetrics(reg)
 	gen, err := build(ctx, cfg, stderr, mx, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "smelter-gateway: not starting:", err)
@@ -253,12 +259,6 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 		return nil, err
 	}
 	log = log.With("gateway", cfg.ID)
-	if lim, src := memlimit.Apply(cfg.MemoryLimit); lim > 0 {
-		log.Info("memory limit", "limit", memlimit.Format(lim), "from", string(src))
-	}
-	if pct, src := memlimit.ApplyGCPercent(cfg.GCPercent); src != memlimit.GCFromDefault {
-		log.Info("gc percent", "percent", pct, "from", string(src))
-	}
 	g, err := gateway.New(cfg, gateway.Options{Logger: log, Metrics: mx})
 	if err != nil {
 		return nil, err
@@ -277,7 +277,25 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 		}
 		gen.front = &front{ln: ln}
 	}
+	// the runtime's memory settings change only with a configuration that
+	// runs (a refused reload leaves the running ones)
+	applyMemory(cfg, log)
 	return gen, nil
+}
+
+// applyMemory applies gateway.memory_limit and gateway.gc_percent (the
+// environment's GOMEMLIMIT and GOGC win) and logs what is in force when it
+// is not the default.
+func applyMemory(cfg *gwconfig.Config, log *slog.Logger) {
+	if lim, src := memlimit.Apply(cfg.MemoryLimit); lim > 0 || src == memlimit.FromEnv {
+		log.Info("memory limit", "limit", memlimit.Format(lim), "from", string(src))
+	}
+	if pct, src := memlimit.ApplyGCPercent(cfg.GCPercent); src != memlimit.GCFromDefault {
+		log.Info("gc percent", "percent", pct, "from", string(src))
+		if v := os.Getenv(memlimit.GCEnvVar); src == memlimit.GCFromEnv && !memlimit.ValidGOGC(v) {
+			log.Warn("GOGC is not a whole number or off: the Go runtime uses 100", "GOGC", v)
+		}
+	}
 }
 
 // runUntilReload runs the generation until ctx ends (it returns nil, nil)

@@ -667,6 +667,21 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"gc percent","gateway":"gw-gc","percent":200,"from":"gateway.gc_percent"`) {
 		t.Fatalf("log: %s", logs.String())
 	}
+	// a configuration that cannot run (its http.listen is taken) changes
+	// nothing: a refused reload leaves the running settings
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	refused := load(", gc_percent: 300")
+	refused.Raw.HTTP.Listen = taken.Addr().String()
+	if _, err := build(context.Background(), refused, io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err == nil {
+		t.Fatal("a build whose http.listen is taken succeeded")
+	}
+	if got := cur(); got != 200 {
+		t.Fatalf("GC percent %d after a refused build, want the running 200", got)
+	}
 	if _, err := build(context.Background(), load(""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
 		t.Fatal(err)
 	}

@@ -162,3 +162,13 @@ func ApplyGCPercent(pct int) (int, Source) {
 	debug.SetGCPercent(pct)
 	return pct, src
 }
+
+// ValidGOGC reports whether v is a GOGC value the Go runtime reads: a whole
+// number or "off" (anything else, it silently takes as 100).
+func ValidGOGC(v string) bool {
+	if v == "off" {
+		return true
+	}
+	_, err := strconv.Atoi(v)
+	return err == nil
+}

@@ -177,6 +177,7 @@ type Connection struct {
 	err   error
 	pong  chan struct{}
 	wrote atomic.Int64 // unix nanos of the last write
+	heard atomic.Int64 // unix nanos of the last whole packet read
 }
 
 // Done is closed when the connection ends; Err then says why.
@@ -203,6 +204,19 @@ func (cn *Connection) close(err error) {
 		cn.c.mu.Unlock()
 		close(cn.done)
 	})
+}
+
+// Drop closes the open connection, if any, with err (no DISCONNECT: the
+// broker keeps the session and publishes the will); the caller's loop
+// connects again, which resends what is unacknowledged. The uplink drops a
+// connection on which a PUBACK did not come within its timeout.
+func (c *Client) Drop(err error) {
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn != nil {
+		cn.close(err)
+	}
 }
 
 // Connected reports whether a connection is open.
@@ -302,6 +316,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, broker string) (*Co
 		return nil, err
 	}
 	cn.wrote.Store(time.Now().UnixNano())
+	cn.heard.Store(time.Now().UnixNano())
 	go cn.readLoop(rd)
 	if c.o.Keepalive > 0 {
 		go cn.keepalive()
@@ -387,6 +402,7 @@ func (cn *Connection) readLoop(rd *reader) {
 			cn.close(fmt.Errorf("read: %w", err))
 			return
 		}
+		cn.heard.Store(time.Now().UnixNano())
 		if err := cn.handle(pk); err != nil {
 			cn.close(err)
 			return
@@ -458,7 +474,12 @@ func (cn *Connection) keepalive() {
 			return
 		case <-tick.C:
 		}
-		if time.Since(time.Unix(0, cn.wrote.Load())) < ka/2 {
+		// A ping goes out when nothing was written or nothing whole was
+		// read for half the keepalive: a client that publishes all the
+		// time never needs one to keep the session (MQTT 3.1.1 3.1.2.10),
+		// but a broker that reads and never answers, or dribbles one
+		// packet for ever, is found only by a PINGRESP that does not come.
+		if time.Since(time.Unix(0, cn.wrote.Load())) < ka/2 && time.Since(time.Unix(0, cn.heard.Load())) < ka/2 {
 			continue
 		}
 		select { // a stale PINGRESP

@@ -608,3 +608,63 @@ func TestInteropMosquittoResend(t *testing.T) { //nolint:misspell // the broker'
 		}
 	}
 }
+
+// TestPingWhileWritingToSilentBroker: a broker that reads everything and
+// answers nothing is found even while the client writes all the time (a
+// ping goes out when nothing whole was read for half the keepalive).
+func TestPingWhileWritingToSilentBroker(t *testing.T) {
+	url := fakeBroker(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = c.Write([]byte{typeConnack << 4, 2, 0, 0})
+		_, _ = io.Copy(io.Discard, r) // reads, never answers
+	})
+	c := New(Options{Brokers: []string{url}, ClientID: "writer", Keepalive: 200 * time.Millisecond, Timeout: 300 * time.Millisecond})
+	cn := connect(t, c)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case <-cn.Done():
+			done = true
+		case <-tick.C:
+			_ = c.Publish(nil, 0, "t", []byte("x"), 0, false)
+			_ = c.Flush()
+		case <-deadline:
+			t.Fatal("a broker that never answers kept the connection up while the client wrote")
+		}
+	}
+	if !errors.Is(cn.Err(), ErrPingTimeout) {
+		t.Fatalf("err = %v, want ping timeout", cn.Err())
+	}
+}
+
+// TestDropClosesWithoutDisconnect: Drop ends the connection with its error
+// and sends no DISCONNECT (the broker keeps the session and the will).
+func TestDropClosesWithoutDisconnect(t *testing.T) {
+	got := make(chan byte, 4)
+	url := fakeBroker(t, func(c net.Conn, r *bufio.Reader) {
+		_, _ = c.Write([]byte{typeConnack << 4, 2, 0, 0})
+		rd := &reader{r: r, max: 1 << 20}
+		for {
+			h, err := readAny(rd)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- h
+		}
+	})
+	c := New(Options{Brokers: []string{url}, ClientID: "dropper", Timeout: time.Second})
+	cn := connect(t, c)
+	boom := errors.New("no PUBACK")
+	c.Drop(boom)
+	<-cn.Done()
+	if !errors.Is(cn.Err(), boom) || c.Connected() {
+		t.Fatalf("err = %v, connected %v", cn.Err(), c.Connected())
+	}
+	for h := range got {
+		if h == typeDisconnect<<4 {
+			t.Fatal("Drop sent DISCONNECT")
+		}
+	}
+}

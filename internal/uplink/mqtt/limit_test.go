@@ -1,12 +1,14 @@
 package mqtt
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,4 +104,106 @@ func TestSubscriptionRenewedAfterReconnect(t *testing.T) {
 	pub = subscribe(t, b.URL(), "commander-2", true, "", nil)
 	wait.For(t, 10*time.Second, "reconnected", func() bool { return metricValue(r.m.Reconnects) == 1 && r.u.Ready() })
 	sendUntil("a command after the reconnect", "after")
+}
+
+// TestNoPubackDropsConnection: a broker that answers pings but never
+// acknowledges a PUBLISH fails Publish within the timeout, and the uplink
+// drops that connection and connects again (the session resends on the
+// new one) instead of keeping a connection that never confirms anything.
+func TestNoPubackDropsConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				first := true
+				for {
+					h, err := r.ReadByte()
+					if err != nil {
+						return
+					}
+					rem, mul := 0, 1
+					for {
+						d, err := r.ReadByte()
+						if err != nil {
+							return
+						}
+						rem += int(d&0x7f) * mul
+						mul *= 128
+						if d&0x80 == 0 {
+							break
+						}
+					}
+					if _, err := r.Discard(rem); err != nil {
+						return
+					}
+					switch {
+					case first: // CONNECT: accepted, session present
+						first = false
+						_, _ = c.Write([]byte{0x20, 2, 1, 0})
+					case h == 0xc0: // PINGREQ: answered
+						_, _ = c.Write([]byte{0xd0, 0})
+					} // PUBLISH: never acknowledged
+				}
+			}()
+		}
+	}()
+	r := runUplink(t, Config{URL: "tcp://" + ln.Addr().String(), Timeout: 300 * time.Millisecond}, nil)
+	wait.For(t, 10*time.Second, "connected", r.u.Ready)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.u.Publish(ctx, envelopes("gw-test", 1, 1, 100)); err == nil || !strings.Contains(err.Error(), "no PUBACK") {
+		t.Fatalf("publish to a broker that never acknowledges: %v", err)
+	}
+	wait.For(t, 10*time.Second, "a new connection", func() bool { return conns.Load() >= 2 })
+}
+
+// TestIncomingPacketBounded: whatever max_packet_size lets the gateway
+// send, a packet from the broker above MaxIncomingPacket closes the
+// connection (counted) before it is buffered.
+func TestIncomingPacketBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		if _, err := c.Read(buf); err != nil { // the CONNECT
+			return
+		}
+		// CONNACK, then a PUBLISH announcing MaxIncomingPacket+1 bytes
+		n := MaxIncomingPacket + 1
+		hdr := []byte{0x20, 2, 0, 0, 0x30}
+		for {
+			d := byte(n & 0x7f)
+			if n >>= 7; n > 0 {
+				d |= 0x80
+			}
+			hdr = append(hdr, d)
+			if n == 0 {
+				break
+			}
+		}
+		_, _ = c.Write(hdr)
+		_, _ = io.Copy(io.Discard, c)
+	}()
+	r := runUplink(t, Config{URL: "tcp://" + ln.Addr().String(), MaxPacketSize: 16 << 20}, nil)
+	wait.For(t, 10*time.Second, "the oversized incoming packet counted", func() bool { return metricValue(r.m.Errors) >= 1 })
 }

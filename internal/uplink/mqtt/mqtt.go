@@ -100,7 +100,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		TLS:           cr.tls,
 		Keepalive:     cfg.Keepalive,
 		Timeout:       cfg.Timeout,
-		MaxPacketSize: cfg.MaxPacketSize,
+		MaxPacketSize: min(cfg.MaxPacketSize, MaxIncomingPacket),
 		Will:          &mqttclient.Will{Topic: u.topic, Payload: will, QoS: 1, Retain: true},
 		OnMessage:     u.onMessage,
 		Log:           u.log,
@@ -357,6 +357,14 @@ func (u *Uplink) PublishOne(ctx context.Context, topic string, payload []byte) e
 	return nil
 }
 
+// MaxIncomingPacket bounds what the broker may send the gateway (the
+// command subscriptions: a command request is at most 4 KiB,
+// docs/commands.md), whatever max_packet_size allows the gateway to send:
+// a broker configured for large packets could otherwise make the gateway
+// buffer one of up to 256 MiB. A larger packet closes the connection
+// (logged and counted as a protocol error).
+const MaxIncomingPacket = 64 << 10
+
 // TopicReserve is what MaxPayload keeps free of max_packet_size for a
 // PUBLISH packet's framing: the fixed header (at most 5 bytes), the packet
 // id (2) and the topic with its length (2 + at most 6 tokens of 64 bytes
@@ -588,7 +596,12 @@ func (u *Uplink) publish(ctx context.Context, msgs []telemetry.Envelope) error {
 			case <-ctx.Done():
 				return fmt.Errorf("mqtt uplink: waiting for PUBACK of %s: %w", msgs[i].MsgID, ctx.Err())
 			case <-timer.C:
-				return fmt.Errorf("mqtt uplink: publish %s: no PUBACK within %v", msgs[i].MsgID, u.cfg.Timeout)
+				// a broker that takes the messages and never acknowledges
+				// them keeps a connection that answers pings: drop it, so
+				// the reconnect resends on a fresh one (the session keeps them)
+				err := fmt.Errorf("mqtt uplink: publish %s: no PUBACK within %v", msgs[i].MsgID, u.cfg.Timeout)
+				u.mc.Drop(err)
+				return err
 			}
 		}
 	}
