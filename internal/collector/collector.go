@@ -104,7 +104,9 @@ type natsIO struct {
 }
 
 // output is one alert or KPI message; msgID deduplicates a re-publish
-// after a takeover (JetStream Nats-Msg-Id).
+// after a takeover (JetStream Nats-Msg-Id). It starts with the group: two
+// groups on one stream publish the same alerts and KPIs, and without it
+// the stream's duplicate window dropped the second group's as repeats.
 type output struct {
 	subject string
 	data    []byte
@@ -145,6 +147,7 @@ type metrics struct {
 	checkpts   prometheus.Counter
 	owned      prometheus.Gauge
 	future     prometheus.Counter
+	badState   *prometheus.CounterVec
 }
 
 // New builds a collector from a validated config and rule set. It does no
@@ -169,6 +172,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		fenced:     prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
 		checkpts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
 		owned:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
+		badState: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_state_records_skipped_total",
+			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 	}
@@ -204,7 +209,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future,
+		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future, c.m.badState,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -532,7 +537,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 		}
 		c.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
 		cy.outs = append(cy.outs, output{subject: telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data: data,
-			msgID: a.ID + ":" + string(a.State) + ":" + strconv.FormatInt(a.UpdatedAt, 10) + ":" + a.Severity.String()})
+			msgID: c.cfg.Group + ":" + a.ID + ":" + string(a.State) + ":" + strconv.FormatInt(a.UpdatedAt, 10) + ":" + a.Severity.String()})
 	}
 	for _, r := range res {
 		r.Group = c.cfg.Group
@@ -541,7 +546,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 			continue
 		}
 		cy.outs = append(cy.outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data,
-			msgID: "kpi:" + r.Site + "." + r.Asset + ":" + strconv.FormatInt(r.Start, 10)})
+			msgID: c.cfg.Group + ":kpi:" + r.Site + "." + r.Asset + ":" + strconv.FormatInt(r.Start, 10)})
 	}
 }
 

@@ -431,7 +431,7 @@ func (s *commandService) publishAlert(ctx context.Context, a *alert.Alert, msgID
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := s.js.Publish(pctx, telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data, jetstream.WithMsgID(msgID)); err != nil {
+	if _, err := s.js.Publish(pctx, telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data, jetstream.WithMsgID(s.c.cfg.Group+":"+msgID)); err != nil {
 		s.c.m.pubErrors.Inc()
 		return err
 	}

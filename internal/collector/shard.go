@@ -319,8 +319,19 @@ func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) 
 				c.log.Info("partition state restored", "partition", sh.p, "assets", n, "active_alerts", alerts)
 				return nil
 			}
+			site, id := siteID(e.Key())
+			if parts := c.cfg.Cluster.Partitions; parts > 0 && partitionOf(site, id, parts) != sh.p {
+				// written when the group had another partition count: the
+				// asset's owner now is another partition, which keeps its
+				// own record; restoring this one would track the asset twice
+				// (a copy that never gets data raises "sent nothing")
+				c.m.badState.WithLabelValues("other_partition").Inc()
+				c.log.Warn("state record of an asset another partition owns skipped (cluster.partitions changed; the asset starts afresh in its partition)",
+					"key", e.Key(), "partition", sh.p)
+				continue
+			}
 			sh.mu.Lock()
-			if !sh.engine.Has(siteID(e.Key())) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
+			if !sh.engine.Has(site, id) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
 				sh.mu.Unlock()
 				c.m.rejected.Inc()
 				continue
@@ -331,10 +342,19 @@ func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) 
 				st, _ := sh.engine.Snapshot(siteID(e.Key()))
 				c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)
 			}
+			if err != nil && site != "" && id != "" {
+				// unreadable (corrupt, or a format this build does not
+				// know): the asset starts afresh, and its next checkpoint
+				// replaces the record at this revision; without the
+				// revision every checkpoint of the partition would be
+				// refused as a conflict, for ever
+				sh.rev[[2]string{site, id}] = e.Revision()
+			}
 			c.count(sh, before)
 			sh.mu.Unlock()
 			if err != nil {
-				c.log.Warn("state record skipped", "key", e.Key(), "err", err)
+				c.m.badState.WithLabelValues("unreadable").Inc()
+				c.log.Error("state record unreadable: the asset starts afresh, its next checkpoint replaces the record", "key", e.Key(), "rev", e.Revision(), "err", err)
 				continue
 			}
 			n++

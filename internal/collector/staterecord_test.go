@@ -1,0 +1,133 @@
+package collector
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/brokers"
+)
+
+// loadInto restores partition p of a fresh shard of c from a state bucket
+// holding recs (key -> value).
+func loadInto(t *testing.T, c *Collector, p int, recs map[string][]byte) (*shard, jetstream.KeyValue) {
+	t.Helper()
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "state-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range recs {
+		if _, err := kv.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := c.newShard(p)
+	if err := c.load(ctx, kv, sh); err != nil {
+		t.Fatal(err)
+	}
+	return sh, kv
+}
+
+// TestUnreadableStateRecordIsReplaced: a record that does not decode
+// (corrupt, or a format this build does not know) is skipped and counted,
+// and its revision is kept, so the asset's next checkpoint replaces it;
+// before, the checkpoint expected no record, every compare-and-set was
+// refused and the partition stalled for ever.
+func TestUnreadableStateRecordIsReplaced(t *testing.T) {
+	c, warm := warmShard(t)
+	v := warm.engine.Assets()[0]
+	key := stateKey(0, v.Site, v.ID)
+	for name, bad := range map[string][]byte{"truncated": {2, 0x81}, "unknown version": {7, 1, 2, 3}, "json of wrong types": []byte(`{"v":"x","rules":7}`), "empty": {}} {
+		t.Run(name, func(t *testing.T) {
+			before := counterVec(c.m.badState, "unreadable")
+			sh, _ := loadInto(t, c, 0, map[string][]byte{key: bad})
+			if got := counterVec(c.m.badState, "unreadable") - before; got != 1 {
+				t.Fatalf("unreadable records counted %v, want 1", got)
+			}
+			sh.mu.Lock()
+			defer sh.mu.Unlock()
+			if sh.rev[[2]string{v.Site, v.ID}] == 0 {
+				t.Fatal("the unreadable record's revision was not kept: the next checkpoint would be refused")
+			}
+		})
+	}
+}
+
+// TestStateRecordOfAnotherPartitionSkipped: after cluster.partitions
+// changed, a partition's keys may hold records of assets another partition
+// owns now; they are skipped (counted), not restored as a second copy of
+// the asset that never gets data.
+func TestStateRecordOfAnotherPartitionSkipped(t *testing.T) {
+	c, warm := warmShard(t)
+	recs := records(t, warm, false)
+	const parts = 6
+	c.cfg.Cluster.Partitions = parts
+	kv := map[string][]byte{}
+	mine, others := 0, 0
+	for k, data := range recs {
+		kv[stateKey(0, k[0], k[1])] = data // all under partition 0: a single-mode group's keys
+		if partitionOf(k[0], k[1], parts) == 0 {
+			mine++
+		} else {
+			others++
+		}
+	}
+	if mine == 0 || others == 0 {
+		t.Fatalf("fleet gives %d assets of partition 0 and %d others: the test needs both", mine, others)
+	}
+	before := counterVec(c.m.badState, "other_partition")
+	sh, _ := loadInto(t, c, 0, kv)
+	if got := counterVec(c.m.badState, "other_partition") - before; got != float64(others) {
+		t.Fatalf("skipped %v records of other partitions, want %d", got, others)
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if n := sh.engine.Len(); n != mine {
+		t.Fatalf("partition 0 restored %d assets, want its own %d", n, mine)
+	}
+	for _, v := range sh.engine.Assets() {
+		if p := partitionOf(v.Site, v.ID, parts); p != 0 {
+			t.Fatalf("asset %s/%s of partition %s restored in partition 0", v.Site, v.ID, strconv.Itoa(p))
+		}
+	}
+}
+
+// TestOutputMsgIDsNameTheGroup: alert and KPI messages carry a Nats-Msg-Id
+// that starts with the group, so two groups on one stream do not drop each
+// other's (identical) messages as duplicates.
+func TestOutputMsgIDsNameTheGroup(t *testing.T) {
+	c := processCollector(t)
+	sh := c.shard(0)
+	var cy cycle
+	n := 0
+	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) {
+		cy.outs = cy.outs[:0]
+		c.process(sh, subject, data, &cy)
+		for _, o := range cy.outs {
+			n++
+			if want := c.cfg.Group + ":"; len(o.msgID) <= len(want) || o.msgID[:len(want)] != want {
+				t.Fatalf("msg id %q of %s does not start with the group %q", o.msgID, o.subject, c.cfg.Group)
+			}
+		}
+	})
+	if n == 0 {
+		t.Fatal("the fleet produced no alert or KPI message to check")
+	}
+}
