@@ -139,7 +139,13 @@ func (r *record) appendBinary(b []byte) ([]byte, error) {
 // JSON (version 1, as every collector before the binary form wrote).
 func decodeRecord(data []byte) (record, error) {
 	var r record
-	if len(data) == 0 || data[0] != recordBinary {
+	switch {
+	case len(data) == 0:
+		return r, errors.New("empty record")
+	case data[0] != recordBinary && data[0] != '{':
+		return r, fmt.Errorf("unknown record format (first byte %#02x: neither a binary record, version %#02x, nor JSON): written by a newer release?", data[0], recordBinary)
+	}
+	if data[0] == '{' {
 		if err := json.Unmarshal(data, &r); err != nil {
 			return r, err
 		}

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +130,17 @@ func TestOutputMsgIDsNameTheGroup(t *testing.T) {
 	})
 	if n == 0 {
 		t.Fatal("the fleet produced no alert or KPI message to check")
+	}
+}
+
+// TestDecodeRecordNamesUnknownFormat: a record that is neither binary nor
+// JSON is reported as an unknown format (a newer release's), not as a JSON
+// syntax error.
+func TestDecodeRecordNamesUnknownFormat(t *testing.T) {
+	if _, err := decodeRecord([]byte{7, 1, 2}); err == nil || !strings.Contains(err.Error(), "unknown record format (first byte 0x07") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := decodeRecord(nil); err == nil || !strings.Contains(err.Error(), "empty record") {
+		t.Fatalf("err = %v", err)
 	}
 }
