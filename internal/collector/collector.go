@@ -83,6 +83,9 @@ type Collector struct {
 
 	hist  atomic.Pointer[history.Store] // set by Run with a history: block
 	histM *history.Metrics
+	// repartitioned: another group partitioned the stream while this
+	// single replica ran (checkRepartitioned)
+	repartitioned atomic.Bool
 }
 
 // BatchRef identifies one evaluated batch.

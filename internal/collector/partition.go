@@ -268,7 +268,10 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			wctx, stop := context.WithCancel(ctx)
 			w := &running{stop: stop, done: make(chan error, 1)}
 			workers[p] = w
-			go func() { w.done <- c.work(ctx, wctx, io, p, partitioned) }()
+			// partitioned may change while this collector runs (another
+			// group partitioned the stream: checkRepartitioned)
+			pt := partitioned || c.repartitioned.Load()
+			go func() { w.done <- c.work(ctx, wctx, io, p, pt) }()
 		}
 		owned := 0 // released workers finishing their cycle are no longer owned
 		for _, w := range workers {
@@ -367,6 +370,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	var lastDSeq uint64 // consumer sequence of the newest delivery seen
 	var cseqs []uint64  // of the messages of a cycle (their metadata parsed once)
 	lastTick := time.Now()
+	lastStreamCheck := time.Now()
 	var cy cycle
 	var h held
 	for stop.Err() == nil {
@@ -419,6 +423,20 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			lastTick = time.Now()
 			if err := c.tick(ctx, sh); err != nil {
 				return err
+			}
+		}
+		if !partitioned && parts == 0 && time.Since(lastStreamCheck) >= streamCheckEvery {
+			lastStreamCheck = time.Now()
+			if c.checkRepartitioned(ctx, io) {
+				// checkpoint and acknowledge what is held, then start over
+				// with the partitioned subjects (the consumer's filter is
+				// updated; nothing stored after the change is skipped)
+				if len(h.msgs) > 0 {
+					if err := c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true); err != nil {
+						return err
+					}
+				}
+				return errRepartitioned
 			}
 		}
 	}
@@ -747,4 +765,37 @@ func ownPartition(subject, tok string, n int) bool {
 	}
 	t[5] = rest
 	return tok == strconv.Itoa(partitionOf(t[2], t[4], n))
+}
+
+// streamCheckEvery is how often a single-replica collector on an
+// unpartitioned stream checks whether another group partitioned it.
+var streamCheckEvery = 10 * time.Second
+
+// errRepartitioned ends a single replica's worker whose stream was
+// partitioned while it ran; the supervisor starts it again on the
+// partitioned subjects.
+var errRepartitioned = errors.New("collector: the stream was partitioned by another group while this collector ran; consuming its partitioned subjects from now on")
+
+// checkRepartitioned reports whether the stream, unpartitioned when this
+// collector started, now has a subject transform (another group with
+// cluster.partitions set it): from then on its messages carry a seventh
+// token, and a consumer filtering the six-token subjects receives nothing
+// (review finding: it went silent with no error and raised a stale alert on
+// every asset). It logs the change once.
+func (c *Collector) checkRepartitioned(ctx context.Context, io *natsIO) bool {
+	if c.repartitioned.Load() {
+		return true
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := io.js.Stream(sctx, c.cfg.NATS.Stream)
+	if err != nil || st.CachedInfo().Config.SubjectTransform == nil {
+		return false
+	}
+	if !c.repartitioned.Swap(true) {
+		tr := st.CachedInfo().Config.SubjectTransform
+		c.log.Error("the stream was partitioned by another group while this collector ran: consuming the partitioned subjects from now on; give every group on a stream the same cluster.partitions (docs/collector.md)",
+			"stream", c.cfg.NATS.Stream, "transform", tr.Source+" -> "+tr.Destination)
+	}
+	return true
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // loadInto restores partition p of a fresh shard of c from a state bucket
@@ -142,5 +143,61 @@ func TestDecodeRecordNamesUnknownFormat(t *testing.T) {
 	}
 	if _, err := decodeRecord(nil); err == nil || !strings.Contains(err.Error(), "empty record") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestSingleReplicaFollowsRepartitionedStream: a single-replica collector
+// whose stream another group partitions while it runs (the stream gets the
+// subject transform, new messages a seventh token) notices it and goes on
+// consuming; before, its consumer's filter matched nothing from then on
+// and every asset went stale with no error.
+func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
+	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
+	streamCheckEvery = 200 * time.Millisecond
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := Defaults()
+	cfg.NATS.URL = ns.URL()
+	cfg.HTTP.Listen = ""
+	cfg.DataDir = t.TempDir()
+	r := startCfg(t, cfg)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t0 := time.Now().UnixMilli() - 600_000
+	pub := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := js.Publish(ctx, subj, batchJSON(uint64(i), t0+int64(i)*1000, 60), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := func(i int) func() bool {
+		return func() bool { av, ok := r.c.Asset("site1", "ac-1"); return ok && av.LastTS >= t0+int64(i)*1000 }
+	}
+	pub(1, 10)
+	wait.For(t, 10*time.Second, "the first batches evaluated", seen(9))
+	// another group partitions the stream
+	st, err := js.Stream(ctx, cfg.NATS.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := st.CachedInfo().Config
+	sc.SubjectTransform = partitionTransform(4)
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	pub(10, 30)
+	wait.For(t, 20*time.Second, "batches stored after the stream was partitioned evaluated", seen(29))
+	if !r.c.repartitioned.Load() {
+		t.Fatal("the change was not noticed")
 	}
 }
