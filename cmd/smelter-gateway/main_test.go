@@ -592,21 +592,7 @@ func TestBuildAppliesMemoryLimit(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	t.Setenv("GOMEMLIMIT", "")
 	dir := t.TempDir()
-	load := func(limit string) *gwconfig.Config {
-		t.Helper()
-		text := fmt.Sprintf("gateway: {id: gw-mem, site: s, data_dir: %q, memory_limit: %s}\nhttp: {listen: \"off\"}\nlog: {format: json}\nuplinks: {mqtt: {url: \"tcp://127.0.0.1:1\"}}\ndevices:\n"+
-			"  - {id: m-1, class: motor, modbus: {address: \"127.0.0.1:1\", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
-			dir, limit)
-		path := filepath.Join(dir, "gw.yaml")
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := gwconfig.Load(path, gateway.Drivers()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	load := func(limit string) *gwconfig.Config { return memoryConfig(t, dir, "gw-mem", ", memory_limit: "+limit) }
 	mx := gateway.NewMetrics(prometheus.NewRegistry())
 	var logs bytes.Buffer
 	if _, err := build(context.Background(), load("48MiB"), &logs, mx, nil); err != nil {
@@ -642,21 +628,7 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	t.Setenv("GOGC", "")
 	cur := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
 	dir := t.TempDir()
-	load := func(extra string) *gwconfig.Config {
-		t.Helper()
-		text := fmt.Sprintf("gateway: {id: gw-gc, site: s, data_dir: %q%s}\nhttp: {listen: \"off\"}\nlog: {format: json}\nuplinks: {mqtt: {url: \"tcp://127.0.0.1:1\"}}\ndevices:\n"+
-			"  - {id: m-1, class: motor, modbus: {address: \"127.0.0.1:1\", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
-			dir, extra)
-		path := filepath.Join(dir, "gw.yaml")
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := gwconfig.Load(path, gateway.Drivers()...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
-	}
+	load := func(extra string) *gwconfig.Config { return memoryConfig(t, dir, "gw-gc", extra) }
 	var logs bytes.Buffer
 	if _, err := build(context.Background(), load(", gc_percent: 200"), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
 		t.Fatal(err)
@@ -696,4 +668,22 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	if got := cur(); got != 80 {
 		t.Fatalf("GC percent %d: GOGC should win", got)
 	}
+}
+
+// memoryConfig loads a one-device gateway configuration with id and the
+// gateway block's extra fields (", memory_limit: 48MiB"), written in dir.
+func memoryConfig(t *testing.T, dir, id, extra string) *gwconfig.Config {
+	t.Helper()
+	text := fmt.Sprintf("gateway: {id: %s, site: s, data_dir: %q%s}\nhttp: {listen: \"off\"}\nlog: {format: json}\nuplinks: {mqtt: {url: \"tcp://127.0.0.1:1\"}}\ndevices:\n"+
+		"  - {id: m-1, class: motor, modbus: {address: \"127.0.0.1:1\", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: uint16, unit: kW}]}\n",
+		id, dir, extra)
+	path := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(path, gateway.Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

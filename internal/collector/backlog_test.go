@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -22,15 +21,7 @@ import (
 // which wrote every asset of a large partition about twice as often as
 // the interval asks).
 func TestBacklogHeldUpToMaxAckPending(t *testing.T) {
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	cfg := Defaults()
-	cfg.NATS.URL = ns.URL()
-	cfg.HTTP.Listen = ""
-	cfg.DataDir = t.TempDir()
+	ns, cfg := embeddedConfig(t)
 	cfg.Cluster.Fetch = 8
 	cfg.Cluster.AckWait = Duration(2 * time.Minute)
 	cfg.Cluster.CheckpointInterval = Duration(time.Minute)

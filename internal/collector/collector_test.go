@@ -264,3 +264,21 @@ func TestConfigFiles(t *testing.T) {
 		t.Fatalf("bad rule file: %v", err)
 	}
 }
+
+// embeddedConfig starts an embedded nats-server (JetStream in a temporary
+// directory, shut down with the test) and returns it with the default
+// configuration pointing at it, the HTTP API off and a temporary data
+// directory.
+func embeddedConfig(t *testing.T) (*brokers.NATS, Config) {
+	t.Helper()
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := Defaults()
+	cfg.NATS.URL = ns.URL()
+	cfg.HTTP.Listen = ""
+	cfg.DataDir = t.TempDir()
+	return ns, cfg
+}

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -24,19 +23,11 @@ import (
 // the batches published afterwards are evaluated, each exactly once, and
 // the new consumer's redelivery of the old ones is skipped as duplicates.
 func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
+	ns, cfg := embeddedConfig(t)
 	const parts = 2
 	asset := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}}
 	p := partitionOf(asset.Site(), asset.ID, parts)
 
-	cfg := Defaults()
-	cfg.NATS.URL = ns.URL()
-	cfg.HTTP.Listen = ""
-	cfg.DataDir = t.TempDir()
 	cfg.Cluster.Partitions = parts
 	cfg.Cluster.PinnedTTL = Duration(time.Second)
 	c := newCollector(t, cfg)

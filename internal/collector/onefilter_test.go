@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -27,19 +26,11 @@ import (
 // (status, alert, KPI) are delivered, skipped and acknowledged, and every
 // batch is evaluated exactly once.
 func TestPartitionConsumerOneFilter(t *testing.T) {
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
+	ns, cfg := embeddedConfig(t)
 	const parts = 2
 	asset := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}}
 	p := partitionOf(asset.Site(), asset.ID, parts)
 
-	cfg := Defaults()
-	cfg.NATS.URL = ns.URL()
-	cfg.HTTP.Listen = ""
-	cfg.DataDir = t.TempDir()
 	cfg.Cluster.Partitions = parts
 	cfg.Cluster.PinnedTTL = Duration(time.Second)
 	cfg.Cluster.AckWait = Duration(2 * time.Second)

@@ -154,15 +154,7 @@ func TestDecodeRecordNamesUnknownFormat(t *testing.T) {
 func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
 	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
 	streamCheckEvery = 200 * time.Millisecond
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	cfg := Defaults()
-	cfg.NATS.URL = ns.URL()
-	cfg.HTTP.Listen = ""
-	cfg.DataDir = t.TempDir()
+	ns, cfg := embeddedConfig(t)
 	r := startCfg(t, cfg)
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {

@@ -460,7 +460,6 @@ func loadBytes(name string, data []byte) (*gwconfig.Config, error) {
 }
 
 func TestMemoryLimit(t *testing.T) {
-	base := "uplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
 	for _, tc := range []struct {
 		value string
 		want  int64
@@ -474,12 +473,7 @@ func TestMemoryLimit(t *testing.T) {
 		{"48MB", 0, `gw.yaml:1: gateway.memory_limit: "48MB": want a whole number of bytes`},
 		{"-1", 0, `gw.yaml:1: gateway.memory_limit: "-1": want a whole number of bytes`},
 	} {
-		doc := "gateway: {id: gw, site: s"
-		if tc.value != "" {
-			doc += ", memory_limit: " + tc.value
-		}
-		doc += "}\n" + base
-		cfg, err := loadBytes("gw.yaml", []byte(doc))
+		cfg, err := loadGatewayField("memory_limit", tc.value)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
@@ -493,7 +487,6 @@ func TestMemoryLimit(t *testing.T) {
 }
 
 func TestGCPercent(t *testing.T) {
-	base := "uplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
 	for _, tc := range []struct {
 		value string
 		want  int
@@ -506,12 +499,7 @@ func TestGCPercent(t *testing.T) {
 		{"5000", 0, `gw.yaml:1: gateway.gc_percent: 5000 out of range 10-1000`},
 		{"half", 0, `gateway.gc_percent`},
 	} {
-		doc := "gateway: {id: gw, site: s"
-		if tc.value != "" {
-			doc += ", gc_percent: " + tc.value
-		}
-		doc += "}\n" + base
-		cfg, err := loadBytes("gw.yaml", []byte(doc))
+		cfg, err := loadGatewayField("gc_percent", tc.value)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
@@ -522,4 +510,15 @@ func TestGCPercent(t *testing.T) {
 			t.Errorf("%q: got %v, %v; want %d", tc.value, cfg.GCPercent, err, tc.want)
 		}
 	}
+}
+
+// loadGatewayField loads gw.yaml: a one-device gateway whose gateway block
+// has field: value (nothing when value is empty).
+func loadGatewayField(field, value string) (*gwconfig.Config, error) {
+	doc := "gateway: {id: gw, site: s"
+	if value != "" {
+		doc += ", " + field + ": " + value
+	}
+	doc += "}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	return loadBytes("gw.yaml", []byte(doc))
 }

@@ -13,7 +13,7 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 	b = statebin.AppendString(b, s.Site)
 	b = statebin.AppendString(b, s.ID)
 	b = statebin.AppendString(b, s.Class)
-	b = appendFloatMap(b, s.Nameplate)
+	b = statebin.AppendFloatMap(b, s.Nameplate)
 	b = statebin.AppendVarint(b, s.Start)
 	b = statebin.AppendVarint(b, s.LastTS)
 	b = statebin.AppendFloat(b, s.Covered)
@@ -60,35 +60,10 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 	return statebin.AppendString(b, r.Group)
 }
 
-func appendFloatMap(b []byte, m map[string]float64) []byte {
-	b = statebin.AppendUvarint(b, uint64(len(m)))
-	if len(m) == 0 {
-		return b
-	}
-	var arr [16]string
-	keys := arr[:0]
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		b = statebin.AppendString(b, k)
-		b = statebin.AppendFloat(b, m[k])
-	}
-	return b
-}
-
 // ReadBinary reads an AssetState that AppendBinary wrote from r (absent
 // lists and maps are nil, as encoding/json leaves them).
 func ReadBinary(r *statebin.Reader) AssetState {
-	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String()}
-	if n := r.Count(9); n > 0 {
-		s.Nameplate = make(map[string]float64, n)
-		for range n {
-			k := r.String()
-			s.Nameplate[k] = r.Float()
-		}
-	}
+	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String(), Nameplate: r.FloatMap()}
 	s.Start, s.LastTS, s.Covered = r.Varint(), r.Varint(), r.Float()
 	s.Acc, s.Sample = r.Floats(), r.Floats()
 	if n := r.Count(1); n > 0 {

@@ -1,8 +1,6 @@
 package rules
 
 import (
-	"slices"
-
 	"github.com/smelterio/smelter/internal/collector/statebin"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -15,7 +13,7 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 	b = statebin.AppendString(b, s.ID)
 	b = statebin.AppendString(b, s.Class)
 	b = statebin.AppendStrings(b, s.Path)
-	b = appendNameplate(b, s.Nameplate)
+	b = statebin.AppendFloatMap(b, s.Nameplate)
 	b = statebin.AppendUvarint(b, uint64(len(s.Birth)))
 	for i := range s.Birth {
 		b = appendSignalInfoBinary(b, &s.Birth[i])
@@ -50,39 +48,6 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 		b = appendRulesBinary(b, ss.Rules)
 	}
 	return appendRulesBinary(b, s.Rules)
-}
-
-// appendNameplate appends a nameplate map, keys sorted (the same state
-// gives the same bytes).
-func appendNameplate(b []byte, np map[string]float64) []byte {
-	b = statebin.AppendUvarint(b, uint64(len(np)))
-	if len(np) == 0 {
-		return b
-	}
-	var arr [16]string
-	keys := arr[:0]
-	for k := range np {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		b = statebin.AppendString(b, k)
-		b = statebin.AppendFloat(b, np[k])
-	}
-	return b
-}
-
-func readNameplate(r *statebin.Reader) map[string]float64 {
-	n := r.Count(9)
-	if n == 0 {
-		return nil
-	}
-	np := make(map[string]float64, n)
-	for range n {
-		k := r.String()
-		np[k] = r.Float()
-	}
-	return np
 }
 
 func appendRulesBinary(b []byte, rs []RuleState) []byte {
@@ -141,7 +106,7 @@ func readSignalInfoBinary(r *statebin.Reader) telemetry.SignalInfo {
 // ReadBinary reads an AssetState that AppendBinary wrote from r (absent
 // lists and maps are nil, as encoding/json leaves them).
 func ReadBinary(r *statebin.Reader) AssetState {
-	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String(), Path: r.Strings(), Nameplate: readNameplate(r)}
+	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String(), Path: r.Strings(), Nameplate: r.FloatMap()}
 	if n := r.Count(8); n > 0 {
 		s.Birth = make([]telemetry.SignalInfo, n)
 		for i := range s.Birth {

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
 )
@@ -48,6 +49,26 @@ func AppendFloats(b []byte, fs []float64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(fs)))
 	for _, f := range fs {
 		b = AppendFloat(b, f)
+	}
+	return b
+}
+
+// AppendFloatMap appends the count, then every key and value with the keys
+// sorted (the same map gives the same bytes).
+func AppendFloatMap(b []byte, m map[string]float64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	if len(m) == 0 {
+		return b
+	}
+	var arr [16]string
+	keys := arr[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = AppendString(b, k)
+		b = AppendFloat(b, m[k])
 	}
 	return b
 }
@@ -192,6 +213,20 @@ func (r *Reader) Floats() []float64 {
 		out[i] = r.Float()
 	}
 	return out
+}
+
+// FloatMap reads what AppendFloatMap wrote (nil when empty).
+func (r *Reader) FloatMap() map[string]float64 {
+	n := r.Count(9)
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]float64, n)
+	for range n {
+		k := r.String()
+		m[k] = r.Float()
+	}
+	return m
 }
 
 // OptFloat reads what AppendOptFloat wrote.

@@ -49,26 +49,11 @@ func TestOversizedPacketRejectedNotSent(t *testing.T) {
 // the protocol (here a PUBLISH whose topic is longer than the packet) closes
 // the connection with a logged error and counts as an uplink error.
 func TestMalformedIncomingPacketCounted(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4096)
-		if _, err := c.Read(buf); err != nil { // the CONNECT
-			return
-		}
+	url := oneConnectionBroker(t, func(c net.Conn) {
 		_, _ = c.Write([]byte{0x20, 2, 0, 0, 0x30, 4, 0, 9, 'a', 'b'})
-		_, _ = io.Copy(io.Discard, c)
-	}()
+	})
 	logs := &logtest.Buffer{}
-	r := runUplink(t, Config{URL: "tcp://" + ln.Addr().String()}, logs.Logger(slog.LevelDebug))
+	r := runUplink(t, Config{URL: url}, logs.Logger(slog.LevelDebug))
 	wait.For(t, 10*time.Second, "the protocol error counted", func() bool { return metricValue(r.m.Errors) >= 1 })
 	if out := logs.String(); !strings.Contains(out, "mqtt protocol error") || !strings.Contains(out, "malformed packet") {
 		t.Fatalf("not logged:\n%s", out)
@@ -173,6 +158,31 @@ func TestNoPubackDropsConnection(t *testing.T) {
 // send, a packet from the broker above MaxIncomingPacket closes the
 // connection (counted) before it is buffered.
 func TestIncomingPacketBounded(t *testing.T) {
+	url := oneConnectionBroker(t, func(c net.Conn) {
+		// CONNACK, then a PUBLISH announcing MaxIncomingPacket+1 bytes
+		n := MaxIncomingPacket + 1
+		hdr := []byte{0x20, 2, 0, 0, 0x30}
+		for {
+			d := byte(n & 0x7f)
+			if n >>= 7; n > 0 {
+				d |= 0x80
+			}
+			hdr = append(hdr, d)
+			if n == 0 {
+				break
+			}
+		}
+		_, _ = c.Write(hdr)
+	})
+	r := runUplink(t, Config{URL: url, MaxPacketSize: 16 << 20}, nil)
+	wait.For(t, 10*time.Second, "the oversized incoming packet counted", func() bool { return metricValue(r.m.Errors) >= 1 })
+}
+
+// oneConnectionBroker accepts one connection, reads the CONNECT, runs
+// serve, then reads and discards until the client goes; it returns the
+// broker's URL.
+func oneConnectionBroker(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -188,22 +198,8 @@ func TestIncomingPacketBounded(t *testing.T) {
 		if _, err := c.Read(buf); err != nil { // the CONNECT
 			return
 		}
-		// CONNACK, then a PUBLISH announcing MaxIncomingPacket+1 bytes
-		n := MaxIncomingPacket + 1
-		hdr := []byte{0x20, 2, 0, 0, 0x30}
-		for {
-			d := byte(n & 0x7f)
-			if n >>= 7; n > 0 {
-				d |= 0x80
-			}
-			hdr = append(hdr, d)
-			if n == 0 {
-				break
-			}
-		}
-		_, _ = c.Write(hdr)
+		serve(c)
 		_, _ = io.Copy(io.Discard, c)
 	}()
-	r := runUplink(t, Config{URL: "tcp://" + ln.Addr().String(), MaxPacketSize: 16 << 20}, nil)
-	wait.For(t, 10*time.Second, "the oversized incoming packet counted", func() bool { return metricValue(r.m.Errors) >= 1 })
+	return "tcp://" + ln.Addr().String()
 }
