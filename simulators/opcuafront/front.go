@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gopcua/opcua/ua"
@@ -529,23 +530,11 @@ func (f *Front) Start(ctx context.Context) error {
 	pub := ln.Addr().(*net.TCPAddr).Port
 	// gopcua listens on its first endpoint URL; the public one (second) is
 	// what it advertises to clients that dial the proxy.
-	inner, err := freePort(ctx, host)
+	in, inner, ictx, err := f.startInner(ctx, host, pub)
 	if err != nil {
 		_ = ln.Close()
 		return err
 	}
-	in, err := f.newInstance(host, inner, pub)
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if err := in.srv.Start(ictx); err != nil {
-		cancel()
-		_ = ln.Close()
-		return fmt.Errorf("opcuafront: gopcua listener on %s:%d: %w", host, inner, err)
-	}
-	in.cancel = cancel
 	in.done = make(chan struct{})
 	in.proxy = newProxy(ictx, ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate)
 	go in.notifier(ictx)
@@ -554,6 +543,44 @@ func (f *Front) Start(ctx context.Context) error {
 	f.log.Info("opc ua front listening", "endpoint", "opc.tcp://"+f.addr, "assets", len(f.assets))
 	return nil
 }
+
+// innerListenAttempts bounds how often startInner picks another inner port
+// when the one freePort found was taken before gopcua bound it.
+const innerListenAttempts = 5
+
+// startInner starts the gopcua server on a free inner port of host. gopcua
+// binds the port its endpoint URL names, so the port is picked by
+// listening on port 0 and closing again; another process (any outgoing
+// connection's ephemeral port) can take it in between. A port found taken
+// (EADDRINUSE) is replaced by a new one, up to innerListenAttempts times.
+// It returns the started instance (its cancel set), the inner port and the
+// instance's context.
+func (f *Front) startInner(ctx context.Context, host string, pub int) (*instance, int, context.Context, error) {
+	for attempt := 1; ; attempt++ {
+		inner, err := pickInnerPort(ctx, host)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		in, err := f.newInstance(host, inner, pub)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		err = in.srv.Start(ictx)
+		if err == nil {
+			in.cancel = cancel
+			return in, inner, ictx, nil
+		}
+		cancel()
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == innerListenAttempts {
+			return nil, 0, nil, fmt.Errorf("opcuafront: gopcua listener on %s:%d: %w", host, inner, err)
+		}
+		f.log.Debug("opc ua front: inner port taken before gopcua bound it, picking another", "port", inner, "attempt", attempt)
+	}
+}
+
+// pickInnerPort is freePort; tests replace it to hand out a taken port.
+var pickInnerPort = freePort
 
 func freePort(ctx context.Context, host string) (int, error) {
 	var lc net.ListenConfig

@@ -2,6 +2,7 @@ package opcuafront
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -413,5 +414,34 @@ func TestFrontMethods(t *testing.T) {
 	}
 	if f.Calls() != 10 || f.Writes() != 0 {
 		t.Fatalf("%d calls, %d writes counted", f.Calls(), f.Writes())
+	}
+}
+
+// TestStartPicksAnotherInnerPortWhenTaken: the inner port gopcua binds is
+// found by listening on port 0 and closing; when another process takes it
+// before gopcua binds it, Start picks another instead of failing (a
+// flake seen under load: "bind: address already in use").
+func TestStartPicksAnotherInnerPortWhenTaken(t *testing.T) {
+	var lc net.ListenConfig
+	taken, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	var calls atomic.Int32
+	pickInnerPort = func(ctx context.Context, host string) (int, error) {
+		if calls.Add(1) == 1 {
+			return taken.Addr().(*net.TCPAddr).Port, nil
+		}
+		return freePort(ctx, host)
+	}
+	t.Cleanup(func() { pickInnerPort = freePort })
+	f := startFront(t, Config{Addr: "127.0.0.1:0"}, []Asset{{ID: "bf-1", Source: &fixed{class: "blast_furnace", signals: []string{"top_pressure"}, values: []float64{210}}}})
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("inner port picked %d times, want 2 (the taken one, then another)", n)
+	}
+	c := connect(t, t.Context(), f.Endpoint())
+	if v := read(t, t.Context(), c, "ns=1;s=bf-1.top_pressure"); len(v) != 1 || v[0].Status != ua.StatusOK {
+		t.Fatalf("read after the retry: %+v", v)
 	}
 }
