@@ -124,7 +124,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	points := 0
 	assets := map[string]bool{}
 	for _, d := range cfg.Devices {
-		points += len(d.Signals)
+		points += len(d.Norm)
 		assets[d.Asset.ID] = true
 	}
 	for _, w := range cfg.Warnings {
@@ -168,6 +168,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// The default collection target from the start (GOGC wins), not Go's
+	// 100 until the configuration's applies: loading and compiling a
+	// 20,000-point configuration holds its YAML tree (~35 MB live), and at
+	// 100 the heap doubled over it (VmHWM 103 MB; docs/benchmarks.md, "OPC
+	// UA memory, third pass"). gateway.gc_percent applies once it is read.
+	memlimit.ApplyGCPercent(0)
 	cfg, err := gwconfig.Load(*config, gateway.Drivers()...)
 	if err != nil {
 		printConfigErrors(stderr, err)
