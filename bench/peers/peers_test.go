@@ -142,8 +142,8 @@ func checkLoads(t *testing.T, path string, devices, points int) {
 		t.Fatalf("%d devices, want %d", len(cfg.Devices), devices)
 	}
 	for _, d := range cfg.Devices {
-		if len(d.Signals) != points {
-			t.Fatalf("device %s: %d points, want %d", d.ID, len(d.Signals), points)
+		if len(d.Signals()) != points {
+			t.Fatalf("device %s: %d points, want %d", d.ID, len(d.Signals()), points)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 
@@ -124,7 +125,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	points := 0
 	assets := map[string]bool{}
 	for _, d := range cfg.Devices {
-		points += len(d.Signals)
+		points += len(d.Norm)
 		assets[d.Asset.ID] = true
 	}
 	for _, w := range cfg.Warnings {
@@ -168,6 +169,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// The default collection target from the start (GOGC wins), not Go's
+	// 100 until the configuration's applies: loading and compiling a
+	// 20,000-point configuration holds its YAML tree (~35 MB live), and at
+	// 100 the heap doubled over it (VmHWM 103 MB; docs/benchmarks.md, "OPC
+	// UA memory, third pass"). gateway.gc_percent applies once it is read.
+	memlimit.ApplyGCPercent(0)
 	cfg, err := gwconfig.Load(*config, gateway.Drivers()...)
 	if err != nil {
 		printConfigErrors(stderr, err)
@@ -280,6 +287,13 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 	// the runtime's memory settings change only with a configuration that
 	// runs (a refused reload leaves the running ones)
 	applyMemory(cfg, log)
+	// Loading is over: gateway.New dropped the configuration's YAML tree
+	// (tens of MB for 20,000 points). Hand the pages it held back to the
+	// system now; the runtime's background scavenger returns them only
+	// slowly, and at 20 OPC UA devices x 1,000 nodes they were still in
+	// the gateway's RSS a minute later (docs/benchmarks.md, "OPC UA
+	// memory, third pass"). One collection, once per configuration.
+	debug.FreeOSMemory()
 	return gen, nil
 }
 

@@ -85,7 +85,8 @@ func AsErrors(err error) Errors {
 type Doc struct {
 	File   string
 	root   *yaml.Node
-	broken []string // field paths whose values did not decode
+	broken []string                  // field paths whose values did not decode
+	fields map[reflect.Type]fieldSet // the checkers' structFields cache
 }
 
 // Decode strictly decodes data (named file in messages) into v and reports
@@ -121,7 +122,10 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 // v as Decode does, recording broken fields in d. path prefixes every
 // field named in the errors.
 func (d *Doc) DecodeNode(n *yaml.Node, path string, v any) error {
-	c := newChecker(d.File)
+	if d.fields == nil {
+		d.fields = map[reflect.Type]fieldSet{}
+	}
+	c := newChecker(d.File, d.fields)
 	c.check(n, reflect.TypeOf(v), path)
 	d.broken = append(d.broken, c.broken...)
 	// the checker found every unknown key and misfit value; the decoder
@@ -137,7 +141,10 @@ func (d *Doc) DecodeNode(n *yaml.Node, path string, v any) error {
 	if _, bad := c.bad[root]; bad {
 		return c.errs
 	}
-	derr := prune(n, c.bad, map[*yaml.Node]*yaml.Node{}).Decode(v)
+	if len(c.bad) > 0 {
+		n = prune(n, c.bad, map[*yaml.Node]*yaml.Node{}) // a copy without the bad nodes
+	}
+	derr := n.Decode(v)
 	if derr == nil {
 		if len(c.errs) > 0 {
 			return c.errs

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 type testCfg struct {
@@ -218,5 +220,42 @@ func TestFileSizeCap(t *testing.T) {
 	}
 	if _, err := Decode("ok.yaml", big[:MaxFileSize], &c); err != nil || c.Name != "x" {
 		t.Fatalf("Decode at the cap: %v, name %q", err, c.Name)
+	}
+}
+
+// TestDecodeNodeBuildsFieldTablesOnce: a loader that decodes each of many
+// nodes on its own (a driver's points) builds a struct's field table once
+// per document, not once per node, and the cached tables still name every
+// unknown key and misfit value of a later node.
+func TestDecodeNodeBuildsFieldTablesOnce(t *testing.T) {
+	type point struct {
+		Address int    `yaml:"address"`
+		Signal  string `yaml:"signal"`
+	}
+	var raw struct {
+		Points []yaml.Node `yaml:"points"`
+	}
+	d, err := Decode("gw.yaml", []byte("points:\n  - {address: 1, signal: a}\n  - {address: 2, signal: b}\n  - {address: x, signl: c}\n"), &raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := len(d.fields)
+	for i := range raw.Points[:2] {
+		var p point
+		if err := d.DecodeNode(&raw.Points[i], fmt.Sprintf("points[%d]", i), &p); err != nil || p.Address != i+1 {
+			t.Fatalf("points[%d]: %+v, %v", i, p, err)
+		}
+	}
+	if len(d.fields) != tables+1 {
+		t.Errorf("%d field tables after decoding two points of one type, want %d", len(d.fields), tables+1)
+	}
+	var p point
+	err = d.DecodeNode(&raw.Points[2], "points[2]", &p)
+	es := AsErrors(err)
+	if len(es) != 2 || !strings.Contains(err.Error(), "points[2].address") || !strings.Contains(err.Error(), "points[2].signl") {
+		t.Fatalf("errors of the third point: %v", err)
+	}
+	if len(d.fields) != tables+1 {
+		t.Errorf("%d field tables after a third point, want %d", len(d.fields), tables+1)
 	}
 }

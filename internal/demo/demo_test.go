@@ -249,11 +249,11 @@ devices:
 	}
 	read := map[string]string{}
 	for _, d := range cfg.Devices {
-		for _, s := range d.Signals {
+		for _, s := range d.Signals() {
 			read[s.Signal] = d.Protocol
 		}
 	}
-	for _, s := range whole.Devices[0].Signals {
+	for _, s := range whole.Devices[0].Signals() {
 		want := "modbus"
 		if _, ok := navPoints[s.Signal]; ok {
 			want = "nmea"

@@ -88,7 +88,8 @@ type spooled struct {
 	batches []*telemetry.Batch
 	deaths  []telemetry.Death
 	births  int
-	kinds   string // one letter per record: d(ata), b(irth), x (death)
+	birth   []*telemetry.Birth // every birth, decoded
+	kinds   string             // one letter per record: d(ata), b(irth), x (death)
 }
 
 func (r *loopRig) spooled(t *testing.T) spooled {
@@ -112,6 +113,11 @@ func (r *loopRig) spooled(t *testing.T) spooled {
 				out.batches = append(out.batches, b)
 				out.kinds += "d"
 			case strings.HasSuffix(rec.Subject, ".birth"):
+				b, err := telemetry.DecodeBirth(rec.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out.birth = append(out.birth, b)
 				out.births++
 				out.kinds += "b"
 			case strings.HasSuffix(rec.Subject, ".death"):
@@ -296,6 +302,92 @@ func TestUnitsFromTheNode(t *testing.T) {
 	}
 	if flow.Quality != telemetry.QualityBad || flow.Status != normalize.StatusNoUnit || flow.HasValue() {
 		t.Errorf("flow = %+v, want bad with status %#x and no value", flow, normalize.StatusNoUnit)
+	}
+}
+
+const unitsFromNodes = `{id: g-1, class: generic, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: level, node_id: "i=1"}, {signal: flow, node_id: "i=2", unit: "m3/h"}]}`
+
+// birthUnits is signal -> unit in a birth.
+func birthUnits(b *telemetry.Birth) map[string]string {
+	out := map[string]string{}
+	for _, s := range b.Signals {
+		out[s.Signal] = s.Unit
+	}
+	return out
+}
+
+// TestNodeUnitChangesTwice: a node whose unit changes twice (m, then cm,
+// then mm: a server reconfigured between sessions) has each change
+// announced in a new birth before the next batch, and every value
+// published in the unit announced; the point with a configured unit is
+// left as it is.
+func TestNodeUnitChangesTwice(t *testing.T) {
+	r := newLoopRig(t, "", unitsFromNodes)
+	for k, st := range []struct {
+		ucum string
+		raw  float64
+	}{{"m", 2.5}, {"cm", 250}, {"mm", 2500}} {
+		r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: st.ucum}, {Index: 1, UCUM: "m3/h"}})
+		r.run(t, sample.Cycle{Start: at(float64(k)), Interval: time.Second, Replied: true,
+			Samples: []sample.Sample{{Index: 0, Num: st.raw}, {Index: 1, Num: 7}}})
+		got := r.spooled(t)
+		if got.kinds != "bd" {
+			t.Fatalf("change %d: spooled %s, want the birth of the new unit then the batch", k, got.kinds)
+		}
+		if u := birthUnits(got.birth[0]); u["level"] != st.ucum || u["flow"] != "m3/h" {
+			t.Errorf("change %d: birth units %v", k, u)
+		}
+		level, flow := got.batches[0].Readings[0], got.batches[0].Readings[1]
+		if level.Quality != telemetry.QualityGood || level.Unit != st.ucum || level.Value != st.raw {
+			t.Errorf("change %d: level = %+v, want %v %s", k, level, st.raw, st.ucum)
+		}
+		if flow.Unit != "m3/h" || flow.Value != 7 {
+			t.Errorf("change %d: flow = %+v", k, flow)
+		}
+	}
+	// the same unit again: no new birth
+	r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "mm"}, {Index: 1, UCUM: "m3/h"}})
+	r.run(t, sample.Cycle{Start: at(4), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1}}})
+	if got := r.spooled(t); got.kinds != "d" || got.batches[0].Readings[0].Unit != "mm" {
+		t.Fatalf("unchanged unit: spooled %s %+v", got.kinds, got.batches)
+	}
+}
+
+// TestNodeUnitAfterReload: a reload compiles the configuration again and
+// builds new devices; the previous generation's unit does not carry over
+// (the point is bad, StatusNoUnit, until its node's unit is read again),
+// and a unit changed across the reload applies exactly.
+func TestNodeUnitAfterReload(t *testing.T) {
+	before := newLoopRig(t, "", unitsFromNodes)
+	before.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "m"}})
+	before.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}}})
+	if got := before.spooled(t); got.batches[0].Readings[0].Unit != "m" {
+		t.Fatalf("before the reload: %+v", got.batches[0].Readings[0])
+	}
+	after := newLoopRig(t, "", unitsFromNodes)
+	after.run(t, sample.Cycle{Start: at(1), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}}})
+	got := after.spooled(t)
+	if l := got.batches[0].Readings[0]; l.Quality != telemetry.QualityBad || l.Status != normalize.StatusNoUnit || l.HasValue() {
+		t.Fatalf("after the reload, before the node's unit: %+v", l)
+	}
+	for _, b := range got.birth {
+		if u := birthUnits(b); u["level"] != "" {
+			t.Errorf("after the reload, birth unit %q before the node's", u["level"])
+		}
+	}
+	after.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "cm"}})
+	after.run(t, sample.Cycle{Start: at(2), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 250}}})
+	got = after.spooled(t)
+	if got.kinds != "bd" || birthUnits(got.birth[0])["level"] != "cm" {
+		t.Fatalf("after the reload, cm: spooled %s", got.kinds)
+	}
+	if l := got.batches[0].Readings[0]; l.Quality != telemetry.QualityGood || l.Unit != "cm" || l.Value != 250 {
+		t.Errorf("after the reload, cm: %+v", l)
+	}
+	// the previous generation still reads m
+	before.run(t, sample.Cycle{Start: at(3), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1.5}}})
+	if l := before.spooled(t).batches[0].Readings[0]; l.Unit != "m" || l.Value != 1.5 {
+		t.Errorf("previous generation: %+v", l)
 	}
 }
 

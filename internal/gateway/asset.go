@@ -74,9 +74,7 @@ var errBirthEncode = errors.New("birth cannot be encoded")
 func (a *asset) birth(ctx context.Context, sp *spool.Spool) error {
 	var signals []telemetry.SignalInfo
 	for _, d := range a.devs {
-		d.normMu.Lock()
-		signals = append(signals, d.signals...)
-		d.normMu.Unlock()
+		signals = d.appendSignals(signals)
 	}
 	if a.g.rate != 1 {
 		for i := range signals {

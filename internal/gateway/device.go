@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,14 +46,11 @@ type device struct {
 	log  *slog.Logger
 	subj string // data subject
 
-	// normMu guards norm and signals: the loop normalizes under it, and a
-	// driver may report device units (OnUnits) from its own goroutine.
-	normMu  sync.Mutex
-	norm    *normalize.Normalizer
-	signals []telemetry.SignalInfo // as announced in births; the configuration's until ownSignals
-	// ownSignals: signals is this device's copy (a device-reported unit
-	// changed it); before, it is the configuration's, shared read-only.
-	ownSignals bool
+	// normMu guards norm: the loop normalizes under it, births read its
+	// units, and a driver may report device units (OnUnits) from its own
+	// goroutine.
+	normMu sync.Mutex
+	norm   *normalize.Normalizer
 	// unitsChanged: applyUnits changed a signal's unit; the loop announces
 	// a new birth of the asset before the next batch.
 	unitsChanged atomic.Bool
@@ -79,7 +75,7 @@ type deviceState struct {
 
 func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
 	dv := &device{g: g, a: a, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
-		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds()), signals: d.Signals}
+		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds())}
 	src, err := g.newSource(dv)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.ID, err)
@@ -141,17 +137,26 @@ func (d *device) applyUnits(nus []driver.Unit) {
 		}
 		d.norm.SetConversion(i, conv, lo, hi)
 		if noCatalogUnit {
-			d.norm.SetUnit(i, to)
-			if d.signals[i].Unit != to {
-				if !d.ownSignals {
-					// copy on write: d.signals starts as the configuration's
-					d.signals, d.ownSignals = slices.Clone(d.signals), true
-				}
-				d.signals[i].Unit = to
+			if d.norm.Unit(i) != to {
 				d.unitsChanged.Store(true)
 			}
+			d.norm.SetUnit(i, to)
 		}
 	}
+}
+
+// appendSignals appends the device's points' birth entries to dst: the
+// configuration's, with the unit the device reported for a point of a
+// class without catalog unit.
+func (d *device) appendSignals(dst []telemetry.SignalInfo) []telemetry.SignalInfo {
+	d.normMu.Lock()
+	defer d.normMu.Unlock()
+	for i := range d.cfg.Norm {
+		info := d.cfg.Signal(i)
+		info.Unit = d.norm.Unit(i)
+		dst = append(dst, info)
+	}
+	return dst
 }
 
 func (d *device) state() deviceState {

@@ -280,7 +280,7 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 			// Exact-size copies: the point tables live as long as the
 			// gateway, and appending left up to half of each unused
 			// (a 100-device, 10,000-point gateway: about 3 MB).
-			dev.Norm, dev.Signals, dev.Writes = slices.Clone(dev.Norm), slices.Clone(dev.Signals), slices.Clone(dev.Writes)
+			dev.Norm, dev.BirthIntervalMS, dev.Writes = slices.Clone(dev.Norm), slices.Clone(dev.BirthIntervalMS), slices.Clone(dev.Writes)
 			out.Devices = append(out.Devices, dev)
 		}
 	}
@@ -735,14 +735,8 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		where = doc.File + ":" + ps.Field
 	}
 	dc.names[p.Signal] = where
-	info := telemetry.SignalInfo{Signal: np.Signal, Unit: np.Unit, Min: np.Min, Max: np.Max, Src: np.Src,
-		IntervalMS: ps.BirthInterval.Milliseconds()}
-	if len(np.States) > 0 {
-		info.Enum = np.States
-	}
-	info.Write = wr.Limits()
 	dc.dev.Norm = append(dc.dev.Norm, np)
-	dc.dev.Signals = append(dc.dev.Signals, info)
+	dc.dev.BirthIntervalMS = append(dc.dev.BirthIntervalMS, ps.BirthInterval.Milliseconds())
 	dc.dev.Writes = append(dc.dev.Writes, wr)
 	return len(dc.dev.Norm) - 1, fromDevice, true
 }

@@ -38,13 +38,13 @@ func TestLoadGood(t *testing.T) {
 		t.Fatalf("groups = %+v", md.Groups)
 	}
 	fast := md.Groups[0]
-	if len(fast.Points) != 5 || len(fast.Index) != 5 || len(d.Norm) != 6 || len(d.Signals) != 6 {
+	if len(fast.Points) != 5 || len(fast.Index) != 5 || len(d.Norm) != 6 || len(d.Signals()) != 6 {
 		t.Fatalf("fast group has %d points, device %d", len(fast.Points), len(d.Norm))
 	}
 	byName := map[string]int{} // signal -> index in the fast group
 	for j, i := range fast.Index {
 		byName[d.Norm[i].Signal] = j
-		if d.Signals[i].Signal != d.Norm[i].Signal {
+		if d.Signals()[i].Signal != d.Norm[i].Signal {
 			t.Errorf("signals and norm not aligned at %d", i)
 		}
 	}
@@ -73,7 +73,7 @@ func TestLoadGood(t *testing.T) {
 		t.Errorf("slow group = %+v", dew)
 	}
 	var dpInfo, dewInfo bool
-	for _, s := range d.Signals {
+	for _, s := range d.Signals() {
 		if s.Signal == "discharge_pressure" && s.IntervalMS == 500 && s.Unit == "MPa" {
 			dpInfo = true
 		}
@@ -82,7 +82,7 @@ func TestLoadGood(t *testing.T) {
 		}
 	}
 	if !dpInfo || !dewInfo {
-		t.Errorf("birth signals = %+v", d.Signals)
+		t.Errorf("birth signals = %+v", d.Signals())
 	}
 }
 

@@ -67,7 +67,7 @@ func TestSourcesCompileToOneAsset(t *testing.T) {
 			t.Errorf("%s: asset %+v nameplate %v", d.ID, d.Asset, d.Nameplate)
 		}
 		var got []string
-		for _, s := range d.Signals {
+		for _, s := range d.Signals() {
 			got = append(got, s.Signal)
 		}
 		if strings.Join(got, ",") != strings.Join(tc.signals, ",") {

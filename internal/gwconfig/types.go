@@ -194,14 +194,16 @@ type Config struct {
 }
 
 // Device is one compiled device: its asset, its points' normalization and
-// its driver's settings. Norm and Signals are index-aligned: index i is the
-// device's point i, the sample.Sample.Index its driver reports.
+// its driver's settings. Norm, BirthIntervalMS and Writes are
+// index-aligned: index i is the device's point i, the sample.Sample.Index
+// its driver reports. A point's birth entry (Signal) is derived from them
+// when a birth is built, not kept.
 //
 // A device with several sources (DeviceFile.Sources) compiles to one
 // Device per source, all with the same Asset and Nameplate: ID is then
 // "<device id>/<source name>", Source the source's name and Field
 // "devices[3].sources[1]". The gateway publishes one birth per asset with
-// the union of its sources' Signals.
+// the union of its sources' signals.
 type Device struct {
 	ID        string
 	Field     string // where the device is written: "devices[3]"
@@ -212,11 +214,36 @@ type Device struct {
 	Interval  time.Duration // the device's poll_interval
 	Heartbeat time.Duration
 	Norm      []normalize.Point
-	Signals   []telemetry.SignalInfo
+	// BirthIntervalMS is the interval point i's birth entry announces
+	// (telemetry.SignalInfo.IntervalMS).
+	BirthIntervalMS []int64
 	// Driver is the protocol's compiled settings, of its driver's own
 	// type (*modbus.DeviceConfig, *opcua.DeviceConfig).
 	Driver DriverConfig
 	// Writes is index-aligned with Norm: the point's compiled write block,
 	// nil when commands may not write it.
 	Writes []*Write
+}
+
+// Signal returns point i's entry in the asset's birth as configured: its
+// signal, canonical unit, plausible range, birth interval, source, state
+// labels and write limits. A unit the device reports (a class without
+// catalog unit) is the gateway's to lay over it.
+func (d *Device) Signal(i int) telemetry.SignalInfo {
+	p := &d.Norm[i]
+	info := telemetry.SignalInfo{Signal: p.Signal, Unit: p.Unit, Min: p.Min, Max: p.Max, Src: p.Src,
+		IntervalMS: d.BirthIntervalMS[i], Write: d.Writes[i].Limits()}
+	if len(p.States) > 0 {
+		info.Enum = p.States
+	}
+	return info
+}
+
+// Signals returns every point's birth entry (Signal), in point order.
+func (d *Device) Signals() []telemetry.SignalInfo {
+	out := make([]telemetry.SignalInfo, len(d.Norm))
+	for i := range out {
+		out[i] = d.Signal(i)
+	}
+	return out
 }

@@ -42,14 +42,14 @@ devices:
 		t.Errorf("load_state write = %+v", s)
 	}
 	// the birth carries the limits (canonical units), read-only signals none
-	if d.Signals[0].Write != nil {
-		t.Errorf("discharge_temp birth write = %+v", d.Signals[0].Write)
+	if d.Signals()[0].Write != nil {
+		t.Errorf("discharge_temp birth write = %+v", d.Signals()[0].Write)
 	}
-	bw := d.Signals[1].Write
+	bw := d.Signals()[1].Write
 	if bw == nil || *bw.Min != 0.6 || *bw.Max != 0.8 || bw.MaxStep != 0.05 || bw.MinIntervalMS != 30000 || bw.Allowed != nil {
 		t.Errorf("discharge_pressure birth write = %+v", bw)
 	}
-	sw := d.Signals[2].Write
+	sw := d.Signals()[2].Write
 	if sw == nil || sw.Min != nil || sw.Max != nil || !slices.Equal(sw.Allowed, []string{"off", "loaded"}) {
 		t.Errorf("load_state birth write = %+v", sw)
 	}

@@ -61,6 +61,21 @@ type bandState struct {
 	sentAt       int64
 }
 
+// override is what the device itself reported of one point (SetConversion,
+// SetUnit, SetNoUnit), laid over the point's configuration. Overrides are
+// values, interned: the points of a device that share a unit and range
+// share one entry, so a 10,000-point device whose nodes all report their
+// engineering units keeps 4 bytes per point (overOf) and a few entries,
+// not a second copy of its points (~150 bytes each).
+type override struct {
+	conv           units.Conversion
+	min, max       float64 // when hasMin, hasMax; else the point's Min, Max
+	hasMin, hasMax bool
+	unit           string // when hasUnit; else the point's Unit
+	hasUnit        bool
+	noUnit         bool
+}
+
 // Normalizer normalizes the readings of one device's points.
 type Normalizer struct {
 	points []Point
@@ -71,11 +86,15 @@ type Normalizer struct {
 	// deadband (bandOf[i] < 0 when not; bandOf is nil when no point has
 	// one): only those need one, so a 10,000-point device without
 	// deadbands keeps 8 bytes per point instead of 48.
-	band      []bandState
-	bandOf    []int32
+	band   []bandState
+	bandOf []int32
+	// over[overOf[i]] is point i's override (overOf[i] < 0: none; overOf
+	// is nil until the first Set call); overIdx finds an equal entry.
+	over      []override
+	overOf    []int32
+	overIdx   map[override]int32
 	k         int64 // a silent point is stale after k x its interval
 	heartbeat int64 // ms: a deadbanded point is reported at least this often
-	owned     bool  // points is n's own copy (else the caller's, read-only)
 }
 
 // New returns a normalizer for points (sample.Sample.Index i is points[i]).
@@ -86,10 +105,10 @@ type Normalizer struct {
 //
 // The normalizer never modifies points: when every point already has its
 // Scale and Conv.Scale set (a compiled configuration's), it reads them in
-// place, and copies them only when a Set method changes one (a
-// 10,000-point gateway keeps one table, not two); otherwise it works on a
-// copy with the defaults filled in. The caller must not modify points
-// afterwards.
+// place, and the Set methods keep what the device reports in an override
+// per point (a 10,000-point gateway keeps one table, not two); otherwise
+// it works on a copy with the defaults filled in. The caller must not
+// modify points afterwards.
 func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
@@ -106,7 +125,7 @@ func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
 		}
 	}
 	if slices.ContainsFunc(points, func(p Point) bool { return p.Scale == 0 || p.Conv.Scale == 0 }) {
-		n.own()
+		n.points = slices.Clone(points)
 		for i := range n.points {
 			if n.points[i].Scale == 0 {
 				n.points[i].Scale = 1
@@ -129,15 +148,95 @@ func count(points []Point, f func(*Point) bool) int {
 	return n
 }
 
-// own makes n.points the normalizer's own copy before a change.
-func (n *Normalizer) own() {
-	if !n.owned {
-		n.points, n.owned = slices.Clone(n.points), true
+// Points returns the configured points (read-only), without what the
+// device reported (Point gives that).
+func (n *Normalizer) Points() []Point { return n.points }
+
+// Point returns point i as the normalizer applies it: its configuration
+// with the conversion, range and unit the device reported laid over it.
+func (n *Normalizer) Point(i int) Point {
+	p := n.points[i]
+	if o := n.overrideOf(i); o != nil {
+		p.Conv, p.NoUnit = o.conv, o.noUnit
+		if o.hasUnit {
+			p.Unit = o.unit
+		}
+		if o.hasMin {
+			lo := o.min
+			p.Min = &lo
+		}
+		if o.hasMax {
+			hi := o.max
+			p.Max = &hi
+		}
 	}
+	return p
 }
 
-// Points returns the compiled points (read-only).
-func (n *Normalizer) Points() []Point { return n.points }
+// Unit returns point i's canonical unit: the configuration's, or the one
+// the device reported (SetUnit).
+func (n *Normalizer) Unit(i int) string {
+	if o := n.overrideOf(i); o != nil && o.hasUnit {
+		return o.unit
+	}
+	return n.points[i].Unit
+}
+
+func (n *Normalizer) overrideOf(i int) *override {
+	if n.overOf == nil {
+		return nil
+	}
+	if j := n.overOf[i]; j >= 0 {
+		return &n.over[j]
+	}
+	return nil
+}
+
+// set changes point i's override by f, starting from its current one (or
+// from its configuration: the configured conversion and NoUnit mark).
+func (n *Normalizer) set(i int, f func(*override)) {
+	o := override{conv: n.points[i].Conv, noUnit: n.points[i].NoUnit}
+	if cur := n.overrideOf(i); cur != nil {
+		o = *cur
+	}
+	f(&o)
+	if n.overOf == nil {
+		n.overOf = make([]int32, len(n.points))
+		for j := range n.overOf {
+			n.overOf[j] = -1
+		}
+		n.overIdx = map[override]int32{}
+	}
+	j, ok := n.overIdx[o]
+	if !ok {
+		if len(n.over) >= len(n.points)+16 {
+			n.compactOverrides()
+		}
+		j = int32(len(n.over))
+		n.over = append(n.over, o)
+		n.overIdx[o] = j
+	}
+	n.overOf[i] = j
+}
+
+// compactOverrides drops the entries no point uses any more (a device
+// whose units change on every reconnect would otherwise grow them).
+func (n *Normalizer) compactOverrides() {
+	old := n.over
+	n.over, n.overIdx = nil, map[override]int32{}
+	for i, j := range n.overOf {
+		if j < 0 {
+			continue
+		}
+		k, ok := n.overIdx[old[j]]
+		if !ok {
+			k = int32(len(n.over))
+			n.over = append(n.over, old[j])
+			n.overIdx[old[j]] = k
+		}
+		n.overOf[i] = k
+	}
+}
 
 // Apply normalizes one cycle's samples (each names its point by Index) and
 // appends the readings to report to dst, which it returns. now is the read
@@ -166,13 +265,23 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 	if ts == 0 {
 		ts = read
 	}
+	var o *override
+	unit := p.Unit
+	if n.overOf != nil {
+		if j := n.overOf[i]; j >= 0 {
+			o = &n.over[j]
+			if o.hasUnit {
+				unit = o.unit
+			}
+		}
+	}
 	// built in place: a Reading is ~100 bytes, copied once less
-	dst = append(dst, telemetry.Reading{Signal: p.Signal, Unit: p.Unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality})
+	dst = append(dst, telemetry.Reading{Signal: p.Signal, Unit: unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality})
 	r := &dst[len(dst)-1]
 	switch {
 	case s.Quality.HasValue():
 		*heard = now
-		n.fillValue(r, p, s)
+		n.fillValue(r, p, o, s)
 	case s.Quality == telemetry.QualityStale:
 		// the driver knows nothing can be heard: stale at once
 	case !s.Silent:
@@ -195,37 +304,38 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 	return dst
 }
 
-// SetConversion replaces point i's unit conversion and plausible range;
-// used when the device reports its own engineering units at connect time.
-// It clears the point's NoUnit mark.
+// SetConversion replaces point i's unit conversion and plausible range
+// (a nil bound keeps the one in force); used when the device reports its
+// own engineering units at connect time. It clears the point's NoUnit mark.
+// The configured points are left as they are: the change is point i's
+// override.
 func (n *Normalizer) SetConversion(i int, c units.Conversion, min, max *float64) {
-	n.own()
-	n.points[i].Conv = c
-	n.points[i].NoUnit = false
-	if min != nil {
-		n.points[i].Min = min
-	}
-	if max != nil {
-		n.points[i].Max = max
-	}
+	n.set(i, func(o *override) {
+		o.conv, o.noUnit = c, false
+		if min != nil {
+			o.min, o.hasMin = *min, true
+		}
+		if max != nil {
+			o.max, o.hasMax = *max, true
+		}
+	})
 }
 
 // SetUnit sets point i's canonical unit (a class without catalog unit,
 // whose unit the device reported) and clears its NoUnit mark.
 func (n *Normalizer) SetUnit(i int, unit string) {
-	n.own()
-	n.points[i].Unit = unit
-	n.points[i].NoUnit = false
+	n.set(i, func(o *override) { o.unit, o.hasUnit, o.noUnit = unit, true, false })
 }
 
 // SetNoUnit marks point i as having no known unit: its numeric values are
 // reported bad with StatusNoUnit until SetConversion gives one.
 func (n *Normalizer) SetNoUnit(i int) {
-	n.own()
-	n.points[i].NoUnit = true
+	n.set(i, func(o *override) { o.noUnit = true })
 }
 
-func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample) {
+// fillValue sets r's value from s by point p and its override o (nil:
+// none).
+func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, o *override, s *sample.Sample) {
 	if s.IsStr {
 		r.Text = s.Str
 		r.NoValue = true
@@ -247,23 +357,45 @@ func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, s *sample.Sample)
 		}
 		return
 	}
-	if p.NoUnit {
+	conv, noUnit := p.Conv, p.NoUnit
+	if o != nil {
+		conv, noUnit = o.conv, o.noUnit
+	}
+	if noUnit {
 		r.Quality = telemetry.QualityBad
 		r.Status = StatusNoUnit
 		return
 	}
-	v = p.Conv.Apply(v)
+	v = conv.Apply(v)
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		r.Quality = telemetry.QualityBad
 		r.Value = 0
 		return
 	}
 	r.Value = v
-	if (p.Min != nil && v < *p.Min) || (p.Max != nil && v > *p.Max) {
-		if r.Quality == telemetry.QualityGood {
-			r.Quality = telemetry.QualityUncertain
-		}
+	if r.Quality == telemetry.QualityGood && outside(v, p, o) {
+		r.Quality = telemetry.QualityUncertain
 	}
+}
+
+// outside reports whether v is outside point p's plausible range, the
+// bounds of its override o (nil: none) taking precedence.
+func outside(v float64, p *Point, o *override) bool {
+	switch {
+	case o != nil && o.hasMin:
+		if v < o.min {
+			return true
+		}
+	case p.Min != nil && v < *p.Min:
+		return true
+	}
+	switch {
+	case o != nil && o.hasMax:
+		return v > o.max
+	case p.Max != nil:
+		return v > *p.Max
+	}
+	return false
 }
 
 func indexOf(xs []string, s string) int {

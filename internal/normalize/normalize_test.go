@@ -208,7 +208,13 @@ func TestOutOfRangeIsUncertainAndNaNIsBad(t *testing.T) {
 
 func nan() float64 { z := 0.0; return z / z }
 
-func BenchmarkApply100(b *testing.B) {
+func BenchmarkApply100(b *testing.B) { benchApply100(b, false) }
+
+// BenchmarkApply100Reported: every point's device reported its units
+// (SetConversion, as an OPC UA node's EngineeringUnits): the override path.
+func BenchmarkApply100Reported(b *testing.B) { benchApply100(b, true) }
+
+func benchApply100(b *testing.B, reported bool) {
 	pts := make([]Point, 100)
 	raws := make([]sample.Sample, 100)
 	c, _ := units.Convert("bar", "MPa")
@@ -217,6 +223,11 @@ func BenchmarkApply100(b *testing.B) {
 		raws[i] = sample.Sample{Index: i, Num: float64(i)}
 	}
 	n := New(pts, 3, 0)
+	if reported {
+		for i := range pts {
+			n.SetConversion(i, c, nil, fp(1000))
+		}
+	}
 	dst := make([]telemetry.Reading, 0, 100)
 	now := int64(0)
 	b.ReportAllocs()
@@ -262,14 +273,165 @@ func TestSharedPointsAreNeverModified(t *testing.T) {
 	if !reflect.DeepEqual(table, orig) {
 		t.Fatalf("the caller's table changed: %+v", table)
 	}
-	if p := n.Points(); p[0].Conv.Scale != 1000 || *p[0].Max != 10 || !p[0].NoUnit || p[1].Unit != "K" || p[1].NoUnit {
-		t.Fatalf("the normalizer's points: %+v", p)
+	if &n.Points()[0] != &table[0] {
+		t.Fatal("a Set method copied the table")
+	}
+	if p0, p1 := n.Point(0), n.Point(1); p0.Conv.Scale != 1000 || *p0.Max != 10 || !p0.NoUnit || p1.Unit != "K" || p1.NoUnit {
+		t.Fatalf("the normalizer's points: %+v %+v", p0, p1)
 	}
 	// A table with defaults left to fill is copied at once.
 	raw := []Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}}
 	n = New(raw, 3, 0)
 	if raw[0].Scale != 0 || n.Points()[0].Scale != 1 || n.Points()[0].Conv.Scale != 1 {
 		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], n.Points()[0])
+	}
+}
+
+// value normalizes one good sample of point i.
+func value(t *testing.T, n *Normalizer, i int, raw float64) telemetry.Reading {
+	t.Helper()
+	got := n.ApplyOne(nil, &sample.Sample{Index: i, Num: raw}, 1000, 1000)
+	if len(got) != 1 {
+		t.Fatalf("point %d: %d readings", i, len(got))
+	}
+	return got[0]
+}
+
+// TestPerPointOverride: what one point's device reports (conversion,
+// range, unit) applies to that point alone, exactly, without copying the
+// table; points that reported the same units share one override, and a
+// later change of one of them leaves the others as they were.
+func TestPerPointOverride(t *testing.T) {
+	table := []Point{
+		{Signal: "a", Unit: "kPa", Scale: 1, Conv: units.Identity},
+		{Signal: "b", Unit: "kPa", Scale: 1, Conv: units.Identity},
+		{Signal: "c", Unit: "kPa", Scale: 1, Conv: units.Identity, Min: fp(0), Max: fp(100)},
+		{Signal: "d", Unit: "", Scale: 1, Conv: units.Identity, NoUnit: true},
+	}
+	orig := slices.Clone(table)
+	n := New(table, 3, 0)
+	bar := conv(t, "bar", "kPa")
+	n.SetConversion(0, bar, nil, fp(500))
+	n.SetConversion(1, bar, nil, fp(500))
+	if len(n.over) != 1 {
+		t.Fatalf("%d override entries for two points with the same units", len(n.over))
+	}
+	if r := value(t, n, 0, 2); r.Value != 200 || r.Quality != telemetry.QualityGood || r.Unit != "kPa" {
+		t.Errorf("a: %+v", r)
+	}
+	if r := value(t, n, 1, 6); r.Value != 600 || r.Quality != telemetry.QualityUncertain {
+		t.Errorf("b above the reported max: %+v", r)
+	}
+	// c reported nothing: its configuration applies, range included
+	if r := value(t, n, 2, 2); r.Value != 2 || r.Quality != telemetry.QualityGood {
+		t.Errorf("c: %+v", r)
+	}
+	if r := value(t, n, 2, 101); r.Quality != telemetry.QualityUncertain {
+		t.Errorf("c above its configured max: %+v", r)
+	}
+	// b's node changes to psi: a stays in bar
+	psi := conv(t, "[psi]", "kPa")
+	n.SetConversion(1, psi, nil, nil)
+	if r := value(t, n, 0, 2); r.Value != bar.Apply(2) {
+		t.Errorf("a after b changed: %+v, want %v", r, bar.Apply(2))
+	}
+	if r := value(t, n, 1, 10); r.Value != psi.Apply(10) || r.Quality != telemetry.QualityGood {
+		t.Errorf("b in psi: %+v, want %v good", r, psi.Apply(10))
+	}
+	if r := value(t, n, 1, 100); r.Quality != telemetry.QualityUncertain {
+		t.Errorf("b's reported max 500 kPa no longer held after a change without range: %+v", r)
+	}
+	// c's own range: a reported lower bound leaves the configured max
+	n.SetConversion(2, units.Identity, fp(10), nil)
+	if r := value(t, n, 2, 5); r.Quality != telemetry.QualityUncertain {
+		t.Errorf("c below its reported min: %+v", r)
+	}
+	if r := value(t, n, 2, 101); r.Quality != telemetry.QualityUncertain {
+		t.Errorf("c above its configured max: %+v", r)
+	}
+	// d: no unit, bad, until the device gives one
+	if r := value(t, n, 3, 4); r.Quality != telemetry.QualityBad || r.Status != StatusNoUnit || r.HasValue() {
+		t.Errorf("d without unit: %+v", r)
+	}
+	n.SetConversion(3, units.Identity, nil, nil)
+	n.SetUnit(3, "m")
+	if r := value(t, n, 3, 4); r.Quality != telemetry.QualityGood || r.Value != 4 || r.Unit != "m" {
+		t.Errorf("d in m: %+v", r)
+	}
+	if n.Unit(3) != "m" || n.Unit(0) != "kPa" {
+		t.Errorf("units %q %q", n.Unit(3), n.Unit(0))
+	}
+	if !reflect.DeepEqual(table, orig) {
+		t.Fatalf("the configured table changed: %+v", table)
+	}
+}
+
+// TestUnitsChangeTwice: a device whose node's unit changes twice (mm,
+// then m, then back to mm) has each change applied exactly from its
+// next value on, and its NoUnit mark follows.
+func TestUnitsChangeTwice(t *testing.T) {
+	table := []Point{{Signal: "level", Unit: "m", Scale: 1, Conv: units.Identity},
+		{Signal: "other", Unit: "m", Scale: 1, Conv: units.Identity}}
+	n := New(table, 3, 0)
+	mm, m := conv(t, "mm", "m"), conv(t, "m", "m")
+	steps := []struct {
+		c    units.Conversion
+		raw  float64
+		want float64
+	}{{mm, 2500, mm.Apply(2500)}, {m, 2.5, 2.5}, {mm, 1200, mm.Apply(1200)}}
+	for k, st := range steps {
+		n.SetConversion(0, st.c, nil, nil)
+		if r := value(t, n, 0, st.raw); r.Value != st.want || r.Quality != telemetry.QualityGood || r.Unit != "m" {
+			t.Errorf("change %d: %+v, want %v", k, r, st.want)
+		}
+		if r := value(t, n, 1, 7); r.Value != 7 {
+			t.Errorf("change %d: the other point %+v", k, r)
+		}
+	}
+	n.SetNoUnit(0)
+	if r := value(t, n, 0, 5); r.Quality != telemetry.QualityBad || r.Status != StatusNoUnit {
+		t.Errorf("after SetNoUnit: %+v", r)
+	}
+	n.SetConversion(0, mm, nil, nil)
+	if r := value(t, n, 0, 5); r.Quality != telemetry.QualityGood || r.Value != mm.Apply(5) {
+		t.Errorf("units again: %+v", r)
+	}
+	// changes back and forth do not grow the entries past the points
+	for k := range 1000 {
+		n.SetConversion(0, units.Conversion{Scale: float64(k + 2)}, fp(float64(-k)), nil)
+	}
+	if len(n.over) > len(table)+16 {
+		t.Errorf("%d override entries for %d points", len(n.over), len(table))
+	}
+	if r := value(t, n, 0, 3); r.Value != 3*1001 {
+		t.Errorf("after 1000 changes: %+v, want %v", r, 3*1001)
+	}
+	if r := value(t, n, 0, -998); r.Quality != telemetry.QualityUncertain {
+		t.Errorf("below the last reported min -999: %+v", r)
+	}
+}
+
+// TestUnitChangeAfterReload: a reload builds a new normalizer over the
+// new configuration's table; the old normalizer's overrides do not carry
+// over, the device's units (reported again at connect) apply to it alone,
+// and a unit that changed across the reload applies exactly.
+func TestUnitChangeAfterReload(t *testing.T) {
+	table := []Point{{Signal: "level", Unit: "m", Scale: 1, Conv: units.Identity}}
+	old := New(table, 3, 0)
+	old.SetConversion(0, conv(t, "mm", "m"), nil, nil)
+	reloaded := New(table, 3, 0) // same compiled table, as an unchanged device's
+	if r := value(t, reloaded, 0, 4); r.Value != 4 {
+		t.Fatalf("before the device reports its units again: %+v", r)
+	}
+	reloaded.SetConversion(0, conv(t, "cm", "m"), nil, nil)
+	if r := value(t, reloaded, 0, 250); r.Value != conv(t, "cm", "m").Apply(250) {
+		t.Errorf("reloaded, cm: %+v", r)
+	}
+	if r := value(t, old, 0, 2500); r.Value != conv(t, "mm", "m").Apply(2500) {
+		t.Errorf("old generation, mm: %+v", r)
+	}
+	if table[0].Conv != units.Identity {
+		t.Errorf("the shared table changed: %+v", table[0])
 	}
 }
 

@@ -81,9 +81,11 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		if !b.DecodePoint(i, &pf) {
 			continue
 		}
-		up := Point{NodeID: pf.NodeID, Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
-			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
 		src := "opcua:" + pf.NodeID
+		// the node id is the tail of src: one string per point, not two
+		// (the decoded one is left to the collector)
+		up := Point{NodeID: src[len("opcua:"):], Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
+			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
 		if w := pf.Write; w != nil && w.Method != nil {
 			up.Method = &Method{Object: w.Method.Object, Method: w.Method.Method, Argument: w.Method.Argument}
 			if pf.NodeID == "" {
