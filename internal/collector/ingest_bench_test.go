@@ -59,6 +59,7 @@ type ingestResult struct {
 	// from Run to the last commit: minor page faults, voluntary and
 	// involuntary context switches (getrusage), garbage collections
 	MinFlt, NVCSw, NIVCSw, NumGC int64
+	Fetches                      int64 // pulls of all partitions
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -189,7 +190,8 @@ func TestIngestChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var done atomic.Int64
+	var done, fetches atomic.Int64
+	c.beforeFetch = func(int) { fetches.Add(1) }
 	finished := make(chan struct{})
 	c.onCommit = func(p int, bs []BatchRef) {
 		if done.Add(int64(len(bs))) == int64(args.Expect) {
@@ -229,6 +231,7 @@ func TestIngestChild(t *testing.T) {
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	res.NumGC = int64(ms1.NumGC - ms0.NumGC)
+	res.Fetches = fetches.Load()
 	runtime.GC()
 	if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
 		pf, err := os.Create(f)
@@ -308,9 +311,9 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
 				b.ReportMetric(0, "ns/op")
 				b.Logf("%d assets, %d series, %d readings in %.2fs wall, %.2f CPU-s (user %.2f, system %.2f); %.0f checkpoint records, %.0f alert/KPI messages; "+
-					"%d page faults, %d+%d context switches, %d GCs; load average %s",
+					"%d fetches, %d page faults, %d+%d context switches, %d GCs; load average %s",
 					assets, res.Series, res.Readings, res.Wall, res.CPU, res.User, res.System, res.Checkpoints, res.Published,
-					res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, loadAvg())
+					res.Fetches, res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, loadAvg())
 			}
 		})
 	}

@@ -260,6 +260,7 @@ func (e *Engine) RestoreAsset(st *AssetState) {
 		a.birth[bi.Signal] = bi
 		a.signal(bi.Signal)
 	}
+	a.birthBin = nil
 	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
 	a.gateway, a.seq, a.part = st.Gateway, st.Seq, st.Part
 	if a.batches > 0 {
