@@ -53,9 +53,7 @@ func TestRuleStateEncodedFromEngineMatchesSnapshot(t *testing.T) {
 	// a new birth: another nameplate, one signal less, another path
 	b := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-x", Asset: telemetry.Asset{ID: v.ID, Class: v.Class,
 		Path: []string{"acme", v.Site, "moved", "_", "_"}}.ToJSON(), Nameplate: map[string]float64{"rated_power": 1234}}
-	for _, si := range st.Birth[1:] {
-		b.Signals = append(b.Signals, si)
-	}
+	b.Signals = append(b.Signals, st.Birth[1:]...)
 	e.Birth(b)
 	check("after a birth")
 	if got, _ := e.AppendBinary(nil, v.Site, v.ID); !bytes.Contains(got, []byte("moved")) {

@@ -65,7 +65,7 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 	if len(h.replies) != n {
 		t.Fatalf("%d messages held, want %d (no checkpoint due)", len(h.replies), n)
 	}
-	msgs = nil
+	clear(msgs) // the test's references
 	runtime.GC()
 	runtime.GC()
 	alive := 0

@@ -116,15 +116,9 @@ const (
 	recordBinary = 2
 )
 
-// appendBinary appends the record's binary form.
-func (r *record) appendBinary(b []byte) ([]byte, error) {
-	b = append(b, recordBinary)
-	b = r.Rules.AppendBinary(b)
-	return appendRecordTail(b, r.KPI, r.Alerts)
-}
-
 // appendRecordTail appends what follows the rule state in a binary
-// record: the KPI state's presence and the state, then the active alerts.
+// record (recordBinary, then the rule state: Engine.AppendBinary): the KPI
+// state's presence and the state, then the active alerts.
 func appendRecordTail(b []byte, k *kpi.AssetState, alerts []alert.Alert) ([]byte, error) {
 	if k == nil {
 		b = append(b, 0)
@@ -225,9 +219,9 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key
 			r.Alerts = sh.alertsOf(k, nil)
 			data, err = r.encode()
 		} else {
-			// the rule state straight from the engine (record.appendBinary's
-			// bytes without the snapshot copy), into chunks records share: no
-			// allocation per record
+			// the rule state straight from the engine (the bytes of its
+			// snapshot's AppendBinary without the copy), into chunks records
+			// share: no allocation per record
 			sh.chunk()
 			start := len(sh.arena)
 			b, ok := sh.engine.AppendBinary(append(sh.arena, recordBinary), k[0], k[1])
