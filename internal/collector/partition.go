@@ -653,7 +653,7 @@ func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, f
 // messages per partition wait here, and their payloads, headers and client
 // structures (about 1.5 KiB each, 1.2 KiB batches) would otherwise stay
 // alive until the checkpoint, which made the heap, and the fresh memory the
-// process touches (a page fault per 4 KiB), larger by about 85 MB at the
+// process touches (a page fault per 4 KiB), larger by up to about 85 MB at the
 // default fetch with 4 partitions.
 type held struct {
 	replies []string
