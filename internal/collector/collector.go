@@ -128,12 +128,12 @@ type kvWrite struct {
 type cycle struct {
 	outs    []output
 	kv      []kvWrite
-	batches []BatchRef
+	batches []BatchRef      // evaluated since the last checkpoint, for onCommit only (tests)
 	batch   telemetry.Batch // decoded into, message after message
 }
 
 func (cy *cycle) reset() {
-	clear(cy.batches) // their strings are views into message payloads: do not keep those alive
+	clear(cy.batches)
 	cy.outs, cy.kv, cy.batches = cy.outs[:0], cy.kv[:0], cy.batches[:0]
 }
 
@@ -385,8 +385,20 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		res, al = sh.kpis.Process(b, sh.results[:0], al)
 		c.record(sh, al, res, cy)
 		sh.scratch, sh.results = al[:0], res[:0]
-		sh.dirty[[2]string{b.Asset.Site(), b.Asset.ID}] = struct{}{}
-		cy.batches = append(cy.batches, BatchRef{Gateway: b.Gateway, Seq: b.Seq, Site: b.Asset.Site(), Asset: b.Asset.ID, TSGW: b.TSGW})
+		// what outlives the batch holds no view into its payload: the
+		// engine's copies of the asset's key (a payload kept alive by the
+		// dirty set or the cycle would be held until the checkpoint)
+		k, gw, ok := sh.engine.Key(b.Asset.Site(), b.Asset.ID)
+		if !ok { // not evaluated (the engine tracks every asset it saw)
+			k = [2]string{strings.Clone(b.Asset.Site()), strings.Clone(b.Asset.ID)}
+		}
+		sh.dirty[k] = struct{}{}
+		if c.onCommit != nil {
+			if gw != b.Gateway {
+				gw = strings.Clone(b.Gateway)
+			}
+			cy.batches = append(cy.batches, BatchRef{Gateway: gw, Seq: b.Seq, Site: k[0], Asset: k[1], TSGW: b.TSGW})
+		}
 	case telemetry.KindBirth:
 		bi, err := telemetry.DecodeBirth(data)
 		if err != nil {

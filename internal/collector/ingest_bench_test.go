@@ -42,7 +42,8 @@ import (
 // (4), SMELTER_BENCH_EXTRA (YAML appended to the child's config, e.g.
 // "cluster: {fetch: 512}"), SMELTER_BENCH_CPUPROFILE and
 // SMELTER_BENCH_MEMPROFILE (pprof files the child writes: CPU while it
-// consumes, heap after the last commit).
+// consumes, heap after the last commit), SMELTER_BENCH_STRACE (a file:
+// the child runs under strace -c -f, its syscall counts there; slower).
 
 const ingestChildEnv = "SMELTER_INGEST_CHILD"
 
@@ -50,10 +51,15 @@ const ingestChildEnv = "SMELTER_INGEST_CHILD"
 type ingestResult struct {
 	Batches, Readings int
 	Wall, CPU         float64 // s, from Run to the last commit
+	User, System      float64 // s, CPU split
 	HeapAlloc         uint64  // bytes after GC, collector still live
 	Series            int     // asset signals with history
 	Checkpoints       float64
 	Published         float64 // alert and KPI messages
+	// from Run to the last commit: minor page faults, voluntary and
+	// involuntary context switches (getrusage), garbage collections
+	MinFlt, NVCSw, NIVCSw, NumGC int64
+	Fetches                      int64 // pulls of all partitions
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -184,7 +190,8 @@ func TestIngestChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var done atomic.Int64
+	var done, fetches atomic.Int64
+	c.beforeFetch = func(int) { fetches.Add(1) }
 	finished := make(chan struct{})
 	c.onCommit = func(p int, bs []BatchRef) {
 		if done.Add(int64(len(bs))) == int64(args.Expect) {
@@ -203,6 +210,9 @@ func TestIngestChild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	ru0 := rusage()
 	cpu0, t0 := cpuTime(), time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
@@ -214,7 +224,14 @@ func TestIngestChild(t *testing.T) {
 		t.Fatalf("only %d of %d batches committed", done.Load(), args.Expect)
 	}
 	res := ingestResult{Batches: int(done.Load()), Wall: time.Since(t0).Seconds(), CPU: (cpuTime() - cpu0).Seconds()}
+	ru1 := rusage()
 	pprof.StopCPUProfile()
+	res.User, res.System = float64(ru1.Utime.Nano()-ru0.Utime.Nano())/1e9, float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e9
+	res.MinFlt, res.NVCSw, res.NIVCSw = ru1.Minflt-ru0.Minflt, ru1.Nvcsw-ru0.Nvcsw, ru1.Nivcsw-ru0.Nivcsw
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	res.NumGC = int64(ms1.NumGC - ms0.NumGC)
+	res.Fetches = fetches.Load()
 	runtime.GC()
 	if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
 		pf, err := os.Create(f)
@@ -250,11 +267,15 @@ func TestIngestChild(t *testing.T) {
 
 // cpuTime is this process's user + system CPU time.
 func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
+	ru := rusage()
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rusage is this process's resource usage (zero if unavailable).
+func rusage() syscall.Rusage {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru
 }
 
 // BenchmarkIngest reports, per fleet size: readings/s through the whole
@@ -289,8 +310,10 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(float64(res.HeapAlloc)/1e6, "heap-MB")
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
 				b.ReportMetric(0, "ns/op")
-				b.Logf("%d assets, %d series, %d readings in %.2fs wall, %.2f CPU-s; %.0f checkpoint records, %.0f alert/KPI messages; load average %s",
-					assets, res.Series, res.Readings, res.Wall, res.CPU, res.Checkpoints, res.Published, loadAvg())
+				b.Logf("%d assets, %d series, %d readings in %.2fs wall, %.2f CPU-s (user %.2f, system %.2f); %.0f checkpoint records, %.0f alert/KPI messages; "+
+					"%d fetches, %d page faults, %d+%d context switches, %d GCs; load average %s",
+					assets, res.Series, res.Readings, res.Wall, res.CPU, res.User, res.System, res.Checkpoints, res.Published,
+					res.Fetches, res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, loadAvg())
 			}
 		})
 	}
@@ -337,6 +360,9 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 	<-js.PublishAsyncComplete()
 	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA")})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIngestChild$", "-test.v")
+	if f := os.Getenv("SMELTER_BENCH_STRACE"); f != "" { // count the child's syscalls (slows it down)
+		cmd = exec.Command("strace", append([]string{"-c", "-f", "-o", f}, cmd.Args...)...)
+	}
 	cmd.Env = append(os.Environ(), ingestChildEnv+"="+string(spec))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -44,11 +44,11 @@ type shard struct {
 	results  []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
-	rst   rules.AssetState
-	kst   kpi.AssetState
-	arena []byte   // the chunk records are appended to
-	used  [][]byte // earlier chunks of records not known to be stored yet
-	free  [][]byte // chunks whose records are stored (PubAcked): reused
+	kst    kpi.AssetState
+	alerts []alert.Alert
+	arena  []byte   // the chunk records are appended to
+	used   [][]byte // earlier chunks of records not known to be stored yet
+	free   [][]byte // chunks whose records are stored (PubAcked): reused
 }
 
 // recordChunk is the size of the chunks records are encoded into.
@@ -116,19 +116,19 @@ const (
 	recordBinary = 2
 )
 
-// appendBinary appends the record's binary form.
-func (r *record) appendBinary(b []byte) ([]byte, error) {
-	b = append(b, recordBinary)
-	b = r.Rules.AppendBinary(b)
-	if r.KPI == nil {
+// appendRecordTail appends what follows the rule state in a binary
+// record (recordBinary, then the rule state: Engine.AppendBinary): the KPI
+// state's presence and the state, then the active alerts.
+func appendRecordTail(b []byte, k *kpi.AssetState, alerts []alert.Alert) ([]byte, error) {
+	if k == nil {
 		b = append(b, 0)
 	} else {
-		b = r.KPI.AppendBinary(append(b, 1))
+		b = k.AppendBinary(append(b, 1))
 	}
-	if len(r.Alerts) == 0 {
+	if len(alerts) == 0 {
 		return append(b, 0), nil
 	}
-	al, err := json.Marshal(r.Alerts)
+	al, err := json.Marshal(alerts)
 	if err != nil {
 		return b, err
 	}
@@ -204,8 +204,10 @@ func stateKey(p int, site, id string) string {
 // no limit) are not returned but listed in tooBig: they cannot be stored.
 func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key string, n int)) ([]kvWrite, error) {
 	for k := range sh.dirty {
-		r := record{V: recordVersion}
+		var data []byte
+		var err error
 		if asJSON {
+			r := record{V: recordVersion}
 			st, ok := sh.engine.Snapshot(k[0], k[1])
 			if !ok {
 				continue
@@ -214,26 +216,25 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key
 			if ks, ok := sh.kpis.Snapshot(k[0], k[1]); ok {
 				r.KPI = &ks
 			}
-		} else {
-			if !sh.engine.SnapshotInto(&sh.rst, k[0], k[1]) {
-				continue
-			}
-			r.Rules = sh.rst
-			if sh.kpis.SnapshotInto(&sh.kst, k[0], k[1]) {
-				r.KPI = &sh.kst
-			}
-		}
-		for key := range sh.activeOf[k] {
-			r.Alerts = append(r.Alerts, sh.active[key])
-		}
-		var data []byte
-		var err error
-		if asJSON {
+			r.Alerts = sh.alertsOf(k, nil)
 			data, err = r.encode()
 		} else {
-			sh.chunk() // records share chunks: no allocation per record
+			// the rule state straight from the engine (the bytes of its
+			// snapshot's AppendBinary without the copy), into chunks records
+			// share: no allocation per record
+			sh.chunk()
 			start := len(sh.arena)
-			sh.arena, err = r.appendBinary(sh.arena)
+			b, ok := sh.engine.AppendBinary(append(sh.arena, recordBinary), k[0], k[1])
+			if !ok {
+				continue
+			}
+			var ks *kpi.AssetState
+			if sh.kpis.SnapshotInto(&sh.kst, k[0], k[1]) {
+				ks = &sh.kst
+			}
+			sh.alerts = sh.alertsOf(k, sh.alerts[:0])
+			sh.arena, err = appendRecordTail(b, ks, sh.alerts)
+			clear(sh.alerts)
 			data = sh.arena[start:len(sh.arena):len(sh.arena)]
 		}
 		if err != nil {
@@ -248,6 +249,14 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key
 	}
 	clear(sh.dirty)
 	return dst, nil
+}
+
+// alertsOf appends the active alerts of asset k; sh.mu is held.
+func (sh *shard) alertsOf(k [2]string, dst []alert.Alert) []alert.Alert {
+	for key := range sh.activeOf[k] {
+		dst = append(dst, sh.active[key])
+	}
+	return dst
 }
 
 // setAlert records an alert's new state in active (kept while active,

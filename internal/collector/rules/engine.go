@@ -45,6 +45,7 @@ type Engine struct {
 	peers   map[peerKey]*peerGroup
 	stats   Stats
 	scratch []float64
+	slab    []float64 // AppendBinary's evaluator memory of one rule, reused
 	updated []*signalState
 }
 
@@ -84,6 +85,9 @@ type assetState struct {
 	gateway   string // gateway and seq of the newest evaluated batch, for
 	seq       uint64 // redelivery detection after a restart or takeover
 	part      int    // part of the newest batch when it was split (docs/schema.md), else 0
+	// birthBin is the encoded part of its checkpoint record a birth sets
+	// (Engine.AppendBinary); nil once the birth, nameplate or path change
+	birthBin []byte
 }
 
 type signalState struct {
@@ -308,6 +312,7 @@ func (e *Engine) Birth(b *telemetry.Birth) {
 		a.birth[si.Signal] = si
 		a.signal(si.Signal)
 	}
+	a.birthBin = nil
 	for _, s := range a.list {
 		a.applyRange(s)
 	}

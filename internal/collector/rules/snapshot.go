@@ -100,6 +100,17 @@ func (e *Engine) Has(site, id string) bool {
 	return ok
 }
 
+// Key returns the engine's own copies of a tracked asset's site and id
+// (never views into a message payload) and of the gateway of its newest
+// evaluated batch; false when the asset is not tracked.
+func (e *Engine) Key(site, id string) (key [2]string, gateway string, ok bool) {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok {
+		return [2]string{}, "", false
+	}
+	return [2]string{a.site, a.id}, a.gateway, true
+}
+
 // Len returns how many assets the engine tracks.
 func (e *Engine) Len() int { return len(e.assets) }
 
@@ -249,6 +260,7 @@ func (e *Engine) RestoreAsset(st *AssetState) {
 		a.birth[bi.Signal] = bi
 		a.signal(bi.Signal)
 	}
+	a.birthBin = nil
 	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
 	a.gateway, a.seq, a.part = st.Gateway, st.Seq, st.Part
 	if a.batches > 0 {

@@ -1,0 +1,94 @@
+package collector
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+	"weak"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Messages a worker holds until its next checkpoint (up to 7 x fetch per
+// partition) are kept as their reply subjects only: their payloads, the
+// batches decoded over them, become garbage once evaluated (before, every
+// held message kept its payload, headers and client structures alive, and
+// the dirty set's keys were views into the first payload of each asset).
+// The checkpoint then acknowledges them all from the reply subjects.
+func TestHeldMessagesKeepNoPayload(t *testing.T) {
+	ns, cfg := embeddedConfig(t)
+	cfg.Cluster.AckWait = Duration(2 * time.Minute)
+	cfg.Cluster.CheckpointInterval = Duration(time.Minute) // nothing due: the cycle holds
+	c := newCollector(t, cfg)
+	ctx := context.Background()
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := c.ensureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.stateBucket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for seq := uint64(1); seq <= n; seq++ {
+		if _, err := js.Publish(ctx, subj, batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.NATS.Stream, jetstream.ConsumerConfig{Durable: "held", AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubject: subj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := fetch(cons, n, 5*time.Second)
+	if err != nil || len(msgs) != n {
+		t.Fatalf("fetched %d of %d: %v", len(msgs), n, err)
+	}
+	payloads := make([]weak.Pointer[byte], n)
+	for i, m := range msgs {
+		payloads[i] = weak.Make(&m.Data()[0])
+	}
+	io := &natsIO{nc: nc, js: js, kv: kv, bucket: cfg.stateBucket()}
+	sh := c.newShard(0)
+	var cy cycle
+	var h held
+	if err := c.cycle(ctx, io, sh, msgs, &cy, &h, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.replies) != n {
+		t.Fatalf("%d messages held, want %d (no checkpoint due)", len(h.replies), n)
+	}
+	clear(msgs) // the test's references
+	runtime.GC()
+	runtime.GC()
+	alive := 0
+	for _, p := range payloads[:n-1] { // the last one: the cycle's reused batch is decoded over it
+		if p.Value() != nil {
+			alive++
+		}
+	}
+	if alive > 0 {
+		t.Fatalf("%d of %d held messages' payloads still alive after their evaluation", alive, n-1)
+	}
+	// the checkpoint acknowledges every held message from its reply subject
+	if err := c.cycle(ctx, io, sh, nil, &cy, &h, false, true); err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.AckFloor.Stream != n || len(h.replies) != 0 {
+		t.Fatalf("after the checkpoint: %d pending, ack floor %d, %d held; want 0, %d, 0", info.NumAckPending, info.AckFloor.Stream, len(h.replies), n)
+	}
+	if st, ok := sh.engine.Snapshot("site1", "ac-1"); !ok || st.Seq != n {
+		t.Fatalf("rule state seq %d (%v), want %d", st.Seq, ok, n)
+	}
+}
