@@ -48,9 +48,16 @@ func (g *Gateway) returnReadings(rs []telemetry.Reading) {
 	}
 }
 
+// encode is the spool's encoder of the cycle's batch. The spool calls it
+// once; the readings go back to the pool once encoded, not after the
+// spool's write: the devices of a poll tick wait for that together, and
+// would each hold a cycle's readings meanwhile.
 func (a *acquisition) encode(seq uint64, dst []byte) []byte {
 	a.batch.Seq = seq
-	return a.batch.AppendJSON(dst)
+	dst = a.batch.AppendJSON(dst)
+	a.d.g.returnReadings(a.batch.Readings)
+	a.batch.Readings = nil
+	return dst
 }
 
 // cycle handles one cycle of the source.

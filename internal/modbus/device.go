@@ -26,6 +26,8 @@ type Pool struct {
 	// group for the gateway's life.
 	samples sync.Pool
 
+	epoch time.Time // origin of the poll grid (nextTick)
+
 	mu     sync.Mutex
 	links  map[string]*link
 	closed bool
@@ -39,7 +41,7 @@ func NewPool(log *slog.Logger, m *Metrics) *Pool {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Pool{log: log, m: m, links: map[string]*link{}}
+	return &Pool{log: log, m: m, links: map[string]*link{}, epoch: time.Now()}
 }
 
 // device returns the reader of unit cfg.UnitID over the pool's connection

@@ -4,12 +4,14 @@ package modbus
 
 import (
 	"errors"
+	"io"
 	"net"
 	"time"
 )
 
 // drainer discards input that arrives within a millisecond (no
-// non-blocking read outside unix).
+// non-blocking read outside unix); writeRead and recv are the port's
+// Write and Read.
 type drainer struct {
 	p   port
 	buf [256]byte
@@ -29,6 +31,32 @@ func (d *drainer) drain() (int, error) {
 		}
 		if err != nil {
 			return total, err
+		}
+	}
+}
+
+// writeRead writes req, then reads what is available into buf (at least
+// a byte, io.EOF or an error).
+func (d *drainer) writeRead(req, buf []byte) (wrote, n int, werr, rerr error) {
+	if wrote, werr = d.p.Write(req); werr != nil {
+		return wrote, 0, werr, nil
+	}
+	n, rerr = d.recv(buf)
+	return wrote, n, nil, rerr
+}
+
+// recv reads what is available into buf, waiting for at least a byte.
+func (d *drainer) recv(buf []byte) (int, error) {
+	for {
+		n, err := d.p.Read(buf)
+		if n > 0 || err != nil {
+			if n > 0 {
+				err = nil
+			}
+			if err == nil && n == 0 {
+				err = io.EOF
+			}
+			return n, err
 		}
 	}
 }

@@ -93,8 +93,14 @@ type link struct {
 	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
 	buf         [maxADU]byte
-	junk        [256]byte
-	req         []byte
+	// Modbus TCP reads what is available into rx (one read per reply as
+	// a rule) and frames from it. Bytes after the reply stay in rx:
+	// prepare discards and counts them with the socket's.
+	rx             [maxADU]byte
+	rxHead, rxTail int   // rx[rxHead:rxTail] is received and not yet framed
+	rxErr          error // how the last read of rx ended, returned once rx is empty
+	junk           [256]byte
+	req            []byte
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
@@ -254,6 +260,7 @@ func (l *link) drop() {
 	if l.p != nil {
 		_ = l.p.Close()
 		l.p, l.drainer = nil, nil
+		l.rxHead, l.rxTail = 0, 0 // gone with the socket
 		l.connected.Store(false)
 		l.m.connUp.WithLabelValues(l.key).Set(0)
 	}
@@ -330,10 +337,18 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	l.req = appendRequest(l.req[:0], l.transport, l.tid, unit, pdu)
 	want := expectFor(unit, pdu)
 	want.tid = l.tid
+	l.got = 0
+	if l.transport == TCP {
+		reply, err := l.roundTripMBAP(ctx, want)
+		l.lastRx = time.Now()
+		if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
+			err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
+		}
+		return reply, err
+	}
 	if _, err := p.Write(l.req); err != nil {
 		return nil, l.ioError(ctx, err, "write")
 	}
-	l.got = 0
 	rd := func(b []byte) error {
 		n, err := io.ReadFull(p, b)
 		l.got += n
@@ -347,8 +362,6 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		err   error
 	)
 	switch l.transport {
-	case TCP:
-		reply, err = readMBAP(rd, l.buf[:], want, l.discard)
 	case RTU, RTUOverTCP:
 		reply, err = readRTU(rd, l.buf[:], want)
 	default:
@@ -361,6 +374,54 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	return reply, err
 }
 
+// roundTripMBAP writes l.req on a Modbus TCP socket and reads the reply.
+// It reads what is available into rx and frames from there: the reply
+// usually costs one read, made once the poller saw it arrive (writeRead).
+// The bytes readMBAP sees are those the socket delivers, in order, exactly
+// as when it read them from the socket itself: a reply to another
+// transaction is skipped; bytes after the reply are left in rx, and
+// prepare discards them with the socket's before the next request.
+func (l *link) roundTripMBAP(ctx context.Context, want expect) ([]byte, error) {
+	// prepare counted what rx held; nothing received before this request
+	// may be framed as its reply
+	l.rxHead, l.rxTail, l.rxErr = 0, 0, nil
+	wrote, n, werr, rerr := l.drainer.writeRead(l.req, l.rx[:])
+	if werr != nil {
+		return nil, l.ioError(ctx, werr, "write")
+	}
+	if wrote < len(l.req) {
+		// the send buffer was full: write the rest, waiting, then read
+		if _, err := l.p.Write(l.req[wrote:]); err != nil {
+			return nil, l.ioError(ctx, err, "write")
+		}
+		n, rerr = l.drainer.recv(l.rx[:])
+	}
+	l.rxTail, l.rxErr = n, rerr
+	rd := func(b []byte) error {
+		need := len(b)
+		for len(b) > 0 {
+			if l.rxHead == l.rxTail {
+				if l.rxErr != nil {
+					err := l.rxErr
+					if errors.Is(err, io.EOF) && len(b) < need {
+						err = io.ErrUnexpectedEOF // as io.ReadFull
+					}
+					return l.ioError(ctx, err, "read")
+				}
+				l.rxHead = 0
+				l.rxTail, l.rxErr = l.drainer.recv(l.rx[:])
+				continue
+			}
+			c := copy(b, l.rx[l.rxHead:l.rxTail])
+			l.rxHead += c
+			l.got += c
+			b = b[c:]
+		}
+		return nil
+	}
+	return readMBAP(rd, l.buf[:], want, l.discard)
+}
+
 // prepare makes the line fit for a request: pending input is discarded
 // (a reply that arrived while no request was outstanding answers nothing);
 // on an RTU or ASCII line in doubt it waits for silence; serial RTU keeps
@@ -370,6 +431,8 @@ func (l *link) prepare(ctx context.Context) error {
 		return err
 	}
 	n, err := l.drainer.drain()
+	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
+	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
 		if l.accepted && l.framed() {
 			l.suspectReply(n)

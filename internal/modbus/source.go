@@ -58,8 +58,10 @@ func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
 }
 
 // Run polls every group until ctx ends and calls emit once per group read,
-// never two calls at once. A group is read at once, then every Interval
-// (a read longer than the interval skips the ticks it overran). The Cycle
+// never two calls at once. A group is read at once, then on the pool's
+// grid for its Interval (the pool's creation + k x Interval, shared by
+// every device of the pool: nextTick); a read longer than the interval
+// is followed by another at once, and skips the other ticks it overran. The Cycle
 // and its Samples are valid only during the call:
 //   - Samples: every point of the group, Index from Group.Index; Good with
 //     the value, or Bad with the Status (sample.Sample's doc: an exception
@@ -91,8 +93,11 @@ func (s *Source) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 }
 
 func (s *Source) poll(ctx context.Context, g *sourceGroup, emit func(*sample.Cycle)) {
-	ticker := time.NewTicker(g.interval)
-	defer ticker.Stop()
+	iv, epoch := g.interval, s.pool.epoch
+	next := nextTick(epoch, time.Now(), iv)
+	timer := time.NewTimer(iv)
+	timer.Stop()
+	defer timer.Stop()
 	c := sample.Cycle{Interval: g.interval}
 	for {
 		start := time.Now()
@@ -110,12 +115,29 @@ func (s *Source) poll(ctx context.Context, g *sourceGroup, emit func(*sample.Cyc
 		emit(&c)
 		c.Samples = nil
 		s.pool.samples.Put(buf)
+		if now := time.Now(); !now.Before(next) {
+			// The read overran its tick: read again at once (as a
+			// ticker's one buffered tick would), then on the grid.
+			next = nextTick(epoch, now, iv)
+			continue
+		}
+		timer.Reset(time.Until(next))
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-timer.C:
 		}
+		next = next.Add(iv)
 	}
+}
+
+// nextTick returns the first tick of the grid epoch + k x iv after now.
+// Every group of a pool with the same interval is read on the same grid:
+// the devices of a gateway are polled together, so that their batches
+// reach the spool and the uplinks together (shared writes and wake-ups)
+// instead of one by one all through the interval.
+func nextTick(epoch, now time.Time, iv time.Duration) time.Time {
+	return epoch.Add(now.Sub(epoch).Truncate(iv) + iv)
 }
 
 // borrowSamples returns a buffer of at least n samples from the pool's

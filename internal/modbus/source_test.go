@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -525,5 +526,68 @@ func TestDeviceSeriesCreatedWhenCounted(t *testing.T) {
 	}
 	if n := counter(t, reg, "smelter_modbus_errors_total", "device", "down"); n < 1 {
 		t.Errorf("connection errors of down: %v", n)
+	}
+}
+
+func TestNextTick(t *testing.T) {
+	epoch := time.Now()
+	iv := 100 * time.Millisecond
+	for _, c := range []struct{ now, want time.Duration }{
+		{0, 100 * time.Millisecond},
+		{1, 100 * time.Millisecond},
+		{99 * time.Millisecond, 100 * time.Millisecond},
+		{100 * time.Millisecond, 200 * time.Millisecond}, // a tick that is now has passed
+		{250 * time.Millisecond, 300 * time.Millisecond},
+		{time.Hour + 1, time.Hour + 100*time.Millisecond},
+	} {
+		if got := nextTick(epoch, epoch.Add(c.now), iv).Sub(epoch); got != c.want {
+			t.Errorf("nextTick(epoch+%v) = epoch+%v, want epoch+%v", c.now, got, c.want)
+		}
+	}
+}
+
+// TestDevicesPolledOnOneGrid: two devices of a pool whose sources start at
+// different moments of the interval are read on the same ticks after their
+// first read, so that their batches reach the spool and the uplinks
+// together. Before, each device's ticks kept the phase of its start.
+func TestDevicesPolledOnOneGrid(t *testing.T) {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	srv := modbustest.StartServer(t, bank)
+	const iv = 200 * time.Millisecond
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	cfg := testConfig(TCP, srv.Addr, 1)
+	var recs [2]*recorder
+	for i := range recs {
+		if i > 0 {
+			// the second device starts 90 ms into the first one's interval
+			wait.For(t, time.Second, "90 ms of the pool's first interval", func() bool {
+				return time.Since(pool.epoch) >= 90*time.Millisecond
+			})
+		}
+		src, err := pool.Source(fmt.Sprintf("grid-%d", i), cfg, []Group{{Interval: iv, Points: regs(Uint16, 0), Index: []int{0}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = &recorder{t: t, want: map[int]float64{0: holdingValue(0)}}
+		recs[i].run(src)
+	}
+	wait.For(t, 10*time.Second, "4 cycles of each device", func() bool {
+		return len(recs[0].snapshot()) >= 4 && len(recs[1].snapshot()) >= 4
+	})
+	// The phase of a cycle is its start modulo the interval, on the pool's
+	// grid. A ticker of its own would keep the second device's cycles
+	// 90 ms or more after the grid's ticks; on the grid, the earliest of
+	// its cycles is within a scheduling delay of a tick (the earliest:
+	// a loaded machine delays some cycles' timers by tens of ms).
+	for i, r := range recs {
+		earliest := iv
+		for _, c := range r.snapshot()[1:] {
+			earliest = min(earliest, c.Start.Sub(pool.epoch)%iv)
+		}
+		if earliest > 45*time.Millisecond {
+			t.Errorf("device %d: its cycles start %v or more after the ticks of the pool's grid (interval %v)", i, earliest, iv)
+		}
 	}
 }
