@@ -70,7 +70,7 @@ type link struct {
 	// that never discards, never sees a suspect reply and is never
 	// reopened has no series); owned by the holder of sem.
 	discarded prometheus.Counter
-	suspect   prometheus.Counter // unsolicited bytes after an accepted reply (framed encodings)
+	suspect   prometheus.Counter // unsolicited bytes after an accepted reply
 	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
 
 	sem       chan struct{}
@@ -434,7 +434,7 @@ func (l *link) prepare(ctx context.Context) error {
 	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
 	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
-		if l.accepted && l.framed() {
+		if l.accepted {
 			l.suspectReply(n)
 		}
 		l.discard(n)
@@ -547,18 +547,32 @@ func (l *link) discard(n int) {
 	}
 }
 
-// suspectReply counts and reports (at most once a minute) n bytes found on
-// an RTU or ASCII line between an accepted reply and the next request. A
-// reply carries no transaction id there, so these bytes are most likely the
-// real answer to the request whose "reply" was accepted: that one was a late
-// reply to an earlier request, which the silence wait did not catch because
-// it came more than timeout + silence after its own request.
+// suspectReply counts and reports (at most once a minute) n bytes found
+// between an accepted reply and the next request.
+//
+// On an RTU or ASCII line a reply carries no transaction id, so these bytes
+// are most likely the real answer to the request whose "reply" was
+// accepted: that one was a late reply to an earlier request, which the
+// silence wait did not catch because it came more than timeout + silence
+// after its own request.
+//
+// On Modbus TCP a late reply cannot come (the connection is closed after a
+// timeout), so bytes after an accepted reply mean the device sent more than
+// one frame for one request: a duplicate, or a device answering out of turn
+// (a frame for the next transaction id sent before it could have read that
+// request, then its real answer). Either way the accepted reply may not
+// have been the device's answer to that request; the operator is told so.
 func (l *link) suspectReply(n int) {
 	l.count(&l.suspect, l.m.suspect, 1)
 	if time.Since(l.lastSuspect) < time.Minute {
 		return
 	}
 	l.lastSuspect = time.Now()
+	if !l.framed() {
+		l.log.Warn("modbus bytes arrived after an accepted reply: the device sent more than one reply for a request (a duplicate, or answering out of turn); its accepted replies may not be its answers",
+			"bytes", n)
+		return
+	}
 	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
 		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
 }

@@ -155,4 +155,11 @@ func TestMBAPRepliesSplitAndMerged(t *testing.T) {
 	if n := counter(t, reg, "smelter_modbus_discarded_bytes_total", "connection", cfg.linkKey()); n != float64(discards) {
 		t.Errorf("%v bytes discarded, want the %d that answer no request", n, discards)
 	}
+	// bytes after an accepted reply (the forged next reply, the half
+	// header) are the sign of a device sending more than one frame per
+	// request: suspect, once per exchange; a stale frame before the reply
+	// is not
+	if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "connection", cfg.linkKey()); n != 2 {
+		t.Errorf("%v suspect replies, want 2: the exchanges with bytes after their accepted reply", n)
+	}
 }

@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"connection"}),
 		suspect: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_suspect_replies_total",
-			Help: "Times bytes arrived on an RTU or ASCII connection between an accepted reply and the next request: a late reply may have been taken for another request's answer (raise silence).",
+			Help: "Times bytes arrived on a connection between an accepted reply and the next request: on RTU or ASCII a late reply may have been taken for another request's answer (raise silence); on Modbus TCP the device sent more than one frame for a request (a duplicate, or answering out of turn).",
 		}, []string{"connection"}),
 		reopened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_reconnects_total",
