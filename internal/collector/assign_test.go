@@ -34,6 +34,35 @@ func TestAssignBalancedAndStable(t *testing.T) {
 	}
 }
 
+// Every member holds floor(N/members) or one more, whatever the names and
+// counts: 3 replicas on 4 partitions is 2/1/1 (a reviewer saw 2/2/0 with the
+// old ceil(N/members) bound, one replica idle).
+func TestAssignAsEvenAsPossible(t *testing.T) {
+	for members := 1; members <= 7; members++ {
+		for parts := 1; parts <= 24; parts++ {
+			for _, prefix := range []string{"r-", "collector-", "g1-"} {
+				var live []string
+				for i := range members {
+					live = append(live, fmt.Sprintf("%s%c", prefix, 'a'+i))
+				}
+				got := assign(live, parts)
+				load := map[string]int{}
+				for _, m := range got {
+					load[m]++
+				}
+				if len(got) != parts {
+					t.Fatalf("%v on %d: %d assigned", live, parts, len(got))
+				}
+				for _, m := range live {
+					if l := load[m]; l < parts/members || l > (parts+members-1)/members {
+						t.Fatalf("%v on %d partitions: %s holds %d: %v", live, parts, m, l, load)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestVersionAtLeast(t *testing.T) {
 	for _, c := range []struct {
 		have string

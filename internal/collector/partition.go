@@ -152,22 +152,29 @@ func (m *members) live() []string {
 }
 
 // assign gives every partition to one live member: rendezvous hashing
-// (each partition ranks the members by a hash of (member, partition))
-// bounded to ceil(partitions/members) per member, so every replica
-// computes the same assignment from the same member list, the load is
-// even, and a join or leave moves few partitions.
+// (each partition ranks the members by a hash of (member, partition)),
+// bounded so that every member holds floor(partitions/members) or one
+// more, and only partitions mod members of them one more: every replica
+// computes the same assignment from the same member list, the load is as
+// even as it can be (3 members on 4 partitions: 2/1/1, never 2/2/0), and a
+// join or leave moves few partitions.
 func assign(live []string, parts int) map[int]string {
 	out := make(map[int]string, parts)
 	if len(live) == 0 {
 		return out
 	}
-	capacity := (parts + len(live) - 1) / len(live)
+	base, extra := parts/len(live), parts%len(live)
 	load := map[string]int{}
+	ranked := slices.Clone(live)
 	for p := range parts {
-		ranked := slices.Clone(live)
 		sort.Slice(ranked, func(i, j int) bool { return score(ranked[i], p) > score(ranked[j], p) })
+		// the capacity left always equals the partitions left, so a
+		// member with room exists
 		for _, m := range ranked {
-			if load[m] < capacity {
+			if load[m] < base || (load[m] == base && extra > 0) {
+				if load[m] == base {
+					extra--
+				}
 				out[p] = m
 				load[m]++
 				break
