@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -418,4 +419,65 @@ func TestBirthThatCannotBeEncodedIsAnError(t *testing.T) {
 	if got := r.sp.LastSeq(); got != 0 {
 		t.Errorf("%d records spooled", got)
 	}
+}
+
+// TestNodeUnitBecomesUnusable: a unit an earlier session reported never
+// stays in force once the node reports one the gateway cannot use (review
+// findings: "[degF] then an unknown unit kept degF", "an unmappable unit on
+// a catalog point was taken as the catalog unit, good"). A point of a class
+// without catalog unit goes bad (StatusNoUnit) with a birth that drops the
+// unit; a catalog point is bad for a unit with no UCUM equivalent or one
+// that does not convert, and in the catalog unit only when the node gives
+// no units at all; a usable unit applies again exactly.
+func TestNodeUnitBecomesUnusable(t *testing.T) {
+	noUnit := func(t *testing.T, what string, r telemetry.Reading) {
+		t.Helper()
+		if r.Quality != telemetry.QualityBad || r.Status != normalize.StatusNoUnit || r.HasValue() {
+			t.Errorf("%s: %+v, want bad with StatusNoUnit and no value", what, r)
+		}
+	}
+	t.Run("generic", func(t *testing.T) {
+		r := newLoopRig(t, "", unitsFromNodes)
+		r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "[degF]"}})
+		r.run(t, sample.Cycle{Start: at(0), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 77}}})
+		if got := r.spooled(t); got.batches[0].Readings[0].Unit != "[degF]" || got.batches[0].Readings[0].Quality != telemetry.QualityGood {
+			t.Fatalf("[degF]: %+v", got.batches[0].Readings[0])
+		}
+		for k, nu := range []driver.Unit{{Index: 0, UCUM: "[fur_us]"}, {Index: 0, Absent: true}, {Index: 0, UNECE: "XYZ", Display: "furlong"}} {
+			r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "[degF]"}}) // back to a usable unit first
+			r.run(t, sample.Cycle{Start: at(float64(2 * k)), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 77}}})
+			r.spooled(t)
+			r.d.applyUnits([]driver.Unit{nu})
+			r.run(t, sample.Cycle{Start: at(float64(2*k + 1)), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 77}}})
+			got := r.spooled(t)
+			if got.kinds != "bd" || birthUnits(got.birth[0])["level"] != "" {
+				t.Errorf("%+v: spooled %s, want a birth without the unit, then the batch", nu, got.kinds)
+			}
+			noUnit(t, fmt.Sprintf("%+v", nu), got.batches[0].Readings[0])
+		}
+	})
+	t.Run("catalog", func(t *testing.T) {
+		r := newLoopRig(t, "", `{id: bf-1, class: blast_furnace, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: hot_blast_temp, node_id: "i=1"}]}`)
+		degF := func(k float64) {
+			t.Helper()
+			r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "[degF]"}})
+			r.run(t, sample.Cycle{Start: at(k), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1832}}})
+			if l := r.spooled(t).batches[0].Readings[0]; l.Quality != telemetry.QualityGood || l.Unit != "Cel" || math.Abs(l.Value-1000) > 1e-9 {
+				t.Fatalf("[degF] 1832: %+v, want 1000 Cel good", l)
+			}
+		}
+		for k, nu := range []driver.Unit{{Index: 0, UNECE: "XYZ", Display: "furlong"}, {Index: 0, UCUM: "m"}} {
+			degF(float64(2 * k))
+			r.d.applyUnits([]driver.Unit{nu})
+			r.run(t, sample.Cycle{Start: at(float64(2*k + 1)), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1100}}})
+			noUnit(t, fmt.Sprintf("%+v", nu), r.spooled(t).batches[0].Readings[0])
+		}
+		// no units at all on the node: the documented fallback, the catalog unit, not the old [degF]
+		degF(10)
+		r.d.applyUnits([]driver.Unit{{Index: 0, Absent: true}})
+		r.run(t, sample.Cycle{Start: at(11), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 1100}}})
+		if l := r.spooled(t).batches[0].Readings[0]; l.Quality != telemetry.QualityGood || l.Unit != "Cel" || l.Value != 1100 {
+			t.Errorf("no units on the node after [degF]: %+v, want 1100 Cel (the catalog unit) good", l)
+		}
+	})
 }

@@ -86,11 +86,18 @@ func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
 
 // applyUnits converts from the units the device reports for the points
 // whose configuration gives none (OPC UA EngineeringUnits, delivered
-// through driver.Device.Units). A point of a class without catalog unit
-// takes the node's unit as its own (the birth is re-announced); one whose
-// node gives no usable unit stays NoUnit, published bad with
-// normalize.StatusNoUnit. A changed unit is announced in a birth before the
-// next batch. It is the device's driver.Device.Units.
+// through driver.Device.Units), on every session (a unit may change
+// between sessions, or within one: the driver reports it again). A point
+// of a class without catalog unit takes the node's unit as its own (the
+// birth is re-announced); one whose node gives no usable unit is NoUnit,
+// published bad with normalize.StatusNoUnit. A catalog point whose node
+// gives no units at all is taken in the catalog unit; one whose node gives
+// a unit that has no UCUM equivalent or does not convert to the catalog
+// unit is published bad with normalize.StatusNoUnit: never in a guessed
+// unit. What an earlier report set is dropped first, so a unit that
+// became unusable never leaves the previous one in force. A changed unit
+// is announced in a birth before the next batch. It is the device's
+// driver.Device.Units.
 func (d *device) applyUnits(nus []driver.Unit) {
 	d.normMu.Lock()
 	defer d.normMu.Unlock()
@@ -99,49 +106,64 @@ func (d *device) applyUnits(nus []driver.Unit) {
 		if i < 0 || i >= len(d.cfg.Norm) {
 			continue
 		}
-		p := d.cfg.Norm[i]
-		noCatalogUnit := p.NoUnit
-		usable := nu.Err == nil && !nu.Absent && nu.UCUM != ""
-		switch {
-		case !usable && noCatalogUnit:
-			d.log.Error("no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
-				"signal", p.Signal, "unece", nu.UNECE, "display", nu.Display, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
-			continue
-		case nu.Err != nil || nu.Absent:
-			d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
-			continue
-		case nu.UCUM == "":
-			d.log.Error("node's engineering unit has no UCUM equivalent; values taken as the catalog unit; set the point's unit", "signal", p.Signal,
-				"unece", nu.UNECE, "display", nu.Display, "unit", p.Unit)
-			continue
+		before := d.norm.Unit(i)
+		d.applyUnit(nu)
+		if d.norm.Unit(i) != before {
+			d.unitsChanged.Store(true)
 		}
-		to := p.Unit
-		if noCatalogUnit {
-			canon, ok := units.Canonical(nu.UCUM)
-			if !ok {
-				d.log.Error("node's engineering unit is not a known unit; its readings are published bad; set the point's unit", "signal", p.Signal, "node_unit", nu.UCUM)
-				continue
-			}
-			to = canon
+	}
+}
+
+// applyUnit is applyUnits for one point (normMu held).
+func (d *device) applyUnit(nu driver.Unit) {
+	i := nu.Index
+	p := d.cfg.Norm[i]
+	noCatalogUnit := p.NoUnit
+	usable := nu.Err == nil && !nu.Absent && nu.UCUM != ""
+	switch {
+	case !usable && noCatalogUnit:
+		d.log.Error("no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
+			"signal", p.Signal, "unece", nu.UNECE, "display", nu.Display, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+		d.norm.ResetUnits(i)
+		return
+	case nu.Err != nil || nu.Absent:
+		d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
+		d.norm.ResetUnits(i)
+		return
+	case nu.UCUM == "":
+		d.log.Error("node's engineering unit has no UCUM equivalent; its readings are published bad; set the point's unit", "signal", p.Signal,
+			"unece", nu.UNECE, "display", nu.Display, "unit", p.Unit, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+		d.norm.ResetUnits(i)
+		d.norm.SetNoUnit(i)
+		return
+	}
+	to := p.Unit
+	if noCatalogUnit {
+		canon, ok := units.Canonical(nu.UCUM)
+		if !ok {
+			d.log.Error("node's engineering unit is not a known unit; its readings are published bad; set the point's unit", "signal", p.Signal, "node_unit", nu.UCUM)
+			d.norm.ResetUnits(i)
+			return
 		}
-		conv, err := units.Convert(nu.UCUM, to)
-		if err != nil {
-			d.log.Error("node's engineering unit does not convert to the catalog unit; values taken as the catalog unit; set the point's unit", "signal", p.Signal,
-				"node_unit", nu.UCUM, "catalog_unit", p.Unit, "err", err)
-			continue
-		}
-		var lo, hi *float64
-		if nu.HasRange && p.Min == nil && p.Max == nil {
-			a, b := conv.Apply(nu.Min), conv.Apply(nu.Max)
-			lo, hi = &a, &b
-		}
-		d.norm.SetConversion(i, conv, lo, hi)
-		if noCatalogUnit {
-			if d.norm.Unit(i) != to {
-				d.unitsChanged.Store(true)
-			}
-			d.norm.SetUnit(i, to)
-		}
+		to = canon
+	}
+	conv, err := units.Convert(nu.UCUM, to)
+	if err != nil {
+		d.log.Error("node's engineering unit does not convert to the catalog unit; its readings are published bad; set the point's unit", "signal", p.Signal,
+			"node_unit", nu.UCUM, "catalog_unit", p.Unit, "err", err, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+		d.norm.ResetUnits(i)
+		d.norm.SetNoUnit(i)
+		return
+	}
+	var lo, hi *float64
+	if nu.HasRange && p.Min == nil && p.Max == nil {
+		a, b := conv.Apply(nu.Min), conv.Apply(nu.Max)
+		lo, hi = &a, &b
+	}
+	d.norm.ResetUnits(i) // an earlier session's range does not carry over
+	d.norm.SetConversion(i, conv, lo, hi)
+	if noCatalogUnit {
+		d.norm.SetUnit(i, to)
 	}
 }
 

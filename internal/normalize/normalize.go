@@ -327,6 +327,15 @@ func (n *Normalizer) SetUnit(i int, unit string) {
 	n.set(i, func(o *override) { o.unit, o.hasUnit, o.noUnit = unit, true, false })
 }
 
+// ResetUnits drops what the device reported for point i (SetConversion,
+// SetUnit, SetNoUnit): the point is normalized by its configuration again
+// (a point whose configuration gives no unit is NoUnit again).
+func (n *Normalizer) ResetUnits(i int) {
+	if n.overOf != nil && i >= 0 && i < len(n.overOf) {
+		n.overOf[i] = -1
+	}
+}
+
 // SetNoUnit marks point i as having no known unit: its numeric values are
 // reported bad with StatusNoUnit until SetConversion gives one.
 func (n *Normalizer) SetNoUnit(i int) {
