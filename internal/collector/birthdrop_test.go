@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -33,29 +31,9 @@ func TestBirthRemovingSignalAcrossRestart(t *testing.T) {
 }
 
 func birthRemovingSignal(t *testing.T, format string) {
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	dir := t.TempDir()
-	start := func() *running {
-		cfg := Defaults()
-		cfg.Cluster.RecordFormat = format
-		cfg.NATS.URL = ns.URL()
-		cfg.HTTP.Listen = "127.0.0.1:0"
-		cfg.DataDir = dir // the same replica restarting
-		cfg.Cluster.AckWait = Duration(2 * time.Second)
-		return startCfg(t, cfg)
-	}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	var log alertLog
-	log.subscribe(t, nc)
-	js, _ := jetstream.New(nc)
+	rig, startFormat := newRestartRig(t, "127.0.0.1:0")
+	js, log := rig.js, rig.log
+	start := func() *running { return startFormat(format) }
 	ctx := context.Background()
 	t0 := time.Now().UnixMilli() - 600_000
 	asset := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}}
@@ -134,6 +112,7 @@ func birthRemovingSignal(t *testing.T, format string) {
 		av, ok := r.c.Asset("site1", "ac-1")
 		return ok && av.LastTS >= t0+39*1000
 	})
+	wait.For(t, 10*time.Second, "the stale alert's clear published", func() bool { return len(log.byKey(stale)) >= 2 })
 	if got := log.byKey(stale); len(got) != 2 || got[1].State != alert.Cleared || got[1].Message != removed {
 		t.Fatalf("want raised then one clear naming the removal, got %+v", got)
 	}
@@ -145,17 +124,23 @@ func birthRemovingSignal(t *testing.T, format string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec record
-	wait.For(t, 10*time.Second, "the record after the new birth checkpointed", func() bool {
-		e, err := kv.Get(ctx, "p0.site1.ac-1")
-		if err != nil {
-			return false
-		}
-		if rec, err = decodeRecord(e.Value()); err != nil {
-			t.Fatal(err)
-		}
-		return rec.Rules.LastTSGW >= t0+39*1000
-	})
+	// checkpointed waits for the record of the batch at second at
+	// (a cycle's alerts are published before its record is written)
+	checkpointed := func(at int) (rec record) {
+		t.Helper()
+		wait.For(t, 15*time.Second, "the record of second "+strconv.Itoa(at), func() bool {
+			e, err := kv.Get(ctx, "p0.site1.ac-1")
+			if err != nil {
+				return false
+			}
+			if rec, err = decodeRecord(e.Value()); err != nil {
+				t.Fatal(err)
+			}
+			return rec.Rules.LastTSGW >= t0+int64(at)*1000
+		})
+		return rec
+	}
+	rec := checkpointed(39)
 	for _, ss := range rec.Rules.Signals {
 		if ss.Name == "dew_point" {
 			t.Fatalf("record keeps dew_point: %+v", ss)
@@ -168,10 +153,9 @@ func birthRemovingSignal(t *testing.T, format string) {
 	r.kill()
 	r2 := start()
 	batches(40, 60, false)
-	wait.For(t, 15*time.Second, "restarted collector evaluated everything", func() bool {
-		av, ok := r2.c.Asset("site1", "ac-1")
-		return ok && av.LastTS >= t0+59*1000
-	})
+	if rec := checkpointed(59); len(rec.Alerts) != 0 {
+		t.Fatalf("record after the restart: alerts %+v", rec.Alerts)
+	}
 	if got := log.byKey(stale); len(got) != 2 {
 		t.Fatalf("after the restart: want the raise and the one clear, got %+v", got)
 	}
