@@ -430,9 +430,11 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			}
 		}
 		n := sh.engine.Len()
-		sh.engine.Birth(bi)
+		al := sh.engine.Birth(bi, sh.scratch[:0])
 		sh.kpis.Birth(bi)
 		c.count(sh, n)
+		c.record(sh, al, nil, cy)
+		sh.scratch = al[:0]
 		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
 		sh.mu.Unlock()
 		c.live.ObserveBirth(bi)

@@ -77,30 +77,46 @@ func TestKill9RestartKeepsActiveAlerts(t *testing.T) {
 	t.Run("json then binary", func(t *testing.T) { kill9Restart(t, "json", "binary") })
 }
 
-func kill9Restart(t *testing.T, before, after string) {
+// restartRig is a NATS server, a client subscribed to the alerts, and a
+// start function for one replica (the same data dir every time: a replica
+// restarting) writing records of format, with the HTTP API at listen ("":
+// none).
+type restartRig struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *alertLog
+}
+
+func newRestartRig(t *testing.T, listen string) (rig restartRig, start func(format string) *running) {
+	t.Helper()
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
 	dir := t.TempDir()
-	startKill := func(format string) *running {
+	start = func(format string) *running {
 		cfg := Defaults()
 		cfg.Cluster.RecordFormat = format
 		cfg.NATS.URL = ns.URL()
-		cfg.HTTP.Listen = ""
+		cfg.HTTP.Listen = listen
 		cfg.DataDir = dir // the same replica restarting
 		cfg.Cluster.AckWait = Duration(2 * time.Second)
 		return startCfg(t, cfg)
 	}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
+	if rig.nc, err = nats.Connect(ns.URL()); err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	var log alertLog
-	log.subscribe(t, nc)
-	js, _ := jetstream.New(nc)
+	t.Cleanup(rig.nc.Close)
+	rig.log = &alertLog{}
+	rig.log.subscribe(t, rig.nc)
+	rig.js, _ = jetstream.New(rig.nc)
+	return rig, start
+}
+
+func kill9Restart(t *testing.T, before, after string) {
+	rig, startKill := newRestartRig(t, "")
+	js, log := rig.js, rig.log
 	ctx := context.Background()
 	t0 := time.Now().UnixMilli() - 600_000
 	batch := func(seq int) []byte {

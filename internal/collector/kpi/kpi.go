@@ -247,7 +247,10 @@ func (a *assetAcc) accept(i int, r *telemetry.Reading) bool {
 		(a.lo[i] == nil || v >= *a.lo[i]) && (a.hi[i] == nil || v <= *a.hi[i])
 }
 
-// Birth records the nameplate of an asset.
+// Birth records the nameplate of an asset. A birth that lists signals
+// replaces the asset's signal list: the held value of an input it does
+// not list (a point removed from the gateway's configuration) is dropped,
+// so it no longer feeds the asset's KPIs.
 func (t *Tracker) Birth(b *telemetry.Birth) {
 	as := b.Asset.FromJSON()
 	a := t.asset(as.Site(), as.ID, as.Class)
@@ -259,6 +262,14 @@ func (t *Tracker) Birth(b *telemetry.Birth) {
 		a.np[k] = v
 	}
 	t.ranges(a, b.Signals)
+	if len(b.Signals) == 0 {
+		return // nameplate only: no signal list
+	}
+	for i, name := range a.def.signals {
+		if !slices.ContainsFunc(b.Signals, func(si telemetry.SignalInfo) bool { return si.Signal == name }) {
+			a.s.ok[i], a.s.v[i] = false, 0
+		}
+	}
 }
 
 // Process integrates one batch. When the batch starts a new window, the

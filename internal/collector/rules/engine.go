@@ -298,8 +298,13 @@ func (a *assetState) applyRange(s *signalState) {
 	}
 }
 
-// Birth records an asset's birth: nameplate, ranges and intervals.
-func (e *Engine) Birth(b *telemetry.Birth) {
+// Birth records an asset's birth: nameplate, ranges and intervals. A birth
+// that lists signals replaces the asset's signal list: a signal the asset
+// had but the birth does not list (a point removed from the gateway's configuration) is
+// dropped from its state, its view and its checkpoint, and every active
+// alert on it is cleared (the changes are appended to out). Signals the
+// birth lists keep their state.
+func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	as := b.Asset.FromJSON()
 	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
 	a.path = as.Path
@@ -313,11 +318,141 @@ func (e *Engine) Birth(b *telemetry.Birth) {
 		a.signal(si.Signal)
 	}
 	a.birthBin = nil
+	out = a.dropUnborn(out, b.TSGW)
 	for _, s := range a.list {
 		a.applyRange(s)
 	}
 	for _, bd := range a.bindings {
 		a.refreshConsts(bd)
+	}
+	return out
+}
+
+// dropUnborn drops the signals the asset's birth does not list: their
+// active alerts are cleared at ts (the engine's clock when ts <= 0) with a
+// message naming the removal, and they leave the list. A signal an
+// expression names stays as a never-seen placeholder (as a.bind creates
+// one before any data): it has no value, so it neither feeds the
+// expression nor shows in the view, and it cannot be stale.
+func (a *assetState) dropUnborn(out []alert.Alert, ts int64) []alert.Alert {
+	if len(a.birth) == 0 || len(a.list) == len(a.birth) {
+		// a birth without signals (nameplate only) declares no signal
+		// list; else every signal is in it (a.signal added those missing)
+		return out
+	}
+	if ts <= 0 {
+		ts = a.e.now()
+	}
+	// the bindings of the dropped signals' own rules go with them
+	owned := map[*boundExpr]bool{}
+	for _, s := range a.list {
+		if _, ok := a.birth[s.name]; !ok {
+			for _, in := range s.insts {
+				if in.when != nil {
+					owned[in.when] = true
+				}
+			}
+		}
+	}
+	named := map[string]bool{}
+	for _, b := range a.bindings {
+		if owned[b] {
+			continue
+		}
+		for i, id := range b.e.idents {
+			if b.bd.slots[i] >= 0 {
+				named[id] = true
+			}
+		}
+	}
+	kept := a.list[:0]
+	for _, s := range a.list {
+		if _, ok := a.birth[s.name]; ok {
+			kept = append(kept, s)
+			continue
+		}
+		for _, in := range s.all() {
+			if in.impl != nil {
+				in.impl.pause()
+			}
+			if in.latch.Level == alert.None {
+				in.latch = alert.Latch{} // a pending raise goes too
+				continue
+			}
+			n := len(out)
+			out = a.e.step(out, in, alert.None, ts, 0, 0)
+			for i := n; i < len(out); i++ {
+				out[i].Message = "cleared: " + a.class + " " + a.id + " " + s.name + " removed from its gateway's configuration"
+			}
+		}
+		if named[s.name] {
+			for _, in := range s.insts {
+				owned[in.when] = false // kept: its rules stay bound
+			}
+			a.resetSignal(s)
+			kept = append(kept, s)
+			continue
+		}
+		a.leavePeers(s)
+		delete(a.sigs, s.name)
+	}
+	clear(a.list[len(kept):])
+	a.list = kept
+	clear(a.cache)
+	bs := a.bindings[:0]
+	for _, b := range a.bindings {
+		if !owned[b] {
+			bs = append(bs, b)
+		}
+	}
+	clear(a.bindings[len(bs):])
+	a.bindings = bs
+	for i, s := range a.list {
+		s.slot = i
+	}
+	for _, b := range a.bindings {
+		for i, id := range b.e.idents {
+			switch {
+			case b.bd.slots[i] >= 0:
+				t, ok := a.sigs[id]
+				if !ok { // named only by a dropped signal's rule, which a kept one shares
+					t = a.signal(id)
+				}
+				b.bd.slots[i] = t.slot
+			case strings.Contains(id, "*") && !strings.HasPrefix(id, "nameplate."):
+				b.bd.globs[i] = b.bd.globs[i][:0]
+				for _, s := range a.list {
+					if ok, _ := path.Match(id, s.name); ok {
+						b.bd.globs[i] = append(b.bd.globs[i], s.slot)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// resetSignal makes s a never-seen signal: no value, no arrival, rules
+// with fresh evaluators and latches.
+func (a *assetState) resetSignal(s *signalState) {
+	a.leavePeers(s)
+	*s = signalState{a: a, name: s.name, slot: s.slot, stale: s.stale, plaus: s.plaus, insts: s.insts}
+	for _, in := range s.all() {
+		in.latch = alert.Latch{}
+		if in.impl != nil {
+			in.impl = newEvaluator(in.r)
+		}
+	}
+	a.applyRange(s)
+}
+
+// leavePeers takes s out of the peer groups its rules joined.
+func (a *assetState) leavePeers(s *signalState) {
+	for _, in := range s.insts {
+		if p, ok := in.impl.(*peerEval); ok && p.g != nil {
+			p.g.leave(a.id)
+			p.g, p.me = nil, nil
+		}
 	}
 }
 

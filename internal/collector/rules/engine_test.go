@@ -211,7 +211,7 @@ func TestPlausibility(t *testing.T) {
 	// the birth overrides the catalog range
 	mx := 1000.0
 	h.e.Birth(&telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw", Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}},
-		Signals: []telemetry.SignalInfo{{Signal: "discharge_temp", Max: &mx}}})
+		Signals: []telemetry.SignalInfo{{Signal: "discharge_temp", Max: &mx}}}, nil)
 	none(t, h.feed("air_compressor", "ac-1", sec(2), "discharge_temp", 90.0), "in range")
 	got := h.feed("air_compressor", "ac-1", sec(2), "discharge_temp", 500.0) // plausible now: feeds the threshold (15 s on delay)
 	none(t, got, "500 within birth range")
@@ -354,7 +354,7 @@ rules:
     on_delay: 0s
     off_delay: 0s
 `)
-	h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "de-1", Class: "diesel_engine", Path: []string{"acme", "site1"}}, Nameplate: map[string]float64{"idle_speed": 600}})
+	h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "de-1", Class: "diesel_engine", Path: []string{"acme", "site1"}}, Nameplate: map[string]float64{"idle_speed": 600}}, nil)
 	cyl := func(s int, c3 float64) []alert.Alert {
 		return h.feed("diesel_engine", "de-1", sec(s), "speed", 1500.0, "exhaust_temp_cyl_1", 400.0, "exhaust_temp_cyl_2", 400.0,
 			"exhaust_temp_cyl_3", c3, "exhaust_temp_cyl_4", 400.0, "exhaust_temp_cyl_5", 400.0, "exhaust_temp_cyl_6", 400.0)
@@ -374,7 +374,7 @@ func TestPeerComparison(t *testing.T) {
 	h := newHarness(t, true, "")
 	for i := 1; i <= 4; i++ {
 		h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("pv-%d", i), Class: "pv_string", Path: []string{"acme", "site1"}},
-			Nameplate: map[string]float64{"inverter": 2, "rated_power": 5}})
+			Nameplate: map[string]float64{"inverter": 2, "rated_power": 5}}, nil)
 	}
 	round := func(s int, g, weak float64) []alert.Alert {
 		var got []alert.Alert
@@ -493,7 +493,7 @@ func TestFaultFreeRunRaisesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for class, nom := range nominal {
 		for i := 1; i <= 3; i++ {
-			h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("%s-%d", class, i), Class: class, Path: []string{"acme", "site1"}}, Nameplate: nom.nameplate})
+			h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("%s-%d", class, i), Class: class, Path: []string{"acme", "site1"}}, Nameplate: nom.nameplate}, nil)
 		}
 	}
 	classes := catalog.Default().ClassNames()

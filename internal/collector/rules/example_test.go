@@ -41,7 +41,7 @@ rules:
 	}
 	eng := rules.New(rules.Merge(f), cat, rules.Options{Now: func() int64 { return 1763812400000 }})
 	eng.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "jinan"}},
-		Nameplate: map[string]float64{"rated_power": 75}})
+		Nameplate: map[string]float64{"rated_power": 75}}, nil)
 
 	batch := func(seq uint64, ts int64, temp, power float64) *telemetry.Batch {
 		return &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts,
