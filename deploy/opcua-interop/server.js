@@ -29,6 +29,7 @@
 //   {"cmd":"add","name":"late","value":42}            adds the Double AnalogItem ns;s=bf-2.late
 //   {"cmd":"status","name":"top_pressure","status":"BadSensorFailure"}  sets a node's StatusCode
 //   {"cmd":"status","name":"top_pressure","status":"Good","value":211}  and back, with a value
+//   {"cmd":"unit","name":"top_pressure","unit":"bar","value":2.1}  changes its value and EngineeringUnits
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
@@ -319,6 +320,19 @@ async function main() {
                     const cur = v.readValue().value.value;
                     const value = c.value === undefined ? cur : Number(c.value);
                     v.setValueFromSource(new Variant({ dataType: DataType.Double, value }), code, new Date());
+                    break;
+                }
+                case "unit": {
+                    // changes a variable's value and EngineeringUnits in one
+                    // tick (node-opcua flags the value SemanticsChanged)
+                    const v = byName.get(c.name);
+                    if (!v) throw new Error(`no variable ${c.name}`);
+                    const eu = standardUnits[c.unit];
+                    if (!eu) throw new Error(`no unit ${c.unit}`);
+                    const k = VARIABLES.findIndex((x) => x.name === c.name);
+                    if (k >= 0) VARIABLES[k].value = () => Number(c.value); // the 100 ms updater keeps it
+                    v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), StatusCodes.Good, new Date());
+                    v.engineeringUnits.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: eu }));
                     break;
                 }
                 case "fault":

@@ -9,6 +9,7 @@ package opcua
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -672,6 +673,86 @@ func TestInteropMethodCall(t *testing.T) {
 			}
 			if got := srv.calls()[before:]; strings.Join(got, ",") != "SetBlastSetpoint,AcknowledgeFault" {
 				t.Fatalf("the server ran %v", got)
+			}
+		})
+	}
+}
+
+// uaEvent is one step of TestInteropSemanticsChanged's log: units handed
+// to OnUnits or a sample of the point.
+type uaEvent struct {
+	units string // UCUM handed to OnUnits; "" for a sample
+	s     sample.Sample
+}
+
+// TestInteropSemanticsChanged changes a subscribed node's EngineeringUnits
+// live (kPa -> bar, value 210 -> 2.1) on node-opcua, which flags the next
+// value SemanticsChanged: in every isolation mode, on the same session, no
+// value is published Good before the new unit reaches OnUnits, the flagged
+// sample is Bad, and the values that follow are Good in the new unit.
+func TestInteropSemanticsChanged(t *testing.T) {
+	needNodeServer(t)
+	for _, iso := range []string{IsolationNone, IsolationProcess, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			srv := startNodeServer(t, t.TempDir())
+			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+			cfg.Isolation = iso
+			points := []Point{{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond, UnitFromNode: true}} // top_pressure
+			c, err := New("dev-1", cfg, points, testLog(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var log []uaEvent
+			c.OnUnits(func(us []NodeUnit) {
+				mu.Lock()
+				log = append(log, uaEvent{units: us[0].UCUM})
+				mu.Unlock()
+			})
+			rec := newRecorder()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- c.Run(ctx, func(cyc *sample.Cycle) {
+					mu.Lock()
+					for _, s := range cyc.Samples {
+						log = append(log, uaEvent{s: s})
+					}
+					mu.Unlock()
+					rec.emit(cyc)
+				})
+			}()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			wait.For(t, 20*time.Second, "value in kPa", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+			srv.command(t, map[string]any{"cmd": "unit", "name": "top_pressure", "unit": "bar", "value": 2.1})
+			wait.For(t, 20*time.Second, "value in bar", func() bool { return rec.has(0, telemetry.QualityGood, 2.1) })
+
+			mu.Lock()
+			defer mu.Unlock()
+			unit, flagged := "", false
+			for k, e := range log {
+				switch {
+				case e.units != "":
+					unit = e.units
+				case e.s.Status&statusSemanticsChanged != 0:
+					flagged = true
+					if e.s.Quality != telemetry.QualityBad || e.s.Num != 0 {
+						t.Fatalf("event %d: SemanticsChanged sample %+v: want Bad without value", k, e.s)
+					}
+				case e.s.Quality == telemetry.QualityGood && (e.s.Num == 2.1) != (unit == "bar"):
+					t.Fatalf("event %d: Good %v published while the unit was %q: %+v", k, e.s.Num, unit, log)
+				}
+			}
+			if !flagged || unit != "bar" {
+				t.Fatalf("flagged %v, last unit %q: want a SemanticsChanged sample and bar: %+v", flagged, unit, log)
+			}
+			if st := c.Status(); st.Sessions != 1 {
+				t.Fatalf("status %+v: want the change handled on the first session", st)
 			}
 		})
 	}

@@ -72,7 +72,7 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	s := &subSession{c: c, r: r, sub: &subscription{SubscriptionTiming: SubscriptionTiming{PublishingInterval: 100 * time.Millisecond}}}
 	ts := time.UnixMilli(1763812345101)
 	for round, base := range []float64{1000, 5000} {
-		if err := s.notifications(publishMessage(n, base, ts)); err != nil {
+		if err := s.notifications(context.Background(), publishMessage(n, base, ts)); err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != n {
@@ -91,7 +91,7 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	msg := publishMessage(n, 0, ts)
 	// the Cycle itself; before the buffer, growing the slice by appending
 	// cost ~12 allocations (and ~120 KB) per 1,000-item response
-	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(msg) }); a > 2 {
+	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 {
 		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
 	}
 }

@@ -299,14 +299,14 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 			continue
 		}
 		acks = []*ua.SubscriptionAcknowledgement{{SubscriptionID: resp.SubscriptionID, SequenceNumber: msg.SequenceNumber}}
-		if err := s.notifications(msg); err != nil {
+		if err := s.notifications(ctx, msg); err != nil {
 			return err
 		}
 	}
 }
 
 // notifications turns one NotificationMessage into a cycle.
-func (s *subSession) notifications(msg *ua.NotificationMessage) error {
+func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMessage) error {
 	c := s.c
 	now := time.Now()
 	n := 0
@@ -326,6 +326,8 @@ func (s *subSession) notifications(msg *ua.NotificationMessage) error {
 		}
 	}()
 	var newest time.Time
+	var changed []int        // points whose samples carry SemanticsChanged
+	var held []sample.Sample // those samples, as the server sent them
 	for _, eo := range msg.NotificationData {
 		if eo == nil {
 			continue
@@ -340,6 +342,15 @@ func (s *subSession) notifications(msg *ua.NotificationMessage) error {
 					newest = it.Value.ServerTimestamp
 				}
 				smp := toSample(int(it.ClientHandle), it.Value)
+				if smp.Status&statusSemanticsChanged != 0 || slices.Contains(changed, smp.Index) {
+					// The node's metadata changed (Part 4, 7.39): its unit
+					// may be another one. Not published until re-read.
+					if !slices.Contains(changed, smp.Index) {
+						changed = append(changed, smp.Index)
+					}
+					held = append(held, smp)
+					smp.Quality, smp.Num, smp.Str, smp.IsStr = telemetry.QualityBad, 0, "", false
+				}
 				if smp.Quality != telemetry.QualityGood {
 					c.m.bad(smp.Status)
 				}
@@ -360,6 +371,9 @@ func (s *subSession) notifications(msg *ua.NotificationMessage) error {
 		c.m.publishLatency.Observe(max(0, now.Sub(newest).Seconds()))
 	}
 	s.r.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
+	if len(changed) > 0 {
+		return s.semanticsChanged(ctx, changed, held)
+	}
 	return nil
 }
 func isFilterError(s ua.StatusCode) bool {
@@ -388,4 +402,46 @@ func (c *Client) itemRequest(n *ua.NodeID, i int, filters bool) *ua.MonitoredIte
 		MonitoringMode:      ua.MonitoringModeReporting,
 		RequestedParameters: params,
 	}
+}
+
+// statusSemanticsChanged is the StatusCode info bit a server sets on the
+// first value after a change of the variable's metadata, its
+// EngineeringUnits say (OPC UA Part 4, 7.39: "Clients should not process
+// the data value until they re-read the metadata").
+const statusSemanticsChanged = 0x4000
+
+// semanticsChanged handles the points of one notification message whose
+// samples carried SemanticsChanged (already emitted Bad): it re-reads the
+// units on this session as at its start (OnUnits gets them when they
+// changed, before any later value), then emits the held samples with the
+// bit cleared, in the unit just read. Points whose unit is configured keep
+// it (logged). A failed re-read fails the session: values in a unit that
+// may be stale are worse than none.
+func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held []sample.Sample) error {
+	c := s.c
+	fromNode := false
+	for _, i := range changed {
+		if c.points[i].UnitFromNode {
+			fromNode = true
+		} else {
+			c.log.Warn("opc ua server reports changed semantics (SemanticsChanged) on a point with a configured unit; keeping the configured unit",
+				"node", c.points[i].NodeID)
+		}
+	}
+	if fromNode {
+		if err := c.units(ctx, s.cl, s.nodes, s.lim, s.r); err != nil {
+			if stopped(ctx) {
+				return nil
+			}
+			return err
+		}
+		c.log.Info("opc ua engineering units re-read after SemanticsChanged", "points", len(changed))
+	}
+	for k := range held {
+		h := &held[k]
+		h.Status &^= statusSemanticsChanged
+		h.Quality = Quality(h.Status)
+	}
+	s.r.emit(&sample.Cycle{Samples: held, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(held)})
+	return nil
 }
