@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/wait"
@@ -191,5 +192,53 @@ func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
 	wait.For(t, 20*time.Second, "batches stored after the stream was partitioned evaluated", seen(29))
 	if !r.c.repartitioned.Load() {
 		t.Fatal("the change was not noticed")
+	}
+}
+
+// TestSingleReplicaFollowsStreamPartitionedBeforeData: the reviewer's
+// order. The single replica creates the stream, a group with
+// cluster.partitions: 4 starts on it a moment later (and partitions it),
+// and only then is anything published. Before, the single replica's pulls
+// on its six-token filter moved its consumer past the partitioned messages
+// stored until it noticed the change; with the filter updated in place
+// they were never delivered, its order check waited for them for ever
+// (earlier messages ... did not come back) and it evaluated nothing.
+func TestSingleReplicaFollowsStreamPartitionedBeforeData(t *testing.T) {
+	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
+	streamCheckEvery = 500 * time.Millisecond
+	ns, cfg := embeddedConfig(t)
+	cfg.Group = "refgrp"
+	ref := startCfg(t, cfg)
+	g1 := cfg
+	g1.Group, g1.DataDir, g1.Cluster.Partitions = "g1", t.TempDir(), 4
+	startCfg(t, g1)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now().UnixMilli() - 600_000
+	const n = 80
+	for i := 1; i <= n; i++ {
+		if _, err := js.Publish(ctx, subj, batchJSON(uint64(i), t0+int64(i)*1000, 60), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/2 { // some before the single replica notices, some after
+			wait.For(t, 10*time.Second, "the change noticed", ref.c.repartitioned.Load)
+		}
+	}
+	wait.For(t, 20*time.Second, "every batch evaluated by the single replica", func() bool {
+		av, ok := ref.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+n*1000
+	})
+	// exactly once: every batch evaluated, none twice
+	if got := testutil.ToFloat64(ref.c.m.ingested.WithLabelValues("data")); got != n {
+		t.Errorf("ingested %v data messages, want %d", got, n)
+	}
+	if got := testutil.ToFloat64(ref.c.m.duplicates); got != 0 {
+		t.Errorf("%v duplicates: a batch evaluated twice", got)
 	}
 }
