@@ -203,9 +203,16 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 		stop     context.CancelFunc
 		done     chan error
 		stopping bool
+		started  time.Time
 	}
 	workers := map[int]*running{}
 	backoff := map[int]time.Time{}
+	// failed: per partition, how many workers in a row stopped on an error
+	// soon after starting (within failedWithin); from the second on the
+	// stop is logged at ERROR: a worker that keeps restarting on the same
+	// condition evaluates nothing, a single WARN among many hides it
+	failed := map[int]int{}
+	failedWithin := 5*time.Duration(c.cfg.Cluster.AckWait) + time.Minute
 	defer func() {
 		for _, w := range workers {
 			w.stop()
@@ -247,8 +254,18 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			select {
 			case err := <-w.done:
 				delete(workers, p)
+				switch {
+				case err == nil || ctx.Err() != nil || errors.Is(err, errRepartitioned) || time.Since(w.started) > failedWithin:
+					failed[p] = 0 // errRepartitioned: a planned restart, logged at ERROR once (checkRepartitioned)
+				default:
+					failed[p]++
+				}
 				if err != nil && ctx.Err() == nil {
-					c.log.Warn("partition worker stopped", "partition", p, "err", err)
+					lvl := slog.LevelWarn
+					if failed[p] > 1 {
+						lvl = slog.LevelError
+					}
+					c.log.Log(ctx, lvl, "partition worker stopped", "partition", p, "err", err, "restarts_in_a_row", failed[p])
 					backoff[p] = time.Now().Add(time.Second)
 				}
 				continue
@@ -266,7 +283,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			}
 			c.log.Debug("partition wanted", "partition", p)
 			wctx, stop := context.WithCancel(ctx)
-			w := &running{stop: stop, done: make(chan error, 1)}
+			w := &running{stop: stop, done: make(chan error, 1), started: time.Now()}
 			workers[p] = w
 			// partitioned may change while this collector runs (another
 			// group partitioned the stream: checkRepartitioned)
