@@ -3,17 +3,13 @@ package collector
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -44,12 +40,7 @@ func (l *logBuf) String() string {
 func TestWorkerRestartingLogsError(t *testing.T) {
 	ns, cfg := embeddedConfig(t)
 	first := startCfg(t, cfg) // creates the stream and the consumer
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jsClient(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := cfg.consumerName(-1)
@@ -61,15 +52,8 @@ func TestWorkerRestartingLogsError(t *testing.T) {
 	if _, err := js.CreateConsumer(ctx, cfg.NATS.Stream, jetstream.ConsumerConfig{Durable: name, DeliverSubject: "elsewhere", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	set, err := cfg.LoadRules(catalog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var lb logBuf
-	c, err := New(cfg, set, slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelInfo})), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newCollectorLog(t, cfg, &lb)
 	rctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()

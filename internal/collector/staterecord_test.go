@@ -212,12 +212,7 @@ func TestSingleReplicaFollowsStreamPartitionedBeforeData(t *testing.T) {
 	g1 := cfg
 	g1.Group, g1.DataDir, g1.Cluster.Partitions = "g1", t.TempDir(), 4
 	startCfg(t, g1)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jsClient(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	t0 := time.Now().UnixMilli() - 600_000
