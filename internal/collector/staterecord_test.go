@@ -179,15 +179,7 @@ func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
 	pub(1, 10)
 	wait.For(t, 10*time.Second, "the first batches evaluated", seen(9))
 	// another group partitions the stream
-	st, err := js.Stream(ctx, cfg.NATS.Stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := st.CachedInfo().Config
-	sc.SubjectTransform = partitionTransform(4)
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
+	partitionStream(ctx, t, js, cfg.NATS.Stream)
 	pub(10, 30)
 	wait.For(t, 20*time.Second, "batches stored after the stream was partitioned evaluated", seen(29))
 	if !r.c.repartitioned.Load() {
@@ -230,10 +222,66 @@ func TestSingleReplicaFollowsStreamPartitionedBeforeData(t *testing.T) {
 		return ok && av.LastTS >= t0+n*1000
 	})
 	// exactly once: every batch evaluated, none twice
-	if got := testutil.ToFloat64(ref.c.m.ingested.WithLabelValues("data")); got != n {
+	evaluatedOnce(t, ref.c, n)
+}
+
+// TestSingleReplicaDrainsUnpartitionedBacklog: a single replica stopped
+// with batches of the unpartitioned subjects still unread, whose stream
+// another group partitions meanwhile, evaluates that backlog first, then
+// the partitioned batches: each once. Before, its consumer's filter was
+// updated at its start and the unread unpartitioned batches were never
+// delivered.
+func TestSingleReplicaDrainsUnpartitionedBacklog(t *testing.T) {
+	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
+	streamCheckEvery = 200 * time.Millisecond
+	ns, cfg := embeddedConfig(t)
+	js := jsClient(t, ns.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := startCfg(t, cfg)
+	wait.For(t, 10*time.Second, "the consumer created", func() bool { _, err := js.Consumer(ctx, cfg.NATS.Stream, cfg.consumerName(-1)); return err == nil })
+	first.stop()
+	t0 := time.Now().UnixMilli() - 600_000
+	pub := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := js.Publish(ctx, subj, batchJSON(uint64(i), t0+int64(i)*1000, 60), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub(1, 20) // unpartitioned, unread
+	partitionStream(ctx, t, js, cfg.NATS.Stream)
+	pub(21, 40) // partitioned
+	r := startCfg(t, cfg)
+	wait.For(t, 20*time.Second, "every batch evaluated", func() bool {
+		av, ok := r.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+40*1000
+	})
+	evaluatedOnce(t, r.c, 40)
+}
+
+// partitionStream gives stream the subject transform of 4 partitions, as
+// a group with cluster.partitions: 4 does.
+func partitionStream(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := st.CachedInfo().Config
+	sc.SubjectTransform = partitionTransform(4)
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// evaluatedOnce fails t unless c ingested n data messages, none twice.
+func evaluatedOnce(t *testing.T, c *Collector, n int) {
+	t.Helper()
+	if got := testutil.ToFloat64(c.m.ingested.WithLabelValues("data")); got != float64(n) {
 		t.Errorf("ingested %v data messages, want %d", got, n)
 	}
-	if got := testutil.ToFloat64(ref.c.m.duplicates); got != 0 {
+	if got := testutil.ToFloat64(c.m.duplicates); got != 0 {
 		t.Errorf("%v duplicates: a batch evaluated twice", got)
 	}
 }
