@@ -210,9 +210,16 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 		stop     context.CancelFunc
 		done     chan error
 		stopping bool
+		started  time.Time
 	}
 	workers := map[int]*running{}
 	backoff := map[int]time.Time{}
+	// failed: per partition, how many workers in a row stopped on an error
+	// soon after starting (within failedWithin); from the second on the
+	// stop is logged at ERROR: a worker that keeps restarting on the same
+	// condition evaluates nothing, a single WARN among many hides it
+	failed := map[int]int{}
+	failedWithin := 5*time.Duration(c.cfg.Cluster.AckWait) + time.Minute
 	defer func() {
 		for _, w := range workers {
 			w.stop()
@@ -254,8 +261,18 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			select {
 			case err := <-w.done:
 				delete(workers, p)
+				switch {
+				case err == nil || ctx.Err() != nil || errors.Is(err, errRepartitioned) || time.Since(w.started) > failedWithin:
+					failed[p] = 0 // errRepartitioned: a planned restart, logged at ERROR once (checkRepartitioned)
+				default:
+					failed[p]++
+				}
 				if err != nil && ctx.Err() == nil {
-					c.log.Warn("partition worker stopped", "partition", p, "err", err)
+					lvl := slog.LevelWarn
+					if failed[p] > 1 {
+						lvl = slog.LevelError
+					}
+					c.log.Log(ctx, lvl, "partition worker stopped", "partition", p, "err", err, "restarts_in_a_row", failed[p])
 					backoff[p] = time.Now().Add(time.Second)
 				}
 				continue
@@ -273,7 +290,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			}
 			c.log.Debug("partition wanted", "partition", p)
 			wctx, stop := context.WithCancel(ctx)
-			w := &running{stop: stop, done: make(chan error, 1)}
+			w := &running{stop: stop, done: make(chan error, 1), started: time.Now()}
 			workers[p] = w
 			// partitioned may change while this collector runs (another
 			// group partitioned the stream: checkRepartitioned)
@@ -311,6 +328,12 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 	}
 	cc := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Duration(c.cfg.Cluster.AckWait),
 		MaxAckPending: maxAckPending(c.cfg.Cluster.Fetch), DeliverPolicy: jetstream.DeliverAllPolicy}
+	if partitioned && parts == 0 && versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
+		var err error
+		if partitioned, err = c.partitionedConsumer(ctx, io, name); err != nil {
+			return err
+		}
+	}
 	suffix := ""
 	if partitioned {
 		suffix = ".*"
@@ -435,9 +458,14 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 		if !partitioned && parts == 0 && time.Since(lastStreamCheck) >= streamCheckEvery {
 			lastStreamCheck = time.Now()
 			if c.checkRepartitioned(ctx, io) {
-				// checkpoint and acknowledge what is held, then start over
-				// with the partitioned subjects (the consumer's filter is
-				// updated; nothing stored after the change is skipped)
+				// once the consumer delivered every message of the old
+				// subjects (none is stored after the change), checkpoint
+				// and acknowledge what is held, then start over with the
+				// partitioned subjects (partitionedConsumer)
+				if info, err := cons.Info(ctx); err != nil || info.NumPending > 0 || info.NumAckPending > len(h.replies) {
+					lastStreamCheck = time.Now().Add(time.Second - streamCheckEvery) // again in a second
+					continue
+				}
 				if len(h.replies) > 0 {
 					if err := c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true); err != nil {
 						return err
@@ -804,6 +832,43 @@ func ownPartition(subject, tok string, n int) bool {
 	}
 	t[5] = rest
 	return tok == strconv.Itoa(partitionOf(t[2], t[4], n))
+}
+
+// partitionedConsumer prepares a single replica's consumer name for the
+// partitioned subjects of a stream another group partitioned, and reports
+// whether the worker is to consume them (false: go on with the
+// unpartitioned subjects first). A consumer still filtering the
+// unpartitioned subjects is not updated in place: its pulls moved it past
+// every partitioned message stored until the change was noticed (the
+// server skips what its filter does not match), so it would never deliver
+// them and the order check would wait for them for ever (review finding:
+// "earlier messages ... did not come back", nothing evaluated). Once it
+// has delivered and been acknowledged every message of the old subjects
+// (the transform rewrites every new one), it is deleted and created again
+// delivering every partitioned message of the stream: it never delivered
+// one, so each is evaluated exactly once. Until then the worker drains it.
+func (c *Collector) partitionedConsumer(ctx context.Context, io *natsIO, name string) (bool, error) {
+	cons, err := io.js.Consumer(ctx, c.cfg.NATS.Stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("collector: consumer %s on stream %s: %w", name, c.cfg.NATS.Stream, err)
+	}
+	info := cons.CachedInfo()
+	if info.Config.FilterSubject != consumerFilter("") && !slices.Contains(info.Config.FilterSubjects, ingest.Subjects[0]) {
+		return true, nil // already on the partitioned subjects
+	}
+	if info.NumPending > 0 || info.NumAckPending > 0 {
+		c.log.Info("the stream was partitioned: consuming what is left of the unpartitioned subjects first", "consumer", name,
+			"pending", info.NumPending, "ack_pending", info.NumAckPending)
+		return false, nil
+	}
+	if err := io.js.DeleteConsumer(ctx, c.cfg.NATS.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, fmt.Errorf("collector: consumer %s on stream %s: delete to follow the partitioned subjects: %w", name, c.cfg.NATS.Stream, err)
+	}
+	c.log.Info("consumer created again for the partitioned subjects", "consumer", name, "delivered_stream_seq", info.Delivered.Stream)
+	return true, nil
 }
 
 // streamCheckEvery is how often a single-replica collector on an

@@ -136,7 +136,13 @@ func embeddedJS(t *testing.T) (*brokers.NATS, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
+	return ns, jsClient(t, ns.URL())
+}
+
+// jsClient connects a JetStream client to url, closed with the test.
+func jsClient(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,5 +151,5 @@ func embeddedJS(t *testing.T) (*brokers.NATS, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns, js
+	return js
 }

@@ -30,13 +30,19 @@ func loadConfigText(t *testing.T, dir, doc string) (Config, error) {
 
 func newCollector(t *testing.T, cfg Config) *Collector {
 	t.Helper()
-	set, err := cfg.LoadRules(catalog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
 	lw := io.Discard
 	if os.Getenv("SMELTER_TEST_LOG") != "" { // SMELTER_TEST_LOG=1: the collectors' logs on stderr
 		lw = os.Stderr
+	}
+	return newCollectorLog(t, cfg, lw)
+}
+
+// newCollectorLog is newCollector logging (debug and up, text) to lw.
+func newCollectorLog(t *testing.T, cfg Config, lw io.Writer) *Collector {
+	t.Helper()
+	set, err := cfg.LoadRules(catalog.Default())
+	if err != nil {
+		t.Fatal(err)
 	}
 	c, err := New(cfg, set, slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})), prometheus.NewRegistry())
 	if err != nil {

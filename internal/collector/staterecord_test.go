@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/wait"
@@ -178,7 +179,92 @@ func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
 	pub(1, 10)
 	wait.For(t, 10*time.Second, "the first batches evaluated", seen(9))
 	// another group partitions the stream
-	st, err := js.Stream(ctx, cfg.NATS.Stream)
+	partitionStream(ctx, t, js, cfg.NATS.Stream)
+	pub(10, 30)
+	wait.For(t, 20*time.Second, "batches stored after the stream was partitioned evaluated", seen(29))
+	if !r.c.repartitioned.Load() {
+		t.Fatal("the change was not noticed")
+	}
+}
+
+// TestSingleReplicaFollowsStreamPartitionedBeforeData: the reviewer's
+// order. The single replica creates the stream, a group with
+// cluster.partitions: 4 starts on it a moment later (and partitions it),
+// and only then is anything published. Before, the single replica's pulls
+// on its six-token filter moved its consumer past the partitioned messages
+// stored until it noticed the change; with the filter updated in place
+// they were never delivered, its order check waited for them for ever
+// (earlier messages ... did not come back) and it evaluated nothing.
+func TestSingleReplicaFollowsStreamPartitionedBeforeData(t *testing.T) {
+	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
+	streamCheckEvery = 500 * time.Millisecond
+	ns, cfg := embeddedConfig(t)
+	cfg.Group = "refgrp"
+	ref := startCfg(t, cfg)
+	g1 := cfg
+	g1.Group, g1.DataDir, g1.Cluster.Partitions = "g1", t.TempDir(), 4
+	startCfg(t, g1)
+	js := jsClient(t, ns.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now().UnixMilli() - 600_000
+	const n = 80
+	for i := 1; i <= n; i++ {
+		if _, err := js.Publish(ctx, subj, batchJSON(uint64(i), t0+int64(i)*1000, 60), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/2 { // some before the single replica notices, some after
+			wait.For(t, 10*time.Second, "the change noticed", ref.c.repartitioned.Load)
+		}
+	}
+	wait.For(t, 20*time.Second, "every batch evaluated by the single replica", func() bool {
+		av, ok := ref.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+n*1000
+	})
+	// exactly once: every batch evaluated, none twice
+	evaluatedOnce(t, ref.c, n)
+}
+
+// TestSingleReplicaDrainsUnpartitionedBacklog: a single replica stopped
+// with batches of the unpartitioned subjects still unread, whose stream
+// another group partitions meanwhile, evaluates that backlog first, then
+// the partitioned batches: each once. Before, its consumer's filter was
+// updated at its start and the unread unpartitioned batches were never
+// delivered.
+func TestSingleReplicaDrainsUnpartitionedBacklog(t *testing.T) {
+	defer func(d time.Duration) { streamCheckEvery = d }(streamCheckEvery)
+	streamCheckEvery = 200 * time.Millisecond
+	ns, cfg := embeddedConfig(t)
+	js := jsClient(t, ns.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := startCfg(t, cfg)
+	wait.For(t, 10*time.Second, "the consumer created", func() bool { _, err := js.Consumer(ctx, cfg.NATS.Stream, cfg.consumerName(-1)); return err == nil })
+	first.stop()
+	t0 := time.Now().UnixMilli() - 600_000
+	pub := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := js.Publish(ctx, subj, batchJSON(uint64(i), t0+int64(i)*1000, 60), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub(1, 20) // unpartitioned, unread
+	partitionStream(ctx, t, js, cfg.NATS.Stream)
+	pub(21, 40) // partitioned
+	r := startCfg(t, cfg)
+	wait.For(t, 20*time.Second, "every batch evaluated", func() bool {
+		av, ok := r.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+40*1000
+	})
+	evaluatedOnce(t, r.c, 40)
+}
+
+// partitionStream gives stream the subject transform of 4 partitions, as
+// a group with cluster.partitions: 4 does.
+func partitionStream(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string) {
+	t.Helper()
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,9 +273,15 @@ func TestSingleReplicaFollowsRepartitionedStream(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	pub(10, 30)
-	wait.For(t, 20*time.Second, "batches stored after the stream was partitioned evaluated", seen(29))
-	if !r.c.repartitioned.Load() {
-		t.Fatal("the change was not noticed")
+}
+
+// evaluatedOnce fails t unless c ingested n data messages, none twice.
+func evaluatedOnce(t *testing.T, c *Collector, n int) {
+	t.Helper()
+	if got := testutil.ToFloat64(c.m.ingested.WithLabelValues("data")); got != float64(n) {
+		t.Errorf("ingested %v data messages, want %d", got, n)
+	}
+	if got := testutil.ToFloat64(c.m.duplicates); got != 0 {
+		t.Errorf("%v duplicates: a batch evaluated twice", got)
 	}
 }
