@@ -30,24 +30,35 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 	b = statebin.AppendUvarint(b, uint64(len(s.Signals)))
 	for i := range s.Signals {
 		ss := &s.Signals[i]
-		b = statebin.AppendString(b, ss.Name)
-		b = statebin.AppendString(b, ss.Unit)
-		b = statebin.AppendFloat(b, ss.Value)
-		b = statebin.AppendString(b, ss.Text)
-		var flags byte
-		if ss.Valid {
-			flags |= 1
-		}
-		if ss.Implaus {
-			flags |= 2
-		}
-		b = append(b, byte(ss.Quality), flags)
-		for _, v := range [...]int64{ss.TS, ss.Seen, ss.First, ss.Arr, ss.Good, ss.FirstArr, ss.Interval} {
-			b = statebin.AppendVarint(b, v)
-		}
+		b = appendSignalBinary(b, ss.Name, ss.Unit, ss.Value, ss.Text, byte(ss.Quality), ss.Valid, ss.Implaus,
+			[...]int64{ss.TS, ss.Seen, ss.First, ss.Arr, ss.Good, ss.FirstArr, ss.Interval})
 		b = appendRulesBinary(b, ss.Rules)
 	}
 	return appendRulesBinary(b, s.Rules)
+}
+
+// appendSignalBinary appends a signal's fields before its rules, in the
+// record's order: name, unit, value, text, quality, flags (1 valid, 2
+// implausible), then the times ts, seen, first, arr, good, firstArr and
+// interval as varints. Both encoders of the record (from a snapshot and
+// straight from the engine) write a signal through it.
+func appendSignalBinary(b []byte, name, unit string, value float64, text string, quality byte, valid, implaus bool, times [7]int64) []byte {
+	b = statebin.AppendString(b, name)
+	b = statebin.AppendString(b, unit)
+	b = statebin.AppendFloat(b, value)
+	b = statebin.AppendString(b, text)
+	var flags byte
+	if valid {
+		flags |= 1
+	}
+	if implaus {
+		flags |= 2
+	}
+	b = append(b, quality, flags)
+	for _, v := range times {
+		b = statebin.AppendVarint(b, v)
+	}
+	return b
 }
 
 func appendRulesBinary(b []byte, rs []RuleState) []byte {

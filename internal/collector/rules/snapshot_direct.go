@@ -34,25 +34,12 @@ func (e *Engine) AppendBinary(b []byte, site, id string) ([]byte, bool) {
 	b = statebin.AppendVarint(b, int64(a.part))
 	b = statebin.AppendUvarint(b, uint64(len(a.list)))
 	for _, s := range a.list {
-		b = statebin.AppendString(b, s.name)
-		b = statebin.AppendString(b, s.unit)
-		b = statebin.AppendFloat(b, s.value)
-		b = statebin.AppendString(b, s.text)
-		var flags byte
-		if s.valid {
-			flags |= 1
-		}
-		if s.implaus {
-			flags |= 2
-		}
-		b = append(b, byte(s.quality), flags)
 		iv := s.interval
 		if s.birthIV { // SnapshotInto leaves a birth's interval out: the birth has it
 			iv = 0
 		}
-		for _, v := range [...]int64{s.ts, s.seen, s.first, s.arr, s.good, s.firstArr, iv} {
-			b = statebin.AppendVarint(b, v)
-		}
+		b = appendSignalBinary(b, s.name, s.unit, s.value, s.text, byte(s.quality), s.valid, s.implaus,
+			[...]int64{s.ts, s.seen, s.first, s.arr, s.good, s.firstArr, iv})
 		b = e.appendInstsBinary(b, s.insts, s.stale, s.plaus)
 	}
 	return e.appendInstsBinary(b, a.insts, a.silence, nil), true
