@@ -338,13 +338,20 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	want := expectFor(unit, pdu)
 	want.tid = l.tid
 	l.got = 0
+	reply, err := l.exchangeFrames(ctx, p, want)
+	l.lastRx = time.Now()
+	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
+		err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
+	}
+	return reply, err
+}
+
+// exchangeFrames writes l.req on p and reads the reply by the link's
+// encoding: Modbus TCP from the link's buffer (roundTripMBAP), RTU and
+// ASCII straight from the port.
+func (l *link) exchangeFrames(ctx context.Context, p port, want expect) ([]byte, error) {
 	if l.transport == TCP {
-		reply, err := l.roundTripMBAP(ctx, want)
-		l.lastRx = time.Now()
-		if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
-			err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
-		}
-		return reply, err
+		return l.roundTripMBAP(ctx, want)
 	}
 	if _, err := p.Write(l.req); err != nil {
 		return nil, l.ioError(ctx, err, "write")
@@ -357,21 +364,10 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		}
 		return nil
 	}
-	var (
-		reply []byte
-		err   error
-	)
-	switch l.transport {
-	case RTU, RTUOverTCP:
-		reply, err = readRTU(rd, l.buf[:], want)
-	default:
-		reply, err = readASCII(rd, l.buf[:], want)
+	if l.transport == RTU || l.transport == RTUOverTCP {
+		return readRTU(rd, l.buf[:], want)
 	}
-	l.lastRx = time.Now()
-	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
-		err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
-	}
-	return reply, err
+	return readASCII(rd, l.buf[:], want)
 }
 
 // roundTripMBAP writes l.req on a Modbus TCP socket and reads the reply.
