@@ -536,7 +536,7 @@ func (f *Front) Start(ctx context.Context) error {
 		return err
 	}
 	in.done = make(chan struct{})
-	in.proxy = newProxy(ictx, ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate)
+	in.proxy = newProxy(ictx, ln, net.JoinHostPort(host, strconv.Itoa(inner)), &f.gate, in.settle)
 	go in.notifier(ictx)
 	f.inst = in
 	f.addr = net.JoinHostPort(host, strconv.Itoa(pub))
@@ -622,7 +622,12 @@ func (f *Front) Stop() error {
 	if in == nil {
 		return nil
 	}
-	in.proxy.close()      // clients see EOF now; gopcua's channels end with them
+	in.proxy.close() // clients see EOF now; gopcua's channels end with them
+	// gopcua's Close must not run while it still registers a connection
+	// (settle): its WaitGroup.Add would race with Close's Wait.
+	if !in.settle.wait(settleTimeout) {
+		f.log.Debug("opc ua front: gopcua did not settle its connections before stop", "timeout", settleTimeout)
+	}
 	err := in.srv.Close() // while gopcua's dispatcher still drains them
 	in.cancel()
 	<-in.done

@@ -31,7 +31,8 @@ type instance struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	proxy  *proxy
-	public string // advertised endpoint URL
+	settle *settle // gopcua's accepted and open connections, for Stop
+	public string  // advertised endpoint URL
 
 	sessions  *server.SessionService
 	attrs     *server.AttributeService
@@ -62,15 +63,25 @@ func bind[T any](srv *server.Server) (*T, error) {
 	return t, nil
 }
 
-// logAdapter turns gopcua's printf-style server logging into quiet slog.
-type logAdapter struct{ l *slog.Logger }
+// logAdapter turns gopcua's printf-style server logging into quiet slog
+// and feeds the instance's connection accounting (settle).
+type logAdapter struct {
+	l *slog.Logger
+	s *settle
+}
 
 func (a logAdapter) Debug(msg string, args ...any) {}
-func (a logAdapter) Info(msg string, args ...any)  { a.l.Debug(fmt.Sprintf(msg, args...)) }
-func (a logAdapter) Warn(msg string, args ...any)  { a.l.Debug(fmt.Sprintf(msg, args...)) }
-func (a logAdapter) Error(msg string, args ...any) { a.l.Debug(fmt.Sprintf(msg, args...)) }
+func (a logAdapter) Info(msg string, args ...any)  { a.log(msg, args) }
+func (a logAdapter) Warn(msg string, args ...any)  { a.log(msg, args) }
+func (a logAdapter) Error(msg string, args ...any) { a.log(msg, args) }
+
+func (a logAdapter) log(msg string, args []any) {
+	a.s.logged(msg)
+	a.l.Debug(fmt.Sprintf(msg, args...))
+}
 
 func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
+	st := newSettle()
 	opts := []server.Option{
 		server.EndPoint(host, inner),
 		server.EndPoint(host, public),
@@ -79,7 +90,7 @@ func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
 		server.ServerName("smelter-sim"),
 		server.ManufacturerName("Smelter"),
 		server.ProductName("smelter-sim OPC UA front"),
-		server.SetLogger(logAdapter{f.log}),
+		server.SetLogger(logAdapter{l: f.log, s: st}),
 	}
 	for _, s := range f.cfg.Security {
 		opts = append(opts, server.EnableSecurity(policyURIs[s.Policy], modes[s.Mode]))
@@ -94,7 +105,7 @@ func (f *Front) newInstance(host string, inner, public int) (*instance, error) {
 		opts = append(opts, server.EnableAuthMode(ua.UserTokenTypeCertificate))
 	}
 	srv := server.New(opts...)
-	in := &instance{f: f, srv: srv, nonces: map[string][]byte{}, policyOf: map[string]string{},
+	in := &instance{f: f, srv: srv, settle: st, nonces: map[string][]byte{}, policyOf: map[string]string{},
 		public: fmt.Sprintf("opc.tcp://%s:%d", host, public)}
 	var err error
 	if in.discovery, err = bind[server.DiscoveryService](srv); err != nil {

@@ -19,6 +19,7 @@ type proxy struct {
 	ln     net.Listener
 	target string
 	gate   *atomic.Pointer[gate] // the Front's: silence and delay, kept across restarts
+	settle *settle               // told of every connection made to target
 	quit   chan struct{}         // closed by close
 
 	mu    sync.Mutex
@@ -36,8 +37,8 @@ type gate struct {
 
 // newProxy starts serving ln; ctx bounds the dials to target (the Front's
 // instance context, cancelled when the instance stops).
-func newProxy(ctx context.Context, ln net.Listener, target string, g *atomic.Pointer[gate]) *proxy {
-	p := &proxy{ln: ln, target: target, gate: g, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+func newProxy(ctx context.Context, ln net.Listener, target string, g *atomic.Pointer[gate], st *settle) *proxy {
+	p := &proxy{ln: ln, target: target, gate: g, settle: st, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve(ctx)
 	return p
@@ -85,6 +86,7 @@ func (p *proxy) handle(ctx context.Context, c net.Conn) {
 	if err != nil {
 		return
 	}
+	p.settle.dial()
 	if !p.track(d, true) {
 		_ = d.Close()
 		return
