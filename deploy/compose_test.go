@@ -372,3 +372,51 @@ func TestComposeStreamsMatchTheCode(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeMosquittoACL checks that the compose Mosquitto enforces the
+// ACL TestMosquittoCommandACL tests (deploy/mosquitto/smelter.acl), as the
+// container sees its files: no anonymous clients, the ACL mounted where
+// acl_file says, and the compose gateway's MQTT user given a section in it
+// (without one, Mosquitto would deny it everything).
+func TestComposeMosquittoACL(t *testing.T) {
+	svcs := readCompose(t)
+	m := svcs["mosquitto"]
+	root := serviceRoot(t, m)
+	conf, err := os.ReadFile(filepath.Join(root, "/mosquitto/config/mosquitto.conf"))
+	if err != nil {
+		t.Fatalf("mosquitto.conf is not mounted: %v", err)
+	}
+	settings := map[string]string{}
+	for _, line := range strings.Split(string(conf), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			settings[f[0]] = f[1]
+		}
+	}
+	if settings["allow_anonymous"] != "false" {
+		t.Errorf("allow_anonymous = %q, want false", settings["allow_anonymous"])
+	}
+	aclPath := settings["acl_file"]
+	if aclPath == "" {
+		t.Fatal("the compose Mosquitto has no acl_file: every user may publish commands")
+	}
+	got, err := os.ReadFile(filepath.Join(root, aclPath))
+	if err != nil {
+		t.Fatalf("acl_file %s is not mounted: %v", aclPath, err)
+	}
+	want, err := os.ReadFile("mosquitto/smelter.acl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("acl_file %s is not deploy/mosquitto/smelter.acl", aclPath)
+	}
+	gw := svcs["gateway"]
+	cfg, err := gwconfig.Load(filepath.Join(serviceRoot(t, gw), arg(t, gw.Command, "-config")), gateway.Drivers()...)
+	if err != nil {
+		t.Fatalf("gateway config: %v", err)
+	}
+	user := cfg.Raw.Uplinks.MQTT.Username
+	if !slices.Contains(strings.Split(string(got), "\n"), "user "+user) {
+		t.Errorf("the compose gateway's MQTT user %q has no section in the ACL: Mosquitto would deny it", user)
+	}
+}
