@@ -15,7 +15,7 @@ const refusedLogEvery = 60_000
 type Refusal struct {
 	Refused int    // readings (or birth signals) refused
 	First   string // the first refused signal's name: a sample for the log
-	Held    int    // signals the asset holds after the batch or birth
+	Held    int    // signals the asset holds with what the batch or birth added (set when Refused > 0)
 	Total   uint64 // refused for this asset since the engine tracks it
 	Warn    bool   // a warning is due: the first refusal, then at most once a minute
 }
@@ -35,7 +35,7 @@ func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 	}
 	a := e.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Asset.Path)
 	if len(a.list)+len(b.Readings) <= max {
-		return Refusal{Held: len(a.list)} // every reading fits, even if all are new
+		return Refusal{} // every reading fits, even if all are new
 	}
 	room := max - len(a.list)
 	var taken []string           // new signals taken from b (at most room of them)
