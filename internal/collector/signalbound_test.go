@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -232,4 +233,54 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// BenchmarkInventedSignalNames is the review's case: one generic asset
+// sent 28,000 invented signal names (28 batches of 1,000 new names, then
+// the same names again), through the collector's process path, with the
+// default bound and without one (the collector before the bound). It
+// reports the heap the asset took (after GC), the signals it holds and its
+// checkpoint record's size.
+func BenchmarkInventedSignalNames(b *testing.B) {
+	for _, bound := range []int{DefaultMaxSignalsPerAsset, 0} {
+		name := fmt.Sprintf("max_signals_per_asset=%d", bound)
+		if bound == 0 {
+			name = "unbounded"
+		}
+		b.Run(name, func(b *testing.B) {
+			var heap, rec float64
+			var held int
+			for b.Loop() {
+				c := processCollector(b)
+				c.cfg.MaxSignalsPerAsset = bound // 0: no bound (LimitSignals and LimitBirth take none)
+				sh := c.shard(0)
+				var cy cycle
+				before := heapInUse()
+				const t0 = int64(1_763_812_345_000)
+				subject := telemetry.Subject("s1", "generic", "a-1", telemetry.KindData)
+				for round := range 2 {
+					for i := range 28 {
+						seq := uint64(round*28 + i + 1)
+						bt := boundBatch("generic", "a-1", fmt.Sprintf("invented_%d_", i), seq, t0+int64(seq)*1000, 1000, 1)
+						c.process(sh, subject, bt.AppendJSON(nil), &cy)
+					}
+				}
+				heap = float64(int64(heapInUse()) - int64(before))
+				sh.mu.Lock()
+				v, _ := sh.engine.Asset("s1", "a-1")
+				sh.dirty[[2]string{"s1", "a-1"}] = struct{}{}
+				ws, err := sh.snapshot(nil, 0, false, nil)
+				sh.mu.Unlock()
+				if err != nil || len(ws) != 1 {
+					b.Fatal(err, len(ws))
+				}
+				held, rec = len(v.Signals), float64(len(ws[0].data))
+				runtime.KeepAlive(c)
+			}
+			b.ReportMetric(heap/1e6, "heap-MB")
+			b.ReportMetric(float64(held), "signals")
+			b.ReportMetric(rec/1e3, "record-kB")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

@@ -117,3 +117,28 @@ func TestNoteBirthRefused(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// BenchmarkLimitSignals is LimitSignals' cost per batch of an asset that
+// already holds its signals: a 12-signal motor far below the bound (the
+// common case: one length check) and an asset at the bound of 256 sending
+// all of them (every reading looked up), after Process cached their
+// positions.
+func BenchmarkLimitSignals(b *testing.B) {
+	for _, n := range []int{12, 256} {
+		b.Run(fmt.Sprintf("held=%d/max=256", n), func(b *testing.B) {
+			e := newHarness(b, true, "").e
+			var names []string
+			for i := range n {
+				names = append(names, fmt.Sprintf("sig_%d", i))
+			}
+			bt := limitBatch(t0, names...)
+			e.Process(bt, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				if r := e.LimitSignals(bt, 256); r.Refused != 0 {
+					b.Fatal(r)
+				}
+			}
+		})
+	}
+}
