@@ -3,6 +3,8 @@ package collector
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -159,6 +161,12 @@ func TestSignalsPerAssetBoundedEndToEnd(t *testing.T) {
 		if want := uint64(batches * (2 + invented)); id == "gen-2" && v.SignalsRefused != want || id == "gen-1" && v.SignalsRefused != want+2 {
 			t.Errorf("%s: %d refused in its view", id, v.SignalsRefused)
 		}
+	}
+	// the API shows the count with the asset
+	rec := httptest.NewRecorder()
+	c.HTTPHandler("").ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/assets/s1/gen-1", nil))
+	if want := fmt.Sprintf(`"signals_refused":%d`, batches*(2+invented)+2); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("GET /api/v1/assets/s1/gen-1: %d %s, want %s", rec.Code, rec.Body, want)
 	}
 	// one WARN per asset: the first refusal (then at most one a minute)
 	wait.For(t, 10*time.Second, "refusals logged", func() bool {
