@@ -497,16 +497,24 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a.lastRecv = e.now()
 	a.batches++
 	batchTS := b.TSGW
-	if len(a.cache) < len(b.Readings) {
-		a.cache = append(a.cache, make([]*signalState, len(b.Readings)-len(a.cache))...)
-	}
 	e.updated = e.updated[:0]
 	for i := range b.Readings {
 		r := &b.Readings[i]
-		s := a.cache[i]
+		var s *signalState
+		if i < len(a.cache) {
+			s = a.cache[i]
+		}
 		if s == nil || s.name != r.Signal {
 			s = a.signal(r.Signal)
-			a.cache[i] = s
+			// positions are cached up to the asset's signal count: a batch
+			// that repeats names does not grow the cache beyond what the
+			// signal bound allows (max_signals_per_asset)
+			if i < len(a.list) {
+				if i >= len(a.cache) {
+					a.cache = append(a.cache, make([]*signalState, i+1-len(a.cache))...)
+				}
+				a.cache[i] = s
+			}
 		}
 		ts := r.TS
 		if ts <= 0 {

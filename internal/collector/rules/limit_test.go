@@ -142,3 +142,24 @@ func BenchmarkLimitSignals(b *testing.B) {
 		})
 	}
 }
+
+// A batch that repeats its asset's few signals many times (a payload of
+// 10,000 readings of 3 names) leaves the per-position cache at most as
+// long as the asset's signal list: the cache was as long as the largest
+// batch, 8 bytes a reading kept per asset.
+func TestProcessCacheBoundedBySignals(t *testing.T) {
+	e := newHarness(t, true, "").e
+	var names []string
+	for i := range 10_000 {
+		names = append(names, []string{"a", "b", "c"}[i%3])
+	}
+	e.Process(limitBatch(t0, names...), nil)
+	e.Process(limitBatch(t0+1000, "a", "b", "c"), nil)
+	a := e.assets[[2]string{"site1", "a-1"}]
+	if len(a.list) != 3 || len(a.cache) > len(a.list) {
+		t.Fatalf("%d signals, cache of %d positions", len(a.list), len(a.cache))
+	}
+	if v, _ := e.Asset("site1", "a-1"); len(v.Signals) != 3 || !v.Signals[2].Valid {
+		t.Fatalf("view %+v", v.Signals)
+	}
+}
