@@ -544,8 +544,12 @@ func (c *Collector) admit(sh *shard, site, id string) bool {
 func (c *Collector) signalsRefused(site, id, class, gateway string, kind telemetry.Kind, r rules.Refusal) {
 	c.m.sigRefused.WithLabelValues(string(kind)).Add(float64(r.Refused))
 	if r.Warn {
+		sample := r.First // the payload's: no length limit in the schema
+		if len(sample) > 64 {
+			sample = strings.ToValidUTF8(sample[:64], "") + "..."
+		}
 		c.log.Warn("signals refused: the asset holds max_signals_per_asset signals", "site", site, "asset", id, "class", class,
-			"gateway", gateway, "kind", kind, "refused", r.Refused, "signal", r.First, "signals", r.Held,
+			"gateway", gateway, "kind", kind, "refused", r.Refused, "signal", sample, "signals", r.Held,
 			"max_signals_per_asset", c.cfg.MaxSignalsPerAsset, "refused_total", r.Total)
 	}
 }

@@ -292,3 +292,23 @@ func BenchmarkInventedSignalNames(b *testing.B) {
 		})
 	}
 }
+
+// The log's sample of a refused signal is cut to 64 bytes: signal names
+// have no length limit in the schema.
+func TestRefusedSignalLogSampleCut(t *testing.T) {
+	var lb logBuf
+	cfg := Defaults()
+	cfg.MaxSignalsPerAsset = 1
+	c := newCollectorLog(t, cfg, &lb)
+	sh := c.shard(0)
+	var cy cycle
+	ts := time.Now().UnixMilli()
+	b := boundBatch("generic", "a-1", "s", 1, ts, 1, 1)
+	long := strings.Repeat("x", 1000)
+	b.Readings = append(b.Readings, telemetry.Reading{Signal: long, Value: 1, TS: ts})
+	c.process(sh, telemetry.Subject("s1", "generic", "a-1", telemetry.KindData), b.AppendJSON(nil), &cy)
+	logs := grepLines(lb.String(), "signals refused")
+	if !strings.Contains(logs, "signal="+strings.Repeat("x", 64)+"...") || strings.Contains(logs, strings.Repeat("x", 65)) {
+		t.Fatalf("logged: %s", logs)
+	}
+}
