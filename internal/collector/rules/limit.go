@@ -7,11 +7,11 @@ import (
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
-// refusedLogEvery is how often (engine clock, ms) RefuseSignals reports a
+// refusedLogEvery is how often (engine clock, ms) LimitSignals reports a
 // warning as due for one asset: the first refusal, then at most once a minute.
 const refusedLogEvery = 60_000
 
-// Refusal is what LimitSignals refused of one batch or birth.
+// Refusal is what LimitSignals (a batch) or NoteBirthRefused (a birth) refused.
 type Refusal struct {
 	Refused int    // readings (or birth signals) refused
 	First   string // the first refused signal's name: a sample for the log
