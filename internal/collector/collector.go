@@ -145,6 +145,7 @@ type metrics struct {
 	published  *prometheus.CounterVec
 	pubErrors  prometheus.Counter
 	rejected   prometheus.Counter
+	sigRefused *prometheus.CounterVec
 	takeovers  prometheus.Counter
 	fenced     prometheus.Counter
 	checkpts   prometheus.Counter
@@ -171,10 +172,12 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages accepted by JetStream, by kind."}, []string{"kind"}),
 		pubErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_publish_errors_total", Help: "Failed publishes and KV writes (the input is then not acknowledged)."}),
 		rejected:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_assets_rejected_total", Help: "Messages of new assets skipped because max_assets assets are tracked."}),
-		takeovers:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_acquired_total", Help: "Partitions this replica started to own."}),
-		fenced:     prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
-		checkpts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
-		owned:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
+		sigRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_signals_refused_total",
+			Help: "Readings (kind data) and birth signals (kind birth) of signals an asset does not hold, refused because it holds max_signals_per_asset signals."}, []string{"kind"}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_acquired_total", Help: "Partitions this replica started to own."}),
+		fenced:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
+		checkpts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
+		owned:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
 		badState: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_state_records_skipped_total",
 			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
@@ -212,7 +215,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future, c.m.badState,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future, c.m.badState,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -375,6 +378,11 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		if late {
 			c.m.late.Inc()
 		}
+		// readings of signals beyond the asset's bound go before anything
+		// evaluates or stores them
+		if r := sh.engine.LimitSignals(b, c.cfg.MaxSignalsPerAsset); r.Refused > 0 {
+			c.signalsRefused(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Gateway, telemetry.KindData, r)
+		}
 		c.live.ObserveBatch(b)
 		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, sh.scratch[:0])
@@ -429,10 +437,15 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
+		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset)
 		n := sh.engine.Len()
 		al := sh.engine.Birth(bi, sh.scratch[:0])
 		sh.kpis.Birth(bi)
 		c.count(sh, n)
+		if cut > 0 {
+			c.signalsRefused(as.Site(), as.ID, as.Class, bi.Gateway, telemetry.KindBirth,
+				sh.engine.NoteBirthRefused(as.Site(), as.ID, cut, first))
+		}
 		c.record(sh, al, nil, cy)
 		sh.scratch = al[:0]
 		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
@@ -522,6 +535,23 @@ func (c *Collector) admit(sh *shard, site, id string) bool {
 		return false
 	}
 	return true
+}
+
+// signalsRefused counts readings or birth signals refused by
+// max_signals_per_asset and logs a warning when r says one is due (the
+// first refusal of an asset, then at most once a minute per asset); sh.mu
+// is held.
+func (c *Collector) signalsRefused(site, id, class, gateway string, kind telemetry.Kind, r rules.Refusal) {
+	c.m.sigRefused.WithLabelValues(string(kind)).Add(float64(r.Refused))
+	if r.Warn {
+		sample := r.First // the payload's: no length limit in the schema
+		if len(sample) > 64 {
+			sample = strings.ToValidUTF8(sample[:64], "") + "..."
+		}
+		c.log.Warn("signals refused: the asset holds max_signals_per_asset signals", "site", site, "asset", id, "class", class,
+			"gateway", gateway, "kind", kind, "refused", r.Refused, "signal", sample, "signals", r.Held,
+			"max_signals_per_asset", c.cfg.MaxSignalsPerAsset, "refused_total", r.Total)
+	}
 }
 
 // count adds the assets the engine gained since it held before; sh.mu is held.

@@ -130,8 +130,14 @@ type Config struct {
 	// MaxAssets bounds the assets one collector tracks (rules, KPIs and the
 	// dashboard's live store); batches of further assets are counted in
 	// smelter_collector_assets_rejected_total and skipped.
-	MaxAssets int           `yaml:"max_assets"`
-	Cluster   ClusterConfig `yaml:"cluster"`
+	MaxAssets int `yaml:"max_assets"`
+	// MaxSignalsPerAsset bounds the signals one asset holds (rule state,
+	// dashboard series, checkpoint record): a reading of a signal the asset
+	// does not hold once it holds this many, and the signals of a birth
+	// beyond its first this many, are refused (not evaluated, not stored),
+	// counted in smelter_collector_signals_refused_total and logged.
+	MaxSignalsPerAsset int           `yaml:"max_signals_per_asset"`
+	Cluster            ClusterConfig `yaml:"cluster"`
 	// ---- end distributed engine ----
 
 	dir string        // directory of the config file, for relative paths
@@ -268,13 +274,27 @@ type ClusterConfig struct {
 	RecordFormat string `yaml:"record_format"`
 }
 
+// DefaultMaxSignalsPerAsset is max_signals_per_asset's default: the largest
+// class of the catalog (ship) has 28 signals, a large engine with every
+// cylinder's temperatures about 100; 256 leaves room for generic assets
+// that map a whole controller, and keeps the asset's checkpoint record far
+// below the 1 MiB max_payload of a default nats-server (docs/collector.md,
+// "Bounded memory").
+const DefaultMaxSignalsPerAsset = 256
+
+// MaxSignalsPerAssetLimit is the highest max_signals_per_asset accepted:
+// at about 620 bytes per signal in the worst case the default packs allow
+// (every signal with its own rule state and an active alert,
+// TestRecordSizeAtSignalBound) an asset's record stays under 1 MiB.
+const MaxSignalsPerAssetLimit = 1024
+
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
 	c.NATS.Stream, c.NATS.CreateStream = "SMELTER", true
 	c.MaxFuture = Duration(ingest.MaxFuture)
 	// distributed engine (issue 10): consumer and buckets derive from group
-	c.Group, c.MaxAssets = "smelter-collector", 20000
+	c.Group, c.MaxAssets, c.MaxSignalsPerAsset = "smelter-collector", 20000, DefaultMaxSignalsPerAsset
 	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
 		MemberTimeout: Duration(4 * time.Second), Fetch: 2048, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
 	c.NATS.MaxAge = Duration(168 * time.Hour)
@@ -440,6 +460,10 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 	}
 	if c.MaxAssets < 1 || c.MaxAssets > 10_000_000 {
 		bad("max_assets", "%d out of range 1-10000000", c.MaxAssets)
+	}
+	if c.MaxSignalsPerAsset < 1 || c.MaxSignalsPerAsset > MaxSignalsPerAssetLimit {
+		bad("max_signals_per_asset", "%d out of range 1-%d (an asset's checkpoint record must fit the server's max_payload)",
+			c.MaxSignalsPerAsset, MaxSignalsPerAssetLimit)
 	}
 	if k.Partitions < 0 || k.Partitions > 1024 {
 		bad("cluster.partitions", "%d out of range 0-1024 (0: single replica)", k.Partitions)

@@ -287,6 +287,10 @@ type AssetOut struct {
 	Severity  string             `json:"severity,omitempty"` // highest active alert severity
 	Signals   []SignalOut        `json:"signals"`
 	Nameplate map[string]float64 `json:"nameplate,omitempty"`
+	// SignalsRefused counts the readings and birth signals refused since
+	// this collector tracks the asset because it held
+	// max_signals_per_asset signals (docs/collector.md, "Bounded memory").
+	SignalsRefused uint64 `json:"signals_refused,omitempty"`
 }
 
 type alertSummary struct {
@@ -338,7 +342,7 @@ const SilentAssetAfter = 2 * time.Minute
 
 func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, wallNow int64, detail bool) AssetOut {
 	o := AssetOut{Site: v.Site, ID: v.ID, Class: v.Class, Path: v.Path, Running: v.Running, LastTS: v.LastTS, Dead: v.Dead,
-		Alerts: sum.n, Status: statusOf(v, sum), Signals: make([]SignalOut, 0, len(v.Signals))}
+		Alerts: sum.n, Status: statusOf(v, sum), Signals: make([]SignalOut, 0, len(v.Signals)), SignalsRefused: v.SignalsRefused}
 	now := wallNow
 	if s.live != nil {
 		if dn, rate, ok := s.live.DataClock(v.Site, v.ID, wallNow); ok {

@@ -287,7 +287,11 @@ func (l *Live) DataClock(site, id string, wallNow int64) (now int64, rate float6
 	return g.lastTSGW + int64(float64(wallNow-g.tsgwRecv)*rate), rate, true
 }
 
-// ObserveBirth records a birth notice for its gateway.
+// ObserveBirth records a birth notice for its gateway. A birth that lists
+// signals is the asset's signal list, as in the rules (docs/rules.md): the
+// history of a signal it does not list goes, so births that list ever
+// other signals cannot grow an asset's series beyond what the collector
+// takes of one birth (max_signals_per_asset).
 func (l *Live) ObserveBirth(b *telemetry.Birth) {
 	now := l.now().UnixMilli()
 	site := b.Asset.FromJSON().Site()
@@ -298,7 +302,24 @@ func (l *Live) ObserveBirth(b *telemetry.Birth) {
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}
-	l.asset(site, b.Asset.ID).attach(g)
+	a := l.asset(site, b.Asset.ID)
+	a.attach(g)
+	if len(b.Signals) == 0 || len(a.series) == 0 {
+		return // nameplate only: no signal list
+	}
+	listed := make(map[string]bool, len(b.Signals))
+	for _, si := range b.Signals {
+		listed[si.Signal] = true
+	}
+	for name := range a.series {
+		if !listed[name] {
+			delete(a.series, name)
+			l.nseries--
+		}
+	}
+	clear(a.last)
+	l.ver++
+	a.ver = l.ver
 }
 
 // ObserveDeath records a death notice for its gateway.

@@ -118,3 +118,31 @@ func TestDataClockFollowsTheGateway(t *testing.T) {
 		t.Error("unknown asset has a data clock")
 	}
 }
+
+// A birth that lists signals drops the history of the signals it does not
+// list (as the rules drop their state): births listing ever other names
+// cannot grow an asset's series; a nameplate-only birth changes nothing.
+func TestBirthDropsUnlistedSeries(t *testing.T) {
+	l := NewLive(nil)
+	birth := func(names ...string) {
+		bi := &telemetry.Birth{Gateway: "gw-1", Asset: telemetry.AssetJSON{ID: "m-1", Class: "motor", Path: []string{"acme", "s1", "_", "_", "_"}}}
+		for _, n := range names {
+			bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: n})
+		}
+		l.ObserveBirth(bi)
+	}
+	ts := time.Now().UnixMilli()
+	l.ObserveBatch(batch(1, ts, 4)) // sig_00..sig_03
+	birth()
+	if n := l.Stats().Series; n != 4 {
+		t.Fatalf("%d series after a nameplate-only birth, want 4", n)
+	}
+	birth("sig_01", "sig_03", "other")
+	if n := l.Stats().Series; n != 2 {
+		t.Fatalf("%d series after the birth, want 2", n)
+	}
+	l.ObserveBatch(batch(2, ts+1000, 4)) // the batch brings sig_00 and sig_02 back, fresh
+	if n := l.Stats().Series; n != 4 {
+		t.Fatalf("%d series after the next batch, want 4", n)
+	}
+}

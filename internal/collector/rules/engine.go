@@ -88,6 +88,11 @@ type assetState struct {
 	// birthBin is the encoded part of its checkpoint record a birth sets
 	// (Engine.AppendBinary); nil once the birth, nameplate or path change
 	birthBin []byte
+	// refused counts readings and birth signals refused by the bound on
+	// signals per asset (LimitSignals); refusedLog is the engine time of
+	// the last warning about it. Neither is checkpointed.
+	refused    uint64
+	refusedLog int64
 }
 
 type signalState struct {
@@ -492,16 +497,24 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a.lastRecv = e.now()
 	a.batches++
 	batchTS := b.TSGW
-	if len(a.cache) < len(b.Readings) {
-		a.cache = append(a.cache, make([]*signalState, len(b.Readings)-len(a.cache))...)
-	}
 	e.updated = e.updated[:0]
 	for i := range b.Readings {
 		r := &b.Readings[i]
-		s := a.cache[i]
+		var s *signalState
+		if i < len(a.cache) {
+			s = a.cache[i]
+		}
 		if s == nil || s.name != r.Signal {
 			s = a.signal(r.Signal)
-			a.cache[i] = s
+			// positions are cached up to the asset's signal count: a batch
+			// that repeats names does not grow the cache beyond what the
+			// signal bound allows (max_signals_per_asset)
+			if i < len(a.list) {
+				if i >= len(a.cache) {
+					a.cache = append(a.cache, make([]*signalState, i+1-len(a.cache))...)
+				}
+				a.cache[i] = s
+			}
 		}
 		ts := r.TS
 		if ts <= 0 {
@@ -775,6 +788,10 @@ type AssetView struct {
 	// Writable lists the signals commands may write, with the limits of
 	// the asset's birth (sorted by signal; empty when none is writable).
 	Writable []WritableView `json:"writable,omitempty"`
+	// SignalsRefused counts the readings and birth signals refused because
+	// the asset held max_signals_per_asset signals (since this collector
+	// tracks it; not checkpointed).
+	SignalsRefused uint64 `json:"signals_refused,omitempty"`
 }
 
 // WritableView is one writable signal of an asset's birth: its canonical
@@ -806,7 +823,7 @@ func (e *Engine) Asset(site, id string) (AssetView, bool) {
 
 func (a *assetState) view() AssetView {
 	v := AssetView{Site: a.site, ID: a.id, Class: a.class, Path: append([]string(nil), a.path...),
-		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Nameplate: make(map[string]float64, len(a.nameplate))}
+		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Nameplate: make(map[string]float64, len(a.nameplate)), SignalsRefused: a.refused}
 	for k, x := range a.nameplate {
 		v.Nameplate[k] = x
 	}
