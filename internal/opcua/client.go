@@ -674,49 +674,76 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 func (c *Client) poll(ctx context.Context, cl *opcua.Client, r *runState, nodes []*ua.NodeID, idx []int, iv time.Duration, lim Limits) error {
 	t := time.NewTicker(iv)
 	defer t.Stop()
-	ss := make([]sample.Sample, len(idx))
-	batch := int(lim.MaxNodesPerRead)
-	reqs := make([]*ua.ReadValueID, len(idx))
-	for j, i := range idx {
-		reqs[j] = &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
-	}
+	p := c.newPoller(cl, nodes, idx, lim)
 	for {
 		start := time.Now()
-		for from := 0; from < len(idx); from += batch {
-			to := min(from+batch, len(idx))
-			rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-			resp, err := cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: reqs[from:to]})
-			cancel()
-			if err == nil && len(resp.Results) != to-from {
-				err = fmt.Errorf("%d results for %d nodes", len(resp.Results), to-from)
+		if err := p.read(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				c.m.readErr.Inc()
-				c.mu.Lock()
-				field := &c.learned.MaxNodesPerRead
-				c.mu.Unlock()
-				c.learn(err, to-from, field, "max_nodes_per_read")
-				return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
-			}
-			c.m.readOK.Inc()
-			for j, dv := range resp.Results {
-				s := toSample(idx[from+j], dv)
-				if s.Quality != telemetry.QualityGood {
-					c.m.bad(s.Status)
-				}
-				ss[from+j] = s
-			}
+			return err
 		}
-		r.emit(&sample.Cycle{Samples: ss, Start: start, Duration: time.Since(start), Interval: iv, Replied: true, Err: firstBad(ss)})
+		r.emit(&sample.Cycle{Samples: p.ss, Start: start, Duration: time.Since(start), Interval: iv, Replied: true, Err: firstBad(p.ss)})
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// poller is one poll group's reads on one session: its requests are built
+// once, its samples buffer reused (a cycle is valid only during emit).
+type poller struct {
+	c     *Client
+	cl    *opcua.Client
+	idx   []int
+	batch int
+	reqs  []*ua.ReadValueID
+	ss    []sample.Sample
+}
+
+func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, idx []int, lim Limits) *poller {
+	p := &poller{c: c, cl: cl, idx: idx, batch: int(lim.MaxNodesPerRead), reqs: make([]*ua.ReadValueID, len(idx)), ss: make([]sample.Sample, len(idx))}
+	for j, i := range idx {
+		p.reqs[j] = &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
+	}
+	return p
+}
+
+// read reads the group's values into p.ss, in batches within
+// MaxNodesPerRead. A failed request fails the session.
+func (p *poller) read(ctx context.Context) error {
+	c := p.c
+	for from := 0; from < len(p.idx); from += p.batch {
+		to := min(from+p.batch, len(p.idx))
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		resp, err := p.cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: p.reqs[from:to]})
+		cancel()
+		if err == nil && len(resp.Results) != to-from {
+			err = fmt.Errorf("%d results for %d nodes", len(resp.Results), to-from)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			c.m.readErr.Inc()
+			c.mu.Lock()
+			field := &c.learned.MaxNodesPerRead
+			c.mu.Unlock()
+			c.learn(err, to-from, field, "max_nodes_per_read")
+			return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
+		}
+		c.m.readOK.Inc()
+		for j, dv := range resp.Results {
+			s := toSample(p.idx[from+j], dv)
+			if s.Quality != telemetry.QualityGood {
+				c.m.bad(s.Status)
+			}
+			p.ss[from+j] = s
+		}
+	}
+	return nil
 }
 
 // watchdog reads ServerStatus.State periodically: a silent network cut or
