@@ -128,10 +128,11 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg)}, nil
 }
 
-// OnUnits registers f, called from Run's goroutine before the first cycle
-// that carries values (and again after a reconnect if the units changed),
-// with the EngineeringUnits/EURange of the points whose Point.UnitFromNode
-// is set. Set it before Run; it does no I/O.
+// OnUnits registers f, called from Run's goroutines before the first cycle
+// that carries values and again whenever the units changed (after a
+// reconnect, a SemanticsChanged, a polled point's unit check), with the
+// EngineeringUnits/EURange of the points whose Point.UnitFromNode is set;
+// calls never overlap a cycle's emit. Set it before Run; it does no I/O.
 func (c *Client) OnUnits(f func([]NodeUnit)) { c.onUnits = f }
 
 // Status returns a snapshot of the connection state.
@@ -779,7 +780,7 @@ type poller struct {
 	// checked: the values with the EngineeringUnits and EURange of the
 	// UnitFromNode points, each point's items in one request (a value and
 	// the unit it is in are read together)
-	checked readPlan
+	checked   readPlan
 	check     []int      // positions (in idx) of the points whose units are checked
 	checkable []bool     // by position: in check
 	units     []NodeUnit // by position: units read with the values
@@ -795,7 +796,9 @@ type poller struct {
 func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitProps, idx []int, lim Limits) *poller {
 	batch := max(1, int(lim.MaxNodesPerRead))
 	p := &poller{c: c, cl: cl, nodes: nodes, lim: lim, idx: idx, ss: make([]sample.Sample, len(idx)), flagLog: logging.Limiter{Every: time.Minute}}
-	value := func(i int) *ua.ReadValueID { return &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue} }
+	value := func(i int) *ua.ReadValueID {
+		return &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
+	}
 	p.plain.reqs = make([]*ua.ReadValueID, len(idx))
 	for j, i := range idx {
 		p.plain.reqs[j] = value(i)
