@@ -685,6 +685,72 @@ type uaEvent struct {
 	s     sample.Sample
 }
 
+// unitLog is the log of units and samples of one point, in the order the
+// driver handed them over.
+type unitLog struct {
+	mu  sync.Mutex
+	log []uaEvent
+	rec *recorder
+}
+
+// runUnitLog runs a client of points (the first one logged) until the
+// test ends.
+func runUnitLog(t *testing.T, cfg Config, points []Point) (*Client, *unitLog) {
+	t.Helper()
+	c, err := New("dev-1", cfg, points, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &unitLog{rec: newRecorder()}
+	c.OnUnits(func(us []NodeUnit) {
+		l.mu.Lock()
+		l.log = append(l.log, uaEvent{units: us[0].UCUM})
+		l.mu.Unlock()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(ctx, func(cyc *sample.Cycle) {
+			l.mu.Lock()
+			for _, s := range cyc.Samples {
+				l.log = append(l.log, uaEvent{s: s})
+			}
+			l.mu.Unlock()
+			l.rec.emit(cyc)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c, l
+}
+
+// events is a copy of the log so far.
+func (l *unitLog) events() []uaEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]uaEvent(nil), l.log...)
+}
+
+// goodAfterUnit reports whether a Good value v came after the unit u
+// reached OnUnits.
+func (l *unitLog) goodAfterUnit(u string, v float64) func() bool {
+	return func() bool {
+		unit := ""
+		for _, e := range l.events() {
+			if e.units != "" {
+				unit = e.units
+			} else if unit == u && e.s.Quality == telemetry.QualityGood && e.s.Num == v {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // TestInteropSemanticsChanged changes a subscribed node's EngineeringUnits
 // live (kPa -> bar, value 210 -> 2.1) on node-opcua, which flags the next
 // value SemanticsChanged: in every isolation mode, on the same session, no
@@ -698,42 +764,12 @@ func TestInteropSemanticsChanged(t *testing.T) {
 			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
 			cfg.Isolation = iso
 			points := []Point{{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond, UnitFromNode: true}} // top_pressure
-			c, err := New("dev-1", cfg, points, testLog(t), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var log []uaEvent
-			c.OnUnits(func(us []NodeUnit) {
-				mu.Lock()
-				log = append(log, uaEvent{units: us[0].UCUM})
-				mu.Unlock()
-			})
-			rec := newRecorder()
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- c.Run(ctx, func(cyc *sample.Cycle) {
-					mu.Lock()
-					for _, s := range cyc.Samples {
-						log = append(log, uaEvent{s: s})
-					}
-					mu.Unlock()
-					rec.emit(cyc)
-				})
-			}()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			wait.For(t, 20*time.Second, "value in kPa", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+			c, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", func() bool { return ul.rec.has(0, telemetry.QualityGood, 210) })
 			srv.command(t, map[string]any{"cmd": "unit", "name": "top_pressure", "unit": "bar", "value": 2.1})
-			wait.For(t, 20*time.Second, "value in bar", func() bool { return rec.has(0, telemetry.QualityGood, 2.1) })
+			wait.For(t, 20*time.Second, "value in bar", func() bool { return ul.rec.has(0, telemetry.QualityGood, 2.1) })
 
-			mu.Lock()
-			defer mu.Unlock()
+			log := ul.events()
 			unit, flagged := "", false
 			for k, e := range log {
 				switch {
@@ -789,57 +825,12 @@ func TestInteropPolledUnitChange(t *testing.T) {
 			cfg.Isolation = tc.iso
 			cfg.UnitCheckInterval, cfg.UnitCheckOff = tc.check, tc.check == 0
 			points := []Point{{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}} // top_pressure
-			c, err := New("dev-1", cfg, points, testLog(t), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var log []uaEvent
-			c.OnUnits(func(us []NodeUnit) {
-				mu.Lock()
-				log = append(log, uaEvent{units: us[0].UCUM})
-				mu.Unlock()
-			})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- c.Run(ctx, func(cyc *sample.Cycle) {
-					mu.Lock()
-					for _, s := range cyc.Samples {
-						log = append(log, uaEvent{s: s})
-					}
-					mu.Unlock()
-				})
-			}()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			// goodAfterUnit reports whether a Good value v came after the
-			// unit u reached OnUnits.
-			goodAfterUnit := func(u string, v float64) func() bool {
-				return func() bool {
-					mu.Lock()
-					defer mu.Unlock()
-					unit := ""
-					for _, e := range log {
-						if e.units != "" {
-							unit = e.units
-						} else if unit == u && e.s.Quality == telemetry.QualityGood && e.s.Num == v {
-							return true
-						}
-					}
-					return false
-				}
-			}
-			wait.For(t, 20*time.Second, "value in kPa", goodAfterUnit("kPa", 210))
+			c, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
 			srv.command(t, map[string]any{"cmd": "unit", "name": "top_pressure", "unit": "bar", "value": 2.1, "semantics": tc.flag})
-			wait.For(t, 20*time.Second, "value in bar after the unit bar", goodAfterUnit("bar", 2.1))
+			wait.For(t, 20*time.Second, "value in bar after the unit bar", ul.goodAfterUnit("bar", 2.1))
 
-			mu.Lock()
-			defer mu.Unlock()
+			log := ul.events()
 			unit, detected, mislabelled := "", -1, 0
 			for k, e := range log {
 				switch {

@@ -1,11 +1,7 @@
 package opcua
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,30 +11,6 @@ import (
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
-
-// benchPollServer starts benchServer with n signals in a child process (so
-// that the benchmark's allocations are the client's alone) and returns its
-// endpoint.
-func benchPollServer(b *testing.B, n int) string {
-	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "SMELTER_OPCUA_BENCH_SERVER="+strconv.Itoa(n))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	return line[:len(line)-1]
-}
 
 // BenchmarkPollRead1k is one poll cycle of a 1,000-point group over
 // loopback, the values alone (one Read request within the server's
@@ -53,7 +25,7 @@ func BenchmarkPollRead1kUnitsChecked(b *testing.B) { benchPollRead1k(b, true) }
 
 func benchPollRead1k(b *testing.B, check bool) {
 	const n = 1000
-	endpoint := benchPollServer(b, n)
+	endpoint := benchServerProcess(b, n)
 	points := make([]Point, n)
 	for i := range points {
 		points[i] = Point{NodeID: fmt.Sprintf("ns=1;s=bench.s%05d", i), Mode: ModePoll, PollInterval: time.Second, UnitFromNode: true}
