@@ -727,13 +727,19 @@ func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Durat
 			return err
 		}
 		if p.settle(r, gen, check, &sample.Cycle{Start: start, Duration: time.Since(start), Interval: iv, Replied: true}) {
-			if _, err := c.units(ctx, p.cl, p.nodes, p.lim, r); err != nil {
+			props, err := c.units(ctx, p.cl, p.nodes, p.lim, r)
+			if err != nil {
 				if stopped(ctx) {
 					return nil
 				}
 				return err
 			}
 			c.log.Info("opc ua engineering units read again after a polled point's unit changed", "points", len(p.changed))
+			// the properties as browsed again (a server may have replaced
+			// them): the checks read those from now on
+			force := p.forceCheck
+			p = c.newPoller(p.cl, p.nodes, props, p.idx, p.lim)
+			p.forceCheck = force
 		}
 		select {
 		case <-ctx.Done():
