@@ -30,6 +30,9 @@
 //   {"cmd":"status","name":"top_pressure","status":"BadSensorFailure"}  sets a node's StatusCode
 //   {"cmd":"status","name":"top_pressure","status":"Good","value":211}  and back, with a value
 //   {"cmd":"unit","name":"top_pressure","unit":"bar","value":2.1}  changes its value and EngineeringUnits
+//   {"cmd":"unit",...,"semantics":true}               and sets the SemanticsChanged bit (0x4000) on the
+//                                                     value itself, so that Read results carry it too
+//                                                     (node-opcua sets it on notifications only)
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
@@ -49,6 +52,7 @@ const {
     MessageSecurityMode,
     DataType,
     Variant,
+    StatusCode,
     StatusCodes,
     standardUnits,
 } = require("node-opcua");
@@ -331,7 +335,8 @@ async function main() {
                     if (!eu) throw new Error(`no unit ${c.unit}`);
                     const k = VARIABLES.findIndex((x) => x.name === c.name);
                     if (k >= 0) VARIABLES[k].value = () => Number(c.value); // the 100 ms updater keeps it
-                    v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), StatusCodes.Good, new Date());
+                    const st = c.semantics ? StatusCode.makeStatusCode(StatusCodes.Good, "SemanticChanged") : StatusCodes.Good;
+                    v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), st, new Date());
                     v.engineeringUnits.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: eu }));
                     break;
                 }

@@ -74,6 +74,30 @@ func benchServer(n int) {
 	}
 }
 
+// benchServerProcess starts benchServer with n signals in a child process (so
+// that the benchmark's allocations are the client's alone) and returns its
+// endpoint.
+func benchServerProcess(b *testing.B, n int) string {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SMELTER_OPCUA_BENCH_SERVER="+strconv.Itoa(n))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	return line[:len(line)-1]
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -91,23 +115,7 @@ func BenchmarkSubscribe10kIsolated(b *testing.B) { benchSubscribe10k(b, Isolatio
 
 func benchSubscribe10k(b *testing.B, isolation string) {
 	const n = 10000
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "SMELTER_OPCUA_BENCH_SERVER="+strconv.Itoa(n))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		b.Fatal(err)
-	}
-	endpoint := line[:len(line)-1]
+	endpoint := benchServerProcess(b, n)
 	points := make([]Point, n)
 	for i := range points {
 		points[i] = Point{NodeID: fmt.Sprintf("ns=1;s=bench.s%05d", i), SamplingInterval: time.Second}

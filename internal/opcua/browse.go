@@ -67,7 +67,7 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 			with, idx = append(with, n), append(idx, i)
 		}
 	}
-	got, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, with)
+	got, _, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, with)
 	if err != nil {
 		return nil, err
 	}
@@ -82,36 +82,44 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	return out, nil
 }
 
-// readUnits reads EngineeringUnits and EURange of nodes; out[i].Index = i.
-func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit, error) {
-	props, err := s.properties(ctx, nodes)
+// unitProps are the property nodes of a variable's EngineeringUnits and
+// EURange (nil: it has none).
+type unitProps struct{ eu, rng *ua.NodeID }
+
+// readUnits reads EngineeringUnits and EURange of nodes; out[i].Index = i,
+// props[i] the property nodes it read them from.
+func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit, []unitProps, error) {
+	byName, err := s.properties(ctx, nodes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]NodeUnit, len(nodes))
+	props := make([]unitProps, len(nodes))
 	for i := range out {
 		out[i] = NodeUnit{Index: i, UnitID: -1}
 	}
 	var reqs []*ua.NodeID
 	var dest []func(*ua.DataValue)
 	for i := range nodes {
-		if p := props[i]["EngineeringUnits"]; p != nil {
+		if p := byName[i]["EngineeringUnits"]; p != nil {
+			props[i].eu = p
 			reqs = append(reqs, p)
 			dest = append(dest, func(dv *ua.DataValue) { out[i].setEU(dv) })
 		}
-		if p := props[i]["EURange"]; p != nil {
+		if p := byName[i]["EURange"]; p != nil {
+			props[i].rng = p
 			reqs = append(reqs, p)
 			dest = append(dest, func(dv *ua.DataValue) { out[i].setRange(dv) })
 		}
 	}
 	vals, err := s.read(ctx, reqs, ua.AttributeIDValue)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for j, dv := range vals {
 		dest[j](dv)
 	}
-	return out, nil
+	return out, props, nil
 }
 
 func (u *NodeUnit) setEU(dv *ua.DataValue) {

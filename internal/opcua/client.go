@@ -62,6 +62,11 @@ type Client struct {
 	status  Status
 	learned Limits // caps learned from refused batches
 
+	// unitsMu serialises the unit reads of a session (its start, a
+	// SemanticsChanged, a polled point's changed unit): units reach OnUnits
+	// in the order they were read.
+	unitsMu sync.Mutex
+
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
 }
@@ -123,10 +128,11 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg)}, nil
 }
 
-// OnUnits registers f, called from Run's goroutine before the first cycle
-// that carries values (and again after a reconnect if the units changed),
-// with the EngineeringUnits/EURange of the points whose Point.UnitFromNode
-// is set. Set it before Run; it does no I/O.
+// OnUnits registers f, called from Run's goroutines before the first cycle
+// that carries values and again whenever the units changed (after a
+// reconnect, a SemanticsChanged, a polled point's unit check), with the
+// EngineeringUnits/EURange of the points whose Point.UnitFromNode is set;
+// calls never overlap a cycle's emit. Set it before Run; it does no I/O.
 func (c *Client) OnUnits(f func([]NodeUnit)) { c.onUnits = f }
 
 // Status returns a snapshot of the connection state.
@@ -159,7 +165,20 @@ type runState struct {
 	lastAt []int64         // when last reported, ns since epoch + 1; 0: nothing reported this session
 	status []uint32        // the gateway's side of a worker: the last status per point
 	epoch  time.Time       // lastAt's origin (monotonic)
-	units  []NodeUnit      // nil until read
+	units  []NodeUnit      // nil until read; sorted by Index
+	// unitGen counts the changes of units handed to OnUnits (changed
+	// under mu): a poll whose read straddles one withholds its values of
+	// UnitFromNode points (read in the unit before or after?).
+	unitGen atomic.Uint64
+}
+
+// unitOf is the unit last handed to OnUnits for point i (mu held).
+func (r *runState) unitOf(i int) (NodeUnit, bool) {
+	k, ok := slices.BinarySearchFunc(r.units, i, func(u NodeUnit, i int) int { return u.Index - i })
+	if !ok {
+		return NodeUnit{}, false
+	}
+	return r.units[k], true
 }
 
 // emit hands a cycle to the caller; calls never overlap.
@@ -370,7 +389,8 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 		return err
 	}
 	c.setStatus(func(s *Status) { s.Limits = lim })
-	if err := c.units(ctx, cl, nodes, lim, r); err != nil {
+	props, err := c.units(ctx, cl, nodes, lim, r)
+	if err != nil {
 		return err
 	}
 
@@ -409,7 +429,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	}
 	for iv, idx := range groups {
 		g.Go(func() error {
-			return c.guarded(gctx, "poll", func() error { return c.poll(gctx, cl, r, nodes, idx, iv, lim) })
+			return c.guarded(gctx, "poll", func() error { return c.poll(gctx, r, c.newPoller(cl, nodes, props, idx, lim), iv) })
 		})
 	}
 	g.Go(func() error { return c.guarded(gctx, "watchdog", func() error { return c.watchdog(gctx, cl) }) })
@@ -430,10 +450,12 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 }
 
 // units reads the engineering units of the points that take them from
-// their node, once per session, and hands them to OnUnits when they are
-// new or changed. A failure fails the session: values in a guessed unit
-// would be worse than none, and Run reports the device lost meanwhile.
-func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, lim Limits, r *runState) error {
+// their node, at session start and again when a unit may have changed, and
+// hands them to OnUnits when they are new or changed. A failure fails the
+// session: values in a guessed unit would be worse than none, and Run
+// reports the device lost meanwhile. props are the property nodes the
+// units were read from, by point (nil without UnitFromNode points).
+func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, lim Limits, r *runState) ([]unitProps, error) {
 	var idx []int
 	for i, p := range c.points {
 		if p.UnitFromNode && p.NodeID != "" {
@@ -441,29 +463,35 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 		}
 	}
 	if len(idx) == 0 {
-		return nil
+		return nil, nil
 	}
 	sub := make([]*ua.NodeID, len(idx))
 	for j, i := range idx {
 		sub[j] = nodes[i]
 	}
-	got, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, sub)
+	c.unitsMu.Lock()
+	defer c.unitsMu.Unlock()
+	got, ps, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, sub)
 	if err != nil {
-		return fmt.Errorf("opcua: read engineering units: %w", err)
+		return nil, fmt.Errorf("opcua: read engineering units: %w", err)
 	}
+	props := make([]unitProps, len(c.points))
 	for j := range got {
 		got[j].Index = idx[j]
+		props[idx[j]] = ps[j]
 	}
+	// Under mu: no cycle is emitted between the new units and the
+	// generation that marks them (a worker sends them in this order too).
 	r.mu.Lock()
-	changed := !sameUnits(r.units, got)
-	if changed {
+	defer r.mu.Unlock()
+	if !sameUnits(r.units, got) {
 		r.units = got
+		r.unitGen.Add(1)
+		if c.onUnits != nil {
+			c.onUnits(got)
+		}
 	}
-	r.mu.Unlock()
-	if changed && c.onUnits != nil {
-		c.onUnits(got)
-	}
-	return nil
+	return props, nil
 }
 
 func sameUnits(a, b []NodeUnit) bool {
@@ -471,16 +499,19 @@ func sameUnits(a, b []NodeUnit) bool {
 		return false
 	}
 	for i := range a {
-		x, y := a[i], b[i]
-		if (x.Err == nil) != (y.Err == nil) || (x.Err != nil && x.Err.Error() != y.Err.Error()) {
-			return false
-		}
-		x.Err, y.Err = nil, nil
-		if x != y {
+		if !sameUnit(a[i], b[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func sameUnit(x, y NodeUnit) bool {
+	if (x.Err == nil) != (y.Err == nil) || (x.Err != nil && x.Err.Error() != y.Err.Error()) {
+		return false
+	}
+	x.Err, y.Err = nil, nil
+	return x == y
 }
 
 // resolve parses the points' node ids (nil for a point without a node)
@@ -670,53 +701,324 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 	}
 }
 
-// poll reads a group of points every interval, one cycle per read.
-func (c *Client) poll(ctx context.Context, cl *opcua.Client, r *runState, nodes []*ua.NodeID, idx []int, iv time.Duration, lim Limits) error {
+// poll reads a group of points every interval, one cycle per read, with
+// the units of its UnitFromNode points every unit_check_interval
+// (poller.read). A point whose unit changed on the server, or whose value
+// the server flags SemanticsChanged, is published bad in that cycle; the
+// units are then read again by the path of the session's start (OnUnits,
+// hence the gateway's conversion and birth, before the next cycle) and the
+// next read publishes it in the new unit.
+func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Duration) error {
 	t := time.NewTicker(iv)
 	defer t.Stop()
-	ss := make([]sample.Sample, len(idx))
-	batch := int(lim.MaxNodesPerRead)
-	reqs := make([]*ua.ReadValueID, len(idx))
-	for j, i := range idx {
-		reqs[j] = &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
-	}
+	every := c.cfg.unitCheck()
+	lastCheck := time.Now() // the session's start read the units
 	for {
 		start := time.Now()
-		for from := 0; from < len(idx); from += batch {
-			to := min(from+batch, len(idx))
-			rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-			resp, err := cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: reqs[from:to]})
-			cancel()
-			if err == nil && len(resp.Results) != to-from {
-				err = fmt.Errorf("%d results for %d nodes", len(resp.Results), to-from)
+		check := len(p.check) > 0 && (p.forceCheck || every > 0 && (every <= iv || start.Sub(lastCheck) >= every))
+		if check {
+			lastCheck = start
+		}
+		gen := r.unitGen.Load()
+		if err := p.read(ctx, check); err != nil {
+			if ctx.Err() != nil {
+				return nil
 			}
+			return err
+		}
+		if p.settle(r, gen, check, &sample.Cycle{Start: start, Duration: time.Since(start), Interval: iv, Replied: true}) {
+			props, err := c.units(ctx, p.cl, p.nodes, p.lim, r)
 			if err != nil {
-				if ctx.Err() != nil {
+				if stopped(ctx) {
 					return nil
 				}
-				c.m.readErr.Inc()
-				c.mu.Lock()
-				field := &c.learned.MaxNodesPerRead
-				c.mu.Unlock()
-				c.learn(err, to-from, field, "max_nodes_per_read")
-				return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
+				return err
 			}
-			c.m.readOK.Inc()
-			for j, dv := range resp.Results {
-				s := toSample(idx[from+j], dv)
-				if s.Quality != telemetry.QualityGood {
-					c.m.bad(s.Status)
-				}
-				ss[from+j] = s
-			}
+			c.log.Info("opc ua engineering units read again after a polled point's unit changed", "points", len(p.changed))
+			// the properties as browsed again (a server may have replaced
+			// them): the checks read those from now on
+			force := p.forceCheck
+			p = c.newPoller(p.cl, p.nodes, props, p.idx, p.lim)
+			p.forceCheck = force
 		}
-		r.emit(&sample.Cycle{Samples: ss, Start: start, Duration: time.Since(start), Interval: iv, Replied: true, Err: firstBad(ss)})
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// statusUnitUnknown is the status of a polled value withheld because its
+// node's unit changed (or may have) and is not applied yet:
+// Bad_ConfigurationError, the status of a value without a known unit
+// (normalize.StatusNoUnit).
+const statusUnitUnknown = uint32(0x80890000) // ua.StatusBadConfigurationError
+
+// Kinds of a poll request's item.
+const (
+	itemValue uint8 = iota
+	itemEU
+	itemRange
+)
+
+// readPlan is a poll group's Read requests: items and the batch bounds
+// within MaxNodesPerRead. kind and pos (nil: every item is the value of
+// the point at its position) say what each item reads, for which point.
+type readPlan struct {
+	reqs   []*ua.ReadValueID
+	bounds []int // batch k is reqs[bounds[k]:bounds[k+1]]
+	kind   []uint8
+	pos    []int32
+}
+
+// poller is one poll group's reads on one session: its requests are built
+// once, its buffers reused (a cycle is valid only during emit), so a poll
+// allocates nothing of its own beyond what gopcua's Read does.
+type poller struct {
+	c     *Client
+	cl    *opcua.Client
+	nodes []*ua.NodeID
+	lim   Limits
+	idx   []int
+
+	plain readPlan // the values
+	// checked: the values with the EngineeringUnits and EURange of the
+	// UnitFromNode points, each point's items in one request (a value and
+	// the unit it is in are read together)
+	checked   readPlan
+	check     []int      // positions (in idx) of the points whose units are checked
+	checkable []bool     // by position: in check
+	units     []NodeUnit // by position: units read with the values
+	ss        []sample.Sample
+	flagged   []int // positions whose value the server flagged SemanticsChanged
+	changed   []int // positions whose unit differs from the one in force
+	// forceCheck: the next read checks the units (a UnitFromNode point's
+	// value was flagged SemanticsChanged)
+	forceCheck bool
+	flagLog    logging.Limiter // SemanticsChanged on points with a configured unit
+}
+
+func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitProps, idx []int, lim Limits) *poller {
+	batch := max(1, int(lim.MaxNodesPerRead))
+	p := &poller{c: c, cl: cl, nodes: nodes, lim: lim, idx: idx, ss: make([]sample.Sample, len(idx)), flagLog: logging.Limiter{Every: time.Minute}}
+	value := func(i int) *ua.ReadValueID {
+		return &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
+	}
+	p.plain.reqs = make([]*ua.ReadValueID, len(idx))
+	for j, i := range idx {
+		p.plain.reqs[j] = value(i)
+	}
+	for from := 0; from < len(idx); from += batch {
+		p.plain.bounds = append(p.plain.bounds, from)
+	}
+	p.plain.bounds = append(p.plain.bounds, len(idx))
+	for j, i := range idx {
+		if c.points[i].UnitFromNode && props != nil && (props[i].eu != nil || props[i].rng != nil) {
+			p.check = append(p.check, j)
+		}
+	}
+	if len(p.check) == 0 {
+		return p
+	}
+	p.units = make([]NodeUnit, len(idx))
+	p.checkable = make([]bool, len(idx))
+	for _, j := range p.check {
+		p.checkable[j] = true
+	}
+	pl := &p.checked
+	pl.bounds = []int{0}
+	n := 0 // items in the current batch
+	add := func(r *ua.ReadValueID, kind uint8, j int) {
+		if n == batch {
+			pl.bounds, n = append(pl.bounds, len(pl.reqs)), 0
+		}
+		pl.reqs, pl.kind, pl.pos = append(pl.reqs, r), append(pl.kind, kind), append(pl.pos, int32(j))
+		n++
+	}
+	for j, i := range idx {
+		k := 1
+		if props != nil && c.points[i].UnitFromNode {
+			if props[i].eu != nil {
+				k++
+			}
+			if props[i].rng != nil {
+				k++
+			}
+		}
+		if n > 0 && n+k > batch && k <= batch {
+			pl.bounds, n = append(pl.bounds, len(pl.reqs)), 0 // keep the point's items in one request
+		}
+		add(p.plain.reqs[j], itemValue, j)
+		if k > 1 {
+			if u := props[i].eu; u != nil {
+				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemEU, j)
+			}
+			if u := props[i].rng; u != nil {
+				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemRange, j)
+			}
+		}
+	}
+	pl.bounds = append(pl.bounds, len(pl.reqs))
+	return p
+}
+
+// read reads the group's values into p.ss (with the units of the checked
+// points into p.units when check), in batches within MaxNodesPerRead. The
+// positions of values the server flags SemanticsChanged go to p.flagged
+// (settle decides). A failed request fails the session.
+func (p *poller) read(ctx context.Context, check bool) error {
+	c := p.c
+	pl := &p.plain
+	if check {
+		pl = &p.checked
+		for _, j := range p.check {
+			p.units[j] = NodeUnit{Index: p.idx[j], UnitID: -1}
+		}
+	}
+	p.flagged = p.flagged[:0]
+	for b := 0; b+1 < len(pl.bounds); b++ {
+		from, to := pl.bounds[b], pl.bounds[b+1]
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		resp, err := p.cl.Read(rctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: pl.reqs[from:to]})
+		cancel()
+		if err == nil && len(resp.Results) != to-from {
+			err = fmt.Errorf("%d results for %d nodes", len(resp.Results), to-from)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			c.m.readErr.Inc()
+			c.mu.Lock()
+			field := &c.learned.MaxNodesPerRead
+			c.mu.Unlock()
+			c.learn(err, to-from, field, "max_nodes_per_read")
+			return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
+		}
+		c.m.readOK.Inc()
+		for k, dv := range resp.Results {
+			j, kind := from+k, itemValue
+			if pl.kind != nil {
+				j, kind = int(pl.pos[from+k]), pl.kind[from+k]
+			}
+			switch kind {
+			case itemEU:
+				p.units[j].setEU(dv)
+				continue
+			case itemRange:
+				p.units[j].setRange(dv)
+				continue
+			}
+			s := toSample(p.idx[j], dv)
+			if s.Status&statusSemanticsChanged != 0 {
+				p.flagged = append(p.flagged, j)
+			}
+			if s.Quality != telemetry.QualityGood {
+				c.m.bad(s.Status)
+			}
+			p.ss[j] = s
+		}
+	}
+	return nil
+}
+
+// settle finishes a read under r.mu and emits its cycle: a checked point
+// whose unit differs from the one in force is withheld (statusUnitUnknown)
+// and noted in p.changed; when units were handed to OnUnits since the read
+// began (gen), every UnitFromNode value of the read is withheld: it may be
+// in the unit before.
+//
+// A value the server flags SemanticsChanged (Part 4, 7.39: the node's
+// metadata changed; defined for monitored items, a server may set it on
+// Read results too) of a UnitFromNode point is published only when its
+// unit was read with it and is the one in force; otherwise it is withheld
+// (Bad, the server's status, as on the subscription path) and the units
+// are read again. Either way the next read checks the units (forceCheck),
+// so a server that keeps flagging its Read results costs a unit check per
+// read, not a re-read of the units. A point whose unit is configured keeps
+// it: its value is published with the bit cleared (warned about).
+//
+// settle reports whether the units must be read again.
+func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle) bool {
+	c := p.c
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p.changed = p.changed[:0]
+	if checked {
+		for _, j := range p.check {
+			was, ok := r.unitOf(p.idx[j])
+			now := p.units[j]
+			if ok && sameUnit(was, now) {
+				continue
+			}
+			p.changed = append(p.changed, j)
+			c.log.Warn("opc ua engineering units of a polled point changed; its value is published bad until the new unit is applied",
+				"node", c.points[p.idx[j]].NodeID, "was", unitText(was), "now", unitText(now), "status", statusHex(statusUnitUnknown))
+			p.withhold(&p.ss[j], statusUnitUnknown)
+		}
+	}
+	reread := len(p.changed) > 0
+	p.forceCheck = false
+	for _, j := range p.flagged {
+		s := &p.ss[j]
+		if !c.points[p.idx[j]].UnitFromNode {
+			p.flagLog.Log(context.Background(), c.log, slog.LevelWarn,
+				"opc ua server reports changed semantics (SemanticsChanged) on a polled point with a configured unit; keeping the configured unit",
+				"node", c.points[p.idx[j]].NodeID)
+			s.Status &^= statusSemanticsChanged
+			s.Quality = Quality(s.Status)
+			continue
+		}
+		p.forceCheck = true
+		if checked && p.checkable[j] && !slices.Contains(p.changed, j) {
+			// read with the unit in force: the value is in that unit
+			s.Status &^= statusSemanticsChanged
+			s.Quality = Quality(s.Status)
+			continue
+		}
+		p.withhold(s, s.Status)
+		reread = true
+	}
+	if r.unitGen.Load() != gen {
+		for j, i := range p.idx {
+			if c.points[i].UnitFromNode {
+				p.withhold(&p.ss[j], statusUnitUnknown)
+			}
+		}
+	}
+	cyc.Samples, cyc.Err = p.ss, firstBad(p.ss)
+	r.emitLocked(cyc)
+	return reread
+}
+
+// withhold publishes s bad without its value, with status, unless it
+// carries no value anyway (the server's Bad stays as it is).
+func (p *poller) withhold(s *sample.Sample, status uint32) {
+	if s.Quality.HasValue() {
+		s.Quality, s.Status, s.Num, s.Str, s.IsStr = telemetry.QualityBad, status, 0, "", false
+		p.c.m.bad(status)
+	}
+}
+
+// unitText is a unit for the log: UCUM, else the display name and UNECE
+// code, with its range.
+func unitText(u NodeUnit) string {
+	var b strings.Builder
+	switch {
+	case u.Err != nil:
+		b.WriteString("unreadable (" + u.Err.Error() + ")")
+	case u.UnitID < 0:
+		b.WriteString("none")
+	case u.UCUM != "":
+		b.WriteString(u.UCUM)
+	default:
+		fmt.Fprintf(&b, "%q (UNECE %s)", u.Display, u.UNECE)
+	}
+	if u.HasRange {
+		fmt.Fprintf(&b, " range %g..%g", u.Min, u.Max)
+	}
+	return b.String()
 }
 
 // watchdog reads ServerStatus.State periodically: a silent network cut or

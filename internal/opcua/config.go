@@ -27,6 +27,9 @@ const (
 	DefaultBackoffMax       = 30 * time.Second
 	DefaultSamplingInterval = time.Second
 	DefaultQueueSize        = 1
+	// DefaultUnitCheckInterval is how often the units of polled points
+	// that take them from their node are read again (Config.UnitCheckInterval).
+	DefaultUnitCheckInterval = time.Minute
 	// DefaultOperationLimit is the batch size used when a server publishes
 	// no operation limit (0 means "no limit" in OPC UA, but a batch of tens
 	// of thousands of nodes is still a bad idea on small devices).
@@ -90,6 +93,17 @@ type Config struct {
 	// this long without a change; 0 disables it. The gateway sets it from
 	// the device's heartbeat.
 	Heartbeat time.Duration `yaml:"-"`
+	// UnitCheckInterval is how often a polled point whose unit comes from
+	// its node (Point.UnitFromNode) has its EngineeringUnits and EURange
+	// read again, in the same Read request as its value: a unit changed on
+	// the server within a session is noticed by the next such read (the
+	// Read service carries no SemanticsChanged bit on most servers). At or
+	// below a group's poll interval every read checks them. Default
+	// DefaultUnitCheckInterval; UnitCheckOff disables the check.
+	UnitCheckInterval time.Duration `yaml:"unit_check_interval"`
+	// UnitCheckOff disables the unit check of polled points: the YAML's
+	// explicit unit_check_interval: 0s (Driver.Compile sets it).
+	UnitCheckOff bool `yaml:"-"`
 }
 
 // SetDefaults fills unset fields.
@@ -137,6 +151,17 @@ func (c *Config) SetDefaults() {
 	if c.Isolation == "" {
 		c.Isolation = IsolationEndpoint
 	}
+	if c.UnitCheckInterval == 0 && !c.UnitCheckOff {
+		c.UnitCheckInterval = DefaultUnitCheckInterval
+	}
+}
+
+// unitCheck is how often polled points check their units; 0: never.
+func (c *Config) unitCheck() time.Duration {
+	if c.UnitCheckOff {
+		return 0
+	}
+	return c.UnitCheckInterval
 }
 
 var policyURIs = map[string]string{
@@ -225,6 +250,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Heartbeat < 0 {
 		bad("heartbeat", "%v must not be negative", c.Heartbeat)
+	}
+	switch {
+	case c.UnitCheckOff && c.UnitCheckInterval != 0:
+		bad("unit_check_interval", "%v set but the unit check is off", c.UnitCheckInterval)
+	case !c.UnitCheckOff && (c.UnitCheckInterval < 10*time.Millisecond || c.UnitCheckInterval > 24*time.Hour):
+		bad("unit_check_interval", "%v out of range 10ms..24h (0s disables the check)", c.UnitCheckInterval)
 	}
 	if c.BackoffMax < c.BackoffMin {
 		bad("backoff_max", "%v below backoff_min %v", c.BackoffMax, c.BackoffMin)

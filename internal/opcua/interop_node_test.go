@@ -685,6 +685,72 @@ type uaEvent struct {
 	s     sample.Sample
 }
 
+// unitLog is the log of units and samples of one point, in the order the
+// driver handed them over.
+type unitLog struct {
+	mu  sync.Mutex
+	log []uaEvent
+	rec *recorder
+}
+
+// runUnitLog runs a client of points (the first one logged) until the
+// test ends.
+func runUnitLog(t *testing.T, cfg Config, points []Point) (*Client, *unitLog) {
+	t.Helper()
+	c, err := New("dev-1", cfg, points, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &unitLog{rec: newRecorder()}
+	c.OnUnits(func(us []NodeUnit) {
+		l.mu.Lock()
+		l.log = append(l.log, uaEvent{units: us[0].UCUM})
+		l.mu.Unlock()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(ctx, func(cyc *sample.Cycle) {
+			l.mu.Lock()
+			for _, s := range cyc.Samples {
+				l.log = append(l.log, uaEvent{s: s})
+			}
+			l.mu.Unlock()
+			l.rec.emit(cyc)
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c, l
+}
+
+// events is a copy of the log so far.
+func (l *unitLog) events() []uaEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]uaEvent(nil), l.log...)
+}
+
+// goodAfterUnit reports whether a Good value v came after the unit u
+// reached OnUnits.
+func (l *unitLog) goodAfterUnit(u string, v float64) func() bool {
+	return func() bool {
+		unit := ""
+		for _, e := range l.events() {
+			if e.units != "" {
+				unit = e.units
+			} else if unit == u && e.s.Quality == telemetry.QualityGood && e.s.Num == v {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // TestInteropSemanticsChanged changes a subscribed node's EngineeringUnits
 // live (kPa -> bar, value 210 -> 2.1) on node-opcua, which flags the next
 // value SemanticsChanged: in every isolation mode, on the same session, no
@@ -698,42 +764,12 @@ func TestInteropSemanticsChanged(t *testing.T) {
 			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
 			cfg.Isolation = iso
 			points := []Point{{NodeID: srv.Nodes[1], SamplingInterval: 50 * time.Millisecond, UnitFromNode: true}} // top_pressure
-			c, err := New("dev-1", cfg, points, testLog(t), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var log []uaEvent
-			c.OnUnits(func(us []NodeUnit) {
-				mu.Lock()
-				log = append(log, uaEvent{units: us[0].UCUM})
-				mu.Unlock()
-			})
-			rec := newRecorder()
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() {
-				done <- c.Run(ctx, func(cyc *sample.Cycle) {
-					mu.Lock()
-					for _, s := range cyc.Samples {
-						log = append(log, uaEvent{s: s})
-					}
-					mu.Unlock()
-					rec.emit(cyc)
-				})
-			}()
-			t.Cleanup(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			})
-			wait.For(t, 20*time.Second, "value in kPa", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+			c, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", func() bool { return ul.rec.has(0, telemetry.QualityGood, 210) })
 			srv.command(t, map[string]any{"cmd": "unit", "name": "top_pressure", "unit": "bar", "value": 2.1})
-			wait.For(t, 20*time.Second, "value in bar", func() bool { return rec.has(0, telemetry.QualityGood, 2.1) })
+			wait.For(t, 20*time.Second, "value in bar", func() bool { return ul.rec.has(0, telemetry.QualityGood, 2.1) })
 
-			mu.Lock()
-			defer mu.Unlock()
+			log := ul.events()
 			unit, flagged := "", false
 			for k, e := range log {
 				switch {
@@ -752,6 +788,83 @@ func TestInteropSemanticsChanged(t *testing.T) {
 				t.Fatalf("flagged %v, last unit %q: want a SemanticsChanged sample and bar: %+v", flagged, unit, log)
 			}
 			if st := c.Status(); st.Sessions != 1 {
+				t.Fatalf("status %+v: want the change handled on the first session", st)
+			}
+		})
+	}
+}
+
+// TestInteropPolledUnitChange changes a polled node's EngineeringUnits live
+// (kPa -> bar, value 210 -> 2.1) on node-opcua, whose Read results carry no
+// SemanticsChanged bit, and checks that the driver notices on the same
+// session: the first read that sees the new unit is published Bad without a
+// value (statusUnitUnknown), the new unit reaches OnUnits, and only then do
+// Good values come, in bar. every-read checks the units with every value
+// (unit_check_interval at or below the poll interval): no value is ever
+// published Good in a unit it is not in. periodic checks them every 400 ms:
+// values of the window before the check are mis-labelled (counted, logged),
+// none after it. flagged has the check off and a server that flags its Read
+// results SemanticsChanged: the flag alone is honoured.
+func TestInteropPolledUnitChange(t *testing.T) {
+	needNodeServer(t)
+	for _, tc := range []struct {
+		name, iso string
+		check     time.Duration // 0: off
+		flag      bool          // the server flags the changed value SemanticsChanged
+		strict    bool          // no mis-labelled value at all
+	}{
+		{"every-read", IsolationNone, 50 * time.Millisecond, false, true},
+		{"every-read-worker", IsolationEndpoint, 100 * time.Millisecond, false, true},
+		{"periodic", IsolationNone, 400 * time.Millisecond, false, false},
+		{"flagged", IsolationNone, 0, true, true},
+		{"flagged-worker", IsolationProcess, 0, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startNodeServer(t, t.TempDir())
+			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+			cfg.Isolation = tc.iso
+			cfg.UnitCheckInterval, cfg.UnitCheckOff = tc.check, tc.check == 0
+			points := []Point{{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}} // top_pressure
+			c, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
+			srv.command(t, map[string]any{"cmd": "unit", "name": "top_pressure", "unit": "bar", "value": 2.1, "semantics": tc.flag})
+			wait.For(t, 20*time.Second, "value in bar after the unit bar", ul.goodAfterUnit("bar", 2.1))
+
+			log := ul.events()
+			unit, detected, mislabelled := "", -1, 0
+			for k, e := range log {
+				switch {
+				case e.units != "":
+					unit = e.units
+				case e.s.Quality == telemetry.QualityBad:
+					if e.s.Num != 0 {
+						t.Fatalf("event %d: Bad sample with a value: %+v", k, e.s)
+					}
+					want := statusUnitUnknown
+					if tc.flag {
+						want = uint32(ua.StatusGood) | statusSemanticsChanged // the server's status
+					}
+					if e.s.Status != want {
+						t.Fatalf("event %d: Bad sample %+v: want status 0x%08X", k, e.s, want)
+					}
+					if detected < 0 {
+						detected = k
+						if unit != "kPa" {
+							t.Fatalf("event %d: detected with the unit %q in force: %+v", k, unit, log)
+						}
+					}
+				case e.s.Quality == telemetry.QualityGood && (e.s.Num == 2.1) != (unit == "bar"):
+					if detected >= 0 || tc.strict {
+						t.Fatalf("event %d: Good %v published while the unit was %q (detected at %d): %+v", k, e.s.Num, unit, detected, log)
+					}
+					mislabelled++
+				}
+			}
+			if detected < 0 || unit != "bar" {
+				t.Fatalf("detected at %d, last unit %q: want a withheld sample and bar: %+v", detected, unit, log)
+			}
+			t.Logf("%d values mis-labelled before the check noticed the change", mislabelled)
+			if st := c.Status(); tc.iso == IsolationNone && st.Sessions != 1 {
 				t.Fatalf("status %+v: want the change handled on the first session", st)
 			}
 		})

@@ -429,7 +429,7 @@ func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held [
 		}
 	}
 	if fromNode {
-		if err := c.units(ctx, s.cl, s.nodes, s.lim, s.r); err != nil {
+		if _, err := c.units(ctx, s.cl, s.nodes, s.lim, s.r); err != nil {
 			if stopped(ctx) {
 				return nil
 			}
