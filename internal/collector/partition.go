@@ -627,6 +627,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			}
 			cseqs = consumerSeqs(cseqs[:0], msgs)
 			fresh = false
+			fetched = fetchN // the order check may have waited: the next fetch tells
 		}
 		if ferr == nil && fetched < fetchN {
 			behind = time.Time{} // every message stored until this fetch is in hand

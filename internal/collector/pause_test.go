@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -88,6 +86,21 @@ func (l *commitLog) hook(replica string) func(int, []BatchRef) {
 	}
 }
 
+// reached returns a condition: replica committed a batch of every asset
+// with a ts_gw of ts or later.
+func (l *commitLog) reached(replica string, assets []string, ts int64) func() bool {
+	return func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, a := range assets {
+			if l.by[replica][a] < ts {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // pausedReplica starts a partitioned replica whose loops block while ps is
 // paused.
 func pausedReplica(t *testing.T, url, id string, parts, fetch int, cl *commitLog, ps *pauser) *running {
@@ -98,7 +111,7 @@ func pausedReplica(t *testing.T, url, id string, parts, fetch int, cl *commitLog
 	cfg.DataDir = t.TempDir()
 	cfg.Replica = id
 	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(time.Second),
-		MemberTimeout: Duration(time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+		MemberTimeout: Duration(2 * time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
 	c := newCollector(t, cfg)
 	if cl != nil {
 		c.onCommit = cl.hook(id)
@@ -250,19 +263,9 @@ func TestPausedReplicaPublishesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replica test")
 	}
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	ns, js := embeddedJS(t)
 	alerts := &alertLog{}
-	alerts.subscribe(t, nc) // every alert message published, duplicates included
-	js, _ := jetstream.New(nc)
+	alerts.subscribe(t, js.Conn()) // every alert message published, duplicates included
 
 	cl := newCommitLog()
 	ps := &pauser{}
@@ -295,48 +298,20 @@ func TestPausedReplicaPublishesNothing(t *testing.T) {
 		}
 	}
 	// settle: r1 keeps its partition for a few batches
-	since := time.Now().UnixMilli()
-	wait.For(t, 10*time.Second, "r1 evaluating its partition", func() bool {
-		cl.mu.Lock()
-		defer cl.mu.Unlock()
-		for _, a := range mine {
-			if cl.by["r1"][a] <= since {
-				return false
-			}
-		}
-		return true
-	})
+	wait.For(t, 10*time.Second, "r1 evaluating its partition", cl.reached("r1", mine, time.Now().UnixMilli()+1))
 
 	ps.pause()
 	pausedAt := time.Now().UnixMilli()
-	// paused well past member_timeout (1 s) and the silence (1.5 s): until
-	// r2 took the partition over and evaluated batches stored 4 s into the
+	// paused well past member_timeout (2 s) and the silence (1.5 s): until
+	// r2 took the partition over and evaluated batches stored 5 s into the
 	// pause
-	wait.For(t, 30*time.Second, "r2 took r1's partition over", func() bool {
-		cl.mu.Lock()
-		defer cl.mu.Unlock()
-		for _, a := range mine {
-			if cl.by["r2"][a] < pausedAt+4000 {
-				return false
-			}
-		}
-		return true
-	})
+	wait.For(t, 30*time.Second, "r2 took r1's partition over", cl.reached("r2", mine, pausedAt+5000))
 	ps.resume()
 	resumedAt := time.Now().UnixMilli()
 
 	// the group settles again: r1 gets its partition back from r2 and
 	// evaluates it from where r2 left it
-	wait.For(t, 30*time.Second, "r1 evaluating its partition again", func() bool {
-		cl.mu.Lock()
-		defer cl.mu.Unlock()
-		for _, a := range mine {
-			if cl.by["r1"][a] < resumedAt+2000 {
-				return false
-			}
-		}
-		return true
-	})
+	wait.For(t, 30*time.Second, "r1 evaluating its partition again", cl.reached("r1", mine, resumedAt+2000))
 	f.stop()
 	checkpointsCount(t, js, f, 30*time.Second)
 	cl.mu.Lock()
@@ -383,34 +358,25 @@ func TestWorkerStallIsNotSilence(t *testing.T) {
 	t.Cleanup(r.stop)
 	t.Cleanup(ps.resume)
 
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	js := jsClient(t, ns.URL())
 	alerts := &alertLog{}
-	alerts.subscribe(t, nc)
-	js, _ := jetstream.New(nc)
+	alerts.subscribe(t, js.Conn())
 	assets := twoPartitionAssets(48)
 	f := startFeed(t, js, assets, 500*time.Millisecond) // silence after 3 x 500 ms
-	committedSince := func(ts int64) func() bool {
-		return func() bool {
-			cl.mu.Lock()
-			defer cl.mu.Unlock()
-			for _, id := range assets {
-				if cl.by["r"]["s1."+id] < ts {
-					return false
-				}
-			}
-			return true
-		}
+	all := make([]string, len(assets))
+	for i, id := range assets {
+		all[i] = "s1." + id
 	}
-	wait.For(t, 20*time.Second, "every asset evaluated", committedSince(time.Now().UnixMilli()+1000))
+	wait.For(t, 20*time.Second, "every asset evaluated", cl.reached("r", all, time.Now().UnixMilli()+1000))
 	ps.pause()
-	stalled := time.Now()
-	wait.For(t, 10*time.Second, "3 s of stall", func() bool { return time.Since(stalled) > 3*time.Second })
+	stalled := time.Now().UnixMilli()
+	wait.For(t, 10*time.Second, "3 s of batches stored during the stall", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.last["s1."+assets[len(assets)-1]] >= stalled+3000
+	})
 	ps.resume()
-	wait.For(t, 20*time.Second, "every asset evaluated after the stall", committedSince(time.Now().UnixMilli()+2000))
+	wait.For(t, 20*time.Second, "every asset evaluated after the stall", cl.reached("r", all, time.Now().UnixMilli()+2000))
 	f.stop()
 	alerts.mu.Lock()
 	defer alerts.mu.Unlock()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -25,12 +24,7 @@ func TestRestartedGroupShowsStateWithoutData(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replica test")
 	}
-	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	js := jsClient(t, ns.URL())
+	ns, js := embeddedJS(t)
 	group := func() []*running {
 		return []*running{pausedReplica(t, ns.URL(), "r1", 2, 64, nil, nil), pausedReplica(t, ns.URL(), "r2", 2, 64, nil, nil)}
 	}
