@@ -164,7 +164,8 @@ func TestAlertRules(t *testing.T) {
 	// the alerts docs/operations.md tells operators to set
 	for _, m := range []string{"smelter_gateway_device_up", "smelter_gateway_uplink_ready", "smelter_spool_reader_lag_oldest_age_seconds",
 		"smelter_spool_reader_discarded_records_total", "smelter_gateway_data_age_seconds_bucket", "smelter_collector_ingested_total",
-		"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total"} {
+		"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total",
+		"smelter_collector_cycles_dropped_total"} {
 		if !strings.Contains(exprs, m) {
 			t.Errorf("no alert on %s", m)
 		}
@@ -226,7 +227,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	// records skipped for good and the Sparkplug B source (review finding 13)
 	for _, m := range []string{"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_messages_total",
-		"smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total"} {
+		"smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total",
+		"smelter_collector_cycles_dropped_total"} {
 		if !shown[m] {
 			t.Errorf("the dashboard shows no %s", m)
 		}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,6 +78,11 @@ type Collector struct {
 	beforeFetch func(p int)
 	// onStartRetry, when set (tests), is called on every retried start step.
 	onStartRetry func(err error)
+	// stall, when set (tests), is called at the top of every loop of a
+	// running collector (each partition worker's cycle, the membership
+	// heartbeat and watch, the supervisor): a test blocks in it to pause
+	// the replica the way SIGSTOP or a frozen VM does.
+	stall func()
 
 	m   metrics
 	reg *prometheus.Registry
@@ -130,11 +136,21 @@ type cycle struct {
 	kv      []kvWrite
 	batches []BatchRef      // evaluated since the last checkpoint, for onCommit only (tests)
 	batch   telemetry.Batch // decoded into, message after message
+	// the alert events and KPI results of outs, shown (recent alerts, the
+	// dashboard, the log) once published: a cycle dropped unpublished
+	// (ownership lost) shows nothing
+	alerts []alert.Alert
+	kpis   []kpi.Result
+	// own: the worker's hold on its partition, checked before publishing
+	// (nil: Handle, Tick, tests)
+	own *tenure
 }
 
 func (cy *cycle) reset() {
 	clear(cy.batches)
-	cy.outs, cy.kv, cy.batches = cy.outs[:0], cy.kv[:0], cy.batches[:0]
+	clear(cy.alerts)
+	clear(cy.kpis)
+	cy.outs, cy.kv, cy.batches, cy.alerts, cy.kpis = cy.outs[:0], cy.kv[:0], cy.batches[:0], cy.alerts[:0], cy.kpis[:0]
 }
 
 type metrics struct {
@@ -150,6 +166,7 @@ type metrics struct {
 	fenced     prometheus.Counter
 	checkpts   prometheus.Counter
 	owned      prometheus.Gauge
+	dropped    *prometheus.CounterVec
 	future     prometheus.Counter
 	badState   *prometheus.CounterVec
 }
@@ -178,6 +195,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		fenced:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
 		checkpts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
 		owned:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_cycles_dropped_total",
+			Help: "Partition cycles dropped unpublished because this replica lost, or could not confirm, its ownership of the partition, by reason: membership (no heartbeat acknowledged for 3/4 member_timeout since the partition was taken: paused, frozen or cut off) or pin (the server pinned another client); the partition restarts from its newest checkpoint."},
+			[]string{"reason"}),
 		badState: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_state_records_skipped_total",
 			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
@@ -215,7 +235,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.future, c.m.badState,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.badState,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -571,22 +591,21 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 	if len(al) == 0 && len(res) == 0 {
 		return
 	}
-	c.live.ObserveAlerts(al)
-	c.live.ObserveKPIs(res)
 	for _, a := range al {
 		sh.setAlert(a)
-		c.appendRecent(a)
+		cy.alerts = append(cy.alerts, a)
 		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
 		a.Group = c.cfg.Group // published with its group: a history sink keeps its own
 		data, err := json.Marshal(a)
 		if err != nil {
 			continue
 		}
-		c.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
 		cy.outs = append(cy.outs, output{subject: telemetry.Subject(a.Site, a.Class, a.Asset, telemetry.KindAlert), data: data,
 			msgID: c.cfg.Group + ":" + a.ID + ":" + string(a.State) + ":" + strconv.FormatInt(a.UpdatedAt, 10) + ":" + a.Severity.String()})
 	}
 	for _, r := range res {
+		cy.kpis = append(cy.kpis, r)
+		cy.kpis[len(cy.kpis)-1].KPIs = slices.Clone(r.KPIs) // the tracker reuses its buffers
 		r.Group = c.cfg.Group
 		data, err := json.Marshal(r)
 		if err != nil {
@@ -595,6 +614,23 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 		cy.outs = append(cy.outs, output{subject: telemetry.Subject(r.Site, r.Class, r.Asset, telemetry.KindKPI), data: data,
 			msgID: c.cfg.Group + ":kpi:" + r.Site + "." + r.Asset + ":" + strconv.FormatInt(r.Start, 10)})
 	}
+}
+
+// shown makes a published cycle's alert events and KPI results visible:
+// the recent alerts, the dashboard, the log.
+func (c *Collector) shown(cy *cycle) {
+	if len(cy.alerts) == 0 && len(cy.kpis) == 0 {
+		return
+	}
+	c.live.ObserveAlerts(cy.alerts)
+	c.live.ObserveKPIs(cy.kpis)
+	for _, a := range cy.alerts {
+		c.appendRecent(a)
+		c.log.Info("alert", "state", a.State, "severity", a.Severity, "key", a.Key, "message", a.Message)
+	}
+	clear(cy.alerts)
+	clear(cy.kpis)
+	cy.alerts, cy.kpis = cy.alerts[:0], cy.kpis[:0]
 }
 
 // appendRecent adds an alert event to the recent list (bounded).
@@ -612,17 +648,23 @@ func (c *Collector) appendRecent(a alert.Alert) {
 // commits them; Run does it every second.
 func (c *Collector) Tick(ctx context.Context) error {
 	for _, sh := range c.shardList() {
-		if err := c.tick(ctx, sh); err != nil {
+		if err := c.tick(ctx, sh, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *Collector) tick(ctx context.Context, sh *shard) error {
+// tick raises the silence alerts of one shard and commits them; own (nil:
+// not checked) is the partition worker's hold on it, confirmed before the
+// silence is judged and again before publishing.
+func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
-	var cy cycle
+	if err := own.check(); err != nil {
+		return err
+	}
+	cy := cycle{own: own}
 	sh.mu.Lock()
 	al := sh.engine.Tick(nil)
 	c.record(sh, al, nil, &cy)

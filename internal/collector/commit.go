@@ -35,8 +35,16 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 // publish sends the cycle's alert and KPI messages (step 1 of commit) and
 // waits for their PubAcks; cy.outs is emptied.
 func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
+	if len(cy.outs) > 0 {
+		// a replica that lost its partition (or cannot tell) must not
+		// publish what it evaluated on a state that may be stale
+		if err := cy.own.check(); err != nil {
+			return err
+		}
+	}
 	if io == nil {
 		cy.outs = cy.outs[:0]
+		c.shown(cy)
 		return nil
 	}
 	futs := make([]jetstream.PubAckFuture, 0, len(cy.outs))
@@ -62,6 +70,7 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
 		}
 	}
 	cy.outs = cy.outs[:0]
+	c.shown(cy)
 	return nil
 }
 

@@ -25,16 +25,54 @@ import (
 // replica puts its key every timeout/4; a replica not heard of for timeout
 // (local clock for updates, the server's stamp for values found at start)
 // is gone. A graceful stop deletes the key.
+//
+// It is also this replica's own lease on its membership: the others count
+// it live until timeout after they received its last heartbeat, so it
+// counts itself live for lease (3/4 timeout) after sending its last
+// acknowledged one. A heartbeat acknowledged later than lease after the one
+// before is a lapse (the process was paused, its VM frozen, or it was cut
+// off from NATS): the others may have taken its partitions meanwhile.
 type members struct {
 	kv      jetstream.KeyValue
 	self    string
 	timeout time.Duration
 	log     *slog.Logger
+	stall   func() // tests: Collector.stall
 
-	mu   sync.Mutex
-	seen map[string]time.Time
+	mu     sync.Mutex
+	seen   map[string]time.Time
+	beatAt time.Time // when the last acknowledged heartbeat was sent
+	lapses uint64    // heartbeats acknowledged more than lease after the one before
 
 	known chan struct{} // closed once the current members were read
+}
+
+// lease is how long after sending an acknowledged heartbeat this replica
+// is sure to count as live in every member's view.
+func (m *members) lease() time.Duration { return m.timeout - m.timeout/4 }
+
+// term is the number of lapses so far: a partition worker takes it when
+// it starts and holds its partition while held(term).
+func (m *members) term() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lapses
+}
+
+// held reports whether this replica's membership is current and has not
+// lapsed since term, with the age of its last acknowledged heartbeat.
+func (m *members) held(term uint64) (time.Duration, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	age := elapsed(m.beatAt)
+	return age, m.lapses == term && age < m.lease()
+}
+
+// elapsed is the time since t on the monotonic and on the wall clock,
+// whichever is longer: after a VM froze, the monotonic clock may not count
+// the pause the wall clock (and every other replica) saw.
+func elapsed(t time.Time) time.Duration {
+	return max(time.Since(t), time.Now().Round(0).Sub(t.Round(0)))
 }
 
 type memberRecord struct {
@@ -75,10 +113,21 @@ func (m *members) join(ctx context.Context, single bool) error {
 func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket(), "_members") }
 
 func (m *members) beat(ctx context.Context) error {
-	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: time.Now().UnixMilli()})
+	sent := time.Now()
+	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: sent.UnixMilli()})
 	if _, err := m.kv.Put(ctx, m.self, data); err != nil {
 		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.beatAt.IsZero() {
+		if gap := max(sent.Sub(m.beatAt), sent.Round(0).Sub(m.beatAt.Round(0))); gap > m.lease() {
+			m.lapses++
+			m.log.Warn("membership lapsed: no heartbeat acknowledged for longer than the lease; partitions held since are given up and restarted from their checkpoints",
+				"gap", gap.Round(time.Millisecond), "lease", m.lease(), "member_timeout", m.timeout)
+		}
+	}
+	m.beatAt = sent
 	return nil
 }
 
@@ -93,6 +142,9 @@ func (m *members) run(ctx context.Context) error {
 	defer t.Stop()
 	initial := true
 	for {
+		if m.stall != nil {
+			m.stall()
+		}
 		select {
 		case <-ctx.Done():
 			m.leave(ctx)
@@ -198,6 +250,62 @@ func score(member string, p int) uint64 {
 	return z ^ z>>31
 }
 
+// errNotOwner: a partition's worker lost its partition, or cannot confirm
+// that it still owns it; what it evaluated since its last checkpoint is
+// dropped unpublished and the partition starts again from its newest
+// checkpoint (errors.Is; the error is a *notOwner with the reason).
+var errNotOwner = errors.New("collector: partition ownership lost")
+
+// notOwner is errNotOwner with its reason: "membership" or "pin" (the
+// label of smelter_collector_cycles_dropped_total) and what was seen.
+type notOwner struct{ reason, detail string }
+
+func (e *notOwner) Error() string {
+	return "collector: partition ownership lost or unconfirmed (" + e.reason + "): " + e.detail
+}
+
+func (e *notOwner) Is(target error) bool { return target == errNotOwner }
+
+// tenure is a partition worker's hold on its partition. The server's pin
+// decides who receives the partition's messages, but a replica that was
+// paused (SIGSTOP, a frozen VM, a long swap stall) past its membership
+// timeout still holds the state it had and would publish a cycle evaluated
+// on it (such as a silence alert for every asset: its own pause looks like
+// the devices' silence) before its checkpoint's compare-and-set fences it.
+// So before it evaluates silence and before it publishes alerts and KPIs
+// the worker checks that it still owns the partition: its membership has
+// not lapsed since it started (members.held), and the server has not
+// refused its pin (a fetch answered "pin ID mismatch": another client was
+// pinned, or its pin expired). Otherwise it drops the cycle and the
+// partition restarts from the newest checkpoint.
+type tenure struct {
+	mem  *members // nil: no membership (tests)
+	term uint64
+	pin  bool // the server refused this worker's pin
+}
+
+// check returns nil while the worker owns its partition, else a *notOwner.
+// A nil tenure (Handle, Tick, tests) always owns.
+func (t *tenure) check() error {
+	switch {
+	case t == nil:
+		return nil
+	case t.pin:
+		return &notOwner{"pin", "the server refused this worker's pin (pin ID mismatch): another client holds the partition, or the pin expired"}
+	case t.mem != nil:
+		if age, ok := t.mem.held(t.term); !ok {
+			return &notOwner{"membership", fmt.Sprintf("no heartbeat continuously acknowledged since the partition was taken (last sent %v ago, lease %v): "+
+				"the other replicas may have taken it", age.Round(time.Millisecond), t.mem.lease())}
+		}
+	}
+	return nil
+}
+
+// stallGap is how long a partition worker's loop may take between two
+// fetches before its silence judgement waits until it caught up with the
+// partition (a pause of its own is not the devices' silence).
+const stallGap = time.Second
+
 // priorityGroup is the pinned-client priority group on every partition
 // consumer (the consumer names carry the collector group; the server
 // limits this name to 16 characters).
@@ -242,6 +350,9 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 	parts := c.cfg.Cluster.Partitions
 	var lastLive string
 	for {
+		if c.stall != nil {
+			c.stall()
+		}
 		want := map[int]bool{}
 		if parts == 0 {
 			want[0] = true
@@ -262,14 +373,19 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			case err := <-w.done:
 				delete(workers, p)
 				switch {
-				case err == nil || ctx.Err() != nil || errors.Is(err, errRepartitioned) || time.Since(w.started) > failedWithin:
-					failed[p] = 0 // errRepartitioned: a planned restart, logged at ERROR once (checkRepartitioned)
+				case err == nil || ctx.Err() != nil || errors.Is(err, errRepartitioned) || errors.Is(err, errNotOwner) || time.Since(w.started) > failedWithin:
+					// errRepartitioned: a planned restart, logged at ERROR once
+					// (checkRepartitioned); errNotOwner: logged by the worker
+					failed[p] = 0
 				default:
 					failed[p]++
 				}
 				if err != nil && ctx.Err() == nil {
 					lvl := slog.LevelWarn
-					if failed[p] > 1 {
+					switch {
+					case errors.Is(err, errNotOwner):
+						lvl = slog.LevelInfo
+					case failed[p] > 1:
 						lvl = slog.LevelError
 					}
 					c.log.Log(ctx, lvl, "partition worker stopped", "partition", p, "err", err, "restarts_in_a_row", failed[p])
@@ -295,7 +411,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			// partitioned may change while this collector runs (another
 			// group partitioned the stream: checkRepartitioned)
 			pt := partitioned || c.repartitioned.Load()
-			go func() { w.done <- c.work(ctx, wctx, io, p, pt) }()
+			go func() { w.done <- c.work(ctx, wctx, io, mem, p, pt) }()
 		}
 		owned := 0 // released workers finishing their cycle are no longer owned
 		for _, w := range workers {
@@ -316,11 +432,13 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 // cluster.fetch messages, evaluates them in stream order and publishes
 // their outputs (PubAcked); every cluster.checkpoint_interval (0: every
 // cycle) the state of the assets changed since is checkpointed and only
-// then are the messages acknowledged. On the
-// first messages after acquiring the partition it restores the partition's
-// state and first evaluates the messages a previous owner received but
-// never acknowledged, so per-asset order holds across a takeover.
-func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partitioned bool) error {
+// then are the messages acknowledged. It restores the partition's state
+// when it starts (for the API), and again on the first messages after
+// acquiring the partition, then first evaluates the messages a previous
+// owner received but never acknowledged, so per-asset order holds across a
+// takeover. It ends with errNotOwner, dropping what it evaluated since its
+// last checkpoint, when it lost the partition or cannot tell (tenure).
+func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p int, partitioned bool) (err error) {
 	parts := c.cfg.Cluster.Partitions
 	name := c.cfg.consumerName(-1)
 	if parts > 0 {
@@ -385,40 +503,105 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 		return fetch(cons, fetchN, wait, fopts...)
 	}
 	log := c.log.With("partition", p, "consumer", name)
+	own := &tenure{mem: mem}
+	if mem != nil {
+		// a worker starts only on a current membership: one that starts
+		// while the heartbeat is lapsing would give its partition up at once
+		for _, ok := mem.held(mem.term()); !ok; _, ok = mem.held(mem.term()) {
+			select {
+			case <-stop.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		own.term = mem.term()
+	}
 	sh := c.shard(p)
 	// Whatever ends the worker, the bucket is the truth for this partition
 	// from now on. The pin is not released explicitly: an unpin cannot
 	// tell whose pin it removes (a replica whose member view lags could
 	// yank a rightful owner's), so the next owner waits out pinned_ttl.
-	defer c.dropShard(sh)
-	if parts == 0 { // the only consumer of its group: restore at once, for the API
-		if err := c.load(ctx, io.kv, sh); err != nil {
-			return err
+	defer func() { c.dropShard(sh) }()
+	defer func() {
+		var no *notOwner
+		if errors.As(err, &no) {
+			c.m.dropped.WithLabelValues(no.reason).Inc()
+			log.Warn("partition ownership lost or unconfirmed: the cycle is dropped unpublished and the partition restarts from its newest checkpoint",
+				"reason", no.reason, "detail", no.detail)
+		}
+	}()
+	// The partition's checkpointed state is restored at once, for the API
+	// and dashboard (its assets and active alerts), also before any message
+	// comes. With partitions the server may still deliver the partition to
+	// its previous owner until its pin expires: until its first messages
+	// the worker applies the records that owner writes (follow), then reads
+	// the state again (the pin is then this worker's).
+	w, err := c.loadWatch(ctx, io.kv, sh)
+	if err != nil {
+		return err
+	}
+	if parts == 0 && w != nil { // the only consumer of its group
+		_ = w.Stop()
+		w = nil
+	}
+	stopFollow := func() {
+		if w != nil {
+			_ = w.Stop()
+			w = nil
 		}
 	}
+	defer stopFollow()
 	fresh := true
 	var lastDSeq uint64 // consumer sequence of the newest delivery seen
 	var cseqs []uint64  // of the messages of a cycle (their metadata parsed once)
 	lastTick := time.Now()
 	lastStreamCheck := time.Now()
-	var cy cycle
+	// Silence (tick) is judged only while the worker keeps up with its
+	// partition: after it took the partition over, and after a gap in its
+	// own loop (paused, stalled), the batches stored meanwhile still wait in
+	// the stream and their assets would look silent. behind: until when
+	// silence waits at most for a fetch that finds fewer than cluster.fetch
+	// messages (caught up); zero: caught up.
+	var behind time.Time
+	lastFetch := time.Now()
+	ackWait := time.Duration(c.cfg.Cluster.AckWait)
+	cy := cycle{own: own}
 	var h held
 	for stop.Err() == nil {
+		if c.stall != nil {
+			c.stall()
+		}
 		// a partial batch waits at most 100 ms; a backlog fills it at once
-		msgs, err := more(100 * time.Millisecond)
-		if err != nil {
+		msgs, ferr := more(100 * time.Millisecond)
+		now := time.Now()
+		if g := elapsed(lastFetch); g > stallGap {
+			behind = later(behind, now.Add(g))
+		}
+		lastFetch = now
+		if ferr != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Debug("fetch", "err", err)
-			if consumerGone(ctx, cons, err) { // the supervisor starts the worker again, which creates it
-				return err
+			log.Debug("fetch", "err", ferr)
+			if consumerGone(ctx, cons, ferr) { // the supervisor starts the worker again, which creates it
+				return ferr
 			}
-			select { // a broker that refuses at once must not spin this loop
-			case <-stop.Done():
-			case <-time.After(200 * time.Millisecond):
+			if errors.Is(ferr, jetstream.ErrPinIDMismatch) {
+				own.pin = true // checked below: the state held is no longer this worker's
+			} else {
+				select { // a broker that refuses at once must not spin this loop
+				case <-stop.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
 		}
+		if err := own.check(); err != nil {
+			return err // what is held is not acknowledged: redelivered to the owner
+		}
+		if fresh && w != nil && !c.follow(ctx, w, sh) {
+			stopFollow() // read again on the first messages all the same
+		}
+		fetched := len(msgs)
 		cseqs = consumerSeqs(cseqs[:0], msgs)
 		if len(msgs) > 0 && (fresh || gap(cseqs, lastDSeq)) {
 			if len(h.replies) > 0 { // recoverOrder counts what is pending: nothing of ours
@@ -431,8 +614,12 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			// acknowledged come back after ack_wait and go first
 			if fresh {
 				c.m.takeovers.Inc()
-				if err := c.load(ctx, io.kv, sh); err != nil {
-					return err
+				behind = later(behind, now.Add(5*ackWait))
+				if parts > 0 {
+					stopFollow()
+					if sh, err = c.reload(ctx, io.kv, sh); err != nil {
+						return err
+					}
 				}
 			}
 			if msgs, err = c.recoverOrder(ctx, io, cons, filters, msgs, more, log); err != nil {
@@ -440,6 +627,10 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 			}
 			cseqs = consumerSeqs(cseqs[:0], msgs)
 			fresh = false
+			fetched = fetchN // the order check may have waited: the next fetch tells
+		}
+		if ferr == nil && fetched < fetchN {
+			behind = time.Time{} // every message stored until this fetch is in hand
 		}
 		for _, s := range cseqs {
 			lastDSeq = max(lastDSeq, s)
@@ -449,9 +640,9 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 				return err
 			}
 		}
-		if !fresh && time.Since(lastTick) >= time.Second {
+		if !fresh && time.Since(lastTick) >= time.Second && (behind.IsZero() || time.Now().After(behind)) {
 			lastTick = time.Now()
-			if err := c.tick(ctx, sh); err != nil {
+			if err := c.tick(ctx, sh, own); err != nil {
 				return err
 			}
 		}
@@ -479,6 +670,38 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, p int, partition
 		return c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true)
 	}
 	return nil
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// reload replaces a partition's shard, restored when the worker started,
+// by one restored now from the bucket, when the partition's first messages
+// came: a previous owner may have checkpointed since (it was delivered the
+// partition until its pin expired). The old shard stays visible to the API
+// until the new one is complete; its assets count no longer for max_assets.
+func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shard) (*shard, error) {
+	old.mu.Lock()
+	n := old.engine.Len()
+	old.mu.Unlock()
+	c.tracked.Add(-int64(n))
+	sh := c.newShard(old.p)
+	err := c.load(ctx, kv, sh)
+	c.mu.Lock()
+	if err == nil && c.shards[old.p] == old {
+		c.shards[old.p] = sh
+	}
+	c.mu.Unlock()
+	c.tracked.Store(int64(c.trackedAssets()))
+	if err != nil {
+		return old, err
+	}
+	return sh, nil
 }
 
 // consumerFilter is a partition consumer's filter subject: every

@@ -121,8 +121,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log}
+	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall}
 	c.log = c.log.With("replica", mem.self)
+	mem.log = c.log
 	if err := mem.join(ctx, parts == 0); err != nil {
 		return err
 	}

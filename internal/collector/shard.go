@@ -295,86 +295,129 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	if r.KPI != nil {
 		sh.kpis.RestoreAsset(r.KPI)
 	}
+	k := [2]string{r.Rules.Site, r.Rules.ID}
+	for key := range sh.activeOf[k] { // a newer record of an asset restored before (follow)
+		delete(sh.active, key)
+	}
+	delete(sh.activeOf, k)
 	for _, a := range r.Alerts {
 		if a.Active() {
 			sh.setAlert(a)
 		}
 	}
-	sh.rev[[2]string{r.Rules.Site, r.Rules.ID}] = rev
+	sh.rev[k] = rev
 	return nil
 }
 
 // load restores every record of the shard's partition from the bucket.
 func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) error {
+	w, err := c.loadWatch(ctx, kv, sh)
+	if w != nil {
+		_ = w.Stop()
+	}
+	return err
+}
+
+// loadWatch is load, returning the bucket's watcher of the partition's
+// records once every current one is restored (nil when the shard was
+// loaded already): follow applies the records written after.
+func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *shard) (jetstream.KeyWatcher, error) {
 	sh.mu.Lock()
 	done := sh.loaded
 	sh.mu.Unlock()
 	if done {
-		return nil
+		return nil, nil
 	}
 	w, err := kv.Watch(ctx, "p"+strconv.Itoa(sh.p)+".>", jetstream.IgnoreDeletes())
 	if err != nil {
-		return fmt.Errorf("collector: state bucket watch: %w", err)
+		return nil, fmt.Errorf("collector: state bucket watch: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	n, alerts := 0, 0
+	n := 0
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			_ = w.Stop()
+			return nil, ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
-				return errors.New("collector: state bucket watch ended early")
+				return nil, errors.New("collector: state bucket watch ended early")
 			}
 			if e == nil { // every current value delivered
 				sh.mu.Lock()
 				sh.loaded = true
-				alerts = len(sh.active)
+				alerts := len(sh.active)
 				sh.mu.Unlock()
 				c.log.Info("partition state restored", "partition", sh.p, "assets", n, "active_alerts", alerts)
-				return nil
+				return w, nil
 			}
-			site, id := siteID(e.Key())
-			if parts := c.cfg.Cluster.Partitions; parts > 0 && partitionOf(site, id, parts) != sh.p {
-				// written when the group had another partition count: the
-				// asset's owner now is another partition, which keeps its
-				// own record; restoring this one would track the asset twice
-				// (a copy that never gets data raises "sent nothing")
-				c.m.badState.WithLabelValues("other_partition").Inc()
-				c.log.Warn("state record of an asset another partition owns skipped (cluster.partitions changed; the asset starts afresh in its partition)",
-					"key", e.Key(), "partition", sh.p)
-				continue
+			if c.apply(ctx, sh, e) {
+				n++
 			}
-			sh.mu.Lock()
-			if !sh.engine.Has(site, id) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
-				sh.mu.Unlock()
-				c.m.rejected.Inc()
-				continue
-			}
-			before := sh.engine.Len()
-			err := sh.restore(e.Value(), e.Revision())
-			if c.log.Enabled(ctx, slog.LevelDebug) {
-				st, _ := sh.engine.Snapshot(siteID(e.Key()))
-				c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)
-			}
-			if err != nil && site != "" && id != "" {
-				// unreadable (corrupt, or a format this build does not
-				// know): the asset starts afresh, and its next checkpoint
-				// replaces the record at this revision; without the
-				// revision every checkpoint of the partition would be
-				// refused as a conflict, for ever
-				sh.rev[[2]string{site, id}] = e.Revision()
-			}
-			c.count(sh, before)
-			sh.mu.Unlock()
-			if err != nil {
-				c.m.badState.WithLabelValues("unreadable").Inc()
-				c.log.Error("state record unreadable: the asset starts afresh, its next checkpoint replaces the record", "key", e.Key(), "rev", e.Revision(), "err", err)
-				continue
-			}
-			n++
 		}
 	}
+}
+
+// follow applies the records of the partition written since loadWatch (by
+// the replica the server still delivers the partition to) without waiting;
+// false when the watch ended.
+func (c *Collector) follow(ctx context.Context, w jetstream.KeyWatcher, sh *shard) bool {
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return false
+			}
+			if e != nil {
+				c.apply(ctx, sh, e)
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// apply restores one record of the bucket into the shard, and reports
+// whether it did.
+func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEntry) bool {
+	site, id := siteID(e.Key())
+	if parts := c.cfg.Cluster.Partitions; parts > 0 && partitionOf(site, id, parts) != sh.p {
+		// written when the group had another partition count: the
+		// asset's owner now is another partition, which keeps its
+		// own record; restoring this one would track the asset twice
+		// (a copy that never gets data raises "sent nothing")
+		c.m.badState.WithLabelValues("other_partition").Inc()
+		c.log.Warn("state record of an asset another partition owns skipped (cluster.partitions changed; the asset starts afresh in its partition)",
+			"key", e.Key(), "partition", sh.p)
+		return false
+	}
+	sh.mu.Lock()
+	if !sh.engine.Has(site, id) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
+		sh.mu.Unlock()
+		c.m.rejected.Inc()
+		return false
+	}
+	before := sh.engine.Len()
+	err := sh.restore(e.Value(), e.Revision())
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		st, _ := sh.engine.Snapshot(siteID(e.Key()))
+		c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)
+	}
+	if err != nil && site != "" && id != "" {
+		// unreadable (corrupt, or a format this build does not
+		// know): the asset starts afresh, and its next checkpoint
+		// replaces the record at this revision; without the
+		// revision every checkpoint of the partition would be
+		// refused as a conflict, for ever
+		sh.rev[[2]string{site, id}] = e.Revision()
+	}
+	c.count(sh, before)
+	sh.mu.Unlock()
+	if err != nil {
+		c.m.badState.WithLabelValues("unreadable").Inc()
+		c.log.Error("state record unreadable: the asset starts afresh, its next checkpoint replaces the record", "key", e.Key(), "rev", e.Revision(), "err", err)
+		return false
+	}
+	return true
 }
 
 func siteID(key string) (string, string) {
