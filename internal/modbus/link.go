@@ -426,7 +426,7 @@ func (l *link) prepare(ctx context.Context) error {
 	if err := l.setDeadline(ctx, time.Time{}); err != nil {
 		return err
 	}
-	n, err := l.drainer.drain()
+	n, err := l.drain(ctx)
 	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
 	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
@@ -439,7 +439,7 @@ func (l *link) prepare(ctx context.Context) error {
 	}
 	l.accepted = false
 	if err != nil {
-		return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+		return err
 	}
 	if l.quiet {
 		if err := l.waitQuiet(ctx); err != nil {
@@ -476,15 +476,17 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			if err := l.setDeadline(ctx, time.Time{}); err != nil {
 				return err
 			}
-			n, err := l.drainer.drain()
+			n, err := l.drain(ctx)
+			if n > 0 {
+				l.discard(n)
+				l.lastRx = time.Now()
+			}
 			if err != nil {
-				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+				return err
 			}
 			if n == 0 {
 				return nil
 			}
-			l.discard(n)
-			l.lastRx = time.Now()
 			continue
 		}
 		if until.After(limit) {
@@ -508,6 +510,36 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// drain discards the input pending on the port (drainer.drain) and tells
+// why it failed. A drain does not wait, so it fails on a deadline only when
+// the port's deadline is already past when it starts: the context's abort
+// (roundTrip) ran after setDeadline last looked at ctx, which is a
+// cancellation (ctx.Err is set before an AfterFunc runs), or a deadline
+// left by someone else, which is cleared and the drain tried once more.
+// Neither is a connection failure; the peer's close and a read error are.
+// Caller holds sem; the port's deadline is clear on return without error.
+func (l *link) drain(ctx context.Context) (int, error) {
+	n, err := l.drainer.drain()
+	if err != nil && ctx.Err() != nil {
+		return n, &linkError{StatusCanceled, ctx.Err()}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if err := l.setDeadline(ctx, time.Time{}); err != nil {
+			return n, err
+		}
+		var m int
+		m, err = l.drainer.drain()
+		n += m
+		if err != nil && ctx.Err() != nil {
+			return n, &linkError{StatusCanceled, ctx.Err()}
+		}
+	}
+	if err != nil {
+		return n, &linkError{StatusConnection, fmt.Errorf("drain %s: %w", l.address, err)}
+	}
+	return n, nil
 }
 
 // setDeadline bounds the next reads and writes. A context that ended
@@ -582,12 +614,23 @@ func t35(baud int) time.Duration {
 	return time.Duration(3.5 * 11 * float64(time.Second) / float64(baud))
 }
 
+// ioError classifies a failed read or write of an exchange: the context's
+// end is a cancellation, a deadline a timeout, anything else a connection
+// failure.
 func (l *link) ioError(ctx context.Context, err error, op string) error {
 	if ctx.Err() != nil {
 		return &linkError{StatusCanceled, ctx.Err()}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		// roundTrip bounds the exchange by ctx's deadline when it comes
+		// before the timeout. The port's deadline and ctx's are two timers:
+		// on a loaded machine the port's may fire first, while ctx.Err is
+		// still nil. A read stopped at ctx's deadline is the caller's
+		// cancellation, not the device's silence.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			return &linkError{StatusCanceled, context.DeadlineExceeded}
+		}
 		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
 	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}
