@@ -122,7 +122,7 @@ func TestDrainRacingCancel(t *testing.T) {
 			l.quiet = c.quiet
 			l.lastRx = time.Now().Add(-time.Second)
 
-			reply, err := l.exchange(ctx, d.m, 1, readPDU(nil, HoldingRegisters, 0, 1), nil)
+			reply, err := l.exchange(ctx, d.share, d.m, 1, readPDU(nil, HoldingRegisters, 0, 1), nil)
 			if p.reads.Load() < c.at {
 				t.Fatalf("%d raw reads, the race needs %d", p.reads.Load(), c.at)
 			}
@@ -169,7 +169,7 @@ func TestReadStoppedByContextDeadline(t *testing.T) {
 	d := pool.device("late-ctx", cfg)
 	bank.SetDelay(2*time.Second, 1) // the device answers after the context's deadline
 	ctx := lateDeadlineCtx{context.Background(), time.Now().Add(100 * time.Millisecond)}
-	_, err := d.link.exchange(ctx, d.m, 1, readPDU(nil, HoldingRegisters, 0, 1), nil)
+	_, err := d.link.exchange(ctx, d.share, d.m, 1, readPDU(nil, HoldingRegisters, 0, 1), nil)
 	if !errors.Is(err, StatusCanceled) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("exchange error = %v, want canceled by the context's deadline", err)
 	}
