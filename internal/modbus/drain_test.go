@@ -92,13 +92,9 @@ func TestDrainRacingCancel(t *testing.T) {
 		{"stale deadline before waitQuiet's drain", true, 2, staleDeadline, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			bank := modbustest.NewBank()
+			bank, srv, pool, reg := countingPool(t)
 			bank.SetRegisters(modbustest.HoldingRegisters, 0, 7)
-			srv := modbustest.StartServer(t, bank)
 			br := modbustest.StartBridge(t, srv.Addr, modbustest.ASCII)
-			reg := prometheus.NewRegistry()
-			pool := NewPool(testLogger(t), NewMetrics(reg))
-			t.Cleanup(func() { _ = pool.Close() })
 			cfg := testConfig(ASCIIOverTCP, br.Addr, 1)
 			cfg.Silence = 20 * time.Millisecond
 			d := pool.device("race", cfg)
@@ -145,6 +141,18 @@ func TestDrainRacingCancel(t *testing.T) {
 	}
 }
 
+// countingPool starts a Modbus TCP server on an empty bank and returns it
+// with an empty pool whose metrics are registered in reg.
+func countingPool(t *testing.T) (*modbustest.Bank, *modbustest.Server, *Pool, *prometheus.Registry) {
+	t.Helper()
+	bank := modbustest.NewBank()
+	srv := modbustest.StartServer(t, bank)
+	reg := prometheus.NewRegistry()
+	pool := NewPool(testLogger(t), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	return bank, srv, pool, reg
+}
+
 // lateDeadlineCtx is a context whose deadline has passed while its Err is
 // still nil: its timer has not run yet (a loaded machine), while the port's
 // deadline, set from it, has already fired.
@@ -159,11 +167,7 @@ func (c lateDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true 
 // deadline (shorter than the timeout) is a cancellation, not the device's
 // timeout, even when the context's own timer has not fired yet.
 func TestReadStoppedByContextDeadline(t *testing.T) {
-	bank := modbustest.NewBank()
-	srv := modbustest.StartServer(t, bank)
-	reg := prometheus.NewRegistry()
-	pool := NewPool(testLogger(t), NewMetrics(reg))
-	t.Cleanup(func() { _ = pool.Close() })
+	bank, srv, pool, reg := countingPool(t)
 	cfg := testConfig(TCP, srv.Addr, 1)
 	cfg.Timeout = 10 * time.Second
 	d := pool.device("late-ctx", cfg)
