@@ -18,7 +18,15 @@ type acquisition struct {
 	sp    *spool.Spool
 	dm    *deviceMetrics
 	batch telemetry.Batch // Readings: borrowed from the gateway for one cycle
+	// when the overrun advice naming each culprit (the link's busiest
+	// device, "" alone on its link) was last logged
+	overrunLogged map[string]time.Time
 }
+
+// overrunLogEvery bounds the overrun advice to one line per device and
+// culprit in this period (the counters count every overrun). The culprits
+// of one device are the devices on its link: the map stays small.
+const overrunLogEvery = 10 * time.Minute
 
 // run acquires from the device's source until ctx ends.
 func (d *device) run(ctx context.Context, sp *spool.Spool) error {
@@ -82,7 +90,7 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	if c.Duration > 0 {
 		a.dm.pollDur.Observe(c.Duration.Seconds())
 		if c.Interval > 0 && c.Duration > c.Interval {
-			a.dm.overrun()
+			a.overrun(c)
 		}
 	}
 	a.dm.poll(good, len(c.Samples))
@@ -119,6 +127,45 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	}
 	m.batches.Inc()
 	d.g.retryStatus(ctx, a.sp)
+}
+
+// overrun counts and explains a cycle that took longer than its interval,
+// naming the device that consumed the time. Alone on its link, or having
+// used a shared link most during the cycle, the device itself is too slow
+// for its interval (smelter_gateway_poll_overruns_total). Otherwise another
+// device on the shared link (c.LinkBusiest) held it for most of the cycle:
+// the cycle is counted as delayed by that device, and the advice names it.
+func (a *acquisition) overrun(c *sample.Cycle) {
+	by := c.LinkBusiest
+	if by == "" {
+		by = a.d.cfg.ID
+	}
+	own := by == a.d.cfg.ID
+	if own {
+		a.dm.overrun()
+	} else {
+		a.dm.delayedBy(by)
+	}
+	now := time.Now()
+	key := c.LinkBusiest // "": alone on its link
+	if last, ok := a.overrunLogged[key]; ok && now.Sub(last) < overrunLogEvery {
+		return
+	}
+	if a.overrunLogged == nil {
+		a.overrunLogged = map[string]time.Time{}
+	}
+	a.overrunLogged[key] = now
+	args := []any{"interval", c.Interval, "took", c.Duration.Round(time.Millisecond)}
+	switch {
+	case own && c.LinkBusiest == "":
+		a.d.log.Warn("poll overran its interval: the device's reads take longer than the interval; raise its poll interval or read fewer, larger blocks (max_registers, max_gap)", args...)
+	case own:
+		a.d.log.Warn("poll overran its interval: the device used its shared link for most of the cycle; raise its poll interval or read fewer, larger blocks (max_registers, max_gap)",
+			append(args, "link_time", c.LinkBusiestTime.Round(time.Millisecond))...)
+	default:
+		a.d.log.Warn("poll overran its interval waiting for its shared link: link saturated by device "+by+"; that device (not this one) needs a longer poll interval or fewer requests",
+			append(args, "by", by, "by_link_time", c.LinkBusiestTime.Round(time.Millisecond))...)
+	}
 }
 
 // track keeps the device's state and tells its asset of its death and

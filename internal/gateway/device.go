@@ -197,6 +197,7 @@ type deviceMetrics struct {
 	pollDur             prometheus.Observer
 	ok, partial, failed lazyCounter
 	overruns            lazyCounter
+	delayed             map[string]prometheus.Counter // by device: created when first counted; emits never overlap
 	up                  prometheus.Gauge
 	byQuality           [telemetry.QualityStale + 1]prometheus.Counter
 }
@@ -242,8 +243,22 @@ func (dm *deviceMetrics) poll(good, n int) {
 	}
 }
 
-// overrun counts a cycle longer than its interval.
+// overrun counts a cycle longer than its interval that the device caused.
 func (dm *deviceMetrics) overrun() { dm.overruns.inc(dm.m.overruns, dm.id, "") }
+
+// delayedBy counts a cycle longer than its interval because device by used
+// the shared link for most of it. Called from the acquisition loop only.
+func (dm *deviceMetrics) delayedBy(by string) {
+	c, ok := dm.delayed[by]
+	if !ok {
+		if dm.delayed == nil {
+			dm.delayed = map[string]prometheus.Counter{}
+		}
+		c = dm.m.delayed.WithLabelValues(dm.id, by)
+		dm.delayed[by] = c
+	}
+	c.Inc()
+}
 
 // count counts a batch's readings by quality: one addition per quality
 // present, not one per reading.

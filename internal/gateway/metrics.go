@@ -84,6 +84,7 @@ type metrics struct {
 	polls        *prometheus.CounterVec
 	pollDuration *prometheus.HistogramVec
 	overruns     *prometheus.CounterVec
+	delayed      *prometheus.CounterVec
 	readings     *prometheus.CounterVec
 	batches      prometheus.Counter
 	spoolErrors  prometheus.Counter
@@ -100,7 +101,10 @@ func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
 			Help: "Time to read one acquisition group.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)},
 			[]string{"device"}),
 		overruns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_poll_overruns_total",
-			Help: "Cycles that took longer than their poll interval."}, []string{"device"}),
+			Help: "Cycles that took longer than their poll interval because of the device itself: its own reads (or, on a link shared with other devices, its own use of the link) took most of the cycle."}, []string{"device"}),
+		delayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_poll_delayed_total",
+			Help: "Cycles that took longer than their poll interval because another device (by) on the same shared link (units behind one RTU gateway or on one serial line) used the link for most of the cycle; not counted as the device's overruns."},
+			[]string{"device", "by"}),
 		readings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_readings_total",
 			Help: "Normalized readings by quality."}, []string{"quality"}),
 		batches: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_batches_total",
@@ -114,7 +118,7 @@ func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
 			Help: "1 while the device is alive: it answered (even with exceptions) within 3 x its interval."}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.readings, m.batches, m.spoolErrors, m.notices, m.deviceUp,
+		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.delayed, m.readings, m.batches, m.spoolErrors, m.notices, m.deviceUp,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
 				Help: "Last sequence number the spool assigned (batches, notices and lost appends alike): the seq /status shows."}, seq))
 	}

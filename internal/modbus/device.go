@@ -62,7 +62,7 @@ func (p *Pool) device(id string, cfg Config) *device {
 			"device", id, "connection", l.key)
 	}
 	p.mu.Unlock()
-	return &device{id: id, cfg: cfg, link: l, log: p.log.With("device", id), m: p.m.device(id)}
+	return &device{id: id, cfg: cfg, link: l, share: l.turns.join(id), log: p.log.With("device", id), m: p.m.device(id)}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
@@ -85,11 +85,12 @@ func (p *Pool) Close() error {
 // device reads one unit. Its groups read concurrently (the link serialises
 // their requests); the health fields are under mu.
 type device struct {
-	id   string
-	cfg  Config
-	link *link
-	log  *slog.Logger
-	m    *devMetrics
+	id    string
+	cfg   Config
+	link  *link
+	share *share // the device's account on its link (turns)
+	log   *slog.Logger
+	m     *devMetrics
 
 	mu          sync.Mutex
 	up          bool // last cycle got an answer (for logging changes)
@@ -139,6 +140,8 @@ type groupState struct {
 	dirty bool // rebuild reqs from the plan minus quarantined points
 	buf   []byte
 	pdu   []byte
+	held  bool            // the read holds its link (a turn)
+	use   []time.Duration // the link's use by device at the start of the read (shared links)
 }
 
 type quarantine struct {
@@ -197,6 +200,10 @@ func answered(err error) bool {
 type cycle struct {
 	replied bool  // some request got an answer (data or exception)
 	err     error // first cause of a bad sample
+	// On a link shared with other devices: the device that used the link
+	// most during the read (this one on a tie), and how long.
+	busiest     string
+	busiestTime time.Duration
 }
 
 // unread is what an entry of a read's output holds until the read sets it.
@@ -233,6 +240,10 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 	}
 
 	var c cycle
+	shared := d.link.turns.shared()
+	if shared {
+		g.use = d.link.turns.usage(g.use[:0])
+	}
 	note := func(err error) {
 		if c.err == nil {
 			c.err = err
@@ -340,6 +351,10 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 			}
 		}
 	}
+	d.endTurn(g)
+	if shared {
+		c.busiest, c.busiestTime = d.link.turns.busiest(g.use, d.share)
+	}
 	d.account(now, c, abort)
 	return c
 }
@@ -440,16 +455,36 @@ func (d *device) addQuarantined(n int) {
 
 // do performs one read request and returns its data (the bytes after the
 // byte count, valid until the group's next do) or the cause of failure,
-// wrapped with the request ("read holding 100+10 unit 3: ...").
+// wrapped with the request ("read holding 100+10 unit 3: ..."). The read's
+// first request takes the link for the read (a turn: turns); the next ones
+// first let a device that has used the link less go before.
 func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, error) {
 	g.pdu = readPDU(g.pdu[:0], r.table, r.start, r.count)
-	reply, err := d.link.exchange(ctx, d.m, d.cfg.UnitID, g.pdu, g.buf[:0])
+	var err error
+	if !g.held {
+		err = d.link.turns.acquire(ctx, d.share)
+	} else {
+		err = d.link.turns.yield(ctx, d.share)
+	}
+	g.held = err == nil
+	var reply []byte
+	if err == nil {
+		reply, err = d.link.exchangeHeld(ctx, d.share, d.m, d.cfg.UnitID, g.pdu, g.buf[:0])
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)
 	}
 	g.buf = reply
 	d.m.read(int(r.count), r.table.IsBit())
 	return reply[2:], nil // function code, byte count, data
+}
+
+// endTurn gives the link up at the end of a read.
+func (d *device) endTurn(g *groupState) {
+	if g.held {
+		d.link.turns.release(d.share)
+		g.held = false
+	}
 }
 
 func fill(out []sample.Sample, idx []int, s Status) {

@@ -46,8 +46,9 @@ func linkErr(s Status, format string, args ...any) error {
 const quietLimit = 10
 
 // link is one connection (TCP socket or serial port) shared by every device
-// on the same transport and address. Its semaphore keeps exactly one
-// request in flight; all fields below sem are owned by the holder of sem.
+// on the same transport and address. Its turns keep exactly one device (and
+// one request) on it at a time and decide who goes next; all fields below
+// turns are owned by the device holding the link.
 //
 // The "never guess an RTU reply" rule lives here, in exchange: RTU and
 // ASCII carry no transaction id, so before a request the link discards any
@@ -68,12 +69,12 @@ type link struct {
 	log       *slog.Logger
 	// The connection's counters, created when first counted (a connection
 	// that never discards, never sees a suspect reply and is never
-	// reopened has no series); owned by the holder of sem.
+	// reopened has no series); owned by the device holding the link.
 	discarded prometheus.Counter
 	suspect   prometheus.Counter // unsolicited bytes after an accepted reply
 	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
 
-	sem       chan struct{}
+	turns     turns
 	connected atomic.Bool
 	m         *Metrics
 
@@ -92,6 +93,8 @@ type link struct {
 	accepted    bool      // the last exchange ended with an accepted reply (data or exception)
 	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
+	cur, last   *share    // the device of the current exchange, and of the one before
+	doubt       *share    // the device whose exchange left the line in doubt: it pays for the silence wait
 	buf         [maxADU]byte
 	// Modbus TCP reads what is available into rx (one read per reply as
 	// a rule) and frames from it. Bytes after the reply stay in rx:
@@ -116,7 +119,6 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		backMax:   cfg.BackoffMax,
 		log:       log.With("connection", key),
 		m:         m,
-		sem:       make(chan struct{}, 1),
 		announce:  true,
 	}
 }
@@ -124,17 +126,6 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 // framed reports whether the encoding carries no transaction id (RTU or
 // ASCII, on a serial line or tunnelled over TCP).
 func (l *link) framed() bool { return l.transport != TCP }
-
-func (l *link) acquire(ctx context.Context) error {
-	select {
-	case l.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return &linkError{StatusCanceled, ctx.Err()}
-	}
-}
-
-func (l *link) release() { <-l.sem }
 
 // exchange sends one request PDU (function code first) to unit and appends
 // the reply's PDU to dst. It opens the connection if needed (failing at
@@ -145,17 +136,25 @@ func (l *link) release() { <-l.sem }
 //     transaction id, unit, function, byte count or checksum; malformed);
 //   - a *linkError with StatusTimeout, StatusConnection or StatusCanceled.
 //
-// dev holds the requesting device's metrics: every request sent is counted
-// by result and error kind, every failed connect attempt as a connection
-// error (a request failing fast during reconnect backoff is not counted).
-func (l *link) exchange(ctx context.Context, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
-	if err := l.acquire(ctx); err != nil {
+// s is the requesting device's account on the link (turns), dev its
+// metrics: every request sent is counted by result and error kind, every
+// failed connect attempt as a connection error (a request failing fast
+// during reconnect backoff is not counted).
+func (l *link) exchange(ctx context.Context, s *share, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
+	if err := l.turns.acquire(ctx, s); err != nil {
 		return nil, err
 	}
-	defer l.release()
+	defer l.turns.release(s)
+	return l.exchangeHeld(ctx, s, dev, unit, pdu, dst)
+}
+
+// exchangeHeld is exchange for s holding the link already (a read's turn).
+func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
 	if err := l.ensure(ctx, dev); err != nil {
 		return nil, err
 	}
+	l.cur = s
+	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
 	reply, err := l.roundTrip(ctx, unit, pdu)
 	l.settle(err)
@@ -168,7 +167,7 @@ func (l *link) exchange(ctx context.Context, dev *devMetrics, unit byte, pdu, ds
 }
 
 // ensure opens the connection if needed. While backing off after failed
-// attempts it fails at once without I/O. Caller holds sem.
+// attempts it fails at once without I/O. Caller holds the link.
 func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 	if l.closed {
 		return linkErr(StatusConnection, "connection pool closed")
@@ -217,6 +216,7 @@ func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 	// request timing out now: the line must be silent for timeout + silence.
 	l.lastRx = time.Now().Add(l.timeout)
 	l.quiet = l.framed()
+	l.doubt = nil // nobody's exchange: the device that connects waits
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
 	l.accepted = false
@@ -268,8 +268,8 @@ func (l *link) drop() {
 
 // close shuts the link for good. It waits for a request in flight.
 func (l *link) close() error {
-	l.sem <- struct{}{}
-	defer l.release()
+	_ = l.turns.acquire(context.Background(), nil)
+	defer l.turns.release(nil)
 	var err error
 	if l.p != nil {
 		err = l.p.Close()
@@ -305,10 +305,11 @@ func (l *link) settle(err error) {
 	}
 	l.quiet = true
 	l.lastRx = time.Now()
+	l.doubt = l.cur
 }
 
-// roundTrip writes one request and reads its reply. Caller holds sem and
-// the connection is open.
+// roundTrip writes one request and reads its reply. Caller holds the link
+// and the connection is open.
 func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &linkError{StatusCanceled, err}
@@ -426,7 +427,7 @@ func (l *link) prepare(ctx context.Context) error {
 	if err := l.setDeadline(ctx, time.Time{}); err != nil {
 		return err
 	}
-	n, err := l.drainer.drain()
+	n, err := l.drain(ctx)
 	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
 	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
@@ -436,16 +437,22 @@ func (l *link) prepare(ctx context.Context) error {
 		l.discard(n)
 		l.lastRx = time.Now()
 		l.quiet = l.framed()
+		if l.doubt == nil {
+			l.doubt = l.last // most likely a late reply to the exchange before
+		}
 	}
 	l.accepted = false
 	if err != nil {
-		return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+		return err
 	}
 	if l.quiet {
-		if err := l.waitQuiet(ctx); err != nil {
+		start := time.Now()
+		err := l.waitQuiet(ctx)
+		l.turns.charge(l.doubt, time.Since(start))
+		if err != nil {
 			return err
 		}
-		l.quiet = false
+		l.quiet, l.doubt = false, nil
 	}
 	if l.transport == RTU {
 		if gap := t35(l.serial.Baud) - time.Since(l.lastRx); gap > 0 {
@@ -476,15 +483,17 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			if err := l.setDeadline(ctx, time.Time{}); err != nil {
 				return err
 			}
-			n, err := l.drainer.drain()
+			n, err := l.drain(ctx)
+			if n > 0 {
+				l.discard(n)
+				l.lastRx = time.Now()
+			}
 			if err != nil {
-				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+				return err
 			}
 			if n == 0 {
 				return nil
 			}
-			l.discard(n)
-			l.lastRx = time.Now()
 			continue
 		}
 		if until.After(limit) {
@@ -510,6 +519,36 @@ func (l *link) waitQuiet(ctx context.Context) error {
 	}
 }
 
+// drain discards the input pending on the port (drainer.drain) and tells
+// why it failed. A drain does not wait, so it fails on a deadline only when
+// the port's deadline is already past when it starts: the context's abort
+// (roundTrip) ran after setDeadline last looked at ctx, which is a
+// cancellation (ctx.Err is set before an AfterFunc runs), or a deadline
+// left by someone else, which is cleared and the drain tried once more.
+// Neither is a connection failure; the peer's close and a read error are.
+// Caller holds the link; the port's deadline is clear on return without error.
+func (l *link) drain(ctx context.Context) (int, error) {
+	n, err := l.drainer.drain()
+	if err != nil && ctx.Err() != nil {
+		return n, &linkError{StatusCanceled, ctx.Err()}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if err := l.setDeadline(ctx, time.Time{}); err != nil {
+			return n, err
+		}
+		var m int
+		m, err = l.drainer.drain()
+		n += m
+		if err != nil && ctx.Err() != nil {
+			return n, &linkError{StatusCanceled, ctx.Err()}
+		}
+	}
+	if err != nil {
+		return n, &linkError{StatusConnection, fmt.Errorf("drain %s: %w", l.address, err)}
+	}
+	return n, nil
+}
+
 // setDeadline bounds the next reads and writes. A context that ended
 // before (its abort may have run already and been overwritten) cancels.
 func (l *link) setDeadline(ctx context.Context, t time.Time) error {
@@ -523,7 +562,7 @@ func (l *link) setDeadline(ctx context.Context, t time.Time) error {
 }
 
 // count adds v to the connection's child of vec, kept in *c once created.
-// Caller holds sem.
+// Caller holds the link.
 func (l *link) count(c *prometheus.Counter, vec *prometheus.CounterVec, v float64) {
 	if *c == nil {
 		*c = vec.WithLabelValues(l.key)
@@ -582,12 +621,23 @@ func t35(baud int) time.Duration {
 	return time.Duration(3.5 * 11 * float64(time.Second) / float64(baud))
 }
 
+// ioError classifies a failed read or write of an exchange: the context's
+// end is a cancellation, a deadline a timeout, anything else a connection
+// failure.
 func (l *link) ioError(ctx context.Context, err error, op string) error {
 	if ctx.Err() != nil {
 		return &linkError{StatusCanceled, ctx.Err()}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		// roundTrip bounds the exchange by ctx's deadline when it comes
+		// before the timeout. The port's deadline and ctx's are two timers:
+		// on a loaded machine the port's may fire first, while ctx.Err is
+		// still nil. A read stopped at ctx's deadline is the caller's
+		// cancellation, not the device's silence.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			return &linkError{StatusCanceled, context.DeadlineExceeded}
+		}
 		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
 	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}

@@ -61,7 +61,10 @@ func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
 // never two calls at once. A group is read at once, then on the pool's
 // grid for its Interval (the pool's creation + k x Interval, shared by
 // every device of the pool: nextTick); a read longer than the interval
-// is followed by another at once, and skips the other ticks it overran. The Cycle
+// is followed by another at once, and skips the other ticks it overran (on a
+// shared link the read waits its turn like any other: turns gives the link
+// first to the devices that have used it less, so a device that keeps
+// overrunning takes only the link time the others leave). The Cycle
 // and its Samples are valid only during the call:
 //   - Samples: every point of the group, Index from Group.Index; Good with
 //     the value, or Bad with the Status (sample.Sample's doc: an exception
@@ -73,6 +76,9 @@ func (p *Pool) Source(id string, cfg Config, groups []Group) (*Source, error) {
 //   - Err: the first cause of a bad sample, typed (errors.Is with a Status,
 //     errors.As with *ReplyError), wrapped with the request it concerns.
 //   - Lost is never set: a Modbus link is reopened on the next request.
+//   - LinkBusiest, LinkBusiestTime: on a link shared with other devices,
+//     the device that used it most during the read (link time, and the
+//     silence waits its failures caused: turns) and how long.
 //
 // A cycle cut short by ctx is not emitted. Run returns nil when ctx ends.
 func (s *Source) Run(ctx context.Context, emit func(*sample.Cycle)) error {
@@ -112,6 +118,7 @@ func (s *Source) poll(ctx context.Context, g *sourceGroup, emit func(*sample.Cyc
 		c.Duration = time.Since(start)
 		c.Replied = res.replied
 		c.Err = res.err
+		c.LinkBusiest, c.LinkBusiestTime = res.busiest, res.busiestTime
 		emit(&c)
 		c.Samples = nil
 		s.pool.samples.Put(buf)

@@ -61,7 +61,7 @@ func (d *device) write(ctx context.Context, p Point, v float64) (float64, error)
 		return 0, fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
 	}
 	pdu := writePDU(make([]byte, 0, 16), p, data, d.cfg.WriteMultiple)
-	if _, err := d.link.exchange(ctx, d.m, d.cfg.UnitID, pdu, nil); err != nil {
+	if _, err := d.link.exchange(ctx, d.share, d.m, d.cfg.UnitID, pdu, nil); err != nil {
 		return 0, fmt.Errorf("write %s %d unit %d: %w", p.Table, p.Address, d.cfg.UnitID, err)
 	}
 	return Decode(p, data).Num, nil
@@ -69,7 +69,7 @@ func (d *device) write(ctx context.Context, p Point, v float64) (float64, error)
 
 func (d *device) readPoint(ctx context.Context, p Point) (sample.Sample, error) {
 	pdu := readPDU(make([]byte, 0, 5), p.Table, p.Address, uint16(p.Registers()))
-	reply, err := d.link.exchange(ctx, d.m, d.cfg.UnitID, pdu, nil)
+	reply, err := d.link.exchange(ctx, d.share, d.m, d.cfg.UnitID, pdu, nil)
 	if err != nil {
 		err = fmt.Errorf("read %s %d+%d unit %d: %w", p.Table, p.Address, p.Registers(), d.cfg.UnitID, err)
 		return bad(StatusOf(err)), err

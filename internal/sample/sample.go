@@ -68,6 +68,14 @@ type Cycle struct {
 	// Lost says the source lost its link or session: nothing more arrives
 	// until it is back, so the device is dead at once.
 	Lost bool
+	// LinkBusiest, for a device that shares its link with other devices
+	// (Modbus units behind one RTU gateway or on one serial line): the
+	// device (its configured id) that used the link for the longest time
+	// during the cycle, this device's own id when it did, and that time
+	// (LinkBusiestTime). Empty when the link is not shared. The gateway
+	// names it when the cycle overran its interval.
+	LinkBusiest     string
+	LinkBusiestTime time.Duration
 	// Err is the first cause of failure in the cycle (typed by its driver,
 	// usable with errors.Is), nil when every sample is good. Its text is the
 	// device's last_error, death reason and log cause.

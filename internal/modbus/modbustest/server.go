@@ -61,6 +61,7 @@ type Bank struct {
 	writeExc   map[key]uint8 // raised by writes only
 	delay      time.Duration
 	delayNext  int
+	unitDelay  map[uint8]time.Duration
 	log        []Request
 }
 
@@ -147,6 +148,18 @@ func (b *Bank) SetDelay(d time.Duration, n int) {
 	b.delay, b.delayNext = d, n
 }
 
+// SetUnitDelay delays every reply to unit by d (0: no longer), on top of
+// SetDelay's: a slow device among fast ones behind one gateway or on one
+// bus.
+func (b *Bank) SetUnitDelay(unit uint8, d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.unitDelay == nil {
+		b.unitDelay = map[uint8]time.Duration{}
+	}
+	b.unitDelay[unit] = d
+}
+
 // Requests returns the requests received so far.
 func (b *Bank) Requests() []Request {
 	b.mu.Lock()
@@ -166,9 +179,9 @@ func (b *Bank) enter(r Request) (time.Duration, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.log = append(b.log, r)
-	var delay time.Duration
+	delay := b.unitDelay[r.Unit]
 	if b.delayNext != 0 {
-		delay = b.delay
+		delay += b.delay
 		if b.delayNext > 0 {
 			b.delayNext--
 		}

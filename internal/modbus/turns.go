@@ -1,0 +1,249 @@
+package modbus
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// turns decides which device uses a link next. One device holds the link at
+// a time; among the devices waiting, the one that has used the link least
+// goes first (time-fair queueing by device, not by request or by group).
+//
+// The policy (docs/configuration.md, "When Modbus devices are read"):
+//   - A device's read holds the link for all its requests (turn), but
+//     between two requests it gives the link up to any waiting device
+//     that has used the link less (yield). A fast unit therefore waits for
+//     at most one request of a slow unit in flight, then reads its whole
+//     group at once; a slow unit that overruns and is read again at once
+//     never goes before a device that has used less link time.
+//   - Use is the time a device held the link, plus the silence the next
+//     request had to wait for after this device's failed exchange (a
+//     timeout, a broken reply on RTU/ASCII): the device that caused the
+//     wait pays for it (charge).
+//   - A device coming back from idle starts at the use of the device last
+//     given the link (floor): idle time is not saved up to monopolise the
+//     link later. So a device that needs less than an equal split of the
+//     link gets all it needs; the rest is split equally among the devices
+//     that want more (max-min fair).
+//
+// Requests are not preempted: a device waits at most one request of
+// another device (timeout + silence at worst) before its turn.
+type turns struct {
+	mu      sync.Mutex
+	holder  *share // nil: free
+	since   time.Time
+	waiting []*waiter
+	seq     uint64
+	floor   time.Duration
+	shares  []*share  // every device on the link, for per-cycle accounting
+	free    []*waiter // waiters to reuse: a contended turn allocates nothing
+}
+
+// share is one device's account on its link, under turns.mu.
+type share struct {
+	id   string
+	vuse time.Duration // fair-queueing key: use, raised to the floor on coming back from idle
+	used time.Duration // link time used since the start, charged silences included
+}
+
+type waiter struct {
+	s     *share
+	seq   uint64
+	ready chan struct{} // one token when granted
+}
+
+// join adds a device to the link's accounts.
+func (t *turns) join(id string) *share {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := &share{id: id}
+	t.shares = append(t.shares, s)
+	return s
+}
+
+// shared reports whether more than one device uses the link.
+func (t *turns) shared() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.shares) > 1
+}
+
+// acquire waits for s's turn. s may be nil (closing the link: no account).
+func (t *turns) acquire(ctx context.Context, s *share) error {
+	t.mu.Lock()
+	if s != nil && s.vuse < t.floor {
+		s.vuse = t.floor // back from idle: level with the last device served
+	}
+	if t.holder == nil && len(t.waiting) == 0 {
+		t.grant(s, time.Now())
+		t.mu.Unlock()
+		return nil
+	}
+	t.seq++
+	var w *waiter
+	if n := len(t.free); n > 0 {
+		w, t.free = t.free[n-1], t.free[:n-1]
+	} else {
+		w = &waiter{ready: make(chan struct{}, 1)}
+	}
+	w.s, w.seq = s, t.seq
+	t.waiting = append(t.waiting, w)
+	t.mu.Unlock()
+	select {
+	case <-w.ready:
+		t.reuse(w)
+		return nil
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	for i, o := range t.waiting {
+		if o == w {
+			t.waiting = append(t.waiting[:i], t.waiting[i+1:]...)
+			t.free = append(t.free, w)
+			t.mu.Unlock()
+			return &linkError{StatusCanceled, ctx.Err()}
+		}
+	}
+	t.mu.Unlock()
+	// granted meanwhile: take the token and pass the turn on
+	<-w.ready
+	t.reuse(w)
+	t.release(s)
+	return &linkError{StatusCanceled, ctx.Err()}
+}
+
+// reuse keeps w, granted and its token taken, for another wait.
+func (t *turns) reuse(w *waiter) {
+	t.mu.Lock()
+	w.s = nil
+	t.free = append(t.free, w)
+	t.mu.Unlock()
+}
+
+// grant gives the link to s. Caller holds mu.
+func (t *turns) grant(s *share, now time.Time) {
+	t.holder, t.since = s, now
+	if s != nil && s.vuse > t.floor {
+		t.floor = s.vuse
+	}
+}
+
+// settle charges the holder for its time so far. Caller holds mu.
+func (t *turns) settle(now time.Time) {
+	if s := t.holder; s != nil {
+		d := now.Sub(t.since)
+		s.vuse += d
+		s.used += d
+	}
+	t.since = now
+}
+
+// release ends s's turn and hands the link to the waiting device that has
+// used it least (the earliest of equals).
+func (t *turns) release(s *share) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.settle(now)
+	t.holder = nil
+	if len(t.waiting) == 0 {
+		return
+	}
+	best := 0
+	for i, w := range t.waiting[1:] {
+		if t.less(w, t.waiting[best]) {
+			best = i + 1
+		}
+	}
+	w := t.waiting[best]
+	t.waiting = append(t.waiting[:best], t.waiting[best+1:]...)
+	t.grant(w.s, now)
+	w.ready <- struct{}{} // never blocks: one token per wait
+}
+
+func (t *turns) less(a, b *waiter) bool {
+	va, vb := vuse(a.s), vuse(b.s)
+	return va < vb || va == vb && a.seq < b.seq
+}
+
+func vuse(s *share) time.Duration {
+	if s == nil {
+		return -1 // closing goes first
+	}
+	return s.vuse
+}
+
+// yield is called by the holder s between two requests of its turn: if a
+// device that has used the link less is waiting, s waits for its next
+// turn behind it. It fails only when ctx ends while s waits (then s does
+// not hold the link).
+func (t *turns) yield(ctx context.Context, s *share) error {
+	t.mu.Lock()
+	t.settle(time.Now())
+	first := true
+	for _, w := range t.waiting {
+		if vuse(w.s) < vuse(s) {
+			first = false
+			break
+		}
+	}
+	t.mu.Unlock()
+	if first {
+		return nil
+	}
+	t.release(s)
+	return t.acquire(ctx, s)
+}
+
+// charge moves d of the holder's time to s, the device whose failed
+// exchange made the holder wait d for a silent line.
+func (t *turns) charge(s *share, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s == nil || s == t.holder {
+		return
+	}
+	t.settle(time.Now())
+	if h := t.holder; h != nil {
+		h.vuse -= d
+		h.used -= d
+	}
+	s.vuse += d
+	s.used += d
+}
+
+// usage appends each device's link use so far (the holder's current turn
+// included) to dst, in join order.
+func (t *turns) usage(dst []time.Duration) []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.settle(time.Now())
+	for _, s := range t.shares {
+		dst = append(dst, s.used)
+	}
+	return dst
+}
+
+// busiest returns the device that used the link most since the usage
+// snapshot before (self on a tie), and how long; "" when the link is not
+// shared.
+func (t *turns) busiest(before []time.Duration, self *share) (string, time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.shares) < 2 {
+		return "", 0
+	}
+	t.settle(time.Now())
+	id, most := self.id, time.Duration(-1)
+	for i, s := range t.shares {
+		d := s.used
+		if i < len(before) {
+			d -= before[i]
+		}
+		if d > most || d == most && s == self {
+			id, most = s.id, d
+		}
+	}
+	return id, max(most, 0)
+}
