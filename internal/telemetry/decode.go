@@ -696,6 +696,9 @@ func fastFloat(t string) (float64, bool) {
 	if neg {
 		j++
 	}
+	if len(t)-j > 16 { // more than 15 digits and a point: no need to look
+		return 0, false
+	}
 	var mant uint64
 	digits, frac := 0, -1
 	for ; j < len(t); j++ {

@@ -166,6 +166,22 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
 		})
+		short := sampleBatch(n) // registers scaled by 0.1, as gateways mostly send them
+		for i := range short.Readings {
+			short.Readings[i].Value = float64(int(short.Readings[i].Value*10)) / 10
+		}
+		sdata := short.AppendJSON(nil)
+		b.Run(fmt.Sprintf("into-short-values/readings=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(sdata)))
+			var into Batch
+			for b.Loop() {
+				if err := DecodeBatchInto(&into, sdata); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
+		})
 		b.Run(fmt.Sprintf("encoding-json/readings=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
