@@ -60,6 +60,8 @@ type ingestResult struct {
 	// involuntary context switches (getrusage), garbage collections
 	MinFlt, NVCSw, NIVCSw, NumGC int64
 	Fetches                      int64 // pulls of all partitions
+	// heap allocations and bytes allocated from Run to the last commit
+	Mallocs, AllocBytes uint64
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -231,6 +233,7 @@ func TestIngestChild(t *testing.T) {
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
 	res.NumGC = int64(ms1.NumGC - ms0.NumGC)
+	res.Mallocs, res.AllocBytes = ms1.Mallocs-ms0.Mallocs, ms1.TotalAlloc-ms0.TotalAlloc
 	res.Fetches = fetches.Load()
 	runtime.GC()
 	if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
@@ -279,7 +282,8 @@ func rusage() syscall.Rusage {
 }
 
 // BenchmarkIngest reports, per fleet size: readings/s through the whole
-// collector, its CPU-s per million readings, heap per series (after GC,
+// collector, its CPU-s per million readings, heap allocations and bytes
+// allocated per reading, heap per series (after GC,
 // dashboard history included; the rings are full only with rounds >= 300
 // at the 15 s step used here) and checkpoint records written.
 func BenchmarkIngest(b *testing.B) {
@@ -309,11 +313,13 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(float64(res.HeapAlloc)/float64(max(res.Series, 1)), "heap-B/series")
 				b.ReportMetric(float64(res.HeapAlloc)/1e6, "heap-MB")
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
+				b.ReportMetric(float64(res.Mallocs)/float64(res.Readings), "allocs/reading")
+				b.ReportMetric(float64(res.AllocBytes)/float64(res.Readings), "B/reading")
 				b.ReportMetric(0, "ns/op")
 				b.Logf("%d assets, %d series, %d readings in %.2fs wall, %.2f CPU-s (user %.2f, system %.2f); %.0f checkpoint records, %.0f alert/KPI messages; "+
-					"%d fetches, %d page faults, %d+%d context switches, %d GCs; load average %s",
+					"%d fetches, %d page faults, %d+%d context switches, %d GCs, %d allocations (%d MB); load average %s",
 					assets, res.Series, res.Readings, res.Wall, res.CPU, res.User, res.System, res.Checkpoints, res.Published,
-					res.Fetches, res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, loadAvg())
+					res.Fetches, res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, res.Mallocs, res.AllocBytes>>20, loadAvg())
 			}
 		})
 	}

@@ -235,6 +235,22 @@ func (t *tier) widen() {
 	t.mean, t.lo, t.hi, t.wide = nil, nil, nil, w
 }
 
+// warm loads the newest bucket's index and mean (see assetLive.warm).
+func (t *tier) warm() uint32 {
+	if t.n == 0 {
+		return 0
+	}
+	i := t.pos(t.n - 1)
+	var x uint32
+	if t.idx != nil {
+		x = t.idx[i]
+	}
+	if t.wide != nil {
+		return x
+	}
+	return x + uint32(len(t.mean)) + math.Float32bits(t.mean[i])
+}
+
 // add folds one reading into the tier; it reports false when ts is older
 // than the newest bucket (out of order), which is dropped.
 func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {

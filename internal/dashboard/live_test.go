@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,6 +91,51 @@ func BenchmarkObserveBatch(b *testing.B) {
 	}
 }
 
+// BenchmarkObserveBatchFleet is ObserveBatch over a fleet observed round
+// robin, one batch of 10 readings (or 1) per asset per round, 15 s apart in data
+// time (as the collector's ingest benchmark sends them): with 10,000
+// assets the store's state is far larger than the caches, so the cost is
+// mostly memory latency, as in the collector. Reports ns per reading.
+func BenchmarkObserveBatchFleet(b *testing.B) {
+	for _, c := range []struct{ assets, readings int }{{100, 10}, {10_000, 10}, {10_000, 1}} {
+		assets, readings := c.assets, c.readings
+		b.Run(fmt.Sprintf("assets=%d/readings=%d", assets, readings), func(b *testing.B) {
+			l := NewLive(nil)
+			bs := make([]*telemetry.Batch, assets)
+			for i := range bs {
+				x := &telemetry.Batch{Gateway: fmt.Sprintf("gw-%03d", i/50), Seq: 1, TSGW: 1_800_000_000_000,
+					Asset: telemetry.Asset{ID: fmt.Sprintf("motor-%05d", i), Class: "motor", Path: []string{"bench", "plant", "area", "line", "_"}}}
+				for j := range readings {
+					x.Readings = append(x.Readings, telemetry.Reading{Signal: fmt.Sprintf("signal_name_%02d", j), Value: 400 + float64(j), Unit: "V",
+						TS: x.TSGW})
+				}
+				bs[i] = x
+			}
+			observe := func(x *telemetry.Batch) {
+				x.Seq++
+				x.TSGW += 15_000
+				for j := range x.Readings {
+					x.Readings[j].TS = x.TSGW
+					x.Readings[j].Value += 0.5
+				}
+				l.ObserveBatch(x)
+			}
+			for _, x := range bs { // every asset and series created
+				observe(x)
+			}
+			i := 0
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				observe(bs[i%len(bs)])
+				i++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*readings), "ns/reading")
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*readings), "cpu-ns/reading")
+		})
+	}
+}
+
 // TestDataClockFollowsTheGateway: a demo plant clock set to 09:00 while the
 // wall says 23:00, running 60 times faster than real time. Ages are judged
 // on the gateway's data clock (its newest ts_gw advanced at its measured
@@ -145,4 +191,12 @@ func TestBirthDropsUnlistedSeries(t *testing.T) {
 	if n := l.Stats().Series; n != 4 {
 		t.Fatalf("%d series after the next batch, want 4", n)
 	}
+}
+
+// cpuTime is the process's user and system CPU time in ns (on a shared
+// machine a steadier measure than the wall time of a benchmark loop).
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

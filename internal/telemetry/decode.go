@@ -48,7 +48,13 @@ func DecodeBatchStringInto(b *Batch, s string) error {
 }
 
 func decodeBatch(b *Batch, data string) error {
-	d := batchDecoder{s: data}
+	return decodeBatchWith(b, data, true)
+}
+
+// decodeBatchWith is decodeBatch; fast tries readingFast on every element
+// of readings first (the tests compare both ways).
+func decodeBatchWith(b *Batch, data string, fast bool) error {
+	d := batchDecoder{s: data, fast: fast}
 	var schema string
 	var haveSeq bool
 	err := d.object(func(key string) error {
@@ -100,8 +106,9 @@ func decodeBatch(b *Batch, data string) error {
 var signalKey = []byte(`"signal"`)
 
 type batchDecoder struct {
-	s string
-	i int
+	s    string
+	i    int
+	fast bool // try readingFast first
 }
 
 func (d *batchDecoder) errf(format string, a ...any) error {
@@ -483,6 +490,14 @@ func (d *batchDecoder) asset(a *Asset) error {
 func (d *batchDecoder) readings(b *Batch) error {
 	b.Readings = b.Readings[:0]
 	return d.array(func() error {
+		if d.fast { // straight into the next slot: no copies of the reading
+			n := len(b.Readings)
+			b.Readings = append(b.Readings, Reading{})
+			if d.readingFast(&b.Readings[n]) {
+				return nil
+			}
+			b.Readings = b.Readings[:n]
+		}
 		var r Reading
 		var quality string
 		var raw string
@@ -548,6 +563,193 @@ func (d *batchDecoder) readings(b *Batch) error {
 		b.Readings = append(b.Readings, r)
 		return nil
 	})
+}
+
+// readingFast decodes one element of readings at d.i when it is in the
+// form Reading.appendJSON writes: the keys in that order, no white space,
+// strings without escapes or bytes beyond ASCII, a numeric value, a known
+// quality, integers that parse. For anything else it reports false and
+// leaves d.i and r alone: the general path then decodes the element (and
+// reports its error), and for an element this accepts it gives the same
+// reading (FuzzReadingFast). It spares the general path's work per key:
+// white space, null checks, the key's string and its lookup. r must be
+// zero; after false it holds garbage.
+func (d *batchDecoder) readingFast(out *Reading) bool {
+	s, i := d.s, d.i
+	var ok bool
+	if !strings.HasPrefix(s[i:], `{"signal":"`) {
+		return false
+	}
+	if out.Signal, i, ok = plainString(s, i+len(`{"signal":"`)); !ok {
+		return false
+	}
+	var raw string
+	if strings.HasPrefix(s[i:], `,"value":`) {
+		i += len(`,"value":`)
+		j := numberEnd(s, i)
+		if j == i {
+			return false
+		}
+		raw, i = s[i:j], j
+	}
+	if strings.HasPrefix(s[i:], `,"text":"`) {
+		if out.Text, i, ok = plainString(s, i+len(`,"text":"`)); !ok {
+			return false
+		}
+	}
+	if strings.HasPrefix(s[i:], `,"unit":"`) {
+		if out.Unit, i, ok = plainString(s, i+len(`,"unit":"`)); !ok {
+			return false
+		}
+	}
+	if !strings.HasPrefix(s[i:], `,"quality":"`) {
+		return false
+	}
+	var quality string
+	if quality, i, ok = plainString(s, i+len(`,"quality":"`)); !ok {
+		return false
+	}
+	q, err := ParseQuality(quality)
+	if err != nil {
+		return false
+	}
+	out.Quality = q
+	if !strings.HasPrefix(s[i:], `,"ts":`) {
+		return false
+	}
+	i += len(`,"ts":`)
+	if out.TS, i, ok = fastInt(s, i); !ok {
+		return false
+	}
+	if strings.HasPrefix(s[i:], `,"status":`) {
+		var v int64
+		i += len(`,"status":`)
+		if i < len(s) && s[i] == '-' { // even -0 is not a uint64
+			return false
+		}
+		if v, i, ok = fastInt(s, i); !ok || v > math.MaxUint32 {
+			return false
+		}
+		out.Status = uint32(v)
+	}
+	if strings.HasPrefix(s[i:], `,"src":"`) {
+		if out.Src, i, ok = plainString(s, i+len(`,"src":"`)); !ok {
+			return false
+		}
+	}
+	if i >= len(s) || s[i] != '}' {
+		return false
+	}
+	if raw == "" {
+		out.NoValue = true
+	} else if out.Value, ok = fastFloat(raw); !ok {
+		if out.Value, err = strconv.ParseFloat(raw, 64); err != nil {
+			return false
+		}
+	}
+	if !q.HasValue() {
+		out.NoValue = false
+	}
+	d.i = i + 1
+	return true
+}
+
+// fastInt parses the integer of at most 18 digits (no fraction, no
+// exponent, no leading zero) at s[i:] and returns the index after it: what
+// strconv.ParseInt gives for it, without its generality. ok is false for
+// anything else, which the general path handles.
+func fastInt(s string, i int) (v int64, next int, ok bool) {
+	j := i
+	neg := j < len(s) && s[j] == '-'
+	if neg {
+		j++
+	}
+	k := j
+	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		v = v*10 + int64(s[j]-'0')
+		j++
+	}
+	n := j - k
+	if n == 0 || n > 18 || (n > 1 && s[k] == '0') {
+		return 0, i, false
+	}
+	if j < len(s) && (s[j] == '.' || s[j] == 'e' || s[j] == 'E') {
+		return 0, i, false
+	}
+	if neg {
+		v = -v
+	}
+	return v, j, true
+}
+
+// pow10 are the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+// fastFloat converts a JSON number of at most 15 digits without exponent
+// (how a gateway writes scaled register values): its digits as an integer
+// and the power of ten below 1e16 are both exact in a float64, so their
+// quotient is the correctly rounded value, the one strconv.ParseFloat
+// gives. ok is false for any other number.
+func fastFloat(t string) (float64, bool) {
+	j := 0
+	neg := t[0] == '-'
+	if neg {
+		j++
+	}
+	if len(t)-j > 16 { // more than 15 digits and a point: no need to look
+		return 0, false
+	}
+	var mant uint64
+	digits, frac := 0, -1
+	for ; j < len(t); j++ {
+		c := t[j]
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+		case c == '.' && frac < 0:
+			frac = j
+		default:
+			return 0, false
+		}
+	}
+	if digits > 15 {
+		return 0, false
+	}
+	v := float64(mant)
+	if frac >= 0 {
+		v /= pow10[len(t)-1-frac]
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
+}
+
+// plainString returns the string that starts at s[i] (after its opening
+// quote) and the index after its closing quote; ok is false when it has
+// an escape, a control character or a byte beyond ASCII before the quote
+// (those take the general path), or no closing quote.
+func plainString(s string, i int) (str string, next int, ok bool) {
+	for j := i; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			return s[i:j], j + 1, true
+		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
+			return "", i, false
+		}
+	}
+	return "", i, false
+}
+
+// numberEnd returns the index after the JSON number that starts at s[i],
+// or i when there is none (the grammar of batchDecoder.number).
+func numberEnd(s string, i int) int {
+	d := batchDecoder{s: s, i: i}
+	if _, err := d.number(); err != nil {
+		return i
+	}
+	return d.i
 }
 
 // DecodeBirth parses a birth notice.

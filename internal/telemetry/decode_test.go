@@ -155,17 +155,36 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
 		})
-		b.Run(fmt.Sprintf("into/readings=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(data)))
-			var into Batch
-			for b.Loop() {
-				if err := DecodeBatchInto(&into, data); err != nil {
-					b.Fatal(err)
+		short := sampleBatch(n) // registers scaled by 0.1, as gateways mostly send them
+		for i := range short.Readings {
+			short.Readings[i].Value = float64(int(short.Readings[i].Value*10)) / 10
+		}
+		// into: from bytes (a copy of the payload to a string); string-into:
+		// from a string, as the collector decodes a message payload
+		for _, v := range []struct {
+			name    string
+			data    []byte
+			fromStr bool
+		}{{"into", data, false}, {"string-into", data, true}, {"string-into-short-values", short.AppendJSON(nil), true}} {
+			b.Run(fmt.Sprintf("%s/readings=%d", v.name, n), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(v.data)))
+				var into Batch
+				str := string(v.data)
+				for b.Loop() {
+					var err error
+					if v.fromStr {
+						err = DecodeBatchStringInto(&into, str)
+					} else {
+						err = DecodeBatchInto(&into, v.data)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
-		})
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
+			})
+		}
 		b.Run(fmt.Sprintf("encoding-json/readings=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

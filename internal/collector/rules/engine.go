@@ -47,6 +47,7 @@ type Engine struct {
 	scratch []float64
 	slab    []float64 // AppendBinary's evaluator memory of one rule, reused
 	updated []*signalState
+	warmed  uint32 // what warm returned
 }
 
 // New returns an engine for set; cat supplies default plausibility ranges.
@@ -498,6 +499,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a.batches++
 	batchTS := b.TSGW
 	e.updated = e.updated[:0]
+	e.warmed += warm(a.cache[:len(b.Readings)])
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		var s *signalState
@@ -632,6 +634,43 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 		out = e.step(out, in, tgt, batchTS, in.r.OnDelay, in.r.OffDelay)
 	}
 	return out
+}
+
+// warm loads what Process will read of the signals of the asset's last
+// batch, in passes of loads that do not depend on each other: the signal
+// states with the bytes of their names, then their rule instances' lists
+// and plausibility instances, then the instances. With thousands of
+// assets the engine's state is far larger than the caches and every one
+// of these loads misses; issued together, the misses overlap instead of
+// following one another in Process. The result means nothing; it is kept
+// so the loads are not dropped.
+func warm(cache []*signalState) uint32 {
+	var x uint32
+	for _, s := range cache {
+		if s != nil && s.name != "" {
+			x += uint32(s.name[0])
+		}
+	}
+	for _, s := range cache {
+		if s == nil {
+			continue
+		}
+		if len(s.insts) > 0 && s.insts[0] != nil {
+			x++
+		}
+		if s.plaus != nil {
+			x += uint32(s.plaus.latch.Level)
+		}
+	}
+	for _, s := range cache {
+		if s == nil {
+			continue
+		}
+		for _, in := range s.insts {
+			x += uint32(in.latch.Level)
+		}
+	}
+	return x
 }
 
 // checkStale judges one signal's staleness at arrival time gw (the batch's
