@@ -499,7 +499,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a.batches++
 	batchTS := b.TSGW
 	e.updated = e.updated[:0]
-	e.warmed += warm(a.cache[:len(b.Readings)])
+	e.warmed += warm(a.cache[:min(len(b.Readings), len(a.cache))])
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		var s *signalState
