@@ -415,8 +415,11 @@ func TestComposeMosquittoACL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gateway config: %v", err)
 	}
-	user := cfg.Raw.Uplinks.MQTT.Username
-	if !slices.Contains(strings.Split(string(got), "\n"), "user "+user) {
-		t.Errorf("the compose gateway's MQTT user %q has no section in the ACL: Mosquitto would deny it", user)
+	// gateways' MQTT users are their site: the ACL's %u patterns
+	if user, site := cfg.Raw.Uplinks.MQTT.Username, cfg.Raw.Gateway.Site; user != site {
+		t.Errorf("the compose gateway's MQTT user is %q, not its site %q: the ACL would deny it", user, site)
+	}
+	if !strings.Contains(string(got), "pattern write smelter/v1/%u/+/+/data") {
+		t.Error("the ACL does not restrict gateways to their site's topics")
 	}
 }

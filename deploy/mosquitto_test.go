@@ -16,9 +16,11 @@ import (
 
 // TestMosquittoCommandACL runs the machine's mosquitto with
 // mosquitto/smelter.acl: a command published on an asset's .../cmd topic
-// by user viewer or user gateway never reaches the gateway's subscription,
-// and user commander's does (the broker processes one connection's
-// messages in order: commander's command is the barrier). Skips where no
+// by user viewer or by a gateway (gateways' users are their site) never
+// reaches the gateway's subscription, user commander's does (the broker
+// processes one connection's messages in order: commander's command is
+// the barrier); the gateway of another site can neither read the command
+// nor publish the site's data, status or command results. Skips where no
 // mosquitto binary is installed.
 func TestMosquittoCommandACL(t *testing.T) {
 	bin, err := exec.LookPath("mosquitto")
@@ -35,7 +37,8 @@ func TestMosquittoCommandACL(t *testing.T) {
 	}
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "passwd")
-	users := map[string]string{"commander": "cmd-pw", "gateway": "gw-pw", "viewer": "view-pw"}
+	// gateways are users named after their site (the ACL's pattern lines)
+	users := map[string]string{"commander": "cmd-pw", "plant1": "gw1-pw", "plant2": "gw2-pw", "viewer": "view-pw"}
 	for u, p := range users {
 		args := []string{"-b", pwFile, u, p}
 		if _, err := os.Stat(pwFile); err != nil {
@@ -77,19 +80,40 @@ func TestMosquittoCommandACL(t *testing.T) {
 	}
 	const topic = "smelter/v1/plant1/air_compressor/ac-1/cmd"
 	got := make(chan string, 16)
-	gw := connect("gateway")
+	gw := connect("plant1")
 	if tok := gw.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
-	for _, u := range []string{"viewer", "gateway", "commander"} {
-		cl := gw
-		if u != "gateway" {
-			cl = connect(u)
-		}
-		if tok := cl.Publish(topic, 1, false, "from-"+u); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatalf("%s publish: %v", u, tok.Error())
+	// plant2's gateway subscribing to plant1's commands gets nothing
+	other := connect("plant2")
+	leaked := make(chan string, 16)
+	if tok := other.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { leaked <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	// what a viewer sees: every publish that got through
+	seen := make(chan string, 64)
+	view := connect("viewer")
+	if tok := view.Subscribe("smelter/v1/#", 1, func(_ paho.Client, m paho.Message) { seen <- m.Topic() + " " + string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	pub := func(cl paho.Client, who, topic string) {
+		t.Helper()
+		if tok := cl.Publish(topic, 1, false, "from-"+who); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s publish: %v", who, tok.Error())
 		}
 	}
+	for u, cl := range map[string]paho.Client{"viewer": view, "plant1": gw, "plant2": other} { // one client id each
+		pub(cl, u, topic)
+	}
+	// plant2 forging plant1's telemetry, status and command result
+	for _, tp := range []string{"smelter/v1/plant1/air_compressor/ac-1/data", "smelter/v1/plant1/_gateway/gw-1/status",
+		"smelter/v1/plant1/air_compressor/ac-1/cmd/result"} {
+		pub(other, "plant2", tp)
+	}
+	// plant1 publishing its own telemetry and result: allowed
+	pub(gw, "plant1", "smelter/v1/plant1/air_compressor/ac-1/data")
+	pub(gw, "plant1", "smelter/v1/plant1/air_compressor/ac-1/cmd/result")
+	pub(connect("commander"), "commander", topic)
 	select {
 	case m := <-got:
 		if m != "from-commander" {
@@ -97,5 +121,31 @@ func TestMosquittoCommandACL(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("commander's command never arrived")
+	}
+	// every publish before the commander's has been routed by now (one
+	// connection each, QoS 1, in order through one broker): the viewer saw
+	// plant1's own two and the command, nothing of plant2's
+	want := map[string]bool{
+		"smelter/v1/plant1/air_compressor/ac-1/data from-plant1":       true,
+		"smelter/v1/plant1/air_compressor/ac-1/cmd/result from-plant1": true,
+		topic + " from-commander":                                      true,
+	}
+	wait.For(t, 10*time.Second, "the viewer to see plant1's publishes and the command", func() bool {
+		for {
+			select {
+			case m := <-seen:
+				if !want[m] {
+					t.Errorf("the viewer saw %q: the ACL let it through", m)
+				}
+				delete(want, m)
+			default:
+				return len(want) == 0
+			}
+		}
+	})
+	select {
+	case m := <-leaked:
+		t.Errorf("plant2's gateway received plant1's command %q", m)
+	default:
 	}
 }
