@@ -25,6 +25,7 @@ type Metrics struct {
 	panics         *prometheus.CounterVec   // device
 	faults         *prometheus.CounterVec   // device, service, status
 	workerExits    *prometheus.CounterVec   // device, cause
+	unitChanges    *prometheus.CounterVec   // device
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -72,9 +73,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_worker_exits_total",
 			Help: "Session worker processes (isolation: process) that ended on their own, by cause (panic, exit: killed, crashed or exited); each is restarted with backoff.",
 		}, []string{"device", "cause"}),
+		unitChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_unit_changes_total",
+			Help: "Points whose EngineeringUnits or EURange changed on the server while the gateway ran (read again on a session, or at a reconnect); each is applied before the next value.",
+		}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges)
 	}
 	return m
 }
@@ -91,6 +96,7 @@ type devMetrics struct {
 	publishLatency prometheus.Observer
 	panics         prometheus.Counter
 	faults         *prometheus.CounterVec
+	unitChanges    prometheus.Counter
 
 	badMu sync.Mutex
 	badBy map[uint32]prometheus.Counter // smelter_opcua_bad_status_total by status, looked up once
@@ -107,6 +113,7 @@ func (m *Metrics) device(id string) *devMetrics {
 		publishLatency: m.publishLatency.WithLabelValues(id),
 		panics:         m.panics.WithLabelValues(id),
 		faults:         m.faults,
+		unitChanges:    m.unitChanges.WithLabelValues(id),
 	}
 }
 
@@ -154,6 +161,8 @@ func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
 		return m.panics
 	case "smelter_opcua_service_faults_total":
 		return m.faults
+	case "smelter_opcua_unit_changes_total":
+		return m.unitChanges
 	}
 	return nil
 }
