@@ -172,7 +172,7 @@ func (u *NodeUnit) setEU(dv *ua.DataValue) {
 	}
 	eo, ok := dv.Value.Value().(*ua.ExtensionObject)
 	if !ok {
-		what := dv.Value.Type().String()
+		what := strings.TrimPrefix(dv.Value.Type().String(), "TypeID")
 		if dv.Value.ArrayLength() > 0 || dv.Value.Has(ua.VariantArrayValues) {
 			what += " array"
 		}
