@@ -493,7 +493,7 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 	defer r.mu.Unlock()
 	if !sameUnits(r.units, got) {
 		if r.units != nil {
-			c.m.unitChanges.Add(float64(changedUnits(r.units, got)))
+			c.m.unitChanges(changedUnits(r.units, got))
 		}
 		r.units = got
 		r.unitGen.Add(1)

@@ -96,7 +96,6 @@ type devMetrics struct {
 	publishLatency prometheus.Observer
 	panics         prometheus.Counter
 	faults         *prometheus.CounterVec
-	unitChanges    prometheus.Counter
 
 	badMu sync.Mutex
 	badBy map[uint32]prometheus.Counter // smelter_opcua_bad_status_total by status, looked up once
@@ -113,7 +112,6 @@ func (m *Metrics) device(id string) *devMetrics {
 		publishLatency: m.publishLatency.WithLabelValues(id),
 		panics:         m.panics.WithLabelValues(id),
 		faults:         m.faults,
-		unitChanges:    m.unitChanges.WithLabelValues(id),
 	}
 }
 
@@ -132,6 +130,14 @@ func (d *devMetrics) bad(code uint32) {
 	}
 	d.badMu.Unlock()
 	ctr.Inc()
+}
+
+// unitChanges counts n points whose units changed; the series is created
+// when first counted (an event most devices never have).
+func (d *devMetrics) unitChanges(n int) {
+	if n > 0 {
+		d.m.unitChanges.WithLabelValues(d.id).Add(float64(n))
+	}
 }
 
 func statusHex(code uint32) string {
