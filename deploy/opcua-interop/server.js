@@ -33,6 +33,11 @@
 //   {"cmd":"unit",...,"semantics":true}               and sets the SemanticsChanged bit (0x4000) on the
 //                                                     value itself, so that Read results carry it too
 //                                                     (node-opcua sets it on notifications only)
+//   {"cmd":"eu","name":"top_pressure","eu":{...}}     sets its EngineeringUnits property to any value,
+//                                                     a usable one or not (the value stays):
+//       {"type":"info","namespaceUri":"...","unitId":-1,"displayName":"bar"}  an EUInformation
+//       {"type":"string","value":"kPa"}   a String   {"type":"double","value":42}  a Double
+//       {"type":"null"}                   a Null variant
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
@@ -338,6 +343,60 @@ async function main() {
                     const st = c.semantics ? StatusCode.makeStatusCode(StatusCodes.Good, "SemanticChanged") : StatusCodes.Good;
                     v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), st, new Date());
                     v.engineeringUnits.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: eu }));
+                    break;
+                }
+                case "eu": {
+                    // any EngineeringUnits value, usable or not: node-opcua
+                    // refuses a value of the wrong DataType through
+                    // setValueFromSource, so that one is put in place as
+                    // a hostile server would
+                    const v = byName.get(c.name);
+                    if (!v) throw new Error(`no variable ${c.name}`);
+                    const e = c.eu || {};
+                    let variant;
+                    switch (e.type) {
+                        case "info": {
+                            const EUInformation = standardUnits.kilopascal.constructor;
+                            variant = new Variant({
+                                dataType: DataType.ExtensionObject,
+                                value: new EUInformation({
+                                    namespaceUri: e.namespaceUri === undefined ? "http://www.opcfoundation.org/UA/units/un/cefact" : e.namespaceUri,
+                                    unitId: Number(e.unitId),
+                                    displayName: { text: e.displayName || "" },
+                                    description: { text: e.description || "" },
+                                }),
+                            });
+                            break;
+                        }
+                        case "string":
+                            variant = new Variant({ dataType: DataType.String, value: String(e.value) });
+                            break;
+                        case "double":
+                            variant = new Variant({ dataType: DataType.Double, value: Number(e.value) });
+                            break;
+                        case "null":
+                            variant = new Variant({ dataType: DataType.Null });
+                            break;
+                        default:
+                            throw new Error(`unknown eu type ${e.type}`);
+                    }
+                    const prop = v.engineeringUnits;
+                    let set = false;
+                    if (e.type === "info") {
+                        try {
+                            prop.setValueFromSource(variant, StatusCodes.Good, new Date());
+                            set = true;
+                        } catch (err) {
+                            set = false;
+                        }
+                    }
+                    if (!set) {
+                        const dv = prop.$dataValue;
+                        dv.value = variant;
+                        dv.statusCode = StatusCodes.Good;
+                        dv.sourceTimestamp = new Date();
+                        dv.serverTimestamp = new Date();
+                    }
                     break;
                 }
                 case "fault":

@@ -226,7 +226,34 @@ func (c *checker) mismatch(n *yaml.Node, t reflect.Type, path string) {
 		c.fail(n, t, path, "want %s of fields, got plain text (not shown): not a configuration file?", want(t))
 		return
 	}
+	if t == durationType && n.Kind == yaml.ScalarNode && isBareNumber(n.Value) {
+		// "0" is not 0s: say how to write it
+		hint := n.Value + "s, " + n.Value + "m, ..."
+		if strings.Trim(n.Value, "-0.") == "" {
+			hint = "0s"
+		}
+		c.fail(n, t, path, "want %s, got %s (a number needs a unit: %s)", want(t), show(n), hint)
+		return
+	}
 	c.fail(n, t, path, "want %s, got %s", want(t), show(n))
+}
+
+// isBareNumber reports whether s is a decimal number without unit ("0",
+// "15", "1.5").
+func isBareNumber(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	digits, dot := 0, false
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9':
+			digits++
+		case r == '.' && !dot:
+			dot = true
+		default:
+			return false
+		}
+	}
+	return digits > 0 && len(s) <= 20
 }
 
 // maxKeyShown is the longest key quoted in an error, in bytes.

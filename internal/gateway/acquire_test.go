@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/spool"
@@ -480,4 +482,54 @@ func TestNodeUnitBecomesUnusable(t *testing.T) {
 			t.Errorf("no units on the node after [degF]: %+v, want 1100 Cel (the catalog unit) good", l)
 		}
 	})
+}
+
+// TestNodeUnitPresentButUnusable (review1 sec. 2): a catalog point (kPa)
+// whose node gives unitId -1 ("not available") with DisplayName bar, as
+// the OPC UA driver reports it, is converted from bar; EngineeringUnits
+// that are there but unusable (a String) make its values bad with
+// StatusNoUnit, never the catalog unit; only a node without
+// EngineeringUnits (here a Null value) is taken in the catalog unit; an
+// unusable EURange leaves the unit in force.
+func TestNodeUnitPresentButUnusable(t *testing.T) {
+	r := newLoopRig(t, "", `{id: bf-1, class: blast_furnace, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: top_pressure, node_id: "i=1"}]}`)
+	for k, tc := range []struct {
+		nu      driver.Unit
+		quality telemetry.Quality
+		value   float64
+	}{
+		{driver.Unit{Index: 0, UCUM: "bar", Display: "bar"}, telemetry.QualityGood, 250},
+		{driver.Unit{Index: 0, Err: errors.New("EngineeringUnits: a String, not an EUInformation")}, telemetry.QualityBad, 0},
+		{driver.Unit{Index: 0, Display: "furlong"}, telemetry.QualityBad, 0},
+		{driver.Unit{Index: 0, Absent: true, AbsentHow: "EngineeringUnits is Null"}, telemetry.QualityGood, 2.5},
+		{driver.Unit{Index: 0, UCUM: "bar", RangeErr: "EURange: not a Range (status 0x00000000)"}, telemetry.QualityGood, 250},
+	} {
+		r.d.applyUnits([]driver.Unit{tc.nu})
+		r.run(t, sample.Cycle{Start: at(float64(k)), Interval: time.Second, Replied: true, Samples: []sample.Sample{{Index: 0, Num: 2.5}}})
+		l := r.spooled(t).batches[0].Readings[0]
+		if l.Quality != tc.quality || (tc.quality == telemetry.QualityBad && (l.Status != normalize.StatusNoUnit || l.HasValue())) ||
+			(tc.quality != telemetry.QualityBad && (l.Unit != "kPa" || math.Abs(l.Value-tc.value) > 1e-9)) {
+			t.Errorf("%+v: 2.5 published as %+v, want %v %v kPa", tc.nu, l, tc.quality, tc.value)
+		}
+	}
+}
+
+// TestNodeUnitLogsAreBounded (review1 sec. 5): a server that flips a unit
+// on every read costs one line per point at once, then at most one a
+// minute with a count; every point's first report is logged.
+func TestNodeUnitLogsAreBounded(t *testing.T) {
+	r := newLoopRig(t, "", `{id: bf-1, class: blast_furnace, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: top_pressure, node_id: "i=1"}, {signal: blast_pressure, node_id: "i=2"}]}`)
+	var buf logtest.Buffer
+	r.d.log = buf.Logger(slog.LevelInfo)
+	bad := driver.Unit{Index: 0, Err: errors.New("EngineeringUnits: a String, not an EUInformation")}
+	r.d.applyUnits([]driver.Unit{bad, {Index: 1, Absent: true, AbsentHow: "no EngineeringUnits property"}})
+	for range 100 {
+		r.d.applyUnits([]driver.Unit{{Index: 0, UCUM: "bar"}})
+		r.d.applyUnits([]driver.Unit{bad})
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "cannot be used") || !strings.Contains(lines[0], `node_unit="unusable (EngineeringUnits: a String, not an EUInformation)"`) ||
+		!strings.Contains(lines[1], `node_unit="none (no EngineeringUnits property)"`) {
+		t.Fatalf("%d lines, want the first report of each point:\n%s", len(lines), buf.String())
+	}
 }

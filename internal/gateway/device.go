@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
@@ -54,6 +56,10 @@ type device struct {
 	// unitsChanged: applyUnits changed a signal's unit; the loop announces
 	// a new birth of the asset before the next batch.
 	unitsChanged atomic.Bool
+	// unitLogs bound what applyUnits logs per point (normMu held): the
+	// first report at once, then one line a minute with a count, so a
+	// server that flips a unit does not flood the log.
+	unitLogs map[int]*logging.Limiter
 
 	mu sync.Mutex
 	st deviceState
@@ -91,13 +97,13 @@ func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
 // of a class without catalog unit takes the node's unit as its own (the
 // birth is re-announced); one whose node gives no usable unit is NoUnit,
 // published bad with normalize.StatusNoUnit. A catalog point whose node
-// gives no units at all is taken in the catalog unit; one whose node gives
-// a unit that has no UCUM equivalent or does not convert to the catalog
-// unit is published bad with normalize.StatusNoUnit: never in a guessed
-// unit. What an earlier report set is dropped first, so a unit that
-// became unusable never leaves the previous one in force. A changed unit
-// is announced in a birth before the next batch. It is the device's
-// driver.Device.Units.
+// gives no unit at all (driver.Unit.Absent) is taken in the catalog unit;
+// one whose node gives a unit the gateway cannot use (Err: unreadable or
+// malformed; no UCUM equivalent; not convertible to the catalog unit) is
+// published bad with normalize.StatusNoUnit: never in a guessed unit. What
+// an earlier report set is dropped first, so a unit that became unusable
+// never leaves the previous one in force. A changed unit is announced in a
+// birth before the next batch. It is the device's driver.Device.Units.
 func (d *device) applyUnits(nus []driver.Unit) {
 	d.normMu.Lock()
 	defer d.normMu.Unlock()
@@ -114,34 +120,51 @@ func (d *device) applyUnits(nus []driver.Unit) {
 	}
 }
 
+// logUnit logs what applyUnit decided for point i, at most once a minute
+// per point after the first (normMu held).
+func (d *device) logUnit(i int, lvl slog.Level, msg string, args ...any) {
+	lm := d.unitLogs[i]
+	if lm == nil {
+		if d.unitLogs == nil {
+			d.unitLogs = map[int]*logging.Limiter{}
+		}
+		lm = &logging.Limiter{Every: time.Minute}
+		d.unitLogs[i] = lm
+	}
+	lm.Log(context.Background(), d.log, lvl, msg, args...)
+}
+
 // applyUnit is applyUnits for one point (normMu held).
 func (d *device) applyUnit(nu driver.Unit) {
 	i := nu.Index
 	p := d.cfg.Norm[i]
 	noCatalogUnit := p.NoUnit
-	usable := nu.Err == nil && !nu.Absent && nu.UCUM != ""
+	status := fmt.Sprintf("0x%08X", normalize.StatusNoUnit)
 	switch {
-	case !usable && noCatalogUnit:
-		d.log.Error("no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
-			"signal", p.Signal, "unece", nu.UNECE, "display", nu.Display, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+	case nu.Absent && nu.Err == nil && noCatalogUnit:
+		d.logUnit(i, slog.LevelError, "no unit for a numeric point: neither the configuration, the catalog nor the node gives one; its readings are published bad; set the point's unit",
+			"signal", p.Signal, "node_unit", nu.UnitText(), "status", status)
 		d.norm.ResetUnits(i)
 		return
-	case nu.Err != nil || nu.Absent:
-		d.log.Info("no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit)
+	case nu.Absent && nu.Err == nil:
+		d.logUnit(i, slog.LevelInfo, "no engineering units on the node; values taken as the catalog unit", "signal", p.Signal, "unit", p.Unit, "node_unit", nu.UnitText())
 		d.norm.ResetUnits(i)
 		return
-	case nu.UCUM == "":
-		d.log.Error("node's engineering unit has no UCUM equivalent; its readings are published bad; set the point's unit", "signal", p.Signal,
-			"unece", nu.UNECE, "display", nu.Display, "unit", p.Unit, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+	case nu.Err != nil || nu.UCUM == "":
+		d.logUnit(i, slog.LevelError, "node's engineering units cannot be used; its readings are published bad; set the point's unit", "signal", p.Signal,
+			"node_unit", nu.UnitText(), "unit", p.Unit, "status", status)
 		d.norm.ResetUnits(i)
-		d.norm.SetNoUnit(i)
+		if !noCatalogUnit {
+			d.norm.SetNoUnit(i)
+		}
 		return
 	}
 	to := p.Unit
 	if noCatalogUnit {
 		canon, ok := units.Canonical(nu.UCUM)
 		if !ok {
-			d.log.Error("node's engineering unit is not a known unit; its readings are published bad; set the point's unit", "signal", p.Signal, "node_unit", nu.UCUM)
+			d.logUnit(i, slog.LevelError, "node's engineering unit is not a known unit; its readings are published bad; set the point's unit", "signal", p.Signal,
+				"node_unit", nu.UnitText(), "status", status)
 			d.norm.ResetUnits(i)
 			return
 		}
@@ -149,8 +172,8 @@ func (d *device) applyUnit(nu driver.Unit) {
 	}
 	conv, err := units.Convert(nu.UCUM, to)
 	if err != nil {
-		d.log.Error("node's engineering unit does not convert to the catalog unit; its readings are published bad; set the point's unit", "signal", p.Signal,
-			"node_unit", nu.UCUM, "catalog_unit", p.Unit, "err", err, "status", fmt.Sprintf("0x%08X", normalize.StatusNoUnit))
+		d.logUnit(i, slog.LevelError, "node's engineering unit does not convert to the catalog unit; its readings are published bad; set the point's unit", "signal", p.Signal,
+			"node_unit", nu.UnitText(), "catalog_unit", p.Unit, "err", err, "status", status)
 		d.norm.ResetUnits(i)
 		d.norm.SetNoUnit(i)
 		return
@@ -159,6 +182,9 @@ func (d *device) applyUnit(nu driver.Unit) {
 	if nu.HasRange && p.Min == nil && p.Max == nil {
 		a, b := conv.Apply(nu.Min), conv.Apply(nu.Max)
 		lo, hi = &a, &b
+	} else if nu.RangeErr != "" && p.Min == nil && p.Max == nil {
+		d.logUnit(i, slog.LevelWarn, "node's EURange cannot be used; its values are published without the node's plausible range", "signal", p.Signal,
+			"node_unit", nu.UnitText(), "range", nu.RangeText())
 	}
 	d.norm.ResetUnits(i) // an earlier session's range does not carry over
 	d.norm.SetConversion(i, conv, lo, hi)

@@ -11,8 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -227,4 +229,18 @@ func (lm *Limiter) now() time.Time {
 		return lm.Now()
 	}
 	return time.Now()
+}
+
+// Clip cuts s to at most n bytes (at a rune start) for a log line, marking
+// a cut with "…" and the full length: text a peer controls (an OPC UA
+// server's DisplayName, say) is logged bounded, never verbatim.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }

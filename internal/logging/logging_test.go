@@ -135,3 +135,21 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("Flush did not report the pending line")
 	}
 }
+
+// TestClip: peer text is cut at a rune start and marked with its length.
+func TestClip(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"kPa", 128, "kPa"},
+		{strings.Repeat("x", 10), 10, strings.Repeat("x", 10)},
+		{strings.Repeat("x", 11), 10, strings.Repeat("x", 10) + "…(11 bytes)"},
+		{"ab°C", 3, "ab…(5 bytes)"}, // ° is 2 bytes: not split
+	} {
+		if got := Clip(tc.in, tc.n); got != tc.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

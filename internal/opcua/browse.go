@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,22 +18,44 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/opcua/uaunits"
 	"github.com/smelterio/smelter/internal/units"
 )
 
-// NodeUnit is what a node says about its unit and range.
+// NodeUnit is what a node says about its unit and range. Its
+// EngineeringUnits are one of three things: none (NoUnits says how: the
+// catalog unit applies), unusable (Err: values are bad), or an
+// EUInformation (UCUM "" when the gateway cannot map it: values are bad).
 type NodeUnit struct {
-	Index    int
-	UnitID   int32  // EUInformation.UnitId, -1 when absent
+	Index int
+	// NoUnits, when not "", says how the node gives no EngineeringUnits: no
+	// such property, the server answers BadNoMatch or BadAttributeIdInvalid
+	// for it, or its value is Null.
+	NoUnits  string
+	UnitID   int32  // EUInformation.UnitId (-1: none, or Part 8's "not available")
 	UNECE    string // common code, e.g. CEL
 	UCUM     string // UCUM code when known ("" otherwise)
-	Display  string // EUInformation.DisplayName
+	Display  string // EUInformation.DisplayName, clipped to maxServerText
 	Min, Max float64
 	HasRange bool
-	Err      error // the node or its properties could not be read
+	// RangeErr, when not "", says why an EURange that is there cannot be
+	// used (not a Range): the node's range is ignored, its unit is not.
+	RangeErr string
+	Err      error // the EngineeringUnits are there but unusable (not an EUInformation, a Bad read)
 }
+
+// maxServerText bounds the server's texts (DisplayName, type ids) a
+// NodeUnit keeps: they reach logs and the worker wire, never verbatim.
+const maxServerText = 128
+
+// noProperty is NoUnits of a node without an EngineeringUnits property.
+const noProperty = "no EngineeringUnits property"
+
+// nodeUnit is point i's NodeUnit before its properties are read: no
+// EngineeringUnits.
+func nodeUnit(i int) NodeUnit { return NodeUnit{Index: i, UnitID: -1, NoUnits: noProperty} }
 
 // limiter is the part of a session NodeUnits and Browse need.
 type session struct {
@@ -73,7 +96,7 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	}
 	out := make([]NodeUnit, len(nodes))
 	for i := range out {
-		out[i] = NodeUnit{Index: i, UnitID: -1}
+		out[i] = nodeUnit(i)
 	}
 	for j, u := range got {
 		u.Index = idx[j]
@@ -96,7 +119,7 @@ func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit,
 	out := make([]NodeUnit, len(nodes))
 	props := make([]unitProps, len(nodes))
 	for i := range out {
-		out[i] = NodeUnit{Index: i, UnitID: -1}
+		out[i] = nodeUnit(i)
 	}
 	var reqs []*ua.NodeID
 	var dest []func(*ua.DataValue)
@@ -122,20 +145,59 @@ func readUnits(ctx context.Context, s *session, nodes []*ua.NodeID) ([]NodeUnit,
 	return out, props, nil
 }
 
+// setEU takes an EngineeringUnits property's value. BadNoMatch or
+// BadAttributeIdInvalid (the server says the property is not there) and a
+// Null value are no EngineeringUnits (NoUnits); any other Bad status and a
+// value that is not an EUInformation are unusable (Err). An EUInformation's
+// UnitId maps to UCUM when it is a UNECE code of the table; otherwise (-1,
+// "not available" in Part 8, or a code the table lacks) its DisplayName
+// does when it is a UCUM code or a known alias; otherwise UCUM stays "".
 func (u *NodeUnit) setEU(dv *ua.DataValue) {
-	eu, ok := extObj[*ua.EUInformation](dv)
+	u.NoUnits, u.Err, u.UnitID, u.UNECE, u.UCUM, u.Display = "", nil, -1, "", "", ""
+	if dv == nil {
+		u.Err = errors.New("EngineeringUnits: no result")
+		return
+	}
+	if code := uint32(dv.Status) & 0xFFFF0000; code == uint32(ua.StatusBadNoMatch) || code == uint32(ua.StatusBadAttributeIDInvalid) {
+		u.NoUnits = "EngineeringUnits read " + statusName(code)
+		return
+	}
+	if dv.Status>>30 == 2 {
+		u.Err = fmt.Errorf("EngineeringUnits: read %s", statusName(uint32(dv.Status)))
+		return
+	}
+	if dv.Value == nil || dv.Value.Value() == nil {
+		u.NoUnits = "EngineeringUnits is Null"
+		return
+	}
+	eo, ok := dv.Value.Value().(*ua.ExtensionObject)
 	if !ok {
-		u.Err = fmt.Errorf("EngineeringUnits: not an EUInformation (status %v)", statusOf(dv))
+		what := strings.TrimPrefix(dv.Value.Type().String(), "TypeID")
+		if dv.Value.ArrayLength() > 0 || dv.Value.Has(ua.VariantArrayValues) {
+			what += " array"
+		}
+		u.Err = fmt.Errorf("EngineeringUnits: a %s, not an EUInformation", what)
+		return
+	}
+	eu, ok := eo.Value.(*ua.EUInformation)
+	if !ok || eu == nil {
+		typ := "?"
+		if eo != nil && eo.TypeID != nil {
+			typ = logging.Clip(eo.TypeID.String(), maxServerText)
+		}
+		u.Err = fmt.Errorf("EngineeringUnits: an ExtensionObject of type %s, not an EUInformation", typ)
 		return
 	}
 	u.UnitID = eu.UnitID
 	u.UNECE = uaunits.Code(eu.UnitID)
+	display := ""
 	if eu.DisplayName != nil {
-		u.Display = eu.DisplayName.Text
+		display = eu.DisplayName.Text
 	}
+	u.Display = logging.Clip(display, maxServerText)
 	if ucum, ok := uaunits.UCUM(eu.UnitID); ok {
 		u.UCUM = ucum
-	} else if canon, ok := units.Canonical(u.Display); ok && canon != "" {
+	} else if canon, ok := units.Canonical(display); ok && canon != "" {
 		u.UCUM = canon // a display name that is a unit or a known alias (°C -> Cel)
 	}
 }
@@ -143,7 +205,7 @@ func (u *NodeUnit) setEU(dv *ua.DataValue) {
 func (u *NodeUnit) setRange(dv *ua.DataValue) {
 	rg, ok := extObj[*ua.Range](dv)
 	if !ok {
-		u.Err = fmt.Errorf("EURange: not a Range (status %v)", statusOf(dv))
+		u.RangeErr = fmt.Sprintf("EURange: not a Range (status %v)", statusOf(dv))
 		return
 	}
 	u.Min, u.Max, u.HasRange = rg.Low, rg.High, true
@@ -441,14 +503,14 @@ func (s *session) describe(ctx context.Context, vars []*variable) error {
 			propNodes = append(propNodes, p)
 			dest = append(dest, func(dv *ua.DataValue) {
 				v.unit.setEU(dv)
-				v.hasUnit = v.unit.Err == nil
+				v.hasUnit = v.unit.Err == nil && v.unit.NoUnits == ""
 			})
 		}
 		if p := v.props["EURange"]; p != nil {
 			propNodes = append(propNodes, p)
 			dest = append(dest, func(dv *ua.DataValue) {
 				var r NodeUnit
-				if r.setRange(dv); r.Err == nil {
+				if r.setRange(dv); r.HasRange {
 					v.unit.Min, v.unit.Max, v.unit.HasRange = r.Min, r.Max, true
 				}
 			})
@@ -645,6 +707,9 @@ func writePointUnit(b *strings.Builder, v *variable, class *catalog.Class, name 
 		}
 	}
 	switch {
+	case v.unit.Err != nil:
+		fmt.Fprintf(b, "        # unit: ?  (the node's EngineeringUnits cannot be used, %v: set the device's unit)\n", v.unit.Err)
+		return
 	case !v.hasUnit:
 		b.WriteString("        # unit: ?  (the node has no EngineeringUnits: set the device's unit)\n")
 		return

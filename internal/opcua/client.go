@@ -67,6 +67,12 @@ type Client struct {
 	// in the order they were read.
 	unitsMu sync.Mutex
 
+	// unitChangeLog and unitReadLog bound the logs of unit changes a
+	// server drives (a changed unit, the units read again; SemanticsChanged
+	// on a point with a configured unit) to one line a minute each, with a
+	// count: smelter_opcua_unit_changes_total counts every change.
+	unitChangeLog, unitReadLog logging.Limiter
+
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
 }
@@ -125,7 +131,8 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg)}, nil
+	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -485,6 +492,9 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !sameUnits(r.units, got) {
+		if r.units != nil {
+			c.m.unitChanges(changedUnits(r.units, got))
+		}
 		r.units = got
 		r.unitGen.Add(1)
 		if c.onUnits != nil {
@@ -492,6 +502,19 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 		}
 	}
 	return props, nil
+}
+
+// changedUnits is how many points' units differ between a and b (both
+// by Index, sorted).
+func changedUnits(a, b []NodeUnit) int {
+	n := 0
+	for _, u := range b {
+		k, ok := slices.BinarySearchFunc(a, u.Index, func(x NodeUnit, i int) int { return x.Index - i })
+		if !ok || !sameUnit(a[k], u) {
+			n++
+		}
+	}
+	return n
 }
 
 func sameUnits(a, b []NodeUnit) bool {
@@ -734,7 +757,7 @@ func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Durat
 				}
 				return err
 			}
-			c.log.Info("opc ua engineering units read again after a polled point's unit changed", "points", len(p.changed))
+			c.unitReadLog.Log(ctx, c.log, slog.LevelInfo, "opc ua engineering units read again after a polled point's unit changed", "points", len(p.changed))
 			// the properties as browsed again (a server may have replaced
 			// them): the checks read those from now on
 			force := p.forceCheck
@@ -873,7 +896,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 	if check {
 		pl = &p.checked
 		for _, j := range p.check {
-			p.units[j] = NodeUnit{Index: p.idx[j], UnitID: -1}
+			p.units[j] = nodeUnit(p.idx[j])
 		}
 	}
 	p.flagged = p.flagged[:0]
@@ -953,8 +976,8 @@ func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle
 				continue
 			}
 			p.changed = append(p.changed, j)
-			c.log.Warn("opc ua engineering units of a polled point changed; its value is published bad until the new unit is applied",
-				"node", c.points[p.idx[j]].NodeID, "was", unitText(was), "now", unitText(now), "status", statusHex(statusUnitUnknown))
+			c.unitChangeLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua engineering units of a polled point changed; its value is published bad until the new unit is applied",
+				append([]any{"node", c.points[p.idx[j]].NodeID}, unitChange(was, ok, now, "status", statusHex(statusUnitUnknown))...)...)
 			p.withhold(&p.ss[j], statusUnitUnknown)
 		}
 	}
@@ -1001,24 +1024,41 @@ func (p *poller) withhold(s *sample.Sample, status uint32) {
 	}
 }
 
-// unitText is a unit for the log: UCUM, else the display name and UNECE
-// code, with its range.
-func unitText(u NodeUnit) string {
-	var b strings.Builder
+// unitChange is the log attributes of a point's units that changed from
+// was (ok: there were units in force) to now, then more: what changed
+// ("unit", "range", "unit and range", or "details" for a DisplayName or
+// code that maps to the same unit), the unit before and after when it
+// changed, the range before and after when it changed, and the range kept
+// when only the unit changed (a range is in the node's unit: kept, it now
+// reads in the new unit).
+func unitChange(was NodeUnit, ok bool, now NodeUnit, more ...any) []any {
+	w, n := was.driverUnit(), now.driverUnit()
+	unit := !ok || w.UnitText() != n.UnitText()
+	rng := ok && w.RangeText() != n.RangeText()
+	what := "details"
 	switch {
-	case u.Err != nil:
-		b.WriteString("unreadable (" + u.Err.Error() + ")")
-	case u.UnitID < 0:
-		b.WriteString("none")
-	case u.UCUM != "":
-		b.WriteString(u.UCUM)
-	default:
-		fmt.Fprintf(&b, "%q (UNECE %s)", u.Display, u.UNECE)
+	case unit && rng:
+		what = "unit and range"
+	case unit:
+		what = "unit"
+	case rng:
+		what = "range"
 	}
-	if u.HasRange {
-		fmt.Fprintf(&b, " range %g..%g", u.Min, u.Max)
+	out := []any{"changed", what}
+	if unit {
+		wasText := "not read yet"
+		if ok {
+			wasText = w.UnitText()
+		}
+		out = append(out, "was", wasText, "now", n.UnitText())
 	}
-	return b.String()
+	switch {
+	case rng:
+		out = append(out, "range_was", w.RangeText(), "range_now", n.RangeText())
+	case unit && n.HasRange:
+		out = append(out, "range_kept", n.RangeText())
+	}
+	return append(out, more...)
 }
 
 // watchdog reads ServerStatus.State periodically: a silent network cut or

@@ -159,8 +159,7 @@ func (s clientSources) Source(dev driver.Device) (driver.Source, error) {
 		cl.OnUnits(func(nus []NodeUnit) {
 			out := make([]driver.Unit, len(nus))
 			for i, nu := range nus {
-				out[i] = driver.Unit{Index: nu.Index, Absent: nu.UnitID < 0, UCUM: nu.UCUM, UNECE: nu.UNECE, Display: nu.Display,
-					Min: nu.Min, Max: nu.Max, HasRange: nu.HasRange, Err: nu.Err}
+				out[i] = nu.driverUnit()
 			}
 			dev.Units(out)
 		})
@@ -169,3 +168,10 @@ func (s clientSources) Source(dev driver.Device) (driver.Source, error) {
 }
 
 func (clientSources) Close() error { return nil }
+
+// driverUnit is u as the gateway takes it: no EngineeringUnits is Absent
+// (the catalog unit), unusable ones carry Err (bad values).
+func (u NodeUnit) driverUnit() driver.Unit {
+	return driver.Unit{Index: u.Index, Absent: u.NoUnits != "", AbsentHow: u.NoUnits, UCUM: u.UCUM, UNECE: u.UNECE, Display: u.Display,
+		Min: u.Min, Max: u.Max, HasRange: u.HasRange, RangeErr: u.RangeErr, Err: u.Err}
+}

@@ -25,6 +25,8 @@ func TestUnitCheckIntervalConfig(t *testing.T) {
 		{"negative", "unit_check_interval: -1s", 0, false, "gw.yaml:5: devices[0].opcua.unit_check_interval: -1s out of range 10ms..24h (0s disables the check)"},
 		{"too often", "unit_check_interval: 1ms", 0, false, "devices[0].opcua.unit_check_interval: 1ms out of range 10ms..24h"},
 		{"not a duration", "unit_check_interval: often", 0, false, "devices[0].opcua.unit_check_interval:"},
+		{"0 without unit", "unit_check_interval: 0", 0, false,
+			`gw.yaml:5: devices[0].opcua.unit_check_interval: want a duration such as 500ms, 30s or 15m, got "0" (a number needs a unit: 0s)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			block := `{endpoint: "opc.tcp://127.0.0.1:4840"}`

@@ -25,9 +25,11 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua/ua"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
+	"github.com/smelterio/smelter/internal/opcua/uaunits"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -681,7 +683,9 @@ func TestInteropMethodCall(t *testing.T) {
 // uaEvent is one step of TestInteropSemanticsChanged's log: units handed
 // to OnUnits or a sample of the point.
 type uaEvent struct {
-	units string // UCUM handed to OnUnits; "" for a sample
+	units string   // UCUM handed to OnUnits; "" for a sample
+	nu    NodeUnit // the units handed to OnUnits (the first point's)
+	isNU  bool     // nu is set
 	s     sample.Sample
 }
 
@@ -697,14 +701,20 @@ type unitLog struct {
 // test ends.
 func runUnitLog(t *testing.T, cfg Config, points []Point) (*Client, *unitLog) {
 	t.Helper()
-	c, err := New("dev-1", cfg, points, testLog(t), nil)
+	return runUnitLogWith(t, cfg, points, testLog(t), nil)
+}
+
+// runUnitLogWith is runUnitLog with a logger and metrics.
+func runUnitLogWith(t *testing.T, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*Client, *unitLog) {
+	t.Helper()
+	c, err := New("dev-1", cfg, points, log, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := &unitLog{rec: newRecorder()}
 	c.OnUnits(func(us []NodeUnit) {
 		l.mu.Lock()
-		l.log = append(l.log, uaEvent{units: us[0].UCUM})
+		l.log = append(l.log, uaEvent{units: us[0].UCUM, nu: us[0], isNU: true})
 		l.mu.Unlock()
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -726,6 +736,17 @@ func runUnitLog(t *testing.T, cfg Config, points []Point) (*Client, *unitLog) {
 		}
 	})
 	return c, l
+}
+
+// lastUnits is the last NodeUnit handed to OnUnits (false: none yet).
+func (l *unitLog) lastUnits() (NodeUnit, bool) {
+	evs := l.events()
+	for k := len(evs) - 1; k >= 0; k-- {
+		if evs[k].isNU {
+			return evs[k].nu, true
+		}
+	}
+	return NodeUnit{}, false
 }
 
 // events is a copy of the log so far.
@@ -866,6 +887,86 @@ func TestInteropPolledUnitChange(t *testing.T) {
 			t.Logf("%d values mis-labelled before the check noticed the change", mislabelled)
 			if st := c.Status(); tc.iso == IsolationNone && st.Sessions != 1 {
 				t.Fatalf("status %+v: want the change handled on the first session", st)
+			}
+		})
+	}
+}
+
+// TestInteropMalformedUnits (review1 sec. 2 and 5) gives a polled node
+// EngineeringUnits of every kind live on node-opcua (the units checked with
+// every read) and at a session's start: unitId -1 ("not available", Part 8)
+// and an unknown code fall back to the DisplayName; a String, a Double and
+// an unknown DisplayName are there but unusable (Err, or UCUM ""), never
+// "no EngineeringUnits"; only a Null value is none. A 100 kB DisplayName
+// reaches OnUnits (and the log) clipped. Every change is counted in
+// smelter_opcua_unit_changes_total and the change WARN is logged once.
+func TestInteropMalformedUnits(t *testing.T) {
+	needNodeServer(t)
+	for _, iso := range []string{IsolationNone, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			srv := startNodeServer(t, t.TempDir())
+			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+			cfg.Isolation = iso
+			cfg.UnitCheckInterval = 100 * time.Millisecond
+			points := []Point{{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}} // top_pressure
+			var logs logtest.Buffer
+			m := NewMetrics(nil)
+			_, ul := runUnitLogWith(t, cfg, points, logs.Logger(slog.LevelInfo), m)
+			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
+			info := func(ns string, id int32, display string) map[string]any {
+				return map[string]any{"type": "info", "namespaceUri": ns, "unitId": id, "displayName": display}
+			}
+			usable := func(ucum string) func(NodeUnit) bool {
+				return func(u NodeUnit) bool {
+					return u.UCUM == ucum && u.NoUnits == "" && u.Err == nil && !u.driverUnit().Absent
+				}
+			}
+			unusable := func(why string) func(NodeUnit) bool {
+				return func(u NodeUnit) bool {
+					return u.NoUnits == "" && u.UCUM == "" && u.Err != nil && strings.Contains(u.Err.Error(), why)
+				}
+			}
+			steps := []struct {
+				name string
+				eu   map[string]any
+				ok   func(NodeUnit) bool
+			}{
+				{"unitId -1, bar", info(uaunits.NamespaceURI, -1, "bar"), usable("bar")},
+				{"a String", map[string]any{"type": "string", "value": "kPa"}, unusable("EngineeringUnits: a String, not an EUInformation")},
+				{"unitId -1, other namespace, bar", info("evil", -1, "bar"), usable("bar")},
+				{"a Double", map[string]any{"type": "double", "value": 42}, unusable("EngineeringUnits: a Double, not an EUInformation")},
+				{"unknown code, furlong", info(uaunits.NamespaceURI, 99999, "furlong"), func(u NodeUnit) bool {
+					return u.UCUM == "" && u.NoUnits == "" && u.Err == nil && u.Display == "furlong"
+				}},
+				{"100 kB DisplayName", info(uaunits.NamespaceURI, 12345, strings.Repeat("x", 100000)), func(u NodeUnit) bool {
+					return u.UCUM == "" && u.Err == nil && len(u.Display) <= maxServerText+20 && strings.HasSuffix(u.Display, "(100000 bytes)")
+				}},
+				{"Null", map[string]any{"type": "null"}, func(u NodeUnit) bool { return u.NoUnits == "EngineeringUnits is Null" && u.Err == nil }},
+				{"a String again", map[string]any{"type": "string", "value": "kPa"}, unusable("a String")},
+			}
+			for _, st := range steps {
+				srv.command(t, map[string]any{"cmd": "eu", "name": "top_pressure", "eu": st.eu})
+				wait.For(t, 20*time.Second, st.name, func() bool {
+					u, ok := ul.lastUnits()
+					return ok && st.ok(u)
+				})
+			}
+			// a worker forwards its counters with its cycles
+			wait.For(t, 20*time.Second, fmt.Sprintf("smelter_opcua_unit_changes_total >= %d", len(steps)), func() bool {
+				return testutil.ToFloat64(m.unitChanges.WithLabelValues("dev-1")) >= float64(len(steps))
+			})
+			if n := strings.Count(logs.String(), "engineering units of a polled point changed"); n != 1 {
+				t.Errorf("%d change WARNs for %d changes within a minute, want 1:\n%s", n, len(steps), logs.String())
+			}
+			if strings.Contains(logs.String(), strings.Repeat("x", 200)) {
+				t.Error("the 100 kB DisplayName was logged")
+			}
+
+			// a session that starts with the String: unusable from the first units on
+			_, ul2 := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "units at the session's start", func() bool { _, ok := ul2.lastUnits(); return ok })
+			if u, _ := ul2.lastUnits(); !unusable("a String")(u) {
+				t.Fatalf("session start with a String EngineeringUnits: %+v", u)
 			}
 		})
 	}

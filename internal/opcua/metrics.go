@@ -25,6 +25,7 @@ type Metrics struct {
 	panics         *prometheus.CounterVec   // device
 	faults         *prometheus.CounterVec   // device, service, status
 	workerExits    *prometheus.CounterVec   // device, cause
+	unitChanges    *prometheus.CounterVec   // device
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -72,9 +73,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_worker_exits_total",
 			Help: "Session worker processes (isolation: process) that ended on their own, by cause (panic, exit: killed, crashed or exited); each is restarted with backoff.",
 		}, []string{"device", "cause"}),
+		unitChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_unit_changes_total",
+			Help: "Points whose EngineeringUnits or EURange changed on the server while the gateway ran (read again on a session, or at a reconnect); each is applied before the next value.",
+		}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges)
 	}
 	return m
 }
@@ -127,6 +132,14 @@ func (d *devMetrics) bad(code uint32) {
 	ctr.Inc()
 }
 
+// unitChanges counts n points whose units changed; the series is created
+// when first counted (an event most devices never have).
+func (d *devMetrics) unitChanges(n int) {
+	if n > 0 {
+		d.m.unitChanges.WithLabelValues(d.id).Add(float64(n))
+	}
+}
+
 func statusHex(code uint32) string {
 	const hexd = "0123456789ABCDEF"
 	b := []byte("0x00000000")
@@ -154,6 +167,8 @@ func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
 		return m.panics
 	case "smelter_opcua_service_faults_total":
 		return m.faults
+	case "smelter_opcua_unit_changes_total":
+		return m.unitChanges
 	}
 	return nil
 }

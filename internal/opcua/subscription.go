@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -424,7 +425,7 @@ func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held [
 		if c.points[i].UnitFromNode {
 			fromNode = true
 		} else {
-			c.log.Warn("opc ua server reports changed semantics (SemanticsChanged) on a point with a configured unit; keeping the configured unit",
+			c.unitChangeLog.Log(ctx, c.log, slog.LevelWarn, "opc ua server reports changed semantics (SemanticsChanged) on a point with a configured unit; keeping the configured unit",
 				"node", c.points[i].NodeID)
 		}
 	}
@@ -435,7 +436,7 @@ func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held [
 			}
 			return err
 		}
-		c.log.Info("opc ua engineering units re-read after SemanticsChanged", "points", len(changed))
+		c.unitReadLog.Log(ctx, c.log, slog.LevelInfo, "opc ua engineering units re-read after SemanticsChanged", "points", len(changed))
 	}
 	for k := range held {
 		h := &held[k]

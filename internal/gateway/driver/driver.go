@@ -14,6 +14,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,18 +95,55 @@ type Exception interface {
 	Exception() (uint8, bool)
 }
 
-// Unit is what a device says about one point's unit and range.
+// Unit is what a device says about one point's unit and range: no unit
+// (Absent: the catalog unit applies), one it cannot use (Err, or UCUM ""
+// for a unit without UCUM equivalent: values are bad), or UCUM.
 type Unit struct {
-	Index   int    // the point's device-wide index (sample.Sample.Index)
-	Absent  bool   // the device gives no unit for the point
-	UCUM    string // UCUM code when known ("" otherwise)
-	UNECE   string // UN/ECE Rec. 20 common code as the device gave it (CEL)
-	Display string // the device's display name of the unit
+	Index     int    // the point's device-wide index (sample.Sample.Index)
+	Absent    bool   // the device gives no unit for the point
+	AbsentHow string // Absent: how (OPC UA: no EngineeringUnits property, a Null value)
+	UCUM      string // UCUM code when known ("" otherwise)
+	UNECE     string // UN/ECE Rec. 20 common code as the device gave it (CEL)
+	Display   string // the device's display name of the unit (bounded)
 	// Min, Max: the point's engineering range, in the device's unit, when
 	// HasRange.
 	Min, Max float64
 	HasRange bool
-	Err      error // the point's unit could not be read
+	RangeErr string // a range the device gives that cannot be used (ignored): why
+	Err      error  // the device gives a unit that cannot be used (unreadable, malformed)
+}
+
+// UnitText describes u's unit for a log line, in the same words wherever
+// it is logged: "kPa", "none (no EngineeringUnits property)", "unusable
+// (EngineeringUnits: a String, not an EUInformation)", "\"furlong\" (UNECE
+// XYZ): no UCUM equivalent".
+func (u Unit) UnitText() string {
+	switch {
+	case u.Err != nil:
+		return "unusable (" + u.Err.Error() + ")"
+	case u.Absent:
+		if u.AbsentHow == "" {
+			return "none"
+		}
+		return "none (" + u.AbsentHow + ")"
+	case u.UCUM != "":
+		return u.UCUM
+	case u.UNECE == "":
+		return fmt.Sprintf("%q (no UNECE code): no UCUM equivalent", u.Display)
+	}
+	return fmt.Sprintf("%q (UNECE %s): no UCUM equivalent", u.Display, u.UNECE)
+}
+
+// RangeText describes u's range for a log line: "0..320", "none",
+// "unusable (EURange: ...)".
+func (u Unit) RangeText() string {
+	switch {
+	case u.RangeErr != "":
+		return "unusable (" + u.RangeErr + ")"
+	case !u.HasRange:
+		return "none"
+	}
+	return fmt.Sprintf("%g..%g", u.Min, u.Max)
 }
 
 // ErrNotReadable is wrapped by a Writer's ReadPoint error for a point that
