@@ -203,6 +203,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 	}
+	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
+		log.Warn(w)
+	}
 	for _, k := range refusedKinds { // present at 0: an alert on increase() sees "never" as 0
 		c.m.sigRefused.WithLabelValues(string(k))
 	}

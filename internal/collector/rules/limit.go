@@ -118,3 +118,16 @@ func (e *Engine) noteRefused(a *assetState, r Refusal) Refusal {
 	}
 	return r
 }
+
+// NamedSignals returns the signals the rules of s name for every asset of
+// class (rules selected by asset id aside): an asset of the class holds
+// them from its first message on, whatever max_signals_per_asset says.
+func (s *Set) NamedSignals(cat *catalog.Catalog, class string) []string {
+	e := New(s, cat, Options{})
+	a := e.asset("_", "_", class, nil)
+	out := make([]string, len(a.list))
+	for i, sg := range a.list {
+		out[i] = sg.name
+	}
+	return out
+}
