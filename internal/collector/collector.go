@@ -497,6 +497,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
 			return
 		}
+		d.Reason = telemetry.CutText(d.Reason, telemetry.MaxSrcLen) // kept per asset (docs/schema.md, "Bounds")
 		as := d.Asset.FromJSON()
 		if err := ingest.CheckAsset(subject, d.Gateway, as, c.cat); err != nil {
 			c.rejected(subject, err)

@@ -101,4 +101,12 @@ func TestLongSignalNamesRefusedEndToEnd(t *testing.T) {
 	if strings.Contains(lb.String(), strings.Repeat("b", 65)) {
 		t.Error("the birth's long name was logged whole")
 	}
+	// a death's reason is kept per asset: cut to its bound
+	d := telemetry.Death{Schema: telemetry.SchemaDeath, Gateway: "gw-l", Seq: batches + 1, Asset: as.ToJSON(),
+		TSGW: t0 + 100_000, Reason: strings.Repeat("r", 100_000)}
+	pub(telemetry.AssetSubject(as, telemetry.KindDeath), mustJSON(t, d))
+	wait.For(t, 30*time.Second, "the death evaluated", func() bool { return counterVec(c.m.ingested, "death") == 1 })
+	if v, _ := c.Asset("s1", "long-1"); len(v.Dead) != telemetry.MaxSrcLen {
+		t.Errorf("death reason held: %d bytes, want %d", len(v.Dead), telemetry.MaxSrcLen)
+	}
 }

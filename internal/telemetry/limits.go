@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -24,6 +25,7 @@ import (
 //	nameplate keys                         token, at most MaxNameplate keys
 //	readings[].text                        cut to MaxTextLen bytes (CutText)
 //	readings[].src, signals[].src, protocol cut to MaxSrcLen bytes (CutText)
+//	death reason                           cut to MaxSrcLen bytes (CutText)
 const (
 	// MaxSignalLen is the longest signal name: catalog names are at most
 	// 24 bytes; 64 is the bound of a subject token and of a command's
@@ -87,6 +89,7 @@ func ValidLabel(s string) bool {
 
 // CutText returns s cut to at most n bytes, at a UTF-8 character
 // boundary when s is valid UTF-8 there; s itself when it is short enough.
+// A cut string is a copy, so it does not keep the long one alive.
 func CutText(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -98,7 +101,7 @@ func CutText(s string, n int) string {
 	if !utf8.RuneStart(s[i]) {
 		i = n // not UTF-8 there: cut at n bytes
 	}
-	return s[:i]
+	return strings.Clone(s[:i])
 }
 
 // tokenChars reports whether s is non-empty and only [A-Za-z0-9_-].
