@@ -124,6 +124,9 @@ func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) in
 	set, err := cfg.LoadRules(catalog.Default())
 	_, merr := cfg.LoadSparkplugMapping(catalog.Default()) // the Sparkplug mapping file, if any
 	if local == nil && err == nil && merr == nil {
+		for _, w := range cfg.SignalBoundWarnings(set, catalog.Default()) {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+		}
 		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", path, len(set.Rules))
 		return 0
 	}

@@ -93,3 +93,21 @@ func TestCheckSparkplugMapping(t *testing.T) {
 		t.Fatalf("example: code %d\n%s%s", code, out, errs)
 	}
 }
+
+// -t warns when the rules name more signals of a class than
+// max_signals_per_asset (they are held all the same), and still says ok.
+func TestCheckWarnsSignalBoundBelowRules(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: ./d\nmax_signals_per_asset: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd("-t", "-config", cfg)
+	if code != 0 || !strings.Contains(out, "ok (") ||
+		!strings.Contains(errs, cfg+": warning: max_signals_per_asset: 1 is below the 3 signals the rules name for class air_compressor (") {
+		t.Fatalf("code %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := runCmd("-t", "-config", "../../configs/collector.yaml"); code != 0 || strings.Contains(errs, "warning") {
+		t.Fatalf("example: code %d, %s", code, errs)
+	}
+}

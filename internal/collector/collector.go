@@ -190,7 +190,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		pubErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_publish_errors_total", Help: "Failed publishes and KV writes (the input is then not acknowledged)."}),
 		rejected:   prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_assets_rejected_total", Help: "Messages of new assets skipped because max_assets assets are tracked."}),
 		sigRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_signals_refused_total",
-			Help: "Readings (kind data) and birth signals (kind birth) of signals an asset does not hold, refused because it holds max_signals_per_asset signals."}, []string{"kind"}),
+			Help: "Readings (kind data) and birth signals (kind birth) of signals an asset does not hold, refused because it holds max_signals_per_asset signals; readings whose signal name or unit breaks the schema's bounds (kind invalid)."}, []string{"kind"}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_acquired_total", Help: "Partitions this replica started to own."}),
 		fenced:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
 		checkpts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
@@ -202,6 +202,12 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
+	}
+	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
+		log.Warn(w)
+	}
+	for _, k := range refusedKinds { // present at 0: an alert on increase() sees "never" as 0
+		c.m.sigRefused.WithLabelValues(string(k))
 	}
 	stat := func(name, help string, f func(rules.Stats, kpi.Stats) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
@@ -398,10 +404,16 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		if late {
 			c.m.late.Inc()
 		}
-		// readings of signals beyond the asset's bound go before anything
-		// evaluates or stores them
+		// readings whose names or units break the schema's bounds, and
+		// readings of signals beyond the asset's bound, go before anything
+		// evaluates or stores them; the rest of the batch is evaluated
+		invalid, firstInvalid := ingest.DropInvalid(b)
 		if r := sh.engine.LimitSignals(b, c.cfg.MaxSignalsPerAsset); r.Refused > 0 {
 			c.signalsRefused(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Gateway, telemetry.KindData, r)
+		}
+		if invalid > 0 {
+			c.signalsRefused(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Gateway, refusedInvalid,
+				sh.engine.NoteRefused(b.Asset.Site(), b.Asset.ID, invalid, firstInvalid))
 		}
 		c.live.ObserveBatch(b)
 		late0 := sh.engine.Stats().Late
@@ -457,14 +469,14 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset)
+		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset, c.cat)
 		n := sh.engine.Len()
 		al := sh.engine.Birth(bi, sh.scratch[:0])
 		sh.kpis.Birth(bi)
 		c.count(sh, n)
 		if cut > 0 {
 			c.signalsRefused(as.Site(), as.ID, as.Class, bi.Gateway, telemetry.KindBirth,
-				sh.engine.NoteBirthRefused(as.Site(), as.ID, cut, first))
+				sh.engine.NoteRefused(as.Site(), as.ID, cut, first))
 		}
 		c.record(sh, al, nil, cy)
 		sh.scratch = al[:0]
@@ -485,6 +497,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.malformed(subject, fmt.Errorf("%w: death needs asset.id and asset.class tokens", telemetry.ErrInvalid))
 			return
 		}
+		d.Reason = telemetry.CutText(d.Reason, telemetry.MaxSrcLen) // kept per asset (docs/schema.md, "Bounds")
 		as := d.Asset.FromJSON()
 		if err := ingest.CheckAsset(subject, d.Gateway, as, c.cat); err != nil {
 			c.rejected(subject, err)
@@ -557,16 +570,31 @@ func (c *Collector) admit(sh *shard, site, id string) bool {
 	return true
 }
 
+// refusedInvalid is the kind label of smelter_collector_signals_refused_total
+// for readings refused because their signal name or unit breaks the
+// schema's bounds (telemetry.ValidSignal, telemetry.ValidUnit).
+const refusedInvalid telemetry.Kind = "invalid"
+
+// refusedKinds are the kind labels of smelter_collector_signals_refused_total,
+// each present (at 0) from the start.
+var refusedKinds = []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, refusedInvalid}
+
 // signalsRefused counts readings or birth signals refused by
-// max_signals_per_asset and logs a warning when r says one is due (the
-// first refusal of an asset, then at most once a minute per asset); sh.mu
-// is held.
+// max_signals_per_asset (kind data or birth), or readings refused because
+// their name or unit breaks the schema's bounds (kind invalid), and logs a
+// warning when r says one is due (the first refusal of an asset, then at
+// most once a minute per asset); sh.mu is held.
 func (c *Collector) signalsRefused(site, id, class, gateway string, kind telemetry.Kind, r rules.Refusal) {
 	c.m.sigRefused.WithLabelValues(string(kind)).Add(float64(r.Refused))
 	if r.Warn {
-		sample := r.First // the payload's: no length limit in the schema
+		sample := r.First // a bad name may be up to a message long
 		if len(sample) > 64 {
 			sample = strings.ToValidUTF8(sample[:64], "") + "..."
+		}
+		if kind == refusedInvalid {
+			c.log.Warn("readings refused: signal name or unit beyond the schema's bounds (docs/schema.md, \"Bounds\")", "site", site, "asset", id,
+				"class", class, "gateway", gateway, "refused", r.Refused, "signal", sample, "refused_total", r.Total)
+			return
 		}
 		c.log.Warn("signals refused: the asset holds max_signals_per_asset signals", "site", site, "asset", id, "class", class,
 			"gateway", gateway, "kind", kind, "refused", r.Refused, "signal", sample, "signals", r.Held,

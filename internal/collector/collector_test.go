@@ -242,7 +242,7 @@ func TestConfigFiles(t *testing.T) {
 		// distributed engine (issue 10)
 		{"group: 'a.b'\n", `group: "a.b" must be 1-48`},
 		{"max_assets: 0\n", "max_assets: 0 out of range"},
-		{"max_signals_per_asset: 0\n", "c.yaml:1: max_signals_per_asset: 0 out of range 1-1024 (an asset's checkpoint record must fit the server's max_payload)"},
+		{"max_signals_per_asset: 0\n", "c.yaml:1: max_signals_per_asset: 0 out of range 1-1024: there is no unbounded setting"},
 		{"max_signals_per_asset: 1025\n", "c.yaml:1: max_signals_per_asset: 1025 out of range 1-1024"},
 		{"max_signals_per_asset: lots\n", "c.yaml:1: max_signals_per_asset: want a whole number"},
 		{"cluster: {partitions: -1}\n", "cluster.partitions: -1 out of range"},

@@ -461,7 +461,11 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 	if c.MaxAssets < 1 || c.MaxAssets > 10_000_000 {
 		bad("max_assets", "%d out of range 1-10000000", c.MaxAssets)
 	}
-	if c.MaxSignalsPerAsset < 1 || c.MaxSignalsPerAsset > MaxSignalsPerAssetLimit {
+	switch {
+	case c.MaxSignalsPerAsset < 1:
+		bad("max_signals_per_asset", "%d out of range 1-%d: there is no unbounded setting (the bound keeps an asset's memory and checkpoint record finite); leave it out for the default %d",
+			c.MaxSignalsPerAsset, MaxSignalsPerAssetLimit, DefaultMaxSignalsPerAsset)
+	case c.MaxSignalsPerAsset > MaxSignalsPerAssetLimit:
 		bad("max_signals_per_asset", "%d out of range 1-%d (an asset's checkpoint record must fit the server's max_payload)",
 			c.MaxSignalsPerAsset, MaxSignalsPerAssetLimit)
 	}
@@ -587,4 +591,20 @@ func (c *Config) LoadRules(cat *catalog.Catalog) (*rules.Set, error) {
 		files[i] = c.Path(f)
 	}
 	return rules.Load(cat, withDefaults, files...)
+}
+
+// SignalBoundWarnings returns a warning for every class whose rules name
+// more signals than max_signals_per_asset: an asset of the class holds
+// them all the same (rule-named signals, like the class's catalog signals,
+// are always held), so the bound is exceeded by design. -t prints them,
+// and the collector logs them at start.
+func (c Config) SignalBoundWarnings(set *rules.Set, cat *catalog.Catalog) []string {
+	var out []string
+	for _, class := range cat.ClassNames() {
+		if names := set.NamedSignals(cat, class); len(names) > c.MaxSignalsPerAsset {
+			out = append(out, fmt.Sprintf("max_signals_per_asset: %d is below the %d signals the rules name for class %s (%s): an asset of the class holds them all the same, beyond the bound",
+				c.MaxSignalsPerAsset, len(names), class, strings.Join(names, ", ")))
+		}
+	}
+	return out
 }

@@ -293,8 +293,8 @@ func BenchmarkInventedSignalNames(b *testing.B) {
 	}
 }
 
-// The log's sample of a refused signal is cut to 64 bytes: signal names
-// have no length limit in the schema.
+// The log's sample of a refused signal is cut to 64 bytes: a name beyond
+// the schema's bounds may be as long as a message.
 func TestRefusedSignalLogSampleCut(t *testing.T) {
 	var lb logBuf
 	cfg := Defaults()
@@ -307,8 +307,53 @@ func TestRefusedSignalLogSampleCut(t *testing.T) {
 	long := strings.Repeat("x", 1000)
 	b.Readings = append(b.Readings, telemetry.Reading{Signal: long, Value: 1, TS: ts})
 	c.process(sh, telemetry.Subject("s1", "generic", "a-1", telemetry.KindData), b.AppendJSON(nil), &cy)
-	logs := grepLines(lb.String(), "signals refused")
-	if !strings.Contains(logs, "signal="+strings.Repeat("x", 64)+"...") || strings.Contains(logs, strings.Repeat("x", 65)) {
+	// a name that long breaks the schema's bounds: refused as invalid, the
+	// sample cut to 64 bytes
+	logs := grepLines(lb.String(), "readings refused")
+	if !strings.Contains(logs, "signal="+strings.Repeat("x", 64)+" ") || strings.Contains(logs, strings.Repeat("x", 65)) {
 		t.Fatalf("logged: %s", logs)
+	}
+}
+
+// BenchmarkBytesPerSignalAtBound measures the heap of assets filled to the
+// default max_signals_per_asset with names of the longest length the schema
+// allows (telemetry.MaxSignalLen) and of 8 bytes: 100 generic assets of 256
+// signals, two batches each (rule state, KPI inputs, dashboard store with
+// its rings just begun; the rings' full cost is BytesPerSeries). It is the
+// per-signal cost behind the worst case in docs/collector.md ("Bounded
+// memory"): max_assets x max_signals_per_asset x bytes/signal.
+func BenchmarkBytesPerSignalAtBound(b *testing.B) {
+	const assets, n = 100, DefaultMaxSignalsPerAsset
+	for _, nameLen := range []int{8, telemetry.MaxSignalLen} {
+		b.Run(fmt.Sprintf("name=%dB", nameLen), func(b *testing.B) {
+			var per float64
+			for b.Loop() {
+				c := processCollector(b)
+				sh := c.shard(0)
+				var cy cycle
+				before := heapInUse()
+				const t0 = int64(1_763_812_345_000)
+				for a := range assets {
+					id := fmt.Sprintf("g-%d", a)
+					subject := telemetry.Subject("s1", "generic", id, telemetry.KindData)
+					for round := range 2 {
+						ts := t0 + int64(round)*1000
+						bt := boundBatch("generic", id, "", uint64(a*2+round+1), ts, n, 1)
+						for k := range bt.Readings {
+							s := fmt.Sprintf("%d_", k)
+							bt.Readings[k].Signal = s + strings.Repeat("s", nameLen-len(s))
+						}
+						c.process(sh, subject, bt.AppendJSON(nil), &cy)
+					}
+				}
+				per = float64(int64(heapInUse())-int64(before)) / (assets * n)
+				if v, _ := c.Asset("s1", "g-0"); len(v.Signals) != n {
+					b.Fatalf("%d signals held", len(v.Signals))
+				}
+				runtime.KeepAlive(c)
+			}
+			b.ReportMetric(per, "bytes/signal")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }

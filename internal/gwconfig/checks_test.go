@@ -81,3 +81,28 @@ func TestCheckLocalPlacesErrors(t *testing.T) {
 		t.Fatalf("readable password file: %v", err)
 	}
 }
+
+// A generic signal's name, its state labels and the device's nameplate
+// keys are held to the schema's bounds (docs/schema.md, "Bounds"): a
+// collector refuses readings and births that break them, so the gateway
+// refuses the configuration first.
+func TestSignalNameBounds(t *testing.T) {
+	for _, c := range []struct{ point, nameplate, want string }{
+		{`{signal: pt-101_temp, table: holding, address: 0, type: uint16, unit: Cel}`, "", ""},
+		{`{signal: "` + strings.Repeat("s", 64) + `", table: holding, address: 0, type: uint16, unit: Cel}`, "", ""},
+		{`{signal: "` + strings.Repeat("s", 65) + `", table: holding, address: 0, type: uint16, unit: Cel}`, "",
+			`gw.yaml:7: devices[0].points[0].signal: "` + strings.Repeat("s", 65) + `" must be 1-64 letters, digits, '_' or '-'`},
+		{`{signal: "temp 1", table: holding, address: 0, type: uint16, unit: Cel}`, "", `devices[0].points[0].signal: "temp 1" must be 1-64`},
+		{`{signal: mode, table: holding, address: 0, type: uint16, enum: {0: "` + strings.Repeat("l", 65) + `"}}`, "", `devices[0].points[0].enum.0: "lll`},
+		{`{signal: t, table: holding, address: 0, type: uint16, unit: Cel}`, `nameplate: {"rated power": 1}`, `devices[0].nameplate.rated power: a rating's name must be 1-64`},
+	} {
+		doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: a\n    class: generic\n    modbus: {address: \"127.0.0.1:502\", unit_id: 1}\n    points: [" + c.point + "]\n    " + c.nameplate + "\n"
+		_, err := loadBytes("gw.yaml", []byte(doc))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.point, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s %s: got %v, want %q", c.point, c.nameplate, err, c.want)
+		}
+	}
+}

@@ -398,9 +398,14 @@ func (c *compiler) device(field string, d *DeviceFile, f *File) []*Device {
 	}
 	c.timing(dc, &d.PollInterval, &d.Heartbeat, DefaultPollInterval, DefaultHeartbeat)
 	if known {
+		if len(d.Nameplate) > telemetry.MaxNameplate {
+			dc.Bad("nameplate", "%d ratings, more than the %d a birth may carry (docs/schema.md, \"Bounds\")", len(d.Nameplate), telemetry.MaxNameplate)
+		}
 		for _, k := range slices.Sorted(maps.Keys(d.Nameplate)) {
 			v := d.Nameplate[k]
-			if !slices.Contains(cls.Nameplate, k) && !cls.Open {
+			if !telemetry.ValidToken(k) {
+				dc.Bad("nameplate."+k, "a rating's name must be 1-64 letters, digits, '_' or '-'")
+			} else if !slices.Contains(cls.Nameplate, k) && !cls.Open {
 				dc.Bad("nameplate."+k, "unknown nameplate rating for class %s (known: %v)", d.Class, cls.Nameplate)
 			} else if r, ok := c.cat.Ratings[k]; ok {
 				if err := r.Check(c.cat, v); err != nil {
@@ -627,8 +632,19 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		c.add(doc.Errorf(confload.Join(ps.Field, sub), format, args...))
 		ok = false
 	}
-	if p.Signal == "" {
+	switch {
+	case p.Signal == "":
 		bad("signal", "missing")
+	case !telemetry.ValidSignal(p.Signal):
+		bad("signal", "%q must be 1-%d letters, digits, '_' or '-' (docs/schema.md, \"Bounds\")", p.Signal, telemetry.MaxSignalLen)
+	}
+	for _, code := range slices.Sorted(maps.Keys(p.Enum)) {
+		if lbl := p.Enum[code]; !telemetry.ValidLabel(lbl) {
+			bad(fmt.Sprintf("enum.%d", code), "%q must be 1-%d bytes without control characters", lbl, telemetry.MaxLabelLen)
+		}
+	}
+	if len(p.Enum) > telemetry.MaxLabels {
+		bad("enum", "%d labels, more than %d", len(p.Enum), telemetry.MaxLabels)
 	}
 	if p.Interval != 0 && p.Interval < MinPollInterval {
 		bad("interval", "%v below the minimum %v", p.Interval, MinPollInterval)

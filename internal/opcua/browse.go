@@ -21,6 +21,7 @@ import (
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/opcua/uaunits"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
 )
 
@@ -618,6 +619,9 @@ func signalName(s string) string {
 	out := strings.Trim(notToken.ReplaceAllString(b.String(), "_"), "_")
 	if out == "" {
 		return "signal"
+	}
+	if len(out) > telemetry.MaxSignalLen { // the schema's bound: collectors refuse longer names
+		out = strings.TrimRight(out[:telemetry.MaxSignalLen], "_")
 	}
 	return out
 }

@@ -229,19 +229,7 @@ var (
 // letters, digits, '_' and '-' (`^[A-Za-z0-9_-]{1,64}$`; a loop, not a
 // regexp: every batch checks several tokens). Such tokens are safe in NATS
 // subjects and MQTT topics alike.
-func ValidToken(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+func ValidToken(s string) bool { return len(s) <= 64 && tokenChars(s) }
 
 // Validate checks the invariants every consumer relies on.
 func (b *Batch) Validate() error {

@@ -29,6 +29,7 @@ const (
 	ReasonUnknownClass Reason = "unknown_class" // asset.class not in the catalog
 	ReasonSubject      Reason = "subject"       // site, class or asset id differ from the subject's
 	ReasonBirth        Reason = "birth"         // a birth's ranges, intervals or nameplate are absurd
+	ReasonBounds       Reason = "bounds"        // a string beyond the schema's bounds (telemetry.ValidSignal ...)
 )
 
 // Rejections; use errors.Is.
@@ -37,10 +38,12 @@ var (
 	ErrUnknownClass = errors.New("unknown equipment class")
 	ErrSubject      = errors.New("payload does not match its subject")
 	ErrBirth        = errors.New("implausible birth")
+	ErrBounds       = errors.New("beyond the schema's bounds")
 )
 
 // RejectError is a message Check or CheckAsset refused. It matches
-// ErrSeqRange, ErrUnknownClass, ErrSubject or ErrBirth with errors.Is.
+// ErrSeqRange, ErrUnknownClass, ErrSubject, ErrBirth or ErrBounds with
+// errors.Is.
 type RejectError struct {
 	Reason Reason
 	Detail string
@@ -59,6 +62,8 @@ func (e *RejectError) Is(target error) bool {
 		return target == ErrSubject
 	case ReasonBirth:
 		return target == ErrBirth
+	case ReasonBounds:
+		return target == ErrBounds
 	}
 	return false
 }
@@ -87,14 +92,19 @@ func Check(subject string, b *telemetry.Batch, cat *catalog.Catalog) error {
 
 // CheckAsset decides whether a message about asset a (a batch, birth or
 // death) received on subject may enter the collector: the class must be in
-// cat (ReasonUnknownClass), and the site, class and asset id must be those
-// of the subject (ReasonSubject). Subject permissions confine a gateway to
+// cat (ReasonUnknownClass), its path within the schema's bounds
+// (telemetry.CheckPath; ReasonBounds), and the site, class and asset id
+// must be those of the subject (ReasonSubject). Subject permissions confine a gateway to
 // its site's subjects (deploy/nats); this holds the payload to the subject,
 // so a gateway cannot speak for another site's assets either.
 func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog) error {
 	if _, ok := cat.Class(a.Class); !ok {
 		return &RejectError{Reason: ReasonUnknownClass,
 			Detail: fmt.Sprintf("gateway %s asset %s: class %q is not in the catalog", gateway, a.ID, a.Class)}
+	}
+	if err := telemetry.CheckPath(a.Path); err != nil {
+		return &RejectError{Reason: ReasonBounds,
+			Detail: fmt.Sprintf("gateway %s asset %s: %v", gateway, a.ID, err)}
 	}
 	ps, err := telemetry.ParseSubject(subject)
 	if err != nil || ps.Site != a.Site() || ps.Class != a.Class || ps.Asset != a.ID {
@@ -147,11 +157,19 @@ const MaxBirthIntervalMS = 86_400_000
 // (rated power, flow, speed: a rating of 0 or less is no rating; other
 // nameplate values such as a PV module's temperature coefficient gamma are
 // legitimately negative). A refused birth changes nothing the collector knows about the
-// asset. The error is a *RejectError with ReasonBirth naming the field.
+// asset. The error is a *RejectError with ReasonBirth naming the field, or
+// ReasonBounds when a string breaks the schema's bounds (docs/schema.md,
+// "Bounds": a signal name, unit, enum or allowed label, nameplate key, or
+// more labels or ratings than the bounds allow). It cuts every src and the
+// protocol to telemetry.MaxSrcLen.
 func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 	bad := func(format string, args ...any) error {
 		return &RejectError{Reason: ReasonBirth,
 			Detail: fmt.Sprintf("gateway %s asset %s birth: ", bi.Gateway, bi.Asset.ID) + fmt.Sprintf(format, args...)}
+	}
+	if err := birthBounds(bi); err != "" {
+		return &RejectError{Reason: ReasonBounds,
+			Detail: fmt.Sprintf("gateway %s asset %s birth: %s", bi.Gateway, bi.Asset.ID, err)}
 	}
 	for _, s := range bi.Signals {
 		if s.Min != nil && !finite(*s.Min) || s.Max != nil && !finite(*s.Max) {
@@ -180,3 +198,73 @@ func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// birthBounds checks bi's strings against the schema's bounds and cuts
+// its free text; it returns what breaks them ("" when nothing).
+func birthBounds(bi *telemetry.Birth) string {
+	bi.Protocol = telemetry.CutText(bi.Protocol, telemetry.MaxSrcLen)
+	if len(bi.Nameplate) > telemetry.MaxNameplate {
+		return fmt.Sprintf("%d nameplate ratings, more than %d", len(bi.Nameplate), telemetry.MaxNameplate)
+	}
+	for k := range bi.Nameplate {
+		if !telemetry.ValidToken(k) {
+			return fmt.Sprintf("nameplate key %q is not a token of 1-64 [A-Za-z0-9_-]", telemetry.CutText(k, 64))
+		}
+	}
+	for i := range bi.Signals {
+		s := &bi.Signals[i]
+		if !telemetry.ValidSignal(s.Signal) {
+			return fmt.Sprintf("signals[%d]: name %q is not 1-%d [A-Za-z0-9_-]", i, telemetry.CutText(s.Signal, 64), telemetry.MaxSignalLen)
+		}
+		if !telemetry.ValidUnit(s.Unit) {
+			return fmt.Sprintf("signal %s: unit %q is not 0-%d printable ASCII", s.Signal, telemetry.CutText(s.Unit, 64), telemetry.MaxUnitLen)
+		}
+		labels := [][]string{s.Enum}
+		if s.Write != nil {
+			labels = append(labels, s.Write.Allowed)
+		}
+		for _, ls := range labels {
+			if len(ls) > telemetry.MaxLabels {
+				return fmt.Sprintf("signal %s: %d labels, more than %d", s.Signal, len(ls), telemetry.MaxLabels)
+			}
+			for _, l := range ls {
+				if !telemetry.ValidLabel(l) {
+					return fmt.Sprintf("signal %s: label %q is not 1-%d bytes of UTF-8 without control characters", s.Signal, telemetry.CutText(l, 64), telemetry.MaxLabelLen)
+				}
+			}
+		}
+		s.Src = telemetry.CutText(s.Src, telemetry.MaxSrcLen)
+	}
+	return ""
+}
+
+// DropInvalid removes from b.Readings every reading whose signal name
+// (telemetry.ValidSignal) or unit (telemetry.ValidUnit) breaks the
+// schema's bounds, keeping the order of the rest, and cuts every reading's
+// text to telemetry.MaxTextLen and src to telemetry.MaxSrcLen bytes. It
+// returns how many readings it removed and the first one's name (cut to
+// 64 bytes, a copy: a sample for the log). It allocates nothing when every
+// reading is within the bounds.
+func DropInvalid(b *telemetry.Batch) (n int, first string) {
+	kept := b.Readings[:0]
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		if !telemetry.ValidSignal(r.Signal) || !telemetry.ValidUnit(r.Unit) {
+			if n == 0 {
+				first = strings.Clone(telemetry.CutText(r.Signal, 64))
+			}
+			n++
+			continue
+		}
+		r.Text = telemetry.CutText(r.Text, telemetry.MaxTextLen)
+		r.Src = telemetry.CutText(r.Src, telemetry.MaxSrcLen)
+		if n > 0 {
+			kept = append(kept, *r)
+		} else {
+			kept = kept[:len(kept)+1]
+		}
+	}
+	clear(b.Readings[len(kept):]) // no views into the payload left behind
+	b.Readings = kept
+	return n, first
+}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -29,7 +30,7 @@ func TestLimitBirth(t *testing.T) {
 			for _, s := range tc.in {
 				bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: s})
 			}
-			cut, first := LimitBirth(bi, tc.max)
+			cut, first := LimitBirth(bi, tc.max, catalog.Default())
 			var got []string
 			for _, s := range bi.Signals {
 				got = append(got, s.Signal)
@@ -38,5 +39,22 @@ func TestLimitBirth(t *testing.T) {
 				t.Fatalf("kept %v, cut %d first %q; want %v, %d %q", got, cut, first, tc.want, tc.cut, tc.first)
 			}
 		})
+	}
+}
+
+// The class's catalog signals are kept beyond the bound (invented names
+// listed first cannot lock them out); they count toward it.
+func TestLimitBirthKeepsCatalogSignals(t *testing.T) {
+	bi := &telemetry.Birth{Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor"}}
+	for _, s := range []string{"x1", "x2", "x3", "dew_point", "x4", "free_air_delivery", "discharge_temp"} {
+		bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: s})
+	}
+	cut, first := LimitBirth(bi, 2, catalog.Default())
+	var got []string
+	for _, s := range bi.Signals {
+		got = append(got, s.Signal)
+	}
+	if want := []string{"x1", "x2", "dew_point", "free_air_delivery", "discharge_temp"}; !slices.Equal(got, want) || cut != 2 || first != "x3" {
+		t.Fatalf("kept %v, cut %d first %q; want %v, 2 x3", got, cut, first, want)
 	}
 }

@@ -175,6 +175,9 @@ func LoadMapping(file string, cat *catalog.Catalog) (*Mapping, error) {
 		if n.Gateway == "" {
 			n.Gateway = n.EdgeNode
 		}
+		if err := telemetry.CheckPath(n.Path); err != nil {
+			bad(p+".path", "%v", err)
+		}
 		if !telemetry.ValidToken(n.Gateway) {
 			bad(p+".gateway", "%q is not a token of 1-64 [A-Za-z0-9_-] (required when edge_node is not one)", n.Gateway)
 		}
@@ -222,6 +225,10 @@ func LoadMapping(file string, cat *catalog.Catalog) (*Mapping, error) {
 					bad(mp+".signal", "%q is already the signal of %s.metrics[%d]", mm.Signal, dp, first)
 				} else {
 					signals[mm.Signal] = k
+				}
+				if !telemetry.ValidSignal(mm.Signal) {
+					bad(mp+".signal", "%q must be 1-%d letters, digits, '_' or '-' (docs/schema.md, \"Bounds\")", mm.Signal, telemetry.MaxSignalLen)
+					continue
 				}
 				sig, err := cat.Lookup(d.Class, mm.Signal)
 				if err != nil {

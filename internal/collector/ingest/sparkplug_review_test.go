@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -221,5 +222,24 @@ func TestSparkplugMetricsPresentFromStart(t *testing.T) {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != want {
 			t.Errorf("%s: %d series (%v), want %d", name, n, err, want)
 		}
+	}
+}
+
+// TestLoadMappingBounds: a mapped signal name and the path are held to
+// the schema's bounds (docs/schema.md, "Bounds"), so the collector never
+// refuses the readings its own mapping makes.
+func TestLoadMappingBounds(t *testing.T) {
+	_, err := LoadMapping("testdata/sparkplug/bounds.yaml", catalog.Default())
+	got := fmt.Sprint(confload.AsErrors(err))
+	for _, want := range []string{
+		`testdata/sparkplug/bounds.yaml:4: nodes[0].path: invalid message: asset.path[2] "line 1" is not 0-64 letters, digits, '_' or '-'`,
+		`testdata/sparkplug/bounds.yaml:10: nodes[0].devices[0].metrics[0].signal: "Inputs/Temperature" must be 1-64 letters, digits, '_' or '-'`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors %s\nwant %s", got, want)
+		}
+	}
+	if n := len(confload.AsErrors(err)); n != 2 {
+		t.Errorf("%d errors, want 2: %s", n, got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -25,10 +26,13 @@ type Refusal struct {
 // reading of a signal it does not hold is taken while the asset holds fewer
 // than max signals (a new signal named twice in b counts once), else it is
 // removed from b.Readings (the order of the rest is kept), so that it is
-// neither evaluated nor stored by anything b is given to next. It creates
-// the asset's state as Process would (signals the rules name for its class
-// are held from then on and count toward max). The refusal is counted on
-// the asset (see Refusal, AssetView.SignalsRefused).
+// neither evaluated nor stored by anything b is given to next. Signals of
+// the asset's class in the catalog are always taken, beyond max too (they
+// are few and known, so invented names cannot lock them out); once held
+// they count toward max like any other. It creates the asset's state as
+// Process would (signals the rules name for its class are held from then
+// on, beyond max too, and count toward it). The refusal is counted on the
+// asset (see Refusal, AssetView.SignalsRefused).
 func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 	if max <= 0 {
 		return Refusal{}
@@ -38,6 +42,10 @@ func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 		return Refusal{} // every reading fits, even if all are new
 	}
 	room := max - len(a.list)
+	var catalogued map[string]*catalog.Signal // the class's catalog signals, always taken
+	if cl, ok := e.cat.Class(a.class); ok {
+		catalogued = cl.Signals
+	}
 	var taken []string           // new signals taken from b (at most room of them)
 	var takenSet map[string]bool // taken, once it is long
 	var r Refusal
@@ -55,7 +63,7 @@ func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 				held = slices.Contains(taken, name)
 			}
 		}
-		if !held && len(taken) < room {
+		if !held && (len(taken) < room || catalogued[name] != nil) {
 			taken = append(taken, name)
 			if takenSet != nil {
 				takenSet[name] = true
@@ -85,11 +93,12 @@ func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 	return e.noteRefused(a, r)
 }
 
-// NoteBirthRefused counts n signals of the asset's birth refused by the
-// same bound (the birth was cut to its first max_signals_per_asset signals
-// before Birth); the asset must be tracked (Birth was called). first is a
-// sample name for the log.
-func (e *Engine) NoteBirthRefused(site, id string, n int, first string) Refusal {
+// NoteRefused counts n signals refused on the asset outside LimitSignals:
+// birth signals beyond the same bound (the birth was cut to its first
+// max_signals_per_asset signals before Birth), or readings whose names
+// break the schema's bounds; the asset must be tracked (Birth or
+// LimitSignals was called). first is a sample name for the log.
+func (e *Engine) NoteRefused(site, id string, n int, first string) Refusal {
 	a, ok := e.assets[[2]string{site, id}]
 	if !ok || n <= 0 {
 		return Refusal{}
@@ -108,4 +117,17 @@ func (e *Engine) noteRefused(a *assetState, r Refusal) Refusal {
 		a.refusedLog, r.Warn = now, true
 	}
 	return r
+}
+
+// NamedSignals returns the signals the rules of s name for every asset of
+// class (rules selected by asset id aside): an asset of the class holds
+// them from its first message on, whatever max_signals_per_asset says.
+func (s *Set) NamedSignals(cat *catalog.Catalog, class string) []string {
+	e := New(s, cat, Options{})
+	a := e.asset("_", "_", class, nil)
+	out := make([]string, len(a.list))
+	for i, sg := range a.list {
+		out[i] = sg.name
+	}
+	return out
 }

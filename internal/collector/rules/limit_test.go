@@ -105,15 +105,15 @@ func TestLimitSignalsManyNewNames(t *testing.T) {
 }
 
 // A birth's refused signals are counted on the asset with the data's.
-func TestNoteBirthRefused(t *testing.T) {
+func TestNoteRefused(t *testing.T) {
 	e := newHarness(t, true, "").e
-	if r := e.NoteBirthRefused("site1", "a-1", 3, "z"); r != (Refusal{}) {
+	if r := e.NoteRefused("site1", "a-1", 3, "z"); r != (Refusal{}) {
 		t.Fatalf("untracked asset: %+v", r)
 	}
 	bi := &telemetry.Birth{Gateway: "gw", Asset: telemetry.AssetJSON{ID: "a-1", Class: "generic", Path: []string{"acme", "site1", "_", "_", "_"}},
 		Signals: []telemetry.SignalInfo{{Signal: "a"}, {Signal: "b"}}}
 	e.Birth(bi, nil)
-	if r := e.NoteBirthRefused("site1", "a-1", 3, "z"); r.Refused != 3 || r.First != "z" || r.Held != 2 || !r.Warn || r.Total != 3 {
+	if r := e.NoteRefused("site1", "a-1", 3, "z"); r.Refused != 3 || r.First != "z" || r.Held != 2 || !r.Warn || r.Total != 3 {
 		t.Fatalf("%+v", r)
 	}
 }
@@ -161,5 +161,36 @@ func TestProcessCacheBoundedBySignals(t *testing.T) {
 	}
 	if v, _ := e.Asset("site1", "a-1"); len(v.Signals) != 3 || !v.Signals[2].Valid {
 		t.Fatalf("view %+v", v.Signals)
+	}
+}
+
+// Invented names that fill an asset's bound do not lock out the signals
+// of its class in the catalog: they are taken beyond the bound (and
+// counted as held), while a new invented name is still refused.
+func TestLimitSignalsAdmitsCatalogSignals(t *testing.T) {
+	h := newHarness(t, true, "")
+	b := limitBatch(t0, "x1", "x2", "x3", "x4")
+	b.Asset.Class = "air_compressor"
+	// the rules of the default packs name 3 compressor signals: 3 + 4 = 7
+	if r := h.e.LimitSignals(b, 7); r.Refused != 0 {
+		t.Fatalf("first batch: %+v", r)
+	}
+	h.e.Process(b, nil)
+	b = limitBatch(t0+1000, "x5", "dew_point", "x1", "free_air_delivery", "dew_point")
+	b.Asset.Class = "air_compressor"
+	r := h.e.LimitSignals(b, 7)
+	if got, want := signalsOf(b), []string{"dew_point", "x1", "free_air_delivery", "dew_point"}; !slices.Equal(got, want) || r.Refused != 1 || r.First != "x5" {
+		t.Fatalf("kept %v, refusal %+v; want %v and x5 refused", got, r, want)
+	}
+	h.e.Process(b, nil)
+	v, _ := h.e.Asset("site1", "a-1")
+	var names []string
+	for _, s := range v.Signals {
+		names = append(names, s.Signal)
+	}
+	for _, n := range []string{"dew_point", "free_air_delivery"} {
+		if !slices.Contains(names, n) {
+			t.Errorf("%s not held: %v", n, names)
+		}
 	}
 }
