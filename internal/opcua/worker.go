@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -100,12 +101,13 @@ type isolated struct {
 // they come and go, stops it when its last device stops, and restarts it
 // with backoff when it dies.
 type workerGroup struct {
-	key    string // "" for a group of one (IsolationProcess)
-	log    *slog.Logger
-	bo     backoff.Backoff
-	ctx    context.Context
-	cancel func()
-	done   chan struct{} // closed when run returns
+	key     string        // "" for a group of one (IsolationProcess)
+	silence time.Duration // workerSilence (shorter in tests)
+	log     *slog.Logger
+	bo      backoff.Backoff
+	ctx     context.Context
+	cancel  func()
+	done    chan struct{} // closed when run returns
 
 	mu       sync.Mutex // guards what follows; held while a device's frames are handed on
 	members  map[uint32]*member
@@ -125,9 +127,10 @@ type member struct {
 
 // groups holds the workerGroups of IsolationEndpoint by key.
 var groups = struct {
-	mu sync.Mutex
-	m  map[string]*workerGroup
-}{m: map[string]*workerGroup{}}
+	mu      sync.Mutex
+	m       map[string]*workerGroup
+	silence time.Duration // new groups' workerSilence
+}{m: map[string]*workerGroup{}, silence: workerSilence}
 
 // groupKey is what devices sharing an endpoint's worker have in common:
 // the endpoint URL and every security setting of the session.
@@ -149,7 +152,7 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	defer groups.mu.Unlock()
 	g := groups.m[key]
 	if key == "" || g == nil {
-		g = &workerGroup{key: key, log: c.log, bo: backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
+		g = &workerGroup{key: key, silence: groups.silence, log: c.log, bo: backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
 			done: make(chan struct{}), members: map[uint32]*member{}}
 		if key != "" {
 			g.log = c.logBase.With("endpoint", c.cfg.Endpoint)
@@ -203,8 +206,11 @@ func (g *workerGroup) configure(m *member) {
 	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
 	if err := g.conn.send(&wireMsg{Kind: msgConfig, Dev: m.slot, Config: wc}); err != nil {
-		g.log.Warn("opc ua session worker: send a device's configuration", "device", c.id, "err", err)
-		return // the worker is ending: forward learns it
+		// the worker would never run the device: it is ended (send
+		// kills it when the frame could not be encoded, and a write fails
+		// only when it is ending anyway) and forward learns it
+		g.log.Error("opc ua session worker: send a device's configuration", "device", c.id, "err", err)
+		return
 	}
 	c.wk.Store(&workerDev{conn: g.conn, slot: m.slot, c: c})
 }
@@ -341,6 +347,7 @@ func (g *workerGroup) once() workerRun {
 	log := g.log.With("worker_pid", pid)
 	log.Debug("opc ua session worker started", "exe", exe)
 	conn := newWorkerConn(log, pid, stdin)
+	conn.kill = func() { _ = cmd.Process.Kill() }
 	g.mu.Lock()
 	g.conn = conn
 	for _, m := range g.members {
@@ -389,8 +396,22 @@ func (g *workerGroup) once() workerRun {
 		}
 	}()
 
+	// a worker silent for g.silence while it is read (no frame, not even
+	// its heartbeat) is wedged: killed, it dies as any other.
+	var reading readClock
+	stopper.Add(1)
+	go func() {
+		defer stopper.Done()
+		watchSilence(done, &reading, g.silence, func(quiet time.Duration) {
+			conn.abort(fmt.Errorf("%w: no frame for %v", errWorkerSilent, quiet.Round(time.Millisecond)))
+		})
+	}()
+
 	res := workerRun{}
-	res.err = g.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn)
+	res.err = g.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn, &reading)
+	if cause := conn.aborted(); cause != nil {
+		res.err = cause
+	}
 	// no new command reaches this worker; those in flight learn its fate
 	// below, once it is known
 	g.mu.Lock()
@@ -451,16 +472,23 @@ func (g *workerGroup) deviceIDs() []string {
 // forward reads the worker's frames until its stdout ends (io.EOF) or a
 // frame is bad, handing each device's cycles, units, status and metrics
 // on; a frame of a device that left is dropped.
-func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
+func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn, reading *readClock) error {
 	fr := &frameReader{r: rd}
 	var msg wireMsg
+	reading.start()
 	if err := fr.read(&msg); err != nil || msg.Kind != msgHello {
 		res.noWorker = true
 		return errors.Join(errNoHello, err)
 	}
 	for {
-		if err := fr.read(&msg); err != nil {
+		reading.start()
+		err := fr.read(&msg)
+		reading.stop()
+		if err != nil {
 			return err
+		}
+		if msg.Kind == msgPing {
+			continue
 		}
 		if msg.Kind == msgResp {
 			if msg.Resp != nil {
@@ -469,7 +497,6 @@ func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn) er
 			continue
 		}
 		g.mu.Lock()
-		var err error
 		if m := g.members[msg.Dev]; m != nil {
 			err = m.handle(&msg)
 		}
@@ -508,9 +535,8 @@ func (m *member) handle(msg *wireMsg) error {
 		iso.r.emit(cyc)
 	case msgUnits:
 		us := make([]NodeUnit, len(msg.Units))
-		for i, w := range msg.Units {
-			us[i] = w.NodeUnit
-			us[i].Err = w.Err.decode()
+		for i := range msg.Units {
+			us[i] = msg.Units[i].unit()
 		}
 		iso.r.mu.Lock()
 		changed := !sameUnits(iso.r.units, us)
@@ -556,7 +582,7 @@ func (r *runState) lostForwarded(cyc *sample.Cycle) {
 // holds the worker's previous values) and sets its gauges.
 func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 	for _, v := range wm.Latency {
-		d.publishLatency.Observe(v)
+		d.publishLatency.Observe(float64(v))
 	}
 	for _, mv := range wm.Values {
 		labels := prometheus.Labels{"device": d.id}
@@ -569,14 +595,14 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 		if mv.Gauge {
 			if g := d.m.gaugeVec(mv.Name); g != nil {
 				if x, err := g.GetMetricWith(labels); err == nil {
-					x.Set(mv.Value)
+					x.Set(float64(mv.Value))
 				}
 			}
 			continue
 		}
 		key := mv.Name + "{" + strings.Join(keys, ",") + "}"
-		delta := mv.Value - seen[key]
-		seen[key] = mv.Value
+		delta := float64(mv.Value) - seen[key]
+		seen[key] = float64(mv.Value)
 		if delta <= 0 {
 			continue
 		}
@@ -584,6 +610,50 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 			if x, err := cv.GetMetricWith(labels); err == nil {
 				x.Add(delta)
 			}
+		}
+	}
+}
+
+// workerSilence is how long a worker may send nothing (not even its
+// heartbeat, sent every workerHeartbeat) while the parent waits for its
+// next frame: then it is killed and restarted like a dead one, and its
+// devices get their Lost cycle (docs/opcua.md, "Session isolation").
+// Time the parent spends handing frames on (a slow uplink) does not count.
+const workerSilence = 10 * workerHeartbeat
+
+// errWorkerSilent is the cause of a worker killed for silence.
+var errWorkerSilent = errors.New("opcua: session worker silent")
+
+// readClock is when forward started waiting for the worker's next frame
+// (Unix ns; 0 while it hands a frame on).
+type readClock struct{ since atomic.Int64 }
+
+func (r *readClock) start() { r.since.Store(time.Now().UnixNano()) }
+func (r *readClock) stop()  { r.since.Store(0) }
+
+// quiet is how long forward has been waiting for a frame (0: not waiting).
+func (r *readClock) quiet() time.Duration {
+	s := r.since.Load()
+	if s == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, s))
+}
+
+// watchSilence calls silent once when r has been waiting longer than limit,
+// checking every limit/4 until done closes.
+func watchSilence(done <-chan struct{}, r *readClock, limit time.Duration, silent func(time.Duration)) {
+	t := time.NewTicker(limit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if q := r.quiet(); q > limit {
+			silent(q)
+			return
 		}
 	}
 }
@@ -601,6 +671,33 @@ type workerConn struct {
 	pending map[uint64]chan *wireResp
 	dead    chan struct{} // closed by fail
 	err     error         // why the worker ended
+	kill    func()        // kills the worker process (nil in tests without one)
+	cause   error         // why the parent killed it (abort)
+}
+
+// abort kills the worker for cause, logged at ERROR: a frame the parent
+// could not encode, or a worker gone silent. The first cause is the one
+// its devices' Lost cycles report.
+func (w *workerConn) abort(cause error) {
+	w.mu.Lock()
+	first := w.cause == nil
+	if first {
+		w.cause = cause
+	}
+	w.mu.Unlock()
+	if !first {
+		return
+	}
+	w.log.Error("opc ua session worker: killing it", "err", cause)
+	if w.kill != nil {
+		w.kill()
+	}
+}
+
+func (w *workerConn) aborted() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cause
 }
 
 func newWorkerConn(log *slog.Logger, pid int, w io.Writer) *workerConn {
@@ -614,11 +711,18 @@ type workerDev struct {
 	c    *Client
 }
 
-// send writes one frame on the worker's stdin.
+// send writes one frame on the worker's stdin. A frame that cannot be
+// encoded kills the worker (abort): it would otherwise wait for it.
 func (w *workerConn) send(m *wireMsg) error {
+	b, err := appendFrame(nil, m)
+	if err != nil {
+		w.abort(err)
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return writeFrame(w.w, m)
+	_, err = w.w.Write(b)
+	return err
 }
 
 // call sends req for the device and waits for its answer, for ctx's end
@@ -647,7 +751,16 @@ func (d *workerDev) call(ctx context.Context, req *wireReq) (resp *wireResp, sen
 	w.next++
 	req.ID = w.next
 	w.pending[req.ID] = ch
-	err = writeFrame(w.w, &wireMsg{Kind: msgReq, Dev: d.slot, Req: req})
+	b, err := appendFrame(nil, &wireMsg{Kind: msgReq, Dev: d.slot, Req: req})
+	if err != nil {
+		// a request that cannot be encoded fails alone (its caller learns
+		// it); the worker and its sessions go on
+		delete(w.pending, req.ID)
+		w.mu.Unlock()
+		w.log.Error("opc ua session worker: encode a request", "device", d.c.id, "err", err)
+		return nil, false, fmt.Errorf("%w: encode for the session worker: %w", ErrNoSession, err)
+	}
+	_, err = w.w.Write(b)
 	if err != nil {
 		// a frame the worker did not get whole is never executed
 		delete(w.pending, req.ID)
