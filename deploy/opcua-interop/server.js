@@ -33,6 +33,8 @@
 //   {"cmd":"unit",...,"semantics":true}               and sets the SemanticsChanged bit (0x4000) on the
 //                                                     value itself, so that Read results carry it too
 //                                                     (node-opcua sets it on notifications only)
+//   {"cmd":"range","name":"top_pressure","low":"NaN","high":"NaN"}  sets its EURange (numbers, or the
+//                                                     texts "NaN", "Infinity", "-Infinity")
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
@@ -55,6 +57,7 @@ const {
     StatusCode,
     StatusCodes,
     standardUnits,
+    Range,
 } = require("node-opcua");
 
 function usage(msg) {
@@ -338,6 +341,13 @@ async function main() {
                     const st = c.semantics ? StatusCode.makeStatusCode(StatusCodes.Good, "SemanticChanged") : StatusCodes.Good;
                     v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), st, new Date());
                     v.engineeringUnits.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: eu }));
+                    break;
+                }
+                case "range": {
+                    const v = byName.get(c.name);
+                    if (!v) throw new Error(`no variable ${c.name}`);
+                    const low = Number(c.low), high = Number(c.high); // Number("NaN") is NaN
+                    v.euRange.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: new Range({ low, high }) }));
                     break;
                 }
                 case "fault":
