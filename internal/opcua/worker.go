@@ -447,6 +447,9 @@ func (g *workerGroup) once() workerRun {
 		res.err = fmt.Errorf("%w: %w: %s", ErrWorkerExited, ErrPanic, panicLine)
 	case res.err != nil:
 		res.err = fmt.Errorf("%w: %w (%w)", ErrWorkerExited, res.err, werr)
+	case exitCode(werr) == 1 && st.lastErr() != "":
+		// the worker said why it stopped (a frame it could not send)
+		res.err = fmt.Errorf("%w: %w (its last error: %s)", ErrWorkerExited, werr, st.lastErr())
 	default:
 		res.err = fmt.Errorf("%w: %w", ErrWorkerExited, werr)
 	}
@@ -455,6 +458,16 @@ func (g *workerGroup) once() workerRun {
 		log.Error("opc ua session worker died", "err", res.err, "devices", g.deviceIDs(), "stack", stack)
 	}
 	return res
+}
+
+// exitCode is the exit status of a process that exited (-1 otherwise:
+// killed by a signal, not started).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 // deviceIDs lists the group's devices.
@@ -822,6 +835,7 @@ type stderrTail struct {
 	tail      []string
 	panicLine string
 	stack     []string
+	lastError string // the last ERROR line of the worker's log: message and err
 }
 
 // consume reads a worker's stderr: each slog JSON line is re-emitted
@@ -831,7 +845,12 @@ func (t *stderrTail) consume(ctx context.Context, r io.Reader, pick func(device 
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if relog(ctx, pick, line) {
+		if e, ok := relog(ctx, pick, line); ok {
+			if e != "" {
+				t.mu.Lock()
+				t.lastError = e
+				t.mu.Unlock()
+			}
 			continue
 		}
 		t.mu.Lock()
@@ -861,17 +880,25 @@ func (t *stderrTail) report() (string, string) {
 	return "", strings.Join(t.tail, "\n")
 }
 
+// lastErr is the last ERROR line the worker logged, "" if none.
+func (t *stderrTail) lastErr() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastError
+}
+
 // relog re-emits one slog JSON line of the worker through the logger pick
 // returns for the line's device, with its level, message and attributes
 // (the worker's time and device dropped: that logger has its own). It
-// reports false for a line that is not such JSON.
-func relog(ctx context.Context, pick func(device string) *slog.Logger, line string) bool {
+// reports false for a line that is not such JSON, and returns the line's
+// message and err attribute when it is an ERROR.
+func relog(ctx context.Context, pick func(device string) *slog.Logger, line string) (string, bool) {
 	if !strings.HasPrefix(line, "{") {
-		return false
+		return "", false
 	}
 	var rec map[string]any
 	if json.Unmarshal([]byte(line), &rec) != nil {
-		return false
+		return "", false
 	}
 	msg, _ := rec["msg"].(string)
 	lvlText, _ := rec["level"].(string)
@@ -894,5 +921,11 @@ func relog(ctx context.Context, pick func(device string) *slog.Logger, line stri
 	}
 	dev, _ := rec["device"].(string)
 	pick(dev).Log(ctx, lvl, msg, args...)
-	return true
+	if lvl < slog.LevelError {
+		return "", true
+	}
+	if e, ok := rec["err"]; ok {
+		return fmt.Sprintf("%s: %v", msg, e), true
+	}
+	return msg, true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -580,5 +581,23 @@ func TestWorkerEnv(t *testing.T) {
 	env = workerEnv([]string{"PATH=/bin", "GOGC=200"})
 	if !slices.Contains(env, "GOGC=200") || slices.Contains(env, "GOGC="+WorkerGOGC) {
 		t.Fatalf("env with GOGC set: %v", env)
+	}
+}
+
+// TestStderrTailKeepsLastError: the worker's last ERROR line (message and
+// err) is kept for its death report; other levels and non-JSON lines are
+// not.
+func TestStderrTailKeepsLastError(t *testing.T) {
+	in := strings.Join([]string{
+		`{"time":"t","level":"ERROR","msg":"first","err":"e1"}`,
+		`{"time":"t","level":"ERROR","msg":"opc ua worker: cannot send a frame to the gateway; stopping the worker","device":"d","err":"opcua: worker frame units: boom"}`,
+		`{"time":"t","level":"WARN","msg":"later warning","err":"w"}`,
+		`not json`,
+	}, "\n")
+	var st stderrTail
+	st.consume(t.Context(), strings.NewReader(in), func(string) *slog.Logger { return slog.New(slog.DiscardHandler) })
+	want := "opc ua worker: cannot send a frame to the gateway; stopping the worker: opcua: worker frame units: boom"
+	if got := st.lastErr(); got != want {
+		t.Fatalf("last error %q, want %q", got, want)
 	}
 }
