@@ -122,6 +122,10 @@ type member struct {
 	iso       *isolated
 	seen      map[string]float64 // the worker's metric values last applied
 	connected bool               // a session was up in the current worker
+	up        bool               // its session is up, as the worker last said
+	lastCycle time.Time          // its last cycle, or when its session came up after
+	period    time.Duration      // the longest interval its cycles may be apart (cyclePeriod)
+	revised   time.Duration      // the longest interval of its cycles in the current worker (as the server revised it)
 	fallback  chan struct{}      // closed when the sessions must run in process (test binaries only)
 }
 
@@ -163,7 +167,8 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{})}
+	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{}),
+		period: cyclePeriod(c)}
 	g.next++
 	g.members[m.slot] = m
 	switch {
@@ -202,6 +207,7 @@ func (g *workerGroup) leave(m *member) {
 func (g *workerGroup) configure(m *member) {
 	c := m.iso.c
 	c.m.state.Set(StateConnecting)
+	m.up, m.lastCycle, m.revised = false, time.Time{}, 0
 	pid := g.conn.pid
 	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
@@ -297,7 +303,7 @@ func (m *member) died(res *workerRun) bool {
 	iso.staleSent = true
 	c.m.reconnects.Inc()
 	up := m.connected
-	m.connected = false
+	m.connected, m.up = false, false
 	return up
 }
 
@@ -398,13 +404,21 @@ func (g *workerGroup) once() workerRun {
 
 	// a worker silent for g.silence while it is read (no frame, not even
 	// its heartbeat) is wedged: killed, it dies as any other.
+	// So is one that goes on sending but has a device with its session up
+	// and no cycle for a long while (silentDevice).
 	var reading readClock
 	stopper.Add(1)
 	go func() {
 		defer stopper.Done()
-		watchSilence(done, &reading, g.silence, func(quiet time.Duration) {
-			conn.abort(fmt.Errorf("%w: no frame for %v", errWorkerSilent, quiet.Round(time.Millisecond)))
-		})
+		watchSilence(done, &reading, g.silence, func() error {
+			if q := reading.quiet(); q > g.silence {
+				return fmt.Errorf("%w: no frame for %v", errWorkerSilent, q.Round(time.Millisecond))
+			}
+			if reading.quiet() == 0 {
+				return nil // handing a frame on: the gateway is the slow one
+			}
+			return g.silentDevice(time.Now())
+		}, conn.abort)
 	}()
 
 	res := workerRun{}
@@ -531,7 +545,9 @@ func (m *member) handle(msg *wireMsg) error {
 		if msg.Cycle == nil {
 			return errors.New("opcua: worker cycle frame without a cycle")
 		}
+		m.lastCycle = time.Now()
 		cyc := msg.Cycle.cycle()
+		m.revised = max(m.revised, cyc.Interval)
 		for _, s := range cyc.Samples {
 			if s.Index >= len(c.points) {
 				return fmt.Errorf("opcua: worker cycle frame: sample of point %d, device %s has %d", s.Index, c.id, len(c.points))
@@ -567,7 +583,11 @@ func (m *member) handle(msg *wireMsg) error {
 		ws := *msg.Status
 		if ws.Connected {
 			m.connected = true
+			if !m.up {
+				m.lastCycle = time.Now() // the device's silence counts from here
+			}
 		}
+		m.up = ws.Connected
 		c.setStatus(func(s *Status) {
 			ws.Sessions += iso.base.Sessions
 			ws.ServiceFaults += iso.base.ServiceFaults
@@ -653,9 +673,9 @@ func (r *readClock) quiet() time.Duration {
 	return time.Since(time.Unix(0, s))
 }
 
-// watchSilence calls silent once when r has been waiting longer than limit,
-// checking every limit/4 until done closes.
-func watchSilence(done <-chan struct{}, r *readClock, limit time.Duration, silent func(time.Duration)) {
+// watchSilence calls check every limit/4 until done closes or check
+// returns an error, which it hands to abort.
+func watchSilence(done <-chan struct{}, r *readClock, limit time.Duration, check func() error, abort func(error)) {
 	t := time.NewTicker(limit / 4)
 	defer t.Stop()
 	for {
@@ -664,11 +684,57 @@ func watchSilence(done <-chan struct{}, r *readClock, limit time.Duration, silen
 			return
 		case <-t.C:
 		}
-		if q := r.quiet(); q > limit {
-			silent(q)
+		if err := check(); err != nil {
+			abort(err)
 			return
 		}
 	}
+}
+
+// deviceSilenceMultiple is k of DOMAIN.md: a device whose session is up in
+// its worker but that has emitted no cycle for k x its cycle period (at
+// least the group's silence limit) is wedged inside the worker.
+const deviceSilenceMultiple = 3
+
+// errDeviceSilent is the cause of a worker killed for a silent device.
+var errDeviceSilent = errors.New("opcua: device silent in its session worker")
+
+// cyclePeriod is the longest a device's cycles may be apart while its
+// session is up: its slowest poll and a read's timeout, or a
+// subscription's keep-alive period and one publishing interval (a
+// keep-alive is a cycle, docs/opcua.md "Quality rules").
+func cyclePeriod(c *Client) time.Duration {
+	var p time.Duration
+	for _, pt := range c.points {
+		if pt.NodeID == "" {
+			continue // a method only: never read
+		}
+		if pt.Mode == ModePoll {
+			p = max(p, pt.PollInterval+c.cfg.RequestTimeout)
+		} else {
+			p = max(p, c.cfg.KeepAlive+c.cfg.PublishInterval)
+		}
+	}
+	return p
+}
+
+// silentDevice reports a device of g whose session is up in the current
+// worker but that has emitted no cycle for deviceSilenceMultiple x its
+// cycle period, nor for g.silence: its sessions are wedged, so the
+// worker is (killed and restarted, its devices declared dead meanwhile).
+func (g *workerGroup) silentDevice(now time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.members {
+		if !m.up || m.lastCycle.IsZero() || m.period == 0 {
+			continue
+		}
+		limit := max(deviceSilenceMultiple*max(m.period, m.revised), g.silence)
+		if q := now.Sub(m.lastCycle); q > limit {
+			return fmt.Errorf("%w: device %s, session up, no cycle for %v (limit %v)", errDeviceSilent, m.iso.c.id, q.Round(time.Millisecond), limit)
+		}
+	}
+	return nil
 }
 
 // workerConn is the parent's end of one worker's command channel: frames

@@ -209,6 +209,10 @@ func (p *profiles) stop() {
 	}
 }
 
+// wedgeForTest, set only in a test binary's worker process (its TestMain),
+// may block a device's cycles: a device wedged inside a live worker.
+var wedgeForTest func(ctx context.Context, device string)
+
 // workerHost is a worker's devices.
 type workerHost struct {
 	ctx    context.Context
@@ -284,6 +288,9 @@ func (h *workerHost) start(d *hostedDevice) {
 		// changed since the last one sent: the parent's Status is current
 		// when its emit sees the cycle.
 		err := d.c.Run(d.ctx, func(cyc *sample.Cycle) {
+			if wedgeForTest != nil {
+				wedgeForTest(d.ctx, d.c.id)
+			}
 			err := h.out.sendStatus(d.slot, d.c.Status())
 			if err == nil {
 				err = h.out.send(&wireMsg{Kind: msgCycle, Dev: d.slot, Cycle: toWireCycle(cyc)})

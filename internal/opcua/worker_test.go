@@ -279,14 +279,7 @@ func TestWorkerKilledMidRunIsLostAndRestarted(t *testing.T) {
 // group's silence limit it is killed, its device gets a Lost cycle naming
 // the silence, and a new worker delivers again.
 func TestSilentWorkerIsKilledAndRestarted(t *testing.T) {
-	groups.mu.Lock()
-	groups.silence = 4 * workerHeartbeat
-	groups.mu.Unlock()
-	t.Cleanup(func() {
-		groups.mu.Lock()
-		groups.silence = workerSilence
-		groups.mu.Unlock()
-	})
+	setSilence(t, 4*workerHeartbeat)
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	cfg := baseConfig(t, f)
 	cfg.Isolation = IsolationEndpoint
@@ -318,6 +311,64 @@ func TestSilentWorkerIsKilledAndRestarted(t *testing.T) {
 		return rec.has(1, telemetry.QualityGood, 214.5) && st.WorkerStarts == 2 && st.WorkerPID != pid && st.Connected
 	})
 	wait.For(t, 10*time.Second, "the silent worker gone", func() bool { return !processAlive(pid) })
+}
+
+// wedgeEnv names, in a test's environment, the device whose cycles its
+// workers block (TestMain sets wedgeForTest in the worker).
+const wedgeEnv = "SMELTER_OPCUA_TEST_WEDGE"
+
+// setSilence sets new groups' silence limit for the test.
+func setSilence(t *testing.T, d time.Duration) {
+	groups.mu.Lock()
+	groups.silence = d
+	groups.mu.Unlock()
+	t.Cleanup(func() {
+		groups.mu.Lock()
+		groups.silence = workerSilence
+		groups.mu.Unlock()
+	})
+}
+
+// TestWedgedDeviceRestartsItsWorker: one device of an endpoint's worker
+// stops emitting while its session is up and the worker goes on (its
+// heartbeat, the other device's cycles). After the device's silence limit
+// the worker is killed: both devices get a Lost cycle naming the silent
+// device, and a new worker serves them.
+func TestWedgedDeviceRestartsItsWorker(t *testing.T) {
+	t.Setenv(wedgeEnv, "dev-wedged")
+	setSilence(t, 2*time.Second)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationEndpoint
+	cfg.RequestTimeout = time.Second // the polled device's limit: 3 x (50 ms + 1 s)
+	okc, err := New("dev-ok", cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := New("dev-wedged", cfg, pointsFor(f, "bf-2", ModePoll, "top_gas_co"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	okRec, wRec := newRecorder(), newRecorder()
+	runClient(t, okc, okRec)
+	runClient(t, wc, wRec)
+	silent := func(r *recorder) func() bool {
+		return func() bool {
+			return r.countCycles(func(cy sample.Cycle) bool {
+				return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && errors.Is(cy.Err, errDeviceSilent) && strings.Contains(cy.Err.Error(), "dev-wedged")
+			}) >= 1
+		}
+	}
+	wait.For(t, 30*time.Second, "Lost cycles naming the wedged device", func() bool { return silent(okRec)() && silent(wRec)() })
+	if wRec.count(func(s sample.Sample) bool { return s.Quality != telemetry.QualityStale }) != 0 {
+		t.Fatal("the wedged device emitted samples")
+	}
+	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the other device's values from a new worker", func() bool {
+		return okRec.has(0, telemetry.QualityGood, 214.5) && okc.Status().WorkerStarts >= 2
+	})
 }
 
 // TestWorkerStopsWhenItCannotSend: a frame the worker cannot send (here
