@@ -38,6 +38,8 @@
 //       {"type":"info","namespaceUri":"...","unitId":-1,"displayName":"bar"}  an EUInformation
 //       {"type":"string","value":"kPa"}   a String   {"type":"double","value":42}  a Double
 //       {"type":"null"}                   a Null variant
+//   {"cmd":"range","name":"top_pressure","low":"NaN","high":"NaN"}  sets its EURange (numbers, or the
+//                                                     texts "NaN", "Infinity", "-Infinity")
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
@@ -60,6 +62,7 @@ const {
     StatusCode,
     StatusCodes,
     standardUnits,
+    Range,
 } = require("node-opcua");
 
 function usage(msg) {
@@ -397,6 +400,13 @@ async function main() {
                         dv.sourceTimestamp = new Date();
                         dv.serverTimestamp = new Date();
                     }
+                    break;
+                }
+                case "range": {
+                    const v = byName.get(c.name);
+                    if (!v) throw new Error(`no variable ${c.name}`);
+                    const low = Number(c.low), high = Number(c.high); // Number("NaN") is NaN
+                    v.euRange.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: new Range({ low, high }) }));
                     break;
                 }
                 case "fault":

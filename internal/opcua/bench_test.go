@@ -26,6 +26,13 @@ import (
 // opcua-worker command.
 func TestMain(m *testing.M) {
 	if os.Getenv(WorkerEnv) == "1" {
+		if dev := os.Getenv(wedgeEnv); dev != "" {
+			wedgeForTest = func(ctx context.Context, id string) {
+				if id == dev {
+					<-ctx.Done()
+				}
+			}
+		}
 		os.Exit(WorkerMain(context.Background(), os.Stdin, os.Stdout, os.Stderr))
 	}
 	if n, _ := strconv.Atoi(os.Getenv("SMELTER_OPCUA_BENCH_SERVER")); n > 0 {

@@ -533,9 +533,16 @@ func sameUnit(x, y NodeUnit) bool {
 	if (x.Err == nil) != (y.Err == nil) || (x.Err != nil && x.Err.Error() != y.Err.Error()) {
 		return false
 	}
-	x.Err, y.Err = nil, nil
+	// a NaN bound (a server's "unknown") is the same as a NaN bound: not a
+	// change of units at every check
+	if !sameFloat(x.Min, y.Min) || !sameFloat(x.Max, y.Max) {
+		return false
+	}
+	x.Err, y.Err, x.Min, y.Min, x.Max, y.Max = nil, nil, 0, 0, 0, 0
 	return x == y
 }
+
+func sameFloat(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }
 
 // resolve parses the points' node ids (nil for a point without a node)
 // and their methods' object and method ids, resolving nsu=<uri>; forms

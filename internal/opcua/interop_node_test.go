@@ -971,3 +971,70 @@ func TestInteropMalformedUnits(t *testing.T) {
 		})
 	}
 }
+
+// TestInteropNonFiniteRange gives node-opcua's top_pressure an EURange of
+// NaN..NaN, then -Inf..+Inf, mid-session: in process and in an endpoint's
+// worker the range reaches OnUnits as the server set it and the values of
+// both points keep coming, on the first session (a NaN range used to stop
+// a worker's output for good, silently).
+func TestInteropNonFiniteRange(t *testing.T) {
+	needNodeServer(t)
+	for _, iso := range []string{IsolationNone, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			srv := startNodeServer(t, t.TempDir())
+			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+			cfg.Isolation = iso
+			cfg.UnitCheckInterval = 100 * time.Millisecond
+			points := []Point{
+				{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}, // top_pressure
+				{NodeID: srv.Nodes[0], SamplingInterval: 50 * time.Millisecond},                                  // hot_blast_temp, changing
+			}
+			c, err := New("dev-1", cfg, points, testLog(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var umu sync.Mutex
+			var rg [2]float64
+			c.OnUnits(func(us []NodeUnit) {
+				umu.Lock()
+				rg = [2]float64{us[0].Min, us[0].Max}
+				umu.Unlock()
+			})
+			rangeIs := func(lo, hi float64) func() bool {
+				return func() bool {
+					umu.Lock()
+					defer umu.Unlock()
+					return fmt.Sprint(rg) == fmt.Sprint([2]float64{lo, hi})
+				}
+			}
+			rec := newRecorder()
+			runClient(t, c, rec)
+			wait.For(t, 20*time.Second, "values and range", func() bool {
+				hot, ok := rec.get(1)
+				return rec.has(0, telemetry.QualityGood, 210) && ok && hot.Quality == telemetry.QualityGood && rangeIs(0, 320)()
+			})
+			good := func(i int) func() int {
+				return func() int {
+					return rec.count(func(s sample.Sample) bool { return s.Index == i && s.Quality == telemetry.QualityGood })
+				}
+			}
+			for _, r := range []struct {
+				low, high string
+				lo, hi    float64
+			}{{"NaN", "NaN", math.NaN(), math.NaN()}, {"-Infinity", "Infinity", math.Inf(-1), math.Inf(1)}} {
+				srv.command(t, map[string]any{"cmd": "range", "name": "top_pressure", "low": r.low, "high": r.high})
+				wait.For(t, 20*time.Second, "range "+r.low+".."+r.high, rangeIs(r.lo, r.hi))
+				polled, subscribed := good(0)(), good(1)()
+				wait.For(t, 20*time.Second, "values of both points after the range", func() bool {
+					return good(0)() >= polled+3 && good(1)() >= subscribed+3
+				})
+			}
+			if n := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+				t.Fatalf("%d Lost cycles: %v", n, rec.lostErrors())
+			}
+			if st := c.Status(); st.Sessions != 1 || (iso != IsolationNone && st.WorkerStarts != 1) {
+				t.Fatalf("status %+v: want one session in one worker", st)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -100,12 +101,13 @@ type isolated struct {
 // they come and go, stops it when its last device stops, and restarts it
 // with backoff when it dies.
 type workerGroup struct {
-	key    string // "" for a group of one (IsolationProcess)
-	log    *slog.Logger
-	bo     backoff.Backoff
-	ctx    context.Context
-	cancel func()
-	done   chan struct{} // closed when run returns
+	key     string        // "" for a group of one (IsolationProcess)
+	silence time.Duration // workerSilence (shorter in tests)
+	log     *slog.Logger
+	bo      backoff.Backoff
+	ctx     context.Context
+	cancel  func()
+	done    chan struct{} // closed when run returns
 
 	mu       sync.Mutex // guards what follows; held while a device's frames are handed on
 	members  map[uint32]*member
@@ -120,14 +122,19 @@ type member struct {
 	iso       *isolated
 	seen      map[string]float64 // the worker's metric values last applied
 	connected bool               // a session was up in the current worker
+	up        bool               // its session is up, as the worker last said
+	lastCycle time.Time          // its last cycle, or when its session came up after
+	period    time.Duration      // the longest interval its cycles may be apart (cyclePeriod)
+	revised   time.Duration      // the longest interval of its cycles in the current worker (as the server revised it)
 	fallback  chan struct{}      // closed when the sessions must run in process (test binaries only)
 }
 
 // groups holds the workerGroups of IsolationEndpoint by key.
 var groups = struct {
-	mu sync.Mutex
-	m  map[string]*workerGroup
-}{m: map[string]*workerGroup{}}
+	mu      sync.Mutex
+	m       map[string]*workerGroup
+	silence time.Duration // new groups' workerSilence
+}{m: map[string]*workerGroup{}, silence: workerSilence}
 
 // groupKey is what devices sharing an endpoint's worker have in common:
 // the endpoint URL and every security setting of the session.
@@ -149,7 +156,7 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	defer groups.mu.Unlock()
 	g := groups.m[key]
 	if key == "" || g == nil {
-		g = &workerGroup{key: key, log: c.log, bo: backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
+		g = &workerGroup{key: key, silence: groups.silence, log: c.log, bo: backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
 			done: make(chan struct{}), members: map[uint32]*member{}}
 		if key != "" {
 			g.log = c.logBase.With("endpoint", c.cfg.Endpoint)
@@ -160,7 +167,8 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{})}
+	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{}),
+		period: cyclePeriod(c)}
 	g.next++
 	g.members[m.slot] = m
 	switch {
@@ -199,12 +207,16 @@ func (g *workerGroup) leave(m *member) {
 func (g *workerGroup) configure(m *member) {
 	c := m.iso.c
 	c.m.state.Set(StateConnecting)
+	m.up, m.lastCycle, m.revised = false, time.Time{}, 0
 	pid := g.conn.pid
 	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
 	if err := g.conn.send(&wireMsg{Kind: msgConfig, Dev: m.slot, Config: wc}); err != nil {
-		g.log.Warn("opc ua session worker: send a device's configuration", "device", c.id, "err", err)
-		return // the worker is ending: forward learns it
+		// the worker would never run the device: it is ended (send
+		// kills it when the frame could not be encoded, and a write fails
+		// only when it is ending anyway) and forward learns it
+		g.log.Error("opc ua session worker: send a device's configuration", "device", c.id, "err", err)
+		return
 	}
 	c.wk.Store(&workerDev{conn: g.conn, slot: m.slot, c: c})
 }
@@ -291,7 +303,7 @@ func (m *member) died(res *workerRun) bool {
 	iso.staleSent = true
 	c.m.reconnects.Inc()
 	up := m.connected
-	m.connected = false
+	m.connected, m.up = false, false
 	return up
 }
 
@@ -341,6 +353,7 @@ func (g *workerGroup) once() workerRun {
 	log := g.log.With("worker_pid", pid)
 	log.Debug("opc ua session worker started", "exe", exe)
 	conn := newWorkerConn(log, pid, stdin)
+	conn.kill = func() { _ = cmd.Process.Kill() }
 	g.mu.Lock()
 	g.conn = conn
 	for _, m := range g.members {
@@ -389,8 +402,30 @@ func (g *workerGroup) once() workerRun {
 		}
 	}()
 
+	// a worker silent for g.silence while it is read (no frame, not even
+	// its heartbeat) is wedged: killed, it dies as any other.
+	// So is one that goes on sending but has a device with its session up
+	// and no cycle for a long while (silentDevice).
+	var reading readClock
+	stopper.Add(1)
+	go func() {
+		defer stopper.Done()
+		watchSilence(done, &reading, g.silence, func() error {
+			if q := reading.quiet(); q > g.silence {
+				return fmt.Errorf("%w: no frame for %v", errWorkerSilent, q.Round(time.Millisecond))
+			}
+			if reading.quiet() == 0 {
+				return nil // handing a frame on: the gateway is the slow one
+			}
+			return g.silentDevice(time.Now())
+		}, conn.abort)
+	}()
+
 	res := workerRun{}
-	res.err = g.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn)
+	res.err = g.forward(bufio.NewReaderSize(stdout, 64<<10), &res, conn, &reading)
+	if cause := conn.aborted(); cause != nil {
+		res.err = cause
+	}
 	// no new command reaches this worker; those in flight learn its fate
 	// below, once it is known
 	g.mu.Lock()
@@ -426,6 +461,9 @@ func (g *workerGroup) once() workerRun {
 		res.err = fmt.Errorf("%w: %w: %s", ErrWorkerExited, ErrPanic, panicLine)
 	case res.err != nil:
 		res.err = fmt.Errorf("%w: %w (%w)", ErrWorkerExited, res.err, werr)
+	case exitCode(werr) == 1 && st.lastErr() != "":
+		// the worker said why it stopped (a frame it could not send)
+		res.err = fmt.Errorf("%w: %w (its last error: %s)", ErrWorkerExited, werr, st.lastErr())
 	default:
 		res.err = fmt.Errorf("%w: %w", ErrWorkerExited, werr)
 	}
@@ -434,6 +472,16 @@ func (g *workerGroup) once() workerRun {
 		log.Error("opc ua session worker died", "err", res.err, "devices", g.deviceIDs(), "stack", stack)
 	}
 	return res
+}
+
+// exitCode is the exit status of a process that exited (-1 otherwise:
+// killed by a signal, not started).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }
 
 // deviceIDs lists the group's devices.
@@ -451,16 +499,23 @@ func (g *workerGroup) deviceIDs() []string {
 // forward reads the worker's frames until its stdout ends (io.EOF) or a
 // frame is bad, handing each device's cycles, units, status and metrics
 // on; a frame of a device that left is dropped.
-func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn) error {
+func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn, reading *readClock) error {
 	fr := &frameReader{r: rd}
 	var msg wireMsg
+	reading.start()
 	if err := fr.read(&msg); err != nil || msg.Kind != msgHello {
 		res.noWorker = true
 		return errors.Join(errNoHello, err)
 	}
 	for {
-		if err := fr.read(&msg); err != nil {
+		reading.start()
+		err := fr.read(&msg)
+		reading.stop()
+		if err != nil {
 			return err
+		}
+		if msg.Kind == msgPing {
+			continue
 		}
 		if msg.Kind == msgResp {
 			if msg.Resp != nil {
@@ -469,7 +524,6 @@ func (g *workerGroup) forward(rd io.Reader, res *workerRun, conn *workerConn) er
 			continue
 		}
 		g.mu.Lock()
-		var err error
 		if m := g.members[msg.Dev]; m != nil {
 			err = m.handle(&msg)
 		}
@@ -491,7 +545,9 @@ func (m *member) handle(msg *wireMsg) error {
 		if msg.Cycle == nil {
 			return errors.New("opcua: worker cycle frame without a cycle")
 		}
+		m.lastCycle = time.Now()
 		cyc := msg.Cycle.cycle()
+		m.revised = max(m.revised, cyc.Interval)
 		for _, s := range cyc.Samples {
 			if s.Index >= len(c.points) {
 				return fmt.Errorf("opcua: worker cycle frame: sample of point %d, device %s has %d", s.Index, c.id, len(c.points))
@@ -508,9 +564,8 @@ func (m *member) handle(msg *wireMsg) error {
 		iso.r.emit(cyc)
 	case msgUnits:
 		us := make([]NodeUnit, len(msg.Units))
-		for i, w := range msg.Units {
-			us[i] = w.NodeUnit
-			us[i].Err = w.Err.decode()
+		for i := range msg.Units {
+			us[i] = msg.Units[i].unit()
 		}
 		iso.r.mu.Lock()
 		changed := !sameUnits(iso.r.units, us)
@@ -528,7 +583,11 @@ func (m *member) handle(msg *wireMsg) error {
 		ws := *msg.Status
 		if ws.Connected {
 			m.connected = true
+			if !m.up {
+				m.lastCycle = time.Now() // the device's silence counts from here
+			}
 		}
+		m.up = ws.Connected
 		c.setStatus(func(s *Status) {
 			ws.Sessions += iso.base.Sessions
 			ws.ServiceFaults += iso.base.ServiceFaults
@@ -556,7 +615,7 @@ func (r *runState) lostForwarded(cyc *sample.Cycle) {
 // holds the worker's previous values) and sets its gauges.
 func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 	for _, v := range wm.Latency {
-		d.publishLatency.Observe(v)
+		d.publishLatency.Observe(float64(v))
 	}
 	for _, mv := range wm.Values {
 		labels := prometheus.Labels{"device": d.id}
@@ -569,14 +628,14 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 		if mv.Gauge {
 			if g := d.m.gaugeVec(mv.Name); g != nil {
 				if x, err := g.GetMetricWith(labels); err == nil {
-					x.Set(mv.Value)
+					x.Set(float64(mv.Value))
 				}
 			}
 			continue
 		}
 		key := mv.Name + "{" + strings.Join(keys, ",") + "}"
-		delta := mv.Value - seen[key]
-		seen[key] = mv.Value
+		delta := float64(mv.Value) - seen[key]
+		seen[key] = float64(mv.Value)
 		if delta <= 0 {
 			continue
 		}
@@ -586,6 +645,96 @@ func (d *devMetrics) apply(wm *wireMetrics, seen map[string]float64) {
 			}
 		}
 	}
+}
+
+// workerSilence is how long a worker may send nothing (not even its
+// heartbeat, sent every workerHeartbeat) while the parent waits for its
+// next frame: then it is killed and restarted like a dead one, and its
+// devices get their Lost cycle (docs/opcua.md, "Session isolation").
+// Time the parent spends handing frames on (a slow uplink) does not count.
+const workerSilence = 10 * workerHeartbeat
+
+// errWorkerSilent is the cause of a worker killed for silence.
+var errWorkerSilent = errors.New("opcua: session worker silent")
+
+// readClock is when forward started waiting for the worker's next frame
+// (Unix ns; 0 while it hands a frame on).
+type readClock struct{ since atomic.Int64 }
+
+func (r *readClock) start() { r.since.Store(time.Now().UnixNano()) }
+func (r *readClock) stop()  { r.since.Store(0) }
+
+// quiet is how long forward has been waiting for a frame (0: not waiting).
+func (r *readClock) quiet() time.Duration {
+	s := r.since.Load()
+	if s == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, s))
+}
+
+// watchSilence calls check every limit/4 until done closes or check
+// returns an error, which it hands to abort.
+func watchSilence(done <-chan struct{}, r *readClock, limit time.Duration, check func() error, abort func(error)) {
+	t := time.NewTicker(limit / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if err := check(); err != nil {
+			abort(err)
+			return
+		}
+	}
+}
+
+// deviceSilenceMultiple is k of DOMAIN.md: a device whose session is up in
+// its worker but that has emitted no cycle for k x its cycle period (at
+// least the group's silence limit) is wedged inside the worker.
+const deviceSilenceMultiple = 3
+
+// errDeviceSilent is the cause of a worker killed for a silent device.
+var errDeviceSilent = errors.New("opcua: device silent in its session worker")
+
+// cyclePeriod is the longest a device's cycles may be apart while its
+// session is up: its slowest poll and a read's timeout, or a
+// subscription's keep-alive period and one publishing interval (a
+// keep-alive is a cycle, docs/opcua.md "Quality rules").
+func cyclePeriod(c *Client) time.Duration {
+	var p time.Duration
+	for _, pt := range c.points {
+		if pt.NodeID == "" {
+			continue // a method only: never read
+		}
+		if pt.Mode == ModePoll {
+			p = max(p, pt.PollInterval+c.cfg.RequestTimeout)
+		} else {
+			p = max(p, c.cfg.KeepAlive+c.cfg.PublishInterval)
+		}
+	}
+	return p
+}
+
+// silentDevice reports a device of g whose session is up in the current
+// worker but that has emitted no cycle for deviceSilenceMultiple x its
+// cycle period, nor for g.silence: its sessions are wedged, so the
+// worker is (killed and restarted, its devices declared dead meanwhile).
+func (g *workerGroup) silentDevice(now time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.members {
+		if !m.up || m.lastCycle.IsZero() || m.period == 0 {
+			continue
+		}
+		limit := max(deviceSilenceMultiple*max(m.period, m.revised), g.silence)
+		if q := now.Sub(m.lastCycle); q > limit {
+			return fmt.Errorf("%w: device %s, session up, no cycle for %v (limit %v)", errDeviceSilent, m.iso.c.id, q.Round(time.Millisecond), limit)
+		}
+	}
+	return nil
 }
 
 // workerConn is the parent's end of one worker's command channel: frames
@@ -601,6 +750,33 @@ type workerConn struct {
 	pending map[uint64]chan *wireResp
 	dead    chan struct{} // closed by fail
 	err     error         // why the worker ended
+	kill    func()        // kills the worker process (nil in tests without one)
+	cause   error         // why the parent killed it (abort)
+}
+
+// abort kills the worker for cause, logged at ERROR: a frame the parent
+// could not encode, or a worker gone silent. The first cause is the one
+// its devices' Lost cycles report.
+func (w *workerConn) abort(cause error) {
+	w.mu.Lock()
+	first := w.cause == nil
+	if first {
+		w.cause = cause
+	}
+	w.mu.Unlock()
+	if !first {
+		return
+	}
+	w.log.Error("opc ua session worker: killing it", "err", cause)
+	if w.kill != nil {
+		w.kill()
+	}
+}
+
+func (w *workerConn) aborted() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cause
 }
 
 func newWorkerConn(log *slog.Logger, pid int, w io.Writer) *workerConn {
@@ -614,11 +790,18 @@ type workerDev struct {
 	c    *Client
 }
 
-// send writes one frame on the worker's stdin.
+// send writes one frame on the worker's stdin. A frame that cannot be
+// encoded kills the worker (abort): it would otherwise wait for it.
 func (w *workerConn) send(m *wireMsg) error {
+	b, err := appendFrame(nil, m)
+	if err != nil {
+		w.abort(err)
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return writeFrame(w.w, m)
+	_, err = w.w.Write(b)
+	return err
 }
 
 // call sends req for the device and waits for its answer, for ctx's end
@@ -647,7 +830,16 @@ func (d *workerDev) call(ctx context.Context, req *wireReq) (resp *wireResp, sen
 	w.next++
 	req.ID = w.next
 	w.pending[req.ID] = ch
-	err = writeFrame(w.w, &wireMsg{Kind: msgReq, Dev: d.slot, Req: req})
+	b, err := appendFrame(nil, &wireMsg{Kind: msgReq, Dev: d.slot, Req: req})
+	if err != nil {
+		// a request that cannot be encoded fails alone (its caller learns
+		// it); the worker and its sessions go on
+		delete(w.pending, req.ID)
+		w.mu.Unlock()
+		w.log.Error("opc ua session worker: encode a request", "device", d.c.id, "err", err)
+		return nil, false, fmt.Errorf("%w: encode for the session worker: %w", ErrNoSession, err)
+	}
+	_, err = w.w.Write(b)
 	if err != nil {
 		// a frame the worker did not get whole is never executed
 		delete(w.pending, req.ID)
@@ -709,6 +901,7 @@ type stderrTail struct {
 	tail      []string
 	panicLine string
 	stack     []string
+	lastError string // the last ERROR line of the worker's log: message and err
 }
 
 // consume reads a worker's stderr: each slog JSON line is re-emitted
@@ -718,7 +911,12 @@ func (t *stderrTail) consume(ctx context.Context, r io.Reader, pick func(device 
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if relog(ctx, pick, line) {
+		if e, ok := relog(ctx, pick, line); ok {
+			if e != "" {
+				t.mu.Lock()
+				t.lastError = e
+				t.mu.Unlock()
+			}
 			continue
 		}
 		t.mu.Lock()
@@ -748,17 +946,25 @@ func (t *stderrTail) report() (string, string) {
 	return "", strings.Join(t.tail, "\n")
 }
 
+// lastErr is the last ERROR line the worker logged, "" if none.
+func (t *stderrTail) lastErr() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastError
+}
+
 // relog re-emits one slog JSON line of the worker through the logger pick
 // returns for the line's device, with its level, message and attributes
 // (the worker's time and device dropped: that logger has its own). It
-// reports false for a line that is not such JSON.
-func relog(ctx context.Context, pick func(device string) *slog.Logger, line string) bool {
+// reports false for a line that is not such JSON, and returns the line's
+// message and err attribute when it is an ERROR.
+func relog(ctx context.Context, pick func(device string) *slog.Logger, line string) (string, bool) {
 	if !strings.HasPrefix(line, "{") {
-		return false
+		return "", false
 	}
 	var rec map[string]any
 	if json.Unmarshal([]byte(line), &rec) != nil {
-		return false
+		return "", false
 	}
 	msg, _ := rec["msg"].(string)
 	lvlText, _ := rec["level"].(string)
@@ -781,5 +987,11 @@ func relog(ctx context.Context, pick func(device string) *slog.Logger, line stri
 	}
 	dev, _ := rec["device"].(string)
 	pick(dev).Log(ctx, lvl, msg, args...)
-	return true
+	if lvl < slog.LevelError {
+		return "", true
+	}
+	if e, ok := rec["err"]; ok {
+		return fmt.Sprintf("%s: %v", msg, e), true
+	}
+	return msg, true
 }

@@ -43,6 +43,11 @@ const WorkerProfileEnv = "SMELTER_OPCUA_WORKER_PROFILE"
 // they changed.
 const workerFlush = 250 * time.Millisecond
 
+// workerHeartbeat is the longest a worker stays quiet on stdout: with
+// nothing else to send it sends a "ping" frame (the parent's watchdog,
+// workerSilence).
+const workerHeartbeat = time.Second
+
 // ppidPoll is how often the worker checks that its parent is still alive
 // (besides noticing its stdin close).
 const ppidPoll = 500 * time.Millisecond
@@ -66,13 +71,19 @@ const ppidPoll = 500 * time.Millisecond
 // service manager signalling the whole group, a terminal's Ctrl-C), so
 // that the gateway decides when its workers stop.
 func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
+	return workerMain(ctx, stdin, stdout, stderr, func() { signal.Ignore(os.Interrupt, syscall.SIGTERM) })
+}
+
+// workerMain is WorkerMain; configured runs once the first configuration
+// is read.
+func workerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, configured func()) int {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: durationText}))
 	var m wireMsg
 	if err := readFrame(stdin, &m); err != nil || m.Kind != msgConfig || m.Config == nil {
 		fmt.Fprintf(stderr, "opcua worker: no configuration on stdin (kind %q, err %v); this command is started by the gateway\n", m.Kind, err)
 		return 2
 	}
-	signal.Ignore(os.Interrupt, syscall.SIGTERM)
+	configured()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	prof := startProfiles(os.Getenv(WorkerProfileEnv), log)
@@ -84,6 +95,7 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 		return 2
 	}
 	if err := out.send(&wireMsg{Kind: msgHello, PID: os.Getpid()}); err != nil {
+		log.Error("opc ua worker: cannot write to the gateway; stopping", "err", err)
 		return 1
 	}
 	h.start(first)
@@ -92,10 +104,11 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 	// stdin: devices to add and stop, command requests, each served on a
 	// goroutine of its own and answered with its id; stdin's end (EOF or
 	// error) is the parent's request to stop, or the parent's death (the
-	// kernel closes its end of the pipe).
-	wg.Add(1)
+	// kernel closes its end of the pipe). Not waited for once ctx ends
+	// otherwise (a frame the worker could not send, the parent gone): the
+	// read may block until the parent closes stdin, which it does only when
+	// the worker ends (docs/opcua.md, "Session isolation").
 	go func() {
-		defer wg.Done()
 		defer cancel()
 		h.serve(stdin)
 	}()
@@ -119,9 +132,12 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 			case <-t.C:
 			}
 			for _, d := range h.devices() {
-				if d.flush() != nil {
-					cancel()
+				if err := d.flush(); err != nil {
+					h.fail(err)
 				}
+			}
+			if err := out.heartbeat(workerHeartbeat); err != nil {
+				h.fail(err)
 			}
 		}
 	}()
@@ -130,9 +146,11 @@ func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) 
 	prof.stop()
 	wg.Wait()
 	h.runs.Wait()
-	for _, d := range h.devices() {
-		if wm := gatherMetrics(d.reg, d.lat); wm != nil {
-			_ = out.send(&wireMsg{Kind: msgMetrics, Dev: d.slot, Metrics: wm})
+	if !out.failed() {
+		for _, d := range h.devices() {
+			if wm := gatherMetrics(d.reg, d.lat); wm != nil {
+				_ = out.send(&wireMsg{Kind: msgMetrics, Dev: d.slot, Metrics: wm})
+			}
 		}
 	}
 	if h.failed.Load() || out.failed() {
@@ -191,6 +209,10 @@ func (p *profiles) stop() {
 	}
 }
 
+// wedgeForTest, set only in a test binary's worker process (its TestMain),
+// may block a device's cycles: a device wedged inside a live worker.
+var wedgeForTest func(ctx context.Context, device string)
+
 // workerHost is a worker's devices.
 type workerHost struct {
 	ctx    context.Context
@@ -198,10 +220,22 @@ type workerHost struct {
 	out    *frameWriter
 	log    *slog.Logger
 	runs   sync.WaitGroup // the devices' Runs
-	failed atomic.Bool    // a Run returned an error
+	failed atomic.Bool    // a Run returned an error, or a frame could not be sent
 
 	mu   sync.Mutex
 	devs map[uint32]*hostedDevice
+}
+
+// fail stops the worker after a frame could not be sent (not encoded, or
+// stdout gone): logged at ERROR once (the parent re-logs the worker's
+// stderr), the worker exits with 1 and the parent reports its death to
+// every device it hosted (Lost cycles, restart with backoff). Going on
+// without the frame would leave the parent waiting for it for good.
+func (h *workerHost) fail(err error) {
+	if !h.failed.Swap(true) {
+		h.log.Error("opc ua worker: cannot send a frame to the gateway; stopping the worker", "err", err)
+	}
+	h.cancel()
 }
 
 // hostedDevice is one device's Client in the worker.
@@ -229,11 +263,10 @@ func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, er
 		c.OnUnits(func(us []NodeUnit) {
 			ws := make([]wireUnit, len(us))
 			for i, u := range us {
-				ws[i] = wireUnit{NodeUnit: u, Err: encodeErr(u.Err)}
-				ws[i].NodeUnit.Err = nil
+				ws[i] = toWireUnit(u)
 			}
-			if h.out.send(&wireMsg{Kind: msgUnits, Dev: slot, Units: ws}) != nil {
-				h.cancel()
+			if err := h.out.send(&wireMsg{Kind: msgUnits, Dev: slot, Units: ws}); err != nil {
+				h.fail(err)
 			}
 		})
 	}
@@ -255,12 +288,20 @@ func (h *workerHost) start(d *hostedDevice) {
 		// changed since the last one sent: the parent's Status is current
 		// when its emit sees the cycle.
 		err := d.c.Run(d.ctx, func(cyc *sample.Cycle) {
-			if h.out.sendStatus(d.slot, d.c.Status()) != nil || h.out.send(&wireMsg{Kind: msgCycle, Dev: d.slot, Cycle: toWireCycle(cyc)}) != nil {
-				h.cancel()
+			if wedgeForTest != nil {
+				wedgeForTest(d.ctx, d.c.id)
+			}
+			err := h.out.sendStatus(d.slot, d.c.Status())
+			if err == nil {
+				err = h.out.send(&wireMsg{Kind: msgCycle, Dev: d.slot, Cycle: toWireCycle(cyc)})
+			}
+			if err != nil {
+				h.fail(err)
 			}
 		})
 		if err != nil {
 			h.failed.Store(true)
+			h.log.Error("opc ua worker: device run ended", "device", d.c.id, "err", err)
 		}
 	}()
 }
@@ -358,7 +399,9 @@ func (h *workerHost) serve(stdin io.Reader) {
 			} else {
 				resp = &wireResp{ID: req.ID, Err: encodeErr(fmt.Errorf("opcua worker: no device in slot %d: %w", slot, ErrNoSession))}
 			}
-			_ = h.out.send(&wireMsg{Kind: msgResp, Dev: slot, Resp: resp})
+			if err := h.out.send(&wireMsg{Kind: msgResp, Dev: slot, Resp: resp}); err != nil {
+				h.fail(err)
+			}
 		}()
 	}
 }
@@ -374,9 +417,13 @@ func serveRequest(ctx context.Context, c *Client, req *wireReq) *wireResp {
 	var err error
 	switch req.Op {
 	case opRead:
-		resp.Sample, err = c.ReadPoint(rctx, req.Point)
+		var s sample.Sample
+		s, err = c.ReadPoint(rctx, req.Point)
+		resp.Sample = toWireSample(s)
 	case opWrite:
-		resp.Held, err = c.WritePoint(rctx, req.Point, req.Value)
+		var held float64
+		held, err = c.WritePoint(rctx, req.Point, float64(req.Value))
+		resp.Held = wireFloat(held)
 	default:
 		err = fmt.Errorf("opcua: device %s: unknown request %q", c.id, req.Op)
 	}
@@ -425,6 +472,19 @@ type frameWriter struct {
 	buf    []byte // the frame being written, reused up to maxKeptFrame
 	err    error
 	status map[uint32]*Status // per device slot, the last status sent
+	last   time.Time          // when the last frame was written
+}
+
+// heartbeat sends a "ping" frame when no frame was written for every: the
+// parent kills a worker silent for workerSilence (a wedged worker must not
+// freeze its devices without a death notice).
+func (f *frameWriter) heartbeat(every time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.last) < every {
+		return f.err
+	}
+	return f.sendLocked(&wireMsg{Kind: msgPing})
 }
 
 func (f *frameWriter) send(m *wireMsg) error {
@@ -444,6 +504,7 @@ func (f *frameWriter) sendLocked(m *wireMsg) error {
 		return err
 	}
 	_, f.err = f.w.Write(f.buf)
+	f.last = time.Now()
 	if cap(f.buf) > maxKeptFrame {
 		f.buf = nil // a rare large frame (units of many points) is not kept
 	}
@@ -485,7 +546,7 @@ func (f *frameWriter) failed() bool {
 // for any realistic publish rate: 4,000 publish responses a second).
 type latencyBuffer struct {
 	mu      sync.Mutex
-	obs     []float64
+	obs     []wireFloat
 	dropped int
 }
 
@@ -498,10 +559,10 @@ func (l *latencyBuffer) Observe(v float64) {
 		l.dropped++
 		return
 	}
-	l.obs = append(l.obs, v)
+	l.obs = append(l.obs, wireFloat(v))
 }
 
-func (l *latencyBuffer) take() []float64 {
+func (l *latencyBuffer) take() []wireFloat {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	o := l.obs
@@ -514,14 +575,14 @@ func (l *latencyBuffer) take() []float64 {
 // deltas) and the publish latencies observed since the last frame.
 type wireMetrics struct {
 	Values  []metricValue `json:"values,omitempty"`
-	Latency []float64     `json:"latency,omitempty"`
+	Latency []wireFloat   `json:"latency,omitempty"`
 }
 
 type metricValue struct {
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"` // without "device"
 	Gauge  bool              `json:"gauge,omitempty"`
-	Value  float64           `json:"value"`
+	Value  wireFloat         `json:"value"`
 }
 
 func gatherMetrics(reg *prometheus.Registry, lat *latencyBuffer) *wireMetrics {
@@ -547,9 +608,9 @@ func gatherMetrics(reg *prometheus.Registry, lat *latencyBuffer) *wireMetrics {
 				v.Labels[lp.GetName()] = lp.GetValue()
 			}
 			if v.Gauge {
-				v.Value = mt.GetGauge().GetValue()
+				v.Value = wireFloat(mt.GetGauge().GetValue())
 			} else {
-				v.Value = mt.GetCounter().GetValue()
+				v.Value = wireFloat(mt.GetCounter().GetValue())
 			}
 			wm.Values = append(wm.Values, v)
 		}

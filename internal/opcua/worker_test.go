@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"slices"
@@ -132,6 +135,101 @@ func TestWorkerDeliversSameSamplesAsInProcess(t *testing.T) {
 	}
 }
 
+// TestWorkerDeliversSameNonFiniteAsInProcess is the same scenario with
+// NaN and infinite EURanges (at session start, and one appearing
+// mid-session) and NaN and infinite values, subscribed, polled and read on
+// command: a worker must deliver what the in-process session delivers
+// (ranges as the node reports them, such values Bad as type mismatches),
+// and go on delivering. A NaN range used to stop a worker's output for
+// good, silently.
+func TestWorkerDeliversSameNonFiniteAsInProcess(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	type outcome struct{ units, read string }
+	var want outcome
+	for _, iso := range []string{IsolationNone, IsolationProcess, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+			if err := errors.Join(f.SetRange("bf-2", "hot_blast_temp", nan, nan), f.SetRange("bf-2", "top_pressure", -inf, inf)); err != nil {
+				t.Fatal(err)
+			}
+			cfg := baseConfig(t, f)
+			cfg.Isolation = iso
+			cfg.UnitCheckInterval = 50 * time.Millisecond
+			points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure")
+			points = append(points, pointsFor(f, "bf-2", ModePoll, "top_gas_co")...)
+			for i := range points {
+				points[i].UnitFromNode = true
+			}
+			c, err := New("dev-1", cfg, points, testLog(t), NewMetrics(prometheus.NewRegistry()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var umu sync.Mutex
+			var units []NodeUnit
+			c.OnUnits(func(us []NodeUnit) {
+				umu.Lock()
+				units = us
+				umu.Unlock()
+			})
+			unitsNow := func() []NodeUnit {
+				umu.Lock()
+				defer umu.Unlock()
+				return units
+			}
+			rec := newRecorder()
+			runClient(t, c, rec)
+			wait.For(t, 20*time.Second, "initial values", func() bool {
+				return rec.has(0, telemetry.QualityGood, 1183.5) && rec.has(1, telemetry.QualityGood, 210) && rec.has(2, telemetry.QualityGood, 22.5)
+			})
+			if got := unitsNow(); len(got) != 3 || !got[0].HasRange || !math.IsNaN(got[0].Min) || !math.IsNaN(got[0].Max) ||
+				!math.IsInf(got[1].Min, -1) || !math.IsInf(got[1].Max, 1) || got[1].UCUM != "kPa" || got[2].Max != 40 {
+				t.Fatalf("units %+v", got)
+			}
+			// a range turning NaN mid-session (the polled point's units
+			// are read again every UnitCheckInterval)
+			if err := f.SetRange("bf-2", "top_gas_co", nan, inf); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 10*time.Second, "NaN range mid-session", func() bool {
+				got := unitsNow()
+				return len(got) == 3 && math.IsNaN(got[2].Min) && math.IsInf(got[2].Max, 1)
+			})
+			now := time.Now()
+			if err := errors.Join(f.Set("bf-2", "hot_blast_temp", -inf, now), f.Set("bf-2", "top_pressure", nan, now),
+				f.Set("bf-2", "top_gas_co", inf, now)); err != nil {
+				t.Fatal(err)
+			}
+			mismatch := func(i int) bool {
+				u, ok := rec.get(i)
+				return ok && u.Quality == telemetry.QualityBad && u.Status == statusTypeMismatch && u.Num == 0 && !u.Silent
+			}
+			wait.For(t, 10*time.Second, "non-finite values bad", func() bool { return mismatch(0) && mismatch(1) && mismatch(2) })
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			s, err := c.ReadPoint(ctx, 1)
+			if s.TS == 0 {
+				t.Fatalf("read %+v: no source time", s)
+			}
+			s.TS = 0 // the time it was read
+			got := outcome{units: fmt.Sprintf("%+v", unitsNow()), read: fmt.Sprintf("%+v %v", s, err)}
+			if err := f.Set("bf-2", "top_pressure", 212.25, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 10*time.Second, "finite value again", func() bool { return rec.has(1, telemetry.QualityGood, 212.25) })
+			if n := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+				t.Fatalf("%d Lost cycles: %v", n, rec.lostErrors())
+			}
+			if iso == IsolationNone {
+				want = got
+				return
+			}
+			if got != want {
+				t.Fatalf("isolation %s:\n got %+v\nwant %+v (in process)", iso, got, want)
+			}
+		})
+	}
+}
+
 // TestWorkerKilledMidRunIsLostAndRestarted kills the worker with SIGKILL
 // (what the OOM killer does): a Lost cycle with every point Stale and an
 // error wrapping ErrWorkerExited, then a new worker and good values.
@@ -174,6 +272,152 @@ func TestWorkerKilledMidRunIsLostAndRestarted(t *testing.T) {
 	if processAlive(pid) {
 		t.Fatalf("killed worker %d still alive", pid)
 	}
+}
+
+// TestSilentWorkerIsKilledAndRestarted stops the worker (SIGSTOP: a
+// wedged worker, its sessions up as far as it last said): after the
+// group's silence limit it is killed, its device gets a Lost cycle naming
+// the silence, and a new worker delivers again.
+func TestSilentWorkerIsKilledAndRestarted(t *testing.T) {
+	setSilence(t, 4*workerHeartbeat)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationEndpoint
+	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 20*time.Second, "values", func() bool { return rec.has(1, telemetry.QualityGood, 210) && c.Status().Connected })
+	pid := c.Status().WorkerPID
+	if pid <= 0 {
+		t.Fatalf("no worker pid in %+v", c.Status())
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	wait.For(t, 30*time.Second, "a Lost cycle for the silent worker", func() bool {
+		return rec.countCycles(func(cy sample.Cycle) bool {
+			return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && errors.Is(cy.Err, errWorkerSilent)
+		}) == 1
+	})
+	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "values from a new worker", func() bool {
+		st := c.Status()
+		return rec.has(1, telemetry.QualityGood, 214.5) && st.WorkerStarts == 2 && st.WorkerPID != pid && st.Connected
+	})
+	wait.For(t, 10*time.Second, "the silent worker gone", func() bool { return !processAlive(pid) })
+}
+
+// wedgeEnv names, in a test's environment, the device whose cycles its
+// workers block (TestMain sets wedgeForTest in the worker).
+const wedgeEnv = "SMELTER_OPCUA_TEST_WEDGE"
+
+// setSilence sets new groups' silence limit for the test.
+func setSilence(t *testing.T, d time.Duration) {
+	groups.mu.Lock()
+	groups.silence = d
+	groups.mu.Unlock()
+	t.Cleanup(func() {
+		groups.mu.Lock()
+		groups.silence = workerSilence
+		groups.mu.Unlock()
+	})
+}
+
+// TestWedgedDeviceRestartsItsWorker: one device of an endpoint's worker
+// stops emitting while its session is up and the worker goes on (its
+// heartbeat, the other device's cycles). After the device's silence limit
+// the worker is killed: both devices get a Lost cycle naming the silent
+// device, and a new worker serves them.
+func TestWedgedDeviceRestartsItsWorker(t *testing.T) {
+	t.Setenv(wedgeEnv, "dev-wedged")
+	setSilence(t, 2*time.Second)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationEndpoint
+	cfg.RequestTimeout = time.Second // the polled device's limit: 3 x (50 ms + 1 s)
+	okc, err := New("dev-ok", cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := New("dev-wedged", cfg, pointsFor(f, "bf-2", ModePoll, "top_gas_co"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	okRec, wRec := newRecorder(), newRecorder()
+	runClient(t, okc, okRec)
+	runClient(t, wc, wRec)
+	silent := func(r *recorder) func() bool {
+		return func() bool {
+			return r.countCycles(func(cy sample.Cycle) bool {
+				return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && errors.Is(cy.Err, errDeviceSilent) && strings.Contains(cy.Err.Error(), "dev-wedged")
+			}) >= 1
+		}
+	}
+	wait.For(t, 30*time.Second, "Lost cycles naming the wedged device", func() bool { return silent(okRec)() && silent(wRec)() })
+	if wRec.count(func(s sample.Sample) bool { return s.Quality != telemetry.QualityStale }) != 0 {
+		t.Fatal("the wedged device emitted samples")
+	}
+	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the other device's values from a new worker", func() bool {
+		return okRec.has(0, telemetry.QualityGood, 214.5) && okc.Status().WorkerStarts >= 2
+	})
+}
+
+// TestWorkerStopsWhenItCannotSend: a frame the worker cannot send (here
+// its stdout fails after the hello) stops it with exit status 1 and an
+// ERROR line, although its stdin stays open: it used to wait on stdin
+// for good, its sessions closed, while the gateway waited for its frames.
+func TestWorkerStopsWhenItCannotSend(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = IsolationNone
+	var in bytes.Buffer
+	if err := writeFrame(&in, &wireMsg{Kind: msgConfig, Config: &workerConfig{ID: "dev-1", Config: cfg,
+		Points: pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp")}}); err != nil {
+		t.Fatal(err)
+	}
+	stdinR, stdinW := io.Pipe()
+	t.Cleanup(func() { _ = stdinW.Close() })
+	go func() { _, _ = stdinW.Write(in.Bytes()) }()
+	out := &failingWriter{ok: 1}
+	var stderr lockedBuffer
+	code := make(chan int, 1)
+	go func() { code <- workerMain(t.Context(), stdinR, out, &stderr, func() {}) }()
+	select {
+	case c := <-code:
+		if c != 1 {
+			t.Fatalf("exit %d, want 1", c)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the worker did not stop; stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"level":"ERROR","msg":"opc ua worker: cannot send a frame to the gateway; stopping the worker"`) {
+		t.Fatalf("no ERROR line in stderr:\n%s", stderr.String())
+	}
+}
+
+// failingWriter accepts ok writes, then fails.
+type failingWriter struct {
+	mu sync.Mutex
+	ok int
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ok == 0 {
+		return 0, io.ErrClosedPipe
+	}
+	w.ok--
+	return len(p), nil
 }
 
 // TestWorkerStopsWithRun: when Run's ctx ends the worker is gone before
@@ -388,5 +632,23 @@ func TestWorkerEnv(t *testing.T) {
 	env = workerEnv([]string{"PATH=/bin", "GOGC=200"})
 	if !slices.Contains(env, "GOGC=200") || slices.Contains(env, "GOGC="+WorkerGOGC) {
 		t.Fatalf("env with GOGC set: %v", env)
+	}
+}
+
+// TestStderrTailKeepsLastError: the worker's last ERROR line (message and
+// err) is kept for its death report; other levels and non-JSON lines are
+// not.
+func TestStderrTailKeepsLastError(t *testing.T) {
+	in := strings.Join([]string{
+		`{"time":"t","level":"ERROR","msg":"first","err":"e1"}`,
+		`{"time":"t","level":"ERROR","msg":"opc ua worker: cannot send a frame to the gateway; stopping the worker","device":"d","err":"opcua: worker frame units: boom"}`,
+		`{"time":"t","level":"WARN","msg":"later warning","err":"w"}`,
+		`not json`,
+	}, "\n")
+	var st stderrTail
+	st.consume(t.Context(), strings.NewReader(in), func(string) *slog.Logger { return slog.New(slog.DiscardHandler) })
+	want := "opc ua worker: cannot send a frame to the gateway; stopping the worker: opcua: worker frame units: boom"
+	if got := st.lastErr(); got != want {
+		t.Fatalf("last error %q, want %q", got, want)
 	}
 }

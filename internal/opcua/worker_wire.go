@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/gopcua/opcua/ua"
@@ -27,7 +28,8 @@ import (
 // response); the other kinds, rare, are JSON encoding one wireMsg. The
 // parent sends one "config" frame on the worker's stdin and keeps stdin
 // open; the worker answers on stdout with "hello", then "cycle", "units",
-// "status" and "metrics" frames. Further "config" frames add devices to
+// "status" and "metrics" frames, and a "ping" after a second without any
+// (the parent kills a worker silent for workerSilence). Further "config" frames add devices to
 // the worker, "stop" frames end one device's sessions. Commands travel as "req" frames on stdin
 // (a point's read or write, with an id and a timeout), each answered by
 // one "resp" frame with the same id on stdout. stderr carries the
@@ -57,6 +59,7 @@ const (
 	msgReq     = "req"
 	msgResp    = "resp"
 	msgStop    = "stop"
+	msgPing    = "ping"
 )
 
 // Request operations.
@@ -87,17 +90,73 @@ type wireReq struct {
 	ID      uint64        `json:"id"`
 	Op      string        `json:"op"` // read | write
 	Point   int           `json:"point"`
-	Value   float64       `json:"value,omitempty"`   // write: the device value
+	Value   wireFloat     `json:"value,omitempty"`   // write: the device value
 	Timeout time.Duration `json:"timeout,omitempty"` // what is left of the caller's deadline
 }
 
 // wireResp is the worker's answer to the request ID: the sample read, or
 // the value the node holds after a write, or the error.
 type wireResp struct {
-	ID     uint64        `json:"id"`
-	Sample sample.Sample `json:"sample"`
-	Held   float64       `json:"held,omitempty"`
-	Err    *wireErr      `json:"err,omitempty"`
+	ID     uint64     `json:"id"`
+	Sample wireSample `json:"sample"`
+	Held   wireFloat  `json:"held,omitempty"`
+	Err    *wireErr   `json:"err,omitempty"`
+}
+
+// wireFloat is a float64 in a JSON frame: a number when finite, else the
+// text "NaN", "+Inf" or "-Inf" (encoding/json refuses non-finite numbers,
+// and a server may report any of them: an EURange of NaN..NaN, say).
+type wireFloat float64
+
+func (f wireFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"+Inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Inf"`), nil
+	}
+	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
+}
+
+func (f *wireFloat) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"NaN"`:
+		*f = wireFloat(math.NaN())
+	case `"+Inf"`:
+		*f = wireFloat(math.Inf(1))
+	case `"-Inf"`:
+		*f = wireFloat(math.Inf(-1))
+	default:
+		var v float64
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("float %.40q: %w", b, err)
+		}
+		*f = wireFloat(v)
+	}
+	return nil
+}
+
+// wireSample is a sample.Sample in a JSON frame (a read's answer).
+type wireSample struct {
+	Index   int               `json:"i"`
+	Num     wireFloat         `json:"num,omitempty"`
+	Str     string            `json:"str,omitempty"`
+	IsStr   bool              `json:"is_str,omitempty"`
+	Quality telemetry.Quality `json:"q,omitempty"`
+	Silent  bool              `json:"silent,omitempty"`
+	Status  uint32            `json:"status,omitempty"`
+	TS      int64             `json:"ts,omitempty"`
+}
+
+func toWireSample(s sample.Sample) wireSample {
+	return wireSample{Index: s.Index, Num: wireFloat(s.Num), Str: s.Str, IsStr: s.IsStr, Quality: s.Quality, Silent: s.Silent, Status: s.Status, TS: s.TS}
+}
+
+func (w *wireSample) sample() sample.Sample {
+	return sample.Sample{Index: w.Index, Num: float64(w.Num), Str: w.Str, IsStr: w.IsStr, Quality: w.Quality, Silent: w.Silent, Status: w.Status, TS: w.TS}
 }
 
 // workerConfig is what the parent tells the worker: the device, its
@@ -120,9 +179,26 @@ type wireCycle struct {
 	Err      *wireErr        `json:"err,omitempty"`
 }
 
+// wireUnit is a NodeUnit in a JSON frame: its fields as they are (a
+// field added to NodeUnit crosses too), but its range as wireFloats (a
+// server may report NaN or infinite bounds) and its error as a wireErr.
 type wireUnit struct {
 	NodeUnit
-	Err *wireErr `json:"err,omitempty"`
+	Min wireFloat `json:"Min"` // shadows NodeUnit.Min
+	Max wireFloat `json:"Max"` // shadows NodeUnit.Max
+	Err *wireErr  `json:"err,omitempty"`
+}
+
+func toWireUnit(u NodeUnit) wireUnit {
+	w := wireUnit{NodeUnit: u, Min: wireFloat(u.Min), Max: wireFloat(u.Max), Err: encodeErr(u.Err)}
+	w.NodeUnit.Err, w.NodeUnit.Min, w.NodeUnit.Max = nil, 0, 0
+	return w
+}
+
+func (w *wireUnit) unit() NodeUnit {
+	u := w.NodeUnit
+	u.Min, u.Max, u.Err = float64(w.Min), float64(w.Max), w.Err.decode()
+	return u
 }
 
 // wireErr carries an error across the process boundary as its text and
@@ -209,7 +285,7 @@ func (w *wireCycle) cycle() *sample.Cycle {
 }
 
 // kinds maps a message kind to its code on the wire (index+1).
-var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp, msgStop}
+var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp, msgStop, msgPing}
 
 func kindCode(kind string) (byte, bool) {
 	for i, k := range kinds {

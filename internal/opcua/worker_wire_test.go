@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"reflect"
@@ -170,4 +171,125 @@ func FuzzWireFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWireJSONCarriesNonFiniteFloats: the JSON kinds carry NaN and ±Inf
+// (an EURange of NaN..NaN, a value read or written, a metric) as they are:
+// encoding/json refuses them, and a refused units frame used to stop the
+// worker's output for good while its parent waited.
+func TestWireJSONCarriesNonFiniteFloats(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	var buf bytes.Buffer
+	units := []NodeUnit{
+		{Index: 0, UnitID: 4408652, UNECE: "KPA", UCUM: "kPa", Display: "kPa", Min: nan, Max: nan, HasRange: true},
+		{Index: 2, UnitID: -1, Min: -inf, Max: inf, HasRange: true},
+		{Index: 3, UnitID: 1, Min: -0.5, Max: 1e300, HasRange: true, Err: errors.New("EURange: not a Range")},
+	}
+	ws := make([]wireUnit, len(units))
+	for i, u := range units {
+		ws[i] = toWireUnit(u)
+	}
+	samples := []sample.Sample{
+		{Index: 1, Num: nan, Quality: telemetry.QualityGood, TS: 5},
+		{Index: 2, Num: -inf, Quality: telemetry.QualityBad, Status: 0x80740000, Silent: true},
+		{Index: 3, Str: "x", IsStr: true, Quality: telemetry.QualityUncertain},
+	}
+	msgs := []*wireMsg{
+		{Kind: msgUnits, Dev: 3, Units: ws},
+		{Kind: msgReq, Req: &wireReq{ID: 1, Op: opWrite, Value: wireFloat(inf)}},
+		{Kind: msgMetrics, Metrics: &wireMetrics{Values: []metricValue{{Name: "g", Gauge: true, Value: wireFloat(nan)}}, Latency: []wireFloat{0.25, wireFloat(inf)}}},
+		{Kind: msgPing},
+	}
+	for _, s := range samples {
+		msgs = append(msgs, &wireMsg{Kind: msgResp, Resp: &wireResp{ID: 2, Sample: toWireSample(s), Held: wireFloat(-inf)}})
+	}
+	for _, m := range msgs {
+		if err := writeFrame(&buf, m); err != nil {
+			t.Fatalf("%s: %v", m.Kind, err)
+		}
+	}
+	fr := &frameReader{r: &buf}
+	var got []wireMsg
+	for range msgs {
+		var m wireMsg
+		if err := fr.read(&m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	// %v writes NaN as NaN: equal texts are equal floats, bit for bit
+	// but for NaN's payload
+	for i, u := range units {
+		g := got[0].Units[i].unit()
+		if fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", u) && (u.Err == nil || g.Err.Error() != u.Err.Error()) {
+			t.Errorf("unit %d: got %+v, want %+v", i, g, u)
+		}
+	}
+	if got[0].Dev != 3 {
+		t.Errorf("units slot %d", got[0].Dev)
+	}
+	if v := float64(got[1].Req.Value); !math.IsInf(v, 1) {
+		t.Errorf("write value %v", v)
+	}
+	if mv := got[2].Metrics; !math.IsNaN(float64(mv.Values[0].Value)) || !math.IsInf(float64(mv.Latency[1]), 1) || mv.Latency[0] != 0.25 {
+		t.Errorf("metrics %+v", mv)
+	}
+	if got[3].Kind != msgPing {
+		t.Errorf("ping: %q", got[3].Kind)
+	}
+	for i, s := range samples {
+		r := got[4+i].Resp
+		if g := r.Sample.sample(); fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", s) || !math.IsInf(float64(r.Held), -1) {
+			t.Errorf("sample %d: got %+v held %v, want %+v", i, g, r.Held, s)
+		}
+	}
+}
+
+// TestWireUnitCarriesEveryField: a field added to NodeUnit crosses the wire
+// (wireUnit embeds it), a float one even when not finite.
+func TestWireUnitCarriesEveryField(t *testing.T) {
+	var u NodeUnit
+	v := reflect.ValueOf(&u).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Int, reflect.Int32, reflect.Int64:
+			f.SetInt(int64(-7 - i))
+		case reflect.String:
+			f.SetString("s" + v.Type().Field(i).Name)
+		case reflect.Float64:
+			f.SetFloat(math.NaN())
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Interface: // Err
+		default:
+			t.Fatalf("NodeUnit.%s: kind %s not covered by this test", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	var buf bytes.Buffer
+	if err := writeFrame(&buf, &wireMsg{Kind: msgUnits, Units: []wireUnit{toWireUnit(u)}}); err != nil {
+		t.Fatal(err)
+	}
+	var m wireMsg
+	if err := readFrame(&buf, &m); err != nil {
+		t.Fatal(err)
+	}
+	if g := m.Units[0].unit(); fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", u) {
+		t.Fatalf("got  %+v\nwant %+v", g, u)
+	}
+}
+
+// TestSameUnitNaNRange: a node whose EURange stays NaN..NaN has not
+// changed its units (OnUnits is not called again at every check).
+func TestSameUnitNaNRange(t *testing.T) {
+	nan := math.NaN()
+	a := NodeUnit{UnitID: 1, UCUM: "kPa", Min: nan, Max: nan, HasRange: true}
+	if !sameUnits([]NodeUnit{a}, []NodeUnit{a}) {
+		t.Fatal("NaN..NaN differs from itself")
+	}
+	b := a
+	b.Max = math.Inf(1)
+	if sameUnits([]NodeUnit{a}, []NodeUnit{b}) {
+		t.Fatal("NaN..NaN same as NaN..+Inf")
+	}
 }

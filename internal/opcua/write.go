@@ -70,9 +70,9 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 			return bad, fmt.Errorf("opcua: device %s: read point %d: %w", c.id, idx, err)
 		}
 		if resp.Err != nil {
-			return resp.Sample, resp.Err.decode()
+			return resp.Sample.sample(), resp.Err.decode()
 		}
-		return resp.Sample, nil
+		return resp.Sample.sample(), nil
 	}
 	s, err := c.liveSession(idx)
 	if err != nil {
@@ -112,7 +112,7 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 		return 0, fmt.Errorf("opcua: device %s has no point %d", c.id, idx)
 	}
 	if w := c.wk.Load(); w != nil {
-		resp, sent, err := w.call(ctx, &wireReq{Op: opWrite, Point: idx, Value: v})
+		resp, sent, err := w.call(ctx, &wireReq{Op: opWrite, Point: idx, Value: wireFloat(v)})
 		switch {
 		case err != nil && sent:
 			return 0, fmt.Errorf("opcua: device %s: write point %d: outcome unknown, the write may have reached the server: %w", c.id, idx, err)
@@ -121,7 +121,7 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 		case resp.Err != nil:
 			return 0, resp.Err.decode()
 		}
-		return resp.Held, nil
+		return float64(resp.Held), nil
 	}
 	s, err := c.liveSession(idx)
 	if err != nil {

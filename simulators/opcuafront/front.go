@@ -126,11 +126,11 @@ type entry struct {
 	unit     string
 	euID     int32
 	euCode   string
-	min, max float64
 	hasRange bool
 	writable bool // the source lists the signal among its setpoints
 
 	// guarded by Front.mu
+	min, max  float64 // EURange, when hasRange
 	value     float64
 	status    uint32
 	ts        time.Time
@@ -386,6 +386,30 @@ func (f *Front) Set(asset, signal string, v float64, ts time.Time) error {
 	f.mu.Unlock()
 	f.signal()
 	return nil
+}
+
+// SetRange sets the EURange a node with a catalog range serves from now
+// on (fault injection: NaN or infinite bounds, say); its EngineeringUnits
+// stay.
+func (f *Front) SetRange(asset, signal string, low, high float64) error {
+	e, ok := f.byKey[asset+"."+signal]
+	if !ok {
+		return fmt.Errorf("opcuafront: no node %s.%s", asset, signal)
+	}
+	if !e.hasRange {
+		return fmt.Errorf("opcuafront: node %s.%s has no EURange", asset, signal)
+	}
+	f.mu.Lock()
+	e.min, e.max = low, high
+	f.mu.Unlock()
+	return nil
+}
+
+// euRange is e's EURange.
+func (f *Front) euRange(e *entry) *ua.Range {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &ua.Range{Low: e.min, High: e.max}
 }
 
 // SetStatus sets the StatusCode of a node (fault injection) stamped with

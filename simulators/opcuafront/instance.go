@@ -216,10 +216,11 @@ func (in *instance) buildAddressSpace() error {
 			if e.euID < 0 {
 				eu.NamespaceURI = ""
 			}
-			v.AddRef(in.property(ns, propType, e, "EngineeringUnits", id.EUInformation, ua.NewExtensionObject(eu)), id.HasProperty, true)
+			euObj := ua.NewExtensionObject(eu)
+			v.AddRef(in.property(ns, propType, e, "EngineeringUnits", id.EUInformation, func() *ua.ExtensionObject { return euObj }), id.HasProperty, true)
 			if e.hasRange {
-				rg := &ua.Range{Low: e.min, High: e.max}
-				v.AddRef(in.property(ns, propType, e, "EURange", id.Range, ua.NewExtensionObject(rg)), id.HasProperty, true)
+				v.AddRef(in.property(ns, propType, e, "EURange", id.Range, func() *ua.ExtensionObject { return ua.NewExtensionObject(in.f.euRange(e)) }),
+					id.HasProperty, true)
 			}
 		}
 		in.buildMethods(ns, propType, folder, as.id)
@@ -227,7 +228,7 @@ func (in *instance) buildAddressSpace() error {
 	return nil
 }
 
-func (in *instance) property(ns *server.NodeNameSpace, propType *server.Node, e *entry, name string, dataType uint32, value *ua.ExtensionObject) *server.Node {
+func (in *instance) property(ns *server.NodeNameSpace, propType *server.Node, e *entry, name string, dataType uint32, value func() *ua.ExtensionObject) *server.Node {
 	p := server.NewNode(ua.NewStringNodeID(in.f.ns, e.asset+"."+e.signal+"."+name), server.Attributes{
 		ua.AttributeIDNodeClass:   server.DataValueFromValue(uint32(ua.NodeClassVariable)),
 		ua.AttributeIDBrowseName:  server.DataValueFromValue(qn(0, name)),
@@ -235,7 +236,7 @@ func (in *instance) property(ns *server.NodeNameSpace, propType *server.Node, e 
 		ua.AttributeIDDataType:    server.DataValueFromValue(ua.NewNumericExpandedNodeID(0, dataType)),
 		ua.AttributeIDValueRank:   server.DataValueFromValue(int32(-1)),
 	}, nil, func() *ua.DataValue {
-		return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode, Value: ua.MustVariant(value), Status: ua.StatusGood}
+		return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode, Value: ua.MustVariant(value()), Status: ua.StatusGood}
 	})
 	p.AddRef(propType, id.HasTypeDefinition, true)
 	ns.AddNode(p)
