@@ -62,7 +62,8 @@ func (p *Pool) device(id string, cfg Config) *device {
 			"device", id, "connection", l.key)
 	}
 	p.mu.Unlock()
-	return &device{id: id, cfg: cfg, link: l, share: l.turns.join(id), log: p.log.With("device", id), m: p.m.device(id)}
+	m := p.m.device(id)
+	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
