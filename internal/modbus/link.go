@@ -94,7 +94,7 @@ type link struct {
 	// reopened has no series); owned by the device holding the link.
 	discarded prometheus.Counter
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
-	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
+	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 
 	turns     turns
 	connected atomic.Bool

@@ -54,7 +54,7 @@ type share struct {
 	// not been seen yet, oldest first (the last few): a late reply found
 	// answers the oldest
 	unanswered []time.Time
-	lastWarn time.Time // last late-reply warning naming it (one a minute)
+	lastWarn   time.Time // last late-reply warning naming it (one a minute)
 }
 
 type waiter struct {
