@@ -352,7 +352,7 @@ func TestPersistentReplyErrorLogsOnce(t *testing.T) {
 	h.Inject(modbustest.WrongTransaction, -1)
 	reg := prometheus.NewRegistry()
 	logs := &logtest.Buffer{}
-	pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+	pool := NewPool(logs.Logger(slog.LevelDebug), NewMetrics(reg))
 	t.Cleanup(func() { _ = pool.Close() })
 	groups, _ := shiftGroups(10 * time.Millisecond)
 	src, err := pool.Source("liar", testConfig(TCP, h.Addr, 3), groups[:1])
