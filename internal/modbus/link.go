@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -128,12 +129,15 @@ type link struct {
 	rxHead, rxTail int   // rx[rxHead:rxTail] is received and not yet framed
 	rxErr          error // how the last read of rx ended, returned once rx is empty
 	junk           [256]byte
+	skipFn         func(frame []byte) // l.skipMBAP, made once
+	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
+	nAnswered      int
 	req            []byte
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 	key := cfg.linkKey()
-	return &link{
+	l := &link{
 		key:       key,
 		transport: cfg.Transport,
 		address:   cfg.Address,
@@ -146,6 +150,50 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		m:         m,
 		announce:  true,
 	}
+	l.skipFn = l.skipMBAP
+	return l
+}
+
+// skipMBAP discards a Modbus TCP frame that does not answer the request
+// in flight. A frame repeating a transaction already answered on this
+// socket is a duplicate reply: a suspect reply of the device reading its
+// unit (the MBAP header says which), warned about naming it.
+func (l *link) skipMBAP(frame []byte) {
+	l.discard(len(frame))
+	l.answeredFrame(frame)
+}
+
+// answeredFrame reports whether b starts with the MBAP header of a
+// transaction already answered on this socket, and counts it as a
+// duplicate reply of its unit if so.
+func (l *link) answeredFrame(b []byte) bool {
+	if len(b) < mbapHeader {
+		return false
+	}
+	tid := binary.BigEndian.Uint16(b)
+	for i := range min(l.nAnswered, len(l.answeredTids)) {
+		if l.answeredTids[i] == tid {
+			l.duplicate(b[6])
+			return true
+		}
+	}
+	return false
+}
+
+// duplicate counts and reports a duplicate reply from unit on Modbus TCP.
+func (l *link) duplicate(unit byte) {
+	s := l.turns.byUnit(unit)
+	l.countSuspect(s)
+	if time.Since(l.lastSuspect) < time.Minute {
+		return
+	}
+	l.lastSuspect = time.Now()
+	dev := ""
+	if s != nil {
+		dev = s.id
+	}
+	l.log.Warn("modbus unit sent a second reply to a request already answered (a duplicate): its accepted replies may not be its answers",
+		"unit", unit, "device", dev)
 }
 
 // framed reports whether the encoding carries no transaction id (RTU or
@@ -313,6 +361,7 @@ func (l *link) drop() {
 		_ = l.p.Close()
 		l.p, l.drainer = nil, nil
 		l.rxHead, l.rxTail = 0, 0 // gone with the socket
+		l.nAnswered = 0
 		l.connected.Store(false)
 		l.m.connUp.WithLabelValues(l.key).Set(0)
 	}
@@ -343,6 +392,10 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
+		if !l.framed() {
+			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
+			l.nAnswered++
+		}
 		l.failures = 0
 		l.downLog = false
 		l.accepted = true
@@ -531,7 +584,7 @@ func (l *link) roundTripMBAP(ctx context.Context, want expect) ([]byte, error) {
 		}
 		return nil
 	}
-	return readMBAP(rd, l.buf[:], want, l.discard)
+	return readMBAP(rd, l.buf[:], want, l.skipFn)
 }
 
 // prepare makes the line fit for a request: pending input is discarded
@@ -543,13 +596,23 @@ func (l *link) prepare(ctx context.Context) error {
 		return err
 	}
 	n, err := l.drain(ctx)
-	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
+	left := l.rx[l.rxHead:l.rxTail] // received after the last reply, not yet read by anyone
+	dup := false
+	if !l.framed() {
+		// what came first: the rest of the buffer, else the socket's
+		head := left
+		if len(head) == 0 {
+			head = l.drainer.head[:l.drainer.nhead]
+		}
+		dup = l.answeredFrame(head)
+	}
+	n += len(left)
 	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
 		switch {
 		case l.framed() && l.pending != nil:
 			l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
-		case l.accepted:
+		case l.accepted && !dup:
 			l.suspectReply(n)
 		}
 		l.discard(n)
