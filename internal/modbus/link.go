@@ -250,7 +250,11 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
 	if late == nil && s != nil && !s.lateSent.IsZero() && l.framed() && answeredErr(err) {
-		if cerr := l.confirm(ctx, s); cerr != nil {
+		if len(s.unanswered) == 0 {
+			// every unanswered request's late reply has been seen and
+			// discarded: nothing of s's is left on its way
+			s.trusted()
+		} else if cerr := l.confirm(ctx, s); cerr != nil {
 			reply, err = nil, cerr
 		}
 	}
@@ -448,12 +452,15 @@ func (l *link) foreign(s *share, err error) *share {
 // costs s's turn one such wait after each timeout.
 func (l *link) confirm(ctx context.Context, s *share) error {
 	window := min(l.sentAt.Sub(s.oldest()), l.timeout+quietLimit*l.silence) + l.silence
-	if err := l.setDeadline(ctx, time.Now().Add(window)); err != nil {
+	got := time.Now()
+	if err := l.setDeadline(ctx, got.Add(window)); err != nil {
 		return err
 	}
 	n, err := l.p.Read(l.junk[:])
 	if n > 0 {
-		after := time.Since(l.sentAt)
+		// the held answer was the late reply to the oldest unanswered request
+		after := got.Sub(s.oldest())
+		s.answeredLate()
 		l.discard(n)
 		l.lastRx = time.Now()
 		l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
@@ -826,7 +833,9 @@ func (l *link) countSuspect(s *share) {
 // came, at least), with the silence that would have covered it.
 func (l *link) lateReply(s *share, what string, after time.Duration) {
 	l.countSuspect(s)
-	if time.Since(s.lastWarn) < time.Minute {
+	if after > 0 && after <= l.timeout+l.silence || time.Since(s.lastWarn) < time.Minute {
+		// within the bound the silence wait is made for (counted, and
+		// warned about as discarded bytes), or warned about already
 		l.log.Debug("modbus late reply discarded", "unit", s.unit, "device", s.id, "found", what, "reply_after", after)
 		return
 	}
