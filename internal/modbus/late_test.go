@@ -90,7 +90,8 @@ func asyncRTU(t *testing.T, slow byte, delay time.Duration) string {
 // (not for its own later requests either), the fast unit must never be
 // published bad or count wrong-unit errors for them, and the late replies
 // are counted as the slow device's suspect replies with a warning naming it
-// and telling to raise silence.
+// and telling to raise silence; the waits they cause are the slow unit's
+// link time, never the fast one's (an overrun would name the slow unit).
 func TestRTULateUnitBlamedOnItself(t *testing.T) {
 	addr := asyncRTU(t, 2, 300*time.Millisecond)
 	reg := prometheus.NewRegistry()
@@ -109,7 +110,7 @@ func TestRTULateUnitBlamedOnItself(t *testing.T) {
 	}
 	fast, slow := newReader(pool, "fast", cfg(1), plan), newReader(pool, "slow", cfg(2), plan)
 	ctx := t.Context()
-	var fastBad, slowGood, fastReads atomic.Int64
+	var fastBad, slowGood, fastReads, fastBlamed atomic.Int64
 	var badWhy atomic.Value
 	stop := time.Now().Add(3 * time.Second)
 	var wg sync.WaitGroup
@@ -119,6 +120,14 @@ func TestRTULateUnitBlamedOnItself(t *testing.T) {
 		for time.Now().Before(stop) {
 			out := fast.Read(ctx)
 			fastReads.Add(1)
+			// after its first (which waits timeout + silence for the
+			// fresh connection), a silence wait (50ms) or a wait for a
+			// late frame charged to fast: its overrun would tell to slow
+			// it down
+			if fastReads.Load() > 1 && fast.res.busiest == "fast" && fast.res.busiestTime >= 50*time.Millisecond {
+				fastBlamed.Add(1)
+				t.Logf("read %d: fast busiest %v: %v", fastReads.Load(), fast.res.busiestTime, fast.res.err)
+			}
 			if out[0].Quality != telemetry.QualityGood {
 				fastBad.Add(1)
 				badWhy.Store(fast.res.err.Error())
@@ -142,6 +151,9 @@ func TestRTULateUnitBlamedOnItself(t *testing.T) {
 	key := c1.linkKey()
 	if n := fastBad.Load(); n != 0 {
 		t.Errorf("fast unit published bad %d times of %d (last: %v)", n, fastReads.Load(), badWhy.Load())
+	}
+	if n := fastBlamed.Load(); n != 0 {
+		t.Errorf("%d reads of fast found it the link's busiest user: the slow unit's waits charged to it", n)
 	}
 	if n := counter(t, reg, "smelter_modbus_errors_total", "device", "fast"); n != 0 {
 		t.Errorf("fast unit counted %v errors for the slow unit's late replies", n)
