@@ -176,3 +176,32 @@ func TestRTULateUnitBlamedOnItself(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectWaitChargedToNobody: the wait for a silent line after opening
+// an RTU connection (timeout + silence) is no device's doing; the device
+// that happens to connect first is not the link's busiest user for it, so
+// its first read is not reported as its own overrun (review 2, finding 3:
+// the fast unit's remaining overrun with link_time of the connect wait).
+func TestConnectWaitChargedToNobody(t *testing.T) {
+	addr := asyncRTU(t, 0, 0)
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	cfg := func(unit uint8) Config {
+		c := testConfig(RTUOverTCP, addr, unit)
+		c.Timeout = 100 * time.Millisecond
+		c.Silence = 50 * time.Millisecond
+		return c
+	}
+	plan, err := NewPlan(regs(Uint16, 7), cfg(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := newReader(pool, "first", cfg(1), plan)
+	newReader(pool, "other", cfg(2), plan) // the link is shared
+	if out := first.Read(t.Context()); !isGood(out[0]) {
+		t.Fatalf("first read = %+v: %v", out[0], first.res.err)
+	}
+	if first.res.busiestTime >= 100*time.Millisecond {
+		t.Errorf("first read: %s used the link %v: the connect wait (150ms) charged to it", first.res.busiest, first.res.busiestTime)
+	}
+}

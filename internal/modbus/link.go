@@ -639,7 +639,11 @@ func (l *link) prepare(ctx context.Context) error {
 	if l.quiet {
 		start := time.Now()
 		err := l.waitQuiet(ctx)
-		l.turns.charge(l.doubt, time.Since(start))
+		if l.doubt != nil {
+			l.turns.charge(l.doubt, time.Since(start))
+		} else {
+			l.turns.forgive(time.Since(start)) // a fresh connection's wait: nobody's
+		}
 		if err != nil {
 			return err
 		}

@@ -285,6 +285,19 @@ func (t *turns) charge(s *share, d time.Duration) {
 	s.used += d
 }
 
+// forgive takes d off the holder's use: a wait for a silent line that no
+// device's exchange caused (after opening a connection, every device would
+// have had to wait it).
+func (t *turns) forgive(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.settle(time.Now())
+	if h := t.holder; h != nil {
+		h.vuse -= d
+		h.used -= d
+	}
+}
+
 // usage appends each device's link use so far (the holder's current turn
 // included) to dst, in join order.
 func (t *turns) usage(dst []time.Duration) []time.Duration {
