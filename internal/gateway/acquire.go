@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/smelterio/smelter/internal/sample"
@@ -195,16 +197,10 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 		st.LastGood = at
 	}
 	if c.Err != nil {
-		if msg := c.Err.Error(); msg != st.LastError {
-			st.LastError = msg
-			if c.Replied {
-				d.log.Warn("device answers with errors", "err", msg)
-			} else {
-				d.log.Warn("device not answering", "err", msg)
-			}
-		}
+		st.LastError = c.Err.Error()
 		st.LastErrorAt = at
 	}
+	st.logs.poll(d.log, at, c)
 	var announceDeath, announceBirth bool
 	var reason string
 	if c.Replied && !c.Lost {
@@ -250,4 +246,75 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 		d.a.sourceAlive(d)
 	}
 	return alive
+}
+
+// health is a device's state as the log tells it.
+type health uint8
+
+const (
+	healthGood   health = iota // every point good (or nothing known yet)
+	healthErrors               // the device answers, some points bad
+	healthSilent               // the device does not answer
+)
+
+// healthLogEvery is the least time between two lines about one device's
+// failures: the summary of a lasting failure, or a failure coming back
+// (a flapping device).
+const healthLogEvery = time.Minute
+
+// healthLog logs a device's health changes (docs/operations.md, "Logs"):
+// not answering, answering with errors, reading good again. A lasting
+// failure is summarised at most once a minute (the polls that failed and
+// the last cause), never logged per poll: a device in timeout backoff fails
+// every tick without I/O. A failure that comes back within a minute of the
+// last one logged (a flapping device) is not logged by itself, nor its end;
+// it is counted in the next line (repeated). Under the device's mutex.
+type healthLog struct {
+	state    health    // the state of the last poll
+	failAt   time.Time // when a failure was last logged
+	failed   health    // which
+	repeated int       // failed polls since then, not logged
+	quiet    bool      // the current failure was not logged: neither is its end
+}
+
+func (h *healthLog) poll(log *slog.Logger, at time.Time, c *sample.Cycle) {
+	state := healthGood
+	if c.Err != nil {
+		state = healthSilent
+		if c.Replied {
+			state = healthErrors
+		}
+	}
+	prev := h.state
+	h.state = state
+	if state == healthGood {
+		if prev != healthGood && !h.quiet {
+			log.Info("device reads good again")
+		}
+		h.quiet = false
+		return
+	}
+	msg := "device not answering"
+	if state == healthErrors {
+		msg = "device answers with errors"
+	}
+	due := at.Sub(h.failAt) >= healthLogEvery
+	switch {
+	case state != prev && (state != h.failed || due):
+		args := []any{"err", c.Err.Error()}
+		if h.repeated > 0 {
+			args = append(args, "repeated", h.repeated)
+		}
+		log.Warn(msg, args...)
+	case due:
+		log.Warn(strings.Replace(msg, "device ", "device still ", 1), "err", c.Err.Error(), "failed_polls", h.repeated+1,
+			"in_last", at.Sub(h.failAt).Round(time.Second))
+	default:
+		h.repeated++
+		if state != prev {
+			h.quiet = true
+		}
+		return
+	}
+	h.failAt, h.failed, h.repeated, h.quiet = at, state, 0, false
 }

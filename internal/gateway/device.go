@@ -77,6 +77,7 @@ type deviceState struct {
 	Dead        bool      `json:"dead"`
 
 	silentSince time.Time // start of the current silence (first cycle when the device never answered)
+	logs        healthLog // what was last logged of the device's health (acquire.go, logHealth)
 }
 
 func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // TestOverrunNamesTheDeviceThatUsedTheLink: a cycle longer than its
@@ -70,5 +73,67 @@ func TestOverrunNamesTheDeviceThatUsedTheLink(t *testing.T) {
 	}
 	if n := strings.Count(out, "link saturated by device m-2"); n != 1 {
 		t.Errorf("the advice naming m-2 logged %d times, want once", n)
+	}
+}
+
+// TestHealthLoggedOnChange: a device in timeout backoff fails every poll
+// without I/O, each time with another "next try in" text; it is logged
+// once when it stops answering, then summarised at most once a minute, once
+// more when it reads good again, and a device flapping between good and
+// errors is not logged at every flap (review 2, finding 4: 115 lines in 20 s
+// for one device, each failure also logged by the driver).
+func TestHealthLoggedOnChange(t *testing.T) {
+	dir := t.TempDir()
+	doc := "gateway: {id: gw, site: s, data_dir: " + filepath.Join(dir, "data") + "}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n" +
+		"  - {id: m-1, class: motor, poll_interval: 200ms, modbus: {address: \"127.0.0.1:1\"}, points: " + twoPoints + "}\n"
+	cfg, err := gwconfig.LoadBytes(filepath.Join(dir, "gw.yaml"), []byte(doc), Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logtest.Buffer{}
+	r := newGatewayRig(t, cfg, Options{Logger: logs.Logger(slog.LevelInfo)})
+	good := func(s float64) sample.Cycle {
+		return sample.Cycle{Start: at(s), Interval: 200 * time.Millisecond, Replied: true,
+			Samples: []sample.Sample{{Index: 0, Num: 1}, {Index: 1, Num: 50}}}
+	}
+	silent := func(s float64, i int) sample.Cycle {
+		return sample.Cycle{Start: at(s), Interval: 200 * time.Millisecond,
+			Err:     fmt.Errorf("unit 2: modbus: timeout: not answering; next try in %dms", 600-i%3*200),
+			Samples: []sample.Sample{{Index: 0, Quality: telemetry.QualityBad}, {Index: 1, Quality: telemetry.QualityBad}}}
+	}
+	withErrors := func(s float64) sample.Cycle {
+		c := good(s)
+		c.Err = errors.New("reply from unit 2 to a request for unit 1")
+		c.Samples = []sample.Sample{{Index: 0, Quality: telemetry.QualityBad}, {Index: 1, Num: 50}}
+		return c
+	}
+	var cycles []sample.Cycle
+	s := 0.0
+	cycles = append(cycles, good(s))
+	for i := range 400 { // 80 s silent: one line, one summary a minute
+		s += 0.2
+		cycles = append(cycles, silent(s, i))
+	}
+	s += 0.2
+	cycles = append(cycles, good(s))
+	for i := range 150 { // 30 s flapping: every 3rd poll with errors
+		s += 0.2
+		if i%3 == 0 {
+			cycles = append(cycles, withErrors(s))
+		} else {
+			cycles = append(cycles, good(s))
+		}
+	}
+	r.run(t, cycles...)
+	out := logs.String()
+	for msg, want := range map[string]int{
+		"msg=\"device not answering\"":       1,
+		"msg=\"device still not answering\"": 1,
+		"msg=\"device answers with errors\"": 1,
+		"msg=\"device reads good again\"":    2,
+	} {
+		if n := strings.Count(out, msg); n != want {
+			t.Errorf("%d lines %s, want %d:\n%s", n, msg, want, out)
+		}
 	}
 }

@@ -62,7 +62,8 @@ func (p *Pool) device(id string, cfg Config) *device {
 			"device", id, "connection", l.key)
 	}
 	p.mu.Unlock()
-	return &device{id: id, cfg: cfg, link: l, share: l.turns.join(id), log: p.log.With("device", id), m: p.m.device(id)}
+	m := p.m.device(id)
+	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
@@ -363,7 +364,9 @@ func pointName(p Point, unit uint8) string {
 	return fmt.Sprintf("%s %d unit %d", p.Table, p.Address, unit)
 }
 
-// account updates the device's health after a read and logs changes.
+// account updates the device's health after a read. Its changes are
+// logged at debug level only: the gateway logs each device's health once
+// for every driver (internal/gateway, healthLog), with the cause.
 func (d *device) account(now time.Time, c cycle, abort error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -374,11 +377,11 @@ func (d *device) account(now time.Time, c cycle, abort error) {
 		d.lastErr, d.lastErrAt = c.err, now
 		if kind := StatusOf(c.err).Kind(); kind != d.loggedKind && c.replied {
 			// the device answers, but not everything is good: say why, once per kind
-			d.log.Warn("modbus read failed", "error", c.err)
+			d.log.Debug("modbus read failed", "error", c.err)
 			d.loggedKind = kind
 		}
 	} else if d.loggedKind != "" {
-		d.log.Info("modbus reads good again")
+		d.log.Debug("modbus reads good again")
 		d.loggedKind = ""
 	}
 	switch {
@@ -387,7 +390,7 @@ func (d *device) account(now time.Time, c cycle, abort error) {
 		d.failures = 0
 		d.retryAt = time.Time{}
 		if !d.up || !d.seen {
-			d.log.Info("modbus device answering")
+			d.log.Debug("modbus device answering")
 		}
 		d.up, d.seen = true, true
 	case c.err == nil:
@@ -398,7 +401,7 @@ func (d *device) account(now time.Time, c cycle, abort error) {
 			d.retryAt = now.Add(backoff.Step(d.failures, d.cfg.BackoffMin, d.cfg.BackoffMax))
 		}
 		if kind := StatusOf(c.err).Kind(); d.up || !d.seen || kind != d.loggedKind {
-			d.log.Warn("modbus device not answering", "error", c.err)
+			d.log.Debug("modbus device not answering", "error", c.err)
 			d.loggedKind = kind
 		}
 		d.up, d.seen = false, true

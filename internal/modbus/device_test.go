@@ -410,8 +410,12 @@ func TestTimeoutThenRecover(t *testing.T) {
 					t.Fatalf("after recovery = %+v", out)
 				}
 			}
-			if n := counter(t, reg, "smelter_modbus_errors_total", "kind", "timeout"); n != 1 {
-				t.Fatalf("timeout errors = %v, want 1", n)
+			// On RTU the late reply (250ms) is beyond timeout + silence
+			// (224ms): it comes while the next request is outstanding and
+			// is held, then discarded with the real answer if that follows
+			// in the held window (a second timeout), never published.
+			if n := counter(t, reg, "smelter_modbus_errors_total", "kind", "timeout"); n < 1 || n > 2 || tr == TCP && n != 1 {
+				t.Fatalf("timeout errors = %v, want 1 (2 on RTU)", n)
 			}
 		})
 	}

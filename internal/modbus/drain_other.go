@@ -13,17 +13,21 @@ import (
 // non-blocking read outside unix); writeRead and recv are the port's
 // Write and Read.
 type drainer struct {
-	p   port
-	buf [256]byte
+	p     port
+	buf   [256]byte
+	head  [mbapHeader]byte // the first bytes the last drain discarded
+	nhead int
 }
 
 func newDrainer(p port) (*drainer, error) { return &drainer{p: p}, nil }
 
 func (d *drainer) drain() (int, error) {
 	total := 0
+	d.nhead = 0
 	for {
 		_ = d.p.SetDeadline(time.Now().Add(time.Millisecond))
 		n, err := d.p.Read(d.buf[:])
+		d.nhead += copy(d.head[d.nhead:], d.buf[:n])
 		total += n
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {

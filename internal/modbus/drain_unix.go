@@ -21,6 +21,10 @@ type drainer struct {
 	n   int
 	err error
 	fn  func(fd uintptr) bool
+	// the first bytes the last drain discarded (a Modbus TCP frame's
+	// header tells whose reply it was)
+	head  [mbapHeader]byte
+	nhead int
 
 	// writeRead and recv
 	out   []byte // request bytes not yet written
@@ -83,6 +87,7 @@ func newDrainer(p port) (*drainer, error) {
 // drain returns how many bytes it discarded; io.EOF when the peer closed.
 func (d *drainer) drain() (int, error) {
 	total := 0
+	d.nhead = 0
 	for {
 		if err := d.rc.Read(d.fn); err != nil {
 			return total, err
@@ -97,6 +102,7 @@ func (d *drainer) drain() (int, error) {
 		case d.n == 0:
 			return total, io.EOF
 		}
+		d.nhead += copy(d.head[d.nhead:], d.buf[:d.n])
 		total += d.n
 	}
 }

@@ -233,7 +233,7 @@ func readASCII(rd filler, buf []byte, want expect) ([]byte, error) {
 // reported to skip with its size, up to 4 of them. When the right reply
 // never comes, the mismatch is the cause: a StatusTransactionMismatch naming
 // both ids, not a bare timeout.
-func readMBAP(rd filler, buf []byte, want expect, skip func(n int)) ([]byte, error) {
+func readMBAP(rd filler, buf []byte, want expect, skip func(frame []byte)) ([]byte, error) {
 	var mismatch error
 	for range 5 {
 		if err := rd(buf[:mbapHeader]); err != nil {
@@ -257,7 +257,7 @@ func readMBAP(rd filler, buf []byte, want expect, skip func(n int)) ([]byte, err
 			return nil, err
 		}
 		if tid := binary.BigEndian.Uint16(frame); tid != want.tid {
-			skip(len(frame))
+			skip(frame)
 			if mismatch == nil {
 				mismatch = &ReplyError{Status: StatusTransactionMismatch, Want: int(want.tid), Got: int(tid)}
 			}

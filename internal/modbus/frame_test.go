@@ -106,7 +106,7 @@ func TestMBAPTransactionIDs(t *testing.T) {
 		return modbustest.MBAPReply(tid, unit, []byte{3, 2, 0, 7})
 	}
 	var skipped int
-	skip := func(n int) { skipped += n }
+	skip := func(f []byte) { skipped += len(f) }
 	// a leftover with another id is skipped, the right one taken
 	stream := append(reply(0x7777, 1), reply(9, 1)...)
 	pdu, err := readMBAP(byteReader(stream), buf[:], expect{tid: 9, unit: 1, fc: 3, count: 2}, skip)
@@ -183,7 +183,7 @@ func FuzzMBAPFrame(f *testing.F) {
 	f.Add([]byte{0, 9, 0, 0, 0, 5, 1, 3, 2, 0, 7, 0, 1, 0, 0, 0, 3, 1, 0x83, 2}, uint16(1))
 	f.Fuzz(func(t *testing.T, data []byte, tid uint16) {
 		var buf [maxADU]byte
-		pdu, err := readMBAP(byteReader(data), buf[:], expect{tid: tid, unit: 1, fc: 3, count: 2}, func(int) {})
+		pdu, err := readMBAP(byteReader(data), buf[:], expect{tid: tid, unit: 1, fc: 3, count: 2}, func([]byte) {})
 		if err != nil {
 			return
 		}

@@ -242,7 +242,8 @@ func TestHostileDevices(t *testing.T) {
 				groups, want := shiftGroups(20 * time.Millisecond)
 				reg := prometheus.NewRegistry()
 				logs := &logtest.Buffer{}
-				pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+				// the driver logs a device's health at debug (the gateway logs it)
+				pool := NewPool(logs.Logger(slog.LevelDebug), NewMetrics(reg))
 				t.Cleanup(func() { _ = pool.Close() })
 				src, err := pool.Source("hostile", cfg, groups)
 				if err != nil {

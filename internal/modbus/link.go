@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,28 @@ const quietLimit = 10
 // a fresh connection, unsolicited bytes) it first waits until the line has
 // been silent for `silence`, discarding and counting what arrives, so that
 // a late reply has come and gone before the next request is sent.
+//
+// A reply later than that (timeout + silence after its request) cannot be
+// told from an answer by its content, so the link also ties late replies
+// to the unit that sent them and never lets one be taken for an answer:
+//   - a unit whose request timed out is "pending" (share.lateSent): until
+//     it answers in a way that can only be its answer, its replies are
+//     untrusted. Its next answer is held (confirm) until the line has stayed
+//     silent for as long as separates its unanswered request from this one,
+//     plus silence: had the answer been the late reply to the earlier
+//     request, the real answer to this one comes in that window, and both
+//     are discarded (the request fails as a timeout).
+//   - a well-formed frame from another unit of the link while a unit is
+//     asked is that unit's late reply: counted against it (its errors of
+//     kind wrong_unit, suspect replies), the silence wait that follows is
+//     charged to it, and the asked unit's read is sent again on the quiet
+//     line (reads only: a write is not repeated).
+//   - bytes found on the line while a unit is pending (before a request,
+//     or during the silence wait after its timeout) are its late reply.
+//
+// Each is counted in smelter_modbus_suspect_replies_total{device} and
+// warned about naming the unit and device, with how late it answered and
+// the silence that would cover it.
 type link struct {
 	key       string
 	transport Transport
@@ -71,8 +94,8 @@ type link struct {
 	// that never discards, never sees a suspect reply and is never
 	// reopened has no series); owned by the device holding the link.
 	discarded prometheus.Counter
-	suspect   prometheus.Counter // unsolicited bytes after an accepted reply
-	reopened  prometheus.Counter // reconnects after a reply in doubt (not logged one by one)
+	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
+	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 
 	turns     turns
 	connected atomic.Bool
@@ -93,6 +116,9 @@ type link struct {
 	accepted    bool      // the last exchange ended with an accepted reply (data or exception)
 	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
+	sentAt      time.Time // when the current (last) request was sent
+	pending     *share    // framed lines: the device whose request was last left unanswered, until it answers for certain
+	afterTO     bool      // the line is in doubt after a timeout: bytes in the silence wait are pending's late reply
 	cur, last   *share    // the device of the current exchange, and of the one before
 	doubt       *share    // the device whose exchange left the line in doubt: it pays for the silence wait
 	buf         [maxADU]byte
@@ -103,12 +129,15 @@ type link struct {
 	rxHead, rxTail int   // rx[rxHead:rxTail] is received and not yet framed
 	rxErr          error // how the last read of rx ended, returned once rx is empty
 	junk           [256]byte
+	skipFn         func(frame []byte) // l.skipMBAP, made once
+	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
+	nAnswered      int
 	req            []byte
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 	key := cfg.linkKey()
-	return &link{
+	l := &link{
 		key:       key,
 		transport: cfg.Transport,
 		address:   cfg.Address,
@@ -121,6 +150,50 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		m:         m,
 		announce:  true,
 	}
+	l.skipFn = l.skipMBAP
+	return l
+}
+
+// skipMBAP discards a Modbus TCP frame that does not answer the request
+// in flight. A frame repeating a transaction already answered on this
+// socket is a duplicate reply: a suspect reply of the device reading its
+// unit (the MBAP header says which), warned about naming it.
+func (l *link) skipMBAP(frame []byte) {
+	l.discard(len(frame))
+	l.answeredFrame(frame)
+}
+
+// answeredFrame reports whether b starts with the MBAP header of a
+// transaction already answered on this socket, and counts it as a
+// duplicate reply of its unit if so.
+func (l *link) answeredFrame(b []byte) bool {
+	if len(b) < mbapHeader {
+		return false
+	}
+	tid := binary.BigEndian.Uint16(b)
+	for i := range min(l.nAnswered, len(l.answeredTids)) {
+		if l.answeredTids[i] == tid {
+			l.duplicate(b[6])
+			return true
+		}
+	}
+	return false
+}
+
+// duplicate counts and reports a duplicate reply from unit on Modbus TCP.
+func (l *link) duplicate(unit byte) {
+	s := l.turns.byUnit(unit)
+	l.countSuspect(s)
+	if time.Since(l.lastSuspect) < time.Minute {
+		return
+	}
+	l.lastSuspect = time.Now()
+	dev := ""
+	if s != nil {
+		dev = s.id
+	}
+	l.log.Warn("modbus unit sent a second reply to a request already answered (a duplicate): its accepted replies may not be its answers",
+		"unit", unit, "device", dev)
 }
 
 // framed reports whether the encoding carries no transaction id (RTU or
@@ -157,7 +230,38 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
 	reply, err := l.roundTrip(ctx, unit, pdu)
+	var late *share
+	for attempt, tries := start, 0; ; tries++ {
+		if late = l.foreign(s, err); late == nil {
+			break
+		}
+		// another unit's late reply while unit was asked: that unit's
+		// fault, not this one's; the line is quiet before anything else
+		l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
+		if late.dev != nil {
+			late.dev.replyError(kindWrongUnit)
+		}
+		l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), late, false
+		l.turns.charge(late, time.Since(attempt))
+		if tries == 2 || !isRead(pdu) {
+			break
+		}
+		attempt = time.Now()
+		reply, err = l.roundTrip(ctx, unit, pdu)
+	}
+	if late == nil && s != nil && !s.lateSent.IsZero() && l.framed() && answeredErr(err) {
+		if len(s.unanswered) == 0 {
+			// every unanswered request's late reply has been seen and
+			// discarded: nothing of s's is left on its way
+			s.trusted()
+		} else if cerr := l.confirm(ctx, s); cerr != nil {
+			reply, err = nil, cerr
+		}
+	}
 	l.settle(err)
+	if late != nil {
+		l.doubt = late // settle blamed the asked unit
+	}
 	dev.duration.Observe(time.Since(start).Seconds())
 	dev.request(StatusOf(err).kind())
 	if err != nil {
@@ -261,6 +365,7 @@ func (l *link) drop() {
 		_ = l.p.Close()
 		l.p, l.drainer = nil, nil
 		l.rxHead, l.rxTail = 0, 0 // gone with the socket
+		l.nAnswered = 0
 		l.connected.Store(false)
 		l.m.connUp.WithLabelValues(l.key).Set(0)
 	}
@@ -291,6 +396,10 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
+		if !l.framed() {
+			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
+			l.nAnswered++
+		}
 		l.failures = 0
 		l.downLog = false
 		l.accepted = true
@@ -306,6 +415,71 @@ func (l *link) settle(err error) {
 	l.quiet = true
 	l.lastRx = time.Now()
 	l.doubt = l.cur
+	l.afterTO = s == StatusTimeout
+	if s == StatusTimeout && l.cur != nil {
+		// its reply may still come, to be taken for another's or for its next
+		l.cur.timedOut(l.sentAt)
+		l.pending = l.cur
+	}
+}
+
+// isRead reports whether pdu reads (functions 1-4): a read is sent again
+// after another unit's late frame; a write is not repeated.
+func isRead(pdu []byte) bool { return len(pdu) > 0 && pdu[0] >= 1 && pdu[0] <= 4 }
+
+// foreign returns the device of the link whose unit sent the well-formed
+// frame err reports while s's unit was asked (a late reply of that unit),
+// or nil: another error, not a framed line, or a unit no device reads.
+func (l *link) foreign(s *share, err error) *share {
+	var re *ReplyError
+	if !l.framed() || !errors.As(err, &re) || re.Status != StatusWrongUnit || re.Got < 0 || re.Got > 255 {
+		return nil
+	}
+	x := l.turns.byUnit(byte(re.Got))
+	if x == s {
+		return nil
+	}
+	return x
+}
+
+// confirm holds the answer of s, whose earlier request went unanswered,
+// until the line has been silent for as long as separated that request
+// from this one (at most timeout + quietLimit x silence) plus silence. A
+// late reply to the earlier request, taken for this one's answer, is
+// followed in that window by the real answer to this one: then both are
+// discarded and the request fails as a timeout (s stays pending). A quiet
+// window makes the answer certain: s's replies are trusted again. This
+// costs s's turn one such wait after each timeout.
+func (l *link) confirm(ctx context.Context, s *share) error {
+	window := min(l.sentAt.Sub(s.oldest()), l.timeout+quietLimit*l.silence) + l.silence
+	got := time.Now()
+	if err := l.setDeadline(ctx, got.Add(window)); err != nil {
+		return err
+	}
+	n, err := l.p.Read(l.junk[:])
+	if n > 0 {
+		// the held answer was the late reply to the oldest unanswered request
+		after := got.Sub(s.oldest())
+		s.answeredLate()
+		l.discard(n)
+		l.lastRx = time.Now()
+		l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
+		return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return &linkError{StatusCanceled, ctx.Err()}
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+		}
+	}
+	s.trusted()
+	if l.pending == s {
+		l.pending = nil
+	}
+	return nil
 }
 
 // roundTrip writes one request and reads its reply. Caller holds the link
@@ -339,6 +513,7 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	want := expectFor(unit, pdu)
 	want.tid = l.tid
 	l.got = 0
+	l.sentAt = time.Now()
 	reply, err := l.exchangeFrames(ctx, p, want)
 	l.lastRx = time.Now()
 	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
@@ -416,7 +591,7 @@ func (l *link) roundTripMBAP(ctx context.Context, want expect) ([]byte, error) {
 		}
 		return nil
 	}
-	return readMBAP(rd, l.buf[:], want, l.discard)
+	return readMBAP(rd, l.buf[:], want, l.skipFn)
 }
 
 // prepare makes the line fit for a request: pending input is discarded
@@ -428,10 +603,23 @@ func (l *link) prepare(ctx context.Context) error {
 		return err
 	}
 	n, err := l.drain(ctx)
-	n += l.rxTail - l.rxHead // received after the last reply, not yet read by anyone
+	left := l.rx[l.rxHead:l.rxTail] // received after the last reply, not yet read by anyone
+	dup := false
+	if !l.framed() {
+		// what came first: the rest of the buffer, else the socket's
+		head := left
+		if len(head) == 0 {
+			head = l.drainer.head[:l.drainer.nhead]
+		}
+		dup = l.answeredFrame(head)
+	}
+	n += len(left)
 	l.rxHead, l.rxTail = 0, 0
 	if n > 0 {
-		if l.accepted {
+		switch {
+		case l.framed() && l.pending != nil:
+			l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
+		case l.accepted && !dup:
 			l.suspectReply(n)
 		}
 		l.discard(n)
@@ -439,6 +627,9 @@ func (l *link) prepare(ctx context.Context) error {
 		l.quiet = l.framed()
 		if l.doubt == nil {
 			l.doubt = l.last // most likely a late reply to the exchange before
+			if l.pending != nil {
+				l.doubt = l.pending
+			}
 		}
 	}
 	l.accepted = false
@@ -448,11 +639,15 @@ func (l *link) prepare(ctx context.Context) error {
 	if l.quiet {
 		start := time.Now()
 		err := l.waitQuiet(ctx)
-		l.turns.charge(l.doubt, time.Since(start))
+		if l.doubt != nil {
+			l.turns.charge(l.doubt, time.Since(start))
+		} else {
+			l.turns.forgive(time.Since(start)) // a fresh connection's wait: nobody's
+		}
 		if err != nil {
 			return err
 		}
-		l.quiet, l.doubt = false, nil
+		l.quiet, l.doubt, l.afterTO = false, nil, false
 	}
 	if l.transport == RTU {
 		if gap := t35(l.serial.Baud) - time.Since(l.lastRx); gap > 0 {
@@ -477,6 +672,15 @@ func (l *link) waitQuiet(ctx context.Context) error {
 		limit = now
 	}
 	limit = limit.Add(quietLimit * l.silence)
+	blamed := false
+	heard := func(n int) {
+		l.discard(n)
+		l.lastRx = time.Now()
+		if l.afterTO && l.pending != nil && !blamed {
+			blamed = true // one late reply per wait
+			l.lateReply(l.pending, "reply during the silence after its timeout", l.pending.answeredLate())
+		}
+	}
 	for {
 		until := l.lastRx.Add(l.silence)
 		if !time.Now().Before(until) {
@@ -485,8 +689,7 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			}
 			n, err := l.drain(ctx)
 			if n > 0 {
-				l.discard(n)
-				l.lastRx = time.Now()
+				heard(n)
 			}
 			if err != nil {
 				return err
@@ -504,8 +707,7 @@ func (l *link) waitQuiet(ctx context.Context) error {
 		}
 		n, err := l.p.Read(l.junk[:])
 		if n > 0 {
-			l.discard(n)
-			l.lastRx = time.Now()
+			heard(n)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -598,7 +800,7 @@ func (l *link) discard(n int) {
 // request, then its real answer). Either way the accepted reply may not
 // have been the device's answer to that request; the operator is told so.
 func (l *link) suspectReply(n int) {
-	l.count(&l.suspect, l.m.suspect, 1)
+	l.countSuspect(nil)
 	if time.Since(l.lastSuspect) < time.Minute {
 		return
 	}
@@ -610,6 +812,45 @@ func (l *link) suspectReply(n int) {
 	}
 	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
 		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
+}
+
+// countSuspect counts one suspect reply of s's device (nil: unknown).
+func (l *link) countSuspect(s *share) {
+	id := ""
+	if s != nil {
+		id = s.id
+	}
+	c, ok := l.suspect[id]
+	if !ok {
+		if l.suspect == nil {
+			l.suspect = map[string]prometheus.Counter{}
+		}
+		c = l.m.suspect.WithLabelValues(l.key, id)
+		l.suspect[id] = c
+	}
+	c.Inc()
+}
+
+// lateReply counts and reports (at most once a minute per device) a reply
+// of s's unit that came after its request's timeout + silence bound and was
+// discarded (what: how it was found; after: how long after the request it
+// came, at least), with the silence that would have covered it.
+func (l *link) lateReply(s *share, what string, after time.Duration) {
+	l.countSuspect(s)
+	if after > 0 && after <= l.timeout+l.silence || time.Since(s.lastWarn) < time.Minute {
+		// within the bound the silence wait is made for (counted, and
+		// warned about as discarded bytes), or warned about already
+		l.log.Debug("modbus late reply discarded", "unit", s.unit, "device", s.id, "found", what, "reply_after", after)
+		return
+	}
+	s.lastWarn = time.Now()
+	args := []any{"unit", s.unit, "device", s.id, "found", what, "timeout", l.timeout, "silence", l.silence}
+	if after > 0 {
+		want := (after-l.timeout)*5/4 + 10*time.Millisecond
+		want = max(want.Round(10*time.Millisecond), l.silence+10*time.Millisecond)
+		args = append(args, "reply_after", after.Round(time.Millisecond), "suggested_silence", want)
+	}
+	l.log.Warn("modbus unit answered later than timeout + silence: its late reply was discarded, not taken for an answer; raise silence", args...)
 }
 
 // t35 returns the RTU inter-frame gap t3.5: 3.5 characters of 11 bits,
@@ -641,4 +882,11 @@ func (l *link) ioError(ctx context.Context, err error, op string) error {
 		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
 	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}
+}
+
+// answeredErr reports whether err is an answer of the device: nil (data)
+// or an exception reply.
+func answeredErr(err error) bool {
+	_, exc := StatusOf(err).Exception()
+	return err == nil || exc
 }

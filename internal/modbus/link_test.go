@@ -3,14 +3,17 @@ package modbus
 import (
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -157,9 +160,76 @@ func TestMBAPRepliesSplitAndMerged(t *testing.T) {
 	}
 	// bytes after an accepted reply (the forged next reply, the half
 	// header) are the sign of a device sending more than one frame per
-	// request: suspect, once per exchange; a stale frame before the reply
-	// is not
-	if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "connection", cfg.linkKey()); n != 2 {
-		t.Errorf("%v suspect replies, want 2: the exchanges with bytes after their accepted reply", n)
+	// request: suspect, once per exchange; so is a frame before the reply
+	// repeating the transaction answered just before (the two stale ones)
+	if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "connection", cfg.linkKey()); n != 4 {
+		t.Errorf("%v suspect replies, want 4: the exchanges with bytes after their accepted reply, and the two duplicates", n)
+	}
+}
+
+// TestMBAPDuplicateRepliesSuspect: on a Modbus TCP connection shared by two
+// units, unit 1 sends every reply twice, 5 ms apart (review 2, finding 5).
+// A copy arrives either while unit 2's request is outstanding (skipped by
+// its transaction id) or while the link is idle (discarded before the next
+// request): either way it repeats a transaction already answered, so it is
+// a suspect reply of unit 1's device, every one, and the warning names the
+// unit and device. No value is taken from a copy.
+func TestMBAPDuplicateRepliesSuspect(t *testing.T) {
+	fastPDU, slowPDU := []byte{3, 0, 0, 0, 2}, []byte{3, 0, 10, 0, 1}
+	addr, accepted := scriptedMBAP(t, func(n int, tid uint16, pdu []byte) [][]byte {
+		switch {
+		case slices.Equal(pdu, fastPDU):
+			r := modbustest.MBAPReply(tid, 1, []byte{3, 4, 0x03, 0xE8, 0x03, 0xE9}) // 1000, 1001
+			return [][]byte{r, r}
+		case slices.Equal(pdu, slowPDU):
+			return [][]byte{modbustest.MBAPReply(tid, 2, []byte{3, 2, 0x07, 0xD0})} // 2000
+		}
+		return nil
+	})
+	reg := prometheus.NewRegistry()
+	logs := &logtest.Buffer{}
+	pool := NewPool(logs.Logger(slog.LevelInfo), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	fcfg, scfg := testConfig(TCP, addr, 1), testConfig(TCP, addr, 2)
+	fplan, err := NewPlan(regs(Uint16, 0, 1), fcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	splan, err := NewPlan(regs(Uint16, 10), scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, slow := newReader(pool, "fast", fcfg, fplan), newReader(pool, "slow", scfg, splan)
+	const rounds = 10
+	for i := range rounds {
+		for j, s := range fast.Read(t.Context()) {
+			if !isGood(s) || s.Num != 1000+float64(j) {
+				t.Fatalf("round %d: fast register %d = %+v (%v)", i, j, s, fast.res.err)
+			}
+		}
+		if i%2 == 1 {
+			time.Sleep(20 * time.Millisecond) // the copy comes while the link is idle
+		}
+		if s := slow.Read(t.Context())[0]; !isGood(s) || s.Num != 2000 {
+			t.Fatalf("round %d: slow = %+v (%v)", i, s, slow.res.err)
+		}
+	}
+	key := fcfg.linkKey()
+	suspect := func(dev string) float64 {
+		return metricValue(t, reg, "smelter_modbus_suspect_replies_total", func(l map[string]string) bool {
+			return l["connection"] == key && l["device"] == dev
+		})
+	}
+	if n := suspect("fast"); n != rounds {
+		t.Errorf("suspect replies of fast = %v, want %d: every copy", n, rounds)
+	}
+	if n := suspect("") + suspect("slow"); n != 0 {
+		t.Errorf("%v suspect replies not tied to fast", n)
+	}
+	if n := accepted(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+	if out := logs.String(); !strings.Contains(out, "duplicate") || !strings.Contains(out, "device=fast") || !strings.Contains(out, "unit=1") {
+		t.Errorf("want a warning naming unit 1 and device fast:\n%s", out)
 	}
 }

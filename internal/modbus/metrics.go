@@ -59,8 +59,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"connection"}),
 		suspect: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_suspect_replies_total",
-			Help: "Times bytes arrived on a connection between an accepted reply and the next request: on RTU or ASCII a late reply may have been taken for another request's answer (raise silence); on Modbus TCP the device sent more than one frame for a request (a duplicate, or answering out of turn).",
-		}, []string{"connection"}),
+			Help: "Replies on a connection that cannot be tied to their request, discarded, by the device that sent them (\"\" when unknown): on RTU or ASCII a reply later than timeout + silence (another unit's frame while a unit was asked, bytes on the line after a unit's timeout, a second reply after an accepted one: raise silence); on Modbus TCP a duplicate of an answered transaction or a frame out of turn.",
+		}, []string{"connection", "device"}),
 		reopened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_reconnects_total",
 			Help: "Modbus TCP connections reopened after a reply that left the stream in doubt (wrong transaction id, unit, function, length, malformed, timeout); logged at debug level only.",
@@ -122,6 +122,12 @@ func (d *devMetrics) request(k int) {
 	if k != kindOK && k != kindCanceled {
 		d.errKind[k].add(1, d.m.errors, d.id, kindNames[k])
 	}
+}
+
+// replyError counts an error of kind k against the device without a
+// request of its own: its late reply, found answering another request.
+func (d *devMetrics) replyError(k int) {
+	d.errKind[k].add(1, d.m.errors, d.id, kindNames[k])
 }
 
 // connectFailed counts a failed connect attempt as a connection error.

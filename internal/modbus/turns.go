@@ -45,6 +45,16 @@ type share struct {
 	id   string
 	vuse time.Duration // fair-queueing key: use, raised to the floor on coming back from idle
 	used time.Duration // link time used since the start, charged silences included
+
+	// Set at join, then owned by the device holding the link (link.go).
+	unit     byte
+	dev      *devMetrics
+	lateSent time.Time // framed lines: when its last unanswered (timed-out) request was sent; zero when its replies are trusted
+	// the send times of its unanswered requests whose late replies have
+	// not been seen yet, oldest first (the last few): a late reply found
+	// answers the oldest
+	unanswered []time.Time
+	lastWarn   time.Time // last late-reply warning naming it (one a minute)
 }
 
 type waiter struct {
@@ -54,12 +64,74 @@ type waiter struct {
 }
 
 // join adds a device to the link's accounts.
-func (t *turns) join(id string) *share {
+func (t *turns) join(id string) *share { return t.joinUnit(id, 0, nil) }
+
+// joinUnit adds a device reading unit to the link's accounts, with its
+// metrics (for errors its late replies cause while another unit is asked).
+func (t *turns) joinUnit(id string, unit byte, dev *devMetrics) *share {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := &share{id: id}
+	s := &share{id: id, unit: unit, dev: dev, unanswered: make([]time.Time, 0, maxUnanswered)}
 	t.shares = append(t.shares, s)
 	return s
+}
+
+// maxUnanswered bounds the unanswered requests a share remembers.
+const maxUnanswered = 4
+
+// timedOut records s's request sent at sent as unanswered.
+func (s *share) timedOut(sent time.Time) {
+	s.lateSent = sent
+	if len(s.unanswered) == maxUnanswered {
+		s.unanswered = append(s.unanswered[:0], s.unanswered[1:]...)
+	}
+	s.unanswered = append(s.unanswered, sent)
+}
+
+// oldest returns the send time of s's oldest unanswered request whose
+// reply has not been seen (lateSent when none is remembered).
+func (s *share) oldest() time.Time {
+	if len(s.unanswered) > 0 {
+		return s.unanswered[0]
+	}
+	return s.lateSent
+}
+
+// answeredLate takes s's oldest unanswered request as answered now by a
+// late reply, and returns how long after its sending (0 when unknown).
+func (s *share) answeredLate() time.Duration {
+	t := s.oldest()
+	if len(s.unanswered) > 0 {
+		s.unanswered = append(s.unanswered[:0], s.unanswered[1:]...)
+	}
+	if t.IsZero() {
+		return 0
+	}
+	return time.Since(t)
+}
+
+// trusted clears s's doubt: its last answer can only have been its own.
+func (s *share) trusted() {
+	s.lateSent = time.Time{}
+	s.unanswered = s.unanswered[:0]
+}
+
+// byUnit returns the device on the link reading unit, preferring one whose
+// request was left unanswered (its late reply is the likely sender); nil
+// when no device on the link reads unit.
+func (t *turns) byUnit(unit byte) *share {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var found *share
+	for _, s := range t.shares {
+		if s.unit != unit {
+			continue
+		}
+		if found == nil || found.lateSent.IsZero() && !s.lateSent.IsZero() {
+			found = s // lateSent is read by the holder of the link, its owner
+		}
+	}
+	return found
 }
 
 // shared reports whether more than one device uses the link.
@@ -211,6 +283,19 @@ func (t *turns) charge(s *share, d time.Duration) {
 	}
 	s.vuse += d
 	s.used += d
+}
+
+// forgive takes d off the holder's use: a wait for a silent line that no
+// device's exchange caused (after opening a connection, every device would
+// have had to wait it).
+func (t *turns) forgive(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.settle(time.Now())
+	if h := t.holder; h != nil {
+		h.vuse -= d
+		h.used -= d
+	}
 }
 
 // usage appends each device's link use so far (the holder's current turn
