@@ -78,10 +78,10 @@ type Collector struct {
 	beforeFetch func(p int)
 	// onStartRetry, when set (tests), is called on every retried start step.
 	onStartRetry func(err error)
-	// stall, when set (tests), is called at the top of every loop of a
-	// running collector (each partition worker's cycle, the membership
-	// heartbeat and watch, the supervisor): a test blocks in it to pause
-	// the replica the way SIGSTOP or a frozen VM does.
+	// stall, when set (tests), is called in every loop of a running
+	// collector (each partition worker's fetch, once its pull request is
+	// sent; the membership heartbeat and watch; the supervisor): a test
+	// blocks in it to pause the replica the way SIGSTOP or a frozen VM does.
 	stall func()
 
 	m   metrics
@@ -644,21 +644,12 @@ func (c *Collector) appendRecent(a alert.Alert) {
 	c.recent = append(c.recent, a)
 }
 
-// Tick raises silence alerts on every partition this replica owns and
-// commits them; Run does it every second.
-func (c *Collector) Tick(ctx context.Context) error {
-	for _, sh := range c.shardList() {
-		if err := c.tick(ctx, sh, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// tick raises the silence alerts of one shard and commits them; own (nil:
-// not checked) is the partition worker's hold on it, confirmed before the
-// silence is judged and again before publishing.
-func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure) error {
+// tick raises the silence alerts of one shard as of at (Unix ms: the
+// start of the worker's newest fetch that drained its partition, see
+// drain) and commits them; own (nil: not checked) is the partition
+// worker's hold on it, confirmed before the silence is judged and again
+// before publishing.
+func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at int64) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
 	if err := own.check(); err != nil {
@@ -666,7 +657,7 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure) error {
 	}
 	cy := cycle{own: own}
 	sh.mu.Lock()
-	al := sh.engine.Tick(nil)
+	al := sh.engine.Tick(nil, at)
 	c.record(sh, al, nil, &cy)
 	sh.mu.Unlock()
 	if len(al) == 0 {

@@ -301,11 +301,6 @@ func (t *tenure) check() error {
 	return nil
 }
 
-// stallGap is how long a partition worker's loop may take between two
-// fetches before its silence judgement waits until it caught up with the
-// partition (a pause of its own is not the devices' silence).
-const stallGap = time.Second
-
 // priorityGroup is the pinned-client priority group on every partition
 // consumer (the consumer names carry the collector group; the server
 // limits this name to 16 characters).
@@ -500,7 +495,14 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if c.beforeFetch != nil {
 			c.beforeFetch(p)
 		}
-		return fetch(cons, fetchN, wait, fopts...)
+		b, err := cons.Fetch(fetchN, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, fopts...)...)
+		if err != nil {
+			return nil, err
+		}
+		if c.stall != nil {
+			c.stall() // tests: paused with the pull request on its way, as SIGSTOP mostly finds a worker
+		}
+		return fetched(b)
 	}
 	log := c.log.With("partition", p, "consumer", name)
 	own := &tenure{mem: mem}
@@ -556,28 +558,18 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	var cseqs []uint64  // of the messages of a cycle (their metadata parsed once)
 	lastTick := time.Now()
 	lastStreamCheck := time.Now()
-	// Silence (tick) is judged only while the worker keeps up with its
-	// partition: after it took the partition over, and after a gap in its
-	// own loop (paused, stalled), the batches stored meanwhile still wait in
-	// the stream and their assets would look silent. behind: until when
-	// silence waits at most for a fetch that finds fewer than cluster.fetch
-	// messages (caught up); zero: caught up.
-	var behind time.Time
-	lastFetch := time.Now()
-	ackWait := time.Duration(c.cfg.Cluster.AckWait)
+	// Silence is judged only on evidence that the stream holds nothing
+	// more for the partition's assets (drained): never on local time alone.
+	// drained is the start of the newest fetch that found nothing pending
+	// after what it returned; judged, the one silence was last judged at.
+	var drained, judged time.Time
 	cy := cycle{own: own}
 	var h held
 	for stop.Err() == nil {
-		if c.stall != nil {
-			c.stall()
-		}
 		// a partial batch waits at most 100 ms; a backlog fills it at once
+		start := time.Now()
 		msgs, ferr := more(100 * time.Millisecond)
-		now := time.Now()
-		if g := elapsed(lastFetch); g > stallGap {
-			behind = later(behind, now.Add(g))
-		}
-		lastFetch = now
+		emptied := ferr == nil && leftNothing(msgs)
 		if ferr != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -601,7 +593,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if fresh && w != nil && !c.follow(ctx, w, sh) {
 			stopFollow() // read again on the first messages all the same
 		}
-		fetched := len(msgs)
 		cseqs = consumerSeqs(cseqs[:0], msgs)
 		if len(msgs) > 0 && (fresh || gap(cseqs, lastDSeq)) {
 			if len(h.replies) > 0 { // recoverOrder counts what is pending: nothing of ours
@@ -614,7 +605,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			// acknowledged come back after ack_wait and go first
 			if fresh {
 				c.m.takeovers.Inc()
-				behind = later(behind, now.Add(5*ackWait))
 				if parts > 0 {
 					stopFollow()
 					if sh, err = c.reload(ctx, io.kv, sh); err != nil {
@@ -627,10 +617,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			}
 			cseqs = consumerSeqs(cseqs[:0], msgs)
 			fresh = false
-			fetched = fetchN // the order check may have waited: the next fetch tells
-		}
-		if ferr == nil && fetched < fetchN {
-			behind = time.Time{} // every message stored until this fetch is in hand
+			emptied = false // the order check fetched more meanwhile: the next fetch tells
 		}
 		for _, s := range cseqs {
 			lastDSeq = max(lastDSeq, s)
@@ -640,10 +627,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				return err
 			}
 		}
-		if !fresh && time.Since(lastTick) >= time.Second && (behind.IsZero() || time.Now().After(behind)) {
+		if emptied {
+			drained = start
+		}
+		if !fresh && drained.After(judged) && time.Since(lastTick) >= time.Second {
 			lastTick = time.Now()
-			if err := c.tick(ctx, sh, own); err != nil {
-				return err
+			if c.inHand(ctx, cons, len(h.replies), log) {
+				judged = drained
+				if err := c.tick(ctx, sh, own, drained.UnixMilli()); err != nil {
+					return err
+				}
 			}
 		}
 		if !partitioned && parts == 0 && time.Since(lastStreamCheck) >= streamCheckEvery {
@@ -670,14 +663,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		return c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true)
 	}
 	return nil
-}
-
-// later returns the later of two times.
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // reload replaces a partition's shard, restored when the worker started,
@@ -717,6 +702,11 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 	if err != nil {
 		return nil, err
 	}
+	return fetched(b)
+}
+
+// fetched collects the messages of a pull.
+func fetched(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 	var out []jetstream.Msg
 	for m := range b.Messages() {
 		out = append(out, m)
@@ -725,6 +715,40 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 		return out, err
 	}
 	return out, nil
+}
+
+// leftNothing reports whether a fetch that returned msgs without an error
+// left nothing pending on its consumer: it returned no message at all
+// (the server had none to deliver while the pull waited), or its last
+// message says no more were pending when it was delivered (NumPending of
+// its metadata). Every message stored before the fetch was sent was then
+// delivered, to this worker unless some were lost on the way (inHand).
+// A fetch cut short by a full batch, or whose pull expired while this
+// process was paused, leaves messages pending and is no such evidence.
+func leftNothing(msgs []jetstream.Msg) bool {
+	if len(msgs) == 0 {
+		return true
+	}
+	md, err := msgs[len(msgs)-1].Metadata()
+	return err == nil && md.NumPending == 0
+}
+
+// inHand confirms the evidence of a drained fetch before silence is judged
+// on it: the consumer has no delivered, unacknowledged message but the
+// held ones this worker evaluated. More means deliveries that never reached
+// the worker (a pull that expired while the process was paused: its
+// messages were dropped by the client) and come back only after ack_wait.
+func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held int, log *slog.Logger) bool {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		log.Debug("silence not judged: consumer info", "err", err)
+		return false
+	}
+	if info.NumAckPending > held {
+		log.Debug("silence not judged: deliveries not in hand", "ack_pending", info.NumAckPending, "held", held)
+		return false
+	}
+	return true
 }
 
 // consumerGone reports whether a fetch's error means the partition's
