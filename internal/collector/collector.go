@@ -83,6 +83,11 @@ type Collector struct {
 	// sent; the membership heartbeat and watch; the supervisor): a test
 	// blocks in it to pause the replica the way SIGSTOP or a frozen VM does.
 	stall func()
+	// inFetch, when set (tests), is called by a partition's worker once
+	// the pull request of a fetch is sent, before its messages are read,
+	// instead of stall: a test may take the messages as the client does
+	// when the pull's timer fires first after a pause (they are lost).
+	inFetch func(p int, b jetstream.MessageBatch)
 
 	m   metrics
 	reg *prometheus.Registry

@@ -499,8 +499,11 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if err != nil {
 			return nil, err
 		}
-		if c.stall != nil {
-			c.stall() // tests: paused with the pull request on its way, as SIGSTOP mostly finds a worker
+		switch { // tests: paused with the pull request on its way, as SIGSTOP mostly finds a worker
+		case c.inFetch != nil:
+			c.inFetch(p, b)
+		case c.stall != nil:
+			c.stall()
 		}
 		return fetched(b)
 	}
