@@ -263,6 +263,17 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			return nil, fmt.Errorf("collector: metrics: %w", err)
 		}
 	}
+	// Every reason of the counters an alert rule takes increase() of exists
+	// at 0 from the start: a series created by its first count shows that
+	// count as its first sample, not as an increase, and
+	// SmelterCollectorOwnershipLost would miss a replica's first ownership
+	// loss (review 2, finding 2).
+	for _, r := range []string{reasonMembership, reasonPin} {
+		c.m.dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {
+		c.m.badState.WithLabelValues(r)
+	}
 	if cfg.History != nil {
 		var err error
 		if c.histM, err = history.NewMetrics(reg); err != nil {

@@ -256,9 +256,15 @@ func score(member string, p int) uint64 {
 // checkpoint (errors.Is; the error is a *notOwner with the reason).
 var errNotOwner = errors.New("collector: partition ownership lost")
 
-// notOwner is errNotOwner with its reason: "membership" or "pin" (the
-// label of smelter_collector_cycles_dropped_total) and what was seen.
+// notOwner is errNotOwner with its reason: reasonMembership or reasonPin
+// (the label of smelter_collector_cycles_dropped_total) and what was seen.
 type notOwner struct{ reason, detail string }
+
+// The reasons of smelter_collector_cycles_dropped_total.
+const (
+	reasonMembership = "membership"
+	reasonPin        = "pin"
+)
 
 func (e *notOwner) Error() string {
 	return "collector: partition ownership lost or unconfirmed (" + e.reason + "): " + e.detail
@@ -291,10 +297,10 @@ func (t *tenure) check() error {
 	case t == nil:
 		return nil
 	case t.pin:
-		return &notOwner{"pin", "the server refused this worker's pin (pin ID mismatch): another client holds the partition, or the pin expired"}
+		return &notOwner{reasonPin, "the server refused this worker's pin (pin ID mismatch): another client holds the partition, or the pin expired"}
 	case t.mem != nil:
 		if age, ok := t.mem.held(t.term); !ok {
-			return &notOwner{"membership", fmt.Sprintf("no heartbeat continuously acknowledged since the partition was taken (last sent %v ago, lease %v): "+
+			return &notOwner{reasonMembership, fmt.Sprintf("no heartbeat continuously acknowledged since the partition was taken (last sent %v ago, lease %v): "+
 				"the other replicas may have taken it", age.Round(time.Millisecond), t.mem.lease())}
 		}
 	}

@@ -309,6 +309,12 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	return nil
 }
 
+// The reasons of smelter_collector_state_records_skipped_total.
+const (
+	skippedUnreadable     = "unreadable"
+	skippedOtherPartition = "other_partition"
+)
+
 // load restores every record of the shard's partition from the bucket.
 func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) error {
 	w, err := c.loadWatch(ctx, kv, sh)
@@ -385,7 +391,7 @@ func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEn
 		// asset's owner now is another partition, which keeps its
 		// own record; restoring this one would track the asset twice
 		// (a copy that never gets data raises "sent nothing")
-		c.m.badState.WithLabelValues("other_partition").Inc()
+		c.m.badState.WithLabelValues(skippedOtherPartition).Inc()
 		c.log.Warn("state record of an asset another partition owns skipped (cluster.partitions changed; the asset starts afresh in its partition)",
 			"key", e.Key(), "partition", sh.p)
 		return false
@@ -413,7 +419,7 @@ func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEn
 	c.count(sh, before)
 	sh.mu.Unlock()
 	if err != nil {
-		c.m.badState.WithLabelValues("unreadable").Inc()
+		c.m.badState.WithLabelValues(skippedUnreadable).Inc()
 		c.log.Error("state record unreadable: the asset starts afresh, its next checkpoint replaces the record", "key", e.Key(), "rev", e.Revision(), "err", err)
 		return false
 	}
