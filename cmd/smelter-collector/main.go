@@ -123,6 +123,9 @@ func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) in
 	local := cfg.CheckLocal()
 	set, err := cfg.LoadRules(catalog.Default())
 	_, merr := cfg.LoadSparkplugMapping(catalog.Default()) // the Sparkplug mapping file, if any
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
 	if local == nil && err == nil && merr == nil {
 		fmt.Fprintf(stdout, "%s: ok (%d rules)\n", path, len(set.Rules))
 		return 0
