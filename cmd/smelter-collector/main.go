@@ -109,10 +109,15 @@ Examples:
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("smelter-collector starting", "rules", len(set.Rules))
+	go func() {
+		<-ctx.Done()
+		log.Info("smelter-collector stopping: finishing the cycles in progress")
+	}()
 	if err := c.Run(ctx); err != nil {
 		log.Error("smelter-collector stopped", "err", err)
 		return 1
 	}
+	log.Info("smelter-collector stopped")
 	return 0
 }
 

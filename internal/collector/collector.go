@@ -350,7 +350,7 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 	if ok {
 		return true
 	}
-	if err := c.load(ctx, io.kv, sh); err != nil {
+	if err := c.load(ctx, io.kv, sh, ""); err != nil {
 		c.log.Warn("partition state", "partition", sh.p, "err", err)
 		return false
 	}

@@ -43,6 +43,8 @@ type members struct {
 	seen   map[string]time.Time
 	beatAt time.Time // when the last acknowledged heartbeat was sent
 	lapses uint64    // heartbeats acknowledged more than lease after the one before
+	loopAt time.Time // the watch loop's newest turn
+	settle time.Time // after a gap in the watch loop: the view is not current before
 
 	known chan struct{} // closed once the current members were read
 }
@@ -145,6 +147,7 @@ func (m *members) run(ctx context.Context) error {
 		if m.stall != nil {
 			m.stall()
 		}
+		m.turn()
 		select {
 		case <-ctx.Done():
 			m.leave(ctx)
@@ -179,6 +182,31 @@ func (m *members) run(ctx context.Context) error {
 			m.mu.Unlock()
 		}
 	}
+}
+
+// turn records a turn of the watch loop. The loop turns at least every
+// timeout/4 (its heartbeat ticker); after a longer gap (this process was
+// paused, or a heartbeat write hung) the heartbeats the others sent
+// meanwhile are still unread, and live would count them gone: the view is
+// current again only once a heartbeat round of every live member could
+// have been read (timeout/4 and a half of it more).
+func (m *members) turn() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if !m.loopAt.IsZero() && elapsed(m.loopAt) > m.timeout/2 {
+		m.settle = now.Add(m.timeout/4 + m.timeout/8)
+	}
+	m.loopAt = now
+}
+
+// current reports whether the member view is up to date: the watch loop
+// turned within timeout/2 and is not settling after a gap (turn). The
+// supervisor changes no assignment on a view that is not current.
+func (m *members) current() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.loopAt.IsZero() && elapsed(m.loopAt) <= m.timeout/2 && time.Now().After(m.settle)
 }
 
 // leave deletes this replica's key (a graceful stop; after kill -9 the
@@ -330,13 +358,19 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 	failed := map[int]int{}
 	failedWithin := 5*time.Duration(c.cfg.Cluster.AckWait) + time.Minute
 	defer func() {
-		for _, w := range workers {
+		held := make([]int, 0, len(workers))
+		for p, w := range workers {
 			w.stop()
+			held = append(held, p)
 		}
 		for _, w := range workers {
 			if err := <-w.done; err != nil {
 				c.log.Debug("partition worker stopped", "err", err)
 			}
+		}
+		if ctx.Err() != nil { // a graceful stop
+			slices.Sort(held)
+			c.log.Info("stopped consuming: partitions released (their held messages checkpointed and acknowledged)", "partitions", fmt.Sprint(held))
 		}
 	}()
 	// assign only once the group's current members are known, so replicas
@@ -355,9 +389,20 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			c.stall()
 		}
 		want := map[int]bool{}
-		if parts == 0 {
+		switch {
+		case parts == 0:
 			want[0] = true
-		} else {
+		case !mem.current():
+			// after a pause of this process the heartbeats of the others
+			// are not read yet: keep the partitions as they are rather than
+			// count a healthy peer gone and load its partitions (review 2,
+			// finding 6); the workers check their own tenure
+			for p, w := range workers {
+				if !w.stopping {
+					want[p] = true
+				}
+			}
+		default:
 			live := mem.live()
 			if l := strings.Join(live, ","); l != lastLive {
 				c.log.Info("group members", "group", c.cfg.Group, "live", l)
@@ -396,7 +441,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			default:
 			}
 			if !want[p] && !w.stopping {
-				c.log.Debug("partition released", "partition", p)
+				c.log.Info("partition released: assigned to another replica now", "partition", p)
 				w.stopping = true
 				w.stop() // finishes its cycle and stops pulling; reaped above
 			}
@@ -547,7 +592,11 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// its previous owner until its pin expires: until its first messages
 	// the worker applies the records that owner writes (follow), then reads
 	// the state again (the pin is then this worker's).
-	w, err := c.loadWatch(ctx, io.kv, sh)
+	loaded := "" // single replica: "partition state restored"
+	if parts > 0 {
+		loaded = "partition assigned to this replica: state loaded (shown by the API; evaluation starts with the partition's first messages)"
+	}
+	w, err := c.loadWatch(ctx, io.kv, sh, loaded)
 	if err != nil {
 		return err
 	}
@@ -685,7 +734,7 @@ func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shar
 	old.mu.Unlock()
 	c.tracked.Add(-int64(n))
 	sh := c.newShard(old.p)
-	err := c.load(ctx, kv, sh)
+	err := c.load(ctx, kv, sh, "partition pinned to this replica: state read again, evaluating")
 	c.mu.Lock()
 	if err == nil && c.shards[old.p] == old {
 		c.shards[old.p] = sh
@@ -848,7 +897,10 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 			log.Debug("order check", "ack_floor", info.AckFloor.Stream, "pending", info.NumAckPending, "first", first, "held", len(held), "missing", len(missing))
 			expected, initial = append([]uint64{}, missing...), max(orphans, 0)
 			if len(missing) > 0 || orphans > 0 {
-				log.Info("earlier messages not acknowledged yet; evaluating those first", "pending_elsewhere", orphans, "missing_before", len(missing))
+				// delivered earlier (to a previous owner, or to this worker and
+				// lost, as over a pause of this process) and not acknowledged
+				log.Info("earlier messages not acknowledged yet: waiting for their redelivery (up to ack_wait) to evaluate them first",
+					"delivered_unacknowledged", orphans, "missing_before", len(missing), "ack_wait", ackWait)
 			}
 		}
 		if len(missing) == 0 && orphans <= 0 {

@@ -315,9 +315,10 @@ const (
 	skippedOtherPartition = "other_partition"
 )
 
-// load restores every record of the shard's partition from the bucket.
-func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) error {
-	w, err := c.loadWatch(ctx, kv, sh)
+// load restores every record of the shard's partition from the bucket and
+// logs msg (empty: "partition state restored").
+func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard, msg string) error {
+	w, err := c.loadWatch(ctx, kv, sh, msg)
 	if w != nil {
 		_ = w.Stop()
 	}
@@ -326,8 +327,12 @@ func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) 
 
 // loadWatch is load, returning the bucket's watcher of the partition's
 // records once every current one is restored (nil when the shard was
-// loaded already): follow applies the records written after.
-func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *shard) (jetstream.KeyWatcher, error) {
+// loaded already): follow applies the records written after. It logs msg
+// (empty: "partition state restored") with the counts restored.
+func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *shard, msg string) (jetstream.KeyWatcher, error) {
+	if msg == "" {
+		msg = "partition state restored"
+	}
 	sh.mu.Lock()
 	done := sh.loaded
 	sh.mu.Unlock()
@@ -353,7 +358,7 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 				sh.loaded = true
 				alerts := len(sh.active)
 				sh.mu.Unlock()
-				c.log.Info("partition state restored", "partition", sh.p, "assets", n, "active_alerts", alerts)
+				c.log.Info(msg, "partition", sh.p, "assets", n, "active_alerts", alerts)
 				return w, nil
 			}
 			if c.apply(ctx, sh, e) {
