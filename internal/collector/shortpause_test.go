@@ -110,7 +110,7 @@ func TestShortPauseIsNotSilence(t *testing.T) {
 					mine = append(mine, "s1."+id)
 				}
 			}
-			for _, pause := range []time.Duration{1500 * time.Millisecond, 2 * time.Second, 1500 * time.Millisecond, 2 * time.Second} {
+			for _, pause := range []time.Duration{1500 * time.Millisecond, 2 * time.Second} {
 				wait.For(t, 20*time.Second, "r1 evaluating its assets", cl.reached("r1", mine, time.Now().UnixMilli()+300))
 				ps.pause()
 				pausedAt := time.Now().UnixMilli()
