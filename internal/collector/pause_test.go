@@ -105,19 +105,30 @@ func (l *commitLog) reached(replica string, assets []string, ts int64) func() bo
 // paused.
 func pausedReplica(t *testing.T, url, id string, parts, fetch int, cl *commitLog, ps *pauser) *running {
 	t.Helper()
+	return startReplica(t, url, id, ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(time.Second),
+		MemberTimeout: Duration(2 * time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}, cl, ps, nil)
+}
+
+// startReplica starts a replica with cluster settings k whose loops block
+// while ps is paused; set, if not nil, adjusts the collector before it
+// runs.
+func startReplica(t *testing.T, url, id string, k ClusterConfig, cl *commitLog, ps *pauser, set func(*Collector)) *running {
+	t.Helper()
 	cfg := Defaults()
 	cfg.NATS.URL = url
 	cfg.HTTP.Listen = ""
 	cfg.DataDir = t.TempDir()
 	cfg.Replica = id
-	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(time.Second),
-		MemberTimeout: Duration(2 * time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+	cfg.Cluster = k
 	c := newCollector(t, cfg)
 	if cl != nil {
 		c.onCommit = cl.hook(id)
 	}
 	if ps != nil {
 		c.stall = ps.stall
+	}
+	if set != nil {
+		set(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -13,32 +12,18 @@ import (
 )
 
 // shortPauseReplica starts a replica whose loops block while ps is paused
-// (parts 0: a single replica), with a membership timeout well above the
-// pauses of the test.
+// (parts 0: a single replica), its fetches losing their messages over a
+// pause (lostPull), with a membership timeout well above the pauses of the
+// test.
 func shortPauseReplica(t *testing.T, url, id string, parts int, cl *commitLog, ps *pauser) *running {
 	t.Helper()
-	cfg := Defaults()
-	cfg.NATS.URL = url
-	cfg.HTTP.Listen = ""
-	cfg.DataDir = t.TempDir()
-	cfg.Replica = id
-	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(6 * time.Second),
+	k := ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(6 * time.Second),
 		MemberTimeout: Duration(6 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
-	c := newCollector(t, cfg)
-	c.onCommit = cl.hook(id)
-	if ps != nil {
-		c.stall = ps.stall
-		c.inFetch = ps.lostPull
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Run(ctx) }()
-	wait.For(t, 20*time.Second, "replica "+id+" ready", c.Ready)
-	t.Cleanup(r.stop)
-	if ps != nil {
-		t.Cleanup(ps.resume)
-	}
-	return r
+	return startReplica(t, url, id, k, cl, ps, func(c *Collector) {
+		if ps != nil {
+			c.inFetch = ps.lostPull
+		}
+	})
 }
 
 // lostPull blocks a worker's fetch while paused, its pull request sent,
