@@ -143,3 +143,52 @@ func TestShortPauseIsNotSilence(t *testing.T) {
 		})
 	}
 }
+
+// TestPinExpiredPauseIsNotSilence is the worse variant of review 2's
+// finding 1: with pinned_ttl (3 s) shorter than member_timeout (12 s, now
+// warned about), a replica paused 5 s keeps its membership but the server
+// gives up its pins. At resume it published "sent nothing for 5.2 s" for
+// every asset of its partitions and checkpointed them, before its next
+// fetch was refused ("pin ID mismatch"). Now no alert is published; the
+// refused pin drops the cycle and restarts the partition.
+func TestPinExpiredPauseIsNotSilence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replica test")
+	}
+	ns, js := embeddedJS(t)
+	alerts := &alertLog{}
+	alerts.subscribe(t, js.Conn())
+	cl := newCommitLog()
+	ps := &pauser{}
+	k := ClusterConfig{Partitions: 2, Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(3 * time.Second),
+		MemberTimeout: Duration(12 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+	r1 := startReplica(t, ns.URL(), "r1", k, cl, ps, func(c *Collector) { c.inFetch = ps.lostPull })
+	assets := twoPartitionAssets(4)
+	all := make([]string, len(assets))
+	for i, id := range assets {
+		all[i] = "s1." + id
+	}
+	f := startFeed(t, js, assets, 100*time.Millisecond)
+	wait.For(t, 20*time.Second, "r1 evaluating every asset", cl.reached("r1", all, time.Now().UnixMilli()+300))
+	ps.pause()
+	pausedAt := time.Now().UnixMilli()
+	wait.For(t, 15*time.Second, "5 s of batches stored during the pause", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.last[all[0]] >= pausedAt+5000
+	})
+	ps.resume()
+	wait.For(t, 30*time.Second, "r1 evaluating every asset after the pause", cl.reached("r1", all, time.Now().UnixMilli()+1000))
+	f.stop()
+	alerts.mu.Lock()
+	for _, a := range alerts.all {
+		t.Errorf("alert published: %s %s %q", a.Key, a.State, a.Message)
+	}
+	alerts.mu.Unlock()
+	if n := counterVec(r1.c.m.dropped, reasonPin); n < 1 {
+		t.Errorf("cycles dropped for a refused pin: %v, want the expired pins noticed", n)
+	}
+	if n := counterVec(r1.c.m.dropped, reasonMembership); n != 0 {
+		t.Errorf("cycles dropped for the membership: %v, the pause was within the lease", n)
+	}
+}
