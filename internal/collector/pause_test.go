@@ -192,6 +192,16 @@ func startFeed(t *testing.T, js jetstream.JetStream, assets []string, interval t
 	return f
 }
 
+// stored returns a condition: a batch of asset (site.id) with a ts_gw of
+// ts or later was published.
+func (f *feed) stored(asset string, ts int64) func() bool {
+	return func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.last[asset] >= ts
+	}
+}
+
 func (f *feed) stop() {
 	select {
 	case <-f.stopCh:
@@ -381,11 +391,7 @@ func TestWorkerStallIsNotSilence(t *testing.T) {
 	wait.For(t, 20*time.Second, "every asset evaluated", cl.reached("r", all, time.Now().UnixMilli()+1000))
 	ps.pause()
 	stalled := time.Now().UnixMilli()
-	wait.For(t, 10*time.Second, "3 s of batches stored during the stall", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.last["s1."+assets[len(assets)-1]] >= stalled+3000
-	})
+	wait.For(t, 10*time.Second, "3 s of batches stored during the stall", f.stored("s1."+assets[len(assets)-1], stalled+3000))
 	ps.resume()
 	wait.For(t, 20*time.Second, "every asset evaluated after the stall", cl.reached("r", all, time.Now().UnixMilli()+2000))
 	f.stop()

@@ -99,11 +99,7 @@ func TestShortPauseIsNotSilence(t *testing.T) {
 				wait.For(t, 20*time.Second, "r1 evaluating its assets", cl.reached("r1", mine, time.Now().UnixMilli()+300))
 				ps.pause()
 				pausedAt := time.Now().UnixMilli()
-				wait.For(t, 10*time.Second, "batches stored during the pause", func() bool {
-					f.mu.Lock()
-					defer f.mu.Unlock()
-					return f.last[mine[0]] >= pausedAt+pause.Milliseconds()
-				})
+				wait.For(t, 10*time.Second, "batches stored during the pause", f.stored(mine[0], pausedAt+pause.Milliseconds()))
 				ps.resume()
 			}
 			wait.For(t, 20*time.Second, "r1 evaluating its assets after the pauses", cl.reached("r1", mine, time.Now().UnixMilli()+1000))
@@ -172,11 +168,7 @@ func TestPinExpiredPauseIsNotSilence(t *testing.T) {
 	wait.For(t, 20*time.Second, "r1 evaluating every asset", cl.reached("r1", all, time.Now().UnixMilli()+300))
 	ps.pause()
 	pausedAt := time.Now().UnixMilli()
-	wait.For(t, 15*time.Second, "5 s of batches stored during the pause", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.last[all[0]] >= pausedAt+5000
-	})
+	wait.For(t, 15*time.Second, "5 s of batches stored during the pause", f.stored(all[0], pausedAt+5000))
 	ps.resume()
 	wait.For(t, 30*time.Second, "r1 evaluating every asset after the pause", cl.reached("r1", all, time.Now().UnixMilli()+1000))
 	f.stop()
