@@ -109,10 +109,15 @@ Examples:
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("smelter-collector starting", "rules", len(set.Rules))
+	go func() {
+		<-ctx.Done()
+		log.Info("smelter-collector stopping: finishing the cycles in progress")
+	}()
 	if err := c.Run(ctx); err != nil {
 		log.Error("smelter-collector stopped", "err", err)
 		return 1
 	}
+	log.Info("smelter-collector stopped")
 	return 0
 }
 
@@ -123,6 +128,9 @@ func checkConfig(cfg collector.Config, path string, stdout, stderr io.Writer) in
 	local := cfg.CheckLocal()
 	set, err := cfg.LoadRules(catalog.Default())
 	_, merr := cfg.LoadSparkplugMapping(catalog.Default()) // the Sparkplug mapping file, if any
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+	}
 	if local == nil && err == nil && merr == nil {
 		for _, w := range cfg.SignalBoundWarnings(set, catalog.Default()) {
 			fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)

@@ -78,11 +78,16 @@ type Collector struct {
 	beforeFetch func(p int)
 	// onStartRetry, when set (tests), is called on every retried start step.
 	onStartRetry func(err error)
-	// stall, when set (tests), is called at the top of every loop of a
-	// running collector (each partition worker's cycle, the membership
-	// heartbeat and watch, the supervisor): a test blocks in it to pause
-	// the replica the way SIGSTOP or a frozen VM does.
+	// stall, when set (tests), is called in every loop of a running
+	// collector (each partition worker's fetch, once its pull request is
+	// sent; the membership heartbeat and watch; the supervisor): a test
+	// blocks in it to pause the replica the way SIGSTOP or a frozen VM does.
 	stall func()
+	// inFetch, when set (tests), is called by a partition's worker once
+	// the pull request of a fetch is sent, before its messages are read,
+	// instead of stall: a test may take the messages as the client does
+	// when the pull's timer fires first after a pause (they are lost).
+	inFetch func(p int, b jetstream.MessageBatch)
 
 	m   metrics
 	reg *prometheus.Registry
@@ -264,6 +269,17 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			return nil, fmt.Errorf("collector: metrics: %w", err)
 		}
 	}
+	// Every reason of the counters an alert rule takes increase() of exists
+	// at 0 from the start: a series created by its first count shows that
+	// count as its first sample, not as an increase, and
+	// SmelterCollectorOwnershipLost would miss a replica's first ownership
+	// loss (review 2, finding 2).
+	for _, r := range []string{reasonMembership, reasonPin} {
+		c.m.dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {
+		c.m.badState.WithLabelValues(r)
+	}
 	if cfg.History != nil {
 		var err error
 		if c.histM, err = history.NewMetrics(reg); err != nil {
@@ -340,7 +356,7 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 	if ok {
 		return true
 	}
-	if err := c.load(ctx, io.kv, sh); err != nil {
+	if err := c.load(ctx, io.kv, sh, ""); err != nil {
 		c.log.Warn("partition state", "partition", sh.p, "err", err)
 		return false
 	}
@@ -672,21 +688,12 @@ func (c *Collector) appendRecent(a alert.Alert) {
 	c.recent = append(c.recent, a)
 }
 
-// Tick raises silence alerts on every partition this replica owns and
-// commits them; Run does it every second.
-func (c *Collector) Tick(ctx context.Context) error {
-	for _, sh := range c.shardList() {
-		if err := c.tick(ctx, sh, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// tick raises the silence alerts of one shard and commits them; own (nil:
-// not checked) is the partition worker's hold on it, confirmed before the
-// silence is judged and again before publishing.
-func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure) error {
+// tick raises the silence alerts of one shard as of at (Unix ms: the
+// start of the worker's newest fetch that drained its partition, see
+// drain) and commits them; own (nil: not checked) is the partition
+// worker's hold on it, confirmed before the silence is judged and again
+// before publishing.
+func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at int64) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
 	if err := own.check(); err != nil {
@@ -694,7 +701,7 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure) error {
 	}
 	cy := cycle{own: own}
 	sh.mu.Lock()
-	al := sh.engine.Tick(nil)
+	al := sh.engine.Tick(nil, at)
 	c.record(sh, al, nil, &cy)
 	sh.mu.Unlock()
 	if len(al) == 0 {

@@ -508,6 +508,24 @@ func (c *Config) clusterProblems(ps []problem) []problem {
 
 var groupRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,48}$`)
 
+// Warnings are settings that are valid but weaken the group's behaviour;
+// smelter-collector -t prints them and Run logs them at WARN.
+func (c *Config) Warnings() []string {
+	var out []string
+	if k := c.Cluster; k.Partitions > 0 && k.PinnedTTL < k.MemberTimeout {
+		// the pin is given up by the server pinned_ttl after the last pull,
+		// the membership after its lease (3/4 member_timeout): with a shorter
+		// pin a pause between the two keeps the replica a member whose
+		// partitions the server unpinned; its next fetch is refused and
+		// every partition restarts from its checkpoint (a reload, and
+		// ack_wait without evaluating), for no faster takeover
+		out = append(out, fmt.Sprintf("cluster.pinned_ttl %v is shorter than cluster.member_timeout %v: a replica paused for longer than pinned_ttl "+
+			"but within its membership loses its pins and restarts every partition it owns; the takeover still waits for member_timeout "+
+			"(set pinned_ttl to member_timeout or more)", time.Duration(k.PinnedTTL), time.Duration(k.MemberTimeout)))
+	}
+	return out
+}
+
 // consumerName is the durable consumer of partition p (-1: single replica).
 func (c *Config) consumerName(p int) string {
 	if p < 0 {

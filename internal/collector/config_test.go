@@ -103,3 +103,24 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// A pinned_ttl shorter than member_timeout (review 2: accepted silently)
+// is valid but warned about, with partitions only (no pin without them).
+func TestPinnedTTLShorterThanMemberTimeoutWarns(t *testing.T) {
+	c := Defaults()
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("defaults: %q", w)
+	}
+	c.Cluster.PinnedTTL, c.Cluster.MemberTimeout = Duration(3*time.Second), Duration(12*time.Second)
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("single replica: %q", w)
+	}
+	c.Cluster.Partitions = 4
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "cluster.pinned_ttl 3s is shorter than cluster.member_timeout 12s") {
+		t.Fatalf("%q", w)
+	}
+	c.Cluster.PinnedTTL = c.Cluster.MemberTimeout
+	if w := c.Warnings(); len(w) != 0 {
+		t.Fatalf("equal: %q", w)
+	}
+}

@@ -43,6 +43,8 @@ type members struct {
 	seen   map[string]time.Time
 	beatAt time.Time // when the last acknowledged heartbeat was sent
 	lapses uint64    // heartbeats acknowledged more than lease after the one before
+	loopAt time.Time // the watch loop's newest turn
+	settle time.Time // after a gap in the watch loop: the view is not current before
 
 	known chan struct{} // closed once the current members were read
 }
@@ -145,6 +147,7 @@ func (m *members) run(ctx context.Context) error {
 		if m.stall != nil {
 			m.stall()
 		}
+		m.turn()
 		select {
 		case <-ctx.Done():
 			m.leave(ctx)
@@ -179,6 +182,31 @@ func (m *members) run(ctx context.Context) error {
 			m.mu.Unlock()
 		}
 	}
+}
+
+// turn records a turn of the watch loop. The loop turns at least every
+// timeout/4 (its heartbeat ticker); after a longer gap (this process was
+// paused, or a heartbeat write hung) the heartbeats the others sent
+// meanwhile are still unread, and live would count them gone: the view is
+// current again only once a heartbeat round of every live member could
+// have been read (timeout/4 and a half of it more).
+func (m *members) turn() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if !m.loopAt.IsZero() && elapsed(m.loopAt) > m.timeout/2 {
+		m.settle = now.Add(m.timeout/4 + m.timeout/8)
+	}
+	m.loopAt = now
+}
+
+// current reports whether the member view is up to date: the watch loop
+// turned within timeout/2 and is not settling after a gap (turn). The
+// supervisor changes no assignment on a view that is not current.
+func (m *members) current() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.loopAt.IsZero() && elapsed(m.loopAt) <= m.timeout/2 && time.Now().After(m.settle)
 }
 
 // leave deletes this replica's key (a graceful stop; after kill -9 the
@@ -256,9 +284,15 @@ func score(member string, p int) uint64 {
 // checkpoint (errors.Is; the error is a *notOwner with the reason).
 var errNotOwner = errors.New("collector: partition ownership lost")
 
-// notOwner is errNotOwner with its reason: "membership" or "pin" (the
-// label of smelter_collector_cycles_dropped_total) and what was seen.
+// notOwner is errNotOwner with its reason: reasonMembership or reasonPin
+// (the label of smelter_collector_cycles_dropped_total) and what was seen.
 type notOwner struct{ reason, detail string }
+
+// The reasons of smelter_collector_cycles_dropped_total.
+const (
+	reasonMembership = "membership"
+	reasonPin        = "pin"
+)
 
 func (e *notOwner) Error() string {
 	return "collector: partition ownership lost or unconfirmed (" + e.reason + "): " + e.detail
@@ -291,20 +325,15 @@ func (t *tenure) check() error {
 	case t == nil:
 		return nil
 	case t.pin:
-		return &notOwner{"pin", "the server refused this worker's pin (pin ID mismatch): another client holds the partition, or the pin expired"}
+		return &notOwner{reasonPin, "the server refused this worker's pin (pin ID mismatch): another client holds the partition, or the pin expired"}
 	case t.mem != nil:
 		if age, ok := t.mem.held(t.term); !ok {
-			return &notOwner{"membership", fmt.Sprintf("no heartbeat continuously acknowledged since the partition was taken (last sent %v ago, lease %v): "+
+			return &notOwner{reasonMembership, fmt.Sprintf("no heartbeat continuously acknowledged since the partition was taken (last sent %v ago, lease %v): "+
 				"the other replicas may have taken it", age.Round(time.Millisecond), t.mem.lease())}
 		}
 	}
 	return nil
 }
-
-// stallGap is how long a partition worker's loop may take between two
-// fetches before its silence judgement waits until it caught up with the
-// partition (a pause of its own is not the devices' silence).
-const stallGap = time.Second
 
 // priorityGroup is the pinned-client priority group on every partition
 // consumer (the consumer names carry the collector group; the server
@@ -329,13 +358,19 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 	failed := map[int]int{}
 	failedWithin := 5*time.Duration(c.cfg.Cluster.AckWait) + time.Minute
 	defer func() {
-		for _, w := range workers {
+		held := make([]int, 0, len(workers))
+		for p, w := range workers {
 			w.stop()
+			held = append(held, p)
 		}
 		for _, w := range workers {
 			if err := <-w.done; err != nil {
 				c.log.Debug("partition worker stopped", "err", err)
 			}
+		}
+		if ctx.Err() != nil { // a graceful stop
+			slices.Sort(held)
+			c.log.Info("stopped consuming: partitions released (their held messages checkpointed and acknowledged)", "partitions", fmt.Sprint(held))
 		}
 	}()
 	// assign only once the group's current members are known, so replicas
@@ -354,9 +389,20 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			c.stall()
 		}
 		want := map[int]bool{}
-		if parts == 0 {
+		switch {
+		case parts == 0:
 			want[0] = true
-		} else {
+		case !mem.current():
+			// after a pause of this process the heartbeats of the others
+			// are not read yet: keep the partitions as they are rather than
+			// count a healthy peer gone and load its partitions (review 2,
+			// finding 6); the workers check their own tenure
+			for p, w := range workers {
+				if !w.stopping {
+					want[p] = true
+				}
+			}
+		default:
 			live := mem.live()
 			if l := strings.Join(live, ","); l != lastLive {
 				c.log.Info("group members", "group", c.cfg.Group, "live", l)
@@ -395,7 +441,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 			default:
 			}
 			if !want[p] && !w.stopping {
-				c.log.Debug("partition released", "partition", p)
+				c.log.Info("partition released: assigned to another replica now", "partition", p)
 				w.stopping = true
 				w.stop() // finishes its cycle and stops pulling; reaped above
 			}
@@ -500,7 +546,17 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if c.beforeFetch != nil {
 			c.beforeFetch(p)
 		}
-		return fetch(cons, fetchN, wait, fopts...)
+		b, err := cons.Fetch(fetchN, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, fopts...)...)
+		if err != nil {
+			return nil, err
+		}
+		switch { // tests: paused with the pull request on its way, as SIGSTOP mostly finds a worker
+		case c.inFetch != nil:
+			c.inFetch(p, b)
+		case c.stall != nil:
+			c.stall()
+		}
+		return fetched(b)
 	}
 	log := c.log.With("partition", p, "consumer", name)
 	own := &tenure{mem: mem}
@@ -536,7 +592,11 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// its previous owner until its pin expires: until its first messages
 	// the worker applies the records that owner writes (follow), then reads
 	// the state again (the pin is then this worker's).
-	w, err := c.loadWatch(ctx, io.kv, sh)
+	loaded := "" // single replica: "partition state restored"
+	if parts > 0 {
+		loaded = "partition assigned to this replica: state loaded (shown by the API; evaluation starts with the partition's first messages)"
+	}
+	w, err := c.loadWatch(ctx, io.kv, sh, loaded)
 	if err != nil {
 		return err
 	}
@@ -556,28 +616,18 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	var cseqs []uint64  // of the messages of a cycle (their metadata parsed once)
 	lastTick := time.Now()
 	lastStreamCheck := time.Now()
-	// Silence (tick) is judged only while the worker keeps up with its
-	// partition: after it took the partition over, and after a gap in its
-	// own loop (paused, stalled), the batches stored meanwhile still wait in
-	// the stream and their assets would look silent. behind: until when
-	// silence waits at most for a fetch that finds fewer than cluster.fetch
-	// messages (caught up); zero: caught up.
-	var behind time.Time
-	lastFetch := time.Now()
-	ackWait := time.Duration(c.cfg.Cluster.AckWait)
+	// Silence is judged only on evidence that the stream holds nothing
+	// more for the partition's assets (drained): never on local time alone.
+	// drained is the start of the newest fetch that found nothing pending
+	// after what it returned; judged, the one silence was last judged at.
+	var drained, judged time.Time
 	cy := cycle{own: own}
 	var h held
 	for stop.Err() == nil {
-		if c.stall != nil {
-			c.stall()
-		}
 		// a partial batch waits at most 100 ms; a backlog fills it at once
+		start := time.Now()
 		msgs, ferr := more(100 * time.Millisecond)
-		now := time.Now()
-		if g := elapsed(lastFetch); g > stallGap {
-			behind = later(behind, now.Add(g))
-		}
-		lastFetch = now
+		emptied := ferr == nil && leftNothing(msgs)
 		if ferr != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -601,7 +651,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if fresh && w != nil && !c.follow(ctx, w, sh) {
 			stopFollow() // read again on the first messages all the same
 		}
-		fetched := len(msgs)
 		cseqs = consumerSeqs(cseqs[:0], msgs)
 		if len(msgs) > 0 && (fresh || gap(cseqs, lastDSeq)) {
 			if len(h.replies) > 0 { // recoverOrder counts what is pending: nothing of ours
@@ -614,7 +663,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			// acknowledged come back after ack_wait and go first
 			if fresh {
 				c.m.takeovers.Inc()
-				behind = later(behind, now.Add(5*ackWait))
 				if parts > 0 {
 					stopFollow()
 					if sh, err = c.reload(ctx, io.kv, sh); err != nil {
@@ -627,10 +675,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			}
 			cseqs = consumerSeqs(cseqs[:0], msgs)
 			fresh = false
-			fetched = fetchN // the order check may have waited: the next fetch tells
-		}
-		if ferr == nil && fetched < fetchN {
-			behind = time.Time{} // every message stored until this fetch is in hand
+			emptied = false // the order check fetched more meanwhile: the next fetch tells
 		}
 		for _, s := range cseqs {
 			lastDSeq = max(lastDSeq, s)
@@ -640,10 +685,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				return err
 			}
 		}
-		if !fresh && time.Since(lastTick) >= time.Second && (behind.IsZero() || time.Now().After(behind)) {
+		if emptied {
+			drained = start
+		}
+		if !fresh && drained.After(judged) && time.Since(lastTick) >= time.Second {
 			lastTick = time.Now()
-			if err := c.tick(ctx, sh, own); err != nil {
-				return err
+			if c.inHand(ctx, cons, len(h.replies), log) {
+				judged = drained
+				if err := c.tick(ctx, sh, own, drained.UnixMilli()); err != nil {
+					return err
+				}
 			}
 		}
 		if !partitioned && parts == 0 && time.Since(lastStreamCheck) >= streamCheckEvery {
@@ -672,14 +723,6 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	return nil
 }
 
-// later returns the later of two times.
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
 // reload replaces a partition's shard, restored when the worker started,
 // by one restored now from the bucket, when the partition's first messages
 // came: a previous owner may have checkpointed since (it was delivered the
@@ -691,7 +734,7 @@ func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shar
 	old.mu.Unlock()
 	c.tracked.Add(-int64(n))
 	sh := c.newShard(old.p)
-	err := c.load(ctx, kv, sh)
+	err := c.load(ctx, kv, sh, "partition pinned to this replica: state read again, evaluating")
 	c.mu.Lock()
 	if err == nil && c.shards[old.p] == old {
 		c.shards[old.p] = sh
@@ -717,6 +760,11 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 	if err != nil {
 		return nil, err
 	}
+	return fetched(b)
+}
+
+// fetched collects the messages of a pull.
+func fetched(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 	var out []jetstream.Msg
 	for m := range b.Messages() {
 		out = append(out, m)
@@ -725,6 +773,40 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream
 		return out, err
 	}
 	return out, nil
+}
+
+// leftNothing reports whether a fetch that returned msgs without an error
+// left nothing pending on its consumer: it returned no message at all
+// (the server had none to deliver while the pull waited), or its last
+// message says no more were pending when it was delivered (NumPending of
+// its metadata). Every message stored before the fetch was sent was then
+// delivered, to this worker unless some were lost on the way (inHand).
+// A fetch cut short by a full batch, or whose pull expired while this
+// process was paused, leaves messages pending and is no such evidence.
+func leftNothing(msgs []jetstream.Msg) bool {
+	if len(msgs) == 0 {
+		return true
+	}
+	md, err := msgs[len(msgs)-1].Metadata()
+	return err == nil && md.NumPending == 0
+}
+
+// inHand confirms the evidence of a drained fetch before silence is judged
+// on it: the consumer has no delivered, unacknowledged message but the
+// held ones this worker evaluated. More means deliveries that never reached
+// the worker (a pull that expired while the process was paused: its
+// messages were dropped by the client) and come back only after ack_wait.
+func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held int, log *slog.Logger) bool {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		log.Debug("silence not judged: consumer info", "err", err)
+		return false
+	}
+	if info.NumAckPending > held {
+		log.Debug("silence not judged: deliveries not in hand", "ack_pending", info.NumAckPending, "held", held)
+		return false
+	}
+	return true
 }
 
 // consumerGone reports whether a fetch's error means the partition's
@@ -815,7 +897,10 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 			log.Debug("order check", "ack_floor", info.AckFloor.Stream, "pending", info.NumAckPending, "first", first, "held", len(held), "missing", len(missing))
 			expected, initial = append([]uint64{}, missing...), max(orphans, 0)
 			if len(missing) > 0 || orphans > 0 {
-				log.Info("earlier messages not acknowledged yet; evaluating those first", "pending_elsewhere", orphans, "missing_before", len(missing))
+				// delivered earlier (to a previous owner, or to this worker and
+				// lost, as over a pause of this process) and not acknowledged
+				log.Info("earlier messages not acknowledged yet: waiting for their redelivery (up to ack_wait) to evaluate them first",
+					"delivered_unacknowledged", orphans, "missing_before", len(missing), "ack_wait", ackWait)
 			}
 		}
 		if len(missing) == 0 && orphans <= 0 {

@@ -105,19 +105,30 @@ func (l *commitLog) reached(replica string, assets []string, ts int64) func() bo
 // paused.
 func pausedReplica(t *testing.T, url, id string, parts, fetch int, cl *commitLog, ps *pauser) *running {
 	t.Helper()
+	return startReplica(t, url, id, ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(time.Second),
+		MemberTimeout: Duration(2 * time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}, cl, ps, nil)
+}
+
+// startReplica starts a replica with cluster settings k whose loops block
+// while ps is paused; set, if not nil, adjusts the collector before it
+// runs.
+func startReplica(t *testing.T, url, id string, k ClusterConfig, cl *commitLog, ps *pauser, set func(*Collector)) *running {
+	t.Helper()
 	cfg := Defaults()
 	cfg.NATS.URL = url
 	cfg.HTTP.Listen = ""
 	cfg.DataDir = t.TempDir()
 	cfg.Replica = id
-	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(time.Second),
-		MemberTimeout: Duration(2 * time.Second), Fetch: fetch, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+	cfg.Cluster = k
 	c := newCollector(t, cfg)
 	if cl != nil {
 		c.onCommit = cl.hook(id)
 	}
 	if ps != nil {
 		c.stall = ps.stall
+	}
+	if set != nil {
+		set(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
@@ -179,6 +190,16 @@ func startFeed(t *testing.T, js jetstream.JetStream, assets []string, interval t
 	}()
 	t.Cleanup(f.stop)
 	return f
+}
+
+// stored returns a condition: a batch of asset (site.id) with a ts_gw of
+// ts or later was published.
+func (f *feed) stored(asset string, ts int64) func() bool {
+	return func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.last[asset] >= ts
+	}
 }
 
 func (f *feed) stop() {
@@ -370,11 +391,7 @@ func TestWorkerStallIsNotSilence(t *testing.T) {
 	wait.For(t, 20*time.Second, "every asset evaluated", cl.reached("r", all, time.Now().UnixMilli()+1000))
 	ps.pause()
 	stalled := time.Now().UnixMilli()
-	wait.For(t, 10*time.Second, "3 s of batches stored during the stall", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.last["s1."+assets[len(assets)-1]] >= stalled+3000
-	})
+	wait.For(t, 10*time.Second, "3 s of batches stored during the stall", f.stored("s1."+assets[len(assets)-1], stalled+3000))
 	ps.resume()
 	wait.For(t, 20*time.Second, "every asset evaluated after the stall", cl.reached("r", all, time.Now().UnixMilli()+2000))
 	f.stop()

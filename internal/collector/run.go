@@ -90,6 +90,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	defer nc.Close()
 	c.url.Store(url)
 	parts := c.cfg.Cluster.Partitions
+	for _, w := range c.cfg.Warnings() {
+		c.log.Warn(w)
+	}
 	if parts > 0 && !versionAtLeast(nc.ConnectedServerVersion(), minPartitionVersion) {
 		return fmt.Errorf("collector: cluster.partitions needs nats-server >= %s (pinned_client priority groups); %s runs %s: %w",
 			minPartitionVersion, url, nc.ConnectedServerVersion(), ErrServerTooOld)

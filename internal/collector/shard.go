@@ -309,9 +309,16 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	return nil
 }
 
-// load restores every record of the shard's partition from the bucket.
-func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) error {
-	w, err := c.loadWatch(ctx, kv, sh)
+// The reasons of smelter_collector_state_records_skipped_total.
+const (
+	skippedUnreadable     = "unreadable"
+	skippedOtherPartition = "other_partition"
+)
+
+// load restores every record of the shard's partition from the bucket and
+// logs msg (empty: "partition state restored").
+func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard, msg string) error {
+	w, err := c.loadWatch(ctx, kv, sh, msg)
 	if w != nil {
 		_ = w.Stop()
 	}
@@ -320,8 +327,12 @@ func (c *Collector) load(ctx context.Context, kv jetstream.KeyValue, sh *shard) 
 
 // loadWatch is load, returning the bucket's watcher of the partition's
 // records once every current one is restored (nil when the shard was
-// loaded already): follow applies the records written after.
-func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *shard) (jetstream.KeyWatcher, error) {
+// loaded already): follow applies the records written after. It logs msg
+// (empty: "partition state restored") with the counts restored.
+func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *shard, msg string) (jetstream.KeyWatcher, error) {
+	if msg == "" {
+		msg = "partition state restored"
+	}
 	sh.mu.Lock()
 	done := sh.loaded
 	sh.mu.Unlock()
@@ -347,7 +358,7 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 				sh.loaded = true
 				alerts := len(sh.active)
 				sh.mu.Unlock()
-				c.log.Info("partition state restored", "partition", sh.p, "assets", n, "active_alerts", alerts)
+				c.log.Info(msg, "partition", sh.p, "assets", n, "active_alerts", alerts)
 				return w, nil
 			}
 			if c.apply(ctx, sh, e) {
@@ -385,7 +396,7 @@ func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEn
 		// asset's owner now is another partition, which keeps its
 		// own record; restoring this one would track the asset twice
 		// (a copy that never gets data raises "sent nothing")
-		c.m.badState.WithLabelValues("other_partition").Inc()
+		c.m.badState.WithLabelValues(skippedOtherPartition).Inc()
 		c.log.Warn("state record of an asset another partition owns skipped (cluster.partitions changed; the asset starts afresh in its partition)",
 			"key", e.Key(), "partition", sh.p)
 		return false
@@ -413,7 +424,7 @@ func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEn
 	c.count(sh, before)
 	sh.mu.Unlock()
 	if err != nil {
-		c.m.badState.WithLabelValues("unreadable").Inc()
+		c.m.badState.WithLabelValues(skippedUnreadable).Inc()
 		c.log.Error("state record unreadable: the asset starts afresh, its next checkpoint replaces the record", "key", e.Key(), "rev", e.Revision(), "err", err)
 		return false
 	}

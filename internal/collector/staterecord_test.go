@@ -37,7 +37,7 @@ func loadInto(t *testing.T, c *Collector, p int, recs map[string][]byte) (*shard
 		}
 	}
 	sh := c.newShard(p)
-	if err := c.load(ctx, kv, sh); err != nil {
+	if err := c.load(ctx, kv, sh, ""); err != nil {
 		t.Fatal(err)
 	}
 	return sh, kv

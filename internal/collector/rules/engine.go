@@ -692,15 +692,19 @@ func (e *Engine) checkStale(out []alert.Alert, s *signalState, gw, at int64) []a
 }
 
 // Tick raises silence alerts for assets that sent nothing for k x their
-// batch interval of wall time. Call it about once a second.
-func (e *Engine) Tick(out []alert.Alert) []alert.Alert {
-	now := e.now()
+// batch interval of wall time before at (Unix ms, the engine's clock).
+// at is not the time now but the time up to which the caller knows every
+// batch of these assets was evaluated: the collector passes the start of
+// its newest fetch that found the stream drained, so time passing without
+// such evidence (its own pause, a stall, a backlog) is never silence.
+// Call it about once a second.
+func (e *Engine) Tick(out []alert.Alert, at int64) []alert.Alert {
 	for _, a := range e.order {
 		if a.silence == nil || a.interval <= 0 || a.lastRecv == 0 {
 			continue
 		}
-		if float64(now-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None {
-			out = e.step(out, a.silence, a.silence.r.Severity, now, 0, 0)
+		if float64(at-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None {
+			out = e.step(out, a.silence, a.silence.r.Severity, at, 0, 0)
 		}
 	}
 	return out

@@ -412,13 +412,13 @@ func TestSilenceDeathAndRestore(t *testing.T) {
 		none(t, h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0, "load_state", 2), "normal")
 	}
 	h.now = sec(4) + 3000
-	none(t, h.e.Tick(nil), "3 intervals")
+	none(t, h.e.Tick(nil, h.now), "3 intervals")
 	h.now = sec(4) + 3001
-	a := only(t, h.e.Tick(nil), alert.Raised, alert.Warn)
+	a := only(t, h.e.Tick(nil, h.now), alert.Raised, alert.Warn)
 	if a.Signal != "" || a.Rule != "stale" || !strings.Contains(a.Message, "sent nothing") {
 		t.Fatalf("%+v", a)
 	}
-	none(t, h.e.Tick(nil), "already raised")
+	none(t, h.e.Tick(nil, h.now), "already raised")
 	only(t, h.feed("air_compressor", "ac-1", sec(8), "discharge_temp", 80.0, "load_state", 2), alert.Cleared, alert.Warn)
 	d := h.e.Death(&telemetry.Death{Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}}, TSGW: sec(9), Reason: "modbus timeout"}, nil)
 	if a := only(t, d, alert.Raised, alert.Warn); !strings.Contains(a.Message, "modbus timeout") {
