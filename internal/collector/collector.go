@@ -280,6 +280,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {
 		c.m.badState.WithLabelValues(r)
 	}
+	// malformed_total's every reason, for the shipped rate() > 0 alert
+	for _, r := range malformedReasons {
+		c.m.malformed.WithLabelValues(r)
+	}
 	if cfg.History != nil {
 		var err error
 		if c.histM, err = history.NewMetrics(reg); err != nil {
@@ -620,6 +624,12 @@ func (c *Collector) signalsRefused(site, id, class, gateway string, kind telemet
 
 // count adds the assets the engine gained since it held before; sh.mu is held.
 func (c *Collector) count(sh *shard, before int) { c.tracked.Add(int64(sh.engine.Len() - before)) }
+
+// malformedReasons are the reason labels of smelter_collector_malformed_total:
+// a message that does not decode (schema, invalid), one that ingest.Check
+// refuses (its Reasons) and one on a subject outside the partition.
+var malformedReasons = []string{"schema", "invalid", "partition", string(ingest.ReasonSeqRange), string(ingest.ReasonUnknownClass),
+	string(ingest.ReasonSubject), string(ingest.ReasonBirth), string(ingest.ReasonBounds)}
 
 func (c *Collector) malformed(subject string, err error) {
 	reason := "invalid"

@@ -28,6 +28,11 @@ smelter_collector_state_records_skipped_total{reason="unreadable"} 0
 	if err := testutil.GatherAndCompare(c.reg, strings.NewReader(want), "smelter_collector_cycles_dropped_total", "smelter_collector_state_records_skipped_total"); err != nil {
 		t.Fatal(err)
 	}
+	// the shipped alert on malformed messages takes rate() > 0: every
+	// reason's series is there before the first one counts
+	if n := testutil.CollectAndCount(c.m.malformed); n != len(malformedReasons) {
+		t.Errorf("malformed_total has %d series at start, want %d (one per reason)", n, len(malformedReasons))
+	}
 }
 
 func helpOf(t *testing.T, c *Collector, name string) string {
