@@ -108,14 +108,7 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64, kill int) *kpiLog {
 		cfg.HTTP.Listen = ""
 		cfg.DataDir = dir
 		cfg.Cluster.AckWait = Duration(2 * time.Second)
-		c := newCollector(t, cfg)
-		setup(c)
-		ctx, cancel := context.WithCancel(context.Background())
-		r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
-		go func() { r.done <- c.Run(ctx) }()
-		wait.For(t, 10*time.Second, "collector ready", c.Ready)
-		t.Cleanup(r.stop)
-		return r
+		return startWith(t, cfg, setup)
 	}
 	// killBeforeAck: the first fetch waits until the birth and batches
 	// 1..killAt are stored (one cycle takes them all), and the commit hook,
@@ -133,12 +126,16 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64, kill int) *kpiLog {
 				if b.Seq == uint64(killAt) {
 					killOnce.Do(func() {
 						c.js.Load().nc.Close()
+						if bs[0].Seq != 1 { // an earlier checkpoint acknowledged the birth
+							t.Errorf("the checkpoint of batch %d holds batches %d.., not the whole first part", killAt, bs[0].Seq)
+						}
 						close(killed)
 					})
 				}
 			}
 		}
 	}
+	open := func() { gateOnce.Do(func() { close(published) }) }
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +146,7 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64, kill int) *kpiLog {
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	r := startOne(first)
+	t.Cleanup(open) // before the collector's stop, should the test end early
 	birth := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-1", Seq: 0, TSGW: t0,
 		Asset: telemetry.AssetJSON{ID: "ship-1", Class: "ship", Path: []string{"acme", "site1", "_", "_", "_"}},
 		Signals: []telemetry.SignalInfo{{Signal: "sog", Unit: "[kn_i]", IntervalMS: 30_000}, {Signal: "me_fuel_flow", Unit: "kg/h", IntervalMS: 30_000},
@@ -173,20 +171,20 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64, kill int) *kpiLog {
 	switch {
 	case killAt > 0 && kill == killBeforeAck:
 		pub(1, killAt)
-		gateOnce.Do(func() { close(published) })
+		open()
 		select {
 		case <-killed:
 		case <-time.After(15 * time.Second):
 			t.Fatal("the first collector did not checkpoint the leg's first part")
 		}
 		r.kill()
-		r = startOne(func(*Collector) {})
+		r = startOne(nil)
 		pub(killAt+1, n)
 	case killAt > 0:
 		pub(1, killAt)
 		wait.For(t, 15*time.Second, "the first collector evaluated the leg's first part", evaluated(r.c, killAt))
 		r.kill()
-		r = startOne(func(*Collector) {})
+		r = startOne(nil)
 		pub(killAt+1, n)
 	default:
 		pub(1, n)
