@@ -491,8 +491,17 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		}
 		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset, c.cat)
 		n := sh.engine.Len()
-		al := sh.engine.Birth(bi, sh.scratch[:0])
-		sh.kpis.Birth(bi)
+		al := sh.scratch[:0]
+		if sh.engine.InForce(bi) {
+			// the birth in force again (redelivered after a restart or
+			// takeover, or sent again by the gateway): nothing to apply;
+			// applied again it would drop the signals that came since
+			// without being listed (rules.Engine.InForce)
+			c.log.Debug("birth already in force, not applied again", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
+		} else {
+			al = sh.engine.Birth(bi, al)
+			sh.kpis.Birth(bi)
+		}
 		c.count(sh, n)
 		if cut > 0 {
 			c.signalsRefused(as.Site(), as.ID, as.Class, bi.Gateway, telemetry.KindBirth,

@@ -39,7 +39,17 @@ func start(t *testing.T, url string) *running {
 
 func startCfg(t *testing.T, cfg Config) *running {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith is startCfg with setup (when not nil) applied to the collector
+// before it runs (test hooks).
+func startWith(t *testing.T, cfg Config, setup func(*Collector)) *running {
+	t.Helper()
 	c := newCollector(t, cfg)
+	if setup != nil {
+		setup(c)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- c.Run(ctx) }()

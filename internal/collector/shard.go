@@ -294,6 +294,7 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	sh.engine.RestoreAsset(&r.Rules)
 	if r.KPI != nil {
 		sh.kpis.RestoreAsset(r.KPI)
+		sh.kpis.RestoreBirth(r.Rules.Site, r.Rules.ID, r.Rules.Birth)
 	}
 	k := [2]string{r.Rules.Site, r.Rules.ID}
 	for key := range sh.activeOf[k] { // a newer record of an asset restored before (follow)

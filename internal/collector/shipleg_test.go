@@ -81,11 +81,20 @@ func (l *kpiLog) value(end int64, name string) (kpi.Value, bool) {
 	return kpi.Value{}, false
 }
 
+// How shipLegRun kills its first collector.
+const (
+	killEvaluated = iota // once batch killAt was evaluated, wherever the collector is
+	// after the checkpoint of one cycle that evaluated the birth and batches
+	// 1..killAt, before their acknowledgement: the checkpoint holds them
+	// all, and all are redelivered to the next collector
+	killBeforeAck
+)
+
 // shipLegRun feeds one ship's voyage leg (birth, then batches 1..n) to a
 // collector on a new NATS server and returns the KPI results; with killAt
-// > 0 the collector is killed (-9) after batch killAt was evaluated and a
-// new one continues from its checkpoint.
-func shipLegRun(t *testing.T, n, killAt int, t0 int64) *kpiLog {
+// > 0 the collector is killed (-9, as kill says) after batch killAt was
+// evaluated and a new one continues from its checkpoint.
+func shipLegRun(t *testing.T, n, killAt int, t0 int64, kill int) *kpiLog {
 	t.Helper()
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
@@ -93,14 +102,40 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64) *kpiLog {
 	}
 	t.Cleanup(ns.Shutdown)
 	dir := t.TempDir()
-	startOne := func() *running {
+	startOne := func(setup func(*Collector)) *running {
 		cfg := Defaults()
 		cfg.NATS.URL = ns.URL()
 		cfg.HTTP.Listen = ""
 		cfg.DataDir = dir
 		cfg.Cluster.AckWait = Duration(2 * time.Second)
-		return startCfg(t, cfg)
+		return startWith(t, cfg, setup)
 	}
+	// killBeforeAck: the first fetch waits until the birth and batches
+	// 1..killAt are stored (one cycle takes them all), and the commit hook,
+	// after the cycle's checkpoint, closes the connection before the
+	// acknowledgement
+	published, killed := make(chan struct{}), make(chan struct{})
+	var gateOnce, killOnce sync.Once
+	first := func(c *Collector) {
+		if kill != killBeforeAck || killAt == 0 {
+			return
+		}
+		c.beforeFetch = func(int) { <-published }
+		c.onCommit = func(_ int, bs []BatchRef) {
+			for _, b := range bs {
+				if b.Seq == uint64(killAt) {
+					killOnce.Do(func() {
+						c.js.Load().nc.Close()
+						if bs[0].Seq != 1 { // an earlier checkpoint acknowledged the birth
+							t.Errorf("the checkpoint of batch %d holds batches %d.., not the whole first part", killAt, bs[0].Seq)
+						}
+						close(killed)
+					})
+				}
+			}
+		}
+	}
+	open := func() { gateOnce.Do(func() { close(published) }) }
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +145,8 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64) *kpiLog {
 	log.subscribe(t, nc)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	r := startOne()
+	r := startOne(first)
+	t.Cleanup(open) // before the collector's stop, should the test end early
 	birth := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-1", Seq: 0, TSGW: t0,
 		Asset: telemetry.AssetJSON{ID: "ship-1", Class: "ship", Path: []string{"acme", "site1", "_", "_", "_"}},
 		Signals: []telemetry.SignalInfo{{Signal: "sog", Unit: "[kn_i]", IntervalMS: 30_000}, {Signal: "me_fuel_flow", Unit: "kg/h", IntervalMS: 30_000},
@@ -132,13 +168,25 @@ func shipLegRun(t *testing.T, n, killAt int, t0 int64) *kpiLog {
 			return ok && av.LastTS >= t0+int64(seq)*30_000
 		}
 	}
-	if killAt > 0 {
+	switch {
+	case killAt > 0 && kill == killBeforeAck:
+		pub(1, killAt)
+		open()
+		select {
+		case <-killed:
+		case <-time.After(15 * time.Second):
+			t.Fatal("the first collector did not checkpoint the leg's first part")
+		}
+		r.kill()
+		r = startOne(nil)
+		pub(killAt+1, n)
+	case killAt > 0:
 		pub(1, killAt)
 		wait.For(t, 15*time.Second, "the first collector evaluated the leg's first part", evaluated(r.c, killAt))
 		r.kill()
-		r = startOne()
+		r = startOne(nil)
 		pub(killAt+1, n)
-	} else {
+	default:
 		pub(1, n)
 	}
 	wait.For(t, 30*time.Second, "the leg evaluated", evaluated(r.c, n))
@@ -165,8 +213,33 @@ func TestShipLegSurvivesKill9(t *testing.T) {
 	// the middle of a window, after the CII first appeared
 	t0 := time.Date(2026, 3, 2, 6, 0, 0, 0, time.UTC).UnixMilli()
 	const n, killAt = 430, 251
-	want := shipLegRun(t, n, 0, t0)
-	got := shipLegRun(t, n, killAt, t0)
+	want := shipLegRun(t, n, 0, t0, killEvaluated)
+	got := shipLegRun(t, n, killAt, t0, killEvaluated)
+	compareShipLegs(t, want, got, n, killAt, t0)
+}
+
+// TestShipLegBirthRedeliveredAfterCheckpoint: a collector killed after the
+// checkpoint of the cycle that evaluated the birth and the first part of
+// the leg, before it acknowledged them, leaves them all to be redelivered
+// to its successor. The batches are skipped as already checkpointed; the
+// birth, the one in force, is not applied again: applied after the restored
+// state, its signal list (which does not list the fuel types, sent in every
+// batch) dropped the held fuel types, the next batch integrated fuel of no
+// known type, and the leg's EEOI and CII were n/a to its end (and the CO2
+// of that window), while a run without the restart had them.
+func TestShipLegBirthRedeliveredAfterCheckpoint(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 6, 0, 0, 0, time.UTC).UnixMilli()
+	const n, killAt = 430, 251
+	want := shipLegRun(t, n, 0, t0, killEvaluated)
+	got := shipLegRun(t, n, killAt, t0, killBeforeAck)
+	compareShipLegs(t, want, got, n, killAt, t0)
+}
+
+// compareShipLegs checks that every finished window of got has the
+// distance, EEOI, CII and CO2 of want, and that CIIs after the kill were
+// compared.
+func compareShipLegs(t *testing.T, want, got *kpiLog, n, killAt int, t0 int64) {
+	t.Helper()
 	win := int64(15 * 60_000)
 	last := t0 + int64(n)*30_000
 	last -= last % win // the last window finished

@@ -2,6 +2,7 @@ package kpi
 
 import (
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // AssetState is one asset's open KPI window and alert latches, in the form
@@ -69,6 +70,16 @@ func (t *Tracker) RestoreAsset(st *AssetState) {
 	copy(a.a[:], st.Acc)
 	copy(a.s.v, st.Sample)
 	copy(a.s.ok, st.SampleOK)
+}
+
+// RestoreBirth sets the plausible ranges of a restored asset's KPI inputs
+// from the signal list of its birth in force (the rules' checkpoint holds
+// it; AssetState does not), as Birth did before the restart, without
+// touching its nameplate or held values.
+func (t *Tracker) RestoreBirth(site, id string, signals []telemetry.SignalInfo) {
+	if a, ok := t.assets[[2]string{site, id}]; ok {
+		t.ranges(a, signals)
+	}
 }
 
 // Len returns how many assets the tracker holds.

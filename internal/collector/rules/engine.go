@@ -334,6 +334,42 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	return out
 }
 
+// InForce reports whether the birth b declares exactly what the birth in
+// force of its asset declares: the same path, nameplate and signal list
+// (units, ranges, intervals, sources, labels and write limits), as the
+// asset's checkpoint holds them. Applying such a birth again changes
+// nothing it sets, but its signal list would drop the signals it does not
+// list that batches since brought (their values and alerts; the KPI
+// inputs they hold): a birth redelivered after a restart or takeover
+// would take from the restored state what the batches after it, already
+// evaluated and skipped as duplicates, put there. The caller skips it.
+func (e *Engine) InForce(b *telemetry.Birth) bool {
+	as := b.Asset.FromJSON()
+	a, ok := e.assets[[2]string{as.Site(), as.ID}]
+	if !ok || a.class != as.Class || !slices.Equal(a.path, as.Path) || len(b.Signals) != len(a.birth) ||
+		len(b.Nameplate) != len(a.nameplate) {
+		return false
+	}
+	for k, v := range b.Nameplate {
+		if w, ok := a.nameplate[k]; !ok || math.Float64bits(w) != math.Float64bits(v) {
+			return false
+		}
+	}
+	var x, y []byte
+	for i := range b.Signals {
+		si := &b.Signals[i]
+		have, ok := a.birth[si.Signal]
+		if !ok {
+			return false
+		}
+		x, y = appendSignalInfoBinary(x[:0], si), appendSignalInfoBinary(y[:0], &have)
+		if string(x) != string(y) {
+			return false
+		}
+	}
+	return true
+}
+
 // dropUnborn drops the signals the asset's birth does not list: their
 // active alerts are cleared at ts (the engine's clock when ts <= 0) with a
 // message naming the removal, and they leave the list. A signal an
