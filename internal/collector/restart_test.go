@@ -147,10 +147,13 @@ func kill9Restart(t *testing.T, before, after string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, "p0.site1.ac-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// alerts are shown once published; the record follows at the next
+	// checkpoint (cluster.checkpoint_interval)
+	var e jetstream.KeyValueEntry
+	wait.For(t, 10*time.Second, "the asset's record checkpointed", func() bool {
+		e, err = kv.Get(ctx, "p0.site1.ac-1")
+		return err == nil
+	})
 	if isJSON := e.Value()[0] == '{'; isJSON != (before == "json") {
 		t.Fatalf("record_format %s wrote a record starting %q", before, e.Value()[0])
 	}
