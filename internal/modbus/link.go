@@ -467,12 +467,8 @@ func (l *link) confirm(ctx context.Context, s *share) error {
 		return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return &linkError{StatusCanceled, ctx.Err()}
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+		if le := l.readFailure(ctx, err); le != nil {
+			return le
 		}
 	}
 	s.trusted()
@@ -710,12 +706,8 @@ func (l *link) waitQuiet(ctx context.Context) error {
 			heard(n)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return &linkError{StatusCanceled, ctx.Err()}
-			}
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+			if le := l.readFailure(ctx, err); le != nil {
+				return le
 			}
 		}
 	}
@@ -815,6 +807,20 @@ func (l *link) suspectReply(n int) {
 }
 
 // countSuspect counts one suspect reply of s's device (nil: unknown).
+// readFailure classifies a failed read on the line: a cancellation when
+// ctx ended, a connection failure unless it is a timeout (nil: the read
+// timed out, which the caller judges).
+func (l *link) readFailure(ctx context.Context, err error) *linkError {
+	if ctx.Err() != nil {
+		return &linkError{StatusCanceled, ctx.Err()}
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return &linkError{StatusConnection, fmt.Errorf("%s: %w", l.address, err)}
+	}
+	return nil
+}
+
 func (l *link) countSuspect(s *share) {
 	id := ""
 	if s != nil {
