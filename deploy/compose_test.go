@@ -415,11 +415,15 @@ func TestComposeMosquittoACL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gateway config: %v", err)
 	}
-	// gateways' MQTT users are their site: the ACL's %u patterns
-	if user, site := cfg.Raw.Uplinks.MQTT.Username, cfg.Raw.Gateway.Site; user != site {
-		t.Errorf("the compose gateway's MQTT user is %q, not its site %q: the ACL would deny it", user, site)
+	// a gateway's MQTT user is its gateway id, with its block of the
+	// ACL's template, and client ids are user names
+	if user, id := cfg.Raw.Uplinks.MQTT.Username, cfg.Raw.Gateway.ID; user != id {
+		t.Errorf("the compose gateway's MQTT user is %q, not its gateway id %q", user, id)
 	}
-	if !strings.Contains(string(got), "pattern write smelter/v1/%u/+/+/data") {
-		t.Error("the ACL does not restrict gateways to their site's topics")
+	if block := gatewayACL(t, string(got), cfg.Raw.Gateway.ID, cfg.Raw.Gateway.Site); !strings.Contains(string(got), block) {
+		t.Errorf("the ACL has no block for the compose gateway (its template rendered):\n%s", block)
+	}
+	if settings["use_username_as_clientid"] != "true" {
+		t.Error("the compose Mosquitto lets a user take any client id: another's session and will")
 	}
 }

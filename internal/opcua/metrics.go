@@ -71,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device", "service", "status"}),
 		workerExits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_worker_exits_total",
-			Help: "Session worker processes (isolation: process) that ended on their own, by cause (panic, exit: killed, crashed or exited); each is restarted with backoff.",
+			Help: "Session worker processes (isolation: process or endpoint) that ended on their own or were killed as silent, by cause (panic, exit: killed, crashed or exited); each is restarted with backoff.",
 		}, []string{"device", "cause"}),
 		unitChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_unit_changes_total",
