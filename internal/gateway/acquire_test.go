@@ -533,3 +533,30 @@ func TestNodeUnitLogsAreBounded(t *testing.T) {
 		t.Fatalf("%d lines, want the first report of each point:\n%s", len(lines), buf.String())
 	}
 }
+
+// TestNodeUnitAppliedIsLogged (review 3, I): a node whose unit is
+// converted, or whose EURange rules out nothing, is logged with the unit
+// applied; a node in the published unit with a finite range is not (no
+// line per point at every start).
+func TestNodeUnitAppliedIsLogged(t *testing.T) {
+	for _, tc := range []struct {
+		nu   driver.Unit
+		want string // "" : no line
+	}{
+		{driver.Unit{Index: 0, UCUM: "bar", Display: "bar"}, `node_unit=bar unit=kPa`},
+		{driver.Unit{Index: 0, UCUM: "kPa", HasRange: true, Min: math.NaN(), Max: math.NaN()}, `range=NaN..NaN`},
+		{driver.Unit{Index: 0, UCUM: "kPa", HasRange: true, Min: 0, Max: 320}, ""},
+	} {
+		r := newLoopRig(t, "", `{id: bf-1, class: blast_furnace, opcua: {endpoint: "opc.tcp://127.0.0.1:1"}, points: [{signal: top_pressure, node_id: "i=1"}]}`)
+		var buf logtest.Buffer
+		r.d.log = buf.Logger(slog.LevelInfo)
+		r.d.applyUnits([]driver.Unit{tc.nu})
+		got := buf.String()
+		switch {
+		case tc.want == "" && got != "":
+			t.Errorf("%+v: logged %q, want nothing", tc.nu, got)
+		case tc.want != "" && (!strings.Contains(got, "node's engineering units applied") || !strings.Contains(got, tc.want)):
+			t.Errorf("%+v: logged %q, want the applied units with %s", tc.nu, got, tc.want)
+		}
+	}
+}

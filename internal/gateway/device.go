@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,6 +187,12 @@ func (d *device) applyUnit(nu driver.Unit) {
 	} else if nu.RangeErr != "" && p.Min == nil && p.Max == nil {
 		d.logUnit(i, slog.LevelWarn, "node's EURange cannot be used; its values are published without the node's plausible range", "signal", p.Signal,
 			"node_unit", nu.UnitText(), "range", nu.RangeText())
+	}
+	if nu.UCUM != to || (nu.HasRange && (math.IsNaN(nu.Min) || math.IsNaN(nu.Max) || math.IsInf(nu.Min, 0) || math.IsInf(nu.Max, 0))) {
+		// what a reader of the log needs to trust the values: the node's
+		// unit when it is not the published one, a range that rules out nothing
+		d.logUnit(i, slog.LevelInfo, "node's engineering units applied", "signal", p.Signal,
+			"node_unit", nu.UnitText(), "unit", to, "range", nu.RangeText())
 	}
 	d.norm.ResetUnits(i) // an earlier session's range does not carry over
 	d.norm.SetConversion(i, conv, lo, hi)
