@@ -488,6 +488,11 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				}
 				return
 			}
+			if err := ingest.CheckBirthTotals(bi); err != nil {
+				sh.mu.Unlock()
+				c.rejected(subject, err)
+				return
+			}
 		}
 		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset, c.cat)
 		n := sh.engine.Len()
