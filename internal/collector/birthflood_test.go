@@ -45,7 +45,9 @@ func TestIncompleteBirthPartsBounded(t *testing.T) {
 		}
 	}
 	var cy cycle
-	subj := func(a int) string { return telemetry.Subject("s1", "generic", fmt.Sprintf("gen-%d", a), telemetry.KindBirth) }
+	subj := func(a int) string {
+		return telemetry.Subject("s1", "generic", fmt.Sprintf("gen-%d", a), telemetry.KindBirth)
+	}
 	// 60 parts of a birth announcing a million parts
 	for p := range 60 {
 		c.process(sh, subj(0), floodBirthPart(t, 0, 1, p+1, 1_000_000, 20), &cy)
