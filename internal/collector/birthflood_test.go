@@ -142,3 +142,12 @@ func TestLogLimiter(t *testing.T) {
 		t.Fatalf("after a minute: %v, %d held; want true, 5", ok, n)
 	}
 }
+
+// The dashboard's gateway evictions are exported, at 0 from the start.
+func TestDashboardGatewaysEvictedExported(t *testing.T) {
+	c := newCollector(t, Defaults())
+	if _, err := c.reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	helpOf(t, c, "smelter_collector_dashboard_gateways_evicted_total")
+}

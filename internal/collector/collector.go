@@ -261,6 +261,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			func(d ingest.DedupStats) uint64 { return d.Jumps }),
 		dedupStat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.",
 			func(d ingest.DedupStats) uint64 { return d.GatewaysEvicted }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_gateways_evicted_total",
+			Help: "Gateways dropped from the dashboard's gateway list (/api/v1/gateways) at its bound (dashboard.MaxGateways), the one seen least recently, to make room for a new gateway id."}, func() float64 {
+			return float64(c.live.Stats().GatewaysEvicted)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			return float64(len(c.Alerts(true)))
 		}),
