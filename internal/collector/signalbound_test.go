@@ -401,3 +401,45 @@ func BenchmarkBytesPerSignalAtBound(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBytesPerAssetBirthLabels is the heap of an asset whose birth
+// carries every label the schema's totals allow one birth (2,048 labels,
+// 32 KiB) on 256 signals with the longest src, against the same birth
+// without labels (review 3 A: ~29 MB an asset within the old per-signal
+// bounds): 100 assets through the process path, heap after GC.
+func BenchmarkBytesPerAssetBirthLabels(b *testing.B) {
+	const assets, n = 100, DefaultMaxSignalsPerAsset
+	for _, labels := range []bool{false, true} {
+		b.Run(fmt.Sprintf("labels=%v", labels), func(b *testing.B) {
+			var per float64
+			for b.Loop() {
+				c := processCollector(b)
+				sh := c.shard(0)
+				var cy cycle
+				before := heapInUse()
+				const t0 = int64(1_763_812_345_000)
+				for a := range assets {
+					id := fmt.Sprintf("g-%d", a)
+					bi := labelBirth("generic", id, "point_", n, t0)
+					if !labels {
+						for i := range bi.Signals {
+							bi.Signals[i].Enum, bi.Signals[i].Write = nil, nil
+						}
+					}
+					data, err := telemetry.MarshalBirth(bi)
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.process(sh, telemetry.Subject("s1", "generic", id, telemetry.KindBirth), data, &cy)
+				}
+				per = float64(int64(heapInUse())-int64(before)) / assets
+				if v, _ := c.Asset("s1", "g-0"); labels && len(v.Writable) != n {
+					b.Fatalf("%d writable signals held", len(v.Writable))
+				}
+				runtime.KeepAlive(c)
+			}
+			b.ReportMetric(per, "bytes/asset")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
