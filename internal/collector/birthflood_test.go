@@ -151,3 +151,30 @@ func TestDashboardGatewaysEvictedExported(t *testing.T) {
 	}
 	helpOf(t, c, "smelter_collector_dashboard_gateways_evicted_total")
 }
+
+// A birth left incomplete is dropped after ingest.BirthPartsTTL by the
+// partition worker's every fetch, idle ones included (expireBirths), not
+// only when another part arrives; the drop is counted.
+func TestIncompleteBirthExpires(t *testing.T) {
+	c := newCollector(t, Defaults())
+	sh := c.shard(0)
+	bi := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-x", Seq: 1, Part: 1, Parts: 2,
+		Asset:   telemetry.AssetJSON{ID: "a", Class: "generic", Path: []string{"acme", "s1"}},
+		Signals: []telemetry.SignalInfo{{Signal: "s"}}}
+	sh.mu.Lock()
+	_, err := sh.births.Add(bi, 1000, time.Now().Add(-ingest.BirthPartsTTL-time.Second))
+	sh.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expireBirths(sh)
+	sh.mu.Lock()
+	n, b := sh.births.Held()
+	sh.mu.Unlock()
+	if n != 0 || b != 0 {
+		t.Fatalf("%d births, %d bytes held past the TTL", n, b)
+	}
+	if got := counterValue(t, c.m.partsDrop.WithLabelValues(ingest.PartsDropExpired)); got != 1 {
+		t.Fatalf("expired %v, want 1", got)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,9 +79,7 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
 // An error means nothing evaluated since the last checkpoint may be
 // acknowledged.
 func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
-	sh.mu.Lock()
-	sh.births.Expire(time.Now()) // split births left incomplete free their parts
-	sh.mu.Unlock()
+	expireBirths(sh) // split births left incomplete free their parts (MQTT and Sparkplug sources)
 	if io == nil {
 		sh.mu.Lock()
 		clear(sh.dirty)

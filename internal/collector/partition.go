@@ -685,6 +685,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				return err
 			}
 		}
+		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
 			drained = start
 		}

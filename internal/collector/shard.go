@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -438,4 +439,12 @@ func siteID(key string) (string, string) {
 		return "", ""
 	}
 	return parts[1], parts[2]
+}
+
+// expireBirths drops the shard's split births left incomplete for
+// ingest.BirthPartsTTL (counted and logged by the assembler's onDrop).
+func expireBirths(sh *shard) {
+	sh.mu.Lock()
+	sh.births.Expire(time.Now())
+	sh.mu.Unlock()
 }
