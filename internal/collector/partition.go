@@ -1070,8 +1070,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 			subj = subj[:i]
 			if parts := c.cfg.Cluster.Partitions; parts > 0 && !ownPartition(subj, tok, parts) {
 				c.m.malformed.WithLabelValues("partition").Inc()
-				c.log.Warn("message in a partition not its asset's skipped (published with a partition token)",
-					"subject", m.Subject(), "partition", sh.p)
+				c.warnLimited("partition", "message in a partition not its asset's skipped (published with a partition token)",
+					"subject", logCut(m.Subject()), "partition", sh.p)
 				continue
 			}
 		}
