@@ -63,7 +63,8 @@ type Collector struct {
 	tracked atomic.Int64 // assets tracked over all shards (MaxAssets)
 	full    atomic.Int64 // Unix s of the last "limit reached" log
 
-	live *dashboard.Live // history, KPI windows, gateway health for the dashboard
+	live   *dashboard.Live // history, KPI windows, gateway health for the dashboard
+	logLim logLimiter      // malformed and refused messages: logged first per reason, then at most once a minute
 
 	ready    atomic.Bool
 	url      atomic.Value // string: NATS URL in use
@@ -174,6 +175,7 @@ type metrics struct {
 	dropped    *prometheus.CounterVec
 	future     prometheus.Counter
 	badState   *prometheus.CounterVec
+	partsDrop  *prometheus.CounterVec
 }
 
 // New builds a collector from a validated config and rule set. It does no
@@ -205,6 +207,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			[]string{"reason"}),
 		badState: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_state_records_skipped_total",
 			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
+		partsDrop: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_birth_parts_dropped_total",
+			Help: "Parts of split births dropped before their birth completed, by reason: parts (more than ingest.MaxBirthParts announced), bytes (one birth's parts over ingest.MaxBirthPartBytes), evicted (the oldest incomplete birth, for room: 256 births or ingest.MaxBirthPartsHeld bytes per partition), expired (incomplete for ingest.BirthPartsTTL)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 	}
@@ -246,7 +250,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.badState,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.badState, c.m.partsDrop,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -257,6 +261,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			func(d ingest.DedupStats) uint64 { return d.Jumps }),
 		dedupStat("smelter_collector_dedup_gateways_evicted_total", "Gateways dropped from deduplication at its bound (ingest.MaxGateways) to make room for a new gateway id.",
 			func(d ingest.DedupStats) uint64 { return d.GatewaysEvicted }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_gateways_evicted_total",
+			Help: "Gateways dropped from the dashboard's gateway list (/api/v1/gateways) at its bound (dashboard.MaxGateways), the one seen least recently, to make room for a new gateway id."}, func() float64 {
+			return float64(c.live.Stats().GatewaysEvicted)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			return float64(len(c.Alerts(true)))
 		}),
@@ -279,6 +287,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {
 		c.m.badState.WithLabelValues(r)
+	}
+	for _, r := range ingest.PartsDropReasons {
+		c.m.partsDrop.WithLabelValues(r)
 	}
 	// malformed_total's every reason, for the shipped rate() > 0 alert
 	for _, r := range malformedReasons {
@@ -400,7 +411,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
 			if n := ingest.ClampFutureBy(b, time.Now(), tol); n > 0 {
 				c.m.future.Add(float64(n))
-				c.log.Warn("readings timestamped in the future: replaced by the arrival time", "subject", subject,
+				c.warnLimited("future", "readings timestamped in the future: replaced by the arrival time", "subject", logCut(subject),
 					"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", tol)
 			}
 		}
@@ -480,12 +491,19 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			return
 		}
 		if bi.Parts > 0 { // a part of a split birth: wait for the others
-			bi, err = sh.births.Add(bi)
+			bi, err = sh.births.Add(bi, len(data), time.Now())
 			if err != nil || bi == nil {
 				sh.mu.Unlock()
-				if err != nil {
+				if ingest.ReasonOf(err) != "" {
+					c.rejected(subject, err)
+				} else if err != nil {
 					c.malformed(subject, err)
 				}
+				return
+			}
+			if err := ingest.CheckBirthTotals(bi); err != nil {
+				sh.mu.Unlock()
+				c.rejected(subject, err)
 				return
 			}
 		}
@@ -558,7 +576,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		// a subject of another length or kind, such as a 7-token
 		// ...data.3 a 2.9 consumer (one filter, smelter.v1.>) receives
 		c.m.malformed.WithLabelValues(string(ingest.ReasonSubject)).Inc()
-		c.log.Warn("message on a subject of no known kind skipped", "subject", subject)
+		c.warnLimited("kind", "message on a subject of no known kind skipped", "subject", logCut(subject))
 		return
 	}
 	c.m.ingested.WithLabelValues(kind).Inc()
@@ -646,7 +664,7 @@ func (c *Collector) malformed(subject string, err error) {
 		reason = "schema"
 	}
 	c.m.malformed.WithLabelValues(reason).Inc()
-	c.log.Warn("malformed message skipped", "subject", subject, "err", err)
+	c.warnLimited("malformed:"+reason, "malformed message skipped", "reason", reason, "subject", logCut(subject), "err", errCut(err))
 }
 
 // record updates the shard's alert store and builds outputs; sh.mu is held.

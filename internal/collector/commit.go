@@ -79,6 +79,7 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
 // An error means nothing evaluated since the last checkpoint may be
 // acknowledged.
 func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	expireBirths(sh) // split births left incomplete free their parts (MQTT and Sparkplug sources)
 	if io == nil {
 		sh.mu.Lock()
 		clear(sh.dirty)

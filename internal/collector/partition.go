@@ -685,6 +685,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				return err
 			}
 		}
+		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
 			drained = start
 		}
@@ -1069,8 +1070,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 			subj = subj[:i]
 			if parts := c.cfg.Cluster.Partitions; parts > 0 && !ownPartition(subj, tok, parts) {
 				c.m.malformed.WithLabelValues("partition").Inc()
-				c.log.Warn("message in a partition not its asset's skipped (published with a partition token)",
-					"subject", m.Subject(), "partition", sh.p)
+				c.warnLimited("partition", "message in a partition not its asset's skipped (published with a partition token)",
+					"subject", logCut(m.Subject()), "partition", sh.p)
 				continue
 			}
 		}

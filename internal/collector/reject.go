@@ -6,6 +6,7 @@ import "github.com/smelterio/smelter/internal/collector/ingest"
 // reason) and skips it (nil error: the source acknowledges it, it is never
 // redelivered).
 func (c *Collector) rejected(subject string, err error) {
-	c.m.malformed.WithLabelValues(string(ingest.ReasonOf(err))).Inc()
-	c.log.Warn("batch rejected", "subject", subject, "reason", ingest.ReasonOf(err), "err", err)
+	r := string(ingest.ReasonOf(err))
+	c.m.malformed.WithLabelValues(r).Inc()
+	c.warnLimited("rejected:"+r, "batch rejected", "subject", logCut(subject), "reason", r, "err", errCut(err))
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -95,7 +96,7 @@ func (sh *shard) forget() {
 
 func (c *Collector) newShard(p int) *shard {
 	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{}), kpis: c.cfg.kpiTracker(c.set, c.cat),
-		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }
 
@@ -438,4 +439,12 @@ func siteID(key string) (string, string) {
 		return "", ""
 	}
 	return parts[1], parts[2]
+}
+
+// expireBirths drops the shard's split births left incomplete for
+// ingest.BirthPartsTTL (counted and logged by the assembler's onDrop).
+func expireBirths(sh *shard) {
+	sh.mu.Lock()
+	sh.births.Expire(time.Now())
+	sh.mu.Unlock()
 }

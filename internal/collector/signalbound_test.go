@@ -38,10 +38,13 @@ func TestRecordSizeAtSignalBound(t *testing.T) {
 		name, class, prefix string
 		value               float64
 		n                   int
+		labels              bool // a birth first, its labels at the schema's totals per birth
 	}{
-		{"generic", "generic", "point_", 50, DefaultMaxSignalsPerAsset},
-		{"diesel-all-tripped", "diesel_engine", "exhaust_temp_cyl_", 600, DefaultMaxSignalsPerAsset},
-		{"diesel-all-tripped-at-limit", "diesel_engine", "exhaust_temp_cyl_", 600, MaxSignalsPerAssetLimit},
+		{"generic", "generic", "point_", 50, DefaultMaxSignalsPerAsset, false},
+		{"diesel-all-tripped", "diesel_engine", "exhaust_temp_cyl_", 600, DefaultMaxSignalsPerAsset, false},
+		{"diesel-all-tripped-at-limit", "diesel_engine", "exhaust_temp_cyl_", 600, MaxSignalsPerAssetLimit, false},
+		{"generic-labels-at-limit", "generic", "point_", 50, MaxSignalsPerAssetLimit, true},
+		{"diesel-all-tripped-labels-at-limit", "diesel_engine", "exhaust_temp_cyl_", 600, MaxSignalsPerAssetLimit, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := processCollector(t)
@@ -50,6 +53,20 @@ func TestRecordSizeAtSignalBound(t *testing.T) {
 			var cy cycle
 			const t0 = int64(1_763_812_345_000)
 			subject := telemetry.Subject("s1", tc.class, "a-1", telemetry.KindData)
+			if tc.labels {
+				// every label the schema allows one birth (MaxBirthLabels
+				// labels, MaxBirthLabelBytes bytes), spread over the signals
+				// as enum and write.allowed with the longest src
+				bi := labelBirth(tc.class, "a-1", tc.prefix, tc.n, t0)
+				data, err := telemetry.MarshalBirth(bi)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.process(sh, telemetry.Subject("s1", tc.class, "a-1", telemetry.KindBirth), data, &cy)
+				if got := counterValue(t, c.m.malformed.WithLabelValues("bounds")); got != 0 {
+					t.Fatalf("birth at the totals refused (%v)", got)
+				}
+			}
 			for i := range 200 { // past every on delay: the trip alerts are raised
 				b := boundBatch(tc.class, "a-1", tc.prefix, uint64(i+1), t0+int64(i)*1000, tc.n, tc.value)
 				c.process(sh, subject, b.AppendJSON(nil), &cy)
@@ -71,6 +88,33 @@ func TestRecordSizeAtSignalBound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// labelBirth is a birth of asset (class) with n signals named prefix1..n,
+// each with the longest src, and every label the schema allows one birth
+// (telemetry.MaxBirthLabels labels of MaxBirthLabelBytes/MaxBirthLabels
+// bytes) spread over them as enum and write.allowed.
+func labelBirth(class, asset, prefix string, n int, ts int64) *telemetry.Birth {
+	bi := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-b", Seq: 1, TSGW: ts,
+		Asset: telemetry.AssetJSON{ID: asset, Class: class, Path: []string{"acme", "s1", "_", "_", "_"}}}
+	size := telemetry.MaxBirthLabelBytes / telemetry.MaxBirthLabels
+	for i := range n {
+		bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: fmt.Sprintf("%s%d", prefix, i+1), Unit: "Cel",
+			Src: strings.Repeat("s", telemetry.MaxSrcLen)})
+	}
+	for l := range telemetry.MaxBirthLabels {
+		s := &bi.Signals[l%n]
+		lbl := fmt.Sprintf("%0*d", size, l)
+		if l/n%2 == 0 {
+			s.Enum = append(s.Enum, lbl)
+		} else {
+			if s.Write == nil {
+				s.Write = &telemetry.WriteLimits{}
+			}
+			s.Write.Allowed = append(s.Write.Allowed, lbl)
+		}
+	}
+	return bi
 }
 
 // A gateway that invents signal names for one asset (the review's 28,000)
@@ -353,6 +397,48 @@ func BenchmarkBytesPerSignalAtBound(b *testing.B) {
 				runtime.KeepAlive(c)
 			}
 			b.ReportMetric(per, "bytes/signal")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkBytesPerAssetBirthLabels is the heap of an asset whose birth
+// carries every label the schema's totals allow one birth (2,048 labels,
+// 32 KiB) on 256 signals with the longest src, against the same birth
+// without labels (review 3 A: ~29 MB an asset within the old per-signal
+// bounds): 100 assets through the process path, heap after GC.
+func BenchmarkBytesPerAssetBirthLabels(b *testing.B) {
+	const assets, n = 100, DefaultMaxSignalsPerAsset
+	for _, labels := range []bool{false, true} {
+		b.Run(fmt.Sprintf("labels=%v", labels), func(b *testing.B) {
+			var per float64
+			for b.Loop() {
+				c := processCollector(b)
+				sh := c.shard(0)
+				var cy cycle
+				before := heapInUse()
+				const t0 = int64(1_763_812_345_000)
+				for a := range assets {
+					id := fmt.Sprintf("g-%d", a)
+					bi := labelBirth("generic", id, "point_", n, t0)
+					if !labels {
+						for i := range bi.Signals {
+							bi.Signals[i].Enum, bi.Signals[i].Write = nil, nil
+						}
+					}
+					data, err := telemetry.MarshalBirth(bi)
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.process(sh, telemetry.Subject("s1", "generic", id, telemetry.KindBirth), data, &cy)
+				}
+				per = float64(int64(heapInUse())-int64(before)) / assets
+				if v, _ := c.Asset("s1", "g-0"); labels && len(v.Writable) != n {
+					b.Fatalf("%d writable signals held", len(v.Writable))
+				}
+				runtime.KeepAlive(c)
+			}
+			b.ReportMetric(per, "bytes/asset")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -85,6 +85,8 @@ type gatewayLive struct {
 	ver            uint64 // Live.ver of the last message
 	dataVer        uint64 // ... of the last batch
 	statusVer      uint64 // ... of the last status message
+
+	newer, older *gatewayLive // Live's recency list (gateways seen most recently first)
 }
 
 // LiveStats counts what the store dropped.
@@ -92,7 +94,19 @@ type LiveStats struct {
 	Series        int
 	SeriesDropped uint64 // readings of signals beyond MaxSeries
 	OutOfOrder    uint64 // readings older than their signal's newest bucket
+	// GatewaysEvicted counts gateways dropped from the store at
+	// MaxGateways to make room for a new id (the one seen least recently).
+	GatewaysEvicted uint64
 }
+
+// MaxGateways bounds the gateways the store keeps (/api/v1/gateways), as
+// the collector's deduplication bounds the ids it tracks
+// (ingest.MaxGateways): gateway ids come from the payload, so whoever may
+// publish can invent them (a review's 210,004 invented ids: 420 MB of heap
+// and a 46 MB answer). Beyond it the gateway seen least recently is
+// dropped; its assets keep their data and attach to it again at its next
+// message.
+const MaxGateways = 32768
 
 // Live holds the dashboard's own state. Its Observe methods are called by
 // the collector for every processed message; they are safe for concurrent
@@ -105,6 +119,8 @@ type Live struct {
 	assets   map[assetKey]*assetLive
 	sites    map[string]string // the assets' site names (see site)
 	gateways map[string]*gatewayLive
+	newest   *gatewayLive // recency list of gateways: newest ... oldest
+	oldest   *gatewayLive
 	nseries  int
 	stats    LiveStats
 
@@ -153,6 +169,9 @@ func (l *Live) site(site string) string {
 func (l *Live) gateway(id, site string, now int64) *gatewayLive {
 	g := l.gateways[id]
 	if g == nil {
+		for len(l.gateways) >= MaxGateways && l.oldest != nil {
+			l.evict(l.oldest)
+		}
 		g = &gatewayLive{id: strings.Clone(id), firstRecv: now, assets: map[assetKey]struct{}{}}
 		l.gateways[g.id] = g
 	}
@@ -167,6 +186,45 @@ func (l *Live) touch(g *gatewayLive, site string, now int64) {
 	g.lastRecv = now
 	l.ver++
 	g.ver = l.ver
+	if l.newest != g { // to the front of the recency list
+		l.unlink(g)
+		g.older = l.newest
+		if l.newest != nil {
+			l.newest.newer = g
+		}
+		l.newest = g
+		if l.oldest == nil {
+			l.oldest = g
+		}
+	}
+}
+
+// unlink takes g out of the recency list (if it is in it).
+func (l *Live) unlink(g *gatewayLive) {
+	if g.newer != nil {
+		g.newer.older = g.older
+	} else if l.newest == g {
+		l.newest = g.older
+	}
+	if g.older != nil {
+		g.older.newer = g.newer
+	} else if l.oldest == g {
+		l.oldest = g.newer
+	}
+	g.newer, g.older = nil, nil
+}
+
+// evict drops gateway g from the store; its assets attach to a new entry
+// at their next message.
+func (l *Live) evict(g *gatewayLive) {
+	l.unlink(g)
+	delete(l.gateways, g.id)
+	for k := range g.assets {
+		if a := l.assets[k]; a != nil && a.gw == g {
+			a.gw = nil
+		}
+	}
+	l.stats.GatewaysEvicted++
 }
 
 // attach records that asset a's messages come from gateway g.

@@ -22,6 +22,7 @@ import (
 //	readings[].signal, signals[].signal    1-MaxSignalLen bytes of [A-Za-z0-9_-] (ValidSignal)
 //	readings[].unit, signals[].unit        0-MaxUnitLen bytes of printable ASCII, no space (ValidUnit)
 //	signals[].enum[], write.allowed[]      at most MaxLabels labels of 1-MaxLabelLen bytes of UTF-8, no control character (ValidLabel)
+//	all labels of one birth                at most MaxBirthLabels labels and MaxBirthLabelBytes bytes in total
 //	nameplate keys                         token, at most MaxNameplate keys
 //	readings[].text                        cut to MaxTextLen bytes (CutText)
 //	readings[].src, signals[].src, protocol cut to MaxSrcLen bytes (CutText)
@@ -36,8 +37,21 @@ const (
 	MaxUnitLen = 32
 	// MaxLabelLen is the longest state label (enum, allowed values).
 	MaxLabelLen = 64
-	// MaxLabels is the most labels one birth signal lists (enum, allowed).
-	MaxLabels = 256
+	// MaxLabels is the most labels one birth signal lists in each of enum
+	// and write.allowed: device state lists are short (the catalog's
+	// longest has 8 states; a vendor's status word rarely tens).
+	MaxLabels = 64
+	// MaxBirthLabels and MaxBirthLabelBytes bound the labels (enum and
+	// write.allowed of every signal, counted together) of one birth,
+	// after a split birth's parts are merged: the collector holds them per
+	// asset, in memory and in its checkpoint record, so without a total a
+	// birth of 1024 signals x 2 x MaxLabels labels of MaxLabelLen bytes
+	// would be 8 MiB an asset, over the 1 MiB max_payload of its record.
+	// 2,048 labels (a 256-signal device with 8 states on every signal)
+	// and 32 KiB keep the worst-case record well under it
+	// (TestRecordSizeAtSignalBound).
+	MaxBirthLabels     = 2048
+	MaxBirthLabelBytes = 32 << 10
 	// MaxPathElems is the most elements of asset.path (ISA-95 uses 5).
 	MaxPathElems = 8
 	// MaxNameplate is the most nameplate ratings one birth carries.

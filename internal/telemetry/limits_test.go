@@ -81,6 +81,19 @@ func TestCutText(t *testing.T) {
 func TestCatalogWithinLimits(t *testing.T) {
 	cat := catalog.Default()
 	for _, cl := range cat.Classes {
+		// a gateway's birth carries labels only for catalog state signals
+		// (enum, and write.allowed a subset of them): the whole class,
+		// every state twice, is within the totals per birth
+		n, size := 0, 0
+		for _, s := range cl.Signals {
+			n += 2 * len(s.States)
+			for _, l := range s.States {
+				size += 2 * len(l)
+			}
+		}
+		if n > telemetry.MaxBirthLabels || size > telemetry.MaxBirthLabelBytes {
+			t.Errorf("%s: %d labels, %d bytes in a birth of every signal", cl.Name, n, size)
+		}
 		for _, s := range cl.Signals {
 			if !telemetry.ValidSignal(s.Name) || !telemetry.ValidUnit(s.Unit) {
 				t.Errorf("%s.%s (unit %q) breaks the bounds", cl.Name, s.Name, s.Unit)

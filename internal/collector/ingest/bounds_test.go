@@ -122,3 +122,78 @@ func BenchmarkDropInvalid(b *testing.B) {
 		}
 	}
 }
+
+// The labels of one birth are bounded in total (telemetry.MaxBirthLabels,
+// MaxBirthLabelBytes) as well as per signal: the review's birth (256
+// signals of 256 enum and 256 allowed labels of 64 bytes, 8.5 MB held per
+// asset) is refused, a birth exactly at both totals passes, and a split
+// birth whose parts pass alone is refused once merged (CheckBirthTotals).
+func TestCheckBirthLabelTotals(t *testing.T) {
+	cat := catalog.Default()
+	labels := func(n, size int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%0*d", size, i)
+		}
+		return out
+	}
+	birth := func(signals, perSignal, size int) *telemetry.Birth {
+		bi := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw", Seq: 1,
+			Asset: telemetry.AssetJSON{ID: "a-1", Class: "generic", Path: []string{"acme", "s1"}}}
+		for i := range signals {
+			bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: fmt.Sprintf("s%d", i), Enum: labels(perSignal, size)})
+		}
+		return bi
+	}
+	// per signal: 65 labels is one over
+	if err := CheckBirth(birth(1, telemetry.MaxLabels+1, 4), cat); ReasonOf(err) != ReasonBounds {
+		t.Errorf("65 labels on one signal: %v, want bounds", err)
+	}
+	// count: 2048 labels of 16 bytes = 32 KiB, exactly at both totals
+	at := birth(telemetry.MaxBirthLabels/64, 64, telemetry.MaxBirthLabelBytes/telemetry.MaxBirthLabels)
+	if err := CheckBirth(at, cat); err != nil {
+		t.Fatalf("birth at the totals refused: %v", err)
+	}
+	if err := CheckBirthTotals(at); err != nil {
+		t.Fatalf("birth at the totals refused: %v", err)
+	}
+	// one label more, or one byte more
+	over := birth(telemetry.MaxBirthLabels/64, 64, telemetry.MaxBirthLabelBytes/telemetry.MaxBirthLabels)
+	over.Signals = append(over.Signals, telemetry.SignalInfo{Signal: "extra", Write: &telemetry.WriteLimits{Allowed: []string{"x"}}})
+	if err := CheckBirth(over, cat); !errors.Is(err, ErrBounds) {
+		t.Errorf("2049 labels: %v, want bounds", err)
+	}
+	over = birth(telemetry.MaxBirthLabels/64, 64, telemetry.MaxBirthLabelBytes/telemetry.MaxBirthLabels)
+	over.Signals[0].Enum[0] += "x"
+	if err := CheckBirth(over, cat); !errors.Is(err, ErrBounds) {
+		t.Errorf("32 KiB + 1: %v, want bounds", err)
+	}
+	// the review's birth, 256 x 2 x 256 labels of 64 bytes
+	rev := birth(256, telemetry.MaxLabels, 64)
+	for i := range rev.Signals {
+		rev.Signals[i].Write = &telemetry.WriteLimits{Allowed: labels(telemetry.MaxLabels, 64)}
+	}
+	if err := CheckBirth(rev, cat); !errors.Is(err, ErrBounds) {
+		t.Errorf("review's birth: %v, want bounds", err)
+	}
+	// split: each part within the totals, the merged birth beyond them
+	whole := birth(48, 64, 8) // 3,072 labels
+	parts, dropped, err := telemetry.SplitBirth(whole, 16<<10)
+	if err != nil || len(dropped) > 0 || len(parts) < 2 {
+		t.Fatalf("split: %d parts, dropped %v, %v", len(parts), dropped, err)
+	}
+	var ps []*telemetry.Birth
+	for i := range parts {
+		if err := CheckBirth(&parts[i], cat); err != nil {
+			t.Fatalf("part %d refused: %v", i+1, err)
+		}
+		ps = append(ps, &parts[i])
+	}
+	merged, err := telemetry.MergeBirth(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckBirthTotals(merged); !errors.Is(err, ErrBounds) {
+		t.Errorf("merged birth of 3,072 labels: %v, want bounds", err)
+	}
+}

@@ -235,7 +235,46 @@ func birthBounds(bi *telemetry.Birth) string {
 		}
 		s.Src = telemetry.CutText(s.Src, telemetry.MaxSrcLen)
 	}
+	return birthLabelTotals(bi)
+}
+
+// birthLabelTotals checks the labels of all of bi's signals together
+// against telemetry.MaxBirthLabels and telemetry.MaxBirthLabelBytes; it
+// returns what breaks them ("" when nothing).
+func birthLabelTotals(bi *telemetry.Birth) string {
+	n, size := 0, 0
+	for i := range bi.Signals {
+		s := &bi.Signals[i]
+		n += len(s.Enum)
+		for _, l := range s.Enum {
+			size += len(l)
+		}
+		if s.Write != nil {
+			n += len(s.Write.Allowed)
+			for _, l := range s.Write.Allowed {
+				size += len(l)
+			}
+		}
+	}
+	switch {
+	case n > telemetry.MaxBirthLabels:
+		return fmt.Sprintf("%d enum and allowed labels in all, more than %d", n, telemetry.MaxBirthLabels)
+	case size > telemetry.MaxBirthLabelBytes:
+		return fmt.Sprintf("%d bytes of enum and allowed labels in all, more than %d", size, telemetry.MaxBirthLabelBytes)
+	}
 	return ""
+}
+
+// CheckBirthTotals checks what CheckBirth cannot see in one part of a
+// split birth: the labels of the merged birth against the schema's totals
+// per birth (telemetry.MaxBirthLabels, telemetry.MaxBirthLabelBytes). The
+// error is a *RejectError with ReasonBounds.
+func CheckBirthTotals(bi *telemetry.Birth) error {
+	if err := birthLabelTotals(bi); err != "" {
+		return &RejectError{Reason: ReasonBounds,
+			Detail: fmt.Sprintf("gateway %s asset %s birth: %s", bi.Gateway, bi.Asset.ID, err)}
+	}
+	return nil
 }
 
 // DropInvalid removes from b.Readings every reading whose signal name

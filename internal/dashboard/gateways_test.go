@@ -1,0 +1,63 @@
+package dashboard
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Review 3 C: the gateway list behind /api/v1/gateways had no bound
+// (210,004 invented ids: 420 MB of heap, a 46 MB answer). It holds at most
+// MaxGateways now; beyond it the gateway seen least recently goes
+// (counted), a gateway that keeps publishing stays, and an asset of an
+// evicted gateway attaches to it again at its next batch.
+func TestGatewaysBounded(t *testing.T) {
+	wall := time.Date(2026, 11, 30, 14, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	real := batch(1, wall.UnixMilli(), 1) // gw-1, m-1
+	l.ObserveBatch(real)
+	l.ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: "gw-quiet", Online: true})
+	const invented = MaxGateways + 5000
+	for i := range invented {
+		wall = wall.Add(time.Millisecond)
+		b := &telemetry.Batch{Gateway: fmt.Sprintf("g%d", i), Seq: 1, TSGW: wall.UnixMilli(),
+			Asset: telemetry.Asset{ID: "x", Class: "generic", Path: []string{"acme", "s1"}}}
+		l.ObserveBatch(b)
+		if i%1000 == 0 { // the real gateway keeps publishing
+			real.Seq++
+			real.TSGW = wall.UnixMilli()
+			l.ObserveBatch(real)
+		}
+	}
+	gws := l.Gateways()
+	if len(gws) != MaxGateways {
+		t.Fatalf("%d gateways held, want %d", len(gws), MaxGateways)
+	}
+	if got, want := l.Stats().GatewaysEvicted, uint64(invented+2-MaxGateways); got != want {
+		t.Errorf("evicted %d, want %d", got, want)
+	}
+	held := map[string]bool{}
+	for _, g := range gws {
+		held[g.ID] = true
+	}
+	if !held["gw-1"] || held["gw-quiet"] || held["g0"] || !held[fmt.Sprintf("g%d", invented-1)] {
+		t.Errorf("gw-1 %v (want held), gw-quiet %v, g0 %v (want evicted), newest %v (want held)",
+			held["gw-1"], held["gw-quiet"], held["g0"], held[fmt.Sprintf("g%d", invented-1)])
+	}
+	if _, _, ok := l.DataClock("s1", "m-1", wall.UnixMilli()); !ok {
+		t.Error("the real gateway's asset lost its data clock")
+	}
+	// the list stays consistent: walking it finds every gateway once
+	n := 0
+	for g := l.newest; g != nil; g = g.older {
+		if l.gateways[g.id] != g {
+			t.Fatalf("%s in the recency list, not in the store", g.id)
+		}
+		n++
+	}
+	if n != len(l.gateways) {
+		t.Fatalf("recency list of %d, store of %d", n, len(l.gateways))
+	}
+}
