@@ -1,7 +1,9 @@
 package collector
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -125,21 +128,30 @@ func TestMalformedLogLimitedAndCut(t *testing.T) {
 // The limiter lets a key's first line through, holds the rest back for a
 // minute and then reports how many it held.
 func TestLogLimiter(t *testing.T) {
-	var l logLimiter
 	t0 := time.Unix(1_763_812_345, 0)
-	if ok, n := l.allow("a", t0); !ok || n != 0 {
+	now := t0
+	l := logLimits{now: func() time.Time { return now }}
+	var buf logtest.Buffer
+	log := buf.Logger(slog.LevelInfo)
+	allow := func(key string, at time.Time) (bool, string) {
+		now = at
+		before := len(buf.String())
+		ok := l.of(key).Log(context.Background(), log, slog.LevelWarn, "line", "key", key)
+		return ok, buf.String()[before:]
+	}
+	if ok, line := allow("a", t0); !ok || strings.Contains(line, "repeated") {
 		t.Fatal("first line held back")
 	}
 	for i := range 5 {
-		if ok, _ := l.allow("a", t0.Add(time.Duration(i)*time.Second)); ok {
+		if ok, _ := allow("a", t0.Add(time.Duration(i)*time.Second)); ok {
 			t.Fatal("a line within the minute let through")
 		}
 	}
-	if ok, _ := l.allow("b", t0); !ok {
+	if ok, _ := allow("b", t0); !ok {
 		t.Fatal("another key's first line held back")
 	}
-	if ok, n := l.allow("a", t0.Add(logEvery)); !ok || n != 5 {
-		t.Fatalf("after a minute: %v, %d held; want true, 5", ok, n)
+	if ok, line := allow("a", t0.Add(logEvery)); !ok || !strings.Contains(line, "repeated=5") {
+		t.Fatalf("after a minute: %v, %q; want true, 5 held", ok, line)
 	}
 }
 

@@ -64,7 +64,7 @@ type Collector struct {
 	full    atomic.Int64 // Unix s of the last "limit reached" log
 
 	live   *dashboard.Live // history, KPI windows, gateway health for the dashboard
-	logLim logLimiter      // malformed and refused messages: logged first per reason, then at most once a minute
+	logLim logLimits       // malformed and refused messages: logged first per reason, then at most once a minute
 
 	ready    atomic.Bool
 	url      atomic.Value // string: NATS URL in use

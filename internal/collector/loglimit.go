@@ -1,11 +1,13 @@
 package collector
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/smelterio/smelter/internal/collector/ingest"
-	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/logging"
 )
 
 // logEvery is how often a limited log line is written per key at most.
@@ -15,44 +17,34 @@ const logEvery = time.Minute
 // that quotes a payload's field) in a log line.
 const maxLogText = 256
 
-// logLimiter lets a log line through on its key's first occurrence and then
-// at most once per logEvery, counting the ones it held back in between, so
-// a flood of bad messages (each counted by a metric anyway) writes a
-// bounded log. The keys are a fixed set (reasons), never payload strings.
-type logLimiter struct {
+// logLimits holds one logging.Limiter per key (a fixed set of reasons,
+// never payload strings): a key's first line goes out at once, then at
+// most one per logEvery, carrying how many were held back ("repeated",
+// "in_last"), so a flood of bad messages (each counted by a metric anyway)
+// writes a bounded log.
+type logLimits struct {
 	mu   sync.Mutex
-	keys map[string]*logKey
+	keys map[string]*logging.Limiter
+	now  func() time.Time // nil: time.Now (tests set it)
 }
 
-type logKey struct {
-	last    time.Time
-	skipped int
-}
-
-// allow reports whether a line of key may be logged at now, and how many
-// were held back since the last one logged.
-func (l *logLimiter) allow(key string, now time.Time) (bool, int) {
+// of returns key's limiter.
+func (l *logLimits) of(key string) *logging.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.keys == nil {
-		l.keys = map[string]*logKey{}
+	lm := l.keys[key]
+	if lm == nil {
+		if l.keys == nil {
+			l.keys = map[string]*logging.Limiter{}
+		}
+		lm = &logging.Limiter{Every: logEvery, Now: l.now}
+		l.keys[key] = lm
 	}
-	k, ok := l.keys[key]
-	if !ok {
-		l.keys[key] = &logKey{last: now}
-		return true, 0
-	}
-	if now.Sub(k.last) < logEvery {
-		k.skipped++
-		return false, 0
-	}
-	n := k.skipped
-	k.last, k.skipped = now, 0
-	return true, n
+	return lm
 }
 
 // logCut returns s cut to maxLogText bytes for a log line.
-func logCut(s string) string { return telemetry.CutText(s, maxLogText) }
+func logCut(s string) string { return logging.Clip(s, maxLogText) }
 
 // errCut returns err's text cut to maxLogText bytes for a log line.
 func errCut(err error) string {
@@ -62,14 +54,9 @@ func errCut(err error) string {
 	return logCut(err.Error())
 }
 
-// warnLimited logs msg at WARN under key's limit (logLimiter), with how
-// many lines of key were held back since the previous one.
+// warnLimited logs msg at WARN under key's limiter (logLimits).
 func (c *Collector) warnLimited(key, msg string, args ...any) {
-	ok, skipped := c.logLim.allow(key, time.Now())
-	if !ok {
-		return
-	}
-	c.log.Warn(msg, append(args, "suppressed_since_last", skipped, "logged_at_most", "once a minute per reason")...)
+	c.logLim.of(key).Log(context.Background(), c.log, slog.LevelWarn, msg, args...)
 }
 
 // birthPartsDropped counts an incomplete split birth the shard's assembler
