@@ -21,6 +21,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/history"
+	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -303,8 +304,7 @@ func legacy(subjects []string) bool {
 func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (bool, error) {
 	n := c.cfg.NATS
 	parts := c.cfg.Cluster.Partitions
-	want := jetstream.StreamConfig{Name: n.Stream, Subjects: telemetry.TelemetryStreamSubjects("*"),
-		Storage: jetstream.FileStorage, MaxAge: time.Duration(n.MaxAge), Duplicates: 2 * time.Minute, Replicas: c.cfg.Cluster.Replicas}
+	want := streams.Telemetry(n.Stream, telemetry.TelemetryStreamSubjects("*"), c.cfg.Cluster.Replicas, time.Duration(n.MaxAge))
 	if parts > 0 {
 		want.SubjectTransform = partitionTransform(parts)
 	}

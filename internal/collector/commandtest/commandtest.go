@@ -30,6 +30,7 @@ import (
 	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/gateway/gatewaytest"
+	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/fleet"
@@ -202,8 +203,7 @@ func EnsureAuditStream(tb testing.TB, js jetstream.JetStream) {
 	if _, err := js.Stream(ctx, AuditStream); err == nil {
 		return
 	}
-	cfg := jetstream.StreamConfig{Name: AuditStream, Description: "Smelter command audit (tests)", Storage: jetstream.FileStorage,
-		Subjects: telemetry.AuditStreamSubjects("*")}
+	cfg := streams.Audit(AuditStream, telemetry.AuditStreamSubjects("*"), 1, 0)
 	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		tb.Fatalf("create audit stream %s: %v", AuditStream, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -56,7 +57,7 @@ const (
 	DefaultTimeout     = 5 * time.Second
 
 	// DuplicateWindow is the dedup window of a stream the uplink creates.
-	DuplicateWindow = 2 * time.Minute
+	DuplicateWindow = streams.DuplicateWindow
 )
 
 const field = "uplinks.nats"

@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink"
 )
@@ -423,34 +424,13 @@ func (u *Uplink) stream(ctx context.Context, js jetstream.JetStream, want jetstr
 }
 
 func (u *Uplink) telemetrySpec() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        u.cfg.Stream,
-		Description: "Smelter telemetry",
-		Subjects:    u.cfg.Subjects,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		Storage:     jetstream.FileStorage,
-		Replicas:    u.cfg.Replicas,
-		MaxAge:      u.cfg.MaxAge,
-		Duplicates:  DuplicateWindow,
-	}
+	return streams.Telemetry(u.cfg.Stream, u.cfg.Subjects, u.cfg.Replicas, u.cfg.MaxAge)
 }
 
 // auditSpec is the audit stream: append only (no message delete, no
 // purge), file storage, audit_max_age.
 func (u *Uplink) auditSpec() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        u.cfg.AuditStream,
-		Description: "Smelter command audit (docs/commands.md)",
-		Subjects:    u.cfg.AuditSubjects,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		Storage:     jetstream.FileStorage,
-		Replicas:    u.cfg.Replicas,
-		MaxAge:      u.cfg.AuditMaxAge,
-		DenyDelete:  true,
-		DenyPurge:   true,
-	}
+	return streams.Audit(u.cfg.AuditStream, u.cfg.AuditSubjects, u.cfg.Replicas, u.cfg.AuditMaxAge)
 }
 
 // errCodeSubjectOverlap is JetStream's "subjects overlap with an existing

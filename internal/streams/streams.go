@@ -1,0 +1,55 @@
+// Package streams holds the one definition of the JetStream streams that
+// Smelter creates: the telemetry stream (batches, births, deaths, KPIs,
+// alerts) and the command audit stream. The gateway's NATS uplink, the
+// collector (create_stream) and the tests create them from here, so a stream
+// is the same whichever side made it first (docs/operations.md, "Streams").
+package streams
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DuplicateWindow is the telemetry stream's message-ID dedup window
+// (Nats-Msg-Id): a republished batch within it is stored once. Two minutes
+// is JetStream's own default, kept explicit so that a max_age below it can
+// be refused by configuration.
+const DuplicateWindow = 2 * time.Minute
+
+// Telemetry returns the telemetry stream's configuration: limits retention
+// discarding the oldest, file storage, replicas copies (1, 3 or 5 in a
+// cluster), messages kept maxAge (0: for ever) and a DuplicateWindow dedup
+// window. subjects are the kinds it captures (telemetry.TelemetryStreamSubjects);
+// the collector adds its partition transform itself.
+func Telemetry(name string, subjects []string, replicas int, maxAge time.Duration) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "Smelter telemetry",
+		Subjects:    subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      maxAge,
+		Duplicates:  DuplicateWindow,
+	}
+}
+
+// Audit returns the command audit stream's configuration: append only (no
+// message delete, no purge), limits retention, file storage, replicas
+// copies, records kept maxAge (docs/commands.md, "Audit").
+func Audit(name string, subjects []string, replicas int, maxAge time.Duration) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "Smelter command audit (docs/commands.md)",
+		Subjects:    subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      maxAge,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	}
+}
