@@ -17,7 +17,9 @@ import (
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
+	"github.com/smelterio/smelter/internal/history"
 	"github.com/smelterio/smelter/internal/modbus"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/fleet"
 )
@@ -29,6 +31,7 @@ type composeService struct {
 	Volumes     []string                              `yaml:"volumes"`
 	Ports       []string                              `yaml:"ports"`
 	Environment map[string]string                     `yaml:"environment"`
+	DependsOn   map[string]struct{ Condition string } `yaml:"depends_on"`
 }
 
 func readCompose(t *testing.T) map[string]composeService {
@@ -73,7 +76,7 @@ func arg(t *testing.T, cmd []string, flag string) string {
 // `docker compose config` runs in deploy/package/check.sh where Compose exists.
 func TestComposeFile(t *testing.T) {
 	svcs := readCompose(t)
-	for _, name := range []string{"nats-1", "nats-2", "nats-3", "mosquitto", "sim", "gateway", "collector-1", "collector-2"} {
+	for _, name := range []string{"nats-1", "nats-2", "nats-3", "mosquitto", "sim", "gateway", "collector-1", "collector-2", "postgres"} {
 		if _, ok := svcs[name]; !ok {
 			t.Errorf("service %s missing", name)
 		}
@@ -152,6 +155,23 @@ func TestComposeFile(t *testing.T) {
 		}
 		if _, ok := s.Environment[c.NATS.PasswordEnv]; !ok || c.NATS.URL == "" {
 			t.Errorf("%s: nats.url %q, password from %s not set by the service", name, c.NATS.URL, c.NATS.PasswordEnv)
+		}
+		// history in the compose PostgreSQL: the DSN the service sets, with
+		// its password as env.example says (hex), parses as the collector
+		// checks it at start
+		if c.History == nil || c.History.DSNEnv == "" {
+			t.Fatalf("%s keeps no history in the compose PostgreSQL", name)
+		}
+		dsn, ok := s.Environment[c.History.DSNEnv]
+		if !ok {
+			t.Fatalf("%s: history.dsn_env %s is not set by the service", name, c.History.DSNEnv)
+		}
+		dsn = regexp.MustCompile(`\$\{[A-Z0-9_]+[^}]*\}`).ReplaceAllString(dsn, "0123abcd")
+		if err := history.CheckDSN(secret.New(dsn)); err != nil || !strings.Contains(dsn, "@postgres:5432/") {
+			t.Errorf("%s: %s = %q: %v", name, c.History.DSNEnv, dsn, err)
+		}
+		if s.DependsOn["postgres"].Condition != "service_healthy" {
+			t.Errorf("%s does not wait for postgres", name)
 		}
 	}
 
