@@ -247,6 +247,7 @@ func TestNATSAccountsServeSmelter(t *testing.T) {
 		cfg := ccfg
 		cfg.NATS.URL, cfg.DataDir, cfg.HTTP.Listen = url, t.TempDir(), ""
 		cfg.Cluster.Replicas = 1 // one server here; Compose has three
+		cfg.History = nil        // no compose PostgreSQL here: TestComposeFile checks the history block
 		cfg.Replica = fmt.Sprintf("collector-%d", i+1)
 		set, err := cfg.LoadRules(catalog.Default())
 		if err != nil {
