@@ -30,8 +30,13 @@ type Reader struct {
 
 	ephemeral bool // a Tail reader: in-memory cursor, holds nothing back
 
-	// Guarded by s.mu.
+	// Guarded by s.mu. committed is what the uplink confirmed; durable is
+	// the part of it whose cursor has been written to the cursor file
+	// (or could not be: disk full). Segments are deleted only below every
+	// reader's durable cursor, so a restart never finds its cursor before
+	// a hole (TestKill9).
 	committed uint64
+	durable   uint64
 	opened    bool
 	wake      chan struct{}
 
@@ -112,6 +117,7 @@ func (s *Spool) loadReader(name string) (*Reader, error) {
 			"cursor", r.committed, "last_seq", s.last)
 		r.committed = s.last
 	}
+	r.durable = r.committed
 	r.pos = r.committed + 1
 	s.readers[name] = r
 	return r, nil
@@ -288,6 +294,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 			r.pos = first
 			if r.committed < first-1 {
 				r.committed = first - 1
+				r.durable = max(r.durable, r.committed) // nothing below first is left to delete
 				persist = r.committed
 			}
 		}
@@ -573,10 +580,20 @@ func (r *Reader) Commit(seq uint64) error {
 		seq++
 	}
 	r.committed = seq
-	s.deleteCommittedLocked()
-	s.wakeSpaceLocked()
 	s.mu.Unlock()
-	return r.persistIf(seq)
+	// The cursor is written before the segments it releases are deleted:
+	// a kill between the two leaves records the cursor has passed, never a
+	// cursor before deleted ones. A cursor that cannot be written (disk
+	// full) releases them all the same, as deleting is what frees room.
+	err := r.persistIf(seq)
+	s.mu.Lock()
+	r.durable = max(r.durable, seq)
+	if !s.closed {
+		s.deleteCommittedLocked()
+		s.wakeSpaceLocked()
+	}
+	s.mu.Unlock()
+	return err
 }
 
 // Rewind moves the read position back to the committed cursor, so records

@@ -855,9 +855,16 @@ func (s *Spool) rollIfCommitted() error {
 	return s.rollLocked(s.last + 1)
 }
 
-// deleteCommittedLocked deletes old segments every reader has committed.
+// deleteCommittedLocked deletes old segments every reader has committed
+// and written its cursor past (Reader.durable).
 func (s *Spool) deleteCommittedLocked() {
-	lo := s.minCommittedLocked()
+	lo := uint64(0) // no reader: nothing counts as committed
+	if len(s.readers) > 0 {
+		lo = ^uint64(0)
+		for _, r := range s.readers {
+			lo = min(lo, r.durable)
+		}
+	}
 	for len(s.segs) > 1 && (s.segs[0].count == 0 || s.segs[0].last <= lo) {
 		s.removeOldestLocked(false, "committed")
 	}
