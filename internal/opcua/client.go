@@ -702,6 +702,11 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 // (stamped now), so consumers can tell "unchanged" from "gone": a
 // subscription reports changes only. A point's last Good, Uncertain or Bad
 // answer is repeated; nothing is invented for a point never heard from.
+// "Unchanged" is known only while the subscription answers: nothing is
+// repeated once the server has not answered a Publish for two keep-alive
+// periods (a keep-alive comes every period), so a server that stops
+// publishing with its connection kept open is silence, not fresh values
+// (the gateway's stall watch then declares the device dead).
 func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) error {
 	hb := c.cfg.Heartbeat
 	t := time.NewTicker(max(min(hb/4, time.Minute), time.Millisecond))
@@ -712,6 +717,9 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if !sub.heardWithin(2 * sub.cycleInterval()) {
+			continue
 		}
 		r.mu.Lock()
 		due = due[:0]
