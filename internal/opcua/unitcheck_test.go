@@ -97,3 +97,28 @@ func TestInteropPolledNodeGainsUnits(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkPollProbe1k is what a checked poll adds for 1,000 points whose
+// nodes had no EngineeringUnits at the session's start: one Browse of
+// their HasProperty references after the values' Read (poller.probeUnits).
+// The benchmark server's nodes do have both properties, so each answer
+// carries two references: an upper bound for nodes that have none.
+func BenchmarkPollProbe1k(b *testing.B) {
+	const n = 1000
+	p := benchPoller(b, n)
+	for _, j := range p.check {
+		p.probe = append(p.probe, j)
+		p.probeReq = append(p.probeReq, propertiesOf(p.nodes[p.idx[j]]))
+		p.probeHad = append(p.probeHad, unitProps{})
+	}
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.probeUnits(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(p.appeared) != n {
+		b.Fatalf("%d of %d probed nodes show their properties", len(p.appeared), n)
+	}
+}
