@@ -10,7 +10,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging/logtest"
+	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
@@ -107,4 +110,37 @@ devices:
 		t.Errorf("%d stall lines logged, want 1:\n%s", n, text)
 	}
 	t.Log(text)
+}
+
+// TestStallLimit: the stall limit is max(floor, 3 x (P + D)), P the longest
+// of the configured intervals and the cycles' intervals, D the longest
+// cycle duration seen; the default floor is DefaultStallFloor. Points never
+// reported are not armed.
+func TestStallLimit(t *testing.T) {
+	newWatch := func(floor time.Duration) *stallWatch {
+		d := &device{g: &Gateway{stallFloor: floor}, cfg: &gwconfig.Device{Interval: time.Second,
+			Norm: []normalize.Point{{IntervalMS: 5000}, {IntervalMS: 2000}}}}
+		return newStallWatch(d)
+	}
+	w := newWatch(0)
+	if got := w.limit(); got != DefaultStallFloor {
+		t.Fatalf("limit %v with 5 s points, want the floor %v", got, DefaultStallFloor)
+	}
+	w.emitted(&sample.Cycle{Interval: 6 * time.Second, Duration: 2 * time.Second})
+	if w.armed {
+		t.Fatal("a cycle without samples armed the watch")
+	}
+	if got, want := w.limit(), DefaultStallFloor; got != want {
+		t.Fatalf("limit %v, want %v", got, want)
+	}
+	w.emitted(&sample.Cycle{Interval: 10 * time.Second, Duration: 4 * time.Second, Samples: []sample.Sample{{Index: 1, Status: 7}, {Index: 9}}})
+	if got, want := w.limit(), 3*(10*time.Second+4*time.Second); got != want {
+		t.Fatalf("limit %v, want %v", got, want)
+	}
+	if !w.armed || w.status[1] != 7 || w.heard[0] != 1<<1 {
+		t.Fatalf("armed %v, status %v, heard %b: want point 1 heard with status 7 (index 9 ignored)", w.armed, w.status, w.heard)
+	}
+	if got, want := newWatch(time.Minute).limit(), time.Minute; got != want {
+		t.Fatalf("limit %v with a 1 min floor, want %v", got, want)
+	}
 }
