@@ -41,6 +41,10 @@
 //   {"cmd":"range","name":"top_pressure","low":"NaN","high":"NaN"}  sets its EURange (numbers, or the
 //                                                     texts "NaN", "Infinity", "-Infinity")
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
+//   {"cmd":"addeu","name":"blast_setpoint","unit":"bar","value":8}  gives a variable without
+//                                                     EngineeringUnits (blast_setpoint, fault) that
+//                                                     property (a HasProperty reference to a new node)
+//                                                     and the value, in one tick
 //
 // Methods (commands, docs/commands.md "OPC UA method calls") on the asset folder ns;s=bf-2:
 //   ns;s=bf-2.SetBlastSetpoint(value: Float)  sets the Double variable ns;s=bf-2.blast_setpoint;
@@ -207,6 +211,7 @@ async function main() {
         });
     const setpoint = plain("blast_setpoint", 800);
     const fault = plain("fault", 1);
+    const unitless = new Map([["blast_setpoint", setpoint], ["fault", fault]]);
     const setter = ns.addMethod(folder, {
         browseName: "SetBlastSetpoint",
         nodeId: `s=${ASSET}.SetBlastSetpoint`,
@@ -407,6 +412,22 @@ async function main() {
                     if (!v) throw new Error(`no variable ${c.name}`);
                     const low = Number(c.low), high = Number(c.high); // Number("NaN") is NaN
                     v.euRange.setValueFromSource(new Variant({ dataType: DataType.ExtensionObject, value: new Range({ low, high }) }));
+                    break;
+                }
+                case "addeu": {
+                    const v = unitless.get(c.name);
+                    if (!v) throw new Error(`no variable without EngineeringUnits named ${c.name}`);
+                    const eu = standardUnits[c.unit];
+                    if (!eu) throw new Error(`no unit ${c.unit}`);
+                    if (v.getPropertyByName && v.getPropertyByName("EngineeringUnits")) throw new Error(`${c.name} has EngineeringUnits`);
+                    v.setValueFromSource(new Variant({ dataType: DataType.Double, value: Number(c.value) }), StatusCodes.Good, new Date());
+                    ns.addVariable({
+                        propertyOf: v,
+                        browseName: { name: "EngineeringUnits", namespaceIndex: 0 },
+                        nodeId: `s=${ASSET}.${c.name}.EngineeringUnits`,
+                        dataType: "EUInformation",
+                        value: new Variant({ dataType: DataType.ExtensionObject, value: eu }),
+                    });
                     break;
                 }
                 case "fault":

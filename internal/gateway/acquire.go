@@ -30,10 +30,11 @@ type acquisition struct {
 // of one device are the devices on its link: the map stays small.
 const overrunLogEvery = 10 * time.Minute
 
-// run acquires from the device's source until ctx ends.
+// run acquires from the device's source until ctx ends, restarting the
+// source when it stalls (stallWatch).
 func (d *device) run(ctx context.Context, sp *spool.Spool) error {
 	a := &acquisition{d: d, sp: sp, dm: d.metrics(), batch: telemetry.Batch{Gateway: d.g.cfg.ID, Asset: d.cfg.Asset}}
-	return d.src.Run(ctx, func(c *sample.Cycle) {
+	return newStallWatch(d).run(ctx, func(c *sample.Cycle) {
 		a.batch.Readings = d.g.borrowReadings(len(c.Samples))
 		a.cycle(ctx, c)
 		d.g.returnReadings(a.batch.Readings)

@@ -107,9 +107,19 @@ devices:
 // runGateway runs a gateway until the test ends.
 func runGateway(t *testing.T, cfg *gwconfig.Config) *Gateway {
 	t.Helper()
-	g, err := New(cfg, Options{DrainTimeout: time.Second, Logger: testLogger(t)})
+	return runGatewayWith(t, cfg, Options{DrainTimeout: time.Second, Logger: testLogger(t)}, nil)
+}
+
+// runGatewayWith is runGateway with opts, and tune (when not nil) called
+// on the gateway before it runs.
+func runGatewayWith(t *testing.T, cfg *gwconfig.Config, opts Options, tune func(*Gateway)) *Gateway {
+	t.Helper()
+	g, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -82,6 +82,9 @@ type Gateway struct {
 	devices  []*device  // every device, or source of a device with sources
 	assets   []*asset   // what the devices feed, in file order
 	cmd      *commander // nil without a commands block (docs/commands.md)
+	// stallFloor is the least stall limit of a device's source
+	// (DefaultStallFloor; tests lower it)
+	stallFloor time.Duration
 
 	// readings lends the acquisition loops the readings of the cycle they
 	// encode (*[]telemetry.Reading): a few buffers in use at a time, not

@@ -90,6 +90,7 @@ type metrics struct {
 	spoolErrors  prometheus.Counter
 	notices      *prometheus.CounterVec
 	deviceUp     *prometheus.GaugeVec
+	stalls       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
@@ -116,9 +117,12 @@ func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
 			[]string{"kind"}),
 		deviceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "smelter_gateway_device_up",
 			Help: "1 while the device is alive: it answered (even with exceptions) within 3 x its interval."}, []string{"device"}),
+		stalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_device_stalls_total",
+			Help: "Times a device's driver emitted no cycle (neither data nor an error) within its stall limit, max(30s, 3 x (longest interval + longest cycle duration)), while the device was alive: its points were published stale and the driver restarted."},
+			[]string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.delayed, m.readings, m.batches, m.spoolErrors, m.notices, m.deviceUp,
+		reg.MustRegister(m.polls, m.pollDuration, m.overruns, m.delayed, m.readings, m.batches, m.spoolErrors, m.notices, m.deviceUp, m.stalls,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_gateway_seq",
 				Help: "Last sequence number the spool assigned (batches, notices and lost appends alike): the seq /status shows."}, seq))
 	}

@@ -27,6 +27,43 @@ func (s *fixedSource) Class() string     { return s.class }
 func (s *fixedSource) Signals() []string { return s.signals }
 func (s *fixedSource) Values() []float64 { return s.values }
 
+// startFrontAndNATS starts the simulators' OPC UA front serving one asset
+// from src (values stamped now) and an embedded NATS server, both stopped
+// when the test ends, and returns them with the test's directory.
+func startFrontAndNATS(t *testing.T, ctx context.Context, asset string, src *fixedSource) (*opcuafront.Front, *brokers.NATS, string) {
+	t.Helper()
+	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: asset, Source: src}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := front.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = front.Stop() })
+	front.Refresh(time.Now())
+	dir := t.TempDir()
+	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nb.Shutdown)
+	return front, nb, dir
+}
+
+// loadConfigText writes text as dir/gateway.yaml and loads it.
+func loadConfigText(t *testing.T, dir, text string) *gwconfig.Config {
+	t.Helper()
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gwconfig.Load(path, Drivers()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // lastReading returns the newest reading of signal in the collected batches.
 func lastReading(c *collector, signal string) (telemetry.Reading, bool) {
 	batches, _, _ := c.snapshot()
@@ -48,24 +85,9 @@ func lastReading(c *collector, signal string) (telemetry.Reading, bool) {
 func TestEndToEndOPCUA(t *testing.T) {
 	src := &fixedSource{class: "boiler", signals: []string{"steam_pressure", "flue_gas_temp", "flue_o2", "steam_flow"},
 		values: []float64{1.25, 142.5, 3.1, 18}}
-	front, err := opcuafront.New(opcuafront.Config{}, []opcuafront.Asset{{ID: "boiler-ua", Source: src}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := front.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = front.Stop() })
-	front.Refresh(time.Now())
-
-	dir := t.TempDir()
-	nb, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nb.Shutdown)
+	front, nb, dir := startFrontAndNATS(t, ctx, "boiler-ua", src)
 	cfgText := fmt.Sprintf(`gateway: {id: gw-ua, site: plant1, data_dir: ./data}
 http: {listen: "off"}
 uplinks: {nats: {url: %q}}
@@ -82,15 +104,7 @@ devices:
       - {signal: steam_flow, node_id: %q, sampling_interval: 100ms}
 `, nb.URL(), front.Endpoint(), front.NodeID("boiler-ua", "steam_pressure"), front.NodeID("boiler-ua", "flue_gas_temp"),
 		front.NodeID("boiler-ua", "flue_o2"), front.NodeID("boiler-ua", "steam_flow"))
-	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := gwconfig.Load(path, Drivers()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runGateway(t, cfg)
+	runGateway(t, loadConfigText(t, dir, cfgText))
 	nc := subscribeNATS(t, nb.URL())
 
 	want := map[string]struct {

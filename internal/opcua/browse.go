@@ -232,13 +232,18 @@ func extObj[T any](dv *ua.DataValue) (T, bool) {
 	return v, ok
 }
 
+// propertiesOf is the Browse of node's HasProperty references.
+func propertiesOf(node *ua.NodeID) *ua.BrowseDescription {
+	return &ua.BrowseDescription{NodeID: node, BrowseDirection: ua.BrowseDirectionForward,
+		ReferenceTypeID: ua.NewNumericNodeID(0, id.HasProperty), IncludeSubtypes: true,
+		NodeClassMask: uint32(ua.NodeClassVariable), ResultMask: uint32(ua.BrowseResultMaskAll)}
+}
+
 // properties browses the HasProperty references of nodes (batched).
 func (s *session) properties(ctx context.Context, nodes []*ua.NodeID) ([]map[string]*ua.NodeID, error) {
 	descs := make([]*ua.BrowseDescription, len(nodes))
 	for i, n := range nodes {
-		descs[i] = &ua.BrowseDescription{NodeID: n, BrowseDirection: ua.BrowseDirectionForward,
-			ReferenceTypeID: ua.NewNumericNodeID(0, id.HasProperty), IncludeSubtypes: true,
-			NodeClassMask: uint32(ua.NodeClassVariable), ResultMask: uint32(ua.BrowseResultMaskAll)}
+		descs[i] = propertiesOf(n)
 	}
 	refs, err := s.browse(ctx, descs)
 	if err != nil {

@@ -702,6 +702,11 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 // (stamped now), so consumers can tell "unchanged" from "gone": a
 // subscription reports changes only. A point's last Good, Uncertain or Bad
 // answer is repeated; nothing is invented for a point never heard from.
+// "Unchanged" is known only while the subscription answers: nothing is
+// repeated once the server has not answered a Publish for two keep-alive
+// periods (a keep-alive comes every period), so a server that stops
+// publishing with its connection kept open is silence, not fresh values
+// (the gateway's stall watch then declares the device dead).
 func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) error {
 	hb := c.cfg.Heartbeat
 	t := time.NewTicker(max(min(hb/4, time.Minute), time.Millisecond))
@@ -712,6 +717,9 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if !sub.heardWithin(2 * sub.cycleInterval()) {
+			continue
 		}
 		r.mu.Lock()
 		due = due[:0]
@@ -732,31 +740,39 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 }
 
 // poll reads a group of points every interval, one cycle per read, with
-// the units of its UnitFromNode points every unit_check_interval
-// (poller.read). A point whose unit changed on the server, or whose value
-// the server flags SemanticsChanged, is published bad in that cycle; the
-// units are then read again by the path of the session's start (OnUnits,
-// hence the gateway's conversion and birth, before the next cycle) and the
-// next read publishes it in the new unit.
+// the units of its UnitFromNode points with every read by default, or
+// every unit_check_interval (poller.read, poller.probeUnits). A point whose
+// unit changed on the server, whose node gained EngineeringUnits, or whose
+// value the server flags SemanticsChanged, is published bad in that cycle;
+// the units are then read again by the path of the session's start
+// (OnUnits, hence the gateway's conversion and birth, before the next
+// cycle) and the next read publishes it in the new unit.
 func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Duration) error {
 	t := time.NewTicker(iv)
 	defer t.Stop()
-	every := c.cfg.unitCheck()
+	every := time.Duration(c.cfg.UnitCheckInterval)
 	lastCheck := time.Now() // the session's start read the units
 	for {
 		start := time.Now()
-		check := len(p.check) > 0 && (p.forceCheck || every > 0 && (every <= iv || start.Sub(lastCheck) >= every))
+		check := len(p.check)+len(p.probe) > 0 && (p.forceCheck || c.cfg.UnitCheckInterval == UnitCheckEveryRead ||
+			every > 0 && (every <= iv || start.Sub(lastCheck) >= every))
 		if check {
 			lastCheck = start
 		}
 		gen := r.unitGen.Load()
-		if err := p.read(ctx, check); err != nil {
+		err := p.read(ctx, check)
+		if err == nil && check {
+			// after the values: a property seen now may have been there
+			// when they were read; one not seen was not (docs/opcua.md)
+			err = p.probeUnits(ctx)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if p.settle(r, gen, check, &sample.Cycle{Start: start, Duration: time.Since(start), Interval: iv, Replied: true}) {
+		if p.settle(r, gen, check && len(p.check) > 0, &sample.Cycle{Start: start, Duration: time.Since(start), Interval: iv, Replied: true}) {
 			props, err := c.units(ctx, p.cl, p.nodes, p.lim, r)
 			if err != nil {
 				if stopped(ctx) {
@@ -816,8 +832,16 @@ type poller struct {
 	// checked: the values with the EngineeringUnits and EURange of the
 	// UnitFromNode points, each point's items in one request (a value and
 	// the unit it is in are read together)
-	checked   readPlan
-	check     []int      // positions (in idx) of the points whose units are checked
+	checked readPlan
+	check   []int // positions (in idx) of the points whose units are checked
+	// probe: positions of the UnitFromNode points whose node had no
+	// EngineeringUnits property when the units were read: a check browses
+	// their properties after reading their values, and appeared gets those
+	// that have gained EngineeringUnits (or an EURange) since
+	probe     []int
+	probeReq  []*ua.BrowseDescription
+	probeHad  []unitProps // by probe position: what the node had
+	appeared  []int
 	checkable []bool     // by position: in check
 	units     []NodeUnit // by position: units read with the values
 	ss        []sample.Sample
@@ -844,8 +868,16 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 	}
 	p.plain.bounds = append(p.plain.bounds, len(idx))
 	for j, i := range idx {
-		if c.points[i].UnitFromNode && props != nil && (props[i].eu != nil || props[i].rng != nil) {
+		if !c.points[i].UnitFromNode || props == nil {
+			continue
+		}
+		if props[i].eu != nil || props[i].rng != nil {
 			p.check = append(p.check, j)
+		}
+		if props[i].eu == nil {
+			p.probe = append(p.probe, j)
+			p.probeReq = append(p.probeReq, propertiesOf(nodes[i]))
+			p.probeHad = append(p.probeHad, props[i])
 		}
 	}
 	if len(p.check) == 0 {
@@ -900,7 +932,7 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 func (p *poller) read(ctx context.Context, check bool) error {
 	c := p.c
 	pl := &p.plain
-	if check {
+	if check && len(p.check) > 0 {
 		pl = &p.checked
 		for _, j := range p.check {
 			p.units[j] = nodeUnit(p.idx[j])
@@ -953,6 +985,36 @@ func (p *poller) read(ctx context.Context, check bool) error {
 	return nil
 }
 
+// probeUnits browses the properties of the probed points (a node without
+// EngineeringUnits when the units were read) after their values
+// were read, and puts in p.appeared those that have gained one: their
+// values are withheld and the units read again (settle). A failed browse
+// fails the session, as a failed read does.
+func (p *poller) probeUnits(ctx context.Context) error {
+	p.appeared = p.appeared[:0]
+	if len(p.probe) == 0 {
+		return nil
+	}
+	s := &session{cl: p.cl, cfg: &p.c.cfg, lim: p.lim}
+	refs, err := s.browse(ctx, p.probeReq)
+	if err != nil {
+		return err
+	}
+	for k, rs := range refs {
+		had := p.probeHad[k]
+		for _, r := range rs {
+			if r.BrowseName == nil || r.NodeID == nil {
+				continue
+			}
+			if n := r.BrowseName.Name; n == "EngineeringUnits" && had.eu == nil || n == "EURange" && had.rng == nil {
+				p.appeared = append(p.appeared, p.probe[k])
+				break
+			}
+		}
+	}
+	return nil
+}
+
 // settle finishes a read under r.mu and emits its cycle: a checked point
 // whose unit differs from the one in force is withheld (statusUnitUnknown)
 // and noted in p.changed; when units were handed to OnUnits since the read
@@ -988,6 +1050,16 @@ func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle
 			p.withhold(&p.ss[j], statusUnitUnknown)
 		}
 	}
+	for _, j := range p.appeared {
+		if slices.Contains(p.changed, j) {
+			continue
+		}
+		p.changed = append(p.changed, j)
+		c.unitChangeLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua engineering units of a polled point changed; its value is published bad until the new unit is applied",
+			"node", c.points[p.idx[j]].NodeID, "changed", "a property appeared (EngineeringUnits or EURange)", "status", statusHex(statusUnitUnknown))
+		p.withhold(&p.ss[j], statusUnitUnknown)
+	}
+	p.appeared = p.appeared[:0]
 	reread := len(p.changed) > 0
 	p.forceCheck = false
 	for _, j := range p.flagged {

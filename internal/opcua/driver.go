@@ -57,9 +57,6 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 	d, doc := b.Device(), b.Doc()
 	var u Config
 	b.Decode(&u)
-	if u.UnitCheckInterval == 0 && b.Has("unit_check_interval") {
-		u.UnitCheckOff = true // an explicit 0s: no unit check of polled points
-	}
 	if u.DataDir == "" {
 		u.DataDir = filepath.Join(b.DataDir(), "opcua")
 	}

@@ -10,23 +10,27 @@ import (
 )
 
 // TestUnitCheckIntervalConfig: the opcua block's unit_check_interval
-// defaults to DefaultUnitCheckInterval when left out, an explicit 0s turns
-// the check off, and a value out of range names the field.
+// defaults to every read when left out, takes every_read, never or an
+// interval, and refuses anything else naming file, line, field and what it
+// takes (a bare 0 and 0s included: neither says whether it means "every
+// read" or "never").
 func TestUnitCheckIntervalConfig(t *testing.T) {
+	const want = "want every_read, never or a duration from 10ms to 24h such as 30s"
 	for _, tc := range []struct {
 		name, yaml string // the key's line in the opcua block ("" leaves it out)
-		every      time.Duration
-		off        bool
+		check      UnitCheck
 		err        string
 	}{
-		{"default", "", DefaultUnitCheckInterval, false, ""},
-		{"set", "unit_check_interval: 5s", 5 * time.Second, false, ""},
-		{"off", "unit_check_interval: 0s", 0, true, ""},
-		{"negative", "unit_check_interval: -1s", 0, false, "gw.yaml:5: devices[0].opcua.unit_check_interval: -1s out of range 10ms..24h (0s disables the check)"},
-		{"too often", "unit_check_interval: 1ms", 0, false, "devices[0].opcua.unit_check_interval: 1ms out of range 10ms..24h"},
-		{"not a duration", "unit_check_interval: often", 0, false, "devices[0].opcua.unit_check_interval:"},
-		{"0 without unit", "unit_check_interval: 0", 0, false,
-			`gw.yaml:5: devices[0].opcua.unit_check_interval: want a duration such as 500ms, 30s or 15m, got "0" (a number needs a unit: 0s)`},
+		{"default", "", UnitCheckEveryRead, ""},
+		{"every_read", "unit_check_interval: every_read", UnitCheckEveryRead, ""},
+		{"never", "unit_check_interval: never", UnitCheckNever, ""},
+		{"interval", "unit_check_interval: 5s", UnitCheck(5 * time.Second), ""},
+		{"0s", "unit_check_interval: 0s", 0, `gw.yaml:5: devices[0].opcua.unit_check_interval: ` + want + `, got "0s"`},
+		{"0 without unit", "unit_check_interval: 0", 0, `gw.yaml:5: devices[0].opcua.unit_check_interval: ` + want + `, got "0"`},
+		{"negative", "unit_check_interval: -1s", 0, `gw.yaml:5: devices[0].opcua.unit_check_interval: ` + want + `, got "-1s"`},
+		{"not a duration", "unit_check_interval: often", 0, `gw.yaml:5: devices[0].opcua.unit_check_interval: ` + want + `, got "often"`},
+		{"too often", "unit_check_interval: 1ms", 0, "gw.yaml:5: devices[0].opcua.unit_check_interval: 1ms out of range: " + want},
+		{"too rare", "unit_check_interval: 25h", 0, "gw.yaml:5: devices[0].opcua.unit_check_interval: 25h0m0s out of range: " + want},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			block := `{endpoint: "opc.tcp://127.0.0.1:4840"}`
@@ -46,13 +50,13 @@ func TestUnitCheckIntervalConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := cfg.Devices[0].Driver.(*DeviceConfig).Config
-			if c.unitCheck() != tc.every || c.UnitCheckOff != tc.off {
-				t.Fatalf("unit check every %v (off %v), want %v (off %v)", c.unitCheck(), c.UnitCheckOff, tc.every, tc.off)
+			if c.UnitCheckInterval != tc.check {
+				t.Fatalf("unit check %v, want %v", c.UnitCheckInterval, tc.check)
 			}
 			// New (the worker's copy too) keeps it as compiled
 			cl, err := New("bf-2", c, cfg.Devices[0].Driver.(*DeviceConfig).Points, nil, nil)
-			if err != nil || cl.cfg.unitCheck() != tc.every {
-				t.Fatalf("New: %v, every %v", err, cl.cfg.unitCheck())
+			if err != nil || cl.cfg.UnitCheckInterval != tc.check {
+				t.Fatalf("New: %v, check %v", err, cl.cfg.UnitCheckInterval)
 			}
 		})
 	}

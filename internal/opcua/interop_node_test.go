@@ -821,30 +821,30 @@ func TestInteropSemanticsChanged(t *testing.T) {
 // session: the first read that sees the new unit is published Bad without a
 // value (statusUnitUnknown), the new unit reaches OnUnits, and only then do
 // Good values come, in bar. every-read checks the units with every value
-// (unit_check_interval at or below the poll interval): no value is ever
+// (unit_check_interval every_read, the default): no value is ever
 // published Good in a unit it is not in. periodic checks them every 400 ms:
 // values of the window before the check are mis-labelled (counted, logged),
-// none after it. flagged has the check off and a server that flags its Read
+// none after it. flagged has the check off (never) and a server that flags its Read
 // results SemanticsChanged: the flag alone is honoured.
 func TestInteropPolledUnitChange(t *testing.T) {
 	needNodeServer(t)
 	for _, tc := range []struct {
 		name, iso string
-		check     time.Duration // 0: off
-		flag      bool          // the server flags the changed value SemanticsChanged
-		strict    bool          // no mis-labelled value at all
+		check     UnitCheck
+		flag      bool // the server flags the changed value SemanticsChanged
+		strict    bool // no mis-labelled value at all
 	}{
-		{"every-read", IsolationNone, 50 * time.Millisecond, false, true},
-		{"every-read-worker", IsolationEndpoint, 100 * time.Millisecond, false, true},
-		{"periodic", IsolationNone, 400 * time.Millisecond, false, false},
-		{"flagged", IsolationNone, 0, true, true},
-		{"flagged-worker", IsolationProcess, 0, true, true},
+		{"every-read", IsolationNone, UnitCheckEveryRead, false, true},
+		{"every-read-worker", IsolationEndpoint, UnitCheckEveryRead, false, true},
+		{"periodic", IsolationNone, UnitCheck(400 * time.Millisecond), false, false},
+		{"flagged", IsolationNone, UnitCheckNever, true, true},
+		{"flagged-worker", IsolationProcess, UnitCheckNever, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startNodeServer(t, t.TempDir())
 			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
 			cfg.Isolation = tc.iso
-			cfg.UnitCheckInterval, cfg.UnitCheckOff = tc.check, tc.check == 0
+			cfg.UnitCheckInterval = tc.check
 			points := []Point{{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}} // top_pressure
 			c, ul := runUnitLog(t, cfg, points)
 			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
@@ -907,7 +907,7 @@ func TestInteropMalformedUnits(t *testing.T) {
 			srv := startNodeServer(t, t.TempDir())
 			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
 			cfg.Isolation = iso
-			cfg.UnitCheckInterval = 100 * time.Millisecond
+			cfg.UnitCheckInterval = UnitCheckEveryRead
 			points := []Point{{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}} // top_pressure
 			var logs logtest.Buffer
 			m := NewMetrics(nil)
@@ -984,7 +984,7 @@ func TestInteropNonFiniteRange(t *testing.T) {
 			srv := startNodeServer(t, t.TempDir())
 			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
 			cfg.Isolation = iso
-			cfg.UnitCheckInterval = 100 * time.Millisecond
+			cfg.UnitCheckInterval = UnitCheckEveryRead
 			points := []Point{
 				{NodeID: srv.Nodes[1], Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}, // top_pressure
 				{NodeID: srv.Nodes[0], SamplingInterval: 50 * time.Millisecond},                                  // hot_blast_temp, changing

@@ -23,8 +23,11 @@ func BenchmarkPollRead1k(b *testing.B) { benchPollRead1k(b, false) }
 // three requests.
 func BenchmarkPollRead1kUnitsChecked(b *testing.B) { benchPollRead1k(b, true) }
 
-func benchPollRead1k(b *testing.B, check bool) {
-	const n = 1000
+// benchPoller is a poller of a 1,000-point group (n points, every one
+// taking its unit from its node) on a session to a server in a child
+// process, its units read as at a session's start.
+func benchPoller(b *testing.B, n int) *poller {
+	b.Helper()
 	endpoint := benchServerProcess(b, n)
 	points := make([]Point, n)
 	for i := range points {
@@ -40,7 +43,7 @@ func benchPollRead1k(b *testing.B, check bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer closeClient(cl)
+	b.Cleanup(func() { closeClient(cl) })
 	nodes, _, err := c.resolve(ctx, cl)
 	if err != nil {
 		b.Fatal(err)
@@ -61,6 +64,13 @@ func benchPollRead1k(b *testing.B, check bool) {
 	if len(p.check) != n {
 		b.Fatalf("%d of %d points have units to check", len(p.check), n)
 	}
+	return p
+}
+
+func benchPollRead1k(b *testing.B, check bool) {
+	const n = 1000
+	p := benchPoller(b, n)
+	ctx := b.Context()
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.read(ctx, check); err != nil {

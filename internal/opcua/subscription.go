@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -74,6 +75,15 @@ type SubscriptionTiming struct {
 type subscription struct {
 	id uint32
 	SubscriptionTiming
+	// answered is when the server last answered a Publish (a data change,
+	// a keep-alive or a fault), in Unix ns: the heartbeat re-reports
+	// values only while the server shows it is there.
+	answered atomic.Int64
+}
+
+// heardWithin reports whether the server answered a Publish within d.
+func (s *subscription) heardWithin(d time.Duration) bool {
+	return time.Since(time.Unix(0, s.answered.Load())) <= d
 }
 
 // cycleInterval is the longest gap between two cycles of a healthy
@@ -124,6 +134,7 @@ func (c *Client) subscribe(ctx context.Context, cl *opcua.Client) (*subscription
 	if s.PublishingInterval <= 0 {
 		s.PublishingInterval = t.interval
 	}
+	s.answered.Store(time.Now().UnixNano())
 	if ka := s.cycleInterval(); PublishTimeoutFactor*ka > t.publish {
 		c.log.Warn("the server revised the subscription's keep-alive period close to the publish timeout; expect BadTimeout answers (survived, counted)",
 			"keep_alive_period", ka, "publish_timeout", t.publish, "publishing_interval", s.PublishingInterval, "max_keep_alive_count", s.MaxKeepAliveCount)
@@ -262,6 +273,9 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 		cancel()
 		if stopped(ctx) {
 			return nil
+		}
+		if answered {
+			s.sub.answered.Store(time.Now().UnixNano())
 		}
 		switch {
 		case err == nil:

@@ -154,7 +154,7 @@ func TestWorkerDeliversSameNonFiniteAsInProcess(t *testing.T) {
 			}
 			cfg := baseConfig(t, f)
 			cfg.Isolation = iso
-			cfg.UnitCheckInterval = 50 * time.Millisecond
+			cfg.UnitCheckInterval = UnitCheck(50 * time.Millisecond)
 			points := pointsFor(f, "bf-2", ModeSubscribe, "hot_blast_temp", "top_pressure")
 			points = append(points, pointsFor(f, "bf-2", ModePoll, "top_gas_co")...)
 			for i := range points {

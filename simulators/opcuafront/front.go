@@ -405,6 +405,40 @@ func (f *Front) SetRange(asset, signal string, low, high float64) error {
 	return nil
 }
 
+// euInfo is e's EngineeringUnits: the UNECE code of its unit, or UnitId
+// -1 and the unit as DisplayName when the table lacks it.
+func (f *Front) euInfo(e *entry) *ua.ExtensionObject {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	eu := &ua.EUInformation{NamespaceURI: uaunits.NamespaceURI, UnitID: e.euID, DisplayName: lt(e.unit), Description: lt(e.unit)}
+	if e.euID < 0 {
+		eu.NamespaceURI = ""
+	}
+	return ua.NewExtensionObject(eu)
+}
+
+// SetUnit changes a node's EngineeringUnits to unit (a UCUM code) and its
+// value to v in one step, as a server re-commissioned live would (its
+// EURange stays): a client reading both at once sees either the old value
+// and unit or the new ones. Subscribers are notified of the value, without
+// a SemanticsChanged bit (gopcua's server sets none).
+func (f *Front) SetUnit(asset, signal, unit string, v float64, ts time.Time) error {
+	e, ok := f.byKey[asset+"."+signal]
+	if !ok {
+		return fmt.Errorf("opcuafront: no node %s.%s", asset, signal)
+	}
+	f.mu.Lock()
+	e.unit, e.euCode, e.euID = unit, "", -1
+	if code, uid, ok := uaunits.UNECE(unit); ok {
+		e.euCode, e.euID = code, uid
+	}
+	e.value, e.ts = v, ts
+	f.dirty[e] = struct{}{}
+	f.mu.Unlock()
+	f.signal()
+	return nil
+}
+
 // euRange is e's EURange.
 func (f *Front) euRange(e *entry) *ua.Range {
 	f.mu.RLock()

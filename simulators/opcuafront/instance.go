@@ -20,8 +20,6 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"github.com/gopcua/opcua/uapolicy"
 	"github.com/gopcua/opcua/uasc"
-
-	"github.com/smelterio/smelter/internal/opcua/uaunits"
 )
 
 // instance is one gopcua server lifetime (Start to Stop).
@@ -211,13 +209,8 @@ func (in *instance) buildAddressSpace() error {
 			ns.AddNode(v)
 			folder.AddRef(v, id.HasComponent, true)
 
-			eu := &ua.EUInformation{NamespaceURI: uaunits.NamespaceURI, UnitID: e.euID,
-				DisplayName: lt(e.unit), Description: lt(e.unit)}
-			if e.euID < 0 {
-				eu.NamespaceURI = ""
-			}
-			euObj := ua.NewExtensionObject(eu)
-			v.AddRef(in.property(ns, propType, e, "EngineeringUnits", id.EUInformation, func() *ua.ExtensionObject { return euObj }), id.HasProperty, true)
+			v.AddRef(in.property(ns, propType, e, "EngineeringUnits", id.EUInformation, func() *ua.ExtensionObject { return in.f.euInfo(e) }),
+				id.HasProperty, true)
 			if e.hasRange {
 				v.AddRef(in.property(ns, propType, e, "EURange", id.Range, func() *ua.ExtensionObject { return ua.NewExtensionObject(in.f.euRange(e)) }),
 					id.HasProperty, true)

@@ -1,0 +1,124 @@
+package opcua
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// checkNoMislabelled fails t when the log of a polled point shows a Good
+// value published while another unit was in force: newValue is the value
+// only the unit newUnit gives it, and no Good value may be newValue unless
+// newUnit is in force, nor anything else once it is. It also wants a
+// withheld sample (Bad, statusUnitUnknown, no value) before the new unit,
+// and the new unit in force at the end.
+func checkNoMislabelled(t *testing.T, log []uaEvent, newUnit string, newValue float64) {
+	t.Helper()
+	unit, withheld := "", false
+	for k, e := range log {
+		switch {
+		case e.isNU:
+			unit = e.units
+		case e.s.Quality == telemetry.QualityBad:
+			if e.s.Num != 0 || e.s.Status != statusUnitUnknown {
+				t.Fatalf("event %d: Bad sample %+v: want status 0x%08X and no value", k, e.s, statusUnitUnknown)
+			}
+			if unit != newUnit {
+				withheld = true
+			}
+		case e.s.Quality == telemetry.QualityGood && (e.s.Num == newValue) != (unit == newUnit):
+			t.Fatalf("event %d: Good %v published while the unit in force was %q: %+v", k, e.s.Num, unit, log)
+		}
+	}
+	if !withheld || unit != newUnit {
+		t.Fatalf("withheld %v, last unit %q: want a withheld sample, then %s: %+v", withheld, unit, newUnit, log)
+	}
+}
+
+// TestPolledUnitChangeCheckedEveryReadByDefault changes a polled node's
+// EngineeringUnits and value in one step on the simulator front (kPa ->
+// bar, 210 -> 2.1) with unit_check_interval left at its default: in
+// process and through a worker, on the same session, the first read that
+// sees the change is withheld and no value is ever published Good in a
+// unit it is not in (the default was a check every 60 s: values in bar
+// were published as kPa until then).
+func TestPolledUnitChangeCheckedEveryReadByDefault(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+			cfg := baseConfig(t, f)
+			cfg.Isolation = iso
+			if cfg.UnitCheckInterval != UnitCheckEveryRead {
+				t.Fatalf("default unit check %v", cfg.UnitCheckInterval)
+			}
+			points := []Point{{NodeID: f.NodeID("bf-2", "top_pressure"), Mode: ModePoll, PollInterval: 50 * time.Millisecond, UnitFromNode: true}}
+			c, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
+			if err := f.SetUnit("bf-2", "top_pressure", "bar", 2.1, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 20*time.Second, "value in bar after the unit bar", ul.goodAfterUnit("bar", 2.1))
+			checkNoMislabelled(t, ul.events(), "bar", 2.1)
+			if st := c.Status(); iso == IsolationNone && st.Sessions != 1 {
+				t.Fatalf("status %+v: want the change handled on the first session", st)
+			}
+		})
+	}
+}
+
+// TestInteropPolledNodeGainsUnits gives a polled node that had no
+// EngineeringUnits property at the session's start (node-opcua's plain
+// blast_setpoint: values taken in the catalog unit) the property and a new
+// value in one tick (addeu: bar, 800 -> 8): in process and through a
+// worker, the next read's value is withheld, bar reaches OnUnits, and
+// only then is 8 published Good; before, a node without the property was
+// never checked again and 8 went out in the catalog unit.
+func TestInteropPolledNodeGainsUnits(t *testing.T) {
+	needNodeServer(t)
+	for _, iso := range []string{IsolationNone, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			srv := startNodeServer(t, t.TempDir())
+			cfg := interopConfig(t, srv, "None", "None", AuthConfig{})
+			cfg.Isolation = iso
+			ns := strings.SplitN(srv.Nodes[0], ";", 2)[0]
+			points := []Point{{NodeID: ns + ";s=bf-2.blast_setpoint", Mode: ModePoll, PollInterval: 100 * time.Millisecond, UnitFromNode: true}}
+			_, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "800 with no EngineeringUnits", func() bool {
+				u, ok := ul.lastUnits()
+				return ok && u.NoUnits == noProperty && ul.rec.has(0, telemetry.QualityGood, 800)
+			})
+			srv.command(t, map[string]any{"cmd": "addeu", "name": "blast_setpoint", "unit": "bar", "value": 8})
+			wait.For(t, 20*time.Second, "8 in bar after the unit bar", ul.goodAfterUnit("bar", 8))
+			checkNoMislabelled(t, ul.events(), "bar", 8)
+		})
+	}
+}
+
+// BenchmarkPollProbe1k is what a checked poll adds for 1,000 points whose
+// nodes had no EngineeringUnits at the session's start: one Browse of
+// their HasProperty references after the values' Read (poller.probeUnits).
+// The benchmark server's nodes do have both properties, so each answer
+// carries two references: an upper bound for nodes that have none.
+func BenchmarkPollProbe1k(b *testing.B) {
+	const n = 1000
+	p := benchPoller(b, n)
+	for _, j := range p.check {
+		p.probe = append(p.probe, j)
+		p.probeReq = append(p.probeReq, propertiesOf(p.nodes[p.idx[j]]))
+		p.probeHad = append(p.probeHad, unitProps{})
+	}
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.probeUnits(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(p.appeared) != n {
+		b.Fatalf("%d of %d probed nodes show their properties", len(p.appeared), n)
+	}
+}
