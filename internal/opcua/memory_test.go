@@ -9,9 +9,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -178,4 +180,36 @@ func runUntilStopped(t *testing.T, c *Client, rec *recorder) func() {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestCompiledPointsAreCompact: Driver.Compile keeps an exact-size table
+// of 88-byte points whose mode and deadband type are the package's
+// strings, not each point's copy of a decoded YAML scalar.
+func TestCompiledPointsAreCompact(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 88 {
+		t.Fatalf("Point is %d bytes, want 88", unsafe.Sizeof(Point{}))
+	}
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: d-1\n" +
+		"    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:4840\"}\n    points:\n"
+	for i := range 5 {
+		doc += fmt.Sprintf("      - {signal: s%d, node_id: \"ns=2;s=n%d\", unit: kW, mode: subscribe, deadband_type: absolute, deadband: 0.5}\n", i, i)
+	}
+	doc += "      - {signal: p, node_id: \"ns=2;s=p\", unit: kW, mode: poll, deadband_type: none}\n"
+	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(doc), Driver{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := cfg.Devices[0].Driver.(*DeviceConfig).Points
+	if len(pts) != 6 || cap(pts) != 6 {
+		t.Fatalf("%d points, capacity %d; want 6 and 6", len(pts), cap(pts))
+	}
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	for i, p := range pts[:5] {
+		if p.Mode != ModeSubscribe || !same(p.Mode, ModeSubscribe) || p.DeadbandType != "absolute" || !same(p.DeadbandType, "absolute") {
+			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
+		}
+	}
+	if p := pts[5]; !same(p.Mode, ModePoll) || !same(p.DeadbandType, "none") {
+		t.Fatalf("poll point: mode %q, deadband type %q: not the package's strings", p.Mode, p.DeadbandType)
+	}
 }
