@@ -330,10 +330,9 @@ func checkNodeID(s string) error {
 
 // SetDefaults fills unset point fields from the connection.
 func (p *Point) SetDefaults(c *Config) {
-	// the values the driver knows are the package's constants, not each
-	// point's own copy of a decoded YAML scalar (16 bytes a point each)
-	p.Mode = canonical(p.Mode, ModeSubscribe, ModeSubscribe, ModePoll)
-	p.DeadbandType = canonical(p.DeadbandType, "none", "none", "absolute", "percent")
+	if p.Mode == "" {
+		p.Mode = ModeSubscribe
+	}
 	if p.SamplingInterval == 0 {
 		p.SamplingInterval = DefaultSamplingInterval
 	}
@@ -343,6 +342,10 @@ func (p *Point) SetDefaults(c *Config) {
 	if p.QueueSize == 0 {
 		p.QueueSize = DefaultQueueSize
 	}
+	if p.DeadbandType == "" {
+		p.DeadbandType = "none"
+	}
+	p.internStrings()
 	if p.Method != nil && p.Method.Argument == "" {
 		m := *p.Method
 		m.Argument = ArgValue
@@ -350,16 +353,34 @@ func (p *Point) SetDefaults(c *Config) {
 	}
 }
 
-// canonical returns def for "", the entry of known equal to s, or s itself
-// (left for Validate to refuse).
-func canonical(s, def string, known ...string) string {
-	if s == "" {
-		return def
-	}
+// internStrings makes p's mode and deadband type the package's strings
+// when they are values the driver knows, instead of each point's own copy
+// of a decoded YAML scalar or JSON string (16 bytes a point each); others
+// are left for Validate to refuse.
+func (p *Point) internStrings() {
+	p.Mode = canonical(p.Mode, ModeSubscribe, ModePoll)
+	p.DeadbandType = canonical(p.DeadbandType, "none", "absolute", "percent")
+}
+
+// canonical returns the entry of known equal to s, else s.
+func canonical(s string, known ...string) string {
 	if i := slices.Index(known, s); i >= 0 {
 		return known[i]
 	}
 	return s
+}
+
+// compactPoints returns ps as an exact-size copy with interned strings
+// (internStrings): a session worker's points arrive JSON-decoded, in a
+// slice grown by appending (a third of it unused at 1,000 points) and
+// with every point's own copy of each string.
+func compactPoints(ps []Point) []Point {
+	out := make([]Point, len(ps))
+	copy(out, ps)
+	for i := range out {
+		out[i].internStrings()
+	}
+	return out
 }
 
 // Validate checks p after SetDefaults; errors name the YAML field.

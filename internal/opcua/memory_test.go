@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -211,5 +212,44 @@ func TestCompiledPointsAreCompact(t *testing.T) {
 	}
 	if p := pts[5]; !same(p.Mode, ModePoll) || !same(p.DeadbandType, "none") {
 		t.Fatalf("poll point: mode %q, deadband type %q: not the package's strings", p.Mode, p.DeadbandType)
+	}
+}
+
+// TestCompactPoints: a session worker's points, decoded from JSON into a
+// slice grown by appending, are kept as an exact-size copy whose mode and
+// deadband type are the package's strings.
+func TestCompactPoints(t *testing.T) {
+	var in []Point
+	for i := range 9 {
+		mode := ModeSubscribe
+		if i%3 == 0 {
+			mode = ModePoll
+		}
+		in = append(in, Point{NodeID: fmt.Sprintf("ns=2;s=n%d", i), Mode: mode, DeadbandType: "percent", Deadband: 1})
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded []Point
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	out := compactPoints(decoded)
+	if len(out) != 9 || cap(out) != 9 {
+		t.Fatalf("%d points, capacity %d; want 9 and 9", len(out), cap(out))
+	}
+	for i, p := range out {
+		want := ModeSubscribe
+		if i%3 == 0 {
+			want = ModePoll
+		}
+		if p.Mode != want || unsafe.StringData(p.Mode) != unsafe.StringData(want) ||
+			p.DeadbandType != "percent" || unsafe.StringData(p.DeadbandType) != unsafe.StringData("percent") {
+			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
+		}
+		if p.NodeID != in[i].NodeID || p.Deadband != 1 {
+			t.Fatalf("point %d changed: %+v", i, p)
+		}
 	}
 }
