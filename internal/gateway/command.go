@@ -629,25 +629,26 @@ func fromCanonical(np normPoint, v float64) float64 {
 // stateCode returns the device code of a state label: the point's enum
 // code for it, else the label's index among the signal's states.
 func stateCode(np normPoint, label string) (float64, bool) {
-	for code, l := range np.Enum {
+	for code, l := range np.Enum() {
 		if l == label {
 			return float64(code), true
 		}
 	}
-	if len(np.Enum) > 0 {
+	if len(np.Enum()) > 0 {
 		return 0, false
 	}
-	i := slices.Index(np.States, label)
+	i := slices.Index(np.States(), label)
 	return float64(i), i >= 0
 }
 
 // stateLabel returns the label of a device code ("" when unknown).
 func stateLabel(np normPoint, code float64) string {
-	if l, ok := np.Enum[int64(code)]; ok {
+	if l, ok := np.Enum()[int64(code)]; ok {
 		return l
 	}
-	if i := int(code); float64(i) == code && i >= 0 && i < len(np.States) {
-		return np.States[i]
+	states := np.States()
+	if i := int(code); float64(i) == code && i >= 0 && i < len(states) {
+		return states[i]
 	}
 	return ""
 }

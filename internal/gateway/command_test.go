@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/units"
 )
 
@@ -35,11 +36,11 @@ func TestCanonicalInverse(t *testing.T) {
 // TestStateCodes: a state label's device code is the point's enum code
 // when it has one, else the label's index; and back.
 func TestStateCodes(t *testing.T) {
-	plain := normPoint{States: []string{"off", "unloaded", "loaded"}}
+	plain := normPoint{Labels: &normalize.Labels{States: []string{"off", "unloaded", "loaded"}}}
 	if c, ok := stateCode(plain, "loaded"); !ok || c != 2 || stateLabel(plain, 2) != "loaded" {
 		t.Errorf("plain: %v %v", c, ok)
 	}
-	enum := normPoint{States: plain.States, Enum: map[int64]string{10: "off", 20: "unloaded", 30: "loaded"}}
+	enum := normPoint{Labels: &normalize.Labels{States: plain.States(), Enum: map[int64]string{10: "off", 20: "unloaded", 30: "loaded"}}}
 	if c, ok := stateCode(enum, "unloaded"); !ok || c != 20 || stateLabel(enum, 20) != "unloaded" {
 		t.Errorf("enum: %v %v", c, ok)
 	}

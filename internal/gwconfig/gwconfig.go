@@ -677,8 +677,11 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		dc.ok = false
 		return -1, false, false
 	}
-	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Enum: p.Enum, Src: ps.Src,
-		Min: sig.Min, Max: sig.Max, States: sig.States, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
+	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Src: ps.Src,
+		Min: sig.Min, Max: sig.Max, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
+	if p.Enum != nil || sig.States != nil {
+		np.Labels = &normalize.Labels{States: sig.States, Enum: p.Enum}
+	}
 	np.Scale = 1
 	if p.Scale != nil && *p.Scale != 0 { // 0 means 1, as normalize reads it
 		np.Scale = *p.Scale
@@ -740,7 +743,7 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	var wr *Write
 	if p.Write != nil {
-		wr = compileWrite(p.Write, np.States, ps.Text, ps.Methods, bad)
+		wr = compileWrite(p.Write, np.States(), ps.Text, ps.Methods, bad)
 	}
 	if !ok {
 		dc.ok = false

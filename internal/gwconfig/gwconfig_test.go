@@ -61,8 +61,11 @@ func TestLoadGood(t *testing.T) {
 		t.Errorf("discharge_temp = %+v", dt)
 	}
 	ls := norm("load_state")
-	if len(ls.States) != 3 || ls.Unit != "" {
+	if len(ls.States()) != 3 || ls.Unit != "" {
 		t.Errorf("load_state = %+v", ls)
+	}
+	if dp.Labels != nil || dt.Labels != nil {
+		t.Errorf("numeric points carry labels: %+v, %+v", dp.Labels, dt.Labels)
 	}
 	ip := fast.Points[byName["input_power"]]
 	if ip.Table != modbus.InputRegisters || ip.Type != modbus.Uint32 {

@@ -233,8 +233,8 @@ func (d *Device) Signal(i int) telemetry.SignalInfo {
 	p := &d.Norm[i]
 	info := telemetry.SignalInfo{Signal: p.Signal, Unit: p.Unit, Min: p.Min, Max: p.Max, Src: p.Src,
 		IntervalMS: d.BirthIntervalMS[i], Write: d.Writes[i].Limits()}
-	if len(p.States) > 0 {
-		info.Enum = p.States
+	if states := p.States(); len(states) > 0 {
+		info.Enum = states
 	}
 	return info
 }

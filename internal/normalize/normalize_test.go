@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"unsafe"
 
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -36,9 +37,9 @@ func TestApplyScalesConvertsAndLabels(t *testing.T) {
 	pts := []Point{
 		{Signal: "discharge_pressure", Unit: "MPa", Scale: 0.01, Conv: conv(t, "bar", "MPa"), Src: "modbus:1:hr:0"},
 		{Signal: "discharge_temp", Unit: "Cel", Conv: conv(t, "[degF]", "Cel")},
-		{Signal: "load_state", States: []string{"off", "unloaded", "loaded"}},
+		{Signal: "load_state", Labels: &Labels{States: []string{"off", "unloaded", "loaded"}}},
 		{Signal: "input_power", Unit: "kW", Scale: 1, Offset: -10, Conv: conv(t, "W", "kW")},
-		{Signal: "mode", Enum: map[int64]string{7: "loaded"}, States: []string{"off", "unloaded", "loaded"}},
+		{Signal: "mode", Labels: &Labels{Enum: map[int64]string{7: "loaded"}, States: []string{"off", "unloaded", "loaded"}}},
 		{Signal: "serial"},
 	}
 	n := New(pts, 3, 0)
@@ -148,7 +149,7 @@ func TestFirstSilentCycleStartsTheClock(t *testing.T) {
 }
 
 func TestNoUnitIsBadNotUnitless(t *testing.T) {
-	n := New([]Point{{Signal: "a", Unit: "", NoUnit: true, IntervalMS: 1000}, {Signal: "s", States: []string{"off", "on"}}}, 3, 0)
+	n := New([]Point{{Signal: "a", Unit: "", NoUnit: true, IntervalMS: 1000}, {Signal: "s", Labels: &Labels{States: []string{"off", "on"}}}}, 3, 0)
 	got := n.Apply(nil, cycle(sample.Sample{Num: 12}, sample.Sample{Num: 1}), 1000, 1000)
 	if got[0].Quality != telemetry.QualityBad || got[0].Status != StatusNoUnit || got[0].HasValue() {
 		t.Errorf("no unit: %+v, want bad with status %#x and no value", got[0], StatusNoUnit)
@@ -500,5 +501,19 @@ func TestDecimalScaleIsExact(t *testing.T) {
 	got := n.ApplyOne(nil, &sample.Sample{Index: 0, Num: 101, Quality: telemetry.QualityGood}, 1, 1)
 	if len(got) != 1 || got[0].Value != 10.5 {
 		t.Fatalf("101 x 0.5 - 40: got %v, want 10.5", got)
+	}
+}
+
+// TestPointSize: a gateway keeps one Point per configured point for its
+// life; the labels only state points use hang off a pointer (128 bytes a
+// point on 64-bit, not 152: issue 17, docs/benchmarks.md "OPC UA memory,
+// fourth pass").
+func TestPointSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 128 {
+		t.Fatalf("Point is %d bytes, want 128", unsafe.Sizeof(Point{}))
+	}
+	var numeric Point
+	if numeric.States() != nil || numeric.Enum() != nil {
+		t.Fatal("a point without labels has states or an enum")
 	}
 }

@@ -551,7 +551,9 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, [
 	out := make([]*ua.NodeID, len(c.points))
 	var methods []*methodIDs
 	var nsArr []string
-	parse := func(field, s string) (*ua.NodeID, error) {
+	// field is formatted only for an error: a 10,000-node device parses
+	// every node id at each session start
+	parse := func(i int, field, s string) (*ua.NodeID, error) {
 		if strings.HasPrefix(s, "nsu=") {
 			if nsArr == nil {
 				rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -565,19 +567,19 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, [
 			uri, rest, _ := strings.Cut(strings.TrimPrefix(s, "nsu="), ";")
 			idx := slices.Index(nsArr, uri)
 			if idx < 0 {
-				return nil, fmt.Errorf("opcua: %s: namespace %q not on the server (has %v)", field, uri, nsArr)
+				return nil, fmt.Errorf("opcua: points[%d].%s: namespace %q not on the server (has %v)", i, field, uri, nsArr)
 			}
 			s = "ns=" + strconv.Itoa(idx) + ";" + rest
 		}
 		n, err := ua.ParseNodeID(s)
 		if err != nil {
-			return nil, fmt.Errorf("opcua: %s: %w", field, err)
+			return nil, fmt.Errorf("opcua: points[%d].%s: %w", i, field, err)
 		}
 		return n, nil
 	}
 	for i, p := range c.points {
 		if p.NodeID != "" {
-			n, err := parse(fmt.Sprintf("points[%d].node_id", i), p.NodeID)
+			n, err := parse(i, "node_id", p.NodeID)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -589,11 +591,11 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, [
 		if methods == nil {
 			methods = make([]*methodIDs, len(c.points))
 		}
-		obj, err := parse(fmt.Sprintf("points[%d].write.method.object", i), p.Method.Object)
+		obj, err := parse(i, "write.method.object", p.Method.Object)
 		if err != nil {
 			return nil, nil, err
 		}
-		meth, err := parse(fmt.Sprintf("points[%d].write.method.method", i), p.Method.Method)
+		meth, err := parse(i, "write.method.method", p.Method.Method)
 		if err != nil {
 			return nil, nil, err
 		}

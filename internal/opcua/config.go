@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -317,18 +318,21 @@ type Point struct {
 	Mode             string        `yaml:"mode"`              // subscribe (default) | poll
 	SamplingInterval time.Duration `yaml:"sampling_interval"` // subscribe: server sampling (default 1s)
 	PollInterval     time.Duration `yaml:"poll_interval"`     // poll: read period (default publish_interval)
-	QueueSize        uint32        `yaml:"queue_size"`        // subscribe: server queue (default 1)
 	DeadbandType     string        `yaml:"deadband_type"`     // none (default) | absolute | percent
 	Deadband         float64       `yaml:"deadband"`          // absolute: device units; percent: of EURange
-	// UnitFromNode asks the driver to read the node's EngineeringUnits and
-	// EURange (handed over through Client.OnUnits): the gateway sets it
-	// where the configuration gives no unit.
-	UnitFromNode bool `yaml:"-"`
 	// Method, when set, makes a command call this method instead of
 	// writing the point's node (docs/commands.md, "OPC UA method calls").
 	// NodeID may then be empty: the point is not acquired and a command's
 	// outcome is at best written (nothing to read back).
-	Method *Method `yaml:"-"`
+	Method    *Method `yaml:"-"`
+	QueueSize uint32  `yaml:"queue_size"` // subscribe: server queue (default 1)
+	// UnitFromNode asks the driver to read the node's EngineeringUnits and
+	// EURange (handed over through Client.OnUnits): the gateway sets it
+	// where the configuration gives no unit.
+	//
+	// QueueSize and UnitFromNode are last so that they share one word: a
+	// Point is 88 bytes, not 96 (a gateway keeps one per node for its life).
+	UnitFromNode bool `yaml:"-"`
 }
 
 // Method arguments (Method.Argument).
@@ -381,11 +385,42 @@ func (p *Point) SetDefaults(c *Config) {
 	if p.DeadbandType == "" {
 		p.DeadbandType = "none"
 	}
+	p.internStrings()
 	if p.Method != nil && p.Method.Argument == "" {
 		m := *p.Method
 		m.Argument = ArgValue
 		p.Method = &m
 	}
+}
+
+// internStrings makes p's mode and deadband type the package's strings
+// when they are values the driver knows, instead of each point's own copy
+// of a decoded YAML scalar or JSON string (16 bytes a point each); others
+// are left for Validate to refuse.
+func (p *Point) internStrings() {
+	p.Mode = canonical(p.Mode, ModeSubscribe, ModePoll)
+	p.DeadbandType = canonical(p.DeadbandType, "none", "absolute", "percent")
+}
+
+// canonical returns the entry of known equal to s, else s.
+func canonical(s string, known ...string) string {
+	if i := slices.Index(known, s); i >= 0 {
+		return known[i]
+	}
+	return s
+}
+
+// compactPoints returns ps as an exact-size copy with interned strings
+// (internStrings): a session worker's points arrive JSON-decoded, in a
+// slice grown by appending (a third of it unused at 1,000 points) and
+// with every point's own copy of each string.
+func compactPoints(ps []Point) []Point {
+	out := make([]Point, len(ps))
+	copy(out, ps)
+	for i := range out {
+		out[i].internStrings()
+	}
+	return out
 }
 
 // Validate checks p after SetDefaults; errors name the YAML field.

@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,9 +10,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -178,4 +181,75 @@ func runUntilStopped(t *testing.T, c *Client, rec *recorder) func() {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// TestCompiledPointsAreCompact: Driver.Compile keeps an exact-size table
+// of 88-byte points whose mode and deadband type are the package's
+// strings, not each point's copy of a decoded YAML scalar.
+func TestCompiledPointsAreCompact(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 88 {
+		t.Fatalf("Point is %d bytes, want 88", unsafe.Sizeof(Point{}))
+	}
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: d-1\n" +
+		"    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:4840\"}\n    points:\n"
+	for i := range 5 {
+		doc += fmt.Sprintf("      - {signal: s%d, node_id: \"ns=2;s=n%d\", unit: kW, mode: subscribe, deadband_type: absolute, deadband: 0.5}\n", i, i)
+	}
+	doc += "      - {signal: p, node_id: \"ns=2;s=p\", unit: kW, mode: poll, deadband_type: none}\n"
+	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(doc), Driver{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts := cfg.Devices[0].Driver.(*DeviceConfig).Points
+	if len(pts) != 6 || cap(pts) != 6 {
+		t.Fatalf("%d points, capacity %d; want 6 and 6", len(pts), cap(pts))
+	}
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	for i, p := range pts[:5] {
+		if p.Mode != ModeSubscribe || !same(p.Mode, ModeSubscribe) || p.DeadbandType != "absolute" || !same(p.DeadbandType, "absolute") {
+			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
+		}
+	}
+	if p := pts[5]; !same(p.Mode, ModePoll) || !same(p.DeadbandType, "none") {
+		t.Fatalf("poll point: mode %q, deadband type %q: not the package's strings", p.Mode, p.DeadbandType)
+	}
+}
+
+// TestCompactPoints: a session worker's points, decoded from JSON into a
+// slice grown by appending, are kept as an exact-size copy whose mode and
+// deadband type are the package's strings.
+func TestCompactPoints(t *testing.T) {
+	var in []Point
+	for i := range 9 {
+		mode := ModeSubscribe
+		if i%3 == 0 {
+			mode = ModePoll
+		}
+		in = append(in, Point{NodeID: fmt.Sprintf("ns=2;s=n%d", i), Mode: mode, DeadbandType: "percent", Deadband: 1})
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded []Point
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	out := compactPoints(decoded)
+	if len(out) != 9 || cap(out) != 9 {
+		t.Fatalf("%d points, capacity %d; want 9 and 9", len(out), cap(out))
+	}
+	for i, p := range out {
+		want := ModeSubscribe
+		if i%3 == 0 {
+			want = ModePoll
+		}
+		if p.Mode != want || unsafe.StringData(p.Mode) != unsafe.StringData(want) ||
+			p.DeadbandType != "percent" || unsafe.StringData(p.DeadbandType) != unsafe.StringData("percent") {
+			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
+		}
+		if p.NodeID != in[i].NodeID || p.Deadband != 1 {
+			t.Fatalf("point %d changed: %+v", i, p)
+		}
+	}
 }

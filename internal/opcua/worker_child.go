@@ -252,7 +252,9 @@ type hostedDevice struct {
 func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, error) {
 	wc.Config.Isolation = IsolationNone // the worker is the isolation
 	reg := prometheus.NewRegistry()
-	c, err := New(wc.ID, wc.Config, wc.Points, h.log, NewMetrics(reg))
+	pts := compactPoints(wc.Points)
+	wc.Points = nil // the decoded table is garbage from here on, whoever holds the message
+	c, err := New(wc.ID, wc.Config, pts, h.log, NewMetrics(reg))
 	if err != nil {
 		return nil, err
 	}
