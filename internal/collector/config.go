@@ -94,6 +94,9 @@ type Config struct {
 		// and dashboard is read from; unset: no authentication.
 		TokenEnv  string `yaml:"token_env"`
 		TokenFile string `yaml:"token_file"`
+		// RateLimit limits the audit trail and history queries per client
+		// (httplimit.go, docs/api.md "Rate limits").
+		RateLimit HTTPRateLimit `yaml:"rate_limit"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -302,6 +305,7 @@ func Defaults() Config {
 	c.KPI.Window = Duration(15 * time.Minute)
 	c.KPI.MinCoverage = 0.5
 	c.HTTP.Listen = "127.0.0.1:9200"
+	c.HTTP.RateLimit = HTTPRateLimit{PerSecond: DefaultHTTPRatePerSecond, Burst: DefaultHTTPRateBurst}
 	c.Log.Level, c.Log.Format = "info", "auto"
 	return c
 }
@@ -430,6 +434,7 @@ func (c *Config) problems() []problem {
 	if c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "" {
 		bad("http.token_env", "exclusive with http.token_file")
 	}
+	ps = c.HTTP.RateLimit.problems(ps)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

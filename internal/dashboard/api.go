@@ -50,14 +50,18 @@ type Options struct {
 	Commands Commander
 	// History, when set, serves /api/v1/history (historyapi.go).
 	History HistoryStore
+	// RateLimit limits the audit trail and history queries per client
+	// (ratelimit.go); zero: no limit.
+	RateLimit RateLimit
 }
 
 // Server serves the API, the event stream and the dashboard.
 type Server struct {
-	src  Source
-	live *Live
-	opts Options
-	mux  *http.ServeMux
+	src   Source
+	live  *Live
+	opts  Options
+	mux   *http.ServeMux
+	limit *limiter // nil: no rate limit
 }
 
 // New builds the handler. It does no I/O.
@@ -71,7 +75,7 @@ func New(src Source, live *Live, opts Options) *Server {
 	if opts.Tick <= 0 {
 		opts.Tick = time.Second
 	}
-	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux()}
+	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux(), limit: newLimiter(opts.RateLimit)}
 	s.mux.HandleFunc("GET /api/v1/assets", s.assets)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}", s.asset)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/history", s.history)
@@ -84,7 +88,7 @@ func New(src Source, live *Live, opts Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
 	s.mux.HandleFunc("GET /api/v1/session", s.session)
 	s.mux.HandleFunc("POST /api/v1/assets/{site}/{id}/commands", s.sendCommand)
-	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.audit)
+	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.limited("audit", s.audit))
 	if opts.History != nil {
 		s.historyRoutes()
 	}
