@@ -15,8 +15,8 @@ import (
 
 // TestSinkAppliesSchemaBounds: the history holds what it stores to the same
 // bounds as the collector (telemetry's limit table, docs/schema.md
-// "Bounds"; before, it stored a 100 KB signal name, a 10-element path and
-// a birth of 100-byte labels the collector refuses): a batch with a path
+// "Bounds"; before, it stored a 65-byte signal name, a 9-element path and
+// births with a 65-byte label or 65 ratings, which the collector refuses): a batch with a path
 // beyond the bounds and a birth with a label or nameplate beyond them are
 // acknowledged and not stored, a reading with a signal name or unit beyond
 // them is dropped with the rest of its batch stored, a text and a src are
