@@ -181,16 +181,9 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var d struct {
-		UID    string `json:"uid"`
-		Title  string `json:"title"`
-		Panels []struct {
-			ID      int    `json:"id"`
-			Type    string `json:"type"`
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
+		UID    string         `json:"uid"`
+		Title  string         `json:"title"`
+		Panels []grafanaPanel `json:"panels"`
 	}
 	if err := json.Unmarshal(data, &d); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
@@ -198,10 +191,20 @@ func TestGrafanaDashboard(t *testing.T) {
 	if d.UID == "" || d.Title == "" {
 		t.Error("dashboard uid and title are required")
 	}
+	// a collapsed row carries its panels inside it: check those too
+	var panels []grafanaPanel
+	var walk func([]grafanaPanel)
+	walk = func(ps []grafanaPanel) {
+		for _, p := range ps {
+			panels = append(panels, p)
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
 	ids := map[int]bool{}
 	families := map[string]bool{}
 	shown := map[string]bool{}
-	for _, p := range d.Panels {
+	for _, p := range panels {
 		if ids[p.ID] {
 			t.Errorf("panel id %d repeated", p.ID)
 		}
@@ -214,6 +217,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 		for _, q := range p.Targets {
 			checkExpr(t, regs, "panel "+p.Title, q.Expr)
+			checkLegend(t, "panel "+p.Title, q.Expr, q.LegendFormat)
 			for _, m := range smelterMetric.FindAllString(q.Expr, -1) {
 				families[strings.SplitN(m, "_", 3)[1]] = true
 				shown[m] = true
@@ -228,9 +232,49 @@ func TestGrafanaDashboard(t *testing.T) {
 	// records skipped for good and the Sparkplug B source (review finding 13)
 	for _, m := range []string{"smelter_gateway_set_aside_total", "smelter_collector_sparkplug_messages_total",
 		"smelter_collector_sparkplug_errors_total", "smelter_collector_sparkplug_rebirth_requests_total",
-		"smelter_collector_cycles_dropped_total"} {
+		"smelter_collector_cycles_dropped_total",
+		// overruns caused by another unit of a shared link, beside the device's own
+		"smelter_gateway_poll_overruns_total", "smelter_gateway_poll_delayed_total",
+		"smelter_collector_duplicates_total", "smelter_collector_late_batches_total"} {
 		if !shown[m] {
 			t.Errorf("the dashboard shows no %s", m)
+		}
+	}
+}
+
+// grafanaPanel is a dashboard panel; a row's collapsed panels are nested.
+type grafanaPanel struct {
+	ID      int    `json:"id"`
+	Type    string `json:"type"`
+	Title   string `json:"title"`
+	Targets []struct {
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
+	} `json:"targets"`
+	Panels []grafanaPanel `json:"panels"`
+}
+
+var (
+	legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+	byClause    = regexp.MustCompile(`\bby\s*\(([^)]*)\)`)
+)
+
+// checkLegend fails when a legend names a label the query's outermost
+// aggregation drops (sum by (device) and {{by}}: every series would be
+// drawn with an empty name).
+func checkLegend(t *testing.T, where, expr, legend string) {
+	t.Helper()
+	by := byClause.FindStringSubmatch(expr)
+	if by == nil {
+		return // no aggregation: the series keep their labels
+	}
+	kept := map[string]bool{}
+	for _, l := range strings.Split(by[1], ",") {
+		kept[strings.TrimSpace(l)] = true
+	}
+	for _, m := range legendLabel.FindAllStringSubmatch(legend, -1) {
+		if !kept[m[1]] {
+			t.Errorf("%s: legend %q names %s, which %q drops", where, legend, m[1], expr)
 		}
 	}
 }

@@ -176,6 +176,8 @@ type metrics struct {
 	future     prometheus.Counter
 	badState   *prometheus.CounterVec
 	partsDrop  *prometheus.CounterVec
+	// rateLimited: HTTP API requests refused by http.rate_limit (httplimit.go)
+	rateLimited *prometheus.CounterVec
 }
 
 // New builds a collector from a validated config and rule set. It does no
@@ -211,6 +213,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Parts of split births dropped before their birth completed, by reason: parts (more than ingest.MaxBirthParts announced), bytes (one birth's parts over ingest.MaxBirthPartBytes), evicted (the oldest incomplete birth, for room: 256 births or ingest.MaxBirthPartsHeld bytes per partition), expired (incomplete for ingest.BirthPartsTTL)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
+		rateLimited: newRateLimitedMetric(),
 	}
 	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
 		log.Warn(w)
@@ -251,6 +254,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
 		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.badState, c.m.partsDrop,
+		c.m.rateLimited,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -960,7 +964,7 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	opts := dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig(),
-		Operators: c.operators}
+		Operators: c.operators, RateLimit: c.httpRateLimit()}
 	if c.cmds != nil {
 		opts.Commands = c.cmds
 	}

@@ -94,6 +94,9 @@ type Config struct {
 		// and dashboard is read from; unset: no authentication.
 		TokenEnv  string `yaml:"token_env"`
 		TokenFile string `yaml:"token_file"`
+		// RateLimit limits the audit trail and history queries per client
+		// (httplimit.go, docs/api.md "Rate limits").
+		RateLimit HTTPRateLimit `yaml:"rate_limit"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -302,6 +305,7 @@ func Defaults() Config {
 	c.KPI.Window = Duration(15 * time.Minute)
 	c.KPI.MinCoverage = 0.5
 	c.HTTP.Listen = "127.0.0.1:9200"
+	c.HTTP.RateLimit = HTTPRateLimit{PerSecond: DefaultHTTPRatePerSecond, Burst: DefaultHTTPRateBurst}
 	c.Log.Level, c.Log.Format = "info", "auto"
 	return c
 }
@@ -430,6 +434,7 @@ func (c *Config) problems() []problem {
 	if c.HTTP.TokenEnv != "" && c.HTTP.TokenFile != "" {
 		bad("http.token_env", "exclusive with http.token_file")
 	}
+	ps = c.HTTP.RateLimit.problems(ps)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -510,18 +515,28 @@ var groupRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,48}$`)
 
 // Warnings are settings that are valid but weaken the group's behaviour;
 // smelter-collector -t prints them and Run logs them at WARN.
+//
+// pinned_ttl < member_timeout is a warning, not an error, because it is a
+// trade-off, not a mistake (docs/collector.md, "pinned_ttl and
+// member_timeout"): the server gives a pin up pinned_ttl after the last
+// pull, the group a member after its lease (3/4 member_timeout). A pause
+// between the two keeps the replica a member whose pins expired: its next
+// fetch is refused and every partition it owns restarts from its
+// checkpoint (a reload, and up to ack_wait without evaluating), nothing
+// false is published (the pin is checked before publishing), and the
+// takeover after a crash is no faster (it waits for member_timeout). What
+// a shorter pin buys is faster planned moves: a graceful stop deletes the
+// member record at once and a join moves partitions at once, and then the
+// new owner waits only for the old pin, pinned_ttl. A group that restarts
+// replicas often (rolling upgrades) and wants a long member_timeout (to
+// ride out pauses without moving partitions) may choose it.
 func (c *Config) Warnings() []string {
 	var out []string
 	if k := c.Cluster; k.Partitions > 0 && k.PinnedTTL < k.MemberTimeout {
-		// the pin is given up by the server pinned_ttl after the last pull,
-		// the membership after its lease (3/4 member_timeout): with a shorter
-		// pin a pause between the two keeps the replica a member whose
-		// partitions the server unpinned; its next fetch is refused and
-		// every partition restarts from its checkpoint (a reload, and
-		// ack_wait without evaluating), for no faster takeover
 		out = append(out, fmt.Sprintf("cluster.pinned_ttl %v is shorter than cluster.member_timeout %v: a replica paused for longer than pinned_ttl "+
-			"but within its membership loses its pins and restarts every partition it owns; the takeover still waits for member_timeout "+
-			"(set pinned_ttl to member_timeout or more)", time.Duration(k.PinnedTTL), time.Duration(k.MemberTimeout)))
+			"but within its membership loses its pins and restarts every partition it owns (nothing false is published); the takeover after a crash "+
+			"still waits for member_timeout, only planned moves (graceful stop, join) get faster; unless that is what you want, set pinned_ttl to "+
+			"member_timeout or more (docs/collector.md, \"pinned_ttl and member_timeout\")", time.Duration(k.PinnedTTL), time.Duration(k.MemberTimeout)))
 	}
 	return out
 }

@@ -81,6 +81,10 @@ func historyEndToEnd(t *testing.T, parts int) {
 	cfg := Defaults()
 	cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir, cfg.History = ns.URL(), "127.0.0.1:0", t.TempDir(), hc
 	cfg.Cluster.Partitions = parts
+	// this test polls the history API from one address as fast as
+	// wait.For turns, far beyond a person's rate: the per-client limit
+	// (http.rate_limit, tested in httplimit_test.go) would answer 429
+	cfg.HTTP.RateLimit.PerSecond = 0
 	r := startCfg(t, cfg)
 	base := "http://" + r.c.HTTPAddr()
 	nc, err := nats.Connect(ns.URL())

@@ -50,14 +50,18 @@ type Options struct {
 	Commands Commander
 	// History, when set, serves /api/v1/history (historyapi.go).
 	History HistoryStore
+	// RateLimit limits the audit trail and history queries per client
+	// (ratelimit.go); zero: no limit.
+	RateLimit RateLimit
 }
 
 // Server serves the API, the event stream and the dashboard.
 type Server struct {
-	src  Source
-	live *Live
-	opts Options
-	mux  *http.ServeMux
+	src   Source
+	live  *Live
+	opts  Options
+	mux   *http.ServeMux
+	limit *limiter // nil: no rate limit
 }
 
 // New builds the handler. It does no I/O.
@@ -71,7 +75,7 @@ func New(src Source, live *Live, opts Options) *Server {
 	if opts.Tick <= 0 {
 		opts.Tick = time.Second
 	}
-	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux()}
+	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux(), limit: newLimiter(opts.RateLimit)}
 	s.mux.HandleFunc("GET /api/v1/assets", s.assets)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}", s.asset)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/history", s.history)
@@ -84,7 +88,7 @@ func New(src Source, live *Live, opts Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/events", s.events)
 	s.mux.HandleFunc("GET /api/v1/session", s.session)
 	s.mux.HandleFunc("POST /api/v1/assets/{site}/{id}/commands", s.sendCommand)
-	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.audit)
+	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/audit", s.limited("audit", s.audit))
 	if opts.History != nil {
 		s.historyRoutes()
 	}
@@ -392,7 +396,7 @@ func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, wallNow int64, d
 func (s *Server) now() int64 { return s.live.now().UnixMilli() }
 
 func (s *Server) assets(w http.ResponseWriter, r *http.Request) {
-	q := newQuery(r, "site", "class", "status")
+	q := newQuery(r, "site", "class", "status", "limit", "cursor")
 	site, class := q.token("site"), q.class(s.opts.Catalog)
 	status := q.v.Get("status")
 	switch status {
@@ -400,6 +404,8 @@ func (s *Server) assets(w http.ResponseWriter, r *http.Request) {
 	default:
 		q.fail("status", fmt.Sprintf("%q (want ok, warn, alarm or stale)", status))
 	}
+	var after assetPageKey
+	limit, paged := q.page(&after)
 	if !q.ok(w) {
 		return
 	}
@@ -419,13 +425,45 @@ func (s *Server) assets(w http.ResponseWriter, r *http.Request) {
 		out = append(out, o)
 	}
 	sortAssets(out)
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": now, "assets": out})
+	page, next := pageOf(out, assetKeyOf, cmpAssetKey, ptrIf(&after, paged), limit)
+	writeJSON(w, http.StatusOK, listAnswer(now, "assets", page, len(out), next))
 }
 
 func sortAssets(out []AssetOut) {
-	slices.SortFunc(out, func(a, b AssetOut) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Class, b.Class), cmp.Compare(a.ID, b.ID))
-	})
+	slices.SortFunc(out, func(a, b AssetOut) int { return cmpAssetKey(assetKeyOf(&a), assetKeyOf(&b)) })
+}
+
+// assetPageKey is the sort key of /assets and /kpis (site, class, asset),
+// carried by their cursors.
+type assetPageKey struct {
+	Site  string `json:"s"`
+	Class string `json:"c"`
+	ID    string `json:"i"`
+}
+
+func assetKeyOf(a *AssetOut) assetPageKey { return assetPageKey{a.Site, a.Class, a.ID} }
+
+func cmpAssetKey(a, b assetPageKey) int {
+	return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Class, b.Class), cmp.Compare(a.ID, b.ID))
+}
+
+// ptrIf is p when ok, else nil (no cursor: the first page).
+func ptrIf[K any](p *K, ok bool) *K {
+	if ok {
+		return p
+	}
+	return nil
+}
+
+// listAnswer is the answer of a paged list endpoint: generated_at, the
+// page under name, total (over all pages) and next (absent on the last
+// page).
+func listAnswer(now int64, name string, page any, total int, next string) map[string]any {
+	out := map[string]any{"generated_at": now, name: page, "total": total}
+	if next != "" {
+		out["next"] = next
+	}
+	return out
 }
 
 // pathAsset validates {site}/{id} and looks the asset up.
@@ -604,24 +642,46 @@ type AlertOut struct {
 	Active bool `json:"active"`
 }
 
+// sortAlerts puts active alerts first (most severe, then newest raised),
+// then cleared ones (newest clear first); key and then id break ties, so
+// the order is total and a cursor can resume it.
 func sortAlerts(a []alert.Alert) {
-	slices.SortFunc(a, func(x, y alert.Alert) int {
-		xa, ya := x.Active(), y.Active()
-		switch {
-		case xa != ya:
-			if xa {
-				return -1
-			}
-			return 1
-		case xa:
-			return cmp.Or(cmp.Compare(y.Severity, x.Severity), cmp.Compare(y.RaisedAt, x.RaisedAt), cmp.Compare(x.Key, y.Key))
+	slices.SortFunc(a, func(x, y alert.Alert) int { return cmpAlertKey(alertKeyOf(&x), alertKeyOf(&y)) })
+}
+
+// alertPageKey is the sort key of /alerts, carried by its cursor: T is
+// the raise time of an active alert, the clear time of a cleared one.
+type alertPageKey struct {
+	Active   bool   `json:"a"`
+	Severity uint8  `json:"s"`
+	T        int64  `json:"t"`
+	Key      string `json:"k"`
+	ID       string `json:"i"`
+}
+
+func alertKeyOf(a *alert.Alert) alertPageKey {
+	k := alertPageKey{Active: a.Active(), Key: a.Key, ID: a.ID, T: a.ClearedAt}
+	if k.Active {
+		k.Severity, k.T = uint8(a.Severity), a.RaisedAt
+	}
+	return k
+}
+
+func cmpAlertKey(x, y alertPageKey) int {
+	switch {
+	case x.Active != y.Active:
+		if x.Active {
+			return -1
 		}
-		return cmp.Or(cmp.Compare(y.ClearedAt, x.ClearedAt), cmp.Compare(x.Key, y.Key))
-	})
+		return 1
+	case x.Active:
+		return cmp.Or(cmp.Compare(y.Severity, x.Severity), cmp.Compare(y.T, x.T), cmp.Compare(x.Key, y.Key), cmp.Compare(x.ID, y.ID))
+	}
+	return cmp.Or(cmp.Compare(y.T, x.T), cmp.Compare(x.Key, y.Key), cmp.Compare(x.ID, y.ID))
 }
 
 func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
-	q := newQuery(r, "active", "severity", "class", "site", "asset", "limit")
+	q := newQuery(r, "active", "severity", "class", "site", "asset", "limit", "cursor")
 	active := q.boolean("active")
 	var minSev alert.Severity
 	if v := q.v.Get("severity"); v != "" {
@@ -632,7 +692,8 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 		minSev = sv
 	}
 	class, site, asset := q.class(s.opts.Catalog), q.token("site"), q.token("asset")
-	limit := q.intRange("limit", 500, 1, 5000)
+	var after alertPageKey
+	limit, paged := q.page(&after)
 	if !q.ok(w) {
 		return
 	}
@@ -662,24 +723,25 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 		list = append(list, a)
 	}
 	sortAlerts(list)
-	total := len(list)
-	if len(list) > limit {
-		list = list[:limit]
-	}
-	out := make([]AlertOut, len(list))
+	page, next := pageOf(list, alertKeyOf, cmpAlertKey, ptrIf(&after, paged), limit)
+	out := make([]AlertOut, len(page))
 	nActive := 0
-	for i, a := range list {
+	for i, a := range page {
 		out[i] = AlertOut{Alert: a, Active: a.Active()}
 		if a.Active() {
 			nActive++
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "total": total, "active": nActive, "alerts": out})
+	ans := listAnswer(s.now(), "alerts", out, len(list), next)
+	ans["active"] = nActive
+	writeJSON(w, http.StatusOK, ans)
 }
 
 func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
-	q := newQuery(r, "site", "class")
+	q := newQuery(r, "site", "class", "limit", "cursor")
 	site, class := q.token("site"), q.class(s.opts.Catalog)
+	var after assetPageKey
+	limit, paged := q.page(&after)
 	if !q.ok(w) {
 		return
 	}
@@ -692,10 +754,10 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 			out = append(out, k)
 		}
 	}
-	slices.SortFunc(out, func(a, b kpi.Result) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Class, b.Class), cmp.Compare(a.Asset, b.Asset))
-	})
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "kpis": out})
+	keyOf := func(k *kpi.Result) assetPageKey { return assetPageKey{k.Site, k.Class, k.Asset} }
+	slices.SortFunc(out, func(a, b kpi.Result) int { return cmpAssetKey(keyOf(&a), keyOf(&b)) })
+	page, next := pageOf(out, keyOf, cmpAssetKey, ptrIf(&after, paged), limit)
+	writeJSON(w, http.StatusOK, listAnswer(s.now(), "kpis", page, len(out), next))
 }
 
 // Rollup is one class's KPI statistics over the fleet.
@@ -826,11 +888,21 @@ func (s *Server) kpiWindows() KPIWindows {
 }
 
 func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
-	q := newQuery(r)
+	q := newQuery(r, "limit", "cursor")
+	var after gatewayPageKey
+	limit, paged := q.page(&after)
 	if !q.ok(w) {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"generated_at": s.now(), "gateways": s.live.Gateways()})
+	all := s.live.Gateways() // sorted by id
+	page, next := pageOf(all, func(g *GatewayView) gatewayPageKey { return gatewayPageKey{g.ID} },
+		func(a, b gatewayPageKey) int { return cmp.Compare(a.ID, b.ID) }, ptrIf(&after, paged), limit)
+	writeJSON(w, http.StatusOK, listAnswer(s.now(), "gateways", page, len(all), next))
+}
+
+// gatewayPageKey is the sort key of /gateways (the id), carried by its cursor.
+type gatewayPageKey struct {
+	ID string `json:"g"`
 }
 
 // ClassOut describes a catalog class for the dashboard.

@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/faults"
@@ -436,6 +438,38 @@ func TestAlertDurationOnItsAssetsClock(t *testing.T) {
 	if d := cells[len(cells)-1]; strings.Contains(d, "h") {
 		t.Errorf("ac-1's alert raised a minute ago lasts %q: measured on the other plant's clock", d)
 	}
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestPagedListsInBrowser: with more assets and gateways than a page of
+// /api/v1/assets and /api/v1/gateways holds (docs/api.md, "Paging"), the
+// fleet page shows every asset and the gateways page every gateway: the
+// dashboard follows next to the last page.
+func TestPagedListsInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	f := newFixture(t, "")
+	n := dashboard.DefaultPageSize + 20
+	for i := range n {
+		b := &telemetry.Batch{Gateway: fmt.Sprintf("gw-%04d", i), Seq: 1, TSGW: f.now,
+			Asset:    telemetry.Asset{ID: fmt.Sprintf("m-%04d", i), Class: "motor", Path: compPath("site1")},
+			Readings: []telemetry.Reading{{Signal: "power", Value: float64(i), Unit: "kW", TS: f.now}}}
+		f.handle(telemetry.AssetSubject(b.Asset, telemetry.KindData), b.AppendJSON(nil))
+	}
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/")
+	var cards int
+	poll(t, jsErrs, 30*time.Second, fmt.Sprintf("%d asset cards on the fleet page", n), func() bool {
+		_ = eval(tab, `document.querySelectorAll('.card[data-asset]').length`, &cards)
+		return cards == n
+	}, func() string { return fmt.Sprintf("(%d cards)", cards) })
+	navigate(t, tab, f.srv.URL+"/#/gateways")
+	var rows int
+	poll(t, jsErrs, 30*time.Second, fmt.Sprintf("%d gateways on the gateways page", n), func() bool {
+		_ = eval(tab, `document.querySelectorAll('tr[data-gateway]').length`, &rows)
+		return rows == n
+	}, func() string { return fmt.Sprintf("(%d rows)", rows) })
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}

@@ -40,9 +40,9 @@ const historyQueryTimeout = 30 * time.Second
 // historyRoutes adds the /api/v1/history endpoints (docs/api.md).
 func (s *Server) historyRoutes() {
 	s.mux.HandleFunc("GET /api/v1/history/status", s.historyStatus)
-	s.mux.HandleFunc("GET /api/v1/history/series", s.historySeries)
-	s.mux.HandleFunc("GET /api/v1/history/alerts", s.historyAlerts)
-	s.mux.HandleFunc("GET /api/v1/history/kpis", s.historyKPIs)
+	s.mux.HandleFunc("GET /api/v1/history/series", s.limited("history", s.historySeries))
+	s.mux.HandleFunc("GET /api/v1/history/alerts", s.limited("history", s.historyAlerts))
+	s.mux.HandleFunc("GET /api/v1/history/kpis", s.limited("history", s.historyKPIs))
 }
 
 // HistoryStatus is the answer of /api/v1/history/status.

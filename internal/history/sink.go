@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/logging"
 )
 
 // Metrics are the sink's self-metrics (smelter_history_*).
@@ -23,6 +25,7 @@ type Metrics struct {
 	duplicates prometheus.Counter
 	expired    prometheus.Counter
 	malformed  prometheus.Counter
+	refused    *prometheus.CounterVec
 	errors     *prometheus.CounterVec
 	lag        prometheus.Gauge
 	up         prometheus.Gauge
@@ -40,14 +43,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_expired_readings_total",
 			Help: "Readings not stored raw: older than the readings retention (their rollups are), or more than a day ahead of the clock."}),
 		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_history_malformed_total", Help: "Messages that do not decode or that the database refuses, acknowledged and not stored."}),
-		errors:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_errors_total", Help: "Failed database operations, by operation (connect, write, retention); writes are retried."}, []string{"op"}),
-		lag:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_lag_messages", Help: "Messages in the stream not yet stored: pending on the history consumer plus delivered and not acknowledged."}),
-		up:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_up", Help: "1 while the last database operation succeeded."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_refused_total",
+			Help: "Not stored because they break the schema's bounds (telemetry's limit table, docs/schema.md \"Bounds\"), as the collector refuses them, by kind: batch and birth (refused whole: asset.path, a birth's names, units, labels or nameplate), reading (signal name or unit; the rest of its batch is stored)."},
+			[]string{"kind"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_history_errors_total", Help: "Failed database operations, by operation (connect, write, retention); writes are retried."}, []string{"op"}),
+		lag:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_lag_messages", Help: "Messages in the stream not yet stored: pending on the history consumer plus delivered and not acknowledged."}),
+		up:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_history_up", Help: "1 while the last database operation succeeded."}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "smelter_history_write_seconds", Help: "Duration of one write transaction.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8)}),
 	}
+	for _, k := range RefusedKinds { // present at 0 from the start
+		m.refused.WithLabelValues(k)
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.rows, m.batches, m.writes, m.duplicates, m.expired, m.malformed, m.errors, m.lag, m.up, m.seconds} {
+		for _, c := range []prometheus.Collector{m.rows, m.batches, m.writes, m.duplicates, m.expired, m.malformed, m.refused, m.errors, m.lag, m.up, m.seconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("history: metrics: %w", err)
 			}
@@ -91,6 +100,9 @@ type Sink struct {
 	m     *Metrics
 
 	stored atomic.Int64 // messages acknowledged after a commit
+	// refusedLog: one line per 10 s about what the bounds refused (a
+	// publisher sending it keeps sending it)
+	refusedLog logging.Limiter
 }
 
 // NewSink returns a sink; it does no I/O.
@@ -288,6 +300,16 @@ func (k *Sink) write(ctx context.Context, msgs []jetstream.Msg) error {
 		k.m.malformed.Add(float64(res.Malformed))
 		k.log.Warn("history: malformed messages acknowledged and not stored", "count", res.Malformed, "first", res.Errors[0])
 	}
+	if r := res.Refused; r != (Refused{}) {
+		for i, n := range []int{r.Batches, r.Births, r.Readings} {
+			k.m.refused.WithLabelValues(RefusedKinds[i]).Add(float64(n))
+		}
+		args := []any{"batches", r.Batches, "births", r.Births, "readings", r.Readings}
+		if len(res.Refusals) > 0 {
+			args = append(args, "first", res.Refusals[0])
+		}
+		k.refusedLog.Log(ctx, k.log, slog.LevelWarn, "history: beyond the schema's bounds (docs/schema.md, \"Bounds\"): acknowledged and not stored", args...)
+	}
 	return nil
 }
 
@@ -333,6 +355,8 @@ func (k *Sink) writeEach(ctx context.Context, msgs []Message) (Result, error) {
 		sum.Foreign += r.Foreign
 		sum.Malformed += r.Malformed
 		sum.Errors = append(sum.Errors, r.Errors...)
+		sum.Refused.add(r.Refused)
+		sum.Refusals = append(sum.Refusals, r.Refusals...)
 	}
 	return sum, nil
 }

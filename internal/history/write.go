@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -41,6 +42,28 @@ type Result struct {
 	Foreign    int // alerts and KPI results of another collector group (Options.Group), not stored
 	Malformed  int
 	Errors     []error
+	// Refused counts what breaks the schema's bounds (telemetry's limit
+	// table, docs/schema.md "Bounds"), applied as the collector applies
+	// them: a batch or birth refused whole (asset.path, a birth's strings)
+	// and readings refused alone (signal name or unit; the rest of their
+	// batch is stored). Texts and srcs beyond their bound are cut, not
+	// refused. Refusals holds the reason of each message refused whole.
+	Refused  Refused
+	Refusals []error
+}
+
+// Refused counts what the bounds refused, by kind: RefusedKinds.
+type Refused struct {
+	Batches, Births, Readings int
+}
+
+// RefusedKinds are the kind labels of smelter_history_refused_total.
+var RefusedKinds = []string{"batch", "birth", "reading"}
+
+func (r *Refused) add(o Refused) {
+	r.Batches += o.Batches
+	r.Births += o.Births
+	r.Readings += o.Readings
 }
 
 // decoded is a Write's input sorted by kind.
@@ -65,6 +88,10 @@ func decode(msgs []Message, group string, res *Result) decoded {
 	bad := func(m Message, err error) {
 		res.Malformed++
 		res.Errors = append(res.Errors, fmt.Errorf("%s: %w", m.Subject, err))
+	}
+	refuse := func(m Message, n *int, err error) {
+		*n++
+		res.Refusals = append(res.Refusals, fmt.Errorf("%s: %w", m.Subject, err))
 	}
 	for _, m := range msgs {
 		t := strings.Split(m.Subject, ".")
@@ -100,6 +127,14 @@ func decode(msgs []Message, group string, res *Result) decoded {
 			if mismatch(b.Asset.Site(), b.Asset.Class, b.Asset.ID) {
 				continue
 			}
+			// the schema's bounds, as the collector applies them
+			// (ingest.CheckAsset, ingest.DropInvalid)
+			if err := telemetry.CheckPath(b.Asset.Path); err != nil {
+				refuse(m, &res.Refused.Batches, err)
+				continue
+			}
+			n, _ := ingest.DropInvalid(b)
+			res.Refused.Readings += n
 			d.batches = append(d.batches, b)
 		case telemetry.KindBirth:
 			b, err := telemetry.DecodeBirth(m.Data)
@@ -108,6 +143,14 @@ func decode(msgs []Message, group string, res *Result) decoded {
 				continue
 			}
 			if mismatch(telemetry.Asset(b.Asset).Site(), b.Asset.Class, b.Asset.ID) {
+				continue
+			}
+			if err := telemetry.CheckPath(b.Asset.Path); err != nil {
+				refuse(m, &res.Refused.Births, err)
+				continue
+			}
+			if err := ingest.CheckBirthBounds(b); err != nil {
+				refuse(m, &res.Refused.Births, err)
 				continue
 			}
 			d.births = append(d.births, b)

@@ -167,9 +167,8 @@ func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 		return &RejectError{Reason: ReasonBirth,
 			Detail: fmt.Sprintf("gateway %s asset %s birth: ", bi.Gateway, bi.Asset.ID) + fmt.Sprintf(format, args...)}
 	}
-	if err := birthBounds(bi); err != "" {
-		return &RejectError{Reason: ReasonBounds,
-			Detail: fmt.Sprintf("gateway %s asset %s birth: %s", bi.Gateway, bi.Asset.ID, err)}
+	if err := CheckBirthBounds(bi); err != nil {
+		return err
 	}
 	for _, s := range bi.Signals {
 		if s.Min != nil && !finite(*s.Min) || s.Max != nil && !finite(*s.Max) {
@@ -198,6 +197,21 @@ func CheckBirth(bi *telemetry.Birth, cat *catalog.Catalog) error {
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// CheckBirthBounds is the part of CheckBirth that holds a birth's strings
+// to the schema's bounds (telemetry's limit table, docs/schema.md
+// "Bounds"): signal names, units, enum and allowed labels and their totals
+// in this message, nameplate keys and count; it cuts every src and the
+// protocol to telemetry.MaxSrcLen. Consumers that keep births without
+// evaluating them (internal/history) call it to apply the same bounds. The
+// error is a *RejectError with ReasonBounds.
+func CheckBirthBounds(bi *telemetry.Birth) error {
+	if err := birthBounds(bi); err != "" {
+		return &RejectError{Reason: ReasonBounds,
+			Detail: fmt.Sprintf("gateway %s asset %s birth: %s", bi.Gateway, bi.Asset.ID, err)}
+	}
+	return nil
+}
 
 // birthBounds checks bi's strings against the schema's bounds and cuts
 // its free text; it returns what breaks them ("" when nothing).

@@ -31,6 +31,21 @@ async function api(path) {
   return body;
 }
 
+// apiAll reads every page of a paged list endpoint (docs/api.md, "Paging"):
+// it follows next until the last page and returns the last answer with
+// field holding every item. Pages are of the server's default size.
+async function apiAll(path, field) {
+  const sep = path.includes('?') ? '&' : '?';
+  let items = [];
+  let cursor = '';
+  for (;;) {
+    const r = await api(cursor ? path + sep + 'cursor=' + encodeURIComponent(cursor) : path);
+    items = items.concat(r[field]);
+    if (!r.next) { r[field] = items; return r; }
+    cursor = r.next;
+  }
+}
+
 // post sends JSON; the answer's body is returned with its status, so a
 // refusal (403) shows its reason where the command was made.
 async function post(path, body) {
@@ -245,7 +260,7 @@ function freshness(a) {
 }
 
 async function loadAssets() {
-  const r = await api('/api/v1/assets');
+  const r = await apiAll('/api/v1/assets', 'assets');
   S.assets = new Map(r.assets.map((a) => [akey(a), stamp(a)]));
 }
 async function loadAlertCount() {
@@ -1009,7 +1024,7 @@ function gatewaysPage() {
     name: 'gateways',
     async render() {
       document.title = 'Smelter · Gateways';
-      try { S.gateways = (await api('/api/v1/gateways')).gateways; } catch (e) { return; }
+      try { S.gateways = (await apiAll('/api/v1/gateways', 'gateways')).gateways; } catch (e) { return; }
       this.draw();
     },
     draw() {

@@ -1,0 +1,162 @@
+package dashboard
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// RateLimit limits the API's expensive requests per client (docs/api.md,
+// "Rate limits"): the command audit trail (a read of the audit stream) and
+// the PostgreSQL history queries. Each client has a token bucket of Burst
+// requests refilled at PerSecond (golang.org/x/time/rate); a request
+// beyond it gets 429 with Retry-After. PerSecond 0 turns the limit off.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed: a request from one of them is the client's that the header
+	// names last before the trusted hops. Anyone else's header is ignored
+	// (a client could name any address), so the client is its connection's
+	// address.
+	TrustedProxies []netip.Prefix
+	// OnLimited is called with the endpoint's name (audit, history) for
+	// every refused request (the collector counts them in
+	// smelter_collector_http_rate_limited_total).
+	OnLimited func(endpoint string)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// MaxRateClients bounds the clients the limiter keeps a bucket for. A
+// bucket that refilled completely is dropped (it is the same as a new
+// one), so only clients active within the last Burst/PerSecond seconds
+// count; beyond the bound the clients not yet known share one bucket, so
+// many addresses cannot buy unlimited requests or memory.
+const MaxRateClients = 10000
+
+// limiter holds one bucket per client.
+type limiter struct {
+	cfg RateLimit
+
+	mu       sync.Mutex
+	clients  map[netip.Addr]*rate.Limiter
+	overflow *rate.Limiter
+}
+
+func newLimiter(cfg RateLimit) *limiter {
+	if cfg.PerSecond <= 0 {
+		return nil
+	}
+	if cfg.Burst < 1 {
+		cfg.Burst = 1
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &limiter{cfg: cfg, clients: map[netip.Addr]*rate.Limiter{},
+		overflow: rate.NewLimiter(rate.Limit(cfg.PerSecond), cfg.Burst)}
+}
+
+// bucket returns the client's bucket; l.mu is held.
+func (l *limiter) bucket(c netip.Addr, now time.Time) *rate.Limiter {
+	if b, ok := l.clients[c]; ok {
+		return b
+	}
+	if len(l.clients) >= MaxRateClients {
+		for k, b := range l.clients { // a full bucket is a new one: drop it
+			if b.TokensAt(now) >= float64(l.cfg.Burst) {
+				delete(l.clients, k)
+			}
+		}
+	}
+	if len(l.clients) >= MaxRateClients {
+		return l.overflow
+	}
+	b := rate.NewLimiter(rate.Limit(l.cfg.PerSecond), l.cfg.Burst)
+	l.clients[c] = b
+	return b
+}
+
+// allow takes a token of client c's bucket; when none is left it returns
+// false and how long until one is.
+func (l *limiter) allow(c netip.Addr) (bool, time.Duration) {
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.bucket(c, now).ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// client is the address a request is counted against: its connection's,
+// or, from a trusted proxy, the last address of X-Forwarded-For that is
+// not itself a trusted proxy.
+func (l *limiter) client(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{} // one bucket for whatever this is
+	}
+	addr = addr.Unmap()
+	if !l.trusted(addr) {
+		return addr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return addr // a malformed hop: the proxy itself
+		}
+		if a = a.Unmap(); !l.trusted(a) {
+			return a
+		}
+	}
+	return addr
+}
+
+func (l *limiter) trusted(a netip.Addr) bool {
+	for _, p := range l.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// limited wraps h: a request beyond its client's rate gets 429 with
+// Retry-After (whole seconds, at least 1) and is counted under endpoint.
+func (s *Server) limited(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	l := s.limit
+	if l == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ok, wait := l.allow(l.client(r))
+		if !ok {
+			if l.cfg.OnLimited != nil {
+				l.cfg.OnLimited(endpoint)
+			}
+			secs := max(1, int(math.Ceil(wait.Seconds())))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeErr(w, http.StatusTooManyRequests, "", fmt.Sprintf("rate limit: at most %g %s requests per second per client (burst %d); retry in %d s",
+				l.cfg.PerSecond, endpoint, l.cfg.Burst, secs))
+			return
+		}
+		h(w, r)
+	}
+}

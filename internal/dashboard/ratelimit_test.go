@@ -1,0 +1,151 @@
+package dashboard
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/history"
+)
+
+// countingStore is a HistoryStore that answers at once and counts queries.
+type countingStore struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingStore) Ready() bool        { return true }
+func (c *countingStore) Mode() history.Mode { return history.Mode("partitions") }
+func (c *countingStore) Series(context.Context, history.SeriesQuery) (history.Series, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return history.Series{}, nil
+}
+func (c *countingStore) Alerts(context.Context, history.AlertQuery) ([]history.AlertRecord, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return nil, nil
+}
+func (c *countingStore) KPIs(context.Context, history.KPIQuery) ([]history.KPIPoint, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return nil, nil
+}
+
+// Review (session 6): the audit trail and the history queries, each a read
+// of the audit stream or of PostgreSQL, had no rate limit: one client could
+// keep the database busy. Each client has a bucket now: beyond it 429 with
+// Retry-After, counted; another client is not affected; a trusted proxy's
+// X-Forwarded-For names the client, anyone else's is ignored; the bucket
+// refills with time.
+func TestRateLimitPerClient(t *testing.T) {
+	now := time.Date(2026, 11, 30, 16, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	limited := map[string]int{}
+	store := &countingStore{}
+	rl := RateLimit{PerSecond: 0.5, Burst: 3, Now: clock, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")},
+		OnLimited: func(e string) { mu.Lock(); limited[e]++; mu.Unlock() }}
+	srv := New(&fleet{}, NewLive(nil), Options{History: store, RateLimit: rl})
+	get := func(path, from, xff string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.RemoteAddr = from + ":40000"
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec
+	}
+	series := "/api/v1/history/series?site=s1&asset=a1&signal=p"
+	for i := range 3 {
+		if rec := get(series, "192.0.2.1", ""); rec.Code != http.StatusOK {
+			t.Fatalf("request %d within the burst: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	rec := get("/api/v1/history/alerts", "192.0.2.1", "")
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "2" ||
+		!strings.Contains(rec.Body.String(), "rate limit: at most 0.5 history requests per second per client (burst 3); retry in 2 s") {
+		t.Fatalf("4th request: %d Retry-After %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	if store.n != 3 {
+		t.Fatalf("%d queries reached the store, want 3", store.n)
+	}
+	// another client has its own bucket; a header from an untrusted peer
+	// does not make it someone else
+	if rec := get(series, "192.0.2.2", ""); rec.Code != http.StatusOK {
+		t.Fatalf("another client: %d", rec.Code)
+	}
+	if rec := get(series, "192.0.2.1", "198.51.100.7"); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("spoofed X-Forwarded-For from an untrusted peer: %d", rec.Code)
+	}
+	// behind the trusted proxy each client is counted apart
+	for i := range 3 {
+		if rec := get(series, "10.9.0.1", "198.51.100.7, 10.9.0.2"); rec.Code != http.StatusOK {
+			t.Fatalf("client behind the proxy, request %d: %d", i, rec.Code)
+		}
+	}
+	if rec := get(series, "10.9.0.1", "198.51.100.7, 10.9.0.2"); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("client behind the proxy beyond its burst: %d", rec.Code)
+	}
+	if rec := get(series, "10.9.0.1", "198.51.100.8"); rec.Code != http.StatusOK {
+		t.Fatalf("another client behind the proxy: %d", rec.Code)
+	}
+	// the audit trail is limited the same way (503 here: no audit stream,
+	// answered after the limit)
+	for range 3 {
+		get("/api/v1/assets/s1/a1/audit", "192.0.2.3", "")
+	}
+	if rec := get("/api/v1/assets/s1/a1/audit", "192.0.2.3", ""); rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("audit beyond the burst: %d", rec.Code)
+	}
+	// cheap endpoints are not limited
+	for range 10 {
+		if rec := get("/api/v1/history/status", "192.0.2.1", ""); rec.Code != http.StatusOK {
+			t.Fatalf("status: %d", rec.Code)
+		}
+	}
+	mu.Lock()
+	if limited["history"] != 3 || limited["audit"] != 1 {
+		t.Errorf("counted %v, want history 3, audit 1", limited)
+	}
+	now = now.Add(2 * time.Second) // one token back
+	mu.Unlock()
+	if rec := get(series, "192.0.2.1", ""); rec.Code != http.StatusOK {
+		t.Fatalf("after the refill: %d", rec.Code)
+	}
+}
+
+// The limiter's table is bounded: beyond MaxRateClients active clients
+// new ones share one bucket; full (idle) buckets are dropped for room.
+func TestRateLimitClientsBounded(t *testing.T) {
+	now := time.Date(2026, 11, 30, 16, 0, 0, 0, time.UTC)
+	l := newLimiter(RateLimit{PerSecond: 1, Burst: 1, Now: func() time.Time { return now }})
+	for i := range MaxRateClients {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if ok, _ := l.allow(a); !ok {
+			t.Fatalf("client %d refused", i)
+		}
+	}
+	if ok, _ := l.allow(netip.MustParseAddr("192.0.2.1")); !ok {
+		t.Fatal("first new client beyond the bound: refused (the shared bucket is full)")
+	}
+	if ok, _ := l.allow(netip.MustParseAddr("192.0.2.2")); ok {
+		t.Fatal("second new client beyond the bound got a bucket of its own")
+	}
+	if len(l.clients) != MaxRateClients {
+		t.Fatalf("%d clients held", len(l.clients))
+	}
+	now = now.Add(2 * time.Second) // every bucket full again: dropped for room
+	if ok, _ := l.allow(netip.MustParseAddr("192.0.2.3")); !ok || len(l.clients) != 1 {
+		t.Fatalf("after the idle time: allowed %v, %d clients held", ok, len(l.clients))
+	}
+}
