@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -291,4 +293,85 @@ func restartAllDown(t *testing.T, parts int) {
 	}
 	wait.For(t, 30*time.Second, "every restored asset raised silent", func() bool { return slices.Equal(silent(), ids) })
 	r2.stop()
+}
+
+// TestRestartWithLiveDevicesRaisesNoSilence: the restored silence clock
+// starts at the record's put time, so a collector down for longer than the
+// assets' silence window (4 x their 3 x 250 ms) has restored assets that look
+// silent; their batches of the downtime wait in the stream and are evaluated
+// before any judgment, so nothing is raised, for a single replica and a
+// partitioned group of one.
+func TestRestartWithLiveDevicesRaisesNoSilence(t *testing.T) {
+	for _, parts := range []int{0, 2} {
+		t.Run("partitions="+strconv.Itoa(parts), func(t *testing.T) { restartLive(t, parts) })
+	}
+}
+
+func restartLive(t *testing.T, parts int) {
+	js, cfg := replicaRig(t)
+	cfg.Cluster.Partitions = parts
+	if parts > 0 {
+		cfg.Cluster.MemberTimeout, cfg.Cluster.PinnedTTL = Duration(2*time.Second), Duration(2*time.Second)
+	}
+	nc, err := nats.Connect(cfg.NATS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	log := &alertLog{}
+	log.subscribe(t, nc)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ids := []string{"ac-1", "ac-2", "ac-3", "ac-4"}
+	var sent atomic.Uint64 // seq of the newest batch published
+	devices := make(chan struct{})
+	go func() { // 4 devices every 250 ms, all along
+		defer close(devices)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			ts := time.Now().UnixMilli()
+			for _, id := range ids {
+				seq := sent.Load() + 1
+				b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts, Asset: telemetry.Asset{ID: id, Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+					Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80 + float64(seq%5), Unit: "Cel", TS: ts}}}
+				if _, err := js.Publish(ctx, telemetry.Subject("site1", "air_compressor", id, telemetry.KindData), b.AppendJSON(nil),
+					jetstream.WithMsgID("gw-1-"+strconv.FormatUint(seq, 10))); err != nil {
+					return
+				}
+				sent.Store(seq)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	evaluatedSince := func(r *running, ts int64) bool {
+		for _, id := range ids {
+			if av, ok := r.c.Asset("site1", id); !ok || av.LastTS < ts {
+				return false
+			}
+		}
+		return true
+	}
+	r := startCfg(t, cfg)
+	started := time.Now().UnixMilli()
+	wait.For(t, 20*time.Second, "the devices' batches evaluated for 2 s", func() bool { return evaluatedSince(r, started+2000) })
+	r.stop()
+	// down for 3 s of the devices' batches (12 per device: 4 x the window)
+	down := sent.Load()
+	wait.For(t, 20*time.Second, "3 s of batches published while the collector is down", func() bool { return sent.Load() >= down+12*uint64(len(ids)) })
+	r2 := startCfg(t, cfg)
+	restarted := time.Now().UnixMilli()
+	wait.For(t, 30*time.Second, "the restarted collector evaluated the devices' batches for 3 s", func() bool { return evaluatedSince(r2, restarted+3000) })
+	r2.stop()
+	stop()
+	<-devices
+	for _, id := range ids {
+		if got := log.byKey("site1." + id + ".stale"); len(got) != 0 {
+			t.Errorf("%s: silence published across a restart with live devices: %+v", id, got)
+		}
+	}
 }
