@@ -65,7 +65,7 @@ func redeliveredBirth(t *testing.T, asJSON bool) {
 	// its successor: the record, then every message since the ack floor
 	next := c.newShard(0)
 	next.mu.Lock()
-	err = next.restore(w[0].data, 1)
+	err = next.restore(w[0].data, 1, 0)
 	next.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)

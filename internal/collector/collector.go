@@ -192,7 +192,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (or, a death without a comparable seq, before its newest batch)."}),
 		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_late_beyond_window_total", Help: "Batches older than the dedup window, accepted unchecked."}),
 		malformed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_malformed_total", Help: "Messages rejected, by reason."}, []string{"reason"}),
 		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages accepted by JetStream, by kind."}, []string{"kind"}),
@@ -511,19 +511,31 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
+		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, uint64(c.cfg.DedupWindow)) {
+			// at or behind the newest message of its gateway the asset's
+			// state includes: redelivered after a restart or takeover, or
+			// an older birth replayed behind newer data. Applied, it would
+			// set the asset back (its signal list drops what a newer birth
+			// and the batches since brought); the dashboard skips it too
+			sh.mu.Unlock()
+			c.m.duplicates.Inc()
+			c.log.Debug("birth behind the asset's state, not applied", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
+			return
+		}
 		cut, first := ingest.LimitBirth(bi, c.cfg.MaxSignalsPerAsset, c.cat)
 		n := sh.engine.Len()
 		al := sh.scratch[:0]
 		if sh.engine.InForce(bi) {
-			// the birth in force again (redelivered after a restart or
-			// takeover, or sent again by the gateway): nothing to apply;
-			// applied again it would drop the signals that came since
-			// without being listed (rules.Engine.InForce)
+			// the birth in force again (sent again by the gateway, or a
+			// birth of seq 0 redelivered): nothing to apply; applied again
+			// it would drop the signals that came since without being
+			// listed (rules.Engine.InForce)
 			c.log.Debug("birth already in force, not applied again", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
 		} else {
 			al = sh.engine.Birth(bi, al)
 			sh.kpis.Birth(bi)
 		}
+		sh.engine.Mark(as.Site(), as.ID, bi.Gateway, bi.Seq)
 		c.count(sh, n)
 		if cut > 0 {
 			c.signalsRefused(as.Site(), as.ID, as.Class, bi.Gateway, telemetry.KindBirth,
@@ -559,9 +571,20 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			sh.mu.Unlock()
 			return
 		}
+		if sh.engine.DeathBehind(&d, uint64(c.cfg.DedupWindow)) {
+			// older than what the asset's state includes (redelivered after
+			// a restart or takeover, with the birth and batches after it
+			// already evaluated): applied, it would mark a live asset dead
+			// and raise its silence
+			sh.mu.Unlock()
+			c.m.duplicates.Inc()
+			c.log.Debug("death behind the asset's state, not applied", "partition", sh.p, "gateway", d.Gateway, "seq", d.Seq, "asset", as.ID)
+			return
+		}
 		c.live.ObserveDeath(&d)
 		n := sh.engine.Len()
 		al := sh.engine.Death(&d, sh.scratch[:0])
+		sh.engine.Mark(as.Site(), as.ID, d.Gateway, d.Seq)
 		c.count(sh, n)
 		c.record(sh, al, nil, cy)
 		sh.scratch = al[:0]

@@ -665,7 +665,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				c.m.takeovers.Inc()
 				if parts > 0 {
 					stopFollow()
-					if sh, err = c.reload(ctx, io.kv, sh); err != nil {
+					if sh, err = c.reload(ctx, io.kv, sh, "partition pinned to this replica: state read again, evaluating"); err != nil {
 						return err
 					}
 				}
@@ -688,6 +688,26 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
 			drained = start
+		}
+		if fresh && emptied && len(msgs) == 0 && time.Since(lastTick) >= time.Second {
+			// no message yet: silence of the restored assets is judged
+			// only once the server says every message of the partition
+			// was delivered and acknowledged by whoever held it, which
+			// checkpointed it first (idleVerdict)
+			lastTick = time.Now()
+			judge := c.idleVerdict(ctx, cons, sh, parts > 0, start.UnixMilli(), log)
+			if judge && parts > 0 {
+				var err error
+				stopFollow() // the state read again now holds every acknowledged message
+				if sh, err = c.reload(ctx, io.kv, sh, "partition idle, every message acknowledged: state read again to judge silence"); err != nil {
+					return err
+				}
+			}
+			if judge {
+				if err := c.tick(ctx, sh, own, start.UnixMilli()); err != nil {
+					return err
+				}
+			}
 		}
 		if !fresh && drained.After(judged) && time.Since(lastTick) >= time.Second {
 			lastTick = time.Now()
@@ -729,13 +749,13 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 // came: a previous owner may have checkpointed since (it was delivered the
 // partition until its pin expired). The old shard stays visible to the API
 // until the new one is complete; its assets count no longer for max_assets.
-func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shard) (*shard, error) {
+func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shard, msg string) (*shard, error) {
 	old.mu.Lock()
 	n := old.engine.Len()
 	old.mu.Unlock()
 	c.tracked.Add(-int64(n))
 	sh := c.newShard(old.p)
-	err := c.load(ctx, kv, sh, "partition pinned to this replica: state read again, evaluating")
+	err := c.load(ctx, kv, sh, msg)
 	c.mu.Lock()
 	if err == nil && c.shards[old.p] == old {
 		c.shards[old.p] = sh
@@ -806,6 +826,45 @@ func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held in
 	if info.NumAckPending > held {
 		log.Debug("silence not judged: deliveries not in hand", "ack_pending", info.NumAckPending, "held", held)
 		return false
+	}
+	return true
+}
+
+// idleVerdict decides whether a worker that received no message of its
+// partition yet may judge the silence of the restored assets as of at
+// (the start of a fetch that returned none): only on the server's word
+// that the stream holds nothing the state may lack. The consumer's info
+// must show no message pending and none delivered but unacknowledged (an
+// acknowledged message was checkpointed first), and, with partitions, no
+// client pinned: a previous owner that still holds the pin may still be
+// delivered messages this worker will not see. With partitions the
+// caller then reads the state again (the previous owner's last records),
+// so only when Silent says some asset is due. The verdict never rests on
+// local time alone: a worker paused, or behind a backlog, or not pinned,
+// finds messages pending, delivered or a pin.
+func (c *Collector) idleVerdict(ctx context.Context, cons jetstream.Consumer, sh *shard, pinned bool, at int64, log *slog.Logger) bool {
+	sh.mu.Lock()
+	due := sh.engine.Silent(at)
+	sh.mu.Unlock()
+	if !due {
+		return false
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		log.Debug("silence not judged: consumer info", "err", err)
+		return false
+	}
+	if info.NumPending > 0 || info.NumAckPending > 0 {
+		log.Debug("silence not judged: messages pending or unacknowledged", "pending", info.NumPending, "ack_pending", info.NumAckPending)
+		return false
+	}
+	if pinned {
+		for _, g := range info.PriorityGroups {
+			if g.PinnedClientID != "" {
+				log.Debug("silence not judged: a client is pinned", "group", g.Group)
+				return false
+			}
+		}
 	}
 	return true
 }

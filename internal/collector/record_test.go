@@ -121,7 +121,7 @@ func TestRecordsOfEitherFormRestore(t *testing.T) {
 		defer to.mu.Unlock()
 		rev := uint64(1)
 		for _, data := range recs {
-			if err := to.restore(data, rev); err != nil {
+			if err := to.restore(data, rev, 0); err != nil {
 				t.Fatal(err)
 			}
 			rev++

@@ -283,8 +283,9 @@ func (sh *shard) setAlert(a alert.Alert) {
 	m[a.Key] = struct{}{}
 }
 
-// restore applies one record read from the bucket; sh.mu is held.
-func (sh *shard) restore(data []byte, rev uint64) error {
+// restore applies one record read from the bucket, stored there at
+// written (Unix ms; 0: unknown, the restore time); sh.mu is held.
+func (sh *shard) restore(data []byte, rev uint64, written int64) error {
 	r, err := decodeRecord(data)
 	if err != nil {
 		return err
@@ -292,7 +293,7 @@ func (sh *shard) restore(data []byte, rev uint64) error {
 	if r.Rules.Site == "" || r.Rules.ID == "" {
 		return errors.New("record without site/id")
 	}
-	sh.engine.RestoreAsset(&r.Rules)
+	sh.engine.RestoreAssetAt(&r.Rules, written)
 	if r.KPI != nil {
 		sh.kpis.RestoreAsset(r.KPI)
 		sh.kpis.RestoreBirth(r.Rules.Site, r.Rules.ID, r.Rules.Birth)
@@ -410,7 +411,11 @@ func (c *Collector) apply(ctx context.Context, sh *shard, e jetstream.KeyValueEn
 		return false
 	}
 	before := sh.engine.Len()
-	err := sh.restore(e.Value(), e.Revision())
+	var written int64 // the server's time of the put: the asset's silence clock starts there (rules.Engine.RestoreAssetAt)
+	if t := e.Created(); !t.IsZero() {
+		written = t.UnixMilli()
+	}
+	err := sh.restore(e.Value(), e.Revision(), written)
 	if c.log.Enabled(ctx, slog.LevelDebug) {
 		st, _ := sh.engine.Snapshot(siteID(e.Key()))
 		c.log.Debug("state restored", "key", e.Key(), "rev", e.Revision(), "seq", st.Seq, "batches", st.Batches)

@@ -736,14 +736,29 @@ func (e *Engine) checkStale(out []alert.Alert, s *signalState, gw, at int64) []a
 // Call it about once a second.
 func (e *Engine) Tick(out []alert.Alert, at int64) []alert.Alert {
 	for _, a := range e.order {
-		if a.silence == nil || a.interval <= 0 || a.lastRecv == 0 {
-			continue
-		}
-		if float64(at-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None {
+		if a.silentAt(at) {
 			out = e.step(out, a.silence, a.silence.r.Severity, at, 0, 0)
 		}
 	}
 	return out
+}
+
+// Silent reports whether Tick(at) would raise a silence alert, changing
+// nothing.
+func (e *Engine) Silent(at int64) bool {
+	for _, a := range e.order {
+		if a.silentAt(at) {
+			return true
+		}
+	}
+	return false
+}
+
+// silentAt reports whether the asset's silence alert is due at at and not
+// raised yet: it sent nothing for more than k x its batch interval.
+func (a *assetState) silentAt(at int64) bool {
+	return a.silence != nil && a.interval > 0 && a.lastRecv != 0 &&
+		float64(at-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None
 }
 
 // inst is one rule applied to one asset (and signal).

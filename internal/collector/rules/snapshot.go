@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -125,15 +126,71 @@ func (e *Engine) Len() int { return len(e.assets) }
 // it and are evaluated, and the first of them becomes the recorded seq
 // again. A real redelivery lies within the consumer's unacknowledged
 // messages, far less than window behind.
+//
+// Births and deaths take their numbers from the same sequence as the
+// batches (docs/schema.md) and move the recorded (gateway, seq) too
+// (Birth, Death), so Behind holds them to the same order.
 func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
-	a, ok := e.assets[[2]string{b.Asset.Site(), b.Asset.ID}]
-	if !ok || a.batches == 0 || a.gateway != b.Gateway {
+	return e.behind(b.Asset.Site(), b.Asset.ID, b.Gateway, b.Seq, b.Part, b.Parts, window)
+}
+
+// Behind reports whether a birth or death of the asset, sent by gateway
+// with seq, lies at or behind the newest message of that gateway the
+// asset's state includes (a batch, birth or death: the recorded
+// (gateway, seq), checkpointed), and less than window behind it, as
+// Duplicate does for batches. Such a message is older than the state: a
+// redelivery after a restart or takeover, or an older birth replayed
+// behind newer data; applied, it would set the asset back (an older
+// birth's signal list drops what the newer one and the batches since
+// brought; an older death marks a live asset dead). seq 0 (a message
+// without a place in its gateway's sequence: tests, hand-made messages;
+// the gateway and the Sparkplug host never send one) is never behind, nor
+// is a message of another gateway than the recorded one.
+func (e *Engine) Behind(site, id, gateway string, seq, window uint64) bool {
+	return seq != 0 && e.behind(site, id, gateway, seq, 0, 0, window)
+}
+
+func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, window uint64) bool {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok || a.seq == 0 || a.gateway != gateway {
 		return false
 	}
-	if b.Seq == a.seq && b.Parts > 0 {
-		return b.Part <= a.part
+	if seq == a.seq && parts > 0 {
+		return part <= a.part
 	}
-	return b.Seq <= a.seq && a.seq-b.Seq < window
+	return seq <= a.seq && a.seq-seq < window
+}
+
+// DeathBehind is Behind for a death d, and, where its seq cannot be
+// compared (seq 0, or another gateway than the asset's newest message),
+// whether d's ts_gw lies before the asset's newest batch's: a death
+// older than data already evaluated is not applied (batches older than
+// the newest are not evaluated either).
+func (e *Engine) DeathBehind(d *telemetry.Death, window uint64) bool {
+	as := d.Asset.FromJSON()
+	if e.Behind(as.Site(), as.ID, d.Gateway, d.Seq, window) {
+		return true
+	}
+	a, ok := e.assets[[2]string{as.Site(), as.ID}]
+	if !ok || d.Seq != 0 && a.gateway == d.Gateway && a.seq != 0 {
+		return false // compared by seq above: newer
+	}
+	return d.TSGW > 0 && d.TSGW < a.lastTSGW
+}
+
+// Mark records a birth or death of the asset (gateway, seq) as the
+// newest message the state includes, as Process records a batch's; seq 0
+// or an untracked asset changes nothing. The collector marks a birth
+// also when it does not apply it (InForce).
+func (e *Engine) Mark(site, id, gateway string, seq uint64) {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok || seq == 0 {
+		return
+	}
+	if a.gateway != gateway {
+		a.gateway = strings.Clone(gateway)
+	}
+	a.seq, a.part = seq, 0
 }
 
 // Snapshot returns the state of one asset; false when it is not tracked.
@@ -248,7 +305,20 @@ func (a *assetState) all() []*inst {
 // whose shape no longer fits its rule (the rule changed) starts afresh.
 // The asset's silence clock restarts now, so a takeover never raises a
 // silence alert for the time no replica was reading.
-func (e *Engine) RestoreAsset(st *AssetState) {
+func (e *Engine) RestoreAsset(st *AssetState) { e.RestoreAssetAt(st, 0) }
+
+// RestoreAssetAt is RestoreAsset for a record written at written (Unix
+// ms, the time the state bucket stored it; 0: unknown): the asset's
+// silence clock starts then (now if that is later), not at the restore.
+// The record was written after the asset's newest message was evaluated
+// (and once or twice a checkpoint interval after it at most, unless an
+// alert changed it later), so the asset sent nothing evaluated since at
+// least then. Silence is still judged only on a fetch that found the
+// stream drained (Tick): a restart or takeover whose backlog holds the
+// asset's batches evaluates them first, so the time no replica was
+// reading is silence only when the stream holds nothing of the asset
+// for it, as when every device went down before a restart.
+func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 	if a, ok := e.assets[[2]string{st.Site, st.ID}]; ok {
 		e.dropAsset(a)
 	}
@@ -265,6 +335,9 @@ func (e *Engine) RestoreAsset(st *AssetState) {
 	a.gateway, a.seq, a.part = st.Gateway, st.Seq, st.Part
 	if a.batches > 0 {
 		a.lastRecv = e.now()
+		if written > 0 && written < a.lastRecv {
+			a.lastRecv = written
+		}
 	}
 	for i := range st.Signals {
 		ss := &st.Signals[i]
