@@ -32,11 +32,15 @@ var errNoPubAck = errors.New("no PubAck")
 // bucket's subjects, errNoPubAck for another status reply,
 // context.DeadlineExceeded after kvAckTimeout.
 //
+// Without an error every record has its revision: each one's first reply
+// is waited for, a second one ignored.
+//
 // It is what one jetstream.PublishMsgAsync per record and awaitAcks did,
 // with the same messages on the wire, without the client's bookkeeping per
 // message (a future with two channels, a timer, a map entry and its reply
-// subject, the PubAck decoded by reflection: about 15 allocations and 3 µs
-// of CPU per record): one subscription per call on a fresh inbox, the
+// subject, the PubAck decoded by reflection: about 15 allocations and 4 µs
+// of CPU per record in BenchmarkIngest, docs/benchmarks.md "Collector,
+// fifth pass"): one subscription per call on a fresh inbox, the
 // reply subject of record i is <inbox>.<i>, and a PubAck's sequence is read
 // without encoding/json (any other reply is decoded by it).
 func putRecords(ctx context.Context, nc *nats.Conn, bucket string, ws []kvWrite) ([]uint64, error) {
@@ -65,15 +69,18 @@ func putRecords(ctx context.Context, nc *nats.Conn, bucket string, ws []kvWrite)
 	ctx, cancel := context.WithTimeout(ctx, kvAckTimeout)
 	defer cancel()
 	var first error
-	for range ws {
+	answered := make([]bool, len(ws))
+	for left := len(ws); left > 0; {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
 			return revs, err
 		}
 		i, err := strconv.Atoi(m.Subject[len(inbox)+1:])
-		if err != nil || i < 0 || i >= len(ws) || revs[i] != 0 {
-			continue // not an answer to this call's records
+		if err != nil || i < 0 || i >= len(ws) || answered[i] {
+			continue // not a first answer to one of this call's records
 		}
+		answered[i] = true
+		left--
 		seq, err := pubAckSeq(m)
 		if err != nil {
 			if first == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,6 +87,32 @@ func TestPutRecords(t *testing.T) {
 	}
 	if revs, err := putRecords(ctx, nc, "st", nil); err != nil || len(revs) != 0 {
 		t.Fatalf("nothing to write: %v %v", revs, err)
+	}
+}
+
+// TestPutRecordsWaitsForEveryRecord: a second reply to one record (here
+// from a responder standing in for the server) neither counts as another
+// record's PubAck nor overwrites the first.
+func TestPutRecordsWaitsForEveryRecord(t *testing.T) {
+	ctx, nc, _, _ := stateBucket(t)
+	n := 0
+	sub, err := nc.Subscribe("$KV.fake.>", func(m *nats.Msg) {
+		n++
+		_ = m.Respond(fmt.Appendf(nil, `{"stream":"KV_fake","seq":%d}`, 10*n))
+		if n == 1 {
+			_ = m.Respond([]byte(`{"stream":"KV_fake","seq":99}`))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := putRecords(ctx, nc, "fake", []kvWrite{{key: "a"}, {key: "b"}, {key: "c"}})
+	if err != nil || !slices.Equal(revs, []uint64{10, 20, 30}) {
+		t.Fatalf("revisions %v, %v; want [10 20 30]", revs, err)
 	}
 }
 
