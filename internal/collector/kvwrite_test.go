@@ -18,22 +18,14 @@ import (
 func stateBucket(t *testing.T) (context.Context, *nats.Conn, jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
 	ns, _ := embeddedConfig(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jsClient(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "st"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ctx, nc, js, kv
+	return ctx, js.Conn(), js, kv
 }
 
 // TestPutRecords: putRecords stores records with compare-and-set as the
