@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -100,22 +99,7 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	if err != nil {
 		return err
 	}
-	futs := make([]jetstream.PubAckFuture, 0, len(writes))
-	for _, w := range writes {
-		m := nats.NewMsg("$KV." + io.bucket + "." + w.key)
-		m.Data = w.data
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.rev, 10))
-		f, err := io.js.PublishMsgAsync(m)
-		if err != nil {
-			sh.mu.Lock()
-			sh.forget() // the records before it may still be in flight
-			sh.mu.Unlock()
-			c.m.pubErrors.Inc()
-			return fmt.Errorf("collector: checkpoint %s: %w", w.key, err)
-		}
-		futs = append(futs, f)
-	}
-	revs, err := awaitAcks(ctx, futs)
+	revs, err := putRecords(ctx, io.nc, io.bucket, writes)
 	durable := make(map[[2]string]bool, len(writes))
 	sh.mu.Lock()
 	if err == nil {
