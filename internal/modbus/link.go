@@ -200,13 +200,17 @@ func (l *link) duplicate(unit byte) {
 // while it works: every wait of an exchange is bounded by a deadline set
 // just before it (setDeadline), the longest being a held answer's confirm
 // window (timeout + (quietLimit+1) x silence) on an RTU or ASCII line and
-// a dial or a reply (timeout) on Modbus TCP; RTU's 3.5-character gap is
-// added. What happens between two waits is computation.
+// a dial or a reply (timeout) on Modbus TCP; serial RTU's 3.5-character
+// gap is added. What happens between two waits is computation.
 func (l *link) stepBound() time.Duration {
 	if !l.framed() {
 		return l.timeout
 	}
-	return l.timeout + (quietLimit+1)*l.silence + t35(l.serial.Baud)
+	b := l.timeout + (quietLimit+1)*l.silence
+	if l.transport == RTU {
+		b += t35(l.serial.Baud) // prepare's gap, a timer
+	}
+	return b
 }
 
 // framed reports whether the encoding carries no transaction id (RTU or

@@ -168,7 +168,7 @@ func (s *Source) State() DeviceState { return s.dev.state() }
 // line began) while one of the device's reads or writes held the link or
 // waited for it, zero when none does; and bound, the longest a working
 // link goes without progress: timeout on Modbus TCP, timeout + 11 x
-// silence + the 3.5-character gap on an RTU or ASCII line (the longest
+// silence on an RTU or ASCII line (+ the 3.5-character gap on serial RTU) (the longest
 // single wait of an exchange: link.stepBound). A read queued behind other
 // units' timeouts, or waiting for a slow answer within its timeout, thus
 // makes progress; a link wedged without a deadline makes none.
