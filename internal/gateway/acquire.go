@@ -81,8 +81,15 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	// The cycle's end: when its replies came or its requests timed out
+	// (a read queued on a shared link, or waiting for its timeouts, ends
+	// long after it started). Silence and staleness are judged there.
+	end := at
+	if c.Duration > 0 {
+		end = at.Add(c.Duration)
+	}
 	d.normMu.Lock()
-	a.batch.Readings = d.norm.Apply(a.batch.Readings[:0], c.Samples, at.UnixMilli(), d.g.now().UnixMilli())
+	a.batch.Readings = d.norm.Apply(a.batch.Readings[:0], c.Samples, end.UnixMilli(), d.g.now().UnixMilli())
 	d.normMu.Unlock()
 	good := 0
 	for i := range c.Samples {
@@ -97,7 +104,7 @@ func (a *acquisition) cycle(ctx context.Context, c *sample.Cycle) {
 		}
 	}
 	a.dm.poll(good, len(c.Samples))
-	if d.track(ctx, a.sp, at, c, good > 0) {
+	if d.track(ctx, a.sp, at, end, c, good > 0) {
 		a.dm.up.Set(1)
 	} else {
 		a.dm.up.Set(0)
@@ -179,11 +186,14 @@ func (a *acquisition) overrun(c *sample.Cycle) {
 // death. Any cycle with Replied, from any of the device's groups, is life,
 // so a device with an exception-only group and a good group never flaps.
 // A device is dead once it has been silent for k x the cycle's interval
-// (counted from the first attempt when it never answered), or at once when
-// its source reports the link Lost. The death reason and last_error are the
-// text of the cycle's Err: the real cause. It returns whether the device
-// is alive.
-func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sample.Cycle, anyGood bool) bool {
+// (counted from the end of its last cycle that got a reply, or from the
+// first attempt when it never answered), judged at the end of each cycle
+// (end: when its requests timed out, so a cycle whose timeouts take longer
+// than k x interval kills at its end), or at once when its source reports
+// the link Lost. The death reason states that silence; it and last_error
+// carry the text of the cycle's Err: the real cause. It returns whether
+// the device is alive.
+func (d *device) track(ctx context.Context, sp *spool.Spool, at, end time.Time, c *sample.Cycle, anyGood bool) bool {
 	iv := c.Interval
 	if iv <= 0 {
 		iv = d.cfg.Interval
@@ -205,7 +215,7 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 	var announceDeath, announceBirth bool
 	var reason string
 	if c.Replied && !c.Lost {
-		st.LastReply = at
+		st.LastReply = end
 		st.silentSince = time.Time{}
 		if st.Dead {
 			st.Dead = false
@@ -218,7 +228,7 @@ func (d *device) track(ctx context.Context, sp *spool.Spool, at time.Time, c *sa
 				st.silentSince = st.LastReply
 			}
 		}
-		silent := at.Sub(st.silentSince)
+		silent := end.Sub(st.silentSince)
 		if !st.Dead && (c.Lost || silent >= staleMultiple*iv) {
 			// The real silence, not the threshold: a slow cycle (an RTU
 			// line, a long timeout) sees it well past k x interval.

@@ -255,6 +255,39 @@ func TestDeathStatesTheRealSilence(t *testing.T) {
 	}
 }
 
+// TestDeathIsJudgedWhenTheRequestsTimeOut (review 1, F5): a device on a
+// link saturated by units that time out, or with a long timeout, learns of
+// its silence only when its requests time out, long after they started.
+// The silence is measured to the cycle's end, from the end of the last
+// cycle that got a reply: the first silent cycle, started 0.9 s after the
+// last reply but ending 26 s later (its 25 s timeout), kills the device at
+// once with the real silence, and its points are stale, not bad (they
+// used to be bad, the device alive, until a cycle started 3 s after the
+// last reply; the reason said "no reply for" the gap between two starts).
+func TestDeathIsJudgedWhenTheRequestsTimeOut(t *testing.T) {
+	r := newLoopRig(t, twoPoints, "")
+	timeout := errors.New("modbus: read holding 0 unit 1: timeout")
+	good := sample.Cycle{Start: at(0), Duration: 100 * time.Millisecond, Interval: time.Second, Replied: true,
+		Samples: []sample.Sample{{Index: 0, Num: 7}, {Index: 1, Num: 50}}}
+	silent := sample.Cycle{Start: at(1), Duration: 25 * time.Second, Interval: time.Second, Err: timeout, Samples: []sample.Sample{
+		{Index: 0, Quality: telemetry.QualityBad, Silent: true, Status: 0x100},
+		{Index: 1, Quality: telemetry.QualityBad, Silent: true, Status: 0x100}}}
+	r.run(t, good, silent)
+	got := r.spooled(t)
+	if len(got.deaths) != 1 || got.deaths[0].Reason != "no reply for 25.9s: "+timeout.Error() {
+		t.Fatalf("deaths = %+v (%s), want one at the end of the silent cycle, saying 25.9s", got.deaths, got.kinds)
+	}
+	last := got.batches[len(got.batches)-1]
+	for _, rd := range last.Readings {
+		if rd.Quality != telemetry.QualityStale || rd.Status != 0x100 {
+			t.Errorf("after 25.9 s of silence: %+v, want stale with the timeout status", rd)
+		}
+	}
+	if st := r.d.state(); !st.Dead || !st.LastReply.Equal(at(0.1)) {
+		t.Errorf("state = %+v, want dead, last reply at the end of the good cycle", st)
+	}
+}
+
 // TestNeverAnsweringDeviceDiesFromItsFirstAttempt and a Lost link is death
 // at once.
 func TestNeverAnsweringDeviceDiesFromItsFirstAttempt(t *testing.T) {

@@ -70,7 +70,7 @@ type device struct {
 type deviceState struct {
 	LastPoll    time.Time `json:"last_poll,omitzero"`
 	LastGood    time.Time `json:"last_good,omitzero"`  // last cycle with a good or uncertain value
-	LastReply   time.Time `json:"last_reply,omitzero"` // last cycle the device answered (even with an exception)
+	LastReply   time.Time `json:"last_reply,omitzero"` // end of the last cycle the device answered (even with an exception)
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Polls       uint64    `json:"polls"`

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smelterio/smelter/internal/gateway/driver"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -42,12 +43,22 @@ var ErrStalled = errors.New("driver stalled: no cycle")
 // is a source that has reported no point yet (an OPC UA device of action
 // points only never emits): nothing it published can outlive it.
 //
+// A source whose cycles may take long while it works (driver.Progresser: a
+// Modbus read queued on a shared link behind other units' timeouts, or
+// waiting for a slow answer within its timeout) is silent only when it has
+// neither emitted a cycle nor made progress, and its limit counts its
+// bound (limit): a driver making bounded progress is never declared
+// stalled, one wedged without a deadline still is.
+//
 // mu serialises the source's emits and the watchdog's own cycle, so time
 // the gateway spends handing a cycle on (a full spool) is never silence.
 type stallWatch struct {
 	d     *device
 	floor time.Duration
 	log   *logging.Limiter
+
+	progress driver.Progresser // the source's progress, nil when it reports none
+	bound    time.Duration     // the longest the source goes without progress while it works
 
 	mu          sync.Mutex
 	last        time.Time     // end of the last emit, or start of the run
@@ -68,16 +79,37 @@ func newStallWatch(d *device) *stallWatch {
 	for i := range d.cfg.Norm {
 		w.configured = max(w.configured, time.Duration(d.cfg.Norm[i].IntervalMS)*time.Millisecond)
 	}
+	if p, ok := d.src.(driver.Progresser); ok {
+		w.progress = p
+		_, w.bound = p.Progress()
+	}
 	return w
 }
 
-// limit is how long the source may go without a cycle: k x (P + D), never
-// under the floor, where P is the longest interval the device's points
-// are configured with or a cycle carried (a poll group's interval, an OPC
-// UA subscription's keep-alive period) and D the longest time a cycle's
-// requests took (a read waiting for its timeouts or a shared line). mu held.
+// limit is how long the source may go without a cycle (nor progress):
+// k x (P + max(D, B)), never under the floor, where P is the longest
+// interval the device's points are configured with or a cycle carried (a
+// poll group's interval, an OPC UA subscription's keep-alive period), D the
+// longest time a cycle's requests took (a read waiting for its timeouts or
+// a shared line) and B the longest a working source goes without progress
+// (driver.Progresser; 0 for other sources). A progressing source is silent
+// at most P + B (the wait for its next read, then one bounded wait on its
+// link), under a third of the limit. mu held.
 func (w *stallWatch) limit() time.Duration {
-	return max(w.floor, staleMultiple*(max(w.configured, w.maxInterval)+w.maxDuration))
+	return max(w.floor, staleMultiple*(max(w.configured, w.maxInterval)+max(w.maxDuration, w.bound)))
+}
+
+// silence returns how long the source has been silent: since its last
+// emit or, for a driver.Progresser, since its last progress if later.
+// mu held.
+func (w *stallWatch) silence(now time.Time) time.Duration {
+	last := w.last
+	if w.progress != nil {
+		if p, _ := w.progress.Progress(); p.After(last) {
+			last = p
+		}
+	}
+	return now.Sub(last)
 }
 
 // emitted notes a cycle the source emitted (mu held).
@@ -137,7 +169,7 @@ func (w *stallWatch) watch(rctx context.Context, ran <-chan struct{}, cancel fun
 		}
 		w.mu.Lock()
 		limit := w.limit()
-		silent := time.Since(w.last)
+		silent := w.silence(time.Now())
 		if !w.armed || silent < limit || w.d.state().Dead {
 			w.mu.Unlock()
 			t.Reset(max(limit-silent, limit/4))
@@ -165,7 +197,11 @@ func (w *stallWatch) watch(rctx context.Context, ran <-chan struct{}, cancel fun
 // interval: track declares it dead.
 func (w *stallWatch) stall(silent, limit time.Duration, stale func(*sample.Cycle)) {
 	d := w.d
-	err := fmt.Errorf("%w for %v (limit %v): its points are published stale and the driver restarted", ErrStalled,
+	what := ""
+	if w.progress != nil {
+		what = " and no progress"
+	}
+	err := fmt.Errorf("%w%s for %v (limit %v): its points are published stale and the driver restarted", ErrStalled, what,
 		silent.Round(time.Millisecond), limit.Round(time.Millisecond))
 	d.g.m.stalls.WithLabelValues(d.cfg.ID).Inc()
 	w.log.Log(context.Background(), d.log, slog.LevelError, "device's driver stalled: no cycle, neither data nor an error, within its limit; publishing its points stale and restarting the driver",

@@ -144,3 +144,47 @@ func TestStallLimit(t *testing.T) {
 		t.Fatalf("limit %v with a 1 min floor, want %v", got, want)
 	}
 }
+
+// progressSource is a source reporting progress (driver.Progresser).
+type progressSource struct {
+	last  time.Time
+	bound time.Duration
+}
+
+func (p *progressSource) Run(ctx context.Context, _ func(*sample.Cycle)) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (p *progressSource) Progress() (time.Time, time.Duration) { return p.last, p.bound }
+
+// TestStallLimitWithProgress: a source reporting progress has the limit
+// max(floor, 3 x (P + max(D, B))), B its progress bound, and is silent
+// since the later of its last cycle and its last progress; one without
+// progress in flight (zero: wedged outside its link, or between cycles)
+// is silent since its last cycle.
+func TestStallLimitWithProgress(t *testing.T) {
+	src := &progressSource{bound: 25 * time.Second}
+	d := &device{g: &Gateway{}, src: src, cfg: &gwconfig.Device{Interval: time.Second, Norm: []normalize.Point{{IntervalMS: 1000}}}}
+	w := newStallWatch(d)
+	if got, want := w.limit(), 3*(time.Second+25*time.Second); got != want {
+		t.Fatalf("limit %v, want 3 x (P + B) = %v", got, want)
+	}
+	w.emitted(&sample.Cycle{Interval: time.Second, Duration: 40 * time.Second})
+	if got, want := w.limit(), 3*(time.Second+40*time.Second); got != want {
+		t.Fatalf("limit %v after a 40 s cycle, want 3 x (P + D) = %v", got, want)
+	}
+	now := time.Now()
+	w.last = now.Add(-100 * time.Second)
+	if got := w.silence(now); got != 100*time.Second {
+		t.Fatalf("silence %v without progress, want 100s (since the last cycle)", got)
+	}
+	src.last = now.Add(-5 * time.Second)
+	if got := w.silence(now); got != 5*time.Second {
+		t.Fatalf("silence %v with progress 5 s ago, want 5s", got)
+	}
+	src.last = now.Add(-200 * time.Second)
+	if got := w.silence(now); got != 100*time.Second {
+		t.Fatalf("silence %v with progress older than the last cycle, want 100s", got)
+	}
+}

@@ -204,6 +204,12 @@ func (k *Checks) Errorf(field, format string, args ...any) {
 	k.c.add(k.c.doc.Errorf(field, format, args...))
 }
 
+// Warnf records a warning at field of the main file: a problem that does
+// not stop the gateway (Config.Warnings).
+func (k *Checks) Warnf(field, format string, args ...any) {
+	k.c.warn(k.c.doc.Errorf(field, format, args...))
+}
+
 // PointSpec is what a driver knows about one point when it hands it to
 // the common compilation (Block.Point).
 type PointSpec struct {

@@ -525,3 +525,25 @@ func loadGatewayField(field, value string) (*gwconfig.Config, error) {
 	doc += "}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - {id: a, class: motor, modbus: {address: \"127.0.0.1:1\"}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
 	return loadBytes("gw.yaml", []byte(doc))
 }
+
+// TestSlowModbusDeathWarns (review 1, F5, F7): a connection whose timeout
+// makes a silent device's death judgement long (death is judged when its
+// requests time out; a read waits one request of each other device on
+// the connection) is warned about once, naming the worst case; a default
+// timeout is not.
+func TestSlowModbusDeathWarns(t *testing.T) {
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - {id: a, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:1", unit_id: 1, timeout: 25s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
+  - {id: b, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:1", unit_id: 2, timeout: 25s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
+  - {id: c, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:2", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
+`
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: up to 50s after it falls silent (2 device(s) x 25s") {
+		t.Errorf("warnings = %v", cfg.Warnings)
+	}
+}

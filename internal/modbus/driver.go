@@ -280,6 +280,48 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 			units[key][l.UnitID] = i
 		}
 	}
+	warnSlowDeath(c, devs, first)
+}
+
+// slowDeath is the least worst-case death judgement validate warns about.
+const slowDeath = 30 * time.Second
+
+// warnSlowDeath warns, once per connection, when a silent device on it is
+// known dead much later than 3 x its poll interval: the gateway judges
+// silence when a read's requests time out (docs/schema.md), and a read
+// waits at most one request of each other device on the connection
+// before its own (turns), a request of a silent unit costing its timeout
+// (+ the silence that follows it on an RTU or ASCII line): about n x that
+// after it fell silent, n the devices on the connection. Warned when that
+// exceeds both 3 x the shortest poll interval on the connection and
+// slowDeath.
+func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
+	n := map[string]int{}
+	shortest := map[string]time.Duration{}
+	for _, d := range devs {
+		l := d.Driver.(*DeviceConfig).Config
+		key := string(l.Transport) + "|" + l.Address
+		n[key]++
+		if iv, ok := shortest[key]; !ok || d.Interval < iv {
+			shortest[key] = d.Interval
+		}
+	}
+	for key, i := range first {
+		d := devs[i]
+		l := d.Driver.(*DeviceConfig).Config
+		l.runtimeDefaults()
+		step := l.Timeout
+		if l.Transport != TCP {
+			step += l.silence()
+		}
+		worst := time.Duration(n[key]) * step
+		if worst <= slowDeath || worst <= 3*shortest[key] {
+			continue
+		}
+		c.Warnf(d.Field+".modbus.timeout",
+			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v); lower timeout (or silence), or put fewer devices on the connection",
+			l.Address, worst, n[key], step, 3*shortest[key])
+	}
 }
 
 // Sources implements driver.Driver: one Pool per gateway, so devices on

@@ -196,6 +196,23 @@ func (l *link) duplicate(unit byte) {
 		"unit", unit, "device", dev)
 }
 
+// stepBound is the longest the link goes without progress (turns.moved)
+// while it works: every wait of an exchange is bounded by a deadline set
+// just before it (setDeadline), the longest being a held answer's confirm
+// window (timeout + (quietLimit+1) x silence) on an RTU or ASCII line and
+// a dial or a reply (timeout) on Modbus TCP; serial RTU's 3.5-character
+// gap is added. What happens between two waits is computation.
+func (l *link) stepBound() time.Duration {
+	if !l.framed() {
+		return l.timeout
+	}
+	b := l.timeout + (quietLimit+1)*l.silence
+	if l.transport == RTU {
+		b += t35(l.serial.Baud) // prepare's gap, a timer
+	}
+	return b
+}
+
 // framed reports whether the encoding carries no transaction id (RTU or
 // ASCII, on a serial line or tunnelled over TCP).
 func (l *link) framed() bool { return l.transport != TCP }
@@ -223,6 +240,8 @@ func (l *link) exchange(ctx context.Context, s *share, dev *devMetrics, unit byt
 
 // exchangeHeld is exchange for s holding the link already (a read's turn).
 func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
+	l.turns.mark()
+	defer l.turns.mark()
 	if err := l.ensure(ctx, dev); err != nil {
 		return nil, err
 	}
@@ -745,7 +764,11 @@ func (l *link) drain(ctx context.Context) (int, error) {
 
 // setDeadline bounds the next reads and writes. A context that ended
 // before (its abort may have run already and been overwritten) cancels.
+//
+// Every wait on the line is bounded this way, so each call marks the
+// link's progress (turns.mark): the wait before it has ended.
 func (l *link) setDeadline(ctx context.Context, t time.Time) error {
+	l.turns.mark()
 	if err := l.p.SetDeadline(t); err != nil {
 		return &linkError{StatusConnection, err}
 	}

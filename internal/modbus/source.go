@@ -162,3 +162,16 @@ func (p *Pool) borrowSamples(n int) *[]sample.Sample {
 
 // State returns the device's health for /status.
 func (s *Source) State() DeviceState { return s.dev.state() }
+
+// Progress implements driver.Progresser: when the device's link last made
+// progress (a turn began or ended, an exchange or a bounded wait on the
+// line began) while one of the device's reads or writes held the link or
+// waited for it, zero when none does; and bound, the longest a working
+// link goes without progress: timeout on Modbus TCP, timeout + 11 x
+// silence on an RTU or ASCII line (+ the 3.5-character gap on serial RTU) (the longest
+// single wait of an exchange: link.stepBound). A read queued behind other
+// units' timeouts, or waiting for a slow answer within its timeout, thus
+// makes progress; a link wedged without a deadline makes none.
+func (s *Source) Progress() (last time.Time, bound time.Duration) {
+	return s.dev.link.turns.progress(s.dev.share), s.dev.link.stepBound()
+}

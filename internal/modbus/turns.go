@@ -3,6 +3,7 @@ package modbus
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,6 +39,11 @@ type turns struct {
 	floor   time.Duration
 	shares  []*share  // every device on the link, for per-cycle accounting
 	free    []*waiter // waiters to reuse: a contended turn allocates nothing
+	// moved is when the link last made progress (Unix ns): a turn began or
+	// ended, or its holder began an exchange or a bounded wait on the line
+	// (link.setDeadline). While the link works, two of these are never
+	// more than link.stepBound apart (progress).
+	moved atomic.Int64
 }
 
 // share is one device's account on its link, under turns.mu.
@@ -196,6 +202,7 @@ func (t *turns) reuse(w *waiter) {
 // grant gives the link to s. Caller holds mu.
 func (t *turns) grant(s *share, now time.Time) {
 	t.holder, t.since = s, now
+	t.moved.Store(now.UnixNano())
 	if s != nil && s.vuse > t.floor {
 		t.floor = s.vuse
 	}
@@ -219,6 +226,7 @@ func (t *turns) release(s *share) {
 	now := time.Now()
 	t.settle(now)
 	t.holder = nil
+	t.moved.Store(now.UnixNano())
 	if len(t.waiting) == 0 {
 		return
 	}
@@ -331,4 +339,25 @@ func (t *turns) busiest(before []time.Duration, self *share) (string, time.Durat
 		}
 	}
 	return id, max(most, 0)
+}
+
+// mark notes that the link made progress now (moved).
+func (t *turns) mark() { t.moved.Store(time.Now().UnixNano()) }
+
+// progress returns when the link last made progress if s holds the link or
+// waits for it (zero otherwise: s is between reads, or busy elsewhere). A
+// device waiting behind others' timeouts, or in its own slow exchange,
+// thus shows progress as long as the link does; a holder wedged without a
+// deadline stops it for every device of the link.
+func (t *turns) progress(s *share) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in := t.holder == s
+	for _, w := range t.waiting {
+		in = in || w.s == s
+	}
+	if !in {
+		return time.Time{}
+	}
+	return time.Unix(0, t.moved.Load())
 }

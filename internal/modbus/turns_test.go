@@ -291,3 +291,67 @@ func BenchmarkSharedLinkTCP(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 }
+
+// TestProgressWhileWaitingForTheLink: a device that holds the link or
+// waits for it sees the link's progress (a turn granted, an exchange's
+// marks); a device doing neither sees none (zero), nor does one once its
+// turn ended. The gateway's stall watch relies on both: a read queued
+// behind other units' timeouts is alive, a device stuck elsewhere is not.
+func TestProgressWhileWaitingForTheLink(t *testing.T) {
+	var tr turns
+	a, b, c := tr.join("a"), tr.join("b"), tr.join("c")
+	if !tr.progress(a).IsZero() {
+		t.Fatal("progress before any turn")
+	}
+	if err := tr.acquire(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if tr.progress(a).IsZero() {
+		t.Fatal("the holder sees no progress")
+	}
+	got := make(chan error, 1)
+	go func() { got <- tr.acquire(context.Background(), b) }()
+	wait.For(t, 10*time.Second, "b waiting, seeing the link's progress", func() bool { return !tr.progress(b).IsZero() })
+	p0 := tr.progress(b)
+	wait.For(t, 10*time.Second, "the holder's marks seen by the waiter", func() bool {
+		tr.mark()
+		return tr.progress(b).After(p0)
+	})
+	if !tr.progress(c).IsZero() {
+		t.Error("a device neither holding nor waiting sees progress")
+	}
+	tr.release(a)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if !tr.progress(a).IsZero() || tr.progress(b).IsZero() {
+		t.Errorf("after the hand-over: a %v (want zero), b %v (want set)", tr.progress(a), tr.progress(b))
+	}
+	tr.release(b)
+}
+
+// TestProgressBound: a Source's progress bound is its link's longest wait:
+// the timeout on Modbus TCP, timeout + 11 x silence + t3.5 on RTU.
+func TestProgressBound(t *testing.T) {
+	pool := NewPool(nil, nil)
+	defer pool.Close()
+	for _, tc := range []struct {
+		cfg  Config
+		want time.Duration
+	}{
+		{Config{Transport: TCP, Address: "127.0.0.1:1", Timeout: 2 * time.Second}, 2 * time.Second},
+		{Config{Transport: RTUOverTCP, Address: "127.0.0.1:2", Timeout: time.Second, Silence: 100 * time.Millisecond}, 2100 * time.Millisecond},
+		{Config{Transport: RTU, Address: "/dev/null", Timeout: time.Second, Silence: 100 * time.Millisecond, Serial: SerialConfig{Baud: 9600}},
+			2100*time.Millisecond + t35(9600)},
+	} {
+		tc.cfg.SetDefaults()
+		src, err := pool.Source("d-"+string(tc.cfg.Transport), tc.cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, bound := src.Progress()
+		if !last.IsZero() || bound != tc.want {
+			t.Errorf("%s: Progress() = %v, %v; want zero, %v", tc.cfg.Transport, last, bound, tc.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -69,6 +70,21 @@ type Source interface {
 	// emit never overlap; the Cycle and its Samples are valid only during
 	// the call. Run returns nil when ctx ends.
 	Run(ctx context.Context, emit func(*sample.Cycle)) error
+}
+
+// Progresser is implemented by the Source of a driver whose cycle may take
+// long while the driver works, every wait of it bounded (a Modbus read
+// queued on a link shared with units that time out, or waiting for a slow
+// answer within its timeout). The gateway's stall watch (docs/architecture.md,
+// "stall watch") counts such progress as life: a source is stalled only
+// when it has emitted no cycle and made no progress for its stall limit,
+// which is at least k x bound.
+type Progresser interface {
+	// Progress returns when the source last made progress inside a cycle
+	// in flight (zero when none is in flight) and bound, the longest the
+	// source goes without progress while it works (configuration-derived,
+	// constant for the source's life).
+	Progress() (last time.Time, bound time.Duration)
 }
 
 // Writer is implemented by the Source of a driver that can write points
