@@ -511,7 +511,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, uint64(c.cfg.DedupWindow)) {
+		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, bi.TSGW, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
 			// an older birth replayed behind newer data. Applied, it would
@@ -531,6 +531,8 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			// it would drop the signals that came since without being
 			// listed (rules.Engine.InForce)
 			c.log.Debug("birth already in force, not applied again", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
+			// but it still says the asset answers: a death or silence ends
+			al = sh.engine.Revive(bi, al)
 		} else {
 			al = sh.engine.Birth(bi, al)
 			sh.kpis.Birth(bi)
