@@ -192,7 +192,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (or, a death without a comparable seq, before its newest batch)."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (within dedup_window, or further behind and before its newest batch in ts_gw; a death without a comparable seq: before its newest batch)."}),
 		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_late_beyond_window_total", Help: "Batches older than the dedup window, accepted unchecked."}),
 		malformed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_malformed_total", Help: "Messages rejected, by reason."}, []string{"reason"}),
 		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages accepted by JetStream, by kind."}, []string{"kind"}),
@@ -511,7 +511,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, uint64(c.cfg.DedupWindow)) {
+		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, bi.TSGW, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
 			// an older birth replayed behind newer data. Applied, it would
@@ -531,6 +531,8 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			// it would drop the signals that came since without being
 			// listed (rules.Engine.InForce)
 			c.log.Debug("birth already in force, not applied again", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
+			// but it still says the asset answers: a death or silence ends
+			al = sh.engine.Revive(bi, al)
 		} else {
 			al = sh.engine.Birth(bi, al)
 			sh.kpis.Birth(bi)

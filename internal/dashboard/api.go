@@ -404,8 +404,7 @@ func (s *Server) assets(w http.ResponseWriter, r *http.Request) {
 	default:
 		q.fail("status", fmt.Sprintf("%q (want ok, warn, alarm or stale)", status))
 	}
-	var after assetPageKey
-	limit, paged := q.page(&after)
+	after, limit, paged := q.assetPage("assets", s.opts.Catalog)
 	if !q.ok(w) {
 		return
 	}
@@ -425,7 +424,7 @@ func (s *Server) assets(w http.ResponseWriter, r *http.Request) {
 		out = append(out, o)
 	}
 	sortAssets(out)
-	page, next := pageOf(out, assetKeyOf, cmpAssetKey, ptrIf(&after, paged), limit)
+	page, next := pageOf("assets", out, assetKeyOf, cmpAssetKey, ptrIf(&after, paged), limit)
 	writeJSON(w, http.StatusOK, listAnswer(now, "assets", page, len(out), next))
 }
 
@@ -439,6 +438,27 @@ type assetPageKey struct {
 	Site  string `json:"s"`
 	Class string `json:"c"`
 	ID    string `json:"i"`
+}
+
+// assetPage is page for /assets and /kpis (endpoint ep): the cursor's
+// class must also be one of the catalog's, as an asset's is.
+func (q *query) assetPage(ep string, cat *catalog.Catalog) (after assetPageKey, limit int, paged bool) {
+	limit, paged = q.page(ep, &after)
+	if paged {
+		if _, ok := cat.Class(after.Class); !ok {
+			q.fail("cursor", notACursor)
+			paged = false
+		}
+	}
+	return after, limit, paged
+}
+
+// check: site, class and id are tokens, as an asset's are.
+func (k *assetPageKey) check() error {
+	if !telemetry.ValidToken(k.Site) || !telemetry.ValidToken(k.Class) || !telemetry.ValidToken(k.ID) {
+		return fmt.Errorf("site, class and id must be tokens")
+	}
+	return nil
 }
 
 func assetKeyOf(a *AssetOut) assetPageKey { return assetPageKey{a.Site, a.Class, a.ID} }
@@ -659,6 +679,19 @@ type alertPageKey struct {
 	ID       string `json:"i"`
 }
 
+// check: an active alert's severity is info..trip, a cleared one's 0
+// (alertKeyOf), the time is not negative, key and id are given.
+func (k *alertPageKey) check() error {
+	switch {
+	case k.Active && (k.Severity < uint8(alert.Info) || k.Severity > uint8(alert.Trip)),
+		!k.Active && k.Severity != 0:
+		return fmt.Errorf("severity %d out of range", k.Severity)
+	case k.T < 0 || k.Key == "" || k.ID == "":
+		return fmt.Errorf("time, key or id out of range")
+	}
+	return nil
+}
+
 func alertKeyOf(a *alert.Alert) alertPageKey {
 	k := alertPageKey{Active: a.Active(), Key: a.Key, ID: a.ID, T: a.ClearedAt}
 	if k.Active {
@@ -693,7 +726,7 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 	}
 	class, site, asset := q.class(s.opts.Catalog), q.token("site"), q.token("asset")
 	var after alertPageKey
-	limit, paged := q.page(&after)
+	limit, paged := q.page("alerts", &after)
 	if !q.ok(w) {
 		return
 	}
@@ -723,7 +756,7 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 		list = append(list, a)
 	}
 	sortAlerts(list)
-	page, next := pageOf(list, alertKeyOf, cmpAlertKey, ptrIf(&after, paged), limit)
+	page, next := pageOf("alerts", list, alertKeyOf, cmpAlertKey, ptrIf(&after, paged), limit)
 	out := make([]AlertOut, len(page))
 	nActive := 0
 	for i, a := range page {
@@ -740,8 +773,7 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 	q := newQuery(r, "site", "class", "limit", "cursor")
 	site, class := q.token("site"), q.class(s.opts.Catalog)
-	var after assetPageKey
-	limit, paged := q.page(&after)
+	after, limit, paged := q.assetPage("kpis", s.opts.Catalog)
 	if !q.ok(w) {
 		return
 	}
@@ -756,7 +788,7 @@ func (s *Server) kpis(w http.ResponseWriter, r *http.Request) {
 	}
 	keyOf := func(k *kpi.Result) assetPageKey { return assetPageKey{k.Site, k.Class, k.Asset} }
 	slices.SortFunc(out, func(a, b kpi.Result) int { return cmpAssetKey(keyOf(&a), keyOf(&b)) })
-	page, next := pageOf(out, keyOf, cmpAssetKey, ptrIf(&after, paged), limit)
+	page, next := pageOf("kpis", out, keyOf, cmpAssetKey, ptrIf(&after, paged), limit)
 	writeJSON(w, http.StatusOK, listAnswer(s.now(), "kpis", page, len(out), next))
 }
 
@@ -890,12 +922,12 @@ func (s *Server) kpiWindows() KPIWindows {
 func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
 	q := newQuery(r, "limit", "cursor")
 	var after gatewayPageKey
-	limit, paged := q.page(&after)
+	limit, paged := q.page("gateways", &after)
 	if !q.ok(w) {
 		return
 	}
 	all := s.live.Gateways() // sorted by id
-	page, next := pageOf(all, func(g *GatewayView) gatewayPageKey { return gatewayPageKey{g.ID} },
+	page, next := pageOf("gateways", all, func(g *GatewayView) gatewayPageKey { return gatewayPageKey{g.ID} },
 		func(a, b gatewayPageKey) int { return cmp.Compare(a.ID, b.ID) }, ptrIf(&after, paged), limit)
 	writeJSON(w, http.StatusOK, listAnswer(s.now(), "gateways", page, len(all), next))
 }
@@ -903,6 +935,14 @@ func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
 // gatewayPageKey is the sort key of /gateways (the id), carried by its cursor.
 type gatewayPageKey struct {
 	ID string `json:"g"`
+}
+
+// check: a gateway id is a token.
+func (k *gatewayPageKey) check() error {
+	if !telemetry.ValidToken(k.ID) {
+		return fmt.Errorf("gateway id must be a token")
+	}
+	return nil
 }
 
 // ClassOut describes a catalog class for the dashboard.

@@ -31,28 +31,48 @@ const (
 // tokens and an alert id (the 4-token key, a rule and a time).
 const maxCursor = 1024
 
-// page reads limit and cursor; cursor decodes into after (a pointer
-// to the endpoint's key type), and ok reports whether one was given.
-func (q *query) page(after any) (limit int, ok bool) {
+const notACursor = "not a cursor of this endpoint (pass the next of the previous answer unchanged)"
+
+// pageKey is an endpoint's sort key as its cursor carries it; check
+// rejects a key no item of the endpoint can have (a forged cursor).
+type pageKey interface {
+	check() error
+}
+
+// page reads limit and cursor; cursor, which must be one of endpoint ep's
+// (the endpoint's name, as encodeCursor got it), decodes into after (a
+// pointer to the endpoint's key type), and ok reports whether one was
+// given.
+func (q *query) page(ep string, after pageKey) (limit int, ok bool) {
 	limit = q.intRange("limit", DefaultPageSize, 1, MaxPageSize)
 	c := q.v.Get("cursor")
 	if c == "" {
 		return limit, false
 	}
-	if err := decodeCursor(c, after); err != nil {
-		q.fail("cursor", "not a cursor of this endpoint (pass the next of the previous answer unchanged)")
+	if err := decodeCursor(c, ep, after); err != nil {
+		q.fail("cursor", notACursor)
 		return limit, false
 	}
 	return limit, true
 }
 
-// encodeCursor is base64url (no padding) of the key's JSON.
-func encodeCursor(key any) string {
-	data, _ := json.Marshal(key) // keys are structs of strings and numbers
+// cursorJSON is a cursor's content: the endpoint it belongs to and the
+// sort key of the last item served. The endpoint keeps a cursor of
+// /assets from being taken by /kpis, whose keys have the same shape
+// (review2 F3).
+type cursorJSON struct {
+	E string          `json:"e"`
+	K json.RawMessage `json:"k"`
+}
+
+// encodeCursor is base64url (no padding) of {"e": ep, "k": key} as JSON.
+func encodeCursor(ep string, key any) string {
+	k, _ := json.Marshal(key) // keys are structs of strings and numbers
+	data, _ := json.Marshal(cursorJSON{E: ep, K: k})
 	return base64.RawURLEncoding.EncodeToString(data)
 }
 
-func decodeCursor(s string, into any) error {
+func decodeCursor(s, ep string, into pageKey) error {
 	if len(s) > maxCursor {
 		return fmt.Errorf("%d bytes, more than %d", len(s), maxCursor)
 	}
@@ -60,9 +80,25 @@ func decodeCursor(s string, into any) error {
 	if err != nil {
 		return err
 	}
+	var c cursorJSON
+	if err := strictJSON(data, &c); err != nil {
+		return err
+	}
+	if c.E != ep {
+		return fmt.Errorf("a cursor of %q, not %q", c.E, ep)
+	}
+	if err := strictJSON(c.K, into); err != nil {
+		return err
+	}
+	return into.check()
+}
+
+// strictJSON decodes one JSON value of data into v, refusing unknown
+// fields and anything after the value.
+func strictJSON(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
+	if err := dec.Decode(v); err != nil {
 		return err
 	}
 	if dec.More() {
@@ -74,7 +110,7 @@ func decodeCursor(s string, into any) error {
 // pageOf returns the page of list (sorted by cmp over keyOf) that follows
 // after (nil: the first page), at most limit items, and the cursor of the
 // next page ("" when none follows).
-func pageOf[T, K any](list []T, keyOf func(*T) K, cmp func(a, b K) int, after *K, limit int) ([]T, string) {
+func pageOf[T, K any](ep string, list []T, keyOf func(*T) K, cmp func(a, b K) int, after *K, limit int) ([]T, string) {
 	start := 0
 	if after != nil {
 		i, found := slices.BinarySearchFunc(list, *after, func(t T, k K) int { return cmp(keyOf(&t), k) })
@@ -86,7 +122,7 @@ func pageOf[T, K any](list []T, keyOf func(*T) K, cmp func(a, b K) int, after *K
 	end := min(len(list), start+limit)
 	next := ""
 	if end < len(list) {
-		next = encodeCursor(keyOf(&list[end-1]))
+		next = encodeCursor(ep, keyOf(&list[end-1]))
 	}
 	return list[start:end], next
 }

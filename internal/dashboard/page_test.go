@@ -205,7 +205,7 @@ func TestListEndpointsPage(t *testing.T) {
 
 func TestPagingParameterErrors(t *testing.T) {
 	_, srv := newFleetServer(t, 20, 20)
-	assetCursor := encodeCursor(assetPageKey{"s0", "motor", "a0000"})
+	assetCursor := encodeCursor("assets", assetPageKey{"s0", "motor", "a0000"})
 	for _, c := range []struct{ path, field, msg string }{
 		{"/api/v1/gateways?limit=0", "limit", `"0" is not an integer within 1..5000`},
 		{"/api/v1/gateways?limit=5001", "limit", `"5001" is not an integer within 1..5000`},
@@ -216,6 +216,17 @@ func TestPagingParameterErrors(t *testing.T) {
 		{"/api/v1/gateways?cursor=" + assetCursor, "cursor", "not a cursor of this endpoint"}, // another endpoint's
 		{"/api/v1/alerts?cursor=" + assetCursor, "cursor", "not a cursor of this endpoint"},
 		{"/api/v1/assets?cursor=" + strings.Repeat("A", 2000), "cursor", "not a cursor of this endpoint"},
+		// review2 F3: /kpis and /assets keys have the same shape; the cursor
+		// names its endpoint. Forged keys out of range are refused too.
+		{"/api/v1/kpis?cursor=" + assetCursor, "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/assets?cursor=" + encodeCursor("kpis", assetPageKey{"s0", "motor", "a0000"}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/assets?cursor=" + encodeCursor("assets", assetPageKey{"s0", "no such", "a0000"}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/kpis?cursor=" + encodeCursor("kpis", assetPageKey{"s0", "nope", "a0000"}), "cursor", "not a cursor of this endpoint"}, // not in the catalog
+		{"/api/v1/alerts?cursor=" + encodeCursor("alerts", alertPageKey{Active: true, Severity: 99, Key: "k", ID: "i"}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/alerts?cursor=" + encodeCursor("alerts", alertPageKey{Active: false, Severity: 2, Key: "k", ID: "i"}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/alerts?cursor=" + encodeCursor("alerts", alertPageKey{Active: true, Severity: 2, T: -1, Key: "k", ID: "i"}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/gateways?cursor=" + encodeCursor("gateways", gatewayPageKey{""}), "cursor", "not a cursor of this endpoint"},
+		{"/api/v1/gateways?cursor=" + encodeCursor("gateways", gatewayPageKey{"a.b"}), "cursor", "not a cursor of this endpoint"},
 		{"/api/v1/gateways?offset=10", "offset", "unknown parameter (allowed: limit, cursor)"},
 	} {
 		_, code, msg := getPage(t, srv, c.path, "")
@@ -224,7 +235,7 @@ func TestPagingParameterErrors(t *testing.T) {
 		}
 	}
 	// a cursor past the end is an empty last page, not an error
-	p, code, _ := getPage(t, srv, "/api/v1/gateways?cursor="+encodeCursor(gatewayPageKey{"zzz"}), "gateways")
+	p, code, _ := getPage(t, srv, "/api/v1/gateways?cursor="+encodeCursor("gateways", gatewayPageKey{"zzz"}), "gateways")
 	if code != http.StatusOK || len(p.Items) != 0 || p.Next != "" || p.Total != 20 {
 		t.Errorf("cursor past the end: %d, %d items, next %q, total %d", code, len(p.Items), p.Next, p.Total)
 	}

@@ -100,10 +100,23 @@ func (l *limiter) allow(c netip.Addr) (bool, time.Duration) {
 	return true, 0
 }
 
-// client is the address a request is counted against: its connection's,
-// or, from a trusted proxy, the last address of X-Forwarded-For that is
-// not itself a trusted proxy.
+// client is the key a request is counted against: its address (see
+// clientAddr), an IPv6 address cut to its /64 (review2 F4: one host
+// holds a /64, RFC 4291's interface-id split, and per /128 it could fill
+// every bucket, MaxRateClients, alone).
 func (l *limiter) client(r *http.Request) netip.Addr {
+	a := l.clientAddr(r)
+	if a.Is6() {
+		p, _ := a.Prefix(64) // cannot fail for an IPv6 address
+		return p.Addr()
+	}
+	return a
+}
+
+// clientAddr is the address a request is counted against: its
+// connection's, or, from a trusted proxy, the last address of
+// X-Forwarded-For that is not itself a trusted proxy.
+func (l *limiter) clientAddr(r *http.Request) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr

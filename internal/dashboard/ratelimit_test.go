@@ -149,3 +149,37 @@ func TestRateLimitClientsBounded(t *testing.T) {
 		t.Fatalf("after the idle time: allowed %v, %d clients held", ok, len(l.clients))
 	}
 }
+
+// IPv6 clients are keyed by their /64 (review2 F4): the addresses of one
+// /64 share a bucket, another /64 has its own. IPv4 is per address.
+func TestRateLimitIPv6Per64(t *testing.T) {
+	l := newLimiter(RateLimit{PerSecond: 1, Burst: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	key := func(remote, xff string) netip.Addr {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = remote
+		if xff != "" {
+			r.Header.Set("X-Forwarded-For", xff)
+		}
+		return l.client(r)
+	}
+	a, b := key("[2001:db8:1:2::1]:4000", ""), key("[2001:db8:1:2:ffff::9]:4001", "")
+	c, d := key("127.0.0.1:5000", "2001:db8:1:2::77"), key("127.0.0.1:5000", "2001:db8:1:3::1")
+	if a != b || a != c || a == d || a != netip.MustParseAddr("2001:db8:1:2::") {
+		t.Fatalf("keys %v %v %v %v: want one per /64", a, b, c, d)
+	}
+	if ok, _ := l.allow(a); !ok {
+		t.Fatal("first request refused")
+	}
+	if ok, _ := l.allow(b); ok {
+		t.Fatal("another address of the same /64 got a bucket of its own")
+	}
+	if ok, _ := l.allow(d); !ok {
+		t.Fatal("another /64 refused")
+	}
+	if x, y := key("192.0.2.1:1", ""), key("192.0.2.2:1", ""); x == y || x != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("IPv4 keys %v %v: want one per address", x, y)
+	}
+	if x := key("[::ffff:192.0.2.1]:1", ""); x != netip.MustParseAddr("192.0.2.1") {
+		t.Fatalf("IPv4-mapped key %v", x)
+	}
+}

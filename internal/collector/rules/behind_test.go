@@ -17,7 +17,7 @@ func TestBehindOrdersBirthsAndDeaths(t *testing.T) {
 	const window = 1000
 	h := newHarness(t, true, "")
 	e := h.e
-	if e.Behind("site1", "ac-1", "gw", 1, window) {
+	if e.Behind("site1", "ac-1", "gw", 1, 0, window) {
 		t.Fatal("behind on an untracked asset")
 	}
 	e.Birth(compressorBirth(sec(0), "discharge_temp"), nil)
@@ -48,7 +48,7 @@ func TestBehindOrdersBirthsAndDeaths(t *testing.T) {
 			{"seq 0", "gw", 0, false},
 			{"another gateway", "gw-2", 3, false},
 		} {
-			if got := e.Behind("site1", "ac-1", c.gw, c.seq, window); got != c.behind {
+			if got := e.Behind("site1", "ac-1", c.gw, c.seq, 0, window); got != c.behind {
 				t.Errorf("%s: %s: behind %v, want %v", name, c.what, got, c.behind)
 			}
 		}
@@ -82,19 +82,19 @@ func TestBehindOrdersBirthsAndDeaths(t *testing.T) {
 	// a death applied and marked orders what follows it
 	e.Death(death("gw", 9, sec(9)), nil)
 	e.Mark("site1", "ac-1", "gw", 9)
-	if !e.Behind("site1", "ac-1", "gw", 9, window) || !e.Duplicate(batch(9, sec(10)), window) {
+	if !e.Behind("site1", "ac-1", "gw", 9, 0, window) || !e.Duplicate(batch(9, sec(10)), window) {
 		t.Fatal("a death's seq does not order what follows")
 	}
 	// far ahead: a seq more than the window behind is applied (a gateway
 	// that started over, as for batches)
 	e.Mark("site1", "ac-1", "gw", 9+2*window)
-	if e.Behind("site1", "ac-1", "gw", 9, window) || !e.Behind("site1", "ac-1", "gw", 10+window, window) {
+	if e.Behind("site1", "ac-1", "gw", 9, 0, window) || !e.Behind("site1", "ac-1", "gw", 10+window, 0, window) {
 		t.Fatal("window")
 	}
 	// seq 0 and untracked assets mark nothing
 	e.Mark("site1", "ac-1", "gw", 0)
 	e.Mark("site1", "nobody", "gw", 4)
-	if !e.Behind("site1", "ac-1", "gw", 10+window, window) || e.Has("site1", "nobody") {
+	if !e.Behind("site1", "ac-1", "gw", 10+window, 0, window) || e.Has("site1", "nobody") {
 		t.Fatal("Mark of seq 0 or an untracked asset changed something")
 	}
 }

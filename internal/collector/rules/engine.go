@@ -325,6 +325,7 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	}
 	a.birthBin = nil
 	out = a.dropUnborn(out, b.TSGW)
+	out = e.revive(a, b.TSGW, out)
 	for _, s := range a.list {
 		a.applyRange(s)
 	}
@@ -332,6 +333,35 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 		a.refreshConsts(bd)
 	}
 	return out
+}
+
+// Revive records what a birth of a tracked asset says besides its
+// declarations, for a birth not applied because it is the one in force
+// (InForce; a gateway sends the same birth again when a dead device
+// answers again): the asset answers. Birth does the same.
+func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
+	as := b.Asset.FromJSON()
+	a, ok := e.assets[[2]string{as.Site(), as.ID}]
+	if !ok {
+		return out
+	}
+	return e.revive(a, b.TSGW, out)
+}
+
+// revive clears the asset's death and its silence alert (at ts, the
+// birth's ts_gw, else now) and restarts its silence clock: a birth is the
+// gateway's word that the asset answers again (review2 F0: before, the
+// next batch cleared a death, whatever the quality of its readings).
+func (e *Engine) revive(a *assetState, ts int64, out []alert.Alert) []alert.Alert {
+	a.dead = ""
+	a.lastRecv = e.now()
+	if a.silence == nil || a.silence.latch.Level == alert.None {
+		return out
+	}
+	if ts <= 0 {
+		ts = e.now()
+	}
+	return e.step(out, a.silence, alert.None, ts, 0, 0)
 }
 
 // InForce reports whether the birth b declares exactly what the birth in
@@ -531,13 +561,18 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 		}
 	}
 	a.lastTSGW = b.TSGW
-	a.lastRecv = e.now()
 	a.batches++
 	batchTS := b.TSGW
 	e.updated = e.updated[:0]
 	e.warmed += warm(a.cache[:min(len(b.Readings), len(a.cache))])
+	// heard: a reading that is not stale (the point was heard from within
+	// k x its interval); answered: a reading with a value (good or
+	// uncertain). See liveness below.
+	heard, answered := false, false
 	for i := range b.Readings {
 		r := &b.Readings[i]
+		heard = heard || r.Quality != telemetry.QualityStale
+		answered = answered || r.Quality.HasValue()
 		var s *signalState
 		if i < len(a.cache) {
 			s = a.cache[i]
@@ -615,13 +650,29 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 		s.value, s.valid, s.ts, s.good = r.Value, true, ts, b.TSGW
 		e.updated = append(e.updated, s)
 	}
-	a.lastTS = batchTS
-	a.dead = ""
+	// Liveness (review2 F0). A gateway keeps publishing a dead device's
+	// points, stale, after its death notice: such a batch is no sign of
+	// life. Only a batch with a reading that is not stale restarts the
+	// silence clock, moves the asset's data time (the dashboard's "silent")
+	// and clears a silence alert; a death is cleared only by a birth or by
+	// a batch with a value (good or uncertain). A bad reading does not
+	// clear a death: after one it is mostly silence too ("bad, then
+	// stale": timeouts of a group with a longer interval than the one
+	// whose silence made the death, docs/schema.md), and a device that
+	// answers again, even only with exceptions, gets a birth from its
+	// gateway (any reply is life), which clears the death.
+	if heard {
+		a.lastRecv = e.now()
+		a.lastTS = batchTS
+	}
+	if answered {
+		a.dead = ""
+	}
 	if a.gateway != b.Gateway { // a copy: b's strings may be views into a message payload
 		a.gateway = strings.Clone(b.Gateway)
 	}
 	a.seq, a.part = b.Seq, b.Part
-	if a.silence != nil && a.silence.latch.Level != alert.None {
+	if heard && a.dead == "" && a.silence != nil && a.silence.latch.Level != alert.None {
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
 	// staleness per signal, on arrival (gateway) time: a signal is stale

@@ -135,19 +135,32 @@ func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
 }
 
 // Behind reports whether a birth or death of the asset, sent by gateway
-// with seq, lies at or behind the newest message of that gateway the
-// asset's state includes (a batch, birth or death: the recorded
-// (gateway, seq), checkpointed), and less than window behind it, as
-// Duplicate does for batches. Such a message is older than the state: a
-// redelivery after a restart or takeover, or an older birth replayed
-// behind newer data; applied, it would set the asset back (an older
-// birth's signal list drops what the newer one and the batches since
-// brought; an older death marks a live asset dead). seq 0 (a message
-// without a place in its gateway's sequence: tests, hand-made messages;
-// the gateway and the Sparkplug host never send one) is never behind, nor
-// is a message of another gateway than the recorded one.
-func (e *Engine) Behind(site, id, gateway string, seq, window uint64) bool {
-	return seq != 0 && e.behind(site, id, gateway, seq, 0, 0, window)
+// with seq at ts_gw tsgw (Unix ms), is older than the asset's state and
+// must not be applied: it lies at or behind the newest message of that
+// gateway the asset's state includes (a batch, birth or death: the
+// recorded (gateway, seq), checkpointed), less than window behind it, as
+// Duplicate does for batches; or it lies at or behind it by window or more
+// and its tsgw is before the asset's newest batch's. Such a message is a
+// redelivery after a restart or takeover, or an older birth or death a
+// gateway's live_first backlog replays behind newer data (a 1 Hz gateway
+// with 30 assets uses 16384 seqs in 9 minutes); applied, it would set the
+// asset back (an older birth's signal list drops what the newer one and
+// the batches since brought; an older death marks a live asset dead).
+// Beyond the window the seq alone cannot tell an old message from a
+// gateway that started over, so ts_gw decides (review2 F1). seq 0 (a
+// message without a place in its gateway's sequence: tests, hand-made
+// messages; the gateway and the Sparkplug host never send one) and a
+// message of another gateway than the recorded one are never behind by
+// seq; DeathBehind compares such deaths on ts_gw.
+func (e *Engine) Behind(site, id, gateway string, seq uint64, tsgw int64, window uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	if e.behind(site, id, gateway, seq, 0, 0, window) {
+		return true
+	}
+	a, ok := e.assets[[2]string{site, id}]
+	return ok && a.seq != 0 && a.gateway == gateway && seq <= a.seq && tsgw > 0 && tsgw < a.lastTSGW
 }
 
 func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, window uint64) bool {
@@ -168,7 +181,7 @@ func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, w
 // the newest are not evaluated either).
 func (e *Engine) DeathBehind(d *telemetry.Death, window uint64) bool {
 	as := d.Asset.FromJSON()
-	if e.Behind(as.Site(), as.ID, d.Gateway, d.Seq, window) {
+	if e.Behind(as.Site(), as.ID, d.Gateway, d.Seq, d.TSGW, window) {
 		return true
 	}
 	a, ok := e.assets[[2]string{as.Site(), as.ID}]
@@ -179,12 +192,17 @@ func (e *Engine) DeathBehind(d *telemetry.Death, window uint64) bool {
 }
 
 // Mark records a birth or death of the asset (gateway, seq) as the
-// newest message the state includes, as Process records a batch's; seq 0
-// or an untracked asset changes nothing. The collector marks a birth
-// also when it does not apply it (InForce).
+// newest message the state includes, as Process records a batch's; seq 0,
+// an untracked asset, or a seq of the recorded gateway below the recorded
+// one (an old message applied because it lies more than the window behind
+// and is not older than the newest batch in ts_gw) changes nothing: an
+// applied old message never moves the recorded seq back, so the rest of
+// a replayed backlog stays behind it (review2 F1). A gateway that started
+// over moves it back with its first batch (Process). The collector marks
+// a birth also when it does not apply it (InForce).
 func (e *Engine) Mark(site, id, gateway string, seq uint64) {
 	a, ok := e.assets[[2]string{site, id}]
-	if !ok || seq == 0 {
+	if !ok || seq == 0 || a.gateway == gateway && seq < a.seq {
 		return
 	}
 	if a.gateway != gateway {
