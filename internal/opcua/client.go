@@ -72,6 +72,9 @@ type Client struct {
 	// on a point with a configured unit) to one line a minute each, with a
 	// count: smelter_opcua_unit_changes_total counts every change.
 	unitChangeLog, unitReadLog logging.Limiter
+	// movedLog: a polled value that moved while its units were read in a
+	// separate request (one line a minute)
+	movedLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -132,7 +135,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 		m = NewMetrics(nil)
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
-		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}}, nil
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -808,6 +811,11 @@ const (
 	itemValue uint8 = iota
 	itemEU
 	itemRange
+	// itemValueAgain: the value read again after its properties, when
+	// they are in a later request than the value (max_nodes_per_read below
+	// the point's items): the first read is published only if this one
+	// matches it (value, status, SourceTimestamp)
+	itemValueAgain
 )
 
 // readPlan is a poll group's Read requests: items and the batch bounds
@@ -849,6 +857,9 @@ type poller struct {
 	ss        []sample.Sample
 	flagged   []int // positions whose value the server flagged SemanticsChanged
 	changed   []int // positions whose unit differs from the one in force
+	// moved: positions whose value changed between its read and the
+	// read after its properties (split requests): withheld
+	moved []int
 	// forceCheck: the next read checks the units (a UnitFromNode point's
 	// value was flagged SemanticsChanged)
 	forceCheck bool
@@ -915,11 +926,19 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 		}
 		add(p.plain.reqs[j], itemValue, j)
 		if k > 1 {
+			b := len(pl.bounds)
 			if u := props[i].eu; u != nil {
 				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemEU, j)
 			}
 			if u := props[i].rng; u != nil {
 				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemRange, j)
+			}
+			if len(pl.bounds) != b {
+				// split: the properties read after the value say which
+				// unit was in force then only if the value has not moved
+				// meanwhile (a one-step server rewrites the value, and its
+				// SourceTimestamp, with every unit change)
+				add(p.plain.reqs[j], itemValueAgain, j)
 			}
 		}
 	}
@@ -940,7 +959,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 			p.units[j] = nodeUnit(p.idx[j])
 		}
 	}
-	p.flagged = p.flagged[:0]
+	p.flagged, p.moved = p.flagged[:0], p.moved[:0]
 	for b := 0; b+1 < len(pl.bounds); b++ {
 		from, to := pl.bounds[b], pl.bounds[b+1]
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -972,6 +991,11 @@ func (p *poller) read(ctx context.Context, check bool) error {
 				continue
 			case itemRange:
 				p.units[j].setRange(dv)
+				continue
+			case itemValueAgain:
+				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, toSample(p.idx[j], dv)) {
+					p.moved = append(p.moved, j)
+				}
 				continue
 			}
 			s := toSample(p.idx[j], dv)
@@ -1062,6 +1086,11 @@ func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle
 		p.withhold(&p.ss[j], statusUnitUnknown)
 	}
 	p.appeared = p.appeared[:0]
+	for _, j := range p.moved {
+		c.movedLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua value of a polled point changed while its engineering units were read in a separate request (max_nodes_per_read); its value is published bad for this read",
+			"node", c.points[p.idx[j]].NodeID, "status", statusHex(statusUnitUnknown))
+		p.withhold(&p.ss[j], statusUnitUnknown)
+	}
 	reread := len(p.changed) > 0
 	p.forceCheck = false
 	for _, j := range p.flagged {
@@ -1216,6 +1245,12 @@ const statusTypeMismatch = uint32(0x80740000) // BadTypeMismatch
 
 // toSample converts a DataValue; TS is 0 (the cycle's start) without a
 // SourceTimestamp.
+// sameReading reports whether a and b are the same reading of a node:
+// status, SourceTimestamp and value.
+func sameReading(a, b sample.Sample) bool {
+	return a.Status == b.Status && a.TS == b.TS && math.Float64bits(a.Num) == math.Float64bits(b.Num) && a.IsStr == b.IsStr && a.Str == b.Str
+}
+
 func toSample(i int, dv *ua.DataValue) sample.Sample {
 	u := sample.Sample{Index: i}
 	if dv == nil {

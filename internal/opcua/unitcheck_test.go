@@ -1,7 +1,10 @@
 package opcua
 
 import (
+	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,5 +123,75 @@ func BenchmarkPollProbe1k(b *testing.B) {
 	}
 	if len(p.appeared) != n {
 		b.Fatalf("%d of %d probed nodes show their properties", len(p.appeared), n)
+	}
+}
+
+// TestPolledUnitCheckSplitAcrossRequests runs the every_read unit check
+// with max_nodes_per_read 1 and 2 (a value, its EngineeringUnits and its
+// EURange do not fit in one request) and changes the node in one step at
+// an exact point between the requests (the simulator's read hook):
+//   - after the request that read the value ("after"): the value is in
+//     the old unit, the properties read after it show the new one: it is
+//     withheld, then the new unit applies;
+//   - while the value is read and back right after ("between"): the value
+//     was served in bar, the properties read before and after it say kPa;
+//     only a value read with its unit in one request can be tied to it:
+//     it must not be published Good as kPa (review1 F0: 2.1 bar went out
+//     as 2.1 kPa Good).
+func TestPolledUnitCheckSplitAcrossRequests(t *testing.T) {
+	for _, n := range []uint32{1, 2} {
+		for _, step := range []string{"after", "between"} {
+			t.Run(fmt.Sprintf("max%d_%s", n, step), func(t *testing.T) {
+				f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+				cfg := baseConfig(t, f)
+				cfg.Limits.MaxNodesPerRead = n
+				node := f.NodeID("bf-2", "top_pressure")
+				points := []Point{{NodeID: node, Mode: ModePoll, PollInterval: 20 * time.Millisecond, UnitFromNode: true}}
+				_, ul := runUnitLog(t, cfg, points)
+				wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
+				var armed, fired atomic.Bool
+				armed.Store(true)
+				f.SetReadHook(func(nodes []string) func() {
+					if !slices.Contains(nodes, node) || !armed.CompareAndSwap(true, false) {
+						return nil
+					}
+					defer fired.Store(true)
+					if step == "after" {
+						return func() { _ = f.SetUnit("bf-2", "top_pressure", "bar", 2.1, time.Now()) }
+					}
+					if err := f.SetUnit("bf-2", "top_pressure", "bar", 2.1, time.Now()); err != nil {
+						t.Error(err)
+					}
+					return func() { _ = f.SetUnit("bf-2", "top_pressure", "kPa", 210, time.Now()) }
+				})
+				t.Cleanup(func() { f.SetReadHook(nil) })
+				wait.For(t, 10*time.Second, "the hook fired", fired.Load)
+				if step == "after" {
+					wait.For(t, 20*time.Second, "value in bar after the unit bar", ul.goodAfterUnit("bar", 2.1))
+					checkNoMislabelled(t, ul.events(), "bar", 2.1)
+					return
+				}
+				// ten more Good reads after the step: 2.1 never among them
+				k0 := len(ul.events())
+				wait.For(t, 20*time.Second, "reads after the step", func() bool {
+					good := 0
+					for _, e := range ul.events()[k0:] {
+						if !e.isNU && e.s.Quality == telemetry.QualityGood {
+							good++
+						}
+					}
+					return good >= 10
+				})
+				unit := ""
+				for k, e := range ul.events() {
+					switch {
+					case e.isNU:
+						unit = e.units
+					case e.s.Quality == telemetry.QualityGood && (unit != "kPa" || e.s.Num != 210):
+						t.Fatalf("event %d: Good %v with the unit %q in force: a value served in bar published as kPa", k, e.s.Num, unit)
+					}
+				}
+			})
+		}
 	}
 }
