@@ -707,11 +707,14 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 // (stamped now), so consumers can tell "unchanged" from "gone": a
 // subscription reports changes only. A point's last Good, Uncertain or Bad
 // answer is repeated; nothing is invented for a point never heard from.
-// "Unchanged" is known only while the subscription answers: nothing is
-// repeated once the server has not answered a Publish for two keep-alive
-// periods (a keep-alive comes every period), so a server that stops
-// publishing with its connection kept open is silence, not fresh values
-// (the gateway's stall watch then declares the device dead).
+// "Unchanged" is known only from the server: a point's value is repeated
+// only when the server answered a Publish (data or keep-alive) after the
+// point was last reported (its notification or the previous heartbeat),
+// i.e. confirmed since then that nothing changed, and within two
+// keep-alive periods. A server that stops publishing with its connection
+// kept open gets no copies after its last answer: silence, not fresh
+// values (heartbeat cycles are emitted only then, so the gateway's stall
+// watch sees the silence and declares the device dead).
 func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) error {
 	hb := c.cfg.Heartbeat
 	t := time.NewTicker(max(min(hb/4, time.Minute), time.Millisecond))
@@ -730,8 +733,10 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		due = due[:0]
 		now := time.Now()
 		since := r.since()
+		// the last answer, on r's clock (lastAt): wall ns to monotonic
+		answered := since - now.UnixNano() + sub.answered.Load()
 		for i, p := range c.points {
-			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
+			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && answered > r.lastAt[i] && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
 				s := r.last[i]
 				s.TS = now.UnixMilli()
 				due = append(due, s)
