@@ -75,6 +75,9 @@ type Client struct {
 	// movedLog: a polled value that moved while its units were read in a
 	// separate request (one line a minute)
 	movedLog logging.Limiter
+	// redatedLog: a value withheld after a unit change because it is not
+	// newer than the last one in the unit before (one line a minute)
+	redatedLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -135,7 +138,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 		m = NewMetrics(nil)
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
-		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}}, nil
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -176,6 +179,17 @@ type runState struct {
 	status []uint32        // the gateway's side of a worker: the last status per point
 	epoch  time.Time       // lastAt's origin (monotonic)
 	units  []NodeUnit      // nil until read; sorted by Index
+	// valueTS is the SourceTimestamp (Unix ms) of each point's last value
+	// published (Good or Uncertain); floor, set when a point's unit
+	// changes, is valueTS then: a value not newer than it was read under
+	// the unit before at that instant, so it is withheld (review1 F3: a
+	// unit change without a value change re-dated 2.1 bar as 2.1 kPa to
+	// the instant 210 kPa was published). nil on the gateway's side of a
+	// worker (the worker applies them).
+	valueTS, floor []int64
+	// repeating: the cycle being emitted is a heartbeat's (stamped by the
+	// gateway's clock, not the server's): it does not move valueTS
+	repeating bool
 	// unitGen counts the changes of units handed to OnUnits (changed
 	// under mu): a poll whose read straddles one withholds its values of
 	// UnitFromNode points (read in the unit before or after?).
@@ -210,7 +224,19 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	}
 	now := r.since()
 	for i := range cyc.Samples {
-		if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
+		s := &cyc.Samples[i]
+		if s.Quality.HasValue() && s.TS != 0 {
+			// a heartbeat repeats a value from before the change
+			if f := r.floor[s.Index]; f != 0 && (s.TS <= f || r.repeating) {
+				r.c.redatedLog.Log(context.Background(), r.c.log, slog.LevelWarn, "opc ua value after a unit change is not newer than the last value published in the unit before; published bad until the server gives a newer SourceTimestamp",
+					"node", r.c.points[s.Index].NodeID, "source_ts", s.TS, "last_ts", f, "status", statusHex(statusUnitUnknown))
+				s.Quality, s.Status, s.Num, s.Str, s.IsStr = telemetry.QualityBad, statusUnitUnknown, 0, "", false
+				r.c.m.bad(statusUnitUnknown)
+			} else if !r.repeating {
+				r.floor[s.Index], r.valueTS[s.Index] = 0, s.TS
+			}
+		}
+		if s.Quality != telemetry.QualityStale {
 			r.last[s.Index] = *s
 			r.lastAt[s.Index] = now
 		}
@@ -274,7 +300,8 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 
 // newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now(),
+		valueTS: make([]int64, len(c.points)), floor: make([]int64, len(c.points))}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
@@ -497,6 +524,14 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 	if !sameUnits(r.units, got) {
 		if r.units != nil {
 			c.m.unitChanges(changedUnits(r.units, got))
+			if r.floor != nil {
+				for _, u := range got {
+					k, ok := slices.BinarySearchFunc(r.units, u.Index, func(x NodeUnit, i int) int { return x.Index - i })
+					if !ok || !sameUnit(r.units[k], u) {
+						r.floor[u.Index] = r.valueTS[u.Index]
+					}
+				}
+			}
 		}
 		r.units = got
 		r.unitGen.Add(1)
@@ -743,7 +778,9 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 			}
 		}
 		if len(due) > 0 {
+			r.repeating = true
 			r.emitLocked(&sample.Cycle{Samples: due, Start: now, Interval: sub.cycleInterval(), Replied: true, Err: firstBad(due)})
+			r.repeating = false
 		}
 		r.mu.Unlock()
 	}
@@ -1216,7 +1253,12 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("opcua: point %d: status %s (0x%08X)", e.Index, e.Status.Error(), uint32(e.Status))
+	// gopcua's StatusCode.Error ends with the code already: the name only
+	name := "unknown status"
+	if d, ok := ua.StatusCodes[e.Status]; ok {
+		name = d.Name
+	}
+	return fmt.Sprintf("opcua: point %d: status %s (0x%08X)", e.Index, name, uint32(e.Status))
 }
 
 func (e *StatusError) Unwrap() error { return e.Status }

@@ -195,3 +195,57 @@ func TestPolledUnitCheckSplitAcrossRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitChangeKeepsNoOldInstantGood changes a polled node's
+// EngineeringUnits (kPa -> bar) without changing its value or its
+// SourceTimestamp: the reading at that instant was published as 210 kPa,
+// so 210 bar at the same instant must not be published Good (review1 F3:
+// two different Good values for one source instant); the next value with
+// a newer SourceTimestamp is published in bar.
+func TestUnitChangeKeepsNoOldInstantGood(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationEndpoint} {
+		t.Run(iso, func(t *testing.T) {
+			f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+			cfg := baseConfig(t, f)
+			cfg.Isolation = iso
+			points := []Point{{NodeID: f.NodeID("bf-2", "top_pressure"), Mode: ModePoll, PollInterval: 20 * time.Millisecond, UnitFromNode: true}}
+			_, ul := runUnitLog(t, cfg, points)
+			wait.For(t, 20*time.Second, "value in kPa", ul.goodAfterUnit("kPa", 210))
+			var ts int64
+			for _, e := range ul.events() {
+				if !e.isNU && e.s.Quality == telemetry.QualityGood {
+					ts = e.s.TS
+				}
+			}
+			if err := f.SetUnit("bf-2", "top_pressure", "bar", 210, time.UnixMilli(ts)); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 20*time.Second, "bar applied and a read after it", func() bool {
+				unit := ""
+				for _, e := range ul.events() {
+					if e.isNU {
+						unit = e.units
+					} else if unit == "bar" {
+						return true
+					}
+				}
+				return false
+			})
+			if err := f.Set("bf-2", "top_pressure", 2.2, time.UnixMilli(ts+1000)); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 20*time.Second, "the new value in bar", ul.goodAfterUnit("bar", 2.2))
+			unit := ""
+			for k, e := range ul.events() {
+				switch {
+				case e.isNU:
+					unit = e.units
+				case unit == "bar" && e.s.Quality == telemetry.QualityGood && e.s.TS <= ts:
+					t.Fatalf("event %d: Good %v in bar at the instant %d published before in kPa", k, e.s.Num, ts)
+				case unit == "bar" && e.s.Quality == telemetry.QualityBad && e.s.Status != statusUnitUnknown:
+					t.Fatalf("event %d: %+v", k, e.s)
+				}
+			}
+		})
+	}
+}
