@@ -127,7 +127,8 @@ func BenchmarkPollProbe1k(b *testing.B) {
 }
 
 // TestPolledUnitCheckSplitAcrossRequests runs the every_read unit check
-// with max_nodes_per_read 1 and 2 (a value, its EngineeringUnits and its
+// with max_nodes_per_read 1 and 2, and 1 advertised by the server
+// (max101: nothing configured) (a value, its EngineeringUnits and its
 // EURange do not fit in one request) and changes the node in one step at
 // an exact point between the requests (the simulator's read hook):
 //   - after the request that read the value ("after"): the value is in
@@ -139,12 +140,19 @@ func BenchmarkPollProbe1k(b *testing.B) {
 //     it must not be published Good as kPa (review1 F0: 2.1 bar went out
 //     as 2.1 kPa Good).
 func TestPolledUnitCheckSplitAcrossRequests(t *testing.T) {
-	for _, n := range []uint32{1, 2} {
+	// advertised: the server's MaxNodesPerRead, nothing configured
+	for _, n := range []uint32{1, 2, 101} {
 		for _, step := range []string{"after", "between"} {
 			t.Run(fmt.Sprintf("max%d_%s", n, step), func(t *testing.T) {
-				f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+				var fc opcuafront.Config
+				if n > 100 {
+					fc.Limits.MaxNodesPerRead = n - 100
+				}
+				f := startFront(t, fc, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 				cfg := baseConfig(t, f)
-				cfg.Limits.MaxNodesPerRead = n
+				if n < 100 {
+					cfg.Limits.MaxNodesPerRead = n
+				}
 				node := f.NodeID("bf-2", "top_pressure")
 				points := []Point{{NodeID: node, Mode: ModePoll, PollInterval: 20 * time.Millisecond, UnitFromNode: true}}
 				_, ul := runUnitLog(t, cfg, points)
