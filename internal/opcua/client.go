@@ -1290,14 +1290,14 @@ func Quality(status uint32) telemetry.Quality {
 // structures) or a Good status without a value.
 const statusTypeMismatch = uint32(0x80740000) // BadTypeMismatch
 
-// toSample converts a DataValue; TS is 0 (the cycle's start) without a
-// SourceTimestamp.
 // sameReading reports whether a and b are the same reading of a node:
 // status, SourceTimestamp and value.
 func sameReading(a, b sample.Sample) bool {
 	return a.Status == b.Status && a.TS == b.TS && math.Float64bits(a.Num) == math.Float64bits(b.Num) && a.IsStr == b.IsStr && a.Str == b.Str
 }
 
+// toSample converts a DataValue; TS is 0 (the cycle's start) without a
+// SourceTimestamp.
 func toSample(i int, dv *ua.DataValue) sample.Sample {
 	u := sample.Sample{Index: i}
 	if dv == nil {
