@@ -527,7 +527,9 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 			if r.floor != nil {
 				for _, u := range got {
 					k, ok := slices.BinarySearchFunc(r.units, u.Index, func(x NodeUnit, i int) int { return x.Index - i })
-					if !ok || !sameUnit(r.units[k], u) {
+					// the unit, not a range alone: a range does not change
+					// what a value means
+					if !ok || (r.units[k].Err == nil) != (u.Err == nil) || r.units[k].driverUnit().UnitText() != u.driverUnit().UnitText() {
 						r.floor[u.Index] = r.valueTS[u.Index]
 					}
 				}
