@@ -72,6 +72,12 @@ type Client struct {
 	// on a point with a configured unit) to one line a minute each, with a
 	// count: smelter_opcua_unit_changes_total counts every change.
 	unitChangeLog, unitReadLog logging.Limiter
+	// movedLog: a polled value that moved while its units were read in a
+	// separate request (one line a minute)
+	movedLog logging.Limiter
+	// redatedLog: a value withheld after a unit change because it is not
+	// newer than the last one in the unit before (one line a minute)
+	redatedLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -132,7 +138,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 		m = NewMetrics(nil)
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
-		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}}, nil
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -173,6 +179,17 @@ type runState struct {
 	status []uint32        // the gateway's side of a worker: the last status per point
 	epoch  time.Time       // lastAt's origin (monotonic)
 	units  []NodeUnit      // nil until read; sorted by Index
+	// valueTS is the SourceTimestamp (Unix ms) of each point's last value
+	// published (Good or Uncertain); floor, set when a point's unit
+	// changes, is valueTS then: a value not newer than it was read under
+	// the unit before at that instant, so it is withheld (review1 F3: a
+	// unit change without a value change re-dated 2.1 bar as 2.1 kPa to
+	// the instant 210 kPa was published). nil on the gateway's side of a
+	// worker (the worker applies them).
+	valueTS, floor []int64
+	// repeating: the cycle being emitted is a heartbeat's (stamped by the
+	// gateway's clock, not the server's): it does not move valueTS
+	repeating bool
 	// unitGen counts the changes of units handed to OnUnits (changed
 	// under mu): a poll whose read straddles one withholds its values of
 	// UnitFromNode points (read in the unit before or after?).
@@ -207,7 +224,19 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	}
 	now := r.since()
 	for i := range cyc.Samples {
-		if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
+		s := &cyc.Samples[i]
+		if s.Quality.HasValue() && s.TS != 0 {
+			// a heartbeat repeats a value from before the change
+			if f := r.floor[s.Index]; f != 0 && (s.TS <= f || r.repeating) {
+				r.c.redatedLog.Log(context.Background(), r.c.log, slog.LevelWarn, "opc ua value after a unit change is not newer than the last value published in the unit before; published bad until the server gives a newer SourceTimestamp",
+					"node", r.c.points[s.Index].NodeID, "source_ts", s.TS, "last_ts", f, "status", statusHex(statusUnitUnknown))
+				s.Quality, s.Status, s.Num, s.Str, s.IsStr = telemetry.QualityBad, statusUnitUnknown, 0, "", false
+				r.c.m.bad(statusUnitUnknown)
+			} else if !r.repeating {
+				r.floor[s.Index], r.valueTS[s.Index] = 0, s.TS
+			}
+		}
+		if s.Quality != telemetry.QualityStale {
 			r.last[s.Index] = *s
 			r.lastAt[s.Index] = now
 		}
@@ -271,7 +300,8 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 
 // newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now(),
+		valueTS: make([]int64, len(c.points)), floor: make([]int64, len(c.points))}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
@@ -494,6 +524,16 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 	if !sameUnits(r.units, got) {
 		if r.units != nil {
 			c.m.unitChanges(changedUnits(r.units, got))
+			if r.floor != nil {
+				for _, u := range got {
+					k, ok := slices.BinarySearchFunc(r.units, u.Index, func(x NodeUnit, i int) int { return x.Index - i })
+					// the unit, not a range alone: a range does not change
+					// what a value means
+					if !ok || (r.units[k].Err == nil) != (u.Err == nil) || r.units[k].driverUnit().UnitText() != u.driverUnit().UnitText() {
+						r.floor[u.Index] = r.valueTS[u.Index]
+					}
+				}
+			}
 		}
 		r.units = got
 		r.unitGen.Add(1)
@@ -704,11 +744,14 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 // (stamped now), so consumers can tell "unchanged" from "gone": a
 // subscription reports changes only. A point's last Good, Uncertain or Bad
 // answer is repeated; nothing is invented for a point never heard from.
-// "Unchanged" is known only while the subscription answers: nothing is
-// repeated once the server has not answered a Publish for two keep-alive
-// periods (a keep-alive comes every period), so a server that stops
-// publishing with its connection kept open is silence, not fresh values
-// (the gateway's stall watch then declares the device dead).
+// "Unchanged" is known only from the server: a point's value is repeated
+// only when the server answered a Publish (data or keep-alive) after the
+// point was last reported (its notification or the previous heartbeat),
+// i.e. confirmed since then that nothing changed, and within two
+// keep-alive periods. A server that stops publishing with its connection
+// kept open gets no copies after its last answer: silence, not fresh
+// values (heartbeat cycles are emitted only then, so the gateway's stall
+// watch sees the silence and declares the device dead).
 func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) error {
 	hb := c.cfg.Heartbeat
 	t := time.NewTicker(max(min(hb/4, time.Minute), time.Millisecond))
@@ -727,15 +770,19 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		due = due[:0]
 		now := time.Now()
 		since := r.since()
+		// the last answer, on r's clock (lastAt): wall ns to monotonic
+		answered := since - now.UnixNano() + sub.answered.Load()
 		for i, p := range c.points {
-			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
+			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && answered > r.lastAt[i] && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].Quality != telemetry.QualityStale {
 				s := r.last[i]
 				s.TS = now.UnixMilli()
 				due = append(due, s)
 			}
 		}
 		if len(due) > 0 {
+			r.repeating = true
 			r.emitLocked(&sample.Cycle{Samples: due, Start: now, Interval: sub.cycleInterval(), Replied: true, Err: firstBad(due)})
+			r.repeating = false
 		}
 		r.mu.Unlock()
 	}
@@ -808,6 +855,11 @@ const (
 	itemValue uint8 = iota
 	itemEU
 	itemRange
+	// itemValueAgain: the value read again after its properties, when
+	// they are in a later request than the value (max_nodes_per_read below
+	// the point's items): the first read is published only if this one
+	// matches it (value, status, SourceTimestamp)
+	itemValueAgain
 )
 
 // readPlan is a poll group's Read requests: items and the batch bounds
@@ -849,6 +901,9 @@ type poller struct {
 	ss        []sample.Sample
 	flagged   []int // positions whose value the server flagged SemanticsChanged
 	changed   []int // positions whose unit differs from the one in force
+	// moved: positions whose value changed between its read and the
+	// read after its properties (split requests): withheld
+	moved []int
 	// forceCheck: the next read checks the units (a UnitFromNode point's
 	// value was flagged SemanticsChanged)
 	forceCheck bool
@@ -915,11 +970,19 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 		}
 		add(p.plain.reqs[j], itemValue, j)
 		if k > 1 {
+			b := len(pl.bounds)
 			if u := props[i].eu; u != nil {
 				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemEU, j)
 			}
 			if u := props[i].rng; u != nil {
 				add(&ua.ReadValueID{NodeID: u, AttributeID: ua.AttributeIDValue}, itemRange, j)
+			}
+			if len(pl.bounds) != b {
+				// split: the properties read after the value say which
+				// unit was in force then only if the value has not moved
+				// meanwhile (a one-step server rewrites the value, and its
+				// SourceTimestamp, with every unit change)
+				add(p.plain.reqs[j], itemValueAgain, j)
 			}
 		}
 	}
@@ -940,7 +1003,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 			p.units[j] = nodeUnit(p.idx[j])
 		}
 	}
-	p.flagged = p.flagged[:0]
+	p.flagged, p.moved = p.flagged[:0], p.moved[:0]
 	for b := 0; b+1 < len(pl.bounds); b++ {
 		from, to := pl.bounds[b], pl.bounds[b+1]
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -972,6 +1035,11 @@ func (p *poller) read(ctx context.Context, check bool) error {
 				continue
 			case itemRange:
 				p.units[j].setRange(dv)
+				continue
+			case itemValueAgain:
+				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, toSample(p.idx[j], dv)) {
+					p.moved = append(p.moved, j)
+				}
 				continue
 			}
 			s := toSample(p.idx[j], dv)
@@ -1062,6 +1130,11 @@ func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle
 		p.withhold(&p.ss[j], statusUnitUnknown)
 	}
 	p.appeared = p.appeared[:0]
+	for _, j := range p.moved {
+		c.movedLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua value of a polled point changed while its engineering units were read in a separate request (max_nodes_per_read); its value is published bad for this read",
+			"node", c.points[p.idx[j]].NodeID, "status", statusHex(statusUnitUnknown))
+		p.withhold(&p.ss[j], statusUnitUnknown)
+	}
 	reread := len(p.changed) > 0
 	p.forceCheck = false
 	for _, j := range p.flagged {
@@ -1182,7 +1255,12 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("opcua: point %d: status %s (0x%08X)", e.Index, e.Status.Error(), uint32(e.Status))
+	// gopcua's StatusCode.Error ends with the code already: the name only
+	name := "unknown status"
+	if d, ok := ua.StatusCodes[e.Status]; ok {
+		name = d.Name
+	}
+	return fmt.Sprintf("opcua: point %d: status %s (0x%08X)", e.Index, name, uint32(e.Status))
 }
 
 func (e *StatusError) Unwrap() error { return e.Status }
@@ -1213,6 +1291,12 @@ func Quality(status uint32) telemetry.Quality {
 // statusTypeMismatch marks a value the driver cannot represent (arrays,
 // structures) or a Good status without a value.
 const statusTypeMismatch = uint32(0x80740000) // BadTypeMismatch
+
+// sameReading reports whether a and b are the same reading of a node:
+// status, SourceTimestamp and value.
+func sameReading(a, b sample.Sample) bool {
+	return a.Status == b.Status && a.TS == b.TS && math.Float64bits(a.Num) == math.Float64bits(b.Num) && a.IsStr == b.IsStr && a.Str == b.Str
+}
 
 // toSample converts a DataValue; TS is 0 (the cycle's start) without a
 // SourceTimestamp.

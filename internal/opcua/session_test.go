@@ -398,3 +398,34 @@ func runClient(t *testing.T, c *Client, rec *recorder) {
 		}
 	})
 }
+
+// TestHeartbeatStopsWhenTheServerGoesSilent freezes the server (TCP kept
+// open, nothing answered) while heartbeats fall due every 100 ms and the
+// keep-alive period is 2 s: at most one copy of the point may follow the
+// freeze (the server answered after the copy before it), none after that,
+// until the session is lost (review1 F2: copies, Good with fresh
+// timestamps, went on for two keep-alive periods).
+func TestHeartbeatStopsWhenTheServerGoesSilent(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.PublishInterval = 50 * time.Millisecond
+	cfg.KeepAlive = 2 * time.Second
+	cfg.Heartbeat = 100 * time.Millisecond
+	_, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_gas_co"))
+	copies := func() int {
+		return rec.count(func(s sample.Sample) bool { return s.Index == 0 && s.Quality == telemetry.QualityGood })
+	}
+	// the keep-alives answered between heartbeats (2 s) let a copy out
+	wait.For(t, 20*time.Second, "value and a heartbeat copy", func() bool { return copies() >= 2 })
+	lost := func() bool { return rec.countCycles(func(c sample.Cycle) bool { return c.Lost }) > 0 }
+	if lost() {
+		t.Fatal("session lost before the freeze")
+	}
+	before := copies()
+	f.SetSilent(true)
+	t.Cleanup(func() { f.SetSilent(false) })
+	wait.For(t, 30*time.Second, "the session lost", lost)
+	if n := copies() - before; n > 1 {
+		t.Fatalf("%d heartbeat copies after the server went silent, want at most 1", n)
+	}
+}

@@ -137,3 +137,15 @@ func TestUnitChangeSaysWhatChanged(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusErrorNamesTheCodeOnce: the "device answers with errors" line
+// printed "StatusBadConfigurationError (0x80890000) (0x80890000)".
+func TestStatusErrorNamesTheCodeOnce(t *testing.T) {
+	got := (&StatusError{Index: 2, Status: ua.StatusCode(statusUnitUnknown)}).Error()
+	if want := "opcua: point 2: status StatusBadConfigurationError (0x80890000)"; got != want {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	if got := (&StatusError{Index: 0, Status: 0x80FF0000}).Error(); strings.Count(got, "0x80FF0000") != 1 {
+		t.Fatalf("%q: the code twice", got)
+	}
+}

@@ -176,6 +176,23 @@ type Front struct {
 
 	rejected atomic.Uint64
 	authFail atomic.Uint64
+	readHook atomic.Pointer[ReadHook]
+}
+
+// ReadHook is called with the node ids (NodeID.String) of every Read
+// request before it is served; the func it returns (nil: none) runs after
+// the request's values were taken, before the response is sent. Tests use
+// it to change a node between two of a client's requests at an exact
+// point (SetUnit in the hook), without timing.
+type ReadHook func(nodes []string) (after func())
+
+// SetReadHook installs h (nil removes it).
+func (f *Front) SetReadHook(h ReadHook) {
+	if h == nil {
+		f.readHook.Store(nil)
+		return
+	}
+	f.readHook.Store(&h)
 }
 
 // New checks cfg and the assets and builds the address space description.

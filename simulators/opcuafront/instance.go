@@ -297,7 +297,26 @@ func (in *instance) read(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua
 	if req, ok := r.(*ua.ReadRequest); ok && in.tooMany(in.f.cfg.Limits.MaxNodesPerRead, len(req.NodesToRead)) {
 		return nil, ua.StatusBadTooManyOperations
 	}
-	// one snapshot for every node of the request
+	var after func()
+	if h := in.f.readHook.Load(); h != nil {
+		if req, ok := r.(*ua.ReadRequest); ok {
+			ids := make([]string, len(req.NodesToRead))
+			for k, rv := range req.NodesToRead {
+				ids[k] = rv.NodeID.String()
+			}
+			after = (*h)(ids)
+		}
+	}
+	resp, err := in.readSnapshot(sc, r, reqID)
+	if after != nil {
+		after()
+	}
+	return resp, err
+}
+
+// readSnapshot serves a Read with one snapshot for every node of the
+// request.
+func (in *instance) readSnapshot(sc *uasc.SecureChannel, r ua.Request, reqID uint32) (ua.Response, error) {
 	in.f.snap.RLock()
 	defer in.f.snap.RUnlock()
 	return in.attrs.Read(sc, r, reqID)
