@@ -96,7 +96,7 @@ devices:
     class: boiler
     poll_interval: 200ms
     heartbeat: 300ms
-    opcua: {endpoint: %q, publish_interval: 100ms, backoff_min: 100ms, backoff_max: 1s}
+    opcua: {endpoint: %q, publish_interval: 100ms, keep_alive: 200ms, backoff_min: 100ms, backoff_max: 1s}
     points:
       - {signal: steam_pressure, node_id: %q}
       - {signal: flue_gas_temp, node_id: %q, unit: Cel}
@@ -134,7 +134,9 @@ devices:
 			t.Errorf("subscribed signal's birth interval = %d ms, want the 300 ms heartbeat", si.IntervalMS)
 		}
 	}
-	// an unchanged subscribed value is re-reported every heartbeat
+	// an unchanged subscribed value is re-reported every heartbeat while
+	// the server confirms it unchanged (a keep-alive after its last report:
+	// keep_alive 200ms, under the 300 ms heartbeat)
 	wait.For(t, 10*time.Second, "steam_flow re-reported while unchanged", func() bool {
 		batches, _, _ := nc.snapshot()
 		n := 0
