@@ -23,33 +23,31 @@ const DuplicateWindow = 2 * time.Minute
 // window. subjects are the kinds it captures (telemetry.TelemetryStreamSubjects);
 // the collector adds its partition transform itself.
 func Telemetry(name string, subjects []string, replicas int, maxAge time.Duration) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        name,
-		Description: "Smelter telemetry",
-		Subjects:    subjects,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		MaxAge:      maxAge,
-		Duplicates:  DuplicateWindow,
-	}
+	c := kept(name, "Smelter telemetry", subjects, replicas, maxAge)
+	c.Duplicates = DuplicateWindow
+	return c
 }
 
 // Audit returns the command audit stream's configuration: append only (no
 // message delete, no purge), limits retention, file storage, replicas
 // copies, records kept maxAge (docs/commands.md, "Audit").
 func Audit(name string, subjects []string, replicas int, maxAge time.Duration) jetstream.StreamConfig {
+	c := kept(name, "Smelter command audit (docs/commands.md)", subjects, replicas, maxAge)
+	c.DenyDelete, c.DenyPurge = true, true
+	return c
+}
+
+// kept is what both streams share: limits retention discarding the
+// oldest, file storage, replicas copies, messages kept maxAge.
+func kept(name, description string, subjects []string, replicas int, maxAge time.Duration) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        name,
-		Description: "Smelter command audit (docs/commands.md)",
+		Description: description,
 		Subjects:    subjects,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		MaxAge:      maxAge,
-		DenyDelete:  true,
-		DenyPurge:   true,
 	}
 }
