@@ -139,12 +139,18 @@ func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capt
 // the cleanup does the same if the test does not).
 func runHost(t *testing.T, url string, cfg SparkplugConfig) (stop func()) {
 	t.Helper()
+	return runHostLog(t, url, cfg, slog.New(slog.DiscardHandler))
+}
+
+// runHostLog is runHost logging to log.
+func runHostLog(t *testing.T, url string, cfg SparkplugConfig, log *slog.Logger) (stop func()) {
+	t.Helper()
 	mp, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.URL, cfg.Mapping, cfg.ClientID, cfg.Groups = url, "testdata/sparkplug/mapping.yaml", "collector-sp", []string{"plant"}
-	s, err := NewSparkplug(cfg, mp, slog.New(slog.DiscardHandler), nil)
+	s, err := NewSparkplug(cfg, mp, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
