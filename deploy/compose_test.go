@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -295,7 +296,15 @@ func TestKubernetesCollector(t *testing.T) {
 	if cfg.HTTP.TokenEnv == "" && cfg.HTTP.TokenFile == "" {
 		t.Error("the collector's API and dashboard have no bearer token (http.token_env)")
 	}
-	for _, env := range []string{cfg.NATS.PasswordEnv, cfg.HTTP.TokenEnv} {
+	// the history's DSN is a secret from the same Secret, over verified TLS
+	if cfg.History == nil || cfg.History.DSNEnv == "" {
+		t.Fatal("the collector writes no history: the ConfigMap has no history.dsn_env")
+	}
+	if m := regexp.MustCompile(`--from-literal=` + cfg.History.DSNEnv + `='([^']*)'`).FindStringSubmatch(string(raw)); m == nil ||
+		!strings.Contains(m[1], "sslmode=verify-full") {
+		t.Errorf("the header's %s example must use sslmode=verify-full (got %v)", cfg.History.DSNEnv, m)
+	}
+	for _, env := range []string{cfg.NATS.PasswordEnv, cfg.HTTP.TokenEnv, cfg.History.DSNEnv} {
 		if env != "" && !created[env] {
 			t.Errorf("the header's kubectl create secret does not set %s, which the configuration reads", env)
 		}
@@ -362,6 +371,27 @@ func TestKubernetesCollector(t *testing.T) {
 	}
 	if len(ingress) == 0 {
 		t.Error("NetworkPolicy admits nothing: Prometheus and API clients need port " + port)
+	}
+	// the collector may reach its NATS, its PostgreSQL and DNS, nothing more
+	out := map[string]bool{}
+	egress, _ := get(np, "spec", "egress").([]any)
+	for _, rule := range egress {
+		ports, _ := get(rule, "ports").([]any)
+		for _, p := range ports {
+			out[itoa(get(p, "port"))] = true
+		}
+	}
+	if want := map[string]bool{"4222": true, "5432": true, "53": true}; !maps.Equal(out, want) {
+		t.Errorf("NetworkPolicy egress ports %v, want %v", out, want)
+	}
+	pgMounted := false
+	for _, m := range mounts {
+		if p, _ := get(m, "mountPath").(string); p != "" && strings.Contains(string(raw), "sslrootcert="+p+"/") {
+			pgMounted = true
+		}
+	}
+	if !pgMounted {
+		t.Error("the DSN's sslrootcert is in no mounted volume")
 	}
 	if got := get(c, "volumeMounts", 0, "mountPath"); got != "/etc/smelter" || get(c, "args", 1) != "/etc/smelter/collector.yaml" {
 		t.Errorf("the ConfigMap is mounted at %v, the collector reads %v", got, get(c, "args", 1))
