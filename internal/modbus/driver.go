@@ -295,13 +295,31 @@ const slowDeath = 30 * time.Second
 // after it fell silent, n the devices on the connection. Warned when that
 // exceeds both 3 x the shortest poll interval on the connection and
 // slowDeath.
+//
+// On a shared connection the warning also gives the cost to the devices
+// that still answer. Devices with one interval share the pool's grid, so
+// units that fall silent together queue for the link at the same tick as
+// a healthy device, levelled with it (turns: back from idle at the floor,
+// equals in arrival order), and its read waits for one request of each,
+// each timing out (step): k x step with k silent units. A read longer
+// than its interval is followed by the next at once (Source.Run), so
+// while the silent units retry together the healthy device is read about
+// every max(interval, k x step). Silent units retry at every poll at
+// first, then once per backoff (device.account: backoff_min doubling to
+// backoff_max, jittered down to half): when k x step exceeds backoff_max
+// they are always waiting and this lasts while they are silent; otherwise
+// their retries spread out and the delay comes in bursts
+// (TestTurnsHealthyBehindSilentUnits).
 func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
 	n := map[string]int{}
 	shortest := map[string]time.Duration{}
+	backoffMax := map[string]time.Duration{} // the longest on the connection
 	for _, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
 		key := string(l.Transport) + "|" + l.Address
 		n[key]++
+		l.runtimeDefaults()
+		backoffMax[key] = max(backoffMax[key], l.BackoffMax)
 		if iv, ok := shortest[key]; !ok || d.Interval < iv {
 			shortest[key] = d.Interval
 		}
@@ -318,9 +336,19 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 		if worst <= slowDeath || worst <= 3*shortest[key] {
 			continue
 		}
+		healthy := ""
+		if k := n[key] - 1; k > 0 {
+			wait := time.Duration(k) * step
+			lasts := "in bursts once their backoff grows (up to backoff_max " + backoffMax[key].String() + ")"
+			if wait > backoffMax[key] {
+				lasts = "for as long as they are silent (their backoff_max " + backoffMax[key].String() + " is shorter)"
+			}
+			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection are read only every ~%v (instead of every %v): each of their reads waits for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s",
+				k, max(shortest[key], wait), shortest[key], k, step, lasts)
+		}
 		c.Warnf(d.Field+".modbus.timeout",
-			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v); lower timeout (or silence), or put fewer devices on the connection",
-			l.Address, worst, n[key], step, 3*shortest[key])
+			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v)%s; lower timeout (or silence), or put fewer devices on the connection",
+			l.Address, worst, n[key], step, 3*shortest[key], healthy)
 	}
 }
 
