@@ -1,6 +1,10 @@
 package forward
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/uplink"
+)
 
 // Metrics are the forwarders' self-metrics, labelled by uplink (prefix
 // smelter_gateway_: they describe the gateway's delivery, whatever the
@@ -38,4 +42,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.published, m.publishErr, m.dataAge, m.uplinkReady, m.setAside, m.split)
 	}
 	return m
+}
+
+// start gives uplink the series a user alerts on, before its first
+// publish: smelter_gateway_uplink_ready at 0 (not ready until a publish is
+// confirmed; an uplink that never connects is then seen as down, not
+// absent), its publish errors and set-aside messages of every reason at
+// 0 (an alert on their increase() fires on the first).
+func (m *Metrics) start(uplinkName string) {
+	m.uplinkReady.WithLabelValues(uplinkName).Set(0)
+	m.publishErr.WithLabelValues(uplinkName)
+	for _, r := range [...]string{uplink.ReasonTooLarge, reasonReading, reasonSignal} {
+		m.setAside.WithLabelValues(uplinkName, r)
+	}
 }

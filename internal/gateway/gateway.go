@@ -216,9 +216,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.drvReg != nil {
 		g.mx.drivers.Store(g.drvReg)
 	}
-	// Only this configuration's devices, each without a value until its
-	// first cycle (the metrics outlive a reload that removed devices).
-	g.m.deviceUp.Reset()
+	// Only this configuration's devices have series (the metrics outlive
+	// a reload that removed devices), their failure counts at 0.
+	ids := make([]string, len(g.devices))
+	for i, d := range g.devices {
+		ids[i] = d.cfg.ID
+	}
+	g.m.configure(ids)
 	defer func() {
 		if err := sp.Close(); err != nil {
 			g.log.Error("closing spool", "err", err)
