@@ -239,6 +239,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer upCancel()
 	ug, ugCtx := errgroup.WithContext(upCtx)
 	fwds := make([]*forward.Forwarder, 0, len(g.uplinks))
+	names := make([]string, len(g.uplinks))
+	for i, u := range g.uplinks {
+		names[i] = u.Name()
+	}
+	g.mx.fwd.Only(names) // a reload's removed uplinks leave no series
 	for _, u := range g.uplinks {
 		r, err := sp.Reader(u.Name())
 		if err != nil {
