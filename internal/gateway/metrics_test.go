@@ -167,7 +167,8 @@ func TestAlertSeriesAtZeroFromStart(t *testing.T) {
 		{"smelter_gateway_device_up", "device", "ac-1"}, // once the first cycle is in
 	}
 	for _, up := range []string{"nats", "mqtt"} {
-		atZero = append(atZero, []string{"smelter_gateway_publish_errors_total", "uplink", up})
+		atZero = append(atZero, []string{"smelter_gateway_publish_errors_total", "uplink", up},
+			[]string{"smelter_spool_reader_discarded_records_total", "reader", up})
 		for _, reason := range []string{"too_large", "reading_too_large", "signal_too_large"} {
 			atZero = append(atZero, []string{"smelter_gateway_set_aside_total", "uplink", up, "reason", reason})
 		}
