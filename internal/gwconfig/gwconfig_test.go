@@ -551,14 +551,14 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 			dev("c", "1s", `address: "127.0.0.1:2", unit_id: 1`),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: " +
 				"up to 50s after it falls silent (2 device(s) x 25s, one request timing out), not 3 x its poll interval (3s); " +
-				"meanwhile, with 1 silent unit(s), healthy devices on this connection are read only every ~25s (instead of every 1s): " +
-				"each of their reads waits for one timed-out request of each silent unit (1 x 25s), at every poll at first, " +
-				"then in bursts once their backoff grows (up to backoff_max 30s); lower timeout (or silence), or put fewer devices on the connection"},
+				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~25s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (1 x 25s), at every poll at first, " +
+				"then in bursts as their backoff grows (up to backoff_max 30s); lower timeout (or silence), or put fewer devices on the connection"},
 		{"a busy RTU line", head + line.String(),
 			"devices[0].modbus.timeout: a silent device on connection /dev/ttyS0 is known dead (its points stale) only once its requests time out: " +
 				"up to 37.5s after it falls silent (25 device(s) x 1.5s, one request timing out), not 3 x its poll interval (6s); " +
-				"meanwhile, with 24 silent unit(s), healthy devices on this connection are read only every ~36s (instead of every 2s): " +
-				"each of their reads waits for one timed-out request of each silent unit (24 x 1.5s), at every poll at first, " +
+				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~36s between two reads (instead of 2s): " +
+				"a read may wait for one timed-out request of each silent unit (24 x 1.5s), at every poll at first, " +
 				"then for as long as they are silent (their backoff_max 30s is shorter); lower timeout (or silence), or put fewer devices on the connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

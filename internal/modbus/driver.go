@@ -301,15 +301,16 @@ const slowDeath = 30 * time.Second
 // units that fall silent together queue for the link at the same tick as
 // a healthy device, levelled with it (turns: back from idle at the floor,
 // equals in arrival order), and its read waits for one request of each,
-// each timing out (step): k x step with k silent units. A read longer
-// than its interval is followed by the next at once (Source.Run), so
-// while the silent units retry together the healthy device is read about
-// every max(interval, k x step). Silent units retry at every poll at
-// first, then once per backoff (device.account: backoff_min doubling to
+// each timing out (step): k x step with k silent units, so the healthy
+// device can go max(interval, k x step) between two reads
+// (TestTurnsHealthyBehindSilentUnits). That is the longest gap, not its
+// usual period: a silent unit that has used the link more than the
+// healthy device since both were levelled goes after it, so most of its
+// reads come sooner. Silent units retry at every poll
+// at first, then once per backoff (device.account: backoff_min doubling to
 // backoff_max, jittered down to half): when k x step exceeds backoff_max
-// they are always waiting and this lasts while they are silent; otherwise
-// their retries spread out and the delay comes in bursts
-// (TestTurnsHealthyBehindSilentUnits).
+// they are always waiting and the long gaps recur while they are silent;
+// otherwise their retries spread out and they come in bursts.
 func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
 	n := map[string]int{}
 	shortest := map[string]time.Duration{}
@@ -339,11 +340,11 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 		healthy := ""
 		if k := n[key] - 1; k > 0 {
 			wait := time.Duration(k) * step
-			lasts := "in bursts once their backoff grows (up to backoff_max " + backoffMax[key].String() + ")"
+			lasts := "in bursts as their backoff grows (up to backoff_max " + backoffMax[key].String() + ")"
 			if wait > backoffMax[key] {
 				lasts = "for as long as they are silent (their backoff_max " + backoffMax[key].String() + " is shorter)"
 			}
-			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection are read only every ~%v (instead of every %v): each of their reads waits for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s",
+			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s",
 				k, max(shortest[key], wait), shortest[key], k, step, lasts)
 		}
 		c.Warnf(d.Field+".modbus.timeout",
