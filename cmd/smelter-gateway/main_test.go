@@ -376,6 +376,33 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 			t.Errorf("no refusal naming %q:\n%s", want, stderr.String())
 		}
 	}
+
+	// A reload that removes m-1: none of its series is left on /metrics
+	// (the gateway's own counters outlive reloads), m-2's failure counts
+	// are there at 0.
+	write(header + device("m-2", 2))
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the reloaded gateway with m-2 only", func() bool { return devices() == 1 })
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.Contains(l, `"m-1"`) {
+			t.Errorf("%s: a series of the device the reload removed", l)
+		}
+	}
+	if !strings.Contains(string(body), `smelter_gateway_device_stalls_total{device="m-2"} 0`) {
+		t.Errorf("no smelter_gateway_device_stalls_total{device=\"m-2\"} 0 after the reload")
+	}
+
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

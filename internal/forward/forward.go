@@ -126,6 +126,7 @@ func New(up Uplink, sp *spool.Spool, r *spool.Reader, opts Options) *Forwarder {
 	if opts.LiveAfter <= 0 {
 		opts.LiveAfter = DefaultLiveAfter
 	}
+	opts.Metrics.start(up.Name())
 	return &Forwarder{gateway: opts.Gateway, up: up, sp: sp, r: r, log: opts.Log, m: opts.Metrics,
 		aside: map[string]uint64{}, lanes: lanes{liveFirst: opts.LiveFirst, liveAfter: opts.LiveAfter}}
 }

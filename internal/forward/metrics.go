@@ -1,6 +1,13 @@
 package forward
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/uplink"
+)
 
 // Metrics are the forwarders' self-metrics, labelled by uplink (prefix
 // smelter_gateway_: they describe the gateway's delivery, whatever the
@@ -12,6 +19,9 @@ type Metrics struct {
 	uplinkReady *prometheus.GaugeVec
 	setAside    *prometheus.CounterVec
 	split       *prometheus.CounterVec
+
+	mu      sync.Mutex
+	uplinks map[string]bool // the uplinks with series (start)
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -38,4 +48,44 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.published, m.publishErr, m.dataAge, m.uplinkReady, m.setAside, m.split)
 	}
 	return m
+}
+
+// start gives uplink the series a user alerts on, before its first
+// publish: smelter_gateway_uplink_ready at 0 (not ready until a publish is
+// confirmed; an uplink that never connects is then seen as down, not
+// absent), its publish errors and set-aside messages of every reason at
+// 0 (an alert on their increase() fires on the first).
+func (m *Metrics) start(uplinkName string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.uplinks == nil {
+		m.uplinks = map[string]bool{}
+	}
+	m.uplinks[uplinkName] = true
+	m.uplinkReady.WithLabelValues(uplinkName).Set(0)
+	m.publishErr.WithLabelValues(uplinkName)
+	for _, r := range [...]string{uplink.ReasonTooLarge, reasonReading, reasonSignal} {
+		m.setAside.WithLabelValues(uplinkName, r)
+	}
+}
+
+// Only deletes the series of every uplink not in names (counters
+// included): a reload that removed an uplink leaves no series saying it
+// is ready, or counting, when nothing forwards to it any more. The
+// series of the uplinks kept go on. Called before the forwarders of a
+// configuration are created, the previous configuration's stopped.
+func (m *Metrics) Only(names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.uplinks {
+		if slices.Contains(names, name) {
+			continue
+		}
+		l := prometheus.Labels{"uplink": name}
+		for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+			m.published, m.publishErr, m.dataAge, m.uplinkReady, m.setAside, m.split} {
+			v.DeletePartialMatch(l)
+		}
+		delete(m.uplinks, name)
+	}
 }

@@ -222,18 +222,21 @@ func (d *device) state() deviceState {
 }
 
 // deviceMetrics are a device's metric children, resolved once so the
-// acquisition loop does no label lookups. The children of rare events
-// (partial and failed polls, overruns) are created when first counted: at
-// 100 devices, series that stay at zero cost ~1.5 KB each of live heap.
+// acquisition loop does no label lookups. The children of rare events of
+// normal operation (overruns) and of ok polls are created when first
+// counted: at 100 devices, series that stay at zero cost ~1.5 KB each of
+// live heap. Those of failures (partial and failed polls, stalls) exist
+// from the start (metrics.configure).
 type deviceMetrics struct {
-	m                   *metrics
-	id                  string
-	pollDur             prometheus.Observer
-	ok, partial, failed lazyCounter
-	overruns            lazyCounter
-	delayed             map[string]prometheus.Counter // by device: created when first counted; emits never overlap
-	up                  prometheus.Gauge
-	byQuality           [telemetry.QualityStale + 1]prometheus.Counter
+	m               *metrics
+	id              string
+	pollDur         prometheus.Observer
+	ok              lazyCounter
+	partial, failed prometheus.Counter
+	overruns        lazyCounter
+	delayed         map[string]prometheus.Counter // by device: created when first counted; emits never overlap
+	up              prometheus.Gauge
+	byQuality       [telemetry.QualityStale + 1]prometheus.Counter
 }
 
 // lazyCounter is a counter child created on its first use.
@@ -258,7 +261,8 @@ func (l *lazyCounter) inc(vec *prometheus.CounterVec, device, result string) {
 func (d *device) metrics() *deviceMetrics { return newDeviceMetrics(d.g.m, d.cfg.ID) }
 
 func newDeviceMetrics(m *metrics, id string) *deviceMetrics {
-	dm := &deviceMetrics{m: m, id: id, pollDur: m.pollDuration.WithLabelValues(id), up: m.deviceUp.WithLabelValues(id)}
+	dm := &deviceMetrics{m: m, id: id, pollDur: m.pollDuration.WithLabelValues(id), up: m.deviceUp.WithLabelValues(id),
+		partial: m.polls.WithLabelValues(id, "partial"), failed: m.polls.WithLabelValues(id, "failed")}
 	for q := telemetry.QualityGood; q <= telemetry.QualityStale; q++ {
 		dm.byQuality[q] = m.readings.WithLabelValues(q.String())
 	}
@@ -269,9 +273,9 @@ func newDeviceMetrics(m *metrics, id string) *deviceMetrics {
 func (dm *deviceMetrics) poll(good, n int) {
 	switch {
 	case good == 0:
-		dm.failed.inc(dm.m.polls, dm.id, "failed")
+		dm.failed.Inc()
 	case good < n:
-		dm.partial.inc(dm.m.polls, dm.id, "partial")
+		dm.partial.Inc()
 	default:
 		dm.ok.inc(dm.m.polls, dm.id, "ok")
 	}

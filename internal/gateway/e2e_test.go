@@ -57,6 +57,7 @@ type rig struct {
 	nats   *brokers.NATS
 	mqtt   *brokers.MQTT
 	cfg    *gwconfig.Config
+	text   string // cfg's file
 	dir    string
 }
 
@@ -93,14 +94,8 @@ devices:
     template: compressor.yaml
     modbus: {address: %q, unit_id: 1, timeout: 500ms}
 `, extraGateway, r.nats.URL(), r.mqtt.URL(), r.server.Addr)
-	path := filepath.Join(r.dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.cfg, err = gwconfig.Load(path, Drivers()...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.text = cfgText
+	r.cfg = loadConfigText(t, r.dir, cfgText)
 	return r
 }
 

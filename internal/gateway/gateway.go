@@ -216,9 +216,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if g.drvReg != nil {
 		g.mx.drivers.Store(g.drvReg)
 	}
-	// Only this configuration's devices, each without a value until its
-	// first cycle (the metrics outlive a reload that removed devices).
-	g.m.deviceUp.Reset()
+	// Only this configuration's devices have series (the metrics outlive
+	// a reload that removed devices), their failure counts at 0.
+	ids := make([]string, len(g.devices))
+	for i, d := range g.devices {
+		ids[i] = d.cfg.ID
+	}
+	g.m.configure(ids)
 	defer func() {
 		if err := sp.Close(); err != nil {
 			g.log.Error("closing spool", "err", err)
@@ -235,6 +239,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer upCancel()
 	ug, ugCtx := errgroup.WithContext(upCtx)
 	fwds := make([]*forward.Forwarder, 0, len(g.uplinks))
+	names := make([]string, len(g.uplinks))
+	for i, u := range g.uplinks {
+		names[i] = u.Name()
+	}
+	g.mx.fwd.Only(names) // a reload's removed uplinks leave no series
 	for _, u := range g.uplinks {
 		r, err := sp.Reader(u.Name())
 		if err != nil {

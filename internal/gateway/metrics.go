@@ -91,7 +91,55 @@ type metrics struct {
 	notices      *prometheus.CounterVec
 	deviceUp     *prometheus.GaugeVec
 	stalls       *prometheus.CounterVec
+
+	mu      sync.Mutex
+	devices map[string]bool // the devices that have series: the running configuration's (configure)
 }
+
+// configure gives the per-device series to the devices ids of the
+// configuration about to run, and to them only. The counts of failures a
+// user alerts on (stalls, failed and partial polls) exist at 0 from the
+// start: an alert on their increase() then fires on the first one, and an
+// absent series means no such device, not no failure yet. Events of
+// normal operation or tuning (ok polls, overruns, delays by another
+// device) get theirs when first counted (docs/operations.md). The series
+// of devices that a reload removed or renamed are deleted, counters
+// included: kept, they would report a device the gateway no longer
+// polls. Counters of the devices kept go on counting; device_up is
+// cleared, each device without a value until its first cycle. Called
+// before the configuration's devices run, the previous one's stopped.
+func (m *metrics) configure(ids []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deviceUp.Reset()
+	keep := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		keep[id] = true
+	}
+	for id := range m.devices {
+		if keep[id] {
+			continue
+		}
+		dev := prometheus.Labels{"device": id}
+		m.polls.DeletePartialMatch(dev)
+		m.pollDuration.DeletePartialMatch(dev)
+		m.overruns.DeletePartialMatch(dev)
+		m.delayed.DeletePartialMatch(dev)
+		m.delayed.DeletePartialMatch(prometheus.Labels{"by": id})
+		m.stalls.DeletePartialMatch(dev)
+	}
+	for _, id := range ids {
+		m.stalls.WithLabelValues(id)
+		for _, r := range failureResults {
+			m.polls.WithLabelValues(id, r)
+		}
+	}
+	m.devices = keep
+}
+
+// failureResults are the results of smelter_gateway_polls_total that
+// count failures: their series exist at 0 from the start (configure).
+var failureResults = [...]string{"partial", "failed"}
 
 func newMetrics(reg prometheus.Registerer, seq func() float64) *metrics {
 	m := &metrics{

@@ -529,21 +529,46 @@ func loadGatewayField(field, value string) (*gwconfig.Config, error) {
 // TestSlowModbusDeathWarns (review 1, F5, F7): a connection whose timeout
 // makes a silent device's death judgement long (death is judged when its
 // requests time out; a read waits one request of each other device on
-// the connection) is warned about once, naming the worst case; a default
-// timeout is not.
+// the connection) is warned about once, naming the worst case and what it
+// costs the devices that still answer on the connection (each of their
+// reads waits for one timed-out request of each silent unit: modbus
+// TestTurnsHealthyBehindSilentUnits); a default timeout is not.
 func TestSlowModbusDeathWarns(t *testing.T) {
-	doc := `gateway: {id: gw, site: s}
-uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
-devices:
-  - {id: a, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:1", unit_id: 1, timeout: 25s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
-  - {id: b, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:1", unit_id: 2, timeout: 25s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
-  - {id: c, class: motor, poll_interval: 1s, modbus: {address: "127.0.0.1:2", unit_id: 1}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}
-`
-	cfg, err := loadBytes("gw.yaml", []byte(doc))
-	if err != nil {
-		t.Fatal(err)
+	head := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n"
+	dev := func(id, interval, modbus string) string {
+		return "  - {id: " + id + ", class: motor, poll_interval: " + interval + ", modbus: {" + modbus + "}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
 	}
-	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: up to 50s after it falls silent (2 device(s) x 25s") {
-		t.Errorf("warnings = %v", cfg.Warnings)
+	var line strings.Builder // 25 units on one RTU line, silence 500ms: 1.5s a silent request
+	for u := 1; u <= 25; u++ {
+		line.WriteString(dev(fmt.Sprintf("u%d", u), "2s", fmt.Sprintf("transport: rtu, address: /dev/ttyS0, unit_id: %d, timeout: 1s, silence: 500ms", u)))
+	}
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"two units behind a gateway", head +
+			dev("a", "1s", `address: "127.0.0.1:1", unit_id: 1, timeout: 25s`) +
+			dev("b", "1s", `address: "127.0.0.1:1", unit_id: 2, timeout: 25s`) +
+			dev("c", "1s", `address: "127.0.0.1:2", unit_id: 1`),
+			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: " +
+				"up to 50s after it falls silent (2 device(s) x 25s, one request timing out), not 3 x its poll interval (3s); " +
+				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~25s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (1 x 25s), at every poll at first, " +
+				"then in bursts as their backoff grows (up to backoff_max 30s); lower timeout (or silence), or put fewer devices on the connection"},
+		{"a busy RTU line", head + line.String(),
+			"devices[0].modbus.timeout: a silent device on connection /dev/ttyS0 is known dead (its points stale) only once its requests time out: " +
+				"up to 37.5s after it falls silent (25 device(s) x 1.5s, one request timing out), not 3 x its poll interval (6s); " +
+				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~36s between two reads (instead of 2s): " +
+				"a read may wait for one timed-out request of each silent unit (24 x 1.5s), at every poll at first, " +
+				"then for as long as they are silent (their backoff_max 30s is shorter); lower timeout (or silence), or put fewer devices on the connection"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadBytes("gw.yaml", []byte(tc.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Warnings) != 1 || !strings.HasSuffix(cfg.Warnings[0].Error(), tc.want) {
+				t.Errorf("warnings = %v\nwant one ending %s", cfg.Warnings, tc.want)
+			}
+		})
 	}
 }

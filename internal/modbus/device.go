@@ -63,6 +63,9 @@ func (p *Pool) device(id string, cfg Config) *device {
 	}
 	p.mu.Unlock()
 	m := p.m.device(id)
+	// its replies that cannot be tied to a request, at 0 from the start
+	// (countSuspect finds the child)
+	p.m.suspect.WithLabelValues(l.key, id)
 	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 

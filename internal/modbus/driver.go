@@ -295,13 +295,32 @@ const slowDeath = 30 * time.Second
 // after it fell silent, n the devices on the connection. Warned when that
 // exceeds both 3 x the shortest poll interval on the connection and
 // slowDeath.
+//
+// On a shared connection the warning also gives the cost to the devices
+// that still answer. Devices with one interval share the pool's grid, so
+// units that fall silent together queue for the link at the same tick as
+// a healthy device, levelled with it (turns: back from idle at the floor,
+// equals in arrival order), and its read waits for one request of each,
+// each timing out (step): k x step with k silent units, so the healthy
+// device can go max(interval, k x step) between two reads
+// (TestTurnsHealthyBehindSilentUnits). That is the longest gap, not its
+// usual period: a silent unit that has used the link more than the
+// healthy device since both were levelled goes after it, so most of its
+// reads come sooner. Silent units retry at every poll
+// at first, then once per backoff (device.account: backoff_min doubling to
+// backoff_max, jittered down to half): when k x step exceeds backoff_max
+// they are always waiting and the long gaps recur while they are silent;
+// otherwise their retries spread out and they come in bursts.
 func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
 	n := map[string]int{}
 	shortest := map[string]time.Duration{}
+	backoffMax := map[string]time.Duration{} // the longest on the connection
 	for _, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
 		key := string(l.Transport) + "|" + l.Address
 		n[key]++
+		l.runtimeDefaults()
+		backoffMax[key] = max(backoffMax[key], l.BackoffMax)
 		if iv, ok := shortest[key]; !ok || d.Interval < iv {
 			shortest[key] = d.Interval
 		}
@@ -318,9 +337,19 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 		if worst <= slowDeath || worst <= 3*shortest[key] {
 			continue
 		}
+		healthy := ""
+		if k := n[key] - 1; k > 0 {
+			wait := time.Duration(k) * step
+			lasts := "in bursts as their backoff grows (up to backoff_max " + backoffMax[key].String() + ")"
+			if wait > backoffMax[key] {
+				lasts = "for as long as they are silent (their backoff_max " + backoffMax[key].String() + " is shorter)"
+			}
+			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s",
+				k, max(shortest[key], wait), shortest[key], k, step, lasts)
+		}
 		c.Warnf(d.Field+".modbus.timeout",
-			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v); lower timeout (or silence), or put fewer devices on the connection",
-			l.Address, worst, n[key], step, 3*shortest[key])
+			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v)%s; lower timeout (or silence), or put fewer devices on the connection",
+			l.Address, worst, n[key], step, 3*shortest[key], healthy)
 	}
 }
 

@@ -90,9 +90,9 @@ type link struct {
 	backMin   time.Duration
 	backMax   time.Duration
 	log       *slog.Logger
-	// The connection's counters, created when first counted (a connection
-	// that never discards, never sees a suspect reply and is never
-	// reopened has no series); owned by the device holding the link.
+	// The connection's counters, at 0 from the start (newLink, and a
+	// device's suspect replies from when it joins: Pool.device); owned by
+	// the device holding the link.
 	discarded prometheus.Counter
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
@@ -151,6 +151,14 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		announce:  true,
 	}
 	l.skipFn = l.skipMBAP
+	// The series a user alerts on exist from the start: the connection
+	// down (never connected yet), bytes dropped, replies that cannot be
+	// tied to their request (from an unknown sender here; from a device
+	// of the link: Pool.device), reopens after a reply in doubt.
+	m.connUp.WithLabelValues(key).Set(0)
+	l.discarded = m.discarded.WithLabelValues(key)
+	l.reopened = m.reopened.WithLabelValues(key)
+	l.suspect = map[string]prometheus.Counter{"": m.suspect.WithLabelValues(key, "")}
 	return l
 }
 

@@ -74,11 +74,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // devMetrics holds one device's children so the read path does no label
-// lookups. The children of request results, error kinds and register or
-// bit counts are created when first counted: a device has a series for
-// the results and kinds it has seen (at 100 devices, ~20 never-used series
-// each cost ~2 MB of live heap). The duration histogram and the
-// quarantined gauge exist from the start.
+// lookups. The children of request results, of the error kinds of broken
+// replies and of register or bit counts are created when first counted: a
+// device has a series for the results and kinds it has seen (at 100
+// devices, ~20 never-used series each cost ~2 MB of live heap). The error
+// kinds that say the device or its connection is failing (alwaysKinds:
+// timeout, connection), the duration histogram and the quarantined gauge
+// exist from the start, so an alert on their increase() fires on the first.
 type devMetrics struct {
 	m           *Metrics
 	id          string
@@ -110,8 +112,16 @@ func (l *lazyCounter) add(v float64, vec *prometheus.CounterVec, device, kind st
 }
 
 func (m *Metrics) device(id string) *devMetrics {
-	return &devMetrics{m: m, id: id, duration: m.duration.WithLabelValues(id), quarantined: m.quarantined.WithLabelValues(id)}
+	d := &devMetrics{m: m, id: id, duration: m.duration.WithLabelValues(id), quarantined: m.quarantined.WithLabelValues(id)}
+	for _, k := range alwaysKinds {
+		d.errKind[k].add(0, m.errors, id, kindNames[k])
+	}
+	return d
 }
+
+// alwaysKinds are the error kinds whose series exist at 0 from the start:
+// the device does not answer, its connection fails.
+var alwaysKinds = [...]int{kindTimeout, kindConnection}
 
 // request counts one request of result kind k (and, unless it is ok or
 // canceled, an error of that kind).

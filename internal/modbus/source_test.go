@@ -461,11 +461,14 @@ func TestNoSuspectOnCleanLine(t *testing.T) {
 	}
 }
 
-// TestDeviceSeriesCreatedWhenCounted: a device has request and error series
-// only for the results and kinds it has had, a connection counters only for
-// what happened on it (at 100 devices the ~20 series per device that would
-// stay at zero cost ~1 MB); the duration histogram and the quarantined
-// gauge are there from the start.
+// TestDeviceSeriesCreatedWhenCounted: the series a user alerts on exist
+// at 0 from the start: a device's timeout and connection errors and the
+// late replies tied to it, a connection's up gauge, discarded bytes,
+// replies from an unknown sender and reopens. The others (request
+// results, other error kinds, register counts) only once counted (at 100
+// devices the ~20 series per device that would stay at zero cost ~1 MB);
+// the duration histogram and the quarantined gauge are there from the
+// start.
 func TestDeviceSeriesCreatedWhenCounted(t *testing.T) {
 	bank := modbustest.NewBank()
 	fillBank(bank)
@@ -483,32 +486,43 @@ func TestDeviceSeriesCreatedWhenCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	series := func() map[string]bool {
+	series := func() map[string]float64 { // counters' and gauges' values, histograms' counts
 		mfs, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := map[string]bool{}
+		out := map[string]float64{}
 		for _, mf := range mfs {
 			for _, m := range mf.GetMetric() {
 				s := mf.GetName() + "{"
 				for _, l := range m.GetLabel() {
 					s += l.GetName() + "=" + l.GetValue() + ","
 				}
-				out[s+"}"] = true
+				out[s+"}"] = m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 		return out
 	}
 	before := series()
-	for _, s := range []string{"smelter_modbus_request_duration_seconds{device=good,}", "smelter_modbus_quarantined_points{device=good,}",
-		"smelter_modbus_quarantined_points{device=down,}"} {
-		if !before[s] {
-			t.Errorf("%s missing before any request: %v", s, before)
+	good0 := "smelter_modbus_connection_up{connection=tcp|" + srv.Addr + ",}"
+	atZero := []string{
+		"smelter_modbus_errors_total{device=good,kind=timeout,}", "smelter_modbus_errors_total{device=good,kind=connection,}",
+		"smelter_modbus_errors_total{device=down,kind=timeout,}", "smelter_modbus_errors_total{device=down,kind=connection,}",
+		"smelter_modbus_suspect_replies_total{connection=tcp|" + srv.Addr + ",device=good,}",
+		"smelter_modbus_suspect_replies_total{connection=tcp|" + srv.Addr + ",device=,}",
+		"smelter_modbus_suspect_replies_total{connection=tcp|127.0.0.1:1,device=down,}",
+		"smelter_modbus_suspect_replies_total{connection=tcp|127.0.0.1:1,device=,}",
+		"smelter_modbus_discarded_bytes_total{connection=tcp|" + srv.Addr + ",}", "smelter_modbus_discarded_bytes_total{connection=tcp|127.0.0.1:1,}",
+		"smelter_modbus_reconnects_total{connection=tcp|" + srv.Addr + ",}", "smelter_modbus_reconnects_total{connection=tcp|127.0.0.1:1,}",
+	}
+	for _, s := range append([]string{"smelter_modbus_request_duration_seconds{device=good,}", "smelter_modbus_quarantined_points{device=good,}",
+		"smelter_modbus_quarantined_points{device=down,}", good0, "smelter_modbus_connection_up{connection=tcp|127.0.0.1:1,}"}, atZero...) {
+		if v, ok := before[s]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v) before any request, want 0: %v", s, v, ok, before)
 		}
 	}
 	for s := range before {
-		if strings.Contains(s, "_total") {
+		if strings.Contains(s, "_total") && !slices.Contains(atZero, s) {
 			t.Errorf("%s exists before anything was counted", s)
 		}
 	}
@@ -523,13 +537,14 @@ func TestDeviceSeriesCreatedWhenCounted(t *testing.T) {
 		"smelter_modbus_errors_total{device=down,kind=connection,}"}
 	got := series()
 	for _, s := range want {
-		if !got[s] {
+		if _, ok := got[s]; !ok {
 			t.Errorf("%s missing after counting", s)
 		}
 	}
 	// a request in flight when stopGood cancels it did happen: counted
 	// as canceled (the stop can land on a poll tick)
 	happened := append(slices.Clone(want), "smelter_modbus_requests_total{device=good,result=canceled,}")
+	happened = append(happened, atZero...)
 	for s := range got {
 		if strings.Contains(s, "_total") && !slices.Contains(happened, s) {
 			t.Errorf("%s: a series for something that never happened", s)

@@ -355,3 +355,51 @@ func TestProgressBound(t *testing.T) {
 		}
 	}
 }
+
+// TestTurnsHealthyBehindSilentUnits: units that fall silent together come
+// due at the same tick of the pool's grid as a healthy device on their
+// link, all back from idle, so levelled at the floor: the healthy device's
+// read waits for one request of each silent unit (the one in flight, then
+// the ones queued before it), each timing out on a real link: k x step
+// with k silent units, the delay validate's slow-death warning gives
+// (warnSlowDeath).
+func TestTurnsHealthyBehindSilentUnits(t *testing.T) {
+	var tr turns
+	const k = 4
+	silent := make([]*share, k)
+	for i := range silent {
+		silent[i] = tr.join(fmt.Sprintf("silent%d", i))
+	}
+	healthy := tr.join("healthy")
+	queued := func(n int) func() bool {
+		return func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			return len(tr.waiting) == n
+		}
+	}
+	if err := tr.acquire(t.Context(), silent[0]); err != nil { // its request in flight
+		t.Fatal(err)
+	}
+	granted := make(chan *share, k+1)
+	for i, s := range append(silent[1:], healthy) {
+		go func() {
+			if err := tr.acquire(t.Context(), s); err != nil {
+				t.Error(err)
+			}
+			granted <- s
+		}()
+		wait.For(t, 5*time.Second, fmt.Sprintf("%d devices waiting", i+1), queued(i+1))
+	}
+	var order []string
+	holder := silent[0]
+	for range k {
+		tr.release(holder) // its request timed out
+		holder = <-granted
+		order = append(order, holder.id)
+	}
+	tr.release(holder)
+	if want := []string{"silent1", "silent2", "silent3", "healthy"}; !slices.Equal(order, want) {
+		t.Fatalf("turns after silent0's request: %v, want %v: the healthy device waits for one request of each silent unit", order, want)
+	}
+}

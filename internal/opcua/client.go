@@ -137,6 +137,9 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	if cfg.Isolation != IsolationNone {
+		m.isolated(id)
+	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute}}, nil
 }

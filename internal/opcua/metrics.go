@@ -132,6 +132,16 @@ func (d *devMetrics) bad(code uint32) {
 	ctr.Inc()
 }
 
+// isolated gives device id, whose sessions run in a worker process, its
+// smelter_opcua_worker_exits_total series of both causes at 0 (a series a
+// user alerts on: a worker that crashed or was killed as silent; at 0 from
+// the start, an alert on increase() fires on the first).
+func (m *Metrics) isolated(id string) {
+	for _, cause := range [...]string{"panic", "exit"} {
+		m.workerExits.WithLabelValues(id, cause)
+	}
+}
+
 // unitChanges counts n points whose units changed; the series is created
 // when first counted (an event most devices never have).
 func (d *devMetrics) unitChanges(n int) {
