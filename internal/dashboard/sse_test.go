@@ -309,3 +309,44 @@ func TestGatewayStreamModes(t *testing.T) {
 		t.Errorf("gateways=diff: %d %+v", resp.StatusCode, body)
 	}
 }
+
+// BenchmarkGatewayStreamBytes measures what one event stream sends per
+// tick for 10,000 gateways of which 10 (or all) send a batch per tick: the
+// whole list (gateways=list, the only form before gateways=delta) against
+// the delta. bytes/tick counts every line of the tick's gateway event;
+// snapshot-bytes is the delta stream's snapshot at connect.
+func BenchmarkGatewayStreamBytes(b *testing.B) {
+	const n = 10_000
+	for _, changing := range []int{10, n} {
+		for _, mode := range []string{"list", "delta"} {
+			b.Run(fmt.Sprintf("changing=%d/gateways=%s", changing, mode), func(b *testing.B) {
+				f := newSSEFixture(b)
+				for i := range n {
+					f.publish(gwName(i))
+				}
+				st := openStream(b, f.http, "gateways="+mode)
+				snapshot := 0
+				if mode == "delta" {
+					snapshot = st.nextGateways(b).Size
+				}
+				var sent, ticks, next int
+				b.ReportAllocs()
+				for b.Loop() {
+					f.clock.Add(1000)
+					for range changing {
+						f.publish(gwName(next))
+						next = (next + 997) % n // 997 is prime to n: 10 different gateways a tick
+					}
+					f.tick()
+					e := st.nextGateways(b)
+					sent += e.Size
+					ticks++
+				}
+				b.ReportMetric(float64(sent)/float64(ticks), "bytes/tick")
+				if snapshot > 0 {
+					b.ReportMetric(float64(snapshot), "snapshot-bytes")
+				}
+			})
+		}
+	}
+}
