@@ -103,6 +103,11 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 		t.Errorf("%d gateway events while gw-aging turned silent, want none", n-seen)
 	}
 	screenshot(t, tab, shots, "14-gateways-silent.png")
+	// its next message comes as a delta of that gateway alone: online again
+	publish("gw-aging")
+	poll(t, jsErrs, 15*time.Second, "gw-aging online again from the delta", func() bool {
+		return read()["gw-aging"].Status == "online"
+	}, detail)
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}

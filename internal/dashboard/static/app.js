@@ -363,7 +363,7 @@ function dispatch(block) {
       setServerClock(msg.now);
       for (const id of msg.removed) S.gateways.delete(id);
       for (const g of msg.changed) S.gateways.set(g.id, g);
-      S.view?.onGateways?.();
+      S.view?.onGateways?.(msg);
       break;
     case 'alert':
       setAlertCount(Math.max(0, S.activeAlerts + (msg.state === 'raised' ? 1 : msg.state === 'cleared' ? -1 : 0)));
@@ -1069,10 +1069,7 @@ function gatewaysPage() {
       const g = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       main.innerHTML = '<h1>Gateways</h1>' + (g.length ? `<div class="table-wrap"><table><thead><tr><th>Gateway</th><th>Site</th><th>Status</th>
         <th class="num">Assets</th><th class="num">Last seq</th><th class="num">Batches</th><th class="num">Births</th><th class="num">Deaths</th>
-        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map((x) => `<tr data-gateway="${esc(x.id)}">
-        <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td>${statusPill(gwStatus(x))}</td>
-        <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
-        <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`).join('') + '</tbody></table></div>'
+        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map(gatewayRow).join('') + '</tbody></table></div>'
         : '<div class="empty">No gateway has published yet.</div>') +
         `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.</p>`;
     },
@@ -1087,9 +1084,19 @@ function gatewaysPage() {
         tr.querySelector('[data-recv]').textContent = ago(serverNow() - x.last_recv);
       }
     },
-    onGateways() { this.draw(); },
+    // a delta that changes listed gateways only rewrites their rows; one
+    // that adds or removes a gateway redraws the (sorted) table
+    onGateways(delta) {
+      const rows = delta && !delta.removed.length && delta.changed.map((x) => [x, main.querySelector(`tr[data-gateway="${CSS.escape(x.id)}"]`)]);
+      if (!rows || rows.some(([, tr]) => !tr)) { this.draw(); return; }
+      for (const [x, tr] of rows) tr.outerHTML = gatewayRow(x);
+    },
   };
 }
+const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
+  <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td>${statusPill(gwStatus(x))}</td>
+  <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
+  <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`;
 
 // ---------- start ----------
 async function start() {
