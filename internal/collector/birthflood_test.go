@@ -164,6 +164,13 @@ func TestDashboardGatewaysEvictedExported(t *testing.T) {
 	helpOf(t, c, "smelter_collector_dashboard_gateways_evicted_total")
 }
 
+// The dashboard's event streams that fell behind the gateway removal log
+// and got a fresh snapshot are counted (docs/api.md, "Slow clients").
+func TestDashboardStreamLagSnapshotsExported(t *testing.T) {
+	c := newCollector(t, Defaults())
+	helpOf(t, c, "smelter_collector_dashboard_stream_lag_snapshots_total")
+}
+
 // A birth left incomplete is dropped after ingest.BirthPartsTTL by the
 // partition worker's every fetch, idle ones included (expireBirths), not
 // only when another part arrives; the drop is counted.

@@ -269,6 +269,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Gateways dropped from the dashboard's gateway list (/api/v1/gateways) at its bound (dashboard.MaxGateways), the one seen least recently, to make room for a new gateway id."}, func() float64 {
 			return float64(c.live.Stats().GatewaysEvicted)
 		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_stream_lag_snapshots_total",
+			Help: "Dashboard event streams (gateways=delta) that fell behind the gateway removal log (dashboard.RemovalLog) and were sent a fresh gateway snapshot instead of a delta."}, func() float64 {
+			return float64(c.live.Stats().GatewayResyncs)
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			return float64(len(c.Alerts(true)))
 		}),

@@ -62,6 +62,9 @@ type Server struct {
 	opts  Options
 	mux   *http.ServeMux
 	limit *limiter // nil: no rate limit
+	// newTicker, when set (tests), gives each event stream its tick
+	// channel and stop function instead of a ticker of Options.Tick.
+	newTicker func() (<-chan time.Time, func())
 }
 
 // New builds the handler. It does no I/O.

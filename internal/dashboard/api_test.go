@@ -454,31 +454,6 @@ func TestTokenAndStatic(t *testing.T) {
 	}
 }
 
-type sseEvent struct{ typ, id, data string }
-
-func readSSE(t *testing.T, body io.Reader, out chan<- sseEvent) {
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 1<<16), 1<<22)
-	var ev sseEvent
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if ev.data != "" {
-				out <- ev
-			}
-			ev = sseEvent{}
-		case strings.HasPrefix(line, "event: "):
-			ev.typ = line[7:]
-		case strings.HasPrefix(line, "id: "):
-			ev.id = line[4:]
-		case strings.HasPrefix(line, "data: "):
-			ev.data = line[6:]
-		}
-	}
-	close(out)
-}
-
 func TestEventStream(t *testing.T) {
 	f := newFixture(t, "tok")
 	f.feed(20)
@@ -494,9 +469,9 @@ func TestEventStream(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("content type %q", ct)
 	}
-	evs := make(chan sseEvent, 64)
-	go readSSE(t, resp.Body, evs)
-	next := func(typ string, match func(string) bool) sseEvent {
+	evs := make(chan dashboard.SSEEvent, 64)
+	go dashboard.ReadSSE(ctx, resp.Body, evs)
+	next := func(typ string, match func(string) bool) dashboard.SSEEvent {
 		t.Helper()
 		timeout := time.After(10 * time.Second)
 		for {
@@ -505,7 +480,7 @@ func TestEventStream(t *testing.T) {
 				if !ok {
 					t.Fatalf("stream ended waiting for %s", typ)
 				}
-				if e.typ == typ && match(e.data) {
+				if e.Type == typ && match(e.Data) {
 					return e
 				}
 			case <-timeout:
@@ -516,8 +491,8 @@ func TestEventStream(t *testing.T) {
 	// first tick: every asset
 	e := next("assets", func(d string) bool { return strings.Contains(d, `"ac-1"`) && strings.Contains(d, `"ac-2"`) })
 	var list []dashboard.AssetOut
-	if err := json.Unmarshal([]byte(e.data), &list); err != nil || len(list) != 2 {
-		t.Fatalf("assets event: %v %s", err, e.data)
+	if err := json.Unmarshal([]byte(e.Data), &list); err != nil || len(list) != 2 {
+		t.Fatalf("assets event: %v %s", err, e.Data)
 	}
 	// a new batch of ac-2 only: the next tick carries ac-2
 	f.compressor("site1", "ac-2", f.now+1000, 99.5, 110, 13, telemetry.QualityGood)
@@ -529,7 +504,7 @@ func TestEventStream(t *testing.T) {
 	a := next("alert", func(d string) bool {
 		return strings.Contains(d, `"asset":"ac-2"`) && strings.Contains(d, `"rule":"discharge_temp_high"`)
 	})
-	if a.id == "" {
+	if a.ID == "" {
 		t.Error("alert event without id")
 	}
 	next("gateways", func(d string) bool { return strings.Contains(d, `"gw-1"`) })

@@ -97,6 +97,24 @@ type LiveStats struct {
 	// GatewaysEvicted counts gateways dropped from the store at
 	// MaxGateways to make room for a new id (the one seen least recently).
 	GatewaysEvicted uint64
+	// GatewayResyncs counts GatewayChanges answers that could not be
+	// served as a delta (the removals after the stream's version left the
+	// removal log, RemovalLog): each one is a slow event stream sent a
+	// fresh gateway snapshot instead.
+	GatewayResyncs uint64
+}
+
+// RemovalLog is the number of gateway removals (evictions at
+// MaxGateways) kept for event streams to send as deltas. A stream whose
+// client fell further behind (its writes blocked while more gateways
+// were evicted) gets a fresh snapshot instead: what a stream holds for
+// its client is one version number, never a queue.
+const RemovalLog = 4096
+
+// removal is a gateway dropped from the store at version ver.
+type removal struct {
+	ver uint64
+	id  string
 }
 
 // MaxGateways bounds the gateways the store keeps (/api/v1/gateways), as
@@ -123,6 +141,10 @@ type Live struct {
 	oldest   *gatewayLive
 	nseries  int
 	stats    LiveStats
+
+	removals []removal // ring of RemovalLog, oldest first once rotated
+	rmHead   int
+	rmLost   uint64 // version of the newest removal that left the ring (0: none)
 
 	events []Event // ring of EventLog
 	evHead int
@@ -225,6 +247,15 @@ func (l *Live) evict(g *gatewayLive) {
 		}
 	}
 	l.stats.GatewaysEvicted++
+	l.ver++
+	r := removal{ver: l.ver, id: g.id}
+	if len(l.removals) < RemovalLog {
+		l.removals = append(l.removals, r)
+		return
+	}
+	l.rmLost = l.removals[l.rmHead].ver
+	l.removals[l.rmHead] = r
+	l.rmHead = (l.rmHead + 1) % RemovalLog
 }
 
 // attach records that asset a's messages come from gateway g.
@@ -548,13 +579,18 @@ func (l *Live) ChangedSince(v uint64) (keys [][2]string, gateways bool, cur uint
 			keys = append(keys, k)
 		}
 	}
-	for _, g := range l.gateways {
-		if g.ver > v {
-			gateways = true
-			break
-		}
+	return keys, l.gatewaysChanged(v), l.ver
+}
+
+// gatewaysChanged tells whether the gateway list changed after version v:
+// a gateway was touched (the recency list is in version order, newest
+// first) or removed. l.mu is held.
+func (l *Live) gatewaysChanged(v uint64) bool {
+	if l.newest != nil && l.newest.ver > v {
+		return true
 	}
-	return keys, gateways, l.ver
+	n := len(l.removals)
+	return n > 0 && l.removals[(l.rmHead+n-1)%n].ver > v
 }
 
 // Received returns the wall time (Unix ms) of the asset's last batch and
@@ -664,13 +700,66 @@ func (g *gatewayLive) view(now int64) GatewayView {
 
 // Gateways returns every gateway seen, sorted by id.
 func (l *Live) Gateways() []GatewayView {
-	now := l.now().UnixMilli()
+	gws, _, _ := l.GatewaySnapshot()
+	return gws
+}
+
+// GatewaySnapshot returns every gateway seen, sorted by id, with the
+// wall time (Unix ms) its views were taken at and the store's version
+// they reflect: GatewayChanges(ver) continues from it.
+func (l *Live) GatewaySnapshot() (gws []GatewayView, now int64, ver uint64) {
+	now = l.now().UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]GatewayView, 0, len(l.gateways))
+	gws = make([]GatewayView, 0, len(l.gateways))
 	for _, g := range l.gateways {
-		out = append(out, g.view(now))
+		gws = append(gws, g.view(now))
 	}
-	slices.SortFunc(out, func(a, b GatewayView) int { return strings.Compare(a.ID, b.ID) })
-	return out
+	sortGateways(gws)
+	return gws, now, l.ver
+}
+
+// GatewayChanges returns how the gateway list changed after version v
+// (from GatewaySnapshot or an earlier GatewayChanges): the gateways added
+// or changed since (sorted by id) and the ids removed since (evicted at
+// MaxGateways, not seen again), with the wall time (Unix ms) of the views
+// and the current version. Its cost is that of the changes, not of the
+// list: the changed gateways are the front of the recency list. ok is
+// false when removals after v already left the removal log (RemovalLog):
+// the caller must start again from a snapshot (counted in
+// LiveStats.GatewayResyncs).
+func (l *Live) GatewayChanges(v uint64) (changed []GatewayView, removed []string, now int64, cur uint64, ok bool) {
+	now = l.now().UnixMilli()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v < l.rmLost {
+		l.stats.GatewayResyncs++
+		return nil, nil, now, l.ver, false
+	}
+	for g := l.newest; g != nil && g.ver > v; g = g.older {
+		changed = append(changed, g.view(now))
+	}
+	sortGateways(changed)
+	var seen map[string]bool // an id evicted, seen again and evicted again
+	n := len(l.removals)
+	for i := n - 1; i >= 0; i-- { // newest first, down to v
+		r := l.removals[(l.rmHead+i)%n]
+		if r.ver <= v {
+			break
+		}
+		if l.gateways[r.id] != nil || seen[r.id] {
+			continue // back in the list: it is among changed
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		seen[r.id] = true
+		removed = append(removed, r.id)
+	}
+	slices.Sort(removed)
+	return changed, removed, now, l.ver, true
+}
+
+func sortGateways(gws []GatewayView) {
+	slices.SortFunc(gws, func(a, b GatewayView) int { return strings.Compare(a.ID, b.ID) })
 }

@@ -14,20 +14,28 @@ const heartbeat = 15 * time.Second
 
 // events streams live updates as Server-Sent Events:
 //
-//	event: assets    data: [AssetOut...]     changed assets, coalesced per tick
-//	event: gateways  data: [GatewayView...]  when any gateway changed
-//	event: alert     data: alert record      id: event id
-//	event: kpi       data: KPI result        id: event id
-//	event: resync    data: {}                events were missed: reload state
+//	event: assets            data: [AssetOut...]          changed assets, coalesced per tick
+//	event: gateways          data: [GatewayView...]       gateways=list (the default): the whole list, when any gateway changed
+//	event: gateways.snapshot data: GatewaySnapshotEvent   gateways=delta: at connect, and for a stream that fell behind
+//	event: gateways.delta    data: GatewayDeltaEvent      gateways=delta: the gateways changed, added and removed, per tick
+//	event: alert             data: alert record           id: event id
+//	event: kpi               data: KPI result             id: event id
+//	event: resync            data: {}                     events were missed: reload state
 //
 // The first tick sends every asset. A reconnecting client sends
 // Last-Event-ID and receives the alert and KPI events it missed, or resync
-// when they already left the log.
+// when they already left the log; with gateways=delta it gets a fresh
+// gateway snapshot at every connect.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	q := newQuery(r)
+	q := newQuery(r, "gateways")
+	mode := q.v.Get("gateways")
+	if mode != "" && mode != "list" && mode != "delta" {
+		q.fail("gateways", fmt.Sprintf("%q is not a gateway mode (want list or delta)", mode))
+	}
 	if !q.ok(w) {
 		return
 	}
+	delta := mode == "delta"
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -41,10 +49,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			lastID = n
 		}
 	}
-	var assetVer uint64
+	var assetVer, gwVer uint64
 	var buf bytes.Buffer
-	tick := time.NewTicker(s.opts.Tick)
-	defer tick.Stop()
+	tick, stop := s.ticker()
+	defer stop()
 	lastWrite := time.Now()
 	flush := func() bool {
 		if buf.Len() == 0 {
@@ -62,6 +70,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return err == nil
 	}
 	buf.WriteString("retry: 2000\n\n")
+	if delta {
+		gwVer = s.writeGatewaySnapshot(&buf)
+	}
 	for {
 		evs, wake, lost := s.live.EventsSince(lastID)
 		if lost {
@@ -78,14 +89,28 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-wake:
-		case <-tick.C:
-			assetVer = s.writeChanges(&buf, assetVer)
+		case <-tick:
+			assetVer = s.writeChanges(&buf, assetVer, !delta)
+			if delta {
+				gwVer = s.writeGatewayDelta(&buf, gwVer)
+			}
 		}
 	}
 }
 
-// writeChanges appends the assets and gateways changed since version v.
-func (s *Server) writeChanges(buf *bytes.Buffer, v uint64) uint64 {
+// ticker returns the stream's tick channel and its stop function: a
+// ticker of Options.Tick, or the test's channel.
+func (s *Server) ticker() (<-chan time.Time, func()) {
+	if s.newTicker != nil {
+		return s.newTicker()
+	}
+	t := time.NewTicker(s.opts.Tick)
+	return t.C, t.Stop
+}
+
+// writeChanges appends the assets changed since version v and, with
+// gatewayList, the whole gateway list when any gateway changed.
+func (s *Server) writeChanges(buf *bytes.Buffer, v uint64, gatewayList bool) uint64 {
 	keys, gws, cur := s.live.ChangedSince(v)
 	if len(keys) > 0 {
 		sum := summarize(s.src.Alerts(true))
@@ -114,9 +139,62 @@ func (s *Server) writeChanges(buf *bytes.Buffer, v uint64) uint64 {
 			writeEvent(buf, "assets", out)
 		}
 	}
-	if gws {
+	if gws && gatewayList {
 		writeEvent(buf, "gateways", s.live.Gateways())
 	}
+	return cur
+}
+
+// GatewaySnapshotEvent is the data of a gateways.snapshot event: the
+// whole gateway list, sorted by id.
+type GatewaySnapshotEvent struct {
+	// Now is the server's wall time (Unix ms) the views were taken at: a
+	// client judges ages on the server's clock, as its own clock plus the
+	// offset Now - (its clock at arrival), never on its own clock alone.
+	Now int64 `json:"now"`
+	// SilentAfterMS is how long (ms) a gateway may send nothing before it
+	// is shown silent: a client turns a gateway silent by itself when
+	// server time - last_recv exceeds it, with no message from the server.
+	SilentAfterMS int64         `json:"silent_after_ms"`
+	Gateways      []GatewayView `json:"gateways"`
+}
+
+// GatewayDeltaEvent is the data of a gateways.delta event: what changed
+// in the gateway list since the stream's previous gateway event. A client
+// applies Removed, then replaces or adds each of Changed by id.
+type GatewayDeltaEvent struct {
+	Now     int64         `json:"now"` // as in GatewaySnapshotEvent
+	Changed []GatewayView `json:"changed"`
+	// Removed are ids dropped from the list (evicted at MaxGateways).
+	Removed []string `json:"removed"`
+}
+
+// writeGatewaySnapshot appends a gateways.snapshot event and returns the
+// version it reflects.
+func (s *Server) writeGatewaySnapshot(buf *bytes.Buffer) uint64 {
+	gws, now, ver := s.live.GatewaySnapshot()
+	writeEvent(buf, "gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: SilentAfter.Milliseconds(), Gateways: gws})
+	return ver
+}
+
+// writeGatewayDelta appends a gateways.delta event of the changes after
+// version v, if any, and returns the version it reflects. A stream that
+// fell behind the removal log gets a snapshot instead.
+func (s *Server) writeGatewayDelta(buf *bytes.Buffer, v uint64) uint64 {
+	changed, removed, now, cur, ok := s.live.GatewayChanges(v)
+	if !ok {
+		return s.writeGatewaySnapshot(buf)
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		return cur
+	}
+	if changed == nil {
+		changed = []GatewayView{}
+	}
+	if removed == nil {
+		removed = []string{}
+	}
+	writeEvent(buf, "gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed})
 	return cur
 }
 

@@ -232,7 +232,17 @@ const classTitle = (c) => CLASS_TITLE[c] || label(c);
 // ---------- state ----------
 const S = {
   assets: new Map(), // "site/id" -> AssetOut
-  gateways: [],
+  // gateway list, "id" -> GatewayView: from the stream's gateways.snapshot,
+  // kept by its gateways.delta events (or /api/v1/gateways before the first
+  // snapshot)
+  gateways: new Map(),
+  gwLive: false, // a snapshot arrived on this stream
+  // the server's clock as this browser's clock plus an offset, taken from
+  // every gateway event's "now": silence is judged on it, never on this
+  // browser's clock alone (a browser set 10 min off must not call every
+  // gateway silent)
+  clockOffset: 0,
+  silentAfter: 30000, // ms, from the snapshot
   activeAlerts: 0,
   catalog: null,
   view: null, // current page controller {render(), onAssets(list), onAlert(a), onKPI(k), onGateways()}
@@ -257,6 +267,16 @@ function plantNow() {
 function freshness(a) {
   if (!a.last_ts) return 'no data yet';
   return a.silent ? 'no data for ' + dur(ageOf(a)) : 'updated ' + ago(ageOf(a));
+}
+
+// Gateways. Silence needs no message from the server: a gateway not
+// reported offline is silent once the server's clock is more than
+// silentAfter past its last message.
+const serverNow = () => Date.now() + S.clockOffset;
+function setServerClock(now) { if (now) S.clockOffset = now - Date.now(); }
+function gwStatus(g) {
+  if (g.status === 'offline') return 'offline';
+  return serverNow() - g.last_recv > S.silentAfter ? 'silent' : 'online';
 }
 
 async function loadAssets() {
@@ -289,7 +309,8 @@ async function stream() {
   const h = headers({ Accept: 'text/event-stream' });
   if (lastEventID) h['Last-Event-ID'] = lastEventID;
   try {
-    const r = await fetch('/api/v1/events', { headers: h, signal: ctl.signal, cache: 'no-store' });
+    S.gwLive = false;
+    const r = await fetch('/api/v1/events?gateways=delta', { headers: h, signal: ctl.signal, cache: 'no-store' });
     if (r.status === 401) { setConn('down', 'signed out'); askToken(); return; }
     if (!r.ok || !r.body) throw new Error('stream: ' + r.status);
     setConn('live', 'live');
@@ -331,9 +352,18 @@ function dispatch(block) {
       for (const a of msg) S.assets.set(akey(a), stamp(a));
       S.view?.onAssets?.(msg);
       break;
-    case 'gateways':
-      S.gateways = msg;
+    case 'gateways.snapshot':
+      setServerClock(msg.now);
+      S.silentAfter = msg.silent_after_ms || S.silentAfter;
+      S.gateways = new Map(msg.gateways.map((g) => [g.id, g]));
+      S.gwLive = true;
       S.view?.onGateways?.();
+      break;
+    case 'gateways.delta':
+      setServerClock(msg.now);
+      for (const id of msg.removed) S.gateways.delete(id);
+      for (const g of msg.changed) S.gateways.set(g.id, g);
+      S.view?.onGateways?.(msg);
       break;
     case 'alert':
       setAlertCount(Math.max(0, S.activeAlerts + (msg.state === 'raised' ? 1 : msg.state === 'cleared' ? -1 : 0)));
@@ -1019,28 +1049,54 @@ function energyPage() {
 }
 
 // ---------- gateways ----------
+const statusPill = (st) => `<span class="pill ${esc(st === 'online' ? 'ok' : st)}">${esc(st)}</span>`;
 function gatewaysPage() {
   return {
     name: 'gateways',
     async render() {
       document.title = 'Smelter · Gateways';
-      try { S.gateways = (await apiAll('/api/v1/gateways', 'gateways')).gateways; } catch (e) { return; }
+      if (!S.gwLive) { // the stream's snapshot has not arrived yet
+        let r;
+        try { r = await apiAll('/api/v1/gateways', 'gateways'); } catch (e) { return; }
+        if (!S.gwLive) {
+          setServerClock(r.generated_at);
+          S.gateways = new Map(r.gateways.map((g) => [g.id, g]));
+        }
+      }
       this.draw();
     },
     draw() {
-      const g = S.gateways;
+      const g = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       main.innerHTML = '<h1>Gateways</h1>' + (g.length ? `<div class="table-wrap"><table><thead><tr><th>Gateway</th><th>Site</th><th>Status</th>
         <th class="num">Assets</th><th class="num">Last seq</th><th class="num">Batches</th><th class="num">Births</th><th class="num">Deaths</th>
-        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map((x) => `<tr data-gateway="${esc(x.id)}">
-        <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td><span class="pill ${esc(x.status === 'online' ? 'ok' : x.status)}">${esc(x.status)}</span></td>
-        <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
-        <td>${esc(ago(x.age_ms))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`).join('') + '</tbody></table></div>'
+        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map(gatewayRow).join('') + '</tbody></table></div>'
         : '<div class="empty">No gateway has published yet.</div>') +
-        '<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after 30 s without any; <b>offline</b> when the gateway\'s status (MQTT last will) says so.</p>';
+        `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.</p>`;
     },
-    onGateways() { this.draw(); },
+    // time passing turns gateways silent here, with no message from the server
+    clock() {
+      for (const tr of main.querySelectorAll('tr[data-gateway]')) {
+        const x = S.gateways.get(tr.dataset.gateway);
+        if (!x) continue;
+        const pill = statusPill(gwStatus(x));
+        const td = tr.children[2];
+        if (td.innerHTML !== pill) td.innerHTML = pill;
+        tr.querySelector('[data-recv]').textContent = ago(serverNow() - x.last_recv);
+      }
+    },
+    // a delta that changes listed gateways only rewrites their rows; one
+    // that adds or removes a gateway redraws the (sorted) table
+    onGateways(delta) {
+      const rows = delta && !delta.removed.length && delta.changed.map((x) => [x, main.querySelector(`tr[data-gateway="${CSS.escape(x.id)}"]`)]);
+      if (!rows || rows.some(([, tr]) => !tr)) { this.draw(); return; }
+      for (const [x, tr] of rows) tr.outerHTML = gatewayRow(x);
+    },
   };
 }
+const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
+  <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td>${statusPill(gwStatus(x))}</td>
+  <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
+  <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`;
 
 // ---------- start ----------
 async function start() {

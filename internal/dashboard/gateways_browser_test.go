@@ -1,0 +1,114 @@
+package dashboard_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// gatewayEventCounter counts the gateway events (gateways,
+// gateways.snapshot, gateways.delta) an event stream writes.
+type gatewayEventCounter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w gatewayEventCounter) Write(b []byte) (int, error) {
+	w.n.Add(int64(bytes.Count(b, []byte("event: gateways"))))
+	return w.ResponseWriter.Write(b)
+}
+
+func (w gatewayEventCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestGatewayTurnsSilentInBrowser: the gateways page shows the stream's
+// gateways and turns one silent when the server's clock passes its last
+// message by the silence threshold, with no gateway event from the server
+// in between. The server's clock runs an hour behind the browser's: a page
+// that judged ages on the browser's clock alone would call both gateways
+// silent at once.
+func TestGatewayTurnsSilentInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	shots := shotsDir(t)
+	f := newFixture(t, "")  // its collector is the asset source; the gateways are this store's
+	var behind atomic.Int64 // ms the server's clock runs behind the wall
+	behind.Store(time.Hour.Milliseconds())
+	live := dashboard.NewLive(func() time.Time { return time.Now().Add(-time.Duration(behind.Load()) * time.Millisecond) })
+	var gwEvents atomic.Int64
+	h := dashboard.New(f.col, live, dashboard.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/events" {
+			w = gatewayEventCounter{w, &gwEvents}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	publish := func(gw string) {
+		ts := time.Now().UnixMilli() - behind.Load()
+		live.ObserveBatch(&telemetry.Batch{Gateway: gw, Seq: 1, TSGW: ts,
+			Asset:    telemetry.Asset{ID: "m-" + gw, Class: "motor", Path: compPath("site1")},
+			Readings: []telemetry.Reading{{Signal: "power", Value: 1, Unit: "kW", TS: ts}}})
+	}
+
+	tab, jsErrs := startBrowser(t, bin)
+	// gw-aging's last message is 10 s old on the server's clock: silent
+	// 20 s from now at the 30 s threshold
+	const aged = 10 * time.Second
+	behind.Add(aged.Milliseconds())
+	publish("gw-aging")
+	behind.Add(-aged.Milliseconds())
+	publish("gw-fresh")
+	silentAt := time.Now().Add(dashboard.SilentAfter - aged)
+	navigate(t, tab, srv.URL+"/#/gateways")
+
+	type row struct{ ID, Status, Recv string }
+	var rows []row
+	read := func() map[string]row {
+		rows = nil
+		_ = eval(tab, `[...document.querySelectorAll('tr[data-gateway]')].map(tr => ({ID: tr.dataset.gateway,
+			Status: tr.children[2].textContent, Recv: tr.querySelector('[data-recv]').textContent}))`, &rows)
+		m := map[string]row{}
+		for _, r := range rows {
+			m[r.ID] = r
+		}
+		return m
+	}
+	detail := func() string { return fmt.Sprintf("(rows %+v, %d gateway events)", rows, gwEvents.Load()) }
+	poll(t, jsErrs, 15*time.Second, "both gateways online from the stream's snapshot", func() bool {
+		m := read()
+		return m["gw-aging"].Status == "online" && m["gw-fresh"].Status == "online" && gwEvents.Load() > 0
+	}, detail)
+	if time.Now().After(silentAt) {
+		t.Fatal("the page came up after gw-aging was due to turn silent: the test proves nothing")
+	}
+	seen := gwEvents.Load()
+	poll(t, jsErrs, dashboard.SilentAfter+15*time.Second, "gw-aging silent", func() bool {
+		return read()["gw-aging"].Status == "silent"
+	}, detail)
+	if time.Now().Before(silentAt) {
+		t.Errorf("gw-aging silent at %v, before the server's clock reached its threshold (%v)", time.Now().Format(time.StampMilli), silentAt.Format(time.StampMilli))
+	}
+	m := read()
+	if m["gw-fresh"].Status != "online" || !strings.HasSuffix(m["gw-aging"].Recv, " s ago") {
+		t.Errorf("after the threshold: gw-fresh %+v (want online), gw-aging %+v (want its last message seconds ago)", m["gw-fresh"], m["gw-aging"])
+	}
+	if n := gwEvents.Load(); n != seen {
+		t.Errorf("%d gateway events while gw-aging turned silent, want none", n-seen)
+	}
+	screenshot(t, tab, shots, "14-gateways-silent.png")
+	// its next message comes as a delta of that gateway alone: online again
+	publish("gw-aging")
+	poll(t, jsErrs, 15*time.Second, "gw-aging online again from the delta", func() bool {
+		return read()["gw-aging"].Status == "online"
+	}, detail)
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
