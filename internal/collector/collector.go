@@ -192,7 +192,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil)}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (within dedup_window, or further behind and before its newest batch in ts_gw; a death without a comparable seq: before its newest batch)."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (within dedup_window, or further behind and before its newest batch, birth or death in ts_gw; a birth or death without a comparable seq, of another gateway or seq 0: before its newest batch, birth or death in ts_gw)."}),
 		late:       prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_late_beyond_window_total", Help: "Batches older than the dedup window, accepted unchecked."}),
 		malformed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_malformed_total", Help: "Messages rejected, by reason."}, []string{"reason"}),
 		published:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_published_total", Help: "Alert and KPI messages accepted by JetStream, by kind."}, []string{"kind"}),
@@ -515,12 +515,15 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		if sh.engine.Behind(as.Site(), as.ID, bi.Gateway, bi.Seq, bi.TSGW, uint64(c.cfg.DedupWindow)) {
+		if sh.engine.BirthBehind(bi, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
-			// an older birth replayed behind newer data. Applied, it would
+			// an older birth replayed behind newer data; or, without a
+			// comparable seq (another gateway, seq 0), older in ts_gw than
+			// the asset's newest batch, birth or death. Applied, it would
 			// set the asset back (its signal list drops what a newer birth
-			// and the batches since brought); the dashboard skips it too
+			// and the batches since brought; an old birth would end a newer
+			// death); the dashboard skips it too
 			sh.mu.Unlock()
 			c.m.duplicates.Inc()
 			c.log.Debug("birth behind the asset's state, not applied", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
@@ -172,5 +173,78 @@ func TestOldDeathAndBirthBeyondWindow(t *testing.T) {
 	}
 	if s := seq(); s != 3*w+1 {
 		t.Errorf("an applied death beyond the window moved the recorded seq to %d, want %d", s, 3*w+1)
+	}
+}
+
+// fromGateway returns m as gateway gw sends it.
+func fromGateway(t *testing.T, m spanMsg, gw string) spanMsg {
+	t.Helper()
+	var f map[string]json.RawMessage
+	if err := json.Unmarshal(m.data, &f); err != nil {
+		t.Fatal(err)
+	}
+	f["gateway"] = mustJSON(t, gw)
+	return spanMsg{m.kind, mustJSON(t, f)}
+}
+
+// TestOldBirthDoesNotReviveTheDead (the reviewer's case): ac-1 moved from
+// gateway gw-1 to gw-2, which sent its birth (a wider discharge_pressure
+// range and load_state), a batch and its death. Then gw-1 replays its
+// live_first backlog with an hour-old birth of ac-1; or a birth of seq 0
+// identical to the one in force, older than the death, arrives. None of
+// them is applied: the asset stays dead with its "reported dead" alert
+// (raised at the death), gw-2's signal list and ranges stay in force. A
+// birth newer than the death revives it. Before, each of them ended the
+// death and cleared its alert (at a cleared_at before its raised_at), and
+// gw-1's old birth put its signal list and range in force.
+func TestOldBirthDoesNotReviveTheDead(t *testing.T) {
+	t0 := time.Now().UnixMilli() - 3_600_000
+	at := func(i int) int64 { return t0 + int64(i)*1000 }
+	moved := func(seq uint64, ts int64) spanMsg {
+		return fromGateway(t, spanBirth(t, seq, ts, 2.0, "discharge_temp", "discharge_pressure", "load_state"), "gw-2")
+	}
+	for _, c := range []struct {
+		name string
+		old  spanMsg
+	}{
+		{"the old gateway's old birth", spanBirth(t, 12, at(3), 1.6, "discharge_temp", "discharge_pressure")},
+		{"the old gateway's old birth, identical to the one in force", fromGateway(t, moved(12, at(3)), "gw-1")},
+		{"a birth of seq 0 identical to the one in force, older than the death", moved(0, at(105))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := newLifeRig(t)
+			l.publish(spanBirth(t, 10, at(1), 1.6, "discharge_temp", "discharge_pressure"), lifeBatch(11, at(2), telemetry.QualityGood),
+				moved(5, at(100)), fromGateway(t, lifeBatch(6, at(101), telemetry.QualityGood), "gw-2"),
+				fromGateway(t, spanDeath(t, 7, at(110)), "gw-2"))
+			l.publish(c.old)
+			av, _ := l.r.c.Asset("site1", "ac-1")
+			if av.Dead == "" {
+				t.Error("the old birth revived the dead asset")
+			}
+			if a, ok := l.assetAlert(); !ok || a.RaisedAt != at(110) {
+				t.Errorf("the death's alert: active %v, raised at %d, want %d", ok, a.RaisedAt, at(110))
+			}
+			sh := l.r.c.shard(0)
+			sh.mu.Lock()
+			st, _ := sh.engine.Snapshot("site1", "ac-1")
+			sh.mu.Unlock()
+			var pmax float64
+			for _, si := range st.Birth {
+				if si.Signal == "discharge_pressure" && si.Max != nil {
+					pmax = *si.Max
+				}
+			}
+			if len(st.Birth) != 3 || pmax != 2.0 {
+				t.Errorf("birth in force: %d signals, discharge_pressure max %v; want gw-2's: 3, 2", len(st.Birth), pmax)
+			}
+			// the asset's own rebirth after the death ends it
+			l.publish(moved(8, at(120)))
+			if av, _ := l.r.c.Asset("site1", "ac-1"); av.Dead != "" {
+				t.Errorf("a birth newer than the death did not revive the asset: %q", av.Dead)
+			}
+			if a, ok := l.assetAlert(); ok {
+				t.Errorf("the death's alert still active after the rebirth: %+v", a)
+			}
+		})
 	}
 }

@@ -2,6 +2,9 @@ package collector
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -203,5 +206,52 @@ func TestRecordChunksReusedOnlyOnceStored(t *testing.T) {
 		if second[c] {
 			t.Fatal("a chunk reused after a failed checkpoint")
 		}
+	}
+}
+
+// TestRecordsOfTheLastReleaseRead: the binary records (version byte 0x02,
+// without the ts_gw of the newest birth or death) and the JSON records
+// the previous release wrote (testdata/record_v2: four warm assets of
+// warmShard, two with active alerts, written by commit 147147e) are read
+// after the upgrade, each binary one to what its JSON twin reads to, with
+// no birth or death time (LifeTSGW 0: births and deaths without a
+// comparable seq are judged on the newest batch until the next birth or
+// death), and restore.
+func TestRecordsOfTheLastReleaseRead(t *testing.T) {
+	bins, err := filepath.Glob("testdata/record_v2/*.bin")
+	if err != nil || len(bins) != 4 {
+		t.Fatalf("%d records, %v", len(bins), err)
+	}
+	c := processCollector(t)
+	to := c.newShard(1)
+	for i, name := range bins {
+		bin, err1 := os.ReadFile(name)
+		js, err2 := os.ReadFile(strings.TrimSuffix(name, ".bin") + ".json")
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatal(err)
+		}
+		if bin[0] != recordBinaryV2 {
+			t.Fatalf("%s: first byte %#02x", name, bin[0])
+		}
+		fromBin, err1 := decodeRecord(bin)
+		fromJSON, err2 := decodeRecord(js)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if a, b := recordOf(t, fromJSON.Rules, *fromJSON.KPI), recordOf(t, fromBin.Rules, *fromBin.KPI); a != b || fromBin.Rules.Batches == 0 {
+			t.Fatalf("%s:\nbinary %s\njson   %s", name, b, a)
+		}
+		if !reflect.DeepEqual(fromBin.Alerts, fromJSON.Alerts) || fromBin.Rules.LifeTSGW != 0 {
+			t.Fatalf("%s: alerts %v and %v, life ts_gw %d", name, fromBin.Alerts, fromJSON.Alerts, fromBin.Rules.LifeTSGW)
+		}
+		to.mu.Lock()
+		err = to.restore(bin, uint64(i+1), 0)
+		to.mu.Unlock()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if n := to.engine.Len(); n != 4 || len(to.active) != 2 {
+		t.Fatalf("restored %d assets, %d active alerts", n, len(to.active))
 	}
 }

@@ -114,7 +114,11 @@ const (
 	// starts with '{'); what follows is statebin: the rule state, a
 	// presence byte and the KPI state, the active alerts as a
 	// length-prefixed JSON array (empty: none).
-	recordBinary = 2
+	recordBinary = 3
+	// recordBinaryV2 is the first byte of the binary records earlier
+	// releases wrote: the rule state without the ts_gw of the newest
+	// birth or death (rules.ReadBinaryV2). Read, never written.
+	recordBinaryV2 = 2
 )
 
 // appendRecordTail appends what follows the rule state in a binary
@@ -143,8 +147,8 @@ func decodeRecord(data []byte) (record, error) {
 	switch {
 	case len(data) == 0:
 		return r, errors.New("empty record")
-	case data[0] != recordBinary && data[0] != '{':
-		return r, fmt.Errorf("unknown record format (first byte %#02x: neither a binary record, version %#02x, nor JSON): written by a newer release?", data[0], recordBinary)
+	case data[0] != recordBinary && data[0] != recordBinaryV2 && data[0] != '{':
+		return r, fmt.Errorf("unknown record format (first byte %#02x: neither a binary record, version %#02x or %#02x, nor JSON): written by a newer release?", data[0], recordBinary, recordBinaryV2)
 	}
 	if data[0] == '{' {
 		if err := json.Unmarshal(data, &r); err != nil {
@@ -156,7 +160,12 @@ func decodeRecord(data []byte) (record, error) {
 		return r, nil
 	}
 	rd := statebin.NewReader(data[1:])
-	r.V, r.Rules = recordVersion, rules.ReadBinary(rd)
+	r.V = recordVersion
+	if data[0] == recordBinaryV2 {
+		r.Rules = rules.ReadBinaryV2(rd)
+	} else {
+		r.Rules = rules.ReadBinary(rd)
+	}
 	if rd.Bool() {
 		k := kpi.ReadBinary(rd)
 		r.KPI = &k

@@ -230,6 +230,9 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, "", "this collector reads no audit stream (no commands: block in its configuration)")
 		return
 	}
+	if !s.take(w, r, "audit") {
+		return
+	}
 	page, err := s.opts.Commands.Audit(r.Context(), site, id, before, limit)
 	if err != nil {
 		writeErr(w, http.StatusBadGateway, "", err.Error())

@@ -151,25 +151,28 @@ func (l *limiter) trusted(a netip.Addr) bool {
 	return false
 }
 
-// limited wraps h: a request beyond its client's rate gets 429 with
-// Retry-After (whole seconds, at least 1) and is counted under endpoint.
-func (s *Server) limited(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+// take takes a token of the request's client for a read of endpoint
+// (audit, history), called by a handler right before the read: a request
+// answered without one (400 for its parameters, 503 when the collector
+// has no audit stream) costs no token, since the limit is on the reads
+// (docs/api.md, "Rate limits"). Beyond the client's rate it answers 429
+// with Retry-After (whole seconds, at least 1), counts the refusal under
+// endpoint and returns false: the handler returns without the read.
+func (s *Server) take(w http.ResponseWriter, r *http.Request, endpoint string) bool {
 	l := s.limit
 	if l == nil {
-		return h
+		return true
 	}
-	return func(w http.ResponseWriter, r *http.Request) {
-		ok, wait := l.allow(l.client(r))
-		if !ok {
-			if l.cfg.OnLimited != nil {
-				l.cfg.OnLimited(endpoint)
-			}
-			secs := max(1, int(math.Ceil(wait.Seconds())))
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			writeErr(w, http.StatusTooManyRequests, "", fmt.Sprintf("rate limit: at most %g %s requests per second per client (burst %d); retry in %d s",
-				l.cfg.PerSecond, endpoint, l.cfg.Burst, secs))
-			return
-		}
-		h(w, r)
+	ok, wait := l.allow(l.client(r))
+	if ok {
+		return true
 	}
+	if l.cfg.OnLimited != nil {
+		l.cfg.OnLimited(endpoint)
+	}
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeErr(w, http.StatusTooManyRequests, "", fmt.Sprintf("rate limit: at most %g %s requests per second per client (burst %d); retry in %d s",
+		l.cfg.PerSecond, endpoint, l.cfg.Burst, secs))
+	return false
 }

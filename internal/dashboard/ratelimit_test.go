@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -10,16 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/history"
 )
 
 // countingStore is a HistoryStore that answers at once and counts queries.
 type countingStore struct {
-	mu sync.Mutex
-	n  int
+	mu   sync.Mutex
+	n    int
+	down bool // not open (ErrNotOpen)
 }
 
-func (c *countingStore) Ready() bool        { return true }
+func (c *countingStore) Ready() bool        { return !c.down }
 func (c *countingStore) Mode() history.Mode { return history.Mode("partitions") }
 func (c *countingStore) Series(context.Context, history.SeriesQuery) (history.Series, error) {
 	c.mu.Lock()
@@ -40,6 +43,20 @@ func (c *countingStore) KPIs(context.Context, history.KPIQuery) ([]history.KPIPo
 	return nil, nil
 }
 
+// countingCommander is a Commander whose audit trail answers at once,
+// empty, and counts its reads; it sends nothing.
+type countingCommander struct{ n int }
+
+func (c *countingCommander) Send(context.Context, CommandRequest) (*command.Result, error) {
+	return nil, errors.New("no sends")
+}
+func (c *countingCommander) Audit(context.Context, string, string, uint64, int) (AuditPage, error) {
+	c.n++
+	return AuditPage{}, nil
+}
+func (c *countingCommander) Sends() bool                                           { return false }
+func (c *countingCommander) Refused(context.Context, CommandRequest, string) error { return nil }
+
 // Review (session 6): the audit trail and the history queries, each a read
 // of the audit stream or of PostgreSQL, had no rate limit: one client could
 // keep the database busy. Each client has a bucket now: beyond it 429 with
@@ -54,7 +71,8 @@ func TestRateLimitPerClient(t *testing.T) {
 	store := &countingStore{}
 	rl := RateLimit{PerSecond: 0.5, Burst: 3, Now: clock, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")},
 		OnLimited: func(e string) { mu.Lock(); limited[e]++; mu.Unlock() }}
-	srv := New(&fleet{}, NewLive(nil), Options{History: store, RateLimit: rl})
+	audits := &countingCommander{}
+	srv := New(&fleet{}, NewLive(nil), Options{History: store, Commands: audits, RateLimit: rl})
 	get := func(path, from, xff string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.RemoteAddr = from + ":40000"
@@ -99,13 +117,15 @@ func TestRateLimitPerClient(t *testing.T) {
 	if rec := get(series, "10.9.0.1", "198.51.100.8"); rec.Code != http.StatusOK {
 		t.Fatalf("another client behind the proxy: %d", rec.Code)
 	}
-	// the audit trail is limited the same way (503 here: no audit stream,
-	// answered after the limit)
+	// the audit trail is limited the same way
 	for range 3 {
 		get("/api/v1/assets/s1/a1/audit", "192.0.2.3", "")
 	}
 	if rec := get("/api/v1/assets/s1/a1/audit", "192.0.2.3", ""); rec.Code != http.StatusTooManyRequests {
 		t.Fatalf("audit beyond the burst: %d", rec.Code)
+	}
+	if audits.n != 3 {
+		t.Fatalf("%d reads of the audit stream, want 3", audits.n)
 	}
 	// cheap endpoints are not limited
 	for range 10 {
@@ -181,5 +201,61 @@ func TestRateLimitIPv6Per64(t *testing.T) {
 	}
 	if x := key("[::ffff:192.0.2.1]:1", ""); x != netip.MustParseAddr("192.0.2.1") {
 		t.Fatalf("IPv4-mapped key %v", x)
+	}
+}
+
+// The limit is on the reads (the audit stream, PostgreSQL): a request
+// answered without one costs no token. A collector without an audit
+// stream answers the audit trail 503, and a request with bad parameters
+// gets 400; before, each of them took a token, so a dashboard polling the
+// audit of a collector without commands used up its client's history
+// charts. Once the client's token is spent on a read, the next read gets
+// 429, not the 503 or 400 answers that do no read.
+func TestRateLimitTakesTokensOnlyForReads(t *testing.T) {
+	now := time.Date(2026, 11, 30, 16, 0, 0, 0, time.UTC)
+	limited := 0
+	store := &countingStore{}
+	srv := New(&fleet{}, NewLive(nil), Options{History: store,
+		RateLimit: RateLimit{PerSecond: 0.01, Burst: 1, Now: func() time.Time { return now }, OnLimited: func(string) { limited++ }}})
+	get := func(path string) int {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.RemoteAddr = "192.0.2.7:40000"
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	const series = "/api/v1/history/series?site=s1&asset=a1&signal=p"
+	for i := range 3 {
+		if code := get("/api/v1/assets/s1/a1/audit"); code != http.StatusServiceUnavailable {
+			t.Fatalf("audit without an audit stream, request %d: %d, want 503", i, code)
+		}
+		if code := get("/api/v1/history/series?site=s1&asset=a1"); code != http.StatusBadRequest {
+			t.Fatalf("history without a signal, request %d: %d, want 400", i, code)
+		}
+		if code := get("/api/v1/assets/s1/a1/audit?limit=0"); code != http.StatusBadRequest {
+			t.Fatalf("audit with a bad limit, request %d: %d, want 400", i, code)
+		}
+	}
+	if code := get(series); code != http.StatusOK {
+		t.Fatalf("the first read after answers without one: %d, want 200 (a token was taken by them)", code)
+	}
+	if code := get(series); code != http.StatusTooManyRequests {
+		t.Fatalf("the second read: %d, want 429", code)
+	}
+	if code := get("/api/v1/assets/s1/a1/audit"); code != http.StatusServiceUnavailable {
+		t.Fatalf("audit without an audit stream beyond the limit: %d, want 503", code)
+	}
+	if store.n != 1 || limited != 1 {
+		t.Fatalf("%d queries reached the store, %d refused; want 1 and 1", store.n, limited)
+	}
+	// a history database not open yet: 503 without a read, whatever the bucket
+	store.down = true
+	for i := range 3 {
+		if code := get(series); code != http.StatusServiceUnavailable {
+			t.Fatalf("history not open, request %d: %d, want 503", i, code)
+		}
+	}
+	if store.n != 1 || limited != 1 {
+		t.Fatalf("%d queries reached the store, %d refused; want 1 and 1", store.n, limited)
 	}
 }

@@ -155,6 +155,21 @@ func (l *Latch) Step(target Severity, ts, onDelay, offDelay int64) bool {
 	return true
 }
 
+// At returns the time to give a change of the latch's active occurrence
+// that happens at ts (Unix ms): ts, or the occurrence's raise time when ts
+// is before it. An alert is raised on the clock of what raised it (a
+// batch's ts_gw, a death's, the collector's clock for a silence) and may
+// be lowered or cleared by data on another (a gateway's backlog after an
+// uplink outage, replayed oldest first, carries ts_gw before a silence
+// raised during the outage): cleared_at and updated_at are never before
+// raised_at. A clear latch returns ts.
+func (l *Latch) At(ts int64) int64 {
+	if l.Level != None && ts < l.Raised {
+		return l.Raised
+	}
+	return ts
+}
+
 // Restore sets the latch to an active level without an event, used when the
 // alert state is reloaded after a restart.
 func (l *Latch) Restore(level Severity, raised int64) {

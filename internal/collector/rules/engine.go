@@ -83,9 +83,16 @@ type assetState struct {
 	interval  int64 // observed batch interval, ms
 	batches   uint64
 	dead      string
-	gateway   string // gateway and seq of the newest evaluated batch, for
-	seq       uint64 // redelivery detection after a restart or takeover
-	part      int    // part of the newest batch when it was split (docs/schema.md), else 0
+	// lifeTSGW is the ts_gw of the newest birth or death the state
+	// includes (applied, or a birth in force again: Revive); 0 when none
+	// had one. While the asset is dead it is its death's (a birth or batch
+	// newer than the death revives it). Births and deaths whose seq cannot
+	// order them are judged on it (Engine.BirthBehind, DeathBehind), and
+	// nothing older than it ends a death (revive, Process).
+	lifeTSGW int64
+	gateway  string // gateway and seq of the newest evaluated batch, for
+	seq      uint64 // redelivery detection after a restart or takeover
+	part     int    // part of the newest batch when it was split (docs/schema.md), else 0
 	// birthBin is the encoded part of its checkpoint record a birth sets
 	// (Engine.AppendBinary); nil once the birth, nameplate or path change
 	birthBin []byte
@@ -338,7 +345,8 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 // Revive records what a birth of a tracked asset says besides its
 // declarations, for a birth not applied because it is the one in force
 // (InForce; a gateway sends the same birth again when a dead device
-// answers again): the asset answers. Birth does the same.
+// answers again): the asset answers, unless the birth is older than its
+// death (revive). Birth does the same.
 func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	as := b.Asset.FromJSON()
 	a, ok := e.assets[[2]string{as.Site(), as.ID}]
@@ -351,8 +359,16 @@ func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 // revive clears the asset's death and its silence alert (at ts, the
 // birth's ts_gw, else now) and restarts its silence clock: a birth is the
 // gateway's word that the asset answers again (review2 F0: before, the
-// next batch cleared a death, whatever the quality of its readings).
+// next batch cleared a death, whatever the quality of its readings). A
+// birth whose ts_gw is before the death's (lifeTSGW) does none of this:
+// it says the asset answered before it died, not since (a seq-0 or
+// another gateway's birth identical to the one in force, replayed from a
+// backlog: the reviewer's false revival).
 func (e *Engine) revive(a *assetState, ts int64, out []alert.Alert) []alert.Alert {
+	if a.dead != "" && ts > 0 && ts < a.lifeTSGW {
+		return out
+	}
+	a.lifeTSGW = max(a.lifeTSGW, ts)
 	a.dead = ""
 	a.lastRecv = e.now()
 	if a.silence == nil || a.silence.latch.Level == alert.None {
@@ -533,6 +549,7 @@ func (e *Engine) Death(d *telemetry.Death, out []alert.Alert) []alert.Alert {
 	as := d.Asset.FromJSON()
 	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
 	a.dead = d.Reason
+	a.lifeTSGW = max(a.lifeTSGW, d.TSGW)
 	if a.silence == nil {
 		return out
 	}
@@ -660,12 +677,15 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	// stale": timeouts of a group with a longer interval than the one
 	// whose silence made the death, docs/schema.md), and a device that
 	// answers again, even only with exceptions, gets a birth from its
-	// gateway (any reply is life), which clears the death.
+	// gateway (any reply is life), which clears the death. A batch whose
+	// ts_gw is before the death's (one of another gateway, or of the same
+	// more than dedup_window behind, newer than the newest batch) says the
+	// asset answered before it died: it does not clear the death.
 	if heard {
 		a.lastRecv = e.now()
 		a.lastTS = batchTS
 	}
-	if answered {
+	if answered && (a.dead == "" || b.TSGW >= a.lifeTSGW) {
 		a.dead = ""
 	}
 	if a.gateway != b.Gateway { // a copy: b's strings may be views into a message payload
@@ -847,9 +867,13 @@ func (in *inst) alertKey() string {
 	return in.key
 }
 
-// step feeds a latch and appends an alert when its state changed.
+// step feeds a latch and appends an alert when its state changed. The
+// change of an active alert is dated no earlier than its raise
+// (alert.Latch.At): ts may be on another clock than the raise (a silence
+// raised on the collector's clock, cleared by a backlog batch's ts_gw).
 func (e *Engine) step(out []alert.Alert, in *inst, tgt alert.Severity, ts, on, off int64) []alert.Alert {
 	prev := in.latch.Level
+	ts = in.latch.At(ts)
 	if !in.latch.Step(tgt, ts, on, off) {
 		return out
 	}

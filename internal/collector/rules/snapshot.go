@@ -35,8 +35,12 @@ type AssetState struct {
 	Gateway   string                 `json:"gw,omitempty"`
 	Seq       uint64                 `json:"seq,omitempty"`
 	Part      int                    `json:"part,omitempty"`
-	Signals   []SignalState          `json:"sigs,omitempty"`
-	Rules     []RuleState            `json:"rules,omitempty"` // asset-level rules and silence
+	// LifeTSGW is the ts_gw of the newest birth or death the state
+	// includes (Engine.BirthBehind, DeathBehind); 0 in records written
+	// before it was kept.
+	LifeTSGW int64         `json:"life_ts_gw,omitempty"`
+	Signals  []SignalState `json:"sigs,omitempty"`
+	Rules    []RuleState   `json:"rules,omitempty"` // asset-level rules and silence
 
 	slab []float64 // SnapshotInto's evaluator memory, reused
 }
@@ -140,7 +144,8 @@ func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
 // gateway the asset's state includes (a batch, birth or death: the
 // recorded (gateway, seq), checkpointed), less than window behind it, as
 // Duplicate does for batches; or it lies at or behind it by window or more
-// and its tsgw is before the asset's newest batch's. Such a message is a
+// and its tsgw is before the newest ts_gw the asset's state includes (its
+// newest batch's, or its newest birth's or death's when later). Such a message is a
 // redelivery after a restart or takeover, or an older birth or death a
 // gateway's live_first backlog replays behind newer data (a 1 Hz gateway
 // with 30 assets uses 16384 seqs in 9 minutes); applied, it would set the
@@ -151,7 +156,7 @@ func (e *Engine) Duplicate(b *telemetry.Batch, window uint64) bool {
 // message without a place in its gateway's sequence: tests, hand-made
 // messages; the gateway and the Sparkplug host never send one) and a
 // message of another gateway than the recorded one are never behind by
-// seq; DeathBehind compares such deaths on ts_gw.
+// seq; BirthBehind and DeathBehind compare such messages on ts_gw.
 func (e *Engine) Behind(site, id, gateway string, seq uint64, tsgw int64, window uint64) bool {
 	if seq == 0 {
 		return false
@@ -160,7 +165,14 @@ func (e *Engine) Behind(site, id, gateway string, seq uint64, tsgw int64, window
 		return true
 	}
 	a, ok := e.assets[[2]string{site, id}]
-	return ok && a.seq != 0 && a.gateway == gateway && seq <= a.seq && tsgw > 0 && tsgw < a.lastTSGW
+	return ok && a.seq != 0 && a.gateway == gateway && seq <= a.seq && a.before(tsgw)
+}
+
+// before reports whether tsgw (a birth's or death's ts_gw; 0: none) lies
+// before the newest ts_gw the asset's state includes: its newest batch's,
+// birth's or death's.
+func (a *assetState) before(tsgw int64) bool {
+	return tsgw > 0 && tsgw < max(a.lastTSGW, a.lifeTSGW)
 }
 
 func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, window uint64) bool {
@@ -175,20 +187,39 @@ func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, w
 }
 
 // DeathBehind is Behind for a death d, and, where its seq cannot be
-// compared (seq 0, or another gateway than the asset's newest message),
-// whether d's ts_gw lies before the asset's newest batch's: a death
-// older than data already evaluated is not applied (batches older than
-// the newest are not evaluated either).
+// compared (seq 0, no recorded seq, or another gateway than the asset's
+// newest message), whether d's ts_gw lies before the newest ts_gw the
+// asset's state includes (its newest batch, birth or death): a death
+// older than data already evaluated, or than a birth that said the asset
+// answers, is not applied (batches older than the newest are not
+// evaluated either).
 func (e *Engine) DeathBehind(d *telemetry.Death, window uint64) bool {
 	as := d.Asset.FromJSON()
-	if e.Behind(as.Site(), as.ID, d.Gateway, d.Seq, d.TSGW, window) {
+	return e.lifeBehind(as.Site(), as.ID, d.Gateway, d.Seq, d.TSGW, window)
+}
+
+// BirthBehind is DeathBehind for a birth b: one whose seq cannot be
+// compared and whose ts_gw lies before the asset's newest batch, birth or
+// death is not applied (its signal list and ranges are not put in force,
+// it clears no alert and ends no death). The case: an asset moved from
+// gateway A to gateway B, and A replays its live_first backlog later,
+// with an hour-old birth of the asset; before, that birth ended the death
+// B reported, cleared its alert and put A's old signal list and ranges
+// in force.
+func (e *Engine) BirthBehind(b *telemetry.Birth, window uint64) bool {
+	as := b.Asset.FromJSON()
+	return e.lifeBehind(as.Site(), as.ID, b.Gateway, b.Seq, b.TSGW, window)
+}
+
+func (e *Engine) lifeBehind(site, id, gateway string, seq uint64, tsgw int64, window uint64) bool {
+	if e.Behind(site, id, gateway, seq, tsgw, window) {
 		return true
 	}
-	a, ok := e.assets[[2]string{as.Site(), as.ID}]
-	if !ok || d.Seq != 0 && a.gateway == d.Gateway && a.seq != 0 {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok || seq != 0 && a.gateway == gateway && a.seq != 0 {
 		return false // compared by seq above: newer
 	}
-	return d.TSGW > 0 && d.TSGW < a.lastTSGW
+	return a.before(tsgw)
 }
 
 // Mark records a birth or death of the asset (gateway, seq) as the
@@ -229,7 +260,7 @@ func (e *Engine) SnapshotInto(st *AssetState, site, id string) bool {
 	}
 	sigs, birth, rules, slab := st.Signals[:0], st.Birth[:0], st.Rules[:0], st.slab[:0]
 	*st = AssetState{Site: a.site, ID: a.id, Class: a.class, Path: a.path, Nameplate: a.nameplate, LastTSGW: a.lastTSGW,
-		LastTS: a.lastTS, Interval: a.interval, Batches: a.batches, Dead: a.dead, Running: a.running, Gateway: a.gateway, Seq: a.seq, Part: a.part}
+		LastTS: a.lastTS, Interval: a.interval, Batches: a.batches, Dead: a.dead, Running: a.running, Gateway: a.gateway, Seq: a.seq, Part: a.part, LifeTSGW: a.lifeTSGW}
 	if len(a.birth) > 0 {
 		st.Birth = birth
 		for _, bi := range a.birth {
@@ -350,7 +381,7 @@ func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 	}
 	a.birthBin = nil
 	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
-	a.gateway, a.seq, a.part = st.Gateway, st.Seq, st.Part
+	a.gateway, a.seq, a.part, a.lifeTSGW = st.Gateway, st.Seq, st.Part, st.LifeTSGW
 	if a.batches > 0 {
 		a.lastRecv = e.now()
 		if written > 0 && written < a.lastRecv {

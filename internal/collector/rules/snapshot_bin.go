@@ -27,6 +27,7 @@ func (s *AssetState) AppendBinary(b []byte) []byte {
 	b = statebin.AppendString(b, s.Gateway)
 	b = statebin.AppendUvarint(b, s.Seq)
 	b = statebin.AppendVarint(b, int64(s.Part))
+	b = statebin.AppendVarint(b, s.LifeTSGW)
 	b = statebin.AppendUvarint(b, uint64(len(s.Signals)))
 	for i := range s.Signals {
 		ss := &s.Signals[i]
@@ -116,7 +117,14 @@ func readSignalInfoBinary(r *statebin.Reader) telemetry.SignalInfo {
 
 // ReadBinary reads an AssetState that AppendBinary wrote from r (absent
 // lists and maps are nil, as encoding/json leaves them).
-func ReadBinary(r *statebin.Reader) AssetState {
+func ReadBinary(r *statebin.Reader) AssetState { return readBinary(r, true) }
+
+// ReadBinaryV2 reads the rule state of a binary record of the layout
+// before LifeTSGW (record version byte 0x02): the same fields, without
+// it (left 0).
+func ReadBinaryV2(r *statebin.Reader) AssetState { return readBinary(r, false) }
+
+func readBinary(r *statebin.Reader, life bool) AssetState {
 	s := AssetState{Site: r.String(), ID: r.String(), Class: r.String(), Path: r.Strings(), Nameplate: r.FloatMap()}
 	if n := r.Count(8); n > 0 {
 		s.Birth = make([]telemetry.SignalInfo, n)
@@ -129,6 +137,9 @@ func ReadBinary(r *statebin.Reader) AssetState {
 	s.Dead, s.Running, s.Gateway = r.String(), r.Bool(), r.String()
 	s.Seq = r.Uvarint()
 	s.Part = int(r.Varint())
+	if life {
+		s.LifeTSGW = r.Varint()
+	}
 	if n := r.Count(21); n > 0 {
 		s.Signals = make([]SignalState, n)
 		for i := range s.Signals {

@@ -50,7 +50,7 @@ func randomAssetState(rng *rand.Rand) AssetState {
 		return out
 	}
 	s := AssetState{Site: str(), ID: str(), Class: str(), LastTSGW: i64(), LastTS: i64(), Interval: i64(), Batches: rng.Uint64(),
-		Dead: str(), Running: rng.IntN(2) == 0, Gateway: str(), Seq: rng.Uint64(), Part: rng.IntN(3), Rules: rulesOf()}
+		Dead: str(), Running: rng.IntN(2) == 0, Gateway: str(), Seq: rng.Uint64(), Part: rng.IntN(3), LifeTSGW: i64(), Rules: rulesOf()}
 	if rng.IntN(2) == 0 {
 		s.Path = []string{str(), str()}
 	}

@@ -32,6 +32,7 @@ func (e *Engine) AppendBinary(b []byte, site, id string) ([]byte, bool) {
 	b = statebin.AppendString(b, a.gateway)
 	b = statebin.AppendUvarint(b, a.seq)
 	b = statebin.AppendVarint(b, int64(a.part))
+	b = statebin.AppendVarint(b, a.lifeTSGW)
 	b = statebin.AppendUvarint(b, uint64(len(a.list)))
 	for _, s := range a.list {
 		iv := s.interval

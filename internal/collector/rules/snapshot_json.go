@@ -73,6 +73,7 @@ func (s *AssetState) AppendJSON(b []byte) ([]byte, error) {
 		b = strconv.AppendUint(append(b, `,"seq":`...), s.Seq, 10)
 	}
 	b = appendInt(b, `,"part":`, int64(s.Part))
+	b = appendInt(b, `,"life_ts_gw":`, s.LifeTSGW)
 	if len(s.Signals) > 0 {
 		b = append(b, `,"sigs":[`...)
 		for i := range s.Signals {

@@ -47,7 +47,7 @@ func TestAssetStateAppendJSONMatchesMarshal(t *testing.T) {
 	}
 	for i := range 3000 {
 		s := AssetState{Site: str(), ID: str(), Class: str(), LastTSGW: i64(), LastTS: i64(), Interval: i64(), Batches: uint64(rng.IntN(3)),
-			Dead: str(), Running: rng.IntN(2) == 0, Gateway: str(), Seq: uint64(rng.Int64N(3)) << 40, Part: rng.IntN(3), Rules: rulesOf()}
+			Dead: str(), Running: rng.IntN(2) == 0, Gateway: str(), Seq: uint64(rng.Int64N(3)) << 40, Part: rng.IntN(3), LifeTSGW: i64(), Rules: rulesOf()}
 		if rng.IntN(2) == 0 {
 			s.Path = []string{str(), str()}
 		} else if rng.IntN(2) == 0 {
