@@ -135,14 +135,8 @@ func startHost(t *testing.T, url string, cfg SparkplugConfig) (*Sparkplug, *capt
 	return s, c
 }
 
-// runHost is startHost with a stop function (it ends Run and waits for it;
-// the cleanup does the same if the test does not).
-func runHost(t *testing.T, url string, cfg SparkplugConfig) (stop func()) {
-	t.Helper()
-	return runHostLog(t, url, cfg, slog.New(slog.DiscardHandler))
-}
-
-// runHostLog is runHost logging to log.
+// runHostLog is startHost logging to log, with a stop function (it ends
+// Run and waits for it; the cleanup does the same if the test does not).
 func runHostLog(t *testing.T, url string, cfg SparkplugConfig, log *slog.Logger) (stop func()) {
 	t.Helper()
 	mp, err := LoadMapping("testdata/sparkplug/mapping.yaml", catalog.Default())
