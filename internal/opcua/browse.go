@@ -84,18 +84,21 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 		return nil, err
 	}
 	// an action point (no node, only a method) has no units
-	var with []*ua.NodeID
 	var idx []int
-	for i, n := range nodes {
-		if n != nil {
-			with, idx = append(with, n), append(idx, i)
+	for i, p := range c.points {
+		if p.NodeID != "" {
+			idx = append(idx, i)
 		}
+	}
+	with, err := nodes.of(idx)
+	if err != nil {
+		return nil, err
 	}
 	got, _, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, with)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]NodeUnit, len(nodes))
+	out := make([]NodeUnit, nodes.len())
 	for i := range out {
 		out[i] = nodeUnit(i)
 	}
