@@ -185,7 +185,8 @@ type runState struct {
 	// the unit before at that instant, so it is withheld (review1 F3: a
 	// unit change without a value change re-dated 2.1 bar as 2.1 kPa to
 	// the instant 210 kPa was published). nil on the gateway's side of a
-	// worker (the worker applies them).
+	// worker (the worker applies them) and where no point takes its unit
+	// from its node (no unit can change: 16 bytes a point, issue 17).
 	valueTS, floor []int64
 	// repeating: the cycle being emitted is a heartbeat's (stamped by the
 	// gateway's clock, not the server's): it does not move valueTS
@@ -225,7 +226,7 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	now := r.since()
 	for i := range cyc.Samples {
 		s := &cyc.Samples[i]
-		if s.Quality.HasValue() && s.TS != 0 {
+		if r.floor != nil && s.Quality.HasValue() && s.TS != 0 {
 			// a heartbeat repeats a value from before the change
 			if f := r.floor[s.Index]; f != 0 && (s.TS <= f || r.repeating) {
 				r.c.redatedLog.Log(context.Background(), r.c.log, slog.LevelWarn, "opc ua value after a unit change is not newer than the last value published in the unit before; published bad until the server gives a newer SourceTimestamp",
@@ -300,8 +301,10 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 
 // newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now(),
-		valueTS: make([]int64, len(c.points)), floor: make([]int64, len(c.points))}
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
+	if slices.ContainsFunc(c.points, func(p Point) bool { return p.UnitFromNode }) {
+		r.valueTS, r.floor = make([]int64, len(c.points)), make([]int64, len(c.points))
+	}
 	for i := range r.last {
 		r.last[i].Index = i
 	}

@@ -101,6 +101,34 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	}
 }
 
+// TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes: the source times that
+// guard a unit change (valueTS, floor) exist only on a device where some
+// point takes its unit from its node; without one, values still pass.
+func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
+	pts := []Point{{NodeID: "ns=2;s=a"}, {NodeID: "ns=2;s=b"}}
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []sample.Sample
+	r := newRunState(c, func(cyc *sample.Cycle) { got = append(got[:0], cyc.Samples...) })
+	if r.valueTS != nil || r.floor != nil {
+		t.Fatal("a device without UnitFromNode points keeps unit change times")
+	}
+	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 1, Num: 2.5, TS: 1763812345101}}})
+	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].Num != 2.5 {
+		t.Fatalf("emitted %+v, last %+v", got, r.last[1])
+	}
+	pts[1].UnitFromNode = true
+	c, err = New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := newRunState(c, func(*sample.Cycle) {}); len(r.valueTS) != 2 || len(r.floor) != 2 {
+		t.Fatalf("a device with a UnitFromNode point: valueTS %v, floor %v", r.valueTS, r.floor)
+	}
+}
+
 // TestForwardStateKeepsTheLastStatus: the gateway's side of a session
 // worker keeps only the last status per point, and a Lost cycle after the
 // worker's death still carries it on every Stale sample.
