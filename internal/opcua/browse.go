@@ -84,18 +84,21 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 		return nil, err
 	}
 	// an action point (no node, only a method) has no units
-	var with []*ua.NodeID
 	var idx []int
-	for i, n := range nodes {
-		if n != nil {
-			with, idx = append(with, n), append(idx, i)
+	for i, p := range c.points {
+		if p.NodeID != "" {
+			idx = append(idx, i)
 		}
+	}
+	with, err := nodes.of(idx)
+	if err != nil {
+		return nil, err
 	}
 	got, _, err := readUnits(ctx, &session{cl: cl, cfg: &c.cfg, lim: lim}, with)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]NodeUnit, len(nodes))
+	out := make([]NodeUnit, nodes.len())
 	for i := range out {
 		out[i] = nodeUnit(i)
 	}
@@ -549,11 +552,32 @@ func dataTypeName(dv *ua.DataValue) string {
 		return "?"
 	}
 	if n.Namespace() == 0 && n.Type() == ua.NodeIDTypeNumeric || n.Namespace() == 0 && n.Type() == ua.NodeIDTypeTwoByte || n.Namespace() == 0 && n.Type() == ua.NodeIDTypeFourByte {
-		if name := id.Name(n.IntID()); name != "" {
+		if name, ok := dataTypeNames[n.IntID()]; ok {
 			return name
 		}
 	}
 	return n.String()
+}
+
+// dataTypeNames names the standard data types a variable's DataType
+// usually is (namespace 0); any other prints as its node id. Not gopcua's
+// id.Name: that names every standard node, and a binary that calls it
+// links seven tables of ~20,000 names that package initialisation builds
+// in every process, the gateway and each session worker (~1 MB of heap
+// each and ~1.8 MB of binary, issue 17); unreferenced, the linker drops
+// them. TestBinaryLeavesOutGopcuaNameTables.
+var dataTypeNames = map[uint32]string{
+	id.Boolean: "Boolean", id.SByte: "SByte", id.Byte: "Byte", id.Int16: "Int16", id.UInt16: "UInt16",
+	id.Int32: "Int32", id.UInt32: "UInt32", id.Int64: "Int64", id.UInt64: "UInt64", id.Float: "Float",
+	id.Double: "Double", id.String: "String", id.DateTime: "DateTime", id.GUID: "GUID", id.ByteString: "ByteString",
+	id.XMLElement: "XMLElement", id.NodeID: "NodeID", id.ExpandedNodeID: "ExpandedNodeID", id.StatusCode: "StatusCode",
+	id.QualifiedName: "QualifiedName", id.LocalizedText: "LocalizedText", id.Structure: "Structure",
+	id.DataValue: "DataValue", id.BaseDataType: "BaseDataType", id.DiagnosticInfo: "DiagnosticInfo",
+	id.Number: "Number", id.Integer: "Integer", id.UInteger: "UInteger", id.Enumeration: "Enumeration",
+	id.Decimal: "Decimal", id.Image: "Image", id.ImageBMP: "ImageBMP", id.ImageGIF: "ImageGIF", id.ImageJPG: "ImageJPG",
+	id.ImagePNG: "ImagePNG", id.Duration: "Duration", id.UtcTime: "UtcTime", id.LocaleID: "LocaleID",
+	id.NodeClass: "NodeClass", id.Argument: "Argument", id.ServerState: "ServerState", id.Range: "Range",
+	id.EUInformation: "EUInformation", id.TimeZoneDataType: "TimeZoneDataType",
 }
 
 func valueString(dv *ua.DataValue) (string, uint32) {

@@ -2,11 +2,17 @@ package opcua
 
 import (
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 	"gopkg.in/yaml.v3"
 
@@ -296,5 +302,74 @@ func TestWriteConfigConvertsRangesToTheCatalogUnit(t *testing.T) {
 	}
 	if !strings.Contains(text, "not a blast_furnace signal") {
 		t.Fatalf("foreign signal not flagged:\n%s", text)
+	}
+}
+
+// TestDataTypeNamesAreGopcuas: browse names a standard data type as
+// gopcua's id.Name does (its own table, so that the binary leaves out
+// gopcua's name tables: TestBinaryLeavesOutGopcuaNameTables).
+func TestDataTypeNamesAreGopcuas(t *testing.T) {
+	for k, name := range dataTypeNames {
+		if want := id.Name(k); name != want {
+			t.Errorf("data type i=%d: %q, gopcua names it %q", k, name, want)
+		}
+		if got := dataTypeName(&ua.DataValue{Value: ua.MustVariant(ua.NewNumericNodeID(0, k))}); got != name {
+			t.Errorf("dataTypeName(i=%d) = %q, want %q", k, got, name)
+		}
+	}
+	if got := dataTypeName(&ua.DataValue{Value: ua.MustVariant(ua.NewNumericNodeID(0, id.ServerStatusDataType))}); got != "i=862" {
+		t.Errorf("a data type without a name: %q, want its node id i=862", got)
+	}
+}
+
+// TestBinaryLeavesOutGopcuaNameTables: no code the gateway links calls
+// gopcua's id.Name. A call links seven tables of ~20,000 names that
+// package initialisation builds in every process (the gateway and each
+// session worker: ~1 MB of heap each, ~1.8 MB of binary, issue 17);
+// without one the linker drops them. The test reads the non-test sources
+// of cmd/ and internal/ (the simulators may call it: they are not the
+// gateway).
+func TestBinaryLeavesOutGopcuaNameTables(t *testing.T) {
+	const path = `"github.com/gopcua/opcua/id"`
+	fset := token.NewFileSet()
+	checked := 0
+	for _, dir := range []string{"../../cmd", "../../internal"} {
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(fset, p, nil, parser.SkipObjectResolution)
+			if err != nil {
+				return err
+			}
+			pkg := ""
+			for _, im := range f.Imports {
+				if im.Path.Value == path {
+					pkg = "id"
+					if im.Name != nil {
+						pkg = im.Name.Name
+					}
+				}
+			}
+			if pkg == "" {
+				return nil
+			}
+			checked++
+			ast.Inspect(f, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "Name" {
+					if x, ok := sel.X.(*ast.Ident); ok && x.Name == pkg {
+						t.Errorf("%s: calls gopcua's id.Name: the binary then carries its name tables", fset.Position(sel.Pos()))
+					}
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no file imports gopcua's id package: the test reads the wrong tree")
 	}
 }

@@ -188,7 +188,8 @@ type runState struct {
 	// the unit before at that instant, so it is withheld (review1 F3: a
 	// unit change without a value change re-dated 2.1 bar as 2.1 kPa to
 	// the instant 210 kPa was published). nil on the gateway's side of a
-	// worker (the worker applies them).
+	// worker (the worker applies them) and where no point takes its unit
+	// from its node (no unit can change: 16 bytes a point, issue 17).
 	valueTS, floor []int64
 	// repeating: the cycle being emitted is a heartbeat's (stamped by the
 	// gateway's clock, not the server's): it does not move valueTS
@@ -228,7 +229,7 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	now := r.since()
 	for i := range cyc.Samples {
 		s := &cyc.Samples[i]
-		if s.Quality.HasValue() && s.TS != 0 {
+		if r.floor != nil && s.Quality.HasValue() && s.TS != 0 {
 			// a heartbeat repeats a value from before the change
 			if f := r.floor[s.Index]; f != 0 && (s.TS <= f || r.repeating) {
 				r.c.redatedLog.Log(context.Background(), r.c.log, slog.LevelWarn, "opc ua value after a unit change is not newer than the last value published in the unit before; published bad until the server gives a newer SourceTimestamp",
@@ -303,8 +304,10 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 
 // newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now(),
-		valueTS: make([]int64, len(c.points)), floor: make([]int64, len(c.points))}
+	r := &runState{c: c, emitFn: emit, last: make([]sample.Sample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
+	if slices.ContainsFunc(c.points, func(p Point) bool { return p.UnitFromNode }) {
+		r.valueTS, r.floor = make([]int64, len(c.points)), make([]int64, len(c.points))
+	}
 	for i := range r.last {
 		r.last[i].Index = i
 	}
@@ -469,7 +472,13 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	}
 	for iv, idx := range groups {
 		g.Go(func() error {
-			return c.guarded(gctx, "poll", func() error { return c.poll(gctx, r, c.newPoller(cl, nodes, props, idx, lim), iv) })
+			return c.guarded(gctx, "poll", func() error {
+				p, err := c.newPoller(cl, nodes, props, idx, lim)
+				if err != nil {
+					return err
+				}
+				return c.poll(gctx, r, p, iv)
+			})
 		})
 	}
 	g.Go(func() error { return c.guarded(gctx, "watchdog", func() error { return c.watchdog(gctx, cl) }) })
@@ -495,7 +504,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 // session: values in a guessed unit would be worse than none, and Run
 // reports the device lost meanwhile. props are the property nodes the
 // units were read from, by point (nil without UnitFromNode points).
-func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID, lim Limits, r *runState) ([]unitProps, error) {
+func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes *nodeTable, lim Limits, r *runState) ([]unitProps, error) {
 	var idx []int
 	for i, p := range c.points {
 		if p.UnitFromNode && p.NodeID != "" {
@@ -505,9 +514,9 @@ func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes []*ua.NodeID
 	if len(idx) == 0 {
 		return nil, nil
 	}
-	sub := make([]*ua.NodeID, len(idx))
-	for j, i := range idx {
-		sub[j] = nodes[i]
+	sub, err := nodes.of(idx)
+	if err != nil {
+		return nil, err
 	}
 	c.unitsMu.Lock()
 	defer c.unitsMu.Unlock()
@@ -587,34 +596,77 @@ func sameUnit(x, y NodeUnit) bool {
 
 func sameFloat(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }
 
-// resolve parses the points' node ids (nil for a point without a node)
-// and their methods' object and method ids, resolving nsu=<uri>; forms
+// nodeTable is a session's node ids: resolve checks every point's at the
+// session's start and at parses one again where a request needs it. A
+// session keeps no parsed id per point (a *ua.NodeID and its bytes are
+// ~70 bytes a node, 1.4 MB for 20,000 nodes for as long as the session
+// lives, issue 17); the requests that outlive the start (a poll group's
+// reads) hold their own.
+type nodeTable struct {
+	points []Point
+	ns     []string // the server's namespace array; nil when no point uses nsu=
+}
+
+// parse is s as a node id of this session, its nsu=<uri>; form resolved
 // with the namespace array.
-func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, []*methodIDs, error) {
-	out := make([]*ua.NodeID, len(c.points))
+func (t *nodeTable) parse(s string) (*ua.NodeID, error) {
+	if strings.HasPrefix(s, "nsu=") {
+		uri, rest, _ := strings.Cut(strings.TrimPrefix(s, "nsu="), ";")
+		idx := slices.Index(t.ns, uri)
+		if idx < 0 {
+			return nil, fmt.Errorf("namespace %q not on the server (has %v)", uri, t.ns)
+		}
+		s = "ns=" + strconv.Itoa(idx) + ";" + rest
+	}
+	return ua.ParseNodeID(s)
+}
+
+// at is point i's node id (the point has one: callers skip action
+// points). resolve has parsed it once, so an error here is not expected.
+func (t *nodeTable) at(i int) (*ua.NodeID, error) {
+	n, err := t.parse(t.points[i].NodeID)
+	if err != nil {
+		return nil, fmt.Errorf("opcua: points[%d].node_id: %w", i, err)
+	}
+	return n, nil
+}
+
+// of is the node ids of points idx, in that order.
+func (t *nodeTable) of(idx []int) ([]*ua.NodeID, error) {
+	out := make([]*ua.NodeID, len(idx))
+	for j, i := range idx {
+		n, err := t.at(i)
+		if err != nil {
+			return nil, err
+		}
+		out[j] = n
+	}
+	return out, nil
+}
+
+// len is the number of points.
+func (t *nodeTable) len() int { return len(t.points) }
+
+// resolve checks the points' node ids and parses their methods' object
+// and method ids, resolving nsu=<uri>; forms with the namespace array
+// (read once, when a point uses that form).
+func (c *Client) resolve(ctx context.Context, cl *opcua.Client) (*nodeTable, []*methodIDs, error) {
+	t := &nodeTable{points: c.points}
 	var methods []*methodIDs
-	var nsArr []string
+	nsRead := false
 	// field is formatted only for an error: a 10,000-node device parses
 	// every node id at each session start
 	parse := func(i int, field, s string) (*ua.NodeID, error) {
-		if strings.HasPrefix(s, "nsu=") {
-			if nsArr == nil {
-				rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-				arr, err := cl.NamespaceArray(rctx)
-				cancel()
-				if err != nil {
-					return nil, fmt.Errorf("opcua: read namespace array: %w", err)
-				}
-				nsArr = arr
+		if !nsRead && strings.HasPrefix(s, "nsu=") {
+			rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+			arr, err := cl.NamespaceArray(rctx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("opcua: read namespace array: %w", err)
 			}
-			uri, rest, _ := strings.Cut(strings.TrimPrefix(s, "nsu="), ";")
-			idx := slices.Index(nsArr, uri)
-			if idx < 0 {
-				return nil, fmt.Errorf("opcua: points[%d].%s: namespace %q not on the server (has %v)", i, field, uri, nsArr)
-			}
-			s = "ns=" + strconv.Itoa(idx) + ";" + rest
+			t.ns, nsRead = arr, true
 		}
-		n, err := ua.ParseNodeID(s)
+		n, err := t.parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("opcua: points[%d].%s: %w", i, field, err)
 		}
@@ -622,11 +674,9 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, [
 	}
 	for i, p := range c.points {
 		if p.NodeID != "" {
-			n, err := parse(i, "node_id", p.NodeID)
-			if err != nil {
+			if _, err := parse(i, "node_id", p.NodeID); err != nil {
 				return nil, nil, err
 			}
-			out[i] = n
 		}
 		if p.Method == nil {
 			continue
@@ -644,7 +694,7 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) ([]*ua.NodeID, [
 		}
 		methods[i] = &methodIDs{object: obj, method: meth}
 	}
-	return out, methods, nil
+	return t, methods, nil
 }
 
 // limits reads the server's operation limits and combines them with the
@@ -836,7 +886,11 @@ func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Durat
 			// the properties as browsed again (a server may have replaced
 			// them): the checks read those from now on
 			force := p.forceCheck
-			p = c.newPoller(p.cl, p.nodes, props, p.idx, p.lim)
+			np, err := c.newPoller(p.cl, p.nodes, props, p.idx, p.lim)
+			if err != nil {
+				return err
+			}
+			p = np
 			p.forceCheck = force
 		}
 		select {
@@ -881,7 +935,7 @@ type readPlan struct {
 type poller struct {
 	c     *Client
 	cl    *opcua.Client
-	nodes []*ua.NodeID
+	nodes *nodeTable
 	lim   Limits
 	idx   []int
 
@@ -913,15 +967,20 @@ type poller struct {
 	flagLog    logging.Limiter // SemanticsChanged on points with a configured unit
 }
 
-func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitProps, idx []int, lim Limits) *poller {
+func (c *Client) newPoller(cl *opcua.Client, nodes *nodeTable, props []unitProps, idx []int, lim Limits) (*poller, error) {
 	batch := max(1, int(lim.MaxNodesPerRead))
 	p := &poller{c: c, cl: cl, nodes: nodes, lim: lim, idx: idx, ss: make([]sample.Sample, len(idx)), flagLog: logging.Limiter{Every: time.Minute}}
-	value := func(i int) *ua.ReadValueID {
-		return &ua.ReadValueID{NodeID: nodes[i], AttributeID: ua.AttributeIDValue}
+	// the group's node ids, held by its requests for the session's life
+	ids, err := nodes.of(idx)
+	if err != nil {
+		return nil, err
+	}
+	value := func(j int) *ua.ReadValueID {
+		return &ua.ReadValueID{NodeID: ids[j], AttributeID: ua.AttributeIDValue}
 	}
 	p.plain.reqs = make([]*ua.ReadValueID, len(idx))
-	for j, i := range idx {
-		p.plain.reqs[j] = value(i)
+	for j := range idx {
+		p.plain.reqs[j] = value(j)
 	}
 	for from := 0; from < len(idx); from += batch {
 		p.plain.bounds = append(p.plain.bounds, from)
@@ -936,12 +995,12 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 		}
 		if props[i].eu == nil {
 			p.probe = append(p.probe, j)
-			p.probeReq = append(p.probeReq, propertiesOf(nodes[i]))
+			p.probeReq = append(p.probeReq, propertiesOf(ids[j]))
 			p.probeHad = append(p.probeHad, props[i])
 		}
 	}
 	if len(p.check) == 0 {
-		return p
+		return p, nil
 	}
 	p.units = make([]NodeUnit, len(idx))
 	p.checkable = make([]bool, len(idx))
@@ -990,7 +1049,7 @@ func (c *Client) newPoller(cl *opcua.Client, nodes []*ua.NodeID, props []unitPro
 		}
 	}
 	pl.bounds = append(pl.bounds, len(pl.reqs))
-	return p
+	return p, nil
 }
 
 // read reads the group's values into p.ss (with the units of the checked

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -96,6 +98,34 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	// cost ~12 allocations (and ~120 KB) per 1,000-item response
 	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 {
 		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
+	}
+}
+
+// TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes: the source times that
+// guard a unit change (valueTS, floor) exist only on a device where some
+// point takes its unit from its node; without one, values still pass.
+func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
+	pts := []Point{{NodeID: "ns=2;s=a"}, {NodeID: "ns=2;s=b"}}
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []sample.Sample
+	r := newRunState(c, func(cyc *sample.Cycle) { got = append(got[:0], cyc.Samples...) })
+	if r.valueTS != nil || r.floor != nil {
+		t.Fatal("a device without UnitFromNode points keeps unit change times")
+	}
+	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 1, Num: 2.5, TS: 1763812345101}}})
+	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].Num != 2.5 {
+		t.Fatalf("emitted %+v, last %+v", got, r.last[1])
+	}
+	pts[1].UnitFromNode = true
+	c, err = New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := newRunState(c, func(*sample.Cycle) {}); len(r.valueTS) != 2 || len(r.floor) != 2 {
+		t.Fatalf("a device with a UnitFromNode point: valueTS %v, floor %v", r.valueTS, r.floor)
 	}
 }
 
@@ -251,5 +281,49 @@ func TestCompactPoints(t *testing.T) {
 		if p.NodeID != in[i].NodeID || p.Deadband != 1 {
 			t.Fatalf("point %d changed: %+v", i, p)
 		}
+	}
+}
+
+// TestSessionParsesNodeIDsWhereUsed: a session keeps no parsed node id per
+// point (live.nodes is a nodeTable: the points and the namespace array),
+// and every path that needs one parses it again: subscribed and polled
+// points in the nsu=<uri>; form deliver their values, a read and a write
+// through that form reach the node.
+func TestSessionParsesNodeIDsWhereUsed(t *testing.T) {
+	src := &setpointSource{source{class: "air_compressor", signals: []string{"discharge_pressure", "unload_pressure_setpoint", "power"},
+		values: []float64{0.7, 0.75, 55}}}
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "ac-1", Source: src})
+	var wrote atomic.Value
+	f.SetWriter(func(asset, signal string, v float64) ua.StatusCode {
+		wrote.Store(fmt.Sprintf("%s.%s=%g", asset, signal, v))
+		return ua.StatusOK
+	})
+	nsu := func(signal string) string { return "nsu=" + f.NamespaceURI() + ";s=ac-1." + signal }
+	points := []Point{
+		{NodeID: nsu("discharge_pressure"), Mode: ModeSubscribe, SamplingInterval: 10 * time.Millisecond},
+		{NodeID: nsu("unload_pressure_setpoint"), Mode: ModePoll, PollInterval: 50 * time.Millisecond},
+		{NodeID: f.NodeID("ac-1", "power"), Mode: ModeSubscribe, SamplingInterval: 10 * time.Millisecond},
+	}
+	c, rec := run(t, baseConfig(t, f), points)
+	wait.For(t, 10*time.Second, "good values of the three points", func() bool {
+		return rec.has(0, telemetry.QualityGood, 0.7) && rec.has(1, telemetry.QualityGood, 0.75) && rec.has(2, telemetry.QualityGood, 55)
+	})
+	s := c.live.Load()
+	if s == nil {
+		t.Fatal("no live session")
+	}
+	table := s.nodes // a *nodeTable, not a []*ua.NodeID: nothing parsed per point
+	if table.len() != 3 || !slices.Contains(table.ns, f.NamespaceURI()) {
+		t.Fatalf("node table of %d points, namespace array %v", table.len(), table.ns)
+	}
+	got, err := c.ReadPoint(t.Context(), 0)
+	if err != nil || got.Quality != telemetry.QualityGood || got.Num != 0.7 {
+		t.Fatalf("ReadPoint(0) = %+v, %v", got, err)
+	}
+	if _, err := c.WritePoint(t.Context(), 1, 0.8); err != nil {
+		t.Fatalf("WritePoint(1): %v", err)
+	}
+	if w, _ := wrote.Load().(string); w != "ac-1.unload_pressure_setpoint=0.8" {
+		t.Fatalf("the server got %q, want ac-1.unload_pressure_setpoint=0.8", w)
 	}
 }

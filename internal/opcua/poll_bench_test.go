@@ -60,7 +60,10 @@ func benchPoller(b *testing.B, n int) *poller {
 	for i := range idx {
 		idx[i] = i
 	}
-	p := c.newPoller(cl, nodes, props, idx, lim)
+	p, err := c.newPoller(cl, nodes, props, idx, lim)
+	if err != nil {
+		b.Fatal(err)
+	}
 	if len(p.check) != n {
 		b.Fatalf("%d of %d points have units to check", len(p.check), n)
 	}

@@ -149,7 +149,7 @@ type subSession struct {
 	cl    *opcua.Client
 	r     *runState
 	sub   *subscription
-	nodes []*ua.NodeID
+	nodes *nodeTable
 	lim   Limits
 
 	// refused holds the items the server refused, by point index; only the
@@ -174,7 +174,11 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 		part := idx[from:min(from+batch, len(idx))]
 		reqs := make([]*ua.MonitoredItemCreateRequest, len(part))
 		for j, i := range part {
-			reqs[j] = c.itemRequest(s.nodes[i], i, filters)
+			n, err := s.nodes.at(i)
+			if err != nil {
+				return err
+			}
+			reqs[j] = c.itemRequest(n, i, filters)
 		}
 		mctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		resp, _, err := send[*ua.CreateMonitoredItemsResponse](mctx, s.cl, &ua.CreateMonitoredItemsRequest{

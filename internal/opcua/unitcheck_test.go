@@ -111,7 +111,11 @@ func BenchmarkPollProbe1k(b *testing.B) {
 	p := benchPoller(b, n)
 	for _, j := range p.check {
 		p.probe = append(p.probe, j)
-		p.probeReq = append(p.probeReq, propertiesOf(p.nodes[p.idx[j]]))
+		n, err := p.nodes.at(p.idx[j])
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.probeReq = append(p.probeReq, propertiesOf(n))
 		p.probeHad = append(p.probeHad, unitProps{})
 	}
 	ctx := b.Context()

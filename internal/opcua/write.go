@@ -28,11 +28,10 @@ var ErrNoSession = errors.New("opcua: no session")
 var ErrTypeMismatch = errors.New("opcua: value does not fit the node's data type")
 
 // live is the session commands use, set while Run holds one: the points'
-// nodes (nil for a point without one) and their methods (nil when no point
-// calls one).
+// nodes and their methods (nil when no point calls one).
 type live struct {
 	cl      *opcua.Client
-	nodes   []*ua.NodeID
+	nodes   *nodeTable
 	methods []*methodIDs
 }
 
@@ -46,7 +45,7 @@ func (c *Client) liveSession(idx int) (*live, error) {
 	if s == nil {
 		return nil, fmt.Errorf("opcua: device %s: %w", c.id, ErrNoSession)
 	}
-	if idx < 0 || idx >= len(s.nodes) {
+	if idx < 0 || idx >= s.nodes.len() {
 		return nil, fmt.Errorf("opcua: device %s has no point %d", c.id, idx)
 	}
 	return s, nil
@@ -78,13 +77,17 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	if err != nil {
 		return bad, err
 	}
-	res, err := s.cl.Read(ctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth,
-		NodesToRead: []*ua.ReadValueID{{NodeID: s.nodes[idx], AttributeID: ua.AttributeIDValue}}})
+	n, err := s.nodes.at(idx)
 	if err != nil {
-		return bad, fmt.Errorf("opcua: read %s: %w", s.nodes[idx], err)
+		return bad, err
+	}
+	res, err := s.cl.Read(ctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth,
+		NodesToRead: []*ua.ReadValueID{{NodeID: n, AttributeID: ua.AttributeIDValue}}})
+	if err != nil {
+		return bad, fmt.Errorf("opcua: read %s: %w", n, err)
 	}
 	if len(res.Results) != 1 {
-		return bad, fmt.Errorf("opcua: read %s: %d results", s.nodes[idx], len(res.Results))
+		return bad, fmt.Errorf("opcua: read %s: %d results", n, len(res.Results))
 	}
 	smp := toSample(idx, res.Results[0])
 	if smp.Quality == telemetry.QualityBad {
@@ -130,7 +133,10 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 	if c.points[idx].Method != nil {
 		return c.callMethod(ctx, s, idx, v)
 	}
-	n := s.nodes[idx]
+	n, err := s.nodes.at(idx)
+	if err != nil {
+		return 0, err
+	}
 	dt, err := dataType(ctx, s.cl, n)
 	if err != nil {
 		return 0, err
