@@ -51,7 +51,7 @@ func TestGatewaysBounded(t *testing.T) {
 	}
 	// the list stays consistent: walking it finds every gateway once
 	n := 0
-	for g := l.newest; g != nil; g = g.older {
+	for g := l.recent.front; g != nil; g = g.links[byRecency].next {
 		if l.gateways[g.id] != g {
 			t.Fatalf("%s in the recency list, not in the store", g.id)
 		}
