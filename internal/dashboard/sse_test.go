@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -500,40 +501,81 @@ func TestGatewayDeltaRefresh(t *testing.T) {
 		maxChanged, n+slow, maxBound, maxLag, lagBound)
 }
 
+// tickAndCollect makes the newest stream run one tick and returns the
+// gateway events it sent (none when nothing was due). A marker event in
+// the event log follows the tick: an alert event takes the stream's other
+// path (no gateway work), so the marker comes after every byte of the
+// tick and nothing of the next one.
+func (f *sseFixture) tickAndCollect(tb testing.TB, st *sseStream) []SSEEvent {
+	tb.Helper()
+	f.tick()
+	f.seq++
+	marker := fmt.Sprintf("tick-marker-%d", f.seq)
+	f.live.ObserveAlerts([]alert.Alert{{ID: marker, Rule: "marker"}})
+	var out []SSEEvent
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case e, ok := <-st.evs:
+			if !ok {
+				tb.Fatal("stream ended waiting for the tick's marker")
+			}
+			if strings.HasPrefix(e.Type, "gateways") {
+				out = append(out, e)
+			}
+			if e.Type == "alert" && strings.Contains(e.Data, marker) {
+				return out
+			}
+		case <-timeout:
+			tb.Fatal("no tick marker within 10 s")
+		}
+	}
+}
+
 // BenchmarkGatewayStreamBytes measures what one event stream sends per
-// tick for 10,000 gateways of which 10 (or all) send a batch per tick: the
-// whole list (gateways=list, the only form before gateways=delta) against
-// the delta. bytes/tick counts every line of the tick's gateway event;
-// snapshot-bytes is the delta stream's snapshot at connect.
+// tick (1 s of the store's clock) for 10,000 gateways: the whole list
+// (gateways=list, the only form before gateways=delta) against the delta.
+// publishing is how many gateways send a batch each tick (10 different
+// ones, or all); offline how many of them then report offline (a status
+// change, sent at once; the one of the tick before is back online with
+// its batch). bytes/tick counts every line of the tick's gateway events
+// (a tick may have none); snapshot-bytes is the delta stream's snapshot
+// at connect. A batch alone changes counters and times only: the delta
+// holds it for the gateway's refresh (RefreshInterval), so with all
+// publishing a tick carries about n/5 gateways, not n.
 func BenchmarkGatewayStreamBytes(b *testing.B) {
 	const n = 10_000
-	for _, changing := range []int{10, n} {
+	for _, c := range []struct{ publishing, offline int }{{10, 0}, {n, 0}, {n, 10}} {
 		for _, mode := range []string{"list", "delta"} {
-			b.Run(fmt.Sprintf("changing=%d/gateways=%s", changing, mode), func(b *testing.B) {
+			b.Run(fmt.Sprintf("publishing=%d/offline=%d/gateways=%s", c.publishing, c.offline, mode), func(b *testing.B) {
 				f := newSSEFixture(b)
 				for i := range n {
 					f.publish(gwName(i))
 				}
 				st := openStream(b, f.http, "gateways="+mode)
 				snapshot := 0
-				if mode == "delta" {
-					snapshot = st.nextGateways(b).Size
+				for _, e := range f.tickAndCollect(b, st) {
+					snapshot += e.Size
 				}
-				var sent, ticks, next int
+				var sent, ticks, next, flap int
 				b.ReportAllocs()
 				for b.Loop() {
 					f.clock.Add(1000)
-					for range changing {
+					for range c.publishing {
 						f.publish(gwName(next))
 						next = (next + 997) % n // 997 is prime to n: 10 different gateways a tick
 					}
-					f.tick()
-					e := st.nextGateways(b)
-					sent += e.Size
+					for range c.offline {
+						f.live.ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: gwName(flap), Online: false})
+						flap = (flap + 1) % n
+					}
+					for _, e := range f.tickAndCollect(b, st) {
+						sent += e.Size
+					}
 					ticks++
 				}
 				b.ReportMetric(float64(sent)/float64(ticks), "bytes/tick")
-				if snapshot > 0 {
+				if mode == "delta" {
 					b.ReportMetric(float64(snapshot), "snapshot-bytes")
 				}
 			})
