@@ -97,24 +97,32 @@ func openStream(tb testing.TB, srv *httptest.Server, query string, header ...str
 	return st
 }
 
-// nextGateways returns the stream's next gateway event (any other is
+// next returns the stream's next event that match accepts (any other is
 // skipped), failing the test after 10 s.
-func (st *sseStream) nextGateways(tb testing.TB) SSEEvent {
+func (st *sseStream) next(tb testing.TB, what string, match func(SSEEvent) bool) SSEEvent {
 	tb.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case e, ok := <-st.evs:
 			if !ok {
-				tb.Fatal("stream ended waiting for a gateway event")
+				tb.Fatalf("stream ended waiting for %s", what)
 			}
-			if strings.HasPrefix(e.Type, "gateways") {
+			if match(e) {
 				return e
 			}
 		case <-timeout:
-			tb.Fatal("no gateway event within 10 s")
+			tb.Fatalf("no %s within 10 s", what)
 		}
 	}
+}
+
+func isGateways(e SSEEvent) bool { return strings.HasPrefix(e.Type, "gateways") }
+
+// nextGateways returns the stream's next gateway event.
+func (st *sseStream) nextGateways(tb testing.TB) SSEEvent {
+	tb.Helper()
+	return st.next(tb, "gateway event", isGateways)
 }
 
 // sseFixture is a Live store on a settable wall clock, served by a real
@@ -513,22 +521,14 @@ func (f *sseFixture) tickAndCollect(tb testing.TB, st *sseStream) []SSEEvent {
 	marker := fmt.Sprintf("tick-marker-%d", f.seq)
 	f.live.ObserveAlerts([]alert.Alert{{ID: marker, Rule: "marker"}})
 	var out []SSEEvent
-	timeout := time.After(10 * time.Second)
 	for {
-		select {
-		case e, ok := <-st.evs:
-			if !ok {
-				tb.Fatal("stream ended waiting for the tick's marker")
-			}
-			if strings.HasPrefix(e.Type, "gateways") {
-				out = append(out, e)
-			}
-			if e.Type == "alert" && strings.Contains(e.Data, marker) {
-				return out
-			}
-		case <-timeout:
-			tb.Fatal("no tick marker within 10 s")
+		e := st.next(tb, "tick marker", func(e SSEEvent) bool {
+			return isGateways(e) || e.Type == "alert" && strings.Contains(e.Data, marker)
+		})
+		if !isGateways(e) {
+			return out
 		}
+		out = append(out, e)
 	}
 }
 
