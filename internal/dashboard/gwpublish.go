@@ -138,14 +138,15 @@ func (l *Live) publish(g *gatewayLive) {
 // after a pause of RefreshInterval or more, or a clock set back).
 func (l *Live) advance(now int64) {
 	cur := now / slotMS
-	if cur+1 < l.wheelNext { // the clock went back: do not wait for it
-		l.wheelNext = cur - refreshSlots + 1
+	from := max(l.wheelNext, cur-refreshSlots+1)
+	if cur+1 < l.wheelNext { // the clock went back: wait for no slot
+		from = cur - refreshSlots + 1
 	}
-	for a := max(l.wheelNext, cur-refreshSlots+1); a <= cur; a++ {
+	for a := from; a <= cur; a++ {
 		b := &l.wheel[a%refreshSlots]
 		for b.front != nil {
 			l.publish(b.front)
 		}
 	}
-	l.wheelNext = max(l.wheelNext, cur+1)
+	l.wheelNext = cur + 1
 }
