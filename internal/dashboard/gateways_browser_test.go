@@ -33,7 +33,10 @@ func (w gatewayEventCounter) Unwrap() http.ResponseWriter { return w.ResponseWri
 // message by the silence threshold, with no gateway event from the server
 // in between. The server's clock runs an hour behind the browser's: a page
 // that judged ages on the browser's clock alone would call both gateways
-// silent at once.
+// silent at once. The page says how far counters lag (the snapshot's
+// refresh_ms), and the silent gateway's next batch (a change of counters
+// and last_recv only, but its clients' last_recv is old) turns it online
+// at the next tick.
 func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 	bin := requireChromium(t)
 	shots := shotsDir(t)
@@ -87,6 +90,12 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 	}, detail)
 	if time.Now().After(silentAt) {
 		t.Fatal("the page came up after gw-aging was due to turn silent: the test proves nothing")
+	}
+	// the snapshot's refresh_ms: the page says how far counters may lag
+	var lag string
+	_ = eval(tab, `document.getElementById('gw-lag')?.textContent || ''`, &lag)
+	if want := fmt.Sprintf("lag by up to %d s", int(dashboard.RefreshInterval.Seconds())); !strings.Contains(lag, want) {
+		t.Errorf("gateways page note %q, want it to say counters %s", lag, want)
 	}
 	seen := gwEvents.Load()
 	poll(t, jsErrs, dashboard.SilentAfter+15*time.Second, "gw-aging silent", func() bool {

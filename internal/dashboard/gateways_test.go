@@ -51,7 +51,7 @@ func TestGatewaysBounded(t *testing.T) {
 	}
 	// the list stays consistent: walking it finds every gateway once
 	n := 0
-	for g := l.newest; g != nil; g = g.older {
+	for g := l.recent.front; g != nil; g = g.links[byRecency].next {
 		if l.gateways[g.id] != g {
 			t.Fatalf("%s in the recency list, not in the store", g.id)
 		}
@@ -59,5 +59,28 @@ func TestGatewaysBounded(t *testing.T) {
 	}
 	if n != len(l.gateways) {
 		t.Fatalf("recency list of %d, store of %d", n, len(l.gateways))
+	}
+}
+
+// A change held for its refresh slot waits for the slot on the wall
+// clock; a clock set back must not hold it until the clock catches up
+// again (an hour of no counters, and a client calling the gateway
+// silent): the next call publishes every held change.
+func TestGatewayRefreshClockSetBack(t *testing.T) {
+	wall := time.Date(2026, 11, 30, 14, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	b := batch(1, wall.UnixMilli(), 1)
+	l.ObserveBatch(b)
+	_, _, ver := l.GatewaySnapshot()
+	wall = wall.Add(time.Second)
+	b.Seq++
+	l.ObserveBatch(b) // counters only: held
+	if changed, _, _, _, _ := l.GatewayChanges(ver); len(changed) != 0 {
+		t.Fatalf("a second batch alone went out at once: %+v", changed)
+	}
+	wall = wall.Add(-time.Hour)
+	changed, _, _, _, ok := l.GatewayChanges(ver)
+	if !ok || len(changed) != 1 || changed[0].Batches != 2 {
+		t.Fatalf("after the clock went back an hour: %+v, want the held gateway with 2 batches", changed)
 	}
 }

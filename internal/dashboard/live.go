@@ -86,7 +86,12 @@ type gatewayLive struct {
 	dataVer        uint64 // ... of the last batch
 	statusVer      uint64 // ... of the last status message
 
-	newer, older *gatewayLive // Live's recency list (gateways seen most recently first)
+	links   [nLists]gwLink // places in Live's lists (gwpublish.go)
+	slot    int            // refresh slot: index into Live.wheel
+	held    bool           // a change waits in Live.wheel[slot]
+	pubVer  uint64         // Live.ver when last published to event streams (0: never)
+	pubRecv int64          // lastRecv then: what its clients hold at least
+	pubLook gatewayLook    // its look then
 }
 
 // LiveStats counts what the store dropped.
@@ -137,14 +142,19 @@ type Live struct {
 	assets   map[assetKey]*assetLive
 	sites    map[string]string // the assets' site names (see site)
 	gateways map[string]*gatewayLive
-	newest   *gatewayLive // recency list of gateways: newest ... oldest
-	oldest   *gatewayLive
 	nseries  int
 	stats    LiveStats
 
 	removals []removal // ring of RemovalLog, oldest first once rotated
 	rmHead   int
 	rmLost   uint64 // version of the newest removal that left the ring (0: none)
+
+	// gateways by last message (eviction, the list form's change test),
+	// by last publication to delta streams, and held changes by slot
+	recent, published gwList
+	wheel             [refreshSlots]gwList
+	wheelNext         int64 // the next wheel bucket due (wall ms / slotMS)
+	nextSlot          int   // the slot the next new gateway takes
 
 	events []Event // ring of EventLog
 	evHead int
@@ -157,8 +167,12 @@ func NewLive(now func() time.Time) *Live {
 	if now == nil {
 		now = time.Now
 	}
-	return &Live{now: now, assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
-		wake: make(chan struct{})}
+	l := &Live{now: now, assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
+		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}}
+	for i := range l.wheel {
+		l.wheel[i].k = inWheel
+	}
+	return l
 }
 
 // asset returns the asset's entry, created on first use. The strings it
@@ -191,10 +205,11 @@ func (l *Live) site(site string) string {
 func (l *Live) gateway(id, site string, now int64) *gatewayLive {
 	g := l.gateways[id]
 	if g == nil {
-		for len(l.gateways) >= MaxGateways && l.oldest != nil {
-			l.evict(l.oldest)
+		for len(l.gateways) >= MaxGateways && l.recent.back != nil {
+			l.evict(l.recent.back)
 		}
-		g = &gatewayLive{id: strings.Clone(id), firstRecv: now, assets: map[assetKey]struct{}{}}
+		g = &gatewayLive{id: strings.Clone(id), firstRecv: now, assets: map[assetKey]struct{}{}, slot: l.nextSlot}
+		l.nextSlot = (l.nextSlot + 1) % refreshSlots
 		l.gateways[g.id] = g
 	}
 	l.touch(g, site, now)
@@ -208,38 +223,18 @@ func (l *Live) touch(g *gatewayLive, site string, now int64) {
 	g.lastRecv = now
 	l.ver++
 	g.ver = l.ver
-	if l.newest != g { // to the front of the recency list
-		l.unlink(g)
-		g.older = l.newest
-		if l.newest != nil {
-			l.newest.newer = g
-		}
-		l.newest = g
-		if l.oldest == nil {
-			l.oldest = g
-		}
+	if l.recent.front != g {
+		l.recent.remove(g)
+		l.recent.pushFront(g)
 	}
-}
-
-// unlink takes g out of the recency list (if it is in it).
-func (l *Live) unlink(g *gatewayLive) {
-	if g.newer != nil {
-		g.newer.older = g.older
-	} else if l.newest == g {
-		l.newest = g.older
-	}
-	if g.older != nil {
-		g.older.newer = g.newer
-	} else if l.oldest == g {
-		l.oldest = g.newer
-	}
-	g.newer, g.older = nil, nil
 }
 
 // evict drops gateway g from the store; its assets attach to a new entry
 // at their next message.
 func (l *Live) evict(g *gatewayLive) {
-	l.unlink(g)
+	for _, ls := range []*gwList{&l.recent, &l.published, &l.wheel[g.slot]} {
+		ls.remove(g)
+	}
 	delete(l.gateways, g.id)
 	for k := range g.assets {
 		if a := l.assets[k]; a != nil && a.gw == g {
@@ -292,6 +287,7 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		g.lastTSGW, g.tsgwRecv = b.TSGW, now
 		g.measureRate(b.TSGW, now)
 	}
+	l.settle(g, now)
 	a.ver = l.ver
 	a.touched = a.warm(b.Readings)
 	for i := range b.Readings {
@@ -431,6 +427,7 @@ func (l *Live) ObserveBirth(b *telemetry.Birth) {
 	}
 	a := l.asset(site, b.Asset.ID)
 	a.attach(g)
+	l.settle(g, now)
 	if len(b.Signals) == 0 || len(a.series) == 0 {
 		return // nameplate only: no signal list
 	}
@@ -461,6 +458,7 @@ func (l *Live) ObserveDeath(d *telemetry.Death) {
 	if d.Seq > g.lastSeq {
 		g.lastSeq = d.Seq
 	}
+	l.settle(g, now)
 	a := l.asset(site, d.Asset.ID)
 	l.ver++
 	a.ver = l.ver
@@ -474,6 +472,7 @@ func (l *Live) ObserveStatus(site string, s *telemetry.Status) {
 	defer l.mu.Unlock()
 	g := l.gateway(s.Gateway, site, now)
 	g.statusKnown, g.online, g.statusRecv, g.statusVer = true, s.Online, now, g.ver
+	l.settle(g, now)
 }
 
 // ObserveAlerts appends alert state changes to the event log.
@@ -586,7 +585,7 @@ func (l *Live) ChangedSince(v uint64) (keys [][2]string, gateways bool, cur uint
 // a gateway was touched (the recency list is in version order, newest
 // first) or removed. l.mu is held.
 func (l *Live) gatewaysChanged(v uint64) bool {
-	if l.newest != nil && l.newest.ver > v {
+	if l.recent.front != nil && l.recent.front.ver > v {
 		return true
 	}
 	n := len(l.removals)
@@ -690,12 +689,18 @@ func (g *gatewayLive) view(now int64) GatewayView {
 		v.Online = &on
 	}
 	switch {
-	case g.statusKnown && !g.online && g.statusVer > g.dataVer:
+	case g.offline():
 		v.Status = "offline"
 	case now-g.lastRecv > SilentAfter.Milliseconds():
 		v.Status = "silent"
 	}
 	return v
+}
+
+// offline tells whether g is shown offline: its last status message said
+// so and no batch came after it.
+func (g *gatewayLive) offline() bool {
+	return g.statusKnown && !g.online && g.statusVer > g.dataVer
 }
 
 // Gateways returns every gateway seen, sorted by id.
@@ -711,6 +716,7 @@ func (l *Live) GatewaySnapshot() (gws []GatewayView, now int64, ver uint64) {
 	now = l.now().UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.advance(now) // the held changes due: not sent again after the snapshot
 	gws = make([]GatewayView, 0, len(l.gateways))
 	for _, g := range l.gateways {
 		gws = append(gws, g.view(now))
@@ -720,11 +726,14 @@ func (l *Live) GatewaySnapshot() (gws []GatewayView, now int64, ver uint64) {
 }
 
 // GatewayChanges returns how the gateway list changed after version v
-// (from GatewaySnapshot or an earlier GatewayChanges): the gateways added
-// or changed since (sorted by id) and the ids removed since (evicted at
-// MaxGateways, not seen again), with the wall time (Unix ms) of the views
-// and the current version. Its cost is that of the changes, not of the
-// list: the changed gateways are the front of the recency list. ok is
+// (from GatewaySnapshot or an earlier GatewayChanges): the gateways
+// published since (sorted by id; added, changed in what their row shows,
+// or due for their counters' refresh: gwpublish.go) and the ids removed
+// since (evicted at MaxGateways, not seen again), with the wall time (Unix
+// ms) of the views and the current version. Its cost is that of what it
+// returns plus the refresh slots that came up since the last call, not of
+// the list: the published gateways are the front of the publication
+// list, and a held change waits in its slot's bucket of a time wheel. ok is
 // false when removals after v already left the removal log (RemovalLog):
 // the caller must start again from a snapshot (counted in
 // LiveStats.GatewayResyncs).
@@ -736,7 +745,8 @@ func (l *Live) GatewayChanges(v uint64) (changed []GatewayView, removed []string
 		l.stats.GatewayResyncs++
 		return nil, nil, now, l.ver, false
 	}
-	for g := l.newest; g != nil && g.ver > v; g = g.older {
+	l.advance(now)
+	for g := l.published.front; g != nil && g.pubVer > v; g = g.links[byPublish].next {
 		changed = append(changed, g.view(now))
 	}
 	sortGateways(changed)

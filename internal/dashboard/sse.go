@@ -17,7 +17,7 @@ const heartbeat = 15 * time.Second
 //	event: assets            data: [AssetOut...]          changed assets, coalesced per tick
 //	event: gateways          data: [GatewayView...]       gateways=list (the default): the whole list, when any gateway changed
 //	event: gateways.snapshot data: GatewaySnapshotEvent   gateways=delta: at connect, and for a stream that fell behind
-//	event: gateways.delta    data: GatewayDeltaEvent      gateways=delta: the gateways changed, added and removed, per tick
+//	event: gateways.delta    data: GatewayDeltaEvent      gateways=delta: the gateways changed (counters alone: at their refresh), added and removed, per tick
 //	event: alert             data: alert record           id: event id
 //	event: kpi               data: KPI result             id: event id
 //	event: resync            data: {}                     events were missed: reload state
@@ -155,15 +155,24 @@ type GatewaySnapshotEvent struct {
 	// SilentAfterMS is how long (ms) a gateway may send nothing before it
 	// is shown silent: a client turns a gateway silent by itself when
 	// server time - last_recv exceeds it, with no message from the server.
-	SilentAfterMS int64         `json:"silent_after_ms"`
-	Gateways      []GatewayView `json:"gateways"`
+	SilentAfterMS int64 `json:"silent_after_ms"`
+	// RefreshMS is how long (ms) the deltas may hold back a gateway whose
+	// only change is its counters and times (last_seq, batches,
+	// last_ts_gw, last_recv; RefreshInterval): a client's counters lag by
+	// up to it plus a tick. Any other change comes in the next delta.
+	RefreshMS int64         `json:"refresh_ms"`
+	Gateways  []GatewayView `json:"gateways"`
 }
 
 // GatewayDeltaEvent is the data of a gateways.delta event: what changed
 // in the gateway list since the stream's previous gateway event. A client
 // applies Removed, then replaces or adds each of Changed by id.
 type GatewayDeltaEvent struct {
-	Now     int64         `json:"now"` // as in GatewaySnapshotEvent
+	Now int64 `json:"now"` // as in GatewaySnapshotEvent
+	// Changed are the gateways added or changed in what their row shows
+	// (site, status, assets, births, deaths), and those whose counters
+	// and times changed and came due for their refresh (RefreshMS), as
+	// of Now.
 	Changed []GatewayView `json:"changed"`
 	// Removed are ids dropped from the list (evicted at MaxGateways).
 	Removed []string `json:"removed"`
@@ -173,7 +182,8 @@ type GatewayDeltaEvent struct {
 // version it reflects.
 func (s *Server) writeGatewaySnapshot(buf *bytes.Buffer) uint64 {
 	gws, now, ver := s.live.GatewaySnapshot()
-	writeEvent(buf, "gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: SilentAfter.Milliseconds(), Gateways: gws})
+	writeEvent(buf, "gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: SilentAfter.Milliseconds(),
+		RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws})
 	return ver
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -96,24 +97,32 @@ func openStream(tb testing.TB, srv *httptest.Server, query string, header ...str
 	return st
 }
 
-// nextGateways returns the stream's next gateway event (any other is
+// next returns the stream's next event that match accepts (any other is
 // skipped), failing the test after 10 s.
-func (st *sseStream) nextGateways(tb testing.TB) SSEEvent {
+func (st *sseStream) next(tb testing.TB, what string, match func(SSEEvent) bool) SSEEvent {
 	tb.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case e, ok := <-st.evs:
 			if !ok {
-				tb.Fatal("stream ended waiting for a gateway event")
+				tb.Fatalf("stream ended waiting for %s", what)
 			}
-			if strings.HasPrefix(e.Type, "gateways") {
+			if match(e) {
 				return e
 			}
 		case <-timeout:
-			tb.Fatal("no gateway event within 10 s")
+			tb.Fatalf("no %s within 10 s", what)
 		}
 	}
+}
+
+func isGateways(e SSEEvent) bool { return strings.HasPrefix(e.Type, "gateways") }
+
+// nextGateways returns the stream's next gateway event.
+func (st *sseStream) nextGateways(tb testing.TB) SSEEvent {
+	tb.Helper()
+	return st.next(tb, "gateway event", isGateways)
 }
 
 // sseFixture is a Live store on a settable wall clock, served by a real
@@ -146,11 +155,14 @@ func newSSEFixture(tb testing.TB) *sseFixture {
 }
 
 // publish records a batch of gateway gw's one asset at the fixture's clock.
-func (f *sseFixture) publish(gw string) {
+func (f *sseFixture) publish(gw string) { f.publishAsset(gw, "m-"+gw) }
+
+// publishAsset records a batch of asset id through gateway gw.
+func (f *sseFixture) publishAsset(gw, id string) {
 	f.seq++
 	now := f.clock.Load()
 	f.live.ObserveBatch(&telemetry.Batch{Gateway: gw, Seq: f.seq, TSGW: now,
-		Asset:    telemetry.Asset{ID: "m-" + gw, Class: "motor", Path: []string{"acme", "s1", "_", "_", "_"}},
+		Asset:    telemetry.Asset{ID: id, Class: "motor", Path: []string{"acme", "s1", "_", "_", "_"}},
 		Readings: []telemetry.Reading{{Signal: "power", Value: 1, Unit: "kW", TS: now}}})
 }
 
@@ -198,26 +210,28 @@ func TestGatewayDeltaStream(t *testing.T) {
 
 	e := st.nextGateways(t)
 	snap := decode[GatewaySnapshotEvent](t, e)
-	if e.Type != "gateways.snapshot" || len(snap.Gateways) != n || snap.Now != t0 || snap.SilentAfterMS != SilentAfter.Milliseconds() {
-		t.Fatalf("first gateway event %s: %d gateways, now %d (want %d), silent_after_ms %d", e.Type, len(snap.Gateways), snap.Now, t0, snap.SilentAfterMS)
+	if e.Type != "gateways.snapshot" || len(snap.Gateways) != n || snap.Now != t0 || snap.SilentAfterMS != SilentAfter.Milliseconds() ||
+		snap.RefreshMS != RefreshInterval.Milliseconds() {
+		t.Fatalf("first gateway event %s: %d gateways, now %d (want %d), silent_after_ms %d, refresh_ms %d", e.Type, len(snap.Gateways), snap.Now, t0,
+			snap.SilentAfterMS, snap.RefreshMS)
 	}
 	if !slices.IsSortedFunc(snap.Gateways, func(a, b GatewayView) int { return strings.Compare(a.ID, b.ID) }) {
 		t.Error("snapshot not sorted by id")
 	}
 
-	// a tick without changes sends nothing; one gateway's batch: a delta
-	// of that gateway alone
+	// a tick without changes sends nothing; a batch of a new asset of
+	// one gateway (a change its row shows): a delta of that gateway alone
 	f.tick()
 	f.clock.Add(1000)
-	f.publish(gwName(500))
+	f.publishAsset(gwName(500), "m-extra")
 	f.tick()
 	e = st.nextGateways(t)
 	d := decode[GatewayDeltaEvent](t, e)
 	if e.Type != "gateways.delta" || !slices.Equal(ids(d.Changed), []string{gwName(500)}) || len(d.Removed) != 0 || d.Now != t0+1000 {
 		t.Fatalf("after one batch: %s changed %v removed %v now %d, want a delta of %s at %d", e.Type, ids(d.Changed), d.Removed, d.Now, gwName(500), t0+1000)
 	}
-	if g := d.Changed[0]; g.Batches != 2 || g.LastRecv != t0+1000 || g.Status != "online" {
-		t.Errorf("changed entry %+v: want 2 batches, last_recv %d, online", g, t0+1000)
+	if g := d.Changed[0]; g.Batches != 2 || g.Assets != 2 || g.LastRecv != t0+1000 || g.Status != "online" {
+		t.Errorf("changed entry %+v: want 2 batches of 2 assets, last_recv %d, online", g, t0+1000)
 	}
 	// O(1), not O(n): one entry of ~200 bytes against the snapshot's n
 	if e.Size > 1024 || e.Size*100 > snapSize(t, snap) {
@@ -261,7 +275,7 @@ func TestGatewayDeltaStream(t *testing.T) {
 	if got := f.live.Stats().GatewayResyncs; got != 1 {
 		t.Errorf("GatewayResyncs %d, want 1", got)
 	}
-	f.publish("gw-flood-00000")
+	f.publishAsset("gw-flood-00000", "m-extra")
 	f.tick()
 	if d := decode[GatewayDeltaEvent](t, st.nextGateways(t)); !slices.Equal(ids(d.Changed), []string{"gw-flood-00000"}) || len(d.Removed) != 0 {
 		t.Errorf("after the lag snapshot: changed %v removed %v", ids(d.Changed), d.Removed)
@@ -310,40 +324,258 @@ func TestGatewayStreamModes(t *testing.T) {
 	}
 }
 
+// gwClient is a client of a gateways=delta stream as the dashboard page
+// is: a map by id kept from the snapshot and the deltas, and silence
+// judged by itself on the server's clock.
+type gwClient struct {
+	gws         map[string]GatewayView
+	silentAfter int64
+	refreshMS   int64
+	appearedAt  map[string]int  // tick of each gateway's last delta entry
+	refreshGaps map[int]int     // ticks between two entries of a gateway publishing every tick -> count
+	significant map[string]bool // gateways whose status changed
+}
+
+// status is the page's rule (app.js gwStatus): offline when the entry
+// says so, silent when server time - last_recv exceeds silent_after_ms.
+func (c *gwClient) status(id string, serverNow int64) string {
+	g := c.gws[id]
+	switch {
+	case g.Status == "offline":
+		return "offline"
+	case serverNow-g.LastRecv > c.silentAfter:
+		return "silent"
+	}
+	return "online"
+}
+
+// TestGatewayDeltaRefresh: every gateway of a fleet publishes every tick.
+// A tick's delta holds the gateways whose row changed (one turned offline,
+// the one offline before back online: in that same tick) and those whose
+// refresh came up, about n x tick/RefreshInterval, each gateway once per
+// RefreshInterval; not the whole list, as it did when every counter change
+// went out at once. A client that applies the deltas and judges silence by
+// itself (silent_after_ms on the server's clock) never calls a publishing
+// gateway silent, however rarely under SilentAfter it publishes (10-29 s;
+// held like the others, a message 25 s after the one before would reach
+// the client after the threshold), holds no last_recv of a gateway that
+// sent a newer message more than the bound gwpublish.go derives (21 s),
+// and calls one that stopped silent when the server does.
+func TestGatewayDeltaRefresh(t *testing.T) {
+	f := newSSEFixture(t)
+	const (
+		n     = 1000
+		slow  = refreshSlots // one a slot: some wait long for theirs
+		ticks = 62
+		tick  = int64(1000) // ms of the fixture's clock a stream tick
+		stops = 7           // gwName(stops) publishes until tick 20
+	)
+	slowName := func(i int) string { return fmt.Sprintf("slow-%02d", i) }
+	slowEvery := func(i int) int { return 10 + i%20 } // ticks
+	last := map[string]int64{}                        // truth: each gateway's last message
+	publish := func(gw string) {
+		f.publish(gw)
+		last[gw] = f.clock.Load()
+	}
+	for i := range slow {
+		publish(slowName(i))
+	}
+	for i := range n {
+		publish(gwName(i))
+	}
+	st := openStream(t, f.http, "gateways=delta")
+	snap := decode[GatewaySnapshotEvent](t, st.nextGateways(t))
+	c := &gwClient{gws: map[string]GatewayView{}, silentAfter: snap.SilentAfterMS, refreshMS: snap.RefreshMS,
+		appearedAt: map[string]int{}, refreshGaps: map[int]int{}, significant: map[string]bool{}}
+	for _, g := range snap.Gateways {
+		c.gws[g.ID] = g
+	}
+	if c.refreshMS != RefreshInterval.Milliseconds() || len(c.gws) != n+slow {
+		t.Fatalf("snapshot: refresh_ms %d, %d gateways", c.refreshMS, len(c.gws))
+	}
+	perRefresh := int(c.refreshMS / tick)
+	// a tick's delta: the slots that came up (10 of 50, 21 gateways
+	// each), the two status changes, the slow gateways that published
+	// (sent at once when their clients' last_recv is old)
+	dueBound := (n + slow + refreshSlots - 1) / refreshSlots * (refreshSlots / perRefresh)
+	offline := map[string]bool{} // truth: reported offline, no batch since
+	// check compares the client's judgement with the truth at server time
+	// now: a gateway is silent when its last message is more than
+	// SilentAfter old. strict: the client must agree on every gateway;
+	// else (the state it showed since the previous tick) it must not call
+	// a gateway silent that is not, and the last_recv it holds of a
+	// gateway that is not silent is at most lagBound old (gwpublish.go:
+	// holdLimit + RefreshInterval + a tick, 9 s short of SilentAfter)
+	// when it is not the gateway's last message.
+	lagBound := (holdLimit + RefreshInterval).Milliseconds() + tick
+	maxLag := int64(0)
+	check := func(k int, now int64, strict bool) {
+		t.Helper()
+		for id := range c.gws {
+			want := "online"
+			switch {
+			case offline[id]:
+				want = "offline"
+			case now-last[id] > SilentAfter.Milliseconds():
+				want = "silent"
+			}
+			if lag := now - c.gws[id].LastRecv; want != "silent" && c.gws[id].LastRecv != last[id] {
+				maxLag = max(maxLag, lag)
+				if lag > lagBound {
+					t.Fatalf("tick %d: the client holds a last_recv of %s %d ms old, want at most %d (its last message %d ms old)",
+						k, id, lag, lagBound, now-last[id])
+				}
+			}
+			got := c.status(id, now)
+			bad := got != want
+			if !strict {
+				bad = got == "silent" && want != "silent"
+			}
+			if !bad {
+				continue
+			}
+			t.Fatalf("tick %d (strict %v): the client calls %s %s (its last_recv %d ms old), want %s (last message %d ms old)",
+				k, strict, id, got, now-c.gws[id].LastRecv, want, now-last[id])
+		}
+	}
+	prevFlap := ""
+	maxChanged, maxBound := 0, 0
+	for k := 1; k <= ticks; k++ {
+		f.clock.Add(tick)
+		now := f.clock.Load()
+		// what the client showed since the previous tick, judged at this
+		// moment, before this tick's messages
+		check(k, now, false)
+		for i := range n {
+			if i != stops || k <= 20 {
+				publish(gwName(i))
+			}
+		}
+		bound := dueBound + 2
+		for i := range slow {
+			if k%slowEvery(i) == 0 {
+				publish(slowName(i))
+				bound++
+			}
+		}
+		delete(offline, prevFlap) // its batch of this tick: online again
+		flap := gwName(100 + k)
+		f.live.ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: flap, Online: false})
+		offline[flap] = true
+		c.significant[flap] = true
+		f.tick()
+		e := st.nextGateways(t)
+		if e.Type != "gateways.delta" {
+			t.Fatalf("tick %d: %s", k, e.Type)
+		}
+		d := decode[GatewayDeltaEvent](t, e)
+		byID := map[string]GatewayView{}
+		for _, g := range d.Changed {
+			byID[g.ID] = g
+			c.gws[g.ID] = g
+			if at, ok := c.appearedAt[g.ID]; ok && !c.significant[g.ID] && !strings.HasPrefix(g.ID, "slow-") && g.ID != gwName(stops) {
+				c.refreshGaps[k-at]++
+			}
+			c.appearedAt[g.ID] = k
+		}
+		if byID[flap].Status != "offline" {
+			t.Errorf("tick %d: %s reported offline, its delta entry %+v", k, flap, byID[flap])
+		}
+		if prevFlap != "" && byID[prevFlap].Status != "online" {
+			t.Errorf("tick %d: %s back online with a batch, its delta entry %+v", k, prevFlap, byID[prevFlap])
+		}
+		if len(d.Changed) > bound || len(d.Removed) != 0 {
+			t.Fatalf("tick %d: %d changed (%d bytes), %d removed, want at most %d (n/%d due for refresh, 2 status changes, the slow gateways' messages) of %d",
+				k, len(d.Changed), e.Size, len(d.Removed), bound, perRefresh, n+slow)
+		}
+		maxChanged, maxBound = max(maxChanged, len(d.Changed)), max(maxBound, bound)
+		check(k, d.Now, true)
+		prevFlap = flap
+	}
+	// each gateway publishing every tick went out every RefreshInterval:
+	// no more often (the bound above), no less (its counters' lag)
+	for gap, count := range c.refreshGaps {
+		if gap != perRefresh {
+			t.Errorf("%d refreshes %d ticks after the gateway's previous entry, want %d", count, gap, perRefresh)
+		}
+	}
+	if c.refreshGaps[perRefresh] < n {
+		t.Errorf("refreshes: %v", c.refreshGaps)
+	}
+	if c.status(gwName(stops), f.clock.Load()) != "silent" {
+		t.Errorf("%s stopped at tick 20: the client does not call it silent at tick %d", gwName(stops), ticks)
+	}
+	t.Logf("largest delta %d gateways of %d (bound %d); oldest last_recv a client held of a live gateway that sent a newer message %d ms (bound %d)",
+		maxChanged, n+slow, maxBound, maxLag, lagBound)
+}
+
+// tickAndCollect makes the newest stream run one tick and returns the
+// gateway events it sent (none when nothing was due). A marker event in
+// the event log follows the tick: an alert event takes the stream's other
+// path (no gateway work), so the marker comes after every byte of the
+// tick and nothing of the next one.
+func (f *sseFixture) tickAndCollect(tb testing.TB, st *sseStream) []SSEEvent {
+	tb.Helper()
+	f.tick()
+	f.seq++
+	marker := fmt.Sprintf("tick-marker-%d", f.seq)
+	f.live.ObserveAlerts([]alert.Alert{{ID: marker, Rule: "marker"}})
+	var out []SSEEvent
+	for {
+		e := st.next(tb, "tick marker", func(e SSEEvent) bool {
+			return isGateways(e) || e.Type == "alert" && strings.Contains(e.Data, marker)
+		})
+		if !isGateways(e) {
+			return out
+		}
+		out = append(out, e)
+	}
+}
+
 // BenchmarkGatewayStreamBytes measures what one event stream sends per
-// tick for 10,000 gateways of which 10 (or all) send a batch per tick: the
-// whole list (gateways=list, the only form before gateways=delta) against
-// the delta. bytes/tick counts every line of the tick's gateway event;
-// snapshot-bytes is the delta stream's snapshot at connect.
+// tick (1 s of the store's clock) for 10,000 gateways: the whole list
+// (gateways=list, the only form before gateways=delta) against the delta.
+// publishing is how many gateways send a batch each tick (10 different
+// ones, or all); offline how many of them then report offline (a status
+// change, sent at once; the one of the tick before is back online with
+// its batch). bytes/tick counts every line of the tick's gateway events
+// (a tick may have none); snapshot-bytes is the delta stream's snapshot
+// at connect. A batch alone changes counters and times only: the delta
+// holds it for the gateway's refresh (RefreshInterval), so with all
+// publishing a tick carries about n/5 gateways, not n.
 func BenchmarkGatewayStreamBytes(b *testing.B) {
 	const n = 10_000
-	for _, changing := range []int{10, n} {
+	for _, c := range []struct{ publishing, offline int }{{10, 0}, {n, 0}, {n, 10}} {
 		for _, mode := range []string{"list", "delta"} {
-			b.Run(fmt.Sprintf("changing=%d/gateways=%s", changing, mode), func(b *testing.B) {
+			b.Run(fmt.Sprintf("publishing=%d/offline=%d/gateways=%s", c.publishing, c.offline, mode), func(b *testing.B) {
 				f := newSSEFixture(b)
 				for i := range n {
 					f.publish(gwName(i))
 				}
 				st := openStream(b, f.http, "gateways="+mode)
 				snapshot := 0
-				if mode == "delta" {
-					snapshot = st.nextGateways(b).Size
+				for _, e := range f.tickAndCollect(b, st) {
+					snapshot += e.Size
 				}
-				var sent, ticks, next int
+				var sent, ticks, next, flap int
 				b.ReportAllocs()
 				for b.Loop() {
 					f.clock.Add(1000)
-					for range changing {
+					for range c.publishing {
 						f.publish(gwName(next))
 						next = (next + 997) % n // 997 is prime to n: 10 different gateways a tick
 					}
-					f.tick()
-					e := st.nextGateways(b)
-					sent += e.Size
+					for range c.offline {
+						f.live.ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: gwName(flap), Online: false})
+						flap = (flap + 1) % n
+					}
+					for _, e := range f.tickAndCollect(b, st) {
+						sent += e.Size
+					}
 					ticks++
 				}
 				b.ReportMetric(float64(sent)/float64(ticks), "bytes/tick")
-				if snapshot > 0 {
+				if mode == "delta" {
 					b.ReportMetric(float64(snapshot), "snapshot-bytes")
 				}
 			})

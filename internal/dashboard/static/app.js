@@ -243,6 +243,9 @@ const S = {
   // gateway silent)
   clockOffset: 0,
   silentAfter: 30000, // ms, from the snapshot
+  // ms a gateway's counters and last message may lag: the stream sends a
+  // change of them alone at most this often (from the snapshot; 0 before)
+  gwRefresh: 0,
   activeAlerts: 0,
   catalog: null,
   view: null, // current page controller {render(), onAssets(list), onAlert(a), onKPI(k), onGateways()}
@@ -355,6 +358,7 @@ function dispatch(block) {
     case 'gateways.snapshot':
       setServerClock(msg.now);
       S.silentAfter = msg.silent_after_ms || S.silentAfter;
+      S.gwRefresh = msg.refresh_ms || 0;
       S.gateways = new Map(msg.gateways.map((g) => [g.id, g]));
       S.gwLive = true;
       S.view?.onGateways?.();
@@ -1071,7 +1075,8 @@ function gatewaysPage() {
         <th class="num">Assets</th><th class="num">Last seq</th><th class="num">Batches</th><th class="num">Births</th><th class="num">Deaths</th>
         <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map(gatewayRow).join('') + '</tbody></table></div>'
         : '<div class="empty">No gateway has published yet.</div>') +
-        `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.</p>`;
+        `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.` +
+        (S.gwLive && S.gwRefresh ? ` <span id="gw-lag">Counters and last message lag by up to ${esc(dur(S.gwRefresh))}; a change of status, site, assets, births or deaths shows at once.</span>` : '') + '</p>';
     },
     // time passing turns gateways silent here, with no message from the server
     clock() {
