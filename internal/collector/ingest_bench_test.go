@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -62,6 +63,10 @@ type ingestResult struct {
 	Fetches                      int64 // pulls of all partitions
 	// heap allocations and bytes allocated from Run to the last commit
 	Mallocs, AllocBytes uint64
+	// the child's peak resident set (VmHWM) and the Go
+	// peak of heap objects, live and garbage (runtime/metrics
+	// /memory/classes/heap/objects:bytes, sampled every 50 ms)
+	MaxRSS, PeakHeap uint64
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -218,6 +223,25 @@ func TestIngestChild(t *testing.T) {
 	cpu0, t0 := cpuTime(), time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
+	var peak atomic.Uint64
+	sampled := make(chan struct{})
+	go func() { // the heap's peak, as an RSS limit would have to allow for
+		defer close(sampled)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}} // no stop of the world
+		for {
+			select {
+			case <-finished:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rtmetrics.Read(s)
+			peak.Store(max(peak.Load(), s[0].Value.Uint64()))
+		}
+	}()
 	select {
 	case <-finished:
 	case err := <-errc:
@@ -235,6 +259,9 @@ func TestIngestChild(t *testing.T) {
 	res.NumGC = int64(ms1.NumGC - ms0.NumGC)
 	res.Mallocs, res.AllocBytes = ms1.Mallocs-ms0.Mallocs, ms1.TotalAlloc-ms0.TotalAlloc
 	res.Fetches = fetches.Load()
+	res.MaxRSS = vmHWM()
+	<-sampled
+	res.PeakHeap = peak.Load()
 	runtime.GC()
 	if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
 		pf, err := os.Create(f)
@@ -272,6 +299,23 @@ func TestIngestChild(t *testing.T) {
 func cpuTime() time.Duration {
 	ru := rusage()
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// vmHWM is this process's peak resident set in bytes, VmHWM of
+// /proc/self/status (0 if unavailable): its memory since exec, unlike
+// getrusage's ru_maxrss, which a child exec'ed by a large parent inherits.
+func vmHWM() uint64 {
+	d, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(d), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 // rusage is this process's resource usage (zero if unavailable).
@@ -317,6 +361,8 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(res.CPU/(float64(res.Readings)/1e6), "cpu-s/Mreadings")
 				b.ReportMetric(float64(res.HeapAlloc)/float64(max(res.Series, 1)), "heap-B/series")
 				b.ReportMetric(float64(res.HeapAlloc)/1e6, "heap-MB")
+				b.ReportMetric(float64(res.PeakHeap)/1e6, "peakheap-MB")
+				b.ReportMetric(float64(res.MaxRSS)/1e6, "maxrss-MB")
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
 				b.ReportMetric(float64(res.Mallocs)/float64(res.Readings), "allocs/reading")
 				b.ReportMetric(float64(res.AllocBytes)/float64(res.Readings), "B/reading")
