@@ -41,7 +41,8 @@ import (
 // Environment: SMELTER_BENCH_ASSETS (comma-separated fleet sizes; 300),
 // SMELTER_BENCH_ROUNDS (batches per asset; 20), SMELTER_BENCH_PARTITIONS
 // (4), SMELTER_BENCH_EXTRA (YAML appended to the child's config, e.g.
-// "cluster: {fetch: 512}"), SMELTER_BENCH_CPUPROFILE and
+// "max_assets: 50000"), SMELTER_BENCH_CLUSTER (fields added to its cluster
+// section, e.g. "fetch: 512, checkpoint_interval: 2s"), SMELTER_BENCH_CPUPROFILE and
 // SMELTER_BENCH_MEMPROFILE (pprof files the child writes: CPU while it
 // consumes, heap after the last commit), SMELTER_BENCH_STRACE (a file:
 // the child runs under strace -c -f, its syscall counts there; slower).
@@ -173,14 +174,18 @@ func TestIngestChild(t *testing.T) {
 	var args struct {
 		URL                string
 		Partitions, Expect int
-		Extra              string
+		Extra, Cluster     string
 	}
 	if err := json.Unmarshal([]byte(spec), &args); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	yml := fmt.Sprintf("nats: {url: %q}\nhttp: {listen: \"\"}\ndata_dir: %q\ncluster: {partitions: %d}\nmax_future: 0s\n%s",
-		args.URL, dir, args.Partitions, args.Extra)
+	cluster := fmt.Sprintf("partitions: %d", args.Partitions)
+	if args.Cluster != "" {
+		cluster += ", " + args.Cluster
+	}
+	yml := fmt.Sprintf("nats: {url: %q}\nhttp: {listen: \"\"}\ndata_dir: %q\ncluster: {%s}\nmax_future: 0s\n%s",
+		args.URL, dir, cluster, args.Extra)
 	path := dir + "/collector.yaml"
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
@@ -415,7 +420,8 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 		}
 	}
 	<-js.PublishAsyncComplete()
-	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA")})
+	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA"),
+		"Cluster": os.Getenv("SMELTER_BENCH_CLUSTER")})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIngestChild$", "-test.v")
 	if f := os.Getenv("SMELTER_BENCH_STRACE"); f != "" { // count the child's syscalls (slows it down)
 		cmd = exec.Command("strace", append([]string{"-c", "-f", "-o", f}, cmd.Args...)...)
