@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -100,7 +101,7 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 		return err
 	}
 	revs, err := putRecords(ctx, io.nc, io.bucket, writes)
-	durable := make(map[[2]string]bool, len(writes))
+	debug := c.log.Enabled(ctx, slog.LevelDebug) // no log arguments built per record otherwise
 	sh.mu.Lock()
 	if err == nil {
 		sh.recycle()
@@ -110,14 +111,21 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	for i, w := range writes {
 		if revs[i] > 0 {
 			sh.rev[w.asset] = revs[i]
-			durable[w.asset] = true
 		}
-		c.log.Debug("checkpoint", "key", w.key, "expected_rev", w.rev, "rev", revs[i])
+		if debug {
+			c.log.Debug("checkpoint", "key", w.key, "expected_rev", w.rev, "rev", revs[i])
+		}
 	}
 	sh.mu.Unlock()
 	if err != nil {
 		// the assets whose record was written are committed all the same:
 		// their batches count as evaluated (a redelivery is a duplicate)
+		durable := make(map[[2]string]bool, len(writes))
+		for i, w := range writes {
+			if revs[i] > 0 {
+				durable[w.asset] = true
+			}
+		}
 		kept := cy.batches[:0]
 		for _, b := range cy.batches {
 			if durable[[2]string{b.Site, b.Asset}] {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -40,7 +41,8 @@ import (
 // Environment: SMELTER_BENCH_ASSETS (comma-separated fleet sizes; 300),
 // SMELTER_BENCH_ROUNDS (batches per asset; 20), SMELTER_BENCH_PARTITIONS
 // (4), SMELTER_BENCH_EXTRA (YAML appended to the child's config, e.g.
-// "cluster: {fetch: 512}"), SMELTER_BENCH_CPUPROFILE and
+// "max_assets: 50000"), SMELTER_BENCH_CLUSTER (fields added to its cluster
+// section, e.g. "fetch: 512, checkpoint_interval: 2s"), SMELTER_BENCH_CPUPROFILE and
 // SMELTER_BENCH_MEMPROFILE (pprof files the child writes: CPU while it
 // consumes, heap after the last commit), SMELTER_BENCH_STRACE (a file:
 // the child runs under strace -c -f, its syscall counts there; slower).
@@ -62,6 +64,10 @@ type ingestResult struct {
 	Fetches                      int64 // pulls of all partitions
 	// heap allocations and bytes allocated from Run to the last commit
 	Mallocs, AllocBytes uint64
+	// the child's peak resident set (VmHWM) and the Go
+	// peak of heap objects, live and garbage (runtime/metrics
+	// /memory/classes/heap/objects:bytes, sampled every 50 ms)
+	MaxRSS, PeakHeap uint64
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -168,14 +174,18 @@ func TestIngestChild(t *testing.T) {
 	var args struct {
 		URL                string
 		Partitions, Expect int
-		Extra              string
+		Extra, Cluster     string
 	}
 	if err := json.Unmarshal([]byte(spec), &args); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	yml := fmt.Sprintf("nats: {url: %q}\nhttp: {listen: \"\"}\ndata_dir: %q\ncluster: {partitions: %d}\nmax_future: 0s\n%s",
-		args.URL, dir, args.Partitions, args.Extra)
+	cluster := fmt.Sprintf("partitions: %d", args.Partitions)
+	if args.Cluster != "" {
+		cluster += ", " + args.Cluster
+	}
+	yml := fmt.Sprintf("nats: {url: %q}\nhttp: {listen: \"\"}\ndata_dir: %q\ncluster: {%s}\nmax_future: 0s\n%s",
+		args.URL, dir, cluster, args.Extra)
 	path := dir + "/collector.yaml"
 	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
@@ -218,6 +228,25 @@ func TestIngestChild(t *testing.T) {
 	cpu0, t0 := cpuTime(), time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
+	var peak atomic.Uint64
+	sampled := make(chan struct{})
+	go func() { // the heap's peak, as an RSS limit would have to allow for
+		defer close(sampled)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}} // no stop of the world
+		for {
+			select {
+			case <-finished:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rtmetrics.Read(s)
+			peak.Store(max(peak.Load(), s[0].Value.Uint64()))
+		}
+	}()
 	select {
 	case <-finished:
 	case err := <-errc:
@@ -235,6 +264,9 @@ func TestIngestChild(t *testing.T) {
 	res.NumGC = int64(ms1.NumGC - ms0.NumGC)
 	res.Mallocs, res.AllocBytes = ms1.Mallocs-ms0.Mallocs, ms1.TotalAlloc-ms0.TotalAlloc
 	res.Fetches = fetches.Load()
+	res.MaxRSS = vmHWM()
+	<-sampled
+	res.PeakHeap = peak.Load()
 	runtime.GC()
 	if f := os.Getenv("SMELTER_BENCH_MEMPROFILE"); f != "" {
 		pf, err := os.Create(f)
@@ -272,6 +304,23 @@ func TestIngestChild(t *testing.T) {
 func cpuTime() time.Duration {
 	ru := rusage()
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// vmHWM is this process's peak resident set in bytes, VmHWM of
+// /proc/self/status (0 if unavailable): its memory since exec, unlike
+// getrusage's ru_maxrss, which a child exec'ed by a large parent inherits.
+func vmHWM() uint64 {
+	d, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(d), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 // rusage is this process's resource usage (zero if unavailable).
@@ -317,6 +366,8 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(res.CPU/(float64(res.Readings)/1e6), "cpu-s/Mreadings")
 				b.ReportMetric(float64(res.HeapAlloc)/float64(max(res.Series, 1)), "heap-B/series")
 				b.ReportMetric(float64(res.HeapAlloc)/1e6, "heap-MB")
+				b.ReportMetric(float64(res.PeakHeap)/1e6, "peakheap-MB")
+				b.ReportMetric(float64(res.MaxRSS)/1e6, "maxrss-MB")
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
 				b.ReportMetric(float64(res.Mallocs)/float64(res.Readings), "allocs/reading")
 				b.ReportMetric(float64(res.AllocBytes)/float64(res.Readings), "B/reading")
@@ -369,7 +420,8 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 		}
 	}
 	<-js.PublishAsyncComplete()
-	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA")})
+	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA"),
+		"Cluster": os.Getenv("SMELTER_BENCH_CLUSTER")})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIngestChild$", "-test.v")
 	if f := os.Getenv("SMELTER_BENCH_STRACE"); f != "" { // count the child's syscalls (slows it down)
 		cmd = exec.Command("strace", append([]string{"-c", "-f", "-o", f}, cmd.Args...)...)

@@ -56,12 +56,16 @@ func putRecords(ctx context.Context, nc *nats.Conn, bucket string, ws []kvWrite)
 	defer sub.Unsubscribe() //nolint:errcheck // the replies are in or the call failed
 	subj := make([]byte, 0, 128)
 	reply := make([]byte, 0, len(inbox)+12)
+	// one message and header reused for every record: PublishMsg copies
+	// them into the connection's buffer before it returns
+	expect := []string{""}
+	m := &nats.Msg{Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: expect}}
 	for i, w := range ws {
 		subj = append(append(append(subj[:0], "$KV."...), bucket...), '.')
 		subj = append(subj, w.key...)
 		reply = strconv.AppendInt(append(append(reply[:0], inbox...), '.'), int64(i), 10)
-		m := &nats.Msg{Subject: string(subj), Reply: string(reply), Data: w.data,
-			Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: {strconv.FormatUint(w.rev, 10)}}}
+		m.Subject, m.Reply, m.Data = string(subj), string(reply), w.data
+		expect[0] = strconv.FormatUint(w.rev, 10)
 		if err := nc.PublishMsg(m); err != nil {
 			return revs, fmt.Errorf("%s: %w", w.key, err)
 		}

@@ -808,8 +808,8 @@ func leftNothing(msgs []jetstream.Msg) bool {
 	if len(msgs) == 0 {
 		return true
 	}
-	md, err := msgs[len(msgs)-1].Metadata()
-	return err == nil && md.NumPending == 0
+	_, pending, ok := ackSeqs(msgs[len(msgs)-1].Reply())
+	return ok && pending == 0
 }
 
 // inHand confirms the evidence of a drained fetch before silence is judged
@@ -888,13 +888,52 @@ func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool 
 // its metadata does not parse).
 func consumerSeqs(dst []uint64, msgs []jetstream.Msg) []uint64 {
 	for _, m := range msgs {
-		var s uint64
-		if md, err := m.Metadata(); err == nil {
-			s = md.Sequence.Consumer
-		}
+		s, _, _ := ackSeqs(m.Reply())
 		dst = append(dst, s)
 	}
 	return dst
+}
+
+// ackSeqs reads the consumer sequence and the pending count from a
+// JetStream message's reply subject, the fields jetstream.Msg.Metadata
+// gives as Sequence.Consumer and NumPending (each 0 where not a number),
+// without allocating (Metadata allocates its result; a cycle asks this of
+// every message). ok is false where Metadata fails: a reply that is not
+// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+// (9 tokens) or $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.
+// <delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or more), as
+// nats.go's parser.GetMetadataFields reads them.
+func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
+	const prefix = "$JS.ACK."
+	n := strings.Count(reply, ".") + 1
+	if (n != 9 && n < 11) || !strings.HasPrefix(reply, prefix) {
+		return 0, 0, false
+	}
+	rest := reply[len(prefix):]
+	skip := 4 // <stream>.<consumer>.<delivered>.<sseq>
+	if n > 9 {
+		skip += 2 // <domain>.<account hash>
+	}
+	for range skip {
+		_, rest, _ = strings.Cut(rest, ".")
+	}
+	tok, rest, _ := strings.Cut(rest, ".")
+	cseq = ackNum(tok)
+	_, rest, _ = strings.Cut(rest, ".") // <tm>
+	tok, _, _ = strings.Cut(rest, ".")
+	return cseq, ackNum(tok), true
+}
+
+// ackNum is nats.go's parser.ParseNum: the decimal number d, 0 when empty
+// or not all digits.
+func ackNum(d string) (n uint64) {
+	for i := 0; i < len(d); i++ {
+		if d[i] < '0' || d[i] > '9' {
+			return 0
+		}
+		n = n*10 + uint64(d[i]-'0')
+	}
+	return n
 }
 
 // gap reports whether deliveries were lost before or among the messages

@@ -30,21 +30,22 @@ func DecodeBatch(data []byte) (*Batch, error) {
 	return b, nil
 }
 
-// DecodeBatchInto is DecodeBatch into b, reusing the array of b.Readings
-// (nothing else of b is kept): one allocation per batch, the payload's
-// string, for a caller that decodes one batch after another and keeps
-// neither b nor its readings past the next call. After an error b holds
-// whatever was decoded.
+// DecodeBatchInto is DecodeBatch into b, reusing the arrays of b.Readings
+// and b.Asset.Path (nothing else of b is kept): one allocation per batch,
+// the payload's string, for a caller that decodes one batch after another
+// and keeps neither b, its readings nor its path past the next call. After
+// an error b holds whatever was decoded.
 func DecodeBatchInto(b *Batch, data []byte) error {
 	return DecodeBatchStringInto(b, string(data))
 }
 
 // DecodeBatchStringInto is DecodeBatchInto from a string: the batch's
 // strings are substrings of s, so a batch costs no allocation once b's
-// readings array is large enough.
+// readings and path arrays are large enough.
 func DecodeBatchStringInto(b *Batch, s string) error {
+	path := b.Asset.Path[:0]
 	*b = Batch{Readings: b.Readings[:0]}
-	return decodeBatch(b, s)
+	return decodeBatchPath(b, s, true, path)
 }
 
 func decodeBatch(b *Batch, data string) error {
@@ -54,7 +55,13 @@ func decodeBatch(b *Batch, data string) error {
 // decodeBatchWith is decodeBatch; fast tries readingFast on every element
 // of readings first (the tests compare both ways).
 func decodeBatchWith(b *Batch, data string, fast bool) error {
-	d := batchDecoder{s: data, fast: fast}
+	return decodeBatchPath(b, data, fast, nil)
+}
+
+// decodeBatchPath is decodeBatchWith with an array for the asset's path
+// (nil: a new one).
+func decodeBatchPath(b *Batch, data string, fast bool, path []string) error {
+	d := batchDecoder{s: data, fast: fast, path: path}
 	var schema string
 	var haveSeq bool
 	err := d.object(func(key string) error {
@@ -108,7 +115,8 @@ var signalKey = []byte(`"signal"`)
 type batchDecoder struct {
 	s    string
 	i    int
-	fast bool // try readingFast first
+	fast bool     // try readingFast first
+	path []string // the array for the asset's path, reused (nil: make one)
 }
 
 func (d *batchDecoder) errf(format string, a ...any) error {
@@ -474,7 +482,10 @@ func (d *batchDecoder) asset(a *Asset) error {
 			if d.null() {
 				return nil
 			}
-			a.Path = make([]string, 0, 5)
+			a.Path, d.path = d.path, nil // a second "path" key gets its own
+			if a.Path == nil {
+				a.Path = make([]string, 0, 5)
+			}
 			err = d.array(func() error {
 				p, err := d.str()
 				a.Path = append(a.Path, p)

@@ -196,3 +196,18 @@ func BenchmarkDecodeBatch(b *testing.B) {
 		})
 	}
 }
+
+// TestDecodeBatchStringIntoAllocatesNothing: once the reused batch's
+// readings and path arrays are large enough, decoding from a string costs
+// no allocation (the collector decodes every message so; the path was one
+// allocation per batch before).
+func TestDecodeBatchStringIntoAllocatesNothing(t *testing.T) {
+	s := string(sampleBatch(20).AppendJSON(nil))
+	var b Batch
+	if err := DecodeBatchStringInto(&b, s); err != nil || len(b.Asset.Path) == 0 {
+		t.Fatalf("%v, path %q", err, b.Asset.Path)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = DecodeBatchStringInto(&b, s) }); n != 0 {
+		t.Errorf("DecodeBatchStringInto allocates %v times per batch", n)
+	}
+}

@@ -61,13 +61,21 @@ type ParsedSubject struct {
 	Kind               Kind
 }
 
-// ParseSubject splits a subject of the smelter.v1 layout.
+// ParseSubject splits a subject of the smelter.v1 layout. The tokens are
+// views into s; it allocates only for an error (the collector's ingest
+// check calls it once per message).
 func ParseSubject(s string) (ParsedSubject, error) {
-	t := strings.Split(s, ".")
-	if len(t) != 6 || t[0] != "smelter" || t[1] != "v1" {
+	var t [6]string
+	rest, ok := s, true
+	for i := range len(t) - 1 {
+		if t[i], rest, ok = strings.Cut(rest, "."); !ok {
+			break
+		}
+	}
+	if !ok || strings.IndexByte(rest, '.') >= 0 || t[0] != "smelter" || t[1] != "v1" {
 		return ParsedSubject{}, fmt.Errorf("%w: subject %q is not smelter.v1.<site>.<class>.<asset>.<kind>", ErrInvalid, s)
 	}
-	return ParsedSubject{Site: t[2], Class: t[3], Asset: t[4], Kind: Kind(t[5])}, nil
+	return ParsedSubject{Site: t[2], Class: t[3], Asset: t[4], Kind: Kind(rest)}, nil
 }
 
 // Kinds of the command path (docs/commands.md): a command request and
