@@ -195,7 +195,13 @@ func FuzzMBAPFrame(f *testing.F) {
 
 // BenchmarkReadTCP100 reads 100 holding registers (one request, 50 float32
 // points) per op from a simonvetter server over loopback TCP.
-func BenchmarkReadTCP100(b *testing.B) {
+func BenchmarkReadTCP100(b *testing.B) { benchReadTCP100(b, context.Background()) }
+
+// BenchmarkReadTCP100Cancelable reads with a context that can end, as a
+// gateway's device does (its abort is registered with the context).
+func BenchmarkReadTCP100Cancelable(b *testing.B) { benchReadTCP100(b, b.Context()) }
+
+func benchReadTCP100(b *testing.B, ctx context.Context) {
 	bank := modbustest.NewBank()
 	srv := modbustest.StartServer(b, bank)
 	var points []Point
@@ -212,7 +218,6 @@ func BenchmarkReadTCP100(b *testing.B) {
 	pool := NewPool(nil, nil)
 	b.Cleanup(func() { _ = pool.Close() })
 	dev := newReader(pool, "bench", cfg, plan)
-	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		dev.Read(ctx)

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -100,6 +101,10 @@ type link struct {
 	turns     turns
 	connected atomic.Bool
 	m         *Metrics
+	abort     abort // ends a wait in flight when its context ends (roundTrip)
+
+	watched   <-chan struct{} // Done of the context abort is registered with
+	stopWatch func() bool     // that registration's stop
 
 	p           port
 	drainer     *drainer
@@ -402,6 +407,7 @@ func (l *link) drop() {
 func (l *link) close() error {
 	_ = l.turns.acquire(context.Background(), nil)
 	defer l.turns.release(nil)
+	l.unwatch()
 	var err error
 	if l.p != nil {
 		err = l.p.Close()
@@ -410,6 +416,69 @@ func (l *link) close() error {
 	}
 	l.closed = true
 	return err
+}
+
+// abort stops the wait of an exchange in flight when its context ends (by
+// setting the port's deadline in the past), through one registration
+// (context.AfterFunc) per context the link serves rather than one per
+// request: a device reads with the same context for its whole run. A
+// registration outlives the exchanges of its context, so it acts only on
+// an exchange of that context in flight (begin .. end) and never on
+// another's, an idle link's, or a port the link has dropped since; end
+// tells whether it acted. roundTrip brackets its exchange with begin and
+// end, and drops the connection when the abort ran (or ctx ended, when it
+// could have), as the port's deadline is no longer the link's to trust.
+type abort struct {
+	mu    sync.Mutex
+	done  <-chan struct{} // Done of the context whose exchange is in flight; nil between exchanges
+	p     port            // that exchange's port
+	fired bool            // the abort set p's deadline during the exchange
+}
+
+func (a *abort) begin(done <-chan struct{}, p port) {
+	a.mu.Lock()
+	a.done, a.p, a.fired = done, p, false
+	a.mu.Unlock()
+}
+
+// end closes the exchange begin opened; true if the abort acted in it.
+func (a *abort) end() bool {
+	a.mu.Lock()
+	fired := a.fired
+	a.done, a.p, a.fired = nil, nil, false
+	a.mu.Unlock()
+	return fired
+}
+
+// fire is the registration's callback for the context whose Done is done.
+func (a *abort) fire(done <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.done == done && a.p != nil {
+		_ = a.p.SetDeadline(time.Unix(1, 0))
+		a.fired = true
+	}
+}
+
+// watch makes sure ctx's end fires the link's abort: registered once per
+// context (by its Done channel: contexts that share it end together), the
+// link's previous context's registration stopped. Caller holds the link.
+func (l *link) watch(ctx context.Context, done <-chan struct{}) {
+	if l.watched == done {
+		return
+	}
+	l.unwatch()
+	l.watched = done
+	l.stopWatch = context.AfterFunc(ctx, func() { l.abort.fire(done) })
+}
+
+// unwatch stops the link's registration, if any: the context may outlive
+// the link (close). Caller holds the link.
+func (l *link) unwatch() {
+	if l.stopWatch != nil {
+		l.stopWatch()
+	}
+	l.watched, l.stopWatch = nil, nil
 }
 
 // settle updates the link after one exchange that ended with err. An
@@ -458,8 +527,11 @@ func isRead(pdu []byte) bool { return len(pdu) > 0 && pdu[0] >= 1 && pdu[0] <= 4
 // frame err reports while s's unit was asked (a late reply of that unit),
 // or nil: another error, not a framed line, or a unit no device reads.
 func (l *link) foreign(s *share, err error) *share {
+	if err == nil || !l.framed() {
+		return nil // before re, which escapes: no allocation per answer
+	}
 	var re *ReplyError
-	if !l.framed() || !errors.As(err, &re) || re.Status != StatusWrongUnit || re.Got < 0 || re.Got > 255 {
+	if !errors.As(err, &re) || re.Status != StatusWrongUnit || re.Got < 0 || re.Got > 255 {
 		return nil
 	}
 	x := l.turns.byUnit(byte(re.Got))
@@ -512,11 +584,13 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		return nil, &linkError{StatusCanceled, err}
 	}
 	p := l.p
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = p.SetDeadline(time.Unix(1, 0)) })
+	if done := ctx.Done(); done != nil {
+		l.watch(ctx, done)
+		l.abort.begin(done, p)
 		defer func() {
-			if !stop() && l.p == p {
-				// the abort ran or is running: this port's deadline is no longer ours
+			if (l.abort.end() || ctx.Err() != nil) && l.p == p {
+				// the abort ran, or ctx ended while it could: this port's
+				// deadline is no longer ours
 				l.drop()
 			}
 		}()

@@ -98,7 +98,7 @@ func TestReadingFastTakesEncoderOutput(t *testing.T) {
 	for i, r := range sampleBatch(40).Readings {
 		for _, status := range []uint32{0, 1 << 31} {
 			r.Status = status
-			enc := string(r.appendJSON(nil))
+			enc := string(r.appendJSON(nil, &lastTS{}))
 			d := batchDecoder{s: enc}
 			var got Reading
 			if !d.readingFast(&got) || d.i != len(enc) {

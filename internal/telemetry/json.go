@@ -40,16 +40,35 @@ func (b *Batch) AppendJSON(dst []byte) []byte {
 		dst = strconv.AppendInt(dst, int64(b.Parts), 10)
 	}
 	dst = append(dst, `,"readings":[`...)
+	var ts lastTS
 	for i := range b.Readings {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = b.Readings[i].appendJSON(dst)
+		dst = b.Readings[i].appendJSON(dst, &ts)
 	}
 	return append(dst, "]}"...)
 }
 
-func (r *Reading) appendJSON(dst []byte) []byte {
+// lastTS keeps the digits of the last timestamp written: a batch's
+// readings mostly carry their cycle's timestamp, written once and copied
+// for the rest.
+type lastTS struct {
+	ts     int64
+	n      int // length of the digits in buf; 0: none yet
+	digits [20]byte
+}
+
+func (c *lastTS) append(dst []byte, ts int64) []byte {
+	if c.n == 0 || ts != c.ts {
+		c.ts, c.n = ts, len(strconv.AppendInt(c.digits[:0], ts, 10))
+	}
+	return append(dst, c.digits[:c.n]...)
+}
+
+// appendJSON appends r's wire form; ts carries the last timestamp's
+// digits from one reading to the next.
+func (r *Reading) appendJSON(dst []byte, ts *lastTS) []byte {
 	dst = append(dst, `{"signal":`...)
 	dst = appendString(dst, r.Signal)
 	if r.HasValue() {
@@ -67,7 +86,7 @@ func (r *Reading) appendJSON(dst []byte) []byte {
 	dst = append(dst, `,"quality":"`...)
 	dst = append(dst, r.Quality.String()...)
 	dst = append(dst, `","ts":`...)
-	dst = strconv.AppendInt(dst, r.TS, 10)
+	dst = ts.append(dst, r.TS)
 	if r.Status != 0 {
 		dst = append(dst, `,"status":`...)
 		dst = strconv.AppendUint(dst, uint64(r.Status), 10)

@@ -33,8 +33,9 @@ func (b *Batch) Split(limit int, parts []Batch) (out []Batch, dropped []int) {
 	h.Part, h.Parts = max(len(b.Readings), 1), max(len(b.Readings), 1)
 	header := len(h.AppendJSON(scratch[:0]))
 	sizes := make([]int, len(b.Readings))
+	var ts lastTS
 	for i := range b.Readings {
-		scratch = b.Readings[i].appendJSON(scratch[:0])
+		scratch = b.Readings[i].appendJSON(scratch[:0], &ts)
 		sizes[i] = len(scratch)
 		if header+sizes[i] > limit {
 			dropped = append(dropped, i)
