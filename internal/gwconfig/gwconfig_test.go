@@ -552,14 +552,14 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 			dev("c", "1s", `address: "127.0.0.1:2", unit_id: 1`),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: " +
 				"up to 50s after it falls silent (2 device(s) x 25s, one request timing out), not 3 x its poll interval (3s); " +
-				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~26s between two reads (instead of 1s): " +
-				"a read may wait for one timed-out request of each silent unit (1 x 25s), at every poll at first, " +
+				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~51s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (1 x 25s, + up to one of its own), at every poll at first, " +
 				"then in bursts as their backoff grows (up to backoff_max 30s); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 		{"a busy RTU line", head + line.String(),
 			"devices[0].modbus.timeout: a silent device on connection /dev/ttyS0 is known dead (its points stale) only once its requests time out: " +
 				"up to 37.5s after it falls silent (25 device(s) x 1.5s, one request timing out), not 3 x its poll interval (6s); " +
-				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~38s between two reads (instead of 2s): " +
-				"a read may wait for one timed-out request of each silent unit (24 x 1.5s), at every poll at first, " +
+				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~39.5s between two reads (instead of 2s): " +
+				"a read may wait for one timed-out request of each silent unit (24 x 1.5s, + up to one of its own), at every poll at first, " +
 				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 		// review 4 F2: durations rounded (the default silence at 19200 baud
 		// made it 34.39999998s, 1.146666666s, 33.253333314s)
@@ -572,8 +572,8 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 		}(),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:15020 is known dead (its points stale) only once its requests time out: " +
 				"up to 34.4s after it falls silent (30 device(s) x 1.147s, one request timing out), not 3 x its poll interval (3s); " +
-				"meanwhile, with 29 silent unit(s), healthy devices on this connection can go ~34.3s between two reads (instead of 1s): " +
-				"a read may wait for one timed-out request of each silent unit (29 x 1.147s), at every poll at first, " +
+				"meanwhile, with 29 silent unit(s), healthy devices on this connection can go ~35.4s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (29 x 1.147s, + up to one of its own), at every poll at first, " +
 				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -591,8 +591,8 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 // TestSharedConnectionBirthInterval (review 4, F9): a device on a Modbus
 // connection shared with others announces in its birth the longest time
 // between two of its reports while it answers: its interval (or heartbeat)
-// + one request of each other device timing out (timeout, + silence on
-// RTU/ASCII), rounded up to the millisecond; a device alone on its
+// + one request of each other device timing out and one of its own
+// (timeout, + silence on RTU/ASCII), rounded up to the millisecond; a device alone on its
 // connection announces its interval.
 func TestSharedConnectionBirthInterval(t *testing.T) {
 	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n" +
@@ -610,13 +610,13 @@ func TestSharedConnectionBirthInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const wait2 = 2294 // 2 x 1146.666... ms, rounded up
+	const wait2 = 3440 // (2 others + its own) x 1146.666... ms, rounded up
 	want := map[string][]int64{
 		"m1": {1000 + wait2, 60_000 + wait2}, // the deadband point: its heartbeat + the wait
 		"m2": {2000 + wait2},
 		"m3": {1000 + wait2},
-		"g1": {2000},
-		"g2": {2000},
+		"g1": {3000}, // (1 other + its own) x 1s
+		"g2": {3000},
 		"a":  {1000},
 	}
 	for _, d := range cfg.Devices {

@@ -333,7 +333,7 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 			if wait > backoffMax[key] {
 				lasts = "for as long as they are silent (their backoff_max " + backoffMax[key].String() + " is shorter)"
 			}
-			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s; their births announce this as their interval",
+			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v, + up to one of its own), at every poll at first, then %s; their births announce this as their interval",
 				k, roundDur(sharedGap(shortest[key], k, step)), shortest[key], k, roundDur(step), lasts)
 		}
 		c.Warnf(d.Field+".modbus.timeout",
@@ -356,27 +356,28 @@ func linkStep(cfg Config) time.Duration {
 
 // sharedGap is the longest a device polled every interval goes between
 // two reads that get its reply (so between two of its reports) on a
-// connection where k other devices may be silent, each of their requests
-// holding the connection step (linkStep). Devices with one interval share
+// connection where k other devices may be silent, each request holding
+// the connection at most step (linkStep). Devices with one interval share
 // the pool's grid, so units that fall silent together queue for the link
 // at the same tick as a healthy device, levelled with it (turns: back
 // from idle at the floor, equals in arrival order), and its read waits
-// for one request of each, each timing out: k x step, after a read that
-// waited for none, one interval before
-// (TestTurnsHealthyBehindSilentUnits, TestSharedGapCoversSilentUnits).
-// That is the longest gap, not its usual period: a silent unit that has
-// used the link more than the healthy device since both were levelled
-// goes after it, so most of its reads come sooner. Its own requests
-// (short beside a timeout) are not counted.
+// for one request of each, each timing out (k x step), after a read one
+// interval before that waited for none; its own read (short beside a
+// timeout, counted as one request: step) and the timers' slack come on
+// top: interval + (k + 1) x step (TestTurnsHealthyBehindSilentUnits,
+// gateway TestSharedLinkBirthCoversGaps). That is the longest gap, not its
+// usual period: a silent unit that has used the link more than the
+// healthy device since both were levelled goes after it, so most of its
+// reads come sooner.
 func sharedGap(interval time.Duration, k int, step time.Duration) time.Duration {
-	return interval + time.Duration(k)*step
+	return interval + time.Duration(k+1)*step
 }
 
 // announceSharedGaps raises the birth interval of every point of a device
 // on a connection shared with others to the longest time between two of
 // its reports while it answers (docs/schema.md, interval_ms): the
-// announced interval + sharedGap's wait, k every other device on the
-// connection, in whole milliseconds rounded up. Static, from the
+// announced interval (poll interval, or heartbeat) + sharedGap's wait, k
+// every other device on the connection, in whole milliseconds rounded up. Static, from the
 // configuration: the worst case whether or not other units are silent now
 // (a rebirth at every change of the silent set would be heavier than the
 // later silence judgement this costs a consumer: docs/configuration.md).
@@ -393,7 +394,7 @@ func announceSharedGaps(devs []*gwconfig.Device) {
 			continue
 		}
 		wait := sharedGap(0, k, linkStep(l))
-		ms := int64((wait + time.Millisecond - 1) / time.Millisecond)
+		ms := int64((wait + time.Millisecond - 1) / time.Millisecond) // rounded up
 		for i := range d.BirthIntervalMS {
 			d.BirthIntervalMS[i] += ms
 		}
