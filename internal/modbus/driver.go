@@ -377,10 +377,12 @@ func sharedGap(interval time.Duration, k int, step time.Duration) time.Duration 
 // on a connection shared with others to the longest time between two of
 // its reports while it answers (docs/schema.md, interval_ms): the
 // announced interval (poll interval, or heartbeat) + sharedGap's wait, k
-// every other device on the connection, in whole milliseconds rounded up. Static, from the
-// configuration: the worst case whether or not other units are silent now
-// (a rebirth at every change of the silent set would be heavier than the
-// later silence judgement this costs a consumer: docs/configuration.md).
+// every other device on the connection, in whole milliseconds rounded
+// up. Static, from the configuration: the worst case whether or not other
+// units are silent now (a rebirth at every change of the silent set would
+// be heavier than the later silence judgement this costs a consumer:
+// docs/configuration.md). It assumes silent units say nothing: a line
+// kept busy by noise can hold a request up to link.stepBound.
 func announceSharedGaps(devs []*gwconfig.Device) {
 	n := map[string]int{}
 	for _, d := range devs {
