@@ -19,6 +19,14 @@ import (
 // SetAbsentReply), with the stall floor lowered to floor.
 func modbusStallRig(t *testing.T, n int, timeout, floor time.Duration) (*Gateway, *modbustest.Hostile) {
 	t.Helper()
+	_, g, srv := modbusSharedRig(t, n, timeout, floor)
+	return g, srv
+}
+
+// modbusSharedRig is modbusStallRig that also returns its rig (its NATS
+// server: the gateway's uplink).
+func modbusSharedRig(t *testing.T, n int, timeout, floor time.Duration) (*rig, *Gateway, *modbustest.Hostile) {
+	t.Helper()
 	r := newRig(t, "")
 	srv := modbustest.StartHostileTCP(t, r.bank, 1, nil)
 	var devs strings.Builder
@@ -38,7 +46,7 @@ devices:
 %s`, r.nats.URL(), devs.String()))
 	g := runGatewayWith(t, cfg, Options{DrainTimeout: time.Second, Logger: testLogger(t)},
 		func(g *Gateway) { g.stallFloor = floor })
-	return g, srv
+	return r, g, srv
 }
 
 // assertNoStall fails when any device of g was declared stalled, and when

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -551,15 +552,29 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 			dev("c", "1s", `address: "127.0.0.1:2", unit_id: 1`),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: " +
 				"up to 50s after it falls silent (2 device(s) x 25s, one request timing out), not 3 x its poll interval (3s); " +
-				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~25s between two reads (instead of 1s): " +
-				"a read may wait for one timed-out request of each silent unit (1 x 25s), at every poll at first, " +
-				"then in bursts as their backoff grows (up to backoff_max 30s); lower timeout (or silence), or put fewer devices on the connection"},
+				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~51s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (1 x 25s, + up to one of its own), at every poll at first, " +
+				"then in bursts as their backoff grows (up to backoff_max 30s); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 		{"a busy RTU line", head + line.String(),
 			"devices[0].modbus.timeout: a silent device on connection /dev/ttyS0 is known dead (its points stale) only once its requests time out: " +
 				"up to 37.5s after it falls silent (25 device(s) x 1.5s, one request timing out), not 3 x its poll interval (6s); " +
-				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~36s between two reads (instead of 2s): " +
-				"a read may wait for one timed-out request of each silent unit (24 x 1.5s), at every poll at first, " +
-				"then for as long as they are silent (their backoff_max 30s is shorter); lower timeout (or silence), or put fewer devices on the connection"},
+				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~39.5s between two reads (instead of 2s): " +
+				"a read may wait for one timed-out request of each silent unit (24 x 1.5s, + up to one of its own), at every poll at first, " +
+				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
+		// review 4 F2: durations rounded (the default silence at 19200 baud
+		// made it 34.39999998s, 1.146666666s, 33.253333314s)
+		{"rounded durations", head + func() string {
+			var b strings.Builder // the reviewer's line: 30 units, timeout 500ms, default silence
+			for u := 1; u <= 30; u++ {
+				b.WriteString(dev(fmt.Sprintf("m%d", u), "1s", fmt.Sprintf("transport: rtu_over_tcp, address: \"127.0.0.1:15020\", unit_id: %d, timeout: 500ms", u)))
+			}
+			return b.String()
+		}(),
+			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:15020 is known dead (its points stale) only once its requests time out: " +
+				"up to 34.4s after it falls silent (30 device(s) x 1.147s, one request timing out), not 3 x its poll interval (3s); " +
+				"meanwhile, with 29 silent unit(s), healthy devices on this connection can go ~35.4s between two reads (instead of 1s): " +
+				"a read may wait for one timed-out request of each silent unit (29 x 1.147s, + up to one of its own), at every poll at first, " +
+				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadBytes("gw.yaml", []byte(tc.doc))
@@ -570,5 +585,47 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 				t.Errorf("warnings = %v\nwant one ending %s", cfg.Warnings, tc.want)
 			}
 		})
+	}
+}
+
+// TestSharedConnectionBirthInterval (review 4, F9): a device on a Modbus
+// connection shared with others announces in its birth the longest time
+// between two of its reports while it answers: its interval (or heartbeat)
+// + one request of each other device timing out and one of its own
+// (timeout, + silence on RTU/ASCII), rounded up to the millisecond; a device alone on its
+// connection announces its interval.
+func TestSharedConnectionBirthInterval(t *testing.T) {
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n" +
+		// three units on one RTU-over-TCP line, timeout 500ms, default silence at 19200 baud:
+		// 0.5 + 0.5 + 256 x 11 / 19200 = 1.146666... s a request
+		"  - {id: m1, class: motor, poll_interval: 1s, heartbeat: 1m, modbus: {transport: rtu_over_tcp, address: \"127.0.0.1:15020\", unit_id: 1, timeout: 500ms}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}, {signal: current_a, table: holding, address: 2, type: float32, unit: A, deadband: 0.5}]}\n" +
+		"  - {id: m2, class: motor, poll_interval: 2s, modbus: {transport: rtu_over_tcp, address: \"127.0.0.1:15020\", unit_id: 2, timeout: 500ms}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n" +
+		"  - {id: m3, class: motor, poll_interval: 1s, modbus: {transport: rtu_over_tcp, address: \"127.0.0.1:15020\", unit_id: 3, timeout: 500ms}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n" +
+		// two units behind one TCP gateway, timeout 1s: no silence
+		"  - {id: g1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\", unit_id: 1, timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n" +
+		"  - {id: g2, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:1\", unit_id: 2, timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n" +
+		// alone on its connection
+		"  - {id: a, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:2\", timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wait2 = 3440 // (2 others + its own) x 1146.666... ms, rounded up
+	want := map[string][]int64{
+		"m1": {1000 + wait2, 60_000 + wait2}, // the deadband point: its heartbeat + the wait
+		"m2": {2000 + wait2},
+		"m3": {1000 + wait2},
+		"g1": {3000}, // (1 other + its own) x 1s
+		"g2": {3000},
+		"a":  {1000},
+	}
+	for _, d := range cfg.Devices {
+		var got []int64
+		for i := range d.Norm {
+			got = append(got, d.Signal(i).IntervalMS)
+		}
+		if !slices.Equal(got, want[d.ID]) {
+			t.Errorf("%s: birth interval_ms %v, want %v", d.ID, got, want[d.ID])
+		}
 	}
 }

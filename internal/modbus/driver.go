@@ -281,6 +281,7 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 		}
 	}
 	warnSlowDeath(c, devs, first)
+	announceSharedGaps(devs)
 }
 
 // slowDeath is the least worst-case death judgement validate warns about.
@@ -291,26 +292,18 @@ const slowDeath = 30 * time.Second
 // silence when a read's requests time out (docs/schema.md), and a read
 // waits at most one request of each other device on the connection
 // before its own (turns), a request of a silent unit costing its timeout
-// (+ the silence that follows it on an RTU or ASCII line): about n x that
-// after it fell silent, n the devices on the connection. Warned when that
-// exceeds both 3 x the shortest poll interval on the connection and
-// slowDeath.
+// (+ the silence that follows it on an RTU or ASCII line, linkStep):
+// about n x that after it fell silent, n the devices on the connection.
+// Warned when that exceeds both 3 x the shortest poll interval on the
+// connection and slowDeath.
 //
 // On a shared connection the warning also gives the cost to the devices
-// that still answer. Devices with one interval share the pool's grid, so
-// units that fall silent together queue for the link at the same tick as
-// a healthy device, levelled with it (turns: back from idle at the floor,
-// equals in arrival order), and its read waits for one request of each,
-// each timing out (step): k x step with k silent units, so the healthy
-// device can go max(interval, k x step) between two reads
-// (TestTurnsHealthyBehindSilentUnits). That is the longest gap, not its
-// usual period: a silent unit that has used the link more than the
-// healthy device since both were levelled goes after it, so most of its
-// reads come sooner. Silent units retry at every poll
-// at first, then once per backoff (device.account: backoff_min doubling to
-// backoff_max, jittered down to half): when k x step exceeds backoff_max
-// they are always waiting and the long gaps recur while they are silent;
-// otherwise their retries spread out and they come in bursts.
+// that still answer (sharedGap: what their births announce). Silent units
+// retry at every poll at first, then once per backoff (device.account:
+// backoff_min doubling to backoff_max, jittered down to half): when
+// k x step exceeds backoff_max they are always waiting and the long gaps
+// recur while they are silent; otherwise their retries spread out and
+// they come in bursts.
 func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
 	n := map[string]int{}
 	shortest := map[string]time.Duration{}
@@ -328,11 +321,7 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 	for key, i := range first {
 		d := devs[i]
 		l := d.Driver.(*DeviceConfig).Config
-		l.runtimeDefaults()
-		step := l.Timeout
-		if l.Transport != TCP {
-			step += l.silence()
-		}
+		step := linkStep(l)
 		worst := time.Duration(n[key]) * step
 		if worst <= slowDeath || worst <= 3*shortest[key] {
 			continue
@@ -344,13 +333,82 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 			if wait > backoffMax[key] {
 				lasts = "for as long as they are silent (their backoff_max " + backoffMax[key].String() + " is shorter)"
 			}
-			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v), at every poll at first, then %s",
-				k, max(shortest[key], wait), shortest[key], k, step, lasts)
+			healthy = fmt.Sprintf("; meanwhile, with %d silent unit(s), healthy devices on this connection can go ~%v between two reads (instead of %v): a read may wait for one timed-out request of each silent unit (%d x %v, + up to one of its own), at every poll at first, then %s; their births announce this as their interval",
+				k, roundDur(sharedGap(shortest[key], k, step)), shortest[key], k, roundDur(step), lasts)
 		}
 		c.Warnf(d.Field+".modbus.timeout",
 			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v)%s; lower timeout (or silence), or put fewer devices on the connection",
-			l.Address, worst, n[key], step, 3*shortest[key], healthy)
+			l.Address, roundDur(worst), n[key], roundDur(step), 3*shortest[key], healthy)
 	}
+}
+
+// linkStep is the longest one request of a device can hold a connection
+// with cfg's settings: its timeout, + the silence that follows a failed
+// exchange on an RTU or ASCII line.
+func linkStep(cfg Config) time.Duration {
+	cfg.runtimeDefaults()
+	step := cfg.Timeout
+	if cfg.Transport != TCP {
+		step += cfg.silence()
+	}
+	return step
+}
+
+// sharedGap is the longest a device polled every interval goes between
+// two reads that get its reply (so between two of its reports) on a
+// connection where k other devices may be silent, each request holding
+// the connection at most step (linkStep). Devices with one interval share
+// the pool's grid, so units that fall silent together queue for the link
+// at the same tick as a healthy device, levelled with it (turns: back
+// from idle at the floor, equals in arrival order), and its read waits
+// for one request of each, each timing out (k x step), after a read one
+// interval before that waited for none; its own read (short beside a
+// timeout, counted as one request: step) and the timers' slack come on
+// top: interval + (k + 1) x step (TestTurnsHealthyBehindSilentUnits,
+// gateway TestSharedLinkBirthCoversGaps). That is the longest gap, not its
+// usual period: a silent unit that has used the link more than the
+// healthy device since both were levelled goes after it, so most of its
+// reads come sooner.
+func sharedGap(interval time.Duration, k int, step time.Duration) time.Duration {
+	return interval + time.Duration(k+1)*step
+}
+
+// announceSharedGaps raises the birth interval of every point of a device
+// on a connection shared with others to the longest time between two of
+// its reports while it answers (docs/schema.md, interval_ms): the
+// announced interval (poll interval, or heartbeat) + sharedGap's wait, k
+// every other device on the connection, in whole milliseconds rounded
+// up. Static, from the configuration: the worst case whether or not other
+// units are silent now (a rebirth at every change of the silent set would
+// be heavier than the later silence judgement this costs a consumer:
+// docs/configuration.md). It assumes silent units say nothing: a line
+// kept busy by noise can hold a request up to link.stepBound.
+func announceSharedGaps(devs []*gwconfig.Device) {
+	n := map[string]int{}
+	for _, d := range devs {
+		l := d.Driver.(*DeviceConfig).Config
+		n[l.linkKey()]++
+	}
+	for _, d := range devs {
+		l := d.Driver.(*DeviceConfig).Config
+		k := n[l.linkKey()] - 1
+		if k == 0 {
+			continue
+		}
+		wait := sharedGap(0, k, linkStep(l))
+		ms := int64((wait + time.Millisecond - 1) / time.Millisecond) // rounded up
+		for i := range d.BirthIntervalMS {
+			d.BirthIntervalMS[i] += ms
+		}
+	}
+}
+
+// roundDur rounds d for a message: to 0.1 s from 10 s up, else to 1 ms.
+func roundDur(d time.Duration) time.Duration {
+	if d >= 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // Sources implements driver.Driver: one Pool per gateway, so devices on

@@ -361,8 +361,8 @@ func TestProgressBound(t *testing.T) {
 // link, all back from idle, so levelled at the floor: the healthy device's
 // read waits for one request of each silent unit (the one in flight, then
 // the ones queued before it), each timing out on a real link: k x step
-// with k silent units, the delay validate's slow-death warning gives
-// (warnSlowDeath).
+// with k silent units, the wait in the gap validate's slow-death warning
+// gives and births announce (sharedGap).
 func TestTurnsHealthyBehindSilentUnits(t *testing.T) {
 	var tr turns
 	const k = 4

@@ -81,8 +81,13 @@ type assetState struct {
 	lastTS    int64 // data time of the newest batch
 	lastRecv  int64 // wall time the newest batch was received
 	interval  int64 // observed batch interval, ms
-	batches   uint64
-	dead      string
+	// birthGap is the shortest interval_ms its birth in force declares (0:
+	// none): the asset reports at least that often while it answers
+	// (docs/schema.md), so silence is never judged on less (silenceIV).
+	// Derived from birth, not checkpointed.
+	birthGap int64
+	batches  uint64
+	dead     string
 	// lifeTSGW is the ts_gw of the newest birth or death the state
 	// includes (applied, or a birth in force again: Revive); 0 when none
 	// had one. While the asset is dead it is its death's (a birth or batch
@@ -330,6 +335,7 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 		a.birth[si.Signal] = si
 		a.signal(si.Signal)
 	}
+	a.setBirthGap()
 	a.birthBin = nil
 	out = a.dropUnborn(out, b.TSGW)
 	out = e.revive(a, b.TSGW, out)
@@ -828,8 +834,32 @@ func (e *Engine) Silent(at int64) bool {
 // silentAt reports whether the asset's silence alert is due at at and not
 // raised yet: it sent nothing for more than k x its batch interval.
 func (a *assetState) silentAt(at int64) bool {
-	return a.silence != nil && a.interval > 0 && a.lastRecv != 0 &&
-		float64(at-a.lastRecv) > a.silence.r.K*float64(a.interval) && a.silence.latch.Level == alert.None
+	iv := a.silenceIV()
+	return a.silence != nil && iv > 0 && a.lastRecv != 0 &&
+		float64(at-a.lastRecv) > a.silence.r.K*float64(iv) && a.silence.latch.Level == alert.None
+}
+
+// silenceIV is the batch interval the asset's silence is judged on (ms):
+// the observed one (an average of arrival gaps), but never less than the
+// shortest interval its birth declares, the longest its gateway may go
+// between two reports while the asset answers (a Modbus device on a
+// connection shared with units that time out: review 4 F9; 0 when
+// neither is known.
+func (a *assetState) silenceIV() int64 {
+	if a.interval <= 0 {
+		return 0 // no batch interval seen yet: as before, no silence judged
+	}
+	return max(a.interval, a.birthGap)
+}
+
+// setBirthGap sets birthGap from the birth in force.
+func (a *assetState) setBirthGap() {
+	a.birthGap = 0
+	for _, si := range a.birth {
+		if si.IntervalMS > 0 && (a.birthGap == 0 || si.IntervalMS < a.birthGap) {
+			a.birthGap = si.IntervalMS
+		}
+	}
 }
 
 // inst is one rule applied to one asset (and signal).

@@ -521,7 +521,7 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 		} else if st == alert.Cleared {
 			msg = who + " sends data again"
 		} else {
-			msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval)", who, ms(in.latch.Raised-a.lastRecv), fv(r.K), ms(a.interval))
+			msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval)", who, ms(in.latch.Raised-a.lastRecv), fv(r.K), ms(a.silenceIV()))
 		}
 		return prefix + msg, nil
 	}

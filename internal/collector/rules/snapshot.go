@@ -379,6 +379,7 @@ func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 		a.birth[bi.Signal] = bi
 		a.signal(bi.Signal)
 	}
+	a.setBirthGap()
 	a.birthBin = nil
 	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
 	a.gateway, a.seq, a.part, a.lifeTSGW = st.Gateway, st.Seq, st.Part, st.LifeTSGW
