@@ -454,11 +454,13 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.signalsRefused(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Gateway, refusedInvalid,
 				sh.engine.NoteRefused(b.Asset.Site(), b.Asset.ID, invalid, firstInvalid))
 		}
-		c.live.ObserveBatch(b)
 		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, sh.scratch[:0])
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+			c.live.ObserveLateBatch(b) // the asset stays on its newest evaluated message's gateway
+		} else {
+			c.live.ObserveBatch(b)
 		}
 		var res []kpi.Result
 		res, al = sh.kpis.Process(b, sh.results[:0], al)

@@ -960,7 +960,11 @@ type AssetView struct {
 	Running   bool               `json:"running"`
 	LastTS    int64              `json:"last_ts"`
 	Dead      string             `json:"dead,omitempty"`
-	Signals   []SignalView       `json:"signals"`
+	// Gateway is the gateway of the asset's newest evaluated message (a
+	// batch not older than the newest, an applied birth or death;
+	// checkpointed): "" before any.
+	Gateway string       `json:"gateway,omitempty"`
+	Signals []SignalView `json:"signals"`
 	// Writable lists the signals commands may write, with the limits of
 	// the asset's birth (sorted by signal; empty when none is writable).
 	Writable []WritableView `json:"writable,omitempty"`
@@ -999,7 +1003,7 @@ func (e *Engine) Asset(site, id string) (AssetView, bool) {
 
 func (a *assetState) view() AssetView {
 	v := AssetView{Site: a.site, ID: a.id, Class: a.class, Path: append([]string(nil), a.path...),
-		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Nameplate: make(map[string]float64, len(a.nameplate)), SignalsRefused: a.refused}
+		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Gateway: a.gateway, Nameplate: make(map[string]float64, len(a.nameplate)), SignalsRefused: a.refused}
 	for k, x := range a.nameplate {
 		v.Nameplate[k] = x
 	}
