@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
-	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -101,30 +100,61 @@ func deathAlert(c *Collector) (a alert.Alert, ok bool) {
 }
 
 // TestRestoredFutureLifeBounded (review4 F6): a record a release before
-// the clamp wrote, with the newest death's ts_gw in 2100, does not hold
-// the asset dead after a restore: the shard's engine restores a time
-// beyond now + max_future as now, and the asset's own rebirth revives it.
+// the clamp wrote, with a death of another gateway dated 2100 (made here
+// by a collector with max_future 0s, which takes it as dated), does not
+// hold the asset dead after a restore: the shard's engine restores a
+// newest ts_gw beyond now + max_future as now, and the asset's own
+// rebirth and data revive it and clear the restored "reported dead" alert.
 func TestRestoredFutureLifeBounded(t *testing.T) {
 	year2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	col := newCollector(t, Defaults())
-	now := time.Now().UnixMilli()
-	st := rules.AssetState{Site: "site1", ID: "ac-1", Class: "air_compressor", Path: spanAsset.Path, LastTSGW: now - 4000,
-		Batches: 1, Dead: "no reply", Gateway: "gw-2", Seq: 1, LifeTSGW: year2100}
-	sh := col.shard(0)
-	sh.mu.Lock()
-	sh.engine.RestoreAssetAt(&st, now-3000)
-	got, _ := sh.engine.Snapshot("site1", "ac-1")
-	sh.mu.Unlock()
-	if got.LifeTSGW > time.Now().UnixMilli() || got.LifeTSGW < now {
-		t.Errorf("restored life ts_gw %d, want the restore time (about %d)", got.LifeTSGW, now)
-	}
-	later := time.Now().UnixMilli() + 1
-	for _, m := range []spanMsg{spanBirth(t, 4, later, 1.6, "discharge_temp", "discharge_pressure"), lifeBatch(5, later+1, telemetry.QualityGood)} {
-		if err := col.Handle(context.Background(), telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
+	ctx := context.Background()
+	send := func(c *Collector, m spanMsg) {
+		t.Helper()
+		if err := c.Handle(ctx, telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if av, _ := col.Asset("site1", "ac-1"); av.Dead != "" {
+	old := Defaults()
+	old.MaxFuture = 0
+	c0 := newCollector(t, old)
+	now := time.Now().UnixMilli()
+	send(c0, spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
+	send(c0, lifeBatch(2, now-4000, telemetry.QualityGood))
+	send(c0, fromGateway(t, spanDeath(t, 1, year2100), "gw-2"))
+	sh0 := c0.shard(0)
+	sh0.mu.Lock()
+	sh0.dirty[[2]string{"site1", "ac-1"}] = struct{}{} // the checkpoint's record of the asset
+	w, err := sh0.snapshot(nil, 0, false, nil)
+	sh0.mu.Unlock()
+	if err != nil || len(w) != 1 {
+		t.Fatalf("snapshot: %d records, %v", len(w), err)
+	}
+
+	c := newCollector(t, Defaults())
+	sh := c.shard(0)
+	sh.mu.Lock()
+	err = sh.restore(w[0].data, 1, now-3000)
+	got, _ := sh.engine.Snapshot("site1", "ac-1")
+	sh.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LifeTSGW > time.Now().UnixMilli() || got.LifeTSGW < now {
+		t.Errorf("restored life ts_gw %d, want the restore time (about %d)", got.LifeTSGW, now)
+	}
+	if av, _ := c.Asset("site1", "ac-1"); av.Dead == "" {
+		t.Fatal("the restored asset is not dead")
+	}
+	if _, ok := deathAlert(c); !ok {
+		t.Fatal("the restored death's alert is not active")
+	}
+	later := time.Now().UnixMilli() + 1
+	send(c, spanBirth(t, 4, later, 1.6, "discharge_temp", "discharge_pressure"))
+	send(c, lifeBatch(5, later+1, telemetry.QualityGood))
+	if av, _ := c.Asset("site1", "ac-1"); av.Dead != "" {
 		t.Errorf("the restored asset stays dead after its rebirth and data: %q", av.Dead)
+	}
+	if a, ok := deathAlert(c); ok {
+		t.Errorf("the restored death's alert still active: %+v", a)
 	}
 }
