@@ -212,7 +212,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		partsDrop: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_birth_parts_dropped_total",
 			Help: "Parts of split births dropped before their birth completed, by reason: parts (more than ingest.MaxBirthParts announced), bytes (one birth's parts over ingest.MaxBirthPartBytes), evicted (the oldest incomplete birth, for room: 256 births or ingest.MaxBirthPartsHeld bytes per partition), expired (incomplete for ingest.BirthPartsTTL)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
-			Help: "Readings whose source time lay more than ingest.MaxFuture (5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
+			Help: "Readings whose source time, and births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 		rateLimited: newRateLimitedMetric(),
 	}
 	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
@@ -454,11 +454,13 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.signalsRefused(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Gateway, refusedInvalid,
 				sh.engine.NoteRefused(b.Asset.Site(), b.Asset.ID, invalid, firstInvalid))
 		}
-		c.live.ObserveBatch(b)
 		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, sh.scratch[:0])
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
+			c.live.ObserveLateBatch(b) // the asset stays on its newest evaluated message's gateway
+		} else {
+			c.live.ObserveBatch(b)
 		}
 		var res []kpi.Result
 		res, al = sh.kpis.Process(b, sh.results[:0], al)
@@ -515,6 +517,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
+		c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
 		if sh.engine.BirthBehind(bi, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
@@ -575,6 +578,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
+		c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, &d.TSGW)
 		sh.mu.Lock()
 		if !c.admit(sh, as.Site(), as.ID) {
 			sh.mu.Unlock()
@@ -616,6 +620,28 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		return
 	}
 	c.m.ingested.WithLabelValues(kind).Inc()
+}
+
+// clampFuture replaces the ts_gw of a birth or death (kind) lying more
+// than max_future ahead of the collector's clock by the arrival time, as
+// a batch's (ingest.ClampFutureBy), and counts it (one) in
+// smelter_collector_future_timestamps_total. Births and deaths without a
+// comparable seq are ordered on ts_gw against the asset's newest batch,
+// birth or death (rules.Engine.BirthBehind, DeathBehind), and nothing
+// older than a death ends it: one dated 2100 would hold the asset dead,
+// or its signal list and ranges in force, until then (review4 F6).
+func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, tsgw *int64) {
+	tol := time.Duration(c.cfg.MaxFuture)
+	if tol <= 0 {
+		return
+	}
+	was := *tsgw
+	if !ingest.ClampFutureTSGW(tsgw, time.Now(), tol) {
+		return
+	}
+	c.m.future.Inc()
+	c.warnLimited("future", "message timestamped in the future: its ts_gw replaced by the arrival time", "kind", kind,
+		"subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "tolerance", tol)
 }
 
 // observeStatus feeds a gateway status message to the dashboard.

@@ -114,10 +114,12 @@ type Config struct {
 	// History, when set, keeps history in PostgreSQL (docs/history.md).
 	History *HistoryConfig `yaml:"history"`
 
-	// MaxFuture is how far a reading's time (or a batch's ts_gw) may lie
-	// ahead of the collector's clock before it is replaced by the arrival
-	// time and counted (default 5m, ingest.MaxFuture); 0 turns the check
-	// off, for simulations whose plant clock runs ahead (smelter-demo).
+	// MaxFuture is how far a reading's time (or a batch's, birth's or
+	// death's ts_gw) may lie ahead of the collector's clock before it is
+	// replaced by the arrival time and counted (default 5m,
+	// ingest.MaxFuture); a restored record's newest ts_gw beyond it is
+	// restored as now. 0 turns the check off, for simulations whose plant
+	// clock runs ahead (smelter-demo).
 	MaxFuture Duration `yaml:"max_future"`
 
 	// ---- distributed engine (issue 10; docs/collector.md) ----

@@ -95,7 +95,7 @@ func (sh *shard) forget() {
 }
 
 func (c *Collector) newShard(p int) *shard {
-	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{}), kpis: c.cfg.kpiTracker(c.set, c.cat),
+	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{MaxFuture: time.Duration(c.cfg.MaxFuture)}), kpis: c.cfg.kpiTracker(c.set, c.cat),
 		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }

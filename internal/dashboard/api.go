@@ -366,9 +366,7 @@ func (s *Server) assetOut(v *rules.AssetView, sum alertSummary, wallNow int64, d
 	if sum.max > alert.None {
 		o.Severity = sum.max.String()
 	}
-	if s.live != nil {
-		_, o.Gateway = s.live.Received(v.Site, v.ID)
-	}
+	o.Gateway = v.Gateway // the newest evaluated message's, restored from the checkpoint (review4 F7)
 	cl, _ := s.opts.Catalog.Class(v.Class)
 	for _, sv := range v.Signals {
 		so := SignalOut{Signal: sv.Signal, Text: sv.Text, Unit: sv.Unit, Quality: sv.Quality, TS: sv.TS, AgeMS: max(0, now-sv.TS)}

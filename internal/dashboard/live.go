@@ -263,8 +263,19 @@ func (a *assetLive) attach(g *gatewayLive) {
 }
 
 // ObserveBatch records a processed batch: history of every numeric reading,
-// the asset's change version and its gateway's sequence and age.
-func (l *Live) ObserveBatch(b *telemetry.Batch) {
+// the asset's change version and its gateway's sequence and age; the
+// asset's gateway becomes the batch's.
+func (l *Live) ObserveBatch(b *telemetry.Batch) { l.observeBatch(b, true) }
+
+// ObserveLateBatch is ObserveBatch for a batch the rules did not evaluate
+// (older in ts_gw than its asset's newest: a gateway's backlog replayed
+// after the asset moved to another): it counts for its gateway and its
+// readings go to the history, but the asset keeps the gateway of its
+// newest evaluated message (review4 F7: before, the asset was shown on
+// the gateway it left, and its data clock was that gateway's).
+func (l *Live) ObserveLateBatch(b *telemetry.Batch) { l.observeBatch(b, false) }
+
+func (l *Live) observeBatch(b *telemetry.Batch, attach bool) {
 	now := l.now().UnixMilli()
 	site := b.Asset.Site()
 	l.mu.Lock()
@@ -276,7 +287,9 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) {
 		l.touch(g, site, now)
 	} else {
 		g = l.gateway(b.Gateway, site, now)
-		a.attach(g)
+		if attach {
+			a.attach(g)
+		}
 	}
 	g.batches++
 	g.dataVer = g.ver

@@ -200,3 +200,28 @@ func cpuTime() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// TestLateBatchKeepsTheAssetsGateway (review4 F7): a batch the rules did
+// not evaluate (the old gateway's backlog, older than the asset's newest)
+// counts for its gateway but leaves the asset on the gateway of its newest
+// evaluated batch: Received names it, and the data clock stays its clock
+// (before, both moved to the gateway the asset left).
+func TestLateBatchKeepsTheAssetsGateway(t *testing.T) {
+	wall := time.UnixMilli(1_800_000_000_000)
+	l := NewLive(func() time.Time { return wall })
+	moved := batch(1, wall.UnixMilli(), 1)
+	moved.Gateway = "gw-2"
+	l.ObserveBatch(moved)
+	late := batch(7, wall.UnixMilli()-3_600_000, 1) // gw-1, an hour old
+	l.ObserveLateBatch(late)
+	if _, gw := l.Received("s1", "m-1"); gw != "gw-2" {
+		t.Errorf("asset on %q after the old gateway's late batch, want gw-2", gw)
+	}
+	if dn, _, ok := l.DataClock("s1", "m-1", wall.UnixMilli()); !ok || dn != wall.UnixMilli() {
+		t.Errorf("data clock %d (ok %v), want gw-2's (%d)", dn, ok, wall.UnixMilli())
+	}
+	gws := l.Gateways()
+	if len(gws) != 2 || gws[0].ID != "gw-1" || gws[0].Batches != 1 || gws[0].LastSeq != 7 {
+		t.Errorf("the late batch not counted for gw-1: %+v", gws)
+	}
+}

@@ -133,9 +133,7 @@ func ClampFuture(b *telemetry.Batch, now time.Time) (n int) {
 func ClampFutureBy(b *telemetry.Batch, now time.Time, tol time.Duration) (n int) {
 	nowMS := now.UnixMilli()
 	limit := now.Add(tol).UnixMilli()
-	if b.TSGW > limit {
-		b.TSGW = nowMS
-	}
+	ClampFutureTSGW(&b.TSGW, now, tol)
 	for i := range b.Readings {
 		if b.Readings[i].TS > limit {
 			b.Readings[i].TS = nowMS
@@ -143,6 +141,20 @@ func ClampFutureBy(b *telemetry.Batch, now time.Time, tol time.Duration) (n int)
 		}
 	}
 	return n
+}
+
+// ClampFutureTSGW replaces *tsgw (a batch's, birth's or death's ts_gw,
+// Unix ms) by now when it lies later than now + tol (> 0), and reports
+// whether it did. A birth or death dated in the future would otherwise
+// order every later message of the asset before it: a death dated 2100
+// would keep a live asset dead, a birth dated 2100 would keep its signal
+// list and ranges in force, until then (review4 F6).
+func ClampFutureTSGW(tsgw *int64, now time.Time, tol time.Duration) bool {
+	if *tsgw <= now.Add(tol).UnixMilli() {
+		return false
+	}
+	*tsgw = now.UnixMilli()
+	return true
 }
 
 // MaxBirthIntervalMS is the longest sampling interval a birth may declare:

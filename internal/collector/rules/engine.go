@@ -33,6 +33,12 @@ type Options struct {
 	// Now returns the wall clock in Unix ms; it drives asset-silence
 	// detection in Tick. Default: time.Now.
 	Now func() int64
+	// MaxFuture bounds the times a restored record may hold (the
+	// collector's max_future): a newest batch's or birth's or death's
+	// ts_gw later than Now + MaxFuture, written by a release that did not
+	// clamp births and deaths, is restored as Now (RestoreAssetAt).
+	// 0: no bound.
+	MaxFuture time.Duration
 }
 
 // Engine evaluates a rule Set over the telemetry stream.
@@ -40,6 +46,7 @@ type Engine struct {
 	set     *Set
 	cat     *catalog.Catalog
 	now     func() int64
+	future  int64 // Options.MaxFuture in ms; 0: none
 	assets  map[[2]string]*assetState
 	order   []*assetState
 	peers   map[peerKey]*peerGroup
@@ -55,7 +62,7 @@ func New(set *Set, cat *catalog.Catalog, opts Options) *Engine {
 	if opts.Now == nil {
 		opts.Now = func() int64 { return time.Now().UnixMilli() }
 	}
-	return &Engine{set: set, cat: cat, now: opts.Now, assets: map[[2]string]*assetState{},
+	return &Engine{set: set, cat: cat, now: opts.Now, future: opts.MaxFuture.Milliseconds(), assets: map[[2]string]*assetState{},
 		peers: map[peerKey]*peerGroup{}, scratch: make([]float64, 0, 64)}
 }
 
@@ -983,7 +990,11 @@ type AssetView struct {
 	Running   bool               `json:"running"`
 	LastTS    int64              `json:"last_ts"`
 	Dead      string             `json:"dead,omitempty"`
-	Signals   []SignalView       `json:"signals"`
+	// Gateway is the gateway of the asset's newest evaluated message (a
+	// batch not older than the newest, an applied birth or death;
+	// checkpointed): "" before any.
+	Gateway string       `json:"gateway,omitempty"`
+	Signals []SignalView `json:"signals"`
 	// Writable lists the signals commands may write, with the limits of
 	// the asset's birth (sorted by signal; empty when none is writable).
 	Writable []WritableView `json:"writable,omitempty"`
@@ -1022,7 +1033,7 @@ func (e *Engine) Asset(site, id string) (AssetView, bool) {
 
 func (a *assetState) view() AssetView {
 	v := AssetView{Site: a.site, ID: a.id, Class: a.class, Path: append([]string(nil), a.path...),
-		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Nameplate: make(map[string]float64, len(a.nameplate)), SignalsRefused: a.refused}
+		Running: a.running, LastTS: a.lastTS, Dead: a.dead, Gateway: a.gateway, Nameplate: make(map[string]float64, len(a.nameplate)), SignalsRefused: a.refused}
 	for k, x := range a.nameplate {
 		v.Nameplate[k] = x
 	}

@@ -353,7 +353,9 @@ func (a *assetState) all() []*inst {
 // knew about it. Rules that no longer exist are ignored; evaluator memory
 // whose shape no longer fits its rule (the rule changed) starts afresh.
 // The asset's silence clock restarts now, so a takeover never raises a
-// silence alert for the time no replica was reading.
+// silence alert for the time no replica was reading. A newest ts_gw
+// (batch, birth or death) later than now + Options.MaxFuture is restored
+// as now.
 func (e *Engine) RestoreAsset(st *AssetState) { e.RestoreAssetAt(st, 0) }
 
 // RestoreAssetAt is RestoreAsset for a record written at written (Unix
@@ -383,6 +385,17 @@ func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 	a.birthBin = nil
 	a.lastTSGW, a.lastTS, a.interval, a.batches, a.dead, a.running = st.LastTSGW, st.LastTS, st.Interval, st.Batches, st.Dead, st.Running
 	a.gateway, a.seq, a.part, a.lifeTSGW = st.Gateway, st.Seq, st.Part, st.LifeTSGW
+	if e.future > 0 {
+		// a record of a release that did not clamp births and deaths:
+		// a death dated 2100 would hold the asset dead until then
+		// (review4 F6); the arrival times were lost, now stands for them
+		now := e.now()
+		for _, ts := range [2]*int64{&a.lastTSGW, &a.lifeTSGW} {
+			if *ts > now+e.future {
+				*ts = now
+			}
+		}
+	}
 	if a.batches > 0 {
 		a.lastRecv = e.now()
 		if written > 0 && written < a.lastRecv {
