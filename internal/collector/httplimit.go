@@ -31,6 +31,9 @@ const (
 	DefaultHTTPRatePerSecond = 5
 	DefaultHTTPRateBurst     = 30
 	maxHTTPRate              = 10000
+	// maxHTTPStreams bounds http.max_streams: a stalled stream holds its
+	// goroutines, socket buffers and a reference to a shared event.
+	maxHTTPStreams = 100000
 )
 
 // rateLimitedEndpoints are the endpoint labels of
