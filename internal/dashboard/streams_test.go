@@ -249,3 +249,20 @@ func TestGatewaysEmptyIs400(t *testing.T) {
 		t.Errorf("gateways=: %d %+v", resp.StatusCode, body)
 	}
 }
+
+// BenchmarkGatewayListEvent is the cost of one whole-list gateways event
+// at MaxGateways: what every gateways=list stream paid per tick with a
+// change before the list was shared (review4 F10), and what one tick costs
+// for all of them now.
+func BenchmarkGatewayListEvent(b *testing.B) {
+	live := NewLive(nil)
+	fillGateways(live, MaxGateways)
+	s := New(&fleet{}, live, Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		out := &sseWriter{stats: s.opts.Streams}
+		s.gwList = sharedEvent{} // each iteration encodes
+		s.writeGatewayList(out, 0)
+		b.SetBytes(int64(len(out.pending[0])))
+	}
+}
