@@ -280,10 +280,15 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Dashboard event streams (/api/v1/events) open now (limit http.max_streams)."}, func() float64 {
 			return float64(c.streams.Open())
 		}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_refused_total",
-			Help: "Dashboard event streams refused with 503 because http.max_streams streams were open, or their client had http.max_streams_per_client open."}, func() float64 {
-			n, _ := c.streams.Refused()
-			return float64(n)
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_refused_total", ConstLabels: prometheus.Labels{"limit": "max_streams"},
+			Help: streamsRefusedHelp}, func() float64 {
+			all, one := c.streams.Refused()
+			return float64(all - one)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_refused_total", ConstLabels: prometheus.Labels{"limit": "max_streams_per_client"},
+			Help: streamsRefusedHelp}, func() float64 {
+			_, one := c.streams.Refused()
+			return float64(one)
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_timed_out_total",
 			Help: "Dashboard event streams closed because their client did not take an event within http.stream_write_timeout (a client that stopped reading)."}, func() float64 {
