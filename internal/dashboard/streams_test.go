@@ -83,24 +83,13 @@ func TestStalledStreamClosed(t *testing.T) {
 		stalledClient(t, addr, q)
 	}
 	wait.For(t, 10*time.Second, "2 streams open", func() bool { return s.opts.Streams.Open() == 2 })
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // gateway churn: every tick has a list to send
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			live.ObserveStatus("s1", &telemetry.Status{Gateway: gwName(i % 2000), Online: i%2 == 0})
-			time.Sleep(time.Millisecond) // pacing a load generator, not a wait
-		}
-	}()
-	wait.For(t, 30*time.Second, "stalled streams closed", func() bool { return s.opts.Streams.Open() == 0 })
-	close(stop)
-	wg.Wait()
+	i := 0
+	wait.For(t, 30*time.Second, "stalled streams closed", func() bool {
+		// gateway churn at every poll: the list streams have a list to send
+		i++
+		live.ObserveStatus("s1", &telemetry.Status{Gateway: gwName(i % 2000), Online: i%2 == 0})
+		return s.opts.Streams.Open() == 0
+	})
 	if n := s.opts.Streams.TimedOut(); n != 2 {
 		t.Errorf("timed out streams %d, want 2", n)
 	}
