@@ -63,8 +63,10 @@ type Collector struct {
 	tracked atomic.Int64 // assets tracked over all shards (MaxAssets)
 	full    atomic.Int64 // Unix s of the last "limit reached" log
 
-	live   *dashboard.Live // history, KPI windows, gateway health for the dashboard
-	logLim logLimits       // malformed and refused messages: logged first per reason, then at most once a minute
+	live *dashboard.Live // history, KPI windows, gateway health for the dashboard
+	// streams counts the dashboard's event streams (metrics)
+	streams *dashboard.StreamStats
+	logLim  logLimits // malformed and refused messages: logged first per reason, then at most once a minute
 
 	ready    atomic.Bool
 	url      atomic.Value // string: NATS URL in use
@@ -189,7 +191,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	if set == nil {
 		return nil, errors.New("collector: rule set is nil")
 	}
-	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil)}
+	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil),
+		streams: &dashboard.StreamStats{}}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_duplicates_total", Help: "Batches dropped as duplicates of (gateway, seq) or as redeliveries of checkpointed batches; births and deaths not applied because they lie at or behind the asset's recorded (gateway, seq) (within dedup_window, or further behind and before its newest batch, birth or death in ts_gw; a birth or death without a comparable seq, of another gateway or seq 0: before its newest batch, birth or death in ts_gw)."}),
@@ -272,6 +275,24 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_stream_lag_snapshots_total",
 			Help: "Dashboard event streams (gateways=delta) that fell behind the gateway removal log (dashboard.RemovalLog) and were sent a fresh gateway snapshot instead of a delta."}, func() float64 {
 			return float64(c.live.Stats().GatewayResyncs)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_dashboard_streams_open",
+			Help: "Dashboard event streams (/api/v1/events) open now (limit http.max_streams)."}, func() float64 {
+			return float64(c.streams.Open())
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_refused_total", ConstLabels: prometheus.Labels{"limit": "max_streams"},
+			Help: streamsRefusedHelp}, func() float64 {
+			all, one := c.streams.Refused()
+			return float64(all - one)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_refused_total", ConstLabels: prometheus.Labels{"limit": "max_streams_per_client"},
+			Help: streamsRefusedHelp}, func() float64 {
+			_, one := c.streams.Refused()
+			return float64(one)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_timed_out_total",
+			Help: "Dashboard event streams closed because their client did not take an event within http.stream_write_timeout (a client that stopped reading)."}, func() float64 {
+			return float64(c.streams.TimedOut())
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			return float64(len(c.Alerts(true)))
@@ -1022,7 +1043,9 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	opts := dashboard.Options{Token: token, Catalog: c.cat, Log: c.log.With("component", "dashboard"), KPI: c.cfg.kpiConfig(),
-		Operators: c.operators, RateLimit: c.httpRateLimit()}
+		Operators: c.operators, RateLimit: c.httpRateLimit(), Streams: c.streams,
+		MaxStreams: c.cfg.HTTP.MaxStreams, MaxStreamsPerClient: c.cfg.HTTP.MaxStreamsPerClient,
+		StreamWriteTimeout: time.Duration(c.cfg.HTTP.StreamWriteTimeout)}
 	if c.cmds != nil {
 		opts.Commands = c.cmds
 	}

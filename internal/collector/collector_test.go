@@ -149,7 +149,9 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	})
 	m := body("/metrics")
 	for _, want := range []string{`smelter_collector_malformed_total{reason="invalid"} 1`, `smelter_collector_malformed_total{reason="schema"} 1`,
-		`smelter_collector_ingested_total{kind="data"} 30`, "smelter_collector_alerts_raised_total 1", "smelter_collector_alerts_active 1"} {
+		`smelter_collector_ingested_total{kind="data"} 30`, "smelter_collector_alerts_raised_total 1", "smelter_collector_alerts_active 1",
+		"smelter_collector_dashboard_streams_open 0", `smelter_collector_dashboard_streams_refused_total{limit="max_streams"} 0`,
+		`smelter_collector_dashboard_streams_refused_total{limit="max_streams_per_client"} 0`, "smelter_collector_dashboard_streams_timed_out_total 0"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
 		}

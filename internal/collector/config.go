@@ -18,6 +18,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/secret"
 )
 
@@ -97,6 +98,13 @@ type Config struct {
 		// RateLimit limits the audit trail and history queries per client
 		// (httplimit.go, docs/api.md "Rate limits").
 		RateLimit HTTPRateLimit `yaml:"rate_limit"`
+		// MaxStreams caps the event streams (/api/v1/events) open at
+		// once, MaxStreamsPerClient those of one client (default 256, 16);
+		// StreamWriteTimeout closes a stream whose client does not take
+		// an event within it (default 10s). docs/api.md "Slow clients".
+		MaxStreams          int      `yaml:"max_streams"`
+		MaxStreamsPerClient int      `yaml:"max_streams_per_client"`
+		StreamWriteTimeout  Duration `yaml:"stream_write_timeout"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -308,6 +316,8 @@ func Defaults() Config {
 	c.KPI.MinCoverage = 0.5
 	c.HTTP.Listen = "127.0.0.1:9200"
 	c.HTTP.RateLimit = HTTPRateLimit{PerSecond: DefaultHTTPRatePerSecond, Burst: DefaultHTTPRateBurst}
+	c.HTTP.MaxStreams, c.HTTP.MaxStreamsPerClient = dashboard.DefaultMaxStreams, dashboard.DefaultMaxStreamsPerClient
+	c.HTTP.StreamWriteTimeout = Duration(dashboard.DefaultStreamWriteTimeout)
 	c.Log.Level, c.Log.Format = "info", "auto"
 	return c
 }
@@ -437,6 +447,14 @@ func (c *Config) problems() []problem {
 		bad("http.token_env", "exclusive with http.token_file")
 	}
 	ps = c.HTTP.RateLimit.problems(ps)
+	if n := c.HTTP.MaxStreams; n < 1 || n > maxHTTPStreams {
+		bad("http.max_streams", "%d out of range 1-%d", n, maxHTTPStreams)
+	} else if m := c.HTTP.MaxStreamsPerClient; m < 1 || m > n {
+		bad("http.max_streams_per_client", "%d out of range 1-%d (http.max_streams)", m, n)
+	}
+	if d := time.Duration(c.HTTP.StreamWriteTimeout); d < time.Second || d > 10*time.Minute {
+		bad("http.stream_write_timeout", "%s out of range 1s-10m", d)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

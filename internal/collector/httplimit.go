@@ -31,7 +31,14 @@ const (
 	DefaultHTTPRatePerSecond = 5
 	DefaultHTTPRateBurst     = 30
 	maxHTTPRate              = 10000
+	// maxHTTPStreams bounds http.max_streams: a stalled stream holds its
+	// goroutines, socket buffers and a reference to a shared event.
+	maxHTTPStreams = 100000
 )
+
+// streamsRefusedHelp is the help of
+// smelter_collector_dashboard_streams_refused_total{limit}.
+const streamsRefusedHelp = "Dashboard event streams refused with 503, by limit: max_streams (http.max_streams streams were open) or max_streams_per_client (their client had http.max_streams_per_client open)."
 
 // rateLimitedEndpoints are the endpoint labels of
 // smelter_collector_http_rate_limited_total.

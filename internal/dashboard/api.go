@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -51,8 +52,20 @@ type Options struct {
 	// History, when set, serves /api/v1/history (historyapi.go).
 	History HistoryStore
 	// RateLimit limits the audit trail and history queries per client
-	// (ratelimit.go); zero: no limit.
+	// (ratelimit.go); zero: no limit. Its TrustedProxies also name the
+	// client of an event stream (MaxStreamsPerClient).
 	RateLimit RateLimit
+	// MaxStreams caps the event streams open at once (default
+	// DefaultMaxStreams), MaxStreamsPerClient those of one client (an
+	// address, an IPv6 /64; default DefaultMaxStreamsPerClient): a stream
+	// beyond either gets 503 with Retry-After (streams.go).
+	MaxStreams, MaxStreamsPerClient int
+	// StreamWriteTimeout is how long one write of an event stream may
+	// block (a client that does not read) before the stream is closed
+	// (default DefaultStreamWriteTimeout).
+	StreamWriteTimeout time.Duration
+	// Streams receives the event streams' counts (nil: the server's own).
+	Streams *StreamStats
 }
 
 // Server serves the API, the event stream and the dashboard.
@@ -65,6 +78,9 @@ type Server struct {
 	// newTicker, when set (tests), gives each event stream its tick
 	// channel and stop function instead of a ticker of Options.Tick.
 	newTicker func() (<-chan time.Time, func())
+	// event streams: their slots, and the large events they share
+	slots                     streamSlots
+	gwList, gwSnap, allAssets sharedEvent
 }
 
 // New builds the handler. It does no I/O.
@@ -78,7 +94,20 @@ func New(src Source, live *Live, opts Options) *Server {
 	if opts.Tick <= 0 {
 		opts.Tick = time.Second
 	}
-	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux(), limit: newLimiter(opts.RateLimit)}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.MaxStreamsPerClient <= 0 {
+		opts.MaxStreamsPerClient = DefaultMaxStreamsPerClient
+	}
+	if opts.StreamWriteTimeout <= 0 {
+		opts.StreamWriteTimeout = DefaultStreamWriteTimeout
+	}
+	if opts.Streams == nil {
+		opts.Streams = &StreamStats{}
+	}
+	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux(), limit: newLimiter(opts.RateLimit),
+		slots: streamSlots{perClient: map[netip.Addr]int{}}}
 	s.mux.HandleFunc("GET /api/v1/assets", s.assets)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}", s.asset)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/history", s.history)

@@ -9,6 +9,7 @@ package dashboard
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -157,6 +158,7 @@ type Live struct {
 	nextSlot          int   // the slot the next new gateway takes
 
 	events []Event // ring of EventLog
+	epoch  string  // EventID's prefix: the store's start, Unix ms
 	evHead int
 	lastID uint64
 	wake   chan struct{} // closed and replaced on every new event
@@ -167,7 +169,7 @@ func NewLive(now func() time.Time) *Live {
 	if now == nil {
 		now = time.Now
 	}
-	l := &Live{now: now, assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
+	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
 		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}}
 	for i := range l.wheel {
 		l.wheel[i].k = inWheel
@@ -581,9 +583,9 @@ func (l *Live) LastEventID() uint64 {
 	return l.lastID
 }
 
-// ChangedSince returns the assets changed after version v, whether a
-// gateway changed, and the current version.
-func (l *Live) ChangedSince(v uint64) (keys [][2]string, gateways bool, cur uint64) {
+// AssetsChangedSince returns the assets changed after version v and the
+// current version.
+func (l *Live) AssetsChangedSince(v uint64) (keys []assetKey, cur uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for k, a := range l.assets {
@@ -591,7 +593,48 @@ func (l *Live) ChangedSince(v uint64) (keys [][2]string, gateways bool, cur uint
 			keys = append(keys, k)
 		}
 	}
-	return keys, l.gatewaysChanged(v), l.ver
+	return keys, l.ver
+}
+
+// GatewaysChangedSince tells whether the gateway list changed after
+// version v, and returns the current version.
+func (l *Live) GatewaysChangedSince(v uint64) (changed bool, cur uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gatewaysChanged(v), l.ver
+}
+
+// Version returns the store's current change version.
+func (l *Live) Version() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ver
+}
+
+// EventID is the id of event n on the wire: "<epoch>-<n>", epoch the
+// store's start (Unix ms), so that an id of another collector process (a
+// restart, another replica) is never taken for one of this log's
+// (review4 F4).
+func (l *Live) EventID(n uint64) string {
+	return l.epoch + "-" + strconv.FormatUint(n, 10)
+}
+
+// PlaceEventID returns the event number of id (from EventID), if id is
+// one of this store's: its epoch, and a number not ahead of the newest
+// event. ok is false for anything else (another process's id, a
+// malformed one): the client must reload its state.
+func (l *Live) PlaceEventID(id string) (n uint64, ok bool) {
+	ep, num, found := strings.Cut(id, "-")
+	if !found || ep != l.epoch {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return n, n <= l.lastID
 }
 
 // gatewaysChanged tells whether the gateway list changed after version v:

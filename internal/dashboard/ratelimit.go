@@ -100,50 +100,74 @@ func (l *limiter) allow(c netip.Addr) (bool, time.Duration) {
 	return true, 0
 }
 
-// client is the key a request is counted against: its address (see
-// clientAddr), an IPv6 address cut to its /64 (review2 F4: one host
-// holds a /64, RFC 4291's interface-id split, and per /128 it could fill
-// every bucket, MaxRateClients, alone).
-func (l *limiter) client(r *http.Request) netip.Addr {
-	a := l.clientAddr(r)
+// clientKey is the key a request is counted against (rate limits, the
+// event streams' per-client cap): its address (see clientAddr), an IPv6
+// address cut to its /64 (review2 F4: one host holds a /64, RFC 4291's
+// interface-id split, and per /128 it could fill every bucket,
+// MaxRateClients, alone). The error names an X-Forwarded-For entry that
+// is not an address.
+func clientKey(r *http.Request, trusted []netip.Prefix) (netip.Addr, error) {
+	a, err := clientAddr(r, trusted)
 	if a.Is6() {
 		p, _ := a.Prefix(64) // cannot fail for an IPv6 address
-		return p.Addr()
+		return p.Addr(), err
 	}
-	return a
+	return a, err
 }
 
 // clientAddr is the address a request is counted against: its
 // connection's, or, from a trusted proxy, the last address of
-// X-Forwarded-For that is not itself a trusted proxy.
-func (l *limiter) clientAddr(r *http.Request) netip.Addr {
+// X-Forwarded-For that is not itself a trusted proxy. An entry may carry
+// a port (1.2.3.4:5678, [2001:db8::1]:5678, as some load balancers write
+// it) or brackets; an entry that is not an address at all (unknown, an
+// obfuscated RFC 7239 identifier) is an error (review4 F8): keying the
+// request by the proxy instead would put every such client in one bucket.
+func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, error) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{} // one bucket for whatever this is
+	addr, perr := netip.ParseAddr(host)
+	if perr != nil {
+		return netip.Addr{}, nil //nolint:nilerr // not a client's doing (a unix socket, a test): one bucket for whatever this is
 	}
 	addr = addr.Unmap()
-	if !l.trusted(addr) {
-		return addr
+	if !isTrusted(addr, trusted) {
+		return addr, nil
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return addr // a malformed hop: the proxy itself
+		a, ok := parseHop(hops[i])
+		if !ok {
+			return addr, fmt.Errorf("entry %q is not an IP address (with or without a port)", clip(strings.TrimSpace(hops[i]), 64))
 		}
-		if a = a.Unmap(); !l.trusted(a) {
-			return a
+		if !isTrusted(a, trusted) {
+			return a, nil
 		}
 	}
-	return addr
+	return addr, nil
 }
 
-func (l *limiter) trusted(a netip.Addr) bool {
-	for _, p := range l.cfg.TrustedProxies {
+// parseHop parses an X-Forwarded-For entry: an address, an address with a
+// port, or a bracketed IPv6 address with or without a port.
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil {
+			return a.Unmap(), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
 		if p.Contains(a) {
 			return true
 		}
@@ -163,7 +187,12 @@ func (s *Server) take(w http.ResponseWriter, r *http.Request, endpoint string) b
 	if l == nil {
 		return true
 	}
-	ok, wait := l.allow(l.client(r))
+	c, err := clientKey(r, l.cfg.TrustedProxies)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "X-Forwarded-For", err.Error())
+		return false
+	}
+	ok, wait := l.allow(c)
 	if ok {
 		return true
 	}

@@ -180,7 +180,11 @@ func TestRateLimitIPv6Per64(t *testing.T) {
 		if xff != "" {
 			r.Header.Set("X-Forwarded-For", xff)
 		}
-		return l.client(r)
+		k, err := clientKey(r, l.cfg.TrustedProxies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
 	}
 	a, b := key("[2001:db8:1:2::1]:4000", ""), key("[2001:db8:1:2:ffff::9]:4001", "")
 	c, d := key("127.0.0.1:5000", "2001:db8:1:2::77"), key("127.0.0.1:5000", "2001:db8:1:3::1")
@@ -257,5 +261,37 @@ func TestRateLimitTakesTokensOnlyForReads(t *testing.T) {
 	}
 	if store.n != 1 || limited != 1 {
 		t.Fatalf("%d queries reached the store, %d refused; want 1 and 1", store.n, limited)
+	}
+}
+
+// TestForwardedForWithPort (review4 F8): X-Forwarded-For entries with a
+// port or brackets name their address; an entry that is no address is an
+// error (the request gets 400), never the proxy's own bucket.
+func TestForwardedForWithPort(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	for _, c := range []struct{ xff, want string }{
+		{"10.0.0.7:1234", "10.0.0.7"},
+		{"10.0.0.7", "10.0.0.7"},
+		{" [2001:db8::1]:5678", "2001:db8::"},
+		{"[2001:db8::1]", "2001:db8::"},
+		{"10.0.0.8, 127.0.0.1:80", "10.0.0.8"},
+		{"[::ffff:10.0.0.9]:443", "10.0.0.9"},
+		{"garbage", ""},
+		{"10.0.0.7:port", ""},
+		{"unknown, 10.0.0.1", "10.0.0.1"}, // only the hops up to the client are read
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = "127.0.0.1:4000"
+		r.Header.Set("X-Forwarded-For", c.xff)
+		k, err := clientKey(r, trusted)
+		if c.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "not an IP address") {
+				t.Errorf("%q: key %v err %v, want an error", c.xff, k, err)
+			}
+			continue
+		}
+		if err != nil || k != netip.MustParseAddr(c.want) {
+			t.Errorf("%q: key %v err %v, want %s", c.xff, k, err, c.want)
+		}
 	}
 }

@@ -1,0 +1,257 @@
+package dashboard
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// smallBufListener gives every accepted connection a small send buffer,
+// so that a client that stops reading blocks the server's writes after a
+// few KB instead of the few MB loopback buffers take.
+type smallBufListener struct{ net.Listener }
+
+func (l smallBufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// stalledClient opens an event stream over a raw TCP connection with a
+// small receive buffer and never reads it.
+func stalledClient(tb testing.TB, addr, query string, header ...string) net.Conn {
+	tb.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	req := "GET /api/v1/events?" + query + " HTTP/1.1\r\nHost: x\r\n"
+	for i := 0; i+1 < len(header); i += 2 {
+		req += header[i] + ": " + header[i+1] + "\r\n"
+	}
+	if _, err := c.Write([]byte(req + "\r\n")); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// streamServer serves live on a real socket with small send buffers.
+func streamServer(tb testing.TB, live *Live, src Source, opts Options) (*Server, *httptest.Server) {
+	tb.Helper()
+	s := New(src, live, opts)
+	hs := httptest.NewUnstartedServer(s)
+	hs.Listener = smallBufListener{hs.Listener}
+	hs.Start()
+	tb.Cleanup(hs.Close)
+	return s, hs
+}
+
+func fillGateways(l *Live, n int) {
+	for i := range n {
+		l.ObserveStatus("s1", &telemetry.Status{Gateway: gwName(i), Online: true})
+	}
+}
+
+// TestStalledStreamClosed (review4 F3): a client that stops reading is
+// closed once a write blocks for StreamWriteTimeout, in both gateway
+// forms, and counted; the stream's slot is given back.
+func TestStalledStreamClosed(t *testing.T) {
+	live := NewLive(nil)
+	fillGateways(live, 2000)
+	s, hs := streamServer(t, live, &fleet{}, Options{Tick: 10 * time.Millisecond, StreamWriteTimeout: 200 * time.Millisecond})
+	addr := hs.Listener.Addr().String()
+	for _, q := range []string{"gateways=list", "gateways=delta"} {
+		stalledClient(t, addr, q)
+	}
+	wait.For(t, 10*time.Second, "2 streams open", func() bool { return s.opts.Streams.Open() == 2 })
+	i := 0
+	wait.For(t, 30*time.Second, "stalled streams closed", func() bool {
+		// gateway churn at every poll: the list streams have a list to send
+		i++
+		live.ObserveStatus("s1", &telemetry.Status{Gateway: gwName(i % 2000), Online: i%2 == 0})
+		return s.opts.Streams.Open() == 0
+	})
+	if n := s.opts.Streams.TimedOut(); n != 2 {
+		t.Errorf("timed out streams %d, want 2", n)
+	}
+}
+
+// TestStreamCaps (review4 F3): beyond MaxStreamsPerClient for one client,
+// or MaxStreams in all, a stream gets 503 with Retry-After, counted.
+func TestStreamCaps(t *testing.T) {
+	live := NewLive(nil)
+	s, hs := streamServer(t, live, &fleet{}, Options{MaxStreams: 3, MaxStreamsPerClient: 2,
+		RateLimit: RateLimit{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
+	open := func(xff string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/events", nil)
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for _, xff := range []string{"10.0.0.1", "10.0.0.1:5000"} { // one client, with and without a port
+		if r := open(xff); r.StatusCode != http.StatusOK {
+			t.Fatalf("stream of %s: %d", xff, r.StatusCode)
+		}
+	}
+	r := open("10.0.0.1")
+	var body apiError
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(body.Error, "max_streams_per_client") {
+		t.Errorf("third stream of one client: %d Retry-After %q %q", r.StatusCode, r.Header.Get("Retry-After"), body.Error)
+	}
+	if r := open("[2001:db8::1]:443"); r.StatusCode != http.StatusOK {
+		t.Fatalf("stream of another client: %d", r.StatusCode)
+	}
+	if r := open("10.0.0.9"); r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("stream beyond max_streams: %d", r.StatusCode)
+	}
+	if r := open("unknown"); r.StatusCode != http.StatusBadRequest {
+		t.Errorf("X-Forwarded-For: unknown: %d, want 400", r.StatusCode)
+	}
+	if total, one := s.opts.Streams.Refused(); total != 2 || one != 1 {
+		t.Errorf("refused %d (per client %d), want 2 (1)", total, one)
+	}
+}
+
+// TestGatewayListEncodedOncePerTick (review4 F10): N list streams (and N
+// delta streams connecting) cost one encoding of the list per tick, and
+// receive the same bytes.
+func TestGatewayListEncodedOncePerTick(t *testing.T) {
+	f := newSSEFixture(t)
+	var mu sync.Mutex
+	var ticks []chan time.Time
+	f.srv.newTicker = func() (<-chan time.Time, func()) {
+		ch := make(chan time.Time)
+		mu.Lock()
+		ticks = append(ticks, ch)
+		mu.Unlock()
+		return ch, func() {}
+	}
+	f.srv.opts.Tick = time.Hour // the shared events' lifetime: the test's ticks are the ticks
+	fillGateways(f.live, 200)
+	const n = 8
+	var sts []*sseStream
+	for range n {
+		sts = append(sts, openStream(t, f.http, "gateways=list"))
+	}
+	wait.For(t, 10*time.Second, "streams open", func() bool { mu.Lock(); defer mu.Unlock(); return len(ticks) == n })
+	before := f.srv.opts.Streams.Encodes()
+	for range 3 {
+		f.publish("gw-x")
+		mu.Lock()
+		for _, ch := range ticks {
+			ch <- time.Now()
+		}
+		mu.Unlock()
+		var first string
+		for i, st := range sts {
+			e := st.nextGateways(t)
+			if i == 0 {
+				first = e.Data
+			} else if e.Data != first {
+				t.Fatalf("stream %d got another list", i)
+			}
+		}
+	}
+	// one list per tick, and the first tick's assets event (shared too)
+	if got := f.srv.opts.Streams.Encodes() - before; got != 3+1 {
+		t.Errorf("%d encodings for 3 ticks of %d streams, want one list per tick", got, n)
+	}
+}
+
+// TestFirstAssetsEventCarriesRestored (review4 F1): the first assets
+// event lists every asset of the source, those restored from the state
+// bucket that sent nothing since too, right after a start.
+func TestFirstAssetsEventCarriesRestored(t *testing.T) {
+	f := newSSEFixture(t)
+	src := &fleet{}
+	for i := range 5 {
+		src.assets = append(src.assets, rules.AssetView{Site: "s1", ID: fmt.Sprintf("ac-%d", i), Class: "air_compressor"})
+	}
+	f.srv.src = src
+	st := openStream(t, f.http, "gateways=delta")
+	f.tick()
+	e := st.next(t, "assets", func(e SSEEvent) bool { return e.Type == "assets" })
+	if l := decode[[]AssetOut](t, e); len(l) != 5 {
+		t.Errorf("first assets event of %d assets, want 5", len(l))
+	}
+}
+
+// TestLastEventIDNotPlaced (review4 F4): an id the log cannot place (of
+// another process, ahead of the log, malformed) gets resync; one of this
+// log's gets the events after it and no resync.
+func TestLastEventIDNotPlaced(t *testing.T) {
+	f := newSSEFixture(t)
+	for _, d := range []string{`{"n":1}`, `{"n":2}`} {
+		f.live.mu.Lock()
+		f.live.appendEvent("alert", []byte(d))
+		f.live.mu.Unlock()
+	}
+	good := f.live.EventID(1)
+	for _, id := range []string{"99999", "abc", "-1", f.live.epoch + "-3", "1-1", f.live.epoch + "-x", "18446744073709551616"} {
+		st := openStream(t, f.http, "", "Last-Event-ID", id)
+		st.next(t, "resync for "+id, func(e SSEEvent) bool { return e.Type == "resync" })
+		st.cancel()
+	}
+	st := openStream(t, f.http, "", "Last-Event-ID", good)
+	e := st.next(t, "the alert after "+good, func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "resync" })
+	if e.Type != "alert" || e.ID != f.live.EventID(2) {
+		t.Errorf("after %s: %s id %s, want alert %s", good, e.Type, e.ID, f.live.EventID(2))
+	}
+}
+
+// TestGatewaysEmptyIs400 (review4 F5).
+func TestGatewaysEmptyIs400(t *testing.T) {
+	f := newSSEFixture(t)
+	resp, err := f.http.Client().Get(f.http.URL + "/api/v1/events?gateways=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body apiError
+	_ = json.NewDecoder(bufio.NewReader(resp.Body)).Decode(&body)
+	if resp.StatusCode != http.StatusBadRequest || body.Field != "gateways" {
+		t.Errorf("gateways=: %d %+v", resp.StatusCode, body)
+	}
+}
+
+// BenchmarkGatewayListEvent is the cost of one whole-list gateways event
+// at MaxGateways: what every gateways=list stream paid per tick with a
+// change before the list was shared (review4 F10), and what one tick costs
+// for all of them now.
+func BenchmarkGatewayListEvent(b *testing.B) {
+	live := NewLive(nil)
+	fillGateways(live, MaxGateways)
+	s := New(&fleet{}, live, Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		out := &sseWriter{stats: s.opts.Streams}
+		s.gwList = sharedEvent{} // each iteration encodes
+		s.writeGatewayList(out, 0)
+		b.SetBytes(int64(len(out.pending[0])))
+	}
+}
