@@ -35,15 +35,25 @@ type fixture struct {
 
 func newFixture(t *testing.T, token string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, token, nil)
+}
+
+// newFixtureWith is newFixture with the configuration changed by set
+// before the collector starts.
+func newFixtureWith(t *testing.T, token string, set func(*collector.Config)) *fixture {
+	t.Helper()
 	cfg := collector.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Listen = ""
 	cfg.KPI.Window = collector.Duration(time.Minute)
-	set, err := cfg.LoadRules(catalog.Default())
+	if set != nil {
+		set(&cfg)
+	}
+	rules, err := cfg.LoadRules(catalog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
-	col, err := collector.New(cfg, set, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	col, err := collector.New(cfg, rules, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

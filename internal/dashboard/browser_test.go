@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/dashboard"
 	"github.com/smelterio/smelter/internal/demo"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -470,6 +473,34 @@ func TestPagedListsInBrowser(t *testing.T) {
 		_ = eval(tab, `document.querySelectorAll('tr[data-gateway]').length`, &rows)
 		return rows == n
 	}, func() string { return fmt.Sprintf("(%d rows)", rows) })
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// TestRefusedStreamRetriedInBrowser: a page whose event stream is refused
+// (503 beyond http.max_streams_per_client) shows it and opens the stream
+// once a place is free, after the answer's Retry-After.
+func TestRefusedStreamRetriedInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	f := newFixtureWith(t, "", func(c *collector.Config) { c.HTTP.MaxStreamsPerClient = 1 })
+	// another stream of this client (127.0.0.1) takes the one place
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+"/api/v1/events?gateways=delta", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("holding stream: %v %v", err, resp)
+	}
+	go func() { _, _ = io.Copy(io.Discard, resp.Body) }()
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, f.srv.URL+"/")
+	var text string
+	conn := func() bool { _ = eval(tab, `document.getElementById('conn-text').textContent`, &text); return true }
+	poll(t, jsErrs, 20*time.Second, "the refused stream shown", func() bool { conn(); return text == "reconnecting" }, func() string { return text })
+	cancel()
+	_ = resp.Body.Close()
+	poll(t, jsErrs, 30*time.Second, "the stream open after Retry-After", func() bool { conn(); return text == "live" }, func() string { return text })
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}

@@ -300,6 +300,10 @@ function setAlertCount(n) {
 // ---------- live stream ----------
 let streamCtl = null;
 let lastEventID = '';
+// Reconnect delay: the server's Retry-After when it refuses the stream (503
+// beyond max_streams), else doubling from 2 s to 30 s while the stream keeps
+// failing, back to 2 s once one opened.
+let streamRetryMS = 2000;
 function setConn(state, text) {
   const c = document.getElementById('conn');
   c.className = 'conn ' + state;
@@ -315,7 +319,13 @@ async function stream() {
     S.gwLive = false;
     const r = await fetch('/api/v1/events?gateways=delta', { headers: h, signal: ctl.signal, cache: 'no-store' });
     if (r.status === 401) { setConn('down', 'signed out'); askToken(); return; }
-    if (!r.ok || !r.body) throw new Error('stream: ' + r.status);
+    if (!r.ok || !r.body) {
+      const after = Number(r.headers.get('Retry-After'));
+      retry(ctl, after > 0 ? Math.min(after, 300) * 1000 : backoff(),
+        r.status >= 400 && r.status < 500 && r.status !== 429 ? 'refused (' + r.status + ')' : 'reconnecting');
+      return;
+    }
+    streamRetryMS = 2000;
     setConn('live', 'live');
     const reader = r.body.getReader();
     const dec = new TextDecoder();
@@ -335,8 +345,16 @@ async function stream() {
     if (ctl.signal.aborted) return;
   }
   if (ctl.signal.aborted) return;
-  setConn('down', 'reconnecting');
-  setTimeout(() => { if (streamCtl === ctl) stream(); }, 2000);
+  retry(ctl, backoff(), 'reconnecting');
+}
+function backoff() {
+  const d = streamRetryMS;
+  streamRetryMS = Math.min(streamRetryMS * 2, 30000);
+  return d;
+}
+function retry(ctl, ms, text) {
+  setConn('down', text);
+  setTimeout(() => { if (streamCtl === ctl) stream(); }, ms);
 }
 function dispatch(block) {
   let type = 'message', data = '', id = '';
