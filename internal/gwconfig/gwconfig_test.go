@@ -551,13 +551,13 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 			dev("b", "1s", `address: "127.0.0.1:1", unit_id: 2, timeout: 25s`) +
 			dev("c", "1s", `address: "127.0.0.1:2", unit_id: 1`),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:1 is known dead (its points stale) only once its requests time out: " +
-				"up to 50s after it falls silent (2 device(s) x 25s, one request timing out), not 3 x its poll interval (3s); " +
+				"up to 50s after its last answer (2 device(s) x 25s, one request timing out; up to one poll interval more after it falls silent), not 3 x its poll interval (3s); " +
 				"meanwhile, with 1 silent unit(s), healthy devices on this connection can go ~51s between two reads (instead of 1s): " +
 				"a read may wait for one timed-out request of each silent unit (1 x 25s, + up to one of its own), at every poll at first, " +
 				"then in bursts as their backoff grows (up to backoff_max 30s); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
 		{"a busy RTU line", head + line.String(),
 			"devices[0].modbus.timeout: a silent device on connection /dev/ttyS0 is known dead (its points stale) only once its requests time out: " +
-				"up to 37.5s after it falls silent (25 device(s) x 1.5s, one request timing out), not 3 x its poll interval (6s); " +
+				"up to 37.5s after its last answer (25 device(s) x 1.5s, one request timing out; up to one poll interval more after it falls silent), not 3 x its poll interval (6s); " +
 				"meanwhile, with 24 silent unit(s), healthy devices on this connection can go ~39.5s between two reads (instead of 2s): " +
 				"a read may wait for one timed-out request of each silent unit (24 x 1.5s, + up to one of its own), at every poll at first, " +
 				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},
@@ -571,7 +571,7 @@ func TestSlowModbusDeathWarns(t *testing.T) {
 			return b.String()
 		}(),
 			"devices[0].modbus.timeout: a silent device on connection 127.0.0.1:15020 is known dead (its points stale) only once its requests time out: " +
-				"up to 34.4s after it falls silent (30 device(s) x 1.147s, one request timing out), not 3 x its poll interval (3s); " +
+				"up to 34.4s after its last answer (30 device(s) x 1.147s, one request timing out; up to one poll interval more after it falls silent), not 3 x its poll interval (3s); " +
 				"meanwhile, with 29 silent unit(s), healthy devices on this connection can go ~35.4s between two reads (instead of 1s): " +
 				"a read may wait for one timed-out request of each silent unit (29 x 1.147s, + up to one of its own), at every poll at first, " +
 				"then for as long as they are silent (their backoff_max 30s is shorter); their births announce this as their interval; lower timeout (or silence), or put fewer devices on the connection"},

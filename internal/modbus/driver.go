@@ -337,7 +337,7 @@ func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string
 				k, roundDur(sharedGap(shortest[key], k, step)), shortest[key], k, roundDur(step), lasts)
 		}
 		c.Warnf(d.Field+".modbus.timeout",
-			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after it falls silent (%d device(s) x %v, one request timing out), not 3 x its poll interval (%v)%s; lower timeout (or silence), or put fewer devices on the connection",
+			"a silent device on connection %s is known dead (its points stale) only once its requests time out: up to %v after its last answer (%d device(s) x %v, one request timing out; up to one poll interval more after it falls silent), not 3 x its poll interval (%v)%s; lower timeout (or silence), or put fewer devices on the connection",
 			l.Address, roundDur(worst), n[key], roundDur(step), 3*shortest[key], healthy)
 	}
 }
