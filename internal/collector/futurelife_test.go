@@ -158,3 +158,108 @@ func TestRestoredFutureLifeBounded(t *testing.T) {
 		t.Errorf("the restored death's alert still active: %+v", a)
 	}
 }
+
+// TestForeignFutureInsideTheTolerance (review5 F13 and the F6 residual):
+// a message of another gateway of the site dated inside max_future (not
+// clamped) ranks nothing after it as older than the collector's clock: the
+// times the engine records for ordering are bounded by its clock. Before,
+// a batch of gw-2 dated +290 s made the real gateway's batches late for
+// 290 s (not evaluated: the forged 0.7 MPa shown, status ok, no range
+// alert for its 5.0 MPa) and refused its death as older; a death of gw-2
+// dated +295 s kept the live asset dead through its rebirth and data; a
+// birth of gw-2 dated +295 s kept its range (max 0.5 MPa) in force over
+// the real gateway's rebirth (a false plausibility alert for 0.7 MPa).
+func TestForeignFutureInsideTheTolerance(t *testing.T) {
+	ctx := context.Background()
+	pressure := func(seq uint64, ts int64, v float64) spanMsg {
+		b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts, Asset: spanAsset,
+			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: ts},
+				{Signal: "discharge_pressure", Value: v, Unit: "MPa", TS: ts}}}
+		return spanMsg{telemetry.KindData, b.AppendJSON(nil)}
+	}
+	setup := func(t *testing.T) (*Collector, func(spanMsg)) {
+		col := newCollector(t, Defaults())
+		send := func(m spanMsg) {
+			t.Helper()
+			if err := col.Handle(ctx, telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now := time.Now().UnixMilli()
+		send(spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
+		send(lifeBatch(2, now-4000, telemetry.QualityGood))
+		return col, send
+	}
+	pressureShown := func(t *testing.T, col *Collector) (v float64, implausible bool) {
+		t.Helper()
+		av, _ := col.Asset("site1", "ac-1")
+		for _, s := range av.Signals {
+			if s.Signal == "discharge_pressure" {
+				return s.Value, s.Implausible
+			}
+		}
+		t.Fatal("discharge_pressure not shown")
+		return 0, false
+	}
+	plausibility := func(col *Collector) bool {
+		for _, a := range col.Alerts(true) {
+			if a.Asset == "ac-1" && a.Kind == "plausibility" {
+				return true
+			}
+		}
+		return false
+	}
+
+	t.Run("batch of another gateway dated 290 s ahead", func(t *testing.T) {
+		col, send := setup(t)
+		for round, seq := range []uint64{3, 5} {
+			send(fromGateway(t, pressure(uint64(round+1), time.Now().UnixMilli()+290_000, 0.7), "gw-2"))
+			send(pressure(seq, time.Now().UnixMilli(), 5.0)) // the real gateway: 5.0 MPa, range 0..1.6
+			if v, implausible := pressureShown(t, col); v != 5.0 || !implausible {
+				t.Errorf("round %d: discharge_pressure %v (implausible %v), want the real gateway's 5.0, implausible", round, v, implausible)
+			}
+			if !plausibility(col) {
+				t.Errorf("round %d: no plausibility alert for the real gateway's 5.0 MPa", round)
+			}
+			if av, _ := col.Asset("site1", "ac-1"); av.Gateway != "gw-1" {
+				t.Errorf("round %d: gateway %q, want gw-1", round, av.Gateway)
+			}
+		}
+		send(spanDeath(t, 6, time.Now().UnixMilli()))
+		if av, _ := col.Asset("site1", "ac-1"); av.Dead == "" {
+			t.Error("the real gateway's death was refused as older")
+		}
+		if got := testutil.ToFloat64(col.m.future); got != 0 {
+			t.Errorf("future timestamps %v, want 0 (inside the tolerance)", got)
+		}
+	})
+	t.Run("death of another gateway dated 295 s ahead", func(t *testing.T) {
+		col, send := setup(t)
+		send(fromGateway(t, spanDeath(t, 1, time.Now().UnixMilli()+295_000), "gw-2"))
+		if av, _ := col.Asset("site1", "ac-1"); av.Dead == "" {
+			t.Fatal("the death was not applied")
+		}
+		later := time.Now().UnixMilli() + 1
+		send(spanBirth(t, 3, later, 1.6, "discharge_temp", "discharge_pressure"))
+		send(lifeBatch(4, later+1, telemetry.QualityGood))
+		if av, _ := col.Asset("site1", "ac-1"); av.Dead != "" {
+			t.Errorf("the asset stays dead after its rebirth and data: %q", av.Dead)
+		}
+		if a, ok := deathAlert(col); ok {
+			t.Errorf("the death's alert still active: %+v", a)
+		}
+	})
+	t.Run("birth of another gateway dated 295 s ahead", func(t *testing.T) {
+		col, send := setup(t)
+		send(fromGateway(t, spanBirth(t, 1, time.Now().UnixMilli()+295_000, 0.5, "discharge_temp", "discharge_pressure"), "gw-2"))
+		later := time.Now().UnixMilli() + 1
+		send(spanBirth(t, 3, later, 1.6, "discharge_temp", "discharge_pressure"))
+		send(lifeBatch(4, later+1, telemetry.QualityGood))
+		if plausibility(col) {
+			t.Error("false plausibility alert: the foreign birth's range stays in force")
+		}
+		if v, implausible := pressureShown(t, col); v != 0.7 || implausible {
+			t.Errorf("discharge_pressure %v (implausible %v), want 0.7", v, implausible)
+		}
+	})
+}

@@ -85,9 +85,16 @@ type assetState struct {
 	running   bool
 	runExpr   *boundExpr
 	lastTSGW  int64
-	lastTS    int64 // data time of the newest batch
-	lastRecv  int64 // wall time the newest batch was received
-	interval  int64 // observed batch interval, ms
+	// order is the key batches, and births and deaths judged on ts_gw,
+	// are ordered against: the newest evaluated batch's ts_gw, bounded by
+	// the engine's clock when it was evaluated (bounded). A batch dated
+	// ahead of the clock (inside max_future: a fast clock, or another
+	// gateway of the site) does not make the next batches "late" (review5
+	// F13). Not checkpointed: restored as min(lastTSGW, now).
+	order    int64
+	lastTS   int64 // data time of the newest batch
+	lastRecv int64 // wall time the newest batch was received
+	interval int64 // observed batch interval, ms
 	// birthGap is the shortest interval_ms its birth in force declares (0:
 	// none): the asset reports at least that often while it answers
 	// (docs/schema.md), so silence is never judged on less (silenceIV).
@@ -96,8 +103,8 @@ type assetState struct {
 	batches  uint64
 	dead     string
 	// lifeTSGW is the ts_gw of the newest birth or death the state
-	// includes (applied, or a birth in force again: Revive); 0 when none
-	// had one. While the asset is dead it is its death's (a birth or batch
+	// includes (applied, or a birth in force again: Revive), bounded by the
+	// engine's clock when it was applied (bounded); 0 when none had one. While the asset is dead it is its death's (a birth or batch
 	// newer than the death revives it). Births and deaths whose seq cannot
 	// order them are judged on it (Engine.BirthBehind, DeathBehind), and
 	// nothing older than it ends a death (revive, Process).
@@ -381,7 +388,7 @@ func (e *Engine) revive(a *assetState, ts int64, out []alert.Alert) []alert.Aler
 	if a.dead != "" && ts > 0 && ts < a.lifeTSGW {
 		return out
 	}
-	a.lifeTSGW = max(a.lifeTSGW, ts)
+	a.lifeTSGW = max(a.lifeTSGW, e.bounded(ts))
 	a.dead = ""
 	a.lastRecv = e.now()
 	if a.silence == nil || a.silence.latch.Level == alert.None {
@@ -562,7 +569,7 @@ func (e *Engine) Death(d *telemetry.Death, out []alert.Alert) []alert.Alert {
 	as := d.Asset.FromJSON()
 	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
 	a.dead = d.Reason
-	a.lifeTSGW = max(a.lifeTSGW, d.TSGW)
+	a.lifeTSGW = max(a.lifeTSGW, e.bounded(d.TSGW))
 	if a.silence == nil {
 		return out
 	}
@@ -573,17 +580,31 @@ func (e *Engine) Death(d *telemetry.Death, out []alert.Alert) []alert.Alert {
 	return e.step(out, a.silence, a.silence.r.Severity, ts, 0, 0)
 }
 
+// bounded returns ts (a ts_gw, Unix ms) as an ordering key: ts, or the
+// engine's clock when ts lies ahead of it. A message dated ahead of the
+// collector's clock, inside max_future, would otherwise rank every
+// message after it as older until the clock reached its ts_gw: a batch,
+// birth or death of another gateway of the site dated 290 s ahead made
+// the real gateway's batches late (not evaluated) and its death refused
+// for 290 s (review5 F13); so did a gateway's clock corrected back.
+// Readings' times and what is shown keep the message's own ts_gw.
+func (e *Engine) bounded(ts int64) int64 {
+	return min(ts, e.now())
+}
+
 // Process evaluates one batch and appends the alert state changes to out.
 func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a := e.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Asset.Path)
-	if b.TSGW < a.lastTSGW {
+	if b.TSGW < a.order {
 		e.stats.Late++
 		return out
 	}
 	e.stats.Batches++
 	e.stats.Readings += uint64(len(b.Readings))
-	if a.lastTSGW > 0 {
-		d := b.TSGW - a.lastTSGW
+	a.order = max(a.order, e.bounded(b.TSGW))
+	// d < 0: newer only by the bound on order (the last batch was dated
+	// ahead of the clock): no interval of this asset
+	if d := b.TSGW - a.lastTSGW; a.lastTSGW > 0 && d >= 0 {
 		if a.interval == 0 {
 			a.interval = d
 		} else {

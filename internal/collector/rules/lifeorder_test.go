@@ -39,7 +39,9 @@ func gwBatch(gw string, seq uint64, ts int64) *telemetry.Batch {
 // batch only, so with no batch after the newest birth it was applied too.
 func TestUnorderedBirthsAndDeathsJudgedOnTSGW(t *testing.T) {
 	const window = 1000
-	e := newHarness(t, true, "").e
+	h := newHarness(t, true, "")
+	h.now = sec(200) // every message arrives after its ts_gw (the ordering keys are bounded by the clock)
+	e := h.e
 	e.Birth(gwBirth("gw-a", 10, sec(0), "discharge_temp"), nil)
 	e.Mark("site1", "ac-1", "gw-a", 10)
 	e.Process(gwBatch("gw-a", 11, sec(1)), nil)
@@ -99,6 +101,7 @@ func TestUnorderedBirthsAndDeathsJudgedOnTSGW(t *testing.T) {
 			t.Errorf("%s: life ts_gw %d, want the death's %d", name, rec.LifeTSGW, sec(110))
 		}
 		r := newHarness(t, true, "")
+		r.now = h.now
 		r.e.RestoreAsset(rec)
 		check(r.e, name)
 	}
@@ -113,6 +116,7 @@ func TestUnorderedBirthsAndDeathsJudgedOnTSGW(t *testing.T) {
 // alert, at a cleared_at before its raised_at.
 func TestOlderThanTheDeathDoesNotRevive(t *testing.T) {
 	h := newHarness(t, true, "")
+	h.now = sec(20) // every message arrives after its ts_gw
 	e := h.e
 	e.Birth(gwBirth("gw", 0, sec(0), "discharge_temp"), nil)
 	e.Process(gwBatch("gw", 1, sec(1)), nil)
@@ -162,5 +166,46 @@ func TestClearedNotBeforeRaised(t *testing.T) {
 	}
 	if cl[0].RaisedAt != raised.RaisedAt || cl[0].ClearedAt < cl[0].RaisedAt || cl[0].UpdatedAt < cl[0].RaisedAt {
 		t.Errorf("raised at %d, cleared at %d, updated at %d", cl[0].RaisedAt, cl[0].ClearedAt, cl[0].UpdatedAt)
+	}
+}
+
+// A batch dated ahead of the engine's clock (inside max_future: another
+// gateway of the site, or the asset's own gateway before its fast clock is
+// corrected) ranks the batches after it no later than the clock when it
+// was evaluated (review5 F13), also across a checkpoint: the next batch
+// dated now is evaluated, not late, and a death dated now is not behind.
+// Before, every batch and death dated before the first one's ts_gw was
+// late or behind until the clock reached it.
+func TestAheadOfTheClockRanksNoLater(t *testing.T) {
+	const window = 1000
+	for _, c := range []struct{ name, ahead string }{
+		{"another gateway", "gw-b"},
+		{"the same gateway's clock corrected", "gw-a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, true, "")
+			h.now = sec(10)
+			e := h.e
+			e.Process(gwBatch("gw-a", 1, sec(10)), nil)
+			e.Process(gwBatch(c.ahead, 2, sec(10+290)), nil)
+			st, _ := e.Snapshot("site1", "ac-1")
+			r := newHarness(t, true, "")
+			r.now = sec(11)
+			r.e.RestoreAsset(&st)
+			for name, e := range map[string]*Engine{"live": e, "restored": r.e} {
+				h.now = sec(11)
+				if e.DeathBehind(gwDeath("gw-a", 0, sec(11)), window) {
+					t.Errorf("%s: a death dated now is behind the batch dated ahead", name)
+				}
+				late := e.Stats().Late
+				e.Process(gwBatch("gw-a", 3, sec(11)), nil)
+				if e.Stats().Late != late {
+					t.Errorf("%s: the batch dated now is late", name)
+				}
+				if e.Process(gwBatch("gw-a", 1, sec(9)), nil); e.Stats().Late != late+1 {
+					t.Errorf("%s: a batch older than the clock's bound was evaluated", name)
+				}
+			}
+		})
 	}
 }

@@ -11,7 +11,9 @@ import (
 // or birth's or death's ts_gw lies beyond now + Options.MaxFuture (written
 // by a release that did not clamp births and deaths) is restored with now
 // in their place; within the bound, or without one (MaxFuture 0: a plant
-// clock run ahead, as smelter-demo's), the recorded times stay.
+// clock run ahead, as smelter-demo's), the newest batch's stays, and the
+// birth's or death's, an ordering key, is bounded by now (review5 F13: a
+// record of an earlier release holds it as dated).
 func TestRestoreBoundsFutureTimes(t *testing.T) {
 	const now = int64(1_800_000_000_000)
 	year2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
@@ -24,8 +26,8 @@ func TestRestoreBoundsFutureTimes(t *testing.T) {
 	}{
 		{"beyond the bound", 5 * time.Minute, year2100, year2100, now, now},
 		{"death beyond, batch within", 5 * time.Minute, ahead, year2100, ahead, now},
-		{"within the bound", 5 * time.Minute, ahead, ahead, ahead, ahead},
-		{"no bound", 0, year2100, year2100, year2100, year2100},
+		{"within the bound", 5 * time.Minute, ahead, ahead, ahead, now},
+		{"no bound", 0, year2100, year2100, year2100, now},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			set, err := Load(catalog.Default(), true)

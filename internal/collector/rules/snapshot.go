@@ -170,9 +170,10 @@ func (e *Engine) Behind(site, id, gateway string, seq uint64, tsgw int64, window
 
 // before reports whether tsgw (a birth's or death's ts_gw; 0: none) lies
 // before the newest ts_gw the asset's state includes: its newest batch's,
-// birth's or death's.
+// birth's or death's, each bounded by the clock when it was evaluated
+// (Engine.bounded).
 func (a *assetState) before(tsgw int64) bool {
-	return tsgw > 0 && tsgw < max(a.lastTSGW, a.lifeTSGW)
+	return tsgw > 0 && tsgw < max(a.order, a.lifeTSGW)
 }
 
 func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, window uint64) bool {
@@ -396,6 +397,8 @@ func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 			}
 		}
 	}
+	// the ordering keys never lie ahead of the clock (bounded)
+	a.order, a.lifeTSGW = e.bounded(a.lastTSGW), e.bounded(a.lifeTSGW)
 	if a.batches > 0 {
 		a.lastRecv = e.now()
 		if written > 0 && written < a.lastRecv {
