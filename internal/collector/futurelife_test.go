@@ -21,7 +21,6 @@ import (
 // raised false plausibility alerts).
 func TestFutureBirthAndDeathClamped(t *testing.T) {
 	year2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	ctx := context.Background()
 	for _, c := range []struct {
 		name   string
 		future func(t *testing.T, now int64) spanMsg
@@ -41,17 +40,8 @@ func TestFutureBirthAndDeathClamped(t *testing.T) {
 		}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			col := newCollector(t, Defaults())
-			send := func(m spanMsg) {
-				t.Helper()
-				if err := col.Handle(ctx, telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
-					t.Fatal(err)
-				}
-			}
-			now := time.Now().UnixMilli()
-			send(spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
-			send(lifeBatch(2, now-4000, telemetry.QualityGood))
-			send(c.future(t, now))
+			col, send := liveAC1(t)
+			send(c.future(t, time.Now().UnixMilli()))
 			if got := testutil.ToFloat64(col.m.future); got != 1 {
 				t.Errorf("future timestamps %v, want 1", got)
 			}
@@ -86,6 +76,24 @@ func TestFutureBirthAndDeathClamped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// liveAC1 returns a collector with default settings where ac-1 is live on
+// gw-1 (its birth and a batch, seqs 1 and 2, dated a few seconds ago), and
+// a function that hands it one message of ac-1.
+func liveAC1(t *testing.T) (*Collector, func(spanMsg)) {
+	t.Helper()
+	col := newCollector(t, Defaults())
+	send := func(m spanMsg) {
+		t.Helper()
+		if err := col.Handle(context.Background(), telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UnixMilli()
+	send(spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
+	send(lifeBatch(2, now-4000, telemetry.QualityGood))
+	return col, send
 }
 
 // deathAlert returns ac-1's asset-level stale alert (silence or death)
@@ -170,25 +178,11 @@ func TestRestoredFutureLifeBounded(t *testing.T) {
 // birth of gw-2 dated +295 s kept its range (max 0.5 MPa) in force over
 // the real gateway's rebirth (a false plausibility alert for 0.7 MPa).
 func TestForeignFutureInsideTheTolerance(t *testing.T) {
-	ctx := context.Background()
 	pressure := func(seq uint64, ts int64, v float64) spanMsg {
 		b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts, Asset: spanAsset,
 			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: ts},
 				{Signal: "discharge_pressure", Value: v, Unit: "MPa", TS: ts}}}
 		return spanMsg{telemetry.KindData, b.AppendJSON(nil)}
-	}
-	setup := func(t *testing.T) (*Collector, func(spanMsg)) {
-		col := newCollector(t, Defaults())
-		send := func(m spanMsg) {
-			t.Helper()
-			if err := col.Handle(ctx, telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
-				t.Fatal(err)
-			}
-		}
-		now := time.Now().UnixMilli()
-		send(spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
-		send(lifeBatch(2, now-4000, telemetry.QualityGood))
-		return col, send
 	}
 	pressureShown := func(t *testing.T, col *Collector) (v float64, implausible bool) {
 		t.Helper()
@@ -211,7 +205,7 @@ func TestForeignFutureInsideTheTolerance(t *testing.T) {
 	}
 
 	t.Run("batch of another gateway dated 290 s ahead", func(t *testing.T) {
-		col, send := setup(t)
+		col, send := liveAC1(t)
 		for round, seq := range []uint64{3, 5} {
 			send(fromGateway(t, pressure(uint64(round+1), time.Now().UnixMilli()+290_000, 0.7), "gw-2"))
 			send(pressure(seq, time.Now().UnixMilli(), 5.0)) // the real gateway: 5.0 MPa, range 0..1.6
@@ -234,7 +228,7 @@ func TestForeignFutureInsideTheTolerance(t *testing.T) {
 		}
 	})
 	t.Run("death of another gateway dated 295 s ahead", func(t *testing.T) {
-		col, send := setup(t)
+		col, send := liveAC1(t)
 		send(fromGateway(t, spanDeath(t, 1, time.Now().UnixMilli()+295_000), "gw-2"))
 		if av, _ := col.Asset("site1", "ac-1"); av.Dead == "" {
 			t.Fatal("the death was not applied")
@@ -250,7 +244,7 @@ func TestForeignFutureInsideTheTolerance(t *testing.T) {
 		}
 	})
 	t.Run("birth of another gateway dated 295 s ahead", func(t *testing.T) {
-		col, send := setup(t)
+		col, send := liveAC1(t)
 		send(fromGateway(t, spanBirth(t, 1, time.Now().UnixMilli()+295_000, 0.5, "discharge_temp", "discharge_pressure"), "gw-2"))
 		later := time.Now().UnixMilli() + 1
 		send(spanBirth(t, 3, later, 1.6, "discharge_temp", "discharge_pressure"))
