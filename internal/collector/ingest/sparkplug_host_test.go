@@ -108,7 +108,7 @@ func TestSparkplugHostApplicationConformance(t *testing.T) {
 	}
 
 	t0 := time.Now().UnixMilli()
-	logs := &lockedLog{}
+	logs := &syncBuf{}
 	stop := runHostLog(t, b.URL(), SparkplugConfig{HostID: "smelter"}, slog.New(slog.NewTextHandler(logs, nil)))
 	wait.For(t, 10*time.Second, "STATE birth", func() bool { i, _ := rec.states(t, topic); return len(i) == 1 })
 	t1 := time.Now().UnixMilli()
@@ -353,23 +353,4 @@ func runAll(t *testing.T, ids []string, f func(t *testing.T)) {
 	for _, id := range ids {
 		t.Run(id, f)
 	}
-}
-
-// lockedLog is an io.Writer for a test's slog handler, safe to read while
-// the host writes.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
