@@ -129,19 +129,12 @@ func TestRestoredFutureLifeBounded(t *testing.T) {
 	send(c0, spanBirth(t, 1, now-5000, 1.6, "discharge_temp", "discharge_pressure"))
 	send(c0, lifeBatch(2, now-4000, telemetry.QualityGood))
 	send(c0, fromGateway(t, spanDeath(t, 1, year2100), "gw-2"))
-	sh0 := c0.shard(0)
-	sh0.mu.Lock()
-	sh0.dirty[[2]string{"site1", "ac-1"}] = struct{}{} // the checkpoint's record of the asset
-	w, err := sh0.snapshot(nil, 0, false, nil)
-	sh0.mu.Unlock()
-	if err != nil || len(w) != 1 {
-		t.Fatalf("snapshot: %d records, %v", len(w), err)
-	}
+	rec := assetRecord(t, c0.shard(0), "site1", "ac-1")
 
 	c := newCollector(t, Defaults())
 	sh := c.shard(0)
 	sh.mu.Lock()
-	err = sh.restore(w[0].data, 1, now-3000)
+	err := sh.restore(rec, 1, now-3000)
 	got, _ := sh.engine.Snapshot("site1", "ac-1")
 	sh.mu.Unlock()
 	if err != nil {

@@ -52,18 +52,11 @@ func TestAssetGatewayShown(t *testing.T) {
 	if gw := shown(c); gw != "gw-2" {
 		t.Errorf("gateway %q after the old gateway's late batch, want gw-2", gw)
 	}
-	sh := c.shard(0)
-	sh.mu.Lock()
-	sh.dirty[[2]string{"site1", "ac-1"}] = struct{}{} // the checkpoint's record of the asset
-	w, err := sh.snapshot(nil, 0, false, nil)
-	sh.mu.Unlock()
-	if err != nil || len(w) != 1 {
-		t.Fatalf("snapshot: %d records, %v", len(w), err)
-	}
+	rec := assetRecord(t, c.shard(0), "site1", "ac-1")
 	c2 := newCollector(t, Defaults())
 	sh2 := c2.shard(0)
 	sh2.mu.Lock()
-	err = sh2.restore(w[0].data, 1, 0)
+	err := sh2.restore(rec, 1, 0)
 	sh2.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -71,4 +64,18 @@ func TestAssetGatewayShown(t *testing.T) {
 	if gw := shown(c2); gw != "gw-2" {
 		t.Errorf("restored asset's gateway %q, want gw-2 (its record's)", gw)
 	}
+}
+
+// assetRecord returns the binary checkpoint record sh writes now for
+// site/asset (marked changed first), as a checkpoint would store it.
+func assetRecord(t *testing.T, sh *shard, site, asset string) []byte {
+	t.Helper()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.dirty[[2]string{site, asset}] = struct{}{}
+	w, err := sh.snapshot(nil, 0, false, nil)
+	if err != nil || len(w) != 1 {
+		t.Fatalf("snapshot: %d records, %v", len(w), err)
+	}
+	return w[0].data
 }
