@@ -601,7 +601,8 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	}
 	e.stats.Batches++
 	e.stats.Readings += uint64(len(b.Readings))
-	a.order = max(a.order, e.bounded(b.TSGW))
+	now := e.now() // one clock read serves the ordering bound and lastRecv
+	a.order = max(a.order, min(b.TSGW, now))
 	// d < 0: newer only by the bound on order (the last batch was dated
 	// ahead of the clock): no interval of this asset
 	if d := b.TSGW - a.lastTSGW; a.lastTSGW > 0 && d >= 0 {
@@ -716,7 +717,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	// more than dedup_window behind, newer than the newest batch) says the
 	// asset answered before it died: it does not clear the death.
 	if heard {
-		a.lastRecv = e.now()
+		a.lastRecv = now
 		a.lastTS = batchTS
 	}
 	if answered && (a.dead == "" || b.TSGW >= a.lifeTSGW) {
