@@ -53,6 +53,36 @@ func runScenario(t *testing.T, faults string) *Demo {
 	return d
 }
 
+// deviceMetrics lists the gateway's non-zero metric series labelled with
+// device (acquisition errors, delayed and failed polls, stalls): what the
+// gateway saw of a device an alert names.
+func deviceMetrics(t *testing.T, d *Demo, device string) string {
+	t.Helper()
+	mfs, err := d.Gateway().Registry().Gather()
+	if err != nil {
+		return " " + err.Error()
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			mine := false
+			var labels []string
+			for _, l := range m.GetLabel() {
+				mine = mine || l.GetName() == "device" && l.GetValue() == device
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if h := m.GetHistogram(); h != nil {
+				v = h.GetSampleSum()
+			}
+			if mine && v != 0 {
+				fmt.Fprintf(&b, "\n  %s{%s} %g", mf.GetName(), strings.Join(labels, ","), v)
+			}
+		}
+	}
+	return b.String()
+}
+
 // simElapsed reports how much simulated time passed since the start.
 func simElapsed(d *Demo) time.Duration { return d.Fleet().Now().Sub(scenarioStart) }
 
@@ -136,7 +166,11 @@ func TestScenarioFaultFreeRunRaisesNoAlert(t *testing.T) {
 	col := d.Collector()
 	wait.For(t, 5*time.Minute, "the run to cover its span", func() bool { return simElapsed(d) >= scenarioSpan })
 	if got := alertsByAsset(col); len(got) > 0 {
-		t.Errorf("fault-free run raised alerts:\n%s", describe(got))
+		var why strings.Builder
+		for asset := range got {
+			fmt.Fprintf(&why, "\ngateway metrics of %s:%s", asset, deviceMetrics(t, d, asset))
+		}
+		t.Errorf("fault-free run raised alerts:\n%s%s", describe(got), why.String())
 	}
 	if n := len(col.Assets()); n != len(d.Fleet().Devices()) {
 		t.Errorf("collector saw %d assets, fleet has %d", n, len(d.Fleet().Devices()))

@@ -72,12 +72,18 @@ func TestStopDuringConnectionChurn(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
+				// The connect's own deadline is long and not ctx's: gopcua
+				// v0.9.0 races (uasc readChunk reads openingInstance while
+				// a returning open clears it: a data race under -race)
+				// when an open gives up before its OpenSecureChannel
+				// response arrives (upstream; CI on a loaded machine,
+				// session 9). A restart closes the connection instead.
 				c, err := opcua.NewClient(endpoint, opcua.SecurityMode(ua.MessageSecurityModeNone),
-					opcua.AutoReconnect(false), opcua.DialTimeout(time.Second))
+					opcua.AutoReconnect(false), opcua.DialTimeout(time.Second), opcua.RequestTimeout(10*time.Second))
 				if err != nil {
 					continue
 				}
-				cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 				if c.Connect(cctx) == nil {
 					_ = c.Close(cctx)
 				}
