@@ -81,6 +81,7 @@ type Server struct {
 	// event streams: their slots, and the large events they share
 	slots                     streamSlots
 	gwList, gwSnap, allAssets sharedEvent
+	changes                   changeChain // the assets events after the first
 }
 
 // New builds the handler. It does no I/O.

@@ -179,12 +179,26 @@ func (s *Server) ticker() (<-chan time.Time, func()) {
 	return t.C, t.Stop
 }
 
-// writeChanges appends the assets changed since version v and returns
-// the version it reflects.
+// writeChanges queues the assets changed since version v, if any, and
+// returns the version it reflects. The event is shared (changeChain): one
+// encoding per tick serves every stream, whatever its gateways form (the
+// assets events do not depend on it).
 func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
+	data, cur := s.changes.get(v, s.opts.Tick, s.opts.Streams, s.encodeChanges)
+	if data != nil {
+		out.shared(data)
+	}
+	return cur
+}
+
+// encodeChanges encodes an assets event of the assets changed after
+// version v (nil when none) and returns the version it reflects: taken
+// before the assets are read, so a change made meanwhile comes again in
+// the next event.
+func (s *Server) encodeChanges(v uint64) ([]byte, uint64) {
 	keys, cur := s.live.AssetsChangedSince(v)
 	if len(keys) == 0 {
-		return cur
+		return nil, cur
 	}
 	sum := summarize(s.src.Alerts(true))
 	now := s.now()
@@ -207,11 +221,13 @@ func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
 			}
 		}
 	}
-	sortAssets(res)
-	if len(res) > 0 {
-		writeEvent(&out.buf, "assets", res)
+	if len(res) == 0 {
+		return nil, cur
 	}
-	return cur
+	sortAssets(res)
+	var b bytes.Buffer
+	writeEvent(&b, "assets", res)
+	return b.Bytes(), cur
 }
 
 // writeAllAssets queues the stream's first assets event: every asset the

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,5 +254,175 @@ func BenchmarkGatewayListEvent(b *testing.B) {
 		s.gwList = sharedEvent{} // each iteration encodes
 		s.writeGatewayList(out, 0)
 		b.SetBytes(int64(len(out.pending[0])))
+	}
+}
+
+// TestAssetsEventsEncodedOncePerTick: the assets events after the first
+// are encoded once per tick for every stream, whatever its gateways form
+// (before, each stream encoded its own: streams x changed assets a tick),
+// and every stream receives the same bytes, after the alert events
+// written before them with the stream's own ids. A stream that connects
+// later joins: its events are shared from its second on.
+func TestAssetsEventsEncodedOncePerTick(t *testing.T) {
+	f := newSSEFixture(t)
+	var mu sync.Mutex
+	var ticks []chan time.Time
+	f.srv.newTicker = func() (<-chan time.Time, func()) {
+		ch := make(chan time.Time)
+		mu.Lock()
+		ticks = append(ticks, ch)
+		mu.Unlock()
+		return ch, func() {}
+	}
+	f.srv.opts.Tick = time.Hour // the shared events' lifetime: the test's ticks are the ticks
+	var sts []*sseStream
+	open := func(query string) {
+		sts = append(sts, openStream(t, f.http, query))
+		wait.For(t, 10*time.Second, "stream open", func() bool { mu.Lock(); defer mu.Unlock(); return len(ticks) == len(sts) })
+	}
+	tickAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ch := range ticks {
+			ch <- time.Now()
+		}
+	}
+	src := &fleet{}
+	f.srv.src = src
+	publish := func(round, n int) {
+		for i := range n {
+			id := fmt.Sprintf("m-%d-%d", round, i)
+			src.mu.Lock()
+			src.assets = append(src.assets, rules.AssetView{Site: "s1", ID: id, Class: "motor"})
+			src.mu.Unlock()
+			f.publishAsset("gw-1", id)
+		}
+	}
+	alertN := 0
+	alertEvent := func() {
+		alertN++
+		f.live.mu.Lock()
+		f.live.appendEvent("alert", fmt.Appendf(nil, `{"n":%d}`, alertN))
+		f.live.mu.Unlock()
+	}
+	const n = 8
+	for i := range n {
+		open([]string{"gateways=list", "gateways=delta"}[i%2])
+	}
+	publish(0, 3)
+	tickAll() // the first assets event: every asset, shared
+	for _, st := range sts {
+		st.next(t, "first assets event", func(e SSEEvent) bool { return e.Type == "assets" })
+	}
+	before := f.srv.opts.Streams.changeEncodes.Load()
+	for round := 1; round <= 4; round++ {
+		if round == 3 {
+			// a new stream, whose first event (every asset, encoded now:
+			// Tick is an hour here, not a second) is at another version,
+			// joins the others at its second
+			f.srv.allAssets = sharedEvent{}
+			open("")
+			publish(-1, 1) // an event for every stream: each has taken this tick when it is read
+			tickAll()
+			for _, st := range sts {
+				st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" })
+			}
+			before = f.srv.opts.Streams.changeEncodes.Load()
+		}
+		publish(round, 40) // more than 32: the path through Assets()
+		alertEvent()
+		tickAll()
+		var first string
+		for i, st := range sts {
+			a := st.next(t, "the alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "assets" })
+			if a.Type != "alert" || a.ID != f.live.EventID(uint64(alertN)) {
+				t.Fatalf("round %d stream %d: %s id %q before the assets event, want alert %s", round, i, a.Type, a.ID, f.live.EventID(uint64(alertN)))
+			}
+			e := st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" })
+			if e.ID != "" {
+				t.Errorf("assets event with id %q", e.ID)
+			}
+			if i == 0 {
+				first = e.Data
+				got := decode[[]AssetOut](t, e)
+				if len(got) != 40 || got[0].ID != fmt.Sprintf("m-%d-0", round) {
+					t.Fatalf("round %d: assets event of %d assets, want the 40 changed", round, len(got))
+				}
+			} else if e.Data != first {
+				t.Fatalf("round %d: stream %d got another assets event", round, i)
+			}
+		}
+		if got := f.srv.opts.Streams.changeEncodes.Load() - before; got != 1 {
+			t.Errorf("round %d: %d assets encodings for one tick of %d streams, want 1", round, got, len(sts))
+		}
+		before = f.srv.opts.Streams.changeEncodes.Load()
+	}
+	// a reconnect with the last id gets no resync: the shared events
+	// carry no id
+	st := openStream(t, f.http, "", "Last-Event-ID", f.live.EventID(uint64(alertN)))
+	alertEvent()
+	e := st.next(t, "the next alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "resync" })
+	if e.Type != "alert" || e.ID != f.live.EventID(uint64(alertN)) {
+		t.Errorf("after reconnect: %s %q, want alert %s", e.Type, e.ID, f.live.EventID(uint64(alertN)))
+	}
+}
+
+// TestChangeChain: which stream versions an assets event serves, and
+// where the next one is built from.
+func TestChangeChain(t *testing.T) {
+	var c changeChain
+	st := &StreamStats{}
+	cur := uint64(10)
+	var built []uint64
+	get := func(v uint64, tick time.Duration) (string, uint64) {
+		data, to := c.get(v, tick, st, func(from uint64) ([]byte, uint64) {
+			built = append(built, from)
+			if from == cur {
+				return nil, cur
+			}
+			return fmt.Appendf(nil, "(%d,%d]", from, cur), cur
+		})
+		return string(data), to
+	}
+	for _, s := range []struct {
+		v         uint64
+		cur       uint64 // the store's version at the call
+		data      string
+		to        uint64
+		buildFrom int64 // -1: none, taken
+	}{
+		{5, 10, "(5,10]", 10, 5},    // the first stream builds
+		{5, 12, "(5,10]", 10, -1},   // one at the same version takes it
+		{7, 12, "(5,10]", 10, -1},   // and one inside it (a superset: 6-7 again)
+		{10, 20, "(10,20]", 20, 10}, // at its end: the next
+		{14, 21, "(10,20]", 20, -1}, // a new stream inside it joins
+		{25, 30, "(20,30]", 30, 20}, // a new stream past the head: built from the head's end
+		{3, 31, "(3,31]", 31, 3},    // behind every entry: its own backlog
+		{3, 32, "(3,31]", 31, -1},   // shared with one at the same version
+		{4, 33, "(4,33]", 33, 4},    // not with another
+		{20, 34, "(20,30]", 30, -1}, // the chain goes on
+		{30, 35, "(30,35]", 35, 30}, // ... from its head's end
+		{31, 36, "(30,35]", 35, -1}, // the one that caught up joins it
+		{35, 35, "", 35, 35},        // nothing changed: no event
+		{35, 40, "(35,40]", 40, 35}, // the next change
+		{33, 41, "(30,35]", 35, -1}, // one behind the head takes the chain's entry that serves it
+		{40, 41, "(40,41]", 41, 40},
+	} {
+		cur = s.cur
+		built = built[:0]
+		data, to := get(s.v, time.Hour)
+		want := []uint64{}
+		if s.buildFrom >= 0 {
+			want = []uint64{uint64(s.buildFrom)}
+		}
+		if data != s.data || to != s.to || !slices.Equal(built, want) {
+			t.Errorf("at %d (store at %d): %q to %d, built from %v; want %q to %d, built from %v", s.v, s.cur, data, to, built, s.data, s.to, want)
+		}
+	}
+	// an entry older than a tick is not taken
+	built = built[:0]
+	cur = 50
+	if data, _ := get(40, time.Nanosecond); data != "(40,50]" || !slices.Equal(built, []uint64{40}) {
+		t.Errorf("stale chain: %q built from %v", data, built)
 	}
 }
