@@ -225,9 +225,7 @@ func (s *Server) encodeChanges(v uint64) ([]byte, uint64) {
 		return nil, cur
 	}
 	sortAssets(res)
-	var b bytes.Buffer
-	writeEvent(&b, "assets", res)
-	return b.Bytes(), cur
+	return encodeEvent("assets", res), cur
 }
 
 // writeAllAssets queues the stream's first assets event: every asset the
@@ -250,9 +248,7 @@ func (s *Server) writeAllAssets(out *sseWriter) uint64 {
 			return nil, ver
 		}
 		sortAssets(res)
-		var b bytes.Buffer
-		writeEvent(&b, "assets", res)
-		return b.Bytes(), ver
+		return encodeEvent("assets", res), ver
 	})
 	if data != nil {
 		out.shared(data)
@@ -271,9 +267,7 @@ func (s *Server) writeGatewayList(out *sseWriter, v uint64) uint64 {
 	}
 	data, ver := s.gwList.get(v, s.opts.Tick, s.opts.Streams, func() ([]byte, uint64) {
 		gws, _, ver := s.live.GatewaySnapshot()
-		var b bytes.Buffer
-		writeEvent(&b, "gateways", gws)
-		return b.Bytes(), ver
+		return encodeEvent("gateways", gws), ver
 	})
 	out.shared(data)
 	return ver
@@ -319,10 +313,8 @@ type GatewayDeltaEvent struct {
 func (s *Server) writeGatewaySnapshot(out *sseWriter, v uint64) uint64 {
 	data, ver := s.gwSnap.get(v, s.opts.Tick, s.opts.Streams, func() ([]byte, uint64) {
 		gws, now, ver := s.live.GatewaySnapshot()
-		var b bytes.Buffer
-		writeEvent(&b, "gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: SilentAfter.Milliseconds(),
-			RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws})
-		return b.Bytes(), ver
+		return encodeEvent("gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: s.live.SilentAfter().Milliseconds(),
+			RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws}), ver
 	})
 	out.shared(data)
 	return ver
@@ -347,6 +339,22 @@ func (s *Server) writeGatewayDelta(out *sseWriter, v uint64) uint64 {
 	}
 	writeEvent(&out.buf, "gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed})
 	return cur
+}
+
+// encodeEvent returns the whole event of type typ with data v, in one
+// allocation of its size besides the encoding's (a shared event: no
+// buffer grown by doubling); nil when v does not encode.
+func encodeEvent(typ string, v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	b := make([]byte, 0, len("event: \ndata: \n\n")+len(typ)+len(data))
+	b = append(b, "event: "...)
+	b = append(b, typ...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
 }
 
 func writeEvent(buf *bytes.Buffer, typ string, v any) {
