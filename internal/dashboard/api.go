@@ -81,7 +81,7 @@ type Server struct {
 	// event streams: their slots, and the large events they share
 	slots                     streamSlots
 	gwList, gwSnap, allAssets sharedEvent
-	changes                   changeChain // the assets events after the first
+	changes, gwDeltas         changeChain // the assets events after the first, gateways.delta
 }
 
 // New builds the handler. It does no I/O.

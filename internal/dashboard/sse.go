@@ -184,7 +184,7 @@ func (s *Server) ticker() (<-chan time.Time, func()) {
 // encoding per tick serves every stream, whatever its gateways form (the
 // assets events do not depend on it).
 func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
-	data, cur := s.changes.get(v, s.opts.Tick, s.opts.Streams, s.encodeChanges)
+	data, cur, _ := s.changes.get(v, s.opts.Tick, &s.opts.Streams.changeEncodes, s.encodeChanges)
 	if data != nil {
 		out.shared(data)
 	}
@@ -195,10 +195,10 @@ func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
 // version v (nil when none) and returns the version it reflects: taken
 // before the assets are read, so a change made meanwhile comes again in
 // the next event.
-func (s *Server) encodeChanges(v uint64) ([]byte, uint64) {
+func (s *Server) encodeChanges(v uint64) ([]byte, uint64, bool) {
 	keys, cur := s.live.AssetsChangedSince(v)
 	if len(keys) == 0 {
-		return nil, cur
+		return nil, cur, true
 	}
 	sum := summarize(s.src.Alerts(true))
 	now := s.now()
@@ -222,10 +222,10 @@ func (s *Server) encodeChanges(v uint64) ([]byte, uint64) {
 		}
 	}
 	if len(res) == 0 {
-		return nil, cur
+		return nil, cur, true
 	}
 	sortAssets(res)
-	return encodeEvent("assets", res), cur
+	return encodeEvent("assets", res), cur, true
 }
 
 // writeAllAssets queues the stream's first assets event: every asset the
@@ -320,16 +320,31 @@ func (s *Server) writeGatewaySnapshot(out *sseWriter, v uint64) uint64 {
 	return ver
 }
 
-// writeGatewayDelta appends a gateways.delta event of the changes after
-// version v, if any, and returns the version it reflects. A stream that
+// writeGatewayDelta queues a gateways.delta event of the changes after
+// version v, if any, and returns the version it reflects. The event is
+// shared as the assets events are (changeChain: one encoding a tick for
+// every delta stream; a delta of (from, to] serves a stream at any
+// version in [from, to): it replaces gateways it may already hold by
+// their current rows and removes ids it already removed). A stream that
 // fell behind the removal log gets a snapshot instead.
 func (s *Server) writeGatewayDelta(out *sseWriter, v uint64) uint64 {
-	changed, removed, now, cur, ok := s.live.GatewayChanges(v)
+	data, cur, ok := s.gwDeltas.get(v, s.opts.Tick, &s.opts.Streams.deltaEncodes, s.encodeGatewayDelta)
 	if !ok {
 		return s.writeGatewaySnapshot(out, v)
 	}
-	if len(changed) == 0 && len(removed) == 0 {
-		return cur
+	if data != nil {
+		out.shared(data)
+	}
+	return cur
+}
+
+// encodeGatewayDelta encodes a gateways.delta event of the changes after
+// version v (nil when none) and returns the version it reflects; ok is
+// false when v is behind the removal log (Live.GatewayChanges).
+func (s *Server) encodeGatewayDelta(v uint64) ([]byte, uint64, bool) {
+	changed, removed, now, cur, ok := s.live.GatewayChanges(v)
+	if !ok || len(changed) == 0 && len(removed) == 0 {
+		return nil, cur, ok
 	}
 	if changed == nil {
 		changed = []GatewayView{}
@@ -337,8 +352,7 @@ func (s *Server) writeGatewayDelta(out *sseWriter, v uint64) uint64 {
 	if removed == nil {
 		removed = []string{}
 	}
-	writeEvent(&out.buf, "gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed})
-	return cur
+	return encodeEvent("gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed}), cur, true
 }
 
 // encodeEvent returns the whole event of type typ with data v, in one

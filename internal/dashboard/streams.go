@@ -33,7 +33,8 @@ const (
 // ..._streams_timed_out_total). Safe for concurrent use.
 type StreamStats struct {
 	open, encodes       atomic.Int64
-	changeEncodes       atomic.Int64 // changeChain's
+	changeEncodes       atomic.Int64 // assets events after the first (changeChain)
+	deltaEncodes        atomic.Int64 // gateways.delta events (changeChain)
 	refused, refusedOne atomic.Uint64
 	timedOut            atomic.Uint64
 }
@@ -128,19 +129,22 @@ func (e *sharedEvent) get(since uint64, tick time.Duration, st *StreamStats, bui
 	return data, ver
 }
 
-// changeChain shares the assets events that follow a stream's first (the
-// assets changed since the stream's previous one), so that N streams cost
-// one encoding per tick instead of N (before, each stream encoded its
-// own: streams x changed assets a tick).
+// changeChain shares the events of what changed since a stream's version:
+// the assets events that follow a stream's first (the assets changed since
+// its previous one), and the gateways.delta events, so that N streams
+// cost one encoding per tick instead of N (before, each stream encoded its
+// own: streams x changes a tick).
 //
-// An entry is an encoded event of every asset changed in versions (from,
-// to], as of when it was built. It serves any stream whose version v lies
-// in [from, to): the stream needs the changes in (v, to], all in it; those
-// in (from, v] it already has, and gets again at a newer or equal state
-// (an assets event is each asset's current row, applied by key). The
-// stream continues from to. The bytes do not depend on the stream: assets
-// events carry no id (alert and KPI ids stay the stream's own, written
-// around the shared bytes in order) and no stream parameter changes them.
+// An entry is an encoded event of every change in versions (from, to], as
+// of when it was built. It serves any stream whose version v lies in
+// [from, to): the stream needs the changes in (v, to], all in it; those in
+// (from, v] it already has, and gets again at a newer or equal state (an
+// assets event is each asset's current row, a delta each changed
+// gateway's, applied by key; an id removed again is a no-op). The stream
+// continues from to. The bytes do not depend on the stream: these events
+// carry no id (alert and KPI ids stay the stream's own, written around the
+// shared bytes in order), and the one stream parameter, gateways, selects
+// whether a stream sends deltas, not what they hold.
 //
 // Streams tick at their own phases. The first stream to tick at the
 // newest entry's end (the chain's head) builds the next entry from there;
@@ -172,9 +176,10 @@ const maxChangeEntries = 32
 
 // get returns the event for a stream at version v and the version the
 // stream continues from, building it with build(from) (under the chain's
-// lock: concurrent streams wait for one encoding) when no entry serves.
-// The bytes are never modified after.
-func (c *changeChain) get(v uint64, tick time.Duration, st *StreamStats, build func(from uint64) ([]byte, uint64)) ([]byte, uint64) {
+// lock: concurrent streams wait for one encoding; counted in encodes) when
+// no entry serves. The bytes are never modified after. ok is build's:
+// false, the event cannot be built from there (nothing kept).
+func (c *changeChain) get(v uint64, tick time.Duration, encodes *atomic.Int64, build func(from uint64) ([]byte, uint64, bool)) (data []byte, to uint64, ok bool) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -196,7 +201,7 @@ func (c *changeChain) get(v uint64, tick time.Duration, st *StreamStats, build f
 		// the newest fresh entry that serves v; an entry built for a
 		// stream behind the chain only serves streams at its own start
 		if now.Sub(e.at) < tick && e.from <= v && v < e.to && (e.chain || e.from == v) {
-			return e.data, e.to
+			return e.data, e.to, true
 		}
 	}
 	from, chain := v, true
@@ -208,12 +213,20 @@ func (c *changeChain) get(v uint64, tick time.Duration, st *StreamStats, build f
 	case v < head.from:
 		chain = false // behind the chain: its own backlog, not for every stream
 	}
-	data, to := build(from)
-	st.changeEncodes.Add(1)
+	data, to, ok = build(from)
+	encodes.Add(1)
+	if !ok && from != v { // the head's end is too old to build from (behind the removal log): the stream's own version
+		from, chain = v, true
+		data, to, ok = build(from)
+		encodes.Add(1)
+	}
+	if !ok {
+		return nil, to, false
+	}
 	if len(c.entries) >= maxChangeEntries { // the oldest behind the chain's, else the oldest
 		i := slices.IndexFunc(c.entries, func(e changeEntry) bool { return !e.chain })
 		c.entries = slices.Delete(c.entries, max(i, 0), max(i, 0)+1)
 	}
 	c.entries = append(c.entries, changeEntry{from: from, to: to, at: now, data: data, chain: chain})
-	return data, to
+	return data, to, true
 }

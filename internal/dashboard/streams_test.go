@@ -138,36 +138,63 @@ func TestStreamCaps(t *testing.T) {
 	}
 }
 
+// manualTicks makes every stream of f tick when the test says (tickAll),
+// and shared events live for an hour: the test's ticks are the ticks.
+type manualTicks struct {
+	f     *sseFixture
+	mu    sync.Mutex
+	ticks []chan time.Time
+}
+
+func newManualTicks(f *sseFixture) *manualTicks {
+	m := &manualTicks{f: f}
+	f.srv.newTicker = func() (<-chan time.Time, func()) {
+		ch := make(chan time.Time)
+		m.mu.Lock()
+		m.ticks = append(m.ticks, ch)
+		m.mu.Unlock()
+		return ch, func() {}
+	}
+	f.srv.opts.Tick = time.Hour
+	return m
+}
+
+// open opens a stream and waits for it to take its ticker.
+func (m *manualTicks) open(tb testing.TB, query string) *sseStream {
+	tb.Helper()
+	m.mu.Lock()
+	n := len(m.ticks)
+	m.mu.Unlock()
+	st := openStream(tb, m.f.http, query)
+	wait.For(tb, 10*time.Second, "stream open", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return len(m.ticks) == n+1 })
+	return st
+}
+
+// tickAll makes every open stream run one tick.
+func (m *manualTicks) tickAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ch := range m.ticks {
+		ch <- time.Now()
+	}
+}
+
 // TestGatewayListEncodedOncePerTick (review4 F10): N list streams (and N
 // delta streams connecting) cost one encoding of the list per tick, and
 // receive the same bytes.
 func TestGatewayListEncodedOncePerTick(t *testing.T) {
 	f := newSSEFixture(t)
-	var mu sync.Mutex
-	var ticks []chan time.Time
-	f.srv.newTicker = func() (<-chan time.Time, func()) {
-		ch := make(chan time.Time)
-		mu.Lock()
-		ticks = append(ticks, ch)
-		mu.Unlock()
-		return ch, func() {}
-	}
-	f.srv.opts.Tick = time.Hour // the shared events' lifetime: the test's ticks are the ticks
+	m := newManualTicks(f)
 	fillGateways(f.live, 200)
 	const n = 8
 	var sts []*sseStream
 	for range n {
-		sts = append(sts, openStream(t, f.http, "gateways=list"))
+		sts = append(sts, m.open(t, "gateways=list"))
 	}
-	wait.For(t, 10*time.Second, "streams open", func() bool { mu.Lock(); defer mu.Unlock(); return len(ticks) == n })
 	before := f.srv.opts.Streams.Encodes()
 	for range 3 {
 		f.publish("gw-x")
-		mu.Lock()
-		for _, ch := range ticks {
-			ch <- time.Now()
-		}
-		mu.Unlock()
+		m.tickAll()
 		var first string
 		for i, st := range sts {
 			e := st.nextGateways(t)
@@ -260,33 +287,16 @@ func BenchmarkGatewayListEvent(b *testing.B) {
 // TestAssetsEventsEncodedOncePerTick: the assets events after the first
 // are encoded once per tick for every stream, whatever its gateways form
 // (before, each stream encoded its own: streams x changed assets a tick),
-// and every stream receives the same bytes, after the alert events
-// written before them with the stream's own ids. A stream that connects
-// later joins: its events are shared from its second on.
+// every stream receives the same bytes, and alert events keep their ids
+// (the shared events carry none: a reconnect with the last id is placed).
+// A stream that connects later joins: its events are shared from its
+// second on.
 func TestAssetsEventsEncodedOncePerTick(t *testing.T) {
 	f := newSSEFixture(t)
-	var mu sync.Mutex
-	var ticks []chan time.Time
-	f.srv.newTicker = func() (<-chan time.Time, func()) {
-		ch := make(chan time.Time)
-		mu.Lock()
-		ticks = append(ticks, ch)
-		mu.Unlock()
-		return ch, func() {}
-	}
-	f.srv.opts.Tick = time.Hour // the shared events' lifetime: the test's ticks are the ticks
+	m := newManualTicks(f)
 	var sts []*sseStream
-	open := func(query string) {
-		sts = append(sts, openStream(t, f.http, query))
-		wait.For(t, 10*time.Second, "stream open", func() bool { mu.Lock(); defer mu.Unlock(); return len(ticks) == len(sts) })
-	}
-	tickAll := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ch := range ticks {
-			ch <- time.Now()
-		}
-	}
+	open := func(query string) { sts = append(sts, m.open(t, query)) }
+	tickAll := m.tickAll
 	src := &fleet{}
 	f.srv.src = src
 	publish := func(round, n int) {
@@ -331,16 +341,18 @@ func TestAssetsEventsEncodedOncePerTick(t *testing.T) {
 		}
 		publish(round, 40) // more than 32: the path through Assets()
 		alertEvent()
+		for i, st := range sts { // the alert, at once, with the stream's id
+			a := st.next(t, "the alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "assets" })
+			if a.Type != "alert" || a.ID != f.live.EventID(uint64(alertN)) {
+				t.Fatalf("round %d stream %d: %s id %q, want alert %s", round, i, a.Type, a.ID, f.live.EventID(uint64(alertN)))
+			}
+		}
 		tickAll()
 		var first string
 		for i, st := range sts {
-			a := st.next(t, "the alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "assets" })
-			if a.Type != "alert" || a.ID != f.live.EventID(uint64(alertN)) {
-				t.Fatalf("round %d stream %d: %s id %q before the assets event, want alert %s", round, i, a.Type, a.ID, f.live.EventID(uint64(alertN)))
-			}
-			e := st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" })
-			if e.ID != "" {
-				t.Errorf("assets event with id %q", e.ID)
+			e := st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" || e.Type == "alert" || e.Type == "resync" })
+			if e.Type != "assets" || e.ID != "" {
+				t.Fatalf("round %d stream %d: %s event with id %q, want assets without id", round, i, e.Type, e.ID)
 			}
 			if i == 0 {
 				first = e.Data
@@ -375,12 +387,12 @@ func TestChangeChain(t *testing.T) {
 	cur := uint64(10)
 	var built []uint64
 	get := func(v uint64, tick time.Duration) (string, uint64) {
-		data, to := c.get(v, tick, st, func(from uint64) ([]byte, uint64) {
+		data, to, _ := c.get(v, tick, &st.changeEncodes, func(from uint64) ([]byte, uint64, bool) {
 			built = append(built, from)
 			if from == cur {
-				return nil, cur
+				return nil, cur, true
 			}
-			return fmt.Appendf(nil, "(%d,%d]", from, cur), cur
+			return fmt.Appendf(nil, "(%d,%d]", from, cur), cur, true
 		})
 		return string(data), to
 	}
@@ -424,5 +436,42 @@ func TestChangeChain(t *testing.T) {
 	cur = 50
 	if data, _ := get(40, time.Nanosecond); data != "(40,50]" || !slices.Equal(built, []uint64{40}) {
 		t.Errorf("stale chain: %q built from %v", data, built)
+	}
+}
+
+// TestGatewayDeltasEncodedOncePerTick: the gateways.delta events are
+// encoded once per tick for every delta stream, the same bytes for each
+// (before, each stream encoded its own).
+func TestGatewayDeltasEncodedOncePerTick(t *testing.T) {
+	f := newSSEFixture(t)
+	m := newManualTicks(f)
+	fillGateways(f.live, 200)
+	const n = 6
+	var sts []*sseStream
+	for range n {
+		st := m.open(t, "gateways=delta")
+		st.next(t, "snapshot", func(e SSEEvent) bool { return e.Type == "gateways.snapshot" })
+		sts = append(sts, st)
+	}
+	for round := range 3 {
+		before := f.srv.opts.Streams.deltaEncodes.Load()
+		gw := fmt.Sprintf("gw-new-%d", round) // a new gateway: in the next delta
+		f.publish(gw)
+		m.tickAll()
+		var first string
+		for i, st := range sts {
+			e := st.nextGateways(t)
+			if d := decode[GatewayDeltaEvent](t, e); e.Type != "gateways.delta" || !slices.Contains(ids(d.Changed), gw) {
+				t.Fatalf("round %d stream %d: %s %v, want a delta with %s", round, i, e.Type, ids(d.Changed), gw)
+			}
+			if i == 0 {
+				first = e.Data
+			} else if e.Data != first {
+				t.Fatalf("round %d: stream %d got another delta", round, i)
+			}
+		}
+		if got := f.srv.opts.Streams.deltaEncodes.Load() - before; got != 1 {
+			t.Errorf("round %d: %d delta encodings for one tick of %d streams, want 1", round, got, n)
+		}
 	}
 }
