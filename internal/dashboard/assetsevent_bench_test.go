@@ -58,18 +58,7 @@ func BenchmarkAssetsEvents(b *testing.B) {
 					batch(next, ts)
 					next = (next + 7) % assets // 7 is prime to 10,000
 				}
-				for i, out := range outs {
-					vs[i] = s.writeChanges(out, vs[i])
-					if i == 0 {
-						sent += out.buf.Len()
-						for _, p := range out.pending {
-							sent += len(p)
-						}
-					}
-					clear(out.pending)
-					out.pending = out.pending[:0]
-					out.buf.Reset()
-				}
+				sent += tickStreams(outs, vs, s.writeChanges)
 				ticks++
 			}
 			b.ReportMetric(float64(sent)/float64(ticks), "bytes/stream")
@@ -111,21 +100,29 @@ func BenchmarkGatewayDeltaEvents(b *testing.B) {
 			for b.Loop() {
 				clock += 1000
 				publish()
-				for i, out := range outs {
-					vs[i] = s.writeGatewayDelta(out, vs[i])
-					if i == 0 {
-						sent += out.buf.Len()
-						for _, p := range out.pending {
-							sent += len(p)
-						}
-					}
-					clear(out.pending)
-					out.pending = out.pending[:0]
-					out.buf.Reset()
-				}
+				sent += tickStreams(outs, vs, s.writeGatewayDelta)
 				ticks++
 			}
 			b.ReportMetric(float64(sent)/float64(ticks), "bytes/stream")
 		})
 	}
+}
+
+// tickStreams runs one tick's write for every stream at its version
+// (vs, updated) and returns the bytes the first one queued.
+func tickStreams(outs []*sseWriter, vs []uint64, write func(*sseWriter, uint64) uint64) int {
+	sent := 0
+	for i, out := range outs {
+		vs[i] = write(out, vs[i])
+		if i == 0 {
+			sent = out.buf.Len()
+			for _, p := range out.pending {
+				sent += len(p)
+			}
+		}
+		clear(out.pending)
+		out.pending = out.pending[:0]
+		out.buf.Reset()
+	}
+	return sent
 }

@@ -370,15 +370,3 @@ func encodeEvent(typ string, v any) []byte {
 	b = append(b, data...)
 	return append(b, "\n\n"...)
 }
-
-func writeEvent(buf *bytes.Buffer, typ string, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return
-	}
-	buf.WriteString("event: ")
-	buf.WriteString(typ)
-	buf.WriteString("\ndata: ")
-	buf.Write(data)
-	buf.WriteString("\n\n")
-}
