@@ -468,7 +468,7 @@ func (c *Config) problems() []problem {
 	switch d := time.Duration(c.HTTP.GatewaySilentAfter); {
 	case d < dashboard.MinSilentAfter:
 		bad("http.gateway_silent_after", "%s out of range %v-24h: shorter, the dashboard could show a gateway silent while it publishes "+
-			"(its event stream holds a gateway's last message for up to half the threshold + 6 s)", d, dashboard.MinSilentAfter)
+			"(its event stream holds a gateway's last message for up to half the threshold + 7 s)", d, dashboard.MinSilentAfter)
 	case d > maxGatewaySilentAfter:
 		bad("http.gateway_silent_after", "%s out of range %v-24h", d, dashboard.MinSilentAfter)
 	}

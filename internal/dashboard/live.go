@@ -747,10 +747,10 @@ const DefaultSilentAfter = 30 * time.Second
 
 // MinSilentAfter is the shortest silence threshold: the event streams'
 // deltas may hold a publishing gateway's last_recv for up to half the
-// threshold + RefreshInterval + a tick (gwpublish.go), which must stay
-// inside it (at 15 s: 7.5 + 5 + 1 = 13.5 s), or a client would call a
-// gateway silent that keeps publishing.
-const MinSilentAfter = 15 * time.Second
+// threshold + RefreshInterval + 2 ticks (gwpublish.go), which must stay
+// inside it with a margin (at 20 s: 10 + 5 + 2 = 17 s), or a client would
+// call a gateway silent that keeps publishing.
+const MinSilentAfter = 20 * time.Second
 
 // LiveOption configures a Live (NewLive).
 type LiveOption func(*Live)

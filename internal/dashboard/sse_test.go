@@ -359,7 +359,8 @@ func (c *gwClient) status(id string, serverNow int64) string {
 // gateway silent, however rarely under SilentAfter it publishes (10-29 s;
 // held like the others, a message 25 s after the one before would reach
 // the client after the threshold), holds no last_recv of a gateway that
-// sent a newer message more than the bound gwpublish.go derives (21 s),
+// sent a newer message more than the bound gwpublish.go derives for one
+// stream (holdLimit + RefreshInterval + a tick: 21 s at 30 s),
 // and calls one that stopped silent when the server does.
 // It runs at the default threshold and at the shortest one
 // (http.gateway_silent_after), where the hold is shortest against it.
