@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -474,4 +475,109 @@ func TestGatewayDeltasEncodedOncePerTick(t *testing.T) {
 			t.Errorf("round %d: %d delta encodings for one tick of %d streams, want 1", round, got, n)
 		}
 	}
+}
+
+// TestSharedDeltasKeepGatewaysOnline: with shared deltas a stream may
+// send a delta encoded by another stream up to a tick before its own
+// tick (changeChain), so a held last_recv reaches its client up to two
+// ticks after its refresh slot. At the shortest threshold
+// (MinSilentAfter) two streams, one ticking 900 ms after the other (it
+// always sends the delta the first encoded), never call a gateway silent
+// that is not, whatever its period (1-15 s), and the last_recv their
+// clients hold of a gateway with a newer message is never older than
+// gwpublish.go's bound: holdLimit + RefreshInterval + 2 ticks.
+func TestSharedDeltasKeepGatewaysOnline(t *testing.T) {
+	f := newSSEFixture(t, WithSilentAfter(MinSilentAfter))
+	m := newManualTicks(f)
+	const n = 300
+	period := func(i int) int { return 1 + i%15 } // s
+	last := map[string]int64{}
+	publish := func(i int) {
+		f.publish(gwName(i))
+		last[gwName(i)] = f.clock.Load()
+	}
+	for i := range n {
+		publish(i)
+	}
+	type client struct {
+		gwClient
+		st     *sseStream
+		offset int64 // server clock - the test's clock at arrival
+		maxLag int64
+	}
+	var cs []*client
+	for range 2 {
+		c := &client{gwClient: gwClient{gws: map[string]GatewayView{}}, st: m.open(t, "gateways=delta")}
+		snap := decode[GatewaySnapshotEvent](t, c.st.nextGateways(t))
+		c.silentAfter, c.offset = snap.SilentAfterMS, snap.Now-f.clock.Load()
+		for _, g := range snap.Gateways {
+			c.gws[g.ID] = g
+		}
+		cs = append(cs, c)
+	}
+	marker := 0
+	tick := func(i int) { // stream i ticks; its client applies what it sent
+		m.mu.Lock()
+		ch := m.ticks[i]
+		m.mu.Unlock()
+		ch <- time.Now()
+		marker++
+		id := fmt.Sprintf("marker-%d", marker)
+		f.live.ObserveAlerts([]alert.Alert{{ID: id, Rule: "marker"}})
+		for {
+			e := cs[i].st.next(t, "tick marker", func(e SSEEvent) bool { return isGateways(e) || e.Type == "alert" })
+			if e.Type == "alert" {
+				if strings.Contains(e.Data, id) {
+					return
+				}
+				continue
+			}
+			d := decode[GatewayDeltaEvent](t, e)
+			cs[i].offset = d.Now - f.clock.Load()
+			for _, g := range d.Changed {
+				cs[i].gws[g.ID] = g
+			}
+		}
+	}
+	bound := (f.live.holdLimit() + RefreshInterval).Milliseconds() + 2*1000
+	check := func(sec, step int) {
+		now := f.clock.Load()
+		for k, c := range cs {
+			for id, g := range c.gws {
+				if c.status(id, now+c.offset) == "silent" {
+					t.Fatalf("second %d step %d: client %d calls %s silent, its last message %d ms old (threshold %d)",
+						sec, step, k, id, now-last[id], c.silentAfter)
+				}
+				if g.LastRecv != last[id] {
+					c.maxLag = max(c.maxLag, now-g.LastRecv)
+				}
+			}
+		}
+	}
+	for sec := 1; sec <= 45; sec++ {
+		for step := range 10 { // 100 ms each; stream 0 ticks at 0, stream 1 at 9
+			f.clock.Add(100)
+			if step == 0 {
+				for i := range n {
+					if sec%period(i) == 0 {
+						publish(i)
+					}
+				}
+				tick(0)
+			}
+			if step == 9 {
+				tick(1)
+			}
+			check(sec, step)
+		}
+	}
+	for k, c := range cs {
+		if c.maxLag > bound {
+			t.Errorf("client %d held a last_recv %d ms old of a gateway with a newer message, bound %d", k, c.maxLag, bound)
+		}
+	}
+	if cs[1].maxLag <= cs[0].maxLag {
+		t.Errorf("the later stream's lag %d ms, the first's %d: it did not send the first's deltas", cs[1].maxLag, cs[0].maxLag)
+	}
+	t.Logf("largest lag of a held last_recv: %d ms (first stream), %d ms (later stream), bound %d", cs[0].maxLag, cs[1].maxLag, bound)
 }
