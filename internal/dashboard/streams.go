@@ -166,7 +166,7 @@ type changeChain struct {
 type changeEntry struct {
 	from, to uint64
 	at       time.Time
-	data     []byte // the whole event; nil: no asset changed
+	data     []byte // the whole event; nil: nothing changed
 	chain    bool   // built from the head's end (or to start a chain), not for a stream behind
 }
 
