@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -28,22 +22,11 @@ func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 		want int64
 	}{{"", 30000}, {"http:\n  gateway_silent_after: 20s\n", 20000}, {"http:\n  gateway_silent_after: 2h\n", 7200000}} {
 		dir := t.TempDir()
-		path := filepath.Join(dir, "collector.yaml")
-		if err := os.WriteFile(path, []byte("data_dir: "+dir+"\n"+c.yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := LoadConfig(path)
+		cfg, err := loadConfigText(t, dir, "data_dir: "+dir+"\n"+c.yaml)
 		if err != nil {
 			t.Fatal(err)
 		}
-		set, err := cfg.LoadRules(catalog.Default())
-		if err != nil {
-			t.Fatal(err)
-		}
-		col, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-		if err != nil {
-			t.Fatal(err)
-		}
+		col := newCollector(t, cfg)
 		col.Live().ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: "gw-1", Online: true})
 		srv := httptest.NewServer(col.HTTPHandler(""))
 		var list struct {
