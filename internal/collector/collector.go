@@ -191,7 +191,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	if set == nil {
 		return nil, errors.New("collector: rule set is nil")
 	}
-	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil),
+	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil, dashboard.WithSilentAfter(time.Duration(cfg.HTTP.GatewaySilentAfter))),
 		streams: &dashboard.StreamStats{}}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),

@@ -105,6 +105,10 @@ type Config struct {
 		MaxStreams          int      `yaml:"max_streams"`
 		MaxStreamsPerClient int      `yaml:"max_streams_per_client"`
 		StreamWriteTimeout  Duration `yaml:"stream_write_timeout"`
+		// GatewaySilentAfter is how long a gateway may send nothing
+		// before the API and the dashboard show it silent (default 30s,
+		// 15s-24h; docs/api.md "Gateways").
+		GatewaySilentAfter Duration `yaml:"gateway_silent_after"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -301,6 +305,11 @@ const DefaultMaxSignalsPerAsset = 256
 // TestRecordSizeAtSignalBound) an asset's record stays under 1 MiB.
 const MaxSignalsPerAssetLimit = 1024
 
+// maxGatewaySilentAfter bounds http.gateway_silent_after (its lower bound
+// is dashboard.MinSilentAfter): a day, for gateways that report by
+// exception; a longer silence is no health signal.
+const maxGatewaySilentAfter = 24 * time.Hour
+
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
@@ -318,6 +327,7 @@ func Defaults() Config {
 	c.HTTP.RateLimit = HTTPRateLimit{PerSecond: DefaultHTTPRatePerSecond, Burst: DefaultHTTPRateBurst}
 	c.HTTP.MaxStreams, c.HTTP.MaxStreamsPerClient = dashboard.DefaultMaxStreams, dashboard.DefaultMaxStreamsPerClient
 	c.HTTP.StreamWriteTimeout = Duration(dashboard.DefaultStreamWriteTimeout)
+	c.HTTP.GatewaySilentAfter = Duration(dashboard.DefaultSilentAfter)
 	c.Log.Level, c.Log.Format = "info", "auto"
 	return c
 }
@@ -454,6 +464,13 @@ func (c *Config) problems() []problem {
 	}
 	if d := time.Duration(c.HTTP.StreamWriteTimeout); d < time.Second || d > 10*time.Minute {
 		bad("http.stream_write_timeout", "%s out of range 1s-10m", d)
+	}
+	switch d := time.Duration(c.HTTP.GatewaySilentAfter); {
+	case d < dashboard.MinSilentAfter:
+		bad("http.gateway_silent_after", "%s out of range %v-24h: shorter, the dashboard could show a gateway silent while it publishes "+
+			"(its event stream holds a gateway's last message for up to half the threshold + 7 s)", d, dashboard.MinSilentAfter)
+	case d > maxGatewaySilentAfter:
+		bad("http.gateway_silent_after", "%s out of range %v-24h", d, dashboard.MinSilentAfter)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

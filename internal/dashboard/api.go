@@ -81,6 +81,7 @@ type Server struct {
 	// event streams: their slots, and the large events they share
 	slots                     streamSlots
 	gwList, gwSnap, allAssets sharedEvent
+	changes, gwDeltas         changeChain // the assets events after the first, gateways.delta
 }
 
 // New builds the handler. It does no I/O.
@@ -959,7 +960,9 @@ func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
 	all := s.live.Gateways() // sorted by id
 	page, next := pageOf("gateways", all, func(g *GatewayView) gatewayPageKey { return gatewayPageKey{g.ID} },
 		func(a, b gatewayPageKey) int { return cmp.Compare(a.ID, b.ID) }, ptrIf(&after, paged), limit)
-	writeJSON(w, http.StatusOK, listAnswer(s.now(), "gateways", page, len(all), next))
+	out := listAnswer(s.now(), "gateways", page, len(all), next)
+	out["silent_after_ms"] = s.live.SilentAfter().Milliseconds() // what "silent" means in status
+	writeJSON(w, http.StatusOK, out)
 }
 
 // gatewayPageKey is the sort key of /gateways (the id), carried by its cursor.

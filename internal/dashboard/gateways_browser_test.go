@@ -36,14 +36,18 @@ func (w gatewayEventCounter) Unwrap() http.ResponseWriter { return w.ResponseWri
 // silent at once. The page says how far counters lag (the snapshot's
 // refresh_ms), and the silent gateway's next batch (a change of counters
 // and last_recv only, but its clients' last_recv is old) turns it online
-// at the next tick.
+// at the next tick. The threshold is not the default 30 s but the store's
+// (the collector's http.gateway_silent_after), 20 s: the page takes it
+// from the stream and says it.
 func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 	bin := requireChromium(t)
 	shots := shotsDir(t)
 	f := newFixture(t, "")  // its collector is the asset source; the gateways are this store's
 	var behind atomic.Int64 // ms the server's clock runs behind the wall
 	behind.Store(time.Hour.Milliseconds())
-	live := dashboard.NewLive(func() time.Time { return time.Now().Add(-time.Duration(behind.Load()) * time.Millisecond) })
+	const silent = 20 * time.Second
+	live := dashboard.NewLive(func() time.Time { return time.Now().Add(-time.Duration(behind.Load()) * time.Millisecond) },
+		dashboard.WithSilentAfter(silent))
 	var gwEvents atomic.Int64
 	h := dashboard.New(f.col, live, dashboard.Options{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -62,13 +66,13 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 
 	tab, jsErrs := startBrowser(t, bin)
 	// gw-aging's last message is 10 s old on the server's clock: silent
-	// 20 s from now at the 30 s threshold
+	// 10 s from now at the 20 s threshold
 	const aged = 10 * time.Second
 	behind.Add(aged.Milliseconds())
 	publish("gw-aging")
 	behind.Add(-aged.Milliseconds())
 	publish("gw-fresh")
-	silentAt := time.Now().Add(dashboard.SilentAfter - aged)
+	silentAt := time.Now().Add(silent - aged)
 	navigate(t, tab, srv.URL+"/#/gateways")
 
 	type row struct{ ID, Status, Recv string }
@@ -97,8 +101,14 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 	if want := fmt.Sprintf("lag by up to %d s", int(dashboard.RefreshInterval.Seconds())); !strings.Contains(lag, want) {
 		t.Errorf("gateways page note %q, want it to say counters %s", lag, want)
 	}
+	// the threshold, from the stream: the page says it
+	var note string
+	_ = eval(tab, `document.querySelector('#main p.muted')?.textContent || ''`, &note)
+	if want := "silent after 20 s without any"; !strings.Contains(note, want) {
+		t.Errorf("gateways page note %q, want it to say %q", note, want)
+	}
 	seen := gwEvents.Load()
-	poll(t, jsErrs, dashboard.SilentAfter+15*time.Second, "gw-aging silent", func() bool {
+	poll(t, jsErrs, silent+15*time.Second, "gw-aging silent", func() bool {
 		return read()["gw-aging"].Status == "silent"
 	}, detail)
 	if time.Now().Before(silentAt) {

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -82,5 +83,49 @@ func TestGatewayRefreshClockSetBack(t *testing.T) {
 	changed, _, _, _, ok := l.GatewayChanges(ver)
 	if !ok || len(changed) != 1 || changed[0].Batches != 2 {
 		t.Fatalf("after the clock went back an hour: %+v, want the held gateway with 2 batches", changed)
+	}
+}
+
+// The silence threshold is the store's (WithSilentAfter, the collector's
+// http.gateway_silent_after): /api/v1/gateways judges status by it and
+// says it (silent_after_ms), as the stream's snapshot does; one below
+// MinSilentAfter is raised to it.
+func TestGatewaySilentAfterConfigured(t *testing.T) {
+	for _, c := range []struct {
+		set, want time.Duration
+	}{{0, DefaultSilentAfter}, {20 * time.Second, 20 * time.Second}, {5 * time.Second, MinSilentAfter}, {time.Hour, time.Hour}} {
+		t.Run(c.set.String(), func(t *testing.T) {
+			f := newSSEFixture(t, WithSilentAfter(c.set))
+			f.publish("gw-1")
+			f.clock.Add(c.want.Milliseconds()) // at the threshold: online
+			var page struct {
+				SilentAfterMS int64         `json:"silent_after_ms"`
+				Gateways      []GatewayView `json:"gateways"`
+			}
+			get := func() {
+				t.Helper()
+				resp, err := f.http.Client().Get(f.http.URL + "/api/v1/gateways")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || len(page.Gateways) != 1 {
+					t.Fatalf("/api/v1/gateways: %v %+v", err, page)
+				}
+			}
+			get()
+			if page.SilentAfterMS != c.want.Milliseconds() || page.Gateways[0].Status != "online" {
+				t.Errorf("at the threshold: silent_after_ms %d, status %s; want %d, online", page.SilentAfterMS, page.Gateways[0].Status, c.want.Milliseconds())
+			}
+			f.clock.Add(1)
+			get()
+			if page.Gateways[0].Status != "silent" {
+				t.Errorf("past the threshold: status %s, want silent", page.Gateways[0].Status)
+			}
+			st := openStream(t, f.http, "gateways=delta")
+			if snap := decode[GatewaySnapshotEvent](t, st.nextGateways(t)); snap.SilentAfterMS != c.want.Milliseconds() {
+				t.Errorf("snapshot silent_after_ms %d, want %d", snap.SilentAfterMS, c.want.Milliseconds())
+			}
+		})
 	}
 }

@@ -14,18 +14,24 @@ import "time"
 // not refresh all in one tick.
 //
 // Silence. A client calls a gateway silent when server time - last_recv
-// exceeds SilentAfter; holding last_recv must never let it do so for a
-// gateway that keeps publishing. A held change waits at most
-// RefreshInterval for its slot and one stream tick (Options.Tick, 1 s) to
-// go out, carrying a last_recv no older than the held message. A change is
-// held only when the last_recv its clients hold is at most holdLimit old;
-// else it goes at once. So between two deltas the last_recv a client holds
-// for a publishing gateway is at most holdLimit + RefreshInterval + Tick
-// old (15 + 5 + 1 = 21 s) plus the event's transit, well inside
-// SilentAfter (30 s): it never turns silent while messages arrive, and one
-// that stops turns silent when its last message is SilentAfter old, as
-// on the server (that message was sent within 21 s of it).
-// TestGatewayDeltaRefresh checks both over a stretch of simulated time.
+// exceeds the store's SilentAfter (DefaultSilentAfter, 30 s, or the
+// collector's http.gateway_silent_after, at least MinSilentAfter);
+// holding last_recv must never let it do so for a gateway that keeps
+// publishing. A held change waits at most RefreshInterval for its slot,
+// then up to a stream tick (Options.Tick, 1 s) for the next delta to be
+// built, and up to another for a stream to take that shared delta
+// (changeChain: a delta is taken up to a tick after its encoding), carrying
+// a last_recv no older than the held message. A change is held only when
+// the last_recv its clients hold is at most holdLimit old; else it goes at
+// once. So between two deltas the last_recv a client holds for a
+// publishing gateway is at most holdLimit + RefreshInterval + 2 ticks old
+// (15 + 5 + 2 = 22 s at the default 30 s; 17 s at the minimum 20 s) plus
+// the event's transit (which delays the client's estimate of the server's
+// clock, never advances it), inside SilentAfter: it never turns silent
+// while messages arrive, and one that stops turns silent when its last
+// message is SilentAfter old, as on the server (that message was sent
+// within 22 s of it). TestGatewayDeltaRefresh checks both over a stretch
+// of simulated time (one stream: one tick).
 
 // RefreshInterval is the longest a gateway's counters and last_recv are
 // held back from event stream deltas (gateways=delta) when nothing else
@@ -38,8 +44,9 @@ const RefreshInterval = 5 * time.Second
 const refreshSlots = 50
 
 // holdLimit is the age of the last_recv a gateway's clients hold beyond
-// which its next change is published at once instead of held (see above).
-const holdLimit = SilentAfter / 2
+// which its next change is published at once instead of held (see above):
+// half the store's silence threshold.
+func (l *Live) holdLimit() time.Duration { return l.silentAfter / 2 }
 
 const slotMS = int64(RefreshInterval/time.Millisecond) / refreshSlots
 
@@ -111,7 +118,7 @@ func (g *gatewayLive) look() gatewayLook {
 // never published) or when its clients' last_recv is older than
 // holdLimit, and holds it for g's refresh slot otherwise. l.mu is held.
 func (l *Live) settle(g *gatewayLive, now int64) {
-	if g.pubVer == 0 || now-g.pubRecv > holdLimit.Milliseconds() || g.look() != g.pubLook {
+	if g.pubVer == 0 || now-g.pubRecv > l.holdLimit().Milliseconds() || g.look() != g.pubLook {
 		l.publish(g)
 		return
 	}

@@ -137,6 +137,9 @@ const MaxGateways = 32768
 // use and cheap (a map lookup and a bucket update per reading).
 type Live struct {
 	now func() time.Time
+	// silentAfter: a gateway that sent nothing for longer is shown
+	// silent (WithSilentAfter); fixed after NewLive
+	silentAfter time.Duration
 
 	mu       sync.Mutex
 	ver      uint64
@@ -165,14 +168,17 @@ type Live struct {
 }
 
 // NewLive returns an empty store. now is the wall clock (time.Now when nil).
-func NewLive(now func() time.Time) *Live {
+func NewLive(now func() time.Time, opts ...LiveOption) *Live {
 	if now == nil {
 		now = time.Now
 	}
 	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
-		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}}
+		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}, silentAfter: DefaultSilentAfter}
 	for i := range l.wheel {
 		l.wheel[i].k = inWheel
+	}
+	for _, o := range opts {
+		o(l)
 	}
 	return l
 }
@@ -733,11 +739,37 @@ type GatewayView struct {
 	LastDeath string `json:"last_death,omitempty"`
 }
 
-// SilentAfter is how long a gateway may send nothing before it is shown as
-// silent (its assets' own staleness is judged by the stale rules).
-const SilentAfter = 30 * time.Second
+// DefaultSilentAfter is how long a gateway may send nothing before it is
+// shown as silent (its assets' own staleness is judged by the stale
+// rules), unless WithSilentAfter says otherwise (the collector's
+// http.gateway_silent_after).
+const DefaultSilentAfter = 30 * time.Second
 
-func (g *gatewayLive) view(now int64) GatewayView {
+// MinSilentAfter is the shortest silence threshold: the event streams'
+// deltas may hold a publishing gateway's last_recv for up to half the
+// threshold + RefreshInterval + 2 ticks (gwpublish.go), which must stay
+// inside it with a margin (at 20 s: 10 + 5 + 2 = 17 s), or a client would
+// call a gateway silent that keeps publishing.
+const MinSilentAfter = 20 * time.Second
+
+// LiveOption configures a Live (NewLive).
+type LiveOption func(*Live)
+
+// WithSilentAfter sets how long a gateway may send nothing before it is
+// shown silent (default DefaultSilentAfter; raised to MinSilentAfter).
+func WithSilentAfter(d time.Duration) LiveOption {
+	return func(l *Live) {
+		if d > 0 {
+			l.silentAfter = max(d, MinSilentAfter)
+		}
+	}
+}
+
+// SilentAfter is the store's silence threshold (WithSilentAfter): sent
+// to event stream clients as silent_after_ms.
+func (l *Live) SilentAfter() time.Duration { return l.silentAfter }
+
+func (g *gatewayLive) view(now, silentMS int64) GatewayView {
 	v := GatewayView{ID: g.id, Site: g.site, LastSeq: g.lastSeq, LastTSGW: g.lastTSGW, LastRecv: g.lastRecv, AgeMS: now - g.lastRecv,
 		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath, Status: "online"}
 	if g.statusKnown {
@@ -747,7 +779,7 @@ func (g *gatewayLive) view(now int64) GatewayView {
 	switch {
 	case g.offline():
 		v.Status = "offline"
-	case now-g.lastRecv > SilentAfter.Milliseconds():
+	case now-g.lastRecv > silentMS:
 		v.Status = "silent"
 	}
 	return v
@@ -775,7 +807,7 @@ func (l *Live) GatewaySnapshot() (gws []GatewayView, now int64, ver uint64) {
 	l.advance(now) // the held changes due: not sent again after the snapshot
 	gws = make([]GatewayView, 0, len(l.gateways))
 	for _, g := range l.gateways {
-		gws = append(gws, g.view(now))
+		gws = append(gws, g.view(now, l.silentAfter.Milliseconds()))
 	}
 	sortGateways(gws)
 	return gws, now, l.ver
@@ -803,7 +835,7 @@ func (l *Live) GatewayChanges(v uint64) (changed []GatewayView, removed []string
 	}
 	l.advance(now)
 	for g := l.published.front; g != nil && g.pubVer > v; g = g.links[byPublish].next {
-		changed = append(changed, g.view(now))
+		changed = append(changed, g.view(now, l.silentAfter.Milliseconds()))
 	}
 	sortGateways(changed)
 	var seen map[string]bool // an id evicted, seen again and evicted again

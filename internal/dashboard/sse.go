@@ -179,12 +179,26 @@ func (s *Server) ticker() (<-chan time.Time, func()) {
 	return t.C, t.Stop
 }
 
-// writeChanges appends the assets changed since version v and returns
-// the version it reflects.
+// writeChanges queues the assets changed since version v, if any, and
+// returns the version it reflects. The event is shared (changeChain): one
+// encoding per tick serves every stream, whatever its gateways form (the
+// assets events do not depend on it).
 func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
+	data, cur, _ := s.changes.get(v, s.opts.Tick, &s.opts.Streams.changeEncodes, s.encodeChanges)
+	if data != nil {
+		out.shared(data)
+	}
+	return cur
+}
+
+// encodeChanges encodes an assets event of the assets changed after
+// version v (nil when none) and returns the version it reflects: taken
+// before the assets are read, so a change made meanwhile comes again in
+// the next event.
+func (s *Server) encodeChanges(v uint64) ([]byte, uint64, bool) {
 	keys, cur := s.live.AssetsChangedSince(v)
 	if len(keys) == 0 {
-		return cur
+		return nil, cur, true
 	}
 	sum := summarize(s.src.Alerts(true))
 	now := s.now()
@@ -207,11 +221,11 @@ func (s *Server) writeChanges(out *sseWriter, v uint64) uint64 {
 			}
 		}
 	}
-	sortAssets(res)
-	if len(res) > 0 {
-		writeEvent(&out.buf, "assets", res)
+	if len(res) == 0 {
+		return nil, cur, true
 	}
-	return cur
+	sortAssets(res)
+	return encodeEvent("assets", res), cur, true
 }
 
 // writeAllAssets queues the stream's first assets event: every asset the
@@ -234,9 +248,7 @@ func (s *Server) writeAllAssets(out *sseWriter) uint64 {
 			return nil, ver
 		}
 		sortAssets(res)
-		var b bytes.Buffer
-		writeEvent(&b, "assets", res)
-		return b.Bytes(), ver
+		return encodeEvent("assets", res), ver
 	})
 	if data != nil {
 		out.shared(data)
@@ -255,9 +267,7 @@ func (s *Server) writeGatewayList(out *sseWriter, v uint64) uint64 {
 	}
 	data, ver := s.gwList.get(v, s.opts.Tick, s.opts.Streams, func() ([]byte, uint64) {
 		gws, _, ver := s.live.GatewaySnapshot()
-		var b bytes.Buffer
-		writeEvent(&b, "gateways", gws)
-		return b.Bytes(), ver
+		return encodeEvent("gateways", gws), ver
 	})
 	out.shared(data)
 	return ver
@@ -303,25 +313,38 @@ type GatewayDeltaEvent struct {
 func (s *Server) writeGatewaySnapshot(out *sseWriter, v uint64) uint64 {
 	data, ver := s.gwSnap.get(v, s.opts.Tick, s.opts.Streams, func() ([]byte, uint64) {
 		gws, now, ver := s.live.GatewaySnapshot()
-		var b bytes.Buffer
-		writeEvent(&b, "gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: SilentAfter.Milliseconds(),
-			RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws})
-		return b.Bytes(), ver
+		return encodeEvent("gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: s.live.SilentAfter().Milliseconds(),
+			RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws}), ver
 	})
 	out.shared(data)
 	return ver
 }
 
-// writeGatewayDelta appends a gateways.delta event of the changes after
-// version v, if any, and returns the version it reflects. A stream that
+// writeGatewayDelta queues a gateways.delta event of the changes after
+// version v, if any, and returns the version it reflects. The event is
+// shared as the assets events are (changeChain: one encoding a tick for
+// every delta stream; a delta of (from, to] serves a stream at any
+// version in [from, to): it replaces gateways it may already hold by
+// their current rows and removes ids it already removed). A stream that
 // fell behind the removal log gets a snapshot instead.
 func (s *Server) writeGatewayDelta(out *sseWriter, v uint64) uint64 {
-	changed, removed, now, cur, ok := s.live.GatewayChanges(v)
+	data, cur, ok := s.gwDeltas.get(v, s.opts.Tick, &s.opts.Streams.deltaEncodes, s.encodeGatewayDelta)
 	if !ok {
 		return s.writeGatewaySnapshot(out, v)
 	}
-	if len(changed) == 0 && len(removed) == 0 {
-		return cur
+	if data != nil {
+		out.shared(data)
+	}
+	return cur
+}
+
+// encodeGatewayDelta encodes a gateways.delta event of the changes after
+// version v (nil when none) and returns the version it reflects; ok is
+// false when v is behind the removal log (Live.GatewayChanges).
+func (s *Server) encodeGatewayDelta(v uint64) ([]byte, uint64, bool) {
+	changed, removed, now, cur, ok := s.live.GatewayChanges(v)
+	if !ok || len(changed) == 0 && len(removed) == 0 {
+		return nil, cur, ok
 	}
 	if changed == nil {
 		changed = []GatewayView{}
@@ -329,18 +352,21 @@ func (s *Server) writeGatewayDelta(out *sseWriter, v uint64) uint64 {
 	if removed == nil {
 		removed = []string{}
 	}
-	writeEvent(&out.buf, "gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed})
-	return cur
+	return encodeEvent("gateways.delta", GatewayDeltaEvent{Now: now, Changed: changed, Removed: removed}), cur, true
 }
 
-func writeEvent(buf *bytes.Buffer, typ string, v any) {
+// encodeEvent returns the whole event of type typ with data v, in one
+// allocation of its size besides the encoding's (a shared event: no
+// buffer grown by doubling); nil when v does not encode.
+func encodeEvent(typ string, v any) []byte {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return
+		return nil
 	}
-	buf.WriteString("event: ")
-	buf.WriteString(typ)
-	buf.WriteString("\ndata: ")
-	buf.Write(data)
-	buf.WriteString("\n\n")
+	b := make([]byte, 0, len("event: \ndata: \n\n")+len(typ)+len(data))
+	b = append(b, "event: "...)
+	b = append(b, typ...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
 }

@@ -137,10 +137,10 @@ type sseFixture struct {
 	ticks chan time.Time // the newest stream's
 }
 
-func newSSEFixture(tb testing.TB) *sseFixture {
+func newSSEFixture(tb testing.TB, opts ...LiveOption) *sseFixture {
 	f := &sseFixture{}
 	f.clock.Store(time.Date(2026, 11, 30, 14, 0, 0, 0, time.UTC).UnixMilli())
-	f.live = NewLive(func() time.Time { return time.UnixMilli(f.clock.Load()) })
+	f.live = NewLive(func() time.Time { return time.UnixMilli(f.clock.Load()) }, opts...)
 	f.srv = New(&fleet{}, f.live, Options{})
 	f.srv.newTicker = func() (<-chan time.Time, func()) {
 		ch := make(chan time.Time)
@@ -210,7 +210,7 @@ func TestGatewayDeltaStream(t *testing.T) {
 
 	e := st.nextGateways(t)
 	snap := decode[GatewaySnapshotEvent](t, e)
-	if e.Type != "gateways.snapshot" || len(snap.Gateways) != n || snap.Now != t0 || snap.SilentAfterMS != SilentAfter.Milliseconds() ||
+	if e.Type != "gateways.snapshot" || len(snap.Gateways) != n || snap.Now != t0 || snap.SilentAfterMS != DefaultSilentAfter.Milliseconds() ||
 		snap.RefreshMS != RefreshInterval.Milliseconds() {
 		t.Fatalf("first gateway event %s: %d gateways, now %d (want %d), silent_after_ms %d, refresh_ms %d", e.Type, len(snap.Gateways), snap.Now, t0,
 			snap.SilentAfterMS, snap.RefreshMS)
@@ -359,10 +359,19 @@ func (c *gwClient) status(id string, serverNow int64) string {
 // gateway silent, however rarely under SilentAfter it publishes (10-29 s;
 // held like the others, a message 25 s after the one before would reach
 // the client after the threshold), holds no last_recv of a gateway that
-// sent a newer message more than the bound gwpublish.go derives (21 s),
+// sent a newer message more than the bound gwpublish.go derives for one
+// stream (holdLimit + RefreshInterval + a tick: 21 s at 30 s),
 // and calls one that stopped silent when the server does.
+// It runs at the default threshold and at the shortest one
+// (http.gateway_silent_after), where the hold is shortest against it.
 func TestGatewayDeltaRefresh(t *testing.T) {
-	f := newSSEFixture(t)
+	for _, silent := range []time.Duration{DefaultSilentAfter, MinSilentAfter} {
+		t.Run(silent.String(), func(t *testing.T) { testGatewayDeltaRefresh(t, silent) })
+	}
+}
+
+func testGatewayDeltaRefresh(t *testing.T, silent time.Duration) {
+	f := newSSEFixture(t, WithSilentAfter(silent))
 	const (
 		n     = 1000
 		slow  = refreshSlots // one a slot: some wait long for theirs
@@ -390,8 +399,8 @@ func TestGatewayDeltaRefresh(t *testing.T) {
 	for _, g := range snap.Gateways {
 		c.gws[g.ID] = g
 	}
-	if c.refreshMS != RefreshInterval.Milliseconds() || len(c.gws) != n+slow {
-		t.Fatalf("snapshot: refresh_ms %d, %d gateways", c.refreshMS, len(c.gws))
+	if c.refreshMS != RefreshInterval.Milliseconds() || len(c.gws) != n+slow || c.silentAfter != silent.Milliseconds() {
+		t.Fatalf("snapshot: refresh_ms %d, silent_after_ms %d, %d gateways", c.refreshMS, c.silentAfter, len(c.gws))
 	}
 	perRefresh := int(c.refreshMS / tick)
 	// a tick's delta: the slots that came up (10 of 50, 21 gateways
@@ -407,7 +416,7 @@ func TestGatewayDeltaRefresh(t *testing.T) {
 	// gateway that is not silent is at most lagBound old (gwpublish.go:
 	// holdLimit + RefreshInterval + a tick, 9 s short of SilentAfter)
 	// when it is not the gateway's last message.
-	lagBound := (holdLimit + RefreshInterval).Milliseconds() + tick
+	lagBound := (f.live.holdLimit() + RefreshInterval).Milliseconds() + tick
 	maxLag := int64(0)
 	check := func(k int, now int64, strict bool) {
 		t.Helper()
@@ -416,7 +425,7 @@ func TestGatewayDeltaRefresh(t *testing.T) {
 			switch {
 			case offline[id]:
 				want = "offline"
-			case now-last[id] > SilentAfter.Milliseconds():
+			case now-last[id] > silent.Milliseconds():
 				want = "silent"
 			}
 			if lag := now - c.gws[id].LastRecv; want != "silent" && c.gws[id].LastRecv != last[id] {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,8 @@ const (
 // ..._streams_timed_out_total). Safe for concurrent use.
 type StreamStats struct {
 	open, encodes       atomic.Int64
+	changeEncodes       atomic.Int64 // assets events after the first (changeChain)
+	deltaEncodes        atomic.Int64 // gateways.delta events (changeChain)
 	refused, refusedOne atomic.Uint64
 	timedOut            atomic.Uint64
 }
@@ -124,4 +127,106 @@ func (e *sharedEvent) get(since uint64, tick time.Duration, st *StreamStats, bui
 	st.encodes.Add(1)
 	e.data, e.ver, e.at = data, ver, time.Now()
 	return data, ver
+}
+
+// changeChain shares the events of what changed since a stream's version:
+// the assets events that follow a stream's first (the assets changed since
+// its previous one), and the gateways.delta events, so that N streams
+// cost one encoding per tick instead of N (before, each stream encoded its
+// own: streams x changes a tick).
+//
+// An entry is an encoded event of every change in versions (from, to], as
+// of when it was built. It serves any stream whose version v lies in
+// [from, to): the stream needs the changes in (v, to], all in it; those in
+// (from, v] it already has, and gets again at a newer or equal state (an
+// assets event is each asset's current row, a delta each changed
+// gateway's, applied by key; an id removed again is a no-op). The stream
+// continues from to. The bytes do not depend on the stream: these events
+// carry no id (alert and KPI ids stay the stream's own, written around the
+// shared bytes in order), and the one stream parameter, gateways, selects
+// whether a stream sends deltas, not what they hold.
+//
+// Streams tick at their own phases. The first stream to tick at the
+// newest entry's end (the chain's head) builds the next entry from there;
+// the others, still at its start, take it when their tick comes within a
+// tick of its encoding. So in the steady state one entry a tick serves
+// every stream; a new stream (whose first event, every asset, is at
+// another version) joins the chain at its next event, built or taken
+// from the head's end; an entry older than a tick is not taken, so what
+// a stream sends is never more than a tick older than its tick (the
+// stream rebuilds from its own version, and the chain continues from that
+// entry). A stream behind the chain (its writes blocked for ticks) builds
+// an event from its own version, shared only by streams at that same
+// version (streams blocked together), and rejoins the chain at the next.
+type changeChain struct {
+	mu      sync.Mutex
+	entries []changeEntry // the last 2 ticks', oldest first
+}
+
+type changeEntry struct {
+	from, to uint64
+	at       time.Time
+	data     []byte // the whole event; nil: nothing changed
+	chain    bool   // built from the head's end (or to start a chain), not for a stream behind
+}
+
+// maxChangeEntries bounds changeChain.entries: the chain's few of the
+// last 2 ticks and the events of streams behind it.
+const maxChangeEntries = 32
+
+// get returns the event for a stream at version v and the version the
+// stream continues from, building it with build(from) (under the chain's
+// lock: concurrent streams wait for one encoding; counted in encodes) when
+// no entry serves. The bytes are never modified after. ok is build's:
+// false, the event cannot be built from there (nothing kept).
+func (c *changeChain) get(v uint64, tick time.Duration, encodes *atomic.Int64, build func(from uint64) ([]byte, uint64, bool)) (data []byte, to uint64, ok bool) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// entries older than 2 ticks serve nobody any more
+	keep := c.entries[:0]
+	for _, e := range c.entries {
+		if now.Sub(e.at) < 2*tick {
+			keep = append(keep, e)
+		}
+	}
+	clear(c.entries[len(keep):])
+	c.entries = keep
+	var head *changeEntry
+	for i := len(c.entries) - 1; i >= 0; i-- {
+		e := &c.entries[i]
+		if e.chain && head == nil {
+			head = e
+		}
+		// the newest fresh entry that serves v; an entry built for a
+		// stream behind the chain only serves streams at its own start
+		if now.Sub(e.at) < tick && e.from <= v && v < e.to && (e.chain || e.from == v) {
+			return e.data, e.to, true
+		}
+	}
+	from, chain := v, true
+	switch {
+	case head == nil || v >= head.to:
+		if head != nil {
+			from = head.to // join the chain: streams at its end take this entry
+		}
+	case v < head.from:
+		chain = false // behind the chain: its own backlog, not for every stream
+	}
+	data, to, ok = build(from)
+	encodes.Add(1)
+	if !ok && from != v { // the head's end is too old to build from (behind the removal log): the stream's own version
+		from, chain = v, true
+		data, to, ok = build(from)
+		encodes.Add(1)
+	}
+	if !ok {
+		return nil, to, false
+	}
+	if len(c.entries) >= maxChangeEntries { // the oldest behind the chain's, else the oldest
+		i := slices.IndexFunc(c.entries, func(e changeEntry) bool { return !e.chain })
+		c.entries = slices.Delete(c.entries, max(i, 0), max(i, 0)+1)
+	}
+	c.entries = append(c.entries, changeEntry{from: from, to: to, at: now, data: data, chain: chain})
+	return data, to, true
 }

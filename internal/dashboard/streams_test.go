@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -137,36 +139,63 @@ func TestStreamCaps(t *testing.T) {
 	}
 }
 
+// manualTicks makes every stream of f tick when the test says (tickAll),
+// and shared events live for an hour: the test's ticks are the ticks.
+type manualTicks struct {
+	f     *sseFixture
+	mu    sync.Mutex
+	ticks []chan time.Time
+}
+
+func newManualTicks(f *sseFixture) *manualTicks {
+	m := &manualTicks{f: f}
+	f.srv.newTicker = func() (<-chan time.Time, func()) {
+		ch := make(chan time.Time)
+		m.mu.Lock()
+		m.ticks = append(m.ticks, ch)
+		m.mu.Unlock()
+		return ch, func() {}
+	}
+	f.srv.opts.Tick = time.Hour
+	return m
+}
+
+// open opens a stream and waits for it to take its ticker.
+func (m *manualTicks) open(tb testing.TB, query string) *sseStream {
+	tb.Helper()
+	m.mu.Lock()
+	n := len(m.ticks)
+	m.mu.Unlock()
+	st := openStream(tb, m.f.http, query)
+	wait.For(tb, 10*time.Second, "stream open", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return len(m.ticks) == n+1 })
+	return st
+}
+
+// tickAll makes every open stream run one tick.
+func (m *manualTicks) tickAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ch := range m.ticks {
+		ch <- time.Now()
+	}
+}
+
 // TestGatewayListEncodedOncePerTick (review4 F10): N list streams (and N
 // delta streams connecting) cost one encoding of the list per tick, and
 // receive the same bytes.
 func TestGatewayListEncodedOncePerTick(t *testing.T) {
 	f := newSSEFixture(t)
-	var mu sync.Mutex
-	var ticks []chan time.Time
-	f.srv.newTicker = func() (<-chan time.Time, func()) {
-		ch := make(chan time.Time)
-		mu.Lock()
-		ticks = append(ticks, ch)
-		mu.Unlock()
-		return ch, func() {}
-	}
-	f.srv.opts.Tick = time.Hour // the shared events' lifetime: the test's ticks are the ticks
+	m := newManualTicks(f)
 	fillGateways(f.live, 200)
 	const n = 8
 	var sts []*sseStream
 	for range n {
-		sts = append(sts, openStream(t, f.http, "gateways=list"))
+		sts = append(sts, m.open(t, "gateways=list"))
 	}
-	wait.For(t, 10*time.Second, "streams open", func() bool { mu.Lock(); defer mu.Unlock(); return len(ticks) == n })
 	before := f.srv.opts.Streams.Encodes()
 	for range 3 {
 		f.publish("gw-x")
-		mu.Lock()
-		for _, ch := range ticks {
-			ch <- time.Now()
-		}
-		mu.Unlock()
+		m.tickAll()
 		var first string
 		for i, st := range sts {
 			e := st.nextGateways(t)
@@ -254,4 +283,301 @@ func BenchmarkGatewayListEvent(b *testing.B) {
 		s.writeGatewayList(out, 0)
 		b.SetBytes(int64(len(out.pending[0])))
 	}
+}
+
+// TestAssetsEventsEncodedOncePerTick: the assets events after the first
+// are encoded once per tick for every stream, whatever its gateways form
+// (before, each stream encoded its own: streams x changed assets a tick),
+// every stream receives the same bytes, and alert events keep their ids
+// (the shared events carry none: a reconnect with the last id is placed).
+// A stream that connects later joins: its events are shared from its
+// second on.
+func TestAssetsEventsEncodedOncePerTick(t *testing.T) {
+	f := newSSEFixture(t)
+	m := newManualTicks(f)
+	var sts []*sseStream
+	open := func(query string) { sts = append(sts, m.open(t, query)) }
+	tickAll := m.tickAll
+	src := &fleet{}
+	f.srv.src = src
+	publish := func(round, n int) {
+		for i := range n {
+			id := fmt.Sprintf("m-%d-%d", round, i)
+			src.mu.Lock()
+			src.assets = append(src.assets, rules.AssetView{Site: "s1", ID: id, Class: "motor"})
+			src.mu.Unlock()
+			f.publishAsset("gw-1", id)
+		}
+	}
+	alertN := 0
+	alertEvent := func() {
+		alertN++
+		f.live.mu.Lock()
+		f.live.appendEvent("alert", fmt.Appendf(nil, `{"n":%d}`, alertN))
+		f.live.mu.Unlock()
+	}
+	const n = 8
+	for i := range n {
+		open([]string{"gateways=list", "gateways=delta"}[i%2])
+	}
+	publish(0, 3)
+	tickAll() // the first assets event: every asset, shared
+	for _, st := range sts {
+		st.next(t, "first assets event", func(e SSEEvent) bool { return e.Type == "assets" })
+	}
+	before := f.srv.opts.Streams.changeEncodes.Load()
+	for round := 1; round <= 4; round++ {
+		if round == 3 {
+			// a new stream, whose first event (every asset, encoded now:
+			// Tick is an hour here, not a second) is at another version,
+			// joins the others at its second
+			f.srv.allAssets = sharedEvent{}
+			open("")
+			publish(-1, 1) // an event for every stream: each has taken this tick when it is read
+			tickAll()
+			for _, st := range sts {
+				st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" })
+			}
+			before = f.srv.opts.Streams.changeEncodes.Load()
+		}
+		publish(round, 40) // more than 32: the path through Assets()
+		alertEvent()
+		for i, st := range sts { // the alert, at once, with the stream's id
+			a := st.next(t, "the alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "assets" })
+			if a.Type != "alert" || a.ID != f.live.EventID(uint64(alertN)) {
+				t.Fatalf("round %d stream %d: %s id %q, want alert %s", round, i, a.Type, a.ID, f.live.EventID(uint64(alertN)))
+			}
+		}
+		tickAll()
+		var first string
+		for i, st := range sts {
+			e := st.next(t, "assets event", func(e SSEEvent) bool { return e.Type == "assets" || e.Type == "alert" || e.Type == "resync" })
+			if e.Type != "assets" || e.ID != "" {
+				t.Fatalf("round %d stream %d: %s event with id %q, want assets without id", round, i, e.Type, e.ID)
+			}
+			if i == 0 {
+				first = e.Data
+				got := decode[[]AssetOut](t, e)
+				if len(got) != 40 || got[0].ID != fmt.Sprintf("m-%d-0", round) {
+					t.Fatalf("round %d: assets event of %d assets, want the 40 changed", round, len(got))
+				}
+			} else if e.Data != first {
+				t.Fatalf("round %d: stream %d got another assets event", round, i)
+			}
+		}
+		if got := f.srv.opts.Streams.changeEncodes.Load() - before; got != 1 {
+			t.Errorf("round %d: %d assets encodings for one tick of %d streams, want 1", round, got, len(sts))
+		}
+		before = f.srv.opts.Streams.changeEncodes.Load()
+	}
+	// a reconnect with the last id gets no resync: the shared events
+	// carry no id
+	st := openStream(t, f.http, "", "Last-Event-ID", f.live.EventID(uint64(alertN)))
+	alertEvent()
+	e := st.next(t, "the next alert", func(e SSEEvent) bool { return e.Type == "alert" || e.Type == "resync" })
+	if e.Type != "alert" || e.ID != f.live.EventID(uint64(alertN)) {
+		t.Errorf("after reconnect: %s %q, want alert %s", e.Type, e.ID, f.live.EventID(uint64(alertN)))
+	}
+}
+
+// TestChangeChain: which stream versions an assets event serves, and
+// where the next one is built from.
+func TestChangeChain(t *testing.T) {
+	var c changeChain
+	st := &StreamStats{}
+	cur := uint64(10)
+	var built []uint64
+	get := func(v uint64, tick time.Duration) (string, uint64) {
+		data, to, _ := c.get(v, tick, &st.changeEncodes, func(from uint64) ([]byte, uint64, bool) {
+			built = append(built, from)
+			if from == cur {
+				return nil, cur, true
+			}
+			return fmt.Appendf(nil, "(%d,%d]", from, cur), cur, true
+		})
+		return string(data), to
+	}
+	for _, s := range []struct {
+		v         uint64
+		cur       uint64 // the store's version at the call
+		data      string
+		to        uint64
+		buildFrom int64 // -1: none, taken
+	}{
+		{5, 10, "(5,10]", 10, 5},    // the first stream builds
+		{5, 12, "(5,10]", 10, -1},   // one at the same version takes it
+		{7, 12, "(5,10]", 10, -1},   // and one inside it (a superset: 6-7 again)
+		{10, 20, "(10,20]", 20, 10}, // at its end: the next
+		{14, 21, "(10,20]", 20, -1}, // a new stream inside it joins
+		{25, 30, "(20,30]", 30, 20}, // a new stream past the head: built from the head's end
+		{3, 31, "(3,31]", 31, 3},    // behind every entry: its own backlog
+		{3, 32, "(3,31]", 31, -1},   // shared with one at the same version
+		{4, 33, "(4,33]", 33, 4},    // not with another
+		{20, 34, "(20,30]", 30, -1}, // the chain goes on
+		{30, 35, "(30,35]", 35, 30}, // ... from its head's end
+		{31, 36, "(30,35]", 35, -1}, // the one that caught up joins it
+		{35, 35, "", 35, 35},        // nothing changed: no event
+		{35, 40, "(35,40]", 40, 35}, // the next change
+		{33, 41, "(30,35]", 35, -1}, // one behind the head takes the chain's entry that serves it
+		{40, 41, "(40,41]", 41, 40},
+	} {
+		cur = s.cur
+		built = built[:0]
+		data, to := get(s.v, time.Hour)
+		want := []uint64{}
+		if s.buildFrom >= 0 {
+			want = []uint64{uint64(s.buildFrom)}
+		}
+		if data != s.data || to != s.to || !slices.Equal(built, want) {
+			t.Errorf("at %d (store at %d): %q to %d, built from %v; want %q to %d, built from %v", s.v, s.cur, data, to, built, s.data, s.to, want)
+		}
+	}
+	// an entry older than a tick is not taken
+	built = built[:0]
+	cur = 50
+	if data, _ := get(40, time.Nanosecond); data != "(40,50]" || !slices.Equal(built, []uint64{40}) {
+		t.Errorf("stale chain: %q built from %v", data, built)
+	}
+}
+
+// TestGatewayDeltasEncodedOncePerTick: the gateways.delta events are
+// encoded once per tick for every delta stream, the same bytes for each
+// (before, each stream encoded its own).
+func TestGatewayDeltasEncodedOncePerTick(t *testing.T) {
+	f := newSSEFixture(t)
+	m := newManualTicks(f)
+	fillGateways(f.live, 200)
+	const n = 6
+	var sts []*sseStream
+	for range n {
+		st := m.open(t, "gateways=delta")
+		st.next(t, "snapshot", func(e SSEEvent) bool { return e.Type == "gateways.snapshot" })
+		sts = append(sts, st)
+	}
+	for round := range 3 {
+		before := f.srv.opts.Streams.deltaEncodes.Load()
+		gw := fmt.Sprintf("gw-new-%d", round) // a new gateway: in the next delta
+		f.publish(gw)
+		m.tickAll()
+		var first string
+		for i, st := range sts {
+			e := st.nextGateways(t)
+			if d := decode[GatewayDeltaEvent](t, e); e.Type != "gateways.delta" || !slices.Contains(ids(d.Changed), gw) {
+				t.Fatalf("round %d stream %d: %s %v, want a delta with %s", round, i, e.Type, ids(d.Changed), gw)
+			}
+			if i == 0 {
+				first = e.Data
+			} else if e.Data != first {
+				t.Fatalf("round %d: stream %d got another delta", round, i)
+			}
+		}
+		if got := f.srv.opts.Streams.deltaEncodes.Load() - before; got != 1 {
+			t.Errorf("round %d: %d delta encodings for one tick of %d streams, want 1", round, got, n)
+		}
+	}
+}
+
+// TestSharedDeltasKeepGatewaysOnline: with shared deltas a stream may
+// send a delta encoded by another stream up to a tick before its own
+// tick (changeChain), so a held last_recv reaches its client up to two
+// ticks after its refresh slot. At the shortest threshold
+// (MinSilentAfter) two streams, one ticking 900 ms after the other (it
+// always sends the delta the first encoded), never call a gateway silent
+// that is not, whatever its period (1-15 s), and the last_recv their
+// clients hold of a gateway with a newer message is never older than
+// gwpublish.go's bound: holdLimit + RefreshInterval + 2 ticks.
+func TestSharedDeltasKeepGatewaysOnline(t *testing.T) {
+	f := newSSEFixture(t, WithSilentAfter(MinSilentAfter))
+	m := newManualTicks(f)
+	const n = 300
+	period := func(i int) int { return 1 + i%15 } // s
+	last := map[string]int64{}
+	publish := func(i int) {
+		f.publish(gwName(i))
+		last[gwName(i)] = f.clock.Load()
+	}
+	for i := range n {
+		publish(i)
+	}
+	type client struct {
+		gwClient
+		st     *sseStream
+		offset int64 // server clock - the test's clock at arrival
+		maxLag int64
+	}
+	var cs []*client
+	for range 2 {
+		c := &client{gwClient: gwClient{gws: map[string]GatewayView{}}, st: m.open(t, "gateways=delta")}
+		snap := decode[GatewaySnapshotEvent](t, c.st.nextGateways(t))
+		c.silentAfter, c.offset = snap.SilentAfterMS, snap.Now-f.clock.Load()
+		for _, g := range snap.Gateways {
+			c.gws[g.ID] = g
+		}
+		cs = append(cs, c)
+	}
+	marker := 0
+	tick := func(i int) { // stream i ticks; its client applies what it sent
+		m.mu.Lock()
+		ch := m.ticks[i]
+		m.mu.Unlock()
+		ch <- time.Now()
+		marker++
+		id := fmt.Sprintf("marker-%d", marker)
+		f.live.ObserveAlerts([]alert.Alert{{ID: id, Rule: "marker"}})
+		for {
+			e := cs[i].st.next(t, "tick marker", func(e SSEEvent) bool { return isGateways(e) || e.Type == "alert" })
+			if e.Type == "alert" {
+				if strings.Contains(e.Data, id) {
+					return
+				}
+				continue
+			}
+			d := decode[GatewayDeltaEvent](t, e)
+			cs[i].offset = d.Now - f.clock.Load()
+			for _, g := range d.Changed {
+				cs[i].gws[g.ID] = g
+			}
+		}
+	}
+	bound := (f.live.holdLimit() + RefreshInterval).Milliseconds() + 2*1000
+	check := func(sec, step int) {
+		now := f.clock.Load()
+		for k, c := range cs {
+			for id, g := range c.gws {
+				if c.status(id, now+c.offset) == "silent" {
+					t.Fatalf("second %d step %d: client %d calls %s silent, its last message %d ms old (threshold %d)",
+						sec, step, k, id, now-last[id], c.silentAfter)
+				}
+				if g.LastRecv != last[id] {
+					c.maxLag = max(c.maxLag, now-g.LastRecv)
+				}
+			}
+		}
+	}
+	for sec := 1; sec <= 45; sec++ {
+		for step := range 10 { // 100 ms each; stream 0 ticks at 0, stream 1 at 9
+			f.clock.Add(100)
+			if step == 0 {
+				for i := range n {
+					if sec%period(i) == 0 {
+						publish(i)
+					}
+				}
+				tick(0)
+			}
+			if step == 9 {
+				tick(1)
+			}
+			check(sec, step)
+		}
+	}
+	for k, c := range cs {
+		if c.maxLag > bound {
+			t.Errorf("client %d held a last_recv %d ms old of a gateway with a newer message, bound %d", k, c.maxLag, bound)
+		}
+	}
+	if cs[1].maxLag <= cs[0].maxLag {
+		t.Errorf("the later stream's lag %d ms, the first's %d: it did not send the first's deltas", cs[1].maxLag, cs[0].maxLag)
+	}
+	t.Logf("largest lag of a held last_recv: %d ms (first stream), %d ms (later stream), bound %d", cs[0].maxLag, cs[1].maxLag, bound)
 }

@@ -242,7 +242,7 @@ const S = {
   // browser's clock alone (a browser set 10 min off must not call every
   // gateway silent)
   clockOffset: 0,
-  silentAfter: 30000, // ms, from the snapshot
+  silentAfter: 30000, // ms, the collector's http.gateway_silent_after: from the snapshot (or /api/v1/gateways)
   // ms a gateway's counters and last message may lag: the stream sends a
   // change of them alone at most this often (from the snapshot; 0 before)
   gwRefresh: 0,
@@ -1082,6 +1082,7 @@ function gatewaysPage() {
         try { r = await apiAll('/api/v1/gateways', 'gateways'); } catch (e) { return; }
         if (!S.gwLive) {
           setServerClock(r.generated_at);
+          S.silentAfter = r.silent_after_ms || S.silentAfter;
           S.gateways = new Map(r.gateways.map((g) => [g.id, g]));
         }
       }
