@@ -65,7 +65,13 @@ type streamSlots struct {
 
 // admit takes a stream slot for the request's client, or answers 503 with
 // Retry-After (400 for an X-Forwarded-For entry that is not an address)
-// and returns nil. The returned function gives the slot back.
+// and returns nil. The last quarter of MaxStreams (rounded down) is kept
+// for clients that hold no stream: one host with many addresses (a /28,
+// NAT egress addresses) filling every slot 16 at a time would otherwise
+// refuse every other client's dashboard for as long as it reads (review6
+// F7); with the reserve it takes at most three quarters, and each other
+// client still gets its first stream until the reserve too is used up.
+// The returned function gives the slot back.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) func() {
 	c, err := clientKey(r, s.opts.RateLimit.TrustedProxies)
 	if err != nil {
@@ -78,6 +84,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) func() {
 	switch {
 	case st.open.Load() >= int64(s.opts.MaxStreams):
 		why = fmt.Sprintf("%d event streams are open, the collector's limit (http.max_streams)", s.opts.MaxStreams)
+	case s.slots.perClient[c] > 0 && st.open.Load() >= int64(s.opts.MaxStreams-s.opts.MaxStreams/4):
+		why = fmt.Sprintf("%d event streams are open; the last quarter of the collector's limit (http.max_streams %d) is kept for clients that hold none", st.open.Load(), s.opts.MaxStreams)
 	case s.slots.perClient[c] >= s.opts.MaxStreamsPerClient:
 		why = fmt.Sprintf("this client has %d event streams open, the limit per client (http.max_streams_per_client)", s.opts.MaxStreamsPerClient)
 		st.refusedOne.Add(1)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -580,4 +581,55 @@ func TestSharedDeltasKeepGatewaysOnline(t *testing.T) {
 		t.Errorf("the later stream's lag %d ms, the first's %d: it did not send the first's deltas", cs[1].maxLag, cs[0].maxLag)
 	}
 	t.Logf("largest lag of a held last_recv: %d ms (first stream), %d ms (later stream), bound %d", cs[0].maxLag, cs[1].maxLag, bound)
+}
+
+// TestStreamReserveForNewClients (review6 F7): once three quarters of
+// MaxStreams are open, a client that already holds a stream is refused,
+// so clients with none still get their first one; MaxStreams stays the
+// limit for all.
+func TestStreamReserveForNewClients(t *testing.T) {
+	live := NewLive(nil)
+	s, hs := streamServer(t, live, &fleet{}, Options{MaxStreams: 8, MaxStreamsPerClient: 16,
+		RateLimit: RateLimit{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
+	open := func(xff string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/events", nil)
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		var body apiError
+		if resp.StatusCode != http.StatusOK {
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+		}
+		return resp.StatusCode, body.Error
+	}
+	// one host with two addresses takes 6 of 8: three quarters
+	for i := range 6 {
+		if code, msg := open("10.0.0." + strconv.Itoa(1+i%2)); code != http.StatusOK {
+			t.Fatalf("stream %d of the host: %d %s", i, code, msg)
+		}
+	}
+	for _, xff := range []string{"10.0.0.1", "10.0.0.2"} {
+		if code, msg := open(xff); code != http.StatusServiceUnavailable || !strings.Contains(msg, "kept for clients that hold none") {
+			t.Errorf("%s beyond three quarters: %d %q, want 503 (reserve)", xff, code, msg)
+		}
+	}
+	if code, msg := open("10.0.0.3"); code != http.StatusOK {
+		t.Fatalf("first stream of another client: %d %s", code, msg)
+	}
+	if code, _ := open("10.0.0.3"); code != http.StatusServiceUnavailable {
+		t.Errorf("second stream of that client in the reserve: %d, want 503", code)
+	}
+	if code, msg := open("10.0.0.4"); code != http.StatusOK {
+		t.Fatalf("first stream of a third client: %d %s", code, msg)
+	}
+	if code, msg := open("10.0.0.5"); code != http.StatusServiceUnavailable || !strings.Contains(msg, "http.max_streams)") {
+		t.Errorf("beyond max_streams: %d %q", code, msg)
+	}
+	if total, one := s.opts.Streams.Refused(); total != 4 || one != 0 {
+		t.Errorf("refused %d (per client %d), want 4 (0)", total, one)
+	}
 }
