@@ -163,3 +163,28 @@ func TestAheadDeathAlertTimes(t *testing.T) {
 		t.Errorf("clock_ahead_total{kind=death} %v, want 1", got)
 	}
 }
+
+// TestForeignBirthCounted (R6-F5): a birth of another gateway of the site
+// applied to an asset alive on its gateway is counted and logged (the
+// trust model lets it replace the asset's declarations; this shows it).
+// The asset's own gateway's rebirth is not counted, and the counter's
+// series exist at 0 from the start (clock_ahead_total for every kind too).
+func TestForeignBirthCounted(t *testing.T) {
+	col, send := liveAC1(t)
+	if n := testutil.CollectAndCount(col.m.ahead); n != 3 {
+		t.Errorf("clock_ahead_total has %d series at start, want 3", n)
+	}
+	for _, k := range []string{"data", "birth", "death"} {
+		if got := testutil.ToFloat64(col.m.ahead.WithLabelValues(k)); got != 0 {
+			t.Errorf("clock_ahead_total{kind=%s} %v at start", k, got)
+		}
+	}
+	send(spanBirth(t, 3, time.Now().UnixMilli(), 1.6, "discharge_temp", "discharge_pressure", "load_state"))
+	if got := testutil.ToFloat64(col.m.foreignBirths); got != 0 {
+		t.Errorf("foreign births %v after the asset's own gateway's rebirth, want 0", got)
+	}
+	send(fromGateway(t, spanBirth(t, 1, time.Now().UnixMilli(), 0.5, "discharge_temp", "discharge_pressure"), "gw-2"))
+	if got := testutil.ToFloat64(col.m.foreignBirths); got != 1 {
+		t.Errorf("foreign births %v, want 1", got)
+	}
+}
