@@ -108,8 +108,13 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 	}
 	ps, err := telemetry.ParseSubject(subject)
 	if err != nil || ps.Site != a.Site() || ps.Class != a.Class || ps.Asset != a.ID {
-		return &RejectError{Reason: ReasonSubject,
-			Detail: fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)}
+		detail := fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)
+		if len(a.Path) < 2 || a.Path[1] == "" {
+			// the site is asset.path[1]: data, births and deaths all need
+			// the path (docs/schema.md; review6 F6)
+			detail += ": asset.path is missing or has no site (path[1]); it is required: [enterprise, site, area, line, cell]"
+		}
+		return &RejectError{Reason: ReasonSubject, Detail: detail}
 	}
 	return nil
 }
