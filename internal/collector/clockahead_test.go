@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -42,20 +41,13 @@ func kpiBatch(gw string, seq uint64, ts int64) spanMsg {
 func TestAheadBatchKeepsKPIWindows(t *testing.T) {
 	cfg := Defaults()
 	cfg.KPI.Window = Duration(time.Minute) // +240 s always crosses a window's end
-	col := newCollector(t, cfg)
-	send := func(m spanMsg) {
-		t.Helper()
-		if err := col.Handle(context.Background(), telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	col, send := liveAC1Config(t, cfg)
 	now := time.Now().UnixMilli()
-	send(spanBirth(t, 1, now-3000, 1.6, "discharge_temp", "discharge_pressure"))
-	send(kpiBatch("gw-1", 2, now-2000))
-	send(kpiBatch("gw-1", 3, now-1000))
+	send(kpiBatch("gw-1", 3, now-2000))
+	send(kpiBatch("gw-1", 4, now-1000))
 	send(kpiBatch("gw-2", 1, time.Now().UnixMilli()+240_000))
-	real := time.Now().UnixMilli()
-	send(kpiBatch("gw-1", 4, real))
+	tReal := time.Now().UnixMilli()
+	send(kpiBatch("gw-1", 5, tReal))
 	sh := col.shard(0)
 	sh.mu.Lock()
 	st, ok := sh.kpis.Snapshot("site1", "ac-1")
@@ -63,9 +55,9 @@ func TestAheadBatchKeepsKPIWindows(t *testing.T) {
 	if !ok {
 		t.Fatal("ac-1 has no KPI state")
 	}
-	if st.LastTS != real || st.Start > real || st.Start+time.Minute.Milliseconds() <= real {
+	if st.LastTS != tReal || st.Start > tReal || st.Start+time.Minute.Milliseconds() <= tReal {
 		t.Errorf("KPI window start %d, last batch %d; want the real batch %d integrated into its window (now %+d ms)",
-			st.Start, st.LastTS, real, st.LastTS-real)
+			st.Start, st.LastTS, tReal, st.LastTS-tReal)
 	}
 	if r, ok := col.KPIs("site1", "ac-1"); ok && r.End > time.Now().UnixMilli() {
 		t.Errorf("a KPI window ending at %d published before its end (now %d)", r.End, time.Now().UnixMilli())
