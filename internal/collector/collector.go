@@ -176,8 +176,14 @@ type metrics struct {
 	owned      prometheus.Gauge
 	dropped    *prometheus.CounterVec
 	future     prometheus.Counter
-	badState   *prometheus.CounterVec
-	partsDrop  *prometheus.CounterVec
+	// ahead: batches, births and deaths dated ahead of the collector's
+	// clock inside max_future, moved back to it (ingest.BoundBatch)
+	ahead *prometheus.CounterVec
+	// foreignBirths: births applied from a gateway other than the one
+	// the asset is alive on (review6 F5)
+	foreignBirths prometheus.Counter
+	badState      *prometheus.CounterVec
+	partsDrop     *prometheus.CounterVec
 	// rateLimited: HTTP API requests refused by http.rate_limit (httplimit.go)
 	rateLimited *prometheus.CounterVec
 }
@@ -216,7 +222,14 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Parts of split births dropped before their birth completed, by reason: parts (more than ingest.MaxBirthParts announced), bytes (one birth's parts over ingest.MaxBirthPartBytes), evicted (the oldest incomplete birth, for room: 256 births or ingest.MaxBirthPartsHeld bytes per partition), expired (incomplete for ingest.BirthPartsTTL)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time, and births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
+		ahead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_ahead_total",
+			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); their times were moved back to the arrival time (a batch's ts_gw and readings by its lead, keeping their intervals)."}, []string{"kind"}),
+		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
+			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
 		rateLimited: newRateLimitedMetric(),
+	}
+	for _, k := range []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, telemetry.KindDeath} { // present at 0
+		c.m.ahead.WithLabelValues(string(k))
 	}
 	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
 		log.Warn(w)
@@ -256,7 +269,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.badState, c.m.partsDrop,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.foreignBirths, c.m.badState, c.m.partsDrop,
 		c.m.rateLimited,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
@@ -438,10 +451,15 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			return
 		}
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
-			if n := ingest.ClampFutureBy(b, time.Now(), tol); n > 0 {
+			was := b.TSGW
+			n, ahead := ingest.BoundBatch(b, time.Now(), tol)
+			if n > 0 {
 				c.m.future.Add(float64(n))
 				c.warnLimited("future", "readings timestamped in the future: replaced by the arrival time", "subject", logCut(subject),
 					"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", tol)
+			}
+			if ahead {
+				c.aheadOfClock(telemetry.KindData, subject, b.Gateway, b.Seq, was, b.TSGW)
 			}
 		}
 		sh.mu.Lock()
@@ -565,6 +583,9 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			// but it still says the asset answers: a death or silence ends
 			al = sh.engine.Revive(bi, al)
 		} else {
+			if gw, alive := sh.engine.Current(as.Site(), as.ID); alive && gw != bi.Gateway {
+				c.foreignBirth(subject, gw, bi)
+			}
 			al = sh.engine.Birth(bi, al)
 			sh.kpis.Birth(bi)
 		}
@@ -643,26 +664,53 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 	c.m.ingested.WithLabelValues(kind).Inc()
 }
 
-// clampFuture replaces the ts_gw of a birth or death (kind) lying more
-// than max_future ahead of the collector's clock by the arrival time, as
-// a batch's (ingest.ClampFutureBy), and counts it (one) in
-// smelter_collector_future_timestamps_total. Births and deaths without a
+// clampFuture bounds the ts_gw of a birth or death (kind) by the
+// collector's clock at arrival (ingest.BoundTSGW): one more than
+// max_future ahead is replaced by the arrival time and counted in
+// smelter_collector_future_timestamps_total; one ahead inside max_future
+// is set to the arrival time and counted in
+// smelter_collector_clock_ahead_total. Births and deaths without a
 // comparable seq are ordered on ts_gw against the asset's newest batch,
 // birth or death (rules.Engine.BirthBehind, DeathBehind), and nothing
 // older than a death ends it: one dated 2100 would hold the asset dead,
-// or its signal list and ranges in force, until then (review4 F6).
+// or its signal list and ranges in force, until then (review4 F6); one
+// dated a few minutes ahead would date its alert ahead (review6 F4).
 func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, tsgw *int64) {
 	tol := time.Duration(c.cfg.MaxFuture)
 	if tol <= 0 {
 		return
 	}
 	was := *tsgw
-	if !ingest.ClampFutureTSGW(tsgw, time.Now(), tol) {
+	future, ahead := ingest.BoundTSGW(tsgw, time.Now(), tol)
+	if ahead {
+		c.aheadOfClock(kind, subject, gateway, seq, was, *tsgw)
+	}
+	if !future {
 		return
 	}
 	c.m.future.Inc()
 	c.warnLimited("future", "message timestamped in the future: its ts_gw replaced by the arrival time", "kind", kind,
 		"subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "tolerance", tol)
+}
+
+// foreignBirth counts a birth of gateway bi.Gateway applied to an asset
+// alive on gateway cur, and logs it (at most once a minute): the site's
+// trust model lets any gateway of the site declare the asset's signals,
+// ranges and nameplate (docs/collector.md, "Permissions"); this shows
+// when one does over the asset's current gateway (review6 F5).
+func (c *Collector) foreignBirth(subject, cur string, bi *telemetry.Birth) {
+	c.m.foreignBirths.Inc()
+	c.warnLimited("foreign-birth", "birth of another gateway applied over the asset's live gateway: its declarations are in force until the next birth",
+		"subject", logCut(subject), "gateway", bi.Gateway, "seq", bi.Seq, "current_gateway", cur)
+}
+
+// aheadOfClock counts a message (kind) dated ahead of the collector's
+// clock inside max_future, moved back to it, and logs it (at most once a
+// minute): a gateway clock running fast.
+func (c *Collector) aheadOfClock(kind telemetry.Kind, subject, gateway string, seq uint64, was, now int64) {
+	c.m.ahead.WithLabelValues(string(kind)).Inc()
+	c.warnLimited("ahead", "message dated ahead of the collector's clock: its times moved back to the arrival time (gateway clock fast?)",
+		"kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "lead_ms", was-now)
 }
 
 // observeStatus feeds a gateway status message to the dashboard.

@@ -103,25 +103,83 @@ func TestExtremeValuesAndFutureTimestamps(t *testing.T) {
 	}
 }
 
-// TestClampFuture: within the tolerance a source time is kept.
-func TestClampFuture(t *testing.T) {
+// TestBoundBatch (review6 F1-F4): a batch's times are bounded by the
+// arrival time. Beyond the tolerance a time is replaced by it (counted as
+// future); a ts_gw ahead inside the tolerance is the gateway clock's lead,
+// taken off ts_gw and every reading's time (their intervals kept), and a
+// reading still ahead after that is set to the arrival time. Before,
+// times inside the tolerance were kept as sent (the old TestClampFuture
+// and TestClampFutureBy asserted that).
+func TestBoundBatch(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_000)
-	b := &telemetry.Batch{TSGW: now.Add(time.Hour).UnixMilli(), Readings: []telemetry.Reading{
-		{TS: now.Add(ingest.MaxFuture).UnixMilli()}, {TS: now.Add(ingest.MaxFuture + time.Millisecond).UnixMilli()}, {TS: now.Add(-time.Hour).UnixMilli()}}}
-	if n := ingest.ClampFuture(b, now); n != 1 || b.Readings[0].TS != now.Add(ingest.MaxFuture).UnixMilli() ||
-		b.Readings[1].TS != now.UnixMilli() || b.Readings[2].TS != now.Add(-time.Hour).UnixMilli() || b.TSGW != now.UnixMilli() {
-		t.Fatalf("n %d, batch %+v", n, b)
+	ms := now.UnixMilli()
+	at := func(d time.Duration) int64 { return now.Add(d).UnixMilli() }
+	for _, c := range []struct {
+		name       string
+		tol        time.Duration
+		tsgw       int64
+		ts         []int64
+		wantTSGW   int64
+		wantTS     []int64
+		wantFuture int
+		wantAhead  bool
+	}{
+		{"ts_gw beyond the tolerance", ingest.MaxFuture, at(time.Hour),
+			[]int64{at(ingest.MaxFuture), at(ingest.MaxFuture + time.Millisecond), at(-time.Hour)},
+			ms, []int64{ms, ms, at(-time.Hour)}, 1, true},
+		{"lead of 240 s taken off every time", ingest.MaxFuture, at(240 * time.Second),
+			[]int64{at(240 * time.Second), at(239 * time.Second), at(-10 * time.Second)},
+			ms, []int64{ms, at(-time.Second), at(-250 * time.Second)}, 0, true},
+		{"a reading ahead of its ts_gw", ingest.MaxFuture, at(10 * time.Second),
+			[]int64{at(20 * time.Second), at(time.Second)},
+			ms, []int64{ms, at(-9 * time.Second)}, 0, true},
+		{"a reading ahead of a ts_gw dated now", ingest.MaxFuture, ms,
+			[]int64{at(time.Minute), at(-time.Second)},
+			ms, []int64{ms, at(-time.Second)}, 0, true},
+		{"nothing ahead", ingest.MaxFuture, at(-time.Second),
+			[]int64{ms, at(-2 * time.Second)},
+			at(-time.Second), []int64{ms, at(-2 * time.Second)}, 0, false},
+		{"the caller's tolerance", 3 * time.Hour, at(2 * time.Hour),
+			[]int64{at(2 * time.Hour), at(4 * time.Hour), at(time.Hour)},
+			ms, []int64{ms, ms, at(-time.Hour)}, 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := &telemetry.Batch{TSGW: c.tsgw}
+			for _, ts := range c.ts {
+				b.Readings = append(b.Readings, telemetry.Reading{TS: ts})
+			}
+			n, ahead := ingest.BoundBatch(b, now, c.tol)
+			if n != c.wantFuture || ahead != c.wantAhead || b.TSGW != c.wantTSGW {
+				t.Errorf("future %d ahead %v ts_gw %d, want %d %v %d", n, ahead, b.TSGW, c.wantFuture, c.wantAhead, c.wantTSGW)
+			}
+			for i, r := range b.Readings {
+				if r.TS != c.wantTS[i] {
+					t.Errorf("reading %d: ts %d (now%+d), want %d (now%+d)", i, r.TS, r.TS-ms, c.wantTS[i], c.wantTS[i]-ms)
+				}
+			}
+		})
 	}
 }
 
-// TestClampFutureBy: the tolerance is the caller's (the collector's
-// max_future); a time within it is kept, one beyond it replaced.
-func TestClampFutureBy(t *testing.T) {
-	now := time.Now()
-	b := &telemetry.Batch{TSGW: now.Add(2 * time.Hour).UnixMilli(), Readings: []telemetry.Reading{
-		{TS: now.Add(2 * time.Hour).UnixMilli()}, {TS: now.Add(4 * time.Hour).UnixMilli()}}}
-	if n := ingest.ClampFutureBy(b, now, 3*time.Hour); n != 1 || b.Readings[0].TS != now.Add(2*time.Hour).UnixMilli() ||
-		b.Readings[1].TS != now.UnixMilli() || b.TSGW != now.Add(2*time.Hour).UnixMilli() {
-		t.Fatalf("clamped %d: %+v", n, b)
+// TestBoundTSGW: a birth's or death's ts_gw beyond the tolerance is the
+// arrival time (future), inside it ahead of the clock the arrival time
+// too (ahead, review6 F4), at or before the clock unchanged.
+func TestBoundTSGW(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	ms := now.UnixMilli()
+	for _, c := range []struct {
+		in, want      int64
+		future, ahead bool
+	}{
+		{ms + 3_600_000, ms, true, false},
+		{ms + 290_000, ms, false, true},
+		{ms, ms, false, false},
+		{ms - 1, ms - 1, false, false},
+	} {
+		ts := c.in
+		future, ahead := ingest.BoundTSGW(&ts, now, ingest.MaxFuture)
+		if ts != c.want || future != c.future || ahead != c.ahead {
+			t.Errorf("now%+d: got now%+d future %v ahead %v, want now%+d %v %v", c.in-ms, ts-ms, future, ahead, c.want-ms, c.future, c.ahead)
+		}
 	}
 }

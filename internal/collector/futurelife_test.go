@@ -83,7 +83,13 @@ func TestFutureBirthAndDeathClamped(t *testing.T) {
 // a function that hands it one message of ac-1.
 func liveAC1(t *testing.T) (*Collector, func(spanMsg)) {
 	t.Helper()
-	col := newCollector(t, Defaults())
+	return liveAC1Config(t, Defaults())
+}
+
+// liveAC1Config is liveAC1 with the collector's configuration cfg.
+func liveAC1Config(t *testing.T, cfg Config) (*Collector, func(spanMsg)) {
+	t.Helper()
+	col := newCollector(t, cfg)
 	send := func(m spanMsg) {
 		t.Helper()
 		if err := col.Handle(context.Background(), telemetry.Subject("site1", "air_compressor", "ac-1", m.kind), m.data); err != nil {

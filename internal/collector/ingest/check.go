@@ -108,8 +108,13 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 	}
 	ps, err := telemetry.ParseSubject(subject)
 	if err != nil || ps.Site != a.Site() || ps.Class != a.Class || ps.Asset != a.ID {
-		return &RejectError{Reason: ReasonSubject,
-			Detail: fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)}
+		detail := fmt.Sprintf("gateway %s: asset %s/%s/%s on subject %q", gateway, a.Site(), a.Class, a.ID, subject)
+		if len(a.Path) < 2 || a.Path[1] == "" {
+			// the site is asset.path[1]: data, births and deaths all need
+			// the path (docs/schema.md; review6 F6)
+			detail += ": asset.path is missing or has no site (path[1]); it is required: [enterprise, site, area, line, cell]"
+		}
+		return &RejectError{Reason: ReasonSubject, Detail: detail}
 	}
 	return nil
 }
@@ -121,40 +126,71 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 // superseded and never age into staleness.
 const MaxFuture = 5 * time.Minute
 
-// ClampFuture replaces every source time of b's readings, and b's gateway
-// time, later than now + MaxFuture by now (the arrival time), and returns
-// how many readings it changed. It runs at ingest for every source (JSON
-// and Sparkplug alike).
-func ClampFuture(b *telemetry.Batch, now time.Time) (n int) {
-	return ClampFutureBy(b, now, MaxFuture)
-}
-
-// ClampFutureBy is ClampFuture with the tolerance tol (> 0).
-func ClampFutureBy(b *telemetry.Batch, now time.Time, tol time.Duration) (n int) {
+// BoundBatch bounds b's times by now, the collector's clock at the
+// batch's arrival, the latest time the collector judges by (review6
+// F1-F4): nothing the collector keeps, evaluates or shows may lie ahead
+// of its clock, or KPI windows, staleness, the dashboard and alert times
+// would follow a gateway's fast clock. With tol (max_future, > 0):
+//   - a gateway time or source time later than now + tol is replaced by
+//     now, as before; future counts the readings so replaced (the
+//     collector's smelter_collector_future_timestamps_total);
+//   - a gateway time ahead of now by lead (inside tol) is the gateway
+//     clock's lead: ts_gw and every reading's time are moved back by it,
+//     which keeps the intervals between readings (a batch of several
+//     samples stays one), and a reading time still later than now after
+//     that is set to now. ahead reports that a time inside tol was moved
+//     (the collector's smelter_collector_clock_ahead_total).
+//
+// It runs at ingest for every source (JetStream, MQTT, Sparkplug: one
+// path). The caller skips it for tol 0 (max_future 0s: times as sent).
+func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future int, ahead bool) {
 	nowMS := now.UnixMilli()
 	limit := now.Add(tol).UnixMilli()
-	ClampFutureTSGW(&b.TSGW, now, tol)
+	if b.TSGW > limit {
+		b.TSGW = nowMS
+	}
+	lead := b.TSGW - nowMS
+	if lead > 0 {
+		b.TSGW = nowMS
+		ahead = true
+	} else {
+		lead = 0
+	}
 	for i := range b.Readings {
-		if b.Readings[i].TS > limit {
-			b.Readings[i].TS = nowMS
-			n++
+		r := &b.Readings[i]
+		switch {
+		case r.TS > limit:
+			r.TS = nowMS
+			future++
+		case r.TS-lead > nowMS:
+			r.TS = nowMS
+			ahead = true
+		default:
+			r.TS -= lead
 		}
 	}
-	return n
+	return future, ahead
 }
 
-// ClampFutureTSGW replaces *tsgw (a batch's, birth's or death's ts_gw,
-// Unix ms) by now when it lies later than now + tol (> 0), and reports
-// whether it did. A birth or death dated in the future would otherwise
-// order every later message of the asset before it: a death dated 2100
-// would keep a live asset dead, a birth dated 2100 would keep its signal
-// list and ranges in force, until then (review4 F6).
-func ClampFutureTSGW(tsgw *int64, now time.Time, tol time.Duration) bool {
-	if *tsgw <= now.Add(tol).UnixMilli() {
-		return false
+// BoundTSGW bounds *tsgw (a birth's or death's ts_gw, Unix ms) by now, the
+// arrival time: a time later than now + tol (> 0) is replaced by now and
+// reported as future; one later than now inside tol is set to now and
+// reported as ahead. A birth or death dated in the future would otherwise
+// order every later message of the asset before it (a death dated 2100
+// would keep a live asset dead, a birth dated 2100 its signal list and
+// ranges in force, until then: review4 F6), and inside the tolerance date
+// its alerts (a death's raised_at, review6 F4) ahead of the clock.
+func BoundTSGW(tsgw *int64, now time.Time, tol time.Duration) (future, ahead bool) {
+	nowMS := now.UnixMilli()
+	switch {
+	case *tsgw > now.Add(tol).UnixMilli():
+		*tsgw = nowMS
+		return true, false
+	case *tsgw > nowMS:
+		*tsgw = nowMS
+		return false, true
 	}
-	*tsgw = now.UnixMilli()
-	return true
+	return false, false
 }
 
 // MaxBirthIntervalMS is the longest sampling interval a birth may declare:

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -58,5 +59,25 @@ func TestCheck(t *testing.T) {
 	}
 	if ReasonOf(errors.New("other")) != "" {
 		t.Error("ReasonOf of a foreign error")
+	}
+}
+
+// TestCheckAssetNamesMissingPath (review6 F6): a death (or batch, or
+// birth) without asset.path has no site and is refused on its subject;
+// the reject detail says plainly that asset.path is missing, which the
+// bare "asset _/class/id on subject" did not.
+func TestCheckAssetNamesMissingPath(t *testing.T) {
+	cat := catalog.Default()
+	const subject = "smelter.v1.s1.air_compressor.ac-11.death"
+	for _, path := range [][]string{nil, {"acme"}, {"acme", ""}} {
+		err := CheckAsset(subject, "gw1", telemetry.Asset{ID: "ac-11", Class: "air_compressor", Path: path}, cat)
+		if !errors.Is(err, ErrSubject) || !strings.Contains(err.Error(), "asset.path is missing") {
+			t.Errorf("path %q: %v, want a subject rejection naming the missing asset.path", path, err)
+		}
+	}
+	err := CheckAsset("smelter.v1.s2.air_compressor.ac-11.death", "gw1",
+		telemetry.Asset{ID: "ac-11", Class: "air_compressor", Path: []string{"acme", "s1"}}, cat)
+	if !errors.Is(err, ErrSubject) || strings.Contains(err.Error(), "asset.path is missing") {
+		t.Errorf("another site's subject: %v", err)
 	}
 }

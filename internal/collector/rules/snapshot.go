@@ -116,6 +116,18 @@ func (e *Engine) Key(site, id string) (key [2]string, gateway string, ok bool) {
 	return [2]string{a.site, a.id}, a.gateway, true
 }
 
+// Current returns the gateway of a tracked asset's newest evaluated batch
+// and whether the asset is alive on it: it sent a batch, is not reported
+// dead and its silence alert is not raised. False when the asset is not
+// tracked or has no batch yet.
+func (e *Engine) Current(site, id string) (gateway string, alive bool) {
+	a, ok := e.assets[[2]string{site, id}]
+	if !ok || a.batches == 0 {
+		return "", false
+	}
+	return a.gateway, a.dead == "" && (a.silence == nil || a.silence.latch.Level == alert.None)
+}
+
 // Len returns how many assets the engine tracks.
 func (e *Engine) Len() int { return len(e.assets) }
 

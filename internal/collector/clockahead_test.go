@@ -1,0 +1,182 @@
+package collector
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/telemetry"
+)
+
+// Review 6, F1-F4: a message dated ahead of the collector's clock inside
+// max_future (another gateway of the site, or a gateway clock running
+// fast, then corrected) kept its times, and everything that judges by
+// time followed them: KPI windows, per-signal staleness, the dashboard's
+// store and alert times. Now every time is bounded by the collector's
+// clock at arrival (ingest.BoundBatch, BoundTSGW).
+
+// kpiBatch is a batch of ac-1 of gateway gw dated ts carrying the air
+// compressor's KPI inputs and discharge_temp (not discharge_pressure).
+func kpiBatch(gw string, seq uint64, ts int64) spanMsg {
+	b := &telemetry.Batch{Gateway: gw, Seq: seq, TSGW: ts, Asset: spanAsset,
+		Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: ts},
+			{Signal: "input_power", Value: 62, Unit: "kW", TS: ts},
+			{Signal: "free_air_delivery", Value: 11.5, Unit: "m3/min", TS: ts},
+			{Signal: "load_state", Value: 2, TS: ts}}}
+	return spanMsg{telemetry.KindData, b.AppendJSON(nil)}
+}
+
+// TestAheadBatchKeepsKPIWindows (R6-F1): a batch of another gateway dated
+// 240 s ahead neither finishes the asset's KPI window before its end nor
+// moves the window ahead: the real gateway's next batch, dated now, is
+// integrated into the window in progress. Before, the window jumped to
+// the forged time (published early), and every real batch of the next
+// 240 s lay before it and was dropped: KPI windows missing.
+func TestAheadBatchKeepsKPIWindows(t *testing.T) {
+	cfg := Defaults()
+	cfg.KPI.Window = Duration(time.Minute) // +240 s always crosses a window's end
+	col, send := liveAC1Config(t, cfg)
+	now := time.Now().UnixMilli()
+	send(kpiBatch("gw-1", 3, now-2000))
+	send(kpiBatch("gw-1", 4, now-1000))
+	send(kpiBatch("gw-2", 1, time.Now().UnixMilli()+240_000))
+	tReal := time.Now().UnixMilli()
+	send(kpiBatch("gw-1", 5, tReal))
+	sh := col.shard(0)
+	sh.mu.Lock()
+	st, ok := sh.kpis.Snapshot("site1", "ac-1")
+	sh.mu.Unlock()
+	if !ok {
+		t.Fatal("ac-1 has no KPI state")
+	}
+	if st.LastTS != tReal || st.Start > tReal || st.Start+time.Minute.Milliseconds() <= tReal {
+		t.Errorf("KPI window start %d, last batch %d; want the real batch %d integrated into its window (now %+d ms)",
+			st.Start, st.LastTS, tReal, st.LastTS-tReal)
+	}
+	if r, ok := col.KPIs("site1", "ac-1"); ok && r.End > time.Now().UnixMilli() {
+		t.Errorf("a KPI window ending at %d published before its end (now %d)", r.End, time.Now().UnixMilli())
+	}
+	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("data")); got != 1 {
+		t.Errorf("clock_ahead_total{kind=data} %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(col.m.future); got != 0 {
+		t.Errorf("future_timestamps_total %v, want 0 (inside the tolerance)", got)
+	}
+}
+
+// TestAheadBatchNoFalseStale (R6-F2): a batch dated 240 s ahead carrying
+// only some of the asset's signals raises no staleness alert for the
+// others while the real gateway's good data flows. Before, the others
+// were judged at the forged time: "discharge_pressure has no good value
+// for 240 s", raised, then cleared by the next real batch.
+func TestAheadBatchNoFalseStale(t *testing.T) {
+	col, send := liveAC1(t)
+	send(lifeBatch(3, time.Now().UnixMilli(), telemetry.QualityGood))
+	send(kpiBatch("gw-2", 1, time.Now().UnixMilli()+240_000)) // no discharge_pressure
+	send(lifeBatch(4, time.Now().UnixMilli(), telemetry.QualityGood))
+	for _, a := range col.Alerts(false) {
+		if a.Asset == "ac-1" && a.Kind == "stale" {
+			t.Errorf("false stale alert: %s %s %q raised at %d", a.Signal, a.State, a.Message, a.RaisedAt)
+		}
+	}
+}
+
+// TestFastClockCorrectedShownLive (R6-F3): a gateway whose clock ran
+// 4 min fast, then was corrected, shows its asset live at once: status
+// not stale, not silent, and no time in the future. Before, the store
+// kept the fast times: the asset was stale and silent for the whole lead
+// and its signals' times stayed in the future.
+func TestFastClockCorrectedShownLive(t *testing.T) {
+	col, send := liveAC1(t)
+	h := col.HTTPHandler("")
+	for i := range uint64(3) { // the fast clock
+		send(lifeBatch(3+i, time.Now().UnixMilli()+240_000+int64(i)*500, telemetry.QualityGood))
+	}
+	for i := range uint64(3) { // corrected
+		send(lifeBatch(6+i, time.Now().UnixMilli(), telemetry.QualityGood))
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/assets/site1/ac-1", nil))
+	var a dashboard.AssetOut
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("%d %q: %v", rec.Code, rec.Body, err)
+	}
+	now := time.Now().UnixMilli()
+	if a.Status == dashboard.StatusStale || a.Silent || a.LastTS > now || a.DataNow > now+1000 {
+		t.Errorf("asset status %q silent %v last_ts now%+d data_now now%+d, want live and nothing ahead", a.Status, a.Silent, a.LastTS-now, a.DataNow-now)
+	}
+	for _, s := range a.Signals {
+		if s.TS > now {
+			t.Errorf("%s ts %d, %d ms in the future", s.Signal, s.TS, s.TS-now)
+		}
+	}
+	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("data")); got != 3 {
+		t.Errorf("clock_ahead_total{kind=data} %v, want 3", got)
+	}
+}
+
+// TestAheadDeathAlertTimes (R6-F4): a death of the asset's own gateway
+// dated 290 s ahead is raised at its arrival, not in the future, and the
+// batch that ends it clears it at that batch's time. Before, both
+// raised_at and cleared_at were the death's future ts_gw: a zero-length
+// outage that had not happened yet.
+func TestAheadDeathAlertTimes(t *testing.T) {
+	col, send := liveAC1(t)
+	send(spanDeath(t, 3, time.Now().UnixMilli()+290_000))
+	arrived := time.Now().UnixMilli()
+	a, ok := deathAlert(col)
+	if !ok {
+		t.Fatal("the death raised no alert")
+	}
+	if a.RaisedAt > arrived {
+		t.Errorf("raised at %d, %d ms after its arrival", a.RaisedAt, a.RaisedAt-arrived)
+	}
+	clear := time.Now().UnixMilli()
+	send(lifeBatch(4, clear, telemetry.QualityGood))
+	if a, ok := deathAlert(col); ok {
+		t.Fatalf("the death's alert still active: %+v", a)
+	}
+	var cleared *alert.Alert
+	for _, e := range col.Alerts(false) {
+		if e.ID == a.ID && e.State == alert.Cleared {
+			cleared = &e
+		}
+	}
+	if cleared == nil || cleared.ClearedAt != clear {
+		t.Errorf("cleared %+v, want cleared at the batch's time %d", cleared, clear)
+	}
+	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("death")); got != 1 {
+		t.Errorf("clock_ahead_total{kind=death} %v, want 1", got)
+	}
+}
+
+// TestForeignBirthCounted (R6-F5): a birth of another gateway of the site
+// applied to an asset alive on its gateway is counted and logged (the
+// trust model lets it replace the asset's declarations; this shows it).
+// The asset's own gateway's rebirth is not counted, and the counter's
+// series exist at 0 from the start (clock_ahead_total for every kind too).
+func TestForeignBirthCounted(t *testing.T) {
+	col, send := liveAC1(t)
+	if n := testutil.CollectAndCount(col.m.ahead); n != 3 {
+		t.Errorf("clock_ahead_total has %d series at start, want 3", n)
+	}
+	for _, k := range []string{"data", "birth", "death"} {
+		if got := testutil.ToFloat64(col.m.ahead.WithLabelValues(k)); got != 0 {
+			t.Errorf("clock_ahead_total{kind=%s} %v at start", k, got)
+		}
+	}
+	send(spanBirth(t, 3, time.Now().UnixMilli(), 1.6, "discharge_temp", "discharge_pressure", "load_state"))
+	if got := testutil.ToFloat64(col.m.foreignBirths); got != 0 {
+		t.Errorf("foreign births %v after the asset's own gateway's rebirth, want 0", got)
+	}
+	send(fromGateway(t, spanBirth(t, 1, time.Now().UnixMilli(), 0.5, "discharge_temp", "discharge_pressure"), "gw-2"))
+	if got := testutil.ToFloat64(col.m.foreignBirths); got != 1 {
+		t.Errorf("foreign births %v, want 1", got)
+	}
+}
