@@ -156,7 +156,7 @@ func (c *Collector) openHistory() error {
 		return fmt.Errorf("collector: %w", err)
 	}
 	o := c.cfg.History.options()
-	o.DSN, o.Log, o.Group = dsn, c.log.With("component", "history"), c.cfg.Group
+	o.DSN, o.Log, o.Group, o.MaxFuture = dsn, c.log.With("component", "history"), c.cfg.Group, time.Duration(c.cfg.MaxFuture)
 	h, err := history.New(o)
 	if err != nil {
 		return fmt.Errorf("collector: history: %w", err)

@@ -1,8 +1,10 @@
 package history
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -44,10 +46,46 @@ func FuzzDecode(f *testing.F) {
 	f.Add("x.y", "")
 	f.Fuzz(func(t *testing.T, subject, body string) {
 		var res Result
-		d := decode([]Message{{Subject: subject, Data: []byte(body)}}, "", &res)
+		d := decode([]Message{{Subject: subject, Data: []byte(body)}}, "", time.Now(), 5*time.Minute, &res)
 		n := len(d.batches) + len(d.births) + len(d.alerts) + len(d.kpis) + len(d.audits) + res.Skipped + res.Malformed
 		if n != 1 || len(res.Errors) != res.Malformed {
 			t.Fatalf("%q %q: accounted %d times (%+v)", subject, body, n, res)
 		}
 	})
+}
+
+// TestDecodeBoundsAheadTimes (review6): with the collector's max_future, a
+// batch dated ahead of the store's clock is stored at the times the
+// collector evaluated (moved back by its lead, intervals kept) and a birth
+// ahead at the clock; with 0 the times are stored as sent.
+func TestDecodeBoundsAheadTimes(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	at := now.UnixMilli()
+	b := &telemetry.Batch{Gateway: "gw1", Seq: 1, Asset: testAsset, TSGW: at + 240_000, Readings: []telemetry.Reading{
+		{Signal: "p", Value: 1, TS: at + 239_000}, {Signal: "q", Value: 2, TS: at + 240_000}}}
+	birth := `{"schema":"smelter.birth/1","gateway":"gw1","seq":2,"asset":{"id":"comp_1","class":"air_compressor","path":["acme","plant1","_","_","_"]},"ts_gw":` +
+		strconv.FormatInt(at+240_000, 10) + `,"signals":[{"signal":"p","unit":"bar"}]}`
+	msgs := []Message{{Subject: "smelter.v1.plant1.air_compressor.comp_1.data", Data: b.AppendJSON(nil)},
+		{Subject: "smelter.v1.plant1.air_compressor.comp_1.birth", Data: []byte(birth)}}
+	for _, tc := range []struct {
+		tol      time.Duration
+		gw, p, q int64
+	}{
+		{5 * time.Minute, at, at - 1000, at},
+		{0, at + 240_000, at + 239_000, at + 240_000},
+	} {
+		var res Result
+		d := decode(msgs, "", now, tc.tol, &res)
+		if len(d.batches) != 1 || len(d.births) != 1 {
+			t.Fatalf("max_future %v: %d batches (%+v)", tc.tol, len(d.batches), res)
+		}
+		got := d.batches[0]
+		if got.TSGW != tc.gw || got.Readings[0].TS != tc.p || got.Readings[1].TS != tc.q {
+			t.Errorf("max_future %v: ts_gw %d, readings %d %d; want %d, %d %d", tc.tol, got.TSGW-at,
+				got.Readings[0].TS-at, got.Readings[1].TS-at, tc.gw-at, tc.p-at, tc.q-at)
+		}
+		if d.births[0].TSGW != tc.gw {
+			t.Errorf("max_future %v: birth ts_gw %+d, want %+d", tc.tol, d.births[0].TSGW-at, tc.gw-at)
+		}
+	}
 }

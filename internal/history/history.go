@@ -95,6 +95,14 @@ type Options struct {
 	// payload's group) are counted in Result.Foreign and not stored; events
 	// without a group (collectors before the field) are stored.
 	Group string
+	// MaxFuture is the collector's max_future: a batch or birth dated ahead
+	// of the store's clock is bounded by it as the collector bounds what
+	// it evaluates (ingest.BoundBatch, ingest.BoundTSGW: a batch ahead by
+	// d inside MaxFuture moves back by d with its readings, beyond it
+	// takes the clock's time), so history holds the times the rules,
+	// KPIs and API used (review6). 0: times are stored as sent (up to
+	// the store's own MaxFuture of a day).
+	MaxFuture time.Duration
 }
 
 // DefaultRetention returns the default retention.

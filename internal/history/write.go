@@ -83,7 +83,7 @@ type audit struct {
 
 // decode sorts msgs by kind; alerts and KPI results of another collector
 // group than group (when both are set) are counted foreign and dropped.
-func decode(msgs []Message, group string, res *Result) decoded {
+func decode(msgs []Message, group string, now time.Time, maxFuture time.Duration, res *Result) decoded {
 	var d decoded
 	bad := func(m Message, err error) {
 		res.Malformed++
@@ -135,6 +135,9 @@ func decode(msgs []Message, group string, res *Result) decoded {
 			}
 			n, _ := ingest.DropInvalid(b)
 			res.Refused.Readings += n
+			if maxFuture > 0 { // the collector's arrival bound (ingest.BoundBatch)
+				ingest.BoundBatch(b, now, maxFuture)
+			}
 			d.batches = append(d.batches, b)
 		case telemetry.KindBirth:
 			b, err := telemetry.DecodeBirth(m.Data)
@@ -152,6 +155,9 @@ func decode(msgs []Message, group string, res *Result) decoded {
 			if err := ingest.CheckBirthBounds(b); err != nil {
 				refuse(m, &res.Refused.Births, err)
 				continue
+			}
+			if maxFuture > 0 {
+				ingest.BoundTSGW(&b.TSGW, now, maxFuture)
 			}
 			d.births = append(d.births, b)
 		case telemetry.KindAlert:
@@ -256,8 +262,8 @@ func (s *Store) Write(ctx context.Context, msgs []Message) (Result, error) {
 	if db == nil {
 		return res, ErrNotOpen
 	}
-	d := decode(msgs, s.opts.Group, &res)
 	now := s.opts.Now()
+	d := decode(msgs, s.opts.Group, now, s.opts.MaxFuture, &res)
 	rawFloor := floor(now, s.opts.Retention.Readings)
 	// partitions for every row the write may store (cached: usually none)
 	f1m, f1h, ceil := floor(now, s.opts.Retention.Rollup1m), floor(now, s.opts.Retention.Rollup1h), now.Add(MaxFuture)
