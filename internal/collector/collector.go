@@ -88,9 +88,10 @@ type Collector struct {
 	stall func()
 	// inFetch, when set (tests), is called by a partition's worker once
 	// the pull request of a fetch is sent, before its messages are read,
-	// instead of stall: a test may take the messages as the client does
-	// when the pull's timer fires first after a pause (they are lost).
-	inFetch func(p int, b jetstream.MessageBatch)
+	// instead of stall: a test may take the messages (puller.lose) as
+	// happens when the pull's timer fires first after a pause (they are
+	// lost), or send another pull.
+	inFetch func(p int, pl *puller)
 
 	m   metrics
 	reg *prometheus.Registry

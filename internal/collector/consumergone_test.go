@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,22 @@ import (
 // the batches published afterwards are evaluated, each exactly once, and
 // the new consumer's redelivery of the old ones is skipped as duplicates.
 func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
+	consumerDeleted(t, false)
+}
+
+// TestWorkerRecreatesConsumerDeletedWhilePulling: the same with the
+// consumer deleted while the worker's pull waits on the server, which
+// ends the pull with 409 Consumer Deleted (the worker's own pull loop
+// takes it for the consumer gone, as jetstream's Fetch did).
+func TestWorkerRecreatesConsumerDeletedWhilePulling(t *testing.T) {
+	consumerDeleted(t, true)
+}
+
+// consumerDeleted deletes a partition's consumer once its first 10
+// batches are committed, between two fetches or (pulling) while a pull
+// waits, and checks that the 10 batches published after are committed
+// through a new consumer, each of the 20 exactly once.
+func consumerDeleted(t *testing.T, pulling bool) {
 	ns, cfg := embeddedConfig(t)
 	const parts = 2
 	asset := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}}
@@ -30,7 +47,8 @@ func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
 
 	cfg.Cluster.Partitions = parts
 	cfg.Cluster.PinnedTTL = Duration(time.Second)
-	c := newCollector(t, cfg)
+	logs := &logBuf{}
+	c := newCollectorLog(t, cfg, logs)
 	var mu sync.Mutex
 	commits := map[uint64]int{} // seq -> times committed
 	c.onCommit = func(_ int, bs []BatchRef) {
@@ -42,10 +60,37 @@ func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
 	}
 	var armed atomic.Bool
 	paused, resume := make(chan struct{}), make(chan struct{})
-	c.beforeFetch = func(q int) {
-		if q == p && armed.CompareAndSwap(true, false) {
-			close(paused)
-			<-resume // the test deletes the consumer meanwhile
+	del := func(js jetstream.JetStream) {
+		if err := js.DeleteConsumer(context.Background(), cfg.NATS.Stream, cfg.consumerName(p)); err != nil {
+			t.Error(err)
+		}
+	}
+	if pulling {
+		// the consumer is deleted while the worker's pull waits on the
+		// server: the worker's 100 ms pull is read to its end, a 10 s one
+		// sent instead (the deletion may take longer than 100 ms on a
+		// loaded machine), and deleted once the server lists it waiting
+		// (it queues pull requests: a deletion may overtake one)
+		c.inFetch = func(q int, pl *puller) {
+			if q == p && armed.CompareAndSwap(true, false) {
+				pl.lose()
+				if err := pl.send(cfg.Cluster.Fetch, 10*time.Second, 0); err != nil {
+					t.Error(err)
+				}
+				js, _ := jetstream.New(pl.nc)
+				if !pullWaiting(js, cfg.NATS.Stream, cfg.consumerName(p)) {
+					t.Error("the 10 s pull never listed waiting")
+				}
+				del(js)
+				close(paused)
+			}
+		}
+	} else {
+		c.beforeFetch = func(q int) {
+			if q == p && armed.CompareAndSwap(true, false) {
+				close(paused)
+				<-resume // the test deletes the consumer meanwhile
+			}
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,8 +132,8 @@ func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the worker never fetched again")
 	}
-	if err := js.DeleteConsumer(ctx, cfg.NATS.Stream, cfg.consumerName(p)); err != nil {
-		t.Fatal(err)
+	if !pulling {
+		del(js)
 	}
 	close(resume)
 	pub(11, 20)
@@ -96,6 +141,9 @@ func TestWorkerRecreatesConsumerDeletedBetweenFetches(t *testing.T) {
 	// the new consumer delivers the stream from its start: the first 10
 	// are recognised from the checkpoint, not evaluated again
 	wait.For(t, 10*time.Second, "the old batches skipped", func() bool { return testutil.ToFloat64(c.m.duplicates) >= 10 })
+	if pulling && !strings.Contains(logs.String(), jetstream.ErrConsumerDeleted.Error()) {
+		t.Errorf("the waiting pull did not end with %q:\n%s", jetstream.ErrConsumerDeleted, logs.String())
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for seq := uint64(1); seq <= 20; seq++ {

@@ -47,13 +47,13 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := fetch(cons, n, 5*time.Second)
+	msgs, err := fetch(nc, cfg.NATS.Stream, "held", n, 5*time.Second)
 	if err != nil || len(msgs) != n {
 		t.Fatalf("fetched %d of %d: %v", len(msgs), n, err)
 	}
 	payloads := make([]weak.Pointer[byte], n)
 	for i, m := range msgs {
-		payloads[i] = weak.Make(&m.Data()[0])
+		payloads[i] = weak.Make(&m.Data[0])
 	}
 	io := &natsIO{nc: nc, js: js, kv: kv, bucket: cfg.stateBucket()}
 	sh := c.newShard(0)

@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/catalog"
@@ -45,7 +47,11 @@ import (
 // section, e.g. "fetch: 512, checkpoint_interval: 2s"), SMELTER_BENCH_CPUPROFILE and
 // SMELTER_BENCH_MEMPROFILE (pprof files the child writes: CPU while it
 // consumes, heap after the last commit), SMELTER_BENCH_STRACE (a file:
-// the child runs under strace -c -f, its syscall counts there; slower).
+// the child runs under strace -c -f, its syscall counts there; slower),
+// SMELTER_BENCH_WARMUP (rounds; 5): the steady-state figures (steady-*)
+// count only what the child spends after that many rounds' batches are
+// committed (births and the state built from nothing come before), beside
+// the whole run's.
 
 const ingestChildEnv = "SMELTER_INGEST_CHILD"
 
@@ -68,6 +74,14 @@ type ingestResult struct {
 	// peak of heap objects, live and garbage (runtime/metrics
 	// /memory/classes/heap/objects:bytes, sampled every 50 ms)
 	MaxRSS, PeakHeap uint64
+	// the steady state: from the first moment (sampled every 50 ms) at
+	// which warm-up rounds x assets batches were evaluated (births, the
+	// first rounds and the state built from nothing are before it) to the
+	// last commit
+	SteadyBatches               int
+	SteadyCPU                   float64 // s
+	SteadyMallocs, SteadyAllocB uint64
+	SteadyMinFlt, SteadyNumGC   int64
 }
 
 // benchFleet is the classes the ingest benchmark cycles through, with the
@@ -172,9 +186,9 @@ func TestIngestChild(t *testing.T) {
 		t.Skip("child process of BenchmarkIngest only")
 	}
 	var args struct {
-		URL                string
-		Partitions, Expect int
-		Extra, Cluster     string
+		URL                        string
+		Partitions, Expect, Warmup int
+		Extra, Cluster             string
 	}
 	if err := json.Unmarshal([]byte(spec), &args); err != nil {
 		t.Fatal(err)
@@ -205,11 +219,25 @@ func TestIngestChild(t *testing.T) {
 	var done, fetches atomic.Int64
 	c.beforeFetch = func(int) { fetches.Add(1) }
 	finished := make(chan struct{})
+	var warm struct { // the start of the steady state (warmedUp): batches evaluated by then
+		sync.Once
+		batches int64
+		cpu     time.Duration
+		ru      syscall.Rusage
+		allocs  []rtmetrics.Sample
+	}
+	warmedUp := func(n int64) {
+		warm.Do(func() {
+			warm.batches, warm.cpu, warm.ru = n, cpuTime(), rusage()
+			warm.allocs = allocSamples()
+		})
+	}
 	c.onCommit = func(p int, bs []BatchRef) {
 		if done.Add(int64(len(bs))) == int64(args.Expect) {
 			close(finished)
 		}
 	}
+	data := c.m.ingested.WithLabelValues(string(telemetry.KindData))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if f := os.Getenv("SMELTER_BENCH_CPUPROFILE"); f != "" {
@@ -245,6 +273,12 @@ func TestIngestChild(t *testing.T) {
 			}
 			rtmetrics.Read(s)
 			peak.Store(max(peak.Load(), s[0].Value.Uint64()))
+			// the steady state starts once warm-up rounds x assets
+			// batches are evaluated (commits come a checkpoint at a
+			// time, up to 6 x fetch messages per partition: too coarse)
+			if n := int64(testutil.ToFloat64(data)); n >= int64(args.Warmup) {
+				warmedUp(n)
+			}
 		}
 	}()
 	select {
@@ -254,9 +288,18 @@ func TestIngestChild(t *testing.T) {
 	case <-time.After(30 * time.Minute):
 		t.Fatalf("only %d of %d batches committed", done.Load(), args.Expect)
 	}
-	res := ingestResult{Batches: int(done.Load()), Wall: time.Since(t0).Seconds(), CPU: (cpuTime() - cpu0).Seconds()}
+	cpu1 := cpuTime()
+	res := ingestResult{Batches: int(done.Load()), Wall: time.Since(t0).Seconds(), CPU: (cpu1 - cpu0).Seconds()}
 	ru1 := rusage()
+	allocs1 := allocSamples()
 	pprof.StopCPUProfile()
+	warmedUp(int64(args.Expect)) // a warm-up of every batch: an empty steady state
+	res.SteadyBatches = args.Expect - int(warm.batches)
+	res.SteadyCPU = (cpu1 - warm.cpu).Seconds()
+	res.SteadyMallocs = allocs1[0].Value.Uint64() + allocs1[3].Value.Uint64() - warm.allocs[0].Value.Uint64() - warm.allocs[3].Value.Uint64()
+	res.SteadyAllocB = allocs1[1].Value.Uint64() - warm.allocs[1].Value.Uint64()
+	res.SteadyNumGC = int64(allocs1[2].Value.Uint64() - warm.allocs[2].Value.Uint64())
+	res.SteadyMinFlt = ru1.Minflt - warm.ru.Minflt
 	res.User, res.System = float64(ru1.Utime.Nano()-ru0.Utime.Nano())/1e9, float64(ru1.Stime.Nano()-ru0.Stime.Nano())/1e9
 	res.MinFlt, res.NVCSw, res.NIVCSw = ru1.Minflt-ru0.Minflt, ru1.Nvcsw-ru0.Nvcsw, ru1.Nivcsw-ru0.Nivcsw
 	var ms1 runtime.MemStats
@@ -300,6 +343,15 @@ func TestIngestChild(t *testing.T) {
 	<-errc
 }
 
+// allocSamples reads the heap allocations, bytes allocated and GC cycles
+// so far (runtime/metrics: no stop of the world, unlike ReadMemStats).
+func allocSamples() []rtmetrics.Sample {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/tiny/allocs:objects"}} // not in allocs:objects; in MemStats.Mallocs
+	rtmetrics.Read(s)
+	return s
+}
+
 // cpuTime is this process's user + system CPU time.
 func cpuTime() time.Duration {
 	ru := rusage()
@@ -338,6 +390,7 @@ func rusage() syscall.Rusage {
 func BenchmarkIngest(b *testing.B) {
 	rounds := benchEnvInt("SMELTER_BENCH_ROUNDS", 20)
 	parts := benchEnvInt("SMELTER_BENCH_PARTITIONS", 4)
+	warmup := benchEnvInt("SMELTER_BENCH_WARMUP", 5)
 	sizes := []int{300}
 	if v := os.Getenv("SMELTER_BENCH_ASSETS"); v != "" {
 		sizes = nil
@@ -353,7 +406,7 @@ func BenchmarkIngest(b *testing.B) {
 		b.Run(fmt.Sprintf("assets=%d", assets), func(b *testing.B) {
 			subjects, data, readings := ingestMessages(assets, rounds, 15*time.Second)
 			for b.Loop() {
-				res := runIngest(b, subjects, data, parts, assets*rounds)
+				res := runIngest(b, subjects, data, parts, assets*rounds, assets*min(warmup, rounds))
 				if res.Readings != readings {
 					// every batch was committed, but a partition restarted
 					// (its shard's readings_total went with it; on a loaded
@@ -371,11 +424,21 @@ func BenchmarkIngest(b *testing.B) {
 				b.ReportMetric(res.Checkpoints/float64(assets*rounds), "checkpoints/batch")
 				b.ReportMetric(float64(res.Mallocs)/float64(res.Readings), "allocs/reading")
 				b.ReportMetric(float64(res.AllocBytes)/float64(res.Readings), "B/reading")
+				// the steady state: the batches committed after the
+				// warm-up, at the run's readings per batch
+				steady := float64(res.SteadyBatches) * float64(res.Readings) / float64(assets*rounds)
+				if steady > 0 {
+					b.ReportMetric(res.SteadyCPU/(steady/1e6), "steady-cpu-s/Mreadings")
+					b.ReportMetric(float64(res.SteadyMallocs)/steady, "steady-allocs/reading")
+					b.ReportMetric(float64(res.SteadyAllocB)/steady, "steady-B/reading")
+				}
 				b.ReportMetric(0, "ns/op")
 				b.Logf("%d assets, %d series, %d readings in %.2fs wall, %.2f CPU-s (user %.2f, system %.2f); %.0f checkpoint records, %.0f alert/KPI messages; "+
 					"%d fetches, %d page faults, %d+%d context switches, %d GCs, %d allocations (%d MB); load average %s",
 					assets, res.Series, res.Readings, res.Wall, res.CPU, res.User, res.System, res.Checkpoints, res.Published,
 					res.Fetches, res.MinFlt, res.NVCSw, res.NIVCSw, res.NumGC, res.Mallocs, res.AllocBytes>>20, loadAvg())
+				b.Logf("steady state (after %d warm-up rounds: the last %d batches): %.2f CPU-s, %d page faults, %d GCs, %d allocations (%d MB)",
+					min(warmup, rounds), res.SteadyBatches, res.SteadyCPU, res.SteadyMinFlt, res.SteadyNumGC, res.SteadyMallocs, res.SteadyAllocB>>20)
 			}
 		})
 	}
@@ -391,7 +454,7 @@ func loadAvg() string {
 
 // runIngest publishes the backlog to a fresh embedded server with the
 // collector's partitioned stream and runs one child collector over it.
-func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches int) ingestResult {
+func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches, warmup int) ingestResult {
 	b.Helper()
 	b.StopTimer()
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: b.TempDir()})
@@ -420,7 +483,7 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches in
 		}
 	}
 	<-js.PublishAsyncComplete()
-	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Extra": os.Getenv("SMELTER_BENCH_EXTRA"),
+	spec, _ := json.Marshal(map[string]any{"URL": ns.URL(), "Partitions": parts, "Expect": batches, "Warmup": warmup, "Extra": os.Getenv("SMELTER_BENCH_EXTRA"),
 		"Cluster": os.Getenv("SMELTER_BENCH_CLUSTER")})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIngestChild$", "-test.v")
 	if f := os.Getenv("SMELTER_BENCH_STRACE"); f != "" { // count the child's syscalls (slows it down)

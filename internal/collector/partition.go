@@ -533,30 +533,35 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	if err != nil {
 		return fmt.Errorf("collector: consumer %s on stream %s: %w", name, c.cfg.NATS.Stream, err)
 	}
-	var fopts []jetstream.FetchOpt
+	group := ""
 	if parts > 0 {
-		fopts = append(fopts, jetstream.FetchPriorityGroup(priorityGroup))
+		group = priorityGroup
 	}
+	// Our own pulls (puller), one at a time, not a continuous Messages
+	// pull: nothing is ever buffered in the client beyond the cycle being
+	// evaluated, so a release leaves no delivered-but-unseen messages and
+	// the pending count of the consumer tells exactly what a previous
+	// owner left.
+	pl, err := newPuller(io.nc, c.cfg.NATS.Stream, name, group)
+	if err != nil {
+		return err
+	}
+	defer pl.stop()
 	fetchN := c.cfg.Cluster.Fetch
-	// Fetch, not a continuous Messages pull: nothing is ever buffered in
-	// the client beyond the cycle being evaluated, so a release leaves no
-	// delivered-but-unseen messages and the pending count of the consumer
-	// tells exactly what a previous owner left.
-	more := func(wait time.Duration) ([]jetstream.Msg, error) {
+	more := func(wait time.Duration) ([]*nats.Msg, error) {
 		if c.beforeFetch != nil {
 			c.beforeFetch(p)
 		}
-		b, err := cons.Fetch(fetchN, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, fopts...)...)
-		if err != nil {
+		if err := pl.send(fetchN, wait, 0); err != nil {
 			return nil, err
 		}
 		switch { // tests: paused with the pull request on its way, as SIGSTOP mostly finds a worker
 		case c.inFetch != nil:
-			c.inFetch(p, b)
+			c.inFetch(p, pl)
 		case c.stall != nil:
 			c.stall()
 		}
-		return fetched(b)
+		return pl.collect()
 	}
 	log := c.log.With("partition", p, "consumer", name)
 	own := &tenure{mem: mem}
@@ -775,27 +780,6 @@ func consumerFilter(suffix string) string {
 	return telemetry.SubjectPrefix + ".*.*.*.*" + suffix
 }
 
-// fetch pulls up to n messages, waiting at most wait for a full batch.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration, opts ...jetstream.FetchOpt) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(n, append([]jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}, opts...)...)
-	if err != nil {
-		return nil, err
-	}
-	return fetched(b)
-}
-
-// fetched collects the messages of a pull.
-func fetched(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
-	var out []jetstream.Msg
-	for m := range b.Messages() {
-		out = append(out, m)
-	}
-	if err := b.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-		return out, err
-	}
-	return out, nil
-}
-
 // leftNothing reports whether a fetch that returned msgs without an error
 // left nothing pending on its consumer: it returned no message at all
 // (the server had none to deliver while the pull waited), or its last
@@ -804,11 +788,11 @@ func fetched(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
 // delivered, to this worker unless some were lost on the way (inHand).
 // A fetch cut short by a full batch, or whose pull expired while this
 // process was paused, leaves messages pending and is no such evidence.
-func leftNothing(msgs []jetstream.Msg) bool {
+func leftNothing(msgs []*nats.Msg) bool {
 	if len(msgs) == 0 {
 		return true
 	}
-	_, pending, ok := ackSeqs(msgs[len(msgs)-1].Reply())
+	_, pending, ok := ackSeqs(msgs[len(msgs)-1].Reply)
 	return ok && pending == 0
 }
 
@@ -886,9 +870,9 @@ func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool 
 
 // consumerSeqs appends the consumer sequence of every message (0 where
 // its metadata does not parse).
-func consumerSeqs(dst []uint64, msgs []jetstream.Msg) []uint64 {
+func consumerSeqs(dst []uint64, msgs []*nats.Msg) []uint64 {
 	for _, m := range msgs {
-		s, _, _ := ackSeqs(m.Reply())
+		s, _, _ := ackSeqs(m.Reply)
 		dst = append(dst, s)
 	}
 	return dst
@@ -962,9 +946,9 @@ func gap(seqs []uint64, last uint64) bool {
 // stream order. If some of them get acknowledged meanwhile by their first
 // receiver, a replica that still owned the partition, its checkpoint may
 // be newer than the state read here: errFenced, the partition starts over.
-func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []jetstream.Msg,
-	more func(time.Duration) ([]jetstream.Msg, error), log *slog.Logger) ([]jetstream.Msg, error) {
-	held := map[uint64]jetstream.Msg{}
+func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []*nats.Msg,
+	more func(time.Duration) ([]*nats.Msg, error), log *slog.Logger) ([]*nats.Msg, error) {
+	held := map[uint64]*nats.Msg{}
 	first := uint64(0)
 	for _, m := range msgs {
 		if md, err := m.Metadata(); err == nil {
@@ -1042,7 +1026,7 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 		seqs = append(seqs, s)
 	}
 	slices.Sort(seqs)
-	out := make([]jetstream.Msg, 0, len(seqs))
+	out := make([]*nats.Msg, 0, len(seqs))
 	for _, s := range seqs {
 		out = append(out, held[s])
 	}
@@ -1051,7 +1035,7 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 
 // earlier lists the stream sequences matching filters in (floor, first)
 // that are not held (at most max_ack_pending of them).
-func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, floor, first uint64, held map[uint64]jetstream.Msg) ([]uint64, error) {
+func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, floor, first uint64, held map[uint64]*nats.Msg) ([]uint64, error) {
 	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
@@ -1153,7 +1137,7 @@ func maxAckPending(fetch int) int { return 8 * fetch }
 // published any, when cluster.checkpoint_interval has passed since the
 // last checkpoint, when the next fetch could reach max_ack_pending, or
 // with force.
-func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jetstream.Msg, cy *cycle, h *held, partitioned, force bool) error {
+func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*nats.Msg, cy *cycle, h *held, partitioned, force bool) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
 	if len(h.replies) == 0 {
@@ -1161,7 +1145,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 		h.last = time.Now()
 	}
 	for _, m := range msgs {
-		subj := m.Subject()
+		subj := m.Subject
 		if partitioned { // drop the partition token
 			i := strings.LastIndexByte(subj, '.')
 			tok := subj[i+1:]
@@ -1169,11 +1153,11 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 			if parts := c.cfg.Cluster.Partitions; parts > 0 && !ownPartition(subj, tok, parts) {
 				c.m.malformed.WithLabelValues("partition").Inc()
 				c.warnLimited("partition", "message in a partition not its asset's skipped (published with a partition token)",
-					"subject", logCut(m.Subject()), "partition", sh.p)
+					"subject", logCut(m.Subject), "partition", sh.p)
 				continue
 			}
 		}
-		c.processPayload(sh, subj, m.Data(), true, cy)
+		c.processPayload(sh, subj, m.Data, true, cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without
@@ -1183,7 +1167,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []jet
 		return err
 	}
 	for _, m := range msgs {
-		h.replies = append(h.replies, m.Reply())
+		h.replies = append(h.replies, m.Reply)
 	}
 	due := force || time.Since(h.last) >= time.Duration(c.cfg.Cluster.CheckpointInterval) || len(h.replies) > maxAckPending(c.cfg.Cluster.Fetch)-2*c.cfg.Cluster.Fetch
 	if len(h.replies) == 0 || !due {

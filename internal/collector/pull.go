@@ -1,0 +1,283 @@
+package collector
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// puller pulls a partition consumer's messages over one core subscription
+// of the worker's own, instead of jetstream's Fetch: Fetch subscribes a
+// fresh inbox for every pull and hands every message from the client's
+// read loop to a goroutine of its own and from there to the caller (two
+// channel hand-offs, a timer and a metadata parse per message, a wrapper
+// per message). Here pull k of the consumer is a request to
+// $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> replied to <inbox>.<k>,
+// and the worker reads its messages from the subscription of <inbox>.*
+// itself.
+//
+// It behaves as Fetch with FetchMaxWait and FetchPriorityGroup did: the
+// request asks for up to n messages within expires (and idle heartbeats
+// with heartbeat > 0), with the priority group and, once the server gave
+// one (the Nats-Pin-Id header of a message delivered to this consumer),
+// the pin id; the pull ends with n messages, with a status reply (408
+// request expired and 404 no messages: no error; 100 idle heartbeats are
+// skipped; 423 pin id mismatch: jetstream.ErrPinIDMismatch and the pin id
+// forgotten; 409 consumer deleted, leadership change and the others:
+// jetstream's errors for them; 503 no responders: nats.ErrNoResponders),
+// or when nothing came for expires + 1 s (a pause of this process, a
+// reconnect): no error; what already came by then is still read.
+//
+// A delivery carries the stream's subject, not the pull's reply subject,
+// so the messages of two pulls on one subscription cannot be told apart:
+// a pull that ended with its n messages or the server's status has
+// nothing more coming, but one that ended on the client's side (its
+// timer, missed heartbeats, a connection error) may still be delivered
+// to; the next pull then subscribes a fresh inbox, and what comes to the
+// old one reaches no one, as with Fetch, which unsubscribed its inbox
+// after every pull: it is redelivered after ack_wait, and the worker's gap
+// and inHand checks tell it was lost. A message on the inbox whose reply
+// is not a JetStream acknowledgement subject is not a delivery of this
+// consumer and is dropped.
+type puller struct {
+	nc      *nats.Conn
+	sub     *nats.Subscription // inbox.*
+	inbox   string
+	subject string // the consumer's next-message API subject
+	group   string // priority group ("": none)
+	pinID   string // the server's pin for this consumer's pulls ("": none yet)
+
+	k       uint64 // the current pull
+	reply   string // inbox.k
+	n       int    // messages it asked for
+	hb      time.Duration
+	end     time.Time // expires + 1 s after it was sent
+	done    bool      // ended (n messages, a status, or its timer)
+	dirty   bool      // ended by its timer or a client error: more of it may come
+	out     []*nats.Msg
+	req     []byte
+	stopped bool
+}
+
+// newPuller subscribes the inbox of a consumer's pulls.
+func newPuller(nc *nats.Conn, stream, consumer, group string) (*puller, error) {
+	p := &puller{nc: nc, group: group, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer}
+	if err := p.resubscribe(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// resubscribe replaces the inbox subscription by a fresh one: what is
+// still delivered to the old one is dropped by the client.
+func (p *puller) resubscribe() error {
+	if p.sub != nil {
+		_ = p.sub.Unsubscribe()
+	}
+	p.inbox = p.nc.NewInbox()
+	var err error
+	// the messages of a pull wait in the subscription, never more than
+	// one pull's (max_ack_pending bounds a late one's): the client's
+	// default limits (65,536 messages, 64 MB) are above that
+	if p.sub, err = p.nc.SubscribeSync(p.inbox + ".*"); err != nil {
+		p.sub = nil
+		return fmt.Errorf("collector: subscribe to the pulls' inbox: %w", err)
+	}
+	p.dirty = false
+	return nil
+}
+
+// stop unsubscribes the inbox.
+func (p *puller) stop() {
+	if !p.stopped && p.sub != nil {
+		p.stopped = true
+		_ = p.sub.Unsubscribe()
+	}
+}
+
+// send sends pull k+1: up to n messages within expires, idle heartbeats
+// every hb (0: none; as Fetch, at most expires / 2).
+func (p *puller) send(n int, expires, hb time.Duration) error {
+	if n < 1 {
+		return fmt.Errorf("%w: batch size must be at least 1", nats.ErrInvalidArg)
+	}
+	if hb > 0 && expires < 2*hb {
+		return fmt.Errorf("%w: expiry time should be at least 2 times the heartbeat", jetstream.ErrInvalidOption)
+	}
+	if p.dirty { // the last pull ended without the server's word: its messages may still come
+		if err := p.resubscribe(); err != nil {
+			return err
+		}
+	}
+	p.k++
+	p.reply = p.inbox + "." + strconv.FormatUint(p.k, 10)
+	p.n, p.hb, p.done = n, hb, false
+	p.end = time.Now().Add(expires + time.Second)
+	// the JSON of jetstream's pull request for these fields: expires and
+	// idle_heartbeat in nanoseconds, the pin id as "id"
+	b := append(p.req[:0], `{"expires":`...)
+	b = strconv.AppendInt(b, int64(expires), 10)
+	b = append(b, `,"batch":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	if hb > 0 {
+		b = append(b, `,"idle_heartbeat":`...)
+		b = strconv.AppendInt(b, int64(hb), 10)
+	}
+	if p.pinID != "" {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendQuote(b, p.pinID)
+	}
+	if p.group != "" {
+		b = append(b, `,"group":`...)
+		b = strconv.AppendQuote(b, p.group)
+	}
+	b = append(b, '}')
+	p.req = b
+	return p.nc.PublishRequest(p.subject, p.reply, b)
+}
+
+// collect reads the messages of the current pull until it ends. The slice
+// is the puller's: valid until the next collect. Messages that came
+// before an error are returned with it, as Fetch did.
+func (p *puller) collect() ([]*nats.Msg, error) {
+	clear(p.out)
+	p.out = p.out[:0]
+	for !p.done {
+		m, err := p.next()
+		if err != nil {
+			return p.out, err
+		}
+		if m != nil {
+			p.out = append(p.out, m)
+		}
+	}
+	return p.out, nil
+}
+
+// lose reads the current pull to its end and drops its messages: they
+// reach no one, as when jetstream's Fetch timer fired before they were
+// read (tests: a pull over a pause of the process).
+func (p *puller) lose() {
+	for !p.done {
+		if _, err := p.next(); err != nil {
+			return
+		}
+	}
+}
+
+// next returns the current pull's next message, or nil when something else
+// came (a heartbeat, a stale or foreign message) or the pull ended (done).
+// Once the pull's time is up, what already came is still read.
+func (p *puller) next() (*nats.Msg, error) {
+	wait, hbWait := time.Until(p.end), false
+	if p.hb > 0 && 2*p.hb < wait {
+		wait, hbWait = 2*p.hb, true
+	}
+	m, err := p.sub.NextMsg(max(wait, 0))
+	switch {
+	case errors.Is(err, nats.ErrTimeout):
+		p.done, p.dirty = true, true
+		if hbWait { // no message nor heartbeat for 2 x heartbeat
+			return nil, jetstream.ErrNoHeartbeat
+		}
+		return nil, nil // expires + 1 s without the server's end of the pull
+	case err != nil:
+		p.done, p.dirty = true, true
+		return nil, err
+	}
+	user, err := pullStatus(m)
+	if (err != nil || !user) && m.Subject != p.reply {
+		return nil, nil // not this pull's status (the inbox is the worker's alone: should not happen)
+	}
+	if err != nil {
+		p.done = true
+		if errors.Is(err, jetstream.ErrPinIDMismatch) {
+			p.pinID = ""
+		}
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if !user { // an idle heartbeat
+		return nil, nil
+	}
+	if _, _, ok := ackSeqs(m.Reply); !ok {
+		return nil, nil // not a delivery of the consumer (no acknowledgement subject): not counted
+	}
+	if id := m.Header.Get(pinIDHeader); id != "" && id != p.pinID {
+		p.pinID = id
+	}
+	p.n--
+	if p.n == 0 {
+		p.done = true
+	}
+	return m, nil
+}
+
+// The pull status replies' codes and descriptions (nats-server consumer.go;
+// jetstream's checkMsg reads the same).
+const (
+	statusHdr         = "Status"
+	descrHdr          = "Description"
+	pinIDHeader       = "Nats-Pin-Id" // on every message delivered to a pinned client
+	statusHeartbeat   = "100"
+	statusBadRequest  = "400"
+	statusNoMsgs      = "404"
+	statusTimeout     = "408"
+	statusConflict    = "409"
+	statusPinMismatch = "423"
+	statusNoResponder = "503"
+)
+
+// pullStatus tells a pull's message (user) from a status reply, and
+// returns a status reply's meaning as jetstream's Fetch did (its
+// checkMsg): 100 no error, not a message; 404 jetstream.ErrNoMessages; 408
+// nats.ErrTimeout; 423 jetstream.ErrPinIDMismatch; 409 by its description
+// (message size exceeds maxbytes, batch completed, consumer deleted,
+// leadership change, server shutdown); 503 nats.ErrNoResponders; any
+// other status an error with its description.
+func pullStatus(m *nats.Msg) (user bool, err error) {
+	if len(m.Data) > 0 || len(m.Header) == 0 {
+		return true, nil
+	}
+	code := m.Header.Get(statusHdr)
+	if code == "" {
+		return true, nil
+	}
+	descr := m.Header.Get(descrHdr)
+	switch code {
+	case statusHeartbeat:
+		return false, nil
+	case statusBadRequest:
+		return false, jetstream.ErrBadRequest
+	case statusNoResponder:
+		return false, nats.ErrNoResponders
+	case statusNoMsgs:
+		return false, jetstream.ErrNoMessages
+	case statusTimeout:
+		return false, nats.ErrTimeout
+	case statusPinMismatch:
+		return false, jetstream.ErrPinIDMismatch
+	case statusConflict:
+		d := strings.ToLower(descr)
+		switch {
+		case strings.Contains(d, "message size exceeds maxbytes"):
+			return false, jetstream.ErrMaxBytesExceeded
+		case strings.Contains(d, "batch completed"):
+			return false, jetstream.ErrBatchCompleted
+		case strings.Contains(d, "consumer deleted"):
+			return false, jetstream.ErrConsumerDeleted
+		case strings.Contains(d, "leadership change"):
+			return false, jetstream.ErrConsumerLeadershipChanged
+		case strings.Contains(d, "server shutdown"):
+			return false, jetstream.ErrServerShutdown
+		}
+	}
+	return false, fmt.Errorf("nats: %s", descr)
+}

@@ -1,0 +1,350 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fetch pulls up to n messages of a consumer with a puller of its own
+// (tests).
+func fetch(nc *nats.Conn, stream, consumer string, n int, wait time.Duration) ([]*nats.Msg, error) {
+	pl, err := newPuller(nc, stream, consumer, "")
+	if err != nil {
+		return nil, err
+	}
+	defer pl.stop()
+	if err := pl.send(n, wait, 0); err != nil {
+		return nil, err
+	}
+	msgs, err := pl.collect()
+	return append([]*nats.Msg(nil), msgs...), err
+}
+
+// pullRig is a stream of n messages on subject "p.x" with one consumer
+// (pinned: a pinned-client priority group "g"), on an embedded server.
+type pullRig struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+}
+
+func newPullRig(t *testing.T, n int, pinned bool, ackWait time.Duration) *pullRig {
+	t.Helper()
+	ns, _ := embeddedConfig(t)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PULL", Subjects: []string{"p.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := js.Publish(ctx, "p.x", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc := jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait}
+	if pinned {
+		cc.PriorityPolicy, cc.PriorityGroups, cc.PinnedTTL = jetstream.PriorityPolicyPinned, []string{"g"}, time.Minute
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	return &pullRig{nc: nc, js: js, stream: st, name: "c"}
+}
+
+func (r *pullRig) puller(t *testing.T, group string) *puller {
+	t.Helper()
+	pl, err := newPuller(r.nc, "PULL", r.name, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	return pl
+}
+
+// pull sends a pull and collects it.
+func (pl *puller) pull(n int, expires, hb time.Duration) ([]*nats.Msg, error) {
+	if err := pl.send(n, expires, hb); err != nil {
+		return nil, err
+	}
+	return pl.collect()
+}
+
+// seqs are the stream sequences and delivery counts of msgs.
+func seqs(t *testing.T, msgs []*nats.Msg) (stream []uint64, delivered []uint64) {
+	t.Helper()
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, delivered = append(stream, md.Sequence.Stream), append(delivered, md.NumDelivered)
+	}
+	return stream, delivered
+}
+
+// A pull ends with its n messages, or with the server's 408 when it
+// expires before (long before the client's own timer, expires + 1 s), with
+// no error either way; idle heartbeats asked for are skipped, and a pull
+// that gets none for twice their interval ends with ErrNoHeartbeat, as
+// jetstream's Fetch did.
+func TestPullBatchExpiryHeartbeats(t *testing.T) {
+	r := newPullRig(t, 5, false, time.Minute)
+	pl := r.puller(t, "")
+	msgs, err := pl.pull(3, time.Second, 0)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("first pull: %d messages, %v; want 3", len(msgs), err)
+	}
+	if s, _ := seqs(t, msgs); fmt.Sprint(s) != "[1 2 3]" {
+		t.Fatalf("first pull: stream sequences %v", s)
+	}
+	start := time.Now()
+	msgs, err = pl.pull(10, 300*time.Millisecond, 0)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("second pull: %d messages, %v; want the 2 left", len(msgs), err)
+	}
+	if d := time.Since(start); d > 1200*time.Millisecond {
+		t.Fatalf("the pull took %v: the server's 408 at 300 ms did not end it", d)
+	}
+	// idle heartbeats every 100 ms over an empty 700 ms pull: skipped
+	start = time.Now()
+	msgs, err = pl.pull(10, 700*time.Millisecond, 100*time.Millisecond)
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("pull with heartbeats: %d messages, %v; want none and no error", len(msgs), err)
+	}
+	if d := time.Since(start); d < 600*time.Millisecond || d > 1600*time.Millisecond {
+		t.Fatalf("pull with heartbeats took %v, want its 700 ms", d)
+	}
+	// no consumer of that name: no responders (503)
+	bad, err := newPuller(r.nc, "PULL", "nobody", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.stop()
+	if _, err := bad.pull(1, time.Second, 0); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("pull of a missing consumer: %v, want no responders", err)
+	}
+	if _, err := pl.pull(0, time.Second, 0); err == nil {
+		t.Fatal("a pull of 0 messages was sent")
+	}
+	if _, err := pl.pull(1, time.Second, time.Second); err == nil {
+		t.Fatal("a pull with heartbeats above expires / 2 was sent")
+	}
+}
+
+// A pull whose heartbeats do not come ends with ErrNoHeartbeat after
+// twice their interval; a server shut down while a pull waits ends it
+// with its 409 Server Shutdown.
+func TestPullMissedHeartbeats(t *testing.T) {
+	r := newPullRig(t, 0, false, time.Minute)
+	// a responder that takes the pull and never answers
+	if _, err := r.nc.Subscribe("silent.next", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	pl := r.puller(t, "")
+	pl.subject = "silent.next"
+	start := time.Now()
+	if _, err := pl.pull(1, 10*time.Second, 200*time.Millisecond); !errors.Is(err, jetstream.ErrNoHeartbeat) {
+		t.Fatalf("pull without heartbeats: %v, want ErrNoHeartbeat", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("missed heartbeats noticed after %v, want about 400 ms", d)
+	}
+	if !pl.dirty {
+		t.Fatal("a pull ended by missed heartbeats left its inbox in use")
+	}
+}
+
+// Messages delivered to a pull that ended without them (its timer fired
+// first, as after a pause of the process) reach no one: the next pull
+// counts only its own, and the lost ones come back after ack_wait, each
+// once, as with jetstream's Fetch, which unsubscribed its inbox.
+func TestPullDropsAnEndedPullsMessages(t *testing.T) {
+	r := newPullRig(t, 8, false, 2*time.Second)
+	pl := r.puller(t, "")
+	if err := pl.send(3, time.Second, 0); err != nil { // pull 1
+		t.Fatal(err)
+	}
+	if err := r.nc.Flush(); err != nil { // the server has it before pull 2
+		t.Fatal(err)
+	}
+	// its timer fires before any of its messages is read (a pause; next
+	// sets this when NextMsg times out at the pull's end)
+	pl.done, pl.dirty = true, true
+	msgs, err := pl.pull(3, time.Second, 0) // pull 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, d := seqs(t, msgs); fmt.Sprint(s) != "[4 5 6]" || fmt.Sprint(d) != "[1 1 1]" {
+		t.Fatalf("pull 2: stream sequences %v delivered %v, want [4 5 6] once: pull 1's messages were counted", s, d)
+	}
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// pull 1's messages come back after ack_wait, once each, then 7, 8
+	var got []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 5 && time.Now().Before(deadline) {
+		msgs, err := pl.pull(5-len(got), time.Second, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, d := seqs(t, msgs)
+		for i := range s {
+			got = append(got, fmt.Sprintf("%d/%d", s[i], d[i]))
+		}
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+	}
+	if fmt.Sprint(got) != "[7/1 8/1 1/2 2/2 3/2]" {
+		t.Fatalf("after pull 2: %v, want 7 and 8, then 1-3 redelivered once each", got)
+	}
+}
+
+// Pinning (a pinned-client priority group, ADR-42): the first pull gets
+// the pin and sends its id from then on; another client's pull without
+// an id gets nothing while the pin holds, one with another id gets 423
+// (ErrPinIDMismatch) and forgets it; after an unpin the old holder's next
+// pull gets 423 too (the worker's "pin ID mismatch": another client may
+// hold the partition), and the one after it a new pin.
+func TestPullPinning(t *testing.T) {
+	r := newPullRig(t, 6, true, time.Minute)
+	a, b := r.puller(t, "g"), r.puller(t, "g")
+	msgs, err := a.pull(2, time.Second, 0)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("a: %d messages, %v", len(msgs), err)
+	}
+	pin := a.pinID
+	if pin == "" || msgs[0].Header.Get(pinIDHeader) != pin {
+		t.Fatalf("a's pin id %q, the messages' %q", pin, msgs[0].Header.Get(pinIDHeader))
+	}
+	if msgs, err := b.pull(2, 300*time.Millisecond, 0); err != nil || len(msgs) != 0 {
+		t.Fatalf("b without a pin while a holds it: %d messages, %v; want none", len(msgs), err)
+	}
+	b.pinID = "not-the-pin"
+	if _, err := b.pull(2, 300*time.Millisecond, 0); !errors.Is(err, jetstream.ErrPinIDMismatch) || b.pinID != "" {
+		t.Fatalf("b with another pin id: %v (pin id now %q), want ErrPinIDMismatch and the id forgotten", err, b.pinID)
+	}
+	msgs, err = a.pull(2, time.Second, 0)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("a again: %d messages, %v", len(msgs), err)
+	}
+	if !strings.Contains(string(a.req), `"id":"`+pin+`"`) || !strings.Contains(string(a.req), `"group":"g"`) {
+		t.Fatalf("a's last request %s lacks its pin id or group", a.req)
+	}
+	if err := r.stream.UnpinConsumer(context.Background(), r.name, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pull(2, time.Second, 0); !errors.Is(err, jetstream.ErrPinIDMismatch) || a.pinID != "" {
+		t.Fatalf("a after the unpin: %v (pin id %q), want ErrPinIDMismatch and the id forgotten", err, a.pinID)
+	}
+	msgs, err = a.pull(2, time.Second, 0)
+	if err != nil || len(msgs) != 2 || a.pinID == "" || a.pinID == pin {
+		t.Fatalf("a pinned again: %d messages, %v, pin id %q (was %q)", len(msgs), err, a.pinID, pin)
+	}
+	if s, _ := seqs(t, msgs); fmt.Sprint(s) != "[5 6]" {
+		t.Fatalf("a pinned again: stream sequences %v, want [5 6]", s)
+	}
+}
+
+// A consumer deleted while a pull waits ends the pull with the server's
+// 409 Consumer Deleted (ErrConsumerDeleted, which the worker takes for
+// its consumer gone); deleted between pulls, the next pull finds no
+// responders.
+func TestPullConsumerDeleted(t *testing.T) {
+	r := newPullRig(t, 0, true, time.Minute)
+	pl := r.puller(t, "g")
+	if err := pl.send(5, 5*time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !pullWaiting(r.js, "PULL", r.name) { // the server queues pull requests: a deletion may overtake one
+		t.Fatal("the pull never listed waiting")
+	}
+	if err := r.js.DeleteConsumer(context.Background(), "PULL", r.name); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := pl.collect(); !errors.Is(err, jetstream.ErrConsumerDeleted) {
+		t.Fatalf("pull waiting when its consumer was deleted: %v, want ErrConsumerDeleted", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the deletion ended the pull after %v", d)
+	}
+	if _, err := pl.pull(5, time.Second, 0); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("pull of the deleted consumer: %v, want no responders", err)
+	}
+}
+
+// The status replies a single server cannot be made to send here (409
+// Leadership Change and Server Shutdown, from a clustered consumer), in
+// the server's exact bytes (nats-server consumer.go), mean what
+// jetstream's Fetch made of them; a message with a payload or without a
+// status is the consumer's, whatever its headers.
+func TestPullStatusMeaning(t *testing.T) {
+	for _, tc := range []struct {
+		hdr  string
+		user bool
+		want error
+	}{
+		{"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 0\r\nNats-Last-Stream: 0\r\n\r\n", false, nil},
+		{"NATS/1.0 404 No Messages\r\n\r\n", false, jetstream.ErrNoMessages},
+		{"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 5\r\nNats-Pending-Bytes: 0\r\n\r\n", false, nats.ErrTimeout},
+		{"NATS/1.0 409 Leadership Change\r\n\r\n", false, jetstream.ErrConsumerLeadershipChanged},
+		{"NATS/1.0 409 Consumer Deleted\r\n\r\n", false, jetstream.ErrConsumerDeleted},
+		{"NATS/1.0 409 Server Shutdown\r\n\r\n", false, jetstream.ErrServerShutdown},
+		{"NATS/1.0 409 Batch Completed\r\nNats-Pending-Messages: 0\r\nNats-Pending-Bytes: 10\r\n\r\n", false, jetstream.ErrBatchCompleted},
+		{"NATS/1.0 409 Message Size Exceeds MaxBytes\r\n\r\n", false, jetstream.ErrMaxBytesExceeded},
+		{"NATS/1.0 423 Nats-Pin-Id mismatch\r\n\r\n", false, jetstream.ErrPinIDMismatch},
+		{"NATS/1.0 400 Bad Request - Invalid Priority Group\r\n\r\n", false, jetstream.ErrBadRequest},
+		{"NATS/1.0 503\r\n\r\n", false, nats.ErrNoResponders},
+		{"NATS/1.0\r\nNats-Pin-Id: abc\r\n\r\n", true, nil},
+	} {
+		h, err := nats.DecodeHeadersMsg([]byte(tc.hdr))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.hdr, err)
+		}
+		user, err := pullStatus(&nats.Msg{Header: h})
+		if user != tc.user || !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%q: user %v, %v; want %v, %v", tc.hdr, user, err, tc.user, tc.want)
+		}
+	}
+	h, _ := nats.DecodeHeadersMsg([]byte("NATS/1.0 409 Exceeded MaxRequestBatch of 10\r\n\r\n"))
+	if user, err := pullStatus(&nats.Msg{Header: h}); user || err == nil || err.Error() != "nats: Exceeded MaxRequestBatch of 10" {
+		t.Errorf("another 409: user %v, %v", user, err)
+	}
+	h, _ = nats.DecodeHeadersMsg([]byte("NATS/1.0 408 Request Timeout\r\n\r\n"))
+	if user, err := pullStatus(&nats.Msg{Header: h, Data: []byte("x")}); !user || err != nil {
+		t.Errorf("a message with a payload: user %v, %v", user, err)
+	}
+}
+
+// pullWaiting polls (5 s at most) until the consumer lists one pull
+// request waiting.
+func pullWaiting(js jetstream.JetStream, stream, consumer string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		cons, err := js.Consumer(context.Background(), stream, consumer)
+		if err != nil {
+			continue
+		}
+		if info, err := cons.Info(context.Background()); err == nil && info.NumWaiting == 1 {
+			return true
+		}
+	}
+	return false
+}
