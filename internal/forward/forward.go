@@ -28,7 +28,10 @@ type Uplink interface {
 	Name() string
 	// Publish returns nil only when the broker confirmed every message. A
 	// message the broker can never accept fails with an error wrapping
-	// *uplink.RejectedError naming it.
+	// *uplink.RejectedError naming it. Once it returns, with or without an
+	// error, nothing may read an envelope's Data any more (no resend from
+	// a client's memory): the spool reuses those bytes after the reader's
+	// next Next (spool.Reader.Next).
 	Publish(ctx context.Context, msgs []telemetry.Envelope) error
 	Ready() bool
 }

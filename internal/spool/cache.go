@@ -1,12 +1,14 @@
 package spool
 
-// cacheEntry is a record in the tail cache. data points into an append arena
-// chunk that is never written again, so readers may hold it without a lock.
+// cacheEntry is a record in the tail cache. data points into chunk, which
+// the entry holds (arena.go) while it is cached; a reader that hands the
+// record out holds the chunk itself.
 type cacheEntry struct {
 	seq      uint64
 	appended int64
 	subject  string
 	data     []byte
+	chunk    *arenaChunk // nil: data is outside the arena
 	size     int64
 	lost     bool // a seq used up by a failed append: no record
 }
@@ -19,11 +21,13 @@ type tailCache struct {
 	first    uint64
 	bytes    int64
 	maxBytes int64
+	unref    func(*arenaChunk) // drops an entry's hold on its chunk
 }
 
-func (c *tailCache) init(slots int, maxBytes int64) {
+func (c *tailCache) init(slots int, maxBytes int64, unref func(*arenaChunk)) {
 	c.ring = make([]cacheEntry, slots)
 	c.maxBytes = maxBytes
+	c.unref = unref
 }
 
 func (c *tailCache) add(e cacheEntry) {
@@ -33,6 +37,7 @@ func (c *tailCache) add(e cacheEntry) {
 	for c.n > 0 && (c.n == len(c.ring) || c.bytes+e.size > c.maxBytes) {
 		old := &c.ring[c.head]
 		c.bytes -= old.size
+		c.unref(old.chunk)
 		*old = cacheEntry{}
 		c.head = (c.head + 1) % len(c.ring)
 		c.n--
@@ -44,12 +49,16 @@ func (c *tailCache) add(e cacheEntry) {
 	if c.n == 0 {
 		c.first = e.seq
 	}
+	e.chunk.ref()
 	c.ring[(c.head+c.n)%len(c.ring)] = e
 	c.n++
 	c.bytes += e.size
 }
 
 func (c *tailCache) reset() {
+	for i := 0; i < c.n; i++ {
+		c.unref(c.ring[(c.head+i)%len(c.ring)].chunk)
+	}
 	clear(c.ring)
 	c.head, c.n, c.bytes = 0, 0, 0
 }

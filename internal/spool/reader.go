@@ -51,6 +51,7 @@ type Reader struct {
 	intern  map[string]string
 	tokens  float64
 	tokAt   time.Time
+	held    []*arenaChunk // the chunks of the records the last Next handed out from the cache (guarded by s.mu)
 
 	// Cursor persistence.
 	cmu       chan struct{} // 1-slot mutex
@@ -217,6 +218,7 @@ func (r *Reader) Close() {
 			break
 		}
 	}
+	r.releaseLocked(true) // what it handed out stays valid
 	s.mu.Unlock()
 	r.closeFile()
 }
@@ -237,6 +239,7 @@ func (s *Spool) RemoveReader(name string) error {
 			break
 		}
 	}
+	r.releaseLocked(true)
 	s.deleteCommittedLocked()
 	s.wakeSpaceLocked()
 	s.mu.Unlock()
@@ -261,9 +264,13 @@ func (r *Reader) Name() string { return r.name }
 // maxRecords and, beyond the first record, at most maxBytes of data
 // (<= 0: no byte limit). It blocks until at least one record is available,
 // ctx is done or the spool is closed. The returned slices are valid until
-// the next call, and after a Rewind for good: a failed publish may leave a
-// message queued in an uplink's client, which sends it later, so Rewind
-// makes the next disk read use a new buffer. Recent records come from
+// the next call, and after a Rewind or Close for good: their bytes (a disk
+// read buffer, or the append arena chunks the tail cache shares) are
+// reused only once the next call has begun, so the caller must not keep
+// them, nor let an uplink's client keep them, past it; a failed publish
+// may leave a message queued in an uplink's client, which sends it later,
+// so Rewind makes the next disk read use a new buffer and the chunks of
+// the last records never reused. Recent records come from
 // memory; a reader behind the tail
 // cache reads the segment files, at most replay_rate records/s. A reader
 // whose next records were discarded skips to the oldest remaining one and
@@ -278,6 +285,7 @@ func (r *Reader) Next(ctx context.Context, maxRecords, maxBytes int) ([]Record, 
 	s := r.s
 	for {
 		s.mu.Lock()
+		r.releaseLocked(false) // the caller is done with the last records
 		if s.closed {
 			s.mu.Unlock()
 			r.closeFile()
@@ -376,6 +384,7 @@ func (r *Reader) readCache(maxRecords, maxBytes int) {
 		}
 		total += len(e.data)
 		r.out = append(r.out, Record{Seq: e.seq, Subject: e.subject, Data: e.data, Appended: e.appended})
+		r.holdLocked(e.chunk)
 		r.pos++
 	}
 	r.cacheReads.Add(float64(len(r.out)))
@@ -606,6 +615,7 @@ func (r *Reader) Rewind() {
 	// never rewritten. Records from the tail cache never are.
 	r.buf = nil
 	r.s.mu.Lock()
+	r.releaseLocked(true)
 	r.pos = r.committed + 1
 	r.s.mu.Unlock()
 }

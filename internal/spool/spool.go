@@ -108,8 +108,10 @@ type Spool struct {
 	// flushWaiting: an appender waits for wsem to write what is queued; it
 	// takes the queue only once it has wsem, so others need not wait too.
 	flushWaiting atomic.Bool
-	// Owned by the holder of appendSem.
-	arena      []byte
+	// Owned by the holder of appendSem (the chunk's refs are guarded by
+	// mu): the chunk being filled (arena.go) and the offset of its free
+	// space.
+	arena      *arenaChunk
 	arenaOff   int
 	arenaChunk int
 	lastRecLen int
@@ -150,6 +152,11 @@ type Spool struct {
 	pendSize int64        // their bytes (when_full: block counts them as on disk)
 	health   Health
 	spaceCh  chan struct{} // closed when commits may have freed space (block policy)
+	// freeChunks are arena chunks no one holds, for the next appends
+	// (arena.go); chunksNew and chunksReused count the chunks the appenders
+	// allocated and took from it.
+	freeChunks              []*arenaChunk
+	chunksNew, chunksReused uint64
 
 	lockFile *os.File
 	stop     chan struct{}
@@ -185,7 +192,7 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 		stop:      make(chan struct{}),
 		write:     (*os.File).Write,
 	}
-	s.cache.init(int(min(maxCacheSlots, max(minCacheSlots, cfg.CacheBytes/256))), cfg.CacheBytes)
+	s.cache.init(int(min(maxCacheSlots, max(minCacheSlots, cfg.CacheBytes/256))), cfg.CacheBytes, s.unrefLocked)
 	s.arenaChunk = int(min(maxArenaChunk, max(minArenaChunk, cfg.CacheBytes/4)))
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
@@ -510,7 +517,7 @@ type pendingRec struct {
 	appended int64
 	subject  string
 	rec      []byte
-	chunk    []byte // the arena chunk rec sits in at offset off (nil: outside the arena)
+	chunk    *arenaChunk // the arena chunk rec sits in at offset off (nil: outside the arena); held until written or lost
 	off      int
 	err      error // set by the writer
 }
@@ -555,6 +562,7 @@ func (s *Spool) enqueue(ctx context.Context, subject string, encode func(uint64,
 		g.recs = g.first[:0]
 		s.pend = g
 	}
+	p.chunk.ref()
 	g.recs = append(g.recs, p)
 	s.pendSize += int64(len(rec))
 	s.mu.Unlock()
@@ -638,11 +646,11 @@ func (s *Spool) writeBatch(f *os.File, batch []pendingRec) error {
 		run, j := p.rec, i+1
 		if p.chunk != nil {
 			end := p.off + len(p.rec)
-			for j < len(batch) && batch[j].chunk != nil && &batch[j].chunk[0] == &p.chunk[0] && batch[j].off == end {
+			for j < len(batch) && batch[j].chunk == p.chunk && batch[j].off == end {
 				end += len(batch[j].rec)
 				j++
 			}
-			run = p.chunk[p.off:end]
+			run = p.chunk.buf[p.off:end]
 		}
 		s.m.appendWrites.Inc()
 		if _, err := s.write(f, run); err != nil {
@@ -674,7 +682,11 @@ func (s *Spool) written(ctx context.Context, g *segment, off int64, batch []pend
 		g.add(p.seq, off, len(p.rec), p.appended)
 		off += size
 		total += size
-		s.cache.add(cacheEntry{seq: p.seq, appended: p.appended, subject: p.subject, data: p.rec[headerSize+len(p.subject):], size: size})
+		s.cache.add(cacheEntry{seq: p.seq, appended: p.appended, subject: p.subject, data: p.rec[headerSize+len(p.subject):], chunk: p.chunk, size: size})
+	}
+	for i := range batch { // written: the cache (or nobody) holds them now
+		s.unrefLocked(batch[i].chunk)
+		batch[i].chunk = nil
 	}
 	s.disk += total
 	s.pendSize -= total
@@ -730,6 +742,8 @@ func (s *Spool) lost(ctx context.Context, p *pendingRec, cause error) error {
 	s.mu.Lock()
 	s.last = seq
 	s.pendSize -= int64(len(p.rec))
+	s.unrefLocked(p.chunk)
+	p.chunk = nil
 	s.cache.add(cacheEntry{seq: seq, lost: true})
 	if !s.health.Failing {
 		s.health.FailingSince = s.now()
@@ -771,11 +785,16 @@ func (s *Spool) recovered(ctx context.Context, seq uint64) {
 func (s *Spool) encodeRecord(seq uint64, subject string, encode func(uint64, []byte) []byte) ([]byte, bool) {
 	need := headerSize + len(subject)
 	est := need + s.lastRecLen + s.lastRecLen/4
-	if len(s.arena)-s.arenaOff < est {
-		s.arena = make([]byte, max(s.arenaChunk, 4*est))
+	if s.arena == nil || len(s.arena.buf)-s.arenaOff < est {
+		s.mu.Lock()
+		old := s.arena
+		s.arena = s.newChunkLocked(max(s.arenaChunk, 4*est))
+		s.unrefLocked(old) // the appenders' hold: the old chunk is full
+		s.mu.Unlock()
 		s.arenaOff = 0
 	}
-	dst := s.arena[s.arenaOff : s.arenaOff+need : len(s.arena)]
+	buf := s.arena.buf
+	dst := buf[s.arenaOff : s.arenaOff+need : len(buf)]
 	copy(dst[headerSize:], subject)
 	rec := encode(seq, dst)
 	s.lastRecLen = len(rec)

@@ -15,6 +15,10 @@ type Metrics struct {
 	// StreamCheckFailures counts failed stream checks (each retry), which
 	// the log reports at most once per ConnectLogEvery.
 	StreamCheckFailures prometheus.Counter
+	// UnmatchedAcks counts replies on the PubAck subscription that answer
+	// no message waiting for one (a second reply, a reply after its
+	// Publish gave up, a subject not of ours): dropped, never guessed.
+	UnmatchedAcks prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -26,9 +30,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
 		StreamCheckFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_stream_check_failures_total",
 			Help:        "Failed checks of the JetStream stream (missing, not covering the subjects, or no answer); each is retried with backoff.",
+			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
+		UnmatchedAcks: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_unmatched_acks_total",
+			Help:        "Replies to published messages that answer no message awaiting one (late after a timeout, repeated, or unknown): dropped.",
 			ConstLabels: prometheus.Labels{"uplink": "nats"}})}
 	if reg != nil {
-		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures)...)
+		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures, m.UnmatchedAcks)...)
 	}
 	return m
 }

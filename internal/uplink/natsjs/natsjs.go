@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +20,6 @@ import (
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
-	"github.com/smelterio/smelter/internal/uplink"
 )
 
 // Errors; use errors.Is.
@@ -46,13 +44,12 @@ type Uplink struct {
 
 	cur     atomic.Pointer[session] // nil while not ready
 	lastErr atomic.Pointer[error]
-
-	bufPool sync.Pool // *pending
 }
 
 type session struct {
-	nc *nats.Conn
-	js jetstream.JetStream
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	acks *acks // the connection's publishes and their PubAcks
 	// reconnects is the client's reconnect count when the stream was
 	// checked; after a reconnect the session is not usable until Run has
 	// checked the stream again.
@@ -78,7 +75,6 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 		m = NewMetrics(nil)
 	}
 	u := &Uplink{cfg: cfg, log: log.With("uplink", "nats"), m: m}
-	u.bufPool.New = func() any { return new(pending) }
 
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
@@ -264,14 +260,16 @@ func signal[T any](ch chan T, v T) {
 
 // serve runs one connection until ctx is done or the connection closes.
 func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *logging.Limiter) error {
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(u.cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(u.cfg.Timeout),
-		jetstream.WithDefaultTimeout(u.cfg.Timeout),
-	)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(u.cfg.Timeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	pub, err := newAcks(nc, u.cfg.MaxPending, u.cfg.Timeout, u.m)
+	if err != nil {
+		return err
+	}
+	// Publish calls still waiting when the connection ends fail at once.
+	defer pub.close(fmt.Errorf("%w: connection closed", ErrNotConnected))
 	u.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion(),
 		"server", nc.ConnectedServerName())
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
@@ -304,7 +302,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 			bo.Reset()
 			*failLog = logging.Limiter{Every: ConnectLogEvery} // a new failure logs at once
 			u.setErr(nil)
-			u.cur.Store(&session{nc: nc, js: js, reconnects: reconnects})
+			u.cur.Store(&session{nc: nc, js: js, acks: pub, reconnects: reconnects})
 			u.m.Connected.Set(1)
 		}
 		select {
@@ -319,6 +317,8 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 			u.setErr(err)
 			u.m.Connected.Set(0)
 			u.log.Warn("nats disconnected", "err", err)
+			// the replies to what was sent will not come
+			pub.fail(fmt.Errorf("%w: %w", ErrNotConnected, err))
 		case <-ev.reconnected:
 			u.m.Reconnects.Inc()
 			u.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
@@ -485,18 +485,16 @@ func covers(filter, subject string) bool {
 	return len(ft) == len(st)
 }
 
-// pending is the per-call bookkeeping Publish reuses.
-type pending struct {
-	futs []jetstream.PubAckFuture
-	sent []time.Time
-}
-
 // Publish sends every envelope (pipelined, at most max_pending unacknowledged)
 // with Nats-Msg-Id = MsgID and returns nil only when the stream acknowledged
 // all of them. On error some may have been stored: the caller retries the
 // whole slice and the stream's duplicate window drops the repeats. A
 // message the server can never take (over max_payload, or over the
 // stream's max_msg_size) fails with a *uplink.RejectedError naming it.
+//
+// When Publish returns the uplink holds no reference to any envelope's
+// Data: each payload is copied into the connection's write buffer as it is
+// sent, and nothing is resent later (acks.go).
 func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 	if len(msgs) == 0 {
 		return nil
@@ -509,56 +507,14 @@ func (u *Uplink) Publish(ctx context.Context, msgs []telemetry.Envelope) error {
 		}
 		return fmt.Errorf("nats uplink: %w", ErrNotConnected)
 	}
-	p := u.bufPool.Get().(*pending)
-	defer func() {
-		clear(p.futs)
-		p.futs, p.sent = p.futs[:0], p.sent[:0]
-		u.bufPool.Put(p)
-	}()
-	stall := jetstream.WithStallWait(u.cfg.Timeout)
-	for i := range msgs {
-		e := &msgs[i]
-		if err := ctx.Err(); err != nil {
-			u.m.Errors.Inc()
-			return fmt.Errorf("nats uplink: %w", err)
-		}
-		m := &nats.Msg{Subject: e.Subject, Data: e.Data, Header: nats.Header{jetstream.MsgIDHeader: []string{e.MsgID}}}
-		f, err := s.js.PublishMsgAsync(m, stall)
-		if err != nil {
-			u.m.Errors.Inc()
-			if errors.Is(err, nats.ErrMaxPayload) {
-				err = &uplink.RejectedError{MsgID: e.MsgID, Reason: uplink.ReasonTooLarge,
-					Err: fmt.Errorf("%d bytes over the server's max_payload of %d: %w", len(e.Data), s.nc.MaxPayload(), err)}
-			}
-			return fmt.Errorf("nats uplink: publish %s on %s: %w", e.MsgID, e.Subject, err)
-		}
-		p.futs = append(p.futs, f)
-		p.sent = append(p.sent, time.Now())
+	dups, err := s.acks.publish(ctx, msgs)
+	if err != nil {
+		u.m.Errors.Inc()
+		return fmt.Errorf("nats uplink: %w", err)
 	}
-	timer := time.NewTimer(u.cfg.Timeout)
-	defer timer.Stop()
-	var bytes, dups int
-	for i, f := range p.futs {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				dups++
-			}
-			bytes += len(msgs[i].Data)
-			u.m.Latency.Observe(time.Since(p.sent[i]).Seconds())
-		case err := <-f.Err():
-			u.m.Errors.Inc()
-			if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
-				err = &uplink.RejectedError{MsgID: msgs[i].MsgID, Reason: uplink.ReasonTooLarge, Err: err}
-			}
-			return fmt.Errorf("nats uplink: publish %s: no ack: %w", msgs[i].MsgID, err)
-		case <-ctx.Done():
-			u.m.Errors.Inc()
-			return fmt.Errorf("nats uplink: waiting for ack of %s: %w", msgs[i].MsgID, ctx.Err())
-		case <-timer.C:
-			u.m.Errors.Inc()
-			return fmt.Errorf("nats uplink: publish %s: no ack within %v", msgs[i].MsgID, u.cfg.Timeout)
-		}
+	bytes := 0
+	for i := range msgs {
+		bytes += len(msgs[i].Data)
 	}
 	u.m.Published.Add(float64(len(msgs)))
 	u.m.Bytes.Add(float64(bytes))

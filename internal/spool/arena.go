@@ -1,0 +1,92 @@
+package spool
+
+// The append arena: records are framed back to back in chunks of
+// arenaChunk bytes, so records queued together are written with one write,
+// and a chunk is reused once nothing can read a record in it any more.
+//
+// A chunk counts its holders (refs, guarded by Spool.mu):
+//
+//   - the appenders, while it is the chunk being filled (one ref);
+//   - each record in it that is queued and not yet written (or lost);
+//   - each tail cache entry of a record in it;
+//   - each reader that handed out records in it from the cache, from that
+//     Next until its next Next. A reader that rewinds or closes while it
+//     holds the chunk marks it kept: records handed out before a Rewind
+//     stay valid for good (an uplink may still hold a message that failed),
+//     so a kept chunk is never reused and is left to the garbage collector.
+//
+// Only a chunk with no holder that is not kept goes back to the free list,
+// from which the appenders take their next chunk; every read of a record's
+// bytes (the group write, a reader's caller until its next Next) happens
+// under one of these holds, so a record is never rewritten while anything
+// can still read it. Records outside the arena (larger than what was left
+// of a chunk, grown by encode's append) belong to nobody and are never
+// reused.
+type arenaChunk struct {
+	buf  []byte
+	refs int
+	kept bool
+}
+
+// maxFreeChunks bounds the chunks kept for reuse.
+const maxFreeChunks = 4
+
+// ref adds a holder to c (nil: a record outside the arena). Caller holds
+// s.mu.
+func (c *arenaChunk) ref() {
+	if c != nil {
+		c.refs++
+	}
+}
+
+// unrefLocked drops a holder of c and recycles it when it was the last.
+// Caller holds s.mu.
+func (s *Spool) unrefLocked(c *arenaChunk) {
+	if c == nil {
+		return
+	}
+	c.refs--
+	if c.refs > 0 || c.kept || len(c.buf) != s.arenaChunk || len(s.freeChunks) >= maxFreeChunks {
+		return
+	}
+	s.freeChunks = append(s.freeChunks, c)
+}
+
+// newChunkLocked returns a chunk of size bytes for the appenders, from the
+// free list when it has one of that size. Caller holds s.mu.
+func (s *Spool) newChunkLocked(size int) *arenaChunk {
+	if n := len(s.freeChunks); n > 0 && size == s.arenaChunk {
+		c := s.freeChunks[n-1]
+		s.freeChunks[n-1] = nil
+		s.freeChunks = s.freeChunks[:n-1]
+		s.chunksReused++
+		c.refs = 1
+		return c
+	}
+	s.chunksNew++
+	return &arenaChunk{buf: make([]byte, size), refs: 1}
+}
+
+// holdLocked makes r hold the chunk of a record it hands out. Caller holds
+// s.mu.
+func (r *Reader) holdLocked(c *arenaChunk) {
+	if c == nil || (len(r.held) > 0 && r.held[len(r.held)-1] == c) {
+		return
+	}
+	c.ref()
+	r.held = append(r.held, c)
+}
+
+// releaseLocked drops r's holds on the chunks of the records it handed out
+// last; keep marks those chunks kept (never reused: the records stay valid
+// for good). Caller holds s.mu.
+func (r *Reader) releaseLocked(keep bool) {
+	for i, c := range r.held {
+		if keep {
+			c.kept = true
+		}
+		r.s.unrefLocked(c)
+		r.held[i] = nil
+	}
+	r.held = r.held[:0]
+}
