@@ -280,7 +280,8 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 			// Exact-size copies: the point tables live as long as the
 			// gateway, and appending left up to half of each unused
 			// (a 100-device, 10,000-point gateway: about 3 MB).
-			dev.Norm, dev.BirthIntervalMS, dev.Writes = slices.Clone(dev.Norm), slices.Clone(dev.BirthIntervalMS), slices.Clone(dev.Writes)
+			dev.Norm, dev.norm = normalize.NewTable(dev.norm), nil
+			dev.BirthIntervalMS, dev.Writes = slices.Clone(dev.BirthIntervalMS), slices.Clone(dev.Writes)
 			out.Devices = append(out.Devices, dev)
 		}
 	}
@@ -754,8 +755,8 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		where = doc.File + ":" + ps.Field
 	}
 	dc.names[p.Signal] = where
-	dc.dev.Norm = append(dc.dev.Norm, np)
+	dc.dev.norm = append(dc.dev.norm, np)
 	dc.dev.BirthIntervalMS = append(dc.dev.BirthIntervalMS, ps.BirthInterval.Milliseconds())
 	dc.dev.Writes = append(dc.dev.Writes, wr)
-	return len(dc.dev.Norm) - 1, fromDevice, true
+	return len(dc.dev.norm) - 1, fromDevice, true
 }

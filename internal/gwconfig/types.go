@@ -213,7 +213,9 @@ type Device struct {
 	Nameplate map[string]float64
 	Interval  time.Duration // the device's poll_interval
 	Heartbeat time.Duration
-	Norm      []normalize.Point
+	// Norm is the points' normalization, in point order (a compact
+	// table: normalize.Table); the device's Normalizer shares it.
+	Norm *normalize.Table
 	// BirthIntervalMS is the interval point i's birth entry announces
 	// (telemetry.SignalInfo.IntervalMS).
 	BirthIntervalMS []int64
@@ -223,6 +225,8 @@ type Device struct {
 	// Writes is index-aligned with Norm: the point's compiled write block,
 	// nil when commands may not write it.
 	Writes []*Write
+
+	norm []normalize.Point // Norm while the device compiles
 }
 
 // Signal returns point i's entry in the asset's birth as configured: its
@@ -230,7 +234,7 @@ type Device struct {
 // labels and write limits. A unit the device reports (a class without
 // catalog unit) is the gateway's to lay over it.
 func (d *Device) Signal(i int) telemetry.SignalInfo {
-	p := &d.Norm[i]
+	p := d.Norm.Point(i)
 	info := telemetry.SignalInfo{Signal: p.Signal, Unit: p.Unit, Min: p.Min, Max: p.Max, Src: p.Src,
 		IntervalMS: d.BirthIntervalMS[i], Write: d.Writes[i].Limits()}
 	if states := p.States(); len(states) > 0 {
@@ -241,7 +245,7 @@ func (d *Device) Signal(i int) telemetry.SignalInfo {
 
 // Signals returns every point's birth entry (Signal), in point order.
 func (d *Device) Signals() []telemetry.SignalInfo {
-	out := make([]telemetry.SignalInfo, len(d.Norm))
+	out := make([]telemetry.SignalInfo, d.Norm.Len())
 	for i := range out {
 		out[i] = d.Signal(i)
 	}
