@@ -132,6 +132,24 @@ type compiler struct {
 	templates map[string]*loadedTemplate
 	drivers   map[string]Driver
 	dataDir   string // gateway.data_dir as written
+	// names interns signal names while compiling: the devices of a
+	// configuration that read the same signals (one class, or one
+	// generated list of nodes) keep one copy of each name, not one per
+	// point, and no point keeps the YAML scalar it was decoded from.
+	names map[string]string
+}
+
+// intern returns s as the configuration's one copy of it.
+func (c *compiler) intern(s string) string {
+	if v, ok := c.names[s]; ok {
+		return v
+	}
+	if c.names == nil {
+		c.names = map[string]string{}
+	}
+	v := strings.Clone(s)
+	c.names[v] = v
+	return v
 }
 
 // add records errors, leaving out those about a field that did not decode
@@ -678,7 +696,7 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		dc.ok = false
 		return -1, false, false
 	}
-	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Src: ps.Src,
+	np := normalize.Point{Signal: c.intern(p.Signal), Offset: p.Offset, Deadband: p.Deadband, Src: ps.Src,
 		Min: sig.Min, Max: sig.Max, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
 	if p.Enum != nil || sig.States != nil {
 		np.Labels = &normalize.Labels{States: sig.States, Enum: p.Enum}
