@@ -274,7 +274,7 @@ devices:
 	if d.Protocol != "opcua" || ud.Config.SecurityMode != "SignAndEncrypt" || ud.Config.DataDir != "/var/lib/smelter/opcua" {
 		t.Errorf("device = %+v", ud.Config)
 	}
-	if len(ud.Points) != 3 || ud.Points[1].Mode != "poll" || ud.Points[1].PollInterval != 5*time.Second ||
+	if len(ud.Points) != 3 || ud.Points[1].Mode != opcua.ModePoll || ud.Points[1].PollInterval != 5*time.Second ||
 		ud.Points[2].Deadband != 5 || d.Norm.Point(2).Deadband != 0 {
 		t.Errorf("points = %+v norm = %+v", ud.Points, d.Norm)
 	}

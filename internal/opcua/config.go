@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -306,19 +305,109 @@ func (c *Config) Validate() error {
 
 var nodeIDForm = regexp.MustCompile(`^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=.+)$`)
 
+// Mode is how a point is acquired: ModeSubscribe (the default, the zero
+// value) or ModePoll. In YAML and JSON it is its name.
+type Mode uint8
+
 // Point modes.
 const (
-	ModeSubscribe = "subscribe"
-	ModePoll      = "poll"
+	ModeSubscribe Mode = iota // monitored item of the device's subscription
+	ModePoll                  // read every poll_interval
 )
+
+var modeNames = [...]string{ModeSubscribe: "subscribe", ModePoll: "poll"}
+
+// String is the mode's name ("subscribe", "poll").
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("Mode(%d)", m)
+}
+
+// MarshalText writes the mode's name.
+func (m Mode) MarshalText() ([]byte, error) {
+	if int(m) >= len(modeNames) {
+		return nil, fmt.Errorf("opcua: %v is not subscribe or poll", m)
+	}
+	return []byte(modeNames[m]), nil
+}
+
+// UnmarshalText takes subscribe or poll ("" is subscribe).
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	*m = v
+	return err
+}
+
+// ParseMode returns the mode named s: subscribe, poll, or "" (subscribe).
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "", "subscribe":
+		return ModeSubscribe, nil
+	case "poll":
+		return ModePoll, nil
+	}
+	return ModeSubscribe, confload.Problemf("mode", "%q is not subscribe or poll", s)
+}
+
+// DeadbandType is the deadband a server applies to a subscribed point's
+// changes: DeadbandNone (the default, the zero value), DeadbandAbsolute
+// (in device units) or DeadbandPercent (of the node's EURange). In YAML and
+// JSON it is its name.
+type DeadbandType uint8
+
+// Deadband types.
+const (
+	DeadbandNone DeadbandType = iota
+	DeadbandAbsolute
+	DeadbandPercent
+)
+
+var deadbandNames = [...]string{DeadbandNone: "none", DeadbandAbsolute: "absolute", DeadbandPercent: "percent"}
+
+// String is the type's name ("none", "absolute", "percent").
+func (d DeadbandType) String() string {
+	if int(d) < len(deadbandNames) {
+		return deadbandNames[d]
+	}
+	return fmt.Sprintf("DeadbandType(%d)", d)
+}
+
+// MarshalText writes the type's name.
+func (d DeadbandType) MarshalText() ([]byte, error) {
+	if int(d) >= len(deadbandNames) {
+		return nil, fmt.Errorf("opcua: %v is not none, absolute or percent", d)
+	}
+	return []byte(deadbandNames[d]), nil
+}
+
+// UnmarshalText takes none, absolute or percent ("" is none).
+func (d *DeadbandType) UnmarshalText(b []byte) error {
+	v, err := ParseDeadbandType(string(b))
+	*d = v
+	return err
+}
+
+// ParseDeadbandType returns the deadband type named s: none, absolute,
+// percent, or "" (none).
+func ParseDeadbandType(s string) (DeadbandType, error) {
+	switch s {
+	case "", "none":
+		return DeadbandNone, nil
+	case "absolute":
+		return DeadbandAbsolute, nil
+	case "percent":
+		return DeadbandPercent, nil
+	}
+	return DeadbandNone, confload.Problemf("deadband_type", "%q is not none, absolute or percent", s)
+}
 
 // Point is one node the driver acquires.
 type Point struct {
 	NodeID           string        `yaml:"node_id"`           // ns=2;s=Line1.Temp, i=2258, ns=1;g=..., nsu=<uri>;s=...
-	Mode             string        `yaml:"mode"`              // subscribe (default) | poll
 	SamplingInterval time.Duration `yaml:"sampling_interval"` // subscribe: server sampling (default 1s)
 	PollInterval     time.Duration `yaml:"poll_interval"`     // poll: read period (default publish_interval)
-	DeadbandType     string        `yaml:"deadband_type"`     // none (default) | absolute | percent
 	Deadband         float64       `yaml:"deadband"`          // absolute: device units; percent: of EURange
 	// Method, when set, makes a command call this method instead of
 	// writing the point's node (docs/commands.md, "OPC UA method calls").
@@ -326,12 +415,14 @@ type Point struct {
 	// outcome is at best written (nothing to read back).
 	Method    *Method `yaml:"-"`
 	QueueSize uint32  `yaml:"queue_size"` // subscribe: server queue (default 1)
+	// Mode and DeadbandType are one byte each, and with UnitFromNode
+	// share QueueSize's word: a Point is 56 bytes (88 with the two as
+	// strings; a gateway keeps one per node for its life, issue 17).
+	Mode         Mode         `yaml:"mode"`          // subscribe (default) | poll
+	DeadbandType DeadbandType `yaml:"deadband_type"` // none (default) | absolute | percent
 	// UnitFromNode asks the driver to read the node's EngineeringUnits and
 	// EURange (handed over through Client.OnUnits): the gateway sets it
 	// where the configuration gives no unit.
-	//
-	// QueueSize and UnitFromNode are last so that they share one word: a
-	// Point is 88 bytes, not 96 (a gateway keeps one per node for its life).
 	UnitFromNode bool `yaml:"-"`
 }
 
@@ -370,9 +461,6 @@ func checkNodeID(s string) error {
 
 // SetDefaults fills unset point fields from the connection.
 func (p *Point) SetDefaults(c *Config) {
-	if p.Mode == "" {
-		p.Mode = ModeSubscribe
-	}
 	if p.SamplingInterval == 0 {
 		p.SamplingInterval = DefaultSamplingInterval
 	}
@@ -382,10 +470,6 @@ func (p *Point) SetDefaults(c *Config) {
 	if p.QueueSize == 0 {
 		p.QueueSize = DefaultQueueSize
 	}
-	if p.DeadbandType == "" {
-		p.DeadbandType = "none"
-	}
-	p.internStrings()
 	if p.Method != nil && p.Method.Argument == "" {
 		m := *p.Method
 		m.Argument = ArgValue
@@ -393,33 +477,12 @@ func (p *Point) SetDefaults(c *Config) {
 	}
 }
 
-// internStrings makes p's mode and deadband type the package's strings
-// when they are values the driver knows, instead of each point's own copy
-// of a decoded YAML scalar or JSON string (16 bytes a point each); others
-// are left for Validate to refuse.
-func (p *Point) internStrings() {
-	p.Mode = canonical(p.Mode, ModeSubscribe, ModePoll)
-	p.DeadbandType = canonical(p.DeadbandType, "none", "absolute", "percent")
-}
-
-// canonical returns the entry of known equal to s, else s.
-func canonical(s string, known ...string) string {
-	if i := slices.Index(known, s); i >= 0 {
-		return known[i]
-	}
-	return s
-}
-
-// compactPoints returns ps as an exact-size copy with interned strings
-// (internStrings): a session worker's points arrive JSON-decoded, in a
-// slice grown by appending (a third of it unused at 1,000 points) and
-// with every point's own copy of each string.
+// compactPoints returns ps as an exact-size copy: a session worker's
+// points arrive JSON-decoded, in a slice grown by appending (a third of
+// it unused at 1,000 points).
 func compactPoints(ps []Point) []Point {
 	out := make([]Point, len(ps))
 	copy(out, ps)
-	for i := range out {
-		out[i].internStrings()
-	}
 	return out
 }
 
@@ -452,10 +515,8 @@ func (p *Point) Validate() error {
 			bad("write.method.argument", "%q is not value or none", m.Argument)
 		}
 	}
-	switch p.Mode {
-	case ModeSubscribe, ModePoll:
-	default:
-		bad("mode", "%q is not subscribe or poll", p.Mode)
+	if int(p.Mode) >= len(modeNames) {
+		bad("mode", "%v is not subscribe or poll", p.Mode)
 	}
 	if p.SamplingInterval < 0 || p.SamplingInterval > time.Hour {
 		bad("sampling_interval", "%v out of range 0..1h", p.SamplingInterval)
@@ -467,22 +528,22 @@ func (p *Point) Validate() error {
 		bad("queue_size", "%d above the limit 10000", p.QueueSize)
 	}
 	switch p.DeadbandType {
-	case "none":
+	case DeadbandNone:
 		if p.Deadband != 0 {
 			bad("deadband", "%v set but deadband_type is none", p.Deadband)
 		}
-	case "absolute":
+	case DeadbandAbsolute:
 		if p.Deadband < 0 {
 			bad("deadband", "%v must not be negative", p.Deadband)
 		}
-	case "percent":
+	case DeadbandPercent:
 		if p.Deadband < 0 || p.Deadband > 100 {
 			bad("deadband", "%v out of range 0..100 percent", p.Deadband)
 		}
 	default:
-		bad("deadband_type", "%q is not none, absolute or percent", p.DeadbandType)
+		bad("deadband_type", "%v is not none, absolute or percent", p.DeadbandType)
 	}
-	if p.Mode == ModePoll && p.DeadbandType != "none" {
+	if p.Mode == ModePoll && p.DeadbandType != DeadbandNone {
 		bad("deadband_type", "%s needs mode subscribe (a polled point reports every read)", p.DeadbandType)
 	}
 	return errors.Join(errs...)

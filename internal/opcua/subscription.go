@@ -207,7 +207,7 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 				}
 				continue
 			}
-			if filters && c.points[i].DeadbandType != "none" && isFilterError(st) {
+			if filters && c.points[i].DeadbandType != DeadbandNone && isFilterError(st) {
 				c.log.Warn("server refused the deadband filter; monitoring without it", "node", c.points[i].NodeID, "status", st.Error())
 				unfiltered = append(unfiltered, i)
 				continue
@@ -408,9 +408,9 @@ func (c *Client) itemRequest(n *ua.NodeID, i int, filters bool) *ua.MonitoredIte
 		QueueSize:        p.QueueSize,
 		DiscardOldest:    true,
 	}
-	if filters && p.DeadbandType != "none" {
+	if filters && p.DeadbandType != DeadbandNone {
 		dt := uint32(ua.DeadbandTypeAbsolute)
-		if p.DeadbandType == "percent" {
+		if p.DeadbandType == DeadbandPercent {
 			dt = uint32(ua.DeadbandTypePercent)
 		}
 		params.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: dt, DeadbandValue: p.Deadband})
