@@ -445,7 +445,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	if idx < 0 {
 		return c.reject(res, "asset %s has no signal %s", cmd.Asset, cmd.Signal), false
 	}
-	wr := d.cfg.Writes[idx]
+	wr := d.cfg.Write(idx)
 	if wr == nil {
 		return c.reject(res, "signal %s of %s is not writable (no write block in the gateway's configuration)", cmd.Signal, cmd.Asset), false
 	}
@@ -543,7 +543,7 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 		}
 		return res
 	}
-	state := len(d.cfg.Writes[idx].States) > 0
+	state := len(d.cfg.Write(idx).States) > 0
 	raw := *res.New
 	if !state {
 		raw = fromCanonical(np, raw)

@@ -299,7 +299,7 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 			// gateway, and appending left up to half of each unused
 			// (a 100-device, 10,000-point gateway: about 3 MB).
 			dev.Norm, dev.norm = normalize.NewTable(dev.norm), nil
-			dev.BirthIntervalMS, dev.Writes = slices.Clone(dev.BirthIntervalMS), slices.Clone(dev.Writes)
+			dev.BirthIntervalMS, dev.Writes = compactIntervals(dev.BirthIntervalMS), compactWrites(dev.Writes)
 			out.Devices = append(out.Devices, dev)
 		}
 	}
@@ -319,6 +319,24 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		return out, c.errs.Sorted()
 	}
 	return out, nil
+}
+
+// compactIntervals returns the birth intervals as an exact-size copy, or
+// one entry when every point announces the same (Device.BirthInterval).
+func compactIntervals(ivs []int64) []int64 {
+	if len(ivs) > 0 && !slices.ContainsFunc(ivs, func(v int64) bool { return v != ivs[0] }) {
+		return []int64{ivs[0]}
+	}
+	return slices.Clone(ivs)
+}
+
+// compactWrites returns the write blocks as an exact-size copy, nil when
+// no point is writable (Device.Write).
+func compactWrites(ws []*Write) []*Write {
+	if !slices.ContainsFunc(ws, func(w *Write) bool { return w != nil }) {
+		return nil
+	}
+	return slices.Clone(ws)
 }
 
 // checkListen checks an http.listen address as net.Listen("tcp") takes it:

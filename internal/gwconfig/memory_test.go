@@ -38,3 +38,36 @@ func TestSignalNamesShared(t *testing.T) {
 		}
 	}
 }
+
+// TestUniformTablesKeptOnce: a device none of whose points is writable
+// keeps no write blocks, and one whose points all announce the same birth
+// interval keeps it once (16 bytes a point otherwise, issue 17); the birth
+// entries are the same as with the full tables.
+func TestUniformTablesKeptOnce(t *testing.T) {
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n" +
+		"  - {id: u, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [{signal: a, node_id: \"i=1\", unit: kW}, {signal: b, node_id: \"i=2\", unit: kW}]}\n" +
+		"  - {id: m, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [{signal: a, node_id: \"i=1\", unit: kW}, " +
+		"{signal: b, node_id: \"i=2\", unit: kW, mode: poll, interval: 2s, write: {min: 0, max: 1}}]}\n"
+	cfg, err := loadBytes("gw.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, m := cfg.Devices[0], cfg.Devices[1]
+	if u.Writes != nil || len(u.BirthIntervalMS) != 1 {
+		t.Errorf("uniform device: writes %v, birth intervals %v; want nil and one", u.Writes, u.BirthIntervalMS)
+	}
+	if len(m.Writes) != 2 || len(m.BirthIntervalMS) != 2 {
+		t.Errorf("mixed device: writes %v, birth intervals %v; want two each", m.Writes, m.BirthIntervalMS)
+	}
+	for _, d := range cfg.Devices {
+		for i := range d.Norm.Len() {
+			s := d.Signal(i)
+			if s.IntervalMS != d.BirthInterval(i) || (s.Write != nil) != (d.Write(i) != nil) {
+				t.Errorf("%s point %d: birth entry %+v", d.ID, i, s)
+			}
+		}
+	}
+	if u.Signal(1).IntervalMS != 600000 || m.Signal(1).IntervalMS != 2000 || m.Signal(0).IntervalMS != 600000 || m.Write(1) == nil || m.Write(0) != nil || u.Write(1) != nil {
+		t.Errorf("birth entries: %+v %+v %+v", u.Signals(), m.Signals(), m.Writes)
+	}
+}

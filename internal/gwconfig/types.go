@@ -217,13 +217,15 @@ type Device struct {
 	// table: normalize.Table); the device's Normalizer shares it.
 	Norm *normalize.Table
 	// BirthIntervalMS is the interval point i's birth entry announces
-	// (telemetry.SignalInfo.IntervalMS).
+	// (telemetry.SignalInfo.IntervalMS): one entry when every point
+	// announces the same (read it with BirthInterval).
 	BirthIntervalMS []int64
 	// Driver is the protocol's compiled settings, of its driver's own
 	// type (*modbus.DeviceConfig, *opcua.DeviceConfig).
 	Driver DriverConfig
 	// Writes is index-aligned with Norm: the point's compiled write block,
-	// nil when commands may not write it.
+	// nil when commands may not write it; nil when no point is writable
+	// (read it with Write).
 	Writes []*Write
 
 	norm []normalize.Point // Norm while the device compiles
@@ -236,11 +238,28 @@ type Device struct {
 func (d *Device) Signal(i int) telemetry.SignalInfo {
 	p := d.Norm.Point(i)
 	info := telemetry.SignalInfo{Signal: p.Signal, Unit: p.Unit, Min: p.Min, Max: p.Max, Src: p.Src,
-		IntervalMS: d.BirthIntervalMS[i], Write: d.Writes[i].Limits()}
+		IntervalMS: d.BirthInterval(i), Write: d.Write(i).Limits()}
 	if states := p.States(); len(states) > 0 {
 		info.Enum = states
 	}
 	return info
+}
+
+// BirthInterval is the interval point i's birth entry announces (ms).
+func (d *Device) BirthInterval(i int) int64 {
+	if len(d.BirthIntervalMS) == 1 {
+		return d.BirthIntervalMS[0]
+	}
+	return d.BirthIntervalMS[i]
+}
+
+// Write is point i's compiled write block, nil when commands may not
+// write it.
+func (d *Device) Write(i int) *Write {
+	if d.Writes == nil {
+		return nil
+	}
+	return d.Writes[i]
 }
 
 // Signals returns every point's birth entry (Signal), in point order.
