@@ -117,7 +117,7 @@ func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
 		t.Fatal("a device without UnitFromNode points keeps unit change times")
 	}
 	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 1, Num: 2.5, TS: 1763812345101}}})
-	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].Num != 2.5 {
+	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].num != 2.5 {
 		t.Fatalf("emitted %+v, last %+v", got, r.last[1])
 	}
 	pts[1].UnitFromNode = true
@@ -127,6 +127,25 @@ func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
 	}
 	if r := newRunState(c, func(*sample.Cycle) {}); len(r.valueTS) != 2 || len(r.floor) != 2 {
 		t.Fatalf("a device with a UnitFromNode point: valueTS %v, floor %v", r.valueTS, r.floor)
+	}
+}
+
+// TestLastSampleIsCompact: the run state keeps 32 bytes of a point's last
+// sample (48 as a sample.Sample, issue 17), and what the heartbeat makes
+// of it is the sample as reported, at the heartbeat's time.
+func TestLastSampleIsCompact(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(lastSample{}) != 32 {
+		t.Fatalf("lastSample is %d bytes, want 32", unsafe.Sizeof(lastSample{}))
+	}
+	for _, s := range []sample.Sample{{Index: 3, Num: 2.5, TS: 1, Quality: telemetry.QualityUncertain, Status: 0x40000000},
+		{Index: 4, Str: "x", IsStr: true, TS: 2, Quality: telemetry.QualityGood},
+		{Index: 5, Quality: telemetry.QualityBad, Silent: true, Status: 0x800A0000, TS: 3}} {
+		l := lastOf(&s)
+		want := s
+		want.TS = 99
+		if got := l.sample(s.Index, 99); got != want {
+			t.Errorf("re-reported %+v, want %+v", got, want)
+		}
 	}
 }
 
