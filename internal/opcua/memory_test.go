@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -99,6 +100,44 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	// cost ~12 allocations (and ~120 KB) per 1,000-item response
 	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 {
 		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
+	}
+}
+
+// TestSessionsShareCycleBuffers: a session holds no cycle buffer between
+// publish responses (20 sessions of 1,000 nodes held ~1 MB, issue 17):
+// the sessions of a process take one from a shared pool for a response
+// and give it back after its emit, without allocating per response.
+func TestSessionsShareCycleBuffers(t *testing.T) {
+	for i := range reflect.TypeFor[subSession]().NumField() {
+		if f := reflect.TypeFor[subSession]().Field(i); f.Type == reflect.TypeFor[[]sample.Sample]() {
+			t.Fatalf("subSession.%s: a cycle buffer per session", f.Name)
+		}
+	}
+	const n = 1000
+	var sessions []*subSession
+	var got int
+	for range 3 {
+		pts := make([]Point, n)
+		for i := range pts {
+			pts[i].NodeID = "ns=2;i=1"
+		}
+		c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newRunState(c, func(cyc *sample.Cycle) { got = len(cyc.Samples) })
+		sessions = append(sessions, &subSession{c: c, r: r, sub: &subscription{SubscriptionTiming: SubscriptionTiming{PublishingInterval: 100 * time.Millisecond}}})
+	}
+	msg := publishMessage(n, 0, time.UnixMilli(1763812345101))
+	k := 0
+	if a := testing.AllocsPerRun(30, func() {
+		_ = sessions[k%len(sessions)].notifications(context.Background(), msg)
+		k++
+	}); a > 2 {
+		t.Fatalf("%.1f allocations per response across sessions, want at most 2", a)
+	}
+	if got != n {
+		t.Fatalf("%d samples emitted, want %d", got, n)
 	}
 }
 
