@@ -177,11 +177,11 @@ type runState struct {
 	emitFn func(*sample.Cycle)
 
 	mu     sync.Mutex
-	last   []lastSample    // nil on the gateway's side of a worker
-	lastAt []int64         // when last reported, ns since epoch + 1; 0: nothing reported this session
-	status []uint32        // the gateway's side of a worker: the last status per point
-	epoch  time.Time       // lastAt's origin (monotonic)
-	units  []NodeUnit      // nil until read; sorted by Index
+	last   []lastSample // nil on the gateway's side of a worker
+	lastAt []int64      // when last reported, ns since epoch + 1; 0: nothing reported this session
+	status []uint32     // the gateway's side of a worker: the last status per point
+	epoch  time.Time    // lastAt's origin (monotonic)
+	units  []NodeUnit   // nil until read; sorted by Index
 	// valueTS is the SourceTimestamp (Unix ms) of each point's last value
 	// published (Good or Uncertain); floor, set when a point's unit
 	// changes, is valueTS then: a value not newer than it was read under
