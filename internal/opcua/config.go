@@ -315,23 +315,13 @@ const (
 	ModePoll                  // read every poll_interval
 )
 
-var modeNames = [...]string{ModeSubscribe: "subscribe", ModePoll: "poll"}
+var modeNames = names{field: "mode", list: []string{ModeSubscribe: "subscribe", ModePoll: "poll"}, want: "subscribe or poll"}
 
 // String is the mode's name ("subscribe", "poll").
-func (m Mode) String() string {
-	if int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return fmt.Sprintf("Mode(%d)", m)
-}
+func (m Mode) String() string { return modeNames.name(uint8(m), "Mode") }
 
 // MarshalText writes the mode's name.
-func (m Mode) MarshalText() ([]byte, error) {
-	if int(m) >= len(modeNames) {
-		return nil, fmt.Errorf("opcua: %v is not subscribe or poll", m)
-	}
-	return []byte(modeNames[m]), nil
-}
+func (m Mode) MarshalText() ([]byte, error) { return modeNames.text(uint8(m)) }
 
 // UnmarshalText takes subscribe or poll ("" is subscribe).
 func (m *Mode) UnmarshalText(b []byte) error {
@@ -342,13 +332,8 @@ func (m *Mode) UnmarshalText(b []byte) error {
 
 // ParseMode returns the mode named s: subscribe, poll, or "" (subscribe).
 func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "", "subscribe":
-		return ModeSubscribe, nil
-	case "poll":
-		return ModePoll, nil
-	}
-	return ModeSubscribe, confload.Problemf("mode", "%q is not subscribe or poll", s)
+	v, err := modeNames.parse(s)
+	return Mode(v), err
 }
 
 // DeadbandType is the deadband a server applies to a subscribed point's
@@ -364,23 +349,14 @@ const (
 	DeadbandPercent
 )
 
-var deadbandNames = [...]string{DeadbandNone: "none", DeadbandAbsolute: "absolute", DeadbandPercent: "percent"}
+var deadbandNames = names{field: "deadband_type", list: []string{DeadbandNone: "none", DeadbandAbsolute: "absolute", DeadbandPercent: "percent"},
+	want: "none, absolute or percent"}
 
 // String is the type's name ("none", "absolute", "percent").
-func (d DeadbandType) String() string {
-	if int(d) < len(deadbandNames) {
-		return deadbandNames[d]
-	}
-	return fmt.Sprintf("DeadbandType(%d)", d)
-}
+func (d DeadbandType) String() string { return deadbandNames.name(uint8(d), "DeadbandType") }
 
 // MarshalText writes the type's name.
-func (d DeadbandType) MarshalText() ([]byte, error) {
-	if int(d) >= len(deadbandNames) {
-		return nil, fmt.Errorf("opcua: %v is not none, absolute or percent", d)
-	}
-	return []byte(deadbandNames[d]), nil
-}
+func (d DeadbandType) MarshalText() ([]byte, error) { return deadbandNames.text(uint8(d)) }
 
 // UnmarshalText takes none, absolute or percent ("" is none).
 func (d *DeadbandType) UnmarshalText(b []byte) error {
@@ -392,15 +368,44 @@ func (d *DeadbandType) UnmarshalText(b []byte) error {
 // ParseDeadbandType returns the deadband type named s: none, absolute,
 // percent, or "" (none).
 func ParseDeadbandType(s string) (DeadbandType, error) {
-	switch s {
-	case "", "none":
-		return DeadbandNone, nil
-	case "absolute":
-		return DeadbandAbsolute, nil
-	case "percent":
-		return DeadbandPercent, nil
+	v, err := deadbandNames.parse(s)
+	return DeadbandType(v), err
+}
+
+// names are the YAML names of a one-byte enum of a point's field (index:
+// the value; "" is the zero value).
+type names struct {
+	field string   // the YAML field, for errors
+	list  []string // by value
+	want  string   // what the field takes, for errors
+}
+
+func (n names) valid(v uint8) bool { return int(v) < len(n.list) }
+
+func (n names) name(v uint8, typ string) string {
+	if n.valid(v) {
+		return n.list[v]
 	}
-	return DeadbandNone, confload.Problemf("deadband_type", "%q is not none, absolute or percent", s)
+	return fmt.Sprintf("%s(%d)", typ, v)
+}
+
+func (n names) text(v uint8) ([]byte, error) {
+	if !n.valid(v) {
+		return nil, fmt.Errorf("opcua: %s %d is not %s", n.field, v, n.want)
+	}
+	return []byte(n.list[v]), nil
+}
+
+func (n names) parse(s string) (uint8, error) {
+	if s == "" {
+		return 0, nil
+	}
+	for i, name := range n.list {
+		if name == s {
+			return uint8(i), nil
+		}
+	}
+	return 0, confload.Problemf(n.field, "%q is not %s", s, n.want)
 }
 
 // Point is one node the driver acquires.
@@ -515,7 +520,7 @@ func (p *Point) Validate() error {
 			bad("write.method.argument", "%q is not value or none", m.Argument)
 		}
 	}
-	if int(p.Mode) >= len(modeNames) {
+	if !modeNames.valid(uint8(p.Mode)) {
 		bad("mode", "%v is not subscribe or poll", p.Mode)
 	}
 	if p.SamplingInterval < 0 || p.SamplingInterval > time.Hour {
