@@ -125,7 +125,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	points := 0
 	assets := map[string]bool{}
 	for _, d := range cfg.Devices {
-		points += len(d.Norm)
+		points += d.Norm.Len()
 		assets[d.Asset.ID] = true
 	}
 	for _, w := range cfg.Warnings {

@@ -111,7 +111,7 @@ func (c *commander) source(key, signal string) *device {
 		return nil
 	}
 	for _, o := range d.a.devs {
-		if slices.ContainsFunc(o.cfg.Norm, func(p normPoint) bool { return p.Signal == signal }) {
+		if o.cfg.Norm.Index(signal) >= 0 {
 			return o
 		}
 	}
@@ -441,11 +441,11 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	if d == nil {
 		return c.reject(res, "asset %s is not on this gateway", cmd.Asset), false
 	}
-	idx := slices.IndexFunc(d.cfg.Norm, func(p normPoint) bool { return p.Signal == cmd.Signal })
+	idx := d.cfg.Norm.Index(cmd.Signal)
 	if idx < 0 {
 		return c.reject(res, "asset %s has no signal %s", cmd.Asset, cmd.Signal), false
 	}
-	wr := d.cfg.Writes[idx]
+	wr := d.cfg.Write(idx)
 	if wr == nil {
 		return c.reject(res, "signal %s of %s is not writable (no write block in the gateway's configuration)", cmd.Signal, cmd.Asset), false
 	}
@@ -453,7 +453,7 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	if !ok {
 		return c.reject(res, "the %s driver cannot write", d.cfg.Protocol), false
 	}
-	np := d.cfg.Norm[idx]
+	np := d.cfg.Norm.Point(idx)
 	res.Unit = np.Unit
 	if last, ok := c.lastWrite.Get(cmd.Asset + "/" + cmd.Signal); ok && wr.MinInterval > 0 && now.Sub(last) < wr.MinInterval {
 		return c.reject(res, "written %v ago; write.min_interval is %v", now.Sub(last).Round(time.Millisecond), wr.MinInterval), false
@@ -521,8 +521,8 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 // execute writes a checked command and reads it back.
 func (c *commander) execute(ctx context.Context, cmd *command.Command, res command.Result) command.Result {
 	d := c.source(cmd.Asset, cmd.Signal)
-	idx := slices.IndexFunc(d.cfg.Norm, func(p normPoint) bool { return p.Signal == cmd.Signal })
-	np := d.cfg.Norm[idx]
+	idx := d.cfg.Norm.Index(cmd.Signal)
+	np := d.cfg.Norm.Point(idx)
 	w := d.src.(driver.Writer)
 	acc := res
 	acc.Verdict = command.Accepted
@@ -543,7 +543,7 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 		}
 		return res
 	}
-	state := len(d.cfg.Writes[idx].States) > 0
+	state := len(d.cfg.Write(idx).States) > 0
 	raw := *res.New
 	if !state {
 		raw = fromCanonical(np, raw)

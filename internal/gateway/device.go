@@ -83,7 +83,7 @@ type deviceState struct {
 
 func newDevice(g *Gateway, a *asset, d *gwconfig.Device) (*device, error) {
 	dv := &device{g: g, a: a, cfg: d, log: g.log.With("device", d.ID), subj: telemetry.AssetSubject(d.Asset, telemetry.KindData),
-		norm: normalize.New(d.Norm, staleMultiple, d.Heartbeat.Milliseconds())}
+		norm: normalize.NewFromTable(d.Norm, staleMultiple, d.Heartbeat.Milliseconds())}
 	src, err := g.newSource(dv)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", d.ID, err)
@@ -111,7 +111,7 @@ func (d *device) applyUnits(nus []driver.Unit) {
 	defer d.normMu.Unlock()
 	for _, nu := range nus {
 		i := nu.Index
-		if i < 0 || i >= len(d.cfg.Norm) {
+		if i < 0 || i >= d.cfg.Norm.Len() {
 			continue
 		}
 		before := d.norm.Unit(i)
@@ -139,7 +139,7 @@ func (d *device) logUnit(i int, lvl slog.Level, msg string, args ...any) {
 // applyUnit is applyUnits for one point (normMu held).
 func (d *device) applyUnit(nu driver.Unit) {
 	i := nu.Index
-	p := d.cfg.Norm[i]
+	p := d.cfg.Norm.Point(i)
 	noCatalogUnit := p.NoUnit
 	status := fmt.Sprintf("0x%08X", normalize.StatusNoUnit)
 	switch {
@@ -207,7 +207,7 @@ func (d *device) applyUnit(nu driver.Unit) {
 func (d *device) appendSignals(dst []telemetry.SignalInfo) []telemetry.SignalInfo {
 	d.normMu.Lock()
 	defer d.normMu.Unlock()
-	for i := range d.cfg.Norm {
+	for i := range d.cfg.Norm.Len() {
 		info := d.cfg.Signal(i)
 		info.Unit = d.norm.Unit(i)
 		dst = append(dst, info)

@@ -72,12 +72,12 @@ type stallWatch struct {
 
 func newStallWatch(d *device) *stallWatch {
 	w := &stallWatch{d: d, floor: d.g.stallFloor, log: &logging.Limiter{Every: healthLogEvery}, configured: d.cfg.Interval,
-		status: make([]uint32, len(d.cfg.Norm)), heard: make([]uint64, (len(d.cfg.Norm)+63)/64)}
+		status: make([]uint32, d.cfg.Norm.Len()), heard: make([]uint64, (d.cfg.Norm.Len()+63)/64)}
 	if w.floor <= 0 {
 		w.floor = DefaultStallFloor
 	}
-	for i := range d.cfg.Norm {
-		w.configured = max(w.configured, time.Duration(d.cfg.Norm[i].IntervalMS)*time.Millisecond)
+	for i := range d.cfg.Norm.Len() {
+		w.configured = max(w.configured, time.Duration(d.cfg.Norm.Point(i).IntervalMS)*time.Millisecond)
 	}
 	if p, ok := d.src.(driver.Progresser); ok {
 		w.progress = p

@@ -119,7 +119,7 @@ devices:
 func TestStallLimit(t *testing.T) {
 	newWatch := func(floor time.Duration) *stallWatch {
 		d := &device{g: &Gateway{stallFloor: floor}, cfg: &gwconfig.Device{Interval: time.Second,
-			Norm: []normalize.Point{{IntervalMS: 5000}, {IntervalMS: 2000}}}}
+			Norm: normalize.NewTable([]normalize.Point{{IntervalMS: 5000}, {IntervalMS: 2000}})}}
 		return newStallWatch(d)
 	}
 	w := newWatch(0)
@@ -165,7 +165,7 @@ func (p *progressSource) Progress() (time.Time, time.Duration) { return p.last, 
 // is silent since its last cycle.
 func TestStallLimitWithProgress(t *testing.T) {
 	src := &progressSource{bound: 25 * time.Second}
-	d := &device{g: &Gateway{}, src: src, cfg: &gwconfig.Device{Interval: time.Second, Norm: []normalize.Point{{IntervalMS: 1000}}}}
+	d := &device{g: &Gateway{}, src: src, cfg: &gwconfig.Device{Interval: time.Second, Norm: normalize.NewTable([]normalize.Point{{IntervalMS: 1000}})}}
 	w := newStallWatch(d)
 	if got, want := w.limit(), 3*(time.Second+25*time.Second); got != want {
 		t.Fatalf("limit %v, want 3 x (P + B) = %v", got, want)

@@ -68,8 +68,8 @@ func TestCheckLocalPlacesErrors(t *testing.T) {
 	// Compact (what a running gateway keeps) drops the parse tree and the
 	// raw device blocks: the error keeps its file and field, without a line.
 	cfg.Compact()
-	if cfg.Raw.Devices[0].Points != nil || cfg.Raw.Devices[0].Blocks != nil || len(cfg.Devices[0].Norm) != 1 {
-		t.Fatalf("after Compact: raw %+v, compiled %d points", cfg.Raw.Devices[0], len(cfg.Devices[0].Norm))
+	if cfg.Raw.Devices[0].Points != nil || cfg.Raw.Devices[0].Blocks != nil || cfg.Devices[0].Norm.Len() != 1 {
+		t.Fatalf("after Compact: raw %+v, compiled %d points", cfg.Raw.Devices[0], cfg.Devices[0].Norm.Len())
 	}
 	if err := cfg.CheckLocal(); err == nil || !strings.Contains(err.Error(), "gw.yaml: uplinks.nats.password_file: read "+pw+": no such file or directory") {
 		t.Fatalf("CheckLocal after Compact = %v", err)

@@ -120,7 +120,7 @@ func TestThirdDriverNeedsNoGwconfigChange(t *testing.T) {
 	if d.Protocol != "talker" || !ok || tc.Port != "/dev/ttyUSB0" || len(tc.Sentences) != 2 {
 		t.Fatalf("device = %+v, driver %+v", d, d.Driver)
 	}
-	if len(d.Norm) != 2 || d.Norm[1].Src != "talker:VHW" || d.Norm[1].Unit != "m/s" || d.Signals()[0].Signal != "level" {
+	if d.Norm.Len() != 2 || d.Norm.Point(1).Src != "talker:VHW" || d.Norm.Point(1).Unit != "m/s" || d.Signals()[0].Signal != "level" {
 		t.Errorf("norm = %+v signals = %+v", d.Norm, d.Signals())
 	}
 	if cfg.Devices[1].Protocol != "modbus" {

@@ -132,6 +132,24 @@ type compiler struct {
 	templates map[string]*loadedTemplate
 	drivers   map[string]Driver
 	dataDir   string // gateway.data_dir as written
+	// names interns signal names while compiling: the devices of a
+	// configuration that read the same signals (one class, or one
+	// generated list of nodes) keep one copy of each name, not one per
+	// point, and no point keeps the YAML scalar it was decoded from.
+	names map[string]string
+}
+
+// intern returns s as the configuration's one copy of it.
+func (c *compiler) intern(s string) string {
+	if v, ok := c.names[s]; ok {
+		return v
+	}
+	if c.names == nil {
+		c.names = map[string]string{}
+	}
+	v := strings.Clone(s)
+	c.names[v] = v
+	return v
 }
 
 // add records errors, leaving out those about a field that did not decode
@@ -280,7 +298,8 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 			// Exact-size copies: the point tables live as long as the
 			// gateway, and appending left up to half of each unused
 			// (a 100-device, 10,000-point gateway: about 3 MB).
-			dev.Norm, dev.BirthIntervalMS, dev.Writes = slices.Clone(dev.Norm), slices.Clone(dev.BirthIntervalMS), slices.Clone(dev.Writes)
+			dev.Norm, dev.norm = normalize.NewTable(dev.norm), nil
+			dev.BirthIntervalMS, dev.Writes = compactIntervals(dev.BirthIntervalMS), compactWrites(dev.Writes)
 			out.Devices = append(out.Devices, dev)
 		}
 	}
@@ -300,6 +319,24 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		return out, c.errs.Sorted()
 	}
 	return out, nil
+}
+
+// compactIntervals returns the birth intervals as an exact-size copy, or
+// one entry when every point announces the same (Device.BirthInterval).
+func compactIntervals(ivs []int64) []int64 {
+	if len(ivs) > 0 && !slices.ContainsFunc(ivs, func(v int64) bool { return v != ivs[0] }) {
+		return []int64{ivs[0]}
+	}
+	return slices.Clone(ivs)
+}
+
+// compactWrites returns the write blocks as an exact-size copy, nil when
+// no point is writable (Device.Write).
+func compactWrites(ws []*Write) []*Write {
+	if !slices.ContainsFunc(ws, func(w *Write) bool { return w != nil }) {
+		return nil
+	}
+	return slices.Clone(ws)
 }
 
 // checkListen checks an http.listen address as net.Listen("tcp") takes it:
@@ -677,7 +714,7 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		dc.ok = false
 		return -1, false, false
 	}
-	np := normalize.Point{Signal: p.Signal, Offset: p.Offset, Deadband: p.Deadband, Src: ps.Src,
+	np := normalize.Point{Signal: c.intern(p.Signal), Offset: p.Offset, Deadband: p.Deadband, Src: ps.Src,
 		Min: sig.Min, Max: sig.Max, Conv: units.Identity, IntervalMS: ps.Interval.Milliseconds()}
 	if p.Enum != nil || sig.States != nil {
 		np.Labels = &normalize.Labels{States: sig.States, Enum: p.Enum}
@@ -754,8 +791,8 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 		where = doc.File + ":" + ps.Field
 	}
 	dc.names[p.Signal] = where
-	dc.dev.Norm = append(dc.dev.Norm, np)
+	dc.dev.norm = append(dc.dev.norm, np)
 	dc.dev.BirthIntervalMS = append(dc.dev.BirthIntervalMS, ps.BirthInterval.Milliseconds())
 	dc.dev.Writes = append(dc.dev.Writes, wr)
-	return len(dc.dev.Norm) - 1, fromDevice, true
+	return len(dc.dev.norm) - 1, fromDevice, true
 }

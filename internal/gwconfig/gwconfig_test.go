@@ -39,17 +39,17 @@ func TestLoadGood(t *testing.T) {
 		t.Fatalf("groups = %+v", md.Groups)
 	}
 	fast := md.Groups[0]
-	if len(fast.Points) != 5 || len(fast.Index) != 5 || len(d.Norm) != 6 || len(d.Signals()) != 6 {
-		t.Fatalf("fast group has %d points, device %d", len(fast.Points), len(d.Norm))
+	if len(fast.Points) != 5 || len(fast.Index) != 5 || d.Norm.Len() != 6 || len(d.Signals()) != 6 {
+		t.Fatalf("fast group has %d points, device %d", len(fast.Points), d.Norm.Len())
 	}
 	byName := map[string]int{} // signal -> index in the fast group
 	for j, i := range fast.Index {
-		byName[d.Norm[i].Signal] = j
-		if d.Signals()[i].Signal != d.Norm[i].Signal {
+		byName[d.Norm.Point(i).Signal] = j
+		if d.Signals()[i].Signal != d.Norm.Point(i).Signal {
 			t.Errorf("signals and norm not aligned at %d", i)
 		}
 	}
-	norm := func(sig string) normalize.Point { return d.Norm[fast.Index[byName[sig]]] }
+	norm := func(sig string) normalize.Point { return d.Norm.Point(fast.Index[byName[sig]]) }
 	dp := norm("discharge_pressure")
 	if dp.Unit != "MPa" || dp.Conv.Apply(7) < 0.6999 || dp.Conv.Apply(7) > 0.7001 || dp.Src != "modbus:1:hr:0" {
 		t.Errorf("discharge_pressure = %+v", dp)
@@ -73,7 +73,7 @@ func TestLoadGood(t *testing.T) {
 		t.Errorf("input_power point = %+v", ip)
 	}
 	slow := md.Groups[1]
-	if dew := d.Norm[slow.Index[0]]; dew.Signal != "dew_point" || dew.Deadband != 0.5 || dew.IntervalMS != 5000 {
+	if dew := d.Norm.Point(slow.Index[0]); dew.Signal != "dew_point" || dew.Deadband != 0.5 || dew.IntervalMS != 5000 {
 		t.Errorf("slow group = %+v", dew)
 	}
 	var dpInfo, dewInfo bool
@@ -274,12 +274,12 @@ devices:
 	if d.Protocol != "opcua" || ud.Config.SecurityMode != "SignAndEncrypt" || ud.Config.DataDir != "/var/lib/smelter/opcua" {
 		t.Errorf("device = %+v", ud.Config)
 	}
-	if len(ud.Points) != 3 || ud.Points[1].Mode != "poll" || ud.Points[1].PollInterval != 5*time.Second ||
-		ud.Points[2].Deadband != 5 || d.Norm[2].Deadband != 0 {
+	if len(ud.Points) != 3 || ud.Points[1].Mode != opcua.ModePoll || ud.Points[1].PollInterval != 5*time.Second ||
+		ud.Points[2].Deadband != 5 || d.Norm.Point(2).Deadband != 0 {
 		t.Errorf("points = %+v norm = %+v", ud.Points, d.Norm)
 	}
-	if !ud.Points[0].UnitFromNode || ud.Points[1].UnitFromNode || d.Norm[0].Src != "opcua:ns=2;s=Spindle.Speed" {
-		t.Errorf("unit from node = %v %v, norm = %+v", ud.Points[0].UnitFromNode, ud.Points[1].UnitFromNode, d.Norm[0])
+	if !ud.Points[0].UnitFromNode || ud.Points[1].UnitFromNode || d.Norm.Point(0).Src != "opcua:ns=2;s=Spindle.Speed" {
+		t.Errorf("unit from node = %v %v, norm = %+v", ud.Points[0].UnitFromNode, ud.Points[1].UnitFromNode, d.Norm.Point(0))
 	}
 }
 
@@ -372,7 +372,7 @@ func TestUnitsAreNeverMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := cfg.Devices[0]
-	if !d.Norm[0].NoUnit || !d.Driver.(*opcua.DeviceConfig).Points[0].UnitFromNode || d.Norm[1].NoUnit || d.Norm[1].Unit == "" {
+	if !d.Norm.Point(0).NoUnit || !d.Driver.(*opcua.DeviceConfig).Points[0].UnitFromNode || d.Norm.Point(1).NoUnit || d.Norm.Point(1).Unit == "" {
 		t.Errorf("norm = %+v", d.Norm)
 	}
 	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "gw.yaml:4: devices[0].points[0].unit: not given and class generic has no catalog unit for level") ||
@@ -435,7 +435,7 @@ func TestGeneratedFileRoundTrips(t *testing.T) {
 	}
 	md := cfg.Devices[0].Driver.(*modbus.DeviceConfig)
 	if md.Config.UnitID != 3 || md.Config.MaxGap != modbus.DefaultMaxGap || md.Groups[0].Interval != 250*time.Millisecond ||
-		md.Groups[0].Points[0].Address != 4 || cfg.Devices[0].Norm[0].Unit != "kW" {
+		md.Groups[0].Points[0].Address != 4 || cfg.Devices[0].Norm.Point(0).Unit != "kW" {
 		t.Errorf("modbus device = %+v %+v\n%s", md, cfg.Devices[0].Norm, data)
 	}
 	ud := cfg.Devices[1].Driver.(*opcua.DeviceConfig)
@@ -621,7 +621,7 @@ func TestSharedConnectionBirthInterval(t *testing.T) {
 	}
 	for _, d := range cfg.Devices {
 		var got []int64
-		for i := range d.Norm {
+		for i := range d.Norm.Len() {
 			got = append(got, d.Signal(i).IntervalMS)
 		}
 		if !slices.Equal(got, want[d.ID]) {

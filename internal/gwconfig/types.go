@@ -213,16 +213,22 @@ type Device struct {
 	Nameplate map[string]float64
 	Interval  time.Duration // the device's poll_interval
 	Heartbeat time.Duration
-	Norm      []normalize.Point
+	// Norm is the points' normalization, in point order (a compact
+	// table: normalize.Table); the device's Normalizer shares it.
+	Norm *normalize.Table
 	// BirthIntervalMS is the interval point i's birth entry announces
-	// (telemetry.SignalInfo.IntervalMS).
+	// (telemetry.SignalInfo.IntervalMS): one entry when every point
+	// announces the same (read it with BirthInterval).
 	BirthIntervalMS []int64
 	// Driver is the protocol's compiled settings, of its driver's own
 	// type (*modbus.DeviceConfig, *opcua.DeviceConfig).
 	Driver DriverConfig
 	// Writes is index-aligned with Norm: the point's compiled write block,
-	// nil when commands may not write it.
+	// nil when commands may not write it; nil when no point is writable
+	// (read it with Write).
 	Writes []*Write
+
+	norm []normalize.Point // Norm while the device compiles
 }
 
 // Signal returns point i's entry in the asset's birth as configured: its
@@ -230,18 +236,35 @@ type Device struct {
 // labels and write limits. A unit the device reports (a class without
 // catalog unit) is the gateway's to lay over it.
 func (d *Device) Signal(i int) telemetry.SignalInfo {
-	p := &d.Norm[i]
+	p := d.Norm.Point(i)
 	info := telemetry.SignalInfo{Signal: p.Signal, Unit: p.Unit, Min: p.Min, Max: p.Max, Src: p.Src,
-		IntervalMS: d.BirthIntervalMS[i], Write: d.Writes[i].Limits()}
+		IntervalMS: d.BirthInterval(i), Write: d.Write(i).Limits()}
 	if states := p.States(); len(states) > 0 {
 		info.Enum = states
 	}
 	return info
 }
 
+// BirthInterval is the interval point i's birth entry announces (ms).
+func (d *Device) BirthInterval(i int) int64 {
+	if len(d.BirthIntervalMS) == 1 {
+		return d.BirthIntervalMS[0]
+	}
+	return d.BirthIntervalMS[i]
+}
+
+// Write is point i's compiled write block, nil when commands may not
+// write it.
+func (d *Device) Write(i int) *Write {
+	if d.Writes == nil {
+		return nil
+	}
+	return d.Writes[i]
+}
+
 // Signals returns every point's birth entry (Signal), in point order.
 func (d *Device) Signals() []telemetry.SignalInfo {
-	out := make([]telemetry.SignalInfo, len(d.Norm))
+	out := make([]telemetry.SignalInfo, d.Norm.Len())
 	for i := range out {
 		out[i] = d.Signal(i)
 	}

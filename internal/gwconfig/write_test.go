@@ -27,14 +27,14 @@ devices:
 		t.Fatal(err)
 	}
 	d := cfg.Devices[0]
-	if len(d.Writes) != len(d.Norm) || len(d.Writes) != 3 {
-		t.Fatalf("%d writes for %d points", len(d.Writes), len(d.Norm))
+	if len(d.Writes) != d.Norm.Len() || len(d.Writes) != 3 {
+		t.Fatalf("%d writes for %d points", len(d.Writes), d.Norm.Len())
 	}
 	if d.Writes[0] != nil {
 		t.Errorf("discharge_temp writable: %+v", d.Writes[0])
 	}
 	w := d.Writes[1]
-	if w == nil || w.Min != 0.6 || w.Max != 0.8 || w.MaxStep != 0.05 || w.MinInterval != 30*time.Second || d.Norm[1].Signal != "discharge_pressure" {
+	if w == nil || w.Min != 0.6 || w.Max != 0.8 || w.MaxStep != 0.05 || w.MinInterval != 30*time.Second || d.Norm.Point(1).Signal != "discharge_pressure" {
 		t.Errorf("discharge_pressure write = %+v", w)
 	}
 	s := d.Writes[2]

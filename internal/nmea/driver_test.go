@@ -36,8 +36,8 @@ func TestDriverCompiles(t *testing.T) {
 		t.Errorf("points %+v interval %v", dc.Points, d.Interval)
 	}
 	// sog in knots is the catalog's unit: no conversion; src names the quantity
-	if d.Norm[0].Unit != "[kn_i]" || d.Norm[0].Src != "nmea:RMC.sog" || d.Signals()[0].IntervalMS != 2000 {
-		t.Errorf("norm %+v signal %+v", d.Norm[0], d.Signals()[0])
+	if d.Norm.Point(0).Unit != "[kn_i]" || d.Norm.Point(0).Src != "nmea:RMC.sog" || d.Signals()[0].IntervalMS != 2000 {
+		t.Errorf("norm %+v signal %+v", d.Norm.Point(0), d.Signals()[0])
 	}
 	if tr, addr := dc.Endpoint(); tr != "nmea/udp" || addr != "0.0.0.0:10110" {
 		t.Errorf("endpoint %s %s", tr, addr)

@@ -16,7 +16,6 @@ package normalize
 
 import (
 	"math"
-	"slices"
 
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -102,7 +101,7 @@ type override struct {
 
 // Normalizer normalizes the readings of one device's points.
 type Normalizer struct {
-	points []Point
+	points *Table
 	// heard[i]: ms of the last sample point i's device answered (anything
 	// but Silent or Stale), 0 before.
 	heard []int64
@@ -121,65 +120,51 @@ type Normalizer struct {
 	heartbeat int64 // ms: a deadbanded point is reported at least this often
 }
 
-// New returns a normalizer for points (sample.Sample.Index i is points[i]).
-// Silent samples turn from bad to stale after staleMultiple x the point's
-// IntervalMS without anything heard (DOMAIN.md: 3; <= 0 means 3).
-// heartbeat (ms, 0 = never) forces a deadbanded point to be reported even if
-// unchanged.
-//
-// The normalizer never modifies points: when every point already has its
-// Scale and Conv.Scale set (a compiled configuration's), it reads them in
-// place, and the Set methods keep what the device reports in an override
-// per point (a 10,000-point gateway keeps one table, not two); otherwise
-// it works on a copy with the defaults filled in. The caller must not
-// modify points afterwards.
+// New returns a normalizer for points (sample.Sample.Index i is points[i]),
+// kept as a Table of its own (NewTable). Silent samples turn from bad to
+// stale after staleMultiple x the point's IntervalMS without anything
+// heard (DOMAIN.md: 3; <= 0 means 3). heartbeat (ms, 0 = never) forces a
+// deadbanded point to be reported even if unchanged.
 func New(points []Point, staleMultiple int, heartbeatMS int64) *Normalizer {
+	return NewFromTable(NewTable(points), staleMultiple, heartbeatMS)
+}
+
+// NewFromTable returns a normalizer for the points of t, which it shares
+// and never modifies (a compiled configuration's table: a gateway keeps
+// one copy of its points, not two); what the device reports (the Set
+// methods) is kept in an override per point.
+func NewFromTable(t *Table, staleMultiple int, heartbeatMS int64) *Normalizer {
 	if staleMultiple <= 0 {
 		staleMultiple = 3
 	}
-	n := &Normalizer{points: points, heard: make([]int64, len(points)), k: int64(staleMultiple), heartbeat: heartbeatMS}
-	if bands := count(points, func(p *Point) bool { return p.Deadband > 0 }); bands > 0 {
-		n.band, n.bandOf = make([]bandState, bands), make([]int32, len(points))
+	n := &Normalizer{points: t, heard: make([]int64, t.Len()), k: int64(staleMultiple), heartbeat: heartbeatMS}
+	bands := 0
+	for i := range t.rows {
+		if t.shapeOf(i).Deadband > 0 {
+			bands++
+		}
+	}
+	if bands > 0 {
+		n.band, n.bandOf = make([]bandState, bands), make([]int32, t.Len())
 		b := int32(0)
-		for i := range points {
+		for i := range t.rows {
 			n.bandOf[i] = -1
-			if points[i].Deadband > 0 {
+			if t.shapeOf(i).Deadband > 0 {
 				n.bandOf[i], b = b, b+1
 			}
 		}
 	}
-	if slices.ContainsFunc(points, func(p Point) bool { return p.Scale == 0 || p.Conv.Scale == 0 }) {
-		n.points = slices.Clone(points)
-		for i := range n.points {
-			if n.points[i].Scale == 0 {
-				n.points[i].Scale = 1
-			}
-			if n.points[i].Conv.Scale == 0 {
-				n.points[i].Conv = units.Identity
-			}
-		}
-	}
 	return n
 }
 
-func count(points []Point, f func(*Point) bool) int {
-	n := 0
-	for i := range points {
-		if f(&points[i]) {
-			n++
-		}
-	}
-	return n
-}
-
-// Points returns the configured points (read-only), without what the
+// Table returns the configured points (read-only), without what the
 // device reported (Point gives that).
-func (n *Normalizer) Points() []Point { return n.points }
+func (n *Normalizer) Table() *Table { return n.points }
 
 // Point returns point i as the normalizer applies it: its configuration
 // with the conversion, range and unit the device reported laid over it.
 func (n *Normalizer) Point(i int) Point {
-	p := n.points[i]
+	p := n.points.Point(i)
 	if o := n.overrideOf(i); o != nil {
 		p.Conv, p.NoUnit = o.conv, o.noUnit
 		if o.hasUnit {
@@ -203,7 +188,7 @@ func (n *Normalizer) Unit(i int) string {
 	if o := n.overrideOf(i); o != nil && o.hasUnit {
 		return o.unit
 	}
-	return n.points[i].Unit
+	return n.points.shapeOf(i).Unit
 }
 
 func (n *Normalizer) overrideOf(i int) *override {
@@ -219,13 +204,14 @@ func (n *Normalizer) overrideOf(i int) *override {
 // set changes point i's override by f, starting from its current one (or
 // from its configuration: the configured conversion and NoUnit mark).
 func (n *Normalizer) set(i int, f func(*override)) {
-	o := override{conv: n.points[i].Conv, noUnit: n.points[i].NoUnit}
+	sh := n.points.shapeOf(i)
+	o := override{conv: sh.Conv, noUnit: sh.NoUnit}
 	if cur := n.overrideOf(i); cur != nil {
 		o = *cur
 	}
 	f(&o)
 	if n.overOf == nil {
-		n.overOf = make([]int32, len(n.points))
+		n.overOf = make([]int32, n.points.Len())
 		for j := range n.overOf {
 			n.overOf[j] = -1
 		}
@@ -233,7 +219,7 @@ func (n *Normalizer) set(i int, f func(*override)) {
 	}
 	j, ok := n.overIdx[o]
 	if !ok {
-		if len(n.over) >= len(n.points)+16 {
+		if len(n.over) >= n.points.Len()+16 {
 			n.compactOverrides()
 		}
 		j = int32(len(n.over))
@@ -280,10 +266,11 @@ func (n *Normalizer) Apply(dst []telemetry.Reading, samples []sample.Sample, now
 // suppresses it (or its Index is out of range).
 func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, read int64) []telemetry.Reading {
 	i := s.Index
-	if i < 0 || i >= len(n.points) {
+	if i < 0 || i >= len(n.points.rows) {
 		return dst
 	}
-	p := &n.points[i]
+	row := &n.points.rows[i]
+	p := &n.points.shapes[row.shape]
 	heard := &n.heard[i]
 	ts := s.TS
 	if ts == 0 {
@@ -300,7 +287,7 @@ func (n *Normalizer) ApplyOne(dst []telemetry.Reading, s *sample.Sample, now, re
 		}
 	}
 	// built in place: a Reading is ~100 bytes, copied once less
-	dst = append(dst, telemetry.Reading{Signal: p.Signal, Unit: unit, TS: ts, Status: s.Status, Src: p.Src, Quality: s.Quality})
+	dst = append(dst, telemetry.Reading{Signal: row.Signal, Unit: unit, TS: ts, Status: s.Status, Src: row.Src, Quality: s.Quality})
 	r := &dst[len(dst)-1]
 	switch {
 	case s.Quality.HasValue():
@@ -368,7 +355,7 @@ func (n *Normalizer) SetNoUnit(i int) {
 
 // fillValue sets r's value from s by point p and its override o (nil:
 // none).
-func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, o *override, s *sample.Sample) {
+func (n *Normalizer) fillValue(r *telemetry.Reading, p *shape, o *override, s *sample.Sample) {
 	if s.IsStr {
 		r.Text = s.Str
 		r.NoValue = true
@@ -413,7 +400,7 @@ func (n *Normalizer) fillValue(r *telemetry.Reading, p *Point, o *override, s *s
 
 // outside reports whether v is outside point p's plausible range, the
 // bounds of its override o (nil: none) taking precedence.
-func outside(v float64, p *Point, o *override) bool {
+func outside(v float64, p *shape, o *override) bool {
 	switch {
 	case o != nil && o.hasMin:
 		if v < o.min {
@@ -442,7 +429,7 @@ func indexOf(xs []string, s string) int {
 
 // report applies the deadband of a point that has one and records what was
 // sent.
-func (n *Normalizer) report(st *bandState, p *Point, r *telemetry.Reading, now int64) bool {
+func (n *Normalizer) report(st *bandState, p *shape, r *telemetry.Reading, now int64) bool {
 	if st.sent && r.Quality == st.lastQuality && r.HasValue() &&
 		math.Abs(r.Value-st.lastSent) < p.Deadband && r.Text == st.lastSentText &&
 		(n.heartbeat == 0 || now-st.sentAt < n.heartbeat) {

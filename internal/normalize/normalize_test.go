@@ -256,35 +256,83 @@ func TestApplyOneKeepsStaleAndConverts(t *testing.T) {
 	}
 }
 
-// TestSharedPointsAreNeverModified: a compiled table (Scale and Conv set)
-// is read in place, not copied; the Set methods copy it first, so the
-// caller's table (the configuration's) never changes.
-func TestSharedPointsAreNeverModified(t *testing.T) {
+// TestSharedTableIsNeverModified: a Table (the compiled configuration's)
+// is shared by the normalizer, not copied; the Set methods keep what the
+// device reports in overrides, so the table never changes. (Before issue
+// 17's session 9 the shared table was a []Point read in place.)
+func TestSharedTableIsNeverModified(t *testing.T) {
 	lo, hi := 0.0, 10.0
-	table := []Point{{Signal: "a", Unit: "kW", Scale: 1, Conv: units.Identity, IntervalMS: 1000},
-		{Signal: "b", Unit: "Cel", Scale: 0.1, Conv: units.Identity, IntervalMS: 1000, NoUnit: true}}
-	orig := slices.Clone(table)
-	n := New(table, 3, 0)
-	if &n.Points()[0] != &table[0] {
+	table := NewTable([]Point{{Signal: "a", Unit: "kW", Scale: 1, Conv: units.Identity, IntervalMS: 1000},
+		{Signal: "b", Unit: "Cel", Scale: 0.1, Conv: units.Identity, IntervalMS: 1000, NoUnit: true}})
+	orig := []Point{table.Point(0), table.Point(1)}
+	n := NewFromTable(table, 3, 0)
+	if n.Table() != table {
 		t.Fatal("a compiled table was copied")
 	}
 	n.SetConversion(0, units.Conversion{Scale: 1000}, &lo, &hi)
 	n.SetUnit(1, "K")
 	n.SetNoUnit(0)
-	if !reflect.DeepEqual(table, orig) {
-		t.Fatalf("the caller's table changed: %+v", table)
-	}
-	if &n.Points()[0] != &table[0] {
-		t.Fatal("a Set method copied the table")
+	if got := []Point{table.Point(0), table.Point(1)}; !reflect.DeepEqual(got, orig) {
+		t.Fatalf("the shared table changed: %+v", got)
 	}
 	if p0, p1 := n.Point(0), n.Point(1); p0.Conv.Scale != 1000 || *p0.Max != 10 || !p0.NoUnit || p1.Unit != "K" || p1.NoUnit {
 		t.Fatalf("the normalizer's points: %+v %+v", p0, p1)
 	}
-	// A table with defaults left to fill is copied at once.
+	// defaults are filled in the table, never in the caller's points
 	raw := []Point{{Signal: "a", Unit: "kW", IntervalMS: 1000}}
 	n = New(raw, 3, 0)
-	if raw[0].Scale != 0 || n.Points()[0].Scale != 1 || n.Points()[0].Conv.Scale != 1 {
-		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], n.Points()[0])
+	if p := n.Table().Point(0); raw[0].Scale != 0 || p.Scale != 1 || p.Conv.Scale != 1 {
+		t.Fatalf("defaults: caller %+v, normalizer %+v", raw[0], p)
+	}
+}
+
+// TestTableSharesShapes: the points of a device normalized alike share one
+// shape, so a Table keeps 40 bytes a point (signal, source, shape index)
+// where a []Point kept 128 (issue 17, docs/benchmarks.md "OPC UA memory,
+// sixth pass"); a point differing in any field, a range bound's sign
+// included, gets its own, and Point gives back every field.
+func TestTableSharesShapes(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(row{}) != 40 {
+		t.Fatalf("a Table row is %d bytes, want 40", unsafe.Sizeof(row{}))
+	}
+	lo, hi, zero, negZero := 0.0, 100.0, 0.0, math.Copysign(0, -1)
+	states := &Labels{States: []string{"off", "on"}}
+	var pts []Point
+	for i := range 1000 {
+		lo2, hi2 := lo, hi // each point's own bounds, equal values
+		pts = append(pts, Point{Signal: fmt.Sprintf("s%d", i), Unit: "kW", Scale: 1, Conv: units.Identity, Min: &lo2, Max: &hi2,
+			Src: fmt.Sprintf("opcua:ns=1;s=s%d", i), IntervalMS: 100})
+	}
+	odd := []Point{
+		{Signal: "scale", Unit: "kW", Scale: 0.1, Conv: units.Identity, Min: &lo, Max: &hi, IntervalMS: 100},
+		{Signal: "offset", Unit: "kW", Scale: 1, Offset: 2, Conv: units.Identity, Min: &lo, Max: &hi, IntervalMS: 100},
+		{Signal: "conv", Unit: "kW", Scale: 1, Conv: units.Conversion{Scale: 0.001}, Min: &lo, Max: &hi, IntervalMS: 100},
+		{Signal: "band", Unit: "kW", Scale: 1, Conv: units.Identity, Deadband: 0.5, Min: &lo, Max: &hi, IntervalMS: 100},
+		{Signal: "state", Scale: 1, Conv: units.Identity, Labels: states, IntervalMS: 100},
+		{Signal: "unit", Unit: "W", Scale: 1, Conv: units.Identity, Min: &lo, Max: &hi, IntervalMS: 100},
+		{Signal: "iv", Unit: "kW", Scale: 1, Conv: units.Identity, Min: &lo, Max: &hi, IntervalMS: 200},
+		{Signal: "nounit", Scale: 1, Conv: units.Identity, Min: &lo, Max: &hi, IntervalMS: 100, NoUnit: true},
+		{Signal: "min0", Unit: "kW", Scale: 1, Conv: units.Identity, Min: &zero, IntervalMS: 100},
+		{Signal: "min-0", Unit: "kW", Scale: 1, Conv: units.Identity, Min: &negZero, IntervalMS: 100},
+	}
+	pts = append(pts, odd...)
+	tb := NewTable(pts)
+	if len(tb.shapes) != 1+len(odd) {
+		t.Fatalf("%d shapes for 1 shared and %d distinct", len(tb.shapes), len(odd))
+	}
+	for i := range pts {
+		got, want := tb.Point(i), pts[i]
+		if (got.Min == nil) != (want.Min == nil) || got.Min != nil && math.Float64bits(*got.Min) != math.Float64bits(*want.Min) ||
+			(got.Max == nil) != (want.Max == nil) || got.Max != nil && *got.Max != *want.Max {
+			t.Fatalf("point %d: range %v..%v, want %v..%v", i, got.Min, got.Max, want.Min, want.Max)
+		}
+		got.Min, got.Max, want.Min, want.Max = nil, nil, nil, nil
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("point %d: %+v, want %+v", i, got, want)
+		}
+	}
+	if tb.Index("state") != 1004 || tb.Index("none") != -1 || tb.Signal(3) != "s3" || tb.Len() != 1010 {
+		t.Fatal("Index, Signal or Len")
 	}
 }
 
@@ -504,10 +552,10 @@ func TestDecimalScaleIsExact(t *testing.T) {
 	}
 }
 
-// TestPointSize: a gateway keeps one Point per configured point for its
-// life; the labels only state points use hang off a pointer (128 bytes a
-// point on 64-bit, not 152: issue 17, docs/benchmarks.md "OPC UA memory,
-// fourth pass").
+// TestPointSize: the labels only state points use hang off a pointer
+// (128 bytes a point on 64-bit, not 152: issue 17, docs/benchmarks.md
+// "OPC UA memory, fourth pass"); a gateway keeps its points as a Table
+// (TestTableSharesShapes).
 func TestPointSize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 128 {
 		t.Fatalf("Point is %d bytes, want 128", unsafe.Sizeof(Point{}))

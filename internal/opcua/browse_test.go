@@ -148,12 +148,12 @@ func TestPointValidate(t *testing.T) {
 		want string
 	}{
 		{Point{NodeID: "ns=1;x=1"}, "node_id:"},
-		{Point{NodeID: "i=1", Mode: "push"}, "mode:"},
-		{Point{NodeID: "i=1", DeadbandType: "relative"}, "deadband_type:"},
-		{Point{NodeID: "i=1", DeadbandType: "percent", Deadband: 150}, "deadband:"},
+		{Point{NodeID: "i=1", Mode: Mode(7)}, "mode:"},
+		{Point{NodeID: "i=1", DeadbandType: DeadbandType(7)}, "deadband_type:"},
+		{Point{NodeID: "i=1", DeadbandType: DeadbandPercent, Deadband: 150}, "deadband:"},
 		{Point{NodeID: "i=1", Deadband: 1}, "deadband:"},
-		{Point{NodeID: "i=1", Mode: "poll", DeadbandType: "absolute", Deadband: 1}, "deadband_type:"},
-		{Point{NodeID: "i=1", Mode: "poll", PollInterval: time.Millisecond}, "poll_interval:"},
+		{Point{NodeID: "i=1", Mode: ModePoll, DeadbandType: DeadbandAbsolute, Deadband: 1}, "deadband_type:"},
+		{Point{NodeID: "i=1", Mode: ModePoll, PollInterval: time.Millisecond}, "poll_interval:"},
 	} {
 		p := tc.p
 		p.SetDefaults(&cfg)
@@ -161,7 +161,7 @@ func TestPointValidate(t *testing.T) {
 			t.Errorf("%+v: err %v, want prefix %q", tc.p, err, tc.want)
 		}
 	}
-	if _, err := New("d", cfg, []Point{{NodeID: "nsu=urn:x;s=a"}, {NodeID: "ns=2;s=Line1.Temp", DeadbandType: "absolute", Deadband: 0.5}}, nil, nil); err != nil {
+	if _, err := New("d", cfg, []Point{{NodeID: "nsu=urn:x;s=a"}, {NodeID: "ns=2;s=Line1.Temp", DeadbandType: DeadbandAbsolute, Deadband: 0.5}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := New("d", cfg, []Point{{NodeID: "i=1"}, {NodeID: "bogus"}}, nil, nil); err == nil || !strings.Contains(err.Error(), "points[1].node_id") {

@@ -137,7 +137,7 @@ func run(t *testing.T, cfg Config, points []Point) (*Client, *recorder) {
 	return c, rec
 }
 
-func pointsFor(f *opcuafront.Front, asset string, mode string, signals ...string) []Point {
+func pointsFor(f *opcuafront.Front, asset string, mode Mode, signals ...string) []Point {
 	var ps []Point
 	for _, s := range signals {
 		ps = append(ps, Point{NodeID: f.NodeID(asset, s), Mode: mode, SamplingInterval: 10 * time.Millisecond, PollInterval: 50 * time.Millisecond})

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -306,19 +305,114 @@ func (c *Config) Validate() error {
 
 var nodeIDForm = regexp.MustCompile(`^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|b=.+)$`)
 
+// Mode is how a point is acquired: ModeSubscribe (the default, the zero
+// value) or ModePoll. In YAML and JSON it is its name.
+type Mode uint8
+
 // Point modes.
 const (
-	ModeSubscribe = "subscribe"
-	ModePoll      = "poll"
+	ModeSubscribe Mode = iota // monitored item of the device's subscription
+	ModePoll                  // read every poll_interval
 )
+
+var modeNames = names{field: "mode", list: []string{ModeSubscribe: "subscribe", ModePoll: "poll"}, want: "subscribe or poll"}
+
+// String is the mode's name ("subscribe", "poll").
+func (m Mode) String() string { return modeNames.name(uint8(m), "Mode") }
+
+// MarshalText writes the mode's name.
+func (m Mode) MarshalText() ([]byte, error) { return modeNames.text(uint8(m)) }
+
+// UnmarshalText takes subscribe or poll ("" is subscribe).
+func (m *Mode) UnmarshalText(b []byte) error {
+	v, err := ParseMode(string(b))
+	*m = v
+	return err
+}
+
+// ParseMode returns the mode named s: subscribe, poll, or "" (subscribe).
+func ParseMode(s string) (Mode, error) {
+	v, err := modeNames.parse(s)
+	return Mode(v), err
+}
+
+// DeadbandType is the deadband a server applies to a subscribed point's
+// changes: DeadbandNone (the default, the zero value), DeadbandAbsolute
+// (in device units) or DeadbandPercent (of the node's EURange). In YAML and
+// JSON it is its name.
+type DeadbandType uint8
+
+// Deadband types.
+const (
+	DeadbandNone DeadbandType = iota
+	DeadbandAbsolute
+	DeadbandPercent
+)
+
+var deadbandNames = names{field: "deadband_type", list: []string{DeadbandNone: "none", DeadbandAbsolute: "absolute", DeadbandPercent: "percent"},
+	want: "none, absolute or percent"}
+
+// String is the type's name ("none", "absolute", "percent").
+func (d DeadbandType) String() string { return deadbandNames.name(uint8(d), "DeadbandType") }
+
+// MarshalText writes the type's name.
+func (d DeadbandType) MarshalText() ([]byte, error) { return deadbandNames.text(uint8(d)) }
+
+// UnmarshalText takes none, absolute or percent ("" is none).
+func (d *DeadbandType) UnmarshalText(b []byte) error {
+	v, err := ParseDeadbandType(string(b))
+	*d = v
+	return err
+}
+
+// ParseDeadbandType returns the deadband type named s: none, absolute,
+// percent, or "" (none).
+func ParseDeadbandType(s string) (DeadbandType, error) {
+	v, err := deadbandNames.parse(s)
+	return DeadbandType(v), err
+}
+
+// names are the YAML names of a one-byte enum of a point's field (index:
+// the value; "" is the zero value).
+type names struct {
+	field string   // the YAML field, for errors
+	list  []string // by value
+	want  string   // what the field takes, for errors
+}
+
+func (n names) valid(v uint8) bool { return int(v) < len(n.list) }
+
+func (n names) name(v uint8, typ string) string {
+	if n.valid(v) {
+		return n.list[v]
+	}
+	return fmt.Sprintf("%s(%d)", typ, v)
+}
+
+func (n names) text(v uint8) ([]byte, error) {
+	if !n.valid(v) {
+		return nil, fmt.Errorf("opcua: %s %d is not %s", n.field, v, n.want)
+	}
+	return []byte(n.list[v]), nil
+}
+
+func (n names) parse(s string) (uint8, error) {
+	if s == "" {
+		return 0, nil
+	}
+	for i, name := range n.list {
+		if name == s {
+			return uint8(i), nil
+		}
+	}
+	return 0, confload.Problemf(n.field, "%q is not %s", s, n.want)
+}
 
 // Point is one node the driver acquires.
 type Point struct {
 	NodeID           string        `yaml:"node_id"`           // ns=2;s=Line1.Temp, i=2258, ns=1;g=..., nsu=<uri>;s=...
-	Mode             string        `yaml:"mode"`              // subscribe (default) | poll
 	SamplingInterval time.Duration `yaml:"sampling_interval"` // subscribe: server sampling (default 1s)
 	PollInterval     time.Duration `yaml:"poll_interval"`     // poll: read period (default publish_interval)
-	DeadbandType     string        `yaml:"deadband_type"`     // none (default) | absolute | percent
 	Deadband         float64       `yaml:"deadband"`          // absolute: device units; percent: of EURange
 	// Method, when set, makes a command call this method instead of
 	// writing the point's node (docs/commands.md, "OPC UA method calls").
@@ -326,12 +420,14 @@ type Point struct {
 	// outcome is at best written (nothing to read back).
 	Method    *Method `yaml:"-"`
 	QueueSize uint32  `yaml:"queue_size"` // subscribe: server queue (default 1)
+	// Mode and DeadbandType are one byte each, and with UnitFromNode
+	// share QueueSize's word: a Point is 56 bytes (88 with the two as
+	// strings; a gateway keeps one per node for its life, issue 17).
+	Mode         Mode         `yaml:"mode"`          // subscribe (default) | poll
+	DeadbandType DeadbandType `yaml:"deadband_type"` // none (default) | absolute | percent
 	// UnitFromNode asks the driver to read the node's EngineeringUnits and
 	// EURange (handed over through Client.OnUnits): the gateway sets it
 	// where the configuration gives no unit.
-	//
-	// QueueSize and UnitFromNode are last so that they share one word: a
-	// Point is 88 bytes, not 96 (a gateway keeps one per node for its life).
 	UnitFromNode bool `yaml:"-"`
 }
 
@@ -370,9 +466,6 @@ func checkNodeID(s string) error {
 
 // SetDefaults fills unset point fields from the connection.
 func (p *Point) SetDefaults(c *Config) {
-	if p.Mode == "" {
-		p.Mode = ModeSubscribe
-	}
 	if p.SamplingInterval == 0 {
 		p.SamplingInterval = DefaultSamplingInterval
 	}
@@ -382,10 +475,6 @@ func (p *Point) SetDefaults(c *Config) {
 	if p.QueueSize == 0 {
 		p.QueueSize = DefaultQueueSize
 	}
-	if p.DeadbandType == "" {
-		p.DeadbandType = "none"
-	}
-	p.internStrings()
 	if p.Method != nil && p.Method.Argument == "" {
 		m := *p.Method
 		m.Argument = ArgValue
@@ -393,33 +482,12 @@ func (p *Point) SetDefaults(c *Config) {
 	}
 }
 
-// internStrings makes p's mode and deadband type the package's strings
-// when they are values the driver knows, instead of each point's own copy
-// of a decoded YAML scalar or JSON string (16 bytes a point each); others
-// are left for Validate to refuse.
-func (p *Point) internStrings() {
-	p.Mode = canonical(p.Mode, ModeSubscribe, ModePoll)
-	p.DeadbandType = canonical(p.DeadbandType, "none", "absolute", "percent")
-}
-
-// canonical returns the entry of known equal to s, else s.
-func canonical(s string, known ...string) string {
-	if i := slices.Index(known, s); i >= 0 {
-		return known[i]
-	}
-	return s
-}
-
-// compactPoints returns ps as an exact-size copy with interned strings
-// (internStrings): a session worker's points arrive JSON-decoded, in a
-// slice grown by appending (a third of it unused at 1,000 points) and
-// with every point's own copy of each string.
+// compactPoints returns ps as an exact-size copy: a session worker's
+// points arrive JSON-decoded, in a slice grown by appending (a third of
+// it unused at 1,000 points).
 func compactPoints(ps []Point) []Point {
 	out := make([]Point, len(ps))
 	copy(out, ps)
-	for i := range out {
-		out[i].internStrings()
-	}
 	return out
 }
 
@@ -452,10 +520,8 @@ func (p *Point) Validate() error {
 			bad("write.method.argument", "%q is not value or none", m.Argument)
 		}
 	}
-	switch p.Mode {
-	case ModeSubscribe, ModePoll:
-	default:
-		bad("mode", "%q is not subscribe or poll", p.Mode)
+	if !modeNames.valid(uint8(p.Mode)) {
+		bad("mode", "%v is not subscribe or poll", p.Mode)
 	}
 	if p.SamplingInterval < 0 || p.SamplingInterval > time.Hour {
 		bad("sampling_interval", "%v out of range 0..1h", p.SamplingInterval)
@@ -467,22 +533,22 @@ func (p *Point) Validate() error {
 		bad("queue_size", "%d above the limit 10000", p.QueueSize)
 	}
 	switch p.DeadbandType {
-	case "none":
+	case DeadbandNone:
 		if p.Deadband != 0 {
 			bad("deadband", "%v set but deadband_type is none", p.Deadband)
 		}
-	case "absolute":
+	case DeadbandAbsolute:
 		if p.Deadband < 0 {
 			bad("deadband", "%v must not be negative", p.Deadband)
 		}
-	case "percent":
+	case DeadbandPercent:
 		if p.Deadband < 0 || p.Deadband > 100 {
 			bad("deadband", "%v out of range 0..100 percent", p.Deadband)
 		}
 	default:
-		bad("deadband_type", "%q is not none, absolute or percent", p.DeadbandType)
+		bad("deadband_type", "%v is not none, absolute or percent", p.DeadbandType)
 	}
-	if p.Mode == ModePoll && p.DeadbandType != "none" {
+	if p.Mode == ModePoll && p.DeadbandType != DeadbandNone {
 		bad("deadband_type", "%s needs mode subscribe (a polled point reports every read)", p.DeadbandType)
 	}
 	return errors.Join(errs...)

@@ -21,7 +21,7 @@ func TestConnectFailuresAreRateLimited(t *testing.T) {
 	cfg := Config{Endpoint: "opc.tcp://127.0.0.1:1", DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond,
 		BackoffMax: 50 * time.Millisecond, PublishInterval: 50 * time.Millisecond, Watchdog: 200 * time.Millisecond,
 		RequestTimeout: time.Second}
-	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=2;s=x", Mode: "poll", PollInterval: 50 * time.Millisecond}},
+	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=2;s=x", Mode: ModePoll, PollInterval: 50 * time.Millisecond}},
 		logs.Logger(slog.LevelDebug), nil)
 	if err != nil {
 		t.Fatal(err)

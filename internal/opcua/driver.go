@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -86,8 +87,12 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		src := "opcua:" + pf.NodeID
 		// the node id is the tail of src: one string per point, not two
 		// (the decoded one is left to the collector)
-		up := Point{NodeID: src[len("opcua:"):], Mode: pf.Mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
-			QueueSize: pf.QueueSize, DeadbandType: pf.DeadbandType}
+		// mode and deadband type as written: unknown names are reported
+		// with the point's other problems
+		mode, modeErr := ParseMode(pf.Mode)
+		dbt, dbtErr := ParseDeadbandType(pf.DeadbandType)
+		up := Point{NodeID: src[len("opcua:"):], Mode: mode, SamplingInterval: pf.SamplingInterval, PollInterval: pf.Interval,
+			QueueSize: pf.QueueSize, DeadbandType: dbt}
 		if w := pf.Write; w != nil && w.Method != nil {
 			up.Method = &Method{Object: w.Method.Object, Method: w.Method.Method, Argument: w.Method.Argument}
 			if pf.NodeID == "" {
@@ -97,12 +102,12 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 				}
 			}
 		}
-		server := pf.DeadbandType != "" && pf.DeadbandType != "none"
+		server := dbt != DeadbandNone
 		if server {
 			up.Deadband = pf.Deadband
 		}
 		up.SetDefaults(&u)
-		if err := up.Validate(); err != nil {
+		if err := errors.Join(modeErr, dbtErr, up.Validate()); err != nil {
 			b.Report(doc, field, err)
 			continue
 		}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,7 +55,7 @@ func TestNewKeepsDefaultedPoints(t *testing.T) {
 	if &c.points[0] == &raw[0] {
 		t.Fatal("New filled defaults into the caller's points")
 	}
-	if raw[0].Mode != "" || c.points[0].Mode != ModeSubscribe || c.points[1].PollInterval != cfg.PublishInterval {
+	if raw[0].SamplingInterval != 0 || c.points[0].SamplingInterval != DefaultSamplingInterval || c.points[1].PollInterval != cfg.PublishInterval {
 		t.Fatalf("points %+v, caller's %+v", c.points, raw)
 	}
 }
@@ -101,6 +103,44 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	}
 }
 
+// TestSessionsShareCycleBuffers: a session holds no cycle buffer between
+// publish responses (20 sessions of 1,000 nodes held ~1 MB, issue 17):
+// the sessions of a process take one from a shared pool for a response
+// and give it back after its emit, without allocating per response.
+func TestSessionsShareCycleBuffers(t *testing.T) {
+	for i := range reflect.TypeFor[subSession]().NumField() {
+		if f := reflect.TypeFor[subSession]().Field(i); f.Type == reflect.TypeFor[[]sample.Sample]() {
+			t.Fatalf("subSession.%s: a cycle buffer per session", f.Name)
+		}
+	}
+	const n = 1000
+	var sessions []*subSession
+	var got int
+	for range 3 {
+		pts := make([]Point, n)
+		for i := range pts {
+			pts[i].NodeID = "ns=2;i=1"
+		}
+		c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840"}, pts, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newRunState(c, func(cyc *sample.Cycle) { got = len(cyc.Samples) })
+		sessions = append(sessions, &subSession{c: c, r: r, sub: &subscription{SubscriptionTiming: SubscriptionTiming{PublishingInterval: 100 * time.Millisecond}}})
+	}
+	msg := publishMessage(n, 0, time.UnixMilli(1763812345101))
+	k := 0
+	if a := testing.AllocsPerRun(30, func() {
+		_ = sessions[k%len(sessions)].notifications(context.Background(), msg)
+		k++
+	}); a > 2 {
+		t.Fatalf("%.1f allocations per response across sessions, want at most 2", a)
+	}
+	if got != n {
+		t.Fatalf("%d samples emitted, want %d", got, n)
+	}
+}
+
 // TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes: the source times that
 // guard a unit change (valueTS, floor) exist only on a device where some
 // point takes its unit from its node; without one, values still pass.
@@ -116,7 +156,7 @@ func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
 		t.Fatal("a device without UnitFromNode points keeps unit change times")
 	}
 	r.emit(&sample.Cycle{Samples: []sample.Sample{{Index: 1, Num: 2.5, TS: 1763812345101}}})
-	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].Num != 2.5 {
+	if len(got) != 1 || got[0].Quality != telemetry.QualityGood || got[0].Num != 2.5 || r.last[1].num != 2.5 {
 		t.Fatalf("emitted %+v, last %+v", got, r.last[1])
 	}
 	pts[1].UnitFromNode = true
@@ -126,6 +166,25 @@ func TestRunStateKeepsUnitTimesOnlyForUnitsFromNodes(t *testing.T) {
 	}
 	if r := newRunState(c, func(*sample.Cycle) {}); len(r.valueTS) != 2 || len(r.floor) != 2 {
 		t.Fatalf("a device with a UnitFromNode point: valueTS %v, floor %v", r.valueTS, r.floor)
+	}
+}
+
+// TestLastSampleIsCompact: the run state keeps 32 bytes of a point's last
+// sample (48 as a sample.Sample, issue 17), and what the heartbeat makes
+// of it is the sample as reported, at the heartbeat's time.
+func TestLastSampleIsCompact(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(lastSample{}) != 32 {
+		t.Fatalf("lastSample is %d bytes, want 32", unsafe.Sizeof(lastSample{}))
+	}
+	for _, s := range []sample.Sample{{Index: 3, Num: 2.5, TS: 1, Quality: telemetry.QualityUncertain, Status: 0x40000000},
+		{Index: 4, Str: "x", IsStr: true, TS: 2, Quality: telemetry.QualityGood},
+		{Index: 5, Quality: telemetry.QualityBad, Silent: true, Status: 0x800A0000, TS: 3}} {
+		l := lastOf(&s)
+		want := s
+		want.TS = 99
+		if got := l.sample(s.Index, 99); got != want {
+			t.Errorf("re-reported %+v, want %+v", got, want)
+		}
 	}
 }
 
@@ -214,11 +273,12 @@ func runUntilStopped(t *testing.T, c *Client, rec *recorder) func() {
 }
 
 // TestCompiledPointsAreCompact: Driver.Compile keeps an exact-size table
-// of 88-byte points whose mode and deadband type are the package's
-// strings, not each point's copy of a decoded YAML scalar.
+// of 56-byte points: mode and deadband type are one byte each (88 bytes
+// with them as strings, before issue 17's session 9), decoded from what
+// the file writes.
 func TestCompiledPointsAreCompact(t *testing.T) {
-	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 88 {
-		t.Fatalf("Point is %d bytes, want 88", unsafe.Sizeof(Point{}))
+	if unsafe.Sizeof(uintptr(0)) == 8 && unsafe.Sizeof(Point{}) != 56 {
+		t.Fatalf("Point is %d bytes, want 56", unsafe.Sizeof(Point{}))
 	}
 	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: d-1\n" +
 		"    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:4840\"}\n    points:\n"
@@ -226,28 +286,70 @@ func TestCompiledPointsAreCompact(t *testing.T) {
 		doc += fmt.Sprintf("      - {signal: s%d, node_id: \"ns=2;s=n%d\", unit: kW, mode: subscribe, deadband_type: absolute, deadband: 0.5}\n", i, i)
 	}
 	doc += "      - {signal: p, node_id: \"ns=2;s=p\", unit: kW, mode: poll, deadband_type: none}\n"
+	doc += "      - {signal: q, node_id: \"ns=2;s=q\", unit: kW, deadband_type: percent, deadband: 2}\n"
+	doc += "      - {signal: r, node_id: \"ns=2;s=r\", unit: kW}\n"
 	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(doc), Driver{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pts := cfg.Devices[0].Driver.(*DeviceConfig).Points
-	if len(pts) != 6 || cap(pts) != 6 {
-		t.Fatalf("%d points, capacity %d; want 6 and 6", len(pts), cap(pts))
+	if len(pts) != 8 || cap(pts) != 8 {
+		t.Fatalf("%d points, capacity %d; want 8 and 8", len(pts), cap(pts))
 	}
-	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
 	for i, p := range pts[:5] {
-		if p.Mode != ModeSubscribe || !same(p.Mode, ModeSubscribe) || p.DeadbandType != "absolute" || !same(p.DeadbandType, "absolute") {
-			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
+		if p.Mode != ModeSubscribe || p.DeadbandType != DeadbandAbsolute || p.Deadband != 0.5 {
+			t.Fatalf("point %d: mode %v, deadband %v %v", i, p.Mode, p.DeadbandType, p.Deadband)
 		}
 	}
-	if p := pts[5]; !same(p.Mode, ModePoll) || !same(p.DeadbandType, "none") {
-		t.Fatalf("poll point: mode %q, deadband type %q: not the package's strings", p.Mode, p.DeadbandType)
+	for i, want := range []Point{{Mode: ModePoll, DeadbandType: DeadbandNone}, {Mode: ModeSubscribe, DeadbandType: DeadbandPercent, Deadband: 2},
+		{Mode: ModeSubscribe, DeadbandType: DeadbandNone}} {
+		if p := pts[5+i]; p.Mode != want.Mode || p.DeadbandType != want.DeadbandType || p.Deadband != want.Deadband {
+			t.Fatalf("point %d: mode %v, deadband %v %v; want %v, %v %v", 5+i, p.Mode, p.DeadbandType, p.Deadband, want.Mode, want.DeadbandType, want.Deadband)
+		}
+	}
+}
+
+// TestModeAndDeadbandTypeByName: the two enums are their names in YAML
+// (the configuration's errors name what was written) and in the JSON of
+// a session worker's points, and an unknown name is refused.
+func TestModeAndDeadbandTypeByName(t *testing.T) {
+	in := []Point{{NodeID: "ns=2;s=a", Mode: ModePoll}, {NodeID: "ns=2;s=b", DeadbandType: DeadbandPercent, Deadband: 1},
+		{NodeID: "ns=2;s=c", DeadbandType: DeadbandAbsolute, Deadband: 2}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"Mode":"poll"`, `"Mode":"subscribe"`, `"DeadbandType":"percent"`, `"DeadbandType":"absolute"`, `"DeadbandType":"none"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+	}
+	var out []Point
+	if err := json.Unmarshal(b, &out); err != nil || !slices.Equal(out, in) {
+		t.Fatalf("round trip: %+v, %v", out, err)
+	}
+	if err := json.Unmarshal([]byte(`[{"Mode":"push"}]`), &out); err == nil || !strings.Contains(err.Error(), `"push" is not subscribe or poll`) {
+		t.Errorf("unknown mode: %v", err)
+	}
+	if err := json.Unmarshal([]byte(`[{"DeadbandType":"relative"}]`), &out); err == nil || !strings.Contains(err.Error(), `"relative" is not none, absolute or percent`) {
+		t.Errorf("unknown deadband type: %v", err)
+	}
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n  - id: d-1\n" +
+		"    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:4840\"}\n    points:\n" +
+		"      - {signal: s, node_id: \"ns=2;s=n\", unit: kW, mode: push, deadband_type: relative, deadband: 3}\n"
+	_, err = gwconfig.LoadBytes("gw.yaml", []byte(doc), Driver{})
+	for _, want := range []string{`devices[0].points[0].mode: "push" is not subscribe or poll`, `devices[0].points[0].deadband_type: "relative" is not none, absolute or percent`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v; want %s", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "deadband:") {
+		t.Errorf("error %v: a deadband error besides the type's", err)
 	}
 }
 
 // TestCompactPoints: a session worker's points, decoded from JSON into a
-// slice grown by appending, are kept as an exact-size copy whose mode and
-// deadband type are the package's strings.
+// slice grown by appending, are kept as an exact-size copy.
 func TestCompactPoints(t *testing.T) {
 	var in []Point
 	for i := range 9 {
@@ -255,7 +357,7 @@ func TestCompactPoints(t *testing.T) {
 		if i%3 == 0 {
 			mode = ModePoll
 		}
-		in = append(in, Point{NodeID: fmt.Sprintf("ns=2;s=n%d", i), Mode: mode, DeadbandType: "percent", Deadband: 1})
+		in = append(in, Point{NodeID: fmt.Sprintf("ns=2;s=n%d", i), Mode: mode, DeadbandType: DeadbandPercent, Deadband: 1})
 	}
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -266,21 +368,8 @@ func TestCompactPoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := compactPoints(decoded)
-	if len(out) != 9 || cap(out) != 9 {
-		t.Fatalf("%d points, capacity %d; want 9 and 9", len(out), cap(out))
-	}
-	for i, p := range out {
-		want := ModeSubscribe
-		if i%3 == 0 {
-			want = ModePoll
-		}
-		if p.Mode != want || unsafe.StringData(p.Mode) != unsafe.StringData(want) ||
-			p.DeadbandType != "percent" || unsafe.StringData(p.DeadbandType) != unsafe.StringData("percent") {
-			t.Fatalf("point %d: mode %q, deadband type %q: not the package's strings", i, p.Mode, p.DeadbandType)
-		}
-		if p.NodeID != in[i].NodeID || p.Deadband != 1 {
-			t.Fatalf("point %d changed: %+v", i, p)
-		}
+	if len(out) != 9 || cap(out) != 9 || !slices.Equal(out, in) {
+		t.Fatalf("%d points, capacity %d; want 9 and 9, equal: %+v", len(out), cap(out), out)
 	}
 }
 

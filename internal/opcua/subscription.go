@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,11 +156,17 @@ type subSession struct {
 	// refused holds the items the server refused, by point index; only the
 	// monitor pass and retryRefused touch it, never concurrently.
 	refused map[int]ua.StatusCode
-	// samples is the publish loop's cycle buffer, reused: a cycle is valid
-	// only during emit (a 1,000-item response was ~120 KB of garbage per
-	// publish when the slice grew by appending, issue 17).
-	samples []sample.Sample
 }
+
+// cycleBuffers are the publish loops' cycle buffers, shared by the
+// sessions of a process: a cycle is valid only during emit, so a buffer
+// is needed only from a response's decoding to the end of its emit (a
+// 1,000-item response was ~120 KB of garbage per publish when the slice
+// grew by appending; a buffer per session held 48 bytes a point for the
+// session's life: 20 sessions of 1,000 nodes ~1 MB, of which a few are in
+// use at any time; issue 17). A cache, not state: what it holds is
+// overwritten before it is read.
+var cycleBuffers = sync.Pool{New: func() any { return new([]sample.Sample) }}
 
 // monitor creates the monitored items of idx in batches within the server
 // limit. Items the server refuses are emitted Bad (not Silent: the server
@@ -207,7 +214,7 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 				}
 				continue
 			}
-			if filters && c.points[i].DeadbandType != "none" && isFilterError(st) {
+			if filters && c.points[i].DeadbandType != DeadbandNone && isFilterError(st) {
 				c.log.Warn("server refused the deadband filter; monitoring without it", "node", c.points[i].NodeID, "status", st.Error())
 				unfiltered = append(unfiltered, i)
 				continue
@@ -336,13 +343,17 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 			}
 		}
 	}
-	ss := slices.Grow(s.samples[:0], n)
+	buf := cycleBuffers.Get().(*[]sample.Sample)
+	ss := slices.Grow((*buf)[:0], n)
 	defer func() {
 		// kept up to one sample per point: a rare larger response (queued
 		// values) is not held on to
 		if cap(ss) <= max(len(c.points), 1024) {
-			s.samples = ss[:0]
+			*buf = ss[:0]
+		} else {
+			*buf = nil
 		}
+		cycleBuffers.Put(buf)
 	}()
 	var newest time.Time
 	var changed []int        // points whose samples carry SemanticsChanged
@@ -408,9 +419,9 @@ func (c *Client) itemRequest(n *ua.NodeID, i int, filters bool) *ua.MonitoredIte
 		QueueSize:        p.QueueSize,
 		DiscardOldest:    true,
 	}
-	if filters && p.DeadbandType != "none" {
+	if filters && p.DeadbandType != DeadbandNone {
 		dt := uint32(ua.DeadbandTypeAbsolute)
-		if p.DeadbandType == "percent" {
+		if p.DeadbandType == DeadbandPercent {
 			dt = uint32(ua.DeadbandTypePercent)
 		}
 		params.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: dt, DeadbandValue: p.Deadband})

@@ -73,16 +73,20 @@ func (a Asset) Site() string {
 }
 
 // Reading is one normalized value of one signal.
+//
+// The fields are ordered so that the small ones share a word: 88 bytes,
+// not 104 (a gateway holds a cycle's readings per device in flight: 20
+// devices of 1,000 nodes ~1.8 MB; issue 17).
 type Reading struct {
 	Signal  string  // canonical signal name from the catalog
-	Value   float64 // in Unit; meaningful only when HasValue()
 	Text    string  // enum label or string value; empty when none
-	NoValue bool    // set for text-only readings (string data types)
 	Unit    string  // UCUM code of the canonical unit ("" for dimensionless counts and states)
+	Src     string  // where the value came from, e.g. "modbus:3:hr:40001"
+	Value   float64 // in Unit; meaningful only when HasValue()
+	TS      int64   // source time, Unix ms UTC
+	Status  uint32  // raw protocol code (OPC UA StatusCode, Modbus exception, see docs/schema.md)
 	Quality Quality
-	TS      int64  // source time, Unix ms UTC
-	Status  uint32 // raw protocol code (OPC UA StatusCode, Modbus exception, see docs/schema.md)
-	Src     string // where the value came from, e.g. "modbus:3:hr:40001"
+	NoValue bool // set for text-only readings (string data types)
 }
 
 // HasValue reports whether the reading carries a numeric value.

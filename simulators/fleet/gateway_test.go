@@ -45,7 +45,7 @@ func TestGatewayAcceptsFleetTemplates(t *testing.T) {
 		t.Fatalf("gateway loaded %d devices, fleet has %d", len(cfg.Devices), len(f.Devices()))
 	}
 	for _, gd := range cfg.Devices {
-		n := len(gd.Norm)
+		n := gd.Norm.Len()
 		d := devInfo(t, f, gd.ID)
 		if want := len(template(t, d).Points); n != want {
 			t.Errorf("%s: gateway compiled %d points, template has %d", gd.ID, n, want)
