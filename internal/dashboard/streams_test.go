@@ -98,23 +98,27 @@ func TestStalledStreamClosed(t *testing.T) {
 	}
 }
 
+// openStreamFrom opens an event stream as the client xff (the server
+// trusts the test's loopback proxy); the response is closed at cleanup.
+func openStreamFrom(t *testing.T, hs *httptest.Server, xff string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/events", nil)
+	req.Header.Set("X-Forwarded-For", xff)
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
 // TestStreamCaps (review4 F3): beyond MaxStreamsPerClient for one client,
 // or MaxStreams in all, a stream gets 503 with Retry-After, counted.
 func TestStreamCaps(t *testing.T) {
 	live := NewLive(nil)
 	s, hs := streamServer(t, live, &fleet{}, Options{MaxStreams: 3, MaxStreamsPerClient: 2,
 		RateLimit: RateLimit{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
-	open := func(xff string) *http.Response {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/events", nil)
-		req.Header.Set("X-Forwarded-For", xff)
-		resp, err := hs.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-		return resp
-	}
+	open := func(xff string) *http.Response { return openStreamFrom(t, hs, xff) }
 	for _, xff := range []string{"10.0.0.1", "10.0.0.1:5000"} { // one client, with and without a port
 		if r := open(xff); r.StatusCode != http.StatusOK {
 			t.Fatalf("stream of %s: %d", xff, r.StatusCode)
@@ -593,13 +597,7 @@ func TestStreamReserveForNewClients(t *testing.T) {
 		RateLimit: RateLimit{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
 	open := func(xff string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/events", nil)
-		req.Header.Set("X-Forwarded-For", xff)
-		resp, err := hs.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { resp.Body.Close() })
+		resp := openStreamFrom(t, hs, xff)
 		var body apiError
 		if resp.StatusCode != http.StatusOK {
 			_ = json.NewDecoder(resp.Body).Decode(&body)
