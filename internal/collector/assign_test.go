@@ -3,6 +3,7 @@ package collector
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // The assignment is even (at most ceil(N/members) each) and a member
@@ -80,7 +81,7 @@ func TestSnapshotSkipsRecordsOverTheLimit(t *testing.T) {
 	c := newCollector(t, Defaults())
 	sh := c.newShard(0)
 	var cy cycle
-	c.process(sh, subj, batchJSON(1, 1_763_812_345_000, 80), &cy)
+	c.process(sh, subj, batchJSON(1, 1_763_812_345_000, 80), time.Now(), &cy)
 	var big []string
 	sh.mu.Lock()
 	w, err := sh.snapshot(nil, 64, false, func(key string, n int) { big = append(big, fmt.Sprint(key, n > 64)) })

@@ -139,7 +139,7 @@ func BenchmarkPartitionCycle(b *testing.B) {
 				}
 				cy.reset()
 				for range bc.fetch {
-					c.process(sh, subjects[i%len(payloads)], payloads[i%len(payloads)], &cy)
+					c.process(sh, subjects[i%len(payloads)], payloads[i%len(payloads)], time.Now(), &cy)
 					i++
 					readings += n
 				}
@@ -178,7 +178,7 @@ func BenchmarkBytesPerAsset(b *testing.B) {
 		var cy cycle
 		for i := 0; i < len(payloads); i += 3 {
 			bt, _ := telemetry.DecodeBatch(payloads[i])
-			c.process(sh, telemetry.Subject(bt.Asset.Site(), bt.Asset.Class, bt.Asset.ID, telemetry.KindData), payloads[i], &cy)
+			c.process(sh, telemetry.Subject(bt.Asset.Site(), bt.Asset.Class, bt.Asset.ID, telemetry.KindData), payloads[i], time.Now(), &cy)
 		}
 		per = float64(int64(heapInUse())-int64(before)) / assets
 		runtime.KeepAlive(sh)

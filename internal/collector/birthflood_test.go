@@ -53,7 +53,7 @@ func TestIncompleteBirthPartsBounded(t *testing.T) {
 	}
 	// 60 parts of a birth announcing a million parts
 	for p := range 60 {
-		c.process(sh, subj(0), floodBirthPart(t, 0, 1, p+1, 1_000_000, 20), &cy)
+		c.process(sh, subj(0), floodBirthPart(t, 0, 1, p+1, 1_000_000, 20), time.Now(), &cy)
 	}
 	if got := counterValue(t, c.m.partsDrop.WithLabelValues(ingest.PartsDropParts)); got != 60 {
 		t.Fatalf("parts refused: %v, want 60\n%.3000s", got, lb.String())
@@ -65,7 +65,7 @@ func TestIncompleteBirthPartsBounded(t *testing.T) {
 	// all): beyond the total held, the oldest go
 	for a := range 10 {
 		for p := range 10 {
-			c.process(sh, subj(a+1), floodBirthPart(t, a+1, uint64(10+a), p+1, 11, 400), &cy)
+			c.process(sh, subj(a+1), floodBirthPart(t, a+1, uint64(10+a), p+1, 11, 400), time.Now(), &cy)
 			sh.mu.Lock()
 			n, b := sh.births.Held()
 			sh.mu.Unlock()
@@ -79,7 +79,7 @@ func TestIncompleteBirthPartsBounded(t *testing.T) {
 	}
 	// a birth in parts within the bounds still completes
 	for p := range 3 {
-		c.process(sh, subj(20), floodBirthPart(t, 20, 99, p+1, 3, 2), &cy)
+		c.process(sh, subj(20), floodBirthPart(t, 20, 99, p+1, 3, 2), time.Now(), &cy)
 	}
 	if _, ok := c.Asset("s1", "gen-20"); !ok {
 		t.Fatal("a complete split birth was not applied")
@@ -105,11 +105,11 @@ func TestMalformedLogLimitedAndCut(t *testing.T) {
 	subj := telemetry.Subject("s1", "generic", "gen-1", telemetry.KindData)
 	big := strings.Repeat("X", 500_000)
 	for range 200 {
-		c.process(sh, subj, []byte(`{"schema":"`+big+`"}`), &cy)
-		c.process(sh, subj, []byte(`not json`), &cy)
+		c.process(sh, subj, []byte(`{"schema":"`+big+`"}`), time.Now(), &cy)
+		c.process(sh, subj, []byte(`not json`), time.Now(), &cy)
 	}
 	long := "smelter.v1." + strings.Repeat("s", 100_000) + ".generic.a.data"
-	c.process(sh, long, []byte(`{}`), &cy)
+	c.process(sh, long, []byte(`{}`), time.Now(), &cy)
 	log := lb.String()
 	lines := strings.Split(strings.TrimSpace(log), "\n")
 	if len(lines) > 4 {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -178,5 +179,56 @@ func TestForeignBirthCounted(t *testing.T) {
 	send(fromGateway(t, spanBirth(t, 1, time.Now().UnixMilli(), 0.5, "discharge_temp", "discharge_pressure"), "gw-2"))
 	if got := testutil.ToFloat64(col.m.foreignBirths); got != 1 {
 		t.Errorf("foreign births %v, want 1", got)
+	}
+}
+
+// TestArrivedAt (review7 F2): a JetStream message's arrival is the
+// stream's time of it (the ack subject's <tm>, v1 and v2 forms), bounded
+// by now; without one it is now.
+func TestArrivedAt(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	stored := now.Add(-10 * time.Minute)
+	tm := strconv.FormatInt(stored.UnixNano(), 10)
+	ahead := strconv.FormatInt(now.Add(time.Second).UnixNano(), 10)
+	for _, c := range []struct {
+		reply string
+		want  time.Time
+	}{
+		{"$JS.ACK.SMELTER.c1.1.42.7." + tm + ".3", stored},
+		{"$JS.ACK.hub.ACCHASH.SMELTER.c1.1.42.7." + tm + ".3.tok", stored},
+		{"$JS.ACK.SMELTER.c1.1.42.7." + ahead + ".3", now}, // the server's clock ahead of ours
+		{"$JS.ACK.SMELTER.c1.1.42.7.x.3", now},
+		{"_INBOX.abc", now},
+		{"", now},
+	} {
+		if got := arrivedAt(c.reply, now); !got.Equal(c.want) {
+			t.Errorf("%q: %v, want %v", c.reply, got, c.want)
+		}
+	}
+}
+
+// TestBacklogBoundedByArrival (review7 F2): a backlog read after an
+// outage is bounded by when each message arrived, not when it is read. A
+// batch of another gateway dated 20 s ahead of its arrival 10 minutes ago
+// is no longer ahead of the clock when read; bounded by the read time it
+// kept its forged time, and the real gateway's next batch, 1 s after the
+// first, was older and dropped as late (review6 F1-F3 again).
+func TestBacklogBoundedByArrival(t *testing.T) {
+	col := newCollector(t, Defaults())
+	sh := col.shard(0)
+	subj := telemetry.Subject("site1", "air_compressor", "ac-1", telemetry.KindData)
+	arrived := time.Now().Add(-10 * time.Minute)
+	at := arrived.UnixMilli()
+	var cy cycle
+	col.processPayload(sh, subj, kpiBatch("gw-2", 1, at+20_000).data, false, arrived, &cy)
+	col.processPayload(sh, subj, kpiBatch("gw-1", 5, at+1000).data, false, arrived.Add(time.Second), &cy)
+	sh.mu.Lock()
+	late := sh.engine.Stats().Late
+	defer sh.mu.Unlock()
+	if n := sh.engine.Stats().Batches; n != 2 || late != 0 {
+		t.Errorf("%d batches evaluated, %d dropped as late; want 2, 0", n, late)
+	}
+	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("data")); got != 1 {
+		t.Errorf("clock_ahead_total{kind=data} %v, want 1 (the forged batch, ahead of its arrival)", got)
 	}
 }

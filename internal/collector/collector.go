@@ -178,7 +178,7 @@ type metrics struct {
 	dropped    *prometheus.CounterVec
 	future     prometheus.Counter
 	// ahead: batches, births and deaths dated ahead of the collector's
-	// clock inside max_future, moved back to it (ingest.BoundBatch)
+	// clock inside max_future, set to the arrival (ingest.BoundBatch)
 	ahead *prometheus.CounterVec
 	// foreignBirths: births applied from a gateway other than the one
 	// the asset is alive on (review6 F5)
@@ -224,7 +224,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time, and births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 		ahead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_ahead_total",
-			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); their times were moved back to the arrival time (a batch's ts_gw and readings by its lead, keeping their intervals)."}, []string{"kind"}),
+			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the stream's time of the message) was set to it."}, []string{"kind"}),
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
 			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
 		rateLimited: newRateLimitedMetric(),
@@ -398,7 +398,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		return errors.New("collector: partition state not loaded")
 	}
 	var cy cycle
-	c.process(sh, subject, data, &cy)
+	c.process(sh, subject, data, time.Now(), &cy)
 	if err := c.commit(ctx, io, sh, &cy); err != nil {
 		c.dropShard(sh)
 		return err
@@ -422,9 +422,10 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 }
 
 // process evaluates one message into cy; it takes sh.mu. data is the
-// caller's: it may change once process returns.
-func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
-	c.processPayload(sh, subject, data, false, cy)
+// caller's: it may change once process returns. arrival is when the
+// message arrived (ingest.BoundBatch): its time in the stream, else now.
+func (c *Collector) process(sh *shard, subject string, data []byte, arrival time.Time, cy *cycle) {
+	c.processPayload(sh, subject, data, false, arrival, cy)
 }
 
 // processPayload is process; with stable, data never changes (a message
@@ -432,7 +433,7 @@ func (c *Collector) process(sh *shard, subject string, data []byte, cy *cycle) {
 // it and nothing here writes to it), so a batch's strings are substrings
 // of it instead of a copy. A string kept from a batch (an asset's newest
 // gateway, say) keeps the payload alive as it kept the copy before.
-func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, cy *cycle) {
+func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
@@ -453,7 +454,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		}
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
 			was := b.TSGW
-			n, ahead := ingest.BoundBatch(b, time.Now(), tol)
+			n, ahead := ingest.BoundBatch(b, arrival, tol)
 			if n > 0 {
 				c.m.future.Add(float64(n))
 				c.warnLimited("future", "readings timestamped in the future: replaced by the arrival time", "subject", logCut(subject),
@@ -557,7 +558,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
+		c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, arrival, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
 		if sh.engine.BirthBehind(bi, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
@@ -621,7 +622,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
-		c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, &d.TSGW)
+		c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, arrival, &d.TSGW)
 		sh.mu.Lock()
 		if !c.admit(sh, as.Site(), as.ID) {
 			sh.mu.Unlock()
@@ -676,13 +677,13 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 // older than a death ends it: one dated 2100 would hold the asset dead,
 // or its signal list and ranges in force, until then (review4 F6); one
 // dated a few minutes ahead would date its alert ahead (review6 F4).
-func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, tsgw *int64) {
+func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, arrival time.Time, tsgw *int64) {
 	tol := time.Duration(c.cfg.MaxFuture)
 	if tol <= 0 {
 		return
 	}
 	was := *tsgw
-	future, ahead := ingest.BoundTSGW(tsgw, time.Now(), tol)
+	future, ahead := ingest.BoundTSGW(tsgw, arrival, tol)
 	if ahead {
 		c.aheadOfClock(kind, subject, gateway, seq, was, *tsgw)
 	}
@@ -706,11 +707,11 @@ func (c *Collector) foreignBirth(subject, cur string, bi *telemetry.Birth) {
 }
 
 // aheadOfClock counts a message (kind) dated ahead of the collector's
-// clock inside max_future, moved back to it, and logs it (at most once a
+// clock inside max_future, set to the arrival, and logs it (at most once a
 // minute): a gateway clock running fast.
 func (c *Collector) aheadOfClock(kind telemetry.Kind, subject, gateway string, seq uint64, was, now int64) {
 	c.m.ahead.WithLabelValues(string(kind)).Inc()
-	c.warnLimited("ahead", "message dated ahead of the collector's clock: its times moved back to the arrival time (gateway clock fast?)",
+	c.warnLimited("ahead", "message dated ahead of the collector's clock: its times later than the arrival set to it (gateway clock fast?)",
 		"kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "lead_ms", was-now)
 }
 

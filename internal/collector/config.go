@@ -130,10 +130,9 @@ type Config struct {
 	// death's ts_gw) may lie ahead of the collector's clock before it is
 	// replaced by the arrival time and counted (default 5m,
 	// ingest.MaxFuture); a restored record's newest ts_gw beyond it is
-	// restored as now. Inside it, a time ahead of the collector's clock is
-	// moved back to the arrival time (a batch's by its lead, keeping the
-	// intervals between its readings: ingest.BoundBatch) and counted in
-	// smelter_collector_clock_ahead_total. 0 turns both off, for
+	// restored as now. Inside it, a time later than the message's arrival
+	// (its time in the stream) is set to the arrival (ingest.BoundBatch)
+	// and counted in smelter_collector_clock_ahead_total. 0 turns both off, for
 	// simulations whose plant clock runs ahead (smelter-demo).
 	MaxFuture Duration `yaml:"max_future"`
 

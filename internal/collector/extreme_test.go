@@ -105,9 +105,9 @@ func TestExtremeValuesAndFutureTimestamps(t *testing.T) {
 
 // TestBoundBatch (review6 F1-F4): a batch's times are bounded by the
 // arrival time. Beyond the tolerance a time is replaced by it (counted as
-// future); a ts_gw ahead inside the tolerance is the gateway clock's lead,
-// taken off ts_gw and every reading's time (their intervals kept), and a
-// reading still ahead after that is set to the arrival time. Before,
+// future); inside it a ts_gw or reading time ahead is set to it, each on
+// its own, and a time not ahead is kept (review7 F1: moving every reading
+// back by ts_gw's lead dated true device times in the past). Before,
 // times inside the tolerance were kept as sent (the old TestClampFuture
 // and TestClampFutureBy asserted that).
 func TestBoundBatch(t *testing.T) {
@@ -127,12 +127,14 @@ func TestBoundBatch(t *testing.T) {
 		{"ts_gw beyond the tolerance", ingest.MaxFuture, at(time.Hour),
 			[]int64{at(ingest.MaxFuture), at(ingest.MaxFuture + time.Millisecond), at(-time.Hour)},
 			ms, []int64{ms, ms, at(-time.Hour)}, 1, true},
-		{"lead of 240 s taken off every time", ingest.MaxFuture, at(240 * time.Second),
+		// review7 F1: a time not ahead (a device's SourceTimestamp while only
+		// the gateway's clock is fast) is kept, not moved back by ts_gw's lead
+		{"times ahead set to the arrival, the others kept", ingest.MaxFuture, at(240 * time.Second),
 			[]int64{at(240 * time.Second), at(239 * time.Second), at(-10 * time.Second)},
-			ms, []int64{ms, at(-time.Second), at(-250 * time.Second)}, 0, true},
+			ms, []int64{ms, ms, at(-10 * time.Second)}, 0, true},
 		{"a reading ahead of its ts_gw", ingest.MaxFuture, at(10 * time.Second),
 			[]int64{at(20 * time.Second), at(time.Second)},
-			ms, []int64{ms, at(-9 * time.Second)}, 0, true},
+			ms, []int64{ms, ms}, 0, true},
 		{"a reading ahead of a ts_gw dated now", ingest.MaxFuture, ms,
 			[]int64{at(time.Minute), at(-time.Second)},
 			ms, []int64{ms, at(-time.Second)}, 0, true},
@@ -141,7 +143,7 @@ func TestBoundBatch(t *testing.T) {
 			at(-time.Second), []int64{ms, at(-2 * time.Second)}, 0, false},
 		{"the caller's tolerance", 3 * time.Hour, at(2 * time.Hour),
 			[]int64{at(2 * time.Hour), at(4 * time.Hour), at(time.Hour)},
-			ms, []int64{ms, ms, at(-time.Hour)}, 1, true},
+			ms, []int64{ms, ms, ms}, 1, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := &telemetry.Batch{TSGW: c.tsgw}

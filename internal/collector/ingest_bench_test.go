@@ -548,7 +548,7 @@ func BenchmarkBytesPerSeries(b *testing.B) {
 		var err error
 		var cy cycle
 		genIngest(assets, 3720, time.Second, func(subject string, data []byte) {
-			c.process(sh, subject, data, &cy)
+			c.process(sh, subject, data, time.Now(), &cy)
 			if len(cy.batches) >= 2048 {
 				sh.mu.Lock()
 				cy.kv, err = sh.snapshot(cy.kv[:0], 0, false, nil)
@@ -586,7 +586,7 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 	c := processCollector(b)
 	sh := c.shard(0)
 	var cy cycle
-	genIngest(assets, 120, time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
+	genIngest(assets, 120, time.Second, func(subject string, data []byte) { c.process(sh, subject, data, time.Now(), &cy) })
 	var keys [][2]string
 	sh.mu.Lock()
 	clear(sh.dirty)
@@ -629,7 +629,7 @@ func TestRecordEncodingMatchesMarshal(t *testing.T) {
 	c := processCollector(t)
 	sh := c.shard(0)
 	var cy cycle
-	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
+	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) { c.process(sh, subject, data, time.Now(), &cy) })
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	views := sh.engine.Assets()

@@ -908,6 +908,36 @@ func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
 	return cseq, ackNum(tok), true
 }
 
+// arrivedAt is when the JetStream message with ack subject reply arrived:
+// the stream's timestamp of it (the <tm> token, Unix ns), bounded by now
+// (a server clock ahead of the collector's); now when reply carries none.
+// The collector bounds a message's times by its arrival (ingest.BoundBatch,
+// BoundTSGW), and a backlog read after an outage arrived when it was
+// stored, not when it is read: bounded by the read time, a message dated
+// ahead when it came was no longer ahead, and review6 F1-F3 came back for
+// every backlog (review7 F2).
+func arrivedAt(reply string, now time.Time) time.Time {
+	const prefix = "$JS.ACK."
+	n := strings.Count(reply, ".") + 1
+	if (n != 9 && n < 11) || !strings.HasPrefix(reply, prefix) {
+		return now
+	}
+	rest := reply[len(prefix):]
+	skip := 5 // <stream>.<consumer>.<delivered>.<sseq>.<cseq>
+	if n > 9 {
+		skip += 2 // <domain>.<account hash>
+	}
+	for range skip {
+		_, rest, _ = strings.Cut(rest, ".")
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	ns := ackNum(tok)
+	if ns == 0 || ns > uint64(now.UnixNano()) {
+		return now
+	}
+	return time.Unix(0, int64(ns))
+}
+
 // ackNum is nats.go's parser.ParseNum: the decimal number d, 0 when empty
 // or not all digits.
 func ackNum(d string) (n uint64) {
@@ -1157,7 +1187,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 				continue
 			}
 		}
-		c.processPayload(sh, subj, m.Data, true, cy)
+		c.processPayload(sh, subj, m.Data, true, arrivedAt(m.Reply, time.Now()), cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

@@ -27,7 +27,7 @@ func warmShard(t *testing.T) (*Collector, *shard) {
 	c := processCollector(t)
 	sh := c.shard(0)
 	var cy cycle
-	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) { c.process(sh, subject, data, &cy) })
+	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) { c.process(sh, subject, data, time.Now(), &cy) })
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for i, v := range sh.engine.Assets()[:6] {

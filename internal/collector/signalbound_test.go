@@ -62,14 +62,14 @@ func TestRecordSizeAtSignalBound(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.process(sh, telemetry.Subject("s1", tc.class, "a-1", telemetry.KindBirth), data, &cy)
+				c.process(sh, telemetry.Subject("s1", tc.class, "a-1", telemetry.KindBirth), data, time.Now(), &cy)
 				if got := counterValue(t, c.m.malformed.WithLabelValues("bounds")); got != 0 {
 					t.Fatalf("birth at the totals refused (%v)", got)
 				}
 			}
 			for i := range 200 { // past every on delay: the trip alerts are raised
 				b := boundBatch(tc.class, "a-1", tc.prefix, uint64(i+1), t0+int64(i)*1000, tc.n, tc.value)
-				c.process(sh, subject, b.AppendJSON(nil), &cy)
+				c.process(sh, subject, b.AppendJSON(nil), time.Now(), &cy)
 			}
 			sh.mu.Lock()
 			nAlerts := len(sh.active)
@@ -314,7 +314,7 @@ func BenchmarkInventedSignalNames(b *testing.B) {
 					for i := range 28 {
 						seq := uint64(round*28 + i + 1)
 						bt := boundBatch("generic", "a-1", fmt.Sprintf("invented_%d_", i), seq, t0+int64(seq)*1000, 1000, 1)
-						c.process(sh, subject, bt.AppendJSON(nil), &cy)
+						c.process(sh, subject, bt.AppendJSON(nil), time.Now(), &cy)
 					}
 				}
 				heap = float64(int64(heapInUse()) - int64(before))
@@ -350,7 +350,7 @@ func TestRefusedSignalLogSampleCut(t *testing.T) {
 	b := boundBatch("generic", "a-1", "s", 1, ts, 1, 1)
 	long := strings.Repeat("x", 1000)
 	b.Readings = append(b.Readings, telemetry.Reading{Signal: long, Value: 1, TS: ts})
-	c.process(sh, telemetry.Subject("s1", "generic", "a-1", telemetry.KindData), b.AppendJSON(nil), &cy)
+	c.process(sh, telemetry.Subject("s1", "generic", "a-1", telemetry.KindData), b.AppendJSON(nil), time.Now(), &cy)
 	// a name that long breaks the schema's bounds: refused as invalid, the
 	// sample cut to 64 bytes
 	logs := grepLines(lb.String(), "readings refused")
@@ -387,7 +387,7 @@ func BenchmarkBytesPerSignalAtBound(b *testing.B) {
 							s := fmt.Sprintf("%d_", k)
 							bt.Readings[k].Signal = s + strings.Repeat("s", nameLen-len(s))
 						}
-						c.process(sh, subject, bt.AppendJSON(nil), &cy)
+						c.process(sh, subject, bt.AppendJSON(nil), time.Now(), &cy)
 					}
 				}
 				per = float64(int64(heapInUse())-int64(before)) / (assets * n)
@@ -430,7 +430,7 @@ func BenchmarkBytesPerAssetBirthLabels(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					c.process(sh, telemetry.Subject("s1", "generic", id, telemetry.KindBirth), data, &cy)
+					c.process(sh, telemetry.Subject("s1", "generic", id, telemetry.KindBirth), data, time.Now(), &cy)
 				}
 				per = float64(int64(heapInUse())-int64(before)) / assets
 				if v, _ := c.Asset("s1", "g-0"); labels && len(v.Writable) != n {

@@ -117,7 +117,7 @@ func TestOutputMsgIDsNameTheGroup(t *testing.T) {
 	n := 0
 	genIngest(24, 80, 15*time.Second, func(subject string, data []byte) {
 		cy.outs = cy.outs[:0]
-		c.process(sh, subject, data, &cy)
+		c.process(sh, subject, data, time.Now(), &cy)
 		for _, o := range cy.outs {
 			n++
 			if want := c.cfg.Group + ":"; len(o.msgID) <= len(want) || o.msgID[:len(want)] != want {

@@ -46,6 +46,10 @@ func newFixtureWith(t *testing.T, token string, set func(*collector.Config)) *fi
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Listen = ""
 	cfg.KPI.Window = collector.Duration(time.Minute)
+	// the fixtures run their own clock ahead of the wall clock (f.now + i
+	// s, minutes of data in milliseconds), as smelter-demo's plant does:
+	// times are taken as sent (no bound by the arrival time)
+	cfg.MaxFuture = 0
 	if set != nil {
 		set(&cfg)
 	}

@@ -126,35 +126,36 @@ func CheckAsset(subject, gateway string, a telemetry.Asset, cat *catalog.Catalog
 // superseded and never age into staleness.
 const MaxFuture = 5 * time.Minute
 
-// BoundBatch bounds b's times by now, the collector's clock at the
-// batch's arrival, the latest time the collector judges by (review6
-// F1-F4): nothing the collector keeps, evaluates or shows may lie ahead
-// of its clock, or KPI windows, staleness, the dashboard and alert times
-// would follow a gateway's fast clock. With tol (max_future, > 0):
+// BoundBatch bounds b's times by now, the batch's arrival (its time in
+// the stream, else the collector's clock), the latest time the collector
+// judges by (review6 F1-F4): nothing the collector keeps, evaluates or
+// shows may lie ahead of it, or KPI windows, staleness, the dashboard and
+// alert times would follow a gateway's fast clock. With tol (max_future,
+// > 0):
 //   - a gateway time or source time later than now + tol is replaced by
 //     now, as before; future counts the readings so replaced (the
 //     collector's smelter_collector_future_timestamps_total);
-//   - a gateway time ahead of now by lead (inside tol) is the gateway
-//     clock's lead: ts_gw and every reading's time are moved back by it,
-//     which keeps the intervals between readings (a batch of several
-//     samples stays one), and a reading time still later than now after
-//     that is set to now. ahead reports that a time inside tol was moved
-//     (the collector's smelter_collector_clock_ahead_total).
+//   - a gateway time or source time later than now inside tol is set to
+//     now, each on its own; ahead reports that one was (the collector's
+//     smelter_collector_clock_ahead_total). A time not later than now is
+//     kept: a reading's ts may be its device's (an OPC UA
+//     SourceTimestamp, a Sparkplug metric's time) and right while only the
+//     gateway's clock is fast, so moving every reading back by ts_gw's
+//     lead dated true device times in the past (review7 F1). A time later
+//     than the arrival is known to be wrong, and the arrival is the latest
+//     it can truly be; samples of one signal ahead in one batch share it.
 //
 // It runs at ingest for every source (JetStream, MQTT, Sparkplug: one
 // path). The caller skips it for tol 0 (max_future 0s: times as sent).
 func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future int, ahead bool) {
 	nowMS := now.UnixMilli()
 	limit := now.Add(tol).UnixMilli()
-	if b.TSGW > limit {
+	switch {
+	case b.TSGW > limit:
 		b.TSGW = nowMS
-	}
-	lead := b.TSGW - nowMS
-	if lead > 0 {
+	case b.TSGW > nowMS:
 		b.TSGW = nowMS
 		ahead = true
-	} else {
-		lead = 0
 	}
 	for i := range b.Readings {
 		r := &b.Readings[i]
@@ -162,11 +163,9 @@ func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future in
 		case r.TS > limit:
 			r.TS = nowMS
 			future++
-		case r.TS-lead > nowMS:
+		case r.TS > nowMS:
 			r.TS = nowMS
 			ahead = true
-		default:
-			r.TS -= lead
 		}
 	}
 	return future, ahead
