@@ -264,13 +264,21 @@ func (c *Collector) startRetry(ctx context.Context, op func(context.Context) err
 	}
 }
 
+// errCodeClusterNoPeers is nats-server's JSClusterNoPeersErrF (400,
+// 10005): "no suitable peers for placement", which a forming cluster
+// answers while the nodes that joined are not current yet ("peer
+// offline"); nats.go names no constant for it.
+const errCodeClusterNoPeers jetstream.ErrorCode = 10005
+
 // transient reports whether a JetStream API error may go away by itself:
-// a timeout, no responders, or a server-side (5xx) API error such as
-// "JetStream system temporarily unavailable" or no suitable peers yet.
+// a timeout, no responders, a server-side (5xx) API error such as
+// "JetStream system temporarily unavailable", or no suitable peers yet
+// (a cluster still forming; a cluster too small for the replicas stays
+// so, and the start gives up after StartTimeout with that error).
 func transient(err error) bool {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return api.Code >= 500
+		return api.Code >= 500 || api.ErrorCode == errCodeClusterNoPeers
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse)

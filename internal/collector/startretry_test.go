@@ -2,11 +2,14 @@ package collector
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -50,4 +53,26 @@ func TestRunRetriesStreamUntilClusterReady(t *testing.T) {
 		}
 		return c.Ready()
 	})
+}
+
+// TestTransientNoPeers: while a cluster forms, stream creation can answer
+// 400 "no suitable peers for placement, peer offline" (10005) after the
+// meta leader exists and before the joined nodes are current; the start
+// retries it (TestRunRetriesStreamUntilClusterReady failed on it once under
+// load) and still gives up at once on a configuration conflict.
+func TestTransientNoPeers(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement, peer offline"}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{fmt.Errorf("collector: stream SMELTER: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005}), true},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
+		{errors.New("other"), false},
+	} {
+		if got := transient(c.err); got != c.want {
+			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }
