@@ -3,10 +3,13 @@ package natsjs
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,13 +27,21 @@ import (
 // resend, the PubAck decoded by reflection).
 //
 // One wildcard subscription, <inbox>.*, takes every reply of the
-// connection. Each message is sent with the reply subject <inbox>.<n>, n a
-// sequence of this connection's own that is never reused; a Publish call
-// holds the consecutive sequences of its messages. A reply is applied only
-// to the message whose sequence its subject carries, while that message's
-// call still waits for it and only once: any other reply (a second answer,
-// an answer after its call gave up, a subject that is not one of ours) is
+// connection. Each message is sent with the reply subject <inbox>.<n>_<t>,
+// n a sequence of this connection's own that is never reused (a Publish
+// call holds the consecutive sequences of its messages) and t a random
+// 64-bit token of that message alone (ChaCha8 seeded from crypto/rand per
+// call), in base 36. A reply is applied only to the message whose sequence
+// and token its subject carries, while that message's call still waits for
+// it and only once: any other reply (a second answer, an answer after its
+// call gave up, a subject that is not one of ours, a wrong token) is
 // counted in smelter_uplink_unmatched_acks_total and dropped, never guessed.
+// The token is what makes a reply unforgeable: a client allowed to publish
+// on _INBOX.> (NATS's default without permissions) that sees one message's
+// reply subject (a core subscriber of the telemetry subjects sees it) could
+// otherwise ack the following messages, which JetStream never stored, and
+// the gateway would delete them from its spool (review8 F1). Seeing any
+// number of messages tells nothing of another message's token.
 //
 // A message's payload is copied into the connection's write buffer before
 // PublishMsg returns, and nothing is kept to resend it: once Publish
@@ -59,6 +70,7 @@ type call struct {
 	sent  int         // messages handed to the connection
 	state []ackState  // per message
 	at    []time.Time // send time per message
+	token []uint64    // reply token per message (written before the call is registered)
 	left  int         // sent and unanswered
 	err   error       // the first failure
 	errAt int         // its message
@@ -128,7 +140,7 @@ func (c *call) resolve(a *acks, i int, st ackState, err error) {
 
 // reply handles a message on the reply subscription.
 func (a *acks) reply(m *nats.Msg) {
-	seq, ok := parseSeq(m.Subject, a.prefix)
+	seq, token, ok := parseReply(m.Subject, a.prefix)
 	if !ok {
 		a.unmatched.Inc()
 		return
@@ -137,7 +149,7 @@ func (a *acks) reply(m *nats.Msg) {
 	now := time.Now()
 	a.mu.Lock()
 	c, i := a.find(seq)
-	if c == nil || i >= c.sent || c.state[i] != ackPending {
+	if c == nil || i >= c.sent || c.token[i] != token || c.state[i] != ackPending {
 		a.mu.Unlock()
 		a.unmatched.Inc()
 		return
@@ -160,17 +172,22 @@ func (a *acks) find(seq uint64) (*call, int) {
 	return nil, 0
 }
 
-// parseSeq reads n from prefix+n, n decimal as written by strconv.
-func parseSeq(subject, prefix string) (uint64, bool) {
+// parseReply reads n and t from prefix+n_t, n decimal and t base 36 as
+// written by strconv (no leading zeros).
+func parseReply(subject, prefix string) (n, t uint64, ok bool) {
 	if len(subject) <= len(prefix) || subject[:len(prefix)] != prefix {
-		return 0, false
+		return 0, 0, false
 	}
-	d := subject[len(prefix):]
-	if len(d) > 1 && d[0] == '0' {
-		return 0, false
+	d, tok, found := strings.Cut(subject[len(prefix):], "_")
+	if !found || len(d) > 1 && d[0] == '0' || len(tok) > 1 && tok[0] == '0' {
+		return 0, 0, false
 	}
 	n, err := strconv.ParseUint(d, 10, 64)
-	return n, err == nil
+	if err != nil {
+		return 0, 0, false
+	}
+	t, err = strconv.ParseUint(tok, 36, 64)
+	return n, t, err == nil
 }
 
 // errNoStream: a publish was answered by the server's no-responders status:
@@ -360,6 +377,12 @@ func foldsTo(key []byte, names ...string) bool {
 func (a *acks) publish(ctx context.Context, msgs []telemetry.Envelope) (dups int, err error) {
 	c := a.pool.Get().(*call)
 	c.reset(len(msgs))
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails (crypto/rand)
+	rng := rand.NewChaCha8(seed)
+	for i := range c.token {
+		c.token[i] = rng.Uint64()
+	}
 	a.mu.Lock()
 	c.first = a.next
 	a.next += uint64(len(msgs))
@@ -371,7 +394,7 @@ func (a *acks) publish(ctx context.Context, msgs []telemetry.Envelope) (dups int
 	// them into the connection's buffer before it returns
 	id := []string{""}
 	m := &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: id}}
-	reply := make([]byte, 0, len(a.prefix)+20)
+	reply := make([]byte, 0, len(a.prefix)+34)
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -385,7 +408,7 @@ func (a *acks) publish(ctx context.Context, msgs []telemetry.Envelope) (dups int
 		} else if err != nil {
 			return 0, err
 		}
-		reply = strconv.AppendUint(append(reply[:0], a.prefix...), c.first+uint64(i), 10)
+		reply = strconv.AppendUint(append(strconv.AppendUint(append(reply[:0], a.prefix...), c.first+uint64(i), 10), '_'), c.token[i], 36)
 		m.Subject, m.Reply, m.Data, id[0] = e.Subject, string(reply), e.Data, e.MsgID
 		if err := a.nc.PublishMsg(m); err != nil {
 			a.unsend(c, i)
@@ -525,8 +548,9 @@ func (c *call) reset(n int) {
 	if cap(c.state) < n {
 		c.state = make([]ackState, n)
 		c.at = make([]time.Time, n)
+		c.token = make([]uint64, n)
 	}
-	c.state, c.at = c.state[:n], c.at[:n]
+	c.state, c.at, c.token = c.state[:n], c.at[:n], c.token[:n]
 	clear(c.state)
 	c.sent, c.left, c.err, c.errAt = 0, 0, nil, 0
 	select {

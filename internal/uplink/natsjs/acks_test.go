@@ -235,7 +235,7 @@ func TestAcksMaxPendingAcrossCalls(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond) // the stream is slow to answer
 				outstanding.Add(-1)
-				seq := strings.TrimPrefix(m.Reply, r.a.prefix)
+				seq, _, _ := strings.Cut(strings.TrimPrefix(m.Reply, r.a.prefix), "_")
 				if err := r.nc.Publish(m.Reply, []byte(`{"stream":"FAKE","seq":`+seq+`}`)); err != nil {
 					t.Error(err)
 				}
