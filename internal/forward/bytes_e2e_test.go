@@ -51,7 +51,7 @@ func truthCheck(data []byte) (uint64, bool, bool) {
 	return b.Seq, b.Historical, bytes.Equal(data, want)
 }
 
-// TestReview8EveryPublishedRecordIsItsOwnBytes (review8): a real spool with
+// TestEveryPublishedRecordIsItsOwnBytes (review8): a real spool with
 // a 64 KiB tail cache (64 KiB arena chunks, reused all the time), four
 // concurrent appenders, and two uplinks reading the same records at
 // different speeds (NATS JetStream with live_first, so a live lane and a
@@ -60,7 +60,7 @@ func truthCheck(data []byte) (uint64, bool, bool) {
 // drops the gateway's connection several times. Every message the stream
 // stores and every message the MQTT subscriber gets must be exactly the
 // bytes appended for the seq it claims, and every seq must arrive.
-func TestReview8EveryPublishedRecordIsItsOwnBytes(t *testing.T) {
+func TestEveryPublishedRecordIsItsOwnBytes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end to end, ~100k records")
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// TestReview8ArenaUnderLossDiscardAndTailReaders (review8): the arena's
+// TestArenaUnderLossDiscardAndTailReaders (review8): the arena's
 // holder counts under the paths the steady-flow tests do not take at once:
 // appends that fail (ErrLost: a queued record's hold dropped without a
 // cache entry, lost cache slots), segments discarded (discard_oldest) or
@@ -21,7 +21,7 @@ import (
 // that keeps up. Every record a reader gets must keep its own bytes until
 // that reader's next Next, records handed out before a Rewind or Close for
 // good, and the free list must never hold a chunk twice or one still held.
-func TestReview8ArenaUnderLossDiscardAndTailReaders(t *testing.T) {
+func TestArenaUnderLossDiscardAndTailReaders(t *testing.T) {
 	for _, whenFull := range []string{WhenFullDiscardOldest, WhenFullBlock} {
 		t.Run(whenFull, func(t *testing.T) {
 			cfg := arenaConfig(t)
