@@ -182,21 +182,24 @@ func TestForeignBirthCounted(t *testing.T) {
 	}
 }
 
-// TestArrivedAt (review7 F2): a JetStream message's arrival is the
-// stream's time of it (the ack subject's <tm>, v1 and v2 forms), bounded
-// by now; without one it is now.
+// TestArrivedAt (review7 F2, review9 F1): a JetStream message stored
+// liveLag or more before now (a backlog) arrived at the stream's time of
+// it (the ack subject's <tm>, v1 and v2 forms); a live one, or one the
+// server dated ahead of our clock, or one without a time, arrives now.
 func TestArrivedAt(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	stored := now.Add(-10 * time.Minute)
-	tm := strconv.FormatInt(stored.UnixNano(), 10)
-	ahead := strconv.FormatInt(now.Add(time.Second).UnixNano(), 10)
+	ns := func(at time.Time) string { return strconv.FormatInt(at.UnixNano(), 10) }
 	for _, c := range []struct {
 		reply string
 		want  time.Time
 	}{
-		{"$JS.ACK.SMELTER.c1.1.42.7." + tm + ".3", stored},
-		{"$JS.ACK.hub.ACCHASH.SMELTER.c1.1.42.7." + tm + ".3.tok", stored},
-		{"$JS.ACK.SMELTER.c1.1.42.7." + ahead + ".3", now}, // the server's clock ahead of ours
+		{"$JS.ACK.SMELTER.c1.1.42.7." + ns(stored) + ".3", stored},
+		{"$JS.ACK.hub.ACCHASH.SMELTER.c1.1.42.7." + ns(stored) + ".3.tok", stored},
+		{"$JS.ACK.SMELTER.c1.1.42.7." + ns(now.Add(-liveLag)) + ".3", now.Add(-liveLag)},
+		// live: a server clock 3 s behind ours does not date it back
+		{"$JS.ACK.SMELTER.c1.1.42.7." + ns(now.Add(-3*time.Second)) + ".3", now},
+		{"$JS.ACK.SMELTER.c1.1.42.7." + ns(now.Add(time.Second)) + ".3", now}, // the server's clock ahead of ours
 		{"$JS.ACK.SMELTER.c1.1.42.7.x.3", now},
 		{"_INBOX.abc", now},
 		{"", now},

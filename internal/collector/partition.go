@@ -908,14 +908,28 @@ func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
 	return cseq, ackNum(tok), true
 }
 
-// arrivedAt is when the JetStream message with ack subject reply arrived:
-// the stream's timestamp of it (the <tm> token, Unix ns), bounded by now
-// (a server clock ahead of the collector's); now when reply carries none.
-// The collector bounds a message's times by its arrival (ingest.BoundBatch,
-// BoundTSGW), and a backlog read after an outage arrived when it was
-// stored, not when it is read: bounded by the read time, a message dated
-// ahead when it came was no longer ahead, and review6 F1-F3 came back for
-// every backlog (review7 F2).
+// liveLag is how old (by the NATS server's clock) a JetStream message may
+// be when the collector reads it and still count as live: a live message
+// arrives when read (the collector's clock), an older one when the stream
+// stored it. It is far above the skew of two NTP-kept clocks and a loaded
+// collector's lag, and far below an outage.
+const liveLag = 10 * time.Second
+
+// arrivedAt is when the JetStream message with ack subject reply arrived,
+// on the collector's clock now: now for a live message (stored less than
+// liveLag before now, or later: a server clock ahead of ours), and the
+// stream's time of it (the <tm> token, Unix ns, the server's clock) for a
+// backlog. The collector bounds a message's times by its arrival
+// (ingest.BoundBatch, BoundTSGW). A backlog read after an outage arrived
+// when it was stored, not when it is read: bounded by the read time, a
+// message dated ahead when it came was no longer ahead, and review6 F1-F3
+// came back for every backlog (review7 F2). A live message is bounded by
+// the collector's own clock, not the server's: bounded by the stored time,
+// a NATS server whose clock was 3 s behind moved every correct gateway's
+// times 3 s into the past and counted them as ahead, and a step back of
+// its clock dropped real batches as late (review9 F1). What is left: a
+// backlog is bounded by the server's clock (a server s behind moves the
+// backlog's times up to s back); without a <tm> it is now.
 func arrivedAt(reply string, now time.Time) time.Time {
 	const prefix = "$JS.ACK."
 	n := strings.Count(reply, ".") + 1
@@ -932,7 +946,7 @@ func arrivedAt(reply string, now time.Time) time.Time {
 	}
 	tok, _, _ := strings.Cut(rest, ".")
 	ns := ackNum(tok)
-	if ns == 0 || ns > uint64(now.UnixNano()) {
+	if ns == 0 || ns > uint64(now.Add(-liveLag).UnixNano()) {
 		return now
 	}
 	return time.Unix(0, int64(ns))
