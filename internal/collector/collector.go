@@ -224,7 +224,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
 			Help: "Readings whose source time, and births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 		ahead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_ahead_total",
-			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the stream's time of the message) was set to it."}, []string{"kind"}),
+			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the collector's clock when read; for a backlog, the stream's time of the message) was set to it."}, []string{"kind"}),
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
 			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
 		rateLimited: newRateLimitedMetric(),
