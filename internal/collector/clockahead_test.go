@@ -235,3 +235,26 @@ func TestBacklogBoundedByArrival(t *testing.T) {
 		t.Errorf("clock_ahead_total{kind=data} %v, want 1 (the forged batch, ahead of its arrival)", got)
 	}
 }
+
+// TestSamplesNewestFirst (review9 F3): a batch listing one signal's samples
+// newest first leaves the signal at its newest sample's value and time;
+// before, it showed the oldest value (last in the batch) with the newest
+// time.
+func TestSamplesNewestFirst(t *testing.T) {
+	col, send := liveAC1(t)
+	now := time.Now().UnixMilli()
+	b := &telemetry.Batch{Gateway: "gw-1", Seq: 3, TSGW: now, Asset: spanAsset, Readings: []telemetry.Reading{
+		{Signal: "discharge_temp", Value: 106, Unit: "Cel", TS: now - 1000},
+		{Signal: "discharge_temp", Value: 70, Unit: "Cel", TS: now - 3000},
+		{Signal: "discharge_temp", Value: 88, Unit: "Cel", TS: now - 2000}}}
+	send(spanMsg{telemetry.KindData, b.AppendJSON(nil)})
+	a, ok := col.Asset("site1", "ac-1")
+	if !ok {
+		t.Fatal("ac-1 not tracked")
+	}
+	for _, s := range a.Signals {
+		if s.Signal == "discharge_temp" && (s.Value != 106 || s.TS != now-1000) {
+			t.Errorf("discharge_temp %v at %+d ms, want 106 at -1000 ms (the newest sample)", s.Value, s.TS-now)
+		}
+	}
+}

@@ -6,6 +6,7 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -464,6 +465,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				c.aheadOfClock(telemetry.KindData, subject, b.Gateway, b.Seq, was, b.TSGW)
 			}
 		}
+		inTimeOrder(b)
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
 		if !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
@@ -664,6 +666,20 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		return
 	}
 	c.m.ingested.WithLabelValues(kind).Inc()
+}
+
+// inTimeOrder puts b's readings in the order of their times (stable: the
+// readings of one time keep their order) when they are not already: the
+// rules, KPIs and the dashboard take a signal's value from its last
+// reading in the batch, and a batch listing one signal's samples newest
+// first showed the oldest sample's value with the newest's time (review9
+// F3). The schema does not order a batch's readings; smelter-gateway's are
+// in order already (one time per cycle), and checking costs one pass.
+func inTimeOrder(b *telemetry.Batch) {
+	byTS := func(x, y telemetry.Reading) int { return cmp.Compare(x.TS, y.TS) }
+	if !slices.IsSortedFunc(b.Readings, byTS) {
+		slices.SortStableFunc(b.Readings, byTS)
+	}
 }
 
 // clampFuture bounds the ts_gw of a birth or death (kind) by the
