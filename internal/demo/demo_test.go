@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,30 +45,44 @@ func startDemo(t *testing.T, scenario string, poll time.Duration) *Demo {
 // startRun runs d until the test ends and waits until it is ready.
 func startRun(t *testing.T, d *Demo) {
 	t.Helper()
+	t.Cleanup(runDemo(t, d))
+}
+
+// runDemo runs d, waits until it is ready and returns what stops it (and
+// reports Run's error); the test fails when d stops before it is ready.
+func runDemo(t *testing.T, d *Demo) (stop func()) {
+	t.Helper()
 	if d.opts.Log == nil || testing.Verbose() {
 		d.opts.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("demo.Run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("demo.Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("demo did not stop within 30 s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("demo did not stop within 30 s")
-		}
-	})
+		})
+	}
 	select {
 	case <-d.Ready():
+		return stop
 	case err := <-done:
+		cancel()
 		t.Fatalf("demo stopped before it was ready: %v", err)
 	case <-time.After(60 * time.Second):
+		stop()
 		t.Fatal("demo not ready after 60 s")
 	}
+	return stop
 }
 
 // TestDemoEndToEnd runs the same wiring as `make demo`: every equipment class
