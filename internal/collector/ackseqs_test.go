@@ -7,8 +7,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// TestAckSeqsMatchesMetadata: the consumer sequence and pending count
-// read from a reply subject are what nats.go's Metadata gives (the same
+// TestAckSeqsMatchesMetadata: the consumer sequence, stream time and
+// pending count read from a reply subject are what nats.go's Metadata gives (the same
 // parser as jetstream.Msg's), and ok is false exactly where it fails, for
 // both ack subject forms, more tokens, and random edits of them; a reply
 // that parses costs no allocation.
@@ -42,10 +42,13 @@ func TestAckSeqsMatchesMetadata(t *testing.T) {
 		cases = append(cases, string(b))
 	}
 	for _, r := range cases {
-		cseq, pending, ok := ackSeqs(r)
+		cseq, tm, pending, ok := ackFields(r)
 		md, err := (&nats.Msg{Reply: r, Sub: &nats.Subscription{}}).Metadata()
-		if ok != (err == nil) || (ok && (cseq != md.Sequence.Consumer || pending != md.NumPending)) {
-			t.Fatalf("ackSeqs(%q) = %d, %d, %v; Metadata: %+v, %v", r, cseq, pending, ok, md, err)
+		if ok != (err == nil) || (ok && (cseq != md.Sequence.Consumer || pending != md.NumPending || int64(tm) != md.Timestamp.UnixNano())) {
+			t.Fatalf("ackFields(%q) = %d, %d, %d, %v; Metadata: %+v, %v", r, cseq, tm, pending, ok, md, err)
+		}
+		if c2, p2, ok2 := ackSeqs(r); c2 != cseq || p2 != pending || ok2 != ok {
+			t.Fatalf("ackSeqs(%q) = %d, %d, %v; ackFields %d, %d, %v", r, c2, p2, ok2, cseq, pending, ok)
 		}
 	}
 	r := cases[1]

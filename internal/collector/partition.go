@@ -882,16 +882,24 @@ func consumerSeqs(dst []uint64, msgs []*nats.Msg) []uint64 {
 // JetStream message's reply subject, the fields jetstream.Msg.Metadata
 // gives as Sequence.Consumer and NumPending (each 0 where not a number),
 // without allocating (Metadata allocates its result; a cycle asks this of
-// every message). ok is false where Metadata fails: a reply that is not
+// every message). ok is false where Metadata fails (ackFields).
+func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
+	cseq, _, pending, ok = ackFields(reply)
+	return cseq, pending, ok
+}
+
+// ackFields reads the consumer sequence, the stream time (<tm>, Unix ns by
+// the server's clock) and the pending count from a JetStream message's
+// reply subject (each 0 where not a number). ok is false where nats.go's
+// parser.GetMetadataFields fails: a reply that is not
 // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
 // (9 tokens) or $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.
-// <delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or more), as
-// nats.go's parser.GetMetadataFields reads them.
-func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
+// <delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or more).
+func ackFields(reply string) (cseq, tm, pending uint64, ok bool) {
 	const prefix = "$JS.ACK."
 	n := strings.Count(reply, ".") + 1
 	if (n != 9 && n < 11) || !strings.HasPrefix(reply, prefix) {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	rest := reply[len(prefix):]
 	skip := 4 // <stream>.<consumer>.<delivered>.<sseq>
@@ -901,11 +909,13 @@ func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
 	for range skip {
 		_, rest, _ = strings.Cut(rest, ".")
 	}
-	tok, rest, _ := strings.Cut(rest, ".")
+	var tok string
+	tok, rest, _ = strings.Cut(rest, ".")
 	cseq = ackNum(tok)
-	_, rest, _ = strings.Cut(rest, ".") // <tm>
+	tok, rest, _ = strings.Cut(rest, ".")
+	tm = ackNum(tok)
 	tok, _, _ = strings.Cut(rest, ".")
-	return cseq, ackNum(tok), true
+	return cseq, tm, ackNum(tok), true
 }
 
 // liveLag is how old (by the NATS server's clock) a JetStream message may
@@ -931,22 +941,8 @@ const liveLag = 10 * time.Second
 // backlog is bounded by the server's clock (a server s behind moves the
 // backlog's times up to s back); without a <tm> it is now.
 func arrivedAt(reply string, now time.Time) time.Time {
-	const prefix = "$JS.ACK."
-	n := strings.Count(reply, ".") + 1
-	if (n != 9 && n < 11) || !strings.HasPrefix(reply, prefix) {
-		return now
-	}
-	rest := reply[len(prefix):]
-	skip := 5 // <stream>.<consumer>.<delivered>.<sseq>.<cseq>
-	if n > 9 {
-		skip += 2 // <domain>.<account hash>
-	}
-	for range skip {
-		_, rest, _ = strings.Cut(rest, ".")
-	}
-	tok, _, _ := strings.Cut(rest, ".")
-	ns := ackNum(tok)
-	if ns == 0 || ns > uint64(now.Add(-liveLag).UnixNano()) {
+	_, ns, _, ok := ackFields(reply)
+	if !ok || ns == 0 || ns > uint64(now.Add(-liveLag).UnixNano()) {
 		return now
 	}
 	return time.Unix(0, int64(ns))
