@@ -98,7 +98,7 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	msg := publishMessage(n, 0, ts)
 	// the Cycle itself; before the buffer, growing the slice by appending
 	// cost ~12 allocations (and ~120 KB) per 1,000-item response
-	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 {
+	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 && !raceEnabled {
 		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
 	}
 }
@@ -133,7 +133,7 @@ func TestSessionsShareCycleBuffers(t *testing.T) {
 	if a := testing.AllocsPerRun(30, func() {
 		_ = sessions[k%len(sessions)].notifications(context.Background(), msg)
 		k++
-	}); a > 2 {
+	}); a > 2 && !raceEnabled {
 		t.Fatalf("%.1f allocations per response across sessions, want at most 2", a)
 	}
 	if got != n {
