@@ -301,8 +301,9 @@ type GatewaySnapshotEvent struct {
 type GatewayDeltaEvent struct {
 	Now int64 `json:"now"` // as in GatewaySnapshotEvent
 	// Changed are the gateways added or changed in what their row shows
-	// (site, status, assets, births, deaths), and those whose counters
-	// and times changed and came due for their refresh (RefreshMS), as
+	// (site, status, assets, births, deaths, clock_skew), and those whose
+	// counters and times (clock_offset_ms, clock_ahead_total included)
+	// changed and came due for their refresh (RefreshMS), as
 	// of Now.
 	Changed []GatewayView `json:"changed"`
 	// Removed are ids dropped from the list (evicted at MaxGateways).
