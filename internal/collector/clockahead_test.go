@@ -184,8 +184,9 @@ func TestForeignBirthCounted(t *testing.T) {
 
 // TestArrivedAt (review7 F2, review9 F1): a JetStream message stored
 // liveLag or more before now (a backlog) arrived at the stream's time of
-// it (the ack subject's <tm>, v1 and v2 forms); a live one, or one the
-// server dated ahead of our clock, or one without a time, arrives now.
+// it (the ack subject's <tm>, v1 and v2 forms) and is not live; a live
+// one, or one the server dated ahead of our clock, or one without a time,
+// arrives now and is live (a sample of its gateway's clock).
 func TestArrivedAt(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	stored := now.Add(-10 * time.Minute)
@@ -204,8 +205,9 @@ func TestArrivedAt(t *testing.T) {
 		{"_INBOX.abc", now},
 		{"", now},
 	} {
-		if got := arrivedAt(c.reply, now); !got.Equal(c.want) {
-			t.Errorf("%q: %v, want %v", c.reply, got, c.want)
+		got, live := arrivedAt(c.reply, now, liveLag)
+		if !got.Equal(c.want) || live != c.want.Equal(now) {
+			t.Errorf("%q: %v live %v, want %v live %v", c.reply, got, live, c.want, c.want.Equal(now))
 		}
 	}
 }
@@ -223,8 +225,8 @@ func TestBacklogBoundedByArrival(t *testing.T) {
 	arrived := time.Now().Add(-10 * time.Minute)
 	at := arrived.UnixMilli()
 	var cy cycle
-	col.processPayload(sh, subj, kpiBatch("gw-2", 1, at+20_000).data, false, arrived, &cy)
-	col.processPayload(sh, subj, kpiBatch("gw-1", 5, at+1000).data, false, arrived.Add(time.Second), &cy)
+	col.processPayload(sh, subj, kpiBatch("gw-2", 1, at+20_000).data, false, arrived, false, &cy)
+	col.processPayload(sh, subj, kpiBatch("gw-1", 5, at+1000).data, false, arrived.Add(time.Second), false, &cy)
 	sh.mu.Lock()
 	late := sh.engine.Stats().Late
 	defer sh.mu.Unlock()

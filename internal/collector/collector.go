@@ -65,6 +65,9 @@ type Collector struct {
 	full    atomic.Int64 // Unix s of the last "limit reached" log
 
 	live *dashboard.Live // history, KPI windows, gateway health for the dashboard
+	// liveLag is the package's liveLag (arrivedAt); tests shorten it to
+	// make a backlog without waiting 10 s
+	liveLag time.Duration
 	// streams counts the dashboard's event streams (metrics)
 	streams *dashboard.StreamStats
 	logLim  logLimits // malformed and refused messages: logged first per reason, then at most once a minute
@@ -163,6 +166,12 @@ func (cy *cycle) reset() {
 	cy.outs, cy.kv, cy.batches, cy.alerts, cy.kpis = cy.outs[:0], cy.kv[:0], cy.batches[:0], cy.alerts[:0], cy.kpis[:0]
 }
 
+// clockSkewedHelp is the help of smelter_collector_gateways_clock_skewed:
+// a count per direction, not a series per gateway (up to
+// dashboard.MaxGateways gateways would be as many series); which gateways
+// is /api/v1/gateways' clock_skew.
+const clockSkewedHelp = "Gateways of this replica's list (/api/v1/gateways) whose measured clock offset (clock_offset_ms: the largest ts_gw minus arrival of their live batches of the last 30-60 s) lies beyond http.gateway_clock_tolerance (default 2s; 0s: both 0), ahead or behind (direction); which ones: /api/v1/gateways, clock_skew."
+
 type metrics struct {
 	ingested   *prometheus.CounterVec
 	duplicates prometheus.Counter
@@ -199,7 +208,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	if set == nil {
 		return nil, errors.New("collector: rule set is nil")
 	}
-	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil, dashboard.WithSilentAfter(time.Duration(cfg.HTTP.GatewaySilentAfter))),
+	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil, dashboard.WithSilentAfter(time.Duration(cfg.HTTP.GatewaySilentAfter)),
+		dashboard.WithClockTolerance(time.Duration(cfg.HTTP.GatewayClockTolerance))),
+		liveLag: liveLag,
 		streams: &dashboard.StreamStats{}}
 	c.m = metrics{
 		ingested:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_ingested_total", Help: "Messages processed, by kind."}, []string{"kind"}),
@@ -308,6 +319,16 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "smelter_collector_dashboard_streams_timed_out_total",
 			Help: "Dashboard event streams closed because their client did not take an event within http.stream_write_timeout (a client that stopped reading)."}, func() float64 {
 			return float64(c.streams.TimedOut())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_gateways_clock_skewed", ConstLabels: prometheus.Labels{"direction": "ahead"},
+			Help: clockSkewedHelp}, func() float64 {
+			ahead, _ := c.live.ClockSkewed()
+			return float64(ahead)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_gateways_clock_skewed", ConstLabels: prometheus.Labels{"direction": "behind"},
+			Help: clockSkewedHelp}, func() float64 {
+			_, behind := c.live.ClockSkewed()
+			return float64(behind)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "smelter_collector_alerts_active", Help: "Active alerts."}, func() float64 {
 			return float64(len(c.Alerts(true)))
@@ -424,9 +445,10 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 
 // process evaluates one message into cy; it takes sh.mu. data is the
 // caller's: it may change once process returns. arrival is when the
-// message arrived (ingest.BoundBatch): its time in the stream, else now.
+// message arrived (ingest.BoundBatch): now, a live message (MQTT, Sparkplug
+// and Handle's messages arrive when received).
 func (c *Collector) process(sh *shard, subject string, data []byte, arrival time.Time, cy *cycle) {
-	c.processPayload(sh, subject, data, false, arrival, cy)
+	c.processPayload(sh, subject, data, false, arrival, true, cy)
 }
 
 // processPayload is process; with stable, data never changes (a message
@@ -434,7 +456,10 @@ func (c *Collector) process(sh *shard, subject string, data []byte, arrival time
 // it and nothing here writes to it), so a batch's strings are substrings
 // of it instead of a copy. A string kept from a batch (an asset's newest
 // gateway, say) keeps the payload alive as it kept the copy before.
-func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, cy *cycle) {
+// arrival is when the message arrived (arrivedAt), live whether it is a
+// live message (not a backlog): only a live batch measures its gateway's
+// clock (dashboard.Clock).
+func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, live bool, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
@@ -453,9 +478,11 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
+		clk := dashboard.Clock{TSGW: b.TSGW, Arrival: arrival.UnixMilli(), Live: live}
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
 			was := b.TSGW
 			n, ahead := ingest.BoundBatch(b, arrival, tol)
+			clk.Bounded = ahead || n > 0 || b.TSGW != was
 			if n > 0 {
 				c.m.future.Add(float64(n))
 				c.warnLimited("future", "readings timestamped in the future: replaced by the arrival time", "subject", logCut(subject),
@@ -501,9 +528,9 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		al := sh.engine.Process(b, sh.scratch[:0])
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
-			c.live.ObserveLateBatch(b) // the asset stays on its newest evaluated message's gateway
+			c.live.ObserveBatchClock(b, true, clk) // the asset stays on its newest evaluated message's gateway
 		} else {
-			c.live.ObserveBatch(b)
+			c.live.ObserveBatchClock(b, false, clk)
 		}
 		var res []kpi.Result
 		res, al = sh.kpis.Process(b, sh.results[:0], al)
@@ -560,7 +587,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, arrival, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
+		bounded := c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, arrival, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
 		if sh.engine.BirthBehind(bi, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
@@ -604,6 +631,9 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
 		sh.mu.Unlock()
 		c.live.ObserveBirth(bi)
+		if bounded {
+			c.live.ObserveClockBounded(bi.Gateway)
+		}
 	case telemetry.KindDeath:
 		var d telemetry.Death
 		if err := json.Unmarshal(data, &d); err != nil {
@@ -624,7 +654,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
-		c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, arrival, &d.TSGW)
+		bounded := c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, arrival, &d.TSGW)
 		sh.mu.Lock()
 		if !c.admit(sh, as.Site(), as.ID) {
 			sh.mu.Unlock()
@@ -641,6 +671,9 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			return
 		}
 		c.live.ObserveDeath(&d)
+		if bounded {
+			c.live.ObserveClockBounded(d.Gateway)
+		}
 		n := sh.engine.Len()
 		al := sh.engine.Death(&d, sh.scratch[:0])
 		sh.engine.Mark(as.Site(), as.ID, d.Gateway, d.Seq)
@@ -687,16 +720,16 @@ func inTimeOrder(b *telemetry.Batch) {
 // max_future ahead is replaced by the arrival time and counted in
 // smelter_collector_future_timestamps_total; one ahead inside max_future
 // is set to the arrival time and counted in
-// smelter_collector_clock_ahead_total. Births and deaths without a
+// smelter_collector_clock_ahead_total; bounded reports either. Births and deaths without a
 // comparable seq are ordered on ts_gw against the asset's newest batch,
 // birth or death (rules.Engine.BirthBehind, DeathBehind), and nothing
 // older than a death ends it: one dated 2100 would hold the asset dead,
 // or its signal list and ranges in force, until then (review4 F6); one
 // dated a few minutes ahead would date its alert ahead (review6 F4).
-func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, arrival time.Time, tsgw *int64) {
+func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, seq uint64, arrival time.Time, tsgw *int64) (bounded bool) {
 	tol := time.Duration(c.cfg.MaxFuture)
 	if tol <= 0 {
-		return
+		return false
 	}
 	was := *tsgw
 	future, ahead := ingest.BoundTSGW(tsgw, arrival, tol)
@@ -704,11 +737,12 @@ func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, se
 		c.aheadOfClock(kind, subject, gateway, seq, was, *tsgw)
 	}
 	if !future {
-		return
+		return ahead
 	}
 	c.m.future.Inc()
 	c.warnLimited("future", "message timestamped in the future: its ts_gw replaced by the arrival time", "kind", kind,
 		"subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "tolerance", tol)
+	return true
 }
 
 // foreignBirth counts a birth of gateway bi.Gateway applied to an asset

@@ -67,6 +67,18 @@ func (r *running) stop() {
 	r.cancel = nil
 }
 
+// httpBody GETs path of c's HTTP server and returns the body.
+func httpBody(t *testing.T, c *Collector, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + c.HTTPAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func batchJSON(seq uint64, ts int64, temp float64) []byte {
 	b := &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
 		Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: temp + float64(seq%5)*0.1, Unit: "Cel", TS: ts}, {Signal: "load_state", Value: 2, TS: ts},
@@ -135,15 +147,7 @@ func TestIngestAlertsDedupMalformedAndRestart(t *testing.T) {
 	if a.Rule != "discharge_temp_high" || a.State != alert.Raised || a.Severity != alert.Alarm || a.Site != "site1" || !strings.Contains(a.Message, "above alarm limit 110 Cel") {
 		t.Fatalf("alert %+v", a)
 	}
-	body := func(path string) string {
-		resp, err := http.Get("http://" + r.c.HTTPAddr() + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	body := func(path string) string { return httpBody(t, r.c, path) }
 	wait.For(t, 10*time.Second, "duplicates counted", func() bool {
 		return strings.Contains(body("/metrics"), "smelter_collector_duplicates_total 30")
 	})

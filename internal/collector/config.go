@@ -109,6 +109,11 @@ type Config struct {
 		// before the API and the dashboard show it silent (default 30s,
 		// 15s-24h; docs/api.md "Gateways").
 		GatewaySilentAfter Duration `yaml:"gateway_silent_after"`
+		// GatewayClockTolerance is how far a gateway's measured clock
+		// offset may lie ahead of or behind the collector's clock before
+		// the API and the dashboard mark it (default 2s; 0s: none marked,
+		// else 500ms-24h; docs/api.md "Gateways").
+		GatewayClockTolerance Duration `yaml:"gateway_clock_tolerance"`
 	} `yaml:"http"`
 	Log struct {
 		Level  string `yaml:"level"`
@@ -312,6 +317,14 @@ const MaxSignalsPerAssetLimit = 1024
 // exception; a longer silence is no health signal.
 const maxGatewaySilentAfter = 24 * time.Hour
 
+// minClockTolerance and maxClockTolerance bound
+// http.gateway_clock_tolerance (0 turns the mark off): below half a second
+// the delivery of live batches alone could mark a correct clock behind.
+const (
+	minClockTolerance = 500 * time.Millisecond
+	maxClockTolerance = 24 * time.Hour
+)
+
 // Defaults returns a configuration with every default set.
 func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
@@ -330,6 +343,7 @@ func Defaults() Config {
 	c.HTTP.MaxStreams, c.HTTP.MaxStreamsPerClient = dashboard.DefaultMaxStreams, dashboard.DefaultMaxStreamsPerClient
 	c.HTTP.StreamWriteTimeout = Duration(dashboard.DefaultStreamWriteTimeout)
 	c.HTTP.GatewaySilentAfter = Duration(dashboard.DefaultSilentAfter)
+	c.HTTP.GatewayClockTolerance = Duration(dashboard.DefaultClockTolerance)
 	c.Log.Level, c.Log.Format = "info", "auto"
 	return c
 }
@@ -473,6 +487,10 @@ func (c *Config) problems() []problem {
 			"(its event stream holds a gateway's last message for up to half the threshold + 7 s)", d, dashboard.MinSilentAfter)
 	case d > maxGatewaySilentAfter:
 		bad("http.gateway_silent_after", "%s out of range %v-24h", d, dashboard.MinSilentAfter)
+	}
+	if d := time.Duration(c.HTTP.GatewayClockTolerance); d != 0 && (d < minClockTolerance || d > maxClockTolerance) {
+		bad("http.gateway_clock_tolerance", "%s out of range %v-24h, or 0s (mark no clock): a live batch's delivery alone "+
+			"(gateway spool, broker, collector fetch) takes up to a few hundred ms", d, minClockTolerance)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

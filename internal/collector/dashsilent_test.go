@@ -15,12 +15,14 @@ import (
 // TestDashboardGatewaySilentAfterConfig: http.gateway_silent_after (30s
 // by default) reaches the dashboard's clients: /api/v1/gateways and the
 // event stream's gateways.snapshot carry it as silent_after_ms, the
-// threshold the page judges silence by.
+// threshold the page judges silence by; and http.gateway_clock_tolerance
+// (2s by default, 0s: off) as clock_tolerance_ms, what clock_skew means.
 func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 	for _, c := range []struct {
-		yaml string
-		want int64
-	}{{"", 30000}, {"http:\n  gateway_silent_after: 20s\n", 20000}, {"http:\n  gateway_silent_after: 2h\n", 7200000}} {
+		yaml      string
+		want, tol int64
+	}{{"", 30000, 2000}, {"http:\n  gateway_silent_after: 20s\n  gateway_clock_tolerance: 0s\n", 20000, 0},
+		{"http:\n  gateway_silent_after: 2h\n  gateway_clock_tolerance: 5m\n", 7200000, 300000}} {
 		dir := t.TempDir()
 		cfg, err := loadConfigText(t, dir, "data_dir: "+dir+"\n"+c.yaml)
 		if err != nil {
@@ -30,7 +32,8 @@ func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 		col.Live().ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: "gw-1", Online: true})
 		srv := httptest.NewServer(col.HTTPHandler(""))
 		var list struct {
-			SilentAfterMS int64 `json:"silent_after_ms"`
+			SilentAfterMS    int64 `json:"silent_after_ms"`
+			ClockToleranceMS int64 `json:"clock_tolerance_ms"`
 		}
 		resp, err := http.Get(srv.URL + "/api/v1/gateways")
 		if err != nil {
@@ -38,8 +41,8 @@ func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 		}
 		err = json.NewDecoder(resp.Body).Decode(&list)
 		resp.Body.Close()
-		if err != nil || list.SilentAfterMS != c.want {
-			t.Errorf("%q: /api/v1/gateways silent_after_ms %d (%v), want %d", c.yaml, list.SilentAfterMS, err, c.want)
+		if err != nil || list.SilentAfterMS != c.want || list.ClockToleranceMS != c.tol {
+			t.Errorf("%q: /api/v1/gateways silent_after_ms %d clock_tolerance_ms %d (%v), want %d %d", c.yaml, list.SilentAfterMS, list.ClockToleranceMS, err, c.want, c.tol)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/v1/events?gateways=delta", nil)
@@ -48,7 +51,8 @@ func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		var snap struct {
-			SilentAfterMS int64 `json:"silent_after_ms"`
+			SilentAfterMS    int64 `json:"silent_after_ms"`
+			ClockToleranceMS int64 `json:"clock_tolerance_ms"`
 		}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(nil, 1<<20)
@@ -61,8 +65,8 @@ func TestDashboardGatewaySilentAfterConfig(t *testing.T) {
 		cancel()
 		resp.Body.Close()
 		srv.Close()
-		if err != nil || snap.SilentAfterMS != c.want {
-			t.Errorf("%q: gateways.snapshot silent_after_ms %d (%v), want %d", c.yaml, snap.SilentAfterMS, err, c.want)
+		if err != nil || snap.SilentAfterMS != c.want || snap.ClockToleranceMS != c.tol {
+			t.Errorf("%q: gateways.snapshot silent_after_ms %d clock_tolerance_ms %d (%v), want %d %d", c.yaml, snap.SilentAfterMS, snap.ClockToleranceMS, err, c.want, c.tol)
 		}
 	}
 }

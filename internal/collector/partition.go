@@ -926,10 +926,11 @@ func ackFields(reply string) (cseq, tm, pending uint64, ok bool) {
 const liveLag = 10 * time.Second
 
 // arrivedAt is when the JetStream message with ack subject reply arrived,
-// on the collector's clock now: now for a live message (stored less than
-// liveLag before now, or later: a server clock ahead of ours), and the
-// stream's time of it (the <tm> token, Unix ns, the server's clock) for a
-// backlog. The collector bounds a message's times by its arrival
+// on the collector's clock now, and whether it is live: now for a live
+// message (stored less than lag, the collector's liveLag, before now, or
+// later: a server clock ahead of ours), and the stream's time of it (the
+// <tm> token, Unix ns, the server's clock) for a backlog. Only a live
+// message's ts_gw measures its gateway's clock (dashboard.Clock). The collector bounds a message's times by its arrival
 // (ingest.BoundBatch, BoundTSGW). A backlog read after an outage arrived
 // when it was stored, not when it is read: bounded by the read time, a
 // message dated ahead when it came was no longer ahead, and review6 F1-F3
@@ -940,12 +941,12 @@ const liveLag = 10 * time.Second
 // its clock dropped real batches as late (review9 F1). What is left: a
 // backlog is bounded by the server's clock (a server s behind moves the
 // backlog's times up to s back); without a <tm> it is now.
-func arrivedAt(reply string, now time.Time) time.Time {
+func arrivedAt(reply string, now time.Time, lag time.Duration) (at time.Time, live bool) {
 	_, ns, _, ok := ackFields(reply)
-	if !ok || ns == 0 || ns > uint64(now.Add(-liveLag).UnixNano()) {
-		return now
+	if !ok || ns == 0 || ns > uint64(now.Add(-lag).UnixNano()) {
+		return now, true
 	}
-	return time.Unix(0, int64(ns))
+	return time.Unix(0, int64(ns)), false
 }
 
 // ackNum is nats.go's parser.ParseNum: the decimal number d, 0 when empty
@@ -1197,7 +1198,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 				continue
 			}
 		}
-		c.processPayload(sh, subj, m.Data, true, arrivedAt(m.Reply, time.Now()), cy)
+		at, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
+		c.processPayload(sh, subj, m.Data, true, at, live, cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

@@ -961,7 +961,8 @@ func (s *Server) gateways(w http.ResponseWriter, r *http.Request) {
 	page, next := pageOf("gateways", all, func(g *GatewayView) gatewayPageKey { return gatewayPageKey{g.ID} },
 		func(a, b gatewayPageKey) int { return cmp.Compare(a.ID, b.ID) }, ptrIf(&after, paged), limit)
 	out := listAnswer(s.now(), "gateways", page, len(all), next)
-	out["silent_after_ms"] = s.live.SilentAfter().Milliseconds() // what "silent" means in status
+	out["silent_after_ms"] = s.live.SilentAfter().Milliseconds()       // what "silent" means in status
+	out["clock_tolerance_ms"] = s.live.ClockTolerance().Milliseconds() // what clock_skew means (0: nothing marked)
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -131,3 +131,78 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestGatewayClockShownInBrowser (review7 F3): the gateways page shows
+// each gateway's measured clock offset and marks one beyond the
+// collector's tolerance ("clock 4 min 0 s ahead"), so an operator sees
+// which gateway's clock to fix; one within it shows its offset unmarked,
+// one without a live batch a dash. A gateway whose clock turns out behind
+// comes marked in a delta. The note under the table says what the figure
+// is and the tolerance, from the stream's snapshot (3 s here, not the
+// default 2 s).
+func TestGatewayClockShownInBrowser(t *testing.T) {
+	bin := requireChromium(t)
+	shots := shotsDir(t)
+	f := newFixture(t, "") // its collector is the asset source; the gateways are this store's
+	live := dashboard.NewLive(nil, dashboard.WithClockTolerance(3*time.Second))
+	srv := httptest.NewServer(dashboard.New(f.col, live, dashboard.Options{}))
+	t.Cleanup(srv.Close)
+	seqs := map[string]uint64{}
+	publish := func(gw string, lead time.Duration, isLive bool) {
+		now := time.Now().UnixMilli()
+		seqs[gw]++
+		b := &telemetry.Batch{Gateway: gw, Seq: seqs[gw], TSGW: min(now+lead.Milliseconds(), now),
+			Asset:    telemetry.Asset{ID: "m-" + gw, Class: "motor", Path: compPath("site1")},
+			Readings: []telemetry.Reading{{Signal: "power", Value: 1, Unit: "kW", TS: now}}}
+		live.ObserveBatchClock(b, false, dashboard.Clock{TSGW: now + lead.Milliseconds(), Arrival: now, Live: isLive, Bounded: lead > 0})
+	}
+	publish("gw-fast", 4*time.Minute, true)
+	publish("gw-ok", 40*time.Millisecond, true)
+	publish("gw-backlog", -time.Hour, false)
+
+	tab, jsErrs := startBrowser(t, bin)
+	navigate(t, tab, srv.URL+"/#/gateways")
+	type row struct{ ID, Clock, Title string }
+	var rows []row
+	read := func() map[string]row {
+		rows = nil
+		_ = eval(tab, `[...document.querySelectorAll('tr[data-gateway]')].map(tr => ({ID: tr.dataset.gateway,
+			Clock: tr.querySelector('[data-clock]').textContent, Title: tr.querySelector('[data-clock] span')?.title || ''}))`, &rows)
+		m := map[string]row{}
+		for _, r := range rows {
+			m[r.ID] = r
+		}
+		return m
+	}
+	detail := func() string { return fmt.Sprintf("(rows %+v)", rows) }
+	poll(t, jsErrs, 15*time.Second, "the three gateways' clocks", func() bool { return len(read()) == 3 }, detail)
+	m := read()
+	if c := m["gw-fast"]; c.Clock != "clock 4 min 0 s ahead" || !strings.Contains(c.Title, "1 messages dated ahead") {
+		t.Errorf("gw-fast clock cell %+v, want it marked \"clock 4 min 0 s ahead\" with its count of bounded messages", c)
+	}
+	if c := m["gw-ok"].Clock; c != "+40 ms" {
+		t.Errorf("gw-ok clock cell %q, want \"+40 ms\" unmarked (inside the 3 s tolerance)", c)
+	}
+	if c := m["gw-backlog"].Clock; c != "–" {
+		t.Errorf("gw-backlog clock cell %q, want a dash (a backlog is no measure of its clock)", c)
+	}
+	var marked int
+	_ = eval(tab, `document.querySelectorAll('td[data-clock] .pill.warn').length`, &marked)
+	if marked != 1 {
+		t.Errorf("%d clock cells marked, want 1 (gw-fast)", marked)
+	}
+	var note string
+	_ = eval(tab, `document.getElementById('gw-clock-note')?.textContent || ''`, &note)
+	if want := "Marked beyond 3.0 s either way"; !strings.Contains(note, want) {
+		t.Errorf("clock note %q, want it to say %q (the snapshot's clock_tolerance_ms)", note, want)
+	}
+	screenshot(t, tab, shots, "14-gateways-clock.png")
+	// a gateway 10 min behind comes in a delta, marked
+	publish("gw-slow", -10*time.Minute, true)
+	poll(t, jsErrs, 15*time.Second, "gw-slow marked behind", func() bool {
+		return read()["gw-slow"].Clock == "clock 10 min 0 s behind"
+	}, detail)
+	if errs := jsErrs.all(); len(errs) > 0 {
+		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
+	}
+}

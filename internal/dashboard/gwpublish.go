@@ -4,9 +4,11 @@ import "time"
 
 // What an event stream's gateway deltas carry (gateways=delta). A change a
 // user acts on (the gateway added, its site, its assets, a birth or death,
-// its reported status, offline to online) is published at once: the next
+// its reported status, offline to online, its clock marked or no longer
+// marked ahead or behind) is published at once: the next
 // tick of every stream sends it. A change of counters and times only (a
-// batch: last_seq, batches, last_ts_gw, last_recv) is held and published at
+// batch: last_seq, batches, last_ts_gw, last_recv, clock_offset_ms,
+// clock_ahead_total) is held and published at
 // the gateway's refresh slot, at most once per RefreshInterval: a fleet
 // whose gateways all publish every second costs a stream about n x
 // Tick/RefreshInterval entries a tick, not n. The slots are spread over the
@@ -105,20 +107,21 @@ type gatewayLook struct {
 	births, deaths uint64
 	lastDeath      string
 	statusKnown    bool
-	online         bool // reported
-	offline        bool // shown offline
+	online         bool   // reported
+	offline        bool   // shown offline
+	clockSkew      string // its clock marked ahead or behind (gwclock.go)
 }
 
-func (g *gatewayLive) look() gatewayLook {
+func (g *gatewayLive) look(clockTol time.Duration) gatewayLook {
 	return gatewayLook{site: g.site, assets: len(g.assets), births: g.births, deaths: g.deaths, lastDeath: g.lastDeath,
-		statusKnown: g.statusKnown, online: g.online, offline: g.offline()}
+		statusKnown: g.statusKnown, online: g.online, offline: g.offline(), clockSkew: g.clk.skew(clockTol)}
 }
 
 // settle publishes gateway g's change at once when it shows (or g was
 // never published) or when its clients' last_recv is older than
 // holdLimit, and holds it for g's refresh slot otherwise. l.mu is held.
 func (l *Live) settle(g *gatewayLive, now int64) {
-	if g.pubVer == 0 || now-g.pubRecv > l.holdLimit().Milliseconds() || g.look() != g.pubLook {
+	if g.pubVer == 0 || now-g.pubRecv > l.holdLimit().Milliseconds() || g.look(l.clockTol) != g.pubLook {
 		l.publish(g)
 		return
 	}
@@ -135,7 +138,7 @@ func (l *Live) publish(g *gatewayLive) {
 		l.wheel[g.slot].remove(g)
 	}
 	l.ver++
-	g.pubVer, g.pubRecv, g.pubLook = l.ver, g.lastRecv, g.look()
+	g.pubVer, g.pubRecv, g.pubLook = l.ver, g.lastRecv, g.look(l.clockTol)
 	l.published.remove(g)
 	l.published.pushFront(g)
 }

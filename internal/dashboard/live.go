@@ -86,6 +86,8 @@ type gatewayLive struct {
 	ver            uint64 // Live.ver of the last message
 	dataVer        uint64 // ... of the last batch
 	statusVer      uint64 // ... of the last status message
+	clk            clockEst
+	clockAhead     uint64 // messages whose times the collector set to their arrival (Clock.Bounded)
 
 	links   [nLists]gwLink // places in Live's lists (gwpublish.go)
 	slot    int            // refresh slot: index into Live.wheel
@@ -140,6 +142,9 @@ type Live struct {
 	// silentAfter: a gateway that sent nothing for longer is shown
 	// silent (WithSilentAfter); fixed after NewLive
 	silentAfter time.Duration
+	// clockTol: a gateway's clock estimate further off is marked
+	// (WithClockTolerance; 0: none); fixed after NewLive
+	clockTol time.Duration
 
 	mu       sync.Mutex
 	ver      uint64
@@ -173,7 +178,8 @@ func NewLive(now func() time.Time, opts ...LiveOption) *Live {
 		now = time.Now
 	}
 	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
-		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}, silentAfter: DefaultSilentAfter}
+		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}, silentAfter: DefaultSilentAfter,
+		clockTol: DefaultClockTolerance}
 	for i := range l.wheel {
 		l.wheel[i].k = inWheel
 	}
@@ -273,7 +279,7 @@ func (a *assetLive) attach(g *gatewayLive) {
 // ObserveBatch records a processed batch: history of every numeric reading,
 // the asset's change version and its gateway's sequence and age; the
 // asset's gateway becomes the batch's.
-func (l *Live) ObserveBatch(b *telemetry.Batch) { l.observeBatch(b, true) }
+func (l *Live) ObserveBatch(b *telemetry.Batch) { l.observeBatch(b, true, nil) }
 
 // ObserveLateBatch is ObserveBatch for a batch the rules did not evaluate
 // (older in ts_gw than its asset's newest: a gateway's backlog replayed
@@ -281,9 +287,11 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) { l.observeBatch(b, true) }
 // readings go to the history, but the asset keeps the gateway of its
 // newest evaluated message (review4 F7: before, the asset was shown on
 // the gateway it left, and its data clock was that gateway's).
-func (l *Live) ObserveLateBatch(b *telemetry.Batch) { l.observeBatch(b, false) }
+func (l *Live) ObserveLateBatch(b *telemetry.Batch) { l.observeBatch(b, false, nil) }
 
-func (l *Live) observeBatch(b *telemetry.Batch, attach bool) {
+// observeBatch records b; c, when not nil, is what the collector measured
+// of its gateway's clock (ObserveBatchClock).
+func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 	now := l.now().UnixMilli()
 	site := b.Asset.Site()
 	l.mu.Lock()
@@ -301,6 +309,14 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool) {
 	}
 	g.batches++
 	g.dataVer = g.ver
+	if c != nil {
+		if c.Live && !b.Historical {
+			g.clk.add(c.TSGW-c.Arrival, c.Arrival)
+		}
+		if c.Bounded {
+			g.clockAhead++
+		}
+	}
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}
@@ -737,6 +753,18 @@ type GatewayView struct {
 	Deaths    uint64 `json:"deaths"`
 	Assets    int    `json:"assets"`
 	LastDeath string `json:"last_death,omitempty"`
+	// ClockOffsetMS is the gateway's clock estimate (gwclock.go): the
+	// largest ts_gw - arrival (collector's clock, ms) of its live batches
+	// of the last 30-60 s; positive: the gateway's clock is ahead. A lower
+	// bound of its lead (delays only lower it). Absent until a live batch
+	// came.
+	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
+	// ClockSkew is "ahead" or "behind" when ClockOffsetMS lies beyond the
+	// store's clock tolerance (clock_tolerance_ms) that way; absent else.
+	ClockSkew string `json:"clock_skew,omitempty"`
+	// ClockAheadTotal counts the gateway's batches, births and deaths
+	// whose times the collector set to their arrival (dated ahead of it).
+	ClockAheadTotal uint64 `json:"clock_ahead_total"`
 }
 
 // DefaultSilentAfter is how long a gateway may send nothing before it is
@@ -769,9 +797,13 @@ func WithSilentAfter(d time.Duration) LiveOption {
 // to event stream clients as silent_after_ms.
 func (l *Live) SilentAfter() time.Duration { return l.silentAfter }
 
-func (g *gatewayLive) view(now, silentMS int64) GatewayView {
+func (g *gatewayLive) view(now, silentMS int64, clockTol time.Duration) GatewayView {
 	v := GatewayView{ID: g.id, Site: g.site, LastSeq: g.lastSeq, LastTSGW: g.lastTSGW, LastRecv: g.lastRecv, AgeMS: now - g.lastRecv,
-		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath, Status: "online"}
+		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath, Status: "online",
+		ClockAheadTotal: g.clockAhead, ClockSkew: g.clk.skew(clockTol)}
+	if off, ok := g.clk.offset(); ok {
+		v.ClockOffsetMS = &off
+	}
 	if g.statusKnown {
 		on := g.online
 		v.Online = &on
@@ -807,7 +839,7 @@ func (l *Live) GatewaySnapshot() (gws []GatewayView, now int64, ver uint64) {
 	l.advance(now) // the held changes due: not sent again after the snapshot
 	gws = make([]GatewayView, 0, len(l.gateways))
 	for _, g := range l.gateways {
-		gws = append(gws, g.view(now, l.silentAfter.Milliseconds()))
+		gws = append(gws, g.view(now, l.silentAfter.Milliseconds(), l.clockTol))
 	}
 	sortGateways(gws)
 	return gws, now, l.ver
@@ -835,7 +867,7 @@ func (l *Live) GatewayChanges(v uint64) (changed []GatewayView, removed []string
 	}
 	l.advance(now)
 	for g := l.published.front; g != nil && g.pubVer > v; g = g.links[byPublish].next {
-		changed = append(changed, g.view(now, l.silentAfter.Milliseconds()))
+		changed = append(changed, g.view(now, l.silentAfter.Milliseconds(), l.clockTol))
 	}
 	sortGateways(changed)
 	var seen map[string]bool // an id evicted, seen again and evicted again

@@ -284,6 +284,9 @@ type GatewaySnapshotEvent struct {
 	// is shown silent: a client turns a gateway silent by itself when
 	// server time - last_recv exceeds it, with no message from the server.
 	SilentAfterMS int64 `json:"silent_after_ms"`
+	// ClockToleranceMS is how far (ms) a gateway's clock_offset_ms may lie
+	// ahead or behind before its clock_skew marks it (0: nothing marked).
+	ClockToleranceMS int64 `json:"clock_tolerance_ms"`
 	// RefreshMS is how long (ms) the deltas may hold back a gateway whose
 	// only change is its counters and times (last_seq, batches,
 	// last_ts_gw, last_recv; RefreshInterval): a client's counters lag by
@@ -298,8 +301,9 @@ type GatewaySnapshotEvent struct {
 type GatewayDeltaEvent struct {
 	Now int64 `json:"now"` // as in GatewaySnapshotEvent
 	// Changed are the gateways added or changed in what their row shows
-	// (site, status, assets, births, deaths), and those whose counters
-	// and times changed and came due for their refresh (RefreshMS), as
+	// (site, status, assets, births, deaths, clock_skew), and those whose
+	// counters and times (clock_offset_ms, clock_ahead_total included)
+	// changed and came due for their refresh (RefreshMS), as
 	// of Now.
 	Changed []GatewayView `json:"changed"`
 	// Removed are ids dropped from the list (evicted at MaxGateways).
@@ -314,7 +318,8 @@ func (s *Server) writeGatewaySnapshot(out *sseWriter, v uint64) uint64 {
 	data, ver := s.gwSnap.get(v, s.opts.Tick, s.opts.Streams, func() ([]byte, uint64) {
 		gws, now, ver := s.live.GatewaySnapshot()
 		return encodeEvent("gateways.snapshot", GatewaySnapshotEvent{Now: now, SilentAfterMS: s.live.SilentAfter().Milliseconds(),
-			RefreshMS: RefreshInterval.Milliseconds(), Gateways: gws}), ver
+			ClockToleranceMS: s.live.ClockTolerance().Milliseconds(),
+			RefreshMS:        RefreshInterval.Milliseconds(), Gateways: gws}), ver
 	})
 	out.shared(data)
 	return ver

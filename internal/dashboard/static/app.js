@@ -243,6 +243,10 @@ const S = {
   // gateway silent)
   clockOffset: 0,
   silentAfter: 30000, // ms, the collector's http.gateway_silent_after: from the snapshot (or /api/v1/gateways)
+  // ms a gateway's measured clock may lie off before the collector marks it
+  // (clock_skew; http.gateway_clock_tolerance, 0: nothing marked): from the
+  // snapshot (or /api/v1/gateways)
+  clockTolerance: 2000,
   // ms a gateway's counters and last message may lag: the stream sends a
   // change of them alone at most this often (from the snapshot; 0 before)
   gwRefresh: 0,
@@ -376,6 +380,7 @@ function dispatch(block) {
     case 'gateways.snapshot':
       setServerClock(msg.now);
       S.silentAfter = msg.silent_after_ms || S.silentAfter;
+      S.clockTolerance = msg.clock_tolerance_ms ?? S.clockTolerance;
       S.gwRefresh = msg.refresh_ms || 0;
       S.gateways = new Map(msg.gateways.map((g) => [g.id, g]));
       S.gwLive = true;
@@ -1083,6 +1088,7 @@ function gatewaysPage() {
         if (!S.gwLive) {
           setServerClock(r.generated_at);
           S.silentAfter = r.silent_after_ms || S.silentAfter;
+          S.clockTolerance = r.clock_tolerance_ms ?? S.clockTolerance;
           S.gateways = new Map(r.gateways.map((g) => [g.id, g]));
         }
       }
@@ -1092,10 +1098,12 @@ function gatewaysPage() {
       const g = [...S.gateways.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       main.innerHTML = '<h1>Gateways</h1>' + (g.length ? `<div class="table-wrap"><table><thead><tr><th>Gateway</th><th>Site</th><th>Status</th>
         <th class="num">Assets</th><th class="num">Last seq</th><th class="num">Batches</th><th class="num">Births</th><th class="num">Deaths</th>
-        <th>Last message</th><th>Last death</th></tr></thead><tbody>` + g.map(gatewayRow).join('') + '</tbody></table></div>'
+        <th>Last message</th><th>Clock</th><th>Last death</th></tr></thead><tbody>` + g.map(gatewayRow).join('') + '</tbody></table></div>'
         : '<div class="empty">No gateway has published yet.</div>') +
         `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.` +
-        (S.gwLive && S.gwRefresh ? ` <span id="gw-lag">Counters and last message lag by up to ${esc(dur(S.gwRefresh))}; a change of status, site, assets, births or deaths shows at once.</span>` : '') + '</p>';
+        (S.gwLive && S.gwRefresh ? ` <span id="gw-lag">Counters and last message lag by up to ${esc(dur(S.gwRefresh))}; a change of status, site, assets, births or deaths shows at once.</span>` : '') + '</p>' +
+        `<p class="muted" id="gw-clock-note">Clock: the gateway's time stamps against this collector's clock, from its live batches of the last minute (the fastest delivered: a gateway shown ahead is at least that far ahead; one shown behind may also be delayed).` +
+        (S.clockTolerance > 0 ? ` Marked beyond ${esc(clockOff(S.clockTolerance))} either way.` : ' Nothing is marked (http.gateway_clock_tolerance 0).') + '</p>';
     },
     // time passing turns gateways silent here, with no message from the server
     clock() {
@@ -1120,7 +1128,23 @@ function gatewaysPage() {
 const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
   <td><b>${esc(x.id)}</b></td><td>${esc(x.site)}</td><td>${statusPill(gwStatus(x))}</td>
   <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
-  <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`;
+  <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td data-clock>${gwClock(x)}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`;
+// a gateway's measured clock offset (clock_offset_ms: + ahead, - behind),
+// a warning pill when the collector marks it (clock_skew)
+function clockOff(ms) {
+  const a = Math.abs(ms);
+  if (a < 1000) return Math.round(a) + ' ms';
+  if (a < 10000) return (a / 1000).toFixed(1) + ' s';
+  return dur(a);
+}
+function gwClock(x) {
+  if (x.clock_offset_ms === undefined || x.clock_offset_ms === null) return '<span class="muted">–</span>';
+  const off = x.clock_offset_ms;
+  const text = (off >= 0 ? '+' : '−') + clockOff(off);
+  const n = x.clock_ahead_total ? ` title="${esc(x.clock_ahead_total)} messages dated ahead of the collector's clock, set to their arrival"` : '';
+  if (x.clock_skew) return `<span class="pill warn"${n}>clock ${esc(clockOff(off))} ${esc(x.clock_skew)}</span>`;
+  return `<span class="muted"${n}>${esc(text)}</span>`;
+}
 
 // ---------- start ----------
 async function start() {
