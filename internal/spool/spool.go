@@ -1187,11 +1187,15 @@ func (s *Spool) lagLocked(r *Reader) Lag {
 			app, found = a, true
 		}
 	}
+	if !found {
+		// No record at or after from: the seqs up to last were all lost
+		// by failed appends, more of them than the tail cache remembers
+		// (a disk full at the end of the log). Nothing is left to send.
+		return Lag{}
+	}
 	if e, ok := s.cache.get(from); ok && !e.lost {
 		app = e.appended
 	}
-	if found {
-		l.OldestAge = max(0, s.now().Sub(time.UnixMilli(app)))
-	}
+	l.OldestAge = max(0, s.now().Sub(time.UnixMilli(app)))
 	return l
 }
