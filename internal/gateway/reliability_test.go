@@ -51,6 +51,7 @@ const relGateway = "gw-rel"
 // (on demand), all on random loopback ports.
 type relRig struct {
 	dir    string
+	first  uint64 // the first seq the gateway's spool hands out
 	bank   *modbustest.Bank
 	server *modbustest.Server
 	nats   *brokers.NATS
@@ -78,7 +79,24 @@ func newRelRig(t testing.TB, withMQTT bool) *relRig {
 	if err := os.WriteFile(filepath.Join(r.dir, "compressor.yaml"), []byte(e2eTemplate), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	r.first = createSpool(t, filepath.Join(r.dir, "data", "spool"))
 	return r
+}
+
+// createSpool creates an empty spool in dir, as the gateway's first start
+// would, and returns the first seq it hands out (a new spool starts above
+// the wall-clock floor, spool.SeqFloor): the tests check delivery from it.
+func createSpool(t testing.TB, dir string) uint64 {
+	t.Helper()
+	sp, err := spool.Open(spool.Config{Dir: dir}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sp.LastSeq() + 1
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return first
 }
 
 // relConfig shapes the gateway configuration of one test.
@@ -237,6 +255,8 @@ type delivered struct {
 	at      time.Time // when the consumer received it
 	stored  time.Time // JetStream: when the stream stored it (the PubAck)
 	hist    bool      // marked historical (backfill behind a live lane)
+	subject string
+	data    []byte // the message as stored (readStream)
 }
 
 func decodeDelivered(subject string, data []byte) (delivered, error) {
@@ -299,6 +319,7 @@ func readStream(t testing.TB, url string) []delivered {
 				t.Fatal(err)
 			}
 			d.msgID = m.Headers().Get(jetstream.MsgIDHeader)
+			d.subject, d.data = m.Subject(), m.Data()
 			if md, err := m.Metadata(); err == nil {
 				d.stored = md.Timestamp
 			}
@@ -318,7 +339,7 @@ func readStream(t testing.TB, url string) []delivered {
 type report struct {
 	distinct   int
 	duplicates int
-	missing    []uint64 // seqs in [1, max] never delivered
+	missing    []uint64 // seqs in [first, max] never delivered
 	maxSeq     uint64
 }
 
@@ -327,9 +348,9 @@ type report struct {
 // (gateway, seq), each asset's batches arrived in seq order (within each
 // lane: live and historical are checked apart). It returns the
 // counts the test asserts on.
-func checkDelivery(t *testing.T, src string, ds []delivered, checkMsgID bool) report {
+func checkDelivery(t *testing.T, src string, ds []delivered, first uint64, checkMsgID bool) report {
 	t.Helper()
-	rep, disorder := analyze(ds)
+	rep, disorder := analyze(ds, first)
 	for _, e := range disorder {
 		t.Errorf("%s: %s", src, e)
 	}
@@ -344,9 +365,10 @@ func checkDelivery(t *testing.T, src string, ds []delivered, checkMsgID bool) re
 	return rep
 }
 
-// analyze dedups ds on seq and reports what is missing, duplicated and out
-// of order per asset (first arrivals; live and historical apart).
-func analyze(ds []delivered) (report, []string) {
+// analyze dedups ds on seq and reports what is missing from first on,
+// duplicated and out of order per asset (first arrivals; live and
+// historical apart).
+func analyze(ds []delivered, first uint64) (report, []string) {
 	seen := map[uint64]bool{}
 	lastByAsset := map[string]uint64{}
 	var rep report
@@ -368,7 +390,7 @@ func analyze(ds []delivered) (report, []string) {
 		rep.maxSeq = max(rep.maxSeq, d.seq)
 	}
 	rep.distinct = len(seen)
-	for s := uint64(1); s <= rep.maxSeq; s++ {
+	for s := first; s <= rep.maxSeq; s++ {
 		if !seen[s] {
 			rep.missing = append(rep.missing, s)
 		}
@@ -395,7 +417,7 @@ func outageSeqs(ds []delivered, from, to time.Time) int {
 func TestUplinkOutageDeliversEveryBatchOnce(t *testing.T) {
 	r := newRelRig(t, false)
 	rg := startGateway(t, r.config(t, relConfig{devices: 2, interval: "50ms", nats: true}), nil)
-	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= r.first+9 })
 
 	r.nats.Shutdown()
 	down := time.Now()
@@ -423,8 +445,8 @@ func TestUplinkOutageDeliversEveryBatchOnce(t *testing.T) {
 	}
 
 	ds := readStream(t, r.nats.URL())
-	rep := checkDelivery(t, "nats", ds, true)
-	if rep.duplicates != 0 || len(rep.missing) != 0 || rep.maxSeq != last || rep.distinct != int(last) {
+	rep := checkDelivery(t, "nats", ds, r.first, true)
+	if rep.duplicates != 0 || len(rep.missing) != 0 || rep.maxSeq != last || rep.distinct != int(last-r.first+1) {
 		t.Fatalf("stream: %d distinct, %d duplicates, missing %v, max seq %d; gateway last seq %d",
 			rep.distinct, rep.duplicates, rep.missing, rep.maxSeq, last)
 	}
@@ -561,7 +583,7 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 	c1 := startChild(t, cfgPath)
 	wait.For(t, 20*time.Second, "first batches acknowledged", func() bool {
 		u, ok := uplinkOf(c1.status(t), "nats")
-		return ok && u.LastSeq >= 10
+		return ok && u.LastSeq >= r.first+9
 	})
 	r.nats.Shutdown()
 	var before Status
@@ -587,7 +609,7 @@ func TestKill9WhileUplinkDown(t *testing.T) {
 	c2.kill9(t) // a second kill: what was acknowledged must stay acknowledged
 
 	ds := readStream(t, r.nats.URL())
-	rep := checkDelivery(t, "nats", ds, true)
+	rep := checkDelivery(t, "nats", ds, r.first, true)
 	if rep.duplicates != 0 || len(rep.missing) != 0 || rep.maxSeq <= before.Seq {
 		t.Fatalf("stream: %d distinct, %d duplicates, missing %v, max seq %d; seq at kill >= %d",
 			rep.distinct, rep.duplicates, rep.missing, rep.maxSeq, before.Seq)
@@ -622,7 +644,7 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 		spool: "{segment_bytes: 65536, max_bytes: 262144}"})
 	log, logs := captureLogger(t)
 	rg := startGateway(t, cfg, log)
-	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= r.first+19 })
 	r.nats.Shutdown()
 	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
 	wait.For(t, 30*time.Second, "the disk budget to be exceeded", func() bool {
@@ -643,7 +665,7 @@ func TestDiskBudgetDiscardsOldestAndCountsIt(t *testing.T) {
 	last := rg.seq()
 
 	ds := readStream(t, r.nats.URL())
-	rep := checkDelivery(t, "nats", ds, true)
+	rep := checkDelivery(t, "nats", ds, r.first, true)
 	lostReader := metric(t, rg.reg, "smelter_spool_reader_discarded_records_total", "reader", "nats")
 	lostSpool := metric(t, rg.reg, "smelter_spool_discarded_records_total")
 	t.Logf("delivered %d of %d, gap %d, reader discarded %v, spool discarded %v",
@@ -731,7 +753,7 @@ func TestCorruptSpoolFilesOnStart(t *testing.T) {
 	r := newRelRig(t, false)
 	cfg := r.config(t, relConfig{devices: 4, interval: "10ms", nats: true, spool: "{segment_bytes: 65536}"})
 	rg := startGateway(t, cfg, nil)
-	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 20 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= r.first+19 })
 	r.nats.Shutdown()
 	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
 	wait.For(t, 30*time.Second, "five segments spooled", func() bool {
@@ -783,7 +805,7 @@ func TestCorruptSpoolFilesOnStart(t *testing.T) {
 	rg2.stop(t)
 
 	ds := readStream(t, r.nats.URL())
-	rep := checkDelivery(t, "nats", ds, true)
+	rep := checkDelivery(t, "nats", ds, r.first, true)
 	t.Logf("first run last seq %d; recovery dropped %v records; consumer: %d distinct, missing %v, %d duplicates",
 		last1, dropped, rep.distinct, rep.missing, rep.duplicates)
 	if dropped < 2 {
@@ -846,7 +868,7 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 	}
 
 	rg := startGateway(t, r.config(t, relConfig{devices: 2, interval: "50ms", mqtt: true}), nil)
-	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("mqtt").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("mqtt").LastSeq >= r.first+9 })
 	if err := r.mqtt.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -873,7 +895,7 @@ func TestMQTTBrokerRestartPersistentSession(t *testing.T) {
 		mu.Lock()
 		ds := append([]delivered(nil), got...)
 		mu.Unlock()
-		rep, disorder = analyze(ds)
+		rep, disorder = analyze(ds, r.first)
 		return rep.maxSeq == last && len(rep.missing) == 0
 	})
 	mu.Lock()
@@ -1196,7 +1218,7 @@ func testLiveFirst(t *testing.T, second bool) {
 		spool: "{backlog: live_first, replay_rate: 100, cache_bytes: 32768}"})
 	log, logs := captureLogger(t)
 	rg := startGateway(t, cfg, log)
-	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= 10 })
+	wait.For(t, 15*time.Second, "first batches acknowledged", func() bool { return rg.uplink("nats").LastSeq >= r.first+9 })
 	r.nats.Shutdown()
 	wait.For(t, 10*time.Second, "the uplink notices the outage", func() bool { return !rg.uplink("nats").Connected })
 	wait.For(t, 20*time.Second, "a backlog older than the live-lane threshold", func() bool {
@@ -1231,7 +1253,7 @@ func testLiveFirst(t *testing.T, second bool) {
 	last := rg.seq()
 
 	ds := readStream(t, r.nats.URL())
-	rep := checkDelivery(t, "nats", ds, true)
+	rep := checkDelivery(t, "nats", ds, r.first, true)
 	if rep.duplicates != 0 || len(rep.missing) != 0 || rep.maxSeq != last {
 		t.Fatalf("stream: %d distinct, %d duplicates, missing %v, max seq %d, last %d",
 			rep.distinct, rep.duplicates, rep.missing, rep.maxSeq, last)

@@ -51,6 +51,12 @@ type Config struct {
 	ReplayRate    float64       `yaml:"replay_rate"`    // max records/s per reader while it reads a backlog from disk; 0 = unlimited
 	CacheBytes    int64         `yaml:"cache_bytes"`    // in-memory tail cache for live readers (default 1 MiB)
 	Backlog       string        `yaml:"backlog"`        // oldest_first (default) | live_first; see docs/reliability.md
+
+	// For this package's tests: zeroSeqFloor starts a new spool at seq 1
+	// instead of above SeqFloor (tests that count seqs from 1); seqClock
+	// replaces time.Now for SeqFloor.
+	zeroSeqFloor bool
+	seqClock     func() time.Time
 }
 
 // ConfigError is a configuration problem; Field is the yaml name of the

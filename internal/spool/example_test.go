@@ -1,17 +1,21 @@
 package spool_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/smelterio/smelter/internal/spool"
 )
 
 // Open a spool, append two records, read them with a durable reader and
 // commit what the "broker" confirmed. A reader opened again after a
-// restart starts after its committed cursor.
+// restart starts after its committed cursor. A new spool's first seq lies
+// just above the wall clock in Unix microseconds (spool.SeqFloor), so the
+// example prints seqs relative to the first one.
 func Example() {
 	dir, err := os.MkdirTemp("", "spool-example")
 	if err != nil {
@@ -20,6 +24,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
 
+	floor, _ := spool.SeqFloor(time.Now())
 	sp, err := spool.Open(spool.Config{Dir: dir}, nil, nil)
 	if err != nil {
 		log.Fatal(err)
@@ -30,6 +35,8 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	first := sp.LastSeq() + 1
+	fmt.Println("first seq above the floor taken before Open:", first > floor)
 	for _, v := range []string{"21.5", "22.0"} {
 		// encode appends the payload to dst; it learns the record's seq
 		// first, so a batch can carry it.
@@ -39,14 +46,15 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Println("appended seq", seq)
+		fmt.Println("appended seq first +", seq-first)
 	}
 	recs, err := r.Next(ctx, 100, 0)
 	if err != nil {
 		log.Fatal(err)
 	}
 	for _, rec := range recs {
-		fmt.Printf("read seq %d on %s: %s\n", rec.Seq, rec.Subject, rec.Data)
+		fmt.Printf("read seq first + %d on %s, carrying its seq: %v\n", rec.Seq-first, rec.Subject,
+			bytes.HasPrefix(rec.Data, fmt.Appendf(nil, `{"seq":%d,`, rec.Seq)))
 	}
 	// Commit only after the broker confirmed: the cursor moves and
 	// survives a restart.
@@ -67,12 +75,13 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("after restart: last seq", sp.LastSeq(), "cursor", r.Committed())
+	fmt.Println("after restart: last seq first +", sp.LastSeq()-first, "cursor first +", r.Committed()-first)
 	// Output:
-	// appended seq 1
-	// appended seq 2
-	// read seq 1 on smelter.v1.plant1.motor.m-1.data: {"seq":1,"value":21.5}
-	// read seq 2 on smelter.v1.plant1.motor.m-1.data: {"seq":2,"value":22.0}
+	// first seq above the floor taken before Open: true
+	// appended seq first + 0
+	// appended seq first + 1
+	// read seq first + 0 on smelter.v1.plant1.motor.m-1.data, carrying its seq: true
+	// read seq first + 1 on smelter.v1.plant1.motor.m-1.data, carrying its seq: true
 	// lag after commit: 0
-	// after restart: last seq 2 cursor 2
+	// after restart: last seq first + 1 cursor first + 1
 }

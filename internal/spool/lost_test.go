@@ -110,6 +110,43 @@ func TestFailedAppendCostsItsSeq(t *testing.T) {
 	}
 }
 
+// Appends lost at the end of the log, more of them than the tail cache
+// has slots (256 with a 64 KiB cache), leave nothing to send: the lag is
+// empty, not the count of lost seqs the cache no longer remembers (it was
+// all 1000 here; TestArenaUnderLossDiscardAndTailReaders, whose readers
+// stop when their lag is empty, hung for 90 s in 3 of 8 runs).
+func TestLagSkipsLostAppendsBeyondTheCache(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.CacheBytes = 64 << 10
+	h := open(t, cfg)
+	r, err := h.s.Reader("up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.appendSubj(3, 100)
+	readSeqs(t, r, 3)
+	if err := r.Commit(3); err != nil {
+		t.Fatal(err)
+	}
+	h.s.FailWrites(syscall.ENOSPC)
+	for i := range 1000 {
+		if _, err := h.s.Append(context.Background(), subjectOf(uint64(i)), func(seq uint64, dst []byte) []byte { return payload(dst, seq, 100) }); !errors.Is(err, ErrLost) {
+			t.Fatalf("append %d during the failure: %v", i, err)
+		}
+	}
+	if l := r.Lag(); l != (Lag{}) {
+		t.Fatalf("lag %+v after 1000 lost appends at the tail: nothing is left to send", l)
+	}
+	h.s.FailWrites(nil)
+	h.appendSubj(1, 100)
+	if l := r.Lag(); l.Records == 0 || l.Bytes == 0 {
+		t.Fatalf("lag %+v with one record after the lost ones, want it counted with its bytes", l)
+	}
+	if got := readSeqs(t, r, 1); fmt.Sprint(got) != "[1004]" {
+		t.Fatalf("read %v after the gap", got)
+	}
+}
+
 // TestDiskFullOnTmpfs: the spool on a real 256 KiB tmpfs (root only; skipped
 // when mounting is not allowed). Once the filesystem is full appends fail
 // with ENOSPC and cost their seqs; after the reader commits (old segments

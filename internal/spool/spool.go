@@ -290,6 +290,15 @@ func (s *Spool) recover() error {
 			last = hwmSeq
 		}
 	}
+	if last == 0 && !s.cfg.zeroSeqFloor {
+		// Nothing persisted names a seq this spool handed out: a new spool,
+		// or one whose directory was wiped while the gateway kept its id.
+		// Its seqs start above any earlier spool's of the gateway (see
+		// SeqFloor), so (gateway, seq) never names two batches. A
+		// reservation left by a crash (its segments gone too) is kept
+		// as a lower bound: it is a seq this spool may have handed out.
+		last = max(s.seqFloor(), hwmSeq)
+	}
 	s.last = last
 	s.m.recoveredRecords.Set(float64(recovered))
 	s.m.droppedRecords.Add(float64(droppedRecs))
@@ -337,6 +346,58 @@ func (s *Spool) recover() error {
 	s.log.Info("spool open", "dir", s.cfg.Dir, "segments", len(s.segs), "records", recovered,
 		"disk_bytes", s.disk, "last_seq", s.last, "readers", len(s.readers))
 	return nil
+}
+
+// Bounds of the seq floor of a new spool (SeqFloor), in Unix microseconds.
+const (
+	// MinSeqFloor is 2026-01-01T00:00:00Z: a clock before it at creation
+	// (an edge box without a real-time clock boots in 1970) is not trusted,
+	// and the floor is this instead.
+	MinSeqFloor uint64 = 1_767_225_600_000_000
+	// MaxSeqFloor is 2^52 (2112-09-17): a clock after it is not trusted
+	// either, so a new spool's seqs keep at least 2^52 of room below
+	// 2^53-1, the largest seq a JSON consumer holds exactly (the
+	// collector rejects larger ones).
+	MaxSeqFloor uint64 = 1 << 52
+)
+
+// SeqFloor is the seq before the first one a new spool hands out, created
+// at wall-clock time now: now in Unix microseconds, within
+// [MinSeqFloor, MaxSeqFloor]. An earlier spool of the same gateway
+// created at t0 reaches it only after appending more than one record per
+// microsecond of its life (1e6 batches/s) on average, so a spool created
+// after a wipe continues above every seq the gateway used before, and
+// (gateway, seq) stays unique and increasing without anything kept
+// outside the spool directory. ok is false when now lies outside the
+// trusted range and the bound was used instead: the floor then cannot
+// be known to be above an earlier spool's seqs.
+func SeqFloor(now time.Time) (floor uint64, ok bool) {
+	us := now.UnixMicro()
+	switch {
+	case us < int64(MinSeqFloor):
+		return MinSeqFloor, false
+	case uint64(us) > MaxSeqFloor:
+		return MaxSeqFloor, false
+	}
+	return uint64(us), true
+}
+
+// seqFloor is SeqFloor at the spool's clock, logging what it chose.
+func (s *Spool) seqFloor() uint64 {
+	now := s.now()
+	if s.cfg.seqClock != nil {
+		now = s.cfg.seqClock()
+	}
+	floor, ok := SeqFloor(now)
+	if !ok {
+		s.log.Warn("spool: new spool and the wall clock is not plausible; its seqs start at a fixed floor "+
+			"that is not known to lie above the seqs of an earlier spool of this gateway (consumers would drop such batches as duplicates): "+
+			"set the clock, then remove the spool directory before any batch is sent (docs/reliability.md, Sequence numbers)",
+			"clock", now.UTC().Format(time.RFC3339), "first_seq", floor+1)
+		return floor
+	}
+	s.log.Info("spool: new spool; seqs start above the wall-clock floor", "first_seq", floor+1)
+	return floor
 }
 
 func trimZero(b []byte) []byte {
@@ -464,9 +525,10 @@ func (s *Spool) minCommittedLocked() uint64 {
 // strconv.AppendInt; dst already holds the framing and must be kept), writes
 // the record and returns its seq once it is written (fsynced with fsync:
 // always). Seqs are monotonic, persisted across restarts and never reused;
-// seq order is log order. Safe for concurrent use: concurrent appends are
-// written together (group commit), each returning the error of the write
-// that carried its record. With when_full: block it waits (honouring ctx)
+// seq order is log order; a new spool's first seq is SeqFloor+1 at its
+// creation (about 1.8e15 in 2026), not 1. Safe for concurrent use:
+// concurrent appends are written together (group commit), each returning
+// the error of the write that carried its record. With when_full: block it waits (honouring ctx)
 // while unacknowledged data fills max_bytes; with discard_oldest it
 // deletes the oldest segments and counts the records lost.
 func (s *Spool) Append(ctx context.Context, subject string, encode func(seq uint64, dst []byte) []byte) (uint64, error) {
@@ -1032,7 +1094,7 @@ func (s *Spool) FailWrites(err error) {
 }
 
 // LastSeq returns the seq of the last appended record (or the persisted
-// floor when nothing was appended since).
+// floor when nothing was appended since: for a new spool, its SeqFloor).
 func (s *Spool) LastSeq() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1125,11 +1187,15 @@ func (s *Spool) lagLocked(r *Reader) Lag {
 			app, found = a, true
 		}
 	}
+	if !found {
+		// No record at or after from: the seqs up to last were all lost
+		// by failed appends, more of them than the tail cache remembers
+		// (a disk full at the end of the log). Nothing is left to send.
+		return Lag{}
+	}
 	if e, ok := s.cache.get(from); ok && !e.lost {
 		app = e.appended
 	}
-	if found {
-		l.OldestAge = max(0, s.now().Sub(time.UnixMilli(app)))
-	}
+	l.OldestAge = max(0, s.now().Sub(time.UnixMilli(app)))
 	return l
 }

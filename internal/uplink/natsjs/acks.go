@@ -47,13 +47,15 @@ import (
 // PublishMsg returns, and nothing is kept to resend it: once Publish
 // returns, the uplink holds no reference to any envelope's Data.
 type acks struct {
-	nc        *nats.Conn
-	prefix    string // "<inbox>."
-	sub       *nats.Subscription
-	max       int           // max_pending
-	timeout   time.Duration // how long a stalled send or the wait for PubAcks lasts
-	unmatched prometheus.Counter
-	latency   prometheus.Observer
+	nc          *nats.Conn
+	prefix      string // "<inbox>."
+	sub         *nats.Subscription
+	stream      string        // the configured stream: a PubAck must name it
+	max         int           // max_pending
+	timeout     time.Duration // how long a stalled send or the wait for PubAcks lasts
+	unmatched   prometheus.Counter
+	wrongStream prometheus.Counter
+	latency     prometheus.Observer
 
 	mu       sync.Mutex
 	next     uint64  // the next sequence to hand out
@@ -86,9 +88,11 @@ const (
 	ackFailed
 )
 
-// newAcks subscribes to the connection's replies.
-func newAcks(nc *nats.Conn, maxPending int, timeout time.Duration, m *Metrics) (*acks, error) {
-	a := &acks{nc: nc, prefix: nc.NewInbox() + ".", max: maxPending, timeout: timeout, unmatched: m.UnmatchedAcks, latency: m.Latency, next: 1}
+// newAcks subscribes to the connection's replies. A PubAck counts as
+// stored only when it names stream.
+func newAcks(nc *nats.Conn, stream string, maxPending int, timeout time.Duration, m *Metrics) (*acks, error) {
+	a := &acks{nc: nc, prefix: nc.NewInbox() + ".", stream: stream, max: maxPending, timeout: timeout,
+		unmatched: m.UnmatchedAcks, wrongStream: m.WrongStreamAcks, latency: m.Latency, next: 1}
 	a.pool.New = func() any { return &call{wake: make(chan struct{}, 1)} }
 	sub, err := nc.Subscribe(a.prefix+"*", a.reply)
 	if err != nil {
@@ -145,7 +149,7 @@ func (a *acks) reply(m *nats.Msg) {
 		a.unmatched.Inc()
 		return
 	}
-	st, err := pubAckResult(m)
+	st, err := pubAckResult(m, a.stream)
 	now := time.Now()
 	a.mu.Lock()
 	c, i := a.find(seq)
@@ -157,6 +161,9 @@ func (a *acks) reply(m *nats.Msg) {
 	at := c.at[i]
 	c.resolve(a, i, st, err)
 	a.mu.Unlock()
+	if errors.Is(err, ErrWrongStream) {
+		a.wrongStream.Inc()
+	}
 	if err == nil {
 		a.latency.Observe(now.Sub(at).Seconds())
 	}
@@ -194,9 +201,16 @@ func parseReply(subject, prefix string) (n, t uint64, ok bool) {
 // no stream captures the subject (deleted, or its leader being elected).
 var errNoStream = errors.New("no stream answered (no responders)")
 
-// pubAckResult decodes a reply: stored, a duplicate, or the error it
-// carries (the stream's API error, no responders, not a PubAck).
-func pubAckResult(m *nats.Msg) (ackState, error) {
+// ErrWrongStream: a PubAck named another stream than the configured one.
+// The message is not taken as stored: the Publish fails with this error,
+// so the forwarder commits nothing and sends the record again from the
+// spool (review8 F2). Counted in smelter_uplink_wrong_stream_acks_total.
+var ErrWrongStream = errors.New("PubAck of another stream")
+
+// pubAckResult decodes a reply: stored (in stream), a duplicate, or the
+// error it carries (the stream's API error, no responders, not a PubAck,
+// a PubAck naming another stream: ErrWrongStream).
+func pubAckResult(m *nats.Msg, stream string) (ackState, error) {
 	if len(m.Data) == 0 {
 		if st := m.Header.Get("Status"); st == "503" {
 			return ackFailed, fmt.Errorf("%w: %w", jetstream.ErrNoStreamResponse, errNoStream)
@@ -204,29 +218,43 @@ func pubAckResult(m *nats.Msg) (ackState, error) {
 		return ackFailed, fmt.Errorf("%w: a reply without a body (status %q %q)", jetstream.ErrInvalidJSAck,
 			m.Header.Get("Status"), m.Header.Get("Description"))
 	}
-	dup, err := parsePubAck(m.Data)
+	named, dup, err := parsePubAck(m.Data)
 	switch {
 	case err != nil:
 		return ackFailed, err
+	case string(named) != stream:
+		// Another stream's PubAck (a forged reply, or a stream that is not
+		// the configured one capturing the subject): not in our stream.
+		return ackFailed, fmt.Errorf("%w: it names stream %q, the uplink's is %q: not taken as stored", ErrWrongStream, logSafe(named), stream)
 	case dup:
 		return ackDuplicate, nil
 	}
 	return ackStored, nil
 }
 
+// logSafe bounds a stream name taken from a reply for an error message.
+func logSafe(b []byte) string {
+	const limit = 64
+	if len(b) > limit {
+		return string(b[:limit]) + "..."
+	}
+	return string(b)
+}
+
 // parsePubAck decodes a JetStream PubAck ({"stream":"S","seq":41[,
-// "duplicate":true][,"domain":"d"]}) and reports whether it names a
+// "duplicate":true][,"domain":"d"]}) and returns the stream it names
+// (non-empty; a view into d on the flat path) and whether it names a
 // duplicate. A reply carrying an error returns it (a *jetstream.APIError);
 // one that is not a PubAck naming its stream returns an error wrapping
 // jetstream.ErrInvalidJSAck. Flat replies of plain fields are read without
 // encoding/json (flatPubAck); anything else is decoded by it, and both give
 // the same result for every input (FuzzParsePubAck).
-func parsePubAck(d []byte) (bool, error) {
+func parsePubAck(d []byte) (stream []byte, dup bool, err error) {
 	if stream, dup, ok := flatPubAck(d); ok {
-		if !stream {
-			return false, fmt.Errorf("%w: no stream named", jetstream.ErrInvalidJSAck)
+		if len(stream) == 0 {
+			return nil, false, fmt.Errorf("%w: no stream named", jetstream.ErrInvalidJSAck)
 		}
-		return dup, nil
+		return stream, dup, nil
 	}
 	var r struct {
 		Error     *jetstream.APIError `json:"error"`
@@ -235,46 +263,47 @@ func parsePubAck(d []byte) (bool, error) {
 		Duplicate bool                `json:"duplicate"`
 	}
 	if err := json.Unmarshal(d, &r); err != nil {
-		return false, fmt.Errorf("%w: %w", jetstream.ErrInvalidJSAck, err)
+		return nil, false, fmt.Errorf("%w: %w", jetstream.ErrInvalidJSAck, err)
 	}
 	if r.Error != nil {
-		return false, r.Error
+		return nil, false, r.Error
 	}
 	if r.Stream == "" {
-		return false, fmt.Errorf("%w: no stream named", jetstream.ErrInvalidJSAck)
+		return nil, false, fmt.Errorf("%w: no stream named", jetstream.ErrInvalidJSAck)
 	}
-	return r.Duplicate, nil
+	return []byte(r.Stream), r.Duplicate, nil
 }
 
 // flatPubAck reads a JSON object whose values are all strings without
 // escapes, unsigned integers or true/false, with keys without escapes. It
-// reports whether "stream" is a non-empty string and "duplicate" true (the
-// last occurrence counts, as in encoding/json). ok is false for anything
+// returns the "stream" string (nil when absent) and whether "duplicate" is
+// true (the last occurrence of each counts, as in encoding/json). ok is
+// false for anything
 // else, left to encoding/json: nested values (an "error" object), escapes,
 // other numbers, null, a key that matches stream, seq, duplicate or error
 // only without regard to case (encoding/json would take it), or a value of
 // another type under stream, seq or duplicate.
-func flatPubAck(d []byte) (stream, dup, ok bool) {
+func flatPubAck(d []byte) (stream []byte, dup, ok bool) {
 	i := skipSpace(d, 0)
 	if i >= len(d) || d[i] != '{' {
-		return false, false, false
+		return nil, false, false
 	}
 	i = skipSpace(d, i+1)
 	if i < len(d) && d[i] == '}' {
-		return false, false, skipSpace(d, i+1) == len(d)
+		return nil, false, skipSpace(d, i+1) == len(d)
 	}
 	for {
 		key, j, ok := plainString(d, i)
 		if !ok {
-			return false, false, false
+			return nil, false, false
 		}
 		i = skipSpace(d, j)
 		if i >= len(d) || d[i] != ':' {
-			return false, false, false
+			return nil, false, false
 		}
 		i = skipSpace(d, i+1)
 		if i >= len(d) {
-			return false, false, false
+			return nil, false, false
 		}
 		var val []byte
 		kind := d[i]
@@ -292,37 +321,37 @@ func flatPubAck(d []byte) (stream, dup, ok bool) {
 		case bytes.HasPrefix(d[i:], []byte("false")):
 			val, j, ok = d[i:i+5], i+5, true
 		default:
-			return false, false, false
+			return nil, false, false
 		}
 		if !ok {
-			return false, false, false
+			return nil, false, false
 		}
 		switch string(key) {
 		case "stream":
 			if kind != '"' {
-				return false, false, false
+				return nil, false, false
 			}
-			stream = len(val) > 0
+			stream = val
 		case "seq":
 			if kind < '0' || kind > '9' {
-				return false, false, false
+				return nil, false, false
 			}
 			if _, err := strconv.ParseUint(string(val), 10, 64); err != nil {
-				return false, false, false
+				return nil, false, false
 			}
 		case "duplicate":
 			if kind != 't' && kind != 'f' {
-				return false, false, false
+				return nil, false, false
 			}
 			dup = kind == 't'
 		default:
 			if foldsTo(key, "stream", "seq", "duplicate", "error") {
-				return false, false, false
+				return nil, false, false
 			}
 		}
 		i = skipSpace(d, j)
 		if i >= len(d) {
-			return false, false, false
+			return nil, false, false
 		}
 		switch d[i] {
 		case ',':
@@ -330,7 +359,7 @@ func flatPubAck(d []byte) (stream, dup, ok bool) {
 		case '}':
 			return stream, dup, skipSpace(d, i+1) == len(d)
 		default:
-			return false, false, false
+			return nil, false, false
 		}
 	}
 }

@@ -45,7 +45,7 @@ func newAckRig(t *testing.T, maxPending int, timeout time.Duration) *ackRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	a, err := newAcks(pubNC, maxPending, timeout, r.m)
+	a, err := newAcks(pubNC, fakeStream, maxPending, timeout, r.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +108,9 @@ func result(t *testing.T, ch <-chan pubResult) pubResult {
 	}
 	return pubResult{}
 }
+
+// fakeStream is the stream the ack rig's uplink is configured with.
+const fakeStream = "FAKE"
 
 const stored = `{"stream":"FAKE","seq":%d}`
 
@@ -332,18 +335,21 @@ func TestPublishKeepsNoPayloadAfterReturn(t *testing.T) {
 func TestParsePubAck(t *testing.T) {
 	cases := []struct {
 		in      string
+		stream  string // named (when valid); default "S"
 		dup     bool
 		invalid bool // wraps ErrInvalidJSAck
 		api     jetstream.ErrorCode
 	}{
-		{in: `{"stream":"SMELTER","seq":41}`},
-		{in: `{"stream":"SMELTER","seq":41,"duplicate":true}`, dup: true},
+		{in: `{"stream":"SMELTER","seq":41}`, stream: "SMELTER"},
+		{in: `{"stream":"SMELTER","seq":41,"duplicate":true}`, stream: "SMELTER", dup: true},
 		{in: ` { "stream" : "S" , "domain":"hub", "seq" : 1 , "duplicate" : false } `},
 		{in: `{"stream":"S","seq":1,"duplicate":true,"duplicate":false}`},
 		{in: `{"stream":"S","seq":1,"batch":"b","count":3}`},
 		{in: `{"stream":"S","seq":1,"val":"12"}`},
 		{in: `{"Stream":"S","seq":1}`}, // encoding/json matches names without case
-		{in: `{"stream":"S\u0041","seq":1,"DUPLICATE":true}`, dup: true},
+		{in: `{"stream":"S\u0041","seq":1,"DUPLICATE":true}`, stream: "SA", dup: true},
+		{in: `{"stream":"S","seq":1,"stream":"T"}`, stream: "T"}, // the last one counts, as in encoding/json
+		{in: `{"stream":"S","seq":1,"Stream":"T"}`, stream: "T"},
 		{in: `{"stream":"","seq":1}`, invalid: true},
 		{in: `{"seq":1}`, invalid: true},
 		{in: `{}`, invalid: true},
@@ -358,7 +364,10 @@ func TestParsePubAck(t *testing.T) {
 		{in: `{"stream":"S","seq":1,"Error":{"code":503,"err_code":10077}}`, api: 10077},
 	}
 	for _, tc := range cases {
-		dup, err := parsePubAck([]byte(tc.in))
+		stream, dup, err := parsePubAck([]byte(tc.in))
+		if tc.stream == "" {
+			tc.stream = "S"
+		}
 		var api *jetstream.APIError
 		switch {
 		case tc.invalid:
@@ -369,8 +378,8 @@ func TestParsePubAck(t *testing.T) {
 			if !errors.As(err, &api) || api.ErrorCode != tc.api {
 				t.Errorf("%s: %v, want API error %d", tc.in, err, tc.api)
 			}
-		case err != nil || dup != tc.dup:
-			t.Errorf("%s: %v %v, want %v", tc.in, dup, err, tc.dup)
+		case err != nil || dup != tc.dup || string(stream) != tc.stream:
+			t.Errorf("%s: %q %v %v, want %q %v", tc.in, stream, dup, err, tc.stream, tc.dup)
 		}
 	}
 }
@@ -385,7 +394,7 @@ func FuzzParsePubAck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, d []byte) {
 		stream, dup, ok := flatPubAck(d)
 		if !ok {
-			_, _ = parsePubAck(d)
+			_, _, _ = parsePubAck(d)
 			return
 		}
 		var r struct {
@@ -397,8 +406,8 @@ func FuzzParsePubAck(f *testing.F) {
 		if err := json.Unmarshal(d, &r); err != nil {
 			t.Fatalf("flat reader took %q, encoding/json: %v", d, err)
 		}
-		if r.Error != nil || (r.Stream != "") != stream || r.Duplicate != dup {
-			t.Fatalf("%q: flat stream=%v dup=%v, encoding/json %+v", d, stream, dup, r)
+		if r.Error != nil || r.Stream != string(stream) || r.Duplicate != dup {
+			t.Fatalf("%q: flat stream=%q dup=%v, encoding/json %+v", d, stream, dup, r)
 		}
 	})
 }

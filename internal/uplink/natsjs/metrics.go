@@ -19,6 +19,10 @@ type Metrics struct {
 	// no message waiting for one (a second reply, a reply after its
 	// Publish gave up, a subject not of ours): dropped, never guessed.
 	UnmatchedAcks prometheus.Counter
+	// WrongStreamAcks counts PubAcks that answer a message but name
+	// another stream than the configured one: the message is not taken as
+	// stored (its Publish fails, it stays in the spool and is sent again).
+	WrongStreamAcks prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -33,9 +37,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
 		UnmatchedAcks: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_unmatched_acks_total",
 			Help:        "Replies to published messages that answer no message awaiting one (late after a timeout, repeated, or unknown): dropped.",
+			ConstLabels: prometheus.Labels{"uplink": "nats"}}),
+		WrongStreamAcks: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_uplink_wrong_stream_acks_total",
+			Help:        "PubAcks naming another stream than the configured one: the message is not taken as stored; it stays in the spool and is sent again.",
 			ConstLabels: prometheus.Labels{"uplink": "nats"}})}
 	if reg != nil {
-		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures, m.UnmatchedAcks)...)
+		reg.MustRegister(append(m.Collectors(), m.Duplicates, m.StreamCheckFailures, m.UnmatchedAcks, m.WrongStreamAcks)...)
 	}
 	return m
 }

@@ -264,7 +264,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	pub, err := newAcks(nc, u.cfg.MaxPending, u.cfg.Timeout, u.m)
+	pub, err := newAcks(nc, u.cfg.Stream, u.cfg.MaxPending, u.cfg.Timeout, u.m)
 	if err != nil {
 		return err
 	}
