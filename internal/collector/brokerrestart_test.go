@@ -93,11 +93,42 @@ func TestCollectorSurvivesBrokerRestart(t *testing.T) {
 		parts    int
 		replicas int
 	}{{"single", 0, 1}, {"2 replicas", 4, 2}} {
-		t.Run(tc.name, func(t *testing.T) { brokerRestart(t, tc.parts, tc.replicas) })
+		t.Run(tc.name, func(t *testing.T) {
+			disrupted(t, tc.parts, tc.replicas, func(ns *brokers.NATS, _ jetstream.JetStream) {
+				ns.Shutdown()
+				if err := ns.Start(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
 	}
 }
 
-func brokerRestart(t *testing.T, parts, replicas int) {
+// The members bucket deleted under running replicas (an operator, or a
+// stream lost otherwise) is created again and watched again: the watch's
+// consumer, created again by the client on the new bucket, would resume at
+// a sequence the new bucket has not reached and deliver nothing, so a
+// watch that does not deliver the replica's own heartbeat is set up anew.
+// Before, Run returned "members watch ended" once the client failed to
+// create the watch's consumer on the deleted stream.
+func TestCollectorSurvivesMembersBucketDeleted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("broker disruption")
+	}
+	disrupted(t, 4, 2, func(_ *brokers.NATS, js jetstream.JetStream) {
+		if err := js.DeleteKeyValue(context.Background(), "smelter-collector_members"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// disrupted runs replicas collectors (parts partitions) on a NATS server,
+// checks that 8 assets' batches are checkpointed, calls disrupt, then
+// publishes 30 s of data time in which every asset's discharge_temp_high
+// trips, and checks that every replica is still running, every batch was
+// checkpointed once, each asset's alarm is in the stream once with its
+// raised_at, and each replica set its members watch up again.
+func disrupted(t *testing.T, parts, replicas int, disrupt func(*brokers.NATS, jetstream.JetStream)) {
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -130,15 +161,12 @@ func brokerRestart(t *testing.T, parts, replicas int) {
 	}
 	wait.For(t, 30*time.Second, "batches before the restart checkpointed", func() bool { return f.checkpointed(kv, parts) })
 
-	ns.Shutdown()
-	if err := ns.Start(); err != nil {
-		t.Fatal(err)
-	}
+	disrupt(ns, js)
 	// 30 s of data time at 115 Cel: discharge_temp_high trips after its 15 s on delay
 	for range 30 {
 		f.publish(t, 115)
 	}
-	wait.For(t, 60*time.Second, "batches after the restart checkpointed", func() bool {
+	wait.For(t, 60*time.Second, "batches after the disruption checkpointed", func() bool {
 		for i, r := range reps {
 			r.mustRun(t, "replica "+strconv.Itoa(i+1))
 		}
@@ -173,12 +201,19 @@ func brokerRestart(t *testing.T, parts, replicas int) {
 			t.Errorf("%s raised at %v, want once at %d", k, r, f.t0+(5+15)*1000)
 		}
 	}
-	for i, r := range reps {
-		r.mustRun(t, "replica "+strconv.Itoa(i+1))
-		if n := testutil.ToFloat64(r.c.m.rewatches.WithLabelValues(watchMembers)); n < 1 {
-			t.Errorf("replica %d: rewatches_total{watch=\"members\"} = %v after the restart, want >= 1", i+1, n)
+	// every replica watches its group again, and sees the others: the
+	// partitions are spread again (a replica whose watch delivers nothing
+	// counts the others gone and takes every partition)
+	wait.For(t, 30*time.Second, "members watched again, partitions spread", func() bool {
+		for i, r := range reps {
+			r.mustRun(t, "replica "+strconv.Itoa(i+1))
+			if testutil.ToFloat64(r.c.m.rewatches.WithLabelValues(watchMembers)) < 1 ||
+				(parts > 0 && testutil.ToFloat64(r.c.m.owned) != float64(parts/replicas)) {
+				return false
+			}
 		}
-	}
+		return true
+	})
 }
 
 // mustRun fails the test when the collector's Run returned.

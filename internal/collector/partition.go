@@ -63,6 +63,9 @@ type members struct {
 	loopAt time.Time // the watch loop's newest turn
 	settle time.Time // after a gap in the watch loop: the view is not current before
 	lost   bool      // the watch ended and is not set up again yet: the view is not current
+	// beatRev: the bucket's revision of the last acknowledged heartbeat
+	// (run expects the watch to deliver it: echo)
+	beatRev uint64
 
 	known chan struct{} // closed once the current members were read
 }
@@ -135,11 +138,13 @@ func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket()
 func (m *members) beat(ctx context.Context) error {
 	sent := time.Now()
 	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: sent.UnixMilli()})
-	if _, err := m.kv.Put(ctx, m.self, data); err != nil {
+	rev, err := m.kv.Put(ctx, m.self, data)
+	if err != nil {
 		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.beatRev = rev
 	if !m.beatAt.IsZero() {
 		if gap := max(sent.Sub(m.beatAt), sent.Round(0).Sub(m.beatAt.Round(0))); gap > m.lease() {
 			m.lapses++
@@ -192,6 +197,7 @@ func (m *members) run(ctx context.Context) error {
 		lostAt   time.Time // when the watch was lost (zero: not lost)
 		attempts int
 		beats    beatEpisode
+		echo     echoCheck
 	)
 	// lose starts an episode: the view is not current until the watch is
 	// set up again
@@ -200,7 +206,7 @@ func (m *members) run(ctx context.Context) error {
 			_ = w.Stop()
 			w = nil
 		}
-		lostAt, attempts = time.Now(), 0
+		lostAt, attempts, echo = time.Now(), 0, echoCheck{}
 		bo.Reset()
 		m.mu.Lock()
 		m.lost = true
@@ -217,8 +223,14 @@ func (m *members) run(ctx context.Context) error {
 			m.stall()
 		}
 		m.turn()
-		if w != nil && m.generation() != gen {
+		switch {
+		case w != nil && m.generation() != gen:
 			lose("may have missed updates (the NATS connection was re-established)")
+		case w != nil && echo.overdue(m.timeout/2) && len(w.Updates()) == 0 && m.current():
+			// the watch delivers nothing, not even this replica's own
+			// heartbeat: its consumer resumed at a sequence the bucket,
+			// deleted and created again, has not reached
+			lose("delivered none of this replica's heartbeats for " + (m.timeout / 2).String())
 		}
 		var updates <-chan jetstream.KeyValueEntry
 		if w != nil {
@@ -244,6 +256,11 @@ func (m *members) run(ctx context.Context) error {
 				}
 			}
 			beats.note(m.log, err)
+			if err == nil && w != nil {
+				m.mu.Lock()
+				echo.sent(m.beatRev)
+				m.mu.Unlock()
+			}
 		case e, ok := <-updates:
 			if !ok {
 				if ctx.Err() != nil {
@@ -271,6 +288,9 @@ func (m *members) run(ctx context.Context) error {
 				}
 				initial = false
 				continue
+			}
+			if e.Key() == m.self {
+				echo.seen(e.Revision())
 			}
 			m.mu.Lock()
 			switch {
@@ -305,6 +325,31 @@ func (m *members) run(ctx context.Context) error {
 		}
 	}
 }
+
+// echoCheck expects the members watch to deliver this replica's own
+// acknowledged heartbeats: a watch whose consumer was created again after
+// the bucket was deleted and created again (by another replica, or by this
+// one on a heartbeat that found no stream) resumes at the sequence after
+// the last one it delivered, which the new bucket may not reach for a long
+// time, and delivers nothing meanwhile without ending.
+type echoCheck struct {
+	want  uint64    // the oldest acknowledged revision not yet delivered (0: none)
+	since time.Time // when it was acknowledged
+}
+
+func (e *echoCheck) sent(rev uint64) {
+	if e.want == 0 && rev > 0 {
+		e.want, e.since = rev, time.Now()
+	}
+}
+
+func (e *echoCheck) seen(rev uint64) {
+	if rev >= e.want {
+		e.want = 0
+	}
+}
+
+func (e *echoCheck) overdue(d time.Duration) bool { return e.want != 0 && elapsed(e.since) > d }
 
 // generation is the count of reconnections (0 without reconnected).
 func (m *members) generation() uint64 {
