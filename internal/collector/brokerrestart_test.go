@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,7 +95,8 @@ func TestCollectorSurvivesBrokerRestart(t *testing.T) {
 		replicas int
 	}{{"single", 0, 1}, {"2 replicas", 4, 2}} {
 		t.Run(tc.name, func(t *testing.T) {
-			disrupted(t, tc.parts, tc.replicas, func(ns *brokers.NATS, _ jetstream.JetStream) {
+			ns := natsServer(t)
+			disrupted(t, ns.URL(), 1, tc.parts, tc.replicas, true, func(jetstream.JetStream) {
 				ns.Shutdown()
 				if err := ns.Start(); err != nil {
 					t.Fatal(err)
@@ -110,42 +112,124 @@ func TestCollectorSurvivesBrokerRestart(t *testing.T) {
 // a sequence the new bucket has not reached and deliver nothing, so a
 // watch that does not deliver the replica's own heartbeat is set up anew.
 // Before, Run returned "members watch ended" once the client failed to
-// create the watch's consumer on the deleted stream.
-func TestCollectorSurvivesMembersBucketDeleted(t *testing.T) {
+// create the watch's consumer on the deleted stream. The watch's consumer
+// deleted on the server (the bucket kept) is survived too.
+func TestCollectorSurvivesMembersWatchDisrupted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("broker disruption")
 	}
-	disrupted(t, 4, 2, func(_ *brokers.NATS, js jetstream.JetStream) {
-		if err := js.DeleteKeyValue(context.Background(), "smelter-collector_members"); err != nil {
-			t.Fatal(err)
-		}
+	t.Run("bucket deleted", func(t *testing.T) {
+		disrupted(t, natsServer(t).URL(), 1, 4, 2, true, func(js jetstream.JetStream) {
+			if err := js.DeleteKeyValue(context.Background(), "smelter-collector_members"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Run("watch consumers deleted", func(t *testing.T) {
+		disrupted(t, natsServer(t).URL(), 1, 4, 2, false, func(js jetstream.JetStream) {
+			ctx := context.Background()
+			s, err := js.Stream(ctx, "KV_smelter-collector_members")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for name := range s.ConsumerNames(ctx).Name() {
+				if err := s.DeleteConsumer(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+				n++
+			}
+			if n != 2 {
+				t.Fatalf("deleted %d consumers of the members bucket, want the 2 replicas' watches", n)
+			}
+		})
 	})
 }
 
-// disrupted runs replicas collectors (parts partitions) on a NATS server,
-// checks that 8 assets' batches are checkpointed, calls disrupt, then
-// publishes 30 s of data time in which every asset's discharge_temp_high
-// trips, and checks that every replica is still running, every batch was
-// checkpointed once, each asset's alarm is in the stream once with its
-// raised_at, and each replica set its members watch up again.
-func disrupted(t *testing.T, parts, replicas int, disrupt func(*brokers.NATS, jetstream.JetStream)) {
+// A 3-node JetStream cluster whose members bucket loses its stream leader:
+// the node leading it shut down (the replicas connected to it reconnect to
+// another), or the leader stepping down. The replicas go on: the members
+// watch is set up again where it ended or may have missed updates, and the
+// partitions are evaluated on as before.
+func TestCollectorSurvivesMembersLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	const stream = "KV_smelter-collector_members"
+	leader := func(js jetstream.JetStream) string {
+		var name string
+		wait.For(t, 30*time.Second, "a leader of "+stream, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			s, err := js.Stream(ctx, stream)
+			if err != nil || s.CachedInfo().Cluster == nil {
+				return false
+			}
+			name = s.CachedInfo().Cluster.Leader
+			return name != ""
+		})
+		return name
+	}
+	t.Run("leader node shut down", func(t *testing.T) {
+		nodes := startCluster(t, 3)
+		disrupted(t, clusterURL(nodes), 3, 4, 2, false, func(js jetstream.JetStream) {
+			l := leader(js)
+			for _, n := range nodes {
+				if n.Name() == l {
+					n.Shutdown()
+				}
+			}
+		})
+	})
+	t.Run("leader steps down", func(t *testing.T) {
+		nodes := startCluster(t, 3)
+		disrupted(t, clusterURL(nodes), 3, 4, 2, false, func(js jetstream.JetStream) {
+			was := leader(js)
+			nc, err := nats.Connect(clusterURL(nodes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 30*time.Second, "a new leader of "+stream, func() bool { return leader(js) != was })
+		})
+	})
+}
+
+// natsServer starts a single nats-server with JetStream for the test.
+func natsServer(t *testing.T) *brokers.NATS {
+	t.Helper()
 	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// disrupted runs replicas collectors (parts partitions, streams and buckets
+// of storeReplicas) on the NATS server(s) at url, checks that 8 assets'
+// batches are checkpointed, calls disrupt, then publishes 30 s of data
+// time in which every asset's discharge_temp_high trips, and checks that
+// every replica is still running, every batch was checkpointed once, each
+// asset's alarm is in the stream once with its raised_at, and each replica
+// sees the others (partitions spread), having set its members watch up
+// again (rewatch: the disruption ends or stalls every watch).
+func disrupted(t *testing.T, url string, storeReplicas, parts, replicas int, rewatch bool, disrupt func(jetstream.JetStream)) {
 	var reps []*running
 	for i := range replicas {
 		cfg := Defaults()
-		cfg.NATS.URL = ns.URL()
+		cfg.NATS.URL = url
 		cfg.HTTP.Listen = ""
 		cfg.DataDir = t.TempDir()
 		cfg.Replica = "r" + strconv.Itoa(i+1)
-		cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
+		cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: storeReplicas, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
 			MemberTimeout: Duration(2 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
 		reps = append(reps, startCfg(t, cfg))
 	}
-	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +245,7 @@ func disrupted(t *testing.T, parts, replicas int, disrupt func(*brokers.NATS, je
 	}
 	wait.For(t, 30*time.Second, "batches before the restart checkpointed", func() bool { return f.checkpointed(kv, parts) })
 
-	disrupt(ns, js)
+	disrupt(js)
 	// 30 s of data time at 115 Cel: discharge_temp_high trips after its 15 s on delay
 	for range 30 {
 		f.publish(t, 115)
@@ -207,7 +291,7 @@ func disrupted(t *testing.T, parts, replicas int, disrupt func(*brokers.NATS, je
 	wait.For(t, 30*time.Second, "members watched again, partitions spread", func() bool {
 		for i, r := range reps {
 			r.mustRun(t, "replica "+strconv.Itoa(i+1))
-			if testutil.ToFloat64(r.c.m.rewatches.WithLabelValues(watchMembers)) < 1 ||
+			if (rewatch && testutil.ToFloat64(r.c.m.rewatches.WithLabelValues(watchMembers)) < 1) ||
 				(parts > 0 && testutil.ToFloat64(r.c.m.owned) != float64(parts/replicas)) {
 				return false
 			}
@@ -244,4 +328,48 @@ func fetchAlerts(t *testing.T, cons jetstream.Consumer) ([]alert.Alert, bool) {
 		out = append(out, a)
 	}
 	return out, true
+}
+
+// A server that refuses the collector's credentials after a restart (its
+// password changed) is no outage to wait out: the NATS client gives up
+// after the same refusal twice and Run stops, with the server's refusal as
+// its error, not "members watch ended".
+func TestRefusedCredentialsStopRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("broker restart")
+	}
+	store := t.TempDir()
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: store, Username: "collector", Password: "old-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	t.Setenv("SMELTER_TEST_NATS_PASSWORD", "old-secret")
+	cfg := Defaults()
+	cfg.NATS.URL = ns.URL()
+	cfg.NATS.Username, cfg.NATS.PasswordEnv = "collector", "SMELTER_TEST_NATS_PASSWORD"
+	cfg.HTTP.Listen = ""
+	cfg.DataDir = t.TempDir()
+	cfg.Cluster.MemberTimeout = Duration(2 * time.Second)
+	r := startCfg(t, cfg)
+	port, err := strconv.Atoi(ns.URL()[strings.LastIndexByte(ns.URL(), ':')+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Shutdown()
+	ns2, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: store, Port: port, Username: "collector", Password: "new-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns2.Shutdown)
+	select {
+	case err := <-r.done:
+		r.cancel = nil
+		t.Logf("Run: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "NATS connection closed") || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Fatalf("Run returned %v, want the refusal of the credentials", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30 s after the server refused its credentials")
+	}
 }
