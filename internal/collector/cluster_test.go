@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"sort"
@@ -339,17 +338,11 @@ func TestClusterReplicasFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 30*time.Second, "alert events in the stream", func() bool {
-		b, err := cons.FetchNoWait(1000)
-		if err != nil {
+		more, ok := fetchAlerts(t, cons)
+		if !ok {
 			return false
 		}
-		for m := range b.Messages() {
-			var a alert.Alert
-			if err := json.Unmarshal(m.Data(), &a); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, a)
-		}
+		got = append(got, more...)
 		return len(eventsOf(got)) >= len(want)
 	})
 	if g := eventsOf(got); fmt.Sprint(g) != fmt.Sprint(want) {

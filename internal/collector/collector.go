@@ -72,10 +72,13 @@ type Collector struct {
 	streams *dashboard.StreamStats
 	logLim  logLimits // malformed and refused messages: logged first per reason, then at most once a minute
 
-	ready    atomic.Bool
-	url      atomic.Value // string: NATS URL in use
-	httpAddr atomic.Value // string: bound HTTP address
-	js       atomic.Pointer[natsIO]
+	ready atomic.Bool
+	// reconnects counts the NATS connection's reconnections: the members
+	// watch is set up again after one (members.run)
+	reconnects atomic.Uint64
+	url        atomic.Value // string: NATS URL in use
+	httpAddr   atomic.Value // string: bound HTTP address
+	js         atomic.Pointer[natsIO]
 
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
@@ -197,7 +200,16 @@ type metrics struct {
 	partsDrop     *prometheus.CounterVec
 	// rateLimited: HTTP API requests refused by http.rate_limit (httplimit.go)
 	rateLimited *prometheus.CounterVec
+	// rewatches: watches of the KV buckets set up again after theirs
+	// ended, by watch (watchMembers, watchState)
+	rewatches *prometheus.CounterVec
 }
+
+// The watches of smelter_collector_rewatches_total.
+const (
+	watchMembers = "members" // the group's members bucket (members.run)
+	watchState   = "state"   // a partition's state records while its worker loads them (loadWatch)
+)
 
 // New builds a collector from a validated config and rule set. It does no
 // I/O. reg receives the collector's metrics.
@@ -240,6 +252,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
 			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
 		rateLimited: newRateLimitedMetric(),
+		rewatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_rewatches_total",
+			Help: "Watches of the collector's KV buckets that ended while it ran and were set up again, by watch: members (the group's members bucket; watched again with backoff, the bucket created again when a restarted server lost it) or state (a partition's state records while its worker loaded them; the worker starts again). Each is one episode: a broker restart, a lost stream leader, a cut connection."},
+			[]string{"watch"}),
 	}
 	for _, k := range []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, telemetry.KindDeath} { // present at 0
 		c.m.ahead.WithLabelValues(string(k))
@@ -283,7 +298,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
 		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.foreignBirths, c.m.badState, c.m.partsDrop,
-		c.m.rateLimited,
+		c.m.rateLimited, c.m.rewatches,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -352,6 +367,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {
 		c.m.badState.WithLabelValues(r)
+	}
+	for _, w := range []string{watchMembers, watchState} {
+		c.m.rewatches.WithLabelValues(w)
 	}
 	for _, r := range ingest.PartsDropReasons {
 		c.m.partsDrop.WithLabelValues(r)
@@ -957,7 +975,17 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
 	}
-	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, auth...), nil
+	log := c.log // not c.log in the handlers: Run sets it after connecting
+	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS connection lost, reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.reconnects.Add(1)
+			log.Info("NATS connection re-established", "url", nc.ConnectedUrlRedacted())
+		})}, auth...), nil
 }
 
 // tlsConfig builds the client TLS configuration of a tls: block, with its

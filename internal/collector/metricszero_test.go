@@ -33,6 +33,15 @@ smelter_collector_state_records_skipped_total{reason="unreadable"} 0
 	if n := testutil.CollectAndCount(c.m.malformed); n != len(malformedReasons) {
 		t.Errorf("malformed_total has %d series at start, want %d (one per reason)", n, len(malformedReasons))
 	}
+	// re-watches after a broker restart: both watches at 0 before the first
+	if err := testutil.GatherAndCompare(c.reg, strings.NewReader(`
+# HELP smelter_collector_rewatches_total `+helpOf(t, c, "smelter_collector_rewatches_total")+`
+# TYPE smelter_collector_rewatches_total counter
+smelter_collector_rewatches_total{watch="members"} 0
+smelter_collector_rewatches_total{watch="state"} 0
+`), "smelter_collector_rewatches_total"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func helpOf(t *testing.T, c *Collector, name string) string {

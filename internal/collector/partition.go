@@ -16,7 +16,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -38,6 +40,21 @@ type members struct {
 	timeout time.Duration
 	log     *slog.Logger
 	stall   func() // tests: Collector.stall
+	// open makes sure the bucket exists, creating it again when it is
+	// gone (a restarted nats-server loses the bucket: it is kept in
+	// memory); nil: never (tests)
+	open func(context.Context) error
+	// closed returns why the NATS connection is closed for good (nil
+	// while it is not): it reconnects for ever, so only a refusal (its
+	// credentials refused twice) or Close ends it; nil: never (tests)
+	closed func() error
+	// reconnected counts the NATS connection's reconnections: a watch set
+	// up before one may have missed updates, and is set up again; nil:
+	// never (tests)
+	reconnected func() uint64
+	// rewatches counts watches of the bucket set up again after theirs
+	// ended (smelter_collector_rewatches_total{watch="members"}); nil: none
+	rewatches prometheus.Counter
 
 	mu     sync.Mutex
 	seen   map[string]time.Time
@@ -45,6 +62,10 @@ type members struct {
 	lapses uint64    // heartbeats acknowledged more than lease after the one before
 	loopAt time.Time // the watch loop's newest turn
 	settle time.Time // after a gap in the watch loop: the view is not current before
+	lost   bool      // the watch ended and is not set up again yet: the view is not current
+	// beatRev: the bucket's revision of the last acknowledged heartbeat
+	// (run expects the watch to deliver it: echo)
+	beatRev uint64
 
 	known chan struct{} // closed once the current members were read
 }
@@ -117,11 +138,13 @@ func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket()
 func (m *members) beat(ctx context.Context) error {
 	sent := time.Now()
 	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: sent.UnixMilli()})
-	if _, err := m.kv.Put(ctx, m.self, data); err != nil {
+	rev, err := m.kv.Put(ctx, m.self, data)
+	if err != nil {
 		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.beatRev = rev
 	if !m.beatAt.IsZero() {
 		if gap := max(sent.Sub(m.beatAt), sent.Round(0).Sub(m.beatAt.Round(0))); gap > m.lease() {
 			m.lapses++
@@ -133,54 +156,258 @@ func (m *members) beat(ctx context.Context) error {
 	return nil
 }
 
-// run heartbeats and watches the group until ctx ends, then leaves.
+// Waits between attempts to set up a watch of a bucket again (jittered,
+// internal/backoff): a replica whose watch ended goes on heartbeating
+// meanwhile, and replicas that lost the same server do not come back in step.
+const (
+	rewatchMin = 250 * time.Millisecond
+	rewatchMax = 5 * time.Second
+)
+
+// run heartbeats and watches the group until ctx ends, then leaves (nil).
+// A watch that ends while ctx is live (the server restarted and lost the
+// bucket, the bucket's stream lost its leader, the watch's consumer could
+// not be created again), and one that may have missed updates because the
+// connection was re-established since it was set up (reconnected), is set
+// up again: after rewatchMin doubling to rewatchMax with jitter until it
+// succeeds, with the bucket created again when it is gone; the heartbeats
+// go on meanwhile. Until the new watch delivered the current members and a
+// heartbeat round more, the view is not current (the supervisor moves no
+// partition). Each such episode is logged once (WARN when the watch is
+// lost, INFO when it is back) and counted in rewatches. Run returns an
+// error only when the first watch cannot be set up, or the NATS connection
+// is closed for good (closed).
 func (m *members) run(ctx context.Context) error {
+	gen := m.generation()
 	w, err := m.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("collector: members watch: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
 	t := time.NewTicker(m.timeout / 4)
 	defer t.Stop()
-	initial := true
+	initial, known := true, false
+	var (
+		retry    <-chan time.Time // while the watch is down: the next attempt
+		bo       = backoff.Backoff{Min: rewatchMin, Max: rewatchMax}
+		lostAt   time.Time // when the watch was lost (zero: not lost)
+		attempts int
+		beats    beatEpisode
+		echo     echoCheck
+	)
+	// lose starts an episode: the view is not current until the watch is
+	// set up again
+	lose := func(why string) {
+		if w != nil {
+			_ = w.Stop()
+			w = nil
+		}
+		lostAt, attempts, echo = time.Now(), 0, echoCheck{}
+		bo.Reset()
+		m.mu.Lock()
+		m.lost = true
+		m.mu.Unlock()
+		if m.rewatches != nil {
+			m.rewatches.Inc()
+		}
+		m.log.Warn("members watch "+why+": watching again (backoff up to "+rewatchMax.String()+"); the member view is not current meanwhile, so no partition moves, and partitions are kept only while heartbeats are acknowledged",
+			"bucket", m.kv.Bucket())
+		retry = time.After(bo.Next())
+	}
 	for {
 		if m.stall != nil {
 			m.stall()
 		}
 		m.turn()
+		switch {
+		case w != nil && m.generation() != gen:
+			lose("may have missed updates (the NATS connection was re-established)")
+		case w != nil && echo.overdue(m.timeout/2) && len(w.Updates()) == 0 && m.current():
+			// the watch delivers nothing, not even this replica's own
+			// heartbeat: its consumer resumed at a sequence the bucket,
+			// deleted and created again, has not reached
+			lose("delivered none of this replica's heartbeats for " + (m.timeout / 2).String())
+		}
+		var updates <-chan jetstream.KeyValueEntry
+		if w != nil {
+			updates = w.Updates()
+		}
 		select {
 		case <-ctx.Done():
 			m.leave(ctx)
 			return nil
 		case <-t.C:
-			if err := m.beat(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("member heartbeat", "err", err)
+			err := m.beat(ctx)
+			if ctx.Err() != nil {
+				continue
 			}
-		case e, ok := <-w.Updates():
+			if err != nil {
+				if cerr := m.closedErr(); cerr != nil {
+					return cerr
+				}
+				if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+					// no stream takes the heartbeat: the bucket may be gone
+					// (a restarted server lost it); create it for the next
+					_ = m.ensure(ctx)
+				}
+			}
+			beats.note(m.log, err)
+			if err == nil && w != nil {
+				m.mu.Lock()
+				echo.sent(m.beatRev)
+				m.mu.Unlock()
+			}
+		case e, ok := <-updates:
 			if !ok {
 				if ctx.Err() != nil {
 					return nil
 				}
-				return errors.New("collector: members watch ended")
+				if cerr := m.closedErr(); cerr != nil {
+					return cerr
+				}
+				w = nil
+				lose("ended")
+				continue
 			}
 			if e == nil {
-				if initial {
+				if !known {
 					close(m.known)
+					known = true
+				}
+				if initial && !lostAt.IsZero() { // a watch set up again: current once a heartbeat round could be read
+					m.mu.Lock()
+					m.lost = false
+					m.settle = time.Now().Add(m.timeout/4 + m.timeout/8)
+					m.mu.Unlock()
+					m.log.Info("members watch set up again", "bucket", m.kv.Bucket(), "lost_for", time.Since(lostAt).Round(time.Millisecond), "attempts", attempts)
+					lostAt = time.Time{}
 				}
 				initial = false
 				continue
+			}
+			if e.Key() == m.self {
+				echo.seen(e.Revision())
 			}
 			m.mu.Lock()
 			switch {
 			case e.Operation() != jetstream.KeyValuePut:
 				delete(m.seen, e.Key())
 			case initial:
-				m.seen[e.Key()] = e.Created()
+				// the server's stamp of the member's newest heartbeat; a
+				// watch set up again keeps a newer local one
+				if e.Created().After(m.seen[e.Key()]) {
+					m.seen[e.Key()] = e.Created()
+				}
 			default:
 				m.seen[e.Key()] = time.Now()
 			}
 			m.mu.Unlock()
+		case <-retry:
+			retry = nil
+			attempts++
+			gen = m.generation()
+			if w, err = m.rewatch(ctx); err == nil {
+				initial = true
+				continue
+			}
+			if ctx.Err() != nil {
+				continue
+			}
+			if cerr := m.closedErr(); cerr != nil {
+				return cerr
+			}
+			m.log.Debug("members watch not set up yet", "err", err, "attempts", attempts)
+			retry = time.After(bo.Next())
 		}
+	}
+}
+
+// echoCheck expects the members watch to deliver this replica's own
+// acknowledged heartbeats: a watch whose consumer was created again after
+// the bucket was deleted and created again (by another replica, or by this
+// one on a heartbeat that found no stream) resumes at the sequence after
+// the last one it delivered, which the new bucket may not reach for a long
+// time, and delivers nothing meanwhile without ending.
+type echoCheck struct {
+	want  uint64    // the oldest acknowledged revision not yet delivered (0: none)
+	since time.Time // when it was acknowledged
+}
+
+func (e *echoCheck) sent(rev uint64) {
+	if e.want == 0 && rev > 0 {
+		e.want, e.since = rev, time.Now()
+	}
+}
+
+func (e *echoCheck) seen(rev uint64) {
+	if rev >= e.want {
+		e.want = 0
+	}
+}
+
+func (e *echoCheck) overdue(d time.Duration) bool { return e.want != 0 && elapsed(e.since) > d }
+
+// generation is the count of reconnections (0 without reconnected).
+func (m *members) generation() uint64 {
+	if m.reconnected == nil {
+		return 0
+	}
+	return m.reconnected()
+}
+
+// rewatch creates the bucket again when it is gone, then watches it.
+func (m *members) rewatch(ctx context.Context) (jetstream.KeyWatcher, error) {
+	if err := m.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return m.kv.WatchAll(ctx)
+}
+
+// ensure makes sure the bucket exists (open), each attempt bounded by
+// startAttempt.
+func (m *members) ensure(ctx context.Context) error {
+	if m.open == nil {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, startAttempt)
+	defer cancel()
+	return m.open(octx)
+}
+
+// closedErr is the error Run stops with when the NATS connection is closed
+// for good, nil while it is not.
+func (m *members) closedErr() error {
+	if m.closed == nil {
+		return nil
+	}
+	if err := m.closed(); err != nil {
+		return fmt.Errorf("collector: NATS connection closed, not reconnecting: %w", err)
+	}
+	return nil
+}
+
+// beatEpisode logs failing heartbeats once per episode: the first failure
+// at WARN, the heartbeat acknowledged again at INFO with how many failed.
+type beatEpisode struct {
+	failed int
+	since  time.Time
+}
+
+func (b *beatEpisode) note(log *slog.Logger, err error) {
+	switch {
+	case err != nil && b.failed == 0:
+		b.failed, b.since = 1, time.Now()
+		log.Warn("member heartbeat failed: retried every member_timeout/4; partitions are given up once none is acknowledged for 3/4 member_timeout", "err", err)
+	case err != nil:
+		b.failed++
+		log.Debug("member heartbeat", "err", err, "failed", b.failed)
+	case b.failed > 0:
+		log.Info("member heartbeat acknowledged again", "failed", b.failed, "since_first_failure", time.Since(b.since).Round(time.Millisecond))
+		b.failed = 0
 	}
 }
 
@@ -201,12 +428,13 @@ func (m *members) turn() {
 }
 
 // current reports whether the member view is up to date: the watch loop
-// turned within timeout/2 and is not settling after a gap (turn). The
+// turned within timeout/2, its watch is up (not lost) and it is not
+// settling after a gap (turn) or a watch set up again (run). The
 // supervisor changes no assignment on a view that is not current.
 func (m *members) current() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.loopAt.IsZero() && elapsed(m.loopAt) <= m.timeout/2 && time.Now().After(m.settle)
+	return !m.lost && !m.loopAt.IsZero() && elapsed(m.loopAt) <= m.timeout/2 && time.Now().After(m.settle)
 }
 
 // leave deletes this replica's key (a graceful stop; after kill -9 the

@@ -115,17 +115,34 @@ func (c *Collector) Run(ctx context.Context) error {
 			return err
 		})
 	}
+	// the members bucket is kept in memory: a restarted nats-server loses
+	// it, and members.run creates it again (open)
+	mcfg := jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
+		Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)}
 	if err == nil {
 		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
-			mkv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
-				Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)})
+			mkv, err = c.bucket(ctx, js, mcfg)
 			return err
 		})
 	}
 	if err != nil {
 		return err
 	}
-	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall}
+	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall,
+		open: func(ctx context.Context) error {
+			_, err := c.bucket(ctx, js, mcfg)
+			return err
+		},
+		closed: func() error {
+			if !nc.IsClosed() {
+				return nil
+			}
+			if err := nc.LastError(); err != nil {
+				return err
+			}
+			return nats.ErrConnectionClosed
+		},
+		reconnected: c.reconnects.Load, rewatches: c.m.rewatches.WithLabelValues(watchMembers)}
 	c.log = c.log.With("replica", mem.self)
 	mem.log = c.log
 	if err := mem.join(ctx, parts == 0); err != nil {

@@ -362,8 +362,12 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 			_ = w.Stop()
 			return nil, ctx.Err()
 		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("collector: state bucket watch ended early")
+			if !ok { // a cut connection or a lost stream leader: the worker starts again and watches again
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				c.m.rewatches.WithLabelValues(watchState).Inc()
+				return nil, errors.New("collector: state bucket watch ended before the partition's records were read; watched again by the worker's next start")
 			}
 			if e == nil { // every current value delivered
 				sh.mu.Lock()
