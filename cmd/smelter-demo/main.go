@@ -35,7 +35,7 @@ func main() {
 	fs := flag.NewFlagSet("smelter-demo", flag.ExitOnError)
 	fleetPath := fs.String("fleet", "configs/sim-fleet.yaml", "simulator fleet file")
 	scenario := fs.String("scenario", "configs/scenarios/demo.yaml", "fault scenario (\"\" for none)")
-	dataDir := fs.String("data", ".demo", "data directory (spool, broker store, generated gateway config); each run removes the previous run's state from it")
+	dataDir := fs.String("data", ".demo", "data directory (spool, broker store, generated gateway config): empty or made by smelter-demo; each run replaces the previous run's state in it")
 	speed := fs.Float64("speed", 0, "simulated seconds per wall second (0: the fleet file's)")
 	start := fs.String("start", demo.DefaultStart, "plant clock at start: a time of day today (09:00), an RFC 3339 time, or now")
 	level := fs.String("log-level", "warn", "debug | info | warn | error")

@@ -3,10 +3,7 @@ package demo
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/nats-io/nkeys"
@@ -47,25 +44,13 @@ func demoCommands(dataDir string) (*command.Config, *collector.CommandsConfig, e
 		return nil, nil, fmt.Errorf("demo: operator token: %w", err)
 	}
 	seedPath, tokPath := filepath.Join(dataDir, commanderSeedFile), filepath.Join(dataDir, operatorTokenFile)
-	if err := writeSecret(seedPath, append(seed, '\n')); err != nil {
+	if err := writeFresh(seedPath, append(seed, '\n')); err != nil {
 		return nil, nil, err
 	}
-	if err := writeSecret(tokPath, []byte(hex.EncodeToString(tok)+"\n")); err != nil {
+	if err := writeFresh(tokPath, []byte(hex.EncodeToString(tok)+"\n")); err != nil {
 		return nil, nil, err
 	}
 	return &command.Config{TrustedKeys: []string{pub}},
 		&collector.CommandsConfig{SeedFile: seedPath,
 			Operators: []collector.Operator{{Name: operatorName, TokenFile: tokPath}}}, nil
-}
-
-// writeSecret writes data to a new file at path with mode 0600, removing
-// the file of an earlier run first (WriteFile keeps an existing file's mode).
-func writeSecret(path string, data []byte) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("demo: %w", err)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return fmt.Errorf("demo: %w", err)
-	}
-	return nil
 }

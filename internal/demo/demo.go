@@ -48,7 +48,8 @@ type Options struct {
 	// DataDir holds one run's state (default a temporary directory,
 	// removed at the end). A run starts fresh: the previous run's broker
 	// store, collector checkpoints and gateway spool are removed first
-	// (clearPreviousRun), since their times belong to that run's plant clock.
+	// (claimDataDir), since their times belong to that run's plant clock; a
+	// directory smelter-demo did not create is refused.
 	DataDir      string
 	Speed        float64
 	Seed         int64         // < 0: the fleet file's
@@ -183,7 +184,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return err
 	}
-	if err := clearPreviousRun(dataDir); err != nil {
+	if err := claimDataDir(dataDir); err != nil {
 		return err
 	}
 
@@ -321,7 +322,7 @@ func (d *Demo) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(cfgPath, gdata, 0o600); err != nil {
+	if err := writeFresh(cfgPath, gdata); err != nil {
 		return err
 	}
 	gcfg, err := gwconfig.Load(cfgPath, gateway.Drivers()...)
@@ -441,7 +442,7 @@ func (d *Demo) opcuaPoints(fl *fleet.Fleet, ids []string, dataDir string) (map[s
 			if err := os.MkdirAll(ud.TrustDir, 0o750); err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(filepath.Join(ud.TrustDir, info.OPCUAServer+".der"), der, 0o600); err != nil {
+			if err := writeFresh(filepath.Join(ud.TrustDir, info.OPCUAServer+".der"), der); err != nil {
 				return nil, err
 			}
 		}
@@ -450,7 +451,7 @@ func (d *Demo) opcuaPoints(fl *fleet.Fleet, ids []string, dataDir string) (map[s
 			if pw, ok := fl.OPCUAPassword(id, user); ok {
 				ud.User = user
 				ud.PasswordFile = filepath.Join(dataDir, "opcua-"+info.OPCUAServer+".pass")
-				if err := os.WriteFile(ud.PasswordFile, []byte(pw), 0o600); err != nil {
+				if err := writeFresh(ud.PasswordFile, []byte(pw)); err != nil {
 					return nil, err
 				}
 			}
@@ -627,7 +628,7 @@ func engineTemplates(devs []fleet.DeviceInfo, dir string) ([]fleet.DeviceInfo, e
 			return nil, fmt.Errorf("demo: %s engine template: %w", d.ID, err)
 		}
 		path := filepath.Join(dir, d.ID+"-engine.yaml")
-		if err := os.WriteFile(path, eng, 0o600); err != nil {
+		if err := writeFresh(path, eng); err != nil {
 			return nil, err
 		}
 		d.Template = path

@@ -41,7 +41,7 @@ func runScenario(t *testing.T, faults string) *Demo {
 		}
 	}
 	root, _ := filepath.Abs("../..")
-	d := New(Options{FleetPath: filepath.Join(root, "configs/sim-fleet.yaml"), ScenarioPath: path, DataDir: dir,
+	d := New(Options{FleetPath: filepath.Join(root, "configs/sim-fleet.yaml"), ScenarioPath: path, DataDir: filepath.Join(dir, "data"),
 		Seed: -1, Speed: scenarioSpeed, PollInterval: scenarioPoll, Start: scenarioStart, SimClock: true,
 		Collector: func(c *collector.Config) {
 			c.KPI.Window = collector.Duration(10 * time.Minute)

@@ -2,7 +2,6 @@ package demo
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -59,7 +58,7 @@ func sparkplugCollector(ccfg *collector.Config, devs []fleet.DeviceInfo, mqttURL
 		b.WriteString("]}\n")
 	}
 	path := filepath.Join(dataDir, "sparkplug-map.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	if err := writeFresh(path, []byte(b.String())); err != nil {
 		return fmt.Errorf("demo: sparkplug mapping: %w", err)
 	}
 	ccfg.Sparkplug = &ingest.SparkplugConfig{URL: mqttURL, ClientID: "smelter-demo-sparkplug", Groups: []string{SparkplugGroup},

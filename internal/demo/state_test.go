@@ -68,56 +68,131 @@ func TestSecondRunStartsFresh(t *testing.T) {
 	})
 }
 
-// TestClearPreviousRun: the state directories of a data directory the demo
-// generated go, other files stay; a directory without the demo's generated
-// gateway config is refused and left as it is.
-func TestClearPreviousRun(t *testing.T) {
-	mk := func(t *testing.T, header string) string {
-		dir := t.TempDir()
-		for _, name := range runStateDirs {
-			if err := os.MkdirAll(filepath.Join(dir, name, "sub"), 0o750); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if header != "" {
-			if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(header+"\ngateway: {}\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "mine.txt"), []byte("keep"), 0o600); err != nil {
+// TestClaimDataDir: the demo writes to and empties only a directory it
+// created (its marker file, or what a release before the marker left) or
+// an empty one; it removes the state directories there and keeps other
+// files. Any other directory, also one holding a gateway.yaml of the
+// user's own or a symbolic link named like the demo's files, is refused
+// and left as it was.
+func TestClaimDataDir(t *testing.T) {
+	write := func(t *testing.T, path, data string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withState := func(t *testing.T) string {
+		dir := t.TempDir()
+		for _, name := range runStateDirs {
+			write(t, filepath.Join(dir, name, "sub", "f"), "state")
+		}
+		write(t, filepath.Join(dir, "mine.txt"), "keep")
 		return dir
 	}
-	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	header := generatedHeader + " from the simulator fleet\ngateway: {}\n"
 
-	dir := mk(t, generatedHeader+" from the simulator fleet")
-	if err := clearPreviousRun(dir); err != nil {
-		t.Fatal(err)
+	owned := map[string]func(t *testing.T, dir string){
+		"marker": func(t *testing.T, dir string) { write(t, filepath.Join(dir, markerFile), "x") },
+		"earlier release": func(t *testing.T, dir string) {
+			write(t, filepath.Join(dir, "gateway.yaml"), header)
+			write(t, filepath.Join(dir, "commander.nk"), "seed")
+			write(t, filepath.Join(dir, "operator.token"), "tok")
+		},
 	}
-	for _, name := range runStateDirs {
-		if exists(filepath.Join(dir, name)) {
-			t.Errorf("%s kept", name)
+	for name, mk := range owned {
+		dir := withState(t)
+		mk(t, dir)
+		if err := claimDataDir(dir); err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
-	}
-	if !exists(filepath.Join(dir, "mine.txt")) || !exists(filepath.Join(dir, "gateway.yaml")) {
-		t.Error("files outside the state directories removed")
-	}
-
-	for _, header := range []string{"", "# my own gateway config"} {
-		dir := mk(t, header)
-		err := clearPreviousRun(dir)
-		if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "nothing removed") {
-			t.Errorf("header %q: err = %v, want a refusal naming %s", header, err, dir)
-		}
-		for _, name := range runStateDirs {
-			if !exists(filepath.Join(dir, name, "sub")) {
-				t.Errorf("header %q: %s removed from a directory the demo did not create", header, name)
+		for _, d := range runStateDirs {
+			if exists(filepath.Join(dir, d)) {
+				t.Errorf("%s: %s kept", name, d)
 			}
 		}
+		if !exists(filepath.Join(dir, "mine.txt")) || !exists(filepath.Join(dir, markerFile)) {
+			t.Errorf("%s: other files removed or no marker written", name)
+		}
 	}
 
-	if err := clearPreviousRun(t.TempDir()); err != nil {
+	outside := filepath.Join(t.TempDir(), "real-config.yaml")
+	write(t, outside, header)
+	foreign := map[string]func(t *testing.T, dir string){
+		"state only":       func(*testing.T, string) {},
+		"own gateway.yaml": func(t *testing.T, dir string) { write(t, filepath.Join(dir, "gateway.yaml"), "gateway: {id: prod}\n") },
+		"header only":      func(t *testing.T, dir string) { write(t, filepath.Join(dir, "gateway.yaml"), header) },
+		"gateway.yaml symlink": func(t *testing.T, dir string) {
+			if err := os.Symlink(outside, filepath.Join(dir, "gateway.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			write(t, filepath.Join(dir, "commander.nk"), "seed")
+			write(t, filepath.Join(dir, "operator.token"), "tok")
+		},
+		"marker symlink": func(t *testing.T, dir string) {
+			if err := os.Symlink(outside, filepath.Join(dir, markerFile)); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for name, mk := range foreign {
+		dir := withState(t)
+		mk(t, dir)
+		err := claimDataDir(dir)
+		if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "nothing removed") {
+			t.Errorf("%s: err = %v, want a refusal naming %s", name, err, dir)
+		}
+		for _, d := range runStateDirs {
+			if !exists(filepath.Join(dir, d, "sub", "f")) {
+				t.Errorf("%s: %s removed from a directory the demo did not create", name, d)
+			}
+		}
+		if exists(filepath.Join(dir, markerFile)) && name != "marker symlink" {
+			t.Errorf("%s: marker written into a directory the demo did not create", name)
+		}
+	}
+	if data, _ := os.ReadFile(outside); string(data) != header {
+		t.Error("the file a symlink points to was changed")
+	}
+
+	empty := t.TempDir()
+	if err := claimDataDir(empty); err != nil || !exists(filepath.Join(empty, markerFile)) {
 		t.Errorf("empty directory: %v", err)
+	}
+}
+
+// TestWriteFreshReplacesLinks: a file the demo writes replaces a symbolic
+// link of that name (writing through it would change a file outside the
+// data directory) and an earlier file (keeping its mode), and is 0600.
+func TestWriteFreshReplacesLinks(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "real.yaml")
+	if err := os.WriteFile(outside, []byte("real"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link, old := filepath.Join(dir, "gateway.yaml"), filepath.Join(dir, "operator.token")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(old, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{link, old} {
+		if err := writeFresh(p, []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want a regular file of mode 0600", p, fi.Mode(), err)
+		}
+		if data, _ := os.ReadFile(p); string(data) != "new" {
+			t.Errorf("%s holds %q", p, data)
+		}
+	}
+	if data, _ := os.ReadFile(outside); string(data) != "real" {
+		t.Errorf("the link's target was written: %q", data)
 	}
 }
