@@ -173,7 +173,7 @@ func (cy *cycle) reset() {
 // a count per direction, not a series per gateway (up to
 // dashboard.MaxGateways gateways would be as many series); which gateways
 // is /api/v1/gateways' clock_skew.
-const clockSkewedHelp = "Gateways of this replica's list (/api/v1/gateways) whose measured clock offset (clock_offset_ms: the largest ts_gw minus arrival of their live batches of the last 30-60 s) lies beyond http.gateway_clock_tolerance (default 2s; 0s: both 0), ahead or behind (direction); which ones: /api/v1/gateways, clock_skew."
+const clockSkewedHelp = "Gateways of this replica's list (/api/v1/gateways) whose measured clock offset (clock_offset_ms: the median ts_gw minus arrival of their last 5 live batches of the last minute) lies beyond http.gateway_clock_tolerance (default 2s; 0s: both 0), ahead or behind (direction); online gateways only (not silent or offline); which ones: /api/v1/gateways, clock_skew."
 
 type metrics struct {
 	ingested   *prometheus.CounterVec

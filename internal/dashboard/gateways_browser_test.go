@@ -143,7 +143,7 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 func TestGatewayClockShownInBrowser(t *testing.T) {
 	bin := requireChromium(t)
 	shots := shotsDir(t)
-	f := newFixture(t, "") // its collector is the asset source; the gateways are this store's
+	f := newFixture(t, "")  // its collector is the asset source; the gateways are this store's
 	var behind atomic.Int64 // ms the server's clock runs behind the wall
 	live := dashboard.NewLive(func() time.Time { return time.Now().Add(-time.Duration(behind.Load()) * time.Millisecond) },
 		dashboard.WithClockTolerance(3*time.Second), dashboard.WithSilentAfter(20*time.Second))
