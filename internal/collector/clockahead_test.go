@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,6 +236,38 @@ func TestBacklogBoundedByArrival(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("data")); got != 1 {
 		t.Errorf("clock_ahead_total{kind=data} %v, want 1 (the forged batch, ahead of its arrival)", got)
+	}
+}
+
+// TestFarAheadBatchCounted (review10 F3): a batch whose ts_gw alone lies
+// beyond max_future (a gateway clock 10 min fast, its readings' times
+// right) was shown in its gateway's clock_ahead_total but counted in
+// neither smelter_collector_future_timestamps_total nor clock_ahead_total
+// and not logged, while one 4 min ahead was both: the worse fault was the
+// less visible. Now it counts in future_timestamps_total and is logged
+// with its lead, like a birth's or death's ts_gw beyond max_future.
+func TestFarAheadBatchCounted(t *testing.T) {
+	var lb logBuf
+	col := newCollectorLog(t, Defaults(), &lb)
+	sh := col.shard(0)
+	subj := telemetry.Subject("site1", "air_compressor", "ac-1", telemetry.KindData)
+	now := time.Now()
+	b := &telemetry.Batch{Gateway: "gw-far", Seq: 1, TSGW: now.Add(10 * time.Minute).UnixMilli(), Asset: spanAsset,
+		Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: now.UnixMilli()}}}
+	var cy cycle
+	col.processPayload(sh, subj, b.AppendJSON(nil), false, now, true, &cy)
+	if got := testutil.ToFloat64(col.m.future); got != 1 {
+		t.Errorf("future_timestamps_total %v, want 1 (the batch's ts_gw)", got)
+	}
+	if got := testutil.ToFloat64(col.m.ahead.WithLabelValues("data")); got != 0 {
+		t.Errorf("clock_ahead_total{kind=data} %v, want 0 (beyond max_future: the other counter)", got)
+	}
+	if log := lb.String(); !strings.Contains(log, "gw-far") || !strings.Contains(log, "lead_ms=600000") {
+		t.Errorf("no WARN naming the gateway and its lead; log:\n%s", log)
+	}
+	gws := col.live.Gateways()
+	if len(gws) != 1 || gws[0].ClockAheadTotal != 1 || gws[0].ClockSkew != "ahead" {
+		t.Errorf("gateways %+v, want gw-far with clock_ahead_total 1, marked ahead", gws)
 	}
 }
 

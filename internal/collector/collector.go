@@ -173,7 +173,7 @@ func (cy *cycle) reset() {
 // a count per direction, not a series per gateway (up to
 // dashboard.MaxGateways gateways would be as many series); which gateways
 // is /api/v1/gateways' clock_skew.
-const clockSkewedHelp = "Gateways of this replica's list (/api/v1/gateways) whose measured clock offset (clock_offset_ms: the largest ts_gw minus arrival of their live batches of the last 30-60 s) lies beyond http.gateway_clock_tolerance (default 2s; 0s: both 0), ahead or behind (direction); which ones: /api/v1/gateways, clock_skew."
+const clockSkewedHelp = "Gateways of this replica's list (/api/v1/gateways) whose measured clock offset (clock_offset_ms: the median ts_gw minus arrival of their last 5 live batches of the last minute) lies beyond http.gateway_clock_tolerance (default 2s; 0s: both 0), ahead or behind (direction); online gateways only (not silent or offline); which ones: /api/v1/gateways, clock_skew."
 
 type metrics struct {
 	ingested   *prometheus.CounterVec
@@ -246,7 +246,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		partsDrop: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_birth_parts_dropped_total",
 			Help: "Parts of split births dropped before their birth completed, by reason: parts (more than ingest.MaxBirthParts announced), bytes (one birth's parts over ingest.MaxBirthPartBytes), evicted (the oldest incomplete birth, for room: 256 births or ingest.MaxBirthPartsHeld bytes per partition), expired (incomplete for ingest.BirthPartsTTL)."}, []string{"reason"}),
 		future: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_future_timestamps_total",
-			Help: "Readings whose source time, and births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
+			Help: "Readings whose source time, and batches, births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 		ahead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_ahead_total",
 			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the collector's clock when read; for a backlog, the stream's time of the message) was set to it."}, []string{"kind"}),
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
@@ -499,12 +499,15 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		clk := dashboard.Clock{TSGW: b.TSGW, Arrival: arrival.UnixMilli(), Live: live}
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
 			was := b.TSGW
-			n, ahead := ingest.BoundBatch(b, arrival, tol)
-			clk.Bounded = ahead || n > 0 || b.TSGW != was
-			if n > 0 {
+			n, gwFuture, ahead := ingest.BoundBatch(b, arrival, tol)
+			clk.Bounded = ahead || n > 0 || gwFuture
+			if gwFuture { // the batch's ts_gw itself, beyond max_future (review10 F3)
+				c.m.future.Inc()
+			}
+			if n > 0 || gwFuture {
 				c.m.future.Add(float64(n))
-				c.warnLimited("future", "readings timestamped in the future: replaced by the arrival time", "subject", logCut(subject),
-					"gateway", b.Gateway, "seq", b.Seq, "readings", n, "tolerance", tol)
+				c.warnLimited("future", "batch timestamped in the future: its times beyond max_future replaced by the arrival time (gateway clock fast?)",
+					"subject", logCut(subject), "gateway", b.Gateway, "seq", b.Seq, "readings", n, "ts_gw", was, "lead_ms", was-b.TSGW, "tolerance", tol)
 			}
 			if ahead {
 				c.aheadOfClock(telemetry.KindData, subject, b.Gateway, b.Seq, was, b.TSGW)

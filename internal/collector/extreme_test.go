@@ -122,37 +122,42 @@ func TestBoundBatch(t *testing.T) {
 		wantTSGW   int64
 		wantTS     []int64
 		wantFuture int
+		wantGW     bool // ts_gw beyond the tolerance
 		wantAhead  bool
 	}{
 		{"ts_gw beyond the tolerance", ingest.MaxFuture, at(time.Hour),
 			[]int64{at(ingest.MaxFuture), at(ingest.MaxFuture + time.Millisecond), at(-time.Hour)},
-			ms, []int64{ms, ms, at(-time.Hour)}, 1, true},
+			ms, []int64{ms, ms, at(-time.Hour)}, 1, true, true},
+		// review10 F3: ts_gw alone beyond the tolerance, the readings right
+		{"ts_gw alone beyond the tolerance", ingest.MaxFuture, at(10 * time.Minute),
+			[]int64{at(-time.Second)},
+			ms, []int64{at(-time.Second)}, 0, true, false},
 		// review7 F1: a time not ahead (a device's SourceTimestamp while only
 		// the gateway's clock is fast) is kept, not moved back by ts_gw's lead
 		{"times ahead set to the arrival, the others kept", ingest.MaxFuture, at(240 * time.Second),
 			[]int64{at(240 * time.Second), at(239 * time.Second), at(-10 * time.Second)},
-			ms, []int64{ms, ms, at(-10 * time.Second)}, 0, true},
+			ms, []int64{ms, ms, at(-10 * time.Second)}, 0, false, true},
 		{"a reading ahead of its ts_gw", ingest.MaxFuture, at(10 * time.Second),
 			[]int64{at(20 * time.Second), at(time.Second)},
-			ms, []int64{ms, ms}, 0, true},
+			ms, []int64{ms, ms}, 0, false, true},
 		{"a reading ahead of a ts_gw dated now", ingest.MaxFuture, ms,
 			[]int64{at(time.Minute), at(-time.Second)},
-			ms, []int64{ms, at(-time.Second)}, 0, true},
+			ms, []int64{ms, at(-time.Second)}, 0, false, true},
 		{"nothing ahead", ingest.MaxFuture, at(-time.Second),
 			[]int64{ms, at(-2 * time.Second)},
-			at(-time.Second), []int64{ms, at(-2 * time.Second)}, 0, false},
+			at(-time.Second), []int64{ms, at(-2 * time.Second)}, 0, false, false},
 		{"the caller's tolerance", 3 * time.Hour, at(2 * time.Hour),
 			[]int64{at(2 * time.Hour), at(4 * time.Hour), at(time.Hour)},
-			ms, []int64{ms, ms, ms}, 1, true},
+			ms, []int64{ms, ms, ms}, 1, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := &telemetry.Batch{TSGW: c.tsgw}
 			for _, ts := range c.ts {
 				b.Readings = append(b.Readings, telemetry.Reading{TS: ts})
 			}
-			n, ahead := ingest.BoundBatch(b, now, c.tol)
-			if n != c.wantFuture || ahead != c.wantAhead || b.TSGW != c.wantTSGW {
-				t.Errorf("future %d ahead %v ts_gw %d, want %d %v %d", n, ahead, b.TSGW, c.wantFuture, c.wantAhead, c.wantTSGW)
+			n, gw, ahead := ingest.BoundBatch(b, now, c.tol)
+			if n != c.wantFuture || gw != c.wantGW || ahead != c.wantAhead || b.TSGW != c.wantTSGW {
+				t.Errorf("future %d ts_gw future %v ahead %v ts_gw %d, want %d %v %v %d", n, gw, ahead, b.TSGW, c.wantFuture, c.wantGW, c.wantAhead, c.wantTSGW)
 			}
 			for i, r := range b.Readings {
 				if r.TS != c.wantTS[i] {

@@ -143,13 +143,15 @@ func TestGatewayTurnsSilentInBrowser(t *testing.T) {
 func TestGatewayClockShownInBrowser(t *testing.T) {
 	bin := requireChromium(t)
 	shots := shotsDir(t)
-	f := newFixture(t, "") // its collector is the asset source; the gateways are this store's
-	live := dashboard.NewLive(nil, dashboard.WithClockTolerance(3*time.Second))
+	f := newFixture(t, "")  // its collector is the asset source; the gateways are this store's
+	var behind atomic.Int64 // ms the server's clock runs behind the wall
+	live := dashboard.NewLive(func() time.Time { return time.Now().Add(-time.Duration(behind.Load()) * time.Millisecond) },
+		dashboard.WithClockTolerance(3*time.Second), dashboard.WithSilentAfter(20*time.Second))
 	srv := httptest.NewServer(dashboard.New(f.col, live, dashboard.Options{}))
 	t.Cleanup(srv.Close)
 	seqs := map[string]uint64{}
 	publish := func(gw string, lead time.Duration, isLive bool) {
-		now := time.Now().UnixMilli()
+		now := time.Now().UnixMilli() - behind.Load()
 		seqs[gw]++
 		b := &telemetry.Batch{Gateway: gw, Seq: seqs[gw], TSGW: min(now+lead.Milliseconds(), now),
 			Asset:    telemetry.Asset{ID: "m-" + gw, Class: "motor", Path: compPath("site1")},
@@ -202,6 +204,26 @@ func TestGatewayClockShownInBrowser(t *testing.T) {
 	poll(t, jsErrs, 15*time.Second, "gw-slow marked behind", func() bool {
 		return read()["gw-slow"].Clock == "clock 10 min 0 s behind"
 	}, detail)
+	// review10 F5: a gateway that reports itself offline, and one that
+	// turns silent on the page (its last message 17 s old at the 20 s
+	// threshold, marked when it came), show their last offset, unmarked
+	publish("gw-off", 4*time.Minute, true)
+	live.ObserveStatus("site1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: "gw-off", Online: false, TSGW: time.Now().UnixMilli()})
+	behind.Store(17_000)
+	publish("gw-aging", 4*time.Minute, true)
+	behind.Store(0)
+	for _, gw := range []string{"gw-off", "gw-aging"} {
+		poll(t, jsErrs, 15*time.Second, gw+" shown with its last offset, unmarked", func() bool {
+			return read()[gw].Clock == "+4 min 0 s (last)"
+		}, detail)
+	}
+	_ = eval(tab, `document.querySelectorAll('td[data-clock] .pill.warn').length`, &marked)
+	if marked != 2 {
+		t.Errorf("%d clock cells marked, want 2 (gw-fast, gw-slow)", marked)
+	}
+	if c := read()["gw-aging"]; !strings.Contains(c.Title, "not current: the gateway is silent") {
+		t.Errorf("gw-aging clock cell %+v, want a title saying the offset is not current", c)
+	}
 	if errs := jsErrs.all(); len(errs) > 0 {
 		t.Errorf("JavaScript exceptions: %s", strings.Join(errs, "\n"))
 	}

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"slices"
 	"time"
 
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -14,25 +15,42 @@ import (
 // its arrival on the collector's clock, in ms. A batch is stamped before
 // it travels (gateway spool, uplink, broker, the collector's fetch), so
 // every delay only makes the sample smaller: sample = offset - delay,
-// delay >= 0. The estimate is therefore the LARGEST sample of a recent
-// window (the batch that travelled fastest), not a mean: it is a lower
-// bound of the gateway's lead. A gateway shown ahead is ahead by at least
-// that much; one shown behind is behind, or its batches were delayed, by
-// at most that much (a collector that lags its stream by seconds shows
-// every gateway that far behind).
+// delay >= 0. The estimate is the MEDIAN (the lower one of an even count)
+// of the gateway's last ClockSamples live samples that arrived within
+// ClockWindow of its newest: as long as more than half of them are honest,
+// it is at most an honest sample, so still a lower bound of the gateway's
+// lead, and one outlying batch (a clock step, a batch forged by another
+// publisher of the site, review10 F4) moves it by at most one place: it
+// marks a gateway only while it is the only sample of the window, and the
+// gateway's next correct batch clears it. Before, the estimate was the
+// largest sample of the window, so one such batch marked a correct gateway
+// for up to a minute. A gateway shown ahead is ahead by at least that
+// much, unless most of its recent batches were forged or its clock
+// stepped; one shown behind is behind, or its batches were delayed (the
+// median delay, not the shortest), by at most that much (a collector that
+// lags its stream by seconds shows every gateway that far behind).
 //
 // Only live batches are samples (Clock.Live): not a JetStream backlog
 // read after an outage (the collector's liveLag) and not a batch the
 // gateway flagged historical (replayed from its spool behind live data):
 // they tell how old the data is, not how the clock stands now.
+//
+// The estimate is of the gateway's last live batches: a gateway shown
+// silent or offline (GatewayView.Status) keeps its last clock_offset_ms,
+// no longer current, but is not marked (clock_skew) nor counted in
+// ClockSkewed (review10 F5: a gateway shut down kept the alert firing).
 
-// ClockBucket is the span of one of the two buckets of the clock estimate:
-// the estimate is the largest sample of the current bucket and the one
-// before it (when that one had samples), so it covers the newest 30-60 s of
-// a publishing gateway's live batches, and follows a clock corrected (NTP)
-// within a minute. A gateway that sent no live batch for a whole bucket
-// starts a fresh estimate with its next one; until then it keeps its last.
-const ClockBucket = 30 * time.Second
+// ClockWindow is how far back a gateway's clock estimate looks: its live
+// samples that arrived within ClockWindow before its newest. It follows
+// a clock corrected (NTP) within a minute (or ClockSamples/2 + 1 batches,
+// whichever comes first); a gateway that sent no live batch for
+// ClockWindow starts a fresh estimate with its next one.
+const ClockWindow = time.Minute
+
+// ClockSamples is how many of a gateway's newest live samples its clock
+// estimate keeps: 5, 88 bytes a gateway with their arrivals (2.9 MB at
+// MaxGateways; the largest-sample estimate before took 32).
+const ClockSamples = 5
 
 // DefaultClockTolerance is how far a gateway's clock estimate may lie
 // ahead of or behind the collector's clock before the API and dashboard
@@ -56,38 +74,45 @@ type Clock struct {
 	Bounded bool
 }
 
-// clockEst is a gateway's clock estimate: the largest sample of the
-// current ClockBucket (cur, bucket at) and of the one before (prev, when
-// hasPrev). Constant size per gateway.
+// clockEst is a gateway's clock estimate: its newest live samples (ms,
+// ts_gw - arrival) and their arrivals (collector's clock, Unix ms), oldest
+// first, n of them. Constant size per gateway.
 type clockEst struct {
-	known     bool
-	hasPrev   bool
-	at        int64 // the current bucket: arrival / ClockBucket
-	cur, prev int64 // ms, largest ts_gw - arrival in each
+	n      int
+	sample [ClockSamples]int64
+	at     [ClockSamples]int64
 }
 
+// add takes a sample that arrived at arrival: the samples that arrived
+// ClockWindow or more away from it (before, or after: the collector's
+// clock went back) are dropped, and the oldest when ClockSamples are held.
 func (e *clockEst) add(sample, arrival int64) {
-	b := arrival / ClockBucket.Milliseconds()
-	switch {
-	case e.known && b == e.at:
-		e.cur = max(e.cur, sample)
-	case e.known && b == e.at+1:
-		e.prev, e.hasPrev = e.cur, true
-		e.cur, e.at = sample, b
-	default: // the first sample, one after a gap of a bucket or more, or the clock went back
-		*e = clockEst{known: true, at: b, cur: sample}
+	win := ClockWindow.Milliseconds()
+	k := 0
+	for i := range e.n {
+		if d := arrival - e.at[i]; d < win && d > -win {
+			e.sample[k], e.at[k] = e.sample[i], e.at[i]
+			k++
+		}
 	}
+	if k == ClockSamples {
+		copy(e.sample[:], e.sample[1:])
+		copy(e.at[:], e.at[1:])
+		k--
+	}
+	e.sample[k], e.at[k] = sample, arrival
+	e.n = k + 1
 }
 
-// offset is the estimate (ms; positive: the gateway's clock is ahead).
+// offset is the estimate (ms; positive: the gateway's clock is ahead): the
+// lower median of the samples held.
 func (e *clockEst) offset() (int64, bool) {
-	if !e.known {
+	if e.n == 0 {
 		return 0, false
 	}
-	if e.hasPrev {
-		return max(e.cur, e.prev), true
-	}
-	return e.cur, true
+	s := e.sample // a copy, on the stack
+	slices.Sort(s[:e.n])
+	return s[(e.n-1)/2], true
 }
 
 // skew is "ahead" or "behind" when the estimate lies beyond tol (> 0)
@@ -139,11 +164,18 @@ func (l *Live) ObserveClockBounded(id string) {
 }
 
 // ClockSkewed counts the gateways whose clock estimate lies beyond the
-// tolerance, ahead and behind (both 0 with the tolerance off).
+// tolerance, ahead and behind (both 0 with the tolerance off): only
+// gateways shown online, not silent (SilentAfter) or offline, whose
+// estimate is no longer current.
 func (l *Live) ClockSkewed() (ahead, behind int) {
+	now := l.now().UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	silentMS := l.silentAfter.Milliseconds()
 	for _, g := range l.gateways {
+		if g.status(now, silentMS) != "online" {
+			continue
+		}
 		switch g.clk.skew(l.clockTol) {
 		case "ahead":
 			ahead++

@@ -8,12 +8,13 @@ import (
 )
 
 // TestGatewayClockEstimate (review7 F3): each gateway shows its clock
-// offset as measured, the largest ts_gw - arrival of its live batches of
-// the last 30-60 s (delays only lower a sample), and is marked when it lies
-// beyond the tolerance. Neither a backlog (Clock.Live false) nor a batch
-// the gateway flagged historical moves it; a clock corrected shows within
-// two buckets; clock_ahead_total counts the bounded messages; and a change
-// of the mark goes to event streams at once, not at the refresh slot.
+// offset as measured, the median ts_gw - arrival of its last live batches
+// of the last minute (delays only lower a sample), and is marked when it
+// lies beyond the tolerance. Neither a backlog (Clock.Live false) nor a
+// batch the gateway flagged historical moves it; a clock corrected shows
+// within three batches; clock_ahead_total counts the bounded messages; and
+// a change of the mark goes to event streams at once, not at the refresh
+// slot.
 func TestGatewayClockEstimate(t *testing.T) {
 	wall := time.Date(2026, 11, 30, 14, 0, 0, 10, time.UTC) // 10 ns into a bucket
 	l := NewLive(func() time.Time { return wall })
@@ -56,12 +57,12 @@ func TestGatewayClockEstimate(t *testing.T) {
 	}
 	_, _, ver := l.GatewaySnapshot()
 
-	// 240 s ahead, delivered in 40-900 ms: the fastest delivery is the estimate
+	// 240 s ahead, delivered in 40-900 ms: the median delivery is the estimate
 	for _, d := range []time.Duration{900, 40, 300} {
 		wall = wall.Add(time.Second)
 		send(240*time.Second, d*time.Millisecond, true, true, false)
 	}
-	want("240 s ahead", 240_000-40, "ahead", 3)
+	want("240 s ahead", 240_000-300, "ahead", 3)
 	// the mark went out at once: a change of counters alone is held
 	if changed, _, _, _, _ := l.GatewayChanges(ver); len(changed) != 1 || changed[0].ClockSkew != "ahead" {
 		t.Errorf("delta after the clock turned ahead: %+v, want the gateway marked ahead at once", changed)
@@ -71,22 +72,26 @@ func TestGatewayClockEstimate(t *testing.T) {
 	wall = wall.Add(time.Second)
 	send(10*time.Minute, 0, false, false, false)
 	send(10*time.Minute, 0, true, false, true)
-	want("after a backlog and historical data", 240_000-40, "ahead", 3)
+	want("after a backlog and historical data", 240_000-300, "ahead", 3)
 	if ahead, behind := l.ClockSkewed(); ahead != 1 || behind != 0 {
 		t.Errorf("ClockSkewed %d ahead %d behind, want 1, 0", ahead, behind)
 	}
 
-	// corrected (NTP): within two buckets the estimate is the new clock
+	// corrected (NTP): two batches are a minority of the samples held, the
+	// third makes the majority and the estimate is the new clock
 	for range 2 {
-		wall = wall.Add(ClockBucket)
+		wall = wall.Add(time.Second)
 		send(0, 50*time.Millisecond, true, false, false)
 	}
+	want("corrected twice", 240_000-900, "ahead", 3)
+	wall = wall.Add(time.Second)
+	send(0, 50*time.Millisecond, true, false, false)
 	want("corrected", -50, "", 3)
 	// within the tolerance either way: not marked; beyond it behind: marked
-	wall = wall.Add(2 * ClockBucket) // a gap: a fresh estimate
+	wall = wall.Add(ClockWindow) // a gap: a fresh estimate
 	send(-1500*time.Millisecond, 0, true, false, false)
 	want("1.5 s behind", -1500, "", 3)
-	wall = wall.Add(2 * ClockBucket)
+	wall = wall.Add(ClockWindow)
 	send(-4*time.Minute, 0, true, false, false)
 	want("4 min behind", -240_000, "behind", 3)
 
@@ -95,6 +100,111 @@ func TestGatewayClockEstimate(t *testing.T) {
 	off.ObserveBatchClock(batch(1, wall.UnixMilli(), 1), false, Clock{TSGW: wall.UnixMilli() + 3_600_000, Arrival: wall.UnixMilli(), Live: true})
 	if v := off.Gateways()[0]; v.ClockOffsetMS == nil || *v.ClockOffsetMS != 3_600_000 || v.ClockSkew != "" {
 		t.Errorf("tolerance off: %+v, want the offset 1 h and no mark", v)
+	}
+}
+
+// TestClockEstimateOneOutlier (review10 F4): the estimate was the largest
+// sample of the last 30-60 s, so one batch dated 1 h ahead (a clock step,
+// or forged by another publisher of the site) marked a correct gateway
+// "1 h ahead" for up to a minute, and resent every 30 s for ever. Now it
+// is the median of the last ClockSamples samples: one outlier among them
+// does not mark the gateway; alone in its window it does until the
+// gateway's next correct batch. The estimate stays a lower bound of the
+// lead of honest samples (delays only lower them), and a gateway most of
+// whose batches are ahead is marked.
+func TestClockEstimateOneOutlier(t *testing.T) {
+	wall := time.Date(2026, 11, 30, 14, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	seq := uint64(0)
+	send := func(lead, delay time.Duration) {
+		t.Helper()
+		seq++
+		arrival := wall.UnixMilli()
+		sent := arrival - delay.Milliseconds() + lead.Milliseconds()
+		l.ObserveBatchClock(batch(seq, min(sent, arrival), 1), false, Clock{TSGW: sent, Arrival: arrival, Live: true})
+	}
+	check := func(what string, lo, hi int64, skew string) {
+		t.Helper()
+		v := l.Gateways()[0]
+		if v.ClockOffsetMS == nil || *v.ClockOffsetMS < lo || *v.ClockOffsetMS > hi || v.ClockSkew != skew {
+			t.Fatalf("%s: %+v, want an offset in [%d, %d] ms, skew %q", what, v, lo, hi, skew)
+		}
+	}
+	// a correct clock, 1 batch/s, 10-200 ms on the way; one batch 1 h ahead
+	// in the middle: never marked, never above the true offset 0
+	for i := range 40 {
+		wall = wall.Add(time.Second)
+		if i == 10 {
+			send(time.Hour, 0)
+		} else {
+			send(0, time.Duration(10+i*37%190)*time.Millisecond)
+		}
+		check("correct clock, one outlier", -200, 0, "")
+	}
+	if ahead, behind := l.ClockSkewed(); ahead != 0 || behind != 0 {
+		t.Errorf("ClockSkewed %d ahead %d behind after one outlier, want 0, 0", ahead, behind)
+	}
+	// alone in its window: marked, cleared by the next correct batch
+	wall = wall.Add(ClockWindow)
+	send(time.Hour, 0)
+	check("the outlier alone", 3_600_000, 3_600_000, "ahead")
+	wall = wall.Add(time.Second)
+	send(0, 20*time.Millisecond)
+	check("the next correct batch", -20, -20, "")
+	// most batches 4 min ahead (a fast clock), delays up to 2 s, one
+	// outlier low (a batch held 1 min): marked, at most the true lead
+	for i := range 10 {
+		wall = wall.Add(time.Second)
+		if i == 5 {
+			send(4*time.Minute, time.Minute)
+		} else {
+			send(4*time.Minute, time.Duration(i*211%2000)*time.Millisecond)
+		}
+		if i >= 2 {
+			check("a fast clock", 240_000-2000, 240_000, "ahead")
+		}
+	}
+}
+
+// TestClockStaleWhenSilentOrOffline (review10 F5): a gateway marked ahead
+// stayed marked, and counted in ClockSkewed (the gauge the shipped alert
+// watches), after it went silent or reported itself offline, until its
+// next live batch: a gateway shut down kept the alert firing. Now such a
+// gateway keeps its last offset (no longer current) but no mark, and is
+// not counted; its next batch marks it again. Going offline is sent to
+// event streams at once with the mark cleared.
+func TestClockStaleWhenSilentOrOffline(t *testing.T) {
+	wall := time.Date(2026, 11, 30, 14, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	seq := uint64(0)
+	send := func() {
+		t.Helper()
+		seq++
+		at := wall.UnixMilli()
+		l.ObserveBatchClock(batch(seq, at, 1), false, Clock{TSGW: at + 240_000, Arrival: at, Live: true, Bounded: true})
+	}
+	want := func(what, status, skew string, ahead int) {
+		t.Helper()
+		v := l.Gateways()[0]
+		if v.Status != status || v.ClockSkew != skew || v.ClockOffsetMS == nil || *v.ClockOffsetMS != 240_000 {
+			t.Errorf("%s: %+v, want status %s, skew %q, the offset 240000 kept", what, v, status, skew)
+		}
+		if a, b := l.ClockSkewed(); a != ahead || b != 0 {
+			t.Errorf("%s: ClockSkewed %d ahead %d behind, want %d, 0", what, a, b, ahead)
+		}
+	}
+	send()
+	want("publishing", "online", "ahead", 1)
+	wall = wall.Add(l.SilentAfter() + time.Second)
+	want("silent", "silent", "", 0)
+	send()
+	want("back", "online", "ahead", 1)
+	_, _, ver := l.GatewaySnapshot()
+	wall = wall.Add(time.Second)
+	l.ObserveStatus("s1", &telemetry.Status{Schema: telemetry.SchemaStatus, Gateway: "gw-1", Online: false, TSGW: wall.UnixMilli()})
+	want("offline", "offline", "", 0)
+	if changed, _, _, _, _ := l.GatewayChanges(ver); len(changed) != 1 || changed[0].ClockSkew != "" || changed[0].Status != "offline" {
+		t.Errorf("delta after going offline: %+v, want the gateway offline, unmarked, at once", changed)
 	}
 }
 

@@ -113,8 +113,12 @@ type gatewayLook struct {
 }
 
 func (g *gatewayLive) look(clockTol time.Duration) gatewayLook {
-	return gatewayLook{site: g.site, assets: len(g.assets), births: g.births, deaths: g.deaths, lastDeath: g.lastDeath,
-		statusKnown: g.statusKnown, online: g.online, offline: g.offline(), clockSkew: g.clk.skew(clockTol)}
+	look := gatewayLook{site: g.site, assets: len(g.assets), births: g.births, deaths: g.deaths, lastDeath: g.lastDeath,
+		statusKnown: g.statusKnown, online: g.online, offline: g.offline()}
+	if !look.offline { // an offline gateway's clock is not marked (GatewayView.ClockSkew)
+		look.clockSkew = g.clk.skew(clockTol)
+	}
+	return look
 }
 
 // settle publishes gateway g's change at once when it shows (or g was

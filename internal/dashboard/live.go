@@ -754,13 +754,15 @@ type GatewayView struct {
 	Assets    int    `json:"assets"`
 	LastDeath string `json:"last_death,omitempty"`
 	// ClockOffsetMS is the gateway's clock estimate (gwclock.go): the
-	// largest ts_gw - arrival (collector's clock, ms) of its live batches
-	// of the last 30-60 s; positive: the gateway's clock is ahead. A lower
-	// bound of its lead (delays only lower it). Absent until a live batch
-	// came.
+	// median ts_gw - arrival (collector's clock, ms) of its last 5 live
+	// batches of the last minute; positive: the gateway's clock is ahead.
+	// A lower bound of its lead (delays only lower a sample) while most of
+	// those batches are honest. Absent until a live batch came; a silent
+	// or offline gateway keeps its last, no longer current.
 	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
 	// ClockSkew is "ahead" or "behind" when ClockOffsetMS lies beyond the
-	// store's clock tolerance (clock_tolerance_ms) that way; absent else.
+	// store's clock tolerance (clock_tolerance_ms) that way and the
+	// gateway is online (Status); absent else.
 	ClockSkew string `json:"clock_skew,omitempty"`
 	// ClockAheadTotal counts the gateway's batches, births and deaths
 	// whose times the collector set to their arrival (dated ahead of it).
@@ -799,22 +801,31 @@ func (l *Live) SilentAfter() time.Duration { return l.silentAfter }
 
 func (g *gatewayLive) view(now, silentMS int64, clockTol time.Duration) GatewayView {
 	v := GatewayView{ID: g.id, Site: g.site, LastSeq: g.lastSeq, LastTSGW: g.lastTSGW, LastRecv: g.lastRecv, AgeMS: now - g.lastRecv,
-		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath, Status: "online",
-		ClockAheadTotal: g.clockAhead, ClockSkew: g.clk.skew(clockTol)}
+		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath,
+		ClockAheadTotal: g.clockAhead, Status: g.status(now, silentMS)}
 	if off, ok := g.clk.offset(); ok {
 		v.ClockOffsetMS = &off
+	}
+	if v.Status == "online" { // else the estimate is not current: not marked (gwclock.go)
+		v.ClockSkew = g.clk.skew(clockTol)
 	}
 	if g.statusKnown {
 		on := g.online
 		v.Online = &on
 	}
+	return v
+}
+
+// status is how g is shown at now (Unix ms): offline, silent (nothing for
+// more than silentMS) or online.
+func (g *gatewayLive) status(now, silentMS int64) string {
 	switch {
 	case g.offline():
-		v.Status = "offline"
+		return "offline"
 	case now-g.lastRecv > silentMS:
-		v.Status = "silent"
+		return "silent"
 	}
-	return v
+	return "online"
 }
 
 // offline tells whether g is shown offline: its last status message said

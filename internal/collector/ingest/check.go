@@ -133,8 +133,10 @@ const MaxFuture = 5 * time.Minute
 // alert times would follow a gateway's fast clock. With tol (max_future,
 // > 0):
 //   - a gateway time or source time later than now + tol is replaced by
-//     now, as before; future counts the readings so replaced (the
-//     collector's smelter_collector_future_timestamps_total);
+//     now, as before; future counts the readings so replaced and gwFuture
+//     reports the batch's ts_gw so replaced (the collector counts both in
+//     smelter_collector_future_timestamps_total: before, a batch only its
+//     ts_gw dated beyond tol was counted nowhere, review10 F3);
 //   - a gateway time or source time later than now inside tol is set to
 //     now, each on its own; ahead reports that one was (the collector's
 //     smelter_collector_clock_ahead_total). A time not later than now is
@@ -147,12 +149,13 @@ const MaxFuture = 5 * time.Minute
 //
 // It runs at ingest for every source (JetStream, MQTT, Sparkplug: one
 // path). The caller skips it for tol 0 (max_future 0s: times as sent).
-func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future int, ahead bool) {
+func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future int, gwFuture, ahead bool) {
 	nowMS := now.UnixMilli()
 	limit := now.Add(tol).UnixMilli()
 	switch {
 	case b.TSGW > limit:
 		b.TSGW = nowMS
+		gwFuture = true
 	case b.TSGW > nowMS:
 		b.TSGW = nowMS
 		ahead = true
@@ -168,7 +171,7 @@ func BoundBatch(b *telemetry.Batch, now time.Time, tol time.Duration) (future in
 			ahead = true
 		}
 	}
-	return future, ahead
+	return future, gwFuture, ahead
 }
 
 // BoundTSGW bounds *tsgw (a birth's or death's ts_gw, Unix ms) by now, the

@@ -1102,7 +1102,7 @@ function gatewaysPage() {
         : '<div class="empty">No gateway has published yet.</div>') +
         `<p class="muted">Status: <b>online</b> while messages arrive; <b>silent</b> after ${esc(dur(S.silentAfter))} without any; <b>offline</b> when the gateway's status (MQTT last will) says so.` +
         (S.gwLive && S.gwRefresh ? ` <span id="gw-lag">Counters and last message lag by up to ${esc(dur(S.gwRefresh))}; a change of status, site, assets, births or deaths shows at once.</span>` : '') + '</p>' +
-        `<p class="muted" id="gw-clock-note">Clock: the gateway's time stamps against this collector's clock, from its live batches of the last minute (the fastest delivered: a gateway shown ahead is at least that far ahead; one shown behind may also be delayed).` +
+        `<p class="muted" id="gw-clock-note">Clock: the gateway's time stamps against this collector's clock, the median of its last 5 live batches of the last minute (one odd batch does not move it; a gateway shown ahead is at least that far ahead, one shown behind may also be delayed). A silent or offline gateway shows its last, unmarked.` +
         (S.clockTolerance > 0 ? ` Marked beyond ${esc(clockOff(S.clockTolerance))} either way.` : ' Nothing is marked (http.gateway_clock_tolerance 0).') + '</p>';
     },
     // time passing turns gateways silent here, with no message from the server
@@ -1114,6 +1114,8 @@ function gatewaysPage() {
         const td = tr.children[2];
         if (td.innerHTML !== pill) td.innerHTML = pill;
         tr.querySelector('[data-recv]').textContent = ago(serverNow() - x.last_recv);
+        const clk = gwClock(x), cell = tr.querySelector('[data-clock]'); // a silent gateway's clock is no longer marked
+        if (cell.innerHTML !== clk) cell.innerHTML = clk;
       }
     },
     // a delta that changes listed gateways only rewrites their rows; one
@@ -1130,7 +1132,9 @@ const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
   <td class="num">${x.assets}</td><td class="num">${x.last_seq}</td><td class="num">${x.batches}</td><td class="num">${x.births}</td><td class="num">${x.deaths}</td>
   <td data-recv>${esc(ago(serverNow() - x.last_recv))}</td><td data-clock>${gwClock(x)}</td><td class="muted">${esc(x.last_death || '–')}</td></tr>`;
 // a gateway's measured clock offset (clock_offset_ms: + ahead, - behind),
-// a warning pill when the collector marks it (clock_skew)
+// a warning pill when the collector marks it (clock_skew) and the gateway
+// is online; a silent or offline gateway's is its last, not current, and
+// never marked (the collector does not count it either)
 function clockOff(ms) {
   const a = Math.abs(ms);
   if (a < 1000) return Math.round(a) + ' ms';
@@ -1141,7 +1145,11 @@ function gwClock(x) {
   if (x.clock_offset_ms === undefined || x.clock_offset_ms === null) return '<span class="muted">–</span>';
   const off = x.clock_offset_ms;
   const text = (off >= 0 ? '+' : '−') + clockOff(off);
-  const n = x.clock_ahead_total ? ` title="${esc(x.clock_ahead_total)} messages dated ahead of the collector's clock, set to their arrival"` : '';
+  const st = gwStatus(x);
+  const why = [st !== 'online' ? `last measured, not current: the gateway is ${st}` : '',
+    x.clock_ahead_total ? `${x.clock_ahead_total} messages dated ahead of the collector's clock, set to their arrival` : ''].filter(Boolean).join('; ');
+  const n = why ? ` title="${esc(why)}"` : '';
+  if (st !== 'online') return `<span class="muted"${n}>${esc(text)} (last)</span>`;
   if (x.clock_skew) return `<span class="pill warn"${n}>clock ${esc(clockOff(off))} ${esc(x.clock_skew)}</span>`;
   return `<span class="muted"${n}>${esc(text)}</span>`;
 }
