@@ -792,7 +792,7 @@ func Endpoints(ctx context.Context, endpoint string) ([]EndpointInfo, error) {
 	}
 	gctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
-	eps, err := opcua.GetEndpoints(gctx, endpoint, opcua.DialTimeout(cfg.RequestTimeout))
+	eps, err := opcua.GetEndpoints(gctx, endpoint, dialOptions(&cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("opcua: get endpoints of %s: %w", endpoint, err)
 	}

@@ -32,6 +32,17 @@ const (
 	// no operation limit (0 means "no limit" in OPC UA, but a batch of tens
 	// of thousands of nodes is still a bad idea on small devices).
 	DefaultOperationLimit = 1000
+	// DefaultBufferSize is the ReceiveBufferSize and SendBufferSize the
+	// gateway requests in its Hello (bytes): the largest message chunk it
+	// receives and sends. A server answers with sizes no larger (OPC UA
+	// Part 6, 7.1.2.4), and gopcua allocates the server's ReceiveBufferSize
+	// for every chunk it reads: at the 64 KiB it asks by default that was
+	// most of what an OPC UA gateway allocated (docs/benchmarks.md).
+	DefaultBufferSize = 16 << 10
+	// MinBufferSize and MaxBufferSize bound buffer_size: Part 6 requires at
+	// least 8192 bytes (7.1.2.3); 16 MiB is far above any server's chunk.
+	MinBufferSize = 8192
+	MaxBufferSize = 16 << 20
 )
 
 // AuthConfig is the user identity of the session.
@@ -79,6 +90,13 @@ type Config struct {
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
 	Limits     Limits        `yaml:"limits"`
+	// BufferSize is the ReceiveBufferSize and SendBufferSize (bytes,
+	// MinBufferSize..MaxBufferSize, default DefaultBufferSize) of the
+	// gateway's Hello: the largest message chunk either side sends. A
+	// server that ignores the Hello and sends larger chunks than it
+	// accepts (against Part 6, 7.1.2.4) fails to connect with "message too
+	// large"; raise it to 65535 for such a server.
+	BufferSize uint32 `yaml:"buffer_size"`
 	// Isolation is where the device's sessions run: endpoint (default),
 	// in a session worker process shared by the devices of the same
 	// endpoint URL and security settings, so that a panic in gopcua (a
@@ -205,6 +223,9 @@ func (c *Config) SetDefaults() {
 	if c.Isolation == "" {
 		c.Isolation = IsolationEndpoint
 	}
+	if c.BufferSize == 0 {
+		c.BufferSize = DefaultBufferSize
+	}
 }
 
 var policyURIs = map[string]string{
@@ -287,6 +308,9 @@ func (c *Config) Validate() error {
 		if d.v < d.min || d.v > d.max {
 			bad(d.name, "%v out of range %v..%v", d.v, d.min, d.max)
 		}
+	}
+	if c.BufferSize < MinBufferSize || c.BufferSize > MaxBufferSize {
+		bad("buffer_size", "%d out of range %d..%d bytes", c.BufferSize, MinBufferSize, MaxBufferSize)
 	}
 	if c.Isolation != IsolationEndpoint && c.Isolation != IsolationProcess && c.Isolation != IsolationNone {
 		bad("isolation", "%q is not endpoint, process or none", c.Isolation)

@@ -138,12 +138,12 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger, requestTimeout 
 	opts := []opcua.Option{
 		opcua.AutoReconnect(false),
 		opcua.RequestTimeout(requestTimeout),
-		opcua.DialTimeout(cfg.RequestTimeout),
 		opcua.SessionTimeout(cfg.SessionTimeout),
 		opcua.ApplicationName("smelter-gateway"),
 		opcua.ProductURI("urn:smelter"),
 		opcua.SessionName("smelter-gateway"),
 	}
+	opts = append(opts, dialOptions(cfg)...)
 	sess := opcua.DefaultSessionConfig()
 	sess.SessionName = "smelter-gateway"
 	sess.SessionTimeout = cfg.SessionTimeout
@@ -181,7 +181,7 @@ func options(ctx context.Context, cfg *Config, log *slog.Logger, requestTimeout 
 	}
 	gctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
-	eps, err := opcua.GetEndpoints(gctx, cfg.Endpoint, opcua.DialTimeout(cfg.RequestTimeout))
+	eps, err := opcua.GetEndpoints(gctx, cfg.Endpoint, dialOptions(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("opcua: get endpoints of %s: %w", cfg.Endpoint, err)
 	}
@@ -331,4 +331,11 @@ func tokenName(t ua.UserTokenType) string {
 		}
 	}
 	return strings.ToLower(strings.TrimPrefix(t.String(), "UserTokenType"))
+}
+
+// dialOptions are the connection's dial timeout (request_timeout) and the
+// buffer sizes of its Hello (buffer_size), for discovery and sessions alike.
+func dialOptions(cfg *Config) []opcua.Option {
+	return []opcua.Option{opcua.DialTimeout(cfg.RequestTimeout),
+		opcua.ReceiveBufferSize(cfg.BufferSize), opcua.SendBufferSize(cfg.BufferSize)}
 }
