@@ -62,7 +62,7 @@ func newTier(res, span int64) tier {
 // pos returns the index of the bucket of order k (0 the oldest).
 func (t *tier) pos(k int) int {
 	if t.n == t.cap {
-		return (t.head + k) % t.cap
+		return wrap(t.head+k, t.cap)
 	}
 	return k
 }
@@ -70,7 +70,7 @@ func (t *tier) pos(k int) int {
 // order is the inverse of pos.
 func (t *tier) order(i int) int {
 	if t.n == t.cap {
-		return (i - t.head + t.cap) % t.cap
+		return wrap(i-t.head+t.cap, t.cap)
 	}
 	return i
 }
@@ -154,7 +154,7 @@ func (t *tier) push(b int64) int {
 		}
 	} else {
 		i = t.head
-		t.head = (t.head + 1) % t.cap
+		t.head = wrap(t.head+1, t.cap)
 		if t.cnt != nil {
 			t.cnt[i] = 0
 		}
@@ -254,7 +254,7 @@ func (t *tier) warm() uint32 {
 // add folds one reading into the tier; it reports false when ts is older
 // than the newest bucket (out of order), which is dropped.
 func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
-	b := (ts - mod(ts, t.res)) / t.res
+	b := floorDiv(ts, t.res)
 	var i int
 	fresh := false
 	switch {
@@ -348,12 +348,23 @@ func (t *tier) oldest() (int64, bool) {
 	return t.start(t.pos(0)), true
 }
 
-func mod(a, b int64) int64 {
-	m := a % b
-	if m < 0 {
-		m += b
+// wrap is i % n for 0 <= i < 2n (a ring index plus an offset below the
+// ring's length), without a division.
+func wrap(i, n int) int {
+	if i >= n {
+		i -= n
 	}
-	return m
+	return i
+}
+
+// floorDiv is a / b rounded towards minus infinity for b > 0, the number of
+// the bucket of width b that holds a: (a - mod(a, b)) / b with one division.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if q*b > a { // a negative a not a multiple of b: / rounded towards zero
+		q--
+	}
+	return q
 }
 
 // series is the recent history of one asset signal in two tiers: fine

@@ -197,3 +197,39 @@ func TestTierMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// mod is a % b in [0, b) for b > 0: the reference's bucket start.
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+// floorDiv gives the bucket number the reference's bucket start gives, for
+// times before and after 1970, on and off a bucket's edge, and at the ends
+// of int64; wrap is % for the ring indexes the tiers use.
+func TestFloorDivAndWrap(t *testing.T) {
+	res := []int64{1, 7, 1000, 15000, 3600000}
+	ts := []int64{0, 1, -1, 999, 1000, 1001, -999, -1000, -1001, 1764550000000, -1764550000123,
+		math.MaxInt64, math.MinInt64 + 3600000}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		ts = append(ts, rng.Int64N(1<<50)-1<<49)
+	}
+	for _, r := range res {
+		for _, a := range ts {
+			if got, want := floorDiv(a, r), (a-mod(a, r))/r; got != want {
+				t.Fatalf("floorDiv(%d, %d) = %d, want %d", a, r, got, want)
+			}
+		}
+	}
+	for _, n := range []int{1, 2, 300, 240} {
+		for i := range 2 * n {
+			if got := wrap(i, n); got != i%n {
+				t.Fatalf("wrap(%d, %d) = %d, want %d", i, n, got, i%n)
+			}
+		}
+	}
+}

@@ -742,7 +742,21 @@ func fastFloat(t string) (float64, bool) {
 // an escape, a control character or a byte beyond ASCII before the quote
 // (those take the general path), or no closing quote.
 func plainString(s string, i int) (str string, next int, ok bool) {
-	for j := i; j < len(s); j++ {
+	j := i
+	// 8 bytes at a time while none of them is a quote, a backslash, a
+	// control character or a byte beyond ASCII (each test below is exact
+	// about whether such a byte is in the word; bit tricks from "Bit
+	// Twiddling Hacks", haszero and hasless); the word that has one is
+	// looked at byte by byte
+	for ; j+8 <= len(s); j += 8 {
+		t := s[j : j+8] // one load
+		w := uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+			uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+		if (w|hasZero(w^quotes)|hasZero(w^backslashes)|((w-spaces)&^w))&highBits != 0 {
+			break
+		}
+	}
+	for ; j < len(s); j++ {
 		switch c := s[j]; {
 		case c == '"':
 			return s[i:j], j + 1, true
@@ -752,6 +766,19 @@ func plainString(s string, i int) (str string, next int, ok bool) {
 	}
 	return "", i, false
 }
+
+const (
+	lowBits     = 0x0101010101010101
+	highBits    = 0x8080808080808080
+	quotes      = '"' * lowBits
+	backslashes = '\\' * lowBits
+	spaces      = 0x20 * lowBits // the first byte that is no control character
+)
+
+// hasZero has the high bit of a byte set (the lowest such byte exactly, the
+// ones above it perhaps not) when w has a zero byte, and no high bit set
+// when it has none (bits other than the high ones are garbage).
+func hasZero(w uint64) uint64 { return (w - lowBits) &^ w }
 
 // numberEnd returns the index after the JSON number that starts at s[i],
 // or i when there is none (the grammar of batchDecoder.number).

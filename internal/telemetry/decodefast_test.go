@@ -173,3 +173,76 @@ func TestFastNumbersMatchStrconv(t *testing.T) {
 		}
 	}
 }
+
+// plainStringBytewise is plainString as it was before it looked at 8 bytes
+// at a time: the reference.
+func plainStringBytewise(s string, i int) (string, int, bool) {
+	for j := i; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '"':
+			return s[i:j], j + 1, true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return "", i, false
+		}
+	}
+	return "", i, false
+}
+
+// plainString answers as the byte-by-byte reference for every byte value
+// at every position of strings of 0-40 bytes, after a run of plain bytes
+// of every length (the 8-byte steps meet the byte in each lane), and for
+// strings with no closing quote.
+func TestPlainStringWords(t *testing.T) {
+	check := func(s string, i int) {
+		t.Helper()
+		gs, gn, gok := plainString(s, i)
+		ws, wn, wok := plainStringBytewise(s, i)
+		if gs != ws || gn != wn || gok != wok {
+			t.Fatalf("plainString(%q, %d) = %q, %d, %v; byte by byte %q, %d, %v", s, i, gs, gn, gok, ws, wn, wok)
+		}
+	}
+	plain := "abcdefghijklmnopqrstuvwxyz0123456789:_-./ABC"
+	for n := range 41 {
+		for c := range 256 {
+			s := plain[:n] + string([]byte{byte(c)}) + plain[:n%7] + `"` + "tail"
+			check(s, 0)
+			check(`{"signal":"`+s, len(`{"signal":"`))
+			check(plain[:n]+string([]byte{byte(c)}), 0) // no closing quote
+		}
+		check(plain[:n], 0)
+	}
+	rng := rand.New(rand.NewPCG(7, 9))
+	for range 20000 {
+		b := make([]byte, rng.IntN(40))
+		for k := range b {
+			if rng.IntN(6) == 0 {
+				b[k] = byte(rng.IntN(256))
+			} else {
+				b[k] = plain[rng.IntN(len(plain))]
+			}
+		}
+		check(string(b), rng.IntN(len(b)+1))
+	}
+}
+
+// BenchmarkPlainString reads the strings of a reading as the benchmarks
+// of the collector send them, 8 bytes at a time and byte by byte.
+func BenchmarkPlainString(b *testing.B) {
+	s := `{"signal":"exhaust_temp_cyl_4","value":412.0,"unit":"Cel","quality":"good","ts":1764550000000,"src":"modbus:1:hr:40017"}`
+	var at []int
+	for _, k := range []string{`{"signal":"`, `"unit":"`, `"quality":"`, `"src":"`} {
+		at = append(at, strings.Index(s, k)+len(k))
+	}
+	for _, c := range []struct {
+		name string
+		f    func(string, int) (string, int, bool)
+	}{{"words", plainString}, {"bytewise", plainStringBytewise}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				for _, i := range at {
+					c.f(s, i)
+				}
+			}
+		})
+	}
+}

@@ -55,6 +55,24 @@ type Engine struct {
 	slab    []float64 // AppendBinary's evaluator memory of one rule, reused
 	updated []*signalState
 	warmed  uint32 // what warm returned
+	// last is the asset of the newest lookup (nil: none): the calls
+	// for one batch (Has, Duplicate, LimitSignals, Process, Key, the
+	// checkpoint's AppendBinary) ask for the same asset in a row, and a
+	// comparison of its site and id costs less than the map's hash and
+	// probe; dropAsset clears it
+	last *assetState
+}
+
+// lookup returns the tracked asset (site, id).
+func (e *Engine) lookup(site, id string) (*assetState, bool) {
+	if a := e.last; a != nil && a.id == id && a.site == site {
+		return a, true
+	}
+	a, ok := e.assets[[2]string{site, id}]
+	if ok {
+		e.last = a
+	}
+	return a, ok
 }
 
 // New returns an engine for set; cat supplies default plausibility ranges.
@@ -206,8 +224,7 @@ func (a *assetState) eval(b *boundExpr) (float64, bool) {
 }
 
 func (e *Engine) asset(site, id, class string, path []string) *assetState {
-	k := [2]string{site, id}
-	if a, ok := e.assets[k]; ok {
+	if a, ok := e.lookup(site, id); ok {
 		if a.class == class {
 			return a
 		}
@@ -222,10 +239,11 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 			path[i] = strings.Clone(path[i])
 		}
 	}
-	k = [2]string{site, id}
+	k := [2]string{site, id}
 	a := &assetState{e: e, site: site, id: id, class: class, path: path, sigs: map[string]*signalState{},
 		nameplate: map[string]float64{}, birth: map[string]telemetry.SignalInfo{}}
 	e.assets[k] = a
+	e.last = a
 	e.order = append(e.order, a)
 	if x, ok := e.set.Running[class]; ok {
 		a.runExpr = a.bind(x)
@@ -248,6 +266,9 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 
 func (e *Engine) dropAsset(a *assetState) {
 	delete(e.assets, [2]string{a.site, a.id})
+	if e.last == a {
+		e.last = nil
+	}
 	for i, x := range e.order {
 		if x == a {
 			e.order = append(e.order[:i], e.order[i+1:]...)
@@ -369,7 +390,7 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 // death (revive). Birth does the same.
 func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	as := b.Asset.FromJSON()
-	a, ok := e.assets[[2]string{as.Site(), as.ID}]
+	a, ok := e.lookup(as.Site(), as.ID)
 	if !ok {
 		return out
 	}
@@ -411,7 +432,7 @@ func (e *Engine) revive(a *assetState, ts int64, out []alert.Alert) []alert.Aler
 // evaluated and skipped as duplicates, put there. The caller skips it.
 func (e *Engine) InForce(b *telemetry.Birth) bool {
 	as := b.Asset.FromJSON()
-	a, ok := e.assets[[2]string{as.Site(), as.ID}]
+	a, ok := e.lookup(as.Site(), as.ID)
 	if !ok || a.class != as.Class || !slices.Equal(a.path, as.Path) || len(b.Signals) != len(a.birth) ||
 		len(b.Nameplate) != len(a.nameplate) {
 		return false
@@ -1046,7 +1067,7 @@ func (e *Engine) Assets() []AssetView {
 
 // Asset returns one asset's latest state.
 func (e *Engine) Asset(site, id string) (AssetView, bool) {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok {
 		return AssetView{}, false
 	}

@@ -99,7 +99,7 @@ func (e *Engine) LimitSignals(b *telemetry.Batch, max int) Refusal {
 // break the schema's bounds; the asset must be tracked (Birth or
 // LimitSignals was called). first is a sample name for the log.
 func (e *Engine) NoteRefused(site, id string, n int, first string) Refusal {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok || n <= 0 {
 		return Refusal{}
 	}

@@ -101,7 +101,7 @@ func (f *Floats) UnmarshalJSON(b []byte) error {
 
 // Has reports whether the engine tracks the asset.
 func (e *Engine) Has(site, id string) bool {
-	_, ok := e.assets[[2]string{site, id}]
+	_, ok := e.lookup(site, id)
 	return ok
 }
 
@@ -109,7 +109,7 @@ func (e *Engine) Has(site, id string) bool {
 // (never views into a message payload) and of the gateway of its newest
 // evaluated batch; false when the asset is not tracked.
 func (e *Engine) Key(site, id string) (key [2]string, gateway string, ok bool) {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok {
 		return [2]string{}, "", false
 	}
@@ -121,7 +121,7 @@ func (e *Engine) Key(site, id string) (key [2]string, gateway string, ok bool) {
 // dead and its silence alert is not raised. False when the asset is not
 // tracked or has no batch yet.
 func (e *Engine) Current(site, id string) (gateway string, alive bool) {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok || a.batches == 0 {
 		return "", false
 	}
@@ -176,7 +176,7 @@ func (e *Engine) Behind(site, id, gateway string, seq uint64, tsgw int64, window
 	if e.behind(site, id, gateway, seq, 0, 0, window) {
 		return true
 	}
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	return ok && a.seq != 0 && a.gateway == gateway && seq <= a.seq && a.before(tsgw)
 }
 
@@ -189,7 +189,7 @@ func (a *assetState) before(tsgw int64) bool {
 }
 
 func (e *Engine) behind(site, id, gateway string, seq uint64, part, parts int, window uint64) bool {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok || a.seq == 0 || a.gateway != gateway {
 		return false
 	}
@@ -228,7 +228,7 @@ func (e *Engine) lifeBehind(site, id, gateway string, seq uint64, tsgw int64, wi
 	if e.Behind(site, id, gateway, seq, tsgw, window) {
 		return true
 	}
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok || seq != 0 && a.gateway == gateway && a.seq != 0 {
 		return false // compared by seq above: newer
 	}
@@ -245,7 +245,7 @@ func (e *Engine) lifeBehind(site, id, gateway string, seq uint64, tsgw int64, wi
 // over moves it back with its first batch (Process). The collector marks
 // a birth also when it does not apply it (InForce).
 func (e *Engine) Mark(site, id, gateway string, seq uint64) {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok || seq == 0 || a.gateway == gateway && seq < a.seq {
 		return
 	}
@@ -267,7 +267,7 @@ func (e *Engine) Snapshot(site, id string) (AssetState, bool) {
 // until the next call with the same st. Path and Nameplate are the
 // engine's own (read only; valid while the engine's lock is held).
 func (e *Engine) SnapshotInto(st *AssetState, site, id string) bool {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok {
 		return false
 	}
@@ -383,7 +383,7 @@ func (e *Engine) RestoreAsset(st *AssetState) { e.RestoreAssetAt(st, 0) }
 // reading is silence only when the stream holds nothing of the asset
 // for it, as when every device went down before a restart.
 func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
-	if a, ok := e.assets[[2]string{st.Site, st.ID}]; ok {
+	if a, ok := e.lookup(st.Site, st.ID); ok {
 		e.dropAsset(a)
 	}
 	a := e.asset(st.Site, st.ID, st.Class, st.Path)

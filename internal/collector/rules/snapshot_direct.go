@@ -15,7 +15,7 @@ import (
 // id, class, path, nameplate, birth list) is encoded once per birth or
 // restore and kept with the asset. False when the asset is not tracked.
 func (e *Engine) AppendBinary(b []byte, site, id string) ([]byte, bool) {
-	a, ok := e.assets[[2]string{site, id}]
+	a, ok := e.lookup(site, id)
 	if !ok {
 		return b, false
 	}
