@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/gopcua/opcua/uacp"
 )
 
 // TestHelloAsksBufferSize: every connection the driver opens (discovery
@@ -37,7 +39,7 @@ func TestHelloAsksBufferSize(t *testing.T) {
 		}
 	}()
 	endpoint := "opc.tcp://" + ln.Addr().String()
-	for _, size := range []uint32{0, MinBufferSize, 65535} {
+	for _, size := range []uint32{0, 65535, MinBufferSize} { // the last one differs from gopcua's default
 		want := size
 		if want == 0 {
 			want = DefaultBufferSize
@@ -58,6 +60,9 @@ func TestHelloAsksBufferSize(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no Hello")
 		}
+	}
+	if a := uacp.DefaultClientACK; a.ReceiveBufSize != uacp.DefaultReceiveBufSize || a.SendBufSize != uacp.DefaultSendBufSize {
+		t.Errorf("gopcua's process-wide default Hello changed to %d/%d", a.ReceiveBufSize, a.SendBufSize)
 	}
 	for _, bad := range []uint32{MinBufferSize - 1, MaxBufferSize + 1} {
 		cfg := Config{Endpoint: endpoint, BufferSize: bad}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
+	"github.com/gopcua/opcua/uacp"
 	"github.com/gopcua/opcua/uasc"
 
 	"github.com/smelterio/smelter/internal/opcua/uapki"
@@ -334,8 +336,16 @@ func tokenName(t ua.UserTokenType) string {
 }
 
 // dialOptions are the connection's dial timeout (request_timeout) and the
-// buffer sizes of its Hello (buffer_size), for discovery and sessions alike.
+// buffer sizes of its Hello (buffer_size), for discovery and sessions
+// alike, in a dialer of the connection's own: gopcua's ReceiveBufferSize
+// and SendBufferSize options write into the Acknowledge its default dialer
+// points to, uacp.DefaultClientACK, one for the whole process (a data
+// race between two connects, and one device's size in every other's Hello).
 func dialOptions(cfg *Config) []opcua.Option {
-	return []opcua.Option{opcua.DialTimeout(cfg.RequestTimeout),
-		opcua.ReceiveBufferSize(cfg.BufferSize), opcua.SendBufferSize(cfg.BufferSize)}
+	return []opcua.Option{opcua.Dialer(&uacp.Dialer{
+		Dialer: &net.Dialer{Timeout: cfg.RequestTimeout},
+		// MaxMessageSize and MaxChunkCount 0: what the server wants, as
+		// gopcua's default
+		ClientACK: &uacp.Acknowledge{ReceiveBufSize: cfg.BufferSize, SendBufSize: cfg.BufferSize},
+	})}
 }
