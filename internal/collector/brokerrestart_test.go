@@ -373,3 +373,49 @@ func TestRefusedCredentialsStopRun(t *testing.T) {
 		t.Fatal("Run still running 30 s after the server refused its credentials")
 	}
 }
+
+// TestStoreGoneStopsRun: a state bucket gone from the server (deleted, or
+// the server restarted on an empty store) is nothing waiting can fix: the
+// partition workers would fail on it for ever while the collector looked
+// ready (review11 F1). After storeGoneStops workers in a row stopped on it,
+// Run stops with an error that says so; a restart creates the bucket again.
+func TestStoreGoneStopsRun(t *testing.T) {
+	ns := natsServer(t)
+	cfg := Defaults()
+	cfg.NATS.URL = ns.URL()
+	cfg.HTTP.Listen = ""
+	cfg.DataDir = t.TempDir()
+	cfg.Cluster.CheckpointInterval = Duration(100 * time.Millisecond)
+	r := startCfg(t, cfg)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	f := &restartFleet{js: js, n: 2, t0: time.Now().UnixMilli() - 3600_000, seq: map[string]uint64{}}
+	f.publish(t, 80)
+	kv, err := js.KeyValue(context.Background(), "smelter-collector_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "the first batches checkpointed", func() bool { return f.checkpointed(kv, 0) })
+	if err := js.DeleteKeyValue(context.Background(), "smelter-collector_state"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(60 * time.Second)
+	for {
+		f.publish(t, 80) // the worker writes its next checkpoint, and fails
+		select {
+		case err := <-r.done:
+			r.cancel = nil
+			if err == nil || !strings.Contains(err.Error(), "state bucket is gone") {
+				t.Fatalf("Run = %v, want the lost store named", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("Run still going 60 s after its state bucket was deleted")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

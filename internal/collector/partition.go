@@ -563,6 +563,24 @@ func (t *tenure) check() error {
 	return nil
 }
 
+// storeGoneStops is how many workers of one partition in a row may stop
+// on a stream or bucket the server does not have before the collector
+// stops (storeGone): a NATS server restarted on an empty store, or the
+// state bucket deleted, left every worker failing for good while the
+// collector looked ready (review11 F1).
+const storeGoneStops = 3
+
+// storeGone reports whether err says the server has no such stream or KV
+// bucket (JetStream API error 10059, or nats.go's errors for it).
+func storeGone(err error) bool {
+	if err == nil {
+		return false
+	}
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, nats.ErrStreamNotFound) || (errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamNotFound)
+}
+
 // priorityGroup is the pinned-client priority group on every partition
 // consumer (the consumer names carry the collector group; the server
 // limits this name to 16 characters).
@@ -584,6 +602,9 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 	// stop is logged at ERROR: a worker that keeps restarting on the same
 	// condition evaluates nothing, a single WARN among many hides it
 	failed := map[int]int{}
+	// gone: per partition, how many of those in a row stopped because the
+	// stream or state bucket is gone (storeGone)
+	gone := map[int]int{}
 	failedWithin := 5*time.Duration(c.cfg.Cluster.AckWait) + time.Minute
 	defer func() {
 		held := make([]int, 0, len(workers))
@@ -653,6 +674,17 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 					failed[p] = 0
 				default:
 					failed[p]++
+				}
+				if storeGone(err) && failed[p] > 0 {
+					gone[p]++
+				} else {
+					gone[p] = 0
+				}
+				if gone[p] >= storeGoneStops && ctx.Err() == nil {
+					// waiting cannot bring a lost store back; the start
+					// creates the stream's partitions and the buckets again
+					return fmt.Errorf("collector: partition %d: %w: the stream or state bucket is gone from the NATS server "+
+						"(its JetStream store lost, or deleted); stopping after %d tries, a restart creates them again", p, err, gone[p])
 				}
 				if err != nil && ctx.Err() == nil {
 					lvl := slog.LevelWarn
