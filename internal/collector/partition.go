@@ -1022,10 +1022,14 @@ func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shar
 	sh := c.newShard(old.p)
 	err := c.load(ctx, kv, sh, msg)
 	c.mu.Lock()
-	if err == nil && c.shards[old.p] == old {
+	replaced := err == nil && c.shards[old.p] == old
+	if replaced {
 		c.shards[old.p] = sh
 	}
 	c.mu.Unlock()
+	if replaced {
+		c.retire(old)
+	}
 	c.tracked.Store(int64(c.trackedAssets()))
 	if err != nil {
 		return old, err

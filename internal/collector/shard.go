@@ -32,6 +32,7 @@ type shard struct {
 	cycle sync.Mutex
 
 	mu       sync.Mutex // guards everything below; never held across I/O
+	gone     bool       // its counts moved to Collector.retired (guarded by Collector.statsMu too)
 	engine   *rules.Engine
 	kpis     *kpi.Tracker
 	dedup    *ingest.Dedup
