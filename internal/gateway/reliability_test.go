@@ -1059,7 +1059,8 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	}
 	backlog := minutes * 60 * devices
 	prefilled := time.Now()
-	b.Logf("backlog batches of %d bytes", prefill(b, cfg, backlog))
+	size, last := prefill(b, cfg, backlog) // the backlog's seqs end at last
+	b.Logf("backlog batches of %d bytes", size)
 	// The spool stamps records with their append time: let the backlog be
 	// older than the live-lane threshold, as a real one would be.
 	for time.Since(prefilled) < forward.DefaultLiveAfter+500*time.Millisecond {
@@ -1080,7 +1081,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	for {
 		drained := 0
 		for _, u := range g.Status().Uplinks {
-			if u.LastSeq >= uint64(backlog) {
+			if u.LastSeq >= last {
 				drained++
 				if u.Name == "mqtt" && mqttDrained.IsZero() {
 					mqttDrained = time.Now()
@@ -1110,15 +1111,15 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 	var drainEnd time.Time
 	var live []time.Duration
 	for _, d := range ds {
-		if d.seq == uint64(backlog) {
+		if d.seq == last {
 			drainEnd = d.stored
 		}
 	}
 	if drainEnd.IsZero() {
-		b.Fatalf("backlog seq %d not in the stream", backlog)
+		b.Fatalf("backlog seq %d not in the stream", last)
 	}
 	for _, d := range ds {
-		if d.seq <= uint64(backlog) || d.kind != string(telemetry.KindData) || d.hist {
+		if d.seq <= last || d.kind != string(telemetry.KindData) || d.hist {
 			continue
 		}
 		read := time.UnixMilli(d.tsGW)
@@ -1150,7 +1151,7 @@ func runReplay(b *testing.B, minutes, devices int, policy string, rate int) repl
 // prefill writes n data batches of the configured devices into the
 // gateway's spool, behind "nats" and "mqtt" cursors at the start, as if the uplink
 // had been down while they were polled once a second per device.
-func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
+func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int, last uint64) {
 	b.Helper()
 	sp, err := spool.Open(cfg.Raw.Spool, nil, nil)
 	if err != nil {
@@ -1189,10 +1190,11 @@ func prefill(b *testing.B, cfg *gwconfig.Config, n int) (avgBytes int) {
 			b.Fatal(err)
 		}
 	}
+	last = sp.LastSeq() // a new spool's seqs start at its floor (spool.SeqFloor), not 1
 	if err := sp.Close(); err != nil {
 		b.Fatal(err)
 	}
-	return avgBytes / n
+	return avgBytes / n, last
 }
 
 // TestLiveFirstBacklog: with backlog: live_first and a replay_rate cap, a
