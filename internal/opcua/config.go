@@ -38,7 +38,7 @@ const (
 	// Part 6, 7.1.2.4), and gopcua allocates the server's ReceiveBufferSize
 	// for every chunk it reads: at the 64 KiB it asks by default that was
 	// most of what an OPC UA gateway allocated (docs/benchmarks.md).
-	DefaultBufferSize = 16 << 10
+	DefaultBufferSize = 32 << 10
 	// MinBufferSize and MaxBufferSize bound buffer_size: Part 6 requires at
 	// least 8192 bytes (7.1.2.3); 16 MiB is far above any server's chunk.
 	MinBufferSize = 8192
