@@ -555,7 +555,13 @@ func TestSubscribeRetainedFlag(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	publishAll(t, c, "k/2", "live")
-	if m := next(t, sub); m != (received{"k/2", "live", false}) {
+	// the broker may also deliver k/1 live to a subscription made while it
+	// was still fanning k/1 out (after its PUBACK): a copy without the flag
+	m := next(t, sub)
+	if m == (received{"k/1", "kept", false}) {
+		m = next(t, sub)
+	}
+	if m != (received{"k/2", "live", false}) {
 		t.Fatalf("got %+v", m)
 	}
 }
