@@ -271,6 +271,14 @@ func disrupted(t *testing.T, url string, storeReplicas, parts, replicas int, rew
 			return false
 		}
 		for _, a := range got {
+			if a.Kind == "stale" && a.Signal == "" {
+				// asset silence: this test's own publishes stall while the
+				// cluster elects and its rounds come tens of ms apart, so a
+				// gap of a second is silence by K x the arrival interval
+				// (failed CI twice); what the disruption must not do is
+				// checked below: batches once, each alarm once
+				continue
+			}
 			if a.State != alert.Updated {
 				if a.State != alert.Raised || a.Rule != "discharge_temp_high" {
 					t.Fatalf("unexpected alert event %s %s %s", a.Key, a.State, a.Rule)
