@@ -1194,8 +1194,9 @@ const liveLag = 10 * time.Second
 // message (stored less than lag, the collector's liveLag, before now, or
 // later: a server clock ahead of ours), and the stream's time of it (the
 // <tm> token, Unix ns, the server's clock) for a backlog. Only a live
-// message's ts_gw measures its gateway's clock (dashboard.Clock). The collector bounds a message's times by its arrival
-// (ingest.BoundBatch, BoundTSGW). A backlog read after an outage arrived
+// message's ts_gw measures its gateway's clock (dashboard.Clock). The
+// collector bounds a message's times by its arrival (ingest.BoundBatch,
+// BoundTSGW). A backlog read after an outage arrived
 // when it was stored, not when it is read: bounded by the read time, a
 // message dated ahead when it came was no longer ahead, and review6 F1-F3
 // came back for every backlog (review7 F2). A live message is bounded by
