@@ -84,9 +84,12 @@ type Collector struct {
 	// reconnects counts the NATS connection's reconnections: the members
 	// watch is set up again after one (members.run)
 	reconnects atomic.Uint64
-	url        atomic.Value // string: NATS URL in use
-	httpAddr   atomic.Value // string: bound HTTP address
-	js         atomic.Pointer[natsIO]
+	// disrupted dates the newest disruptions of the stream's evidence, from
+	// which silence is counted (disruptions)
+	disrupted disruptions
+	url       atomic.Value // string: NATS URL in use
+	httpAddr  atomic.Value // string: bound HTTP address
+	js        atomic.Pointer[natsIO]
 
 	// onCommit, when set (tests), is called with the batches whose effects
 	// were published and checkpointed, before they are acknowledged.
@@ -107,6 +110,10 @@ type Collector struct {
 	// happens when the pull's timer fires first after a pause (they are
 	// lost), or send another pull.
 	inFetch func(p int, pl *puller)
+	// onJudge, when set (tests), is called when a partition's worker judges
+	// its assets' silence as of at, counted from no earlier than from (Unix
+	// ms; see disruptions).
+	onJudge func(p int, at, from int64)
 
 	m   metrics
 	reg *prometheus.Registry
@@ -975,10 +982,11 @@ func (c *Collector) appendRecent(a alert.Alert) {
 
 // tick raises the silence alerts of one shard as of at (Unix ms: the
 // start of the worker's newest fetch that drained its partition, see
-// drain) and commits them; own (nil: not checked) is the partition
-// worker's hold on it, confirmed before the silence is judged and again
-// before publishing.
-func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at int64) error {
+// drain), silence counted from no earlier than from (the end of the
+// partition's newest disruption, see disruptions), and commits them; own
+// (nil: not checked) is the partition worker's hold on it, confirmed
+// before the silence is judged and again before publishing.
+func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at, from int64) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
 	if err := own.check(); err != nil {
@@ -986,7 +994,7 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at int64) 
 	}
 	cy := cycle{own: own}
 	sh.mu.Lock()
-	al := sh.engine.Tick(nil, at)
+	al := sh.engine.Tick(nil, at, from)
 	c.record(sh, al, nil, &cy)
 	sh.mu.Unlock()
 	if len(al) == 0 {
@@ -1025,11 +1033,13 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 	log := c.log // not c.log in the handlers: Run sets it after connecting
 	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.disrupted.connection()
 			if err != nil {
 				log.Warn("NATS connection lost, reconnecting", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.disrupted.connection() // before the count: tests wait on it
 			c.reconnects.Add(1)
 			log.Info("NATS connection re-established", "url", nc.ConnectedUrlRedacted())
 		})}, auth...), nil

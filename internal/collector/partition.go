@@ -843,8 +843,12 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// tell whose pin it removes (a replica whose member view lags could
 	// yank a rightful owner's), so the next owner waits out pinned_ttl.
 	defer func() { c.dropShard(sh) }()
+	c.disrupted.started(p)
 	defer func() {
 		var no *notOwner
+		if err != nil && !errors.As(err, &no) && ctx.Err() == nil {
+			c.disrupted.failed(p) // until the next worker starts; it restores assets dated by their checkpoint
+		}
 		if errors.As(err, &no) {
 			c.m.dropped.WithLabelValues(no.reason).Inc()
 			log.Warn("partition ownership lost or unconfirmed: the cycle is dropped unpublished and the partition restarts from its newest checkpoint",
@@ -904,6 +908,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			if errors.Is(ferr, jetstream.ErrPinIDMismatch) {
 				own.pin = true // checked below: the state held is no longer this worker's
 			} else {
+				// the stream may take no batch meanwhile: not the assets' silence
+				c.disrupted.partition(p)
 				select { // a broker that refuses at once must not spin this loop
 				case <-stop.Done():
 				case <-time.After(200 * time.Millisecond):
@@ -960,7 +966,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			// was delivered and acknowledged by whoever held it, which
 			// checkpointed it first (idleVerdict)
 			lastTick = time.Now()
-			judge := c.idleVerdict(ctx, cons, sh, parts > 0, start.UnixMilli(), log)
+			from := c.silenceFrom(p, start.UnixMilli())
+			judge := c.idleVerdict(ctx, cons, sh, p, parts > 0, start.UnixMilli(), from, log)
 			if judge && parts > 0 {
 				var err error
 				stopFollow() // the state read again now holds every acknowledged message
@@ -969,16 +976,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				}
 			}
 			if judge {
-				if err := c.tick(ctx, sh, own, start.UnixMilli()); err != nil {
+				if err := c.tick(ctx, sh, own, start.UnixMilli(), from); err != nil {
 					return err
 				}
 			}
 		}
 		if !fresh && drained.After(judged) && time.Since(lastTick) >= time.Second {
 			lastTick = time.Now()
-			if c.inHand(ctx, cons, len(h.replies), log) {
+			if c.inHand(ctx, cons, p, len(h.replies), log) {
 				judged = drained
-				if err := c.tick(ctx, sh, own, drained.UnixMilli()); err != nil {
+				if err := c.tick(ctx, sh, own, drained.UnixMilli(), c.silenceFrom(p, drained.UnixMilli())); err != nil {
 					return err
 				}
 			}
@@ -1060,14 +1067,26 @@ func leftNothing(msgs []*nats.Msg) bool {
 	return ok && pending == 0
 }
 
+// silenceFrom returns the time partition p's assets' silence is counted
+// from at the earliest when judged as of at (Unix ms): the end of its
+// newest disruption (disruptions).
+func (c *Collector) silenceFrom(p int, at int64) int64 {
+	from := c.disrupted.since(p)
+	if c.onJudge != nil {
+		c.onJudge(p, at, from)
+	}
+	return from
+}
+
 // inHand confirms the evidence of a drained fetch before silence is judged
 // on it: the consumer has no delivered, unacknowledged message but the
 // held ones this worker evaluated. More means deliveries that never reached
 // the worker (a pull that expired while the process was paused: its
 // messages were dropped by the client) and come back only after ack_wait.
-func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held int, log *slog.Logger) bool {
+func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, p, held int, log *slog.Logger) bool {
 	info, err := cons.Info(ctx)
 	if err != nil {
+		c.disrupted.partition(p)
 		log.Debug("silence not judged: consumer info", "err", err)
 		return false
 	}
@@ -1079,8 +1098,8 @@ func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held in
 }
 
 // idleVerdict decides whether a worker that received no message of its
-// partition yet may judge the silence of the restored assets as of at
-// (the start of a fetch that returned none): only on the server's word
+// partition p yet may judge the silence of the restored assets as of at
+// (the start of a fetch that returned none; silence counted from from): only on the server's word
 // that the stream holds nothing the state may lack. The consumer's info
 // must show no message pending and none delivered but unacknowledged (an
 // acknowledged message was checkpointed first), and, with partitions, no
@@ -1090,15 +1109,16 @@ func (c *Collector) inHand(ctx context.Context, cons jetstream.Consumer, held in
 // so only when Silent says some asset is due. The verdict never rests on
 // local time alone: a worker paused, or behind a backlog, or not pinned,
 // finds messages pending, delivered or a pin.
-func (c *Collector) idleVerdict(ctx context.Context, cons jetstream.Consumer, sh *shard, pinned bool, at int64, log *slog.Logger) bool {
+func (c *Collector) idleVerdict(ctx context.Context, cons jetstream.Consumer, sh *shard, p int, pinned bool, at, from int64, log *slog.Logger) bool {
 	sh.mu.Lock()
-	due := sh.engine.Silent(at)
+	due := sh.engine.Silent(at, from)
 	sh.mu.Unlock()
 	if !due {
 		return false
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
+		c.disrupted.partition(p)
 		log.Debug("silence not judged: consumer info", "err", err)
 		return false
 	}

@@ -860,21 +860,25 @@ func (e *Engine) checkStale(out []alert.Alert, s *signalState, gw, at int64) []a
 // batch of these assets was evaluated: the collector passes the start of
 // its newest fetch that found the stream drained, so time passing without
 // such evidence (its own pause, a stall, a backlog) is never silence.
-// Call it about once a second.
-func (e *Engine) Tick(out []alert.Alert, at int64) []alert.Alert {
+// from (Unix ms, 0: none) is the end of the caller's newest disruption of
+// that evidence (a broker failover, a reconnect: the stream may not have
+// taken the assets' batches meanwhile); silence counts from the later of
+// an asset's last batch and from, so a broker outage longer than k x the
+// interval does not make every asset silent. Call it about once a second.
+func (e *Engine) Tick(out []alert.Alert, at, from int64) []alert.Alert {
 	for _, a := range e.order {
-		if a.silentAt(at) {
+		if a.silentAt(at, from) {
 			out = e.step(out, a.silence, a.silence.r.Severity, at, 0, 0)
 		}
 	}
 	return out
 }
 
-// Silent reports whether Tick(at) would raise a silence alert, changing
-// nothing.
-func (e *Engine) Silent(at int64) bool {
+// Silent reports whether Tick(at, from) would raise a silence alert,
+// changing nothing.
+func (e *Engine) Silent(at, from int64) bool {
 	for _, a := range e.order {
-		if a.silentAt(at) {
+		if a.silentAt(at, from) {
 			return true
 		}
 	}
@@ -882,11 +886,12 @@ func (e *Engine) Silent(at int64) bool {
 }
 
 // silentAt reports whether the asset's silence alert is due at at and not
-// raised yet: it sent nothing for more than k x its batch interval.
-func (a *assetState) silentAt(at int64) bool {
+// raised yet: it sent nothing for more than k x its batch interval since
+// its last batch or from, whichever is later (see Tick).
+func (a *assetState) silentAt(at, from int64) bool {
 	iv := a.silenceIV()
 	return a.silence != nil && iv > 0 && a.lastRecv != 0 &&
-		float64(at-a.lastRecv) > a.silence.r.K*float64(iv) && a.silence.latch.Level == alert.None
+		float64(at-max(a.lastRecv, from)) > a.silence.r.K*float64(iv) && a.silence.latch.Level == alert.None
 }
 
 // silenceIV is the batch interval the asset's silence is judged on (ms):

@@ -406,19 +406,49 @@ func TestPeerComparison(t *testing.T) {
 	}
 }
 
+// TestSilenceCountsFromDisruption: an asset's silence counts from the end
+// of the caller's newest disruption (from) when that is later than its last
+// batch, so a broker outage longer than k x the interval raises nothing by
+// itself; k x the interval of silence after it does.
+func TestSilenceCountsFromDisruption(t *testing.T) {
+	h := newHarness(t, true, thresholdRule)
+	for s := range 5 {
+		none(t, h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0, "load_state", 2), "normal")
+	}
+	last := h.now
+	from := last + 10_000 // a 10 s outage ended here
+	if h.e.Silent(from+3000, from) {
+		t.Fatal("Silent: due 3 s after the outage's end with a 1 s interval and k 3")
+	}
+	none(t, h.e.Tick(nil, from+3000, from), "3 intervals after the outage")
+	if !h.e.Silent(from+3000, 0) {
+		t.Fatal("without from the asset is silent: the test shows nothing")
+	}
+	a := only(t, h.e.Tick(nil, from+3001, from), alert.Raised, alert.Warn)
+	if a.Rule != "stale" || a.Signal != "" {
+		t.Fatalf("%+v", a)
+	}
+	// a from older than the last batch changes nothing
+	h2 := newHarness(t, true, thresholdRule)
+	for s := range 5 {
+		none(t, h2.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0, "load_state", 2), "normal")
+	}
+	only(t, h2.e.Tick(nil, h2.now+3001, h2.now-60_000), alert.Raised, alert.Warn)
+}
+
 func TestSilenceDeathAndRestore(t *testing.T) {
 	h := newHarness(t, true, thresholdRule)
 	for s := range 5 {
 		none(t, h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0, "load_state", 2), "normal")
 	}
 	h.now = sec(4) + 3000
-	none(t, h.e.Tick(nil, h.now), "3 intervals")
+	none(t, h.e.Tick(nil, h.now, 0), "3 intervals")
 	h.now = sec(4) + 3001
-	a := only(t, h.e.Tick(nil, h.now), alert.Raised, alert.Warn)
+	a := only(t, h.e.Tick(nil, h.now, 0), alert.Raised, alert.Warn)
 	if a.Signal != "" || a.Rule != "stale" || !strings.Contains(a.Message, "sent nothing") {
 		t.Fatalf("%+v", a)
 	}
-	none(t, h.e.Tick(nil, h.now), "already raised")
+	none(t, h.e.Tick(nil, h.now, 0), "already raised")
 	only(t, h.feed("air_compressor", "ac-1", sec(8), "discharge_temp", 80.0, "load_state", 2), alert.Cleared, alert.Warn)
 	d := h.e.Death(&telemetry.Death{Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}}, TSGW: sec(9), Reason: "modbus timeout"}, nil)
 	if a := only(t, d, alert.Raised, alert.Warn); !strings.Contains(a.Message, "modbus timeout") {

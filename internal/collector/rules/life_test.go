@@ -31,7 +31,7 @@ func TestStaleBatchesAreSilence(t *testing.T) {
 	if got := asset(h).LastTS; got != lastTS {
 		t.Errorf("stale batches moved the asset's data time: %d, want %d", got, lastTS)
 	}
-	a := only(t, h.e.Tick(nil, h.now), alert.Raised, alert.Warn)
+	a := only(t, h.e.Tick(nil, h.now, 0), alert.Raised, alert.Warn)
 	if a.Signal != "" || a.Rule != "stale" {
 		t.Fatalf("%+v", a)
 	}
@@ -77,10 +77,10 @@ func TestSilenceFollowsBirthInterval(t *testing.T) {
 	}
 	for _, quiet := range []int64{3001, 15_000} { // 3 x the observed 1 s; 3 x the birth's 5 s
 		h.now = sec(4) + quiet
-		none(t, h.e.Tick(nil, h.now), "within 3 x the birth's 5 s")
+		none(t, h.e.Tick(nil, h.now, 0), "within 3 x the birth's 5 s")
 	}
 	h.now = sec(4) + 15_001
-	if a := only(t, h.e.Tick(nil, h.now), alert.Raised, alert.Warn); a.Signal != "" || a.Rule != "stale" ||
+	if a := only(t, h.e.Tick(nil, h.now, 0), alert.Raised, alert.Warn); a.Signal != "" || a.Rule != "stale" ||
 		!strings.Contains(a.Message, "(3 x its 5 s interval)") {
 		t.Fatalf("%+v", a)
 	}
@@ -95,5 +95,5 @@ func TestSilenceFollowsBirthInterval(t *testing.T) {
 	h2.e.RestoreAssetAt(&st, h.now)
 	h2.feed("air_compressor", "ac-1", sec(20), "discharge_temp", temp(20), "load_state", 2)
 	h2.now = sec(20) + 14_000
-	none(t, h2.e.Tick(nil, h2.now), "restored: within 3 x the birth's 5 s")
+	none(t, h2.e.Tick(nil, h2.now, 0), "restored: within 3 x the birth's 5 s")
 }

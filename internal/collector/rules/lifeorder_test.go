@@ -154,7 +154,7 @@ func TestClearedNotBeforeRaised(t *testing.T) {
 		h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", temp(s))
 	}
 	h.now = sec(60) // the outage: nothing arrives
-	raised := only(t, h.e.Tick(nil, h.now), alert.Raised, alert.Warn)
+	raised := only(t, h.e.Tick(nil, h.now, 0), alert.Raised, alert.Warn)
 	var cl []alert.Alert
 	for _, a := range h.feed("air_compressor", "ac-1", sec(5), "discharge_temp", temp(5)) {
 		if a.Signal == "" {
