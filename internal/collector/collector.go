@@ -175,6 +175,9 @@ type cycle struct {
 	// own: the worker's hold on its partition, checked before publishing
 	// (nil: Handle, Tick, tests)
 	own *tenure
+	// foreign: another partition's message was delivered (and skipped) in
+	// this cycle; the worker sets its consumer's filter again
+	foreign bool
 }
 
 func (cy *cycle) reset() {
@@ -211,8 +214,13 @@ type metrics struct {
 	// foreignBirths: births applied from a gateway other than the one
 	// the asset is alive on (review6 F5)
 	foreignBirths prometheus.Counter
-	badState      *prometheus.CounterVec
-	partsDrop     *prometheus.CounterVec
+	// foreign: messages of another partition delivered to a partition's
+	// consumer (its filter not the partition's; review12 F1)
+	foreign prometheus.Counter
+	// workerStops: partition workers ended by an error (restarted after 1 s)
+	workerStops prometheus.Counter
+	badState    *prometheus.CounterVec
+	partsDrop   *prometheus.CounterVec
 	// rateLimited: HTTP API requests refused by http.rate_limit (httplimit.go)
 	rateLimited *prometheus.CounterVec
 	// rewatches: watches of the KV buckets set up again after theirs
@@ -266,6 +274,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the collector's clock when read; for a backlog, the stream's time of the message) was set to it."}, []string{"kind"}),
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
 			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
+		foreign: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_partition_messages_total",
+			Help: "Messages of another partition delivered to a partition's consumer (its filter not the partition's: created while the server's version was unknown, or edited by hand): not evaluated; the worker restarts and sets the filter again."}),
+		workerStops: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_worker_stops_total",
+			Help: "Partition workers ended by an error (each logged, \"partition worker stopped\", with its cause) and started again after 1 s; ownership handed over or lost is counted too. A rate that does not fall back to 0 is a worker in a restart loop."}),
 		rateLimited: newRateLimitedMetric(),
 		rewatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_rewatches_total",
 			Help: "Watches of the collector's KV buckets that ended while it ran and were set up again, by watch: members (the group's members bucket; watched again with backoff, the bucket created again when a restarted server lost it) or state (a partition's state records while its worker loaded them; the worker starts again). Each is one episode: a broker restart, a lost stream leader, a cut connection."},
@@ -292,7 +304,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.foreignBirths, c.m.badState, c.m.partsDrop,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.badState, c.m.partsDrop,
 		c.m.rateLimited, c.m.rewatches,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
@@ -1031,7 +1043,12 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 		return nil, fmt.Errorf("collector: %w", err)
 	}
 	log := c.log // not c.log in the handlers: Run sets it after connecting
-	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+	// ReconnectBufSize(-1): a request made while the connection is down
+	// fails at once instead of waiting in the client's buffer and reaching
+	// the server when it is back, after its caller gave up on it (a
+	// consumer created with a filter chosen while the server's version was
+	// unknown, a checkpoint put counted as failed: review12 F1).
+	return append([]nats.Option{nats.Name("smelter-collector"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second), nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			c.disrupted.connection()
 			if err != nil {

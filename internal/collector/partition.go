@@ -52,6 +52,10 @@ type members struct {
 	// up before one may have missed updates, and is set up again; nil:
 	// never (tests)
 	reconnected func() uint64
+	// reconnecting reports whether the NATS connection is down and being
+	// re-established (nil: never): the first watch is then retried, not
+	// fatal (requests fail at once while reconnecting: natsOptions)
+	reconnecting func() bool
 	// rewatches counts watches of the bucket set up again after theirs
 	// ended (smelter_collector_rewatches_total{watch="members"}); nil: none
 	rewatches prometheus.Counter
@@ -179,9 +183,15 @@ const (
 // is closed for good (closed).
 func (m *members) run(ctx context.Context) error {
 	gen := m.generation()
-	w, err := m.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("collector: members watch: %w", err)
+	w, werr := m.kv.WatchAll(ctx)
+	if werr != nil {
+		if cerr := m.closedErr(); cerr != nil {
+			return cerr
+		}
+		if m.reconnecting == nil || !m.reconnecting() {
+			return fmt.Errorf("collector: members watch: %w", werr)
+		}
+		w = nil // set up again below, as a watch that ended
 	}
 	defer func() {
 		if w != nil {
@@ -217,6 +227,9 @@ func (m *members) run(ctx context.Context) error {
 		m.log.Warn("members watch "+why+": watching again (backoff up to "+rewatchMax.String()+"); the member view is not current meanwhile, so no partition moves, and partitions are kept only while heartbeats are acknowledged",
 			"bucket", m.kv.Bucket())
 		retry = time.After(bo.Next())
+	}
+	if w == nil {
+		lose("could not be set up while the NATS connection was down (" + werr.Error() + ")")
 	}
 	for {
 		if m.stall != nil {
@@ -310,6 +323,7 @@ func (m *members) run(ctx context.Context) error {
 			retry = nil
 			attempts++
 			gen = m.generation()
+			var err error
 			if w, err = m.rewatch(ctx); err == nil {
 				initial = true
 				continue
@@ -695,6 +709,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 						lvl = slog.LevelError
 					}
 					c.log.Log(ctx, lvl, "partition worker stopped", "partition", p, "err", err, "restarts_in_a_row", failed[p])
+					c.m.workerStops.Inc()
 					backoff[p] = time.Now().Add(time.Second)
 				}
 				continue
@@ -752,7 +767,20 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	}
 	cc := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Duration(c.cfg.Cluster.AckWait),
 		MaxAckPending: maxAckPending(c.cfg.Cluster.Fetch), DeliverPolicy: jetstream.DeliverAllPolicy}
-	if partitioned && parts == 0 && versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
+	// The consumer's filter follows the server's version, which the client
+	// knows only while connected ("" while it reconnects). A worker
+	// restarted during an outage must not take "" for a 2.9 server: its
+	// create request, buffered until the server is back, would widen the
+	// partition's consumer to every subject (review12 F1: each partition's
+	// worker evaluated every asset, alerts raised twice).
+	version := io.nc.ConnectedServerVersion()
+	if version == "" {
+		return errors.New("collector: not connected to NATS: the partition's consumer is created once connected")
+	}
+	if parts > 0 && !versionAtLeast(version, minPartitionVersion) {
+		return fmt.Errorf("collector: cluster.partitions needs nats-server %s or newer; connected to %s: %w", minPartitionVersion, version, ErrServerTooOld)
+	}
+	if partitioned && parts == 0 && versionAtLeast(version, "2.10.0") {
 		var err error
 		if partitioned, err = c.partitionedConsumer(ctx, io, name); err != nil {
 			return err
@@ -771,7 +799,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// filters: the kinds the worker evaluates, for the order check after a
 	// takeover (recoverOrder)
 	var filters []string
-	if versionAtLeast(io.nc.ConnectedServerVersion(), "2.10.0") {
+	if versionAtLeast(version, "2.10.0") {
 		// One filter for every kind of the partition, not one per evaluated
 		// kind: with several filters the server finds each next message by
 		// intersecting the filters with every subject of the stream's block
@@ -955,6 +983,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			if err := c.cycle(ctx, io, sh, msgs, &cy, &h, partitioned, false); err != nil {
 				return err
 			}
+		}
+		if cy.foreign { // another partition's messages came: acknowledge them, set the filter again
+			cy.foreign = false
+			if err := c.cycle(ctx, io, sh, nil, &cy, &h, partitioned, true); err != nil {
+				return err
+			}
+			if _, err := io.js.CreateOrUpdateConsumer(ctx, c.cfg.NATS.Stream, cc); err != nil {
+				return fmt.Errorf("collector: setting consumer %s's filter again: %w", name, err)
+			}
+			log.Warn("partition consumer's filter set again after it delivered another partition's messages", "filter", cc.FilterSubject)
 		}
 		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
@@ -1476,6 +1514,24 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 			i := strings.LastIndexByte(subj, '.')
 			tok := subj[i+1:]
 			subj = subj[:i]
+			if parts := c.cfg.Cluster.Partitions; parts > 0 && tok != sh.tok {
+				// another partition's message: this worker's consumer is not
+				// filtered to its partition (created while the server's
+				// version was unknown, or edited by hand). It is not
+				// evaluated, but acknowledged with the cycle on this
+				// consumer (the server would deliver it here again, also
+				// after the filter is set: review12 F1's workers looping on
+				// "earlier messages"); the partition's own consumer delivers
+				// it to its owner. The worker sets the filter again after
+				// the cycle (refilter).
+				c.m.foreign.Inc()
+				if !cy.foreign {
+					c.warnLimited("foreign", "message of another partition delivered to a partition's consumer: not evaluated; the consumer's filter is set again",
+						"subject", logCut(m.Subject), "partition", sh.p)
+				}
+				cy.foreign = true
+				continue
+			}
 			if parts := c.cfg.Cluster.Partitions; parts > 0 && !ownPartition(subj, tok, parts) {
 				c.m.malformed.WithLabelValues("partition").Inc()
 				c.warnLimited("partition", "message in a partition not its asset's skipped (published with a partition token)",

@@ -142,7 +142,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			return nats.ErrConnectionClosed
 		},
-		reconnected: c.reconnects.Load, rewatches: c.m.rewatches.WithLabelValues(watchMembers)}
+		reconnected: c.reconnects.Load, reconnecting: nc.IsReconnecting, rewatches: c.m.rewatches.WithLabelValues(watchMembers)}
 	c.log = c.log.With("replica", mem.self)
 	mem.log = c.log
 	if err := mem.join(ctx, parts == 0); err != nil {

@@ -25,7 +25,8 @@ import (
 // stream order; its state is checkpointed per asset in the state bucket
 // under "p<partition>.<site>.<asset>".
 type shard struct {
-	p int
+	p   int
+	tok string // p as the partition token of its subjects
 
 	// cycle serialises evaluate-publish-checkpoint-ack cycles (the
 	// partition's worker, Tick, Handle); held across I/O.
@@ -96,7 +97,7 @@ func (sh *shard) forget() {
 }
 
 func (c *Collector) newShard(p int) *shard {
-	return &shard{p: p, engine: rules.New(c.set, c.cat, rules.Options{MaxFuture: time.Duration(c.cfg.MaxFuture)}), kpis: c.cfg.kpiTracker(c.set, c.cat),
+	return &shard{p: p, tok: strconv.Itoa(p), engine: rules.New(c.set, c.cat, rules.Options{MaxFuture: time.Duration(c.cfg.MaxFuture)}), kpis: c.cfg.kpiTracker(c.set, c.cat),
 		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }
