@@ -436,7 +436,13 @@ func setValue(dm *sppb.Payload_Metric, m *metric, r *telemetry.Reading) {
 	case telemetry.QualityStale:
 		ps = addProp(ps, PropQuality, intProp(QualityStale))
 	case telemetry.QualityUncertain:
-		ps = addProp(ps, PropQuality, intProp(QualityGood))
+		// The specification knows 0, 192 and 500 only; an uncertain value
+		// (OPC UA Uncertain, a Modbus value outside its plausible range) is
+		// not good, so hosts that know nothing of smelterQuality see BAD,
+		// with the value kept; Smelter's collector reads it back as
+		// uncertain (review13 F8: 192 made every third-party host show it
+		// good).
+		ps = addProp(ps, PropQuality, intProp(QualityBad))
 		ps = addProp(ps, PropUncertain, strProp("uncertain"))
 	}
 	if r.Status != 0 {

@@ -161,3 +161,68 @@ func TestDeviceBirthTooLarge(t *testing.T) {
 		t.Fatalf("a birth that fits: %v %v", types(out), err)
 	}
 }
+
+// TestUncertainIsNotGoodOnTheWire (review13 F8): an uncertain reading goes
+// out with Quality 0 (the specification knows 0, 192 and 500 only; 192
+// made every third-party host show it good), its value kept and
+// smelterQuality "uncertain" for Smelter's collector; good stays 192 (no
+// property: the default), bad 0 without the property.
+func TestUncertainIsNotGoodOnTheWire(t *testing.T) {
+	n, _ := NewNode("plant", "gw-1")
+	a := telemetry.Asset{ID: "ac-1", Class: "air_compressor"}
+	if _, err := n.Birth(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	e := envOf(t, a, telemetry.KindData, &telemetry.Batch{Gateway: "gw-1", Seq: 1, Asset: a, TSGW: 10, Readings: []telemetry.Reading{
+		{Signal: "u", Value: 7, Quality: telemetry.QualityUncertain, Status: 0x40930000, TS: 10},
+		{Signal: "g", Value: 8, TS: 10},
+		{Signal: "b", Quality: telemetry.QualityBad, Status: 4, TS: 10}}})
+	out, err := n.Translate(&e, 2)
+	if err != nil || len(out) == 0 {
+		t.Fatalf("%v %v", types(out), err)
+	}
+	p, err := Decode(out[len(out)-1].Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Type != DBIRTH {
+		t.Fatalf("%v: want DBIRTH first (aliases)", types(out))
+	}
+	birth, err := Decode(out[0].Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[uint64]string{}
+	for _, m := range birth.Metrics {
+		names[m.GetAlias()] = m.GetName()
+	}
+	byName := map[string]int{}
+	for i, m := range p.Metrics {
+		name := m.GetName()
+		if name == "" {
+			name = names[m.GetAlias()]
+		}
+		byName[name] = i
+	}
+	check := func(name string, quality int32, uncertain bool, value float64, null bool) {
+		t.Helper()
+		i, ok := byName[name]
+		if !ok {
+			t.Fatalf("no metric %q in %v", name, byName)
+		}
+		m := p.Metrics[i]
+		if q := MetricQuality(m); q != quality {
+			t.Errorf("%s: Quality %d, want %d", name, q, quality)
+		}
+		v, has := Property(m, PropUncertain)
+		if s, _ := PropString(v); (has && s == "uncertain") != uncertain {
+			t.Errorf("%s: smelterQuality %q (present %v), want uncertain %v", name, s, has, uncertain)
+		}
+		if m.GetIsNull() != null || (!null && m.GetDoubleValue() != value) {
+			t.Errorf("%s: value %v is_null %v, want %v null %v", name, m.GetDoubleValue(), m.GetIsNull(), value, null)
+		}
+	}
+	check("u", QualityBad, true, 7, false)
+	check("g", QualityGood, false, 8, false)
+	check("b", QualityBad, false, 0, true)
+}

@@ -72,7 +72,7 @@ const (
 	PropSource    = "src"            // where the value came from (telemetry.Reading.Src)
 	PropStates    = "states"         // state labels, comma-separated, index = value
 	PropStatus    = "statusCode"     // the raw protocol status (telemetry.Reading.Status)
-	PropUncertain = "smelterQuality" // "uncertain" for Smelter's uncertain readings (Quality stays 192)
+	PropUncertain = "smelterQuality" // "uncertain" for Smelter's uncertain readings (sent with Quality 0, the value kept)
 )
 
 // Quality codes (tck-id-payloads-propertyset-quality-value-value).

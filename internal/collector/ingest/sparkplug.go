@@ -974,7 +974,9 @@ func reading(m *sppb.Payload_Metric, sm *spMetric, p *sppb.Payload) telemetry.Re
 	case sparkplug.QualityStale:
 		r.Quality = telemetry.QualityStale
 	}
-	if v, ok := sparkplug.Property(m, sparkplug.PropUncertain); ok && r.Quality == telemetry.QualityGood {
+	// smelterQuality "uncertain" comes with Quality 0 (192 from gateways
+	// before review13 F8): the value is there and read
+	if v, ok := sparkplug.Property(m, sparkplug.PropUncertain); ok && (r.Quality == telemetry.QualityGood || r.Quality == telemetry.QualityBad) {
 		if q, _ := sparkplug.PropString(v); q == "uncertain" {
 			r.Quality = telemetry.QualityUncertain
 		}
