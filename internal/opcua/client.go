@@ -813,7 +813,7 @@ func (c *Client) learn(err error, n int, field *uint32, name string) {
 }
 
 // heartbeat re-reports the unchanged subscribed points every Heartbeat
-// (stamped now), so consumers can tell "unchanged" from "gone": a
+// (stamped with the server's last Publish answer), so consumers can tell "unchanged" from "gone": a
 // subscription reports changes only. A point's last Good, Uncertain or Bad
 // answer is repeated; nothing is invented for a point never heard from.
 // "Unchanged" is known only from the server: a point's value is repeated
@@ -843,10 +843,16 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		now := time.Now()
 		since := r.since()
 		// the last answer, on r's clock (lastAt): wall ns to monotonic
-		answered := since - now.UnixNano() + sub.answered.Load()
+		wall := sub.answered.Load()
+		answered := since - now.UnixNano() + wall
+		// a copy is stamped with that answer, the last time the server
+		// said the value was unchanged, not with now (review13 F5: a frozen
+		// server's values came stamped fresh for up to two keep-alive
+		// periods); never later than now
+		stamp := min(wall/int64(time.Millisecond), now.UnixMilli())
 		for i, p := range c.points {
 			if p.Mode == ModeSubscribe && r.lastAt[i] != 0 && answered > r.lastAt[i] && time.Duration(since-r.lastAt[i]) >= hb && r.last[i].quality != telemetry.QualityStale {
-				due = append(due, r.last[i].sample(i, now.UnixMilli()))
+				due = append(due, r.last[i].sample(i, stamp))
 			}
 		}
 		if len(due) > 0 {

@@ -34,6 +34,7 @@ type recorder struct {
 	mu      sync.Mutex
 	latest  map[int]sample.Sample
 	batches [][]sample.Sample
+	starts  []time.Time    // of each batch's cycle
 	cycles  []sample.Cycle // without Samples
 	// staleOutsideLost collects Stale samples of cycles not marked Lost:
 	// the driver may only call a point stale when its session is gone.
@@ -50,6 +51,7 @@ func (r *recorder) emit(cyc *sample.Cycle) {
 	r.cycles = append(r.cycles, meta)
 	if len(cyc.Samples) > 0 {
 		r.batches = append(r.batches, append([]sample.Sample(nil), cyc.Samples...))
+		r.starts = append(r.starts, cyc.Start)
 	}
 	for _, u := range cyc.Samples {
 		r.latest[u.Index] = u

@@ -105,9 +105,9 @@ type Config struct {
 	// only this device, at about 7.5 MB of private memory per device);
 	// none, in the gateway's process. docs/opcua.md, "Session isolation".
 	Isolation string `yaml:"isolation"`
-	// Heartbeat re-reports unchanged subscribed values (stamped now) after
-	// this long without a change; 0 disables it. The gateway sets it from
-	// the device's heartbeat.
+	// Heartbeat re-reports unchanged subscribed values (stamped with the
+	// server's last Publish answer) after this long without a change; 0
+	// disables it. The gateway sets it from the device's heartbeat.
 	Heartbeat time.Duration `yaml:"-"`
 	// UnitCheckInterval is how often a polled point whose unit comes from
 	// its node (Point.UnitFromNode) has its EngineeringUnits and EURange

@@ -132,6 +132,26 @@ func TestHeartbeatReReportsUnchangedValues(t *testing.T) {
 			t.Fatalf("heartbeat timestamps not increasing: %v", ts)
 		}
 	}
+	// A copy is stamped with the server's last Publish answer that
+	// confirmed the value unchanged, not with the copy's own time (review13
+	// F5: a frozen server's values were stamped fresh for up to two
+	// keep-alive periods): never after its cycle, and before it at least
+	// once in five (copies follow the answer at the next heartbeat tick).
+	earlier := 0
+	for i, b := range rec.batches[1:] {
+		start := rec.starts[i+1].UnixMilli()
+		for _, s := range b {
+			if s.TS > start {
+				t.Fatalf("heartbeat copy stamped %d, after its cycle at %d", s.TS, start)
+			}
+			if s.Index == 0 && s.TS < start {
+				earlier++
+			}
+		}
+	}
+	if earlier == 0 {
+		t.Fatalf("every heartbeat copy stamped with its own cycle's time: %v", ts)
+	}
 }
 
 // Bad quality truth: a node whose value is Bad, subscribed or polled, is
