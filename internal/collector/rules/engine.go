@@ -616,13 +616,25 @@ func (e *Engine) bounded(ts int64) int64 {
 // Process evaluates one batch and appends the alert state changes to out.
 func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	a := e.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Asset.Path)
-	if b.TSGW < a.order {
+	// A batch dated before the asset's newest is late, unless it is the
+	// newer batch of the gateway the asset's state records (its seq ahead
+	// of the recorded one: seq orders one gateway's messages, docs/schema.md):
+	// that gateway's clock stepped back (NTP correcting a fast clock, an
+	// RTC-less box restoring a saved time), and the asset's time order
+	// restarts from it. Before, every batch of that gateway was dropped as
+	// late until its clock passed its old newest time (review12 F3: alarms
+	// missed, a false "sent nothing" held while data flowed).
+	stepBack := b.TSGW < a.order && b.Seq != 0 && a.seq != 0 && b.Gateway == a.gateway && b.Seq > a.seq
+	if b.TSGW < a.order && !stepBack {
 		e.stats.Late++
 		return out
 	}
 	e.stats.Batches++
 	e.stats.Readings += uint64(len(b.Readings))
 	now := e.now() // one clock read serves the ordering bound and lastRecv
+	if stepBack {
+		a.order, a.lastTSGW = min(b.TSGW, now), 0 // no interval across the step
+	}
 	a.order = max(a.order, min(b.TSGW, now))
 	// d < 0: newer only by the bound on order (the last batch was dated
 	// ahead of the clock): no interval of this asset

@@ -473,11 +473,21 @@ func TestSilenceDeathAndRestore(t *testing.T) {
 	}
 }
 
+// A batch dated before the asset's newest is skipped: one of its gateway
+// with an older seq (a replayed backlog), one of another gateway, one
+// without a seq. (One of its gateway with a newer seq is that gateway's
+// clock stepped back: TestGatewayClockSteppedBack.)
 func TestLateBatchSkipped(t *testing.T) {
 	h := newHarness(t, false, thresholdRule)
+	h.feed("air_compressor", "ac-1", sec(9), "discharge_temp", 80.0)
 	h.feed("air_compressor", "ac-1", sec(10), "discharge_temp", 80.0)
-	h.feed("air_compressor", "ac-1", sec(5), "discharge_temp", 120.0)
-	if st := h.e.Stats(); st.Late != 1 || st.Batches != 1 {
+	asset := telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}}
+	for _, b := range []telemetry.Batch{{Gateway: "gw", Seq: 1}, {Gateway: "gw-other", Seq: 50}, {Gateway: "gw", Seq: 0}} {
+		b.Asset, b.TSGW = asset, sec(5)
+		b.Readings = []telemetry.Reading{{Signal: "discharge_temp", Value: 120, TS: sec(5)}}
+		h.e.Process(&b, nil)
+	}
+	if st := h.e.Stats(); st.Late != 3 || st.Batches != 2 {
 		t.Fatalf("%+v", st)
 	}
 }
@@ -668,5 +678,37 @@ func TestStaleByArrivalNotSourceTime(t *testing.T) {
 	a := only(t, got, alert.Raised, alert.Warn)
 	if a.Rule != "stale" || a.Signal != "discharge_temp" {
 		t.Fatalf("stale alert %+v", a)
+	}
+}
+
+// TestGatewayClockSteppedBack (review12 F3): the gateway an asset's state
+// records steps its clock back 2 minutes (its seq goes on upwards): its
+// batches are its newest and are evaluated (the alarm trips after its on
+// delay of the new clock), not dropped as late until the clock passes its
+// old newest time. Another gateway's batch dated before the asset's newest
+// is still late.
+func TestGatewayClockSteppedBack(t *testing.T) {
+	h := newHarness(t, false, thresholdRule)
+	for s := range 10 {
+		none(t, h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0), "normal")
+	}
+	late := h.e.Stats().Late
+	var raised []alert.Alert
+	for s := range 20 { // the clock stepped back 120 s: sec(-110) ...
+		raised = append(raised, h.feed("air_compressor", "ac-1", sec(s-110), "discharge_temp", 115.0)...)
+	}
+	if n := h.e.Stats().Late - late; n != 0 {
+		t.Fatalf("%d batches of the asset's own gateway dropped as late after its clock stepped back", n)
+	}
+	a := only(t, raised, alert.Raised, alert.Alarm)
+	if a.RaisedAt != sec(15-110) {
+		t.Fatalf("raised at %d, want after the 15 s on delay of the new clock (%d)", a.RaisedAt, sec(15-110))
+	}
+	// another gateway's batch dated before the asset's newest is late
+	b := &telemetry.Batch{Gateway: "gw-other", Seq: 1, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+		TSGW: sec(-200), Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, TS: sec(-200)}}}
+	h.e.Process(b, nil)
+	if n := h.e.Stats().Late - late; n != 1 {
+		t.Fatalf("another gateway's older batch: %d late, want 1", n)
 	}
 }
