@@ -63,18 +63,7 @@ func TestLineOfPath(t *testing.T) {
 // kept (an alias may still be decoded from them); the rest of the tree is
 // untouched.
 func TestRelease(t *testing.T) {
-	const text = `name: gw
-devices:
-  - id: a
-    points:
-      - address: 1
-      - address: 2
-  - id: b
-    points: &p
-      - address: 3
-  - id: c
-    points: *p
-`
+	text := doc + "    points: &p\n      - address: 3\n  - id: c\n    points: *p\n"
 	var c testCfg
 	d, err := Decode("gw.yaml", []byte(text), &c)
 	if err != nil {

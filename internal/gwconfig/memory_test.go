@@ -19,16 +19,7 @@ import (
 // the same 1,000 nodes kept 20,000 YAML scalars, ~28 bytes a point), and
 // the names are the ones written.
 func TestSignalNamesShared(t *testing.T) {
-	var b strings.Builder
-	b.WriteString("gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n")
-	for d := range 3 {
-		fmt.Fprintf(&b, "  - {id: ua-%d, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [", d)
-		for i := range 4 {
-			fmt.Fprintf(&b, "{signal: s%05d, node_id: \"ns=1;s=ua-%d.s%d\", unit: kW}, ", i, d, i)
-		}
-		b.WriteString("]}\n")
-	}
-	cfg, err := loadBytes("gw.yaml", []byte(b.String()))
+	cfg, err := loadBytes("gw.yaml", []byte(opcuaDevices(3, 4, false)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +27,7 @@ func TestSignalNamesShared(t *testing.T) {
 	for _, d := range cfg.Devices {
 		for i := range d.Norm.Len() {
 			got := d.Norm.Signal(i)
-			if want := fmt.Sprintf("s%05d", i); got != want {
+			if want := fmt.Sprintf("s%d", i); got != want {
 				t.Fatalf("%s point %d: signal %q, want %q", d.ID, i, got, want)
 			}
 			if unsafe.StringData(got) != unsafe.StringData(first.Signal(i)) {
@@ -44,6 +35,33 @@ func TestSignalNamesShared(t *testing.T) {
 			}
 		}
 	}
+}
+
+// opcuaDevices is a configuration of n OPC UA devices ua-<d> of points
+// points each, signal s<i> read from node ns=1;s=ua-<d>.s<i>: each device on
+// one line (flow style), or each point on its line (block).
+func opcuaDevices(n, points int, block bool) string {
+	var b strings.Builder
+	b.WriteString("gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n")
+	for d := range n {
+		if block {
+			fmt.Fprintf(&b, "  - id: ua-%d\n    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}\n    points:\n", d)
+		} else {
+			fmt.Fprintf(&b, "  - {id: ua-%d, class: generic, opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}, points: [", d)
+		}
+		for i := range points {
+			p := fmt.Sprintf("{signal: s%d, node_id: \"ns=1;s=ua-%d.s%d\", unit: kW}", i, d, i)
+			if block {
+				fmt.Fprintf(&b, "      - %s\n", p)
+			} else {
+				fmt.Fprintf(&b, "%s, ", p)
+			}
+		}
+		if !block {
+			b.WriteString("]}\n")
+		}
+	}
+	return b.String()
 }
 
 // TestUniformTablesKeptOnce: a device none of whose points is writable
@@ -110,17 +128,9 @@ func (w watchDriver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 // compile; the devices compile as before, an anchored list shared by two
 // devices included, and an error in a later device's point keeps its line.
 func TestLoadingLetsCompiledPointsGo(t *testing.T) {
-	var b strings.Builder
-	b.WriteString("gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:1\"}}\ndevices:\n")
-	for d := range 3 {
-		fmt.Fprintf(&b, "  - id: ua-%d\n    class: generic\n    opcua: {endpoint: \"opc.tcp://127.0.0.1:1\"}\n    points:\n", d)
-		for i := range 4 {
-			fmt.Fprintf(&b, "      - {signal: s%d, node_id: \"ns=1;s=ua-%d.s%d\", unit: kW}\n", i, d, i)
-		}
-	}
 	var kept []string
 	w := watchDriver{last: "devices[2]", nodes: map[string]weak.Pointer[yaml.Node]{}, kept: &kept}
-	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(b.String()), w)
+	cfg, err := gwconfig.LoadBytes("gw.yaml", []byte(opcuaDevices(3, 4, true)), w)
 	if err != nil {
 		t.Fatal(err)
 	}
