@@ -112,6 +112,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	memlimit.Loading() // the peak of a large file's YAML tree, as in run
 	cfg, err := gwconfig.Load(fs.Arg(0), gateway.Drivers()...)
 	if cfg != nil && !*offline {
 		if lerr := cfg.CheckLocal(); lerr != nil {
@@ -169,12 +170,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	// The default collection target from the start (GOGC wins), not Go's
-	// 100 until the configuration's applies: loading and compiling a
-	// 20,000-point configuration holds its YAML tree (~35 MB live), and at
-	// 100 the heap doubled over it (VmHWM 103 MB; docs/benchmarks.md, "OPC
-	// UA memory, third pass"). gateway.gc_percent applies once it is read.
-	memlimit.ApplyGCPercent(0)
+	// Loading and compiling a 20,000-point configuration holds its YAML
+	// tree (~40 MB live) until gateway.New drops it: at Go's 100 the heap
+	// doubled over it (VmHWM 103 MB; docs/benchmarks.md, "OPC UA memory,
+	// third pass"), at the steady 50 it grew by half (87-92 MB, the
+	// gateway's peak), so loading runs at memlimit.LoadGCPercent (GOGC
+	// wins; "OPC UA set-up peak"). build applies gateway.gc_percent (or the
+	// default) once the tree is gone.
+	memlimit.Loading()
 	cfg, err := gwconfig.Load(*config, gateway.Drivers()...)
 	if err != nil {
 		printConfigErrors(stderr, err)
@@ -349,19 +352,26 @@ func (gen *generation) runUntilReload(ctx context.Context, path string, stderr i
 			}
 			return nil, fmt.Errorf("http: %w", err)
 		case <-hup:
+			// the new configuration's tree, beside the running gateway's
+			// heap, at the loading target; a refusal puts the running
+			// target back, build applies the new one
+			restore := memlimit.Loading()
 			cfg, err := gwconfig.Load(path, gateway.Drivers()...)
 			if err != nil {
+				restore()
 				gen.log.Error("reload refused: the new configuration is invalid; the running one stays", "file", path,
 					"errors", err.Error())
 				continue
 			}
 			if err := cfg.CheckLocal(); err != nil { // secrets, TLS and password files, as validate checks them
+				restore()
 				gen.log.Error("reload refused: the new configuration names files or variables that cannot be read; the running one stays",
 					"file", path, "errors", err.Error())
 				continue
 			}
 			next, err := build(ctx, cfg, stderr, mx, gen)
 			if err != nil {
+				restore()
 				gen.log.Error("reload refused: the new configuration cannot run; the running one stays", "file", path,
 					"err", err.Error())
 				continue

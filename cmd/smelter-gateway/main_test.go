@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/smelterio/smelter/internal/gateway"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging/logtest"
+	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/wait"
@@ -279,6 +281,8 @@ func TestBrowseAndEndpoints(t *testing.T) {
 // with it (the spool carries over); with an invalid file it is refused and
 // the running configuration stays; SIGTERM stops cleanly.
 func TestRunReloadsOnSIGHUP(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "") // the configuration's target applies
 	bank := modbustest.NewBank()
 	bank.SetRegisters(modbustest.HoldingRegisters, 0, 100)
 	srv := modbustest.StartServer(t, bank)
@@ -369,6 +373,11 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		})
 		if n := devices(); n != 2 {
 			t.Fatalf("after refused reload %d the gateway runs %d devices, want the 2 it had\n%s", i, n, stderr.String())
+		}
+		// loading ran at memlimit.LoadGCPercent; the refusal put the
+		// running configuration's target back
+		if got := gcPercent(); got != memlimit.DefaultGCPercent {
+			t.Fatalf("GC percent %d after refused reload %d, want the running %d", got, i, memlimit.DefaultGCPercent)
 		}
 	}
 	for _, want := range []string{"missing.pw", "missing-ca.pem", "address already in use"} {
@@ -713,4 +722,12 @@ func memoryConfig(t *testing.T, dir, id, extra string) *gwconfig.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// gcPercent is the collector's target in force, read without setting it
+// (the gateway under test runs beside).
+func gcPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }

@@ -370,6 +370,40 @@ func splitPath(path string) []string {
 	return out
 }
 
+// Release drops the contents of the list or mapping at path from d's tree,
+// for a loader that is done with them: a large file's tree is most of
+// loading's memory (~2 KB per point written inline), and a loader that
+// compiles one entry after another can let each entry's nodes go before the
+// next (issue 17). The node itself stays: Line of a field below path then
+// gives path's line. An anchored node is kept whole (an alias elsewhere in
+// the file may still be decoded from it). It reports whether it dropped
+// anything.
+func (d *Doc) Release(path string) bool {
+	if d == nil || d.root == nil || len(d.root.Content) == 0 {
+		return false
+	}
+	n := d.root.Content[0]
+	for _, tok := range splitPath(path) {
+		if n = stepNode(n, tok); n == nil {
+			return false
+		}
+	}
+	if n.Anchor != "" || len(n.Content) == 0 || (n.Kind != yaml.SequenceNode && n.Kind != yaml.MappingNode) {
+		return false
+	}
+	n.Content = nil
+	return true
+}
+
+// stepNode is step without the line: the node, not an alias to it.
+func stepNode(n *yaml.Node, tok string) *yaml.Node {
+	next, _ := step(n, tok)
+	if next != nil && next.Kind == yaml.AliasNode {
+		return nil // the aliased node belongs to its anchor's place
+	}
+	return next
+}
+
 // Has reports whether the field at path is present in the file.
 func (d *Doc) Has(path string) bool {
 	if d == nil || d.root == nil || len(d.root.Content) == 0 {

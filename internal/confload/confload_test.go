@@ -58,6 +58,50 @@ func TestLineOfPath(t *testing.T) {
 	}
 }
 
+// TestRelease: a released list keeps its own line and gives it for the
+// fields it held; an anchored list and a list reached through an alias are
+// kept (an alias may still be decoded from them); the rest of the tree is
+// untouched.
+func TestRelease(t *testing.T) {
+	text := doc + "    points: &p\n      - address: 3\n  - id: c\n    points: *p\n"
+	var c testCfg
+	d, err := Decode("gw.yaml", []byte(text), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Release("devices[0].points") {
+		t.Fatal("devices[0].points not released")
+	}
+	if d.Release("devices[0].points") || d.Release("devices[0].missing") || d.Release("devices[0].id") {
+		t.Error("released twice, a missing field or a scalar")
+	}
+	if d.Release("devices[1].points") || d.Release("devices[2].points") {
+		t.Error("released an anchored list or one reached through an alias")
+	}
+	for _, tc := range []struct {
+		path string
+		line int
+		has  bool
+	}{
+		{"devices[0].points", 4, true},
+		{"devices[0].points[1].address", 4, false}, // released: the list's line
+		{"devices[0].id", 3, true},
+		{"devices[1].points[0].address", 9, true},
+		{"devices[2].points[0].address", 9, true}, // the alias's target
+	} {
+		if got := d.Line(tc.path); got != tc.line {
+			t.Errorf("Line(%s) = %d, want %d", tc.path, got, tc.line)
+		}
+		if got := d.Has(tc.path); got != tc.has {
+			t.Errorf("Has(%s) = %v, want %v", tc.path, got, tc.has)
+		}
+	}
+	var nilDoc *Doc
+	if nilDoc.Release("devices") || d.WithoutTree().Release("devices") {
+		t.Error("released from a doc without a tree")
+	}
+}
+
 func TestDecodeErrorsCarryLines(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{"name: gw\nbogus: 1\n", "gw.yaml:2: bogus: unknown field (known: devices, name)"},

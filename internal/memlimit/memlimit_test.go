@@ -93,3 +93,31 @@ func TestApplyGCPercent(t *testing.T) {
 		}
 	}
 }
+
+// TestLoading: loading a configuration runs at LoadGCPercent and restore
+// puts back the target in force before (a refused reload keeps the running
+// one); GOGC wins, as over gateway.gc_percent.
+func TestLoading(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv(GCEnvVar, "")
+	cur := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	debug.SetGCPercent(200) // a running configuration's gc_percent
+	restore := Loading()
+	if got := cur(); got != LoadGCPercent {
+		t.Fatalf("GC percent %d while loading, want %d", got, LoadGCPercent)
+	}
+	restore()
+	if got := cur(); got != 200 {
+		t.Fatalf("GC percent %d after restore, want the 200 in force before", got)
+	}
+	t.Setenv(GCEnvVar, "80")
+	debug.SetGCPercent(80) // what the runtime did at start
+	restore = Loading()
+	if got := cur(); got != 80 {
+		t.Fatalf("GC percent %d while loading with GOGC=80: GOGC should win", got)
+	}
+	restore()
+	if got := cur(); got != 80 {
+		t.Fatalf("GC percent %d after restore with GOGC=80", got)
+	}
+}
