@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -96,6 +97,16 @@ func startForwarder(t *testing.T, up interface {
 	Run(context.Context) error
 }) *rig {
 	t.Helper()
+	return startForwarderWith(t, up, Options{})
+}
+
+// startForwarderWith is startForwarder with opts (Gateway, Log and Metrics
+// are the rig's).
+func startForwarderWith(t *testing.T, up interface {
+	Uplink
+	Run(context.Context) error
+}, opts Options) *rig {
+	t.Helper()
 	sp, err := spool.Open(spool.Config{Dir: filepath.Join(t.TempDir(), "spool")}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +117,8 @@ func startForwarder(t *testing.T, up interface {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(lockedWriter{r.mu, r.log}, nil))
-	r.f = New(up, sp, rd, Options{Gateway: gw, Log: log, Metrics: NewMetrics(r.reg)})
+	opts.Gateway, opts.Log, opts.Metrics = gw, log, NewMetrics(r.reg)
+	r.f = New(up, sp, rd, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -378,4 +390,35 @@ func value(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// TestPublishResumesWhenTheBrokerIsBack: a publish failed while the broker
+// was away waits its backoff only until the uplink is ready again: the
+// batch spooled during the outage reaches the restarted server at once,
+// not after the rest of a backoff that grew during the outage (here 60 s:
+// without the wake the test times out; review12 F2: the collector, back
+// first, judged the gateway's assets silent meanwhile).
+func TestPublishResumesWhenTheBrokerIsBack(t *testing.T) {
+	n, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	cfg := natsjs.Config{URL: n.URL()}
+	cfg.SetDefaults(gw)
+	up, err := natsjs.New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startForwarderWith(t, up, Options{retry: backoff.Backoff{Min: time.Minute, Max: time.Minute}})
+	r.appendBatch(t, batch(1))
+	streamMsgs(t, n.URL(), 1)
+	n.Shutdown()
+	wait.For(t, 10*time.Second, "the uplink not ready", func() bool { return !up.Ready() })
+	r.appendBatch(t, batch(2))
+	wait.For(t, 10*time.Second, "the publish failed", func() bool { return r.f.State().LastError != "" })
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	streamMsgs(t, n.URL(), 2) // within its 15 s, far inside the minute of backoff
 }

@@ -272,7 +272,12 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 	defer pub.close(fmt.Errorf("%w: connection closed", ErrNotConnected))
 	u.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion(),
 		"server", nc.ConnectedServerName())
-	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
+	// The stream check is a request of a few hundred bytes; during a
+	// cluster's leader election it times out a few times, and the spooled
+	// batches wait for it: retried every 5 s at most (it was 30 s: a gateway
+	// published again 13 s after a node's loss, and the collector judged
+	// its assets silent meanwhile; review12 F2).
+	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 	check := true
 	for {
 		if check && nc.IsConnected() {
