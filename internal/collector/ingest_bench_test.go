@@ -475,7 +475,9 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches, w
 		b.Fatal(err)
 	}
 	for i := range data {
-		if _, err := js.PublishAsync(subjects[i], data[i]); err != nil {
+		// with a Nats-Msg-Id as the gateways publish (internal/uplink/natsjs):
+		// every delivery then carries a header block the client decodes
+		if _, err := js.PublishAsync(subjects[i], data[i], jetstream.WithMsgID("gw-bench-"+strconv.Itoa(i))); err != nil {
 			b.Fatal(err)
 		}
 		if i%4096 == 4095 {
