@@ -155,6 +155,21 @@ func (c *Collector) committed(sh *shard, cy *cycle) {
 
 // awaitAcks waits for every PubAck and returns their stream sequences (0
 // where it failed) and the first error.
+// jsErrDuplicateInProcess is nats-server's error code for a message whose
+// Nats-Msg-Id is the one of a message still being stored ("duplicate
+// message id is in process", JetStream API error 10158).
+const jsErrDuplicateInProcess = 10158
+
+// duplicateInProcess reports whether err is the server's answer to a copy
+// of a message it is still storing: a duplicate, not a failure. An output's
+// Nats-Msg-Id names its content (group, alert id, state, time, severity),
+// so a copy is the same transition (review12 F4: two in one cycle failed
+// it, and the partition restarted three times).
+func duplicateInProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrDuplicateInProcess
+}
+
 func awaitAcks(ctx context.Context, futs []jetstream.PubAckFuture) ([]uint64, error) {
 	seqs := make([]uint64, len(futs))
 	var first error
@@ -163,6 +178,9 @@ func awaitAcks(ctx context.Context, futs []jetstream.PubAckFuture) ([]uint64, er
 		case a := <-f.Ok():
 			seqs[i] = a.Sequence
 		case err := <-f.Err():
+			if duplicateInProcess(err) {
+				continue // the same message (its Nats-Msg-Id names its content) is being stored
+			}
 			if first == nil {
 				first = err
 			}

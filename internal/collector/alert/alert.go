@@ -127,6 +127,7 @@ type Latch struct {
 	since   int64 // when the current move towards pending started; 0 = none
 	dir     int8
 	Raised  int64 // raise time of the active occurrence
+	prev    int64 // raise time of the newest occurrence, active or not
 }
 
 // Step feeds the target at time ts (ms) and reports whether Level changed.
@@ -148,7 +149,16 @@ func (l *Latch) Step(target Severity, ts, onDelay, offDelay int64) bool {
 		return false
 	}
 	if l.Level == None {
+		// a new occurrence is raised after the previous one's raise: its
+		// id (key@raised_at) would otherwise be the previous one's when
+		// both were raised and cleared within one ms of data time (a
+		// backlog's times set to its arrival), and their messages would
+		// share a Nats-Msg-Id (review12 F4)
 		l.Raised = ts
+		if l.Raised <= l.prev {
+			l.Raised = l.prev + 1
+		}
+		l.prev = l.Raised
 	}
 	l.Level = target
 	l.since, l.dir = 0, 0
@@ -174,6 +184,7 @@ func (l *Latch) At(ts int64) int64 {
 // alert state is reloaded after a restart.
 func (l *Latch) Restore(level Severity, raised int64) {
 	l.Level, l.Raised, l.since, l.dir = level, raised, 0, 0
+	l.prev = max(l.prev, raised)
 }
 
 // LatchState is the persisted form of a Latch (JetStream KV checkpoint): the

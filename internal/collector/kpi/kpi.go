@@ -345,7 +345,7 @@ func (t *Tracker) finish(a *assetAcc, results []Result, alerts []alert.Alert) ([
 		if l.Step(tgt, res.End, 0, 0) {
 			al := alert.Alert{Schema: alert.Schema, Key: alert.MakeKey(a.site, a.id, "kpi_"+v.Name, ""), Site: a.site,
 				Class: a.class, Asset: a.id, Rule: "kpi_" + v.Name, Kind: "kpi", Severity: l.Level, RaisedAt: l.Raised,
-				UpdatedAt: res.End, Values: map[string]float64{v.Name: v.Value}, Message: v.Message}
+				UpdatedAt: l.At(res.End), Values: map[string]float64{v.Name: v.Value}, Message: v.Message}
 			if v.Limit != nil {
 				al.Values["limit"] = *v.Limit
 			}

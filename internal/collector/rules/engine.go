@@ -974,6 +974,7 @@ func (e *Engine) step(out []alert.Alert, in *inst, tgt alert.Severity, ts, on, o
 	if !in.latch.Step(tgt, ts, on, off) {
 		return out
 	}
+	ts = in.latch.At(ts) // a raise may come 1 ms after ts (alert.Latch.Step)
 	al := alert.Alert{Schema: alert.Schema, Key: in.alertKey(), Site: in.a.site, Class: in.a.class, Asset: in.a.id,
 		Rule: in.r.Name, Kind: string(in.r.Kind), Severity: in.latch.Level, RaisedAt: in.latch.Raised, UpdatedAt: ts}
 	if in.sig != nil {
