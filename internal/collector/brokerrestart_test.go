@@ -225,8 +225,7 @@ func disrupted(t *testing.T, url string, storeReplicas, parts, replicas int, rew
 		cfg.HTTP.Listen = ""
 		cfg.DataDir = t.TempDir()
 		cfg.Replica = "r" + strconv.Itoa(i+1)
-		cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: storeReplicas, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
-			MemberTimeout: Duration(2 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+		cfg.Cluster = fastCluster(parts, storeReplicas)
 		reps = append(reps, startCfg(t, cfg))
 	}
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -7,7 +7,6 @@ import (
 	"time"
 	"weak"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -23,19 +22,8 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 	cfg.Cluster.CheckpointInterval = Duration(time.Minute) // nothing due: the cycle holds
 	c := newCollector(t, cfg)
 	ctx := context.Background()
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := c.ensureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.stateBucket()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	io := collectorIO(t, c, ns.URL())
+	nc, js := io.nc, io.js
 	const n = 20
 	for seq := uint64(1); seq <= n; seq++ {
 		if _, err := js.Publish(ctx, subj, batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80)); err != nil {
@@ -55,7 +43,6 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 	for i, m := range msgs {
 		payloads[i] = weak.Make(&m.Data[0])
 	}
-	io := &natsIO{nc: nc, js: js, kv: kv, bucket: cfg.stateBucket()}
 	sh := c.newShard(0)
 	var cy cycle
 	var h held

@@ -25,8 +25,7 @@ func partitionedFleet(t *testing.T, url string, parts int) (*running, *restartFl
 	cfg.NATS.URL = url
 	cfg.HTTP.Listen = ""
 	cfg.DataDir = t.TempDir()
-	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
-		MemberTimeout: Duration(2 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+	cfg.Cluster = fastCluster(parts, 1)
 	r := startCfg(t, cfg)
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -188,29 +187,16 @@ func TestWorkerCreatesNoConsumerWhileDisconnected(t *testing.T) {
 	cfg.NATS.URL = ns.URL()
 	cfg.HTTP.Listen = ""
 	cfg.DataDir = t.TempDir()
-	cfg.Cluster = ClusterConfig{Partitions: parts, Replicas: 1, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
-		MemberTimeout: Duration(2 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+	cfg.Cluster = fastCluster(parts, 1)
 	c := newCollector(t, cfg)
 	ctx := context.Background()
-	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := c.ensureStream(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.stateBucket()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	io := &natsIO{nc: nc, js: js, kv: kv, bucket: cfg.stateBucket()}
+	io := collectorIO(t, c, ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, js := io.nc, io.js
 	ns.Shutdown()
 	wait.For(t, 10*time.Second, "the client reconnecting", nc.IsReconnecting)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err = c.work(wctx, wctx, io, nil, 1, true)
+	err := c.work(wctx, wctx, io, nil, 1, true)
 	if err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Errorf("worker started while disconnected: %v, want a not-connected error", err)
 	}
@@ -229,4 +215,33 @@ func TestWorkerCreatesNoConsumerWhileDisconnected(t *testing.T) {
 	case cons.CachedInfo().Config.FilterSubject != consumerFilter(".1"):
 		t.Errorf("partition 1's consumer created with filter %q while disconnected", cons.CachedInfo().Config.FilterSubject)
 	}
+}
+
+// fastCluster is a cluster configuration with short timers for tests:
+// parts partitions, streams and buckets of storeReplicas.
+func fastCluster(parts, storeReplicas int) ClusterConfig {
+	return ClusterConfig{Partitions: parts, Replicas: storeReplicas, AckWait: Duration(2 * time.Second), PinnedTTL: Duration(2 * time.Second),
+		MemberTimeout: Duration(2 * time.Second), Fetch: 64, CheckpointInterval: Duration(time.Second), RecordFormat: "binary"}
+}
+
+// collectorIO connects to the NATS server at url (closed when the test
+// ends) and creates c's stream and state bucket as Run does, for tests
+// that drive a worker or a cycle directly.
+func collectorIO(t *testing.T, c *Collector, url string, opts ...nats.Option) *natsIO {
+	t.Helper()
+	ctx := context.Background()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := c.ensureStream(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
 }
