@@ -144,8 +144,11 @@ type groupState struct {
 	dirty bool // rebuild reqs from the plan minus quarantined points
 	buf   []byte
 	pdu   []byte
-	held  bool            // the read holds its link (a turn)
-	use   []time.Duration // the link's use by device at the start of the read (shared links)
+	held  bool // the read holds its link (a turn)
+	// the device's share.untied when the read took the link: evidence
+	// found since discards the read's answers
+	untied uint32
+	use    []time.Duration // the link's use by device at the start of the read (shared links)
 }
 
 type quarantine struct {
@@ -355,6 +358,16 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 			}
 		}
 	}
+	if g.held {
+		d.link.quietAfter(ctx, d.share)
+		if d.share.untied != g.untied {
+			c.replied = false
+			note(fmt.Errorf("unit %d: %w", d.cfg.UnitID, linkErr(StatusUntied,
+				"%s: another master on the line, an echoing link or converter, or a unit answering an earlier request; the read's values discarded",
+				d.share.untiedWhat)))
+			untie(out)
+		}
+	}
 	d.endTurn(g)
 	if shared {
 		c.busiest, c.busiestTime = d.link.turns.busiest(g.use, d.share)
@@ -469,6 +482,9 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 	var err error
 	if !g.held {
 		err = d.link.turns.acquire(ctx, d.share)
+		if err == nil {
+			g.untied, d.share.slowest = d.share.untied, 0
+		}
 	} else {
 		err = d.link.turns.yield(ctx, d.share)
 	}
@@ -490,6 +506,17 @@ func (d *device) endTurn(g *groupState) {
 	if g.held {
 		d.link.turns.release(d.share)
 		g.held = false
+	}
+}
+
+// untie discards the answers of a read whose replies could not all be tied
+// to their requests: every sample not already silent is StatusUntied.
+func untie(out []sample.Sample) {
+	v := bad(StatusUntied)
+	for i := range out {
+		if !out[i].Silent {
+			out[i] = v
+		}
 	}
 }
 

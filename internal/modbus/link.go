@@ -290,6 +290,16 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 			reply, err = nil, cerr
 		}
 	}
+	if late == nil && s != nil && l.framed() {
+		switch StatusOf(err) {
+		case StatusWrongFunction, StatusBadLength:
+			// the asked unit answered, but not this request: it answers
+			// another (an earlier one, or another master's)
+			l.untied(s, "a reply from the unit with another function or byte count than asked")
+		case StatusGood:
+			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
+		}
+	}
 	l.settle(err)
 	if late != nil {
 		l.doubt = late // settle blamed the asked unit
@@ -716,6 +726,10 @@ func (l *link) prepare(ctx context.Context) error {
 		switch {
 		case l.framed() && l.pending != nil:
 			l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
+		case l.framed() && l.accepted && l.last != nil:
+			// a second frame after the last exchange's accepted reply: that
+			// reply may not have been its answer
+			l.untied(l.last, "bytes after an accepted reply, before the next request")
 		case l.accepted && !dup:
 			l.suspectReply(n)
 		}
@@ -909,6 +923,57 @@ func (l *link) suspectReply(n int) {
 	}
 	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
 		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
+}
+
+// untied records evidence that a reply of s's unit accepted on this RTU or
+// ASCII line was not the answer to its request (what: the evidence): a
+// second frame after it, or a frame from the unit with another function or
+// byte count than asked. The answers of s's read in progress are
+// discarded (device.read compares s.untied), the frame is counted as s's
+// suspect reply and warned about (once a minute per device), and s is in
+// doubt as after a timeout: the line must fall silent before the next
+// request and s's next answer is held (confirm).
+func (l *link) untied(s *share, what string) {
+	s.untied++
+	s.untiedWhat = what
+	s.timedOut(l.sentAt)
+	l.pending = s
+	l.quiet, l.lastRx = true, time.Now()
+	if l.doubt == nil {
+		l.doubt = s
+	}
+	l.countSuspect(s)
+	if time.Since(s.lastUntied) < time.Minute {
+		l.log.Debug("modbus reply could not be tied to its request", "unit", s.unit, "device", s.id, "found", what)
+		return
+	}
+	s.lastUntied = time.Now()
+	l.log.Warn("modbus reply could not be tied to its request: another master on the line, an echoing link or converter, or a unit answering an earlier request; the device's values of the read discarded",
+		"unit", s.unit, "device", s.id, "found", what)
+}
+
+// quietAfter ends s's read on an RTU or ASCII line whose last exchange was
+// s's accepted answer: it listens for a second frame for a short window
+// (twice the read's slowest answer, plus the 3.5-character gap, at most
+// silence). A frame in it is evidence (untied) that an answer of the read
+// was a copy (an echoing link), another master's reply, or an earlier
+// request's answer. Caller holds the link.
+func (l *link) quietAfter(ctx context.Context, s *share) {
+	slowest := s.slowest
+	s.slowest = 0
+	if !l.framed() || l.p == nil || !l.accepted || l.last != s {
+		return
+	}
+	window := min(2*max(slowest, time.Millisecond)+t35(l.serial.Baud), l.silence)
+	if err := l.setDeadline(ctx, time.Now().Add(window)); err != nil {
+		return
+	}
+	n, _ := l.p.Read(l.junk[:])
+	if n > 0 {
+		l.discard(n)
+		l.accepted = false
+		l.untied(s, "a second frame after the read's last accepted reply")
+	}
 }
 
 // countSuspect counts one suspect reply of s's device (nil: unknown).

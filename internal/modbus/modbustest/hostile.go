@@ -43,10 +43,19 @@ const (
 	Garbage
 	// Partial sends the first half of the reply, then nothing.
 	Partial
+	// Echo answers correctly and sends the same frame again after the echo
+	// delay (SetEcho), as an echoing link, a radio retry or a converter
+	// repeating a frame does; the slave answers the next request meanwhile.
+	// On Modbus TCP the copy repeats the transaction id.
+	Echo
+	// LagOne answers each request only when the next request comes, with
+	// the answer to the one before (nothing for the first): a slave or a
+	// store-and-forward converter one request behind.
+	LagOne
 )
 
 var faultNames = [...]string{"honest", "late", "wrong transaction id", "wrong unit", "wrong function",
-	"wrong byte count", "garbage", "partial frame"}
+	"wrong byte count", "garbage", "partial frame", "echo", "one request behind"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -86,7 +95,10 @@ type Hostile struct {
 	wrongUnit uint8
 	absent    uint8 // exception for requests to other units (a TCP-to-RTU gateway's 10 or 11); 0: silence
 	busyUntil time.Time
-	queue     bool // requests arriving during a late reply are answered after it, not ignored
+	queue     bool          // requests arriving during a late reply are answered after it, not ignored
+	delay     time.Duration // every reply's answer time
+	echo      time.Duration // how long after its reply an Echo copy comes
+	lagged    []byte        // LagOne: the answer held for the next request
 
 	ignored atomic.Int64
 	replies atomic.Int64
@@ -122,6 +134,26 @@ func (h *Hostile) SetQueueWhileLate(on bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.queue = on
+}
+
+// SetDelay sets how long the slave takes to answer every request (default 0).
+func (h *Hostile) SetDelay(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.delay = d
+}
+
+// SetEcho sets how long after its reply an Echo copy comes (default 20 ms).
+func (h *Hostile) SetEcho(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.echo = d
+}
+
+func (h *Hostile) timing() (delay, echo time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.delay, h.echo
 }
 
 // SetWrongUnit sets the unit a WrongUnit reply claims to come from.
@@ -171,7 +203,7 @@ func (h *Hostile) next(pdu []byte) (Fault, time.Duration, uint8) {
 }
 
 func newHostile(bank *Bank, unit uint8, framing Framing) *Hostile {
-	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond, faultAt: -1}
+	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond, echo: 20 * time.Millisecond, faultAt: -1}
 }
 
 // answer computes the honest reply PDU of a read request PDU from the bank.
@@ -308,11 +340,15 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 		default:
 			out = h.frameOut(q.unit, misbehave(f, reply))
 		}
+		delay, echo := h.timing()
 		if f == Late {
 			h.mu.Lock()
 			h.busyUntil = time.Now().Add(late)
 			h.mu.Unlock()
-			t := time.NewTimer(late)
+			delay = late
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -320,8 +356,20 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 				return
 			}
 		}
+		if f == LagOne {
+			h.mu.Lock()
+			out, h.lagged = h.lagged, out
+			h.mu.Unlock()
+			if out == nil {
+				continue
+			}
+		}
 		h.out(out)
 		h.replies.Add(1)
+		if f == Echo {
+			t := time.AfterFunc(echo, func() { h.out(out) })
+			context.AfterFunc(ctx, func() { t.Stop() })
+		}
 	}
 }
 

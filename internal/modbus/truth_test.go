@@ -1,0 +1,81 @@
+package modbus
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/logging/logtest"
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// startFramed starts a hostile slave for unit behind a converter (RTU or
+// ASCII over TCP).
+func startFramed(t *testing.T, tr Transport, bank *modbustest.Bank, unit uint8) *modbustest.Hostile {
+	if tr == ASCIIOverTCP {
+		return modbustest.StartHostileConverter(t, bank, unit, modbustest.ASCII, nil)
+	}
+	return modbustest.StartHostileConverter(t, bank, unit, modbustest.RTU, nil)
+}
+
+// TestEchoedRepliesDiscarded (review 13, F2 and F4): a slave answering in
+// 30 ms whose replies are repeated 20 ms later (an echoing link, a radio
+// retry; a second master's reply looks the same). The copy of the first
+// reply comes while the second request of the read is outstanding and has
+// its length: it would be taken for that request's answer. The real answer
+// then comes after the read's last reply: the read's answers are discarded
+// (StatusUntied), never published good with another register's value; the
+// suspect replies are the device's, LastError says why, and the device reads
+// good again once the copies stop.
+func TestEchoedRepliesDiscarded(t *testing.T) {
+	for _, tr := range []Transport{RTUOverTCP, ASCIIOverTCP} {
+		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			const unit = 3
+			bank := modbustest.NewBank()
+			fillBank(bank)
+			h := startFramed(t, tr, bank, unit)
+			h.SetDelay(30 * time.Millisecond)
+			h.SetEcho(20 * time.Millisecond)
+			h.Inject(modbustest.Echo, 6)
+			cfg := testConfig(tr, h.Addr, unit)
+			cfg.Timeout = 200 * time.Millisecond
+			groups, want := shiftGroups(20 * time.Millisecond)
+			reg := prometheus.NewRegistry()
+			logs := &logtest.Buffer{}
+			pool := NewPool(logs.Logger(slog.LevelDebug), NewMetrics(reg))
+			t.Cleanup(func() { _ = pool.Close() })
+			src, err := pool.Source("echo", cfg, groups[:1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{t: t, want: want}
+			stop := rec.run(src)
+			wait.For(t, 20*time.Second, "reads discarded as untied, then good reads", func() bool {
+				return causeThenGood(rec.snapshot(), StatusUntied, 1, 3)
+			})
+			stop()
+			var untied error
+			for _, c := range rec.snapshot() {
+				if errors.Is(c.Err, StatusUntied) {
+					untied = c.Err
+					break
+				}
+			}
+			if !strings.Contains(untied.Error(), "echoing link") {
+				t.Errorf("Cycle.Err = %v, want it to name an echoing link", untied)
+			}
+			if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "device", "echo"); n < 1 {
+				t.Errorf("suspect replies of the device = %v", n)
+			}
+			if !strings.Contains(logs.String(), "could not be tied to its request") || !strings.Contains(logs.String(), "device=echo") {
+				t.Errorf("no warning naming the device:\n%s", logs.String())
+			}
+		})
+	}
+}
