@@ -138,6 +138,7 @@ type link struct {
 	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
 	nAnswered      int
 	req            []byte
+	probe          []byte // prove's probe request
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
@@ -282,13 +283,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
 	if late == nil && s != nil && !s.lateSent.IsZero() && l.framed() && answeredErr(err) {
-		if len(s.unanswered) == 0 {
-			// every unanswered request's late reply has been seen and
-			// discarded: nothing of s's is left on its way
-			s.trusted()
-		} else if cerr := l.confirm(ctx, s); cerr != nil {
-			reply, err = nil, cerr
-		}
+		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
 	if late == nil && s != nil && l.framed() {
 		switch StatusOf(err) {
@@ -551,6 +546,72 @@ func (l *link) foreign(s *share, err error) *share {
 	return x
 }
 
+// prove decides on the answer of s, a unit in doubt (its earlier request
+// went unanswered, or a reply of its could not be tied to its request),
+// to pdu: the answer just received is never published as it is. Unless
+// every unanswered request's late reply has been seen meanwhile, the line
+// must first stay silent after it (confirm). Then, when pdu has a probe
+// (probePDU: the same start with a quantity whose reply has another byte
+// count), the probe is sent and must be answered with its own byte count,
+// and pdu is sent again: its answer is the one returned. A unit answering
+// one request behind (a store-and-forward converter, a slave that answers
+// the previous request when the next comes) or answering an older request
+// it was busy with answers the probe with another request's length:
+// untied, the unit stays in doubt. Without a probe (a one-register or
+// at most 8-bit read, a write) the silent window alone decides, which a
+// unit answering one request behind passes (documented). Then s is trusted.
+func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
+	if len(s.unanswered) > 0 {
+		if cerr := l.confirm(ctx, s); cerr != nil {
+			return nil, cerr
+		}
+	}
+	l.probe = probePDU(l.probe[:0], pdu)
+	if l.probe != nil {
+		if _, perr := l.roundTrip(ctx, unit, l.probe); perr != nil {
+			if st := StatusOf(perr); st == StatusBadLength || st == StatusWrongFunction || answeredErr(perr) {
+				l.untied(s, "its answer to a probe of another length was not the probe's ("+perr.Error()+")")
+				return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a probe of another length with its own answer: one request behind, or answering an older request", s.unit)
+			}
+			return nil, perr
+		}
+		reply, err = l.roundTrip(ctx, unit, pdu)
+		if !answeredErr(err) {
+			return nil, err
+		}
+	}
+	s.trusted()
+	l.pendingDone(s)
+	return reply, err
+}
+
+// pendingDone ends s's doubt on the line.
+func (l *link) pendingDone(s *share) {
+	if l.pending == s {
+		l.pending = nil
+	}
+}
+
+// probePDU appends to dst the probe of read pdu for a unit in doubt: the
+// same function and start, with a quantity inside the request's whose reply
+// has another byte count (one register less; eight bits less), or returns
+// nil when there is none (one register, at most eight bits, not a read).
+func probePDU(dst, pdu []byte) []byte {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return nil
+	}
+	q := binary.BigEndian.Uint16(pdu[3:])
+	switch {
+	case pdu[0] >= 3 && q > 1:
+		q--
+	case pdu[0] <= 2 && q > 8:
+		q -= 8
+	default:
+		return nil
+	}
+	return binary.BigEndian.AppendUint16(append(dst, pdu[:3]...), q)
+}
+
 // confirm holds the answer of s, whose earlier request went unanswered,
 // until the line has been silent for as long as separated that request
 // from this one (at most timeout + quietLimit x silence) plus silence. A
@@ -579,10 +640,6 @@ func (l *link) confirm(ctx context.Context, s *share) error {
 		if le := l.readFailure(ctx, err); le != nil {
 			return le
 		}
-	}
-	s.trusted()
-	if l.pending == s {
-		l.pending = nil
 	}
 	return nil
 }
@@ -967,6 +1024,11 @@ func (l *link) quietAfter(ctx context.Context, s *share) {
 	window := min(2*max(slowest, time.Millisecond)+t35(l.serial.Baud), l.silence)
 	if err := l.setDeadline(ctx, time.Now().Add(window)); err != nil {
 		return
+	}
+	if !l.transport.Serial() {
+		if rc, err := l.p.SyscallConn(); err == nil {
+			quickAck(rc)
+		}
 	}
 	n, _ := l.p.Read(l.junk[:])
 	if n > 0 {

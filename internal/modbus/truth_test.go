@@ -79,3 +79,45 @@ func TestEchoedRepliesDiscarded(t *testing.T) {
 		})
 	}
 }
+
+// TestLaggingSlaveNeverGood (review 13, F1): a slave (or a store-and-forward
+// converter) that answers each request only when the next one comes, with
+// the answer to the one before. After its first timeout its next answer is
+// held, and the line stays silent (the slave waits for the next request):
+// silence alone would trust it and publish every later answer as the next
+// request's. The probe of another length (holding 0+3 after 0+4) gets the
+// previous request's 4 registers: untied, never good. Once the slave answers
+// in turn again the probe passes and the unit reads good.
+func TestLaggingSlaveNeverGood(t *testing.T) {
+	for _, tr := range []Transport{RTUOverTCP, ASCIIOverTCP} {
+		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			const unit = 3
+			bank := modbustest.NewBank()
+			fillBank(bank)
+			h := startFramed(t, tr, bank, unit)
+			h.Inject(modbustest.LagOne, 12)
+			cfg := testConfig(tr, h.Addr, unit)
+			cfg.Timeout = 100 * time.Millisecond
+			cfg.Silence = 50 * time.Millisecond
+			cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
+			groups, want := shiftGroups(20 * time.Millisecond)
+			reg := prometheus.NewRegistry()
+			pool := NewPool(testLogger(t), NewMetrics(reg))
+			t.Cleanup(func() { _ = pool.Close() })
+			src, err := pool.Source("lagging", cfg, groups[:1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{t: t, want: want}
+			stop := rec.run(src)
+			wait.For(t, 20*time.Second, "untied reads, then good reads", func() bool {
+				return causeThenGood(rec.snapshot(), StatusUntied, 1, 3)
+			})
+			stop()
+			if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "device", "lagging"); n < 1 {
+				t.Errorf("suspect replies of the device = %v", n)
+			}
+		})
+	}
+}
