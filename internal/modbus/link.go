@@ -282,10 +282,10 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && !s.lateSent.IsZero() && l.framed() && answeredErr(err) {
+	if late == nil && s != nil && !s.lateSent.IsZero() && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
-	if late == nil && s != nil && l.framed() {
+	if late == nil && s != nil {
 		switch StatusOf(err) {
 		case StatusWrongFunction, StatusBadLength:
 			// the asked unit answered, but not this request: it answers
@@ -497,6 +497,12 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
+		if s.TargetSilent() && l.cur != nil {
+			// a gateway gave up on its slave, whose answer may still come
+			// and be relayed as another request's (on Modbus TCP too: the
+			// transaction id proves the gateway answered, not the slave)
+			l.cur.timedOut(l.sentAt)
+		}
 		if !l.framed() {
 			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
 			l.nAnswered++
@@ -508,6 +514,11 @@ func (l *link) settle(err error) {
 	}
 	if s == StatusConnection {
 		l.announce = true // a lost connection: say so when it is back
+	}
+	if s == StatusTimeout && !l.framed() && l.cur != nil {
+		// a TCP-to-serial gateway may relay the slave's late answer to a
+		// request on the new connection
+		l.cur.timedOut(l.sentAt)
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -561,7 +572,7 @@ func (l *link) foreign(s *share, err error) *share {
 // at most 8-bit read, a write) the silent window alone decides, which a
 // unit answering one request behind passes (documented). Then s is trusted.
 func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
-	if len(s.unanswered) > 0 {
+	if len(s.unanswered) > 0 && l.framed() {
 		if cerr := l.confirm(ctx, s); cerr != nil {
 			return nil, cerr
 		}
@@ -994,10 +1005,12 @@ func (l *link) untied(s *share, what string) {
 	s.untied++
 	s.untiedWhat = what
 	s.timedOut(l.sentAt)
-	l.pending = s
-	l.quiet, l.lastRx = true, time.Now()
-	if l.doubt == nil {
-		l.doubt = s
+	if l.framed() {
+		l.pending = s
+		l.quiet, l.lastRx = true, time.Now()
+		if l.doubt == nil {
+			l.doubt = s
+		}
 	}
 	l.countSuspect(s)
 	if time.Since(s.lastUntied) < time.Minute {

@@ -121,3 +121,33 @@ func TestLaggingSlaveNeverGood(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPGatewayLateAnswerNotPublished (review 13, F3): a Modbus TCP gateway
+// in front of a serial slave gives up on a request (exception 11) and
+// relays the slave's late answer as the reply to the next request, with its
+// transaction id: the id proves the gateway answered, not the slave. After
+// the 11 the unit's next answer is in doubt: a probe of another length,
+// then the request again; the relayed answer is never published.
+func TestTCPGatewayLateAnswerNotPublished(t *testing.T) {
+	const unit = 3
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileTCP(t, bank, unit, nil)
+	h.InjectAt(modbustest.GatewayLate, 3, 100)
+	cfg := testConfig(TCP, h.Addr, unit)
+	cfg.Timeout = 200 * time.Millisecond
+	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
+	groups, want := shiftGroups(20 * time.Millisecond)
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	src, err := pool.Source("behind-gateway", cfg, groups[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{t: t, want: want}
+	stop := rec.run(src)
+	wait.For(t, 20*time.Second, "exception 11, then good reads", func() bool {
+		return h.Replies() > 12 && causeThenGood(rec.snapshot(), Status(11), 1, 3)
+	})
+	stop()
+}

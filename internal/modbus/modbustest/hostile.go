@@ -52,10 +52,15 @@ const (
 	// the answer to the one before (nothing for the first): a slave or a
 	// store-and-forward converter one request behind.
 	LagOne
+	// GatewayLate is a Modbus TCP gateway to a serial slave that gives up on
+	// the slave: it answers exception 11 (gateway target failed to respond)
+	// at once, and relays the slave's answer, which comes later, as the
+	// reply to the next request, with that request's transaction id.
+	GatewayLate
 )
 
 var faultNames = [...]string{"honest", "late", "wrong transaction id", "wrong unit", "wrong function",
-	"wrong byte count", "garbage", "partial frame", "echo", "one request behind"}
+	"wrong byte count", "garbage", "partial frame", "echo", "one request behind", "gateway relaying a late answer"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -98,7 +103,7 @@ type Hostile struct {
 	queue     bool          // requests arriving during a late reply are answered after it, not ignored
 	delay     time.Duration // every reply's answer time
 	echo      time.Duration // how long after its reply an Echo copy comes
-	lagged    []byte        // LagOne: the answer held for the next request
+	lagged    []byte        // LagOne: the answer held for the next request; GatewayLate: the late answer to relay
 
 	ignored atomic.Int64
 	replies atomic.Int64
@@ -573,6 +578,16 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		}
 		f, late, wu := h.next(pdu)
 		reply := misbehave(f, h.answer(unit, pdu))
+		h.mu.Lock()
+		relay := h.lagged
+		h.lagged = nil
+		if f == GatewayLate {
+			h.lagged, reply = reply, []byte{pdu[0] | 0x80, 11}
+		}
+		h.mu.Unlock()
+		if relay != nil && f != GatewayLate {
+			reply = relay // the slave's late answer taken for this request's
+		}
 		switch f {
 		case WrongTransaction:
 			tid++
