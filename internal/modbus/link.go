@@ -77,6 +77,14 @@ const quietLimit = 10
 //     line (reads only: a write is not repeated).
 //   - bytes found on the line while a unit is pending (before a request,
 //     or during the silence wait after its timeout) are its late reply.
+//   - a held answer is never published as it is (prove): after the silent
+//     window a probe of another byte count must be answered with its own
+//     length, then the request is sent again (a unit one request behind
+//     keeps the window silent); on Modbus TCP too after a timeout or a
+//     gateway's exception 10/11.
+//   - a second frame after an accepted reply, or a reply from the asked
+//     unit with another function or byte count, is evidence (untied): the
+//     device's read is discarded (StatusUntied) and the unit is pending.
 //
 // Each is counted in smelter_modbus_suspect_replies_total{device} and
 // warned about naming the unit and device, with how late it answered and
@@ -966,14 +974,12 @@ func (l *link) discard(n int) {
 // suspectReply counts and reports (at most once a minute) n bytes found
 // between an accepted reply and the next request.
 //
-// On an RTU or ASCII line a reply carries no transaction id, so these bytes
-// are most likely the real answer to the request whose "reply" was
-// accepted: that one was a late reply to an earlier request, which the
-// silence wait did not catch because it came more than timeout + silence
-// after its own request.
+// On an RTU or ASCII line these bytes are evidence against the device of
+// the accepted reply (prepare calls untied); this is left for bytes no
+// exchange preceded.
 //
-// On Modbus TCP a late reply cannot come (the connection is closed after a
-// timeout), so bytes after an accepted reply mean the device sent more than
+// On Modbus TCP the connection is reopened after a timeout, so bytes after
+// an accepted reply on the socket mean the device sent more than
 // one frame for one request: a duplicate, or a device answering out of turn
 // (a frame for the next transaction id sent before it could have read that
 // request, then its real answer). Either way the accepted reply may not
@@ -989,8 +995,8 @@ func (l *link) suspectReply(n int) {
 			"bytes", n)
 		return
 	}
-	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
-		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
+	l.log.Warn("modbus bytes arrived after an accepted reply: another master on the line, an echoing link or converter, or a unit answering an earlier request",
+		"bytes", n)
 }
 
 // untied records evidence that a reply of s's unit accepted on this RTU or
