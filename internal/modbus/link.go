@@ -1030,8 +1030,10 @@ func (l *link) untied(s *share, what string) {
 
 // quietAfter ends s's read on an RTU or ASCII line whose last exchange was
 // s's accepted answer: it listens for a second frame for a short window
-// (twice the read's slowest answer, plus the 3.5-character gap, at most
-// silence). A frame in it is evidence (untied) that an answer of the read
+// (the read's slowest answer plus the 3.5-character gap, at most silence:
+// the real answer to the read's last request, had a copy or a foreign frame
+// been taken for it, comes within the slowest answer time after that
+// request). A frame in it is evidence (untied) that an answer of the read
 // was a copy (an echoing link), another master's reply, or an earlier
 // request's answer. Caller holds the link.
 func (l *link) quietAfter(ctx context.Context, s *share) {
@@ -1040,7 +1042,7 @@ func (l *link) quietAfter(ctx context.Context, s *share) {
 	if !l.framed() || l.p == nil || !l.accepted || l.last != s {
 		return
 	}
-	window := min(2*max(slowest, time.Millisecond)+t35(l.serial.Baud), l.silence)
+	window := min(slowest+t35(l.serial.Baud), l.silence)
 	if err := l.setDeadline(ctx, time.Now().Add(window)); err != nil {
 		return
 	}
