@@ -11,6 +11,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -150,4 +151,49 @@ func TestTCPGatewayLateAnswerNotPublished(t *testing.T) {
 		return h.Replies() > 12 && causeThenGood(rec.snapshot(), Status(11), 1, 3)
 	})
 	stop()
+}
+
+// TestReadingStampedWithItsReply (review 13, F7): a reading carries the
+// time its reply arrived, not the end of the read: here the read's second
+// request times out (200 ms) after the first was answered at once.
+func TestReadingStampedWithItsReply(t *testing.T) {
+	const unit = 3
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	h := modbustest.StartHostileConverter(t, bank, unit, modbustest.RTU, nil)
+	h.SetLate(2 * time.Second)
+	h.InjectAt(modbustest.Late, 1, 100)
+	cfg := testConfig(RTUOverTCP, h.Addr, unit)
+	cfg.Timeout = 200 * time.Millisecond
+	groups, want := shiftGroups(20 * time.Millisecond)
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	src, err := pool.Source("stamped", cfg, groups[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{t: t, want: want}
+	stop := rec.run(src)
+	wait.For(t, 10*time.Second, "a read whose second request timed out", func() bool {
+		for _, c := range rec.snapshot() {
+			if errors.Is(c.Err, StatusTimeout) {
+				return true
+			}
+		}
+		return false
+	})
+	stop()
+	for _, c := range rec.snapshot() {
+		if !errors.Is(c.Err, StatusTimeout) || c.Samples[0].Quality != telemetry.QualityGood {
+			continue
+		}
+		end := c.Start.Add(c.Duration).UnixMilli()
+		for _, s := range c.Samples[:4] {
+			if s.TS == 0 || s.TS < c.Start.UnixMilli() || s.TS > end-150 {
+				t.Errorf("point %d stamped %d, read %d..%d: want its reply's time, before the timeout", s.Index, s.TS, c.Start.UnixMilli(), end)
+			}
+		}
+		return
+	}
+	t.Fatal("no read with the first request answered and the second timed out")
 }
