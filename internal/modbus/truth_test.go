@@ -11,18 +11,52 @@ import (
 
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
-// startFramed starts a hostile slave for unit behind a converter (RTU or
-// ASCII over TCP).
-func startFramed(t *testing.T, tr Transport, bank *modbustest.Bank, unit uint8) *modbustest.Hostile {
-	if tr == ASCIIOverTCP {
-		return modbustest.StartHostileConverter(t, bank, unit, modbustest.ASCII, nil)
+// startTruth starts a hostile slave for unit 3 on tr (Modbus TCP, or
+// behind a converter: RTU or ASCII over TCP) over a bank of fillBank.
+func startTruth(t *testing.T, tr Transport) *modbustest.Hostile {
+	bank := modbustest.NewBank()
+	fillBank(bank)
+	switch tr {
+	case TCP:
+		return modbustest.StartHostileTCP(t, bank, 3, nil)
+	case ASCIIOverTCP:
+		return modbustest.StartHostileConverter(t, bank, 3, modbustest.ASCII, nil)
 	}
-	return modbustest.StartHostileConverter(t, bank, unit, modbustest.RTU, nil)
+	return modbustest.StartHostileConverter(t, bank, 3, modbustest.RTU, nil)
 }
+
+// truthRun reads group 0 of shiftGroups from h as device id with cfg
+// (adjusted by tune) until done holds for its cycles, failing on any
+// point published good with another register's value. It returns the
+// recorded cycles, the metrics and the log.
+func truthRun(t *testing.T, h *modbustest.Hostile, tr Transport, id string, tune func(*Config),
+	what string, done func([]sample.Cycle) bool) ([]sample.Cycle, *prometheus.Registry, *logtest.Buffer) {
+	t.Helper()
+	cfg := testConfig(tr, h.Addr, 3)
+	cfg.Timeout = 200 * time.Millisecond
+	tune(&cfg)
+	groups, want := shiftGroups(20 * time.Millisecond)
+	reg := prometheus.NewRegistry()
+	logs := &logtest.Buffer{}
+	pool := NewPool(logs.Logger(slog.LevelDebug), NewMetrics(reg))
+	t.Cleanup(func() { _ = pool.Close() })
+	src, err := pool.Source(id, cfg, groups[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{t: t, want: want}
+	stop := rec.run(src)
+	wait.For(t, 20*time.Second, what, func() bool { return done(rec.snapshot()) })
+	stop()
+	return rec.snapshot(), reg, logs
+}
+
+func untiedThenGood(cycles []sample.Cycle) bool { return causeThenGood(cycles, StatusUntied, 1, 3) }
 
 // TestEchoedRepliesDiscarded (review 13, F2 and F4): a slave answering in
 // 30 ms whose replies are repeated 20 ms later (an echoing link, a radio
@@ -37,32 +71,13 @@ func TestEchoedRepliesDiscarded(t *testing.T) {
 	for _, tr := range []Transport{RTUOverTCP, ASCIIOverTCP} {
 		t.Run(string(tr), func(t *testing.T) {
 			t.Parallel()
-			const unit = 3
-			bank := modbustest.NewBank()
-			fillBank(bank)
-			h := startFramed(t, tr, bank, unit)
+			h := startTruth(t, tr)
 			h.SetDelay(30 * time.Millisecond)
 			h.SetEcho(20 * time.Millisecond)
 			h.Inject(modbustest.Echo, 6)
-			cfg := testConfig(tr, h.Addr, unit)
-			cfg.Timeout = 200 * time.Millisecond
-			groups, want := shiftGroups(20 * time.Millisecond)
-			reg := prometheus.NewRegistry()
-			logs := &logtest.Buffer{}
-			pool := NewPool(logs.Logger(slog.LevelDebug), NewMetrics(reg))
-			t.Cleanup(func() { _ = pool.Close() })
-			src, err := pool.Source("echo", cfg, groups[:1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := &recorder{t: t, want: want}
-			stop := rec.run(src)
-			wait.For(t, 20*time.Second, "reads discarded as untied, then good reads", func() bool {
-				return causeThenGood(rec.snapshot(), StatusUntied, 1, 3)
-			})
-			stop()
+			cycles, reg, logs := truthRun(t, h, tr, "echo", func(*Config) {}, "reads discarded as untied, then good reads", untiedThenGood)
 			var untied error
-			for _, c := range rec.snapshot() {
+			for _, c := range cycles {
 				if errors.Is(c.Err, StatusUntied) {
 					untied = c.Err
 					break
@@ -93,29 +108,12 @@ func TestLaggingSlaveNeverGood(t *testing.T) {
 	for _, tr := range []Transport{RTUOverTCP, ASCIIOverTCP} {
 		t.Run(string(tr), func(t *testing.T) {
 			t.Parallel()
-			const unit = 3
-			bank := modbustest.NewBank()
-			fillBank(bank)
-			h := startFramed(t, tr, bank, unit)
+			h := startTruth(t, tr)
 			h.Inject(modbustest.LagOne, 12)
-			cfg := testConfig(tr, h.Addr, unit)
-			cfg.Timeout = 100 * time.Millisecond
-			cfg.Silence = 50 * time.Millisecond
-			cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
-			groups, want := shiftGroups(20 * time.Millisecond)
-			reg := prometheus.NewRegistry()
-			pool := NewPool(testLogger(t), NewMetrics(reg))
-			t.Cleanup(func() { _ = pool.Close() })
-			src, err := pool.Source("lagging", cfg, groups[:1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := &recorder{t: t, want: want}
-			stop := rec.run(src)
-			wait.For(t, 20*time.Second, "untied reads, then good reads", func() bool {
-				return causeThenGood(rec.snapshot(), StatusUntied, 1, 3)
-			})
-			stop()
+			_, reg, _ := truthRun(t, h, tr, "lagging", func(cfg *Config) {
+				cfg.Timeout, cfg.Silence = 100*time.Millisecond, 50*time.Millisecond
+				cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
+			}, "untied reads, then good reads", untiedThenGood)
 			if n := counter(t, reg, "smelter_modbus_suspect_replies_total", "device", "lagging"); n < 1 {
 				t.Errorf("suspect replies of the device = %v", n)
 			}
@@ -130,60 +128,32 @@ func TestLaggingSlaveNeverGood(t *testing.T) {
 // the 11 the unit's next answer is in doubt: a probe of another length,
 // then the request again; the relayed answer is never published.
 func TestTCPGatewayLateAnswerNotPublished(t *testing.T) {
-	const unit = 3
-	bank := modbustest.NewBank()
-	fillBank(bank)
-	h := modbustest.StartHostileTCP(t, bank, unit, nil)
+	h := startTruth(t, TCP)
 	h.InjectAt(modbustest.GatewayLate, 3, 100)
-	cfg := testConfig(TCP, h.Addr, unit)
-	cfg.Timeout = 200 * time.Millisecond
-	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
-	groups, want := shiftGroups(20 * time.Millisecond)
-	pool := NewPool(testLogger(t), nil)
-	t.Cleanup(func() { _ = pool.Close() })
-	src, err := pool.Source("behind-gateway", cfg, groups[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{t: t, want: want}
-	stop := rec.run(src)
-	wait.For(t, 20*time.Second, "exception 11, then good reads", func() bool {
-		return h.Replies() > 12 && causeThenGood(rec.snapshot(), Status(11), 1, 3)
+	truthRun(t, h, TCP, "behind-gateway", func(cfg *Config) {
+		cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 20*time.Millisecond
+	}, "exception 11, then good reads", func(cycles []sample.Cycle) bool {
+		return h.Replies() > 12 && causeThenGood(cycles, Status(11), 1, 3)
 	})
-	stop()
 }
 
 // TestReadingStampedWithItsReply (review 13, F7): a reading carries the
 // time its reply arrived, not the end of the read: here the read's second
 // request times out (200 ms) after the first was answered at once.
 func TestReadingStampedWithItsReply(t *testing.T) {
-	const unit = 3
-	bank := modbustest.NewBank()
-	fillBank(bank)
-	h := modbustest.StartHostileConverter(t, bank, unit, modbustest.RTU, nil)
+	h := startTruth(t, RTUOverTCP)
 	h.SetLate(2 * time.Second)
 	h.InjectAt(modbustest.Late, 1, 100)
-	cfg := testConfig(RTUOverTCP, h.Addr, unit)
-	cfg.Timeout = 200 * time.Millisecond
-	groups, want := shiftGroups(20 * time.Millisecond)
-	pool := NewPool(testLogger(t), nil)
-	t.Cleanup(func() { _ = pool.Close() })
-	src, err := pool.Source("stamped", cfg, groups[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{t: t, want: want}
-	stop := rec.run(src)
-	wait.For(t, 10*time.Second, "a read whose second request timed out", func() bool {
-		for _, c := range rec.snapshot() {
+	timedOut := func(cycles []sample.Cycle) bool {
+		for _, c := range cycles {
 			if errors.Is(c.Err, StatusTimeout) {
 				return true
 			}
 		}
 		return false
-	})
-	stop()
-	for _, c := range rec.snapshot() {
+	}
+	cycles, _, _ := truthRun(t, h, RTUOverTCP, "stamped", func(*Config) {}, "a read whose second request timed out", timedOut)
+	for _, c := range cycles {
 		if !errors.Is(c.Err, StatusTimeout) || c.Samples[0].Quality != telemetry.QualityGood {
 			continue
 		}
