@@ -147,6 +147,10 @@ type link struct {
 	nAnswered      int
 	req            []byte
 	probe          []byte // prove's probe request
+	// Modbus TCP: a unit timed out or a gateway answered 10/11: a gateway
+	// may relay that slave's late answer to the next request on the
+	// connection, whichever unit it asks; that answer goes through prove
+	relayDoubt bool
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
@@ -290,7 +294,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && !s.lateSent.IsZero() && answeredErr(err) && !StatusOf(err).TargetSilent() {
+	if late == nil && s != nil && (!s.lateSent.IsZero() || l.relayDoubt && !l.framed()) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
 	if late == nil && s != nil {
@@ -508,8 +512,10 @@ func (l *link) settle(err error) {
 		if s.TargetSilent() && l.cur != nil {
 			// a gateway gave up on its slave, whose answer may still come
 			// and be relayed as another request's (on Modbus TCP too: the
-			// transaction id proves the gateway answered, not the slave)
+			// transaction id proves the gateway answered, not the slave),
+			// on Modbus TCP whichever unit the next request asks
 			l.cur.timedOut(l.sentAt)
+			l.relayDoubt = true
 		}
 		if !l.framed() {
 			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
@@ -525,8 +531,9 @@ func (l *link) settle(err error) {
 	}
 	if s == StatusTimeout && !l.framed() && l.cur != nil {
 		// a TCP-to-serial gateway may relay the slave's late answer to a
-		// request on the new connection
+		// request on the new connection, whichever unit it asks
 		l.cur.timedOut(l.sentAt)
+		l.relayDoubt = true
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -601,6 +608,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	}
 	s.trusted()
 	l.pendingDone(s)
+	l.relayDoubt = false
 	return reply, err
 }
 

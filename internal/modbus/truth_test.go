@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -166,4 +167,39 @@ func TestReadingStampedWithItsReply(t *testing.T) {
 		return
 	}
 	t.Fatal("no read with the first request answered and the second timed out")
+}
+
+// TestTCPGatewayLateAnswerNotGivenToAnotherUnit (review 13, F3 on a shared
+// connection): the gateway relays unit 3's late answer to the next request,
+// which asks unit 4 (a healthy slave behind the same gateway, that never
+// failed): after a timeout or exception 10/11 on a Modbus TCP connection,
+// the next answer on it, whichever unit's, goes through the probe.
+func TestTCPGatewayLateAnswerNotGivenToAnotherUnit(t *testing.T) {
+	h := startTruth(t, TCP)
+	h.AlsoServe(4)
+	h.InjectAt(modbustest.GatewayLate, 3, 100)
+	cfg := testConfig(TCP, h.Addr, 3)
+	cfg.Timeout = 200 * time.Millisecond
+	groups, want := shiftGroups(20 * time.Millisecond)
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	var stops []func()
+	var recs []*recorder
+	for _, unit := range []uint8{3, 4} {
+		c := cfg
+		c.UnitID = unit
+		src, err := pool.Source(fmt.Sprintf("unit-%d", unit), c, groups[:1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recorder{t: t, want: want}
+		recs = append(recs, rec)
+		stops = append(stops, rec.run(src))
+	}
+	wait.For(t, 20*time.Second, "exception 11 of unit 3, then good reads of both", func() bool {
+		return h.Replies() > 12 && causeThenGood(recs[0].snapshot(), Status(11), 1, 3) && causeThenGood(recs[1].snapshot(), nil, 1, 5)
+	})
+	for _, stop := range stops {
+		stop()
+	}
 }

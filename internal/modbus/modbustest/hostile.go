@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,7 +56,8 @@ const (
 	// GatewayLate is a Modbus TCP gateway to a serial slave that gives up on
 	// the slave: it answers exception 11 (gateway target failed to respond)
 	// at once, and relays the slave's answer, which comes later, as the
-	// reply to the next request, with that request's transaction id.
+	// reply to the next request, with that request's transaction id and
+	// unit, whichever unit it asks.
 	GatewayLate
 )
 
@@ -104,6 +106,7 @@ type Hostile struct {
 	delay     time.Duration // every reply's answer time
 	echo      time.Duration // how long after its reply an Echo copy comes
 	lagged    []byte        // LagOne: the answer held for the next request; GatewayLate: the late answer to relay
+	also      []uint8       // Modbus TCP: other units answered honestly from the bank (a gateway's other slaves)
 
 	ignored atomic.Int64
 	replies atomic.Int64
@@ -159,6 +162,14 @@ func (h *Hostile) timing() (delay, echo time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.delay, h.echo
+}
+
+// AlsoServe makes a Modbus TCP device answer requests for unit too,
+// honestly, from its bank (another slave behind the same gateway).
+func (h *Hostile) AlsoServe(unit uint8) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.also = append(h.also, unit)
 }
 
 // SetWrongUnit sets the unit a WrongUnit reply claims to come from.
@@ -569,6 +580,24 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		}
 		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if unit != h.unit {
+			h.mu.Lock()
+			relay := h.lagged
+			h.lagged = nil
+			h.mu.Unlock()
+			h.mu.Lock()
+			other := slices.Contains(h.also, unit)
+			h.mu.Unlock()
+			if relay == nil && other {
+				relay = h.answer(unit, pdu)
+			}
+			if relay != nil {
+				// a gateway that relays its slave's late answer to the next
+				// request, whichever unit it asks; or another slave's answer
+				if _, err := c.Write(MBAPReply(tid, unit, relay)); err != nil {
+					return
+				}
+				continue
+			}
 			if code := h.absentReply(); code != 0 {
 				if _, err := c.Write(MBAPReply(tid, unit, []byte{pdu[0] | 0x80, code})); err != nil {
 					return
