@@ -282,6 +282,13 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		}
 		// another unit's late reply while unit was asked: that unit's
 		// fault, not this one's; the line is quiet before anything else
+		if late.lateSent.IsZero() {
+			// from a unit in good standing: one of its accepted replies
+			// may not have been its answer (another master's frame, a
+			// copy): its read in progress is discarded (device.read)
+			late.untied++
+			late.untiedWhat = "a frame from the unit while another unit was asked"
+		}
 		l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
 		if late.dev != nil {
 			late.dev.replyError(kindWrongUnit)
@@ -574,9 +581,11 @@ func (l *link) foreign(s *share, err error) *share {
 
 // prove decides on the answer of s, a unit in doubt (its earlier request
 // went unanswered, or a reply of its could not be tied to its request),
-// to pdu: the answer just received is never published as it is. Unless
-// every unanswered request's late reply has been seen meanwhile, the line
-// must first stay silent after it (confirm). Then, when pdu has a probe
+// to pdu. On an RTU or ASCII line, when every unanswered request's late
+// reply has been seen and discarded meanwhile, nothing of s's is on its way
+// and the answer is s's: trusted. Otherwise the answer just received is
+// never published as it is: the line must first stay silent after it
+// (confirm, RTU/ASCII only). Then, when pdu has a probe
 // (probePDU: the same start with a quantity whose reply has another byte
 // count), the probe is sent and must be answered with its own byte count,
 // and pdu is sent again: its answer is the one returned. A unit answering
@@ -587,7 +596,15 @@ func (l *link) foreign(s *share, err error) *share {
 // at most 8-bit read, a write) the silent window alone decides, which a
 // unit answering one request behind passes (documented). Then s is trusted.
 func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
-	if len(s.unanswered) > 0 && l.framed() {
+	if l.framed() && len(s.unanswered) == 0 {
+		// every unanswered request's late reply has been seen and
+		// discarded: nothing of s's is left on its way (a unit that is
+		// sometimes late within timeout + silence is not kept in doubt)
+		s.trusted()
+		l.pendingDone(s)
+		return reply, err
+	}
+	if l.framed() {
 		if cerr := l.confirm(ctx, s); cerr != nil {
 			return nil, cerr
 		}
