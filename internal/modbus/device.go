@@ -144,8 +144,11 @@ type groupState struct {
 	dirty bool // rebuild reqs from the plan minus quarantined points
 	buf   []byte
 	pdu   []byte
-	held  bool            // the read holds its link (a turn)
-	use   []time.Duration // the link's use by device at the start of the read (shared links)
+	held  bool // the read holds its link (a turn)
+	// the device's share.untied when the read took the link: evidence
+	// found since discards the read's answers
+	untied uint32
+	use    []time.Duration // the link's use by device at the start of the read (shared links)
 }
 
 type quarantine struct {
@@ -268,6 +271,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			plan.decodeInto(r, data, out)
+			stamp(out, r.points)
 		case isolating(err):
 			c.replied = true
 			keep := d.isolate(ctx, g, *r, err, out, now, note)
@@ -313,6 +317,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			out[i] = plan.decodeOne(&r, i, data)
+			stamp(out, r.points)
 			delete(g.quar, i)
 			g.dirty = true
 			d.addQuarantined(-1)
@@ -353,6 +358,16 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 				note(fmt.Errorf("%s: %w", pointName(plan.points[i], d.cfg.UnitID), Status(out[i].Status)))
 				break
 			}
+		}
+	}
+	if g.held {
+		d.link.quietAfter(ctx, d.share)
+		if d.share.untied != g.untied {
+			c.replied = false
+			note(fmt.Errorf("unit %d: %w", d.cfg.UnitID, linkErr(StatusUntied,
+				"%s: another master on the line, an echoing link or converter, or a unit answering an earlier request; the read's values discarded",
+				d.share.untiedWhat)))
+			untie(out)
 		}
 	}
 	d.endTurn(g)
@@ -432,6 +447,7 @@ func (d *device) isolate(ctx context.Context, g *groupState, r request, cause er
 		switch {
 		case err == nil:
 			plan.decodeInto(&sub, data, out)
+			stamp(out, sub.points)
 			keep = append(keep, sub)
 		case isolating(err):
 			keep = append(keep, d.isolate(ctx, g, sub, err, out, now, note)...)
@@ -469,6 +485,9 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 	var err error
 	if !g.held {
 		err = d.link.turns.acquire(ctx, d.share)
+		if err == nil {
+			g.untied, d.share.slowest = d.share.untied, 0
+		}
 	} else {
 		err = d.link.turns.yield(ctx, d.share)
 	}
@@ -490,6 +509,28 @@ func (d *device) endTurn(g *groupState) {
 	if g.held {
 		d.link.turns.release(d.share)
 		g.held = false
+	}
+}
+
+// stamp sets the time the reply arrived (now) on the samples of idx it
+// decoded (review 13 F7): a read's readings carry the times of their own
+// replies, not the end of the read, which may come a timeout or a held
+// answer's wait later.
+func stamp(out []sample.Sample, idx []int) {
+	ts := time.Now().UnixMilli()
+	for _, i := range idx {
+		out[i].TS = ts
+	}
+}
+
+// untie discards the answers of a read whose replies could not all be tied
+// to their requests: every sample not already silent is StatusUntied.
+func untie(out []sample.Sample) {
+	v := bad(StatusUntied)
+	for i := range out {
+		if !out[i].Silent {
+			out[i] = v
+		}
 	}
 }
 

@@ -77,6 +77,14 @@ const quietLimit = 10
 //     line (reads only: a write is not repeated).
 //   - bytes found on the line while a unit is pending (before a request,
 //     or during the silence wait after its timeout) are its late reply.
+//   - a held answer is never published as it is (prove): after the silent
+//     window a probe of another byte count must be answered with its own
+//     length, then the request is sent again (a unit one request behind
+//     keeps the window silent); on Modbus TCP too after a timeout or a
+//     gateway's exception 10/11.
+//   - a second frame after an accepted reply, or a reply from the asked
+//     unit with another function or byte count, is evidence (untied): the
+//     device's read is discarded (StatusUntied) and the unit is pending.
 //
 // Each is counted in smelter_modbus_suspect_replies_total{device} and
 // warned about naming the unit and device, with how late it answered and
@@ -138,6 +146,11 @@ type link struct {
 	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
 	nAnswered      int
 	req            []byte
+	probe          []byte // prove's probe request
+	// Modbus TCP: a unit timed out or a gateway answered 10/11: a gateway
+	// may relay that slave's late answer to the next request on the
+	// connection, whichever unit it asks; that answer goes through prove
+	relayDoubt bool
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
@@ -269,6 +282,13 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		}
 		// another unit's late reply while unit was asked: that unit's
 		// fault, not this one's; the line is quiet before anything else
+		if late.lateSent.IsZero() {
+			// from a unit in good standing: one of its accepted replies
+			// may not have been its answer (another master's frame, a
+			// copy): its read in progress is discarded (device.read)
+			late.untied++
+			late.untiedWhat = "a frame from the unit while another unit was asked"
+		}
 		l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
 		if late.dev != nil {
 			late.dev.replyError(kindWrongUnit)
@@ -281,13 +301,17 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && !s.lateSent.IsZero() && l.framed() && answeredErr(err) {
-		if len(s.unanswered) == 0 {
-			// every unanswered request's late reply has been seen and
-			// discarded: nothing of s's is left on its way
-			s.trusted()
-		} else if cerr := l.confirm(ctx, s); cerr != nil {
-			reply, err = nil, cerr
+	if late == nil && s != nil && (!s.lateSent.IsZero() || l.relayDoubt && !l.framed()) && answeredErr(err) && !StatusOf(err).TargetSilent() {
+		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
+	}
+	if late == nil && s != nil {
+		switch StatusOf(err) {
+		case StatusWrongFunction, StatusBadLength:
+			// the asked unit answered, but not this request: it answers
+			// another (an earlier one, or another master's)
+			l.untied(s, "a reply from the unit with another function or byte count than asked")
+		case StatusGood:
+			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
 		}
 	}
 	l.settle(err)
@@ -492,6 +516,14 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
+		if s.TargetSilent() && l.cur != nil {
+			// a gateway gave up on its slave, whose answer may still come
+			// and be relayed as another request's (on Modbus TCP too: the
+			// transaction id proves the gateway answered, not the slave),
+			// on Modbus TCP whichever unit the next request asks
+			l.cur.timedOut(l.sentAt)
+			l.relayDoubt = true
+		}
 		if !l.framed() {
 			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
 			l.nAnswered++
@@ -503,6 +535,12 @@ func (l *link) settle(err error) {
 	}
 	if s == StatusConnection {
 		l.announce = true // a lost connection: say so when it is back
+	}
+	if s == StatusTimeout && !l.framed() && l.cur != nil {
+		// a TCP-to-serial gateway may relay the slave's late answer to a
+		// request on the new connection, whichever unit it asks
+		l.cur.timedOut(l.sentAt)
+		l.relayDoubt = true
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -541,6 +579,83 @@ func (l *link) foreign(s *share, err error) *share {
 	return x
 }
 
+// prove decides on the answer of s, a unit in doubt (its earlier request
+// went unanswered, or a reply of its could not be tied to its request),
+// to pdu. On an RTU or ASCII line, when every unanswered request's late
+// reply has been seen and discarded meanwhile, nothing of s's is on its way
+// and the answer is s's: trusted. Otherwise the answer just received is
+// never published as it is: the line must first stay silent after it
+// (confirm, RTU/ASCII only). Then, when pdu has a probe
+// (probePDU: the same start with a quantity whose reply has another byte
+// count), the probe is sent and must be answered with its own byte count,
+// and pdu is sent again: its answer is the one returned. A unit answering
+// one request behind (a store-and-forward converter, a slave that answers
+// the previous request when the next comes) or answering an older request
+// it was busy with answers the probe with another request's length:
+// untied, the unit stays in doubt. Without a probe (a one-register or
+// at most 8-bit read, a write) the silent window alone decides, which a
+// unit answering one request behind passes (documented). Then s is trusted.
+func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
+	if l.framed() && len(s.unanswered) == 0 {
+		// every unanswered request's late reply has been seen and
+		// discarded: nothing of s's is left on its way (a unit that is
+		// sometimes late within timeout + silence is not kept in doubt)
+		s.trusted()
+		l.pendingDone(s)
+		return reply, err
+	}
+	if l.framed() {
+		if cerr := l.confirm(ctx, s); cerr != nil {
+			return nil, cerr
+		}
+	}
+	l.probe = probePDU(l.probe[:0], pdu)
+	if l.probe != nil {
+		if _, perr := l.roundTrip(ctx, unit, l.probe); perr != nil {
+			if st := StatusOf(perr); st == StatusBadLength || st == StatusWrongFunction || answeredErr(perr) {
+				l.untied(s, "its answer to a probe of another length was not the probe's ("+perr.Error()+")")
+				return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a probe of another length with its own answer: one request behind, or answering an older request", s.unit)
+			}
+			return nil, perr
+		}
+		reply, err = l.roundTrip(ctx, unit, pdu)
+		if !answeredErr(err) {
+			return nil, err
+		}
+	}
+	s.trusted()
+	l.pendingDone(s)
+	l.relayDoubt = false
+	return reply, err
+}
+
+// pendingDone ends s's doubt on the line.
+func (l *link) pendingDone(s *share) {
+	if l.pending == s {
+		l.pending = nil
+	}
+}
+
+// probePDU appends to dst the probe of read pdu for a unit in doubt: the
+// same function and start, with a quantity inside the request's whose reply
+// has another byte count (one register less; eight bits less), or returns
+// nil when there is none (one register, at most eight bits, not a read).
+func probePDU(dst, pdu []byte) []byte {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return nil
+	}
+	q := binary.BigEndian.Uint16(pdu[3:])
+	switch {
+	case pdu[0] >= 3 && q > 1:
+		q--
+	case pdu[0] <= 2 && q > 8:
+		q -= 8
+	default:
+		return nil
+	}
+	return binary.BigEndian.AppendUint16(append(dst, pdu[:3]...), q)
+}
+
 // confirm holds the answer of s, whose earlier request went unanswered,
 // until the line has been silent for as long as separated that request
 // from this one (at most timeout + quietLimit x silence) plus silence. A
@@ -569,10 +684,6 @@ func (l *link) confirm(ctx context.Context, s *share) error {
 		if le := l.readFailure(ctx, err); le != nil {
 			return le
 		}
-	}
-	s.trusted()
-	if l.pending == s {
-		l.pending = nil
 	}
 	return nil
 }
@@ -716,6 +827,10 @@ func (l *link) prepare(ctx context.Context) error {
 		switch {
 		case l.framed() && l.pending != nil:
 			l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
+		case l.framed() && l.accepted && l.last != nil:
+			// a second frame after the last exchange's accepted reply: that
+			// reply may not have been its answer
+			l.untied(l.last, "bytes after an accepted reply, before the next request")
 		case l.accepted && !dup:
 			l.suspectReply(n)
 		}
@@ -884,14 +999,12 @@ func (l *link) discard(n int) {
 // suspectReply counts and reports (at most once a minute) n bytes found
 // between an accepted reply and the next request.
 //
-// On an RTU or ASCII line a reply carries no transaction id, so these bytes
-// are most likely the real answer to the request whose "reply" was
-// accepted: that one was a late reply to an earlier request, which the
-// silence wait did not catch because it came more than timeout + silence
-// after its own request.
+// On an RTU or ASCII line these bytes are evidence against the device of
+// the accepted reply (prepare calls untied); this is left for bytes no
+// exchange preceded.
 //
-// On Modbus TCP a late reply cannot come (the connection is closed after a
-// timeout), so bytes after an accepted reply mean the device sent more than
+// On Modbus TCP the connection is reopened after a timeout, so bytes after
+// an accepted reply on the socket mean the device sent more than
 // one frame for one request: a duplicate, or a device answering out of turn
 // (a frame for the next transaction id sent before it could have read that
 // request, then its real answer). Either way the accepted reply may not
@@ -907,8 +1020,68 @@ func (l *link) suspectReply(n int) {
 			"bytes", n)
 		return
 	}
-	l.log.Warn("modbus bytes arrived after an accepted reply: a late reply may have been taken for another request's answer; raise silence",
-		"bytes", n, "timeout", l.timeout, "silence", l.silence, "trusted_until", l.timeout+l.silence)
+	l.log.Warn("modbus bytes arrived after an accepted reply: another master on the line, an echoing link or converter, or a unit answering an earlier request",
+		"bytes", n)
+}
+
+// untied records evidence that a reply of s's unit accepted on this RTU or
+// ASCII line was not the answer to its request (what: the evidence): a
+// second frame after it, or a frame from the unit with another function or
+// byte count than asked. The answers of s's read in progress are
+// discarded (device.read compares s.untied), the frame is counted as s's
+// suspect reply and warned about (once a minute per device), and s is in
+// doubt as after a timeout: the line must fall silent before the next
+// request and s's next answer is held (confirm).
+func (l *link) untied(s *share, what string) {
+	s.untied++
+	s.untiedWhat = what
+	s.timedOut(l.sentAt)
+	if l.framed() {
+		l.pending = s
+		l.quiet, l.lastRx = true, time.Now()
+		if l.doubt == nil {
+			l.doubt = s
+		}
+	}
+	l.countSuspect(s)
+	if time.Since(s.lastUntied) < time.Minute {
+		l.log.Debug("modbus reply could not be tied to its request", "unit", s.unit, "device", s.id, "found", what)
+		return
+	}
+	s.lastUntied = time.Now()
+	l.log.Warn("modbus reply could not be tied to its request: another master on the line, an echoing link or converter, or a unit answering an earlier request; the device's values of the read discarded",
+		"unit", s.unit, "device", s.id, "found", what)
+}
+
+// quietAfter ends s's read on an RTU or ASCII line whose last exchange was
+// s's accepted answer: it listens for a second frame for a short window
+// (the read's slowest answer plus the 3.5-character gap, at most silence:
+// the real answer to the read's last request, had a copy or a foreign frame
+// been taken for it, comes within the slowest answer time after that
+// request). A frame in it is evidence (untied) that an answer of the read
+// was a copy (an echoing link), another master's reply, or an earlier
+// request's answer. Caller holds the link.
+func (l *link) quietAfter(ctx context.Context, s *share) {
+	slowest := s.slowest
+	s.slowest = 0
+	if !l.framed() || l.p == nil || !l.accepted || l.last != s {
+		return
+	}
+	window := min(slowest+t35(l.serial.Baud), l.silence)
+	if err := l.setDeadline(ctx, time.Now().Add(window)); err != nil {
+		return
+	}
+	if !l.transport.Serial() {
+		if rc, err := l.p.SyscallConn(); err == nil {
+			quickAck(rc)
+		}
+	}
+	n, _ := l.p.Read(l.junk[:])
+	if n > 0 {
+		l.discard(n)
+		l.accepted = false
+		l.untied(s, "a second frame after the read's last accepted reply")
+	}
 }
 
 // countSuspect counts one suspect reply of s's device (nil: unknown).

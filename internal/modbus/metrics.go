@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"connection"}),
 		suspect: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_suspect_replies_total",
-			Help: "Replies on a connection that cannot be tied to their request, discarded, by the device that sent them (\"\" when unknown): on RTU or ASCII a reply later than timeout + silence (another unit's frame while a unit was asked, bytes on the line after a unit's timeout, a second reply after an accepted one: raise silence); on Modbus TCP a duplicate of an answered transaction or a frame out of turn.",
+			Help: "Replies on a connection that cannot be tied to their request, discarded, by the device that sent them (\"\" when unknown): on RTU or ASCII a reply later than timeout + silence (another unit's frame while a unit was asked, bytes on the line after a unit's timeout, a second reply after an accepted one: raise silence; a second frame after an accepted reply or a reply with another function or byte count: another master, an echoing link or a unit one request behind, the read discarded); on Modbus TCP a duplicate of an answered transaction or a frame out of turn.",
 		}, []string{"connection", "device"}),
 		reopened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_reconnects_total",

@@ -60,6 +60,14 @@ const (
 	// StatusBadEcho: a write reply (FC5, 6, 15, 16, 22) does not echo the
 	// request's address, value or quantity (ReplyError.Detail gives both).
 	StatusBadEcho Status = 0x10B
+	// StatusUntied: the device's answers of this cycle cannot be tied to
+	// their requests: on an RTU or ASCII line a frame came during the cycle
+	// that proves a reply was not its request's (a second frame after an
+	// accepted reply, a frame from the asked unit with the wrong function or
+	// byte count): another master on the line, an echoing link or
+	// converter, or a unit answering an earlier request. Every answer of the
+	// cycle is discarded. Silence.
+	StatusUntied Status = 0x10C
 
 	// StatusQuarantined is the flag bit (0x10000) of a quarantined
 	// address; the low byte keeps the address's last exception code, so a
@@ -150,6 +158,7 @@ var codeText = map[Status]string{
 	StatusWrongFunction:       "wrong function code in reply",
 	StatusChecksum:            "checksum mismatch",
 	StatusBadEcho:             "write reply does not echo the request",
+	StatusUntied:              "reply could not be tied to its request",
 }
 
 // Error returns "modbus: timeout", "modbus: exception 2 (illegal data
@@ -176,7 +185,7 @@ func (s Status) Error() string {
 // Kind is the error-kind label of s in smelter_modbus_errors_total and
 // smelter_modbus_requests_total: ok, exception, timeout, connection,
 // framing, bad_length, not_finite, canceled, transaction_mismatch,
-// wrong_unit, wrong_function, checksum, bad_echo.
+// wrong_unit, wrong_function, checksum, bad_echo, untied.
 func (s Status) Kind() string { return kindNames[s.kind()] }
 
 // kind is s's index into kindNames.
@@ -207,6 +216,8 @@ func (s Status) kind() int {
 		return kindChecksum
 	case StatusBadEcho:
 		return kindBadEcho
+	case StatusUntied:
+		return kindUntied
 	}
 	return kindFraming
 }
@@ -225,11 +236,12 @@ const (
 	kindWrongFunction
 	kindChecksum
 	kindBadEcho
+	kindUntied
 	kindCount
 )
 
 var kindNames = [kindCount]string{"ok", "exception", "timeout", "connection", "framing", "bad_length", "not_finite",
-	"canceled", "transaction_mismatch", "wrong_unit", "wrong_function", "checksum", "bad_echo"}
+	"canceled", "transaction_mismatch", "wrong_unit", "wrong_function", "checksum", "bad_echo", "untied"}
 
 // StatusOf returns the Status carried by err: StatusGood for nil, the Status
 // in err's chain, StatusCanceled for a context error, otherwise

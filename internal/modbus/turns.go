@@ -61,6 +61,13 @@ type share struct {
 	// answers the oldest
 	unanswered []time.Time
 	lastWarn   time.Time // last late-reply warning naming it (one a minute)
+	// Evidence that one of its replies was not its request's answer
+	// (link.untied): how many times seen, and what the last was; a read
+	// compares the count before and after its requests.
+	untied     uint32
+	untiedWhat string
+	lastUntied time.Time     // last "could not be tied" warning naming it (one a minute)
+	slowest    time.Duration // the longest request-to-answer time of its current read (link.quietAfter)
 }
 
 type waiter struct {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,10 +44,25 @@ const (
 	Garbage
 	// Partial sends the first half of the reply, then nothing.
 	Partial
+	// Echo answers correctly and sends the same frame again after the echo
+	// delay (SetEcho), as an echoing link, a radio retry or a converter
+	// repeating a frame does; the slave answers the next request meanwhile.
+	// On Modbus TCP the copy repeats the transaction id.
+	Echo
+	// LagOne answers each request only when the next request comes, with
+	// the answer to the one before (nothing for the first): a slave or a
+	// store-and-forward converter one request behind.
+	LagOne
+	// GatewayLate is a Modbus TCP gateway to a serial slave that gives up on
+	// the slave: it answers exception 11 (gateway target failed to respond)
+	// at once, and relays the slave's answer, which comes later, as the
+	// reply to the next request, with that request's transaction id and
+	// unit, whichever unit it asks.
+	GatewayLate
 )
 
 var faultNames = [...]string{"honest", "late", "wrong transaction id", "wrong unit", "wrong function",
-	"wrong byte count", "garbage", "partial frame"}
+	"wrong byte count", "garbage", "partial frame", "echo", "one request behind", "gateway relaying a late answer"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -86,7 +102,11 @@ type Hostile struct {
 	wrongUnit uint8
 	absent    uint8 // exception for requests to other units (a TCP-to-RTU gateway's 10 or 11); 0: silence
 	busyUntil time.Time
-	queue     bool // requests arriving during a late reply are answered after it, not ignored
+	queue     bool          // requests arriving during a late reply are answered after it, not ignored
+	delay     time.Duration // every reply's answer time
+	echo      time.Duration // how long after its reply an Echo copy comes
+	lagged    []byte        // LagOne: the answer held for the next request; GatewayLate: the late answer to relay
+	also      []uint8       // Modbus TCP: other units answered honestly from the bank (a gateway's other slaves)
 
 	ignored atomic.Int64
 	replies atomic.Int64
@@ -122,6 +142,34 @@ func (h *Hostile) SetQueueWhileLate(on bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.queue = on
+}
+
+// SetDelay sets how long the slave takes to answer every request (default 0).
+func (h *Hostile) SetDelay(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.delay = d
+}
+
+// SetEcho sets how long after its reply an Echo copy comes (default 20 ms).
+func (h *Hostile) SetEcho(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.echo = d
+}
+
+func (h *Hostile) timing() (delay, echo time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.delay, h.echo
+}
+
+// AlsoServe makes a Modbus TCP device answer requests for unit too,
+// honestly, from its bank (another slave behind the same gateway).
+func (h *Hostile) AlsoServe(unit uint8) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.also = append(h.also, unit)
 }
 
 // SetWrongUnit sets the unit a WrongUnit reply claims to come from.
@@ -171,7 +219,7 @@ func (h *Hostile) next(pdu []byte) (Fault, time.Duration, uint8) {
 }
 
 func newHostile(bank *Bank, unit uint8, framing Framing) *Hostile {
-	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond, faultAt: -1}
+	return &Hostile{Bank: bank, unit: unit, framing: framing, late: 1500 * time.Millisecond, echo: 20 * time.Millisecond, faultAt: -1}
 }
 
 // answer computes the honest reply PDU of a read request PDU from the bank.
@@ -308,11 +356,15 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 		default:
 			out = h.frameOut(q.unit, misbehave(f, reply))
 		}
+		delay, echo := h.timing()
 		if f == Late {
 			h.mu.Lock()
 			h.busyUntil = time.Now().Add(late)
 			h.mu.Unlock()
-			t := time.NewTimer(late)
+			delay = late
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -320,8 +372,20 @@ func (h *Hostile) serveLine(ctx context.Context, r io.Reader) {
 				return
 			}
 		}
+		if f == LagOne {
+			h.mu.Lock()
+			out, h.lagged = h.lagged, out
+			h.mu.Unlock()
+			if out == nil {
+				continue
+			}
+		}
 		h.out(out)
 		h.replies.Add(1)
+		if f == Echo {
+			t := time.AfterFunc(echo, func() { h.out(out) })
+			context.AfterFunc(ctx, func() { t.Stop() })
+		}
 	}
 }
 
@@ -516,6 +580,24 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		}
 		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if unit != h.unit {
+			h.mu.Lock()
+			relay := h.lagged
+			h.lagged = nil
+			h.mu.Unlock()
+			h.mu.Lock()
+			other := slices.Contains(h.also, unit)
+			h.mu.Unlock()
+			if relay == nil && other {
+				relay = h.answer(unit, pdu)
+			}
+			if relay != nil {
+				// a gateway that relays its slave's late answer to the next
+				// request, whichever unit it asks; or another slave's answer
+				if _, err := c.Write(MBAPReply(tid, unit, relay)); err != nil {
+					return
+				}
+				continue
+			}
 			if code := h.absentReply(); code != 0 {
 				if _, err := c.Write(MBAPReply(tid, unit, []byte{pdu[0] | 0x80, code})); err != nil {
 					return
@@ -525,6 +607,16 @@ func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 		}
 		f, late, wu := h.next(pdu)
 		reply := misbehave(f, h.answer(unit, pdu))
+		h.mu.Lock()
+		relay := h.lagged
+		h.lagged = nil
+		if f == GatewayLate {
+			h.lagged, reply = reply, []byte{pdu[0] | 0x80, 11}
+		}
+		h.mu.Unlock()
+		if relay != nil && f != GatewayLate {
+			reply = relay // the slave's late answer taken for this request's
+		}
 		switch f {
 		case WrongTransaction:
 			tid++
