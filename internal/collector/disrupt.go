@@ -78,8 +78,17 @@ func (d *disruptions) started(p int) {
 	d.mu.Unlock()
 }
 
-// since returns the end of partition p's newest disruption (Unix ms; 0:
-// none yet).
+// disruptionGrace is how long after a disruption's end the gateways are
+// given to be back before their assets' silence counts: their own
+// reconnect (500 ms plus up to 1 s of jitter), their stream check (retried
+// every 5 s at most) and a cluster's leader election (seconds): a gateway
+// was quiet 10.7 s after a cluster node's loss (verify12, with the 30 s
+// stream-check backoff of then).
+const disruptionGrace = 10 * time.Second
+
+// since returns the time from which partition p's assets' silence counts
+// at the earliest (Unix ms; 0: no disruption yet): the end of its newest
+// disruption plus disruptionGrace.
 func (d *disruptions) since(p int) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -87,5 +96,8 @@ func (d *disruptions) since(p int) int64 {
 	if pd := d.parts[p]; pd != nil {
 		at = max(at, pd.at)
 	}
-	return at
+	if at == 0 {
+		return 0
+	}
+	return at + disruptionGrace.Milliseconds()
 }

@@ -774,8 +774,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// partition's consumer to every subject (review12 F1: each partition's
 	// worker evaluated every asset, alerts raised twice).
 	version := io.nc.ConnectedServerVersion()
-	if version == "" {
-		return errors.New("collector: not connected to NATS: the partition's consumer is created once connected")
+	for version == "" { // wait for the connection rather than restart every second with an error (verify12 N2)
+		select {
+		case <-stop.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+		if io.nc.IsClosed() {
+			return errors.New("collector: not connected to NATS: the partition's consumer is created once connected")
+		}
+		version = io.nc.ConnectedServerVersion()
 	}
 	if parts > 0 && !versionAtLeast(version, minPartitionVersion) {
 		return fmt.Errorf("collector: cluster.partitions needs nats-server %s or newer; connected to %s: %w", minPartitionVersion, version, ErrServerTooOld)
