@@ -129,3 +129,32 @@ func TestGatewaySilentAfterConfigured(t *testing.T) {
 		})
 	}
 }
+
+// verify12 N1: a gateway whose clock steps back 2 minutes (its seq going on
+// upwards, its batches evaluated) moves its data clock back with it: its
+// asset's data clock follows the new times, not the old newest one, so the
+// asset is not shown 2 minutes old while it reports. A late batch (not
+// evaluated: a replayed backlog) moves nothing back.
+func TestGatewayClockStepBackFollowed(t *testing.T) {
+	wall := time.Date(2026, 12, 1, 5, 0, 0, 0, time.UTC)
+	l := NewLive(func() time.Time { return wall })
+	for seq := uint64(1); seq <= 5; seq++ {
+		l.ObserveBatch(batch(seq, wall.UnixMilli(), 1))
+		wall = wall.Add(time.Second)
+	}
+	l.ObserveLateBatch(batch(6, wall.UnixMilli()-300_000, 1))
+	if now, _, _ := l.DataClock("s1", "m-1", wall.UnixMilli()); now < wall.UnixMilli()-2000 {
+		t.Fatalf("a late batch moved the data clock back to %d (wall %d)", now, wall.UnixMilli())
+	}
+	stepped := wall.UnixMilli() - 120_000
+	l.ObserveBatch(batch(7, stepped, 1))
+	now, _, ok := l.DataClock("s1", "m-1", wall.UnixMilli())
+	if !ok || now != stepped {
+		t.Fatalf("data clock %d after the step back, want the stepped batch's %d", now, stepped)
+	}
+	for _, g := range l.Gateways() {
+		if g.ID == "gw-1" && g.LastTSGW != stepped {
+			t.Fatalf("gateway last_ts_gw %d, want %d", g.LastTSGW, stepped)
+		}
+	}
+}

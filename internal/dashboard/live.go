@@ -317,12 +317,21 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 			g.clockAhead++
 		}
 	}
+	newer := b.Seq > g.lastSeq && g.lastSeq != 0
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}
-	if b.TSGW > g.lastTSGW {
+	switch {
+	case b.TSGW > g.lastTSGW:
 		g.lastTSGW, g.tsgwRecv = b.TSGW, now
 		g.measureRate(b.TSGW, now)
+	case newer && attach && b.TSGW < g.lastTSGW:
+		// the gateway's newer batch (by seq, evaluated) dated before its
+		// newest: its clock stepped back, and its data clock follows, as
+		// the rules do (verify12 N1: its assets were shown silent, their
+		// age growing by the step, while they were evaluated)
+		g.lastTSGW, g.tsgwRecv = b.TSGW, now
+		g.rateAt = 0 // the clock rate is measured again from here
 	}
 	l.settle(g, now)
 	a.ver = l.ver
