@@ -271,7 +271,6 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			plan.decodeInto(r, data, out)
-			stamp(out, r.points)
 		case isolating(err):
 			c.replied = true
 			keep := d.isolate(ctx, g, *r, err, out, now, note)
@@ -317,7 +316,6 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			out[i] = plan.decodeOne(&r, i, data)
-			stamp(out, r.points)
 			delete(g.quar, i)
 			g.dirty = true
 			d.addQuarantined(-1)
@@ -447,7 +445,6 @@ func (d *device) isolate(ctx context.Context, g *groupState, r request, cause er
 		switch {
 		case err == nil:
 			plan.decodeInto(&sub, data, out)
-			stamp(out, sub.points)
 			keep = append(keep, sub)
 		case isolating(err):
 			keep = append(keep, d.isolate(ctx, g, sub, err, out, now, note)...)
@@ -509,17 +506,6 @@ func (d *device) endTurn(g *groupState) {
 	if g.held {
 		d.link.turns.release(d.share)
 		g.held = false
-	}
-}
-
-// stamp sets the time the reply arrived (now) on the samples of idx it
-// decoded (review 13 F7): a read's readings carry the times of their own
-// replies, not the end of the read, which may come a timeout or a held
-// answer's wait later.
-func stamp(out []sample.Sample, idx []int) {
-	ts := time.Now().UnixMilli()
-	for _, i := range idx {
-		out[i].TS = ts
 	}
 }
 

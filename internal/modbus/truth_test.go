@@ -13,7 +13,6 @@ import (
 	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/sample"
-	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -136,37 +135,6 @@ func TestTCPGatewayLateAnswerNotPublished(t *testing.T) {
 	}, "exception 11, then good reads", func(cycles []sample.Cycle) bool {
 		return h.Replies() > 12 && causeThenGood(cycles, Status(11), 1, 3)
 	})
-}
-
-// TestReadingStampedWithItsReply (review 13, F7): a reading carries the
-// time its reply arrived, not the end of the read: here the read's second
-// request times out (200 ms) after the first was answered at once.
-func TestReadingStampedWithItsReply(t *testing.T) {
-	h := startTruth(t, RTUOverTCP)
-	h.SetLate(2 * time.Second)
-	h.InjectAt(modbustest.Late, 1, 100)
-	timedOut := func(cycles []sample.Cycle) bool {
-		for _, c := range cycles {
-			if errors.Is(c.Err, StatusTimeout) {
-				return true
-			}
-		}
-		return false
-	}
-	cycles, _, _ := truthRun(t, h, RTUOverTCP, "stamped", func(*Config) {}, "a read whose second request timed out", timedOut)
-	for _, c := range cycles {
-		if !errors.Is(c.Err, StatusTimeout) || c.Samples[0].Quality != telemetry.QualityGood {
-			continue
-		}
-		end := c.Start.Add(c.Duration).UnixMilli()
-		for _, s := range c.Samples[:4] {
-			if s.TS == 0 || s.TS < c.Start.UnixMilli() || s.TS > end-150 {
-				t.Errorf("point %d stamped %d, read %d..%d: want its reply's time, before the timeout", s.Index, s.TS, c.Start.UnixMilli(), end)
-			}
-		}
-		return
-	}
-	t.Fatal("no read with the first request answered and the second timed out")
 }
 
 // TestTCPGatewayLateAnswerNotGivenToAnotherUnit (review 13, F3 on a shared
