@@ -49,21 +49,20 @@ func (d *disruptions) part(p int) *partDisruption {
 }
 
 // partition marks a disruption of partition p's evidence, now.
-func (d *disruptions) partition(p int) {
+func (d *disruptions) partition(p int) { d.mark(p, false) }
+
+// failed marks partition p's worker failed, now; the disruption lasts
+// until the next worker of p starts.
+func (d *disruptions) failed(p int) { d.mark(p, true) }
+
+// mark records a disruption of partition p now; restarting: its worker
+// failed.
+func (d *disruptions) mark(p int, restarting bool) {
 	now := time.Now().UnixMilli()
 	d.mu.Lock()
 	pd := d.part(p)
 	pd.at = max(pd.at, now)
-	d.mu.Unlock()
-}
-
-// failed marks partition p's worker failed, now; the disruption lasts
-// until the next worker of p starts.
-func (d *disruptions) failed(p int) {
-	now := time.Now().UnixMilli()
-	d.mu.Lock()
-	pd := d.part(p)
-	pd.at, pd.restarting = max(pd.at, now), true
+	pd.restarting = pd.restarting || restarting
 	d.mu.Unlock()
 }
 

@@ -360,22 +360,7 @@ func retryWait(ctx context.Context, up Uplink, d time.Duration) bool {
 	if up.Ready() { // the broker refused or timed out while connected: the whole backoff
 		return backoff.Sleep(ctx, d)
 	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	end := time.NewTimer(d)
-	defer end.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-end.C:
-			return true
-		case <-t.C:
-			if up.Ready() {
-				return true
-			}
-		}
-	}
+	return waitReady(ctx, up, d) == nil
 }
 
 func waitReady(ctx context.Context, up Uplink, timeout time.Duration) error {

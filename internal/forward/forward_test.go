@@ -230,17 +230,7 @@ func streamMsgs(t *testing.T, url string, n int) []received {
 // split) is set aside; the batch after them all still arrives whole.
 func TestNATSBatchOverMaxPayloadIsSplit(t *testing.T) {
 	const maxPayload = 64 << 10
-	n, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir(), MaxPayload: maxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	cfg := natsjs.Config{URL: n.URL()}
-	cfg.SetDefaults(gw)
-	up, err := natsjs.New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, up := natsUplink(t, maxPayload)
 	r := startForwarder(t, up)
 	if got := up.MaxPayload(); got != maxPayload-natsjs.HeaderReserve {
 		t.Fatalf("MaxPayload %d, want the server's %d less the header reserve", got, maxPayload)
@@ -399,17 +389,7 @@ func value(c prometheus.Metric) float64 {
 // without the wake the test times out; review12 F2: the collector, back
 // first, judged the gateway's assets silent meanwhile).
 func TestPublishResumesWhenTheBrokerIsBack(t *testing.T) {
-	n, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	cfg := natsjs.Config{URL: n.URL()}
-	cfg.SetDefaults(gw)
-	up, err := natsjs.New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, up := natsUplink(t, 0)
 	r := startForwarderWith(t, up, Options{retry: backoff.Backoff{Min: time.Minute, Max: time.Minute}})
 	r.appendBatch(t, batch(1))
 	streamMsgs(t, n.URL(), 1)
@@ -421,4 +401,22 @@ func TestPublishResumesWhenTheBrokerIsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	streamMsgs(t, n.URL(), 2) // within its 15 s, far inside the minute of backoff
+}
+
+// natsUplink starts an embedded NATS server with JetStream (maxPayload 0:
+// the default) and a NATS uplink to it, both gone when the test ends.
+func natsUplink(t *testing.T, maxPayload int32) (*brokers.NATS, *natsjs.Uplink) {
+	t.Helper()
+	n, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: t.TempDir(), MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	cfg := natsjs.Config{URL: n.URL()}
+	cfg.SetDefaults(gw)
+	up, err := natsjs.New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, up
 }
