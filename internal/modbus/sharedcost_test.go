@@ -111,7 +111,7 @@ func (l *rtuLine) serve(ctx context.Context, c net.Conn, wg *sync.WaitGroup) {
 // (docs/configuration.md, "How replies are trusted": after the first late
 // reply unit 1 stays in doubt, each of its reads holds the line for the
 // confirm window, up to timeout + 11 x silence, plus its probe, and the
-// healthy unit waits for it: 40 -> ~17 reads in 8 s here).
+// healthy unit waits for it: 20 -> 10-11 reads in 4 s here).
 func TestSharedLineLateUnitCost(t *testing.T) {
 	for _, lateEvery := range []int{0, 3} {
 		t.Run(fmt.Sprintf("late every %d", lateEvery), func(t *testing.T) {
