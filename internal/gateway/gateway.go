@@ -147,7 +147,7 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 		if _, dup := g.sources[drv.Name()]; dup {
 			return nil, fmt.Errorf("two drivers named %s", drv.Name())
 		}
-		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: drvReg})
+		g.sources[drv.Name()] = drv.Sources(driver.Env{Log: opts.Logger, Registry: drvReg, Now: opts.Now})
 		g.srcNames = append(g.srcNames, drv.Name())
 	}
 	var natsUp *natsjs.Uplink

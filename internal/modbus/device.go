@@ -27,21 +27,45 @@ type Pool struct {
 	samples sync.Pool
 
 	epoch time.Time // origin of the poll grid (nextTick)
+	// now is the gateway's data clock (WithClock; default time.Now): the
+	// time a reply arrived, that stamps the samples it decoded
+	now func() time.Time
 
 	mu     sync.Mutex
 	links  map[string]*link
 	closed bool
 }
 
+// PoolOption tunes a Pool (NewPool).
+type PoolOption func(*Pool)
+
+// WithClock makes now the pool's data clock: a sample the device answered
+// about (a value, or an exception) is stamped (sample.Sample.TS, Unix ms)
+// with now's reading when its reply arrived. It is the gateway's clock
+// (driver.Env.Now), which need not be the wall clock: the demo runs a
+// plant clock hours behind and faster than real time. Nil keeps time.Now.
+// The poll grid, timeouts and health times stay on the wall clock.
+func WithClock(now func() time.Time) PoolOption {
+	return func(p *Pool) {
+		if now != nil {
+			p.now = now
+		}
+	}
+}
+
 // NewPool returns an empty pool. Nil log discards, nil m keeps unregistered metrics.
-func NewPool(log *slog.Logger, m *Metrics) *Pool {
+func NewPool(log *slog.Logger, m *Metrics, opts ...PoolOption) *Pool {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Pool{log: log, m: m, links: map[string]*link{}, epoch: time.Now()}
+	p := &Pool{log: log, m: m, links: map[string]*link{}, epoch: time.Now(), now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // device returns the reader of unit cfg.UnitID over the pool's connection
@@ -66,7 +90,7 @@ func (p *Pool) device(id string, cfg Config) *device {
 	// its replies that cannot be tied to a request, at 0 from the start
 	// (countSuspect finds the child)
 	p.m.suspect.WithLabelValues(l.key, id)
-	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
+	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m, now: p.now}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
@@ -95,6 +119,7 @@ type device struct {
 	share *share // the device's account on its link (turns)
 	log   *slog.Logger
 	m     *devMetrics
+	now   func() time.Time // the pool's data clock: stamps answered samples
 
 	mu          sync.Mutex
 	up          bool // last cycle got an answer (for logging changes)
@@ -144,7 +169,10 @@ type groupState struct {
 	dirty bool // rebuild reqs from the plan minus quarantined points
 	buf   []byte
 	pdu   []byte
-	held  bool // the read holds its link (a turn)
+	// at is when the reply to the group's last request arrived (Unix ms
+	// on the pool's data clock), 0 when it got no answer (do)
+	at   int64
+	held bool // the read holds its link (a turn)
 	// the device's share.untied when the read took the link: evidence
 	// found since discards the read's answers
 	untied uint32
@@ -271,16 +299,18 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			plan.decodeInto(r, data, out)
+			stamp(out, r.points, g.at)
 		case isolating(err):
 			c.replied = true
 			keep := d.isolate(ctx, g, *r, err, out, now, note)
 			g.reqs = slices.Replace(slices.Clone(g.reqs), ri, ri+1, keep...)
 			ri += len(keep) - 1
 		default:
+			fill(out, r.points, StatusOf(err))
 			if answered(err) {
 				c.replied = true
+				stamp(out, r.points, g.at)
 			}
-			fill(out, r.points, StatusOf(err))
 			note(err)
 			if silent(err) {
 				abort = err
@@ -316,6 +346,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		case err == nil:
 			c.replied = true
 			out[i] = plan.decodeOne(&r, i, data)
+			out[i].TS = g.at
 			delete(g.quar, i)
 			g.dirty = true
 			d.addQuarantined(-1)
@@ -326,6 +357,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 			q.wait = min(2*q.wait, 16*d.cfg.Quarantine)
 			q.until = now.Add(q.wait)
 			out[i] = bad(Status(q.code) | StatusQuarantined)
+			out[i].TS = g.at
 			note(fmt.Errorf("%s: %w", pointName(plan.points[i], d.cfg.UnitID), Status(q.code)|StatusQuarantined))
 		default:
 			out[i] = bad(StatusOf(err))
@@ -433,6 +465,7 @@ func (d *device) isolate(ctx context.Context, g *groupState, r request, cause er
 		i := r.points[0]
 		code, _ := StatusOf(cause).Exception()
 		out[i] = bad(Status(code))
+		out[i].TS = g.at // the exception's reply: the last of g's requests
 		note(cause)
 		d.quarantine(g, i, code, now)
 		return nil
@@ -445,11 +478,15 @@ func (d *device) isolate(ctx context.Context, g *groupState, r request, cause er
 		switch {
 		case err == nil:
 			plan.decodeInto(&sub, data, out)
+			stamp(out, sub.points, g.at)
 			keep = append(keep, sub)
 		case isolating(err):
 			keep = append(keep, d.isolate(ctx, g, sub, err, out, now, note)...)
 		default:
 			fill(out, sub.points, StatusOf(err))
+			if answered(err) {
+				stamp(out, sub.points, g.at)
+			}
 			note(err)
 			keep = append(keep, sub)
 		}
@@ -493,6 +530,13 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 	if err == nil {
 		reply, err = d.link.exchangeHeld(ctx, d.share, d.m, d.cfg.UnitID, g.pdu, g.buf[:0])
 	}
+	g.at = 0
+	if answered(err) {
+		// the reply (data or exception) has just arrived: its time on the
+		// data clock (review 13 F7), not the read's end, which may come a
+		// timeout, a held answer's wait or a closing listen later
+		g.at = d.now().UnixMilli()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)
 	}
@@ -506,6 +550,14 @@ func (d *device) endTurn(g *groupState) {
 	if g.held {
 		d.link.turns.release(d.share)
 		g.held = false
+	}
+}
+
+// stamp sets at, when their reply arrived (Unix ms on the pool's data
+// clock), on the samples of idx.
+func stamp(out []sample.Sample, idx []int, at int64) {
+	for _, i := range idx {
+		out[i].TS = at
 	}
 }
 

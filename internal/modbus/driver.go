@@ -414,7 +414,7 @@ func roundDur(d time.Duration) time.Duration {
 // Sources implements driver.Driver: one Pool per gateway, so devices on
 // one connection share its link.
 func (Driver) Sources(env driver.Env) driver.Sources {
-	return poolSources{NewPool(env.Log.With("component", "modbus"), NewMetrics(env.Registry))}
+	return poolSources{NewPool(env.Log.With("component", "modbus"), NewMetrics(env.Registry), WithClock(env.Now))}
 }
 
 type poolSources struct{ pool *Pool }

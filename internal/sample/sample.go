@@ -40,8 +40,11 @@ type Sample struct {
 	// the OPC UA StatusCode, or the Modbus exception code / gateway code and
 	// flags documented in internal/modbus and docs/schema.md. 0 means good.
 	Status uint32
-	// TS is the source time in Unix milliseconds (OPC UA SourceTimestamp);
-	// 0 means the read time.
+	// TS is the sample's time in Unix milliseconds: the OPC UA
+	// SourceTimestamp; for Modbus, when the reply that carried it (a value
+	// or an exception) arrived, read on the gateway's data clock
+	// (driver.Env.Now), not the wall clock. 0 means the read time: the
+	// gateway's data clock when it handles the cycle.
 	TS int64
 }
 

@@ -39,6 +39,12 @@ type Driver interface {
 type Env struct {
 	Log      *slog.Logger
 	Registry prometheus.Registerer
+	// Now is the gateway's data clock (gateway.Options.Now; nil:
+	// time.Now), which need not be the wall clock (the demo's plant clock
+	// runs behind and faster). A driver that stamps samples itself
+	// (sample.Sample.TS: Modbus, when a reply arrived) reads this clock,
+	// never time.Now; its timeouts and schedules stay on the wall clock.
+	Now func() time.Time
 }
 
 // Sources builds the sources of one driver's devices in one gateway.

@@ -63,6 +63,7 @@ type Bank struct {
 	delayNext  int
 	unitDelay  map[uint8]time.Duration
 	log        []Request
+	onRequest  func(Request)
 }
 
 // NewBank returns an all-zero bank.
@@ -160,6 +161,15 @@ func (b *Bank) SetUnitDelay(unit uint8, d time.Duration) {
 	b.unitDelay[unit] = d
 }
 
+// OnRequest makes f be called with every request the bank serves from
+// now on, when it arrives: before its reply is sent (and before any delay
+// of it), from the server's goroutine, outside the bank's lock. Nil stops.
+func (b *Bank) OnRequest(f func(Request)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.onRequest = f
+}
+
 // Requests returns the requests received so far.
 func (b *Bank) Requests() []Request {
 	b.mu.Lock()
@@ -176,6 +186,12 @@ func (b *Bank) ResetRequests() {
 
 // enter logs a request and returns its exception and delay.
 func (b *Bank) enter(r Request) (time.Duration, error) {
+	b.mu.Lock()
+	f := b.onRequest
+	b.mu.Unlock()
+	if f != nil {
+		f(r)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.log = append(b.log, r)

@@ -1,0 +1,128 @@
+package modbus
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// plantClock is a data clock that is not the wall clock: it starts 2 h
+// behind and moves only when stepped, as the demo's simulated plant clock
+// does (it steps by whole simulation steps).
+type plantClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *plantClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *plantClock) step(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestReadingStampedWithItsReplyOnTheGatewayClock (review 13, F7): each
+// sample a reply answered carries the time that reply arrived, read on
+// the pool's data clock (WithClock), not the end of the read and not the
+// wall clock. Group 0 of shiftGroups is read in two requests (holding
+// 0..3, then 100..103); the slave answers the first at once and the second
+// 150 ms late. The data clock, 2 h behind the wall clock, steps one minute
+// when the slave receives the second request (modbustest.Bank.OnRequest):
+// after the first reply arrived, before the second's. So the first
+// request's samples must carry the clock before the step, the second's
+// the clock after it: exactly one minute apart, whatever the machine's
+// speed. On Modbus TCP and RTU behind a TCP converter; the second request
+// answered with values, or with exception 4 (the device's answer too).
+// Fails without the stamp (TS 0: the read's end) and with a wall-clock
+// stamp (time.Now: 2 h ahead, 150 ms apart).
+func TestReadingStampedWithItsReplyOnTheGatewayClock(t *testing.T) {
+	const step = time.Minute
+	for _, tr := range []Transport{TCP, RTUOverTCP} {
+		for _, exc := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/exception=%v", tr, exc), func(t *testing.T) {
+				h := startTruth(t, tr)
+				if exc {
+					h.Bank.SetException(modbustest.HoldingRegisters, 100, 4)
+				}
+				h.SetLate(150 * time.Millisecond)
+				h.InjectAt(modbustest.Late, -1, 100)
+				t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)
+				clk := &plantClock{t: t0}
+				h.Bank.OnRequest(func(r modbustest.Request) {
+					if r.Address == 100 {
+						clk.step(step)
+					}
+				})
+				cfg := testConfig(tr, h.Addr, 3)
+				cfg.Timeout = time.Second
+				groups, want := shiftGroups(20 * time.Millisecond)
+				pool := NewPool(testLogger(t), nil, WithClock(clk.now))
+				t.Cleanup(func() { _ = pool.Close() })
+				src, err := pool.Source("stamped", cfg, groups[:1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec := &recorder{t: t, want: want}
+				stop := rec.run(src)
+				answered := func(c sample.Cycle) bool {
+					for _, s := range c.Samples[:4] {
+						if s.Quality != telemetry.QualityGood {
+							return false
+						}
+					}
+					for _, s := range c.Samples[4:] {
+						if exc == (s.Quality == telemetry.QualityGood) || exc && s.Status != 4 {
+							return false
+						}
+					}
+					return true
+				}
+				wait.For(t, 20*time.Second, "3 reads with both requests answered", func() bool {
+					n := 0
+					for _, c := range rec.snapshot() {
+						if answered(c) {
+							n++
+						}
+					}
+					return n >= 3
+				})
+				stop()
+				end := clk.now().UnixMilli()
+				checked := 0
+				for _, c := range rec.snapshot() {
+					if !answered(c) {
+						continue
+					}
+					checked++
+					first, second := c.Samples[0].TS, c.Samples[4].TS
+					for j, s := range c.Samples {
+						if w := []int64{first, second}[j/4]; s.TS != w {
+							t.Errorf("point %d of request %d stamped %d, its request's first point %d: a reply's samples share its time", s.Index, j/4+1, s.TS, w)
+						}
+					}
+					if first < t0.UnixMilli() || second > end {
+						t.Errorf("stamps %d and %d outside the data clock's %d..%d (the wall clock is 2 h ahead of it)", first, second, t0.UnixMilli(), end)
+					}
+					if second-first != step.Milliseconds() {
+						t.Errorf("first request's samples stamped %d, second's %d: %d ms apart on the data clock, want %d (the clock stepped between the replies' arrivals)",
+							first, second, second-first, step.Milliseconds())
+					}
+				}
+				if checked == 0 {
+					t.Fatal("no read with both requests answered")
+				}
+			})
+		}
+	}
+}
