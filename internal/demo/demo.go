@@ -202,8 +202,10 @@ func (d *Demo) Run(ctx context.Context) error {
 	if !d.opts.Start.IsZero() {
 		fcfg.Start = d.opts.Start
 	} else if !d.opts.SimClock {
-		// the gateway stamps Modbus readings with the wall clock and OPC UA
-		// readings carry the server's SourceTimestamp: keep both clocks together
+		// without the simulated clock the gateway's clock is the wall clock
+		// (it stamps Modbus readings at their replies' arrival on it) and OPC
+		// UA readings carry the server's SourceTimestamp, the fleet's clock:
+		// start the fleet at the wall clock to keep the two together
 		fcfg.Start = time.Now()
 	}
 	if d.opts.ScenarioPath != "" {
