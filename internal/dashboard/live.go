@@ -317,7 +317,7 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 			g.clockAhead++
 		}
 	}
-	newer := b.Seq > g.lastSeq && g.lastSeq != 0
+	newer := b.Follows(g.id, g.lastSeq) // as the rules judge it (rules.Engine.Process)
 	if b.Seq > g.lastSeq {
 		g.lastSeq = b.Seq
 	}

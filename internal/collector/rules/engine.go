@@ -627,7 +627,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	// restarts from it. Before, every batch of that gateway was dropped as
 	// late until its clock passed its old newest time (review12 F3: alarms
 	// missed, a false "sent nothing" held while data flowed).
-	stepBack := b.TSGW < a.order && b.Seq != 0 && a.seq != 0 && b.Gateway == a.gateway && b.Seq > a.seq
+	stepBack := b.TSGW < a.order && b.Follows(a.gateway, a.seq)
 	if b.TSGW < a.order && !stepBack {
 		e.stats.Late++
 		return out
