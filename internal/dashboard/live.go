@@ -766,7 +766,8 @@ type GatewayView struct {
 	// batches of the last minute; positive: the gateway's clock is ahead.
 	// A lower bound of its lead (delays only lower a sample) while most of
 	// those batches are honest. Absent until a live batch came; a silent
-	// or offline gateway keeps its last, no longer current.
+	// or offline gateway keeps its last, no longer current. Bounded to
+	// ±ClockOffsetLimit (7 days): at the bound, at least that far off.
 	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
 	// ClockSkew is "ahead" or "behind" when ClockOffsetMS lies beyond the
 	// store's clock tolerance (clock_tolerance_ms) that way and the
