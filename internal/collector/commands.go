@@ -100,12 +100,13 @@ func (s *commandService) Send(ctx context.Context, req dashboard.CommandRequest)
 // while it reconnects (nats.ErrReconnectBufExceeded: the collector's
 // connections buffer nothing then, ReconnectBufSize -1), or any failure
 // while it is reconnecting (a reply lost with the connection). The API
-// answers such an error 503 with Retry-After. nil stays nil.
+// answers such an error 503 with Retry-After. nil stays nil; nc may be
+// nil (no connection to ask).
 func reconnecting(nc *nats.Conn, err error) error {
 	if err == nil || errors.Is(err, dashboard.ErrReconnecting) {
 		return err
 	}
-	if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) || nc.IsReconnecting() {
+	if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) || (nc != nil && nc.IsReconnecting()) {
 		return fmt.Errorf("%w (%w)", dashboard.ErrReconnecting, err)
 	}
 	return err
@@ -146,7 +147,10 @@ const maxAuditScan = 100_000
 // subject, so it works on every replica whichever owns the asset.
 func (s *commandService) Audit(ctx context.Context, site, asset string, before uint64, limit int) (dashboard.AuditPage, error) {
 	page, err := s.audit(ctx, site, asset, before, limit)
-	return page, reconnecting(s.js.Conn(), err)
+	if err != nil {
+		err = reconnecting(s.js.Conn(), err)
+	}
+	return page, err
 }
 
 // audit is Audit without the reconnecting wrap.
