@@ -244,7 +244,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		return nil, errors.New("collector: rule set is nil")
 	}
 	c := &Collector{cfg: cfg, log: log, cat: catalog.Default(), set: set, shards: map[int]*shard{}, reg: reg, live: dashboard.NewLive(nil, dashboard.WithSilentAfter(time.Duration(cfg.HTTP.GatewaySilentAfter)),
-		dashboard.WithClockTolerance(time.Duration(cfg.HTTP.GatewayClockTolerance))),
+		dashboard.WithClockTolerance(time.Duration(cfg.HTTP.GatewayClockTolerance)), dashboard.WithSeqWindow(cfg.DedupWindow)),
 		liveLag: liveLag,
 		streams: &dashboard.StreamStats{}}
 	c.m = metrics{

@@ -90,9 +90,26 @@ func (s *commandService) Send(ctx context.Context, req dashboard.CommandRequest)
 	defer cancel()
 	res, err := command.Send(ctx, s.cmd, c)
 	if err != nil {
-		return nil, fmt.Errorf("%w; send it again with id %s to learn its outcome without writing twice", err, id)
+		return nil, fmt.Errorf("%w; send it again with id %s to learn its outcome without writing twice", reconnecting(s.cmd, err), id)
 	}
 	return res, nil
+}
+
+// reconnecting returns err wrapping dashboard.ErrReconnecting when it
+// came from nc being re-established: a request refused by the client
+// while it reconnects (nats.ErrReconnectBufExceeded: the collector's
+// connections buffer nothing then, ReconnectBufSize -1), or any failure
+// while it is reconnecting (a reply lost with the connection). The API
+// answers such an error 503 with Retry-After. nil stays nil; nc may be
+// nil (no connection to ask).
+func reconnecting(nc *nats.Conn, err error) error {
+	if err == nil || errors.Is(err, dashboard.ErrReconnecting) {
+		return err
+	}
+	if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) || (nc != nil && nc.IsReconnecting()) {
+		return fmt.Errorf("%w (%w)", dashboard.ErrReconnecting, err)
+	}
+	return err
 }
 
 // Refused appends a rejected record for a command the collector's API
@@ -129,6 +146,15 @@ const maxAuditScan = 100_000
 // the stream with an ordered consumer filtered on the asset's audit
 // subject, so it works on every replica whichever owns the asset.
 func (s *commandService) Audit(ctx context.Context, site, asset string, before uint64, limit int) (dashboard.AuditPage, error) {
+	page, err := s.audit(ctx, site, asset, before, limit)
+	if err != nil {
+		err = reconnecting(s.js.Conn(), err)
+	}
+	return page, err
+}
+
+// audit is Audit without the reconnecting wrap.
+func (s *commandService) audit(ctx context.Context, site, asset string, before uint64, limit int) (dashboard.AuditPage, error) {
 	var page dashboard.AuditPage
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -615,7 +641,13 @@ func (c *Collector) startCommands(ctx context.Context, g interface{ Go(func() er
 		if err != nil {
 			return stop, fmt.Errorf("collector: %w", err)
 		}
-		opts := append([]nats.Option{nats.Name("smelter-collector-commands"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, auth...)
+		// ReconnectBufSize(-1): a command sent while the connection is
+		// down fails at once (503, "reconnecting") instead of waiting in
+		// the client's buffer and reaching the gateway when the server is
+		// back, after its operator was told no gateway answered: commands
+		// are never spooled for later
+		opts := append([]nats.Option{nats.Name("smelter-collector-commands"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+			nats.ReconnectBufSize(-1)}, auth...)
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
 			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", url, err)

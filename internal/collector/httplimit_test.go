@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -60,9 +61,11 @@ func TestHTTPRateLimitConfigAndMetric(t *testing.T) {
 	}
 }
 
-// noStreams is a JetStream without streams (its other methods are not
-// called by the audit trail).
+// noStreams is a JetStream without streams and without a connection (its
+// other methods are not called by the audit trail).
 type noStreams struct{ jetstream.JetStream }
+
+func (noStreams) Conn() *nats.Conn { return nil }
 
 func (noStreams) OrderedConsumer(context.Context, string, jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
 	return nil, jetstream.ErrStreamNotFound

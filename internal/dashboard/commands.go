@@ -15,10 +15,33 @@ import (
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
+// ErrReconnecting is what a Commander's error wraps (errors.Is) when the
+// collector's connection to NATS is being re-established: its requests
+// fail at once then, and the API answers 503 with Retry-After
+// (reconnectRetryAfter) and this message, so a client retries rather than
+// reads a client library's "nats: outbound buffer limit exceeded".
+var ErrReconnecting = errors.New("collector is reconnecting to NATS, retry")
+
+// reconnectRetryAfter is the Retry-After (s) of an answer to a request
+// that failed on ErrReconnecting: the collector tries to reconnect every
+// second.
+const reconnectRetryAfter = "2"
+
+// writeCommanderErr writes a Commander's error: 503 with Retry-After for
+// ErrReconnecting, else code.
+func writeCommanderErr(w http.ResponseWriter, code int, err error) {
+	if errors.Is(err, ErrReconnecting) {
+		w.Header().Set("Retry-After", reconnectRetryAfter)
+		code = http.StatusServiceUnavailable
+	}
+	writeErr(w, code, "", err.Error())
+}
+
 // Commander is the collector's command service as the API uses it
 // (docs/commands.md): Send signs and sends one command and returns the
 // gateway's result (command.ErrNoAnswer when none came); Audit reads an
-// asset's audit records, newest first.
+// asset's audit records, newest first. Their errors wrap ErrReconnecting
+// when they failed because the collector is reconnecting to NATS.
 type Commander interface {
 	Send(ctx context.Context, req CommandRequest) (*command.Result, error)
 	Audit(ctx context.Context, site, asset string, before uint64, limit int) (AuditPage, error)
@@ -198,7 +221,7 @@ func (s *Server) sendCommand(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, command.ErrNoAnswer) {
 			code = http.StatusGatewayTimeout
 		}
-		writeErr(w, code, "", err.Error())
+		writeCommanderErr(w, code, err)
 		return
 	}
 	s.opts.Log.Info("command", "operator", c.name, "site", site, "asset", id, "signal", in.Signal, "id", res.ID, "verdict", res.Verdict)
@@ -235,7 +258,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	}
 	page, err := s.opts.Commands.Audit(r.Context(), site, id, before, limit)
 	if err != nil {
-		writeErr(w, http.StatusBadGateway, "", err.Error())
+		writeCommanderErr(w, http.StatusBadGateway, err)
 		return
 	}
 	if page.Records == nil {

@@ -161,6 +161,7 @@ func TestGatewayClockShownInBrowser(t *testing.T) {
 	publish("gw-fast", 4*time.Minute, true)
 	publish("gw-ok", 40*time.Millisecond, true)
 	publish("gw-backlog", -time.Hour, false)
+	publish("gw-1970", -time.Duration(time.Now().UnixMilli())*time.Millisecond, true) // no real-time clock: dated 1970
 
 	tab, jsErrs := startBrowser(t, bin)
 	navigate(t, tab, srv.URL+"/#/gateways")
@@ -177,7 +178,7 @@ func TestGatewayClockShownInBrowser(t *testing.T) {
 		return m
 	}
 	detail := func() string { return fmt.Sprintf("(rows %+v)", rows) }
-	poll(t, jsErrs, 15*time.Second, "the three gateways' clocks", func() bool { return len(read()) == 3 }, detail)
+	poll(t, jsErrs, 15*time.Second, "the four gateways' clocks", func() bool { return len(read()) == 4 }, detail)
 	m := read()
 	if c := m["gw-fast"]; c.Clock != "clock 4 min 0 s ahead" || !strings.Contains(c.Title, "1 messages dated ahead") {
 		t.Errorf("gw-fast clock cell %+v, want it marked \"clock 4 min 0 s ahead\" with its count of bounded messages", c)
@@ -185,13 +186,16 @@ func TestGatewayClockShownInBrowser(t *testing.T) {
 	if c := m["gw-ok"].Clock; c != "+40 ms" {
 		t.Errorf("gw-ok clock cell %q, want \"+40 ms\" unmarked (inside the 3 s tolerance)", c)
 	}
+	if c := m["gw-1970"].Clock; c != "clock 7 d or more behind" { // review10 F7: bounded
+		t.Errorf("gw-1970 clock cell %q, want \"clock 7 d or more behind\"", c)
+	}
 	if c := m["gw-backlog"].Clock; c != "–" {
 		t.Errorf("gw-backlog clock cell %q, want a dash (a backlog is no measure of its clock)", c)
 	}
 	var marked int
 	_ = eval(tab, `document.querySelectorAll('td[data-clock] .pill.warn').length`, &marked)
-	if marked != 1 {
-		t.Errorf("%d clock cells marked, want 1 (gw-fast)", marked)
+	if marked != 2 {
+		t.Errorf("%d clock cells marked, want 2 (gw-fast, gw-1970)", marked)
 	}
 	var note string
 	_ = eval(tab, `document.getElementById('gw-clock-note')?.textContent || ''`, &note)
@@ -218,8 +222,8 @@ func TestGatewayClockShownInBrowser(t *testing.T) {
 		}, detail)
 	}
 	_ = eval(tab, `document.querySelectorAll('td[data-clock] .pill.warn').length`, &marked)
-	if marked != 2 {
-		t.Errorf("%d clock cells marked, want 2 (gw-fast, gw-slow)", marked)
+	if marked != 3 {
+		t.Errorf("%d clock cells marked, want 3 (gw-fast, gw-1970, gw-slow)", marked)
 	}
 	if c := read()["gw-aging"]; !strings.Contains(c.Title, "not current: the gateway is silent") {
 		t.Errorf("gw-aging clock cell %+v, want a title saying the offset is not current", c)

@@ -47,6 +47,15 @@ import (
 // ClockWindow starts a fresh estimate with its next one.
 const ClockWindow = time.Minute
 
+// ClockOffsetLimit bounds a gateway's clock samples, and so its estimate,
+// either way (review10 F7: a batch dated 1970 or 2200, an edge box without
+// a real-time clock or a forged batch, showed clock_offset_ms of about
+// -1.76e12 or +7.3e12): a gateway shown that far ahead or behind is at
+// least that far off, which is all an operator needs to act on (its clock
+// is broken); the exact amount beyond says nothing more. Above the
+// largest clock tolerance (24 h), so a clamped estimate is always marked.
+const ClockOffsetLimit = 7 * 24 * time.Hour
+
 // ClockSamples is how many of a gateway's newest live samples its clock
 // estimate keeps: 5, 88 bytes a gateway with their arrivals (2.9 MB at
 // MaxGateways; the largest-sample estimate before took 32).
@@ -83,10 +92,14 @@ type clockEst struct {
 	at     [ClockSamples]int64
 }
 
-// add takes a sample that arrived at arrival: the samples that arrived
-// ClockWindow or more away from it (before, or after: the collector's
-// clock went back) are dropped, and the oldest when ClockSamples are held.
+// add takes a sample that arrived at arrival, bounded to
+// ±ClockOffsetLimit: the samples that arrived ClockWindow or more away
+// from it (before, or after: the collector's clock went back) are
+// dropped, and the oldest when ClockSamples are held. The bound is
+// monotone, so the median of bounded samples is the bounded median.
 func (e *clockEst) add(sample, arrival int64) {
+	lim := ClockOffsetLimit.Milliseconds()
+	sample = min(max(sample, -lim), lim)
 	win := ClockWindow.Milliseconds()
 	k := 0
 	for i := range e.n {

@@ -222,3 +222,34 @@ func TestClockBoundedBirthCounted(t *testing.T) {
 		t.Errorf("gateways %+v, want gw-1 alone with clock_ahead_total 1 and no offset", gws)
 	}
 }
+
+// review10 F7: a gateway whose batches are dated 1970 (an edge box without
+// a real-time clock) or 2200 showed clock_offset_ms of about -1.76e12 or
+// +7.3e12. The estimate is bounded to ±ClockOffsetLimit (at least that far
+// off) and the gateway stays marked.
+func TestClockOffsetBounded(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tsgw time.Time
+		off  int64
+		skew string
+	}{
+		{"1970", time.Unix(0, 0), -ClockOffsetLimit.Milliseconds(), "behind"},
+		{"2200", time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), ClockOffsetLimit.Milliseconds(), "ahead"},
+		{"6 days ahead", time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC), 6*24*3600_000 + 1000, "ahead"}, // inside the bound, as measured (its batches dated from 1 s past it),
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wall := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+			l := NewLive(func() time.Time { return wall }, WithClockTolerance(24*time.Hour))
+			for seq := uint64(1); seq <= 3; seq++ {
+				ts := c.tsgw.UnixMilli() + int64(seq)*1000
+				l.ObserveBatchClock(batch(seq, ts, 1), false, Clock{TSGW: ts, Arrival: wall.UnixMilli(), Live: true})
+				wall = wall.Add(time.Second)
+			}
+			gws := l.Gateways()
+			if len(gws) != 1 || gws[0].ClockOffsetMS == nil || *gws[0].ClockOffsetMS != c.off || gws[0].ClockSkew != c.skew {
+				t.Fatalf("gateways %+v, want clock_offset_ms %d clock_skew %s", gws, c.off, c.skew)
+			}
+		})
+	}
+}

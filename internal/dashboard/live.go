@@ -88,6 +88,7 @@ type gatewayLive struct {
 	statusVer      uint64 // ... of the last status message
 	clk            clockEst
 	clockAhead     uint64 // messages whose times the collector set to their arrival (Clock.Bounded)
+	seqSuspect     uint64 // messages whose seq no gateway could have numbered yet (gwseq.go)
 
 	links   [nLists]gwLink // places in Live's lists (gwpublish.go)
 	slot    int            // refresh slot: index into Live.wheel
@@ -145,6 +146,9 @@ type Live struct {
 	// clockTol: a gateway's clock estimate further off is marked
 	// (WithClockTolerance; 0: none); fixed after NewLive
 	clockTol time.Duration
+	// seqWindow: a live batch this far behind its gateway's last_seq takes
+	// its place (WithSeqWindow, gwseq.go)
+	seqWindow uint64
 
 	mu       sync.Mutex
 	ver      uint64
@@ -179,7 +183,7 @@ func NewLive(now func() time.Time, opts ...LiveOption) *Live {
 	}
 	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
 		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}, silentAfter: DefaultSilentAfter,
-		clockTol: DefaultClockTolerance}
+		clockTol: DefaultClockTolerance, seqWindow: DefaultSeqWindow}
 	for i := range l.wheel {
 		l.wheel[i].k = inWheel
 	}
@@ -317,10 +321,9 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 			g.clockAhead++
 		}
 	}
-	newer := b.Seq > g.lastSeq && g.lastSeq != 0
-	if b.Seq > g.lastSeq {
-		g.lastSeq = b.Seq
-	}
+	// newer: as the rules judge it (rules.Engine.Process); a suspect seq is
+	// no newer (gwseq.go)
+	newer := l.takeSeq(g, b, b.Seq, now, attach && c != nil && c.Live && !b.Historical)
 	switch {
 	case b.TSGW > g.lastTSGW:
 		g.lastTSGW, g.tsgwRecv = b.TSGW, now
@@ -468,9 +471,7 @@ func (l *Live) ObserveBirth(b *telemetry.Birth) {
 	defer l.mu.Unlock()
 	g := l.gateway(b.Gateway, site, now)
 	g.births++
-	if b.Seq > g.lastSeq {
-		g.lastSeq = b.Seq
-	}
+	l.takeSeq(g, nil, b.Seq, now, false)
 	a := l.asset(site, b.Asset.ID)
 	a.attach(g)
 	l.settle(g, now)
@@ -501,9 +502,7 @@ func (l *Live) ObserveDeath(d *telemetry.Death) {
 	g := l.gateway(d.Gateway, site, now)
 	g.deaths++
 	g.lastDeath = d.Asset.ID + ": " + d.Reason
-	if d.Seq > g.lastSeq {
-		g.lastSeq = d.Seq
-	}
+	l.takeSeq(g, nil, d.Seq, now, false)
 	l.settle(g, now)
 	a := l.asset(site, d.Asset.ID)
 	l.ver++
@@ -767,7 +766,8 @@ type GatewayView struct {
 	// batches of the last minute; positive: the gateway's clock is ahead.
 	// A lower bound of its lead (delays only lower a sample) while most of
 	// those batches are honest. Absent until a live batch came; a silent
-	// or offline gateway keeps its last, no longer current.
+	// or offline gateway keeps its last, no longer current. Bounded to
+	// ±ClockOffsetLimit (7 days): at the bound, at least that far off.
 	ClockOffsetMS *int64 `json:"clock_offset_ms,omitempty"`
 	// ClockSkew is "ahead" or "behind" when ClockOffsetMS lies beyond the
 	// store's clock tolerance (clock_tolerance_ms) that way and the
@@ -776,6 +776,11 @@ type GatewayView struct {
 	// ClockAheadTotal counts the gateway's batches, births and deaths
 	// whose times the collector set to their arrival (dated ahead of it).
 	ClockAheadTotal uint64 `json:"clock_ahead_total"`
+	// SeqSuspectTotal counts the gateway's messages whose seq lay beyond
+	// what any gateway could have numbered by then (the collector's clock
+	// in Unix microseconds plus SeqAhead): not taken as its last_seq
+	// (gwseq.go). Absent while 0.
+	SeqSuspectTotal uint64 `json:"seq_suspect_total,omitempty"`
 }
 
 // DefaultSilentAfter is how long a gateway may send nothing before it is
@@ -811,7 +816,7 @@ func (l *Live) SilentAfter() time.Duration { return l.silentAfter }
 func (g *gatewayLive) view(now, silentMS int64, clockTol time.Duration) GatewayView {
 	v := GatewayView{ID: g.id, Site: g.site, LastSeq: g.lastSeq, LastTSGW: g.lastTSGW, LastRecv: g.lastRecv, AgeMS: now - g.lastRecv,
 		Batches: g.batches, Births: g.births, Deaths: g.deaths, Assets: len(g.assets), LastDeath: g.lastDeath,
-		ClockAheadTotal: g.clockAhead, Status: g.status(now, silentMS)}
+		ClockAheadTotal: g.clockAhead, SeqSuspectTotal: g.seqSuspect, Status: g.status(now, silentMS)}
 	if off, ok := g.clk.offset(); ok {
 		v.ClockOffsetMS = &off
 	}

@@ -107,6 +107,18 @@ type Batch struct {
 	Readings    []Reading
 }
 
+// Follows reports whether b comes after the message (gateway, seq) in its
+// gateway's sequence: the same gateway, both numbered (seq 0 has no place
+// in the sequence) and b's seq above seq. seq orders one gateway's
+// messages whatever their ts_gw (docs/schema.md), so such a batch is the
+// gateway's newest even when dated before the other: its clock stepped
+// back (NTP correcting a fast clock, an RTC-less box restoring a saved
+// time). The one rule the collector's rules (an asset's time order) and
+// its dashboard (a gateway's data clock) both follow.
+func (b *Batch) Follows(gateway string, seq uint64) bool {
+	return b.Seq != 0 && seq != 0 && b.Gateway == gateway && b.Seq > seq
+}
+
 // MsgID is the deduplication identity of the batch: "<gateway>-<seq>", and
 // for a part of a split batch "<gateway>-<seq>-p<part>of<parts>".
 func (b *Batch) MsgID() string {

@@ -61,6 +61,9 @@ type Engine struct {
 	// comparison of its site and id costs less than the map's hash and
 	// probe; dropAsset clears it
 	last *assetState
+	// from is the from of the Tick in progress (0 outside one): a silence
+	// it raises says how much of the asset's silence was counted (describe)
+	from int64
 }
 
 // lookup returns the tracked asset (site, id).
@@ -624,7 +627,7 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	// restarts from it. Before, every batch of that gateway was dropped as
 	// late until its clock passed its old newest time (review12 F3: alarms
 	// missed, a false "sent nothing" held while data flowed).
-	stepBack := b.TSGW < a.order && b.Seq != 0 && a.seq != 0 && b.Gateway == a.gateway && b.Seq > a.seq
+	stepBack := b.TSGW < a.order && b.Follows(a.gateway, a.seq)
 	if b.TSGW < a.order && !stepBack {
 		e.stats.Late++
 		return out
@@ -877,7 +880,14 @@ func (e *Engine) checkStale(out []alert.Alert, s *signalState, gw, at int64) []a
 // taken the assets' batches meanwhile); silence counts from the later of
 // an asset's last batch and from, so a broker outage longer than k x the
 // interval does not make every asset silent. Call it about once a second.
+//
+// The alert's message gives the time since the asset's last batch and,
+// when from was later than that batch, the time counted from from; its
+// values are age_ms (since the last batch) and counted_ms (since the later
+// of the last batch and from), in ms of the engine's clock.
 func (e *Engine) Tick(out []alert.Alert, at, from int64) []alert.Alert {
+	e.from = from
+	defer func() { e.from = 0 }()
 	for _, a := range e.order {
 		if a.silentAt(at, from) {
 			out = e.step(out, a.silence, a.silence.r.Severity, at, 0, 0)

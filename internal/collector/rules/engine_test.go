@@ -428,12 +428,24 @@ func TestSilenceCountsFromDisruption(t *testing.T) {
 	if a.Rule != "stale" || a.Signal != "" {
 		t.Fatalf("%+v", a)
 	}
-	// a from older than the last batch changes nothing
+	// the message says what is true (verify12 N3: "sent nothing for 33.84
+	// s" with the outage in it, as if that had been counted): the time
+	// since the last batch, and that only the time after the disruption
+	// counted, how much
+	const want = "air_compressor ac-1 sent nothing for 13 s; counted from the end of a disruption of the collector's stream plus grace: 3.001 s (3 x its 1 s interval)"
+	if a.Message != want || a.Values["age_ms"] != 13001 || a.Values["counted_ms"] != 3001 {
+		t.Fatalf("message %q values %v\nwant %q, age_ms 13001, counted_ms 3001", a.Message, a.Values, want)
+	}
+	// a from older than the last batch changes nothing: no disruption named
 	h2 := newHarness(t, true, thresholdRule)
 	for s := range 5 {
 		none(t, h2.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 80.0, "load_state", 2), "normal")
 	}
-	only(t, h2.e.Tick(nil, h2.now+3001, h2.now-60_000), alert.Raised, alert.Warn)
+	a = only(t, h2.e.Tick(nil, h2.now+3001, h2.now-60_000), alert.Raised, alert.Warn)
+	if want := "air_compressor ac-1 sent nothing for 3.001 s (3 x its 1 s interval)"; a.Message != want ||
+		a.Values["age_ms"] != 3001 || a.Values["counted_ms"] != 3001 {
+		t.Fatalf("message %q values %v, want %q", a.Message, a.Values, want)
+	}
 }
 
 func TestSilenceDeathAndRestore(t *testing.T) {

@@ -516,12 +516,23 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 	vals := map[string]float64{}
 	var msg string
 	if in.sig == nil && in.impl == nil && in.expr == nil { // asset silence / death
-		if a.dead != "" {
+		switch {
+		case a.dead != "":
 			msg = who + " reported dead by its gateway: " + a.dead
-		} else if st == alert.Cleared {
+		case st == alert.Cleared:
 			msg = who + " sends data again"
-		} else {
-			msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval)", who, ms(in.latch.Raised-a.lastRecv), fv(r.K), ms(a.silenceIV()))
+		default:
+			// the time since its last batch is what the operator acts on;
+			// when a disruption of the caller's stream ended after it
+			// (Tick's from), only the time since counted: say both
+			age, counted := in.latch.Raised-a.lastRecv, in.latch.Raised-max(a.lastRecv, e.from)
+			if counted < age {
+				msg = fmt.Sprintf("%s sent nothing for %s; counted from the end of a disruption of the collector's stream plus grace: %s (%s x its %s interval)",
+					who, ms(age), ms(counted), fv(r.K), ms(a.silenceIV()))
+			} else {
+				msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval)", who, ms(age), fv(r.K), ms(a.silenceIV()))
+			}
+			return prefix + msg, map[string]float64{"age_ms": float64(age), "counted_ms": float64(counted)}
 		}
 		return prefix + msg, nil
 	}

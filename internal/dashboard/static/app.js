@@ -1135,8 +1135,12 @@ const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
 // a warning pill when the collector marks it (clock_skew) and the gateway
 // is online; a silent or offline gateway's is its last, not current, and
 // never marked (the collector does not count it either)
+// The collector bounds an offset to 7 days either way (ClockOffsetLimit in
+// gwclock.go): at the bound the clock is at least that far off.
+const clockOffLimit = 7 * 24 * 3600 * 1000;
 function clockOff(ms) {
   const a = Math.abs(ms);
+  if (a >= clockOffLimit) return '7 d or more';
   if (a < 1000) return Math.round(a) + ' ms';
   if (a < 10000) return (a / 1000).toFixed(1) + ' s';
   return dur(a);
