@@ -1,6 +1,10 @@
 package dashboard
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -251,5 +255,34 @@ func TestClockOffsetBounded(t *testing.T) {
 				t.Fatalf("gateways %+v, want clock_offset_ms %d clock_skew %s", gws, c.off, c.skew)
 			}
 		})
+	}
+}
+
+// TestPageClockOffsetLimitMatches: the page says "7 d or more" for an
+// offset at the collector's bound; its constant (app.js clockOffLimit) must
+// be ClockOffsetLimit, or a gateway at the bound would be shown as a
+// plain duration (or one below it as "or more").
+func TestPageClockOffsetLimitMatches(t *testing.T) {
+	js, err := staticFS.ReadFile("static/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`const clockOffLimit = ([0-9 *]+);`).FindSubmatch(js)
+	if m == nil {
+		t.Fatal("app.js: no `const clockOffLimit = <product>;`")
+	}
+	ms := int64(1)
+	for _, f := range strings.Split(string(m[1]), "*") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			t.Fatalf("app.js clockOffLimit %q: %v", m[1], err)
+		}
+		ms *= n
+	}
+	if ms != ClockOffsetLimit.Milliseconds() {
+		t.Errorf("app.js clockOffLimit = %d ms, ClockOffsetLimit = %d ms", ms, ClockOffsetLimit.Milliseconds())
+	}
+	if !strings.Contains(string(js), fmt.Sprintf("'%d d or more'", int(ClockOffsetLimit.Hours()/24))) {
+		t.Errorf("app.js does not say '%d d or more' at the bound", int(ClockOffsetLimit.Hours()/24))
 	}
 }

@@ -1136,7 +1136,8 @@ const gatewayRow = (x) => `<tr data-gateway="${esc(x.id)}">
 // is online; a silent or offline gateway's is its last, not current, and
 // never marked (the collector does not count it either)
 // The collector bounds an offset to 7 days either way (ClockOffsetLimit in
-// gwclock.go): at the bound the clock is at least that far off.
+// gwclock.go; TestPageClockOffsetLimitMatches keeps the two equal): at the
+// bound the clock is at least that far off.
 const clockOffLimit = 7 * 24 * 3600 * 1000;
 function clockOff(ms) {
   const a = Math.abs(ms);
