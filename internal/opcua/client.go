@@ -198,6 +198,11 @@ type runState struct {
 	// under mu): a poll whose read straddles one withholds its values of
 	// UnitFromNode points (read in the unit before or after?).
 	unitGen atomic.Uint64
+	// replied: a cycle with the server's answer (Replied) was emitted since
+	// the session started; a session that comes up but gets no answer
+	// (a server that never answers Publish) does not end the outage
+	// (review15 F5)
+	replied atomic.Bool
 }
 
 // unitOf is the unit last handed to OnUnits for point i (mu held).
@@ -217,6 +222,9 @@ func (r *runState) emit(cyc *sample.Cycle) {
 }
 
 func (r *runState) emitLocked(cyc *sample.Cycle) {
+	if cyc.Replied && !cyc.Lost {
+		r.replied.Store(true)
+	}
 	if r.last == nil {
 		for i := range cyc.Samples {
 			if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
@@ -349,14 +357,19 @@ func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) err
 	for {
 		c.m.state.Set(StateConnecting)
 		connected := false
+		r.replied.Store(false)
 		err := c.guarded(ctx, "session", func() error {
-			return c.session(ctx, r, func() {
-				connected = true
-				staleSent = false
-				bo.Reset()
-			})
+			return c.session(ctx, r, func() { connected = true })
 		})
-		if connected {
+		if r.replied.Load() {
+			// The outage ended only if the server answered on the session
+			// (data, a keep-alive, a read): a session that came up but
+			// got no answer (review15 F5: a server that never answers
+			// Publish) does not mark the points stale again nor reset the
+			// backoff, so the device stays dead, without a birth or a
+			// stale flap per attempt, until data flows.
+			staleSent = false
+			bo.Reset()
 			connectLog = logging.Limiter{Every: ConnectLogEvery} // a new outage logs at once
 		}
 		c.m.state.Set(StateDisconnected)

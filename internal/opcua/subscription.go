@@ -44,9 +44,21 @@ const (
 	// default too); the server sends the rest in the next responses.
 	MaxNotificationsPerPublish = 10000
 	// maxSilentPublishes is how many Publish requests in a row may time out
-	// (no answer, not even a keep-alive) before the session counts as lost.
-	maxSilentPublishes = 3
+	// (no answer, not even a keep-alive) before the session counts as lost:
+	// one. A request's timeout is PublishTimeoutFactor keep-alive periods,
+	// so its silence is already that many missed keep-alives (the
+	// specification's sign of a lost subscription, Part 4, 5.13.1); three in
+	// a row (the driver before review15 F4) let a server that keeps its
+	// session but never answers Publish hold the device for 54 s by default,
+	// past its worker's silence limit.
+	maxSilentPublishes = 1
 )
+
+// ErrPublishSilent is wrapped by the session error when the server stopped
+// answering Publish requests (no data, no keep-alive, no fault within the
+// publish timeout) while its session may still answer other services: the
+// subscription is lost (docs/opcua.md, "Session timing").
+var ErrPublishSilent = errors.New("opcua: subscription silent")
 
 // timing is the requested subscription timing and the publish timeout.
 type timing struct {
@@ -311,7 +323,8 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 			// keep-alive. A few in a row mean the server is gone.
 			silent++
 			if silent >= maxSilentPublishes {
-				return fmt.Errorf("opcua: publish: no answer to %d publish requests in a row (timeout %v): %w", silent, s.sub.PublishTimeout, err)
+				return fmt.Errorf("%w: no answer to %d publish request(s) in a row (timeout %v, keep-alive period %v): %w",
+					ErrPublishSilent, silent, s.sub.PublishTimeout, s.sub.cycleInterval(), err)
 			}
 			continue
 		default:
