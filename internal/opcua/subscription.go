@@ -384,7 +384,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
 					newest = it.Value.ServerTimestamp
 				}
-				smp := toSample(int(it.ClientHandle), it.Value)
+				smp := c.sampleAt(int(it.ClientHandle), it.Value, now)
 				if smp.Status&statusSemanticsChanged != 0 || slices.Contains(changed, smp.Index) {
 					// The node's metadata changed (Part 4, 7.39): its unit
 					// may be another one. Not published until re-read.

@@ -138,7 +138,7 @@ func TestFrozenPublishStaysItsDevices(t *testing.T) {
 	cfg.Endpoint = p.endpoint()
 	cfg.Isolation = IsolationEndpoint
 	cfg.KeepAlive = 250 * time.Millisecond // k = 5 as by default: keep-alive period 300 ms
-	cfg.RequestTimeout = time.Second      // publish timeout max(1 s, 900 ms)
+	cfg.RequestTimeout = time.Second       // publish timeout max(1 s, 900 ms)
 	frozen := startGroupDevice(t, "frozen", cfg, pointsFor(f, "bf-1", ModeSubscribe, "top_pressure"))
 	polled := startGroupDevice(t, "polled", cfg, pointsFor(f, "bf-2", ModePoll, "top_pressure"))
 	wait.For(t, 30*time.Second, "the polled device's values and the frozen device's Lost cycle", func() bool {
