@@ -331,6 +331,7 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 			return fmt.Errorf("opcua: publish: %w", err)
 		}
 		acks = nil
+		c.m.publishes.Inc() // every answer: data changes and keep-alives
 		msg := resp.NotificationMessage
 		if msg == nil || len(msg.NotificationData) == 0 {
 			// keep-alive
@@ -409,9 +410,11 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 	}
 	c.m.notifications.Add(float64(len(ss)))
-	c.m.publishes.Inc()
-	if !newest.IsZero() {
-		c.m.publishLatency.Observe(max(0, now.Sub(newest).Seconds()))
+	if lat := now.Sub(newest); !newest.IsZero() && lat >= 0 {
+		// A server clock ahead of the gateway's gives no latency: its
+		// observations were clamped to 0, a histogram whose sum stayed 0
+		// for an hour of traffic (review15).
+		c.m.publishLatency.Observe(lat.Seconds())
 	}
 	s.r.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
 	if len(changed) > 0 {
