@@ -214,6 +214,9 @@ type runState struct {
 	// (a server that never answers Publish) does not end the outage
 	// (review15 F5)
 	replied atomic.Bool
+	// probation: the last subscription went silent (ErrPublishSilent) and
+	// none has answered Publish twice since (subSession.probation)
+	probation atomic.Bool
 }
 
 // unitOf is the unit last handed to OnUnits for point i (mu held).
@@ -405,6 +408,9 @@ func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) err
 		err := c.guarded(ctx, "session", func() error {
 			return c.session(ctx, r, func() { connected = true })
 		})
+		if errors.Is(err, ErrPublishSilent) {
+			r.probation.Store(true)
+		}
 		if r.replied.Load() {
 			// The outage ended only if the server answered on the session
 			// (data, a keep-alive, a read): a session that came up but
@@ -530,7 +536,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 		if err != nil {
 			return err
 		}
-		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}}
+		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}, probation: r.probation.Load()}
 		if err := s.monitor(ctx, subIdx, true); err != nil {
 			return err
 		}

@@ -97,6 +97,9 @@ type hostileProxy struct {
 	dropPublish atomic.Bool
 	dropped     atomic.Int64
 	noCraft     atomic.Bool // forwards ReadResponses as they are
+	// passPublish is how many PublishResponses of each connection pass
+	// before dropPublish drops the rest (the initial values, say)
+	passPublish atomic.Int64
 	wg          sync.WaitGroup
 }
 
@@ -147,6 +150,7 @@ func (p *hostileProxy) accept() {
 // rewrite copies UACP messages from the server to the client.
 func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 	hdr := make([]byte, 8)
+	publishes := int64(0)
 	for {
 		if _, err := io.ReadFull(src, hdr); err != nil {
 			return err
@@ -170,10 +174,13 @@ func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 				p.crafted.Add(1)
 			}
 		}
-		if string(msg[:4]) == "MSGF" && len(msg) > 28 && p.dropPublish.Load() &&
-			msg[24] == 0x01 && binary.LittleEndian.Uint16(msg[26:]) == ua.ServiceTypeID(&ua.PublishResponse{}) {
-			p.dropped.Add(1)
-			continue
+		if string(msg[:4]) == "MSGF" && len(msg) > 28 && msg[24] == 0x01 &&
+			binary.LittleEndian.Uint16(msg[26:]) == ua.ServiceTypeID(&ua.PublishResponse{}) {
+			publishes++
+			if p.dropPublish.Load() && publishes > p.passPublish.Load() {
+				p.dropped.Add(1)
+				continue
+			}
 		}
 		if _, err := dst.Write(msg); err != nil {
 			return err

@@ -168,6 +168,50 @@ type subSession struct {
 	// refused holds the items the server refused, by point index; only the
 	// monitor pass and retryRefused touch it, never concurrently.
 	refused map[int]ua.StatusCode
+
+	// probation (review15 F5): the previous session's subscription went
+	// silent (ErrPublishSilent) and no subscription has answered twice
+	// since. The cycles of this one are held until its second Publish
+	// answer shows that data flows: a server that answers the first
+	// Publish of each new subscription (the initial values) and then
+	// never again would otherwise have its device born and dead again at
+	// every reconnect. Held cycles are emitted in order on that answer
+	// (their values with their own SourceTimestamps), dropped if the
+	// session ends first.
+	mu        sync.Mutex
+	probation bool
+	held      []sample.Cycle
+}
+
+// emit hands a cycle of the subscription on, or holds a copy of it while
+// on probation.
+func (s *subSession) emit(cyc *sample.Cycle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.probation {
+		cp := *cyc
+		cp.Samples = slices.Clone(cyc.Samples)
+		s.held = append(s.held, cp)
+		return
+	}
+	s.r.emit(cyc)
+}
+
+// proven ends the probation: the subscription answered a second Publish.
+// The held cycles are emitted in order.
+func (s *subSession) proven() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.probation {
+		return
+	}
+	s.probation = false
+	s.r.probation.Store(false)
+	s.c.log.Info("opc ua subscription answers Publish again after it went silent; its values are published", "held_cycles", len(s.held))
+	for i := range s.held {
+		s.r.emit(&s.held[i])
+	}
+	s.held = nil
 }
 
 // cycleBuffers are the publish loops' cycle buffers, shared by the
@@ -247,7 +291,7 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 	n := len(s.refused)
 	c.setStatus(func(st *Status) { st.Refused = n })
 	if len(bad) > 0 {
-		s.r.emit(&sample.Cycle{Samples: bad, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(bad)})
+		s.emit(&sample.Cycle{Samples: bad, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(bad)})
 	}
 	return nil
 }
@@ -283,7 +327,7 @@ func (s *subSession) retryRefused(ctx context.Context) error {
 func (s *subSession) publishLoop(ctx context.Context) error {
 	c := s.c
 	var acks []*ua.SubscriptionAcknowledgement
-	silent := 0
+	silent, answers := 0, 0
 	for {
 		req := &ua.PublishRequest{SubscriptionAcknowledgements: acks}
 		if req.SubscriptionAcknowledgements == nil {
@@ -303,6 +347,9 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 		switch {
 		case err == nil:
 			silent = 0
+			if answers++; answers >= 2 {
+				s.proven()
+			}
 		case errors.Is(err, ua.StatusBadTimeout) && answered:
 			// The server answered the request with a timeout fault: it is
 			// there, the subscription is intact; ask again.
@@ -335,7 +382,7 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 		msg := resp.NotificationMessage
 		if msg == nil || len(msg.NotificationData) == 0 {
 			// keep-alive
-			s.r.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
+			s.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
 			continue
 		}
 		acks = []*ua.SubscriptionAcknowledgement{{SubscriptionID: resp.SubscriptionID, SequenceNumber: msg.SequenceNumber}}
@@ -416,7 +463,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		// for an hour of traffic (review15).
 		c.m.publishLatency.Observe(lat.Seconds())
 	}
-	s.r.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
+	s.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
 	if len(changed) > 0 {
 		return s.semanticsChanged(ctx, changed, held)
 	}
@@ -488,6 +535,6 @@ func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held [
 		h.Status &^= statusSemanticsChanged
 		h.Quality = Quality(h.Status)
 	}
-	s.r.emit(&sample.Cycle{Samples: held, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(held)})
+	s.emit(&sample.Cycle{Samples: held, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(held)})
 	return nil
 }

@@ -183,3 +183,47 @@ func TestFrozenPublishStaysItsDevices(t *testing.T) {
 		t.Fatalf("the polled sibling had %d Lost cycles", n)
 	}
 }
+
+// TestFrozenPublishAfterInitialValues (review15 F5): a server answers the
+// first Publish of each connection (the initial values) and then never
+// again. The first session publishes its value and is lost to the
+// subscription's silence; the sessions after it hold their one answer
+// (probation) and emit nothing: no Replied cycle, so no birth per
+// reconnect, the point stale once. When Publish is answered again the
+// held values and new ones flow.
+func TestFrozenPublishAfterInitialValues(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	p.passPublish.Store(1)
+	p.dropPublish.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	cfg.Isolation = IsolationEndpoint
+	cfg.KeepAlive = 250 * time.Millisecond
+	cfg.RequestTimeout = time.Second
+	d := startGroupDevice(t, "frozen", cfg, pointsFor(f, "bf-1", ModeSubscribe, "top_pressure"))
+	lost := func() int {
+		return d.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost && errors.Is(cy.Err, ErrPublishSilent) })
+	}
+	wait.For(t, 30*time.Second, "the first session's value and its loss", func() bool {
+		return d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityGood }) == 1 && lost() >= 1
+	})
+	replied := func() int { return d.rec.countCycles(func(cy sample.Cycle) bool { return cy.Replied }) }
+	before := replied()
+	wait.For(t, 60*time.Second, "3 more sessions lost to the silence", func() bool { return lost() >= 4 })
+	if n := replied() - before; n != 0 {
+		t.Fatalf("%d Replied cycles from sessions that got one Publish answer each: a birth per reconnect", n)
+	}
+	if n := d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
+		t.Fatalf("the point went stale %d times, want once", n)
+	}
+	if n := d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityGood }); n != 1 {
+		t.Fatalf("%d good values, want only the first session's", n)
+	}
+	p.dropPublish.Store(false)
+	if err := f.Set("bf-1", "top_pressure", 215.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 60*time.Second, "values once Publish is answered", func() bool { return d.rec.has(0, telemetry.QualityGood, 215.5) })
+}
