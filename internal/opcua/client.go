@@ -1186,7 +1186,14 @@ func (p *poller) read(ctx context.Context, check bool) error {
 				p.units[j].setRange(dv)
 				continue
 			case itemValueAgain:
-				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, toSample(p.idx[j], dv)) {
+				again, restamped := c.vetted(p.idx[j], dv, now)
+				if s := &p.ss[j]; restamped {
+					// both stamped at their receipt: the same reading when
+					// the rest is (a moved SourceTimestamp that was credible
+					// the first time is not restamped now)
+					again.TS = s.TS
+				}
+				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, again) {
 					p.moved = append(p.moved, j)
 				}
 				continue
@@ -1474,9 +1481,9 @@ const maxExactInt = 1 << 53
 // the time the gateway received the value, and turns a Good value
 // Uncertain with StatusSourceTimeUnsure (review15 F1). The caller counts
 // the status as any other (smelter_opcua_bad_status_total).
-func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) {
+func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) bool {
 	if !src.Before(MinSourceTime) && !src.After(now.Add(c.cfg.MaxFuture)) {
-		return
+		return false
 	}
 	c.timeLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua SourceTimestamp not credible; the value is stamped with the gateway's receive time",
 		"node", c.points[s.Index].NodeID, "source_ts", src.UTC(), "max_future", c.cfg.MaxFuture, "status", statusHex(StatusSourceTimeUnsure))
@@ -1484,18 +1491,25 @@ func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) {
 	if s.Quality == telemetry.QualityGood {
 		s.Status, s.Quality = StatusSourceTimeUnsure, telemetry.QualityUncertain
 	}
+	return true
 }
 
 // sampleAt is toSample of a value received at now, its time vetted
 // (vetTime).
 func (c *Client) sampleAt(i int, dv *ua.DataValue, now time.Time) sample.Sample {
+	s, _ := c.vetted(i, dv, now)
+	return s
+}
+
+// vetted is sampleAt, and whether its SourceTimestamp was replaced.
+func (c *Client) vetted(i int, dv *ua.DataValue, now time.Time) (sample.Sample, bool) {
 	s := toSample(i, dv)
 	if dv != nil && dv.EncodingMask&ua.DataValueSourceTimestamp != 0 {
 		// a zero time included: OPC UA's 1601 (gopcua decodes it as
 		// Go's zero time, which toSample leaves out of TS)
-		c.vetTime(&s, dv.SourceTimestamp, now)
+		return s, c.vetTime(&s, dv.SourceTimestamp, now)
 	}
-	return s
+	return s, false
 }
 
 // sameReading reports whether a and b are the same reading of a node:

@@ -152,3 +152,26 @@ func TestKindMismatchIsBad(t *testing.T) {
 		t.Fatal("smelter_opcua_bad_status_total{code=0x80740000} not counted")
 	}
 }
+
+// TestSourceTimeAheadSplitRead: a polled point whose value and units do
+// not fit in one request is read again after its properties (moved
+// values are withheld); a value stamped a day ahead is restamped at each
+// receipt and must not count as moved: it is published Uncertain on every
+// read, never withheld as bad.
+func TestSourceTimeAheadSplitRead(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Limits.MaxNodesPerRead = 1
+	points := []Point{{NodeID: f.NodeID("bf-2", "top_pressure"), Mode: ModePoll, PollInterval: 20 * time.Millisecond, UnitFromNode: true}}
+	_, rec := run(t, cfg, points)
+	wait.For(t, 20*time.Second, "a good value", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+	if err := f.Set("bf-2", "top_pressure", 212.5, time.Now().Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the value uncertain", func() bool { return rec.has(0, telemetry.QualityUncertain, 212.5) })
+	n0 := rec.count(func(s sample.Sample) bool { return true })
+	wait.For(t, 20*time.Second, "10 more reads", func() bool { return rec.count(func(s sample.Sample) bool { return true }) >= n0+10 })
+	if n := rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityBad }); n != 0 {
+		t.Fatalf("%d bad samples: a restamped value taken as moved", n)
+	}
+}
