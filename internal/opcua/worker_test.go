@@ -329,6 +329,20 @@ func setSilence(t *testing.T, d time.Duration) {
 	})
 }
 
+// wedgedSetup: the workers of the test wedge device dev-wedged, the
+// silence limit is 2 s, and a front with the device's config (a polled
+// device's limit: 3 x (50 ms + 1 s)).
+func wedgedSetup(t *testing.T, isolation string) (*opcuafront.Front, Config) {
+	t.Helper()
+	t.Setenv(wedgeEnv, "dev-wedged")
+	setSilence(t, 2*time.Second)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Isolation = isolation
+	cfg.RequestTimeout = time.Second
+	return f, cfg
+}
+
 // TestWedgedDeviceRestartsAlone: one device of an endpoint's worker stops
 // emitting while its session is up and the worker goes on (its heartbeat,
 // the other device's cycles). After the device's silence limit that device
@@ -338,12 +352,7 @@ func setSilence(t *testing.T, d time.Duration) {
 // killed, its healthy devices published stale, then dead). A worker whose
 // every device is silent is still killed (TestWedgedWorkerOfOneIsKilled).
 func TestWedgedDeviceRestartsAlone(t *testing.T) {
-	t.Setenv(wedgeEnv, "dev-wedged")
-	setSilence(t, 2*time.Second)
-	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
-	cfg := baseConfig(t, f)
-	cfg.Isolation = IsolationEndpoint
-	cfg.RequestTimeout = time.Second // the polled device's limit: 3 x (50 ms + 1 s)
+	f, cfg := wedgedSetup(t, IsolationEndpoint)
 	okc, err := New("dev-ok", cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure"), testLog(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -384,12 +393,7 @@ func TestWedgedDeviceRestartsAlone(t *testing.T) {
 // (isolation process) has its worker killed and restarted, as the worker
 // itself may be what is wedged.
 func TestWedgedWorkerOfOneIsKilled(t *testing.T) {
-	t.Setenv(wedgeEnv, "dev-wedged")
-	setSilence(t, 2*time.Second)
-	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
-	cfg := baseConfig(t, f)
-	cfg.Isolation = IsolationProcess
-	cfg.RequestTimeout = time.Second
+	f, cfg := wedgedSetup(t, IsolationProcess)
 	wc, err := New("dev-wedged", cfg, pointsFor(f, "bf-2", ModePoll, "top_gas_co"), testLog(t), nil)
 	if err != nil {
 		t.Fatal(err)
