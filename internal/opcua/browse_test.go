@@ -191,6 +191,12 @@ func TestToSample(t *testing.T) {
 		{"double", dv(12.5, 0, true), sample.Sample{Num: 12.5, TS: 1234}},
 		{"int16", dv(int16(-3), 0, false), sample.Sample{Num: -3}},
 		{"uint64", dv(uint64(7), 0, true), sample.Sample{Num: 7, TS: 1234}},
+		// review15 F2: beyond 2^53 a float64 holds the integer only rounded
+		{"uint64 2^53 exact", dv(uint64(1<<53), 0, true), sample.Sample{Num: 1 << 53, TS: 1234}},
+		{"uint64 2^53+1 inexact", dv(uint64(1<<53+1), 0, true), sample.Sample{Num: 1 << 53, Status: StatusInexact, Quality: telemetry.QualityUncertain, TS: 1234}},
+		{"int64 -(2^53+1) inexact", dv(int64(-(1<<53 + 1)), 0, true), sample.Sample{Num: -(1 << 53), Status: StatusInexact, Quality: telemetry.QualityUncertain, TS: 1234}},
+		{"int64 max inexact", dv(int64(math.MaxInt64), 0, true), sample.Sample{Num: math.MaxInt64, Status: StatusInexact, Quality: telemetry.QualityUncertain, TS: 1234}},
+		{"inexact keeps the server's uncertain code", dv(uint64(math.MaxUint64), ua.StatusUncertainLastUsableValue, true), sample.Sample{Num: math.MaxUint64, Status: 0x40900000, Quality: telemetry.QualityUncertain, TS: 1234}},
 		{"bool", dv(true, 0, true), sample.Sample{Num: 1, TS: 1234}},
 		{"string", dv("running", 0, true), sample.Sample{Str: "running", IsStr: true, TS: 1234}},
 		{"text", dv(ua.NewLocalizedText("idle"), 0, true), sample.Sample{Str: "idle", IsStr: true, TS: 1234}},

@@ -78,6 +78,9 @@ type Client struct {
 	// redatedLog: a value withheld after a unit change because it is not
 	// newer than the last one in the unit before (one line a minute)
 	redatedLog logging.Limiter
+	// timeLog: a SourceTimestamp not credible (vetTime); kindLog: a value
+	// of another kind than the point's first (one line a minute each)
+	timeLog, kindLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -141,7 +144,8 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 		m.isolated(id)
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
-		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute}}, nil
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
+		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -198,6 +202,21 @@ type runState struct {
 	// under mu): a poll whose read straddles one withholds its values of
 	// UnitFromNode points (read in the unit before or after?).
 	unitGen atomic.Uint64
+	// kinds is each point's kind, set by its first value (Good or
+	// Uncertain): kindNumber or kindText, 0 before it. A later value of
+	// the other kind is published Bad with statusTypeMismatch (review15
+	// F3: a numeric node that turned into a String was published good as
+	// text with the numeric unit). On both sides of a session worker: the
+	// gateway's side keeps them across workers.
+	kinds []uint8
+	// replied: a cycle with the server's answer (Replied) was emitted since
+	// the session started; a session that comes up but gets no answer
+	// (a server that never answers Publish) does not end the outage
+	// (review15 F5)
+	replied atomic.Bool
+	// probation: the last subscription went silent (ErrPublishSilent) and
+	// none has answered Publish twice since (subSession.probation)
+	probation atomic.Bool
 }
 
 // unitOf is the unit last handed to OnUnits for point i (mu held).
@@ -217,6 +236,10 @@ func (r *runState) emit(cyc *sample.Cycle) {
 }
 
 func (r *runState) emitLocked(cyc *sample.Cycle) {
+	if cyc.Replied && !cyc.Lost {
+		r.replied.Store(true)
+	}
+	r.checkKinds(cyc.Samples)
 	if r.last == nil {
 		for i := range cyc.Samples {
 			if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
@@ -246,6 +269,37 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 		}
 	}
 	r.emitFn(cyc)
+}
+
+// Point kinds (runState.kinds).
+const (
+	kindNumber = 1
+	kindText   = 2
+)
+
+// checkKinds makes a value of another kind than its point's first Bad
+// with statusTypeMismatch, counted and logged (one line a minute); mu held.
+func (r *runState) checkKinds(ss []sample.Sample) {
+	for i := range ss {
+		s := &ss[i]
+		if !s.Quality.HasValue() {
+			continue
+		}
+		k := uint8(kindNumber)
+		if s.IsStr {
+			k = kindText
+		}
+		switch first := r.kinds[s.Index]; first {
+		case 0:
+			r.kinds[s.Index] = k
+		case k:
+		default:
+			r.c.kindLog.Log(context.Background(), r.c.log, slog.LevelWarn, "opc ua value of another type than the point's first value; published bad (restart the device to accept a changed DataType)",
+				"node", r.c.points[s.Index].NodeID, "text", s.IsStr, "status", statusHex(statusTypeMismatch))
+			s.Quality, s.Status, s.Num, s.Str, s.IsStr = telemetry.QualityBad, statusTypeMismatch, 0, "", false
+			r.c.m.bad(statusTypeMismatch)
+		}
+	}
 }
 
 // since is the time since r.epoch in ns, plus 1 so that it is never 0.
@@ -304,7 +358,8 @@ func (c *Client) Run(ctx context.Context, emit func(*sample.Cycle)) error {
 
 // newRunState is the state of the process that runs the sessions.
 func newRunState(c *Client, emit func(*sample.Cycle)) *runState {
-	r := &runState{c: c, emitFn: emit, last: make([]lastSample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now()}
+	r := &runState{c: c, emitFn: emit, last: make([]lastSample, len(c.points)), lastAt: make([]int64, len(c.points)), epoch: time.Now(),
+		kinds: make([]uint8, len(c.points))}
 	if slices.ContainsFunc(c.points, func(p Point) bool { return p.UnitFromNode }) {
 		r.valueTS, r.floor = make([]int64, len(c.points)), make([]int64, len(c.points))
 	}
@@ -335,7 +390,7 @@ func (l *lastSample) sample(i int, ts int64) sample.Sample {
 
 // newForwardState is the state of the gateway's side of a session worker.
 func newForwardState(c *Client, emit func(*sample.Cycle)) *runState {
-	return &runState{c: c, emitFn: emit, status: make([]uint32, len(c.points))}
+	return &runState{c: c, emitFn: emit, status: make([]uint32, len(c.points)), kinds: make([]uint8, len(c.points))}
 }
 
 // runInProcess is Run with isolation none, and the worker's own Run.
@@ -349,14 +404,22 @@ func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) err
 	for {
 		c.m.state.Set(StateConnecting)
 		connected := false
+		r.replied.Store(false)
 		err := c.guarded(ctx, "session", func() error {
-			return c.session(ctx, r, func() {
-				connected = true
-				staleSent = false
-				bo.Reset()
-			})
+			return c.session(ctx, r, func() { connected = true })
 		})
-		if connected {
+		if errors.Is(err, ErrPublishSilent) {
+			r.probation.Store(true)
+		}
+		if r.replied.Load() {
+			// The outage ended only if the server answered on the session
+			// (data, a keep-alive, a read): a session that came up but
+			// got no answer (review15 F5: a server that never answers
+			// Publish) does not mark the points stale again nor reset the
+			// backoff, so the device stays dead, without a birth or a
+			// stale flap per attempt, until data flows.
+			staleSent = false
+			bo.Reset()
 			connectLog = logging.Limiter{Every: ConnectLogEvery} // a new outage logs at once
 		}
 		c.m.state.Set(StateDisconnected)
@@ -473,7 +536,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 		if err != nil {
 			return err
 		}
-		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}}
+		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}, probation: r.probation.Load()}
 		if err := s.monitor(ctx, subIdx, true); err != nil {
 			return err
 		}
@@ -1109,6 +1172,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 			return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
 		}
 		c.m.readOK.Inc()
+		now := time.Now()
 		for k, dv := range resp.Results {
 			j, kind := from+k, itemValue
 			if pl.kind != nil {
@@ -1122,12 +1186,19 @@ func (p *poller) read(ctx context.Context, check bool) error {
 				p.units[j].setRange(dv)
 				continue
 			case itemValueAgain:
-				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, toSample(p.idx[j], dv)) {
+				again, restamped := c.vetted(p.idx[j], dv, now)
+				if s := &p.ss[j]; restamped {
+					// both stamped at their receipt: the same reading when
+					// the rest is (a moved SourceTimestamp that was credible
+					// the first time is not restamped now)
+					again.TS = s.TS
+				}
+				if s := &p.ss[j]; s.Quality.HasValue() && !sameReading(*s, again) {
 					p.moved = append(p.moved, j)
 				}
 				continue
 			}
-			s := toSample(p.idx[j], dv)
+			s := c.sampleAt(p.idx[j], dv, now)
 			if s.Status&statusSemanticsChanged != 0 {
 				p.flagged = append(p.flagged, j)
 			}
@@ -1374,8 +1445,72 @@ func Quality(status uint32) telemetry.Quality {
 }
 
 // statusTypeMismatch marks a value the driver cannot represent (arrays,
-// structures) or a Good status without a value.
+// structures), a Good status without a value, or a value of another kind
+// (number or text) than the point's first (runState.kinds).
 const statusTypeMismatch = uint32(0x80740000) // BadTypeMismatch
+
+// The gateway's own Uncertain statuses: the severity Uncertain with the
+// sub-code of the OPC UA Bad code that names the reason (OPC UA defines no
+// Uncertain code for either; sub-codes are unique across severities, so
+// these name nothing else). A Good value gets them; a value the server
+// already called Uncertain keeps its server's code. docs/opcua.md,
+// "Quality rules"; docs/schema.md.
+const (
+	// StatusSourceTimeUnsure (0x40230000, the sub-code of
+	// Bad_InvalidTimestamp): the value's SourceTimestamp was more than
+	// Config.MaxFuture ahead of the gateway's clock or before
+	// MinSourceTime; ts is the gateway's receive time instead.
+	StatusSourceTimeUnsure = uint32(0x40230000)
+	// StatusInexact (0x403C0000, the sub-code of Bad_OutOfRange): an
+	// Int64 or UInt64 beyond ±2^53, which a float64 (the telemetry value)
+	// holds only rounded; the value published is the nearest float64.
+	StatusInexact = uint32(0x403C0000)
+)
+
+// MinSourceTime is the earliest SourceTimestamp taken as a source's time
+// (2000-01-01 UTC, before any OPC UA server): earlier ones come from a
+// server whose clock was never set (1970, OPC UA's zero 1601).
+var MinSourceTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// maxExactInt is 2^53: integers up to it in magnitude are exact in a
+// float64.
+const maxExactInt = 1 << 53
+
+// vetTime replaces a SourceTimestamp that cannot be the source's time
+// (more than MaxFuture ahead of now, or before MinSourceTime) with now,
+// the time the gateway received the value, and turns a Good value
+// Uncertain with StatusSourceTimeUnsure (review15 F1). The caller counts
+// the status as any other (smelter_opcua_bad_status_total).
+func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) bool {
+	if !src.Before(MinSourceTime) && !src.After(now.Add(c.cfg.MaxFuture)) {
+		return false
+	}
+	c.timeLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua SourceTimestamp not credible; the value is stamped with the gateway's receive time",
+		"node", c.points[s.Index].NodeID, "source_ts", src.UTC(), "max_future", c.cfg.MaxFuture, "status", statusHex(StatusSourceTimeUnsure))
+	s.TS = now.UnixMilli()
+	if s.Quality == telemetry.QualityGood {
+		s.Status, s.Quality = StatusSourceTimeUnsure, telemetry.QualityUncertain
+	}
+	return true
+}
+
+// sampleAt is toSample of a value received at now, its time vetted
+// (vetTime).
+func (c *Client) sampleAt(i int, dv *ua.DataValue, now time.Time) sample.Sample {
+	s, _ := c.vetted(i, dv, now)
+	return s
+}
+
+// vetted is sampleAt, and whether its SourceTimestamp was replaced.
+func (c *Client) vetted(i int, dv *ua.DataValue, now time.Time) (sample.Sample, bool) {
+	s := toSample(i, dv)
+	if dv != nil && dv.EncodingMask&ua.DataValueSourceTimestamp != 0 {
+		// a zero time included: OPC UA's 1601 (gopcua decodes it as
+		// Go's zero time, which toSample leaves out of TS)
+		return s, c.vetTime(&s, dv.SourceTimestamp, now)
+	}
+	return s, false
+}
 
 // sameReading reports whether a and b are the same reading of a node:
 // status, SourceTimestamp and value.
@@ -1403,7 +1538,7 @@ func toSample(i int, dv *ua.DataValue) sample.Sample {
 	if dv.Value != nil {
 		v = dv.Value.Value()
 	}
-	ok := true
+	ok, inexact := true, false
 	switch x := v.(type) {
 	case float64:
 		u.Num = x
@@ -1423,8 +1558,10 @@ func toSample(i int, dv *ua.DataValue) sample.Sample {
 		u.Num = float64(x)
 	case int64:
 		u.Num = float64(x)
+		inexact = x > maxExactInt || x < -maxExactInt
 	case uint64:
 		u.Num = float64(x)
+		inexact = x > maxExactInt
 	case bool:
 		if x {
 			u.Num = 1
@@ -1442,6 +1579,10 @@ func toSample(i int, dv *ua.DataValue) sample.Sample {
 	}
 	if !ok || (!u.IsStr && (math.IsNaN(u.Num) || math.IsInf(u.Num, 0))) {
 		u.Status, u.Quality, u.Num = statusTypeMismatch, telemetry.QualityBad, 0
+	}
+	if inexact && u.Quality == telemetry.QualityGood {
+		// review15 F2: 2^53+1 would be published as 2^53, Good
+		u.Status, u.Quality = StatusInexact, telemetry.QualityUncertain
 	}
 	return u
 }

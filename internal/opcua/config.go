@@ -28,6 +28,11 @@ const (
 	DefaultBackoffMax       = 30 * time.Second
 	DefaultSamplingInterval = time.Second
 	DefaultQueueSize        = 1
+	// DefaultMaxFuture is how far ahead of the gateway's clock a
+	// SourceTimestamp may be (max_future): the collector's own tolerance
+	// for future timestamps (docs/collector.md), so that what the gateway
+	// publishes as the source's time, the collector takes as it is.
+	DefaultMaxFuture = 5 * time.Minute
 	// DefaultOperationLimit is the batch size used when a server publishes
 	// no operation limit (0 means "no limit" in OPC UA, but a batch of tens
 	// of thousands of nodes is still a bad idea on small devices).
@@ -117,6 +122,13 @@ type Config struct {
 	// 10ms..24h that relaxes it (at or below a group's poll interval every
 	// read checks). docs/opcua.md, "A unit changed live on a polled point".
 	UnitCheckInterval UnitCheck `yaml:"unit_check_interval"`
+	// MaxFuture is how far ahead of the gateway's clock a value's
+	// SourceTimestamp may be (1s..24h, default DefaultMaxFuture). A value
+	// stamped further ahead, or before MinSourceTime (a server without a
+	// set clock: 1970, OPC UA's zero 1601), is published with the
+	// gateway's receive time instead and, when Good, Uncertain with
+	// StatusSourceTimeUnsure (docs/opcua.md, "Quality rules").
+	MaxFuture time.Duration `yaml:"max_future"`
 }
 
 // UnitCheck is Config.UnitCheckInterval: UnitCheckEveryRead,
@@ -226,6 +238,9 @@ func (c *Config) SetDefaults() {
 	if c.BufferSize == 0 {
 		c.BufferSize = DefaultBufferSize
 	}
+	if c.MaxFuture == 0 {
+		c.MaxFuture = DefaultMaxFuture
+	}
 }
 
 var policyURIs = map[string]string{
@@ -304,6 +319,7 @@ func (c *Config) Validate() error {
 		{"watchdog_interval", c.Watchdog, 10 * time.Millisecond, time.Hour},
 		{"backoff_min", c.BackoffMin, time.Millisecond, time.Hour},
 		{"backoff_max", c.BackoffMax, time.Millisecond, 24 * time.Hour},
+		{"max_future", c.MaxFuture, time.Second, 24 * time.Hour},
 	} {
 		if d.v < d.min || d.v > d.max {
 			bad(d.name, "%v out of range %v..%v", d.v, d.min, d.max)

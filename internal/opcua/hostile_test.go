@@ -85,13 +85,22 @@ func stringOf(v any) string {
 }
 
 // hostileProxy forwards a client to the front and, once armed, replaces
-// the first ReadResponse with a crafted one (channels with security None
-// only: the bytes are in the clear).
+// the first ReadResponse with a crafted one, or drops PublishResponses
+// (dropPublish); channels with security None only: the bytes are in the
+// clear.
 type hostileProxy struct {
 	ln      net.Listener
 	target  string
 	crafted atomic.Int64
-	wg      sync.WaitGroup
+	// dropPublish, while set, drops every PublishResponse: a server that
+	// keeps its session (Reads answered) but never answers a Publish.
+	dropPublish atomic.Bool
+	dropped     atomic.Int64
+	noCraft     atomic.Bool // forwards ReadResponses as they are
+	// passPublish is how many PublishResponses of each connection pass
+	// before dropPublish drops the rest (the initial values, say)
+	passPublish atomic.Int64
+	wg          sync.WaitGroup
 }
 
 func startHostileProxy(t *testing.T, target string) *hostileProxy {
@@ -141,6 +150,7 @@ func (p *hostileProxy) accept() {
 // rewrite copies UACP messages from the server to the client.
 func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 	hdr := make([]byte, 8)
+	publishes := int64(0)
 	for {
 		if _, err := io.ReadFull(src, hdr); err != nil {
 			return err
@@ -156,12 +166,20 @@ func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 		}
 		// MSG final chunk: header 8, channel id 4, token id 4, sequence
 		// header 8, then the body starting with its type id.
-		if string(msg[:4]) == "MSGF" && len(msg) > 28 && p.crafted.Load() == 0 &&
+		if string(msg[:4]) == "MSGF" && len(msg) > 28 && p.crafted.Load() == 0 && !p.noCraft.Load() &&
 			msg[24] == 0x01 && binary.LittleEndian.Uint16(msg[26:]) == ua.ServiceTypeID(&ua.ReadResponse{}) {
 			if body, err := craftReadResponse(msg[24:]); err == nil {
 				msg = append(msg[:24:24], body...)
 				binary.LittleEndian.PutUint32(msg[4:], uint32(len(msg)))
 				p.crafted.Add(1)
+			}
+		}
+		if string(msg[:4]) == "MSGF" && len(msg) > 28 && msg[24] == 0x01 &&
+			binary.LittleEndian.Uint16(msg[26:]) == ua.ServiceTypeID(&ua.PublishResponse{}) {
+			publishes++
+			if p.dropPublish.Load() && publishes > p.passPublish.Load() {
+				p.dropped.Add(1)
+				continue
 			}
 		}
 		if _, err := dst.Write(msg); err != nil {

@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_publish_responses_total",
-			Help: "Publish responses carrying data changes.",
+			Help: "Publish responses received: data changes and keep-alives (service faults are counted in smelter_opcua_service_faults_total).",
 		}, []string{"device"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_reads_total",
@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device", "code"}),
 		publishLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "smelter_opcua_publish_latency_seconds",
-			Help:    "Time from the newest ServerTimestamp in a publish response to its arrival at the gateway.",
+			Help:    "Time from the newest ServerTimestamp in a publish response with data changes to its arrival at the gateway; not observed when the server's clock is ahead of the gateway's.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"device"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -44,9 +44,21 @@ const (
 	// default too); the server sends the rest in the next responses.
 	MaxNotificationsPerPublish = 10000
 	// maxSilentPublishes is how many Publish requests in a row may time out
-	// (no answer, not even a keep-alive) before the session counts as lost.
-	maxSilentPublishes = 3
+	// (no answer, not even a keep-alive) before the session counts as lost:
+	// one. A request's timeout is PublishTimeoutFactor keep-alive periods,
+	// so its silence is already that many missed keep-alives (the
+	// specification's sign of a lost subscription, Part 4, 5.13.1); three in
+	// a row (the driver before review15 F4) let a server that keeps its
+	// session but never answers Publish hold the device for 54 s by default,
+	// past its worker's silence limit.
+	maxSilentPublishes = 1
 )
+
+// ErrPublishSilent is wrapped by the session error when the server stopped
+// answering Publish requests (no data, no keep-alive, no fault within the
+// publish timeout) while its session may still answer other services: the
+// subscription is lost (docs/opcua.md, "Session timing").
+var ErrPublishSilent = errors.New("opcua: subscription silent")
 
 // timing is the requested subscription timing and the publish timeout.
 type timing struct {
@@ -156,6 +168,50 @@ type subSession struct {
 	// refused holds the items the server refused, by point index; only the
 	// monitor pass and retryRefused touch it, never concurrently.
 	refused map[int]ua.StatusCode
+
+	// probation (review15 F5): the previous session's subscription went
+	// silent (ErrPublishSilent) and no subscription has answered twice
+	// since. The cycles of this one are held until its second Publish
+	// answer shows that data flows: a server that answers the first
+	// Publish of each new subscription (the initial values) and then
+	// never again would otherwise have its device born and dead again at
+	// every reconnect. Held cycles are emitted in order on that answer
+	// (their values with their own SourceTimestamps), dropped if the
+	// session ends first.
+	mu        sync.Mutex
+	probation bool
+	held      []sample.Cycle
+}
+
+// emit hands a cycle of the subscription on, or holds a copy of it while
+// on probation.
+func (s *subSession) emit(cyc *sample.Cycle) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.probation {
+		cp := *cyc
+		cp.Samples = slices.Clone(cyc.Samples)
+		s.held = append(s.held, cp)
+		return
+	}
+	s.r.emit(cyc)
+}
+
+// proven ends the probation: the subscription answered a second Publish.
+// The held cycles are emitted in order.
+func (s *subSession) proven() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.probation {
+		return
+	}
+	s.probation = false
+	s.r.probation.Store(false)
+	s.c.log.Info("opc ua subscription answers Publish again after it went silent; its values are published", "held_cycles", len(s.held))
+	for i := range s.held {
+		s.r.emit(&s.held[i])
+	}
+	s.held = nil
 }
 
 // cycleBuffers are the publish loops' cycle buffers, shared by the
@@ -235,7 +291,7 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 	n := len(s.refused)
 	c.setStatus(func(st *Status) { st.Refused = n })
 	if len(bad) > 0 {
-		s.r.emit(&sample.Cycle{Samples: bad, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(bad)})
+		s.emit(&sample.Cycle{Samples: bad, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(bad)})
 	}
 	return nil
 }
@@ -271,7 +327,7 @@ func (s *subSession) retryRefused(ctx context.Context) error {
 func (s *subSession) publishLoop(ctx context.Context) error {
 	c := s.c
 	var acks []*ua.SubscriptionAcknowledgement
-	silent := 0
+	silent, answers := 0, 0
 	for {
 		req := &ua.PublishRequest{SubscriptionAcknowledgements: acks}
 		if req.SubscriptionAcknowledgements == nil {
@@ -291,6 +347,9 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 		switch {
 		case err == nil:
 			silent = 0
+			if answers++; answers >= 2 {
+				s.proven()
+			}
 		case errors.Is(err, ua.StatusBadTimeout) && answered:
 			// The server answered the request with a timeout fault: it is
 			// there, the subscription is intact; ask again.
@@ -311,17 +370,19 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 			// keep-alive. A few in a row mean the server is gone.
 			silent++
 			if silent >= maxSilentPublishes {
-				return fmt.Errorf("opcua: publish: no answer to %d publish requests in a row (timeout %v): %w", silent, s.sub.PublishTimeout, err)
+				return fmt.Errorf("%w: no answer to %d publish request(s) in a row (timeout %v, keep-alive period %v): %w",
+					ErrPublishSilent, silent, s.sub.PublishTimeout, s.sub.cycleInterval(), err)
 			}
 			continue
 		default:
 			return fmt.Errorf("opcua: publish: %w", err)
 		}
 		acks = nil
+		c.m.publishes.Inc() // every answer: data changes and keep-alives
 		msg := resp.NotificationMessage
 		if msg == nil || len(msg.NotificationData) == 0 {
 			// keep-alive
-			s.r.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
+			s.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
 			continue
 		}
 		acks = []*ua.SubscriptionAcknowledgement{{SubscriptionID: resp.SubscriptionID, SequenceNumber: msg.SequenceNumber}}
@@ -371,7 +432,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
 					newest = it.Value.ServerTimestamp
 				}
-				smp := toSample(int(it.ClientHandle), it.Value)
+				smp := c.sampleAt(int(it.ClientHandle), it.Value, now)
 				if smp.Status&statusSemanticsChanged != 0 || slices.Contains(changed, smp.Index) {
 					// The node's metadata changed (Part 4, 7.39): its unit
 					// may be another one. Not published until re-read.
@@ -396,11 +457,13 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 	}
 	c.m.notifications.Add(float64(len(ss)))
-	c.m.publishes.Inc()
-	if !newest.IsZero() {
-		c.m.publishLatency.Observe(max(0, now.Sub(newest).Seconds()))
+	if lat := now.Sub(newest); !newest.IsZero() && lat >= 0 {
+		// A server clock ahead of the gateway's gives no latency: its
+		// observations were clamped to 0, a histogram whose sum stayed 0
+		// for an hour of traffic (review15).
+		c.m.publishLatency.Observe(lat.Seconds())
 	}
-	s.r.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
+	s.emit(&sample.Cycle{Samples: ss, Start: now, Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(ss)})
 	if len(changed) > 0 {
 		return s.semanticsChanged(ctx, changed, held)
 	}
@@ -472,6 +535,6 @@ func (s *subSession) semanticsChanged(ctx context.Context, changed []int, held [
 		h.Status &^= statusSemanticsChanged
 		h.Quality = Quality(h.Status)
 	}
-	s.r.emit(&sample.Cycle{Samples: held, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(held)})
+	s.emit(&sample.Cycle{Samples: held, Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true, Err: firstBad(held)})
 	return nil
 }

@@ -126,6 +126,7 @@ type member struct {
 	lastCycle time.Time          // its last cycle, or when its session came up after
 	period    time.Duration      // the longest interval its cycles may be apart (cyclePeriod)
 	revised   time.Duration      // the longest interval of its cycles in the current worker (as the server revised it)
+	ownWatch  time.Duration      // its own watch of its subscription (ownWatch)
 	fallback  chan struct{}      // closed when the sessions must run in process (test binaries only)
 }
 
@@ -168,14 +169,14 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{}),
-		period: cyclePeriod(c)}
+		period: cyclePeriod(c), ownWatch: ownWatch(c)}
 	g.next++
 	g.members[m.slot] = m
 	switch {
 	case g.noWorker:
 		close(m.fallback)
 	case g.conn != nil:
-		g.configure(m)
+		g.configure(m, true)
 	}
 	return g, m
 }
@@ -203,13 +204,19 @@ func (g *workerGroup) leave(m *member) {
 }
 
 // configure sends m's configuration to the current worker and routes m's
-// commands to it; g.mu is held.
-func (g *workerGroup) configure(m *member) {
+// commands to it; started counts a worker start for m (not when m is
+// restarted alone in the worker it is in); g.mu is held.
+func (g *workerGroup) configure(m *member, started bool) {
 	c := m.iso.c
 	c.m.state.Set(StateConnecting)
 	m.up, m.lastCycle, m.revised = false, time.Time{}, 0
 	pid := g.conn.pid
-	c.setStatus(func(s *Status) { s.WorkerPID = pid; s.WorkerStarts++ })
+	c.setStatus(func(s *Status) {
+		s.WorkerPID = pid
+		if started {
+			s.WorkerStarts++
+		}
+	})
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
 	if err := g.conn.send(&wireMsg{Kind: msgConfig, Dev: m.slot, Config: wc}); err != nil {
 		// the worker would never run the device: it is ended (send
@@ -357,7 +364,7 @@ func (g *workerGroup) once() workerRun {
 	g.mu.Lock()
 	g.conn = conn
 	for _, m := range g.members {
-		g.configure(m)
+		g.configure(m, true)
 	}
 	g.mu.Unlock()
 
@@ -718,23 +725,89 @@ func cyclePeriod(c *Client) time.Duration {
 	return p
 }
 
-// silentDevice reports a device of g whose session is up in the current
-// worker but that has emitted no cycle for deviceSilenceMultiple x its
-// cycle period, nor for g.silence: its sessions are wedged, so the
-// worker is (killed and restarted, its devices declared dead meanwhile).
+// ownWatch is how long a device's own watch of its subscription may take
+// to end a session whose server stopped answering Publish (one publish
+// timeout, its backstop, and a request's timeout for the Lost cycle to
+// follow): the worker's watch of the device waits at least that long, so
+// that the device reports its own, more precise cause (ErrPublishSilent).
+// 0 for a device without subscribed points.
+func ownWatch(c *Client) time.Duration {
+	for _, pt := range c.points {
+		if pt.NodeID != "" && pt.Mode != ModePoll {
+			return c.timing.publish + time.Second + c.cfg.RequestTimeout
+		}
+	}
+	return 0
+}
+
+// silentDevice finds the devices of g whose session is up in the current
+// worker but that have emitted no cycle for deviceSilenceMultiple x their
+// cycle period, nor for g.silence, nor for their own watch (ownWatch):
+// their sessions are wedged. A device's failure stays that device's
+// (review15 F4): each such device is restarted alone in the worker
+// (restart), its siblings untouched. Only when every device with a session
+// up is silent is the worker itself taken as wedged: the error returned
+// then has it killed and restarted, its devices declared dead meanwhile.
 func (g *workerGroup) silentDevice(now time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.conn == nil {
+		return nil // the worker is ending
+	}
+	var silent []*member
+	var causes []error
+	up := 0
 	for _, m := range g.members {
 		if !m.up || m.lastCycle.IsZero() || m.period == 0 {
 			continue
 		}
-		limit := max(deviceSilenceMultiple*max(m.period, m.revised), g.silence)
+		up++
+		limit := max(deviceSilenceMultiple*max(m.period, m.revised), g.silence, m.ownWatch)
 		if q := now.Sub(m.lastCycle); q > limit {
-			return fmt.Errorf("%w: device %s, session up, no cycle for %v (limit %v)", errDeviceSilent, m.iso.c.id, q.Round(time.Millisecond), limit)
+			silent = append(silent, m)
+			causes = append(causes, fmt.Errorf("%w: device %s, session up, no cycle for %v (limit %v)", errDeviceSilent, m.iso.c.id, q.Round(time.Millisecond), limit))
 		}
 	}
+	if len(silent) == 0 {
+		return nil
+	}
+	if len(silent) == up {
+		return causes[0]
+	}
+	for i, m := range silent {
+		g.restart(m, causes[i])
+	}
 	return nil
+}
+
+// restart ends m's device in the current worker and starts it again there
+// under a new slot (frames of the old one, should its wedged goroutines
+// ever send one, are dropped as those of a device that left): a Lost
+// cycle with cause (every point Stale on the first loss of an outage),
+// its status and metrics as after a worker's death. g.mu is held.
+func (g *workerGroup) restart(m *member, cause error) {
+	c, iso := m.iso.c, m.iso
+	g.log.Error("opc ua device silent in its session worker; restarting that device alone", "device", c.id, "err", cause)
+	_ = g.conn.send(&wireMsg{Kind: msgStop, Dev: m.slot})
+	delete(g.members, m.slot)
+	m.slot = g.next
+	g.next++
+	g.members[m.slot] = m
+	m.seen = map[string]float64{} // the new instance's counters start at 0
+	c.m.state.Set(StateDisconnected)
+	c.setStatus(func(s *Status) {
+		if s.Connected {
+			s.Since = time.Now()
+		}
+		s.Connected, s.Refused, s.Subscription = false, 0, SubscriptionTiming{}
+		s.LastError = cause.Error()
+		iso.base.Sessions, iso.base.ServiceFaults = s.Sessions, s.ServiceFaults
+	})
+	iso.r.lost(cause, !iso.staleSent)
+	iso.staleSent = true
+	c.m.reconnects.Inc()
+	m.connected = false
+	g.configure(m, false)
 }
 
 // workerConn is the parent's end of one worker's command channel: frames

@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -116,4 +117,113 @@ func TestEndpointWorkerIsSharedByItsDevices(t *testing.T) {
 	if processAlive(pa) {
 		t.Fatalf("worker %d outlived its last device", pa)
 	}
+}
+
+// TestFrozenPublishStaysItsDevices (review15 F4, F5): two devices of one
+// endpoint share a worker; the server stops answering Publish (the proxy
+// drops every PublishResponse; the session lives, Reads are answered). The
+// subscribed device must go stale at once on its own and reconnect,
+// staying dead (no Replied cycle, so no birth) while nothing flows; its
+// polled sibling keeps its good readings in the same worker, no Lost cycle.
+// When Publish is answered again the frozen device reads good values.
+// Before the fix the worker was killed as wedged after 2 s (the device's
+// own watch took 3 publish timeouts): both devices Lost, every time.
+func TestFrozenPublishStaysItsDevices(t *testing.T) {
+	setSilence(t, 2*time.Second)
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	p.dropPublish.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	cfg.Isolation = IsolationEndpoint
+	cfg.KeepAlive = 250 * time.Millisecond // k = 5 as by default: keep-alive period 300 ms
+	cfg.RequestTimeout = time.Second       // publish timeout max(1 s, 900 ms)
+	frozen := startGroupDevice(t, "frozen", cfg, pointsFor(f, "bf-1", ModeSubscribe, "top_pressure"))
+	polled := startGroupDevice(t, "polled", cfg, pointsFor(f, "bf-2", ModePoll, "top_pressure"))
+	wait.For(t, 30*time.Second, "the polled device's values and the frozen device's Lost cycle", func() bool {
+		return polled.rec.has(0, telemetry.QualityGood, 210) && frozen.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }) >= 1
+	})
+	pid := polled.c.Status().WorkerPID
+	if pid <= 0 || frozen.c.Status().WorkerPID != pid {
+		t.Fatalf("worker pids: frozen %d, polled %d: want one shared worker", frozen.c.Status().WorkerPID, pid)
+	}
+	// several sessions of the frozen device, each lost to its silence
+	wait.For(t, 30*time.Second, "the frozen device reconnected and lost its subscription 3 times", func() bool {
+		return frozen.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost && errors.Is(cy.Err, ErrPublishSilent) }) >= 3
+	})
+	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the polled device's new value", func() bool { return polled.rec.has(0, telemetry.QualityGood, 214.5) })
+	if n := polled.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+		t.Fatalf("the polled sibling had %d Lost cycles (%v): the frozen device's failure reached it", n, polled.rec.lostErrors())
+	}
+	if st := polled.c.Status(); st.WorkerPID != pid || st.WorkerExits != 0 {
+		t.Fatalf("the shared worker was replaced: %+v (pid was %d)", st, pid)
+	}
+	if n := frozen.rec.countCycles(func(cy sample.Cycle) bool { return cy.Replied }); n != 0 {
+		t.Fatalf("the frozen device emitted %d Replied cycles: it would be born again without data", n)
+	}
+	if n := frozen.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
+		t.Fatalf("the frozen device's point went stale %d times, want once for the whole outage", n)
+	}
+	if p.dropped.Load() == 0 {
+		t.Fatal("no PublishResponse dropped")
+	}
+
+	p.dropPublish.Store(false)
+	if err := f.Set("bf-1", "top_pressure", 215.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "the frozen device's values once Publish is answered", func() bool {
+		return frozen.rec.has(0, telemetry.QualityGood, 215.5)
+	})
+	if n := polled.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+		t.Fatalf("the polled sibling had %d Lost cycles", n)
+	}
+}
+
+// TestFrozenPublishAfterInitialValues (review15 F5): a server answers the
+// first Publish of each connection (the initial values) and then never
+// again. The first session publishes its value and is lost to the
+// subscription's silence; the sessions after it hold their one answer
+// (probation) and emit nothing: no Replied cycle, so no birth per
+// reconnect, the point stale once. When Publish is answered again the
+// held values and new ones flow.
+func TestFrozenPublishAfterInitialValues(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	p.passPublish.Store(1)
+	p.dropPublish.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	cfg.Isolation = IsolationEndpoint
+	cfg.KeepAlive = 250 * time.Millisecond
+	cfg.RequestTimeout = time.Second
+	d := startGroupDevice(t, "frozen", cfg, pointsFor(f, "bf-1", ModeSubscribe, "top_pressure"))
+	lost := func() int {
+		return d.rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost && errors.Is(cy.Err, ErrPublishSilent) })
+	}
+	wait.For(t, 30*time.Second, "the first session's value and its loss", func() bool {
+		return d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityGood }) == 1 && lost() >= 1
+	})
+	replied := func() int { return d.rec.countCycles(func(cy sample.Cycle) bool { return cy.Replied }) }
+	before := replied()
+	wait.For(t, 60*time.Second, "3 more sessions lost to the silence", func() bool { return lost() >= 4 })
+	if n := replied() - before; n != 0 {
+		t.Fatalf("%d Replied cycles from sessions that got one Publish answer each: a birth per reconnect", n)
+	}
+	if n := d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
+		t.Fatalf("the point went stale %d times, want once", n)
+	}
+	if n := d.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityGood }); n != 1 {
+		t.Fatalf("%d good values, want only the first session's", n)
+	}
+	p.dropPublish.Store(false)
+	if err := f.Set("bf-1", "top_pressure", 215.5, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 60*time.Second, "values once Publish is answered", func() bool { return d.rec.has(0, telemetry.QualityGood, 215.5) })
 }

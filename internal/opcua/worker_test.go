@@ -329,18 +329,30 @@ func setSilence(t *testing.T, d time.Duration) {
 	})
 }
 
-// TestWedgedDeviceRestartsItsWorker: one device of an endpoint's worker
-// stops emitting while its session is up and the worker goes on (its
-// heartbeat, the other device's cycles). After the device's silence limit
-// the worker is killed: both devices get a Lost cycle naming the silent
-// device, and a new worker serves them.
-func TestWedgedDeviceRestartsItsWorker(t *testing.T) {
+// wedgedSetup: the workers of the test wedge device dev-wedged, the
+// silence limit is 2 s, and a front with the device's config (a polled
+// device's limit: 3 x (50 ms + 1 s)).
+func wedgedSetup(t *testing.T, isolation string) (*opcuafront.Front, Config) {
+	t.Helper()
 	t.Setenv(wedgeEnv, "dev-wedged")
 	setSilence(t, 2*time.Second)
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	cfg := baseConfig(t, f)
-	cfg.Isolation = IsolationEndpoint
-	cfg.RequestTimeout = time.Second // the polled device's limit: 3 x (50 ms + 1 s)
+	cfg.Isolation = isolation
+	cfg.RequestTimeout = time.Second
+	return f, cfg
+}
+
+// TestWedgedDeviceRestartsAlone: one device of an endpoint's worker stops
+// emitting while its session is up and the worker goes on (its heartbeat,
+// the other device's cycles). After the device's silence limit that device
+// alone is restarted in the same worker: it gets Lost cycles naming it (its
+// points Stale once), the other device keeps its values, no Lost cycle,
+// and the worker is not replaced (review15 F4: the whole worker used to be
+// killed, its healthy devices published stale, then dead). A worker whose
+// every device is silent is still killed (TestWedgedWorkerOfOneIsKilled).
+func TestWedgedDeviceRestartsAlone(t *testing.T) {
+	f, cfg := wedgedSetup(t, IsolationEndpoint)
 	okc, err := New("dev-ok", cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure"), testLog(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -352,22 +364,46 @@ func TestWedgedDeviceRestartsItsWorker(t *testing.T) {
 	okRec, wRec := newRecorder(), newRecorder()
 	runClient(t, okc, okRec)
 	runClient(t, wc, wRec)
-	silent := func(r *recorder) func() bool {
-		return func() bool {
-			return r.countCycles(func(cy sample.Cycle) bool {
-				return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && errors.Is(cy.Err, errDeviceSilent) && strings.Contains(cy.Err.Error(), "dev-wedged")
-			}) >= 1
-		}
+	wait.For(t, 30*time.Second, "the other device's values", func() bool { return okRec.has(0, telemetry.QualityGood, 210) })
+	pid := okc.Status().WorkerPID
+	wait.For(t, 30*time.Second, "two Lost cycles naming the wedged device (restarted, wedged again)", func() bool {
+		return wRec.countCycles(func(cy sample.Cycle) bool {
+			return cy.Lost && errors.Is(cy.Err, errDeviceSilent) && !errors.Is(cy.Err, ErrWorkerExited) && strings.Contains(cy.Err.Error(), "dev-wedged")
+		}) >= 2
+	})
+	if n := wRec.count(func(s sample.Sample) bool { return s.Quality != telemetry.QualityStale }); n != 0 {
+		t.Fatalf("the wedged device emitted %d samples that are not stale", n)
 	}
-	wait.For(t, 30*time.Second, "Lost cycles naming the wedged device", func() bool { return silent(okRec)() && silent(wRec)() })
-	if wRec.count(func(s sample.Sample) bool { return s.Quality != telemetry.QualityStale }) != 0 {
-		t.Fatal("the wedged device emitted samples")
+	if n := wRec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
+		t.Fatalf("the wedged device's point went stale %d times, want once for the outage", n)
 	}
 	if err := f.Set("bf-2", "top_pressure", 214.5, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 20*time.Second, "the other device's values from a new worker", func() bool {
-		return okRec.has(0, telemetry.QualityGood, 214.5) && okc.Status().WorkerStarts >= 2
+	wait.For(t, 20*time.Second, "the other device's new value", func() bool { return okRec.has(0, telemetry.QualityGood, 214.5) })
+	if n := okRec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); n != 0 {
+		t.Fatalf("the healthy device had %d Lost cycles: %v", n, okRec.lostErrors())
+	}
+	if st, wst := okc.Status(), wc.Status(); st.WorkerPID != pid || st.WorkerStarts != 1 || wst.WorkerPID != pid || wst.WorkerStarts != 1 {
+		t.Fatalf("worker replaced: ok %+v, wedged %+v, pid was %d", st, wst, pid)
+	}
+}
+
+// TestWedgedWorkerOfOneIsKilled: a wedged device alone in its worker
+// (isolation process) has its worker killed and restarted, as the worker
+// itself may be what is wedged.
+func TestWedgedWorkerOfOneIsKilled(t *testing.T) {
+	f, cfg := wedgedSetup(t, IsolationProcess)
+	wc, err := New("dev-wedged", cfg, pointsFor(f, "bf-2", ModePoll, "top_gas_co"), testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, wc, rec)
+	wait.For(t, 30*time.Second, "a Lost cycle of the killed worker naming the wedged device", func() bool {
+		return rec.countCycles(func(cy sample.Cycle) bool {
+			return cy.Lost && errors.Is(cy.Err, ErrWorkerExited) && errors.Is(cy.Err, errDeviceSilent)
+		}) >= 1 && wc.Status().WorkerStarts >= 2
 	})
 }
 

@@ -217,7 +217,8 @@ var sentinels = []struct {
 	name string
 	err  error
 }{{"session_lost", ErrSessionLost}, {"panic", ErrPanic}, {"untrusted", ErrUntrusted}, {"worker_exited", ErrWorkerExited},
-	{"no_session", ErrNoSession}, {"type_mismatch", ErrTypeMismatch}, {"not_readable", driver.ErrNotReadable}}
+	{"no_session", ErrNoSession}, {"type_mismatch", ErrTypeMismatch}, {"not_readable", driver.ErrNotReadable},
+	{"publish_silent", ErrPublishSilent}, {"device_silent", errDeviceSilent}}
 
 func encodeErr(err error) *wireErr {
 	if err == nil {

@@ -1,0 +1,177 @@
+package opcua
+
+import (
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/smelterio/smelter/internal/sample"
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
+)
+
+// TestVetTime (review15 F1): a SourceTimestamp more than max_future ahead
+// of the gateway's clock, or before 2000 (1970, OPC UA's zero 1601), is
+// replaced with the receive time and a Good value turns Uncertain with
+// StatusSourceTimeUnsure; within the bound nothing changes.
+func TestVetTime(t *testing.T) {
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840", DataDir: t.TempDir()}, []Point{{NodeID: "ns=1;s=x"}}, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cfg.MaxFuture != DefaultMaxFuture {
+		t.Fatalf("max_future default %v, want %v", c.cfg.MaxFuture, DefaultMaxFuture)
+	}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	dv := func(ts time.Time, st ua.StatusCode) *ua.DataValue {
+		return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueStatusCode,
+			Value: ua.MustVariant(1.5), Status: st, SourceTimestamp: ts}
+	}
+	for _, tc := range []struct {
+		name    string
+		in      *ua.DataValue
+		ts      time.Time
+		status  uint32
+		quality telemetry.Quality
+	}{
+		{"now", dv(now, 0), now, 0, telemetry.QualityGood},
+		{"an hour old", dv(now.Add(-time.Hour), 0), now.Add(-time.Hour), 0, telemetry.QualityGood},
+		{"4 minutes ahead", dv(now.Add(4*time.Minute), 0), now.Add(4 * time.Minute), 0, telemetry.QualityGood},
+		{"a day ahead", dv(now.Add(24*time.Hour), 0), now, StatusSourceTimeUnsure, telemetry.QualityUncertain},
+		{"6 minutes ahead", dv(now.Add(6*time.Minute), 0), now, StatusSourceTimeUnsure, telemetry.QualityUncertain},
+		{"1970", dv(time.Unix(0, 0), 0), now, StatusSourceTimeUnsure, telemetry.QualityUncertain},
+		{"1970 plus uptime", dv(time.Unix(86400*3, 0), 0), now, StatusSourceTimeUnsure, telemetry.QualityUncertain},
+		{"1601 (OPC UA zero)", dv(time.Date(1601, 1, 1, 0, 0, 0, 0, time.UTC), 0), now, StatusSourceTimeUnsure, telemetry.QualityUncertain},
+		{"uncertain keeps its code", dv(now.Add(48*time.Hour), ua.StatusUncertainLastUsableValue), now, 0x40900000, telemetry.QualityUncertain},
+		{"bad keeps its code", dv(time.Unix(0, 0), ua.StatusBadSensorFailure), now, 0x808C0000, telemetry.QualityBad},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := c.sampleAt(0, tc.in, now)
+			if s.TS != tc.ts.UnixMilli() || s.Status != tc.status || s.Quality != tc.quality {
+				t.Fatalf("got ts %v status %#x quality %v, want ts %v status %#x quality %v",
+					time.UnixMilli(s.TS).UTC(), s.Status, s.Quality, tc.ts, tc.status, tc.quality)
+			}
+			if s.Quality.HasValue() && s.Num != 1.5 {
+				t.Fatalf("value %v, want 1.5 kept", s.Num)
+			}
+		})
+	}
+	c.cfg.MaxFuture = 48 * time.Hour
+	if s := c.sampleAt(0, dv(now.Add(24*time.Hour), 0), now); s.Quality != telemetry.QualityGood {
+		t.Fatalf("with max_future 48h a day ahead is %v, want good", s.Quality)
+	}
+	bad := Config{Endpoint: "opc.tcp://127.0.0.1:4840", DataDir: t.TempDir(), MaxFuture: 25 * time.Hour}
+	bad.SetDefaults()
+	if err := bad.Validate(); err == nil {
+		t.Fatal("max_future 25h accepted")
+	}
+}
+
+// TestSourceTimeAheadPublishedUncertain (review15 F1) end to end: a
+// subscribed and a polled node whose server stamps values a day ahead,
+// then in 1970, are published Uncertain with StatusSourceTimeUnsure and
+// the receive time, counted by code; a credible time is Good again.
+func TestSourceTimeAheadPublishedUncertain(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	for _, mode := range []Mode{ModeSubscribe, ModePoll} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c, rec := run(t, cfg, pointsFor(f, "bf-2", mode, "top_pressure"))
+			wait.For(t, 20*time.Second, "a good value", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+			for k, stamp := range []time.Time{time.Now().Add(24 * time.Hour), time.Unix(0, 0)} {
+				v := 211.5 + float64(k)
+				before := time.Now()
+				if err := f.Set("bf-2", "top_pressure", v, stamp); err != nil {
+					t.Fatal(err)
+				}
+				wait.For(t, 20*time.Second, "the value uncertain", func() bool { return rec.has(0, telemetry.QualityUncertain, v) })
+				s, _ := rec.get(0)
+				if s.Status != StatusSourceTimeUnsure || s.TS < before.UnixMilli() || s.TS > time.Now().UnixMilli() {
+					t.Fatalf("sample %+v: want status %#x and the receive time (%v..now)", s, StatusSourceTimeUnsure, before)
+				}
+			}
+			if err := f.Set("bf-2", "top_pressure", 215.5, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 20*time.Second, "good again", func() bool { return rec.has(0, telemetry.QualityGood, 215.5) })
+			c.m.badMu.Lock()
+			n := c.m.badBy[StatusSourceTimeUnsure]
+			c.m.badMu.Unlock()
+			if n == nil {
+				t.Fatal("smelter_opcua_bad_status_total{code=0x40230000} not counted")
+			}
+			if err := f.Set("bf-2", "top_pressure", 210, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestKindMismatchIsBad (review15 F3): a point whose first value was a
+// number and whose next is text (or the other way round) is published Bad
+// with BadTypeMismatch, counted; values of its kind stay Good. On the
+// gateway's side of a worker too, so a new worker's first value cannot
+// reset the kind.
+func TestKindMismatchIsBad(t *testing.T) {
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840", DataDir: t.TempDir()},
+		[]Point{{NodeID: "ns=1;s=num"}, {NodeID: "ns=1;s=text"}}, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]*runState{"sessions": newRunState(c, func(*sample.Cycle) {}), "gateway side": newForwardState(c, func(*sample.Cycle) {})} {
+		t.Run(name, func(t *testing.T) {
+			emit := func(ss ...sample.Sample) []sample.Sample {
+				r.emit(&sample.Cycle{Samples: ss, Replied: true})
+				return ss
+			}
+			num := func(v float64) sample.Sample { return sample.Sample{Index: 0, Num: v, Quality: telemetry.QualityGood} }
+			text := func(i int, v string) sample.Sample {
+				return sample.Sample{Index: i, Str: v, IsStr: true, Quality: telemetry.QualityGood}
+			}
+			got := emit(num(1), text(1, "running"))
+			if got[0].Quality != telemetry.QualityGood || got[1].Quality != telemetry.QualityGood {
+				t.Fatalf("first values: %+v", got)
+			}
+			got = emit(text(0, "12.5"), sample.Sample{Index: 1, Num: 3, Quality: telemetry.QualityUncertain, Status: 0x40900000})
+			for _, s := range got {
+				if s.Quality != telemetry.QualityBad || s.Status != statusTypeMismatch || s.IsStr || s.Num != 0 || s.Str != "" {
+					t.Fatalf("a value of the other kind: %+v, want bad %#x without a value", s, statusTypeMismatch)
+				}
+			}
+			got = emit(num(2), text(1, "idle"), sample.Sample{Index: 0, Quality: telemetry.QualityBad, Status: 0x808C0000})
+			if got[0].Quality != telemetry.QualityGood || got[1].Quality != telemetry.QualityGood || got[2].Status != 0x808C0000 {
+				t.Fatalf("values of the point's kind and a bad one: %+v", got)
+			}
+		})
+	}
+	c.m.badMu.Lock()
+	defer c.m.badMu.Unlock()
+	if c.m.badBy[statusTypeMismatch] == nil {
+		t.Fatal("smelter_opcua_bad_status_total{code=0x80740000} not counted")
+	}
+}
+
+// TestSourceTimeAheadSplitRead: a polled point whose value and units do
+// not fit in one request is read again after its properties (moved
+// values are withheld); a value stamped a day ahead is restamped at each
+// receipt and must not count as moved: it is published Uncertain on every
+// read, never withheld as bad.
+func TestSourceTimeAheadSplitRead(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	cfg := baseConfig(t, f)
+	cfg.Limits.MaxNodesPerRead = 1
+	points := []Point{{NodeID: f.NodeID("bf-2", "top_pressure"), Mode: ModePoll, PollInterval: 20 * time.Millisecond, UnitFromNode: true}}
+	_, rec := run(t, cfg, points)
+	wait.For(t, 20*time.Second, "a good value", func() bool { return rec.has(0, telemetry.QualityGood, 210) })
+	if err := f.Set("bf-2", "top_pressure", 212.5, time.Now().Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the value uncertain", func() bool { return rec.has(0, telemetry.QualityUncertain, 212.5) })
+	n0 := rec.count(func(s sample.Sample) bool { return true })
+	wait.For(t, 20*time.Second, "10 more reads", func() bool { return rec.count(func(s sample.Sample) bool { return true }) >= n0+10 })
+	if n := rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityBad }); n != 0 {
+		t.Fatalf("%d bad samples: a restamped value taken as moved", n)
+	}
+}
