@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,7 +126,7 @@ func TestFastGatewayBacklogKeepsTimeAxis(t *testing.T) {
 	r := newSentAtRig(t, 240*time.Second)
 	const n = 91
 	real0 := time.Now().Add(-n * time.Second).UnixMilli() // the backlog's first batch, real time
-	g0 := real0 + r.lead.Milliseconds()                    // ... on the gateway's clock
+	g0 := real0 + r.lead.Milliseconds()                   // ... on the gateway's clock
 	var envs []telemetry.Envelope
 	for i := range n {
 		temp := 80.0
@@ -302,5 +303,29 @@ func TestSplitBatchPartsShiftedAlike(t *testing.T) {
 	sh.mu.Unlock()
 	if held != 0 {
 		t.Errorf("%d split batches' leads held after their last part, want 0", held)
+	}
+}
+
+// TestClockShiftToleranceConfig: clock_shift_tolerance defaults to 2 s,
+// 0s means the default, and a value below 500 ms, above 24 h or negative
+// is refused naming the field.
+func TestClockShiftToleranceConfig(t *testing.T) {
+	cfg := Defaults()
+	if got := cfg.clockShiftTolerance(); got != 2*time.Second {
+		t.Errorf("default %v, want 2s", got)
+	}
+	cfg.ClockShiftTolerance = 0
+	if err := cfg.Validate(); err != nil || cfg.clockShiftTolerance() != 2*time.Second {
+		t.Errorf("0s: %v, tolerance %v; want valid, 2s", err, cfg.clockShiftTolerance())
+	}
+	for _, d := range []time.Duration{-time.Second, 100 * time.Millisecond, 25 * time.Hour} {
+		cfg.ClockShiftTolerance = Duration(d)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "clock_shift_tolerance") {
+			t.Errorf("%v: %v, want an error naming clock_shift_tolerance", d, err)
+		}
+	}
+	cfg.ClockShiftTolerance = Duration(10 * time.Second)
+	if err := cfg.Validate(); err != nil || cfg.clockShiftTolerance() != 10*time.Second {
+		t.Errorf("10s: %v, tolerance %v", err, cfg.clockShiftTolerance())
 	}
 }

@@ -32,23 +32,23 @@ type shard struct {
 	// partition's worker, Tick, Handle); held across I/O.
 	cycle sync.Mutex
 
-	mu       sync.Mutex // guards everything below; never held across I/O
-	gone     bool       // its counts moved to Collector.retired (guarded by Collector.statsMu too)
-	engine   *rules.Engine
-	kpis     *kpi.Tracker
-	dedup    *ingest.Dedup
-	births   *ingest.BirthParts // parts of split births (docs/schema.md) until complete
+	mu     sync.Mutex // guards everything below; never held across I/O
+	gone   bool       // its counts moved to Collector.retired (guarded by Collector.statsMu too)
+	engine *rules.Engine
+	kpis   *kpi.Tracker
+	dedup  *ingest.Dedup
+	births *ingest.BirthParts // parts of split births (docs/schema.md) until complete
 	// partLeads: the gateway clock lead (ms) by which the parts of a
 	// split batch are moved, measured on the first part seen, until its
 	// last part (Collector.batchLead); at most maxPartLeads
 	partLeads map[partKey]int64
-	active   map[string]alert.Alert
-	activeOf map[[2]string]map[string]struct{} // keys of active, by (site, asset)
-	dirty    map[[2]string]struct{}
-	rev      map[[2]string]uint64 // KV revision of each asset's record
-	loaded   bool                 // state restored from the bucket
-	scratch  []alert.Alert
-	results  []kpi.Result
+	active    map[string]alert.Alert
+	activeOf  map[[2]string]map[string]struct{} // keys of active, by (site, asset)
+	dirty     map[[2]string]struct{}
+	rev       map[[2]string]uint64 // KV revision of each asset's record
+	loaded    bool                 // state restored from the bucket
+	scratch   []alert.Alert
+	results   []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState
