@@ -890,22 +890,22 @@ func (c *Collector) shiftLead(kind telemetry.Kind, subject, gateway string, seq 
 // is moved by the lead measured on the first part the shard saw
 // (shard.partLeads), and counted once.
 func (c *Collector) batchLead(sh *shard, subject string, b *telemetry.Batch, sentAt string, arrival time.Time) int64 {
-	if b.Parts == 0 {
+	measure := func() int64 {
 		lead := c.sentAtLead(telemetry.KindData, subject, b.Gateway, b.Seq, sentAt, b.TSGW, arrival)
 		if lead != 0 {
 			c.shifted(telemetry.KindData, subject, b.Gateway, b.Seq, lead)
 		}
 		return lead
 	}
+	if b.Parts == 0 {
+		return measure()
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	k := partKey{b.Gateway, b.Seq, b.Parts}
 	lead, seen := sh.partLeads[k]
 	if !seen {
-		lead = c.sentAtLead(telemetry.KindData, subject, b.Gateway, b.Seq, sentAt, b.TSGW, arrival)
-		if lead != 0 {
-			c.shifted(telemetry.KindData, subject, b.Gateway, b.Seq, lead)
-		}
+		lead = measure()
 		if len(sh.partLeads) >= maxPartLeads {
 			clear(sh.partLeads) // parts whose last part never came
 		}
