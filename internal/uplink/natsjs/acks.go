@@ -161,15 +161,17 @@ func (a *acks) reply(m *nats.Msg) {
 		a.unmatched.Inc()
 		return
 	}
-	at := c.at[i]
-	c.resolve(a, i, st, err)
-	a.mu.Unlock()
+	// counted before the waiting Publish is woken: once it returns, its
+	// caller sees the reply counted (TestAckOfAnotherStreamIsNotStored read
+	// the counter before this goroutine incremented it, now and then)
 	if errors.Is(err, ErrWrongStream) {
 		a.wrongStream.Inc()
 	}
 	if err == nil {
-		a.latency.Observe(now.Sub(at).Seconds())
+		a.latency.Observe(now.Sub(c.at[i]).Seconds())
 	}
+	c.resolve(a, i, st, err)
+	a.mu.Unlock()
 }
 
 // find returns the call holding seq and its index there. Caller holds a.mu.
