@@ -11,14 +11,14 @@ import (
 const (
 	SentAtMalformed       = "malformed"         // not 1-16 digits above 0
 	SentAtBeforeTSGW      = "before_ts_gw"      // a publish before the message was stamped
-	SentAtBeyondMaxFuture = "beyond_max_future" // a lead beyond max_future, ahead or behind
+	SentAtBeyondMaxFuture = "beyond_max_future" // a lead ahead beyond max_future
 )
 
 // SentAtReasons lists every reason SentAtLead gives.
 var SentAtReasons = []string{SentAtMalformed, SentAtBeforeTSGW, SentAtBeyondMaxFuture}
 
 // DefaultClockShiftTolerance is how far a gateway's measured clock lead
-// (SentAtLead) may lie ahead or behind before the collector moves the
+// (SentAtLead) may lie ahead before the collector moves the
 // gateway's times by it (the collector's clock_shift_tolerance): 2 s,
 // above a live message's delivery (gateway spool, broker, collector
 // fetch: up to a few hundred ms) and far below the collapse of a spool
@@ -32,12 +32,14 @@ const DefaultClockShiftTolerance = 2 * time.Second
 // gateway clock ahead. Every delay between publish and arrival makes it
 // smaller, so a clock that is right reads as slightly behind.
 //
-// lead is 0 (nothing to move) when the header is absent, when |lead| is at
-// most tol (clock_shift_tolerance: delivery, not a clock error), and when
+// lead is 0 (nothing to move) when the header is absent, when lead is at
+// most tol (clock_shift_tolerance: delivery, not a clock error, or behind:
+// a clock behind collapses no backlog, and the collector's own lag in
+// reading live messages reads as a lead behind), and when
 // the header is ignored; reason then says why (one of SentAtReasons):
 // malformed (telemetry.ParseSentAt), before_ts_gw (sent-at before the
 // message's ts_gw: one clock cannot publish before it stamps, so the
-// header or ts_gw is forged or broken), beyond_max_future (|lead| above
+// header or ts_gw is forged or broken), beyond_max_future (lead above
 // maxFuture, the collector's max_future: a header never moves times by
 // more than the clock bound allows; such a clock is far wrong, and its
 // times are bounded by BoundBatch as before). The header is no more
@@ -60,14 +62,14 @@ func SentAtLead(sentAt string, tsgw int64, arrival time.Time, tol, maxFuture tim
 		return 0, SentAtBeforeTSGW
 	}
 	lead = at - arrival.UnixMilli()
-	mag := lead
-	if mag < 0 {
-		mag = -mag
-	}
 	switch {
-	case mag > maxFuture.Milliseconds():
+	case lead > maxFuture.Milliseconds():
 		return 0, SentAtBeyondMaxFuture
-	case mag <= tol.Milliseconds():
+	case lead <= tol.Milliseconds():
+		// Inside the tolerance, or behind: a clock behind never collapses
+		// a backlog (its times are already before the arrival), and a
+		// lead behind also measures the collector's own lag in reading
+		// live messages (arrivedAt), which must not move a right clock.
 		return 0, ""
 	}
 	return lead, ""

@@ -9,8 +9,8 @@ import (
 
 // TestSentAtLead: the lead of a gateway's clock is its Smelter-Sent-At
 // minus the arrival; inside the tolerance it is 0 (delivery, not a clock),
-// beyond it the lead ahead or behind; a header that is malformed, before
-// the message's ts_gw, or beyond max_future either way is ignored with its
+// beyond it the lead ahead (a lead behind moves nothing); a header that is malformed, before
+// the message's ts_gw, or beyond max_future ahead is ignored with its
 // reason.
 func TestSentAtLead(t *testing.T) {
 	arrival := time.UnixMilli(1_763_812_345_000)
@@ -27,13 +27,13 @@ func TestSentAtLead(t *testing.T) {
 	}{
 		{"absent", "", tsgw, 0, ""},
 		{"4 min fast", ms(4 * time.Minute), tsgw, 240_000, ""},
-		{"1 min slow", ms(-time.Minute), tsgw, -60_000, ""},
+		{"1 min slow: not moved", ms(-time.Minute), tsgw, 0, ""},
 		{"inside the tolerance ahead", ms(2 * time.Second), tsgw, 0, ""},
 		{"inside the tolerance behind (delivery)", ms(-1500 * time.Millisecond), tsgw, 0, ""},
 		{"just beyond the tolerance", ms(2001 * time.Millisecond), tsgw, 2001, ""},
 		{"at max_future", ms(5 * time.Minute), tsgw, 300_000, ""},
 		{"beyond max_future ahead", ms(5*time.Minute + time.Millisecond), tsgw, 0, SentAtBeyondMaxFuture},
-		{"beyond max_future behind", ms(-6 * time.Minute), tsgw, 0, SentAtBeyondMaxFuture},
+		{"far behind: not moved, not ignored", ms(-6 * time.Minute), tsgw, 0, ""},
 		{"before ts_gw", ms(4 * time.Minute), arrival.Add(4*time.Minute + time.Millisecond).UnixMilli(), 0, SentAtBeforeTSGW},
 		{"at ts_gw", ms(4 * time.Minute), arrival.Add(4 * time.Minute).UnixMilli(), 240_000, ""},
 		{"not a number", "soon", tsgw, 0, SentAtMalformed},
@@ -74,7 +74,7 @@ func TestShiftBatch(t *testing.T) {
 	if b.TSGW != 760_000 {
 		t.Errorf("ts_gw %d, want 760000", b.TSGW)
 	}
-	ShiftBatch(b, -60_000) // a slow clock moves forward
+	ShiftBatch(b, -60_000) // a negative lead moves forward (SentAtLead never gives one)
 	if b.TSGW != 820_000 || b.Readings[0].TS != 819_000 {
 		t.Errorf("behind: ts_gw %d, modbus ts %d; want 820000, 819000", b.TSGW, b.Readings[0].TS)
 	}
