@@ -211,6 +211,11 @@ type metrics struct {
 	// ahead: batches, births and deaths dated ahead of the collector's
 	// clock inside max_future, set to the arrival (ingest.BoundBatch)
 	ahead *prometheus.CounterVec
+	// shifted: batches, births and deaths whose gateway times were moved
+	// by the gateway clock's lead measured from Smelter-Sent-At;
+	// sentAtIgnored: such headers ignored, by reason (ingest.SentAtLead)
+	shifted       *prometheus.CounterVec
+	sentAtIgnored *prometheus.CounterVec
 	// foreignBirths: births applied from a gateway other than the one
 	// the asset is alive on (review6 F5)
 	foreignBirths prometheus.Counter
@@ -272,6 +277,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Readings whose source time, and batches, births and deaths whose ts_gw, lay more than max_future (default 5m) ahead of the collector's clock; their time was replaced by the arrival time."}),
 		ahead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_ahead_total",
 			Help: "Batches, births and deaths (kind) dated ahead of the collector's clock by less than max_future (a gateway clock running fast, or another gateway of the site); each time later than the arrival (the collector's clock when read; for a backlog, the stream's time of the message) was set to it."}, []string{"kind"}),
+		shifted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_clock_shifted_total",
+			Help: "Batches, births and deaths (kind) whose ts_gw, and a batch's Modbus and NMEA reading times, were moved by their gateway clock's lead: its Smelter-Sent-At header minus the arrival, ahead beyond clock_shift_tolerance (default 2s) and within max_future (a lead behind moves nothing); spacing kept, so a fast gateway's drained backlog keeps its time axis."}, []string{"kind"}),
+		sentAtIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_sent_at_ignored_total",
+			Help: "Smelter-Sent-At headers ignored (the message's times not moved), by reason: malformed (not 1-16 digits), before_ts_gw (a publish before the message's ts_gw: forged or broken), beyond_max_future (a lead ahead beyond max_future)."}, []string{"reason"}),
 		foreignBirths: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_births_total",
 			Help: "Births applied from a gateway other than the one the asset is alive on (its newest batch's, not dead, not silent): they replace the asset's signal list, ranges and nameplate until its next birth (two gateways configured with the same asset, a moved asset's old gateway, or a forged birth; docs/collector.md, \"Permissions\")."}),
 		foreign: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_foreign_partition_messages_total",
@@ -285,6 +294,10 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	for _, k := range []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, telemetry.KindDeath} { // present at 0
 		c.m.ahead.WithLabelValues(string(k))
+		c.m.shifted.WithLabelValues(string(k))
+	}
+	for _, r := range ingest.SentAtReasons {
+		c.m.sentAtIgnored.WithLabelValues(r)
 	}
 	for _, w := range cfg.SignalBoundWarnings(set, c.cat) {
 		log.Warn(w)
@@ -304,7 +317,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.badState, c.m.partsDrop,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.badState, c.m.partsDrop,
 		c.m.rateLimited, c.m.rewatches,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
@@ -529,7 +542,7 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 // message arrived (ingest.BoundBatch): now, a live message (MQTT, Sparkplug
 // and Handle's messages arrive when received).
 func (c *Collector) process(sh *shard, subject string, data []byte, arrival time.Time, cy *cycle) {
-	c.processPayload(sh, subject, data, false, arrival, true, cy)
+	c.processPayload(sh, subject, data, false, arrival, true, "", cy)
 }
 
 // processPayload is process; with stable, data never changes (a message
@@ -539,8 +552,10 @@ func (c *Collector) process(sh *shard, subject string, data []byte, arrival time
 // gateway, say) keeps the payload alive as it kept the copy before.
 // arrival is when the message arrived (arrivedAt), live whether it is a
 // live message (not a backlog): only a live batch measures its gateway's
-// clock (dashboard.Clock).
-func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, live bool, cy *cycle) {
+// clock (dashboard.Clock). sentAt is the message's Smelter-Sent-At header
+// ("" when none: MQTT, Sparkplug, Handle): the gateway clock's lead it
+// measures moves the message's gateway times (shiftLead).
+func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, live bool, sentAt string, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
@@ -559,8 +574,11 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
-		clk := dashboard.Clock{TSGW: b.TSGW, Arrival: arrival.UnixMilli(), Live: live}
+		clk := dashboard.Clock{TSGW: b.TSGW, Arrival: arrival.UnixMilli(), Live: live} // as sent: the gateway's clock
 		if tol := time.Duration(c.cfg.MaxFuture); tol > 0 {
+			if lead := c.batchLead(sh, subject, b, sentAt, arrival); lead != 0 {
+				ingest.ShiftBatch(b, lead)
+			}
 			was := b.TSGW
 			n, gwFuture, ahead := ingest.BoundBatch(b, arrival, tol)
 			clk.Bounded = ahead || n > 0 || gwFuture
@@ -671,7 +689,10 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				return
 			}
 		}
-		bounded := c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, arrival, &bi.TSGW) // after a split birth's parts are merged: they share their ts_gw
+		// after a split birth's parts are merged (they share their ts_gw),
+		// by the lead the last part's header measures
+		c.shiftLead(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, sentAt, arrival, &bi.TSGW)
+		bounded := c.clampFuture(telemetry.KindBirth, subject, bi.Gateway, bi.Seq, arrival, &bi.TSGW)
 		if sh.engine.BirthBehind(bi, uint64(c.cfg.DedupWindow)) {
 			// at or behind the newest message of its gateway the asset's
 			// state includes: redelivered after a restart or takeover, or
@@ -738,6 +759,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			c.rejected(subject, err)
 			return
 		}
+		c.shiftLead(telemetry.KindDeath, subject, d.Gateway, d.Seq, sentAt, arrival, &d.TSGW)
 		bounded := c.clampFuture(telemetry.KindDeath, subject, d.Gateway, d.Seq, arrival, &d.TSGW)
 		sh.mu.Lock()
 		if !c.admit(sh, as.Site(), as.ID) {
@@ -827,6 +849,81 @@ func (c *Collector) clampFuture(kind telemetry.Kind, subject, gateway string, se
 	c.warnLimited("future", "message timestamped in the future: its ts_gw replaced by the arrival time", "kind", kind,
 		"subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "tolerance", tol)
 	return true
+}
+
+// sentAtLead measures the lead of the gateway clock of a message (kind,
+// its ts_gw) from its Smelter-Sent-At header (ingest.SentAtLead) and counts
+// and logs (at most once a minute) a header it ignores. 0 with max_future
+// 0s (times as sent) or without a header.
+func (c *Collector) sentAtLead(kind telemetry.Kind, subject, gateway string, seq uint64, sentAt string, tsgw int64, arrival time.Time) int64 {
+	mf := time.Duration(c.cfg.MaxFuture)
+	if sentAt == "" || mf <= 0 {
+		return 0
+	}
+	lead, reason := ingest.SentAtLead(sentAt, tsgw, arrival, c.cfg.clockShiftTolerance(), mf)
+	if reason != "" {
+		c.m.sentAtIgnored.WithLabelValues(reason).Inc()
+		c.warnLimited("sent-at", "Smelter-Sent-At header ignored: the message's times are not moved by it (forged or broken header, or a clock beyond max_future)",
+			"reason", reason, "kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "sent_at", logCut(sentAt), "ts_gw", tsgw, "arrival", arrival.UnixMilli())
+	}
+	return lead
+}
+
+// shiftLead moves a birth's or death's ts_gw (kind) by the lead of its
+// gateway's clock its Smelter-Sent-At header measures (sentAtLead), so it
+// stays in place among the gateway's batches, moved the same way; counted
+// in smelter_collector_clock_shifted_total.
+func (c *Collector) shiftLead(kind telemetry.Kind, subject, gateway string, seq uint64, sentAt string, arrival time.Time, tsgw *int64) {
+	lead := c.sentAtLead(kind, subject, gateway, seq, sentAt, *tsgw, arrival)
+	if lead == 0 {
+		return
+	}
+	ingest.ShiftTSGW(tsgw, lead)
+	c.shifted(kind, subject, gateway, seq, lead)
+}
+
+// batchLead is the lead (ms) by which b's gateway times are moved
+// (sentAtLead). The parts of a split batch share one ts_gw and seq, and
+// the rules engine orders them on ts_gw: each part measured on its own
+// could be moved a millisecond further back than the part before it and
+// dropped as late, or, its header ignored, not moved at all. So every part
+// is moved by the lead measured on the first part the shard saw
+// (shard.partLeads), and counted once.
+func (c *Collector) batchLead(sh *shard, subject string, b *telemetry.Batch, sentAt string, arrival time.Time) int64 {
+	measure := func() int64 {
+		lead := c.sentAtLead(telemetry.KindData, subject, b.Gateway, b.Seq, sentAt, b.TSGW, arrival)
+		if lead != 0 {
+			c.shifted(telemetry.KindData, subject, b.Gateway, b.Seq, lead)
+		}
+		return lead
+	}
+	if b.Parts == 0 {
+		return measure()
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	k := partKey{b.Gateway, b.Seq, b.Parts}
+	lead, seen := sh.partLeads[k]
+	if !seen {
+		lead = measure()
+		if len(sh.partLeads) >= maxPartLeads {
+			clear(sh.partLeads) // parts whose last part never came
+		}
+		k.gateway = strings.Clone(k.gateway) // b's strings may be views into its payload
+		sh.partLeads[k] = lead
+	}
+	if b.Part == b.Parts {
+		delete(sh.partLeads, k)
+	}
+	return lead
+}
+
+// shifted counts a message whose times were moved by its gateway clock's
+// lead and logs it (at most once a minute).
+func (c *Collector) shifted(kind telemetry.Kind, subject, gateway string, seq uint64, lead int64) {
+	c.m.shifted.WithLabelValues(string(kind)).Inc()
+	c.warnLimited("shift", "message times moved by its gateway clock's lead (Smelter-Sent-At minus arrival): gateway clock wrong",
+		"kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "lead_ms", lead)
 }
 
 // foreignBirth counts a birth of gateway bi.Gateway applied to an asset

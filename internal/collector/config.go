@@ -141,6 +141,16 @@ type Config struct {
 	// simulations whose plant clock runs ahead (smelter-demo).
 	MaxFuture Duration `yaml:"max_future"`
 
+	// ClockShiftTolerance is how far a gateway clock's lead, measured on
+	// a JetStream message as its Smelter-Sent-At header minus its arrival,
+	// may lie ahead or behind before the message's ts_gw and its Modbus
+	// and NMEA reading times are moved by it (ingest.SentAtLead; default
+	// 2s, ingest.DefaultClockShiftTolerance; 0: the default; 500ms-24h).
+	// A lead beyond max_future is never applied; so a tolerance at or
+	// above max_future moves nothing, and max_future 0s turns it off with
+	// every other correction. docs/collector.md "A gateway's backlog".
+	ClockShiftTolerance Duration `yaml:"clock_shift_tolerance"`
+
 	// ---- distributed engine (issue 10; docs/collector.md) ----
 
 	// Group names this collector's consumers and KV buckets: "<group>" (or
@@ -317,8 +327,17 @@ const MaxSignalsPerAssetLimit = 1024
 // exception; a longer silence is no health signal.
 const maxGatewaySilentAfter = 24 * time.Hour
 
+// clockShiftTolerance is clock_shift_tolerance, 0 meaning the default.
+func (c *Config) clockShiftTolerance() time.Duration {
+	if d := time.Duration(c.ClockShiftTolerance); d > 0 {
+		return d
+	}
+	return ingest.DefaultClockShiftTolerance
+}
+
 // minClockTolerance and maxClockTolerance bound
-// http.gateway_clock_tolerance (0 turns the mark off): below half a second
+// http.gateway_clock_tolerance (0 turns the mark off) and
+// clock_shift_tolerance (0: the default): below half a second
 // the delivery of live batches alone could mark a correct clock behind.
 const (
 	minClockTolerance = 500 * time.Millisecond
@@ -330,6 +349,7 @@ func Defaults() Config {
 	c := Config{DataDir: "./data", DedupWindow: 16384}
 	c.NATS.Stream, c.NATS.CreateStream = "SMELTER", true
 	c.MaxFuture = Duration(ingest.MaxFuture)
+	c.ClockShiftTolerance = Duration(ingest.DefaultClockShiftTolerance)
 	// distributed engine (issue 10): consumer and buckets derive from group
 	c.Group, c.MaxAssets, c.MaxSignalsPerAsset = "smelter-collector", 20000, DefaultMaxSignalsPerAsset
 	c.Cluster = ClusterConfig{Replicas: 1, AckWait: Duration(5 * time.Second), PinnedTTL: Duration(5 * time.Second),
@@ -501,6 +521,10 @@ func (c *Config) problems() []problem {
 	case "auto", "text", "json":
 	default:
 		bad("log.format", "%q is not auto, text or json", c.Log.Format)
+	}
+	if d := time.Duration(c.ClockShiftTolerance); d != 0 && (d < minClockTolerance || d > maxClockTolerance) {
+		ps = append(ps, problem{"clock_shift_tolerance", fmt.Sprintf("%v out of range %v-24h, or 0s (the default, %v): a live message's delivery alone "+
+			"(gateway spool, broker, collector fetch) takes up to a few hundred ms", d, minClockTolerance, ingest.DefaultClockShiftTolerance)})
 	}
 	if c.MaxFuture < 0 {
 		ps = append(ps, problem{"max_future", fmt.Sprintf("%v must not be negative (0 turns the check off)", time.Duration(c.MaxFuture))})

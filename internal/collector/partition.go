@@ -1548,7 +1548,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 			}
 		}
 		at, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
-		c.processPayload(sh, subj, m.Data, true, at, live, cy)
+		c.processPayload(sh, subj, m.Data, true, at, live, m.Header.Get(telemetry.SentAtHeader), cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

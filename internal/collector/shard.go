@@ -32,19 +32,23 @@ type shard struct {
 	// partition's worker, Tick, Handle); held across I/O.
 	cycle sync.Mutex
 
-	mu       sync.Mutex // guards everything below; never held across I/O
-	gone     bool       // its counts moved to Collector.retired (guarded by Collector.statsMu too)
-	engine   *rules.Engine
-	kpis     *kpi.Tracker
-	dedup    *ingest.Dedup
-	births   *ingest.BirthParts // parts of split births (docs/schema.md) until complete
-	active   map[string]alert.Alert
-	activeOf map[[2]string]map[string]struct{} // keys of active, by (site, asset)
-	dirty    map[[2]string]struct{}
-	rev      map[[2]string]uint64 // KV revision of each asset's record
-	loaded   bool                 // state restored from the bucket
-	scratch  []alert.Alert
-	results  []kpi.Result
+	mu     sync.Mutex // guards everything below; never held across I/O
+	gone   bool       // its counts moved to Collector.retired (guarded by Collector.statsMu too)
+	engine *rules.Engine
+	kpis   *kpi.Tracker
+	dedup  *ingest.Dedup
+	births *ingest.BirthParts // parts of split births (docs/schema.md) until complete
+	// partLeads: the gateway clock lead (ms) by which the parts of a
+	// split batch are moved, measured on the first part seen, until its
+	// last part (Collector.batchLead); at most maxPartLeads
+	partLeads map[partKey]int64
+	active    map[string]alert.Alert
+	activeOf  map[[2]string]map[string]struct{} // keys of active, by (site, asset)
+	dirty     map[[2]string]struct{}
+	rev       map[[2]string]uint64 // KV revision of each asset's record
+	loaded    bool                 // state restored from the bucket
+	scratch   []alert.Alert
+	results   []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState
@@ -53,6 +57,21 @@ type shard struct {
 	used   [][]byte // earlier chunks of records not known to be stored yet
 	free   [][]byte // chunks whose records are stored (PubAcked): reused
 }
+
+// partKey identifies a split batch: its gateway, seq and part count (a
+// batch split again under another limit is another split, as in its
+// message ids).
+type partKey struct {
+	gateway string
+	seq     uint64
+	parts   int
+}
+
+// maxPartLeads bounds shard.partLeads: split batches whose parts are in
+// flight at once on one partition (a batch's parts are published one after
+// the other). Beyond it the map starts afresh; a part of a batch forgotten
+// so is measured on its own header (at worst dropped as late, counted).
+const maxPartLeads = 1024
 
 // recordChunk is the size of the chunks records are encoded into.
 const recordChunk = 256 << 10
@@ -98,7 +117,7 @@ func (sh *shard) forget() {
 
 func (c *Collector) newShard(p int) *shard {
 	return &shard{p: p, tok: strconv.Itoa(p), engine: rules.New(c.set, c.cat, rules.Options{MaxFuture: time.Duration(c.cfg.MaxFuture)}), kpis: c.cfg.kpiTracker(c.set, c.cat),
-		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), partLeads: map[partKey]int64{}, active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
 		rev: map[[2]string]uint64{}}
 }
 

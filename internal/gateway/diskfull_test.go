@@ -229,8 +229,11 @@ func TestUnusableStreamIsReportedAtOnce(t *testing.T) {
 	var logs logtest.Buffer
 	rg := startWith(t, r.fullConfig(t, filepath.Join(r.dir, "data"), r.nats.URL(), ", stream: NOPE_STREAM, create_stream: false"),
 		Options{Logger: logs.Logger(0)})
-	wait.For(t, 10*time.Second, "the stream error in /status", func() bool {
-		return strings.Contains(rg.uplink("nats").LastError, "stream NOPE_STREAM does not exist")
+	// the uplinks start before the gateway reports itself running: the
+	// stream error can show in /status a moment before (the test read
+	// readyz "not running" then, now and then)
+	wait.For(t, 10*time.Second, "the stream error in /status while running", func() bool {
+		return strings.Contains(rg.uplink("nats").LastError, "stream NOPE_STREAM does not exist") && rg.g.Status().Running
 	})
 	st := rg.g.Status()
 	if st.Ready || !strings.Contains(st.ReadyReason, "uplink nats not ready") || !strings.Contains(st.ReadyReason, "create_stream is false") {

@@ -153,7 +153,7 @@ func New(cfg *gwconfig.Config, opts Options) (*Gateway, error) {
 	var natsUp *natsjs.Uplink
 	var mqttUp *mqtt.Uplink
 	if c := cfg.Raw.Uplinks.NATS; c != nil {
-		u, err := natsjs.New(*c, opts.Logger, g.mx.natsMetrics())
+		u, err := natsjs.New(*c, opts.Logger, g.mx.natsMetrics(), natsjs.WithClock(opts.Now)) // Smelter-Sent-At on the data clock
 		if err != nil {
 			return nil, fmt.Errorf("uplinks.nats: %w", err)
 		}

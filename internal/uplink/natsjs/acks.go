@@ -56,6 +56,7 @@ type acks struct {
 	unmatched   prometheus.Counter
 	wrongStream prometheus.Counter
 	latency     prometheus.Observer
+	now         func() time.Time // the data clock of the Smelter-Sent-At header
 
 	mu       sync.Mutex
 	next     uint64  // the next sequence to hand out
@@ -90,9 +91,11 @@ const (
 
 // newAcks subscribes to the connection's replies. A PubAck counts as
 // stored only when it names stream.
-func newAcks(nc *nats.Conn, stream string, maxPending int, timeout time.Duration, m *Metrics) (*acks, error) {
+// now is the data clock of every message's Smelter-Sent-At header
+// (telemetry.SentAtHeader).
+func newAcks(nc *nats.Conn, stream string, maxPending int, timeout time.Duration, m *Metrics, now func() time.Time) (*acks, error) {
 	a := &acks{nc: nc, prefix: nc.NewInbox() + ".", stream: stream, max: maxPending, timeout: timeout,
-		unmatched: m.UnmatchedAcks, wrongStream: m.WrongStreamAcks, latency: m.Latency, next: 1}
+		unmatched: m.UnmatchedAcks, wrongStream: m.WrongStreamAcks, latency: m.Latency, now: now, next: 1}
 	a.pool.New = func() any { return &call{wake: make(chan struct{}, 1)} }
 	sub, err := nc.Subscribe(a.prefix+"*", a.reply)
 	if err != nil {
@@ -158,15 +161,17 @@ func (a *acks) reply(m *nats.Msg) {
 		a.unmatched.Inc()
 		return
 	}
-	at := c.at[i]
-	c.resolve(a, i, st, err)
-	a.mu.Unlock()
+	// counted before the waiting Publish is woken: once it returns, its
+	// caller sees the reply counted (TestAckOfAnotherStreamIsNotStored read
+	// the counter before this goroutine incremented it, now and then)
 	if errors.Is(err, ErrWrongStream) {
 		a.wrongStream.Inc()
 	}
 	if err == nil {
-		a.latency.Observe(now.Sub(at).Seconds())
+		a.latency.Observe(now.Sub(c.at[i]).Seconds())
 	}
+	c.resolve(a, i, st, err)
+	a.mu.Unlock()
 }
 
 // find returns the call holding seq and its index there. Caller holds a.mu.
@@ -421,9 +426,10 @@ func (a *acks) publish(ctx context.Context, msgs []telemetry.Envelope) (dups int
 
 	// one message and header reused for every envelope: PublishMsg copies
 	// them into the connection's buffer before it returns
-	id := []string{""}
-	m := &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: id}}
+	id, sentAt := []string{""}, []string{""}
+	m := &nats.Msg{Header: nats.Header{jetstream.MsgIDHeader: id, telemetry.SentAtHeader: sentAt}}
 	reply := make([]byte, 0, len(a.prefix)+34)
+	var at []byte // the Smelter-Sent-At value
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -438,7 +444,10 @@ func (a *acks) publish(ctx context.Context, msgs []telemetry.Envelope) (dups int
 			return 0, err
 		}
 		reply = strconv.AppendUint(append(strconv.AppendUint(append(reply[:0], a.prefix...), c.first+uint64(i), 10), '_'), c.token[i], 36)
-		m.Subject, m.Reply, m.Data, id[0] = e.Subject, string(reply), e.Data, e.MsgID
+		// the data clock when the message leaves: the collector measures
+		// the gateway clock's lead by it (a backlog's ts_gw is older)
+		at = telemetry.AppendSentAt(at[:0], a.now().UnixMilli())
+		m.Subject, m.Reply, m.Data, id[0], sentAt[0] = e.Subject, string(reply), e.Data, e.MsgID, string(at)
 		if err := a.nc.PublishMsg(m); err != nil {
 			a.unsend(c, i)
 			if errors.Is(err, nats.ErrMaxPayload) {

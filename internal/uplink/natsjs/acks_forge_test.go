@@ -80,9 +80,11 @@ func TestAckOfAnotherStreamIsNotStored(t *testing.T) {
 			msgs := fakeEnvelopes(3)
 			ch := r.publishAsync(context.Background(), msgs)
 			got := r.take(t, 3)
+			// the wrong stream's reply last: the Publish returns on it,
+			// and a reply handled after that finds no call (unmatched)
 			r.answer(t, got[0].Reply, fmt.Sprintf(stored, 1))
-			r.answer(t, got[1].Reply, body)
 			r.answer(t, got[2].Reply, fmt.Sprintf(stored, 3))
+			r.answer(t, got[1].Reply, body)
 			res := result(t, ch)
 			if !errors.Is(res.err, ErrWrongStream) || !strings.Contains(res.err.Error(), msgs[1].MsgID) {
 				t.Fatalf("publish with %s answering %s: %v, want ErrWrongStream naming it", body, msgs[1].MsgID, res.err)

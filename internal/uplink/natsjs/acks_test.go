@@ -45,7 +45,7 @@ func newAckRig(t *testing.T, maxPending int, timeout time.Duration) *ackRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	a, err := newAcks(pubNC, fakeStream, maxPending, timeout, r.m)
+	a, err := newAcks(pubNC, fakeStream, maxPending, timeout, r.m, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ type Uplink struct {
 	log  *slog.Logger
 	m    *Metrics
 	opts []nats.Option
+	now  func() time.Time // the data clock of the Smelter-Sent-At header (WithClock)
 
 	cur     atomic.Pointer[session] // nil while not ready
 	lastErr atomic.Pointer[error]
@@ -60,11 +61,28 @@ func (s *session) usable() bool {
 	return s != nil && s.nc.IsConnected() && s.nc.Stats().Reconnects == s.reconnects
 }
 
+// Option tunes an Uplink beyond its configuration.
+type Option func(*Uplink)
+
+// WithClock makes now the clock of every message's Smelter-Sent-At header
+// (telemetry.SentAtHeader: the publish time in Unix ms). Give it the
+// gateway's data clock, the one that stamps ts_gw and its Modbus and NMEA
+// readings (gateway.Options.Now): the collector measures that clock's lead
+// from the header and moves a fast or slow gateway's times by it
+// (docs/collector.md). Nil keeps the default, time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(u *Uplink) {
+		if now != nil {
+			u.now = now
+		}
+	}
+}
+
 // New checks cfg, reads the secrets and TLS files it names and prepares the
 // connection options. It does no network I/O. Errors name the field and the
 // variable or file, never a secret. The uplink scopes log with
 // uplink=nats itself: pass an unscoped logger.
-func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
+func New(cfg Config, log *slog.Logger, m *Metrics, options ...Option) (*Uplink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -74,7 +92,10 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	u := &Uplink{cfg: cfg, log: log.With("uplink", "nats"), m: m}
+	u := &Uplink{cfg: cfg, log: log.With("uplink", "nats"), m: m, now: time.Now}
+	for _, o := range options {
+		o(u)
+	}
 
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
@@ -127,9 +148,11 @@ func New(cfg Config, log *slog.Logger, m *Metrics) (*Uplink, error) {
 }
 
 // HeaderReserve is what MaxPayload keeps free of max_payload for the
-// message's headers: NATS counts headers against max_payload, and a
-// Nats-Msg-Id header ("NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n", the id at
-// most 64+1+20 bytes plus a part suffix of at most 18) stays far below it.
+// message's headers: NATS counts headers against max_payload, and the
+// Nats-Msg-Id and Smelter-Sent-At headers ("NATS/1.0\r\nNats-Msg-Id:
+// <id>\r\nSmelter-Sent-At: <ms>\r\n\r\n", the id at most 64+1+20 bytes
+// plus a part suffix of at most 18, the time at most 16 digits; about 180
+// bytes) stay below it.
 const HeaderReserve = 256
 
 // MaxPayload returns how many payload bytes one message may carry: the
@@ -264,7 +287,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	pub, err := newAcks(nc, u.cfg.Stream, u.cfg.MaxPending, u.cfg.Timeout, u.m)
+	pub, err := newAcks(nc, u.cfg.Stream, u.cfg.MaxPending, u.cfg.Timeout, u.m, u.now)
 	if err != nil {
 		return err
 	}
@@ -491,7 +514,8 @@ func covers(filter, subject string) bool {
 }
 
 // Publish sends every envelope (pipelined, at most max_pending unacknowledged)
-// with Nats-Msg-Id = MsgID and returns nil only when the stream acknowledged
+// with Nats-Msg-Id = MsgID and Smelter-Sent-At = the data clock (WithClock)
+// in Unix ms when the message is handed to the connection, and returns nil only when the stream acknowledged
 // all of them. On error some may have been stored: the caller retries the
 // whole slice and the stream's duplicate window drops the repeats. A
 // message the server can never take (over max_payload, or over the

@@ -45,14 +45,14 @@ type running struct {
 }
 
 // runUplink creates and runs an uplink until the test ends.
-func runUplink(t testing.TB, cfg Config, log *slog.Logger) *running {
+func runUplink(t testing.TB, cfg Config, log *slog.Logger, opts ...Option) *running {
 	t.Helper()
 	cfg.SetDefaults("gw-test")
 	m := NewMetrics(nil)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u, err := New(cfg, log, m)
+	u, err := New(cfg, log, m, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
