@@ -95,7 +95,7 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	sig := fs.String("signal", "", "signal to set (required)")
 	value := fs.String("value", "", "value: a number, or a state label (required)")
 	unit := fs.String("unit", "", "unit of a numeric value (UCUM; default the signal's canonical unit)")
-	requester := fs.String("requester", os.Getenv("USER"), "who asks, for the audit")
+	requester := fs.String("requester", "", "who asks, a person or service, for the audit (required)")
 	id := fs.String("id", "", "command id (default random); resend with the same id to learn an outcome")
 	ttl := fs.Duration("ttl", time.Minute, "how long the command stays valid")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the result")
@@ -106,8 +106,8 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smelter-gateway command send: "+format+"\n", a...)
 		return 1
 	}
-	if *seedFile == "" || *asset == "" || *sig == "" || *value == "" {
-		fmt.Fprintln(stderr, "smelter-gateway command send: -seed, -asset, -signal and -value are required")
+	if *seedFile == "" || *asset == "" || *sig == "" || *value == "" || *requester == "" {
+		fmt.Fprintln(stderr, "smelter-gateway command send: -seed, -asset, -signal, -value and -requester are required")
 		return 2
 	}
 	seed, err := os.ReadFile(*seedFile)
@@ -152,6 +152,9 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	res, err := command.Send(ctx, nc, c)
 	if err != nil {
+		if errors.Is(err, command.ErrNoGateway) {
+			return fail("%v", err)
+		}
 		if errors.Is(err, command.ErrNoAnswer) {
 			return fail("%v (id %s: resend with -id %s to learn its outcome)", err, c.ID, c.ID)
 		}
