@@ -470,12 +470,7 @@ func TestCommandIDsSurviveRestart(t *testing.T) {
 // topic is checked, audited and written like one over NATS; its result
 // comes back on <topic>/result; an unsigned one is refused there too.
 func TestCommandsOverMQTTMirror(t *testing.T) {
-	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mq.Close() })
-	r := newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL()))
+	r, mq := newMirrorRig(t)
 
 	results := make(chan command.Result, 16)
 	const topic = "smelter/v1/plant1/generic/sp-1/cmd"
@@ -545,6 +540,18 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 		t.Errorf("%d writes for one command (resent until answered)", n)
 	}
 	wait.For(t, 10*time.Second, "the MQTT command in the audit stream", func() bool { return len(audit.of("mq-ok")) >= 3 })
+}
+
+// newMirrorRig is newCmdRig with an MQTT uplink (the JSON mirror) to an
+// in-process broker, returned too.
+func newMirrorRig(t *testing.T) (*cmdRig, *brokers.MQTT) {
+	t.Helper()
+	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mq.Close() })
+	return newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL())), mq
 }
 
 // resultsClient connects an MQTT client to url as id and calls got with

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/wait"
@@ -48,12 +47,7 @@ func (r *cmdRig) twin(t *testing.T) *gwconfig.Config {
 // id; the second refuses it naming the misconfiguration, writes nothing
 // and counts a conflict.
 func TestTwoGatewaysOneAssetWriteOnce(t *testing.T) {
-	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mq.Close() })
-	r := newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL()))
+	r, mq := newMirrorRig(t)
 	gb := r.twin(t)
 	ga := runGateway(t, r.cfg)
 	gB := runGateway(t, gb)
