@@ -24,9 +24,13 @@ const commandUsage = `usage:
   smelter-gateway command keygen -seed FILE
       create a user nkey, write its seed to FILE (mode 0600, never overwritten) and print
       its public key: the value for a gateway's commands.trusted_keys
-  smelter-gateway command send -url URL -seed FILE -asset SITE.CLASS.ASSET -signal S -value V [flags]
+  smelter-gateway command send -url URL -seed FILE -asset SITE.CLASS.ASSET -signal S -value V -requester WHO [flags]
       sign a command with the seed and send it; print the gateway's result as JSON.
-      Exit 0: verified or written; 1: rejected, failed or no answer.
+      Exit 0: verified or written (written: the read-back differs or failed; check
+      "verdict": "verified" where the value matters); 1: rejected, failed (a reason
+      starting "outcome unknown": the device may hold the value, read it first), no
+      gateway listening (nothing executed) or no answer (resend with -id to learn it).
+      NATS identity: -creds FILE, or -user NAME -password-env VAR; -ca FILE for TLS.
 
 docs/commands.md explains the model, the keys and the permissions.
 `
