@@ -789,11 +789,20 @@ func writeFailed(res command.Result, err error) command.Result {
 //     been sent, the driver does not say whether it was;
 //   - a context's end, whatever the driver.
 //
+// OPC UA's "nothing written" (a session worker that never got the
+// request) is a known outcome. The drivers expose these only as text
+// (OPC UA) or without saying whether the request was sent (Modbus):
+// sentinels (opcua.ErrOutcomeUnknown, a "sent" flag of modbus errors)
+// would make this exact.
+//
 // An exception (the device answered and refused), an OPC UA Bad status
 // and a refusal before any I/O (modbus.ErrNotWritable, ErrValueRange,
 // opcua.ErrTypeMismatch, ErrNoSession) are a known outcome: nothing was
 // written.
 func outcomeUnknown(err error) bool {
+	if strings.Contains(err.Error(), "nothing written") { // OPC UA: the request never left the gateway
+		return false
+	}
 	if strings.Contains(err.Error(), command.OutcomeUnknown) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true
