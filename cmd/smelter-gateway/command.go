@@ -24,9 +24,13 @@ const commandUsage = `usage:
   smelter-gateway command keygen -seed FILE
       create a user nkey, write its seed to FILE (mode 0600, never overwritten) and print
       its public key: the value for a gateway's commands.trusted_keys
-  smelter-gateway command send -url URL -seed FILE -asset SITE.CLASS.ASSET -signal S -value V [flags]
+  smelter-gateway command send -url URL -seed FILE -asset SITE.CLASS.ASSET -signal S -value V -requester WHO [flags]
       sign a command with the seed and send it; print the gateway's result as JSON.
-      Exit 0: verified or written; 1: rejected, failed or no answer.
+      Exit 0: verified or written (written: the read-back differs or failed; check
+      "verdict": "verified" where the value matters); 1: rejected, failed (a reason
+      starting "outcome unknown": the device may hold the value, read it first), no
+      gateway listening (nothing executed) or no answer (resend with -id to learn it).
+      NATS identity: -creds FILE, or -user NAME -password-env VAR; -ca FILE for TLS.
 
 docs/commands.md explains the model, the keys and the permissions.
 `
@@ -95,7 +99,7 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	sig := fs.String("signal", "", "signal to set (required)")
 	value := fs.String("value", "", "value: a number, or a state label (required)")
 	unit := fs.String("unit", "", "unit of a numeric value (UCUM; default the signal's canonical unit)")
-	requester := fs.String("requester", os.Getenv("USER"), "who asks, for the audit")
+	requester := fs.String("requester", "", "who asks, a person or service, for the audit (required)")
 	id := fs.String("id", "", "command id (default random); resend with the same id to learn an outcome")
 	ttl := fs.Duration("ttl", time.Minute, "how long the command stays valid")
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the result")
@@ -106,8 +110,8 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smelter-gateway command send: "+format+"\n", a...)
 		return 1
 	}
-	if *seedFile == "" || *asset == "" || *sig == "" || *value == "" {
-		fmt.Fprintln(stderr, "smelter-gateway command send: -seed, -asset, -signal and -value are required")
+	if *seedFile == "" || *asset == "" || *sig == "" || *value == "" || *requester == "" {
+		fmt.Fprintln(stderr, "smelter-gateway command send: -seed, -asset, -signal, -value and -requester are required")
 		return 2
 	}
 	seed, err := os.ReadFile(*seedFile)
@@ -152,6 +156,9 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	res, err := command.Send(ctx, nc, c)
 	if err != nil {
+		if errors.Is(err, command.ErrNoGateway) {
+			return fail("%v", err)
+		}
 		if errors.Is(err, command.ErrNoAnswer) {
 			return fail("%v (id %s: resend with -id %s to learn its outcome)", err, c.ID, c.ID)
 		}

@@ -85,3 +85,36 @@ func TestCommandToolHelp(t *testing.T) {
 		t.Errorf("command bogus: %d %q", code, errs)
 	}
 }
+
+// TestCommandToolRequesterAndNoGateway (review16 L-4): send without
+// -requester is a usage error, nothing sent ($USER is no longer taken:
+// under systemd it is unset and the command was refused and alarmed as
+// unauthorized); with no gateway subscribed the NATS server's "no
+// responders" is reported as certain: nothing executed, no advice to
+// resend for an outcome.
+func TestCommandToolRequesterAndNoGateway(t *testing.T) {
+	dir := t.TempDir()
+	seed := filepath.Join(dir, "operator.nk")
+	if code, _, errs := runCmd("command", "keygen", "-seed", seed); code != 0 {
+		t.Fatalf("keygen: %s", errs)
+	}
+	ns, err := brokers.StartNATS(brokers.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	t.Setenv("USER", "someone")
+	args := []string{"command", "send", "-url", ns.URL(), "-seed", seed, "-asset", "plant1.generic.sp-1",
+		"-signal", "pressure_setpoint", "-value", "8", "-timeout", "5s"}
+	if code, _, errs := runCmd(args...); code != 2 || !strings.Contains(errs, "-requester are required") {
+		t.Errorf("without -requester: %d %q", code, errs)
+	}
+	start := time.Now()
+	code, _, errs := runCmd(append(args, "-requester", "alice", "-id", "c-nobody")...)
+	if code != 1 || !strings.Contains(errs, "no gateway listens") || !strings.Contains(errs, "nothing was executed") || strings.Contains(errs, "resend") {
+		t.Errorf("no gateway: %d %q", code, errs)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("no gateway answered after %v: the server's no-responders should end it at once", d)
+	}
+}

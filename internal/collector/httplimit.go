@@ -42,11 +42,13 @@ const streamsRefusedHelp = "Dashboard event streams refused with 503, by limit: 
 
 // rateLimitedEndpoints are the endpoint labels of
 // smelter_collector_http_rate_limited_total.
-var rateLimitedEndpoints = []string{"audit", "history"}
+var rateLimitedEndpoints = []string{"audit", "history", "refused_command"}
 
 func newRateLimitedMetric() *prometheus.CounterVec {
 	m := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_http_rate_limited_total",
-		Help: "HTTP API requests refused with 429 because their client exceeded http.rate_limit, by endpoint: audit (the command audit trail), history (the PostgreSQL history queries)."},
+		Help: "HTTP API requests refused with 429 because their client exceeded http.rate_limit, by endpoint: audit (the command audit trail), history (the PostgreSQL history queries); " +
+			fmt.Sprintf("refused_command: commands the collector refused itself (a viewer's) whose audit record was not written because their client exceeded "+
+				"%d a minute, burst %d (the request is still answered 403; docs/commands.md).", dashboard.RefusedAuditPerMinute, dashboard.RefusedAuditBurst)},
 		[]string{"endpoint"})
 	for _, e := range rateLimitedEndpoints { // present at 0 from the start
 		m.WithLabelValues(e)

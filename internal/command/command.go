@@ -323,11 +323,18 @@ type Result struct {
 	Requested     string   `json:"requested,omitempty"`
 	RequestedUnit string   `json:"requested_unit,omitempty"`
 	Unit          string   `json:"unit,omitempty"`
-	Old           *float64 `json:"old,omitempty"`       // read just before writing
-	New           *float64 `json:"new,omitempty"`       // the value written
-	ReadBack      *float64 `json:"read_back,omitempty"` // read after writing
-	OldLabel      string   `json:"old_label,omitempty"` // state signals
-	NewLabel      string   `json:"new_label,omitempty"`
+	Old           *float64 `json:"old,omitempty"` // read just before writing
+	// New is the value the device holds after the write (verified,
+	// written), the value about to be written in an accepted record; a
+	// failed or rejected record has none: Target is what was asked.
+	New *float64 `json:"new,omitempty"`
+	// Target is the requested value in the canonical unit, as the gateway
+	// would write it, in failed records (the device's value is unknown,
+	// or it refused it) and rejected ones past the limit checks.
+	Target   *float64 `json:"target,omitempty"`
+	ReadBack *float64 `json:"read_back,omitempty"` // read after writing
+	OldLabel string   `json:"old_label,omitempty"` // state signals
+	NewLabel string   `json:"new_label,omitempty"`
 	// Duplicate: the id was seen before; this is the earlier outcome and
 	// nothing was written again.
 	Duplicate bool      `json:"duplicate,omitempty"`
@@ -335,6 +342,12 @@ type Result struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	At        time.Time `json:"at"` // when the gateway reached this verdict
 }
+
+// OutcomeUnknown starts the reason of a failed write whose request may
+// have reached the device: its reply was lost, timed out, could not be
+// tied to the request, or the gateway stopped before it came. The device
+// may hold the new value: read the point before sending a new command.
+const OutcomeUnknown = "outcome unknown"
 
 // Final reports whether v ends a command (everything but Received and
 // Accepted).

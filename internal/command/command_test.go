@@ -341,3 +341,44 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestStorePendingAudit (review16 M-3): a result recorded as pending
+// publication stays pending across a reopen (and a rewrite of the file),
+// is never forgotten while pending even beyond max, and is no longer
+// pending once Published; Interrupted lists the ids still accepted.
+func TestStorePendingAudit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "commands", "ids.jsonl")
+	s, err := OpenStore(path, 2, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPending(Result{ID: "p", Verdict: Verified}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"x", "y", "z"} { // expired ids beyond max: forgotten, p is not
+		if err := s.Put(Result{ID: id, Verdict: Accepted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = s.Close()
+	if s, err = OpenStore(path, 2, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Pending(); len(p) != 1 || p[0].ID != "p" || p[0].Verdict != Verified {
+		t.Fatalf("pending after reopen: %+v", p)
+	}
+	if in := s.Interrupted(); len(in) == 0 || in[len(in)-1].ID != "z" {
+		t.Errorf("interrupted: %+v", in)
+	}
+	if err := s.Published(Result{ID: "p", Verdict: Verified}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if s, err = OpenStore(path, 2, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if p := s.Pending(); len(p) != 0 {
+		t.Fatalf("pending after Published: %+v", p)
+	}
+}

@@ -27,6 +27,12 @@ import (
 // reports when max ids are all unexpired (the gateway then refuses new
 // commands rather than forget one). The file is rewritten with only the
 // remembered ids when it holds more than twice as many lines. A torn last line (a crash mid-append) is ignored.
+//
+// A result can be recorded as pending publication to the audit stream
+// (PutPending: the gateway could not publish it): Pending lists them
+// until a Put of the same id records it as published, and such an id is
+// never forgotten while pending, so that the audit trail of a command
+// never ends at "accepted" (docs/commands.md, "Audit stream").
 // Safe for concurrent use.
 type Store struct {
 	path    string
@@ -35,11 +41,19 @@ type Store struct {
 	grace   time.Duration
 	now     func() time.Time
 
-	mu    sync.Mutex
-	f     *os.File
-	byID  map[string]Result
-	order []string // ids, oldest first
-	lines int
+	mu      sync.Mutex
+	f       *os.File
+	byID    map[string]Result
+	pending map[string]bool // ids whose latest result is not in the audit stream yet
+	order   []string        // ids, oldest first
+	lines   int
+}
+
+// storeLine is one line of the file: a result, and whether it still
+// waits for its audit record (absent in files of older gateways).
+type storeLine struct {
+	Result
+	AuditPending bool `json:"audit_pending,omitempty"`
 }
 
 // OpenStore opens (creating it and its directory) the store file at path
@@ -53,7 +67,7 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("command store: %w", err)
 	}
-	s := &Store{path: path, max: max, maxLife: maxLifetime, grace: grace, now: time.Now, byID: map[string]Result{}}
+	s := &Store{path: path, max: max, maxLife: maxLifetime, grace: grace, now: time.Now, byID: map[string]Result{}, pending: map[string]bool{}}
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("command store: %w", err)
@@ -61,11 +75,11 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		var r Result
-		if json.Unmarshal(sc.Bytes(), &r) != nil || r.ID == "" {
+		var l storeLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
 			continue // a torn line
 		}
-		s.remember(r)
+		s.remember(l.Result, l.AuditPending)
 		s.lines++
 	}
 	if err := s.rewrite(); err != nil {
@@ -74,12 +88,18 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	return s, nil
 }
 
-// remember records r in memory, then forgets expired ids beyond max.
-func (s *Store) remember(r Result) {
+// remember records r in memory (pending: its audit record is not
+// published yet), then forgets expired ids beyond max.
+func (s *Store) remember(r Result, pending bool) {
 	if _, ok := s.byID[r.ID]; !ok {
 		s.order = append(s.order, r.ID)
 	}
 	s.byID[r.ID] = r
+	if pending {
+		s.pending[r.ID] = true
+	} else {
+		delete(s.pending, r.ID)
+	}
 	s.evict(s.max)
 }
 
@@ -107,7 +127,7 @@ func (s *Store) evict(n int) {
 	now := s.now()
 	keep := s.order[:0]
 	for _, id := range s.order {
-		if excess > 0 && !s.live(s.byID[id], now) {
+		if excess > 0 && !s.pending[id] && !s.live(s.byID[id], now) {
 			delete(s.byID, id)
 			excess--
 			continue
@@ -133,7 +153,7 @@ func (s *Store) rewrite() error {
 	tmp := s.path + ".tmp"
 	var buf bytes.Buffer
 	for _, id := range s.order {
-		line, err := json.Marshal(s.byID[id])
+		line, err := json.Marshal(storeLine{Result: s.byID[id], AuditPending: s.pending[id]})
 		if err != nil {
 			return fmt.Errorf("command store: %w", err)
 		}
@@ -181,10 +201,53 @@ func (s *Store) Get(id string) (Result, bool) {
 	return r, ok
 }
 
-// Put records r as its id's latest result and syncs it to disk before
-// returning.
-func (s *Store) Put(r Result) error {
-	line, err := json.Marshal(r)
+// Put records r as its id's latest result, its audit record published
+// (or not needed), and syncs it to disk before returning.
+func (s *Store) Put(r Result) error { return s.put(r, false) }
+
+// PutPending records r as its id's latest result whose audit record could
+// not be published yet (Pending lists it), and syncs it to disk.
+func (s *Store) PutPending(r Result) error { return s.put(r, true) }
+
+// Pending returns the results whose audit record waits to be published,
+// oldest first.
+func (s *Store) Pending() []Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Result
+	for _, id := range s.order {
+		if s.pending[id] {
+			out = append(out, s.byID[id])
+		}
+	}
+	return out
+}
+
+// Interrupted returns the results still Accepted: when the store was just
+// opened, commands whose gateway stopped between accepting them and their
+// outcome.
+func (s *Store) Interrupted() []Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Result
+	for _, id := range s.order {
+		if r := s.byID[id]; r.Verdict == Accepted {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Published records that r, its id's latest result, is now in the audit
+// stream (no longer pending). The line is not synced: lost in a crash, the
+// record is published once more (the audit stream's duplicate window
+// drops a copy it still remembers).
+func (s *Store) Published(r Result) error { return s.write(r, false, false) }
+
+func (s *Store) put(r Result, pending bool) error { return s.write(r, pending, true) }
+
+func (s *Store) write(r Result, pending, sync bool) error {
+	line, err := json.Marshal(storeLine{Result: r, AuditPending: pending})
 	if err != nil {
 		return fmt.Errorf("command store: %w", err)
 	}
@@ -196,10 +259,12 @@ func (s *Store) Put(r Result) error {
 	if _, err := s.f.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("command store: %w", err)
 	}
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("command store: %w", err)
+	if sync {
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("command store: %w", err)
+		}
 	}
-	s.remember(r)
+	s.remember(r, pending)
 	s.lines++
 	if s.lines > 2*max(s.max, len(s.order)) {
 		return s.rewrite()

@@ -75,6 +75,9 @@ type Server struct {
 	opts  Options
 	mux   *http.ServeMux
 	limit *limiter // nil: no rate limit
+	// refused limits the audit records of refused commands per client
+	// (commands.go, refusedAudit)
+	refused *refusedAudit
 	// newTicker, when set (tests), gives each event stream its tick
 	// channel and stop function instead of a ticker of Options.Tick.
 	newTicker func() (<-chan time.Time, func())
@@ -108,7 +111,8 @@ func New(src Source, live *Live, opts Options) *Server {
 		opts.Streams = &StreamStats{}
 	}
 	s := &Server{src: src, live: live, opts: opts, mux: http.NewServeMux(), limit: newLimiter(opts.RateLimit),
-		slots: streamSlots{perClient: map[netip.Addr]int{}}}
+		refused: newRefusedAudit(opts.RateLimit),
+		slots:   streamSlots{perClient: map[netip.Addr]int{}}}
 	s.mux.HandleFunc("GET /api/v1/assets", s.assets)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}", s.asset)
 	s.mux.HandleFunc("GET /api/v1/assets/{site}/{id}/history", s.history)

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -286,13 +288,75 @@ func (s *Server) auditViewer(r *http.Request, c caller, why string) {
 	if !telemetry.ValidToken(in.Signal) { // still audited: probing must not stay invisible
 		in.Signal = "(invalid)"
 	}
+	reason := "permission denied by the collector: " + why
+	client, _ := clientKey(r, s.opts.RateLimit.TrustedProxies) // a malformed header: the unspecified address's bucket
+	switch s.refused.admit(client) {
+	case refusedSummary:
+		reason += fmt.Sprintf("; this client exceeds %d refused commands a minute (burst %d): its further refused commands are "+
+			"not recorded one by one until it slows down, only counted (smelter_collector_http_rate_limited_total{endpoint=\"refused_command\"})",
+			RefusedAuditPerMinute, RefusedAuditBurst)
+	case refusedUnrecorded:
+		if f := s.opts.RateLimit.OnLimited; f != nil {
+			f("refused_command")
+		}
+		return
+	}
 	var v command.Value
 	_ = v.UnmarshalJSON(in.Value)
 	req := CommandRequest{Site: site, Class: a.Class, Asset: id, Signal: in.Signal, Value: v, Unit: in.Unit, Requester: "viewer"}
 	if c.name != "" {
 		req.Requester = "viewer " + c.name
 	}
-	if err := cm.Refused(r.Context(), req, "permission denied by the collector: "+why); err != nil {
+	if err := cm.Refused(r.Context(), req, reason); err != nil {
 		s.opts.Log.Error("a viewer's command attempt could not be audited", "site", site, "asset", id, "err", err)
 	}
+}
+
+// The audit records of commands the collector refuses itself (a viewer's,
+// an anonymous client's where the API has no viewers' token) are limited
+// per client (review16 M-4): the audit stream keeps records for years and
+// cannot be purged, so a read-only client must not be able to fill it.
+// Within the limit every attempt is recorded; the first attempt beyond it
+// is recorded with a reason saying so (one summary record per episode),
+// the further ones are only counted until the client's bucket refills.
+// Operators' commands are never limited here (the gateway audits them).
+const (
+	RefusedAuditPerMinute = 10
+	RefusedAuditBurst     = 20
+)
+
+// What refusedAudit.admit decides for one refused command.
+const (
+	refusedRecorded   = iota // record it
+	refusedSummary           // record it, saying further ones are only counted
+	refusedUnrecorded        // count it only
+)
+
+// refusedAudit is the per-client limit of refused commands' audit records.
+type refusedAudit struct {
+	lim  *limiter
+	mu   sync.Mutex
+	over map[netip.Addr]bool // clients beyond the limit whose summary is recorded
+}
+
+func newRefusedAudit(rl RateLimit) *refusedAudit {
+	return &refusedAudit{lim: newLimiter(RateLimit{PerSecond: RefusedAuditPerMinute / 60.0, Burst: RefusedAuditBurst,
+		TrustedProxies: rl.TrustedProxies, Now: rl.Now}), over: map[netip.Addr]bool{}}
+}
+
+// admit takes a token of client c's bucket and says what becomes of its
+// refused command's audit record.
+func (a *refusedAudit) admit(c netip.Addr) int {
+	ok, _ := a.lim.allow(c)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case ok:
+		delete(a.over, c)
+		return refusedRecorded
+	case a.over[c] || len(a.over) >= MaxRateClients:
+		return refusedUnrecorded
+	}
+	a.over[c] = true
+	return refusedSummary
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/gateway/driver"
+	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/sparkplug"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -37,6 +39,11 @@ type conner interface {
 	Conn() (*nats.Conn, jetstream.JetStream)
 	EnsureAuditStream(ctx context.Context) error
 }
+
+// commandQueue is the NATS queue group of every gateway's command
+// subscriptions: a command subject with two gateways subscribed is
+// delivered to one of them.
+const commandQueue = "smelter-gateway-commands"
 
 // auditRecheck is how often the command server checks an unusable audit
 // stream again.
@@ -79,13 +86,19 @@ type commander struct {
 	path  string           // id store file
 	byKey map[string]*device
 
+	m *commandMetrics
+
 	// owned by Run
 	store     *command.Store
 	lastWrite *command.LastWrites
-	publish   func(ctx context.Context, subject string, data []byte) error
+	// publish publishes one audit record with JetStream under Nats-Msg-Id
+	// msgID and reports whether the stream already held that id (a
+	// duplicate, not stored again).
+	publish   func(ctx context.Context, subject string, data []byte, msgID string) (bool, error)
 	auditErr  error     // the audit stream's last check failed: commands are refused
 	auditAt   time.Time // when it was checked
 	recheck   bool      // an audit record failed: check the stream again
+	pendingAt time.Time // when pending outcome records were last tried
 }
 
 func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
@@ -95,7 +108,7 @@ func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
 	c := &commander{gw: g.cfg.ID, site: g.cfg.Site, cfg: cfg, keys: keys, log: g.log.With("component", "commands"), up: up, mq: mq, now: time.Now,
-		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{}}
+		path: filepath.Join(g.cfg.DataDir, "commands", "ids.jsonl"), byKey: map[string]*device{}, m: g.mx.commandMetrics()}
 	for _, d := range g.devices {
 		c.byKey[assetKey(d.cfg.Asset)] = d
 	}
@@ -131,6 +144,9 @@ func (c *commander) Run(ctx context.Context) error {
 	c.store = st
 	defer func() { _ = st.Close() }()
 	if c.lastWrite, err = command.OpenLastWrites(filepath.Join(filepath.Dir(c.path), "last_writes.json")); err != nil {
+		return err
+	}
+	if err := c.interrupted(); err != nil {
 		return err
 	}
 	if len(c.keys) == 0 {
@@ -173,14 +189,20 @@ func (c *commander) Run(ctx context.Context) error {
 		if nc, js := c.up.Conn(); nc != nil && nc != cur {
 			unsubscribe()
 			cur = nc
-			c.publish = func(ctx context.Context, subject string, data []byte) error {
-				_, err := js.Publish(ctx, subject, data)
-				return err
+			c.publish = func(ctx context.Context, subject string, data []byte, msgID string) (bool, error) {
+				ack, err := js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+				if err != nil {
+					return false, err
+				}
+				return ack.Duplicate, nil
 			}
 			for key := range c.byKey {
 				d := c.byKey[key]
 				subj := telemetry.AssetSubject(d.cfg.Asset, kindCommand)
-				s, err := nc.ChanSubscribe(subj, msgs)
+				// a queue group: where two gateways are configured with one
+				// asset (a misconfiguration, docs/commands.md "One gateway
+				// per asset"), NATS hands each command to one of them
+				s, err := nc.ChanQueueSubscribe(subj, commandQueue, msgs)
 				if err != nil {
 					c.log.Warn("commands: subscribe failed", "subject", subj, "err", err)
 					cur = nil
@@ -190,6 +212,7 @@ func (c *commander) Run(ctx context.Context) error {
 			}
 			c.log.Info("commands: listening", "assets", len(subs))
 			c.checkAudit(ctx)
+			c.publishPending(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -198,10 +221,16 @@ func (c *commander) Run(ctx context.Context) error {
 			if c.recheck || c.auditErr != nil && time.Since(c.auditAt) >= auditRecheck {
 				c.recheck = false
 				c.checkAudit(ctx)
+				if c.auditErr == nil {
+					c.publishPending(ctx)
+				}
+			}
+			if time.Since(c.pendingAt) >= auditRecheck {
+				c.publishPending(ctx)
 			}
 		case m := <-msgs:
 			res := c.handle(ctx, m.Subject, m.Data, "")
-			data, _ := json.Marshal(res) // plain struct: cannot fail
+			data := encodeResult(res)
 			if m.Reply != "" {
 				if err := m.Respond(data); err != nil {
 					c.log.Warn("commands: reply failed", "id", res.ID, "err", err)
@@ -218,8 +247,8 @@ func (c *commander) Run(ctx context.Context) error {
 				}
 				res = c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data, refuse)
 			}
-			data, _ := json.Marshal(res) // plain struct: cannot fail
-			pctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+			data := encodeResult(res)
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 			if err := c.mq.PublishOne(pctx, m.topic+"/result", data); err != nil {
 				c.log.Warn("commands: MQTT result not delivered", "id", res.ID, "err", err)
 			}
@@ -261,11 +290,16 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte, ref
 	if derr != nil {
 		why = derr.Error()
 	}
+	c.m.received.Inc()
 	auditSubj, refused := c.received(ctx, subject, res, why)
 	if refused != nil {
+		c.m.count(*refused)
 		return *refused
 	}
-	final := func(r command.Result) command.Result { return c.final(ctx, auditSubj, r) }
+	final := func(r command.Result) command.Result { return c.final(ctx, auditSubj, r, false) }
+	// the outcome of a signed command is kept in the id store; its audit
+	// record is published again later when it cannot be now
+	recorded := func(r command.Result) command.Result { return c.final(ctx, auditSubj, r, true) }
 	if derr != nil {
 		return final(c.reject(res, "%v", derr))
 	}
@@ -315,12 +349,13 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte, ref
 	}
 	res, ok := c.check(ctx, cmd, target, res, now)
 	if !ok {
-		if err := c.store.Put(res); err != nil {
-			c.log.Error("commands: recording the id failed", "id", cmd.ID, "err", err)
-		}
-		return final(res)
+		return recorded(res)
 	}
-	return final(c.execute(ctx, cmd, res))
+	res, stored := c.execute(ctx, cmd, res)
+	if stored {
+		return recorded(res)
+	}
+	return final(res)
 }
 
 // result starts the result of a command that arrived on subject
@@ -346,7 +381,8 @@ func (c *commander) received(ctx context.Context, subject string, res command.Re
 	first := res
 	first.Verdict = command.Received
 	first.Reason = why
-	if err := c.audit(ctx, auditSubj, first); err != nil {
+	if _, err := c.audit(ctx, auditSubj, first, ""); err != nil {
+		c.m.auditFailures.WithLabelValues("received").Inc()
 		c.recheck = true // the stream may be gone (a server lost its store): check it at the next tick
 		r := c.reject(res, "audit unavailable, nothing done: %v", err)
 		return "", &r
@@ -354,15 +390,107 @@ func (c *commander) received(ctx context.Context, subject string, res command.Re
 	return auditSubj, nil
 }
 
-// final audits and logs a command's outcome and returns it.
-func (c *commander) final(ctx context.Context, auditSubj string, r command.Result) command.Result {
+// final audits and logs a command's outcome and returns it. With record
+// (a signed command's outcome) it first records the outcome in the id
+// store as pending publication, synced, and marks it published once the
+// audit stream acknowledged it: an outcome record that cannot be published
+// now (NATS down, the gateway killed) is published later by
+// publishPending, so the trail never ends at "accepted".
+func (c *commander) final(ctx context.Context, auditSubj string, r command.Result, record bool) command.Result {
 	r.At = c.now()
-	if err := c.audit(ctx, auditSubj, r); err != nil {
-		c.log.Error("commands: audit of the outcome failed", "id", r.ID, "verdict", r.Verdict, "err", err)
+	finite(&r)
+	if record {
+		if err := c.store.PutPending(r); err != nil {
+			c.log.Error("commands: recording the outcome failed", "id", r.ID, "err", err)
+			record = false
+		}
 	}
+	switch _, err := c.audit(ctx, auditSubj, r, ""); {
+	case err != nil:
+		c.m.auditFailures.WithLabelValues("outcome").Inc()
+		c.recheck = true
+		if record {
+			c.m.pending.Set(float64(len(c.store.Pending())))
+			c.log.Error("commands: audit of the outcome failed: kept, published again once NATS is back", "id", r.ID, "verdict", r.Verdict, "err", err)
+		} else {
+			c.log.Error("commands: audit of the outcome failed", "id", r.ID, "verdict", r.Verdict, "err", err)
+		}
+	case record:
+		if err := c.store.Published(r); err != nil {
+			c.log.Error("commands: recording the outcome's audit failed", "id", r.ID, "err", err)
+		}
+	}
+	c.m.count(r)
 	c.log.Info("command", "id", r.ID, "asset", r.Asset, "signal", r.Signal, "requester", r.Requester,
 		"verdict", r.Verdict, "reason", r.Reason)
 	return r
+}
+
+// interrupted turns the commands of the id store still "accepted" (the
+// gateway stopped between accepting one and its outcome: a crash, kill
+// -9, a power loss) into their outcome, failed "outcome unknown", pending
+// publication to the audit stream. Run calls it once the store is open,
+// before any command runs.
+func (c *commander) interrupted() error {
+	for _, r := range c.store.Interrupted() {
+		r.Verdict = command.Failed
+		r.Reason = command.OutcomeUnknown + ": the gateway stopped between accepting this command and its outcome; " +
+			"read the point and send a new command (new id) if needed"
+		r.Target, r.New = r.New, nil
+		r.At = c.now()
+		if err := c.store.PutPending(r); err != nil {
+			return fmt.Errorf("commands: %w", err)
+		}
+		c.log.Warn("commands: a command was interrupted by a stop: its outcome is unknown", "id", r.ID, "asset", r.Asset, "signal", r.Signal)
+	}
+	return nil
+}
+
+// publishPending publishes the outcome records the id store keeps as
+// pending (final could not publish them), oldest first, and stops at the
+// first failure: it runs on every new NATS connection and every
+// auditRecheck.
+func (c *commander) publishPending(ctx context.Context) {
+	c.pendingAt = time.Now()
+	pend := c.store.Pending()
+	defer func() { c.m.pending.Set(float64(len(c.store.Pending()))) }()
+	if len(pend) == 0 || c.publish == nil || c.auditErr != nil {
+		return
+	}
+	for _, r := range pend {
+		if _, err := c.audit(ctx, "smelter.v1."+r.Asset+"."+string(kindAudit), r, ""); err != nil {
+			c.log.Warn("commands: a pending outcome record is still not published", "id", r.ID, "pending", len(pend), "err", err)
+			return
+		}
+		if err := c.store.Published(r); err != nil {
+			c.log.Error("commands: recording the outcome's audit failed", "id", r.ID, "err", err)
+			return
+		}
+		c.log.Info("commands: pending outcome record published", "id", r.ID, "verdict", r.Verdict, "at", r.At)
+	}
+}
+
+// finite drops a non-finite value from r (JSON has none; a device or a
+// conversion could give one): the record must always encode.
+func finite(r *command.Result) {
+	for _, p := range []**float64{&r.Old, &r.New, &r.Target, &r.ReadBack} {
+		if *p != nil && (math.IsNaN(**p) || math.IsInf(**p, 0)) {
+			*p = nil
+		}
+	}
+}
+
+// encodeResult is the reply to a command: r as JSON (finite made every
+// value encodable; should it still fail, a rejection saying why, never an
+// empty reply).
+func encodeResult(r command.Result) []byte {
+	data, err := json.Marshal(r)
+	if err != nil {
+		r.Old, r.New, r.Target, r.ReadBack = nil, nil, nil, nil
+		r.Reason = "the result does not encode: " + err.Error() + "; " + r.Reason
+		data, _ = json.Marshal(r) // no float left: cannot fail
+	}
+	return data
 }
 
 // handleDCMD runs a Sparkplug DCMD to device (docs/commands.md, "Sparkplug
@@ -397,11 +525,13 @@ func (c *commander) handleDCMD(ctx context.Context, device string, payload []byt
 		why = fmt.Sprintf("unsigned: a plain Sparkplug DCMD to device %s carries no signature; commands must be signed with a trusted key "+
 			"and sent as the String metric %s (docs/commands.md)", command.Clip(device, 64), sparkplug.MetricCommand)
 	}
+	c.m.received.Inc()
 	auditSubj, refused := c.received(ctx, subject, res, why)
 	if refused != nil {
+		c.m.count(*refused)
 		return *refused, topic
 	}
-	return c.final(ctx, auditSubj, c.reject(res, "%s", why)), topic
+	return c.final(ctx, auditSubj, c.reject(res, "%s", why), false), topic
 }
 
 func (c *commander) reject(res command.Result, format string, args ...any) command.Result {
@@ -410,18 +540,39 @@ func (c *commander) reject(res command.Result, format string, args ...any) comma
 	return res
 }
 
-func (c *commander) audit(ctx context.Context, subject string, r command.Result) error {
+// refuse rejects a command that passed the limit checks: its value to
+// write becomes the record's target (nothing was written, no new value).
+func (c *commander) refuse(res command.Result, format string, args ...any) command.Result {
+	res.Target, res.New = res.New, nil
+	return c.reject(res, format, args...)
+}
+
+// audit publishes r on the audit subject with JetStream and waits for its
+// PubAck, within commands.timeout and whatever becomes of ctx (a reload or
+// stop must not lose a record: ctx only carries values here). msgID is
+// the Nats-Msg-Id ("": the record's digest, so a record published again
+// within the stream's duplicate window is stored once); it reports whether
+// the stream already held msgID.
+func (c *commander) audit(ctx context.Context, subject string, r command.Result, msgID string) (bool, error) {
 	if c.publish == nil {
-		return errors.New("no NATS connection")
+		return false, errors.New("no NATS connection")
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return false, err
 	}
-	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	if msgID == "" {
+		msgID = "audit:" + command.Digest(data)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 	defer cancel()
-	return c.publish(actx, subject, data)
+	return c.publish(actx, subject, data, msgID)
 }
+
+// claimID is the Nats-Msg-Id of a command's "accepted" record: the same
+// for every gateway, so that where two gateways serve one asset, the audit
+// stream's duplicate window lets only the first accept a command id.
+func claimID(r command.Result) string { return "accepted:" + r.Asset + ":" + r.ID }
 
 // check applies every static check (time, target, limits) and reads the
 // current value for max_step. It returns the result so far and whether the
@@ -485,6 +636,11 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 			conv = cv
 		}
 		canon = conv.Apply(cmd.Value.Num)
+		if math.IsNaN(canon) || math.IsInf(canon, 0) {
+			// before the limits: no comparison with Inf or NaN refuses it
+			return c.reject(res, "%s %s is %v %s: not a finite number (beyond float64's range once converted to the signal's unit)",
+				cmd.Value, cmd.Unit, canon, np.Unit), false
+		}
 		if below(canon, wr.Min) || below(wr.Max, canon) {
 			return c.reject(res, "%g %s is outside the write limits %g..%g %s", canon, np.Unit, wr.Min, wr.Max, np.Unit), false
 		}
@@ -508,6 +664,9 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	if len(wr.States) > 0 {
 		old = smp.Num // a state's value is its code
 	}
+	if math.IsNaN(old) || math.IsInf(old, 0) {
+		return c.reject(res, "the current value %v %s is not a finite number: max_step cannot be checked", old, np.Unit), false
+	}
 	res.Old = &old
 	if len(wr.States) > 0 {
 		res.OldLabel = stateLabel(np, smp.Num)
@@ -518,30 +677,50 @@ func (c *commander) check(ctx context.Context, cmd *command.Command, subjTarget 
 	return res, true
 }
 
-// execute writes a checked command and reads it back.
-func (c *commander) execute(ctx context.Context, cmd *command.Command, res command.Result) command.Result {
+// execute writes a checked command and reads it back. It reports whether
+// the result is the id's outcome to record (the id store holds the
+// command as accepted, or another gateway accepted it).
+//
+// From the "accepted" record on, the command no longer depends on ctx: a
+// reload (SIGHUP) or stop while the write is on its way waits for it,
+// within commands.timeout, and for the audit of its outcome (the gateway's
+// Run waits for this goroutine), so a write the device may have applied
+// is never cut off into an unknown outcome by the gateway itself.
+func (c *commander) execute(ctx context.Context, cmd *command.Command, res command.Result) (command.Result, bool) {
 	d := c.source(cmd.Asset, cmd.Signal)
 	idx := d.cfg.Norm.Index(cmd.Signal)
 	np := d.cfg.Norm.Point(idx)
 	w := d.src.(driver.Writer)
+	if err := ctx.Err(); err != nil {
+		return c.refuse(res, "the gateway is stopping or reloading, nothing written: send the command again (same id) in a moment"), false
+	}
 	acc := res
 	acc.Verdict = command.Accepted
 	acc.At = c.now()
 	auditSubj := telemetry.AssetSubject(d.cfg.Asset, kindAudit)
-	if err := c.audit(ctx, auditSubj, acc); err != nil {
-		return c.reject(res, "audit unavailable, nothing written: %v", err)
+	dup, err := c.audit(ctx, auditSubj, acc, claimID(acc))
+	if err != nil {
+		c.m.auditFailures.WithLabelValues("accepted").Inc()
+		return c.refuse(res, "audit unavailable, nothing written: %v", err), false
+	}
+	if dup {
+		// the audit stream already holds an "accepted" record of this id
+		// for this asset: another gateway serves the asset too (or this
+		// gateway's own earlier attempt, whose PubAck it never got)
+		c.m.conflicts.Inc()
+		c.log.Error("commands: this command id was already accepted for this asset by another gateway: "+
+			"is the asset configured on two gateways? Nothing written (docs/commands.md, \"One gateway per asset\")",
+			"id", cmd.ID, "asset", cmd.Asset)
+		return c.refuse(res, "command id %s was already accepted for %s, by another gateway configured with this asset "+
+			"(a misconfiguration: one asset, one gateway) or by an earlier attempt whose audit record was stored late: nothing written", cmd.ID, cmd.Asset), true
 	}
 	if err := c.store.Put(acc); err != nil {
-		return c.reject(res, "cannot record the command id, nothing written: %v", err)
+		return c.refuse(res, "cannot record the command id, nothing written: %v", err), false
 	}
 	// the write's time, kept across reloads and restarts (min_interval)
 	// before the write starts: unrecorded, nothing is written
 	if err := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); err != nil {
-		res = c.reject(res, "cannot record the write time, nothing written: %v", err)
-		if perr := c.store.Put(res); perr != nil {
-			c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", perr)
-		}
-		return res
+		return c.refuse(res, "cannot record the write time, nothing written: %v", err), true
 	}
 	state := len(d.cfg.Write(idx).States) > 0
 	raw := *res.New
@@ -554,39 +733,86 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 		}
 		return toCanonical(np, v)
 	}
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 	defer cancel()
 	written, err := w.WritePoint(wctx, idx, raw)
 	if serr := c.lastWrite.Set(cmd.Asset+"/"+cmd.Signal, c.now()); serr != nil {
 		c.log.Error("commands: recording the write time failed", "id", cmd.ID, "err", serr)
 	}
 	if err != nil {
-		res.Verdict = command.Failed
-		res.Reason = err.Error()
-		res.Code = exceptionCode(err)
-	} else {
-		nv := canon(written)
-		res.New = &nv
-		smp, rerr := w.ReadPoint(wctx, idx)
-		switch {
-		case errors.Is(rerr, driver.ErrNotReadable):
-			res.Verdict, res.Reason = command.Written, "no read-back: the point has nothing to read"
-		case rerr != nil:
-			res.Verdict, res.Reason = command.Written, "read-back failed: "+rerr.Error()
-		case smp.Num != written:
-			rb := canon(smp.Num)
-			res.ReadBack = &rb
-			res.Verdict, res.Reason = command.Written, fmt.Sprintf("read back %g %s, not %g", rb, np.Unit, nv)
-		default:
-			rb := canon(smp.Num)
-			res.ReadBack = &rb
-			res.Verdict = command.Verified
-		}
+		return writeFailed(res, err), true
 	}
-	if err := c.store.Put(res); err != nil {
-		c.log.Error("commands: recording the outcome failed", "id", cmd.ID, "err", err)
+	nv := canon(written)
+	res.New = &nv
+	smp, rerr := w.ReadPoint(wctx, idx)
+	switch {
+	case errors.Is(rerr, driver.ErrNotReadable):
+		res.Verdict, res.Reason = command.Written, "no read-back: the point has nothing to read"
+	case rerr != nil:
+		res.Verdict, res.Reason = command.Written, "read-back failed: "+rerr.Error()
+	case smp.Num != written:
+		rb := canon(smp.Num)
+		res.ReadBack = &rb
+		res.Verdict, res.Reason = command.Written, fmt.Sprintf("read back %g %s, not %g", rb, np.Unit, nv)
+	default:
+		rb := canon(smp.Num)
+		res.ReadBack = &rb
+		res.Verdict = command.Verified
+	}
+	return res, true
+}
+
+// writeFailed is the outcome of a write that returned err: failed, the
+// device's exception code, no new value (the requested one is the
+// target). Where the request may have reached the device (outcomeUnknown)
+// the reason starts with command.OutcomeUnknown.
+func writeFailed(res command.Result, err error) command.Result {
+	res.Verdict = command.Failed
+	res.Code = exceptionCode(err)
+	res.Target, res.New = res.New, nil
+	res.Reason = err.Error()
+	if outcomeUnknown(err) {
+		res.Reason = command.OutcomeUnknown + ": the write may have reached the device; read the point before sending a new command (new id): " + res.Reason
 	}
 	return res
+}
+
+// outcomeUnknown reports whether a failed write's request may have reached
+// the device, from what the drivers' errors expose:
+//   - OPC UA (internal/opcua) says so itself: "outcome unknown" in the
+//     error of a Write or Call sent without an answer (a request timeout,
+//     a lost connection, a session worker that died with the request);
+//   - Modbus (internal/modbus): a modbus.Status that is no exception (a
+//     timeout, a connection failure, a cancellation, a reply that cannot
+//     be tied to the request or does not echo it), or exception 11 (a
+//     Modbus gateway whose target did not answer): the request may have
+//     been sent, the driver does not say whether it was;
+//   - a context's end, whatever the driver.
+//
+// OPC UA's "nothing written" (a session worker that never got the
+// request) is a known outcome. The drivers expose these only as text
+// (OPC UA) or without saying whether the request was sent (Modbus):
+// sentinels (opcua.ErrOutcomeUnknown, a "sent" flag of modbus errors)
+// would make this exact.
+//
+// An exception (the device answered and refused), an OPC UA Bad status
+// and a refusal before any I/O (modbus.ErrNotWritable, ErrValueRange,
+// opcua.ErrTypeMismatch, ErrNoSession) are a known outcome: nothing was
+// written.
+func outcomeUnknown(err error) bool {
+	if strings.Contains(err.Error(), "nothing written") { // OPC UA: the request never left the gateway
+		return false
+	}
+	if strings.Contains(err.Error(), command.OutcomeUnknown) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var st modbus.Status
+	if errors.As(err, &st) {
+		code, exc := st.Exception()
+		return !exc || code == 11
+	}
+	return false
 }
 
 // below reports a < b beyond float64 rounding (a relative 1e-9): a limit
@@ -651,4 +877,63 @@ func stateLabel(np normPoint, code float64) string {
 		return states[i]
 	}
 	return ""
+}
+
+// commandMetrics are the command server's metrics (docs/operations.md,
+// docs/commands.md "Metrics"), registered once per process and kept
+// across reloads.
+type commandMetrics struct {
+	received      prometheus.Counter
+	results       *prometheus.CounterVec // result
+	auditFailures *prometheus.CounterVec // record
+	pending       prometheus.Gauge
+	conflicts     prometheus.Counter
+}
+
+// Command results, the label of smelter_gateway_commands_total.
+var commandResults = []string{"rejected", "duplicate", "verified", "written", "failed", "outcome_unknown"}
+
+func (mx *Metrics) commandMetrics() *commandMetrics {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	if mx.cmd != nil {
+		return mx.cmd
+	}
+	m := &commandMetrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_commands_received_total",
+			Help: "Commands that arrived (NATS, the MQTT mirror, Sparkplug DCMD), whatever became of them."}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_commands_total",
+			Help: "Commands by result: rejected (refused, nothing written), duplicate (a retry answered from the id store), " +
+				"verified, written, failed (the device refused or nothing was sent), outcome_unknown (failed, the write may have reached the device)."},
+			[]string{"result"}),
+		auditFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_gateway_command_audit_failures_total",
+			Help: "Audit records that could not be published, by record: received (the command was refused), accepted (nothing written), " +
+				"outcome (kept and published again later for a signed command)."}, []string{"record"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_gateway_command_audit_pending",
+			Help: "Outcome records kept in the id store until the audit stream takes them."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_command_conflicts_total",
+			Help: "Commands refused because the audit stream already held another acceptance of their id for the asset: " +
+				"the asset is configured on two gateways (docs/commands.md, \"One gateway per asset\")."}),
+	}
+	for _, r := range commandResults {
+		m.results.WithLabelValues(r)
+	}
+	for _, r := range []string{"received", "accepted", "outcome"} {
+		m.auditFailures.WithLabelValues(r)
+	}
+	mx.reg.MustRegister(m.received, m.results, m.auditFailures, m.pending, m.conflicts)
+	mx.cmd = m
+	return m
+}
+
+// count counts a command's final result.
+func (m *commandMetrics) count(r command.Result) {
+	res := string(r.Verdict)
+	switch {
+	case r.Duplicate:
+		res = "duplicate"
+	case r.Verdict == command.Failed && strings.HasPrefix(r.Reason, command.OutcomeUnknown):
+		res = "outcome_unknown"
+	}
+	m.results.WithLabelValues(res).Inc()
 }

@@ -470,28 +470,11 @@ func TestCommandIDsSurviveRestart(t *testing.T) {
 // topic is checked, audited and written like one over NATS; its result
 // comes back on <topic>/result; an unsigned one is refused there too.
 func TestCommandsOverMQTTMirror(t *testing.T) {
-	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mq.Close() })
-	r := newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL()))
+	r, mq := newMirrorRig(t)
 
 	results := make(chan command.Result, 16)
-	cl := paho.NewClient(paho.NewClientOptions().AddBroker(mq.URL()).SetClientID("mirror-test").SetCleanSession(true))
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { cl.Disconnect(100) })
 	const topic = "smelter/v1/plant1/generic/sp-1/cmd"
-	if tok := cl.Subscribe(topic+"/result", 1, func(_ paho.Client, m paho.Message) {
-		var res command.Result
-		if json.Unmarshal(m.Payload(), &res) == nil {
-			results <- res
-		}
-	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
+	cl := resultsClient(t, mq.URL(), "mirror-test", topic, func(res command.Result) { results <- res })
 	// a signed command left retained on the broker before the gateway
 	// subscribes: delivered as retained, refused and audited, never
 	// written (a command is never stored for later)
@@ -557,6 +540,38 @@ func TestCommandsOverMQTTMirror(t *testing.T) {
 		t.Errorf("%d writes for one command (resent until answered)", n)
 	}
 	wait.For(t, 10*time.Second, "the MQTT command in the audit stream", func() bool { return len(audit.of("mq-ok")) >= 3 })
+}
+
+// newMirrorRig is newCmdRig with an MQTT uplink (the JSON mirror) to an
+// in-process broker, returned too.
+func newMirrorRig(t *testing.T) (*cmdRig, *brokers.MQTT) {
+	t.Helper()
+	mq, err := brokers.StartMQTT(brokers.MQTTOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mq.Close() })
+	return newCmdRig(t, "operator", fmt.Sprintf("  mqtt: {url: %q}\n", mq.URL())), mq
+}
+
+// resultsClient connects an MQTT client to url as id and calls got with
+// every command result on topic's result topic (<topic>/result).
+func resultsClient(t *testing.T, url, id, topic string, got func(command.Result)) paho.Client {
+	t.Helper()
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(100) })
+	if tok := cl.Subscribe(topic+"/result", 1, func(_ paho.Client, m paho.Message) {
+		var res command.Result
+		if json.Unmarshal(m.Payload(), &res) == nil {
+			got(res)
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return cl
 }
 
 // TestCommandReplayWithSmallRemember: with commands.remember 1, a second

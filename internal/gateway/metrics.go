@@ -28,6 +28,7 @@ type Metrics struct {
 	mu   sync.Mutex
 	nats *natsjs.Metrics // registered at the first gateway with that uplink
 	mqtt *mqtt.Metrics
+	cmd  *commandMetrics // at the first gateway with commands (command.go)
 
 	drivers atomic.Pointer[prometheus.Registry] // the running gateway's driver metrics
 	cur     atomic.Pointer[spool.Spool]         // the running gateway's spool (smelter_gateway_seq)
