@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/smelterio/smelter/internal/streams"
 )
 
 func newUser(t testing.TB) (nkeys.KeyPair, nkeys.KeyPair) {
@@ -246,6 +248,21 @@ func TestConfigValidate(t *testing.T) {
 	c.MaxSkew = 2 * time.Hour
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_skew") {
 		t.Errorf("max_skew 2h: %v", err)
+	}
+	c.MaxSkew = MaxMaxSkew
+	c.MaxLifetime = MaxMaxLifetime
+	if err := c.Validate(); err != nil {
+		t.Errorf("max_lifetime %v: %v", MaxMaxLifetime, err)
+	}
+	c.MaxLifetime = MaxMaxLifetime + time.Second
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_lifetime") {
+		t.Errorf("max_lifetime above %v: %v", MaxMaxLifetime, err)
+	}
+	// The audit stream's dedup window keeps a command to one gateway for
+	// as long as any acceptable command is valid (docs/commands.md, "One
+	// gateway per asset").
+	if w := streams.Audit("A", []string{"a"}, 1, 0).Duplicates; w < MaxMaxLifetime+2*MaxMaxSkew {
+		t.Errorf("audit duplicate window %v below max_lifetime + 2 x max_skew (%v)", w, MaxMaxLifetime+2*MaxMaxSkew)
 	}
 }
 

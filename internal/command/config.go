@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/smelterio/smelter/internal/confload"
+	"github.com/smelterio/smelter/internal/streams"
 )
 
 // Config is the gateway's commands block (docs/commands.md).
@@ -40,7 +41,11 @@ const (
 	DefaultRemember    = 4096
 	DefaultTimeout     = 10 * time.Second
 	// MaxMaxSkew bounds max_skew.
-	MaxMaxSkew = 5 * time.Minute
+	MaxMaxSkew = streams.MaxCommandSkew
+	// MaxMaxLifetime bounds max_lifetime: the audit stream's duplicate
+	// window (streams.AuditDuplicateWindow) covers a command this long,
+	// so a second gateway with the same asset cannot write it again.
+	MaxMaxLifetime = streams.MaxCommandLifetime
 )
 
 // SetDefaults fills zero fields.
@@ -74,6 +79,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.MaxLifetime < time.Second:
 		return confload.Problemf("max_lifetime", "%v below 1s", c.MaxLifetime)
+	case c.MaxLifetime > MaxMaxLifetime:
+		return confload.Problemf("max_lifetime", "%v above %v: a command valid that long could be held back and played later, and outlives the audit stream's duplicate window that keeps it to one gateway", c.MaxLifetime, MaxMaxLifetime)
 	case c.MaxSkew < 0:
 		return confload.Problemf("max_skew", "%v is negative", c.MaxSkew)
 	case c.MaxSkew > MaxMaxSkew:

@@ -73,4 +73,7 @@ func TestStreamsOnARealServer(t *testing.T) {
 	if info, err := aud.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Fatalf("audit stream holds %v messages (%v), want 1", info.State.Msgs, err)
 	}
+	if d := aud.CachedInfo().Config.Duplicates; d != streams.AuditDuplicateWindow {
+		t.Errorf("audit stream duplicate window %v, want %v", d, streams.AuditDuplicateWindow)
+	}
 }

@@ -412,6 +412,12 @@ func (u *Uplink) EnsureAuditStream(ctx context.Context) error {
 		u.log.Warn("nats audit stream keeps records for less than audit_max_age", "stream", u.cfg.AuditStream,
 			"max_age", a, "audit_max_age", u.cfg.AuditMaxAge)
 	}
+	if d := info.Config.Duplicates; d < streams.AuditDuplicateWindow {
+		u.log.Warn("nats audit stream's duplicate window is shorter than a command's validity: a retry of a command later than it, "+
+			"handed to a second gateway configured with the same asset, could be written twice (docs/commands.md, \"One gateway per asset\"); "+
+			"raise it, e.g. nats stream edit "+u.cfg.AuditStream+" --dupe-window "+streams.AuditDuplicateWindow.String(),
+			"stream", u.cfg.AuditStream, "duplicate_window", d, "want", streams.AuditDuplicateWindow)
+	}
 	return nil
 }
 
