@@ -312,6 +312,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 			l.untied(s, "a reply from the unit with another function or byte count than asked")
 		case StatusGood:
 			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
+			s.answeredShape(pdu)
 		}
 	}
 	l.settle(err)
@@ -580,22 +581,36 @@ func (l *link) foreign(s *share, err error) *share {
 }
 
 // prove decides on the answer of s, a unit in doubt (its earlier request
-// went unanswered, or a reply of its could not be tied to its request),
-// to pdu. On an RTU or ASCII line, when every unanswered request's late
-// reply has been seen and discarded meanwhile, nothing of s's is on its way
-// and the answer is s's: trusted. Otherwise the answer just received is
-// never published as it is: the line must first stay silent after it
-// (confirm, RTU/ASCII only). Then, when pdu has a probe
-// (probePDU: the same start with a quantity whose reply has another byte
-// count), the probe is sent and must be answered with its own byte count,
+// went unanswered, or a reply of its could not be tied to its request; on
+// Modbus TCP also any unit after a timeout or a gateway's 10/11 on the
+// connection: relayDoubt), to pdu.
+//
+// An exception reply carries no byte count: it cannot prove that the unit
+// answers in turn, but it is the unit's answer about this request (the
+// function and unit asked), so it is returned as it is (the device
+// publishes its code and bisects on it) and the doubt stays (review 14 F1).
+//
+// On an RTU or ASCII line, when every unanswered request's late reply has
+// been seen and discarded meanwhile, nothing of s's is on its way and the
+// answer is s's: trusted. Otherwise the answer just received is never
+// published as it is: the line must first stay silent after it (confirm,
+// RTU/ASCII only). Then a read of another shape (tieReads: another
+// function or byte count) is sent and must be answered with its own shape,
 // and pdu is sent again: its answer is the one returned. A unit answering
 // one request behind (a store-and-forward converter, a slave that answers
-// the previous request when the next comes) or answering an older request
-// it was busy with answers the probe with another request's length:
-// untied, the unit stays in doubt. Without a probe (a one-register or
-// at most 8-bit read, a write) the silent window alone decides, which a
-// unit answering one request behind passes (documented). Then s is trusted.
+// the previous request when the next comes, a TCP-to-RTU gateway relaying
+// a late answer to the next request) answers that read with another
+// request's shape: untied, the unit stays in doubt. A read the unit
+// answers with an exception proves nothing: the next candidate is tried.
+// When no read of another shape could be answered, the answer is untied on
+// Modbus TCP (review 14 F4: a gateway relays one unit's late one-register
+// answer to another unit's one-register read); on an RTU or ASCII line the
+// silent window alone decides, which a unit answering one request behind
+// passes (documented). Then s is trusted.
 func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
+	if _, exc := StatusOf(err).Exception(); exc {
+		return reply, err
+	}
 	if l.framed() && len(s.unanswered) == 0 {
 		// every unanswered request's late reply has been seen and
 		// discarded: nothing of s's is left on its way (a unit that is
@@ -609,15 +624,31 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			return nil, cerr
 		}
 	}
-	l.probe = probePDU(l.probe[:0], pdu)
-	if l.probe != nil {
-		if _, perr := l.roundTrip(ctx, unit, l.probe); perr != nil {
-			if st := StatusOf(perr); st == StatusBadLength || st == StatusWrongFunction || answeredErr(perr) {
-				l.untied(s, "its answer to a probe of another length was not the probe's ("+perr.Error()+")")
-				return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a probe of another length with its own answer: one request behind, or answering an older request", s.unit)
-			}
+	tried, tied := 0, false
+	for i := 0; !tied; i++ {
+		l.probe = tieRead(l.probe[:0], pdu, s, i)
+		if l.probe == nil {
+			break
+		}
+		tried++
+		_, perr := l.roundTrip(ctx, unit, l.probe)
+		st := StatusOf(perr)
+		switch _, exc := st.Exception(); {
+		case perr == nil:
+			tied = true
+		case st == StatusBadLength || st == StatusWrongFunction:
+			l.untied(s, "its answer to a read of another length was not that read's ("+perr.Error()+")")
+			return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a read of another length with its own answer: one request behind, or answering an older request", s.unit)
+		case exc && !st.TargetSilent():
+			// the address may not exist: proves nothing, try the next
+		default:
 			return nil, perr
 		}
+	}
+	if !tied && (tried > 0 || !l.framed()) {
+		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a request whose answer no read of another length (%d tried) could tie to it", s.unit, tried)
+	}
+	if tied {
 		reply, err = l.roundTrip(ctx, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
@@ -634,6 +665,63 @@ func (l *link) pendingDone(s *share) {
 	if l.pending == s {
 		l.pending = nil
 	}
+}
+
+// readShape is the function and reply byte count of read pdu (count -1
+// for another request).
+func readShape(pdu []byte) (byte, int) {
+	e := expectFor(0, pdu)
+	return e.fc, e.count
+}
+
+// tieRead appends to dst the i-th read that can tie s's answer to read pdu
+// (its reply has another function or byte count than pdu's), or returns
+// nil when there are no more: first probePDU (inside pdu's range), then
+// the reads s answered with data lately (share.shapes), then pdu one
+// register (8 bits) wider, at the same start and one register (8 bits)
+// before it, which the device may not map (an exception: proves nothing).
+// None for a request that is not a read.
+func tieRead(dst, pdu []byte, s *share, i int) []byte {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return nil
+	}
+	if p := probePDU(dst, pdu); p != nil {
+		if i == 0 {
+			return p
+		}
+		i--
+	}
+	fc, count := readShape(pdu)
+	for k := range s.nShapes {
+		sh := s.shapes[k][:]
+		if f, c := readShape(sh); f == fc && c == count {
+			continue
+		}
+		if i == 0 {
+			return append(dst, sh...)
+		}
+		i--
+	}
+	start, q := int(binary.BigEndian.Uint16(pdu[1:])), int(binary.BigEndian.Uint16(pdu[3:]))
+	step, limit := 1, 125
+	if fc <= 2 {
+		step, limit = 8, 2000
+	}
+	if q+step > limit {
+		return nil
+	}
+	for _, st := range []int{start, start - step} {
+		if st < 0 || st+q+step > 0x10000 {
+			continue
+		}
+		if i == 0 {
+			dst = append(dst, fc)
+			dst = binary.BigEndian.AppendUint16(dst, uint16(st))
+			return binary.BigEndian.AppendUint16(dst, uint16(q+step))
+		}
+		i--
+	}
+	return nil
 }
 
 // probePDU appends to dst the probe of read pdu for a unit in doubt: the

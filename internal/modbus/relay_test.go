@@ -1,0 +1,304 @@
+package modbus
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// tcpGateway is a Modbus TCP-to-RTU gateway on a raw socket, written for
+// these tests (review 14): its serial units answer "read holding
+// registers" with unit*1000 + address below address 100 and exception 2
+// from there. It serves one request at a time over all its connections,
+// as a gateway with one serial line does, and keeps its line's state
+// across connections:
+//   - a dead unit never answers: the gateway holds its line for busy, then
+//     sends nothing;
+//   - a late unit's next answers come after the client's timeout: the
+//     gateway sends nothing then, and takes the late answer, when it comes
+//     on the line, for the answer to the next request, whichever unit it
+//     asks, with that request's transaction id and unit (it relays the
+//     next frame on its line);
+//   - stalled, it reads nothing until released (a slave stopped).
+type tcpGateway struct {
+	Addr string
+
+	mu      sync.Mutex
+	serial  sync.Mutex // the serial line: one request at a time
+	dead    map[byte]bool
+	late    map[byte]int // unit -> answers still to come late
+	busy    time.Duration
+	lagged  []byte // the late answer on the line, relayed to the next request
+	stall   chan struct{}
+	relayed atomic.Int64
+	asked   atomic.Int64
+}
+
+func startGateway(t *testing.T) *tcpGateway {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &tcpGateway{Addr: ln.Addr().String(), dead: map[byte]bool{}, late: map[byte]int{}}
+	var wg sync.WaitGroup
+	var cmu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		_ = ln.Close()
+		g.release()
+		cmu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		cmu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			cmu.Lock()
+			conns = append(conns, c)
+			cmu.Unlock()
+			wg.Go(func() { g.serve(c) })
+		}
+	})
+	return g
+}
+
+func (g *tcpGateway) setDead(unit byte, dead bool) {
+	g.mu.Lock()
+	g.busy = 150 * time.Millisecond
+	g.dead[unit] = dead
+	g.mu.Unlock()
+}
+
+func (g *tcpGateway) setLate(unit byte, n int) {
+	g.mu.Lock()
+	g.late[unit] = n
+	g.mu.Unlock()
+}
+
+// hold stalls the gateway's line until release.
+func (g *tcpGateway) hold() {
+	g.mu.Lock()
+	if g.stall == nil {
+		g.stall = make(chan struct{})
+	}
+	g.mu.Unlock()
+}
+
+func (g *tcpGateway) release() {
+	g.mu.Lock()
+	if g.stall != nil {
+		close(g.stall)
+		g.stall = nil
+	}
+	g.mu.Unlock()
+}
+
+// gatewayAnswer is the honest reply PDU of a read holding registers
+// request pdu to unit.
+func gatewayAnswer(unit byte, pdu []byte) []byte {
+	if len(pdu) != 5 || pdu[0] != 3 {
+		return []byte{pdu[0] | 0x80, 1}
+	}
+	start, n := binary.BigEndian.Uint16(pdu[1:]), binary.BigEndian.Uint16(pdu[3:])
+	if n == 0 || n > 125 || int(start)+int(n) > 100 {
+		return []byte{0x83, 2}
+	}
+	out := []byte{3, byte(2 * n)}
+	for a := start; a < start+n; a++ {
+		out = binary.BigEndian.AppendUint16(out, uint16(unit)*1000+a)
+	}
+	return out
+}
+
+func (g *tcpGateway) serve(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		var head [7]byte
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(head[4:]))
+		if n < 2 || n > 254 {
+			return
+		}
+		pdu := make([]byte, n-1)
+		if _, err := io.ReadFull(r, pdu); err != nil {
+			return
+		}
+		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
+		if reply := g.exchange(unit, pdu); reply != nil {
+			if _, err := c.Write(MBAPTestReply(tid, unit, reply)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// exchange puts one request on the gateway's line and returns what the
+// gateway sends back (nil: nothing).
+func (g *tcpGateway) exchange(unit byte, pdu []byte) []byte {
+	g.serial.Lock()
+	defer g.serial.Unlock()
+	g.asked.Add(1)
+	g.mu.Lock()
+	stall, dead, busy := g.stall, g.dead[unit], g.busy
+	g.mu.Unlock()
+	if stall != nil {
+		<-stall
+	}
+	if dead {
+		time.Sleep(busy) // the gateway's own wait for its slave
+		return nil
+	}
+	answer := gatewayAnswer(unit, pdu)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lagged != nil {
+		// the line's next frame is the late answer: taken for this one's
+		answer, g.lagged = g.lagged, nil
+		g.relayed.Add(1)
+		return answer
+	}
+	if g.late[unit] > 0 {
+		g.late[unit]--
+		g.lagged = answer
+		return nil
+	}
+	return answer
+}
+
+// MBAPTestReply frames pdu for unit with transaction id tid.
+func MBAPTestReply(tid uint16, unit byte, pdu []byte) []byte {
+	out := binary.BigEndian.AppendUint16(nil, tid)
+	out = append(out, 0, 0)
+	out = binary.BigEndian.AppendUint16(out, uint16(len(pdu)+1))
+	out = append(out, unit)
+	return append(out, pdu...)
+}
+
+// unitGroup is one group reading holding registers addrs of unit, and the
+// value each Sample.Index must carry when good.
+func unitGroup(unit byte, interval time.Duration, addrs ...uint16) (Group, map[int]float64) {
+	g := Group{Interval: interval}
+	want := map[int]float64{}
+	for i, a := range addrs {
+		g.Points = append(g.Points, Point{Table: HoldingRegisters, Address: a, Type: Uint16})
+		g.Index = append(g.Index, i)
+		want[i] = float64(unit)*1000 + float64(a)
+	}
+	return g, want
+}
+
+// gatewayUnits reads each unit of addrs through g on one Modbus TCP
+// connection and returns their recorders (which fail the test on any
+// value published good that is not its register's).
+func gatewayUnits(t *testing.T, g *tcpGateway, tune func(*Config), addrs map[byte][]uint16) map[byte]*recorder {
+	t.Helper()
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	recs := map[byte]*recorder{}
+	for unit, a := range addrs {
+		cfg := testConfig(TCP, g.Addr, unit)
+		cfg.Timeout = 100 * time.Millisecond
+		if tune != nil {
+			tune(&cfg)
+		}
+		grp, want := unitGroup(unit, 20*time.Millisecond, a...)
+		src, err := pool.Source(fmt.Sprintf("unit-%d", unit), cfg, []Group{grp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recorder{t: t, want: want}
+		recs[unit] = rec
+		rec.run(src)
+	}
+	return recs
+}
+
+// goodSince counts r's cycles after the first from in which every sample
+// is good.
+func goodSince(r *recorder, from int) int {
+	n := 0
+	for i, c := range r.snapshot() {
+		if i < from {
+			continue
+		}
+		ok := c.Err == nil
+		for _, s := range c.Samples {
+			ok = ok && s.Quality == telemetry.QualityGood
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// TestGatewayLateOneRegisterAnswerNotGivenToAnotherUnit (review 14, F4): a
+// Modbus TCP gateway relays unit 1's late answer to a ONE-register read
+// (no probe of one register less exists) as the reply to the next
+// request, which asks unit 2 for one register too: same function, same
+// byte count, unit 2's transaction id and unit. It must never be published
+// as unit 2's value (the recorders fail on 1005 for unit 2's register 5):
+// after a timeout on the connection a one-register answer is tied by a
+// read of another length (here one register wider) before the request is
+// sent again; both units read good once the gateway is honest again.
+func TestGatewayLateOneRegisterAnswerNotGivenToAnotherUnit(t *testing.T) {
+	g := startGateway(t)
+	recs := gatewayUnits(t, g, func(c *Config) {
+		c.BackoffMin, c.BackoffMax = 5*time.Millisecond, 10*time.Millisecond
+	}, map[byte][]uint16{1: {5}, 2: {5}})
+	wait.For(t, 10*time.Second, "good reads of both units", func() bool {
+		return goodSince(recs[1], 0) >= 3 && goodSince(recs[2], 0) >= 3
+	})
+	for i := range 15 {
+		g.setLate(1, 1)
+		wait.For(t, 10*time.Second, fmt.Sprintf("late answer %d relayed", i+1), func() bool { return g.relayed.Load() > int64(i) })
+	}
+	n1, n2 := len(recs[1].snapshot()), len(recs[2].snapshot())
+	wait.For(t, 10*time.Second, "good reads of both units after", func() bool {
+		return goodSince(recs[1], n1) >= 3 && goodSince(recs[2], n2) >= 3
+	})
+}
+
+// TestDeadUnitLeavesNeighbourGood (review 14, F2): two units behind one
+// Modbus TCP gateway, one of which never answers (the gateway waits for it
+// and sends nothing, as a gateway without exceptions 10/11 does). Each of
+// its timeouts puts the connection in doubt (the gateway may relay its
+// answer if it comes late), but the healthy unit must keep publishing good
+// values, not die beside it.
+func TestDeadUnitLeavesNeighbourGood(t *testing.T) {
+	for _, addrs := range [][]uint16{{0, 1, 2, 3, 50}, {5}} {
+		t.Run(fmt.Sprint(len(addrs)), func(t *testing.T) {
+			g := startGateway(t)
+			g.setDead(1, true)
+			recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: addrs, 2: addrs})
+			wait.For(t, 15*time.Second, "unit 2 good in 20 reads while unit 1 is dead", func() bool {
+				return goodSince(recs[2], 0) >= 20
+			})
+			for _, c := range recs[1].snapshot() {
+				for _, s := range c.Samples {
+					if s.Quality == telemetry.QualityGood {
+						t.Fatalf("dead unit 1 published good: %+v", s)
+					}
+				}
+			}
+		})
+	}
+}
