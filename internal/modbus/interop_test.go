@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +19,12 @@ import (
 // startLibmodbus builds testdata/libmodbus_server.c against the system's
 // libmodbus and runs it with args, returning the first line it prints.
 func startLibmodbus(t *testing.T, args ...string) string {
+	line, _ := startLibmodbusProc(t, args...)
+	return line
+}
+
+// startLibmodbusProc is startLibmodbus, also returning the server's process.
+func startLibmodbusProc(t *testing.T, args ...string) (string, *os.Process) {
 	t.Helper()
 	if os.Getenv("SMELTER_INTEROP") != "1" {
 		t.Skip("interop test: set SMELTER_INTEROP=1")
@@ -53,7 +60,7 @@ func startLibmodbus(t *testing.T, args ...string) string {
 	if !sc.Scan() {
 		t.Fatalf("libmodbus server printed nothing: %v", sc.Err())
 	}
-	return sc.Text()
+	return sc.Text(), cmd.Process
 }
 
 // TestInteropLibmodbus reads a libmodbus 3.1 slave (a stack we did not
@@ -119,6 +126,152 @@ func TestInteropLibmodbus(t *testing.T) {
 			}
 			if st := src.State(); st.Quarantined != 1 {
 				t.Fatalf("quarantined = %d, want 1", st.Quarantined)
+			}
+		})
+	}
+}
+
+// interopPeer starts a slave of a stack we did not write for tr: libmodbus
+// ("libmodbus", unit 1 on TCP, 3 on RTU) or Debian's python3-pymodbus
+// ("pymodbus", Modbus TCP, unit 1), with holding register a = 1000 + a for
+// a < 200 and exception 2 beyond. It returns the config reading it and
+// the server's process.
+func interopPeer(t *testing.T, peer string, tr Transport) (Config, *os.Process) {
+	t.Helper()
+	if peer == "pymodbus" {
+		return startPymodbus(t)
+	}
+	if tr == TCP {
+		line, p := startLibmodbusProc(t, "tcp")
+		port, ok := strings.CutPrefix(line, "PORT ")
+		if !ok {
+			t.Fatalf("libmodbus server said %q", line)
+		}
+		return testConfig(TCP, "127.0.0.1:"+port, 1), p
+	}
+	client, dev := modbustest.PtyPair(t)
+	line, p := startLibmodbusProc(t, "rtu", dev)
+	if line != "READY" {
+		t.Fatalf("libmodbus server said %q", line)
+	}
+	return testConfig(RTU, client, 3), p
+}
+
+// startPymodbus runs testdata/pymodbus_server.py on Debian's python3-pymodbus.
+func startPymodbus(t *testing.T) (Config, *os.Process) {
+	t.Helper()
+	if os.Getenv("SMELTER_INTEROP") != "1" {
+		t.Skip("interop test: set SMELTER_INTEROP=1")
+	}
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import pymodbus").Run(); err != nil {
+		t.Skip("interop test: python3-pymodbus not installed (apt-get install python3-pymodbus)")
+	}
+	cmd := exec.CommandContext(t.Context(), py, "testdata/pymodbus_server.py")
+	cmd.Stderr = t.Output()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() {
+		t.Fatalf("pymodbus server printed nothing: %v", sc.Err())
+	}
+	port, ok := strings.CutPrefix(sc.Text(), "PORT ")
+	if !ok {
+		t.Fatalf("pymodbus server said %q", sc.Text())
+	}
+	return testConfig(TCP, "127.0.0.1:"+port, 1), cmd.Process
+}
+
+// TestInteropStallThenGood (review 14, F1): a libmodbus or pymodbus slave
+// is stopped for 3 s (SIGSTOP: every request in that time times out, and
+// the slave answers what it queued when it resumes) as the gateway starts
+// reading a group whose merged request raises exception 2 (holding 196..203,
+// of which 200.. is not mapped: to be bisected, 200..203 quarantined), the
+// read's first request.
+// After the stall the unit is in doubt; its exceptions must be published as
+// exceptions (bad with code 2, not untied 268), bisected, and the unit must
+// come back to good readings of 196..199. Before, the exception in
+// doubt failed the proof (its probe got exception 2 too): the read was
+// untied, the unit back in doubt, and no reading was ever good again.
+func TestInteropStallThenGood(t *testing.T) {
+	for _, c := range []struct {
+		peer string
+		tr   Transport
+	}{{"libmodbus", TCP}, {"libmodbus", RTU}, {"pymodbus", TCP}} {
+		t.Run(c.peer+"/"+string(c.tr), func(t *testing.T) {
+			cfg, proc := interopPeer(t, c.peer, c.tr)
+			cfg.Timeout = 200 * time.Millisecond
+			cfg.Quarantine = 50 * time.Millisecond
+			grp := Group{Interval: 20 * time.Millisecond}
+			want := map[int]float64{}
+			for i, a := range []uint16{196, 197, 198, 199, 200, 201, 202, 203} {
+				grp.Points = append(grp.Points, Point{Table: HoldingRegisters, Address: a, Type: Uint16})
+				grp.Index = append(grp.Index, i)
+				if a < 200 {
+					want[i] = 1000 + float64(a)
+				}
+			}
+			pool := NewPool(testLogger(t), nil)
+			t.Cleanup(func() { _ = pool.Close() })
+			src, err := pool.Source(c.peer, cfg, []Group{grp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the slave stalls before the first read: the merged request
+			// 196+8 has not been bisected yet when the unit is in doubt
+			if err := proc.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{t: t, want: want}
+			stop := rec.run(src)
+			good := func(from int) int {
+				n := 0
+				for i, cy := range rec.snapshot() {
+					ok := i >= from
+					for _, s := range cy.Samples {
+						if s.Index < 4 {
+							ok = ok && s.Quality == telemetry.QualityGood
+						} else {
+							ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))
+						}
+					}
+					if ok {
+						n++
+					}
+				}
+				return n
+			}
+			n := len(rec.snapshot())
+			wait.For(t, 20*time.Second, "timeouts in the stall", func() bool {
+				for _, cy := range rec.snapshot()[n:] {
+					if errors.Is(cy.Err, StatusTimeout) {
+						return true
+					}
+				}
+				return false
+			})
+			time.Sleep(3 * time.Second) // the stall itself, not a wait for a result
+			if err := proc.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 20*time.Second, "good readings after the stall", func() bool { return good(n) >= 5 })
+			stop()
+			for _, cy := range rec.snapshot()[n:] {
+				for _, s := range cy.Samples {
+					if s.Index >= 4 && s.Status == uint32(StatusUntied) {
+						t.Errorf("exception answer published as untied (268): %v", cy.Err)
+					}
+				}
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package modbus
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -300,5 +301,52 @@ func TestDeadUnitLeavesNeighbourGood(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExceptionInDoubtThenGood (review 14, F1; TestInteropStallThenGood
+// runs the same against libmodbus and pymodbus): the gateway stalls as the
+// unit's first read starts, so the unit is in doubt when it first answers,
+// and its read's first request (holding 96..103, of which 100.. is not
+// mapped) raises exception 2. The exception is the unit's answer: published
+// with its code (never untied 268), bisected, 100..103 quarantined, and
+// 96..99 read good again. Before, the probe of the request (96+7) got
+// exception 2 too: the read was untied, the unit back in doubt, forever.
+func TestExceptionInDoubtThenGood(t *testing.T) {
+	g := startGateway(t)
+	g.hold()
+	recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: {96, 97, 98, 99, 100, 101, 102, 103}})
+	wait.For(t, 10*time.Second, "a timeout in the stall", func() bool {
+		for _, c := range recs[1].snapshot() {
+			if errors.Is(c.Err, StatusTimeout) {
+				return true
+			}
+		}
+		return false
+	})
+	g.release()
+	wait.For(t, 10*time.Second, "good readings of 96..99, exception 2 for 100..103", func() bool {
+		n := 0
+		for _, c := range recs[1].snapshot() {
+			ok := true
+			for _, s := range c.Samples {
+				if s.Index < 4 {
+					ok = ok && s.Quality == telemetry.QualityGood
+				} else {
+					ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))
+				}
+			}
+			if ok {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	for _, c := range recs[1].snapshot() {
+		for _, s := range c.Samples {
+			if s.Status == uint32(StatusUntied) {
+				t.Fatalf("an exception in doubt published as untied (268): %v", c.Err)
+			}
+		}
 	}
 }
