@@ -147,10 +147,63 @@ type link struct {
 	nAnswered      int
 	req            []byte
 	probe          []byte // prove's probe request
-	// Modbus TCP: a unit timed out or a gateway answered 10/11: a gateway
-	// may relay that slave's late answer to the next request on the
-	// connection, whichever unit it asks; that answer goes through prove
-	relayDoubt bool
+	// Modbus TCP: the shapes (function, byte count) of the requests left
+	// unanswered on the connection (a timeout, a gateway's 10/11) since the
+	// last proof, the last maxShapes: a gateway may relay such a request's
+	// late answer to the next request on the connection, whichever unit it
+	// asks; an answer of one of these shapes goes through prove. An answer
+	// of another shape cannot be such a relay (it would fail the byte
+	// count or function check), so a dead unit's timeouts do not put its
+	// neighbours' other reads in doubt (review 14 F2).
+	relayShapes [maxShapes]relayShape
+	nRelay      int
+}
+
+// relayShape is the function and byte count of a request's reply
+// (readShape; -1 for a write).
+type relayShape struct {
+	fc    byte
+	count int
+}
+
+// relayDoubt records the request last sent on Modbus TCP as unanswered:
+// its late answer may be relayed to a later request.
+func (l *link) relayDoubt() {
+	if l.framed() || len(l.req) <= mbapHeader {
+		return
+	}
+	fc, count := readShape(l.req[mbapHeader:])
+	sh := relayShape{fc, count}
+	if l.relayDoubted(sh) {
+		return
+	}
+	l.relayShapes[l.nRelay%maxShapes] = sh
+	l.nRelay++
+}
+
+// relayDoubted reports whether an answer of shape sh may be a late answer
+// relayed by a gateway (relayDoubt).
+func (l *link) relayDoubted(sh relayShape) bool {
+	for i := range min(l.nRelay, maxShapes) {
+		if l.relayShapes[i] == sh {
+			return true
+		}
+	}
+	return false
+}
+
+// inDoubt reports whether s's answer to pdu must be proven (prove): s's
+// own request went unanswered, or, on Modbus TCP, a request with pdu's
+// reply shape did, whichever unit it asked.
+func (l *link) inDoubt(s *share, pdu []byte) bool {
+	if !s.lateSent.IsZero() {
+		return true
+	}
+	if l.framed() || l.nRelay == 0 {
+		return false
+	}
+	fc, count := readShape(pdu)
+	return l.relayDoubted(relayShape{fc, count})
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
@@ -301,7 +354,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && (!s.lateSent.IsZero() || l.relayDoubt && !l.framed()) && answeredErr(err) && !StatusOf(err).TargetSilent() {
+	if late == nil && s != nil && l.inDoubt(s, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
 	if late == nil && s != nil {
@@ -523,7 +576,7 @@ func (l *link) settle(err error) {
 			// transaction id proves the gateway answered, not the slave),
 			// on Modbus TCP whichever unit the next request asks
 			l.cur.timedOut(l.sentAt)
-			l.relayDoubt = true
+			l.relayDoubt()
 		}
 		if !l.framed() {
 			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
@@ -541,7 +594,7 @@ func (l *link) settle(err error) {
 		// a TCP-to-serial gateway may relay the slave's late answer to a
 		// request on the new connection, whichever unit it asks
 		l.cur.timedOut(l.sentAt)
-		l.relayDoubt = true
+		l.relayDoubt()
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -583,7 +636,7 @@ func (l *link) foreign(s *share, err error) *share {
 // prove decides on the answer of s, a unit in doubt (its earlier request
 // went unanswered, or a reply of its could not be tied to its request; on
 // Modbus TCP also any unit after a timeout or a gateway's 10/11 on the
-// connection: relayDoubt), to pdu.
+// connection for a request of pdu's reply shape: inDoubt), to pdu.
 //
 // An exception reply carries no byte count: it cannot prove that the unit
 // answers in turn, but it is the unit's answer about this request (the
@@ -656,7 +709,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	}
 	s.trusted()
 	l.pendingDone(s)
-	l.relayDoubt = false
+	l.nRelay = 0
 	return reply, err
 }
 

@@ -36,7 +36,8 @@ type tcpGateway struct {
 	mu      sync.Mutex
 	serial  sync.Mutex // the serial line: one request at a time
 	dead    map[byte]bool
-	late    map[byte]int // unit -> answers still to come late
+	late    map[byte]int    // unit -> answers still to come late
+	only    map[byte]uint16 // unit -> the one register it maps (else 0..99)
 	busy    time.Duration
 	lagged  []byte // the late answer on the line, relayed to the next request
 	stall   chan struct{}
@@ -50,7 +51,7 @@ func startGateway(t *testing.T) *tcpGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &tcpGateway{Addr: ln.Addr().String(), dead: map[byte]bool{}, late: map[byte]int{}}
+	g := &tcpGateway{Addr: ln.Addr().String(), dead: map[byte]bool{}, late: map[byte]int{}, only: map[byte]uint16{}}
 	var wg sync.WaitGroup
 	var cmu sync.Mutex
 	var conns []net.Conn
@@ -86,6 +87,12 @@ func (g *tcpGateway) setDead(unit byte, dead bool) {
 	g.mu.Unlock()
 }
 
+func (g *tcpGateway) setOnly(unit byte, a uint16) {
+	g.mu.Lock()
+	g.only[unit] = a
+	g.mu.Unlock()
+}
+
 func (g *tcpGateway) setLate(unit byte, n int) {
 	g.mu.Lock()
 	g.late[unit] = n
@@ -111,13 +118,13 @@ func (g *tcpGateway) release() {
 }
 
 // gatewayAnswer is the honest reply PDU of a read holding registers
-// request pdu to unit.
-func gatewayAnswer(unit byte, pdu []byte) []byte {
+// request pdu to unit, which maps only register only when it is not nil.
+func gatewayAnswer(unit byte, pdu []byte, only *uint16) []byte {
 	if len(pdu) != 5 || pdu[0] != 3 {
 		return []byte{pdu[0] | 0x80, 1}
 	}
 	start, n := binary.BigEndian.Uint16(pdu[1:]), binary.BigEndian.Uint16(pdu[3:])
-	if n == 0 || n > 125 || int(start)+int(n) > 100 {
+	if n == 0 || n > 125 || int(start)+int(n) > 100 || only != nil && (start != *only || n != 1) {
 		return []byte{0x83, 2}
 	}
 	out := []byte{3, byte(2 * n)}
@@ -167,9 +174,13 @@ func (g *tcpGateway) exchange(unit byte, pdu []byte) []byte {
 		time.Sleep(busy) // the gateway's own wait for its slave
 		return nil
 	}
-	answer := gatewayAnswer(unit, pdu)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	var only *uint16
+	if a, ok := g.only[unit]; ok {
+		only = &a
+	}
+	answer := gatewayAnswer(unit, pdu, only)
 	if g.lagged != nil {
 		// the line's next frame is the late answer: taken for this one's
 		answer, g.lagged = g.lagged, nil
@@ -283,13 +294,31 @@ func TestGatewayLateOneRegisterAnswerNotGivenToAnotherUnit(t *testing.T) {
 // and sends nothing, as a gateway without exceptions 10/11 does). Each of
 // its timeouts puts the connection in doubt (the gateway may relay its
 // answer if it comes late), but the healthy unit must keep publishing good
-// values, not die beside it.
+// values, not die beside it: when it reads the dead unit's shape its
+// answers are proven (a probe, or a read of another length), and when it
+// reads another shape (one register beside the dead unit's four) its
+// answers need no proof: a relayed four-register answer cannot pass for
+// them. In that last case the healthy unit maps only the one register it
+// reads, so no read of another length could tie its answer: with every
+// answer after the dead unit's timeouts proven, it was untied (268) for
+// good.
 func TestDeadUnitLeavesNeighbourGood(t *testing.T) {
-	for _, addrs := range [][]uint16{{0, 1, 2, 3, 50}, {5}} {
-		t.Run(fmt.Sprint(len(addrs)), func(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		dead, live []uint16
+		only       bool // the live unit maps only its one register
+	}{
+		{"same shapes, two requests", []uint16{0, 1, 2, 3, 50}, []uint16{0, 1, 2, 3, 50}, false},
+		{"same shape, one register", []uint16{5}, []uint16{5}, false},
+		{"other shape, one register mapped", []uint16{0, 1, 2, 3}, []uint16{7}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			g := startGateway(t)
 			g.setDead(1, true)
-			recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: addrs, 2: addrs})
+			if c.only {
+				g.setOnly(2, c.live[0])
+			}
+			recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: c.dead, 2: c.live})
 			wait.For(t, 15*time.Second, "unit 2 good in 20 reads while unit 1 is dead", func() bool {
 				return goodSince(recs[2], 0) >= 20
 			})
