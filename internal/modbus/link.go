@@ -147,6 +147,7 @@ type link struct {
 	nAnswered      int
 	req            []byte
 	probe          []byte // prove's probe request
+	held           []byte // prove: a copy of the held answer while reads tie it
 	// Modbus TCP: the shapes (function, byte count) of the requests left
 	// unanswered on the connection (a timeout, a gateway's 10/11) since the
 	// last proof, the last maxShapes: a gateway may relay such a request's
@@ -157,6 +158,12 @@ type link struct {
 	// neighbours' other reads in doubt (review 14 F2).
 	relayShapes [maxShapes]relayShape
 	nRelay      int
+	// now is the pool's data clock (WithClock); arrived is its reading
+	// when the last answer (data or exception) was complete in roundTrip:
+	// the time of the answer exchange returns, which prove may return
+	// after a held answer's window (review 14 F3)
+	now     func() time.Time
+	arrived time.Time
 }
 
 // relayShape is the function and byte count of a request's reply
@@ -206,7 +213,7 @@ func (l *link) inDoubt(s *share, pdu []byte) bool {
 	return l.relayDoubted(relayShape{fc, count})
 }
 
-func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
+func newLink(cfg Config, log *slog.Logger, m *Metrics, now func() time.Time) *link {
 	key := cfg.linkKey()
 	l := &link{
 		key:       key,
@@ -220,6 +227,7 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		log:       log.With("connection", key),
 		m:         m,
 		announce:  true,
+		now:       now,
 	}
 	l.skipFn = l.skipMBAP
 	// The series a user alerts on exist from the start: the connection
@@ -655,11 +663,13 @@ func (l *link) foreign(s *share, err error) *share {
 // a late answer to the next request) answers that read with another
 // request's shape: untied, the unit stays in doubt. A read the unit
 // answers with an exception proves nothing: the next candidate is tried.
-// When no read of another shape could be answered, the answer is untied on
-// Modbus TCP (review 14 F4: a gateway relays one unit's late one-register
-// answer to another unit's one-register read); on an RTU or ASCII line the
-// silent window alone decides, which a unit answering one request behind
-// passes (documented). Then s is trusted.
+// When no read of another shape could be answered with data, a read's
+// answer is untied on Modbus TCP (review 14 F4: a gateway relays one unit's
+// late one-register answer to another unit's one-register read; a write,
+// whose reply echoes it, is trusted); on an RTU or ASCII line the silent
+// window alone decides, which a unit answering one request behind
+// passes (documented); the answer returned is then the held one, stamped
+// with its arrival (arrived), not the end of the window. Then s is trusted.
 func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
 	if _, exc := StatusOf(err).Exception(); exc {
 		return reply, err
@@ -677,6 +687,10 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			return nil, cerr
 		}
 	}
+	// reply is in l.buf, which the reads below reuse: the window's
+	// decision returns a copy
+	l.held = append(l.held[:0], reply...)
+	arrived := l.arrived
 	tried, tied := 0, false
 	for i := 0; !tied; i++ {
 		l.probe = tieRead(l.probe[:0], pdu, s, i)
@@ -698,14 +712,16 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			return nil, perr
 		}
 	}
-	if !tied && (tried > 0 || !l.framed()) {
-		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a request whose answer no read of another length (%d tried) could tie to it", s.unit, tried)
+	if !tied && !l.framed() && isRead(pdu) {
+		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a read that no read of another length (%d tried, none answered with data) could tie to its request", s.unit, tried)
 	}
 	if tied {
 		reply, err = l.roundTrip(ctx, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
 		}
+	} else {
+		reply, l.arrived = l.held, arrived
 	}
 	s.trusted()
 	l.pendingDone(s)
@@ -865,6 +881,9 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	l.sentAt = time.Now()
 	reply, err := l.exchangeFrames(ctx, p, want)
 	l.lastRx = time.Now()
+	if answeredErr(err) {
+		l.arrived = l.now()
+	}
 	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
 		err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
 	}

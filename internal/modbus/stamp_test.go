@@ -1,11 +1,17 @@
 package modbus
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -124,5 +130,109 @@ func TestReadingStampedWithItsReplyOnTheGatewayClock(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// oneRegisterRTU is an RTU-over-TCP slave on a raw socket for unit 3 that
+// maps one register, holding 0 = 1000 (exception 2 for any other read).
+// seen is called with each request's start and quantity before it is
+// answered; a request is not answered at all when it returns true.
+func oneRegisterRTU(t *testing.T, seen func(start, qty uint16) (drop bool)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				req := make([]byte, 8)
+				for {
+					if _, err := io.ReadFull(c, req); err != nil {
+						return
+					}
+					start, qty := binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])
+					if seen(start, qty) {
+						continue
+					}
+					body := []byte{3, 0x83, 2}
+					if req[1] == 3 && start == 0 && qty == 1 {
+						body = []byte{3, 3, 2, 0x03, 0xE8}
+					}
+					if _, err := c.Write(binary.LittleEndian.AppendUint16(body, checksum.CRC16(body))); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestHeldAnswerStampedAtItsArrival (review 14, F3): after a timeout, a
+// one-register answer of a unit in doubt on an RTU line is held for the
+// silent window, then tied by a read one register wider; the unit maps
+// only that register, so the wider read raises exception 2 and the window
+// alone decides: the held answer is published. Its samples must carry the
+// time it arrived, not the end of the window and the reads after it (up to
+// ~13 s later at the defaults). The data clock steps one minute when the
+// slave receives the wider read, after the held answer arrived: the sample
+// must carry the clock before the step. Before, it was stamped after
+// exchange returned (one minute late here).
+func TestHeldAnswerStampedAtItsArrival(t *testing.T) {
+	t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)
+	clk := &plantClock{t: t0}
+	var drop atomic.Bool
+	addr := oneRegisterRTU(t, func(start, qty uint16) bool {
+		if qty == 2 {
+			clk.step(time.Minute)
+		}
+		return drop.Swap(false)
+	})
+	cfg := testConfig(RTUOverTCP, addr, 3)
+	cfg.Timeout, cfg.Silence = 100*time.Millisecond, 30*time.Millisecond
+	pool := NewPool(testLogger(t), nil, WithClock(clk.now))
+	t.Cleanup(func() { _ = pool.Close() })
+	plan, err := NewPlan(regs(Uint16, 0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReader(pool, "held", cfg, plan)
+	if out := r.Read(t.Context()); !isGood(out[0]) || out[0].Num != 1000 || out[0].TS != t0.UnixMilli() {
+		t.Fatalf("first read = %+v (%v), want 1000 stamped %d", out[0], r.res.err, t0.UnixMilli())
+	}
+	drop.Store(true)
+	if out := r.Read(t.Context()); !errors.Is(Status(out[0].Status), StatusTimeout) {
+		t.Fatalf("read with its answer dropped = %+v, want a timeout", out[0])
+	}
+	out := r.Read(t.Context())
+	if !isGood(out[0]) || out[0].Num != 1000 {
+		t.Fatalf("held read = %+v (%v), want 1000 good", out[0], r.res.err)
+	}
+	if clk.now().Sub(t0) != time.Minute {
+		t.Fatalf("the clock stepped %v, want once: the wider read was not sent", clk.now().Sub(t0))
+	}
+	if out[0].TS != t0.UnixMilli() {
+		t.Errorf("held answer stamped %d, want its arrival %d (%v later: stamped after the window and the read after it)",
+			out[0].TS, t0.UnixMilli(), time.Duration(out[0].TS-t0.UnixMilli())*time.Millisecond)
 	}
 }
