@@ -268,6 +268,11 @@ func TestScanFlags(t *testing.T) {
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},
 		// lower case parity passes the checks; the scan then fails on the missing port
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-parity", "n", "-units", "1"}, 1, "/nonexistent/tty"},
+		// flags before the address (review 14 F5): taken as flags, not "-transport" as the address
+		{[]string{"-transport", "rtu", "-units", "1", "/nonexistent/tty"}, 1, "/nonexistent/tty"},
+		{[]string{"-count", "0", "127.0.0.1:502"}, 2, "-count: 0 out of range 1..65536"},
+		{[]string{"127.0.0.1:502", "-units", "1", "127.0.0.1:503"}, 2, "scan modbus takes one ADDRESS, got 2"},
+		{[]string{"-units", "1"}, 2, "scan modbus takes one ADDRESS, got 0"},
 	} {
 		code, _, errs := runCmd(append([]string{"scan", "modbus"}, c.args...)...)
 		if code != c.code || !strings.Contains(errs, c.want) {
