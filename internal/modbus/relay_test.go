@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -47,36 +49,9 @@ type tcpGateway struct {
 
 func startGateway(t *testing.T) *tcpGateway {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &tcpGateway{Addr: ln.Addr().String(), dead: map[byte]bool{}, late: map[byte]int{}, only: map[byte]uint16{}}
-	var wg sync.WaitGroup
-	var cmu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		g.release()
-		cmu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		cmu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			cmu.Lock()
-			conns = append(conns, c)
-			cmu.Unlock()
-			wg.Go(func() { g.serve(c) })
-		}
-	})
+	g := &tcpGateway{dead: map[byte]bool{}, late: map[byte]int{}, only: map[byte]uint16{}}
+	g.Addr = modbustest.ServeConns(t, func(_ context.Context, c net.Conn) { g.serve(c) })
+	t.Cleanup(g.release) // before ServeConns' cleanup, which waits for serve
 	return g
 }
 
@@ -151,7 +126,7 @@ func (g *tcpGateway) serve(c net.Conn) {
 		}
 		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if reply := g.exchange(unit, pdu); reply != nil {
-			if _, err := c.Write(MBAPTestReply(tid, unit, reply)); err != nil {
+			if _, err := c.Write(modbustest.MBAPReply(tid, unit, reply)); err != nil {
 				return
 			}
 		}
@@ -193,15 +168,6 @@ func (g *tcpGateway) exchange(unit byte, pdu []byte) []byte {
 		return nil
 	}
 	return answer
-}
-
-// MBAPTestReply frames pdu for unit with transaction id tid.
-func MBAPTestReply(tid uint16, unit byte, pdu []byte) []byte {
-	out := binary.BigEndian.AppendUint16(nil, tid)
-	out = append(out, 0, 0)
-	out = binary.BigEndian.AppendUint16(out, uint16(len(pdu)+1))
-	out = append(out, unit)
-	return append(out, pdu...)
 }
 
 // unitGroup is one group reading holding registers addrs of unit, and the

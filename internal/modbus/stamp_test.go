@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -139,53 +140,25 @@ func TestReadingStampedWithItsReplyOnTheGatewayClock(t *testing.T) {
 // answered; a request is not answered at all when it returns true.
 func oneRegisterRTU(t *testing.T, seen func(start, qty uint16) (drop bool)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
+	return modbustest.ServeConns(t, func(_ context.Context, c net.Conn) {
+		req := make([]byte, 8)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, req); err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				req := make([]byte, 8)
-				for {
-					if _, err := io.ReadFull(c, req); err != nil {
-						return
-					}
-					start, qty := binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])
-					if seen(start, qty) {
-						continue
-					}
-					body := []byte{3, 0x83, 2}
-					if req[1] == 3 && start == 0 && qty == 1 {
-						body = []byte{3, 3, 2, 0x03, 0xE8}
-					}
-					if _, err := c.Write(binary.LittleEndian.AppendUint16(body, checksum.CRC16(body))); err != nil {
-						return
-					}
-				}
-			})
+			start, qty := binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])
+			if seen(start, qty) {
+				continue
+			}
+			body := []byte{3, 0x83, 2}
+			if req[1] == 3 && start == 0 && qty == 1 {
+				body = []byte{3, 3, 2, 0x03, 0xE8}
+			}
+			if _, err := c.Write(binary.LittleEndian.AppendUint16(body, checksum.CRC16(body))); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // TestHeldAnswerStampedAtItsArrival (review 14, F3): after a timeout, a

@@ -554,7 +554,7 @@ func StartHostileSerial(tb testing.TB, bank *Bank, unit uint8, framing Framing, 
 func StartHostileTCP(tb testing.TB, bank *Bank, unit uint8, leftover []byte) *Hostile {
 	tb.Helper()
 	h := newHostile(bank, unit, 0)
-	h.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) {
+	h.Addr = ServeConns(tb, func(ctx context.Context, c net.Conn) {
 		if len(leftover) > 0 {
 			_, _ = c.Write(leftover)
 		}
