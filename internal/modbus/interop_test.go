@@ -43,6 +43,14 @@ func startLibmodbusProc(t *testing.T, args ...string) (string, *os.Process) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
+	return startPeer(t, "libmodbus", bin, args...)
+}
+
+// startPeer runs a peer's server, name its stack, until the test ends
+// (resumed first, should the test have stopped it) and returns the first
+// line it prints and its process.
+func startPeer(t *testing.T, name, bin string, args ...string) (string, *os.Process) {
+	t.Helper()
 	cmd := exec.CommandContext(t.Context(), bin, args...)
 	cmd.Stderr = t.Output()
 	stdout, err := cmd.StdoutPipe()
@@ -53,12 +61,13 @@ func startLibmodbusProc(t *testing.T, args ...string) (string, *os.Process) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() {
-		t.Fatalf("libmodbus server printed nothing: %v", sc.Err())
+		t.Fatalf("%s server printed nothing: %v", name, sc.Err())
 	}
 	return sc.Text(), cmd.Process
 }
@@ -167,29 +176,12 @@ func startPymodbus(t *testing.T) (Config, *os.Process) {
 	if err := exec.Command(py, "-c", "import pymodbus").Run(); err != nil {
 		t.Skip("interop test: python3-pymodbus not installed (apt-get install python3-pymodbus)")
 	}
-	cmd := exec.CommandContext(t.Context(), py, "testdata/pymodbus_server.py")
-	cmd.Stderr = t.Output()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	sc := bufio.NewScanner(stdout)
-	if !sc.Scan() {
-		t.Fatalf("pymodbus server printed nothing: %v", sc.Err())
-	}
-	port, ok := strings.CutPrefix(sc.Text(), "PORT ")
+	line, p := startPeer(t, "pymodbus", py, "testdata/pymodbus_server.py")
+	port, ok := strings.CutPrefix(line, "PORT ")
 	if !ok {
-		t.Fatalf("pymodbus server said %q", sc.Text())
+		t.Fatalf("pymodbus server said %q", line)
 	}
-	return testConfig(TCP, "127.0.0.1:"+port, 1), cmd.Process
+	return testConfig(TCP, "127.0.0.1:"+port, 1), p
 }
 
 // TestInteropStallThenGood (review 14, F1): a libmodbus or pymodbus slave
@@ -234,39 +226,14 @@ func TestInteropStallThenGood(t *testing.T) {
 			}
 			rec := &recorder{t: t, want: want}
 			stop := rec.run(src)
-			good := func(from int) int {
-				n := 0
-				for i, cy := range rec.snapshot() {
-					ok := i >= from
-					for _, s := range cy.Samples {
-						if s.Index < 4 {
-							ok = ok && s.Quality == telemetry.QualityGood
-						} else {
-							ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))
-						}
-					}
-					if ok {
-						n++
-					}
-				}
-				return n
-			}
-			n := len(rec.snapshot())
-			wait.For(t, 20*time.Second, "timeouts in the stall", func() bool {
-				for _, cy := range rec.snapshot()[n:] {
-					if errors.Is(cy.Err, StatusTimeout) {
-						return true
-					}
-				}
-				return false
-			})
+			wait.For(t, 20*time.Second, "timeouts in the stall", func() bool { return sawCause(rec, StatusTimeout) })
 			time.Sleep(3 * time.Second) // the stall itself, not a wait for a result
 			if err := proc.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
-			wait.For(t, 20*time.Second, "good readings after the stall", func() bool { return good(n) >= 5 })
+			wait.For(t, 20*time.Second, "good readings after the stall", func() bool { return goodThenExc2(rec, 4) >= 5 })
 			stop()
-			for _, cy := range rec.snapshot()[n:] {
+			for _, cy := range rec.snapshot() {
 				for _, s := range cy.Samples {
 					if s.Index >= 4 && s.Status == uint32(StatusUntied) {
 						t.Errorf("exception answer published as untied (268): %v", cy.Err)

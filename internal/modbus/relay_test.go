@@ -6,14 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -112,19 +113,10 @@ func gatewayAnswer(unit byte, pdu []byte, only *uint16) []byte {
 func (g *tcpGateway) serve(c net.Conn) {
 	r := bufio.NewReader(c)
 	for {
-		var head [7]byte
-		if _, err := io.ReadFull(r, head[:]); err != nil {
+		tid, unit, pdu, err := modbustest.ReadMBAPRequest(r)
+		if err != nil {
 			return
 		}
-		n := int(binary.BigEndian.Uint16(head[4:]))
-		if n < 2 || n > 254 {
-			return
-		}
-		pdu := make([]byte, n-1)
-		if _, err := io.ReadFull(r, pdu); err != nil {
-			return
-		}
-		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if reply := g.exchange(unit, pdu); reply != nil {
 			if _, err := c.Write(modbustest.MBAPReply(tid, unit, reply)); err != nil {
 				return
@@ -207,6 +199,31 @@ func gatewayUnits(t *testing.T, g *tcpGateway, tune func(*Config), addrs map[byt
 		rec.run(src)
 	}
 	return recs
+}
+
+// sawCause reports whether a cycle of r had cause in its Err.
+func sawCause(r *recorder, cause error) bool {
+	return slices.ContainsFunc(r.snapshot(), func(c sample.Cycle) bool { return errors.Is(c.Err, cause) })
+}
+
+// goodThenExc2 counts r's cycles whose samples of Index below n are good
+// and the others the device's exception 2 (not silent).
+func goodThenExc2(r *recorder, n int) int {
+	count := 0
+	for _, c := range r.snapshot() {
+		ok := true
+		for _, s := range c.Samples {
+			if s.Index < n {
+				ok = ok && s.Quality == telemetry.QualityGood
+			} else {
+				ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))
+			}
+		}
+		if ok {
+			count++
+		}
+	}
+	return count
 }
 
 // goodSince counts r's cycles after the first from in which every sample
@@ -311,31 +328,10 @@ func TestExceptionInDoubtThenGood(t *testing.T) {
 	g := startGateway(t)
 	g.hold()
 	recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: {96, 97, 98, 99, 100, 101, 102, 103}})
-	wait.For(t, 10*time.Second, "a timeout in the stall", func() bool {
-		for _, c := range recs[1].snapshot() {
-			if errors.Is(c.Err, StatusTimeout) {
-				return true
-			}
-		}
-		return false
-	})
+	wait.For(t, 10*time.Second, "a timeout in the stall", func() bool { return sawCause(recs[1], StatusTimeout) })
 	g.release()
 	wait.For(t, 10*time.Second, "good readings of 96..99, exception 2 for 100..103", func() bool {
-		n := 0
-		for _, c := range recs[1].snapshot() {
-			ok := true
-			for _, s := range c.Samples {
-				if s.Index < 4 {
-					ok = ok && s.Quality == telemetry.QualityGood
-				} else {
-					ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))
-				}
-			}
-			if ok {
-				n++
-			}
-		}
-		return n >= 3
+		return goodThenExc2(recs[1], 4) >= 3
 	})
 	for _, c := range recs[1].snapshot() {
 		for _, s := range c.Samples {
