@@ -3,6 +3,7 @@ package modbus
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,6 +240,41 @@ func TestInteropStallThenGood(t *testing.T) {
 						t.Errorf("exception answer published as untied (268): %v", cy.Err)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestInteropDeadNeighbour (review 14, F2): a pymodbus slave serves unit 1;
+// unit 2 on the same Modbus TCP connection never answers (pymodbus ignores
+// requests for a unit it lacks, as a gateway whose slave is off does).
+// Unit 1 must keep publishing good values, whether it reads the dead
+// unit's shape (one register at 5, proven by a read one register wider
+// after each of unit 2's timeouts) or another (holding 0..3).
+func TestInteropDeadNeighbour(t *testing.T) {
+	for _, live := range [][]uint16{{5}, {0, 1, 2, 3}} {
+		t.Run(fmt.Sprint(len(live)), func(t *testing.T) {
+			cfg, _ := startPymodbus(t)
+			cfg.Timeout = 100 * time.Millisecond
+			pool := NewPool(testLogger(t), nil)
+			t.Cleanup(func() { _ = pool.Close() })
+			recs := map[uint8]*recorder{}
+			for unit, addrs := range map[uint8][]uint16{1: live, 2: {5}} {
+				c := cfg
+				c.UnitID = unit
+				grp, want := unitGroup(unit, 20*time.Millisecond, addrs...) // unit 1: 1000 + address, as pymodbus serves
+				src, err := pool.Source(fmt.Sprintf("unit-%d", unit), c, []Group{grp})
+				if err != nil {
+					t.Fatal(err)
+				}
+				recs[unit] = &recorder{t: t, want: want}
+				recs[unit].run(src)
+			}
+			wait.For(t, 20*time.Second, "unit 1 good in 20 reads beside the dead unit 2", func() bool {
+				return goodSince(recs[1], 0) >= 20 && sawCause(recs[2], StatusTimeout)
+			})
+			if n := goodSince(recs[2], 0); n != 0 {
+				t.Fatalf("dead unit 2 published good %d times", n)
 			}
 		})
 	}
