@@ -78,10 +78,13 @@ const quietLimit = 10
 //   - bytes found on the line while a unit is pending (before a request,
 //     or during the silence wait after its timeout) are its late reply.
 //   - a held answer is never published as it is (prove): after the silent
-//     window a probe of another byte count must be answered with its own
-//     length, then the request is sent again (a unit one request behind
-//     keeps the window silent); on Modbus TCP too after a timeout or a
-//     gateway's exception 10/11.
+//     window a read of another shape (tieRead: a probe of another byte
+//     count, a read the unit answered before, the read one register
+//     wider) must be answered with its own shape, then the request is sent
+//     again (a unit one request behind keeps the window silent); on Modbus
+//     TCP too after a timeout or a gateway's exception 10/11, for answers
+//     of the unanswered request's shape whichever unit they come from. An
+//     exception in doubt is returned as the unit's answer; the doubt stays.
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
 //     device's read is discarded (StatusUntied) and the unit is pending.
@@ -146,7 +149,7 @@ type link struct {
 	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
 	nAnswered      int
 	req            []byte
-	probe          []byte // prove's probe request
+	probe          []byte // prove's read of another shape (tieRead)
 	held           []byte // prove: a copy of the held answer while reads tie it
 	// Modbus TCP: the shapes (function, byte count) of the requests left
 	// unanswered on the connection (a timeout, a gateway's 10/11) since the
@@ -655,7 +658,7 @@ func (l *link) foreign(s *share, err error) *share {
 // been seen and discarded meanwhile, nothing of s's is on its way and the
 // answer is s's: trusted. Otherwise the answer just received is never
 // published as it is: the line must first stay silent after it (confirm,
-// RTU/ASCII only). Then a read of another shape (tieReads: another
+// RTU/ASCII only). Then a read of another shape (tieRead: another
 // function or byte count) is sent and must be answered with its own shape,
 // and pdu is sent again: its answer is the one returned. A unit answering
 // one request behind (a store-and-forward converter, a slave that answers
