@@ -151,16 +151,21 @@ type link struct {
 	req            []byte
 	probe          []byte // prove's read of another shape (tieRead)
 	held           []byte // prove: a copy of the held answer while reads tie it
-	// Modbus TCP: the shapes (function, byte count) of the requests left
-	// unanswered on the connection (a timeout, a gateway's 10/11) since the
-	// last proof, the last maxShapes: a gateway may relay such a request's
-	// late answer to the next request on the connection, whichever unit it
-	// asks; an answer of one of these shapes goes through prove. An answer
-	// of another shape cannot be such a relay (it would fail the byte
-	// count or function check), so a dead unit's timeouts do not put its
-	// neighbours' other reads in doubt (review 14 F2).
-	relayShapes [maxShapes]relayShape
-	nRelay      int
+	// Modbus TCP: the requests (unit and PDU) left unanswered on the
+	// connection (a timeout, a gateway's 10/11, a reply that was another
+	// request's) since the last proof, the last maxRelay: a gateway may
+	// relay such a request's late answer to a later request on the
+	// connection, whichever unit it asks. An answer goes through prove when
+	// one of them has its shape (function and byte count) but is another
+	// request: a relay of it would pass every check and carry other
+	// registers' values. An answer of another shape cannot be such a relay
+	// (it fails the byte count or function check), and a relay of the same
+	// request (unit and PDU) carries the same registers' values, read
+	// earlier, stamped when it arrived: so a dead unit's timeouts do not put
+	// its neighbours' other reads in doubt, nor does a unit's own timeout
+	// its next read of the same registers (review 14 F2).
+	relayKeys [maxRelay]relayKey
+	nRelay    int
 	// now is the pool's data clock (WithClock); arrived is its reading
 	// when the last answer (data or exception) was complete in roundTrip:
 	// the time of the answer exchange returns, which prove may return
@@ -169,51 +174,70 @@ type link struct {
 	arrived time.Time
 }
 
-// relayShape is the function and byte count of a request's reply
-// (readShape; -1 for a write).
-type relayShape struct {
+// maxRelay bounds the unanswered requests a Modbus TCP link remembers.
+const maxRelay = 8
+
+// relayKey is a request left unanswered on Modbus TCP: its unit, the
+// function and byte count of its reply (readShape; -1 for a write), and
+// its PDU's first 5 bytes (a read's whole PDU).
+type relayKey struct {
+	unit  byte
 	fc    byte
 	count int
+	pdu   [5]byte
+}
+
+func relayKeyOf(unit byte, pdu []byte) relayKey {
+	k := relayKey{unit: unit}
+	k.fc, k.count = readShape(pdu)
+	copy(k.pdu[:], pdu)
+	return k
 }
 
 // relayDoubt records the request last sent on Modbus TCP as unanswered:
 // its late answer may be relayed to a later request.
 func (l *link) relayDoubt() {
-	if l.framed() || len(l.req) <= mbapHeader {
+	if !l.framed() && len(l.req) > mbapHeader {
+		l.relayDoubtOf(l.req[6], l.req[mbapHeader:])
+	}
+}
+
+// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP.
+func (l *link) relayDoubtOf(unit byte, pdu []byte) {
+	if l.framed() {
 		return
 	}
-	fc, count := readShape(l.req[mbapHeader:])
-	sh := relayShape{fc, count}
-	if l.relayDoubted(sh) {
-		return
+	k := relayKeyOf(unit, pdu)
+	for i := range min(l.nRelay, maxRelay) {
+		if l.relayKeys[i] == k {
+			return
+		}
 	}
-	l.relayShapes[l.nRelay%maxShapes] = sh
+	l.relayKeys[l.nRelay%maxRelay] = k
 	l.nRelay++
 }
 
-// relayDoubted reports whether an answer of shape sh may be a late answer
-// relayed by a gateway (relayDoubt).
-func (l *link) relayDoubted(sh relayShape) bool {
-	for i := range min(l.nRelay, maxShapes) {
-		if l.relayShapes[i] == sh {
+// inDoubt reports whether s's answer to unit's request pdu must be proven
+// (prove): on an RTU or ASCII line when s's own request went unanswered
+// (s.lateSent); on Modbus TCP when a request left unanswered on the
+// connection has the shape of pdu's reply but is another request (another
+// unit or PDU): a gateway relaying its late answer would give other
+// registers' values.
+func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
+	if l.framed() {
+		return !s.lateSent.IsZero()
+	}
+	if l.nRelay == 0 {
+		return false
+	}
+	k := relayKeyOf(unit, pdu)
+	for i := range min(l.nRelay, maxRelay) {
+		r := l.relayKeys[i]
+		if r.fc == k.fc && r.count == k.count && r != k {
 			return true
 		}
 	}
 	return false
-}
-
-// inDoubt reports whether s's answer to pdu must be proven (prove): s's
-// own request went unanswered, or, on Modbus TCP, a request with pdu's
-// reply shape did, whichever unit it asked.
-func (l *link) inDoubt(s *share, pdu []byte) bool {
-	if !s.lateSent.IsZero() {
-		return true
-	}
-	if l.framed() || l.nRelay == 0 {
-		return false
-	}
-	fc, count := readShape(pdu)
-	return l.relayDoubted(relayShape{fc, count})
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics, now func() time.Time) *link {
@@ -365,15 +389,17 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && l.inDoubt(s, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
+	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
 	if late == nil && s != nil {
 		switch StatusOf(err) {
 		case StatusWrongFunction, StatusBadLength:
 			// the asked unit answered, but not this request: it answers
-			// another (an earlier one, or another master's)
+			// another (an earlier one, or another master's); on Modbus TCP
+			// this request's own answer may be relayed to a later one
 			l.untied(s, "a reply from the unit with another function or byte count than asked")
+			l.relayDoubtOf(unit, pdu)
 		case StatusGood:
 			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
 			s.answeredShape(pdu)
@@ -696,7 +722,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	arrived := l.arrived
 	tried, tied := 0, false
 	for i := 0; !tied; i++ {
-		l.probe = tieRead(l.probe[:0], pdu, s, i)
+		l.probe = tieRead(l.probe[:0], pdu, s, i, !l.framed())
 		if l.probe == nil {
 			break
 		}
@@ -707,6 +733,10 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		case perr == nil:
 			tied = true
 		case st == StatusBadLength || st == StatusWrongFunction:
+			// the answers of pdu and of this read may still come (a
+			// gateway relaying each to the next request)
+			l.relayDoubtOf(unit, pdu)
+			l.relayDoubt()
 			l.untied(s, "its answer to a read of another length was not that read's ("+perr.Error()+")")
 			return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a read of another length with its own answer: one request behind, or answering an older request", s.unit)
 		case exc && !st.TargetSilent():
@@ -748,12 +778,18 @@ func readShape(pdu []byte) (byte, int) {
 
 // tieRead appends to dst the i-th read that can tie s's answer to read pdu
 // (its reply has another function or byte count than pdu's), or returns
-// nil when there are no more: first probePDU (inside pdu's range), then
-// the reads s answered with data lately (share.shapes), then pdu one
-// register (8 bits) wider, at the same start and one register (8 bits)
-// before it, which the device may not map (an exception: proves nothing).
-// None for a request that is not a read.
-func tieRead(dst, pdu []byte, s *share, i int) []byte {
+// nil when there are no more: first probePDU (inside pdu's range), then,
+// when wide (Modbus TCP), the reads s answered with data lately
+// (share.shapes), then pdu one register (8 bits) wider, at the same start
+// and one register (8 bits) before it, which the device may not map (an
+// exception: proves nothing). None for a request that is not a read.
+//
+// On an RTU or ASCII line only the probe is sent (not wide): a unit in
+// doubt there is often a unit later than the timeout, and each further
+// request of its that times out puts one more late frame on the line, to
+// land in another unit's read (review 14 F4 is about TCP gateways; the
+// silent window decides for the rest there, as documented).
+func tieRead(dst, pdu []byte, s *share, i int, wide bool) []byte {
 	if !isRead(pdu) || len(pdu) != 5 {
 		return nil
 	}
@@ -762,6 +798,9 @@ func tieRead(dst, pdu []byte, s *share, i int) []byte {
 			return p
 		}
 		i--
+	}
+	if !wide {
+		return nil
 	}
 	fc, count := readShape(pdu)
 	for k := range s.nShapes {

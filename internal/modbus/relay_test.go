@@ -56,10 +56,12 @@ func startGateway(t *testing.T) *tcpGateway {
 	return g
 }
 
-func (g *tcpGateway) setDead(unit byte, dead bool) {
+// setDead makes unit silent: the gateway holds its line busy for each of
+// its requests, then sends nothing.
+func (g *tcpGateway) setDead(unit byte, busy time.Duration) {
 	g.mu.Lock()
-	g.busy = 150 * time.Millisecond
-	g.dead[unit] = dead
+	g.busy = busy
+	g.dead[unit] = true
 	g.mu.Unlock()
 }
 
@@ -289,19 +291,29 @@ func TestDeadUnitLeavesNeighbourGood(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		dead, live []uint16
-		only       bool // the live unit maps only its one register
+		only       bool          // the live unit maps only its one register
+		busy       time.Duration // the gateway's wait for the dead unit (the driver's timeout: 100ms)
 	}{
-		{"same shapes, two requests", []uint16{0, 1, 2, 3, 50}, []uint16{0, 1, 2, 3, 50}, false},
-		{"same shape, one register", []uint16{5}, []uint16{5}, false},
-		{"other shape, one register mapped", []uint16{0, 1, 2, 3}, []uint16{7}, true},
+		{"same shapes, two requests", []uint16{0, 1, 2, 3, 50}, []uint16{0, 1, 2, 3, 50}, false, 150 * time.Millisecond},
+		{"same shape, one register", []uint16{5}, []uint16{5}, false, 150 * time.Millisecond},
+		{"other shape, one register mapped", []uint16{0, 1, 2, 3}, []uint16{7}, true, 150 * time.Millisecond},
+		// the gateway waits for the dead unit longer than twice the
+		// driver's timeout: the live unit's request queued behind it times
+		// out too now and then; its next answer, to the same request,
+		// carries its own register even if it is the late one relayed
+		{"one register mapped, gateway slower than the timeout", []uint16{0, 1, 2, 3}, []uint16{7}, true, 250 * time.Millisecond},
+		{"same shapes, gateway slower than the timeout", []uint16{0, 1, 2, 3, 50}, []uint16{0, 1, 2, 3, 50}, false, 250 * time.Millisecond},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := startGateway(t)
-			g.setDead(1, true)
+			g.setDead(1, c.busy)
 			if c.only {
 				g.setOnly(2, c.live[0])
 			}
-			recs := gatewayUnits(t, g, nil, map[byte][]uint16{1: c.dead, 2: c.live})
+			// a dead unit is retried at most every 500ms..2s (defaults:
+			// 500ms..30s), not faster than the gateway gives up on it
+			recs := gatewayUnits(t, g, func(c *Config) { c.BackoffMin, c.BackoffMax = 500*time.Millisecond, 2*time.Second },
+				map[byte][]uint16{1: c.dead, 2: c.live})
 			wait.For(t, 15*time.Second, "unit 2 good in 20 reads while unit 1 is dead", func() bool {
 				return goodSince(recs[2], 0) >= 20
 			})
