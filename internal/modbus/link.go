@@ -758,7 +758,11 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	}
 	s.trusted()
 	l.pendingDone(s)
-	l.nRelay = 0
+	if tied {
+		// the connection answers in turn: no late answer is pending
+		// (a write, trusted without a tie, proves nothing of the sort)
+		l.nRelay = 0
+	}
 	return reply, err
 }
 

@@ -353,3 +353,33 @@ func TestExceptionInDoubtThenGood(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedWriteKeepsReadsInDoubt: on Modbus TCP a write in doubt is
+// trusted without a tie (no read of another shape exists for it; its reply
+// echoes it), which proves nothing about the connection: the reads left
+// unanswered stay pending, and another unit's read of their shape is
+// still proven.
+func TestTrustedWriteKeepsReadsInDoubt(t *testing.T) {
+	srv := modbustest.StartServer(t, modbustest.NewBank())
+	pool := NewPool(testLogger(t), nil)
+	t.Cleanup(func() { _ = pool.Close() })
+	d1, d2 := pool.device("u1", testConfig(TCP, srv.Addr, 1)), pool.device("u2", testConfig(TCP, srv.Addr, 2))
+	l := d1.link
+	read := readPDU(nil, HoldingRegisters, 5, 1)
+	write := []byte{6, 0, 5, 0, 42}
+	// unit 1's read and write left unanswered (timeouts)
+	l.relayDoubtOf(1, read)
+	l.relayDoubtOf(1, write)
+	if _, err := l.exchange(t.Context(), d2.share, d2.m, 2, write, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !l.inDoubt(d2.share, 2, read) {
+		t.Fatal("a trusted write ended the doubt on unit 1's unanswered read: unit 2's read of its shape would not be proven")
+	}
+	if _, err := l.exchange(t.Context(), d2.share, d2.m, 2, read, nil); err != nil {
+		t.Fatal(err)
+	}
+	if l.inDoubt(d2.share, 2, read) {
+		t.Fatal("unit 2's read proven, its shape still in doubt")
+	}
+}
