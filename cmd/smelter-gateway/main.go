@@ -119,6 +119,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 			err = append(confload.AsErrors(err), confload.AsErrors(lerr)...).Sorted()
 		}
 	}
+	if cfg != nil {
+		// warnings too when there are errors: a file is often fixed in one go
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "warning: %v\n", w)
+		}
+	}
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
@@ -128,9 +134,6 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, d := range cfg.Devices {
 		points += d.Norm.Len()
 		assets[d.Asset.ID] = true
-	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintf(stderr, "warning: %v\n", w)
 	}
 	devices := plural(len(assets), "device")
 	if len(assets) != len(cfg.Devices) { // devices with sources

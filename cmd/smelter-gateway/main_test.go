@@ -124,6 +124,40 @@ devices:
 	}
 }
 
+// TestValidatePrintsWarningsWithErrors (review 14, F5): a file with errors
+// still gets its warnings printed (here an overlap beside a serial block on
+// a Modbus TCP device), with exit 1.
+func TestValidatePrintsWarningsWithErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: m-1
+    class: motor
+    modbus: {address: "127.0.0.1:1502"}
+    points:
+      - {signal: power, table: holding, address: 0, type: float32, unit: kW}
+      - {signal: frequency, table: holding, address: 1, type: uint16, unit: Hz}
+  - id: m-2
+    class: motor
+    modbus: {address: "127.0.0.1:1503", serial: {baud: 9600}}
+    points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd("validate", path)
+	if code != 1 {
+		t.Fatalf("code %d, want 1\n%s%s", code, out, errs)
+	}
+	for _, w := range []string{path + ":12: devices[1].modbus.serial: transport tcp has no serial line",
+		"warning: " + path + ":9: devices[0].points[1].address: holding 1..1 overlaps"} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("missing %q in:\n%s", w, errs)
+		}
+	}
+}
+
 func TestRunRefusesInvalidConfig(t *testing.T) {
 	code, _, errs := runCmd("run", "-config", "../../configs/gateway.bad.yaml")
 	if code != 1 || !strings.Contains(errs, "not starting: the configuration is invalid") {
@@ -234,6 +268,11 @@ func TestScanFlags(t *testing.T) {
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},
 		// lower case parity passes the checks; the scan then fails on the missing port
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-parity", "n", "-units", "1"}, 1, "/nonexistent/tty"},
+		// flags before the address (review 14 F5): taken as flags, not "-transport" as the address
+		{[]string{"-transport", "rtu", "-units", "1", "/nonexistent/tty"}, 1, "/nonexistent/tty"},
+		{[]string{"-count", "0", "127.0.0.1:502"}, 2, "-count: 0 out of range 1..65536"},
+		{[]string{"127.0.0.1:502", "-units", "1", "127.0.0.1:503"}, 2, "scan modbus takes one ADDRESS, got 2"},
+		{[]string{"-units", "1"}, 2, "scan modbus takes one ADDRESS, got 0"},
 	} {
 		code, _, errs := runCmd(append([]string{"scan", "modbus"}, c.args...)...)
 		if code != c.code || !strings.Contains(errs, c.want) {

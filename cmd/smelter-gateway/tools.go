@@ -60,7 +60,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) int {
 	baud := fs.Int("baud", 19200, "serial: baud rate (rtu/ascii over TCP: the line's rate behind the converter, for the default -silence)")
 	parity := fs.String("parity", "E", "serial: N, E or O (either case)")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: smelter-gateway scan modbus ADDRESS [flags]
+		fmt.Fprint(fs.Output(), `usage: smelter-gateway scan modbus [flags] ADDRESS [flags]
 
 Probes which unit ids answer at ADDRESS (host:port, or a serial device for rtu/ascii)
 and maps the readable registers of each. It only reads. A unit that returns data or
@@ -86,13 +86,27 @@ Examples:
 		fs.Usage()
 		return 2
 	}
-	addr := args[1]
-	if err := fs.Parse(args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// flags before or after ADDRESS: "scan modbus -units 1 HOST:502" took
+	// "-units" for the address and ignored the rest; a second argument
+	// was ignored as well
+	var pos []string
+	for rest := args[1:]; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "scan modbus takes one ADDRESS, got %d: %q\n", len(pos), pos)
 		return 2
 	}
+	addr := pos[0]
 	us, err := parseUnits(*units)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

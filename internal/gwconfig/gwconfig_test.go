@@ -629,3 +629,34 @@ func TestSharedConnectionBirthInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestSerialOnModbusTCPIsAnError (review 14, F5): a serial block on a
+// device with transport tcp (which has no serial line) is a config error
+// naming the file, the line, the field and the reason, not settings
+// ignored in silence; on rtu_over_tcp it is allowed (serial.baud sizes the
+// default silence).
+func TestSerialOnModbusTCPIsAnError(t *testing.T) {
+	doc := `gateway: {id: gw, site: s}
+uplinks: {nats: {url: "nats://127.0.0.1:4222"}}
+devices:
+  - id: a
+    class: motor
+    modbus: {address: "127.0.0.1:1", serial: {baud: 9600}}
+    points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
+  - id: b
+    class: motor
+    modbus: {transport: rtu_over_tcp, unit_id: 1, address: "127.0.0.1:2", serial: {baud: 9600}}
+    points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]
+`
+	_, err := loadBytes("gw.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("serial on a tcp device accepted")
+	}
+	got := err.Error()
+	if want := "gw.yaml:6: devices[0].modbus.serial: transport tcp has no serial line"; !strings.Contains(got, want) {
+		t.Errorf("error %q lacks %q", got, want)
+	}
+	if strings.Contains(got, "devices[1]") {
+		t.Errorf("serial on rtu_over_tcp refused: %s", got)
+	}
+}

@@ -76,7 +76,7 @@ func (p *Pool) device(id string, cfg Config) *device {
 	p.mu.Lock()
 	l, ok := p.links[cfg.linkKey()]
 	if !ok {
-		l = newLink(cfg, p.log, p.m)
+		l = newLink(cfg, p.log, p.m, p.now)
 		if p.closed {
 			l.closed = true
 		}
@@ -90,7 +90,7 @@ func (p *Pool) device(id string, cfg Config) *device {
 	// its replies that cannot be tied to a request, at 0 from the start
 	// (countSuspect finds the child)
 	p.m.suspect.WithLabelValues(l.key, id)
-	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m, now: p.now}
+	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 
 // Close closes every connection, waiting for requests in flight. Reads after
@@ -119,7 +119,6 @@ type device struct {
 	share *share // the device's account on its link (turns)
 	log   *slog.Logger
 	m     *devMetrics
-	now   func() time.Time // the pool's data clock: stamps answered samples
 
 	mu          sync.Mutex
 	up          bool // last cycle got an answer (for logging changes)
@@ -532,10 +531,11 @@ func (d *device) do(ctx context.Context, g *groupState, r *request) ([]byte, err
 	}
 	g.at = 0
 	if answered(err) {
-		// the reply (data or exception) has just arrived: its time on the
-		// data clock (review 13 F7), not the read's end, which may come a
-		// timeout, a held answer's wait or a closing listen later
-		g.at = d.now().UnixMilli()
+		// when the reply (data or exception) arrived, on the data clock
+		// (review 13 F7, review 14 F3): not the read's end, which may come
+		// a timeout or a closing listen later, nor the end of a held
+		// answer's window (link.prove)
+		g.at = d.link.arrived.UnixMilli()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s %d+%d unit %d: %w", r.table, r.start, r.count, d.cfg.UnitID, err)

@@ -70,6 +70,13 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 	if err := cfg.Validate(); err != nil {
 		b.Report(doc, b.BlockField(), err)
 	}
+	if cfg.Transport == TCP && b.Has("serial") {
+		// a serial line's settings on Modbus TCP: a transport mistyped
+		// (rtu_over_tcp meant?) or a block left over; either way the
+		// settings would be ignored in silence
+		b.Errorf(doc, confload.Join(b.BlockField(), "serial"),
+			"transport tcp has no serial line: serial is for rtu and ascii (on rtu_over_tcp and ascii_over_tcp, serial.baud sizes the default silence)")
+	}
 
 	// points: the template's first, then the device's own
 	type src struct {

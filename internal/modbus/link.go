@@ -78,10 +78,13 @@ const quietLimit = 10
 //   - bytes found on the line while a unit is pending (before a request,
 //     or during the silence wait after its timeout) are its late reply.
 //   - a held answer is never published as it is (prove): after the silent
-//     window a probe of another byte count must be answered with its own
-//     length, then the request is sent again (a unit one request behind
-//     keeps the window silent); on Modbus TCP too after a timeout or a
-//     gateway's exception 10/11.
+//     window a read of another shape (tieRead: a probe of another byte
+//     count, a read the unit answered before, the read one register
+//     wider) must be answered with its own shape, then the request is sent
+//     again (a unit one request behind keeps the window silent); on Modbus
+//     TCP too after a timeout or a gateway's exception 10/11, for answers
+//     of the unanswered request's shape whichever unit they come from. An
+//     exception in doubt is returned as the unit's answer; the doubt stays.
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
 //     device's read is discarded (StatusUntied) and the unit is pending.
@@ -146,14 +149,98 @@ type link struct {
 	answeredTids   [8]uint16          // Modbus TCP: the last transaction ids answered on this socket
 	nAnswered      int
 	req            []byte
-	probe          []byte // prove's probe request
-	// Modbus TCP: a unit timed out or a gateway answered 10/11: a gateway
-	// may relay that slave's late answer to the next request on the
-	// connection, whichever unit it asks; that answer goes through prove
-	relayDoubt bool
+	probe          []byte // prove's read of another shape (tieRead)
+	held           []byte // prove: a copy of the held answer while reads tie it
+	// Modbus TCP: the requests (unit and PDU) left unanswered on the
+	// connection (a timeout, a gateway's 10/11, a reply that was another
+	// request's) since the last proof, the last maxRelay: a gateway may
+	// relay such a request's late answer to a later request on the
+	// connection, whichever unit it asks. An answer goes through prove when
+	// one of them has its shape (function and byte count) but is another
+	// request: a relay of it would pass every check and carry other
+	// registers' values. An answer of another shape cannot be such a relay
+	// (it fails the byte count or function check), and a relay of the same
+	// request (unit and PDU) carries the same registers' values, read
+	// earlier, stamped when it arrived: so a dead unit's timeouts do not put
+	// its neighbours' other reads in doubt, nor does a unit's own timeout
+	// its next read of the same registers (review 14 F2).
+	relayKeys [maxRelay]relayKey
+	nRelay    int
+	// now is the pool's data clock (WithClock); arrived is its reading
+	// when the last answer (data or exception) was complete in roundTrip:
+	// the time of the answer exchange returns, which prove may return
+	// after a held answer's window (review 14 F3)
+	now     func() time.Time
+	arrived time.Time
 }
 
-func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
+// maxRelay bounds the unanswered requests a Modbus TCP link remembers.
+const maxRelay = 8
+
+// relayKey is a request left unanswered on Modbus TCP: its unit, the
+// function and byte count of its reply (readShape; -1 for a write), and
+// its PDU's first 5 bytes (a read's whole PDU).
+type relayKey struct {
+	unit  byte
+	fc    byte
+	count int
+	pdu   [5]byte
+}
+
+func relayKeyOf(unit byte, pdu []byte) relayKey {
+	k := relayKey{unit: unit}
+	k.fc, k.count = readShape(pdu)
+	copy(k.pdu[:], pdu)
+	return k
+}
+
+// relayDoubt records the request last sent on Modbus TCP as unanswered:
+// its late answer may be relayed to a later request.
+func (l *link) relayDoubt() {
+	if !l.framed() && len(l.req) > mbapHeader {
+		l.relayDoubtOf(l.req[6], l.req[mbapHeader:])
+	}
+}
+
+// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP.
+func (l *link) relayDoubtOf(unit byte, pdu []byte) {
+	if l.framed() {
+		return
+	}
+	k := relayKeyOf(unit, pdu)
+	for i := range min(l.nRelay, maxRelay) {
+		if l.relayKeys[i] == k {
+			return
+		}
+	}
+	l.relayKeys[l.nRelay%maxRelay] = k
+	l.nRelay++
+}
+
+// inDoubt reports whether s's answer to unit's request pdu must be proven
+// (prove): on an RTU or ASCII line when s's own request went unanswered
+// (s.lateSent); on Modbus TCP when a request left unanswered on the
+// connection has the shape of pdu's reply but is another request (another
+// unit or PDU): a gateway relaying its late answer would give other
+// registers' values.
+func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
+	if l.framed() {
+		return !s.lateSent.IsZero()
+	}
+	if l.nRelay == 0 {
+		return false
+	}
+	k := relayKeyOf(unit, pdu)
+	for i := range min(l.nRelay, maxRelay) {
+		r := l.relayKeys[i]
+		if r.fc == k.fc && r.count == k.count && r != k {
+			return true
+		}
+	}
+	return false
+}
+
+func newLink(cfg Config, log *slog.Logger, m *Metrics, now func() time.Time) *link {
 	key := cfg.linkKey()
 	l := &link{
 		key:       key,
@@ -167,6 +254,7 @@ func newLink(cfg Config, log *slog.Logger, m *Metrics) *link {
 		log:       log.With("connection", key),
 		m:         m,
 		announce:  true,
+		now:       now,
 	}
 	l.skipFn = l.skipMBAP
 	// The series a user alerts on exist from the start: the connection
@@ -301,17 +389,20 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		attempt = time.Now()
 		reply, err = l.roundTrip(ctx, unit, pdu)
 	}
-	if late == nil && s != nil && (!s.lateSent.IsZero() || l.relayDoubt && !l.framed()) && answeredErr(err) && !StatusOf(err).TargetSilent() {
+	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
 	if late == nil && s != nil {
 		switch StatusOf(err) {
 		case StatusWrongFunction, StatusBadLength:
 			// the asked unit answered, but not this request: it answers
-			// another (an earlier one, or another master's)
+			// another (an earlier one, or another master's); on Modbus TCP
+			// this request's own answer may be relayed to a later one
 			l.untied(s, "a reply from the unit with another function or byte count than asked")
+			l.relayDoubtOf(unit, pdu)
 		case StatusGood:
 			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
+			s.answeredShape(pdu)
 		}
 	}
 	l.settle(err)
@@ -522,7 +613,7 @@ func (l *link) settle(err error) {
 			// transaction id proves the gateway answered, not the slave),
 			// on Modbus TCP whichever unit the next request asks
 			l.cur.timedOut(l.sentAt)
-			l.relayDoubt = true
+			l.relayDoubt()
 		}
 		if !l.framed() {
 			l.answeredTids[l.nAnswered%len(l.answeredTids)] = l.tid
@@ -540,7 +631,7 @@ func (l *link) settle(err error) {
 		// a TCP-to-serial gateway may relay the slave's late answer to a
 		// request on the new connection, whichever unit it asks
 		l.cur.timedOut(l.sentAt)
-		l.relayDoubt = true
+		l.relayDoubt()
 	}
 	if s == StatusConnection || !l.framed() {
 		l.drop()
@@ -580,22 +671,38 @@ func (l *link) foreign(s *share, err error) *share {
 }
 
 // prove decides on the answer of s, a unit in doubt (its earlier request
-// went unanswered, or a reply of its could not be tied to its request),
-// to pdu. On an RTU or ASCII line, when every unanswered request's late
-// reply has been seen and discarded meanwhile, nothing of s's is on its way
-// and the answer is s's: trusted. Otherwise the answer just received is
-// never published as it is: the line must first stay silent after it
-// (confirm, RTU/ASCII only). Then, when pdu has a probe
-// (probePDU: the same start with a quantity whose reply has another byte
-// count), the probe is sent and must be answered with its own byte count,
+// went unanswered, or a reply of its could not be tied to its request; on
+// Modbus TCP also any unit after a timeout or a gateway's 10/11 on the
+// connection for a request of pdu's reply shape: inDoubt), to pdu.
+//
+// An exception reply carries no byte count: it cannot prove that the unit
+// answers in turn, but it is the unit's answer about this request (the
+// function and unit asked), so it is returned as it is (the device
+// publishes its code and bisects on it) and the doubt stays (review 14 F1).
+//
+// On an RTU or ASCII line, when every unanswered request's late reply has
+// been seen and discarded meanwhile, nothing of s's is on its way and the
+// answer is s's: trusted. Otherwise the answer just received is never
+// published as it is: the line must first stay silent after it (confirm,
+// RTU/ASCII only). Then a read of another shape (tieRead: another
+// function or byte count) is sent and must be answered with its own shape,
 // and pdu is sent again: its answer is the one returned. A unit answering
 // one request behind (a store-and-forward converter, a slave that answers
-// the previous request when the next comes) or answering an older request
-// it was busy with answers the probe with another request's length:
-// untied, the unit stays in doubt. Without a probe (a one-register or
-// at most 8-bit read, a write) the silent window alone decides, which a
-// unit answering one request behind passes (documented). Then s is trusted.
+// the previous request when the next comes, a TCP-to-RTU gateway relaying
+// a late answer to the next request) answers that read with another
+// request's shape: untied, the unit stays in doubt. A read the unit
+// answers with an exception proves nothing: the next candidate is tried.
+// When no read of another shape could be answered with data, a read's
+// answer is untied on Modbus TCP (review 14 F4: a gateway relays one unit's
+// late one-register answer to another unit's one-register read; a write,
+// whose reply echoes it, is trusted); on an RTU or ASCII line the silent
+// window alone decides, which a unit answering one request behind
+// passes (documented); the answer returned is then the held one, stamped
+// with its arrival (arrived), not the end of the window. Then s is trusted.
 func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte, err error) ([]byte, error) {
+	if _, exc := StatusOf(err).Exception(); exc {
+		return reply, err
+	}
 	if l.framed() && len(s.unanswered) == 0 {
 		// every unanswered request's late reply has been seen and
 		// discarded: nothing of s's is left on its way (a unit that is
@@ -609,23 +716,53 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			return nil, cerr
 		}
 	}
-	l.probe = probePDU(l.probe[:0], pdu)
-	if l.probe != nil {
-		if _, perr := l.roundTrip(ctx, unit, l.probe); perr != nil {
-			if st := StatusOf(perr); st == StatusBadLength || st == StatusWrongFunction || answeredErr(perr) {
-				l.untied(s, "its answer to a probe of another length was not the probe's ("+perr.Error()+")")
-				return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a probe of another length with its own answer: one request behind, or answering an older request", s.unit)
-			}
+	// reply is in l.buf, which the reads below reuse: the window's
+	// decision returns a copy
+	l.held = append(l.held[:0], reply...)
+	arrived := l.arrived
+	tried, tied := 0, false
+	for i := 0; !tied; i++ {
+		l.probe = tieRead(l.probe[:0], pdu, s, i, !l.framed())
+		if l.probe == nil {
+			break
+		}
+		tried++
+		_, perr := l.roundTrip(ctx, unit, l.probe)
+		st := StatusOf(perr)
+		switch _, exc := st.Exception(); {
+		case perr == nil:
+			tied = true
+		case st == StatusBadLength || st == StatusWrongFunction:
+			// the answers of pdu and of this read may still come (a
+			// gateway relaying each to the next request)
+			l.relayDoubtOf(unit, pdu)
+			l.relayDoubt()
+			l.untied(s, "its answer to a read of another length was not that read's ("+perr.Error()+")")
+			return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a read of another length with its own answer: one request behind, or answering an older request", s.unit)
+		case exc && !st.TargetSilent():
+			// the address may not exist: proves nothing, try the next
+		default:
 			return nil, perr
 		}
+	}
+	if !tied && !l.framed() && isRead(pdu) {
+		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a read that no read of another length (%d tried, none answered with data) could tie to its request", s.unit, tried)
+	}
+	if tied {
 		reply, err = l.roundTrip(ctx, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
 		}
+	} else {
+		reply, l.arrived = l.held, arrived
 	}
 	s.trusted()
 	l.pendingDone(s)
-	l.relayDoubt = false
+	if tied {
+		// the connection answers in turn: no late answer is pending
+		// (a write, trusted without a tie, proves nothing of the sort)
+		l.nRelay = 0
+	}
 	return reply, err
 }
 
@@ -634,6 +771,72 @@ func (l *link) pendingDone(s *share) {
 	if l.pending == s {
 		l.pending = nil
 	}
+}
+
+// readShape is the function and reply byte count of read pdu (count -1
+// for another request).
+func readShape(pdu []byte) (byte, int) {
+	e := expectFor(0, pdu)
+	return e.fc, e.count
+}
+
+// tieRead appends to dst the i-th read that can tie s's answer to read pdu
+// (its reply has another function or byte count than pdu's), or returns
+// nil when there are no more: first probePDU (inside pdu's range), then,
+// when wide (Modbus TCP), the reads s answered with data lately
+// (share.shapes), then pdu one register (8 bits) wider, at the same start
+// and one register (8 bits) before it, which the device may not map (an
+// exception: proves nothing). None for a request that is not a read.
+//
+// On an RTU or ASCII line only the probe is sent (not wide): a unit in
+// doubt there is often a unit later than the timeout, and each further
+// request of its that times out puts one more late frame on the line, to
+// land in another unit's read (review 14 F4 is about TCP gateways; the
+// silent window decides for the rest there, as documented).
+func tieRead(dst, pdu []byte, s *share, i int, wide bool) []byte {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return nil
+	}
+	if p := probePDU(dst, pdu); p != nil {
+		if i == 0 {
+			return p
+		}
+		i--
+	}
+	if !wide {
+		return nil
+	}
+	fc, count := readShape(pdu)
+	for k := range s.nShapes {
+		sh := s.shapes[k][:]
+		if f, c := readShape(sh); f == fc && c == count {
+			continue
+		}
+		if i == 0 {
+			return append(dst, sh...)
+		}
+		i--
+	}
+	start, q := int(binary.BigEndian.Uint16(pdu[1:])), int(binary.BigEndian.Uint16(pdu[3:]))
+	step, limit := 1, 125
+	if fc <= 2 {
+		step, limit = 8, 2000
+	}
+	if q+step > limit {
+		return nil
+	}
+	for _, st := range []int{start, start - step} {
+		if st < 0 || st+q+step > 0x10000 {
+			continue
+		}
+		if i == 0 {
+			dst = append(dst, fc)
+			dst = binary.BigEndian.AppendUint16(dst, uint16(st))
+			return binary.BigEndian.AppendUint16(dst, uint16(q+step))
+		}
+		i--
+	}
+	return nil
 }
 
 // probePDU appends to dst the probe of read pdu for a unit in doubt: the
@@ -724,6 +927,9 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	l.sentAt = time.Now()
 	reply, err := l.exchangeFrames(ctx, p, want)
 	l.lastRx = time.Now()
+	if answeredErr(err) {
+		l.arrived = l.now()
+	}
 	if err != nil && l.got > 0 && errors.Is(err, StatusTimeout) {
 		err = malformed(fmt.Sprintf("incomplete reply: %d bytes, then nothing for the rest of the %v timeout", l.got, l.timeout))
 	}

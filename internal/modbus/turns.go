@@ -68,6 +68,34 @@ type share struct {
 	untiedWhat string
 	lastUntied time.Time     // last "could not be tied" warning naming it (one a minute)
 	slowest    time.Duration // the longest request-to-answer time of its current read (link.quietAfter)
+	// the last maxShapes distinct read requests (PDUs) the unit answered
+	// with data: reads of another shape that tie an answer in doubt whose
+	// request has no probe inside it (link.prove, tieRead; review 14 F4)
+	shapes  [maxShapes][5]byte
+	nShapes int
+	shapeAt int // next slot to overwrite once full
+}
+
+// maxShapes bounds the read requests a share remembers for tieRead.
+const maxShapes = 4
+
+// answeredShape remembers read pdu as one the unit answers with data.
+func (s *share) answeredShape(pdu []byte) {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return
+	}
+	for k := range s.nShapes {
+		if string(s.shapes[k][:]) == string(pdu) {
+			return
+		}
+	}
+	if s.nShapes < maxShapes {
+		s.nShapes++
+		copy(s.shapes[s.nShapes-1][:], pdu)
+		return
+	}
+	copy(s.shapes[s.shapeAt][:], pdu)
+	s.shapeAt = (s.shapeAt + 1) % maxShapes
 }
 
 type waiter struct {

@@ -74,15 +74,15 @@ func (b *Bridge) Served() int64 { return b.served.Load() }
 func StartBridge(tb testing.TB, upstream string, framing Framing) *Bridge {
 	tb.Helper()
 	b := &Bridge{framing: framing, upstream: upstream}
-	b.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) { b.serve(ctx, c) })
+	b.Addr = ServeConns(tb, func(ctx context.Context, c net.Conn) { b.serve(ctx, c) })
 	return b
 }
 
-// serveConns listens on a random loopback port and runs serve for each
+// ServeConns listens on a random loopback port and runs serve for each
 // connection (closed when serve returns) until the test ends, when the
 // listener and every connection are closed and the goroutines waited for.
 // It returns the listen address.
-func serveConns(tb testing.TB, serve func(ctx context.Context, c net.Conn)) string {
+func ServeConns(tb testing.TB, serve func(ctx context.Context, c net.Conn)) string {
 	tb.Helper()
 	ctx := tb.Context()
 	ln := listen(tb)

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -554,7 +555,7 @@ func StartHostileSerial(tb testing.TB, bank *Bank, unit uint8, framing Framing, 
 func StartHostileTCP(tb testing.TB, bank *Bank, unit uint8, leftover []byte) *Hostile {
 	tb.Helper()
 	h := newHostile(bank, unit, 0)
-	h.Addr = serveConns(tb, func(ctx context.Context, c net.Conn) {
+	h.Addr = ServeConns(tb, func(ctx context.Context, c net.Conn) {
 		if len(leftover) > 0 {
 			_, _ = c.Write(leftover)
 		}
@@ -563,22 +564,31 @@ func StartHostileTCP(tb testing.TB, bank *Bank, unit uint8, leftover []byte) *Ho
 	return h
 }
 
+// ReadMBAPRequest reads one Modbus TCP request from r: its transaction id,
+// unit and PDU. A length outside 2..254 is an error.
+func ReadMBAPRequest(r *bufio.Reader) (tid uint16, unit uint8, pdu []byte, err error) {
+	var head [7]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return 0, 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint16(head[4:]))
+	if n < 2 || n > 254 {
+		return 0, 0, nil, fmt.Errorf("mbap length %d", n)
+	}
+	pdu = make([]byte, n-1)
+	if _, err := io.ReadFull(r, pdu); err != nil {
+		return 0, 0, nil, err
+	}
+	return binary.BigEndian.Uint16(head[:]), head[6], pdu, nil
+}
+
 func (h *Hostile) serveMBAP(ctx context.Context, c net.Conn) {
 	r := bufio.NewReader(c)
 	for {
-		var head [7]byte
-		if _, err := io.ReadFull(r, head[:]); err != nil {
+		tid, unit, pdu, err := ReadMBAPRequest(r)
+		if err != nil {
 			return
 		}
-		n := int(binary.BigEndian.Uint16(head[4:]))
-		if n < 2 || n > 254 {
-			return
-		}
-		pdu := make([]byte, n-1)
-		if _, err := io.ReadFull(r, pdu); err != nil {
-			return
-		}
-		tid, unit := binary.BigEndian.Uint16(head[:]), head[6]
 		if unit != h.unit {
 			h.mu.Lock()
 			relay := h.lagged
