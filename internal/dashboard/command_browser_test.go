@@ -1,6 +1,7 @@
 package dashboard_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,42 @@ func TestCommandInBrowser(t *testing.T) {
 		t.Errorf("%d writes for one command", after-before)
 	}
 	screenshot(t, tab, shots, "21-command-result.png")
+
+	// a command the gateway refuses (above max and max_step; the form's own
+	// max is bypassed): its audit line shows the value asked for under
+	// "requested", nothing as written
+	if err := eval(tab, form+`.elements.value.value = '0.95'; `+form+`.dispatchEvent(new Event('submit', {cancelable: true}))`, nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, jsErrs, 10*time.Second, "the confirm step of the refused command", func() bool {
+		var ok bool
+		_ = eval(tab, `document.querySelector('#cmd-confirm:not([hidden]) [data-act=send]') !== null`, &ok)
+		return ok
+	}, nil)
+	if err := eval(tab, `document.querySelector('#cmd-confirm [data-act=send]').click()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	poll(t, jsErrs, 20*time.Second, "the refused command's audit line", func() bool {
+		refused = nil
+		_ = eval(tab, `(() => { const tr = document.querySelector('#a-audit tr[data-verdict="rejected"]'); return tr ? [tr.children[4].textContent.trim(), tr.children[6].textContent] : null; })()`, &refused)
+		return len(refused) == 2
+	}, func() string { return fmt.Sprint(refused) })
+	if refused[0] != "0.95 MPa" || refused[1] != "" {
+		t.Errorf("refused command's audit line: requested %q, old → new %q; want \"0.95 MPa\" and nothing written", refused[0], refused[1])
+	}
+	// a failed write's record carries the value asked for as target, no new
+	// value: the cell marks it as asked, never as written to the device
+	var cell string
+	if err := eval(tab, `changeCell({verdict: 'failed', old: 0.75, target: 0.95, unit: 'MPa', signal: 'unload_pressure_setpoint'})`, &cell); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cell, "0.950 MPa (asked)") || strings.Contains(cell, "→ 0.950") {
+		t.Errorf("a failed write's old → new cell %q: want the target marked as asked", cell)
+	}
+	if after, _ := r.Fleet.Writes(commandtest.Asset); after != before+1 {
+		t.Errorf("the refused command was written: %d writes in all, want 1", after-before)
+	}
 
 	// a viewer: the audit trail, no command form
 	if err := eval(tab, `sessionStorage.setItem('smelter.token', '`+commandtest.ViewerToken+`'); location.reload()`, nil); err != nil {

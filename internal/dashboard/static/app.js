@@ -120,6 +120,17 @@ function fmt(v, u, signal) {
   return v.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d, useGrouping: Math.abs(v) >= 10000 });
 }
 const withUnit = (v, u, signal) => { const x = fmt(v, u, signal), uu = unit(u); return uu ? x + ' ' + uu : x; };
+// changeCell is an audit record's "old → new" cell (HTML). A failed or
+// rejected record has no new value (nothing was written, or the outcome is
+// unknown): it shows the target asked for, marked so, never as the
+// device's value.
+const changeCell = (r) => {
+  const val = (v) => (v === undefined ? '' : withUnit(v, r.unit, r.signal));
+  if (r.new !== undefined) return esc(val(r.old)) + ' → ' + esc(val(r.new));
+  if (r.target !== undefined) return (r.old !== undefined ? esc(val(r.old)) + ' → ' : '') + '<span class="muted" title="asked for; not the device\'s value">' + esc(val(r.target)) + ' (asked)</span>';
+  if (r.old !== undefined) return esc(val(r.old));
+  return r.old_label ? esc(r.old_label + ' → ' + r.new_label) : '';
+};
 function num(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   const a = Math.abs(v);
@@ -776,12 +787,11 @@ function assetPage(site, id) {
       }
       if (!page.records.length && !before) { el.innerHTML = '<div class="empty" id="audit-empty">No command for this asset in the audit stream.</div>'; return; }
       const cls = { verified: 'ok', written: 'warn', rejected: 'alarm', failed: 'alarm', received: 'na', accepted: 'info' };
-      const val = (r, v) => (v === undefined ? '' : withUnit(v, r.unit, r.signal));
       el.innerHTML = `<div class="table-wrap"><table class="audit"><thead><tr><th>time</th><th>command</th><th>requester</th><th>signal</th><th>requested</th><th>verdict</th><th>old → new</th><th>reason</th></tr></thead><tbody>` +
         page.records.map((r) => `<tr data-audit-id="${esc(r.id)}" data-verdict="${esc(r.verdict)}"><td>${esc(dateTime(Date.parse(r.at)))}</td><td><code>${esc(r.id)}</code></td>
           <td>${esc(r.requester || '')}${r.verdict === 'rejected' && !r.signer ? ' <span class="pill alarm" title="no trusted key signed it">unauthorized</span>' : ''}</td><td>${esc(label(r.signal || ''))}</td>
           <td>${esc(r.requested || '')} ${esc(unit(r.requested_unit || ''))}</td><td><span class="pill ${cls[r.verdict] || 'na'}">${esc(r.verdict)}</span>${r.duplicate ? ' <span class="muted small">retry</span>' : ''}</td>
-          <td>${r.old !== undefined || r.new !== undefined ? esc(val(r, r.old)) + ' → ' + esc(val(r, r.new)) : (r.old_label ? esc(r.old_label + ' → ' + r.new_label) : '')}</td>
+          <td>${changeCell(r)}</td>
           <td class="msg">${esc(prettyUnits(r.reason || ''))}</td></tr>`).join('') +
         `</tbody></table></div>${page.before ? `<div class="actions"><button type="button" id="audit-older" data-before="${page.before}">Older</button></div>` : ''}`;
       const older = el.querySelector('#audit-older');
