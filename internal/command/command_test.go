@@ -217,6 +217,9 @@ func TestStorePersists(t *testing.T) {
 	if _, ok := s.Get("e"); ok {
 		t.Error("torn line read")
 	}
+	if n, before := s.LostBefore(); n != 0 || !before.IsZero() {
+		t.Errorf("a torn last line counted as a lost record: %d, %v", n, before)
+	}
 	for i := range 10 {
 		if err := s.Put(Result{ID: string(rune('f' + i)), Verdict: Rejected}); err != nil {
 			t.Fatal(err)
@@ -398,4 +401,35 @@ func TestStorePendingAudit(t *testing.T) {
 	if p := s.Pending(); len(p) != 0 {
 		t.Fatalf("pending after Published: %+v", p)
 	}
+}
+
+// TestStoreLostRecord (review16 L-6): an unreadable line that is not a torn
+// last line is a record lost, whose id is unknown: LostBefore reports it
+// with the open time + grace, so the gateway refuses commands issued
+// before it (one of them may have been executed); a clean file and a torn
+// last line report none.
+func TestStoreLostRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ids.jsonl")
+	live := time.Now().Add(time.Minute)
+	lines := `{"id":"a","verdict":"verified","expires_at":"` + live.Format(time.RFC3339Nano) + `"}` + "\n" +
+		"{\"id\":\"b\",\"ver\x00\x00\x00 garbage\n" +
+		`{"id":"c","verdict":"verified","expires_at":"` + live.Format(time.RFC3339Nano) + `"}` + "\n"
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	s, err := OpenStore(path, 10, 5*time.Minute, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, before := s.LostBefore()
+	if n != 1 || before.Before(opened.Add(30*time.Second)) || before.After(time.Now().Add(30*time.Second)) {
+		t.Errorf("LostBefore() = %d, %v; want 1, the open time + 30s", n, before)
+	}
+	for _, id := range []string{"a", "c"} {
+		if _, ok := s.Get(id); !ok {
+			t.Errorf("%s, a readable record, not kept", id)
+		}
+	}
+	_ = s.Close()
 }

@@ -47,6 +47,11 @@ type Store struct {
 	pending map[string]bool // ids whose latest result is not in the audit stream yet
 	order   []string        // ids, oldest first
 	lines   int
+	// lost counts unreadable lines found at open other than a torn last
+	// line; lostBefore is the open time + grace when there were any
+	// (LostBefore).
+	lost       int
+	lostBefore time.Time
 }
 
 // storeLine is one line of the file: a result, and whether it still
@@ -74,19 +79,45 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
+	// a last line without its newline is one whose append a crash cut
+	tornAt := len(data)
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		tornAt = bytes.LastIndexByte(data, '\n') + 1
+	}
+	for at := 0; sc.Scan(); at += len(sc.Bytes()) + 1 {
 		var l storeLine
 		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
-			continue // a torn line
+			// A torn last line is a record whose append did not finish:
+			// its sync never returned, so no write followed it. Any other
+			// unreadable line is a record lost (a disk error, an edit):
+			// its id is unknown, see LostBefore.
+			if at != tornAt && len(bytes.TrimSpace(sc.Bytes())) > 0 {
+				s.lost++
+			}
+			continue
 		}
 		s.remember(l.Result, l.AuditPending)
 		s.lines++
+	}
+	if sc.Err() != nil {
+		s.lost++ // a line beyond 1 MiB: the lines after it are not read
+	}
+	if s.lost > 0 {
+		s.lostBefore = s.now().Add(grace)
 	}
 	if err := s.rewrite(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// LostBefore reports records the file had and could not read at open
+// (n, other than a torn last line) and, when there were any, before: the
+// open time + max_skew. A lost record's id is unknown, so any command
+// issued before it may be one the gateway already accepted (and wrote): the
+// caller refuses those until they cannot be valid any more (before +
+// max_lifetime + 2 x max_skew), rather than write one twice (review16 L-6).
+func (s *Store) LostBefore() (n int, before time.Time) { return s.lost, s.lostBefore }
 
 // remember records r in memory (pending: its audit record is not
 // published yet), then forgets expired ids beyond max.

@@ -141,6 +141,11 @@ func (c *commander) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if n, before := st.LostBefore(); n > 0 {
+		c.log.Error("commands: the command id store had records it could not read: commands issued before the cut-off are refused "+
+			"until they expire, as one of them may already have been executed", "file", c.path, "lost_records", n,
+			"cut_off", before.UTC().Format(time.RFC3339), "refused_until", before.Add(c.cfg.MaxLifetime+2*c.cfg.MaxSkew).UTC().Format(time.RFC3339))
+	}
 	c.store = st
 	defer func() { _ = st.Close() }()
 	if c.lastWrite, err = command.OpenLastWrites(filepath.Join(filepath.Dir(c.path), "last_writes.json")); err != nil {
@@ -332,8 +337,9 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte, ref
 		// under a known id is a new command that must not be answered with
 		// the earlier outcome (a "verified" for a write that never happened)
 		if prev.Requested != cmd.Value.String() || prev.RequestedUnit != cmd.Unit || prev.Requester != cmd.Requester {
-			return final(c.reject(res, "id %s already names another command (%s %s by %s): send this one with a new id",
-				cmd.ID, prev.Requested, prev.RequestedUnit, prev.Requester))
+			// the earlier command's value and requester are not told:
+			// whoever reuses an id learns nothing of it (review16 L-3)
+			return final(c.reject(res, "id %s already names another command: send this one with a new id", cmd.ID))
 		}
 		prev.Duplicate = true
 		if prev.Verdict == command.Accepted {
@@ -342,6 +348,13 @@ func (c *commander) handle(ctx context.Context, subject string, data []byte, ref
 				"read the point and send a new command (new id) if needed"
 		}
 		return final(prev)
+	}
+	if n, before := c.store.LostBefore(); n > 0 && cmd.IssuedAt.Before(before) &&
+		now.Before(before.Add(c.cfg.MaxLifetime+2*c.cfg.MaxSkew)) {
+		// the id store lost records at start: this command may be one it
+		// had accepted (and written); never write it twice
+		return final(c.reject(res, "the command id store lost %d record(s) it could not read at start: a command issued before %s "+
+			"may already have been executed, so it is refused; send a new command (new id, issued now)", n, before.UTC().Format(time.RFC3339)))
 	}
 	if c.store.Full() { // never forget an id that may still come back
 		return final(c.reject(res, "too many commands in flight: commands.remember (%d) ids are all within their lifetime; "+

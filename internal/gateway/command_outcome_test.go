@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -224,6 +225,34 @@ func TestCommandInterruptedAuditedAtStart(t *testing.T) {
 	}
 	if res := r.send(t, c); !res.Duplicate || res.Verdict != command.Failed {
 		t.Errorf("retry: %+v", res)
+	}
+	if n := r.bank.Writes(); n != 0 {
+		t.Fatalf("%d writes", n)
+	}
+}
+
+// TestCommandRefusedAfterLostRecord (review16 L-6): a command id file with
+// an unreadable record (not a torn last line) lost an id the gateway may
+// have accepted and written: a command issued before the gateway opened
+// its store (+ max_skew) is refused, nothing written, naming the lost
+// record; it is never executed as new.
+func TestCommandRefusedAfterLostRecord(t *testing.T) {
+	r := newCmdRig(t, "operator")
+	c := r.signed(t, r.cmd("maybe-done", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa"))
+	path := filepath.Join(r.cfg.DataDir, "commands", "ids.jsonl")
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	// the record of "maybe-done" damaged on disk, a readable one after it
+	lost := "{\"id\":\"maybe-d\x00\x00\x00\n" + `{"id":"other","verdict":"verified","expires_at":"` + c.ExpiresAt.Format(time.RFC3339Nano) + `"}` + "\n"
+	if err := os.WriteFile(path, []byte(lost), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, r.cfg)
+	r.waitListening(t)
+	res := r.send(t, c)
+	if res.Verdict != command.Rejected || !strings.Contains(res.Reason, "lost 1 record") {
+		t.Errorf("a command issued before the store lost a record: %+v", res)
 	}
 	if n := r.bank.Writes(); n != 0 {
 		t.Fatalf("%d writes", n)
