@@ -432,4 +432,14 @@ func TestStoreLostRecord(t *testing.T) {
 		}
 	}
 	_ = s.Close()
+	// the open rewrote the file without the unreadable line: the loss
+	// holds across another restart until it runs out
+	s, err = OpenStore(path, 10, 5*time.Minute, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n2, before2 := s.LostBefore(); n2 != 1 || !before2.Equal(before) {
+		t.Errorf("after a second open: LostBefore() = %d, %v; want the first open's 1, %v", n2, before2, before)
+	}
+	_ = s.Close()
 }

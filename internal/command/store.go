@@ -59,6 +59,10 @@ type Store struct {
 type storeLine struct {
 	Result
 	AuditPending bool `json:"audit_pending,omitempty"`
+	// LostBefore, on a line without an id, carries a loss found at an
+	// earlier open (LostBefore) across the rewrite that drops the
+	// unreadable lines, until commands issued before it cannot be valid.
+	LostBefore *time.Time `json:"lost_before,omitempty"`
 }
 
 // OpenStore opens (creating it and its directory) the store file at path
@@ -86,6 +90,12 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	}
 	for at := 0; sc.Scan(); at += len(sc.Bytes()) + 1 {
 		var l storeLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err == nil && l.ID == "" && l.LostBefore != nil {
+			if s.now().Before(l.LostBefore.Add(maxLifetime + 2*grace)) {
+				s.lostBefore = *l.LostBefore // an earlier open's loss, still in force
+			}
+			continue
+		}
 		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
 			// A torn last line is a record whose append did not finish:
 			// its sync never returned, so no write followed it. Any other
@@ -104,6 +114,8 @@ func OpenStore(path string, max int, maxLifetime, grace time.Duration) (*Store, 
 	}
 	if s.lost > 0 {
 		s.lostBefore = s.now().Add(grace)
+	} else if !s.lostBefore.IsZero() {
+		s.lost = 1 // the earlier open's loss, carried by its marker line
 	}
 	if err := s.rewrite(); err != nil {
 		return nil, err
@@ -183,6 +195,14 @@ func (s *Store) Full() bool {
 func (s *Store) rewrite() error {
 	tmp := s.path + ".tmp"
 	var buf bytes.Buffer
+	if !s.lostBefore.IsZero() {
+		line, err := json.Marshal(storeLine{LostBefore: &s.lostBefore})
+		if err != nil {
+			return fmt.Errorf("command store: %w", err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
 	for _, id := range s.order {
 		line, err := json.Marshal(storeLine{Result: s.byID[id], AuditPending: s.pending[id]})
 		if err != nil {
