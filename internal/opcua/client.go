@@ -49,6 +49,11 @@ var ErrSessionLost = errors.New("opcua: session lost")
 
 // Client acquires one device's points over one session at a time.
 type Client struct {
+	// dataNow is the gateway's data clock (driver.Env.Now; time.Now by
+	// default), the clock a SourceTimestamp ahead is judged by (vetTime,
+	// vetAhead). nil in a session worker process, which has no data clock:
+	// there the gateway's side of the worker judges it (emitLocked).
+	dataNow func() time.Time
 	id      string
 	cfg     Config
 	points  []Point
@@ -143,7 +148,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if cfg.Isolation != IsolationNone {
 		m.isolated(id)
 	}
-	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
+	return &Client{dataNow: time.Now, id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
 		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}}, nil
 }
@@ -241,6 +246,7 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	}
 	r.checkKinds(cyc.Samples)
 	if r.last == nil {
+		r.vetAhead(cyc.Samples)
 		for i := range cyc.Samples {
 			if s := &cyc.Samples[i]; s.Quality != telemetry.QualityStale {
 				r.status[s.Index] = s.Status
@@ -1476,13 +1482,39 @@ var MinSourceTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // float64.
 const maxExactInt = 1 << 53
 
+// vetAhead is vetTime's bound ahead, on the gateway's side of a session
+// worker: the worker has no data clock (the demo's plant clock is not its
+// wall clock), so a value stamped more than MaxFuture ahead of the
+// gateway's data clock is stamped with it here instead, a Good one turned
+// Uncertain with StatusSourceTimeUnsure. mu held.
+func (r *runState) vetAhead(ss []sample.Sample) {
+	if r.c.dataNow == nil {
+		return
+	}
+	now := r.c.dataNow()
+	limit := now.Add(r.c.cfg.MaxFuture).UnixMilli()
+	for i := range ss {
+		s := &ss[i]
+		if !s.Quality.HasValue() || s.TS <= limit {
+			continue
+		}
+		src := time.UnixMilli(s.TS)
+		if r.c.vetTime(s, src, now) && s.Status == StatusSourceTimeUnsure {
+			r.c.m.bad(StatusSourceTimeUnsure)
+		}
+	}
+}
+
 // vetTime replaces a SourceTimestamp that cannot be the source's time
 // (more than MaxFuture ahead of now, or before MinSourceTime) with now,
 // the time the gateway received the value, and turns a Good value
 // Uncertain with StatusSourceTimeUnsure (review15 F1). The caller counts
 // the status as any other (smelter_opcua_bad_status_total).
 func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) bool {
-	if !src.Before(MinSourceTime) && !src.After(now.Add(c.cfg.MaxFuture)) {
+	if c.dataNow != nil {
+		now = c.dataNow() // received now on the gateway's data clock
+	}
+	if !src.Before(MinSourceTime) && (c.dataNow == nil || !src.After(now.Add(c.cfg.MaxFuture))) {
 		return false
 	}
 	c.timeLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua SourceTimestamp not credible; the value is stamped with the gateway's receive time",

@@ -141,9 +141,17 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 
 // Sources implements driver.Driver: the client metrics, registered once
 // per gateway.
-func (Driver) Sources(env driver.Env) driver.Sources { return clientSources{NewMetrics(env.Registry)} }
+func (Driver) Sources(env driver.Env) driver.Sources {
+	return clientSources{m: NewMetrics(env.Registry), now: env.Now}
+}
 
-type clientSources struct{ m *Metrics }
+// clientSources builds the devices' clients with the gateway's metrics and
+// data clock (now; nil: time.Now), by which a SourceTimestamp ahead is
+// judged (Client.vetTime).
+type clientSources struct {
+	m   *Metrics
+	now func() time.Time
+}
 
 // Source returns the device's Client: it re-reports unchanged subscribed
 // values every heartbeat and hands the units of the points whose
@@ -158,6 +166,9 @@ func (s clientSources) Source(dev driver.Device) (driver.Source, error) {
 	cl, err := New(dev.Config.ID, c, cfg.Points, dev.Log, s.m) // shared: neither changes them
 	if err != nil {
 		return nil, err
+	}
+	if s.now != nil {
+		cl.dataNow = s.now
 	}
 	if dev.Units != nil {
 		cl.OnUnits(func(nus []NodeUnit) {

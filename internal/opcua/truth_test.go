@@ -25,6 +25,7 @@ func TestVetTime(t *testing.T) {
 		t.Fatalf("max_future default %v, want %v", c.cfg.MaxFuture, DefaultMaxFuture)
 	}
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c.dataNow = func() time.Time { return now } // the gateway's data clock
 	dv := func(ts time.Time, st ua.StatusCode) *ua.DataValue {
 		return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueStatusCode,
 			Value: ua.MustVariant(1.5), Status: st, SourceTimestamp: ts}
@@ -173,5 +174,57 @@ func TestSourceTimeAheadSplitRead(t *testing.T) {
 	wait.For(t, 20*time.Second, "10 more reads", func() bool { return rec.count(func(s sample.Sample) bool { return true }) >= n0+10 })
 	if n := rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityBad }); n != 0 {
 		t.Fatalf("%d bad samples: a restamped value taken as moved", n)
+	}
+}
+
+// TestSourceTimeJudgedOnTheDataClock: a SourceTimestamp ahead is judged by
+// the gateway's data clock (driver.Env.Now), not the wall clock: the
+// demo's plant clock runs hours ahead of the wall clock and its OPC UA
+// servers stamp with it, which is right. In process the client judges it
+// (vetTime); in a session worker, which has no data clock, only a time
+// before 2000 is judged there and the gateway's side of the worker judges
+// a time ahead (vetAhead).
+func TestSourceTimeJudgedOnTheDataClock(t *testing.T) {
+	c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840", DataDir: t.TempDir()},
+		[]Point{{NodeID: "ns=1;s=num"}}, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant := time.Now().Add(9 * time.Hour)
+	c.dataNow = func() time.Time { return plant }
+	good := func(ts time.Time) sample.Sample {
+		return sample.Sample{Index: 0, Num: 1, Quality: telemetry.QualityGood, TS: ts.UnixMilli()}
+	}
+
+	// in process: the plant clock's own time is credible, beyond it not
+	s := good(plant)
+	if c.vetTime(&s, plant, time.Now()) || s.Quality != telemetry.QualityGood {
+		t.Errorf("a source time on the data clock judged not credible: %+v", s)
+	}
+	s = good(plant.Add(time.Hour))
+	if !c.vetTime(&s, plant.Add(time.Hour), time.Now()) || s.Status != StatusSourceTimeUnsure || s.TS != plant.UnixMilli() {
+		t.Errorf("a source time 1 h ahead of the data clock: %+v, want uncertain at the data clock's now", s)
+	}
+
+	// the gateway's side of a worker: the same bound, on what the worker sent
+	fwd := newForwardState(c, func(*sample.Cycle) {})
+	ss := []sample.Sample{good(plant), good(plant.Add(time.Hour))}
+	fwd.emit(&sample.Cycle{Samples: ss, Replied: true})
+	if ss[0].Quality != telemetry.QualityGood || ss[0].TS != plant.UnixMilli() {
+		t.Errorf("gateway side: a source time on the data clock changed: %+v", ss[0])
+	}
+	if ss[1].Quality != telemetry.QualityUncertain || ss[1].Status != StatusSourceTimeUnsure || ss[1].TS != plant.UnixMilli() {
+		t.Errorf("gateway side: a source time 1 h ahead of the data clock: %+v", ss[1])
+	}
+
+	// in a worker (no data clock): ahead is not judged there, 1970 is
+	c.dataNow = nil
+	s = good(plant.Add(time.Hour))
+	if c.vetTime(&s, plant.Add(time.Hour), time.Now()) || s.Quality != telemetry.QualityGood {
+		t.Errorf("worker: a time ahead judged without the data clock: %+v", s)
+	}
+	s = good(time.Unix(0, 0))
+	if !c.vetTime(&s, time.Unix(0, 0), time.Now()) || s.Status != StatusSourceTimeUnsure {
+		t.Errorf("worker: a 1970 source time: %+v, want uncertain", s)
 	}
 }
