@@ -141,8 +141,12 @@ func TestAckOfAnotherStreamCapturingTheSubjects(t *testing.T) {
 		t.Errorf("wrong stream acks counted %v, want at least 1", got)
 	}
 	checkStream(t, readStream(t, js, DefaultStream), first)
-	if got := len(readStream(t, js, "OTHER")); got != len(next) {
-		t.Fatalf("OTHER holds %d messages, want %d", got, len(next))
+	// Publish returns at the first wrong acknowledgement: the messages
+	// after it may or may not have been sent (and stored by OTHER) by then,
+	// so OTHER holds at least that one and at most all of them; none is in
+	// the configured stream, and the retry below stores them all there
+	if got := len(readStream(t, js, "OTHER")); got < 1 || got > len(next) {
+		t.Fatalf("OTHER holds %d messages, want 1..%d", got, len(next))
 	}
 
 	// the configured stream captures the subjects again: the retry stores
