@@ -1404,11 +1404,79 @@ func (l *link) quietAfter(ctx context.Context, s *share) {
 		}
 	}
 	n, _ := l.p.Read(l.junk[:])
-	if n > 0 {
-		l.discard(n)
-		l.accepted = false
-		l.untied(s, "a second frame after the read's last accepted reply")
+	if n == 0 {
+		return
 	}
+	l.discard(n)
+	l.accepted = false
+	if x := l.lateFrame(s, l.junk[:n]); x != nil {
+		// a unit in doubt answering late (it may have been lent the
+		// line's window, confirm): its reply, as a frame from it while
+		// s is asked (foreign), not evidence against s's answers
+		l.lateReply(x, "frame from this unit after another unit's accepted reply", x.answeredLate())
+		if x.dev != nil {
+			x.dev.replyError(kindWrongUnit)
+		}
+		l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), x, false
+		return
+	}
+	l.untied(s, "a second frame after the read's last accepted reply")
+}
+
+// lateFrame returns the device of the link, other than s and of another
+// unit, whose unit is in doubt (share.lateSent: its late replies may
+// still come) and sent b, when b is exactly one well-formed frame of the
+// link's encoding (checksum valid) from that unit; nil otherwise.
+func (l *link) lateFrame(s *share, b []byte) *share {
+	var unit byte
+	switch {
+	case len(b) < 4:
+		return nil
+	case l.transport == RTU || l.transport == RTUOverTCP:
+		unit = b[0]
+	default:
+		var u [1]byte
+		if b[0] != ':' || decodeHex(u[:], b[1:3]) != nil {
+			return nil
+		}
+		unit = u[0]
+	}
+	if unit == s.unit {
+		return nil
+	}
+	x := l.turns.byUnit(unit)
+	if x == nil || x == s || x.lateSent.IsZero() {
+		return nil
+	}
+	rest := b
+	fill := func(p []byte) error {
+		if len(p) > len(rest) {
+			return io.ErrUnexpectedEOF
+		}
+		copy(p, rest)
+		rest = rest[len(p):]
+		return nil
+	}
+	var buf [maxADU]byte
+	want := expect{unit: unit, count: -1}
+	var err error
+	if l.transport == RTU || l.transport == RTUOverTCP {
+		if len(b) > 1 {
+			want.fc = b[1] &^ 0x80
+		}
+		_, err = readRTU(fill, buf[:], want)
+	} else {
+		var h [2]byte
+		if len(b) < 5 || decodeHex(h[:], b[1:5]) != nil {
+			return nil
+		}
+		want.fc = h[1] &^ 0x80
+		_, err = readASCII(fill, buf[:], want)
+	}
+	if len(rest) != 0 || !answeredErr(err) {
+		return nil
+	}
+	return x
 }
 
 // countSuspect counts one suspect reply of s's device (nil: unknown).
