@@ -88,6 +88,10 @@ const quietLimit = 10
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
 //     device's read is discarded (StatusUntied) and the unit is pending.
+//   - while a unit in doubt holds an answer to a read with a probe, it
+//     lends the link to other units' turns for the window (confirm,
+//     lendTurns, turns.lend): only the asked unit's answer is accepted in
+//     them, anything else heard is evidence against the held answer.
 //
 // Each is counted in smelter_modbus_suspect_replies_total{device} and
 // warned about naming the unit and device, with how late it answered and
@@ -899,14 +903,13 @@ func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 		if !time.Now().Before(end) {
 			return nil
 		}
+		if err := l.setDeadline(ctx, end); err != nil {
+			return err
+		}
+		// watched after the deadline is set: a wake moves it, never the
+		// other way round
 		if lend && !l.turns.watch(s, l.wakeFn()) {
 			continue // a unit came to wait meanwhile: lend to it
-		}
-		if err := l.setDeadline(ctx, end); err != nil {
-			if lend {
-				l.turns.unwatch()
-			}
-			return err
 		}
 		n, err := l.p.Read(l.junk[:])
 		if lend {
