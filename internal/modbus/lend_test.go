@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/modbus/checksum"
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -169,4 +171,46 @@ func TestLentWindowFrameNeverTheDoubtedUnitsAnswer(t *testing.T) {
 		u1.Read(ctx)
 		return check1("after")
 	})
+}
+
+// TestLateFrameOfAUnitInDoubt: what a read's closing listen hears is a
+// unit's late reply (link.lateFrame), not evidence against the asked read,
+// only when it is exactly one well-formed frame, checksum valid, from the
+// unit of another device on the link whose replies are in doubt; anything
+// else (a trusted unit, the asked unit itself, a bad checksum, a frame and
+// more, a part of a frame, an unknown unit) stays evidence.
+func TestLateFrameOfAUnitInDoubt(t *testing.T) {
+	pdu := []byte{3, 4, 0x03, 0xE8, 0x03, 0xE9}
+	for _, tr := range []Transport{RTUOverTCP, ASCIIOverTCP} {
+		l := &link{transport: tr}
+		asked := l.turns.joinUnit("asked", 1, nil)
+		doubted := l.turns.joinUnit("doubted", 2, nil)
+		l.turns.joinUnit("trusted", 3, nil)
+		doubted.timedOut(time.Now())
+		enc := modbustest.EncodeRTU
+		if tr == ASCIIOverTCP {
+			enc = modbustest.EncodeASCII
+		}
+		good := enc(2, pdu)
+		bad := slices.Clone(good)
+		bad[len(bad)-3] ^= 1 // a data byte (RTU) or hex digit (ASCII) of the frame
+		for _, c := range []struct {
+			name string
+			b    []byte
+			want *share
+		}{
+			{"frame of the unit in doubt", good, doubted},
+			{"exception of the unit in doubt", enc(2, []byte{0x83, 2}), doubted},
+			{"frame of a trusted unit", enc(3, pdu), nil},
+			{"frame of the asked unit", enc(1, pdu), nil},
+			{"frame of an unknown unit", enc(9, pdu), nil},
+			{"bad checksum", bad, nil},
+			{"a frame and more", append(slices.Clone(good), good[:3]...), nil},
+			{"part of a frame", good[:len(good)-1], nil},
+		} {
+			if got := l.lateFrame(asked, c.b); got != c.want {
+				t.Errorf("%v %s: lateFrame = %v, want %v", tr, c.name, got, c.want)
+			}
+		}
+	}
 }
