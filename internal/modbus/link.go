@@ -955,9 +955,10 @@ func (l *link) wakeFn() func() {
 // StatusUntied) and s stays in doubt. What the borrowers left on the line
 // is drained and judged the same way before s goes on. The link's state of
 // s's exchange (its request's send time, its device) is restored; a
-// connection the borrowers lost fails s's request as a connection failure.
+// connection the borrowers lost (or lost and reopened) fails s's request as
+// a connection failure.
 func (l *link) lendTurns(ctx context.Context, s *share, end time.Time) error {
-	sentAt, cur := l.sentAt, l.cur
+	sentAt, cur, p := l.sentAt, l.cur, l.p
 	lent := false
 	for time.Now().Before(end) && l.turns.lend(s) {
 		lent = true
@@ -966,7 +967,7 @@ func (l *link) lendTurns(ctx context.Context, s *share, end time.Time) error {
 		return nil
 	}
 	var err error
-	if l.p != nil {
+	if l.p == p {
 		if err = l.setDeadline(ctx, time.Time{}); err == nil {
 			var n int
 			n, err = l.drain(ctx)
@@ -981,7 +982,9 @@ func (l *link) lendTurns(ctx context.Context, s *share, end time.Time) error {
 		return linkErr(StatusUntied, "unit %d, in doubt, may have answered an earlier request: %s on the line while its answer was held", s.unit, seen)
 	case err != nil:
 		return err
-	case l.p == nil:
+	case l.p != p:
+		// lost, maybe reopened by a borrower: what came on the old one is
+		// unknown
 		return linkErr(StatusConnection, "connection lost while lent to another unit")
 	}
 	return nil
