@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,46 +24,21 @@ import (
 // time.
 func scriptedRTU(t *testing.T, script func(unit byte, n int, start, qty uint16) [][]byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
 	seen := map[byte]int{}
-	wg.Go(func() {
+	addr, _ := serveInTurn(t, func(c net.Conn) {
+		req := make([]byte, 8)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, req); err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			req := make([]byte, 8)
-			for {
-				if _, err := io.ReadFull(c, req); err != nil {
-					break
-				}
-				unit := req[0]
-				seen[unit]++
-				for _, f := range script(unit, seen[unit], binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])) {
-					_, _ = c.Write(f)
-				}
+			unit := req[0]
+			seen[unit]++
+			for _, f := range script(unit, seen[unit], binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])) {
+				_, _ = c.Write(f)
 			}
 		}
 	})
-	return ln.Addr().String()
+	return addr
 }
 
 // rtuHolding is unit's RTU reply to a holding read of qty registers from
