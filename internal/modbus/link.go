@@ -88,6 +88,10 @@ const quietLimit = 10
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
 //     device's read is discarded (StatusUntied) and the unit is pending.
+//   - while a unit in doubt holds an answer to a read with a probe, it
+//     lends the link to other units' turns for the window (confirm,
+//     lendTurns, turns.lend): only the asked unit's answer is accepted in
+//     them, anything else heard is evidence against the held answer.
 //
 // Each is counted in smelter_modbus_suspect_replies_total{device} and
 // warned about naming the unit and device, with how late it answered and
@@ -150,7 +154,12 @@ type link struct {
 	nAnswered      int
 	req            []byte
 	probe          []byte // prove's read of another shape (tieRead)
-	held           []byte // prove: a copy of the held answer while reads tie it
+	// lentFor is the unit in doubt that lent the link to other units
+	// while its held answer's window runs (confirm, lendWindow); lentSeen
+	// says what was heard on the line meanwhile that was not the asked
+	// unit's answer ("" nothing): evidence against its held answer
+	lentFor  *share
+	lentSeen string
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
 	// connection (a timeout, a gateway's 10/11, a reply that was another
 	// request's) since the last proof, the last maxRelay: a gateway may
@@ -711,15 +720,16 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		l.pendingDone(s)
 		return reply, err
 	}
+	// reply is in l.buf, which the window (lent to other units' exchanges)
+	// and the reads below reuse: the window's decision returns a copy,
+	// kept in s (a borrower in doubt proves its own answer meanwhile)
+	s.held = append(s.held[:0], reply...)
+	arrived := l.arrived
 	if l.framed() {
-		if cerr := l.confirm(ctx, s); cerr != nil {
+		if cerr := l.confirm(ctx, s, hasProbe(pdu)); cerr != nil {
 			return nil, cerr
 		}
 	}
-	// reply is in l.buf, which the reads below reuse: the window's
-	// decision returns a copy
-	l.held = append(l.held[:0], reply...)
-	arrived := l.arrived
 	tried, tied := 0, false
 	for i := 0; !tied; i++ {
 		l.probe = tieRead(l.probe[:0], pdu, s, i, !l.framed())
@@ -754,7 +764,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			return nil, err
 		}
 	} else {
-		reply, l.arrived = l.held, arrived
+		reply, l.arrived = s.held, arrived
 	}
 	s.trusted()
 	l.pendingDone(s)
@@ -867,28 +877,127 @@ func probePDU(dst, pdu []byte) []byte {
 // discarded and the request fails as a timeout (s stays pending). A quiet
 // window makes the answer certain: s's replies are trusted again. This
 // costs s's turn one such wait after each timeout.
-func (l *link) confirm(ctx context.Context, s *share) error {
+//
+// When lend (the read has a probe, which decides after the window), the
+// window is lent to the other units that wait for the link, or come to
+// wait during it (lendTurns): their exchanges watch the line for s. A
+// read without a probe (one register, at most eight bits) is decided by
+// the silent window alone: never lent. A borrower in doubt keeps its own
+// window to itself (one lender at a time).
+func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 	window := min(l.sentAt.Sub(s.oldest()), l.timeout+quietLimit*l.silence) + l.silence
 	got := time.Now()
-	if err := l.setDeadline(ctx, got.Add(window)); err != nil {
-		return err
+	end := got.Add(window)
+	lend = lend && l.lentFor == nil
+	if lend {
+		sentAt, cur := l.sentAt, l.cur
+		l.lentFor, l.lentSeen = s, ""
+		defer func() { l.lentFor, l.lentSeen, l.sentAt, l.cur = nil, "", sentAt, cur }()
 	}
-	n, err := l.p.Read(l.junk[:])
-	if n > 0 {
-		// the held answer was the late reply to the oldest unanswered request
-		after := got.Sub(s.oldest())
-		s.answeredLate()
-		l.discard(n)
-		l.lastRx = time.Now()
-		l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
-		return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
-	}
-	if err != nil {
-		if le := l.readFailure(ctx, err); le != nil {
-			return le
+	for {
+		if lend {
+			if err := l.lendTurns(ctx, s, end); err != nil {
+				return err
+			}
+		}
+		if !time.Now().Before(end) {
+			return nil
+		}
+		if err := l.setDeadline(ctx, end); err != nil {
+			return err
+		}
+		// watched after the deadline is set: a wake moves it, never the
+		// other way round
+		if lend && !l.turns.watch(s, l.wakeFn()) {
+			continue // a unit came to wait meanwhile: lend to it
+		}
+		n, err := l.p.Read(l.junk[:])
+		if lend {
+			l.turns.unwatch() // a wake after this only moves a deadline the next wait sets again
+		}
+		if n > 0 {
+			// the held answer was the late reply to the oldest unanswered request
+			after := got.Sub(s.oldest())
+			s.answeredLate()
+			l.discard(n)
+			l.lastRx = time.Now()
+			l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
+			return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
+		}
+		if err != nil {
+			if le := l.readFailure(ctx, err); le != nil {
+				return le
+			}
+		}
+		if !lend {
+			return nil
 		}
 	}
+}
+
+// wakeFn returns a function that ends the wait on the link's port in
+// flight (its deadline set in the past): turns.watch calls it when a unit
+// comes to wait for the link while a held answer's window runs.
+func (l *link) wakeFn() func() {
+	p := l.p
+	return func() { _ = p.SetDeadline(time.Unix(1, 0)) }
+}
+
+// lendTurns lends the link, held by s whose answer is held (confirm,
+// lentFor set), to the other units waiting for it, one turn after another
+// (turns.lend), until end or until none waits. Their exchanges run as
+// usual: a frame is accepted only as the answer of the unit asked, with
+// the function and byte count asked and a valid checksum. Anything else
+// heard meanwhile (a frame from s's unit or any other that is not the
+// asked unit's answer; bytes discarded before a request, in a silence wait
+// or in a read's closing listen: lentSeen) is evidence that s's held answer
+// may have been a late reply: s's read is discarded (untied,
+// StatusUntied) and s stays in doubt. What the borrowers left on the line
+// is drained and judged the same way before s goes on. The link's state of
+// s's exchange (its request's send time, its device) is restored; a
+// connection the borrowers lost (or lost and reopened) fails s's request as
+// a connection failure.
+func (l *link) lendTurns(ctx context.Context, s *share, end time.Time) error {
+	sentAt, cur, p := l.sentAt, l.cur, l.p
+	lent := false
+	for time.Now().Before(end) && l.turns.lend(s) {
+		lent = true
+	}
+	if !lent {
+		return nil
+	}
+	var err error
+	if l.p == p {
+		if err = l.setDeadline(ctx, time.Time{}); err == nil {
+			var n int
+			n, err = l.drain(ctx)
+			l.heardBefore(n, false)
+		}
+	}
+	l.sentAt, l.cur = sentAt, cur
+	switch {
+	case l.lentSeen != "":
+		seen := l.lentSeen
+		l.untied(s, "while its held answer's window was lent to another unit: "+seen)
+		return linkErr(StatusUntied, "unit %d, in doubt, may have answered an earlier request: %s on the line while its answer was held", s.unit, seen)
+	case err != nil:
+		return err
+	case l.p != p:
+		// lost, maybe reopened by a borrower: what came on the old one is
+		// unknown
+		return linkErr(StatusConnection, "connection lost while lent to another unit")
+	}
 	return nil
+}
+
+// hasProbe reports whether read pdu has a probe (probePDU), without
+// building it.
+func hasProbe(pdu []byte) bool {
+	if !isRead(pdu) || len(pdu) != 5 {
+		return false
+	}
+	q := binary.BigEndian.Uint16(pdu[3:])
+	return pdu[0] >= 3 && q > 1 || pdu[0] <= 2 && q > 8
 }
 
 // roundTrip writes one request and reads its reply. Caller holds the link
@@ -927,6 +1036,9 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	l.sentAt = time.Now()
 	reply, err := l.exchangeFrames(ctx, p, want)
 	l.lastRx = time.Now()
+	if l.lentFor != nil && l.got > 0 && !answeredErr(err) && l.lentSeen == "" {
+		l.lentSeen = err.Error() // not the asked unit's answer: evidence (lendWindow)
+	}
 	if answeredErr(err) {
 		l.arrived = l.now()
 	}
@@ -1029,27 +1141,7 @@ func (l *link) prepare(ctx context.Context) error {
 	}
 	n += len(left)
 	l.rxHead, l.rxTail = 0, 0
-	if n > 0 {
-		switch {
-		case l.framed() && l.pending != nil:
-			l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
-		case l.framed() && l.accepted && l.last != nil:
-			// a second frame after the last exchange's accepted reply: that
-			// reply may not have been its answer
-			l.untied(l.last, "bytes after an accepted reply, before the next request")
-		case l.accepted && !dup:
-			l.suspectReply(n)
-		}
-		l.discard(n)
-		l.lastRx = time.Now()
-		l.quiet = l.framed()
-		if l.doubt == nil {
-			l.doubt = l.last // most likely a late reply to the exchange before
-			if l.pending != nil {
-				l.doubt = l.pending
-			}
-		}
-	}
+	l.heardBefore(n, dup)
 	l.accepted = false
 	if err != nil {
 		return err
@@ -1079,6 +1171,38 @@ func (l *link) prepare(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// heardBefore judges n bytes found on the line before a request (prepare's
+// drain, or what borrowers left: lendWindow; dup: on Modbus TCP they
+// repeat a transaction already answered): the late reply of the unit in
+// doubt, else a second frame after the last accepted reply (evidence
+// against its device), else suspect bytes; they are discarded and the line
+// must fall silent before the next request.
+func (l *link) heardBefore(n int, dup bool) {
+	if n == 0 {
+		return
+	}
+	switch {
+	case l.framed() && l.pending != nil:
+		l.lateReply(l.pending, "bytes on the line after its timeout", l.pending.answeredLate())
+	case l.framed() && l.accepted && l.last != nil:
+		// a second frame after the last exchange's accepted reply: that
+		// reply may not have been its answer
+		l.untied(l.last, "bytes after an accepted reply, before the next request")
+	case l.accepted && !dup:
+		l.suspectReply(n)
+	}
+	l.discard(n)
+	l.lastRx = time.Now()
+	l.quiet = l.framed()
+	l.accepted = false
+	if l.doubt == nil {
+		l.doubt = l.last // most likely a late reply to the exchange before
+		if l.pending != nil {
+			l.doubt = l.pending
+		}
+	}
 }
 
 // waitQuiet returns once nothing has arrived on the line for l.silence,
@@ -1194,6 +1318,9 @@ func (l *link) count(c *prometheus.Counter, vec *prometheus.CounterVec, v float6
 // leftovers from before the port opened, noise).
 func (l *link) discard(n int) {
 	l.count(&l.discarded, l.m.discarded, float64(n))
+	if l.lentFor != nil && l.lentSeen == "" {
+		l.lentSeen = "bytes that answered no request" // evidence (lendWindow)
+	}
 	if time.Since(l.lastWarn) >= time.Minute {
 		l.lastWarn = time.Now()
 		l.log.Warn("modbus discarded bytes that answer no request (late reply, leftovers or noise)", "bytes", n)
@@ -1283,11 +1410,79 @@ func (l *link) quietAfter(ctx context.Context, s *share) {
 		}
 	}
 	n, _ := l.p.Read(l.junk[:])
-	if n > 0 {
-		l.discard(n)
-		l.accepted = false
-		l.untied(s, "a second frame after the read's last accepted reply")
+	if n == 0 {
+		return
 	}
+	l.discard(n)
+	l.accepted = false
+	if x := l.lateFrame(s, l.junk[:n]); x != nil {
+		// a unit in doubt answering late (it may have been lent the
+		// line's window, confirm): its reply, as a frame from it while
+		// s is asked (foreign), not evidence against s's answers
+		l.lateReply(x, "frame from this unit after another unit's accepted reply", x.answeredLate())
+		if x.dev != nil {
+			x.dev.replyError(kindWrongUnit)
+		}
+		l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), x, false
+		return
+	}
+	l.untied(s, "a second frame after the read's last accepted reply")
+}
+
+// lateFrame returns the device of the link, other than s and of another
+// unit, whose unit is in doubt (share.lateSent: its late replies may
+// still come) and sent b, when b is exactly one well-formed frame of the
+// link's encoding (checksum valid) from that unit; nil otherwise.
+func (l *link) lateFrame(s *share, b []byte) *share {
+	var unit byte
+	switch {
+	case len(b) < 4:
+		return nil
+	case l.transport == RTU || l.transport == RTUOverTCP:
+		unit = b[0]
+	default:
+		var u [1]byte
+		if b[0] != ':' || decodeHex(u[:], b[1:3]) != nil {
+			return nil
+		}
+		unit = u[0]
+	}
+	if unit == s.unit {
+		return nil
+	}
+	x := l.turns.byUnit(unit)
+	if x == nil || x == s || x.lateSent.IsZero() {
+		return nil
+	}
+	rest := b
+	fill := func(p []byte) error {
+		if len(p) > len(rest) {
+			return io.ErrUnexpectedEOF
+		}
+		copy(p, rest)
+		rest = rest[len(p):]
+		return nil
+	}
+	var buf [maxADU]byte
+	want := expect{unit: unit, count: -1}
+	var err error
+	if l.transport == RTU || l.transport == RTUOverTCP {
+		if len(b) > 1 {
+			want.fc = b[1] &^ 0x80
+		}
+		_, err = readRTU(fill, buf[:], want)
+	} else {
+		var h [2]byte
+		if len(b) < 5 || decodeHex(h[:], b[1:5]) != nil {
+			return nil
+		}
+		want.fc = h[1] &^ 0x80
+		_, err = readASCII(fill, buf[:], want)
+	}
+	if len(rest) != 0 || !answeredErr(err) {
+		return nil
+	}
+	return x
 }
 
 // countSuspect counts one suspect reply of s's device (nil: unknown).

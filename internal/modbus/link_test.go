@@ -26,6 +26,37 @@ import (
 // were accepted.
 func scriptedMBAP(t *testing.T, script func(n int, tid uint16, pdu []byte) [][]byte) (string, func() int) {
 	t.Helper()
+	n := 0
+	return serveInTurn(t, func(c net.Conn) {
+		for {
+			var head [7]byte
+			if _, err := io.ReadFull(c, head[:]); err != nil {
+				return
+			}
+			pdu := make([]byte, int(binary.BigEndian.Uint16(head[4:]))-1)
+			if _, err := io.ReadFull(c, pdu); err != nil {
+				return
+			}
+			chunks := script(n, binary.BigEndian.Uint16(head[:]), pdu)
+			n++
+			for i, ch := range chunks {
+				if i > 0 {
+					time.Sleep(5 * time.Millisecond) // the device's pause between segments
+				}
+				if _, err := c.Write(ch); err != nil {
+					break
+				}
+			}
+		}
+	})
+}
+
+// serveInTurn listens on a loopback port and serves each connection
+// accepted with serve, one at a time, closing it when serve returns. It
+// returns the address and the number of connections accepted so far; the
+// test's cleanup closes the listener and every connection, and waits.
+func serveInTurn(t *testing.T, serve func(c net.Conn)) (string, func() int) {
+	t.Helper()
 	var lc net.ListenConfig
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +68,6 @@ func scriptedMBAP(t *testing.T, script func(n int, tid uint16, pdu []byte) [][]b
 		wg    sync.WaitGroup
 	)
 	wg.Go(func() {
-		n := 0
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -46,26 +76,7 @@ func scriptedMBAP(t *testing.T, script func(n int, tid uint16, pdu []byte) [][]b
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			for {
-				var head [7]byte
-				if _, err := io.ReadFull(c, head[:]); err != nil {
-					break
-				}
-				pdu := make([]byte, int(binary.BigEndian.Uint16(head[4:]))-1)
-				if _, err := io.ReadFull(c, pdu); err != nil {
-					break
-				}
-				chunks := script(n, binary.BigEndian.Uint16(head[:]), pdu)
-				n++
-				for i, ch := range chunks {
-					if i > 0 {
-						time.Sleep(5 * time.Millisecond) // the device's pause between segments
-					}
-					if _, err := c.Write(ch); err != nil {
-						break
-					}
-				}
-			}
+			serve(c)
 			_ = c.Close()
 		}
 	})

@@ -39,6 +39,15 @@ type turns struct {
 	floor   time.Duration
 	shares  []*share  // every device on the link, for per-cycle accounting
 	free    []*waiter // waiters to reuse: a contended turn allocates nothing
+	// lender is the device that lent the link (lend) and waits to get it
+	// back when the borrower's turn ends; back carries that one token
+	lender *share
+	back   chan struct{}
+	// watcher is a holder watching its held answer's window alone
+	// (link.confirm); wake ends that wait when a unit it may lend to
+	// comes to wait (acquire)
+	watcher *share
+	wake    func()
 	// moved is when the link last made progress (Unix ns): a turn began or
 	// ended, or its holder began an exchange or a bounded wait on the line
 	// (link.setDeadline). While the link works, two of these are never
@@ -74,6 +83,9 @@ type share struct {
 	shapes  [maxShapes][5]byte
 	nShapes int
 	shapeAt int // next slot to overwrite once full
+	// held is a copy of its answer held in doubt (link.prove) while the
+	// window runs (lent to other units' exchanges) and reads tie it
+	held []byte
 }
 
 // maxShapes bounds the read requests a share remembers for tieRead.
@@ -202,6 +214,10 @@ func (t *turns) acquire(ctx context.Context, s *share) error {
 	}
 	w.s, w.seq = s, t.seq
 	t.waiting = append(t.waiting, w)
+	if t.wake != nil && t.lendable(t.watcher, s) {
+		t.wake()
+		t.wake, t.watcher = nil, nil
+	}
 	t.mu.Unlock()
 	select {
 	case <-w.ready:
@@ -254,7 +270,8 @@ func (t *turns) settle(now time.Time) {
 }
 
 // release ends s's turn and hands the link to the waiting device that has
-// used it least (the earliest of equals).
+// used it least (the earliest of equals); a borrowed link (lend) goes back
+// to its lender first.
 func (t *turns) release(s *share) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -262,6 +279,12 @@ func (t *turns) release(s *share) {
 	t.settle(now)
 	t.holder = nil
 	t.moved.Store(now.UnixNano())
+	if l := t.lender; l != nil && l != s {
+		t.lender = nil
+		t.grant(l, now)
+		t.back <- struct{}{} // never blocks: one token per lend
+		return
+	}
 	if len(t.waiting) == 0 {
 		return
 	}
@@ -309,6 +332,90 @@ func (t *turns) yield(ctx context.Context, s *share) error {
 	}
 	t.release(s)
 	return t.acquire(ctx, s)
+}
+
+// lend hands the link, which s holds, for one turn to the waiting device
+// of another unit that has used the link least, and waits until that
+// turn ends (the borrower releases or yields the link): s then holds the
+// link again, before any other waiting device. It returns false at once,
+// s keeping the link, when no device of another unit waits, or when the
+// link is being closed (a closing waiter never borrows: the link would be
+// gone when it comes back). The borrower's time is charged to it as in
+// any turn; s is not charged for the time it waits.
+//
+// The lender waits without a context: the borrower's turn is bounded like
+// any (each of its waits on the line has a deadline), and s must hold the
+// link again when it returns (its read's turn goes on).
+//
+// Used by a unit in doubt while its held answer's window runs (link.confirm):
+// the window only needs to watch the line, which other units' exchanges
+// do as well (any frame not their answer is evidence, link.lentFor).
+func (t *turns) lend(s *share) bool {
+	t.mu.Lock()
+	if s == nil || t.holder != s || t.lender != nil {
+		t.mu.Unlock()
+		return false
+	}
+	best := -1
+	for i, w := range t.waiting {
+		if w.s == nil {
+			t.mu.Unlock()
+			return false // closing
+		}
+		if !t.lendable(s, w.s) {
+			continue // the unit in doubt itself (another group of its device)
+		}
+		if best < 0 || t.less(w, t.waiting[best]) {
+			best = i
+		}
+	}
+	if best < 0 {
+		t.mu.Unlock()
+		return false
+	}
+	now := time.Now()
+	t.settle(now)
+	w := t.waiting[best]
+	t.waiting = append(t.waiting[:best], t.waiting[best+1:]...)
+	if t.back == nil {
+		t.back = make(chan struct{}, 1)
+	}
+	t.lender = s
+	t.grant(w.s, now)
+	w.ready <- struct{}{}
+	back := t.back
+	t.mu.Unlock()
+	<-back
+	return true
+}
+
+// lendable reports whether the link held by lender may be lent to a
+// waiting device b: not the unit in doubt itself (another group of its
+// device), not a closing link. Caller holds mu.
+func (t *turns) lendable(lender, b *share) bool {
+	return b != nil && b != lender && b.unit != lender.unit
+}
+
+// watch registers wake, to be called once when a device that s (the
+// holder) may lend the link to comes to wait, and reports true; false,
+// registering nothing, when one waits already (s lends instead).
+func (t *turns) watch(s *share, wake func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, w := range t.waiting {
+		if t.lendable(s, w.s) {
+			return false
+		}
+	}
+	t.watcher, t.wake = s, wake
+	return true
+}
+
+// unwatch ends watch's registration, if still there.
+func (t *turns) unwatch() {
+	t.mu.Lock()
+	t.watcher, t.wake = nil, nil
+	t.mu.Unlock()
 }
 
 // charge moves d of the holder's time to s, the device whose failed
@@ -387,7 +494,7 @@ func (t *turns) mark() { t.moved.Store(time.Now().UnixNano()) }
 func (t *turns) progress(s *share) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	in := t.holder == s
+	in := t.holder == s || t.lender == s
 	for _, w := range t.waiting {
 		in = in || w.s == s
 	}

@@ -403,3 +403,113 @@ func TestTurnsHealthyBehindSilentUnits(t *testing.T) {
 		t.Fatalf("turns after silent0's request: %v, want %v: the healthy device waits for one request of each silent unit", order, want)
 	}
 }
+
+// TestTurnsLend: a unit in doubt holding the link lends it (turns.lend) to
+// the waiting device of another unit that has used the link least, for one
+// turn, and gets it back when that turn ends (released or yielded), before
+// any other waiting device however little it used the link. It never
+// lends to a device of its own unit, nor while the link is being closed;
+// with nobody to lend to it keeps the link at once. While it lends it
+// still sees the link's progress. watch wakes it once when a device it may
+// lend to comes to wait, not for one of its own unit.
+func TestTurnsLend(t *testing.T) {
+	var tr turns
+	a := tr.joinUnit("a", 1, nil)
+	same := tr.joinUnit("a-other-group", 1, nil)
+	b, c := tr.joinUnit("b", 2, nil), tr.joinUnit("c", 3, nil)
+	ctx := t.Context()
+	nWaiting := func(n int) func() bool {
+		return func() bool {
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			return len(tr.waiting) == n
+		}
+	}
+	holder := func() *share {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return tr.holder
+	}
+	if err := tr.acquire(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if tr.lend(a) {
+		t.Fatal("lent with nobody waiting")
+	}
+	var woken atomic.Int32
+	if !tr.watch(a, func() { woken.Add(1) }) {
+		t.Fatal("watch refused with nobody waiting")
+	}
+	granted := map[*share]chan struct{}{}
+	wait1 := func(s *share) {
+		ch := make(chan struct{})
+		granted[s] = ch
+		go func() {
+			if err := tr.acquire(ctx, s); err != nil {
+				t.Error(err)
+			}
+			close(ch)
+		}()
+	}
+	wait1(same)
+	wait.For(t, 5*time.Second, "a's other group waiting", nWaiting(1))
+	if woken.Load() != 0 || tr.lend(a) {
+		t.Fatal("woken for, or lent to, a device of the unit in doubt itself")
+	}
+	b.vuse, c.vuse = 10*time.Millisecond, 1*time.Millisecond
+	wait1(b)
+	wait.For(t, 5*time.Second, "b waiting", nWaiting(2))
+	if woken.Load() != 1 {
+		t.Fatalf("watch woke %d times when b came to wait, want once", woken.Load())
+	}
+	tr.unwatch()
+	wait1(c)
+	wait.For(t, 5*time.Second, "c waiting", nWaiting(3))
+	// c has used the link least: it borrows first
+	back := make(chan bool, 1)
+	go func() { back <- tr.lend(a) }()
+	<-granted[c]
+	if h := holder(); h != c {
+		t.Fatalf("holder %v while lent, want c", h)
+	}
+	if tr.progress(a).IsZero() {
+		t.Fatal("the lender sees no progress while it lends")
+	}
+	select {
+	case <-back:
+		t.Fatal("lend returned while c holds the link")
+	default:
+	}
+	// c yields to a device that used less: the link goes back to a, not to b
+	c.vuse = time.Hour
+	b.vuse = 0
+	tr.release(c)
+	if !<-back {
+		t.Fatal("lend = false after lending")
+	}
+	if h := holder(); h != a {
+		t.Fatalf("holder %v after the borrower's turn, want the lender a", h)
+	}
+	// the next lend goes to b (same is never a borrower)
+	go func() { back <- tr.lend(a) }()
+	<-granted[b]
+	tr.release(b)
+	if !<-back || holder() != a {
+		t.Fatal("the link did not come back to a after b's turn")
+	}
+	// closing: never lent (the link would be gone when it came back)
+	closing := make(chan struct{})
+	go func() {
+		_ = tr.acquire(context.Background(), nil)
+		close(closing)
+	}()
+	wait.For(t, 5*time.Second, "the close waiting", nWaiting(2))
+	if tr.lend(a) {
+		t.Fatal("lent while the link is being closed")
+	}
+	tr.release(a) // the close goes first
+	<-closing
+	tr.release(nil)
+	<-granted[same]
+	tr.release(same)
+}
