@@ -81,6 +81,9 @@ type Client struct {
 	// timeLog: a SourceTimestamp not credible (vetTime); kindLog: a value
 	// of another kind than the point's first (one line a minute each)
 	timeLog, kindLog logging.Limiter
+	// handleLog: notifications with an unknown client handle (one line a
+	// minute; smelter_opcua_unknown_handles_total counts them)
+	handleLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -145,7 +148,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
-		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}}, nil
+		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -898,7 +901,7 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 			return nil
 		case <-t.C:
 		}
-		if !sub.heardWithin(2 * sub.cycleInterval()) {
+		if !sub.confirmedWithin(2 * sub.cycleInterval()) {
 			continue
 		}
 		r.mu.Lock()
@@ -906,7 +909,7 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		now := time.Now()
 		since := r.since()
 		// the last answer, on r's clock (lastAt): wall ns to monotonic
-		wall := sub.answered.Load()
+		wall := sub.confirmed.Load()
 		answered := since - now.UnixNano() + wall
 		// a copy is stamped with that answer, the last time the server
 		// said the value was unchanged, not with now (review13 F5: a frozen
