@@ -541,6 +541,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 	}
 	return nil
 }
+
 // subscribed reports whether client handle h is a subscribed point's (the
 // handle of a monitored item is its point's index, itemRequest).
 func (c *Client) subscribed(h uint32) bool {
