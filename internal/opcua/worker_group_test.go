@@ -128,11 +128,24 @@ func TestEndpointWorkerIsSharedByItsDevices(t *testing.T) {
 // When Publish is answered again the frozen device reads good values.
 // Before the fix the worker was killed as wedged after 2 s (the device's
 // own watch took 3 publish timeouts): both devices Lost, every time.
+//
+// Faulted (review17 F3): the same with every Publish answered by a
+// ServiceFault BadTimeout instead of nothing. Before the fix the faults
+// counted as answers, so the device's own watch never fired: the worker
+// restarted the device alone as silent every few seconds, each new
+// instance marked the point stale again and began its backoff anew.
 func TestFrozenPublishStaysItsDevices(t *testing.T) {
+	for _, fault := range []bool{false, true} {
+		t.Run(map[bool]string{false: "silent", true: "faulted"}[fault], func(t *testing.T) { testFrozenPublishStaysItsDevices(t, fault) })
+	}
+}
+
+func testFrozenPublishStaysItsDevices(t *testing.T, fault bool) {
 	setSilence(t, 2*time.Second)
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
 	p.noCraft.Store(true)
+	p.faultPublish.Store(fault)
 	p.dropPublish.Store(true)
 	cfg := baseConfig(t, f)
 	cfg.Endpoint = p.endpoint()
@@ -168,8 +181,8 @@ func TestFrozenPublishStaysItsDevices(t *testing.T) {
 	if n := frozen.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
 		t.Fatalf("the frozen device's point went stale %d times, want once for the whole outage", n)
 	}
-	if p.dropped.Load() == 0 {
-		t.Fatal("no PublishResponse dropped")
+	if p.dropped.Load()+p.rewritten.Load() == 0 {
+		t.Fatal("no PublishResponse dropped or faulted")
 	}
 
 	p.dropPublish.Store(false)
