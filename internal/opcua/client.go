@@ -57,6 +57,9 @@ type Client struct {
 	m       *devMetrics
 	timing  timing
 	onUnits func([]NodeUnit)
+	// outage: set in a worker when the device starts within an outage
+	// (workerConfig.Outage); nil otherwise
+	outage *outageState
 
 	mu      sync.Mutex
 	status  Status
@@ -401,6 +404,14 @@ func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) err
 	r := newRunState(c, emit)
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
+	if o := c.outage; o != nil {
+		// started again within an outage (review17 F3): it goes on
+		staleSent = o.StaleSent
+		r.probation.Store(o.Probation)
+		for range min(o.Attempts, 64) {
+			bo.Next()
+		}
+	}
 	// connectLog: a server that stays unreachable costs one line per
 	// minute (with the count of the retries not logged), not one per retry.
 	connectLog := logging.Limiter{Every: ConnectLogEvery}

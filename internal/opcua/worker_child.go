@@ -258,6 +258,7 @@ func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, er
 	if err != nil {
 		return nil, err
 	}
+	c.outage = wc.Outage
 	d := &hostedDevice{h: h, slot: slot, c: c, reg: reg, lat: &latencyBuffer{}}
 	c.m.publishLatency = d.lat
 	d.ctx, d.cancel = context.WithCancel(h.ctx)
