@@ -832,6 +832,7 @@ func (g *workerGroup) restart(m *member, cause error) {
 	m.connected, m.up = false, false
 	m.attempts++
 	m.probation = true
+	c.wk.Store(nil) // no command reaches it until it runs again
 	conn, slot := g.conn, m.slot
 	time.AfterFunc(wait, func() {
 		g.mu.Lock()
