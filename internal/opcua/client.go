@@ -87,6 +87,9 @@ type Client struct {
 	// handleLog: notifications with an unknown client handle (one line a
 	// minute; smelter_opcua_unknown_handles_total counts them)
 	handleLog logging.Limiter
+	// longLog: a text value longer than max_string_bytes (one line a
+	// minute)
+	longLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -151,7 +154,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	}
 	return &Client{id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
-		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}}, nil
+		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}, longLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -1481,6 +1484,12 @@ const (
 	StatusInexact = uint32(0x403C0000)
 )
 
+// StatusStringTooLong (0x80080000, Bad_EncodingLimitsExceeded) marks a
+// text value longer than Config.MaxStringBytes: published Bad without its
+// text (a cut text is not the device's value). docs/opcua.md, "Quality
+// rules"; docs/schema.md.
+const StatusStringTooLong = uint32(0x80080000)
+
 // MinSourceTime is the earliest SourceTimestamp taken as a source's time
 // (2000-01-01 UTC, before any OPC UA server): earlier ones come from a
 // server whose clock was never set (1970, OPC UA's zero 1601).
@@ -1515,9 +1524,15 @@ func (c *Client) sampleAt(i int, dv *ua.DataValue, now time.Time) sample.Sample 
 	return s
 }
 
-// vetted is sampleAt, and whether its SourceTimestamp was replaced.
+// vetted is sampleAt, and whether its SourceTimestamp was replaced. A
+// text longer than MaxStringBytes is Bad with StatusStringTooLong.
 func (c *Client) vetted(i int, dv *ua.DataValue, now time.Time) (sample.Sample, bool) {
 	s := toSample(i, dv)
+	if s.IsStr && len(s.Str) > c.cfg.MaxStringBytes {
+		c.longLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua text value longer than max_string_bytes; published bad without it",
+			"node", c.points[i].NodeID, "bytes", len(s.Str), "max_string_bytes", c.cfg.MaxStringBytes, "status", statusHex(StatusStringTooLong))
+		s.Quality, s.Status, s.Str, s.IsStr = telemetry.QualityBad, StatusStringTooLong, "", false
+	}
 	if dv != nil && dv.EncodingMask&ua.DataValueSourceTimestamp != 0 {
 		// a zero time included: OPC UA's 1601 (gopcua decodes it as
 		// Go's zero time, which toSample leaves out of TS)
