@@ -439,9 +439,10 @@ func faultName(st ua.StatusCode) string {
 // the server sends every notification queued for the subscription, a
 // keep-alive only when there is none): a notified item gets its value; the
 // items not in the message had nothing queued, so the message confirms
-// them unchanged like a keep-alive, but only when it completes the cycle
-// (more false: otherwise the rest follows in the next response) and every
-// notification in it is tied to a subscribed point by its client handle.
+// them unchanged like a keep-alive, but only when it holds data changes
+// (not only a status change), completes the cycle (more false: otherwise
+// the rest follows in the next response) and every notification in it is
+// tied to a subscribed point by its client handle.
 // A notification of an unknown handle is discarded and counted; the
 // message then confirms nothing of the other points: the notification may
 // have been meant for any of them.
@@ -470,6 +471,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 	}()
 	var newest time.Time
 	unknown := 0             // notifications of no subscribed point
+	data := false            // the message holds data changes (not only a status change)
 	var changed []int        // points whose samples carry SemanticsChanged
 	var held []sample.Sample // those samples, as the server sent them
 	for _, eo := range msg.NotificationData {
@@ -478,6 +480,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 		switch n := eo.Value.(type) {
 		case *ua.DataChangeNotification:
+			data = true
 			for _, it := range n.MonitoredItems {
 				if it == nil || !c.subscribed(it.ClientHandle) {
 					unknown++
@@ -526,7 +529,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 		c.handleLog.Log(ctx, c.log, slog.LevelWarn, "opc ua notification with a client handle of no subscribed point; discarded, and its publish response confirms no other point unchanged",
 			"unknown", unknown, "client_handle", first, "sequence_number", msg.SequenceNumber)
-	} else if !more {
+	} else if data && !more {
 		s.sub.confirmed.Store(now.UnixNano())
 	}
 	if lat := now.Sub(newest); !newest.IsZero() && lat >= 0 {
