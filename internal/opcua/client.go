@@ -62,6 +62,9 @@ type Client struct {
 	m       *devMetrics
 	timing  timing
 	onUnits func([]NodeUnit)
+	// outage: set in a worker when the device starts within an outage
+	// (workerConfig.Outage); nil otherwise
+	outage *outageState
 
 	mu      sync.Mutex
 	status  Status
@@ -86,6 +89,12 @@ type Client struct {
 	// timeLog: a SourceTimestamp not credible (vetTime); kindLog: a value
 	// of another kind than the point's first (one line a minute each)
 	timeLog, kindLog logging.Limiter
+	// handleLog: notifications with an unknown client handle (one line a
+	// minute; smelter_opcua_unknown_handles_total counts them)
+	handleLog logging.Limiter
+	// longLog: a text value longer than max_string_bytes (one line a
+	// minute)
+	longLog logging.Limiter
 
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
@@ -150,7 +159,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	}
 	return &Client{dataNow: time.Now, id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
-		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}}, nil
+		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}, longLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
 // OnUnits registers f, called from Run's goroutines before the first cycle
@@ -404,6 +413,14 @@ func (c *Client) runInProcess(ctx context.Context, emit func(*sample.Cycle)) err
 	r := newRunState(c, emit)
 	bo := backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax}
 	staleSent := false
+	if o := c.outage; o != nil {
+		// started again within an outage (review17 F3): it goes on
+		staleSent = o.StaleSent
+		r.probation.Store(o.Probation)
+		for range min(o.Attempts, 64) {
+			bo.Next()
+		}
+	}
 	// connectLog: a server that stays unreachable costs one line per
 	// minute (with the count of the retries not logged), not one per retry.
 	connectLog := logging.Limiter{Every: ConnectLogEvery}
@@ -904,7 +921,7 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 			return nil
 		case <-t.C:
 		}
-		if !sub.heardWithin(2 * sub.cycleInterval()) {
+		if !sub.confirmedWithin(2 * sub.cycleInterval()) {
 			continue
 		}
 		r.mu.Lock()
@@ -912,7 +929,7 @@ func (c *Client) heartbeat(ctx context.Context, r *runState, sub *subscription) 
 		now := time.Now()
 		since := r.since()
 		// the last answer, on r's clock (lastAt): wall ns to monotonic
-		wall := sub.answered.Load()
+		wall := sub.confirmed.Load()
 		answered := since - now.UnixNano() + wall
 		// a copy is stamped with that answer, the last time the server
 		// said the value was unchanged, not with now (review13 F5: a frozen
@@ -1473,6 +1490,12 @@ const (
 	StatusInexact = uint32(0x403C0000)
 )
 
+// StatusStringTooLong (0x80080000, Bad_EncodingLimitsExceeded) marks a
+// text value longer than Config.MaxStringBytes: published Bad without its
+// text (a cut text is not the device's value). docs/opcua.md, "Quality
+// rules"; docs/schema.md.
+const StatusStringTooLong = uint32(0x80080000)
+
 // MinSourceTime is the earliest SourceTimestamp taken as a source's time
 // (2000-01-01 UTC, before any OPC UA server): earlier ones come from a
 // server whose clock was never set (1970, OPC UA's zero 1601).
@@ -1533,9 +1556,15 @@ func (c *Client) sampleAt(i int, dv *ua.DataValue, now time.Time) sample.Sample 
 	return s
 }
 
-// vetted is sampleAt, and whether its SourceTimestamp was replaced.
+// vetted is sampleAt, and whether its SourceTimestamp was replaced. A
+// text longer than MaxStringBytes is Bad with StatusStringTooLong.
 func (c *Client) vetted(i int, dv *ua.DataValue, now time.Time) (sample.Sample, bool) {
 	s := toSample(i, dv)
+	if s.IsStr && len(s.Str) > c.cfg.MaxStringBytes {
+		c.longLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua text value longer than max_string_bytes; published bad without it",
+			"node", c.points[i].NodeID, "bytes", len(s.Str), "max_string_bytes", c.cfg.MaxStringBytes, "status", statusHex(StatusStringTooLong))
+		s.Quality, s.Status, s.Str, s.IsStr = telemetry.QualityBad, StatusStringTooLong, "", false
+	}
 	if dv != nil && dv.EncodingMask&ua.DataValueSourceTimestamp != 0 {
 		// a zero time included: OPC UA's 1601 (gopcua decodes it as
 		// Go's zero time, which toSample leaves out of TS)

@@ -33,6 +33,14 @@ const (
 	// for future timestamps (docs/collector.md), so that what the gateway
 	// publishes as the source's time, the collector takes as it is.
 	DefaultMaxFuture = 5 * time.Minute
+	// DefaultMaxStringBytes is the longest text value published
+	// (max_string_bytes): the collector's cut of a reading's text
+	// (docs/schema.md), so that a text the gateway publishes good is
+	// stored whole.
+	DefaultMaxStringBytes = 1024
+	// MaxMaxStringBytes bounds max_string_bytes: 1 MiB, the order of
+	// one uplink message.
+	MaxMaxStringBytes = 1 << 20
 	// DefaultOperationLimit is the batch size used when a server publishes
 	// no operation limit (0 means "no limit" in OPC UA, but a batch of tens
 	// of thousands of nodes is still a bad idea on small devices).
@@ -129,6 +137,14 @@ type Config struct {
 	// gateway's receive time instead and, when Good, Uncertain with
 	// StatusSourceTimeUnsure (docs/opcua.md, "Quality rules").
 	MaxFuture time.Duration `yaml:"max_future"`
+	// MaxStringBytes is the longest text value (a String or
+	// LocalizedText's text, in bytes of UTF-8; 1..MaxMaxStringBytes,
+	// default DefaultMaxStringBytes) published. A longer one is not the
+	// device's value once cut, so it is published Bad with
+	// StatusStringTooLong and no text (review17 F4: a hostile server's
+	// 1,000,000-byte String went whole through spool and uplink on every
+	// poll).
+	MaxStringBytes int `yaml:"max_string_bytes"`
 }
 
 // UnitCheck is Config.UnitCheckInterval: UnitCheckEveryRead,
@@ -241,6 +257,9 @@ func (c *Config) SetDefaults() {
 	if c.MaxFuture == 0 {
 		c.MaxFuture = DefaultMaxFuture
 	}
+	if c.MaxStringBytes == 0 {
+		c.MaxStringBytes = DefaultMaxStringBytes
+	}
 }
 
 var policyURIs = map[string]string{
@@ -324,6 +343,9 @@ func (c *Config) Validate() error {
 		if d.v < d.min || d.v > d.max {
 			bad(d.name, "%v out of range %v..%v", d.v, d.min, d.max)
 		}
+	}
+	if c.MaxStringBytes < 1 || c.MaxStringBytes > MaxMaxStringBytes {
+		bad("max_string_bytes", "%d out of range 1..%d bytes", c.MaxStringBytes, MaxMaxStringBytes)
 	}
 	if c.BufferSize < MinBufferSize || c.BufferSize > MaxBufferSize {
 		bad("buffer_size", "%d out of range %d..%d bytes", c.BufferSize, MinBufferSize, MaxBufferSize)

@@ -100,7 +100,53 @@ type hostileProxy struct {
 	// passPublish is how many PublishResponses of each connection pass
 	// before dropPublish drops the rest (the initial values, say)
 	passPublish atomic.Int64
-	wg          sync.WaitGroup
+	// faultPublish: what dropPublish would drop is answered with a
+	// ServiceFault BadTimeout instead (review17 F1: a server that answers
+	// every Publish with a fault, never with data or a keep-alive)
+	faultPublish atomic.Bool
+	// unknownHandles: every data-change notification's client handle is
+	// rewritten to one the client never assigned (review17 F2)
+	unknownHandles atomic.Bool
+	rewritten      atomic.Int64 // PublishResponses faulted or rewritten
+	wg             sync.WaitGroup
+}
+
+// badHandle is the client handle unknownHandles puts on notifications.
+const badHandle = 0x7eadbeef
+
+// craftPublish turns an encoded PublishResponse body (type id and message)
+// into a ServiceFault BadTimeout for the same request (fault), or the same
+// response with every notification's client handle set to badHandle.
+func craftPublish(body []byte, fault bool) ([]byte, error) {
+	_, v, err := ua.DecodeService(body)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := v.(*ua.PublishResponse)
+	if !ok {
+		return nil, errors.New("not a PublishResponse")
+	}
+	var out any = resp
+	if fault {
+		h := *resp.ResponseHeader
+		h.ServiceResult = ua.StatusBadTimeout
+		out = &ua.ServiceFault{ResponseHeader: &h}
+	} else if msg := resp.NotificationMessage; msg != nil {
+		for _, eo := range msg.NotificationData {
+			if dc, ok := eo.Value.(*ua.DataChangeNotification); eo != nil && ok {
+				for _, it := range dc.MonitoredItems {
+					it.ClientHandle = badHandle
+				}
+			}
+		}
+	}
+	enc, err := ua.Encode(out)
+	if err != nil {
+		return nil, err
+	}
+	id := []byte{0x01, 0x00, 0, 0}
+	binary.LittleEndian.PutUint16(id[2:], ua.ServiceTypeID(out))
+	return append(id, enc...), nil
 }
 
 func startHostileProxy(t *testing.T, target string) *hostileProxy {
@@ -177,7 +223,17 @@ func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 		if string(msg[:4]) == "MSGF" && len(msg) > 28 && msg[24] == 0x01 &&
 			binary.LittleEndian.Uint16(msg[26:]) == ua.ServiceTypeID(&ua.PublishResponse{}) {
 			publishes++
-			if p.dropPublish.Load() && publishes > p.passPublish.Load() {
+			fault := p.faultPublish.Load() && p.dropPublish.Load() && publishes > p.passPublish.Load()
+			switch {
+			case fault || p.unknownHandles.Load():
+				body, err := craftPublish(msg[24:], fault)
+				if err != nil {
+					return err
+				}
+				msg = append(msg[:24:24], body...)
+				binary.LittleEndian.PutUint32(msg[4:], uint32(len(msg)))
+				p.rewritten.Add(1)
+			case p.dropPublish.Load() && publishes > p.passPublish.Load():
 				p.dropped.Add(1)
 				continue
 			}
@@ -254,4 +310,120 @@ func tail(s string) string {
 		return s[len(s)-4000:]
 	}
 	return s
+}
+
+// TestPublishFaultsConfirmNothing (review17 F1): a server that answers
+// every Publish with a ServiceFault BadTimeout, never with data or a
+// keep-alive, while its value changes. A fault says nothing about values:
+// the heartbeat stops copying the old value as good at once (at most one
+// copy already due), the session ends as silent (ErrPublishSilent) within
+// the publish timeout, the point goes stale once, and no later session is
+// born on its first answer (probation: the proxy lets the initial values
+// of each connection through). Before the fix each fault counted as an
+// answer: copies of 210 went on, good and freshly stamped, while the
+// server's value was 999, and the session was never lost.
+func TestPublishFaultsConfirmNothing(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	p.faultPublish.Store(true)
+	p.passPublish.Store(1)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	fastTiming(&cfg)
+	cfg.Heartbeat = 100 * time.Millisecond
+	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure"))
+	old := func() int {
+		return rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityGood && s.Num == 210 })
+	}
+	wait.For(t, 20*time.Second, "the value and heartbeat copies", func() bool { return old() >= 3 })
+	before := old()
+	p.dropPublish.Store(true) // every later Publish of this connection faulted
+	if err := f.Set("bf-2", "top_pressure", 999, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	silentLost := func() int {
+		return rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost && errors.Is(cy.Err, ErrPublishSilent) })
+	}
+	wait.For(t, 20*time.Second, "the faulted session lost as silent", func() bool { return silentLost() >= 1 })
+	if n := old() - before; n > 1 {
+		t.Fatalf("%d good copies of the old value after Publish was only faulted, want at most 1", n)
+	}
+	replied := func() int { return rec.countCycles(func(cy sample.Cycle) bool { return cy.Replied }) }
+	repliedBefore := replied()
+	wait.For(t, 30*time.Second, "3 more faulted sessions lost", func() bool { return silentLost() >= 4 })
+	if n := replied() - repliedBefore; n != 0 {
+		t.Fatalf("%d Replied cycles from sessions whose Publishes after the first were faulted: a birth per reconnect", n)
+	}
+	if n := rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
+		t.Fatalf("the point went stale %d times, want once for the outage", n)
+	}
+	if n := old() - before; n > 1 {
+		t.Fatalf("%d good copies of the old value during the outage", n)
+	}
+	if p.rewritten.Load() == 0 || testutil.ToFloat64(c.m.m.faults.WithLabelValues("dev-1", "Publish", "BadTimeout")) == 0 {
+		t.Fatal("no Publish faulted and counted")
+	}
+	p.dropPublish.Store(false)
+	wait.For(t, 30*time.Second, "the device's value once Publish is answered", func() bool { return rec.has(0, telemetry.QualityGood, 999) })
+}
+
+// TestUnknownHandlesConfirmNothing (review17 F2): top_pressure changes
+// every 20 ms, top_gas_co never. While the handles are right, the complete
+// data-change messages (the server has a change of top_pressure every
+// publishing interval, so it never sends a keep-alive) confirm top_gas_co
+// unchanged: its heartbeat copies go on (OPC UA Part 4, 5.13.1.1). Once
+// the server puts an unknown client handle on every notification, those
+// are discarded and counted, and no point gets a copy: the notifications
+// may have been meant for either. Before the fix every such response
+// confirmed both points: copies of the last value, good and freshly
+// stamped, while the server's value ran on.
+func TestUnknownHandlesConfirmNothing(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	fastTiming(&cfg)
+	cfg.Heartbeat = 100 * time.Millisecond
+	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure", "top_gas_co"))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		for v := 300.0; ; v++ {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			_ = f.Set("bf-2", "top_pressure", v, time.Now())
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	gas := func() int {
+		return rec.count(func(s sample.Sample) bool { return s.Index == 1 && s.Quality == telemetry.QualityGood })
+	}
+	pressure := func() int {
+		return rec.count(func(s sample.Sample) bool { return s.Index == 0 && s.Quality == telemetry.QualityGood })
+	}
+	wait.For(t, 20*time.Second, "changing values and copies of the unchanged point without keep-alives", func() bool {
+		return pressure() >= 20 && gas() >= 4
+	})
+	p.unknownHandles.Store(true)
+	wait.For(t, 20*time.Second, "rewritten responses", func() bool { return p.rewritten.Load() >= 2 })
+	gasBefore, pressureBefore := gas(), pressure()
+	unknown := c.m.m.unknownHandles.WithLabelValues("dev-1")
+	wait.For(t, 20*time.Second, "30 notifications of unknown handles counted", func() bool { return testutil.ToFloat64(unknown) >= 30 })
+	if n := gas() - gasBefore; n > 1 {
+		t.Fatalf("%d good copies of top_gas_co from responses whose notifications carried unknown handles", n)
+	}
+	if n := pressure() - pressureBefore; n > 1 {
+		t.Fatalf("%d good top_pressure samples while every notification carried an unknown handle", n)
+	}
+	if lost := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); lost != 0 {
+		t.Fatalf("%d Lost cycles: the server answers", lost)
+	}
 }

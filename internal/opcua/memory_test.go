@@ -79,7 +79,7 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	s := &subSession{c: c, r: r, sub: &subscription{SubscriptionTiming: SubscriptionTiming{PublishingInterval: 100 * time.Millisecond}}}
 	ts := time.UnixMilli(1763812345101)
 	for round, base := range []float64{1000, 5000} {
-		if err := s.notifications(context.Background(), publishMessage(n, base, ts)); err != nil {
+		if err := s.notifications(context.Background(), publishMessage(n, base, ts), false); err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != n {
@@ -98,7 +98,7 @@ func TestNotificationsReuseTheSampleBuffer(t *testing.T) {
 	msg := publishMessage(n, 0, ts)
 	// the Cycle itself; before the buffer, growing the slice by appending
 	// cost ~12 allocations (and ~120 KB) per 1,000-item response
-	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg) }); a > 2 && !raceEnabled {
+	if a := testing.AllocsPerRun(20, func() { _ = s.notifications(context.Background(), msg, false) }); a > 2 && !raceEnabled {
 		t.Fatalf("%.0f allocations per 1,000-item publish response, want at most 2", a)
 	}
 }
@@ -131,7 +131,7 @@ func TestSessionsShareCycleBuffers(t *testing.T) {
 	msg := publishMessage(n, 0, time.UnixMilli(1763812345101))
 	k := 0
 	if a := testing.AllocsPerRun(30, func() {
-		_ = sessions[k%len(sessions)].notifications(context.Background(), msg)
+		_ = sessions[k%len(sessions)].notifications(context.Background(), msg, false)
 		k++
 	}); a > 2 && !raceEnabled {
 		t.Fatalf("%.1f allocations per response across sessions, want at most 2", a)

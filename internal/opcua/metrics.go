@@ -26,6 +26,7 @@ type Metrics struct {
 	faults         *prometheus.CounterVec   // device, service, status
 	workerExits    *prometheus.CounterVec   // device, cause
 	unitChanges    *prometheus.CounterVec   // device
+	unknownHandles *prometheus.CounterVec   // device
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -77,9 +78,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_unit_changes_total",
 			Help: "Points whose EngineeringUnits or EURange changed on the server while the gateway ran (read again on a session, or at a reconnect); each is applied before the next value.",
 		}, []string{"device"}),
+		unknownHandles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_unknown_handles_total",
+			Help: "Data-change notifications whose client handle matches no subscribed point (a hostile or broken server): discarded, and the publish response that carried them confirms no other point unchanged.",
+		}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges, m.unknownHandles)
 	}
 	return m
 }
@@ -179,6 +184,8 @@ func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
 		return m.faults
 	case "smelter_opcua_unit_changes_total":
 		return m.unitChanges
+	case "smelter_opcua_unknown_handles_total":
+		return m.unknownHandles
 	}
 	return nil
 }

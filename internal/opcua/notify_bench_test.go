@@ -49,7 +49,7 @@ func BenchmarkNotifications(b *testing.B) {
 	msg := publishMessage(n, 0, time.UnixMilli(1763812345101))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.notifications(context.Background(), msg); err != nil {
+		if err := s.notifications(context.Background(), msg, false); err != nil {
 			b.Fatal(err)
 		}
 	}

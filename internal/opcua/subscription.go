@@ -88,15 +88,20 @@ type SubscriptionTiming struct {
 type subscription struct {
 	id uint32
 	SubscriptionTiming
-	// answered is when the server last answered a Publish (a data change,
-	// a keep-alive or a fault), in Unix ns: the heartbeat re-reports
-	// values only while the server shows it is there.
-	answered atomic.Int64
+	// confirmed is when the server last confirmed every item of the
+	// subscription unchanged, in Unix ns: a keep-alive, or a data-change
+	// message that completes a publishing cycle (MoreNotifications false)
+	// and whose every notification is tied to a subscribed point. Never a
+	// service fault (review17 F1), nor a message with a notification of an
+	// unknown client handle (review17 F2). The heartbeat re-reports values
+	// only up to it.
+	confirmed atomic.Int64
 }
 
-// heardWithin reports whether the server answered a Publish within d.
-func (s *subscription) heardWithin(d time.Duration) bool {
-	return time.Since(time.Unix(0, s.answered.Load())) <= d
+// confirmedWithin reports whether the server confirmed the subscription's
+// items within d.
+func (s *subscription) confirmedWithin(d time.Duration) bool {
+	return time.Since(time.Unix(0, s.confirmed.Load())) <= d
 }
 
 // cycleInterval is the longest gap between two cycles of a healthy
@@ -147,7 +152,7 @@ func (c *Client) subscribe(ctx context.Context, cl *opcua.Client) (*subscription
 	if s.PublishingInterval <= 0 {
 		s.PublishingInterval = t.interval
 	}
-	s.answered.Store(time.Now().UnixNano())
+	s.confirmed.Store(time.Now().UnixNano())
 	if ka := s.cycleInterval(); PublishTimeoutFactor*ka > t.publish {
 		c.log.Warn("the server revised the subscription's keep-alive period close to the publish timeout; expect BadTimeout answers (survived, counted)",
 			"keep_alive_period", ka, "publish_timeout", t.publish, "publishing_interval", s.PublishingInterval, "max_keep_alive_count", s.MaxKeepAliveCount)
@@ -322,47 +327,70 @@ func (s *subSession) retryRefused(ctx context.Context) error {
 // publishLoop keeps one Publish request outstanding, acknowledges what it
 // received, and turns each response into a cycle: data changes into
 // samples, a keep-alive into an empty cycle that says the server is there.
-// A BadTimeout answer (the server's TimeoutHint ran out before a keep-alive)
-// is counted and survived: the session and subscription are intact.
+//
+// Only a good PublishResponse (data or keep-alive) shows that the
+// subscription delivers. A service fault (a ServiceFault, or a
+// PublishResponse whose ServiceResult is Bad: BadTimeout when the
+// request's TimeoutHint ran out before a keep-alive,
+// BadTooManyPublishRequests) says nothing about values (review17 F1): it
+// confirms nothing, and a subscription answered only with faults for
+// silentAfter (at least the publish timeout, PublishTimeoutFactor
+// keep-alive periods) is silent (ErrPublishSilent) like one not answered
+// at all: the session ends, its points go stale once and the next
+// subscription is on probation.
 func (s *subSession) publishLoop(ctx context.Context) error {
 	c := s.c
 	var acks []*ua.SubscriptionAcknowledgement
 	silent, answers := 0, 0
+	silentAfter := max(s.sub.PublishTimeout, PublishTimeoutFactor*s.sub.cycleInterval())
+	good := time.Now() // the last good PublishResponse (or the subscription's creation)
 	for {
 		req := &ua.PublishRequest{SubscriptionAcknowledgements: acks}
 		if req.SubscriptionAcknowledgements == nil {
 			req.SubscriptionAcknowledgements = []*ua.SubscriptionAcknowledgement{}
 		}
 		// gopcua gives up on the request timeout (the publish timeout
-		// here) plus 250 ms; the context is only a backstop.
-		pctx, cancel := context.WithTimeout(ctx, s.sub.PublishTimeout+time.Second)
+		// here) plus 250 ms; the context is only a backstop, and ends the
+		// request when the subscription has been without a good answer
+		// for silentAfter.
+		left := time.Until(good.Add(silentAfter))
+		if left <= 0 {
+			return fmt.Errorf("%w: no data or keep-alive for %v, only service faults (%d publish request(s) faulted; timeout %v, keep-alive period %v)",
+				ErrPublishSilent, time.Since(good).Round(time.Millisecond), silent, s.sub.PublishTimeout, s.sub.cycleInterval())
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(s.sub.PublishTimeout+time.Second, left))
 		resp, answered, err := send[*ua.PublishResponse](pctx, s.cl, req)
 		cancel()
 		if stopped(ctx) {
 			return nil
 		}
-		if answered {
-			s.sub.answered.Store(time.Now().UnixNano())
-		}
+		var st ua.StatusCode
 		switch {
 		case err == nil:
 			silent = 0
+			good = time.Now()
 			if answers++; answers >= 2 {
 				s.proven()
 			}
-		case errors.Is(err, ua.StatusBadTimeout) && answered:
-			// The server answered the request with a timeout fault: it is
-			// there, the subscription is intact; ask again.
-			silent = 0
-			c.m.faults.WithLabelValues(c.id, "Publish", "BadTimeout").Inc()
+		case answered && errors.As(err, &st):
+			// The server answered with a fault: no value is confirmed,
+			// and it does not end the subscription's silence.
+			silent++
+			name := faultName(st)
+			c.m.faults.WithLabelValues(c.id, "Publish", name).Inc()
 			c.setStatus(func(st *Status) { st.ServiceFaults++ })
-			c.log.Debug("publish request answered BadTimeout; continuing", "publish_timeout", s.sub.PublishTimeout)
-			continue
-		case errors.Is(err, ua.StatusBadTooManyPublishRequests) && answered:
-			c.m.faults.WithLabelValues(c.id, "Publish", "BadTooManyPublishRequests").Inc()
-			c.setStatus(func(st *Status) { st.ServiceFaults++ })
-			if !backoff.Sleep(ctx, s.sub.PublishingInterval) {
-				return nil
+			switch st {
+			case ua.StatusBadTimeout:
+				c.log.Debug("publish request answered BadTimeout; continuing", "publish_timeout", s.sub.PublishTimeout)
+			case ua.StatusBadTooManyPublishRequests:
+				if !backoff.Sleep(ctx, s.sub.PublishingInterval) {
+					return nil
+				}
+			default:
+				// The subscription or session is gone on the server
+				// (BadSubscriptionIdInvalid, BadSessionIdInvalid, ...) or
+				// refuses to deliver: a new session, on probation.
+				return fmt.Errorf("%w: publish answered %w", ErrPublishSilent, st)
 			}
 			continue
 		case errors.Is(err, ua.StatusBadTimeout) || errors.Is(err, context.DeadlineExceeded):
@@ -378,22 +406,47 @@ func (s *subSession) publishLoop(ctx context.Context) error {
 			return fmt.Errorf("opcua: publish: %w", err)
 		}
 		acks = nil
-		c.m.publishes.Inc() // every answer: data changes and keep-alives
+		c.m.publishes.Inc() // every good answer: data changes and keep-alives
 		msg := resp.NotificationMessage
 		if msg == nil || len(msg.NotificationData) == 0 {
-			// keep-alive
+			// A keep-alive: the server has no notification queued for
+			// any item of the subscription (Part 4, 5.13.1.1), so every
+			// point is confirmed unchanged.
+			s.sub.confirmed.Store(time.Now().UnixNano())
 			s.emit(&sample.Cycle{Start: time.Now(), Interval: s.sub.cycleInterval(), Replied: true})
 			continue
 		}
 		acks = []*ua.SubscriptionAcknowledgement{{SubscriptionID: resp.SubscriptionID, SequenceNumber: msg.SequenceNumber}}
-		if err := s.notifications(ctx, msg); err != nil {
+		if err := s.notifications(ctx, msg, resp.MoreNotifications); err != nil {
 			return err
 		}
 	}
 }
 
-// notifications turns one NotificationMessage into a cycle.
-func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMessage) error {
+// faultName is the metric label of a service fault's status.
+func faultName(st ua.StatusCode) string {
+	switch st {
+	case ua.StatusBadTimeout:
+		return "BadTimeout"
+	case ua.StatusBadTooManyPublishRequests:
+		return "BadTooManyPublishRequests"
+	}
+	return statusHex(uint32(st))
+}
+
+// notifications turns one NotificationMessage into a cycle. What it
+// confirms (OPC UA Part 4, 5.13.1.1: at the end of a publishing interval
+// the server sends every notification queued for the subscription, a
+// keep-alive only when there is none): a notified item gets its value; the
+// items not in the message had nothing queued, so the message confirms
+// them unchanged like a keep-alive, but only when it holds data changes
+// (not only a status change), completes the cycle (more false: otherwise
+// the rest follows in the next response) and every notification in it is
+// tied to a subscribed point by its client handle.
+// A notification of an unknown handle is discarded and counted; the
+// message then confirms nothing of the other points: the notification may
+// have been meant for any of them.
+func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMessage, more bool) error {
 	c := s.c
 	now := time.Now()
 	n := 0
@@ -417,6 +470,8 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		cycleBuffers.Put(buf)
 	}()
 	var newest time.Time
+	unknown := 0             // notifications of no subscribed point
+	data := false            // the message holds data changes (not only a status change)
 	var changed []int        // points whose samples carry SemanticsChanged
 	var held []sample.Sample // those samples, as the server sent them
 	for _, eo := range msg.NotificationData {
@@ -425,8 +480,10 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 		switch n := eo.Value.(type) {
 		case *ua.DataChangeNotification:
+			data = true
 			for _, it := range n.MonitoredItems {
-				if it == nil || int(it.ClientHandle) >= len(c.points) {
+				if it == nil || !c.subscribed(it.ClientHandle) {
+					unknown++
 					continue
 				}
 				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
@@ -457,6 +514,24 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 		}
 	}
 	c.m.notifications.Add(float64(len(ss)))
+	if unknown > 0 {
+		c.m.m.unknownHandles.WithLabelValues(c.id).Add(float64(unknown))
+		var first uint32
+		for _, eo := range msg.NotificationData {
+			if dc, ok := eo.Value.(*ua.DataChangeNotification); eo != nil && ok {
+				for _, it := range dc.MonitoredItems {
+					if it != nil && !c.subscribed(it.ClientHandle) {
+						first = it.ClientHandle
+						break
+					}
+				}
+			}
+		}
+		c.handleLog.Log(ctx, c.log, slog.LevelWarn, "opc ua notification with a client handle of no subscribed point; discarded, and its publish response confirms no other point unchanged",
+			"unknown", unknown, "client_handle", first, "sequence_number", msg.SequenceNumber)
+	} else if data && !more {
+		s.sub.confirmed.Store(now.UnixNano())
+	}
 	if lat := now.Sub(newest); !newest.IsZero() && lat >= 0 {
 		// A server clock ahead of the gateway's gives no latency: its
 		// observations were clamped to 0, a histogram whose sum stayed 0
@@ -469,6 +544,13 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 	}
 	return nil
 }
+
+// subscribed reports whether client handle h is a subscribed point's (the
+// handle of a monitored item is its point's index, itemRequest).
+func (c *Client) subscribed(h uint32) bool {
+	return int64(h) < int64(len(c.points)) && c.points[h].Mode == ModeSubscribe && c.points[h].NodeID != ""
+}
+
 func isFilterError(s ua.StatusCode) bool {
 	return s == ua.StatusBadFilterNotAllowed || s == ua.StatusBadMonitoredItemFilterUnsupported ||
 		s == ua.StatusBadMonitoredItemFilterInvalid || s == ua.StatusBadDeadbandFilterInvalid

@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -226,5 +227,46 @@ func TestSourceTimeJudgedOnTheDataClock(t *testing.T) {
 	s = good(time.Unix(0, 0))
 	if !c.vetTime(&s, time.Unix(0, 0), time.Now()) || s.Status != StatusSourceTimeUnsure {
 		t.Errorf("worker: a 1970 source time: %+v, want uncertain", s)
+	}
+}
+
+// TestLongTextIsBad (review17 F4): a text value longer than
+// max_string_bytes (default 1,024, the collector's cut) is published bad
+// with StatusStringTooLong and no text, polled or subscribed (both take
+// their samples from vetted), where a 1,000,000-byte String went whole
+// through spool and uplink on every poll; a text at the bound is good, and
+// the bound is configurable.
+func TestLongTextIsBad(t *testing.T) {
+	for _, max := range []int{0, 4096} {
+		c, err := New("dev-1", Config{Endpoint: "opc.tcp://127.0.0.1:4840", DataDir: t.TempDir(), MaxStringBytes: max},
+			[]Point{{NodeID: "ns=1;s=text"}}, testLog(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := c.cfg.MaxStringBytes
+		if limit != max && (max != 0 || limit != DefaultMaxStringBytes) {
+			t.Fatalf("max_string_bytes %d: limit %d", max, limit)
+		}
+		now := time.Now()
+		dv := func(s string) *ua.DataValue {
+			return &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp, Value: ua.MustVariant(s), SourceTimestamp: now}
+		}
+		at := strings.Repeat("x", limit)
+		if s := c.sampleAt(0, dv(at), now); s.Quality != telemetry.QualityGood || s.Str != at {
+			t.Fatalf("a text of %d bytes (the bound): %v %#x", limit, s.Quality, s.Status)
+		}
+		for _, n := range []int{limit + 1, 1000000} {
+			s := c.sampleAt(0, dv(strings.Repeat("y", n)), now)
+			if s.Quality != telemetry.QualityBad || s.Status != StatusStringTooLong || s.IsStr || s.Str != "" {
+				t.Fatalf("a text of %d bytes over %d: %v %#x %d bytes kept, want bad %#x without text", n, limit, s.Quality, s.Status, len(s.Str), StatusStringTooLong)
+			}
+		}
+		lt := &ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(&ua.LocalizedText{EncodingMask: ua.LocalizedTextText, Text: strings.Repeat("z", limit+1)})}
+		if s := c.sampleAt(0, lt, now); s.Status != StatusStringTooLong {
+			t.Fatalf("a LocalizedText over the bound: %v %#x", s.Quality, s.Status)
+		}
+	}
+	if err := (&Config{Endpoint: "opc.tcp://127.0.0.1:4840", MaxStringBytes: MaxMaxStringBytes + 1}).Validate(); err == nil || !strings.Contains(err.Error(), "max_string_bytes") {
+		t.Fatalf("max_string_bytes over %d accepted: %v", MaxMaxStringBytes, err)
 	}
 }

@@ -128,6 +128,15 @@ type member struct {
 	revised   time.Duration      // the longest interval of its cycles in the current worker (as the server revised it)
 	ownWatch  time.Duration      // its own watch of its subscription (ownWatch)
 	fallback  chan struct{}      // closed when the sessions must run in process (test binaries only)
+	// bo paces the restarts of this device alone (restart): reset when it
+	// emits a Replied cycle, so an outage's restarts back off to
+	// backoff_max (review17 F3: each came within a second)
+	bo backoff.Backoff
+	// attempts counts the device's Lost cycles in the current outage, and
+	// probation says it was restarted as silent: both go to its next
+	// instance (outageState)
+	attempts  int
+	probation bool
 }
 
 // groups holds the workerGroups of IsolationEndpoint by key.
@@ -169,6 +178,7 @@ func join(c *Client, emit func(*sample.Cycle)) (*workerGroup, *member) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := &member{slot: g.next, iso: &isolated{c: c, r: newForwardState(c, emit)}, seen: map[string]float64{}, fallback: make(chan struct{}),
+		bo:     backoff.Backoff{Min: c.cfg.BackoffMin, Max: c.cfg.BackoffMax},
 		period: cyclePeriod(c), ownWatch: ownWatch(c)}
 	g.next++
 	g.members[m.slot] = m
@@ -218,6 +228,9 @@ func (g *workerGroup) configure(m *member, started bool) {
 		}
 	})
 	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
+	if m.iso.staleSent || m.probation {
+		wc.Outage = &outageState{StaleSent: m.iso.staleSent, Probation: m.probation, Attempts: m.attempts}
+	}
 	if err := g.conn.send(&wireMsg{Kind: msgConfig, Dev: m.slot, Config: wc}); err != nil {
 		// the worker would never run the device: it is ended (send
 		// kills it when the frame could not be encoded, and a write fails
@@ -308,6 +321,7 @@ func (m *member) died(res *workerRun) bool {
 	})
 	iso.r.lost(res.err, !iso.staleSent)
 	iso.staleSent = true
+	m.attempts++
 	c.m.reconnects.Inc()
 	up := m.connected
 	m.connected, m.up = false, false
@@ -564,8 +578,14 @@ func (m *member) handle(msg *wireMsg) error {
 			if len(cyc.Samples) > 0 {
 				iso.staleSent = true
 			}
+			m.attempts++
 			iso.r.lostForwarded(cyc)
 			return nil
+		}
+		if cyc.Replied {
+			// the outage is over (a cycle held on probation is not sent)
+			m.bo.Reset()
+			m.attempts, m.probation = 0, false
 		}
 		iso.staleSent = false
 		iso.r.emit(cyc)
@@ -787,7 +807,10 @@ func (g *workerGroup) silentDevice(now time.Time) error {
 // its status and metrics as after a worker's death. g.mu is held.
 func (g *workerGroup) restart(m *member, cause error) {
 	c, iso := m.iso.c, m.iso
-	g.log.Error("opc ua device silent in its session worker; restarting that device alone", "device", c.id, "err", cause)
+	// started again after backoff, not at once: a device silent again
+	// and again is restarted at most every backoff_max
+	wait := m.bo.Next()
+	g.log.Error("opc ua device silent in its session worker; restarting that device alone", "device", c.id, "err", cause, "retry_in", wait.Round(time.Millisecond))
 	_ = g.conn.send(&wireMsg{Kind: msgStop, Dev: m.slot})
 	delete(g.members, m.slot)
 	m.slot = g.next
@@ -806,8 +829,18 @@ func (g *workerGroup) restart(m *member, cause error) {
 	iso.r.lost(cause, !iso.staleSent)
 	iso.staleSent = true
 	c.m.reconnects.Inc()
-	m.connected = false
-	g.configure(m, false)
+	m.connected, m.up = false, false
+	m.attempts++
+	m.probation = true
+	c.wk.Store(nil) // no command reaches it until it runs again
+	conn, slot := g.conn, m.slot
+	time.AfterFunc(wait, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.conn == conn && g.members[slot] == m && !stopped(g.ctx) {
+			g.configure(m, false)
+		}
+	})
 }
 
 // workerConn is the parent's end of one worker's command channel: frames

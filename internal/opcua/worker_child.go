@@ -259,6 +259,7 @@ func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, er
 		return nil, err
 	}
 	c.dataNow = nil // no data clock here: the gateway's side judges a time ahead (vetAhead)
+	c.outage = wc.Outage
 	d := &hostedDevice{h: h, slot: slot, c: c, reg: reg, lat: &latencyBuffer{}}
 	c.m.publishLatency = d.lat
 	d.ctx, d.cancel = context.WithCancel(h.ctx)

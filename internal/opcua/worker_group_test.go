@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,11 +129,24 @@ func TestEndpointWorkerIsSharedByItsDevices(t *testing.T) {
 // When Publish is answered again the frozen device reads good values.
 // Before the fix the worker was killed as wedged after 2 s (the device's
 // own watch took 3 publish timeouts): both devices Lost, every time.
+//
+// Faulted (review17 F3): the same with every Publish answered by a
+// ServiceFault BadTimeout instead of nothing. Before the fix the faults
+// counted as answers, so the device's own watch never fired: the worker
+// restarted the device alone as silent every few seconds, each new
+// instance marked the point stale again and began its backoff anew.
 func TestFrozenPublishStaysItsDevices(t *testing.T) {
+	for _, fault := range []bool{false, true} {
+		t.Run(map[bool]string{false: "silent", true: "faulted"}[fault], func(t *testing.T) { testFrozenPublishStaysItsDevices(t, fault) })
+	}
+}
+
+func testFrozenPublishStaysItsDevices(t *testing.T, fault bool) {
 	setSilence(t, 2*time.Second)
 	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-1", Source: furnace()}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
 	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
 	p.noCraft.Store(true)
+	p.faultPublish.Store(fault)
 	p.dropPublish.Store(true)
 	cfg := baseConfig(t, f)
 	cfg.Endpoint = p.endpoint()
@@ -168,8 +182,8 @@ func TestFrozenPublishStaysItsDevices(t *testing.T) {
 	if n := frozen.rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale }); n != 1 {
 		t.Fatalf("the frozen device's point went stale %d times, want once for the whole outage", n)
 	}
-	if p.dropped.Load() == 0 {
-		t.Fatal("no PublishResponse dropped")
+	if p.dropped.Load()+p.rewritten.Load() == 0 {
+		t.Fatal("no PublishResponse dropped or faulted")
 	}
 
 	p.dropPublish.Store(false)
@@ -226,4 +240,57 @@ func TestFrozenPublishAfterInitialValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 60*time.Second, "values once Publish is answered", func() bool { return d.rec.has(0, telemetry.QualityGood, 215.5) })
+}
+
+// TestOutageGoesOnInANewInstance (review17 F3): a device started again
+// within an outage (its worker died, or it was restarted alone as silent)
+// gets the outage's state: its losses mark nothing stale again and its
+// backoff goes on from the attempts so far (here at backoff_max 1.5 s:
+// 0.75-1.5 s apart), where a new outage's first loss marks the point stale
+// and retries after backoff_min. Before the fix every instance began a new
+// outage: stale again, retry in under a second (16 sessions in 6 minutes).
+func TestOutageGoesOnInANewInstance(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens: every connect fails at once
+	for _, o := range []*outageState{nil, {StaleSent: true, Attempts: 20}} {
+		cfg := Config{Endpoint: "opc.tcp://" + addr, DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond, BackoffMax: 1500 * time.Millisecond,
+			PublishInterval: 50 * time.Millisecond, RequestTimeout: time.Second, Isolation: IsolationNone}
+		c, err := New("dev-1", cfg, []Point{{NodeID: "ns=2;i=1"}}, testLog(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.outage = o
+		rec := newRecorder()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx, rec.emit) }()
+		wait.For(t, 20*time.Second, "two Lost cycles", func() bool { return lostCycles(rec) >= 2 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		rec.mu.Lock()
+		var at []time.Time
+		for _, cy := range rec.cycles {
+			if cy.Lost {
+				at = append(at, cy.Start)
+			}
+		}
+		rec.mu.Unlock()
+		stale := rec.count(func(s sample.Sample) bool { return s.Quality == telemetry.QualityStale })
+		gap := at[1].Sub(at[0])
+		if o == nil {
+			if stale != 1 || gap > 500*time.Millisecond {
+				t.Fatalf("a new outage: %d stale samples, %v between its first losses; want 1 and backoff_min", stale, gap)
+			}
+			continue
+		}
+		if stale != 0 || gap < 700*time.Millisecond {
+			t.Fatalf("an outage going on: %d stale samples (want 0), %v between losses (want backoff_max/2 or more)", stale, gap)
+		}
+	}
 }

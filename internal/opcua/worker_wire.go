@@ -167,6 +167,24 @@ type workerConfig struct {
 	Config    Config  `json:"config"`
 	Points    []Point `json:"points"`
 	WantUnits bool    `json:"want_units"`
+	// Outage: the device is started again within an outage (after its
+	// worker died, or restarted alone as silent): where the outage stands
+	Outage *outageState `json:"outage,omitempty"`
+}
+
+// outageState is an outage's progress handed to a device's new instance in
+// a worker (review17 F3: each instance began a new outage: its points
+// stale again, its backoff from backoff_min).
+type outageState struct {
+	// StaleSent: its points were marked stale in this outage; the new
+	// instance's losses mark nothing stale again
+	StaleSent bool `json:"stale_sent,omitempty"`
+	// Probation: the device went silent; the new instance's subscription
+	// is held until its second Publish answer (subSession.probation)
+	Probation bool `json:"probation,omitempty"`
+	// Attempts: the reconnect attempts of the outage so far; the new
+	// instance's backoff goes on from there
+	Attempts int `json:"attempts,omitempty"`
 }
 
 type wireCycle struct {
