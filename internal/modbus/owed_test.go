@@ -1,0 +1,139 @@
+package modbus
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// relayConverter is a dumb Modbus TCP-to-RTU converter on a raw socket,
+// written for these tests (review 18): for each request it puts the asked
+// unit's answer on its simulated RTU bus and relays the FIRST frame on the
+// bus as the request's reply (its transaction id; in the MBAP header the
+// request's unit when copyUnit, else the frame's), exception 11 when the
+// bus is empty; the frames after the first are lost (as review 18's conv.py
+// does, dropping frames older than the request it relays for). Every hold-th request of unit 1
+// gets no answer in its transaction: that answer appears on the bus during
+// the after-th transaction after it, before that transaction's answer.
+// Units answer "read holding registers" with unit*1000 + address.
+type relayConverter struct {
+	Addr     string
+	copyUnit bool
+	hold     int // every hold-th request of unit 1 is answered late
+	after    int // in the after-th transaction after it
+
+	mu      sync.Mutex
+	n1      int // requests of unit 1 so far
+	tx      int // transactions so far
+	bus     []convFrame
+	due     map[int][]convFrame // transaction -> late frames appearing in it
+	exc11   atomic.Int64
+	foreign atomic.Int64 // frames relayed to another request than theirs
+}
+
+type convFrame struct {
+	unit byte
+	pdu  []byte
+	of   string // the request it answers
+}
+
+func startRelayConverter(t *testing.T, copyUnit bool, hold, after int) *relayConverter {
+	t.Helper()
+	c := &relayConverter{copyUnit: copyUnit, hold: hold, after: after, due: map[int][]convFrame{}}
+	c.Addr = modbustest.ServeConns(t, func(_ context.Context, conn net.Conn) { c.serve(conn) })
+	return c
+}
+
+func (c *relayConverter) serve(conn net.Conn) {
+	r := bufio.NewReader(conn)
+	for {
+		tid, unit, pdu, err := modbustest.ReadMBAPRequest(r)
+		if err != nil {
+			return
+		}
+		if _, err := conn.Write(c.exchange(tid, unit, pdu)); err != nil {
+			return
+		}
+	}
+}
+
+func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tx++
+	c.bus = append(c.bus, c.due[c.tx]...)
+	delete(c.due, c.tx)
+	f := convFrame{unit: unit, pdu: gatewayAnswer(unit, pdu, nil), of: fmt.Sprintf("%d:%x", unit, pdu)}
+	if unit == 1 {
+		c.n1++
+		if c.n1%c.hold == 0 {
+			c.due[c.tx+c.after] = append(c.due[c.tx+c.after], f)
+			f.pdu = nil
+		}
+	}
+	if f.pdu != nil {
+		c.bus = append(c.bus, f)
+	}
+	if len(c.bus) == 0 {
+		c.exc11.Add(1)
+		return modbustest.MBAPReply(tid, unit, []byte{pdu[0] | 0x80, 11})
+	}
+	out := c.bus[0]
+	c.bus = c.bus[:0] // the frames after the first on the bus are dropped
+	if out.of != f.of {
+		c.foreign.Add(1)
+	}
+	hdr := out.unit
+	if c.copyUnit {
+		hdr = unit
+	}
+	return modbustest.MBAPReply(tid, hdr, out.pdu)
+}
+
+// TestConverterRelayOwedAnswers (review 18, H-1, H-2): units 1 and 2 on one
+// Modbus TCP connection behind a converter that relays the first frame on
+// its bus; every 5th request of unit 1 gets exception 11 and its answer is
+// relayed during the 3rd transaction after it, to whichever request is then
+// outstanding (the re-send after a neighbour's proof, the unit's other
+// register). Each unit reads holding registers 10 and 20 in two one-register
+// requests (no probe of one register less). No value may be published good
+// that is not its register's (the recorders fail the test: before, unit 2's
+// register 10 read 1010 and unit 1's register 20 read 1010, good), and the
+// healthy unit 2 must keep reading good values.
+func TestConverterRelayOwedAnswers(t *testing.T) {
+	for _, copyUnit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("copy request unit %v", copyUnit), func(t *testing.T) {
+			c := startRelayConverter(t, copyUnit, 5, 3)
+			pool := NewPool(testLogger(t), nil)
+			t.Cleanup(func() { _ = pool.Close() })
+			recs := map[byte]*recorder{}
+			for _, unit := range []byte{1, 2} {
+				cfg := testConfig(TCP, c.Addr, unit)
+				cfg.Timeout = 200 * time.Millisecond
+				cfg.MaxGap = 0
+				cfg.BackoffMin, cfg.BackoffMax = 5*time.Millisecond, 10*time.Millisecond
+				grp, want := unitGroup(unit, 20*time.Millisecond, 10, 20)
+				src, err := pool.Source(fmt.Sprintf("unit-%d", unit), cfg, []Group{grp})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rec := &recorder{t: t, want: want}
+				recs[unit] = rec
+				rec.run(src)
+			}
+			wait.For(t, 20*time.Second, "20 late answers relayed to other requests", func() bool {
+				return c.foreign.Load() >= 20
+			})
+			n2 := len(recs[2].snapshot())
+			wait.For(t, 20*time.Second, "unit 2 good again", func() bool { return goodSince(recs[2], n2) >= 5 })
+		})
+	}
+}
