@@ -162,9 +162,12 @@ type link struct {
 	lentSeen string
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
 	// connection (a timeout, a gateway's 10/11, a reply that was another
-	// request's) since the last proof, the last maxRelay: a gateway may
-	// relay such a request's late answer to a later request on the
-	// connection, whichever unit it asks. An answer goes through prove when
+	// request's) in the last owedFor, the last maxRelay: the answers the
+	// connection still owes. A gateway may relay such a request's late
+	// answer to any later request on the connection, whichever unit it
+	// asks, also after a proof passed (review 18 H-1, H-2): a proof ties
+	// the answers it saw, not an answer still on its way, so no answer ends
+	// the doubt; an entry is forgotten owedFor after it was last owed. An answer goes through prove when
 	// one of them has its shape (function and byte count) but is another
 	// request: a relay of it would pass every check and carry other
 	// registers' values. An answer of another shape cannot be such a relay
@@ -174,6 +177,7 @@ type link struct {
 	// its neighbours' other reads in doubt, nor does a unit's own timeout
 	// its next read of the same registers (review 14 F2).
 	relayKeys [maxRelay]relayKey
+	relayAt   [maxRelay]time.Time // when each was last left unanswered
 	nRelay    int
 	// now is the pool's data clock (WithClock); arrived is its reading
 	// when the last answer (data or exception) was complete in roundTrip:
@@ -185,6 +189,14 @@ type link struct {
 
 // maxRelay bounds the unanswered requests a Modbus TCP link remembers.
 const maxRelay = 8
+
+// owedTimeouts is how long, in request timeouts, a Modbus TCP link keeps
+// an unanswered request's late answer owed (owedFor): a gateway relaying
+// an answer later than that to another request of its shape is not caught.
+const owedTimeouts = 30
+
+// owedFor is how long an unanswered request's answer stays owed.
+func (l *link) owedFor() time.Duration { return owedTimeouts * l.timeout }
 
 // relayKey is a request left unanswered on Modbus TCP: its unit, the
 // function and byte count of its reply (readShape; -1 for a write), and
@@ -219,10 +231,12 @@ func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		if l.relayKeys[i] == k {
+			l.relayAt[i] = time.Now()
 			return
 		}
 	}
 	l.relayKeys[l.nRelay%maxRelay] = k
+	l.relayAt[l.nRelay%maxRelay] = time.Now()
 	l.nRelay++
 }
 
@@ -242,7 +256,7 @@ func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		r := l.relayKeys[i]
-		if r.fc == k.fc && r.count == k.count && r != k {
+		if r.fc == k.fc && r.count == k.count && r != k && time.Since(l.relayAt[i]) < l.owedFor() {
 			return true
 		}
 	}
@@ -763,17 +777,51 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		if !answeredErr(err) {
 			return nil, err
 		}
+		if err == nil && !l.framed() && l.inDoubt(s, unit, pdu) {
+			if reply, err = l.closeProof(ctx, s, unit, pdu, reply); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		reply, l.arrived = s.held, arrived
 	}
 	s.trusted()
 	l.pendingDone(s)
-	if tied {
-		// the connection answers in turn: no late answer is pending
-		// (a write, trusted without a tie, proves nothing of the sort)
-		l.nRelay = 0
-	}
 	return reply, err
+}
+
+// closeProof decides on reply, the answer of unit to read pdu sent again
+// after a read of another shape tied the connection (prove, Modbus TCP),
+// while another request of pdu's shape is still owed its answer
+// (inDoubt): that answer may have been relayed to pdu sent again (review
+// 18 H-1: a converter relays the first frame on its bus to whatever
+// request is outstanding). The read of another shape (l.probe) is sent
+// again and must be answered with its own shape (an answer owed to pdu
+// sent again, relayed to it, fails), then pdu once more, whose answer must
+// be reply's, byte for byte (a converter that drops the frames behind the
+// one it relays lost pdu's own answer: the next one differs, unless the
+// owed answer carried the same bytes). Otherwise the answer is untied and
+// pdu is owed its answer.
+func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply []byte) ([]byte, error) {
+	s.held = append(s.held[:0], reply...)
+	arrived := l.arrived
+	_, perr := l.roundTrip(ctx, unit, l.probe)
+	if perr == nil {
+		reply, perr = l.roundTrip(ctx, unit, pdu)
+	}
+	var failed *linkError
+	switch {
+	case perr == nil && string(reply) == string(s.held):
+		l.arrived = arrived
+		return s.held, nil
+	case errors.As(perr, &failed):
+		return nil, perr // a timeout, the connection lost, canceled
+	default:
+		l.relayDoubtOf(unit, pdu)
+		l.relayDoubt()
+		l.untied(s, "its answer after a read of another length was not the same twice while another request's answer was owed")
+		return nil, linkErr(StatusUntied, "unit %d, in doubt, answered a read differently before and after a read of another length while another request of its shape was owed its answer: a relayed late answer", s.unit)
+	}
 }
 
 // pendingDone ends s's doubt on the line.
