@@ -385,33 +385,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	l.cur = s
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
-	reply, err := l.roundTrip(ctx, unit, pdu)
-	var late *share
-	for attempt, tries := start, 0; ; tries++ {
-		if late = l.foreign(s, err); late == nil {
-			break
-		}
-		// another unit's late reply while unit was asked: that unit's
-		// fault, not this one's; the line is quiet before anything else
-		if late.lateSent.IsZero() {
-			// from a unit in good standing: one of its accepted replies
-			// may not have been its answer (another master's frame, a
-			// copy): its read in progress is discarded (device.read)
-			late.untied++
-			late.untiedWhat = "a frame from the unit while another unit was asked"
-		}
-		l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
-		if late.dev != nil {
-			late.dev.replyError(kindWrongUnit)
-		}
-		l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), late, false
-		l.turns.charge(late, time.Since(attempt))
-		if tries == 2 || !isRead(pdu) {
-			break
-		}
-		attempt = time.Now()
-		reply, err = l.roundTrip(ctx, unit, pdu)
-	}
+	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
@@ -438,6 +412,62 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		return nil, err
 	}
 	return append(dst, reply...), nil
+}
+
+// askOwn sends pdu to unit for s and returns the reply. A well-formed
+// frame from another unit of the link (foreign: its late reply; on Modbus
+// TCP relayed by a gateway) is counted against that unit, and a read is
+// sent again, twice at most (review 18 M-1 on Modbus TCP); late is that
+// unit when the last reply was still its frame. start is when the
+// exchange began (the delay charged to the late unit).
+func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, start time.Time) ([]byte, *share, error) {
+	reply, err := l.roundTrip(ctx, unit, pdu)
+	var late *share
+	for attempt, tries := start, 0; ; tries++ {
+		if late = l.foreign(s, err); late == nil {
+			break
+		}
+		// another unit's late reply while unit was asked: that unit's
+		// fault, not this one's; the line is quiet before anything else
+		if late.lateSent.IsZero() {
+			// from a unit in good standing: one of its accepted replies
+			// may not have been its answer (another master's frame, a
+			// copy): its read in progress is discarded (device.read)
+			late.untied++
+			late.untiedWhat = "a frame from the unit while another unit was asked"
+		}
+		if late.dev != nil {
+			late.dev.replyError(kindWrongUnit)
+		}
+		if l.framed() {
+			l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
+			l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), late, false
+		} else {
+			// a gateway relayed the unit's late answer to this request
+			// (review 18 M-1): this request's own answer is owed now
+			l.countSuspect(late)
+			l.log.Debug("modbus late answer of another unit relayed to a request", "unit", late.unit, "device", late.id, "asked_unit", unit)
+			l.relayDoubtOf(unit, pdu)
+		}
+		l.turns.charge(late, time.Since(attempt))
+		if tries == 2 || !isRead(pdu) {
+			break
+		}
+		attempt = time.Now()
+		reply, err = l.roundTrip(ctx, unit, pdu)
+	}
+	return reply, late, err
+}
+
+// askProof is a request of prove: on Modbus TCP another unit's frame
+// relayed to it is that unit's (askOwn); on an RTU or ASCII line it is
+// evidence, returned as the error (roundTrip).
+func (l *link) askProof(ctx context.Context, s *share, unit byte, pdu []byte) ([]byte, error) {
+	if l.framed() {
+		return l.roundTrip(ctx, unit, pdu)
+	}
+	reply, _, err := l.askOwn(ctx, s, unit, pdu, time.Now())
+	return reply, err
 }
 
 // ensure opens the connection if needed. While backing off after failed
@@ -676,10 +706,11 @@ func (l *link) settle(err error) {
 func isRead(pdu []byte) bool { return len(pdu) > 0 && pdu[0] >= 1 && pdu[0] <= 4 }
 
 // foreign returns the device of the link whose unit sent the well-formed
-// frame err reports while s's unit was asked (a late reply of that unit),
-// or nil: another error, not a framed line, or a unit no device reads.
+// frame err reports while s's unit was asked (a late reply of that unit;
+// on Modbus TCP a gateway relaying it with the unit in its MBAP header),
+// or nil: another error, or a unit no device reads.
 func (l *link) foreign(s *share, err error) *share {
-	if err == nil || !l.framed() {
+	if err == nil {
 		return nil // before re, which escapes: no allocation per answer
 	}
 	var re *ReplyError
@@ -751,7 +782,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			break
 		}
 		tried++
-		_, perr := l.roundTrip(ctx, unit, l.probe)
+		_, perr := l.askProof(ctx, s, unit, l.probe)
 		st := StatusOf(perr)
 		switch _, exc := st.Exception(); {
 		case perr == nil:
@@ -773,7 +804,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a read that no read of another length (%d tried, none answered with data) could tie to its request", s.unit, tried)
 	}
 	if tied {
-		reply, err = l.roundTrip(ctx, unit, pdu)
+		reply, err = l.askProof(ctx, s, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
 		}
@@ -805,9 +836,9 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply []byte) ([]byte, error) {
 	s.held = append(s.held[:0], reply...)
 	arrived := l.arrived
-	_, perr := l.roundTrip(ctx, unit, l.probe)
+	_, perr := l.askProof(ctx, s, unit, l.probe)
 	if perr == nil {
-		reply, perr = l.roundTrip(ctx, unit, pdu)
+		reply, perr = l.askProof(ctx, s, unit, pdu)
 	}
 	var failed *linkError
 	switch {

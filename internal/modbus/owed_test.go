@@ -107,7 +107,9 @@ func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {
 // requests (no probe of one register less). No value may be published good
 // that is not its register's (the recorders fail the test: before, unit 2's
 // register 10 read 1010 and unit 1's register 20 read 1010, good), and the
-// healthy unit 2 must keep reading good values.
+// healthy unit 2 must keep reading good values, never failing as a
+// reply from the wrong unit when unit 1's frame comes with its own unit in
+// the header (M-1: its read is sent again).
 func TestConverterRelayOwedAnswers(t *testing.T) {
 	for _, copyUnit := range []bool{true, false} {
 		t.Run(fmt.Sprintf("copy request unit %v", copyUnit), func(t *testing.T) {
@@ -134,6 +136,16 @@ func TestConverterRelayOwedAnswers(t *testing.T) {
 			})
 			n2 := len(recs[2].snapshot())
 			wait.For(t, 20*time.Second, "unit 2 good again", func() bool { return goodSince(recs[2], n2) >= 5 })
+			// review 18 M-1: unit 1's frame relayed with its own unit to unit
+			// 2's request is unit 1's fault: unit 2's read is sent again, not
+			// failed as a reply from the wrong unit (264)
+			for _, cy := range recs[2].snapshot() {
+				for _, s := range cy.Samples {
+					if s.Status == uint32(StatusWrongUnit) {
+						t.Fatalf("healthy unit 2 failed with %v: %v", StatusWrongUnit, cy.Err)
+					}
+				}
+			}
 		})
 	}
 }

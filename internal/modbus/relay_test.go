@@ -358,7 +358,8 @@ func TestExceptionInDoubtThenGood(t *testing.T) {
 // trusted without a tie (no read of another shape exists for it; its reply
 // echoes it), which proves nothing about the connection: the reads left
 // unanswered stay pending, and another unit's read of their shape is
-// still proven.
+// still proven (and, review 18, stays in doubt after its proof: unit 1's
+// answers are still owed).
 func TestTrustedWriteKeepsReadsInDoubt(t *testing.T) {
 	srv := modbustest.StartServer(t, modbustest.NewBank())
 	pool := NewPool(testLogger(t), nil)
@@ -379,7 +380,9 @@ func TestTrustedWriteKeepsReadsInDoubt(t *testing.T) {
 	if _, err := l.exchange(t.Context(), d2.share, d2.m, 2, read, nil); err != nil {
 		t.Fatal(err)
 	}
-	if l.inDoubt(d2.share, 2, read) {
-		t.Fatal("unit 2's read proven, its shape still in doubt")
+	// the proof ties the answers it saw, not unit 1's answer still owed
+	// (review 18 H-1): the shape stays in doubt
+	if !l.inDoubt(d2.share, 2, read) {
+		t.Fatal("unit 2's read proven: unit 1's owed answer forgotten")
 	}
 }
