@@ -101,8 +101,8 @@ func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {
 // TestConverterRelayOwedAnswers (review 18, H-1, H-2): units 1 and 2 on one
 // Modbus TCP connection behind a converter that relays the first frame on
 // its bus; every 5th request of unit 1 gets exception 11 and its answer is
-// relayed during the 3rd transaction after it, to whichever request is then
-// outstanding (the re-send after a neighbour's proof, the unit's other
+// relayed during the 3rd (or 8th) transaction after it, to whichever request
+// is then outstanding (the re-send after a neighbour's proof, the unit's other
 // register). Each unit reads holding registers 10 and 20 in two one-register
 // requests (no probe of one register less). No value may be published good
 // that is not its register's (the recorders fail the test: before, unit 2's
@@ -111,9 +111,13 @@ func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {
 // reply from the wrong unit when unit 1's frame comes with its own unit in
 // the header (M-1: its read is sent again).
 func TestConverterRelayOwedAnswers(t *testing.T) {
-	for _, copyUnit := range []bool{true, false} {
-		t.Run(fmt.Sprintf("copy request unit %v", copyUnit), func(t *testing.T) {
-			c := startRelayConverter(t, copyUnit, 5, 3)
+	for _, cs := range []struct {
+		copyUnit bool
+		after    int // 8: after a neighbour's whole proof (5 requests)
+	}{{true, 3}, {false, 3}, {true, 8}, {false, 8}} {
+		copyUnit := cs.copyUnit
+		t.Run(fmt.Sprintf("copy request unit %v, late by %d", copyUnit, cs.after), func(t *testing.T) {
+			c := startRelayConverter(t, copyUnit, 5, cs.after)
 			pool := NewPool(testLogger(t), nil)
 			t.Cleanup(func() { _ = pool.Close() })
 			recs := map[byte]*recorder{}
