@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -48,21 +47,8 @@ type convFrame struct {
 func startRelayConverter(t *testing.T, copyUnit bool, hold, after int) *relayConverter {
 	t.Helper()
 	c := &relayConverter{copyUnit: copyUnit, hold: hold, after: after, due: map[int][]convFrame{}}
-	c.Addr = modbustest.ServeConns(t, func(_ context.Context, conn net.Conn) { c.serve(conn) })
+	c.Addr = modbustest.ServeConns(t, func(_ context.Context, conn net.Conn) { serveMBAP(conn, c.exchange) })
 	return c
-}
-
-func (c *relayConverter) serve(conn net.Conn) {
-	r := bufio.NewReader(conn)
-	for {
-		tid, unit, pdu, err := modbustest.ReadMBAPRequest(r)
-		if err != nil {
-			return
-		}
-		if _, err := conn.Write(c.exchange(tid, unit, pdu)); err != nil {
-			return
-		}
-	}
 }
 
 func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {

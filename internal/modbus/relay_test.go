@@ -113,14 +113,25 @@ func gatewayAnswer(unit byte, pdu []byte, only *uint16) []byte {
 }
 
 func (g *tcpGateway) serve(c net.Conn) {
+	serveMBAP(c, func(tid uint16, unit byte, pdu []byte) []byte {
+		if reply := g.exchange(unit, pdu); reply != nil {
+			return modbustest.MBAPReply(tid, unit, reply)
+		}
+		return nil
+	})
+}
+
+// serveMBAP reads Modbus TCP requests from c one at a time and writes what
+// answer returns for each (its whole ADU; nil: nothing) until c fails.
+func serveMBAP(c net.Conn, answer func(tid uint16, unit byte, pdu []byte) []byte) {
 	r := bufio.NewReader(c)
 	for {
 		tid, unit, pdu, err := modbustest.ReadMBAPRequest(r)
 		if err != nil {
 			return
 		}
-		if reply := g.exchange(unit, pdu); reply != nil {
-			if _, err := c.Write(modbustest.MBAPReply(tid, unit, reply)); err != nil {
+		if adu := answer(tid, unit, pdu); adu != nil {
+			if _, err := c.Write(adu); err != nil {
 				return
 			}
 		}
