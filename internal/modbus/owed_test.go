@@ -104,23 +104,11 @@ func TestConverterRelayOwedAnswers(t *testing.T) {
 		copyUnit := cs.copyUnit
 		t.Run(fmt.Sprintf("copy request unit %v, late by %d", copyUnit, cs.after), func(t *testing.T) {
 			c := startRelayConverter(t, copyUnit, 5, cs.after)
-			pool := NewPool(testLogger(t), nil)
-			t.Cleanup(func() { _ = pool.Close() })
-			recs := map[byte]*recorder{}
-			for _, unit := range []byte{1, 2} {
-				cfg := testConfig(TCP, c.Addr, unit)
+			recs := gatewayUnits(t, c.Addr, func(cfg *Config) {
 				cfg.Timeout = 200 * time.Millisecond
-				cfg.MaxGap = 0
+				cfg.MaxGap = 0 // two one-register requests per read
 				cfg.BackoffMin, cfg.BackoffMax = 5*time.Millisecond, 10*time.Millisecond
-				grp, want := unitGroup(unit, 20*time.Millisecond, 10, 20)
-				src, err := pool.Source(fmt.Sprintf("unit-%d", unit), cfg, []Group{grp})
-				if err != nil {
-					t.Fatal(err)
-				}
-				rec := &recorder{t: t, want: want}
-				recs[unit] = rec
-				rec.run(src)
-			}
+			}, map[byte][]uint16{1: {10, 20}, 2: {10, 20}})
 			wait.For(t, 20*time.Second, "20 late answers relayed to other requests", func() bool {
 				return c.foreign.Load() >= 20
 			})
