@@ -162,9 +162,12 @@ type link struct {
 	lentSeen string
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
 	// connection (a timeout, a gateway's 10/11, a reply that was another
-	// request's) since the last proof, the last maxRelay: a gateway may
-	// relay such a request's late answer to a later request on the
-	// connection, whichever unit it asks. An answer goes through prove when
+	// request's) in the last owedFor, the last maxRelay: the answers the
+	// connection still owes. A gateway may relay such a request's late
+	// answer to any later request on the connection, whichever unit it
+	// asks, also after a proof passed (review 18 H-1, H-2): a proof ties
+	// the answers it saw, not an answer still on its way, so no answer ends
+	// the doubt; an entry is forgotten owedFor after it was last owed. An answer goes through prove when
 	// one of them has its shape (function and byte count) but is another
 	// request: a relay of it would pass every check and carry other
 	// registers' values. An answer of another shape cannot be such a relay
@@ -174,6 +177,7 @@ type link struct {
 	// its neighbours' other reads in doubt, nor does a unit's own timeout
 	// its next read of the same registers (review 14 F2).
 	relayKeys [maxRelay]relayKey
+	relayAt   [maxRelay]time.Time // when each was last left unanswered
 	nRelay    int
 	// now is the pool's data clock (WithClock); arrived is its reading
 	// when the last answer (data or exception) was complete in roundTrip:
@@ -185,6 +189,14 @@ type link struct {
 
 // maxRelay bounds the unanswered requests a Modbus TCP link remembers.
 const maxRelay = 8
+
+// owedTimeouts is how long, in request timeouts, a Modbus TCP link keeps
+// an unanswered request's late answer owed (owedFor): a gateway relaying
+// an answer later than that to another request of its shape is not caught.
+const owedTimeouts = 30
+
+// owedFor is how long an unanswered request's answer stays owed.
+func (l *link) owedFor() time.Duration { return owedTimeouts * l.timeout }
 
 // relayKey is a request left unanswered on Modbus TCP: its unit, the
 // function and byte count of its reply (readShape; -1 for a write), and
@@ -219,10 +231,12 @@ func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		if l.relayKeys[i] == k {
+			l.relayAt[i] = time.Now()
 			return
 		}
 	}
 	l.relayKeys[l.nRelay%maxRelay] = k
+	l.relayAt[l.nRelay%maxRelay] = time.Now()
 	l.nRelay++
 }
 
@@ -242,7 +256,7 @@ func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		r := l.relayKeys[i]
-		if r.fc == k.fc && r.count == k.count && r != k {
+		if r.fc == k.fc && r.count == k.count && r != k && time.Since(l.relayAt[i]) < l.owedFor() {
 			return true
 		}
 	}
@@ -371,33 +385,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	l.cur = s
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
-	reply, err := l.roundTrip(ctx, unit, pdu)
-	var late *share
-	for attempt, tries := start, 0; ; tries++ {
-		if late = l.foreign(s, err); late == nil {
-			break
-		}
-		// another unit's late reply while unit was asked: that unit's
-		// fault, not this one's; the line is quiet before anything else
-		if late.lateSent.IsZero() {
-			// from a unit in good standing: one of its accepted replies
-			// may not have been its answer (another master's frame, a
-			// copy): its read in progress is discarded (device.read)
-			late.untied++
-			late.untiedWhat = "a frame from the unit while another unit was asked"
-		}
-		l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
-		if late.dev != nil {
-			late.dev.replyError(kindWrongUnit)
-		}
-		l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), late, false
-		l.turns.charge(late, time.Since(attempt))
-		if tries == 2 || !isRead(pdu) {
-			break
-		}
-		attempt = time.Now()
-		reply, err = l.roundTrip(ctx, unit, pdu)
-	}
+	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
@@ -424,6 +412,62 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		return nil, err
 	}
 	return append(dst, reply...), nil
+}
+
+// askOwn sends pdu to unit for s and returns the reply. A well-formed
+// frame from another unit of the link (foreign: its late reply; on Modbus
+// TCP relayed by a gateway) is counted against that unit, and a read is
+// sent again, twice at most (review 18 M-1 on Modbus TCP); late is that
+// unit when the last reply was still its frame. start is when the
+// exchange began (the delay charged to the late unit).
+func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, start time.Time) ([]byte, *share, error) {
+	reply, err := l.roundTrip(ctx, unit, pdu)
+	var late *share
+	for attempt, tries := start, 0; ; tries++ {
+		if late = l.foreign(s, err); late == nil {
+			break
+		}
+		// another unit's late reply while unit was asked: that unit's
+		// fault, not this one's; the line is quiet before anything else
+		if late.lateSent.IsZero() {
+			// from a unit in good standing: one of its accepted replies
+			// may not have been its answer (another master's frame, a
+			// copy): its read in progress is discarded (device.read)
+			late.untied++
+			late.untiedWhat = "a frame from the unit while another unit was asked"
+		}
+		if late.dev != nil {
+			late.dev.replyError(kindWrongUnit)
+		}
+		if l.framed() {
+			l.lateReply(late, "frame from this unit while another unit was asked", late.answeredLate())
+			l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), late, false
+		} else {
+			// a gateway relayed the unit's late answer to this request
+			// (review 18 M-1): this request's own answer is owed now
+			l.countSuspect(late)
+			l.log.Debug("modbus late answer of another unit relayed to a request", "unit", late.unit, "device", late.id, "asked_unit", unit)
+			l.relayDoubtOf(unit, pdu)
+		}
+		l.turns.charge(late, time.Since(attempt))
+		if tries == 2 || !isRead(pdu) {
+			break
+		}
+		attempt = time.Now()
+		reply, err = l.roundTrip(ctx, unit, pdu)
+	}
+	return reply, late, err
+}
+
+// askProof is a request of prove: on Modbus TCP another unit's frame
+// relayed to it is that unit's (askOwn); on an RTU or ASCII line it is
+// evidence, returned as the error (roundTrip).
+func (l *link) askProof(ctx context.Context, s *share, unit byte, pdu []byte) ([]byte, error) {
+	if l.framed() {
+		return l.roundTrip(ctx, unit, pdu)
+	}
+	reply, _, err := l.askOwn(ctx, s, unit, pdu, time.Now())
+	return reply, err
 }
 
 // ensure opens the connection if needed. While backing off after failed
@@ -662,10 +706,11 @@ func (l *link) settle(err error) {
 func isRead(pdu []byte) bool { return len(pdu) > 0 && pdu[0] >= 1 && pdu[0] <= 4 }
 
 // foreign returns the device of the link whose unit sent the well-formed
-// frame err reports while s's unit was asked (a late reply of that unit),
-// or nil: another error, not a framed line, or a unit no device reads.
+// frame err reports while s's unit was asked (a late reply of that unit;
+// on Modbus TCP a gateway relaying it with the unit in its MBAP header),
+// or nil: another error, or a unit no device reads.
 func (l *link) foreign(s *share, err error) *share {
-	if err == nil || !l.framed() {
+	if err == nil {
 		return nil // before re, which escapes: no allocation per answer
 	}
 	var re *ReplyError
@@ -737,7 +782,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 			break
 		}
 		tried++
-		_, perr := l.roundTrip(ctx, unit, l.probe)
+		_, perr := l.askProof(ctx, s, unit, l.probe)
 		st := StatusOf(perr)
 		switch _, exc := st.Exception(); {
 		case perr == nil:
@@ -759,21 +804,55 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a read that no read of another length (%d tried, none answered with data) could tie to its request", s.unit, tried)
 	}
 	if tied {
-		reply, err = l.roundTrip(ctx, unit, pdu)
+		reply, err = l.askProof(ctx, s, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
+		}
+		if err == nil && !l.framed() && l.inDoubt(s, unit, pdu) {
+			if reply, err = l.closeProof(ctx, s, unit, pdu, reply); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		reply, l.arrived = s.held, arrived
 	}
 	s.trusted()
 	l.pendingDone(s)
-	if tied {
-		// the connection answers in turn: no late answer is pending
-		// (a write, trusted without a tie, proves nothing of the sort)
-		l.nRelay = 0
-	}
 	return reply, err
+}
+
+// closeProof decides on reply, the answer of unit to read pdu sent again
+// after a read of another shape tied the connection (prove, Modbus TCP),
+// while another request of pdu's shape is still owed its answer
+// (inDoubt): that answer may have been relayed to pdu sent again (review
+// 18 H-1: a converter relays the first frame on its bus to whatever
+// request is outstanding). The read of another shape (l.probe) is sent
+// again and must be answered with its own shape (an answer owed to pdu
+// sent again, relayed to it, fails), then pdu once more, whose answer must
+// be reply's, byte for byte (a converter that drops the frames behind the
+// one it relays lost pdu's own answer: the next one differs, unless the
+// owed answer carried the same bytes). Otherwise the answer is untied and
+// pdu is owed its answer.
+func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply []byte) ([]byte, error) {
+	s.held = append(s.held[:0], reply...)
+	arrived := l.arrived
+	_, perr := l.askProof(ctx, s, unit, l.probe)
+	if perr == nil {
+		reply, perr = l.askProof(ctx, s, unit, pdu)
+	}
+	var failed *linkError
+	switch {
+	case perr == nil && string(reply) == string(s.held):
+		l.arrived = arrived
+		return s.held, nil
+	case errors.As(perr, &failed):
+		return nil, perr // a timeout, the connection lost, canceled
+	default:
+		l.relayDoubtOf(unit, pdu)
+		l.relayDoubt()
+		l.untied(s, "its answer after a read of another length was not the same twice while another request's answer was owed")
+		return nil, linkErr(StatusUntied, "unit %d, in doubt, answered a read differently before and after a read of another length while another request of its shape was owed its answer: a relayed late answer", s.unit)
+	}
 }
 
 // pendingDone ends s's doubt on the line.
