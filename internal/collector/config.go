@@ -143,8 +143,9 @@ type Config struct {
 
 	// ClockShiftTolerance is how far a gateway clock's lead, measured on
 	// a JetStream message as its Smelter-Sent-At header minus its arrival,
-	// may lie ahead or behind before the message's ts_gw and its Modbus
-	// and NMEA reading times are moved by it (ingest.SentAtLead; default
+	// may lie ahead before the message's ts_gw and its Modbus and NMEA
+	// reading times are moved back by it (a lead behind moves nothing;
+	// ingest.SentAtLead; default
 	// 2s, ingest.DefaultClockShiftTolerance; 0: the default; 500ms-24h).
 	// A lead beyond max_future is never applied; so a tolerance at or
 	// above max_future moves nothing, and max_future 0s turns it off with

@@ -471,7 +471,7 @@ func (c *commander) publishPending(ctx context.Context) {
 		return
 	}
 	for _, r := range pend {
-		if _, err := c.audit(ctx, "smelter.v1."+r.Asset+"."+string(kindAudit), r, ""); err != nil {
+		if _, err := c.audit(ctx, telemetry.SubjectPrefix+"."+r.Asset+"."+string(kindAudit), r, ""); err != nil {
 			c.log.Warn("commands: a pending outcome record is still not published", "id", r.ID, "pending", len(pend), "err", err)
 			return
 		}

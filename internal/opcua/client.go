@@ -1195,7 +1195,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 			return fmt.Errorf("opcua: poll read of %d nodes: %w", to-from, err)
 		}
 		c.m.readOK.Inc()
-		now := time.Now()
+		now := c.received()
 		for k, dv := range resp.Results {
 			j, kind := from+k, itemValue
 			if pl.kind != nil {
@@ -1533,10 +1533,11 @@ func (r *runState) vetAhead(ss []sample.Sample) {
 // the time the gateway received the value, and turns a Good value
 // Uncertain with StatusSourceTimeUnsure (review15 F1). The caller counts
 // the status as any other (smelter_opcua_bad_status_total).
+//
+// now is the receive time on the gateway's data clock (Client.received);
+// without a data clock (a session worker) only a time before
+// MinSourceTime is judged here, a time ahead by vetAhead.
 func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) bool {
-	if c.dataNow != nil {
-		now = c.dataNow() // received now on the gateway's data clock
-	}
 	if !src.Before(MinSourceTime) && (c.dataNow == nil || !src.After(now.Add(c.cfg.MaxFuture))) {
 		return false
 	}
@@ -1549,7 +1550,17 @@ func (c *Client) vetTime(s *sample.Sample, src time.Time, now time.Time) bool {
 	return true
 }
 
-// sampleAt is toSample of a value received at now, its time vetted
+// received is the time a value is received, read once per read or
+// Publish answer: on the gateway's data clock, or the wall clock in a
+// session worker (no data clock).
+func (c *Client) received() time.Time {
+	if c.dataNow != nil {
+		return c.dataNow()
+	}
+	return time.Now()
+}
+
+// sampleAt is toSample of a value received at now (Client.received), its time vetted
 // (vetTime).
 func (c *Client) sampleAt(i int, dv *ua.DataValue, now time.Time) sample.Sample {
 	s, _ := c.vetted(i, dv, now)

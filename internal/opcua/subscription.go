@@ -448,7 +448,7 @@ func faultName(st ua.StatusCode) string {
 // have been meant for any of them.
 func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMessage, more bool) error {
 	c := s.c
-	now := time.Now()
+	now, recv := time.Now(), c.received()
 	n := 0
 	for _, eo := range msg.NotificationData {
 		if eo != nil {
@@ -489,7 +489,7 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 				if it.Value != nil && it.Value.ServerTimestamp.After(newest) {
 					newest = it.Value.ServerTimestamp
 				}
-				smp := c.sampleAt(int(it.ClientHandle), it.Value, now)
+				smp := c.sampleAt(int(it.ClientHandle), it.Value, recv)
 				if smp.Status&statusSemanticsChanged != 0 || slices.Contains(changed, smp.Index) {
 					// The node's metadata changed (Part 4, 7.39): its unit
 					// may be another one. Not published until re-read.

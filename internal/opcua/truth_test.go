@@ -199,11 +199,11 @@ func TestSourceTimeJudgedOnTheDataClock(t *testing.T) {
 
 	// in process: the plant clock's own time is credible, beyond it not
 	s := good(plant)
-	if c.vetTime(&s, plant, time.Now()) || s.Quality != telemetry.QualityGood {
+	if c.vetTime(&s, plant, c.received()) || s.Quality != telemetry.QualityGood {
 		t.Errorf("a source time on the data clock judged not credible: %+v", s)
 	}
 	s = good(plant.Add(time.Hour))
-	if !c.vetTime(&s, plant.Add(time.Hour), time.Now()) || s.Status != StatusSourceTimeUnsure || s.TS != plant.UnixMilli() {
+	if !c.vetTime(&s, plant.Add(time.Hour), c.received()) || s.Status != StatusSourceTimeUnsure || s.TS != plant.UnixMilli() {
 		t.Errorf("a source time 1 h ahead of the data clock: %+v, want uncertain at the data clock's now", s)
 	}
 

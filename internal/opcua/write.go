@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
@@ -90,7 +89,7 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	if len(res.Results) != 1 {
 		return bad, fmt.Errorf("opcua: read %s: %d results", n, len(res.Results))
 	}
-	smp := c.sampleAt(idx, res.Results[0], time.Now())
+	smp := c.sampleAt(idx, res.Results[0], c.received())
 	if smp.Quality == telemetry.QualityBad {
 		return smp, &StatusError{Index: idx, Status: ua.StatusCode(smp.Status)}
 	}

@@ -68,7 +68,7 @@ type Option func(*Uplink)
 // (telemetry.SentAtHeader: the publish time in Unix ms). Give it the
 // gateway's data clock, the one that stamps ts_gw and its Modbus and NMEA
 // readings (gateway.Options.Now): the collector measures that clock's lead
-// from the header and moves a fast or slow gateway's times by it
+// from the header and moves a fast gateway's times back by it
 // (docs/collector.md). Nil keeps the default, time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(u *Uplink) {
