@@ -286,6 +286,18 @@ func (r *runState) emitLocked(cyc *sample.Cycle) {
 	r.emitFn(cyc)
 }
 
+// forgetReported makes every point unreported for the heartbeat (lastAt
+// 0): no copy of a point's last value is sent until the point is reported
+// again. After a notification of an unknown client handle, which may have
+// carried any point's change, a later keep-alive confirms nothing about
+// the old values (review17 F2 carried on: before, the first keep-alive
+// after it made the heartbeat repeat the old values good).
+func (r *runState) forgetReported() {
+	r.mu.Lock()
+	clear(r.lastAt)
+	r.mu.Unlock()
+}
+
 // Point kinds (runState.kinds).
 const (
 	kindNumber = 1

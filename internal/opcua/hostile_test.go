@@ -107,8 +107,11 @@ type hostileProxy struct {
 	// unknownHandles: every data-change notification's client handle is
 	// rewritten to one the client never assigned (review17 F2)
 	unknownHandles atomic.Bool
-	rewritten      atomic.Int64 // PublishResponses faulted or rewritten
-	wg             sync.WaitGroup
+	// unknownNext: the next this many PublishResponses that carry data
+	// changes get unknownHandles' rewrite; keep-alives pass as they are
+	unknownNext atomic.Int64
+	rewritten   atomic.Int64 // PublishResponses faulted or rewritten
+	wg          sync.WaitGroup
 }
 
 // badHandle is the client handle unknownHandles puts on notifications.
@@ -116,37 +119,39 @@ const badHandle = 0x7eadbeef
 
 // craftPublish turns an encoded PublishResponse body (type id and message)
 // into a ServiceFault BadTimeout for the same request (fault), or the same
-// response with every notification's client handle set to badHandle.
-func craftPublish(body []byte, fault bool) ([]byte, error) {
+// response with every notification's client handle set to badHandle; data
+// reports whether it held a data-change notification.
+func craftPublish(body []byte, fault bool) (out []byte, data bool, err error) {
 	_, v, err := ua.DecodeService(body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	resp, ok := v.(*ua.PublishResponse)
 	if !ok {
-		return nil, errors.New("not a PublishResponse")
+		return nil, false, errors.New("not a PublishResponse")
 	}
-	var out any = resp
+	var crafted any = resp
 	if fault {
 		h := *resp.ResponseHeader
 		h.ServiceResult = ua.StatusBadTimeout
-		out = &ua.ServiceFault{ResponseHeader: &h}
+		crafted = &ua.ServiceFault{ResponseHeader: &h}
 	} else if msg := resp.NotificationMessage; msg != nil {
 		for _, eo := range msg.NotificationData {
 			if dc, ok := eo.Value.(*ua.DataChangeNotification); eo != nil && ok {
 				for _, it := range dc.MonitoredItems {
 					it.ClientHandle = badHandle
+					data = true
 				}
 			}
 		}
 	}
-	enc, err := ua.Encode(out)
+	enc, err := ua.Encode(crafted)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	id := []byte{0x01, 0x00, 0, 0}
-	binary.LittleEndian.PutUint16(id[2:], ua.ServiceTypeID(out))
-	return append(id, enc...), nil
+	binary.LittleEndian.PutUint16(id[2:], ua.ServiceTypeID(crafted))
+	return append(id, enc...), data, nil
 }
 
 func startHostileProxy(t *testing.T, target string) *hostileProxy {
@@ -226,13 +231,24 @@ func (p *hostileProxy) rewrite(dst io.Writer, src io.Reader) error {
 			fault := p.faultPublish.Load() && p.dropPublish.Load() && publishes > p.passPublish.Load()
 			switch {
 			case fault || p.unknownHandles.Load():
-				body, err := craftPublish(msg[24:], fault)
+				body, _, err := craftPublish(msg[24:], fault)
 				if err != nil {
 					return err
 				}
 				msg = append(msg[:24:24], body...)
 				binary.LittleEndian.PutUint32(msg[4:], uint32(len(msg)))
 				p.rewritten.Add(1)
+			case p.unknownNext.Load() > 0:
+				body, data, err := craftPublish(msg[24:], false)
+				if err != nil {
+					return err
+				}
+				if data {
+					msg = append(msg[:24:24], body...)
+					binary.LittleEndian.PutUint32(msg[4:], uint32(len(msg)))
+					p.unknownNext.Add(-1)
+					p.rewritten.Add(1)
+				}
 			case p.dropPublish.Load() && publishes > p.passPublish.Load():
 				p.dropped.Add(1)
 				continue
@@ -425,5 +441,47 @@ func TestUnknownHandlesConfirmNothing(t *testing.T) {
 	}
 	if lost := rec.countCycles(func(cy sample.Cycle) bool { return cy.Lost }); lost != 0 {
 		t.Fatalf("%d Lost cycles: the server answers", lost)
+	}
+}
+
+// TestUnknownHandleThenKeepAlivesRepeatNothing: one data change of an
+// unchanging server reaches the gateway with a client handle it never
+// assigned (top_gas_co 999 -> the unknown handle), then only keep-alives
+// follow. The discarded notification may have been any point's: no later
+// keep-alive confirms the old values, so the heartbeat repeats neither
+// point good until each is reported again. Before the fix the first
+// keep-alive after it made the heartbeat repeat top_gas_co's old value,
+// good and freshly stamped, while the server's value was 999.
+func TestUnknownHandleThenKeepAlivesRepeatNothing(t *testing.T) {
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	fastTiming(&cfg)
+	cfg.Heartbeat = 100 * time.Millisecond
+	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure", "top_gas_co"))
+	good := func(i int) int {
+		return rec.count(func(s sample.Sample) bool { return s.Index == i && s.Quality == telemetry.QualityGood })
+	}
+	wait.For(t, 20*time.Second, "heartbeat copies of both unchanged points after keep-alives", func() bool {
+		return good(0) >= 4 && good(1) >= 4 && keepAlives(rec) >= 2
+	})
+	unknown := c.m.m.unknownHandles.WithLabelValues("dev-1")
+	p.unknownNext.Store(1)
+	if err := f.Set("bf-2", "top_gas_co", 999, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the notification of the unknown handle counted", func() bool { return testutil.ToFloat64(unknown) >= 1 })
+	pressure, gas, ka := good(0), good(1), keepAlives(rec)
+	wait.For(t, 20*time.Second, "five keep-alives after the unknown handle", func() bool { return keepAlives(rec) >= ka+5 })
+	if n := good(1) - gas; n > 0 {
+		t.Fatalf("%d good copies of top_gas_co's old value after a notification of an unknown handle (the server's value is 999)", n)
+	}
+	if n := good(0) - pressure; n > 0 {
+		t.Fatalf("%d good copies of top_pressure after a notification of an unknown handle", n)
+	}
+	if rec.has(1, telemetry.QualityGood, 999) {
+		t.Fatal("999 published good: it came under a handle the gateway never assigned")
 	}
 }

@@ -444,8 +444,9 @@ func faultName(st ua.StatusCode) string {
 // the rest follows in the next response) and every notification in it is
 // tied to a subscribed point by its client handle.
 // A notification of an unknown handle is discarded and counted; the
-// message then confirms nothing of the other points: the notification may
-// have been meant for any of them.
+// message then confirms nothing of the other points, and no later answer
+// confirms a point until the point is notified again: the notification may
+// have been meant for any of them (runState.forgetReported).
 func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMessage, more bool) error {
 	c := s.c
 	now, recv := time.Now(), c.received()
@@ -515,6 +516,11 @@ func (s *subSession) notifications(ctx context.Context, msg *ua.NotificationMess
 	}
 	c.m.notifications.Add(float64(len(ss)))
 	if unknown > 0 {
+		// The discarded notification may have been any point's change:
+		// no point's last value is repeated until the point is reported
+		// again, not after a later keep-alive or the message that
+		// completes a cycle this one began (MoreNotifications) either.
+		s.r.forgetReported()
 		c.m.m.unknownHandles.WithLabelValues(c.id).Add(float64(unknown))
 		var first uint32
 		for _, eo := range msg.NotificationData {
