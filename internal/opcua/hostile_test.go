@@ -384,6 +384,22 @@ func TestPublishFaultsConfirmNothing(t *testing.T) {
 	wait.For(t, 30*time.Second, "the device's value once Publish is answered", func() bool { return rec.has(0, telemetry.QualityGood, 999) })
 }
 
+// subscribedBehindProxy runs a client subscribed to bf-2's top_pressure
+// (index 0) and top_gas_co (1) through a hostile proxy that forwards Read
+// responses as they are, with fast timing and a 100 ms heartbeat.
+func subscribedBehindProxy(t *testing.T) (*opcuafront.Front, *hostileProxy, *Client, *recorder) {
+	t.Helper()
+	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
+	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
+	p.noCraft.Store(true)
+	cfg := baseConfig(t, f)
+	cfg.Endpoint = p.endpoint()
+	fastTiming(&cfg)
+	cfg.Heartbeat = 100 * time.Millisecond
+	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure", "top_gas_co"))
+	return f, p, c, rec
+}
+
 // TestUnknownHandlesConfirmNothing (review17 F2): top_pressure changes
 // every 20 ms, top_gas_co never. While the handles are right, the complete
 // data-change messages (the server has a change of top_pressure every
@@ -395,14 +411,7 @@ func TestPublishFaultsConfirmNothing(t *testing.T) {
 // confirmed both points: copies of the last value, good and freshly
 // stamped, while the server's value ran on.
 func TestUnknownHandlesConfirmNothing(t *testing.T) {
-	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
-	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
-	p.noCraft.Store(true)
-	cfg := baseConfig(t, f)
-	cfg.Endpoint = p.endpoint()
-	fastTiming(&cfg)
-	cfg.Heartbeat = 100 * time.Millisecond
-	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure", "top_gas_co"))
+	f, p, c, rec := subscribedBehindProxy(t)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -453,14 +462,7 @@ func TestUnknownHandlesConfirmNothing(t *testing.T) {
 // keep-alive after it made the heartbeat repeat top_gas_co's old value,
 // good and freshly stamped, while the server's value was 999.
 func TestUnknownHandleThenKeepAlivesRepeatNothing(t *testing.T) {
-	f := startFront(t, opcuafront.Config{}, opcuafront.Asset{ID: "bf-2", Source: furnace()})
-	p := startHostileProxy(t, strings.TrimPrefix(f.Endpoint(), "opc.tcp://"))
-	p.noCraft.Store(true)
-	cfg := baseConfig(t, f)
-	cfg.Endpoint = p.endpoint()
-	fastTiming(&cfg)
-	cfg.Heartbeat = 100 * time.Millisecond
-	c, rec := run(t, cfg, pointsFor(f, "bf-2", ModeSubscribe, "top_pressure", "top_gas_co"))
+	f, p, c, rec := subscribedBehindProxy(t)
 	good := func(i int) int {
 		return rec.count(func(s sample.Sample) bool { return s.Index == i && s.Quality == telemetry.QualityGood })
 	}
