@@ -130,6 +130,25 @@ func (m *MQTT) Close() error {
 	return s.Close()
 }
 
+// Disconnect closes the connection of the client with id id, as a broker
+// that drops a client does; the client's session stays (it reconnects to
+// it). It reports whether that client was connected. Unlike Restart it
+// leaves the listener running, so clients connecting meanwhile are served.
+func (m *MQTT) Disconnect(id string) bool {
+	m.mu.Lock()
+	s := m.srv
+	m.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	cl, ok := s.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return false
+	}
+	cl.Stop(errors.New("brokers: mqtt: disconnected"))
+	return true
+}
+
 // Restart is Close followed by Start.
 func (m *MQTT) Restart() error {
 	if err := m.Close(); err != nil {

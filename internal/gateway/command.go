@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,43 @@ type commander struct {
 	auditAt   time.Time // when it was checked
 	recheck   bool      // an audit record failed: check the stream again
 	pendingAt time.Time // when pending outcome records were last tried
+	// retainedSeen holds the retained MQTT commands already refused and
+	// audited (sha256 of topic, NUL, payload): the broker delivers a
+	// retained message again at every subscription, so each reconnect
+	// would audit and answer it again (review16 L-1). Cleared when it
+	// reaches maxRetainedSeen.
+	retainedSeen map[[sha256.Size]byte]struct{}
+}
+
+// maxRetainedSeen bounds commander.retainedSeen: past it the set starts
+// over and each retained command is refused and audited once more.
+const maxRetainedSeen = 4096
+
+// auditUnavailable begins the reason of a command refused unaudited.
+const auditUnavailable = "audit unavailable"
+
+// retainedRefusal is the reason a retained MQTT command is refused.
+const retainedRefusal = "a retained MQTT message is not a command: commands are never stored for later (publish with retain false)"
+
+// retainedAgain reports whether the retained MQTT message data on topic
+// was already refused and audited by this process; audited marks it so.
+func (c *commander) retainedAgain(topic string, data []byte, audited bool) bool {
+	h := sha256.New()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write(data)
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	if _, ok := c.retainedSeen[k]; ok {
+		return true
+	}
+	if audited {
+		if c.retainedSeen == nil || len(c.retainedSeen) >= maxRetainedSeen {
+			c.retainedSeen = map[[sha256.Size]byte]struct{}{}
+		}
+		c.retainedSeen[k] = struct{}{}
+	}
+	return false
 }
 
 func newCommander(g *Gateway, up conner, mq mirror) (*commander, error) {
@@ -248,9 +286,21 @@ func (c *commander) Run(ctx context.Context) error {
 			} else {
 				refuse := ""
 				if m.retained {
-					refuse = "a retained MQTT message is not a command: commands are never stored for later (publish with retain false)"
+					if c.retainedAgain(m.topic, m.data, false) {
+						// refused, audited and answered when first
+						// delivered: counted, not again
+						c.m.retainedRepeats.Inc()
+						continue
+					}
+					refuse = retainedRefusal
 				}
 				res = c.handle(ctx, telemetry.SubjectFromTopic(m.topic), m.data, refuse)
+				if m.retained && !strings.HasPrefix(res.Reason, auditUnavailable) {
+					// audited (refused as retained, or earlier: not a
+					// command at all); one refused unaudited is tried
+					// again at the next delivery
+					c.retainedAgain(m.topic, m.data, true)
+				}
 			}
 			data := encodeResult(res)
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
@@ -387,7 +437,7 @@ func (c *commander) result(subject string, now time.Time) command.Result {
 func (c *commander) received(ctx context.Context, subject string, res command.Result, why string) (string, *command.Result) {
 	if c.auditErr != nil {
 		c.log.Warn("command refused unaudited: the audit stream is unusable", "id", res.ID, "asset", res.Asset, "signal", res.Signal)
-		r := c.reject(res, "audit unavailable, nothing done: %v", c.auditErr)
+		r := c.reject(res, auditUnavailable+", nothing done: %v", c.auditErr)
 		return "", &r
 	}
 	auditSubj := strings.TrimSuffix(subject, "."+string(kindCommand)) + "." + string(kindAudit)
@@ -397,7 +447,7 @@ func (c *commander) received(ctx context.Context, subject string, res command.Re
 	if _, err := c.audit(ctx, auditSubj, first, ""); err != nil {
 		c.m.auditFailures.WithLabelValues("received").Inc()
 		c.recheck = true // the stream may be gone (a server lost its store): check it at the next tick
-		r := c.reject(res, "audit unavailable, nothing done: %v", err)
+		r := c.reject(res, auditUnavailable+", nothing done: %v", err)
 		return "", &r
 	}
 	return auditSubj, nil
@@ -714,7 +764,7 @@ func (c *commander) execute(ctx context.Context, cmd *command.Command, res comma
 	dup, err := c.audit(ctx, auditSubj, acc, claimID(acc))
 	if err != nil {
 		c.m.auditFailures.WithLabelValues("accepted").Inc()
-		return c.refuse(res, "audit unavailable, nothing written: %v", err), false
+		return c.refuse(res, auditUnavailable+", nothing written: %v", err), false
 	}
 	if dup {
 		// the audit stream already holds an "accepted" record of this id
@@ -901,6 +951,9 @@ type commandMetrics struct {
 	auditFailures *prometheus.CounterVec // record
 	pending       prometheus.Gauge
 	conflicts     prometheus.Counter
+	// retainedRepeats: retained MQTT commands delivered again (a
+	// reconnect) after their refusal was audited
+	retainedRepeats prometheus.Counter
 }
 
 // Command results, the label of smelter_gateway_commands_total.
@@ -927,6 +980,8 @@ func (mx *Metrics) commandMetrics() *commandMetrics {
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_command_conflicts_total",
 			Help: "Commands refused because the audit stream already held another acceptance of their id for the asset: " +
 				"the asset is configured on two gateways (docs/commands.md, \"One gateway per asset\")."}),
+		retainedRepeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_gateway_command_retained_repeats_total",
+			Help: "Retained MQTT commands the broker delivered again (at a reconnect) after this process refused and audited them: dropped, neither audited nor answered again."}),
 	}
 	for _, r := range commandResults {
 		m.results.WithLabelValues(r)
@@ -934,7 +989,7 @@ func (mx *Metrics) commandMetrics() *commandMetrics {
 	for _, r := range []string{"received", "accepted", "outcome"} {
 		m.auditFailures.WithLabelValues(r)
 	}
-	mx.reg.MustRegister(m.received, m.results, m.auditFailures, m.pending, m.conflicts)
+	mx.reg.MustRegister(m.received, m.results, m.auditFailures, m.pending, m.conflicts, m.retainedRepeats)
 	mx.cmd = m
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/command"
@@ -729,5 +731,91 @@ func TestDuplicateMustMatchAsset(t *testing.T) {
 	}
 	if n := r.bank.Writes() - writes; n != 0 {
 		t.Errorf("%d writes", n)
+	}
+}
+
+// TestRetainedCommandRefusedOnce (review16 L-1): a signed command left
+// retained on the mirror topic is refused, audited and answered once; the
+// broker delivers it again at every reconnect (here: the broker drops the
+// gateway's connection twice), and those deliveries are counted and
+// dropped, not audited or answered again. Before, each reconnect audited
+// another refusal and published another result.
+func TestRetainedCommandRefusedOnce(t *testing.T) {
+	r, mq := newMirrorRig(t)
+	var mu sync.Mutex
+	var got []command.Result
+	const topic = "smelter/v1/plant1/generic/sp-1/cmd"
+	cl := resultsClient(t, mq.URL(), "retained-test", topic, func(res command.Result) {
+		mu.Lock()
+		got = append(got, res)
+		mu.Unlock()
+	})
+	refusals := func() (retained, unaudited int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, res := range got {
+			switch {
+			case strings.Contains(res.Reason, "retained MQTT message is not a command"):
+				retained++
+			case strings.HasPrefix(res.Reason, "audit unavailable"):
+				unaudited++
+			}
+		}
+		return retained, unaudited
+	}
+	kept, err := json.Marshal(r.signed(t, r.cmd("mq-kept", "generic.sp-1", "pressure_setpoint", command.Num(0.75), "MPa")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := cl.Publish(topic, 1, true, kept); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("retained publish: %v", tok.Error())
+	}
+	before := r.bank.Writes()
+	g := runGateway(t, r.cfg)
+	r.waitListening(t)
+	// the first delivery may come before the audit stream is usable
+	// (refused unaudited, tried again at the next delivery): drop the
+	// gateway's connection after each such refusal until the refusal as
+	// retained is audited and answered
+	kicked := 0
+	wait.For(t, 60*time.Second, "the retained command refused as retained", func() bool {
+		n, un := refusals()
+		if n > 0 {
+			return true
+		}
+		if un > kicked && mq.Disconnect("gw-cmd") {
+			kicked = un
+		}
+		return false
+	})
+	repeats := func() float64 {
+		if g.mx.cmd == nil {
+			return 0
+		}
+		return testutil.ToFloat64(g.mx.cmd.retainedRepeats)
+	}
+	for i := 1; i <= 2; i++ {
+		wait.For(t, 10*time.Second, "the gateway's MQTT connection dropped", func() bool { return mq.Disconnect("gw-cmd") })
+		wait.For(t, 30*time.Second, "the retained command delivered again after the reconnect", func() bool { return repeats() >= float64(i) })
+	}
+	// a later command's result is proof the gateway answers on the
+	// topic: by then a second answer to the retained one would be here
+	fresh, err := json.Marshal(r.signed(t, r.cmd("mq-fresh", "generic.sp-1", "pressure_setpoint", command.Num(0.71), "MPa")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the result of a fresh command", func() bool {
+		if tok := cl.Publish(topic, 1, false, fresh); !tok.WaitTimeout(time.Second) {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.ContainsFunc(got, func(res command.Result) bool { return res.ID == "mq-fresh" })
+	})
+	if n, _ := refusals(); n != 1 {
+		t.Fatalf("%d results refusing the retained command as retained, want 1 (the broker delivered it %v times more)", n, repeats())
+	}
+	if n := r.bank.Writes() - before; n != 1 {
+		t.Fatalf("%d writes, want 1 (the fresh command's)", n)
 	}
 }
