@@ -222,6 +222,13 @@ func silent(err error) bool {
 		StatusOf(err).TargetSilent()
 }
 
+// aborts reports whether err ends a read: the rest of its requests fail
+// the same way at once (silent), except after a held answer discarded for
+// a second reply in its window (errHeardTwice): the unit spoke, its other
+// requests are sent (review 18 L-1: else the read's later points were only
+// ever read in the reads where the late request fell on them).
+func aborts(err error) bool { return silent(err) && !errors.Is(err, errHeardTwice) }
+
 // answered reports whether err is the device's own answer: nil (data) or an
 // exception other than a gateway's 10 or 11.
 func answered(err error) bool {
@@ -311,7 +318,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 				stamp(out, r.points, g.at)
 			}
 			note(err)
-			if silent(err) {
+			if aborts(err) {
 				abort = err
 			}
 		}
@@ -361,7 +368,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		default:
 			out[i] = bad(StatusOf(err))
 			note(err)
-			if silent(err) {
+			if aborts(err) {
 				abort = err
 			}
 		}

@@ -1115,7 +1115,7 @@ func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 			l.discard(n)
 			l.lastRx = time.Now()
 			l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
-			return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
+			return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded: %w", s.unit, l.timeout+l.silence, errHeardTwice)
 		}
 		if err != nil {
 			if le := l.readFailure(ctx, err); le != nil {
@@ -1127,6 +1127,12 @@ func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 		}
 	}
 }
+
+// errHeardTwice is in the error of a held answer discarded because a
+// second reply came in its window (confirm): the unit is not silent, so
+// the rest of its read goes on (device.aborts), each answer proven as
+// usual (review 18 L-1).
+var errHeardTwice = errors.New("two replies to one request")
 
 // wakeFn returns a function that ends the wait on the link's port in
 // flight (its deadline set in the past): turns.watch calls it when a unit
