@@ -16,7 +16,8 @@ import (
 // line (a converter that forwards its serial side in order), unit 2's
 // every reply is followed by 4 bytes that are no frame (a transceiver's
 // glitch), at once or a little later, so that they reach the gateway
-// ahead of unit 1's next answer. Before, unit 1's reply read started with
+// ahead of unit 1's next answer (or the start of a frame of unit 1 whose
+// byte count runs past that answer). Before, unit 1's reply read started with
 // them: a checksum error against unit 1, about half its reads bad. Now
 // the bytes are the trail of unit 2's frame: counted against unit 2
 // (smelter_modbus_noise_total, suspect replies; unit 2's read discarded,
@@ -24,14 +25,25 @@ import (
 // on the quiet line: unit 1 reads good every time, right, with no error
 // counted. Unit 2 is never published good with a wrong value.
 func TestNoiseAfterAnotherUnitsReply(t *testing.T) {
-	for _, after := range []time.Duration{0, 2 * time.Millisecond, 20 * time.Millisecond} {
-		t.Run(fmt.Sprintf("noise %v after", after), func(t *testing.T) {
+	for _, tc := range []struct {
+		noise []byte
+		after time.Duration
+	}{
+		{[]byte{0x00, 0xff, 0x7e, 0x00}, 0},
+		{[]byte{0x00, 0xff, 0x7e, 0x00}, 2 * time.Millisecond},
+		{[]byte{0x00, 0xff, 0x7e, 0x00}, 20 * time.Millisecond},
+		// the start of a frame of unit 1 whose byte count runs past its
+		// answer: the reader waits for the timeout, then finds the answer
+		{[]byte{0x01, 0x03, 0xf0}, 2 * time.Millisecond},
+	} {
+		after := tc.after
+		t.Run(fmt.Sprintf("% x %v after", tc.noise, after), func(t *testing.T) {
 			bank := modbustest.NewBank()
 			fillBank(bank)
 			line := startRTULineTrail(t, bank, func(uint8, int) time.Duration { return 0 },
 				func(unit uint8, _ int) ([]byte, time.Duration) {
 					if unit == 2 {
-						return []byte{0x00, 0xff, 0x7e, 0x00}, after
+						return tc.noise, after
 					}
 					return nil, 0
 				})
