@@ -90,6 +90,10 @@ func (p *Pool) device(id string, cfg Config) *device {
 	// its replies that cannot be tied to a request, at 0 from the start
 	// (countSuspect finds the child)
 	p.m.suspect.WithLabelValues(l.key, id)
+	if cfg.Transport == RTU || cfg.Transport == RTUOverTCP {
+		// the noise that followed its replies (link.noiseAhead), at 0 too
+		p.m.noise.WithLabelValues(l.key, id)
+	}
 	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 

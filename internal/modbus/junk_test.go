@@ -56,6 +56,11 @@ func TestNoiseAfterAnotherUnitsReply(t *testing.T) {
 				{"healthy", 1, iv, []uint16{0, 1, 2, 3}, short},
 				{"noisy", 2, iv, []uint16{10, 11, 12, 13}, short},
 			})
+			for _, dev := range []string{"healthy", "noisy"} {
+				if _, n := metricSeries(t, reg, "smelter_modbus_noise_total", func(l map[string]string) bool { return l["device"] == dev }); n == 0 {
+					t.Errorf("no noise series of %s at the start", dev)
+				}
+			}
 			noise := func(dev string) float64 {
 				return metricValue(t, reg, "smelter_modbus_noise_total", func(l map[string]string) bool { return l["device"] == dev })
 			}
