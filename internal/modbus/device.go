@@ -90,6 +90,10 @@ func (p *Pool) device(id string, cfg Config) *device {
 	// its replies that cannot be tied to a request, at 0 from the start
 	// (countSuspect finds the child)
 	p.m.suspect.WithLabelValues(l.key, id)
+	if cfg.Transport == RTU || cfg.Transport == RTUOverTCP {
+		// the noise that followed its replies (link.noiseAhead), at 0 too
+		p.m.noise.WithLabelValues(l.key, id)
+	}
 	return &device{id: id, cfg: cfg, link: l, share: l.turns.joinUnit(id, cfg.UnitID, m), log: p.log.With("device", id), m: m}
 }
 
@@ -222,6 +226,13 @@ func silent(err error) bool {
 		StatusOf(err).TargetSilent()
 }
 
+// aborts reports whether err ends a read: the rest of its requests fail
+// the same way at once (silent), except after a held answer discarded for
+// a second reply in its window (errHeardTwice): the unit spoke, its other
+// requests are sent (review 18 L-1: else the read's later points were only
+// ever read in the reads where the late request fell on them).
+func aborts(err error) bool { return silent(err) && !errors.Is(err, errHeardTwice) }
+
 // answered reports whether err is the device's own answer: nil (data) or an
 // exception other than a gateway's 10 or 11.
 func answered(err error) bool {
@@ -311,7 +322,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 				stamp(out, r.points, g.at)
 			}
 			note(err)
-			if silent(err) {
+			if aborts(err) {
 				abort = err
 			}
 		}
@@ -361,7 +372,7 @@ func (d *device) read(ctx context.Context, g *groupState, out []sample.Sample) c
 		default:
 			out[i] = bad(StatusOf(err))
 			note(err)
-			if silent(err) {
+			if aborts(err) {
 				abort = err
 			}
 		}

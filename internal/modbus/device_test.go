@@ -617,11 +617,20 @@ func TestPoolClose(t *testing.T) {
 
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, match func(map[string]string) bool) float64 {
 	t.Helper()
+	sum, _ := metricSeries(t, reg, name, match)
+	return sum
+}
+
+// metricSeries returns the sum of reg's series of name whose labels match,
+// and how many there are.
+func metricSeries(t *testing.T, reg *prometheus.Registry, name string, match func(map[string]string) bool) (float64, int) {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sum float64
+	n := 0
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -634,6 +643,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, match func
 			if !match(labels) {
 				continue
 			}
+			n++
 			switch {
 			case m.Counter != nil:
 				sum += m.Counter.GetValue()
@@ -642,7 +652,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, match func
 			}
 		}
 	}
-	return sum
+	return sum, n
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/backoff"
+	"github.com/smelterio/smelter/internal/modbus/checksum"
 )
 
 // port is an open connection: a TCP socket or a serial line opened
@@ -88,6 +89,10 @@ const quietLimit = 10
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
 //     device's read is discarded (StatusUntied) and the unit is pending.
+//   - on RTU, bytes that are no frame ahead of the asked unit's
+//     well-formed answer (resync) trail the frame received before them:
+//     evidence against its answer (noiseAhead); the asked unit's answer
+//     is discarded and asked for again on the quiet line, it is not blamed.
 //   - while a unit in doubt holds an answer to a read with a probe, it
 //     lends the link to other units' turns for the window (confirm,
 //     lendTurns, turns.lend): only the asked unit's answer is accepted in
@@ -112,6 +117,7 @@ type link struct {
 	discarded prometheus.Counter
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
+	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
 
 	turns     turns
 	connected atomic.Bool
@@ -142,6 +148,16 @@ type link struct {
 	cur, last   *share    // the device of the current exchange, and of the one before
 	doubt       *share    // the device whose exchange left the line in doubt: it pays for the silence wait
 	buf         [maxADU]byte
+	// RTU lines (review 18 M-2): frameOf is the device whose answer (its
+	// request sent at frameSent) is the last thing received on the line,
+	// nil once the line has been silent for silence since (prepare), or a
+	// connection is opened; noisy is the number of bytes that are no frame
+	// found ahead of the asked unit's well-formed answer in the last
+	// roundTrip (resync), 0 when none; noiseOf, noiseSent are frameOf and
+	// frameSent when that request was sent: the frame the bytes trailed
+	frameOf, noiseOf     *share
+	frameSent, noiseSent time.Time
+	noisy                int
 	// Modbus TCP reads what is available into rx (one read per reply as
 	// a rule) and frames from it. Bytes after the reply stay in rx:
 	// prepare discards and counts them with the socket's.
@@ -424,8 +440,23 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 	reply, err := l.roundTrip(ctx, unit, pdu)
 	var late *share
 	for attempt, tries := start, 0; ; tries++ {
-		if late = l.foreign(s, err); late == nil {
+		if late = l.foreign(s, err); late == nil && l.noisy == 0 {
 			break
+		}
+		if late == nil {
+			// bytes that are no frame ahead of the asked unit's answer
+			// (review 18 M-2): the trail of the frame before it, not the
+			// asked unit's fault; its answer is not taken (never guess)
+			// but asked for again on the quiet line
+			if by := l.noiseAhead(s); by != nil {
+				l.turns.charge(by, time.Since(attempt))
+			}
+			if tries == 2 || !isRead(pdu) {
+				break
+			}
+			attempt = time.Now()
+			reply, err = l.roundTrip(ctx, unit, pdu)
+			continue
 		}
 		// another unit's late reply while unit was asked: that unit's
 		// fault, not this one's; the line is quiet before anything else
@@ -521,6 +552,7 @@ func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 	l.lastRx = time.Now().Add(l.timeout)
 	l.quiet = l.framed()
 	l.doubt = nil // nobody's exchange: the device that connects waits
+	l.frameOf = nil
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
 	l.accepted = false
@@ -855,6 +887,88 @@ func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply [
 	}
 }
 
+// unframed reports whether err is a reply that is no frame: a checksum
+// that does not hold, an unknown function code, a frame cut short (an
+// RTU reply's length comes from its first bytes: noise ahead of it makes
+// the reader take the wrong length). A well-formed frame that does not
+// answer (another unit, function or byte count) is not: it is judged as
+// such (foreign, untied).
+func unframed(err error) bool {
+	st := StatusOf(err)
+	return st == StatusChecksum || st == StatusFraming || st == StatusTimeout
+}
+
+// resync looks, after an RTU reply that is no frame (unframed), for the
+// asked unit's well-formed answer (unit, function or its exception, byte
+// count, CRC) behind bytes that are no frame, reading what else arrives
+// until the request's deadline (set by roundTrip) while it has not found
+// it. It returns the number of bytes ahead of that answer, 0 when there is
+// none: the reply stands as it was (the asked unit's broken reply). Every
+// byte received is in l.buf[:l.got].
+func (l *link) resync(want expect) int {
+	for {
+		if k := answerAt(l.buf[:l.got], want); k > 0 {
+			return k
+		}
+		if l.got == len(l.buf) {
+			return 0
+		}
+		n, err := l.p.Read(l.buf[l.got:])
+		l.got += n
+		if err != nil && n == 0 {
+			return answerAt(l.buf[:l.got], want)
+		}
+	}
+}
+
+// answerAt returns the offset (> 0) of the first well-formed RTU frame in
+// b that answers want (data or an exception), 0 when there is none.
+func answerAt(b []byte, want expect) int {
+	for k := 1; k+5 <= len(b); k++ {
+		if b[k] != want.unit {
+			continue
+		}
+		n, err := replyLen(b[k+1], b[k+2])
+		if err != nil || k+n+2 > len(b) {
+			continue
+		}
+		f := b[k : k+n+2]
+		if binary.LittleEndian.Uint16(f[n:]) != checksum.CRC16(f[:n]) {
+			continue
+		}
+		if _, err := checkReply(f[:n], want); answeredErr(err) {
+			return k
+		}
+	}
+	return 0
+}
+
+// noiseAhead handles bytes that are no frame found ahead of s's unit's
+// well-formed answer (resync, review 18 M-2): on a converter they came off
+// the line before that answer, so they trail the frame received before
+// (frameOf when the request was sent: another unit's answer, or s's own
+// earlier one), not the answer. They are evidence against that frame's
+// answer as any bytes after an accepted reply are (untied: its read in
+// progress discarded, it is in doubt; when it lent the line, lentSeen
+// says so already), counted in smelter_modbus_noise_total against its
+// device ("" when no frame preceded them) and discarded with the answer,
+// which is not taken: the line must fall silent (the wait charged to that
+// device) and the read is sent again. s is not blamed. It returns that
+// device (nil when none).
+func (l *link) noiseAhead(s *share) *share {
+	by, sent, n := l.noiseOf, l.noiseSent, l.noisy
+	l.noisy = 0
+	l.discard(l.got)
+	l.countBy(&l.noise, l.m.noise, by)
+	if by != nil && by != l.lentFor {
+		l.untiedAt(by, sent, fmt.Sprintf("%d bytes that are no frame after its accepted reply, ahead of unit %d's answer", n, s.unit))
+	} else {
+		l.log.Debug("modbus bytes that are no frame ahead of an answer: the request sent again", "unit", s.unit, "device", s.id, "bytes", n)
+	}
+	l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), by, false
+	return by
+}
+
 // pendingDone ends s's doubt on the line.
 func (l *link) pendingDone(s *share) {
 	if l.pending == s {
@@ -1001,7 +1115,7 @@ func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 			l.discard(n)
 			l.lastRx = time.Now()
 			l.lateReply(s, "second reply after an accepted one: the first was a late reply", after)
-			return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded", s.unit, l.timeout+l.silence)
+			return linkErr(StatusTimeout, "unit %d answered later than timeout + silence (%v): its replies discarded: %w", s.unit, l.timeout+l.silence, errHeardTwice)
 		}
 		if err != nil {
 			if le := l.readFailure(ctx, err); le != nil {
@@ -1013,6 +1127,12 @@ func (l *link) confirm(ctx context.Context, s *share, lend bool) error {
 		}
 	}
 }
+
+// errHeardTwice is in the error of a held answer discarded because a
+// second reply came in its window (confirm): the unit is not silent, so
+// the rest of its read goes on (device.aborts), each answer proven as
+// usual (review 18 L-1).
+var errHeardTwice = errors.New("two replies to one request")
 
 // wakeFn returns a function that ends the wait on the link's port in
 // flight (its deadline set in the past): turns.watch calls it when a unit
@@ -1112,9 +1232,22 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	want := expectFor(unit, pdu)
 	want.tid = l.tid
 	l.got = 0
+	l.noisy, l.noiseOf, l.noiseSent = 0, l.frameOf, l.frameSent
 	l.sentAt = time.Now()
 	reply, err := l.exchangeFrames(ctx, p, want)
+	if err != nil && l.got > 0 && (l.transport == RTU || l.transport == RTUOverTCP) && unframed(err) {
+		if k := l.resync(want); k > 0 {
+			l.noisy = k
+			err = malformed(fmt.Sprintf("%d bytes that are no frame ahead of the answer", k))
+		}
+	}
 	l.lastRx = time.Now()
+	switch {
+	case answeredErr(err):
+		l.frameOf, l.frameSent = l.cur, l.sentAt
+	case l.got > 0:
+		l.frameOf = nil
+	}
 	if l.lentFor != nil && l.got > 0 && !answeredErr(err) && l.lentSeen == "" {
 		l.lentSeen = err.Error() // not the asked unit's answer: evidence (lendWindow)
 	}
@@ -1237,6 +1370,7 @@ func (l *link) prepare(ctx context.Context) error {
 			return err
 		}
 		l.quiet, l.doubt, l.afterTO = false, nil, false
+		l.frameOf = nil // silent since: bytes now trail no frame
 	}
 	if l.transport == RTU {
 		if gap := t35(l.serial.Baud) - time.Since(l.lastRx); gap > 0 {
@@ -1444,10 +1578,14 @@ func (l *link) suspectReply(n int) {
 // suspect reply and warned about (once a minute per device), and s is in
 // doubt as after a timeout: the line must fall silent before the next
 // request and s's next answer is held (confirm).
-func (l *link) untied(s *share, what string) {
+func (l *link) untied(s *share, what string) { l.untiedAt(s, l.sentAt, what) }
+
+// untiedAt is untied for evidence against the answer to s's request sent
+// at sent.
+func (l *link) untiedAt(s *share, sent time.Time, what string) {
 	s.untied++
 	s.untiedWhat = what
-	s.timedOut(l.sentAt)
+	s.timedOut(sent)
 	if l.framed() {
 		l.pending = s
 		l.quiet, l.lastRx = true, time.Now()
@@ -1579,18 +1717,22 @@ func (l *link) readFailure(ctx context.Context, err error) *linkError {
 	return nil
 }
 
-func (l *link) countSuspect(s *share) {
+func (l *link) countSuspect(s *share) { l.countBy(&l.suspect, l.m.suspect, s) }
+
+// countBy counts one in the connection's child of vec for s's device
+// (nil: ""), kept in *m once created.
+func (l *link) countBy(m *map[string]prometheus.Counter, vec *prometheus.CounterVec, s *share) {
 	id := ""
 	if s != nil {
 		id = s.id
 	}
-	c, ok := l.suspect[id]
+	c, ok := (*m)[id]
 	if !ok {
-		if l.suspect == nil {
-			l.suspect = map[string]prometheus.Counter{}
+		if *m == nil {
+			*m = map[string]prometheus.Counter{}
 		}
-		c = l.m.suspect.WithLabelValues(l.key, id)
-		l.suspect[id] = c
+		c = vec.WithLabelValues(l.key, id)
+		(*m)[id] = c
 	}
 	c.Inc()
 }

@@ -16,7 +16,8 @@ type Metrics struct {
 	quarantined *prometheus.GaugeVec     // device
 	connUp      *prometheus.GaugeVec     // connection
 	discarded   *prometheus.CounterVec   // connection
-	suspect     *prometheus.CounterVec   // connection
+	suspect     *prometheus.CounterVec   // connection, device
+	noise       *prometheus.CounterVec   // connection, device
 	reopened    *prometheus.CounterVec   // connection
 }
 
@@ -61,6 +62,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_modbus_suspect_replies_total",
 			Help: "Replies on a connection that cannot be tied to their request, discarded, by the device that sent them (\"\" when unknown): on RTU or ASCII a reply later than timeout + silence (another unit's frame while a unit was asked, bytes on the line after a unit's timeout, a second reply after an accepted one: raise silence; a second frame after an accepted reply or a reply with another function or byte count: another master, an echoing link or a unit one request behind, the read discarded); on Modbus TCP a duplicate of an answered transaction or a frame out of turn.",
 		}, []string{"connection", "device"}),
+		noise: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_noise_total",
+			Help: "Runs of bytes that are no frame (line noise, a transceiver's glitch) found on an RTU line ahead of the asked unit's well-formed answer, by the device whose reply they followed (\"\" when none did): the answer was discarded and the request sent again on a quiet line, the asked device not blamed. The bytes are also counted in smelter_modbus_discarded_bytes_total.",
+		}, []string{"connection", "device"}),
 		reopened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_reconnects_total",
 			Help: "Modbus TCP connections reopened after a reply that left the stream in doubt (wrong transaction id, unit, function, length, malformed, timeout); logged at debug level only.",
@@ -68,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded,
-			m.suspect, m.reopened)
+			m.suspect, m.noise, m.reopened)
 	}
 	return m
 }

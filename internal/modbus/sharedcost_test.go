@@ -25,6 +25,9 @@ type rtuLine struct {
 	Addr string
 	bank *modbustest.Bank
 	late func(unit uint8, n int) time.Duration
+	// trail gives the bytes the line carries after the unit's n-th reply
+	// (noise, a turnaround glitch) and how long after it (nil: none)
+	trail func(unit uint8, n int) ([]byte, time.Duration)
 
 	mu   sync.Mutex
 	seen map[uint8]int
@@ -32,11 +35,18 @@ type rtuLine struct {
 
 func startRTULine(t *testing.T, bank *modbustest.Bank, late func(unit uint8, n int) time.Duration) *rtuLine {
 	t.Helper()
+	return startRTULineTrail(t, bank, late, nil)
+}
+
+// startRTULineTrail is startRTULine whose units' replies may be followed
+// by bytes (trail).
+func startRTULineTrail(t *testing.T, bank *modbustest.Bank, late func(unit uint8, n int) time.Duration, trail func(unit uint8, n int) ([]byte, time.Duration)) *rtuLine {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &rtuLine{Addr: ln.Addr().String(), bank: bank, late: late, seen: map[uint8]int{}}
+	l := &rtuLine{Addr: ln.Addr().String(), bank: bank, late: late, trail: trail, seen: map[uint8]int{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -82,19 +92,61 @@ func (l *rtuLine) serve(ctx context.Context, c net.Conn, wg *sync.WaitGroup) {
 		l.mu.Unlock()
 		out := modbustest.EncodeRTU(unit, modbustest.ReadReply(l.bank, tbl, addr, qty))
 		d := l.late(unit, n)
+		var junk []byte
+		var after time.Duration
+		if l.trail != nil {
+			junk, after = l.trail(unit, n)
+		}
+		if len(junk) > 0 && after == 0 {
+			out = append(out, junk...)
+			junk = nil
+		}
 		if d == 0 {
+			// in the line's order: the bytes come before the next request's answer
 			write(out)
+			if len(junk) > 0 {
+				if !pause(ctx, after) {
+					return
+				}
+				write(junk)
+			}
 			continue
 		}
 		wg.Go(func() {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				write(out)
-			case <-ctx.Done():
+			for _, step := range []struct {
+				d time.Duration
+				b []byte
+			}{{d, out}, {after, junk}} {
+				if len(step.b) == 0 {
+					continue
+				}
+				if !pause(ctx, step.d) {
+					return
+				}
+				write(step.b)
 			}
 		})
+	}
+}
+
+// fastLine is the tests' short timeout (100 ms) and silence (50 ms).
+func fastLine(c *Config) {
+	c.Timeout = 100 * time.Millisecond
+	c.Silence = 50 * time.Millisecond
+}
+
+// pause waits d (a device's own delay), false when ctx ends first.
+func pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -130,10 +182,7 @@ func TestSharedLineLateUnitCost(t *testing.T) {
 			})
 			pool := NewPool(nil, nil)
 			t.Cleanup(func() { _ = pool.Close() })
-			short := func(c *Config) {
-				c.Timeout = 100 * time.Millisecond
-				c.Silence = 50 * time.Millisecond
-			}
+			short := fastLine
 			iv := 200 * time.Millisecond
 			recs, stop := sharedUnits(t, pool, RTUOverTCP, line.Addr, []sharedUnit{
 				{"late", 1, iv, []uint16{0, 1, 2, 3}, short},
