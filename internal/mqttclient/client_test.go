@@ -454,6 +454,11 @@ func TestBadIncomingPacketClosesConnection(t *testing.T) {
 		{"qos 3", []byte{typePublish<<4 | 6, 3, 0, 1, 'a'}, ErrMalformed},
 		{"remaining length of 5 bytes", []byte{typePublish << 4, 0xff, 0xff, 0xff, 0xff, 0x7f}, ErrMalformed},
 		{"pubrel", []byte{typePubrel<<4 | 2, 2, 0, 1}, ErrMalformed},
+		// a broker that shuts down or drops the client (mochi, MQTT 5
+		// brokers): closed on purpose, not malformed
+		{"disconnect", []byte{typeDisconnect << 4, 0}, ErrBrokerDisconnect},
+		{"disconnect with an MQTT 5 reason code", []byte{typeDisconnect << 4, 1, 0x8b}, ErrBrokerDisconnect},
+		{"disconnect with flags", []byte{typeDisconnect<<4 | 1, 0}, ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url := fakeBroker(t, func(c net.Conn, r *bufio.Reader) {
@@ -470,6 +475,9 @@ func TestBadIncomingPacketClosesConnection(t *testing.T) {
 			}
 			if !errors.Is(cn.Err(), tc.want) {
 				t.Fatalf("err = %v, want %v", cn.Err(), tc.want)
+			}
+			if errors.Is(tc.want, ErrBrokerDisconnect) && errors.Is(cn.Err(), ErrMalformed) {
+				t.Fatalf("err = %v: a DISCONNECT is not malformed", cn.Err())
 			}
 		})
 	}

@@ -35,6 +35,12 @@ const maxRemaining = 268435455
 // reserved flag set, an unexpected packet type). The connection is closed.
 var ErrMalformed = errors.New("malformed packet")
 
+// ErrBrokerDisconnect is the connection's error when the broker sent a
+// DISCONNECT (a server may not in MQTT 3.1.1, but brokers that also speak
+// MQTT 5 do when they shut down or drop a client): the broker closed the
+// connection on purpose, not a malformed packet. The connection is closed.
+var ErrBrokerDisconnect = errors.New("the broker sent DISCONNECT")
+
 // ErrTooLarge is wrapped by the error about a packet from the broker larger
 // than Options.MaxPacketSize. The connection is closed.
 var ErrTooLarge = errors.New("packet exceeds the maximum packet size")
@@ -238,6 +244,15 @@ func (p packet) check() error {
 		if _, err := parsePublish(p); err != nil {
 			return err
 		}
+	case typeDisconnect:
+		// an MQTT 5 DISCONNECT may carry a reason code and properties
+		if flags != 0 {
+			return fmt.Errorf("%w: DISCONNECT flags %#x", ErrMalformed, flags)
+		}
+		if len(p.body) > 0 {
+			return fmt.Errorf("%w (MQTT 5 reason code %#02x)", ErrBrokerDisconnect, p.body[0])
+		}
+		return ErrBrokerDisconnect
 	default:
 		// PUBREC, PUBREL, PUBCOMP: the client never publishes or subscribes
 		// at QoS 2; the others only a server receives.
