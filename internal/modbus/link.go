@@ -118,6 +118,7 @@ type link struct {
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
+	owed      map[string]prometheus.Counter // by device ("": unknown unit): Modbus TCP requests left owed their answer (relayDoubtOf)
 
 	turns     turns
 	connected atomic.Bool
@@ -244,6 +245,7 @@ func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 	if l.framed() {
 		return
 	}
+	l.countBy(&l.owed, l.m.owed, l.turns.byUnit(unit))
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		if l.relayKeys[i] == k {
@@ -692,11 +694,19 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
-		if s.TargetSilent() && l.cur != nil {
+		if exc && l.cur != nil && (s.TargetSilent() || !l.framed()) {
 			// a gateway gave up on its slave, whose answer may still come
 			// and be relayed as another request's (on Modbus TCP too: the
 			// transaction id proves the gateway answered, not the slave),
-			// on Modbus TCP whichever unit the next request asks
+			// on Modbus TCP whichever unit the next request asks. On
+			// Modbus TCP any exception may be such a gateway's: a cheap
+			// converter answers 4, 6 or 3 at once when its slave is slow
+			// and relays the slave's real answer to the next request
+			// (review mbconv F1); nothing in the exception tells it from
+			// the slave's own. Its answer is owed as after a timeout: the
+			// connection's answers of the request's shape are proven for
+			// owedFor (a direct device pays that proof, not more: an
+			// exception of the request sent again is the same request)
 			l.cur.timedOut(l.sentAt)
 			l.relayDoubt()
 		}
