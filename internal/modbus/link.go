@@ -83,8 +83,10 @@ const quietLimit = 10
 //     count, a read the unit answered before, the read one register
 //     wider) must be answered with its own shape, then the request is sent
 //     again (a unit one request behind keeps the window silent); on Modbus
-//     TCP too after a timeout or a gateway's exception 10/11, for answers
-//     of the unanswered request's shape whichever unit they come from. An
+//     TCP too after a timeout or any exception (a converter answers 10/11,
+//     or 4, 6, 3 at once, in place of a slow slave and relays its answer
+//     later), for answers of the unanswered request's shape whichever unit
+//     they come from. An
 //     exception in doubt is returned as the unit's answer; the doubt stays.
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
@@ -178,7 +180,8 @@ type link struct {
 	lentFor  *share
 	lentSeen string
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
-	// connection (a timeout, a gateway's 10/11, a reply that was another
+	// connection (a timeout, an exception: a gateway's 10/11 or any other
+	// a converter may answer in place of its slave, a reply that was another
 	// request's) in the last owedFor, the last maxRelay: the answers the
 	// connection still owes. A gateway may relay such a request's late
 	// answer to any later request on the connection, whichever unit it
@@ -768,7 +771,7 @@ func (l *link) foreign(s *share, err error) *share {
 
 // prove decides on the answer of s, a unit in doubt (its earlier request
 // went unanswered, or a reply of its could not be tied to its request; on
-// Modbus TCP also any unit after a timeout or a gateway's 10/11 on the
+// Modbus TCP also any unit after a timeout or an exception on the
 // connection for a request of pdu's reply shape: inDoubt), to pdu.
 //
 // An exception reply carries no byte count: it cannot prove that the unit
