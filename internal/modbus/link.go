@@ -400,6 +400,9 @@ func (l *link) exchange(ctx context.Context, s *share, dev *devMetrics, unit byt
 func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
 	l.turns.mark()
 	defer l.turns.mark()
+	// a Modbus TCP socket to reopen after another exchange's doubt closed
+	// it (settle), neither lost nor failed (announce)
+	reopen := l.p == nil && !l.framed() && !l.announce && !l.closed
 	if err := l.ensure(ctx, dev); err != nil {
 		return nil, err
 	}
@@ -407,6 +410,21 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
 	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
+	if reopen && StatusOf(err) == StatusConnection && isRead(pdu) && ctx.Err() == nil {
+		// the socket reopened for this request was lost before an answer:
+		// a converter serving one client at a time, still waiting for the
+		// slave whose request timed out, finds its slot taken by the socket
+		// just closed and closes this one (review mbconv M1). Not this
+		// unit's fault: its read is sent once more on a new socket (an
+		// answer to it is its answer; a relay of the late one is owed)
+		l.log.Debug("modbus connection reopened after a reply in doubt was lost before an answer: the request sent again on a new one",
+			"error", err, "unit", unit)
+		l.drop()
+		if err = l.ensure(ctx, dev); err != nil {
+			return nil, err // counted by ensure, as any failed connect
+		}
+		reply, late, err = l.askOwn(ctx, s, unit, pdu, start)
+	}
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
