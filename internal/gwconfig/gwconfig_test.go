@@ -2,6 +2,8 @@ package gwconfig_test
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -658,5 +660,38 @@ devices:
 	}
 	if strings.Contains(got, "devices[1]") {
 		t.Errorf("serial on rtu_over_tcp refused: %s", got)
+	}
+}
+
+// TestOneEndpointTwoNamesWarns (review mbconv F2): two devices naming one
+// Modbus converter differently (its IP address, and a host name that
+// resolves to it) share one connection in the gateway: warned, so the
+// operator names it one way, and checked as one connection (both births
+// announce the shared connection's gap; the same unit under both names is
+// an error, as under one name).
+func TestOneEndpointTwoNamesWarns(t *testing.T) {
+	if a, err := net.DefaultResolver.LookupNetIP(t.Context(), "ip", "localhost"); err != nil ||
+		!slices.ContainsFunc(a, func(a netip.Addr) bool { return a.Unmap() == netip.MustParseAddr("127.0.0.1") }) {
+		t.Skipf("localhost resolves to %v (%v), not 127.0.0.1", a, err)
+	}
+	doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n" +
+		"  - {id: g1, class: motor, poll_interval: 1s, modbus: {address: \"127.0.0.1:15021\", unit_id: 1, timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n" +
+		"  - {id: g2, class: motor, poll_interval: 1s, modbus: {address: \"localhost:15021\", unit_id: %d, timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	cfg, err := loadBytes("gw.yaml", fmt.Appendf(nil, doc, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "gw.yaml:5: devices[1].modbus.address: g2 names localhost:15021, which devices[0] names 127.0.0.1:15021: the same endpoint, one shared connection"
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0].Error(), want) {
+		t.Errorf("warnings = %v\nwant one starting %s", cfg.Warnings, want)
+	}
+	for _, d := range cfg.Devices {
+		if got := d.Signal(0).IntervalMS; got != 3000 { // (1 other + its own) x 1s
+			t.Errorf("%s: birth interval_ms %d, want 3000 (a shared connection)", d.ID, got)
+		}
+	}
+	_, err = loadBytes("gw.yaml", fmt.Appendf(nil, doc, 1))
+	if err == nil || !strings.Contains(err.Error(), "g2 and devices[0] both read unit 1 at localhost:15021") {
+		t.Errorf("the same unit under two names: %v", err)
 	}
 }

@@ -32,7 +32,8 @@ type Pool struct {
 	now func() time.Time
 
 	mu     sync.Mutex
-	links  map[string]*link
+	links  map[string]*link // by connection key (connections.join)
+	conns  connections
 	closed bool
 }
 
@@ -61,7 +62,7 @@ func NewPool(log *slog.Logger, m *Metrics, opts ...PoolOption) *Pool {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	p := &Pool{log: log, m: m, links: map[string]*link{}, epoch: time.Now(), now: time.Now}
+	p := &Pool{log: log, m: m, links: map[string]*link{}, conns: connections{}, epoch: time.Now(), now: time.Now}
 	for _, o := range opts {
 		o(p)
 	}
@@ -69,21 +70,35 @@ func NewPool(log *slog.Logger, m *Metrics, opts ...PoolOption) *Pool {
 }
 
 // device returns the reader of unit cfg.UnitID over the pool's connection
-// for cfg's transport and address; no I/O. The first device on a connection
-// sets its serial line, timeout, silence and reconnect backoff.
+// for cfg's transport and endpoint: devices whose addresses name the same
+// endpoint (a host name and its IP address, a serial device and a link to
+// it; endpointKeys) share one connection, labelled with the address of the
+// first. Its only I/O is resolving a TCP address's host name (bounded by
+// cfg's timeout). The first device on a connection sets its serial line,
+// timeout, silence and reconnect backoff.
 func (p *Pool) device(id string, cfg Config) *device {
 	cfg.runtimeDefaults()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	keys := endpointKeys(ctx, lookupHost, cfg)
+	cancel()
 	p.mu.Lock()
-	l, ok := p.links[cfg.linkKey()]
+	key := p.conns.join(cfg.linkKey(), keys)
+	l, ok := p.links[key]
 	if !ok {
 		l = newLink(cfg, p.log, p.m, p.now)
 		if p.closed {
 			l.closed = true
 		}
-		p.links[cfg.linkKey()] = l
-	} else if l.serial != cfg.Serial {
-		p.log.Warn("modbus device shares a serial line with different settings; the first device's settings apply",
-			"device", id, "connection", l.key)
+		p.links[key] = l
+	} else {
+		if l.address != cfg.Address {
+			p.log.Warn("modbus device names the endpoint of a connection by another address; they share the connection",
+				"device", id, "address", cfg.Address, "connection", l.key)
+		}
+		if l.serial != cfg.Serial {
+			p.log.Warn("modbus device shares a serial line with different settings; the first device's settings apply",
+				"device", id, "connection", l.key)
+		}
 	}
 	p.mu.Unlock()
 	m := p.m.device(id)

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -257,12 +258,18 @@ func warnOverlaps(b *gwconfig.Block, pts []Point, where []loc) {
 // connection (same transport and address: an RTU gateway or a serial bus)
 // but disagree on its settings; the first device's settings would silently
 // win otherwise.
+//
+// Devices whose addresses name one endpoint differently (a host name and
+// its IP address, a serial device and a link to it: endpointKeys) share one
+// connection too, as the Pool makes them: they are checked as one, and
+// warned about, as the connection's label is the first device's address.
 func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
+	conn := sharedConnections(devs)
 	first := map[string]int{}           // connection -> first device on it
 	units := map[string]map[uint8]int{} // connection -> unit -> first device reading it
 	for i, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
-		key := string(l.Transport) + "|" + l.Address
+		key := conn[i]
 		j, ok := first[key]
 		if !ok {
 			first[key] = i
@@ -272,6 +279,11 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 		// every mismatch at once, each against the device that set the connection
 		o := devs[j]
 		ocfg := o.Driver.(*DeviceConfig).Config
+		if l.Address != ocfg.Address {
+			c.Warnf(d.Field+".modbus.address",
+				"%s names %s, which %s names %s: the same endpoint, one shared connection (the protection of replies is per connection: a converter's late answer is never given to the other name's requests); name it the same way in both",
+				d.ID, l.Address, o.Field, ocfg.Address)
+		}
 		if l.Transport.Serial() && l.Serial != ocfg.Serial {
 			c.Errorf(d.Field+".modbus.serial",
 				"%s shares serial line %s with %s but sets different line settings", d.ID, l.Address, o.Field)
@@ -287,8 +299,25 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 			units[key][l.UnitID] = i
 		}
 	}
-	warnSlowDeath(c, devs, first)
-	announceSharedGaps(devs)
+	warnSlowDeath(c, devs, conn, first)
+	announceSharedGaps(devs, conn)
+}
+
+// sharedConnections returns the key of the connection each device of devs
+// reads through (connections.join over endpointKeys, each host name
+// resolved once, bounded by the device's timeout): devices naming one
+// endpoint differently get the first one's key.
+func sharedConnections(devs []*gwconfig.Device) []string {
+	look, conns := cachedLookup(), connections{}
+	out := make([]string, len(devs))
+	for i, d := range devs {
+		l := d.Driver.(*DeviceConfig).Config
+		l.runtimeDefaults()
+		ctx, cancel := context.WithTimeout(context.Background(), l.Timeout)
+		out[i] = conns.join(l.linkKey(), endpointKeys(ctx, look, l))
+		cancel()
+	}
+	return out
 }
 
 // slowDeath is the least worst-case death judgement validate warns about.
@@ -311,13 +340,13 @@ const slowDeath = 30 * time.Second
 // k x step exceeds backoff_max they are always waiting and the long gaps
 // recur while they are silent; otherwise their retries spread out and
 // they come in bursts.
-func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, first map[string]int) {
+func warnSlowDeath(c *gwconfig.Checks, devs []*gwconfig.Device, conn []string, first map[string]int) {
 	n := map[string]int{}
 	shortest := map[string]time.Duration{}
 	backoffMax := map[string]time.Duration{} // the longest on the connection
-	for _, d := range devs {
+	for i, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
-		key := string(l.Transport) + "|" + l.Address
+		key := conn[i]
 		n[key]++
 		l.runtimeDefaults()
 		backoffMax[key] = max(backoffMax[key], l.BackoffMax)
@@ -390,15 +419,14 @@ func sharedGap(interval time.Duration, k int, step time.Duration) time.Duration 
 // be heavier than the later silence judgement this costs a consumer:
 // docs/configuration.md). It assumes silent units say nothing: a line
 // kept busy by noise can hold a request up to link.stepBound.
-func announceSharedGaps(devs []*gwconfig.Device) {
+func announceSharedGaps(devs []*gwconfig.Device, conn []string) {
 	n := map[string]int{}
-	for _, d := range devs {
-		l := d.Driver.(*DeviceConfig).Config
-		n[l.linkKey()]++
+	for _, key := range conn {
+		n[key]++
 	}
-	for _, d := range devs {
+	for i, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
-		k := n[l.linkKey()] - 1
+		k := n[conn[i]] - 1
 		if k == 0 {
 			continue
 		}

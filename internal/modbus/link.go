@@ -83,8 +83,10 @@ const quietLimit = 10
 //     count, a read the unit answered before, the read one register
 //     wider) must be answered with its own shape, then the request is sent
 //     again (a unit one request behind keeps the window silent); on Modbus
-//     TCP too after a timeout or a gateway's exception 10/11, for answers
-//     of the unanswered request's shape whichever unit they come from. An
+//     TCP too after a timeout or any exception (a converter answers 10/11,
+//     or 4, 6, 3 at once, in place of a slow slave and relays its answer
+//     later), for answers of the unanswered request's shape whichever unit
+//     they come from. An
 //     exception in doubt is returned as the unit's answer; the doubt stays.
 //   - a second frame after an accepted reply, or a reply from the asked
 //     unit with another function or byte count, is evidence (untied): the
@@ -118,6 +120,7 @@ type link struct {
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
+	owed      map[string]prometheus.Counter // by device ("": unknown unit): Modbus TCP requests left owed their answer (relayDoubtOf)
 
 	turns     turns
 	connected atomic.Bool
@@ -177,7 +180,8 @@ type link struct {
 	lentFor  *share
 	lentSeen string
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
-	// connection (a timeout, a gateway's 10/11, a reply that was another
+	// connection (a timeout, an exception: a gateway's 10/11 or any other
+	// a converter may answer in place of its slave, a reply that was another
 	// request's) in the last owedFor, the last maxRelay: the answers the
 	// connection still owes. A gateway may relay such a request's late
 	// answer to any later request on the connection, whichever unit it
@@ -244,6 +248,7 @@ func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 	if l.framed() {
 		return
 	}
+	l.countBy(&l.owed, l.m.owed, l.turns.byUnit(unit))
 	k := relayKeyOf(unit, pdu)
 	for i := range min(l.nRelay, maxRelay) {
 		if l.relayKeys[i] == k {
@@ -395,6 +400,9 @@ func (l *link) exchange(ctx context.Context, s *share, dev *devMetrics, unit byt
 func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit byte, pdu, dst []byte) ([]byte, error) {
 	l.turns.mark()
 	defer l.turns.mark()
+	// a Modbus TCP socket to reopen after another exchange's doubt closed
+	// it (settle), neither lost nor failed (announce)
+	reopen := l.p == nil && !l.framed() && !l.announce && !l.closed
 	if err := l.ensure(ctx, dev); err != nil {
 		return nil, err
 	}
@@ -402,6 +410,21 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
 	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
+	if reopen && StatusOf(err) == StatusConnection && isRead(pdu) && ctx.Err() == nil {
+		// the socket reopened for this request was lost before an answer:
+		// a converter serving one client at a time, still waiting for the
+		// slave whose request timed out, finds its slot taken by the socket
+		// just closed and closes this one (review mbconv M1). Not this
+		// unit's fault: its read is sent once more on a new socket (an
+		// answer to it is its answer; a relay of the late one is owed)
+		l.log.Debug("modbus connection reopened after a reply in doubt was lost before an answer: the request sent again on a new one",
+			"error", err, "unit", unit)
+		l.drop()
+		if err = l.ensure(ctx, dev); err != nil {
+			return nil, err // counted by ensure, as any failed connect
+		}
+		reply, late, err = l.askOwn(ctx, s, unit, pdu, start)
+	}
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
 	}
@@ -692,11 +715,19 @@ func (l *link) settle(err error) {
 	s := StatusOf(err)
 	l.accepted = false
 	if _, exc := s.Exception(); err == nil || exc {
-		if s.TargetSilent() && l.cur != nil {
+		if exc && l.cur != nil && (s.TargetSilent() || !l.framed()) {
 			// a gateway gave up on its slave, whose answer may still come
 			// and be relayed as another request's (on Modbus TCP too: the
 			// transaction id proves the gateway answered, not the slave),
-			// on Modbus TCP whichever unit the next request asks
+			// on Modbus TCP whichever unit the next request asks. On
+			// Modbus TCP any exception may be such a gateway's: a cheap
+			// converter answers 4, 6 or 3 at once when its slave is slow
+			// and relays the slave's real answer to the next request
+			// (review mbconv F1); nothing in the exception tells it from
+			// the slave's own. Its answer is owed as after a timeout: the
+			// connection's answers of the request's shape are proven for
+			// owedFor (a direct device pays that proof, not more: an
+			// exception of the request sent again is the same request)
 			l.cur.timedOut(l.sentAt)
 			l.relayDoubt()
 		}
@@ -758,7 +789,7 @@ func (l *link) foreign(s *share, err error) *share {
 
 // prove decides on the answer of s, a unit in doubt (its earlier request
 // went unanswered, or a reply of its could not be tied to its request; on
-// Modbus TCP also any unit after a timeout or a gateway's 10/11 on the
+// Modbus TCP also any unit after a timeout or an exception on the
 // connection for a request of pdu's reply shape: inDoubt), to pdu.
 //
 // An exception reply carries no byte count: it cannot prove that the unit

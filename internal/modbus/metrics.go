@@ -19,6 +19,7 @@ type Metrics struct {
 	suspect     *prometheus.CounterVec   // connection, device
 	noise       *prometheus.CounterVec   // connection, device
 	reopened    *prometheus.CounterVec   // connection
+	owed        *prometheus.CounterVec   // connection, device
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -70,10 +71,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_modbus_reconnects_total",
 			Help: "Modbus TCP connections reopened after a reply that left the stream in doubt (wrong transaction id, unit, function, length, malformed, timeout); logged at debug level only.",
 		}, []string{"connection"}),
+		owed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_owed_answers_total",
+			Help: "Modbus TCP requests whose answer may still come and be relayed by a converter to a later request, by the device that sent them (\"\" when no device reads the unit): a timeout, an exception (any code: a converter may answer one in place of a slow slave), a reply with another function or length. For 30 x timeout after each, the connection's answers of that request's function and length to another request are proven by a read of another length (2 to 4 more requests each).",
+		}, []string{"connection", "device"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded,
-			m.suspect, m.noise, m.reopened)
+			m.suspect, m.noise, m.reopened, m.owed)
 	}
 	return m
 }

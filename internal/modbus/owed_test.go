@@ -28,14 +28,15 @@ type relayConverter struct {
 	copyUnit bool
 	hold     int // every hold-th request of unit 1 is answered late
 	after    int // in the after-th transaction after it
+	exc      byte
 
 	mu      sync.Mutex
 	n1      int // requests of unit 1 so far
 	tx      int // transactions so far
 	bus     []convFrame
 	due     map[int][]convFrame // transaction -> late frames appearing in it
-	exc11   atomic.Int64
-	foreign atomic.Int64 // frames relayed to another request than theirs
+	excs    atomic.Int64        // exceptions answered in place of an answer
+	foreign atomic.Int64        // frames relayed to another request than theirs
 }
 
 type convFrame struct {
@@ -44,9 +45,9 @@ type convFrame struct {
 	of   string // the request it answers
 }
 
-func startRelayConverter(t *testing.T, copyUnit bool, hold, after int) *relayConverter {
+func startRelayConverter(t *testing.T, copyUnit bool, hold, after int, exc byte) *relayConverter {
 	t.Helper()
-	c := &relayConverter{copyUnit: copyUnit, hold: hold, after: after, due: map[int][]convFrame{}}
+	c := &relayConverter{copyUnit: copyUnit, hold: hold, after: after, exc: exc, due: map[int][]convFrame{}}
 	c.Addr = modbustest.ServeConns(t, func(_ context.Context, conn net.Conn) { serveMBAP(conn, c.exchange) })
 	return c
 }
@@ -69,8 +70,8 @@ func (c *relayConverter) exchange(tid uint16, unit byte, pdu []byte) []byte {
 		c.bus = append(c.bus, f)
 	}
 	if len(c.bus) == 0 {
-		c.exc11.Add(1)
-		return modbustest.MBAPReply(tid, unit, []byte{pdu[0] | 0x80, 11})
+		c.excs.Add(1)
+		return modbustest.MBAPReply(tid, unit, []byte{pdu[0] | 0x80, c.exc})
 	}
 	out := c.bus[0]
 	c.bus = c.bus[:0] // the frames after the first on the bus are dropped
@@ -103,7 +104,7 @@ func TestConverterRelayOwedAnswers(t *testing.T) {
 	}{{true, 3}, {false, 3}, {true, 8}, {false, 8}} {
 		copyUnit := cs.copyUnit
 		t.Run(fmt.Sprintf("copy request unit %v, late by %d", copyUnit, cs.after), func(t *testing.T) {
-			c := startRelayConverter(t, copyUnit, 5, cs.after)
+			c := startRelayConverter(t, copyUnit, 5, cs.after, 11)
 			recs := gatewayUnits(t, c.Addr, func(cfg *Config) {
 				cfg.Timeout = 200 * time.Millisecond
 				cfg.MaxGap = 0 // two one-register requests per read

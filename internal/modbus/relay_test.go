@@ -193,7 +193,12 @@ func unitGroup(unit byte, interval time.Duration, addrs ...uint16) (Group, map[i
 // value published good that is not its register's).
 func gatewayUnits(t *testing.T, addr string, tune func(*Config), addrs map[byte][]uint16) map[byte]*recorder {
 	t.Helper()
-	pool := NewPool(testLogger(t), nil)
+	return gatewayUnitsIn(t, NewPool(testLogger(t), nil), addr, tune, addrs)
+}
+
+// gatewayUnitsIn is gatewayUnits on pool (closed at the test's end).
+func gatewayUnitsIn(t *testing.T, pool *Pool, addr string, tune func(*Config), addrs map[byte][]uint16) map[byte]*recorder {
+	t.Helper()
 	t.Cleanup(func() { _ = pool.Close() })
 	recs := map[byte]*recorder{}
 	for unit, a := range addrs {
@@ -222,11 +227,18 @@ func sawCause(r *recorder, cause error) bool {
 // goodThenExc2 counts r's cycles whose samples of Index below n are good
 // and the others the device's exception 2 (not silent).
 func goodThenExc2(r *recorder, n int) int {
+	return goodExc2Where(r, func(i int) bool { return i >= n })
+}
+
+// goodExc2Where counts r's cycles whose samples are good but those whose
+// Index is exc2, which carry the device's exception 2 (quarantined or
+// not), not silent.
+func goodExc2Where(r *recorder, exc2 func(index int) bool) int {
 	count := 0
 	for _, c := range r.snapshot() {
 		ok := true
 		for _, s := range c.Samples {
-			if s.Index < n {
+			if !exc2(s.Index) {
 				ok = ok && s.Quality == telemetry.QualityGood
 			} else {
 				ok = ok && !s.Silent && errors.Is(Status(s.Status), Status(2))

@@ -32,8 +32,11 @@ type sourceGroup struct {
 }
 
 // Source returns the acquisition source of one device (unit cfg.UnitID on
-// the pool's shared link for cfg's transport and address). cfg must have
-// passed Validate. No I/O; it fails only for an unplannable group (a point
+// the pool's shared link for cfg's transport and endpoint: devices whose
+// addresses name one endpoint share it, endpointKeys). cfg must have
+// passed Validate. Its only I/O is resolving a TCP address's host name
+// (bounded by cfg.Timeout; an IP address needs none); it fails only for an
+// unplannable group (a point
 // that does not validate or exceeds the request caps, an Index whose length
 // is not the number of points, a non-positive interval), naming the group.
 // The Source keeps each group's Index (read-only: the caller must not
