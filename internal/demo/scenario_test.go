@@ -68,7 +68,7 @@ func deviceMetrics(t *testing.T, d *Demo, device string) string {
 			mine := false
 			var labels []string
 			for _, l := range m.GetLabel() {
-				mine = mine || l.GetName() == "device" && l.GetValue() == device
+				mine = mine || l.GetName() == "device" && (l.GetValue() == device || strings.HasPrefix(l.GetValue(), device+"/"))
 				labels = append(labels, l.GetName()+"="+l.GetValue())
 			}
 			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
