@@ -83,6 +83,34 @@ func deviceMetrics(t *testing.T, d *Demo, device string) string {
 	return b.String()
 }
 
+// lateAcquisition lists the gateway's counts of late polls of asset's
+// devices (smelter_gateway_poll_overruns_total, _poll_delayed_total,
+// _device_stalls_total), "" when there are none.
+func lateAcquisition(t *testing.T, d *Demo, asset string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, line := range strings.Split(deviceMetrics(t, d, asset), "\n") {
+		for _, name := range []string{"smelter_gateway_poll_overruns_total", "smelter_gateway_poll_delayed_total", "smelter_gateway_device_stalls_total"} {
+			if strings.HasPrefix(strings.TrimSpace(line), name+"{") {
+				b.WriteString("\n" + line)
+			}
+		}
+	}
+	return b.String()
+}
+
+// onlyStaleByAge reports whether every alert in as is a per-signal stale
+// alert raised for the age of the signal's last good value (its last
+// quality good), or the clearing of one.
+func onlyStaleByAge(as []alert.Alert) bool {
+	for _, a := range as {
+		if a.Rule != "stale" || a.Signal == "*" || a.State == alert.Raised && !strings.Contains(a.Message, "last quality good") {
+			return false
+		}
+	}
+	return true
+}
+
 // simElapsed reports how much simulated time passed since the start.
 func simElapsed(d *Demo) time.Duration { return d.Fleet().Now().Sub(scenarioStart) }
 
@@ -165,7 +193,21 @@ func TestScenarioFaultFreeRunRaisesNoAlert(t *testing.T) {
 	d := runScenario(t, "")
 	col := d.Collector()
 	wait.For(t, 5*time.Minute, "the run to cover its span", func() bool { return simElapsed(d) >= scenarioSpan })
-	if got := alertsByAsset(col); len(got) > 0 {
+	got := alertsByAsset(col)
+	for asset, as := range got {
+		// At 30 x speed a signal is stale after 0.75 s of real time without
+		// a good value: a loaded machine (-race, other tests) may delay a
+		// poll that long. Such a stale alert is the truth about the run, not
+		// a false alert, when the gateway itself counted its polls of the
+		// asset late (overruns, delayed polls, stalls); any other alert, or
+		// a stale one the gateway cannot explain, fails the test.
+		if late := lateAcquisition(t, d, asset); late != "" && onlyStaleByAge(as) {
+			t.Logf("stale alerts of %s on a loaded machine, its polls were late:%s\n%s", asset, late,
+				describe(map[string][]alert.Alert{asset: as}))
+			delete(got, asset)
+		}
+	}
+	if len(got) > 0 {
 		var why strings.Builder
 		for asset := range got {
 			fmt.Fprintf(&why, "\ngateway metrics of %s:%s", asset, deviceMetrics(t, d, asset))
