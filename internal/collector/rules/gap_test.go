@@ -236,3 +236,48 @@ func TestSilenceInsideBacklogAlreadyRaised(t *testing.T) {
 		}
 	})
 }
+
+// The per-signal stale rule is judged at each batch of the asset on ts_gw
+// alone, so it is the same live and on replay: a signal missing from the
+// batches (the others arriving) is raised at the first batch more than k x
+// its interval after its last good value, whether the batches arrive live
+// or together from a backlog. It has no judgment between batches, so a
+// silence of the whole asset is not raised per signal, live or on replay:
+// that is the asset-level silence's one alert (here found in the backlog),
+// not one per signal beside it.
+func TestSignalStaleOnReplay(t *testing.T) {
+	for _, replay := range []bool{false, true} {
+		h := newHarness(t, true, "")
+		stored := func(s int) int64 {
+			if replay {
+				return sec(100) + int64(s) // the backlog stored after the fact, all at once
+			}
+			return sec(s) + storedLag
+		}
+		var got []alert.Alert
+		for s := range 10 {
+			got = append(got, h.feedStored("air_compressor", "ac-1", sec(s), stored(s), "discharge_temp", temp(s), "load_state", 2, "dew_point", 3.0)...)
+		}
+		for s := 10; s <= 14; s++ { // dew_point missing
+			got = append(got, h.feedStored("air_compressor", "ac-1", sec(s), stored(s), "discharge_temp", temp(s), "load_state", 2)...)
+		}
+		var stale []alert.Alert
+		for _, a := range got {
+			if a.Rule == "stale" {
+				stale = append(stale, a)
+			}
+		}
+		if len(stale) != 1 || stale[0].Signal != "dew_point" || stale[0].State != alert.Raised || stale[0].RaisedAt != sec(13) {
+			t.Fatalf("replay %v: want dew_point stale raised at the batch of 13 s, got %+v", replay, stale)
+		}
+	}
+	// the whole asset silent from 9 s to 30 s, read from a backlog: the
+	// asset's silence, no signal's
+	h := newHarness(t, true, "")
+	backlog(h, upTo(0, 9)...)
+	for _, a := range h.feedStored("air_compressor", "ac-1", sec(30), sec(30)+storedLag, "discharge_temp", temp(30), "load_state", 2) {
+		if a.Rule == "stale" && a.Signal != "" {
+			t.Fatalf("a signal's stale for the asset's silence: %+v", a)
+		}
+	}
+}
