@@ -669,6 +669,7 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 	siv := a.silenceIV()
 	if stepBack {
 		a.order, a.lastTSGW = min(b.TSGW, now), 0 // no interval across the step
+		a.heardGW = 0                             // nor a gap (gapSilence): the gaps after it are judged
 	}
 	a.order = max(a.order, min(b.TSGW, now))
 	// d < 0: newer only by the bound on order (the last batch was dated

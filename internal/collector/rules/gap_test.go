@@ -165,6 +165,20 @@ func TestSilenceInsideBacklogOneClockOnly(t *testing.T) {
 			t.Fatalf("silence events for a clock step: %+v", got)
 		}
 	})
+	t.Run("ts_gw only: the gateway clock stepped back, then a silence", func(t *testing.T) {
+		h := newHarness(t, true, "")
+		backlog(h, upTo(0, 9)...)
+		var got []alert.Alert
+		for s := -100; s <= -95; s++ { // the same gateway, its seq ahead: its clock stepped back
+			got = append(got, silenceOf(h.feedStored("air_compressor", "ac-1", sec(s), sec(s+110)+storedLag, "discharge_temp", temp(s+200), "load_state", 2))...)
+		}
+		if len(got) != 0 {
+			t.Fatalf("silence events for a clock step back: %+v", got)
+		}
+		// a real silence after the step is judged on the new times
+		got = silenceOf(h.feedStored("air_compressor", "ac-1", sec(-70), sec(40)+storedLag, "discharge_temp", temp(130), "load_state", 2))
+		raisedAndCleared(t, got, sec(-95)+3000, sec(-70))
+	})
 	t.Run("no stored time", func(t *testing.T) {
 		h := newHarness(t, true, "")
 		backlog(h, upTo(0, 9)...)
