@@ -96,7 +96,7 @@ func BenchmarkPipeline(b *testing.B) {
 				if i%len(payloads) == 0 { // replay the data set later in time
 					eng = rules.New(rules.Merge(d...), cat, rules.Options{Now: func() int64 { return 0 }})
 				}
-				out = eng.Process(bt, out[:0])
+				out = eng.Process(bt, 0, out[:0])
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "readings/s")
 			b.ReportMetric(0, "ns/op")

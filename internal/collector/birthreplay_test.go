@@ -35,7 +35,7 @@ func redeliveredBirth(t *testing.T, asJSON bool) {
 	var cy cycle
 	feed := func(sh *shard, from, to int) {
 		for i := from; i <= to; i++ {
-			c.processPayload(sh, shipSubj+"data", shipLegBatch(i, t0), true, time.Now(), true, "", &cy)
+			c.processPayload(sh, shipSubj+"data", shipLegBatch(i, t0), true, time.Now(), true, 0, "", &cy)
 		}
 	}
 	kpiState := func(sh *shard) any {
@@ -50,11 +50,11 @@ func redeliveredBirth(t *testing.T, asJSON bool) {
 	const killAt, n = 40, 80
 	// the collector that runs through
 	through := c.newShard(0)
-	c.processPayload(through, shipSubj+"birth", birth, true, time.Now(), true, "", &cy)
+	c.processPayload(through, shipSubj+"birth", birth, true, time.Now(), true, 0, "", &cy)
 	feed(through, 1, n)
 	// the one killed after the checkpoint of batch killAt, before the ack
 	killed := c.newShard(0)
-	c.processPayload(killed, shipSubj+"birth", birth, true, time.Now(), true, "", &cy)
+	c.processPayload(killed, shipSubj+"birth", birth, true, time.Now(), true, 0, "", &cy)
 	feed(killed, 1, killAt)
 	killed.mu.Lock()
 	w, err := killed.snapshot(nil, 0, asJSON, nil)
@@ -70,7 +70,7 @@ func redeliveredBirth(t *testing.T, asJSON bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.processPayload(next, shipSubj+"birth", birth, true, time.Now(), true, "", &cy)
+	c.processPayload(next, shipSubj+"birth", birth, true, time.Now(), true, 0, "", &cy)
 	feed(next, 1, n)
 	if got, want := kpiState(next), kpiState(through); !reflect.DeepEqual(got, want) {
 		t.Fatalf("KPI state after the restart and the redelivery\n%+v\nwithout the restart\n%+v", got, want)

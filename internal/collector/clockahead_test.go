@@ -206,7 +206,7 @@ func TestArrivedAt(t *testing.T) {
 		{"_INBOX.abc", now},
 		{"", now},
 	} {
-		got, live := arrivedAt(c.reply, now, liveLag)
+		got, _, live := arrivedAt(c.reply, now, liveLag)
 		if !got.Equal(c.want) || live != c.want.Equal(now) {
 			t.Errorf("%q: %v live %v, want %v live %v", c.reply, got, live, c.want, c.want.Equal(now))
 		}
@@ -226,8 +226,8 @@ func TestBacklogBoundedByArrival(t *testing.T) {
 	arrived := time.Now().Add(-10 * time.Minute)
 	at := arrived.UnixMilli()
 	var cy cycle
-	col.processPayload(sh, subj, kpiBatch("gw-2", 1, at+20_000).data, false, arrived, false, "", &cy)
-	col.processPayload(sh, subj, kpiBatch("gw-1", 5, at+1000).data, false, arrived.Add(time.Second), false, "", &cy)
+	col.processPayload(sh, subj, kpiBatch("gw-2", 1, at+20_000).data, false, arrived, false, 0, "", &cy)
+	col.processPayload(sh, subj, kpiBatch("gw-1", 5, at+1000).data, false, arrived.Add(time.Second), false, 0, "", &cy)
 	sh.mu.Lock()
 	late := sh.engine.Stats().Late
 	defer sh.mu.Unlock()
@@ -255,7 +255,7 @@ func TestFarAheadBatchCounted(t *testing.T) {
 	b := &telemetry.Batch{Gateway: "gw-far", Seq: 1, TSGW: now.Add(10 * time.Minute).UnixMilli(), Asset: spanAsset,
 		Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, Unit: "Cel", TS: now.UnixMilli()}}}
 	var cy cycle
-	col.processPayload(sh, subj, b.AppendJSON(nil), false, now, true, "", &cy)
+	col.processPayload(sh, subj, b.AppendJSON(nil), false, now, true, 0, "", &cy)
 	if got := testutil.ToFloat64(col.m.future); got != 1 {
 		t.Errorf("future_timestamps_total %v, want 1 (the batch's ts_gw)", got)
 	}

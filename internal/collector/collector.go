@@ -542,7 +542,7 @@ func (c *Collector) ensureLoaded(ctx context.Context, io *natsIO, sh *shard) boo
 // message arrived (ingest.BoundBatch): now, a live message (MQTT, Sparkplug
 // and Handle's messages arrive when received).
 func (c *Collector) process(sh *shard, subject string, data []byte, arrival time.Time, cy *cycle) {
-	c.processPayload(sh, subject, data, false, arrival, true, "", cy)
+	c.processPayload(sh, subject, data, false, arrival, true, arrival.UnixMilli(), "", cy)
 }
 
 // processPayload is process; with stable, data never changes (a message
@@ -552,10 +552,14 @@ func (c *Collector) process(sh *shard, subject string, data []byte, arrival time
 // gateway, say) keeps the payload alive as it kept the copy before.
 // arrival is when the message arrived (arrivedAt), live whether it is a
 // live message (not a backlog): only a live batch measures its gateway's
-// clock (dashboard.Clock). sentAt is the message's Smelter-Sent-At header
+// clock (dashboard.Clock). stored is when the stream stored the message
+// (Unix ms: a JetStream message's stored time, live or not; the arrival of
+// a message of a source without one): the second clock, beside ts_gw, on
+// which the rules find a silence inside a backlog (rules.Engine.Process).
+// sentAt is the message's Smelter-Sent-At header
 // ("" when none: MQTT, Sparkplug, Handle): the gateway clock's lead it
 // measures moves the message's gateway times (shiftLead).
-func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, live bool, sentAt string, cy *cycle) {
+func (c *Collector) processPayload(sh *shard, subject string, data []byte, stable bool, arrival time.Time, live bool, stored int64, sentAt string, cy *cycle) {
 	kind := subject[strings.LastIndexByte(subject, '.')+1:]
 	switch telemetry.Kind(kind) {
 	case telemetry.KindData:
@@ -627,7 +631,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 				sh.engine.NoteRefused(b.Asset.Site(), b.Asset.ID, invalid, firstInvalid))
 		}
 		late0 := sh.engine.Stats().Late
-		al := sh.engine.Process(b, sh.scratch[:0])
+		al := sh.engine.Process(b, stored, sh.scratch[:0])
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			c.live.ObserveBatchClock(b, true, clk) // the asset stays on its newest evaluated message's gateway
@@ -717,12 +721,12 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 			// listed (rules.Engine.InForce)
 			c.log.Debug("birth already in force, not applied again", "partition", sh.p, "gateway", bi.Gateway, "seq", bi.Seq, "asset", as.ID)
 			// but it still says the asset answers: a death or silence ends
-			al = sh.engine.Revive(bi, al)
+			al = sh.engine.Revive(bi, stored, al)
 		} else {
 			if gw, alive := sh.engine.Current(as.Site(), as.ID); alive && gw != bi.Gateway {
 				c.foreignBirth(subject, gw, bi)
 			}
-			al = sh.engine.Birth(bi, al)
+			al = sh.engine.Birth(bi, stored, al)
 			sh.kpis.Birth(bi)
 		}
 		sh.engine.Mark(as.Site(), as.ID, bi.Gateway, bi.Seq)

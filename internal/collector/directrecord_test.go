@@ -54,7 +54,7 @@ func TestRuleStateEncodedFromEngineMatchesSnapshot(t *testing.T) {
 	b := &telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw-x", Asset: telemetry.Asset{ID: v.ID, Class: v.Class,
 		Path: []string{"acme", v.Site, "moved", "_", "_"}}.ToJSON(), Nameplate: map[string]float64{"rated_power": 1234}}
 	b.Signals = append(b.Signals, st.Birth[1:]...)
-	e.Birth(b, nil)
+	e.Birth(b, 0, nil)
 	check("after a birth")
 	if got, _ := e.AppendBinary(nil, v.Site, v.ID); !bytes.Contains(got, []byte("moved")) {
 		t.Fatal("the new path is not in the record")

@@ -1272,12 +1272,18 @@ const liveLag = 10 * time.Second
 // its clock dropped real batches as late (review9 F1). What is left: a
 // backlog is bounded by the server's clock (a server s behind moves the
 // backlog's times up to s back); without a <tm> it is now.
-func arrivedAt(reply string, now time.Time, lag time.Duration) (at time.Time, live bool) {
+// stored is the stream's time of the message (Unix ms, the server's clock,
+// live or not; now without a <tm>).
+func arrivedAt(reply string, now time.Time, lag time.Duration) (at time.Time, stored int64, live bool) {
 	_, ns, _, ok := ackFields(reply)
-	if !ok || ns == 0 || ns > uint64(now.Add(-lag).UnixNano()) {
-		return now, true
+	if !ok || ns == 0 {
+		return now, now.UnixMilli(), true
 	}
-	return time.Unix(0, int64(ns)), false
+	stored = time.Unix(0, int64(ns)).UnixMilli()
+	if ns > uint64(now.Add(-lag).UnixNano()) {
+		return now, stored, true
+	}
+	return time.Unix(0, int64(ns)), stored, false
 }
 
 // ackNum is nats.go's parser.ParseNum: the decimal number d, 0 when empty
@@ -1547,8 +1553,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 				continue
 			}
 		}
-		at, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
-		c.processPayload(sh, subj, m.Data, true, at, live, m.Header.Get(telemetry.SentAtHeader), cy)
+		at, stored, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
+		c.processPayload(sh, subj, m.Data, true, at, live, stored, m.Header.Get(telemetry.SentAtHeader), cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without

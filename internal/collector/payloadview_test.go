@@ -17,7 +17,7 @@ func TestBatchStringsKeptAreCopies(t *testing.T) {
 	var cy cycle
 	for seq := uint64(1); seq <= 3; seq++ {
 		payload := batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80)
-		c.processPayload(sh, subj, payload, true, time.Now(), true, "", &cy)
+		c.processPayload(sh, subj, payload, true, time.Now(), true, 0, "", &cy)
 		for i := range payload {
 			payload[i] = 'x'
 		}
@@ -45,7 +45,7 @@ func TestCycleResetDropsBatchViews(t *testing.T) {
 	sh := c.newShard(0)
 	var cy cycle
 	for seq := uint64(1); seq <= 5; seq++ {
-		c.processPayload(sh, subj, batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80), true, time.Now(), true, "", &cy)
+		c.processPayload(sh, subj, batchJSON(seq, 1_763_812_345_000+int64(seq)*1000, 80), true, time.Now(), true, 0, "", &cy)
 	}
 	if len(cy.batches) != 5 {
 		t.Fatalf("%d batches in the cycle, want 5", len(cy.batches))

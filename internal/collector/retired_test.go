@@ -16,7 +16,7 @@ func TestCountersSurviveShardRestart(t *testing.T) {
 	var cy cycle
 	feed := func(sh *shard, from, to int) {
 		for i := from; i <= to; i++ {
-			c.processPayload(sh, shipSubj+"data", shipLegBatch(i, t0), true, time.Now(), true, "", &cy)
+			c.processPayload(sh, shipSubj+"data", shipLegBatch(i, t0), true, time.Now(), true, 0, "", &cy)
 		}
 	}
 	sh := c.shard(0)

@@ -286,7 +286,7 @@ func TestSplitBatchPartsShiftedAlike(t *testing.T) {
 		if i == 2 {
 			sentAt = "" // a part without the header
 		}
-		c.processPayload(sh, telemetry.AssetSubject(spanAsset, telemetry.KindData), parts[i].AppendJSON(nil), false, at, true, sentAt, &cy)
+		c.processPayload(sh, telemetry.AssetSubject(spanAsset, telemetry.KindData), parts[i].AppendJSON(nil), false, at, true, 0, sentAt, &cy)
 	}
 	sh.mu.Lock()
 	late, batches := sh.engine.Stats().Late, sh.engine.Stats().Batches

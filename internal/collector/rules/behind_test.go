@@ -21,7 +21,7 @@ func TestBehindOrdersBirthsAndDeaths(t *testing.T) {
 	if e.Behind("site1", "ac-1", "gw", 1, 0, window) {
 		t.Fatal("behind on an untracked asset")
 	}
-	e.Birth(compressorBirth(sec(0), "discharge_temp"), nil)
+	e.Birth(compressorBirth(sec(0), "discharge_temp"), 0, nil)
 	e.Mark("site1", "ac-1", "gw", 5)
 	batch := func(seq uint64, ts int64) *telemetry.Batch {
 		return &telemetry.Batch{Gateway: "gw", Seq: seq, TSGW: ts, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}},
@@ -30,7 +30,7 @@ func TestBehindOrdersBirthsAndDeaths(t *testing.T) {
 	if !e.Duplicate(batch(5, sec(1)), window) || e.Duplicate(batch(6, sec(1)), window) {
 		t.Fatal("a birth's seq does not order the batches")
 	}
-	e.Process(batch(8, sec(8)), nil)
+	e.Process(batch(8, sec(8)), 0, nil)
 	death := func(gw string, seq uint64, ts int64) *telemetry.Death {
 		return &telemetry.Death{Schema: telemetry.SchemaDeath, Gateway: gw, Seq: seq, TSGW: ts,
 			Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}}}

@@ -38,7 +38,7 @@ func viewSignals(v AssetView) []string {
 // and a checkpoint taken after the birth restores without it.
 func TestBirthDropsRemovedSignal(t *testing.T) {
 	h := newHarness(t, true, "")
-	h.e.Birth(compressorBirth(sec(0), "discharge_temp", "dew_point", "load_state"), nil)
+	h.e.Birth(compressorBirth(sec(0), "discharge_temp", "dew_point", "load_state"), 0, nil)
 	for s := range 3 {
 		none(t, h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", temp(s), "dew_point", 3.0, "load_state", 2), "all good")
 	}
@@ -51,7 +51,7 @@ func TestBirthDropsRemovedSignal(t *testing.T) {
 		t.Fatalf("want stale dew_point raised, got %+v", a)
 	}
 
-	got := h.e.Birth(compressorBirth(sec(7), "discharge_temp", "load_state"), nil)
+	got := h.e.Birth(compressorBirth(sec(7), "discharge_temp", "load_state"), 0, nil)
 	c := only(t, got, alert.Cleared, alert.Warn)
 	if c.Rule != "stale" || c.Signal != "dew_point" || c.ClearedAt != sec(7) ||
 		c.Message != "cleared: air_compressor ac-1 dew_point removed from its gateway's configuration" {
@@ -60,7 +60,7 @@ func TestBirthDropsRemovedSignal(t *testing.T) {
 	if v, _ := h.e.Asset("site1", "ac-1"); slices.Contains(viewSignals(v), "dew_point") {
 		t.Fatalf("view still lists dew_point: %v", viewSignals(v))
 	}
-	none(t, h.e.Birth(compressorBirth(sec(8), "discharge_temp", "load_state"), nil), "the same birth again")
+	none(t, h.e.Birth(compressorBirth(sec(8), "discharge_temp", "load_state"), 0, nil), "the same birth again")
 
 	// more data without dew_point: no stale alert for it, ever
 	for s := 8; s < 30; s++ {
@@ -110,9 +110,9 @@ rules:
     expr: "discharge_temp > 95 and dew_point > 10"
     severity: warn
 `)
-	h.e.Birth(compressorBirth(sec(0), "aux", "dew_point", "discharge_temp"), nil)
+	h.e.Birth(compressorBirth(sec(0), "aux", "dew_point", "discharge_temp"), 0, nil)
 	only(t, h.feed("air_compressor", "ac-1", sec(0), "aux", 1.0, "dew_point", 12.0, "discharge_temp", 99.0), alert.Raised, alert.Warn)
-	got := h.e.Birth(compressorBirth(sec(1), "dew_point", "discharge_temp"), nil)
+	got := h.e.Birth(compressorBirth(sec(1), "dew_point", "discharge_temp"), 0, nil)
 	for _, a := range got {
 		if a.Signal == "aux" && !strings.Contains(a.Message, "removed from its gateway's configuration") {
 			t.Fatalf("clear of aux: %+v", a)
@@ -125,7 +125,7 @@ rules:
 		t.Fatalf("want hot_and_wet cleared, got %+v", c)
 	}
 	// now dew_point leaves: the expression has no value for it
-	h.e.Birth(compressorBirth(sec(3), "discharge_temp"), nil)
+	h.e.Birth(compressorBirth(sec(3), "discharge_temp"), 0, nil)
 	for s := 3; s < 10; s++ {
 		for _, a := range h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", 99.0) {
 			if a.Rule == "hot_and_wet" || a.Signal == "dew_point" {

@@ -64,6 +64,10 @@ type Engine struct {
 	// from is the from of the Tick in progress (0 outside one): a silence
 	// it raises says how much of the asset's silence was counted (describe)
 	from int64
+	// gap is the silence found between two messages of an asset by the
+	// gapSilence in progress (zero outside one): its length in ts_gw and
+	// in stored time and the interval it was judged on, ms (describe)
+	gap [3]int64
 }
 
 // lookup returns the tracked asset (site, id).
@@ -115,7 +119,16 @@ type assetState struct {
 	order    int64
 	lastTS   int64 // data time of the newest batch
 	lastRecv int64 // wall time the newest batch was received
-	interval int64 // observed batch interval, ms
+	// heardGW is the ts_gw of the asset's newest sign of life (a batch with
+	// a reading that is not stale, or a birth that revived it), heardAt the
+	// time the stream stored that message (Unix ms, the caller's stored
+	// time; 0: unknown): the two clocks a silence inside a replayed
+	// backlog is found on (gapSilence). Not checkpointed: a restored asset
+	// starts from its newest batch or birth and from the time its record
+	// was written (RestoreAssetAt).
+	heardGW, heardAt int64
+	// interval is the observed batch interval, ms
+	interval int64
 	// birthGap is the shortest interval_ms its birth in force declares (0:
 	// none): the asset reports at least that often while it answers
 	// (docs/schema.md), so silence is never judged on less (silenceIV).
@@ -360,7 +373,11 @@ func (a *assetState) applyRange(s *signalState) {
 // dropped from its state, its view and its checkpoint, and every active
 // alert on it is cleared (the changes are appended to out). Signals the
 // birth lists keep their state.
-func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
+//
+// stored is when the stream stored the birth (Unix ms; 0: unknown): a
+// birth after a gap in the asset's messages on both clocks raises and
+// clears the silence the gap was (gapSilence).
+func (e *Engine) Birth(b *telemetry.Birth, stored int64, out []alert.Alert) []alert.Alert {
 	as := b.Asset.FromJSON()
 	a := e.asset(as.Site(), as.ID, as.Class, as.Path)
 	a.path = as.Path
@@ -376,7 +393,7 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 	a.setBirthGap()
 	a.birthBin = nil
 	out = a.dropUnborn(out, b.TSGW)
-	out = e.revive(a, b.TSGW, out)
+	out = e.revive(a, b.TSGW, stored, out)
 	for _, s := range a.list {
 		a.applyRange(s)
 	}
@@ -390,14 +407,14 @@ func (e *Engine) Birth(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 // declarations, for a birth not applied because it is the one in force
 // (InForce; a gateway sends the same birth again when a dead device
 // answers again): the asset answers, unless the birth is older than its
-// death (revive). Birth does the same.
-func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
+// death (revive). Birth does the same; stored is as Birth's.
+func (e *Engine) Revive(b *telemetry.Birth, stored int64, out []alert.Alert) []alert.Alert {
 	as := b.Asset.FromJSON()
 	a, ok := e.lookup(as.Site(), as.ID)
 	if !ok {
 		return out
 	}
-	return e.revive(a, b.TSGW, out)
+	return e.revive(a, b.TSGW, stored, out)
 }
 
 // revive clears the asset's death and its silence alert (at ts, the
@@ -407,10 +424,16 @@ func (e *Engine) Revive(b *telemetry.Birth, out []alert.Alert) []alert.Alert {
 // birth whose ts_gw is before the death's (lifeTSGW) does none of this:
 // it says the asset answered before it died, not since (a seq-0 or
 // another gateway's birth identical to the one in force, replayed from a
-// backlog: the reviewer's false revival).
-func (e *Engine) revive(a *assetState, ts int64, out []alert.Alert) []alert.Alert {
+// backlog: the reviewer's false revival). A birth that ends a gap of the
+// asset's messages on both clocks (ts_gw and stored, the stream's time of
+// the birth) first raises the silence the gap was (gapSilence).
+func (e *Engine) revive(a *assetState, ts, stored int64, out []alert.Alert) []alert.Alert {
 	if a.dead != "" && ts > 0 && ts < a.lifeTSGW {
 		return out
+	}
+	if ts > 0 && ts >= a.heardGW {
+		out = e.gapSilence(out, a, ts, stored, a.silenceIV())
+		a.heardGW, a.heardAt = ts, stored
 	}
 	a.lifeTSGW = max(a.lifeTSGW, e.bounded(ts))
 	a.dead = ""
@@ -617,7 +640,14 @@ func (e *Engine) bounded(ts int64) int64 {
 }
 
 // Process evaluates one batch and appends the alert state changes to out.
-func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
+// stored is when the stream stored the batch (Unix ms: the JetStream
+// message's stored time, or the time a source without one received it;
+// 0: unknown). A batch that ends a gap of its asset's batches longer than
+// k x the silence interval on both clocks, its ts_gw and stored, raises
+// the silence the gap was, dated at the asset's previous batch's ts_gw +
+// k x interval, and clears it (gapSilence): a silence inside a backlog the
+// collector replays, which Tick cannot see.
+func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []alert.Alert {
 	a := e.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class, b.Asset.Path)
 	// A batch dated before the asset's newest is late, unless it is the
 	// newer batch of the gateway the asset's state records (its seq ahead
@@ -635,8 +665,11 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	e.stats.Batches++
 	e.stats.Readings += uint64(len(b.Readings))
 	now := e.now() // one clock read serves the ordering bound and lastRecv
+	// the silence interval before this batch's gap moves it (gapSilence)
+	siv := a.silenceIV()
 	if stepBack {
 		a.order, a.lastTSGW = min(b.TSGW, now), 0 // no interval across the step
+		a.heardGW = 0                             // nor a gap (gapSilence): the gaps after it are judged
 	}
 	a.order = max(a.order, min(b.TSGW, now))
 	// d < 0: newer only by the bound on order (the last batch was dated
@@ -753,6 +786,10 @@ func (e *Engine) Process(b *telemetry.Batch, out []alert.Alert) []alert.Alert {
 	// more than dedup_window behind, newer than the newest batch) says the
 	// asset answered before it died: it does not clear the death.
 	if heard {
+		if b.TSGW >= a.heardGW {
+			out = e.gapSilence(out, a, b.TSGW, stored, siv)
+			a.heardGW, a.heardAt = b.TSGW, stored
+		}
 		a.lastRecv = now
 		a.lastTS = batchTS
 	}
@@ -914,6 +951,42 @@ func (a *assetState) silentAt(at, from int64) bool {
 	iv := a.silenceIV()
 	return a.silence != nil && iv > 0 && a.lastRecv != 0 &&
 		float64(at-max(a.lastRecv, from)) > a.silence.r.K*float64(iv) && a.silence.latch.Level == alert.None
+}
+
+// gapSilence raises the asset's silence alert for the gap before a
+// message of its that ends one: a batch with a reading that is not stale,
+// or a birth, dated gw (ts_gw) and stored by the stream at stored (Unix
+// ms), when both are more than k x iv (the silence rule's k and the
+// asset's silence interval, as Tick judges) after the asset's previous
+// sign of life (heardGW, heardAt). The raise is dated heardGW + k x iv,
+// when Tick would have raised it had it read the stream live; the caller
+// clears it at the message that ended the gap. Tick cannot see such a
+// silence when the collector reads it from a backlog (down, or behind,
+// then catching up): the backlog arrives all at once.
+//
+// Nothing is raised when the alert is active (Tick raised it live, or a
+// death did), when the asset is dead (its death raised it), when a clock
+// is unknown (stored 0, or an asset restored without the time its record
+// was written), or when the gap is on one clock only: a gap of stored
+// times only is the stream's (a broker outage, a gateway's uplink down
+// while it spooled: its batches come late with their own ts_gw and nothing
+// is missing); a gap of ts_gw only, the gateway's clock stepped forward.
+// On a live stream a gateway spooling through an uplink outage looks
+// silent to Tick (nothing arrives): that is what live judges, the
+// collector's view; on replay only a gap in the device's own data counts.
+func (e *Engine) gapSilence(out []alert.Alert, a *assetState, gw, stored, iv int64) []alert.Alert {
+	in := a.silence
+	if in == nil || in.latch.Level != alert.None || a.dead != "" || iv <= 0 || a.heardAt <= 0 || stored <= 0 || a.heardGW <= 0 {
+		return out
+	}
+	lim := in.r.K * float64(iv)
+	if float64(gw-a.heardGW) <= lim || float64(stored-a.heardAt) <= lim {
+		return out
+	}
+	e.gap = [3]int64{gw - a.heardGW, stored - a.heardAt, iv}
+	out = e.step(out, in, in.r.Severity, a.heardGW+int64(math.Ceil(lim)), 0, 0)
+	e.gap = [3]int64{}
+	return out
 }
 
 // silenceIV is the batch interval the asset's silence is judged on (ms):

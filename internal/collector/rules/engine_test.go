@@ -46,6 +46,13 @@ func newHarness(t testing.TB, defaults bool, ruleYAML string) *harness {
 // feed sends one batch of good readings at time ts (ms) and returns the alerts.
 func (h *harness) feed(class, asset string, ts int64, kv ...any) []alert.Alert {
 	h.t.Helper()
+	return h.feedStored(class, asset, ts, 0, kv...)
+}
+
+// feedStored is feed for a batch the stream stored at stored (Unix ms; 0:
+// unknown).
+func (h *harness) feedStored(class, asset string, ts, stored int64, kv ...any) []alert.Alert {
+	h.t.Helper()
 	b := &telemetry.Batch{Gateway: "gw", Asset: telemetry.Asset{ID: asset, Class: class, Path: []string{"acme", "site1", "_", "_", "_"}}, TSGW: ts}
 	for i := 0; i < len(kv); i += 2 {
 		r := telemetry.Reading{Signal: kv[i].(string), TS: ts}
@@ -65,7 +72,7 @@ func (h *harness) feed(class, asset string, ts int64, kv ...any) []alert.Alert {
 		h.t.Fatal(err)
 	}
 	h.now = ts
-	out := h.e.Process(b, nil)
+	out := h.e.Process(b, stored, nil)
 	h.out = append(h.out, out...)
 	return out
 }
@@ -211,7 +218,9 @@ func TestPlausibility(t *testing.T) {
 	// the birth overrides the catalog range
 	mx := 1000.0
 	h.e.Birth(&telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: "gw", Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1"}},
-		Signals: []telemetry.SignalInfo{{Signal: "discharge_temp", Max: &mx}}}, nil)
+		Signals: []telemetry.SignalInfo{{Signal: "discharge_temp", Max: &mx}}}, 0,
+		nil)
+
 	none(t, h.feed("air_compressor", "ac-1", sec(2), "discharge_temp", 90.0), "in range")
 	got := h.feed("air_compressor", "ac-1", sec(2), "discharge_temp", 500.0) // plausible now: feeds the threshold (15 s on delay)
 	none(t, got, "500 within birth range")
@@ -354,7 +363,7 @@ rules:
     on_delay: 0s
     off_delay: 0s
 `)
-	h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "de-1", Class: "diesel_engine", Path: []string{"acme", "site1"}}, Nameplate: map[string]float64{"idle_speed": 600}}, nil)
+	h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "de-1", Class: "diesel_engine", Path: []string{"acme", "site1"}}, Nameplate: map[string]float64{"idle_speed": 600}}, 0, nil)
 	cyl := func(s int, c3 float64) []alert.Alert {
 		return h.feed("diesel_engine", "de-1", sec(s), "speed", 1500.0, "exhaust_temp_cyl_1", 400.0, "exhaust_temp_cyl_2", 400.0,
 			"exhaust_temp_cyl_3", c3, "exhaust_temp_cyl_4", 400.0, "exhaust_temp_cyl_5", 400.0, "exhaust_temp_cyl_6", 400.0)
@@ -374,7 +383,9 @@ func TestPeerComparison(t *testing.T) {
 	h := newHarness(t, true, "")
 	for i := 1; i <= 4; i++ {
 		h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("pv-%d", i), Class: "pv_string", Path: []string{"acme", "site1"}},
-			Nameplate: map[string]float64{"inverter": 2, "rated_power": 5}}, nil)
+			Nameplate: map[string]float64{"inverter": 2, "rated_power": 5}}, 0,
+			nil)
+
 	}
 	round := func(s int, g, weak float64) []alert.Alert {
 		var got []alert.Alert
@@ -497,7 +508,7 @@ func TestLateBatchSkipped(t *testing.T) {
 	for _, b := range []telemetry.Batch{{Gateway: "gw", Seq: 1}, {Gateway: "gw-other", Seq: 50}, {Gateway: "gw", Seq: 0}} {
 		b.Asset, b.TSGW = asset, sec(5)
 		b.Readings = []telemetry.Reading{{Signal: "discharge_temp", Value: 120, TS: sec(5)}}
-		h.e.Process(&b, nil)
+		h.e.Process(&b, 0, nil)
 	}
 	if st := h.e.Stats(); st.Late != 3 || st.Batches != 2 {
 		t.Fatalf("%+v", st)
@@ -545,7 +556,7 @@ func TestFaultFreeRunRaisesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for class, nom := range nominal {
 		for i := 1; i <= 3; i++ {
-			h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("%s-%d", class, i), Class: class, Path: []string{"acme", "site1"}}, Nameplate: nom.nameplate}, nil)
+			h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("%s-%d", class, i), Class: class, Path: []string{"acme", "site1"}}, Nameplate: nom.nameplate}, 0, nil)
 		}
 	}
 	classes := catalog.Default().ClassNames()
@@ -626,7 +637,7 @@ rules:
 		b := &telemetry.Batch{Gateway: "gw", Seq: uint64(100 + i), TSGW: sec(3 + 2*i),
 			Asset:    telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
 			Readings: []telemetry.Reading{{Signal: "spare_1", Value: x, TS: sec(3 + 2*i)}}}
-		got := h.e.Process(b, nil)
+		got := h.e.Process(b, 0, nil)
 		// +Inf would raise spare_high if it got through; every one raises floor
 		a := only(t, got, alert.Raised, alert.Warn)
 		if a.Rule != "floor" {
@@ -638,7 +649,7 @@ rules:
 		b.Seq++
 		b.TSGW += 1000
 		b.Readings[0] = telemetry.Reading{Signal: "spare_1", Value: 5, TS: b.TSGW}
-		only(t, h.e.Process(b, nil), alert.Cleared, alert.Warn)
+		only(t, h.e.Process(b, 0, nil), alert.Cleared, alert.Warn)
 	}
 }
 
@@ -669,7 +680,7 @@ func TestStaleByArrivalNotSourceTime(t *testing.T) {
 			bt.Readings = append(bt.Readings, telemetry.Reading{Signal: "discharge_temp", Value: 80, TS: t0 - 3600_000})
 		}
 		h.now = gw
-		return h.e.Process(bt, nil)
+		return h.e.Process(bt, 0, nil)
 	}
 	stale := func(al []alert.Alert) []alert.Alert { // the stuck rule rightly fires on a constant value
 		var out []alert.Alert
@@ -719,7 +730,7 @@ func TestGatewayClockSteppedBack(t *testing.T) {
 	// another gateway's batch dated before the asset's newest is late
 	b := &telemetry.Batch{Gateway: "gw-other", Seq: 1, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
 		TSGW: sec(-200), Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 80, TS: sec(-200)}}}
-	h.e.Process(b, nil)
+	h.e.Process(b, 0, nil)
 	if n := h.e.Stats().Late - late; n != 1 {
 		t.Fatalf("another gateway's older batch: %d late, want 1", n)
 	}

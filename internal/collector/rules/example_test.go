@@ -41,7 +41,8 @@ rules:
 	}
 	eng := rules.New(rules.Merge(f), cat, rules.Options{Now: func() int64 { return 1763812400000 }})
 	eng.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "jinan"}},
-		Nameplate: map[string]float64{"rated_power": 75}}, nil)
+		Nameplate: map[string]float64{"rated_power": 75}}, 0,
+		nil)
 
 	batch := func(seq uint64, ts int64, temp, power float64) *telemetry.Batch {
 		return &telemetry.Batch{Gateway: "gw-1", Seq: seq, TSGW: ts,
@@ -53,7 +54,7 @@ rules:
 	}
 	var out []alert.Alert
 	for i, r := range []struct{ temp, power float64 }{{85, 60}, {110, 20}, {111, 20}, {112, 20}, {90, 20}} {
-		out = eng.Process(batch(uint64(i+1), 1763812345000+int64(i)*1000, r.temp, r.power), out[:0])
+		out = eng.Process(batch(uint64(i+1), 1763812345000+int64(i)*1000, r.temp, r.power), 0, out[:0])
 		for _, a := range out {
 			fmt.Printf("batch %d: %s %s %s: %s\n", i+1, a.Rule, a.State, a.Severity, a.Message)
 		}

@@ -33,7 +33,7 @@ func motorFleet(b *testing.B, assets int) (h *harness, bs []*telemetry.Batch, ob
 			bi.Signals = append(bi.Signals, telemetry.SignalInfo{Signal: s, Unit: cl.Signals[s].Unit, IntervalMS: 15_000})
 			x.Readings = append(x.Readings, telemetry.Reading{Signal: s, Value: mean[j], Unit: cl.Signals[s].Unit, TS: t0})
 		}
-		h.e.Birth(bi, nil)
+		h.e.Birth(bi, 0, nil)
 		bs[i] = x
 	}
 	var out []alert.Alert
@@ -44,7 +44,7 @@ func motorFleet(b *testing.B, assets int) (h *harness, bs []*telemetry.Batch, ob
 			x.Readings[j].TS = x.TSGW
 			x.Readings[j].Value = mean[j] * (1 + float64((k+j)%7-3)*0.001)
 		}
-		out = h.e.Process(x, out[:0])
+		out = h.e.Process(x, 0, out[:0])
 	}
 	return h, bs, observe
 }

@@ -23,7 +23,7 @@ func TestInForce(t *testing.T) {
 	if h.e.InForce(birth()) {
 		t.Fatal("in force before any birth")
 	}
-	h.e.Birth(birth(), nil)
+	h.e.Birth(birth(), 0, nil)
 	for s := range 3 {
 		h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", temp(s), "load_state", 2, "dew_point", 3.0)
 	}

@@ -521,6 +521,11 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 			msg = who + " reported dead by its gateway: " + a.dead
 		case st == alert.Cleared:
 			msg = who + " sends data again"
+		case e.gap[0] > 0: // gapSilence
+			age := in.latch.Raised - a.heardGW
+			msg = fmt.Sprintf("%s sent nothing for %s (%s x its %s interval), found on replay: its batches %s apart by its gateway's clock and %s by the stream's",
+				who, ms(age), fv(r.K), ms(e.gap[2]), ms(e.gap[0]), ms(e.gap[1]))
+			return prefix + msg, map[string]float64{"age_ms": float64(age), "counted_ms": float64(age), "gap_ms": float64(e.gap[0]), "stored_gap_ms": float64(e.gap[1])}
 		default:
 			// the time since its last batch is what the operator acts on;
 			// when a disruption of the caller's stream ended after it

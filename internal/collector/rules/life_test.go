@@ -71,7 +71,7 @@ func TestSilenceFollowsBirthInterval(t *testing.T) {
 		return b
 	}
 	h := newHarness(t, true, "")
-	h.e.Birth(birth(sec(0)), nil)
+	h.e.Birth(birth(sec(0)), 0, nil)
 	for s := range 5 {
 		h.feed("air_compressor", "ac-1", sec(s), "discharge_temp", temp(s), "load_state", 2)
 	}

@@ -42,11 +42,11 @@ func TestUnorderedBirthsAndDeathsJudgedOnTSGW(t *testing.T) {
 	h := newHarness(t, true, "")
 	h.now = sec(200) // every message arrives after its ts_gw (the ordering keys are bounded by the clock)
 	e := h.e
-	e.Birth(gwBirth("gw-a", 10, sec(0), "discharge_temp"), nil)
+	e.Birth(gwBirth("gw-a", 10, sec(0), "discharge_temp"), 0, nil)
 	e.Mark("site1", "ac-1", "gw-a", 10)
-	e.Process(gwBatch("gw-a", 11, sec(1)), nil)
+	e.Process(gwBatch("gw-a", 11, sec(1)), 0, nil)
 	// moved to gw-b: its birth and its death, no batch since
-	e.Birth(gwBirth("gw-b", 3*window, sec(100), "discharge_temp", "load_state"), nil)
+	e.Birth(gwBirth("gw-b", 3*window, sec(100), "discharge_temp", "load_state"), 0, nil)
 	e.Mark("site1", "ac-1", "gw-b", 3*window)
 	e.Death(gwDeath("gw-b", 3*window+1, sec(110)), nil)
 	e.Mark("site1", "ac-1", "gw-b", 3*window+1)
@@ -118,8 +118,8 @@ func TestOlderThanTheDeathDoesNotRevive(t *testing.T) {
 	h := newHarness(t, true, "")
 	h.now = sec(20) // every message arrives after its ts_gw
 	e := h.e
-	e.Birth(gwBirth("gw", 0, sec(0), "discharge_temp"), nil)
-	e.Process(gwBatch("gw", 1, sec(1)), nil)
+	e.Birth(gwBirth("gw", 0, sec(0), "discharge_temp"), 0, nil)
+	e.Process(gwBatch("gw", 1, sec(1)), 0, nil)
 	raised := only(t, e.Death(gwDeath("gw", 0, sec(10)), nil), alert.Raised, alert.Warn)
 	dead := func(what string, out []alert.Alert) {
 		t.Helper()
@@ -130,10 +130,10 @@ func TestOlderThanTheDeathDoesNotRevive(t *testing.T) {
 			t.Errorf("%s revived the asset", what)
 		}
 	}
-	dead("an identical rebirth older than the death", e.Revive(gwBirth("gw", 0, sec(5), "discharge_temp"), nil))
-	dead("a birth older than the death", e.Birth(gwBirth("gw", 0, sec(6), "discharge_temp", "load_state"), nil))
-	dead("a batch older than the death", e.Process(gwBatch("gw-2", 1, sec(7)), nil))
-	cl := only(t, e.Revive(gwBirth("gw", 0, sec(12), "discharge_temp", "load_state"), nil), alert.Cleared, alert.Warn)
+	dead("an identical rebirth older than the death", e.Revive(gwBirth("gw", 0, sec(5), "discharge_temp"), 0, nil))
+	dead("a birth older than the death", e.Birth(gwBirth("gw", 0, sec(6), "discharge_temp", "load_state"), 0, nil))
+	dead("a batch older than the death", e.Process(gwBatch("gw-2", 1, sec(7)), 0, nil))
+	cl := only(t, e.Revive(gwBirth("gw", 0, sec(12), "discharge_temp", "load_state"), 0, nil), alert.Cleared, alert.Warn)
 	if cl.RaisedAt != raised.RaisedAt || cl.ClearedAt != sec(12) {
 		t.Errorf("cleared %+v, want the death's occurrence cleared at %d", cl, sec(12))
 	}
@@ -186,8 +186,8 @@ func TestAheadOfTheClockRanksNoLater(t *testing.T) {
 			h := newHarness(t, true, "")
 			h.now = sec(10)
 			e := h.e
-			e.Process(gwBatch("gw-a", 1, sec(10)), nil)
-			e.Process(gwBatch(c.ahead, 2, sec(10+290)), nil)
+			e.Process(gwBatch("gw-a", 1, sec(10)), 0, nil)
+			e.Process(gwBatch(c.ahead, 2, sec(10+290)), 0, nil)
 			st, _ := e.Snapshot("site1", "ac-1")
 			r := newHarness(t, true, "")
 			r.now = sec(11)
@@ -198,11 +198,11 @@ func TestAheadOfTheClockRanksNoLater(t *testing.T) {
 					t.Errorf("%s: a death dated now is behind the batch dated ahead", name)
 				}
 				late := e.Stats().Late
-				e.Process(gwBatch("gw-a", 3, sec(11)), nil)
+				e.Process(gwBatch("gw-a", 3, sec(11)), 0, nil)
 				if e.Stats().Late != late {
 					t.Errorf("%s: the batch dated now is late", name)
 				}
-				if e.Process(gwBatch("gw-a", 1, sec(9)), nil); e.Stats().Late != late+1 {
+				if e.Process(gwBatch("gw-a", 1, sec(9)), 0, nil); e.Stats().Late != late+1 {
 					t.Errorf("%s: a batch older than the clock's bound was evaluated", name)
 				}
 			}

@@ -62,7 +62,7 @@ func TestLimitSignals(t *testing.T) {
 		if got := signalsOf(b); !slices.Equal(got, s.kept) || r.Refused != s.refused || r.First != s.first || s.refused > 0 && r.Held != s.held || r.Warn != s.warn || r.Total != total {
 			t.Fatalf("step %d: kept %v, %+v; want %v, refused %d first %q held %d warn %v total %d", i, got, r, s.kept, s.refused, s.first, s.held, s.warn, total)
 		}
-		e.Process(b, nil)
+		e.Process(b, 0, nil)
 	}
 	v, _ := e.Asset("site1", "a-1")
 	var names []string
@@ -98,7 +98,7 @@ func TestLimitSignalsManyNewNames(t *testing.T) {
 			t.Fatalf("kept %s", rd.Signal)
 		}
 	}
-	e.Process(b, nil)
+	e.Process(b, 0, nil)
 	if v, _ := e.Asset("site1", "a-1"); len(v.Signals) != 100 {
 		t.Fatalf("%d signals held", len(v.Signals))
 	}
@@ -112,7 +112,7 @@ func TestNoteRefused(t *testing.T) {
 	}
 	bi := &telemetry.Birth{Gateway: "gw", Asset: telemetry.AssetJSON{ID: "a-1", Class: "generic", Path: []string{"acme", "site1", "_", "_", "_"}},
 		Signals: []telemetry.SignalInfo{{Signal: "a"}, {Signal: "b"}}}
-	e.Birth(bi, nil)
+	e.Birth(bi, 0, nil)
 	if r := e.NoteRefused("site1", "a-1", 3, "z"); r.Refused != 3 || r.First != "z" || r.Held != 2 || !r.Warn || r.Total != 3 {
 		t.Fatalf("%+v", r)
 	}
@@ -132,7 +132,7 @@ func BenchmarkLimitSignals(b *testing.B) {
 				names = append(names, fmt.Sprintf("sig_%d", i))
 			}
 			bt := limitBatch(t0, names...)
-			e.Process(bt, nil)
+			e.Process(bt, 0, nil)
 			b.ReportAllocs()
 			for b.Loop() {
 				if r := e.LimitSignals(bt, 256); r.Refused != 0 {
@@ -153,8 +153,8 @@ func TestProcessCacheBoundedBySignals(t *testing.T) {
 	for i := range 10_000 {
 		names = append(names, []string{"a", "b", "c"}[i%3])
 	}
-	e.Process(limitBatch(t0, names...), nil)
-	e.Process(limitBatch(t0+1000, "a", "b", "c"), nil)
+	e.Process(limitBatch(t0, names...), 0, nil)
+	e.Process(limitBatch(t0+1000, "a", "b", "c"), 0, nil)
 	a := e.assets[[2]string{"site1", "a-1"}]
 	if len(a.list) != 3 || len(a.cache) > len(a.list) {
 		t.Fatalf("%d signals, cache of %d positions", len(a.list), len(a.cache))
@@ -175,14 +175,14 @@ func TestLimitSignalsAdmitsCatalogSignals(t *testing.T) {
 	if r := h.e.LimitSignals(b, 7); r.Refused != 0 {
 		t.Fatalf("first batch: %+v", r)
 	}
-	h.e.Process(b, nil)
+	h.e.Process(b, 0, nil)
 	b = limitBatch(t0+1000, "x5", "dew_point", "x1", "free_air_delivery", "dew_point")
 	b.Asset.Class = "air_compressor"
 	r := h.e.LimitSignals(b, 7)
 	if got, want := signalsOf(b), []string{"dew_point", "x1", "free_air_delivery", "dew_point"}; !slices.Equal(got, want) || r.Refused != 1 || r.First != "x5" {
 		t.Fatalf("kept %v, refusal %+v; want %v and x5 refused", got, r, want)
 	}
-	h.e.Process(b, nil)
+	h.e.Process(b, 0, nil)
 	v, _ := h.e.Asset("site1", "a-1")
 	var names []string
 	for _, s := range v.Signals {

@@ -73,7 +73,9 @@ func TestPeerRule2000Strings(t *testing.T) {
 	weak := func(i int) bool { return i%200 == 7 }
 	for i := range n {
 		h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("pv-%04d", i), Class: "pv_string", Path: []string{"acme", "site1"}},
-			Nameplate: map[string]float64{"inverter": 1, "rated_power": 5}}, nil)
+			Nameplate: map[string]float64{"inverter": 1, "rated_power": 5}}, 0,
+			nil)
+
 	}
 	raised := map[string]alert.Alert{}
 	for s := 0; s <= 31*60; s += 60 {
@@ -115,7 +117,9 @@ func BenchmarkPeerRule(b *testing.B) {
 			h := newHarness(b, true, "")
 			for i := range size {
 				h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: fmt.Sprintf("pv-%04d", i), Class: "pv_string", Path: []string{"acme", "site1"}},
-					Nameplate: map[string]float64{"inverter": 1, "rated_power": 5}}, nil)
+					Nameplate: map[string]float64{"inverter": 1, "rated_power": 5}}, 0,
+					nil)
+
 			}
 			batches := make([]*telemetry.Batch, size)
 			for i := range batches {
@@ -130,7 +134,7 @@ func BenchmarkPeerRule(b *testing.B) {
 				ts := sec(i / size)
 				bt.TSGW, bt.Readings[0].TS, bt.Readings[1].TS = ts, ts, ts
 				bt.Readings[0].Value = 9 + float64(i%17)*0.01
-				out = h.e.Process(bt, out[:0])
+				out = h.e.Process(bt, 0, out[:0])
 				i++
 			}
 		})

@@ -55,7 +55,7 @@ func (h *harness) feedShip(asset string, ts int64, s shipState, rng *rand.Rand) 
 func shipHarness(t *testing.T, assets ...string) *harness {
 	h := newHarness(t, true, "")
 	for _, a := range assets {
-		h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: a, Class: "ship", Path: []string{"acme", "site1"}}, Nameplate: shipNP}, nil)
+		h.e.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: a, Class: "ship", Path: []string{"acme", "site1"}}, Nameplate: shipNP}, 0, nil)
 	}
 	return h
 }

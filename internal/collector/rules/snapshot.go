@@ -417,6 +417,11 @@ func (e *Engine) RestoreAssetAt(st *AssetState, written int64) {
 			a.lastRecv = written
 		}
 	}
+	// the gap clocks (gapSilence) start from the newest batch or birth the
+	// record includes and the time it was written: the stream stored that
+	// message no later, so a gap measured from written is no longer than
+	// the real one (a silence across the restart is found, never made)
+	a.heardGW, a.heardAt = max(a.lastTSGW, a.lifeTSGW), written
 	for i := range st.Signals {
 		ss := &st.Signals[i]
 		s := a.signal(ss.Name)

@@ -130,7 +130,7 @@ func TestSnapshotIntoMatchesSnapshot(t *testing.T) {
 			}
 		}
 		h.now = b.TSGW
-		h.e.Process(b, nil)
+		h.e.Process(b, 0, nil)
 	}
 	e := h.e
 	var st AssetState

@@ -59,7 +59,7 @@ rules:
 			var want, got []alert.Alert
 			for i, bt := range batches {
 				a.now = bt.TSGW
-				want = a.e.Process(bt, want)
+				want = a.e.Process(bt, 0, want)
 				if i == 100 || i == 170 { // checkpoint, then continue in a fresh engine
 					st, ok := b.e.Snapshot("site1", "ac-1")
 					if !ok {
@@ -77,7 +77,7 @@ rules:
 				}
 				b.now = bt.TSGW
 				if !b.e.Duplicate(bt, 16384) {
-					got = b.e.Process(bt, got)
+					got = b.e.Process(bt, 0, got)
 				}
 			}
 			if len(want) < 2 {
