@@ -4,9 +4,12 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // A cycle's outputs with one Nats-Msg-Id twice (the same transition) are
@@ -27,9 +30,18 @@ func TestDuplicateMsgIDInProcessIsNoFailure(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DUP", Subjects: []string{"dup.>"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
-	}
+	// a cluster just formed may not place a replicated stream yet (API
+	// error 10005, "no suitable peers for placement, peer offline", seen
+	// under load): try until it does
+	last := ""
+	wait.For(t, time.Minute, "the cluster to place a stream of 3 replicas", func() bool {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "DUP", Subjects: []string{"dup.>"}, Replicas: 3})
+		if err != nil && err.Error() != last {
+			last = err.Error()
+			t.Logf("create stream: %v", err)
+		}
+		return err == nil
+	})
 	for round := range 50 {
 		var futs []jetstream.PubAckFuture
 		for i := range 20 {
