@@ -161,6 +161,10 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	if cfg.Isolation != IsolationNone {
 		m.isolated(id)
 	}
+	if usesIndexes(ps) {
+		// at 0 from the start: an alert on increase() fires on the first move
+		m.namespaceRemaps.WithLabelValues(id)
+	}
 	return &Client{dataNow: time.Now, id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
 		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}, longLog: logging.Limiter{Every: time.Minute}}, nil
@@ -752,15 +756,15 @@ func (t *nodeTable) parse(s string) (*ua.NodeID, error) {
 		}
 		idx := slices.Index(t.ns, uri)
 		if idx < 0 {
-			return nil, fmt.Errorf("%w: %q (has %v)", errNamespaceGone, uri, t.ns)
+			return nil, fmt.Errorf("%w: %q (has %s)", errNamespaceGone, uri, nsText(t.ns))
 		}
 		s = "ns=" + strconv.Itoa(idx) + ";" + rest
 	} else if idx, rest, ok := nsIndex(s); ok && idx > 0 {
 		if uri, gone := t.gone[idx]; gone {
 			if uri == "" {
-				return nil, fmt.Errorf("%w: index %d (has %v)", errNamespaceGone, idx, t.ns)
+				return nil, fmt.Errorf("%w: index %d (has %s)", errNamespaceGone, idx, nsText(t.ns))
 			}
-			return nil, fmt.Errorf("%w: ns=%d was %q at the first session (has %v)", errNamespaceGone, idx, uri, t.ns)
+			return nil, fmt.Errorf("%w: ns=%d was %q at the first session (has %s)", errNamespaceGone, idx, uri, nsText(t.ns))
 		}
 		if to, moved := t.moved[idx]; moved {
 			s = "ns=" + strconv.Itoa(int(to)) + ";" + rest

@@ -16,6 +16,7 @@ import (
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -67,6 +68,26 @@ type nsState struct {
 	// uriOn: whether each nsu= URI was on the server at the last session
 	// start (its absence logged once)
 	uriOn map[string]bool
+}
+
+// nsText is a NamespaceArray for a log line or an error, clipped: the
+// server's text, of any length.
+func nsText(arr []string) string { return logging.Clip(fmt.Sprint(arr), 512) }
+
+// usesIndexes reports whether a point's node id or method ids name a
+// namespace by an index above 0.
+func usesIndexes(ps []Point) bool {
+	indexed := func(s string) bool {
+		idx, _, ok := nsIndex(s)
+		return ok && idx > 0
+	}
+	for i := range ps {
+		p := &ps[i]
+		if indexed(p.NodeID) || p.Method != nil && (indexed(p.Method.Object) || indexed(p.Method.Method)) {
+			return true
+		}
+	}
+	return false
 }
 
 // nsIndex is s's ns=<index> and the rest after its ';' (ok false for
@@ -216,7 +237,7 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 				c.log.Info("opc ua namespace is on the server again", "uri", uri)
 			} else {
 				c.log.Warn("opc ua namespace of nsu= node ids is not on the server; their points are bad",
-					"uri", uri, "namespace_array", arr, "status", statusHex(StatusNodeIDUnknown))
+					"uri", uri, "namespace_array", nsText(arr), "status", statusHex(StatusNodeIDUnknown))
 			}
 		}
 		if st.uriOn == nil {
@@ -247,7 +268,7 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 				if st.lastAt[idx] != -2 {
 					st.lastAt[idx] = -2
 					c.log.Warn("opc ua namespace index not on the server; its points are bad until it is",
-						"ns", i, "namespace_array", arr, "status", statusHex(StatusNodeIDUnknown))
+						"ns", i, "namespace_array", nsText(arr), "status", statusHex(StatusNodeIDUnknown))
 				}
 				continue
 			}
@@ -269,7 +290,7 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 			t.gone[idx] = uri
 			if was != -1 {
 				c.log.Warn("opc ua namespace of ns=<index> node ids is gone from the server; their points are bad, no node is read under the stale index",
-					"ns", i, "uri", uri, "namespace_array", arr, "status", statusHex(StatusNodeIDUnknown))
+					"ns", i, "uri", uri, "namespace_array", nsText(arr), "status", statusHex(StatusNodeIDUnknown))
 			}
 		case now != i:
 			t.moved[idx] = uint16(now)

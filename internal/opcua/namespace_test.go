@@ -389,3 +389,52 @@ func TestExpandedIDRoundTrip(t *testing.T) {
 		t.Error("a bad percent escape in nsu= passed")
 	}
 }
+
+// TestNamespacePinFile: pins recorded for another endpoint are dropped and
+// the index pinned again (the device was pointed at another server); an
+// unreadable pin file is left as it is (the only record of what the
+// indexes meant) and the pins live in memory; pins of this endpoint
+// decide even when the server has another URI at the index now.
+func TestNamespacePinFile(t *testing.T) {
+	srv := startNSServer(t, "urn:test:a", "urn:test:b")
+	for _, tc := range []struct {
+		name, file string
+		want       telemetry.Quality // point ns=1;s=Temp
+		keep       bool              // the file is left as it was
+	}{
+		{"another endpoint", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityGood, false},
+		{"unreadable", `{"endpoint": `, telemetry.QualityGood, true},
+		{"this endpoint, URI gone", `{"endpoint": "` + srv.endpoint() + `", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Endpoint: srv.endpoint(), DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+				PublishInterval: 50 * time.Millisecond, Watchdog: 200 * time.Millisecond, RequestTimeout: time.Second, Isolation: IsolationNone}
+			path := filepath.Join(cfg.DataDir, "namespaces", "dev-1.json")
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, rec := run(t, cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}})
+			wait.For(t, 10*time.Second, "the point", func() bool {
+				u, ok := rec.get(0)
+				return ok && u.Quality == tc.want && (tc.want != telemetry.QualityGood || u.Num == 1.5) &&
+					(tc.want != telemetry.QualityBad || u.Status == StatusNodeIDUnknown)
+			})
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.keep != (string(b) == tc.file) {
+				t.Fatalf("pin file now %s", b)
+			}
+			if !tc.keep {
+				var p nsPins
+				if err := json.Unmarshal(b, &p); err != nil || p.Endpoint != cfg.Endpoint || p.URIs[1] != "urn:test:a" {
+					t.Fatalf("pin file now %s (%v)", b, err)
+				}
+			}
+		})
+	}
+}
