@@ -127,22 +127,22 @@ func escapeNamespaceURI(uri string) string {
 	return strings.NewReplacer("%", "%25", ";", "%3B").Replace(uri)
 }
 
-// ExpandedID is node n in the OPC UA string form that names its namespace
-// by URI (nsu=<uri>;<id>) when its index is not 0 and ns holds it; the
-// ns=<index> form otherwise. This is the form the driver reads correctly
-// whatever the server's namespace order (browse -write-config writes it).
-func ExpandedID(n *ua.NodeID, ns []string) string {
-	s := n.String()
-	idx := int(n.Namespace())
-	if idx == 0 || idx >= len(ns) || ns[idx] == "" {
-		return s
-	}
-	_, rest, ok := nsIndex(s)
-	if !ok {
+// ByURI is node id (or node id prefix) s in the nsu=<uri>; form when it
+// names its namespace by an index above 0 that ns holds (ns is a
+// NamespaceArray); s otherwise.
+func ByURI(s string, ns []string) string {
+	idx, rest, ok := nsIndex(s)
+	if !ok || idx == 0 || int(idx) >= len(ns) || ns[idx] == "" {
 		return s
 	}
 	return "nsu=" + escapeNamespaceURI(ns[idx]) + ";" + rest
 }
+
+// ExpandedID is node n in the OPC UA string form that names its namespace
+// by URI (nsu=<uri>;<id>) when its index is not 0 and ns holds it; the
+// ns=<index> form otherwise. This is the form the driver reads correctly
+// whatever the server's namespace order (browse -write-config writes it).
+func ExpandedID(n *ua.NodeID, ns []string) string { return ByURI(n.String(), ns) }
 
 // pinFile is the device's pin file below cfg.DataDir.
 func (c *Client) pinFile() string {
