@@ -107,7 +107,7 @@ devices:
   - id: g-1
     class: generic
     opcua: {endpoint: "opc.tcp://127.0.0.1:4840"}
-    points: [{signal: level, node_id: "ns=2;s=Level"}]
+    points: [{signal: level, node_id: "nsu=urn:plant;s=Level"}]
 `
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -311,7 +311,8 @@ func TestBrowseAndEndpoints(t *testing.T) {
 		t.Fatalf("browse: %d\n%s\n%s", code, out, errs)
 	}
 	written, err := os.ReadFile(cfgPath)
-	if err != nil || !strings.Contains(string(written), "node_id:") || !strings.Contains(string(written), "opcua:") {
+	// node ids by namespace URI (review F3), the form validate does not warn about
+	if err != nil || !strings.Contains(string(written), `node_id: "nsu=`+front.NamespaceURI()+`;s=m-1.`) || !strings.Contains(string(written), "opcua:") {
 		t.Fatalf("written config: %v\n%s", err, written)
 	}
 }

@@ -215,7 +215,7 @@ func cmdBrowse(args []string, stdout, stderr io.Writer) int {
 	root := fs.String("root", "", "node id to start from (default the Objects folder)")
 	depth := fs.Int("depth", 6, "levels to walk below the root")
 	ns0 := fs.Bool("ns0", false, "also walk namespace 0 (the Server object)")
-	writeCfg := fs.String("write-config", "", "write a ready-to-edit device config for the variables found to this file")
+	writeCfg := fs.String("write-config", "", "write a ready-to-edit device config for the variables found to this file (node ids as nsu=<namespace URI>;...)")
 	class := fs.String("class", "generic", "catalog class of the devices in -write-config (ranges are written in the class's units)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: smelter-gateway browse ENDPOINT [flags]

@@ -11,6 +11,9 @@
 // --user-trust DIR  X.509 user certificates (DER or PEM, any name) allowed to log in;
 //                   without it no certificate login succeeds
 // --host ADDR       listen address (default 127.0.0.1)
+// --namespace URI=V registers namespace URI (repeatable, in the order given, before
+//                   urn:smelter:interop) with a Double variable s=Temp of value V: a test
+//                   restarts the server with another order to reorder its NamespaceArray
 //
 // Username login: SMELTER_INTEROP_USER and SMELTER_INTEROP_PASSWORD (both set).
 // Anonymous login is always allowed.
@@ -70,12 +73,12 @@ const {
 } = require("node-opcua");
 
 function usage(msg) {
-    process.stderr.write(`server.js: ${msg}\nusage: node server.js --pki DIR [--port 0] [--user-trust DIR] [--host 127.0.0.1]\n`);
+    process.stderr.write(`server.js: ${msg}\nusage: node server.js --pki DIR [--port 0] [--user-trust DIR] [--host 127.0.0.1] [--namespace URI=V ...]\n`);
     process.exit(2);
 }
 
 function parseArgs(argv) {
-    const out = { port: 0, host: "127.0.0.1", pki: "", userTrust: "" };
+    const out = { port: 0, host: "127.0.0.1", pki: "", userTrust: "", namespaces: [] };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
         const next = () => {
@@ -92,6 +95,14 @@ function parseArgs(argv) {
             case "--host": out.host = next(); break;
             case "--pki": out.pki = next(); break;
             case "--user-trust": out.userTrust = next(); break;
+            case "--namespace": {
+                const v = next();
+                const eq = v.lastIndexOf("=");
+                const value = Number(v.slice(eq + 1));
+                if (eq <= 0 || !Number.isFinite(value)) usage(`--namespace: ${v} is not URI=NUMBER`);
+                out.namespaces.push({ uri: v.slice(0, eq), value });
+                break;
+            }
             default: usage(`unknown argument ${a}`);
         }
     }
@@ -182,6 +193,16 @@ async function main() {
     await server.initialize();
 
     const addressSpace = server.engine.addressSpace;
+    for (const x of args.namespaces) {
+        addressSpace.registerNamespace(x.uri).addVariable({
+            organizedBy: addressSpace.rootFolder.objects,
+            browseName: "Temp",
+            nodeId: "s=Temp",
+            dataType: "Double",
+            minimumSamplingInterval: 50,
+            value: new Variant({ dataType: DataType.Double, value: x.value }),
+        });
+    }
     const ns = addressSpace.registerNamespace("urn:smelter:interop");
     const folder = ns.addFolder(addressSpace.rootFolder.objects, { browseName: ASSET, nodeId: `s=${ASSET}` });
     let n = 0;

@@ -436,7 +436,13 @@ func (d *Demo) opcuaPoints(fl *fleet.Fleet, ids []string, dataDir string) (map[s
 		if err != nil {
 			return nil, err
 		}
-		ud := UADevice{Endpoint: info.OPCUA, NodePrefix: info.NodePrefix, Signals: sortedKeys(vals),
+		// the namespace by URI, as browse -write-config writes it: an
+		// index may name another node after a server restart (review F3)
+		prefix := info.NodePrefix
+		if info.OPCUANamespace != "" {
+			prefix = opcua.ByURI(info.NodePrefix, []string{1: info.OPCUANamespace})
+		}
+		ud := UADevice{Endpoint: info.OPCUA, NodePrefix: prefix, Signals: sortedKeys(vals),
 			TrustDir: filepath.Join(dataDir, "opcua-trusted")}
 		// trust the simulator's server certificate, as an operator would
 		// after checking its thumbprint

@@ -283,6 +283,17 @@ devices:
 	if !ud.Points[0].UnitFromNode || ud.Points[1].UnitFromNode || d.Norm.Point(0).Src != "opcua:ns=2;s=Spindle.Speed" {
 		t.Errorf("unit from node = %v %v, norm = %+v", ud.Points[0].UnitFromNode, ud.Points[1].UnitFromNode, d.Norm.Point(0))
 	}
+	// review F3: one warning per device for node ids by namespace index
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0].Error(), "gw.yaml:8: devices[0].points[0].node_id: 3 node ids of the device name their namespace by index") ||
+		!strings.Contains(cfg.Warnings[0].Error(), "nsu=<namespace URI>") {
+		t.Errorf("warnings = %v", cfg.Warnings)
+	}
+	// nsu= ids (and ns=0, the OPC UA namespace, fixed at 0) are not warned about
+	cfg, err = loadBytes("gw.yaml", []byte(strings.NewReplacer(`"ns=2;s=Spindle.Load"`, `"nsu=urn:cnc;s=Spindle.Load"`,
+		`"ns=2;s=Spindle.Speed"`, `"nsu=urn:cnc;s=Spindle.Speed"`, `"ns=2;i=1001"`, `"ns=0;i=2258"`).Replace(doc)))
+	if err != nil || len(cfg.Warnings) != 0 {
+		t.Errorf("nsu= device: %v, warnings %v", err, cfg.Warnings)
+	}
 }
 
 func TestOPCUADeviceErrors(t *testing.T) {

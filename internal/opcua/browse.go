@@ -83,10 +83,11 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	if err != nil {
 		return nil, err
 	}
-	// an action point (no node, only a method) has no units
+	// an action point (no node, only a method) has no units; a point in a
+	// namespace not on the server has an error for them
 	var idx []int
 	for i, p := range c.points {
-		if p.NodeID != "" {
+		if p.NodeID != "" && !nodes.isAbsent(i) {
 			idx = append(idx, i)
 		}
 	}
@@ -105,6 +106,10 @@ func (c *Client) NodeUnits(ctx context.Context) ([]NodeUnit, error) {
 	for j, u := range got {
 		u.Index = idx[j]
 		out[idx[j]] = u
+	}
+	for _, i := range nodes.absent {
+		_, err := nodes.at(i)
+		out[i].Err = fmt.Errorf("%w (%w)", &StatusError{Index: i, Status: ua.StatusCode(StatusNodeIDUnknown)}, err)
 	}
 	return out, nil
 }
@@ -484,7 +489,15 @@ func Browse(ctx context.Context, endpoint string, cfg Config, w io.Writer, opts 
 	}
 	fmt.Fprintf(w, "%d variables (limits: %d nodes per read, %d per browse)\n", len(vars), lim.MaxNodesPerRead, lim.MaxNodesPerBrowse)
 	if opts.WriteConfig != nil {
-		return writeConfig(opts.WriteConfig, &cfg, class, vars)
+		// node ids are written nsu=<uri>;: an ns=<index> names another
+		// node once the server orders its namespaces differently (F3)
+		rctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+		ns, err := cl.NamespaceArray(rctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("opcua: browse: read namespace array: %w", err)
+		}
+		return writeConfig(opts.WriteConfig, &cfg, class, vars, ns)
 	}
 	return nil
 }
@@ -679,7 +692,7 @@ func deviceID(s string) string {
 // has the signal, the device's unit otherwise. A node without a usable unit
 // gets a comment asking for one (a numeric reading is never published
 // without a unit).
-func writeConfig(w io.Writer, cfg *Config, class *catalog.Class, vars []*variable) error {
+func writeConfig(w io.Writer, cfg *Config, class *catalog.Class, vars []*variable, ns []string) error {
 	byDev := map[string][]*variable{}
 	var order []string
 	for _, v := range vars {
@@ -719,7 +732,7 @@ func writeConfig(w io.Writer, cfg *Config, class *catalog.Class, vars []*variabl
 			if used[name] > 1 {
 				name += "_" + strconv.Itoa(used[name])
 			}
-			fmt.Fprintf(&b, "      - signal: %s\n        node_id: %q\n", name, v.node.String())
+			fmt.Fprintf(&b, "      - signal: %s\n        node_id: %q\n", name, ExpandedID(v.node, ns))
 			writePointUnit(&b, v, class, name)
 		}
 	}

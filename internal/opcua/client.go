@@ -22,7 +22,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +95,11 @@ type Client struct {
 	// minute)
 	longLog logging.Limiter
 
+	// nsMu guards ns: the namespace pins and what the last session start
+	// found (namespace.go)
+	nsMu sync.Mutex
+	ns   nsState
+
 	live atomic.Pointer[live]      // the session commands use (write.go)
 	wk   atomic.Pointer[workerDev] // isolation process or endpoint: the worker commands go to
 }
@@ -156,6 +160,10 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 	}
 	if cfg.Isolation != IsolationNone {
 		m.isolated(id)
+	}
+	if usesIndexes(ps) {
+		// at 0 from the start: an alert on increase() fires on the first move
+		m.namespaceRemaps.WithLabelValues(id)
 	}
 	return &Client{dataNow: time.Now, id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
 		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
@@ -555,10 +563,11 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	emitAbsent := r.emit
 	var subIdx, pollIdx []int
 	for i, p := range c.points {
-		if p.NodeID == "" {
-			continue // an action point: nothing to acquire
+		if p.NodeID == "" || nodes.isAbsent(i) {
+			continue // an action point, or a namespace not on the server: nothing to acquire
 		}
 		if p.Mode == ModePoll {
 			pollIdx = append(pollIdx, i)
@@ -575,6 +584,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 		if err := s.monitor(ctx, subIdx, true); err != nil {
 			return err
 		}
+		emitAbsent = s.emit // held like the refused items while on probation
 		g.Go(func() error { return c.guarded(gctx, "publish", func() error { return s.publishLoop(gctx) }) })
 		g.Go(func() error {
 			return c.guarded(gctx, "monitored item retry", func() error { return s.retryRefused(gctx) })
@@ -583,6 +593,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 			g.Go(func() error { return c.guarded(gctx, "heartbeat", func() error { return c.heartbeat(gctx, r, sub) }) })
 		}
 	}
+	c.emitAbsent(emitAbsent, nodes)
 	groups := map[time.Duration][]int{}
 	for _, i := range pollIdx {
 		groups[c.points[i].PollInterval] = append(groups[c.points[i].PollInterval], i)
@@ -606,7 +617,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	})
 	c.log.Info("opc ua session up", "endpoint", c.cfg.Endpoint, "policy", c.cfg.SecurityPolicy, "mode", c.cfg.SecurityMode,
 		"subscribed", len(subIdx), "polled", len(pollIdx), "max_nodes_per_read", lim.MaxNodesPerRead,
-		"max_monitored_items_per_call", lim.MaxMonitoredItemsPerCall)
+		"max_monitored_items_per_call", lim.MaxMonitoredItemsPerCall, "namespace_absent", len(nodes.absent))
 	up()
 	err = g.Wait()
 	if ctx.Err() != nil {
@@ -624,7 +635,7 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 func (c *Client) units(ctx context.Context, cl *opcua.Client, nodes *nodeTable, lim Limits, r *runState) ([]unitProps, error) {
 	var idx []int
 	for i, p := range c.points {
-		if p.UnitFromNode && p.NodeID != "" {
+		if p.UnitFromNode && p.NodeID != "" && !nodes.isAbsent(i) {
 			idx = append(idx, i)
 		}
 	}
@@ -721,25 +732,50 @@ func sameFloat(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNa
 // reads) hold their own.
 type nodeTable struct {
 	points []Point
-	ns     []string // the server's namespace array; nil when no point uses nsu=
+	ns     []string // the server's namespace array; nil when no node id needs it
+	// moved: a pinned ns=<index> whose URI the server has at another
+	// index this session (index -> its index now); gone: one whose URI is
+	// not on the server (index -> pinned URI, "" when never pinned)
+	// (namespace.go)
+	moved map[uint16]uint16
+	gone  map[uint16]string
+	// absent: the points whose node is in a namespace not on the server
+	// this session, in point order: never read, published bad
+	// StatusNodeIDUnknown
+	absent []int
 }
 
-// parse is s as a node id of this session, its nsu=<uri>; form resolved
-// with the namespace array.
+// parse is s as a node id of this session: its nsu=<uri>; form resolved
+// with the namespace array, its ns=<index> form mapped to where the
+// index's pinned URI is now. A namespace not on the server is an error
+// wrapping errNamespaceGone.
 func (t *nodeTable) parse(s string) (*ua.NodeID, error) {
-	if strings.HasPrefix(s, "nsu=") {
-		uri, rest, _ := strings.Cut(strings.TrimPrefix(s, "nsu="), ";")
+	if uri, rest, ok, err := nsURI(s); ok {
+		if err != nil {
+			return nil, err
+		}
 		idx := slices.Index(t.ns, uri)
 		if idx < 0 {
-			return nil, fmt.Errorf("namespace %q not on the server (has %v)", uri, t.ns)
+			return nil, fmt.Errorf("%w: %q (has %s)", errNamespaceGone, uri, nsText(t.ns))
 		}
 		s = "ns=" + strconv.Itoa(idx) + ";" + rest
+	} else if idx, rest, ok := nsIndex(s); ok && idx > 0 {
+		if uri, gone := t.gone[idx]; gone {
+			if uri == "" {
+				return nil, fmt.Errorf("%w: index %d (has %s)", errNamespaceGone, idx, nsText(t.ns))
+			}
+			return nil, fmt.Errorf("%w: ns=%d was %q at the first session (has %s)", errNamespaceGone, idx, uri, nsText(t.ns))
+		}
+		if to, moved := t.moved[idx]; moved {
+			s = "ns=" + strconv.Itoa(int(to)) + ";" + rest
+		}
 	}
 	return ua.ParseNodeID(s)
 }
 
 // at is point i's node id (the point has one: callers skip action
-// points). resolve has parsed it once, so an error here is not expected.
+// points). resolve has parsed it once, so an error here is not expected
+// but for the points in t.absent.
 func (t *nodeTable) at(i int) (*ua.NodeID, error) {
 	n, err := t.parse(t.points[i].NodeID)
 	if err != nil {
@@ -764,25 +800,26 @@ func (t *nodeTable) of(idx []int) ([]*ua.NodeID, error) {
 // len is the number of points.
 func (t *nodeTable) len() int { return len(t.points) }
 
+// isAbsent reports whether point i's namespace is not on the server.
+func (t *nodeTable) isAbsent(i int) bool {
+	_, ok := slices.BinarySearch(t.absent, i)
+	return ok
+}
+
 // resolve checks the points' node ids and parses their methods' object
-// and method ids, resolving nsu=<uri>; forms with the namespace array
-// (read once, when a point uses that form).
+// and method ids for this session, with the server's namespace array
+// where a node id needs it (namespaces). A point whose namespace is not
+// on the server is not an error: it is listed in the table's absent
+// points (its method ids fail its commands).
 func (c *Client) resolve(ctx context.Context, cl *opcua.Client) (*nodeTable, []*methodIDs, error) {
-	t := &nodeTable{points: c.points}
+	t := &nodeTable{points: c.points, moved: map[uint16]uint16{}, gone: map[uint16]string{}}
+	if err := c.namespaces(ctx, cl, t); err != nil {
+		return nil, nil, err
+	}
 	var methods []*methodIDs
-	nsRead := false
 	// field is formatted only for an error: a 10,000-node device parses
 	// every node id at each session start
 	parse := func(i int, field, s string) (*ua.NodeID, error) {
-		if !nsRead && strings.HasPrefix(s, "nsu=") {
-			rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
-			arr, err := cl.NamespaceArray(rctx)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("opcua: read namespace array: %w", err)
-			}
-			t.ns, nsRead = arr, true
-		}
 		n, err := t.parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("opcua: points[%d].%s: %w", i, field, err)
@@ -791,7 +828,9 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) (*nodeTable, []*
 	}
 	for i, p := range c.points {
 		if p.NodeID != "" {
-			if _, err := parse(i, "node_id", p.NodeID); err != nil {
+			if _, err := parse(i, "node_id", p.NodeID); errors.Is(err, errNamespaceGone) {
+				t.absent = append(t.absent, i)
+			} else if err != nil {
 				return nil, nil, err
 			}
 		}
@@ -802,14 +841,16 @@ func (c *Client) resolve(ctx context.Context, cl *opcua.Client) (*nodeTable, []*
 			methods = make([]*methodIDs, len(c.points))
 		}
 		obj, err := parse(i, "write.method.object", p.Method.Object)
-		if err != nil {
+		if err == nil {
+			var meth *ua.NodeID
+			meth, err = parse(i, "write.method.method", p.Method.Method)
+			methods[i] = &methodIDs{object: obj, method: meth}
+		}
+		if errors.Is(err, errNamespaceGone) {
+			methods[i] = &methodIDs{err: err}
+		} else if err != nil {
 			return nil, nil, err
 		}
-		meth, err := parse(i, "write.method.method", p.Method.Method)
-		if err != nil {
-			return nil, nil, err
-		}
-		methods[i] = &methodIDs{object: obj, method: meth}
 	}
 	return t, methods, nil
 }

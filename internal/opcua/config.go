@@ -518,10 +518,14 @@ func checkNodeID(s string) error {
 	if !nodeIDForm.MatchString(s) {
 		return fmt.Errorf("%q is not [ns=<index>;|nsu=<uri>;](i=<number>|s=<string>|g=<guid>|b=<base64>)", s)
 	}
-	if !strings.HasPrefix(s, "nsu=") {
-		if _, err := ua.ParseNodeID(s); err != nil {
+	if _, rest, ok, err := nsURI(s); ok {
+		if err != nil {
 			return fmt.Errorf("%q: %w", s, err)
 		}
+		s = "ns=1;" + rest // the index is the session's
+	}
+	if _, err := ua.ParseNodeID(s); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
 	}
 	return nil
 }

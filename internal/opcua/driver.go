@@ -78,11 +78,23 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 	// exact size: the table lives as long as the gateway (appending left
 	// up to a quarter of it unused, ~24 bytes a point)
 	out := &DeviceConfig{Config: u, Points: make([]Point, 0, b.Points())}
+	// indexed: the node ids written ns=<index> with index > 0, and the
+	// field of the first (one warning per device, not one per point)
+	indexed, firstIndexed := 0, ""
 	for i := range b.Points() {
 		field := b.PointField(i)
 		var pf PointFile
 		if !b.DecodePoint(i, &pf) {
 			continue
+		}
+		for _, f := range []struct{ field, id string }{{".node_id", pf.NodeID}, {".write.method.object", methodField(pf.Write, true)},
+			{".write.method.method", methodField(pf.Write, false)}} {
+			if idx, _, ok := nsIndex(f.id); ok && idx > 0 {
+				if indexed == 0 {
+					firstIndexed = field + f.field
+				}
+				indexed++
+			}
 		}
 		src := "opcua:" + pf.NodeID
 		// the node id is the tail of src: one string per point, not two
@@ -133,10 +145,27 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 		up.UnitFromNode = fromNode
 		out.Points = append(out.Points, up)
 	}
+	if indexed > 0 {
+		b.Warn(doc, firstIndexed, "%d node ids of the device name their namespace by index (ns=<index>, index > 0): the index depends on the server's namespace order, "+
+			"which a server may change when it restarts; write nsu=<namespace URI>;... (smelter-gateway browse -write-config does). "+
+			"The gateway pins each index to its URI at the first session and never reads a node under an index whose URI moved or is gone (docs/opcua.md, \"Namespace indexes and URIs\")", indexed)
+	}
 	if !b.OK() {
 		return nil
 	}
 	return out
+}
+
+// methodField is w's write.method object (or method) node id, "" when
+// there is none.
+func methodField(w *gwconfig.WriteFile, object bool) string {
+	if w == nil || w.Method == nil {
+		return ""
+	}
+	if object {
+		return w.Method.Object
+	}
+	return w.Method.Method
 }
 
 // Sources implements driver.Driver: the client metrics, registered once

@@ -15,18 +15,19 @@ const (
 
 // Metrics are the driver's Prometheus collectors (prefix smelter_opcua_).
 type Metrics struct {
-	notifications  *prometheus.CounterVec   // device
-	publishes      *prometheus.CounterVec   // device
-	reads          *prometheus.CounterVec   // device, result
-	reconnects     *prometheus.CounterVec   // device
-	state          *prometheus.GaugeVec     // device
-	badStatus      *prometheus.CounterVec   // device, code
-	publishLatency *prometheus.HistogramVec // device
-	panics         *prometheus.CounterVec   // device
-	faults         *prometheus.CounterVec   // device, service, status
-	workerExits    *prometheus.CounterVec   // device, cause
-	unitChanges    *prometheus.CounterVec   // device
-	unknownHandles *prometheus.CounterVec   // device
+	notifications   *prometheus.CounterVec   // device
+	publishes       *prometheus.CounterVec   // device
+	reads           *prometheus.CounterVec   // device, result
+	reconnects      *prometheus.CounterVec   // device
+	state           *prometheus.GaugeVec     // device
+	badStatus       *prometheus.CounterVec   // device, code
+	publishLatency  *prometheus.HistogramVec // device
+	panics          *prometheus.CounterVec   // device
+	faults          *prometheus.CounterVec   // device, service, status
+	workerExits     *prometheus.CounterVec   // device, cause
+	unitChanges     *prometheus.CounterVec   // device
+	unknownHandles  *prometheus.CounterVec   // device
+	namespaceRemaps *prometheus.CounterVec   // device
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -82,9 +83,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_unknown_handles_total",
 			Help: "Data-change notifications whose client handle matches no subscribed point (a hostile or broken server): discarded, and the publish response that carried them confirms no other point unchanged.",
 		}, []string{"device"}),
+		namespaceRemaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_namespace_remaps_total",
+			Help: "Namespaces of ns=<index> node ids found at another index of the server's NamespaceArray than the one pinned at the device's first session (a server that reordered its namespaces): its nodes are read at the new index. Counted once per move.",
+		}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges, m.unknownHandles)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges, m.unknownHandles, m.namespaceRemaps)
 	}
 	return m
 }
@@ -186,6 +191,8 @@ func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
 		return m.unitChanges
 	case "smelter_opcua_unknown_handles_total":
 		return m.unknownHandles
+	case "smelter_opcua_namespace_remaps_total":
+		return m.namespaceRemaps
 	}
 	return nil
 }

@@ -38,6 +38,9 @@ type live struct {
 // methodIDs is a point's write.method, resolved for the session.
 type methodIDs struct {
 	object, method *ua.NodeID
+	// err: the object's or method's namespace is not on the server this
+	// session (errNamespaceGone): the call is not made
+	err error
 }
 
 func (c *Client) liveSession(idx int) (*live, error) {
@@ -195,6 +198,9 @@ func dataType(ctx context.Context, cl *opcua.Client, n *ua.NodeID) (*ua.NodeID, 
 func (c *Client) callMethod(ctx context.Context, s *live, idx int, v float64) (float64, error) {
 	m := c.points[idx].Method
 	ids := s.methods[idx]
+	if ids.err != nil {
+		return 0, fmt.Errorf("opcua: call: %w", ids.err)
+	}
 	what := fmt.Sprintf("opcua: call %s on %s", ids.method, ids.object)
 	args, err := inputArguments(ctx, s.cl, &c.cfg, ids.method)
 	if err != nil {
