@@ -706,3 +706,37 @@ func TestOneEndpointTwoNamesWarns(t *testing.T) {
 		t.Errorf("the same unit under two names: %v", err)
 	}
 }
+
+// TestLoopbackBothFamiliesWarns (review attack-mb M2): 127.0.0.1:p and
+// [::1]:p may be one dual-stack converter: two connections, two masters to
+// it, which the protection of replies (per connection) cannot see: warned.
+// Another port, or one family under two spellings (joined), is not.
+func TestLoopbackBothFamiliesWarns(t *testing.T) {
+	dev := "  - {id: g%d, class: motor, poll_interval: 1s, modbus: {address: %q, unit_id: %d, timeout: 1s}, points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	doc := func(addrs ...string) []byte {
+		out := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n"
+		for i, a := range addrs {
+			out += fmt.Sprintf(dev, i+1, a, i+1)
+		}
+		return []byte(out)
+	}
+	cfg, err := loadBytes("gw.yaml", doc("127.0.0.1:15022", "[::1]:15022", "127.0.0.1:15022"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "gw.yaml:5: devices[1].modbus.address: g2 names [::1]:15022, devices[0] names 127.0.0.1:15022: IPv4 and IPv6 loopback at one port, two connections"
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0].Error(), want) {
+		t.Errorf("warnings = %v\nwant one starting %s", cfg.Warnings, want)
+	}
+	for _, addrs := range [][]string{{"127.0.0.1:15022", "[::1]:15023"}, {"[::1]:15022", "[0:0::1]:15022"}} {
+		cfg, err := loadBytes("gw.yaml", doc(addrs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range cfg.Warnings {
+			if strings.Contains(w.Error(), "IPv4 and IPv6 loopback") {
+				t.Errorf("%v: %v", addrs, w)
+			}
+		}
+	}
+}

@@ -3,8 +3,10 @@ package modbus
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/smelterio/smelter/internal/confload"
@@ -264,7 +266,7 @@ func warnOverlaps(b *gwconfig.Block, pts []Point, where []loc) {
 // connection too, as the Pool makes them: they are checked as one, and
 // warned about, as the connection's label is the first device's address.
 func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
-	conn := sharedConnections(devs)
+	conn, keys := sharedConnections(devs)
 	first := map[string]int{}           // connection -> first device on it
 	units := map[string]map[uint8]int{} // connection -> unit -> first device reading it
 	for i, d := range devs {
@@ -299,25 +301,71 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 			units[key][l.UnitID] = i
 		}
 	}
+	warnLoopbackFamilies(c, devs, conn, keys)
 	warnSlowDeath(c, devs, conn, first)
 	announceSharedGaps(devs, conn)
+}
+
+// warnLoopbackFamilies warns about a device whose address names the IPv4
+// (127.0.0.0/8) or IPv6 (::1) loopback at a port where another connection
+// of its transport names the other family's (review attack-mb M2): one
+// dual-stack converter listening on both is then two connections, two
+// masters to it, and the protection of replies is per connection (its late
+// answer to one may be relayed to the other's requests). The gateway cannot
+// tell one listener on both from two programs: warned (once per pair of
+// connections), not joined. keys are each device's endpointKeys.
+func warnLoopbackFamilies(c *gwconfig.Checks, devs []*gwconfig.Device, conn []string, keys [][]string) {
+	type spot struct {
+		transport string
+		port      uint16
+		v6        bool
+	}
+	seen := map[spot]int{}         // the first device naming each loopback spot
+	warned := map[[2]string]bool{} // pairs of connections warned about
+	for i, ks := range keys {
+		for _, k := range ks {
+			tr, ep, ok := strings.Cut(k, "|")
+			ap, err := netip.ParseAddrPort(ep)
+			if !ok || err != nil || !ap.Addr().IsLoopback() {
+				continue
+			}
+			sp := spot{tr, ap.Port(), ap.Addr().Is6()}
+			if _, ok := seen[sp]; !ok {
+				seen[sp] = i
+			}
+			other := sp
+			other.v6 = !sp.v6
+			j, ok := seen[other]
+			pair := [2]string{min(conn[i], conn[j]), max(conn[i], conn[j])}
+			if !ok || conn[j] == conn[i] || warned[pair] {
+				continue
+			}
+			warned[pair] = true
+			o := devs[j]
+			c.Warnf(devs[i].Field+".modbus.address",
+				"%s names %s, %s names %s: IPv4 and IPv6 loopback at one port, two connections; if one dual-stack converter listens on both, it has two masters and the protection of replies (per connection) cannot see one's late answers relayed to the other's requests; name it one way",
+				devs[i].ID, devs[i].Driver.(*DeviceConfig).Config.Address, o.Field, o.Driver.(*DeviceConfig).Config.Address)
+		}
+	}
 }
 
 // sharedConnections returns the key of the connection each device of devs
 // reads through (connections.join over endpointKeys, each host name
 // resolved once, bounded by the device's timeout): devices naming one
-// endpoint differently get the first one's key.
-func sharedConnections(devs []*gwconfig.Device) []string {
+// endpoint differently get the first one's key; and each device's
+// endpointKeys.
+func sharedConnections(devs []*gwconfig.Device) (conn []string, keys [][]string) {
 	look, conns := cachedLookup(), connections{}
-	out := make([]string, len(devs))
+	conn, keys = make([]string, len(devs)), make([][]string, len(devs))
 	for i, d := range devs {
 		l := d.Driver.(*DeviceConfig).Config
 		l.runtimeDefaults()
 		ctx, cancel := context.WithTimeout(context.Background(), l.Timeout)
-		out[i] = conns.join(l.linkKey(), endpointKeys(ctx, look, l))
+		keys[i] = endpointKeys(ctx, look, l)
+		conn[i] = conns.join(l.linkKey(), keys[i])
 		cancel()
 	}
-	return out
+	return conn, keys
 }
 
 // slowDeath is the least worst-case death judgement validate warns about.

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -182,12 +184,13 @@ type link struct {
 	// Modbus TCP: the requests (unit and PDU) left unanswered on the
 	// connection (a timeout, an exception: a gateway's 10/11 or any other
 	// a converter may answer in place of its slave, a reply that was another
-	// request's) in the last owedFor, the last maxRelay: the answers the
-	// connection still owes. A gateway may relay such a request's late
-	// answer to any later request on the connection, whichever unit it
-	// asks, also after a proof passed (review 18 H-1, H-2): a proof ties
-	// the answers it saw, not an answer still on its way, so no answer ends
-	// the doubt; an entry is forgotten owedFor after it was last owed. An answer goes through prove when
+	// request's) in the last owedFor: the answers the connection still
+	// owes. A gateway may relay such a request's late answer to any later
+	// request on the connection, whichever unit it asks, also after a proof
+	// passed (review 18 H-1, H-2): a proof ties the answers it saw, not an
+	// answer still on its way, so no answer ends the doubt; an entry is
+	// forgotten owedFor after it was last owed, whatever else failed
+	// meanwhile (review attack-mb H1). An answer goes through prove when
 	// one of them has its shape (function and byte count) but is another
 	// request: a relay of it would pass every check and carry other
 	// registers' values. An answer of another shape cannot be such a relay
@@ -196,9 +199,14 @@ type link struct {
 	// earlier, stamped when it arrived: so a dead unit's timeouts do not put
 	// its neighbours' other reads in doubt, nor does a unit's own timeout
 	// its next read of the same registers (review 14 F2).
-	relayKeys [maxRelay]relayKey
-	relayAt   [maxRelay]time.Time // when each was last left unanswered
-	nRelay    int
+	//
+	// owedReqs holds at most maxRelay of them; when one more is owed, the
+	// one owed longest ago leaves the list but its shape stays in doubt
+	// (owedShapes: when the last request of that shape that left was last
+	// owed): every answer of that shape, to any request, is proven until
+	// owedFor after it. Nothing owed is forgotten before its owedFor.
+	owedReqs   []owedReq
+	owedShapes map[replyShape]time.Time
 	// now is the pool's data clock (WithClock); arrived is its reading
 	// when the last answer (data or exception) was complete in roundTrip:
 	// the time of the answer exchange returns, which prove may return
@@ -207,7 +215,8 @@ type link struct {
 	arrived time.Time
 }
 
-// maxRelay bounds the unanswered requests a Modbus TCP link remembers.
+// maxRelay bounds the unanswered requests a Modbus TCP link remembers one
+// by one; beyond it a request's shape is remembered (link.owedShapes).
 const maxRelay = 8
 
 // owedTimeouts is how long, in request timeouts, a Modbus TCP link keeps
@@ -218,14 +227,19 @@ const owedTimeouts = 30
 // owedFor is how long an unanswered request's answer stays owed.
 func (l *link) owedFor() time.Duration { return owedTimeouts * l.timeout }
 
-// relayKey is a request left unanswered on Modbus TCP: its unit, the
-// function and byte count of its reply (readShape; -1 for a write), and
-// its PDU's first 5 bytes (a read's whole PDU).
-type relayKey struct {
-	unit  byte
+// replyShape is the function and byte count of a request's reply
+// (readShape; count -1 for a write).
+type replyShape struct {
 	fc    byte
 	count int
-	pdu   [5]byte
+}
+
+// relayKey is a request left unanswered on Modbus TCP: its unit, the
+// shape of its reply, and its PDU's first 5 bytes (a read's whole PDU).
+type relayKey struct {
+	unit byte
+	replyShape
+	pdu [5]byte
 }
 
 func relayKeyOf(unit byte, pdu []byte) relayKey {
@@ -233,6 +247,12 @@ func relayKeyOf(unit byte, pdu []byte) relayKey {
 	k.fc, k.count = readShape(pdu)
 	copy(k.pdu[:], pdu)
 	return k
+}
+
+// owedReq is a request left unanswered on Modbus TCP and when it last was.
+type owedReq struct {
+	key relayKey
+	at  time.Time
 }
 
 // relayDoubt records the request last sent on Modbus TCP as unanswered:
@@ -243,22 +263,49 @@ func (l *link) relayDoubt() {
 	}
 }
 
-// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP.
+// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP. When
+// maxRelay requests are owed already, the one owed longest ago leaves the
+// list and its shape stays owed until owedFor after it (owedShapes).
 func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 	if l.framed() {
 		return
 	}
 	l.countBy(&l.owed, l.m.owed, l.turns.byUnit(unit))
+	now := time.Now()
+	l.forgetPaid(now)
 	k := relayKeyOf(unit, pdu)
-	for i := range min(l.nRelay, maxRelay) {
-		if l.relayKeys[i] == k {
-			l.relayAt[i] = time.Now()
+	oldest := -1
+	for i, o := range l.owedReqs {
+		if o.key == k {
+			l.owedReqs[i].at = now
 			return
 		}
+		if oldest < 0 || o.at.Before(l.owedReqs[oldest].at) {
+			oldest = i
+		}
 	}
-	l.relayKeys[l.nRelay%maxRelay] = k
-	l.relayAt[l.nRelay%maxRelay] = time.Now()
-	l.nRelay++
+	if len(l.owedReqs) >= maxRelay {
+		o := l.owedReqs[oldest]
+		if at, ok := l.owedShapes[o.key.replyShape]; !ok || at.Before(o.at) {
+			if !ok {
+				l.log.Warn("modbus more requests owed their answers on the connection than it remembers one by one: every answer of the shape is proven until they are no longer owed",
+					"function", o.key.fc, "bytes", o.key.count, "owed", len(l.owedReqs)+1, "for", l.owedFor())
+			}
+			if l.owedShapes == nil {
+				l.owedShapes = map[replyShape]time.Time{}
+			}
+			l.owedShapes[o.key.replyShape] = o.at
+		}
+		l.owedReqs = append(l.owedReqs[:oldest], l.owedReqs[oldest+1:]...)
+	}
+	l.owedReqs = append(l.owedReqs, owedReq{key: k, at: now})
+}
+
+// forgetPaid forgets the requests and shapes last owed owedFor or more
+// before now.
+func (l *link) forgetPaid(now time.Time) {
+	l.owedReqs = slices.DeleteFunc(l.owedReqs, func(o owedReq) bool { return now.Sub(o.at) >= l.owedFor() })
+	maps.DeleteFunc(l.owedShapes, func(_ replyShape, at time.Time) bool { return now.Sub(at) >= l.owedFor() })
 }
 
 // inDoubt reports whether s's answer to unit's request pdu must be proven
@@ -266,22 +313,21 @@ func (l *link) relayDoubtOf(unit byte, pdu []byte) {
 // (s.lateSent); on Modbus TCP when a request left unanswered on the
 // connection has the shape of pdu's reply but is another request (another
 // unit or PDU): a gateway relaying its late answer would give other
-// registers' values.
+// registers' values; or when a request of that shape left the list
+// (owedShapes: it may have been any request, this one's too).
 func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
 	if l.framed() {
 		return !s.lateSent.IsZero()
 	}
-	if l.nRelay == 0 {
-		return false
-	}
 	k := relayKeyOf(unit, pdu)
-	for i := range min(l.nRelay, maxRelay) {
-		r := l.relayKeys[i]
-		if r.fc == k.fc && r.count == k.count && r != k && time.Since(l.relayAt[i]) < l.owedFor() {
+	now := time.Now()
+	for _, o := range l.owedReqs {
+		if o.key.replyShape == k.replyShape && o.key != k && now.Sub(o.at) < l.owedFor() {
 			return true
 		}
 	}
-	return false
+	at, ok := l.owedShapes[k.replyShape]
+	return ok && now.Sub(at) < l.owedFor()
 }
 
 func newLink(cfg Config, log *slog.Logger, m *Metrics, now func() time.Time) *link {
