@@ -128,8 +128,8 @@ func (g *gapRig) occurrences(t *testing.T, until int64) (ids []string, events ma
 }
 
 // F1 through a real stream: the collector is down while ac-1 reports
-// every 200 ms, is silent for 5 s of its gateway's time (1.2 s of the
-// stream's: more than 3 x 200 ms on both clocks), and reports again. The
+// every 200 ms, is silent for 5 s of its gateway's time (2 s of the
+// stream's: more than 3 x 200 ms + 1 s on both clocks), and reports again. The
 // collector starts and reads it all as a backlog: the silence is raised
 // once, dated 3 x 200 ms after the last batch before it, and cleared at the
 // first batch after it; killed (-9) and started again, the collector
@@ -144,7 +144,7 @@ func TestSilenceInsideBacklogRaisedOnce(t *testing.T) {
 	t0 := time.Now().UnixMilli() - 600_000
 	g.publish(t, t0, 10) // up to t0 + 1.8 s
 	before := t0 + 9*gapIV
-	time.Sleep(1200 * time.Millisecond) // the silence, in the stream's time
+	time.Sleep(2 * time.Second) // the silence, in the stream's time (more than 3 x 200 ms + rules.TickPeriod)
 	after := before + 5000
 	g.publish(t, after, 10)
 	last := after + 9*gapIV

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -1006,7 +1007,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 		if emptied {
 			drained = start
 		}
-		if fresh && emptied && len(msgs) == 0 && time.Since(lastTick) >= time.Second {
+		if fresh && emptied && len(msgs) == 0 && time.Since(lastTick) >= rules.TickPeriod {
 			// no message yet: silence of the restored assets is judged
 			// only once the server says every message of the partition
 			// was delivered and acknowledged by whoever held it, which
@@ -1027,7 +1028,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				}
 			}
 		}
-		if !fresh && drained.After(judged) && time.Since(lastTick) >= time.Second {
+		if !fresh && drained.After(judged) && time.Since(lastTick) >= rules.TickPeriod {
 			lastTick = time.Now()
 			if c.inHand(ctx, cons, p, len(h.replies), log) {
 				judged = drained

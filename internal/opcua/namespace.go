@@ -149,39 +149,48 @@ func (c *Client) pinFile() string {
 	return filepath.Join(c.cfg.DataDir, "namespaces", url.PathEscape(c.id)+".json")
 }
 
-// loadPins reads the pin file; a missing file is no pins, and pins of
-// another endpoint are dropped (the device was pointed at another server:
-// its indexes are pinned again at the first session there).
-func (c *Client) loadPins() *nsPins {
-	p := &nsPins{Endpoint: c.cfg.Endpoint, URIs: map[uint16]string{}}
+// loadPins reads the pin file; a missing file is no pins. An unreadable
+// file (corrupt, truncated, a path that is no file) is reported by ok
+// false: it is the only record of what the indexes meant, so nothing is
+// pinned over it by a guess (the caller publishes the points bad until the
+// file is fixed or deleted). Pins recorded with another endpoint are kept:
+// an edited address (127.0.0.1 for localhost) names the same server more
+// often than not, and the indexes keep the meaning they had; on another
+// server a pinned URI it lacks makes its points bad (delete the file to
+// pin again).
+func (c *Client) loadPins() (p *nsPins, ok bool) {
+	p = &nsPins{Endpoint: c.cfg.Endpoint, URIs: map[uint16]string{}}
 	b, err := os.ReadFile(c.pinFile())
 	if errors.Is(err, os.ErrNotExist) {
-		return p
+		return p, true
 	}
 	var got nsPins
 	if err == nil {
 		err = json.Unmarshal(b, &got)
 	}
-	switch {
-	case err != nil:
-		// the file is the only record of what the indexes meant: unreadable,
-		// it is not overwritten by a guess
-		c.log.Error("opc ua namespace pins unreadable; ns=<index> node ids are pinned again in memory only (fix or delete the file)",
-			"file", c.pinFile(), "err", err)
-		p.Endpoint = "" // never saved over the unreadable file
-	case got.Endpoint != c.cfg.Endpoint:
-		c.log.Warn("opc ua namespace pins were for another endpoint; pinning ns=<index> node ids again at this session",
+	if err != nil {
+		c.log.Error("opc ua namespace pins unreadable: points with ns=<index> node ids are bad until the file is fixed or deleted (deleting it pins the indexes again to the server's order at the next session)",
+			"file", c.pinFile(), "err", err, "status", statusHex(StatusNodeIDUnknown))
+		return nil, false
+	}
+	if got.Endpoint != c.cfg.Endpoint {
+		p.Endpoint = got.Endpoint // rewritten with this one at the session (namespaces)
+		c.log.Warn("opc ua namespace pins were recorded with another endpoint; kept: ns=<index> node ids keep the URIs they were pinned to (delete the file to pin them again)",
 			"file", c.pinFile(), "pinned_endpoint", got.Endpoint, "endpoint", c.cfg.Endpoint)
-	case got.URIs != nil:
+	}
+	if got.URIs != nil {
 		p.URIs = got.URIs
 	}
-	return p
+	return p, true
 }
 
-// savePins writes the pins (a temporary file renamed over the old one).
+// savePins writes the pins durably: a temporary file, synced, renamed over
+// the old one, and the directory synced (a power cut leaves the old file
+// or the new one, never an empty one).
 func (c *Client) savePins(p *nsPins) error {
 	path := c.pinFile()
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(p, "", "  ")
@@ -189,10 +198,32 @@ func (c *Client) savePins(p *nsPins) error {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o640); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // namespaces fills t's namespace mapping for this session: it reads the
@@ -249,7 +280,15 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 		return nil
 	}
 	if st.pins == nil {
-		st.pins = c.loadPins()
+		// read at the first session, and at every session start while the
+		// file is unreadable (fixed or deleted meanwhile)
+		var ok bool
+		if st.pins, ok = c.loadPins(); !ok {
+			for idx := range used {
+				t.gone[idx] = ""
+			}
+			return nil
+		}
 		st.lastAt = map[uint16]int{}
 	}
 	idxs := make([]int, 0, len(used))
@@ -303,7 +342,8 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 			c.log.Info("opc ua namespace is back at its pinned index", "ns", i, "uri", uri)
 		}
 	}
-	if st.dirty && st.pins.Endpoint != "" {
+	if st.dirty || st.pins.Endpoint != c.cfg.Endpoint {
+		st.pins.Endpoint = c.cfg.Endpoint
 		if err := c.savePins(st.pins); err != nil {
 			// the pins hold for this process; a restarted gateway pins
 			// again at its first session. Retried at every session start.

@@ -401,10 +401,15 @@ func TestNamespacePinFile(t *testing.T) {
 		name, file string
 		want       telemetry.Quality // point ns=1;s=Temp
 		keep       bool              // the file is left as it was
+		uri        string            // else: the URI pinned to ns=1 it holds now (with this endpoint)
 	}{
-		{"another endpoint", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityGood, false},
-		{"unreadable", `{"endpoint": `, telemetry.QualityGood, true},
-		{"this endpoint, URI gone", `{"endpoint": "` + srv.endpoint() + `", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, true},
+		// an edited address keeps the pins (attack-ua F2: re-pinning read
+		// the reordered server's other namespace as good)
+		{"another endpoint, URI gone", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, false, "urn:test:zz"},
+		{"another endpoint, URI here", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:a"}}`, telemetry.QualityGood, false, "urn:test:a"},
+		// a damaged file is no licence to guess (attack-ua F1)
+		{"unreadable", `{"endpoint": `, telemetry.QualityBad, true, ""},
+		{"this endpoint, URI gone", `{"endpoint": "` + srv.endpoint() + `", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{Endpoint: srv.endpoint(), DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
@@ -431,7 +436,7 @@ func TestNamespacePinFile(t *testing.T) {
 			}
 			if !tc.keep {
 				var p nsPins
-				if err := json.Unmarshal(b, &p); err != nil || p.Endpoint != cfg.Endpoint || p.URIs[1] != "urn:test:a" {
+				if err := json.Unmarshal(b, &p); err != nil || p.Endpoint != cfg.Endpoint || p.URIs[1] != tc.uri {
 					t.Fatalf("pin file now %s (%v)", b, err)
 				}
 			}

@@ -953,11 +953,17 @@ func (a *assetState) silentAt(at, from int64) bool {
 		float64(at-max(a.lastRecv, from)) > a.silence.r.K*float64(iv) && a.silence.latch.Level == alert.None
 }
 
+// TickPeriod is the most often the collector judges silence live
+// (Engine.Tick): once a second at most, per partition. A gap in the data
+// is raised as a silence (gapSilence) only when it exceeds k x interval by
+// more than this, as live judgment would surely have raised it.
+const TickPeriod = time.Second
+
 // gapSilence raises the asset's silence alert for the gap before a
 // message of its that ends one: a batch with a reading that is not stale,
 // or a birth, dated gw (ts_gw) and stored by the stream at stored (Unix
-// ms), when both are more than k x iv (the silence rule's k and the
-// asset's silence interval, as Tick judges) after the asset's previous
+// ms), when both are more than k x iv + TickPeriod (the silence rule's k
+// and the asset's silence interval, as Tick judges) after the asset's previous
 // sign of life (heardGW, heardAt). The raise is dated heardGW + k x iv,
 // when Tick would have raised it had it read the stream live; the caller
 // clears it at the message that ended the gap. Tick cannot see such a
@@ -980,7 +986,11 @@ func (e *Engine) gapSilence(out []alert.Alert, a *assetState, gw, stored, iv int
 		return out
 	}
 	lim := in.r.K * float64(iv)
-	if float64(gw-a.heardGW) <= lim || float64(stored-a.heardAt) <= lim {
+	// longer than live judgment surely sees: Tick runs at most once a
+	// TickPeriod, so a silence up to a TickPeriod beyond k x iv may pass
+	// between two live judgments unraised; raising it from the data alone
+	// would raise what live never does (a 0.33 s hiccup of a 100 ms feed)
+	if seen := lim + float64(TickPeriod.Milliseconds()); float64(gw-a.heardGW) <= seen || float64(stored-a.heardAt) <= seen {
 		return out
 	}
 	e.gap = [3]int64{gw - a.heardGW, stored - a.heardAt, iv}

@@ -84,6 +84,16 @@ func TestSilenceInsideBacklog(t *testing.T) {
 	if got := backlog(h2, append(upTo(0, 9), 12, 13)...); len(got) != 0 {
 		t.Fatalf("a gap of 3 s, 3 x the interval: %+v", got)
 	}
+	// live judgment runs once a TickPeriod (1 s): a gap up to k x the
+	// interval + 1 s may pass between two judgments unraised, so the data
+	// alone raises none either (a 100 ms feed that hiccups 0.33 s)
+	h3 := newHarness(t, true, "")
+	if got := backlog(h3, append(upTo(0, 9), 13, 14)...); len(got) != 0 {
+		t.Fatalf("a gap of 4 s, 3 x the interval + the tick period: %+v", got)
+	}
+	h4 := newHarness(t, true, "")
+	backlog(h4, upTo(0, 9)...)
+	raisedAndCleared(t, backlog(h4, 14), sec(9)+3000, sec(14))
 }
 
 // A gap that a birth ends is the silence too (the gateway restarted after
