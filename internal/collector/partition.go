@@ -1369,7 +1369,8 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("collector: %d earlier messages did not come back within %v", len(missing), 5*ackWait)
+			return nil, fmt.Errorf("collector: %d earlier messages did not come back within %v (%d missing before the first held, %d more delivered and unacknowledged)",
+				len(missing)+max(orphans, 0), 5*ackWait, len(missing), max(orphans, 0))
 		}
 		if time.Since(lastProgress) > ackWait/2 {
 			for _, m := range held { // keep the held ones from being redelivered
