@@ -101,6 +101,22 @@ func (g *gapRig) publish(t *testing.T, ts int64, n int) {
 	}
 }
 
+// first waits for ac-1's first silence event in state st and returns it.
+func (g *gapRig) first(t *testing.T, st alert.State, what string) alert.Alert {
+	t.Helper()
+	var got alert.Alert
+	wait.For(t, 30*time.Second, what, func() bool {
+		for _, a := range g.silence(t) {
+			if a.State == st {
+				got = a
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
 // evaluated waits until r evaluated ac-1's batch dated ts.
 func evaluated(t *testing.T, r *running, ts int64) {
 	t.Helper()
@@ -188,16 +204,7 @@ func TestSilenceRaisedLiveNotAgainAfterRestart(t *testing.T) {
 	r := startCfg(t, g.cfg)
 	g.publish(t, t0, 10)
 	last := t0 + 9*gapIV
-	var raised alert.Alert
-	wait.For(t, 30*time.Second, "the silence raised live", func() bool {
-		for _, a := range g.silence(t) {
-			if a.State == alert.Raised {
-				raised = a
-				return true
-			}
-		}
-		return false
-	})
+	raised := g.first(t, alert.Raised, "the silence raised live")
 	if raised.RaisedAt <= last+3*gapIV {
 		t.Fatalf("raised at %d, not by Tick after %d", raised.RaisedAt, last+3*gapIV)
 	}
@@ -217,16 +224,7 @@ func TestSilenceRaisedLiveNotAgainAfterRestart(t *testing.T) {
 	g.publish(t, after, 10)
 	r2 := startCfg(t, g.cfg)
 	evaluated(t, r2, after+9*gapIV)
-	var cleared alert.Alert
-	wait.For(t, 30*time.Second, "the silence cleared", func() bool {
-		for _, a := range g.silence(t) {
-			if a.State == alert.Cleared {
-				cleared = a
-				return true
-			}
-		}
-		return false
-	})
+	cleared := g.first(t, alert.Cleared, "the silence cleared")
 	ids, events := g.occurrences(t, cleared.ClearedAt)
 	if len(ids) != 1 || ids[0] != raised.ID || len(events[ids[0]]) != 2 {
 		t.Fatalf("want the live occurrence %s raised and cleared and no other, got %+v", raised.ID, events)
