@@ -823,8 +823,18 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			filters = append(filters, s+suffix)
 		}
 	} else {
-		cc.FilterSubject = telemetry.SubjectPrefix + ".>" // 2.9: one filter; other kinds skipped
-		filters = []string{cc.FilterSubject}
+		// 2.9: no filter at all, which is every subject of the stream
+		// (Smelter's kinds only; the ones not evaluated are skipped and
+		// acknowledged with the cycle). Its filestore served a consumer
+		// filtered by the wildcard smelter.v1.> at about 300 messages/s
+		// once the collector's checkpoints ran beside it (a pull of 2,048
+		// under a backlog of 6,000 got about 35 in 100 ms), so a replay of
+		// thousands, and the redelivery after a crash, outlasted the order
+		// check (attack-col F1); unfiltered it delivers 2,048 in about
+		// 25 ms. A consumer created with the wildcard (before) is updated
+		// to this (2.9 allows it).
+		cc.FilterSubject = ""
+		filters = []string{""}
 	}
 	cons, err := io.js.CreateOrUpdateConsumer(ctx, c.cfg.NATS.Stream, cc)
 	if err != nil {
@@ -1325,6 +1335,14 @@ func gap(seqs []uint64, last uint64) bool {
 // stream order. If some of them get acknowledged meanwhile by their first
 // receiver, a replica that still owned the partition, its checkpoint may
 // be newer than the state read here: errFenced, the partition starts over.
+//
+// It waits as long as earlier messages keep coming back: it gives up
+// (error) only when none came for recoverIdle x ack_wait, counted from
+// ack_wait after the start (their first redelivery). nats-server 2.9
+// redelivers a few hundred messages a second when a few thousand are
+// pending (attack-col F1: a kill -9 during a 5,500-message replay), so a
+// fixed deadline restarted the worker for ever; 2.10 and newer redeliver
+// them at once.
 func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []*nats.Msg,
 	more func(time.Duration) ([]*nats.Msg, error), log *slog.Logger) ([]*nats.Msg, error) {
 	held := map[uint64]*nats.Msg{}
@@ -1337,9 +1355,22 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 			}
 		}
 	}
+	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+	}
+	walk := newEarlierWalk(s, c.cfg.NATS.Stream, filters, first)
 	ackWait := time.Duration(c.cfg.Cluster.AckWait)
-	deadline := time.Now().Add(5 * ackWait)
-	lastProgress := time.Now()
+	start := time.Now()
+	// the first redeliveries come ack_wait after the start at the latest
+	since := start.Add(ackWait) // of the last earlier message back
+	lastProgress, lastLog := start, start
+	// pulls of the wait: long enough that a server which lets a partly
+	// served pull expire without a status (2.9: the puller then waits
+	// 1 s more) still spends most of the wait receiving; short enough
+	// that the held messages' InProgress (every ack_wait/2) keeps them
+	// from being redelivered
+	pull := min(max(ackWait/4, 200*time.Millisecond), time.Second)
 	var expected []uint64
 	initial, came := -1, 0
 	for {
@@ -1350,7 +1381,7 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 		// two signs of earlier messages: stream messages of this partition
 		// between the ack floor and the first held one that are not held,
 		// and more messages pending (delivered, unacknowledged) than held
-		missing, err := c.earlier(ctx, io, filters, info.AckFloor.Stream, first, held)
+		missing, err := walk.update(ctx, info.AckFloor.Stream, held, maxAckPending(c.cfg.Cluster.Fetch))
 		if err != nil {
 			return nil, err
 		}
@@ -1368,17 +1399,22 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 		if len(missing) == 0 && orphans <= 0 {
 			break
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("collector: %d earlier messages did not come back within %v (%d missing before the first held, %d more delivered and unacknowledged)",
-				len(missing)+max(orphans, 0), 5*ackWait, len(missing), max(orphans, 0))
+		now := time.Now()
+		if idle := now.Sub(since); idle > recoverIdle*ackWait {
+			return nil, fmt.Errorf("collector: %d earlier messages did not come back (none for %v; %d came back in %v; %d missing before the first held, %d more delivered and unacknowledged)",
+				len(missing)+max(orphans, 0), idle.Round(time.Millisecond), came, now.Sub(start).Round(time.Millisecond), len(missing), max(orphans, 0))
 		}
-		if time.Since(lastProgress) > ackWait/2 {
+		if now.Sub(lastLog) >= recoverLogEvery {
+			log.Info("earlier messages coming back", "came_back", came, "missing_before", len(missing), "delivered_unacknowledged", max(orphans, 0), "waiting", now.Sub(start).Round(time.Second))
+			lastLog = now
+		}
+		if now.Sub(lastProgress) > ackWait/2 {
 			for _, m := range held { // keep the held ones from being redelivered
 				_ = m.InProgress()
 			}
-			lastProgress = time.Now()
+			lastProgress = now
 		}
-		ms, err := more(200 * time.Millisecond)
+		ms, err := more(pull)
 		if err != nil {
 			log.Debug("fetch", "err", err)
 		}
@@ -1388,6 +1424,9 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 					held[md.Sequence.Stream] = m
 					if md.NumDelivered > 1 {
 						came++
+						if t := time.Now(); t.After(since) {
+							since = t
+						}
 					}
 				}
 			}
@@ -1413,43 +1452,105 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 	return out, nil
 }
 
-// earlier lists the stream sequences matching filters in (floor, first)
-// that are not held (at most max_ack_pending of them).
-func (c *Collector) earlier(ctx context.Context, io *natsIO, filters []string, floor, first uint64, held map[uint64]*nats.Msg) ([]uint64, error) {
-	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+const (
+	// recoverIdle is how many ack_wait periods the order check waits
+	// with no earlier message coming back before it gives up.
+	recoverIdle = 4
+	// recoverLogEvery is how often a long order check says how far it got.
+	recoverLogEvery = 10 * time.Second
+)
+
+// earlierWalk finds the stream sequences matching filters in (ack floor,
+// first) that are not held: the earlier messages the order check waits
+// for. It walks the stream once, with one next-by-subject request per
+// message found (STREAM.MSG.GET), keeping at most limit found and not yet
+// held at a time; each update drops what came back (held) or was
+// acknowledged meanwhile (at or below the ack floor), and walks on from
+// where it stopped. Walking again from the ack floor at every update,
+// as before, cost O(pending) requests per 200 ms round, more than the
+// server could answer under a backlog of thousands (attack-col F1).
+type earlierWalk struct {
+	s       jetstream.Stream
+	stream  string
+	filters []string
+	first   uint64   // the first held message: the walk ends there
+	cursor  uint64   // the next sequence to look at
+	next    []uint64 // per filter: its next matching seq at or after cursor, ^0: none
+	done    bool
+	missing []uint64 // found, not held (ascending)
+}
+
+// newEarlierWalk starts the walk at the stream's first message (s's info,
+// as read): what the limits removed before it is no message to wait for.
+func newEarlierWalk(s jetstream.Stream, stream string, filters []string, first uint64) *earlierWalk {
+	w := &earlierWalk{s: s, stream: stream, filters: filters, first: first, next: make([]uint64, len(filters))}
+	if info := s.CachedInfo(); info != nil {
+		w.cursor = info.State.FirstSeq
 	}
-	var out []uint64
-	next := make([]uint64, len(filters)) // per filter: the next matching seq at or after the cursor
-	cursor := floor + 1
-	for cursor < first && len(out) < maxAckPending(c.cfg.Cluster.Fetch) {
+	return w
+}
+
+// nextOf returns the sequence of the stream's next message matching
+// filter at or after the cursor and before first (^0: none). The empty
+// filter (the unfiltered consumer on nats-server 2.9) reads the sequences
+// one by one, skipping deleted ones, instead of asking for the next
+// message of a wildcard subject, the slow path of that server.
+func (w *earlierWalk) nextOf(ctx context.Context, filter string) (uint64, error) {
+	if filter != "" {
+		m, err := w.s.GetMsg(ctx, w.cursor, jetstream.WithGetMsgSubject(filter))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return ^uint64(0), nil
+		case err != nil:
+			return 0, fmt.Errorf("collector: stream %s: next %s after %d: %w", w.stream, filter, w.cursor, err)
+		}
+		return m.Sequence, nil
+	}
+	for seq := w.cursor; seq < w.first; seq++ {
+		_, err := w.s.GetMsg(ctx, seq)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound): // deleted
+		case err != nil:
+			return 0, fmt.Errorf("collector: stream %s: message %d: %w", w.stream, seq, err)
+		default:
+			return seq, nil
+		}
+	}
+	return ^uint64(0), nil
+}
+
+// update returns the earlier messages still missing (ascending; at most
+// limit). Errors are the stream's (STREAM.MSG.GET).
+func (w *earlierWalk) update(ctx context.Context, floor uint64, held map[uint64]*nats.Msg, limit int) ([]uint64, error) {
+	w.missing = slices.DeleteFunc(w.missing, func(s uint64) bool {
+		_, ok := held[s]
+		return ok || s <= floor
+	})
+	w.cursor = max(w.cursor, floor+1)
+	for !w.done && w.cursor < w.first && len(w.missing) < limit {
 		best := uint64(0)
-		for i, f := range filters {
-			if next[i] < cursor && next[i] != ^uint64(0) {
-				m, err := s.GetMsg(ctx, cursor, jetstream.WithGetMsgSubject(f))
-				switch {
-				case errors.Is(err, jetstream.ErrMsgNotFound):
-					next[i] = ^uint64(0)
-				case err != nil:
-					return nil, fmt.Errorf("collector: stream %s: next %s after %d: %w", c.cfg.NATS.Stream, f, cursor, err)
-				default:
-					next[i] = m.Sequence
+		for i, f := range w.filters {
+			if w.next[i] < w.cursor && w.next[i] != ^uint64(0) {
+				n, err := w.nextOf(ctx, f)
+				if err != nil {
+					return nil, err
 				}
+				w.next[i] = n
 			}
-			if next[i] != ^uint64(0) && (best == 0 || next[i] < best) {
-				best = next[i]
+			if w.next[i] != ^uint64(0) && (best == 0 || w.next[i] < best) {
+				best = w.next[i]
 			}
 		}
-		if best == 0 || best >= first {
+		if best == 0 || best >= w.first {
+			w.done = true
 			break
 		}
 		if _, ok := held[best]; !ok {
-			out = append(out, best)
+			w.missing = append(w.missing, best)
 		}
-		cursor = best + 1
+		w.cursor = best + 1
 	}
-	return out, nil
+	return w.missing, nil
 }
 
 // held is what a partition's worker evaluated and published since its last

@@ -33,13 +33,6 @@ var ErrServerTooOld = errors.New("nats-server too old")
 // groups on pull consumers (ADR-42).
 const minPartitionVersion = "2.11.0"
 
-// recoveryVersion is the oldest nats-server on which a crash recovery with
-// thousands of messages in flight was not seen to stall: on 2.9 (Debian's)
-// an attacker's kill -9 during a 5,500-message replay left the partition
-// worker restarting for 20 minutes (attack-col F1, 2026-12-02), on 2.15.2
-// it recovered in about a second; 2.10 was not tried.
-const recoveryVersion = "2.10.0"
-
 // Run connects (starting embedded brokers when no URL is configured),
 // joins its group and consumes until ctx ends. In single replica mode
 // (cluster.partitions 0) it refuses to start while another live collector
@@ -100,10 +93,6 @@ func (c *Collector) Run(ctx context.Context) error {
 	parts := c.cfg.Cluster.Partitions
 	for _, w := range c.cfg.Warnings() {
 		c.log.Warn(w)
-	}
-	if v := nc.ConnectedServerVersion(); v != "" && !versionAtLeast(v, recoveryVersion) {
-		c.log.Warn("nats-server older than "+recoveryVersion+": after a collector crash (kill -9) with many messages in flight, recovery may stall (partition worker restarting with \"earlier messages did not come back\"); run "+minPartitionVersion+" or newer (docs/collector.md, Single replica)",
-			"server_version", v, "url", url)
 	}
 	if parts > 0 && !versionAtLeast(nc.ConnectedServerVersion(), minPartitionVersion) {
 		return fmt.Errorf("collector: cluster.partitions needs nats-server >= %s (pinned_client priority groups); %s runs %s: %w",
