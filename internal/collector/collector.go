@@ -110,6 +110,10 @@ type Collector struct {
 	// happens when the pull's timer fires first after a pause (they are
 	// lost), or send another pull.
 	inFetch func(p int, pl *puller)
+	// published, when set (tests), is called by commit (Tick, Handle) once
+	// a cycle's alert events are published, before their assets are
+	// checkpointed: a test kills the collector there.
+	published func(p int, events []alert.Alert)
 	// onJudge, when set (tests), is called when a partition's worker judges
 	// its assets' silence as of at, counted from no earlier than from (Unix
 	// ms; see disruptions).
