@@ -1112,10 +1112,17 @@ func (e *Engine) Restore(al alert.Alert) bool {
 // changes nothing.
 func (e *Engine) Adopt(al alert.Alert) bool {
 	if al.Active() {
-		if in := e.inst(e.asset(al.Site, al.Asset, al.Class, nil), al); in != nil && in.latch.Level == al.Severity && in.latch.Raised == al.RaisedAt {
+		_, known := e.lookup(al.Site, al.Asset)
+		a := e.asset(al.Site, al.Asset, al.Class, nil)
+		in := e.inst(a, al)
+		if in == nil && !known {
+			e.dropAsset(a) // a rule no longer configured: no asset made for it
+		}
+		if in == nil || in.latch.Level == al.Severity && in.latch.Raised == al.RaisedAt {
 			return false
 		}
-		return e.Restore(al)
+		in.latch.Restore(al.Severity, al.RaisedAt)
+		return true
 	}
 	a, ok := e.lookup(al.Site, al.Asset)
 	if !ok {
