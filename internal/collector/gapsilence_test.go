@@ -38,9 +38,19 @@ const silenceKey = "site1.ac-1.stale"
 
 func newGapRig(t *testing.T) *gapRig {
 	t.Helper()
+	return newGapRigWith(t, nil)
+}
+
+// newGapRigWith is newGapRig with edit (when not nil) applied to the
+// configuration before the stream is made.
+func newGapRigWith(t *testing.T, edit func(*Config)) *gapRig {
+	t.Helper()
 	ns, cfg := embeddedConfig(t)
 	cfg.Cluster.AckWait = Duration(2 * time.Second)
 	cfg.Cluster.CheckpointInterval = Duration(200 * time.Millisecond)
+	if edit != nil {
+		edit(&cfg)
+	}
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +64,11 @@ func newGapRig(t *testing.T) *gapRig {
 	if _, err := newCollector(t, cfg).ensureStream(ctx, g.js); err != nil {
 		t.Fatal(err)
 	}
-	g.alerts, err = g.js.OrderedConsumer(ctx, cfg.NATS.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.*.*.*.alert"}})
+	filter := "smelter.v1.*.*.*.alert"
+	if cfg.Cluster.Partitions > 0 {
+		filter += ".*" // the stream's partition token
+	}
+	g.alerts, err = g.js.OrderedConsumer(ctx, cfg.NATS.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,11 @@ func killAtLiveRaise(t *testing.T, g *gapRig) alert.Alert {
 		t.Fatalf("raised at %d, not by Tick after %d", raised.RaisedAt, t0+9*gapIV+3*gapIV)
 	}
 	r.kill()
-	e, err := g.kv(t).Get(t.Context(), "p0.site1.ac-1")
+	p := 0
+	if n := g.cfg.Cluster.Partitions; n > 0 {
+		p = partitionOf("site1", "ac-1", n)
+	}
+	e, err := g.kv(t).Get(t.Context(), "p"+strconv.Itoa(p)+".site1.ac-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +58,16 @@ func killAtLiveRaise(t *testing.T, g *gapRig) alert.Alert {
 // restored record had no active silence, the gap in the data raised and
 // cleared a second occurrence, and the first stayed raised for ever.
 func TestLiveSilenceKilledBeforeCheckpointClearedOnce(t *testing.T) {
-	g := newGapRig(t)
+	t.Run("single replica", func(t *testing.T) { liveSilenceKilledClearedOnce(t, newGapRig(t)) })
+	// the partition's alert subjects carry its token: read back with it
+	t.Run("partitions", func(t *testing.T) {
+		liveSilenceKilledClearedOnce(t, newGapRigWith(t, func(cfg *Config) {
+			cfg.Cluster.Partitions, cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = 2, Duration(2*time.Second), Duration(2*time.Second)
+		}))
+	})
+}
+
+func liveSilenceKilledClearedOnce(t *testing.T, g *gapRig) {
 	raised := killAtLiveRaise(t, g)
 	after := time.Now().UnixMilli() - 10*gapIV // the last batch not ahead of the collector's clock
 	g.publish(t, after, 10)
