@@ -60,6 +60,7 @@ func (c *Collector) alertFilters(io *natsIO, p int) []string {
 // assets are checkpointed with the next cycle. sh.mu must not be held. It
 // returns the number of events adopted.
 func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest time.Time) (int, error) {
+	began := time.Now()
 	since := newest.Add(-reconcileMargin)
 	if newest.IsZero() {
 		since = time.Now().Add(-reconcileNoRecord)
@@ -84,34 +85,38 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 	}()
 	last := map[string]alert.Alert{} // by key
 	var order []string
-	if info := cons.CachedInfo(); info == nil || info.NumPending > 0 {
-		for done := false; !done; {
-			batch, err := cons.Fetch(reconcileFetch, jetstream.FetchMaxWait(time.Second))
-			if err != nil {
-				return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
-			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-					done = true
-				}
-				var a alert.Alert
-				if json.Unmarshal(m.Data(), &a) != nil || a.Group != c.cfg.Group || a.Kind == "kpi" || a.Key == "" {
-					continue // another group's, a KPI alert (its latch follows its messages, replayed), or unreadable
-				}
-				if _, ok := last[a.Key]; !ok {
-					order = append(order, a.Key)
-				}
-				last[a.Key] = a
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-				return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
-			}
-			if n == 0 {
-				done = true
-			}
+	read := 0
+	// the events stored when the consumer was made (NumPending), fetched
+	// in full batches so that no fetch waits out its expiry; a fetch ends
+	// early on the last of them (NumPending 0) or on an expired pull
+	for pending := cons.CachedInfo().NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, reconcileFetch)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
 		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+				pending = 0
+			}
+			var a alert.Alert
+			if json.Unmarshal(m.Data(), &a) != nil || a.Group != c.cfg.Group || a.Kind == "kpi" || a.Key == "" {
+				continue // another group's, a KPI alert (its latch follows its messages, replayed), or unreadable
+			}
+			if _, ok := last[a.Key]; !ok {
+				order = append(order, a.Key)
+			}
+			last[a.Key] = a
+		}
+		read += n
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
+		}
+		if n == 0 || pending == 0 {
+			break
+		}
+		pending -= min(pending, uint64(n))
 	}
 	adopted := 0
 	sh.mu.Lock()
@@ -144,5 +149,6 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		c.log.Warn("alert event published after its asset's newest checkpoint adopted (a crash or a lost partition between the two)",
 			"partition", sh.p, "id", a.ID, "state", a.State, "key", a.Key)
 	}
+	c.log.Debug("alert events read back", "partition", sh.p, "since", since, "read", read, "adopted", adopted, "took", time.Since(began))
 	return adopted, nil
 }
