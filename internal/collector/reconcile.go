@@ -1,13 +1,17 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -53,12 +57,12 @@ func (c *Collector) alertFilters(io *natsIO, p int) []string {
 // collector raised a second occurrence from the gap in the data, and the
 // first stayed raised for ever. The last event of each alert key stored
 // since the partition's newest record (newest, its put time; zero: no
-// record) less reconcileMargin is applied when the state differs: a raise
-// or update is adopted as active with its id, raised_at and severity (it
-// clears with them; no second occurrence is raised), a clear of the
-// occurrence the state has active clears it without an event. Adopted
-// assets are checkpointed with the next cycle. sh.mu must not be held. It
-// returns the number of events adopted.
+// record) less reconcileMargin that the state lacks is kept for adoption,
+// in stream order among the partition's messages (adoptBefore): a raise or
+// update becomes the active occurrence with its id, raised_at and severity
+// (it clears with them; no second occurrence is raised), a clear of the
+// occurrence the state has active clears it without an event. sh.mu must
+// not be held. It returns the number of events kept for adoption.
 func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest time.Time) (int, error) {
 	began := time.Now()
 	since := newest.Add(-reconcileMargin)
@@ -83,7 +87,7 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		_ = io.js.DeleteConsumer(dctx, c.cfg.NATS.Stream, cons.CachedInfo().Name)
 		cancel()
 	}()
-	last := map[string]alert.Alert{} // by key
+	last := map[string]adoption{} // by key
 	var order []string
 	read := 0
 	// the events stored when the consumer was made (NumPending), fetched
@@ -97,7 +101,11 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.NumPending == 0 {
 				pending = 0
 			}
 			var a alert.Alert
@@ -107,7 +115,7 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 			if _, ok := last[a.Key]; !ok {
 				order = append(order, a.Key)
 			}
-			last[a.Key] = a
+			last[a.Key] = adoption{seq: md.Sequence.Stream, a: a}
 		}
 		read += n
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -118,37 +126,89 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		}
 		pending -= min(pending, uint64(n))
 	}
-	adopted := 0
+	sh.mu.Lock()
+	sh.adopt = sh.adopt[:0]
+	for _, key := range order {
+		if ad := last[key]; differs(sh, ad.a) {
+			sh.adopt = append(sh.adopt, ad)
+		}
+	}
+	slices.SortFunc(sh.adopt, func(x, y adoption) int { return cmp.Compare(x.seq, y.seq) }) // stream order
+	adopted := len(sh.adopt)
+	sh.adopting.Store(adopted > 0)
+	sh.mu.Unlock()
+	c.log.Debug("alert events read back", "partition", sh.p, "since", since, "read", read, "to_adopt", adopted, "took", time.Since(began))
+	return adopted, nil
+}
+
+// adoption is an alert event the restored state lacks, with its stream
+// sequence: it is applied in stream order (adoptBefore).
+type adoption struct {
+	seq uint64
+	a   alert.Alert
+}
+
+// differs reports whether the restored state lacks alert event a: a raise
+// or update whose occurrence and severity are not the active ones, or a
+// clear of the occurrence that is active; sh.mu is held.
+func differs(sh *shard, a alert.Alert) bool {
+	cur, ok := sh.active[a.Key]
+	if a.Active() {
+		return !ok || cur.ID != a.ID || cur.Severity != a.Severity
+	}
+	return ok && cur.ID == a.ID
+}
+
+// adoptBefore applies the shard's adoptions of events stored before stream
+// sequence seq (math.MaxUint64: all), in the order the stream stored them
+// among the partition's messages: a message stored before an event was
+// evaluated before it was published, and is evaluated again (redelivered)
+// before it is adopted, so the replay does not end an adopted occurrence
+// with a message that preceded it (a live silence's asset's last batches,
+// held unacknowledged when the silence was raised). Applied where the state
+// still differs (the replay may have made the same transition); the asset
+// is checkpointed with the next cycle.
+func (c *Collector) adoptBefore(sh *shard, seq uint64) {
+	if !sh.adopting.Load() {
+		return
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for _, key := range order {
-		a := last[key]
-		if parts := c.cfg.Cluster.Partitions; parts > 0 && partitionOf(a.Site, a.Asset, parts) != sh.p {
-			continue
+	n := 0
+	for _, ad := range sh.adopt {
+		if ad.seq >= seq {
+			break
 		}
-		cur, ok := sh.active[key]
-		switch {
-		case a.Active() && ok && cur.ID == a.ID && cur.Severity == a.Severity:
-			continue // the record has it
-		case !a.Active() && (!ok || cur.ID != a.ID):
-			continue // cleared in the record too, or another occurrence
+		n++
+		a := ad.a
+		if parts := c.cfg.Cluster.Partitions; parts > 0 && partitionOf(a.Site, a.Asset, parts) != sh.p || !differs(sh, a) {
+			continue
 		}
 		before := sh.engine.Len()
 		if !sh.engine.Has(a.Site, a.Asset) && c.tracked.Load() >= int64(c.cfg.MaxAssets) {
 			c.m.rejected.Inc()
 			continue
 		}
-		if !sh.engine.Adopt(a) {
-			c.count(sh, before)
+		ok := sh.engine.Adopt(a)
+		c.count(sh, before)
+		if !ok {
 			continue
 		}
-		c.count(sh, before)
 		sh.setAlert(a)
 		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
-		adopted++
 		c.log.Warn("alert event published after its asset's newest checkpoint adopted (a crash or a lost partition between the two)",
 			"partition", sh.p, "id", a.ID, "state", a.State, "key", a.Key)
 	}
-	c.log.Debug("alert events read back", "partition", sh.p, "since", since, "read", read, "adopted", adopted, "took", time.Since(began))
-	return adopted, nil
+	sh.adopt = slices.Delete(sh.adopt, 0, n)
+	sh.adopting.Store(len(sh.adopt) > 0)
+}
+
+// streamSeq is the stream sequence of a JetStream message (math.MaxUint64
+// when it has none: no stream order to keep).
+func streamSeq(m *nats.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return math.MaxUint64
+	}
+	return md.Sequence.Stream
 }

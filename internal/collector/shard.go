@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,7 +49,12 @@ type shard struct {
 	rev       map[[2]string]uint64 // KV revision of each asset's record
 	loaded    bool                 // state restored from the bucket
 	scratch   []alert.Alert
-	results   []kpi.Result
+	// adopt: alert events the restored records lack, read back from the
+	// stream (reconcile), applied in stream order (adoptBefore); adopting
+	// tells the hot path whether there are any
+	adopt    []adoption
+	adopting atomic.Bool
+	results  []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState
