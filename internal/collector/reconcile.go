@@ -69,10 +69,12 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 	if newest.IsZero() {
 		since = time.Now().Add(-reconcileNoRecord)
 	}
-	// an ephemeral consumer of its own, deleted once read (an ordered
-	// consumer of the client would stay on the server for minutes)
+	// an ephemeral consumer of its own, removed by the server 5 s after
+	// its last pull (the collector's NATS user may not delete consumers of
+	// the stream: deploy/nats/smelter-accounts.conf; an ordered consumer of
+	// the client would stay for minutes)
 	cc := jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
-		MemoryStorage: true, InactiveThreshold: 30 * time.Second}
+		MemoryStorage: true, InactiveThreshold: 5 * time.Second}
 	if f := c.alertFilters(io, sh.p); len(f) == 1 {
 		cc.FilterSubject = f[0] // a server older than 2.10 knows no FilterSubjects
 	} else {
@@ -82,11 +84,6 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 	if err != nil {
 		return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = io.js.DeleteConsumer(dctx, c.cfg.NATS.Stream, cons.CachedInfo().Name)
-		cancel()
-	}()
 	last := map[string]adoption{} // by key
 	var order []string
 	read := 0
