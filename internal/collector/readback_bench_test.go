@@ -3,17 +3,14 @@ package collector
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/brokers"
-	"github.com/smelterio/smelter/internal/catalog"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -29,14 +26,7 @@ func BenchmarkReadBack(b *testing.B) {
 	}
 	defer ns.Shutdown()
 	cfg := Defaults()
-	set, err := cfg.LoadRules(catalog.Default())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := benchCollector(b, cfg)
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		b.Fatal(err)
