@@ -114,15 +114,7 @@ func BenchmarkPartitionCycle(b *testing.B) {
 	for _, bc := range []struct{ n, fetch int }{{20, 512}, {20, 2048}, {100, 512}, {100, 2048}} {
 		n := bc.n
 		b.Run(fmt.Sprintf("readings=%d/fetch=%d", n, bc.fetch), func(b *testing.B) {
-			cfg := Defaults()
-			set, err := cfg.LoadRules(catalog.Default())
-			if err != nil {
-				b.Fatal(err)
-			}
-			c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-			if err != nil {
-				b.Fatal(err)
-			}
+			c := benchCollector(b, Defaults())
 			payloads := benchPayloads(300, n, 40)
 			subjects := make([]string, len(payloads))
 			for i, p := range payloads {
@@ -144,6 +136,7 @@ func BenchmarkPartitionCycle(b *testing.B) {
 					readings += n
 				}
 				sh.mu.Lock()
+				var err error
 				cy.kv, err = sh.snapshot(cy.kv[:0], 0, false, nil)
 				sh.mu.Unlock()
 				if err != nil {
@@ -222,14 +215,7 @@ func benchGroup(b *testing.B, url string, reps int, ttl time.Duration) ([]*bench
 		cfg.NATS.URL, cfg.HTTP.Listen, cfg.DataDir, cfg.Replica = url, "", b.TempDir(), fmt.Sprintf("r%d", i+1)
 		cfg.Cluster.Partitions = 6
 		cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = Duration(ttl), Duration(ttl)
-		set, err := cfg.LoadRules(catalog.Default())
-		if err != nil {
-			b.Fatal(err)
-		}
-		c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-		if err != nil {
-			b.Fatal(err)
-		}
+		c := benchCollector(b, cfg)
 		r := &benchReplica{c: c, done: make(chan error, 1)}
 		c.onCommit = func(p int, bs []BatchRef) {
 			done.Add(int64(len(bs)))
@@ -393,4 +379,19 @@ func takeover(b *testing.B, payloads [][]byte) time.Duration {
 		r.stop()
 	}
 	return d
+}
+
+// benchCollector is a collector of cfg with the default rule packs, logging
+// nothing (benchmarks).
+func benchCollector(b testing.TB, cfg Config) *Collector {
+	b.Helper()
+	set, err := cfg.LoadRules(catalog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := New(cfg, set, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -110,6 +111,10 @@ type Collector struct {
 	// happens when the pull's timer fires first after a pause (they are
 	// lost), or send another pull.
 	inFetch func(p int, pl *puller)
+	// published, when set (tests), is called by commit (Tick, Handle) once
+	// a cycle's alert events are published, before their assets are
+	// checkpointed: a test kills the collector there.
+	published func(p int, events []alert.Alert)
 	// onJudge, when set (tests), is called when a partition's worker judges
 	// its assets' silence as of at, counted from no earlier than from (Unix
 	// ms; see disruptions).
@@ -514,6 +519,7 @@ func (c *Collector) Handle(ctx context.Context, subject string, data []byte) err
 		return errors.New("collector: partition state not loaded")
 	}
 	var cy cycle
+	c.adoptBefore(sh, math.MaxUint64) // no stream order here (MQTT)
 	c.process(sh, subject, data, time.Now(), &cy)
 	if err := c.commit(ctx, io, sh, &cy); err != nil {
 		c.dropShard(sh)
@@ -1105,6 +1111,9 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at, from i
 	if err := own.check(); err != nil {
 		return err
 	}
+	// the partition is drained: every message stored before an event read
+	// back at the restore was evaluated again
+	c.adoptBefore(sh, math.MaxUint64)
 	cy := cycle{own: own}
 	sh.mu.Lock()
 	al := sh.engine.Tick(nil, at, from)

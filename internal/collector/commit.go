@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -26,8 +28,15 @@ var errFenced = errors.New("collector: asset state was written by another replic
 // nothing leaves the process. An error means nothing of the cycle may be
 // acknowledged and the shard's memory must be dropped.
 func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	var events []alert.Alert // tests: for c.published (publish empties cy.alerts)
+	if c.published != nil {
+		events = slices.Clone(cy.alerts)
+	}
 	if err := c.publish(ctx, io, cy); err != nil {
 		return err
+	}
+	if c.published != nil {
+		c.published(sh.p, events)
 	}
 	return c.checkpoint(ctx, io, sh, cy)
 }

@@ -1656,6 +1656,9 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 				continue
 			}
 		}
+		if sh.adopting.Load() { // events read back at the restore, put in their stream order
+			c.adoptBefore(sh, streamSeq(m))
+		}
 		at, stored, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
 		c.processPayload(sh, subj, m.Data, true, at, live, stored, m.Header.Get(telemetry.SentAtHeader), cy)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,7 +49,12 @@ type shard struct {
 	rev       map[[2]string]uint64 // KV revision of each asset's record
 	loaded    bool                 // state restored from the bucket
 	scratch   []alert.Alert
-	results   []kpi.Result
+	// adopt: alert events the restored records lack, read back from the
+	// stream (reconcile), applied in stream order (adoptBefore); adopting
+	// tells the hot path whether there are any
+	adopt    []adoption
+	adopting atomic.Bool
+	results  []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState
@@ -377,6 +383,7 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 		return nil, fmt.Errorf("collector: state bucket watch: %w", err)
 	}
 	n := 0
+	var newest time.Time // put time of the partition's newest record
 	for {
 		select {
 		case <-ctx.Done():
@@ -391,6 +398,12 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 				return nil, errors.New("collector: state bucket watch ended before the partition's records were read; watched again by the worker's next start")
 			}
 			if e == nil { // every current value delivered
+				if io := c.js.Load(); io != nil {
+					if _, err := c.reconcile(ctx, io, sh, newest); err != nil {
+						_ = w.Stop()
+						return nil, err
+					}
+				}
 				sh.mu.Lock()
 				sh.loaded = true
 				alerts := len(sh.active)
@@ -400,9 +413,18 @@ func (c *Collector) loadWatch(ctx context.Context, kv jetstream.KeyValue, sh *sh
 			}
 			if c.apply(ctx, sh, e) {
 				n++
+				newest = later(newest, e.Created())
 			}
 		}
 	}
+}
+
+// later returns the later of two times.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // follow applies the records of the partition written since loadWatch (by

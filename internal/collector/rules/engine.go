@@ -1094,7 +1094,51 @@ func (e *Engine) Restore(al alert.Alert) bool {
 	if !al.Active() {
 		return false
 	}
-	a := e.asset(al.Site, al.Asset, al.Class, nil)
+	in := e.inst(e.asset(al.Site, al.Asset, al.Class, nil), al)
+	if in == nil {
+		return false
+	}
+	in.latch.Restore(al.Severity, al.RaisedAt)
+	return true
+}
+
+// Adopt applies an alert event that was published but is missing from the
+// restored state (a crash between an event's publication and the
+// checkpoint of its asset): a raise or update makes its occurrence active
+// with the event's raised_at and severity, as Restore; a clear of the
+// occurrence that is active (same raised_at) clears its latch without an
+// event, so a new occurrence is raised later than it. It reports whether
+// the engine changed. A clear of an unknown asset or of another occurrence
+// changes nothing.
+func (e *Engine) Adopt(al alert.Alert) bool {
+	if al.Active() {
+		_, known := e.lookup(al.Site, al.Asset)
+		a := e.asset(al.Site, al.Asset, al.Class, nil)
+		in := e.inst(a, al)
+		if in == nil && !known {
+			e.dropAsset(a) // a rule no longer configured: no asset made for it
+		}
+		if in == nil || in.latch.Level == al.Severity && in.latch.Raised == al.RaisedAt {
+			return false
+		}
+		in.latch.Restore(al.Severity, al.RaisedAt)
+		return true
+	}
+	a, ok := e.lookup(al.Site, al.Asset)
+	if !ok {
+		return false
+	}
+	in := e.inst(a, al)
+	if in == nil || in.latch.Level == alert.None || in.latch.Raised != al.RaisedAt {
+		return false
+	}
+	in.latch.Restore(alert.None, al.RaisedAt)
+	return true
+}
+
+// inst finds the rule instance of asset a that raises al (nil: none, a rule
+// no longer configured).
+func (e *Engine) inst(a *assetState, al alert.Alert) *inst {
 	var cands []*inst
 	if al.Signal != "" {
 		s := a.signal(al.Signal)
@@ -1113,14 +1157,12 @@ func (e *Engine) Restore(al alert.Alert) bool {
 	}
 	for _, in := range cands {
 		if in.r.Name == al.Rule {
-			in.latch.Restore(al.Severity, al.RaisedAt)
-			return true
+			return in
 		}
 	}
-	return false
+	return nil
 }
 
-// SignalView is the latest state of one signal.
 type SignalView struct {
 	Signal string  `json:"signal"`
 	Value  float64 `json:"value"`

@@ -1,0 +1,130 @@
+package collector
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// killAtLiveRaise starts a collector of g that is killed (-9) the moment
+// its live silence raise of ac-1 is published (PubAck received), before
+// its record is checkpointed: its connection is closed in the commit's
+// hook, so nothing more reaches the server, and it is stopped once the
+// raise is on the stream. It returns the raise.
+func killAtLiveRaise(t *testing.T, g *gapRig) alert.Alert {
+	t.Helper()
+	var hit atomic.Bool
+	r := startWith(t, g.cfg, func(c *Collector) {
+		c.published = func(_ int, events []alert.Alert) {
+			for _, a := range events {
+				if a.Key == silenceKey && a.State == alert.Raised && hit.CompareAndSwap(false, true) {
+					c.js.Load().nc.Close() // kill -9: the checkpoint after it never reaches the server
+				}
+			}
+		}
+	})
+	t0 := time.Now().UnixMilli() - 10*gapIV
+	g.publish(t, t0, 10)
+	raised := g.first(t, alert.Raised, "the silence raised live")
+	wait.For(t, 10*time.Second, "the collector killed after the raise's PubAck", hit.Load)
+	if raised.RaisedAt <= t0+9*gapIV+3*gapIV {
+		t.Fatalf("raised at %d, not by Tick after %d", raised.RaisedAt, t0+9*gapIV+3*gapIV)
+	}
+	r.kill()
+	p := 0
+	if n := g.cfg.Cluster.Partitions; n > 0 {
+		p = partitionOf("site1", "ac-1", n)
+	}
+	e, err := g.kv(t).Get(t.Context(), "p"+strconv.Itoa(p)+".site1.ac-1")
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound): // never checkpointed (its batches held)
+	case err != nil:
+		t.Fatal(err)
+	default:
+		if rec, err := decodeRecord(e.Value()); err != nil || len(rec.Alerts) != 0 {
+			t.Fatalf("the record (%v) holds %+v: the kill was not inside the window", err, rec.Alerts)
+		}
+	}
+	return raised
+}
+
+// The window: a silence raised live (Tick) is published, and the collector
+// is killed (-9) before the asset's record is checkpointed, so the
+// restored record lacks it. The asset reports again while the collector is
+// down. The restarted collector reads the partition's alert events back
+// (reconcile), adopts the raise and clears that occurrence with its
+// raised_at: one raise and one clear across the kill. Before, the
+// restored record had no active silence, the gap in the data raised and
+// cleared a second occurrence, and the first stayed raised for ever.
+func TestLiveSilenceKilledBeforeCheckpointClearedOnce(t *testing.T) {
+	t.Run("single replica", func(t *testing.T) { liveSilenceKilledClearedOnce(t, newGapRig(t)) })
+	// the partition's alert subjects carry its token: read back with it
+	t.Run("partitions", func(t *testing.T) {
+		liveSilenceKilledClearedOnce(t, newGapRigWith(t, func(cfg *Config) {
+			cfg.Cluster.Partitions, cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = 2, Duration(2*time.Second), Duration(2*time.Second)
+		}))
+	})
+}
+
+func liveSilenceKilledClearedOnce(t *testing.T, g *gapRig) {
+	raised := killAtLiveRaise(t, g)
+	cleared, _ := g.backAfterKill(t, raised)
+	if cleared.ID != raised.ID || cleared.RaisedAt != raised.RaisedAt {
+		t.Fatalf("cleared %s raised at %d, want %s raised at %d", cleared.ID, cleared.RaisedAt, raised.ID, raised.RaisedAt)
+	}
+}
+
+// The same window, the asset still silent when the collector restarts:
+// the restarted collector judges the asset silent (it sent nothing since
+// its record) and keeps the adopted occurrence (shown active with its
+// raised_at), raising no second one; once the asset reports again the
+// occurrence is cleared once. Before, it raised a second occurrence and the
+// first was never cleared.
+func TestLiveSilenceKilledBeforeCheckpointStaysOneOccurrence(t *testing.T) {
+	t.Run("checkpointed batches", func(t *testing.T) { liveSilenceKilledStaysOne(t, newGapRig(t)) })
+	// the asset's batches held unacknowledged when the silence is raised
+	// (checkpoint_interval 5 s): redelivered after the restart, they are
+	// evaluated before the raise is adopted (they were before it in the
+	// stream) and do not end it. Adopted at once, the raise was cleared by
+	// the first of them and live judgment raised a second occurrence.
+	t.Run("held batches", func(t *testing.T) {
+		liveSilenceKilledStaysOne(t, newGapRigWith(t, func(cfg *Config) {
+			cfg.Cluster.AckWait, cfg.Cluster.CheckpointInterval = Duration(10*time.Second), Duration(5*time.Second)
+		}))
+	})
+}
+
+func liveSilenceKilledStaysOne(t *testing.T, g *gapRig) {
+	raised := killAtLiveRaise(t, g)
+	restart := time.Now().UnixMilli()
+	var judged atomic.Int64 // the newest judgment's time
+	r2 := startWith(t, g.cfg, func(c *Collector) {
+		c.onJudge = func(_ int, at, _ int64) { judged.Store(at) }
+	})
+	// well past k x interval + a tick after the restart: a second
+	// occurrence would be raised by now
+	wait.For(t, 30*time.Second, "the restarted collector judged the asset's silence", func() bool {
+		return judged.Load() > restart+3*gapIV+2000 && time.Now().UnixMilli() > restart+int64(time.Duration(g.cfg.Cluster.AckWait)/time.Millisecond)
+	})
+	if ids, events := g.occurrences(t, time.Now().UnixMilli()); len(ids) != 1 || len(events[ids[0]]) != 1 {
+		t.Fatalf("want only the live occurrence %s raised, got %+v", raised.ID, events)
+	}
+	act := r2.c.Alerts(true)
+	if len(act) != 1 || act[0].ID != raised.ID || act[0].RaisedAt != raised.RaisedAt {
+		t.Fatalf("active after restart: %+v, want %s", act, raised.ID)
+	}
+	after := time.Now().UnixMilli() - 5*gapIV
+	g.publish(t, after, 5)
+	cleared := g.first(t, alert.Cleared, "the silence cleared")
+	ids, events := g.occurrences(t, cleared.ClearedAt)
+	if len(ids) != 1 || ids[0] != raised.ID || len(events[ids[0]]) != 2 || cleared.RaisedAt != raised.RaisedAt {
+		t.Fatalf("want the live occurrence %s raised and cleared and no other, got %+v", raised.ID, events)
+	}
+}
