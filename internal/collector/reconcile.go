@@ -25,8 +25,9 @@ import (
 const reconcileMargin = 10 * time.Second
 
 // reconcileNoRecord is how far back the alert events of a partition with
-// no record at all are read (a partition that never checkpointed, or a new
-// group on an old stream).
+// no record at all are read when its consumer cannot be asked (MQTT
+// ingest, or no consumer yet); with a consumer the read starts after its
+// ack floor (reconcileStart).
 const reconcileNoRecord = time.Hour
 
 // reconcileFetch is the number of alert events one fetch of the read asks
@@ -72,16 +73,12 @@ func (c *Collector) alertFilter(ctx context.Context, io *natsIO, p int) (string,
 // not be held. It returns the number of events kept for adoption.
 func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest time.Time) (int, error) {
 	began := time.Now()
-	since := newest.Add(-reconcileMargin)
-	if newest.IsZero() {
-		since = time.Now().Add(-reconcileNoRecord)
-	}
 	// an ephemeral consumer of its own, removed by the server 5 s after
 	// its last pull (the collector's NATS user may not delete consumers of
 	// the stream: deploy/nats/smelter-accounts.conf; an ordered consumer of
 	// the client would stay for minutes)
-	cc := jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
-		MemoryStorage: true, InactiveThreshold: 5 * time.Second}
+	cc := jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, InactiveThreshold: 5 * time.Second}
+	since := c.reconcileStart(ctx, io, sh.p, newest, &cc)
 	filter, err := c.alertFilter(ctx, io, sh.p)
 	if err != nil {
 		return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
@@ -143,6 +140,36 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 	sh.mu.Unlock()
 	c.log.Debug("alert events read back", "partition", sh.p, "since", since, "read", read, "to_adopt", adopted, "took", time.Since(began))
 	return adopted, nil
+}
+
+// reconcileStart sets where the read-back of partition p starts in cc and
+// returns it as text for the log. With records (newest: the put time of
+// the newest), reconcileMargin before it: an event the records lack was
+// published after the last checkpoint. With none, after the ack floor of
+// the partition's consumer: such an event was published after the
+// evaluation of a message not acknowledged yet (acknowledgements follow the
+// checkpoint), so it is stored after every acknowledged one; reading a
+// fixed hour of history instead cost every restore of a partition with no
+// asset a scan of that hour of the stream. Without the consumer's word,
+// reconcileNoRecord back.
+func (c *Collector) reconcileStart(ctx context.Context, io *natsIO, p int, newest time.Time, cc *jetstream.ConsumerConfig) string {
+	if !newest.IsZero() {
+		since := newest.Add(-reconcileMargin)
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+		return since.UTC().Format(time.RFC3339Nano)
+	}
+	name := c.cfg.consumerName(-1)
+	if c.cfg.Cluster.Partitions > 0 {
+		name = c.cfg.consumerName(p)
+	}
+	if cons, err := io.js.Consumer(ctx, c.cfg.NATS.Stream, name); err == nil {
+		seq := cons.CachedInfo().AckFloor.Stream + 1
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
+		return "stream sequence " + strconv.FormatUint(seq, 10)
+	}
+	since := time.Now().Add(-reconcileNoRecord)
+	cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	return since.UTC().Format(time.RFC3339Nano)
 }
 
 // adoption is an alert event the restored state lacks, with its stream

@@ -128,3 +128,47 @@ func liveSilenceKilledStaysOne(t *testing.T, g *gapRig) {
 		t.Fatalf("want the live occurrence %s raised and cleared and no other, got %+v", raised.ID, events)
 	}
 }
+
+// A partition with no record reads its alert events back from just after
+// its consumer's ack floor (an event the records lack is stored after every
+// acknowledged message), not a fixed hour of the stream; with a record,
+// from the record's put time less reconcileMargin; with no consumer to ask,
+// reconcileNoRecord back.
+func TestReadBackStartsAfterAckFloor(t *testing.T) {
+	g := newGapRig(t)
+	r := startCfg(t, g.cfg)
+	t0 := time.Now().UnixMilli() - 10*gapIV
+	g.publish(t, t0, 5)
+	js := g.js
+	cons, err := js.Consumer(t.Context(), g.cfg.NATS.Stream, g.cfg.consumerName(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var floor uint64
+	wait.For(t, 10*time.Second, "the five batches acknowledged", func() bool {
+		info, err := cons.Info(t.Context())
+		floor = info.AckFloor.Stream
+		return err == nil && floor >= 5
+	})
+	r.stop()
+	io := &natsIO{js: js}
+	var cc jetstream.ConsumerConfig
+	got := r.c.reconcileStart(t.Context(), io, 0, time.Time{}, &cc)
+	if cc.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || cc.OptStartSeq < floor+1 {
+		t.Fatalf("no record: read back from %s (%+v), want after the ack floor %d", got, cc, floor)
+	}
+	put := time.Now().Add(-time.Minute)
+	cc = jetstream.ConsumerConfig{}
+	r.c.reconcileStart(t.Context(), io, 0, put, &cc)
+	if cc.DeliverPolicy != jetstream.DeliverByStartTimePolicy || !cc.OptStartTime.Equal(put.Add(-reconcileMargin)) {
+		t.Fatalf("with a record put at %v: %+v", put, cc)
+	}
+	if err := js.DeleteConsumer(t.Context(), g.cfg.NATS.Stream, g.cfg.consumerName(-1)); err != nil {
+		t.Fatal(err)
+	}
+	cc = jetstream.ConsumerConfig{}
+	r.c.reconcileStart(t.Context(), io, 0, time.Time{}, &cc)
+	if cc.DeliverPolicy != jetstream.DeliverByStartTimePolicy || time.Since(*cc.OptStartTime) < reconcileNoRecord-time.Minute {
+		t.Fatalf("no consumer: %+v", cc)
+	}
+}
