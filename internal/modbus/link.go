@@ -122,7 +122,7 @@ type link struct {
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
-	owed      map[string]prometheus.Counter // by device ("": unknown unit): Modbus TCP requests left owed their answer (relayDoubtOf)
+	owed      map[string]prometheus.Counter // by device ("": unknown unit): requests left owed their answer (owe)
 
 	turns     turns
 	connected atomic.Bool
@@ -259,25 +259,18 @@ type owedReq struct {
 // its late answer may be relayed to a later request.
 func (l *link) relayDoubt() {
 	if !l.framed() && len(l.req) > mbapHeader {
-		l.relayDoubtOf(l.req[6], l.req[mbapHeader:])
+		l.owe(l.req[6], l.req[mbapHeader:])
 	}
-}
-
-// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP. When
-// maxRelay requests are owed already, the one owed longest ago leaves the
-// list and its shape stays owed until owedFor after it (owedShapes).
-func (l *link) relayDoubtOf(unit byte, pdu []byte) {
-	if l.framed() {
-		return
-	}
-	l.owe(unit, pdu)
 }
 
 // owe records unit's request pdu as owed its answer (owedReqs, owedShapes;
 // counted in smelter_modbus_owed_answers_total): on Modbus TCP any request
-// left unanswered (relayDoubtOf); on an RTU or ASCII line a read the unit
-// answered with an exception (exchangeHeld; review attack-mb L1), whose
-// real answer may follow late, to a later request of the unit.
+// left unanswered; on an RTU or ASCII line a read the unit answered with
+// an exception (oweException; review attack-mb L1) or with another
+// request's function or byte count, whose real answer may follow late, to
+// a later request of the unit. When maxRelay requests are owed already,
+// the one owed longest ago leaves the list and its shape stays owed until
+// owedFor after it (owedShapes).
 func (l *link) owe(unit byte, pdu []byte) {
 	l.countBy(&l.owed, l.m.owed, l.turns.byUnit(unit))
 	now := time.Now()
@@ -507,20 +500,11 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 		}
 		reply, late, err = l.askOwn(ctx, s, unit, pdu, start)
 	}
+	if late == nil && s != nil {
+		l.oweException(unit, pdu, err)
+	}
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
-	}
-	if late == nil && s != nil && l.framed() && isRead(pdu) {
-		if _, exc := StatusOf(err).Exception(); exc && !StatusOf(err).TargetSilent() {
-			// review attack-mb L1: a unit (or a converter for it) may answer
-			// an exception at once and the real answer later, to the unit's
-			// next request; in a bisection that is a read of another
-			// register with the same function and count. The read is owed
-			// its answer: the unit's answers of its shape to other reads
-			// are proven (prove) for owedFor. (10 and 11 are timeouts:
-			// settle.)
-			l.owe(unit, pdu)
-		}
 	}
 	if late == nil && s != nil {
 		switch StatusOf(err) {
@@ -529,7 +513,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 			// another (an earlier one, or another master's); on Modbus TCP
 			// this request's own answer may be relayed to a later one
 			l.untied(s, "a reply from the unit with another function or byte count than asked")
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
 		case StatusGood:
 			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
 			s.answeredShape(pdu)
@@ -595,7 +579,7 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 			// (review 18 M-1): this request's own answer is owed now
 			l.countSuspect(late)
 			l.log.Debug("modbus late answer of another unit relayed to a request", "unit", late.unit, "device", late.id, "asked_unit", unit)
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
 		}
 		l.turns.charge(late, time.Since(attempt))
 		if tries == 2 || !isRead(pdu) {
@@ -607,12 +591,31 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 	return reply, late, err
 }
 
+// oweException records, on an RTU or ASCII line, unit's read pdu answered
+// with an exception (err; not 10 or 11, which are timeouts: settle) as
+// owed its answer (review attack-mb L1): a unit, or a converter for it,
+// may answer an exception at once and the real answer later, to the
+// unit's next request, in a bisection a read of another register with the
+// same function and count. The unit's answers of its shape to other reads
+// are then proven (prove) for owedFor. Every request of the link's own
+// (exchangeHeld) and of a proof (askProof) goes through it.
+func (l *link) oweException(unit byte, pdu []byte, err error) {
+	if !l.framed() || !isRead(pdu) {
+		return
+	}
+	if _, exc := StatusOf(err).Exception(); exc && !StatusOf(err).TargetSilent() {
+		l.owe(unit, pdu)
+	}
+}
+
 // askProof is a request of prove: on Modbus TCP another unit's frame
 // relayed to it is that unit's (askOwn); on an RTU or ASCII line it is
 // evidence, returned as the error (roundTrip).
 func (l *link) askProof(ctx context.Context, s *share, unit byte, pdu []byte) ([]byte, error) {
 	if l.framed() {
-		return l.roundTrip(ctx, unit, pdu)
+		reply, err := l.roundTrip(ctx, unit, pdu)
+		l.oweException(unit, pdu, err)
+		return reply, err
 	}
 	reply, _, err := l.askOwn(ctx, s, unit, pdu, time.Now())
 	return reply, err
@@ -1012,16 +1015,17 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		case st == StatusBadLength || st == StatusWrongFunction:
 			// the answers of pdu and of this read may still come (a
 			// gateway relaying each to the next request)
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
+			if l.framed() {
+				l.owe(unit, l.probe)
+			}
 			l.relayDoubt()
 			l.untied(s, "its answer to a read of another length was not that read's ("+perr.Error()+")")
 			return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a read of another length with its own answer: one request behind, or answering an older request", s.unit)
 		case exc && !st.TargetSilent():
 			// the address may not exist: proves nothing, try the next (on
-			// an RTU or ASCII line its real answer may follow: owed)
-			if l.framed() {
-				l.owe(unit, l.probe)
-			}
+			// an RTU or ASCII line its real answer may follow: owed by
+			// askProof)
 		default:
 			return nil, perr
 		}
@@ -1079,10 +1083,7 @@ func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply [
 	case errors.As(perr, &failed):
 		return nil, perr // a timeout, the connection lost, canceled
 	default:
-		if l.framed() {
-			l.owe(unit, pdu)
-		}
-		l.relayDoubtOf(unit, pdu)
+		l.owe(unit, pdu)
 		l.relayDoubt()
 		l.untied(s, "its answer after a read of another length was not the same twice while another request's answer was owed")
 		return nil, linkErr(StatusUntied, "unit %d, in doubt, answered a read differently before and after a read of another length while another request of its shape was owed its answer: a relayed late answer", s.unit)

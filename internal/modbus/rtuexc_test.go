@@ -3,6 +3,7 @@ package modbus
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -44,6 +45,9 @@ func startExcThenLate(t *testing.T, exc byte, every int) *excThenLate {
 			return nil
 		}
 		answer := rtuHolding(1, start, qty, 1000)
+		if os.Getenv("EXCLOG") != "" {
+			t.Logf("DEV req %d: %d+%d held=%v", n, start, qty, held != nil)
+		}
 		if held != nil {
 			out := held
 			if heldOf != [2]uint16{start, qty} {
