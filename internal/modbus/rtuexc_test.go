@@ -3,15 +3,19 @@ package modbus
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/modbus/checksum"
+	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -37,17 +41,51 @@ type excThenLate struct {
 
 func startExcThenLate(t *testing.T, exc byte, every int) *excThenLate {
 	d := &excThenLate{}
+	d.Addr = scriptedRTU(t, d.script(exc, every))
+	return d
+}
+
+// startExcThenLateSerial is startExcThenLate on a serial line (a socat pty
+// pair; skipped without socat): Addr is the gateway's end.
+func startExcThenLateSerial(t *testing.T, exc byte, every int) *excThenLate {
+	client, dev := modbustest.PtyPair(t)
+	f, err := os.OpenFile(dev, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &excThenLate{Addr: client}
+	script := d.script(exc, every)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		seen := map[byte]int{}
+		req := make([]byte, 8)
+		for {
+			if _, err := io.ReadFull(f, req); err != nil {
+				return
+			}
+			seen[req[0]]++
+			for _, fr := range script(req[0], seen[req[0]], binary.BigEndian.Uint16(req[2:]), binary.BigEndian.Uint16(req[4:])) {
+				_, _ = f.Write(fr)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		_ = f.Close()
+		wg.Wait()
+	})
+	return d
+}
+
+// script is the unit's behaviour for scriptedRTU.
+func (d *excThenLate) script(exc byte, every int) func(unit byte, n int, start, qty uint16) [][]byte {
 	var held []byte
 	var heldOf [2]uint16
-	d.Addr = scriptedRTU(t, func(unit byte, n int, start, qty uint16) [][]byte {
+	return func(unit byte, n int, start, qty uint16) [][]byte {
 		d.requests.Add(1)
 		if unit != 1 {
 			return nil
 		}
 		answer := rtuHolding(1, start, qty, 1000)
-		if os.Getenv("EXCLOG") != "" {
-			t.Logf("DEV req %d: %d+%d held=%v", n, start, qty, held != nil)
-		}
 		if held != nil {
 			out := held
 			if heldOf != [2]uint16{start, qty} {
@@ -61,8 +99,7 @@ func startExcThenLate(t *testing.T, exc byte, every int) *excThenLate {
 			return [][]byte{rtuException(1, 3, exc)}
 		}
 		return [][]byte{answer}
-	})
-	return d
+	}
 }
 
 // TestRTUExceptionThenLateAnswer (review attack-mb L1): on RTU over TCP a
@@ -78,22 +115,29 @@ func startExcThenLate(t *testing.T, exc byte, every int) *excThenLate {
 // the device reads good between the faults.
 func TestRTUExceptionThenLateAnswer(t *testing.T) {
 	for _, cs := range []struct {
+		tr     Transport
 		exc    byte
 		every  int
 		addrs  []uint16
 		maxGap int
 	}{
-		{4, 11, []uint16{10, 20}, 0},             // two one-register reads
-		{6, 13, []uint16{10, 20, 30}, 0},         // three
-		{2, 11, []uint16{0, 1, 2, 3, 10, 11}, 2}, // bisected into halves and one-register reads
-		{3, 7, []uint16{0, 1, 2, 3}, 2},
+		{RTUOverTCP, 4, 11, []uint16{10, 20}, 0},             // two one-register reads
+		{RTUOverTCP, 6, 13, []uint16{10, 20, 30}, 0},         // three
+		{RTUOverTCP, 2, 11, []uint16{0, 1, 2, 3, 10, 11}, 2}, // bisected into halves and one-register reads
+		{RTUOverTCP, 3, 7, []uint16{0, 1, 2, 3}, 2},
+		{RTU, 4, 11, []uint16{10, 20}, 0}, // a serial line (pty)
+		{RTU, 2, 11, []uint16{0, 1, 2, 3, 10, 11}, 2},
 	} {
-		t.Run(fmt.Sprintf("exception %d every %d, %v", cs.exc, cs.every, cs.addrs), func(t *testing.T) {
-			d := startExcThenLate(t, cs.exc, cs.every)
+		t.Run(fmt.Sprintf("%s exception %d every %d, %v", cs.tr, cs.exc, cs.every, cs.addrs), func(t *testing.T) {
+			d := startExcThenLate
+			if cs.tr == RTU {
+				d = startExcThenLateSerial
+			}
+			dev := d(t, cs.exc, cs.every)
 			reg := prometheus.NewRegistry()
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
-			cfg := testConfig(RTUOverTCP, d.Addr, 1)
+			cfg := testConfig(cs.tr, dev.Addr, 1)
 			cfg.Timeout = 100 * time.Millisecond
 			cfg.Silence = 30 * time.Millisecond
 			cfg.MaxGap = cs.maxGap
@@ -105,14 +149,14 @@ func TestRTUExceptionThenLateAnswer(t *testing.T) {
 			rec := &recorder{t: t, want: want}
 			stop := rec.run(src)
 			wait.For(t, 30*time.Second, "20 late answers sent to another read", func() bool {
-				return d.relayed.Load() >= 20
+				return dev.relayed.Load() >= 20
 			})
 			wait.For(t, 20*time.Second, "every point good 10 times", func() bool {
 				return minGood(rec, len(cs.addrs)) >= 10
 			})
 			stop() // the recorder fails the test on a wrong good value
 			t.Logf("%d reads, %d requests, %d late answers sent to another read, every point good at least %d times",
-				len(rec.snapshot()), d.requests.Load(), d.relayed.Load(), minGood(rec, len(cs.addrs)))
+				len(rec.snapshot()), dev.requests.Load(), dev.relayed.Load(), minGood(rec, len(cs.addrs)))
 			if !sawExc(rec, Status(cs.exc)) {
 				t.Errorf("the unit's exception %d never published", cs.exc)
 			}
@@ -175,5 +219,36 @@ func TestRTUHealthyUnitRequestsUnchanged(t *testing.T) {
 	// a read cut short by the stop is not emitted: at most its 2 requests more
 	if reqs < 2*cycles || reqs > 2*cycles+2 {
 		t.Errorf("%d requests for %d reads, want 2 per read (+2 at most for a read cut short)", reqs, cycles)
+	}
+}
+
+// TestRTUDirectExceptionCostBounded (review attack-mb L1, the cost): an
+// honest RTU-over-TCP unit maps holding 0..9 but 5, which raises exception
+// 2. Its read (0..9, one request) is bisected, register 5 quarantined (no
+// re-probe in the test), the others read good; each exception is owed its
+// answer, so the unit's reads of an owed shape at another address are
+// proven for owedFor (30 x timeout) after the last one. Once that has
+// passed, a read costs its plan's requests again (here three: 0..4, 6..7
+// and 8..9 as the bisection left them, or fewer): the doubt is not
+// forever. Nothing wrong is published (the recorder).
+func TestRTUDirectExceptionCostBounded(t *testing.T) {
+	var requests atomic.Int64
+	addr := scriptedRTU(t, func(unit byte, _ int, start, qty uint16) [][]byte {
+		requests.Add(1)
+		if start <= 5 && 5 < start+qty {
+			return [][]byte{rtuException(unit, 3, 2)}
+		}
+		return [][]byte{rtuHolding(unit, start, qty, 1000)}
+	})
+	cfg := testConfig(RTUOverTCP, addr, 1)
+	cfg.Timeout = 40 * time.Millisecond // owedFor 1.2s
+	cfg.Silence = 20 * time.Millisecond
+	rec, reg5 := readDirect(t, cfg)
+	start, startReqs, startCycles := time.Now(), requests.Load(), len(rec.snapshot())
+	untilPlanCost(t, rec, func() int { return int(requests.Load()) }, 3)
+	t.Logf("from the quarantine to the plan's cost: %v, %d reads, %d requests",
+		time.Since(start).Round(time.Millisecond), len(rec.snapshot())-startCycles, requests.Load()-startReqs)
+	if n := goodExc2Where(rec, reg5); n < 10 {
+		t.Fatalf("%d reads with 9 points good and register 5 exception 2, want >= 10", n)
 	}
 }
