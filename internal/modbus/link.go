@@ -674,15 +674,18 @@ func (l *link) reopen(ctx context.Context, dev *devMetrics, until time.Time) err
 	}
 	wait := reopenRetry
 	for tries := 1; ; tries++ {
-		now := time.Now()
 		p, dr, err := l.open(ctx)
 		if err == nil {
 			l.opened(p, dr)
 			return nil
 		}
-		if ctx.Err() != nil || now.Add(wait).After(until) {
-			return l.dialFailed(ctx, dev, now, fmt.Errorf("connect refused %d times in %v after the socket was closed on a reply in doubt (a converter serving one client at a time, still waiting for a slave?): %w",
-				tries, time.Since(until.Add(-l.timeout)).Round(time.Millisecond), err))
+		if now := time.Now(); ctx.Err() != nil || now.Add(wait).After(until) {
+			what := "failed"
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				what = "refused"
+			}
+			return l.dialFailed(ctx, dev, now, fmt.Errorf("connect %s %d times in %v after the socket was closed on a reply in doubt (a converter serving one client at a time, still waiting for a slave?): %w",
+				what, tries, now.Sub(until.Add(-l.timeout)).Round(time.Millisecond), err))
 		}
 		t := time.NewTimer(wait)
 		select {
