@@ -69,16 +69,26 @@ func TestDirectDeviceExceptionCostBounded(t *testing.T) {
 	srv := modbustest.StartServer(t, bank)
 	cfg := testConfig(TCP, srv.Addr, 1)
 	cfg.Timeout = 40 * time.Millisecond // owedFor 1.2s
-	cfg.Quarantine = time.Hour          // no re-probe in the test
-	grp := Group{Interval: 20 * time.Millisecond}
-	want := map[int]float64{}
-	for a := uint16(0); a < 10; a++ {
-		grp.Points = append(grp.Points, Point{Table: HoldingRegisters, Address: a, Type: Uint16})
-		grp.Index = append(grp.Index, int(a))
-		if a != 5 {
-			want[int(a)] = 1000 + float64(a)
-		}
+	rec, reg5 := readDirect(t, cfg)
+	// the doubt expires: a run of 10 reads costs the plan's three requests
+	// each again (0+5, and 6+1, 7+3: the bisection split the gap for
+	// good; one more may be in flight when counted)
+	untilPlanCost(t, rec, func() int { return len(bank.Requests()) }, 3)
+	if n := goodExc2Where(rec, reg5); n < 10 {
+		t.Fatalf("%d reads with 9 points good and register 5 exception 2, want >= 10", n)
 	}
+}
+
+// readDirect reads holding 0..9 of unit 1 through cfg (register a holds
+// 1000 + a, 5 raises exception 2; quarantined for good) every 20ms, and
+// returns its recorder (failing the test on a wrong good value) once 9
+// points read good and register 5 exception 2 in 3 reads, with the test
+// for register 5's index.
+func readDirect(t *testing.T, cfg Config) (*recorder, func(int) bool) {
+	t.Helper()
+	cfg.Quarantine = time.Hour // no re-probe in the test
+	grp, want := unitGroup(1, 20*time.Millisecond, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+	delete(want, 5)
 	pool := NewPool(testLogger(t), nil)
 	t.Cleanup(func() { _ = pool.Close() })
 	src, err := pool.Source("direct", cfg, []Group{grp})
@@ -91,22 +101,24 @@ func TestDirectDeviceExceptionCostBounded(t *testing.T) {
 	wait.For(t, 10*time.Second, "9 points good and register 5 quarantined with exception 2", func() bool {
 		return goodExc2Where(rec, reg5) >= 3
 	})
-	// the doubt expires: a run of 10 reads costs the plan's three requests
-	// each again (0+5, and 6+1, 7+3: the bisection split the gap for
-	// good; one more may be in flight when counted)
-	base, baseReqs := len(rec.snapshot()), len(bank.Requests())
-	wait.For(t, 20*time.Second, "10 reads in a row at three requests each", func() bool {
-		cycles, reqs := len(rec.snapshot())-base, len(bank.Requests())-baseReqs
+	return rec, reg5
+}
+
+// untilPlanCost waits for 10 reads of rec in a row that cost at most per
+// requests each (requests counts them on the device's side; one more read
+// may be in flight when counted).
+func untilPlanCost(t *testing.T, rec *recorder, requests func() int, per int) {
+	t.Helper()
+	base, baseReqs := len(rec.snapshot()), requests()
+	wait.For(t, 20*time.Second, fmt.Sprintf("10 reads in a row at %d requests each", per), func() bool {
+		cycles, reqs := len(rec.snapshot())-base, requests()-baseReqs
 		if cycles < 10 {
 			return false
 		}
-		if reqs <= 3*cycles+3 {
+		if reqs <= per*cycles+per {
 			return true
 		}
-		base, baseReqs = len(rec.snapshot()), len(bank.Requests())
+		base, baseReqs = len(rec.snapshot()), requests()
 		return false
 	})
-	if n := goodExc2Where(rec, reg5); n < 10 {
-		t.Fatalf("%d reads with 9 points good and register 5 exception 2, want >= 10", n)
-	}
 }

@@ -122,7 +122,7 @@ type link struct {
 	suspect   map[string]prometheus.Counter // by device ("": unknown): replies that cannot be tied to their request
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
-	owed      map[string]prometheus.Counter // by device ("": unknown unit): Modbus TCP requests left owed their answer (relayDoubtOf)
+	owed      map[string]prometheus.Counter // by device ("": unknown unit): requests left owed their answer (owe)
 
 	turns     turns
 	connected atomic.Bool
@@ -259,17 +259,19 @@ type owedReq struct {
 // its late answer may be relayed to a later request.
 func (l *link) relayDoubt() {
 	if !l.framed() && len(l.req) > mbapHeader {
-		l.relayDoubtOf(l.req[6], l.req[mbapHeader:])
+		l.owe(l.req[6], l.req[mbapHeader:])
 	}
 }
 
-// relayDoubtOf records unit's request pdu as unanswered on Modbus TCP. When
-// maxRelay requests are owed already, the one owed longest ago leaves the
-// list and its shape stays owed until owedFor after it (owedShapes).
-func (l *link) relayDoubtOf(unit byte, pdu []byte) {
-	if l.framed() {
-		return
-	}
+// owe records unit's request pdu as owed its answer (owedReqs, owedShapes;
+// counted in smelter_modbus_owed_answers_total): on Modbus TCP any request
+// left unanswered; on an RTU or ASCII line a read the unit answered with
+// an exception (oweException; review attack-mb L1) or with another
+// request's function or byte count, whose real answer may follow late, to
+// a later request of the unit. When maxRelay requests are owed already,
+// the one owed longest ago leaves the list and its shape stays owed until
+// owedFor after it (owedShapes).
+func (l *link) owe(unit byte, pdu []byte) {
 	l.countBy(&l.owed, l.m.owed, l.turns.byUnit(unit))
 	now := time.Now()
 	l.forgetPaid(now)
@@ -315,14 +317,30 @@ func (l *link) forgetPaid(now time.Time) {
 // unit or PDU): a gateway relaying its late answer would give other
 // registers' values; or when a request of that shape left the list
 // (owedShapes: it may have been any request, this one's too).
+//
+// On an RTU or ASCII line also when the unit owes the answer to another
+// read of pdu's reply shape that it answered with an exception (owedBy).
 func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
 	if l.framed() {
-		return !s.lateSent.IsZero()
+		return !s.lateSent.IsZero() || l.owedBy(unit, pdu)
+	}
+	return l.owedBy(unit, pdu)
+}
+
+// owedBy reports whether a request owed its answer (owe) has the shape of
+// pdu's reply but is another request: on Modbus TCP of any unit (a
+// gateway relays one unit's answer to another's request), on an RTU or
+// ASCII line of unit (a frame carries the unit that sent it); or whether
+// a request of that shape left the list (owedShapes: any unit).
+func (l *link) owedBy(unit byte, pdu []byte) bool {
+	if len(l.owedReqs) == 0 && len(l.owedShapes) == 0 {
+		return false // the healthy path: no key to build
 	}
 	k := relayKeyOf(unit, pdu)
 	now := time.Now()
 	for _, o := range l.owedReqs {
-		if o.key.replyShape == k.replyShape && o.key != k && now.Sub(o.at) < l.owedFor() {
+		if o.key.replyShape == k.replyShape && o.key != k && now.Sub(o.at) < l.owedFor() &&
+			(!l.framed() || o.key.unit == unit) {
 			return true
 		}
 	}
@@ -449,27 +467,41 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	// a Modbus TCP socket to reopen after another exchange's doubt closed
 	// it (settle), neither lost nor failed (announce)
 	reopen := l.p == nil && !l.framed() && !l.announce && !l.closed
-	if err := l.ensure(ctx, dev); err != nil {
+	until := time.Now().Add(l.timeout) // reopen's retries end then
+	if reopen {
+		if err := l.reopen(ctx, dev, until); err != nil {
+			return nil, err // counted by dialFailed, as any failed connect
+		}
+	} else if err := l.ensure(ctx, dev); err != nil {
 		return nil, err
 	}
 	l.cur = s
 	defer func() { l.last, l.cur = s, nil }()
 	start := time.Now()
 	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
-	if reopen && StatusOf(err) == StatusConnection && isRead(pdu) && ctx.Err() == nil {
+	for lost := 1; reopen && StatusOf(err) == StatusConnection && isRead(pdu) && ctx.Err() == nil; lost++ {
 		// the socket reopened for this request was lost before an answer:
 		// a converter serving one client at a time, still waiting for the
 		// slave whose request timed out, finds its slot taken by the socket
 		// just closed and closes this one (review mbconv M1). Not this
-		// unit's fault: its read is sent once more on a new socket (an
-		// answer to it is its answer; a relay of the late one is owed)
+		// unit's fault: its read is sent again on a new socket (an answer
+		// to it is its answer; a relay of the late one is owed), once,
+		// then while the request's timeout lasts (review attack-mb M1)
 		l.log.Debug("modbus connection reopened after a reply in doubt was lost before an answer: the request sent again on a new one",
 			"error", err, "unit", unit)
 		l.drop()
-		if err = l.ensure(ctx, dev); err != nil {
-			return nil, err // counted by ensure, as any failed connect
+		if lost > 1 && time.Now().After(until) {
+			err = linkErr(StatusConnection, "connection closed before an answer on %d sockets in %v after the socket was closed on a reply in doubt (a converter serving one client at a time, still waiting for a slave?): %w",
+				lost, time.Since(start).Round(time.Millisecond), err)
+			break
+		}
+		if err = l.reopen(ctx, dev, until); err != nil {
+			return nil, err // counted by dialFailed, as any failed connect
 		}
 		reply, late, err = l.askOwn(ctx, s, unit, pdu, start)
+	}
+	if late == nil && s != nil {
+		l.oweException(unit, pdu, err)
 	}
 	if late == nil && s != nil && l.inDoubt(s, unit, pdu) && answeredErr(err) && !StatusOf(err).TargetSilent() {
 		reply, err = l.prove(ctx, s, unit, pdu, reply, err)
@@ -481,7 +513,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 			// another (an earlier one, or another master's); on Modbus TCP
 			// this request's own answer may be relayed to a later one
 			l.untied(s, "a reply from the unit with another function or byte count than asked")
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
 		case StatusGood:
 			s.slowest = max(s.slowest, l.lastRx.Sub(l.sentAt))
 			s.answeredShape(pdu)
@@ -547,7 +579,7 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 			// (review 18 M-1): this request's own answer is owed now
 			l.countSuspect(late)
 			l.log.Debug("modbus late answer of another unit relayed to a request", "unit", late.unit, "device", late.id, "asked_unit", unit)
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
 		}
 		l.turns.charge(late, time.Since(attempt))
 		if tries == 2 || !isRead(pdu) {
@@ -559,12 +591,31 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 	return reply, late, err
 }
 
+// oweException records, on an RTU or ASCII line, unit's read pdu answered
+// with an exception (err; not 10 or 11, which are timeouts: settle) as
+// owed its answer (review attack-mb L1): a unit, or a converter for it,
+// may answer an exception at once and the real answer later, to the
+// unit's next request, in a bisection a read of another register with the
+// same function and count. The unit's answers of its shape to other reads
+// are then proven (prove) for owedFor. Every request of the link's own
+// (exchangeHeld) and of a proof (askProof) goes through it.
+func (l *link) oweException(unit byte, pdu []byte, err error) {
+	if !l.framed() || !isRead(pdu) {
+		return
+	}
+	if _, exc := StatusOf(err).Exception(); exc && !StatusOf(err).TargetSilent() {
+		l.owe(unit, pdu)
+	}
+}
+
 // askProof is a request of prove: on Modbus TCP another unit's frame
 // relayed to it is that unit's (askOwn); on an RTU or ASCII line it is
 // evidence, returned as the error (roundTrip).
 func (l *link) askProof(ctx context.Context, s *share, unit byte, pdu []byte) ([]byte, error) {
 	if l.framed() {
-		return l.roundTrip(ctx, unit, pdu)
+		reply, err := l.roundTrip(ctx, unit, pdu)
+		l.oweException(unit, pdu, err)
+		return reply, err
 	}
 	reply, _, err := l.askOwn(ctx, s, unit, pdu, time.Now())
 	return reply, err
@@ -583,6 +634,16 @@ func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 	if now.Before(l.nextDial) {
 		return linkErr(StatusConnection, "reconnecting in %v after: %w", l.nextDial.Sub(now).Round(time.Millisecond), l.lastDialErr)
 	}
+	p, dr, err := l.open(ctx)
+	if err != nil {
+		return l.dialFailed(ctx, dev, now, err)
+	}
+	l.opened(p, dr)
+	return nil
+}
+
+// open dials the connection and makes its drainer.
+func (l *link) open(ctx context.Context) (port, *drainer, error) {
 	p, err := l.dial(ctx)
 	var dr *drainer
 	if err == nil {
@@ -590,24 +651,76 @@ func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 			_ = p.Close()
 		}
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return &linkError{StatusCanceled, ctx.Err()}
-		}
-		l.failures++
-		wait := backoff.Step(l.failures, l.backMin, l.backMax)
-		l.nextDial = now.Add(wait)
-		l.lastDialErr = err
-		dev.connectFailed()
-		l.announce = true
-		if !l.downLog {
-			l.log.Warn("modbus connection failed", "error", err, "retry_in", wait.Round(time.Millisecond))
-			l.downLog = true
-		} else {
-			l.log.Debug("modbus connection retry failed", "error", err, "failures", l.failures, "retry_in", wait.Round(time.Millisecond))
-		}
-		return &linkError{StatusConnection, err}
+	return p, dr, err
+}
+
+// reopenRetry is the first retry of reopen (review attack-mb M1), doubled
+// per attempt up to reopenRetryMax.
+const (
+	reopenRetry    = 5 * time.Millisecond
+	reopenRetryMax = 40 * time.Millisecond
+)
+
+// reopen opens a Modbus TCP socket closed after a reply in doubt (settle),
+// not lost: a converter that serves one client at a time refuses the new
+// one (or closes it) while it still waits for the slave whose request
+// timed out (review attack-mb M1). So a connect that fails is retried,
+// reopenRetry doubling up to reopenRetryMax, until until (the request's
+// timeout after it began); then it fails as ensure does (backoff), with an
+// error saying the converter refused the connection. Caller holds the link.
+func (l *link) reopen(ctx context.Context, dev *devMetrics, until time.Time) error {
+	if l.closed || l.p != nil {
+		return l.ensure(ctx, dev)
 	}
+	wait := reopenRetry
+	for tries := 1; ; tries++ {
+		p, dr, err := l.open(ctx)
+		if err == nil {
+			l.opened(p, dr)
+			return nil
+		}
+		if now := time.Now(); ctx.Err() != nil || now.Add(wait).After(until) {
+			what := "failed"
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				what = "refused"
+			}
+			return l.dialFailed(ctx, dev, now, fmt.Errorf("connect %s %d times in %v after the socket was closed on a reply in doubt (a converter serving one client at a time, still waiting for a slave?): %w",
+				what, tries, now.Sub(until.Add(-l.timeout)).Round(time.Millisecond), err))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return &linkError{StatusCanceled, ctx.Err()}
+		case <-t.C:
+		}
+		wait = min(2*wait, reopenRetryMax)
+	}
+}
+
+// dialFailed records a failed connect at now (err) and returns its error:
+// backoff before the next attempt, counted against dev, logged.
+func (l *link) dialFailed(ctx context.Context, dev *devMetrics, now time.Time, err error) error {
+	if ctx.Err() != nil {
+		return &linkError{StatusCanceled, ctx.Err()}
+	}
+	l.failures++
+	wait := backoff.Step(l.failures, l.backMin, l.backMax)
+	l.nextDial = now.Add(wait)
+	l.lastDialErr = err
+	dev.connectFailed()
+	l.announce = true
+	if !l.downLog {
+		l.log.Warn("modbus connection failed", "error", err, "retry_in", wait.Round(time.Millisecond))
+		l.downLog = true
+	} else {
+		l.log.Debug("modbus connection retry failed", "error", err, "failures", l.failures, "retry_in", wait.Round(time.Millisecond))
+	}
+	return &linkError{StatusConnection, err}
+}
+
+// opened makes p (with its drainer dr) the link's connection.
+func (l *link) opened(p port, dr *drainer) {
 	l.p, l.drainer = p, dr
 	// A random first transaction id per connection: a reply left over from
 	// an earlier session (ours, restarted, or another client's) does not
@@ -635,7 +748,6 @@ func (l *link) ensure(ctx context.Context, dev *devMetrics) error {
 		l.count(&l.reopened, l.m.reopened, 1)
 		l.log.Debug("modbus reconnected after a reply in doubt")
 	}
-	return nil
 }
 
 func (l *link) dial(ctx context.Context) (port, error) {
@@ -866,7 +978,11 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	if _, exc := StatusOf(err).Exception(); exc {
 		return reply, err
 	}
-	if l.framed() && len(s.unanswered) == 0 {
+	// owed: on an RTU or ASCII line, s owes the answer to another read of
+	// pdu's shape that it answered with an exception (owedBy; review
+	// attack-mb L1): that answer may be this one, and no silence tells
+	owed := l.framed() && l.owedBy(unit, pdu)
+	if l.framed() && len(s.unanswered) == 0 && !owed {
 		// every unanswered request's late reply has been seen and
 		// discarded: nothing of s's is left on its way (a unit that is
 		// sometimes late within timeout + silence is not kept in doubt)
@@ -879,14 +995,17 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	// kept in s (a borrower in doubt proves its own answer meanwhile)
 	s.held = append(s.held[:0], reply...)
 	arrived := l.arrived
-	if l.framed() {
+	if l.framed() && len(s.unanswered) > 0 {
 		if cerr := l.confirm(ctx, s, hasProbe(pdu)); cerr != nil {
 			return nil, cerr
 		}
 	}
 	tried, tied := 0, false
 	for i := 0; !tied; i++ {
-		l.probe = tieRead(l.probe[:0], pdu, s, i, !l.framed())
+		// an owed answer's unit answers (it is no late unit whose every
+		// further request may time out): every read of another shape may
+		// tie it, as on Modbus TCP
+		l.probe = tieRead(l.probe[:0], pdu, s, i, !l.framed() || owed)
 		if l.probe == nil {
 			break
 		}
@@ -899,12 +1018,17 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		case st == StatusBadLength || st == StatusWrongFunction:
 			// the answers of pdu and of this read may still come (a
 			// gateway relaying each to the next request)
-			l.relayDoubtOf(unit, pdu)
+			l.owe(unit, pdu)
+			if l.framed() {
+				l.owe(unit, l.probe)
+			}
 			l.relayDoubt()
 			l.untied(s, "its answer to a read of another length was not that read's ("+perr.Error()+")")
 			return nil, linkErr(StatusUntied, "unit %d, in doubt, did not answer a read of another length with its own answer: one request behind, or answering an older request", s.unit)
 		case exc && !st.TargetSilent():
-			// the address may not exist: proves nothing, try the next
+			// the address may not exist: proves nothing, try the next (on
+			// an RTU or ASCII line its real answer may follow: owed by
+			// askProof)
 		default:
 			return nil, perr
 		}
@@ -912,12 +1036,17 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	if !tied && !l.framed() && isRead(pdu) {
 		return nil, linkErr(StatusUntied, "unit %d, in doubt after a timeout, answered a read that no read of another length (%d tried, none answered with data) could tie to its request", s.unit, tried)
 	}
+	if !tied && owed {
+		// nothing of another shape answered with data: the read sent again
+		// must be answered with the same bytes (agree)
+		return l.agree(ctx, s, unit, pdu, arrived)
+	}
 	if tied {
 		reply, err = l.askProof(ctx, s, unit, pdu)
 		if !answeredErr(err) {
 			return nil, err
 		}
-		if err == nil && !l.framed() && l.inDoubt(s, unit, pdu) {
+		if err == nil && (!l.framed() || owed) && l.inDoubt(s, unit, pdu) {
 			if reply, err = l.closeProof(ctx, s, unit, pdu, reply); err != nil {
 				return nil, err
 			}
@@ -957,11 +1086,39 @@ func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply [
 	case errors.As(perr, &failed):
 		return nil, perr // a timeout, the connection lost, canceled
 	default:
-		l.relayDoubtOf(unit, pdu)
+		l.owe(unit, pdu)
 		l.relayDoubt()
 		l.untied(s, "its answer after a read of another length was not the same twice while another request's answer was owed")
 		return nil, linkErr(StatusUntied, "unit %d, in doubt, answered a read differently before and after a read of another length while another request of its shape was owed its answer: a relayed late answer", s.unit)
 	}
+}
+
+// agree decides, on an RTU or ASCII line, on s.held, the answer of unit
+// to read pdu while the unit owes the answer to another read of its shape
+// (owedBy) and no read of another shape could tie it (none answered with
+// data: a one-register read next to unmapped registers): pdu is sent again
+// and its answer must carry the same bytes. A unit relaying the owed
+// answer to the first send answers the second with this read's own (or
+// with nothing), so unless the two registers hold the same value, they
+// differ: the read is untied (StatusUntied) and owed its answer too. When
+// they agree, the second answer is this read's or carries its bytes. Not
+// caught: two owed answers with the same bytes relayed to both sends.
+func (l *link) agree(ctx context.Context, s *share, unit byte, pdu []byte, arrived time.Time) ([]byte, error) {
+	reply, err := l.askProof(ctx, s, unit, pdu)
+	switch {
+	case err == nil && string(reply) == string(s.held):
+		s.trusted()
+		l.pendingDone(s)
+		l.arrived = arrived
+		return s.held, nil
+	case err != nil && !answeredErr(err) && StatusOf(err) != StatusBadLength && StatusOf(err) != StatusWrongFunction:
+		return nil, err // a timeout, the connection lost, canceled, a broken frame
+	case err != nil && answeredErr(err):
+		return reply, err // an exception: the device's answer (owed: exchangeHeld)
+	}
+	l.owe(unit, pdu)
+	l.untied(s, "its answer to a read sent twice differed while it owed the answer to another read of its shape")
+	return nil, linkErr(StatusUntied, "unit %d answered a read differently when it was sent again while it owed the answer to another read of its shape (an exception's late answer)", s.unit)
 }
 
 // unframed reports whether err is a reply that is no frame: a checksum

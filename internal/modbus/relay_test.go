@@ -392,8 +392,8 @@ func TestTrustedWriteKeepsReadsInDoubt(t *testing.T) {
 	read := readPDU(nil, HoldingRegisters, 5, 1)
 	write := []byte{6, 0, 5, 0, 42}
 	// unit 1's read and write left unanswered (timeouts)
-	l.relayDoubtOf(1, read)
-	l.relayDoubtOf(1, write)
+	l.owe(1, read)
+	l.owe(1, write)
 	if _, err := l.exchange(t.Context(), d2.share, d2.m, 2, write, nil); err != nil {
 		t.Fatal(err)
 	}
