@@ -1,0 +1,259 @@
+package opcua
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/ua"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/smelterio/smelter/internal/telemetry"
+	"github.com/smelterio/smelter/internal/wait"
+)
+
+// nsTestConfig is the configuration of the live namespace tests: quick
+// timing, isolation none (the Client's status and metrics are its own).
+func nsTestConfig(t *testing.T, srv *nsServer) Config {
+	return Config{Endpoint: srv.endpoint(), DataDir: t.TempDir(), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		PublishInterval: 50 * time.Millisecond, Watchdog: 200 * time.Millisecond, RequestTimeout: 3 * time.Second, Isolation: IsolationNone,
+		NamespaceCheck: 200 * time.Millisecond}
+}
+
+// badCycles is how many cycles published point i bad BadNodeIdUnknown.
+func (r *recorder) badCycles(i int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, b := range r.batches {
+		for _, u := range b {
+			if u.Index == i && u.Quality == telemetry.QualityBad && u.Status == StatusNodeIDUnknown {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// TestNamespaceAbsentPublishedEveryCycle (attack F4, F3): a device whose
+// points are all in namespaces the server lacks is a connected device whose
+// points are bad BadNodeIdUnknown in every cycle (its poll interval, the
+// publish interval for subscribed points), on one session. Before, they
+// were published once per session and the device fell silent: the
+// gateway's stall watch declared the driver stalled, published a death and
+// restarted it about every 80 s.
+func TestNamespaceAbsentPublishedEveryCycle(t *testing.T) {
+	srv := startNSServer(t, "urn:test:a")
+	cfg := nsTestConfig(t, srv)
+	c, rec := run(t, cfg, []Point{
+		{NodeID: "ns=3;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond},
+		{NodeID: "nsu=urn:test:zz;s=Temp"},
+	})
+	wait.For(t, 10*time.Second, "both points bad in many cycles", func() bool {
+		return rec.badCycles(0) >= 10 && rec.badCycles(1) >= 10
+	})
+	if st := c.Status(); st.Sessions != 1 || !st.Connected {
+		t.Fatalf("status %+v: want one session, connected", st)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, cyc := range rec.cycles {
+		if cyc.Lost || !cyc.Replied {
+			t.Fatalf("cycle %+v: the server answers; no cycle of this device is lost", cyc)
+		}
+	}
+}
+
+// TestNamespaceAddedToLiveServer (attack F3): a namespace the server lacks
+// at the session's start and registers later (the live server appends it
+// to its NamespaceArray, OPC 10000-5 6.3.1) is read within namespace_check,
+// on the same session: an nsu= id of it, subscribed and polled, and an
+// ns=<index> id whose index was beyond the array (pinned when it comes).
+// Until then its points are bad every cycle. Before, they published
+// nothing at all until the next reconnect (10 minutes seen).
+func TestNamespaceAddedToLiveServer(t *testing.T) {
+	srv := startNSServer(t, "urn:test:a")
+	cfg := nsTestConfig(t, srv)
+	m := NewMetrics(nil)
+	c, err := New("dev-1", cfg, []Point{
+		{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond},
+		{NodeID: "nsu=urn:test:b;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond},
+		{NodeID: "nsu=urn:test:b;s=Temp", SamplingInterval: 10 * time.Millisecond},
+		{NodeID: "ns=2;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond},
+	}, testLog(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	means := []string{"urn:test:a", "urn:test:b", "urn:test:b", "urn:test:b"}
+	wait.For(t, 10*time.Second, "the absent points bad in several cycles", func() bool {
+		return rec.has(0, telemetry.QualityGood, 1.5) && rec.badCycles(1) >= 3 && rec.badCycles(2) >= 3 && rec.badCycles(3) >= 3
+	})
+	mark := rec.mark()
+	ns := server.NewNodeNameSpace(srv.srv, "urn:test:b")
+	ns.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
+	wait.For(t, 10*time.Second, "the added namespace's points read", allGoodSince(rec, mark, means))
+	if got := c.Status().Sessions; got != 1 {
+		t.Fatalf("%d sessions: the namespace must be picked up without a reconnect", got)
+	}
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("%d samples with another node's value, first %+v", len(w), w[0])
+	}
+	if got := testutil.ToFloat64(m.namespaceChanges.WithLabelValues("dev-1", "check")); got != 1 {
+		t.Fatalf("namespace changes seen by the check = %v, want 1", got)
+	}
+}
+
+// swapNS is a namespace of the test server whose content can be swapped
+// with another's while sessions are open: two swapped swapNS are a server
+// that reorders its NamespaceArray live (against OPC 10000-5 6.3.1), the
+// same ns=<index>;s=Temp then naming the other namespace's node.
+type swapNS struct {
+	mu    sync.Mutex
+	inner *server.NodeNameSpace
+	id    uint16
+}
+
+func (s *swapNS) cur() *server.NodeNameSpace {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inner
+}
+
+// tr is n in the inner namespace's index.
+func (s *swapNS) tr(n *ua.NodeID) *ua.NodeID {
+	in := s.cur()
+	if n == nil || n.Type() != ua.NodeIDTypeString {
+		return n
+	}
+	return ua.NewStringNodeID(in.ID(), n.StringID())
+}
+
+func (s *swapNS) Name() string                        { return s.cur().Name() }
+func (s *swapNS) AddNode(n *server.Node) *server.Node { return s.cur().AddNode(n) }
+func (s *swapNS) Node(n *ua.NodeID) *server.Node      { return s.cur().Node(s.tr(n)) }
+func (s *swapNS) Objects() *server.Node               { return s.cur().Objects() }
+func (s *swapNS) Root() *server.Node                  { return s.cur().Root() }
+func (s *swapNS) Browse(req *ua.BrowseDescription) *ua.BrowseResult {
+	r := *req
+	r.NodeID = s.tr(req.NodeID)
+	return s.cur().Browse(&r)
+}
+func (s *swapNS) ID() uint16      { s.mu.Lock(); defer s.mu.Unlock(); return s.id }
+func (s *swapNS) SetID(id uint16) { s.mu.Lock(); defer s.mu.Unlock(); s.id = id }
+func (s *swapNS) Attribute(n *ua.NodeID, a ua.AttributeID) *ua.DataValue {
+	return s.cur().Attribute(s.tr(n), a)
+}
+func (s *swapNS) SetAttribute(n *ua.NodeID, a ua.AttributeID, v *ua.DataValue) ua.StatusCode {
+	return s.cur().SetAttribute(s.tr(n), a, v)
+}
+
+// TestNamespaceReorderedLivePollGuard (attack F3): a server that reorders
+// its NamespaceArray during a session. The periodic check is an hour away:
+// the poll reads themselves must see it (the NamespaceArray read with the
+// values), publish the affected values bad rather than the other
+// namespace's node as good, and rebuild the acquisition at once on the new
+// order, on the same session. Without the check in the read, ns=1 read
+// urn:test:b's node and published 2.5 good for urn:test:a's 1.5 until the
+// next check.
+func TestNamespaceReorderedLivePollGuard(t *testing.T) {
+	srv := startNSServer(t)
+	holder := server.New()
+	a, b := server.NewNodeNameSpace(holder, "urn:test:a"), server.NewNodeNameSpace(holder, "urn:test:b")
+	a.AddNewVariableStringNode("Temp", nsValues["urn:test:a"])
+	b.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
+	sa, sb := &swapNS{inner: a}, &swapNS{inner: b}
+	srv.srv.AddNamespace(sa)
+	srv.srv.AddNamespace(sb)
+	cfg := nsTestConfig(t, srv)
+	cfg.NamespaceCheck = time.Hour
+	m := NewMetrics(nil)
+	points := []Point{
+		{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 20 * time.Millisecond},
+		{NodeID: "ns=2;s=Temp", Mode: ModePoll, PollInterval: 20 * time.Millisecond},
+		{NodeID: "nsu=urn:test:b;s=Temp", Mode: ModePoll, PollInterval: 20 * time.Millisecond},
+	}
+	means := []string{"urn:test:a", "urn:test:b", "urn:test:b"}
+	c, err := New("dev-1", cfg, points, testLog(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 10*time.Second, "values", allGoodSince(rec, 0, means))
+
+	mark := rec.mark()
+	sa.mu.Lock()
+	sb.mu.Lock()
+	sa.inner, sb.inner = b, a
+	sb.mu.Unlock()
+	sa.mu.Unlock()
+	wait.For(t, 10*time.Second, "reads after the live reorder", func() bool { return rec.mark() >= mark+30 })
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("%d samples published good with another namespace's node's value, first %+v", len(w), w[0])
+	}
+	wait.For(t, 10*time.Second, "values after the live reorder", func() bool {
+		return testutil.ToFloat64(m.namespaceChanges.WithLabelValues("dev-1", "read")) == 1 && allGoodSince(rec, mark, means)()
+	})
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("%d samples published good with another namespace's node's value, first %+v", len(w), w[0])
+	}
+	if got := c.Status().Sessions; got != 1 {
+		t.Fatalf("%d sessions: the reorder must be followed without a reconnect", got)
+	}
+	if got := testutil.ToFloat64(m.namespaceRemaps.WithLabelValues("dev-1")); got != 2 {
+		t.Fatalf("namespace remaps = %v, want 2 (a 1 -> 2, b 2 -> 1)", got)
+	}
+}
+
+// TestNamespacePinsWrittenWhenDirFixed (attack F5): the pin file cannot be
+// written (its temporary file's path is a directory: what an unwritable
+// directory does to a root process too); once that is fixed the pins
+// are written at the next namespace check, on the same session, and the
+// failure was reported once, not at every check. Before, the write was
+// retried only at the next session start.
+func TestNamespacePinsWrittenWhenDirFixed(t *testing.T) {
+	srv := startNSServer(t, "urn:test:a")
+	cfg := nsTestConfig(t, srv)
+	cfg.NamespaceCheck = 100 * time.Millisecond
+	path := filepath.Join(cfg.DataDir, "namespaces", "dev-1.json")
+	blocker := path + ".tmp"
+	if err := os.MkdirAll(blocker, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(nil)
+	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}}, testLog(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 10*time.Second, "values and several namespace checks", func() bool {
+		return rec.has(0, telemetry.QualityGood, 1.5) && testutil.ToFloat64(m.namespaceChecks.WithLabelValues("dev-1")) >= 3
+	})
+	if got := testutil.ToFloat64(m.pinWriteErrors.WithLabelValues("dev-1")); got != 1 {
+		t.Fatalf("pin write errors = %v, want 1 (once per failure, not per check)", got)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the pin file written", func() bool {
+		p, err := c.readPins()
+		return err == nil && p != nil && p.URIs[1] == "urn:test:a" && p.Endpoint == cfg.Endpoint
+	})
+	if got := c.Status().Sessions; got != 1 {
+		t.Fatalf("%d sessions: the pins must be written without a new session", got)
+	}
+	// deleted while the gateway runs: written again from memory
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the pin file written again", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+}
