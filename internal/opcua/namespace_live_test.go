@@ -3,6 +3,7 @@ package opcua
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -256,4 +257,44 @@ func TestNamespacePinsWrittenWhenDirFixed(t *testing.T) {
 		_, err := os.Stat(path)
 		return err == nil
 	})
+}
+
+// TestInteropNamespaceAddedLive is TestNamespaceAddedToLiveServer against
+// node-opcua (attack F3 was found with it): server.js registers a
+// namespace on the live server ({"cmd":"namespace"}), appended to its
+// NamespaceArray; its points, bad every cycle until then, are read within
+// namespace_check on the same session.
+func TestInteropNamespaceAddedLive(t *testing.T) {
+	needNodeServer(t)
+	args := []string{"--port", "0", "--namespace", "urn:test:a=" + strconv.FormatFloat(nsValues["urn:test:a"], 'g', -1, 64)}
+	srv := startNodeServerArgs(t, t.TempDir(), args...)
+	cfg := interopConfig(t, srv, "None", "None", AuthConfig{Mode: "anonymous"})
+	cfg.RequestTimeout = 2 * time.Second
+	cfg.NamespaceCheck = 300 * time.Millisecond
+	points := []Point{
+		{NodeID: "nsu=urn:test:a;s=Temp", Mode: ModePoll, PollInterval: 50 * time.Millisecond},
+		{NodeID: "nsu=urn:test:b;s=Temp", Mode: ModePoll, PollInterval: 50 * time.Millisecond},
+		{NodeID: "nsu=urn:test:b;s=Temp", SamplingInterval: 50 * time.Millisecond},
+	}
+	means := []string{"urn:test:a", "urn:test:b", "urn:test:b"}
+	m := NewMetrics(nil)
+	c, err := New("dev-ns-live", cfg, points, testLogOrDiscard(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 20*time.Second, "values, and the absent points bad in several cycles", func() bool {
+		return rec.has(0, telemetry.QualityGood, 1.5) && rec.badCycles(1) >= 3 && rec.badCycles(2) >= 3
+	})
+	sessions := c.Status().Sessions
+	mark := rec.mark()
+	srv.command(t, map[string]any{"cmd": "namespace", "uri": "urn:test:b", "value": nsValues["urn:test:b"]})
+	wait.For(t, 20*time.Second, "the added namespace's points read", allGoodSince(rec, mark, means))
+	if got := c.Status().Sessions; got != sessions {
+		t.Fatalf("%d sessions, was %d: the namespace must be picked up without a reconnect", got, sessions)
+	}
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("%d samples with another node's value, first %+v", len(w), w[0])
+	}
 }
