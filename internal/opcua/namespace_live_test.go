@@ -1,9 +1,11 @@
 package opcua
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -296,5 +298,47 @@ func TestInteropNamespaceAddedLive(t *testing.T) {
 	}
 	if w := wrongGood(rec, means); len(w) > 0 {
 		t.Fatalf("%d samples with another node's value, first %+v", len(w), w[0])
+	}
+}
+
+// TestNamespaceReorderedLiveCommands: commands on a server that swapped two
+// namespaces live (the periodic check an hour away, no poll read to see
+// it): a command's read carries the NamespaceArray and fails rather than
+// return the other namespace's node's value, and a write is refused with
+// nothing written rather than write the other namespace's node.
+func TestNamespaceReorderedLiveCommands(t *testing.T) {
+	srv := startNSServer(t)
+	holder := server.New()
+	a, b := server.NewNodeNameSpace(holder, "urn:test:a"), server.NewNodeNameSpace(holder, "urn:test:b")
+	a.AddNewVariableStringNode("Temp", nsValues["urn:test:a"])
+	b.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
+	sa, sb := &swapNS{inner: a}, &swapNS{inner: b}
+	srv.srv.AddNamespace(sa)
+	srv.srv.AddNamespace(sb)
+	cfg := nsTestConfig(t, srv)
+	cfg.NamespaceCheck = time.Hour
+	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: time.Hour}}, testLog(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	runClient(t, c, rec)
+	wait.For(t, 10*time.Second, "the first read", func() bool { return rec.has(0, telemetry.QualityGood, 1.5) })
+	if smp, err := c.ReadPoint(t.Context(), 0); err != nil || smp.Num != 1.5 {
+		t.Fatalf("ReadPoint before the swap: %+v, %v", smp, err)
+	}
+	sa.mu.Lock()
+	sb.mu.Lock()
+	sa.inner, sb.inner = b, a
+	sb.mu.Unlock()
+	sa.mu.Unlock()
+	if smp, err := c.ReadPoint(t.Context(), 0); !errors.Is(err, errNamespaceGone) || smp.Quality.HasValue() {
+		t.Fatalf("ReadPoint after the live swap: %+v, %v; want an error, not urn:test:b's value", smp, err)
+	}
+	if _, err := c.WritePoint(t.Context(), 0, 9); !errors.Is(err, errNamespaceGone) || !strings.Contains(err.Error(), "nothing written") {
+		t.Fatalf("WritePoint after the live swap: %v", err)
+	}
+	if dv := b.Attribute(ua.NewStringNodeID(b.ID(), "Temp"), ua.AttributeIDValue); dv.Value == nil || dv.Value.Value() != nsValues["urn:test:b"] {
+		t.Fatalf("urn:test:b's node was written: %+v", dv)
 	}
 }
