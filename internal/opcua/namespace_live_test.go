@@ -155,6 +155,35 @@ func (s *swapNS) SetAttribute(n *ua.NodeID, a ua.AttributeID, v *ua.DataValue) u
 	return s.cur().SetAttribute(s.tr(n), a, v)
 }
 
+// swapServer is a test server whose namespaces 1 and 2 (urn:test:a and
+// urn:test:b, each with s=Temp) swap places on swap, while sessions are
+// open.
+type swapServer struct {
+	sa, sb *swapNS
+	a, b   *server.NodeNameSpace
+}
+
+func startSwapServer(t *testing.T) (*nsServer, *swapServer) {
+	srv := startNSServer(t)
+	holder := server.New()
+	sw := &swapServer{a: server.NewNodeNameSpace(holder, "urn:test:a"), b: server.NewNodeNameSpace(holder, "urn:test:b")}
+	sw.a.AddNewVariableStringNode("Temp", nsValues["urn:test:a"])
+	sw.b.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
+	sw.sa, sw.sb = &swapNS{inner: sw.a}, &swapNS{inner: sw.b}
+	srv.srv.AddNamespace(sw.sa)
+	srv.srv.AddNamespace(sw.sb)
+	return srv, sw
+}
+
+// swap puts urn:test:b at index 1 and urn:test:a at 2.
+func (sw *swapServer) swap() {
+	sw.sa.mu.Lock()
+	sw.sb.mu.Lock()
+	sw.sa.inner, sw.sb.inner = sw.b, sw.a
+	sw.sb.mu.Unlock()
+	sw.sa.mu.Unlock()
+}
+
 // TestNamespaceReorderedLivePollGuard (attack F3): a server that reorders
 // its NamespaceArray during a session. The periodic check is an hour away:
 // the poll reads themselves must see it (the NamespaceArray read with the
@@ -164,14 +193,7 @@ func (s *swapNS) SetAttribute(n *ua.NodeID, a ua.AttributeID, v *ua.DataValue) u
 // urn:test:b's node and published 2.5 good for urn:test:a's 1.5 until the
 // next check.
 func TestNamespaceReorderedLivePollGuard(t *testing.T) {
-	srv := startNSServer(t)
-	holder := server.New()
-	a, b := server.NewNodeNameSpace(holder, "urn:test:a"), server.NewNodeNameSpace(holder, "urn:test:b")
-	a.AddNewVariableStringNode("Temp", nsValues["urn:test:a"])
-	b.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
-	sa, sb := &swapNS{inner: a}, &swapNS{inner: b}
-	srv.srv.AddNamespace(sa)
-	srv.srv.AddNamespace(sb)
+	srv, sw := startSwapServer(t)
 	cfg := nsTestConfig(t, srv)
 	cfg.NamespaceCheck = time.Hour
 	m := NewMetrics(nil)
@@ -190,11 +212,7 @@ func TestNamespaceReorderedLivePollGuard(t *testing.T) {
 	wait.For(t, 10*time.Second, "values", allGoodSince(rec, 0, means))
 
 	mark := rec.mark()
-	sa.mu.Lock()
-	sb.mu.Lock()
-	sa.inner, sb.inner = b, a
-	sb.mu.Unlock()
-	sa.mu.Unlock()
+	sw.swap()
 	wait.For(t, 10*time.Second, "reads after the live reorder", func() bool { return rec.mark() >= mark+30 })
 	if w := wrongGood(rec, means); len(w) > 0 {
 		t.Fatalf("%d samples published good with another namespace's node's value, first %+v", len(w), w[0])
@@ -307,14 +325,7 @@ func TestInteropNamespaceAddedLive(t *testing.T) {
 // return the other namespace's node's value, and a write is refused with
 // nothing written rather than write the other namespace's node.
 func TestNamespaceReorderedLiveCommands(t *testing.T) {
-	srv := startNSServer(t)
-	holder := server.New()
-	a, b := server.NewNodeNameSpace(holder, "urn:test:a"), server.NewNodeNameSpace(holder, "urn:test:b")
-	a.AddNewVariableStringNode("Temp", nsValues["urn:test:a"])
-	b.AddNewVariableStringNode("Temp", nsValues["urn:test:b"])
-	sa, sb := &swapNS{inner: a}, &swapNS{inner: b}
-	srv.srv.AddNamespace(sa)
-	srv.srv.AddNamespace(sb)
+	srv, sw := startSwapServer(t)
 	cfg := nsTestConfig(t, srv)
 	cfg.NamespaceCheck = time.Hour
 	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: time.Hour}}, testLog(t), nil)
@@ -327,18 +338,14 @@ func TestNamespaceReorderedLiveCommands(t *testing.T) {
 	if smp, err := c.ReadPoint(t.Context(), 0); err != nil || smp.Num != 1.5 {
 		t.Fatalf("ReadPoint before the swap: %+v, %v", smp, err)
 	}
-	sa.mu.Lock()
-	sb.mu.Lock()
-	sa.inner, sb.inner = b, a
-	sb.mu.Unlock()
-	sa.mu.Unlock()
+	sw.swap()
 	if smp, err := c.ReadPoint(t.Context(), 0); !errors.Is(err, errNamespaceGone) || smp.Quality.HasValue() {
 		t.Fatalf("ReadPoint after the live swap: %+v, %v; want an error, not urn:test:b's value", smp, err)
 	}
 	if _, err := c.WritePoint(t.Context(), 0, 9); !errors.Is(err, errNamespaceGone) || !strings.Contains(err.Error(), "nothing written") {
 		t.Fatalf("WritePoint after the live swap: %v", err)
 	}
-	if dv := b.Attribute(ua.NewStringNodeID(b.ID(), "Temp"), ua.AttributeIDValue); dv.Value == nil || dv.Value.Value() != nsValues["urn:test:b"] {
+	if dv := sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue); dv.Value == nil || dv.Value.Value() != nsValues["urn:test:b"] {
 		t.Fatalf("urn:test:b's node was written: %+v", dv)
 	}
 }
