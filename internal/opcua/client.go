@@ -657,8 +657,8 @@ func (c *Client) acquire(ctx context.Context, cl *opcua.Client, r *runState, nod
 			"namespace_absent", len(nodes.absent))
 	}
 	err = g.Wait()
-	if ctx.Err() != nil {
-		return nil
+	if stopped(ctx) {
+		return nil // a requested stop, not the acquisition's error
 	}
 	if sub != nil && errors.Is(err, errNamespacesChanged) {
 		// the next acquisition subscribes again: this subscription's
