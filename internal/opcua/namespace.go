@@ -509,8 +509,9 @@ func (e *nsChanged) Error() string { return errNamespacesChanged.Error() + " (se
 func (e *nsChanged) Unwrap() error { return errNamespacesChanged }
 
 // nsKicks asks the namespace watch for a check before its period: now
-// (a poll read found the NamespaceArray changed) or soon (a node the
-// server does not know: BadNodeIdUnknown, at most once per kickGap).
+// (a poll read found the NamespaceArray changed; at most one a second) or
+// soon (a node the server does not know: BadNodeIdUnknown, at most once
+// per kickGap).
 type nsKicks struct {
 	now, soon chan string
 }
@@ -550,6 +551,11 @@ func (c *Client) watchNamespaces(ctx context.Context, cl *opcua.Client, t *nodeT
 			return nil
 		case <-tick.C:
 		case by = <-k.now:
+			// a server whose NamespaceArray never reads back in a poll
+			// request as it does alone keeps asking: one check a second
+			if !backoff.Sleep(ctx, time.Until(last.Add(time.Second))) {
+				return nil
+			}
 		case by = <-k.soon:
 			if !backoff.Sleep(ctx, time.Until(last.Add(kickGap))) {
 				return nil
