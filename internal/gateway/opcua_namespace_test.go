@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
+	"github.com/smelterio/smelter/simulators/opcuafront"
 )
 
 // TestOPCUADeviceOfAbsentNamespaceIsNotStalled (attack F4): an OPC UA
@@ -26,24 +25,14 @@ import (
 // it, about every 80 s at the defaults.
 func TestOPCUADeviceOfAbsentNamespaceIsNotStalled(t *testing.T) {
 	src := &fixedSource{class: "boiler", signals: []string{"steam_pressure", "flue_o2"}, values: []float64{1.25, 3.1}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	front, nb, dir := startFrontAndNATS(t, ctx, "boiler-ua", src)
-	cfgText := fmt.Sprintf(`gateway: {id: gw-ns, site: plant1, data_dir: ./data}
-http: {listen: "off"}
-uplinks: {nats: {url: %q}}
-devices:
-  - id: boiler-ua
-    class: boiler
-    opcua: {endpoint: %q, isolation: none, publish_interval: 50ms, keep_alive: 100ms, backoff_min: 50ms, backoff_max: 200ms}
+	var logs logtest.Buffer
+	g, nc, _ := startBoilerStallRig(t, src, &logs, func(front *opcuafront.Front) string {
+		return fmt.Sprintf(`    opcua: {endpoint: %q, isolation: none, publish_interval: 50ms, keep_alive: 100ms, backoff_min: 50ms, backoff_max: 200ms}
     points:
       - {signal: steam_pressure, node_id: "nsu=urn:not-on-the-server;s=steam_pressure", sampling_interval: 50ms}
       - {signal: flue_o2, node_id: "nsu=urn:not-on-the-server;s=flue_o2", mode: poll, interval: 100ms}
-`, nb.URL(), front.Endpoint())
-	var logs logtest.Buffer
-	g := runGatewayWith(t, loadConfigText(t, dir, cfgText), Options{DrainTimeout: time.Second, Logger: logs.Logger(slog.LevelInfo)},
-		func(g *Gateway) { g.stallFloor = time.Second })
-	nc := subscribeNATS(t, nb.URL())
+`, front.Endpoint())
+	})
 	// bad readings of both points in batches spanning more than five stall
 	// limits (3 x (100 ms + 50 ms) < 1 s floor: 5 s)
 	var first time.Time
