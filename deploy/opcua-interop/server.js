@@ -44,6 +44,8 @@
 //   {"cmd":"range","name":"top_pressure","low":"NaN","high":"NaN"}  sets its EURange (numbers, or the
 //                                                     texts "NaN", "Infinity", "-Infinity")
 //   {"cmd":"fault"}                                    raises the fault the AcknowledgeFault method clears
+//   {"cmd":"namespace","uri":"urn:x","value":2.5}      registers namespace urn:x on the live server (appended
+//                                                     to its NamespaceArray) with a Double variable s=Temp
 //   {"cmd":"addeu","name":"blast_setpoint","unit":"bar","value":8}  gives a variable without
 //                                                     EngineeringUnits (blast_setpoint, fault) that
 //                                                     property (a HasProperty reference to a new node)
@@ -193,16 +195,19 @@ async function main() {
     await server.initialize();
 
     const addressSpace = server.engine.addressSpace;
-    for (const x of args.namespaces) {
-        addressSpace.registerNamespace(x.uri).addVariable({
+    const addTempNamespace = (uri, value) => {
+        if (!uri || !Number.isFinite(value)) throw new Error("namespace needs uri and a numeric value");
+        if (addressSpace.getNamespaceIndex(uri) >= 0) throw new Error(`namespace ${uri} exists`);
+        addressSpace.registerNamespace(uri).addVariable({
             organizedBy: addressSpace.rootFolder.objects,
             browseName: "Temp",
             nodeId: "s=Temp",
             dataType: "Double",
             minimumSamplingInterval: 50,
-            value: new Variant({ dataType: DataType.Double, value: x.value }),
+            value: new Variant({ dataType: DataType.Double, value }),
         });
-    }
+    };
+    for (const x of args.namespaces) addTempNamespace(x.uri, x.value);
     const ns = addressSpace.registerNamespace("urn:smelter:interop");
     const folder = ns.addFolder(addressSpace.rootFolder.objects, { browseName: ASSET, nodeId: `s=${ASSET}` });
     let n = 0;
@@ -453,6 +458,11 @@ async function main() {
                 }
                 case "fault":
                     fault.setValueFromSource(new Variant({ dataType: DataType.Double, value: 1 }), StatusCodes.Good, new Date());
+                    break;
+                case "namespace":
+                    // registered on the live server: appended to the NamespaceArray, as
+                    // OPC 10000-5 6.3.1 allows while sessions are open
+                    addTempNamespace(c.uri, Number(c.value));
                     break;
                 default:
                     throw new Error(`unknown cmd ${c.cmd}`);

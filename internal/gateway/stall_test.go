@@ -34,26 +34,16 @@ import (
 // the last good value, stamped now, and hide the stall.
 func TestStalledDriverIsDeclaredDeadAndRestarted(t *testing.T) {
 	src := &fixedSource{class: "boiler", signals: []string{"steam_pressure", "flue_o2"}, values: []float64{1.25, 3.1}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	front, nb, dir := startFrontAndNATS(t, ctx, "boiler-ua", src)
-	cfgText := fmt.Sprintf(`gateway: {id: gw-stall, site: plant1, data_dir: ./data}
-http: {listen: "off"}
-uplinks: {nats: {url: %q}}
-devices:
-  - id: boiler-ua
-    class: boiler
-    heartbeat: 200ms
+	var logs logtest.Buffer
+	g, nc, front := startBoilerStallRig(t, src, &logs, func(front *opcuafront.Front) string {
+		return fmt.Sprintf(`    heartbeat: 200ms
     opcua: {endpoint: %q, isolation: none, publish_interval: 50ms, keep_alive: 100ms, request_timeout: 10m,
             watchdog_interval: 1h, backoff_min: 50ms, backoff_max: 200ms}
     points:
       - {signal: steam_pressure, node_id: %q, sampling_interval: 50ms}
       - {signal: flue_o2, node_id: %q, mode: poll, interval: 100ms}
-`, nb.URL(), front.Endpoint(), front.NodeID("boiler-ua", "steam_pressure"), front.NodeID("boiler-ua", "flue_o2"))
-	var logs logtest.Buffer
-	g := runGatewayWith(t, loadConfigText(t, dir, cfgText), Options{DrainTimeout: time.Second, Logger: logs.Logger(slog.LevelInfo)},
-		func(g *Gateway) { g.stallFloor = time.Second })
-	nc := subscribeNATS(t, nb.URL())
+`, front.Endpoint(), front.NodeID("boiler-ua", "steam_pressure"), front.NodeID("boiler-ua", "flue_o2"))
+	})
 	good := func(sig string) bool {
 		r, ok := lastReading(nc, sig)
 		return ok && r.Quality == telemetry.QualityGood
@@ -110,6 +100,28 @@ devices:
 		t.Errorf("%d stall lines logged, want 1:\n%s", n, text)
 	}
 	t.Log(text)
+}
+
+// startBoilerStallRig serves src as OPC UA asset boiler-ua (the simulator
+// front), starts NATS and a gateway (stall floor 1 s, logs into logs) with
+// one boiler device boiler-ua whose remaining lines (opcua block, points)
+// device writes, and subscribes to what it publishes; all stop at the
+// test's end.
+func startBoilerStallRig(t *testing.T, src *fixedSource, logs *logtest.Buffer, device func(*opcuafront.Front) string) (*Gateway, *collector, *opcuafront.Front) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	front, nb, dir := startFrontAndNATS(t, ctx, "boiler-ua", src)
+	cfgText := fmt.Sprintf(`gateway: {id: gw-stall, site: plant1, data_dir: ./data}
+http: {listen: "off"}
+uplinks: {nats: {url: %q}}
+devices:
+  - id: boiler-ua
+    class: boiler
+`, nb.URL()) + device(front)
+	g := runGatewayWith(t, loadConfigText(t, dir, cfgText), Options{DrainTimeout: time.Second, Logger: logs.Logger(slog.LevelInfo)},
+		func(g *Gateway) { g.stallFloor = time.Second })
+	return g, subscribeNATS(t, nb.URL()), front
 }
 
 // TestStallLimit: the stall limit is max(floor, 3 x (P + D)), P the longest

@@ -671,6 +671,12 @@ func orUnderscore(s string) string {
 	return s
 }
 
+// UnitPlaceholder is the unit a generated configuration (smelter-gateway
+// browse -write-config) gives a point whose node reports no usable unit:
+// Point refuses it, so the configuration does not load until the user sets
+// the device's unit.
+const UnitPlaceholder = "?"
+
 // Point checks and compiles the common part of one point (its signal,
 // unit, scale, range, deadband) and appends it to the device's
 // normalization and signals. It returns the point's device-wide index (the
@@ -718,6 +724,9 @@ func (dc *Block) Point(ps PointSpec) (int, bool, bool) {
 	}
 	if p.Min != nil && p.Max != nil && *p.Min > *p.Max {
 		bad("min", "%v above max %v", *p.Min, *p.Max)
+	}
+	if p.Unit == UnitPlaceholder {
+		bad("unit", "%q is the placeholder smelter-gateway browse -write-config writes for a node without a usable unit: give the unit the device reports in (UCUM: Cel, kPa, m3/h, ...)", p.Unit)
 	}
 	if dc.cls == nil || !ok {
 		dc.ok = dc.ok && ok

@@ -18,6 +18,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/opcua/uapki"
 	"github.com/smelterio/smelter/internal/opcua/uaunits"
@@ -690,8 +691,11 @@ func deviceID(s string) string {
 // catalog unit of the signal. Its EURange becomes `min`/`max`, expressed in
 // the unit the reading is published in: the catalog unit when the class
 // has the signal, the device's unit otherwise. A node without a usable unit
-// gets a comment asking for one (a numeric reading is never published
-// without a unit).
+// gets the placeholder unit "?" (gwconfig.UnitPlaceholder) under a comment
+// asking for the device's unit: the written configuration does not load
+// until it is set, rather than load and publish every reading bad
+// 0x80890000; a node without EngineeringUnits whose signal has a catalog
+// unit is read in that unit, said in a comment.
 func writeConfig(w io.Writer, cfg *Config, class *catalog.Class, vars []*variable, ns []string) error {
 	byDev := map[string][]*variable{}
 	var order []string
@@ -752,15 +756,28 @@ func writePointUnit(b *strings.Builder, v *variable, class *catalog.Class, name 
 			fmt.Fprintf(b, "        # not a %s signal: rename it to one of %s\n", class.Name, strings.Join(class.SignalNames(), ", "))
 		}
 	}
+	// A node whose unit the gateway cannot take from it (and, for no
+	// EngineeringUnits at all, a signal without a catalog unit to read it
+	// in) would publish every reading bad 0x80890000: the point gets the
+	// placeholder unit "?", which validation refuses naming the line,
+	// until the user sets the unit the device reports in (attack F6).
+	placeholder := func(why string) {
+		fmt.Fprintf(b, "        # SET THE UNIT: %s; give the unit the device reports in (UCUM: Cel, kPa, m3/h, ...)\n", why)
+		fmt.Fprintf(b, "        unit: %q\n", gwconfig.UnitPlaceholder)
+	}
 	switch {
 	case v.unit.Err != nil:
-		fmt.Fprintf(b, "        # unit: ?  (the node's EngineeringUnits cannot be used, %v: set the device's unit)\n", v.unit.Err)
+		placeholder(fmt.Sprintf("the node's EngineeringUnits cannot be used (%v)", v.unit.Err))
+		return
+	case !v.hasUnit && (sig == nil || sig.Unit == ""):
+		placeholder("the node has no EngineeringUnits and the signal no catalog unit")
 		return
 	case !v.hasUnit:
-		b.WriteString("        # unit: ?  (the node has no EngineeringUnits: set the device's unit)\n")
+		fmt.Fprintf(b, "        # the node has no EngineeringUnits: its values are taken in the catalog unit %s of %s.%s; set unit: if the device reports another\n",
+			sig.Unit, class.Name, name)
 		return
 	case v.unit.UCUM == "":
-		fmt.Fprintf(b, "        # unit: ?  (device reports %q, UNECE %s: no UCUM equivalent known, set it)\n", v.unit.Display, v.unit.UNECE)
+		placeholder(fmt.Sprintf("the device reports %q, UNECE %s, with no UCUM equivalent known", v.unit.Display, v.unit.UNECE))
 		return
 	}
 	fmt.Fprintf(b, "        unit: %q\n", v.unit.UCUM)

@@ -2,6 +2,8 @@ package opcua
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -17,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/catalog"
+	"github.com/smelterio/smelter/internal/gwconfig"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/simulators/opcuafront"
@@ -382,5 +385,76 @@ func TestBinaryLeavesOutGopcuaNameTables(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no file imports gopcua's id package: the test reads the wrong tree")
+	}
+}
+
+// TestWriteConfigUnitPlaceholder (attack F6): a node whose unit the
+// gateway cannot take from it gets the placeholder unit "?" under a
+// comment saying why, and the written configuration does not load until
+// it is set, naming file, line and field (before, it loaded with a
+// warning and every reading of the point was published bad 0x80890000);
+// set, it loads. A node without EngineeringUnits whose signal has a
+// catalog unit is read in that unit, as the comment says.
+func TestWriteConfigUnitPlaceholder(t *testing.T) {
+	v := func(name string, u NodeUnit, hasUnit bool) *variable {
+		return &variable{node: ua.NewStringNodeID(2, "m."+name), path: []string{"m", name}, parent: "m", dtype: "Double", unit: u, hasUnit: hasUnit}
+	}
+	motor, ok := catalog.Default().Class("motor")
+	if !ok {
+		t.Fatal("no motor class")
+	}
+	for _, tc := range []struct {
+		name  string
+		class *catalog.Class
+		vars  []*variable
+		lines []int // of the points refused, 1-based point numbers
+	}{
+		{"generic", nil, []*variable{
+			v("Flow", NodeUnit{}, false), // no EngineeringUnits, no catalog unit
+			v("Level", NodeUnit{Err: errors.New("a String, not an EUInformation")}, false), // unusable
+			v("Speed", NodeUnit{Display: "furlong", UNECE: "XYZ"}, true),                   // no UCUM equivalent
+			v("Temp", NodeUnit{UCUM: "Cel"}, true),                                         // fine
+		}, []int{1, 2, 3}},
+		{"catalog unit", motor, []*variable{
+			v("power", NodeUnit{}, false), // read in kW
+			v("frequency", NodeUnit{Err: errors.New("EngineeringUnits: read BadInternalError")}, false),
+		}, []int{2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			cfg := &Config{Endpoint: "opc.tcp://x:4840", SecurityPolicy: "None", SecurityMode: "None", Auth: AuthConfig{Mode: "anonymous"}}
+			if err := writeConfig(&b, cfg, tc.class, tc.vars, []string{"http://opcfoundation.org/UA/", "", "urn:m"}); err != nil {
+				t.Fatal(err)
+			}
+			gen := b.String()
+			doc := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\n" + gen
+			_, err := gwconfig.LoadBytes("gw.yaml", []byte(doc), Driver{})
+			if err == nil {
+				t.Fatalf("the written configuration loads with its placeholders:\n%s", gen)
+			}
+			for _, k := range tc.lines {
+				want := fmt.Sprintf("devices[0].points[%d].unit: \"?\" is the placeholder", k-1)
+				if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "gw.yaml:") {
+					t.Fatalf("error %v\nwants %q; written:\n%s", err, want, gen)
+				}
+			}
+			if n := strings.Count(err.Error(), "is the placeholder"); n != len(tc.lines) {
+				t.Fatalf("%d placeholder errors, want %d: %v", n, len(tc.lines), err)
+			}
+			if n := strings.Count(gen, "# SET THE UNIT: "); n != len(tc.lines) {
+				t.Fatalf("%d comments, want %d:\n%s", n, len(tc.lines), gen)
+			}
+			if tc.class != nil && !strings.Contains(gen, "taken in the catalog unit kW of motor.power") {
+				t.Fatalf("catalog unit not said:\n%s", gen)
+			}
+			// the user sets the units: it loads
+			fixed := strings.ReplaceAll(doc, `unit: "?"`, `unit: "Cel"`)
+			if tc.class != nil {
+				fixed = strings.ReplaceAll(doc, `unit: "?"`, `unit: "Hz"`)
+			}
+			if _, err := gwconfig.LoadBytes("gw.yaml", []byte(fixed), Driver{}); err != nil {
+				t.Fatalf("with its units set: %v\n%s", err, fixed)
+			}
+		})
 	}
 }

@@ -82,6 +82,8 @@ type Client struct {
 	// movedLog: a polled value that moved while its units were read in a
 	// separate request (one line a minute)
 	movedLog logging.Limiter
+	// nsGuardLog: a poll read that found the NamespaceArray changed
+	nsGuardLog logging.Limiter
 	// redatedLog: a value withheld after a unit change because it is not
 	// newer than the last one in the unit before (one line a minute)
 	redatedLog logging.Limiter
@@ -166,7 +168,7 @@ func New(id string, cfg Config, points []Point, log *slog.Logger, m *Metrics) (*
 		m.namespaceRemaps.WithLabelValues(id)
 	}
 	return &Client{dataNow: time.Now, id: id, cfg: cfg, points: ps, log: log.With("device", id), logBase: log, m: m.device(id), timing: deriveTiming(&cfg),
-		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
+		unitChangeLog: logging.Limiter{Every: time.Minute}, unitReadLog: logging.Limiter{Every: time.Minute}, movedLog: logging.Limiter{Every: time.Minute}, nsGuardLog: logging.Limiter{Every: time.Minute}, redatedLog: logging.Limiter{Every: time.Minute},
 		timeLog: logging.Limiter{Every: time.Minute}, kindLog: logging.Limiter{Every: time.Minute}, handleLog: logging.Limiter{Every: time.Minute}, longLog: logging.Limiter{Every: time.Minute}}, nil
 }
 
@@ -538,7 +540,10 @@ func (c *Client) guarded(ctx context.Context, name string, f func() error) (err 
 }
 
 // session runs one connection: it returns when the connection is lost or
-// ctx ends. up is called once the session is acquiring.
+// ctx ends. up is called once the session is acquiring. When a namespace
+// check finds that the server's NamespaceArray now resolves a node id
+// differently (a namespace added to the live server, a URI moved), the
+// acquisition is rebuilt on the new node table within the same session.
 func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	cl, err := connect(ctx, &c.cfg, c.log, c.timing.publish)
 	if err != nil {
@@ -550,19 +555,37 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	if err != nil {
 		return err
 	}
-	c.live.Store(&live{cl: cl, nodes: nodes, methods: methods})
 	defer c.live.Store(nil)
 	lim, err := c.limits(ctx, cl)
 	if err != nil {
 		return err
 	}
 	c.setStatus(func(s *Status) { s.Limits = lim })
+	for {
+		c.live.Store(&live{cl: cl, nodes: nodes, methods: methods})
+		err := c.acquire(ctx, cl, r, nodes, lim, up)
+		var ch *nsChanged
+		if !errors.As(err, &ch) {
+			return err
+		}
+		nodes, methods, up = ch.nodes, ch.methods, nil
+	}
+}
+
+// acquire runs a session's acquisition on node table nodes: the units,
+// the subscription and its loops, the poll groups, the points of absent
+// namespaces, the watchdog and the namespace watch. It returns when one
+// of them fails (an *nsChanged from the namespace watch: the caller
+// rebuilds it on the new table) or ctx ends. up, when not nil, is called
+// once acquiring (the session's first acquisition).
+func (c *Client) acquire(ctx context.Context, cl *opcua.Client, r *runState, nodes *nodeTable, lim Limits, up func()) error {
 	props, err := c.units(ctx, cl, nodes, lim, r)
 	if err != nil {
 		return err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	kicks := newNSKicks()
 	emitAbsent := r.emit
 	var subIdx, pollIdx []int
 	for i, p := range c.points {
@@ -575,12 +598,13 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 			subIdx = append(subIdx, i)
 		}
 	}
+	var sub *subscription
 	if len(subIdx) > 0 {
-		sub, err := c.subscribe(ctx, cl)
+		sub, err = c.subscribe(ctx, cl)
 		if err != nil {
 			return err
 		}
-		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}, probation: r.probation.Load()}
+		s := &subSession{c: c, cl: cl, r: r, sub: sub, nodes: nodes, lim: lim, refused: map[int]ua.StatusCode{}, probation: r.probation.Load(), kicks: kicks}
 		if err := s.monitor(ctx, subIdx, true); err != nil {
 			return err
 		}
@@ -593,7 +617,11 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 			g.Go(func() error { return c.guarded(gctx, "heartbeat", func() error { return c.heartbeat(gctx, r, sub) }) })
 		}
 	}
-	c.emitAbsent(emitAbsent, nodes)
+	for iv, idx := range c.absentGroups(nodes) {
+		g.Go(func() error {
+			return c.guarded(gctx, "absent namespaces", func() error { return c.absentLoop(gctx, emitAbsent, idx, iv) })
+		})
+	}
 	groups := map[time.Duration][]int{}
 	for _, i := range pollIdx {
 		groups[c.points[i].PollInterval] = append(groups[c.points[i].PollInterval], i)
@@ -605,25 +633,55 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 				if err != nil {
 					return err
 				}
+				p.kicks = kicks
 				return c.poll(gctx, r, p, iv)
 			})
 		})
 	}
 	g.Go(func() error { return c.guarded(gctx, "watchdog", func() error { return c.watchdog(gctx, cl) }) })
-	c.m.state.Set(StateConnected)
-	c.setStatus(func(s *Status) {
-		s.Connected, s.Since, s.LastError = true, time.Now(), ""
-		s.Sessions++
+	g.Go(func() error {
+		return c.guarded(gctx, "namespace watch", func() error { return c.watchNamespaces(gctx, cl, nodes, kicks) })
 	})
-	c.log.Info("opc ua session up", "endpoint", c.cfg.Endpoint, "policy", c.cfg.SecurityPolicy, "mode", c.cfg.SecurityMode,
-		"subscribed", len(subIdx), "polled", len(pollIdx), "max_nodes_per_read", lim.MaxNodesPerRead,
-		"max_monitored_items_per_call", lim.MaxMonitoredItemsPerCall, "namespace_absent", len(nodes.absent))
-	up()
+	c.m.state.Set(StateConnected)
+	if up != nil {
+		c.setStatus(func(s *Status) {
+			s.Connected, s.Since, s.LastError = true, time.Now(), ""
+			s.Sessions++
+		})
+		c.log.Info("opc ua session up", "endpoint", c.cfg.Endpoint, "policy", c.cfg.SecurityPolicy, "mode", c.cfg.SecurityMode,
+			"subscribed", len(subIdx), "polled", len(pollIdx), "max_nodes_per_read", lim.MaxNodesPerRead,
+			"max_monitored_items_per_call", lim.MaxMonitoredItemsPerCall, "namespace_absent", len(nodes.absent))
+		up()
+	} else {
+		c.log.Info("opc ua acquisition rebuilt after a namespace change", "subscribed", len(subIdx), "polled", len(pollIdx),
+			"namespace_absent", len(nodes.absent))
+	}
 	err = g.Wait()
-	if ctx.Err() != nil {
-		return nil
+	if stopped(ctx) {
+		return nil // a requested stop, not the acquisition's error
+	}
+	if sub != nil && errors.Is(err, errNamespacesChanged) {
+		// the next acquisition subscribes again: this subscription's
+		// notifications must not reach its publish loop
+		if derr := c.deleteSubscription(ctx, cl, sub); derr != nil {
+			return derr
+		}
 	}
 	return err
+}
+
+// deleteSubscription deletes sub on the server.
+func (c *Client) deleteSubscription(ctx context.Context, cl *opcua.Client, sub *subscription) error {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	resp, _, err := send[*ua.DeleteSubscriptionsResponse](dctx, cl, &ua.DeleteSubscriptionsRequest{SubscriptionIDs: []uint32{sub.id}})
+	if err == nil && len(resp.Results) == 1 && resp.Results[0] != ua.StatusOK {
+		err = resp.Results[0]
+	}
+	if err != nil {
+		return fmt.Errorf("opcua: delete subscription %d: %w", sub.id, err)
+	}
+	return nil
 }
 
 // units reads the engineering units of the points that take them from
@@ -743,6 +801,23 @@ type nodeTable struct {
 	// this session, in point order: never read, published bad
 	// StatusNodeIDUnknown
 	absent []int
+	// reading: the URI each namespace index read this session must name
+	// (a poll read verifies it, holds); sig: the mapping in short
+	// (reading, gone, nsu= URIs missing), equal for two tables that
+	// resolve every node id alike
+	reading map[uint16]string
+	sig     string
+}
+
+// holds reports whether arr, a NamespaceArray read now, still has at each
+// index this table reads the URI it was resolved to.
+func (t *nodeTable) holds(arr []string) bool {
+	for k, uri := range t.reading {
+		if int(k) >= len(arr) || arr[k] != uri {
+			return false
+		}
+	}
+	return true
 }
 
 // parse is s as a node id of this session: its nsu=<uri>; form resolved
@@ -812,9 +887,23 @@ func (t *nodeTable) isAbsent(i int) bool {
 // on the server is not an error: it is listed in the table's absent
 // points (its method ids fail its commands).
 func (c *Client) resolve(ctx context.Context, cl *opcua.Client) (*nodeTable, []*methodIDs, error) {
-	t := &nodeTable{points: c.points, moved: map[uint16]uint16{}, gone: map[uint16]string{}}
-	if err := c.namespaces(ctx, cl, t); err != nil {
-		return nil, nil, err
+	var arr []string
+	if used, uris := c.nsUse(); len(used)+len(uris) > 0 {
+		var err error
+		if arr, err = c.readNamespaceArray(ctx, cl); err != nil {
+			return nil, nil, err
+		}
+	}
+	return c.resolveWith(arr)
+}
+
+// resolveWith is resolve with arr, the server's NamespaceArray read now
+// (nil when no node id needs it).
+func (c *Client) resolveWith(arr []string) (*nodeTable, []*methodIDs, error) {
+	t := &nodeTable{points: c.points, moved: map[uint16]uint16{}, gone: map[uint16]string{}, reading: map[uint16]string{}}
+	if arr != nil {
+		used, uris := c.nsUse()
+		c.namespaces(arr, used, uris, t)
 	}
 	var methods []*methodIDs
 	// field is formatted only for an error: a 10,000-node device parses
@@ -1036,6 +1125,7 @@ func (c *Client) poll(ctx context.Context, r *runState, p *poller, iv time.Durat
 			}
 			return err
 		}
+		p.vetNamespaces()
 		if p.settle(r, gen, check && len(p.check) > 0, &sample.Cycle{Start: start, Duration: time.Since(start), Interval: iv, Replied: true}) {
 			props, err := c.units(ctx, p.cl, p.nodes, p.lim, r)
 			if err != nil {
@@ -1089,6 +1179,10 @@ type readPlan struct {
 	bounds []int // batch k is reqs[bounds[k]:bounds[k+1]]
 	kind   []uint8
 	pos    []int32
+	// ns: the position in reqs of the NamespaceArray item (i=2255, the
+	// plan's last item: after every value, in the last batch), -1 when
+	// the group's node ids name no namespace
+	ns int
 }
 
 // poller is one poll group's reads on one session: its requests are built
@@ -1127,6 +1221,10 @@ type poller struct {
 	// value was flagged SemanticsChanged)
 	forceCheck bool
 	flagLog    logging.Limiter // SemanticsChanged on points with a configured unit
+	// nsOK: the NamespaceArray read with the values (readPlan.ns) still
+	// names at each index read the URI it was resolved to (nodeTable.holds)
+	nsOK  bool
+	kicks *nsKicks // the namespace watch's, nil outside a session
 }
 
 func (c *Client) newPoller(cl *opcua.Client, nodes *nodeTable, props []unitProps, idx []int, lim Limits) (*poller, error) {
@@ -1140,14 +1238,24 @@ func (c *Client) newPoller(cl *opcua.Client, nodes *nodeTable, props []unitProps
 	value := func(j int) *ua.ReadValueID {
 		return &ua.ReadValueID{NodeID: ids[j], AttributeID: ua.AttributeIDValue}
 	}
-	p.plain.reqs = make([]*ua.ReadValueID, len(idx))
+	p.plain.reqs = make([]*ua.ReadValueID, len(idx), len(idx)+1)
 	for j := range idx {
 		p.plain.reqs[j] = value(j)
 	}
-	for from := 0; from < len(idx); from += batch {
+	// A group whose node ids depend on the NamespaceArray reads it after
+	// its values, in the same request when the batch has room (else in a
+	// request of its own after them): the values count only if the
+	// indexes still name the URIs they were resolved to (settle).
+	p.plain.ns, p.checked.ns = -1, -1
+	guard := nodes.ns != nil && slices.ContainsFunc(idx, func(i int) bool { return namesNamespace(c.points[i].NodeID) })
+	if guard {
+		p.plain.ns = len(p.plain.reqs)
+		p.plain.reqs = append(p.plain.reqs, &ua.ReadValueID{NodeID: nsArrayID, AttributeID: ua.AttributeIDValue})
+	}
+	for from := 0; from < len(p.plain.reqs); from += batch {
 		p.plain.bounds = append(p.plain.bounds, from)
 	}
-	p.plain.bounds = append(p.plain.bounds, len(idx))
+	p.plain.bounds = append(p.plain.bounds, len(p.plain.reqs))
 	for j, i := range idx {
 		if !c.points[i].UnitFromNode || props == nil {
 			continue
@@ -1210,6 +1318,10 @@ func (c *Client) newPoller(cl *opcua.Client, nodes *nodeTable, props []unitProps
 			}
 		}
 	}
+	if guard {
+		pl.ns = len(pl.reqs)
+		add(p.plain.reqs[p.plain.ns], itemValue, -1)
+	}
 	pl.bounds = append(pl.bounds, len(pl.reqs))
 	return p, nil
 }
@@ -1228,6 +1340,7 @@ func (p *poller) read(ctx context.Context, check bool) error {
 		}
 	}
 	p.flagged, p.moved = p.flagged[:0], p.moved[:0]
+	p.nsOK = true
 	for b := 0; b+1 < len(pl.bounds); b++ {
 		from, to := pl.bounds[b], pl.bounds[b+1]
 		rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -1250,6 +1363,11 @@ func (p *poller) read(ctx context.Context, check bool) error {
 		c.m.readOK.Inc()
 		now := c.received()
 		for k, dv := range resp.Results {
+			if from+k == pl.ns {
+				arr, ok := namespaceArray(dv)
+				p.nsOK = ok && p.nodes.holds(arr)
+				continue
+			}
 			j, kind := from+k, itemValue
 			if pl.kind != nil {
 				j, kind = int(pl.pos[from+k]), pl.kind[from+k]
@@ -1399,6 +1517,41 @@ func (p *poller) settle(r *runState, gen uint64, checked bool, cyc *sample.Cycle
 	cyc.Samples, cyc.Err = p.ss, firstBad(p.ss)
 	r.emitLocked(cyc)
 	return reread
+}
+
+// vetNamespaces withholds (bad StatusNodeIDUnknown) the values of the
+// read's points whose node ids name a namespace when the NamespaceArray
+// read with them no longer names at their indexes the URIs they were
+// resolved to: the server changed its namespace table during the session
+// (OPC 10000-5, 6.3.1 forbids modifying or deleting entries while a
+// session is open), and a value read under an index that now names
+// another namespace may be another node's. The namespace watch checks at
+// once and rebuilds the acquisition on the new table. A node the server
+// reports unknown (BadNodeIdUnknown) asks for a check soon: its namespace
+// may have moved or come.
+func (p *poller) vetNamespaces() {
+	c := p.c
+	unknown := false
+	for j, i := range p.idx {
+		if !namesNamespace(c.points[i].NodeID) {
+			continue
+		}
+		s := &p.ss[j]
+		if !p.nsOK {
+			p.withhold(s, StatusNodeIDUnknown)
+		}
+		unknown = unknown || s.Status == StatusNodeIDUnknown
+	}
+	if p.kicks == nil {
+		return
+	}
+	if !p.nsOK {
+		c.nsGuardLog.Log(context.Background(), c.log, slog.LevelWarn, "opc ua server's namespace array changed during the session: the values of this poll read whose node ids name a namespace are published bad, never read under a stale index; the namespaces are read again now",
+			"status", statusHex(StatusNodeIDUnknown))
+		kick(p.kicks.now, "read")
+	} else if unknown {
+		kick(p.kicks.soon, "unknown")
+	}
 }
 
 // withhold publishes s bad without its value, with status, unless it

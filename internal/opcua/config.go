@@ -24,6 +24,7 @@ const (
 	DefaultPublishInterval  = time.Second
 	DefaultKeepAlive        = 5 * time.Second
 	DefaultWatchdog         = 5 * time.Second
+	DefaultNamespaceCheck   = 30 * time.Second
 	DefaultBackoffMin       = 500 * time.Millisecond
 	DefaultBackoffMax       = 30 * time.Second
 	DefaultSamplingInterval = time.Second
@@ -98,11 +99,18 @@ type Config struct {
 	// KeepAlive is the target keep-alive period of the subscription: the
 	// server sends a keep-alive after this long without a change. The
 	// publish request timeout is derived from it (subscription.go).
-	KeepAlive  time.Duration `yaml:"keep_alive"`
-	Watchdog   time.Duration `yaml:"watchdog_interval"` // liveness read of ServerStatus.State while subscribed
-	BackoffMin time.Duration `yaml:"backoff_min"`
-	BackoffMax time.Duration `yaml:"backoff_max"`
-	Limits     Limits        `yaml:"limits"`
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	Watchdog  time.Duration `yaml:"watchdog_interval"` // liveness read of ServerStatus.State while subscribed
+	// NamespaceCheck is how often a session reads the server's
+	// NamespaceArray again when a node id names a namespace (nsu=, or
+	// ns=<index> above 0): a namespace added to the live server, or
+	// moved, is picked up within it without a reconnect (docs/opcua.md,
+	// "Namespace indexes and URIs"). 100ms..1h, default
+	// DefaultNamespaceCheck.
+	NamespaceCheck time.Duration `yaml:"namespace_check"`
+	BackoffMin     time.Duration `yaml:"backoff_min"`
+	BackoffMax     time.Duration `yaml:"backoff_max"`
+	Limits         Limits        `yaml:"limits"`
 	// BufferSize is the ReceiveBufferSize and SendBufferSize (bytes,
 	// MinBufferSize..MaxBufferSize, default DefaultBufferSize) of the
 	// gateway's Hello: the largest message chunk either side sends. A
@@ -242,6 +250,9 @@ func (c *Config) SetDefaults() {
 	if c.Watchdog == 0 {
 		c.Watchdog = DefaultWatchdog
 	}
+	if c.NamespaceCheck == 0 {
+		c.NamespaceCheck = DefaultNamespaceCheck
+	}
 	if c.BackoffMin == 0 {
 		c.BackoffMin = DefaultBackoffMin
 	}
@@ -336,6 +347,7 @@ func (c *Config) Validate() error {
 		{"publish_interval", c.PublishInterval, 10 * time.Millisecond, time.Hour},
 		{"keep_alive", c.KeepAlive, 10 * time.Millisecond, time.Hour},
 		{"watchdog_interval", c.Watchdog, 10 * time.Millisecond, time.Hour},
+		{"namespace_check", c.NamespaceCheck, 100 * time.Millisecond, time.Hour},
 		{"backoff_min", c.BackoffMin, time.Millisecond, time.Hour},
 		{"backoff_max", c.BackoffMax, time.Millisecond, 24 * time.Hour},
 		{"max_future", c.MaxFuture, time.Second, 24 * time.Hour},

@@ -28,6 +28,12 @@ type Metrics struct {
 	unitChanges     *prometheus.CounterVec   // device
 	unknownHandles  *prometheus.CounterVec   // device
 	namespaceRemaps *prometheus.CounterVec   // device
+	// namespaceChecks: NamespaceArray reads during sessions; namespaceChanges:
+	// acquisitions rebuilt after one (device, seen_by); pinWriteErrors:
+	// failed writes of the pin file (device), counted once per failure state
+	namespaceChecks  *prometheus.CounterVec
+	namespaceChanges *prometheus.CounterVec
+	pinWriteErrors   *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -87,9 +93,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_opcua_namespace_remaps_total",
 			Help: "Namespaces of ns=<index> node ids found at another index of the server's NamespaceArray than the one pinned at the device's first session (a server that reordered its namespaces): its nodes are read at the new index. Counted once per move.",
 		}, []string{"device"}),
+		namespaceChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_namespace_checks_total",
+			Help: "Reads of the server's NamespaceArray during a session (every namespace_check, at once when a poll read found it changed, soon after a BadNodeIdUnknown), by devices whose node ids name a namespace.",
+		}, []string{"device"}),
+		namespaceChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_namespace_changes_total",
+			Help: "Acquisitions rebuilt within a session because the server's NamespaceArray changed what a node id names (a namespace added to the live server, a URI moved or gone), by what saw it first: check (the periodic read), read (a poll read's NamespaceArray), unknown or refused (a BadNodeIdUnknown).",
+		}, []string{"device", "seen_by"}),
+		pinWriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_opcua_namespace_pin_write_errors_total",
+			Help: "Failures to write a device's namespace pin file (counted when a failure starts or its error changes; retried at every namespace check while the file differs from the pins in memory).",
+		}, []string{"device"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges, m.unknownHandles, m.namespaceRemaps)
+		reg.MustRegister(m.notifications, m.publishes, m.reads, m.reconnects, m.state, m.badStatus, m.publishLatency, m.panics, m.faults, m.workerExits, m.unitChanges, m.unknownHandles, m.namespaceRemaps,
+			m.namespaceChecks, m.namespaceChanges, m.pinWriteErrors)
 	}
 	return m
 }
@@ -193,6 +212,12 @@ func (m *Metrics) counterVec(name string) *prometheus.CounterVec {
 		return m.unknownHandles
 	case "smelter_opcua_namespace_remaps_total":
 		return m.namespaceRemaps
+	case "smelter_opcua_namespace_checks_total":
+		return m.namespaceChecks
+	case "smelter_opcua_namespace_changes_total":
+		return m.namespaceChanges
+	case "smelter_opcua_namespace_pin_write_errors_total":
+		return m.pinWriteErrors
 	}
 	return nil
 }

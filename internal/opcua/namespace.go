@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,8 +15,10 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -37,7 +40,18 @@ import (
 //     reads the NamespaceArray again: an index whose URI moved is read at
 //     the URI's new index (WARN once, smelter_opcua_namespace_remaps_total),
 //     an index whose URI is gone is not read at all: its points are
-//     published bad StatusNodeIDUnknown.
+//     published bad StatusNodeIDUnknown every cycle (absentLoop);
+//   - reads the NamespaceArray again every Config.NamespaceCheck during a
+//     session (and at once when a poll read finds it changed, soon after
+//     a BadNodeIdUnknown) and rebuilds the session's acquisition without
+//     reconnecting when a node id resolves differently (watchNamespaces):
+//     a namespace added to a live server is read from then on;
+//   - verifies every poll read: the NamespaceArray is read in the same
+//     request, after the values, and a read whose indexes no longer name
+//     the URIs they were resolved to is published bad StatusNodeIDUnknown,
+//     never as good (poller.read). OPC 10000-5, 6.3.1: a server shall not
+//     modify or delete entries of its namespace table while a client has a
+//     session (it may add entries); this catches one that does.
 
 // StatusNodeIDUnknown (BadNodeIdUnknown) is the status of the points whose
 // namespace is not on the server this session: an nsu=<uri>; id whose URI
@@ -62,9 +76,9 @@ type nsPins struct {
 // logged and counted once, not at every reconnect.
 type nsState struct {
 	pins    *nsPins
-	dirty   bool // pins not yet written (a failed write is retried at the next session)
 	lastAt  map[uint16]int
-	saveErr string // the last failed write's error, logged once
+	saveErr string // the last failed write's error, logged once ("" after a good write)
+	loadErr string // the pin file's read or decode error, logged once ("" once readable)
 	// uriOn: whether each nsu= URI was on the server at the last session
 	// start (its absence logged once)
 	uriOn map[string]bool
@@ -150,51 +164,62 @@ func (c *Client) pinFile() string {
 }
 
 // loadPins reads the pin file; a missing file is no pins. An unreadable
-// file (corrupt, truncated, a path that is no file) is reported by ok
-// false: it is the only record of what the indexes meant, so nothing is
+// file (corrupt, truncated, a path that is no file) is reported by its
+// error: it is the only record of what the indexes meant, so nothing is
 // pinned over it by a guess (the caller publishes the points bad until the
 // file is fixed or deleted). Pins recorded with another endpoint are kept:
 // an edited address (127.0.0.1 for localhost) names the same server more
 // often than not, and the indexes keep the meaning they had; on another
 // server a pinned URI it lacks makes its points bad (delete the file to
 // pin again).
-func (c *Client) loadPins() (p *nsPins, ok bool) {
-	p = &nsPins{Endpoint: c.cfg.Endpoint, URIs: map[uint16]string{}}
-	b, err := os.ReadFile(c.pinFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return p, true
-	}
-	var got nsPins
-	if err == nil {
-		err = json.Unmarshal(b, &got)
-	}
+func (c *Client) loadPins() (*nsPins, error) {
+	got, err := c.readPins()
 	if err != nil {
-		c.log.Error("opc ua namespace pins unreadable: points with ns=<index> node ids are bad until the file is fixed or deleted (deleting it pins the indexes again to the server's order at the next session)",
-			"file", c.pinFile(), "err", err, "status", statusHex(StatusNodeIDUnknown))
-		return nil, false
+		return nil, err
+	}
+	p := &nsPins{Endpoint: c.cfg.Endpoint, URIs: map[uint16]string{}}
+	if got == nil {
+		return p, nil
 	}
 	if got.Endpoint != c.cfg.Endpoint {
-		p.Endpoint = got.Endpoint // rewritten with this one at the session (namespaces)
 		c.log.Warn("opc ua namespace pins were recorded with another endpoint; kept: ns=<index> node ids keep the URIs they were pinned to (delete the file to pin them again)",
 			"file", c.pinFile(), "pinned_endpoint", got.Endpoint, "endpoint", c.cfg.Endpoint)
 	}
 	if got.URIs != nil {
 		p.URIs = got.URIs
 	}
-	return p, true
+	return p, nil
 }
 
-// savePins writes the pins durably: a temporary file, synced, renamed over
-// the old one, and the directory synced (a power cut leaves the old file
-// or the new one, never an empty one).
-func (c *Client) savePins(p *nsPins) error {
+// readPins is the pin file as it is (nil when there is none).
+func (c *Client) readPins() (*nsPins, error) {
+	b, err := os.ReadFile(c.pinFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var got nsPins
+	if err == nil {
+		err = json.Unmarshal(b, &got)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &got, nil
+}
+
+// pinBytes is the pin file's content for p.
+func pinBytes(p *nsPins) ([]byte, error) {
+	b, err := json.MarshalIndent(p, "", "  ")
+	return append(b, '\n'), err
+}
+
+// savePins writes b as the pin file durably: a temporary file, synced,
+// renamed over the old one, and the directory synced (a power cut leaves
+// the old file or the new one, never an empty one).
+func (c *Client) savePins(b []byte) error {
 	path := c.pinFile()
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
@@ -202,7 +227,7 @@ func (c *Client) savePins(p *nsPins) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -226,13 +251,42 @@ func (c *Client) savePins(p *nsPins) error {
 	return err
 }
 
-// namespaces fills t's namespace mapping for this session: it reads the
-// server's NamespaceArray when a node id needs it (nsu=, or ns=<index>
-// with index > 0), pins the indexes not pinned yet, and maps each pinned
-// index to where its URI is now (t.moved) or marks it gone (t.gone).
-func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable) error {
-	used := map[uint16]bool{}
-	uris := map[string]bool{}
+// syncPins writes the pins held in memory (with this endpoint) when the
+// file on disk differs from them: missing, older, written by another
+// process, or not written yet because a write failed (an unwritable
+// directory that is fixed later). Called at every session start and every
+// namespace check (review attack F5: a failed write was retried only at
+// the next session start, which can be weeks away). A failure is logged
+// when it starts or its error changes, and the recovery once, never per
+// check. nsMu held.
+func (c *Client) syncPins(st *nsState) {
+	st.pins.Endpoint = c.cfg.Endpoint
+	if onDisk, err := c.readPins(); err == nil && onDisk != nil && onDisk.Endpoint == st.pins.Endpoint && maps.Equal(onDisk.URIs, st.pins.URIs) {
+		return // the file says what memory says (in whatever layout)
+	}
+	want, err := pinBytes(st.pins)
+	if err == nil {
+		err = c.savePins(want)
+	}
+	if err != nil {
+		if st.saveErr != err.Error() {
+			st.saveErr = err.Error()
+			c.m.m.pinWriteErrors.WithLabelValues(c.id).Inc()
+			c.log.Error("opc ua namespace pins not saved; the pins hold in memory and the write is retried at every namespace check while the file differs",
+				"file", c.pinFile(), "err", err, "namespace_check", c.cfg.NamespaceCheck)
+		}
+		return
+	}
+	if st.saveErr != "" {
+		c.log.Info("opc ua namespace pins saved after a failed write", "file", c.pinFile())
+	}
+	st.saveErr = ""
+}
+
+// nsUse is the namespaces the points' node ids and method ids name: the
+// indexes above 0 of ns=<index> ids and the URIs of nsu= ids.
+func (c *Client) nsUse() (used map[uint16]bool, uris map[string]bool) {
+	used, uris = map[uint16]bool{}, map[string]bool{}
 	note := func(s string) {
 		if idx, _, ok := nsIndex(s); ok && idx > 0 {
 			used[idx] = true
@@ -248,21 +302,65 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 			note(p.Method.Method)
 		}
 	}
-	if len(used) == 0 && len(uris) == 0 {
-		return nil
+	return used, uris
+}
+
+// namesNamespace reports whether node id s names a namespace other than 0
+// (by URI or by an index above 0): what it means depends on the server's
+// NamespaceArray.
+func namesNamespace(s string) bool {
+	if idx, _, ok := nsIndex(s); ok {
+		return idx > 0
 	}
+	return strings.HasPrefix(s, "nsu=")
+}
+
+// nsArrayID is Server_NamespaceArray (i=2255).
+var nsArrayID = ua.NewNumericNodeID(0, id.Server_NamespaceArray)
+
+// readNamespaceArray reads the server's NamespaceArray (one Read of
+// i=2255).
+func (c *Client) readNamespaceArray(ctx context.Context, cl *opcua.Client) ([]string, error) {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
 	arr, err := cl.NamespaceArray(rctx)
-	cancel()
 	if err != nil {
-		return fmt.Errorf("opcua: read namespace array: %w", err)
+		return nil, fmt.Errorf("opcua: read namespace array: %w", err)
 	}
+	return arr, nil
+}
+
+// namespaceArray is a Read result of i=2255 as a NamespaceArray (ok false
+// for anything else: a Bad status, another type).
+func namespaceArray(dv *ua.DataValue) ([]string, bool) {
+	if dv == nil || uint32(dv.Status)>>30 != 0 || dv.Value == nil {
+		return nil, false
+	}
+	arr, ok := dv.Value.Value().([]string)
+	return arr, ok
+}
+
+// namespaces fills t's namespace mapping from arr, the server's
+// NamespaceArray (read at the session's start or by a namespace check):
+// it pins the indexes not pinned yet, maps each pinned index to where its
+// URI is now (t.moved) or marks it gone (t.gone), records in t.reading
+// which URI each index read must name, and writes the pins when the file
+// differs from them. Logs say what changed since the last call (a move, a
+// namespace gone or back), once.
+func (c *Client) namespaces(arr []string, used map[uint16]bool, uris map[string]bool, t *nodeTable) {
 	t.ns = arr
 	c.nsMu.Lock()
 	defer c.nsMu.Unlock()
 	st := &c.ns
-	for uri := range uris {
-		on := slices.Contains(arr, uri)
+	var missing []string
+	for _, uri := range slices.Sorted(maps.Keys(uris)) {
+		at := slices.Index(arr, uri)
+		on := at >= 0
+		if on {
+			t.reading[uint16(at)] = uri
+		} else {
+			missing = append(missing, uri)
+		}
 		if was, seen := st.uriOn[uri]; (!seen && !on) || (seen && was != on) {
 			if on {
 				c.log.Info("opc ua namespace is on the server again", "uri", uri)
@@ -276,31 +374,37 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 		}
 		st.uriOn[uri] = on
 	}
+	defer func() { t.sig = fmt.Sprint(t.reading, t.gone, missing) }()
 	if len(used) == 0 {
-		return nil
+		return
 	}
 	if st.pins == nil {
-		// read at the first session, and at every session start while the
-		// file is unreadable (fixed or deleted meanwhile)
-		var ok bool
-		if st.pins, ok = c.loadPins(); !ok {
+		// read at the first session, and at every session start and
+		// namespace check while the file is unreadable (fixed or deleted
+		// meanwhile)
+		p, err := c.loadPins()
+		if err != nil {
+			if st.loadErr != err.Error() {
+				st.loadErr = err.Error()
+				c.log.Error("opc ua namespace pins unreadable: points with ns=<index> node ids are bad until the file is fixed or deleted (deleting it pins the indexes again to the server's order)",
+					"file", c.pinFile(), "err", err, "status", statusHex(StatusNodeIDUnknown))
+			}
 			for idx := range used {
 				t.gone[idx] = ""
 			}
-			return nil
+			return
 		}
+		if st.loadErr != "" {
+			c.log.Info("opc ua namespace pins readable again", "file", c.pinFile())
+		}
+		st.pins, st.loadErr = p, ""
 		st.lastAt = map[uint16]int{}
 	}
-	idxs := make([]int, 0, len(used))
-	for idx := range used {
-		idxs = append(idxs, int(idx))
-	}
-	slices.Sort(idxs)
-	for _, i := range idxs {
-		idx := uint16(i)
+	for _, i := range slices.Sorted(maps.Keys(used)) {
+		idx := i
 		uri, pinned := st.pins.URIs[idx]
 		if !pinned {
-			if i >= len(arr) || arr[i] == "" {
+			if int(i) >= len(arr) || arr[i] == "" {
 				// nothing to pin: the server has no namespace there; its
 				// nodes are unknown (and pinned when it has one)
 				t.gone[idx] = ""
@@ -313,15 +417,15 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 			}
 			uri = arr[i]
 			st.pins.URIs[idx] = uri
-			st.dirty = true
-			st.lastAt[idx] = i
+			st.lastAt[idx] = int(i)
+			t.reading[idx] = uri
 			c.log.Info("opc ua namespace index pinned to its URI", "ns", i, "uri", uri)
 			continue
 		}
 		now := slices.Index(arr, uri)
 		was, seen := st.lastAt[idx]
 		if !seen {
-			was = i // as pinned
+			was = int(i) // as pinned
 		}
 		st.lastAt[idx] = now
 		switch {
@@ -331,46 +435,150 @@ func (c *Client) namespaces(ctx context.Context, cl *opcua.Client, t *nodeTable)
 				c.log.Warn("opc ua namespace of ns=<index> node ids is gone from the server; their points are bad, no node is read under the stale index",
 					"ns", i, "uri", uri, "namespace_array", nsText(arr), "status", statusHex(StatusNodeIDUnknown))
 			}
-		case now != i:
+			continue
+		case now != int(i):
 			t.moved[idx] = uint16(now)
 			if was != now {
 				c.m.m.namespaceRemaps.WithLabelValues(c.id).Inc()
 				c.log.Warn("opc ua server moved a namespace to another index; ns=<index> node ids are read at the new index (write nsu=<uri>; ids to avoid this)",
 					"ns", i, "uri", uri, "now_ns", now)
 			}
-		case was != i:
+		case was != int(i):
 			c.log.Info("opc ua namespace is back at its pinned index", "ns", i, "uri", uri)
 		}
+		t.reading[uint16(now)] = uri
 	}
-	if st.dirty || st.pins.Endpoint != c.cfg.Endpoint {
-		st.pins.Endpoint = c.cfg.Endpoint
-		if err := c.savePins(st.pins); err != nil {
-			// the pins hold for this process; a restarted gateway pins
-			// again at its first session. Retried at every session start.
-			if st.saveErr != err.Error() {
-				st.saveErr = err.Error()
-				c.log.Error("opc ua namespace pins not saved; retried at the next session", "file", c.pinFile(), "err", err)
-			}
-		} else {
-			st.dirty, st.saveErr = false, ""
-		}
-	}
-	return nil
+	c.syncPins(st)
 }
 
-// emitAbsent publishes the points whose namespace is not on the server
-// this session bad StatusNodeIDUnknown, once at the session's start: the
-// server answered (its NamespaceArray), the node is unknown to it. emit is
-// the subscription's when the session has one (held while on probation,
-// as its refused items are).
-func (c *Client) emitAbsent(emit func(*sample.Cycle), t *nodeTable) {
-	if len(t.absent) == 0 {
-		return
+// absentLoop publishes points idx, whose namespace is not on the server
+// (t.absent), bad StatusNodeIDUnknown every interval iv (a poll group's
+// interval, publish_interval for subscribed points) for as long as the
+// acquisition runs: the server answered (its NamespaceArray), the node is
+// unknown to it, and every cycle says so (review attack F3/F4: published
+// once per session, such points went silent, stale judgement took them for
+// "no data", and a device of such points only was restarted as a stalled
+// driver every 80 s). emit is the subscription's when the session has one
+// (held while on probation, as its refused items are).
+func (c *Client) absentLoop(ctx context.Context, emit func(*sample.Cycle), idx []int, iv time.Duration) error {
+	ss := make([]sample.Sample, len(idx))
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		for j, i := range idx {
+			ss[j] = sample.Sample{Index: i, Quality: telemetry.QualityBad, Status: StatusNodeIDUnknown}
+			c.m.bad(StatusNodeIDUnknown)
+		}
+		emit(&sample.Cycle{Samples: ss, Start: time.Now(), Interval: iv, Replied: true, Err: firstBad(ss)})
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
 	}
-	ss := make([]sample.Sample, len(t.absent))
-	for j, i := range t.absent {
-		ss[j] = sample.Sample{Index: i, Quality: telemetry.QualityBad, Status: StatusNodeIDUnknown}
-		c.m.bad(StatusNodeIDUnknown)
+}
+
+// absentGroups is t's absent points by the interval they are published
+// at: a polled point's poll interval, publish_interval for a subscribed one.
+func (c *Client) absentGroups(t *nodeTable) map[time.Duration][]int {
+	groups := map[time.Duration][]int{}
+	for _, i := range t.absent {
+		iv := c.cfg.PublishInterval
+		if c.points[i].Mode == ModePoll {
+			iv = c.points[i].PollInterval
+		}
+		groups[iv] = append(groups[iv], i)
 	}
-	emit(&sample.Cycle{Samples: ss, Start: time.Now(), Interval: c.cfg.PublishInterval, Replied: true, Err: firstBad(ss)})
+	return groups
+}
+
+// errNamespacesChanged is wrapped by an acquisition's end when a namespace
+// check found that the server's NamespaceArray now resolves a point's node
+// id differently (nsChanged).
+var errNamespacesChanged = errors.New("opcua: namespace array changed during the session")
+
+// nsChanged ends an acquisition whose node table no longer holds: the
+// session goes on with the new table (its acquisition rebuilt).
+type nsChanged struct {
+	nodes   *nodeTable
+	methods []*methodIDs
+	by      string // what saw it: check, read, refused (the metric's label)
+}
+
+func (e *nsChanged) Error() string { return errNamespacesChanged.Error() + " (seen by " + e.by + ")" }
+func (e *nsChanged) Unwrap() error { return errNamespacesChanged }
+
+// nsKicks asks the namespace watch for a check before its period: now
+// (a poll read found the NamespaceArray changed; at most one a second) or
+// soon (a node the server does not know: BadNodeIdUnknown, at most once
+// per kickGap).
+type nsKicks struct {
+	now, soon chan string
+}
+
+func newNSKicks() *nsKicks { return &nsKicks{now: make(chan string, 1), soon: make(chan string, 1)} }
+
+func kick(ch chan string, by string) {
+	select {
+	case ch <- by:
+	default:
+	}
+}
+
+// kickGap is the least time between namespace checks asked for by a
+// BadNodeIdUnknown answer (a node id that is simply wrong would otherwise
+// cost a check at every poll).
+const kickGap = 5 * time.Second
+
+// watchNamespaces reads the server's NamespaceArray every namespace_check
+// (and when kicked) for as long as the acquisition of table t runs, maps it
+// as a session start does (namespaces: pins for new indexes, moves, gone or
+// returned namespaces, the pin file written when it differs), and ends the
+// acquisition with an *nsChanged when a point's node id resolves
+// differently now (a namespace added back, a URI moved): the session
+// rebuilds its acquisition on the new table without reconnecting.
+func (c *Client) watchNamespaces(ctx context.Context, cl *opcua.Client, t *nodeTable, k *nsKicks) error {
+	if t.ns == nil {
+		return nil // no node id names a namespace
+	}
+	tick := time.NewTicker(c.cfg.NamespaceCheck)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		by := "check"
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case by = <-k.now:
+			// a server whose NamespaceArray never reads back in a poll
+			// request as it does alone keeps asking: one check a second
+			if !backoff.Sleep(ctx, time.Until(last.Add(time.Second))) {
+				return nil
+			}
+		case by = <-k.soon:
+			if !backoff.Sleep(ctx, time.Until(last.Add(kickGap))) {
+				return nil
+			}
+		}
+		last = time.Now()
+		arr, err := c.readNamespaceArray(ctx, cl)
+		if err != nil {
+			if stopped(ctx) {
+				return nil
+			}
+			return err
+		}
+		c.m.m.namespaceChecks.WithLabelValues(c.id).Inc()
+		nt, methods, err := c.resolveWith(arr)
+		if err != nil {
+			return err
+		}
+		if nt.sig != t.sig {
+			c.m.m.namespaceChanges.WithLabelValues(c.id, by).Inc()
+			c.log.Warn("opc ua server's namespaces changed during the session; its acquisition is rebuilt on the new namespace array (no reconnect)",
+				"seen_by", by, "namespace_array", nsText(arr), "was", nsText(t.ns), "absent", len(nt.absent))
+			return &nsChanged{nodes: nt, methods: methods, by: by}
+		}
+	}
 }

@@ -170,6 +170,10 @@ type subSession struct {
 	nodes *nodeTable
 	lim   Limits
 
+	// kicks asks the namespace watch for a check (a BadNodeIdUnknown
+	// refusal may be a namespace that moved or came)
+	kicks *nsKicks
+
 	// refused holds the items the server refused, by point index; only the
 	// monitor pass and retryRefused touch it, never concurrently.
 	refused map[int]ua.StatusCode
@@ -285,6 +289,9 @@ func (s *subSession) monitor(ctx context.Context, idx []int, filters bool) error
 			}
 			s.refused[i] = st
 			c.m.bad(uint32(st))
+			if st == ua.StatusBadNodeIDUnknown && s.kicks != nil && namesNamespace(c.points[i].NodeID) {
+				kick(s.kicks.soon, "refused")
+			}
 			bad = append(bad, sample.Sample{Index: i, Quality: telemetry.QualityBad, Status: uint32(st)})
 		}
 	}

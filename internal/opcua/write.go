@@ -84,13 +84,27 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	if err != nil {
 		return bad, err
 	}
-	res, err := s.cl.Read(ctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth,
-		NodesToRead: []*ua.ReadValueID{{NodeID: n, AttributeID: ua.AttributeIDValue}}})
+	// a node id that names a namespace is read with the NamespaceArray
+	// after it: the value counts only if its index still names the URI
+	// it was resolved to (as a poll read, poller.vetNamespaces)
+	reqs := []*ua.ReadValueID{{NodeID: n, AttributeID: ua.AttributeIDValue}}
+	guard := s.nodes.ns != nil && namesNamespace(c.points[idx].NodeID)
+	if guard {
+		reqs = append(reqs, &ua.ReadValueID{NodeID: nsArrayID, AttributeID: ua.AttributeIDValue})
+	}
+	res, err := s.cl.Read(ctx, &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth, NodesToRead: reqs})
 	if err != nil {
 		return bad, fmt.Errorf("opcua: read %s: %w", n, err)
 	}
-	if len(res.Results) != 1 {
+	if len(res.Results) != len(reqs) {
 		return bad, fmt.Errorf("opcua: read %s: %d results", n, len(res.Results))
+	}
+	if guard {
+		if arr, ok := namespaceArray(res.Results[1]); !ok || !s.nodes.holds(arr) {
+			bad.Status = StatusNodeIDUnknown
+			return bad, fmt.Errorf("opcua: read %s: %w: the server's namespace array changed during the session (%s); not read under a stale index",
+				n, errNamespaceGone, nsText(arr))
+		}
 	}
 	smp := c.sampleAt(idx, res.Results[0], c.received())
 	if smp.Quality == telemetry.QualityBad {
@@ -133,6 +147,9 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 	if err != nil {
 		return 0, err
 	}
+	if err := c.vetWriteNamespaces(ctx, s, idx); err != nil {
+		return 0, err
+	}
 	if c.points[idx].Method != nil {
 		return c.callMethod(ctx, s, idx, v)
 	}
@@ -166,6 +183,29 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 		return 0, fmt.Errorf("opcua: write %s: %w", n, &StatusError{Index: idx, Status: st})
 	}
 	return held, nil
+}
+
+// vetWriteNamespaces reads the server's NamespaceArray right before a
+// write or method call of point idx whose ids name a namespace, and
+// refuses it (nothing written) when an index the session reads no longer
+// names the URI it was resolved to: a server that changed its namespace
+// table during the session (against OPC 10000-5, 6.3.1) would take the
+// write for another namespace's node. The namespace watch rebuilds the
+// session's mapping within namespace_check; the command may be sent again.
+func (c *Client) vetWriteNamespaces(ctx context.Context, s *live, idx int) error {
+	p := &c.points[idx]
+	if s.nodes.ns == nil || !namesNamespace(p.NodeID) && (p.Method == nil || !namesNamespace(p.Method.Object) && !namesNamespace(p.Method.Method)) {
+		return nil
+	}
+	arr, err := c.readNamespaceArray(ctx, s.cl)
+	if err != nil {
+		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w", c.id, idx, err)
+	}
+	if !s.nodes.holds(arr) {
+		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w: the server's namespace array changed during the session (%s)",
+			c.id, idx, errNamespaceGone, nsText(arr))
+	}
+	return nil
 }
 
 // dataType reads node n's DataType attribute.
