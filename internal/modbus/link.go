@@ -915,11 +915,32 @@ func (l *link) settle(err error) {
 	l.lastRx = time.Now()
 	l.doubt = l.cur
 	l.afterTO = s == StatusTimeout
-	if s == StatusTimeout && l.cur != nil {
-		// its reply may still come, to be taken for another's or for its next
+	if l.cur != nil && (s == StatusTimeout || unanswered(s)) {
+		// its reply may still come, to be taken for another's or for its
+		// next. So also after a reply that was no answer to the request (a
+		// frame cut short, a bad CRC or LRC, another function or byte
+		// count): a converter relays a cut frame at its own timeout and
+		// the rest, or the real answer, later, and a unit so put one
+		// behind answered every later read with the one before
+		// (attack-mb2 HIGH-1: 99 % of its good readings wrong)
 		l.cur.timedOut(l.sentAt)
 		l.pending = l.cur
+		if s != StatusTimeout {
+			l.cur.outOfTurn = time.Now()
+		}
 	}
+}
+
+// unanswered reports whether a framed line's reply error s leaves the
+// request without its answer: the frame was not the answer (malformed or
+// cut short, checksum wrong, another function or byte count), so the
+// answer may still come, late, to a later request.
+func unanswered(s Status) bool {
+	switch s {
+	case StatusFraming, StatusChecksum, StatusBadLength, StatusWrongFunction:
+		return true
+	}
+	return false
 }
 
 // isRead reports whether pdu reads (functions 1-4): a read is sent again
@@ -982,6 +1003,12 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 	// pdu's shape that it answered with an exception (owedBy; review
 	// attack-mb L1): that answer may be this one, and no silence tells
 	owed := l.framed() && l.owedBy(unit, pdu)
+	// and a unit that lately answered a request with a frame that was not
+	// its answer (settle, unanswered; a read of another length answered
+	// with another's, below) answers, perhaps one request behind for
+	// good (attack-mb2 HIGH-1/2): proven as an owed answer, not by the
+	// silent window, which such a unit passes
+	owed = owed || l.framed() && !s.outOfTurn.IsZero() && time.Since(s.outOfTurn) < l.owedFor()
 	if l.framed() && len(s.unanswered) == 0 && !owed {
 		// every unanswered request's late reply has been seen and
 		// discarded: nothing of s's is left on its way (a unit that is
@@ -1018,6 +1045,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		case st == StatusBadLength || st == StatusWrongFunction:
 			// the answers of pdu and of this read may still come (a
 			// gateway relaying each to the next request)
+			s.outOfTurn = time.Now()
 			l.owe(unit, pdu)
 			if l.framed() {
 				l.owe(unit, l.probe)

@@ -137,17 +137,7 @@ func TestRTUExceptionThenLateAnswer(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
-			cfg := testConfig(cs.tr, dev.Addr, 1)
-			cfg.Timeout = 100 * time.Millisecond
-			cfg.Silence = 30 * time.Millisecond
-			cfg.MaxGap = cs.maxGap
-			grp, want := unitGroup(1, 20*time.Millisecond, cs.addrs...)
-			src, err := pool.Source("unit-1", cfg, []Group{grp})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec := &recorder{t: t, want: want}
-			stop := rec.run(src)
+			rec, stop := recordHostileUnit(t, pool, cs.tr, dev.Addr, cs.maxGap, cs.addrs...)
 			wait.For(t, 60*time.Second, "20 late answers sent to another read", func() bool {
 				return dev.relayed.Load() >= 20
 			})

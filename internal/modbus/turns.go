@@ -65,6 +65,11 @@ type share struct {
 	unit     byte
 	dev      *devMetrics
 	lateSent time.Time // framed lines: when its last unanswered (timed-out) request was sent; zero when its replies are trusted
+	// outOfTurn: framed lines, when the unit last answered with a frame
+	// that was no answer to the request (cut short, checksum, another
+	// function or byte count): a unit that answers, perhaps one behind;
+	// its doubt is proven as an owed answer's (prove)
+	outOfTurn time.Time
 	// the send times of its unanswered requests whose late replies have
 	// not been seen yet, oldest first (the last few): a late reply found
 	// answers the oldest
