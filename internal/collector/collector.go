@@ -229,8 +229,11 @@ type metrics struct {
 	foreign prometheus.Counter
 	// workerStops: partition workers ended by an error (restarted after 1 s)
 	workerStops prometheus.Counter
-	badState    *prometheus.CounterVec
-	partsDrop   *prometheus.CounterVec
+	// restored: alert events of a replay not published again, found on the
+	// stream by the restore's read-back (reconcile)
+	restored  prometheus.Counter
+	badState  *prometheus.CounterVec
+	partsDrop *prometheus.CounterVec
 	// rateLimited: HTTP API requests refused by http.rate_limit (httplimit.go)
 	rateLimited *prometheus.CounterVec
 	// rewatches: watches of the KV buckets set up again after theirs
@@ -292,6 +295,8 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Messages of another partition delivered to a partition's consumer (its filter not the partition's: created while the server's version was unknown, or edited by hand): not evaluated; the worker restarts and sets the filter again."}),
 		workerStops: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_worker_stops_total",
 			Help: "Partition workers ended by an error (each logged, \"partition worker stopped\", with its cause) and started again after 1 s; ownership handed over or lost is counted too. A rate that does not fall back to 0 is a worker in a restart loop."}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_events_already_stored_total",
+			Help: "Alert events evaluated again after a restart or takeover (messages redelivered) that the restore found on the stream already (read back, same Nats-Msg-Id): not published again, so no subscriber sees them twice, also past the stream's duplicate window."}),
 		rateLimited: newRateLimitedMetric(),
 		rewatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_rewatches_total",
 			Help: "Watches of the collector's KV buckets that ended while it ran and were set up again, by watch: members (the group's members bucket; watched again with backoff, the bucket created again when a restarted server lost it) or state (a partition's state records while its worker loaded them; the worker starts again). Each is one episode: a broker restart, a lost stream leader, a cut connection."},
@@ -322,7 +327,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.badState, c.m.partsDrop,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
 		c.m.rateLimited, c.m.rewatches,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),

@@ -32,7 +32,7 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 	if c.published != nil {
 		events = slices.Clone(cy.alerts)
 	}
-	if err := c.publish(ctx, io, cy); err != nil {
+	if err := c.publish(ctx, io, sh, cy); err != nil {
 		return err
 	}
 	if c.published != nil {
@@ -42,8 +42,14 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 }
 
 // publish sends the cycle's alert and KPI messages (step 1 of commit) and
-// waits for their PubAcks; cy.outs is emptied.
-func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
+// waits for their PubAcks; cy.outs is emptied. An alert event the restore
+// of sh found on the stream already (its Nats-Msg-Id read back: the
+// evaluation of a redelivered message gave it again) is not sent again:
+// the stream's duplicate window (2 min) would drop it only within 2 min of
+// the first, and core NATS and MQTT subscribers would see it twice
+// (attack-col2 F1, F4).
+func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+	c.dropStored(sh, cy)
 	if len(cy.outs) > 0 {
 		// a replica that lost its partition (or cannot tell) must not
 		// publish what it evaluated on a state that may be stale
@@ -81,6 +87,26 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, cy *cycle) error {
 	cy.outs = cy.outs[:0]
 	c.shown(cy)
 	return nil
+}
+
+// dropStored removes from cy.outs the events sh's restore read back
+// (shard.stored), counted.
+func (c *Collector) dropStored(sh *shard, cy *cycle) {
+	if sh == nil || len(cy.outs) == 0 {
+		return
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if len(sh.stored) == 0 {
+		return
+	}
+	cy.outs = slices.DeleteFunc(cy.outs, func(o output) bool {
+		_, ok := sh.stored[o.msgID]
+		if ok {
+			c.m.restored.Inc()
+		}
+		return ok
+	})
 }
 
 // checkpoint writes the record of every asset changed since the last

@@ -89,6 +89,7 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		return 0, fmt.Errorf("collector: reading the partition's alert events back: %w", err)
 	}
 	last := map[string]adoption{} // by key
+	stored := map[string]struct{}{}
 	var order []string
 	read := 0
 	// the events stored when the consumer was made (NumPending), fetched
@@ -110,8 +111,14 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 				pending = 0
 			}
 			var a alert.Alert
-			if json.Unmarshal(m.Data(), &a) != nil || a.Group != c.cfg.Group || a.Kind == "kpi" || a.Key == "" {
-				continue // another group's, a KPI alert (its latch follows its messages, replayed), or unreadable
+			if json.Unmarshal(m.Data(), &a) != nil || a.Group != c.cfg.Group {
+				continue // another group's, or unreadable
+			}
+			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+				stored[id] = struct{}{}
+			}
+			if a.Kind == "kpi" || a.Key == "" {
+				continue // a KPI alert: its latch follows its messages, replayed
 			}
 			if _, ok := last[a.Key]; !ok {
 				order = append(order, a.Key)
@@ -128,6 +135,7 @@ func (c *Collector) reconcile(ctx context.Context, io *natsIO, sh *shard, newest
 		pending -= min(pending, uint64(n))
 	}
 	sh.mu.Lock()
+	sh.stored = stored
 	sh.adopt = sh.adopt[:0]
 	for _, key := range order {
 		if ad := last[key]; differs(sh, ad.a) {

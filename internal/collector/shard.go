@@ -54,7 +54,11 @@ type shard struct {
 	// tells the hot path whether there are any
 	adopt    []adoption
 	adopting atomic.Bool
-	results  []kpi.Result
+	// stored: the Nats-Msg-Id of every alert event of the group read back
+	// at the restore (reconcile): a redelivered message evaluated again
+	// gives the same event, which is not published again (publish)
+	stored  map[string]struct{}
+	results []kpi.Result
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState

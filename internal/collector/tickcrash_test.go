@@ -1,15 +1,18 @@
 package collector
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -170,5 +173,104 @@ func TestReadBackStartsAfterAckFloor(t *testing.T) {
 	r.c.reconcileStart(t.Context(), io, 0, time.Time{}, &cc)
 	if cc.DeliverPolicy != jetstream.DeliverByStartTimePolicy || time.Since(*cc.OptStartTime) < reconcileNoRecord-time.Minute {
 		t.Fatalf("no consumer: %+v", cc)
+	}
+}
+
+// attack-col2 F1, F4: a threshold raise published, the collector killed
+// (-9) before its checkpoint, and restarted after the stream's duplicate
+// window: the redelivered batches give the same raise again (same
+// Nats-Msg-Id), which the stream stored a second time and every core NATS
+// subscriber received twice. Now the restore reads it back and the replay
+// does not publish it again: one raise on the stream and on the wire.
+func TestRaiseKilledBeforeCheckpointNotSentAgain(t *testing.T) {
+	ns, cfg := embeddedConfig(t)
+	cfg.Cluster.AckWait = Duration(2 * time.Second)
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	log := &alertLog{}
+	log.subscribe(t, nc)
+	const hot = "site1.ac-1.discharge_temp_high.discharge_temp"
+	var hit atomic.Bool
+	r := startWith(t, cfg, func(c *Collector) {
+		c.published = func(_ int, events []alert.Alert) {
+			for _, a := range events {
+				if a.Key == hot && a.State == alert.Raised && hit.CompareAndSwap(false, true) {
+					c.js.Load().nc.Close() // kill -9: the checkpoint after it never reaches the server
+				}
+			}
+		}
+	})
+	// the stream forgets message ids after 1 s, as if the restart came
+	// more than 2 min later
+	s, err := js.Stream(t.Context(), cfg.NATS.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	sc.Duplicates = time.Second
+	if _, err := js.UpdateStream(t.Context(), sc); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UnixMilli() - 600_000
+	for i := 1; i < 40; i++ {
+		ts := t0 + int64(i)*1000
+		b := &telemetry.Batch{Gateway: "gw-1", Seq: uint64(i), TSGW: ts, Asset: telemetry.Asset{ID: "ac-1", Class: "air_compressor", Path: []string{"acme", "site1", "_", "_", "_"}},
+			Readings: []telemetry.Reading{{Signal: "discharge_temp", Value: 115, Unit: "Cel", TS: ts}, {Signal: "load_state", Value: 2, TS: ts}}}
+		if _, err := js.Publish(t.Context(), subj, b.AppendJSON(nil), jetstream.WithMsgID("gw-1-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, 20*time.Second, "the raise published and the collector killed", hit.Load)
+	r.stop()
+	// past the duplicate window: a message id published again is stored
+	wait.For(t, 20*time.Second, "the stream's duplicate window passed", func() bool {
+		ack, err := js.Publish(t.Context(), "smelter.v1.site1.air_compressor.probe.status", []byte("{}"), jetstream.WithMsgID("window-probe"))
+		return err == nil && !ack.Duplicate && ack.Sequence > 0 && func() bool {
+			ack2, err := js.Publish(t.Context(), "smelter.v1.site1.air_compressor.probe.status", []byte("{}"), jetstream.WithMsgID("window-probe-"+strconv.FormatUint(ack.Sequence, 10)))
+			return err == nil && !ack2.Duplicate
+		}()
+	})
+	raises := func() int {
+		n := 0
+		for _, a := range log.byKey(hot) {
+			if a.State == alert.Raised {
+				n++
+			}
+		}
+		return n
+	}
+	wait.For(t, 10*time.Second, "the raise seen once before the restart", func() bool { return raises() == 1 })
+	r2 := startCfg(t, cfg)
+	wait.For(t, 20*time.Second, "restarted collector evaluated every batch", func() bool {
+		av, ok := r2.c.Asset("site1", "ac-1")
+		return ok && av.LastTS >= t0+39*1000
+	})
+	if n := raises(); n != 1 {
+		t.Fatalf("the raise received %d times by a subscriber across the kill, want 1", n)
+	}
+	if n := counter(r2.c.m.restored); n < 1 {
+		t.Fatalf("no event counted as already stored (%v)", n)
+	}
+	sub, err := js.OrderedConsumer(t.Context(), cfg.NATS.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"smelter.v1.*.*.*.alert"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	batch, err := sub.FetchNoWait(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		var a alert.Alert
+		if json.Unmarshal(m.Data(), &a) == nil && a.Key == hot && a.State == alert.Raised {
+			stored++
+		}
+	}
+	if stored != 1 {
+		t.Fatalf("the raise stored %d times on the stream, want 1", stored)
 	}
 }
