@@ -111,10 +111,13 @@ type Collector struct {
 	// happens when the pull's timer fires first after a pause (they are
 	// lost), or send another pull.
 	inFetch func(p int, pl *puller)
-	// published, when set (tests), is called by commit (Tick, Handle) once
-	// a cycle's alert events are published, before their assets are
+	// published, when set (tests), is called by commit (Tick, Handle) and
+	// a partition's cycle once its alert events are published, before their assets are
 	// checkpointed: a test kills the collector there.
 	published func(p int, events []alert.Alert)
+	// memberChecked, when set (tests), runs between a single replica's
+	// check for another live member and its first heartbeat (members.checked)
+	memberChecked func()
 	// onJudge, when set (tests), is called when a partition's worker judges
 	// its assets' silence as of at, counted from no earlier than from (Unix
 	// ms; see disruptions).

@@ -46,6 +46,15 @@ func startCfg(t *testing.T, cfg Config) *running {
 // before it runs (test hooks).
 func startWith(t *testing.T, cfg Config, setup func(*Collector)) *running {
 	t.Helper()
+	r := startWithNoWait(t, cfg, setup)
+	wait.For(t, 10*time.Second, "collector ready", r.c.Ready)
+	return r
+}
+
+// startWithNoWait is startWith without waiting for the collector to be
+// ready: r.done gives Run's error.
+func startWithNoWait(t *testing.T, cfg Config, setup func(*Collector)) *running {
+	t.Helper()
 	c := newCollector(t, cfg)
 	if setup != nil {
 		setup(c)
@@ -53,7 +62,6 @@ func startWith(t *testing.T, cfg Config, setup func(*Collector)) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- c.Run(ctx) }()
-	wait.For(t, 10*time.Second, "collector ready", c.Ready)
 	t.Cleanup(r.stop)
 	return r
 }

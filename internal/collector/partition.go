@@ -61,6 +61,10 @@ type members struct {
 	// rewatches counts watches of the bucket set up again after theirs
 	// ended (smelter_collector_rewatches_total{watch="members"}); nil: none
 	rewatches prometheus.Counter
+	// checked: tests, run between a single replica's check for another
+	// live member and its first heartbeat (a collector of the same group
+	// starting at that moment)
+	checked func()
 
 	mu     sync.Mutex
 	seen   map[string]time.Time
@@ -113,30 +117,55 @@ type memberRecord struct {
 // the group exists (joining a group is explicit: cluster.partitions on
 // every replica), so a second collector with copied defaults never splits
 // the first one's stream.
+//
+// Two collectors of a group starting at once both found no other and
+// both ran, splitting the stream (attack-col2 F2: 6 of 24 starts within
+// ~20 ms). So a single replica looks again after its first heartbeat:
+// another live member then means another collector started meanwhile, and
+// this one deletes its record and refuses. Of two starting at once, the
+// one that heartbeats last sees the other; both may (each sees the
+// other's heartbeat): then both refuse, never both run.
 func (m *members) join(ctx context.Context, single bool) error {
 	m.seen, m.known = map[string]time.Time{}, make(chan struct{})
-	if single {
-		keys, err := m.kv.ListKeys(ctx)
-		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
-			return fmt.Errorf("collector: members: %w", err)
+	if !single {
+		return m.beat(ctx)
+	}
+	if err := m.refuseLive(ctx); err != nil {
+		return err
+	}
+	if m.checked != nil {
+		m.checked()
+	}
+	if err := m.beat(ctx); err != nil {
+		return err
+	}
+	if err := m.refuseLive(ctx); err != nil {
+		_ = m.kv.Delete(context.WithoutCancel(ctx), m.self)
+		return err
+	}
+	return nil
+}
+
+// refuseLive returns the refusal of a single replica when another member
+// of the group is live (its record younger than member_timeout).
+func (m *members) refuseLive(ctx context.Context) error {
+	keys, err := m.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("collector: members: %w", err)
+	}
+	for k := range keys.Keys() {
+		if k == m.self {
+			continue
 		}
-		if err == nil {
-			for k := range keys.Keys() {
-				if k == m.self {
-					continue
-				}
-				e, err := m.kv.Get(ctx, k)
-				if err != nil {
-					continue
-				}
-				if time.Since(e.Created()) < m.timeout {
-					return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
-						"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
-				}
-			}
+		if e, err := m.kv.Get(ctx, k); err == nil && time.Since(e.Created()) < m.timeout {
+			return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
+				"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
 		}
 	}
-	return m.beat(ctx)
+	return nil
 }
 
 func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket(), "_members") }

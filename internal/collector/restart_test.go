@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,4 +222,44 @@ func TestSecondCollectorNeedsItsOwnGroup(t *testing.T) {
 		_, kerr := js.KeyValue(ctx, "quickstart_state")
 		return err == nil && kerr == nil && r.c.Ready()
 	})
+}
+
+// attack-col2 F2: two collectors of one group starting at once both found
+// no other live member and both ran, splitting the stream. Here the
+// second starts and is running between the first one's check and its
+// first heartbeat: the first looks again after its heartbeat, finds it,
+// deletes its record and refuses; the second runs alone.
+func TestSimultaneousStartOneCollectorRuns(t *testing.T) {
+	ns, cfg := embeddedConfig(t)
+	cfgB := cfg
+	cfgB.DataDir = t.TempDir() // another replica id
+	var other *running
+	first := startWithNoWait(t, cfg, func(c *Collector) {
+		c.memberChecked = func() { other = startCfg(t, cfgB) }
+	})
+	select {
+	case err := <-first.done:
+		if err == nil || !strings.Contains(err.Error(), `group "smelter-collector" already has a live collector`) {
+			t.Fatalf("the first collector, started at once with another: %v", err)
+		}
+		first.cancel = nil
+	case <-time.After(30 * time.Second):
+		t.Fatal("both collectors of one group run")
+	}
+	if !other.c.Ready() {
+		t.Fatal("the other collector is not running")
+	}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(t.Context(), "smelter-collector_members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(t.Context(), first.c.replicaID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the refused collector's member record: %v, want deleted", err)
+	}
 }

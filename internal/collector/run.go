@@ -128,7 +128,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall,
+	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall, checked: c.memberChecked,
 		open: func(ctx context.Context) error {
 			_, err := c.bucket(ctx, js, mcfg)
 			return err
