@@ -2,6 +2,7 @@ package opcua
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -240,22 +241,28 @@ func TestNamespaceReorderedLivePollGuard(t *testing.T) {
 }
 
 // TestNamespacePinsWrittenWhenDirFixed (attack F5): the pin file cannot be
-// written (its temporary file's path is a directory: what an unwritable
-// directory does to a root process too); once that is fixed the pins
-// are written at the next namespace check, on the same session, and the
-// failure was reported once, not at every check. Before, the write was
-// retried only at the next session start.
+// written (an unwritable directory); once that is fixed the pins are
+// written at the next namespace check, on the same session, the failure
+// was reported once, not at every check, and the recovery is logged once
+// at INFO, in process and from a session worker (attack-ua2 F6). Before,
+// the write was retried only at the next session start.
 func TestNamespacePinsWrittenWhenDirFixed(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) { testNamespacePinsWrittenWhenDirFixed(t, iso) })
+	}
+}
+
+func testNamespacePinsWrittenWhenDirFixed(t *testing.T, iso string) {
 	srv := startNSServer(t, "urn:test:a")
 	cfg := nsTestConfig(t, srv)
+	cfg.Isolation = iso
 	cfg.NamespaceCheck = 100 * time.Millisecond
-	path := filepath.Join(cfg.DataDir, "namespaces", "dev-1.json")
-	blocker := path + ".tmp"
-	if err := os.MkdirAll(blocker, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	path := pinPath(cfg.DataDir, "dev-1")
+	unblock := blockPins(t, cfg.DataDir, "dev-1")
 	m := NewMetrics(nil)
-	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}}, testLog(t), m)
+	var logs lockedBuffer
+	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}},
+		slog.New(slog.NewTextHandler(&logs, nil)), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,13 +274,13 @@ func TestNamespacePinsWrittenWhenDirFixed(t *testing.T) {
 	if got := testutil.ToFloat64(m.pinWriteErrors.WithLabelValues("dev-1")); got != 1 {
 		t.Fatalf("pin write errors = %v, want 1 (once per failure, not per check)", got)
 	}
-	if err := os.Remove(blocker); err != nil {
-		t.Fatal(err)
-	}
+	unblock()
 	wait.For(t, 20*time.Second, "the pin file written", func() bool {
 		p, err := c.readPins()
 		return err == nil && p != nil && p.URIs[1] == "urn:test:a" && p.Endpoint == cfg.Endpoint
 	})
+	const saved = "opc ua namespace pins saved after a failed write"
+	wait.For(t, 10*time.Second, "the recovery logged", func() bool { return strings.Contains(logs.String(), saved) })
 	if got := c.Status().Sessions; got != 1 {
 		t.Fatalf("%d sessions: the pins must be written without a new session", got)
 	}
@@ -285,6 +292,30 @@ func TestNamespacePinsWrittenWhenDirFixed(t *testing.T) {
 		_, err := os.Stat(path)
 		return err == nil
 	})
+	if n := strings.Count(logs.String(), saved); n != 1 {
+		t.Fatalf("recovery logged %d times, want once:\n%s", n, logs.String())
+	}
+	// failing again, then the file put back by hand: a recovery too,
+	// logged (before, the failure stayed recorded and a third went
+	// unreported)
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unblock = blockPins(t, cfg.DataDir, "dev-1")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the second failure counted", func() bool {
+		return testutil.ToFloat64(m.pinWriteErrors.WithLabelValues("dev-1")) == 2
+	})
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the second recovery logged at INFO", func() bool {
+		return strings.Count(logs.String(), "level=INFO msg=\""+saved) == 2
+	})
+	unblock()
 }
 
 // TestInteropNamespaceAddedLive is TestNamespaceAddedToLiveServer against
@@ -355,5 +386,34 @@ func TestNamespaceReorderedLiveCommands(t *testing.T) {
 	}
 	if dv := sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue); dv.Value == nil || dv.Value.Value() != nsValues["urn:test:b"] {
 		t.Fatalf("urn:test:b's node was written: %+v", dv)
+	}
+}
+
+// blockedPinWrite fails the write of pin file path while path+".block"
+// exists (TestMain installs it, in session workers too): the tests'
+// unwritable directory (the tests run as root, which writes a read-only
+// one).
+func blockedPinWrite(path string) error {
+	if _, err := os.Stat(path + ".block"); err == nil {
+		return errors.New("write " + path + ": test block")
+	}
+	return nil
+}
+
+// blockPins makes the pin writes of device id below dataDir fail until
+// the returned func is called.
+func blockPins(t *testing.T, dataDir, id string) func() {
+	t.Helper()
+	block := pinPath(dataDir, id) + ".block"
+	if err := os.MkdirAll(filepath.Dir(block), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(block, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.Remove(block); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -33,6 +33,10 @@ type live struct {
 	cl      *opcua.Client
 	nodes   *nodeTable
 	methods []*methodIDs
+	// kicks asks the acquisition's namespace watch for a check now: a
+	// command's read or pre-read saw the NamespaceArray changed (review
+	// attack-ua2 F3), as a poll read does
+	kicks *nsKicks
 }
 
 // methodIDs is a point's write.method, resolved for the session.
@@ -41,6 +45,14 @@ type methodIDs struct {
 	// err: the object's or method's namespace is not on the server this
 	// session (errNamespaceGone): the call is not made
 	err error
+}
+
+// nsChanged asks the namespace watch of s for a check now (seen_by
+// command): a command saw the server's NamespaceArray changed.
+func (s *live) nsChanged() {
+	if s.kicks != nil {
+		kick(s.kicks.now, "command")
+	}
 }
 
 func (c *Client) liveSession(idx int) (*live, error) {
@@ -101,6 +113,7 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	}
 	if guard {
 		if arr, ok := namespaceArray(res.Results[1]); !ok || !s.nodes.holds(arr) {
+			s.nsChanged()
 			bad.Status = StatusNodeIDUnknown
 			return bad, fmt.Errorf("opcua: read %s: %w: the server's namespace array changed during the session (%s); not read under a stale index",
 				n, errNamespaceGone, nsText(arr))
@@ -202,6 +215,7 @@ func (c *Client) vetWriteNamespaces(ctx context.Context, s *live, idx int) error
 		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w", c.id, idx, err)
 	}
 	if !s.nodes.holds(arr) {
+		s.nsChanged()
 		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w: the server's namespace array changed during the session (%s)",
 			c.id, idx, errNamespaceGone, nsText(arr))
 	}
