@@ -362,12 +362,23 @@ func TestInteropNamespaceAddedLive(t *testing.T) {
 // namespaces live (the periodic check an hour away, no poll read to see
 // it): a command's read carries the NamespaceArray and fails rather than
 // return the other namespace's node's value, and a write is refused with
-// nothing written rather than write the other namespace's node.
+// nothing written rather than write the other namespace's node. Either
+// starts the namespace check at once, as a poll read does (attack-ua2 F3:
+// every later command was refused and subscribed points kept the other
+// namespace's values until the periodic check): the next read, on the
+// same session, gets the point's own node.
 func TestNamespaceReorderedLiveCommands(t *testing.T) {
+	for _, first := range []string{"read", "write"} {
+		t.Run(first, func(t *testing.T) { testNamespaceReorderedLiveCommands(t, first) })
+	}
+}
+
+func testNamespaceReorderedLiveCommands(t *testing.T, first string) {
 	srv, sw := startSwapServer(t)
 	cfg := nsTestConfig(t, srv)
 	cfg.NamespaceCheck = time.Hour
-	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: time.Hour}}, testLog(t), nil)
+	m := NewMetrics(nil)
+	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: time.Hour}}, testLog(t), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,14 +389,32 @@ func TestNamespaceReorderedLiveCommands(t *testing.T) {
 		t.Fatalf("ReadPoint before the swap: %+v, %v", smp, err)
 	}
 	sw.swap()
-	if smp, err := c.ReadPoint(t.Context(), 0); !errors.Is(err, errNamespaceGone) || smp.Quality.HasValue() {
-		t.Fatalf("ReadPoint after the live swap: %+v, %v; want an error, not urn:test:b's value", smp, err)
+	bNode := func() any { return sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue).Value.Value() }
+	switch first {
+	case "read":
+		if smp, err := c.ReadPoint(t.Context(), 0); !errors.Is(err, errNamespaceGone) || smp.Quality.HasValue() {
+			t.Fatalf("ReadPoint after the live swap: %+v, %v; want an error, not urn:test:b's value", smp, err)
+		}
+	case "write":
+		if _, err := c.WritePoint(t.Context(), 0, 9); !errors.Is(err, errNamespaceGone) || !strings.Contains(err.Error(), "nothing written") {
+			t.Fatalf("WritePoint after the live swap: %v", err)
+		}
 	}
-	if _, err := c.WritePoint(t.Context(), 0, 9); !errors.Is(err, errNamespaceGone) || !strings.Contains(err.Error(), "nothing written") {
-		t.Fatalf("WritePoint after the live swap: %v", err)
+	wait.For(t, 20*time.Second, "the namespace check started by the command, and the point's own node read", func() bool {
+		if testutil.ToFloat64(m.namespaceChanges.WithLabelValues("dev-1", "command")) != 1 {
+			return false
+		}
+		smp, err := c.ReadPoint(t.Context(), 0)
+		if err == nil && smp.Num != 1.5 {
+			t.Fatalf("ReadPoint: %+v: urn:test:b's value", smp)
+		}
+		return err == nil
+	})
+	if v := bNode(); v != nsValues["urn:test:b"] {
+		t.Fatalf("urn:test:b's node was written: %v", v)
 	}
-	if dv := sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue); dv.Value == nil || dv.Value.Value() != nsValues["urn:test:b"] {
-		t.Fatalf("urn:test:b's node was written: %+v", dv)
+	if got := c.Status().Sessions; got != 1 {
+		t.Fatalf("%d sessions: the swap must be followed without a reconnect", got)
 	}
 }
 
@@ -414,6 +443,47 @@ func blockPins(t *testing.T, dataDir, id string) func() {
 	return func() {
 		if err := os.Remove(block); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestNamespacePinWriteFollowsNoLink (attack-ua2 F5): a link planted at
+// the pin file's old temporary name (<file>.tmp) is not followed: the
+// file it points to stays as it was, the pin file is a regular file, and
+// no temporary file is left behind. Before, the write truncated and
+// wrote the link's target and renamed the link over the pin file.
+func TestNamespacePinWriteFollowsNoLink(t *testing.T) {
+	srv := startNSServer(t, "urn:test:a")
+	cfg := nsTestConfig(t, srv)
+	path := pinPath(cfg.DataDir, "dev-1")
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(t.TempDir(), "victim.txt")
+	if err := os.WriteFile(victim, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	c, rec := run(t, cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}})
+	wait.For(t, 20*time.Second, "values and the pin file", func() bool {
+		p, err := c.readPins()
+		return rec.has(0, telemetry.QualityGood, 1.5) && err == nil && p != nil && p.URIs[1] == "urn:test:a"
+	})
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "keep me\n" {
+		t.Fatalf("the link's target now %q (%v)", b, err)
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("pin file %v (%v): want a regular file", fi.Mode(), err)
+	}
+	ents, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if n := e.Name(); n != "dev-1.json" && n != "dev-1.json.tmp" {
+			t.Fatalf("left in the pin directory: %s", n)
 		}
 	}
 }

@@ -390,9 +390,9 @@ func TestExpandedIDRoundTrip(t *testing.T) {
 	}
 }
 
-// TestNamespacePinFile: pins recorded for another endpoint are dropped and
-// the index pinned again (the device was pointed at another server); an
-// unreadable pin file is left as it is (the only record of what the
+// TestNamespacePinFile: pins recorded for another endpoint are kept; an
+// unreadable pin file (corrupt, or valid JSON without the endpoint and
+// uris fields) is left as it is (the only record of what the
 // indexes meant) and the pins live in memory; pins of this endpoint
 // decide even when the server has another URI at the index now.
 func TestNamespacePinFile(t *testing.T) {
@@ -409,6 +409,17 @@ func TestNamespacePinFile(t *testing.T) {
 		{"another endpoint, URI here", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:a"}}`, telemetry.QualityGood, false, "urn:test:a"},
 		// a damaged file is no licence to guess (attack-ua F1)
 		{"unreadable", `{"endpoint": `, telemetry.QualityBad, true, ""},
+		// valid JSON without the format's fields is as damaged
+		// (attack-ua2 F1: null and {} were pinned afresh and overwritten)
+		{"null", "null\n", telemetry.QualityBad, true, ""},
+		{"empty object", `{}`, telemetry.QualityBad, true, ""},
+		{"no endpoint", `{"uris": {"1": "urn:test:a"}}`, telemetry.QualityBad, true, ""},
+		{"empty endpoint", `{"endpoint": "", "uris": {"1": "urn:test:a"}}`, telemetry.QualityBad, true, ""},
+		{"no uris", `{"endpoint": "` + srv.endpoint() + `"}`, telemetry.QualityBad, true, ""},
+		{"uris null", `{"endpoint": "` + srv.endpoint() + `", "uris": null}`, telemetry.QualityBad, true, ""},
+		{"an array", `[]`, telemetry.QualityBad, true, ""},
+		// no index pinned yet (the server lacked it): readable
+		{"no index pinned", `{"endpoint": "` + srv.endpoint() + `", "uris": {}}`, telemetry.QualityGood, false, "urn:test:a"},
 		{"this endpoint, URI gone", `{"endpoint": "` + srv.endpoint() + `", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
