@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -389,7 +390,9 @@ func testNamespaceReorderedLiveCommands(t *testing.T, first string) {
 		t.Fatalf("ReadPoint before the swap: %+v, %v", smp, err)
 	}
 	sw.swap()
-	bNode := func() any { return sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue).Value.Value() }
+	bNode := func() any {
+		return sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue).Value.Value()
+	}
 	switch first {
 	case "read":
 		if smp, err := c.ReadPoint(t.Context(), 0); !errors.Is(err, errNamespaceGone) || smp.Quality.HasValue() {
@@ -486,4 +489,101 @@ func TestNamespacePinWriteFollowsNoLink(t *testing.T) {
 			t.Fatalf("left in the pin directory: %s", n)
 		}
 	}
+}
+
+// forgetPins drops what this process remembers of the pins of device id
+// below dataDir (pinMemory): a test's gateway restarting as a new process.
+func forgetPins(dataDir, id string) {
+	pinMemory.mu.Lock()
+	defer pinMemory.mu.Unlock()
+	delete(pinMemory.m, pinPath(dataDir, id))
+}
+
+// TestNamespacePinsKeptAcrossReload (attack-ua2 F2): the pin file is gone
+// and cannot be written again; the server restarts reordered, and the
+// pins held in memory read each index at its URI's new place. Then the
+// driver is built again, as a configuration reload does: the new Client
+// (and, with isolation process, its new worker) takes the pins up from
+// the process, not the server's current order, and writes them once the
+// directory is writable. Before, the reload pinned the indexes again to
+// the reordered server and published the other namespace's values good.
+func TestNamespacePinsKeptAcrossReload(t *testing.T) {
+	for _, iso := range []string{IsolationNone, IsolationProcess} {
+		t.Run(iso, func(t *testing.T) { testNamespacePinsKeptAcrossReload(t, iso) })
+	}
+}
+
+func testNamespacePinsKeptAcrossReload(t *testing.T, iso string) {
+	srv := startNSServer(t, "urn:test:a", "urn:test:b")
+	cfg := nsTestConfig(t, srv)
+	cfg.Isolation = iso
+	points := []Point{
+		{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond},
+		{NodeID: "ns=2;s=Temp", SamplingInterval: 10 * time.Millisecond},
+	}
+	means := []string{"urn:test:a", "urn:test:b"}
+	path := pinPath(cfg.DataDir, "dev-1")
+	t.Cleanup(func() { forgetPins(cfg.DataDir, "dev-1") })
+	m := NewMetrics(nil)
+	c, rec, stop := runStoppable(t, "dev-1", cfg, points, m)
+	wait.For(t, 20*time.Second, "values and the pin file", func() bool {
+		p, err := c.readPins()
+		return allGoodSince(rec, 0, means)() && err == nil && p != nil && len(p.URIs) == 2
+	})
+	unblock := blockPins(t, cfg.DataDir, "dev-1")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, "the failed pin write", func() bool {
+		return testutil.ToFloat64(m.pinWriteErrors.WithLabelValues("dev-1")) == 1
+	})
+	sessions := c.Status().Sessions
+	mark := rec.mark()
+	srv.restart("urn:test:b", "urn:test:a")
+	wait.For(t, 20*time.Second, "values from the pins in memory after the reordered restart", func() bool {
+		return c.Status().Sessions > sessions && allGoodSince(rec, mark, means)()
+	})
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("before the reload: %d samples with another namespace's value, first %+v", len(w), w[0])
+	}
+
+	stop() // the reload: the driver is built again from the same configuration
+	_, rec, _ = runStoppable(t, "dev-1", cfg, points, NewMetrics(nil))
+	wait.For(t, 20*time.Second, "values after the reload", allGoodSince(rec, 0, means))
+	if w := wrongGood(rec, means); len(w) > 0 {
+		t.Fatalf("after the reload: %d samples with another namespace's value, first %+v", len(w), w[0])
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pin file: %v; want none while writes fail", err)
+	}
+	unblock()
+	wait.For(t, 20*time.Second, "the pins written as first pinned", func() bool {
+		p, err := (&Client{cfg: cfg, id: "dev-1"}).readPins()
+		return err == nil && p != nil && p.URIs[1] == "urn:test:a" && p.URIs[2] == "urn:test:b"
+	})
+}
+
+// runStoppable runs a Client of device id until stop is called (or the
+// test ends): a gateway's driver stopped for a restart or a reload.
+func runStoppable(t *testing.T, id string, cfg Config, points []Point, m *Metrics) (c *Client, rec *recorder, stop func()) {
+	t.Helper()
+	c, err := New(id, cfg, points, testLog(t), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec = newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, rec.emit) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return c, rec, stop
 }

@@ -162,28 +162,7 @@ func testNamespaceReorder(t *testing.T, iso string) {
 	// ends when a request times out
 	points, means := nsPoints()
 	m := NewMetrics(nil)
-	start := func() (*Client, *recorder, context.CancelFunc) {
-		c, err := New("dev/1", cfg, points, testLog(t), m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec := newRecorder()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, rec.emit) }()
-		stop := func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-		t.Cleanup(func() {
-			if ctx.Err() == nil {
-				stop()
-			}
-		})
-		return c, rec, stop
-	}
+	start := func() (*Client, *recorder, func()) { return runStoppable(t, "dev/1", cfg, points, m) }
 	goodSince := func(rec *recorder, mark int, bad ...int) func() bool {
 		return allGoodSince(rec, mark, means, bad...)
 	}
@@ -224,8 +203,10 @@ func testNamespaceReorder(t *testing.T, iso string) {
 	}
 
 	// The gateway restarts against the reordered server: the pins come
-	// from the file (pinning again now would take ns=1 as urn:test:b).
+	// from the file (pinning again now would take ns=1 as urn:test:b);
+	// a new process remembers no pins (pinMemory).
 	stop()
+	forgetPins(cfg.DataDir, "dev/1")
 	c, rec, stop = start()
 	wait.For(t, 10*time.Second, "values after the gateway's restart", goodSince(rec, 0))
 	_ = c
