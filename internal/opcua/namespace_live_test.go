@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -129,6 +130,10 @@ type swapNS struct {
 	mu    sync.Mutex
 	inner *server.NodeNameSpace
 	id    uint16
+	// onDataType, when set, runs once at the next read of a node's
+	// DataType (a write reads it between its namespace check and the
+	// Write)
+	onDataType func()
 }
 
 func (s *swapNS) cur() *server.NodeNameSpace {
@@ -159,10 +164,34 @@ func (s *swapNS) Browse(req *ua.BrowseDescription) *ua.BrowseResult {
 func (s *swapNS) ID() uint16      { s.mu.Lock(); defer s.mu.Unlock(); return s.id }
 func (s *swapNS) SetID(id uint16) { s.mu.Lock(); defer s.mu.Unlock(); s.id = id }
 func (s *swapNS) Attribute(n *ua.NodeID, a ua.AttributeID) *ua.DataValue {
+	if a == ua.AttributeIDDataType {
+		s.mu.Lock()
+		f := s.onDataType
+		s.onDataType = nil
+		s.mu.Unlock()
+		if f != nil {
+			f()
+		}
+		if dv := s.cur().Attribute(s.tr(n), a); dv.Status != ua.StatusOK {
+			return dv
+		}
+		// gopcua's server answers i=267 for its variables: they hold
+		// Doubles (nsValues)
+		return &ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(ua.NewNumericNodeID(0, id.Double))}
+	}
 	return s.cur().Attribute(s.tr(n), a)
 }
 func (s *swapNS) SetAttribute(n *ua.NodeID, a ua.AttributeID, v *ua.DataValue) ua.StatusCode {
-	return s.cur().SetAttribute(s.tr(n), a, v)
+	// on the node: the inner namespaces' server (the holder) runs no
+	// monitored item service to notify
+	node := s.cur().Node(s.tr(n))
+	if node == nil {
+		return ua.StatusBadNodeIDUnknown
+	}
+	if err := node.SetAttribute(a, v); err != nil {
+		return ua.StatusBadAttributeIDInvalid
+	}
+	return ua.StatusOK
 }
 
 // swapServer is a test server whose namespaces 1 and 2 (urn:test:a and
@@ -586,4 +615,29 @@ func runStoppable(t *testing.T, id string, cfg Config, points []Point, m *Metric
 	}
 	t.Cleanup(stop)
 	return c, rec, stop
+}
+
+// TestNamespaceChangedAroundWrite (attack-ua2 F4): a server that swaps two
+// namespaces between the write's namespace check and the Write itself
+// (against OPC 10000-5 6.3.1; one round trip) takes the write for the
+// other namespace's node. The driver reads the NamespaceArray again after
+// the write and reports "outcome unknown", never a write done. Before,
+// the command was reported written.
+func TestNamespaceChangedAroundWrite(t *testing.T) {
+	srv, sw := startSwapServer(t)
+	cfg := nsTestConfig(t, srv)
+	cfg.NamespaceCheck = time.Hour
+	c, rec := run(t, cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: time.Hour}})
+	wait.For(t, 20*time.Second, "the first read", func() bool { return rec.has(0, telemetry.QualityGood, 1.5) })
+	sw.sa.mu.Lock()
+	sw.sa.onDataType = sw.swap
+	sw.sa.mu.Unlock()
+	_, err := c.WritePoint(t.Context(), 0, 9)
+	if err == nil || !errors.Is(err, errNamespaceGone) || !strings.Contains(err.Error(), "outcome unknown") {
+		t.Fatalf("WritePoint across the swap: %v; want outcome unknown", err)
+	}
+	// the race happened: the write reached urn:test:b's node
+	if v := sw.b.Attribute(ua.NewStringNodeID(sw.b.ID(), "Temp"), ua.AttributeIDValue).Value.Value(); v != 9.0 {
+		t.Fatalf("urn:test:b's node holds %v: the swap did not come between the check and the write", v)
+	}
 }
