@@ -25,6 +25,7 @@ import (
 // (isolation process): the same entry point as smelter-gateway's hidden
 // opcua-worker command.
 func TestMain(m *testing.M) {
+	pinWriteForTest = blockedPinWrite // in the workers too
 	if os.Getenv(WorkerEnv) == "1" {
 		if dev := os.Getenv(wedgeEnv); dev != "" {
 			wedgeForTest = func(ctx context.Context, id string) {

@@ -61,6 +61,9 @@ type Client struct {
 	m       *devMetrics
 	timing  timing
 	onUnits func([]NodeUnit)
+	// onPins, when set, learns the device's namespace pins when they
+	// change (a worker sends them to the gateway's process: pinMemory)
+	onPins func(map[uint16]string)
 	// outage: set in a worker when the device starts within an outage
 	// (workerConfig.Outage); nil otherwise
 	outage *outageState
@@ -562,8 +565,9 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 	}
 	c.setStatus(func(s *Status) { s.Limits = lim })
 	for {
-		c.live.Store(&live{cl: cl, nodes: nodes, methods: methods})
-		err := c.acquire(ctx, cl, r, nodes, lim, up)
+		kicks := newNSKicks()
+		c.live.Store(&live{cl: cl, nodes: nodes, methods: methods, kicks: kicks})
+		err := c.acquire(ctx, cl, r, nodes, lim, up, kicks)
 		var ch *nsChanged
 		if !errors.As(err, &ch) {
 			return err
@@ -578,14 +582,13 @@ func (c *Client) session(ctx context.Context, r *runState, up func()) error {
 // of them fails (an *nsChanged from the namespace watch: the caller
 // rebuilds it on the new table) or ctx ends. up, when not nil, is called
 // once acquiring (the session's first acquisition).
-func (c *Client) acquire(ctx context.Context, cl *opcua.Client, r *runState, nodes *nodeTable, lim Limits, up func()) error {
+func (c *Client) acquire(ctx context.Context, cl *opcua.Client, r *runState, nodes *nodeTable, lim Limits, up func(), kicks *nsKicks) error {
 	props, err := c.units(ctx, cl, nodes, lim, r)
 	if err != nil {
 		return err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	kicks := newNSKicks()
 	emitAbsent := r.emit
 	var subIdx, pollIdx []int
 	for i, p := range c.points {

@@ -99,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"device"}),
 		namespaceChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_namespace_changes_total",
-			Help: "Acquisitions rebuilt within a session because the server's NamespaceArray changed what a node id names (a namespace added to the live server, a URI moved or gone), by what saw it first: check (the periodic read), read (a poll read's NamespaceArray), unknown or refused (a BadNodeIdUnknown).",
+			Help: "Acquisitions rebuilt within a session because the server's NamespaceArray changed what a node id names (a namespace added to the live server, a URI moved or gone), by what saw it first: check (the periodic read), read (a poll read's NamespaceArray), command (a command's read or its write's pre-read), unknown or refused (a BadNodeIdUnknown).",
 		}, []string{"device", "seen_by"}),
 		pinWriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_opcua_namespace_pin_write_errors_total",

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -68,6 +69,33 @@ var errNamespaceGone = errors.New("namespace not on the server")
 type nsPins struct {
 	Endpoint string            `json:"endpoint"`
 	URIs     map[uint16]string `json:"uris"` // index -> namespace URI
+}
+
+// pinMemory is, per pin file (its path), the pins the devices of this
+// process held last: a device's Client built again (a configuration
+// reload builds new drivers; a worker started again for the device is
+// handed them, workerConfig.Pins) takes them up before the file (review
+// attack-ua2 F2: a reload after a failed pin write pinned the indexes
+// again to a reordered server). It is what a running Client holds in
+// memory over the file, kept for the process's lifetime; a restart of the
+// gateway is what forgets it.
+var pinMemory = struct {
+	mu sync.Mutex
+	m  map[string]map[uint16]string
+}{m: map[string]map[uint16]string{}}
+
+// rememberedPins is a copy of the pins pinMemory holds for path (nil: none).
+func rememberedPins(path string) map[uint16]string {
+	pinMemory.mu.Lock()
+	defer pinMemory.mu.Unlock()
+	return maps.Clone(pinMemory.m[path])
+}
+
+// rememberPins records uris as path's pins in pinMemory.
+func rememberPins(path string, uris map[uint16]string) {
+	pinMemory.mu.Lock()
+	defer pinMemory.mu.Unlock()
+	pinMemory.m[path] = maps.Clone(uris)
 }
 
 // nsState is what a Client keeps of namespaces across sessions: its pins
@@ -159,8 +187,11 @@ func ByURI(s string, ns []string) string {
 func ExpandedID(n *ua.NodeID, ns []string) string { return ByURI(n.String(), ns) }
 
 // pinFile is the device's pin file below cfg.DataDir.
-func (c *Client) pinFile() string {
-	return filepath.Join(c.cfg.DataDir, "namespaces", url.PathEscape(c.id)+".json")
+func (c *Client) pinFile() string { return pinPath(c.cfg.DataDir, c.id) }
+
+// pinPath is device id's pin file below dataDir.
+func pinPath(dataDir, id string) string {
+	return filepath.Join(dataDir, "namespaces", url.PathEscape(id)+".json")
 }
 
 // loadPins reads the pin file; a missing file is no pins. An unreadable
@@ -191,20 +222,33 @@ func (c *Client) loadPins() (*nsPins, error) {
 	return p, nil
 }
 
-// readPins is the pin file as it is (nil when there is none).
+// readPins is the pin file as it is (nil when there is none). A file
+// that parses but lacks a field of the format (endpoint, a non-empty
+// string; uris, an object, empty when no index was pinned) is unreadable
+// like a corrupt one (review attack-ua2 F1: `null` and `{}` were taken as
+// no pins, and the indexes were pinned again to a reordered server).
 func (c *Client) readPins() (*nsPins, error) {
 	b, err := os.ReadFile(c.pinFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
-	var got nsPins
-	if err == nil {
-		err = json.Unmarshal(b, &got)
-	}
 	if err != nil {
 		return nil, err
 	}
-	return &got, nil
+	var got struct {
+		Endpoint *string           `json:"endpoint"`
+		URIs     map[uint16]string `json:"uris"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		return nil, err
+	}
+	switch {
+	case got.Endpoint == nil || *got.Endpoint == "":
+		return nil, errors.New("no endpoint in the pin file")
+	case got.URIs == nil:
+		return nil, errors.New("no uris in the pin file")
+	}
+	return &nsPins{Endpoint: *got.Endpoint, URIs: got.URIs}, nil
 }
 
 // pinBytes is the pin file's content for p.
@@ -213,31 +257,47 @@ func pinBytes(p *nsPins) ([]byte, error) {
 	return append(b, '\n'), err
 }
 
-// savePins writes b as the pin file durably: a temporary file, synced,
-// renamed over the old one, and the directory synced (a power cut leaves
-// the old file or the new one, never an empty one).
+// pinWriteForTest, when set (by the tests' TestMain, before anything
+// runs), fails the pin writes it returns an error for: a directory that
+// cannot be written (a root process writes a read-only one).
+var pinWriteForTest func(path string) error
+
+// savePins writes b as the pin file durably: a temporary file of a
+// random name created in the same directory (O_EXCL: no link is
+// followed, review attack-ua2 F5), synced, renamed over the old one, and
+// the directory synced (a power cut leaves the old file or the new one,
+// never an empty one).
 func (c *Client) savePins(b []byte) error {
 	path := c.pinFile()
+	if pinWriteForTest != nil {
+		if err := pinWriteForTest(path); err != nil {
+			return err
+		}
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o640)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
+	if err == nil {
+		err = os.Rename(tmp, path)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
 	d, err := os.Open(dir)
@@ -262,7 +322,10 @@ func (c *Client) savePins(b []byte) error {
 func (c *Client) syncPins(st *nsState) {
 	st.pins.Endpoint = c.cfg.Endpoint
 	if onDisk, err := c.readPins(); err == nil && onDisk != nil && onDisk.Endpoint == st.pins.Endpoint && maps.Equal(onDisk.URIs, st.pins.URIs) {
-		return // the file says what memory says (in whatever layout)
+		// the file says what memory says (in whatever layout): written by
+		// hand after a failed write, say, which is a recovery too
+		c.pinsSaved(st)
+		return
 	}
 	want, err := pinBytes(st.pins)
 	if err == nil {
@@ -277,8 +340,15 @@ func (c *Client) syncPins(st *nsState) {
 		}
 		return
 	}
+	c.pinsSaved(st)
+}
+
+// pinsSaved records that the pin file holds the pins: a recovery from
+// failed writes is logged once at INFO (and a later failure at ERROR
+// again). nsMu held.
+func (c *Client) pinsSaved(st *nsState) {
 	if st.saveErr != "" {
-		c.log.Info("opc ua namespace pins saved after a failed write", "file", c.pinFile())
+		c.log.Info("opc ua namespace pins saved after a failed write", "file", c.pinFile(), "failed_with", st.saveErr)
 	}
 	st.saveErr = ""
 }
@@ -378,6 +448,17 @@ func (c *Client) namespaces(arr []string, used map[uint16]bool, uris map[string]
 	if len(used) == 0 {
 		return
 	}
+	remember := false // st.pins changed: pinMemory (and the parent) learn them
+	if st.pins == nil {
+		if mem := rememberedPins(c.pinFile()); mem != nil {
+			// this process's memory of them decides over the file, as
+			// the Client before it did (syncPins writes them)
+			st.pins = &nsPins{Endpoint: c.cfg.Endpoint, URIs: mem}
+			st.lastAt = map[uint16]int{}
+			c.log.Info("opc ua namespace pins taken from the device's driver before (a reload or a worker started again)",
+				"file", c.pinFile(), "pins", len(mem))
+		}
+	}
 	if st.pins == nil {
 		// read at the first session, and at every session start and
 		// namespace check while the file is unreadable (fixed or deleted
@@ -399,6 +480,7 @@ func (c *Client) namespaces(arr []string, used map[uint16]bool, uris map[string]
 		}
 		st.pins, st.loadErr = p, ""
 		st.lastAt = map[uint16]int{}
+		remember = true
 	}
 	for _, i := range slices.Sorted(maps.Keys(used)) {
 		idx := i
@@ -417,6 +499,7 @@ func (c *Client) namespaces(arr []string, used map[uint16]bool, uris map[string]
 			}
 			uri = arr[i]
 			st.pins.URIs[idx] = uri
+			remember = true
 			st.lastAt[idx] = int(i)
 			t.reading[idx] = uri
 			c.log.Info("opc ua namespace index pinned to its URI", "ns", i, "uri", uri)
@@ -447,6 +530,12 @@ func (c *Client) namespaces(arr []string, used map[uint16]bool, uris map[string]
 			c.log.Info("opc ua namespace is back at its pinned index", "ns", i, "uri", uri)
 		}
 		t.reading[uint16(now)] = uri
+	}
+	if remember {
+		rememberPins(c.pinFile(), st.pins.URIs)
+		if c.onPins != nil {
+			c.onPins(maps.Clone(st.pins.URIs))
+		}
 	}
 	c.syncPins(st)
 }

@@ -162,28 +162,7 @@ func testNamespaceReorder(t *testing.T, iso string) {
 	// ends when a request times out
 	points, means := nsPoints()
 	m := NewMetrics(nil)
-	start := func() (*Client, *recorder, context.CancelFunc) {
-		c, err := New("dev/1", cfg, points, testLog(t), m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec := newRecorder()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, rec.emit) }()
-		stop := func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}
-		t.Cleanup(func() {
-			if ctx.Err() == nil {
-				stop()
-			}
-		})
-		return c, rec, stop
-	}
+	start := func() (*Client, *recorder, func()) { return runStoppable(t, "dev/1", cfg, points, m) }
 	goodSince := func(rec *recorder, mark int, bad ...int) func() bool {
 		return allGoodSince(rec, mark, means, bad...)
 	}
@@ -224,8 +203,10 @@ func testNamespaceReorder(t *testing.T, iso string) {
 	}
 
 	// The gateway restarts against the reordered server: the pins come
-	// from the file (pinning again now would take ns=1 as urn:test:b).
+	// from the file (pinning again now would take ns=1 as urn:test:b);
+	// a new process remembers no pins (pinMemory).
 	stop()
+	forgetPins(cfg.DataDir, "dev/1")
 	c, rec, stop = start()
 	wait.For(t, 10*time.Second, "values after the gateway's restart", goodSince(rec, 0))
 	_ = c
@@ -390,9 +371,9 @@ func TestExpandedIDRoundTrip(t *testing.T) {
 	}
 }
 
-// TestNamespacePinFile: pins recorded for another endpoint are dropped and
-// the index pinned again (the device was pointed at another server); an
-// unreadable pin file is left as it is (the only record of what the
+// TestNamespacePinFile: pins recorded for another endpoint are kept; an
+// unreadable pin file (corrupt, or valid JSON without the endpoint and
+// uris fields) is left as it is (the only record of what the
 // indexes meant) and the pins live in memory; pins of this endpoint
 // decide even when the server has another URI at the index now.
 func TestNamespacePinFile(t *testing.T) {
@@ -409,6 +390,17 @@ func TestNamespacePinFile(t *testing.T) {
 		{"another endpoint, URI here", `{"endpoint": "opc.tcp://elsewhere:4840", "uris": {"1": "urn:test:a"}}`, telemetry.QualityGood, false, "urn:test:a"},
 		// a damaged file is no licence to guess (attack-ua F1)
 		{"unreadable", `{"endpoint": `, telemetry.QualityBad, true, ""},
+		// valid JSON without the format's fields is as damaged
+		// (attack-ua2 F1: null and {} were pinned afresh and overwritten)
+		{"null", "null\n", telemetry.QualityBad, true, ""},
+		{"empty object", `{}`, telemetry.QualityBad, true, ""},
+		{"no endpoint", `{"uris": {"1": "urn:test:a"}}`, telemetry.QualityBad, true, ""},
+		{"empty endpoint", `{"endpoint": "", "uris": {"1": "urn:test:a"}}`, telemetry.QualityBad, true, ""},
+		{"no uris", `{"endpoint": "` + srv.endpoint() + `"}`, telemetry.QualityBad, true, ""},
+		{"uris null", `{"endpoint": "` + srv.endpoint() + `", "uris": null}`, telemetry.QualityBad, true, ""},
+		{"an array", `[]`, telemetry.QualityBad, true, ""},
+		// no index pinned yet (the server lacked it): readable
+		{"no index pinned", `{"endpoint": "` + srv.endpoint() + `", "uris": {}}`, telemetry.QualityGood, false, "urn:test:a"},
 		{"this endpoint, URI gone", `{"endpoint": "` + srv.endpoint() + `", "uris": {"1": "urn:test:zz"}}`, telemetry.QualityBad, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

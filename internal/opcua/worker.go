@@ -227,7 +227,7 @@ func (g *workerGroup) configure(m *member, started bool) {
 			s.WorkerStarts++
 		}
 	})
-	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil}
+	wc := &workerConfig{ID: c.id, Config: c.cfg, Points: c.points, WantUnits: c.onUnits != nil, Pins: rememberedPins(c.pinFile())}
 	if m.iso.staleSent || m.probation {
 		wc.Outage = &outageState{StaleSent: m.iso.staleSent, Probation: m.probation, Attempts: m.attempts}
 	}
@@ -624,6 +624,10 @@ func (m *member) handle(msg *wireMsg) error {
 	case msgMetrics:
 		if msg.Metrics != nil {
 			c.m.apply(msg.Metrics, m.seen)
+		}
+	case msgPins:
+		if msg.Pins != nil {
+			rememberPins(c.pinFile(), msg.Pins)
 		}
 	}
 	return nil

@@ -260,6 +260,14 @@ func (h *workerHost) newDevice(slot uint32, wc *workerConfig) (*hostedDevice, er
 	}
 	c.dataNow = nil // no data clock here: the gateway's side judges a time ahead (vetAhead)
 	c.outage = wc.Outage
+	if wc.Pins != nil {
+		rememberPins(c.pinFile(), wc.Pins)
+	}
+	c.onPins = func(pins map[uint16]string) {
+		if err := h.out.send(&wireMsg{Kind: msgPins, Dev: slot, Pins: pins}); err != nil {
+			h.fail(err)
+		}
+	}
 	d := &hostedDevice{h: h, slot: slot, c: c, reg: reg, lat: &latencyBuffer{}}
 	c.m.publishLatency = d.lat
 	d.ctx, d.cancel = context.WithCancel(h.ctx)

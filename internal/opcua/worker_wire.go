@@ -60,6 +60,7 @@ const (
 	msgResp    = "resp"
 	msgStop    = "stop"
 	msgPing    = "ping"
+	msgPins    = "pins"
 )
 
 // Request operations.
@@ -82,6 +83,9 @@ type wireMsg struct {
 	Metrics *wireMetrics  `json:"metrics,omitempty"`
 	Req     *wireReq      `json:"req,omitempty"`
 	Resp    *wireResp     `json:"resp,omitempty"`
+	// Pins: the device's namespace pins, index -> URI (msgPins, from
+	// the worker when they change)
+	Pins map[uint16]string `json:"pins,omitempty"`
 }
 
 // wireReq asks the worker to read or write one point (driver.Writer) on
@@ -170,6 +174,9 @@ type workerConfig struct {
 	// Outage: the device is started again within an outage (after its
 	// worker died, or restarted alone as silent): where the outage stands
 	Outage *outageState `json:"outage,omitempty"`
+	// Pins: the device's namespace pins the gateway's process holds
+	// (pinMemory), taken up before the pin file
+	Pins map[uint16]string `json:"pins,omitempty"`
 }
 
 // outageState is an outage's progress handed to a device's new instance in
@@ -304,7 +311,7 @@ func (w *wireCycle) cycle() *sample.Cycle {
 }
 
 // kinds maps a message kind to its code on the wire (index+1).
-var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp, msgStop, msgPing}
+var kinds = [...]string{msgConfig, msgHello, msgCycle, msgUnits, msgStatus, msgMetrics, msgReq, msgResp, msgStop, msgPing, msgPins}
 
 func kindCode(kind string) (byte, bool) {
 	for i, k := range kinds {

@@ -33,6 +33,10 @@ type live struct {
 	cl      *opcua.Client
 	nodes   *nodeTable
 	methods []*methodIDs
+	// kicks asks the acquisition's namespace watch for a check now: a
+	// command's read or pre-read saw the NamespaceArray changed (review
+	// attack-ua2 F3), as a poll read does
+	kicks *nsKicks
 }
 
 // methodIDs is a point's write.method, resolved for the session.
@@ -41,6 +45,14 @@ type methodIDs struct {
 	// err: the object's or method's namespace is not on the server this
 	// session (errNamespaceGone): the call is not made
 	err error
+}
+
+// nsChanged asks the namespace watch of s for a check now (seen_by
+// command): a command saw the server's NamespaceArray changed.
+func (s *live) nsChanged() {
+	if s.kicks != nil {
+		kick(s.kicks.now, "command")
+	}
 }
 
 func (c *Client) liveSession(idx int) (*live, error) {
@@ -101,6 +113,7 @@ func (c *Client) ReadPoint(ctx context.Context, idx int) (sample.Sample, error) 
 	}
 	if guard {
 		if arr, ok := namespaceArray(res.Results[1]); !ok || !s.nodes.holds(arr) {
+			s.nsChanged()
 			bad.Status = StatusNodeIDUnknown
 			return bad, fmt.Errorf("opcua: read %s: %w: the server's namespace array changed during the session (%s); not read under a stale index",
 				n, errNamespaceGone, nsText(arr))
@@ -182,6 +195,9 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 	if st := wres.Results[0]; st != ua.StatusOK {
 		return 0, fmt.Errorf("opcua: write %s: %w", n, &StatusError{Index: idx, Status: st})
 	}
+	if err := c.vetWrittenNamespaces(ctx, s, idx); err != nil {
+		return 0, fmt.Errorf("opcua: write %s: %w", n, err)
+	}
 	return held, nil
 }
 
@@ -193,8 +209,7 @@ func (c *Client) WritePoint(ctx context.Context, idx int, v float64) (float64, e
 // write for another namespace's node. The namespace watch rebuilds the
 // session's mapping within namespace_check; the command may be sent again.
 func (c *Client) vetWriteNamespaces(ctx context.Context, s *live, idx int) error {
-	p := &c.points[idx]
-	if s.nodes.ns == nil || !namesNamespace(p.NodeID) && (p.Method == nil || !namesNamespace(p.Method.Object) && !namesNamespace(p.Method.Method)) {
+	if s.nodes.ns == nil || !c.points[idx].namesNamespace() {
 		return nil
 	}
 	arr, err := c.readNamespaceArray(ctx, s.cl)
@@ -202,10 +217,39 @@ func (c *Client) vetWriteNamespaces(ctx context.Context, s *live, idx int) error
 		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w", c.id, idx, err)
 	}
 	if !s.nodes.holds(arr) {
+		s.nsChanged()
 		return fmt.Errorf("opcua: device %s: write point %d: nothing written: %w: the server's namespace array changed during the session (%s)",
 			c.id, idx, errNamespaceGone, nsText(arr))
 	}
 	return nil
+}
+
+// namesNamespace reports whether p's node id or a write.method id names a
+// namespace (by URI or by an index above 0).
+func (p *Point) namesNamespace() bool {
+	return namesNamespace(p.NodeID) || p.Method != nil && (namesNamespace(p.Method.Object) || namesNamespace(p.Method.Method))
+}
+
+// vetWrittenNamespaces reads the server's NamespaceArray again after a
+// write or method call of point idx the server accepted: if an index
+// no longer names its URI, the namespace table changed between the
+// check before it (vetWriteNamespaces) and now, and the write may have
+// landed on another namespace's node (a server that breaks OPC 10000-5,
+// 6.3.1 within that round trip; review attack-ua2 F4): it fails as
+// "outcome unknown", wrapping errNamespaceGone, never as written. A
+// failed read of the array leaves the write's result as it was (the
+// check before it held).
+func (c *Client) vetWrittenNamespaces(ctx context.Context, s *live, idx int) error {
+	if s.nodes.ns == nil || !c.points[idx].namesNamespace() {
+		return nil
+	}
+	arr, err := c.readNamespaceArray(ctx, s.cl)
+	if err != nil || s.nodes.holds(arr) {
+		return nil //nolint:nilerr // the check before the write held; this one only catches a change
+	}
+	s.nsChanged()
+	return fmt.Errorf("outcome unknown: %w: the server's namespace array changed around the write (%s); it may have reached another namespace's node",
+		errNamespaceGone, nsText(arr))
 }
 
 // dataType reads node n's DataType attribute.
@@ -288,6 +332,9 @@ func (c *Client) callMethod(ctx context.Context, s *live, idx int, v float64) (f
 	st := res.StatusCode
 	switch {
 	case st>>30 == 0 && len(argBad) == 0:
+		if err := c.vetWrittenNamespaces(ctx, s, idx); err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
 		return held, nil
 	case st>>30 == 0 || (st == ua.StatusBadInvalidArgument && first != 0):
 		// the argument's own status says more than BadInvalidArgument
