@@ -28,15 +28,8 @@ var errFenced = errors.New("collector: asset state was written by another replic
 // nothing leaves the process. An error means nothing of the cycle may be
 // acknowledged and the shard's memory must be dropped.
 func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
-	var events []alert.Alert // tests: for c.published (publish empties cy.alerts)
-	if c.published != nil {
-		events = slices.Clone(cy.alerts)
-	}
 	if err := c.publish(ctx, io, sh, cy); err != nil {
 		return err
-	}
-	if c.published != nil {
-		c.published(sh.p, events)
 	}
 	return c.checkpoint(ctx, io, sh, cy)
 }
@@ -47,8 +40,18 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 // evaluation of a redelivered message gave it again) is not sent again:
 // the stream's duplicate window (2 min) would drop it only within 2 min of
 // the first, and core NATS and MQTT subscribers would see it twice
-// (attack-col2 F1, F4).
-func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycle) error {
+// (attack-col2 F1, F4). Once published, the test hook c.published runs
+// with the cycle's alert events.
+func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycle) (err error) {
+	var events []alert.Alert // tests: for c.published (shown empties cy.alerts)
+	if c.published != nil {
+		events = slices.Clone(cy.alerts)
+		defer func() {
+			if err == nil {
+				c.published(sh.p, events)
+			}
+		}()
+	}
 	c.dropStored(sh, cy)
 	if len(cy.outs) > 0 {
 		// a replica that lost its partition (or cannot tell) must not

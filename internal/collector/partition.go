@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/backoff"
-	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/telemetry"
@@ -1696,15 +1695,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 	// crash never replays a published transition (only cycles without
 	// outputs wait for the interval)
 	force = force || len(cy.outs) > 0
-	var events []alert.Alert // tests: for c.published (publish empties cy.alerts)
-	if c.published != nil {
-		events = slices.Clone(cy.alerts)
-	}
 	if err := c.publish(ctx, io, sh, cy); err != nil {
 		return err
-	}
-	if c.published != nil {
-		c.published(sh.p, events)
 	}
 	for _, m := range msgs {
 		h.replies = append(h.replies, m.Reply)

@@ -936,12 +936,13 @@ func (l *link) settle(err error) {
 // cut short, checksum wrong, another function or byte count), so the
 // answer may still come, late, to a later request.
 func unanswered(s Status) bool {
-	switch s {
-	case StatusFraming, StatusChecksum, StatusBadLength, StatusWrongFunction:
-		return true
-	}
-	return false
+	return s == StatusFraming || s == StatusChecksum || otherShape(s)
 }
+
+// otherShape reports whether reply error s is a well-formed frame of
+// another request's shape (another byte count or function): perhaps the
+// answer to another request, relayed or sent late.
+func otherShape(s Status) bool { return s == StatusBadLength || s == StatusWrongFunction }
 
 // isRead reports whether pdu reads (functions 1-4): a read is sent again
 // after another unit's late frame; a write is not repeated.
@@ -1042,7 +1043,7 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		switch _, exc := st.Exception(); {
 		case perr == nil:
 			tied = true
-		case st == StatusBadLength || st == StatusWrongFunction:
+		case otherShape(st):
 			// the answers of pdu and of this read may still come (a
 			// gateway relaying each to the next request)
 			s.outOfTurn = time.Now()
@@ -1139,7 +1140,7 @@ func (l *link) agree(ctx context.Context, s *share, unit byte, pdu []byte, arriv
 		l.pendingDone(s)
 		l.arrived = arrived
 		return s.held, nil
-	case err != nil && !answeredErr(err) && StatusOf(err) != StatusBadLength && StatusOf(err) != StatusWrongFunction:
+	case err != nil && !answeredErr(err) && !otherShape(StatusOf(err)):
 		return nil, err // a timeout, the connection lost, canceled, a broken frame
 	case err != nil && answeredErr(err):
 		return reply, err // an exception: the device's answer (owed: exchangeHeld)
