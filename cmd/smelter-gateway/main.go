@@ -31,6 +31,7 @@ import (
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/version"
 )
 
@@ -199,13 +200,19 @@ func cmdRun(args []string, stderr io.Writer) int {
 	// what tuning gateway.memory_limit and gc_percent watches
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mx := gateway.NewMetrics(reg)
-	gen, err := build(ctx, cfg, stderr, mx, nil)
+	rt := &runtimeSettings{procs: procs.New(slog.New(slog.DiscardHandler), reg, "smelter_gateway")}
+	gen, err := build(ctx, cfg, stderr, mx, nil, rt)
 	if err != nil {
 		fmt.Fprintln(stderr, "smelter-gateway: not starting:", err)
 		return 1
 	}
+	// max_procs: auto watches the process's CPU for the process's lifetime
+	procsCtx, stopProcs := context.WithCancel(ctx)
+	procsDone := make(chan struct{})
+	go func() { _ = rt.procs.Run(procsCtx); close(procsDone) }() // Run returns nil when its ctx ends
+	defer func() { stopProcs(); <-procsDone }()
 	for {
-		next, err := gen.runUntilReload(ctx, *config, stderr, mx, hup)
+		next, err := gen.runUntilReload(ctx, *config, stderr, mx, hup, rt)
 		if err != nil {
 			gen.log.Error("stopped", "err", err)
 			return 1
@@ -266,7 +273,13 @@ func (f *front) stop() error {
 // the secrets and TLS files are read (gateway.New) and http.listen is bound
 // (or taken over from prev when unchanged). It connects nothing; on error
 // it leaves prev untouched.
-func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gateway.Metrics, prev *generation) (*generation, error) {
+// runtimeSettings are the process's runtime controls kept across reloads
+// (nil in tests that build without them).
+type runtimeSettings struct {
+	procs *procs.Controller
+}
+
+func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gateway.Metrics, prev *generation, rt *runtimeSettings) (*generation, error) {
 	log, err := logging.New(stderr, cfg.Raw.Log.Level, cfg.Raw.Log.Format)
 	if err != nil {
 		return nil, err
@@ -290,9 +303,13 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 		}
 		gen.front = &front{ln: ln}
 	}
-	// the runtime's memory settings change only with a configuration that
-	// runs (a refused reload leaves the running ones)
+	// the runtime's memory and GOMAXPROCS settings change only with a
+	// configuration that runs (a refused reload leaves the running ones)
 	applyMemory(cfg, log)
+	if rt != nil {
+		rt.procs.SetLogger(log)
+		rt.procs.Apply(cfg.MaxProcs, "gateway.max_procs")
+	}
 	// Loading is over: gateway.New dropped the configuration's YAML tree
 	// (tens of MB for 20,000 points). Hand the pages it held back to the
 	// system now; the runtime's background scavenger returns them only
@@ -323,7 +340,7 @@ func applyMemory(cfg *gwconfig.Config, log *slog.Logger) {
 // this gateway cleanly, flushing what it can, and returns the new one). A
 // configuration that fails to load or build is logged and refused; the
 // running gateway goes on.
-func (gen *generation) runUntilReload(ctx context.Context, path string, stderr io.Writer, mx *gateway.Metrics, hup <-chan os.Signal) (*generation, error) {
+func (gen *generation) runUntilReload(ctx context.Context, path string, stderr io.Writer, mx *gateway.Metrics, hup <-chan os.Signal, rt *runtimeSettings) (*generation, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var httpDone <-chan error
@@ -372,7 +389,7 @@ func (gen *generation) runUntilReload(ctx context.Context, path string, stderr i
 					"file", path, "errors", err.Error())
 				continue
 			}
-			next, err := build(ctx, cfg, stderr, mx, gen)
+			next, err := build(ctx, cfg, stderr, mx, gen, rt)
 			if err != nil {
 				restore()
 				gen.log.Error("reload refused: the new configuration cannot run; the running one stays", "file", path,

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
@@ -29,6 +31,7 @@ import (
 	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -671,7 +674,7 @@ func TestBuildAppliesMemoryLimit(t *testing.T) {
 	load := func(limit string) *gwconfig.Config { return memoryConfig(t, dir, "gw-mem", ", memory_limit: "+limit) }
 	mx := gateway.NewMetrics(prometheus.NewRegistry())
 	var logs bytes.Buffer
-	if _, err := build(context.Background(), load("48MiB"), &logs, mx, nil); err != nil {
+	if _, err := build(context.Background(), load("48MiB"), &logs, mx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 48<<20 {
@@ -680,7 +683,7 @@ func TestBuildAppliesMemoryLimit(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"memory limit","gateway":"gw-mem","limit":"48MiB","from":"gateway.memory_limit"`) {
 		t.Fatalf("log: %s", logs.String())
 	}
-	if _, err := build(context.Background(), load("off"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+	if _, err := build(context.Background(), load("off"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
@@ -688,7 +691,7 @@ func TestBuildAppliesMemoryLimit(t *testing.T) {
 	}
 	t.Setenv("GOMEMLIMIT", "40MiB")
 	debug.SetMemoryLimit(40 << 20) // what the runtime did at start
-	if _, err := build(context.Background(), load("48MiB"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+	if _, err := build(context.Background(), load("48MiB"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 40<<20 {
@@ -706,7 +709,7 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	dir := t.TempDir()
 	load := func(extra string) *gwconfig.Config { return memoryConfig(t, dir, "gw-gc", extra) }
 	var logs bytes.Buffer
-	if _, err := build(context.Background(), load(", gc_percent: 200"), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+	if _, err := build(context.Background(), load(", gc_percent: 200"), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := cur(); got != 200 {
@@ -724,13 +727,13 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	defer taken.Close()
 	refused := load(", gc_percent: 300")
 	refused.Raw.HTTP.Listen = taken.Addr().String()
-	if _, err := build(context.Background(), refused, io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err == nil {
+	if _, err := build(context.Background(), refused, io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err == nil {
 		t.Fatal("a build whose http.listen is taken succeeded")
 	}
 	if got := cur(); got != 200 {
 		t.Fatalf("GC percent %d after a refused build, want the running 200", got)
 	}
-	if _, err := build(context.Background(), load(""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+	if _, err := build(context.Background(), load(""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := cur(); got != 50 {
@@ -738,11 +741,63 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	}
 	t.Setenv("GOGC", "80")
 	debug.SetGCPercent(80) // what the runtime did at start
-	if _, err := build(context.Background(), load(", gc_percent: 200"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil); err != nil {
+	if _, err := build(context.Background(), load(", gc_percent: 200"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := cur(); got != 80 {
 		t.Fatalf("GC percent %d: GOGC should win", got)
+	}
+}
+
+// TestBuildAppliesMaxProcs: build puts gateway.max_procs in force (a fixed
+// value logged), auto starts on one P, a refused build changes nothing,
+// and GOMAXPROCS in the environment wins.
+func TestBuildAppliesMaxProcs(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	runtime.SetDefaultGOMAXPROCS()
+	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
+	def := runtime.GOMAXPROCS(0)
+	dir := t.TempDir()
+	load := func(extra string) *gwconfig.Config { return memoryConfig(t, dir, "gw-procs", extra) }
+	rt := &runtimeSettings{procs: procs.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), "smelter_gateway")}
+	var logs bytes.Buffer
+	if _, err := build(context.Background(), load(", max_procs: 3"), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil, rt); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Fatalf("GOMAXPROCS %d after max_procs: 3", got)
+	}
+	if !strings.Contains(logs.String(), `"msg":"max procs","gateway":"gw-procs","procs":3,"from":"gateway.max_procs"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	refused := load(", max_procs: 5")
+	refused.Raw.HTTP.Listen = taken.Addr().String()
+	if _, err := build(context.Background(), refused, io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, rt); err == nil {
+		t.Fatal("a build whose http.listen is taken succeeded")
+	}
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Fatalf("GOMAXPROCS %d after a refused build, want the running 3", got)
+	}
+	if _, err := build(context.Background(), load(""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, rt); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("GOMAXPROCS %d with max_procs auto (default %d), want 1 at the start", got, def)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	runtime.GOMAXPROCS(2) // what the runtime did at start
+	rt = &runtimeSettings{procs: procs.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), "smelter_gateway")}
+	if _, err := build(context.Background(), load(", max_procs: 1"), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, rt); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Fatalf("GOMAXPROCS %d: the environment's 2 should win", got)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/spool"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/units"
@@ -49,6 +50,11 @@ type File struct {
 		// percentage (10-1000; 0 or absent: memlimit.DefaultGCPercent,
 		// 50); the GOGC environment variable wins over it.
 		GCPercent int `yaml:"gc_percent,omitempty"`
+		// MaxProcs is the Go runtime's GOMAXPROCS: auto (default: one
+		// while the gateway uses little CPU, every CPU when it is busy) or
+		// a whole number; the GOMAXPROCS environment variable wins over
+		// it (internal/procs).
+		MaxProcs string `yaml:"max_procs,omitempty"`
 	} `yaml:"gateway"`
 	HTTP struct {
 		Listen string `yaml:"listen,omitempty"`
@@ -211,6 +217,11 @@ func compile(path string, doc *confload.Doc, f *File, decodeErr error, drivers m
 		c.add(doc.Errorf("gateway.gc_percent", "%v", err))
 	}
 	out.GCPercent = f.Gateway.GCPercent
+	if v, err := procs.Parse(f.Gateway.MaxProcs); err != nil {
+		c.add(doc.Errorf("gateway.max_procs", "%v", err))
+	} else {
+		out.MaxProcs = v
+	}
 	if f.Spool.Dir == "" {
 		f.Spool.Dir = filepath.Join(out.DataDir, "spool")
 	} else {

@@ -15,6 +15,7 @@ import (
 	"github.com/smelterio/smelter/internal/modbus"
 	"github.com/smelterio/smelter/internal/normalize"
 	"github.com/smelterio/smelter/internal/opcua"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
 )
 
@@ -525,6 +526,32 @@ func TestGCPercent(t *testing.T) {
 		}
 		if err != nil || cfg.GCPercent != tc.want {
 			t.Errorf("%q: got %v, %v; want %d", tc.value, cfg.GCPercent, err, tc.want)
+		}
+	}
+}
+
+func TestMaxProcs(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  procs.Setting
+		err   string
+	}{
+		{"", procs.Auto, ""},
+		{"auto", procs.Auto, ""},
+		{"1", procs.Setting{N: 1}, ""},
+		{"8", procs.Setting{N: 8}, ""},
+		{"0", procs.Auto, `gw.yaml:1: gateway.max_procs: 0 out of range 1-1024 (or auto)`},
+		{"two", procs.Auto, `gw.yaml:1: gateway.max_procs: "two": want auto or a whole number of 1-1024`},
+	} {
+		cfg, err := loadGatewayField("max_procs", tc.value)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want %q", tc.value, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || cfg.MaxProcs != tc.want {
+			t.Errorf("%q: got %v, %v; want %v", tc.value, cfg.MaxProcs, err, tc.want)
 		}
 	}
 }

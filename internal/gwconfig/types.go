@@ -8,6 +8,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/normalize"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -184,7 +185,9 @@ type Config struct {
 	MemoryLimit int64
 	// GCPercent is gateway.gc_percent (0: memlimit.DefaultGCPercent).
 	GCPercent int
-	Devices   []*Device
+	// MaxProcs is gateway.max_procs (procs.Auto by default).
+	MaxProcs procs.Setting
+	Devices  []*Device
 	// Warnings are problems that do not stop the gateway (overlapping
 	// Modbus points, units left to the device): validate prints them and
 	// the gateway logs them at start.
