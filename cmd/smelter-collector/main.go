@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/logging"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/version"
 )
 
@@ -108,6 +110,10 @@ Examples:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	pc := startProcs(cfg, log, reg)
+	procsDone := make(chan struct{})
+	go func() { _ = pc.Run(ctx); close(procsDone) }() // Run returns nil when ctx ends
+	defer func() { stop(); <-procsDone }()
 	log.Info("smelter-collector starting", "rules", len(set.Rules))
 	go func() {
 		<-ctx.Done()
@@ -119,6 +125,17 @@ Examples:
 	}
 	log.Info("smelter-collector stopped")
 	return 0
+}
+
+// startProcs puts the configuration's max_procs in force (a fixed
+// GOMAXPROCS at once; auto from one P, raised by the Controller's Run when
+// the collector is busy; GOMAXPROCS in the environment wins) and returns
+// the Controller, whose metric smelter_collector_max_procs_changes_total
+// is on reg.
+func startProcs(cfg collector.Config, log *slog.Logger, reg prometheus.Registerer) *procs.Controller {
+	pc := procs.New(log, reg, "smelter_collector")
+	pc.Apply(cfg.Procs(), "max_procs")
+	return pc
 }
 
 // checkConfig is -t: every local problem at once (secrets, TLS and rule

@@ -3,10 +3,17 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/procs/procstest"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -109,5 +116,37 @@ func TestCheckWarnsSignalBoundBelowRules(t *testing.T) {
 	}
 	if code, _, errs := runCmd("-t", "-config", "../../configs/collector.yaml"); code != 0 || strings.Contains(errs, "warning") {
 		t.Fatalf("example: code %d, %s", code, errs)
+	}
+}
+
+// TestStartProcs: the collector's max_procs is put in force as the
+// gateway's: a fixed value at once, logged with its field; auto starts
+// from one P (internal/procs raises it when the collector is busy).
+func TestStartProcs(t *testing.T) {
+	def := procstest.Default(t)
+	dir := t.TempDir()
+	load := func(v string) collector.Config {
+		f := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(f, []byte("data_dir: "+dir+"\nmax_procs: "+v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := collector.LoadConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	startProcs(load("3"), log, prometheus.NewRegistry())
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Fatalf("GOMAXPROCS %d after max_procs: 3", got)
+	}
+	if !strings.Contains(logs.String(), `"msg":"max procs","procs":3,"from":"max_procs"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+	startProcs(load("auto"), log, prometheus.NewRegistry())
+	if got := runtime.GOMAXPROCS(0); def > 1 && got != 1 {
+		t.Fatalf("GOMAXPROCS %d after max_procs: auto, want auto's start, 1 (default %d)", got, def)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/smelterio/smelter/internal/modbus/modbustest"
 	"github.com/smelterio/smelter/internal/opcua"
 	"github.com/smelterio/smelter/internal/procs"
+	"github.com/smelterio/smelter/internal/procs/procstest"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
@@ -753,11 +754,7 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 // value logged), auto starts on one P, a refused build changes nothing,
 // and GOMAXPROCS in the environment wins.
 func TestBuildAppliesMaxProcs(t *testing.T) {
-	t.Setenv("GOMAXPROCS", "")
-	os.Unsetenv("GOMAXPROCS")
-	runtime.SetDefaultGOMAXPROCS()
-	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
-	def := runtime.GOMAXPROCS(0)
+	def := procstest.Default(t)
 	dir := t.TempDir()
 	load := func(extra string) *gwconfig.Config { return memoryConfig(t, dir, "gw-procs", extra) }
 	rt := &runtimeSettings{procs: procs.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), "smelter_gateway")}

@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/procs"
 	"github.com/smelterio/smelter/internal/secret"
 )
 
@@ -174,6 +175,13 @@ type Config struct {
 	MaxSignalsPerAsset int           `yaml:"max_signals_per_asset"`
 	Cluster            ClusterConfig `yaml:"cluster"`
 	// ---- end distributed engine ----
+
+	// MaxProcs is the Go runtime's GOMAXPROCS for smelter-collector: auto
+	// (default: one P while the process uses little CPU, the runtime's
+	// default once a 2 s window uses 0.70 core or more; internal/procs) or
+	// a fixed 1-1024. GOMAXPROCS in the environment wins. Read once at
+	// start (cmd/smelter-collector); docs/collector.md "Max procs".
+	MaxProcs string `yaml:"max_procs"`
 
 	dir string        // directory of the config file, for relative paths
 	doc *confload.Doc // the decoded file, to place CheckLocal's problems; nil when built in code
@@ -527,6 +535,9 @@ func (c *Config) problems() []problem {
 		ps = append(ps, problem{"clock_shift_tolerance", fmt.Sprintf("%v out of range %v-24h, or 0s (the default, %v): a live message's delivery alone "+
 			"(gateway spool, broker, collector fetch) takes up to a few hundred ms", d, minClockTolerance, ingest.DefaultClockShiftTolerance)})
 	}
+	if _, err := procs.Parse(c.MaxProcs); err != nil {
+		bad("max_procs", "%v", err)
+	}
 	if c.MaxFuture < 0 {
 		ps = append(ps, problem{"max_future", fmt.Sprintf("%v must not be negative (0 turns the check off)", time.Duration(c.MaxFuture))})
 	}
@@ -722,4 +733,11 @@ func (c Config) SignalBoundWarnings(set *rules.Set, cat *catalog.Catalog) []stri
 		}
 	}
 	return out
+}
+
+// Procs is the max_procs setting (procs.Auto when the field is invalid:
+// Validate reports it).
+func (c *Config) Procs() procs.Setting {
+	v, _ := procs.Parse(c.MaxProcs)
+	return v
 }
