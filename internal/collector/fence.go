@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -76,4 +79,40 @@ func fenceRefused(err error) bool {
 func fenceBusy(err error) bool {
 	var ae *jetstream.APIError
 	return errors.As(err, &ae) && ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// fenceProbe is group's probe subject: captured by the stream's fence
+// filter, no partition's fence.
+func fenceProbe(group string) string { return fencePrefix + group + ".probe" }
+
+// probeFence checks, before any partition starts, that the collector's
+// NATS user may publish its group's fences and the stream stores them: it
+// publishes an empty message on the probe subject and waits for its PubAck.
+// A publish the server refused for permissions (an upgrade that kept the
+// accounts of a version before fencing) is an error naming the permission
+// to add, at once, not a partition worker failing on every fence; no
+// PubAck before ctx ends is ctx's error (JetStream not ready: retried).
+func (c *Collector) probeFence(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+	subj := fenceProbe(c.cfg.Group)
+	f, err := js.PublishMsgAsync(&nats.Msg{Subject: subj})
+	if err != nil {
+		return fmt.Errorf("collector: publish %s: %w", subj, err)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return fmt.Errorf("collector: publish %s: %w", subj, err)
+		case <-ctx.Done():
+			return fmt.Errorf("collector: publish %s: no PubAck: %w", subj, ctx.Err())
+		case <-tick.C:
+			if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), subj) {
+				return fmt.Errorf("collector: the NATS user may not publish %s: allow it to publish %s (the partitions' stream fences, docs/collector.md \"Fencing\" and \"Permissions\"): %w",
+					subj, fenceFilter(c.cfg.Group), err)
+			}
+		}
+	}
 }

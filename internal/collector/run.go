@@ -112,6 +112,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	var kv, mkv jetstream.KeyValue
 	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
 		partitioned, fence, err = c.ensureStream(ctx, js, fence)
+		if err == nil && fence {
+			err = c.probeFence(ctx, nc, js)
+		}
 		return err
 	})
 	if err == nil {
