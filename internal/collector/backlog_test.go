@@ -34,7 +34,7 @@ func TestBacklogHeldUpToMaxAckPending(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	c := newCollector(t, cfg)
-	if _, err := c.ensureStream(ctx, js); err != nil {
+	if _, _, err := c.ensureStream(ctx, js, true); err != nil {
 		t.Fatal(err)
 	}
 	const n = 60

@@ -115,6 +115,10 @@ type Collector struct {
 	// a partition's cycle once its alert events are published, before their assets are
 	// checkpointed: a test kills the collector there.
 	published func(p int, events []alert.Alert)
+	// publishing, when set (tests), is called by commit and a partition's
+	// cycle once its tenure is confirmed, before its outputs are sent: a
+	// test pauses the replica there, as SIGSTOP may.
+	publishing func(p int, events []alert.Alert)
 	// memberChecked, when set (tests), runs between a single replica's
 	// check for another live member and its first heartbeat (members.checked)
 	memberChecked func()
@@ -149,6 +153,10 @@ type natsIO struct {
 	kv     jetstream.KeyValue
 	bucket string
 	mq     mqtt.Client
+	// fence: partition workers fence their partition before a restore
+	// and their outputs carry the fence (fence.go): the server checks it
+	// (2.11 and later) and the stream captures the group's fence subjects
+	fence bool
 }
 
 // output is one alert or KPI message; msgID deduplicates a re-publish
@@ -278,7 +286,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		checkpts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
 		owned:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_cycles_dropped_total",
-			Help: "Partition cycles dropped unpublished because this replica lost, or could not confirm, its ownership of the partition, by reason: membership (no heartbeat acknowledged for 3/4 member_timeout since the partition was taken: paused, frozen or cut off) or pin (the server pinned another client); the partition restarts from its newest checkpoint."},
+			Help: "Partition cycles dropped unpublished because this replica lost, or could not confirm, its ownership of the partition, by reason: membership (no heartbeat acknowledged for 3/4 member_timeout since the partition was taken: paused, frozen or cut off) pin (the server pinned another client) or fence (the stream refused an output: another worker fenced the partition since this one restored it); the partition restarts from its newest checkpoint."},
 			[]string{"reason"}),
 		badState: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_state_records_skipped_total",
 			Help: "State records not restored, by reason: unreadable (the asset starts afresh and its next checkpoint replaces the record) or other_partition (the record of an asset another partition owns now: partitions changed)."}, []string{"reason"}),
@@ -395,7 +403,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	// count as its first sample, not as an increase, and
 	// SmelterCollectorOwnershipLost would miss a replica's first ownership
 	// loss (review 2, finding 2).
-	for _, r := range []string{reasonMembership, reasonPin} {
+	for _, r := range []string{reasonMembership, reasonPin, reasonFence} {
 		c.m.dropped.WithLabelValues(r)
 	}
 	for _, r := range []string{skippedUnreadable, skippedOtherPartition} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -44,8 +45,10 @@ func (c *Collector) commit(ctx context.Context, io *natsIO, sh *shard, cy *cycle
 // with the cycle's alert events.
 func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycle) (err error) {
 	var events []alert.Alert // tests: for c.published (shown empties cy.alerts)
-	if c.published != nil {
+	if c.published != nil || c.publishing != nil {
 		events = slices.Clone(cy.alerts)
+	}
+	if c.published != nil {
 		defer func() {
 			if err == nil {
 				c.published(sh.p, events)
@@ -65,21 +68,16 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycl
 		c.shown(cy)
 		return nil
 	}
-	futs := make([]jetstream.PubAckFuture, 0, len(cy.outs))
-	for _, o := range cy.outs {
-		m := nats.NewMsg(o.subject)
-		m.Data = o.data
-		m.Header.Set(jetstream.MsgIDHeader, o.msgID)
-		f, err := io.js.PublishMsgAsync(m)
-		if err != nil {
-			c.m.pubErrors.Inc()
-			return fmt.Errorf("collector: publish %s: %w", o.subject, err)
-		}
-		futs = append(futs, f)
+	if c.publishing != nil {
+		c.publishing(sh.p, events)
 	}
-	if _, err := awaitAcks(ctx, futs); err != nil {
+	if err := c.send(ctx, io, sh, cy.outs); err != nil {
+		if fenceRefused(err) {
+			return &notOwner{reasonFence, fmt.Sprintf("the stream refused the cycle's outputs: another worker fenced the partition (%s) since this one restored it: %v",
+				fenceSubject(c.cfg.Group, sh.p), err)}
+		}
 		c.m.pubErrors.Inc()
-		return fmt.Errorf("collector: publish outputs: %w", err)
+		return err
 	}
 	for _, o := range cy.outs {
 		c.m.published.WithLabelValues(o.subject[strings.LastIndexByte(o.subject, '.')+1:]).Inc()
@@ -89,6 +87,89 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycl
 	}
 	cy.outs = cy.outs[:0]
 	c.shown(cy)
+	return nil
+}
+
+// send publishes outs with their Nats-Msg-Id and, when sh has a fence,
+// the fence headers (fence.go), and waits for every PubAck. A replicated
+// stream takes one fenced publish at a time: the outputs it refused as
+// busy are sent again one by one, and so are sh's from then on
+// (shard.serial). The error of a refused fence satisfies fenceRefused.
+func (c *Collector) send(ctx context.Context, io *natsIO, sh *shard, outs []output) error {
+	var fseq uint64
+	var fsubj string
+	serial := false
+	if sh != nil {
+		sh.mu.Lock()
+		fseq, serial = sh.fence, sh.serial
+		sh.mu.Unlock()
+		fsubj = fenceSubject(c.cfg.Group, sh.p)
+	}
+	pub := func(o output) (jetstream.PubAckFuture, error) {
+		m := nats.NewMsg(o.subject)
+		m.Data = o.data
+		m.Header.Set(jetstream.MsgIDHeader, o.msgID)
+		if fseq > 0 {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(fseq, 10))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, fsubj)
+		}
+		f, err := io.js.PublishMsgAsync(m)
+		if err != nil {
+			return nil, fmt.Errorf("collector: publish %s: %w", o.subject, err)
+		}
+		return f, nil
+	}
+	again := outs
+	if fseq == 0 || !serial {
+		again = nil
+		futs := make([]jetstream.PubAckFuture, 0, len(outs))
+		for _, o := range outs {
+			f, err := pub(o)
+			if err != nil {
+				return err
+			}
+			futs = append(futs, f)
+		}
+		var first error
+		for i, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				switch {
+				case duplicateInProcess(err): // the same message (its Nats-Msg-Id names its content) is being stored
+				case fenceBusy(err):
+					again = append(again, outs[i])
+				case first == nil:
+					first = err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("collector: publish outputs: %w", first)
+		}
+		if len(again) > 0 {
+			sh.mu.Lock()
+			sh.serial = true
+			sh.mu.Unlock()
+		}
+	}
+	for _, o := range again {
+		f, err := pub(o)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if !duplicateInProcess(err) {
+				return fmt.Errorf("collector: publish outputs: %w", err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
 

@@ -61,7 +61,7 @@ func newGapRigWith(t *testing.T, edit func(*Config)) *gapRig {
 	// the stream exists before any collector ran: what is published
 	// before the first start is a backlog
 	ctx := context.Background()
-	if _, err := newCollector(t, cfg).ensureStream(ctx, g.js); err != nil {
+	if _, _, err := newCollector(t, cfg).ensureStream(ctx, g.js, true); err != nil {
 		t.Fatal(err)
 	}
 	filter := "smelter.v1.*.*.*.alert"

@@ -471,7 +471,7 @@ func runIngest(b *testing.B, subjects []string, data [][]byte, parts, batches, w
 	cfg := Defaults()
 	cfg.Cluster.Partitions = parts
 	pc := &Collector{cfg: cfg, log: slog.New(slog.DiscardHandler)}
-	if _, err := pc.ensureStream(context.Background(), js); err != nil { // as the collector creates it
+	if _, _, err := pc.ensureStream(context.Background(), js, true); err != nil { // as the collector creates it
 		b.Fatal(err)
 	}
 	for i := range data {

@@ -18,6 +18,7 @@ func TestReasonSeriesExistFromStart(t *testing.T) {
 	want := `
 # HELP smelter_collector_cycles_dropped_total ` + helpOf(t, c, "smelter_collector_cycles_dropped_total") + `
 # TYPE smelter_collector_cycles_dropped_total counter
+smelter_collector_cycles_dropped_total{reason="fence"} 0
 smelter_collector_cycles_dropped_total{reason="membership"} 0
 smelter_collector_cycles_dropped_total{reason="pin"} 0
 # HELP smelter_collector_state_records_skipped_total ` + helpOf(t, c, "smelter_collector_state_records_skipped_total") + `

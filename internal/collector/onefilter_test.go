@@ -43,7 +43,7 @@ func TestPartitionConsumerOneFilter(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	pc := &Collector{cfg: cfg, log: slog.New(slog.DiscardHandler)}
-	if _, err := pc.ensureStream(ctx, js); err != nil {
+	if _, _, err := pc.ensureStream(ctx, js, true); err != nil {
 		t.Fatal(err)
 	}
 	// the consumer as a collector before this change created it

@@ -564,6 +564,7 @@ type notOwner struct{ reason, detail string }
 const (
 	reasonMembership = "membership"
 	reasonPin        = "pin"
+	reasonFence      = "fence" // the stream refused an output: another worker fenced the partition (fence.go)
 )
 
 func (e *notOwner) Error() string {
@@ -941,6 +942,15 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	if parts > 0 {
 		loaded = "partition assigned to this replica: state loaded (shown by the API; evaluation starts with the partition's first messages)"
 	}
+	if parts == 0 { // evaluated from this restore on: fenced before it (fence.go)
+		fseq, err := c.fence(ctx, io, p)
+		if err != nil {
+			return err
+		}
+		sh.mu.Lock()
+		sh.fence = fseq
+		sh.mu.Unlock()
+	}
 	w, err := c.loadWatch(ctx, io.kv, sh, loaded)
 	if err != nil {
 		return err
@@ -1012,7 +1022,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				c.m.takeovers.Inc()
 				if parts > 0 {
 					stopFollow()
-					if sh, err = c.reload(ctx, io.kv, sh, "partition pinned to this replica: state read again, evaluating"); err != nil {
+					if sh, err = c.reload(ctx, io, sh, "partition pinned to this replica: state read again, evaluating"); err != nil {
 						return err
 					}
 				}
@@ -1057,7 +1067,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			if judge && parts > 0 {
 				var err error
 				stopFollow() // the state read again now holds every acknowledged message
-				if sh, err = c.reload(ctx, io.kv, sh, "partition idle, every message acknowledged: state read again to judge silence"); err != nil {
+				if sh, err = c.reload(ctx, io, sh, "partition idle, every message acknowledged: state read again to judge silence"); err != nil {
 					return err
 				}
 			}
@@ -1105,15 +1115,24 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 // reload replaces a partition's shard, restored when the worker started,
 // by one restored now from the bucket, when the partition's first messages
 // came: a previous owner may have checkpointed since (it was delivered the
-// partition until its pin expired). The old shard stays visible to the API
-// until the new one is complete; its assets count no longer for max_assets.
-func (c *Collector) reload(ctx context.Context, kv jetstream.KeyValue, old *shard, msg string) (*shard, error) {
+// partition until its pin expired). The partition is fenced first
+// (fence.go): the new shard's outputs carry the fence, and the previous
+// owner's outputs stored after it are refused, so the read-back of the
+// restore holds every event either published. The old shard stays visible
+// to the API until the new one is complete; its assets count no longer
+// for max_assets.
+func (c *Collector) reload(ctx context.Context, io *natsIO, old *shard, msg string) (*shard, error) {
+	fseq, err := c.fence(ctx, io, old.p)
+	if err != nil {
+		return old, err
+	}
 	old.mu.Lock()
 	n := old.engine.Len()
 	old.mu.Unlock()
 	c.tracked.Add(-int64(n))
 	sh := c.newShard(old.p)
-	err := c.load(ctx, kv, sh, msg)
+	sh.fence = fseq
+	err = c.load(ctx, io.kv, sh, msg)
 	c.mu.Lock()
 	replaced := err == nil && c.shards[old.p] == old
 	if replaced {

@@ -236,7 +236,7 @@ func collectorIO(t *testing.T, c *Collector, url string, opts ...nats.Option) *n
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	if _, err := c.ensureStream(ctx, js); err != nil {
+	if _, _, err := c.ensureStream(ctx, js, true); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket()})

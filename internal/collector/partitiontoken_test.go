@@ -91,7 +91,7 @@ func TestPartitionTokenNotStored(t *testing.T) {
 	ctx := context.Background()
 	var s jetstream.Stream
 	wait.For(t, 10*time.Second, "the stream", func() bool { s, err = js.Stream(ctx, "SMELTER"); return err == nil })
-	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, telemetry.TelemetryStreamSubjects("*")) {
+	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, append(telemetry.TelemetryStreamSubjects("*"), fenceFilter(cfg.Group))) {
 		t.Fatalf("stream subjects %v", got)
 	}
 	base := telemetry.Subject("s1", "air_compressor", "ac-5", telemetry.KindData)
@@ -120,9 +120,15 @@ func TestLegacyStreamNarrowed(t *testing.T) {
 	startCfg(t, cfg)
 	wait.For(t, 10*time.Second, "the stream narrowed", func() bool {
 		s, err := js.Stream(ctx, "SMELTER")
-		return err == nil && slices.Equal(s.CachedInfo().Config.Subjects, telemetry.TelemetryStreamSubjects("*")) &&
-			s.CachedInfo().State.Msgs == 1
+		return err == nil && slices.Equal(s.CachedInfo().Config.Subjects, append(telemetry.TelemetryStreamSubjects("*"), fenceFilter(cfg.Group)))
 	})
+	s, err := js.Stream(ctx, "SMELTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.GetLastMsgForSubject(ctx, "smelter.v1.s1.motor.m-1.audit"); err != nil || m.Sequence != 1 {
+		t.Fatalf("the legacy stream's message after narrowing: %v %v", m, err) // kept (the fences come after it)
+	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: telemetry.AuditStream, Subjects: telemetry.AuditStreamSubjects("*")}); err != nil {
 		t.Fatalf("audit stream beside the narrowed stream: %v", err)
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +31,30 @@ import (
 // only the port (random, loopback) and the store directory are replaced.
 func permServer(t *testing.T) (url string, pki *brokertest.PKI, pw map[string]string) {
 	t.Helper()
+	return permServerEdited(t, nil)
+}
+
+// permServerEdited is permServer with deploy/nats/smelter-accounts.conf
+// passed through edit (when not nil): accounts of another version.
+func permServerEdited(t *testing.T, edit func(accounts string) string) (url string, pki *brokertest.PKI, pw map[string]string) {
+	t.Helper()
+	conf := "../../deploy/nats/nats-server.conf"
+	if edit != nil {
+		dir := t.TempDir()
+		for _, f := range []string{"nats-server.conf", "smelter-accounts.conf"} {
+			b, err := os.ReadFile(filepath.Join("../../deploy/nats", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == "smelter-accounts.conf" {
+				b = []byte(edit(string(b)))
+			}
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		conf = filepath.Join(dir, "nats-server.conf")
+	}
 	pki = brokertest.NewPKI(t)
 	t.Setenv("SMELTER_NATS_TLS_CERT", pki.ServerCertFile)
 	t.Setenv("SMELTER_NATS_TLS_KEY", pki.ServerKeyFile)
@@ -39,7 +65,7 @@ func permServer(t *testing.T) (url string, pki *brokertest.PKI, pw map[string]st
 		pw[u] = hex.EncodeToString(b)
 		t.Setenv("SMELTER_NATS_"+u+"_PASSWORD", pw[u])
 	}
-	opts, err := server.ProcessConfigFile("../../deploy/nats/nats-server.conf")
+	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,4 +272,29 @@ func TestNATSPermissionsExample(t *testing.T) {
 		c.denied(t, "write another bucket", "$KV.other.x", pub("$KV.other.x"))
 		c.denied(t, "delete its bucket", "$JS.API.STREAM.DELETE.KV_smelter-collector_state", c.request("$JS.API.STREAM.DELETE.KV_smelter-collector_state"))
 	})
+}
+
+// TestFencePermissionMissing: the accounts of a version before the stream
+// fence (the collector's user may not publish smelter.fence.<group>.*)
+// stop the collector's start at once with the permission to add, not a
+// retry until StartTimeout and not partition workers failing on every
+// fence (docs/collector.md, "Fencing").
+func TestFencePermissionMissing(t *testing.T) {
+	url, pki, _ := permServerEdited(t, func(acc string) string {
+		out := strings.Replace(acc, `"smelter.fence.smelter-collector.*"`, "", 1)
+		if out == acc {
+			t.Fatal("deploy/nats/smelter-accounts.conf grants no fence permission to remove")
+		}
+		return out
+	})
+	cfg := Defaults()
+	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
+	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
+	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout/2)
+	defer cancel()
+	err := newCollector(t, cfg).Run(ctx)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "allow it to publish smelter.fence.smelter-collector.*") {
+		t.Fatalf("Run: %v, want the missing fence permission named before StartTimeout", err)
+	}
 }

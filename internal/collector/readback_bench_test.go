@@ -34,7 +34,7 @@ func BenchmarkReadBack(b *testing.B) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	if _, err := c.ensureStream(ctx, js); err != nil {
+	if _, _, err := c.ensureStream(ctx, js, true); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now().UnixMilli()

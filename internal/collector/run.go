@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,10 +103,18 @@ func (c *Collector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("collector: jetstream: %w", err)
 	}
+	fence := versionAtLeast(nc.ConnectedServerVersion(), minFenceVersion)
+	if !fence {
+		c.log.Warn("stream fencing needs nats-server "+minFenceVersion+" or newer: running without it (a replica paused between its ownership check and "+
+			"its publish may store an alert event no replica's state holds; docs/collector.md, \"Fencing\")", "server_version", nc.ConnectedServerVersion())
+	}
 	var partitioned bool
 	var kv, mkv jetstream.KeyValue
 	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
-		partitioned, err = c.ensureStream(ctx, js)
+		partitioned, fence, err = c.ensureStream(ctx, js, fence)
+		if err == nil && fence {
+			err = c.probeFence(ctx, nc, js)
+		}
 		return err
 	})
 	if err == nil {
@@ -149,7 +158,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		return err
 	}
 	defer mem.leave(ctx)
-	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket()}
+	io := &natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket(), fence: fence}
 	c.js.Store(io) // before any source: Handle commits through it
 	defer c.js.Store(nil)
 	// every goroutine of g ends before Run returns, whichever way: on an
@@ -177,7 +186,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			return fmt.Errorf("collector: mqtt connect: %w", tok.Error())
 		}
 		defer pub.Disconnect(250)
-		c.js.Store(&natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket(), mq: pub})
+		c.js.Store(&natsIO{nc: nc, js: js, kv: kv, bucket: c.cfg.stateBucket(), mq: pub, fence: fence})
 		// gateway status (retained LWT messages) for the dashboard's
 		// gateway health; every replica subscribes, not a shared group
 		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
@@ -322,26 +331,35 @@ func legacy(subjects []string) bool {
 }
 
 // ensureStream creates the stream (create_stream) on the telemetry kinds
-// and, with partitions, sets its partition transform. A stream from before
-// the audit stream (capturing .cmd and .audit) is narrowed to the
-// telemetry kinds with create_stream, else reported with the fix. It reports whether the stream stores
-// partitioned subjects.
-func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (bool, error) {
+// and, with fence, the group's fence subjects (fence.go), and with
+// partitions sets its partition transform. A stream from before the audit
+// stream (capturing .cmd and .audit) is narrowed to the telemetry kinds
+// with create_stream, else reported with the fix; one without the fence
+// subjects gets them with create_stream, else runs unfenced (logged). It
+// reports whether the stream stores partitioned subjects and whether it
+// captures the fence subjects (false without fence).
+func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream, fence bool) (partitioned, fenced bool, err error) {
 	n := c.cfg.NATS
 	parts := c.cfg.Cluster.Partitions
 	want := streams.Telemetry(n.Stream, telemetry.TelemetryStreamSubjects("*"), c.cfg.Cluster.Replicas, time.Duration(n.MaxAge))
+	if fence {
+		want.Subjects = append(want.Subjects, fenceFilter(c.cfg.Group))
+	}
 	if parts > 0 {
 		want.SubjectTransform = partitionTransform(parts)
 	}
 	s, err := js.Stream(ctx, n.Stream)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound) && n.CreateStream:
-		if _, err := js.CreateStream(ctx, want); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && n.CreateStream {
+		_, err = js.CreateStream(ctx, want)
+		if err == nil {
+			return parts > 0, fence, nil
 		}
-		return parts > 0, nil
-	case err != nil:
-		return false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created meanwhile (another replica, a gateway): checked below
+			s, err = js.Stream(ctx, n.Stream)
+		}
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("collector: stream %s: %w", n.Stream, err)
 	}
 	have := s.CachedInfo().Config
 	if legacy(have.Subjects) {
@@ -354,7 +372,7 @@ func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (b
 			have.Subjects = want.Subjects
 			info, err := js.UpdateStream(ctx, have)
 			if err != nil {
-				return false, fmt.Errorf("collector: stream %s: narrow %v to the telemetry kinds %v (docs/operations.md, \"Audit stream\"): %w",
+				return false, false, fmt.Errorf("collector: stream %s: narrow %v to the telemetry kinds %v (docs/operations.md, \"Audit stream\"): %w",
 					n.Stream, old, want.Subjects, err)
 			}
 			have = info.CachedInfo().Config
@@ -362,26 +380,44 @@ func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream) (b
 				"stream", n.Stream, "was", old, "subjects", have.Subjects)
 		}
 	}
+	fenced = fence && telemetry.AnyCovers(have.Subjects, fenceFilter(c.cfg.Group))
+	switch {
+	case fenced || !fence:
+	case !n.CreateStream:
+		c.log.Error("the stream does not capture this group's fence subjects and nats.create_stream is off: running without the stream fence (docs/collector.md, \"Fencing\")",
+			"stream", n.Stream, "subjects", have.Subjects,
+			"fix", "nats stream edit "+n.Stream+" --subjects '"+strings.Join(append(slices.Clone(have.Subjects), fenceFilter(c.cfg.Group)), ",")+"'")
+	default:
+		old := have.Subjects
+		have.Subjects = append(slices.Clone(have.Subjects), fenceFilter(c.cfg.Group))
+		info, err := js.UpdateStream(ctx, have)
+		if err != nil {
+			return false, false, fmt.Errorf("collector: stream %s: add the fence subjects %s (docs/collector.md, \"Fencing\"): %w", n.Stream, fenceFilter(c.cfg.Group), err)
+		}
+		have = info.CachedInfo().Config
+		fenced = true
+		c.log.Warn("stream now captures this group's fence subjects (docs/collector.md, \"Fencing\")", "stream", n.Stream, "was", old, "subjects", have.Subjects)
+	}
 	if parts == 0 {
-		return have.SubjectTransform != nil, nil
+		return have.SubjectTransform != nil, fenced, nil
 	}
 	if have.SubjectTransform != nil && *have.SubjectTransform == *want.SubjectTransform {
-		return true, nil
+		return true, fenced, nil
 	}
 	if !n.CreateStream {
-		return false, fmt.Errorf("collector: stream %s has no %d-partition transform (want %s -> %s) and nats.create_stream is off",
+		return false, false, fmt.Errorf("collector: stream %s has no %d-partition transform (want %s -> %s) and nats.create_stream is off",
 			n.Stream, parts, want.SubjectTransform.Source, want.SubjectTransform.Destination)
 	}
 	if have.SubjectTransform != nil && have.SubjectTransform.Source != want.SubjectTransform.Source {
-		return false, fmt.Errorf("collector: stream %s already transforms %s -> %s", n.Stream, have.SubjectTransform.Source, have.SubjectTransform.Destination)
+		return false, false, fmt.Errorf("collector: stream %s already transforms %s -> %s", n.Stream, have.SubjectTransform.Source, have.SubjectTransform.Destination)
 	}
 	have.SubjectTransform = want.SubjectTransform
 	if _, err := js.UpdateStream(ctx, have); err != nil {
-		return false, fmt.Errorf("collector: stream %s: set partition transform: %w", n.Stream, err)
+		return false, false, fmt.Errorf("collector: stream %s: set partition transform: %w", n.Stream, err)
 	}
 	c.log.Warn("stream re-partitioned: messages stored before keep their subjects and are not consumed by the partitions",
 		"stream", n.Stream, "partitions", parts)
-	return true, nil
+	return true, fenced, nil
 }
 
 func (c *Collector) bucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

@@ -59,6 +59,14 @@ type shard struct {
 	// gives the same event, which is not published again (publish)
 	stored  map[string]struct{}
 	results []kpi.Result
+	// fence: the stream sequence of the fence this shard's worker
+	// published before its restore (fence.go); every output carries it, so
+	// the stream refuses them once another worker fenced the partition
+	// since. 0: no fence (MQTT and Handle, a server before 2.11).
+	fence uint64
+	// serial: the stream is replicated, where the server takes one
+	// publish at a time per expected subject (fence.go)
+	serial bool
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState

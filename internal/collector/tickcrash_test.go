@@ -143,10 +143,12 @@ func TestReadBackStartsAfterAckFloor(t *testing.T) {
 	t0 := time.Now().UnixMilli() - 10*gapIV
 	g.publish(t, t0, 5)
 	js := g.js
-	cons, err := js.Consumer(t.Context(), g.cfg.NATS.Stream, g.cfg.consumerName(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cons jetstream.Consumer
+	wait.For(t, 10*time.Second, "the collector's consumer", func() bool {
+		var err error
+		cons, err = js.Consumer(t.Context(), g.cfg.NATS.Stream, g.cfg.consumerName(-1))
+		return err == nil
+	})
 	var floor uint64
 	wait.For(t, 10*time.Second, "the five batches acknowledged", func() bool {
 		info, err := cons.Info(t.Context())

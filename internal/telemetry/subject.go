@@ -135,3 +135,39 @@ func SubjectsCollide(a, b string) bool {
 		}
 	}
 }
+
+// AnyCovers reports whether one of the filters matches every subject that
+// subject (which may end in '>') matches.
+func AnyCovers(filters []string, subject string) bool {
+	for _, f := range filters {
+		if Covers(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether filter matches every subject that subject (which
+// may end in '>' or hold '*') matches.
+func Covers(filter, subject string) bool {
+	ft := strings.Split(filter, ".")
+	st := strings.Split(subject, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return true
+		}
+		if i >= len(st) {
+			return false
+		}
+		s := st[i]
+		switch {
+		case s == ">":
+			return false // the subject has more depths than f matches
+		case f == "*":
+			// matches any single literal or '*'
+		case f != s:
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}

@@ -112,8 +112,8 @@ func TestCovers(t *testing.T) {
 		{"other.>", false},
 	}
 	for _, tc := range cases {
-		if got := covers(tc.filter, "smelter.v1.>"); got != tc.want {
-			t.Errorf("covers(%q, smelter.v1.>) = %v, want %v", tc.filter, got, tc.want)
+		if got := telemetry.Covers(tc.filter, "smelter.v1.>"); got != tc.want {
+			t.Errorf("Covers(%q, smelter.v1.>) = %v, want %v", tc.filter, got, tc.want)
 		}
 	}
 }

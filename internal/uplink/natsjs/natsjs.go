@@ -449,7 +449,7 @@ func (u *Uplink) stream(ctx context.Context, js jetstream.JetStream, want jetstr
 	}
 	info := s.CachedInfo()
 	for _, w := range want.Subjects {
-		if !anyCovers(info.Config.Subjects, w) {
+		if !telemetry.AnyCovers(info.Config.Subjects, w) {
 			return nil, fmt.Errorf("%w: stream %s captures %v, which does not cover %s; add %q to its subjects or name another stream in %s",
 				ErrStream, want.Name, info.Config.Subjects, w, w, field)
 		}
@@ -483,40 +483,6 @@ func overlapping(filters, subjects []string) string {
 		}
 	}
 	return ""
-}
-
-// anyCovers reports whether one of the filters matches every subject that
-// subject (which may end in '>') matches.
-func anyCovers(filters []string, subject string) bool {
-	for _, f := range filters {
-		if covers(f, subject) {
-			return true
-		}
-	}
-	return false
-}
-
-func covers(filter, subject string) bool {
-	ft := strings.Split(filter, ".")
-	st := strings.Split(subject, ".")
-	for i, f := range ft {
-		if f == ">" {
-			return true
-		}
-		if i >= len(st) {
-			return false
-		}
-		s := st[i]
-		switch {
-		case s == ">":
-			return false // the subject has more depths than f matches
-		case f == "*":
-			// matches any single literal or '*'
-		case f != s:
-			return false
-		}
-	}
-	return len(ft) == len(st)
 }
 
 // Publish sends every envelope (pipelined, at most max_pending unacknowledged)
