@@ -75,6 +75,7 @@ func (d *queuedExc) script(every int) func(unit byte, n int, start, qty uint16) 
 func TestQueuedOwedAnswersNeverAgree(t *testing.T) {
 	for _, tr := range []Transport{RTUOverTCP, RTU} {
 		t.Run(fmt.Sprint(tr), func(t *testing.T) {
+			t.Parallel() // each waits on its unit's lag, not on the CPU: half the time
 			d := &queuedExc{}
 			addr := ""
 			if tr == RTU {

@@ -233,11 +233,12 @@ func TestRTUHealthyUnitRequestsUnchanged(t *testing.T) {
 // honest RTU-over-TCP unit maps holding 0..9 but 5, which raises exception
 // 2. Its read (0..9, one request) is bisected, register 5 quarantined (no
 // re-probe in the test), the others read good; each exception is owed its
-// answer, so the unit's reads of an owed shape at another address are
-// proven for owedFor (30 x timeout) after the last one. Once that has
-// passed, a read costs its plan's requests again (here three: 0..4, 6..7
-// and 8..9 as the bisection left them, or fewer): the doubt is not
-// forever. Nothing wrong is published (the recorder).
+// answer, so the unit's reads of an owed shape are proven until a read of
+// another shape is answered in turn (link.paid), at most for owedFor (30 x
+// timeout) after the last one. Then a read costs its plan's requests
+// again (here three: 0..4, 6..7 and 8..9 as the bisection left them, or
+// fewer): the doubt is not forever. Nothing wrong is published (the
+// recorder).
 func TestRTUDirectExceptionCostBounded(t *testing.T) {
 	var requests atomic.Int64
 	addr := scriptedRTU(t, func(unit byte, _ int, start, qty uint16) [][]byte {
