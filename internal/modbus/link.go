@@ -175,6 +175,10 @@ type link struct {
 	nAnswered      int
 	req            []byte
 	probe          []byte // prove's read of another shape (tieRead)
+	// the exchange in progress (exchangeHeld): its device's metrics, and
+	// whether it sent a request already (trip counts the others)
+	tripDev *devMetrics
+	tripped bool
 	// lentFor is the unit in doubt that lent the link to other units
 	// while its held answer's window runs (confirm, lendWindow); lentSeen
 	// says what was heard on the line meanwhile that was not the asked
@@ -249,10 +253,26 @@ func relayKeyOf(unit byte, pdu []byte) relayKey {
 	return k
 }
 
-// owedReq is a request left unanswered on Modbus TCP and when it last was.
+// owedReq is a request left unanswered and when it last was; ats is
+// when it was, each time in the last owedFor (oldest first, the newest
+// maxAgree+1 kept): as many of its answers may still come (a unit with a
+// queue of replies sends each late), each until owedFor after it was owed.
 type owedReq struct {
 	key relayKey
 	at  time.Time
+	ats []time.Time
+}
+
+// live is how many of o's answers may still come at now: the times it
+// was owed in the last owedFor.
+func (o *owedReq) live(now time.Time, owedFor time.Duration) int {
+	n := 0
+	for _, at := range o.ats {
+		if now.Sub(at) < owedFor {
+			n++
+		}
+	}
+	return n
 }
 
 // relayDoubt records the request last sent on Modbus TCP as unanswered:
@@ -279,7 +299,12 @@ func (l *link) owe(unit byte, pdu []byte) {
 	oldest := -1
 	for i, o := range l.owedReqs {
 		if o.key == k {
-			l.owedReqs[i].at = now
+			o := &l.owedReqs[i]
+			o.at = now
+			if len(o.ats) > maxAgree {
+				o.ats = append(o.ats[:0], o.ats[1:]...) // more than agree outnumbers either way
+			}
+			o.ats = append(o.ats, now)
 			return
 		}
 		if oldest < 0 || o.at.Before(l.owedReqs[oldest].at) {
@@ -300,13 +325,40 @@ func (l *link) owe(unit byte, pdu []byte) {
 		}
 		l.owedReqs = append(l.owedReqs[:oldest], l.owedReqs[oldest+1:]...)
 	}
-	l.owedReqs = append(l.owedReqs, owedReq{key: k, at: now})
+	l.owedReqs = append(l.owedReqs, owedReq{key: k, at: now, ats: []time.Time{now}})
+}
+
+// owedAnswers returns how many answers of shape unit may still owe (owe:
+// each time a request was owed, in the last owedFor, each counted until
+// owedFor after it; on Modbus TCP of any unit, on an RTU or ASCII line of
+// unit), and false when that is not known: a request of that shape left
+// the list (owedShapes).
+func (l *link) owedAnswers(unit byte, shape replyShape) (int, bool) {
+	now := time.Now()
+	n := 0
+	for i := range l.owedReqs {
+		if o := &l.owedReqs[i]; o.key.replyShape == shape && (!l.framed() || o.key.unit == unit) {
+			n += o.live(now, l.owedFor())
+		}
+	}
+	at, ok := l.owedShapes[shape]
+	return n, !ok || now.Sub(at) >= l.owedFor()
+}
+
+// shapeOf is read pdu's reply shape.
+func shapeOf(pdu []byte) replyShape {
+	fc, count := readShape(pdu)
+	return replyShape{fc, count}
 }
 
 // forgetPaid forgets the requests and shapes last owed owedFor or more
 // before now.
 func (l *link) forgetPaid(now time.Time) {
-	l.owedReqs = slices.DeleteFunc(l.owedReqs, func(o owedReq) bool { return now.Sub(o.at) >= l.owedFor() })
+	for i := range l.owedReqs {
+		o := &l.owedReqs[i]
+		o.ats = slices.DeleteFunc(o.ats, func(at time.Time) bool { return now.Sub(at) >= l.owedFor() })
+	}
+	l.owedReqs = slices.DeleteFunc(l.owedReqs, func(o owedReq) bool { return len(o.ats) == 0 })
 	maps.DeleteFunc(l.owedShapes, func(_ replyShape, at time.Time) bool { return now.Sub(at) >= l.owedFor() })
 }
 
@@ -329,9 +381,15 @@ func (l *link) inDoubt(s *share, unit byte, pdu []byte) bool {
 
 // owedBy reports whether a request owed its answer (owe) has the shape of
 // pdu's reply but is another request: on Modbus TCP of any unit (a
-// gateway relays one unit's answer to another's request), on an RTU or
-// ASCII line of unit (a frame carries the unit that sent it); or whether
-// a request of that shape left the list (owedShapes: any unit).
+// gateway relays one unit's answer to another's request); or whether a
+// request of that shape left the list (owedShapes: any unit).
+//
+// On an RTU or ASCII line, whether unit owes any answer of that shape,
+// pdu's own too (a frame carries the unit that sent it): a unit with a
+// queue of replies sends the answers it owes in turn, and an answer it
+// sent in place of another read's may have left that read's own in its
+// queue, proven or not (review mb-proof MEDIUM-1: which request an owed
+// answer belongs to is not known, only how many of the shape may come).
 func (l *link) owedBy(unit byte, pdu []byte) bool {
 	if len(l.owedReqs) == 0 && len(l.owedShapes) == 0 {
 		return false // the healthy path: no key to build
@@ -339,8 +397,8 @@ func (l *link) owedBy(unit byte, pdu []byte) bool {
 	k := relayKeyOf(unit, pdu)
 	now := time.Now()
 	for _, o := range l.owedReqs {
-		if o.key.replyShape == k.replyShape && o.key != k && now.Sub(o.at) < l.owedFor() &&
-			(!l.framed() || o.key.unit == unit) {
+		if o.key.replyShape == k.replyShape && now.Sub(o.at) < l.owedFor() &&
+			(l.framed() && o.key.unit == unit || !l.framed() && o.key != k) {
 			return true
 		}
 	}
@@ -477,6 +535,8 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 	}
 	l.cur = s
 	defer func() { l.last, l.cur = s, nil }()
+	defer func(dev *devMetrics, tripped bool) { l.tripDev, l.tripped = dev, tripped }(l.tripDev, l.tripped)
+	l.tripDev, l.tripped = dev, false // an exchange lent the line in a window ends before its lender's goes on
 	start := time.Now()
 	reply, late, err := l.askOwn(ctx, s, unit, pdu, start)
 	for lost := 1; reopen && StatusOf(err) == StatusConnection && isRead(pdu) && ctx.Err() == nil; lost++ {
@@ -538,7 +598,7 @@ func (l *link) exchangeHeld(ctx context.Context, s *share, dev *devMetrics, unit
 // unit when the last reply was still its frame. start is when the
 // exchange began (the delay charged to the late unit).
 func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, start time.Time) ([]byte, *share, error) {
-	reply, err := l.roundTrip(ctx, unit, pdu)
+	reply, err := l.trip(ctx, unit, pdu)
 	var late *share
 	for attempt, tries := start, 0; ; tries++ {
 		if late = l.foreign(s, err); late == nil && l.noisy == 0 {
@@ -556,7 +616,7 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 				break
 			}
 			attempt = time.Now()
-			reply, err = l.roundTrip(ctx, unit, pdu)
+			reply, err = l.trip(ctx, unit, pdu)
 			continue
 		}
 		// another unit's late reply while unit was asked: that unit's
@@ -586,7 +646,7 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 			break
 		}
 		attempt = time.Now()
-		reply, err = l.roundTrip(ctx, unit, pdu)
+		reply, err = l.trip(ctx, unit, pdu)
 	}
 	return reply, late, err
 }
@@ -613,11 +673,27 @@ func (l *link) oweException(unit byte, pdu []byte, err error) {
 // evidence, returned as the error (roundTrip).
 func (l *link) askProof(ctx context.Context, s *share, unit byte, pdu []byte) ([]byte, error) {
 	if l.framed() {
-		reply, err := l.roundTrip(ctx, unit, pdu)
+		reply, err := l.trip(ctx, unit, pdu)
 		l.oweException(unit, pdu, err)
 		return reply, err
 	}
 	reply, _, err := l.askOwn(ctx, s, unit, pdu, time.Now())
+	return reply, err
+}
+
+// trip is roundTrip for the exchange in progress (exchangeHeld): every
+// request after its first (the read sent again after another unit's
+// frame or noise, or on a new socket; a proof's reads: prove, closeProof,
+// agree) is counted in smelter_modbus_requests_total by its own result;
+// the first is counted once the exchange ends, by the exchange's result
+// (the answer, or what the proof made of it: untied). So the series sum
+// to the requests sent on the wire.
+func (l *link) trip(ctx context.Context, unit byte, pdu []byte) ([]byte, error) {
+	reply, err := l.roundTrip(ctx, unit, pdu)
+	if l.tripped && l.tripDev != nil {
+		l.tripDev.sent(StatusOf(err).kind())
+	}
+	l.tripped = true
 	return reply, err
 }
 
@@ -1037,12 +1113,25 @@ func (l *link) prove(ctx context.Context, s *share, unit byte, pdu, reply []byte
 		if l.probe == nil {
 			break
 		}
+		// on an RTU or ASCII line, a read of a shape the unit owes no
+		// answer of (owedAnswers) answered with its own shape is the
+		// unit's answer to it: nothing it owed was ahead of it
+		n, known := l.owedAnswers(unit, shapeOf(l.probe))
+		clean := l.framed() && n == 0 && known
+		if l.framed() && owed && !clean {
+			// an answer the unit owes may have the read's shape: the
+			// read would tie nothing (review mb-proof MEDIUM-1)
+			continue
+		}
 		tried++
 		_, perr := l.askProof(ctx, s, unit, l.probe)
 		st := StatusOf(perr)
 		switch _, exc := st.Exception(); {
 		case perr == nil:
 			tied = true
+			if clean && len(s.unanswered) == 0 {
+				l.paid(unit)
+			}
 		case otherShape(st):
 			// the answers of pdu and of this read may still come (a
 			// gateway relaying each to the next request)
@@ -1104,6 +1193,9 @@ func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply [
 	s.held = append(s.held[:0], reply...)
 	arrived := l.arrived
 	_, perr := l.askProof(ctx, s, unit, l.probe)
+	if l.framed() && otherShape(StatusOf(perr)) {
+		l.owe(unit, l.probe) // its answer may follow, to a later request
+	}
 	if perr == nil {
 		reply, perr = l.askProof(ctx, s, unit, pdu)
 	}
@@ -1123,32 +1215,54 @@ func (l *link) closeProof(ctx context.Context, s *share, unit byte, pdu, reply [
 }
 
 // agree decides, on an RTU or ASCII line, on s.held, the answer of unit
-// to read pdu while the unit owes the answer to another read of its shape
-// (owedBy) and no read of another shape could tie it (none answered with
-// data: a one-register read next to unmapped registers): pdu is sent again
-// and its answer must carry the same bytes. A unit relaying the owed
-// answer to the first send answers the second with this read's own (or
-// with nothing), so unless the two registers hold the same value, they
-// differ: the read is untied (StatusUntied) and owed its answer too. When
-// they agree, the second answer is this read's or carries its bytes. Not
-// caught: two owed answers with the same bytes relayed to both sends.
+// to read pdu while the unit owes answers of its shape (owedBy) and no
+// read of another shape could tie it (none answered with data, or each
+// of a shape the unit owes too: a one-register read next to unmapped
+// registers). Each answer of the unit's to pdu may be one it owes: a unit
+// with a queue of replies sends them in turn, one per request, and its
+// own answers join the queue behind them. So pdu is sent again as many
+// times as the unit may owe answers of its shape (owedAnswers, at least
+// once), and every answer must carry s.held's bytes: of those owed+1
+// answers at least one is an answer of pdu's (review mb-proof MEDIUM-1:
+// two owed answers of the same register with the same bytes, sent to
+// both sends of a read sent twice, were published as its value). When
+// more than maxAgree answers may be owed, or how many is not known (a
+// shape that left the list), nothing is sent and the read is untied
+// (StatusUntied) until they are no longer owed. A unit relaying an owed
+// answer to one send answers another with this read's own (or with
+// nothing), so unless the registers hold the same value, they differ:
+// the read is untied and owed its answer too. Not caught: a unit that
+// sends an answer more than owedFor after it was owed.
 func (l *link) agree(ctx context.Context, s *share, unit byte, pdu []byte, arrived time.Time) ([]byte, error) {
-	reply, err := l.askProof(ctx, s, unit, pdu)
-	switch {
-	case err == nil && string(reply) == string(s.held):
-		s.trusted()
-		l.pendingDone(s)
-		l.arrived = arrived
-		return s.held, nil
-	case err != nil && !answeredErr(err) && !otherShape(StatusOf(err)):
-		return nil, err // a timeout, the connection lost, canceled, a broken frame
-	case err != nil && answeredErr(err):
-		return reply, err // an exception: the device's answer (owed: exchangeHeld)
+	owing, known := l.owedAnswers(unit, shapeOf(pdu))
+	if !known || owing > maxAgree {
+		l.untied(s, "it may owe more answers of the read's shape than a read sent again could outnumber")
+		return nil, linkErr(StatusUntied, "unit %d may owe %d answers of the read's shape (more than %d, or not known): a read sent again cannot outnumber them (an exception's late answers)", s.unit, owing, maxAgree)
 	}
-	l.owe(unit, pdu)
-	l.untied(s, "its answer to a read sent twice differed while it owed the answer to another read of its shape")
-	return nil, linkErr(StatusUntied, "unit %d answered a read differently when it was sent again while it owed the answer to another read of its shape (an exception's late answer)", s.unit)
+	for range max(owing, 1) {
+		reply, err := l.askProof(ctx, s, unit, pdu)
+		switch {
+		case err == nil && string(reply) == string(s.held):
+			continue
+		case err != nil && !answeredErr(err) && !otherShape(StatusOf(err)):
+			return nil, err // a timeout, the connection lost, canceled, a broken frame
+		case err != nil && answeredErr(err):
+			return reply, err // an exception: the device's answer (owed: exchangeHeld)
+		}
+		l.owe(unit, pdu)
+		l.untied(s, "its answer to a read sent twice differed while it owed the answer to another read of its shape")
+		return nil, linkErr(StatusUntied, "unit %d answered a read differently when it was sent again while it owed the answer to another read of its shape (an exception's late answer)", s.unit)
+	}
+	s.trusted()
+	l.pendingDone(s)
+	l.arrived = arrived
+	return s.held, nil
 }
+
+// maxAgree bounds the answers a unit may owe of a read's shape that agree
+// outnumbers by sending the read again (as many times): beyond it the
+// read is untied until fewer are owed.
+const maxAgree = 3
 
 // unframed reports whether err is a reply that is no frame: a checksum
 // that does not hold, an unknown function code, a frame cut short (an
@@ -1230,6 +1344,25 @@ func (l *link) noiseAhead(s *share) *share {
 	}
 	l.quiet, l.lastRx, l.doubt, l.afterTO = true, time.Now(), by, false
 	return by
+}
+
+// paid forgets, on an RTU or ASCII line, the answers unit owed (owe)
+// when a read of a shape it owed none of (owedAnswers: 0, known), sent
+// with no timed-out request of the unit's whose late reply was not seen
+// (share.unanswered), was answered with its own shape (prove's tieRead).
+// A unit that sends the answers it owes in turn, one per request, sends
+// the oldest first: had any been left, that read would have got it, of
+// another shape (caught: untied). So the unit owed nothing when the read
+// was sent; what it owes again is owed from then on. This is what ends
+// an exception's doubt (oweException) early for a unit that answers in
+// turn, so its owed answers do not pile up to more than agree can
+// outnumber (review mb-proof MEDIUM-1). A shape that left the list
+// (owedShapes: any unit) stays owed until owedFor after it.
+func (l *link) paid(unit byte) {
+	if !l.framed() {
+		return
+	}
+	l.owedReqs = slices.DeleteFunc(l.owedReqs, func(o owedReq) bool { return o.key.unit == unit })
 }
 
 // pendingDone ends s's doubt on the line.

@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_requests_total",
-			Help: "Modbus read requests sent, by device and result (ok, exception, timeout, connection, framing, bad_length, checksum, transaction_mismatch, wrong_unit, wrong_function, canceled).",
+			Help: "Modbus requests sent, by device and result (ok, exception, timeout, connection, framing, bad_length, checksum, transaction_mismatch, wrong_unit, wrong_function, bad_echo, untied, canceled): a read's own request by the read's result, each request more it sent (sent again after another unit's late frame, the reads that prove an answer in doubt) by its own; errors_total counts each read's result once.",
 		}, []string{"device", "result"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smelter_modbus_errors_total",
@@ -141,6 +141,15 @@ func (d *devMetrics) request(k int) {
 	}
 	if k != kindOK && k != kindCanceled {
 		d.errKind[k].add(1, d.m.errors, d.id, kindNames[k])
+	}
+}
+
+// sent counts one request of result kind k sent in a proof or sent again
+// (link.trip): in smelter_modbus_requests_total only, the read's errors
+// being counted once by its result (request).
+func (d *devMetrics) sent(k int) {
+	if k != kindNotFinite {
+		d.result[k].add(1, d.m.requests, d.id, kindNames[k])
 	}
 }
 

@@ -48,13 +48,19 @@ func startExcThenLate(t *testing.T, exc byte, every int) *excThenLate {
 // startExcThenLateSerial is startExcThenLate on a serial line (a socat pty
 // pair; skipped without socat): Addr is the gateway's end.
 func startExcThenLateSerial(t *testing.T, exc byte, every int) *excThenLate {
+	d := &excThenLate{}
+	d.Addr = scriptedSerialRTU(t, d.script(exc, every))
+	return d
+}
+
+// scriptedSerialRTU is scriptedRTU on a serial line (a socat pty pair;
+// skipped without socat): it returns the gateway's end.
+func scriptedSerialRTU(t *testing.T, script func(unit byte, n int, start, qty uint16) [][]byte) string {
 	client, dev := modbustest.PtyPair(t)
 	f, err := os.OpenFile(dev, os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &excThenLate{Addr: client}
-	script := d.script(exc, every)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		seen := map[byte]int{}
@@ -73,7 +79,7 @@ func startExcThenLateSerial(t *testing.T, exc byte, every int) *excThenLate {
 		_ = f.Close()
 		wg.Wait()
 	})
-	return d
+	return client
 }
 
 // script is the unit's behaviour for scriptedRTU.
@@ -153,7 +159,18 @@ func TestRTUExceptionThenLateAnswer(t *testing.T) {
 			if n := counter(t, reg, "smelter_modbus_owed_answers_total", "device", "unit-1"); n < 20 {
 				t.Errorf("owed answers counted %v times, want >= 20 (one per exception)", n)
 			}
+			requestsCounted(t, reg, "unit-1", dev.requests.Load())
 		})
+	}
+}
+
+// requestsCounted fails t unless smelter_modbus_requests_total of device
+// sums to got, the requests the unit received (review mb-proof: the reads
+// of a proof were not counted), give or take the read a stop cut short.
+func requestsCounted(t *testing.T, reg *prometheus.Registry, device string, got int64) {
+	t.Helper()
+	if n := int64(counter(t, reg, "smelter_modbus_requests_total", "device", device)); n < got-2 || n > got+2 {
+		t.Errorf("smelter_modbus_requests_total{device=%q} is %d, the unit received %d requests", device, n, got)
 	}
 }
 
@@ -216,11 +233,12 @@ func TestRTUHealthyUnitRequestsUnchanged(t *testing.T) {
 // honest RTU-over-TCP unit maps holding 0..9 but 5, which raises exception
 // 2. Its read (0..9, one request) is bisected, register 5 quarantined (no
 // re-probe in the test), the others read good; each exception is owed its
-// answer, so the unit's reads of an owed shape at another address are
-// proven for owedFor (30 x timeout) after the last one. Once that has
-// passed, a read costs its plan's requests again (here three: 0..4, 6..7
-// and 8..9 as the bisection left them, or fewer): the doubt is not
-// forever. Nothing wrong is published (the recorder).
+// answer, so the unit's reads of an owed shape are proven until a read of
+// another shape is answered in turn (link.paid), at most for owedFor (30 x
+// timeout) after the last one. Then a read costs its plan's requests
+// again (here three: 0..4, 6..7 and 8..9 as the bisection left them, or
+// fewer): the doubt is not forever. Nothing wrong is published (the
+// recorder).
 func TestRTUDirectExceptionCostBounded(t *testing.T) {
 	var requests atomic.Int64
 	addr := scriptedRTU(t, func(unit byte, _ int, start, qty uint16) [][]byte {
