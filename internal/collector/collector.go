@@ -53,6 +53,12 @@ type Collector struct {
 	cat *catalog.Catalog
 	set *rules.Set
 
+	// fenceSerial: fenced outputs are sent one at a time (the stream is
+	// replicated: commit.go's send); fenceOff: the stream's leader was
+	// found not to check the fence (commit.go's fenceIgnored), no fence
+	// from then on
+	fenceSerial, fenceOff atomic.Bool
+
 	mu     sync.Mutex // guards shards, recent and cmdAlerts
 	shards map[int]*shard
 	// statsMu guards retired and every shard's gone flag; taken before a
@@ -220,6 +226,7 @@ type metrics struct {
 	sigRefused *prometheus.CounterVec
 	takeovers  prometheus.Counter
 	fenced     prometheus.Counter
+	fenceBusy  prometheus.Counter
 	checkpts   prometheus.Counter
 	owned      prometheus.Gauge
 	dropped    *prometheus.CounterVec
@@ -283,6 +290,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Readings (kind data) and birth signals (kind birth) of signals an asset does not hold, refused because it holds max_signals_per_asset signals; readings whose signal name or unit breaks the schema's bounds (kind invalid)."}, []string{"kind"}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_partition_acquired_total", Help: "Partitions this replica started to own."}),
 		fenced:    prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoint_conflicts_total", Help: "Checkpoints refused because another replica wrote the asset's state first."}),
+		fenceBusy: prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_fence_busy_total", Help: "Fenced alert and KPI publishes a replicated stream answered busy (10164: another publish with the same expected subject being stored) and that were sent again after a short wait."}),
 		checkpts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "smelter_collector_checkpoints_total", Help: "Asset state records written to the state bucket."}),
 		owned:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "smelter_collector_partitions_owned", Help: "Partitions this replica consumes now."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_cycles_dropped_total",
@@ -338,7 +346,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		})
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
-		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
+		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.fenceBusy, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
 		c.m.rateLimited, c.m.rewatches,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,6 +73,10 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycl
 		c.publishing(sh.p, events)
 	}
 	if err := c.send(ctx, io, sh, cy.outs); err != nil {
+		if fenceRefused(err) && c.fenceIgnored(ctx, io, sh) {
+			c.m.pubErrors.Inc()
+			return fmt.Errorf("collector: the stream refused outputs carrying the partition's own fence: fencing off, the cycle is evaluated again: %w", err)
+		}
 		if fenceRefused(err) {
 			return &notOwner{reasonFence, fmt.Sprintf("the stream refused the cycle's outputs: another worker fenced the partition (%s) since this one restored it: %v",
 				fenceSubject(c.cfg.Group, sh.p), err)}
@@ -91,17 +96,22 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycl
 }
 
 // send publishes outs with their Nats-Msg-Id and, when sh has a fence,
-// the fence headers (fence.go), and waits for every PubAck. A replicated
-// stream takes one fenced publish at a time: the outputs it refused as
-// busy are sent again one by one, and so are sh's from then on
-// (shard.serial). The error of a refused fence satisfies fenceRefused.
+// the fence headers (fence.go), and waits for every PubAck. Unfenced, or
+// fenced on a single-replica stream, the outputs are pipelined (the
+// server stores them in the order sent). A replicated stream takes one
+// fenced publish at a time (10164 for one sent while another is being
+// stored): there every output is sent once the previous one's PubAck
+// came, in the cycle's order (a raise before its clear), and a 10164 for
+// it (the server sends the PubAck before it clears its in-process mark,
+// or a successor's fence is being stored) is retried after a short wait
+// (fenceBusyRetry) until the stream stores it or refuses it. The error of
+// a refused fence satisfies fenceRefused.
 func (c *Collector) send(ctx context.Context, io *natsIO, sh *shard, outs []output) error {
 	var fseq uint64
 	var fsubj string
-	serial := false
-	if sh != nil {
+	if sh != nil && !c.fenceOff.Load() {
 		sh.mu.Lock()
-		fseq, serial = sh.fence, sh.serial
+		fseq = sh.fence
 		sh.mu.Unlock()
 		fsubj = fenceSubject(c.cfg.Group, sh.p)
 	}
@@ -119,58 +129,117 @@ func (c *Collector) send(ctx context.Context, io *natsIO, sh *shard, outs []outp
 		}
 		return f, nil
 	}
-	again := outs
-	if fseq == 0 || !serial {
-		again = nil
-		futs := make([]jetstream.PubAckFuture, 0, len(outs))
+	if fseq > 0 && c.fenceSerial.Load() {
 		for _, o := range outs {
-			f, err := pub(o)
-			if err != nil {
+			if err := c.sendOne(ctx, o, pub); err != nil {
 				return err
 			}
-			futs = append(futs, f)
 		}
-		var first error
-		for i, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				switch {
-				case duplicateInProcess(err): // the same message (its Nats-Msg-Id names its content) is being stored
-				case fenceBusy(err):
-					again = append(again, outs[i])
-				case first == nil:
-					first = err
-				}
-			case <-ctx.Done():
-				return ctx.Err()
+		return nil
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(outs))
+	for _, o := range outs {
+		f, err := pub(o)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	var first error
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			switch {
+			case duplicateInProcess(err): // the same message (its Nats-Msg-Id names its content) is being stored
+			case first == nil:
+				first = err
 			}
-		}
-		if first != nil {
-			return fmt.Errorf("collector: publish outputs: %w", first)
-		}
-		if len(again) > 0 {
-			sh.mu.Lock()
-			sh.serial = true
-			sh.mu.Unlock()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	for _, o := range again {
+	if first != nil && fenceBusy(first) {
+		// the stream became replicated since the start: from now on one
+		// at a time; this cycle, whose outputs may be stored out of its
+		// order, is dropped and evaluated again
+		c.fenceSerial.Store(true)
+		c.log.Warn("the stream takes one fenced publish at a time (replicated since the start): the outputs of every partition are sent one by one from now on",
+			"stream", c.cfg.NATS.Stream)
+	}
+	if first != nil {
+		return fmt.Errorf("collector: publish outputs: %w", first)
+	}
+	return nil
+}
+
+// fenceBusyRetry bounds the waits of a fenced output the stream answered
+// busy (10164): 1 ms doubling to 64 ms, 40 tries (about 2 s), then the
+// error stands.
+const (
+	fenceBusyFirst = time.Millisecond
+	fenceBusyMax   = 64 * time.Millisecond
+	fenceBusyTries = 40
+)
+
+// sendOne publishes o with pub and waits for its PubAck, retrying a
+// 10164 (fenceBusyRetry).
+func (c *Collector) sendOne(ctx context.Context, o output, pub func(output) (jetstream.PubAckFuture, error)) error {
+	wait := fenceBusyFirst
+	for try := 1; ; try++ {
 		f, err := pub(o)
 		if err != nil {
 			return err
 		}
 		select {
 		case <-f.Ok():
+			return nil
 		case err := <-f.Err():
-			if !duplicateInProcess(err) {
+			switch {
+			case duplicateInProcess(err):
+				return nil
+			case !fenceBusy(err) || try == fenceBusyTries:
 				return fmt.Errorf("collector: publish outputs: %w", err)
 			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		c.m.fenceBusy.Inc()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, fenceBusyMax)
 	}
-	return nil
+}
+
+// fenceIgnored reports whether the stream refused sh's output although
+// sh's fence is still the partition's last: the stream's leader does not
+// check the expected sequence against the fence subject (a nats-server
+// before 2.11 in the cluster, during a rolling upgrade or after a
+// reconnect: it checks it against the output's own subject and refuses
+// every output). Then fencing is turned off for the process
+// (Collector.fenceOff), logged once. A fence that is gone (max_age) or
+// another's is no such case.
+func (c *Collector) fenceIgnored(ctx context.Context, io *natsIO, sh *shard) bool {
+	sh.mu.Lock()
+	fseq := sh.fence
+	sh.mu.Unlock()
+	s, err := io.js.Stream(ctx, c.cfg.NATS.Stream)
+	if err != nil {
+		return false
+	}
+	m, err := s.GetLastMsgForSubject(ctx, fenceSubject(c.cfg.Group, sh.p))
+	if err != nil || m.Sequence != fseq {
+		return false
+	}
+	if c.fenceOff.CompareAndSwap(false, true) {
+		c.log.Error("the stream refused outputs whose fence is the partition's last: its leader does not check Nats-Expected-Last-Subject-Sequence-Subject "+
+			"(a nats-server before "+minFenceVersion+" in the cluster?): running without the stream fence until the collector restarts (docs/collector.md, \"Fencing\")",
+			"stream", c.cfg.NATS.Stream, "fence", fenceSubject(c.cfg.Group, sh.p), "sequence", fseq)
+	}
+	return true
 }
 
 // dropStored removes from cy.outs the events sh's restore read back

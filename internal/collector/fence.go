@@ -51,7 +51,7 @@ func fenceFilter(group string) string { return fencePrefix + group + ".*" }
 // fence publishes partition p's fence and returns its stream sequence
 // (0 when io does not fence).
 func (c *Collector) fence(ctx context.Context, io *natsIO, p int) (uint64, error) {
-	if io == nil || !io.fence {
+	if io == nil || !io.fence || c.fenceOff.Load() {
 		return 0, nil
 	}
 	subj := fenceSubject(c.cfg.Group, p)
@@ -92,7 +92,15 @@ func fenceProbe(group string) string { return fencePrefix + group + ".probe" }
 // accounts of a version before fencing) is an error naming the permission
 // to add, at once, not a partition worker failing on every fence; no
 // PubAck before ctx ends is ctx's error (JetStream not ready: retried).
+//
+// It also reads whether the stream is replicated: there fenced outputs are
+// sent one at a time (Collector.fenceSerial, commit.go's send).
 func (c *Collector) probeFence(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, c.cfg.NATS.Stream)
+	if err != nil {
+		return fmt.Errorf("collector: stream %s: %w", c.cfg.NATS.Stream, err)
+	}
+	c.fenceSerial.Store(s.CachedInfo().Config.Replicas > 1)
 	subj := fenceProbe(c.cfg.Group)
 	f, err := js.PublishMsgAsync(&nats.Msg{Subject: subj})
 	if err != nil {

@@ -109,7 +109,8 @@ func TestPartitionTokenNotStored(t *testing.T) {
 func TestLegacyStreamNarrowed(t *testing.T) {
 	ns, js := embeddedJS(t)
 	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>"}}); err != nil {
+	other := fenceFilter("other-group") // another collector group's fences on the shared stream stay
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMELTER", Subjects: []string{"smelter.v1.>", other}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.Publish(ctx, "smelter.v1.s1.motor.m-1.audit", []byte("{}")); err != nil {
@@ -120,7 +121,7 @@ func TestLegacyStreamNarrowed(t *testing.T) {
 	startCfg(t, cfg)
 	wait.For(t, 10*time.Second, "the stream narrowed", func() bool {
 		s, err := js.Stream(ctx, "SMELTER")
-		return err == nil && slices.Equal(s.CachedInfo().Config.Subjects, append(telemetry.TelemetryStreamSubjects("*"), fenceFilter(cfg.Group)))
+		return err == nil && slices.Equal(s.CachedInfo().Config.Subjects, append(telemetry.TelemetryStreamSubjects("*"), fenceFilter(cfg.Group), other))
 	})
 	s, err := js.Stream(ctx, "SMELTER")
 	if err != nil {

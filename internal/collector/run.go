@@ -369,7 +369,12 @@ func (c *Collector) ensureStream(ctx context.Context, js jetstream.JetStream, fe
 				"fix", "nats stream edit "+n.Stream+" --subjects '"+strings.Join(want.Subjects, ",")+"'")
 		} else {
 			old := have.Subjects
-			have.Subjects = want.Subjects
+			have.Subjects = slices.Clone(want.Subjects)
+			for _, subj := range old { // other groups' fences stay
+				if strings.HasPrefix(subj, fencePrefix) && !slices.Contains(have.Subjects, subj) {
+					have.Subjects = append(have.Subjects, subj)
+				}
+			}
 			info, err := js.UpdateStream(ctx, have)
 			if err != nil {
 				return false, false, fmt.Errorf("collector: stream %s: narrow %v to the telemetry kinds %v (docs/operations.md, \"Audit stream\"): %w",

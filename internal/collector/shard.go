@@ -64,9 +64,6 @@ type shard struct {
 	// the stream refuses them once another worker fenced the partition
 	// since. 0: no fence (MQTT and Handle, a server before 2.11).
 	fence uint64
-	// serial: the stream is replicated, where the server takes one
-	// publish at a time per expected subject (fence.go)
-	serial bool
 
 	// the checkpoint's reused snapshot buffers and record arena
 	kst    kpi.AssetState
