@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -594,14 +595,18 @@ func (d *batchDecoder) readingFast(out *Reading) bool {
 	if out.Signal, i, ok = plainString(s, i+len(`{"signal":"`)); !ok {
 		return false
 	}
-	var raw string
+	var raw string // a number scanNumber does not take
+	value := false
 	if strings.HasPrefix(s[i:], `,"value":`) {
 		i += len(`,"value":`)
-		j := numberEnd(s, i)
-		if j == i {
-			return false
+		var j int
+		if out.Value, j, value = scanNumber(s, i); !value {
+			if j = numberEnd(s, i); j == i {
+				return false
+			}
+			raw = s[i:j]
 		}
-		raw, i = s[i:j], j
+		i = j
 	}
 	if strings.HasPrefix(s[i:], `,"text":"`) {
 		if out.Text, i, ok = plainString(s, i+len(`,"text":"`)); !ok {
@@ -651,12 +656,12 @@ func (d *batchDecoder) readingFast(out *Reading) bool {
 	if i >= len(s) || s[i] != '}' {
 		return false
 	}
-	if raw == "" {
-		out.NoValue = true
-	} else if out.Value, ok = fastFloat(raw); !ok {
+	if raw != "" {
 		if out.Value, err = strconv.ParseFloat(raw, 64); err != nil {
 			return false
 		}
+	} else if !value {
+		out.NoValue = true
 	}
 	if !q.HasValue() {
 		out.NoValue = false
@@ -696,45 +701,109 @@ func fastInt(s string, i int) (v int64, next int, ok bool) {
 // pow10 are the powers of ten a float64 holds exactly.
 var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
-// fastFloat converts a JSON number of at most 15 digits without exponent
-// (how a gateway writes scaled register values): its digits as an integer
-// and the power of ten below 1e16 are both exact in a float64, so their
-// quotient is the correctly rounded value, the one strconv.ParseFloat
-// gives. ok is false for any other number.
+// fastFloat converts a JSON number of at most 19 digits without exponent
+// (how a gateway writes scaled register values and float64 readings) to
+// the value strconv.ParseFloat gives; ok is false for any other number.
 func fastFloat(t string) (float64, bool) {
-	j := 0
-	neg := t[0] == '-'
+	v, next, ok := scanNumber(t, 0)
+	return v, ok && next == len(t)
+}
+
+// scanNumber reads the JSON number at s[i:] as batchDecoder.number does
+// and converts it, in one pass: next is where number ends it. ok is false
+// (and the number left to number and strconv.ParseFloat) when there is no
+// number there, it has an exponent or more than 19 digits. Up to 15
+// digits, the digits as an integer and the power of ten below 1e16 are
+// both exact in a float64, so their quotient is the correctly rounded
+// value; from 16 to 19 digits (a float64 printed in full takes 17)
+// longDecimal divides exactly in integers.
+func scanNumber(s string, i int) (v float64, next int, ok bool) {
+	j := i
+	neg := j < len(s) && s[j] == '-'
 	if neg {
 		j++
 	}
-	if len(t)-j > 16 { // more than 15 digits and a point: no need to look
-		return 0, false
-	}
 	var mant uint64
-	digits, frac := 0, -1
-	for ; j < len(t); j++ {
-		c := t[j]
-		switch {
-		case c >= '0' && c <= '9':
-			mant = mant*10 + uint64(c-'0')
-			digits++
-		case c == '.' && frac < 0:
-			frac = j
-		default:
-			return 0, false
+	k := j
+	switch {
+	case j < len(s) && s[j] == '0':
+		j++
+	case j < len(s) && s[j] >= '1' && s[j] <= '9':
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			mant = mant*10 + uint64(s[j]-'0')
+			j++
 		}
+	default:
+		return 0, i, false
 	}
-	if digits > 15 {
-		return 0, false
+	digits, places := j-k, 0
+	if j < len(s) && s[j] == '.' {
+		j++
+		k := j
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			mant = mant*10 + uint64(s[j]-'0')
+			j++
+		}
+		if places = j - k; places == 0 {
+			return 0, i, false
+		}
+		digits += places
 	}
-	v := float64(mant)
-	if frac >= 0 {
-		v /= pow10[len(t)-1-frac]
+	if j < len(s) && (s[j] == 'e' || s[j] == 'E') {
+		return 0, i, false
+	}
+	switch {
+	case digits <= 15:
+		v = float64(mant) / pow10[places]
+	case digits <= 19: // mant did not overflow
+		v = longDecimal(mant, places)
+	default:
+		return 0, i, false
 	}
 	if neg {
 		v = -v
 	}
-	return v, true
+	return v, j, true
+}
+
+// tens are the powers of ten a uint64 holds.
+var tens = [...]uint64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+	1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
+
+// longDecimal returns m / 10^places (m < 10^19, places <= 19) rounded to
+// the nearest float64, ties to even: what strconv.ParseFloat gives for the
+// decimal. m, shifted so its top bit is bit 63 and then by the bit length
+// of d = 10^places less one, divided by d in 128 bits gives a quotient q
+// of 63 or 64 bits and a remainder; q's bits below the 53 kept, with the
+// remainder as the sticky bit, decide the rounding exactly. The value lies
+// between 1e-19 and 1e19, far from the float64 subnormals and overflow, so
+// the result is assembled from its exponent and mantissa bits directly.
+func longDecimal(m uint64, places int) float64 {
+	if m == 0 {
+		return 0
+	}
+	d := tens[places]
+	lz := bits.LeadingZeros64(m)
+	sh := bits.Len64(d) - 1 // 0..63
+	m <<= uint(lz)
+	// (m << sh) as hi:lo (hi is 0 for sh 0: Go shifts by 64 to 0);
+	// hi < 2^sh <= d, so the quotient fits 64 bits
+	hi, lo := m>>(64-uint(sh)), m<<uint(sh)
+	q, r := bits.Div64(hi, lo, d)
+	drop := uint(bits.Len64(q) - 53) // 10 or 11
+	mant := q >> drop
+	rest := q & (1<<drop - 1)
+	half := uint64(1) << (drop - 1)
+	if rest > half || rest == half && (r != 0 || mant&1 == 1) {
+		mant++
+	}
+	// value = mant * 2^(drop - lz - sh)
+	exp := int(drop) - lz - sh
+	if mant == 1<<53 {
+		mant >>= 1
+		exp++
+	}
+	return math.Float64frombits(uint64(exp+52+1023)<<52 | mant&(1<<52-1))
 }
 
 // plainString returns the string that starts at s[i] (after its opening

@@ -162,7 +162,7 @@ func TestFastNumbersMatchStrconv(t *testing.T) {
 			if err != nil || math.Float64bits(v) != math.Float64bits(want) {
 				t.Fatalf("fastFloat(%s) = %v, strconv %v (%v)", num, v, want, err)
 			}
-		} else if n := strings.Count(num, "") - 1 - strings.Count(num, "-") - strings.Count(num, "."); n <= 15 {
+		} else if n := strings.Count(num, "") - 1 - strings.Count(num, "-") - strings.Count(num, "."); n <= 19 {
 			t.Fatalf("fastFloat(%s) not taken (%d digits)", num, n)
 		}
 		if v, next, ok := fastInt(num+",", 0); ok {

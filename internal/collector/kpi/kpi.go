@@ -118,6 +118,19 @@ type classDef struct {
 	keep int
 }
 
+// input returns the position of signal name among the class's inputs. A
+// scan of the class's few names (shared by all its assets, so in the
+// cache) instead of a map per asset, which with thousands of assets was a
+// cache miss per reading.
+func (d *classDef) input(name string) (int, bool) {
+	for i, s := range d.signals {
+		if s == name {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
 type sample struct {
 	v  []float64
 	ok []bool
@@ -143,7 +156,6 @@ type Stats struct {
 type assetAcc struct {
 	site, id, class string
 	def             *classDef
-	idx             map[string]int
 	s               sample
 	lo, hi          []*float64 // plausible range per signal, nil: open
 	np              map[string]float64
@@ -191,11 +203,8 @@ func (t *Tracker) asset(site, id, class string) *assetAcc {
 	}
 	site, id, class = strings.Clone(site), strings.Clone(id), strings.Clone(class) // not views into a payload
 	k = [2]string{site, id}
-	a := &assetAcc{site: site, id: id, class: class, def: def, idx: map[string]int{}, np: map[string]float64{},
+	a := &assetAcc{site: site, id: id, class: class, def: def, np: map[string]float64{},
 		win: w.Milliseconds(), latches: map[string]*alert.Latch{}}
-	for i, s := range def.signals {
-		a.idx[s] = i
-	}
 	a.s = sample{v: make([]float64, len(def.signals)), ok: make([]bool, len(def.signals))}
 	a.lo, a.hi = make([]*float64, len(def.signals)), make([]*float64, len(def.signals))
 	t.ranges(a, nil)
@@ -214,7 +223,7 @@ func (t *Tracker) ranges(a *assetAcc, birth []telemetry.SignalInfo) {
 		}
 	}
 	for _, si := range birth {
-		if i, ok := a.idx[si.Signal]; ok {
+		if i, ok := a.def.input(si.Signal); ok {
 			if si.Min != nil {
 				a.lo[i] = si.Min
 			}
@@ -298,7 +307,7 @@ func (t *Tracker) Process(b *telemetry.Batch, results []Result, alerts []alert.A
 	}
 	for i := range b.Readings {
 		r := &b.Readings[i]
-		j, ok := a.idx[r.Signal]
+		j, ok := a.def.input(r.Signal)
 		if !ok {
 			continue
 		}

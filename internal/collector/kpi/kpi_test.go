@@ -263,3 +263,20 @@ func TestCompressorAtPartLoadIsNotAFault(t *testing.T) {
 		t.Fatalf("specific power %+v, alerts %+v", sp, f.alerts)
 	}
 }
+
+// TestClassInputsDistinct: classDef.input finds a class's inputs by a
+// scan that returns the first of equal names, as the map per asset it
+// replaced returned the last: the same only while no class lists a name
+// twice.
+func TestClassInputsDistinct(t *testing.T) {
+	for name, def := range classes {
+		for i, s := range def.signals {
+			if j, ok := def.input(s); !ok || j != i {
+				t.Errorf("class %s: input %q at %d, found at %d (%v)", name, s, i, j, ok)
+			}
+		}
+		if _, ok := def.input("no such signal"); ok {
+			t.Errorf("class %s: an unknown signal found", name)
+		}
+	}
+}
