@@ -748,11 +748,11 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		}
 		s.text = r.Text
 		if r.Unit != "" && r.Unit != s.unit {
-			// only a new unit: the one held (the catalog's or the
-			// birth's string, shared and in the cache when the
+			// only a new unit, copied: the one held (the catalog's or
+			// the birth's string, shared and in the cache when the
 			// checkpoint writes it) is kept rather than a view into
-			// each new payload
-			s.unit = r.Unit
+			// each new payload, and no payload is kept alive by it
+			s.unit = strings.Clone(r.Unit)
 		}
 		// The plausibility gate is built in: an implausible value never
 		// feeds rules or expressions. A plausibility rule only decides
