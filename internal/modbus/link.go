@@ -148,6 +148,7 @@ type link struct {
 	lastRx      time.Time // last byte received or end of the last exchange
 	lastWarn    time.Time // last discard warning (rate-limited to one a minute)
 	accepted    bool      // the last exchange ended with an accepted reply (data or exception)
+	heard       bool      // a byte was received on this connection since it opened (silentPeer)
 	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
 	sentAt      time.Time // when the current (last) request was sent
@@ -876,6 +877,7 @@ func (l *link) opened(p port, dr *drainer) {
 	l.quiet = l.framed()
 	l.doubt = nil // nobody's exchange: the device that connects waits
 	l.frameOf = nil
+	l.heard = false
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
 	l.accepted = false
@@ -1703,6 +1705,7 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		}
 	}
 	l.lastRx = time.Now()
+	l.heard = l.heard || l.got > 0
 	switch {
 	case answeredErr(err):
 		l.frameOf, l.frameSent = l.cur, l.sentAt
@@ -1991,6 +1994,7 @@ func (l *link) count(c *prometheus.Counter, vec *prometheus.CounterVec, v float6
 // discard counts n bytes received that answer no request (a late reply,
 // leftovers from before the port opened, noise).
 func (l *link) discard(n int) {
+	l.heard = true
 	l.count(&l.discarded, l.m.discarded, float64(n))
 	if l.lentFor != nil && l.lentSeen == "" {
 		l.lentSeen = "bytes that answered no request" // evidence (lendWindow)
@@ -2246,9 +2250,22 @@ func (l *link) ioError(ctx context.Context, err error, op string) error {
 		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
 			return &linkError{StatusCanceled, context.DeadlineExceeded}
 		}
+		if l.silentPeer() {
+			return linkErr(StatusTimeout, "no reply within %v: the converter at %s accepted the TCP connection, but nothing has been received on it since (no unit answered): check its serial line (wiring, baud, parity) and the unit id",
+				l.timeout, l.address)
+		}
 		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
 	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}
+}
+
+// silentPeer reports whether an RTU or ASCII over TCP connection has
+// received nothing since it opened: the converter accepted the socket,
+// but no unit behind it ever answered on it (review attack-mb LOW-3). On
+// Modbus TCP the peer is the device (or a gateway that answers 10/11
+// itself), on a serial line there is no converter.
+func (l *link) silentPeer() bool {
+	return (l.transport == RTUOverTCP || l.transport == ASCIIOverTCP) && l.p != nil && !l.heard
 }
 
 // answeredErr reports whether err is an answer of the device: nil (data)
