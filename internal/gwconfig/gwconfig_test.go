@@ -701,6 +701,55 @@ devices:
 	}
 }
 
+// TestModbusFramingMixAndTCPSilenceRefused (attack run LOW-2): two
+// devices reading one host:port with different transports (the framing
+// differs on one socket) are refused naming both, also when one names the
+// endpoint by its IP address and the other by a host name resolving to
+// it; devices on other ports, or sharing one transport, are not. silence
+// on a tcp device is refused naming the transports that use it.
+func TestModbusFramingMixAndTCPSilenceRefused(t *testing.T) {
+	dev := func(id, modbus string) string {
+		return "  - {id: " + id + ", class: motor, modbus: " + modbus + ", points: [{signal: power, table: holding, address: 0, type: float32, unit: kW}]}\n"
+	}
+	head := "gateway: {id: gw, site: s}\nuplinks: {nats: {url: \"nats://127.0.0.1:4222\"}}\ndevices:\n"
+	doc := head +
+		dev("a", `{address: "127.0.0.1:15031", unit_id: 1}`) +
+		dev("b", `{transport: rtu_over_tcp, address: "127.0.0.1:15031", unit_id: 2}`) +
+		dev("c", `{transport: rtu_over_tcp, address: "127.0.0.1:15032", unit_id: 1}`) +
+		dev("d", `{transport: ascii_over_tcp, address: "127.0.0.1:15032", unit_id: 2}`) +
+		dev("e", `{transport: rtu_over_tcp, address: "127.0.0.1:15033", unit_id: 1, silence: 200ms}`) +
+		dev("f", `{transport: rtu_over_tcp, address: "127.0.0.1:15033", unit_id: 2}`) +
+		dev("g", `{address: "127.0.0.1:15034", unit_id: 1, silence: 200ms}`)
+	_, err := loadBytes("gw.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("mixed transports on one endpoint and silence on tcp accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		"gw.yaml:5: devices[1].modbus.transport: b reads 127.0.0.1:15031 with transport rtu_over_tcp, but a (devices[0]) reads 127.0.0.1:15031 with transport tcp: one connection carries one framing",
+		"gw.yaml:7: devices[3].modbus.transport: d reads 127.0.0.1:15032 with transport ascii_over_tcp, but c (devices[2])",
+		"gw.yaml:10: devices[6].modbus.silence: transport tcp has no inter-frame silence (its transaction ids tie replies to requests): silence is for rtu, ascii, rtu_over_tcp and ascii_over_tcp",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("error %q lacks %q", got, want)
+		}
+	}
+	for _, ok := range []string{"devices[0].", "devices[2].", "devices[4].", "devices[5]."} {
+		if strings.Contains(got, ok) {
+			t.Errorf("%s refused: %s", ok, got)
+		}
+	}
+	if a, err := net.DefaultResolver.LookupNetIP(t.Context(), "ip", "localhost"); err != nil ||
+		!slices.ContainsFunc(a, func(a netip.Addr) bool { return a.Unmap() == netip.MustParseAddr("127.0.0.1") }) {
+		t.Skipf("localhost resolves to %v (%v), not 127.0.0.1", a, err)
+	}
+	doc = head + dev("a", `{address: "127.0.0.1:15035", unit_id: 1}`) +
+		dev("b", `{transport: rtu_over_tcp, address: "localhost:15035", unit_id: 2}`)
+	if _, err := loadBytes("gw.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "devices[1].modbus.transport: b reads localhost:15035 with transport rtu_over_tcp, but a (devices[0]) reads 127.0.0.1:15035 with transport tcp") {
+		t.Errorf("one endpoint under two names and two transports: %v", err)
+	}
+}
+
 // TestOneEndpointTwoNamesWarns (review mbconv F2): two devices naming one
 // Modbus converter differently (its IP address, and a host name that
 // resolves to it) share one connection in the gateway: warned, so the

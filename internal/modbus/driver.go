@@ -81,6 +81,13 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			"transport tcp has no serial line: serial is for rtu and ascii (on rtu_over_tcp and ascii_over_tcp, serial.baud sizes the default silence)")
 	}
 
+	if cfg.Transport == TCP && b.Has("silence") {
+		// Modbus TCP ties replies by transaction id and reopens the
+		// socket after a reply in doubt: a silence would be ignored
+		b.Errorf(doc, confload.Join(b.BlockField(), "silence"),
+			"transport tcp has no inter-frame silence (its transaction ids tie replies to requests): silence is for rtu, ascii, rtu_over_tcp and ascii_over_tcp")
+	}
+
 	// points: the template's first, then the device's own
 	type src struct {
 		doc   *confload.Doc
@@ -301,9 +308,40 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 			units[key][l.UnitID] = i
 		}
 	}
+	refuseMixedFraming(c, devs, keys)
 	warnLoopbackFamilies(c, devs, conn, keys)
 	warnSlowDeath(c, devs, conn, first)
 	announceSharedGaps(devs, conn)
+}
+
+// refuseMixedFraming refuses a device whose address names the endpoint
+// (host:port, or a serial device) another device names with another
+// transport (attack run LOW-2a: tcp and rtu_over_tcp to one converter
+// port): one socket or line carries one framing, so one of them is wrong
+// and its requests would be garbage to the peer, its replies misframed.
+// Each such device is reported once, against the first device naming the
+// endpoint. keys are each device's endpointKeys ("transport|endpoint").
+func refuseMixedFraming(c *gwconfig.Checks, devs []*gwconfig.Device, keys [][]string) {
+	first := map[string]int{} // endpoint -> first device naming it
+	for i, ks := range keys {
+		tr := devs[i].Driver.(*DeviceConfig).Config.Transport
+		for _, k := range ks {
+			_, ep, _ := strings.Cut(k, "|")
+			j, ok := first[ep]
+			if !ok {
+				first[ep] = i
+				continue
+			}
+			o := devs[j].Driver.(*DeviceConfig).Config
+			if o.Transport == tr {
+				continue
+			}
+			c.Errorf(devs[i].Field+".modbus.transport",
+				"%s reads %s with transport %s, but %s (%s) reads %s with transport %s: one connection carries one framing, so one of them is wrong; set the transport the device server is configured for on both",
+				devs[i].ID, devs[i].Driver.(*DeviceConfig).Config.Address, tr, devs[j].ID, devs[j].Field, o.Address, o.Transport)
+			break
+		}
+	}
 }
 
 // warnLoopbackFamilies warns about a device whose address names the IPv4

@@ -174,7 +174,9 @@ func TestHostileDevices(t *testing.T) {
 	}
 	common := []hostileCase{
 		{modbustest.Late, 1, StatusTimeout, "no reply within"},
-		{modbustest.WrongUnit, 2, StatusWrongUnit, "reply from unit 4 to a request for unit 3"},
+		// 3: every send of the first read (a stray frame is not the asked
+		// unit's fault: the read is sent again, twice; MEDIUM-3)
+		{modbustest.WrongUnit, 3, StatusWrongUnit, "reply from unit 4 to a request for unit 3"},
 		{modbustest.WrongFunction, 2, StatusWrongFunction, "to request function"},
 		{modbustest.WrongByteCount, 2, StatusBadLength, "request wants 8"},
 		{modbustest.Partial, 1, StatusFraming, "incomplete reply"},
@@ -194,7 +196,7 @@ func TestHostileDevices(t *testing.T) {
 	}
 	transports[ASCIIOverTCP] = []hostileCase{
 		{modbustest.Late, 1, StatusTimeout, "no reply within"},
-		{modbustest.WrongUnit, 2, StatusWrongUnit, "reply from unit 4"},
+		{modbustest.WrongUnit, 3, StatusWrongUnit, "reply from unit 4"},
 		{modbustest.WrongByteCount, 2, StatusBadLength, "request wants 8"},
 		{modbustest.Garbage, 1, StatusFraming, "incomplete reply: 8 bytes"}, // no colon: noise, then silence
 		{0xFF, 0, 0, ""},
@@ -277,6 +279,11 @@ func TestHostileDevices(t *testing.T) {
 				}
 				if n := counter(t, reg, "smelter_modbus_errors_total", "kind", c.cause.Kind()); n < 1 {
 					t.Errorf("smelter_modbus_errors_total{kind=%q} = %v", c.cause.Kind(), n)
+				}
+				if c.fault == modbustest.WrongUnit {
+					if n := counter(t, reg, "smelter_modbus_stray_frames_total", "unit", "4"); n < 3 {
+						t.Errorf("smelter_modbus_stray_frames_total{unit=\"4\"} = %v, want 3", n)
+					}
 				}
 				if st := src.State(); !errors.Is(st.LastError, c.cause) || !strings.Contains(st.LastError.Error(), c.text) {
 					t.Errorf("State().LastError = %v, want %v saying %q", st.LastError, c.cause, c.text)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,6 +124,8 @@ type link struct {
 	reopened  prometheus.Counter            // reconnects after a reply in doubt (not logged one by one)
 	noise     map[string]prometheus.Counter // by device ("": none): runs of bytes that are no frame ahead of an answer (noiseAhead)
 	owed      map[string]prometheus.Counter // by device ("": unknown unit): requests left owed their answer (owe)
+	strays    map[byte]prometheus.Counter   // by the unit id claimed: frames of units no device reads (stray)
+	lastStray time.Time                     // last stray frame warning (one a minute)
 
 	turns     turns
 	connected atomic.Bool
@@ -145,6 +148,7 @@ type link struct {
 	lastRx      time.Time // last byte received or end of the last exchange
 	lastWarn    time.Time // last discard warning (rate-limited to one a minute)
 	accepted    bool      // the last exchange ended with an accepted reply (data or exception)
+	heard       bool      // a byte was received on this connection since it opened (silentPeer)
 	lastSuspect time.Time // last "late reply may have been taken" warning (one a minute)
 	got         int       // bytes received in the current exchange
 	sentAt      time.Time // when the current (last) request was sent
@@ -601,7 +605,21 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 	reply, err := l.trip(ctx, unit, pdu)
 	var late *share
 	for attempt, tries := start, 0; ; tries++ {
-		if late = l.foreign(s, err); late == nil && l.noisy == 0 {
+		late = l.foreign(s, err)
+		if by, ok := l.strayUnit(s, late, err); ok {
+			// a frame of a unit no device reads (misaddressed, or another
+			// master's traffic): not the asked unit's answer nor its
+			// fault; counted by the unit it claims, and the read sent
+			// again on the quiet line (MEDIUM-3)
+			l.stray(by, unit, pdu)
+			if tries == 2 || !isRead(pdu) {
+				break // every send met by a stray frame: see strayUnit
+			}
+			attempt = time.Now()
+			reply, err = l.trip(ctx, unit, pdu)
+			continue
+		}
+		if late == nil && l.noisy == 0 {
 			break
 		}
 		if late == nil {
@@ -649,6 +667,54 @@ func (l *link) askOwn(ctx context.Context, s *share, unit byte, pdu []byte, star
 		reply, err = l.trip(ctx, unit, pdu)
 	}
 	return reply, late, err
+}
+
+// strayUnit reports the unit id of the well-formed frame err reports when
+// no device of the link reads that unit (late, from foreign, is nil) and
+// s's unit was asked. When every send of a request is met by such a frame
+// the request fails with it (wrong_unit, naming both units), as before:
+// the asked unit cannot be told from a unit answering with another id
+// itself (a device answering every address with its own), whose cause the
+// operator must see (TestPersistentMismatches, TestEdgeTruthModbus).
+func (l *link) strayUnit(s *share, late *share, err error) (byte, bool) {
+	if late != nil || err == nil || s == nil {
+		return 0, false
+	}
+	var re *ReplyError
+	if !errors.As(err, &re) || re.Status != StatusWrongUnit || re.Got < 0 || re.Got > 255 || l.turns.byUnit(byte(re.Got)) != nil {
+		return 0, false
+	}
+	return byte(re.Got), true
+}
+
+// stray counts a frame of unit by, which no device of the link reads,
+// heard while asked was asked, warns about it at most once a minute, and
+// leaves the line in doubt: on RTU/ASCII the next request waits for
+// silence (the asked unit's own answer may follow: discarded, not
+// guessed); on Modbus TCP the asked request's own answer may be relayed
+// later (owed).
+func (l *link) stray(by, asked byte, pdu []byte) {
+	c, ok := l.strays[by]
+	if !ok {
+		if l.strays == nil {
+			l.strays = map[byte]prometheus.Counter{}
+		}
+		c = l.m.stray.WithLabelValues(l.key, strconv.Itoa(int(by)))
+		l.strays[by] = c
+	}
+	c.Inc()
+	args := []any{"unit", by, "asked_unit", asked}
+	if time.Since(l.lastStray) >= time.Minute {
+		l.lastStray = time.Now()
+		l.log.Warn("modbus frame from a unit no device of this connection reads, while another unit was asked: discarded, the request sent again (a misaddressed unit answering, or another master on the line)", args...)
+	} else {
+		l.log.Debug("modbus stray frame discarded", args...)
+	}
+	if l.framed() {
+		l.quiet, l.lastRx, l.afterTO = true, time.Now(), false
+	} else {
+		l.owe(asked, pdu)
+	}
 }
 
 // oweException records, on an RTU or ASCII line, unit's read pdu answered
@@ -811,6 +877,7 @@ func (l *link) opened(p port, dr *drainer) {
 	l.quiet = l.framed()
 	l.doubt = nil // nobody's exchange: the device that connects waits
 	l.frameOf = nil
+	l.heard = false
 	l.connected.Store(true)
 	l.m.connUp.WithLabelValues(l.key).Set(1)
 	l.accepted = false
@@ -1638,6 +1705,7 @@ func (l *link) roundTrip(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		}
 	}
 	l.lastRx = time.Now()
+	l.heard = l.heard || l.got > 0
 	switch {
 	case answeredErr(err):
 		l.frameOf, l.frameSent = l.cur, l.sentAt
@@ -1926,6 +1994,7 @@ func (l *link) count(c *prometheus.Counter, vec *prometheus.CounterVec, v float6
 // discard counts n bytes received that answer no request (a late reply,
 // leftovers from before the port opened, noise).
 func (l *link) discard(n int) {
+	l.heard = true
 	l.count(&l.discarded, l.m.discarded, float64(n))
 	if l.lentFor != nil && l.lentSeen == "" {
 		l.lentSeen = "bytes that answered no request" // evidence (lendWindow)
@@ -2181,9 +2250,22 @@ func (l *link) ioError(ctx context.Context, err error, op string) error {
 		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
 			return &linkError{StatusCanceled, context.DeadlineExceeded}
 		}
+		if l.silentPeer() {
+			return linkErr(StatusTimeout, "no reply within %v: the converter at %s accepted the TCP connection, but nothing has been received on it since (no unit answered): check its serial line (wiring, baud, parity) and the unit id",
+				l.timeout, l.address)
+		}
 		return linkErr(StatusTimeout, "no reply within %v", l.timeout)
 	}
 	return &linkError{StatusConnection, fmt.Errorf("%s %s: %w", op, l.address, err)}
+}
+
+// silentPeer reports whether an RTU or ASCII over TCP connection has
+// received nothing since it opened: the converter accepted the socket,
+// but no unit behind it ever answered on it (review attack-mb LOW-3). On
+// Modbus TCP the peer is the device (or a gateway that answers 10/11
+// itself), on a serial line there is no converter.
+func (l *link) silentPeer() bool {
+	return (l.transport == RTUOverTCP || l.transport == ASCIIOverTCP) && l.p != nil && !l.heard
 }
 
 // answeredErr reports whether err is an answer of the device: nil (data)

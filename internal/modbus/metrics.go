@@ -20,6 +20,7 @@ type Metrics struct {
 	noise       *prometheus.CounterVec   // connection, device
 	reopened    *prometheus.CounterVec   // connection
 	owed        *prometheus.CounterVec   // connection, device
+	stray       *prometheus.CounterVec   // connection, unit
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -75,10 +76,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "smelter_modbus_owed_answers_total",
 			Help: "Modbus TCP requests whose answer may still come and be relayed by a converter to a later request, by the device that sent them (\"\" when no device reads the unit): a timeout, an exception (any code: a converter may answer one in place of a slow slave), a reply with another function or length. For 30 x timeout after each, the connection's answers of that request's function and length to another request are proven by a read of another length (2 to 4 more requests each).",
 		}, []string{"connection", "device"}),
+		stray: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smelter_modbus_stray_frames_total",
+			Help: "Well-formed Modbus frames on a connection from a unit no device of the connection reads (a misaddressed unit, or another master's traffic), by the unit id the frame claimed, received while another unit was asked: discarded, never published, the asked unit's request sent again on a quiet line and not charged with them.",
+		}, []string{"connection", "unit"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.errors, m.registers, m.bits, m.duration, m.quarantined, m.connUp, m.discarded,
-			m.suspect, m.noise, m.reopened, m.owed)
+			m.suspect, m.noise, m.reopened, m.owed, m.stray)
 	}
 	return m
 }
