@@ -740,19 +740,18 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		if !r.HasValue() {
 			s.valid, s.implaus = false, false
 			if r.Quality.HasValue() { // text-only reading
-				s.text = r.Text
+				s.text = held(s.text, r.Text)
 			} else {
 				e.stats.Bad++
 			}
 			continue
 		}
-		s.text = r.Text
-		if r.Unit != "" && r.Unit != s.unit {
-			// only a new unit, copied: the one held (the catalog's or
-			// the birth's string, shared and in the cache when the
-			// checkpoint writes it) is kept rather than a view into
-			// each new payload, and no payload is kept alive by it
-			s.unit = strings.Clone(r.Unit)
+		s.text = held(s.text, r.Text)
+		if r.Unit != "" {
+			// the unit held (the catalog's or the birth's string, shared
+			// and in the cache when the checkpoint writes it) is kept
+			// rather than a view into each new payload
+			s.unit = held(s.unit, r.Unit)
 		}
 		// The plausibility gate is built in: an implausible value never
 		// feeds rules or expressions. A plausibility rule only decides
@@ -1048,6 +1047,17 @@ func (in *inst) active() bool {
 		return ok && v != 0
 	}
 	return true
+}
+
+// held returns the string a signal keeps for a reading's s: the one it
+// holds while equal, else a copy. A reading's strings may be views into
+// its message's payload (telemetry.DecodeBatchStringInto): kept as such,
+// one text reading per signal would keep its whole payload alive.
+func held(have, s string) string {
+	if s == have {
+		return have
+	}
+	return strings.Clone(s)
 }
 
 func (in *inst) alertKey() string {
