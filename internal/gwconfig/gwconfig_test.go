@@ -719,7 +719,9 @@ func TestModbusFramingMixAndTCPSilenceRefused(t *testing.T) {
 		dev("d", `{transport: ascii_over_tcp, address: "127.0.0.1:15032", unit_id: 2}`) +
 		dev("e", `{transport: rtu_over_tcp, address: "127.0.0.1:15033", unit_id: 1, silence: 200ms}`) +
 		dev("f", `{transport: rtu_over_tcp, address: "127.0.0.1:15033", unit_id: 2}`) +
-		dev("g", `{address: "127.0.0.1:15034", unit_id: 1, silence: 200ms}`)
+		dev("g", `{address: "127.0.0.1:15034", unit_id: 1, silence: 200ms}`) +
+		dev("h", `{transport: rtu_over_tcp, address: "127.0.0.1:15033", unit_id: 3, silence: 1s}`) +
+		dev("i", `{address: "127.0.0.1:15035", unit_id: 1, silence: 0s}`)
 	_, err := loadBytes("gw.yaml", []byte(doc))
 	if err == nil {
 		t.Fatal("mixed transports on one endpoint and silence on tcp accepted")
@@ -729,12 +731,14 @@ func TestModbusFramingMixAndTCPSilenceRefused(t *testing.T) {
 		"gw.yaml:5: devices[1].modbus.transport: b reads 127.0.0.1:15031 with transport rtu_over_tcp, but a (devices[0]) reads 127.0.0.1:15031 with transport tcp: one connection carries one framing",
 		"gw.yaml:7: devices[3].modbus.transport: d reads 127.0.0.1:15032 with transport ascii_over_tcp, but c (devices[2])",
 		"gw.yaml:10: devices[6].modbus.silence: transport tcp has no inter-frame silence (its transaction ids tie replies to requests): silence is for rtu, ascii, rtu_over_tcp and ascii_over_tcp",
+		// two silences set on one connection: the second was dropped in silence (blackbox19)
+		"gw.yaml:11: devices[7].modbus.silence: h shares connection 127.0.0.1:15033 with devices[4] but sets silence 1s, not 200ms: one connection keeps one silence",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("error %q lacks %q", got, want)
 		}
 	}
-	for _, ok := range []string{"devices[0].", "devices[2].", "devices[4].", "devices[5]."} {
+	for _, ok := range []string{"devices[0].", "devices[2].", "devices[4].", "devices[5].", "devices[8]."} { // [8]: silence 0s (the default) on tcp
 		if strings.Contains(got, ok) {
 			t.Errorf("%s refused: %s", ok, got)
 		}

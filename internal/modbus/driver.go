@@ -81,7 +81,7 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			"transport tcp has no serial line: serial is for rtu and ascii (on rtu_over_tcp and ascii_over_tcp, serial.baud sizes the default silence)")
 	}
 
-	if cfg.Transport == TCP && b.Has("silence") {
+	if cfg.Transport == TCP && cfg.Silence != 0 {
 		// Modbus TCP ties replies by transaction id and reopens the
 		// socket after a reply in doubt: a silence would be ignored
 		b.Errorf(doc, confload.Join(b.BlockField(), "silence"),
@@ -300,6 +300,12 @@ func (Driver) Check(c *gwconfig.Checks, devs []*gwconfig.Device) {
 		if l.Timeout != ocfg.Timeout {
 			c.Errorf(d.Field+".modbus.timeout",
 				"%s shares connection %s with %s but sets timeout %v, not %v", d.ID, l.Address, o.Field, l.Timeout, ocfg.Timeout)
+		}
+		if l.Transport != TCP && l.Silence != 0 && ocfg.Silence != 0 && l.Silence != ocfg.Silence {
+			// both set (one left out takes the connection's): the one
+			// connection keeps one silence, the other would be dropped
+			c.Errorf(d.Field+".modbus.silence",
+				"%s shares connection %s with %s but sets silence %v, not %v: one connection keeps one silence; set the same on both, or leave it out on one", d.ID, l.Address, o.Field, l.Silence, ocfg.Silence)
 		}
 		if k, dup := units[key][l.UnitID]; dup {
 			c.Errorf(d.Field+".modbus.unit_id",

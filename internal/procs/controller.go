@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ type Controller struct {
 	mu      sync.Mutex
 	setting Setting
 	fromEnv bool
+	badEnv  string    // GOMAXPROCS set but not in force (the runtime ignores it): warned at Apply
 	def     int       // the runtime's default GOMAXPROCS, read when it was last in force
 	changed time.Time // when auto last changed GOMAXPROCS
 	low     int       // windows in a row under LowerAt
@@ -31,7 +33,7 @@ type Controller struct {
 // runtimeOps is what the Controller reads and sets (the runtime, or a
 // test's fake).
 type runtimeOps struct {
-	env        func() bool                  // GOMAXPROCS set in the environment
+	env        func() string                // GOMAXPROCS in the environment ("" unset)
 	get        func() int                   // GOMAXPROCS in force
 	set        func(int)                    // runtime.GOMAXPROCS(n)
 	setDefault func()                       // runtime.SetDefaultGOMAXPROCS
@@ -41,7 +43,7 @@ type runtimeOps struct {
 
 func realRuntime() runtimeOps {
 	return runtimeOps{
-		env:        func() bool { return os.Getenv(EnvVar) != "" },
+		env:        func() string { return os.Getenv(EnvVar) },
 		get:        func() int { return runtime.GOMAXPROCS(0) },
 		set:        func(n int) { runtime.GOMAXPROCS(n) },
 		setDefault: runtime.SetDefaultGOMAXPROCS,
@@ -58,7 +60,8 @@ func New(log *slog.Logger, reg prometheus.Registerer, prefix string) *Controller
 }
 
 func newController(log *slog.Logger, reg prometheus.Registerer, prefix string, rt runtimeOps) *Controller {
-	c := &Controller{log: log, rt: rt, fromEnv: rt.env(), def: rt.get(),
+	env := rt.env()
+	c := &Controller{log: log, rt: rt, fromEnv: envInForce(env), badEnv: env, def: rt.get(),
 		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: prefix + "_max_procs_changes_total",
 			Help: "Changes of GOMAXPROCS that max_procs: auto made (go_sched_gomaxprocs_threads is the value in force)."})}
 	if reg != nil {
@@ -84,6 +87,9 @@ func (c *Controller) Apply(s Setting, field string) (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setting = s
+	if c.badEnv != "" && !c.fromEnv {
+		c.log.Warn("GOMAXPROCS in the environment is not a whole number above 0: the Go runtime ignores it, "+field+" applies", "GOMAXPROCS", c.badEnv)
+	}
 	switch {
 	case c.fromEnv:
 		n := c.rt.get()
@@ -160,3 +166,11 @@ func (c *Controller) step(cores float64, now time.Time) {
 }
 
 func roundCores(v float64) float64 { return float64(int(v*100+0.5)) / 100 }
+
+// envInForce reports whether the GOMAXPROCS environment value v is one the
+// Go runtime takes (a whole number above 0, runtime/proc.go's schedinit);
+// any other value it ignores, and so does the Controller.
+func envInForce(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n > 0
+}

@@ -67,7 +67,7 @@ func TestDecide(t *testing.T) {
 
 // fakeRuntime is a runtime of def CPUs whose process CPU the test sets.
 type fakeRuntime struct {
-	env       bool
+	env       string
 	def, cur  int
 	cpu       time.Duration
 	now       time.Time
@@ -78,7 +78,7 @@ type fakeRuntime struct {
 
 func (f *fakeRuntime) ops() runtimeOps {
 	return runtimeOps{
-		env:        func() bool { return f.env },
+		env:        func() string { return f.env },
 		get:        func() int { return f.cur },
 		set:        func(n int) { f.cur = n; f.setCalls++ },
 		setDefault: func() { f.cur = f.def; f.defCalled++ },
@@ -139,7 +139,7 @@ func TestAutoFollowsLoad(t *testing.T) {
 }
 
 func TestEnvWins(t *testing.T) {
-	f := &fakeRuntime{env: true, def: 4, cur: 3, now: time.Unix(1e9, 0)}
+	f := &fakeRuntime{env: "3", def: 4, cur: 3, now: time.Unix(1e9, 0)}
 	c := newController(quiet(), nil, "smelter_test", f.ops())
 	for _, s := range []Setting{Auto, {N: 1}} {
 		if n, from := c.Apply(s, "gateway.max_procs"); n != 3 || from != "env GOMAXPROCS" {
@@ -156,6 +156,23 @@ func TestEnvWins(t *testing.T) {
 	}
 }
 
+// An invalid GOMAXPROCS (the runtime ignores it) does not win: max_procs
+// applies and a warning names the value (blackbox19: the log named the
+// env as the source of a value it never set).
+func TestInvalidEnvIgnored(t *testing.T) {
+	for _, v := range []string{"two", "0", "-1", "1.5"} {
+		f := &fakeRuntime{env: v, def: 2, cur: 2, now: time.Unix(1e9, 0)}
+		var logs strings.Builder
+		c := newController(slog.New(slog.NewTextHandler(&logs, nil)), nil, "smelter_test", f.ops())
+		if n, from := c.Apply(Setting{N: 1}, "max_procs"); n != 1 || from != "max_procs" || f.cur != 1 {
+			t.Errorf("GOMAXPROCS=%s: Apply gave %d from %q (runtime %d), want 1 from max_procs", v, n, from, f.cur)
+		}
+		if !strings.Contains(logs.String(), "GOMAXPROCS in the environment is not a whole number above 0") || !strings.Contains(logs.String(), "GOMAXPROCS="+v) {
+			t.Errorf("GOMAXPROCS=%s: no warning in %q", v, logs.String())
+		}
+	}
+}
+
 func TestAutoWithoutCPUReadingKeepsDefault(t *testing.T) {
 	f := &fakeRuntime{def: 2, cur: 2, noCPU: true, now: time.Unix(1e9, 0)}
 	c := newController(quiet(), nil, "smelter_test", f.ops())
@@ -167,7 +184,7 @@ func TestAutoWithoutCPUReadingKeepsDefault(t *testing.T) {
 // TestRealRuntime applies a fixed setting and auto to this process's
 // runtime (restored after).
 func TestRealRuntime(t *testing.T) {
-	if !realRuntime().env() {
+	if !envInForce(realRuntime().env()) {
 		t.Cleanup(runtime.SetDefaultGOMAXPROCS)
 	} else {
 		t.Skip("GOMAXPROCS is set in the environment")
