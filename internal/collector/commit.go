@@ -108,19 +108,19 @@ func (c *Collector) publish(ctx context.Context, io *natsIO, sh *shard, cy *cycl
 // a refused fence satisfies fenceRefused.
 func (c *Collector) send(ctx context.Context, io *natsIO, sh *shard, outs []output) error {
 	var fseq uint64
-	var fsubj string
+	var fseqText, fsubj string // the fence headers' values, made once per cycle
 	if sh != nil && !c.fenceOff.Load() {
 		sh.mu.Lock()
 		fseq = sh.fence
 		sh.mu.Unlock()
-		fsubj = fenceSubject(c.cfg.Group, sh.p)
+		fseqText, fsubj = strconv.FormatUint(fseq, 10), fenceSubject(c.cfg.Group, sh.p)
 	}
 	pub := func(o output) (jetstream.PubAckFuture, error) {
 		m := nats.NewMsg(o.subject)
 		m.Data = o.data
 		m.Header.Set(jetstream.MsgIDHeader, o.msgID)
 		if fseq > 0 {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(fseq, 10))
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, fseqText)
 			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, fsubj)
 		}
 		f, err := io.js.PublishMsgAsync(m)
@@ -145,20 +145,7 @@ func (c *Collector) send(ctx context.Context, io *natsIO, sh *shard, outs []outp
 		}
 		futs = append(futs, f)
 	}
-	var first error
-	for _, f := range futs {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			switch {
-			case duplicateInProcess(err): // the same message (its Nats-Msg-Id names its content) is being stored
-			case first == nil:
-				first = err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	_, first := awaitAcks(ctx, futs) // a duplicate in process is no error
 	if first != nil && fenceBusy(first) {
 		// the stream became replicated since the start: from now on one
 		// at a time; this cycle, whose outputs may be stored out of its

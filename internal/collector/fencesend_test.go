@@ -115,6 +115,56 @@ func TestFenceBusyKeepsCycleOrderR3(t *testing.T) {
 	}
 }
 
+// A stream replicated since the start (read single at start, so
+// pipelined): the first 10164 fails the cycle (its outputs may be stored
+// out of order: it is evaluated again) and every later fenced send goes
+// one at a time, in order.
+func TestFenceBusyPipelinedSwitchesToSerialR3(t *testing.T) {
+	nodes := startCluster(t, 3)
+	c, io, sh, s := fenceSendRig(t, clusterURL(nodes), 3)
+	c.fenceSerial.Store(false) // as read from the stream before it was scaled up
+	var err error
+	for i := 0; i < 20 && err == nil; i++ {
+		outs := fenceOuts(200)
+		for j := range outs {
+			outs[j].msgID = fmt.Sprintf("pipelined-%d-%d", i, j)
+		}
+		err = c.send(t.Context(), io, sh, outs)
+	}
+	if !fenceBusy(err) || !c.fenceSerial.Load() {
+		t.Fatalf("pipelined fenced sends to a replicated stream: %v (serial now %v), want a busy refusal and the switch", err, c.fenceSerial.Load())
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.Msgs
+	outs := fenceOuts(200)
+	for j := range outs {
+		outs[j].msgID = fmt.Sprintf("serial-%d", j)
+		outs[j].subject = telemetry.Subject("site1", "air_compressor", "ac-2", telemetry.KindAlert)
+	}
+	if err := c.send(t.Context(), io, sh, outs); err != nil {
+		t.Fatalf("after the switch: %v", err)
+	}
+	var got []int
+	for seq := before + 1; len(got) < len(outs); seq++ {
+		m, err := s.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+		if m.Subject == outs[0].subject {
+			i, _ := strconv.Atoi(string(m.Data))
+			got = append(got, i)
+		}
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] < got[i-1] {
+			t.Fatalf("after the switch, out of order: %v", got)
+		}
+	}
+}
+
 // The same on a single server, pipelined (no 10164 there).
 func TestFenceKeepsCycleOrderR1(t *testing.T) {
 	ns, _ := embeddedJS(t)

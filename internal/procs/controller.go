@@ -24,7 +24,7 @@ type Controller struct {
 	mu      sync.Mutex
 	setting Setting
 	fromEnv bool
-	badEnv  string    // GOMAXPROCS set but not in force (the runtime ignores it): warned at Apply
+	env     string    // GOMAXPROCS as set ("" unset); set and not fromEnv: the runtime ignores it, warned at Apply
 	def     int       // the runtime's default GOMAXPROCS, read when it was last in force
 	changed time.Time // when auto last changed GOMAXPROCS
 	low     int       // windows in a row under LowerAt
@@ -61,7 +61,7 @@ func New(log *slog.Logger, reg prometheus.Registerer, prefix string) *Controller
 
 func newController(log *slog.Logger, reg prometheus.Registerer, prefix string, rt runtimeOps) *Controller {
 	env := rt.env()
-	c := &Controller{log: log, rt: rt, fromEnv: envInForce(env), badEnv: env, def: rt.get(),
+	c := &Controller{log: log, rt: rt, fromEnv: envInForce(env), env: env, def: rt.get(),
 		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: prefix + "_max_procs_changes_total",
 			Help: "Changes of GOMAXPROCS that max_procs: auto made (go_sched_gomaxprocs_threads is the value in force)."})}
 	if reg != nil {
@@ -87,8 +87,8 @@ func (c *Controller) Apply(s Setting, field string) (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setting = s
-	if c.badEnv != "" && !c.fromEnv {
-		c.log.Warn("GOMAXPROCS in the environment is not a whole number above 0: the Go runtime ignores it, "+field+" applies", "GOMAXPROCS", c.badEnv)
+	if c.env != "" && !c.fromEnv {
+		c.log.Warn("GOMAXPROCS in the environment is not a whole number above 0: the Go runtime ignores it, "+field+" applies", "GOMAXPROCS", c.env)
 	}
 	switch {
 	case c.fromEnv:
