@@ -7,7 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// TestAckSeqsMatchesMetadata: the consumer sequence, stream time and
+// TestAckSeqsMatchesMetadata: the delivery count, stream and consumer sequences, stream time and
 // pending count read from a reply subject are what nats.go's Metadata gives (the same
 // parser as jetstream.Msg's), and ok is false exactly where it fails, for
 // both ack subject forms, more tokens, and random edits of them; a reply
@@ -42,17 +42,15 @@ func TestAckSeqsMatchesMetadata(t *testing.T) {
 		cases = append(cases, string(b))
 	}
 	for _, r := range cases {
-		cseq, tm, pending, ok := ackFields(r)
+		a := parseAck(r)
 		md, err := (&nats.Msg{Reply: r, Sub: &nats.Subscription{}}).Metadata()
-		if ok != (err == nil) || (ok && (cseq != md.Sequence.Consumer || pending != md.NumPending || int64(tm) != md.Timestamp.UnixNano())) {
-			t.Fatalf("ackFields(%q) = %d, %d, %d, %v; Metadata: %+v, %v", r, cseq, tm, pending, ok, md, err)
-		}
-		if c2, p2, ok2 := ackSeqs(r); c2 != cseq || p2 != pending || ok2 != ok {
-			t.Fatalf("ackSeqs(%q) = %d, %d, %v; ackFields %d, %d, %v", r, c2, p2, ok2, cseq, pending, ok)
+		if a.ok != (err == nil) || (a.ok && (a.cseq != md.Sequence.Consumer || a.sseq != md.Sequence.Stream || a.delivered != md.NumDelivered ||
+			a.pending != md.NumPending || int64(a.tm) != md.Timestamp.UnixNano())) {
+			t.Fatalf("parseAck(%q) = %+v; Metadata: %+v, %v", r, a, md, err)
 		}
 	}
 	r := cases[1]
-	if n := testing.AllocsPerRun(100, func() { _, _, _ = ackSeqs(r) }); n != 0 {
-		t.Errorf("ackSeqs allocates %v times", n)
+	if n := testing.AllocsPerRun(100, func() { _ = parseAck(r) }); n != 0 {
+		t.Errorf("parseAck allocates %v times", n)
 	}
 }

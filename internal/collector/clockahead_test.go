@@ -206,7 +206,7 @@ func TestArrivedAt(t *testing.T) {
 		{"_INBOX.abc", now},
 		{"", now},
 	} {
-		got, _, live := arrivedAt(c.reply, now, liveLag)
+		got, _, live := arrivedAt(parseAck(c.reply), now, liveLag)
 		if !got.Equal(c.want) || live != c.want.Equal(now) {
 			t.Errorf("%q: %v live %v, want %v live %v", c.reply, got, live, c.want, c.want.Equal(now))
 		}

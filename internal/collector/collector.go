@@ -257,6 +257,9 @@ type metrics struct {
 	// rewatches: watches of the KV buckets set up again after theirs
 	// ended, by watch (watchMembers, watchState)
 	rewatches *prometheus.CounterVec
+	// pullDials: partition workers' pull connections set up (natswire),
+	// by result (ok, error)
+	pullDials *prometheus.CounterVec
 
 	// ingestedData is ingested's kind="data" series, looked up at the
 	// first data message (not before: the series appears with it, as it
@@ -326,6 +329,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 		rewatches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_rewatches_total",
 			Help: "Watches of the collector's KV buckets that ended while it ran and were set up again, by watch: members (the group's members bucket; watched again with backoff, the bucket created again when a restarted server lost it) or state (a partition's state records while its worker loaded them; the worker starts again). Each is one episode: a broker restart, a lost stream leader, a cut connection."},
 			[]string{"watch"}),
+		pullDials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_pull_connections_total",
+			Help: "NATS connections set up by partition workers for their pulls (one per partition owned, with the collector's credentials and TLS, to the server its main connection is on), by result: ok, or error (logged at WARN, rate-limited; the worker tries again with its next pull). One per partition at the start and after each broker restart or cut connection; a rising error count means the pulls cannot reach the server (connection limits, credentials, TLS)."},
+			[]string{"result"}),
 	}
 	for _, k := range []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, telemetry.KindDeath} { // present at 0
 		c.m.ahead.WithLabelValues(string(k))
@@ -353,7 +359,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
 		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.fenceBusy, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
-		c.m.rateLimited, c.m.rewatches,
+		c.m.rateLimited, c.m.rewatches, c.m.pullDials,
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -425,6 +431,9 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	for _, w := range []string{watchMembers, watchState} {
 		c.m.rewatches.WithLabelValues(w)
+	}
+	for _, r := range []string{"ok", "error"} {
+		c.m.pullDials.WithLabelValues(r)
 	}
 	for _, r := range ingest.PartsDropReasons {
 		c.m.partsDrop.WithLabelValues(r)

@@ -8,10 +8,13 @@ import (
 	"weak"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/telemetry"
 )
 
 // Messages a worker holds until its next checkpoint (up to 7 x fetch per
-// partition) are kept as their reply subjects only: their payloads, the
+// partition) are kept as copies of their reply subjects only (not views
+// into the pull's read chunk, which would keep it alive): their payloads, the
 // batches decoded over them, become garbage once evaluated (before, every
 // held message kept its payload, headers and client structures alive, and
 // the dirty set's keys were views into the first payload of each asset).
@@ -53,16 +56,20 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 		t.Fatalf("%d messages held, want %d (no checkpoint due)", len(h.replies), n)
 	}
 	clear(msgs) // the test's references
+	// the cycle's reused batch was decoded over the last payload (the next
+	// cycle's decode replaces it): the payloads share their pull's read
+	// chunk, which it alone may keep alive
+	cy.batch = telemetry.Batch{}
 	runtime.GC()
 	runtime.GC()
 	alive := 0
-	for _, p := range payloads[:n-1] { // the last one: the cycle's reused batch is decoded over it
+	for _, p := range payloads {
 		if p.Value() != nil {
 			alive++
 		}
 	}
 	if alive > 0 {
-		t.Fatalf("%d of %d held messages' payloads still alive after their evaluation", alive, n-1)
+		t.Fatalf("%d of %d held messages' payloads still alive after their evaluation", alive, n)
 	}
 	// the checkpoint acknowledges every held message from its reply subject
 	if err := c.cycle(ctx, io, sh, nil, &cy, &h, false, true); err != nil {

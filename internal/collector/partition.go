@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,7 @@ import (
 	"github.com/smelterio/smelter/internal/backoff"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/collector/rules"
+	"github.com/smelterio/smelter/internal/natswire"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -879,13 +881,20 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	// evaluated, so a release leaves no delivered-but-unseen messages and
 	// the pending count of the consumer tells exactly what a previous
 	// owner left.
-	pl, err := newPuller(io.nc, c.cfg.NATS.Stream, name, group)
+	pl, err := newPuller(io.nc, c.cfg.NATS.Stream, name, group, func(err error) {
+		if err != nil {
+			c.m.pullDials.WithLabelValues("error").Inc()
+			c.warnLimited("pull-dial", "partition worker's pull connection could not be set up: its next pull tries again", "partition", p, "err", err)
+			return
+		}
+		c.m.pullDials.WithLabelValues("ok").Inc()
+	})
 	if err != nil {
 		return err
 	}
 	defer pl.stop()
 	fetchN := c.cfg.Cluster.Fetch
-	more := func(wait time.Duration) ([]*nats.Msg, error) {
+	more := func(wait time.Duration) ([]*jsMsg, error) {
 		if c.beforeFetch != nil {
 			c.beforeFetch(p)
 		}
@@ -1164,12 +1173,12 @@ func consumerFilter(suffix string) string {
 // delivered, to this worker unless some were lost on the way (inHand).
 // A fetch cut short by a full batch, or whose pull expired while this
 // process was paused, leaves messages pending and is no such evidence.
-func leftNothing(msgs []*nats.Msg) bool {
+func leftNothing(msgs []*jsMsg) bool {
 	if len(msgs) == 0 {
 		return true
 	}
-	_, pending, ok := ackSeqs(msgs[len(msgs)-1].Reply)
-	return ok && pending == 0
+	a := msgs[len(msgs)-1].ack
+	return a.ok && a.pending == 0
 }
 
 // silenceFrom returns the time partition p's assets' silence is counted
@@ -1259,39 +1268,48 @@ func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool 
 
 // consumerSeqs appends the consumer sequence of every message (0 where
 // its metadata does not parse).
-func consumerSeqs(dst []uint64, msgs []*nats.Msg) []uint64 {
+func consumerSeqs(dst []uint64, msgs []*jsMsg) []uint64 {
 	for _, m := range msgs {
-		s, _, _ := ackSeqs(m.Reply)
-		dst = append(dst, s)
+		dst = append(dst, m.ack.cseq)
 	}
 	return dst
 }
 
-// ackSeqs reads the consumer sequence and the pending count from a
-// JetStream message's reply subject, the fields jetstream.Msg.Metadata
-// gives as Sequence.Consumer and NumPending (each 0 where not a number),
-// without allocating (Metadata allocates its result; a cycle asks this of
-// every message). ok is false where Metadata fails (ackFields).
-func ackSeqs(reply string) (cseq, pending uint64, ok bool) {
-	cseq, _, pending, ok = ackFields(reply)
-	return cseq, pending, ok
+// jsMsg is a message a pull delivered, with its reply subject's metadata
+// read once (parseAck).
+type jsMsg struct {
+	natswire.Msg
+	ack ackMeta
 }
 
-// ackFields reads the consumer sequence, the stream time (<tm>, Unix ns by
-// the server's clock) and the pending count from a JetStream message's
-// reply subject (each 0 where not a number). ok is false where nats.go's
-// parser.GetMetadataFields fails: a reply that is not
-// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
-// (9 tokens) or $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.
-// <delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or more).
-func ackFields(reply string) (cseq, tm, pending uint64, ok bool) {
+// ackMeta is what a JetStream message's reply subject tells, the fields
+// jetstream.Msg.Metadata gives as Sequence.Stream, Sequence.Consumer,
+// Timestamp (Unix ns, the server's clock) and NumPending, each 0 where not
+// a number; ok is false where Metadata fails.
+type ackMeta struct {
+	delivered, sseq, cseq, tm, pending uint64
+	ok                                 bool
+}
+
+// ackProgress is the body of a JetStream work-in-progress acknowledgement
+// (jetstream.Msg.InProgress): the server restarts the message's ack_wait.
+var ackProgress = []byte("+WPI")
+
+// parseAck reads a JetStream message's reply subject without allocating
+// (Metadata allocates its result; a cycle needs this of every message).
+// ok is false where nats.go's parser.GetMetadataFields fails: a reply
+// that is not $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.
+// <pending> (9 tokens) or $JS.ACK.<domain>.<account hash>.<stream>.
+// <consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>...] (11 or
+// more).
+func parseAck(reply string) (a ackMeta) {
 	const prefix = "$JS.ACK."
 	n := strings.Count(reply, ".") + 1
 	if (n != 9 && n < 11) || !strings.HasPrefix(reply, prefix) {
-		return 0, 0, 0, false
+		return a
 	}
 	rest := reply[len(prefix):]
-	skip := 4 // <stream>.<consumer>.<delivered>.<sseq>
+	skip := 2 // <stream>.<consumer>
 	if n > 9 {
 		skip += 2 // <domain>.<account hash>
 	}
@@ -1300,11 +1318,16 @@ func ackFields(reply string) (cseq, tm, pending uint64, ok bool) {
 	}
 	var tok string
 	tok, rest, _ = strings.Cut(rest, ".")
-	cseq = ackNum(tok)
+	a.delivered = ackNum(tok)
 	tok, rest, _ = strings.Cut(rest, ".")
-	tm = ackNum(tok)
+	a.sseq = ackNum(tok)
+	tok, rest, _ = strings.Cut(rest, ".")
+	a.cseq = ackNum(tok)
+	tok, rest, _ = strings.Cut(rest, ".")
+	a.tm = ackNum(tok)
 	tok, _, _ = strings.Cut(rest, ".")
-	return cseq, tm, ackNum(tok), true
+	a.pending, a.ok = ackNum(tok), true
+	return a
 }
 
 // liveLag is how old (by the NATS server's clock) a JetStream message may
@@ -1333,9 +1356,9 @@ const liveLag = 10 * time.Second
 // backlog's times up to s back); without a <tm> it is now.
 // stored is the stream's time of the message (Unix ms, the server's clock,
 // live or not; now without a <tm>).
-func arrivedAt(reply string, now time.Time, lag time.Duration) (at time.Time, stored int64, live bool) {
-	_, ns, _, ok := ackFields(reply)
-	if !ok || ns == 0 {
+func arrivedAt(a ackMeta, now time.Time, lag time.Duration) (at time.Time, stored int64, live bool) {
+	ns := a.tm
+	if !a.ok || ns == 0 {
 		return now, now.UnixMilli(), true
 	}
 	stored = time.Unix(0, int64(ns)).UnixMilli()
@@ -1391,15 +1414,15 @@ func gap(seqs []uint64, last uint64) bool {
 // pending (attack-col F1: a kill -9 during a 5,500-message replay), so a
 // fixed deadline restarted the worker for ever; 2.10 and newer redeliver
 // them at once.
-func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []*nats.Msg,
-	more func(time.Duration) ([]*nats.Msg, error), log *slog.Logger) ([]*nats.Msg, error) {
-	held := map[uint64]*nats.Msg{}
+func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream.Consumer, filters []string, msgs []*jsMsg,
+	more func(time.Duration) ([]*jsMsg, error), log *slog.Logger) ([]*jsMsg, error) {
+	held := map[uint64]*jsMsg{}
 	first := uint64(0)
 	for _, m := range msgs {
-		if md, err := m.Metadata(); err == nil {
-			held[md.Sequence.Stream] = m
-			if first == 0 || md.Sequence.Stream < first {
-				first = md.Sequence.Stream
+		if m.ack.ok {
+			held[m.ack.sseq] = m
+			if first == 0 || m.ack.sseq < first {
+				first = m.ack.sseq
 			}
 		}
 	}
@@ -1458,7 +1481,7 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 		}
 		if now.Sub(lastProgress) > ackWait/2 {
 			for _, m := range held { // keep the held ones from being redelivered
-				_ = m.InProgress()
+				_ = io.nc.Publish(m.Reply, ackProgress)
 			}
 			lastProgress = now
 		}
@@ -1467,10 +1490,10 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 			log.Debug("fetch", "err", err)
 		}
 		for _, m := range ms {
-			if md, err := m.Metadata(); err == nil {
-				if _, dup := held[md.Sequence.Stream]; !dup {
-					held[md.Sequence.Stream] = m
-					if md.NumDelivered > 1 {
+			if m.ack.ok {
+				if _, dup := held[m.ack.sseq]; !dup {
+					held[m.ack.sseq] = m
+					if m.ack.delivered > 1 {
 						came++
 						if t := time.Now(); t.After(since) {
 							since = t
@@ -1493,7 +1516,7 @@ func (c *Collector) recoverOrder(ctx context.Context, io *natsIO, cons jetstream
 		seqs = append(seqs, s)
 	}
 	slices.Sort(seqs)
-	out := make([]*nats.Msg, 0, len(seqs))
+	out := make([]*jsMsg, 0, len(seqs))
 	for _, s := range seqs {
 		out = append(out, held[s])
 	}
@@ -1569,7 +1592,7 @@ func (w *earlierWalk) nextOf(ctx context.Context, filter string) (uint64, error)
 
 // update returns the earlier messages still missing (ascending; at most
 // limit). Errors are the stream's (STREAM.MSG.GET).
-func (w *earlierWalk) update(ctx context.Context, floor uint64, held map[uint64]*nats.Msg, limit int) ([]uint64, error) {
+func (w *earlierWalk) update(ctx context.Context, floor uint64, held map[uint64]*jsMsg, limit int) ([]uint64, error) {
 	w.missing = slices.DeleteFunc(w.missing, func(s uint64) bool {
 		_, ok := held[s]
 		return ok || s <= floor
@@ -1611,8 +1634,33 @@ func (w *earlierWalk) update(ctx context.Context, floor uint64, held map[uint64]
 // process touches (a page fault per 4 KiB), larger by up to about 85 MB at the
 // default fetch with 4 partitions.
 type held struct {
-	replies []string
+	replies []string  // views into arena
+	arena   []byte    // the replies' bytes: copies, so that no pulled chunk is kept alive by them
 	last    time.Time // of the last checkpoint
+}
+
+// hold keeps the reply subject r for the next acknowledgement, in the
+// arena (a message's reply is a view into its pull's read chunk, which it
+// would keep alive until the checkpoint).
+func (h *held) hold(r string) {
+	if len(r) == 0 {
+		h.replies = append(h.replies, "")
+		return
+	}
+	if cap(h.arena)-len(h.arena) < len(r) { // a new arena: the replies held view the old one
+		h.arena = make([]byte, 0, max(2*cap(h.arena), 16<<10, len(r)))
+	}
+	n := len(h.arena)
+	h.arena = append(h.arena, r...)
+	h.replies = append(h.replies, unsafe.String(&h.arena[n], len(r)))
+}
+
+// release forgets the replies after their acknowledgement: the arena is
+// written again from its start.
+func (h *held) release() {
+	clear(h.replies)
+	h.replies = h.replies[:0]
+	h.arena = h.arena[:0]
 }
 
 // ackBody is an acknowledgement (JetStream's "+ACK").
@@ -1666,13 +1714,14 @@ func maxAckPending(fetch int) int { return 8 * fetch }
 // published any, when cluster.checkpoint_interval has passed since the
 // last checkpoint, when the next fetch could reach max_ack_pending, or
 // with force.
-func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*nats.Msg, cy *cycle, h *held, partitioned, force bool) error {
+func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*jsMsg, cy *cycle, h *held, partitioned, force bool) error {
 	sh.cycle.Lock()
 	defer sh.cycle.Unlock()
 	if len(h.replies) == 0 {
 		cy.reset()
 		h.last = time.Now()
 	}
+	now := time.Now() // the cycle's messages arrived by now (read once: a cycle holds up to fetch messages)
 	for _, m := range msgs {
 		subj := m.Subject
 		if partitioned { // drop the partition token
@@ -1707,8 +1756,8 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 		if sh.adopting.Load() { // events read back at the restore, put in their stream order
 			c.adoptBefore(sh, streamSeq(m))
 		}
-		at, stored, live := arrivedAt(m.Reply, time.Now(), c.liveLag)
-		c.processPayload(sh, subj, m.Data, true, at, live, stored, m.Header.Get(telemetry.SentAtHeader), cy)
+		at, stored, live := arrivedAt(m.ack, now, c.liveLag)
+		c.processPayload(sh, subj, m.Data, true, at, live, stored, m.Header(telemetry.SentAtHeader), cy)
 	}
 	// a cycle that published alert or KPI messages checkpoints at once, so a
 	// crash never replays a published transition (only cycles without
@@ -1718,7 +1767,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 		return err
 	}
 	for _, m := range msgs {
-		h.replies = append(h.replies, m.Reply)
+		h.hold(m.Reply)
 	}
 	due := force || time.Since(h.last) >= time.Duration(c.cfg.Cluster.CheckpointInterval) || len(h.replies) > maxAckPending(c.cfg.Cluster.Fetch)-2*c.cfg.Cluster.Fetch
 	if len(h.replies) == 0 || !due {
@@ -1729,8 +1778,7 @@ func (c *Collector) cycle(ctx context.Context, io *natsIO, sh *shard, msgs []*na
 	}
 	cy.reset()
 	err := h.ack(ctx, io.nc)
-	clear(h.replies)
-	h.replies = h.replies[:0]
+	h.release()
 	if err != nil {
 		return fmt.Errorf("collector: ack: %w", err)
 	}

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,10 +10,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/natswire"
 )
 
-// puller pulls a partition consumer's messages over one core subscription
-// of the worker's own, instead of jetstream's Fetch: Fetch subscribes a
+// puller pulls a partition consumer's messages over a NATS connection and
+// subscription of the worker's own (natswire: no copy nor allocation per
+// message; the collector's nats.go connection is where it dials, with its
+// credentials and TLS), instead of jetstream's Fetch: Fetch subscribes a
 // fresh inbox for every pull and hands every message from the client's
 // read loop to a goroutine of its own and from there to the caller (two
 // channel hand-offs, a timer and a metadata parse per message, a wrapper
@@ -31,7 +36,10 @@ import (
 // forgotten; 409 consumer deleted, leadership change and the others:
 // jetstream's errors for them; 503 no responders: nats.ErrNoResponders),
 // or when nothing came for expires + 1 s (a pause of this process, a
-// reconnect): no error; what already came by then is still read.
+// reconnect): no error; what already came by then is still read. A
+// connection error ends the pull with that error; the next pull dials
+// again (the server the collector's connection is on, else the configured
+// servers in turn).
 //
 // A delivery carries the stream's subject, not the pull's reply subject,
 // so the messages of two pulls on one subscription cannot be told apart:
@@ -45,8 +53,8 @@ import (
 // is not a JetStream acknowledgement subject is not a delivery of this
 // consumer and is dropped.
 type puller struct {
-	nc      *nats.Conn
-	sub     *nats.Subscription // inbox.*
+	nc      *nats.Conn     // the collector's: its server, options and inboxes
+	wire    *natswire.Conn // nil until dialed, and after an error
 	inbox   string
 	subject string // the consumer's next-message API subject
 	group   string // priority group ("": none)
@@ -59,44 +67,98 @@ type puller struct {
 	end     time.Time // expires + 1 s after it was sent
 	done    bool      // ended (n messages, a status, or its timer)
 	dirty   bool      // ended by its timer or a client error: more of it may come
-	out     []*nats.Msg
+	out     []*jsMsg
+	slab    []jsMsg // the current pull's messages (a new one per pull: callers hold them)
 	req     []byte
 	stopped bool
+	// dialed, when set, is told of every dial of the pull connection
+	// (nil: succeeded)
+	dialed func(error)
 }
 
-// newPuller subscribes the inbox of a consumer's pulls.
-func newPuller(nc *nats.Conn, stream, consumer, group string) (*puller, error) {
-	p := &puller{nc: nc, group: group, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer}
+// newPuller dials the pull connection and subscribes the inbox of a
+// consumer's pulls; dialed (nil: none) is told of every dial.
+func newPuller(nc *nats.Conn, stream, consumer, group string, dialed func(error)) (*puller, error) {
+	p := &puller{nc: nc, group: group, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, dialed: dialed}
 	if err := p.resubscribe(); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// resubscribe replaces the inbox subscription by a fresh one: what is
-// still delivered to the old one is dropped by the client.
+// resubscribe replaces the inbox subscription by a fresh one (dialing
+// first when the puller has no connection): what is still delivered to
+// the old one is skipped.
 func (p *puller) resubscribe() error {
-	if p.sub != nil {
-		_ = p.sub.Unsubscribe()
+	if p.stopped {
+		return nats.ErrConnectionClosed
+	}
+	if p.wire != nil && p.wire.Err() != nil {
+		p.wire = nil
+	}
+	if p.wire == nil {
+		w, err := dialPull(p.nc)
+		if p.dialed != nil {
+			p.dialed(err)
+		}
+		if err != nil {
+			return err
+		}
+		p.wire = w
 	}
 	p.inbox = p.nc.NewInbox()
-	var err error
-	// the messages of a pull wait in the subscription, never more than
-	// one pull's (max_ack_pending bounds a late one's): the client's
-	// default limits (65,536 messages, 64 MB) are above that
-	if p.sub, err = p.nc.SubscribeSync(p.inbox + ".*"); err != nil {
-		p.sub = nil
+	// the messages of a pull wait in the socket and the server, never
+	// more than one pull's (max_ack_pending bounds a late one's)
+	if err := p.wire.Subscribe(p.inbox + ".*"); err != nil {
+		p.wire = nil
 		return fmt.Errorf("collector: subscribe to the pulls' inbox: %w", err)
 	}
 	p.dirty = false
 	return nil
 }
 
-// stop unsubscribes the inbox.
+// pullDialTimeout bounds a pull connection's dial and handshake.
+const pullDialTimeout = 5 * time.Second
+
+// dialPull opens a pull connection with nc's credentials and TLS to the
+// server nc is on, else to nc's configured servers in turn (the first
+// error is returned when none answers).
+func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
+	o := nc.Opts
+	o.Name += " pull"
+	urls := make([]string, 0, 1+len(o.Servers)+1)
+	if u := nc.ConnectedUrl(); u != "" {
+		urls = append(urls, u)
+	}
+	urls = append(urls, o.Servers...)
+	if o.Url != "" {
+		urls = append(urls, o.Url)
+	}
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("collector: pull connection: %w", nats.ErrNoServers)
+	}
+	var first error
+	for _, u := range urls {
+		ctx, cancel := context.WithTimeout(context.Background(), pullDialTimeout)
+		w, err := natswire.Dial(ctx, u, &o)
+		cancel()
+		if err == nil {
+			return w, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return nil, fmt.Errorf("collector: pull connection: %w", first)
+}
+
+// stop closes the puller's connection.
 func (p *puller) stop() {
-	if !p.stopped && p.sub != nil {
+	if !p.stopped {
 		p.stopped = true
-		_ = p.sub.Unsubscribe()
+		if p.wire != nil {
+			_ = p.wire.Close()
+		}
 	}
 }
 
@@ -109,7 +171,7 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	if hb > 0 && expires < 2*hb {
 		return fmt.Errorf("%w: expiry time should be at least 2 times the heartbeat", jetstream.ErrInvalidOption)
 	}
-	if p.dirty { // the last pull ended without the server's word: its messages may still come
+	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
 		if err := p.resubscribe(); err != nil {
 			return err
 		}
@@ -138,13 +200,18 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	}
 	b = append(b, '}')
 	p.req = b
-	return p.nc.PublishRequest(p.subject, p.reply, b)
+	p.slab = make([]jsMsg, 0, n) // the last pull's messages stay with whoever holds them
+	if err := p.wire.Publish(p.subject, p.reply, b); err != nil {
+		p.done, p.dirty = true, true
+		return err
+	}
+	return nil
 }
 
 // collect reads the messages of the current pull until it ends. The slice
 // is the puller's: valid until the next collect. Messages that came
 // before an error are returned with it, as Fetch did.
-func (p *puller) collect() ([]*nats.Msg, error) {
+func (p *puller) collect() ([]*jsMsg, error) {
 	clear(p.out)
 	p.out = p.out[:0]
 	for !p.done {
@@ -173,14 +240,20 @@ func (p *puller) lose() {
 // next returns the current pull's next message, or nil when something else
 // came (a heartbeat, a stale or foreign message) or the pull ended (done).
 // Once the pull's time is up, what already came is still read.
-func (p *puller) next() (*nats.Msg, error) {
+func (p *puller) next() (*jsMsg, error) {
 	wait, hbWait := time.Until(p.end), false
 	if p.hb > 0 && 2*p.hb < wait {
 		wait, hbWait = 2*p.hb, true
 	}
-	m, err := p.sub.NextMsg(max(wait, 0))
+	if p.wire == nil {
+		p.done, p.dirty = true, true
+		return nil, nats.ErrConnectionClosed
+	}
+	// past the end, what already came is still read: what the chunk and,
+	// within a few milliseconds, the socket hold
+	v, err := p.wire.Next(time.Now().Add(max(wait, 5*time.Millisecond)))
 	switch {
-	case errors.Is(err, nats.ErrTimeout):
+	case errors.Is(err, natswire.ErrTimeout):
 		p.done, p.dirty = true, true
 		if hbWait { // no message nor heartbeat for 2 x heartbeat
 			return nil, jetstream.ErrNoHeartbeat
@@ -190,7 +263,9 @@ func (p *puller) next() (*nats.Msg, error) {
 		p.done, p.dirty = true, true
 		return nil, err
 	}
-	user, err := pullStatus(m)
+	p.slab = append(p.slab, jsMsg{Msg: v})
+	m := &p.slab[len(p.slab)-1]
+	user, err := pullStatus(&m.Msg)
 	if (err != nil || !user) && m.Subject != p.reply {
 		return nil, nil // not this pull's status (the inbox is the worker's alone: should not happen)
 	}
@@ -207,11 +282,11 @@ func (p *puller) next() (*nats.Msg, error) {
 	if !user { // an idle heartbeat
 		return nil, nil
 	}
-	if _, _, ok := ackSeqs(m.Reply); !ok {
+	if m.ack = parseAck(m.Reply); !m.ack.ok {
 		return nil, nil // not a delivery of the consumer (no acknowledgement subject): not counted
 	}
-	if id := m.Header.Get(pinIDHeader); id != "" && id != p.pinID {
-		p.pinID = id
+	if id := m.Header(pinIDHeader); id != "" && id != p.pinID {
+		p.pinID = strings.Clone(id) // kept past the message
 	}
 	p.n--
 	if p.n == 0 {
@@ -223,8 +298,6 @@ func (p *puller) next() (*nats.Msg, error) {
 // The pull status replies' codes and descriptions (nats-server consumer.go;
 // jetstream's checkMsg reads the same).
 const (
-	statusHdr         = "Status"
-	descrHdr          = "Description"
 	pinIDHeader       = "Nats-Pin-Id" // on every message delivered to a pinned client
 	statusHeartbeat   = "100"
 	statusBadRequest  = "400"
@@ -242,15 +315,14 @@ const (
 // (message size exceeds maxbytes, batch completed, consumer deleted,
 // leadership change, server shutdown); 503 nats.ErrNoResponders; any
 // other status an error with its description.
-func pullStatus(m *nats.Msg) (user bool, err error) {
-	if len(m.Data) > 0 || len(m.Header) == 0 {
+func pullStatus(m *natswire.Msg) (user bool, err error) {
+	if len(m.Data) > 0 || len(m.Hdr) == 0 {
 		return true, nil
 	}
-	code := m.Header.Get(statusHdr)
+	code, descr := m.Status()
 	if code == "" {
 		return true, nil
 	}
-	descr := m.Header.Get(descrHdr)
 	switch code {
 	case statusHeartbeat:
 		return false, nil

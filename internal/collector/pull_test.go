@@ -10,12 +10,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/natswire"
 )
 
 // fetch pulls up to n messages of a consumer with a puller of its own
 // (tests).
-func fetch(nc *nats.Conn, stream, consumer string, n int, wait time.Duration) ([]*nats.Msg, error) {
-	pl, err := newPuller(nc, stream, consumer, "")
+func fetch(nc *nats.Conn, stream, consumer string, n int, wait time.Duration) ([]*jsMsg, error) {
+	pl, err := newPuller(nc, stream, consumer, "", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -24,12 +27,13 @@ func fetch(nc *nats.Conn, stream, consumer string, n int, wait time.Duration) ([
 		return nil, err
 	}
 	msgs, err := pl.collect()
-	return append([]*nats.Msg(nil), msgs...), err
+	return append([]*jsMsg(nil), msgs...), err
 }
 
 // pullRig is a stream of n messages on subject "p.x" with one consumer
 // (pinned: a pinned-client priority group "g"), on an embedded server.
 type pullRig struct {
+	ns     *brokers.NATS
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -62,12 +66,12 @@ func newPullRig(t *testing.T, n int, pinned bool, ackWait time.Duration) *pullRi
 	if _, err := st.CreateOrUpdateConsumer(ctx, cc); err != nil {
 		t.Fatal(err)
 	}
-	return &pullRig{nc: nc, js: js, stream: st, name: "c"}
+	return &pullRig{ns: ns, nc: nc, js: js, stream: st, name: "c"}
 }
 
 func (r *pullRig) puller(t *testing.T, group string) *puller {
 	t.Helper()
-	pl, err := newPuller(r.nc, "PULL", r.name, group)
+	pl, err := newPuller(r.nc, "PULL", r.name, group, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +80,7 @@ func (r *pullRig) puller(t *testing.T, group string) *puller {
 }
 
 // pull sends a pull and collects it.
-func (pl *puller) pull(n int, expires, hb time.Duration) ([]*nats.Msg, error) {
+func (pl *puller) pull(n int, expires, hb time.Duration) ([]*jsMsg, error) {
 	if err := pl.send(n, expires, hb); err != nil {
 		return nil, err
 	}
@@ -84,14 +88,13 @@ func (pl *puller) pull(n int, expires, hb time.Duration) ([]*nats.Msg, error) {
 }
 
 // seqs are the stream sequences and delivery counts of msgs.
-func seqs(t *testing.T, msgs []*nats.Msg) (stream []uint64, delivered []uint64) {
+func seqs(t *testing.T, msgs []*jsMsg) (stream []uint64, delivered []uint64) {
 	t.Helper()
 	for _, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
-			t.Fatal(err)
+		if !m.ack.ok {
+			t.Fatalf("reply %q is no acknowledgement subject", m.Reply)
 		}
-		stream, delivered = append(stream, md.Sequence.Stream), append(delivered, md.NumDelivered)
+		stream, delivered = append(stream, m.ack.sseq), append(delivered, m.ack.delivered)
 	}
 	return stream, delivered
 }
@@ -129,7 +132,7 @@ func TestPullBatchExpiryHeartbeats(t *testing.T) {
 		t.Fatalf("pull with heartbeats took %v, want its 700 ms", d)
 	}
 	// no consumer of that name: no responders (503)
-	bad, err := newPuller(r.nc, "PULL", "nobody", "")
+	bad, err := newPuller(r.nc, "PULL", "nobody", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,13 +198,13 @@ func TestPullDropsAnEndedPullsMessages(t *testing.T) {
 	// session 9). What must hold: the client counts no message of pull 1,
 	// so every stream sequence is counted exactly once over all pulls.
 	counted := map[uint64]int{}
-	add := func(msgs []*nats.Msg) {
+	add := func(msgs []*jsMsg) {
 		s, _ := seqs(t, msgs)
 		for _, q := range s {
 			counted[q]++
 		}
 		for _, m := range msgs {
-			_ = m.Ack()
+			_ = r.nc.Publish(m.Reply, ackBody)
 		}
 	}
 	add(msgs)
@@ -253,8 +256,8 @@ func TestPullPinning(t *testing.T) {
 		t.Fatalf("a: %d messages, %v", len(msgs), err)
 	}
 	pin := a.pinID
-	if pin == "" || msgs[0].Header.Get(pinIDHeader) != pin {
-		t.Fatalf("a's pin id %q, the messages' %q", pin, msgs[0].Header.Get(pinIDHeader))
+	if pin == "" || msgs[0].Header(pinIDHeader) != pin {
+		t.Fatalf("a's pin id %q, the messages' %q", pin, msgs[0].Header(pinIDHeader))
 	}
 	if msgs, err := b.pull(2, 300*time.Millisecond, 0); err != nil || len(msgs) != 0 {
 		t.Fatalf("b without a pin while a holds it: %d messages, %v; want none", len(msgs), err)
@@ -337,21 +340,15 @@ func TestPullStatusMeaning(t *testing.T) {
 		{"NATS/1.0 503\r\n\r\n", false, nats.ErrNoResponders},
 		{"NATS/1.0\r\nNats-Pin-Id: abc\r\n\r\n", true, nil},
 	} {
-		h, err := nats.DecodeHeadersMsg([]byte(tc.hdr))
-		if err != nil {
-			t.Fatalf("%q: %v", tc.hdr, err)
-		}
-		user, err := pullStatus(&nats.Msg{Header: h})
+		user, err := pullStatus(&natswire.Msg{Hdr: []byte(tc.hdr)})
 		if user != tc.user || !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("%q: user %v, %v; want %v, %v", tc.hdr, user, err, tc.user, tc.want)
 		}
 	}
-	h, _ := nats.DecodeHeadersMsg([]byte("NATS/1.0 409 Exceeded MaxRequestBatch of 10\r\n\r\n"))
-	if user, err := pullStatus(&nats.Msg{Header: h}); user || err == nil || err.Error() != "nats: Exceeded MaxRequestBatch of 10" {
+	if user, err := pullStatus(&natswire.Msg{Hdr: []byte("NATS/1.0 409 Exceeded MaxRequestBatch of 10\r\n\r\n")}); user || err == nil || err.Error() != "nats: Exceeded MaxRequestBatch of 10" {
 		t.Errorf("another 409: user %v, %v", user, err)
 	}
-	h, _ = nats.DecodeHeadersMsg([]byte("NATS/1.0 408 Request Timeout\r\n\r\n"))
-	if user, err := pullStatus(&nats.Msg{Header: h, Data: []byte("x")}); !user || err != nil {
+	if user, err := pullStatus(&natswire.Msg{Hdr: []byte("NATS/1.0 408 Request Timeout\r\n\r\n"), Data: []byte("x")}); !user || err != nil {
 		t.Errorf("a message with a payload: user %v, %v", user, err)
 	}
 }
@@ -369,4 +366,71 @@ func pullWaiting(js jetstream.JetStream, stream, consumer string) bool {
 		}
 	}
 	return false
+}
+
+// The pulls have a connection of their own (natswire): when it is cut (a
+// broker restart), the pull ends with the error, and the next pull dials
+// again once the server is back (told to dialed: the worker's metric and
+// warning); no message is lost (the unacknowledged are delivered again)
+// and the messages' payloads stay whole.
+func TestPullConnectionDialsAgain(t *testing.T) {
+	r := newPullRig(t, 6, false, time.Second)
+	var ok, failed int
+	pl, err := newPuller(r.nc, "PULL", r.name, "", func(err error) {
+		if err != nil {
+			failed++
+			return
+		}
+		ok++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	msgs, err := pl.pull(3, time.Second, 0)
+	if err != nil || len(msgs) != 3 || ok != 1 {
+		t.Fatalf("first pull: %d messages, %v, %d dials", len(msgs), err, ok)
+	}
+	got := map[uint64]string{}
+	for _, m := range msgs {
+		got[m.ack.sseq] = string(m.Data)
+		if err := r.nc.Publish(m.Reply, ackBody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.ns.Shutdown()
+	if _, err := pl.pull(3, time.Second, 0); err == nil {
+		t.Fatal("a pull over a connection to a stopped server succeeded")
+	}
+	if _, err := pl.pull(3, time.Second, 0); err == nil || failed == 0 {
+		t.Fatalf("a pull while the server is down: %v, %d failed dials", err, failed)
+	}
+	if err := r.ns.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(got) < 6; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart: %d of 6 messages (%d dials, %d failed)", len(got), ok, failed)
+		}
+		msgs, err := pl.pull(6-len(got), time.Second, 0)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond) // the server is coming back: the next pull dials again
+			continue
+		}
+		for _, m := range msgs {
+			got[m.ack.sseq] = string(m.Data)
+			_ = r.nc.Publish(m.Reply, ackBody)
+		}
+	}
+	for q := uint64(1); q <= 6; q++ {
+		if got[q] != fmt.Sprintf("m%d", q) {
+			t.Errorf("stream sequence %d: %q", q, got[q])
+		}
+	}
+	if ok < 2 {
+		t.Errorf("%d successful dials, want the first and one after the restart", ok)
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
@@ -244,10 +243,9 @@ func (c *Collector) adoptBefore(sh *shard, seq uint64) {
 
 // streamSeq is the stream sequence of a JetStream message (math.MaxUint64
 // when it has none: no stream order to keep).
-func streamSeq(m *nats.Msg) uint64 {
-	md, err := m.Metadata()
-	if err != nil {
+func streamSeq(m *jsMsg) uint64 {
+	if !m.ack.ok {
 		return math.MaxUint64
 	}
-	return md.Sequence.Stream
+	return m.ack.sseq
 }

@@ -26,15 +26,7 @@ import (
 
 func startNATS(t testing.TB, o brokers.NATSOptions) *brokers.NATS {
 	t.Helper()
-	if o.StoreDir == "" {
-		o.StoreDir = t.TempDir()
-	}
-	n, err := brokers.StartNATS(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	return n
+	return brokertest.NATS(t, o)
 }
 
 type running struct {
