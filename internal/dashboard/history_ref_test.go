@@ -133,18 +133,28 @@ func (t *refTier) oldest() (int64, bool) {
 
 // TestTierMatchesReference feeds random streams (gaps, bursts, bad and
 // non-finite readings, out-of-order times, values beyond float32, wrapping
-// rings) to the column tier and the reference and requires the same
+// rings; a quarter of them evenly spaced, every 1-20 buckets with a rare
+// irregular step, as a signal polled slower than the bucket width) to the
+// column tier and the reference and requires the same
 // buckets: times, counts, bad counts and worst quality exactly, mean, min
 // and max within float32 rounding.
 func TestTierMatchesReference(t *testing.T) {
-	for seed := range 40 {
+	for seed := range 60 {
 		rng := rand.New(rand.NewPCG(uint64(seed), 5))
 		res, span := int64(1000), int64(1000*(1+rng.IntN(40)))
 		got, want := newTier(res, span), newRefTier(res, span)
 		ts := int64(1_700_000_000_000) + rng.Int64N(1000)
 		huge := seed%5 == 0
+		stride := int64(0) // evenly spaced: ts += stride
+		if seed%4 == 1 {
+			stride = res * int64(1+rng.IntN(20))
+		}
 		for step := range 3000 {
 			switch r := rng.IntN(100); {
+			case stride > 0 && r < 95:
+				ts += stride
+			case stride > 0: // off the spacing, forwards or backwards
+				ts += int64(rng.IntN(4000)) - 1000
 			case r < 60:
 				ts += int64(rng.IntN(1500))
 			case r < 65:

@@ -154,6 +154,7 @@ type Live struct {
 	ver      uint64
 	assets   map[assetKey]*assetLive
 	sites    map[string]string // the assets' site names (see site)
+	names    map[string]string // signal names and units (see name)
 	gateways map[string]*gatewayLive
 	nseries  int
 	stats    LiveStats
@@ -181,7 +182,7 @@ func NewLive(now func() time.Time, opts ...LiveOption) *Live {
 	if now == nil {
 		now = time.Now
 	}
-	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, gateways: map[string]*gatewayLive{},
+	l := &Live{now: now, epoch: strconv.FormatInt(now().UnixMilli(), 10), assets: map[assetKey]*assetLive{}, sites: map[string]string{}, names: map[string]string{}, gateways: map[string]*gatewayLive{},
 		wake: make(chan struct{}), recent: gwList{k: byRecency}, published: gwList{k: byPublish}, silentAfter: DefaultSilentAfter,
 		clockTol: DefaultClockTolerance, seqWindow: DefaultSeqWindow}
 	for i := range l.wheel {
@@ -216,6 +217,27 @@ func (l *Live) site(site string) string {
 		l.sites[s] = s
 	}
 	return s
+}
+
+// maxNames bounds Live.names: the signal names and units of a fleet are a
+// few hundred; beyond the bound (invented names) each series keeps its
+// own copy.
+const maxNames = 8192
+
+// name returns the store's copy of a signal name or unit, one for every
+// series of that name (up to maxNames of them): fewer allocations, and
+// the comparisons of a batch's names and units with its series' (every
+// reading) read bytes that stay in the cache instead of a copy per
+// series.
+func (l *Live) name(s string) string {
+	if c, ok := l.names[s]; ok {
+		return c
+	}
+	c := strings.Clone(s) // not a view into the batch's payload
+	if len(l.names) < maxNames {
+		l.names[c] = c
+	}
+	return c
 }
 
 // gateway returns the gateway's entry (created on first use, strings
@@ -354,7 +376,7 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 					l.stats.SeriesDropped++
 					continue
 				}
-				s = &series{name: strings.Clone(r.Signal), // not a view into the batch's payload
+				s = &series{name: l.name(r.Signal),
 					fine:   newTier(FineResolution.Milliseconds(), FineSpan.Milliseconds()),
 					coarse: newTier(CoarseResolution.Milliseconds(), CoarseSpan.Milliseconds())}
 				a.series[s.name] = s
@@ -368,7 +390,7 @@ func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
 			}
 		}
 		if r.Unit != "" && r.Unit != s.unit {
-			s.unit = strings.Clone(r.Unit)
+			s.unit = l.name(r.Unit)
 		}
 		ts := r.TS
 		if ts <= 0 {

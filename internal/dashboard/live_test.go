@@ -136,6 +136,58 @@ func BenchmarkObserveBatchFleet(b *testing.B) {
 	}
 }
 
+// BenchmarkObserveBatchCollector is ObserveBatchClock as the collector
+// calls it in its ingest benchmark (BenchmarkIngest): 10,000 assets of 10
+// signals, 50 to a gateway, one batch per asset per round, round robin,
+// rounds 15 s apart in data time, so the store's state is out of the
+// caches. Unlike BenchmarkObserveBatchFleet the batch is hot, as a batch
+// the collector has just decoded is: one batch value refilled for each
+// call, its names views into one small buffer. rounds is how many rounds
+// the store has seen before the timed ones (30: the ingest benchmark's
+// run, its tiers still growing; 310: their rings full and wrapping); run
+// it with -benchtime 100000x (10 rounds) to keep them so.
+func BenchmarkObserveBatchCollector(b *testing.B) {
+	const assets, signals = 10_000, 10
+	for _, warm := range []int{30, 310} {
+		b.Run(fmt.Sprintf("assets=%d/rounds=%d", assets, warm), func(b *testing.B) {
+			var ids, gws []string
+			for i := range assets {
+				ids = append(ids, fmt.Sprintf("motor-%05d", i))
+				gws = append(gws, fmt.Sprintf("gw-%03d", i/50))
+			}
+			x := &telemetry.Batch{Asset: telemetry.Asset{Class: "motor", Path: []string{"bench", "plant", "area", "line", "_"}}}
+			for j := range signals {
+				x.Readings = append(x.Readings, telemetry.Reading{Signal: fmt.Sprintf("signal_name_%02d", j), Unit: "V"})
+			}
+			const t0 = 1_800_000_000_000
+			l := NewLive(func() time.Time { return time.UnixMilli(t0) })
+			seq := make([]uint64, assets/50+1)
+			k := 0 // batches observed
+			observe := func() {
+				a, round := k%assets, k/assets
+				x.Asset.ID, x.Gateway = ids[a], gws[a]
+				seq[a/50]++
+				x.Seq, x.TSGW = seq[a/50], t0+int64(round)*15_000
+				for j := range x.Readings {
+					x.Readings[j].TS = x.TSGW - 20
+					x.Readings[j].Value = 400 + float64(j) + float64(k%7)*0.5
+				}
+				l.ObserveBatchClock(x, false, Clock{TSGW: x.TSGW, Arrival: x.TSGW, Live: true})
+				k++
+			}
+			for range warm * assets {
+				observe()
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			for b.Loop() {
+				observe()
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*signals), "cpu-ns/reading")
+		})
+	}
+}
+
 // TestDataClockFollowsTheGateway: a demo plant clock set to 09:00 while the
 // wall says 23:00, running 60 times faster than real time. Ages are judged
 // on the gateway's data clock (its newest ts_gw advanced at its measured
