@@ -30,28 +30,28 @@ type point struct {
 // ±math.MaxFloat64 stays finite and the history JSON-encodable. Columns
 // grow to the capacity, never past it.
 //
-// The tier itself holds what a reading of a series polled without bad
-// readings needs (the ring's place, the bucket numbers and the means);
-// the columns such a series never has are behind c, so that a series'
-// two tiers and its name fit in 256 bytes (four cache lines) instead of
-// 448 (seven): with thousands of assets every line is a cache miss per
-// reading (BenchmarkObserveBatchFleet).
+// The tier itself holds what a reading of a series polled evenly without
+// bad readings needs (the ring's place and the means); the columns such a
+// series never has are behind c, so that a series' two tiers and its name
+// fit in 192 bytes (three cache lines) instead of 448 (seven): with
+// thousands of assets every line is a cache miss per reading
+// (BenchmarkObserveBatchCollector).
 type tier struct {
-	res  int64 // bucket width, ms
+	res  int32 // bucket width, ms
+	step int32 // bucket numbers between neighbours while there is no idx
 	cap  int
 	n    int   // buckets held
 	head int   // index of the oldest bucket once the ring is full
 	last int64 // bucket number (start / res) of the newest bucket
 	base int64 // bucket number of idx 0
-	step int64 // bucket numbers between neighbours while idx is nil
 
-	idx  []uint32  // bucket number - base; nil: step apart up to last
 	mean []float32 // nil while wide
-	c    *tierCols // nil: no cnt, bq, lo, hi nor wide column
+	c    *tierCols // nil: no idx, cnt, bq, lo, hi nor wide column
 }
 
 // tierCols are a tier's columns kept only once needed (see tier).
 type tierCols struct {
+	idx    []uint32  // bucket number - base; nil: step apart up to last
 	cnt    []uint16  // good readings, saturating; nil: 1 each
 	bq     []uint16  // bad readings (low 14 bits, saturating) | worst quality << 14; nil: 0
 	lo, hi []float32 // nil: equal to the mean
@@ -66,6 +66,14 @@ func (t *tier) cols() *tierCols {
 		t.c = &tierCols{}
 	}
 	return t.c
+}
+
+// index returns the bucket numbers' column, nil while implied.
+func (t *tier) index() []uint32 {
+	if t.c == nil {
+		return nil
+	}
+	return t.c.idx
 }
 
 // wideCols returns the float64 columns, nil while the tier has none.
@@ -86,7 +94,7 @@ func newTier(res, span int64) tier {
 	if n < 1 {
 		n = 1
 	}
-	return tier{res: res, cap: n, step: 1}
+	return tier{res: int32(res), cap: n, step: 1}
 }
 
 // pos returns the index of the bucket of order k (0 the oldest).
@@ -107,13 +115,13 @@ func (t *tier) order(i int) int {
 
 // number is the bucket number of index i.
 func (t *tier) number(i int) int64 {
-	if t.idx != nil {
-		return t.base + int64(t.idx[i])
+	if idx := t.index(); idx != nil {
+		return t.base + int64(idx[i])
 	}
-	return t.last - int64(t.n-1-t.order(i))*t.step
+	return t.last - int64(t.n-1-t.order(i))*int64(t.step)
 }
 
-func (t *tier) start(i int) int64 { return t.number(i) * t.res }
+func (t *tier) start(i int) int64 { return t.number(i) * int64(t.res) }
 
 func (t *tier) count(i int) uint16 {
 	if t.c == nil || t.c.cnt == nil {
@@ -150,15 +158,17 @@ func column[T any](t *tier, f func(i int) T) []T {
 
 // push starts a new newest bucket of number b and returns its index.
 func (t *tier) push(b int64) int {
-	if t.n > 0 && t.idx == nil && b != t.last+t.step {
-		if d := b - t.last; t.n == 1 && d <= math.MaxUint32/int64(t.cap) {
-			t.step = d // the second bucket sets the spacing
+	idx := t.index()
+	if t.n > 0 && idx == nil && b != t.last+int64(t.step) {
+		if d := b - t.last; t.n == 1 && d <= math.MaxInt32/int64(t.cap) {
+			t.step = int32(d) // the second bucket sets the spacing
 		} else { // unevenly spaced: numbers kept from now on
 			t.base = t.number(t.pos(0))
-			t.idx = column(t, func(i int) uint32 { return uint32(t.number(i) - t.base) })
+			idx = column(t, func(i int) uint32 { return uint32(t.number(i) - t.base) })
+			t.cols().idx = idx
 		}
 	}
-	if t.n == 0 || (t.idx != nil && b-t.base > math.MaxUint32) {
+	if t.n == 0 || (idx != nil && b-t.base > math.MaxUint32) {
 		t.reset(b)
 	}
 	t.last = b
@@ -166,11 +176,11 @@ func (t *tier) push(b int64) int {
 	if t.n < t.cap {
 		i = t.n
 		t.n++
-		if t.idx != nil {
-			t.idx = append(growTo(t.idx, t.cap), 0)
-		}
 		c := t.c
 		if c != nil {
+			if c.idx != nil {
+				c.idx = append(growTo(c.idx, t.cap), 0)
+			}
 			if c.cnt != nil {
 				c.cnt = append(growTo(c.cnt, t.cap), 0)
 			}
@@ -203,8 +213,8 @@ func (t *tier) push(b int64) int {
 		}
 		t.set(i, 0, 0, 0)
 	}
-	if t.idx != nil {
-		t.idx[i] = uint32(b - t.base)
+	if c := t.c; c != nil && c.idx != nil {
+		c.idx[i] = uint32(b - t.base)
 	}
 	return i
 }
@@ -213,9 +223,9 @@ func (t *tier) push(b int64) int {
 // one more than 2^32 buckets after base).
 func (t *tier) reset(b int64) {
 	t.n, t.head, t.base, t.last, t.step = 0, 0, b, b, 1
-	t.idx, t.mean = nil, t.mean[:0]
+	t.mean = t.mean[:0]
 	if c := t.c; c != nil {
-		c.cnt, c.bq, c.lo, c.hi = nil, nil, nil, nil
+		c.idx, c.cnt, c.bq, c.lo, c.hi = nil, nil, nil, nil, nil
 		if c.wide != nil {
 			c.wide = &wideCols{mean: c.wide.mean[:0]}
 		}
@@ -291,8 +301,8 @@ func (t *tier) warm() uint32 {
 	}
 	i := t.pos(t.n - 1)
 	var x uint32
-	if t.idx != nil {
-		x = t.idx[i]
+	if c := t.c; c != nil && c.idx != nil {
+		x = c.idx[i]
 	}
 	if t.mean == nil { // wide
 		return x
@@ -303,7 +313,7 @@ func (t *tier) warm() uint32 {
 // add folds one reading into the tier; it reports false when ts is older
 // than the newest bucket (out of order), which is dropped.
 func (t *tier) add(ts int64, v float64, good bool, q uint8) bool {
-	b := floorDiv(ts, t.res)
+	b := floorDiv(ts, int64(t.res))
 	var i int
 	fresh := false
 	switch {
@@ -384,7 +394,7 @@ func (t *tier) at(i int) point {
 func (t *tier) each(since int64, f func(p *point) bool) {
 	for k := range t.n {
 		j := t.pos(k)
-		if t.start(j)+t.res <= since {
+		if t.start(j)+int64(t.res) <= since {
 			continue
 		}
 		p := t.at(j)
@@ -465,7 +475,7 @@ func (s *series) points(since int64) []Point {
 		fineStart = math.MaxInt64
 	}
 	s.coarse.each(since, func(p *point) bool {
-		if p.t+s.coarse.res > fineStart {
+		if p.t+int64(s.coarse.res) > fineStart {
 			return false
 		}
 		out = append(out, p.export())

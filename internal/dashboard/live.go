@@ -65,7 +65,13 @@ type assetLive struct {
 	touched uint32       // what warm returned
 	kpis    []kpi.Result // ring, oldest first once rotated
 	kpiHead int
+	// lastBuf holds last up to lastInline readings: in the asset's own
+	// allocation, its loads do not wait for that of a's slice header
+	lastBuf [lastInline]*series
 }
+
+// lastInline is the number of assetLive.last kept in the assetLive.
+const lastInline = 16
 
 type gatewayLive struct {
 	id, site       string
@@ -202,6 +208,7 @@ func (l *Live) asset(site, id string) *assetLive {
 	if a == nil {
 		k := assetKey{l.site(site), strings.Clone(id)}
 		a = &assetLive{key: k, series: map[string]*series{}}
+		a.last = a.lastBuf[:0]
 		l.assets[k] = a
 	}
 	return a
