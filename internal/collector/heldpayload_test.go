@@ -2,9 +2,11 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -84,5 +86,37 @@ func TestHeldMessagesKeepNoPayload(t *testing.T) {
 	}
 	if st, ok := sh.engine.Snapshot("site1", "ac-1"); !ok || st.Seq != n {
 		t.Fatalf("rule state seq %d (%v), want %d", st.Seq, ok, n)
+	}
+}
+
+// Held replies are copies in blocks of the worker's own: every reply is
+// intact however many blocks they fill (a block is never written while a
+// reply views it), and after the release (acknowledged) the next cycle's
+// replies are whole too.
+func TestHeldRepliesAcrossBlocks(t *testing.T) {
+	var h held
+	for round := range 3 {
+		var want []string
+		for i := range 3 * arenaBlock / 64 {
+			r := fmt.Sprintf("$JS.ACK.SMELTER.smelter-collector-p1.1.%d.%d.1764527000123456789.%d", round*100000+i, i, round)
+			buf := []byte(r) // the pulled reply: a view into a chunk the test then overwrites
+			h.hold(unsafe.String(&buf[0], len(buf)))
+			clear(buf)
+			want = append(want, r)
+		}
+		h.hold("")
+		want = append(want, "")
+		if len(h.replies) != len(want) {
+			t.Fatalf("round %d: %d replies held, want %d", round, len(h.replies), len(want))
+		}
+		for i, r := range h.replies {
+			if r != want[i] {
+				t.Fatalf("round %d: reply %d is %q, want %q", round, i, r, want[i])
+			}
+		}
+		h.release()
+		if len(h.replies) != 0 || cap(h.arena) > arenaBlock {
+			t.Fatalf("after the release: %d replies, a block of %d bytes kept", len(h.replies), cap(h.arena))
+		}
 	}
 }
