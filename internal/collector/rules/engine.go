@@ -68,6 +68,47 @@ type Engine struct {
 	// gapSilence in progress (zero outside one): its length in ts_gw and
 	// in stored time and the interval it was judged on, ms (describe)
 	gap [3]int64
+	// selected caches set.Select by class, asset and signal (selectRules):
+	// a fleet's assets of one class have the same signals, and Select
+	// matches every rule against each. The asset is part of the key only
+	// for an asset some rule lists (listed): for any other the rules
+	// listing assets never apply, so the class and signal decide.
+	selected map[selectKey][]*Rule
+	listed   map[string]bool
+	added    []string // Birth's list of the signals it adds, reused
+}
+
+type selectKey struct{ class, asset, signal string }
+
+// maxSelected bounds the Select cache: signal names come from gateways,
+// so their number has no bound of its own; when full it starts over.
+const maxSelected = 1 << 14
+
+// selectRules is e.set.Select(class, id, signal), cached. The strings
+// must be the engine's own (not views into a payload): they are kept as
+// the key. The result is shared: callers only read it.
+func (e *Engine) selectRules(class, id, signal string) []*Rule {
+	if e.selected == nil { // the first call (the set does not change)
+		e.selected, e.listed = map[selectKey][]*Rule{}, map[string]bool{}
+		for _, r := range e.set.Rules {
+			for _, id := range r.Assets {
+				e.listed[id] = true
+			}
+		}
+	}
+	k := selectKey{class: class, signal: signal}
+	if e.listed[id] {
+		k.asset = id
+	}
+	if rs, ok := e.selected[k]; ok {
+		return rs
+	}
+	rs := e.set.Select(class, id, signal)
+	if len(e.selected) >= maxSelected {
+		clear(e.selected)
+	}
+	e.selected[k] = rs
+	return rs
 }
 
 // lookup returns the tracked asset (site, id).
@@ -103,6 +144,8 @@ type assetState struct {
 	birth     map[string]telemetry.SignalInfo
 	sigs      map[string]*signalState
 	list      []*signalState
+	slab      []signalState  // states for the next new signals (reserve)
+	names     string         // names of the next new signals, back to back (reserve)
 	cache     []*signalState // by reading position of the last batch
 	insts     []*inst        // asset-level rules (expr)
 	silence   *inst          // asset-level staleness (silence, death)
@@ -264,14 +307,14 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 	if x, ok := e.set.Running[class]; ok {
 		a.runExpr = a.bind(x)
 	}
-	for _, r := range e.set.Select(class, id, "") {
+	for _, r := range e.selectRules(class, id, "") {
 		in := &inst{r: r, a: a}
 		in.when = a.bind(r.When)
 		in.expr = a.bind(r.Expr)
 		in.clear = a.bind(r.ClearWhen)
 		a.insts = append(a.insts, in)
 	}
-	for _, r := range e.set.Select(class, id, "*") {
+	for _, r := range e.selectRules(class, id, "*") {
 		if r.Kind == KindStale {
 			a.silence = &inst{r: r, a: a}
 			break
@@ -297,8 +340,55 @@ func (a *assetState) signal(name string) *signalState {
 	if s, ok := a.sigs[name]; ok {
 		return s
 	}
-	name = strings.Clone(name) // not a view into a payload
-	s := &signalState{a: a, name: name, slot: len(a.list)}
+	// not a view into a payload: the next of names (reserve), else (a
+	// signal a rule's expression names, added before its turn) one in
+	// names, else a copy
+	n := len(name)
+	if n <= len(a.names) && a.names[:n] == name {
+		name, a.names = a.names[:n], a.names[n:]
+	} else if k := strings.Index(a.names, name); k >= 0 && n > 0 {
+		name = a.names[k : k+n]
+	} else {
+		name = strings.Clone(name)
+	}
+	return a.add(name)
+}
+
+// reserve makes room for the signals a birth adds (names, in the order
+// signal will be asked for them): their states in one array (slab), the
+// map at its size, and their names copied into one string (names), which
+// signal takes them from.
+func (a *assetState) reserve(names []string) {
+	n := 0
+	for _, s := range names {
+		n += len(s)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	for _, s := range names {
+		sb.WriteString(s)
+	}
+	a.names = sb.String()
+	a.slab = make([]signalState, len(names))
+	a.list = slices.Grow(a.list, len(names))
+	if len(a.sigs) == 0 {
+		a.sigs = make(map[string]*signalState, len(names))
+	}
+}
+
+// add adds the state of signal name (the asset's own string), which the
+// asset does not have.
+func (a *assetState) add(name string) *signalState {
+	var s *signalState
+	if len(a.slab) > 0 {
+		s, a.slab = &a.slab[0], a.slab[1:]
+		if len(a.slab) == 0 {
+			a.slab = nil
+		}
+	} else {
+		s = new(signalState)
+	}
+	*s = signalState{a: a, name: name, slot: len(a.list)}
 	a.sigs[name] = s
 	a.list = append(a.list, s)
 	a.applyRange(s)
@@ -311,7 +401,7 @@ func (a *assetState) signal(name string) *signalState {
 			}
 		}
 	}
-	for _, r := range a.e.set.Select(a.class, a.id, name) {
+	for _, r := range a.e.selectRules(a.class, a.id, name) {
 		in := &inst{r: r, a: a, sig: s}
 		switch r.Kind {
 		case KindStale:
@@ -385,11 +475,28 @@ func (e *Engine) Birth(b *telemetry.Birth, stored int64, out []alert.Alert) []al
 	for k, v := range b.Nameplate {
 		a.nameplate[k] = v
 	}
+	if len(a.birth) == 0 && len(b.Signals) > 8 { // the first birth
+		a.birth = make(map[string]telemetry.SignalInfo, len(b.Signals))
+	}
 	clear(a.birth)
+	added := e.added[:0] // signals the birth adds, once each, in order
 	for _, si := range b.Signals {
+		if _, twice := a.birth[si.Signal]; !twice {
+			if _, ok := a.sigs[si.Signal]; !ok {
+				added = append(added, si.Signal)
+			}
+		}
 		a.birth[si.Signal] = si
+	}
+	if len(added) > 1 { // an asset's first birth: its states allocated at once
+		a.reserve(added)
+	}
+	clear(added) // no views into the birth kept
+	e.added = added[:0]
+	for _, si := range b.Signals {
 		a.signal(si.Signal)
 	}
+	a.slab, a.names = nil, ""
 	a.setBirthGap()
 	a.birthBin = nil
 	out = a.dropUnborn(out, b.TSGW)
