@@ -391,7 +391,6 @@ func (a *assetState) add(name string) *signalState {
 	*s = signalState{a: a, name: name, slot: len(a.list)}
 	a.sigs[name] = s
 	a.list = append(a.list, s)
-	a.applyRange(s)
 	for _, b := range a.bindings {
 		for i, id := range b.e.idents {
 			if strings.Contains(id, "*") {
@@ -401,21 +400,24 @@ func (a *assetState) add(name string) *signalState {
 			}
 		}
 	}
-	for _, r := range a.e.selectRules(a.class, a.id, name) {
-		in := &inst{r: r, a: a, sig: s}
+	rs := a.e.selectRules(a.class, a.id, name)
+	insts := make([]inst, len(rs)) // the signal's rule instances in one array
+	for j, r := range rs {
+		in := &insts[j]
+		*in = inst{r: r, a: a, sig: s}
 		switch r.Kind {
 		case KindStale:
 			s.stale = in
 			continue
 		case KindPlausibility:
 			s.plaus = in
-			a.applyRange(s)
 			continue
 		}
 		in.when = a.bind(r.When)
 		in.impl = newEvaluator(r)
 		s.insts = append(s.insts, in)
 	}
+	a.applyRange(s) // after plaus is known
 	return s
 }
 
@@ -493,15 +495,25 @@ func (e *Engine) Birth(b *telemetry.Birth, stored int64, out []alert.Alert) []al
 	}
 	clear(added) // no views into the birth kept
 	e.added = added[:0]
+	n0 := len(a.list)
 	for _, si := range b.Signals {
 		a.signal(si.Signal)
 	}
 	a.slab, a.names = nil, ""
+	var added0 *signalState // the first signal this birth added
+	if len(a.list) > n0 {
+		added0 = a.list[n0]
+	}
 	a.setBirthGap()
 	a.birthBin = nil
 	out = a.dropUnborn(out, b.TSGW)
 	out = e.revive(a, b.TSGW, stored, out)
 	for _, s := range a.list {
+		if s == added0 {
+			// it and the rest were added by this birth (dropUnborn keeps
+			// the order), their ranges applied from it already
+			break
+		}
 		a.applyRange(s)
 	}
 	for _, bd := range a.bindings {
