@@ -290,12 +290,24 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 		// the asset changed class: start over
 		e.dropAsset(a)
 	}
-	// copies: the strings may be views into a message payload
-	site, id, class = strings.Clone(site), strings.Clone(id), strings.Clone(class)
+	// copies, into one string: the strings may be views into a message
+	// payload
+	n := len(site) + len(id) + len(class)
+	for _, p := range path {
+		n += len(p)
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	own := func(s string) string {
+		k := sb.Len()
+		sb.WriteString(s)
+		return sb.String()[k:]
+	}
+	site, id, class = own(site), own(id), own(class)
 	if path != nil {
 		path = slices.Clone(path)
 		for i := range path {
-			path[i] = strings.Clone(path[i])
+			path[i] = own(path[i])
 		}
 	}
 	k := [2]string{site, id}
