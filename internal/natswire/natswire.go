@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -599,7 +600,7 @@ func (c *Conn) msg(line []byte) (Msg, uint64, error) {
 		i++
 	}
 	total, err := strconv.Atoi(string(f[i]))
-	if err != nil || total < hdrLen || (c.info.MaxPayload > 0 && int64(total) > 2*c.info.MaxPayload+(64<<10)) {
+	if err != nil || total < hdrLen || int64(total) > c.maxMsg() {
 		return Msg{}, 0, fmt.Errorf("%w: size in %q", ErrProtocol, cut(line))
 	}
 	// the control line stays unparsed until its payload is whole: a
@@ -623,6 +624,21 @@ func (c *Conn) msg(line []byte) (Msg, uint64, error) {
 	}
 	m.Data = p[hdrLen:total:total]
 	return m, sid, nil
+}
+
+// maxMsg is the largest header block and payload a MSG or HMSG may
+// announce: twice the server's max_payload (a JetStream delivery adds its
+// headers to a payload of up to max_payload) and 64 KiB. The server's
+// value is an int32 there; an INFO without one, or with one out of that
+// range, is taken as 64 MiB (the server's default max_pending, which bounds
+// max_payload), so that no size a server sends can make the connection
+// allocate without bound or overflow its arithmetic.
+func (c *Conn) maxMsg() int64 {
+	mp := c.info.MaxPayload
+	if mp <= 0 || mp > math.MaxInt32 {
+		mp = 64 << 20
+	}
+	return 2*mp + 64<<10
 }
 
 // maxSubjects bounds the interned subjects: past it the table starts

@@ -243,6 +243,12 @@ func TestAuthAndTLS(t *testing.T) {
 // and hands the connection to the test.
 func fakeServer(t *testing.T) (url string, conns <-chan net.Conn) {
 	t.Helper()
+	return fakeServerInfo(t, `{"server_id":"fake","version":"2.10.0","headers":true,"max_payload":1048576}`)
+}
+
+// fakeServerInfo is fakeServer sending info as its INFO.
+func fakeServerInfo(t *testing.T, info string) (url string, conns <-chan net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +260,7 @@ func fakeServer(t *testing.T) (url string, conns <-chan net.Conn) {
 		if err != nil {
 			return
 		}
-		_, _ = io.WriteString(nc, `INFO {"server_id":"fake","version":"2.10.0","headers":true,"max_payload":1048576}`+"\r\n")
+		_, _ = io.WriteString(nc, "INFO "+info+"\r\n")
 		buf := make([]byte, 0, 4096)
 		tmp := make([]byte, 4096)
 		for !bytes.Contains(buf, []byte("PING\r\n")) {
@@ -447,5 +453,69 @@ func BenchmarkNext(b *testing.B) {
 			}
 		}
 		done += k
+	}
+}
+
+// A server whose INFO gives no max_payload, or an absurd one, cannot make
+// the connection allocate what a MSG line claims nor overflow its
+// arithmetic: a size beyond any server's limit is a protocol error, not a
+// panic (wirereview F1).
+func TestHostileSizeWithoutMaxPayload(t *testing.T) {
+	for _, tc := range []struct{ name, info, send string }{
+		{"no max_payload, size near MaxInt", `{"headers":true}`, "MSG a 1 9223372036854775806\r\n"},
+		{"no max_payload, 8 GiB", `{"headers":true}`, "MSG a 1 8589934592\r\n"},
+		{"max_payload 2^62", `{"headers":true,"max_payload":4611686018427387904}`, "MSG a 1 9223372036854775000\r\n"},
+		{"max_payload 2^61", `{"headers":true,"max_payload":2305843009213693952}`, "HMSG a 1 10 4611686018427387904\r\n"},
+		{"negative max_payload", `{"headers":true,"max_payload":-5}`, "MSG a 1 8589934592\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, conns := fakeServerInfo(t, tc.info)
+			c := dial(t, url)
+			if err := c.Subscribe("a"); err != nil {
+				t.Fatal(err)
+			}
+			srv := <-conns
+			defer srv.Close()
+			_, _ = io.WriteString(srv, tc.send)
+			if _, err := c.Next(time.Now().Add(5 * time.Second)); !errors.Is(err, natswire.ErrProtocol) {
+				t.Fatalf("%v, want a protocol error", err)
+			}
+		})
+	}
+}
+
+// In operator mode the connection authenticates with a creds file (the
+// user JWT and the signature of the server's nonce by the user's seed), as
+// nats.go does, and is refused with another account's user.
+func TestOperatorModeCreds(t *testing.T) {
+	op := brokertest.OperatorNATS(t)
+	ns, creds, foreign := op.Server, op.Creds, op.ForeignCreds
+	c := dial(t, ns.ClientURL(), nats.UserCredentials(creds))
+	if err := c.Subscribe("x"); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := c.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Next(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrTimeout) {
+		t.Fatal(err)
+	}
+	if err := pub.Publish("x", []byte("as the user")); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); string(m.Data) != "as the user" {
+		t.Fatalf("%q", m.Data)
+	}
+	_, err = natswire.Dial(context.Background(), ns.ClientURL(), options(t, nats.UserCredentials(foreign)))
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("a user of an unknown account: %v", err)
+	}
+	if strings.Contains(err.Error(), "eyJ") {
+		t.Fatalf("the user JWT in the error: %v", err)
 	}
 }
