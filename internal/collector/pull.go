@@ -96,7 +96,8 @@ func (p *puller) resubscribe() error {
 	if p.wire != nil && p.wire.Err() != nil {
 		p.wire = nil
 	}
-	if p.wire == nil {
+	fresh := p.wire == nil
+	if fresh {
 		w, err := dialPull(p.nc)
 		if p.dialed != nil {
 			p.dialed(err)
@@ -112,6 +113,16 @@ func (p *puller) resubscribe() error {
 	if err := p.wire.Subscribe(p.inbox + ".*"); err != nil {
 		p.wire = nil
 		return fmt.Errorf("collector: subscribe to the pulls' inbox: %w", err)
+	}
+	if !fresh {
+		// the last pull ended without the server's word: a connection
+		// whose link died silently fails no write and no read, so every
+		// later pull would time out on it in turn; the server must answer
+		// a PING (what of the old inbox still comes meanwhile is dropped)
+		if err := p.wire.Flush(time.Now().Add(pullDialTimeout)); err != nil {
+			p.wire = nil
+			return fmt.Errorf("collector: pull connection: %w", err)
+		}
 	}
 	p.dirty = false
 	return nil

@@ -12,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/natswire"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 // fetch pulls up to n messages of a consumer with a puller of its own
@@ -432,5 +434,123 @@ func TestPullConnectionDialsAgain(t *testing.T) {
 	}
 	if ok < 2 {
 		t.Errorf("%d successful dials, want the first and one after the restart", ok)
+	}
+}
+
+// In a 3-node cluster, when the server the collector's connection is on
+// goes down, the pull connection follows the main one to another node
+// (one the client only learned from the cluster: the collector is given
+// one URL) and the pulls go on with the messages not yet acknowledged.
+func TestPullConnectionFollowsToAnotherNode(t *testing.T) {
+	nodes := startCluster(t, 3)
+	nc, err := nats.Connect(nodes[0].ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wait.For(t, 10*time.Second, "the client learned the other nodes", func() bool { return len(nc.DiscoveredServers()) == 2 })
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PULL", Subjects: []string{"p.>"}, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		if _, err := js.Publish(ctx, "p.x", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Second, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := newPuller(nc, "PULL", "c", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	got := map[uint64]string{}
+	take := func(msgs []*jsMsg) {
+		for _, m := range msgs {
+			got[m.ack.sseq] = string(m.Data)
+			_, _ = nc.Request(m.Reply, ackBody, time.Second)
+		}
+	}
+	msgs, err := pl.pull(3, time.Second, 0)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("first pull: %d messages, %v", len(msgs), err)
+	}
+	take(msgs)
+	first := nc.ConnectedServerName()
+	for _, s := range nodes {
+		if s.Name() == first {
+			s.Shutdown()
+		}
+	}
+	wait.For(t, 30*time.Second, "the main connection on another node", func() bool {
+		return nc.IsConnected() && nc.ConnectedServerName() != first
+	})
+	wait.For(t, 30*time.Second, "the rest of the messages pulled from another node", func() bool {
+		msgs, _ := pl.pull(6-len(got), time.Second, 0)
+		take(msgs)
+		return len(got) == 6
+	})
+	for q := uint64(1); q <= 6; q++ {
+		if got[q] != fmt.Sprintf("m%d", q) {
+			t.Errorf("stream sequence %d: %q", q, got[q])
+		}
+	}
+}
+
+// A pull connection whose link died silently (no RST, no error: a dropped
+// NAT entry) is found dead and dialed again, as the main connection is by
+// its pings: before, a pull that timed out left the connection in use, so
+// every later pull was sent into the dead link and timed out in turn (for
+// ever on a link that swallows everything, for the kernel's retransmission
+// timeout, about 15 minutes, on one that drops).
+func TestPullConnectionSilentlyDeadLink(t *testing.T) {
+	r := newPullRig(t, 6, false, time.Second)
+	proxy := brokertest.NewProxy(t, r.ns.Addr())
+	nc, err := nats.Connect("nats://"+proxy.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+		nats.PingInterval(100*time.Millisecond), nats.MaxPingsOutstanding(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var dials, failed int
+	pl, err := newPuller(nc, "PULL", r.name, "", func(err error) {
+		dials++
+		if err != nil {
+			failed++
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	got := map[uint64]string{}
+	take := func(msgs []*jsMsg) {
+		for _, m := range msgs {
+			got[m.ack.sseq] = string(m.Data)
+			_ = r.nc.Publish(m.Reply, ackBody)
+		}
+		_ = r.nc.Flush()
+	}
+	msgs, err := pl.pull(3, time.Second, 0)
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("first pull: %d messages, %v", len(msgs), err)
+	}
+	take(msgs)
+	proxy.Blackhole()
+	wait.For(t, 10*time.Second, "the main connection found the link dead and connected again", func() bool {
+		return nc.Stats().Reconnects > 0 && nc.IsConnected()
+	})
+	wait.For(t, 30*time.Second, "the rest of the messages pulled over a new pull connection", func() bool {
+		msgs, _ := pl.pull(6-len(got), 500*time.Millisecond, 0)
+		take(msgs)
+		return len(got) == 6
+	})
+	if dials-failed < 2 {
+		t.Errorf("%d pull connections set up (%d dials), want a second one", dials-failed, dials)
 	}
 }

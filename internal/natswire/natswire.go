@@ -470,6 +470,33 @@ func (c *Conn) Ping() error {
 	return c.write("PING\r\n")
 }
 
+// ErrStale is the error of a connection whose server did not answer a
+// PING of Flush by its deadline: it is closed, as nats.go closes one after
+// MaxPingsOutstanding unanswered PINGs (a link that died without a reset
+// fails no read nor write).
+var ErrStale = errors.New("natswire: no PONG from the server: the connection is taken as dead")
+
+// Flush sends a PING and reads until the server's PONG, by deadline:
+// everything the server sent before it has been read. Messages read
+// meanwhile, of any subscription, are dropped: call it when none is
+// wanted (after Subscribe, before the first request of the new
+// subscription). A timeout closes the connection with ErrStale.
+func (c *Conn) Flush(deadline time.Time) error {
+	if err := c.Ping(); err != nil {
+		return err
+	}
+	for c.pinged {
+		_, err := c.next(deadline, false)
+		if errors.Is(err, ErrTimeout) {
+			return c.fail(ErrStale)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Err is the error the connection failed with, nil while usable.
 func (c *Conn) Err() error { return c.dead }
 
@@ -489,6 +516,12 @@ func (c *Conn) Close() error {
 // the server, ErrProtocol for what is not the protocol, or the read's
 // error; all but ErrTimeout close the connection.
 func (c *Conn) Next(deadline time.Time) (Msg, error) {
+	return c.next(deadline, true)
+}
+
+// next is Next; without msgs, it returns (a zero Msg) at the PONG of a
+// PING of ours instead of at a message, and drops messages.
+func (c *Conn) next(deadline time.Time, msgs bool) (Msg, error) {
 	if c.dead != nil {
 		return Msg{}, c.dead
 	}
@@ -504,7 +537,7 @@ func (c *Conn) Next(deadline time.Time) (Msg, error) {
 			if err != nil {
 				return Msg{}, c.readErr(err)
 			}
-			if sid == c.sid {
+			if msgs && sid == c.sid {
 				return m, nil
 			}
 		case hasOp(line, "PING"):
@@ -512,6 +545,10 @@ func (c *Conn) Next(deadline time.Time) (Msg, error) {
 				return Msg{}, err
 			}
 		case hasOp(line, "PONG"):
+			if c.pinged && !msgs {
+				c.pinged = false
+				return Msg{}, nil
+			}
 			c.pinged = false
 		case hasOp(line, "+OK"), hasOp(line, "INFO "):
 		case hasOp(line, "-ERR"):

@@ -519,3 +519,48 @@ func TestOperatorModeCreds(t *testing.T) {
 		t.Fatalf("the user JWT in the error: %v", err)
 	}
 }
+
+// Flush returns at the server's PONG (a real server), dropping what came
+// before it; a server that does not answer by the deadline leaves the
+// connection closed with ErrStale.
+func TestFlush(t *testing.T) {
+	ns := brokertest.NATS(t, brokers.NATSOptions{})
+	c := dial(t, ns.URL())
+	if err := c.Subscribe("f"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish("f", []byte("dropped")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish("f", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); string(m.Data) != "kept" {
+		t.Fatalf("%q after Flush", m.Data)
+	}
+
+	url, conns := fakeServer(t)
+	c = dial(t, url)
+	srv := <-conns
+	defer srv.Close() // open, silent
+	if err := c.Flush(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrStale) {
+		t.Fatalf("a silent server: %v, want ErrStale", err)
+	}
+	if !errors.Is(c.Err(), natswire.ErrStale) {
+		t.Fatalf("the connection after a stale Flush: %v", c.Err())
+	}
+}
