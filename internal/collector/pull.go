@@ -74,7 +74,23 @@ type puller struct {
 	// dialed, when set, is told of every dial of the pull connection
 	// (nil: succeeded)
 	dialed func(error)
+	// after a failed dial, the next is not before retryAt (retry doubles
+	// from pullRetryMin to pullRetryMax; a dial that succeeds resets it):
+	// a pull meanwhile waits, up to its expiry, and fails with dialErr
+	dialErr error
+	retryAt time.Time
+	retry   time.Duration
 }
+
+// The pause after a failed dial of a pull connection, doubled after each
+// failure up to pullRetryMax. Without it, a server that refused the
+// connection at once (maximum connections exceeded, credentials revoked)
+// was dialed again by every pull, and the order check (recoverOrder), which
+// pulls again at once after a failed pull, dialed in a tight loop.
+const (
+	pullRetryMin = 100 * time.Millisecond
+	pullRetryMax = 5 * time.Second
+)
 
 // newPuller dials the pull connection and subscribes the inbox of a
 // consumer's pulls; dialed (nil: none) is told of every dial.
@@ -98,14 +114,19 @@ func (p *puller) resubscribe() error {
 	}
 	fresh := p.wire == nil
 	if fresh {
+		if time.Now().Before(p.retryAt) {
+			return p.dialErr
+		}
 		w, err := dialPull(p.nc)
 		if p.dialed != nil {
 			p.dialed(err)
 		}
 		if err != nil {
+			p.retry = min(max(2*p.retry, pullRetryMin), pullRetryMax)
+			p.dialErr, p.retryAt = err, time.Now().Add(p.retry)
 			return err
 		}
-		p.wire = w
+		p.wire, p.dialErr, p.retry = w, nil, 0
 	}
 	p.inbox = p.nc.NewInbox()
 	// the messages of a pull wait in the socket and the server, never
@@ -183,6 +204,13 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 		return fmt.Errorf("%w: expiry time should be at least 2 times the heartbeat", jetstream.ErrInvalidOption)
 	}
 	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
+		if p.wire == nil || p.wire.Err() != nil {
+			// the last dial failed: this pull waits for the next, as a pull
+			// that found nothing waits for its expiry
+			if d := time.Until(p.retryAt); d > 0 {
+				time.Sleep(min(d, expires))
+			}
+		}
 		if err := p.resubscribe(); err != nil {
 			return err
 		}
@@ -274,28 +302,29 @@ func (p *puller) next() (*jsMsg, error) {
 		p.done, p.dirty = true, true
 		return nil, err
 	}
-	p.slab = append(p.slab, jsMsg{Msg: v})
+	// a delivery of the consumer has an acknowledgement subject for reply,
+	// whatever its header block says (a publisher may give it an inline
+	// status, which 2.9 keeps); the server's status replies have none
+	a := parseAck(v.Reply)
+	if !a.ok {
+		user, err := pullStatus(&v)
+		if user || v.Subject != p.reply {
+			return nil, nil // not a delivery, nor this pull's status: not counted
+		}
+		if err != nil {
+			p.done = true
+			if errors.Is(err, jetstream.ErrPinIDMismatch) {
+				p.pinID = ""
+			}
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		return nil, nil // an idle heartbeat
+	}
+	p.slab = append(p.slab, jsMsg{Msg: v, ack: a})
 	m := &p.slab[len(p.slab)-1]
-	user, err := pullStatus(&m.Msg)
-	if (err != nil || !user) && m.Subject != p.reply {
-		return nil, nil // not this pull's status (the inbox is the worker's alone: should not happen)
-	}
-	if err != nil {
-		p.done = true
-		if errors.Is(err, jetstream.ErrPinIDMismatch) {
-			p.pinID = ""
-		}
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	if !user { // an idle heartbeat
-		return nil, nil
-	}
-	if m.ack = parseAck(m.Reply); !m.ack.ok {
-		return nil, nil // not a delivery of the consumer (no acknowledgement subject): not counted
-	}
 	if id := m.Header(pinIDHeader); id != "" && id != p.pinID {
 		p.pinID = strings.Clone(id) // kept past the message
 	}

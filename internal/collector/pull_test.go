@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -552,5 +555,110 @@ func TestPullConnectionSilentlyDeadLink(t *testing.T) {
 	})
 	if dials-failed < 2 {
 		t.Errorf("%d pull connections set up (%d dials), want a second one", dials-failed, dials)
+	}
+}
+
+// A pull connection that cannot be dialed is dialed again after a pause
+// that doubles (up to 5 s), not by every pull: pulls that fail at once (the
+// order check pulls again at once after a failed pull) no longer dial the
+// server in a tight loop; each such pull waits for the next dial up to its
+// expiry, as a pull that found nothing.
+func TestPullDialBackoff(t *testing.T) {
+	r := newPullRig(t, 1, false, time.Second)
+	var dials, failed int
+	pl, err := newPuller(r.nc, "PULL", r.name, "", func(err error) {
+		dials++
+		if err != nil {
+			failed++
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	r.ns.Shutdown()
+	const pulls = 20
+	for range pulls {
+		if _, err := pl.pull(1, 100*time.Millisecond, 0); err == nil {
+			t.Fatal("a pull with the server down succeeded")
+		}
+	}
+	// 20 pulls of at most 100 ms each: dials at 0, 0.1, 0.3, 0.7, 1.5 s
+	// and so on (10 is reached after 100 s)
+	if failed == 0 || failed > 10 {
+		t.Fatalf("%d failed dials for %d pulls, want a few (backoff)", failed, pulls)
+	}
+	if err := r.ns.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "a pull after the restart", func() bool {
+		msgs, err := pl.pull(1, 100*time.Millisecond, 0)
+		return err == nil && len(msgs) == 1
+	})
+}
+
+// A stream message whose header block carries an inline status ("NATS/1.0
+// 408 Request Timeout": any client may publish one with HPUB, and 2.9
+// stores and delivers it as it came; 2.15 drops the block) and no payload
+// is a delivery of the consumer all the same (its reply is an
+// acknowledgement subject; the server's status replies have none): it is
+// returned, to be evaluated (malformed) and acknowledged, not taken for
+// the end of another pull and dropped unacknowledged, to come back after
+// every ack_wait for ever and stop the partition in its order check.
+func TestPullStatusLikeStreamMessage(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) {
+		ns, _ := embeddedConfig(t)
+		statusLike(t, ns.URL())
+	})
+	t.Run("2.9", func(t *testing.T) {
+		if os.Getenv("SMELTER_INTEROP") == "" {
+			t.Skip("interop test: set SMELTER_INTEROP=1 with NATS (JetStream) on 127.0.0.1:4222")
+		}
+		statusLike(t, "nats://127.0.0.1:4222")
+	})
+}
+
+func statusLike(t *testing.T, url string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	name := "STATUSLIKE" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	raw, err := net.Dial("tcp", strings.TrimPrefix(url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hdr := "NATS/1.0 408 Request Timeout\r\n\r\n"
+	if _, err := fmt.Fprintf(raw, "CONNECT {\"headers\":true,\"verbose\":false}\r\nHPUB %s.x %d %d\r\n%s\r\nPUB %s.x 2\r\nok\r\nPING\r\n",
+		name, len(hdr), len(hdr), hdr, name); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "both messages stored", func() bool {
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 2
+	})
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := newPuller(nc, name, "c", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	msgs, err := pl.pull(2, 2*time.Second, 0)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("%d messages, %v: want both", len(msgs), err)
+	}
+	if len(msgs[0].Data) != 0 || !msgs[0].ack.ok || string(msgs[1].Data) != "ok" {
+		t.Fatalf("%+v %+v", msgs[0], msgs[1])
 	}
 }
