@@ -233,12 +233,12 @@ func (c *Conn) handshake(ctx context.Context, u *url.URL, o *nats.Options) error
 		return fmt.Errorf("natswire: the server does not support headers (nats-server 2.2 or newer is needed)")
 	}
 	secure := o.Secure || o.TLSConfig != nil || u.Scheme == "tls"
-	if c.info.TLSRequired && !secure {
-		return nats.ErrSecureConnRequired
-	}
 	if secure && !c.info.TLSRequired && !c.info.TLSAvailable {
 		return nats.ErrSecureConnWanted
 	}
+	// as nats.go's checkForSecure: a server that requires TLS gets it, on
+	// the system's roots when o has no TLS configuration
+	secure = secure || c.info.TLSRequired
 	if secure {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if o.TLSConfig != nil {

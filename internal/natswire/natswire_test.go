@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -562,5 +564,39 @@ func TestFlush(t *testing.T) {
 	}
 	if !errors.Is(c.Err(), natswire.ErrStale) {
 		t.Fatalf("the connection after a stale Flush: %v", c.Err())
+	}
+}
+
+// A server that requires TLS from a client configured without TLS
+// options gets TLS (verified against the system's roots), as nats.go
+// switches to it: a collector with no nats.tls block on a server whose
+// certificate a public CA signed connected, and its pull connections were
+// refused with "secure connection required" (wirereview). The system's
+// roots are read once per process: the client side runs in a process of
+// its own, with SSL_CERT_FILE naming the test CA.
+func TestTLSRequiredByTheServerOnly(t *testing.T) {
+	if addr := os.Getenv("NATSWIRE_TEST_TLS_ONLY_ADDR"); addr != "" {
+		nc, err := nats.Connect("nats://" + addr) // not tls://: TLS is the server's requirement
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		o := nc.Opts
+		c, err := natswire.Dial(context.Background(), nc.ConnectedUrl(), &o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	pki := brokertest.NewPKI(t)
+	tn := brokertest.NATS(t, brokers.NATSOptions{TLS: pki.ServerTLS(false)})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTLSRequiredByTheServerOnly$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+pki.CAFile, "NATSWIRE_TEST_TLS_ONLY_ADDR="+tn.Addr())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }
