@@ -47,7 +47,7 @@ func TestNothingKeptViewsAPullChunk(t *testing.T) {
 		site, gw, id := fmt.Sprintf("site%d", a%3+1), fmt.Sprintf("gw-%d", a%4), fmt.Sprintf("ac-%02d", a)
 		path := []string{"acme", site, "_", "_", "_"}
 		b, err := json.Marshal(telemetry.Birth{Schema: telemetry.SchemaBirth, Gateway: gw, Seq: uint64(a*10 + 1), TSGW: t0,
-			Asset: telemetry.AssetJSON{ID: id, Class: "air_compressor", Path: path},
+			Asset:   telemetry.AssetJSON{ID: id, Class: "air_compressor", Path: path},
 			Signals: []telemetry.SignalInfo{{Signal: "discharge_temp", Unit: "Cel"}, {Signal: "load_state"}, {Signal: "discharge_pressure", Unit: "MPa"}}})
 		if err != nil {
 			t.Fatal(err)
