@@ -209,6 +209,11 @@ func parseURL(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error quotes the whole URL, user info and all
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("natswire: server URL: %w", err)
 	}
 	if u.Port() == "" {

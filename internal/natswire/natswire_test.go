@@ -600,3 +600,14 @@ func TestTLSRequiredByTheServerOnly(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+// A server URL that does not parse is an error that does not quote its
+// user info (url.Error quotes the whole URL).
+func TestBadURLKeepsItsPassword(t *testing.T) {
+	for _, u := range []string{"nats://collector:s3cret@127.0.0.1:4x22", "nats://collector:s3cret@[::1"} {
+		_, err := natswire.Dial(context.Background(), u, options(t))
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%v", err)
+		}
+	}
+}
