@@ -203,6 +203,16 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	if hb > 0 && expires < 2*hb {
 		return fmt.Errorf("%w: expiry time should be at least 2 times the heartbeat", jetstream.ErrInvalidOption)
 	}
+	// the pull connection lives by the main one, as jetstream's Fetch
+	// did on it: no pull while it is down (what would be pulled could
+	// neither be acknowledged nor its alerts published) or closed
+	switch {
+	case p.nc.IsClosed():
+		p.stop()
+		return nats.ErrConnectionClosed
+	case !p.nc.IsConnected():
+		return nats.ErrConnectionReconnecting
+	}
 	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
 		if p.wire == nil || p.wire.Err() != nil {
 			// the last dial failed: this pull waits for the next, as a pull

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -410,8 +411,8 @@ func TestPullConnectionDialsAgain(t *testing.T) {
 	if _, err := pl.pull(3, time.Second, 0); err == nil {
 		t.Fatal("a pull over a connection to a stopped server succeeded")
 	}
-	if _, err := pl.pull(3, time.Second, 0); err == nil || failed == 0 {
-		t.Fatalf("a pull while the server is down: %v, %d failed dials", err, failed)
+	if _, err := pl.pull(3, time.Second, 0); err == nil {
+		t.Fatalf("a pull while the server is down: %v", err)
 	}
 	if err := r.ns.Restart(); err != nil {
 		t.Fatal(err)
@@ -558,15 +559,42 @@ func TestPullConnectionSilentlyDeadLink(t *testing.T) {
 	}
 }
 
-// A pull connection that cannot be dialed is dialed again after a pause
-// that doubles (up to 5 s), not by every pull: pulls that fail at once (the
-// order check pulls again at once after a failed pull) no longer dial the
-// server in a tight loop; each such pull waits for the next dial up to its
-// expiry, as a pull that found nothing.
+// A pull connection that cannot be dialed (here: the server's
+// max_connections reached, the main connection up) is dialed again after
+// a pause that doubles (up to 5 s), not by every pull: pulls that fail at
+// once (the order check pulls again at once after a failed pull) no longer
+// dial the server in a tight loop; each such pull waits for the next dial
+// up to its expiry, as a pull that found nothing.
 func TestPullDialBackoff(t *testing.T) {
-	r := newPullRig(t, 1, false, time.Second)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxConn: 2,
+		JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.Name("main"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PULL", Subjects: []string{"p.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "p.x", []byte("m1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
 	var dials, failed int
-	pl, err := newPuller(r.nc, "PULL", r.name, "", func(err error) {
+	pl, err := newPuller(nc, "PULL", "c", "", func(err error) {
 		dials++
 		if err != nil {
 			failed++
@@ -576,11 +604,27 @@ func TestPullDialBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pl.stop)
-	r.ns.Shutdown()
+	// the pull connection is cut by the server and its place taken
+	cz, err := ns.Connz(&server.ConnzOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ci := range cz.Conns {
+		if ci.Name == "main pull" {
+			if err := ns.DisconnectClientByID(ci.Cid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var filler *nats.Conn
+	wait.For(t, 10*time.Second, "the pull connection's place taken", func() bool {
+		filler, err = nats.Connect(ns.ClientURL(), nats.NoReconnect())
+		return err == nil
+	})
 	const pulls = 20
 	for range pulls {
 		if _, err := pl.pull(1, 100*time.Millisecond, 0); err == nil {
-			t.Fatal("a pull with the server down succeeded")
+			t.Fatal("a pull without a pull connection succeeded")
 		}
 	}
 	// 20 pulls of at most 100 ms each: dials at 0, 0.1, 0.3, 0.7, 1.5 s
@@ -588,10 +632,8 @@ func TestPullDialBackoff(t *testing.T) {
 	if failed == 0 || failed > 10 {
 		t.Fatalf("%d failed dials for %d pulls, want a few (backoff)", failed, pulls)
 	}
-	if err := r.ns.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	wait.For(t, 30*time.Second, "a pull after the restart", func() bool {
+	filler.Close()
+	wait.For(t, 30*time.Second, "a pull once the server takes the connection", func() bool {
 		msgs, err := pl.pull(1, 100*time.Millisecond, 0)
 		return err == nil && len(msgs) == 1
 	})
@@ -660,5 +702,35 @@ func statusLike(t *testing.T, url string) {
 	}
 	if len(msgs[0].Data) != 0 || !msgs[0].ack.ok || string(msgs[1].Data) != "ok" {
 		t.Fatalf("%+v %+v", msgs[0], msgs[1])
+	}
+}
+
+// The pull connection lives by the collector's main connection, as Fetch
+// did on it: once the main one is closed (or down) no pull is sent, so no
+// message is delivered to a worker that could neither acknowledge it nor
+// publish its alerts (they waited ack_wait for the next owner; a kill -9
+// simulated by closing the main connection left the worker pulling).
+func TestPullNotWithoutTheMainConnection(t *testing.T) {
+	r := newPullRig(t, 3, false, time.Minute)
+	nc, err := nats.Connect(r.ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := newPuller(nc, "PULL", r.name, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	nc.Close()
+	if msgs, err := pl.pull(3, time.Second, 0); !errors.Is(err, nats.ErrConnectionClosed) || len(msgs) != 0 {
+		t.Fatalf("a pull after the main connection closed: %d messages, %v", len(msgs), err)
+	}
+	cons, err := r.stream.Consumer(context.Background(), r.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil || info.NumAckPending != 0 || info.Delivered.Consumer != 0 {
+		t.Fatalf("delivered %d, %d pending (%v): want none", info.Delivered.Consumer, info.NumAckPending, err)
 	}
 }
