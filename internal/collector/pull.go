@@ -2,8 +2,11 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -170,9 +173,13 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 		return nil, fmt.Errorf("collector: pull connection: %w", nats.ErrNoServers)
 	}
 	var first error
-	for _, u := range urls {
+	for i, u := range urls {
+		uo := &o
+		if i == 0 && nc.ConnectedUrl() != "" {
+			uo = learnedTLSName(&o, u)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), pullDialTimeout)
-		w, err := natswire.Dial(ctx, u, &o)
+		w, err := natswire.Dial(ctx, u, uo)
 		cancel()
 		if err == nil {
 			return w, nil
@@ -182,6 +189,59 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("collector: pull connection: %w", first)
+}
+
+// learnedTLSName returns o with the TLS server name nats.go verifies a
+// server under when the client learned it from the cluster by its IP
+// address (its tlsName): the host name of the URLs o was given. o as it
+// is for a configured URL, a URL by name, or without TLS options.
+func learnedTLSName(o *nats.Options, raw string) *nats.Options {
+	if o.TLSConfig == nil && !o.Secure {
+		return o
+	}
+	if o.TLSConfig != nil && o.TLSConfig.ServerName != "" {
+		return o
+	}
+	host := hostOf(raw)
+	if net.ParseIP(host) == nil {
+		return o
+	}
+	name := ""
+	for _, c := range append(append([]string(nil), o.Servers...), o.Url) {
+		if c == "" {
+			continue
+		}
+		h := hostOf(c)
+		if h == host {
+			return o // configured as it is
+		}
+		if name == "" && net.ParseIP(h) == nil {
+			name = h
+		}
+	}
+	if name == "" {
+		return o
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.TLSConfig != nil {
+		tc = o.TLSConfig.Clone()
+	}
+	tc.ServerName = name
+	no := *o
+	no.TLSConfig = tc
+	return &no
+}
+
+// hostOf is the host of a server URL ("" where it does not parse).
+func hostOf(raw string) string {
+	if !strings.Contains(raw, "://") {
+		raw = "nats://" + raw
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }
 
 // stop closes the puller's connection.

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -733,4 +734,50 @@ func TestPullNotWithoutTheMainConnection(t *testing.T) {
 	if err != nil || info.NumAckPending != 0 || info.Delivered.Consumer != 0 {
 		t.Fatalf("delivered %d, %d pending (%v): want none", info.Delivered.Consumer, info.NumAckPending, err)
 	}
+}
+
+// Over TLS, a server the client learned from the cluster by its IP
+// address is verified under the host name of the URL the client was given
+// (nats.go's tlsName): the pull connection to the node the main one moved
+// to was refused (certificate not valid for 127.0.0.1) and fell back to
+// the configured URL, the node that went down.
+func TestPullConnectionTLSToALearnedNode(t *testing.T) {
+	pki := brokertest.NewPKI(t)
+	ports := freePorts(t, 2)
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var nodes []*server.Server
+	for i := range 2 {
+		s, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("t%d", i+1), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+			TLS: true, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.NameOnlyCert}}, TLSTimeout: 5,
+			Cluster: server.ClusterOpts{Name: "tls-names", Host: "127.0.0.1", Port: ports[i]}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		t.Cleanup(s.Shutdown)
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("node not ready")
+		}
+		nodes = append(nodes, s)
+	}
+	first := nodes[0].Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(fmt.Sprintf("tls://localhost:%d", first), nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pki.CAPool}),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	wait.For(t, 10*time.Second, "the client learned the other node", func() bool { return len(nc.DiscoveredServers()) >= 1 })
+	nodes[0].Shutdown()
+	wait.For(t, 30*time.Second, "the main connection on the learned node", func() bool {
+		return nc.IsConnected() && nc.ConnectedServerName() == "t2"
+	})
+	w, err := dialPull(nc)
+	if err != nil {
+		t.Fatalf("pull connection to %s: %v", nc.ConnectedUrlRedacted(), err)
+	}
+	_ = w.Close()
 }
