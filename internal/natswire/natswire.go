@@ -155,7 +155,8 @@ type Conn struct {
 
 	lineStart int // where the last protocol line began in buf
 
-	subjects map[string]string // interned subjects (maxSubjects at most)
+	subjects     map[string]string // interned subjects (maxSubjects, maxSubjectBytes at most)
+	subjectBytes int               // their length
 
 	sid    uint64 // the subscription Next reads (0: none)
 	dead   error  // set once the connection failed: every call returns it
@@ -683,10 +684,15 @@ func (c *Conn) maxMsg() int64 {
 	return 2*mp + 64<<10
 }
 
-// maxSubjects bounds the interned subjects: past it the table starts
-// again (a stream of ever new subjects costs one string per message, as
-// without interning).
-const maxSubjects = 1 << 16
+// maxSubjects and maxSubjectBytes bound the interned subjects, in number
+// and in bytes: past either the table starts again (a stream of ever new
+// subjects costs one string per message, as without interning). Without
+// the bound in bytes, subjects as long as a protocol line (64 KiB) could
+// make the table hold 4 GiB.
+const (
+	maxSubjects     = 1 << 16
+	maxSubjectBytes = 8 << 20
+)
 
 // intern returns b as a string of its own, the same one for the same
 // bytes.
@@ -694,11 +700,12 @@ func (c *Conn) intern(b []byte) string {
 	if s, ok := c.subjects[string(b)]; ok {
 		return s
 	}
-	if c.subjects == nil || len(c.subjects) >= maxSubjects {
-		c.subjects = make(map[string]string, 1024)
+	if c.subjects == nil || len(c.subjects) >= maxSubjects || c.subjectBytes+len(b) > maxSubjectBytes {
+		c.subjects, c.subjectBytes = make(map[string]string, 1024), 0
 	}
 	s := string(b)
 	c.subjects[s] = s
+	c.subjectBytes += len(s)
 	return s
 }
 
