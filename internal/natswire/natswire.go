@@ -543,6 +543,9 @@ func (c *Conn) next(deadline time.Time, msgs bool) (Msg, error) {
 			if err != nil {
 				return Msg{}, c.readErr(err)
 			}
+			if sid == 0 || sid > c.sid { // never subscribed: not a server's doing
+				return Msg{}, c.fail(fmt.Errorf("%w: a message for subscription %d, never made", ErrProtocol, sid))
+			}
 			if msgs && sid == c.sid {
 				return m, nil
 			}

@@ -330,6 +330,10 @@ func TestHostileServer(t *testing.T) {
 		{"endless line", strings.Repeat("M", 70<<10), natswire.ErrProtocol},
 		{"-ERR", "-ERR 'Permissions Violation for Subscription to \"a\"'\r\n", nil},
 		{"closed", "", nil},
+		{"closed mid-payload", "MSG a 1 5\r\nhello\r\nMSG a 1 10\r\nhel", nil},
+		{"closed mid-line", "MSG a 1 5\r\nhello\r\nMSG a 1", nil},
+		{"sid never subscribed", "MSG a 1 5\r\nhello\r\nMSG a 7 5\r\nhello\r\n", natswire.ErrProtocol},
+		{"sid 0", "MSG a 0 5\r\nhello\r\n", natswire.ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url, conns := fakeServer(t)
@@ -339,7 +343,7 @@ func TestHostileServer(t *testing.T) {
 			}
 			srv := <-conns
 			_, _ = io.WriteString(srv, tc.send)
-			if tc.name == "closed" {
+			if strings.HasPrefix(tc.name, "closed") {
 				_ = srv.Close()
 			} else {
 				defer srv.Close()
