@@ -2,8 +2,11 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +77,23 @@ type puller struct {
 	// dialed, when set, is told of every dial of the pull connection
 	// (nil: succeeded)
 	dialed func(error)
+	// after a failed dial, the next is not before retryAt (retry doubles
+	// from pullRetryMin to pullRetryMax; a dial that succeeds resets it):
+	// a pull meanwhile waits, up to its expiry, and fails with dialErr
+	dialErr error
+	retryAt time.Time
+	retry   time.Duration
 }
+
+// The pause after a failed dial of a pull connection, doubled after each
+// failure up to pullRetryMax. Without it, a server that refused the
+// connection at once (maximum connections exceeded, credentials revoked)
+// was dialed again by every pull, and the order check (recoverOrder), which
+// pulls again at once after a failed pull, dialed in a tight loop.
+const (
+	pullRetryMin = 100 * time.Millisecond
+	pullRetryMax = 5 * time.Second
+)
 
 // newPuller dials the pull connection and subscribes the inbox of a
 // consumer's pulls; dialed (nil: none) is told of every dial.
@@ -96,15 +115,21 @@ func (p *puller) resubscribe() error {
 	if p.wire != nil && p.wire.Err() != nil {
 		p.wire = nil
 	}
-	if p.wire == nil {
+	fresh := p.wire == nil
+	if fresh {
+		if time.Now().Before(p.retryAt) {
+			return p.dialErr
+		}
 		w, err := dialPull(p.nc)
 		if p.dialed != nil {
 			p.dialed(err)
 		}
 		if err != nil {
+			p.retry = min(max(2*p.retry, pullRetryMin), pullRetryMax)
+			p.dialErr, p.retryAt = err, time.Now().Add(p.retry)
 			return err
 		}
-		p.wire = w
+		p.wire, p.dialErr, p.retry = w, nil, 0
 	}
 	p.inbox = p.nc.NewInbox()
 	// the messages of a pull wait in the socket and the server, never
@@ -112,6 +137,16 @@ func (p *puller) resubscribe() error {
 	if err := p.wire.Subscribe(p.inbox + ".*"); err != nil {
 		p.wire = nil
 		return fmt.Errorf("collector: subscribe to the pulls' inbox: %w", err)
+	}
+	if !fresh {
+		// the last pull ended without the server's word: a connection
+		// whose link died silently fails no write and no read, so every
+		// later pull would time out on it in turn; the server must answer
+		// a PING (what of the old inbox still comes meanwhile is dropped)
+		if err := p.wire.Flush(time.Now().Add(pullDialTimeout)); err != nil {
+			p.wire = nil
+			return fmt.Errorf("collector: pull connection: %w", err)
+		}
 	}
 	p.dirty = false
 	return nil
@@ -138,9 +173,13 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 		return nil, fmt.Errorf("collector: pull connection: %w", nats.ErrNoServers)
 	}
 	var first error
-	for _, u := range urls {
+	for i, u := range urls {
+		uo := &o
+		if i == 0 && nc.ConnectedUrl() != "" {
+			uo = learnedTLSName(&o, u)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), pullDialTimeout)
-		w, err := natswire.Dial(ctx, u, &o)
+		w, err := natswire.Dial(ctx, u, uo)
 		cancel()
 		if err == nil {
 			return w, nil
@@ -150,6 +189,59 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("collector: pull connection: %w", first)
+}
+
+// learnedTLSName returns o with the TLS server name nats.go verifies a
+// server under when the client learned it from the cluster by its IP
+// address (its tlsName): the host name of the URLs o was given. o as it
+// is for a configured URL, a URL by name, or without TLS options.
+func learnedTLSName(o *nats.Options, raw string) *nats.Options {
+	if o.TLSConfig == nil && !o.Secure {
+		return o
+	}
+	if o.TLSConfig != nil && o.TLSConfig.ServerName != "" {
+		return o
+	}
+	host := hostOf(raw)
+	if net.ParseIP(host) == nil {
+		return o
+	}
+	name := ""
+	for _, c := range append(append([]string(nil), o.Servers...), o.Url) {
+		if c == "" {
+			continue
+		}
+		h := hostOf(c)
+		if h == host {
+			return o // configured as it is
+		}
+		if name == "" && net.ParseIP(h) == nil {
+			name = h
+		}
+	}
+	if name == "" {
+		return o
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.TLSConfig != nil {
+		tc = o.TLSConfig.Clone()
+	}
+	tc.ServerName = name
+	no := *o
+	no.TLSConfig = tc
+	return &no
+}
+
+// hostOf is the host of a server URL ("" where it does not parse).
+func hostOf(raw string) string {
+	if !strings.Contains(raw, "://") {
+		raw = "nats://" + raw
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
 }
 
 // stop closes the puller's connection.
@@ -171,7 +263,24 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	if hb > 0 && expires < 2*hb {
 		return fmt.Errorf("%w: expiry time should be at least 2 times the heartbeat", jetstream.ErrInvalidOption)
 	}
+	// the pull connection lives by the main one, as jetstream's Fetch
+	// did on it: no pull while it is down (what would be pulled could
+	// neither be acknowledged nor its alerts published) or closed
+	switch {
+	case p.nc.IsClosed():
+		p.stop()
+		return nats.ErrConnectionClosed
+	case !p.nc.IsConnected():
+		return nats.ErrConnectionReconnecting
+	}
 	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
+		if p.wire == nil || p.wire.Err() != nil {
+			// the last dial failed: this pull waits for the next, as a pull
+			// that found nothing waits for its expiry
+			if d := time.Until(p.retryAt); d > 0 {
+				time.Sleep(min(d, expires))
+			}
+		}
 		if err := p.resubscribe(); err != nil {
 			return err
 		}
@@ -263,28 +372,29 @@ func (p *puller) next() (*jsMsg, error) {
 		p.done, p.dirty = true, true
 		return nil, err
 	}
-	p.slab = append(p.slab, jsMsg{Msg: v})
+	// a delivery of the consumer has an acknowledgement subject for reply,
+	// whatever its header block says (a publisher may give it an inline
+	// status, which 2.9 keeps); the server's status replies have none
+	a := parseAck(v.Reply)
+	if !a.ok {
+		user, err := pullStatus(&v)
+		if user || v.Subject != p.reply {
+			return nil, nil // not a delivery, nor this pull's status: not counted
+		}
+		if err != nil {
+			p.done = true
+			if errors.Is(err, jetstream.ErrPinIDMismatch) {
+				p.pinID = ""
+			}
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		return nil, nil // an idle heartbeat
+	}
+	p.slab = append(p.slab, jsMsg{Msg: v, ack: a})
 	m := &p.slab[len(p.slab)-1]
-	user, err := pullStatus(&m.Msg)
-	if (err != nil || !user) && m.Subject != p.reply {
-		return nil, nil // not this pull's status (the inbox is the worker's alone: should not happen)
-	}
-	if err != nil {
-		p.done = true
-		if errors.Is(err, jetstream.ErrPinIDMismatch) {
-			p.pinID = ""
-		}
-		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, jetstream.ErrMaxBytesExceeded) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	if !user { // an idle heartbeat
-		return nil, nil
-	}
-	if m.ack = parseAck(m.Reply); !m.ack.ok {
-		return nil, nil // not a delivery of the consumer (no acknowledgement subject): not counted
-	}
 	if id := m.Header(pinIDHeader); id != "" && id != p.pinID {
 		p.pinID = strings.Clone(id) // kept past the message
 	}

@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -154,7 +155,8 @@ type Conn struct {
 
 	lineStart int // where the last protocol line began in buf
 
-	subjects map[string]string // interned subjects (maxSubjects at most)
+	subjects     map[string]string // interned subjects (maxSubjects, maxSubjectBytes at most)
+	subjectBytes int               // their length
 
 	sid    uint64 // the subscription Next reads (0: none)
 	dead   error  // set once the connection failed: every call returns it
@@ -208,6 +210,11 @@ func parseURL(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		// url.Error quotes the whole URL, user info and all
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("natswire: server URL: %w", err)
 	}
 	if u.Port() == "" {
@@ -232,12 +239,12 @@ func (c *Conn) handshake(ctx context.Context, u *url.URL, o *nats.Options) error
 		return fmt.Errorf("natswire: the server does not support headers (nats-server 2.2 or newer is needed)")
 	}
 	secure := o.Secure || o.TLSConfig != nil || u.Scheme == "tls"
-	if c.info.TLSRequired && !secure {
-		return nats.ErrSecureConnRequired
-	}
 	if secure && !c.info.TLSRequired && !c.info.TLSAvailable {
 		return nats.ErrSecureConnWanted
 	}
+	// as nats.go's checkForSecure: a server that requires TLS gets it, on
+	// the system's roots when o has no TLS configuration
+	secure = secure || c.info.TLSRequired
 	if secure {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if o.TLSConfig != nil {
@@ -469,6 +476,33 @@ func (c *Conn) Ping() error {
 	return c.write("PING\r\n")
 }
 
+// ErrStale is the error of a connection whose server did not answer a
+// PING of Flush by its deadline: it is closed, as nats.go closes one after
+// MaxPingsOutstanding unanswered PINGs (a link that died without a reset
+// fails no read nor write).
+var ErrStale = errors.New("natswire: no PONG from the server: the connection is taken as dead")
+
+// Flush sends a PING and reads until the server's PONG, by deadline:
+// everything the server sent before it has been read. Messages read
+// meanwhile, of any subscription, are dropped: call it when none is
+// wanted (after Subscribe, before the first request of the new
+// subscription). A timeout closes the connection with ErrStale.
+func (c *Conn) Flush(deadline time.Time) error {
+	if err := c.Ping(); err != nil {
+		return err
+	}
+	for c.pinged {
+		_, err := c.next(deadline, false)
+		if errors.Is(err, ErrTimeout) {
+			return c.fail(ErrStale)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Err is the error the connection failed with, nil while usable.
 func (c *Conn) Err() error { return c.dead }
 
@@ -488,6 +522,12 @@ func (c *Conn) Close() error {
 // the server, ErrProtocol for what is not the protocol, or the read's
 // error; all but ErrTimeout close the connection.
 func (c *Conn) Next(deadline time.Time) (Msg, error) {
+	return c.next(deadline, true)
+}
+
+// next is Next; without msgs, it returns (a zero Msg) at the PONG of a
+// PING of ours instead of at a message, and drops messages.
+func (c *Conn) next(deadline time.Time, msgs bool) (Msg, error) {
 	if c.dead != nil {
 		return Msg{}, c.dead
 	}
@@ -503,7 +543,10 @@ func (c *Conn) Next(deadline time.Time) (Msg, error) {
 			if err != nil {
 				return Msg{}, c.readErr(err)
 			}
-			if sid == c.sid {
+			if sid == 0 || sid > c.sid { // never subscribed: not a server's doing
+				return Msg{}, c.fail(fmt.Errorf("%w: a message for subscription %d, never made", ErrProtocol, sid))
+			}
+			if msgs && sid == c.sid {
 				return m, nil
 			}
 		case hasOp(line, "PING"):
@@ -511,6 +554,10 @@ func (c *Conn) Next(deadline time.Time) (Msg, error) {
 				return Msg{}, err
 			}
 		case hasOp(line, "PONG"):
+			if c.pinged && !msgs {
+				c.pinged = false
+				return Msg{}, nil
+			}
 			c.pinged = false
 		case hasOp(line, "+OK"), hasOp(line, "INFO "):
 		case hasOp(line, "-ERR"):
@@ -599,7 +646,7 @@ func (c *Conn) msg(line []byte) (Msg, uint64, error) {
 		i++
 	}
 	total, err := strconv.Atoi(string(f[i]))
-	if err != nil || total < hdrLen || (c.info.MaxPayload > 0 && int64(total) > 2*c.info.MaxPayload+(64<<10)) {
+	if err != nil || total < hdrLen || int64(total) > c.maxMsg() {
 		return Msg{}, 0, fmt.Errorf("%w: size in %q", ErrProtocol, cut(line))
 	}
 	// the control line stays unparsed until its payload is whole: a
@@ -625,10 +672,30 @@ func (c *Conn) msg(line []byte) (Msg, uint64, error) {
 	return m, sid, nil
 }
 
-// maxSubjects bounds the interned subjects: past it the table starts
-// again (a stream of ever new subjects costs one string per message, as
-// without interning).
-const maxSubjects = 1 << 16
+// maxMsg is the largest header block and payload a MSG or HMSG may
+// announce: twice the server's max_payload (a JetStream delivery adds its
+// headers to a payload of up to max_payload) and 64 KiB. The server's
+// value is an int32 there; an INFO without one, or with one out of that
+// range, is taken as 64 MiB (the server's default max_pending, which bounds
+// max_payload), so that no size a server sends can make the connection
+// allocate without bound or overflow its arithmetic.
+func (c *Conn) maxMsg() int64 {
+	mp := c.info.MaxPayload
+	if mp <= 0 || mp > math.MaxInt32 {
+		mp = 64 << 20
+	}
+	return 2*mp + 64<<10
+}
+
+// maxSubjects and maxSubjectBytes bound the interned subjects, in number
+// and in bytes: past either the table starts again (a stream of ever new
+// subjects costs one string per message, as without interning). Without
+// the bound in bytes, subjects as long as a protocol line (64 KiB) could
+// make the table hold 4 GiB.
+const (
+	maxSubjects     = 1 << 16
+	maxSubjectBytes = 8 << 20
+)
 
 // intern returns b as a string of its own, the same one for the same
 // bytes.
@@ -636,11 +703,12 @@ func (c *Conn) intern(b []byte) string {
 	if s, ok := c.subjects[string(b)]; ok {
 		return s
 	}
-	if c.subjects == nil || len(c.subjects) >= maxSubjects {
-		c.subjects = make(map[string]string, 1024)
+	if c.subjects == nil || len(c.subjects) >= maxSubjects || c.subjectBytes+len(b) > maxSubjectBytes {
+		c.subjects, c.subjectBytes = make(map[string]string, 1024), 0
 	}
 	s := string(b)
 	c.subjects[s] = s
+	c.subjectBytes += len(s)
 	return s
 }
 

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -243,6 +245,12 @@ func TestAuthAndTLS(t *testing.T) {
 // and hands the connection to the test.
 func fakeServer(t *testing.T) (url string, conns <-chan net.Conn) {
 	t.Helper()
+	return fakeServerInfo(t, `{"server_id":"fake","version":"2.10.0","headers":true,"max_payload":1048576}`)
+}
+
+// fakeServerInfo is fakeServer sending info as its INFO.
+func fakeServerInfo(t *testing.T, info string) (url string, conns <-chan net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +262,7 @@ func fakeServer(t *testing.T) (url string, conns <-chan net.Conn) {
 		if err != nil {
 			return
 		}
-		_, _ = io.WriteString(nc, `INFO {"server_id":"fake","version":"2.10.0","headers":true,"max_payload":1048576}`+"\r\n")
+		_, _ = io.WriteString(nc, "INFO "+info+"\r\n")
 		buf := make([]byte, 0, 4096)
 		tmp := make([]byte, 4096)
 		for !bytes.Contains(buf, []byte("PING\r\n")) {
@@ -322,6 +330,10 @@ func TestHostileServer(t *testing.T) {
 		{"endless line", strings.Repeat("M", 70<<10), natswire.ErrProtocol},
 		{"-ERR", "-ERR 'Permissions Violation for Subscription to \"a\"'\r\n", nil},
 		{"closed", "", nil},
+		{"closed mid-payload", "MSG a 1 5\r\nhello\r\nMSG a 1 10\r\nhel", nil},
+		{"closed mid-line", "MSG a 1 5\r\nhello\r\nMSG a 1", nil},
+		{"sid never subscribed", "MSG a 1 5\r\nhello\r\nMSG a 7 5\r\nhello\r\n", natswire.ErrProtocol},
+		{"sid 0", "MSG a 0 5\r\nhello\r\n", natswire.ErrProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			url, conns := fakeServer(t)
@@ -331,7 +343,7 @@ func TestHostileServer(t *testing.T) {
 			}
 			srv := <-conns
 			_, _ = io.WriteString(srv, tc.send)
-			if tc.name == "closed" {
+			if strings.HasPrefix(tc.name, "closed") {
 				_ = srv.Close()
 			} else {
 				defer srv.Close()
@@ -447,5 +459,159 @@ func BenchmarkNext(b *testing.B) {
 			}
 		}
 		done += k
+	}
+}
+
+// A server whose INFO gives no max_payload, or an absurd one, cannot make
+// the connection allocate what a MSG line claims nor overflow its
+// arithmetic: a size beyond any server's limit is a protocol error, not a
+// panic (wirereview F1).
+func TestHostileSizeWithoutMaxPayload(t *testing.T) {
+	for _, tc := range []struct{ name, info, send string }{
+		{"no max_payload, size near MaxInt", `{"headers":true}`, "MSG a 1 9223372036854775806\r\n"},
+		{"no max_payload, 8 GiB", `{"headers":true}`, "MSG a 1 8589934592\r\n"},
+		{"max_payload 2^62", `{"headers":true,"max_payload":4611686018427387904}`, "MSG a 1 9223372036854775000\r\n"},
+		{"max_payload 2^61", `{"headers":true,"max_payload":2305843009213693952}`, "HMSG a 1 10 4611686018427387904\r\n"},
+		{"negative max_payload", `{"headers":true,"max_payload":-5}`, "MSG a 1 8589934592\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, conns := fakeServerInfo(t, tc.info)
+			c := dial(t, url)
+			if err := c.Subscribe("a"); err != nil {
+				t.Fatal(err)
+			}
+			srv := <-conns
+			defer srv.Close()
+			_, _ = io.WriteString(srv, tc.send)
+			if _, err := c.Next(time.Now().Add(5 * time.Second)); !errors.Is(err, natswire.ErrProtocol) {
+				t.Fatalf("%v, want a protocol error", err)
+			}
+		})
+	}
+}
+
+// In operator mode the connection authenticates with a creds file (the
+// user JWT and the signature of the server's nonce by the user's seed), as
+// nats.go does, and is refused with another account's user.
+func TestOperatorModeCreds(t *testing.T) {
+	op := brokertest.OperatorNATS(t)
+	ns, creds, foreign := op.Server, op.Creds, op.ForeignCreds
+	c := dial(t, ns.ClientURL(), nats.UserCredentials(creds))
+	if err := c.Subscribe("x"); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nats.Connect(ns.ClientURL(), nats.UserCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := c.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Next(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrTimeout) {
+		t.Fatal(err)
+	}
+	if err := pub.Publish("x", []byte("as the user")); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); string(m.Data) != "as the user" {
+		t.Fatalf("%q", m.Data)
+	}
+	_, err = natswire.Dial(context.Background(), ns.ClientURL(), options(t, nats.UserCredentials(foreign)))
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("a user of an unknown account: %v", err)
+	}
+	if strings.Contains(err.Error(), "eyJ") {
+		t.Fatalf("the user JWT in the error: %v", err)
+	}
+}
+
+// Flush returns at the server's PONG (a real server), dropping what came
+// before it; a server that does not answer by the deadline leaves the
+// connection closed with ErrStale.
+func TestFlush(t *testing.T) {
+	ns := brokertest.NATS(t, brokers.NATSOptions{})
+	c := dial(t, ns.URL())
+	if err := c.Subscribe("f"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish("f", []byte("dropped")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish("f", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); string(m.Data) != "kept" {
+		t.Fatalf("%q after Flush", m.Data)
+	}
+
+	url, conns := fakeServer(t)
+	c = dial(t, url)
+	srv := <-conns
+	defer srv.Close() // open, silent
+	if err := c.Flush(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrStale) {
+		t.Fatalf("a silent server: %v, want ErrStale", err)
+	}
+	if !errors.Is(c.Err(), natswire.ErrStale) {
+		t.Fatalf("the connection after a stale Flush: %v", c.Err())
+	}
+}
+
+// A server that requires TLS from a client configured without TLS
+// options gets TLS (verified against the system's roots), as nats.go
+// switches to it: a collector with no nats.tls block on a server whose
+// certificate a public CA signed connected, and its pull connections were
+// refused with "secure connection required" (wirereview). The system's
+// roots are read once per process: the client side runs in a process of
+// its own, with SSL_CERT_FILE naming the test CA.
+func TestTLSRequiredByTheServerOnly(t *testing.T) {
+	if addr := os.Getenv("NATSWIRE_TEST_TLS_ONLY_ADDR"); addr != "" {
+		nc, err := nats.Connect("nats://" + addr) // not tls://: TLS is the server's requirement
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		o := nc.Opts
+		c, err := natswire.Dial(context.Background(), nc.ConnectedUrl(), &o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Flush(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	pki := brokertest.NewPKI(t)
+	tn := brokertest.NATS(t, brokers.NATSOptions{TLS: pki.ServerTLS(false)})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTLSRequiredByTheServerOnly$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+pki.CAFile, "NATSWIRE_TEST_TLS_ONLY_ADDR="+tn.Addr())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// A server URL that does not parse is an error that does not quote its
+// user info (url.Error quotes the whole URL).
+func TestBadURLKeepsItsPassword(t *testing.T) {
+	for _, u := range []string{"nats://collector:s3cret@127.0.0.1:4x22", "nats://collector:s3cret@[::1"} {
+		_, err := natswire.Dial(context.Background(), u, options(t))
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%v", err)
+		}
 	}
 }

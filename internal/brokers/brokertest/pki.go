@@ -34,6 +34,10 @@ type PKI struct {
 	CAPool     *x509.CertPool
 	ServerCert tls.Certificate
 	ClientCert tls.Certificate
+	// NameOnlyCert is a server certificate for "localhost" alone (no IP
+	// address): a client that reaches the server by its IP address must
+	// verify it under the name.
+	NameOnlyCert tls.Certificate
 }
 
 // NewPKI generates the CA and certificates; files are removed with the test.
@@ -67,7 +71,7 @@ func NewPKI(t testing.TB) *PKI {
 	p.CAFile = filepath.Join(dir, "ca.pem")
 	writePEM(t, p.CAFile, "CERTIFICATE", caDER)
 
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (tls.Certificate, string, string) {
+	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool, ips ...net.IP) (tls.Certificate, string, string) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatalf("brokertest: key: %v", err)
@@ -82,7 +86,7 @@ func NewPKI(t testing.TB) *PKI {
 		}
 		if server {
 			tmpl.DNSNames = []string{"localhost"}
-			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+			tmpl.IPAddresses = ips
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -102,8 +106,9 @@ func NewPKI(t testing.TB) *PKI {
 		}
 		return c, certFile, keyFile
 	}
-	p.ServerCert, p.ServerCertFile, p.ServerKeyFile = issue(2, "server", x509.ExtKeyUsageServerAuth, true)
+	p.ServerCert, p.ServerCertFile, p.ServerKeyFile = issue(2, "server", x509.ExtKeyUsageServerAuth, true, net.IPv4(127, 0, 0, 1), net.IPv6loopback)
 	p.ClientCert, p.ClientCertFile, p.ClientKeyFile = issue(3, "client", x509.ExtKeyUsageClientAuth, false)
+	p.NameOnlyCert, _, _ = issue(4, "server-name-only", x509.ExtKeyUsageServerAuth, true)
 	return p
 }
 

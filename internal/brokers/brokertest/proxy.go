@@ -13,12 +13,15 @@ import (
 // Proxy forwards TCP connections from a loopback port to a target address.
 // Cut closes every open connection abruptly (RST, no protocol goodbye), the
 // way a failed network link or a killed process looks to a broker.
+// Blackhole keeps them open but forwards nothing more on them, the way a
+// link that died silently (a dropped NAT entry, a partition) looks.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
+	black  map[net.Conn]bool // connections whose bytes are dropped
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -30,7 +33,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("brokertest: proxy listen: %v", err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, black: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -78,7 +81,24 @@ func (p *Proxy) track(cs ...net.Conn) bool {
 
 func (p *Proxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
-	_, err := io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	var err error
+	for {
+		var k int
+		k, err = src.Read(buf)
+		if k > 0 && !p.dropped(src) {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				err = werr
+				break
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			break
+		}
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		abort(dst)
 	}
@@ -87,7 +107,26 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, dst)
 	delete(p.conns, src)
+	delete(p.black, dst)
+	delete(p.black, src)
 	p.mu.Unlock()
+}
+
+func (p *Proxy) dropped(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.black[c]
+}
+
+// Blackhole stops forwarding on every open connection without closing
+// it: neither side hears from the other again, nor sees an error. New
+// connections are forwarded.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		p.black[c] = true
+	}
 }
 
 // Cut resets every open connection; new connections are still accepted.
