@@ -997,6 +997,10 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 				return nil
 			}
 			log.Debug("fetch", "err", ferr)
+			if errors.Is(ferr, nats.ErrPermissionViolation) { // would be retried in silence for ever
+				c.warnLimited("pull-permission", "pull refused by the NATS server's permissions: the partition is not evaluated until the collector's user may publish "+
+					"$JS.API.CONSUMER.MSG.NEXT."+c.cfg.NATS.Stream+".* and subscribe to _INBOX.> (docs/collector.md, \"Permissions\")", "partition", p, "err", ferr)
+			}
 			if consumerGone(ctx, cons, ferr) { // the supervisor starts the worker again, which creates it
 				return ferr
 			}

@@ -298,3 +298,39 @@ func TestFencePermissionMissing(t *testing.T) {
 		t.Fatalf("Run: %v, want the missing fence permission named before StartTimeout", err)
 	}
 }
+
+// A collector whose NATS user may not pull (the publish permission on
+// $JS.API.CONSUMER.MSG.NEXT.SMELTER.* removed from the shipped accounts)
+// says so at WARN, naming what to allow, instead of retrying in silence
+// (the server's -ERR was a DEBUG fetch error).
+func TestPullPermissionMissingWarned(t *testing.T) {
+	url, pki, _ := permServerEdited(t, func(acc string) string {
+		out := strings.Replace(acc, `"$JS.API.CONSUMER.MSG.NEXT.SMELTER.*"`, "", 1)
+		if out == acc {
+			t.Fatal("deploy/nats/smelter-accounts.conf grants no pull permission to remove")
+		}
+		return out
+	})
+	cfg := Defaults()
+	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
+	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
+	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	var logs logBuf
+	c := newCollectorLog(t, cfg, &logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	wait.For(t, 30*time.Second, "the refused pull logged at WARN", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=WARN") && strings.Contains(l, "pull refused by the NATS server's permissions") &&
+				strings.Contains(l, "$JS.API.CONSUMER.MSG.NEXT.SMELTER.*") {
+				return true
+			}
+		}
+		return false
+	})
+}

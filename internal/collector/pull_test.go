@@ -384,21 +384,10 @@ func pullWaiting(js jetstream.JetStream, stream, consumer string) bool {
 // and the messages' payloads stay whole.
 func TestPullConnectionDialsAgain(t *testing.T) {
 	r := newPullRig(t, 6, false, time.Second)
-	var ok, failed int
-	pl, err := newPuller(r.nc, "PULL", r.name, "", func(err error) {
-		if err != nil {
-			failed++
-			return
-		}
-		ok++
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pl.stop)
+	pl, d := countingPuller(t, r.nc, "PULL", r.name)
 	msgs, err := pl.pull(3, time.Second, 0)
-	if err != nil || len(msgs) != 3 || ok != 1 {
-		t.Fatalf("first pull: %d messages, %v, %d dials", len(msgs), err, ok)
+	if err != nil || len(msgs) != 3 || d.ok != 1 {
+		t.Fatalf("first pull: %d messages, %v, %d dials", len(msgs), err, d.ok)
 	}
 	got := map[uint64]string{}
 	for _, m := range msgs {
@@ -422,7 +411,7 @@ func TestPullConnectionDialsAgain(t *testing.T) {
 	}
 	for deadline := time.Now().Add(20 * time.Second); len(got) < 6; {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the restart: %d of 6 messages (%d dials, %d failed)", len(got), ok, failed)
+			t.Fatalf("after the restart: %d of 6 messages (%d dials, %d failed)", len(got), d.ok, d.failed)
 		}
 		msgs, err := pl.pull(6-len(got), time.Second, 0)
 		if err != nil {
@@ -439,8 +428,8 @@ func TestPullConnectionDialsAgain(t *testing.T) {
 			t.Errorf("stream sequence %d: %q", q, got[q])
 		}
 	}
-	if ok < 2 {
-		t.Errorf("%d successful dials, want the first and one after the restart", ok)
+	if d.ok < 2 {
+		t.Errorf("%d successful dials, want the first and one after the restart", d.ok)
 	}
 }
 
@@ -526,17 +515,7 @@ func TestPullConnectionSilentlyDeadLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	var dials, failed int
-	pl, err := newPuller(nc, "PULL", r.name, "", func(err error) {
-		dials++
-		if err != nil {
-			failed++
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pl.stop)
+	pl, d := countingPuller(t, nc, "PULL", r.name)
 	got := map[uint64]string{}
 	take := func(msgs []*jsMsg) {
 		for _, m := range msgs {
@@ -559,8 +538,8 @@ func TestPullConnectionSilentlyDeadLink(t *testing.T) {
 		take(msgs)
 		return len(got) == 6
 	})
-	if dials-failed < 2 {
-		t.Errorf("%d pull connections set up (%d dials), want a second one", dials-failed, dials)
+	if d.ok < 2 {
+		t.Errorf("%d pull connections set up (%d dials), want a second one", d.ok, d.ok+d.failed)
 	}
 }
 
@@ -571,16 +550,8 @@ func TestPullConnectionSilentlyDeadLink(t *testing.T) {
 // dial the server in a tight loop; each such pull waits for the next dial
 // up to its expiry, as a pull that found nothing.
 func TestPullDialBackoff(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxConn: 2,
+	ns := brokertest.Server(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxConn: 2,
 		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
 	nc, err := nats.Connect(ns.ClientURL(), nats.Name("main"))
 	if err != nil {
 		t.Fatal(err)
@@ -598,17 +569,7 @@ func TestPullDialBackoff(t *testing.T) {
 	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	var dials, failed int
-	pl, err := newPuller(nc, "PULL", "c", "", func(err error) {
-		dials++
-		if err != nil {
-			failed++
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pl.stop)
+	pl, d := countingPuller(t, nc, "PULL", "c")
 	// the pull connection is cut by the server and its place taken
 	cz, err := ns.Connz(&server.ConnzOptions{})
 	if err != nil {
@@ -634,8 +595,8 @@ func TestPullDialBackoff(t *testing.T) {
 	}
 	// 20 pulls of at most 100 ms each: dials at 0, 0.1, 0.3, 0.7, 1.5 s
 	// and so on (10 is reached after 100 s)
-	if failed == 0 || failed > 10 {
-		t.Fatalf("%d failed dials for %d pulls, want a few (backoff)", failed, pulls)
+	if d.failed == 0 || d.failed > 10 {
+		t.Fatalf("%d failed dials for %d pulls, want a few (backoff)", d.failed, pulls)
 	}
 	filler.Close()
 	wait.For(t, 30*time.Second, "a pull once the server takes the connection", func() bool {
@@ -754,17 +715,9 @@ func TestPullConnectionTLSToALearnedNode(t *testing.T) {
 	}
 	var nodes []*server.Server
 	for i := range 2 {
-		s, err := server.NewServer(&server.Options{ServerName: fmt.Sprintf("t%d", i+1), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		s := brokertest.Server(t, &server.Options{ServerName: fmt.Sprintf("t%d", i+1), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
 			TLS: true, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.NameOnlyCert}}, TLSTimeout: 5,
 			Cluster: server.ClusterOpts{Name: "tls-names", Host: "127.0.0.1", Port: ports[i]}, Routes: server.RoutesFromStr(strings.Join(routes, ","))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(s.Shutdown)
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("node not ready")
-		}
 		nodes = append(nodes, s)
 	}
 	first := nodes[0].Addr().(*net.TCPAddr).Port
@@ -784,4 +737,26 @@ func TestPullConnectionTLSToALearnedNode(t *testing.T) {
 		t.Fatalf("pull connection to %s: %v", nc.ConnectedUrlRedacted(), err)
 	}
 	_ = w.Close()
+}
+
+// dialCount counts a puller's dials (newPuller's dialed).
+type dialCount struct{ ok, failed int }
+
+// countingPuller is a puller of stream's consumer over nc whose dials
+// are counted.
+func countingPuller(t *testing.T, nc *nats.Conn, stream, consumer string) (*puller, *dialCount) {
+	t.Helper()
+	d := &dialCount{}
+	pl, err := newPuller(nc, stream, consumer, "", func(err error) {
+		if err != nil {
+			d.failed++
+			return
+		}
+		d.ok++
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pl.stop)
+	return pl, d
 }

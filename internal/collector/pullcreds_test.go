@@ -1,12 +1,10 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/wait"
 )
-
-// syncBuffer is a log destination written by the collector's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Every credential form of the nats: block (username with password_file
 // or password_env, token_file, creds_file in operator mode, TLS with a CA
@@ -94,7 +74,7 @@ func TestPullConnectionEveryCredentialForm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logs syncBuffer
+			var logs logBuf
 			r := &running{c: newCollectorLog(t, cfg, &logs), done: make(chan error, 1)}
 			ctx, cancel := context.WithCancel(context.Background())
 			r.cancel = cancel

@@ -360,8 +360,9 @@ func (c *Conn) connectJSON(u *url.URL, o *nats.Options, secure bool) ([]byte, er
 	return json.Marshal(ci)
 }
 
-// serverError is the error of a -ERR line: authorization failures as
-// nats.go reports them.
+// serverError is the error of a -ERR line: authorization failures and
+// permission violations as nats.go reports them (nats.ErrAuthorization,
+// nats.ErrAuthExpired, nats.ErrPermissionViolation).
 func serverError(args string) error {
 	msg := strings.Trim(strings.TrimSpace(args), "'")
 	low := strings.ToLower(msg)
@@ -370,6 +371,8 @@ func serverError(args string) error {
 		return fmt.Errorf("%w: %s", nats.ErrAuthorization, msg)
 	case strings.Contains(low, "authentication expired"):
 		return fmt.Errorf("%w: %s", nats.ErrAuthExpired, msg)
+	case strings.Contains(low, "permissions violation"):
+		return fmt.Errorf("%w: %s", nats.ErrPermissionViolation, msg)
 	}
 	return fmt.Errorf("natswire: server error: %s", msg)
 }

@@ -193,15 +193,7 @@ func TestAuthAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubKey, _ := kp.PublicKey()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Nkeys: []*server.NkeyUser{{Nkey: pubKey}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nkey server not ready")
-	}
+	ns := brokertest.Server(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Nkeys: []*server.NkeyUser{{Nkey: pubKey}}})
 	dial(t, ns.ClientURL(), nats.Nkey(pubKey, kp.Sign))
 	other, _ := nkeys.CreateUser()
 	if _, err := natswire.Dial(context.Background(), ns.ClientURL(), options(t, nats.Nkey(pubKey, other.Sign))); !errors.Is(err, nats.ErrAuthorization) {

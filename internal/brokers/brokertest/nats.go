@@ -2,6 +2,9 @@ package brokertest
 
 import (
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/smelterio/smelter/internal/brokers"
 )
@@ -19,4 +22,21 @@ func NATS(t testing.TB, o brokers.NATSOptions) *brokers.NATS {
 	}
 	t.Cleanup(n.Shutdown)
 	return n
+}
+
+// Server starts a nats-server with o as given (tests set Port -1, NoLog,
+// NoSigs and what they exercise: nkeys, operators, limits, clusters),
+// waits until it accepts connections and shuts it down with the test.
+func Server(t testing.TB, o *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats-server %s not ready in 10 s", o.ServerName)
+	}
+	return ns
 }

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
@@ -92,17 +91,9 @@ func OperatorNATS(t testing.TB) *Operator {
 			t.Fatal(err)
 		}
 	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+	ns := Server(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
 		TrustedOperators: []*jwt.OperatorClaims{opc}, AccountResolver: res, SystemAccount: spub,
 		JetStream: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("operator-mode nats-server not ready")
-	}
 	strange, _, _ := account("UNKNOWN", false)
 	return &Operator{Server: ns, Creds: user(akp, "user.creds"), ForeignCreds: user(strange, "foreign.creds")}
 }
