@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/smelterio/smelter/internal/collector/ingest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -25,7 +26,7 @@ import (
 func TestBirthLabelsAndPartsBoundedEndToEnd(t *testing.T) {
 	ns, cfg := embeddedConfig(t)
 	cfg.MaxSignalsPerAsset = MaxSignalsPerAssetLimit
-	var lb logBuf
+	var lb logtest.Buffer
 	c := newCollectorLog(t, cfg, &lb)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

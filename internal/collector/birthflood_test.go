@@ -39,7 +39,7 @@ func floodBirthPart(t *testing.T, asset int, seq uint64, part, parts, n int) []b
 // is counted by reason (present at 0 from the start). The log has one
 // line per reason, not one per part (review 3 D).
 func TestIncompleteBirthPartsBounded(t *testing.T) {
-	var lb logBuf
+	var lb logtest.Buffer
 	c := newCollectorLog(t, Defaults(), &lb)
 	sh := c.shard(0)
 	for _, r := range ingest.PartsDropReasons {
@@ -98,7 +98,7 @@ func TestIncompleteBirthPartsBounded(t *testing.T) {
 // logged, the rest held back (counted in the metric and in the next line a
 // minute later), and the subject and error text are cut.
 func TestMalformedLogLimitedAndCut(t *testing.T) {
-	var lb logBuf
+	var lb logtest.Buffer
 	c := newCollectorLog(t, Defaults(), &lb)
 	sh := c.shard(0)
 	var cy cycle

@@ -13,6 +13,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -247,7 +248,7 @@ func TestBacklogBoundedByArrival(t *testing.T) {
 // less visible. Now it counts in future_timestamps_total and is logged
 // with its lead, like a birth's or death's ts_gw beyond max_future.
 func TestFarAheadBatchCounted(t *testing.T) {
-	var lb logBuf
+	var lb logtest.Buffer
 	col := newCollectorLog(t, Defaults(), &lb)
 	sh := col.shard(0)
 	subj := telemetry.Subject("site1", "air_compressor", "ac-1", telemetry.KindData)

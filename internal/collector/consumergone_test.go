@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -47,7 +48,7 @@ func consumerDeleted(t *testing.T, pulling bool) {
 
 	cfg.Cluster.Partitions = parts
 	cfg.Cluster.PinnedTTL = Duration(time.Second)
-	logs := &logBuf{}
+	logs := &logtest.Buffer{}
 	c := newCollectorLog(t, cfg, logs)
 	var mu sync.Mutex
 	commits := map[uint64]int{} // seq -> times committed

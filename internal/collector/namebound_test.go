@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -24,7 +25,7 @@ import (
 func TestLongSignalNamesRefusedEndToEnd(t *testing.T) {
 	const batches, perBatch, nameLen = 5, 12, 60000
 	ns, cfg := embeddedConfig(t)
-	var lb logBuf
+	var lb logtest.Buffer
 	c := newCollectorLog(t, cfg, &lb)
 	// every kind of refusal is present at 0 before any refusal
 	for _, k := range refusedKinds {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/uplink/natsjs"
@@ -315,7 +316,7 @@ func TestPullPermissionMissingWarned(t *testing.T) {
 	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
 	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
 	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
-	var logs logBuf
+	var logs logtest.Buffer
 	c := newCollectorLog(t, cfg, &logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

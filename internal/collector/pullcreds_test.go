@@ -13,6 +13,7 @@ import (
 
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/brokers/brokertest"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -74,7 +75,7 @@ func TestPullConnectionEveryCredentialForm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logs logBuf
+			var logs logtest.Buffer
 			r := &running{c: newCollectorLog(t, cfg, &logs), done: make(chan error, 1)}
 			ctx, cancel := context.WithCancel(context.Background())
 			r.cancel = cancel

@@ -1,35 +1,16 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/wait"
 )
-
-// logBuf is a log destination tests read while the collector writes.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestWorkerRestartingLogsError: a partition worker that keeps stopping on
 // the same condition (here: its consumer's name is taken by a push
@@ -52,7 +33,7 @@ func TestWorkerRestartingLogsError(t *testing.T) {
 	if _, err := js.CreateConsumer(ctx, cfg.NATS.Stream, jetstream.ConsumerConfig{Durable: name, DeliverSubject: "elsewhere", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
-	var lb logBuf
+	var lb logtest.Buffer
 	c := newCollectorLog(t, cfg, &lb)
 	rctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -128,7 +129,7 @@ func TestSignalsPerAssetBoundedEndToEnd(t *testing.T) {
 	const max, batches, invented = 8, 20, 100
 	ns, cfg := embeddedConfig(t)
 	cfg.MaxSignalsPerAsset = max
-	var lb logBuf
+	var lb logtest.Buffer
 	run := func() (*Collector, func()) {
 		c := newCollectorLog(t, cfg, &lb)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -340,7 +341,7 @@ func BenchmarkInventedSignalNames(b *testing.B) {
 // The log's sample of a refused signal is cut to 64 bytes: a name beyond
 // the schema's bounds may be as long as a message.
 func TestRefusedSignalLogSampleCut(t *testing.T) {
-	var lb logBuf
+	var lb logtest.Buffer
 	cfg := Defaults()
 	cfg.MaxSignalsPerAsset = 1
 	c := newCollectorLog(t, cfg, &lb)

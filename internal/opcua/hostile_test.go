@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
@@ -276,7 +277,7 @@ func TestHostileServerArrayLength(t *testing.T) {
 	cfg.Endpoint = p.endpoint()
 	cfg.Isolation = IsolationProcess
 	reg := prometheus.NewRegistry()
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	c, err := New("dev-1", cfg, pointsFor(f, "bf-2", ModePoll, "hot_blast_temp"), log, NewMetrics(reg))
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
@@ -290,7 +291,7 @@ func testNamespacePinsWrittenWhenDirFixed(t *testing.T, iso string) {
 	path := pinPath(cfg.DataDir, "dev-1")
 	unblock := blockPins(t, cfg.DataDir, "dev-1")
 	m := NewMetrics(nil)
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	c, err := New("dev-1", cfg, []Point{{NodeID: "ns=1;s=Temp", Mode: ModePoll, PollInterval: 30 * time.Millisecond}},
 		slog.New(slog.NewTextHandler(&logs, nil)), m)
 	if err != nil {

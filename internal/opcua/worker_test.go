@@ -24,29 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smelterio/smelter/internal/gateway/driver"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/sample"
 	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 	"github.com/smelterio/smelter/simulators/opcuafront"
 )
-
-// lockedBuffer is a log sink for tests.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func (r *recorder) lostErrors() []string {
 	r.mu.Lock()
@@ -424,7 +407,7 @@ func TestWorkerStopsWhenItCannotSend(t *testing.T) {
 	t.Cleanup(func() { _ = stdinW.Close() })
 	go func() { _, _ = stdinW.Write(in.Bytes()) }()
 	out := &failingWriter{ok: 1}
-	var stderr lockedBuffer
+	var stderr logtest.Buffer
 	code := make(chan int, 1)
 	go func() { code <- workerMain(t.Context(), stdinR, out, &stderr, func() {}) }()
 	select {
