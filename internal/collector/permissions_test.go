@@ -281,17 +281,7 @@ func TestNATSPermissionsExample(t *testing.T) {
 // retry until StartTimeout and not partition workers failing on every
 // fence (docs/collector.md, "Fencing").
 func TestFencePermissionMissing(t *testing.T) {
-	url, pki, _ := permServerEdited(t, func(acc string) string {
-		out := strings.Replace(acc, `"smelter.fence.smelter-collector.*"`, "", 1)
-		if out == acc {
-			t.Fatal("deploy/nats/smelter-accounts.conf grants no fence permission to remove")
-		}
-		return out
-	})
-	cfg := Defaults()
-	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
-	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
-	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	cfg := collectorWithout(t, `"smelter.fence.smelter-collector.*"`)
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout/2)
 	defer cancel()
 	err := newCollector(t, cfg).Run(ctx)
@@ -305,17 +295,7 @@ func TestFencePermissionMissing(t *testing.T) {
 // says so at WARN, naming what to allow, instead of retrying in silence
 // (the server's -ERR was a DEBUG fetch error).
 func TestPullPermissionMissingWarned(t *testing.T) {
-	url, pki, _ := permServerEdited(t, func(acc string) string {
-		out := strings.Replace(acc, `"$JS.API.CONSUMER.MSG.NEXT.SMELTER.*"`, "", 1)
-		if out == acc {
-			t.Fatal("deploy/nats/smelter-accounts.conf grants no pull permission to remove")
-		}
-		return out
-	})
-	cfg := Defaults()
-	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
-	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
-	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	cfg := collectorWithout(t, `"$JS.API.CONSUMER.MSG.NEXT.SMELTER.*"`)
 	var logs logtest.Buffer
 	c := newCollectorLog(t, cfg, &logs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -334,4 +314,24 @@ func TestPullPermissionMissingWarned(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// collectorWithout is the config of a collector connecting as the shipped
+// accounts' collector user (TLS, password from the environment) to a
+// server whose accounts lack grant (deploy/nats/smelter-accounts.conf
+// with grant removed once; the test fails when the file has no such grant).
+func collectorWithout(t *testing.T, grant string) Config {
+	t.Helper()
+	url, pki, _ := permServerEdited(t, func(acc string) string {
+		out := strings.Replace(acc, grant, "", 1)
+		if out == acc {
+			t.Fatalf("deploy/nats/smelter-accounts.conf grants no %s to remove", grant)
+		}
+		return out
+	})
+	cfg := Defaults()
+	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
+	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
+	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	return cfg
 }

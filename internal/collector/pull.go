@@ -162,8 +162,9 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 	o := nc.Opts
 	o.Name += " pull"
 	urls := make([]string, 0, 1+len(o.Servers)+1)
-	if u := nc.ConnectedUrl(); u != "" {
-		urls = append(urls, u)
+	connected := nc.ConnectedUrl()
+	if connected != "" {
+		urls = append(urls, connected)
 	}
 	urls = append(urls, o.Servers...)
 	if o.Url != "" {
@@ -175,7 +176,7 @@ func dialPull(nc *nats.Conn) (*natswire.Conn, error) {
 	var first error
 	for i, u := range urls {
 		uo := &o
-		if i == 0 && nc.ConnectedUrl() != "" {
+		if i == 0 && connected != "" {
 			uo = learnedTLSName(&o, u)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), pullDialTimeout)
