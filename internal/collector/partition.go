@@ -1065,6 +1065,10 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			}
 			log.Warn("partition consumer's filter set again after it delivered another partition's messages", "filter", cc.FilterSubject)
 		}
+		// every message of this round is evaluated, its replies held in
+		// h's own blocks: the pull connection reads into their chunks again
+		// (below, only their number is used)
+		pl.release()
 		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
 			drained = start

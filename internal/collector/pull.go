@@ -318,6 +318,15 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	return nil
 }
 
+// release tells the pull connection that no message collect returned so
+// far is used any more (natswire.Conn.Release): its read chunks are read
+// into again. The worker calls it once its cycle is done with them.
+func (p *puller) release() {
+	if p.wire != nil {
+		p.wire.Release()
+	}
+}
+
 // collect reads the messages of the current pull until it ends. The slice
 // is the puller's: valid until the next collect. Messages that came
 // before an error are returned with it, as Fetch did.

@@ -7,9 +7,15 @@
 // a subscription sees it: at the collector's rates that was 64 % of all the
 // bytes the collector allocated and about a fifth of its CPU
 // (docs/benchmarks.md, "Our own pull connection"). Here the socket is read
-// into large chunks that are never written again once read, and a Msg's
-// Subject, Reply, Data and header block are views into its chunk; the
-// chunk is freed when no message of it is referenced any more.
+// into large chunks, and a Msg's Reply, Data and header block are views
+// into its chunk (its Subject an interned string of the connection's own).
+// A chunk is not written again until the caller says, with Release, that
+// no message Next returned before is used any more: it is then read into
+// again (Conn.Release), which spares the allocation, the zeroing and the
+// first touches of fresh memory that the bytes read would otherwise cost
+// (half of the collector's allocation: docs/benchmarks.md, "Read chunks
+// used again"). A caller that never calls Release gets chunks that are
+// never written again, freed by the garbage collector.
 //
 // The connection speaks the NATS client protocol
 // (https://docs.nats.io/reference/reference-protocols/nats-protocol):
@@ -151,7 +157,13 @@ type Conn struct {
 
 	buf  []byte // the read chunk: buf[r:w] is read but not parsed
 	r, w int
-	out  []byte // the write buffer
+	// chunks: retired holds the full chunks read since the last Release
+	// (views of messages handed out may point into them), free the chunks
+	// Release gave back (at most maxFree), read into again by fill
+	retired [][]byte
+	free    [][]byte
+	made    int    // chunks allocated (tests)
+	out     []byte // the write buffer
 
 	lineStart int // where the last protocol line began in buf
 
@@ -715,7 +727,8 @@ func (c *Conn) intern(b []byte) string {
 	return s
 }
 
-// view is b as a string without a copy: the chunk is never written again.
+// view is b as a string without a copy: the chunk is not written again
+// before the caller's Release.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // line returns the next protocol line without its CRLF (a view into the
@@ -742,14 +755,16 @@ func (c *Conn) line() ([]byte, error) {
 }
 
 // fill reads until buf[r:w] holds at least n bytes. Bytes once read are
-// never written again: when the chunk has no room for n bytes from r, the
-// unparsed part is copied to a new chunk and the old one is left to the
-// messages that view it.
+// not written again before Release: when the chunk has no room for n bytes
+// from r, the unparsed part is copied to another chunk (a free one, else
+// a new one) and the old one is retired, left to the messages that view it
+// until the next Release.
 func (c *Conn) fill(n int) error {
 	for c.w-c.r < n {
 		if len(c.buf)-c.r < n {
-			nb := make([]byte, max(chunkSize, n))
+			nb := c.chunk(n)
 			k := copy(nb, c.buf[c.r:c.w])
+			c.retire(c.buf)
 			c.buf, c.r, c.w = nb, 0, k
 		}
 		k, err := c.conn.Read(c.buf[c.w:])
@@ -759,4 +774,65 @@ func (c *Conn) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// maxFree bounds the chunks a connection keeps for reading into again
+// (8 MiB of 256 KiB chunks): about what one collector cycle reads at
+// fetch 2,048 with messages of up to 4 KiB. Chunks Release frees beyond
+// it are left to the garbage collector.
+const maxFree = 32
+
+// Release tells the connection that no message Next returned so far is
+// used any more, nor any view of one (Data, Reply, Hdr, Header's value):
+// the chunks that held only such messages are read into again. Whatever a
+// caller keeps past Release must be a copy. Between Release calls a
+// message's bytes do not change.
+//
+// In guard mode (SetGuard, for tests) the chunks Release frees are made
+// inaccessible instead, the current one included: a view kept past
+// Release faults when read (SIGSEGV, with the stack of the read).
+func (c *Conn) Release() {
+	if guarded() {
+		if c.buf != nil { // its read part is released too: the unparsed rest moves
+			nb := c.chunk(c.w - c.r)
+			k := copy(nb, c.buf[c.r:c.w])
+			c.retire(c.buf)
+			c.buf, c.r, c.w = nb, 0, k
+		}
+		for _, b := range c.retired {
+			guardRelease(b)
+			guardedTotal.Add(1)
+		}
+	} else {
+		for _, b := range c.retired {
+			if cap(b) == chunkSize && len(c.free) < maxFree { // a large message's own chunk is not kept
+				c.free = append(c.free, b[:chunkSize])
+			}
+		}
+	}
+	clear(c.retired)
+	c.retired = c.retired[:0]
+}
+
+// chunk returns a chunk to read into with room for n bytes: a free one
+// when n fits one, else a new one of chunkSize or n bytes.
+func (c *Conn) chunk(n int) []byte {
+	if k := len(c.free); k > 0 && n <= chunkSize {
+		b := c.free[k-1]
+		c.free[k-1] = nil
+		c.free = c.free[:k-1]
+		return b
+	}
+	c.made++
+	if guarded() {
+		return guardChunk(max(chunkSize, n))
+	}
+	return make([]byte, max(chunkSize, n))
+}
+
+// retire keeps b (the chunk being replaced) until the next Release.
+func (c *Conn) retire(b []byte) {
+	if b != nil {
+		c.retired = append(c.retired, b)
+	}
 }
