@@ -590,11 +590,12 @@ func (c *Collector) process(sh *shard, subject string, data []byte, arrival time
 	c.processPayload(sh, subject, data, false, arrival, true, arrival.UnixMilli(), "", cy)
 }
 
-// processPayload is process; with stable, data never changes (a message
-// payload the NATS client allocated for it alone: the client never reuses
-// it and nothing here writes to it), so a batch's strings are substrings
-// of it instead of a copy. A string kept from a batch (an asset's newest
-// gateway, say) keeps the payload alive as it kept the copy before.
+// processPayload is process; with stable, data does not change before the
+// end of the worker's cycle (a view into the pull connection's read chunk,
+// which is read into again once the cycle is done: natswire.Conn.Release),
+// so a batch's strings are substrings of it instead of a copy: nothing
+// kept past the cycle may be one (copy it: strings.Clone; the collector's
+// tests run with released chunks made inaccessible, natswire.SetGuard).
 // arrival is when the message arrived (arrivedAt), live whether it is a
 // live message (not a backlog): only a live batch measures its gateway's
 // clock (dashboard.Clock). stored is when the stream stored the message

@@ -72,10 +72,11 @@ var ErrTimeout = nats.ErrTimeout
 var ErrProtocol = errors.New("natswire: protocol error")
 
 // Msg is a message read by Next. Reply, Data and the header block are
-// views into the connection's read chunk, which is never written again:
-// they stay valid for as long as they are referenced (and keep the chunk
-// alive: copy what is kept). Subject is a string of its own, interned (a
-// subject seen again is the same string): callers keep subjects.
+// views into the connection's read chunk: they stay valid until the
+// caller's next Release (without Release, for as long as they are
+// referenced, keeping the chunk alive): copy what is kept past it.
+// Subject is a string of its own, interned (a subject seen again is the
+// same string): callers keep subjects.
 type Msg struct {
 	Subject string
 	Reply   string
