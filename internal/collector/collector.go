@@ -88,6 +88,11 @@ type Collector struct {
 	logLim  logLimits // malformed and refused messages: logged first per reason, then at most once a minute
 
 	ready atomic.Bool
+	// pulls: since when each partition this replica should own has had
+	// its pulls fail (readiness.go); pullGrace, when set (tests), replaces
+	// the package's pullGrace
+	pulls     pullHealth
+	pullGrace time.Duration
 	// reconnects counts the NATS connection's reconnections: the members
 	// watch is set up again after one (members.run)
 	reconnects atomic.Uint64
@@ -359,7 +364,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
 		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.fenceBusy, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
-		c.m.rateLimited, c.m.rewatches, c.m.pullDials,
+		c.m.rateLimited, c.m.rewatches, c.m.pullDials, c.stalledGauge(),
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -1012,20 +1017,30 @@ func (c *Collector) aheadOfClock(kind telemetry.Kind, subject, gateway string, s
 		"kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "lead_ms", was-now)
 }
 
-// observeStatus feeds a gateway status message to the dashboard.
+// observeStatus feeds a gateway status message of the stream to the
+// dashboard; a malformed one is counted and logged (once: showStatus, on
+// the subscriptions every replica has besides, does not count it again).
 func (c *Collector) observeStatus(subject string, data []byte) bool {
+	if err := c.showStatus(subject, data); err != nil {
+		c.malformed(subject, err)
+		return false
+	}
+	return true
+}
+
+// showStatus feeds a gateway status message to the dashboard, or returns
+// why it is malformed (telemetry.ErrInvalid).
+func (c *Collector) showStatus(subject string, data []byte) error {
 	var st telemetry.Status
 	if err := json.Unmarshal(data, &st); err != nil {
-		c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
-		return false
+		return fmt.Errorf("%w: %w", telemetry.ErrInvalid, err)
 	}
 	ps, err := telemetry.ParseSubject(subject)
 	if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
-		c.malformed(subject, fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus))
-		return false
+		return fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus)
 	}
 	c.live.ObserveStatus(ps.Site, &st)
-	return true
+	return nil
 }
 
 // admit reports whether the asset is tracked or may be added under
@@ -1185,8 +1200,13 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at, from i
 	return nil
 }
 
-// Ready reports whether the collector is connected and consuming.
-func (c *Collector) Ready() bool { return c.ready.Load() }
+// Ready reports whether the collector is connected and consuming, with no
+// partition it should own whose pulls have failed for longer than
+// pullGrace (readiness).
+func (c *Collector) Ready() bool {
+	ok, _ := c.readiness()
+	return ok
+}
 
 // NATSURL returns the URL of the NATS server in use (the embedded one when
 // none is configured); empty before Run connected.
@@ -1224,7 +1244,7 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			c.disrupted.connection() // before the count: tests wait on it
 			c.reconnects.Add(1)
-			log.Info("NATS connection re-established", "url", nc.ConnectedUrlRedacted())
+			log.Info("NATS connection re-established", "url", redactURL(nc.ConnectedUrl()))
 		})}, auth...), nil
 }
 
@@ -1404,8 +1424,8 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !c.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if ok, why := c.readiness(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
