@@ -89,13 +89,7 @@ func TestPullDialRefusedNotReady(t *testing.T) {
 	var logs logtest.Buffer
 	c := newCollectorLog(t, cfg, &logs)
 	c.pullGrace = time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	runCollector(t, c)
 	errs := c.m.pullDials.WithLabelValues("error")
 	wait.For(t, 30*time.Second, "the pull connection refused 4 times", func() bool { return testutil.ToFloat64(errs) >= 4 })
 	if n := testutil.ToFloat64(c.m.workerStops); n != 0 {
@@ -141,13 +135,7 @@ func TestPullPermissionMissingNotReady(t *testing.T) {
 	cfg := collectorWithout(t, `"$JS.API.CONSUMER.MSG.NEXT.SMELTER.*"`)
 	c := newCollector(t, cfg)
 	c.pullGrace = time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	runCollector(t, c)
 	wait.For(t, 30*time.Second, "consuming", c.ready.Load)
 	wait.For(t, 30*time.Second, "not ready: pulls refused", func() bool {
 		ok, why := c.readiness()
@@ -261,4 +249,16 @@ func TestMalformedStatusCountedOnce(t *testing.T) {
 	if n := testutil.ToFloat64(c.m.malformed.WithLabelValues("invalid")); n != 1 {
 		t.Fatalf("malformed{invalid} %v for one malformed status, want 1", n)
 	}
+}
+
+// runCollector runs c until the test ends.
+func runCollector(t *testing.T, c *Collector) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
