@@ -164,6 +164,12 @@ func (p *puller) resubscribe() error {
 		// later pull would time out on it in turn; the server must answer
 		// a PING (what of the old inbox still comes meanwhile is dropped)
 		if err := p.wire.Flush(time.Now().Add(pullDialTimeout)); err != nil {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// the subscription was refused; the connection is good
+				// (natswire keeps it): the next try waits, on it
+				p.backOff(err)
+				return fmt.Errorf("collector: pull connection: %w", err)
+			}
 			p.wire = nil
 			return fmt.Errorf("collector: pull connection: %w", err)
 		}
@@ -404,8 +410,8 @@ func (p *puller) next() (*jsMsg, error) {
 		p.done, p.dirty = true, true
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			// refused as every pull will be until the permissions change:
-			// the next waits (natswire closes the connection on the -ERR,
-			// so it also dials again then)
+			// the next waits, on the same connection (natswire keeps it
+			// on a permissions violation, as the server does)
 			p.backOff(err)
 		}
 		return nil, err

@@ -192,7 +192,7 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("natswire: dial %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("natswire: dial %s: %w", shown(u), err)
 	}
 	c := &Conn{conn: nc}
 	dl := time.Now().Add(handshakeTimeout)
@@ -208,7 +208,7 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("natswire: connect to %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("natswire: connect to %s: %w", shown(u), err)
 	}
 	_ = c.conn.SetDeadline(time.Time{})
 	return c, nil
@@ -216,6 +216,14 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 
 // parseURL reads a server URL as nats.go does: the scheme and port
 // default to nats and 4222.
+// shown is u as errors show it: without its user information (a token is
+// user information without a password, which url.URL.Redacted shows).
+func shown(u *url.URL) string {
+	v := *u
+	v.User = nil
+	return v.String()
+}
+
 func parseURL(raw string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if !strings.Contains(raw, "://") {
@@ -535,8 +543,10 @@ func (c *Conn) Close() error {
 // until deadline (zero: no bound). It answers the server's PINGs and skips
 // messages of a previous subscription, PONGs, +OK and INFO. Errors:
 // ErrTimeout at the deadline (the connection stays usable), a -ERR from
-// the server, ErrProtocol for what is not the protocol, or the read's
-// error; all but ErrTimeout close the connection.
+// the server (a permissions violation, wrapping
+// nats.ErrPermissionViolation, leaves it usable too: the server refused
+// one publish or subscription), ErrProtocol for what is not the protocol,
+// or the read's error; the others close the connection.
 func (c *Conn) Next(deadline time.Time) (Msg, error) {
 	return c.next(deadline, true)
 }
@@ -577,7 +587,14 @@ func (c *Conn) next(deadline time.Time, msgs bool) (Msg, error) {
 			c.pinged = false
 		case hasOp(line, "+OK"), hasOp(line, "INFO "):
 		case hasOp(line, "-ERR"):
-			return Msg{}, c.fail(serverError(string(line[4:])))
+			err := serverError(string(line[4:]))
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// the server refused one publish or subscription and
+				// keeps the connection (as nats-server does): dialing
+				// again would be refused the same way
+				return Msg{}, err
+			}
+			return Msg{}, c.fail(err)
 		default:
 			return Msg{}, c.fail(fmt.Errorf("%w: unknown operation %q", ErrProtocol, cut(line)))
 		}
