@@ -322,8 +322,15 @@ func build(ctx context.Context, cfg *gwconfig.Config, stderr io.Writer, mx *gate
 
 // applyMemory applies gateway.memory_limit and gateway.gc_percent (the
 // environment's GOMEMLIMIT and GOGC win) and logs what is in force when it
-// is not the default.
+// is not the default. It also samples allocations for the heap profile only
+// where http.pprof can serve it (memlimit.ProfileHeap; GODEBUG's
+// memprofilerate wins): sampling runs while a configuration loads, so a
+// served profile holds the configuration's tables, and stops after it when
+// nothing can read it.
 func applyMemory(cfg *gwconfig.Config, log *slog.Logger) {
+	if rate, src := memlimit.ProfileHeap(cfg.Raw.HTTP.PProf); src == memlimit.ProfileFromEnv {
+		log.Info("heap profile rate", "bytes", rate, "from", string(src))
+	}
 	if lim, src := memlimit.Apply(cfg.MemoryLimit); lim > 0 || src == memlimit.FromEnv {
 		log.Info("memory limit", "limit", memlimit.Format(lim), "from", string(src))
 	}

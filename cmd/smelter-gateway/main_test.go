@@ -750,6 +750,43 @@ func TestBuildAppliesGCPercent(t *testing.T) {
 	}
 }
 
+// TestBuildSamplesHeapOnlyWithPProf: a generation samples allocations for
+// the heap profile only when http.pprof can serve it; GODEBUG's
+// memprofilerate wins.
+func TestBuildSamplesHeapOnlyWithPProf(t *testing.T) {
+	defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
+	t.Setenv("GODEBUG", "")
+	dir := t.TempDir()
+	if _, err := build(context.Background(), memoryConfig(t, dir, "gw-prof", ""), io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if runtime.MemProfileRate != 0 {
+		t.Fatalf("MemProfileRate %d without http.pprof, want 0", runtime.MemProfileRate)
+	}
+	withPProf := memoryConfig(t, dir, "gw-prof", "")
+	withPProf.Raw.HTTP.Listen, withPProf.Raw.HTTP.PProf = "127.0.0.1:0", true
+	gen, err := build(context.Background(), withPProf, io.Discard, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = gen.front.stop() }()
+	if runtime.MemProfileRate != memlimit.HeapProfileRate {
+		t.Fatalf("MemProfileRate %d with http.pprof, want %d", runtime.MemProfileRate, memlimit.HeapProfileRate)
+	}
+	t.Setenv("GODEBUG", "memprofilerate=4096")
+	runtime.MemProfileRate = 4096 // what the runtime did at start
+	var logs bytes.Buffer
+	if _, err := build(context.Background(), memoryConfig(t, dir, "gw-prof", ""), &logs, gateway.NewMetrics(prometheus.NewRegistry()), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if runtime.MemProfileRate != 4096 {
+		t.Fatalf("MemProfileRate %d: GODEBUG memprofilerate=4096 should win", runtime.MemProfileRate)
+	}
+	if !strings.Contains(logs.String(), `"msg":"heap profile rate","gateway":"gw-prof","bytes":4096,"from":"env GODEBUG memprofilerate"`) {
+		t.Fatalf("log: %s", logs.String())
+	}
+}
+
 // TestBuildAppliesMaxProcs: build puts gateway.max_procs in force (a fixed
 // value logged), auto starts on one P, a refused build changes nothing,
 // and GOMAXPROCS in the environment wins.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -194,4 +195,62 @@ func ValidGOGC(v string) bool {
 	}
 	_, err := strconv.Atoi(v)
 	return err == nil
+}
+
+// HeapProfileRate is the Go runtime's own runtime.MemProfileRate: one
+// allocation in every 512 KiB allocated is sampled, with its stack, for the
+// heap profile (/debug/pprof/heap).
+const HeapProfileRate = 512 * 1024
+
+// GODEBUGVar is the Go runtime's variable of debugging settings; its
+// memprofilerate=N sets runtime.MemProfileRate at start.
+const GODEBUGVar = "GODEBUG"
+
+// Sources of the heap profile's sampling rate in force.
+const (
+	ProfileFromEnv     Source = "env GODEBUG memprofilerate"
+	ProfileFromConfig  Source = "http.pprof"
+	ProfileFromDefault Source = "default"
+)
+
+// ProfileHeap turns the sampling of allocations for the heap profile on
+// (HeapProfileRate) or off (0: no heap profile), unless GODEBUG sets
+// memprofilerate, which the runtime applied at start and which wins. It
+// returns the rate in force (bytes allocated per sample, 0: off) and where
+// it came from (ProfileFromConfig when on).
+//
+// Off is what a process that cannot serve its profile should run with: the
+// sampling keeps a record per sampled allocation and a stack bucket per
+// allocation site, hashed into a 1.4 MB table of its own (runtime/mprof.go,
+// buckhash) that the buckets touch page by page. At 20 OPC UA devices x
+// 1,000 nodes the steady state's 144 buckets were ~0.5 MB of RSS, too
+// little for the alternated runs to resolve (docs/benchmarks.md, "OPC UA
+// memory, seventh pass"). Allocations made while it was off are not in a
+// later profile. The runtime samples the first allocation of each P after
+// the rate changes, whatever the new rate (malloc.go, profilealloc).
+func ProfileHeap(on bool) (int, Source) {
+	if v, ok := godebugValue(os.Getenv(GODEBUGVar), "memprofilerate"); ok {
+		if _, err := strconv.Atoi(v); err == nil {
+			return runtime.MemProfileRate, ProfileFromEnv
+		}
+	}
+	if !on {
+		runtime.MemProfileRate = 0
+		return 0, ProfileFromDefault
+	}
+	runtime.MemProfileRate = HeapProfileRate
+	return HeapProfileRate, ProfileFromConfig
+}
+
+// godebugValue returns the value of key in a GODEBUG list (k=v,k=v; the
+// last setting of a key wins, as in the runtime).
+func godebugValue(list, key string) (string, bool) {
+	var val string
+	found := false
+	for kv := range strings.SplitSeq(list, ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k == key {
+			val, found = v, true
+		}
+	}
+	return val, found
 }

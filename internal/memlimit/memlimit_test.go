@@ -2,6 +2,7 @@ package memlimit
 
 import (
 	"math"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -120,4 +121,91 @@ func TestLoading(t *testing.T) {
 	if got := cur(); got != 80 {
 		t.Fatalf("GC percent %d after restore with GOGC=80", got)
 	}
+}
+
+// TestProfileHeap: off, allocations are not sampled for the heap profile;
+// on, at HeapProfileRate they are; GODEBUG's memprofilerate wins over both.
+func TestProfileHeap(t *testing.T) {
+	defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
+	// one P: the runtime samples the first allocation of each P after the
+	// rate changes (malloc.go, profilealloc), whatever the new rate
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	t.Setenv(GODEBUGVar, "")
+	if rate, src := ProfileHeap(false); rate != 0 || src != ProfileFromDefault || runtime.MemProfileRate != 0 {
+		t.Fatalf("off: rate %d from %q, runtime %d", rate, src, runtime.MemProfileRate)
+	}
+	sink = append(sink, make([]byte, 64)) // that first allocation
+	allocWhileOff()
+	if sampled("allocWhileOff") {
+		t.Fatal("allocations made with the profile off are in the heap profile")
+	}
+	if rate, src := ProfileHeap(true); rate != HeapProfileRate || src != ProfileFromConfig || runtime.MemProfileRate != HeapProfileRate {
+		t.Fatalf("on: rate %d from %q, runtime %d", rate, src, runtime.MemProfileRate)
+	}
+	allocWhileOn()
+	if !sampled("allocWhileOn") {
+		t.Fatal("16 MiB allocated with the profile on and none of it sampled")
+	}
+	t.Setenv(GODEBUGVar, "madvdontneed=1,memprofilerate=4096")
+	runtime.MemProfileRate = 4096 // what the runtime did at start
+	if rate, src := ProfileHeap(false); rate != 4096 || src != ProfileFromEnv || runtime.MemProfileRate != 4096 {
+		t.Fatalf("GODEBUG memprofilerate=4096, off asked: rate %d from %q, runtime %d", rate, src, runtime.MemProfileRate)
+	}
+}
+
+func TestGodebugValue(t *testing.T) {
+	for _, c := range []struct {
+		list, want string
+		found      bool
+	}{
+		{"", "", false},
+		{"memprofilerate=1", "1", true},
+		{"gctrace=1, memprofilerate=0", "0", true},
+		{"memprofilerate=1,memprofilerate=0", "0", true}, // the last wins, as in the runtime
+		{"xmemprofilerate=1", "", false},
+	} {
+		if v, ok := godebugValue(c.list, "memprofilerate"); v != c.want || ok != c.found {
+			t.Errorf("%q: %q %v, want %q %v", c.list, v, ok, c.want, c.found)
+		}
+	}
+}
+
+var sink [][]byte
+
+//go:noinline
+func allocWhileOff() { allocMiB() }
+
+//go:noinline
+func allocWhileOn() { allocMiB() }
+
+// allocMiB allocates 16 x 1 MiB: at HeapProfileRate (a sample every 512 KiB
+// on average) one of them goes unsampled with a probability of e^-32.
+func allocMiB() {
+	for range 16 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+}
+
+// sampled reports whether the heap profile, brought up to date by two
+// collections, holds an allocation made under the named function.
+func sampled(fn string) bool {
+	runtime.GC()
+	runtime.GC()
+	n, _ := runtime.MemProfile(nil, true)
+	recs := make([]runtime.MemProfileRecord, n+50)
+	n, _ = runtime.MemProfile(recs, true)
+	for _, r := range recs[:n] {
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			if strings.HasSuffix(f.Function, "."+fn) {
+				return true
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return false
 }

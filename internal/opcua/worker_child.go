@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/smelterio/smelter/internal/memlimit"
 	"github.com/smelterio/smelter/internal/sample"
 )
 
@@ -69,8 +70,12 @@ const ppidPoll = 500 * time.Millisecond
 //
 // WorkerMain is a process's main: once configured it ignores SIGINT and SIGTERM (a
 // service manager signalling the whole group, a terminal's Ctrl-C), so
-// that the gateway decides when its workers stop.
+// that the gateway decides when its workers stop. It samples allocations
+// for a heap profile only when WorkerProfileEnv asks for one (or GODEBUG
+// sets memprofilerate): nothing else reads a worker's profile
+// (memlimit.ProfileHeap).
 func WorkerMain(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) int {
+	memlimit.ProfileHeap(os.Getenv(WorkerProfileEnv) != "")
 	return workerMain(ctx, stdin, stdout, stderr, func() { signal.Ignore(os.Interrupt, syscall.SIGTERM) })
 }
 
