@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -212,5 +213,37 @@ func TestGuardIsFixedAtDial(t *testing.T) {
 	guarded.Release()
 	if err := readAt(kept.Data); !isFault(err) {
 		t.Fatalf("a connection dialed in guard mode, turned off since: reading a released view: %v, want a fault", err)
+	}
+}
+
+// A message cut by the deadline survives a Release between the two reads
+// (the worker's cycle ends on a pull's timeout): its control line and
+// first bytes are unparsed, never released; guarded or not, the next read
+// returns it whole.
+func TestReleaseAfterTimeoutMidMessage(t *testing.T) {
+	for _, guard := range []bool{false, runtime.GOOS == "linux"} {
+		natswire.SetGuard(guard)
+		url, conns := fakeServer(t)
+		c := dial(t, url)
+		natswire.SetGuard(false)
+		if err := c.Subscribe("a"); err != nil {
+			t.Fatal(err)
+		}
+		srv := <-conns
+		_, _ = io.WriteString(srv, "MSG a 1 $JS.ACK.S.c.1.1.1.1.0 5\r\nfirst\r\nHMSG a 1 $JS.ACK.S.c.1.2.3.4.0 18 23\r\nNATS/1.0\r\nK: v\r\n\r\nhel")
+		first := next(t, c)
+		if string(first.Data) != "first" {
+			t.Fatalf("guard %v: %q", guard, first.Data)
+		}
+		if _, err := c.Next(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrTimeout) {
+			t.Fatalf("guard %v: half a message: %v, want a timeout", guard, err)
+		}
+		c.Release()
+		_, _ = io.WriteString(srv, "lo\r\n")
+		m := next(t, c)
+		if m.Reply != "$JS.ACK.S.c.1.2.3.4.0" || string(m.Data) != "hello" || m.Header("K") != "v" {
+			t.Fatalf("guard %v: %+v", guard, m)
+		}
+		_ = srv.Close()
 	}
 }
