@@ -5,9 +5,12 @@ import "sync/atomic"
 // guard is set by SetGuard.
 var guard atomic.Bool
 
-// SetGuard turns guard mode on or off for the connections' chunks made
-// from then on, process-wide. It is for tests: with it on (on Linux;
-// elsewhere it does nothing), read chunks are mapped outside the Go heap
+// SetGuard turns guard mode on or off for the connections dialed from
+// then on, process-wide; a connection keeps the mode it was dialed in (its
+// heap chunks are never made inaccessible, which would fault the Go
+// allocator once it hands their memory out again). It is for tests: with
+// it on (on Linux; elsewhere it does nothing), read chunks are mapped
+// outside the Go heap
 // and the chunks Release frees are made inaccessible and never read into
 // again, so that a view of a message kept past Release (a string of its
 // payload stored somewhere) faults at its first read instead of showing

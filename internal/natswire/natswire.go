@@ -164,6 +164,7 @@ type Conn struct {
 	retired [][]byte
 	free    [][]byte
 	made    int    // chunks allocated (tests)
+	guard   bool   // guard mode (SetGuard) when dialed: its chunks mapped outside the heap
 	out     []byte // the write buffer
 
 	lineStart int // where the last protocol line began in buf
@@ -194,7 +195,7 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natswire: dial %s: %w", shown(u), err)
 	}
-	c := &Conn{conn: nc}
+	c := &Conn{conn: nc, guard: guarded()}
 	dl := time.Now().Add(handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
 		dl = d
@@ -806,11 +807,12 @@ const maxFree = 32
 // caller keeps past Release must be a copy. Between Release calls a
 // message's bytes do not change.
 //
-// In guard mode (SetGuard, for tests) the chunks Release frees are made
-// inaccessible instead, the current one included: a view kept past
-// Release faults when read (SIGSEGV, with the stack of the read).
+// On a connection dialed in guard mode (SetGuard, for tests) the chunks
+// Release frees are made inaccessible instead, the current one included: a
+// view kept past Release faults when read (SIGSEGV, with the stack of the
+// read).
 func (c *Conn) Release() {
-	if guarded() {
+	if c.guard {
 		if c.buf != nil { // its read part is released too: the unparsed rest moves
 			nb := c.chunk(c.w - c.r)
 			k := copy(nb, c.buf[c.r:c.w])
@@ -842,7 +844,7 @@ func (c *Conn) chunk(n int) []byte {
 		return b
 	}
 	c.made++
-	if guarded() {
+	if c.guard {
 		return guardChunk(max(chunkSize, n))
 	}
 	return make([]byte, max(chunkSize, n))

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -150,21 +151,7 @@ func TestGuardFaultsOnReleasedView(t *testing.T) {
 	// the socket) once both reached the connection
 	kept := next(t, c)
 	c.Release()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	err := func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("%v", r)
-				if re, ok := r.(runtime.Error); ok {
-					err = re
-				}
-			}
-		}()
-		sink = kept.Data[0] // a load, not only a bounds check
-		return nil
-	}()
-	var addr interface{ Addr() uintptr }
-	if !errors.As(err, &addr) {
+	if err := readAt(kept.Data); !isFault(err) {
 		t.Fatalf("reading a released message's payload: %v, want a fault", err)
 	}
 	second, rerr := c.Next(time.Now().Add(5 * time.Second))
@@ -173,5 +160,90 @@ func TestGuardFaultsOnReleasedView(t *testing.T) {
 	}
 	if !bytes.Equal(second.Data, payload(0, 1)) {
 		t.Fatalf("the message after the released one: %d bytes, not what was sent", len(second.Data))
+	}
+}
+
+// readAt loads b[0], returning the fault (a runtime.Error with an
+// address) it raises, nil when it reads.
+func readAt(b []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+			if re, ok := r.(runtime.Error); ok {
+				err = re
+			}
+		}
+	}()
+	sink = b[0] // a load, not only a bounds check
+	return nil
+}
+
+// isFault reports whether err is a memory fault (readAt).
+func isFault(err error) bool {
+	var addr interface{ Addr() uintptr }
+	return errors.As(err, &addr)
+}
+
+// Guard mode is a connection's from its dial. A connection dialed without
+// it keeps reading into chunks of the Go heap when a test turns it on
+// (heapChunks in the collector's tests turns it back on in a cleanup,
+// with pull connections still open): its Release must not make a heap
+// chunk inaccessible (the allocator would fault once it hands the memory
+// out again; a view kept past the Release then reads, it does not fault).
+// A connection dialed guarded stays guarded when it is turned off.
+func TestGuardIsFixedAtDial(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("guard mode is Linux only")
+	}
+	natswire.SetGuard(false)
+	defer natswire.SetGuard(false)
+	heap, pub := subscribed(t)
+	publishRound(t, pub, 0, 2)
+	kept := next(t, heap)
+	natswire.SetGuard(true)
+	heap.Release()
+	if err := readAt(kept.Data); err != nil {
+		t.Fatalf("a connection dialed without guard mode: %v after Release with guard mode turned on since: a heap chunk was made inaccessible", err)
+	}
+	guarded, pub2 := subscribed(t) // dialed in guard mode
+	publishRound(t, pub2, 0, 2)
+	kept = next(t, guarded)
+	natswire.SetGuard(false)
+	guarded.Release()
+	if err := readAt(kept.Data); !isFault(err) {
+		t.Fatalf("a connection dialed in guard mode, turned off since: reading a released view: %v, want a fault", err)
+	}
+}
+
+// A message cut by the deadline survives a Release between the two reads
+// (the worker's cycle ends on a pull's timeout): its control line and
+// first bytes are unparsed, never released; guarded or not, the next read
+// returns it whole.
+func TestReleaseAfterTimeoutMidMessage(t *testing.T) {
+	for _, guard := range []bool{false, runtime.GOOS == "linux"} {
+		natswire.SetGuard(guard)
+		url, conns := fakeServer(t)
+		c := dial(t, url)
+		natswire.SetGuard(false)
+		if err := c.Subscribe("a"); err != nil {
+			t.Fatal(err)
+		}
+		srv := <-conns
+		_, _ = io.WriteString(srv, "MSG a 1 $JS.ACK.S.c.1.1.1.1.0 5\r\nfirst\r\nHMSG a 1 $JS.ACK.S.c.1.2.3.4.0 18 23\r\nNATS/1.0\r\nK: v\r\n\r\nhel")
+		first := next(t, c)
+		if string(first.Data) != "first" {
+			t.Fatalf("guard %v: %q", guard, first.Data)
+		}
+		if _, err := c.Next(time.Now().Add(100 * time.Millisecond)); !errors.Is(err, natswire.ErrTimeout) {
+			t.Fatalf("guard %v: half a message: %v, want a timeout", guard, err)
+		}
+		c.Release()
+		_, _ = io.WriteString(srv, "lo\r\n")
+		m := next(t, c)
+		if m.Reply != "$JS.ACK.S.c.1.2.3.4.0" || string(m.Data) != "hello" || m.Header("K") != "v" {
+			t.Fatalf("guard %v: %+v", guard, m)
+		}
+		_ = srv.Close()
 	}
 }
