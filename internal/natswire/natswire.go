@@ -164,6 +164,7 @@ type Conn struct {
 	retired [][]byte
 	free    [][]byte
 	made    int    // chunks allocated (tests)
+	filled  int    // chunks the last round filled (Release)
 	guard   bool   // guard mode (SetGuard) when dialed: its chunks mapped outside the heap
 	out     []byte // the write buffer
 
@@ -797,8 +798,9 @@ func (c *Conn) fill(n int) error {
 
 // maxFree bounds the chunks a connection keeps for reading into again
 // (8 MiB of 256 KiB chunks): about what one collector cycle reads at
-// fetch 2,048 with messages of up to 4 KiB. Chunks Release frees beyond
-// it are left to the garbage collector.
+// fetch 2,048 with messages of up to 4 KiB. Release keeps as many as the
+// round it ends or the one before filled, up to maxFree; the others are
+// left to the garbage collector.
 const maxFree = 32
 
 // Release tells the connection that no message Next returned so far is
@@ -824,11 +826,22 @@ func (c *Conn) Release() {
 			guardedTotal.Add(1)
 		}
 	} else {
+		// as many free chunks are kept as the larger of this round and
+		// the one before filled (what the next round reads into), maxFree
+		// at most: quieter rounds give the rest to the garbage
+		// collector, an idle connection holds none
+		n := 0
 		for _, b := range c.retired {
-			if cap(b) == chunkSize && len(c.free) < maxFree { // a large message's own chunk is not kept
+			if cap(b) == chunkSize { // a large message's own chunk is not kept
 				c.free = append(c.free, b[:chunkSize])
+				n++
 			}
 		}
+		if keep := min(max(n, c.filled), maxFree); len(c.free) > keep {
+			clear(c.free[keep:])
+			c.free = c.free[:keep]
+		}
+		c.filled = n
 	}
 	clear(c.retired)
 	c.retired = c.retired[:0]

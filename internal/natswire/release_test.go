@@ -106,6 +106,16 @@ func TestReleaseReadsIntoChunksAgain(t *testing.T) {
 	if after3 > 16 {
 		t.Fatalf("%d chunks allocated for 4 rounds of ~1.2 MB", after3)
 	}
+	// the free chunks are what a round fills (about five), and two
+	// rounds that read nothing give them all back
+	if f := natswire.Free(c); f < 3 || f > 8 {
+		t.Fatalf("%d chunks kept free after rounds of ~1.2 MB, want about a round's", f)
+	}
+	c.Release()
+	c.Release()
+	if f := natswire.Free(c); f != 0 {
+		t.Fatalf("%d chunks kept free after two rounds that read nothing, want none", f)
+	}
 }
 
 // Without Release a chunk is never written again: messages read long ago
