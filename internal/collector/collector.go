@@ -649,13 +649,8 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		// the asset's one lookup: its handles into the engine, the KPI
 		// tracker, the dashboard store and the dirty list (assetRef)
 		ref := sh.refs[[2]string{b.Asset.Site(), b.Asset.ID}]
-		if ref == nil || !sh.bind(ref) {
-			if !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
-				return
-			}
-			if ref == nil {
-				ref = sh.ref(b.Asset.Site(), b.Asset.ID)
-			}
+		if (ref == nil || !sh.bind(ref)) && !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
+			return
 		}
 		defer c.count(sh, sh.engine.Len())
 		if sh.engine.Duplicate(b, uint64(c.cfg.DedupWindow)) {
@@ -685,6 +680,9 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		}
 		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, stored, sh.scratch[:0])
+		if ref == nil { // the asset's first batch here: its key the engine's copies
+			ref = sh.ref(b.Asset.Site(), b.Asset.ID)
+		}
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
 			c.live.ObserveBatchAt(&ref.live, b, true, clk) // the asset stays on its newest evaluated message's gateway

@@ -160,12 +160,17 @@ type assetRef struct {
 	mark uint64 // shard.epoch when listed in shard.dirty
 }
 
-// ref returns the asset's ref, created on first use; sh.mu is held.
+// ref returns the asset's ref, created on first use (its key the
+// engine's copies when the engine tracks the asset); sh.mu is held.
 func (sh *shard) ref(site, id string) *assetRef {
 	r := sh.refs[[2]string{site, id}]
 	if r == nil {
-		r = &assetRef{key: [2]string{strings.Clone(site), strings.Clone(id)}}
-		sh.refs[r.key] = r
+		k, _, ok := sh.engine.Key(site, id)
+		if !ok {
+			k = [2]string{strings.Clone(site), strings.Clone(id)}
+		}
+		r = &assetRef{key: k}
+		sh.refs[k] = r
 	}
 	return r
 }
