@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("t", false, "check the configuration and rule files, print every error as file:line: field: reason, then exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: smelter-collector [-config FILE] [-t]
-       smelter-collector tail [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
+       smelter-collector tail [-config FILE] [-url URL] [-subject FILTER] [-kind KINDS] [-creds FILE]
        smelter-collector version
 
 Consumes the normalized stream, runs anomaly rules and energy KPIs, publishes alerts and
@@ -193,24 +193,49 @@ func printConfigErrors(w io.Writer, err error) {
 func tail(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", nats.DefaultURL, "NATS server URL")
+	cfgPath := fs.String("config", "", "collector configuration file: connect with its nats: block (url, username and password_env/password_file, token_file, creds_file, tls)")
+	url := fs.String("url", "", "NATS server URL, without credentials (default: the -config file's nats.url, else "+nats.DefaultURL+")")
 	subject := fs.String("subject", "smelter.v1.>", "subject filter")
 	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); empty: all")
 	creds := fs.String("creds", "", "NATS credentials file")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each.\n\nExample:\n  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n\n")
+		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each. With -config it connects as the collector\n"+
+			"does (credentials and TLS of the file's nats: block), so no secret goes on the command line.\n\nExamples:\n"+
+			"  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n"+
+			"  smelter-collector tail -config /etc/smelter/collector.yaml -kind alert,kpi\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := collector.CheckURL("-url", *url); err != nil {
+		return err
+	}
 	opts := []nats.Option{nats.Name("smelter-collector-tail")}
+	target := nats.DefaultURL
+	if *cfgPath != "" {
+		cfg, err := collector.LoadConfig(*cfgPath)
+		if err != nil {
+			return err // file:line: field: reason, no value of a secret
+		}
+		u, auth, err := cfg.NATSOptions()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *cfgPath, err)
+		}
+		if u == "" && *url == "" {
+			return fmt.Errorf("%s: nats.url is empty (the collector's embedded server): give -url", *cfgPath)
+		}
+		target, opts = u, append(opts, auth...)
+	}
+	if *url != "" {
+		target = *url
+	}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
 	}
-	nc, err := nats.Connect(*url, opts...)
+	nc, err := nats.Connect(target, opts...)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", *url, err)
+		return fmt.Errorf("connect %s: %w", collector.RedactURL(target), err)
 	}
 	defer nc.Close()
 	want := map[string]bool{}

@@ -150,3 +150,34 @@ func TestStartProcs(t *testing.T) {
 		t.Fatalf("GOMAXPROCS %d after max_procs: auto, want auto's start, 1 (default %d)", got, def)
 	}
 }
+
+// tail refuses credentials in -url, reads the collector's nats: block
+// with -config (a secret never on the command line), and prints no secret
+// in its errors (blackbox finding 1).
+func TestTailCredentials(t *testing.T) {
+	code, _, errs := runCmd("tail", "-url", "nats://collector:Col-S3cret-pw@127.0.0.1:1")
+	if code != 1 || !strings.Contains(errs, "-url: credentials in the URL are not allowed") || strings.Contains(errs, "S3cret") {
+		t.Fatalf("-url with a password: code %d: %s", code, errs)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte("nats:\n  url: nats://Tok-S3cret-123@127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCmd("tail", "-config", cfg)
+	if code != 1 || !strings.Contains(errs, "nats.url: credentials in the URL are not allowed") || strings.Contains(errs, "S3cret") {
+		t.Fatalf("-config with a token in the URL: code %d: %s", code, errs)
+	}
+	// a password from the file's password_file: the connect error names
+	// the server, not the password
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("Col-S3cret-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("nats:\n  url: nats://127.0.0.1:1\n  username: collector\n  password_file: pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCmd("tail", "-config", cfg)
+	if code != 1 || !strings.Contains(errs, "connect nats://127.0.0.1:1") || strings.Contains(errs, "S3cret") {
+		t.Fatalf("-config, server down: code %d: %s", code, errs)
+	}
+}

@@ -23,8 +23,10 @@ import (
 // alerts (the cycle then checkpoints: TestHeldMessagesKeepNoPayload holds
 // them), deaths, of many assets and gateways, with Smelter-Sent-At
 // headers, evaluated in one cycle; once the messages and the cycle's
-// reused batch are dropped, no chunk is alive.
+// reused batch are dropped, no chunk is alive. (The chunks are the Go
+// heap's here, not guarded ones: the garbage collector is the judge.)
 func TestNothingKeptViewsAPullChunk(t *testing.T) {
+	heapChunks(t)
 	ns, cfg := embeddedConfig(t)
 	cfg.Cluster.AckWait = Duration(2 * time.Minute)
 	c := newCollector(t, cfg)

@@ -88,6 +88,11 @@ type Collector struct {
 	logLim  logLimits // malformed and refused messages: logged first per reason, then at most once a minute
 
 	ready atomic.Bool
+	// pulls: since when each partition this replica should own has had
+	// its pulls fail (readiness.go); pullGrace, when set (tests), replaces
+	// the package's pullGrace
+	pulls     pullHealth
+	pullGrace time.Duration
 	// reconnects counts the NATS connection's reconnections: the members
 	// watch is set up again after one (members.run)
 	reconnects atomic.Uint64
@@ -330,7 +335,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 			Help: "Watches of the collector's KV buckets that ended while it ran and were set up again, by watch: members (the group's members bucket; watched again with backoff, the bucket created again when a restarted server lost it) or state (a partition's state records while its worker loaded them; the worker starts again). Each is one episode: a broker restart, a lost stream leader, a cut connection."},
 			[]string{"watch"}),
 		pullDials: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smelter_collector_pull_connections_total",
-			Help: "NATS connections set up by partition workers for their pulls (one per partition owned, with the collector's credentials and TLS, to the server its main connection is on), by result: ok, or error (logged at WARN, rate-limited; the worker tries again with its next pull). One per partition at the start and after each broker restart or cut connection; a rising error count means the pulls cannot reach the server (connection limits, credentials, TLS)."},
+			Help: "NATS connections set up by partition workers for their pulls (one per partition owned, with the collector's credentials and TLS, to the server its main connection is on), by result: ok, or error (logged at WARN, rate-limited; the worker tries again with its next pull). One per partition at the start and after each broker restart or cut connection (a pull refused by the user's permissions keeps its connection: no dial); a rising error count means the pulls cannot reach the server (connection limits, credentials, TLS), dialed again after 100 ms doubling up to 5 s."},
 			[]string{"result"}),
 	}
 	for _, k := range []telemetry.Kind{telemetry.KindData, telemetry.KindBirth, telemetry.KindDeath} { // present at 0
@@ -359,7 +364,7 @@ func New(cfg Config, set *rules.Set, log *slog.Logger, reg *prometheus.Registry)
 	}
 	cs := []prometheus.Collector{c.m.ingested, c.m.duplicates, c.m.late, c.m.malformed, c.m.published, c.m.pubErrors,
 		c.m.rejected, c.m.sigRefused, c.m.takeovers, c.m.fenced, c.m.fenceBusy, c.m.checkpts, c.m.owned, c.m.dropped, c.m.future, c.m.ahead, c.m.shifted, c.m.sentAtIgnored, c.m.foreignBirths, c.m.foreign, c.m.workerStops, c.m.restored, c.m.badState, c.m.partsDrop,
-		c.m.rateLimited, c.m.rewatches, c.m.pullDials,
+		c.m.rateLimited, c.m.rewatches, c.m.pullDials, c.stalledGauge(),
 		stat("smelter_collector_rule_evaluations_total", "Rule evaluations.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Evaluations) }),
 		stat("smelter_collector_late_batches_total", "Batches older than their asset's newest, not evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Late) }),
 		stat("smelter_collector_readings_total", "Readings evaluated.", func(r rules.Stats, _ kpi.Stats) float64 { return float64(r.Readings) }),
@@ -590,11 +595,12 @@ func (c *Collector) process(sh *shard, subject string, data []byte, arrival time
 	c.processPayload(sh, subject, data, false, arrival, true, arrival.UnixMilli(), "", cy)
 }
 
-// processPayload is process; with stable, data never changes (a message
-// payload the NATS client allocated for it alone: the client never reuses
-// it and nothing here writes to it), so a batch's strings are substrings
-// of it instead of a copy. A string kept from a batch (an asset's newest
-// gateway, say) keeps the payload alive as it kept the copy before.
+// processPayload is process; with stable, data does not change before the
+// end of the worker's cycle (a view into the pull connection's read chunk,
+// which is read into again once the cycle is done: natswire.Conn.Release),
+// so a batch's strings are substrings of it instead of a copy: nothing
+// kept past the cycle may be one (copy it: strings.Clone; the collector's
+// tests run with released chunks made inaccessible, natswire.SetGuard).
 // arrival is when the message arrived (arrivedAt), live whether it is a
 // live message (not a backlog): only a live batch measures its gateway's
 // clock (dashboard.Clock). stored is when the stream stored the message
@@ -1016,20 +1022,30 @@ func (c *Collector) aheadOfClock(kind telemetry.Kind, subject, gateway string, s
 		"kind", kind, "subject", logCut(subject), "gateway", gateway, "seq", seq, "ts_gw", was, "lead_ms", was-now)
 }
 
-// observeStatus feeds a gateway status message to the dashboard.
+// observeStatus feeds a gateway status message of the stream to the
+// dashboard; a malformed one is counted and logged (once: showStatus, on
+// the subscriptions every replica has besides, does not count it again).
 func (c *Collector) observeStatus(subject string, data []byte) bool {
+	if err := c.showStatus(subject, data); err != nil {
+		c.malformed(subject, err)
+		return false
+	}
+	return true
+}
+
+// showStatus feeds a gateway status message to the dashboard, or returns
+// why it is malformed (telemetry.ErrInvalid).
+func (c *Collector) showStatus(subject string, data []byte) error {
 	var st telemetry.Status
 	if err := json.Unmarshal(data, &st); err != nil {
-		c.malformed(subject, fmt.Errorf("%w: %w", telemetry.ErrInvalid, err))
-		return false
+		return fmt.Errorf("%w: %w", telemetry.ErrInvalid, err)
 	}
 	ps, err := telemetry.ParseSubject(subject)
 	if err != nil || st.Schema != telemetry.SchemaStatus || !telemetry.ValidToken(st.Gateway) {
-		c.malformed(subject, fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus))
-		return false
+		return fmt.Errorf("%w: status needs schema %q, a gateway token and a smelter.v1 subject", telemetry.ErrInvalid, telemetry.SchemaStatus)
 	}
 	c.live.ObserveStatus(ps.Site, &st)
-	return true
+	return nil
 }
 
 // admit reports whether the asset is tracked or may be added under
@@ -1189,8 +1205,13 @@ func (c *Collector) tick(ctx context.Context, sh *shard, own *tenure, at, from i
 	return nil
 }
 
-// Ready reports whether the collector is connected and consuming.
-func (c *Collector) Ready() bool { return c.ready.Load() }
+// Ready reports whether the collector is connected and consuming, with no
+// partition it should own whose pulls have failed for longer than
+// pullGrace (readiness).
+func (c *Collector) Ready() bool {
+	ok, _ := c.readiness()
+	return ok
+}
 
 // NATSURL returns the URL of the NATS server in use (the embedded one when
 // none is configured); empty before Run connected.
@@ -1228,7 +1249,7 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			c.disrupted.connection() // before the count: tests wait on it
 			c.reconnects.Add(1)
-			log.Info("NATS connection re-established", "url", nc.ConnectedUrlRedacted())
+			log.Info("NATS connection re-established", "url", redactURL(nc.ConnectedUrl()))
 		})}, auth...), nil
 }
 
@@ -1408,8 +1429,8 @@ func (c *Collector) HTTPHandler(token string) http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !c.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if ok, why := c.readiness(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

@@ -650,7 +650,7 @@ func (c *Collector) startCommands(ctx context.Context, g interface{ Go(func() er
 			nats.ReconnectBufSize(-1)}, auth...)
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
-			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", url, err)
+			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", redactURL(url), err)
 		}
 		s.kp, s.cmd, stop = kp, nc, nc.Close
 		pub, _ := kp.PublicKey()

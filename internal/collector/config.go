@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
 
 	"github.com/smelterio/smelter/internal/catalog"
@@ -413,6 +415,95 @@ func loadConfig(path string, data []byte) (Config, error) {
 	return c, nil
 }
 
+// urlProblems appends a problem of field for every URL of raw (a comma-
+// separated list; "" is none) that carries credentials (user:password@ or
+// token@, which nats.go and paho use, and which would be logged with every
+// connection error and reconnect) or does not parse; instead names the
+// fields that take them. Neither the URL nor its credentials are quoted.
+func urlProblems(ps []problem, field, raw, instead string) []problem {
+	if strings.TrimSpace(raw) == "" {
+		return ps
+	}
+	for i, u := range strings.Split(raw, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u // as nats.go reads a bare host:port
+		}
+		p, err := url.Parse(u)
+		switch {
+		case err != nil || p.Host == "":
+			ps = append(ps, problem{field, fmt.Sprintf("URL %d of the list is not a URL like nats://host:4222", i+1)})
+		case p.User != nil:
+			ps = append(ps, problem{field, fmt.Sprintf("credentials in the URL are not allowed (URL %d of the list); use %s", i+1, instead)})
+		}
+	}
+	return ps
+}
+
+// NATSOptions returns nats.url and the nats.go options of the nats:
+// block's credentials and TLS (files resolved against the config file's
+// directory), for a tool connecting as the collector does (smelter-
+// collector tail); the URL is "" for the collector's embedded server.
+// Errors: a password, token or credentials file or variable that cannot
+// be read, TLS files that do not load; none quotes a secret.
+func (c *Config) NATSOptions() (string, []nats.Option, error) {
+	n := c.NATS
+	opts, err := c.authOptions("nats", NATSConn{Username: n.Username, PasswordEnv: n.PasswordEnv, PasswordFile: n.PasswordFile,
+		TokenFile: n.TokenFile, CredsFile: n.CredsFile, TLS: n.TLS}, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	return n.URL, opts, nil
+}
+
+// CheckURL returns an error when raw (a URL or a comma-separated list of
+// them) does not parse or carries credentials, naming field (as the
+// configuration's check does, without quoting the URL).
+func CheckURL(field, raw string) error {
+	for _, p := range urlProblems(nil, field, raw, "the options for credentials") {
+		return fmt.Errorf("%s: %s", p.field, p.reason)
+	}
+	return nil
+}
+
+// RedactURL returns raw (a URL or a comma-separated list) with the user
+// information of every URL replaced by "redacted" (redactURL).
+func RedactURL(raw string) string { return redactURL(raw) }
+
+// redactURL returns raw (a URL or a comma-separated list) with the user
+// information of every URL, a password or a token, replaced by "redacted",
+// for logs and errors; what does not parse is replaced whole when it holds
+// an '@'.
+func redactURL(raw string) string {
+	if !strings.Contains(raw, "@") {
+		return raw
+	}
+	us := strings.Split(raw, ",")
+	for i, s := range us {
+		if !strings.Contains(s, "@") {
+			continue
+		}
+		t := strings.TrimSpace(s)
+		bare := !strings.Contains(t, "://")
+		if bare {
+			t = "nats://" + t
+		}
+		p, err := url.Parse(t)
+		if err != nil {
+			us[i] = "(a URL that does not parse)"
+			continue
+		}
+		if p.User != nil {
+			p.User = url.User("redacted")
+		}
+		us[i] = p.String()
+		if bare {
+			us[i] = strings.TrimPrefix(us[i], "nats://")
+		}
+	}
+	return strings.Join(us, ",")
+}
+
 var (
 	tokenRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	bucketRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -453,6 +544,7 @@ func (c *Config) problems() []problem {
 		}
 	}
 	n := &c.NATS
+	ps = urlProblems(ps, "nats.url", n.URL, "username and password_env or password_file, or token_file")
 	token("nats.stream", n.Stream)
 	if n.Consumer != "" {
 		token("nats.consumer", n.Consumer)
@@ -478,6 +570,7 @@ func (c *Config) problems() []problem {
 	if c.MQTT.Enabled {
 		token("mqtt.group", c.MQTT.Group)
 	}
+	ps = urlProblems(ps, "mqtt.url", c.MQTT.URL, "username and password_env")
 	if c.MQTT.TLS != nil {
 		ps = appendErr(ps, "mqtt.tls", c.MQTT.TLS.Validate("mqtt.tls"))
 	}

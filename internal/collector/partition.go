@@ -445,6 +445,12 @@ type beatEpisode struct {
 
 func (b *beatEpisode) note(log *slog.Logger, err error) {
 	switch {
+	case err != nil && b.failed == 0 && errors.Is(err, nats.ErrReconnectBufExceeded):
+		// the connection is down and requests fail at once rather than
+		// wait in the client (ReconnectBufSize -1): expected through a
+		// broker restart, the WARN of the lost connection says so
+		b.failed, b.since = 1, time.Now()
+		log.Info("member heartbeat not sent: the NATS connection is reconnecting; retried every member_timeout/4, partitions are given up once none is acknowledged for 3/4 member_timeout")
 	case err != nil && b.failed == 0:
 		b.failed, b.since = 1, time.Now()
 		log.Warn("member heartbeat failed: retried every member_timeout/4; partitions are given up once none is acknowledged for 3/4 member_timeout", "err", err)
@@ -710,6 +716,7 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 				}
 			}
 		}
+		c.pulls.keep(want)
 		for p, w := range workers {
 			select {
 			case err := <-w.done:
@@ -742,6 +749,9 @@ func (c *Collector) supervise(ctx context.Context, io *natsIO, mem *members, par
 						lvl = slog.LevelError
 					}
 					c.log.Log(ctx, lvl, "partition worker stopped", "partition", p, "err", err, "restarts_in_a_row", failed[p])
+					if !errors.Is(err, errNotOwner) && !errors.Is(err, errRepartitioned) {
+						c.pulls.failed(p, err) // nothing pulled until a worker pulls again (readiness)
+					}
 					c.m.workerStops.Inc()
 					backoff[p] = time.Now().Add(time.Second)
 				}
@@ -884,7 +894,8 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	pl, err := newPuller(io.nc, c.cfg.NATS.Stream, name, group, func(err error) {
 		if err != nil {
 			c.m.pullDials.WithLabelValues("error").Inc()
-			c.warnLimited("pull-dial", "partition worker's pull connection could not be set up: its next pull tries again", "partition", p, "err", err)
+			c.warnLimited("pull-dial", "partition worker's pull connection could not be set up: dialed again after 100 ms doubling up to 5 s, its pulls waiting meanwhile; "+
+				"nothing of the partition is evaluated until it is (/readyz answers 503 after 15 s)", "partition", p, "err", err)
 			return
 		}
 		c.m.pullDials.WithLabelValues("ok").Inc()
@@ -894,7 +905,7 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 	}
 	defer pl.stop()
 	fetchN := c.cfg.Cluster.Fetch
-	more := func(wait time.Duration) ([]*jsMsg, error) {
+	pull := func(wait time.Duration) ([]*jsMsg, error) {
 		if c.beforeFetch != nil {
 			c.beforeFetch(p)
 		}
@@ -908,6 +919,16 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			c.stall()
 		}
 		return pl.collect()
+	}
+	more := func(wait time.Duration) ([]*jsMsg, error) {
+		msgs, err := pull(wait)
+		switch {
+		case err == nil:
+			c.pulls.ok(p)
+		case !errors.Is(err, jetstream.ErrPinIDMismatch): // a pin id forgotten: the next pull goes without
+			c.pulls.failed(p, err)
+		}
+		return msgs, err
 	}
 	log := c.log.With("partition", p, "consumer", name)
 	own := &tenure{mem: mem}
@@ -1065,6 +1086,10 @@ func (c *Collector) work(ctx, stop context.Context, io *natsIO, mem *members, p 
 			}
 			log.Warn("partition consumer's filter set again after it delivered another partition's messages", "filter", cc.FilterSubject)
 		}
+		// every message of this round is evaluated, its replies held in
+		// h's own blocks: the pull connection reads into their chunks again
+		// (below, only their number is used)
+		pl.release()
 		expireBirths(sh) // on idle fetches too: incomplete births free their parts after their TTL
 		if emptied {
 			drained = start

@@ -77,32 +77,53 @@ type puller struct {
 	// dialed, when set, is told of every dial of the pull connection
 	// (nil: succeeded)
 	dialed func(error)
-	// after a failed dial, the next is not before retryAt (retry doubles
-	// from pullRetryMin to pullRetryMax; a dial that succeeds resets it):
-	// a pull meanwhile waits, up to its expiry, and fails with dialErr
-	dialErr error
+	// after a failed dial or a pull refused by the server's permissions,
+	// no pull is sent before retryAt (retry doubles from pullRetryMin to
+	// pullRetryMax; a pull the server answered resets it): a pull
+	// meanwhile waits, up to its expiry, and fails with backErr
+	backErr error
 	retryAt time.Time
 	retry   time.Duration
 }
 
-// The pause after a failed dial of a pull connection, doubled after each
-// failure up to pullRetryMax. Without it, a server that refused the
-// connection at once (maximum connections exceeded, credentials revoked)
-// was dialed again by every pull, and the order check (recoverOrder), which
-// pulls again at once after a failed pull, dialed in a tight loop.
+// The pause after a failed dial of a pull connection, or a pull refused by
+// the server's permissions, doubled after each failure up to pullRetryMax
+// (docs/collector.md, "Pull connections"). Without it, a server that
+// refused the connection at once (maximum connections exceeded,
+// credentials revoked) was dialed again by every pull, and the order check
+// (recoverOrder), which pulls again at once after a failed pull, dialed in
+// a tight loop; a pull refused for its permissions (whose -ERR closes the
+// pull connection) was dialed again about 5 times a second.
 const (
 	pullRetryMin = 100 * time.Millisecond
 	pullRetryMax = 5 * time.Second
 )
 
 // newPuller dials the pull connection and subscribes the inbox of a
-// consumer's pulls; dialed (nil: none) is told of every dial.
+// consumer's pulls; dialed (nil: none) is told of every dial. A dial that
+// fails is no error here: the puller's first pull waits for the next
+// dial (backoff), as every later pull does, so the worker keeps running
+// instead of stopping and starting again. Errors: only a subscription the
+// fresh connection refused.
 func newPuller(nc *nats.Conn, stream, consumer, group string, dialed func(error)) (*puller, error) {
 	p := &puller{nc: nc, group: group, subject: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer, dialed: dialed}
-	if err := p.resubscribe(); err != nil {
+	if err := p.resubscribe(); err != nil && p.backErr == nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// backOff delays the next pull after err (a failed dial, a refused pull):
+// by pullRetryMin at first, doubling up to pullRetryMax.
+func (p *puller) backOff(err error) {
+	p.retry = min(max(2*p.retry, pullRetryMin), pullRetryMax)
+	p.backErr, p.retryAt = err, time.Now().Add(p.retry)
+}
+
+// answered records that the server answered a pull of the puller's
+// connection (a message or a status): the backoff starts over.
+func (p *puller) answered() {
+	p.backErr, p.retry = nil, 0
 }
 
 // resubscribe replaces the inbox subscription by a fresh one (dialing
@@ -118,18 +139,17 @@ func (p *puller) resubscribe() error {
 	fresh := p.wire == nil
 	if fresh {
 		if time.Now().Before(p.retryAt) {
-			return p.dialErr
+			return p.backErr
 		}
 		w, err := dialPull(p.nc)
 		if p.dialed != nil {
 			p.dialed(err)
 		}
 		if err != nil {
-			p.retry = min(max(2*p.retry, pullRetryMin), pullRetryMax)
-			p.dialErr, p.retryAt = err, time.Now().Add(p.retry)
+			p.backOff(err)
 			return err
 		}
-		p.wire, p.dialErr, p.retry = w, nil, 0
+		p.wire = w
 	}
 	p.inbox = p.nc.NewInbox()
 	// the messages of a pull wait in the socket and the server, never
@@ -144,6 +164,12 @@ func (p *puller) resubscribe() error {
 		// later pull would time out on it in turn; the server must answer
 		// a PING (what of the old inbox still comes meanwhile is dropped)
 		if err := p.wire.Flush(time.Now().Add(pullDialTimeout)); err != nil {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// the subscription was refused; the connection is good
+				// (natswire keeps it): the next try waits, on it
+				p.backOff(err)
+				return fmt.Errorf("collector: pull connection: %w", err)
+			}
 			p.wire = nil
 			return fmt.Errorf("collector: pull connection: %w", err)
 		}
@@ -274,14 +300,16 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 	case !p.nc.IsConnected():
 		return nats.ErrConnectionReconnecting
 	}
-	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
-		if p.wire == nil || p.wire.Err() != nil {
-			// the last dial failed: this pull waits for the next, as a pull
-			// that found nothing waits for its expiry
-			if d := time.Until(p.retryAt); d > 0 {
-				time.Sleep(min(d, expires))
-			}
+	if d := time.Until(p.retryAt); d > 0 {
+		// the last dial failed, or the last pull was refused: this pull
+		// waits for the next try, as a pull that found nothing waits for
+		// its expiry
+		time.Sleep(min(d, expires))
+		if time.Now().Before(p.retryAt) {
+			return p.backErr
 		}
+	}
+	if p.dirty || p.wire == nil || p.wire.Err() != nil { // the last pull ended without the server's word: its messages may still come
 		if err := p.resubscribe(); err != nil {
 			return err
 		}
@@ -316,6 +344,15 @@ func (p *puller) send(n int, expires, hb time.Duration) error {
 		return err
 	}
 	return nil
+}
+
+// release tells the pull connection that no message collect returned so
+// far is used any more (natswire.Conn.Release): its read chunks are read
+// into again. The worker calls it once its cycle is done with them.
+func (p *puller) release() {
+	if p.wire != nil {
+		p.wire.Release()
+	}
 }
 
 // collect reads the messages of the current pull until it ends. The slice
@@ -371,6 +408,12 @@ func (p *puller) next() (*jsMsg, error) {
 		return nil, nil // expires + 1 s without the server's end of the pull
 	case err != nil:
 		p.done, p.dirty = true, true
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			// refused as every pull will be until the permissions change:
+			// the next waits, on the same connection (natswire keeps it
+			// on a permissions violation, as the server does)
+			p.backOff(err)
+		}
 		return nil, err
 	}
 	// a delivery of the consumer has an acknowledgement subject for reply,
@@ -382,6 +425,7 @@ func (p *puller) next() (*jsMsg, error) {
 		if user || v.Subject != p.reply {
 			return nil, nil // not a delivery, nor this pull's status: not counted
 		}
+		p.answered()
 		if err != nil {
 			p.done = true
 			if errors.Is(err, jetstream.ErrPinIDMismatch) {
@@ -394,6 +438,7 @@ func (p *puller) next() (*jsMsg, error) {
 		}
 		return nil, nil // an idle heartbeat
 	}
+	p.answered()
 	p.slab = append(p.slab, jsMsg{Msg: v, ack: a})
 	m := &p.slab[len(p.slab)-1]
 	if id := m.Header(pinIDHeader); id != "" && id != p.pinID {

@@ -87,7 +87,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("collector: nats connect %s: %w", url, err)
+		return fmt.Errorf("collector: nats connect %s: %w", redactURL(url), err)
 	}
 	defer nc.Close()
 	c.url.Store(url)
@@ -190,7 +190,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		// gateway status (retained LWT messages) for the dashboard's
 		// gateway health; every replica subscribes, not a shared group
 		pub.Subscribe(telemetry.Topic(statusFilter), 1, func(_ mqtt.Client, m mqtt.Message) {
-			c.observeStatus(telemetry.SubjectFromTopic(m.Topic()), m.Payload())
+			_ = c.showStatus(telemetry.SubjectFromTopic(m.Topic()), m.Payload()) // counted, when malformed, where the source delivers it (Handle)
 		})
 		src := &ingest.MQTT{Options: mo, Group: c.cfg.MQTT.Group, Log: c.log.With("source", "mqtt")}
 		g.Go(func() error { return src.Run(gctx, c.Handle) })
@@ -202,7 +202,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return src.Run(gctx, c.Handle) })
 	}
-	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { c.observeStatus(m.Subject, m.Data) })
+	// a malformed status is counted by the stream's consumer, not here too
+	statusSub, err := nc.Subscribe(statusFilter, func(m *nats.Msg) { _ = c.showStatus(m.Subject, m.Data) })
 	if err != nil {
 		return fmt.Errorf("collector: subscribe %s: %w", statusFilter, err)
 	}

@@ -7,9 +7,15 @@
 // a subscription sees it: at the collector's rates that was 64 % of all the
 // bytes the collector allocated and about a fifth of its CPU
 // (docs/benchmarks.md, "Our own pull connection"). Here the socket is read
-// into large chunks that are never written again once read, and a Msg's
-// Subject, Reply, Data and header block are views into its chunk; the
-// chunk is freed when no message of it is referenced any more.
+// into large chunks, and a Msg's Reply, Data and header block are views
+// into its chunk (its Subject an interned string of the connection's own).
+// A chunk is not written again until the caller says, with Release, that
+// no message Next returned before is used any more: it is then read into
+// again (Conn.Release), which spares the allocation, the zeroing and the
+// first touches of fresh memory that the bytes read would otherwise cost
+// (half of the collector's allocation: docs/benchmarks.md, "Read chunks
+// used again"). A caller that never calls Release gets chunks that are
+// never written again, freed by the garbage collector.
 //
 // The connection speaks the NATS client protocol
 // (https://docs.nats.io/reference/reference-protocols/nats-protocol):
@@ -66,10 +72,11 @@ var ErrTimeout = nats.ErrTimeout
 var ErrProtocol = errors.New("natswire: protocol error")
 
 // Msg is a message read by Next. Reply, Data and the header block are
-// views into the connection's read chunk, which is never written again:
-// they stay valid for as long as they are referenced (and keep the chunk
-// alive: copy what is kept). Subject is a string of its own, interned (a
-// subject seen again is the same string): callers keep subjects.
+// views into the connection's read chunk: they stay valid until the
+// caller's next Release (without Release, for as long as they are
+// referenced, keeping the chunk alive): copy what is kept past it.
+// Subject is a string of its own, interned (a subject seen again is the
+// same string): callers keep subjects.
 type Msg struct {
 	Subject string
 	Reply   string
@@ -151,7 +158,13 @@ type Conn struct {
 
 	buf  []byte // the read chunk: buf[r:w] is read but not parsed
 	r, w int
-	out  []byte // the write buffer
+	// chunks: retired holds the full chunks read since the last Release
+	// (views of messages handed out may point into them), free the chunks
+	// Release gave back (at most maxFree), read into again by fill
+	retired [][]byte
+	free    [][]byte
+	made    int    // chunks allocated (tests)
+	out     []byte // the write buffer
 
 	lineStart int // where the last protocol line began in buf
 
@@ -179,7 +192,7 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("natswire: dial %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("natswire: dial %s: %w", shown(u), err)
 	}
 	c := &Conn{conn: nc}
 	dl := time.Now().Add(handshakeTimeout)
@@ -195,7 +208,7 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("natswire: connect to %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("natswire: connect to %s: %w", shown(u), err)
 	}
 	_ = c.conn.SetDeadline(time.Time{})
 	return c, nil
@@ -203,6 +216,14 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 
 // parseURL reads a server URL as nats.go does: the scheme and port
 // default to nats and 4222.
+// shown is u as errors show it: without its user information (a token is
+// user information without a password, which url.URL.Redacted shows).
+func shown(u *url.URL) string {
+	v := *u
+	v.User = nil
+	return v.String()
+}
+
 func parseURL(raw string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if !strings.Contains(raw, "://") {
@@ -522,8 +543,10 @@ func (c *Conn) Close() error {
 // until deadline (zero: no bound). It answers the server's PINGs and skips
 // messages of a previous subscription, PONGs, +OK and INFO. Errors:
 // ErrTimeout at the deadline (the connection stays usable), a -ERR from
-// the server, ErrProtocol for what is not the protocol, or the read's
-// error; all but ErrTimeout close the connection.
+// the server (a permissions violation, wrapping
+// nats.ErrPermissionViolation, leaves it usable too: the server refused
+// one publish or subscription), ErrProtocol for what is not the protocol,
+// or the read's error; the others close the connection.
 func (c *Conn) Next(deadline time.Time) (Msg, error) {
 	return c.next(deadline, true)
 }
@@ -564,7 +587,14 @@ func (c *Conn) next(deadline time.Time, msgs bool) (Msg, error) {
 			c.pinged = false
 		case hasOp(line, "+OK"), hasOp(line, "INFO "):
 		case hasOp(line, "-ERR"):
-			return Msg{}, c.fail(serverError(string(line[4:])))
+			err := serverError(string(line[4:]))
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// the server refused one publish or subscription and
+				// keeps the connection (as nats-server does): dialing
+				// again would be refused the same way
+				return Msg{}, err
+			}
+			return Msg{}, c.fail(err)
 		default:
 			return Msg{}, c.fail(fmt.Errorf("%w: unknown operation %q", ErrProtocol, cut(line)))
 		}
@@ -715,7 +745,8 @@ func (c *Conn) intern(b []byte) string {
 	return s
 }
 
-// view is b as a string without a copy: the chunk is never written again.
+// view is b as a string without a copy: the chunk is not written again
+// before the caller's Release.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // line returns the next protocol line without its CRLF (a view into the
@@ -742,14 +773,16 @@ func (c *Conn) line() ([]byte, error) {
 }
 
 // fill reads until buf[r:w] holds at least n bytes. Bytes once read are
-// never written again: when the chunk has no room for n bytes from r, the
-// unparsed part is copied to a new chunk and the old one is left to the
-// messages that view it.
+// not written again before Release: when the chunk has no room for n bytes
+// from r, the unparsed part is copied to another chunk (a free one, else
+// a new one) and the old one is retired, left to the messages that view it
+// until the next Release.
 func (c *Conn) fill(n int) error {
 	for c.w-c.r < n {
 		if len(c.buf)-c.r < n {
-			nb := make([]byte, max(chunkSize, n))
+			nb := c.chunk(n)
 			k := copy(nb, c.buf[c.r:c.w])
+			c.retire(c.buf)
 			c.buf, c.r, c.w = nb, 0, k
 		}
 		k, err := c.conn.Read(c.buf[c.w:])
@@ -759,4 +792,65 @@ func (c *Conn) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// maxFree bounds the chunks a connection keeps for reading into again
+// (8 MiB of 256 KiB chunks): about what one collector cycle reads at
+// fetch 2,048 with messages of up to 4 KiB. Chunks Release frees beyond
+// it are left to the garbage collector.
+const maxFree = 32
+
+// Release tells the connection that no message Next returned so far is
+// used any more, nor any view of one (Data, Reply, Hdr, Header's value):
+// the chunks that held only such messages are read into again. Whatever a
+// caller keeps past Release must be a copy. Between Release calls a
+// message's bytes do not change.
+//
+// In guard mode (SetGuard, for tests) the chunks Release frees are made
+// inaccessible instead, the current one included: a view kept past
+// Release faults when read (SIGSEGV, with the stack of the read).
+func (c *Conn) Release() {
+	if guarded() {
+		if c.buf != nil { // its read part is released too: the unparsed rest moves
+			nb := c.chunk(c.w - c.r)
+			k := copy(nb, c.buf[c.r:c.w])
+			c.retire(c.buf)
+			c.buf, c.r, c.w = nb, 0, k
+		}
+		for _, b := range c.retired {
+			guardRelease(b)
+			guardedTotal.Add(1)
+		}
+	} else {
+		for _, b := range c.retired {
+			if cap(b) == chunkSize && len(c.free) < maxFree { // a large message's own chunk is not kept
+				c.free = append(c.free, b[:chunkSize])
+			}
+		}
+	}
+	clear(c.retired)
+	c.retired = c.retired[:0]
+}
+
+// chunk returns a chunk to read into with room for n bytes: a free one
+// when n fits one, else a new one of chunkSize or n bytes.
+func (c *Conn) chunk(n int) []byte {
+	if k := len(c.free); k > 0 && n <= chunkSize {
+		b := c.free[k-1]
+		c.free[k-1] = nil
+		c.free = c.free[:k-1]
+		return b
+	}
+	c.made++
+	if guarded() {
+		return guardChunk(max(chunkSize, n))
+	}
+	return make([]byte, max(chunkSize, n))
+}
+
+// retire keeps b (the chunk being replaced) until the next Release.
+func (c *Conn) retire(b []byte) {
+	if b != nil {
+		c.retired = append(c.retired, b)
+	}
 }

@@ -607,3 +607,50 @@ func TestBadURLKeepsItsPassword(t *testing.T) {
 		}
 	}
 }
+
+// A dial that fails shows no user information of its URL: neither a
+// password nor a token (url.URL.Redacted shows a token, being user
+// information without a password).
+func TestDialErrorShowsNoCredentials(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // nothing listens there now
+	for _, u := range []string{"nats://collector:s3cret@" + addr, "tls://Tok-s3cret@" + addr} {
+		_, err := natswire.Dial(context.Background(), u, options(t))
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), addr) {
+			t.Errorf("dial %s: %v, want an error naming the address and no credentials", strings.Split(u, ":")[0], err)
+		}
+	}
+}
+
+// A publish the server refuses for the user's permissions is a -ERR the
+// server keeps the connection after: Next returns it (wrapping
+// nats.ErrPermissionViolation) and the connection stays usable, messages
+// of its subscription still read.
+func TestPermissionViolationKeepsTheConnection(t *testing.T) {
+	ns := brokertest.Server(t, &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "u", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"denied.>"}}}}}})
+	c := dial(t, ns.ClientURL(), nats.UserInfo("u", "pw"))
+	if err := c.Subscribe("in.>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish("denied.x", "", []byte("no")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Next(time.Now().Add(5 * time.Second)); !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Fatalf("after a denied publish: %v, want a permissions violation", err)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("connection closed after a permissions violation: %v", err)
+	}
+	if err := c.Publish("in.y", "", []byte("yes")); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); string(m.Data) != "yes" {
+		t.Fatalf("after the violation: %q, want the message published since", m.Data)
+	}
+}

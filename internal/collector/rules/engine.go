@@ -52,9 +52,9 @@ type Engine struct {
 	peers   map[peerKey]*peerGroup
 	stats   Stats
 	scratch []float64
-	slab    []float64 // AppendBinary's evaluator memory of one rule, reused
 	updated []*signalState
-	warmed  uint32 // what warm returned
+	kept    []*inst // AppendBinary's rule instances with state of one asset, reused
+	warmed  uint32  // what warm returned
 	// last is the asset of the newest lookup (nil: none): the calls
 	// for one batch (Has, Duplicate, LimitSignals, Process, Key, the
 	// checkpoint's AppendBinary) ask for the same asset in a row, and a

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
+	"github.com/smelterio/smelter/internal/collector/statebin"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -457,10 +459,12 @@ func restoreRules(insts []*inst, rs []RuleState) {
 	}
 }
 
-// saveEval returns an evaluator's memory as numbers (nil: nothing to keep).
-// appendEval appends an evaluator's memory to dst (nothing for a peer
-// rule: rebuilt from live values).
-func appendEval(dst []float64, ev evaluator) []float64 {
+// appendEvalBinary appends an evaluator's memory as statebin.AppendFloats
+// writes its numbers (the count, then every value; count 0 for a nil
+// evaluator and a peer rule: rebuilt from live values), straight from the
+// evaluator: the layout loadEval reads, defined here only (appendEval
+// reads it back as numbers). Windows are written in bulk.
+func appendEvalBinary(b []byte, ev evaluator) []byte {
 	b2f := func(b bool) float64 {
 		if b {
 			return 1
@@ -469,22 +473,42 @@ func appendEval(dst []float64, ev evaluator) []float64 {
 	}
 	switch x := ev.(type) {
 	case *thresholdEval:
-		return append(dst, x.x, x.limit)
+		return statebin.AppendFloats(b, []float64{x.x, x.limit})
 	case *rateEval:
-		dst = append(dst, x.delta, x.x)
+		b = statebin.AppendUvarint(b, uint64(2+2*x.n))
+		b = statebin.AppendRawFloats(b, []float64{x.delta, x.x})
+		at := len(b)
+		b = slices.Grow(b, 16*x.n)[:at+16*x.n]
+		d := b[at:]
 		for k := 0; k < x.n; k++ {
 			i := (x.head + k) % rateCap
-			dst = append(dst, float64(x.ts[i]), x.v[i])
+			binary.LittleEndian.PutUint64(d[16*k:], math.Float64bits(float64(x.ts[i])))
+			binary.LittleEndian.PutUint64(d[16*k+8:], math.Float64bits(x.v[i]))
 		}
-		return dst
+		return b
 	case *stuckEval:
-		return append(append(dst, float64(x.head), float64(x.n), x.spread), x.vals...)
+		b = statebin.AppendUvarint(b, uint64(3+len(x.vals)))
+		b = statebin.AppendRawFloats(b, []float64{float64(x.head), float64(x.n), x.spread})
+		return statebin.AppendRawFloats(b, x.vals)
 	case *ewmaEval:
-		return append(dst, float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x)
+		return statebin.AppendFloats(b, []float64{float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x})
 	case *zscoreEval:
-		return append(append(dst, float64(x.head), float64(x.n), x.z, x.mean, x.sd), x.vals...)
+		b = statebin.AppendUvarint(b, uint64(5+len(x.vals)))
+		b = statebin.AppendRawFloats(b, []float64{float64(x.head), float64(x.n), x.z, x.mean, x.sd})
+		return statebin.AppendRawFloats(b, x.vals)
 	case *cusumEval:
-		return append(dst, float64(x.b.n), x.b.mean, x.b.m2, x.hi, x.lo, x.x)
+		return statebin.AppendFloats(b, []float64{float64(x.b.n), x.b.mean, x.b.m2, x.hi, x.lo, x.x})
+	}
+	return append(b, 0)
+}
+
+// appendEval appends an evaluator's memory to dst as numbers
+// (appendEvalBinary's, read back: one definition of the layout).
+func appendEval(dst []float64, ev evaluator) []float64 {
+	var buf [512]byte // a window of up to 60 values without an allocation
+	r := statebin.NewReader(appendEvalBinary(buf[:0], ev))
+	for range r.Count(8) {
+		dst = append(dst, r.Float())
 	}
 	return dst
 }

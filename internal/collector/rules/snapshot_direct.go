@@ -34,6 +34,16 @@ func (e *Engine) AppendBinary(b []byte, site, id string) ([]byte, bool) {
 	b = statebin.AppendVarint(b, int64(a.part))
 	b = statebin.AppendVarint(b, a.lifeTSGW)
 	b = statebin.AppendUvarint(b, uint64(len(a.list)))
+	// first the instances that may have state, each signal's ended by a
+	// nil: a short loop whose loads of the instances (cold in memory in a
+	// large fleet) the processor overlaps, instead of one miss at a time
+	// between the encoding of the ones before
+	kept := e.kept[:0]
+	for _, s := range a.list {
+		kept = append(mayHaveState(kept, s.insts, s.stale, s.plaus), nil)
+	}
+	kept = append(mayHaveState(kept, a.insts, a.silence, nil), nil)
+	e.kept = kept
 	for _, s := range a.list {
 		iv := s.interval
 		if s.birthIV { // SnapshotInto leaves a birth's interval out: the birth has it
@@ -41,43 +51,64 @@ func (e *Engine) AppendBinary(b []byte, site, id string) ([]byte, bool) {
 		}
 		b = appendSignalBinary(b, s.name, s.unit, s.value, s.text, byte(s.quality), s.valid, s.implaus,
 			[...]int64{s.ts, s.seen, s.first, s.arr, s.good, s.firstArr, iv})
-		b = e.appendInstsBinary(b, s.insts, s.stale, s.plaus)
+		b, kept = appendInstsBinary(b, kept)
 	}
-	return e.appendInstsBinary(b, a.insts, a.silence, nil), true
+	b, _ = appendInstsBinary(b, kept)
+	clear(e.kept) // no instance of a dropped asset held
+	return b, true
 }
 
-// appendInstsBinary appends the rules with state among insts, then x and
-// y (when not nil), as appendRulesBinary does for appendRule's RuleStates.
-func (e *Engine) appendInstsBinary(b []byte, insts []*inst, x, y *inst) []byte {
+// mayHaveState appends the instances among insts, then x and y (when not
+// nil), that may have state to keep: a latch that is not clear, or an
+// evaluator (appendInstBinary leaves out one without memory).
+func mayHaveState(dst, insts []*inst, x, y *inst) []*inst {
+	for _, in := range insts {
+		if in.impl != nil || !in.latch.Zero() {
+			dst = append(dst, in)
+		}
+	}
+	for _, in := range [2]*inst{x, y} {
+		if in != nil && (in.impl != nil || !in.latch.Zero()) {
+			dst = append(dst, in)
+		}
+	}
+	return dst
+}
+
+// appendInstsBinary appends the rules with state among the instances of
+// kept up to its first nil, as appendRulesBinary does for appendRule's
+// RuleStates (each rule's evaluator memory written straight into b:
+// appendEvalBinary), and returns kept after that nil.
+func appendInstsBinary(b []byte, kept []*inst) ([]byte, []*inst) {
 	at := len(b)
 	b = append(b, 0) // the count: one byte below 128, fixed below
 	n := 0
-	add := func(in *inst) {
-		e.slab = e.slab[:0]
-		if in.impl != nil {
-			e.slab = appendEval(e.slab, in.impl)
-		}
-		if in.latch.Zero() && len(e.slab) == 0 {
-			return
-		}
-		b = statebin.AppendString(b, in.r.Name)
-		b = statebin.AppendLatch(b, in.latch.State())
-		b = statebin.AppendFloats(b, e.slab)
-		n++
+	for kept[0] != nil {
+		b = appendInstBinary(b, kept[0], &n)
+		kept = kept[1:]
 	}
-	for _, in := range insts {
-		add(in)
-	}
-	for _, in := range [2]*inst{x, y} {
-		if in != nil {
-			add(in)
-		}
-	}
+	kept = kept[1:]
 	if n < 0x80 {
 		b[at] = byte(n)
-		return b
+		return b, kept
 	}
-	return slices.Replace(b, at, at+1, binary.AppendUvarint(nil, uint64(n))...)
+	return slices.Replace(b, at, at+1, binary.AppendUvarint(nil, uint64(n))...), kept
+}
+
+// appendInstBinary appends in's name, latch and evaluator memory and
+// counts it in n, unless it has no state (a clear latch, no memory): then
+// b is left as it was.
+func appendInstBinary(b []byte, in *inst, n *int) []byte {
+	start := len(b)
+	b = statebin.AppendString(b, in.r.Name)
+	b = statebin.AppendLatch(b, in.latch.State())
+	mem := len(b)
+	b = appendEvalBinary(b, in.impl)
+	if len(b) == mem+1 && in.latch.Zero() { // a count of 0: no memory
+		return b[:start]
+	}
+	*n++
+	return b
 }
 
 // appendBirthBinary appends the part of the record a birth sets, as

@@ -46,9 +46,17 @@ func AppendFloat(b []byte, f float64) []byte {
 
 // AppendFloats appends the count and every value.
 func AppendFloats(b []byte, fs []float64) []byte {
-	b = binary.AppendUvarint(b, uint64(len(fs)))
-	for _, f := range fs {
-		b = AppendFloat(b, f)
+	return AppendRawFloats(binary.AppendUvarint(b, uint64(len(fs))), fs)
+}
+
+// AppendRawFloats appends every value (8 bytes each, as AppendFloat)
+// without a count, b grown once: for a caller that wrote the count.
+func AppendRawFloats(b []byte, fs []float64) []byte {
+	at := len(b)
+	b = slices.Grow(b, 8*len(fs))[:at+8*len(fs)]
+	d := b[at:]
+	for i, f := range fs {
+		binary.LittleEndian.PutUint64(d[8*i:], math.Float64bits(f))
 	}
 	return b
 }
