@@ -652,7 +652,10 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		inTimeOrder(b)
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
-		if !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
+		// the asset's one lookup: its handles into the engine, the KPI
+		// tracker, the dashboard store and the dirty list (assetRef)
+		ref := sh.refs[[2]string{b.Asset.Site(), b.Asset.ID}]
+		if (ref == nil || !sh.bind(ref)) && !c.admit(sh, b.Asset.Site(), b.Asset.ID) {
 			return
 		}
 		defer c.count(sh, sh.engine.Len())
@@ -683,25 +686,26 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		}
 		late0 := sh.engine.Stats().Late
 		al := sh.engine.Process(b, stored, sh.scratch[:0])
+		if ref == nil { // the asset's first batch here: its key the engine's copies
+			ref = sh.ref(b.Asset.Site(), b.Asset.ID)
+		}
 		if sh.engine.Stats().Late != late0 {
 			c.log.Debug("batch older than its asset's newest, not evaluated", "partition", sh.p, "gateway", b.Gateway, "seq", b.Seq, "asset", b.Asset.ID)
-			c.live.ObserveBatchClock(b, true, clk) // the asset stays on its newest evaluated message's gateway
+			c.live.ObserveBatchAt(&ref.live, b, true, clk) // the asset stays on its newest evaluated message's gateway
 		} else {
-			c.live.ObserveBatchClock(b, false, clk)
+			c.live.ObserveBatchAt(&ref.live, b, false, clk)
 		}
 		var res []kpi.Result
-		res, al = sh.kpis.Process(b, sh.results[:0], al)
+		res, al = sh.kpis.ProcessAt(&ref.kpi, b, sh.results[:0], al)
 		c.record(sh, al, res, cy)
 		sh.scratch, sh.results = al[:0], res[:0]
 		// what outlives the batch holds no view into its payload: the
-		// engine's copies of the asset's key (a payload kept alive by the
-		// dirty set or the cycle would be held until the checkpoint)
-		k, gw, ok := sh.engine.Key(b.Asset.Site(), b.Asset.ID)
-		if !ok { // not evaluated (the engine tracks every asset it saw)
-			k = [2]string{strings.Clone(b.Asset.Site()), strings.Clone(b.Asset.ID)}
-		}
-		sh.dirty[k] = struct{}{}
+		// ref's copies of the asset's key (a payload kept alive by the
+		// dirty list or the cycle would be held until the checkpoint)
+		sh.markDirty(ref)
 		if c.onCommit != nil {
+			k := ref.key
+			_, gw, _ := sh.engine.Key(k[0], k[1])
 			if gw != b.Gateway {
 				gw = strings.Clone(b.Gateway)
 			}
@@ -788,7 +792,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		}
 		c.record(sh, al, nil, cy)
 		sh.scratch = al[:0]
-		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
+		sh.dirtyKey(as.Site(), as.ID)
 		sh.mu.Unlock()
 		c.live.ObserveBirth(bi)
 		if bounded {
@@ -841,7 +845,7 @@ func (c *Collector) processPayload(sh *shard, subject string, data []byte, stabl
 		c.count(sh, n)
 		c.record(sh, al, nil, cy)
 		sh.scratch = al[:0]
-		sh.dirty[[2]string{as.Site(), as.ID}] = struct{}{}
+		sh.dirtyKey(as.Site(), as.ID)
 		sh.mu.Unlock()
 	case telemetry.KindStatus:
 		if !c.observeStatus(subject, data) {
@@ -1121,7 +1125,7 @@ func (c *Collector) record(sh *shard, al []alert.Alert, res []kpi.Result, cy *cy
 	for _, a := range al {
 		sh.setAlert(a)
 		cy.alerts = append(cy.alerts, a)
-		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
+		sh.dirtyKey(a.Site, a.Asset)
 		a.Group = c.cfg.Group // published with its group: a history sink keeps its own
 		data, err := json.Marshal(a)
 		if err != nil {

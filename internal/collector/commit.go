@@ -257,7 +257,7 @@ func (c *Collector) checkpoint(ctx context.Context, io *natsIO, sh *shard, cy *c
 	expireBirths(sh) // split births left incomplete free their parts (MQTT and Sparkplug sources)
 	if io == nil {
 		sh.mu.Lock()
-		clear(sh.dirty)
+		sh.clearDirty()
 		sh.mu.Unlock()
 		c.committed(sh, cy)
 		return nil

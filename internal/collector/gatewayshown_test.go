@@ -72,7 +72,7 @@ func assetRecord(t *testing.T, sh *shard, site, asset string) []byte {
 	t.Helper()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.dirty[[2]string{site, asset}] = struct{}{}
+	sh.dirtyKey(site, asset)
 	w, err := sh.snapshot(nil, 0, false, nil)
 	if err != nil || len(w) != 1 {
 		t.Fatalf("snapshot: %d records, %v", len(w), err)

@@ -591,7 +591,7 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 	genIngest(assets, 120, time.Second, func(subject string, data []byte) { c.process(sh, subject, data, time.Now(), &cy) })
 	var keys [][2]string
 	sh.mu.Lock()
-	clear(sh.dirty)
+	sh.clearDirty()
 	for _, v := range sh.engine.Assets() {
 		keys = append(keys, [2]string{v.Site, v.ID})
 	}
@@ -604,7 +604,7 @@ func BenchmarkCheckpointRecord(b *testing.B) {
 			for b.Loop() {
 				sh.mu.Lock()
 				for _, k := range keys[:64] {
-					sh.dirty[k] = struct{}{}
+					sh.dirtyKey(k[0], k[1])
 				}
 				cy.kv, err = sh.snapshot(cy.kv[:0], 0, format == "json", nil)
 				sh.mu.Unlock()

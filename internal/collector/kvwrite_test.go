@@ -159,7 +159,7 @@ func TestCheckpointFencedByAnotherWriter(t *testing.T) {
 	dirtyAll := func() {
 		sh.mu.Lock()
 		for _, v := range sh.engine.Assets() {
-			sh.dirty[[2]string{v.Site, v.ID}] = struct{}{}
+			sh.dirtyKey(v.Site, v.ID)
 		}
 		sh.mu.Unlock()
 	}

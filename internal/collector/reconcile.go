@@ -233,7 +233,7 @@ func (c *Collector) adoptBefore(sh *shard, seq uint64) {
 			continue
 		}
 		sh.setAlert(a)
-		sh.dirty[[2]string{a.Site, a.Asset}] = struct{}{}
+		sh.dirtyKey(a.Site, a.Asset)
 		c.log.Warn("alert event published after its asset's newest checkpoint adopted (a crash or a lost partition between the two)",
 			"partition", sh.p, "id", a.ID, "state", a.State, "key", a.Key)
 	}

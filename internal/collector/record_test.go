@@ -43,7 +43,7 @@ func records(t *testing.T, sh *shard, asJSON bool) map[[2]string][]byte {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for _, v := range sh.engine.Assets() {
-		sh.dirty[[2]string{v.Site, v.ID}] = struct{}{}
+		sh.dirtyKey(v.Site, v.ID)
 	}
 	ws, err := sh.snapshot(nil, 0, asJSON, nil)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/kpi"
 	"github.com/smelterio/smelter/internal/collector/rules"
 	"github.com/smelterio/smelter/internal/collector/statebin"
+	"github.com/smelterio/smelter/internal/dashboard"
 )
 
 // shard is the rule and KPI state of one partition (partition 0 in single
@@ -45,10 +46,17 @@ type shard struct {
 	partLeads map[partKey]int64
 	active    map[string]alert.Alert
 	activeOf  map[[2]string]map[string]struct{} // keys of active, by (site, asset)
-	dirty     map[[2]string]struct{}
-	rev       map[[2]string]uint64 // KV revision of each asset's record
-	loaded    bool                 // state restored from the bucket
-	scratch   []alert.Alert
+	// refs: every asset's handles into the engine, the KPI tracker and
+	// the dashboard store, and its place in the dirty list; a batch looks
+	// its asset up here once (assetRef). dirty lists the assets changed
+	// since the last checkpoint, each once: those whose mark is epoch
+	// (markDirty, clearDirty).
+	refs    map[[2]string]*assetRef
+	dirty   []*assetRef
+	epoch   uint64
+	rev     map[[2]string]uint64 // KV revision of each asset's record
+	loaded  bool                 // state restored from the bucket
+	scratch []alert.Alert
 	// adopt: alert events the restored records lack, read back from the
 	// stream (reconcile), applied in stream order (adoptBefore); adopting
 	// tells the hot path whether there are any
@@ -132,8 +140,72 @@ func (sh *shard) forget() {
 
 func (c *Collector) newShard(p int) *shard {
 	return &shard{p: p, tok: strconv.Itoa(p), engine: rules.New(c.set, c.cat, rules.Options{MaxFuture: time.Duration(c.cfg.MaxFuture)}), kpis: c.cfg.kpiTracker(c.set, c.cat),
-		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), partLeads: map[partKey]int64{}, active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, dirty: map[[2]string]struct{}{},
-		rev: map[[2]string]uint64{}}
+		dedup: ingest.NewDedup(c.cfg.DedupWindow), births: ingest.NewBirthParts(256, c.birthPartsDropped), partLeads: map[partKey]int64{}, active: map[string]alert.Alert{}, activeOf: map[[2]string]map[string]struct{}{}, refs: map[[2]string]*assetRef{},
+		epoch: 1, rev: map[[2]string]uint64{}}
+}
+
+// assetRef is what a shard keeps of one asset for the path of its
+// batches: its key (copies, never views into a payload) and its handles
+// into the rules engine, the KPI tracker and the dashboard store, so that
+// a batch looks its asset up once (in shard.refs) instead of once per
+// structure, and whether it is in the dirty list. Guarded by shard.mu
+// (live is filled under the store's lock too, but only ever with sh.mu
+// held). A shard's refs go with it (a partition released or dropped):
+// the next shard of the partition starts with none.
+type assetRef struct {
+	key  [2]string
+	eng  rules.Handle
+	kpi  kpi.Handle
+	live dashboard.AssetHandle
+	mark uint64 // shard.epoch when listed in shard.dirty
+}
+
+// ref returns the asset's ref, created on first use (its key the
+// engine's copies when the engine tracks the asset); sh.mu is held.
+func (sh *shard) ref(site, id string) *assetRef {
+	r := sh.refs[[2]string{site, id}]
+	if r == nil {
+		k, _, ok := sh.engine.Key(site, id)
+		if !ok {
+			k = [2]string{strings.Clone(site), strings.Clone(id)}
+		}
+		r = &assetRef{key: k}
+		sh.refs[k] = r
+	}
+	return r
+}
+
+// bind makes r's asset the engine's current one and reports whether the
+// engine tracks it (rules.Engine.Bind); sh.mu is held. When the engine's
+// state of the asset was replaced since (a class change, a restored
+// record), the KPI handle is looked up again too: a restored record
+// replaces the asset's KPI entry with its rule state (shard.restore).
+func (sh *shard) bind(r *assetRef) bool {
+	was := r.eng
+	ok := sh.engine.Bind(&r.eng, r.key[0], r.key[1])
+	if r.eng != was {
+		r.kpi = kpi.Handle{}
+	}
+	return ok
+}
+
+// markDirty lists r's asset for the next checkpoint, once; sh.mu is held.
+func (sh *shard) markDirty(r *assetRef) {
+	if r.mark != sh.epoch {
+		r.mark = sh.epoch
+		sh.dirty = append(sh.dirty, r)
+	}
+}
+
+// dirtyKey lists the asset (site, id) for the next checkpoint, once;
+// sh.mu is held.
+func (sh *shard) dirtyKey(site, id string) { sh.markDirty(sh.ref(site, id)) }
+
+// clearDirty empties the dirty list; sh.mu is held.
+func (sh *shard) clearDirty() {
+	clear(sh.dirty)
+	sh.dirty = sh.dirty[:0]
+	sh.epoch++
 }
 
 // record is the checkpoint of one asset in the state bucket.
@@ -249,7 +321,8 @@ func stateKey(p int, site, id string) string {
 // is held. Records longer than limit bytes (the server's max_payload; 0:
 // no limit) are not returned but listed in tooBig: they cannot be stored.
 func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key string, n int)) ([]kvWrite, error) {
-	for k := range sh.dirty {
+	for _, ref := range sh.dirty {
+		k := ref.key
 		var data []byte
 		var err error
 		if asJSON {
@@ -293,7 +366,7 @@ func (sh *shard) snapshot(dst []kvWrite, limit int, asJSON bool, tooBig func(key
 		}
 		dst = append(dst, kvWrite{asset: k, key: key, data: data, rev: sh.rev[k]})
 	}
-	clear(sh.dirty)
+	sh.clearDirty()
 	return dst, nil
 }
 

@@ -321,7 +321,7 @@ func BenchmarkInventedSignalNames(b *testing.B) {
 				heap = float64(int64(heapInUse()) - int64(before))
 				sh.mu.Lock()
 				v, _ := sh.engine.Asset("s1", "a-1")
-				sh.dirty[[2]string{"s1", "a-1"}] = struct{}{}
+				sh.dirtyKey("s1", "a-1")
 				ws, err := sh.snapshot(nil, 0, false, nil)
 				sh.mu.Unlock()
 				if err != nil || len(ws) != 1 {

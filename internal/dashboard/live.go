@@ -322,14 +322,39 @@ func (l *Live) ObserveBatch(b *telemetry.Batch) { l.observeBatch(b, true, nil) }
 // the gateway it left, and its data clock was that gateway's).
 func (l *Live) ObserveLateBatch(b *telemetry.Batch) { l.observeBatch(b, false, nil) }
 
+// AssetHandle is a caller's reference to an asset's entry in a Live store
+// (ObserveBatchAt): it spares the map lookup by site and id on the
+// asset's next batches. The zero AssetHandle refers to nothing; once
+// filled it refers to the asset's entry for the store's life (the store
+// never drops an asset), and only in the store that filled it. Its caller
+// guards it (ObserveBatchAt fills it under the store's lock, but the
+// handle itself is the caller's: one writer at a time).
+type AssetHandle struct{ a *assetLive }
+
+// ObserveBatchAt is ObserveBatchClock with h, the handle of the batch's
+// asset: filled on the asset's first batch, it spares the lookup after.
+func (l *Live) ObserveBatchAt(h *AssetHandle, b *telemetry.Batch, late bool, c Clock) {
+	l.observeBatchAt(h, b, !late, &c)
+}
+
 // observeBatch records b; c, when not nil, is what the collector measured
 // of its gateway's clock (ObserveBatchClock).
 func (l *Live) observeBatch(b *telemetry.Batch, attach bool, c *Clock) {
+	var h AssetHandle
+	l.observeBatchAt(&h, b, attach, c)
+}
+
+// observeBatchAt is observeBatch through h (see ObserveBatchAt).
+func (l *Live) observeBatchAt(h *AssetHandle, b *telemetry.Batch, attach bool, c *Clock) {
 	now := l.now().UnixMilli()
 	site := b.Asset.Site()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a := l.asset(site, b.Asset.ID)
+	a := h.a
+	if a == nil {
+		a = l.asset(site, b.Asset.ID)
+		h.a = a
+	}
 	a.recv = now
 	g := a.gw
 	if g != nil && g.id == b.Gateway {

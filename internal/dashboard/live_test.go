@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"fmt"
+	"reflect"
 	"syscall"
 	"testing"
 	"time"
@@ -275,5 +276,43 @@ func TestLateBatchKeepsTheAssetsGateway(t *testing.T) {
 	gws := l.Gateways()
 	if len(gws) != 2 || gws[0].ID != "gw-1" || gws[0].Batches != 1 || gws[0].LastSeq != 7 {
 		t.Errorf("the late batch not counted for gw-1: %+v", gws)
+	}
+}
+
+// TestObserveBatchAtMatchesLookup: batches observed through an
+// AssetHandle leave the store as the same batches observed by lookup
+// (late ones too), and the handle, filled by the first, stays on the
+// asset's one entry.
+func TestObserveBatchAtMatchesLookup(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	clock := func() time.Time { return now }
+	byKey, byHandle := NewLive(clock), NewLive(clock)
+	var h AssetHandle
+	base := now.UnixMilli() - 100_000
+	for i := range 60 {
+		b := batch(uint64(i+1), base+int64(i)*1000, 3)
+		late := i%7 == 6
+		if late {
+			b.Gateway, b.TSGW = "gw-2", base // a backlog of another gateway
+		}
+		c := Clock{TSGW: b.TSGW, Arrival: now.UnixMilli(), Live: true}
+		byKey.ObserveBatchClock(b, late, c)
+		byHandle.ObserveBatchAt(&h, b, late, c)
+		if h.a == nil || h.a != byHandle.assets[assetKey{"s1", "m-1"}] {
+			t.Fatalf("batch %d: the handle is not the asset's entry", i)
+		}
+	}
+	want, _, _, _ := byKey.History("s1", "m-1", []string{"sig_00", "sig_02"}, 0)
+	got, _, _, ok := byHandle.History("s1", "m-1", []string{"sig_00", "sig_02"}, 0)
+	if !ok || !reflect.DeepEqual(got, want) || len(got["sig_00"]) == 0 {
+		t.Fatalf("history through the handle %v, want %v", got, want)
+	}
+	wr, wg := byKey.Received("s1", "m-1")
+	gr, gg := byHandle.Received("s1", "m-1")
+	if wr != gr || wg != gg || gg != "gw-1" {
+		t.Fatalf("received %d %q, want %d %q (gw-1)", gr, gg, wr, wg)
+	}
+	if !reflect.DeepEqual(byKey.Gateways(), byHandle.Gateways()) {
+		t.Fatalf("gateways %v, want %v", byHandle.Gateways(), byKey.Gateways())
 	}
 }

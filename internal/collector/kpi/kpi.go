@@ -166,6 +166,9 @@ type assetAcc struct {
 	a               acc
 	latches         map[string]*alert.Latch
 	last            *Result
+	// gone: replaced in the tracker by an entry of another class (asset):
+	// a Handle to it is stale
+	gone bool
 }
 
 // New returns a tracker.
@@ -190,12 +193,16 @@ func (t *Tracker) Stats() Stats { return t.stats }
 
 func (t *Tracker) asset(site, id, class string) *assetAcc {
 	k := [2]string{site, id}
-	if a, ok := t.assets[k]; ok && a.class == class {
-		return a
+	old, ok := t.assets[k]
+	if ok && old.class == class {
+		return old
 	}
 	def, ok := classes[class]
 	if !ok {
 		return nil
+	}
+	if old != nil {
+		old.gone = true
 	}
 	w := t.cfg.Window
 	if cw, ok := t.cfg.Windows[class]; ok {
@@ -281,10 +288,49 @@ func (t *Tracker) Birth(b *telemetry.Birth) {
 	}
 }
 
+// Handle is a caller's reference to an asset's entry in a Tracker
+// (ProcessAt): it spares the map lookup by site and id on the asset's next
+// batches. The zero Handle refers to nothing. It goes stale when the
+// asset's entry is replaced by one of another class (ProcessAt then looks
+// the asset up again); a caller that restores the asset (RestoreAsset)
+// must start from a zero Handle. Not safe for concurrent use.
+type Handle struct {
+	a *assetAcc
+	// none is a class without KPIs the asset's batches had last (a nil
+	// a): its batches do not look the asset up again while it stays
+	none string
+}
+
+// ref returns the entry of the asset (site, id) of class (nil: a class
+// without KPIs) through h, looking it up when h is zero, stale or of
+// another class.
+func (t *Tracker) ref(h *Handle, site, id, class string) *assetAcc {
+	if a := h.a; a != nil {
+		if !a.gone && a.class == class {
+			return a
+		}
+	} else if h.none != "" && h.none == class {
+		return nil
+	}
+	a := t.asset(site, id, class)
+	h.a, h.none = a, ""
+	if a == nil {
+		h.none = strings.Clone(class) // not a view into a payload
+	}
+	return a
+}
+
 // Process integrates one batch. When the batch starts a new window, the
 // finished window's Result and any efficiency alert changes are appended.
 func (t *Tracker) Process(b *telemetry.Batch, results []Result, alerts []alert.Alert) ([]Result, []alert.Alert) {
-	a := t.asset(b.Asset.Site(), b.Asset.ID, b.Asset.Class)
+	var h Handle
+	return t.ProcessAt(&h, b, results, alerts)
+}
+
+// ProcessAt is Process with h, the handle of the batch's asset: filled on
+// the asset's first batch (or when stale), it spares the lookup after.
+func (t *Tracker) ProcessAt(h *Handle, b *telemetry.Batch, results []Result, alerts []alert.Alert) ([]Result, []alert.Alert) {
+	a := t.ref(h, b.Asset.Site(), b.Asset.ID, b.Asset.Class)
 	if a == nil || b.TSGW < a.lastTS {
 		return results, alerts
 	}

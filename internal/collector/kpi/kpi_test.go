@@ -2,6 +2,7 @@ package kpi
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +279,56 @@ func TestClassInputsDistinct(t *testing.T) {
 		if _, ok := def.input("no such signal"); ok {
 			t.Errorf("class %s: an unknown signal found", name)
 		}
+	}
+}
+
+// TestHandleFollowsReplacedEntry: ProcessAt through one Handle gives what
+// Process gives while the asset changes class (its entry replaced), goes
+// through a class without KPIs, and has its entry replaced behind the
+// handle by a birth of another class; the handle never feeds an entry the
+// tracker no longer holds.
+func TestHandleFollowsReplacedEntry(t *testing.T) {
+	steps := []struct {
+		class string
+		birth string // the class of a birth first (Tracker.Birth, no handle); "": none
+	}{
+		{class: "motor"}, {class: "air_compressor"}, {class: "no_such_class"}, {class: "no_such_class"},
+		{class: "air_compressor"}, {class: "air_compressor", birth: "air_compressor"}, {class: "motor", birth: "motor"},
+		{class: "motor", birth: "air_compressor"}, {class: "air_compressor"}, {class: "motor"},
+	}
+	plain, handled := New(Config{Window: time.Minute}), New(Config{Window: time.Minute})
+	var h Handle
+	var wantRes, gotRes []Result
+	var wantAl, gotAl []alert.Alert
+	ts := t0
+	for i, st := range steps {
+		if st.birth != "" {
+			for _, tr := range []*Tracker{plain, handled} {
+				tr.Birth(&telemetry.Birth{Asset: telemetry.AssetJSON{ID: "a-1", Class: st.birth, Path: []string{"acme", "site1"}},
+					Nameplate: map[string]float64{"rated_power": 37, "rated_efficiency": 93}})
+			}
+		}
+		for range 90 {
+			b := &telemetry.Batch{Gateway: "gw", Asset: telemetry.Asset{ID: "a-1", Class: st.class, Path: []string{"acme", "site1"}}, TSGW: ts,
+				Readings: []telemetry.Reading{{Signal: "power", Value: 30, TS: ts}, {Signal: "input_power", Value: 78, TS: ts},
+					{Signal: "free_air_delivery", Value: 10, TS: ts}, {Signal: "load_state", Value: 2, TS: ts}}}
+			wantRes, wantAl = plain.Process(b, wantRes, wantAl)
+			gotRes, gotAl = handled.ProcessAt(&h, b, gotRes, gotAl)
+			ts += 1000
+		}
+		want, wok := plain.Snapshot("site1", "a-1")
+		got, gok := handled.Snapshot("site1", "a-1")
+		if !reflect.DeepEqual(want, got) || wok != gok {
+			t.Fatalf("step %d (%s): through the handle %+v %v, want %+v %v", i, st.class, got, gok, want, wok)
+		}
+		if h.a != nil && h.a != handled.assets[[2]string{"site1", "a-1"}] {
+			t.Fatalf("step %d (%s): the handle holds an entry the tracker does not", i, st.class)
+		}
+	}
+	if !reflect.DeepEqual(wantRes, gotRes) || !reflect.DeepEqual(wantAl, gotAl) {
+		t.Fatalf("results through the handle differ:\n%+v\n%+v\nwant\n%+v\n%+v", gotRes, gotAl, wantRes, wantAl)
+	}
+	if len(wantRes) == 0 {
+		t.Fatal("no window finished: the test checks nothing")
 	}
 }

@@ -123,6 +123,30 @@ func (e *Engine) lookup(site, id string) (*assetState, bool) {
 	return a, ok
 }
 
+// Handle is a caller's reference to a tracked asset's state (Bind): it
+// spares the map lookup by site and id on the asset's next messages. The
+// zero Handle refers to nothing. A handle goes stale when the engine drops
+// its asset (a class change, a restored record, an adopted alert whose
+// rule is gone): Bind then looks the asset up again. Not safe for
+// concurrent use: it belongs with the engine's caller's lock.
+type Handle struct{ a *assetState }
+
+// Bind makes the asset (site, id) the engine's current one, so that the
+// calls for one message that follow (Duplicate, LimitSignals, Process,
+// Key...) find it without a lookup, and reports whether the engine tracks
+// it. h is its handle: while it is not stale, Bind takes the asset from
+// it; else (zero or stale) it looks the asset up and fills h (zero when
+// not tracked). site and id must be those h was filled for.
+func (e *Engine) Bind(h *Handle, site, id string) bool {
+	if a := h.a; a != nil && !a.dropped {
+		e.last = a
+		return true
+	}
+	a, ok := e.lookup(site, id)
+	h.a = a
+	return ok
+}
+
 // New returns an engine for set; cat supplies default plausibility ranges.
 func New(set *Set, cat *catalog.Catalog, opts Options) *Engine {
 	if opts.Now == nil {
@@ -197,6 +221,8 @@ type assetState struct {
 	// the last warning about it. Neither is checkpointed.
 	refused    uint64
 	refusedLog int64
+	// dropped: no longer the engine's (dropAsset): a Handle to it is stale
+	dropped bool
 }
 
 type signalState struct {
@@ -337,6 +363,7 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 
 func (e *Engine) dropAsset(a *assetState) {
 	delete(e.assets, [2]string{a.site, a.id})
+	a.dropped = true
 	if e.last == a {
 		e.last = nil
 	}
