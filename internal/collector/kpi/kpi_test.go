@@ -332,3 +332,24 @@ func TestHandleFollowsReplacedEntry(t *testing.T) {
 		t.Fatal("no window finished: the test checks nothing")
 	}
 }
+
+// An entry replaced by RestoreAsset (same class) leaves a Handle to the
+// old one stale: the next ProcessAt through it uses the restored entry.
+func TestHandleFollowsRestoredEntry(t *testing.T) {
+	tr := New(Config{Window: time.Minute})
+	var h Handle
+	batch := func(ts int64) *telemetry.Batch {
+		return &telemetry.Batch{Gateway: "gw", Asset: telemetry.Asset{ID: "a-1", Class: "motor", Path: []string{"acme", "site1"}}, TSGW: ts,
+			Readings: []telemetry.Reading{{Signal: "power", Value: 30, TS: ts}, {Signal: "input_power", Value: 78, TS: ts}}}
+	}
+	tr.ProcessAt(&h, batch(t0), nil, nil)
+	st, ok := tr.Snapshot("site1", "a-1")
+	if !ok {
+		t.Fatal("no snapshot of the asset")
+	}
+	tr.RestoreAsset(&st)
+	tr.ProcessAt(&h, batch(t0+1000), nil, nil)
+	if h.a != tr.assets[[2]string{"site1", "a-1"}] {
+		t.Fatal("the handle still holds the entry RestoreAsset replaced")
+	}
+}

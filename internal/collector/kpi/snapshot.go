@@ -49,7 +49,10 @@ func (t *Tracker) Snapshot(site, id string) (AssetState, bool) {
 // fit its class (a different version's signal list) restores the latches
 // and nameplate only and starts a fresh window.
 func (t *Tracker) RestoreAsset(st *AssetState) {
-	delete(t.assets, [2]string{st.Site, st.ID})
+	if old, ok := t.assets[[2]string{st.Site, st.ID}]; ok {
+		old.gone = true // replaced: a Handle to it is stale (the engine's restore resets it too)
+		delete(t.assets, [2]string{st.Site, st.ID})
+	}
 	a := t.asset(st.Site, st.ID, st.Class)
 	if a == nil {
 		return
