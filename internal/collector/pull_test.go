@@ -55,6 +55,15 @@ func newPullRig(t *testing.T, n int, pinned bool, ackWait time.Duration) *pullRi
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	r := pullRigOn(t, nc, n, pinned, ackWait)
+	r.ns = ns
+	return r
+}
+
+// pullRigOn is newPullRig's stream and consumer, made over nc (a user
+// allowed to make them) on whatever server nc is connected to; ns is nil.
+func pullRigOn(t *testing.T, nc *nats.Conn, n int, pinned bool, ackWait time.Duration) *pullRig {
+	t.Helper()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PULL", Subjects: []string{"p.>"}})
@@ -73,7 +82,7 @@ func newPullRig(t *testing.T, n int, pinned bool, ackWait time.Duration) *pullRi
 	if _, err := st.CreateOrUpdateConsumer(ctx, cc); err != nil {
 		t.Fatal(err)
 	}
-	return &pullRig{ns: ns, nc: nc, js: js, stream: st, name: "c"}
+	return &pullRig{nc: nc, js: js, stream: st, name: "c"}
 }
 
 func (r *pullRig) puller(t *testing.T, group string) *puller {

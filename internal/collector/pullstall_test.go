@@ -51,15 +51,7 @@ func pullRefused(t *testing.T, perms *server.Permissions) {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	js, _ := jetstream.New(admin)
-	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PULL", Subjects: []string{"p.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-		t.Fatal(err)
-	}
+	pullRigOn(t, admin, 0, false, 0) // stream PULL, consumer c
 	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("noperm", "noperm-pw"), nats.Name("main"))
 	if err != nil {
 		t.Fatal(err)
