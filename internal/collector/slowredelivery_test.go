@@ -41,16 +41,34 @@ func TestOrderCheckWaitsWhileRedeliveriesProgress(t *testing.T) {
 	js, _ := jetstream.New(nc)
 
 	const n = 28
+	// event times 120 s back, inside one 15-minute KPI window: a window
+	// closing among them would publish a KPI and so checkpoint at once
 	t0 := time.Now().UnixMilli() - 120_000
+	if w := int64(15 * 60_000); t0/w != (t0+n*1000)/w {
+		t0 = (t0+n*1000)/w*w - n*1000 - 1000
+	}
 	var pulls atomic.Int32
-	blocked, release := make(chan struct{}), make(chan struct{})
+	published, blocked, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	// the first collector evaluates five pulls (20 messages) and is killed
-	// before its sixth: nothing checkpointed, 20 delivered unacknowledged
+	// before its sixth: nothing checkpointed, 20 delivered unacknowledged.
+	// Its first pull waits until all are stored, so each pull takes four at
+	// once and the five cycles pass well within checkpoint_interval (with
+	// pulls racing the publishing, a loaded machine gave pulls of fewer
+	// messages, or a checkpoint 500 ms after the first cycle).
 	r1 := startWith(t, cfg, func(c *Collector) {
 		c.beforeFetch = func(int) {
-			if pulls.Add(1) == 6 {
+			switch pulls.Add(1) {
+			case 1:
+				select { // t.Context ends before the cleanups stop the collector
+				case <-published:
+				case <-t.Context().Done():
+				}
+			case 6:
 				close(blocked)
-				<-release
+				select {
+				case <-release:
+				case <-t.Context().Done():
+				}
 			}
 		}
 	})
@@ -62,6 +80,7 @@ func TestOrderCheckWaitsWhileRedeliveriesProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	close(published)
 	select {
 	case <-blocked:
 	case <-time.After(30 * time.Second):
