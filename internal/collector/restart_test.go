@@ -115,6 +115,21 @@ func newRestartRig(t *testing.T, listen string) (rig restartRig, start func(form
 	return rig, start
 }
 
+// allAcked reports whether the durable consumer name of stream has no
+// message pending or unacknowledged: every cycle evaluated was published
+// and checkpointed. An asset's view shows a cycle's readings before the
+// cycle publishes its alerts, so a test that checks what was published
+// waits for this, not for the view.
+func allAcked(t *testing.T, js jetstream.JetStream, stream, name string) bool {
+	t.Helper()
+	cons, err := js.Consumer(t.Context(), stream, name)
+	if err != nil {
+		return false
+	}
+	info, err := cons.Info(t.Context())
+	return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+}
+
 func kill9Restart(t *testing.T, before, after string) {
 	rig, startKill := newRestartRig(t, "")
 	js, log := rig.js, rig.log
@@ -161,10 +176,13 @@ func kill9Restart(t *testing.T, before, after string) {
 	r.kill()
 	r2 := startKill(after)
 	pub(60, 90)
-	wait.For(t, 15*time.Second, "restarted collector evaluated everything", func() bool {
+	wait.For(t, 15*time.Second, "restarted collector evaluated and acknowledged everything", func() bool {
 		av, ok := r2.c.Asset("site1", "ac-1")
-		return ok && av.LastTS >= t0+89*1000
+		return ok && av.LastTS >= t0+89*1000 && allAcked(t, js, r2.c.cfg.NATS.Stream, r2.c.cfg.consumerName(-1))
 	})
+	if err := rig.nc.Flush(); err != nil { // what the server sent the alert log is in
+		t.Fatal(err)
+	}
 	for _, key := range []string{hot, stale} {
 		got := log.byKey(key)
 		if len(got) != 1 || got[0].State != alert.Raised {
