@@ -267,6 +267,7 @@ func TestScanFlags(t *testing.T) {
 		{[]string{"127.0.0.1:502", "-count", "0"}, 2, "-count: 0 out of range 1..65536"},
 		{[]string{"127.0.0.1:502", "-start", "65000", "-count", "1000"}, 2, "-count: 1000 out of range 1..536"},
 		{[]string{"127.0.0.1:502", "-baud", "9600"}, 2, "-baud: serial line settings apply to -transport rtu and ascii only"},
+		{[]string{"127.0.0.1:502", "-silence", "50ms"}, 2, "-silence: transport tcp has no inter-frame silence"},
 		{[]string{"127.0.0.1:502", "-transport", "rtu_over_tcp", "-parity", "N"}, 2, "-parity: serial line settings apply"},
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, "-baud: -5 is not a standard rate"},
 		{[]string{"/nonexistent/tty", "-transport", "rtu", "-baud", "-5", "-parity", "X"}, 2, `-parity: "X" must be N, E or O`},

@@ -200,6 +200,11 @@ func (c *Config) Validate() error {
 	if c.Silence > time.Minute {
 		bad("silence", "%v above the limit 1m", c.Silence)
 	}
+	if c.Transport == TCP && c.Silence != 0 {
+		// Modbus TCP ties replies by transaction id and reopens the
+		// socket after a reply in doubt: a silence would be ignored
+		bad("silence", "transport tcp has no inter-frame silence (its transaction ids tie replies to requests): silence is for rtu, ascii, rtu_over_tcp and ascii_over_tcp")
+	}
 	return errors.Join(errs...)
 }
 

@@ -81,13 +81,6 @@ func (Driver) Compile(b *gwconfig.Block) gwconfig.DriverConfig {
 			"transport tcp has no serial line: serial is for rtu and ascii (on rtu_over_tcp and ascii_over_tcp, serial.baud sizes the default silence)")
 	}
 
-	if cfg.Transport == TCP && cfg.Silence != 0 {
-		// Modbus TCP ties replies by transaction id and reopens the
-		// socket after a reply in doubt: a silence would be ignored
-		b.Errorf(doc, confload.Join(b.BlockField(), "silence"),
-			"transport tcp has no inter-frame silence (its transaction ids tie replies to requests): silence is for rtu, ascii, rtu_over_tcp and ascii_over_tcp")
-	}
-
 	// points: the template's first, then the device's own
 	type src struct {
 		doc   *confload.Doc

@@ -96,7 +96,10 @@ func TestScanOnlyUnitsThatAnswer(t *testing.T) {
 				h = modbustest.StartHostileSerial(t, bank, 3, modbustest.RTU, nil)
 			}
 			h.SetAbsentReply(c.absent)
-			cfg := Config{Transport: c.tr, Address: h.Addr, Timeout: 100 * time.Millisecond, Silence: 50 * time.Millisecond}
+			cfg := Config{Transport: c.tr, Address: h.Addr, Timeout: 100 * time.Millisecond}
+			if c.tr != TCP {
+				cfg.Silence = 50 * time.Millisecond
+			}
 			cfg.Serial.Baud = 115200
 			units, err := Scan(t.Context(), cfg, ScanOptions{Units: []uint8{1, 2, 3, 4}, Count: 8,
 				Tables: []Table{HoldingRegisters}}, nil)

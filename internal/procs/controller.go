@@ -79,14 +79,19 @@ func (c *Controller) SetLogger(log *slog.Logger) {
 }
 
 // Apply puts s in force and logs it when it is not auto's start: a fixed
-// N at once; auto from one P (Run raises it when the process is busy).
-// With GOMAXPROCS in the environment nothing changes (logged once per
-// call). It returns the GOMAXPROCS in force and where it came from: "env
-// GOMAXPROCS", field (a fixed value) or field+" auto".
-func (c *Controller) Apply(s Setting, field string) (int, string) {
+// N at once; auto from one P (Run raises it when the process is busy),
+// logged when it replaces a fixed N (a reload). With GOMAXPROCS in the
+// environment nothing changes (logged once per call). It returns the
+// GOMAXPROCS in force and where it came from: "env GOMAXPROCS", field (a
+// fixed value) or field+" auto".
+func (c *Controller) Apply(s Setting, field string) (n int, from string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	wasFixed := c.setting.N > 0
 	c.setting = s
+	if s.N == 0 && wasFixed && !c.fromEnv {
+		defer func() { c.log.Info("max procs", "procs", n, "from", from, "was", "fixed") }()
+	}
 	if c.env != "" && !c.fromEnv {
 		c.log.Warn("GOMAXPROCS in the environment is not a whole number above 0: the Go runtime ignores it, "+field+" applies", "GOMAXPROCS", c.env)
 	}

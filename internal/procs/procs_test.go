@@ -138,6 +138,26 @@ func TestAutoFollowsLoad(t *testing.T) {
 	}
 }
 
+// A reload from a fixed max_procs to auto is logged, as a fixed value is
+// (only auto's start is not: it is the default).
+func TestReloadToAutoLogged(t *testing.T) {
+	f := &fakeRuntime{def: 2, cur: 2, now: time.Unix(1e9, 0)}
+	var logs strings.Builder
+	c := newController(slog.New(slog.NewTextHandler(&logs, nil)), nil, "smelter_test", f.ops())
+	c.Apply(Auto, "gateway.max_procs")
+	if logs.Len() != 0 {
+		t.Fatalf("auto's start logged: %q", logs.String())
+	}
+	c.Apply(Setting{N: 2}, "gateway.max_procs")
+	logs.Reset()
+	if n, _ := c.Apply(Auto, "gateway.max_procs"); n != 1 {
+		t.Fatalf("auto after fixed 2: GOMAXPROCS %d, want 1", n)
+	}
+	if got := logs.String(); !strings.Contains(got, "max procs") || !strings.Contains(got, `from="gateway.max_procs auto"`) || !strings.Contains(got, "procs=1") {
+		t.Fatalf("fixed -> auto not logged: %q", got)
+	}
+}
+
 func TestEnvWins(t *testing.T) {
 	f := &fakeRuntime{env: "3", def: 4, cur: 3, now: time.Unix(1e9, 0)}
 	c := newController(quiet(), nil, "smelter_test", f.ops())
