@@ -130,8 +130,8 @@ type Collector struct {
 	// cycle once its tenure is confirmed, before its outputs are sent: a
 	// test pauses the replica there, as SIGSTOP may.
 	publishing func(p int, events []alert.Alert)
-	// memberChecked, when set (tests), runs between a single replica's
-	// check for another live member and its first heartbeat (members.checked)
+	// memberChecked, when set (tests), runs between a replica's check of
+	// the live members and its first heartbeat (members.checked)
 	memberChecked func()
 	// onJudge, when set (tests), is called when a partition's worker judges
 	// its assets' silence as of at, counted from no earlier than from (Unix

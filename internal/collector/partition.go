@@ -38,11 +38,12 @@ import (
 // before is a lapse (the process was paused, its VM frozen, or it was cut
 // off from NATS): the others may have taken its partitions meanwhile.
 type members struct {
-	kv      jetstream.KeyValue
-	self    string
-	timeout time.Duration
-	log     *slog.Logger
-	stall   func() // tests: Collector.stall
+	kv         jetstream.KeyValue
+	self       string
+	partitions int // this replica's cluster.partitions, announced in its record
+	timeout    time.Duration
+	log        *slog.Logger
+	stall      func() // tests: Collector.stall
 	// open makes sure the bucket exists, creating it again when it is
 	// gone (a restarted nats-server loses the bucket: it is kept in
 	// memory); nil: never (tests)
@@ -62,9 +63,9 @@ type members struct {
 	// rewatches counts watches of the bucket set up again after theirs
 	// ended (smelter_collector_rewatches_total{watch="members"}); nil: none
 	rewatches prometheus.Counter
-	// checked: tests, run between a single replica's check for another
-	// live member and its first heartbeat (a collector of the same group
-	// starting at that moment)
+	// checked: tests, run between a replica's check of the live members
+	// and its first heartbeat (a collector of the same group starting at
+	// that moment)
 	checked func()
 
 	mu     sync.Mutex
@@ -112,6 +113,9 @@ func elapsed(t time.Time) time.Duration {
 type memberRecord struct {
 	Replica string `json:"replica"`
 	Started int64  `json:"started"`
+	// Partitions is the replica's cluster.partitions (0: a single
+	// replica); absent in a record of a release before 2026-12-03
+	Partitions *int `json:"partitions,omitempty"`
 }
 
 // join announces this replica. single: refuse when another live replica of
@@ -126,12 +130,13 @@ type memberRecord struct {
 // this one deletes its record and refuses. Of two starting at once, the
 // one that heartbeats last sees the other; both may (each sees the
 // other's heartbeat): then both refuse, never both run.
+//
+// A replica of N partitions likewise refuses when a live member runs
+// another number (a single replica included), and looks again after its
+// first heartbeat; check runs the same test before the stream is touched.
 func (m *members) join(ctx context.Context, single bool) error {
 	m.seen, m.known = map[string]time.Time{}, make(chan struct{})
-	if !single {
-		return m.beat(ctx)
-	}
-	if err := m.refuseLive(ctx); err != nil {
+	if err := m.check(ctx, single); err != nil {
 		return err
 	}
 	if m.checked != nil {
@@ -140,7 +145,7 @@ func (m *members) join(ctx context.Context, single bool) error {
 	if err := m.beat(ctx); err != nil {
 		return err
 	}
-	if err := m.refuseLive(ctx); err != nil {
+	if err := m.check(ctx, single); err != nil {
 		_ = m.kv.Delete(context.WithoutCancel(ctx), m.self)
 		return err
 	}
@@ -150,6 +155,48 @@ func (m *members) join(ctx context.Context, single bool) error {
 // refuseLive returns the refusal of a single replica when another member
 // of the group is live (its record younger than member_timeout).
 func (m *members) refuseLive(ctx context.Context) error {
+	return m.eachLive(ctx, func(k string, _ []byte) error {
+		return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
+			"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
+	})
+}
+
+// check refuses as join would, before anything is announced or changed:
+// Run calls it before it sets the stream's partition transform, which a
+// replica of another cluster.partitions would change under the live ones.
+func (m *members) check(ctx context.Context, single bool) error {
+	if single {
+		return m.refuseLive(ctx)
+	}
+	return m.refuseOtherPartitions(ctx)
+}
+
+// refuseOtherPartitions returns the refusal of a replica of m.partitions
+// when a live member of the group runs another cluster.partitions (0: a
+// single replica). Such a replica would set the stream's transform to its
+// own number under the running ones: new messages would be stored in
+// partitions they do not read or refuse as foreign (bbtest F1: 5 of 12
+// assets' batches left on a consumer no replica pulls, one refused as
+// "published with a partition token"). A record without the number (an
+// older release) is not refused.
+func (m *members) refuseOtherPartitions(ctx context.Context) error {
+	return m.eachLive(ctx, func(k string, v []byte) error {
+		var rec memberRecord
+		if json.Unmarshal(v, &rec) != nil || rec.Partitions == nil || *rec.Partitions == m.partitions {
+			return nil
+		}
+		return fmt.Errorf("collector: group %q has a live replica %s with cluster.partitions %d, this one has %d: every replica of a group runs the same "+
+			"cluster.partitions (another number re-partitions the stream under the running replicas and their new batches go to partitions nobody reads); "+
+			"to change it, stop every replica of the group, then start them all with the new value (docs/collector.md, \"Groups, replicas and partitions\"); "+
+			"a replica killed without a graceful stop counts as live for member_timeout (%v)",
+			m.bucketGroup(), k, *rec.Partitions, m.partitions, m.timeout)
+	})
+}
+
+// eachLive calls fn with the key and record of every other member that is
+// live (its record younger than member_timeout) until fn returns an
+// error, which it returns.
+func (m *members) eachLive(ctx context.Context, fn func(key string, record []byte) error) error {
 	keys, err := m.kv.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil
@@ -162,8 +209,9 @@ func (m *members) refuseLive(ctx context.Context) error {
 			continue
 		}
 		if e, err := m.kv.Get(ctx, k); err == nil && time.Since(e.Created()) < m.timeout {
-			return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
-				"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
+			if err := fn(k, e.Value()); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -173,7 +221,7 @@ func (m *members) bucketGroup() string { return strings.TrimSuffix(m.kv.Bucket()
 
 func (m *members) beat(ctx context.Context) error {
 	sent := time.Now()
-	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: sent.UnixMilli()})
+	data, _ := json.Marshal(memberRecord{Replica: m.self, Started: sent.UnixMilli(), Partitions: &m.partitions})
 	rev, err := m.kv.Put(ctx, m.self, data)
 	if err != nil {
 		return fmt.Errorf("collector: members: announce %s: %w", m.self, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -279,5 +280,121 @@ func TestSimultaneousStartOneCollectorRuns(t *testing.T) {
 	}
 	if _, err := kv.Get(t.Context(), first.c.replicaID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("the refused collector's member record: %v, want deleted", err)
+	}
+}
+
+// bbtest F1: a replica started with another cluster.partitions than the
+// live replicas of its group set the stream's transform to its own number
+// under them (5 of 12 assets' batches went to a partition no replica
+// pulled, one was refused as published with a foreign token, and the live
+// replica stayed ready). Now it refuses before it touches the stream, and
+// so does a replica of N partitions next to a live single replica.
+func TestReplicaOfOtherPartitionsRefused(t *testing.T) {
+	transform := func(t *testing.T, js jetstream.JetStream) string {
+		t.Helper()
+		s, err := js.Stream(t.Context(), "SMELTER")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr := s.CachedInfo().Config.SubjectTransform; tr != nil {
+			return tr.Destination
+		}
+		return ""
+	}
+	refused := func(t *testing.T, cfg Config, want string) {
+		t.Helper()
+		cfg.DataDir = t.TempDir() // another replica
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		if err := newCollector(t, cfg).Run(ctx); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("partitions %d next to a live replica: %v, want %q", cfg.Cluster.Partitions, err, want)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		live      int
+		others    []int
+		wantOther func(n int) string
+	}{
+		{"partitioned", 2, []int{3, 1, 0}, func(n int) string {
+			if n == 0 {
+				return `group "smelter-collector" already has a live collector`
+			}
+			return fmt.Sprintf(`group "smelter-collector" has a live replica %%s with cluster.partitions 2, this one has %d`, n)
+		}},
+		{"single", 0, []int{2}, func(n int) string {
+			return fmt.Sprintf("with cluster.partitions 0, this one has %d", n)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, cfg := embeddedConfig(t)
+			cfg.Cluster.Partitions, cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = tc.live, Duration(2*time.Second), Duration(2*time.Second)
+			r := startCfg(t, cfg)
+			nc, err := nats.Connect(ns.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			js, _ := jetstream.New(nc)
+			before := transform(t, js)
+			if (tc.live > 0) != strings.Contains(before, fmt.Sprintf("partition(%d,", tc.live)) {
+				t.Fatalf("stream transform %q for %d partitions", before, tc.live)
+			}
+			for _, n := range tc.others {
+				other := cfg
+				other.Cluster.Partitions = n
+				want := tc.wantOther(n)
+				if strings.Contains(want, "%s") {
+					want = fmt.Sprintf(want, r.c.replicaID())
+				}
+				refused(t, other, want)
+				if got := transform(t, js); got != before {
+					t.Fatalf("a refused replica of %d partitions changed the stream's transform %q to %q", n, before, got)
+				}
+			}
+			if !r.c.Ready() {
+				t.Fatal("the live replica is no longer ready")
+			}
+		})
+	}
+}
+
+// Two replicas of one group with different cluster.partitions starting at
+// once: the second starts and runs between the first one's check and its
+// first heartbeat; the first looks again after its heartbeat, finds it,
+// deletes its record and refuses: never both run.
+func TestSimultaneousStartOtherPartitionsOneRuns(t *testing.T) {
+	ns, cfg := embeddedConfig(t)
+	cfg.Cluster.Partitions, cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = 2, Duration(2*time.Second), Duration(2*time.Second)
+	cfgB := cfg
+	cfgB.DataDir, cfgB.Cluster.Partitions = t.TempDir(), 3
+	var other *running
+	first := startWithNoWait(t, cfg, func(c *Collector) {
+		c.memberChecked = func() { other = startCfg(t, cfgB) }
+	})
+	select {
+	case err := <-first.done:
+		if err == nil || !strings.Contains(err.Error(), "with cluster.partitions 3, this one has 2") {
+			t.Fatalf("the first replica, started at once with one of 3 partitions: %v", err)
+		}
+		first.cancel = nil
+	case <-time.After(30 * time.Second):
+		t.Fatal("replicas of 2 and 3 partitions run in one group")
+	}
+	if !other.c.Ready() {
+		t.Fatal("the other replica is not running")
+	}
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(t.Context(), "smelter-collector_members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(t.Context(), first.c.replicaID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the refused replica's member record: %v, want deleted", err)
 	}
 }

@@ -110,34 +110,20 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	var partitioned bool
 	var kv, mkv jetstream.KeyValue
-	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
-		partitioned, fence, err = c.ensureStream(ctx, js, fence)
-		if err == nil && fence {
-			err = c.probeFence(ctx, nc, js)
-		}
-		return err
-	})
-	if err == nil {
-		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
-			kv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
-				Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
-			return err
-		})
-	}
 	// the members bucket is kept in memory: a restarted nats-server loses
-	// it, and members.run creates it again (open)
+	// it, and members.run creates it again (open). It is read before the
+	// stream is touched: a replica that must refuse (members.check)
+	// changes nothing.
 	mcfg := jetstream.KeyValueConfig{Bucket: c.cfg.membersBucket(), Description: "smelter-collector replicas of group " + c.cfg.Group,
 		Storage: jetstream.MemoryStorage, Replicas: c.cfg.Cluster.Replicas, TTL: 10 * time.Duration(c.cfg.Cluster.MemberTimeout)}
-	if err == nil {
-		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
-			mkv, err = c.bucket(ctx, js, mcfg)
-			return err
-		})
-	}
+	err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+		mkv, err = c.bucket(ctx, js, mcfg)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	mem := &members{kv: mkv, self: c.replicaID(), timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall, checked: c.memberChecked,
+	mem := &members{kv: mkv, self: c.replicaID(), partitions: parts, timeout: time.Duration(c.cfg.Cluster.MemberTimeout), log: c.log, stall: c.stall, checked: c.memberChecked,
 		open: func(ctx context.Context) error {
 			_, err := c.bucket(ctx, js, mcfg)
 			return err
@@ -154,6 +140,26 @@ func (c *Collector) Run(ctx context.Context) error {
 		reconnected: c.reconnects.Load, reconnecting: nc.IsReconnecting, rewatches: c.m.rewatches.WithLabelValues(watchMembers)}
 	c.log = c.log.With("replica", mem.self)
 	mem.log = c.log
+	err = c.startRetry(ctx, func(ctx context.Context) error { return mem.check(ctx, parts == 0) })
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			partitioned, fence, err = c.ensureStream(ctx, js, fence)
+			if err == nil && fence {
+				err = c.probeFence(ctx, nc, js)
+			}
+			return err
+		})
+	}
+	if err == nil {
+		err = c.startRetry(ctx, func(ctx context.Context) (err error) {
+			kv, err = c.bucket(ctx, js, jetstream.KeyValueConfig{Bucket: c.cfg.stateBucket(), Description: "smelter-collector rule and KPI state per asset",
+				Storage: jetstream.FileStorage, Replicas: c.cfg.Cluster.Replicas})
+			return err
+		})
+	}
+	if err != nil {
+		return err
+	}
 	if err := mem.join(ctx, parts == 0); err != nil {
 		return err
 	}
