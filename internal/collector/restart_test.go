@@ -252,14 +252,23 @@ func TestSimultaneousStartOneCollectorRuns(t *testing.T) {
 	ns, cfg := embeddedConfig(t)
 	cfgB := cfg
 	cfgB.DataDir = t.TempDir() // another replica id
+	oneOfTwoRuns(t, ns.URL(), cfg, cfgB, `group "smelter-collector" already has a live collector`)
+}
+
+// oneOfTwoRuns starts a replica of cfg whose members check is followed at
+// once by the start of a replica of cfgB (running before the first one's
+// heartbeat): the first must refuse with an error containing want and
+// delete its member record, the second run.
+func oneOfTwoRuns(t *testing.T, url string, cfg, cfgB Config, want string) {
+	t.Helper()
 	var other *running
 	first := startWithNoWait(t, cfg, func(c *Collector) {
 		c.memberChecked = func() { other = startCfg(t, cfgB) }
 	})
 	select {
 	case err := <-first.done:
-		if err == nil || !strings.Contains(err.Error(), `group "smelter-collector" already has a live collector`) {
-			t.Fatalf("the first collector, started at once with another: %v", err)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("the first collector, started at once with another: %v, want %q", err, want)
 		}
 		first.cancel = nil
 	case <-time.After(30 * time.Second):
@@ -268,7 +277,7 @@ func TestSimultaneousStartOneCollectorRuns(t *testing.T) {
 	if !other.c.Ready() {
 		t.Fatal("the other collector is not running")
 	}
-	nc, err := nats.Connect(ns.URL())
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,33 +377,5 @@ func TestSimultaneousStartOtherPartitionsOneRuns(t *testing.T) {
 	cfg.Cluster.Partitions, cfg.Cluster.PinnedTTL, cfg.Cluster.MemberTimeout = 2, Duration(2*time.Second), Duration(2*time.Second)
 	cfgB := cfg
 	cfgB.DataDir, cfgB.Cluster.Partitions = t.TempDir(), 3
-	var other *running
-	first := startWithNoWait(t, cfg, func(c *Collector) {
-		c.memberChecked = func() { other = startCfg(t, cfgB) }
-	})
-	select {
-	case err := <-first.done:
-		if err == nil || !strings.Contains(err.Error(), "with cluster.partitions 3, this one has 2") {
-			t.Fatalf("the first replica, started at once with one of 3 partitions: %v", err)
-		}
-		first.cancel = nil
-	case <-time.After(30 * time.Second):
-		t.Fatal("replicas of 2 and 3 partitions run in one group")
-	}
-	if !other.c.Ready() {
-		t.Fatal("the other replica is not running")
-	}
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(t.Context(), "smelter-collector_members")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Get(t.Context(), first.c.replicaID()); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Fatalf("the refused replica's member record: %v, want deleted", err)
-	}
+	oneOfTwoRuns(t, ns.URL(), cfg, cfgB, "with cluster.partitions 3, this one has 2")
 }
