@@ -130,6 +130,10 @@ type Collector struct {
 	// cycle once its tenure is confirmed, before its outputs are sent: a
 	// test pauses the replica there, as SIGSTOP may.
 	publishing func(p int, events []alert.Alert)
+	// natsErr is the main NATS connection's last error (Run sets it:
+	// startRetry tells a request refused for permissions from a slow
+	// JetStream)
+	natsErr func() error
 	// memberChecked, when set (tests), runs between a replica's check of
 	// the live members and its first heartbeat (members.checked)
 	memberChecked func()

@@ -91,6 +91,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	defer nc.Close()
 	c.url.Store(url)
+	c.natsErr = nc.LastError
 	parts := c.cfg.Cluster.Partitions
 	for _, w := range c.cfg.Warnings() {
 		c.log.Warn(w)
@@ -278,9 +279,21 @@ func (c *Collector) startRetry(ctx context.Context, op func(context.Context) err
 	deadline := time.Now().Add(StartTimeout)
 	wait := 250 * time.Millisecond
 	for {
+		var before error
+		if c.natsErr != nil {
+			before = c.natsErr()
+		}
 		actx, cancel := context.WithTimeout(ctx, startAttempt)
 		err := op(actx)
 		cancel()
+		if err != nil && c.natsErr != nil && !errors.Is(err, nats.ErrPermissionViolation) { // not told already (probeFence)
+			// a JetStream API request the server refused for permissions
+			// gets no answer: without this the start retried for
+			// StartTimeout and ended with "context deadline exceeded"
+			if perr := c.natsErr(); perr != nil && perr != before && errors.Is(perr, nats.ErrPermissionViolation) { //nolint:errorlint // a new error value, not another kind
+				return fmt.Errorf("collector: start refused by the NATS server's permissions: %w (the user's permissions must allow what docs/collector.md \"Permissions\" lists for group %q)", perr, c.cfg.Group)
+			}
+		}
 		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().Add(wait).After(deadline) {
 			return err
 		}
