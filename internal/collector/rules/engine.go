@@ -76,6 +76,10 @@ type Engine struct {
 	selected map[selectKey][]*Rule
 	listed   map[string]bool
 	added    []string // Birth's list of the signals it adds, reused
+	// slow: Process steps every staleness and plausibility instance, as
+	// it did before the quiet paths (staleQuiet, plausIdle); the tests
+	// compare the two
+	slow bool
 }
 
 type selectKey struct{ class, asset, signal string }
@@ -223,6 +227,14 @@ type assetState struct {
 	refusedLog int64
 	// dropped: no longer the engine's (dropAsset): a Handle to it is stale
 	dropped bool
+	// staleQuiet: every staleness instance of the asset's signals has an
+	// idle latch (alert.Latch.Idle), no signal's latest quality is stale,
+	// and none is stale by time (checkStale) at a ts_gw up to staleBy: a
+	// batch up to then need not step them (Process). Set by Process's
+	// staleness pass; anything else that changes those latches or the
+	// signals' intervals (Birth, Restore, Adopt) clears it.
+	staleQuiet bool
+	staleBy    int64
 }
 
 type signalState struct {
@@ -250,8 +262,13 @@ type signalState struct {
 	hasMax   bool
 	stale    *inst
 	plaus    *inst
+	staleR   *Rule // stale's rule (nil: none): its deadline is found without the instance (staleDeadline)
 	insts    []*inst
 	implaus  bool // the latest reading carried a value outside the range or not finite
+	// plausIdle: plaus's latch is idle (alert.Latch.Idle), so a plausible
+	// value need not step it. Set by Process after a step; false when
+	// unknown (Restore and Adopt clear it).
+	plausIdle bool
 }
 
 type boundExpr struct {
@@ -446,7 +463,7 @@ func (a *assetState) add(name string) *signalState {
 		*in = inst{r: r, a: a, sig: s}
 		switch r.Kind {
 		case KindStale:
-			s.stale = in
+			s.stale, s.staleR = in, r
 			continue
 		case KindPlausibility:
 			s.plaus = in
@@ -558,6 +575,7 @@ func (e *Engine) Birth(b *telemetry.Birth, stored int64, out []alert.Alert) []al
 	for _, bd := range a.bindings {
 		a.refreshConsts(bd)
 	}
+	a.staleQuiet = false // intervals and signals changed
 	return out
 }
 
@@ -749,7 +767,7 @@ func (a *assetState) dropUnborn(out []alert.Alert, ts int64) []alert.Alert {
 // with fresh evaluators and latches.
 func (a *assetState) resetSignal(s *signalState) {
 	a.leavePeers(s)
-	*s = signalState{a: a, name: s.name, slot: s.slot, stale: s.stale, plaus: s.plaus, insts: s.insts}
+	*s = signalState{a: a, name: s.name, slot: s.slot, stale: s.stale, plaus: s.plaus, staleR: s.staleR, insts: s.insts}
 	for _, in := range s.all() {
 		in.latch = alert.Latch{}
 		if in.impl != nil {
@@ -848,6 +866,17 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 	// k x its interval); answered: a reading with a value (good or
 	// uncertain). See liveness below.
 	heard, answered := false, false
+	// the staleness pass may be skipped (quiet) while the asset's
+	// staleness instances are quiet (staleQuiet) and this batch keeps them
+	// so: no reading of stale quality, its ts_gw not after any signal's
+	// deadline (by: the lowest of its signals' deadlines, staleDeadline)
+	quiet := a.staleQuiet && !e.slow && b.TSGW > 0
+	by := int64(math.MaxInt64)
+	// every: the batch reads every signal of the asset once, in slot
+	// order (a signal it adds takes a slot past its readings, so it fails
+	// the order): by is then the lowest deadline of all of them, not only
+	// of this batch's
+	every := len(b.Readings) == len(a.list)
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		heard = heard || r.Quality != telemetry.QualityStale
@@ -895,42 +924,24 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		if s.first == 0 {
 			s.first = ts
 		}
-		if !r.HasValue() {
+		if r.HasValue() {
+			out = e.value(out, s, r, ts, b.TSGW)
+		} else {
 			s.valid, s.implaus = false, false
 			if r.Quality.HasValue() { // text-only reading
 				s.text = held(s.text, r.Text)
 			} else {
 				e.stats.Bad++
 			}
-			continue
 		}
-		s.text = held(s.text, r.Text)
-		if r.Unit != "" {
-			// the unit held (the catalog's or the birth's string, shared
-			// and in the cache when the checkpoint writes it) is kept
-			// rather than a view into each new payload
-			s.unit = held(s.unit, r.Unit)
-		}
-		// The plausibility gate is built in: an implausible value never
-		// feeds rules or expressions. A plausibility rule only decides
-		// whether it also raises an alert.
-		s.implaus = !finite(r.Value) || s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
-		if s.implaus {
-			s.value, s.valid = r.Value, false // the value is kept for the message and the view
-		}
-		if s.plaus != nil {
-			tgt := alert.None
-			if s.implaus {
-				tgt = s.plaus.r.Severity
+		every = every && s.slot == i
+		if quiet && s.staleR != nil {
+			if s.quality == telemetry.QualityStale {
+				quiet = false
+			} else {
+				by = min(by, s.staleDeadline())
 			}
-			out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
 		}
-		if s.implaus {
-			e.stats.Bad++
-			continue
-		}
-		s.value, s.valid, s.ts, s.good = r.Value, true, ts, b.TSGW
-		e.updated = append(e.updated, s)
 	}
 	// Liveness (review2 F0). A gateway keeps publishing a dead device's
 	// points, stale, after its death notice: such a batch is no sign of
@@ -965,12 +976,16 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
 	// staleness per signal, on arrival (gateway) time: a signal is stale
-	// when no good value arrived for k x its interval of ts_gw
-	for _, s := range a.list {
-		if s.stale == nil {
-			continue
-		}
-		out = e.checkStale(out, s, b.TSGW, batchTS)
+	// when no good value arrived for k x its interval of ts_gw. While the
+	// asset's staleness instances are quiet and no signal reaches its
+	// deadline, stepping them would change nothing: the pass is skipped.
+	if !every {
+		by = min(by, a.staleBy) // the signals this batch did not read keep theirs
+	}
+	if quiet && b.TSGW <= by {
+		a.staleBy = by
+	} else {
+		out = e.checkStaleAll(out, a, b.TSGW, batchTS)
 	}
 	if a.runExpr != nil {
 		if v, ok := a.eval(a.runExpr); ok {
@@ -1034,7 +1049,7 @@ func warm(cache []*signalState) uint32 {
 		if len(s.insts) > 0 && s.insts[0] != nil {
 			x++
 		}
-		if s.plaus != nil {
+		if s.plaus != nil && !s.plausIdle {
 			x += uint32(s.plaus.latch.Level)
 		}
 	}
@@ -1047,6 +1062,89 @@ func warm(cache []*signalState) uint32 {
 		}
 	}
 	return x
+}
+
+// value takes a reading r with a value for s, dated ts (its source time,
+// else the batch's) in a batch of ts_gw gw: the plausibility gate and
+// rule, then the value for the rules (e.updated) when it passed.
+func (e *Engine) value(out []alert.Alert, s *signalState, r *telemetry.Reading, ts, gw int64) []alert.Alert {
+	s.text = held(s.text, r.Text)
+	if r.Unit != "" {
+		// the unit held (the catalog's or the birth's string, shared
+		// and in the cache when the checkpoint writes it) is kept
+		// rather than a view into each new payload
+		s.unit = held(s.unit, r.Unit)
+	}
+	// The plausibility gate is built in: an implausible value never
+	// feeds rules or expressions. A plausibility rule only decides
+	// whether it also raises an alert.
+	s.implaus = !finite(r.Value) || s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
+	if s.implaus {
+		s.value, s.valid = r.Value, false // the value is kept for the message and the view
+	}
+	// a plausible value steps the rule towards None: nothing to do in a
+	// latch known to be idle (plausIdle)
+	if s.plaus != nil && (s.implaus || !s.plausIdle || e.slow) {
+		tgt := alert.None
+		if s.implaus {
+			tgt = s.plaus.r.Severity
+		}
+		out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
+		s.plausIdle = s.plaus.latch.Idle()
+	}
+	if s.implaus {
+		e.stats.Bad++
+		return out
+	}
+	s.value, s.valid, s.ts, s.good = r.Value, true, ts, gw
+	e.updated = append(e.updated, s)
+	return out
+}
+
+// checkStaleAll is the staleness pass of a batch of ts_gw gw (checkStale
+// of every signal with a staleness rule); at is the alerts' event time.
+// It finds whether the asset's staleness instances are quiet after it
+// and the lowest deadline of its signals (staleQuiet, staleBy).
+func (e *Engine) checkStaleAll(out []alert.Alert, a *assetState, gw, at int64) []alert.Alert {
+	quiet, by := true, int64(math.MaxInt64)
+	for _, s := range a.list {
+		if s.stale == nil {
+			continue
+		}
+		out = e.checkStale(out, s, gw, at)
+		if quiet = quiet && s.quality != telemetry.QualityStale && s.stale.latch.Idle(); quiet {
+			by = min(by, s.staleDeadline())
+		}
+	}
+	a.staleQuiet, a.staleBy = quiet, by
+	return out
+}
+
+// staleDeadline returns a ts_gw up to which s is not stale by time
+// (checkStale's second case) as it is now: math.MaxInt64 when it never
+// is (no interval, no arrival), math.MinInt64 when the bound cannot be
+// given exactly (times or a k x interval beyond what is exact in
+// float64). s must have a staleness rule (staleR).
+func (s *signalState) staleDeadline() int64 {
+	r := s.staleR
+	iv := r.Interval
+	if iv == 0 {
+		iv = s.interval
+	}
+	if iv <= 0 || s.arr <= 0 {
+		return math.MaxInt64
+	}
+	lim := r.K * float64(iv)
+	base := max(s.good, s.firstArr)
+	if math.IsNaN(lim) {
+		return math.MaxInt64 // no difference is > NaN
+	}
+	if !(lim > -(1<<52) && lim < 1<<52) || base < 0 || base >= 1<<62 {
+		return math.MinInt64
+	}
+	// for 0 < gw <= base + floor(lim): gw-base is exact in float64 and
+	// not above floor(lim), so not above lim
+	return base + int64(math.Floor(lim))
 }
 
 // checkStale judges one signal's staleness at arrival time gw (the batch's
@@ -1329,6 +1427,12 @@ func (e *Engine) inst(a *assetState, al alert.Alert) *inst {
 	}
 	for _, in := range cands {
 		if in.r.Name == al.Rule {
+			// the caller may change its latch: the quiet paths judge
+			// it again (staleQuiet, plausIdle)
+			a.staleQuiet = false
+			if in.sig != nil {
+				in.sig.plausIdle = false
+			}
 			return in
 		}
 	}
