@@ -7,6 +7,7 @@ package rules
 
 import (
 	"math"
+	"math/bits"
 	"path"
 	"slices"
 	"strings"
@@ -80,6 +81,7 @@ type Engine struct {
 	// it did before the quiet paths (staleQuiet, plausIdle); the tests
 	// compare the two
 	slow bool
+	read []uint64 // Process's bitmap of the slots a batch read, reused
 }
 
 type selectKey struct{ class, asset, signal string }
@@ -872,11 +874,14 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 	// deadline (by: the lowest of its signals' deadlines, staleDeadline)
 	quiet := a.staleQuiet && !e.slow && b.TSGW > 0
 	by := int64(math.MaxInt64)
-	// every: the batch reads every signal of the asset once, in slot
-	// order (a signal it adds takes a slot past its readings, so it fails
-	// the order): by is then the lowest deadline of all of them, not only
-	// of this batch's
-	every := len(b.Readings) == len(a.list)
+	// read: the slots of the asset's signals the batch read (of those it
+	// had before it), a bit each; when it read every one, by is the lowest
+	// deadline of all of them, not only of this batch's
+	nsig := len(a.list)
+	read := e.read[:0]
+	if quiet {
+		read = append(read, make([]uint64, (nsig+63)/64)...)
+	}
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		heard = heard || r.Quality != telemetry.QualityStale
@@ -934,7 +939,9 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 				e.stats.Bad++
 			}
 		}
-		every = every && s.slot == i
+		if quiet && s.slot < nsig {
+			read[s.slot/64] |= 1 << (s.slot % 64)
+		}
 		if quiet && s.staleR != nil {
 			if s.quality == telemetry.QualityStale {
 				quiet = false
@@ -979,8 +986,15 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 	// when no good value arrived for k x its interval of ts_gw. While the
 	// asset's staleness instances are quiet and no signal reaches its
 	// deadline, stepping them would change nothing: the pass is skipped.
-	if !every {
-		by = min(by, a.staleBy) // the signals this batch did not read keep theirs
+	if quiet {
+		n := 0
+		for _, w := range read {
+			n += bits.OnesCount64(w)
+		}
+		if n < nsig {
+			by = min(by, a.staleBy) // the signals this batch did not read keep theirs
+		}
+		e.read = read
 	}
 	if quiet && b.TSGW <= by {
 		a.staleBy = by

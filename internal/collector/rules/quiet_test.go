@@ -80,6 +80,10 @@ func quietRun(t *testing.T, seed uint64, ops int, kinds map[string]int) (quiet, 
 		gw   int64
 		seq  uint64
 		step int64 // its usual interval, ms
+		// mute is a signal its batches leave out for the next muted
+		// batches (a point that stopped answering)
+		mute  string
+		muted int
 	}
 	motor := []string{"voltage_a", "voltage_b", "voltage_c", "current_a", "current_b", "current_c", "power_factor", "power", "frequency",
 		"winding_temp", "bearing_temp", "vibration"}
@@ -182,7 +186,13 @@ func quietRun(t *testing.T, seed uint64, ops int, kinds map[string]int) (quiet, 
 			}
 			switch rng.IntN(8) {
 			case 0: // a subset
-				order = order[:rng.IntN(len(order)+1)]
+				keep := 1 + rng.IntN(8)
+				order = slices.DeleteFunc(order, func(string) bool { return rng.IntN(keep+1) == 0 })
+			case 4: // all but one
+				if len(order) > 0 {
+					i := rng.IntN(len(order))
+					order = slices.Delete(order, i, i+1)
+				}
 			case 1:
 				rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 			case 2: // a signal twice
@@ -192,13 +202,20 @@ func quietRun(t *testing.T, seed uint64, ops int, kinds map[string]int) (quiet, 
 			case 3: // a signal no birth declared
 				order = append(order, fmt.Sprintf("spare_%d", rng.IntN(3)))
 			}
+			if f.muted == 0 && rng.IntN(15) == 0 {
+				f.mute, f.muted = f.sigs[rng.IntN(len(f.sigs))], 2+rng.IntN(12)
+			}
+			if f.muted > 0 {
+				f.muted--
+				order = slices.DeleteFunc(order, func(s string) bool { return s == f.mute })
+			}
 			for _, s := range order {
 				mean := 10.0
 				if j := slices.Index(f.sigs, s); j >= 0 {
 					mean = f.mean[j]
 				}
 				r := telemetry.Reading{Signal: s, TS: b.TSGW, Value: mean * (1 + (rng.Float64()-0.5)*0.02)}
-				switch rng.IntN(25) {
+				switch rng.IntN(60) {
 				case 0:
 					r.Quality = telemetry.QualityBad
 				case 1, 2:
