@@ -77,9 +77,9 @@ type Engine struct {
 	selected map[selectKey][]*Rule
 	listed   map[string]bool
 	added    []string // Birth's list of the signals it adds, reused
-	// slow: Process steps every staleness and plausibility instance, as
-	// it did before the quiet paths (staleQuiet, plausIdle); the tests
-	// compare the two
+	// slow: Process steps every staleness and plausibility instance and
+	// reads the silence latch, as it did before the quiet paths
+	// (staleQuiet, plausIdle, silenceNone); the tests compare the two
 	slow bool
 	read []uint64 // Process's bitmap of the slots a batch read, reused
 }
@@ -237,6 +237,12 @@ type assetState struct {
 	// signals' intervals (Birth, Restore, Adopt) clears it.
 	staleQuiet bool
 	staleBy    int64
+	// silenceR is silence's rule (nil: none); silenceNone: silence is nil
+	// or its latch is at None, known without loading it (false: not
+	// known). silenced and e.step keep it; Restore and Adopt clear it
+	// (RestoreAssetAt makes a new asset, which does not know).
+	silenceR    *Rule
+	silenceNone bool
 }
 
 type signalState struct {
@@ -373,7 +379,7 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 	}
 	for _, r := range e.selectRules(class, id, "*") {
 		if r.Kind == KindStale {
-			a.silence = &inst{r: r, a: a}
+			a.silence, a.silenceR = &inst{r: r, a: a}, r
 			break
 		}
 	}
@@ -616,7 +622,7 @@ func (e *Engine) revive(a *assetState, ts, stored int64, out []alert.Alert) []al
 	a.lifeTSGW = max(a.lifeTSGW, e.bounded(ts))
 	a.dead = ""
 	a.lastRecv = e.now()
-	if a.silence == nil || a.silence.latch.Level == alert.None {
+	if !a.silenced() {
 		return out
 	}
 	if ts <= 0 {
@@ -979,7 +985,7 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		a.gateway = strings.Clone(b.Gateway)
 	}
 	a.seq, a.part = b.Seq, b.Part
-	if heard && a.dead == "" && a.silence != nil && a.silence.latch.Level != alert.None {
+	if heard && a.dead == "" && a.silenced() {
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
 	// staleness per signal, on arrival (gateway) time: a signal is stale
@@ -1254,22 +1260,35 @@ const TickPeriod = time.Second
 // silent to Tick (nothing arrives): that is what live judges, the
 // collector's view; on replay only a gap in the device's own data counts.
 func (e *Engine) gapSilence(out []alert.Alert, a *assetState, gw, stored, iv int64) []alert.Alert {
-	in := a.silence
-	if in == nil || in.latch.Level != alert.None || a.dead != "" || iv <= 0 || a.heardAt <= 0 || stored <= 0 || a.heardGW <= 0 {
+	// the tests on the asset's own fields first: the silence instance
+	// is one more load (of memory out of cache with many assets)
+	if a.silenceR == nil || a.dead != "" || iv <= 0 || a.heardAt <= 0 || stored <= 0 || a.heardGW <= 0 {
 		return out
 	}
-	lim := in.r.K * float64(iv)
+	lim := a.silenceR.K * float64(iv)
 	// longer than live judgment surely sees: Tick runs at most once a
 	// TickPeriod, so a silence up to a TickPeriod beyond k x iv may pass
 	// between two live judgments unraised; raising it from the data alone
 	// would raise what live never does (a 0.33 s hiccup of a 100 ms feed)
-	if seen := lim + float64(TickPeriod.Milliseconds()); float64(gw-a.heardGW) <= seen || float64(stored-a.heardAt) <= seen {
+	if seen := lim + float64(TickPeriod.Milliseconds()); float64(gw-a.heardGW) <= seen || float64(stored-a.heardAt) <= seen || a.silenced() {
 		return out
 	}
+	in := a.silence
 	e.gap = [3]int64{gw - a.heardGW, stored - a.heardAt, iv}
 	out = e.step(out, in, in.r.Severity, a.heardGW+int64(math.Ceil(lim)), 0, 0)
 	e.gap = [3]int64{}
 	return out
+}
+
+// silenced reports whether the asset's silence alert is raised (its latch
+// not at None), from silenceNone when it knows.
+func (a *assetState) silenced() bool {
+	if a.silenceNone && !a.e.slow {
+		return false
+	}
+	on := a.silence != nil && a.silence.latch.Level != alert.None
+	a.silenceNone = !on
+	return on
 }
 
 // silenceIV is the batch interval the asset's silence is judged on (ms):
@@ -1352,6 +1371,9 @@ func (e *Engine) step(out []alert.Alert, in *inst, tgt alert.Severity, ts, on, o
 		return out
 	}
 	ts = in.latch.At(ts) // a raise may come 1 ms after ts (alert.Latch.Step)
+	if in == in.a.silence {
+		in.a.silenceNone = in.latch.Level == alert.None
+	}
 	al := alert.Alert{Schema: alert.Schema, Key: in.alertKey(), Site: in.a.site, Class: in.a.class, Asset: in.a.id,
 		Rule: in.r.Name, Kind: string(in.r.Kind), Severity: in.latch.Level, RaisedAt: in.latch.Raised, UpdatedAt: ts}
 	if in.sig != nil {
@@ -1443,7 +1465,7 @@ func (e *Engine) inst(a *assetState, al alert.Alert) *inst {
 		if in.r.Name == al.Rule {
 			// the caller may change its latch: the quiet paths judge
 			// it again (staleQuiet, plausIdle)
-			a.staleQuiet = false
+			a.staleQuiet, a.silenceNone = false, false
 			if in.sig != nil {
 				in.sig.plausIdle = false
 			}

@@ -48,11 +48,11 @@ func TestQuietPathsMatchSlow(t *testing.T) {
 	}
 	// the comparison means something only if the quiet paths were taken
 	// and the instances they skip raised and cleared
-	t.Logf("the staleness instances were quiet after %d of %d batches", quiet, batches)
+	t.Logf("the staleness instances were quiet after %d of %d batches; alerts: %v", quiet, batches, kinds)
 	if quiet < batches/10 {
 		t.Errorf("the staleness instances were quiet after %d of %d batches", quiet, batches)
 	}
-	for _, k := range []string{"stale raised", "stale cleared", "plausibility raised", "plausibility cleared"} {
+	for _, k := range []string{"stale raised", "stale cleared", "plausibility raised", "plausibility cleared", "silence raised", "silence cleared"} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s alert in the sequences: %v", k, kinds)
 		}
@@ -109,7 +109,11 @@ func quietRun(t *testing.T, seed uint64, ops int, kinds map[string]int) (quiet, 
 			t.Fatalf("seed %d, %s: the quiet paths gave\n%s\nstepping every instance gave\n%s", seed, op(), g, w)
 		}
 		for _, al := range got {
-			kinds[al.Kind+" "+string(al.State)]++
+			kind := al.Kind
+			if al.Signal == "" {
+				kind = "silence"
+			}
+			kinds[kind+" "+string(al.State)]++
 		}
 		history = append(history, got...)
 		for _, f := range fleet {
@@ -284,11 +288,18 @@ func quietRun(t *testing.T, seed uint64, ops int, kinds map[string]int) (quiet, 
 }
 
 // checkQuiet reports a broken promise of the quiet paths: an asset whose
-// staleness instances are marked quiet with one of them not idle, a
-// signal of stale quality, or a signal's deadline before the asset's
-// staleBy; a signal whose plausibility latch is marked idle and is not.
+// silence is marked at None and is raised; an asset whose staleness
+// instances are marked quiet with one of them not idle, a signal of stale
+// quality, or a signal's deadline before the asset's staleBy; a signal
+// whose plausibility latch is marked idle and is not.
 func checkQuiet(e *Engine) error {
 	for _, a := range e.order {
+		if a.silenceNone && a.silence != nil && a.silence.latch.Level != alert.None {
+			return fmt.Errorf("%s: silenceNone with silence raised", a.id)
+		}
+		if a.silenceR != nil && a.silenceR != a.silence.r {
+			return fmt.Errorf("%s: silenceR is not its silence instance's rule", a.id)
+		}
 		for _, s := range a.list {
 			if s.plausIdle && (s.plaus == nil || !s.plaus.latch.Idle()) {
 				return fmt.Errorf("%s %s: plausIdle with latch %+v", a.id, s.name, s.plaus.latch)
