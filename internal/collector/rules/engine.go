@@ -1464,7 +1464,7 @@ func (e *Engine) inst(a *assetState, al alert.Alert) *inst {
 	for _, in := range cands {
 		if in.r.Name == al.Rule {
 			// the caller may change its latch: the quiet paths judge
-			// it again (staleQuiet, plausIdle)
+			// it again (staleQuiet, silenceNone, plausIdle)
 			a.staleQuiet, a.silenceNone = false, false
 			if in.sig != nil {
 				in.sig.plausIdle = false
