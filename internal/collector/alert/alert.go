@@ -211,3 +211,8 @@ func (l *Latch) SetState(s LatchState) {
 // Zero reports whether the latch is clear with no move in progress (nothing
 // worth persisting).
 func (l *Latch) Zero() bool { return l.Level == None && l.since == 0 }
+
+// Idle reports whether the latch is clear and no move is under way, so that
+// Step(None, ...) would change nothing in it: a caller that knows its
+// target is None may skip that Step.
+func (l *Latch) Idle() bool { return l.Level == None && l.since == 0 && l.dir == 0 }

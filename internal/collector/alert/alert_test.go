@@ -1,6 +1,9 @@
 package alert
 
-import "testing"
+import (
+	"math/rand/v2"
+	"testing"
+)
 
 // TestLatchOccurrencesRaisedInOneMillisecond (review12 F4): an alert
 // raised, cleared and raised again at one time (a backlog whose times were
@@ -28,5 +31,28 @@ func TestLatchOccurrencesRaisedInOneMillisecond(t *testing.T) {
 	l.Step(None, 2000, 0, 0)
 	if !l.Step(Alarm, 5000, 0, 0) || l.Raised != 5000 {
 		t.Fatalf("later raise at %d, want 5000", l.Raised)
+	}
+}
+
+// TestLatchIdle: Step(None) changes nothing in an idle latch (callers
+// skip that Step on it), and a clear latch that is not idle is one a
+// Step(None) would change, over random sequences of targets, times (0
+// included) and delays.
+func TestLatchIdle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 17))
+	for range 200 {
+		var l Latch
+		ts := int64(0)
+		for range 200 {
+			ts += rng.Int64N(3) * 500
+			on, off := rng.Int64N(3)*500, rng.Int64N(3)*500
+			was := l
+			after := l
+			changed := after.Step(None, ts, on, off)
+			if l.Idle() && (after != was || changed) || !l.Idle() && l.Level == None && after == was {
+				t.Fatalf("Idle() = %v for %+v, Step(None, %d) gives %+v", l.Idle(), l, ts, after)
+			}
+			l.Step(Severity(rng.IntN(4)), ts, on, off)
+		}
 	}
 }

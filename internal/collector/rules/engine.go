@@ -7,6 +7,7 @@ package rules
 
 import (
 	"math"
+	"math/bits"
 	"path"
 	"slices"
 	"strings"
@@ -76,6 +77,11 @@ type Engine struct {
 	selected map[selectKey][]*Rule
 	listed   map[string]bool
 	added    []string // Birth's list of the signals it adds, reused
+	// slow: Process steps every staleness and plausibility instance and
+	// reads the silence latch, as it did before the quiet paths
+	// (staleQuiet, plausIdle, silenceNone); the tests compare the two
+	slow bool
+	read []uint64 // Process's bitmap of the slots a batch read, reused
 }
 
 type selectKey struct{ class, asset, signal string }
@@ -223,6 +229,20 @@ type assetState struct {
 	refusedLog int64
 	// dropped: no longer the engine's (dropAsset): a Handle to it is stale
 	dropped bool
+	// staleQuiet: every staleness instance of the asset's signals has an
+	// idle latch (alert.Latch.Idle), no signal's latest quality is stale,
+	// and none is stale by time (checkStale) at a ts_gw up to staleBy: a
+	// batch up to then need not step them (Process). Set by Process's
+	// staleness pass; anything else that changes those latches or the
+	// signals' intervals (Birth, Restore, Adopt) clears it.
+	staleQuiet bool
+	staleBy    int64
+	// silenceR is silence's rule (nil: none); silenceNone: silence is nil
+	// or its latch is at None, known without loading it (false: not
+	// known). silenced and e.step keep it; Restore and Adopt clear it
+	// (RestoreAssetAt makes a new asset, which does not know).
+	silenceR    *Rule
+	silenceNone bool
 }
 
 type signalState struct {
@@ -250,8 +270,13 @@ type signalState struct {
 	hasMax   bool
 	stale    *inst
 	plaus    *inst
+	staleR   *Rule // stale's rule (nil: none): its deadline is found without the instance (staleDeadline)
 	insts    []*inst
 	implaus  bool // the latest reading carried a value outside the range or not finite
+	// plausIdle: plaus's latch is idle (alert.Latch.Idle), so a plausible
+	// value need not step it. Set by Process after a step; false when
+	// unknown (Restore and Adopt clear it).
+	plausIdle bool
 }
 
 type boundExpr struct {
@@ -354,7 +379,7 @@ func (e *Engine) asset(site, id, class string, path []string) *assetState {
 	}
 	for _, r := range e.selectRules(class, id, "*") {
 		if r.Kind == KindStale {
-			a.silence = &inst{r: r, a: a}
+			a.silence, a.silenceR = &inst{r: r, a: a}, r
 			break
 		}
 	}
@@ -446,7 +471,7 @@ func (a *assetState) add(name string) *signalState {
 		*in = inst{r: r, a: a, sig: s}
 		switch r.Kind {
 		case KindStale:
-			s.stale = in
+			s.stale, s.staleR = in, r
 			continue
 		case KindPlausibility:
 			s.plaus = in
@@ -558,6 +583,7 @@ func (e *Engine) Birth(b *telemetry.Birth, stored int64, out []alert.Alert) []al
 	for _, bd := range a.bindings {
 		a.refreshConsts(bd)
 	}
+	a.staleQuiet = false // intervals and signals changed
 	return out
 }
 
@@ -596,7 +622,7 @@ func (e *Engine) revive(a *assetState, ts, stored int64, out []alert.Alert) []al
 	a.lifeTSGW = max(a.lifeTSGW, e.bounded(ts))
 	a.dead = ""
 	a.lastRecv = e.now()
-	if a.silence == nil || a.silence.latch.Level == alert.None {
+	if !a.silenced() {
 		return out
 	}
 	if ts <= 0 {
@@ -749,7 +775,7 @@ func (a *assetState) dropUnborn(out []alert.Alert, ts int64) []alert.Alert {
 // with fresh evaluators and latches.
 func (a *assetState) resetSignal(s *signalState) {
 	a.leavePeers(s)
-	*s = signalState{a: a, name: s.name, slot: s.slot, stale: s.stale, plaus: s.plaus, insts: s.insts}
+	*s = signalState{a: a, name: s.name, slot: s.slot, stale: s.stale, plaus: s.plaus, staleR: s.staleR, insts: s.insts}
 	for _, in := range s.all() {
 		in.latch = alert.Latch{}
 		if in.impl != nil {
@@ -848,6 +874,20 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 	// k x its interval); answered: a reading with a value (good or
 	// uncertain). See liveness below.
 	heard, answered := false, false
+	// the staleness pass may be skipped (quiet) while the asset's
+	// staleness instances are quiet (staleQuiet) and this batch keeps them
+	// so: no reading of stale quality, its ts_gw not after any signal's
+	// deadline (by: the lowest of its signals' deadlines, staleDeadline)
+	quiet := a.staleQuiet && !e.slow && b.TSGW > 0
+	by := int64(math.MaxInt64)
+	// read: the slots of the asset's signals the batch read (of those it
+	// had before it), a bit each; when it read every one, by is the lowest
+	// deadline of all of them, not only of this batch's
+	nsig := len(a.list)
+	read := e.read[:0]
+	if quiet {
+		read = append(read, make([]uint64, (nsig+63)/64)...)
+	}
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		heard = heard || r.Quality != telemetry.QualityStale
@@ -895,42 +935,26 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		if s.first == 0 {
 			s.first = ts
 		}
-		if !r.HasValue() {
+		if r.HasValue() {
+			out = e.value(out, s, r, ts, b.TSGW)
+		} else {
 			s.valid, s.implaus = false, false
 			if r.Quality.HasValue() { // text-only reading
 				s.text = held(s.text, r.Text)
 			} else {
 				e.stats.Bad++
 			}
-			continue
 		}
-		s.text = held(s.text, r.Text)
-		if r.Unit != "" {
-			// the unit held (the catalog's or the birth's string, shared
-			// and in the cache when the checkpoint writes it) is kept
-			// rather than a view into each new payload
-			s.unit = held(s.unit, r.Unit)
+		if quiet && s.slot < nsig {
+			read[s.slot/64] |= 1 << (s.slot % 64)
 		}
-		// The plausibility gate is built in: an implausible value never
-		// feeds rules or expressions. A plausibility rule only decides
-		// whether it also raises an alert.
-		s.implaus = !finite(r.Value) || s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
-		if s.implaus {
-			s.value, s.valid = r.Value, false // the value is kept for the message and the view
-		}
-		if s.plaus != nil {
-			tgt := alert.None
-			if s.implaus {
-				tgt = s.plaus.r.Severity
+		if quiet && s.staleR != nil {
+			if s.quality == telemetry.QualityStale {
+				quiet = false
+			} else {
+				by = min(by, s.staleDeadline())
 			}
-			out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
 		}
-		if s.implaus {
-			e.stats.Bad++
-			continue
-		}
-		s.value, s.valid, s.ts, s.good = r.Value, true, ts, b.TSGW
-		e.updated = append(e.updated, s)
 	}
 	// Liveness (review2 F0). A gateway keeps publishing a dead device's
 	// points, stale, after its death notice: such a batch is no sign of
@@ -961,16 +985,27 @@ func (e *Engine) Process(b *telemetry.Batch, stored int64, out []alert.Alert) []
 		a.gateway = strings.Clone(b.Gateway)
 	}
 	a.seq, a.part = b.Seq, b.Part
-	if heard && a.dead == "" && a.silence != nil && a.silence.latch.Level != alert.None {
+	if heard && a.dead == "" && a.silenced() {
 		out = e.step(out, a.silence, alert.None, batchTS, 0, 0)
 	}
 	// staleness per signal, on arrival (gateway) time: a signal is stale
-	// when no good value arrived for k x its interval of ts_gw
-	for _, s := range a.list {
-		if s.stale == nil {
-			continue
+	// when no good value arrived for k x its interval of ts_gw. While the
+	// asset's staleness instances are quiet and no signal reaches its
+	// deadline, stepping them would change nothing: the pass is skipped.
+	if quiet {
+		n := 0
+		for _, w := range read {
+			n += bits.OnesCount64(w)
 		}
-		out = e.checkStale(out, s, b.TSGW, batchTS)
+		if n < nsig {
+			by = min(by, a.staleBy) // the signals this batch did not read keep theirs
+		}
+		e.read = read
+	}
+	if quiet && b.TSGW <= by {
+		a.staleBy = by
+	} else {
+		out = e.checkStaleAll(out, a, b.TSGW, batchTS)
 	}
 	if a.runExpr != nil {
 		if v, ok := a.eval(a.runExpr); ok {
@@ -1034,7 +1069,7 @@ func warm(cache []*signalState) uint32 {
 		if len(s.insts) > 0 && s.insts[0] != nil {
 			x++
 		}
-		if s.plaus != nil {
+		if s.plaus != nil && !s.plausIdle {
 			x += uint32(s.plaus.latch.Level)
 		}
 	}
@@ -1047,6 +1082,89 @@ func warm(cache []*signalState) uint32 {
 		}
 	}
 	return x
+}
+
+// value takes a reading r with a value for s, dated ts (its source time,
+// else the batch's) in a batch of ts_gw gw: the plausibility gate and
+// rule, then the value for the rules (e.updated) when it passed.
+func (e *Engine) value(out []alert.Alert, s *signalState, r *telemetry.Reading, ts, gw int64) []alert.Alert {
+	s.text = held(s.text, r.Text)
+	if r.Unit != "" {
+		// the unit held (the catalog's or the birth's string, shared
+		// and in the cache when the checkpoint writes it) is kept
+		// rather than a view into each new payload
+		s.unit = held(s.unit, r.Unit)
+	}
+	// The plausibility gate is built in: an implausible value never
+	// feeds rules or expressions. A plausibility rule only decides
+	// whether it also raises an alert.
+	s.implaus = !finite(r.Value) || s.hasMin && r.Value < s.min || s.hasMax && r.Value > s.max
+	if s.implaus {
+		s.value, s.valid = r.Value, false // the value is kept for the message and the view
+	}
+	// a plausible value steps the rule towards None: nothing to do in a
+	// latch known to be idle (plausIdle)
+	if s.plaus != nil && (s.implaus || !s.plausIdle || e.slow) {
+		tgt := alert.None
+		if s.implaus {
+			tgt = s.plaus.r.Severity
+		}
+		out = e.step(out, s.plaus, tgt, ts, s.plaus.r.OnDelay, s.plaus.r.OffDelay)
+		s.plausIdle = s.plaus.latch.Idle()
+	}
+	if s.implaus {
+		e.stats.Bad++
+		return out
+	}
+	s.value, s.valid, s.ts, s.good = r.Value, true, ts, gw
+	e.updated = append(e.updated, s)
+	return out
+}
+
+// checkStaleAll is the staleness pass of a batch of ts_gw gw (checkStale
+// of every signal with a staleness rule); at is the alerts' event time.
+// It finds whether the asset's staleness instances are quiet after it
+// and the lowest deadline of its signals (staleQuiet, staleBy).
+func (e *Engine) checkStaleAll(out []alert.Alert, a *assetState, gw, at int64) []alert.Alert {
+	quiet, by := true, int64(math.MaxInt64)
+	for _, s := range a.list {
+		if s.stale == nil {
+			continue
+		}
+		out = e.checkStale(out, s, gw, at)
+		if quiet = quiet && s.quality != telemetry.QualityStale && s.stale.latch.Idle(); quiet {
+			by = min(by, s.staleDeadline())
+		}
+	}
+	a.staleQuiet, a.staleBy = quiet, by
+	return out
+}
+
+// staleDeadline returns a ts_gw up to which s is not stale by time
+// (checkStale's second case) as it is now: math.MaxInt64 when it never
+// is (no interval, no arrival), math.MinInt64 when the bound cannot be
+// given exactly (times or a k x interval beyond what is exact in
+// float64). s must have a staleness rule (staleR).
+func (s *signalState) staleDeadline() int64 {
+	r := s.staleR
+	iv := r.Interval
+	if iv == 0 {
+		iv = s.interval
+	}
+	if iv <= 0 || s.arr <= 0 {
+		return math.MaxInt64
+	}
+	lim := r.K * float64(iv)
+	base := max(s.good, s.firstArr)
+	if math.IsNaN(lim) {
+		return math.MaxInt64 // no difference is > NaN
+	}
+	if !(lim > -(1<<52) && lim < 1<<52) || base < 0 || base >= 1<<62 {
+		return math.MinInt64
+	}
+	// for 0 < gw <= base + floor(lim): gw-base is exact in float64 and
+	// not above floor(lim), so not above lim
+	return base + int64(math.Floor(lim))
 }
 
 // checkStale judges one signal's staleness at arrival time gw (the batch's
@@ -1142,22 +1260,35 @@ const TickPeriod = time.Second
 // silent to Tick (nothing arrives): that is what live judges, the
 // collector's view; on replay only a gap in the device's own data counts.
 func (e *Engine) gapSilence(out []alert.Alert, a *assetState, gw, stored, iv int64) []alert.Alert {
-	in := a.silence
-	if in == nil || in.latch.Level != alert.None || a.dead != "" || iv <= 0 || a.heardAt <= 0 || stored <= 0 || a.heardGW <= 0 {
+	// the tests on the asset's own fields first: the silence instance
+	// is one more load (of memory out of cache with many assets)
+	if a.silenceR == nil || a.dead != "" || iv <= 0 || a.heardAt <= 0 || stored <= 0 || a.heardGW <= 0 {
 		return out
 	}
-	lim := in.r.K * float64(iv)
+	lim := a.silenceR.K * float64(iv)
 	// longer than live judgment surely sees: Tick runs at most once a
 	// TickPeriod, so a silence up to a TickPeriod beyond k x iv may pass
 	// between two live judgments unraised; raising it from the data alone
 	// would raise what live never does (a 0.33 s hiccup of a 100 ms feed)
-	if seen := lim + float64(TickPeriod.Milliseconds()); float64(gw-a.heardGW) <= seen || float64(stored-a.heardAt) <= seen {
+	if seen := lim + float64(TickPeriod.Milliseconds()); float64(gw-a.heardGW) <= seen || float64(stored-a.heardAt) <= seen || a.silenced() {
 		return out
 	}
+	in := a.silence
 	e.gap = [3]int64{gw - a.heardGW, stored - a.heardAt, iv}
 	out = e.step(out, in, in.r.Severity, a.heardGW+int64(math.Ceil(lim)), 0, 0)
 	e.gap = [3]int64{}
 	return out
+}
+
+// silenced reports whether the asset's silence alert is raised (its latch
+// not at None), from silenceNone when it knows.
+func (a *assetState) silenced() bool {
+	if a.silenceNone && !a.e.slow {
+		return false
+	}
+	on := a.silence != nil && a.silence.latch.Level != alert.None
+	a.silenceNone = !on
+	return on
 }
 
 // silenceIV is the batch interval the asset's silence is judged on (ms):
@@ -1240,6 +1371,9 @@ func (e *Engine) step(out []alert.Alert, in *inst, tgt alert.Severity, ts, on, o
 		return out
 	}
 	ts = in.latch.At(ts) // a raise may come 1 ms after ts (alert.Latch.Step)
+	if in == in.a.silence {
+		in.a.silenceNone = in.latch.Level == alert.None
+	}
 	al := alert.Alert{Schema: alert.Schema, Key: in.alertKey(), Site: in.a.site, Class: in.a.class, Asset: in.a.id,
 		Rule: in.r.Name, Kind: string(in.r.Kind), Severity: in.latch.Level, RaisedAt: in.latch.Raised, UpdatedAt: ts}
 	if in.sig != nil {
@@ -1329,6 +1463,12 @@ func (e *Engine) inst(a *assetState, al alert.Alert) *inst {
 	}
 	for _, in := range cands {
 		if in.r.Name == al.Rule {
+			// the caller may change its latch: the quiet paths judge
+			// it again (staleQuiet, silenceNone, plausIdle)
+			a.staleQuiet, a.silenceNone = false, false
+			if in.sig != nil {
+				in.sig.plausIdle = false
+			}
 			return in
 		}
 	}

@@ -127,7 +127,7 @@ func (e *Engine) Current(site, id string) (gateway string, alive bool) {
 	if !ok || a.batches == 0 {
 		return "", false
 	}
-	return a.gateway, a.dead == "" && (a.silence == nil || a.silence.latch.Level == alert.None)
+	return a.gateway, a.dead == "" && !a.silenced()
 }
 
 // Len returns how many assets the engine tracks.
