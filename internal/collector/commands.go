@@ -22,6 +22,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -647,10 +648,10 @@ func (c *Collector) startCommands(ctx context.Context, g interface{ Go(func() er
 		// back, after its operator was told no gateway answered: commands
 		// are never spooled for later
 		opts := append([]nats.Option{nats.Name("smelter-collector-commands"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-			nats.ReconnectBufSize(-1)}, auth...)
+			nats.ReconnectBufSize(-1), c.asyncErrors(s.log, "commands.nats")}, auth...)
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
-			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", redactURL(url), err)
+			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", secret.RedactURL(url), err)
 		}
 		s.kp, s.cmd, stop = kp, nc, nc.Close
 		pub, _ := kp.PublicKey()
