@@ -268,15 +268,30 @@ type auditPosition struct {
 // and created again: every record in it is new), after the last record
 // handled of the same stream, or, at first start, from commands.alert_hold
 // ago. It retries until it succeeds; nil when ctx ends.
+//
+// A stream not created yet is the expected start when the collector comes
+// up before the gateways (make demo: the gateway's uplink creates it a
+// moment later): said once at INFO, and at WARN on every retry only once
+// auditMissingQuiet has passed; any other error is a WARN at once.
 func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) jetstream.Consumer {
 	wait := 250 * time.Millisecond
+	start, toldMissing := s.now(), false
 	for {
 		cons, err := s.bindAudit(ctx, pos)
 		if err == nil {
 			s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
 			return cons
 		}
-		s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound) && s.now().Sub(start) < auditMissingQuiet:
+			if !toldMissing {
+				s.log.Info("audit stream not created yet: waiting for it (a gateway with NATS commands, or nats-init, creates it)",
+					"stream", s.cfg.AuditStream, "warn_after", auditMissingQuiet)
+				toldMissing = true
+			}
+		default:
+			s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -285,6 +300,10 @@ func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) 
 		wait = min(2*wait, 30*time.Second)
 	}
 }
+
+// auditMissingQuiet is how long auditConsumer waits for a missing audit
+// stream before it warns.
+const auditMissingQuiet = 30 * time.Second
 
 // bindAudit is one attempt of auditConsumer.
 func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jetstream.Consumer, error) {
