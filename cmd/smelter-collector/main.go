@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ import (
 	"github.com/smelterio/smelter/internal/confload"
 	"github.com/smelterio/smelter/internal/logging"
 	"github.com/smelterio/smelter/internal/procs"
+	"github.com/smelterio/smelter/internal/secret"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/version"
 )
 
@@ -42,7 +45,9 @@ func main() {
 // usage).
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "tail" {
-		if err := tail(args[1:], stdout, stderr); err != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := tail(ctx, args[1:], stdout, stderr); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
 			}
@@ -189,18 +194,22 @@ func printConfigErrors(w io.Writer, err error) {
 	fmt.Fprintf(w, "%d error(s): the configuration is invalid\n", len(es))
 }
 
-// tail prints every message on the subject filter, one line each.
-func tail(args []string, stdout, stderr io.Writer) error {
+// tail prints every message on the subject filter, one line each, until
+// ctx ends (nil) or the server refuses a subscription or closes the
+// connection (an error).
+func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "collector configuration file: connect with its nats: block (url, username and password_env/password_file, token_file, creds_file, tls)")
 	url := fs.String("url", "", "NATS server URL, without credentials (default: the -config file's nats.url, else "+nats.DefaultURL+")")
 	subject := fs.String("subject", "smelter.v1.>", "subject filter")
-	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); empty: all")
+	kinds := fs.String("kind", "", "comma-separated kinds to show (data,birth,death,alert,kpi,status); each is subscribed to on its own\n(smelter.v1.*.*.*.<kind> within -subject), so a user allowed only those subjects can tail them; empty: all of -subject")
 	creds := fs.String("creds", "", "NATS credentials file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: smelter-collector tail [flags]\n\nPrints every message on the subject filter, one line each. With -config it connects as the collector\n"+
-			"does (credentials and TLS of the file's nats: block), so no secret goes on the command line.\n\nExamples:\n"+
+			"does (credentials and TLS of the file's nats: block), so no secret goes on the command line.\n"+
+			"With the shipped NATS accounts (deploy/nats/smelter-accounts.conf) the collector's user may tail\n"+
+			"alert, kpi and status; other kinds need a user allowed to subscribe to them (docs/collector.md).\n\nExamples:\n"+
 			"  smelter-collector tail -url nats://127.0.0.1:4222 -subject 'smelter.v1.*.air_compressor.>' -kind data,alert\n"+
 			"  smelter-collector tail -config /etc/smelter/collector.yaml -kind alert,kpi\n\n")
 		fs.PrintDefaults()
@@ -208,10 +217,26 @@ func tail(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := collector.CheckURL("-url", *url); err != nil {
+	if err := collector.CheckURL("-url", *url, "-creds FILE, or -config with the collector's nats: block (username and password_env or password_file, token_file, creds_file)"); err != nil {
 		return err
 	}
-	opts := []nats.Option{nats.Name("smelter-collector-tail")}
+	subjects, err := tailSubjects(*subject, *kinds)
+	if err != nil {
+		return err
+	}
+	asyncErrs := make(chan error, 16)
+	opts := []nats.Option{nats.Name("smelter-collector-tail"),
+		// nats.go's own handler writes a raw line to stderr and tail ran on
+		// with nothing subscribed: a refusal ends tail, naming the subject
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				err = fmt.Errorf("%w (subscription on %s)", err, sub.Subject)
+			}
+			select {
+			case asyncErrs <- err:
+			default: // tail is ending on an earlier one
+			}
+		})}
 	target := nats.DefaultURL
 	if *cfgPath != "" {
 		cfg, err := collector.LoadConfig(*cfgPath)
@@ -233,35 +258,110 @@ func tail(args []string, stdout, stderr io.Writer) error {
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
 	}
+	closed := make(chan struct{})
+	opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	nc, err := nats.Connect(target, opts...)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", collector.RedactURL(target), err)
+		return fmt.Errorf("connect %s: %w", secret.RedactURL(target), err)
 	}
 	defer nc.Close()
-	want := map[string]bool{}
-	for _, k := range strings.Split(*kinds, ",") {
-		if k != "" {
-			want[k] = true
-		}
-	}
 	ch := make(chan *nats.Msg, 1024)
-	sub, err := nc.ChanSubscribe(*subject, ch)
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", *subject, err)
+	for _, s := range subjects {
+		sub, err := nc.ChanSubscribe(s, ch)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", s, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-ch:
-			kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-			if len(want) > 0 && !want[kind] {
-				continue
+		case err := <-asyncErrs:
+			if s, ok := refusedSubscription(err, subjects); ok {
+				return fmt.Errorf("the NATS server refused the subscription to %s (permissions violation): allow this user to subscribe to %s, "+
+					"or connect as a user who may (with the shipped accounts, deploy/nats/smelter-accounts.conf, user collector "+
+					"may subscribe to smelter.v1.*.*.*.alert, .kpi and smelter.v1.*._gateway.*.status: tail -kind alert,kpi,status)", s, s)
 			}
+			fmt.Fprintln(stderr, "smelter-collector tail: nats:", strings.TrimPrefix(err.Error(), "nats: "))
+		case <-closed:
+			if err := nc.LastError(); err != nil {
+				return fmt.Errorf("connection to %s closed: %w", secret.RedactURL(nc.ConnectedUrl()), err)
+			}
+			return errors.New("connection closed")
+		case m := <-ch:
 			fmt.Fprintf(stdout, "%s %s %s\n", time.Now().Format("15:04:05.000"), m.Subject, m.Data)
 		}
 	}
+}
+
+// tailSubjects returns what tail subscribes to: filter as it is without
+// kinds, else filter's intersection with smelter.v1.*.*.*.<kind> for each
+// kind (a comma-separated list), so that the server, not tail, filters
+// and a user allowed only those subjects may tail them. Messages are
+// published on the 6-token subjects; a partition token is only in the
+// subject the telemetry stream stores (docs/collector.md).
+func tailSubjects(filter, kinds string) ([]string, error) {
+	var ks []string
+	for _, k := range strings.Split(kinds, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !telemetry.ValidToken(k) {
+			return nil, fmt.Errorf("-kind: %q is not a kind (data, birth, death, alert, kpi, status)", k)
+		}
+		if !slices.Contains(ks, k) {
+			ks = append(ks, k)
+		}
+	}
+	if len(ks) == 0 {
+		return []string{filter}, nil
+	}
+	var out []string
+	for _, k := range ks {
+		if s, ok := intersect(filter, telemetry.KindFilter("*", telemetry.Kind(k))); ok {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-subject %s holds no subject of kind %s (smelter.v1.<site>.<class>.<asset>.<kind>)", filter, strings.Join(ks, ", "))
+	}
+	return out, nil
+}
+
+// intersect returns the filter matching exactly the subjects both filter
+// and layout (tokens and '*', no '>') match, and whether there are any.
+func intersect(filter, layout string) (string, bool) {
+	ft, lt := strings.Split(filter, "."), strings.Split(layout, ".")
+	out := make([]string, 0, len(lt))
+	for i, l := range lt {
+		if i == len(ft) {
+			return "", false // filter is shorter
+		}
+		switch f := ft[i]; {
+		case f == ">":
+			return strings.Join(append(out, lt[i:]...), "."), true
+		case f == "*" || f == l:
+			out = append(out, l)
+		case l == "*":
+			out = append(out, f)
+		default:
+			return "", false
+		}
+	}
+	return strings.Join(out, "."), len(ft) == len(lt)
+}
+
+// refusedSubscription returns which of subjects err, a permissions
+// violation, refuses a subscription to.
+func refusedSubscription(err error, subjects []string) (string, bool) {
+	if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(strings.ToLower(err.Error()), "subscription to") {
+		return "", false
+	}
+	for _, s := range subjects {
+		if strings.Contains(err.Error(), `"`+s+`"`) {
+			return s, true
+		}
+	}
+	return "", false
 }

@@ -2,18 +2,27 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/collector"
+	"github.com/smelterio/smelter/internal/logging/logtest"
 	"github.com/smelterio/smelter/internal/procs/procstest"
+	"github.com/smelterio/smelter/internal/wait"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -179,5 +188,126 @@ func TestTailCredentials(t *testing.T) {
 	code, _, errs = runCmd("tail", "-config", cfg)
 	if code != 1 || !strings.Contains(errs, "connect nats://127.0.0.1:1") || strings.Contains(errs, "S3cret") {
 		t.Fatalf("-config, server down: code %d: %s", code, errs)
+	}
+}
+
+// tailServer starts a nats-server whose users hold what tail may need:
+// viewer may subscribe only to alerts and KPIs (as the shipped collector
+// user), nosub to its inbox only, pub publishes anything.
+func tailServer(t *testing.T) string {
+	t.Helper()
+	inbox := &server.SubjectPermission{Allow: []string{"_INBOX.>"}}
+	o := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Users: []*server.User{
+		{Username: "viewer", Password: "viewer-pw", Permissions: &server.Permissions{Publish: inbox,
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "smelter.v1.*.*.*.alert", "smelter.v1.*.*.*.kpi"}}}},
+		{Username: "nosub", Password: "nosub-pw", Permissions: &server.Permissions{Publish: inbox, Subscribe: inbox}},
+		{Username: "pub", Password: "pub-pw"},
+	}}
+	return brokertest.Server(t, o).ClientURL()
+}
+
+// runTail runs tail -config (a collector.yaml connecting as user) with
+// args until ctx ends; the returned channel gives its error.
+func runTail(ctx context.Context, t *testing.T, url, user string, stdout, stderr io.Writer, args ...string) <-chan error {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte(user+"-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfg, []byte("nats:\n  url: "+url+"\n  username: "+user+"\n  password_file: pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tail(ctx, append([]string{"-config", cfg}, args...), stdout, stderr) }()
+	return done
+}
+
+// tail -kind subscribes to each kind's subjects, not to smelter.v1.> with
+// a filter of its own: a user allowed only alert and KPI subjects (the
+// shipped collector user) tails them (bbtest F2).
+func TestTailKindsSubscribedByServer(t *testing.T) {
+	url := tailServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errs logtest.Buffer
+	done := runTail(ctx, t, url, "viewer", &out, &errs, "-kind", "alert,kpi")
+	pub, err := nats.Connect(url, nats.UserInfo("pub", "pub-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	wait.For(t, 10*time.Second, "tail printing an alert and a KPI", func() bool {
+		for _, k := range []string{"data", "alert", "kpi", "birth"} {
+			_ = pub.Publish("smelter.v1.s1.motor.m-1."+k, []byte(`{"k":"`+k+`"}`))
+		}
+		_ = pub.Flush()
+		return strings.Contains(out.String(), `smelter.v1.s1.motor.m-1.alert {"k":"alert"}`) &&
+			strings.Contains(out.String(), `smelter.v1.s1.motor.m-1.kpi {"k":"kpi"}`)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("tail: %v (stderr %s)", err, errs.String())
+	}
+	if strings.Contains(out.String(), ".data") || strings.Contains(out.String(), ".birth") || errs.String() != "" {
+		t.Fatalf("tail -kind alert,kpi printed other kinds or errors:\n%s\nstderr: %s", out.String(), errs.String())
+	}
+}
+
+// A subscription the server refuses ends tail with an error naming the
+// subject and what to allow, instead of a raw nats.go line on stderr and
+// a tail that runs on with nothing to show (bbtest F2).
+func TestTailRefusedSubscriptionEnds(t *testing.T) {
+	url := tailServer(t)
+	for _, c := range []struct {
+		user, kinds, refused string
+	}{
+		{"nosub", "alert,kpi", "smelter.v1.*.*.*.alert"},
+		{"viewer", "alert,data", "smelter.v1.*.*.*.data"},
+		{"viewer", "", "smelter.v1.>"},
+	} {
+		t.Run(c.user+"/"+c.kinds, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out, errs logtest.Buffer
+			var err error
+			select {
+			case err = <-runTail(ctx, t, url, c.user, &out, &errs, "-kind", c.kinds):
+			case <-time.After(10 * time.Second):
+				t.Fatalf("tail still running 10 s after a refused subscription; stderr: %s", errs.String())
+			}
+			if err == nil || !strings.Contains(err.Error(), "refused the subscription to "+c.refused+" (permissions violation)") ||
+				!strings.Contains(err.Error(), "allow this user to subscribe to "+c.refused) {
+				t.Fatalf("tail: %v, want the refused subscription to %s named", err, c.refused)
+			}
+		})
+	}
+	// the command's exit code and message
+	code, _, errs := runCmd("tail", "-url", url, "-kind", "alert")
+	if code != 1 || !strings.Contains(errs, "smelter-collector tail: ") {
+		t.Fatalf("tail without a user: code %d: %s", code, errs)
+	}
+}
+
+func TestTailSubjects(t *testing.T) {
+	for _, c := range []struct {
+		filter, kinds string
+		want          []string
+	}{
+		{"smelter.v1.>", "", []string{"smelter.v1.>"}},
+		{"smelter.v1.>", "alert, kpi,alert", []string{"smelter.v1.*.*.*.alert", "smelter.v1.*.*.*.kpi"}},
+		{"smelter.v1.*.air_compressor.>", "data,alert", []string{"smelter.v1.*.air_compressor.*.data", "smelter.v1.*.air_compressor.*.alert"}},
+		{"smelter.v1.s1.*.*.data", "data,alert", []string{"smelter.v1.s1.*.*.data"}},
+		{">", "status", []string{"smelter.v1.*.*.*.status"}},
+		{"smelter.v1.s1.*.*.*", "kpi", []string{"smelter.v1.s1.*.*.kpi"}},
+	} {
+		got, err := tailSubjects(c.filter, c.kinds)
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("tailSubjects(%q, %q) = %q, %v; want %q", c.filter, c.kinds, got, err, c.want)
+		}
+	}
+	for _, c := range [][2]string{{"smelter.v1.s1.*.*.data", "alert"}, {"smelter.v1.*.*.*.*.3", "alert"}, {"other.>", "kpi"}, {"smelter.v1.>", "a.b"}, {"smelter.v1.>", "*"}} {
+		if got, err := tailSubjects(c[0], c[1]); err == nil {
+			t.Errorf("tailSubjects(%q, %q) = %q, want an error", c[0], c[1], got)
+		}
 	}
 }

@@ -137,7 +137,13 @@ func cmdSend(args []string, stdout, stderr io.Writer) int {
 	if err := c.Sign(kp); err != nil {
 		return fail("%v", err)
 	}
-	opts := []nats.Option{nats.Name("smelter-gateway command")}
+	opts := []nats.Option{nats.Name("smelter-gateway command"),
+		// the server's asynchronous errors (a permissions violation on the
+		// command's subject) as this command's own lines, not nats.go's raw
+		// one (its default handler writes to os.Stderr)
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			fmt.Fprintf(stderr, "smelter-gateway command send: %v\n", err)
+		})}
 	if *creds != "" {
 		opts = append(opts, nats.UserCredentials(*creds))
 	}

@@ -1253,8 +1253,35 @@ func (c *Collector) natsOptions() ([]nats.Option, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			c.disrupted.connection() // before the count: tests wait on it
 			c.reconnects.Add(1)
-			log.Info("NATS connection re-established", "url", redactURL(nc.ConnectedUrl()))
-		})}, auth...), nil
+			log.Info("NATS connection re-established", "url", secret.RedactURL(nc.ConnectedUrl()))
+		}),
+		c.asyncErrors(log, "nats")}, auth...), nil
+}
+
+// asyncErrors is the nats.ErrorHandler of the connection that field's
+// block configures: the server's asynchronous errors (a permissions
+// violation, a consumer whose heartbeats stopped, a slow consumer) logged
+// at WARN through log, rate-limited per connection and kind of error
+// (logLimits), with the subscription's subject. Without it nats.go writes
+// a raw line to stderr, which breaks a JSON log (bbtest F4). Neither the
+// errors nor the subjects hold a credential.
+func (c *Collector) asyncErrors(log *slog.Logger, field string) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		kind := "other"
+		switch {
+		case errors.Is(err, nats.ErrPermissionViolation):
+			kind = "permissions"
+		case errors.Is(err, nats.ErrSlowConsumer):
+			kind = "slow-consumer"
+		case errors.Is(err, nats.ErrConsumerNotActive):
+			kind = "consumer-not-active"
+		}
+		args := []any{"connection", field, "err", errCut(err)}
+		if sub != nil {
+			args = append(args, "subject", logCut(sub.Subject))
+		}
+		c.logLim.of("nats-async:"+field+":"+kind).Log(context.Background(), log, slog.LevelWarn, "NATS asynchronous error", args...)
+	})
 }
 
 // tlsConfig builds the client TLS configuration of a tls: block, with its

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,8 +16,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smelterio/smelter/internal/brokers"
+	"github.com/smelterio/smelter/internal/brokers/brokertest"
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/command"
+	"github.com/smelterio/smelter/internal/logging/logtest"
+	"github.com/smelterio/smelter/internal/streams"
+	"github.com/smelterio/smelter/internal/telemetry"
 	"github.com/smelterio/smelter/internal/wait"
 )
 
@@ -201,5 +207,60 @@ func TestCommandAlertFloodAggregated(t *testing.T) {
 		if a.Asset == "ac-2" && a.Message != "unauthorized command (no id) on - by an unknown requester (gateway gw-1): invalid command: unexpected EOF" {
 			t.Errorf("message %q", a.Message)
 		}
+	}
+}
+
+// A collector that starts before the audit stream exists (make demo: the
+// gateway's uplink creates it a moment later) says so once at INFO, not
+// WARN "audit stream not ready" at every start; still missing after
+// auditMissingQuiet it warns, and it binds once the stream is there.
+func TestAuditStreamMissingAtStartNotWarned(t *testing.T) {
+	ns := brokertest.NATS(t, brokers.NATSOptions{})
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tries atomic.Int64 // the service's stream info requests
+	if _, err := nc.Subscribe("$JS.API.STREAM.INFO.SMELTER_AUDIT", func(*nats.Msg) { tries.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	var logs logtest.Buffer
+	var skew atomic.Int64 // how far the service's clock is ahead
+	k := &CommandsConfig{AuditStream: "SMELTER_AUDIT", AuditConsumer: "grp-audit", AlertHold: Duration(time.Hour)}
+	s := &commandService{cfg: k, js: js, log: slog.New(slog.NewTextHandler(&logs, nil)),
+		now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan jetstream.Consumer, 1)
+	go func() { got <- s.auditConsumer(ctx, &auditPosition{}) }()
+	wait.For(t, 10*time.Second, "the missing audit stream said at INFO", func() bool {
+		return strings.Contains(logs.String(), `level=INFO msg="audit stream not created yet`)
+	})
+	wait.For(t, 10*time.Second, "three attempts to bind", func() bool { return tries.Load() >= 3 })
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("a missing audit stream at start warned:\n%s", logs.String())
+	}
+	skew.Store(int64(auditMissingQuiet + time.Second))
+	wait.For(t, 10*time.Second, "the audit stream still missing after auditMissingQuiet warned", func() bool {
+		return strings.Contains(logs.String(), `level=WARN msg="audit stream not ready, retrying"`) && strings.Contains(logs.String(), "stream not found")
+	})
+	if _, err := js.CreateStream(ctx, streams.Audit(k.AuditStream, telemetry.AuditStreamSubjects("*"), 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-got:
+		if c == nil {
+			t.Fatal("no audit consumer")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the audit consumer was not bound once the stream existed")
+	}
+	if n := strings.Count(logs.String(), "audit stream not created yet"); n != 1 {
+		t.Fatalf("the missing stream said %d times at INFO, want once:\n%s", n, logs.String())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/smelterio/smelter/internal/collector/alert"
 	"github.com/smelterio/smelter/internal/command"
 	"github.com/smelterio/smelter/internal/dashboard"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
 
@@ -267,15 +268,30 @@ type auditPosition struct {
 // and created again: every record in it is new), after the last record
 // handled of the same stream, or, at first start, from commands.alert_hold
 // ago. It retries until it succeeds; nil when ctx ends.
+//
+// A stream not created yet is the expected start when the collector comes
+// up before the gateways (make demo: the gateway's uplink creates it a
+// moment later): said once at INFO, and at WARN on every retry only once
+// auditMissingQuiet has passed; any other error is a WARN at once.
 func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) jetstream.Consumer {
 	wait := 250 * time.Millisecond
+	start, toldMissing := s.now(), false
 	for {
 		cons, err := s.bindAudit(ctx, pos)
 		if err == nil {
 			s.log.Info("audit stream consumed", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer)
 			return cons
 		}
-		s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound) && s.now().Sub(start) < auditMissingQuiet:
+			if !toldMissing {
+				s.log.Info("audit stream not created yet: waiting for it (a gateway with NATS commands, or nats-init, creates it)",
+					"stream", s.cfg.AuditStream, "warn_after", auditMissingQuiet)
+				toldMissing = true
+			}
+		default:
+			s.log.Warn("audit stream not ready, retrying", "stream", s.cfg.AuditStream, "consumer", s.cfg.AuditConsumer, "err", err, "in", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -284,6 +300,10 @@ func (s *commandService) auditConsumer(ctx context.Context, pos *auditPosition) 
 		wait = min(2*wait, 30*time.Second)
 	}
 }
+
+// auditMissingQuiet is how long auditConsumer waits for a missing audit
+// stream before it warns.
+const auditMissingQuiet = 30 * time.Second
 
 // bindAudit is one attempt of auditConsumer.
 func (s *commandService) bindAudit(ctx context.Context, pos *auditPosition) (jetstream.Consumer, error) {
@@ -647,10 +667,10 @@ func (c *Collector) startCommands(ctx context.Context, g interface{ Go(func() er
 		// back, after its operator was told no gateway answered: commands
 		// are never spooled for later
 		opts := append([]nats.Option{nats.Name("smelter-collector-commands"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-			nats.ReconnectBufSize(-1)}, auth...)
+			nats.ReconnectBufSize(-1), c.asyncErrors(s.log, "commands.nats")}, auth...)
 		nc, err := nats.Connect(url, opts...)
 		if err != nil {
-			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", redactURL(url), err)
+			return stop, fmt.Errorf("collector: commands.nats connect %s: %w", secret.RedactURL(url), err)
 		}
 		s.kp, s.cmd, stop = kp, nc, nc.Close
 		pub, _ := kp.PublicKey()

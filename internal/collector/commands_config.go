@@ -104,7 +104,7 @@ func (c *Config) commandProblems(ps []problem) []problem {
 	bad := func(field, format string, args ...any) {
 		ps = append(ps, problem{"commands." + field, fmt.Sprintf(format, args...)})
 	}
-	ps = urlProblems(ps, "commands.nats.url", k.NATS.URL, "username and password_env or password_file, or token_file")
+	ps = urlProblems(ps, "commands.nats.url", k.NATS.URL, natsCredentialFields)
 	if !tokenRe.MatchString(k.AuditStream) {
 		bad("audit_stream", "%q must be 1-64 of A-Z a-z 0-9 _ -", k.AuditStream)
 	}

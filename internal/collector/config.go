@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -418,27 +417,19 @@ func loadConfig(path string, data []byte) (Config, error) {
 // urlProblems appends a problem of field for every URL of raw (a comma-
 // separated list; "" is none) that carries credentials (user:password@ or
 // token@, which nats.go and paho use, and which would be logged with every
-// connection error and reconnect) or does not parse; instead names the
-// fields that take them. Neither the URL nor its credentials are quoted.
+// connection error and reconnect) or does not parse (secret.URLProblems);
+// instead names the fields that take them. Neither the URL nor its
+// credentials are quoted.
 func urlProblems(ps []problem, field, raw, instead string) []problem {
-	if strings.TrimSpace(raw) == "" {
-		return ps
-	}
-	for i, u := range strings.Split(raw, ",") {
-		u = strings.TrimSpace(u)
-		if !strings.Contains(u, "://") {
-			u = "nats://" + u // as nats.go reads a bare host:port
-		}
-		p, err := url.Parse(u)
-		switch {
-		case err != nil || p.Host == "":
-			ps = append(ps, problem{field, fmt.Sprintf("URL %d of the list is not a URL like nats://host:4222", i+1)})
-		case p.User != nil:
-			ps = append(ps, problem{field, fmt.Sprintf("credentials in the URL are not allowed (URL %d of the list); use %s", i+1, instead)})
-		}
+	for _, r := range secret.URLProblems(raw, secret.URLRules{Scheme: "nats", Example: "nats://host:4222", Instead: instead}) {
+		ps = append(ps, problem{field, r})
 	}
 	return ps
 }
+
+// natsCredentialFields names the settings of a nats: block that take
+// credentials, for the error on a URL that carries them.
+const natsCredentialFields = "username and password_env or password_file, or token_file, or creds_file"
 
 // NATSOptions returns nats.url and the nats.go options of the nats:
 // block's credentials and TLS (files resolved against the config file's
@@ -458,50 +449,13 @@ func (c *Config) NATSOptions() (string, []nats.Option, error) {
 
 // CheckURL returns an error when raw (a URL or a comma-separated list of
 // them) does not parse or carries credentials, naming field (as the
-// configuration's check does, without quoting the URL).
-func CheckURL(field, raw string) error {
-	for _, p := range urlProblems(nil, field, raw, "the options for credentials") {
+// configuration's check does, without quoting the URL); instead names the
+// options that take credentials.
+func CheckURL(field, raw, instead string) error {
+	for _, p := range urlProblems(nil, field, raw, instead) {
 		return fmt.Errorf("%s: %s", p.field, p.reason)
 	}
 	return nil
-}
-
-// RedactURL returns raw (a URL or a comma-separated list) with the user
-// information of every URL replaced by "redacted" (redactURL).
-func RedactURL(raw string) string { return redactURL(raw) }
-
-// redactURL returns raw (a URL or a comma-separated list) with the user
-// information of every URL, a password or a token, replaced by "redacted",
-// for logs and errors; what does not parse is replaced whole when it holds
-// an '@'.
-func redactURL(raw string) string {
-	if !strings.Contains(raw, "@") {
-		return raw
-	}
-	us := strings.Split(raw, ",")
-	for i, s := range us {
-		if !strings.Contains(s, "@") {
-			continue
-		}
-		t := strings.TrimSpace(s)
-		bare := !strings.Contains(t, "://")
-		if bare {
-			t = "nats://" + t
-		}
-		p, err := url.Parse(t)
-		if err != nil {
-			us[i] = "(a URL that does not parse)"
-			continue
-		}
-		if p.User != nil {
-			p.User = url.User("redacted")
-		}
-		us[i] = p.String()
-		if bare {
-			us[i] = strings.TrimPrefix(us[i], "nats://")
-		}
-	}
-	return strings.Join(us, ",")
 }
 
 var (
@@ -544,7 +498,7 @@ func (c *Config) problems() []problem {
 		}
 	}
 	n := &c.NATS
-	ps = urlProblems(ps, "nats.url", n.URL, "username and password_env or password_file, or token_file")
+	ps = urlProblems(ps, "nats.url", n.URL, natsCredentialFields)
 	token("nats.stream", n.Stream)
 	if n.Consumer != "" {
 		token("nats.consumer", n.Consumer)

@@ -266,6 +266,29 @@ func TestNATSPermissionsExample(t *testing.T) {
 		c.denied(t, "publish data", "smelter.v1.site1.air_compressor.ac-1.data", pub("smelter.v1.site1.air_compressor.ac-1.data"))
 		c.denied(t, "publish a birth", "smelter.v1.site1.air_compressor.ac-1.birth", pub("smelter.v1.site1.air_compressor.ac-1.birth"))
 		c.denied(t, "subscribe to the raw telemetry", "smelter.v1.>", func() error { _, err := c.nc.SubscribeSync("smelter.v1.>"); return err })
+		c.denied(t, "subscribe to the data", "smelter.v1.*.*.*.data", func() error { _, err := c.nc.SubscribeSync("smelter.v1.*.*.*.data"); return err })
+		c.denied(t, "subscribe to a 7-token alert subject", "smelter.v1.*.*.*.alert.*", func() error {
+			_, err := c.nc.SubscribeSync("smelter.v1.*.*.*.alert.*")
+			return err
+		})
+		// its own outputs live, as smelter-collector tail -config -kind
+		// alert,kpi subscribes (bbtest F2): what the stream it reads holds
+		for _, k := range []string{"alert", "kpi"} {
+			sub, err := c.nc.SubscribeSync("smelter.v1.*.*.*." + k)
+			if err == nil {
+				err = c.nc.Flush() // the subscription is in place before the publish
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			subj := "smelter.v1.site1.motor.m-1." + k
+			if _, err := coll.js.Publish(ctx, subj, []byte(`{}`)); err != nil {
+				t.Fatalf("collector %s publish: %v", k, err)
+			}
+			if m, err := sub.NextMsg(5 * time.Second); err != nil || m.Subject != subj {
+				t.Fatalf("collector subscribed to %s: %v %v", k, m, err)
+			}
+		}
 		c.denied(t, "delete the stream", "$JS.API.STREAM.DELETE.SMELTER", c.request("$JS.API.STREAM.DELETE.SMELTER"))
 		c.denied(t, "purge the stream", "$JS.API.STREAM.PURGE.SMELTER", c.request("$JS.API.STREAM.PURGE.SMELTER"))
 		c.denied(t, "create another stream", "$JS.API.STREAM.CREATE.OTHER", c.request("$JS.API.STREAM.CREATE.OTHER"))
@@ -334,4 +357,30 @@ func collectorWithout(t *testing.T, grant string) Config {
 	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
 	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
 	return cfg
+}
+
+// A permissions violation on one of the collector's subscriptions (its
+// user may not subscribe to the gateways' status notices) is logged
+// through the collector's logger, at WARN with the subject, not as
+// nats.go's raw stderr line, which broke the JSON log (bbtest F4).
+func TestAsyncNATSErrorLogged(t *testing.T) {
+	cfg := collectorWithout(t, `"smelter.v1.*._gateway.*.status"`)
+	var logs logtest.Buffer
+	c := newCollectorLog(t, cfg, &logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	wait.For(t, 30*time.Second, "the refused status subscription logged at WARN", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "level=WARN") && strings.Contains(l, `msg="NATS asynchronous error"`) && strings.Contains(l, "connection=nats") &&
+				strings.Contains(l, "permissions violation") && strings.Contains(l, `smelter.v1.*._gateway.*.status`) {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -188,23 +188,6 @@ func TestConfigRefusesCredentialsInURLs(t *testing.T) {
 	}
 }
 
-// redactURL hides tokens as well as passwords (nats.go's
-// ConnectedUrlRedacted shows a token), in every URL of a list.
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"tls://Tok-S3cret-123@localhost:4222": "tls://redacted@localhost:4222",
-		"nats://collector:pw@127.0.0.1:4222":  "nats://redacted@127.0.0.1:4222",
-		"nats://a:1,nats://tok@b:2":           "nats://a:1,nats://redacted@b:2",
-		"tok@b:2":                             "redacted@b:2",
-		"nats://127.0.0.1:4222":               "nats://127.0.0.1:4222",
-		"nats://u:p@[::1":                     "(a URL that does not parse)",
-	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // A heartbeat refused while the connection reconnects (ReconnectBufSize
 // -1: nats.ErrReconnectBufExceeded) is logged at INFO as what it is, not
 // as a WARN "member heartbeat failed ... outbound buffer limit exceeded"

@@ -22,6 +22,7 @@ import (
 	"github.com/smelterio/smelter/internal/brokers"
 	"github.com/smelterio/smelter/internal/collector/ingest"
 	"github.com/smelterio/smelter/internal/history"
+	"github.com/smelterio/smelter/internal/secret"
 	"github.com/smelterio/smelter/internal/streams"
 	"github.com/smelterio/smelter/internal/telemetry"
 )
@@ -87,7 +88,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("collector: nats connect %s: %w", redactURL(url), err)
+		return fmt.Errorf("collector: nats connect %s: %w", secret.RedactURL(url), err)
 	}
 	defer nc.Close()
 	c.url.Store(url)

@@ -219,10 +219,17 @@ func Dial(ctx context.Context, rawURL string, o *nats.Options) (*Conn, error) {
 // parseURL reads a server URL as nats.go does: the scheme and port
 // default to nats and 4222.
 // shown is u as errors show it: without its user information (a token is
-// user information without a password, which url.URL.Redacted shows).
+// user information without a password, which url.URL.Redacted shows), its
+// query and fragment replaced by "redacted".
 func shown(u *url.URL) string {
 	v := *u
 	v.User = nil
+	if v.RawQuery != "" || v.ForceQuery { // no credential to nats.go, but it may hold one
+		v.RawQuery, v.ForceQuery = "redacted", false
+	}
+	if v.Fragment != "" {
+		v.Fragment, v.RawFragment = "redacted", ""
+	}
 	return v.String()
 }
 

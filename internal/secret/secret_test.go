@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,57 @@ func TestTLSNeeded(t *testing.T) {
 	for _, c := range cases {
 		if got := c.tls.Needed(c.urls, schemes...); got != c.want {
 			t.Errorf("%+v.Needed(%q) = %v, want %v", c.tls, c.urls, got, c.want)
+		}
+	}
+}
+
+// RedactURL hides user information (a password or a token: nats.go's
+// ConnectedUrlRedacted shows a token) and a query or fragment
+// (?password=X is no credential to the clients, but it is one to whoever
+// wrote it), in every URL of a list.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"tls://Tok-S3cret-123@localhost:4222":   "tls://redacted@localhost:4222",
+		"nats://collector:pw@127.0.0.1:4222":    "nats://redacted@127.0.0.1:4222",
+		"nats://a:1,nats://tok@b:2":             "nats://a:1,nats://redacted@b:2",
+		"tok@b:2":                               "redacted@b:2",
+		"nats://127.0.0.1:4222":                 "nats://127.0.0.1:4222",
+		"nats://u:p@[::1":                       "(a URL that does not parse)",
+		"nats://h:1?password=S3cret":            "nats://h:1?redacted",
+		"nats://h:1/?user=a&password=S3cret":    "nats://h:1/?redacted",
+		"nats://a:1, nats://h:2?token=S3cret":   "nats://a:1,nats://h:2?redacted",
+		"h:1?password=S3cret":                   "h:1?redacted",
+		"nats://h:1#S3cret":                     "nats://h:1#redacted",
+		"nats://u:S3cret@h:1?password=S3cret#x": "nats://redacted@h:1?redacted#redacted",
+		"nats://h:%zz?password=S3cret":          "(a URL that does not parse)",
+	} {
+		if got := RedactURL(in); got != want || strings.Contains(got, "S3cret") {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// URLProblems names the URL of a list by its place and the settings to use
+// instead, and never quotes a URL or its credentials.
+func TestURLProblems(t *testing.T) {
+	nats := URLRules{Scheme: "nats", Example: "nats://host:4222", Instead: "token_file"}
+	strict := URLRules{Schemes: []string{"nats", "tls"}, Example: "nats://host:4222", Instead: "creds_file"}
+	for _, c := range []struct {
+		raw  string
+		r    URLRules
+		want []string
+	}{
+		{"", nats, nil},
+		{"nats://a:1, b:2", nats, nil},
+		{"nats://a:1,u:S3cret@b:2", nats, []string{"credentials in the URL are not allowed (URL 2 of the list); use token_file"}},
+		{"Tok-S3cret@b:2", strict, []string{"URL 1 of the list is not a URL like nats://host:4222"}},
+		{"tls://a:1,http://S3cret@b:2", strict, []string{"scheme \"http\" of URL 2 of the list is not nats or tls",
+			"credentials in the URL are not allowed (URL 2 of the list); use creds_file"}},
+		{"nats://u:S3cret@[::1", nats, []string{"URL 1 of the list is not a URL like nats://host:4222"}},
+	} {
+		got := URLProblems(c.raw, c.r)
+		if !slices.Equal(got, c.want) || strings.Contains(strings.Join(got, ""), "S3cret") {
+			t.Errorf("URLProblems(%q) = %q, want %q", c.raw, got, c.want)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package mqtt
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -147,26 +146,12 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	urls := strings.Split(c.URL, ",")
 	if strings.TrimSpace(c.URL) == "" {
 		bad(field+".url", "required")
-		urls = nil
 	}
-	for _, u := range urls {
-		u = strings.TrimSpace(u)
-		p, err := url.Parse(u)
-		if err != nil || p.Host == "" {
-			bad(field+".url", "%q is not a URL like tcp://host:1883", u)
-			continue
-		}
-		switch p.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			bad(field+".url", "scheme %q of %q is not tcp, ssl, tls, ws or wss", p.Scheme, u)
-		}
-		if p.User != nil {
-			bad(field+".url", "credentials in the URL are not allowed; use username and password_env or password_file")
-		}
+	for _, r := range secret.URLProblems(c.URL, secret.URLRules{Schemes: []string{"tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss"},
+		Example: "tcp://host:1883", Instead: "username and password_env or password_file"}) {
+		bad(field+".url", "%s", r)
 	}
 	if c.ClientID == "" || len(c.ClientID) > 65535 {
 		bad(field+".client_id", "required (default: gateway.id)")

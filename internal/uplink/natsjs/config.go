@@ -2,7 +2,6 @@ package natsjs
 
 import (
 	"errors"
-	"net/url"
 	"strings"
 	"time"
 
@@ -118,26 +117,12 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, confload.Problemf(field, format, args...))
 	}
-	urls := strings.Split(c.URL, ",")
 	if strings.TrimSpace(c.URL) == "" {
 		bad(field+".url", "required")
-		urls = nil
 	}
-	for _, u := range urls {
-		u = strings.TrimSpace(u)
-		p, err := url.Parse(u)
-		if err != nil || p.Host == "" {
-			bad(field+".url", "%q is not a URL like nats://host:4222", u)
-			continue
-		}
-		switch p.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			bad(field+".url", "scheme %q of %q is not nats, tls, ws or wss", p.Scheme, u)
-		}
-		if p.User != nil {
-			bad(field+".url", "credentials in the URL are not allowed; use username and password_env or password_file")
-		}
+	for _, r := range secret.URLProblems(c.URL, secret.URLRules{Schemes: []string{"nats", "tls", "ws", "wss"}, Example: "nats://host:4222",
+		Instead: "username and password_env or password_file, or token_file, or creds_file"}) {
+		bad(field+".url", "%s", r)
 	}
 	if c.Stream == "" {
 		bad(field+".stream", "required")

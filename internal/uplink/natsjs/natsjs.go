@@ -223,14 +223,20 @@ func (u *Uplink) Run(ctx context.Context) error {
 	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	var failLog logging.Limiter // connect and stream check failures
 	failLog.Every = ConnectLogEvery
+	var asyncLog logging.Limiter // the server's asynchronous errors (a permissions violation, a slow consumer)
 	for attempt := 0; ; attempt++ {
 		ev := newEvents()
 		opts := append(u.opts[:len(u.opts):len(u.opts)],
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { signal(ev.disconnected, err) }),
 			nats.ReconnectHandler(func(*nats.Conn) { signal(ev.reconnected, struct{}{}) }),
 			nats.ClosedHandler(func(*nats.Conn) { signal(ev.closed, struct{}{}) }),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-				u.log.Warn("nats async error", "err", err)
+			// nats.go's own handler writes a raw line to stderr
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				args := []any{"err", err}
+				if sub != nil {
+					args = append(args, "subject", sub.Subject)
+				}
+				asyncLog.Log(ctx, u.log, slog.LevelWarn, "nats asynchronous error", args...)
 			}),
 		)
 		nc, err := nats.Connect(u.cfg.URL, opts...)
@@ -293,7 +299,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 	}
 	// Publish calls still waiting when the connection ends fail at once.
 	defer pub.close(fmt.Errorf("%w: connection closed", ErrNotConnected))
-	u.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server_version", nc.ConnectedServerVersion(),
+	u.log.Info("nats connected", "url", secret.RedactURL(nc.ConnectedUrl()), "server_version", nc.ConnectedServerVersion(),
 		"server", nc.ConnectedServerName())
 	// The stream check is a request of a few hundred bytes; during a
 	// cluster's leader election it times out a few times, and the spooled
@@ -349,7 +355,7 @@ func (u *Uplink) serve(ctx context.Context, nc *nats.Conn, ev *events, failLog *
 			pub.fail(fmt.Errorf("%w: %w", ErrNotConnected, err))
 		case <-ev.reconnected:
 			u.m.Reconnects.Inc()
-			u.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			u.log.Info("nats reconnected", "url", secret.RedactURL(nc.ConnectedUrl()))
 			// The server may have lost or changed the stream: check again
 			// before reporting ready.
 			u.cur.Store(nil)
