@@ -113,7 +113,8 @@ type Spool struct {
 	// space.
 	arena      *arenaChunk
 	arenaOff   int
-	arenaChunk int
+	arenaChunk int // the default chunk size (arena.go)
+	chunkAsked int // the size of the chunk asked for last (guarded by mu)
 	lastRecLen int
 	assigned   uint64 // the last seq handed out (queued, written or lost)
 
@@ -194,6 +195,7 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 	}
 	s.cache.init(int(min(maxCacheSlots, max(minCacheSlots, cfg.CacheBytes/256))), cfg.CacheBytes, s.unrefLocked)
 	s.arenaChunk = int(min(maxArenaChunk, max(minArenaChunk, cfg.CacheBytes/4)))
+	s.chunkAsked = s.arenaChunk
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
 	}
@@ -850,7 +852,7 @@ func (s *Spool) encodeRecord(seq uint64, subject string, encode func(uint64, []b
 	if s.arena == nil || len(s.arena.buf)-s.arenaOff < est {
 		s.mu.Lock()
 		old := s.arena
-		s.arena = s.newChunkLocked(max(s.arenaChunk, 4*est))
+		s.arena = s.newChunkLocked(s.chunkSize(est))
 		s.unrefLocked(old) // the appenders' hold: the old chunk is full
 		s.mu.Unlock()
 		s.arenaOff = 0
