@@ -33,17 +33,19 @@ type arenaChunk struct {
 	kept bool
 }
 
-// maxFreeChunks bounds the chunks kept for reuse; when it is full, a freed
-// chunk takes the place of the oldest one.
+// maxFreeChunks bounds the chunks kept for reuse, and maxFreeChunks
+// default-size chunks' bytes (the tail cache's budget at the default
+// sizes) bound their bytes: a freed chunk that would not fit takes the
+// place of the oldest ones.
 const maxFreeChunks = 4
 
 // chunkSize is the size of a new chunk for records of about est bytes: the
-// default arenaChunk, or for larger records 4*est rounded up to a size
-// class (4, 5, 6 or 7 x 2^k bytes), so that chunks for batches of about
-// the same size (an OPC UA device's 1,000 readings) are of one size and
-// reused like the default ones.
+// default arenaChunk while it holds two such records or more, else two
+// records' worth rounded up to a size class (4, 5, 6 or 7 x 2^k bytes), so
+// that chunks for batches of about the same size (an OPC UA device's 1,000
+// readings, ~150 KB) are of one size and reused like the default ones.
 func (s *Spool) chunkSize(est int) int {
-	n := 4 * est
+	n := 2 * est
 	if n <= s.arenaChunk {
 		return s.arenaChunk
 	}
@@ -59,28 +61,29 @@ func (c *arenaChunk) ref() {
 	}
 }
 
-// unrefLocked drops a holder of c and recycles it when it was the last,
-// unless it is more than twice the size the appenders asked for last (a
-// chunk for a burst of unusually large records). Caller holds s.mu.
+// unrefLocked drops a holder of c and recycles it when it was the last.
+// Caller holds s.mu.
 func (s *Spool) unrefLocked(c *arenaChunk) {
 	if c == nil {
 		return
 	}
 	c.refs--
-	if c.refs > 0 || c.kept || len(c.buf) > 2*s.chunkAsked {
+	budget := maxFreeChunks * s.arenaChunk
+	if c.refs > 0 || c.kept || len(c.buf) > budget {
 		return
 	}
-	if len(s.freeChunks) == maxFreeChunks {
+	for len(s.freeChunks) == maxFreeChunks || s.freeBytes+len(c.buf) > budget {
+		s.freeBytes -= len(s.freeChunks[0].buf)
 		s.freeChunks = slices.Delete(s.freeChunks, 0, 1)
 	}
 	s.freeChunks = append(s.freeChunks, c)
+	s.freeBytes += len(c.buf)
 }
 
 // newChunkLocked returns a chunk of size bytes (chunkSize) for the
 // appenders: the smallest free chunk of size to twice size bytes, or a new
 // one. Caller holds s.mu.
 func (s *Spool) newChunkLocked(size int) *arenaChunk {
-	s.chunkAsked = size
 	best := -1
 	for i, c := range s.freeChunks {
 		if n := len(c.buf); n >= size && n <= 2*size && (best < 0 || n < len(s.freeChunks[best].buf)) {
@@ -93,6 +96,7 @@ func (s *Spool) newChunkLocked(size int) *arenaChunk {
 	}
 	c := s.freeChunks[best]
 	s.freeChunks = slices.Delete(s.freeChunks, best, best+1)
+	s.freeBytes -= len(c.buf)
 	s.chunksReused++
 	c.refs = 1
 	return c

@@ -114,7 +114,6 @@ type Spool struct {
 	arena      *arenaChunk
 	arenaOff   int
 	arenaChunk int // the default chunk size (arena.go)
-	chunkAsked int // the size of the chunk asked for last (guarded by mu)
 	lastRecLen int
 	assigned   uint64 // the last seq handed out (queued, written or lost)
 
@@ -157,6 +156,7 @@ type Spool struct {
 	// (arena.go); chunksNew and chunksReused count the chunks the appenders
 	// allocated and took from it.
 	freeChunks              []*arenaChunk
+	freeBytes               int // their bytes
 	chunksNew, chunksReused uint64
 
 	lockFile *os.File
@@ -195,7 +195,6 @@ func Open(cfg Config, log *slog.Logger, m *Metrics) (*Spool, error) {
 	}
 	s.cache.init(int(min(maxCacheSlots, max(minCacheSlots, cfg.CacheBytes/256))), cfg.CacheBytes, s.unrefLocked)
 	s.arenaChunk = int(min(maxArenaChunk, max(minArenaChunk, cfg.CacheBytes/4)))
-	s.chunkAsked = s.arenaChunk
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: create dir: %w", err)
 	}
