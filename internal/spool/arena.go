@@ -1,5 +1,10 @@
 package spool
 
+import (
+	"math/bits"
+	"slices"
+)
+
 // The append arena: records are framed back to back in chunks of
 // arenaChunk bytes, so records queued together are written with one write,
 // and a chunk is reused once nothing can read a record in it any more.
@@ -28,8 +33,25 @@ type arenaChunk struct {
 	kept bool
 }
 
-// maxFreeChunks bounds the chunks kept for reuse.
+// maxFreeChunks bounds the chunks kept for reuse, and maxFreeChunks
+// default-size chunks' bytes (the tail cache's budget at the default
+// sizes) bound their bytes: a freed chunk that would not fit takes the
+// place of the oldest ones.
 const maxFreeChunks = 4
+
+// chunkSize is the size of a new chunk for records of about est bytes: the
+// default arenaChunk while it holds two such records or more, else two
+// records' worth rounded up to a size class (4, 5, 6 or 7 x 2^k bytes), so
+// that chunks for batches of about the same size (an OPC UA device's 1,000
+// readings, ~150 KB) are of one size and reused like the default ones.
+func (s *Spool) chunkSize(est int) int {
+	n := 2 * est
+	if n <= s.arenaChunk {
+		return s.arenaChunk
+	}
+	k := bits.Len(uint(n-1)) - 3 // n-1 >> k is 4..7
+	return ((n-1)>>k + 1) << k
+}
 
 // ref adds a holder to c (nil: a record outside the arena). Caller holds
 // s.mu.
@@ -46,25 +68,38 @@ func (s *Spool) unrefLocked(c *arenaChunk) {
 		return
 	}
 	c.refs--
-	if c.refs > 0 || c.kept || len(c.buf) != s.arenaChunk || len(s.freeChunks) >= maxFreeChunks {
+	budget := maxFreeChunks * s.arenaChunk
+	if c.refs > 0 || c.kept || len(c.buf) > budget {
 		return
 	}
+	for len(s.freeChunks) == maxFreeChunks || s.freeBytes+len(c.buf) > budget {
+		s.freeBytes -= len(s.freeChunks[0].buf)
+		s.freeChunks = slices.Delete(s.freeChunks, 0, 1)
+	}
 	s.freeChunks = append(s.freeChunks, c)
+	s.freeBytes += len(c.buf)
 }
 
-// newChunkLocked returns a chunk of size bytes for the appenders, from the
-// free list when it has one of that size. Caller holds s.mu.
+// newChunkLocked returns a chunk of size bytes (chunkSize) for the
+// appenders: the smallest free chunk of size to twice size bytes, or a new
+// one. Caller holds s.mu.
 func (s *Spool) newChunkLocked(size int) *arenaChunk {
-	if n := len(s.freeChunks); n > 0 && size == s.arenaChunk {
-		c := s.freeChunks[n-1]
-		s.freeChunks[n-1] = nil
-		s.freeChunks = s.freeChunks[:n-1]
-		s.chunksReused++
-		c.refs = 1
-		return c
+	best := -1
+	for i, c := range s.freeChunks {
+		if n := len(c.buf); n >= size && n <= 2*size && (best < 0 || n < len(s.freeChunks[best].buf)) {
+			best = i
+		}
 	}
-	s.chunksNew++
-	return &arenaChunk{buf: make([]byte, size), refs: 1}
+	if best < 0 {
+		s.chunksNew++
+		return &arenaChunk{buf: make([]byte, size), refs: 1}
+	}
+	c := s.freeChunks[best]
+	s.freeChunks = slices.Delete(s.freeChunks, best, best+1)
+	s.freeBytes -= len(c.buf)
+	s.chunksReused++
+	c.refs = 1
+	return c
 }
 
 // holdLocked makes r hold the chunk of a record it hands out. Caller holds

@@ -198,7 +198,9 @@ func review8Stress(t *testing.T, h *harness) {
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()
 	seen := map[*arenaChunk]bool{}
+	free := 0
 	for _, c := range h.s.freeChunks {
+		free += len(c.buf)
 		if seen[c] {
 			t.Error("a chunk is on the free list twice")
 		}
@@ -206,6 +208,9 @@ func review8Stress(t *testing.T, h *harness) {
 		if c.refs != 0 || c.kept || c == h.s.arena {
 			t.Errorf("a free chunk is held: refs %d kept %v appenders' %v", c.refs, c.kept, c == h.s.arena)
 		}
+	}
+	if free != h.s.freeBytes || free > maxFreeChunks*h.s.arenaChunk {
+		t.Errorf("free chunks of %d bytes (counted %d), budget %d", free, h.s.freeBytes, maxFreeChunks*h.s.arenaChunk)
 	}
 	t.Logf("%d chunks allocated, %d reused, %d lost appends", h.s.chunksNew, h.s.chunksReused, h.s.health.LostRecords)
 	if h.s.chunksReused == 0 {

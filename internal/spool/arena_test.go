@@ -222,3 +222,68 @@ func TestArenaReuseUnderConcurrentAppendsAndReaders(t *testing.T) {
 		t.Fatal("no arena chunk was reused: the test shows nothing")
 	}
 }
+
+// Records larger than a fifth of an arena chunk (an OPC UA device's
+// 1,000-reading batch is ~150 KB) get chunks of their own size class; in a
+// steady flow those are reused like the default-size ones, within the free
+// list's budget, so appending such a batch allocates next to nothing (it
+// allocated a fresh ~0.8 MB chunk every four records).
+func TestArenaLargeRecordsReuseChunks(t *testing.T) {
+	cfg := testConfig(t.TempDir()) // the default 1 MiB tail cache: 256 KiB chunks
+	cfg.SegmentBytes = 64 << 20
+	cfg.MaxBytes = 1 << 30
+	h := open(t, cfg)
+	r, err := h.s.Reader("up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// batches of about the same size, as twenty devices' cycles are
+	sizeOf := func(seq uint64) int { return 150_000 + int(seq*7919%7500) }
+	var want []byte
+	flow := func(n int) {
+		for range n {
+			seq, err := h.s.Append(context.Background(), "smelter.v1.s.c.a.data", func(seq uint64, dst []byte) []byte {
+				return payload(dst, seq, sizeOf(seq))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, err := r.Next(context.Background(), 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = payload(want[:0], seq, sizeOf(seq))
+			if recs[0].Seq != seq || !bytes.Equal(recs[0].Data, want) {
+				t.Fatalf("record %d read back wrong", seq)
+			}
+			if err := r.Commit(seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	flow(50) // the chunk size settles
+	allocated0, reused0 := chunkCounts(h.s)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 400
+	flow(n)
+	runtime.ReadMemStats(&after)
+	allocated, reused := chunkCounts(h.s)
+	perRecord := (after.TotalAlloc - before.TotalAlloc) / n
+	t.Logf("%d records of ~150 KB: %d chunks allocated, %d reused; %d bytes allocated per record",
+		n, allocated-allocated0, reused-reused0, perRecord)
+	if allocated-allocated0 > 2 || reused == reused0 {
+		t.Errorf("%d chunks allocated and %d reused in a steady flow of %d large records",
+			allocated-allocated0, reused-reused0, n)
+	}
+	h.s.mu.Lock()
+	free, budget := h.s.freeBytes, maxFreeChunks*h.s.arenaChunk
+	h.s.mu.Unlock()
+	if free > budget {
+		t.Errorf("%d bytes of free chunks kept, more than the %d budget", free, budget)
+	}
+	if perRecord > 16<<10 {
+		t.Errorf("%d bytes allocated per ~150 KB record in a steady flow, want at most 16 KiB", perRecord)
+	}
+}

@@ -14,9 +14,12 @@ type cacheEntry struct {
 }
 
 // tailCache holds the most recent records (contiguous seqs) within a record
-// count and a byte budget. Guarded by Spool.mu.
+// count and a byte budget. Its ring grows to the count it needs (records of
+// an OPC UA device's 1,000 readings fill the byte budget with a few slots;
+// the count is for the smallest records). Guarded by Spool.mu.
 type tailCache struct {
 	ring     []cacheEntry
+	slots    int // the record count
 	head, n  int
 	first    uint64
 	bytes    int64
@@ -25,7 +28,7 @@ type tailCache struct {
 }
 
 func (c *tailCache) init(slots int, maxBytes int64, unref func(*arenaChunk)) {
-	c.ring = make([]cacheEntry, slots)
+	c.slots = slots
 	c.maxBytes = maxBytes
 	c.unref = unref
 }
@@ -34,7 +37,7 @@ func (c *tailCache) add(e cacheEntry) {
 	if c.n > 0 && e.seq != c.first+uint64(c.n) {
 		c.reset() // not contiguous (cannot happen with one appender); start over
 	}
-	for c.n > 0 && (c.n == len(c.ring) || c.bytes+e.size > c.maxBytes) {
+	for c.n > 0 && (c.n == c.slots || c.bytes+e.size > c.maxBytes) {
 		old := &c.ring[c.head]
 		c.bytes -= old.size
 		c.unref(old.chunk)
@@ -49,10 +52,23 @@ func (c *tailCache) add(e cacheEntry) {
 	if c.n == 0 {
 		c.first = e.seq
 	}
+	if c.n == len(c.ring) {
+		c.grow()
+	}
 	e.chunk.ref()
 	c.ring[(c.head+c.n)%len(c.ring)] = e
 	c.n++
 	c.bytes += e.size
+}
+
+// grow makes the ring twice as long (16 slots at first), up to c.slots;
+// the entries keep their order from the head on.
+func (c *tailCache) grow() {
+	ring := make([]cacheEntry, min(c.slots, max(16, 2*len(c.ring))))
+	for i := range c.n {
+		ring[i] = c.ring[(c.head+i)%len(c.ring)]
+	}
+	c.ring, c.head = ring, 0
 }
 
 func (c *tailCache) reset() {

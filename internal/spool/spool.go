@@ -113,7 +113,7 @@ type Spool struct {
 	// space.
 	arena      *arenaChunk
 	arenaOff   int
-	arenaChunk int
+	arenaChunk int // the default chunk size (arena.go)
 	lastRecLen int
 	assigned   uint64 // the last seq handed out (queued, written or lost)
 
@@ -156,6 +156,7 @@ type Spool struct {
 	// (arena.go); chunksNew and chunksReused count the chunks the appenders
 	// allocated and took from it.
 	freeChunks              []*arenaChunk
+	freeBytes               int // their bytes
 	chunksNew, chunksReused uint64
 
 	lockFile *os.File
@@ -850,7 +851,7 @@ func (s *Spool) encodeRecord(seq uint64, subject string, encode func(uint64, []b
 	if s.arena == nil || len(s.arena.buf)-s.arenaOff < est {
 		s.mu.Lock()
 		old := s.arena
-		s.arena = s.newChunkLocked(max(s.arenaChunk, 4*est))
+		s.arena = s.newChunkLocked(s.chunkSize(est))
 		s.unrefLocked(old) // the appenders' hold: the old chunk is full
 		s.mu.Unlock()
 		s.arenaOff = 0
