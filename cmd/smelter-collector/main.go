@@ -319,7 +319,11 @@ func tailSubjects(filter, kinds string) ([]string, error) {
 	}
 	var out []string
 	for _, k := range ks {
-		if s, ok := intersect(filter, telemetry.KindFilter("*", telemetry.Kind(k))); ok {
+		layout := telemetry.KindFilter("*", telemetry.Kind(k))
+		if telemetry.Kind(k) == telemetry.KindStatus { // only gateways publish it (class _gateway), all a user may be allowed
+			layout = telemetry.Subject("*", telemetry.GatewayClass, "*", telemetry.KindStatus)
+		}
+		if s, ok := intersect(filter, layout); ok {
 			out = append(out, s)
 		}
 	}

@@ -192,14 +192,14 @@ func TestTailCredentials(t *testing.T) {
 }
 
 // tailServer starts a nats-server whose users hold what tail may need:
-// viewer may subscribe only to alerts and KPIs (as the shipped collector
-// user), nosub to its inbox only, pub publishes anything.
+// viewer may subscribe only to alerts, KPIs and the gateways' status (as
+// the shipped collector user), nosub to its inbox only, pub publishes anything.
 func tailServer(t *testing.T) string {
 	t.Helper()
 	inbox := &server.SubjectPermission{Allow: []string{"_INBOX.>"}}
 	o := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Users: []*server.User{
 		{Username: "viewer", Password: "viewer-pw", Permissions: &server.Permissions{Publish: inbox,
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "smelter.v1.*.*.*.alert", "smelter.v1.*.*.*.kpi"}}}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "smelter.v1.*.*.*.alert", "smelter.v1.*.*.*.kpi", "smelter.v1.*._gateway.*.status"}}}},
 		{Username: "nosub", Password: "nosub-pw", Permissions: &server.Permissions{Publish: inbox, Subscribe: inbox}},
 		{Username: "pub", Password: "pub-pw"},
 	}}
@@ -230,7 +230,7 @@ func TestTailKindsSubscribedByServer(t *testing.T) {
 	url := tailServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errs logtest.Buffer
-	done := runTail(ctx, t, url, "viewer", &out, &errs, "-kind", "alert,kpi")
+	done := runTail(ctx, t, url, "viewer", &out, &errs, "-kind", "alert,kpi,status")
 	pub, err := nats.Connect(url, nats.UserInfo("pub", "pub-pw"))
 	if err != nil {
 		t.Fatal(err)
@@ -240,16 +240,18 @@ func TestTailKindsSubscribedByServer(t *testing.T) {
 		for _, k := range []string{"data", "alert", "kpi", "birth"} {
 			_ = pub.Publish("smelter.v1.s1.motor.m-1."+k, []byte(`{"k":"`+k+`"}`))
 		}
+		_ = pub.Publish("smelter.v1.s1._gateway.gw-1.status", []byte(`{"k":"status"}`))
 		_ = pub.Flush()
 		return strings.Contains(out.String(), `smelter.v1.s1.motor.m-1.alert {"k":"alert"}`) &&
-			strings.Contains(out.String(), `smelter.v1.s1.motor.m-1.kpi {"k":"kpi"}`)
+			strings.Contains(out.String(), `smelter.v1.s1.motor.m-1.kpi {"k":"kpi"}`) &&
+			strings.Contains(out.String(), `smelter.v1.s1._gateway.gw-1.status {"k":"status"}`)
 	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("tail: %v (stderr %s)", err, errs.String())
 	}
 	if strings.Contains(out.String(), ".data") || strings.Contains(out.String(), ".birth") || errs.String() != "" {
-		t.Fatalf("tail -kind alert,kpi printed other kinds or errors:\n%s\nstderr: %s", out.String(), errs.String())
+		t.Fatalf("tail -kind alert,kpi,status printed other kinds or errors:\n%s\nstderr: %s", out.String(), errs.String())
 	}
 }
 
@@ -297,7 +299,10 @@ func TestTailSubjects(t *testing.T) {
 		{"smelter.v1.>", "alert, kpi,alert", []string{"smelter.v1.*.*.*.alert", "smelter.v1.*.*.*.kpi"}},
 		{"smelter.v1.*.air_compressor.>", "data,alert", []string{"smelter.v1.*.air_compressor.*.data", "smelter.v1.*.air_compressor.*.alert"}},
 		{"smelter.v1.s1.*.*.data", "data,alert", []string{"smelter.v1.s1.*.*.data"}},
-		{">", "status", []string{"smelter.v1.*.*.*.status"}},
+		// status: the gateways' subjects (class _gateway), which the
+		// shipped collector user may subscribe to (bbretest F1)
+		{">", "status", []string{"smelter.v1.*._gateway.*.status"}},
+		{"smelter.v1.s1.>", "alert,status", []string{"smelter.v1.s1.*.*.alert", "smelter.v1.s1._gateway.*.status"}},
 		{"smelter.v1.s1.*.*.*", "kpi", []string{"smelter.v1.s1.*.*.kpi"}},
 	} {
 		got, err := tailSubjects(c.filter, c.kinds)

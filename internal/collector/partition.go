@@ -155,9 +155,15 @@ func (m *members) join(ctx context.Context, single bool) error {
 // refuseLive returns the refusal of a single replica when another member
 // of the group is live (its record younger than member_timeout).
 func (m *members) refuseLive(ctx context.Context) error {
-	return m.eachLive(ctx, func(k string, _ []byte) error {
-		return fmt.Errorf("collector: group %q already has a live collector (replica %s): give this one its own group, "+
-			"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k)
+	return m.eachLive(ctx, func(k string, v []byte) error {
+		var rec memberRecord
+		_ = json.Unmarshal(v, &rec) // unreadable: no number to name
+		runs := ""
+		if rec.Partitions != nil && *rec.Partitions > 0 {
+			runs = fmt.Sprintf(", with cluster.partitions %d", *rec.Partitions)
+		}
+		return fmt.Errorf("collector: group %q already has a live collector (replica %s%s): give this one its own group, "+
+			"or set cluster.partitions on every replica to run them as replicas of one group", m.bucketGroup(), k, runs)
 	})
 }
 

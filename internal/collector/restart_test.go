@@ -326,8 +326,8 @@ func TestReplicaOfOtherPartitionsRefused(t *testing.T) {
 		wantOther func(n int) string
 	}{
 		{"partitioned", 2, []int{3, 1, 0}, func(n int) string {
-			if n == 0 {
-				return `group "smelter-collector" already has a live collector`
+			if n == 0 { // the number the live replica runs named (bbretest F5)
+				return `group "smelter-collector" already has a live collector (replica %s, with cluster.partitions 2)`
 			}
 			return fmt.Sprintf(`group "smelter-collector" has a live replica %%s with cluster.partitions 2, this one has %d`, n)
 		}},
