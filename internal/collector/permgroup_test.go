@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/smelterio/smelter/internal/secret"
 )
 
 // bbtest F3: a collector of another group connecting as the shipped
@@ -20,10 +18,7 @@ import (
 // as it was.
 func TestOtherGroupRefusedBeforeTouchingStream(t *testing.T) {
 	url, pki, pw := permServer(t)
-	cfg := Defaults()
-	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
-	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
-	cfg.NATS.TLS = &secret.TLS{CAFile: pki.CAFile}
+	cfg := collectorUser(t, url, pki)
 	startCfg(t, cfg) // the group the accounts are written for: the stream exists
 	cl := connect(t, url, pki, "collector", pw["COLLECTOR"])
 	subjects := func() []string {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -319,6 +320,16 @@ func TestFencePermissionMissing(t *testing.T) {
 // (the server's -ERR was a DEBUG fetch error).
 func TestPullPermissionMissingWarned(t *testing.T) {
 	cfg := collectorWithout(t, `"$JS.API.CONSUMER.MSG.NEXT.SMELTER.*"`)
+	runUntilLogged(t, cfg, "the refused pull logged at WARN", func(l string) bool {
+		return strings.Contains(l, "level=WARN") && strings.Contains(l, "pull refused by the NATS server's permissions") &&
+			strings.Contains(l, "$JS.API.CONSUMER.MSG.NEXT.SMELTER.*")
+	})
+}
+
+// runUntilLogged runs a collector of cfg until a line of its log matches
+// (within 30 s, what names it), then stops it.
+func runUntilLogged(t *testing.T, cfg Config, what string, match func(line string) bool) {
+	t.Helper()
 	var logs logtest.Buffer
 	c := newCollectorLog(t, cfg, &logs)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -328,14 +339,8 @@ func TestPullPermissionMissingWarned(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	wait.For(t, 30*time.Second, "the refused pull logged at WARN", func() bool {
-		for _, l := range strings.Split(logs.String(), "\n") {
-			if strings.Contains(l, "level=WARN") && strings.Contains(l, "pull refused by the NATS server's permissions") &&
-				strings.Contains(l, "$JS.API.CONSUMER.MSG.NEXT.SMELTER.*") {
-				return true
-			}
-		}
-		return false
+	wait.For(t, 30*time.Second, what, func() bool {
+		return slices.ContainsFunc(strings.Split(logs.String(), "\n"), match)
 	})
 }
 
@@ -352,6 +357,14 @@ func collectorWithout(t *testing.T, grant string) Config {
 		}
 		return out
 	})
+	return collectorUser(t, url, pki)
+}
+
+// collectorUser is the config of a collector connecting to url as the
+// shipped accounts' collector user (TLS with pki's CA, password from the
+// environment permServer set).
+func collectorUser(t *testing.T, url string, pki *brokertest.PKI) Config {
+	t.Helper()
 	cfg := Defaults()
 	cfg.DataDir, cfg.HTTP.Listen, cfg.Rules.Files = t.TempDir(), "", nil
 	cfg.NATS.URL, cfg.NATS.Username, cfg.NATS.PasswordEnv = url, "collector", "SMELTER_NATS_COLLECTOR_PASSWORD"
@@ -365,22 +378,8 @@ func collectorWithout(t *testing.T, grant string) Config {
 // nats.go's raw stderr line, which broke the JSON log (bbtest F4).
 func TestAsyncNATSErrorLogged(t *testing.T) {
 	cfg := collectorWithout(t, `"smelter.v1.*._gateway.*.status"`)
-	var logs logtest.Buffer
-	c := newCollectorLog(t, cfg, &logs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	wait.For(t, 30*time.Second, "the refused status subscription logged at WARN", func() bool {
-		for _, l := range strings.Split(logs.String(), "\n") {
-			if strings.Contains(l, "level=WARN") && strings.Contains(l, `msg="NATS asynchronous error"`) && strings.Contains(l, "connection=nats") &&
-				strings.Contains(l, "permissions violation") && strings.Contains(l, `smelter.v1.*._gateway.*.status`) {
-				return true
-			}
-		}
-		return false
+	runUntilLogged(t, cfg, "the refused status subscription logged at WARN", func(l string) bool {
+		return strings.Contains(l, "level=WARN") && strings.Contains(l, `msg="NATS asynchronous error"`) && strings.Contains(l, "connection=nats") &&
+			strings.Contains(l, "permissions violation") && strings.Contains(l, `smelter.v1.*._gateway.*.status`)
 	})
 }

@@ -81,19 +81,7 @@ func BenchmarkLive(b *testing.B) {
 				b.ReportAllocs()
 				cpu0, start, n := cpuTime(), time.Now(), 0
 				for b.Loop() {
-					seq, err := s.Append(ctx, "smelter.v1.site.cls.asset.data", encodeBench)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for _, r := range rs {
-						recs, err := r.Next(ctx, 100, 0)
-						if err != nil || len(recs) != 1 || recs[0].Seq != seq {
-							b.Fatalf("next: %v %v", len(recs), err)
-						}
-						if err := r.Commit(seq); err != nil {
-							b.Fatal(err)
-						}
-					}
+					appendRead(ctx, b, s, rs, encodeBench)
 					n++
 				}
 				reportCPU(b, cpu0, start, n)
@@ -118,26 +106,32 @@ func BenchmarkLiveLarge(b *testing.B) {
 	cpu0, start, n := cpuTime(), time.Now(), 0
 	for b.Loop() {
 		size := 150_000 + n*7919%7500
-		seq, err := s.Append(ctx, "smelter.v1.site.cls.asset.data", func(seq uint64, dst []byte) []byte {
+		appendRead(ctx, b, s, rs, func(seq uint64, dst []byte) []byte {
 			dst = append(dst, `{"seq":`...)
 			dst = strconv.AppendUint(dst, seq, 10)
 			return append(dst, largeTemplate[len(`{"seq":0`):size]...)
 		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, r := range rs {
-			recs, err := r.Next(ctx, 100, 0)
-			if err != nil || len(recs) != 1 || recs[0].Seq != seq {
-				b.Fatalf("next: %v %v", len(recs), err)
-			}
-			if err := r.Commit(seq); err != nil {
-				b.Fatal(err)
-			}
-		}
 		n++
 	}
 	reportCPU(b, cpu0, start, n)
+}
+
+// appendRead appends one record encoded by encode, and each of rs reads
+// it (the only record it is given) and commits it: the live path.
+func appendRead(ctx context.Context, b *testing.B, s *Spool, rs []*Reader, encode func(uint64, []byte) []byte) {
+	seq, err := s.Append(ctx, "smelter.v1.site.cls.asset.data", encode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range rs {
+		recs, err := r.Next(ctx, 100, 0)
+		if err != nil || len(recs) != 1 || recs[0].Seq != seq {
+			b.Fatalf("next: %v %v", len(recs), err)
+		}
+		if err := r.Commit(seq); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkReplay reads a backlog from the segment files (cache disabled in
