@@ -77,6 +77,7 @@ type Rule struct {
 	// stuck
 	Polls      int
 	Resolution float64
+	MinSpan    int64 // ms of data time the window covers at least (0: Polls readings only)
 	// ewma, zscore, cusum
 	Lambda   float64
 	L        float64
@@ -256,7 +257,7 @@ var kindFields = map[Kind][]string{
 	KindPlausibility: {"min", "max"},
 	KindThreshold:    {"levels", "above", "below", "deadband"},
 	KindRate:         {"window", "limit", "direction", "wrap"},
-	KindStuck:        {"polls", "resolution"},
+	KindStuck:        {"polls", "resolution", "min_span"},
 	KindEWMA:         {"lambda", "l", "warmup", "baseline", "min_sigma"},
 	KindZScore:       {"n", "limit", "min_sigma"},
 	KindCUSUM:        {"k", "h", "warmup", "baseline", "min_sigma"},
@@ -437,6 +438,10 @@ func (p *parser) severity(v *yaml.Node, field string) (alert.Severity, error) {
 	return s, nil
 }
 
+// maxMinSpan bounds a stuck rule's min_span (ms): a sensor flat for a day
+// is stuck by any measure; longer windows only delay the alert.
+const maxMinSpan = 24 * 3600 * 1000
+
 // defaults per kind.
 func newRule(kind Kind) *Rule {
 	r := &Rule{Kind: kind, Class: "*", Enabled: true, Severity: alert.Warn}
@@ -448,7 +453,7 @@ func newRule(kind Kind) *Rule {
 	case KindRate:
 		r.Direction = "both"
 	case KindStuck:
-		r.Polls = 10
+		r.Polls, r.MinSpan = 10, 30000
 	case KindEWMA:
 		r.Lambda, r.L, r.Warmup = 0.2, 3, 30
 	case KindZScore:
@@ -559,7 +564,7 @@ func (p *parser) rule(n *yaml.Node, idx int) (*Rule, error) {
 	for _, d := range []struct {
 		name string
 		dst  *int64
-	}{{"on_delay", &r.OnDelay}, {"off_delay", &r.OffDelay}, {"interval", &r.Interval}, {"window", &r.Window}, {"max_age", &r.MaxAge}} {
+	}{{"on_delay", &r.OnDelay}, {"off_delay", &r.OffDelay}, {"interval", &r.Interval}, {"window", &r.Window}, {"max_age", &r.MaxAge}, {"min_span", &r.MinSpan}} {
 		if v, ok := fields[d.name]; ok {
 			if *d.dst, err = p.duration(v, at+"."+d.name); err != nil {
 				return nil, err
@@ -667,6 +672,10 @@ func (p *parser) rule(n *yaml.Node, idx int) (*Rule, error) {
 	case KindStuck:
 		if r.Resolution <= 0 {
 			return nil, p.errf(n, "%s.resolution: missing or zero (smallest real change of the sensor)", at)
+		}
+		if r.MinSpan > maxMinSpan {
+			return nil, p.errf(fields["min_span"], "%s.min_span: %v is above the maximum %v", at,
+				time.Duration(r.MinSpan)*time.Millisecond, time.Duration(maxMinSpan)*time.Millisecond)
 		}
 	case KindEWMA:
 		if r.Lambda > 1 {

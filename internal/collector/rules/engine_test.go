@@ -276,6 +276,7 @@ rules:
     signal: discharge_pressure
     running: true
     polls: 10
+    min_span: 0s
     resolution: 0.001
     on_delay: 0s
     off_delay: 0s

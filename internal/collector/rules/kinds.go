@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/smelterio/smelter/internal/collector/alert"
 )
@@ -24,7 +25,7 @@ func newEvaluator(r *Rule) evaluator {
 	case KindRate:
 		return &rateEval{}
 	case KindStuck:
-		return &stuckEval{vals: make([]float64, r.Polls)}
+		return newStuck(r)
 	case KindEWMA:
 		return &ewmaEval{}
 	case KindZScore:
@@ -118,25 +119,63 @@ func (re *rateEval) step(in *inst, x float64, ts int64) alert.Severity {
 }
 func (re *rateEval) pause() {}
 
-// stuck: max - min over the last Polls values below the resolution.
+// stuck: max - min over the window below the resolution (DOMAIN.md
+// "stuck sensor": max - min over W polls). The window is Polls slots, each
+// the lowest and highest reading of a slice of data time MinSpan/(Polls-1)
+// long (stuckSlice), so that it covers at least Polls readings and at least
+// MinSpan of data time: at a poll interval of a slice or more every reading
+// has a slot of its own (W polls), faster polls share one. Without it, 30
+// polls at 100 ms judged 3 s, where a slowly moving signal or the flat top
+// of a compressor's load cycle stays within the resolution: a stuck alert
+// raised and cleared within 100-300 ms, ten times in 12 minutes (bbtest3
+// F13).
 type stuckEval struct {
-	vals    []float64
+	lo, hi  []float64 // per slot, a ring; head is the next slot
+	slice   int64     // data time of the newest slot, in slices (noSlice: none)
 	head, n int
 	spread  float64
 }
 
-func (s *stuckEval) step(in *inst, x float64, _ int64) alert.Severity {
-	s.vals[s.head] = x
-	s.head = (s.head + 1) % len(s.vals)
-	if s.n < len(s.vals) {
-		s.n++
-		if s.n < len(s.vals) {
-			return alert.None
+// noSlice: no slot to add the next reading to.
+const noSlice = math.MinInt64
+
+// stuckSlice is the data time (ms) one slot of r's window covers, 0 when
+// every reading has a slot (min_span 0 or a single poll).
+func stuckSlice(r *Rule) int64 {
+	if r.MinSpan <= 0 || r.Polls < 2 {
+		return 0
+	}
+	return (r.MinSpan + int64(r.Polls) - 2) / int64(r.Polls-1) // rounded up
+}
+
+func newStuck(r *Rule) *stuckEval {
+	return &stuckEval{lo: make([]float64, r.Polls), hi: make([]float64, r.Polls), slice: noSlice}
+}
+
+func (s *stuckEval) step(in *inst, x float64, ts int64) alert.Severity {
+	sl := int64(noSlice)
+	if d := stuckSlice(in.r); d > 0 {
+		sl = ts / d
+		if ts < 0 && ts%d != 0 {
+			sl--
 		}
 	}
-	lo, hi := s.vals[0], s.vals[0]
-	for _, v := range s.vals[1:] {
-		lo, hi = min(lo, v), max(hi, v)
+	if sl != noSlice && sl == s.slice && s.n > 0 { // the newest slot's slice: widen it
+		i := (s.head + len(s.lo) - 1) % len(s.lo)
+		s.lo[i], s.hi[i] = min(s.lo[i], x), max(s.hi[i], x)
+	} else {
+		s.lo[s.head], s.hi[s.head], s.slice = x, x, sl
+		s.head = (s.head + 1) % len(s.lo)
+		if s.n < len(s.lo) {
+			s.n++
+		}
+	}
+	if s.n < len(s.lo) {
+		return alert.None
+	}
+	lo, hi := s.lo[0], s.hi[0]
+	for i := 1; i < len(s.lo); i++ {
+		lo, hi = min(lo, s.lo[i]), max(hi, s.hi[i])
 	}
 	s.spread = hi - lo
 	if s.spread < in.r.Resolution {
@@ -144,7 +183,7 @@ func (s *stuckEval) step(in *inst, x float64, _ int64) alert.Severity {
 	}
 	return alert.None
 }
-func (s *stuckEval) pause() { s.n, s.head = 0, 0 }
+func (s *stuckEval) pause() { s.n, s.head, s.slice = 0, 0, noSlice }
 
 // baseline estimates mean and sigma: Welford over the warmup, then either
 // frozen or exponentially forgetting over Baseline samples.
@@ -607,7 +646,11 @@ func (e *Engine) describe(in *inst, st alert.State) (string, map[string]float64)
 	case KindStuck:
 		st := in.impl.(*stuckEval)
 		vals[sig], vals["spread"] = s.value, st.spread
-		msg = fmt.Sprintf("%s %s stuck at %s: spread %s over %d polls below resolution %s while running", who, sig, withUnit(s.value, s.unit), fv(st.spread), r.Polls, fv(r.Resolution))
+		over := strconv.Itoa(r.Polls) + " polls"
+		if r.MinSpan > 0 {
+			over += " and at least " + (time.Duration(r.MinSpan) * time.Millisecond).String()
+		}
+		msg = fmt.Sprintf("%s %s stuck at %s: spread %s over %s below resolution %s while running", who, sig, withUnit(s.value, s.unit), fv(st.spread), over, fv(r.Resolution))
 	case KindEWMA:
 		w := in.impl.(*ewmaEval)
 		vals[sig], vals["ewma"], vals["mean"], vals["limit"] = w.x, w.z, w.b.mean, w.lim

@@ -486,10 +486,11 @@ func appendEvalBinary(b []byte, ev evaluator) []byte {
 			binary.LittleEndian.PutUint64(d[16*k+8:], math.Float64bits(x.v[i]))
 		}
 		return b
-	case *stuckEval:
-		b = statebin.AppendUvarint(b, uint64(3+len(x.vals)))
-		b = statebin.AppendRawFloats(b, []float64{float64(x.head), float64(x.n), x.spread})
-		return statebin.AppendRawFloats(b, x.vals)
+	case *stuckEval: // head, n, spread, slice, lows, highs (3 + polls values before min_span)
+		b = statebin.AppendUvarint(b, uint64(4+2*len(x.lo)))
+		b = statebin.AppendRawFloats(b, []float64{float64(x.head), float64(x.n), x.spread, float64(x.slice)})
+		b = statebin.AppendRawFloats(b, x.lo)
+		return statebin.AppendRawFloats(b, x.hi)
 	case *ewmaEval:
 		return statebin.AppendFloats(b, []float64{float64(x.b.n), x.b.mean, x.b.m2, x.z, b2f(x.started), x.lim, x.x})
 	case *zscoreEval:
@@ -505,7 +506,7 @@ func appendEvalBinary(b []byte, ev evaluator) []byte {
 // appendEval appends an evaluator's memory to dst as numbers
 // (appendEvalBinary's, read back: one definition of the layout).
 func appendEval(dst []float64, ev evaluator) []float64 {
-	var buf [512]byte // a window of up to 60 values without an allocation
+	var buf [1024]byte // a window of up to 120 values (a stuck rule of 60 polls) without an allocation
 	r := statebin.NewReader(appendEvalBinary(buf[:0], ev))
 	for range r.Count(8) {
 		dst = append(dst, r.Float())
@@ -530,11 +531,19 @@ func loadEval(ev evaluator, r *Rule, f []float64) {
 			x.ts[k], x.v[k] = int64(f[2+2*k]), f[3+2*k]
 		}
 	case *stuckEval:
-		if len(f) != 3+r.Polls || int(f[0]) >= r.Polls {
+		if len(f) < 3 || int(f[0]) >= r.Polls {
 			return
 		}
-		x.head, x.n, x.spread = int(f[0]), int(f[1]), f[2]
-		copy(x.vals, f[3:])
+		switch len(f) {
+		case 4 + 2*r.Polls:
+			x.head, x.n, x.spread, x.slice = int(f[0]), int(f[1]), f[2], int64(f[3])
+			copy(x.lo, f[4:])
+			copy(x.hi, f[4+r.Polls:])
+		case 3 + r.Polls: // a record of a release before min_span: one reading a slot
+			x.head, x.n, x.spread, x.slice = int(f[0]), int(f[1]), f[2], noSlice
+			copy(x.lo, f[3:])
+			copy(x.hi, f[3:])
+		}
 	case *ewmaEval:
 		if len(f) == 7 {
 			x.b.n, x.b.mean, x.b.m2, x.z, x.started, x.lim, x.x = int(f[0]), f[1], f[2], f[3], f[4] != 0, f[5], f[6]
