@@ -53,9 +53,13 @@ func TestStrayUnitNotChargedToAskedUnit(t *testing.T) {
 			pool := NewPool(testLogger(t), NewMetrics(reg))
 			t.Cleanup(func() { _ = pool.Close() })
 			iv := 100 * time.Millisecond
+			// every reading must be good: a timeout long enough for a pty's
+			// replies on a loaded machine (128-231 ms seen at load 11
+			// against fastLine's 100 ms)
+			line := func(c *Config) { fastLine(c); c.Timeout = time.Second }
 			recs, stop := sharedUnits(t, pool, tr, addr, []sharedUnit{
-				{"honest", 1, iv, []uint16{0, 1}, fastLine},
-				{"other", 2, iv, []uint16{10, 11}, fastLine},
+				{"honest", 1, iv, []uint16{0, 1}, line},
+				{"other", 2, iv, []uint16{10, 11}, line},
 			})
 			stray := func() float64 {
 				return metricValue(t, reg, "smelter_modbus_stray_frames_total", func(l map[string]string) bool { return l["unit"] == "9" })
