@@ -244,7 +244,7 @@ func (c *Config) authOptions(field string, a NATSConn, log *slog.Logger) ([]nats
 		opts = append(opts, nats.Token(tok.Reveal()))
 	}
 	if a.CredsFile != "" {
-		if _, err := secret.FromFile(field+".creds_file", c.Path(a.CredsFile)); err != nil {
+		if err := secret.CredsFile(field+".creds_file", c.Path(a.CredsFile)); err != nil {
 			return nil, err
 		}
 		opts = append(opts, nats.UserCredentials(c.Path(a.CredsFile)))

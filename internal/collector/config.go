@@ -219,7 +219,7 @@ func (c *Config) CheckLocal() error {
 		add(err)
 	}
 	if n.CredsFile != "" {
-		_, err := secret.FromFile("nats.creds_file", c.Path(n.CredsFile))
+		err := secret.CredsFile("nats.creds_file", c.Path(n.CredsFile))
 		add(err)
 	}
 	tlsCheck := func(t *secret.TLS, field string) {

@@ -197,7 +197,7 @@ func (c *Config) CheckLocal() error {
 		_, err := secret.FromFile(field+".token_file", c.TokenFile)
 		errs = append(errs, err)
 	case c.CredsFile != "":
-		_, err := secret.FromFile(field+".creds_file", c.CredsFile)
+		err := secret.CredsFile(field+".creds_file", c.CredsFile)
 		errs = append(errs, err)
 	}
 	if c.TLS.Needed(c.URL, "tls://", "wss://") {

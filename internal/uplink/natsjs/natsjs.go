@@ -128,7 +128,7 @@ func New(cfg Config, log *slog.Logger, m *Metrics, options ...Option) (*Uplink, 
 		}
 		opts = append(opts, nats.Token(tok.Reveal()))
 	case cfg.CredsFile != "":
-		if _, err := secret.FromFile(field+".creds_file", cfg.CredsFile); err != nil {
+		if err := secret.CredsFile(field+".creds_file", cfg.CredsFile); err != nil {
 			return nil, err
 		}
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
